@@ -1,0 +1,81 @@
+package objectstore
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// ErrUnsafeUID is returned by Key when a UID could not be used in a key.
+var ErrUnsafeUID = errors.New("objectstore: UID not usable in an object key")
+
+// Placeholders used in keys when the dataset header did not carry a usable
+// Study or Series Instance UID. The object is still stored (validation later
+// quarantines it); only the SOP Instance UID is mandatory.
+const (
+	UnknownStudy  = "unknown-study"
+	UnknownSeries = "unknown-series"
+)
+
+// Key returns the key of an object under the store root:
+//
+//	incoming/<yyyy>/<mm>/<dd>/<study>/<series>/<sop>.dcm
+//
+// with the date of ReceivedAt in UTC. Only key-safe UIDs are ever used: a UID
+// is key-safe when it is 1–64 characters of digits and dots with no empty
+// component, so no key can escape its prefix. Strict UID conformance (no
+// leading zeros and so on) is the pipeline's validation's job, not the key's.
+func Key(obj Object) (string, error) {
+	if !KeySafeUID(obj.SOPInstanceUID) {
+		return "", fmt.Errorf("%w: SOP Instance UID %q", ErrUnsafeUID, truncate(obj.SOPInstanceUID, 80))
+	}
+	study, series := obj.StudyInstanceUID, obj.SeriesInstanceUID
+	if !KeySafeUID(study) {
+		study = UnknownStudy
+	}
+	if !KeySafeUID(series) {
+		series = UnknownSeries
+	}
+	t := obj.ReceivedAt.UTC()
+	return fmt.Sprintf("%s%04d/%02d/%02d/%s/%s/%s.dcm", IncomingPrefix, t.Year(), int(t.Month()), t.Day(), study, series, obj.SOPInstanceUID), nil
+}
+
+// ConflictKey is where an object goes when key already holds different
+// content: beside it, named after the new content's SHA-256.
+func ConflictKey(key, sha256hex string) string {
+	short := sha256hex
+	if len(short) > 16 {
+		short = short[:16]
+	}
+	return strings.TrimSuffix(key, ".dcm") + ".conflict-" + short + ".dcm"
+}
+
+// KeySafeUID reports whether uid can be used as a key component.
+func KeySafeUID(uid string) bool {
+	if len(uid) == 0 || len(uid) > 64 {
+		return false
+	}
+	prevDot := true // a leading dot is an empty component
+	for i := 0; i < len(uid); i++ {
+		c := uid[i]
+		switch {
+		case c == '.':
+			if prevDot {
+				return false
+			}
+			prevDot = true
+		case c >= '0' && c <= '9':
+			prevDot = false
+		default:
+			return false
+		}
+	}
+	return !prevDot
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

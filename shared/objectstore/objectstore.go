@@ -1,0 +1,68 @@
+// Package objectstore defines where received DICOM objects go: the Store
+// interface the SCP streams Part 10 files into, the object key scheme shared
+// by every backend, and the small JSON records the SCP writes for
+// association events that never become objects.
+package objectstore
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Object describes one received instance. Every field comes from the
+// association or from the DIMSE command; UIDs are validated before they
+// are ever used in a key (see Key).
+type Object struct {
+	SOPClassUID       string
+	SOPInstanceUID    string
+	StudyInstanceUID  string // from the dataset header; may be empty
+	SeriesInstanceUID string // from the dataset header; may be empty
+	TransferSyntaxUID string
+
+	CallingAE     string
+	CalledAE      string
+	PeerAddr      string
+	AssociationID string
+	ReceivedAt    time.Time
+}
+
+// Stored is what a Store reports once an object is durable.
+type Stored struct {
+	Key    string // the key the object is stored under, relative to the store root/prefix
+	Size   int64  // bytes of the whole Part 10 file
+	SHA256 string // lowercase hex SHA-256 of the whole Part 10 file
+	// Duplicate is set when an identical object (same key, same SHA-256)
+	// was already stored: nothing new was written.
+	Duplicate bool
+	// Conflict is set when a different object already held the key: the new
+	// one was kept under a distinct key (Key) and nothing was overwritten.
+	Conflict bool
+}
+
+// Store persists Part 10 files. Put must consume part10 to EOF (or fail),
+// and must return nil only once the object is durably stored: the SCP answers
+// C-STORE success on that return and on nothing else. A failed or cancelled
+// Put leaves nothing visible under any key.
+type Store interface {
+	Put(ctx context.Context, obj Object, part10 io.Reader) (Stored, error)
+	// PutRecord durably writes a small document (an association audit
+	// record) under key, which always starts with AuditPrefix.
+	PutRecord(ctx context.Context, key string, body []byte) error
+	// Ready reports whether the store can accept objects now; the SCP
+	// refuses new associations with "temporary congestion" while it cannot.
+	Ready(ctx context.Context) error
+}
+
+// Prefixes under the store root.
+const (
+	IncomingPrefix   = "incoming/"
+	AuditPrefix      = "audit/"
+	QuarantinePrefix = "quarantine/"
+)
+
+// ErrUnavailable marks a store failure that is expected to be transient
+// (the backend is down or throttling): the SCP answers A700 and the sender
+// retries later.
+var ErrUnavailable = errors.New("objectstore: store unavailable")
