@@ -1,0 +1,275 @@
+// Package config reads scp-task's settings from flags, each with an
+// environment variable fallback, and checks them before anything starts.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+)
+
+// Config is everything scp-task can be told.
+type Config struct {
+	Listen               string
+	AETitle              string
+	CallingAEs           *accesscontrol.Allowlist
+	CallingAEsSpec       string
+	Store                string // file://DIR or s3://bucket/prefix
+	HealthListen         string
+	MaxAssociations      int
+	MaxAssociationsPerAE int
+	MaxPDULength         int
+	ProxyProtocol        bool
+	AcceptBigEndian      bool
+	IdleTimeout          time.Duration
+	DrainTimeout         time.Duration
+	LogLevel             string
+
+	S3PathStyle bool
+	S3KMSKey    string
+	S3PartSize  int64
+
+	Local        bool
+	DataDir      string
+	PortalListen string
+	Webhooks     []string
+	QuietPeriod  time.Duration
+}
+
+// Setting describes one flag: its name, environment variable, default and
+// meaning. The README's configuration table is generated from the same list
+// (see Settings), so the two cannot drift apart.
+type Setting struct {
+	Flag, Env, Default, Usage string
+}
+
+// Settings lists every setting in the order the README shows them.
+func Settings() []Setting {
+	return settings
+}
+
+var settings = []Setting{
+	{"listen", "SCP_LISTEN", ":11112", "address the DICOM SCP listens on (the NLB maps TCP/104 to it)"},
+	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
+	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE` or `AE@CIDR|CIDR…`; others are rejected (01 01 03)"},
+	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
+	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
+	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
+	{"max-associations-per-ae", "SCP_MAX_ASSOCIATIONS_PER_AE", "16", "concurrent associations per calling AE title; 0 = unlimited"},
+	{"max-pdu-length", "SCP_MAX_PDU_LENGTH", "262144", "largest PDU we accept (advertised to peers)"},
+	{"proxy-protocol", "SCP_PROXY_PROTOCOL", "false", "expect a PROXY protocol v2 header on every connection (NLB target group attribute); when off a PROXY header is a protocol error"},
+	{"accept-big-endian", "SCP_ACCEPT_BIG_ENDIAN", "false", "accept the retired Explicit VR Big Endian transfer syntax"},
+	{"idle-timeout", "SCP_IDLE_TIMEOUT", "5m", "abort an association silent for this long"},
+	{"drain-timeout", "SCP_DRAIN_TIMEOUT", "60s", "on SIGTERM, how long in-flight associations may take to finish before they are aborted"},
+	{"log-level", "SCP_LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"s3-path-style", "SCP_S3_PATH_STYLE", "false", "path-style S3 addressing (S3-compatible servers); the endpoint comes from AWS_ENDPOINT_URL_S3"},
+	{"s3-kms-key", "SCP_S3_KMS_KEY", "", "KMS key id or ARN for SSE-KMS on stored objects"},
+	{"s3-part-size", "SCP_S3_PART_SIZE", "8388608", "multipart upload part size in bytes (memory per association is about two parts)"},
+	{"local", "SCP_LOCAL", "false", "run the whole flow in this process: file store, pipeline, SQLite, event log and portal"},
+	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
+	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
+	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
+	{"quiet-period", "QUIET_PERIOD", "60s", "a study with no new instance for this long is announced as received"},
+}
+
+// value is a string flag that, for boolean settings, may be given bare
+// (--local means --local=true), as flag.Bool allows.
+type value struct {
+	s       string
+	boolean bool
+}
+
+func (v *value) String() string {
+	if v == nil {
+		return ""
+	}
+	return v.s
+}
+func (v *value) Set(s string) error { v.s = s; return nil }
+func (v *value) IsBoolFlag() bool   { return v.boolean }
+
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			*s = append(*s, p)
+		}
+	}
+	return nil
+}
+
+// Load parses args (without the program name), falling back to getenv for
+// every flag not given, then to the defaults. Help output and errors go to
+// out. flag.ErrHelp is returned for -h.
+func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("scp-task", flag.ContinueOnError)
+	fs.SetOutput(out)
+	vals := map[string]*string{}
+	var webhooks stringList
+	for _, s := range settings {
+		def := s.Default
+		if v := getenv(s.Env); v != "" {
+			def = v
+		}
+		usage := fmt.Sprintf("%s (env %s)", s.Usage, s.Env)
+		if s.Flag == "webhook" {
+			if err := webhooks.Set(def); err != nil {
+				return Config{}, err
+			}
+			fs.Var(&webhooks, s.Flag, usage)
+			continue
+		}
+		v := &value{s: def, boolean: s.Default == "false" || s.Default == "true"}
+		vals[s.Flag] = &v.s
+		fs.Var(v, s.Flag, usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+	}
+	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
+	var errs []error
+	boolean := func(name string) bool {
+		b, err := strconv.ParseBool(get(name))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %q is not true or false", name, get(name)))
+		}
+		return b
+	}
+	count := func(name string) int {
+		n, err := strconv.Atoi(get(name))
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("--%s: %q is not a whole number ≥ 0", name, get(name)))
+		}
+		return n
+	}
+	duration := func(name string) time.Duration {
+		d, err := time.ParseDuration(get(name))
+		if err != nil || d <= 0 {
+			errs = append(errs, fmt.Errorf("--%s: %q is not a positive duration like 30s or 5m", name, get(name)))
+		}
+		return d
+	}
+	address := func(name string) string {
+		a := get(name)
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %q is not host:port (%v)", name, a, err))
+		}
+		return a
+	}
+	c := Config{
+		Listen:               address("listen"),
+		AETitle:              get("ae-title"),
+		CallingAEsSpec:       get("calling-aes"),
+		Store:                get("store"),
+		HealthListen:         address("health-listen"),
+		MaxAssociations:      count("max-associations"),
+		MaxAssociationsPerAE: count("max-associations-per-ae"),
+		MaxPDULength:         count("max-pdu-length"),
+		ProxyProtocol:        boolean("proxy-protocol"),
+		AcceptBigEndian:      boolean("accept-big-endian"),
+		IdleTimeout:          duration("idle-timeout"),
+		DrainTimeout:         duration("drain-timeout"),
+		LogLevel:             strings.ToLower(get("log-level")),
+		S3PathStyle:          boolean("s3-path-style"),
+		S3KMSKey:             get("s3-kms-key"),
+		Local:                boolean("local"),
+		DataDir:              get("data-dir"),
+		PortalListen:         address("portal-listen"),
+		Webhooks:             webhooks,
+		QuietPeriod:          duration("quiet-period"),
+	}
+	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
+		errs = append(errs, fmt.Errorf("--s3-part-size: %q must be a byte count of at least 5242880 (S3's minimum part size)", get("s3-part-size")))
+	} else {
+		c.S3PartSize = ps
+	}
+	if c.AETitle == "" || len(c.AETitle) > accesscontrol.MaxAETitleLength {
+		errs = append(errs, fmt.Errorf("--ae-title: %q must be 1 to 16 characters", c.AETitle))
+	}
+	if c.MaxPDULength != 0 && (c.MaxPDULength < 4096 || c.MaxPDULength > 16<<20) {
+		errs = append(errs, fmt.Errorf("--max-pdu-length: %d must be between 4096 and 16777216", c.MaxPDULength))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", c.LogLevel))
+	}
+	if acl, err := accesscontrol.Parse(c.CallingAEsSpec); err != nil {
+		errs = append(errs, fmt.Errorf("--calling-aes: %w", err))
+	} else if len(acl.AETitles()) == 0 {
+		errs = append(errs, errors.New("--calling-aes: no calling AE title allowed: name at least one site"))
+	} else {
+		c.CallingAEs = acl
+	}
+	if !c.Local || isSet(fs, "store", getenv) {
+		if err := checkStoreURL(c.Store); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, w := range c.Webhooks {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("--webhook: %q is not an http(s) URL", w))
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("config: %w", errors.Join(errs...))
+	}
+	return c, nil
+}
+
+// isSet reports whether a setting was chosen explicitly; local mode
+// otherwise keeps its objects under the data directory.
+func isSet(fs *flag.FlagSet, name string, getenv func(string) string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == name {
+			set = true
+		}
+	})
+	for _, s := range settings {
+		if s.Flag == name && getenv(s.Env) != "" {
+			set = true
+		}
+	}
+	return set
+}
+
+func checkStoreURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("--store: %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host+u.Path == "" {
+			return fmt.Errorf("--store: %q names no directory (file://DIR)", s)
+		}
+	case "s3":
+		if u.Host == "" {
+			return fmt.Errorf("--store: %q names no bucket (s3://bucket/prefix)", s)
+		}
+	default:
+		return fmt.Errorf("--store: %q must start with file:// or s3://", s)
+	}
+	return nil
+}
+
+// StoreDir returns the directory of a file:// store URL (file://./data is
+// relative, file:///srv/data absolute).
+func StoreDir(store string) string {
+	rest := strings.TrimPrefix(store, "file://")
+	return rest
+}

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize}
+	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20)}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+}
+
+func TestFlagsBeatEnvBeatsDefault(t *testing.T) {
+	e := env(map[string]string{"SCP_AE_TITLE": "FROM_ENV", "SCP_LISTEN": "127.0.0.1:1", "WEBHOOKS": "http://a/x, http://b/y"})
+	c, err := Load([]string{"--listen", "127.0.0.1:2", "--webhook", "https://c/z"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AETitle != "FROM_ENV" || c.Listen != "127.0.0.1:2" {
+		t.Errorf("AETitle=%q Listen=%q", c.AETitle, c.Listen)
+	}
+	if d := cmp.Diff([]string{"http://a/x", "http://b/y", "https://c/z"}, c.Webhooks); d != "" {
+		t.Errorf("webhooks (-want +got):\n%s", d)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"bad listen", []string{"--listen", "11112"}, nil, `--listen: "11112" is not host:port`},
+		{"long ae", []string{"--ae-title", "ABCDEFGHIJKLMNOPQ"}, nil, "--ae-title"},
+		{"no calling aes", []string{"--calling-aes", " , "}, nil, "no calling AE title allowed"},
+		{"bad cidr", nil, map[string]string{"SCP_CALLING_AES": "A@10.0.0.0/99"}, "not a CIDR"},
+		{"bad store", []string{"--store", "ftp://x"}, nil, "must start with file:// or s3://"},
+		{"bucketless", []string{"--store", "s3:///prefix"}, nil, "names no bucket"},
+		{"bad bool", []string{"--proxy-protocol=maybe"}, nil, "not true or false"},
+		{"bad duration", []string{"--drain-timeout", "-1s"}, nil, "not a positive duration"},
+		{"small part", []string{"--s3-part-size", "1000"}, nil, "at least 5242880"},
+		{"tiny pdu", []string{"--max-pdu-length", "100"}, nil, "between 4096"},
+		{"bad webhook", []string{"--webhook", "ftp://x"}, nil, "not an http(s) URL"},
+		{"stray arg", []string{"extra"}, nil, `unexpected argument "extra"`},
+		{"negative", []string{"--max-associations", "-3"}, nil, "whole number"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var sb strings.Builder
+	_, err := Load([]string{"-h"}, env(nil), &sb)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("err = %v", err)
+	}
+	for _, s := range Settings() {
+		if !strings.Contains(sb.String(), "-"+s.Flag) || !strings.Contains(sb.String(), s.Env) {
+			t.Errorf("help lacks %s / %s", s.Flag, s.Env)
+		}
+	}
+}
+
+func TestLocalStoreDefault(t *testing.T) {
+	c, err := Load([]string{"--local"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Local {
+		t.Fatal("Local not set")
+	}
+}
+
+func FuzzLoad(f *testing.F) {
+	f.Add("--calling-aes", "A@10.0.0.0/8", "SCP_LISTEN", ":1")
+	f.Add("--store", "s3://b/p", "SCP_MAX_ASSOCIATIONS", "x")
+	f.Fuzz(func(t *testing.T, flagName, flagVal, envName, envVal string) {
+		c, err := Load([]string{flagName, flagVal}, env(map[string]string{envName: envVal}), io.Discard)
+		if err == nil && c.CallingAEs == nil {
+			t.Fatal("a loaded config must carry an allowlist")
+		}
+	})
+}
