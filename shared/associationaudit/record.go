@@ -1,0 +1,101 @@
+// Package associationaudit defines the small JSON records the SCP writes
+// under the store's audit/ prefix for association events that never become
+// objects (accepted, rejected, released, aborted, C-STORE failed), so the
+// audit trail also covers what was refused or lost in transit. The SCP
+// writes them; the pipeline's audit function reads them.
+package associationaudit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// SchemaVersion is bumped on any incompatible change of Record.
+const SchemaVersion = 1
+
+// Event names, as they appear in Record.Event and in keys.
+const (
+	EventAccepted    = "association-accepted"
+	EventRejected    = "association-rejected"
+	EventReleased    = "association-released"
+	EventAborted     = "association-aborted"
+	EventStoreFailed = "store-failed"
+)
+
+// Record is one association event. It holds no patient data: AE titles,
+// addresses and UIDs only.
+type Record struct {
+	SchemaVersion  int       `json:"schemaVersion"`
+	Event          string    `json:"event"`
+	Time           time.Time `json:"time"`
+	AssociationID  string    `json:"associationId"`
+	CallingAE      string    `json:"callingAE"`
+	CalledAE       string    `json:"calledAE"`
+	PeerAddr       string    `json:"peerAddr"`
+	RejectResult   int       `json:"rejectResult,omitempty"`
+	RejectSource   int       `json:"rejectSource,omitempty"`
+	RejectReason   int       `json:"rejectReason,omitempty"`
+	AbortSource    *int      `json:"abortSource,omitempty"`
+	AbortReason    *int      `json:"abortReason,omitempty"`
+	Reason         string    `json:"reason,omitempty"`
+	Status         string    `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed
+	SOPClassUID    string    `json:"sopClassUid,omitempty"`
+	SOPInstanceUID string    `json:"sopInstanceUid,omitempty"`
+	Instances      int       `json:"instances,omitempty"` // instances stored, on released/aborted
+	Bytes          int64     `json:"bytes,omitempty"`     // dataset bytes stored, on released/aborted
+	Implementation string    `json:"implementationVersion"`
+	// Seq orders the records of one association.
+	Seq uint64 `json:"seq"`
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Key returns where r is stored:
+//
+//	audit/<yyyy>/<mm>/<dd>/<association-id>-<seq>-<event>.json
+//
+// with the UTC date of r.Time. The association id must be key-safe (the
+// SCP makes them so); anything else is an error, never a path.
+func Key(r Record) (string, error) {
+	if !idPattern.MatchString(r.AssociationID) {
+		return "", fmt.Errorf("associationaudit: association id %q is not key-safe", r.AssociationID)
+	}
+	switch r.Event {
+	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed:
+	default:
+		return "", fmt.Errorf("associationaudit: unknown event %q", r.Event)
+	}
+	t := r.Time.UTC()
+	return fmt.Sprintf("audit/%04d/%02d/%02d/%s-%06d-%s.json", t.Year(), int(t.Month()), t.Day(), r.AssociationID, r.Seq, r.Event), nil
+}
+
+// Marshal encodes r with its schema version set.
+func Marshal(r Record) ([]byte, error) {
+	r.SchemaVersion = SchemaVersion
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("associationaudit: marshal: %w", err)
+	}
+	return b, nil
+}
+
+// ErrUnsupportedVersion marks a record written by a newer SCP.
+var ErrUnsupportedVersion = errors.New("associationaudit: unsupported schema version")
+
+// Parse decodes and checks a record read back from the store.
+func Parse(b []byte) (Record, error) {
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Record{}, fmt.Errorf("associationaudit: parse: %w", err)
+	}
+	if r.SchemaVersion != SchemaVersion {
+		return Record{}, fmt.Errorf("%w: %d", ErrUnsupportedVersion, r.SchemaVersion)
+	}
+	if _, err := Key(r); err != nil {
+		return Record{}, err
+	}
+	return r, nil
+}
