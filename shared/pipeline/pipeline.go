@@ -1,0 +1,67 @@
+// Package pipeline turns stored DICOM objects into a validated, normalized,
+// audited and announced archive: it validates a Part 10 object by reading
+// only its header, writes a DICOM JSON metadata sidecar, upserts the study
+// index, appends audit records and publishes events. It talks to storage
+// only through the ports in ports.go, so the same code runs in AWS Lambda
+// and in the local all-in-one mode.
+package pipeline
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// PatientDataPolicy says how much patient data events carry.
+type PatientDataPolicy string
+
+// Policies for patient data in events.
+const (
+	// PatientDataNone: no patient attributes in events (the default).
+	PatientDataNone PatientDataPolicy = "none"
+	// PatientDataID: Patient ID and accession number only.
+	PatientDataID PatientDataPolicy = "id"
+	// PatientDataFull: Patient ID, name, birth date and sex as well.
+	PatientDataFull PatientDataPolicy = "full"
+)
+
+// ParsePatientDataPolicy parses a policy name; empty means PatientDataNone.
+func ParsePatientDataPolicy(s string) (PatientDataPolicy, error) {
+	switch PatientDataPolicy(s) {
+	case "", PatientDataNone:
+		return PatientDataNone, nil
+	case PatientDataID, PatientDataFull:
+		return PatientDataPolicy(s), nil
+	}
+	return "", fmt.Errorf("pipeline: unknown patient data policy %q (want none, id or full)", s)
+}
+
+// DefaultQuietPeriod is how long a study must go without a new instance
+// before Study Received is announced.
+const DefaultQuietPeriod = 60 * time.Second
+
+// Pipeline processes objects, SCP audit records and stable studies. The
+// ports are required; the rest have working zero values.
+type Pipeline struct {
+	Objects ObjectReader
+	Writer  ObjectWriter
+	Audit   AuditStore
+	Index   IndexStore
+	Events  EventPublisher
+
+	// Logger receives operational logs (never patient data); nil discards.
+	Logger *slog.Logger
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+	// QuietPeriod before a study is announced; 0 means DefaultQuietPeriod.
+	QuietPeriod time.Duration
+	// PatientData is the event content policy; "" means PatientDataNone.
+	PatientData PatientDataPolicy
+	// AuditSourceID names this system in audit records; "" means "dicom-ingest".
+	AuditSourceID string
+	// BucketName, when set, is put into events' S3 pointers (s3://bucket/key).
+	BucketName string
+	// MaxHeaderBytes bounds how much of an object validation reads before
+	// giving up on finding Pixel Data's start; 0 means 64 MiB.
+	MaxHeaderBytes int64
+}

@@ -1,0 +1,347 @@
+package pipeline
+
+// This file is the contract between the pipeline and its storage backends.
+// Two sets of adapters implement it: shared/awsadapters (S3, DynamoDB,
+// EventBridge, used by the Lambda functions) and the local all-in-one mode
+// (files, SQLite, an event log). The local mode depends on these names and
+// semantics: change them only together with both adapter sets.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"time"
+)
+
+// Sentinel errors that adapters return (wrapped) so the pipeline can tell a
+// missing thing or a lost race from a failure.
+var (
+	// ErrNotFound: the object, study or record does not exist.
+	ErrNotFound = errors.New("pipeline: not found")
+	// ErrConditionFailed: a conditional write lost (MarkAnnounced on a
+	// study whose revision moved on, for example).
+	ErrConditionFailed = errors.New("pipeline: condition failed")
+)
+
+// ObjectInfo is what Head reports about a stored object.
+type ObjectInfo struct {
+	Key          string
+	Size         int64
+	ETag         string
+	LastModified time.Time
+	// Metadata is the object's user metadata with lowercase keys (the SCP
+	// writes calling-ae, called-ae, peer-addr, association-id, received-at,
+	// sop-class-uid, sop-instance-uid, transfer-syntax-uid, sha256,
+	// implementation-version, and conflict=true for conflicting resends).
+	Metadata map[string]string
+}
+
+// ObjectReader reads stored objects without ever needing them whole.
+type ObjectReader interface {
+	// Head returns size and metadata; ErrNotFound if key does not exist.
+	Head(ctx context.Context, key string) (ObjectInfo, error)
+	// OpenRange streams length bytes starting at offset (length < 0: to the
+	// end). Reading past the end yields io.EOF, not an error. The pipeline
+	// asks for small, growing ranges and stops before Pixel Data.
+	OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+}
+
+// ObjectWriter writes the pipeline's own objects: quarantine copies and
+// metadata sidecars. Writes of the same key with the same content are
+// idempotent; raw incoming objects are never modified or deleted.
+type ObjectWriter interface {
+	// Put stores a small document (JSON sidecars, findings).
+	Put(ctx context.Context, key string, body []byte, contentType string, metadata map[string]string) error
+	// Copy copies src to dst server-side, keeping src's metadata and adding
+	// metadata (quarantine).
+	Copy(ctx context.Context, src, dst string, metadata map[string]string) error
+}
+
+// AuditStore is the append-only audit trail.
+type AuditStore interface {
+	// Append writes rec unless a record with rec.ID exists (conditional
+	// write). appended reports whether this call wrote it; a duplicate is
+	// not an error.
+	Append(ctx context.Context, rec AuditRecord) (appended bool, err error)
+	// Query returns records matching q, newest first.
+	Query(ctx context.Context, q AuditQuery) (AuditPage, error)
+}
+
+// AuditQuery selects audit records. At most one of PatientID,
+// StudyInstanceUID, CallingAE and Day is used as the access path (in that
+// order of preference); the other fields filter.
+type AuditQuery struct {
+	PatientID        string
+	StudyInstanceUID string
+	CallingAE        string
+	Day              string // yyyy-mm-dd (UTC)
+	Outcome          string // filter on AuditRecord.Outcome
+	From, To         time.Time
+	Limit            int    // 0: adapter default (100)
+	Cursor           string // from a previous AuditPage.Next
+}
+
+// AuditPage is one page of Query results.
+type AuditPage struct {
+	Records []AuditRecord
+	Next    string // empty when there is no more
+}
+
+// IndexStore is the study/series/instance index. UpsertInstance must be
+// atomic per instance: counts change once per distinct (SOP Instance UID,
+// SHA-256), whatever the number of deliveries.
+type IndexStore interface {
+	UpsertInstance(ctx context.Context, in InstanceRecord) (UpsertResult, error)
+	// GetStudy returns the study with its series and instances; ErrNotFound.
+	GetStudy(ctx context.Context, studyUID string) (StudyDetail, error)
+	// ListStudies returns study summaries, most recently received first.
+	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)
+	// StableStudies returns studies whose LastReceived is not after
+	// quietSince and whose Revision is above AnnouncedRevision.
+	StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]StudySummary, error)
+	// MarkAnnounced records that version (1 = Study Received, 2+ = Study
+	// Updated) was announced for revision. It fails with ErrConditionFailed
+	// unless the study's AnnouncedVersion is version-1 and its Revision is
+	// still revision (so a concurrent arrival is announced later).
+	MarkAnnounced(ctx context.Context, studyUID string, revision, version int64, at time.Time) error
+	// EventPublished and MarkEventPublished are the publish ledger that
+	// keeps a redelivered message from publishing an event twice.
+	EventPublished(ctx context.Context, eventID string) (bool, error)
+	MarkEventPublished(ctx context.Context, eventID string, at time.Time) error
+}
+
+// StudyQuery filters ListStudies.
+type StudyQuery struct {
+	PatientID string
+	Limit     int // 0: adapter default (100)
+}
+
+// UpsertOutcome tells what UpsertInstance did.
+type UpsertOutcome int
+
+// Upsert outcomes.
+const (
+	// InstanceNew: first time this SOP Instance UID was indexed.
+	InstanceNew UpsertOutcome = iota + 1
+	// InstanceDuplicate: same SOP Instance UID and same SHA-256 already
+	// indexed; nothing changed.
+	InstanceDuplicate
+	// InstanceConflict: the SOP Instance UID was indexed with different
+	// content; this content is indexed too (as a conflict) and the study's
+	// ConflictCount and Revision went up. Delivering the same conflicting
+	// content again is InstanceDuplicate.
+	InstanceConflict
+)
+
+func (o UpsertOutcome) String() string {
+	switch o {
+	case InstanceNew:
+		return "new"
+	case InstanceDuplicate:
+		return "duplicate"
+	case InstanceConflict:
+		return "conflict"
+	}
+	return "unknown"
+}
+
+// UpsertResult is the outcome of UpsertInstance and the study after it.
+type UpsertResult struct {
+	Outcome UpsertOutcome
+	Study   StudySummary
+}
+
+// InstanceRecord is one indexed instance (one distinct content).
+type InstanceRecord struct {
+	StudyInstanceUID  string    `json:"studyInstanceUid"`
+	SeriesInstanceUID string    `json:"seriesInstanceUid"`
+	SOPInstanceUID    string    `json:"sopInstanceUid"`
+	SOPClassUID       string    `json:"sopClassUid"`
+	TransferSyntaxUID string    `json:"transferSyntaxUid"`
+	Modality          string    `json:"modality,omitempty"`
+	InstanceNumber    string    `json:"instanceNumber,omitempty"`
+	SeriesNumber      string    `json:"seriesNumber,omitempty"`
+	SeriesDescription string    `json:"seriesDescription,omitempty"`
+	StudyDate         string    `json:"studyDate,omitempty"` // ISO 8601 yyyy-mm-dd
+	StudyTime         string    `json:"studyTime,omitempty"` // ISO 8601 hh:mm:ss[.ffffff]
+	StudyDescription  string    `json:"studyDescription,omitempty"`
+	AccessionNumber   string    `json:"accessionNumber,omitempty"`
+	PatientID         string    `json:"patientId,omitempty"`
+	PatientName       string    `json:"patientName,omitempty"` // UTF-8, DICOM ^ form
+	PatientBirthDate  string    `json:"patientBirthDate,omitempty"`
+	PatientSex        string    `json:"patientSex,omitempty"`
+	ObjectKey         string    `json:"objectKey"`
+	MetadataKey       string    `json:"metadataKey"`
+	Size              int64     `json:"size"`
+	SHA256            string    `json:"sha256"`
+	CallingAE         string    `json:"callingAe,omitempty"`
+	ReceivedAt        time.Time `json:"receivedAt"`
+	Conflict          bool      `json:"conflict,omitempty"`
+	Findings          []Finding `json:"findings,omitempty"` // non-fatal findings
+}
+
+// StudySummary is the study-level aggregate.
+type StudySummary struct {
+	StudyInstanceUID string    `json:"studyInstanceUid"`
+	PatientID        string    `json:"patientId,omitempty"`
+	PatientName      string    `json:"patientName,omitempty"`
+	PatientBirthDate string    `json:"patientBirthDate,omitempty"`
+	PatientSex       string    `json:"patientSex,omitempty"`
+	StudyDate        string    `json:"studyDate,omitempty"`
+	StudyTime        string    `json:"studyTime,omitempty"`
+	StudyDescription string    `json:"studyDescription,omitempty"`
+	AccessionNumber  string    `json:"accessionNumber,omitempty"`
+	Modalities       []string  `json:"modalities,omitempty"` // sorted, distinct
+	CallingAEs       []string  `json:"callingAes,omitempty"` // sorted, distinct
+	SeriesCount      int       `json:"seriesCount"`
+	InstanceCount    int       `json:"instanceCount"` // distinct SOP Instance UIDs
+	ConflictCount    int       `json:"conflictCount"`
+	TotalBytes       int64     `json:"totalBytes"`
+	FirstReceived    time.Time `json:"firstReceived"`
+	LastReceived     time.Time `json:"lastReceived"`
+	// Revision goes up by one with every new or conflicting instance.
+	Revision int64 `json:"revision"`
+	// AnnouncedRevision is the Revision last announced (0: never).
+	AnnouncedRevision int64 `json:"announcedRevision"`
+	// AnnouncedVersion counts study-level announcements (the version in
+	// Study Received / Study Updated events).
+	AnnouncedVersion int64 `json:"announcedVersion"`
+}
+
+// SeriesSummary is the series-level aggregate.
+type SeriesSummary struct {
+	SeriesInstanceUID string    `json:"seriesInstanceUid"`
+	Modality          string    `json:"modality,omitempty"`
+	SeriesNumber      string    `json:"seriesNumber,omitempty"`
+	SeriesDescription string    `json:"seriesDescription,omitempty"`
+	InstanceCount     int       `json:"instanceCount"`
+	TotalBytes        int64     `json:"totalBytes"`
+	FirstReceived     time.Time `json:"firstReceived"`
+	LastReceived      time.Time `json:"lastReceived"`
+}
+
+// StudyDetail is a study with its series and instances.
+type StudyDetail struct {
+	StudySummary
+	Series    []SeriesSummary  `json:"series"`
+	Instances []InstanceRecord `json:"instances"`
+}
+
+// EventPublisher sends events to subscribers (EventBridge in AWS, the event
+// log and webhooks locally).
+type EventPublisher interface {
+	// Publish sends events as one batch (at most 10). failed lists the
+	// indexes of events that were not accepted and may be retried; err is
+	// for a failure of the whole call.
+	Publish(ctx context.Context, events []Event) (failed []int, err error)
+}
+
+// Event is one notification. Source is always EventSource.
+type Event struct {
+	// ID is deterministic for the fact announced, so subscribers can
+	// de-duplicate an at-least-once delivery.
+	ID         string
+	DetailType string // DetailTypeInstanceStored, ...
+	Time       time.Time
+	Detail     json.RawMessage
+	// Resources are the ARNs or keys the event is about (may be empty).
+	Resources []string
+}
+
+// Event source and detail-types. Schemas: shared/pipeline/schemas/.
+const (
+	EventSource                = "dicom.ingest"
+	DetailTypeInstanceStored   = "Instance Stored"
+	DetailTypeInstanceRejected = "Instance Rejected"
+	DetailTypeStudyReceived    = "Study Received"
+	DetailTypeStudyUpdated     = "Study Updated"
+)
+
+// Severity of a validation finding.
+type Severity string
+
+// Severities: an Error quarantines the object; a Warning is recorded.
+const (
+	SeverityError   Severity = "error"
+	SeverityWarning Severity = "warning"
+)
+
+// Finding is one validation or normalization result.
+type Finding struct {
+	Code     string   `json:"code"` // stable machine-readable code, e.g. "uid-syntax"
+	Severity Severity `json:"severity"`
+	Tag      string   `json:"tag,omitempty"` // "(0020,000D)"
+	Message  string   `json:"message"`       // never contains patient data
+}
+
+// AuditRecord is one audit trail entry, shaped after a DICOM PS3.15 A.5
+// audit message so it can be exported to an ATNA repository. PHI fields
+// (PatientID, PatientName) are present in the base record only.
+type AuditRecord struct {
+	// ID is the idempotency key: deterministic for the transaction.
+	ID            string    `json:"id"`
+	SchemaVersion int       `json:"schemaVersion"`
+	Time          time.Time `json:"time"`
+	Day           string    `json:"day"` // yyyy-mm-dd UTC of Time (GSI key)
+
+	EventID         CodedValue   `json:"eventId"`
+	EventTypeCodes  []CodedValue `json:"eventTypeCodes,omitempty"`
+	EventActionCode string       `json:"eventActionCode"` // C, R, U, D, E
+	EventOutcome    int          `json:"eventOutcome"`    // 0, 4, 8, 12
+	// Outcome is our short outcome: stored, duplicate, conflict,
+	// rejected (quarantined), association-accepted, association-rejected,
+	// association-released, association-aborted, store-failed.
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"` // no patient data
+
+	AuditSourceID string `json:"auditSourceId"`
+
+	CallingAE     string `json:"callingAe,omitempty"`
+	CalledAE      string `json:"calledAe,omitempty"`
+	PeerAddr      string `json:"peerAddr,omitempty"`
+	AssociationID string `json:"associationId,omitempty"`
+
+	SOPClassUID       string `json:"sopClassUid,omitempty"`
+	SOPInstanceUID    string `json:"sopInstanceUid,omitempty"`
+	StudyInstanceUID  string `json:"studyInstanceUid,omitempty"`
+	SeriesInstanceUID string `json:"seriesInstanceUid,omitempty"`
+	PatientID         string `json:"patientId,omitempty"`
+	PatientName       string `json:"patientName,omitempty"`
+	ObjectKey         string `json:"objectKey,omitempty"`
+	SHA256            string `json:"sha256,omitempty"`
+	Size              int64  `json:"size,omitempty"`
+
+	Participants       []AuditParticipant       `json:"participants,omitempty"`
+	ParticipantObjects []AuditParticipantObject `json:"participantObjects,omitempty"`
+	Findings           []Finding                `json:"findings,omitempty"`
+}
+
+// CodedValue is a DICOM code (e.g. 110104, DCM, "DICOM Instances Transferred").
+type CodedValue struct {
+	Code    string `json:"code"`
+	System  string `json:"system"`
+	Display string `json:"display"`
+}
+
+// AuditParticipant is an ActiveParticipant (A.5.2): the sending AE, our AE.
+type AuditParticipant struct {
+	UserID          string       `json:"userId"` // AE title
+	AlternativeID   string       `json:"alternativeUserId,omitempty"`
+	UserIsRequestor bool         `json:"userIsRequestor"`
+	RoleIDCode      *CodedValue  `json:"roleIdCode,omitempty"`
+	NetworkAccess   string       `json:"networkAccessPointId,omitempty"`
+	NetworkType     int          `json:"networkAccessPointTypeCode,omitempty"` // 1 DNS name, 2 IP address
+}
+
+// AuditParticipantObject is a ParticipantObjectIdentification (A.5.2):
+// the study (with SOP classes) and the patient.
+type AuditParticipantObject struct {
+	TypeCode    int        `json:"typeCode"`     // 1 person, 2 system object
+	TypeRole    int        `json:"typeCodeRole"` // 1 patient, 3 report, 24 query...
+	IDTypeCode  CodedValue `json:"idTypeCode"`
+	ID          string     `json:"id"`
+	Name        string     `json:"name,omitempty"`
+	SOPClassUID string     `json:"sopClassUid,omitempty"`
+	NumberOfSOP int        `json:"numberOfInstances,omitempty"`
+}
