@@ -326,12 +326,12 @@ type CodedValue struct {
 
 // AuditParticipant is an ActiveParticipant (A.5.2): the sending AE, our AE.
 type AuditParticipant struct {
-	UserID          string       `json:"userId"` // AE title
-	AlternativeID   string       `json:"alternativeUserId,omitempty"`
-	UserIsRequestor bool         `json:"userIsRequestor"`
-	RoleIDCode      *CodedValue  `json:"roleIdCode,omitempty"`
-	NetworkAccess   string       `json:"networkAccessPointId,omitempty"`
-	NetworkType     int          `json:"networkAccessPointTypeCode,omitempty"` // 1 DNS name, 2 IP address
+	UserID          string      `json:"userId"` // AE title
+	AlternativeID   string      `json:"alternativeUserId,omitempty"`
+	UserIsRequestor bool        `json:"userIsRequestor"`
+	RoleIDCode      *CodedValue `json:"roleIdCode,omitempty"`
+	NetworkAccess   string      `json:"networkAccessPointId,omitempty"`
+	NetworkType     int         `json:"networkAccessPointTypeCode,omitempty"` // 1 DNS name, 2 IP address
 }
 
 // AuditParticipantObject is a ParticipantObjectIdentification (A.5.2):
