@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what the tests need, from Debian's packages, npm and the Go module
+# proxy, skipping whatever is already there. Idempotent and quick when
+# nothing is missing. `make test` and .ci/run both call it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || [ -e "$1" ] || apt_pkgs+=("$2"); }
+need storescu dcmtk
+need /usr/lib/ipsec/charon strongswan-charon
+need swanctl strongswan-swanctl
+need /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so libcharon-extra-plugins
+need ip iproute2
+need tcpdump tcpdump
+need chromium chromium
+need node nodejs
+need npm npm
+/usr/bin/python3 -c 'import pydicom, numpy' 2>/dev/null || apt_pkgs+=(python3-pydicom python3-numpy)
+
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "install-deps: apt-get install ${apt_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}" >/dev/null
+  else
+    echo "install-deps: not root, so these stay missing and their tests will skip: ${apt_pkgs[*]}" >&2
+  fi
+fi
+
+# Node tools, pinned, kept inside the repo (gitignored).
+if [ -f .tools/node/package.json ] && command -v npm >/dev/null 2>&1; then
+  if [ ! -d .tools/node/node_modules ] || [ .tools/node/package.json -nt .tools/node/node_modules ]; then
+    echo "install-deps: npm ci in .tools/node"
+    (cd .tools/node && npm ci --no-audit --no-fund --loglevel=error) && touch .tools/node/node_modules
+  fi
+fi
+
+# Go tools, pinned, into ./bin/tools.
+mkdir -p bin/tools
+if [ ! -x bin/tools/aws-lambda-rie ]; then
+  echo "install-deps: go install aws-lambda-rie"
+  GOBIN="$PWD/bin/tools" go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
+fi
