@@ -1,0 +1,308 @@
+// Package config reads and validates the per-environment configuration of the
+// dicom-ingest CDK app (infra/config/<env>.json), so that a mistake in a site's
+// CIDR or AE title fails at synth time with a clear message instead of at
+// deploy time or, worse, as a PACS that cannot connect.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// ErrInvalid marks a configuration that parsed but failed validation. The
+// error returned by Parse and Load wraps it together with one error per
+// problem found, each naming the offending field.
+var ErrInvalid = errors.New("config: invalid configuration")
+
+// Routing choices for a site's VPN connection.
+const (
+	RoutingStatic = "static"
+	RoutingBGP    = "bgp"
+)
+
+// Event patient-data policies: how much patient data the pipeline may put in
+// EventBridge events (passed to the functions as EVENT_PATIENT_DATA).
+const (
+	PatientDataNone        = "none"        // UIDs, counts and S3 pointers only
+	PatientDataIdentifiers = "identifiers" // plus Patient ID and accession number
+	PatientDataFull        = "full"        // plus patient name, birth date and sex
+)
+
+// Config is one environment. Field names are the JSON keys in camelCase.
+// Zero values of optional fields take the defaults applied by Parse.
+type Config struct {
+	// Name is the environment name; it must equal the file's base name.
+	Name string `json:"name"`
+	// Account and Region of the deployment; both are required so that synth
+	// never needs credentials or context look-ups.
+	Account string `json:"account"`
+	Region  string `json:"region"`
+	// AvailabilityZones used by the VPC (at least 2, in Region). Listing them
+	// here keeps `cdk synth` offline: no availability-zone look-up.
+	AvailabilityZones []string `json:"availabilityZones"`
+	// VpcCidr is the VPC's IPv4 range (RFC 1918, /16 to /22).
+	VpcCidr string `json:"vpcCidr"`
+	// DeletionProtection on the load balancer (tables and buckets are always
+	// retained/protected whatever this says).
+	DeletionProtection bool `json:"deletionProtection"`
+	// AlarmEmail, if set, subscribes an address to the alarm topic.
+	AlarmEmail string `json:"alarmEmail,omitempty"`
+	// LogRetentionDays for every log group (a CloudWatch Logs retention value).
+	LogRetentionDays int `json:"logRetentionDays,omitempty"`
+
+	Dicom    Dicom    `json:"dicom"`
+	Scp      Scp      `json:"scp"`
+	Vpn      Vpn      `json:"vpn"`
+	Sites    []Site   `json:"sites"`
+	Storage  Storage  `json:"storage"`
+	Pipeline Pipeline `json:"pipeline"`
+}
+
+// Dicom is the DICOM endpoint the sites see.
+type Dicom struct {
+	// Port of the NLB listener (default 104).
+	Port int `json:"port,omitempty"`
+	// AETitle is the called AE title of the SCP.
+	AETitle string `json:"aeTitle"`
+	// ProxyProtocol turns on PROXY protocol v2 on the target group and
+	// SCP_PROXY_PROTOCOL in the task (default true). When false, the target
+	// group preserves client IPs instead.
+	ProxyProtocol *bool `json:"proxyProtocol,omitempty"`
+	// IdleTimeoutSeconds is the NLB's TCP idle timeout (60..6000, default
+	// 3600): DICOM associations may sit idle between studies.
+	IdleTimeoutSeconds int `json:"idleTimeoutSeconds,omitempty"`
+}
+
+// Scp sizes the Fargate service.
+type Scp struct {
+	Cpu       int `json:"cpu,omitempty"`       // task CPU units (default 1024)
+	MemoryMiB int `json:"memoryMiB,omitempty"` // task memory (default 2048)
+	MinTasks  int `json:"minTasks,omitempty"`  // at least 2 (default 2)
+	MaxTasks  int `json:"maxTasks,omitempty"`  // default 2×MinTasks
+	// MaxAssociations per task (SCP_MAX_ASSOCIATIONS, default 64).
+	MaxAssociations int `json:"maxAssociations,omitempty"`
+	// TargetCpuPercent for CPU target tracking (default 60).
+	TargetCpuPercent int `json:"targetCpuPercent,omitempty"`
+	// TargetAssociationsPerTask for the active-association target tracking
+	// (default MaxAssociations/2).
+	TargetAssociationsPerTask int `json:"targetAssociationsPerTask,omitempty"`
+	// StopTimeoutSeconds the container gets after SIGTERM to drain (2..120,
+	// default 120, Fargate's maximum).
+	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
+	// DeregistrationDelaySeconds of the target group (default 120).
+	DeregistrationDelaySeconds int `json:"deregistrationDelaySeconds,omitempty"`
+}
+
+// Vpn holds the VPN settings shared by all sites.
+type Vpn struct {
+	// AmazonSideAsn of the virtual private gateway (default 64512).
+	AmazonSideAsn int64 `json:"amazonSideAsn,omitempty"`
+	// ClientVpn, if set, adds a Client VPN endpoint with mutual TLS.
+	ClientVpn *ClientVpn `json:"clientVpn,omitempty"`
+}
+
+// ClientVpn is the optional "OpenVPN client" access for sites without an
+// IPsec device.
+type ClientVpn struct {
+	// ClientCidr is the range handed to clients (/12../22, not overlapping the
+	// VPC or any site).
+	ClientCidr string `json:"clientCidr"`
+	// ServerCertificateArn and ClientRootCertificateArn are ACM ARNs.
+	ServerCertificateArn     string `json:"serverCertificateArn"`
+	ClientRootCertificateArn string `json:"clientRootCertificateArn"`
+	// CallingAETitles admitted through the Client VPN. Client VPN translates
+	// client addresses to the endpoint's addresses in the VPC, so these AEs
+	// are bound to the VPC CIDR.
+	CallingAETitles []string `json:"callingAETitles"`
+}
+
+// Site is one hospital connecting over site-to-site VPN.
+type Site struct {
+	// Name identifies the site in resource ids and outputs ([A-Za-z0-9-]).
+	Name string `json:"name"`
+	// CallingAETitle is the PACS's AE title (1..16 characters).
+	CallingAETitle string `json:"callingAETitle"`
+	// CustomerGatewayIP is the public IPv4 address of the site's VPN device.
+	CustomerGatewayIP string `json:"customerGatewayIp"`
+	// Cidrs are the site's networks the PACS sends from.
+	Cidrs []string `json:"cidrs"`
+	// Routing is "static" (default) or "bgp".
+	Routing string `json:"routing,omitempty"`
+	// BgpAsn of the customer gateway (required for bgp; default 65000 for
+	// static, where it is only a label).
+	BgpAsn int64 `json:"bgpAsn,omitempty"`
+	// TunnelInsideCidrs optionally fixes the two tunnels' inside /30s
+	// (169.254.0.0/16); AWS picks them when empty.
+	TunnelInsideCidrs []string `json:"tunnelInsideCidrs,omitempty"`
+}
+
+// Storage configures the DICOM bucket.
+type Storage struct {
+	// ObjectLock, if set, enables S3 Object Lock with a default retention.
+	ObjectLock *ObjectLock `json:"objectLock,omitempty"`
+	Lifecycle  Lifecycle   `json:"lifecycle"`
+	// AccessLogRetentionDays for the server access log bucket (default 365).
+	AccessLogRetentionDays int `json:"accessLogRetentionDays,omitempty"`
+}
+
+// ObjectLock is the bucket's default retention.
+type ObjectLock struct {
+	Mode string `json:"mode"` // GOVERNANCE or COMPLIANCE
+	Days int    `json:"days"`
+}
+
+// Lifecycle rules for the DICOM bucket; 0 disables a rule.
+type Lifecycle struct {
+	// IntelligentTieringDays moves objects to Intelligent-Tiering.
+	IntelligentTieringDays int `json:"intelligentTieringDays,omitempty"`
+	// GlacierInstantRetrievalDays moves objects to Glacier Instant Retrieval.
+	GlacierInstantRetrievalDays int `json:"glacierInstantRetrievalDays,omitempty"`
+	// NoncurrentVersionExpirationDays deletes overwritten versions.
+	NoncurrentVersionExpirationDays int `json:"noncurrentVersionExpirationDays,omitempty"`
+	// AuditExpirationDays expires the SCP's raw audit/ records once the audit
+	// function has copied them to DynamoDB.
+	AuditExpirationDays int `json:"auditExpirationDays,omitempty"`
+}
+
+// Pipeline configures the Lambda pipeline and the event bus.
+type Pipeline struct {
+	// QuietPeriodSeconds before a study is announced (default 60).
+	QuietPeriodSeconds int `json:"quietPeriodSeconds,omitempty"`
+	// EventPatientData is the event-content policy (default "none").
+	EventPatientData string `json:"eventPatientData,omitempty"`
+	// ArchiveRetentionDays of the event archive (default 365).
+	ArchiveRetentionDays int `json:"archiveRetentionDays,omitempty"`
+	// ReservedConcurrency per function (default 10).
+	ReservedConcurrency int `json:"reservedConcurrency,omitempty"`
+	// MaxReceiveCount before a message goes to its dead-letter queue
+	// (default 5).
+	MaxReceiveCount int `json:"maxReceiveCount,omitempty"`
+	// BackupRetentionDays of the tables' daily backups (default 35).
+	BackupRetentionDays int `json:"backupRetentionDays,omitempty"`
+}
+
+// ProxyProtocolEnabled reports the effective PROXY protocol setting.
+func (c *Config) ProxyProtocolEnabled() bool {
+	return c.Dicom.ProxyProtocol == nil || *c.Dicom.ProxyProtocol
+}
+
+// CallingAEs renders the SCP's allowlist (SCP_CALLING_AES): comma-separated
+// `AE@CIDR|CIDR…` entries, one per site and one per Client VPN AE title.
+func (c *Config) CallingAEs() string {
+	var entries []string
+	for _, s := range c.Sites {
+		entries = append(entries, s.CallingAETitle+"@"+strings.Join(s.Cidrs, "|"))
+	}
+	if c.Vpn.ClientVpn != nil {
+		for _, ae := range c.Vpn.ClientVpn.CallingAETitles {
+			entries = append(entries, ae+"@"+c.VpcCidr)
+		}
+	}
+	return strings.Join(entries, ",")
+}
+
+// SourceCidrs lists every site CIDR in config order (the only sources the
+// DICOM port admits besides the Client VPN endpoint).
+func (c *Config) SourceCidrs() []string {
+	var out []string
+	for _, s := range c.Sites {
+		out = append(out, s.Cidrs...)
+	}
+	return out
+}
+
+var envNameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+
+// Load reads <dir>/<env>.json and parses it.
+func Load(dir, env string) (*Config, error) {
+	if !envNameRE.MatchString(env) {
+		return nil, fmt.Errorf("config: load: environment name %q must match %s (pass -c env=<name>)", env, envNameRE)
+	}
+	path := filepath.Join(dir, env+".json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: load %s: %w", path, err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: %w", path, err)
+	}
+	if cfg.Name != env {
+		return nil, fmt.Errorf("config: %s: %w: name %q does not match the environment %q", path, ErrInvalid, cfg.Name, env)
+	}
+	return cfg, nil
+}
+
+// maxConfigBytes bounds what Parse accepts; real configs are a few KiB.
+const maxConfigBytes = 1 << 20
+
+// Parse decodes a configuration strictly (unknown fields are errors, so a
+// typo does not silently fall back to a default), applies defaults and
+// validates it. All validation problems are reported at once.
+func Parse(data []byte) (*Config, error) {
+	if len(data) > maxConfigBytes {
+		return nil, fmt.Errorf("config: parse: %d bytes is more than the %d allowed", len(data), maxConfigBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var cfg Config
+	if err := dec.Decode(&cfg); err != nil {
+		return nil, fmt.Errorf("config: parse: %w", err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config: parse: trailing data after the JSON object")
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func (c *Config) applyDefaults() {
+	def := func(p *int, v int) {
+		if *p == 0 {
+			*p = v
+		}
+	}
+	def(&c.LogRetentionDays, 365)
+	def(&c.Dicom.Port, 104)
+	def(&c.Dicom.IdleTimeoutSeconds, 3600)
+	def(&c.Scp.Cpu, 1024)
+	def(&c.Scp.MemoryMiB, 2048)
+	def(&c.Scp.MinTasks, 2)
+	def(&c.Scp.MaxTasks, 2*c.Scp.MinTasks)
+	def(&c.Scp.MaxAssociations, 64)
+	def(&c.Scp.TargetCpuPercent, 60)
+	def(&c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
+	def(&c.Scp.StopTimeoutSeconds, 120)
+	def(&c.Scp.DeregistrationDelaySeconds, 120)
+	if c.Vpn.AmazonSideAsn == 0 {
+		c.Vpn.AmazonSideAsn = 64512
+	}
+	for i := range c.Sites {
+		s := &c.Sites[i]
+		if s.Routing == "" {
+			s.Routing = RoutingStatic
+		}
+		if s.BgpAsn == 0 && s.Routing == RoutingStatic {
+			s.BgpAsn = 65000
+		}
+	}
+	def(&c.Storage.AccessLogRetentionDays, 365)
+	def(&c.Pipeline.QuietPeriodSeconds, 60)
+	if c.Pipeline.EventPatientData == "" {
+		c.Pipeline.EventPatientData = PatientDataNone
+	}
+	def(&c.Pipeline.ArchiveRetentionDays, 365)
+	def(&c.Pipeline.ReservedConcurrency, 10)
+	def(&c.Pipeline.MaxReceiveCount, 5)
+	def(&c.Pipeline.BackupRetentionDays, 35)
+}

@@ -1,0 +1,272 @@
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// valid returns a small valid configuration for mutation by the cases.
+func valid() *Config {
+	return &Config{
+		Name:              "test",
+		Account:           "123456789012",
+		Region:            "eu-west-1",
+		AvailabilityZones: []string{"eu-west-1a", "eu-west-1b"},
+		VpcCidr:           "10.40.0.0/20",
+		Dicom:             Dicom{AETitle: "DICOM_INGEST"},
+		Sites: []Site{
+			{Name: "a", CallingAETitle: "A_PACS", CustomerGatewayIP: "198.51.100.1", Cidrs: []string{"192.168.1.0/24"}},
+			{Name: "b", CallingAETitle: "B_PACS", CustomerGatewayIP: "198.51.100.2", Cidrs: []string{"192.168.2.0/24"}, Routing: RoutingBGP, BgpAsn: 65001},
+		},
+	}
+}
+
+func marshal(t *testing.T, c *Config) []byte {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestParseValidation(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(c *Config)
+		want   []string // substrings of the error; nil means valid
+	}{
+		{"valid", func(c *Config) {}, nil},
+		{"bad account", func(c *Config) { c.Account = "12345" }, []string{`account: "12345" is not a 12-digit AWS account id`}},
+		{"bad region", func(c *Config) { c.Region = "Europe" }, []string{`region: "Europe" is not an AWS region name`}},
+		{"one az", func(c *Config) { c.AvailabilityZones = []string{"eu-west-1a"} }, []string{"availabilityZones: need at least 2 availability zones"}},
+		{"az of another region", func(c *Config) { c.AvailabilityZones[1] = "us-east-1a" }, []string{`availabilityZones[1]: "us-east-1a" is not an availability zone of region "eu-west-1"`}},
+		{"bad vpc cidr", func(c *Config) { c.VpcCidr = "10.40.0.0/33" }, []string{`vpcCidr: "10.40.0.0/33" is not a CIDR`}},
+		{"public vpc cidr", func(c *Config) { c.VpcCidr = "8.8.0.0/16" }, []string{"vpcCidr: 8.8.0.0/16 is not in a private (RFC 1918) range"}},
+		{"vpc cidr host bits", func(c *Config) { c.VpcCidr = "10.40.1.0/16" }, []string{"vpcCidr: 10.40.1.0/16 has host bits set; did you mean 10.40.0.0/16?"}},
+		{"bad site cidr", func(c *Config) { c.Sites[0].Cidrs = []string{"192.168.1.0"} }, []string{`sites[0].cidrs[0]: "192.168.1.0" is not a CIDR`}},
+		{"ipv6 site cidr", func(c *Config) { c.Sites[0].Cidrs = []string{"2001:db8::/32"} }, []string{"sites[0].cidrs[0]: 2001:db8::/32 is not IPv4"}},
+		{"no site cidr", func(c *Config) { c.Sites[0].Cidrs = nil }, []string{"sites[0].cidrs: at least one CIDR is needed"}},
+		{"overlapping site cidrs", func(c *Config) { c.Sites[1].Cidrs = []string{"192.168.0.0/16"} }, []string{"sites[1].cidrs[0]: 192.168.0.0/16 overlaps 192.168.1.0/24 (sites[0].cidrs[0])"}},
+		{"overlap within a site", func(c *Config) { c.Sites[0].Cidrs = []string{"192.168.1.0/24", "192.168.1.128/25"} }, []string{"sites[0].cidrs[1]: 192.168.1.128/25 overlaps 192.168.1.0/24 (sites[0].cidrs[0])"}},
+		{"site overlaps vpc", func(c *Config) { c.Sites[0].Cidrs = []string{"10.40.3.0/24"} }, []string{"sites[0].cidrs[0]: 10.40.3.0/24 overlaps the VPC CIDR 10.40.0.0/20"}},
+		{"duplicate AE", func(c *Config) { c.Sites[1].CallingAETitle = "A_PACS" }, []string{`sites[1].callingAETitle: duplicate AE title "A_PACS" (also sites[0].callingAETitle)`}},
+		{"duplicate AE up to padding", func(c *Config) { c.Sites[1].CallingAETitle = "A_PACS  " }, []string{`duplicate AE title "A_PACS  "`}},
+		{"AE too long", func(c *Config) { c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQ" }, []string{`sites[0].callingAETitle: AE title "ABCDEFGHIJKLMNOPQ" is 17 characters, AE titles have at most 16`}},
+		{"AE of 16 is fine", func(c *Config) { c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOP" }, nil},
+		{"AE empty", func(c *Config) { c.Sites[0].CallingAETitle = "   " }, []string{"sites[0].callingAETitle: AE title is empty"}},
+		{"AE backslash", func(c *Config) { c.Sites[0].CallingAETitle = `A\B` }, []string{`sites[0].callingAETitle: AE title "A\\B" contains '\\'`}},
+		{"AE allowlist separator", func(c *Config) { c.Sites[0].CallingAETitle = "A@B" }, []string{"reserves"}},
+		{"called AE too long", func(c *Config) { c.Dicom.AETitle = "DICOM_INGEST_SERVICE" }, []string{"dicom.aeTitle: AE title \"DICOM_INGEST_SERVICE\" is 20 characters"}},
+		{"no sites", func(c *Config) { c.Sites = nil }, []string{"sites: at least one site is needed"}},
+		{"duplicate site name", func(c *Config) { c.Sites[1].Name = "A" }, []string{`sites[1].name: duplicate site name "A" (also sites[0].name)`}},
+		{"bad site name", func(c *Config) { c.Sites[0].Name = "st mary" }, []string{`sites[0].name: "st mary" must match`}},
+		{"private gateway", func(c *Config) { c.Sites[0].CustomerGatewayIP = "10.1.1.1" }, []string{"sites[0].customerGatewayIp: 10.1.1.1 is not a public address"}},
+		{"bad gateway", func(c *Config) { c.Sites[0].CustomerGatewayIP = "hospital.example" }, []string{`sites[0].customerGatewayIp: "hospital.example" is not an IPv4 address`}},
+		{"shared gateway", func(c *Config) { c.Sites[1].CustomerGatewayIP = "198.51.100.1" }, []string{"sites[1].customerGatewayIp: 198.51.100.1 is already used by sites[0].customerGatewayIp"}},
+		{"bad routing", func(c *Config) { c.Sites[0].Routing = "ospf" }, []string{`sites[0].routing: "ospf" must be static or bgp`}},
+		{"bgp without asn", func(c *Config) { c.Sites[1].BgpAsn = 0 }, []string{"sites[1].bgpAsn: 0 is not usable as the customer gateway ASN"}},
+		{"bgp with amazon asn", func(c *Config) { c.Sites[1].BgpAsn = 64512 }, []string{"sites[1].bgpAsn: 64512 is not usable"}},
+		{"one tunnel cidr", func(c *Config) { c.Sites[0].TunnelInsideCidrs = []string{"169.254.10.0/30"} }, []string{"sites[0].tunnelInsideCidrs: give both tunnels' CIDRs or none, got 1"}},
+		{"tunnel cidr not /30", func(c *Config) { c.Sites[0].TunnelInsideCidrs = []string{"169.254.10.0/29", "169.254.10.8/30"} }, []string{"sites[0].tunnelInsideCidrs[0]: 169.254.10.0/29 must be a /30 in 169.254.0.0/16"}},
+		{"tunnel cidr reserved", func(c *Config) { c.Sites[0].TunnelInsideCidrs = []string{"169.254.1.0/30", "169.254.10.8/30"} }, []string{"sites[0].tunnelInsideCidrs[0]: 169.254.1.0/30 is reserved by AWS"}},
+		{"tunnel cidr reused", func(c *Config) {
+			c.Sites[0].TunnelInsideCidrs = []string{"169.254.10.0/30", "169.254.10.4/30"}
+			c.Sites[1].TunnelInsideCidrs = []string{"169.254.10.4/30", "169.254.10.8/30"}
+		}, []string{"sites[1].tunnelInsideCidrs[0]: 169.254.10.4/30 is already used by sites[0].tunnelInsideCidrs[1]"}},
+		{"port", func(c *Config) { c.Dicom.Port = 70000 }, []string{"dicom.port: 70000 is not a TCP port"}},
+		{"idle timeout", func(c *Config) { c.Dicom.IdleTimeoutSeconds = 7200 }, []string{"dicom.idleTimeoutSeconds: 7200 is outside the NLB's range 60..6000"}},
+		{"one task", func(c *Config) { c.Scp.MinTasks = 1 }, []string{"scp.minTasks: 1: at least 2 tasks"}},
+		{"max below min", func(c *Config) { c.Scp.MinTasks, c.Scp.MaxTasks = 4, 3 }, []string{"scp.maxTasks: 3 is less than minTasks 4"}},
+		{"task size", func(c *Config) { c.Scp.Cpu, c.Scp.MemoryMiB = 256, 4096 }, []string{"scp: cpu 256 with memoryMiB 4096 is not a Fargate task size"}},
+		{"stop timeout", func(c *Config) { c.Scp.StopTimeoutSeconds = 300 }, []string{"scp.stopTimeoutSeconds: 300 is outside Fargate's range 2..120"}},
+		{"association target", func(c *Config) { c.Scp.MaxAssociations, c.Scp.TargetAssociationsPerTask = 10, 20 }, []string{"scp.targetAssociationsPerTask: 20 must be between 1 and maxAssociations (10)"}},
+		{"amazon asn", func(c *Config) { c.Vpn.AmazonSideAsn = 100 }, []string{"vpn.amazonSideAsn: 100 is not a private ASN"}},
+		{"client vpn", func(c *Config) {
+			c.Vpn.ClientVpn = &ClientVpn{ClientCidr: "192.168.0.0/16", ServerCertificateArn: "nope", ClientRootCertificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc-1", CallingAETitles: []string{"B_PACS"}}
+		}, []string{
+			"vpn.clientVpn.clientCidr: 192.168.0.0/16 overlaps 192.168.1.0/24 (sites[0].cidrs[0])",
+			`vpn.clientVpn.serverCertificateArn: "nope" is not an ACM certificate ARN`,
+			`vpn.clientVpn.callingAETitles[0]: duplicate AE title "B_PACS" (also sites[1].callingAETitle)`,
+		}},
+		{"object lock mode", func(c *Config) { c.Storage.ObjectLock = &ObjectLock{Mode: "forever", Days: 10} }, []string{`storage.objectLock.mode: "forever" must be GOVERNANCE or COMPLIANCE`}},
+		{"object lock vs noncurrent expiry", func(c *Config) {
+			c.Storage.ObjectLock = &ObjectLock{Mode: "GOVERNANCE", Days: 100}
+			c.Storage.Lifecycle.NoncurrentVersionExpirationDays = 30
+		}, []string{"storage.lifecycle.noncurrentVersionExpirationDays: 30 is shorter than the object lock retention of 100 days"}},
+		{"lifecycle order", func(c *Config) {
+			c.Storage.Lifecycle.IntelligentTieringDays, c.Storage.Lifecycle.GlacierInstantRetrievalDays = 90, 30
+		}, []string{"storage.lifecycle.glacierInstantRetrievalDays: 30 must be later than intelligentTieringDays 90"}},
+		{"negative lifecycle", func(c *Config) { c.Storage.Lifecycle.AuditExpirationDays = -1 }, []string{"storage.lifecycle.auditExpirationDays: -1 must not be negative"}},
+		{"patient data policy", func(c *Config) { c.Pipeline.EventPatientData = "everything" }, []string{`pipeline.eventPatientData: "everything" must be one of none, identifiers, full`}},
+		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
+		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
+		{"all problems at once", func(c *Config) {
+			c.Account = "x"
+			c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQRS"
+		}, []string{"account:", "sites[0].callingAETitle:"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.mutate(c)
+			got, err := Parse(marshal(t, c))
+			if tc.want == nil {
+				if err != nil {
+					t.Fatalf("Parse: unexpected error:\n%v", err)
+				}
+				if got == nil {
+					t.Fatal("Parse returned nil config without error")
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse: no error, want %q", tc.want)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error does not contain %q; got:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSyntax(t *testing.T) {
+	cases := []struct {
+		name, in, want string
+	}{
+		{"unknown field", `{"name":"x","acount":"1"}`, `unknown field "acount"`},
+		{"trailing data", `{"name":"x"} {}`, "trailing data"},
+		{"not json", `name: x`, "config: parse:"},
+		{"wrong type", `{"sites":"a"}`, "cannot unmarshal"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse(%q) = %v, want error containing %q", tc.in, err, tc.want)
+			}
+			if errors.Is(err, ErrInvalid) {
+				t.Errorf("syntax error should not be ErrInvalid: %v", err)
+			}
+		})
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(marshal(t, valid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := struct {
+		Port, Idle, Min, Max, MaxAssoc, TargetAssoc, Stop, Quiet int
+		Proxy                                                    bool
+		Routing, Patient                                         string
+		Asn                                                      int64
+	}{104, 3600, 2, 4, 64, 32, 120, 60, true, RoutingStatic, PatientDataNone, 64512}
+	got := want
+	got.Port, got.Idle, got.Min, got.Max = c.Dicom.Port, c.Dicom.IdleTimeoutSeconds, c.Scp.MinTasks, c.Scp.MaxTasks
+	got.MaxAssoc, got.TargetAssoc, got.Stop, got.Quiet = c.Scp.MaxAssociations, c.Scp.TargetAssociationsPerTask, c.Scp.StopTimeoutSeconds, c.Pipeline.QuietPeriodSeconds
+	got.Proxy, got.Routing, got.Patient, got.Asn = c.ProxyProtocolEnabled(), c.Sites[0].Routing, c.Pipeline.EventPatientData, c.Vpn.AmazonSideAsn
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+}
+
+func TestCallingAEs(t *testing.T) {
+	c := valid()
+	c.Sites[0].Cidrs = append(c.Sites[0].Cidrs, "192.168.3.0/24")
+	c.Vpn.ClientVpn = &ClientVpn{ClientCidr: "100.64.0.0/22",
+		ServerCertificateArn:     "arn:aws:acm:eu-west-1:123456789012:certificate/abc-1",
+		ClientRootCertificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc-2",
+		CallingAETitles:          []string{"CLINIC"}}
+	got := c.CallingAEs()
+	want := "A_PACS@192.168.1.0/24|192.168.3.0/24,B_PACS@192.168.2.0/24,CLINIC@10.40.0.0/20"
+	if got != want {
+		t.Errorf("CallingAEs() = %q, want %q", got, want)
+	}
+	if d := cmp.Diff([]string{"192.168.1.0/24", "192.168.3.0/24", "192.168.2.0/24"}, c.SourceCidrs()); d != "" {
+		t.Errorf("SourceCidrs (-want +got):\n%s", d)
+	}
+}
+
+func TestLoadExamples(t *testing.T) {
+	for _, env := range []string{"dev", "prod"} {
+		t.Run(env, func(t *testing.T) {
+			c, err := Load(".", env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Name != env || len(c.Sites) == 0 {
+				t.Errorf("Load(%q) = name %q with %d sites", env, c.Name, len(c.Sites))
+			}
+		})
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	c := valid()
+	c.Name = "other"
+	if err := os.WriteFile(filepath.Join(dir, "mismatch.json"), marshal(t, c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ env, want string }{
+		{"../etc/passwd", "must match"},
+		{"", "must match"},
+		{"missing", "no such file"},
+		{"mismatch", `name "other" does not match the environment "mismatch"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env, func(t *testing.T) {
+			_, err := Load(dir, tc.env)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load(%q) = %v, want error containing %q", tc.env, err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParse checks that no input makes Parse panic and that every accepted
+// configuration survives a round trip unchanged.
+func FuzzParse(f *testing.F) {
+	for _, env := range []string{"dev", "prod"} {
+		if b, err := os.ReadFile(env + ".json"); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"sites":[{"cidrs":["10.0.0.0/8","10.0.0.0/33"]}]}`))
+	f.Add([]byte(`{"vpn":{"clientVpn":{"clientCidr":"::/0"}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			if c != nil {
+				t.Fatal("Parse returned a config with an error")
+			}
+			return
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatalf("marshal accepted config: %v", err)
+		}
+		c2, err := Parse(b)
+		if err != nil {
+			t.Fatalf("accepted config does not re-parse: %v", err)
+		}
+		if d := cmp.Diff(c, c2); d != "" {
+			t.Fatalf("round trip changed the config (-first +second):\n%s", d)
+		}
+		_ = c.CallingAEs()
+	})
+}

@@ -1,0 +1,375 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+var (
+	accountRE  = regexp.MustCompile(`^[0-9]{12}$`)
+	regionRE   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$`)
+	siteNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,31}$`)
+	acmArnRE   = regexp.MustCompile(`^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$`)
+	emailRE    = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
+)
+
+// logRetentionDays are the values CloudWatch Logs accepts.
+var logRetentionDays = []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+
+// fargateMemory lists the memory sizes (MiB) Fargate accepts per CPU value.
+func fargateMemoryOK(cpu, mem int) bool {
+	between := func(lo, hi, step int) bool { return mem >= lo && mem <= hi && (mem-lo)%step == 0 }
+	switch cpu {
+	case 256:
+		return mem == 512 || mem == 1024 || mem == 2048
+	case 512:
+		return between(1024, 4096, 1024)
+	case 1024:
+		return between(2048, 8192, 1024)
+	case 2048:
+		return between(4096, 16384, 1024)
+	case 4096:
+		return between(8192, 30720, 1024)
+	case 8192:
+		return between(16384, 61440, 4096)
+	case 16384:
+		return between(32768, 122880, 8192)
+	}
+	return false
+}
+
+// reservedTunnelCidrs may not be used as tunnel inside CIDRs (AWS reserves them).
+var reservedTunnelCidrs = []string{
+	"169.254.0.0/30", "169.254.1.0/30", "169.254.2.0/30", "169.254.3.0/30",
+	"169.254.4.0/30", "169.254.5.0/30", "169.254.169.252/30",
+}
+
+// problems collects validation errors with their field paths.
+type problems []error
+
+func (p *problems) addf(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+// Validate checks the configuration after defaults were applied. The error
+// wraps ErrInvalid and lists every problem, one per line.
+func (c *Config) Validate() error {
+	var p problems
+	if !envNameRE.MatchString(c.Name) {
+		p.addf("name", "%q must match %s", c.Name, envNameRE)
+	}
+	if !accountRE.MatchString(c.Account) {
+		p.addf("account", "%q is not a 12-digit AWS account id", c.Account)
+	}
+	if !regionRE.MatchString(c.Region) {
+		p.addf("region", "%q is not an AWS region name", c.Region)
+	}
+	if len(c.AvailabilityZones) < 2 {
+		p.addf("availabilityZones", "need at least 2 availability zones for high availability, got %d", len(c.AvailabilityZones))
+	}
+	for i, az := range c.AvailabilityZones {
+		if !strings.HasPrefix(az, c.Region) || len(az) != len(c.Region)+1 {
+			p.addf(fmt.Sprintf("availabilityZones[%d]", i), "%q is not an availability zone of region %q", az, c.Region)
+		}
+		if slices.Index(c.AvailabilityZones, az) != i {
+			p.addf(fmt.Sprintf("availabilityZones[%d]", i), "%q is listed twice", az)
+		}
+	}
+	vpc, vpcOK := parseCidr(&p, "vpcCidr", c.VpcCidr)
+	if vpcOK {
+		if !isPrivate(vpc) {
+			p.addf("vpcCidr", "%s is not in a private (RFC 1918) range", vpc)
+		}
+		if vpc.Bits() < 16 || vpc.Bits() > 22 {
+			p.addf("vpcCidr", "%s: prefix length must be between /16 and /22", vpc)
+		}
+	}
+	if c.AlarmEmail != "" && !emailRE.MatchString(c.AlarmEmail) {
+		p.addf("alarmEmail", "%q is not an e-mail address", c.AlarmEmail)
+	}
+	if !slices.Contains(logRetentionDays, c.LogRetentionDays) {
+		p.addf("logRetentionDays", "%d is not a CloudWatch Logs retention value (one of %v)", c.LogRetentionDays, logRetentionDays)
+	}
+
+	// DICOM endpoint.
+	if c.Dicom.Port < 1 || c.Dicom.Port > 65535 {
+		p.addf("dicom.port", "%d is not a TCP port", c.Dicom.Port)
+	}
+	if msg := aeProblem(c.Dicom.AETitle); msg != "" {
+		p.addf("dicom.aeTitle", "%s", msg)
+	}
+	if c.Dicom.IdleTimeoutSeconds < 60 || c.Dicom.IdleTimeoutSeconds > 6000 {
+		p.addf("dicom.idleTimeoutSeconds", "%d is outside the NLB's range 60..6000", c.Dicom.IdleTimeoutSeconds)
+	}
+
+	// Fargate service.
+	s := c.Scp
+	if !fargateMemoryOK(s.Cpu, s.MemoryMiB) {
+		p.addf("scp", "cpu %d with memoryMiB %d is not a Fargate task size", s.Cpu, s.MemoryMiB)
+	}
+	if s.MinTasks < 2 {
+		p.addf("scp.minTasks", "%d: at least 2 tasks are needed to survive an availability zone failure", s.MinTasks)
+	}
+	if s.MaxTasks < s.MinTasks {
+		p.addf("scp.maxTasks", "%d is less than minTasks %d", s.MaxTasks, s.MinTasks)
+	}
+	if s.MaxAssociations < 1 {
+		p.addf("scp.maxAssociations", "%d must be at least 1", s.MaxAssociations)
+	}
+	if s.TargetCpuPercent < 10 || s.TargetCpuPercent > 90 {
+		p.addf("scp.targetCpuPercent", "%d is outside 10..90", s.TargetCpuPercent)
+	}
+	if s.TargetAssociationsPerTask < 1 || (s.MaxAssociations >= 1 && s.TargetAssociationsPerTask > s.MaxAssociations) {
+		p.addf("scp.targetAssociationsPerTask", "%d must be between 1 and maxAssociations (%d)", s.TargetAssociationsPerTask, s.MaxAssociations)
+	}
+	if s.StopTimeoutSeconds < 2 || s.StopTimeoutSeconds > 120 {
+		p.addf("scp.stopTimeoutSeconds", "%d is outside Fargate's range 2..120", s.StopTimeoutSeconds)
+	}
+	if s.DeregistrationDelaySeconds < 0 || s.DeregistrationDelaySeconds > 3600 {
+		p.addf("scp.deregistrationDelaySeconds", "%d is outside 0..3600", s.DeregistrationDelaySeconds)
+	}
+
+	// VPN and sites.
+	if !validAmazonAsn(c.Vpn.AmazonSideAsn) {
+		p.addf("vpn.amazonSideAsn", "%d is not a private ASN (64512..65534 or 4200000000..4294967294)", c.Vpn.AmazonSideAsn)
+	}
+	c.validateSites(&p, vpc, vpcOK)
+
+	// Storage.
+	if ol := c.Storage.ObjectLock; ol != nil {
+		if ol.Mode != "GOVERNANCE" && ol.Mode != "COMPLIANCE" {
+			p.addf("storage.objectLock.mode", "%q must be GOVERNANCE or COMPLIANCE", ol.Mode)
+		}
+		if ol.Days < 1 || ol.Days > 36500 {
+			p.addf("storage.objectLock.days", "%d is outside 1..36500", ol.Days)
+		}
+	}
+	lc := c.Storage.Lifecycle
+	for name, v := range map[string]int{
+		"intelligentTieringDays":          lc.IntelligentTieringDays,
+		"glacierInstantRetrievalDays":     lc.GlacierInstantRetrievalDays,
+		"noncurrentVersionExpirationDays": lc.NoncurrentVersionExpirationDays,
+		"auditExpirationDays":             lc.AuditExpirationDays,
+	} {
+		if v < 0 {
+			p.addf("storage.lifecycle."+name, "%d must not be negative", v)
+		}
+	}
+	if lc.IntelligentTieringDays > 0 && lc.GlacierInstantRetrievalDays > 0 && lc.GlacierInstantRetrievalDays <= lc.IntelligentTieringDays {
+		p.addf("storage.lifecycle.glacierInstantRetrievalDays", "%d must be later than intelligentTieringDays %d", lc.GlacierInstantRetrievalDays, lc.IntelligentTieringDays)
+	}
+	if ol := c.Storage.ObjectLock; ol != nil && lc.NoncurrentVersionExpirationDays > 0 && lc.NoncurrentVersionExpirationDays < ol.Days {
+		p.addf("storage.lifecycle.noncurrentVersionExpirationDays", "%d is shorter than the object lock retention of %d days (S3 would refuse to expire locked versions)", lc.NoncurrentVersionExpirationDays, ol.Days)
+	}
+	if c.Storage.AccessLogRetentionDays < 1 {
+		p.addf("storage.accessLogRetentionDays", "%d must be at least 1", c.Storage.AccessLogRetentionDays)
+	}
+
+	// Pipeline.
+	pl := c.Pipeline
+	if pl.QuietPeriodSeconds < 10 || pl.QuietPeriodSeconds > 86400 {
+		p.addf("pipeline.quietPeriodSeconds", "%d is outside 10..86400", pl.QuietPeriodSeconds)
+	}
+	if !slices.Contains([]string{PatientDataNone, PatientDataIdentifiers, PatientDataFull}, pl.EventPatientData) {
+		p.addf("pipeline.eventPatientData", "%q must be one of none, identifiers, full", pl.EventPatientData)
+	}
+	if pl.ArchiveRetentionDays < 1 {
+		p.addf("pipeline.archiveRetentionDays", "%d must be at least 1", pl.ArchiveRetentionDays)
+	}
+	if pl.ReservedConcurrency < 1 || pl.ReservedConcurrency > 1000 {
+		p.addf("pipeline.reservedConcurrency", "%d is outside 1..1000", pl.ReservedConcurrency)
+	}
+	if pl.MaxReceiveCount < 1 || pl.MaxReceiveCount > 1000 {
+		p.addf("pipeline.maxReceiveCount", "%d is outside 1..1000", pl.MaxReceiveCount)
+	}
+	if pl.BackupRetentionDays < 1 {
+		p.addf("pipeline.backupRetentionDays", "%d must be at least 1", pl.BackupRetentionDays)
+	}
+
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.Join(append([]error{ErrInvalid}, p...)...)
+}
+
+func (c *Config) validateSites(p *problems, vpc netip.Prefix, vpcOK bool) {
+	if len(c.Sites) == 0 {
+		p.addf("sites", "at least one site is needed")
+	}
+	type owned struct {
+		prefix netip.Prefix
+		field  string
+	}
+	var seen []owned // every CIDR so far, for the overlap checks
+	claim := func(field string, pr netip.Prefix) {
+		if vpcOK && pr.Overlaps(vpc) {
+			p.addf(field, "%s overlaps the VPC CIDR %s", pr, vpc)
+		}
+		for _, o := range seen {
+			if o.prefix.Overlaps(pr) {
+				p.addf(field, "%s overlaps %s (%s)", pr, o.prefix, o.field)
+			}
+		}
+		seen = append(seen, owned{pr, field})
+	}
+	aes := map[string]string{}      // normalized AE -> field
+	names := map[string]string{}    // lower-cased site name -> field
+	gateways := map[string]string{} // customer gateway IP -> field
+	var tunnels []owned
+	claimAE := func(field, ae string) {
+		if msg := aeProblem(ae); msg != "" {
+			p.addf(field, "%s", msg)
+			return
+		}
+		key := strings.TrimSpace(ae)
+		if prev, ok := aes[key]; ok {
+			p.addf(field, "duplicate AE title %q (also %s)", ae, prev)
+			return
+		}
+		aes[key] = field
+	}
+	for i, s := range c.Sites {
+		f := fmt.Sprintf("sites[%d]", i)
+		if !siteNameRE.MatchString(s.Name) {
+			p.addf(f+".name", "%q must match %s", s.Name, siteNameRE)
+		} else if prev, ok := names[strings.ToLower(s.Name)]; ok {
+			p.addf(f+".name", "duplicate site name %q (also %s)", s.Name, prev)
+		} else {
+			names[strings.ToLower(s.Name)] = f + ".name"
+		}
+		claimAE(f+".callingAETitle", s.CallingAETitle)
+		if ip, err := netip.ParseAddr(s.CustomerGatewayIP); err != nil || !ip.Is4() {
+			p.addf(f+".customerGatewayIp", "%q is not an IPv4 address", s.CustomerGatewayIP)
+		} else {
+			if ip.IsPrivate() || ip.IsLoopback() || ip.IsUnspecified() || ip.IsMulticast() || ip.IsLinkLocalUnicast() {
+				p.addf(f+".customerGatewayIp", "%s is not a public address (the VPN device's internet-facing IP is needed)", ip)
+			}
+			if prev, ok := gateways[ip.String()]; ok {
+				p.addf(f+".customerGatewayIp", "%s is already used by %s: one customer gateway per device", ip, prev)
+			}
+			gateways[ip.String()] = f + ".customerGatewayIp"
+		}
+		if len(s.Cidrs) == 0 {
+			p.addf(f+".cidrs", "at least one CIDR is needed")
+		}
+		for j, cidr := range s.Cidrs {
+			cf := fmt.Sprintf("%s.cidrs[%d]", f, j)
+			if pr, ok := parseCidr(p, cf, cidr); ok {
+				claim(cf, pr)
+			}
+		}
+		switch s.Routing {
+		case RoutingStatic:
+		case RoutingBGP:
+			if s.BgpAsn < 1 || s.BgpAsn > 4294967294 || s.BgpAsn == c.Vpn.AmazonSideAsn || s.BgpAsn == 7224 {
+				p.addf(f+".bgpAsn", "%d is not usable as the customer gateway ASN (1..4294967294, not 7224 and not the Amazon side ASN %d)", s.BgpAsn, c.Vpn.AmazonSideAsn)
+			}
+		default:
+			p.addf(f+".routing", "%q must be static or bgp", s.Routing)
+		}
+		if s.Routing == RoutingStatic && (s.BgpAsn < 1 || s.BgpAsn > 4294967294) {
+			p.addf(f+".bgpAsn", "%d is outside 1..4294967294", s.BgpAsn)
+		}
+		if n := len(s.TunnelInsideCidrs); n != 0 && n != 2 {
+			p.addf(f+".tunnelInsideCidrs", "give both tunnels' CIDRs or none, got %d", n)
+		}
+		linkLocal := netip.MustParsePrefix("169.254.0.0/16")
+		for j, cidr := range s.TunnelInsideCidrs {
+			cf := fmt.Sprintf("%s.tunnelInsideCidrs[%d]", f, j)
+			pr, ok := parseCidr(p, cf, cidr)
+			if !ok {
+				continue
+			}
+			if pr.Bits() != 30 || !linkLocal.Contains(pr.Addr()) {
+				p.addf(cf, "%s must be a /30 in 169.254.0.0/16", pr)
+				continue
+			}
+			if slices.Contains(reservedTunnelCidrs, pr.String()) {
+				p.addf(cf, "%s is reserved by AWS", pr)
+			}
+			for _, o := range tunnels {
+				if o.prefix.Overlaps(pr) {
+					p.addf(cf, "%s is already used by %s", pr, o.field)
+				}
+			}
+			tunnels = append(tunnels, owned{pr, cf})
+		}
+	}
+	if cv := c.Vpn.ClientVpn; cv != nil {
+		if pr, ok := parseCidr(p, "vpn.clientVpn.clientCidr", cv.ClientCidr); ok {
+			if pr.Bits() < 12 || pr.Bits() > 22 {
+				p.addf("vpn.clientVpn.clientCidr", "%s: prefix length must be between /12 and /22", pr)
+			}
+			claim("vpn.clientVpn.clientCidr", pr)
+		}
+		if !acmArnRE.MatchString(cv.ServerCertificateArn) {
+			p.addf("vpn.clientVpn.serverCertificateArn", "%q is not an ACM certificate ARN", cv.ServerCertificateArn)
+		}
+		if !acmArnRE.MatchString(cv.ClientRootCertificateArn) {
+			p.addf("vpn.clientVpn.clientRootCertificateArn", "%q is not an ACM certificate ARN", cv.ClientRootCertificateArn)
+		}
+		for i, ae := range cv.CallingAETitles {
+			claimAE(fmt.Sprintf("vpn.clientVpn.callingAETitles[%d]", i), ae)
+		}
+	}
+}
+
+// parseCidr parses an IPv4 CIDR that must be written in canonical form (no
+// host bits set), so "10.1.2.3/16" is reported rather than silently widened.
+func parseCidr(p *problems, field, s string) (netip.Prefix, bool) {
+	pr, err := netip.ParsePrefix(s)
+	if err != nil {
+		p.addf(field, "%q is not a CIDR (want a.b.c.d/n)", s)
+		return netip.Prefix{}, false
+	}
+	if !pr.Addr().Is4() {
+		p.addf(field, "%s is not IPv4", pr)
+		return netip.Prefix{}, false
+	}
+	if pr.Masked() != pr {
+		p.addf(field, "%s has host bits set; did you mean %s?", pr, pr.Masked())
+		return netip.Prefix{}, false
+	}
+	return pr, true
+}
+
+func isPrivate(pr netip.Prefix) bool {
+	for _, r := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"} {
+		rp := netip.MustParsePrefix(r)
+		if rp.Bits() <= pr.Bits() && rp.Contains(pr.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+func validAmazonAsn(asn int64) bool {
+	return (asn >= 64512 && asn <= 65534) || (asn >= 4200000000 && asn <= 4294967294)
+}
+
+// aeProblem explains what is wrong with an AE title, or returns "". PS3.5:
+// at most 16 characters of the default repertoire without backslash or
+// control characters; leading and trailing spaces are not significant, so a
+// title of only spaces is empty.
+func aeProblem(ae string) string {
+	if len(ae) > 16 {
+		return fmt.Sprintf("AE title %q is %d characters, AE titles have at most 16", ae, len(ae))
+	}
+	if strings.TrimSpace(ae) == "" {
+		return "AE title is empty"
+	}
+	for _, r := range ae {
+		if r < 0x20 || r > 0x7e || r == '\\' {
+			return fmt.Sprintf("AE title %q contains %q, which is not allowed (printable ASCII without backslash)", ae, r)
+		}
+	}
+	if strings.ContainsAny(ae, ",@|") {
+		// These separate entries in SCP_CALLING_AES.
+		return fmt.Sprintf("AE title %q contains one of , @ | which the SCP's allowlist syntax reserves", ae)
+	}
+	return ""
+}
