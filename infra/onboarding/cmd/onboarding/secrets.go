@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
+)
+
+// secretGetter is the one Secrets Manager call the command makes.
+type secretGetter interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, optFns ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+}
+
+var _ secretGetter = (*secretsmanager.Client)(nil)
+
+// fetchPSKs reads the site's pre-shared keys with the standard AWS credential
+// chain and region (AWS_PROFILE, AWS_REGION, ...). The secret's region is
+// taken from its ARN so the caller's default region does not matter.
+func fetchPSKs(ctx context.Context, arn string) (map[int]string, error) {
+	var optFns []func(*config.LoadOptions) error
+	if region := arnRegion(arn); region != "" {
+		optFns = append(optFns, config.WithRegion(region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
+	if err != nil {
+		return nil, fmt.Errorf("onboarding: load aws config: %w", err)
+	}
+	return getPSKs(ctx, secretsmanager.NewFromConfig(cfg), arn)
+}
+
+func getPSKs(ctx context.Context, c secretGetter, arn string) (map[int]string, error) {
+	out, err := c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &arn})
+	if err != nil {
+		return nil, fmt.Errorf("onboarding: get secret %s: %w", arn, err)
+	}
+	if out.SecretString == nil {
+		return nil, fmt.Errorf("onboarding: get secret %s: no SecretString", arn)
+	}
+	return onboarding.ParsePSKSecret(*out.SecretString)
+}
+
+// arnRegion returns the region field of arn:partition:service:region:...
+func arnRegion(arn string) string {
+	f := 0
+	start := 0
+	for i := 0; i < len(arn); i++ {
+		if arn[i] == ':' {
+			f++
+			if f == 3 {
+				start = i + 1
+			} else if f == 4 {
+				return arn[start:i]
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,347 @@
+package onboarding
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+func loadExample(t *testing.T) (EnvConfig, Outputs) {
+	t.Helper()
+	env, err := LoadEnvConfig(filepath.Join("testdata", "example-env.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join("testdata", "example-outputs.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	outs, err := ParseOutputs(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env, outs
+}
+
+// TestGolden renders the example site's kit in both routing styles, with and
+// without keys, and compares every file with testdata/golden/<case>/.
+func TestGolden(t *testing.T) {
+	env, outs := loadExample(t)
+	cases := []struct {
+		name, site string
+		opts       Options
+	}{
+		{"example-hospital-route", "example-hospital", Options{}},
+		{"example-hospital-policy", "example-hospital", Options{Routing: PolicyBased}},
+		{"example-hospital-with-psks", "example-hospital", Options{PSKs: map[int]string{1: "tunnel-one-key", 2: "tunnel-two-key"}}},
+		{"bgp-clinic-route", "bgp-clinic", Options{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k, err := Build(env, c.site, outs, c.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join("testdata", "golden", c.name)
+			if *update {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := k.WriteDir(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, err := k.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, f := range files {
+				names = append(names, f.Name)
+				want, err := os.ReadFile(filepath.Join(dir, f.Name))
+				if err != nil {
+					t.Fatalf("%v (run go test -update to create golden files)", err)
+				}
+				if diff := cmp.Diff(string(want), string(f.Data)); diff != "" {
+					t.Errorf("%s differs from golden (-want +got):\n%s", f.Name, diff)
+				}
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var onDisk []string
+			for _, e := range entries {
+				onDisk = append(onDisk, e.Name())
+			}
+			if diff := cmp.Diff(sorted(onDisk), sorted(names)); diff != "" {
+				t.Errorf("golden file set differs (-disk +rendered):\n%s", diff)
+			}
+		})
+	}
+}
+
+func sorted(s []string) []string {
+	out := append([]string(nil), s...)
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if out[j] < out[i] {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// TestKitContent checks the properties the issue asks for directly, so a bad
+// golden update cannot hide them.
+func TestKitContent(t *testing.T) {
+	env, outs := loadExample(t)
+	k, err := Build(env, "example-hospital", outs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := k.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]string{}
+	for _, f := range files {
+		byName[f.Name] = string(f.Data)
+	}
+	swan := byName["swanctl.conf"]
+	for _, want := range []string{
+		"version = 2",
+		"remote_addrs = 52.16.0.11", "remote_addrs = 54.72.0.22", // both tunnels
+		"id = 203.0.113.10",
+		"proposals = aes256-sha256-modp2048",
+		"esp_proposals = aes256-sha256-modp2048",
+		"local_ts = 192.168.10.0/24,192.168.11.0/24",
+		"remote_ts = 10.20.0.0/16",
+		"include " + SecretsFileName,
+	} {
+		if !strings.Contains(swan, want) {
+			t.Errorf("swanctl.conf lacks %q", want)
+		}
+	}
+	readme := byName["README.md"]
+	for _, want := range []string{
+		"`EXAMPLE_PACS`", "`DICOM_INGEST`", "`10.20.1.10`", "`104` (TCP)",
+		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:dicom-ingest/dev/vpn/example-hospital-AbCdEf",
+		"echoscu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104",
+		"storescu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104 test.dcm",
+		"## Troubleshooting", "allow TCP from 192.168.10.0/24, 192.168.11.0/24 to 10.20.1.10, 10.20.2.10 port 104",
+	} {
+		if !strings.Contains(readme, want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	if !strings.Contains(byName[SecretsFileName], `secret = "REPLACE_WITH_TUNNEL1_PSK"`) {
+		t.Errorf("secrets file without -show-secrets should hold a placeholder:\n%s", byName[SecretsFileName])
+	}
+}
+
+// TestSecretsOnlyInSecretsFile: keys appear in the secrets file and nowhere else.
+func TestSecretsOnlyInSecretsFile(t *testing.T) {
+	env, outs := loadExample(t)
+	psks := map[int]string{1: "s3cr3t-one-7f9a", 2: "s3cr3t-two-c2d1"}
+	k, err := Build(env, "example-hospital", outs, Options{PSKs: psks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := k.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		has1, has2 := bytes.Contains(f.Data, []byte(psks[1])), bytes.Contains(f.Data, []byte(psks[2]))
+		if f.Name == SecretsFileName {
+			if !has1 || !has2 {
+				t.Errorf("secrets file lacks the keys:\n%s", f.Data)
+			}
+			if f.Mode != 0o600 {
+				t.Errorf("secrets file mode %o, want 600", f.Mode)
+			}
+			continue
+		}
+		if has1 || has2 {
+			t.Errorf("%s contains a pre-shared key", f.Name)
+		}
+	}
+	dir := t.TempDir()
+	if _, err := k.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(dir, SecretsFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("written secrets file mode %o, want 600", st.Mode().Perm())
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	baseEnv, outs := loadExample(t)
+	mutate := func(f func(*EnvConfig)) EnvConfig {
+		e := baseEnv
+		e.Sites = append([]SiteConfig(nil), baseEnv.Sites...)
+		for i := range e.Sites {
+			e.Sites[i].CIDRs = append([]string(nil), e.Sites[i].CIDRs...)
+		}
+		f(&e)
+		return e
+	}
+	emptyOuts, err := ParseOutputs(strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		env     EnvConfig
+		site    string
+		outs    Outputs
+		opts    Options
+		wantErr error
+		wantMsg string
+	}{
+		{"unknown site", baseEnv, "nowhere", outs, Options{}, ErrUnknownSite, `site "nowhere" not in environment "dev"`},
+		{"missing outputs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnConnectionIdexample-hospital"},
+		{"AE too long", mutate(func(e *EnvConfig) { e.Sites[0].AETitle = "A_VERY_LONG_AE_TITLE" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "20 characters, at most 16"},
+		{"AE with backslash", mutate(func(e *EnvConfig) { e.Sites[0].AETitle = `PACS\1` }), "example-hospital", outs, Options{}, ErrInvalidConfig, "not allowed"},
+		{"no called AE", mutate(func(e *EnvConfig) { e.CalledAETitle = "  " }), "example-hospital", outs, Options{}, ErrInvalidConfig, "REMOTE_AE"},
+		{"bad CIDR", mutate(func(e *EnvConfig) { e.Sites[0].CIDRs[0] = "192.168.10.0/33" }), "example-hospital", outs, Options{}, ErrInvalidConfig, `CIDR "192.168.10.0/33"`},
+		{"config injection in CIDR", mutate(func(e *EnvConfig) { e.Sites[0].CIDRs[0] = "10.0.0.0/8\n}\nconnections {" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "CIDR"},
+		{"bad gateway IP", mutate(func(e *EnvConfig) { e.Sites[0].CustomerGatewayIP = "gw.example" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "customer gateway IP"},
+		{"bad port", mutate(func(e *EnvConfig) { e.DicomPort = 70000 }), "example-hospital", outs, Options{}, ErrInvalidConfig, "port 70000"},
+		{"bad routing", baseEnv, "example-hospital", outs, Options{Routing: "bgp"}, ErrInvalidConfig, `routing "bgp"`},
+		{"one lab endpoint", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{"192.0.2.1"}}, ErrInvalidConfig, "1 tunnel endpoints"},
+		{"missing psk", baseEnv, "example-hospital", outs, Options{PSKs: map[int]string{1: "x"}}, ErrInvalidConfig, "tunnel 2"},
+		{"psk with quote", baseEnv, "example-hospital", outs, Options{PSKs: map[int]string{1: `a"b`, 2: "c"}}, ErrInvalidConfig, "quote"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Build(c.env, c.site, c.outs, c.opts)
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("err = %v, want %v", err, c.wantErr)
+			}
+			if !strings.Contains(err.Error(), c.wantMsg) {
+				t.Errorf("err = %q, want it to mention %q", err, c.wantMsg)
+			}
+		})
+	}
+}
+
+func TestLabEndpoints(t *testing.T) {
+	env, outs := loadExample(t)
+	k, err := Build(env, "example-hospital", outs, Options{Routing: PolicyBased, TunnelEndpoints: []string{"192.168.250.2", "192.168.250.3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []string{k.Tunnels[0].OutsideIP, k.Tunnels[1].OutsideIP, k.Tunnels[0].StartAction, k.Tunnels[1].StartAction}
+	want := []string{"192.168.250.2", "192.168.250.3", "start", "none"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestLookup(t *testing.T) {
+	outs, err := ParseOutputs(strings.NewReader(`{
+		"StackA": {"NlbDnsName": "nlb.example", "VpnTunnel1AddressSiteA5F3A9C21": "192.0.2.1", "port": 104},
+		"StackB": {"Tunnel1AddressSiteB": "192.0.2.2", "OldTunnel1AddressSiteB": "192.0.2.9", "XTunnel2AddressC": "1", "YTunnel2AddressC": "2"}
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, key, want string
+		ok              bool
+	}{
+		{"exact", "NlbDnsName", "nlb.example", true},
+		{"case and punctuation", "nlb-dns-name", "nlb.example", true},
+		{"construct prefix and hash", "Tunnel1AddressSiteA", "192.0.2.1", true},
+		{"site name with dash", "Tunnel1Address" + "site-a", "192.0.2.1", true},
+		{"exact wins over suffix", "Tunnel1AddressSiteB", "192.0.2.2", true},
+		{"number value", "port", "104", true},
+		{"ambiguous suffix", "Tunnel2AddressC", "", false},
+		{"absent", "VpcCidr", "", false},
+		{"empty", "", "", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := outs.Lookup(c.key)
+			if got != c.want || ok != c.ok {
+				t.Errorf("Lookup(%q) = %q, %v; want %q, %v", c.key, got, ok, c.want, c.ok)
+			}
+		})
+	}
+}
+
+func TestParseOutputsErrors(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"not json", `nope`, "parse outputs"},
+		{"not an object of objects", `{"S": "x"}`, "parse outputs"},
+		{"nested value", `{"S": {"K": {"a": 1}}}`, "S.K"},
+		{"conflict", `{"A": {"K": "1"}, "B": {"k": "2"}}`, "disagree"},
+		{"too large", `{"S": {"K": "` + strings.Repeat("x", maxOutputsSize) + `"}}`, "larger than"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := ParseOutputs(strings.NewReader(c.in))
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("err = %v, want it to mention %q", err, c.want)
+			}
+		})
+	}
+}
+
+func TestParsePSKSecret(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     map[int]string
+		wantErr  bool
+	}{
+		{"json per tunnel", `{"tunnel1": "a", "tunnel2": "b"}`, map[int]string{1: "a", 2: "b"}, false},
+		{"cfn names", `{"Tunnel1PreSharedKey": "a", "Tunnel2PreSharedKey": "b"}`, map[int]string{1: "a", 2: "b"}, false},
+		{"one key in json", `{"psk": "a"}`, map[int]string{1: "a", 2: "a"}, false},
+		{"plain string", "  shared-key \n", map[int]string{1: "shared-key", 2: "shared-key"}, false},
+		{"json missing tunnel2", `{"tunnel1": "a"}`, nil, true},
+		{"broken json", `{"tunnel1": `, nil, true},
+		{"empty", ` `, nil, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParsePSKSecret(c.in)
+			if (err != nil) != c.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, c.wantErr)
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	cases := map[string]string{
+		"EXAMPLE_PACS": "EXAMPLE_PACS",
+		"10.0.0.1":     "10.0.0.1",
+		"MY PACS":      "'MY PACS'",
+		"it's":         `'it'\''s'`,
+		"":             "''",
+	}
+	for in, want := range cases {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

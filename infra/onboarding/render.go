@@ -1,0 +1,102 @@
+package onboarding
+
+import (
+	"bytes"
+	"embed"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/template"
+)
+
+//go:embed templates/*.tmpl
+var templateFS embed.FS
+
+// File is one generated file of a kit.
+type File struct {
+	Name string
+	Mode os.FileMode
+	Data []byte
+}
+
+var templates = template.Must(template.New("kit").Option("missingkey=error").Funcs(template.FuncMap{
+	"join":        strings.Join,
+	"sh":          shellJoin,
+	"mul":         func(a, b int) int { return a * b },
+	"secretsFile": func() string { return SecretsFileName },
+	"psk": func(t Tunnel) string {
+		if t.psk == "" {
+			return fmt.Sprintf("REPLACE_WITH_TUNNEL%d_PSK", t.Number)
+		}
+		return t.psk
+	},
+}).ParseFS(templateFS, "templates/*.tmpl"))
+
+// Render produces the kit's files, in a fixed order. Its output depends only
+// on the kit (no timestamps), so it can be compared with golden files.
+func (k *Kit) Render() ([]File, error) {
+	type spec struct {
+		tmpl, name string
+		mode       os.FileMode
+	}
+	specs := []spec{
+		{"README.md.tmpl", "README.md", 0o644},
+		{"swanctl.conf.tmpl", "swanctl.conf", 0o644},
+		{"swanctl-secrets.conf.tmpl", SecretsFileName, 0o600},
+		{"verify.sh.tmpl", "verify.sh", 0o755},
+	}
+	if k.Routing == RouteBased {
+		specs = append(specs, spec{"xfrm-interfaces.sh.tmpl", "xfrm-interfaces.sh", 0o755})
+	}
+	files := make([]File, 0, len(specs))
+	for _, s := range specs {
+		var buf bytes.Buffer
+		if err := templates.ExecuteTemplate(&buf, s.tmpl, k); err != nil {
+			return nil, fmt.Errorf("onboarding: render %s: %w", s.name, err)
+		}
+		files = append(files, File{Name: s.name, Mode: s.mode, Data: buf.Bytes()})
+	}
+	return files, nil
+}
+
+// WriteDir renders the kit into dir, creating it if needed. Existing kit files
+// are replaced; the secrets file is written with mode 0600.
+func (k *Kit) WriteDir(dir string) ([]File, error) {
+	files, err := k.Render()
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("onboarding: write kit: %w", err)
+	}
+	for _, f := range files {
+		p := filepath.Join(dir, f.Name)
+		// Remove first so a pre-existing file's wider mode is not kept.
+		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("onboarding: write kit: %w", err)
+		}
+		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
+			return nil, fmt.Errorf("onboarding: write kit: %w", err)
+		}
+	}
+	return files, nil
+}
+
+// shellJoin quotes args for a POSIX shell where needed.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !((r >= 'a' && r <= 'z') || (r >= 'A' && r <= 'Z') || (r >= '0' && r <= '9') || strings.ContainsRune("-_./:=@,+", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
