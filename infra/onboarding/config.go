@@ -1,58 +1,71 @@
 package onboarding
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
-	"os"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
 
-// EnvConfig is the part of an environment config (infra/config/<env>.json)
-// that the kit needs. It is read here with its own minimal struct rather than
-// through the CDK app's config package, so that the onboarding command does
-// not link the CDK and jsii runtime; unknown fields are ignored.
+// EnvConfig is the part of an environment's configuration the kit needs. It
+// is usually made with FromConfig from the CDK app's validated config
+// (infra/config, which imports only the standard library, so this package
+// does not link the CDK).
 type EnvConfig struct {
 	// Name is the environment name (dev, prod, ...).
-	Name string `json:"name"`
+	Name string
 	// DicomPort is the NLB's DICOM listener port (104 when zero).
-	DicomPort int `json:"dicomPort"`
+	DicomPort int
 	// CalledAETitle is the SCP's AE title, the REMOTE_AE of every site.
-	CalledAETitle string `json:"calledAeTitle"`
+	CalledAETitle string
 	// VpcCIDR is the cloud side of the tunnels' traffic selectors.
-	VpcCIDR string `json:"vpcCidr"`
-	Sites   []SiteConfig `json:"sites"`
+	VpcCIDR string
+	Sites   []SiteConfig
 }
 
 // SiteConfig is one hospital site of an environment.
 type SiteConfig struct {
-	Name string `json:"name"`
+	Name string
 	// AETitle is the site's calling AE title (LOCAL_AE).
-	AETitle string `json:"aeTitle"`
+	AETitle string
 	// CustomerGatewayIP is the public IPv4 address of the site's VPN edge.
-	CustomerGatewayIP string `json:"customerGatewayIp"`
+	CustomerGatewayIP string
 	// CIDRs are the site's networks that may send DICOM through the tunnels.
-	CIDRs []string `json:"cidrs"`
+	CIDRs []string
 	// BGPASN is the site's ASN when the VPN uses BGP; zero means static routes.
-	BGPASN int `json:"bgpAsn"`
+	BGPASN int64
 }
 
-// LoadEnvConfig reads an environment config file.
-func LoadEnvConfig(path string) (EnvConfig, error) {
-	f, err := os.Open(path)
+// FromConfig extracts the kit's input from a validated environment config.
+func FromConfig(c *config.Config) EnvConfig {
+	e := EnvConfig{
+		Name:          c.Name,
+		DicomPort:     c.Dicom.Port,
+		CalledAETitle: c.Dicom.AETitle,
+		VpcCIDR:       c.VpcCidr,
+	}
+	for _, s := range c.Sites {
+		sc := SiteConfig{
+			Name:              s.Name,
+			AETitle:           s.CallingAETitle,
+			CustomerGatewayIP: s.CustomerGatewayIP,
+			CIDRs:             append([]string(nil), s.Cidrs...),
+		}
+		if s.Routing == config.RoutingBGP {
+			sc.BGPASN = s.BgpAsn
+		}
+		e.Sites = append(e.Sites, sc)
+	}
+	return e
+}
+
+// LoadEnvConfig loads and validates <dir>/<env>.json with the CDK app's
+// config loader and extracts the kit's input from it.
+func LoadEnvConfig(dir, env string) (EnvConfig, error) {
+	c, err := config.Load(dir, env)
 	if err != nil {
 		return EnvConfig{}, fmt.Errorf("onboarding: load env config: %w", err)
 	}
-	defer f.Close()
-	return ReadEnvConfig(f)
-}
-
-// ReadEnvConfig decodes an environment config document.
-func ReadEnvConfig(r io.Reader) (EnvConfig, error) {
-	var c EnvConfig
-	if err := json.NewDecoder(io.LimitReader(r, maxOutputsSize)).Decode(&c); err != nil {
-		return EnvConfig{}, fmt.Errorf("onboarding: decode env config: %w", err)
-	}
-	return c, nil
+	return FromConfig(c), nil
 }
 
 // Site returns the site with the given name.

@@ -21,7 +21,7 @@ func FuzzParseOutputs(f *testing.F) {
 	f.Add([]byte(`{"S":{"NlbAddresses":"10.0.0.1\n}","VpnConnectionIdExampleHospital":"vpn-1"}}`))
 	f.Add([]byte(`{"S":{"K":1e999}}`))
 	f.Add([]byte(`[]`))
-	env, err := LoadEnvConfig(filepath.Join("testdata", "example-env.json"))
+	env, err := LoadEnvConfig(filepath.Join("testdata", "config"), "dev")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -101,7 +101,7 @@ type Kit struct {
 	IKEProposals []string
 	ESPProposals []string
 	// BGPASN is the site's ASN, zero for static routing.
-	BGPASN int
+	BGPASN int64
 	// HasPSKs reports whether the secrets file holds real keys.
 	HasPSKs bool
 }

@@ -16,7 +16,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 
 func loadExample(t *testing.T) (EnvConfig, Outputs) {
 	t.Helper()
-	env, err := LoadEnvConfig(filepath.Join("testdata", "example-env.json"))
+	env, err := LoadEnvConfig(filepath.Join("testdata", "config"), "dev")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,9 +43,9 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, fetch secretFetcher) error {
 	fs := flag.NewFlagSet("onboarding", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	env := fs.String("env", "", "environment name (reads infra/config/<env>.json unless -config is given)")
+	env := fs.String("env", "", "environment name (reads <config-dir>/<env>.json)")
 	site := fs.String("site", "", "site name, as in the environment config")
-	configPath := fs.String("config", "", "environment config file (default infra/config/<env>.json)")
+	configDir := fs.String("config-dir", filepath.Join("infra", "config"), "directory of the environment configs")
 	outputsPath := fs.String("outputs", "cdk-outputs.json", "stack outputs written by `cdk deploy --outputs-file`")
 	out := fs.String("out", "", "directory to write the kit into (default build/onboarding/<env>/<site>)")
 	routing := fs.String("routing", string(onboarding.RouteBased), "site edge style: route (XFRM interfaces, both tunnels up) or policy (tunnel 2 standby)")
@@ -58,18 +58,12 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 		fs.Usage()
 		return errors.New("onboarding: -env and -site are required")
 	}
-	if *configPath == "" {
-		*configPath = filepath.Join("infra", "config", *env+".json")
-	}
 	if *out == "" {
 		*out = filepath.Join("build", "onboarding", *env, *site)
 	}
-	cfg, err := onboarding.LoadEnvConfig(*configPath)
+	cfg, err := onboarding.LoadEnvConfig(*configDir, *env)
 	if err != nil {
 		return err
-	}
-	if cfg.Name == "" {
-		cfg.Name = *env
 	}
 	f, err := os.Open(*outputsPath)
 	if err != nil {

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+)
+
+const (
+	testConfigDir = "../../testdata/config"
+	testOutputs   = "../../testdata/example-outputs.json"
+)
+
+func TestRun(t *testing.T) {
+	psks := map[int]string{1: "fetched-key-one", 2: "fetched-key-two"}
+	cases := []struct {
+		name        string
+		args        []string
+		fetchErr    error
+		wantErr     string
+		wantFetched bool
+		wantFiles   []string
+	}{
+		{name: "kit without secrets", args: nil, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
+		{name: "policy routing", args: []string{"-routing", "policy"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh"}},
+		{name: "show secrets", args: []string{"-show-secrets"}, wantFetched: true, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
+		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
+		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
+		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "cdk deploy --outputs-file"},
+		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out := t.TempDir()
+			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", testOutputs, "-out", out}, c.args...)
+			fetched := false
+			fetch := func(_ context.Context, arn string) (map[int]string, error) {
+				fetched = true
+				if !strings.HasPrefix(arn, "arn:aws:secretsmanager:") {
+					t.Errorf("fetch(%q): not the secret's ARN", arn)
+				}
+				return psks, c.fetchErr
+			}
+			var stdout, logs bytes.Buffer
+			err := runWith(context.Background(), args, &stdout, slog.New(slog.NewTextHandler(&logs, nil)), fetch)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fetched != c.wantFetched {
+				t.Errorf("fetched = %v, want %v", fetched, c.wantFetched)
+			}
+			for _, f := range c.wantFiles {
+				if !strings.Contains(stdout.String(), filepath.Join(out, f)) {
+					t.Errorf("stdout does not list %s:\n%s", f, stdout.String())
+				}
+			}
+			secrets, err := os.ReadFile(filepath.Join(out, "swanctl-secrets.conf"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(secrets), psks[1]); got != c.wantFetched {
+				t.Errorf("secrets file holds the key: %v, want %v", got, c.wantFetched)
+			}
+			// Keys never reach stdout or the log, whatever the flags.
+			for _, s := range []string{stdout.String(), logs.String()} {
+				if strings.Contains(s, psks[1]) || strings.Contains(s, psks[2]) {
+					t.Errorf("a key was printed: %s", s)
+				}
+			}
+			if strings.Contains(strings.Join(c.args, " "), "lab-endpoints") {
+				conf, err := os.ReadFile(filepath.Join(out, "swanctl.conf"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(conf), "remote_addrs = 192.168.250.3") {
+					t.Errorf("lab endpoint not used:\n%s", conf)
+				}
+			}
+		})
+	}
+}
+
+func TestRunRequiresEnvAndSite(t *testing.T) {
+	err := runWith(context.Background(), []string{"-env", "dev"}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err == nil || !strings.Contains(err.Error(), "-env and -site are required") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestArnRegion(t *testing.T) {
+	cases := map[string]string{
+		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:x": "eu-west-1",
+		"arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:x": "us-gov-west-1",
+		"not-an-arn": "",
+	}
+	for in, want := range cases {
+		if got := arnRegion(in); got != want {
+			t.Errorf("arnRegion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+type fakeSecrets struct {
+	value *string
+	err   error
+}
+
+func (f fakeSecrets) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	return &secretsmanager.GetSecretValueOutput{ARN: in.SecretId, SecretString: f.value}, f.err
+}
+
+func TestGetPSKs(t *testing.T) {
+	str := func(s string) *string { return &s }
+	cases := []struct {
+		name    string
+		fake    fakeSecrets
+		want    map[int]string
+		wantErr string
+	}{
+		{"json", fakeSecrets{value: str(`{"tunnel1":"a","tunnel2":"b"}`)}, map[int]string{1: "a", 2: "b"}, ""},
+		{"binary secret", fakeSecrets{}, nil, "no SecretString"},
+		{"api error", fakeSecrets{err: errors.New("ResourceNotFoundException")}, nil, "ResourceNotFoundException"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := getPSKs(context.Background(), c.fake, "arn:aws:secretsmanager:eu-west-1:1:secret:x")
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[1] != c.want[1] || got[2] != c.want[2] {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
