@@ -101,9 +101,11 @@ type IndexStore interface {
 	// quietSince and whose Revision is above AnnouncedRevision.
 	StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]StudySummary, error)
 	// MarkAnnounced records that version (1 = Study Received, 2+ = Study
-	// Updated) was announced for revision. It fails with ErrConditionFailed
-	// unless the study's AnnouncedVersion is version-1 and its Revision is
-	// still revision (so a concurrent arrival is announced later).
+	// Updated) was announced describing revision: it sets AnnouncedVersion
+	// = version and AnnouncedRevision = revision, and fails with
+	// ErrConditionFailed unless AnnouncedVersion was version-1. Instances
+	// that arrived meanwhile keep Revision above AnnouncedRevision, so they
+	// are announced next time as Study Updated.
 	MarkAnnounced(ctx context.Context, studyUID string, revision, version int64, at time.Time) error
 	// EventPublished and MarkEventPublished are the publish ledger that
 	// keeps a redelivered message from publishing an event twice.
