@@ -1,0 +1,126 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// AuditStore implements pipeline.AuditStore on the audit table.
+type AuditStore struct{ b binding }
+
+// Append writes rec unless a record with its ID exists.
+func (a *AuditStore) Append(ctx context.Context, rec pipeline.AuditRecord) (bool, error) {
+	body, err := json.Marshal(rec)
+	if err != nil {
+		return false, fmt.Errorf("localstore: audit append: %w", err)
+	}
+	day := rec.Day
+	if day == "" {
+		day = rec.Time.UTC().Format("2006-01-02")
+	}
+	var appended bool
+	err = a.b.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx,
+			`INSERT INTO audit(id, time, day, outcome, calling_ae, called_ae, patient_id, study_uid, sop_uid, object_key, record)
+			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,
+			rec.ID, unixNano(rec.Time), day, rec.Outcome, rec.CallingAE, rec.CalledAE, rec.PatientID,
+			rec.StudyInstanceUID, rec.SOPInstanceUID, rec.ObjectKey, string(body))
+		if err != nil {
+			return fmt.Errorf("localstore: audit append: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		appended = n == 1
+		return nil
+	})
+	return appended, err
+}
+
+// Query returns records matching q, newest first. Every field of q filters
+// (SQLite needs no single access path); Cursor is the sequence number below
+// which the next page starts.
+func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
+	if q.PatientID != "" {
+		add("patient_id = ?", q.PatientID)
+	}
+	if q.StudyInstanceUID != "" {
+		add("study_uid = ?", q.StudyInstanceUID)
+	}
+	if q.CallingAE != "" {
+		add("calling_ae = ?", q.CallingAE)
+	}
+	if q.Day != "" {
+		add("day = ?", q.Day)
+	}
+	if q.Outcome != "" {
+		add("outcome = ?", q.Outcome)
+	}
+	if !q.From.IsZero() {
+		add("time >= ?", unixNano(q.From))
+	}
+	if !q.To.IsZero() {
+		add("time <= ?", unixNano(q.To))
+	}
+	if q.Cursor != "" {
+		ct, cs, ok := parseCursor(q.Cursor)
+		if !ok {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: bad cursor %q", q.Cursor)
+		}
+		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
+		args = append(args, ct, ct, cs)
+	}
+	limit := limitOr(q.Limit, 100)
+	stmt := `SELECT seq, time, record FROM audit`
+	if len(where) > 0 {
+		stmt += " WHERE " + strings.Join(where, " AND ")
+	}
+	stmt += " ORDER BY time DESC, seq DESC LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := a.b.q().QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+	}
+	defer rows.Close()
+	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
+	var lastSeq, lastTime int64
+	for rows.Next() {
+		var seq, t int64
+		var body string
+		if err := rows.Scan(&seq, &t, &body); err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+		}
+		if len(page.Records) == limit {
+			page.Next = strconv.FormatInt(lastTime, 10) + "." + strconv.FormatInt(lastSeq, 10)
+			break
+		}
+		var rec pipeline.AuditRecord
+		if err := json.Unmarshal([]byte(body), &rec); err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: record %d: %w", seq, err)
+		}
+		page.Records = append(page.Records, rec)
+		lastSeq, lastTime = seq, t
+	}
+	if err := rows.Err(); err != nil {
+		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+	}
+	return page, nil
+}
+
+// parseCursor reads the "<time>.<seq>" cursor Query hands out.
+func parseCursor(c string) (t, seq int64, ok bool) {
+	ts, ss, found := strings.Cut(c, ".")
+	if !found {
+		return 0, 0, false
+	}
+	t, err1 := strconv.ParseInt(ts, 10, 64)
+	seq, err2 := strconv.ParseInt(ss, 10, 64)
+	return t, seq, err1 == nil && err2 == nil && seq > 0
+}

@@ -1,0 +1,450 @@
+package localstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrNotPending is returned when a hand-off key is completed twice.
+var ErrNotPending = errors.New("localstore: key is not pending")
+
+// Event is one announcement, shaped like an EventBridge event so a webhook
+// receiver sees what an EventBridge rule target would see in the cloud.
+type Event struct {
+	ID         string          `json:"id"`
+	Time       time.Time       `json:"time"`
+	Source     string          `json:"source"`
+	DetailType string          `json:"detail-type"`
+	Detail     json.RawMessage `json:"detail"`
+}
+
+// wireEvent is Event as written to the log and POSTed to webhooks.
+type wireEvent struct {
+	Version    string          `json:"version"`
+	ID         string          `json:"id"`
+	DetailType string          `json:"detail-type"`
+	Source     string          `json:"source"`
+	Time       string          `json:"time"`
+	Detail     json.RawMessage `json:"detail"`
+}
+
+func (e Event) wire() ([]byte, error) {
+	return json.Marshal(wireEvent{
+		Version: "0", ID: e.ID, DetailType: e.DetailType, Source: e.Source,
+		Time: e.Time.UTC().Format(time.RFC3339Nano), Detail: e.Detail,
+	})
+}
+
+// NewEventID returns a random event id.
+func NewEventID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// addEvent puts ev in the outbox inside tx; the Publisher delivers it after
+// the transaction commits (transactional outbox), so an event is announced if
+// and only if the work that caused it was committed.
+func addEvent(ctx context.Context, tx *sql.Tx, ev Event, webhooks []string) error {
+	if ev.ID == "" {
+		ev.ID = NewEventID()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if len(ev.Detail) == 0 {
+		ev.Detail = json.RawMessage("{}")
+	}
+	left, err := json.Marshal(webhooks)
+	if err != nil {
+		return fmt.Errorf("localstore: add event: %w", err)
+	}
+	if webhooks == nil {
+		left = []byte("[]")
+	}
+	_, err = tx.ExecContext(ctx,
+		`INSERT INTO outbox(id, time, source, detail_type, detail, webhooks_left) VALUES (?, ?, ?, ?, ?, ?)
+		 ON CONFLICT(id) DO NOTHING`,
+		ev.ID, unixNano(ev.Time), ev.Source, ev.DetailType, string(ev.Detail), string(left))
+	if err != nil {
+		return fmt.Errorf("localstore: add event: %w", err)
+	}
+	return nil
+}
+
+// EventFilter selects events for Events.
+type EventFilter struct {
+	DetailType string
+	Since      time.Time
+	Until      time.Time
+	Contains   string // substring of the detail JSON (e.g. a study UID)
+	AfterSeq   int64
+	Limit      int
+}
+
+// StoredEvent is an event with its outbox sequence number.
+type StoredEvent struct {
+	Seq int64 `json:"seq"`
+	Event
+}
+
+// Events lists events in the outbox, oldest first.
+func (db *DB) Events(ctx context.Context, f EventFilter) ([]StoredEvent, error) {
+	var where []string
+	var args []any
+	if f.DetailType != "" {
+		where, args = append(where, "detail_type = ?"), append(args, f.DetailType)
+	}
+	if !f.Since.IsZero() {
+		where, args = append(where, "time >= ?"), append(args, unixNano(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where, args = append(where, "time <= ?"), append(args, unixNano(f.Until))
+	}
+	if f.Contains != "" {
+		where, args = append(where, "instr(detail, ?) > 0"), append(args, f.Contains)
+	}
+	if f.AfterSeq > 0 {
+		where, args = append(where, "seq > ?"), append(args, f.AfterSeq)
+	}
+	q := `SELECT seq, id, time, source, detail_type, detail FROM outbox`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY seq LIMIT ?"
+	args = append(args, limitOr(f.Limit, 500))
+	rows, err := db.sql.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: events: %w", err)
+	}
+	defer rows.Close()
+	out := []StoredEvent{}
+	for rows.Next() {
+		var e StoredEvent
+		var t int64
+		var detail string
+		if err := rows.Scan(&e.Seq, &e.ID, &t, &e.Source, &e.DetailType, &detail); err != nil {
+			return nil, fmt.Errorf("localstore: events: %w", err)
+		}
+		e.Time, e.Detail = fromNano(t), json.RawMessage(detail)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: events: %w", err)
+	}
+	return out, nil
+}
+
+func limitOr(n, def int) int {
+	if n <= 0 || n > 10000 {
+		return def
+	}
+	return n
+}
+
+// Poster is the part of *http.Client the Publisher uses.
+type Poster interface {
+	Do(req *http.Request) (*http.Response, error)
+}
+
+// Publisher delivers the outbox: every event is appended once to the event
+// log (JSON lines) and POSTed to each webhook until it answers 2xx or the
+// attempts run out. Delivery to webhooks is at least once; receivers dedupe
+// on the event id (also sent as the X-Event-Id header).
+type Publisher struct {
+	DB      *DB
+	LogPath string // events.log; "" disables the log
+	Client  Poster // nil: an http.Client with a 10 s timeout
+	Logger  *slog.Logger
+
+	MaxAttempts int           // per webhook and event; 0 means 8
+	BaseBackoff time.Duration // first retry delay, doubled each time; 0 means 500ms
+	MaxBackoff  time.Duration // 0 means 1 minute
+	Poll        time.Duration // how often the outbox is re-read without a Notify; 0 means 1s
+
+	notify   chan struct{}
+	once     sync.Once
+	mu       sync.Mutex
+	attempts map[retryKey]int
+	nextTry  map[retryKey]time.Time
+}
+
+type retryKey struct{ id, url string }
+
+func (p *Publisher) init() {
+	p.once.Do(func() {
+		p.notify = make(chan struct{}, 1)
+		p.attempts = map[retryKey]int{}
+		p.nextTry = map[retryKey]time.Time{}
+		if p.Client == nil {
+			p.Client = &http.Client{Timeout: 10 * time.Second}
+		}
+		if p.Logger == nil {
+			p.Logger = slog.New(slog.DiscardHandler)
+		}
+		if p.MaxAttempts <= 0 {
+			p.MaxAttempts = 8
+		}
+		if p.BaseBackoff <= 0 {
+			p.BaseBackoff = 500 * time.Millisecond
+		}
+		if p.MaxBackoff <= 0 {
+			p.MaxBackoff = time.Minute
+		}
+		if p.Poll <= 0 {
+			p.Poll = time.Second
+		}
+	})
+}
+
+// Notify wakes the publisher after new events were committed.
+func (p *Publisher) Notify() {
+	p.init()
+	select {
+	case p.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers events until ctx is done. It first reconciles the log with
+// the outbox, so an event appended just before a crash is not appended again.
+func (p *Publisher) Run(ctx context.Context) error {
+	p.init()
+	if err := p.reconcileLog(ctx); err != nil {
+		return err
+	}
+	t := time.NewTicker(p.Poll)
+	defer t.Stop()
+	for {
+		if err := p.Flush(ctx); err != nil && ctx.Err() == nil {
+			p.Logger.Warn("event delivery", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.notify:
+		case <-t.C:
+		}
+	}
+}
+
+// reconcileLog marks as logged every outbox event whose id is already in the
+// log file.
+func (p *Publisher) reconcileLog(ctx context.Context) error {
+	if p.LogPath == "" {
+		return nil
+	}
+	f, err := os.Open(p.LogPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("localstore: read event log: %w", err)
+	}
+	defer f.Close()
+	rows, err := p.DB.sql.QueryContext(ctx, `SELECT id FROM outbox WHERE logged = 0`)
+	if err != nil {
+		return fmt.Errorf("localstore: reconcile event log: %w", err)
+	}
+	unlogged := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("localstore: reconcile event log: %w", err)
+		}
+		unlogged[id] = true
+	}
+	rows.Close()
+	if len(unlogged) == 0 {
+		return nil
+	}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var w struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(sc.Bytes(), &w) != nil || !unlogged[w.ID] {
+			continue
+		}
+		if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, w.ID); err != nil {
+			return fmt.Errorf("localstore: reconcile event log: %w", err)
+		}
+	}
+	return nil
+}
+
+// Flush delivers what is due now: unlogged events to the log, pending
+// webhook deliveries whose backoff has passed.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.init()
+	rows, err := p.DB.sql.QueryContext(ctx,
+		`SELECT id, time, source, detail_type, detail, logged, webhooks_left FROM outbox
+		 WHERE logged = 0 OR webhooks_left != '[]' ORDER BY seq LIMIT 200`)
+	if err != nil {
+		return fmt.Errorf("localstore: read outbox: %w", err)
+	}
+	type pending struct {
+		ev     Event
+		logged bool
+		left   []string
+	}
+	var todo []pending
+	for rows.Next() {
+		var pe pending
+		var t int64
+		var detail, left string
+		if err := rows.Scan(&pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &pe.logged, &left); err != nil {
+			rows.Close()
+			return fmt.Errorf("localstore: read outbox: %w", err)
+		}
+		pe.ev.Time, pe.ev.Detail = fromNano(t), json.RawMessage(detail)
+		if err := json.Unmarshal([]byte(left), &pe.left); err != nil {
+			pe.left = nil
+		}
+		todo = append(todo, pe)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("localstore: read outbox: %w", err)
+	}
+	var errs []error
+	for _, pe := range todo {
+		body, err := pe.ev.wire()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !pe.logged {
+			if err := p.appendLog(body); err != nil {
+				errs = append(errs, err)
+			} else if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, pe.ev.ID); err != nil {
+				errs = append(errs, fmt.Errorf("localstore: mark logged: %w", err))
+			}
+		}
+		if len(pe.left) == 0 {
+			continue
+		}
+		var still []string
+		for _, u := range pe.left {
+			if p.deliver(ctx, pe.ev.ID, u, body) {
+				continue
+			}
+			still = append(still, u)
+		}
+		if len(still) != len(pe.left) {
+			b, _ := json.Marshal(still)
+			if still == nil {
+				b = []byte("[]")
+			}
+			if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET webhooks_left = ? WHERE id = ?`, string(b), pe.ev.ID); err != nil {
+				errs = append(errs, fmt.Errorf("localstore: mark delivered: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deliver tries one POST if its backoff has passed. It reports true when the
+// webhook is done with: delivered, or given up after MaxAttempts.
+func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool {
+	k := retryKey{id, u}
+	p.mu.Lock()
+	due := p.nextTry[k]
+	p.mu.Unlock()
+	if time.Now().Before(due) {
+		return false
+	}
+	err := p.post(ctx, id, u, body)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err == nil {
+		delete(p.attempts, k)
+		delete(p.nextTry, k)
+		return true
+	}
+	p.attempts[k]++
+	n := p.attempts[k]
+	if n >= p.MaxAttempts {
+		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", redactURL(u), "attempts", n, "err", err)
+		delete(p.attempts, k)
+		delete(p.nextTry, k)
+		return true
+	}
+	d := p.BaseBackoff << (n - 1)
+	if d > p.MaxBackoff || d <= 0 {
+		d = p.MaxBackoff
+	}
+	p.nextTry[k] = time.Now().Add(d)
+	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", redactURL(u), "attempt", n, "retry_in", d, "err", err)
+	return false
+}
+
+func (p *Publisher) post(ctx context.Context, id, u string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("localstore: webhook request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Event-Id", id)
+	resp, err := p.Client.Do(req)
+	if err != nil {
+		return fmt.Errorf("localstore: webhook post: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("localstore: webhook post: status %d", resp.StatusCode)
+	}
+	return nil
+}
+
+func (p *Publisher) appendLog(line []byte) error {
+	if p.LogPath == "" {
+		return nil
+	}
+	f, err := os.OpenFile(p.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("localstore: open event log: %w", err)
+	}
+	_, err = f.Write(append(line, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localstore: append event log: %w", err)
+	}
+	return nil
+}
+
+// redactURL drops credentials and query strings from a webhook URL before it
+// is logged (they often carry tokens).
+func redactURL(u string) string {
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.Index(u[i+3:], "@"); j >= 0 {
+			u = u[:i+3] + u[i+3+j+1:]
+		}
+	}
+	return u
+}

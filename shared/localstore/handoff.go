@@ -1,0 +1,131 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// Handoff is the durable queue between the object store and the pipeline.
+// A key is enqueued after the store made the object durable; it leaves the
+// queue (state done) in the same transaction as the pipeline's index and
+// audit writes, so a crash at any point either leaves it pending (processed
+// again from scratch after restart, nothing of it committed) or done
+// (committed once, never processed again).
+type Handoff struct{ db *DB }
+
+// Handoff returns the hand-off queue.
+func (db *DB) Handoff() *Handoff { return &Handoff{db: db} }
+
+// Enqueue records key as pending unless it is already known (pending, done
+// or failed): enqueueing is idempotent.
+func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time) (bool, error) {
+	res, err := h.db.sql.ExecContext(ctx,
+		`INSERT INTO handoff(key, enqueued_at, state) VALUES (?, ?, 'pending') ON CONFLICT(key) DO NOTHING`,
+		key, unixNano(at))
+	if err != nil {
+		return false, fmt.Errorf("localstore: enqueue: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+// Pending lists up to limit pending keys, oldest first.
+func (h *Handoff) Pending(ctx context.Context, limit int) ([]string, error) {
+	rows, err := h.db.sql.QueryContext(ctx,
+		`SELECT key FROM handoff WHERE state = 'pending' ORDER BY enqueued_at, key LIMIT ?`, limit)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: pending: %w", err)
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			return nil, fmt.Errorf("localstore: pending: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: pending: %w", err)
+	}
+	return keys, nil
+}
+
+// Known reports whether key has ever been enqueued.
+func (h *Handoff) Known(ctx context.Context, key string) (bool, error) {
+	var one int
+	err := h.db.sql.QueryRowContext(ctx, `SELECT 1 FROM handoff WHERE key = ?`, key).Scan(&one)
+	if err == sql.ErrNoRows {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("localstore: handoff lookup: %w", err)
+	}
+	return true, nil
+}
+
+// State returns the state of key and how many attempts were made, or "" when
+// key is unknown.
+func (h *Handoff) State(ctx context.Context, key string) (state string, attempts int, err error) {
+	err = h.db.sql.QueryRowContext(ctx, `SELECT state, attempts FROM handoff WHERE key = ?`, key).Scan(&state, &attempts)
+	if err == sql.ErrNoRows {
+		return "", 0, nil
+	}
+	if err != nil {
+		return "", 0, fmt.Errorf("localstore: handoff state: %w", err)
+	}
+	return state, attempts, nil
+}
+
+// markDone completes key inside tx. It fails when key is not pending, so a
+// second processing of the same key can never commit.
+func markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
+	res, err := tx.ExecContext(ctx,
+		`UPDATE handoff SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE key = ? AND state = 'pending'`,
+		unixNano(at), key)
+	if err != nil {
+		return fmt.Errorf("localstore: mark done: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("localstore: mark done %s: %w", key, ErrNotPending)
+	}
+	return nil
+}
+
+// Fail records a failed attempt; after maxAttempts the key is parked as
+// failed (visible in the portal) instead of being retried forever.
+func (h *Handoff) Fail(ctx context.Context, key string, cause error, maxAttempts int) error {
+	msg := cause.Error()
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	_, err := h.db.sql.ExecContext(ctx,
+		`UPDATE handoff SET attempts = attempts + 1, last_error = ?,
+		 state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE state END
+		 WHERE key = ? AND state = 'pending'`, msg, maxAttempts, key)
+	if err != nil {
+		return fmt.Errorf("localstore: mark failed: %w", err)
+	}
+	return nil
+}
+
+// Counts returns how many keys are in each state.
+func (h *Handoff) Counts(ctx context.Context) (map[string]int, error) {
+	rows, err := h.db.sql.QueryContext(ctx, `SELECT state, COUNT(*) FROM handoff GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: handoff counts: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var s string
+		var n int
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, fmt.Errorf("localstore: handoff counts: %w", err)
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,262 @@
+package localstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/google/go-cmp/cmp"
+)
+
+func openTest(t *testing.T) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+func inst(series, sop, sha string, at time.Duration) pipeline.InstanceRecord {
+	return pipeline.InstanceRecord{
+		StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, SHA256: sha,
+		Modality: "CT", PatientID: "PID1", CallingAE: "LOCAL_AE", Size: 100, ReceivedAt: t0.Add(at),
+		ObjectKey: "incoming/x/" + sop + ".dcm",
+	}
+}
+
+func TestUpsertInstance(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	ix := db.IndexStore()
+	steps := []struct {
+		name                         string
+		in                           pipeline.InstanceRecord
+		want                         pipeline.UpsertOutcome
+		series, instances, conflicts int
+		revision                     int64
+	}{
+		{"first", inst("1.2.3.1", "1.2.3.1.1", "aa", 0), pipeline.InstanceNew, 1, 1, 0, 1},
+		{"same series", inst("1.2.3.1", "1.2.3.1.2", "bb", time.Second), pipeline.InstanceNew, 1, 2, 0, 2},
+		{"resend", inst("1.2.3.1", "1.2.3.1.2", "bb", 2*time.Second), pipeline.InstanceDuplicate, 1, 2, 0, 2},
+		{"new series", inst("1.2.3.2", "1.2.3.2.1", "cc", 3*time.Second), pipeline.InstanceNew, 2, 3, 0, 3},
+		{"conflict", inst("1.2.3.1", "1.2.3.1.1", "dd", 4*time.Second), pipeline.InstanceConflict, 2, 3, 1, 4},
+		{"conflict resent", inst("1.2.3.1", "1.2.3.1.1", "dd", 5*time.Second), pipeline.InstanceDuplicate, 2, 3, 1, 4},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			res, err := ix.UpsertInstance(ctx, s.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := res.Study
+			if res.Outcome != s.want || st.SeriesCount != s.series || st.InstanceCount != s.instances ||
+				st.ConflictCount != s.conflicts || st.Revision != s.revision {
+				t.Errorf("got %v series=%d instances=%d conflicts=%d rev=%d", res.Outcome, st.SeriesCount, st.InstanceCount, st.ConflictCount, st.Revision)
+			}
+		})
+	}
+	d, err := ix.GetStudy(ctx, "1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Series) != 2 || len(d.Instances) != 4 || d.Series[0].InstanceCount != 2 || d.Series[1].InstanceCount != 1 {
+		t.Errorf("detail: %d series %d instances %+v", len(d.Series), len(d.Instances), d.Series)
+	}
+	if diff := cmp.Diff([]string{"CT"}, d.Modalities); diff != "" {
+		t.Error(diff)
+	}
+	if _, err := ix.GetStudy(ctx, "9.9"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("missing study: %v", err)
+	}
+}
+
+func TestAnnounce(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	ix := db.IndexStore()
+	if _, err := ix.UpsertInstance(ctx, inst("1.2.3.1", "1.2.3.1.1", "aa", 0)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ix.StableStudies(ctx, t0.Add(-time.Second), 10); len(got) != 0 {
+		t.Errorf("study not yet quiet listed as stable")
+	}
+	got, err := ix.StableStudies(ctx, t0.Add(time.Minute), 10)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("stable = %v, %v", got, err)
+	}
+	if err := ix.MarkAnnounced(ctx, "1.2.3", 2, 1, t0); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Errorf("stale revision: %v", err)
+	}
+	if err := ix.MarkAnnounced(ctx, "1.2.3", 1, 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.MarkAnnounced(ctx, "1.2.3", 1, 1, t0); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Errorf("second announce of version 1: %v", err)
+	}
+	if got, _ := ix.StableStudies(ctx, t0.Add(time.Minute), 10); len(got) != 0 {
+		t.Errorf("announced study still stable")
+	}
+	if ok, _ := ix.EventPublished(ctx, "e1"); ok {
+		t.Error("unknown event published")
+	}
+	if err := ix.MarkEventPublished(ctx, "e1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.MarkEventPublished(ctx, "e1", t0); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := ix.EventPublished(ctx, "e1"); !ok {
+		t.Error("event not in ledger")
+	}
+}
+
+func TestAudit(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	a := db.AuditStore()
+	recs := []pipeline.AuditRecord{
+		{ID: "a", Time: t0, Outcome: "stored", CallingAE: "X", PatientID: "P1", StudyInstanceUID: "1.1"},
+		{ID: "b", Time: t0.Add(time.Second), Outcome: "stored", CallingAE: "X", PatientID: "P1", StudyInstanceUID: "1.1"},
+		{ID: "c", Time: t0.Add(2 * time.Second), Outcome: "association-rejected", CallingAE: "EVIL"},
+		{ID: "d", Time: t0.Add(3 * time.Second), Outcome: "rejected", CallingAE: "X", PatientID: "P2", StudyInstanceUID: "1.2"},
+	}
+	for _, r := range recs {
+		if ok, err := a.Append(ctx, r); err != nil || !ok {
+			t.Fatalf("append %s: %v %v", r.ID, ok, err)
+		}
+	}
+	if ok, err := a.Append(ctx, recs[0]); err != nil || ok {
+		t.Errorf("duplicate append: %v %v", ok, err)
+	}
+	ids := func(p pipeline.AuditPage) []string {
+		var out []string
+		for _, r := range p.Records {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		q    pipeline.AuditQuery
+		want []string
+	}{
+		{"all newest first", pipeline.AuditQuery{}, []string{"d", "c", "b", "a"}},
+		{"patient", pipeline.AuditQuery{PatientID: "P1"}, []string{"b", "a"}},
+		{"study", pipeline.AuditQuery{StudyInstanceUID: "1.2"}, []string{"d"}},
+		{"ae", pipeline.AuditQuery{CallingAE: "EVIL"}, []string{"c"}},
+		{"outcome", pipeline.AuditQuery{Outcome: "stored"}, []string{"b", "a"}},
+		{"time", pipeline.AuditQuery{From: t0.Add(time.Second), To: t0.Add(2 * time.Second)}, []string{"c", "b"}},
+		{"day", pipeline.AuditQuery{Day: "2026-11-26", CallingAE: "X"}, []string{"d", "b", "a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := a.Query(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, ids(p)); d != "" {
+				t.Error(d)
+			}
+		})
+	}
+	t.Run("pages", func(t *testing.T) {
+		var got []string
+		q := pipeline.AuditQuery{Limit: 3}
+		for i := 0; i < 3; i++ {
+			p, err := a.Query(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ids(p)...)
+			if p.Next == "" {
+				break
+			}
+			q.Cursor = p.Next
+		}
+		if d := cmp.Diff([]string{"d", "c", "b", "a"}, got); d != "" {
+			t.Error(d)
+		}
+	})
+}
+
+func TestInTxAtomicWithHandoff(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	h := db.Handoff()
+	if ok, err := h.Enqueue(ctx, "incoming/k.dcm", t0); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if ok, _ := h.Enqueue(ctx, "incoming/k.dcm", t0); ok {
+		t.Error("second enqueue reported new")
+	}
+	boom := errors.New("boom")
+	work := func(fail bool) error {
+		return db.InTx(ctx, nil, func(tx *Tx) error {
+			if _, err := tx.IndexStore().UpsertInstance(ctx, inst("1.2.3.1", "1.2.3.1.1", "aa", 0)); err != nil {
+				return err
+			}
+			if _, err := tx.Outbox().Publish(ctx, []pipeline.Event{{ID: "ev1", DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{"a":1}`)}}); err != nil {
+				return err
+			}
+			if fail {
+				return boom
+			}
+			return tx.MarkDone(ctx, "incoming/k.dcm", t0)
+		})
+	}
+	if err := work(true); !errors.Is(err, boom) {
+		t.Fatal(err)
+	}
+	if _, err := db.IndexStore().GetStudy(ctx, "1.2.3"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("rolled back work visible: %v", err)
+	}
+	if evs, _ := db.Events(ctx, EventFilter{}); len(evs) != 0 {
+		t.Errorf("rolled back event visible: %v", evs)
+	}
+	if err := work(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := work(false); !errors.Is(err, ErrNotPending) {
+		t.Errorf("second completion: %v", err)
+	}
+	st, _ := db.IndexStore().GetStudy(ctx, "1.2.3")
+	evs, _ := db.Events(ctx, EventFilter{})
+	if st.InstanceCount != 1 || st.Revision != 1 || len(evs) != 1 {
+		t.Errorf("after one commit: instances=%d revision=%d events=%d", st.InstanceCount, st.Revision, len(evs))
+	}
+	if s, n, _ := h.State(ctx, "incoming/k.dcm"); s != "done" || n != 1 {
+		t.Errorf("handoff state %q attempts %d", s, n)
+	}
+	if p, _ := h.Pending(ctx, 10); len(p) != 0 {
+		t.Errorf("pending after done: %v", p)
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	ctx := context.Background()
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Handoff().Enqueue(ctx, "k", t0); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if ok, _ := db.Handoff().Known(ctx, "k"); !ok {
+		t.Error("key lost across reopen")
+	}
+}
