@@ -294,16 +294,17 @@ func (s *IndexStore) summaries(ctx context.Context, stmt string, args ...any) ([
 	return out, nil
 }
 
-// MarkAnnounced records announcement version for revision, conditionally.
+// MarkAnnounced records that version was announced describing revision; it
+// fails with pipeline.ErrConditionFailed unless version follows the last one.
 func (s *IndexStore) MarkAnnounced(ctx context.Context, studyUID string, revision, version int64, at time.Time) error {
 	return s.b.write(ctx, func(tx *sql.Tx) error {
 		st, err := getSummary(ctx, tx, studyUID)
 		if err != nil {
 			return err
 		}
-		if st.AnnouncedVersion != version-1 || st.Revision != revision {
-			return fmt.Errorf("localstore: mark announced %d@%d (study at version %d, revision %d): %w",
-				version, revision, st.AnnouncedVersion, st.Revision, pipeline.ErrConditionFailed)
+		if st.AnnouncedVersion != version-1 {
+			return fmt.Errorf("localstore: mark announced version %d (study at version %d): %w",
+				version, st.AnnouncedVersion, pipeline.ErrConditionFailed)
 		}
 		st.AnnouncedVersion, st.AnnouncedRevision = version, revision
 		return putSummary(ctx, tx, st, false)

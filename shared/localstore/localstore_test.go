@@ -92,8 +92,8 @@ func TestAnnounce(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("stable = %v, %v", got, err)
 	}
-	if err := ix.MarkAnnounced(ctx, "1.2.3", 2, 1, t0); !errors.Is(err, pipeline.ErrConditionFailed) {
-		t.Errorf("stale revision: %v", err)
+	if err := ix.MarkAnnounced(ctx, "1.2.3", 1, 2, t0); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Errorf("version 2 before version 1: %v", err)
 	}
 	if err := ix.MarkAnnounced(ctx, "1.2.3", 1, 1, t0); err != nil {
 		t.Fatal(err)
@@ -103,6 +103,13 @@ func TestAnnounce(t *testing.T) {
 	}
 	if got, _ := ix.StableStudies(ctx, t0.Add(time.Minute), 10); len(got) != 0 {
 		t.Errorf("announced study still stable")
+	}
+	// A later instance makes it stable again, to be announced as version 2.
+	if _, err := ix.UpsertInstance(ctx, inst("1.2.3.1", "1.2.3.1.2", "bb", time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := ix.StableStudies(ctx, t0.Add(time.Minute), 10); len(got) != 1 || got[0].Revision != 2 || got[0].AnnouncedRevision != 1 {
+		t.Errorf("updated study: %+v", got)
 	}
 	if ok, _ := ix.EventPublished(ctx, "e1"); ok {
 		t.Error("unknown event published")
