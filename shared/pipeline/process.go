@@ -2,11 +2,26 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
-var errNotImplemented = errors.New("pipeline: not implemented yet")
+// Object layout (see README.md).
+const (
+	IncomingPrefix   = "incoming/"
+	AuditPrefix      = "audit/"
+	QuarantinePrefix = "quarantine/"
+	MetadataPrefix   = "metadata/"
+)
 
 // ObjectResult reports what ProcessObject did with one object.
 type ObjectResult struct {
@@ -16,6 +31,78 @@ type ObjectResult struct {
 	Outcome   UpsertOutcome // index outcome for valid objects
 	Findings  []Finding
 	BytesRead int64 // bytes read from the object store
+	// QuarantineKey is set for invalid objects.
+	QuarantineKey string
+}
+
+// MetadataKeys returns where the sidecars of an incoming object go: the
+// DICOM JSON (PS3.18 F.2) document and the normalized summary.
+func MetadataKeys(objectKey string) (dicomJSON, summary string) {
+	base := MetadataPrefix + strings.TrimSuffix(strings.TrimPrefix(objectKey, IncomingPrefix), ".dcm")
+	return base + ".json", base + ".summary.json"
+}
+
+// QuarantineKeys returns where an invalid incoming object is copied and
+// where its findings document goes.
+func QuarantineKeys(objectKey string) (object, findings string) {
+	object = QuarantinePrefix + strings.TrimPrefix(objectKey, IncomingPrefix)
+	return object, strings.TrimSuffix(object, ".dcm") + ".findings.json"
+}
+
+func (p *Pipeline) log() *slog.Logger {
+	if p.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return p.Logger
+}
+
+func (p *Pipeline) now() time.Time {
+	if p.Now == nil {
+		return time.Now().UTC()
+	}
+	return p.Now().UTC()
+}
+
+func (p *Pipeline) sourceID() string {
+	if p.AuditSourceID == "" {
+		return "dicom-ingest"
+	}
+	return p.AuditSourceID
+}
+
+func (p *Pipeline) uri(key string) string {
+	if p.BucketName == "" {
+		return key
+	}
+	return "s3://" + p.BucketName + "/" + key
+}
+
+// transaction is what the SCP recorded about the C-STORE in metadata.
+type transaction struct {
+	CallingAE, CalledAE, PeerAddr, AssociationID string
+	ReceivedAt                                   time.Time
+	SHA256, SOPClassUID, SOPInstanceUID          string
+	Conflict                                     bool
+}
+
+func transactionOf(info ObjectInfo) transaction {
+	md := info.Metadata
+	t := transaction{
+		CallingAE: md["calling-ae"], CalledAE: md["called-ae"], PeerAddr: md["peer-addr"],
+		AssociationID: md["association-id"], SHA256: strings.ToLower(md["sha256"]),
+		SOPClassUID: md["sop-class-uid"], SOPInstanceUID: md["sop-instance-uid"],
+		Conflict: md["conflict"] == "true",
+	}
+	if at, err := time.Parse(time.RFC3339Nano, md["received-at"]); err == nil {
+		t.ReceivedAt = at.UTC()
+	} else {
+		t.ReceivedAt = info.LastModified.UTC()
+	}
+	if t.SHA256 == "" {
+		// Without the SCP's checksum, the ETag identifies the content.
+		t.SHA256 = "etag-" + strings.Trim(info.ETag, `"`)
+	}
+	return t
 }
 
 // ProcessObject validates, normalizes, indexes, audits and announces the
@@ -23,18 +110,309 @@ type ObjectResult struct {
 // same key again changes nothing and publishes nothing new. An error means
 // the caller should retry later (the message goes back to the queue).
 func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult, error) {
-	return ObjectResult{}, errNotImplemented
+	res := ObjectResult{Key: key}
+	if !strings.HasPrefix(key, IncomingPrefix) || !strings.HasSuffix(key, ".dcm") {
+		res.Skipped = true
+		return res, nil
+	}
+	info, err := p.Objects.Head(ctx, key)
+	if err != nil {
+		return res, fmt.Errorf("pipeline: head %s: %w", key, err)
+	}
+	info.Key = key
+	in, err := p.inspect(ctx, info)
+	if err != nil {
+		return res, fmt.Errorf("pipeline: read %s: %w", key, err)
+	}
+	res.BytesRead, res.Findings, res.Valid = in.bytesRead, in.findings, in.valid()
+	tx := transactionOf(info)
+	log := p.log().With("key", key, "association", tx.AssociationID, "callingAE", tx.CallingAE)
+	if !res.Valid {
+		res.QuarantineKey, err = p.reject(ctx, in, tx)
+		log.Info("object rejected", "findings", len(in.findings), "bytesRead", in.bytesRead)
+		return res, err
+	}
+	res.Outcome, err = p.accept(ctx, in, tx)
+	if err == nil {
+		log.Info("object stored", "outcome", res.Outcome.String(), "bytesRead", in.bytesRead)
+	}
+	return res, err
+}
+
+// reject quarantines, audits and announces an invalid object.
+func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (string, error) {
+	key := in.info.Key
+	qKey, fKey := QuarantineKeys(key)
+	doc := map[string]any{
+		"schemaVersion":  1,
+		"objectKey":      key,
+		"quarantineKey":  qKey,
+		"size":           in.info.Size,
+		"sha256":         tx.SHA256,
+		"receivedAt":     tx.ReceivedAt,
+		"callingAe":      tx.CallingAE,
+		"calledAe":       tx.CalledAE,
+		"associationId":  tx.AssociationID,
+		"sopInstanceUid": tx.SOPInstanceUID,
+		"sopClassUid":    tx.SOPClassUID,
+		"findings":       in.findings,
+	}
+	body, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return qKey, fmt.Errorf("pipeline: marshal findings: %w", err)
+	}
+	if err := p.Writer.Put(ctx, fKey, body, "application/json", nil); err != nil {
+		return qKey, fmt.Errorf("pipeline: put findings: %w", err)
+	}
+	if err := p.Writer.Copy(ctx, key, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
+		return qKey, fmt.Errorf("pipeline: quarantine copy: %w", err)
+	}
+	rec := p.instanceAudit(in, tx, "rejected")
+	rec.ObjectKey = key
+	if _, err := p.Audit.Append(ctx, rec); err != nil {
+		return qKey, fmt.Errorf("pipeline: audit: %w", err)
+	}
+	detail := InstanceRejectedDetail{
+		SchemaVersion: 1, ObjectKey: key, ObjectURI: p.uri(key), QuarantineKey: qKey, QuarantineURI: p.uri(qKey),
+		FindingsKey: fKey, FindingsURI: p.uri(fKey), SOPInstanceUID: tx.SOPInstanceUID, SOPClassUID: tx.SOPClassUID,
+		StudyInstanceUID: in.instance.StudyInstanceUID, SeriesInstanceUID: in.instance.SeriesInstanceUID,
+		CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, AssociationID: tx.AssociationID,
+		ReceivedAt: tx.ReceivedAt, Size: in.info.Size, SHA256: tx.SHA256, Findings: in.findings,
+	}
+	id := eventID(DetailTypeInstanceRejected, key, tx.SHA256)
+	detail.EventID = id
+	return qKey, p.publishOnce(ctx, id, DetailTypeInstanceRejected, detail, []string{p.uri(key)})
+}
+
+// accept writes sidecars, indexes, audits and announces a valid object.
+func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (UpsertOutcome, error) {
+	key := in.info.Key
+	jsonKey, summaryKey := MetadataKeys(key)
+	objURI := p.uri(key)
+	if in.h.Deflated {
+		in.dec.bulkURI = func(*dataElement) string { return objURI }
+	} else {
+		in.dec.bulkURI = func(e *dataElement) string {
+			return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
+		}
+	}
+	dj := in.dec.toJSON(&in.h.Data)
+	if in.h.PixelData != nil {
+		dj[fmt.Sprintf("%08X", in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
+	}
+	body, err := json.Marshal(dj)
+	if err != nil {
+		return 0, fmt.Errorf("pipeline: marshal DICOM JSON: %w", err)
+	}
+	if err := p.Writer.Put(ctx, jsonKey, body, "application/dicom+json", nil); err != nil {
+		return 0, fmt.Errorf("pipeline: put metadata: %w", err)
+	}
+	inst := in.instance
+	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.SHA256 = key, jsonKey, in.info.Size, tx.SHA256
+	inst.CallingAE, inst.ReceivedAt, inst.Conflict = tx.CallingAE, tx.ReceivedAt, tx.Conflict
+	inst.Findings = in.findings
+	sum := p.summary(in, inst)
+	if body, err = json.MarshalIndent(sum, "", "  "); err != nil {
+		return 0, fmt.Errorf("pipeline: marshal summary: %w", err)
+	}
+	if err := p.Writer.Put(ctx, summaryKey, body, "application/json", nil); err != nil {
+		return 0, fmt.Errorf("pipeline: put summary: %w", err)
+	}
+
+	up, err := p.Index.UpsertInstance(ctx, inst)
+	if err != nil {
+		return 0, fmt.Errorf("pipeline: index: %w", err)
+	}
+	conflict := tx.Conflict || up.Outcome == InstanceConflict
+	outcome := "stored"
+	if conflict {
+		outcome = "conflict"
+	}
+	rec := p.instanceAudit(in, tx, outcome)
+	rec.ObjectKey = key
+	if _, err := p.Audit.Append(ctx, rec); err != nil {
+		return up.Outcome, fmt.Errorf("pipeline: audit: %w", err)
+	}
+	detail := InstanceStoredDetail{
+		SchemaVersion: 1, ObjectKey: key, ObjectURI: objURI, MetadataKey: jsonKey, MetadataURI: p.uri(jsonKey),
+		SummaryKey: summaryKey, SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID,
+		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
+		Modality: inst.Modality, TransferSyntaxUID: inst.TransferSyntaxUID, Size: inst.Size, SHA256: inst.SHA256,
+		ReceivedAt: inst.ReceivedAt, CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, AssociationID: tx.AssociationID,
+		Conflict: conflict, StudyInstanceCount: up.Study.InstanceCount, StudySeriesCount: up.Study.SeriesCount,
+		Warnings: in.findings, Patient: p.patient(inst),
+	}
+	// One event per distinct content: a duplicate delivery or an identical
+	// resend under another key announces nothing new.
+	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
+	detail.EventID = id
+	return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+}
+
+func pixelVR(h *header) string {
+	switch h.PixelData.Tag {
+	case tagFloatPixelData:
+		return "OF"
+	case tagDoublePixelData:
+		return "OD"
+	}
+	if h.PixelData.VR != "" && h.PixelData.VR != "UN" {
+		return h.PixelData.VR
+	}
+	return "OW"
+}
+
+// eventID is deterministic for the fact an event announces.
+func eventID(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:16])
+}
+
+// publishOnce publishes one event unless the ledger says it was, retrying
+// entries that PutEvents reports as failed.
+func (p *Pipeline) publishOnce(ctx context.Context, id, detailType string, detail any, resources []string) error {
+	done, err := p.Index.EventPublished(ctx, id)
+	if err != nil {
+		return fmt.Errorf("pipeline: publish ledger: %w", err)
+	}
+	if done {
+		return nil
+	}
+	body, err := json.Marshal(detail)
+	if err != nil {
+		return fmt.Errorf("pipeline: marshal %s: %w", detailType, err)
+	}
+	ev := Event{ID: id, DetailType: detailType, Time: p.now(), Detail: body, Resources: resources}
+	if err := p.publish(ctx, []Event{ev}); err != nil {
+		return err
+	}
+	if err := p.Index.MarkEventPublished(ctx, id, p.now()); err != nil {
+		return fmt.Errorf("pipeline: publish ledger: %w", err)
+	}
+	return nil
+}
+
+// publish sends events, retrying the entries that failed with backoff.
+func (p *Pipeline) publish(ctx context.Context, events []Event) error {
+	pending := events
+	delay := 50 * time.Millisecond
+	var lastErr error
+	for attempt := 0; attempt < 5 && len(pending) > 0; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("pipeline: publish: %w", ctx.Err())
+			case <-time.After(delay):
+			}
+			delay *= 2
+		}
+		failed, err := p.Events.Publish(ctx, pending)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		next := make([]Event, 0, len(failed))
+		for _, i := range failed {
+			if i >= 0 && i < len(pending) {
+				next = append(next, pending[i])
+			}
+		}
+		pending = next
+		lastErr = nil
+	}
+	if len(pending) > 0 {
+		if lastErr == nil {
+			lastErr = errors.New("entries rejected")
+		}
+		return fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)
+	}
+	return nil
 }
 
 // ProcessAuditRecord turns an SCP association record stored at key (under
 // audit/) into an audit trail record. Idempotent.
 func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
-	return errNotImplemented
+	if !strings.HasPrefix(key, AuditPrefix) || !strings.HasSuffix(key, ".json") {
+		return nil
+	}
+	rc, err := p.Objects.OpenRange(ctx, key, 0, 1<<20)
+	if err != nil {
+		return fmt.Errorf("pipeline: read %s: %w", key, err)
+	}
+	body, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	rc.Close()
+	if err != nil {
+		return fmt.Errorf("pipeline: read %s: %w", key, err)
+	}
+	r, err := associationaudit.Parse(body)
+	if err != nil {
+		// A record we cannot parse will not parse on retry either: keep a
+		// trace in the audit trail rather than poisoning the queue.
+		p.log().Warn("unparseable association record", "key", key, "err", err)
+		sum := sha256.Sum256(body)
+		rec := AuditRecord{
+			ID: "assoc-unparseable:" + hex.EncodeToString(sum[:16]), SchemaVersion: 1, Time: p.now(),
+			EventID: codeSecurityAlert, EventActionCode: "E", EventOutcome: 4, Outcome: "unparseable-record",
+			Reason: "association record could not be parsed", AuditSourceID: p.sourceID(), ObjectKey: key,
+		}
+		rec.Day = rec.Time.Format(time.DateOnly)
+		_, err := p.Audit.Append(ctx, rec)
+		return err
+	}
+	rec := p.associationAudit(r)
+	rec.ObjectKey = key
+	if _, err := p.Audit.Append(ctx, rec); err != nil {
+		return fmt.Errorf("pipeline: audit: %w", err)
+	}
+	return nil
 }
 
 // AnnounceStableStudies publishes Study Received / Study Updated for every
 // study quiet since now-QuietPeriod with unannounced instances, and returns
 // how many it announced.
 func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (int, error) {
-	return 0, errNotImplemented
+	quiet := p.QuietPeriod
+	if quiet <= 0 {
+		quiet = DefaultQuietPeriod
+	}
+	studies, err := p.Index.StableStudies(ctx, now.Add(-quiet), 100)
+	if err != nil {
+		return 0, fmt.Errorf("pipeline: stable studies: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, s := range studies {
+		if err := p.announce(ctx, s); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+func (p *Pipeline) announce(ctx context.Context, s StudySummary) error {
+	version := s.AnnouncedVersion + 1
+	dt := DetailTypeStudyReceived
+	if version > 1 {
+		dt = DetailTypeStudyUpdated
+	}
+	detail, err := p.studyDetail(ctx, s, version)
+	if err != nil {
+		return err
+	}
+	id := eventID(dt, s.StudyInstanceUID, fmt.Sprint(version), fmt.Sprint(s.Revision))
+	detail.EventID = id
+	if err := p.publishOnce(ctx, id, dt, detail, nil); err != nil {
+		return err
+	}
+	err = p.Index.MarkAnnounced(ctx, s.StudyInstanceUID, s.Revision, version, p.now())
+	if errors.Is(err, ErrConditionFailed) {
+		// Another announcer got there first.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("pipeline: mark announced: %w", err)
+	}
+	return nil
 }

@@ -1,0 +1,153 @@
+package pipeline
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+)
+
+// Codes from PS3.15 A.5 and PS3.16 (CID 400-series, DCM scheme).
+var (
+	codeInstancesTransferred = CodedValue{Code: "110104", System: "DCM", Display: "DICOM Instances Transferred"}
+	codeBeginTransferring    = CodedValue{Code: "110102", System: "DCM", Display: "Begin Transferring DICOM Instances"}
+	codeSecurityAlert        = CodedValue{Code: "110113", System: "DCM", Display: "Security Alert"}
+	codeNodeAuthentication   = CodedValue{Code: "110126", System: "DCM", Display: "Node Authentication"}
+	codeSourceRole           = CodedValue{Code: "110153", System: "DCM", Display: "Source Role ID"}
+	codeDestinationRole      = CodedValue{Code: "110152", System: "DCM", Display: "Destination Role ID"}
+	codeStudyInstanceUID     = CodedValue{Code: "110180", System: "DCM", Display: "Study Instance UID"}
+	codePatientNumber        = CodedValue{Code: "2", System: "RFC-3881", Display: "Patient Number"}
+)
+
+// Our own event type codes (scheme "dicom-ingest") refine the standard
+// event ids where PS3.16 has no code.
+func localCode(code, display string) CodedValue {
+	return CodedValue{Code: code, System: "dicom-ingest", Display: display}
+}
+
+// Event outcome indicators (A.5.3).
+const (
+	outcomeSuccess      = 0
+	outcomeMinorFailure = 4
+	outcomeSerious      = 8
+)
+
+func participants(callingAE, calledAE, peer string) []AuditParticipant {
+	host := peer
+	if h, _, err := net.SplitHostPort(peer); err == nil {
+		host = h
+	}
+	typ := 1
+	if net.ParseIP(host) != nil {
+		typ = 2
+	}
+	src, dst := codeSourceRole, codeDestinationRole
+	out := []AuditParticipant{{UserID: callingAE, AlternativeID: "AETITLES=" + callingAE, UserIsRequestor: true, RoleIDCode: &src}}
+	if host != "" {
+		out[0].NetworkAccess, out[0].NetworkType = host, typ
+	}
+	out = append(out, AuditParticipant{UserID: calledAE, AlternativeID: "AETITLES=" + calledAE, RoleIDCode: &dst})
+	return out
+}
+
+// instanceAudit builds the record of one received instance. Its ID is
+// derived from the SOP Instance UID and the content, so a duplicate
+// delivery or an identical resend appends nothing.
+func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string) AuditRecord {
+	inst := in.instance
+	sop := inst.SOPInstanceUID
+	if sop == "" {
+		sop = tx.SOPInstanceUID
+	}
+	rec := AuditRecord{
+		SchemaVersion: 1, Time: tx.ReceivedAt, EventID: codeInstancesTransferred, EventActionCode: "C",
+		Outcome: outcome, AuditSourceID: p.sourceID(),
+		CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, PeerAddr: tx.PeerAddr, AssociationID: tx.AssociationID,
+		SOPClassUID: firstNonEmpty(inst.SOPClassUID, tx.SOPClassUID), SOPInstanceUID: sop,
+		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
+		PatientID: inst.PatientID, PatientName: inst.PatientName, SHA256: tx.SHA256, Size: in.info.Size,
+		Participants: participants(tx.CallingAE, tx.CalledAE, tx.PeerAddr),
+	}
+	switch outcome {
+	case "stored":
+		rec.ID = "instance:" + sop + ":" + tx.SHA256
+		rec.EventOutcome = outcomeSuccess
+	case "conflict":
+		rec.ID = "instance:" + sop + ":" + tx.SHA256
+		rec.EventOutcome = outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{localCode("conflicting-resend", "Conflicting resend kept")}
+		rec.Reason = "a different object with this SOP Instance UID was stored before; both are kept"
+	case "rejected":
+		rec.ID = "rejected:" + in.info.Key + ":" + tx.SHA256
+		rec.EventOutcome = outcomeMinorFailure
+		rec.EventTypeCodes = []CodedValue{localCode("quarantined", "Quarantined by validation")}
+		rec.Reason = "validation failed; object quarantined"
+		for _, f := range in.findings {
+			if f.Severity == SeverityError {
+				rec.Findings = append(rec.Findings, f)
+			}
+		}
+	}
+	if rec.Time.IsZero() {
+		rec.Time = p.now()
+	}
+	rec.Day = rec.Time.UTC().Format(time.DateOnly)
+	if inst.StudyInstanceUID != "" {
+		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
+			TypeCode: 2, TypeRole: 3, IDTypeCode: codeStudyInstanceUID, ID: inst.StudyInstanceUID,
+			SOPClassUID: rec.SOPClassUID, NumberOfSOP: 1,
+		})
+	}
+	if inst.PatientID != "" || inst.PatientName != "" {
+		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
+			TypeCode: 1, TypeRole: 1, IDTypeCode: codePatientNumber, ID: inst.PatientID, Name: inst.PatientName,
+		})
+	}
+	return rec
+}
+
+// associationAudit maps an SCP association record to an audit record.
+func (p *Pipeline) associationAudit(r associationaudit.Record) AuditRecord {
+	rec := AuditRecord{
+		ID:            fmt.Sprintf("assoc:%s:%d:%s", r.AssociationID, r.Seq, r.Event),
+		SchemaVersion: 1, Time: r.Time.UTC(), Day: r.Time.UTC().Format(time.DateOnly),
+		EventTypeCodes: []CodedValue{localCode(r.Event, r.Event)},
+		Outcome:        r.Event, Reason: r.Reason, AuditSourceID: p.sourceID(),
+		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
+		SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
+		Participants: participants(r.CallingAE, r.CalledAE, r.PeerAddr),
+	}
+	switch r.Event {
+	case associationaudit.EventAccepted, associationaudit.EventReleased:
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeBeginTransferring, "E", outcomeSuccess
+	case associationaudit.EventAborted:
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeBeginTransferring, "E", outcomeSerious
+	case associationaudit.EventRejected:
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeSecurityAlert, "E", outcomeMinorFailure
+		rec.EventTypeCodes = append([]CodedValue{codeNodeAuthentication}, rec.EventTypeCodes...)
+		if rec.Reason == "" {
+			rec.Reason = fmt.Sprintf("A-ASSOCIATE-RJ result %d source %d reason %d", r.RejectResult, r.RejectSource, r.RejectReason)
+		}
+	case associationaudit.EventStoreFailed:
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
+		if r.Status != "" {
+			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
+		}
+	}
+	if r.SOPInstanceUID != "" {
+		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
+			TypeCode: 2, TypeRole: 4, IDTypeCode: localCode("sop-instance-uid", "SOP Instance UID"), ID: r.SOPInstanceUID, SOPClassUID: r.SOPClassUID,
+		})
+	}
+	return rec
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,281 @@
+package pipeline
+
+import (
+	"bytes"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/text/encoding"
+	"golang.org/x/text/encoding/charmap"
+	"golang.org/x/text/encoding/japanese"
+	"golang.org/x/text/encoding/korean"
+	"golang.org/x/text/encoding/simplifiedchinese"
+)
+
+// charset decodes the text of a dataset from its declared Specific
+// Character Set (0008,0005) to UTF-8 (PS3.5 6.1, PS3.3 C.12.1.1.2).
+type charset struct {
+	terms []string
+	// single is the decoder when no code extensions are used; nil for the
+	// default repertoire or UTF-8.
+	single  encoding.Encoding
+	utf8    bool
+	iso2022 bool
+	// g1 is the initial G1 set under ISO 2022 (from value 1).
+	g1      g1set
+	unknown []string // terms we cannot decode
+}
+
+type g1set int
+
+const (
+	g1None g1set = iota
+	g1Latin
+	g1Katakana
+	g1KSX1001
+	g1GB2312
+)
+
+// singleByte maps single-byte defined terms (without code extensions) to
+// their encodings; the ISO 2022 variants use the same table for G1.
+var singleByte = map[string]encoding.Encoding{
+	"ISO_IR 100": charmap.ISO8859_1,
+	"ISO_IR 101": charmap.ISO8859_2,
+	"ISO_IR 109": charmap.ISO8859_3,
+	"ISO_IR 110": charmap.ISO8859_4,
+	"ISO_IR 144": charmap.ISO8859_5,
+	"ISO_IR 127": charmap.ISO8859_6,
+	"ISO_IR 126": charmap.ISO8859_7,
+	"ISO_IR 138": charmap.ISO8859_8,
+	"ISO_IR 148": charmap.ISO8859_9,
+	"ISO_IR 203": charmap.ISO8859_15,
+	"ISO_IR 166": charmap.Windows874, // TIS 620-2533 superset
+	"ISO_IR 13":  japanese.ShiftJIS,  // JIS X 0201: ASCII-like plus half-width katakana at A1-DF
+}
+
+// newCharset interprets the values of Specific Character Set.
+func newCharset(raw string) *charset {
+	cs := &charset{}
+	for _, t := range strings.Split(raw, `\`) {
+		cs.terms = append(cs.terms, strings.TrimSpace(t))
+	}
+	if len(cs.terms) == 1 && cs.terms[0] == "" {
+		cs.terms = nil
+	}
+	switch {
+	case len(cs.terms) == 0:
+		return cs
+	case len(cs.terms) == 1 && !strings.HasPrefix(cs.terms[0], "ISO 2022"):
+		switch t := cs.terms[0]; t {
+		case "ISO_IR 6":
+		case "ISO_IR 192":
+			cs.utf8 = true
+		case "GB18030":
+			cs.single = simplifiedchinese.GB18030
+		case "GBK":
+			cs.single = simplifiedchinese.GBK
+		default:
+			if e, ok := singleByte[t]; ok {
+				cs.single = e
+			} else {
+				cs.unknown = append(cs.unknown, t)
+			}
+		}
+		return cs
+	}
+	cs.iso2022 = true
+	for i, t := range cs.terms {
+		if i == 0 && t == "" {
+			continue
+		}
+		switch t {
+		case "ISO 2022 IR 6", "ISO 2022 IR 87", "ISO 2022 IR 159", "ISO 2022 IR 149", "ISO 2022 IR 58", "ISO 2022 IR 13":
+		default:
+			if _, ok := singleByte["ISO_IR "+strings.TrimPrefix(t, "ISO 2022 IR ")]; !ok || !strings.HasPrefix(t, "ISO 2022 IR ") {
+				cs.unknown = append(cs.unknown, t)
+			}
+		}
+	}
+	switch first := cs.terms[0]; first {
+	case "ISO 2022 IR 13":
+		cs.g1 = g1Katakana
+	case "ISO 2022 IR 149":
+		cs.g1 = g1KSX1001
+	case "ISO 2022 IR 58":
+		cs.g1 = g1GB2312
+	default:
+		if e, ok := singleByte["ISO_IR "+strings.TrimPrefix(first, "ISO 2022 IR ")]; ok && first != "ISO 2022 IR 6" {
+			cs.single = e
+			cs.g1 = g1Latin
+		}
+	}
+	return cs
+}
+
+// decode converts a text value to UTF-8. ok is false when bytes did not fit
+// the declared character set (they become U+FFFD).
+func (cs *charset) decode(b []byte) (s string, ok bool) {
+	switch {
+	case cs.utf8:
+		if utf8.Valid(b) {
+			return string(b), true
+		}
+		return strings.ToValidUTF8(string(b), "\uFFFD"), false
+	case cs.iso2022:
+		return cs.decode2022(b)
+	case cs.single != nil:
+		return decodeWith(cs.single, b)
+	default:
+		// Default repertoire: ASCII only.
+		for _, c := range b {
+			if c >= 0x80 {
+				return strings.ToValidUTF8(asciiOnly(b), "\uFFFD"), false
+			}
+		}
+		return string(b), true
+	}
+}
+
+func asciiOnly(b []byte) string {
+	out := make([]rune, 0, len(b))
+	for _, c := range b {
+		if c >= 0x80 {
+			out = append(out, utf8.RuneError)
+		} else {
+			out = append(out, rune(c))
+		}
+	}
+	return string(out)
+}
+
+func decodeWith(e encoding.Encoding, b []byte) (string, bool) {
+	out, err := e.NewDecoder().Bytes(b)
+	if err != nil {
+		return asciiOnly(b), false
+	}
+	if bytes.ContainsRune(out, utf8.RuneError) && !bytes.ContainsRune(b, utf8.RuneError) {
+		return string(out), false
+	}
+	return string(out), true
+}
+
+// decode2022 handles ISO 2022 code extensions (PS3.5 6.1.2.5): escape
+// sequences switch G0 between ASCII, JIS X 0208 and JIS X 0212 and G1
+// between the single-byte sets, JIS X 0201 katakana, KS X 1001 and GB 2312.
+// Control characters return to the initial designations.
+func (cs *charset) decode2022(b []byte) (string, bool) {
+	const (
+		g0ASCII = iota
+		g0JIS0208
+		g0JIS0212
+	)
+	ok := true
+	g0, g1, latin := g0ASCII, cs.g1, cs.single
+	var out strings.Builder
+	put := func(s string, good bool) {
+		out.WriteString(s)
+		ok = ok && good
+	}
+	for i := 0; i < len(b); {
+		c := b[i]
+		if c == 0x1B { // ESC
+			seq := b[i+1:]
+			n := 0
+			switch {
+			case bytes.HasPrefix(seq, []byte("(B")), bytes.HasPrefix(seq, []byte("(J")):
+				g0, n = g0ASCII, 2
+			case bytes.HasPrefix(seq, []byte("$B")), bytes.HasPrefix(seq, []byte("$@")):
+				g0, n = g0JIS0208, 2
+			case bytes.HasPrefix(seq, []byte("$(D")):
+				g0, n = g0JIS0212, 3
+			case bytes.HasPrefix(seq, []byte(")I")):
+				g1, n = g1Katakana, 2
+			case bytes.HasPrefix(seq, []byte("$)C")):
+				g1, n = g1KSX1001, 3
+			case bytes.HasPrefix(seq, []byte("$)A")):
+				g1, n = g1GB2312, 3
+			case len(seq) >= 2 && seq[0] == '-':
+				if e, found := latinG1[seq[1]]; found {
+					g1, latin, n = g1Latin, e, 2
+				}
+			}
+			if n == 0 {
+				put("\uFFFD", false)
+				i++
+				continue
+			}
+			i += 1 + n
+			continue
+		}
+		if c < 0x20 {
+			// Control characters (CR, LF, TAB, FF) revert to the initial sets.
+			g0, g1, latin = g0ASCII, cs.g1, cs.single
+			out.WriteByte(c)
+			i++
+			continue
+		}
+		if c < 0x80 {
+			if g0 == g0ASCII || i+1 >= len(b) || b[i+1] < 0x21 || b[i+1] > 0x7E {
+				out.WriteByte(c)
+				if g0 != g0ASCII {
+					ok = false
+				}
+				i++
+				continue
+			}
+			if g0 == g0JIS0208 {
+				put(decodeWith(japanese.EUCJP, []byte{c | 0x80, b[i+1] | 0x80}))
+			} else {
+				put(decodeWith(japanese.EUCJP, []byte{0x8F, c | 0x80, b[i+1] | 0x80}))
+			}
+			i += 2
+			continue
+		}
+		switch g1 {
+		case g1Latin:
+			put(decodeWith(latin, []byte{c}))
+			i++
+		case g1Katakana:
+			if c >= 0xA1 && c <= 0xDF {
+				out.WriteRune(rune(0xFF61 + int(c) - 0xA1))
+			} else {
+				put("\uFFFD", false)
+			}
+			i++
+		case g1KSX1001, g1GB2312:
+			if i+1 >= len(b) {
+				put("\uFFFD", false)
+				i++
+				continue
+			}
+			e := encoding.Encoding(korean.EUCKR)
+			if g1 == g1GB2312 {
+				e = simplifiedchinese.GBK
+			}
+			put(decodeWith(e, b[i:i+2]))
+			i += 2
+		default:
+			put("\uFFFD", false)
+			i++
+		}
+	}
+	return out.String(), ok
+}
+
+// latinG1 maps the final byte of "ESC - F" (96-character G1 sets) to the
+// ISO 8859 part it designates.
+var latinG1 = map[byte]encoding.Encoding{
+	'A': charmap.ISO8859_1, 'B': charmap.ISO8859_2, 'C': charmap.ISO8859_3, 'D': charmap.ISO8859_4,
+	'L': charmap.ISO8859_5, 'G': charmap.ISO8859_6, 'F': charmap.ISO8859_7, 'H': charmap.ISO8859_8,
+	'M': charmap.ISO8859_9, 'T': charmap.Windows874, 'b': charmap.ISO8859_15,
+}
+
+// textVR reports whether a VR's value is decoded with the Specific
+// Character Set (the others use the default repertoire).
+func textVR(vr string) bool {
+	switch vr {
+	case "SH", "LO", "ST", "LT", "UT", "UC", "PN":
+		return true
+	}
+	return false
+}

@@ -1,0 +1,293 @@
+package pipeline
+
+import (
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// maxInlineBinary is the largest binary value put inline in the DICOM JSON
+// sidecar; larger ones get a BulkDataURI.
+const maxInlineBinary = 1024
+
+// jsonAttr is one attribute of a DICOM JSON object (PS3.18 F.2.2).
+type jsonAttr struct {
+	VR           string `json:"vr"`
+	Value        []any  `json:"Value,omitempty"`
+	InlineBinary string `json:"InlineBinary,omitempty"`
+	BulkDataURI  string `json:"BulkDataURI,omitempty"`
+}
+
+// jsonPN is a PN value in DICOM JSON (F.2.2).
+type jsonPN struct {
+	Alphabetic  string `json:"Alphabetic,omitempty"`
+	Ideographic string `json:"Ideographic,omitempty"`
+	Phonetic    string `json:"Phonetic,omitempty"`
+}
+
+// decoder turns element values into Go values with the dataset's byte
+// order and character set, collecting charset findings.
+type decoder struct {
+	order   binary.ByteOrder
+	cs      *charset
+	bulkURI func(e *dataElement) string
+	badText map[uint32]bool // tags whose text did not fit the character set
+}
+
+// text returns the decoded values of a string element (nil for none).
+func (d *decoder) text(e *dataElement) []string {
+	if e == nil || len(e.Value) == 0 {
+		return nil
+	}
+	raw := e.Value
+	var s string
+	if textVR(e.VR) {
+		var ok bool
+		s, ok = d.cs.decode(raw)
+		if !ok {
+			d.badText[e.Tag] = true
+		}
+	} else {
+		s = string(raw)
+	}
+	var vals []string
+	switch e.VR {
+	case "LT", "ST", "UT", "UR":
+		vals = []string{strings.TrimRight(s, " \x00")}
+	default:
+		vals = strings.Split(s, `\`)
+		for i, v := range vals {
+			if e.VR == "UI" {
+				vals[i] = strings.TrimRight(v, "\x00 ")
+			} else {
+				vals[i] = strings.Trim(v, " \x00")
+			}
+		}
+	}
+	return vals
+}
+
+// first returns the first value of a string element in ds ("" if none).
+func (d *decoder) first(ds *dataSet, t uint32) string {
+	v := d.text(ds.find(t))
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
+
+// toJSON converts a dataset to a DICOM JSON object.
+func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
+	out := make(map[string]jsonAttr, len(ds.Elements))
+	for _, e := range ds.Elements {
+		if e.Tag>>16 == 0x0002 || e.Tag&0xFFFF == 0 {
+			continue // file meta and group lengths are not part of DICOM JSON
+		}
+		key := fmt.Sprintf("%08X", e.Tag)
+		out[key] = d.attr(e)
+	}
+	return out
+}
+
+func (d *decoder) attr(e *dataElement) jsonAttr {
+	a := jsonAttr{VR: e.VR}
+	if e.Bulk {
+		a.BulkDataURI = d.bulkURI(e)
+		return a
+	}
+	switch e.VR {
+	case "SQ":
+		for _, it := range e.Items {
+			a.Value = append(a.Value, d.toJSON(it))
+		}
+	case "PN":
+		for _, v := range d.text(e) {
+			if v == "" {
+				a.Value = append(a.Value, nil)
+				continue
+			}
+			g := strings.SplitN(v, "=", 3)
+			pn := jsonPN{Alphabetic: g[0]}
+			if len(g) > 1 {
+				pn.Ideographic = g[1]
+			}
+			if len(g) > 2 {
+				pn.Phonetic = g[2]
+			}
+			a.Value = append(a.Value, pn)
+		}
+	case "IS", "DS":
+		for _, v := range d.text(e) {
+			a.Value = append(a.Value, number(v, e.VR == "IS"))
+		}
+	case "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD":
+		a.Value = d.binaryNumbers(e)
+	case "AT":
+		for i := 0; i+4 <= len(e.Value); i += 4 {
+			a.Value = append(a.Value, fmt.Sprintf("%04X%04X", d.order.Uint16(e.Value[i:]), d.order.Uint16(e.Value[i+2:])))
+		}
+	case "OB", "OD", "OF", "OL", "OV", "OW", "UN":
+		if len(e.Value) > maxInlineBinary {
+			a.BulkDataURI = d.bulkURI(e)
+		} else if len(e.Value) > 0 {
+			a.InlineBinary = base64.StdEncoding.EncodeToString(e.Value)
+		}
+	default:
+		for _, v := range d.text(e) {
+			if v == "" {
+				a.Value = append(a.Value, nil)
+			} else {
+				a.Value = append(a.Value, v)
+			}
+		}
+	}
+	return a
+}
+
+// number renders an IS/DS value as a JSON number; unparseable text is kept
+// as a string so nothing is lost.
+func number(v string, integer bool) any {
+	if v == "" {
+		return nil
+	}
+	if integer {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			return n
+		}
+	} else if f, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+		return json.Number(strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	return v
+}
+
+func (d *decoder) binaryNumbers(e *dataElement) []any {
+	b := e.Value
+	var out []any
+	size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "UV": 8, "SV": 8, "FD": 8}[e.VR]
+	for i := 0; i+size <= len(b); i += size {
+		switch e.VR {
+		case "US":
+			out = append(out, d.order.Uint16(b[i:]))
+		case "SS":
+			out = append(out, int16(d.order.Uint16(b[i:])))
+		case "UL":
+			out = append(out, d.order.Uint32(b[i:]))
+		case "SL":
+			out = append(out, int32(d.order.Uint32(b[i:])))
+		case "UV":
+			out = append(out, d.order.Uint64(b[i:]))
+		case "SV":
+			out = append(out, int64(d.order.Uint64(b[i:])))
+		case "FL":
+			f := float64(math.Float32frombits(d.order.Uint32(b[i:])))
+			out = append(out, finite(f))
+		case "FD":
+			out = append(out, finite(math.Float64frombits(d.order.Uint64(b[i:]))))
+		}
+	}
+	return out
+}
+
+// finite keeps NaN and infinities (which JSON cannot hold) as strings.
+func finite(f float64) any {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return strconv.FormatFloat(f, 'g', -1, 64)
+	}
+	return f
+}
+
+// PersonName is one component group of a person name, split into its
+// components (PS3.5 6.2.1.1).
+type PersonName struct {
+	Family string `json:"family,omitempty"`
+	Given  string `json:"given,omitempty"`
+	Middle string `json:"middle,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+	Suffix string `json:"suffix,omitempty"`
+}
+
+// PersonNameGroups are the alphabetic, ideographic and phonetic groups.
+type PersonNameGroups struct {
+	Alphabetic  *PersonName `json:"alphabetic,omitempty"`
+	Ideographic *PersonName `json:"ideographic,omitempty"`
+	Phonetic    *PersonName `json:"phonetic,omitempty"`
+}
+
+// ParsePersonName splits a decoded PN value.
+func ParsePersonName(v string) PersonNameGroups {
+	var out PersonNameGroups
+	groups := strings.SplitN(v, "=", 3)
+	dst := []**PersonName{&out.Alphabetic, &out.Ideographic, &out.Phonetic}
+	for i, g := range groups {
+		if strings.Trim(g, "^ ") == "" {
+			continue
+		}
+		c := strings.SplitN(g, "^", 5)
+		for len(c) < 5 {
+			c = append(c, "")
+		}
+		for j := range c {
+			c[j] = strings.TrimSpace(c[j])
+		}
+		*dst[i] = &PersonName{Family: c[0], Given: c[1], Middle: c[2], Prefix: c[3], Suffix: c[4]}
+	}
+	return out
+}
+
+// ISODate converts a DA value (YYYYMMDD, or the retired YYYY.MM.DD) to
+// YYYY-MM-DD; ok is false when v is not a date.
+func ISODate(v string) (string, bool) {
+	v = strings.ReplaceAll(strings.TrimSpace(v), ".", "")
+	if len(v) != 8 || !digits(v) {
+		return "", false
+	}
+	m, _ := strconv.Atoi(v[4:6])
+	day, _ := strconv.Atoi(v[6:8])
+	if m < 1 || m > 12 || day < 1 || day > 31 {
+		return "", false
+	}
+	return v[0:4] + "-" + v[4:6] + "-" + v[6:8], true
+}
+
+// ISOTime converts a TM value (HH[MM[SS[.F{1,6}]]], or the retired
+// HH:MM:SS) to HH[:MM[:SS[.F]]].
+func ISOTime(v string) (string, bool) {
+	v = strings.ReplaceAll(strings.TrimSpace(v), ":", "")
+	frac := ""
+	if i := strings.IndexByte(v, '.'); i >= 0 {
+		v, frac = v[:i], v[i+1:]
+		if len(v) != 6 || frac == "" || len(frac) > 6 || !digits(frac) {
+			return "", false
+		}
+	}
+	if len(v) < 2 || len(v) > 6 || len(v)%2 != 0 || !digits(v) {
+		return "", false
+	}
+	limits := []int{23, 59, 60}
+	parts := []string{}
+	for i := 0; i < len(v); i += 2 {
+		n, _ := strconv.Atoi(v[i : i+2])
+		if n > limits[i/2] {
+			return "", false
+		}
+		parts = append(parts, v[i:i+2])
+	}
+	s := strings.Join(parts, ":")
+	if frac != "" {
+		s += "." + frac
+	}
+	return s, true
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

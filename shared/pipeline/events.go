@@ -1,0 +1,208 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// EventPatient is the patient data an event may carry, per PatientDataPolicy.
+type EventPatient struct {
+	PatientID       string            `json:"patientId,omitempty"`
+	AccessionNumber string            `json:"accessionNumber,omitempty"`
+	Name            *PersonNameGroups `json:"name,omitempty"`
+	BirthDate       string            `json:"birthDate,omitempty"`
+	Sex             string            `json:"sex,omitempty"`
+}
+
+// InstanceStoredDetail is the detail of "Instance Stored" (schema
+// schemas/instance-stored.v1.json).
+type InstanceStoredDetail struct {
+	SchemaVersion      int           `json:"schemaVersion"`
+	EventID            string        `json:"eventId"`
+	ObjectKey          string        `json:"objectKey"`
+	ObjectURI          string        `json:"objectUri"`
+	MetadataKey        string        `json:"metadataKey"`
+	MetadataURI        string        `json:"metadataUri"`
+	SummaryKey         string        `json:"summaryKey"`
+	SOPClassUID        string        `json:"sopClassUid"`
+	SOPInstanceUID     string        `json:"sopInstanceUid"`
+	StudyInstanceUID   string        `json:"studyInstanceUid"`
+	SeriesInstanceUID  string        `json:"seriesInstanceUid"`
+	Modality           string        `json:"modality"`
+	TransferSyntaxUID  string        `json:"transferSyntaxUid"`
+	Size               int64         `json:"size"`
+	SHA256             string        `json:"sha256"`
+	ReceivedAt         time.Time     `json:"receivedAt"`
+	CallingAE          string        `json:"callingAe"`
+	CalledAE           string        `json:"calledAe"`
+	AssociationID      string        `json:"associationId"`
+	Conflict           bool          `json:"conflict"`
+	StudyInstanceCount int           `json:"studyInstanceCount"`
+	StudySeriesCount   int           `json:"studySeriesCount"`
+	Warnings           []Finding     `json:"warnings,omitempty"`
+	Patient            *EventPatient `json:"patient,omitempty"`
+}
+
+// InstanceRejectedDetail is the detail of "Instance Rejected" (schema
+// schemas/instance-rejected.v1.json). It never carries patient data.
+type InstanceRejectedDetail struct {
+	SchemaVersion     int       `json:"schemaVersion"`
+	EventID           string    `json:"eventId"`
+	ObjectKey         string    `json:"objectKey"`
+	ObjectURI         string    `json:"objectUri"`
+	QuarantineKey     string    `json:"quarantineKey"`
+	QuarantineURI     string    `json:"quarantineUri"`
+	FindingsKey       string    `json:"findingsKey"`
+	FindingsURI       string    `json:"findingsUri"`
+	SOPClassUID       string    `json:"sopClassUid,omitempty"`
+	SOPInstanceUID    string    `json:"sopInstanceUid,omitempty"`
+	StudyInstanceUID  string    `json:"studyInstanceUid,omitempty"`
+	SeriesInstanceUID string    `json:"seriesInstanceUid,omitempty"`
+	CallingAE         string    `json:"callingAe"`
+	CalledAE          string    `json:"calledAe"`
+	AssociationID     string    `json:"associationId"`
+	ReceivedAt        time.Time `json:"receivedAt"`
+	Size              int64     `json:"size"`
+	SHA256            string    `json:"sha256"`
+	Findings          []Finding `json:"findings"`
+}
+
+// StudyDetailEvent is the detail of "Study Received" and "Study Updated"
+// (schemas/study-received.v1.json, schemas/study-updated.v1.json).
+type StudyDetailEvent struct {
+	SchemaVersion    int           `json:"schemaVersion"`
+	EventID          string        `json:"eventId"`
+	StudyInstanceUID string        `json:"studyInstanceUid"`
+	Version          int64         `json:"version"`
+	Revision         int64         `json:"revision"`
+	InstanceCount    int           `json:"instanceCount"`
+	SeriesCount      int           `json:"seriesCount"`
+	ConflictCount    int           `json:"conflictCount"`
+	TotalBytes       int64         `json:"totalBytes"`
+	Modalities       []string      `json:"modalities"`
+	CallingAEs       []string      `json:"callingAes"`
+	StudyDate        string        `json:"studyDate,omitempty"`
+	FirstReceived    time.Time     `json:"firstReceived"`
+	LastReceived     time.Time     `json:"lastReceived"`
+	QuietPeriod      string        `json:"quietPeriod"`
+	Series           []EventSeries `json:"series"`
+	Patient          *EventPatient `json:"patient,omitempty"`
+}
+
+// EventSeries is a series in a study event, with pointers to its
+// instances' objects and metadata.
+type EventSeries struct {
+	SeriesInstanceUID string          `json:"seriesInstanceUid"`
+	Modality          string          `json:"modality,omitempty"`
+	InstanceCount     int             `json:"instanceCount"`
+	Instances         []EventInstance `json:"instances,omitempty"`
+}
+
+// EventInstance points at one instance's object and metadata.
+type EventInstance struct {
+	SOPInstanceUID string `json:"sopInstanceUid"`
+	ObjectURI      string `json:"objectUri"`
+	MetadataURI    string `json:"metadataUri"`
+}
+
+// maxEventInstances bounds the instance pointers in a study event so it
+// stays under EventBridge's 256 KiB entry limit; larger studies list
+// series only and subscribers read the index.
+const maxEventInstances = 500
+
+func (p *Pipeline) patient(in InstanceRecord) *EventPatient {
+	switch p.PatientData {
+	case PatientDataID:
+		return &EventPatient{PatientID: in.PatientID, AccessionNumber: in.AccessionNumber}
+	case PatientDataFull:
+		n := ParsePersonName(in.PatientName)
+		return &EventPatient{PatientID: in.PatientID, AccessionNumber: in.AccessionNumber, Name: &n, BirthDate: in.PatientBirthDate, Sex: in.PatientSex}
+	}
+	return nil
+}
+
+func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int64) (StudyDetailEvent, error) {
+	quiet := p.QuietPeriod
+	if quiet <= 0 {
+		quiet = DefaultQuietPeriod
+	}
+	d := StudyDetailEvent{
+		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
+		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
+		TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
+		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: quiet.String(),
+		Series: []EventSeries{},
+	}
+	full, err := p.Index.GetStudy(ctx, s.StudyInstanceUID)
+	if err != nil {
+		return d, fmt.Errorf("pipeline: get study: %w", err)
+	}
+	idx := map[string]int{}
+	for _, se := range full.Series {
+		idx[se.SeriesInstanceUID] = len(d.Series)
+		d.Series = append(d.Series, EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount})
+	}
+	if len(full.Instances) <= maxEventInstances {
+		for _, in := range full.Instances {
+			i, ok := idx[in.SeriesInstanceUID]
+			if !ok {
+				continue
+			}
+			d.Series[i].Instances = append(d.Series[i].Instances, EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey)})
+		}
+	}
+	if len(full.Instances) > 0 {
+		d.Patient = p.patient(InstanceRecord{PatientID: s.PatientID, AccessionNumber: s.AccessionNumber, PatientName: s.PatientName, PatientBirthDate: s.PatientBirthDate, PatientSex: s.PatientSex})
+	}
+	return d, nil
+}
+
+// NormalizedSummary is the normalized metadata sidecar
+// (metadata/….summary.json): text in UTF-8, names split into components,
+// dates and times in ISO 8601.
+type NormalizedSummary struct {
+	SchemaVersion        int               `json:"schemaVersion"`
+	ObjectKey            string            `json:"objectKey"`
+	MetadataKey          string            `json:"metadataKey"`
+	SHA256               string            `json:"sha256"`
+	Size                 int64             `json:"size"`
+	ReceivedAt           time.Time         `json:"receivedAt"`
+	TransferSyntaxUID    string            `json:"transferSyntaxUid"`
+	SpecificCharacterSet []string          `json:"specificCharacterSet,omitempty"`
+	SOPClassUID          string            `json:"sopClassUid"`
+	SOPInstanceUID       string            `json:"sopInstanceUid"`
+	StudyInstanceUID     string            `json:"studyInstanceUid"`
+	SeriesInstanceUID    string            `json:"seriesInstanceUid"`
+	Modality             string            `json:"modality"`
+	InstanceNumber       string            `json:"instanceNumber,omitempty"`
+	SeriesNumber         string            `json:"seriesNumber,omitempty"`
+	SeriesDescription    string            `json:"seriesDescription,omitempty"`
+	StudyDate            string            `json:"studyDate,omitempty"`
+	StudyTime            string            `json:"studyTime,omitempty"`
+	StudyDescription     string            `json:"studyDescription,omitempty"`
+	AccessionNumber      string            `json:"accessionNumber,omitempty"`
+	PatientID            string            `json:"patientId,omitempty"`
+	PatientName          *PersonNameGroups `json:"patientName,omitempty"`
+	PatientBirthDate     string            `json:"patientBirthDate,omitempty"`
+	PatientSex           string            `json:"patientSex,omitempty"`
+	Findings             []Finding         `json:"findings,omitempty"`
+}
+
+func (p *Pipeline) summary(in *inspection, inst InstanceRecord) NormalizedSummary {
+	s := NormalizedSummary{
+		SchemaVersion: 1, ObjectKey: inst.ObjectKey, MetadataKey: inst.MetadataKey, SHA256: inst.SHA256,
+		Size: inst.Size, ReceivedAt: inst.ReceivedAt, TransferSyntaxUID: inst.TransferSyntaxUID,
+		SpecificCharacterSet: in.dec.cs.terms, SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID,
+		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID, Modality: inst.Modality,
+		InstanceNumber: inst.InstanceNumber, SeriesNumber: inst.SeriesNumber, SeriesDescription: inst.SeriesDescription,
+		StudyDate: inst.StudyDate, StudyTime: inst.StudyTime, StudyDescription: inst.StudyDescription,
+		AccessionNumber: inst.AccessionNumber, PatientID: inst.PatientID, PatientBirthDate: inst.PatientBirthDate,
+		PatientSex: inst.PatientSex, Findings: in.findings,
+	}
+	if inst.PatientName != "" {
+		n := ParsePersonName(inst.PatientName)
+		s.PatientName = &n
+	}
+	return s
+}

@@ -1,0 +1,254 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Finding codes.
+const (
+	CodeNotPart10           = "not-part10"
+	CodeTruncated           = "truncated"
+	CodeMalformed           = "malformed"
+	CodeMissingMeta         = "missing-meta"
+	CodeMetaMismatch        = "meta-mismatch"
+	CodeMissingAttribute    = "missing-attribute" // type 1 absent or empty
+	CodeMissingType2        = "missing-type2"     // type 2 absent
+	CodeEmptyType2          = "empty-type2"       // type 2 present, empty
+	CodeUIDSyntax           = "uid-syntax"
+	CodeTransactionMismatch = "transaction-mismatch"
+	CodeCharsetUnknown      = "charset-unknown"
+	CodeCharsetMismatch     = "charset-mismatch"
+	CodeBadDate             = "bad-date"
+	CodeTagOrder            = "tag-order"
+	CodeSourceAEMismatch    = "source-ae-mismatch"
+	CodeConflict            = "conflicting-resend"
+)
+
+// UIDSyntaxError explains why s is not a valid UID (PS3.5 9.1): at most 64
+// characters, components of digits separated by dots, no empty component,
+// no leading zero in a multi-digit component. It returns "" for a valid UID.
+func UIDSyntaxError(s string) string {
+	switch {
+	case s == "":
+		return "empty"
+	case len(s) > 64:
+		return "longer than 64 characters"
+	}
+	for i, c := range strings.Split(s, ".") {
+		switch {
+		case c == "":
+			return fmt.Sprintf("component %d is empty", i+1)
+		case !digits(c):
+			return fmt.Sprintf("component %d has a character other than 0-9", i+1)
+		case len(c) > 1 && c[0] == '0':
+			return fmt.Sprintf("component %d has a leading zero", i+1)
+		}
+	}
+	return ""
+}
+
+// inspection is everything validation and normalization learned from one
+// object's header.
+type inspection struct {
+	info      ObjectInfo
+	h         *header
+	dec       *decoder
+	findings  []Finding
+	bytesRead int64
+	instance  InstanceRecord
+}
+
+func (in *inspection) add(code string, sev Severity, t uint32, format string, args ...any) {
+	f := Finding{Code: code, Severity: sev, Message: fmt.Sprintf(format, args...)}
+	if t != 0 {
+		f.Tag = tagString(t)
+	}
+	in.findings = append(in.findings, f)
+}
+
+func (in *inspection) valid() bool {
+	for _, f := range in.findings {
+		if f.Severity == SeverityError {
+			return false
+		}
+	}
+	return true
+}
+
+// inspect reads the header of the object at key and validates it. Only
+// store failures are returned as errors; everything wrong with the object
+// is a finding.
+func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, error) {
+	in := &inspection{info: info}
+	src := newRangeSource(ctx, p.Objects, info.Key, info.Size)
+	h, err := readHeader(src)
+	in.bytesRead = src.fetched
+	in.h = h
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrNotPart10):
+			in.add(CodeNotPart10, SeverityError, 0, "no DICM prefix at offset 128")
+			return in, nil
+		case errors.Is(err, ErrTruncated):
+			in.add(CodeTruncated, SeverityError, 0, "object ends inside the header (object is %d bytes)", info.Size)
+		case errors.Is(err, ErrMalformed):
+			in.add(CodeMalformed, SeverityError, 0, "%s", strings.TrimPrefix(err.Error(), "pipeline: "))
+		default:
+			return nil, err // the store failed: retry
+		}
+		if h == nil {
+			return in, nil
+		}
+	}
+	if src.Pos() > p.maxHeader() {
+		in.add(CodeMalformed, SeverityError, 0, "header longer than %d bytes", p.maxHeader())
+	}
+	in.check()
+	return in, nil
+}
+
+func (p *Pipeline) maxHeader() int64 {
+	if p.MaxHeaderBytes > 0 {
+		return p.MaxHeaderBytes
+	}
+	return 64 << 20
+}
+
+// check runs the attribute checks on a parsed header.
+func (in *inspection) check() {
+	h := in.h
+	var order binary.ByteOrder = binary.LittleEndian
+	if h.BigEndian {
+		order = binary.BigEndian
+	}
+	csRaw := ""
+	if e := h.Data.find(tagSpecificCharSet); e != nil {
+		csRaw = string(e.Value)
+	}
+	cs := newCharset(csRaw)
+	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: func(*dataElement) string { return "" }}
+	meta := &decoder{order: binary.LittleEndian, cs: newCharset(""), badText: map[uint32]bool{}}
+	d := in.dec
+
+	if h.Unordered {
+		in.add(CodeTagOrder, SeverityWarning, 0, "top-level tags are not in ascending order")
+	}
+	for _, t := range cs.unknown {
+		in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
+	}
+
+	// File meta.
+	mClass := meta.first(&h.Meta, tagMediaSOPClass)
+	mInst := meta.first(&h.Meta, tagMediaSOPInstance)
+	for _, t := range []uint32{tagMediaSOPClass, tagMediaSOPInstance, tagTransferSyntax} {
+		if meta.first(&h.Meta, t) == "" {
+			in.add(CodeMissingMeta, SeverityError, t, "file meta element missing or empty")
+		}
+	}
+
+	// Type 1 identification attributes.
+	uids := map[uint32]string{}
+	for _, t := range []uint32{tagSOPClassUID, tagSOPInstanceUID, tagStudyInstanceUID, tagSeriesInstanceUID} {
+		v := d.first(&h.Data, t)
+		uids[t] = v
+		if v == "" {
+			in.add(CodeMissingAttribute, SeverityError, t, "type 1 attribute missing or empty")
+			continue
+		}
+		if why := UIDSyntaxError(v); why != "" {
+			in.add(CodeUIDSyntax, SeverityError, t, "invalid UID: %s", why)
+		}
+	}
+	for t, v := range map[uint32]string{tagMediaSOPClass: mClass, tagMediaSOPInstance: mInst, tagTransferSyntax: h.TransferSyntax} {
+		if v != "" {
+			if why := UIDSyntaxError(v); why != "" {
+				in.add(CodeUIDSyntax, SeverityError, t, "invalid UID: %s", why)
+			}
+		}
+	}
+	if mClass != "" && uids[tagSOPClassUID] != "" && mClass != uids[tagSOPClassUID] {
+		in.add(CodeMetaMismatch, SeverityError, tagSOPClassUID, "SOP Class UID differs from Media Storage SOP Class UID")
+	}
+	if mInst != "" && uids[tagSOPInstanceUID] != "" && mInst != uids[tagSOPInstanceUID] {
+		in.add(CodeMetaMismatch, SeverityError, tagSOPInstanceUID, "SOP Instance UID differs from Media Storage SOP Instance UID")
+	}
+	modality := d.first(&h.Data, tagModality)
+	if modality == "" {
+		in.add(CodeMissingAttribute, SeverityError, tagModality, "type 1 attribute missing or empty")
+	}
+	for _, t := range []uint32{tagPatientID, tagStudyDate, tagPatientName} {
+		e := h.Data.find(t)
+		switch {
+		case e == nil:
+			in.add(CodeMissingType2, SeverityWarning, t, "type 2 attribute missing")
+		case strings.Trim(string(e.Value), " \x00") == "":
+			in.add(CodeEmptyType2, SeverityWarning, t, "type 2 attribute empty")
+		}
+	}
+	studyDate := d.first(&h.Data, tagStudyDate)
+	isoDate, ok := ISODate(studyDate)
+	if studyDate != "" && !ok {
+		in.add(CodeBadDate, SeverityWarning, tagStudyDate, "not a DA value")
+	}
+	studyTime := d.first(&h.Data, tagStudyTime)
+	isoTime, ok := ISOTime(studyTime)
+	if studyTime != "" && !ok {
+		in.add(CodeBadDate, SeverityWarning, tagStudyTime, "not a TM value")
+	}
+	birth, _ := ISODate(d.first(&h.Data, tagPatientBirthDate))
+
+	// Consistency with the transaction the SCP recorded.
+	md := in.info.Metadata
+	for _, c := range []struct {
+		key, got string
+		t        uint32
+	}{
+		{"sop-instance-uid", uids[tagSOPInstanceUID], tagSOPInstanceUID},
+		{"sop-class-uid", uids[tagSOPClassUID], tagSOPClassUID},
+		{"transfer-syntax-uid", h.TransferSyntax, tagTransferSyntax},
+	} {
+		if want := md[c.key]; want != "" && c.got != "" && want != c.got {
+			in.add(CodeTransactionMismatch, SeverityError, c.t, "differs from the C-STORE transaction (%s)", c.key)
+		}
+	}
+	if ae, src := md["calling-ae"], meta.first(&h.Meta, tagSourceAE); ae != "" && src != "" && ae != src {
+		in.add(CodeSourceAEMismatch, SeverityWarning, tagSourceAE, "Source AE Title differs from the calling AE")
+	}
+
+	// Walk the whole header once so every text value is decoded and
+	// charset mismatches are found wherever they are.
+	_ = d.toJSON(&h.Data)
+	bad := make([]uint32, 0, len(d.badText))
+	for t := range d.badText {
+		bad = append(bad, t)
+	}
+	sort.Slice(bad, func(i, j int) bool { return bad[i] < bad[j] })
+	for _, t := range bad {
+		in.add(CodeCharsetMismatch, SeverityWarning, t, "text does not fit the declared character set %q", strings.TrimSpace(csRaw))
+	}
+
+	in.instance = InstanceRecord{
+		StudyInstanceUID:  uids[tagStudyInstanceUID],
+		SeriesInstanceUID: uids[tagSeriesInstanceUID],
+		SOPInstanceUID:    uids[tagSOPInstanceUID],
+		SOPClassUID:       uids[tagSOPClassUID],
+		TransferSyntaxUID: h.TransferSyntax,
+		Modality:          modality,
+		InstanceNumber:    d.first(&h.Data, tagInstanceNumber),
+		SeriesNumber:      d.first(&h.Data, tagSeriesNumber),
+		SeriesDescription: d.first(&h.Data, tagSeriesDescription),
+		StudyDate:         isoDate,
+		StudyTime:         isoTime,
+		StudyDescription:  d.first(&h.Data, tagStudyDescription),
+		AccessionNumber:   d.first(&h.Data, tagAccessionNumber),
+		PatientID:         d.first(&h.Data, tagPatientID),
+		PatientName:       d.first(&h.Data, tagPatientName),
+		PatientBirthDate:  birth,
+		PatientSex:        d.first(&h.Data, tagPatientSex),
+	}
+}
