@@ -1,0 +1,620 @@
+// Package portal serves the local mode's web portal and its JSON API: the
+// studies, the audit trail, quarantine, events and live ingest counters. It
+// is server-rendered with html/template (everything escaped), embeds its
+// templates and stylesheet, and loads nothing from elsewhere, so it works
+// offline.
+package portal
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+//go:embed templates/*.html static/*
+var assets embed.FS
+
+// StudyReader is the read side of the study index the portal needs.
+type StudyReader interface {
+	GetStudy(ctx context.Context, studyUID string) (pipeline.StudyDetail, error)
+	ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error)
+}
+
+// AuditReader queries the audit trail.
+type AuditReader interface {
+	Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error)
+}
+
+// EventReader lists published events.
+type EventReader interface {
+	Events(ctx context.Context, f localstore.EventFilter) ([]localstore.StoredEvent, error)
+}
+
+// ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar).
+type ObjectOpener interface {
+	Open(ctx context.Context, key string) (io.ReadCloser, error)
+}
+
+// Counters is a snapshot of live ingest counters.
+type Counters struct {
+	Since              time.Time `json:"since"`
+	Associations       int64     `json:"associations"`       // accepted since start
+	ActiveAssociations int64     `json:"activeAssociations"` // open now
+	Rejected           int64     `json:"rejectedAssociations"`
+	Aborted            int64     `json:"abortedAssociations"`
+	Instances          int64     `json:"instances"` // stored since start
+	Bytes              int64     `json:"bytes"`
+	InstancesPerSecond float64   `json:"instancesPerSecond"` // over the last 10 s
+	Failures           int64     `json:"failures"`           // C-STORE failures
+	Echoes             int64     `json:"echoes"`
+	PendingPipeline    int64     `json:"pendingPipeline"` // stored, not yet processed
+	FailedPipeline     int64     `json:"failedPipeline"`  // parked after repeated failures
+}
+
+// Server is the portal. Studies, Audit and Events are required.
+type Server struct {
+	Studies StudyReader
+	Audit   AuditReader
+	Events  EventReader
+	Objects ObjectOpener // nil: object links answer 404
+	// Counters returns live counters; nil shows none.
+	Counters func(ctx context.Context) Counters
+	// Health reports whether the backing stores work (for /healthz).
+	Health func(ctx context.Context) error
+	// QuietPeriod tells "receiving" from "stable" for studies not yet
+	// announced; 0 means pipeline.DefaultQuietPeriod.
+	QuietPeriod time.Duration
+	// AllowedHosts lists Host header names accepted besides IP literals and
+	// localhost; it guards a loopback portal against DNS rebinding.
+	AllowedHosts []string
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+var funcs = template.FuncMap{
+	"ts": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z")
+	},
+	"join":  func(s []string) string { return strings.Join(s, ", ") },
+	"pname": func(s string) string { return strings.TrimRight(strings.ReplaceAll(s, "^", " "), " ") },
+	"path":  url.PathEscape,
+	"bytes": humanBytes,
+	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+	"outcomes": func() []string {
+		return []string{"stored", "duplicate", "conflict", RejectedOutcome, "association-accepted",
+			"association-rejected", "association-released", "association-aborted", "store-failed"}
+	},
+	"eventTypes": func() []string {
+		return []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected,
+			pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated}
+	},
+}
+
+var pages = template.Must(template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html"))
+
+// Handler returns the portal's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /api/studies", s.apiStudies)
+	mux.HandleFunc("GET /api/studies/{uid}", s.apiStudy)
+	mux.HandleFunc("GET /api/audit", s.apiAudit)
+	mux.HandleFunc("GET /api/quarantine", s.apiQuarantine)
+	mux.HandleFunc("GET /api/events", s.apiEvents)
+	mux.HandleFunc("GET /api/counters", s.apiCounters)
+	mux.HandleFunc("GET /objects/{key...}", s.object)
+	mux.HandleFunc("GET /static/portal.css", s.static)
+	mux.HandleFunc("GET /{$}", s.pageStudies)
+	mux.HandleFunc("GET /studies/{uid}", s.pageStudy)
+	mux.HandleFunc("GET /audit", s.pageAudit)
+	mux.HandleFunc("GET /quarantine", s.pageQuarantine)
+	mux.HandleFunc("GET /events", s.pageEvents)
+	return s.guard(mux)
+}
+
+// guard adds the headers every answer carries and refuses Host names a
+// DNS-rebinding page could use to reach a loopback portal.
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.hostAllowed(r.Host) {
+			http.Error(w, "host not allowed", http.StatusMisdirectedRequest)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cache-Control", "no-store") // pages carry patient data
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) hostAllowed(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "" || net.ParseIP(host) != nil || strings.EqualFold(host, "localhost") {
+		return true
+	}
+	for _, a := range s.AllowedHosts {
+		if strings.EqualFold(a, host) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if s.Health != nil {
+		if err := s.Health(r.Context()); err != nil {
+			s.logger().Warn("portal: health check failed", "err", err)
+			http.Error(w, "unhealthy", http.StatusServiceUnavailable)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
+// Study is a study summary with the portal's status.
+type Study struct {
+	pipeline.StudySummary
+	// Status is "receiving" (instances not yet announced), "stable"
+	// (announced) or "has rejects" (some instances were quarantined).
+	Status  string `json:"status"`
+	Rejects int    `json:"rejects"`
+}
+
+// StudyPage is a study's detail with its quarantined objects.
+type StudyPage struct {
+	pipeline.StudyDetail
+	Status      string                 `json:"status"`
+	Rejects     int                    `json:"rejects"`
+	Quarantined []pipeline.AuditRecord `json:"quarantined"`
+}
+
+// RejectedOutcome is the audit outcome of a quarantined object.
+const RejectedOutcome = "rejected"
+
+func (s *Server) status(ctx context.Context, st pipeline.StudySummary) (Study, []pipeline.AuditRecord, error) {
+	page, err := s.Audit.Query(ctx, pipeline.AuditQuery{StudyInstanceUID: st.StudyInstanceUID, Outcome: RejectedOutcome, Limit: 1000})
+	if err != nil {
+		return Study{}, nil, err
+	}
+	out := Study{StudySummary: st, Rejects: len(page.Records)}
+	switch {
+	case out.Rejects > 0:
+		out.Status = "has rejects"
+	case st.Revision > st.AnnouncedRevision:
+		out.Status = "receiving"
+	default:
+		out.Status = "stable"
+	}
+	return out, page.Records, nil
+}
+
+func (s *Server) studies(r *http.Request) ([]Study, error) {
+	q := pipeline.StudyQuery{PatientID: r.URL.Query().Get("patientId"), Limit: atoi(r.URL.Query().Get("limit"))}
+	list, err := s.Studies.ListStudies(r.Context(), q)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Study, 0, len(list))
+	for _, st := range list {
+		v, _, err := s.status(r.Context(), st)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func (s *Server) study(r *http.Request) (StudyPage, error) {
+	d, err := s.Studies.GetStudy(r.Context(), r.PathValue("uid"))
+	if err != nil {
+		return StudyPage{}, err
+	}
+	v, rej, err := s.status(r.Context(), d.StudySummary)
+	if err != nil {
+		return StudyPage{}, err
+	}
+	return StudyPage{StudyDetail: d, Status: v.Status, Rejects: v.Rejects, Quarantined: rej}, nil
+}
+
+// auditQuery reads the audit filters shared by the page and the API:
+// patientId, studyUid, callingAe, outcome, day, from, to (RFC 3339 or
+// yyyy-mm-dd), limit, cursor.
+func auditQuery(v url.Values) (pipeline.AuditQuery, error) {
+	q := pipeline.AuditQuery{
+		PatientID:        strings.TrimSpace(v.Get("patientId")),
+		StudyInstanceUID: strings.TrimSpace(v.Get("studyUid")),
+		CallingAE:        strings.TrimSpace(v.Get("callingAe")),
+		Outcome:          strings.TrimSpace(v.Get("outcome")),
+		Day:              strings.TrimSpace(v.Get("day")),
+		Limit:            atoi(v.Get("limit")),
+		Cursor:           v.Get("cursor"),
+	}
+	var err error
+	if q.From, err = parseTime(v.Get("from"), false); err != nil {
+		return q, err
+	}
+	if q.To, err = parseTime(v.Get("to"), true); err != nil {
+		return q, err
+	}
+	return q, nil
+}
+
+// parseTime accepts RFC 3339, yyyy-mm-ddThh:mm (an HTML datetime-local
+// input, taken as UTC) or yyyy-mm-dd; a bare day as an upper bound means
+// its end.
+func parseTime(s string, end bool) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t, nil
+		}
+	}
+	if t, err := time.Parse("2006-01-02", s); err == nil {
+		if end {
+			t = t.Add(24*time.Hour - time.Nanosecond)
+		}
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("portal: bad time %q (want RFC 3339 or yyyy-mm-dd)", s)
+}
+
+func eventFilter(v url.Values) (localstore.EventFilter, error) {
+	f := localstore.EventFilter{
+		DetailType: v.Get("type"),
+		Contains:   v.Get("contains"),
+		Limit:      atoi(v.Get("limit")),
+	}
+	if a := v.Get("after"); a != "" {
+		n, err := strconv.ParseInt(a, 10, 64)
+		if err != nil {
+			return f, fmt.Errorf("portal: bad after %q", a)
+		}
+		f.AfterSeq = n
+	}
+	var err error
+	if f.Since, err = parseTime(v.Get("since"), false); err != nil {
+		return f, err
+	}
+	if f.Until, err = parseTime(v.Get("until"), true); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+func atoi(s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
+func (s *Server) counters(ctx context.Context) *Counters {
+	if s.Counters == nil {
+		return nil
+	}
+	c := s.Counters(ctx)
+	return &c
+}
+
+// --- JSON API ---
+
+func (s *Server) writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(v); err != nil {
+		s.logger().Debug("portal: write json", "err", err)
+	}
+}
+
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, msg := http.StatusInternalServerError, "internal error"
+	var bad badRequest
+	switch {
+	case errors.Is(err, pipeline.ErrNotFound):
+		code, msg = http.StatusNotFound, "not found"
+	case errors.As(err, &bad):
+		code, msg = http.StatusBadRequest, bad.Error()
+	default:
+		s.logger().Error("portal: request failed", "path", r.URL.Path, "err", err)
+	}
+	if strings.HasPrefix(r.URL.Path, "/api/") {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+		return
+	}
+	http.Error(w, msg, code)
+}
+
+type badRequest struct{ error }
+
+func (s *Server) apiStudies(w http.ResponseWriter, r *http.Request) {
+	list, err := s.studies(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, map[string]any{"studies": list})
+}
+
+func (s *Server) apiStudy(w http.ResponseWriter, r *http.Request) {
+	p, err := s.study(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, p)
+}
+
+func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
+	q, err := auditQuery(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, badRequest{err})
+		return
+	}
+	page, err := s.Audit.Query(r.Context(), q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, map[string]any{"records": page.Records, "next": page.Next})
+}
+
+func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
+	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Limit: atoi(r.URL.Query().Get("limit")), Cursor: r.URL.Query().Get("cursor")})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, map[string]any{"records": page.Records, "next": page.Next})
+}
+
+func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
+	f, err := eventFilter(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, badRequest{err})
+		return
+	}
+	evs, err := s.Events.Events(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, map[string]any{"events": evs})
+}
+
+func (s *Server) apiCounters(w http.ResponseWriter, r *http.Request) {
+	s.writeJSON(w, s.counters(r.Context()))
+}
+
+// object streams a stored object: a Part 10 file as application/dicom, a
+// JSON sidecar as application/dicom+json. Keys are checked before use.
+func (s *Server) object(w http.ResponseWriter, r *http.Request) {
+	key := r.PathValue("key")
+	if s.Objects == nil || !safeKey(key) {
+		http.NotFound(w, r)
+		return
+	}
+	rc, err := s.Objects.Open(r.Context(), key)
+	if err != nil {
+		if errors.Is(err, pipeline.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+			http.NotFound(w, r)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	defer rc.Close()
+	switch {
+	case strings.HasSuffix(key, ".json"):
+		w.Header().Set("Content-Type", "application/dicom+json")
+	default:
+		w.Header().Set("Content-Type", "application/dicom")
+		name := key[strings.LastIndex(key, "/")+1:]
+		w.Header().Set("Content-Disposition", mimeAttachment(name))
+	}
+	if _, err := io.Copy(w, rc); err != nil {
+		s.logger().Debug("portal: stream object", "err", err)
+	}
+}
+
+func mimeAttachment(name string) string {
+	return `attachment; filename="` + strings.Map(func(r rune) rune {
+		if r == '"' || r == '\\' || r < 0x20 || r > 0x7e {
+			return '_'
+		}
+		return r
+	}, name) + `"`
+}
+
+// safeKey accepts relative keys of [A-Za-z0-9._-] components, none of them
+// "." or "..", under the prefixes the pipeline writes; never the audit/
+// records (they are served through the audit API).
+func safeKey(key string) bool {
+	if len(key) == 0 || len(key) > 1024 {
+		return false
+	}
+	ok := false
+	for _, p := range []string{"incoming/", "quarantine/", "metadata/"} {
+		ok = ok || strings.HasPrefix(key, p)
+	}
+	if !ok {
+		return false
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == "" || part == "." || part == ".." {
+			return false
+		}
+		for _, c := range part {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (s *Server) static(w http.ResponseWriter, r *http.Request) {
+	b, err := assets.ReadFile("static/portal.css")
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/css; charset=utf-8")
+	_, _ = w.Write(b)
+}
+
+// --- HTML pages ---
+
+type view struct {
+	Title    string
+	Nav      string
+	Refresh  int
+	Counters *Counters
+	Data     any
+	Query    url.Values
+	Next     string
+	Error    string
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v view) {
+	v.Counters = s.counters(r.Context())
+	v.Query = r.URL.Query()
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pages.ExecuteTemplate(w, name, v); err != nil {
+		s.logger().Error("portal: render", "page", name, "err", err)
+	}
+}
+
+func (s *Server) pageStudies(w http.ResponseWriter, r *http.Request) {
+	list, err := s.studies(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, "studies.html", view{Title: "Studies", Nav: "studies", Refresh: 5, Data: list})
+}
+
+func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
+	p, err := s.study(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, "study.html", view{Title: "Study " + p.StudyInstanceUID, Nav: "studies", Data: p})
+}
+
+func (s *Server) pageAudit(w http.ResponseWriter, r *http.Request) {
+	q, err := auditQuery(r.URL.Query())
+	v := view{Title: "Audit trail", Nav: "audit"}
+	if err != nil {
+		v.Error = err.Error()
+		s.render(w, r, "audit.html", v)
+		return
+	}
+	page, err := s.Audit.Query(r.Context(), q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	v.Data = page.Records
+	if page.Next != "" {
+		nq := r.URL.Query()
+		nq.Set("cursor", page.Next)
+		v.Next = "/audit?" + nq.Encode()
+	}
+	s.render(w, r, "audit.html", v)
+}
+
+func (s *Server) pageQuarantine(w http.ResponseWriter, r *http.Request) {
+	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Cursor: r.URL.Query().Get("cursor")})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	v := view{Title: "Quarantine", Nav: "quarantine", Data: page.Records}
+	if page.Next != "" {
+		v.Next = "/quarantine?cursor=" + url.QueryEscape(page.Next)
+	}
+	s.render(w, r, "quarantine.html", v)
+}
+
+func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
+	v := view{Title: "Events", Nav: "events", Refresh: 5}
+	f, err := eventFilter(r.URL.Query())
+	if err != nil {
+		v.Error = err.Error()
+		s.render(w, r, "events.html", v)
+		return
+	}
+	evs, err := s.Events.Events(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	// Newest first on the page.
+	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
+		evs[i], evs[j] = evs[j], evs[i]
+	}
+	v.Data = evs
+	s.render(w, r, "events.html", v)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return strconv.FormatInt(n, 10) + " B"
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return strconv.FormatFloat(float64(n)/float64(div), 'f', 1, 64) + " " + string("KMGTPE"[exp]) + "iB"
+}

@@ -1,0 +1,260 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+type dirOpener string
+
+func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
+	return os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
+}
+
+func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ix := db.IndexStore()
+	for i, sop := range []string{"1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1"} {
+		series := sop[:len("1.2.3.1")]
+		if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{
+			StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, SHA256: sop,
+			Modality: "MR", SeriesNumber: series[len(series)-1:], PatientID: "PID<1>", PatientName: "Doe^<script>alert(1)</script>",
+			StudyDescription: "Brain & spine", CallingAE: "LOCAL_AE", Size: 10, ReceivedAt: t0.Add(time.Duration(i) * time.Second),
+			ObjectKey: "incoming/2026/11/26/1.2.3/" + series + "/" + sop + ".dcm", MetadataKey: "metadata/" + sop + ".json",
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	au := db.AuditStore()
+	for _, r := range []pipeline.AuditRecord{
+		{ID: "1", Time: t0, Outcome: "stored", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", PatientID: "PID<1>", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.1.1"},
+		{ID: "2", Time: t0.Add(time.Second), Outcome: "association-rejected", CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", Reason: "calling AE not allowed"},
+		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: RejectedOutcome, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
+			Findings: []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
+	} {
+		if _, err := au.Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Outbox(nil).Publish(ctx, []pipeline.Event{{ID: "e1", DetailType: pipeline.DetailTypeStudyReceived, Time: t0, Detail: json.RawMessage(`{"studyInstanceUid":"1.2.3"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "metadata"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "metadata", "1.2.3.1.1.json"), []byte(`{"00080018":{"vr":"UI"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Studies: ix, Audit: au, Events: db, Objects: dirOpener(dir),
+		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} }}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv, db
+}
+
+func get(t *testing.T, url string, host string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+func TestAPI(t *testing.T) {
+	srv, _ := newTestServer(t)
+	t.Run("studies", func(t *testing.T) {
+		code, _, body := get(t, srv.URL+"/api/studies", "")
+		var out struct{ Studies []Study }
+		if err := json.Unmarshal([]byte(body), &out); err != nil || code != 200 {
+			t.Fatalf("%d %v %s", code, err, body)
+		}
+		if len(out.Studies) != 1 {
+			t.Fatalf("studies: %s", body)
+		}
+		s := out.Studies[0]
+		if s.SeriesCount != 2 || s.InstanceCount != 3 || s.Status != "has rejects" || s.Rejects != 1 {
+			t.Errorf("study %+v", s)
+		}
+	})
+	t.Run("study", func(t *testing.T) {
+		code, _, body := get(t, srv.URL+"/api/studies/1.2.3", "")
+		var p StudyPage
+		if err := json.Unmarshal([]byte(body), &p); err != nil || code != 200 {
+			t.Fatalf("%d %v", code, err)
+		}
+		if len(p.Series) != 2 || len(p.Instances) != 3 || len(p.Quarantined) != 1 || p.Quarantined[0].Findings[0].Code != "uid-syntax" {
+			t.Errorf("detail %+v", p)
+		}
+		if code, _, _ := get(t, srv.URL+"/api/studies/9.9.9", ""); code != 404 {
+			t.Errorf("missing study: %d", code)
+		}
+	})
+	audit := []struct {
+		query string
+		want  []string
+		code  int
+	}{
+		{"", []string{"3", "2", "1"}, 200},
+		{"?callingAe=EVIL_AE", []string{"2"}, 200},
+		{"?outcome=association-rejected", []string{"2"}, 200},
+		{"?patientId=PID%3C1%3E", []string{"1"}, 200},
+		{"?studyUid=1.2.3", []string{"3", "1"}, 200},
+		{"?from=2026-11-26T10:00:01Z&to=2026-11-26T10:00:01Z", []string{"2"}, 200},
+		{"?to=2026-11-25", nil, 200},
+		{"?from=yesterday", nil, 400},
+	}
+	for _, tt := range audit {
+		t.Run("audit"+tt.query, func(t *testing.T) {
+			code, _, body := get(t, srv.URL+"/api/audit"+tt.query, "")
+			if code != tt.code {
+				t.Fatalf("code %d: %s", code, body)
+			}
+			if code != 200 {
+				return
+			}
+			var out struct{ Records []pipeline.AuditRecord }
+			if err := json.Unmarshal([]byte(body), &out); err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, r := range out.Records {
+				ids = append(ids, r.ID)
+			}
+			if strings.Join(ids, ",") != strings.Join(tt.want, ",") {
+				t.Errorf("ids %v, want %v", ids, tt.want)
+			}
+		})
+	}
+	t.Run("events", func(t *testing.T) {
+		_, _, body := get(t, srv.URL+"/api/events?type=Study+Received", "")
+		if !strings.Contains(body, `"detail-type": "Study Received"`) {
+			t.Errorf("events: %s", body)
+		}
+		_, _, body = get(t, srv.URL+"/api/events?type=Study+Updated", "")
+		if strings.Contains(body, "Study Received") {
+			t.Errorf("filter ignored: %s", body)
+		}
+	})
+	t.Run("healthz", func(t *testing.T) {
+		if code, _, body := get(t, srv.URL+"/healthz", ""); code != 200 || body != "ok\n" {
+			t.Errorf("%d %q", code, body)
+		}
+	})
+}
+
+func TestPagesEscapeAndLink(t *testing.T) {
+	srv, _ := newTestServer(t)
+	pages := []struct {
+		path string
+		want []string
+	}{
+		{"/", []string{`href="/studies/1.2.3"`, "Doe &lt;script&gt;alert(1)&lt;/script&gt;", "Brain &amp; spine", "has rejects", "<b>7</b> accepted", "2.5"}},
+		{"/studies/1.2.3", []string{`data-series-uid="1.2.3.1"`, `data-series-uid="1.2.3.2"`, `href="/objects/metadata/1.2.3.1.1.json"`, "bad &lt;uid&gt;"}},
+		{"/audit?callingAe=EVIL_AE", []string{"association-rejected", "EVIL_AE", `value="EVIL_AE"`}},
+		{"/quarantine", []string{"uid-syntax", "(0008,0018)"}},
+		{"/events", []string{"Study Received"}},
+	}
+	for _, p := range pages {
+		t.Run(p.path, func(t *testing.T) {
+			code, h, body := get(t, srv.URL+p.path, "")
+			if code != 200 || !strings.HasPrefix(h.Get("Content-Type"), "text/html") {
+				t.Fatalf("%d %s", code, h.Get("Content-Type"))
+			}
+			if strings.Contains(body, "<script>") {
+				t.Error("unescaped script tag")
+			}
+			for _, w := range p.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("missing %q", w)
+				}
+			}
+			if !strings.Contains(h.Get("Content-Security-Policy"), "default-src 'none'") || h.Get("Cache-Control") != "no-store" {
+				t.Errorf("headers %v", h)
+			}
+			if strings.Contains(body, "http://") || strings.Contains(body, "https://") {
+				t.Error("page references an external URL")
+			}
+		})
+	}
+}
+
+func TestHostGuard(t *testing.T) {
+	srv, _ := newTestServer(t)
+	tests := []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:8080", 200},
+		{"localhost:8080", 200},
+		{"[::1]:8080", 200},
+		{"evil.example:8080", http.StatusMisdirectedRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			if code, _, _ := get(t, srv.URL+"/api/studies", tt.host); code != tt.want {
+				t.Errorf("code %d, want %d", code, tt.want)
+			}
+		})
+	}
+}
+
+func TestObjects(t *testing.T) {
+	srv, _ := newTestServer(t)
+	code, h, body := get(t, srv.URL+"/objects/metadata/1.2.3.1.1.json", "")
+	if code != 200 || h.Get("Content-Type") != "application/dicom+json" || !strings.Contains(body, "00080018") {
+		t.Errorf("metadata: %d %s %q", code, h.Get("Content-Type"), body)
+	}
+	for _, p := range []string{"/objects/metadata/none.json", "/objects/audit/x.json", "/objects/metadata/..%2F..%2Fetc%2Fpasswd"} {
+		if code, _, _ := get(t, srv.URL+p, ""); code != 404 {
+			t.Errorf("%s: %d", p, code)
+		}
+	}
+}
+
+func TestSafeKey(t *testing.T) {
+	tests := map[string]bool{
+		"incoming/2026/01/02/1.2/1.3/1.4.dcm": true,
+		"quarantine/x/y.dcm":                  true,
+		"metadata/1.2.json":                   true,
+		"audit/2026/x.json":                   false,
+		"incoming/../audit/x":                 false,
+		"incoming//x":                         false,
+		"/etc/passwd":                         false,
+		"incoming/a b":                        false,
+		"":                                    false,
+	}
+	for k, want := range tests {
+		t.Run(k, func(t *testing.T) {
+			if got := safeKey(k); got != want {
+				t.Errorf("safeKey(%q) = %v", k, got)
+			}
+		})
+	}
+}
