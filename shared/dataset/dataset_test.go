@@ -1,0 +1,466 @@
+package dataset
+
+import (
+	"bufio"
+	"bytes"
+	"compress/flate"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/iotest"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+)
+
+const (
+	tsImplicit = "1.2.840.10008.1.2"
+	tsExplicit = "1.2.840.10008.1.2.1"
+	tsBig      = "1.2.840.10008.1.2.2"
+	tsDeflate  = "1.2.840.10008.1.2.1.99"
+	tsJPEG     = "1.2.840.10008.1.2.4.50"
+	tsPrivate  = "1.3.6.1.4.1.99999.1"
+)
+
+// readChunks reads r to EOF with reads of at most chunk bytes.
+func readChunks(r io.Reader, chunk int) ([]byte, error) {
+	var out []byte
+	buf := make([]byte, chunk)
+	for {
+		n, err := r.Read(buf)
+		out = append(out, buf[:n]...)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+}
+
+var chunkSizes = []int{1, 2, 3, 7, 13, 4096, 1 << 16}
+
+func testdataFiles(t testing.TB) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
+	if err != nil {
+		t.Skipf("cannot locate the dicom module: %v", err)
+	}
+	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no testdata files: %v", err)
+	}
+	return files
+}
+
+// splitFile returns a Part 10 file's meta and dataset bytes.
+func splitFile(t testing.TB, path string) (part10.Meta, []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(bytes.NewReader(raw))
+	m, err := part10.ReadMeta(br)
+	if err != nil {
+		t.Fatalf("ReadMeta: %v", err)
+	}
+	ds, err := io.ReadAll(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, ds
+}
+
+func topString(ds dicom.Dataset, tg tag.Tag) string {
+	e, err := ds.FindElementByTag(tg) // top level only
+	if err != nil {
+		return ""
+	}
+	v, ok := e.Value.GetValue().([]string)
+	if !ok || len(v) == 0 {
+		return ""
+	}
+	return strings.Trim(v[0], " \x00")
+}
+
+// TestTestdata checks, for every file of the dicom module's testdata, that
+// the UIDs found equal what suyashkumar/dicom parses, and that the bytes
+// pass unchanged whatever the read sizes.
+func TestTestdata(t *testing.T) {
+	for _, f := range testdataFiles(t) {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			m, ds := splitFile(t, f)
+			parsed, err := dicom.ParseFile(f, nil, dicom.SkipPixelData())
+			if err != nil {
+				t.Fatalf("dicom.ParseFile: %v", err)
+			}
+			want := Header{
+				SOPClassUID:       topString(parsed, tag.SOPClassUID),
+				SOPInstanceUID:    topString(parsed, tag.SOPInstanceUID),
+				StudyInstanceUID:  topString(parsed, tag.StudyInstanceUID),
+				SeriesInstanceUID: topString(parsed, tag.SeriesInstanceUID),
+				Done:              true,
+			}
+			if want.SOPInstanceUID == "" || want.SeriesInstanceUID == "" {
+				t.Fatalf("reference parse lacks UIDs: %+v", want)
+			}
+			for _, chunk := range chunkSizes {
+				in := NewInspector(bytes.NewReader(ds), m.TransferSyntaxUID)
+				out, err := readChunks(in, chunk)
+				if err != nil {
+					t.Fatalf("chunk %d: read: %v", chunk, err)
+				}
+				if !bytes.Equal(out, ds) {
+					t.Fatalf("chunk %d: bytes changed in pass-through", chunk)
+				}
+				if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
+					t.Errorf("chunk %d: header (-dicom +inspector):\n%s", chunk, d)
+				}
+			}
+			h, r, err := Peek(iotest.HalfReader(bytes.NewReader(ds)), m.TransferSyntaxUID, DropGroup0002())
+			if err != nil {
+				t.Fatalf("Peek: %v", err)
+			}
+			if d := cmp.Diff(want, h, cmpopts.EquateErrors()); d != "" {
+				t.Errorf("Peek header (-dicom +peek):\n%s", d)
+			}
+			if out, err := io.ReadAll(r); err != nil || !bytes.Equal(out, ds) {
+				t.Errorf("Peek reader: err %v, equal %v", err, bytes.Equal(out, ds))
+			}
+		})
+	}
+}
+
+func deflate(t testing.TB, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+const (
+	tSOPClass = 0x00080016
+	tSOPInst  = 0x00080018
+	tStudy    = 0x0020000D
+	tSeries   = 0x0020000E
+	tPixel    = 0x7FE00010
+)
+
+// ids returns the four wanted elements plus neighbours, in order, with an
+// undefined-length sequence (holding decoy UIDs) before the series UID.
+func ids(e enc, seqVR string) []byte {
+	decoy := e.itemU(e.el(tSeries, "UI", "9.9.9\x00"), e.el(tStudy, "UI", "9.9"))
+	return cat(
+		e.el(0x00080005, "CS", "ISO_IR 100"),
+		e.el(tSOPClass, "UI", "1.2.840.10008.5.1.4.1.1.2\x00"),
+		e.el(tSOPInst, "UI", "1.2.3.4"),
+		e.seqU(0x00081115, seqVR, decoy, e.itemD(e.el(tSOPInst, "UI", "9.8")), e.itemU()),
+		e.el(0x00100010, "PN", "Doe^J "),
+		e.el(tStudy, "UI", "1.2.3\x00"),
+		e.seqD(0x0020000A, e.itemD(e.el(tSeries, "UI", "7.7"))), // a private-ish defined sequence
+		e.el(tSeries, "UI", "1.2.3.5\x00"),
+		e.el(0x00200013, "IS", "1 "),
+	)
+}
+
+var wantIDs = Header{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: "1.2.3.4",
+	StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.5", Done: true}
+
+func TestSynthetic(t *testing.T) {
+	e, i, b := explicitLE, implicitLE, explicitBE
+	with := func(h Header, f func(*Header)) Header { f(&h); return h }
+	encapsulated := cat(e.el(tSOPInst, "UI", "1.2"),
+		e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("frame1.."))))
+	tests := []struct {
+		name string
+		ts   string
+		in   []byte
+		opts []Option
+		want Header
+	}{
+		{"explicit LE", tsExplicit, ids(e, "SQ"), nil, wantIDs},
+		{"implicit LE", tsImplicit, ids(i, "SQ"), nil, wantIDs},
+		{"explicit BE", tsBig, ids(b, "SQ"), nil, wantIDs},
+		{"compressed syntax is explicit LE", tsJPEG, ids(e, "SQ"), nil, wantIDs},
+		{"deflated", tsDeflate, deflate(t, ids(e, "SQ")), nil, wantIDs},
+		{"deflated with trailing pad byte", tsDeflate, append(deflate(t, ids(e, "SQ")), 0), nil, wantIDs},
+		{"private syntax, explicit", tsPrivate, ids(e, "SQ"), nil, wantIDs},
+		{"private syntax, implicit", tsPrivate, ids(i, "SQ"), nil, wantIDs},
+		{"UN of undefined length holds implicit VR", tsExplicit, cat(
+			e.el(tSOPClass, "UI", "1.2"),
+			e.seqU(0x00091010, "UN", i.itemU(i.seqU(0x00091011, "SQ", i.itemU(i.el(0x00091012, "LO", "x "))))),
+			e.el(tSeries, "UI", "4.4\x00")), nil,
+			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}},
+		{"deeply nested sequences", tsImplicit, cat(
+			i.seqU(0x00081115, "SQ", i.itemU(i.seqU(0x00081199, "SQ", i.itemU(i.seqU(0x00081150, "SQ", i.itemD(i.el(tSOPInst, "UI", "5"))))))),
+			i.el(tStudy, "UI", "6.6\x00")), nil,
+			Header{StudyInstanceUID: "6.6", Done: true}},
+		{"stops at pixel data", tsExplicit, encapsulated, nil,
+			Header{SOPInstanceUID: "1.2", Done: true}},
+		{"encapsulated pixel data nested in an item", tsExplicit, cat(
+			e.seqU(0x00091010, "SQ", e.itemU(e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("ab"))))),
+			e.el(tSeries, "UI", "8.8\x00")), nil,
+			Header{SeriesInstanceUID: "8.8", Done: true}},
+		{"clean end without series", tsExplicit, e.el(tSOPInst, "UI", "1.2"), nil,
+			Header{SOPInstanceUID: "1.2", Done: true}},
+		{"empty dataset", tsExplicit, nil, nil, Header{Done: true}},
+		{"empty UID", tsExplicit, e.el(tSOPInst, "UI", ""), nil, Header{Done: true}},
+		{"overlong UID kept past 64", tsExplicit, e.el(tSOPInst, "UI", strings.Repeat("1", 200)), nil,
+			Header{SOPInstanceUID: strings.Repeat("1", maxCapture), Done: true}},
+		{"group 0002 reported", tsExplicit, cat(e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), ids(e, "SQ")), nil,
+			with(wantIDs, func(h *Header) { h.Group0002 = true })},
+		{"group 0002 in deflated: reported, kept", tsDeflate, deflate(t, cat(e.el(0x00020010, "UI", "1.2\x00"), ids(e, "SQ"))),
+			[]Option{DropGroup0002()}, with(wantIDs, func(h *Header) { h.Group0002 = true })},
+		{"bad VR", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), []byte("\x08\x00\x20\x00\x01\x02\x00\x00")), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}},
+		{"item at top level", tsImplicit, cat(i.el(tSOPInst, "UI", "1.2"), i.itemD()), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}},
+		{"element directly in a sequence", tsImplicit, cat(i.hdr(0x00081115, "SQ", undefinedLength, nil), i.el(tSOPInst, "UI", "1.2")), nil,
+			Header{Done: true, Err: ErrMalformed}},
+		{"stray item delimiter", tsImplicit, cat(i.seqU(0x00081115, "SQ", i.tag(nil, tagItemDelim))), nil,
+			Header{Done: true, Err: ErrMalformed}},
+		{"truncated value", tsExplicit, e.el(tSOPInst, "UI", "1.2.3.4")[:10], nil,
+			Header{Done: true, Err: ErrTruncated}},
+		{"truncated header", tsExplicit, e.el(tSOPInst, "UI", "1.2")[:5], nil,
+			Header{Done: true, Err: ErrTruncated}},
+		{"unterminated sequence", tsExplicit, e.seqU(0x00081115, "SQ", e.itemD())[:20], nil,
+			Header{Done: true, Err: ErrTruncated}},
+		{"lying length", tsExplicit, cat(e.hdr(0x00091010, "OB", 0xFFFFFFF0, []byte("abc"))), nil,
+			Header{Done: true, Err: ErrTruncated}},
+		{"header limit", tsExplicit, cat(e.el(0x00091010, "OB", strings.Repeat("x", 100)), ids(e, "SQ")),
+			[]Option{WithMaxHeaderBytes(64)}, Header{Done: true, Err: ErrHeaderTooLong}},
+		{"corrupt deflate", tsDeflate, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, nil, Header{Done: true, Err: ErrMalformed}},
+		{"cut deflate", tsDeflate, deflate(t, ids(e, "SQ"))[:20], nil, Header{Done: true, Err: ErrTruncated}},
+	}
+	nesting := cat(func() []byte {
+		var b []byte
+		for range MaxDepth + 1 {
+			b = append(b, i.hdr(0x00081115, "SQ", undefinedLength, nil)...)
+			b = append(b, i.order().AppendUint32(i.tag(nil, tagItem), undefinedLength)...)
+		}
+		return b
+	}())
+	tests = append(tests, struct {
+		name string
+		ts   string
+		in   []byte
+		opts []Option
+		want Header
+	}{"nesting limit", tsImplicit, nesting, nil, Header{Done: true, Err: ErrMalformed}})
+
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, chunk := range chunkSizes {
+				in := NewInspector(bytes.NewReader(tt.in), tt.ts, tt.opts...)
+				out, err := readChunks(in, chunk)
+				if err != nil {
+					t.Fatalf("chunk %d: read: %v", chunk, err)
+				}
+				if !bytes.Equal(out, tt.in) {
+					t.Fatalf("chunk %d: bytes changed in pass-through:\n got %q\nwant %q", chunk, out, tt.in)
+				}
+				if d := cmp.Diff(tt.want, in.Header(), cmpopts.EquateErrors()); d != "" {
+					t.Errorf("chunk %d: header (-want +got):\n%s", chunk, d)
+				}
+			}
+		})
+	}
+}
+
+func TestDropGroup0002(t *testing.T) {
+	e, i, b := explicitLE, implicitLE, explicitBE
+	tests := []struct {
+		name        string
+		ts          string
+		in, want    []byte
+		dropped     bool
+		headerAfter Header
+	}{
+		{"explicit LE", tsExplicit,
+			cat(e.el(0x00020000, "UL", "\x1a\x00\x00\x00"), e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), e.el(0x00020001, "OB", "\x00\x01"), ids(e, "SQ")),
+			ids(e, "SQ"), true, wantIDs},
+		{"implicit LE", tsImplicit,
+			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs},
+		{"explicit BE", tsBig, cat(b.el(0x00020016, "AE", "AE"), ids(b, "SQ")), ids(b, "SQ"), true, wantIDs},
+		{"only group 0002", tsExplicit, e.el(0x00020016, "AE", "AE"), nil, true, Header{}},
+		{"nothing to drop", tsExplicit, ids(e, "SQ"), ids(e, "SQ"), false, wantIDs},
+		{"group 0000 kept, 0002 after it dropped", tsImplicit,
+			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), i.el(0x00020010, "UI", "1.2\x00"), ids(i, "SQ")),
+			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), ids(i, "SQ")), true, wantIDs},
+		{"undefined length group 0002 kept", tsImplicit,
+			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")),
+			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")), false, wantIDs},
+		{"bad VR while dropping", tsExplicit,
+			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10\x00\x01\x02\x03\x00abc")),
+			[]byte("\x02\x00\x10\x00\x01\x02\x03\x00abc"), true, Header{Err: ErrMalformed}},
+		{"truncated while dropping", tsExplicit,
+			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10")), []byte("\x02\x00\x10"), true, Header{Err: ErrTruncated}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, chunk := range chunkSizes {
+				in := NewInspector(bytes.NewReader(tt.in), tt.ts, DropGroup0002())
+				out, err := readChunks(in, chunk)
+				if err != nil {
+					t.Fatalf("chunk %d: read: %v", chunk, err)
+				}
+				if !bytes.Equal(out, tt.want) {
+					t.Fatalf("chunk %d: output\n got %q\nwant %q", chunk, out, tt.want)
+				}
+				want := tt.headerAfter
+				want.Done = true
+				want.Group0002 = !bytes.Equal(tt.in, tt.want) || tt.name == "undefined length group 0002 kept"
+				want.Group0002Dropped = tt.dropped
+				if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
+					t.Errorf("chunk %d: header (-want +got):\n%s", chunk, d)
+				}
+			}
+		})
+	}
+}
+
+type failAfter struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failAfter) Read(b []byte) (int, error) {
+	n, err := f.r.Read(b)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+// TestSourceErrors checks a source error (how an aborted association
+// shows) reaches the reader after every byte before it, in every mode.
+func TestSourceErrors(t *testing.T) {
+	boom := errors.New("association aborted")
+	e := explicitLE
+	plain := ids(e, "SQ")
+	tests := []struct {
+		name string
+		ts   string
+		in   []byte
+		opts []Option
+	}{
+		{"direct, mid-header", tsExplicit, plain[:30], nil},
+		{"direct, after header", tsExplicit, cat(plain, e.el(0x00280010, "US", "\x01\x00")), nil},
+		{"filtered", tsExplicit, cat(e.el(0x00020016, "AE", "AE"))[:6], []Option{DropGroup0002()}},
+		{"deflated", tsDeflate, deflate(t, plain)[:15], nil},
+		{"deflated, after header", tsDeflate, cat(deflate(t, plain), []byte("tail")), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, chunk := range chunkSizes {
+				in := NewInspector(&failAfter{bytes.NewReader(tt.in), boom}, tt.ts, tt.opts...)
+				out, err := readChunks(in, chunk)
+				if !errors.Is(err, boom) {
+					t.Fatalf("chunk %d: error = %v, want the source's", chunk, err)
+				}
+				if len(tt.opts) == 0 && !bytes.Equal(out, tt.in) {
+					t.Fatalf("chunk %d: %d bytes passed before the error, want %d", chunk, len(out), len(tt.in))
+				}
+				if _, err := in.Read(make([]byte, 10)); !errors.Is(err, boom) {
+					t.Errorf("chunk %d: error not sticky: %v", chunk, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPeek(t *testing.T) {
+	e := explicitLE
+	body := cat(ids(e, "SQ"), e.el(tPixel, "OB", strings.Repeat("p", 100000)))
+	t.Run("bounded and complete", func(t *testing.T) {
+		var counted countingReader
+		counted.r = bytes.NewReader(body)
+		h, r, err := Peek(&counted, tsExplicit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(wantIDs, h, cmpopts.EquateErrors()); d != "" {
+			t.Errorf("header (-want +got):\n%s", d)
+		}
+		if counted.n > 16<<10 {
+			t.Errorf("Peek read %d bytes ahead, want at most one chunk", counted.n)
+		}
+		out, err := io.ReadAll(r)
+		if err != nil || !bytes.Equal(out, body) {
+			t.Errorf("reader: err %v, equal %v", err, bytes.Equal(out, body))
+		}
+	})
+	t.Run("read error", func(t *testing.T) {
+		boom := errors.New("boom")
+		_, r, err := Peek(&failAfter{bytes.NewReader(body[:20]), boom}, tsExplicit)
+		if !errors.Is(err, boom) {
+			t.Fatalf("Peek error = %v, want boom", err)
+		}
+		out, err := io.ReadAll(r)
+		if !errors.Is(err, boom) || !bytes.Equal(out, body[:20]) {
+			t.Errorf("reader after error: %q, %v", out, err)
+		}
+	})
+	t.Run("limit", func(t *testing.T) {
+		big := cat(e.el(0x00091010, "OB", strings.Repeat("x", 5000)), ids(e, "SQ"))
+		h, r, err := Peek(bytes.NewReader(big), tsExplicit, WithMaxHeaderBytes(1000))
+		if err != nil || !errors.Is(h.Err, ErrHeaderTooLong) {
+			t.Fatalf("Peek = %v, header err %v; want ErrHeaderTooLong", err, h.Err)
+		}
+		if out, _ := io.ReadAll(r); !bytes.Equal(out, big) {
+			t.Error("stream changed")
+		}
+	})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += n
+	return n, err
+}
+
+func TestEncodingOf(t *testing.T) {
+	tests := []struct {
+		ts    string
+		want  Encoding
+		known bool
+	}{
+		{tsImplicit, Encoding{Implicit: true}, true},
+		{tsExplicit, Encoding{}, true},
+		{tsBig, Encoding{BigEndian: true}, true},
+		{tsDeflate, Encoding{Deflated: true}, true},
+		{"1.2.840.10008.1.2.4.95", Encoding{Deflated: true}, true},
+		{tsJPEG, Encoding{}, true},
+		{"1.2.840.10008.1.2.4.201", Encoding{}, true}, // HTJ2K
+		{"1.2.840.10008.1.2.5", Encoding{}, true},     // RLE
+		{tsPrivate, Encoding{}, false},
+		{"", Encoding{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.ts, func(t *testing.T) {
+			got, known := EncodingOf(tt.ts)
+			if got != tt.want || known != tt.known {
+				t.Errorf("EncodingOf(%q) = %+v, %v; want %+v, %v", tt.ts, got, known, tt.want, tt.known)
+			}
+		})
+	}
+}
