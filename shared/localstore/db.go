@@ -30,7 +30,8 @@ var schema = []string{
 		state       TEXT NOT NULL CHECK (state IN ('pending','done','failed')),
 		attempts    INTEGER NOT NULL DEFAULT 0,
 		last_error  TEXT NOT NULL DEFAULT '',
-		done_at     INTEGER
+		done_at     INTEGER,
+		metadata    TEXT NOT NULL DEFAULT '{}'
 	);
 	CREATE INDEX handoff_pending ON handoff(state, enqueued_at);
 

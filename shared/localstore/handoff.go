@@ -3,6 +3,7 @@ package localstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -19,11 +20,16 @@ type Handoff struct{ db *DB }
 func (db *DB) Handoff() *Handoff { return &Handoff{db: db} }
 
 // Enqueue records key as pending unless it is already known (pending, done
-// or failed): enqueueing is idempotent.
-func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time) (bool, error) {
+// or failed): enqueueing is idempotent. metadata is what the store knew
+// about the object (the SCP's transaction details); it may be nil.
+func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadata map[string]string) (bool, error) {
+	md, err := json.Marshal(metadata)
+	if err != nil || metadata == nil {
+		md = []byte("{}")
+	}
 	res, err := h.db.sql.ExecContext(ctx,
-		`INSERT INTO handoff(key, enqueued_at, state) VALUES (?, ?, 'pending') ON CONFLICT(key) DO NOTHING`,
-		key, unixNano(at))
+		`INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', ?) ON CONFLICT(key) DO NOTHING`,
+		key, unixNano(at), string(md))
 	if err != nil {
 		return false, fmt.Errorf("localstore: enqueue: %w", err)
 	}
@@ -77,6 +83,24 @@ func (h *Handoff) State(ctx context.Context, key string) (state string, attempts
 		return "", 0, fmt.Errorf("localstore: handoff state: %w", err)
 	}
 	return state, attempts, nil
+}
+
+// Metadata returns the metadata recorded with key (empty when key is
+// unknown or was enqueued without any).
+func (h *Handoff) Metadata(ctx context.Context, key string) (map[string]string, error) {
+	var md string
+	err := h.db.sql.QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, key).Scan(&md)
+	if err == sql.ErrNoRows {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("localstore: handoff metadata: %w", err)
+	}
+	out := map[string]string{}
+	if err := json.Unmarshal([]byte(md), &out); err != nil {
+		return nil, fmt.Errorf("localstore: handoff metadata: %w", err)
+	}
+	return out, nil
 }
 
 // markDone completes key inside tx. It fails when key is not pending, so a

@@ -198,10 +198,10 @@ func TestInTxAtomicWithHandoff(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
 	h := db.Handoff()
-	if ok, err := h.Enqueue(ctx, "incoming/k.dcm", t0); err != nil || !ok {
+	if ok, err := h.Enqueue(ctx, "incoming/k.dcm", t0, map[string]string{"calling-ae": "A"}); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	if ok, _ := h.Enqueue(ctx, "incoming/k.dcm", t0); ok {
+	if ok, _ := h.Enqueue(ctx, "incoming/k.dcm", t0, map[string]string{"calling-ae": "A"}); ok {
 		t.Error("second enqueue reported new")
 	}
 	boom := errors.New("boom")
@@ -242,6 +242,9 @@ func TestInTxAtomicWithHandoff(t *testing.T) {
 	if s, n, _ := h.State(ctx, "incoming/k.dcm"); s != "done" || n != 1 {
 		t.Errorf("handoff state %q attempts %d", s, n)
 	}
+	if md, _ := h.Metadata(ctx, "incoming/k.dcm"); md["calling-ae"] != "A" {
+		t.Errorf("metadata %v", md)
+	}
 	if p, _ := h.Pending(ctx, 10); len(p) != 0 {
 		t.Errorf("pending after done: %v", p)
 	}
@@ -254,7 +257,7 @@ func TestReopenKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Handoff().Enqueue(ctx, "k", t0); err != nil {
+	if _, err := db.Handoff().Enqueue(ctx, "k", t0, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = db.Close()

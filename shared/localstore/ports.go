@@ -3,6 +3,8 @@ package localstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -129,4 +131,39 @@ func (o *Outbox) Publish(ctx context.Context, events []pipeline.Event) ([]int, e
 		return nil, err
 	}
 	return nil, nil
+}
+
+// RecordCopy remembers, in this transaction, that dst is a copy of src with
+// metadata (the pipeline's quarantine copies); Head of dst reports it.
+func (t *Tx) RecordCopy(ctx context.Context, src, dst string, metadata map[string]string, at time.Time) error {
+	md, err := json.Marshal(metadata)
+	if err != nil {
+		return fmt.Errorf("localstore: record copy: %w", err)
+	}
+	_, err = t.b.tx.ExecContext(ctx,
+		`INSERT INTO quarantine(object_key, source_key, time, metadata) VALUES (?, ?, ?, ?)
+		 ON CONFLICT(object_key) DO UPDATE SET source_key = excluded.source_key, metadata = excluded.metadata`,
+		dst, src, unixNano(at), string(md))
+	if err != nil {
+		return fmt.Errorf("localstore: record copy: %w", err)
+	}
+	return nil
+}
+
+// CopyOf returns the source and metadata recorded for copy dst; ok is false
+// when dst is not a recorded copy.
+func (db *DB) CopyOf(ctx context.Context, dst string) (src string, metadata map[string]string, ok bool, err error) {
+	var md string
+	err = db.sql.QueryRowContext(ctx, `SELECT source_key, metadata FROM quarantine WHERE object_key = ?`, dst).Scan(&src, &md)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, false, nil
+	}
+	if err != nil {
+		return "", nil, false, fmt.Errorf("localstore: copy lookup: %w", err)
+	}
+	metadata = map[string]string{}
+	if err := json.Unmarshal([]byte(md), &metadata); err != nil {
+		return "", nil, false, fmt.Errorf("localstore: copy lookup: %w", err)
+	}
+	return src, metadata, true, nil
 }
