@@ -1,0 +1,241 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"hash/crc64"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// abortDeadline is how long an abort is retried: longer than a put's retry
+// deadline, because a leaked upload costs storage until a lifecycle rule
+// removes it.
+const abortDeadline = time.Minute
+
+// putMultipart uploads first (full), then next (m bytes already read,
+// readErr the error that ended that read) and the rest of hr. At any time
+// one part is uploading while the other buffer is being filled; the reader
+// is not read further until the upload in flight has finished.
+func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel string, hr *hashingReader, first, next []byte, readErr error) (st objectstore.Stored, err error) {
+	st = objectstore.Stored{Key: rel}
+	full := s.opts.Prefix + rel
+	sse, kms := s.sse()
+	var uploadID string
+	err = s.do(ctx, "CreateMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
+		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+			Bucket:               aws.String(s.opts.Bucket),
+			Key:                  aws.String(full),
+			ContentType:          aws.String(ContentType),
+			Metadata:             s.metadata(obj),
+			ChecksumAlgorithm:    types.ChecksumAlgorithmCrc64nvme,
+			ChecksumType:         types.ChecksumTypeFullObject,
+			ServerSideEncryption: sse,
+			SSEKMSKeyId:          kms,
+		})
+		if err != nil {
+			return err
+		}
+		uploadID = aws.ToString(out.UploadId)
+		if uploadID == "" {
+			return fmt.Errorf("s3store: CreateMultipartUpload answered no upload id")
+		}
+		return nil
+	})
+	if err != nil {
+		return st, err
+	}
+	log := s.log.With("key", full, "upload_id", uploadID, "association", obj.AssociationID)
+	completed := false
+	defer func() {
+		if !completed {
+			s.abort(ctx, full, uploadID, log, err)
+		}
+	}()
+
+	var parts []types.CompletedPart
+	type result struct {
+		part types.CompletedPart
+		err  error
+	}
+	cur, spare := first, next
+	nextLen := len(next)
+	for partNo := int32(1); ; partNo++ {
+		done := make(chan result, 1)
+		go func(body []byte, partNo int32) {
+			p, err := s.uploadPart(ctx, full, uploadID, partNo, body)
+			done <- result{p, err}
+		}(cur, partNo)
+
+		// Fill the other buffer while the part uploads; the peeked second
+		// part is already there on the first round.
+		var m int
+		var rerr error
+		if partNo == 1 {
+			m, rerr = nextLen, readErr
+		} else if readErr == nil {
+			m, rerr = io.ReadFull(hr, spare[:cap(spare)])
+		} else {
+			rerr = io.EOF
+		}
+		res := <-done
+		if res.err != nil {
+			return st, res.err
+		}
+		parts = append(parts, res.part)
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
+		}
+		if ctx.Err() != nil {
+			return st, fmt.Errorf("s3store: put %s: %w", rel, context.Cause(ctx))
+		}
+		if m == 0 {
+			break
+		}
+		readErr = rerr
+		cur, spare = spare[:m], cur[:cap(cur)]
+	}
+
+	st.Size = hr.n
+	st.SHA256 = hex.EncodeToString(hr.sha.Sum(nil))
+	crcB64 := crcBase64(hr.crc)
+	var preconditionErr, goneErr error
+	attempts := 0
+	err = s.do(ctx, "CompleteMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
+		attempts++
+		out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket:            aws.String(s.opts.Bucket),
+			Key:               aws.String(full),
+			UploadId:          aws.String(uploadID),
+			MultipartUpload:   &types.CompletedMultipartUpload{Parts: parts},
+			IfNoneMatch:       aws.String("*"),
+			ChecksumCRC64NVME: aws.String(crcB64),
+			ChecksumType:      types.ChecksumTypeFullObject,
+			MpuObjectSize:     aws.Int64(st.Size),
+		})
+		switch {
+		case preconditionFailed(err):
+			preconditionErr = err
+			return nil
+		case notFound(err) && attempts > 1:
+			// An earlier attempt may have completed the upload and lost
+			// only its answer.
+			goneErr = err
+			return nil
+		case err != nil:
+			return err
+		}
+		return checkCRC(out.ChecksumCRC64NVME, crcB64)
+	})
+	if err != nil {
+		return st, err
+	}
+	switch {
+	case goneErr != nil:
+		mine, herr := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
+		if herr != nil {
+			return st, fmt.Errorf("s3store: put %s: complete answered %v, then: %w", rel, goneErr, herr)
+		}
+		if !mine {
+			return st, fmt.Errorf("s3store: put %s: upload vanished and the key holds another object: %w: %w", rel, objectstore.ErrUnavailable, goneErr)
+		}
+	case preconditionErr != nil:
+		same, herr := s.sameObject(ctx, full, st.Size, crcB64, st.SHA256)
+		if herr != nil {
+			return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
+		}
+		if !same {
+			return st, fmt.Errorf("s3store: put %s (sha256 %s): %w", rel, st.SHA256, ErrMultipartConflict)
+		}
+		st.Duplicate = true
+		log.Info("identical object already stored")
+		return st, nil // the deferred abort drops our upload
+	}
+	completed = true
+	s.metrics.bytes.Add(float64(st.Size))
+	return st, nil
+}
+
+func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int32, body []byte) (types.CompletedPart, error) {
+	crcB64 := crcBase64(crc64.Checksum(body, crc64NVME))
+	var etag *string
+	err := s.do(ctx, "UploadPart", s.opts.RetryDeadline, func(ctx context.Context) error {
+		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket:            aws.String(s.opts.Bucket),
+			Key:               aws.String(key),
+			UploadId:          aws.String(uploadID),
+			PartNumber:        aws.Int32(partNo),
+			Body:              bytes.NewReader(body),
+			ContentLength:     aws.Int64(int64(len(body))),
+			ChecksumAlgorithm: types.ChecksumAlgorithmCrc64nvme,
+			ChecksumCRC64NVME: aws.String(crcB64),
+		}, unsignedPayload)
+		if err != nil {
+			return err
+		}
+		etag = out.ETag
+		return checkCRC(out.ChecksumCRC64NVME, crcB64)
+	})
+	if err != nil {
+		return types.CompletedPart{}, err
+	}
+	return types.CompletedPart{ETag: etag, PartNumber: aws.Int32(partNo), ChecksumCRC64NVME: aws.String(crcB64)}, nil
+}
+
+// isOurUpload reports whether key holds the object this association just
+// uploaded: same size and checksum, same association and receive time.
+func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Object, size int64, crcB64 string) (bool, error) {
+	var head *s3.HeadObjectOutput
+	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+		var err error
+		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
+			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
+		})
+		return err
+	})
+	if notFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	want := s.metadata(obj)
+	crc := aws.ToString(head.ChecksumCRC64NVME)
+	return aws.ToInt64(head.ContentLength) == size &&
+		(crc == "" || crc == crcB64) &&
+		head.Metadata[MetaAssociationID] == want[MetaAssociationID] &&
+		head.Metadata[MetaReceivedAt] == want[MetaReceivedAt], nil
+}
+
+// abort drops an unfinished upload so no part of it stays billable or
+// visible. It runs even when ctx is cancelled (that is often why).
+func (s *Store) abort(ctx context.Context, key, uploadID string, log interface {
+	Warn(string, ...any)
+	Error(string, ...any)
+}, cause error) {
+	s.metrics.aborts.Inc()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
+	defer cancel()
+	err := s.do(actx, "AbortMultipartUpload", abortDeadline, func(ctx context.Context) error {
+		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
+		})
+		if notFound(err) {
+			return nil // already gone
+		}
+		return err
+	})
+	if err != nil {
+		log.Error("abort multipart upload failed; the bucket's lifecycle rule must clean it up", "err", err, "cause", cause)
+		return
+	}
+	log.Warn("multipart upload aborted", "cause", cause)
+}

@@ -1,0 +1,242 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc64"
+	"io"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// unsignedPayload skips SigV4's SHA-256 of request bodies: integrity is
+// carried by the signed x-amz-checksum-crc64nvme header, and hashing every
+// byte a second time would cost throughput.
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
+}
+
+// ErrMultipartConflict is returned (wrapped) when a multipart object meets
+// a different object under its key. Its bytes went into an upload aimed at
+// the taken key and cannot be kept under a conflict key without being sent
+// again, so the upload is aborted and the Put fails; the sender's resend
+// will fail the same way until someone resolves the conflict. Single-part
+// objects are kept under objectstore.ConflictKey instead.
+var ErrMultipartConflict = errors.New("s3store: a different object holds the key of this multipart object")
+
+// hashingReader computes the SHA-256 and CRC64NVME of everything read.
+type hashingReader struct {
+	r   io.Reader
+	sha hash.Hash
+	crc uint64
+	n   int64
+}
+
+func (h *hashingReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.sha.Write(p[:n])
+		h.crc = crc64.Update(h.crc, crc64NVME, p[:n])
+		h.n += int64(n)
+	}
+	return n, err
+}
+
+func (s *Store) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
+func (s *Store) putBuf(b *[]byte) { s.bufs.Put(b) }
+
+// Put streams part10 into S3 under the object's key and returns once S3
+// holds all of it. See the package doc for duplicates and conflicts.
+// Errors wrapping objectstore.ErrUnavailable are transient; a reader error
+// or a cancelled ctx aborts the upload and is returned wrapped.
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (st objectstore.Stored, err error) {
+	rel, err := objectstore.Key(obj)
+	if err != nil {
+		return st, fmt.Errorf("s3store: put: %w", err)
+	}
+	start := time.Now()
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
+
+	hr := &hashingReader{r: part10, sha: sha256.New()}
+	first := s.getBuf()
+	defer s.putBuf(first)
+	n, rerr := io.ReadFull(hr, *first)
+	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+		return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
+	}
+	kind := "single"
+	if rerr == nil {
+		// The first part is full: peek for more before choosing multipart,
+		// so an object of exactly PartSize is still one PutObject.
+		next := s.getBuf()
+		defer s.putBuf(next)
+		m, perr := io.ReadFull(hr, *next)
+		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
+			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)
+		}
+		if m > 0 {
+			kind = "multipart"
+			st, err = s.putMultipart(ctx, obj, rel, hr, *first, (*next)[:m], perr)
+			s.observe(kind, outcome(st, err), start)
+			return st, err
+		}
+	}
+	st, err = s.putSingle(ctx, obj, rel, (*first)[:n], hex.EncodeToString(hr.sha.Sum(nil)), hr.crc)
+	s.observe(kind, outcome(st, err), start)
+	return st, err
+}
+
+func outcome(st objectstore.Stored, err error) string {
+	switch {
+	case err != nil:
+		return "error"
+	case st.Conflict:
+		return "conflict"
+	case st.Duplicate:
+		return "duplicate"
+	}
+	return "stored"
+}
+
+func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel string, body []byte, sha string, crc uint64) (objectstore.Stored, error) {
+	st := objectstore.Stored{Key: rel, Size: int64(len(body)), SHA256: sha}
+	crcB64 := crcBase64(crc)
+	meta := s.metadata(obj)
+	meta[MetaSHA256] = sha
+	full := s.opts.Prefix + rel
+	err := s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
+	if err == nil {
+		s.metrics.bytes.Add(float64(len(body)))
+		return st, nil
+	}
+	if !preconditionFailed(err) {
+		return st, err
+	}
+	same, err := s.sameObject(ctx, full, st.Size, crcB64, sha)
+	if err != nil {
+		return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+	}
+	if same {
+		st.Duplicate = true
+		s.log.Info("identical object already stored", "key", full, "association", obj.AssociationID)
+		return st, nil
+	}
+	// A different object holds the key: keep this one beside it.
+	st.Key = objectstore.ConflictKey(rel, sha)
+	st.Conflict = true
+	full = s.opts.Prefix + st.Key
+	meta[MetaConflict] = "true"
+	s.log.Warn("different object already holds the key; storing under conflict key", "key", s.opts.Prefix+rel, "conflict_key", full, "association", obj.AssociationID)
+	err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
+	if err == nil {
+		s.metrics.bytes.Add(float64(len(body)))
+		return st, nil
+	}
+	if !preconditionFailed(err) {
+		return st, err
+	}
+	same, err = s.sameObject(ctx, full, st.Size, crcB64, sha)
+	if err != nil {
+		return st, fmt.Errorf("s3store: put %s: %w", st.Key, err)
+	}
+	if !same {
+		return st, fmt.Errorf("s3store: put %s: conflict key also holds a different object", st.Key)
+	}
+	st.Duplicate = true
+	return st, nil
+}
+
+// putBytes is a conditional PutObject of an in-memory body, retried. A
+// 412 is returned unwrapped-checkable with preconditionFailed.
+func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB64 string, meta map[string]string, contentType string) error {
+	sse, kms := s.sse()
+	var precondition error
+	err := s.do(ctx, op, s.opts.RetryDeadline, func(ctx context.Context) error {
+		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
+			Bucket:               aws.String(s.opts.Bucket),
+			Key:                  aws.String(key),
+			Body:                 bytes.NewReader(body),
+			ContentLength:        aws.Int64(int64(len(body))),
+			ContentType:          aws.String(contentType),
+			Metadata:             meta,
+			IfNoneMatch:          aws.String("*"),
+			ChecksumAlgorithm:    types.ChecksumAlgorithmCrc64nvme,
+			ChecksumCRC64NVME:    aws.String(crcB64),
+			ServerSideEncryption: sse,
+			SSEKMSKeyId:          kms,
+		}, unsignedPayload)
+		if preconditionFailed(err) {
+			precondition = err
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return checkCRC(out.ChecksumCRC64NVME, crcB64)
+	})
+	if err != nil {
+		return err
+	}
+	if precondition != nil {
+		return precondition
+	}
+	return nil
+}
+
+func checkCRC(got *string, want string) error {
+	// An S3-compatible server without checksum support answers none; AWS
+	// always echoes the checksum it verified.
+	if got == nil || *got == "" || *got == want {
+		return nil
+	}
+	return fmt.Errorf("%w: sent CRC64NVME %s, S3 answered %s", errChecksumMismatch, want, *got)
+}
+
+// sameObject reports whether key holds exactly the object described by
+// size, CRC64NVME and (when known) SHA-256. Objects written by this store
+// always carry a CRC64NVME; single-part ones also a sha256 metadata entry.
+func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64, sha string) (bool, error) {
+	var head *s3.HeadObjectOutput
+	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+		var err error
+		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
+			Bucket:       aws.String(s.opts.Bucket),
+			Key:          aws.String(key),
+			ChecksumMode: types.ChecksumModeEnabled,
+		})
+		return err
+	})
+	if notFound(err) {
+		// Taken a moment ago, gone now (deleted or a lifecycle rule):
+		// let the sender try again rather than guess.
+		return false, fmt.Errorf("existing object vanished: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	if err != nil {
+		return false, err
+	}
+	if head.ContentLength == nil || *head.ContentLength != size {
+		return false, nil
+	}
+	existingSHA := head.Metadata[MetaSHA256]
+	if sha != "" && existingSHA != "" && existingSHA != sha {
+		return false, nil
+	}
+	existingCRC := aws.ToString(head.ChecksumCRC64NVME)
+	if existingCRC != "" && existingCRC != crcB64 {
+		return false, nil
+	}
+	// Equal only if at least one content checksum was actually compared.
+	return existingCRC != "" || (sha != "" && existingSHA != ""), nil
+}

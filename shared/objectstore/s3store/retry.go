@@ -1,0 +1,119 @@
+package s3store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+const (
+	firstBackoff = 100 * time.Millisecond
+	maxBackoff   = 2 * time.Second
+)
+
+// do runs fn until it succeeds, fails permanently, ctx ends or the retry
+// deadline passes. Each attempt gets its own timeout so a stalled
+// connection turns into a retry rather than a hang. Exhausted retries wrap
+// objectstore.ErrUnavailable; a cancelled ctx is returned as is (wrapped).
+func (s *Store) do(ctx context.Context, op string, deadline time.Duration, fn func(ctx context.Context) error) error {
+	start := time.Now()
+	backoff := firstBackoff
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
+		err := fn(actx)
+		attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("s3store: %s: %w (%w)", op, context.Cause(ctx), err)
+		}
+		if !attemptTimedOut && !transient(err) {
+			return fmt.Errorf("s3store: %s: %w", op, err)
+		}
+		// Full jitter keeps many SCP tasks from retrying in lockstep.
+		sleep := backoff/2 + rand.N(backoff/2+1)
+		if time.Since(start)+sleep > deadline {
+			return fmt.Errorf("s3store: %s: gave up after %d attempts in %s: %w: %w", op, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
+		}
+		s.metrics.retries.WithLabelValues(op).Inc()
+		s.log.Debug("s3 request failed, retrying", "op", op, "attempt", attempt, "err", err)
+		t := time.NewTimer(sleep)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("s3store: %s: %w (%w)", op, context.Cause(ctx), err)
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
+
+// transient reports whether err is worth retrying: throttling, 5xx, broken
+// or refused connections, timeouts, and S3's own "try again" codes.
+func transient(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	switch apiCode(err) {
+	case "ConditionalRequestConflict", // concurrent conditional writes: retry
+		"BadDigest", "XAmzContentSHA256Mismatch", // corrupted in transit
+		"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "RequestTimeTooSkewed":
+		return true
+	}
+	if code := httpStatus(err); code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout {
+		return true
+	}
+	if retryables.IsErrorRetryable(err) == aws.TrueTernary {
+		return true
+	}
+	var sendErr *smithyhttp.RequestSendError
+	var netErr net.Error
+	return errors.As(err, &sendErr) || errors.As(err, &netErr) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func apiCode(err error) string {
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return ae.ErrorCode()
+	}
+	return ""
+}
+
+func httpStatus(err error) int {
+	var re *smithyhttp.ResponseError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode()
+	}
+	return 0
+}
+
+// preconditionFailed reports S3's answer to If-None-Match: * on an
+// existing key.
+func preconditionFailed(err error) bool {
+	return httpStatus(err) == http.StatusPreconditionFailed || apiCode(err) == "PreconditionFailed"
+}
+
+func notFound(err error) bool {
+	c := apiCode(err)
+	return httpStatus(err) == http.StatusNotFound || c == "NotFound" || c == "NoSuchKey" || c == "NoSuchUpload"
+}

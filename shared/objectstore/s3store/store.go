@@ -1,0 +1,248 @@
+// Package s3store is the objectstore.Store that streams DICOM objects into
+// Amazon S3 (or any S3-compatible server) and returns only once S3 holds
+// the whole object, checksummed, under a key that was free.
+//
+// Objects up to one part go in a single conditional PutObject; larger ones
+// in a multipart upload that holds at most two part buffers, uploading one
+// part while the next is read, so a slow S3 slows the reader instead of
+// growing memory. Every request carries S3's full-object CRC64NVME
+// checksum, which S3 verifies and the store checks in S3's answer; the
+// SHA-256 of the whole object is computed on the way and recorded in the
+// object's metadata when it is known before the object is created (single
+// PutObject). Creation is conditional (If-None-Match: *): an identical
+// resend is reported as a duplicate, a different object under a taken key
+// is kept beside it under objectstore.ConflictKey.
+package s3store
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc64"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// Store is an objectstore.Store backed by one S3 bucket and prefix. It is
+// safe for concurrent use.
+type Store struct {
+	opts    Options
+	client  Client
+	log     *slog.Logger
+	metrics *metrics
+	bufs    sync.Pool // *[]byte of PartSize
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+}
+
+var _ objectstore.Store = (*Store)(nil)
+
+// Metadata keys (x-amz-meta-*) written on every object.
+const (
+	MetaCallingAE             = "calling-ae"
+	MetaCalledAE              = "called-ae"
+	MetaPeerAddr              = "peer-addr"
+	MetaAssociationID         = "association-id"
+	MetaReceivedAt            = "received-at" // RFC 3339 with nanoseconds, UTC
+	MetaSOPClassUID           = "sop-class-uid"
+	MetaSOPInstanceUID        = "sop-instance-uid"
+	MetaStudyInstanceUID      = "study-instance-uid"
+	MetaSeriesInstanceUID     = "series-instance-uid"
+	MetaTransferSyntaxUID     = "transfer-syntax-uid"
+	MetaSHA256                = "sha256" // single-PutObject objects only, see package doc
+	MetaImplementationVersion = "implementation-version"
+	MetaConflict              = "conflict" // "true" on objects kept under a conflict key
+)
+
+// ContentType is the Content-Type of stored objects (PS3.18 media type).
+const ContentType = "application/dicom"
+
+// crc64NVME is the CRC-64/NVME table S3 uses for ChecksumCRC64NVME (the
+// bit-reversed polynomial, as hash/crc64 wants it).
+var crc64NVME = crc64.MakeTable(0x9a6c9329ac4bc9b5)
+
+func crcBase64(sum uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], sum)
+	return base64.StdEncoding.EncodeToString(b[:])
+}
+
+// New returns a Store. Without opts.Client it loads the AWS SDK's default
+// configuration; it does not contact S3 (see Ready).
+func New(ctx context.Context, opts Options) (*Store, error) {
+	if err := opts.normalize(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("s3store: new: register metrics: %w", err)
+	}
+	client := opts.Client
+	if client == nil {
+		cfg, err := config.LoadDefaultConfig(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("s3store: new: load AWS config: %w", err)
+		}
+		client = s3.NewFromConfig(cfg, func(o *s3.Options) {
+			o.UsePathStyle = opts.PathStyle
+			// The store retries whole requests within RetryDeadline;
+			// SDK retries underneath would multiply the time spent.
+			o.RetryMaxAttempts = 1
+			// Every write carries a checksum computed by the store; the
+			// SDK need not compute its own.
+			o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		})
+	}
+	s := &Store{opts: opts, client: client, log: opts.Logger, metrics: m}
+	size := opts.PartSize
+	s.bufs.New = func() any { b := make([]byte, size); return &b }
+	return s, nil
+}
+
+// Bucket returns the store's bucket.
+func (s *Store) Bucket() string { return s.opts.Bucket }
+
+// Prefix returns the store's key prefix ("" or ending in "/").
+func (s *Store) Prefix() string { return s.opts.Prefix }
+
+func (s *Store) metadata(obj objectstore.Object) map[string]string {
+	m := map[string]string{
+		MetaCallingAE:             obj.CallingAE,
+		MetaCalledAE:              obj.CalledAE,
+		MetaPeerAddr:              obj.PeerAddr,
+		MetaAssociationID:         obj.AssociationID,
+		MetaReceivedAt:            obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
+		MetaSOPClassUID:           obj.SOPClassUID,
+		MetaSOPInstanceUID:        obj.SOPInstanceUID,
+		MetaStudyInstanceUID:      obj.StudyInstanceUID,
+		MetaSeriesInstanceUID:     obj.SeriesInstanceUID,
+		MetaTransferSyntaxUID:     obj.TransferSyntaxUID,
+		MetaImplementationVersion: s.opts.ImplementationVersion,
+	}
+	for k, v := range m {
+		m[k] = metaValue(v)
+	}
+	return m
+}
+
+// metaValue keeps metadata values to printable ASCII: S3 sends them as
+// HTTP headers, and AE titles or addresses come from the network.
+func metaValue(v string) string {
+	const max = 256
+	var b strings.Builder
+	for i := 0; i < len(v) && b.Len() < max; i++ {
+		c := v[i]
+		if c < 0x20 || c > 0x7e {
+			c = '?'
+		}
+		b.WriteByte(c)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// sse sets SSE-KMS on a request when a key is configured.
+func (s *Store) sse() (types.ServerSideEncryption, *string) {
+	if s.opts.KMSKeyID == "" {
+		return "", nil
+	}
+	return types.ServerSideEncryptionAwsKms, aws.String(s.opts.KMSKeyID)
+}
+
+// PutRecord writes a small document (an association audit record) under
+// key, which must start with objectstore.AuditPrefix. It never overwrites:
+// writing the same bytes again is a no-op, different bytes an error.
+func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
+	if !strings.HasPrefix(key, objectstore.AuditPrefix) || !safeKey(key) {
+		return fmt.Errorf("s3store: put record: key %q not under %s or not a plain key", key, objectstore.AuditPrefix)
+	}
+	start := time.Now()
+	full := s.opts.Prefix + key
+	crc := crcBase64(crc64.Checksum(body, crc64NVME))
+	outcome := "error"
+	defer func() { s.observe("record", outcome, start) }()
+	err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")
+	if preconditionFailed(err) {
+		same, herr := s.sameObject(ctx, full, int64(len(body)), crc, "")
+		if herr != nil {
+			return fmt.Errorf("s3store: put record %s: %w", key, herr)
+		}
+		if !same {
+			return fmt.Errorf("s3store: put record %s: a different record already holds the key", key)
+		}
+		outcome = "duplicate"
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	outcome = "stored"
+	return nil
+}
+
+// safeKey rejects keys that are not plain relative paths.
+func safeKey(k string) bool {
+	if k == "" || len(k) > 900 || strings.HasPrefix(k, "/") || strings.HasSuffix(k, "/") {
+		return false
+	}
+	for _, seg := range strings.Split(k, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Ready reports whether the bucket answers. The answer is cached for
+// ReadyTTL so the SCP may call it on every association; a failure wraps
+// objectstore.ErrUnavailable.
+func (s *Store) Ready(ctx context.Context) error {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.readyAt.IsZero() && time.Since(s.readyAt) < s.opts.ReadyTTL {
+		return s.readyErr
+	}
+	// One quick attempt: Ready must answer while a PACS waits for the
+	// association response.
+	actx, cancel := context.WithTimeout(ctx, min(s.opts.AttemptTimeout, 5*time.Second))
+	defer cancel()
+	_, err := s.client.HeadBucket(actx, &s3.HeadBucketInput{Bucket: aws.String(s.opts.Bucket)})
+	if ctx.Err() != nil {
+		// The caller gave up; that says nothing about S3, cache nothing.
+		return fmt.Errorf("s3store: ready: %w", ctx.Err())
+	}
+	if err != nil {
+		s.readyErr = fmt.Errorf("s3store: ready: head bucket %s: %w: %w", s.opts.Bucket, objectstore.ErrUnavailable, err)
+		s.log.Warn("s3 bucket not reachable", "bucket", s.opts.Bucket, "err", err)
+	} else {
+		s.readyErr = nil
+	}
+	s.readyAt = time.Now()
+	return s.readyErr
+}
+
+func (s *Store) observe(kind, outcome string, start time.Time) {
+	s.metrics.putDuration.WithLabelValues(kind, outcome).Observe(time.Since(start).Seconds())
+}
+
+// errChecksumMismatch marks S3 answering with a checksum other than the
+// one sent: S3 should have refused the request, so something between us
+// and S3 is broken. It is not retried.
+var errChecksumMismatch = errors.New("s3store: S3 reported a different checksum")

@@ -1,0 +1,359 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+)
+
+const (
+	bucket   = "dicom-test"
+	prefix   = "site-a/"
+	partSize = s3store.MinPartSize
+)
+
+func testObject(sop string) objectstore.Object {
+	return objectstore.Object{
+		SOPClassUID:       "1.2.840.10008.5.1.4.1.1.2",
+		SOPInstanceUID:    sop,
+		StudyInstanceUID:  "1.2.3.4",
+		SeriesInstanceUID: "1.2.3.4.5",
+		TransferSyntaxUID: "1.2.840.10008.1.2.1",
+		CallingAE:         "MODALITY1",
+		CalledAE:          "INGEST",
+		PeerAddr:          "127.0.0.1:40000",
+		AssociationID:     "assoc-1",
+		ReceivedAt:        time.Date(2026, 11, 26, 23, 59, 58, 123456789, time.UTC),
+	}
+}
+
+// newStore starts an emulator and a store on it configured the production
+// way: through the SDK's default configuration from the environment.
+func newStore(t *testing.T, opts s3store.Options) (*s3store.Store, *s3test.Server) {
+	t.Helper()
+	srv := s3test.NewServer(t, bucket)
+	s3test.SetEnv(t, srv.URL)
+	opts.Bucket, opts.Prefix, opts.PathStyle = bucket, prefix, true
+	if opts.PartSize == 0 {
+		opts.PartSize = partSize
+	}
+	if opts.ImplementationVersion == "" {
+		opts.ImplementationVersion = "DICOMINGEST_0.1"
+	}
+	st, err := s3store.New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, srv
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func head(t *testing.T, srv *s3test.Server, key string) *s3.HeadObjectOutput {
+	t.Helper()
+	out, err := s3test.Client(srv.URL).HeadObject(context.Background(), &s3.HeadObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
+	})
+	if err != nil {
+		t.Fatalf("head %s: %v", key, err)
+	}
+	return out
+}
+
+func get(t *testing.T, srv *s3test.Server, key string) []byte {
+	t.Helper()
+	out, err := s3test.Client(srv.URL).GetObject(context.Background(), &s3.GetObjectInput{
+		Bucket: aws.String(bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
+	})
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body) // the SDK checks the CRC64NVME while reading
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	return b
+}
+
+func assertClean(t *testing.T, srv *s3test.Server) {
+	t.Helper()
+	n, err := srv.PendingUploads(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d multipart uploads left behind", n)
+	}
+}
+
+func TestPutStoresObjectWithMetadataAndChecksum(t *testing.T) {
+	st, srv := newStore(t, s3store.Options{})
+	for i, tc := range []struct {
+		name      string
+		size      int64
+		multipart bool
+	}{
+		{"empty", 0, false},
+		{"small", 1234, false},
+		{"exactly one part", partSize, false},
+		{"one part and a byte", partSize + 1, true},
+		{"three parts", 2*partSize + 77, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := s3test.Bytes(uint64(i), tc.size)
+			obj := testObject("1.2.3.4.5." + string(rune('1'+i)))
+			got, err := st.Put(context.Background(), obj, bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := objectstore.Key(obj)
+			want := objectstore.Stored{Key: key, Size: tc.size, SHA256: sha(data)}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("Stored (-want +got):\n%s", d)
+			}
+			if !strings.HasPrefix(key, "incoming/2026/11/26/1.2.3.4/1.2.3.4.5/") {
+				t.Errorf("key %q not in the documented layout", key)
+			}
+			if b := get(t, srv, prefix+key); !bytes.Equal(b, data) {
+				t.Errorf("stored %d bytes differ from the %d sent", len(b), len(data))
+			}
+			h := head(t, srv, prefix+key)
+			if c := aws.ToString(h.ChecksumCRC64NVME); c != s3test.CRC64NVME(data) {
+				t.Errorf("CRC64NVME = %q, want %q", c, s3test.CRC64NVME(data))
+			}
+			wantMeta := map[string]string{
+				"calling-ae": "MODALITY1", "called-ae": "INGEST", "peer-addr": "127.0.0.1:40000",
+				"association-id": "assoc-1", "received-at": "2026-11-26T23:59:58.123456789Z",
+				"sop-class-uid": obj.SOPClassUID, "sop-instance-uid": obj.SOPInstanceUID,
+				"study-instance-uid": "1.2.3.4", "series-instance-uid": "1.2.3.4.5",
+				"transfer-syntax-uid": "1.2.840.10008.1.2.1", "implementation-version": "DICOMINGEST_0.1",
+			}
+			if !tc.multipart {
+				wantMeta["sha256"] = sha(data)
+			}
+			if d := cmp.Diff(wantMeta, h.Metadata); d != "" {
+				t.Errorf("metadata (-want +got):\n%s", d)
+			}
+			if ct := aws.ToString(h.ContentType); ct != "application/dicom" {
+				t.Errorf("Content-Type %q", ct)
+			}
+		})
+	}
+	assertClean(t, srv)
+}
+
+func TestPutDuplicateAndConflict(t *testing.T) {
+	st, srv := newStore(t, s3store.Options{})
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		size int64
+	}{
+		{"single", 4096},
+		{"multipart", partSize + 4096},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := testObject("1.2.840.99." + map[string]string{"single": "1", "multipart": "2"}[tc.name])
+			key, _ := objectstore.Key(obj)
+			orig := s3test.Bytes(1, tc.size)
+			if _, err := st.Put(ctx, obj, bytes.NewReader(orig)); err != nil {
+				t.Fatal(err)
+			}
+			// An identical resend stores nothing new.
+			got, err := st.Put(ctx, obj, bytes.NewReader(orig))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(objectstore.Stored{Key: key, Size: tc.size, SHA256: sha(orig), Duplicate: true}, got); d != "" {
+				t.Errorf("resend (-want +got):\n%s", d)
+			}
+			// A different object under the same key never overwrites it.
+			other := s3test.Bytes(2, tc.size)
+			got, err = st.Put(ctx, obj, bytes.NewReader(other))
+			if tc.size > partSize {
+				if !errors.Is(err, s3store.ErrMultipartConflict) {
+					t.Fatalf("multipart conflict: err = %v, want ErrMultipartConflict", err)
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				ck := objectstore.ConflictKey(key, sha(other))
+				if d := cmp.Diff(objectstore.Stored{Key: ck, Size: tc.size, SHA256: sha(other), Conflict: true}, got); d != "" {
+					t.Errorf("conflict (-want +got):\n%s", d)
+				}
+				if b := get(t, srv, prefix+ck); !bytes.Equal(b, other) {
+					t.Error("conflicting object not stored under the conflict key")
+				}
+				if h := head(t, srv, prefix+ck); h.Metadata["conflict"] != "true" || h.Metadata["sha256"] != sha(other) {
+					t.Errorf("conflict metadata %v", h.Metadata)
+				}
+				// And the same conflicting object again is a duplicate of that.
+				got, err = st.Put(ctx, obj, bytes.NewReader(other))
+				if err != nil || !got.Conflict || !got.Duplicate || got.Key != ck {
+					t.Errorf("conflict resend = %+v, %v", got, err)
+				}
+			}
+			if b := get(t, srv, prefix+key); !bytes.Equal(b, orig) {
+				t.Error("original object was overwritten")
+			}
+		})
+	}
+	assertClean(t, srv)
+}
+
+func TestPutAbortsOnReaderErrorAndCancel(t *testing.T) {
+	st, srv := newStore(t, s3store.Options{})
+	for _, tc := range []struct {
+		name   string
+		failAt int64
+	}{
+		{"in the first part", 1000},
+		{"in the peeked second part", partSize + 10},
+		{"in a later part", 2*partSize + 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := testObject("1.2.840.77.1")
+			_, err := st.Put(context.Background(), obj, s3test.FailingReader(s3test.NewData(3, 4*partSize), tc.failAt))
+			if !errors.Is(err, s3test.ErrInjected) {
+				t.Fatalf("err = %v, want the reader's error", err)
+			}
+			if errors.Is(err, objectstore.ErrUnavailable) {
+				t.Error("a reader error must not look like a store outage")
+			}
+		})
+	}
+	t.Run("context cancelled mid-object", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		r := &cancelAfter{r: s3test.NewData(4, 4*partSize), n: 2*partSize + 100, cancel: cancel}
+		_, err := st.Put(ctx, testObject("1.2.840.77.2"), r)
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
+	})
+	keys, err := srv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Errorf("objects visible after failed puts: %v", keys)
+	}
+	assertClean(t, srv)
+}
+
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	cancel func()
+}
+
+func (c *cancelAfter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if c.n -= int64(n); c.n <= 0 {
+		c.cancel()
+	}
+	return n, err
+}
+
+func TestPutRecord(t *testing.T) {
+	st, srv := newStore(t, s3store.Options{})
+	ctx := context.Background()
+	body := []byte(`{"event":"association-rejected","reason":"calling AE not allowed"}`)
+	key := "audit/2026/11/26/assoc-9-rejected.json"
+	if err := st.PutRecord(ctx, key, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutRecord(ctx, key, body); err != nil {
+		t.Errorf("rewriting the same record: %v", err)
+	}
+	if err := st.PutRecord(ctx, key, []byte(`{"other":1}`)); err == nil {
+		t.Error("a different record under the same key was accepted")
+	}
+	if b := get(t, srv, prefix+key); !bytes.Equal(b, body) {
+		t.Errorf("record = %q", b)
+	}
+	for _, bad := range []string{"incoming/x.json", "audit/../x", "audit/", "/audit/x", "audit/a b"} {
+		if err := st.PutRecord(ctx, bad, body); err == nil {
+			t.Errorf("PutRecord(%q) accepted", bad)
+		}
+	}
+}
+
+func TestReady(t *testing.T) {
+	st, _ := newStore(t, s3store.Options{})
+	if err := st.Ready(context.Background()); err != nil {
+		t.Fatalf("ready: %v", err)
+	}
+
+	// A bucket nobody answers for: unavailable.
+	dead := s3test.NewServer(t, "other")
+	dead.Close()
+	s3test.SetEnv(t, dead.URL)
+	down, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := down.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("ready with S3 down = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	st, _ := newStore(t, s3store.Options{Metrics: reg})
+	data := s3test.Bytes(9, 2*partSize+10)
+	if _, err := st.Put(context.Background(), testObject("1.2.3.9"), bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(context.Background(), testObject("1.2.3.10"), s3test.FailingReader(bytes.NewReader(data), 2*partSize+5)); err == nil {
+		t.Fatal("failing reader accepted")
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, mf := range mfs {
+		names[mf.GetName()] = true
+	}
+	for _, n := range []string{"dicom_ingest_s3_put_duration_seconds", "dicom_ingest_s3_multipart_aborts_total", "dicom_ingest_s3_bytes_stored_total", "dicom_ingest_s3_uploads_in_flight"} {
+		if !names[n] {
+			t.Errorf("metric %s not registered", n)
+		}
+	}
+	counter := func(name string) float64 {
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		return -1
+	}
+	if got := counter("dicom_ingest_s3_bytes_stored_total"); got != float64(len(data)) {
+		t.Errorf("bytes stored = %v, want %d", got, len(data))
+	}
+	if got := counter("dicom_ingest_s3_multipart_aborts_total"); got != 1 {
+		t.Errorf("aborts = %v, want 1", got)
+	}
+	// A second store on the same registry shares the collectors.
+	if _, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Metrics: reg}); err != nil {
+		t.Errorf("second store on one registry: %v", err)
+	}
+}
