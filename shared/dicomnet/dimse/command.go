@@ -1,0 +1,302 @@
+package dimse
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Command field values (0000,0100).
+const (
+	CStoreRQ  uint16 = 0x0001
+	CStoreRSP uint16 = 0x8001
+	CGetRQ    uint16 = 0x0010
+	CFindRQ   uint16 = 0x0020
+	CMoveRQ   uint16 = 0x0021
+	CEchoRQ   uint16 = 0x0030
+	CEchoRSP  uint16 = 0x8030
+	CCancelRQ uint16 = 0x0FFF
+)
+
+// CommandDataSetType (0000,0800): NoDataSet means no dataset follows; any other value means one does.
+const NoDataSet uint16 = 0x0101
+
+// Priorities (0000,0700).
+const (
+	PriorityMedium uint16 = 0x0000
+	PriorityHigh   uint16 = 0x0001
+	PriorityLow    uint16 = 0x0002
+)
+
+// Tags of the command elements this package knows, as (0000,eeee) element numbers.
+const (
+	tagGroupLength             = 0x0000
+	tagAffectedSOPClassUID     = 0x0002
+	tagRequestedSOPClassUID    = 0x0003
+	tagCommandField            = 0x0100
+	tagMessageID               = 0x0110
+	tagMessageIDBeingResponded = 0x0120
+	tagMoveDestination         = 0x0600
+	tagPriority                = 0x0700
+	tagCommandDataSetType      = 0x0800
+	tagStatus                  = 0x0900
+	tagErrorComment            = 0x0902
+	tagAffectedSOPInstanceUID  = 0x1000
+	tagRequestedSOPInstanceUID = 0x1001
+	tagMoveOriginatorAE        = 0x1030
+	tagMoveOriginatorMessageID = 0x1031
+)
+
+// Presence bits for the optional fields of Command.
+const (
+	HasAffectedSOPClassUID uint32 = 1 << iota
+	HasCommandField
+	HasMessageID
+	HasMessageIDBeingRespondedTo
+	HasPriority
+	HasCommandDataSetType
+	HasStatus
+	HasErrorComment
+	HasAffectedSOPInstanceUID
+	HasMoveOriginatorAETitle
+	HasMoveOriginatorMessageID
+)
+
+// ErrMalformed marks a command set that cannot be decoded.
+var ErrMalformed = errors.New("dimse: malformed command set")
+
+// Command is a decoded DIMSE command set. Only the fields used by C-ECHO and C-STORE are kept; other elements
+// are skipped on decode. Present records which elements were found (Has* bits); Encode writes the elements whose
+// bits are set.
+type Command struct {
+	Present                   uint32
+	AffectedSOPClassUID       string
+	CommandField              uint16
+	MessageID                 uint16
+	MessageIDBeingRespondedTo uint16
+	Priority                  uint16
+	CommandDataSetType        uint16
+	Status                    uint16
+	ErrorComment              string
+	AffectedSOPInstanceUID    string
+	MoveOriginatorAETitle     string
+	MoveOriginatorMessageID   uint16
+}
+
+// HasDataSet reports whether a dataset follows the command.
+func (c *Command) HasDataSet() bool {
+	return c.Present&HasCommandDataSetType != 0 && c.CommandDataSetType != NoDataSet
+}
+
+// Has reports whether all bits in mask are present.
+func (c *Command) Has(mask uint32) bool { return c.Present&mask == mask }
+
+// Decode parses an Implicit VR Little Endian group 0000 command set. Unknown elements are skipped; an element
+// outside group 0000 or a length running past the end is an error. UIDs lose trailing NUL/space padding, AE
+// titles their surrounding spaces.
+func Decode(b []byte) (*Command, error) {
+	c := &Command{}
+	return c, c.decode(b)
+}
+
+func (c *Command) decode(b []byte) error {
+	*c = Command{}
+	for len(b) > 0 {
+		if len(b) < 8 {
+			return fmt.Errorf("dimse: decode: truncated element header: %w", ErrMalformed)
+		}
+		group := binary.LittleEndian.Uint16(b)
+		elem := binary.LittleEndian.Uint16(b[2:])
+		n := binary.LittleEndian.Uint32(b[4:])
+		if group != 0x0000 {
+			return fmt.Errorf("dimse: decode: element (%04X,%04X) outside group 0000: %w", group, elem, ErrMalformed)
+		}
+		if uint64(n) > uint64(len(b)-8) {
+			return fmt.Errorf("dimse: decode: element (0000,%04X) length %d runs past the command set: %w", elem, n, ErrMalformed)
+		}
+		v := b[8 : 8+n]
+		b = b[8+n:]
+		us := func(mask uint32, dst *uint16) error {
+			if len(v) != 2 {
+				return fmt.Errorf("dimse: decode: (0000,%04X) is US but has %d bytes: %w", elem, len(v), ErrMalformed)
+			}
+			*dst = binary.LittleEndian.Uint16(v)
+			c.Present |= mask
+			return nil
+		}
+		var err error
+		switch elem {
+		case tagAffectedSOPClassUID:
+			c.AffectedSOPClassUID = trimUID(v)
+			c.Present |= HasAffectedSOPClassUID
+		case tagCommandField:
+			err = us(HasCommandField, &c.CommandField)
+		case tagMessageID:
+			err = us(HasMessageID, &c.MessageID)
+		case tagMessageIDBeingResponded:
+			err = us(HasMessageIDBeingRespondedTo, &c.MessageIDBeingRespondedTo)
+		case tagPriority:
+			err = us(HasPriority, &c.Priority)
+		case tagCommandDataSetType:
+			err = us(HasCommandDataSetType, &c.CommandDataSetType)
+		case tagStatus:
+			err = us(HasStatus, &c.Status)
+		case tagErrorComment:
+			c.ErrorComment = strings.TrimRight(string(v), " \x00")
+			c.Present |= HasErrorComment
+		case tagAffectedSOPInstanceUID:
+			c.AffectedSOPInstanceUID = trimUID(v)
+			c.Present |= HasAffectedSOPInstanceUID
+		case tagMoveOriginatorAE:
+			c.MoveOriginatorAETitle = strings.Trim(string(v), " \x00")
+			c.Present |= HasMoveOriginatorAETitle
+		case tagMoveOriginatorMessageID:
+			err = us(HasMoveOriginatorMessageID, &c.MoveOriginatorMessageID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func trimUID(v []byte) string { return strings.TrimRight(string(v), " \x00") }
+
+// Append encodes the command set (group length first, elements ascending) and appends it to dst.
+func (c *Command) Append(dst []byte) []byte {
+	start := len(dst)
+	dst = appendElem(dst, tagGroupLength, []byte{0, 0, 0, 0})
+	body := len(dst)
+	if c.Present&HasAffectedSOPClassUID != 0 {
+		dst = appendUID(dst, tagAffectedSOPClassUID, c.AffectedSOPClassUID)
+	}
+	if c.Present&HasCommandField != 0 {
+		dst = appendUS(dst, tagCommandField, c.CommandField)
+	}
+	if c.Present&HasMessageID != 0 {
+		dst = appendUS(dst, tagMessageID, c.MessageID)
+	}
+	if c.Present&HasMessageIDBeingRespondedTo != 0 {
+		dst = appendUS(dst, tagMessageIDBeingResponded, c.MessageIDBeingRespondedTo)
+	}
+	if c.Present&HasPriority != 0 {
+		dst = appendUS(dst, tagPriority, c.Priority)
+	}
+	if c.Present&HasCommandDataSetType != 0 {
+		dst = appendUS(dst, tagCommandDataSetType, c.CommandDataSetType)
+	}
+	if c.Present&HasStatus != 0 {
+		dst = appendUS(dst, tagStatus, c.Status)
+	}
+	if c.Present&HasErrorComment != 0 && c.ErrorComment != "" {
+		s := c.ErrorComment
+		if len(s) > MaxCommentLen {
+			s = s[:MaxCommentLen]
+		}
+		dst = appendPadded(dst, tagErrorComment, s, ' ')
+	}
+	if c.Present&HasAffectedSOPInstanceUID != 0 {
+		dst = appendUID(dst, tagAffectedSOPInstanceUID, c.AffectedSOPInstanceUID)
+	}
+	if c.Present&HasMoveOriginatorAETitle != 0 {
+		dst = appendPadded(dst, tagMoveOriginatorAE, c.MoveOriginatorAETitle, ' ')
+	}
+	if c.Present&HasMoveOriginatorMessageID != 0 {
+		dst = appendUS(dst, tagMoveOriginatorMessageID, c.MoveOriginatorMessageID)
+	}
+	binary.LittleEndian.PutUint32(dst[start+8:], uint32(len(dst)-body))
+	return dst
+}
+
+// Encode returns the encoded command set.
+func (c *Command) Encode() []byte { return c.Append(nil) }
+
+func appendElem(dst []byte, elem uint16, v []byte) []byte {
+	dst = append(dst, 0, 0)
+	dst = binary.LittleEndian.AppendUint16(dst, elem)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(v)))
+	return append(dst, v...)
+}
+
+func appendUS(dst []byte, elem, v uint16) []byte {
+	dst = append(dst, 0, 0)
+	dst = binary.LittleEndian.AppendUint16(dst, elem)
+	dst = binary.LittleEndian.AppendUint32(dst, 2)
+	return binary.LittleEndian.AppendUint16(dst, v)
+}
+
+func appendUID(dst []byte, elem uint16, uid string) []byte { return appendPadded(dst, elem, uid, 0) }
+
+func appendPadded(dst []byte, elem uint16, s string, pad byte) []byte {
+	n := len(s) + len(s)&1
+	dst = append(dst, 0, 0)
+	dst = binary.LittleEndian.AppendUint16(dst, elem)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(n))
+	dst = append(dst, s...)
+	if len(s)&1 == 1 {
+		dst = append(dst, pad)
+	}
+	return dst
+}
+
+// NewCEchoRSP builds the C-ECHO-RSP for a request.
+func NewCEchoRSP(rq *Command, status Status) *Command {
+	c := &Command{
+		Present:                   HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo | HasCommandDataSetType | HasStatus,
+		AffectedSOPClassUID:       "1.2.840.10008.1.1",
+		CommandField:              CEchoRSP,
+		MessageIDBeingRespondedTo: rq.MessageID,
+		CommandDataSetType:        NoDataSet,
+		Status:                    status.Code,
+	}
+	if status.Comment != "" {
+		c.Present |= HasErrorComment
+		c.ErrorComment = status.Comment
+	}
+	return c
+}
+
+// NewCStoreRSP builds the C-STORE-RSP for a request, echoing its Affected SOP Class/Instance UID.
+func NewCStoreRSP(rq *Command, status Status) *Command {
+	c := &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo | HasCommandDataSetType |
+			HasStatus | HasAffectedSOPInstanceUID,
+		AffectedSOPClassUID:       rq.AffectedSOPClassUID,
+		CommandField:              CStoreRSP,
+		MessageIDBeingRespondedTo: rq.MessageID,
+		CommandDataSetType:        NoDataSet,
+		Status:                    status.Code,
+		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
+	}
+	if status.Comment != "" && status.Code != StatusSuccess {
+		c.Present |= HasErrorComment
+		c.ErrorComment = status.Comment
+	}
+	return c
+}
+
+// NewCStoreRQ builds a C-STORE-RQ.
+func NewCStoreRQ(messageID uint16, sopClassUID, sopInstanceUID string, priority uint16) *Command {
+	return &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageID | HasPriority | HasCommandDataSetType |
+			HasAffectedSOPInstanceUID,
+		AffectedSOPClassUID:    sopClassUID,
+		CommandField:           CStoreRQ,
+		MessageID:              messageID,
+		Priority:               priority,
+		CommandDataSetType:     0x0000,
+		AffectedSOPInstanceUID: sopInstanceUID,
+	}
+}
+
+// NewCEchoRQ builds a C-ECHO-RQ.
+func NewCEchoRQ(messageID uint16) *Command {
+	return &Command{
+		Present:             HasAffectedSOPClassUID | HasCommandField | HasMessageID | HasCommandDataSetType,
+		AffectedSOPClassUID: "1.2.840.10008.1.1",
+		CommandField:        CEchoRQ,
+		MessageID:           messageID,
+		CommandDataSetType:  NoDataSet,
+	}
+}

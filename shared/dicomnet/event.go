@@ -1,0 +1,65 @@
+package dicomnet
+
+import "time"
+
+// Observer receives association lifecycle events (for metrics and audit). ObserveAssociation is called
+// synchronously from the association's goroutine and must not block; a panic in it is recovered and logged.
+type Observer interface{ ObserveAssociation(ev Event) }
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(ev Event)
+
+// ObserveAssociation calls f.
+func (f ObserverFunc) ObserveAssociation(ev Event) { f(ev) }
+
+// EventType classifies an Event.
+type EventType int
+
+// Event types.
+const (
+	EventAccepted    EventType = iota + 1 // A-ASSOCIATE-AC sent
+	EventRejected                         // A-ASSOCIATE-RJ sent; Reject is set
+	EventReleased                         // orderly release completed
+	EventAborted                          // aborted by either side or the connection broke; AbortSource/Reason, Err
+	EventStored                           // C-STORE answered with success or warning; Status, UIDs, Bytes, Duration
+	EventStoreFailed                      // C-STORE failed (failure status sent, or the association broke mid-object)
+	EventEcho                             // C-ECHO answered
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventAccepted:
+		return "accepted"
+	case EventRejected:
+		return "rejected"
+	case EventReleased:
+		return "released"
+	case EventAborted:
+		return "aborted"
+	case EventStored:
+		return "stored"
+	case EventStoreFailed:
+		return "store_failed"
+	case EventEcho:
+		return "echo"
+	}
+	return "unknown"
+}
+
+// Event is one lifecycle event. Fields not relevant to Type are zero.
+type Event struct {
+	Type        EventType
+	Time        time.Time
+	Association *AssociationInfo
+	Reject      *RejectError
+	// AbortSource and AbortReason are those of the A-ABORT sent or received (source 0 user, 2 provider).
+	// AbortLocal is true when we aborted; false when the peer did or the connection broke.
+	AbortSource, AbortReason byte
+	AbortLocal               bool
+	Status                   uint16
+	SOPClassUID              string
+	SOPInstanceUID           string
+	Bytes                    int64
+	Duration                 time.Duration
+	Err                      error
+}

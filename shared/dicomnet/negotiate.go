@@ -1,0 +1,141 @@
+package dicomnet
+
+import (
+	"slices"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// NegotiationOptions is the acceptor's presentation-context policy.
+type NegotiationOptions struct {
+	// AcceptExplicitBigEndian accepts the retired Explicit VR Big Endian syntax (lowest preference).
+	AcceptExplicitBigEndian bool
+	// SupportsAbstractSyntax overrides which SOP classes are accepted; nil accepts Verification and every
+	// storage SOP class (dicomuid.IsStorageSOPClass).
+	SupportsAbstractSyntax func(uid string) bool
+}
+
+// AcceptedContext is a negotiated presentation context.
+type AcceptedContext struct {
+	ID             byte
+	AbstractSyntax string
+	TransferSyntax string
+}
+
+// Negotiation is the result of Negotiate.
+type Negotiation struct {
+	// Results has one entry per distinct proposed context id, in ascending id order, each with a transfer syntax
+	// sub-item (Implicit VR Little Endian when the context is rejected, whose value is then not significant).
+	Results []pdu.PresentationContextAC
+	// Accepted are the contexts with result 0, ascending by id.
+	Accepted []AcceptedContext
+	// Roles answers the role selection sub-items for SOP classes proposed in an accepted context.
+	Roles []pdu.RoleSelection
+	// Async is the answer to an asynchronous operations window sub-item (1/1), nil if none was proposed.
+	Async *pdu.AsyncOperationsWindow
+}
+
+// Negotiate decides the presentation contexts of an A-ASSOCIATE-RQ. It is a pure function.
+//
+//   - Abstract syntax: Verification and storage SOP classes are supported; anything else gets result 3.
+//   - Transfer syntax: among the proposed syntaxes we can store as received (every registered syntax except
+//     MIME/XML/real-time video; Explicit VR Big Endian only with AcceptExplicitBigEndian), prefer the first
+//     compressed or deflated one in the proposer's order, then Explicit VR LE, then Implicit VR LE, then Big
+//     Endian. Unknown (e.g. private) syntaxes are not accepted: without knowing the encoding we cannot check the
+//     dataset or write a correct file meta. None acceptable: result 4.
+//   - Context ids must be odd (PS3.8 §9.3.2.2). An even id is answered with result 2 (provider rejection, no
+//     reason) rather than aborting, so a sloppy proposer still gets its other contexts. A duplicate id is answered
+//     once, for its first occurrence; later duplicates are ignored, because two 21 items with one id would be
+//     ambiguous to the requestor.
+//   - Roles (54): answered only for SOP classes proposed in an accepted context, never widening the proposal: the
+//     requestor may be SCU if it asked; we never take the SCU role (SCP role for the requestor is answered 0).
+//   - Async operations window (53): answered 1/1 (no asynchronous operations) when proposed.
+func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
+	var n Negotiation
+	var seen [256]bool
+	accepted := map[string]bool{}
+	supports := opt.SupportsAbstractSyntax
+	if supports == nil {
+		supports = func(uid string) bool {
+			return uid == dicomuid.Verification || dicomuid.IsStorageSOPClass(uid)
+		}
+	}
+	for _, pc := range rq.PresentationContexts {
+		if seen[pc.ID] {
+			continue
+		}
+		seen[pc.ID] = true
+		res := pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: dicomuid.ImplicitVRLittleEndian}
+		switch {
+		case pc.ID%2 == 0:
+			res.Result = pdu.ResultProviderRejectionNoReason
+		case pc.AbstractSyntax == "" || !supports(pc.AbstractSyntax):
+			res.Result = pdu.ResultAbstractSyntaxNotSupported
+		default:
+			ts, ok := chooseTransferSyntax(pc.TransferSyntaxes, opt.AcceptExplicitBigEndian)
+			if !ok {
+				res.Result = pdu.ResultTransferSyntaxesNotSupported
+				break
+			}
+			res.Result = pdu.ResultAcceptance
+			res.TransferSyntax = ts
+			n.Accepted = append(n.Accepted, AcceptedContext{ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: ts})
+			accepted[pc.AbstractSyntax] = true
+		}
+		n.Results = append(n.Results, res)
+	}
+	slices.SortFunc(n.Results, func(a, b pdu.PresentationContextAC) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(n.Accepted, func(a, b AcceptedContext) int { return int(a.ID) - int(b.ID) })
+	answered := map[string]bool{}
+	for _, r := range rq.UserInformation.RoleSelections {
+		if !accepted[r.SOPClassUID] || answered[r.SOPClassUID] {
+			continue
+		}
+		answered[r.SOPClassUID] = true
+		scu := byte(0)
+		if r.SCU != 0 {
+			scu = 1
+		}
+		n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: r.SOPClassUID, SCU: scu, SCP: 0})
+	}
+	if rq.UserInformation.AsyncOperations != nil {
+		n.Async = &pdu.AsyncOperationsWindow{Invoked: 1, Performed: 1}
+	}
+	return n
+}
+
+// chooseTransferSyntax applies the preference order documented on Negotiate.
+func chooseTransferSyntax(proposed []string, acceptBE bool) (string, bool) {
+	const (
+		rankNone = iota
+		rankBE
+		rankImplicit
+		rankExplicit
+		rankCompressed
+	)
+	best, bestRank := "", rankNone
+	for _, uid := range proposed {
+		ts, ok := dicomuid.LookupTransferSyntax(uid)
+		if !ok || !ts.Storable {
+			continue
+		}
+		r := rankNone
+		switch {
+		case ts.BigEndian:
+			if acceptBE {
+				r = rankBE
+			}
+		case ts.Compressed():
+			r = rankCompressed
+		case ts.UID == dicomuid.ExplicitVRLittleEndian:
+			r = rankExplicit
+		case ts.UID == dicomuid.ImplicitVRLittleEndian:
+			r = rankImplicit
+		}
+		if r > bestRank {
+			best, bestRank = ts.UID, r
+		}
+	}
+	return best, bestRank != rankNone
+}

@@ -1,0 +1,440 @@
+// Package dicomnet is a DICOM network library (PS3.7, PS3.8): a C-STORE/C-ECHO server (SCP) in the style of
+// net/http and the matching client (SCU) used by tests and load generators.
+//
+// The server negotiates Verification and every storage SOP class with every storable transfer syntax (compressed
+// and deflated included; see Negotiate), answers C-ECHO itself and streams each C-STORE dataset to a Handler as an
+// io.Reader while the PDUs arrive: memory per association is bounded by the read buffer whatever the object size,
+// and a slow handler slows the sender down (we stop reading the socket). The association follows the PS3.8 state
+// machine (fsm.go) with ARTIM, idle and write timeouts, and global and per-calling-AE association limits.
+//
+// Sub-packages: pdu (PDU codec), dimse (command sets, statuses), proxyproto (PROXY protocol v2), dicomnettest
+// (test server on 127.0.0.1:0).
+package dicomnet
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+)
+
+// Defaults applied when the corresponding Server (or ClientConfig) field is zero.
+const (
+	DefaultAddr = ":11112"
+	// DefaultMaxPDULength is the P-DATA-TF size we advertise (item 51). Received PDUs are streamed, never buffered
+	// whole, so this does not size any buffer; it only bounds what a peer may send in one PDU. 256 KiB keeps the
+	// per-PDU overhead negligible for large objects.
+	DefaultMaxPDULength uint32 = 256 << 10
+	// DefaultARTIMTimeout bounds the wait for the A-ASSOCIATE-RQ after connect and for the peer to close after a
+	// release, reject or abort (PS3.8 §9.1.5).
+	DefaultARTIMTimeout = 30 * time.Second
+	// DefaultIdleTimeout bounds the silence between (and within) PDUs on an established association. Five minutes
+	// tolerates modalities that keep an association open between series.
+	DefaultIdleTimeout = 5 * time.Minute
+	// DefaultWriteTimeout bounds every write to the peer.
+	DefaultWriteTimeout = 30 * time.Second
+	// DefaultImplementationClassUID identifies this implementation (a UUID-derived 2.25 UID).
+	DefaultImplementationClassUID = "2.25.83826006163843923062513905027421110478"
+	// DefaultImplementationVersionName is sent in item 55 (at most 16 characters).
+	DefaultImplementationVersionName = "DICOM_INGEST_1"
+
+	// maxAssociatePDU bounds A-ASSOCIATE-RQ/AC bodies (and any other non-P-DATA PDU) we read whole.
+	maxAssociatePDU = 1 << 20
+	// maxCommandSet bounds a reassembled command set; real ones are a few hundred bytes.
+	maxCommandSet  = 64 << 10
+	readBufferSize = 64 << 10
+)
+
+// Server is a DICOM C-STORE/C-ECHO service class provider. The zero value (with a Handler) is usable.
+// Fields must not be changed after serving starts.
+type Server struct {
+	Addr    string  // for ListenAndServe; default ":11112"
+	AETitle string  // the called AE we answer to; empty accepts any; a mismatch is rejected 01 01 07
+	Handler Handler // receives C-STORE; nil answers every C-STORE with 0110 (processing failure)
+
+	// Accept is the association policy, called after the called-AE and limit checks. Return a *RejectError to
+	// refuse (sent as A-ASSOCIATE-RJ; any other non-nil error is sent as RejectNoReason), nil to accept.
+	// nil Accept accepts everyone.
+	Accept func(ctx context.Context, req *AssociationInfo) error
+
+	// MaxAssociations and MaxAssociationsPerAE limit concurrent associations (per calling AE title for the
+	// latter); 0 = unlimited. Over the limit: A-ASSOCIATE-RJ 02 03 02.
+	MaxAssociations, MaxAssociationsPerAE int
+
+	MaxPDULength uint32        // largest P-DATA-TF we accept (item 51); default DefaultMaxPDULength
+	ARTIMTimeout time.Duration // default DefaultARTIMTimeout
+	IdleTimeout  time.Duration // default DefaultIdleTimeout; negative disables
+	WriteTimeout time.Duration // default DefaultWriteTimeout; negative disables
+
+	// ProxyProtocol expects a PROXY protocol v2 header before the first PDU (as sent by an AWS NLB); its source
+	// address becomes AssociationInfo.RemoteAddr. Off, a PROXY header is an unrecognized PDU (A-ABORT).
+	ProxyProtocol bool
+	// AcceptExplicitBigEndian accepts the retired Explicit VR Big Endian transfer syntax.
+	AcceptExplicitBigEndian bool
+
+	ImplementationClassUID, ImplementationVersionName string // defaults provided by the package
+
+	Logger   *slog.Logger // nil discards; never receives dataset content
+	Observer Observer     // nil = none; lifecycle events for metrics and audit
+
+	mu         sync.Mutex
+	listeners  map[*net.Listener]struct{}
+	assocs     map[*association]struct{}
+	active     int
+	perAE      map[string]int
+	inShutdown atomic.Bool
+	idPrefix   string
+	nextID     atomic.Uint64
+	doneCh     chan struct{} // closed by Shutdown/Close
+}
+
+// Handler stores C-STORE datasets.
+type Handler interface {
+	// ServeCStore receives the dataset as it arrives (bytes exactly as sent, in req.TransferSyntaxUID), bounded to
+	// this object: io.EOF at its end; an error from Read if the association breaks or aborts mid-object (the handler
+	// must then discard what it has). Return nil for 0000; an error that is (errors.As) a *dimse.Status or
+	// dimse.Status for that status (warnings Bxxx count as stored); any other error or a panic gives 0110
+	// (processing failure), never success. If the handler returns before the end of the dataset the server
+	// discards the rest and answers; a nil return without having read the whole dataset is answered 0110, since
+	// the object cannot have been stored.
+	ServeCStore(ctx context.Context, req *CStoreRequest, dataset io.Reader) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, req *CStoreRequest, dataset io.Reader) error
+
+// ServeCStore calls f.
+func (f HandlerFunc) ServeCStore(ctx context.Context, req *CStoreRequest, dataset io.Reader) error {
+	return f(ctx, req, dataset)
+}
+
+// AssociationInfo describes an association (or a requested one, in Accept).
+type AssociationInfo struct {
+	ID                    string // unique per association, safe for logs
+	CallingAE, CalledAE   string // spaces trimmed
+	RemoteAddr, LocalAddr net.Addr
+	// RemoteAddr is the true source: from the PROXY v2 header when Server.ProxyProtocol is on.
+	PeerImplementationClassUID, PeerImplementationVersionName string
+	PeerMaxPDULength                                          uint32
+}
+
+// CStoreRequest is a received C-STORE-RQ.
+type CStoreRequest struct {
+	Association             *AssociationInfo
+	PresentationContextID   byte
+	MessageID, Priority     uint16
+	AffectedSOPClassUID     string // trailing NUL/space trimmed
+	AffectedSOPInstanceUID  string // trailing NUL/space trimmed
+	TransferSyntaxUID       string // of the presentation context
+	MoveOriginatorAETitle   string
+	MoveOriginatorMessageID uint16
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) maxPDU() uint32 {
+	if s.MaxPDULength == 0 {
+		return DefaultMaxPDULength
+	}
+	return s.MaxPDULength
+}
+
+func durOr(d, def time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return def
+	case d < 0:
+		return 0
+	}
+	return d
+}
+
+func (s *Server) artim() time.Duration        { return durOr(s.ARTIMTimeout, DefaultARTIMTimeout) }
+func (s *Server) idleTimeout() time.Duration  { return durOr(s.IdleTimeout, DefaultIdleTimeout) }
+func (s *Server) writeTimeout() time.Duration { return durOr(s.WriteTimeout, DefaultWriteTimeout) }
+
+func (s *Server) implClassUID() string {
+	if s.ImplementationClassUID != "" {
+		return s.ImplementationClassUID
+	}
+	return DefaultImplementationClassUID
+}
+
+func (s *Server) implVersion() string {
+	v := s.ImplementationVersionName
+	if v == "" {
+		v = DefaultImplementationVersionName
+	}
+	if len(v) > 16 {
+		v = v[:16]
+	}
+	return v
+}
+
+func (s *Server) init() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.assocs == nil {
+		s.assocs = map[*association]struct{}{}
+		s.listeners = map[*net.Listener]struct{}{}
+		s.perAE = map[string]int{}
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		s.idPrefix = hex.EncodeToString(b[:])
+		s.doneCh = make(chan struct{})
+	}
+}
+
+// ListenAndServe listens on s.Addr (default ":11112") and serves.
+func (s *Server) ListenAndServe() error {
+	if s.inShutdown.Load() {
+		return ErrServerClosed
+	}
+	addr := s.Addr
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("dicomnet: listen: %w", err)
+	}
+	return s.Serve(l)
+}
+
+// Serve accepts connections on l and serves one association on each, until Shutdown or Close (ErrServerClosed)
+// or a permanent accept error. It closes l when it returns.
+func (s *Server) Serve(l net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.inShutdown.Load() {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[&l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, &l)
+		s.mu.Unlock()
+		l.Close()
+	}()
+	var delay time.Duration
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if s.inShutdown.Load() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logger().Warn("dicomnet: accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("dicomnet: accept: %w", err)
+		}
+		delay = 0
+		go s.ServeConn(context.Background(), c)
+	}
+}
+
+// ServeConn serves one association on c (any net.Conn, e.g. net.Pipe in tests) and closes it. It returns when
+// the association has ended. ctx cancellation aborts the association.
+func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	s.init()
+	a := newAssociation(s, c)
+	s.mu.Lock()
+	if s.inShutdown.Load() {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.assocs[a] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.releaseSlot(a)
+		s.mu.Lock()
+		delete(s.assocs, a)
+		s.mu.Unlock()
+	}()
+	a.serve(ctx)
+}
+
+// reserveSlot applies the association limits and counts a new association.
+func (s *Server) reserveSlot(a *association) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.MaxAssociations > 0 && s.active >= s.MaxAssociations {
+		return false
+	}
+	ae := a.info.CallingAE
+	if s.MaxAssociationsPerAE > 0 && s.perAE[ae] >= s.MaxAssociationsPerAE {
+		return false
+	}
+	s.active++
+	s.perAE[ae]++
+	a.hasSlot = true
+	return true
+}
+
+// releaseSlot frees a's slot; it is idempotent.
+func (s *Server) releaseSlot(a *association) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !a.hasSlot {
+		return
+	}
+	a.hasSlot = false
+	s.active--
+	ae := a.info.CallingAE
+	if s.perAE[ae]--; s.perAE[ae] <= 0 {
+		delete(s.perAE, ae)
+	}
+}
+
+// ActiveAssociations returns the number of established associations (those holding a slot).
+func (s *Server) ActiveAssociations() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active
+}
+
+func (s *Server) closeListeners() {
+	for l := range s.listeners {
+		(*l).Close()
+	}
+}
+
+// Shutdown stops accepting connections, closes connections that have not yet requested an association, rejects
+// new association requests (02 03 01) and waits for established associations to end. When ctx ends first it
+// aborts the remaining associations (A-ABORT) and returns ctx.Err().
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	s.closeListeners()
+	select {
+	case <-s.doneCh:
+	default:
+		close(s.doneCh)
+	}
+	for a := range s.assocs {
+		if a.stateNow() <= sta2 {
+			a.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.assocs)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			for a := range s.assocs {
+				a.abortFromOutside()
+			}
+			s.mu.Unlock()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Close closes the listeners and aborts every association immediately.
+func (s *Server) Close() error {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeListeners()
+	select {
+	case <-s.doneCh:
+	default:
+		close(s.doneCh)
+	}
+	for a := range s.assocs {
+		a.abortFromOutside()
+	}
+	return nil
+}
+
+func (s *Server) newID() string {
+	return fmt.Sprintf("%s-%d", s.idPrefix, s.nextID.Add(1))
+}
+
+func (s *Server) observe(ev Event) {
+	if s.Observer == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger().Error("dicomnet: observer panicked", "panic", fmt.Sprint(p))
+		}
+	}()
+	s.Observer.ObserveAssociation(ev)
+}
+
+// trimAE trims the padding of an AE title.
+func trimAE(s string) string { return strings.Trim(s, " \x00") }
+
+// callHandler runs the handler, converting its result (or panic) to a status.
+func (s *Server) callHandler(ctx context.Context, req *CStoreRequest, r io.Reader, log *slog.Logger) (st dimse.Status, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("dicomnet: C-STORE handler panicked", "panic", fmt.Sprint(p))
+			st = dimse.Status{Code: dimse.StatusProcessingFailure}
+			err = fmt.Errorf("dicomnet: handler panic: %v", p)
+		}
+	}()
+	if s.Handler == nil {
+		return dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "no storage handler"}, errors.New("dicomnet: no handler")
+	}
+	err = s.Handler.ServeCStore(ctx, req, r)
+	return statusFromError(err), err
+}
+
+// statusFromError maps a handler result to a DIMSE status.
+func statusFromError(err error) dimse.Status {
+	if err == nil {
+		return dimse.Status{Code: dimse.StatusSuccess}
+	}
+	var sp *dimse.Status
+	if errors.As(err, &sp) && sp != nil {
+		return *sp
+	}
+	var sv dimse.Status
+	if errors.As(err, &sv) {
+		return sv
+	}
+	return dimse.Status{Code: dimse.StatusProcessingFailure}
+}
+
+// bufioReaderPool recycles the per-association read buffers.
+var bufioReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}

@@ -1,0 +1,238 @@
+// Package dicomuid is the registry of DICOM UIDs the network layer negotiates: transfer syntaxes (with their
+// encoding properties) and SOP classes, including the rule that decides whether a SOP class is a storage class.
+package dicomuid
+
+import "strings"
+
+// Well-known UIDs.
+const (
+	ApplicationContext = "1.2.840.10008.3.1.1.1" // DICOM Application Context Name
+	Verification       = "1.2.840.10008.1.1"
+	StorageCommitment  = "1.2.840.10008.1.20.1" // Storage Commitment Push Model SOP Class (not a storage class)
+
+	ImplicitVRLittleEndian           = "1.2.840.10008.1.2"
+	ExplicitVRLittleEndian           = "1.2.840.10008.1.2.1"
+	EncapsulatedUncompressedExplicit = "1.2.840.10008.1.2.1.98"
+	DeflatedExplicitVRLittleEndian   = "1.2.840.10008.1.2.1.99"
+	ExplicitVRBigEndian              = "1.2.840.10008.1.2.2" // retired
+	JPEGBaseline8Bit                 = "1.2.840.10008.1.2.4.50"
+	JPEGExtended12Bit                = "1.2.840.10008.1.2.4.51"
+	JPEGLossless                     = "1.2.840.10008.1.2.4.57"
+	JPEGLosslessSV1                  = "1.2.840.10008.1.2.4.70"
+	JPEGLSLossless                   = "1.2.840.10008.1.2.4.80"
+	JPEGLSNearLossless               = "1.2.840.10008.1.2.4.81"
+	JPEG2000Lossless                 = "1.2.840.10008.1.2.4.90"
+	JPEG2000                         = "1.2.840.10008.1.2.4.91"
+	RLELossless                      = "1.2.840.10008.1.2.5"
+	HTJ2KLossless                    = "1.2.840.10008.1.2.4.201"
+	HTJ2K                            = "1.2.840.10008.1.2.4.203"
+
+	CTImageStorage               = "1.2.840.10008.5.1.4.1.1.2"
+	MRImageStorage               = "1.2.840.10008.5.1.4.1.1.4"
+	SecondaryCaptureImageStorage = "1.2.840.10008.5.1.4.1.1.7"
+)
+
+// TransferSyntax describes how a dataset is encoded on the wire.
+type TransferSyntax struct {
+	UID          string
+	Name         string
+	ExplicitVR   bool
+	BigEndian    bool
+	Deflated     bool // the whole dataset is deflate-compressed
+	Encapsulated bool // pixel data in fragments (compressed or encapsulated uncompressed)
+	Retired      bool
+	// Storable is false for syntaxes that are not used to exchange stored objects over DIMSE
+	// (MIME/XML encodings, SMPTE ST 2110 real-time video).
+	Storable bool
+}
+
+// Compressed reports whether the syntax changes the dataset bytes relative to native Explicit/Implicit VR
+// Little Endian, i.e. whether a sender that proposes it has a reason to prefer it.
+func (ts TransferSyntax) Compressed() bool { return ts.Deflated || ts.Encapsulated }
+
+var transferSyntaxes = map[string]TransferSyntax{}
+
+func addTS(uid, name string, explicit, be, deflated, encaps, retired, storable bool) {
+	transferSyntaxes[uid] = TransferSyntax{UID: uid, Name: name, ExplicitVR: explicit, BigEndian: be,
+		Deflated: deflated, Encapsulated: encaps, Retired: retired, Storable: storable}
+}
+
+func init() {
+	addTS(ImplicitVRLittleEndian, "Implicit VR Little Endian", false, false, false, false, false, true)
+	addTS(ExplicitVRLittleEndian, "Explicit VR Little Endian", true, false, false, false, false, true)
+	addTS(EncapsulatedUncompressedExplicit, "Encapsulated Uncompressed Explicit VR Little Endian", true, false, false, true, false, true)
+	addTS(DeflatedExplicitVRLittleEndian, "Deflated Explicit VR Little Endian", true, false, true, false, false, true)
+	addTS(ExplicitVRBigEndian, "Explicit VR Big Endian", true, true, false, false, true, true)
+	enc := func(suffix, name string, retired bool) {
+		addTS("1.2.840.10008.1.2.4."+suffix, name, true, false, false, true, retired, true)
+	}
+	enc("50", "JPEG Baseline (Process 1)", false)
+	enc("51", "JPEG Extended (Process 2 & 4)", false)
+	for _, s := range []string{"52", "53", "54", "55", "56", "58", "59", "60", "61", "62", "63", "64", "65", "66"} {
+		enc(s, "JPEG (retired process)", true)
+	}
+	enc("57", "JPEG Lossless, Non-Hierarchical (Process 14)", false)
+	enc("70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [SV1])", false)
+	enc("80", "JPEG-LS Lossless", false)
+	enc("81", "JPEG-LS Lossy (Near-Lossless)", false)
+	enc("90", "JPEG 2000 (Lossless Only)", false)
+	enc("91", "JPEG 2000", false)
+	enc("92", "JPEG 2000 Part 2 Multi-component (Lossless Only)", false)
+	enc("93", "JPEG 2000 Part 2 Multi-component", false)
+	enc("94", "JPIP Referenced", false)
+	addTS("1.2.840.10008.1.2.4.95", "JPIP Referenced Deflate", true, false, true, false, false, true)
+	enc("100", "MPEG2 Main Profile / Main Level", false)
+	enc("100.1", "Fragmentable MPEG2 Main Profile / Main Level", false)
+	enc("101", "MPEG2 Main Profile / High Level", false)
+	enc("101.1", "Fragmentable MPEG2 Main Profile / High Level", false)
+	enc("102", "MPEG-4 AVC/H.264 High Profile / Level 4.1", false)
+	enc("102.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.1", false)
+	enc("103", "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false)
+	enc("103.1", "Fragmentable MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false)
+	enc("104", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false)
+	enc("104.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false)
+	enc("105", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false)
+	enc("105.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false)
+	enc("106", "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false)
+	enc("106.1", "Fragmentable MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false)
+	enc("107", "HEVC/H.265 Main Profile / Level 5.1", false)
+	enc("108", "HEVC/H.265 Main 10 Profile / Level 5.1", false)
+	enc("110", "JPEG XL Lossless", false)
+	enc("111", "JPEG XL JPEG Recompression", false)
+	enc("112", "JPEG XL", false)
+	enc("201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)", false)
+	enc("202", "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", false)
+	enc("203", "High-Throughput JPEG 2000 Image Compression", false)
+	enc("204", "JPIP HTJ2K Referenced", false)
+	addTS("1.2.840.10008.1.2.4.205", "JPIP HTJ2K Referenced Deflate", true, false, true, false, false, true)
+	addTS(RLELossless, "RLE Lossless", true, false, false, true, false, true)
+	addTS("1.2.840.10008.1.2.6.1", "RFC 2557 MIME encapsulation", false, false, false, false, true, false)
+	addTS("1.2.840.10008.1.2.6.2", "XML Encoding", false, false, false, false, true, false)
+	addTS("1.2.840.10008.1.2.7.1", "SMPTE ST 2110-20 Uncompressed Progressive Active Video", false, false, false, false, false, false)
+	addTS("1.2.840.10008.1.2.7.2", "SMPTE ST 2110-20 Uncompressed Interlaced Active Video", false, false, false, false, false, false)
+	addTS("1.2.840.10008.1.2.7.3", "SMPTE ST 2110-30 PCM Digital Audio", false, false, false, false, false, false)
+	addTS("1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression", true, false, false, true, false, true)
+}
+
+// LookupTransferSyntax returns the registry entry for uid (trailing NUL/space tolerated).
+func LookupTransferSyntax(uid string) (TransferSyntax, bool) {
+	ts, ok := transferSyntaxes[Trim(uid)]
+	return ts, ok
+}
+
+// TransferSyntaxes returns every registered transfer syntax UID (unordered).
+func TransferSyntaxes() []string {
+	out := make([]string, 0, len(transferSyntaxes))
+	for uid := range transferSyntaxes {
+		out = append(out, uid)
+	}
+	return out
+}
+
+// Trim removes the trailing NUL and space padding UIDs carry on the wire, and surrounding spaces.
+func Trim(uid string) string {
+	return strings.Trim(uid, " \x00")
+}
+
+// storageRoot is the root under which PS3.4 Annex B (Storage Service Class) allocates its SOP classes.
+// Query/Retrieve (…5.1.4.1.2.x) lives outside this subtree.
+const storageRoot = "1.2.840.10008.5.1.4.1.1."
+
+// storageOutsideRoot lists storage SOP classes (current and retired) whose UIDs are not under storageRoot.
+var storageOutsideRoot = map[string]string{
+	"1.2.840.10008.5.1.1.27":     "Stored Print Storage (Retired)",
+	"1.2.840.10008.5.1.1.29":     "Hardcopy Grayscale Image Storage (Retired)",
+	"1.2.840.10008.5.1.1.30":     "Hardcopy Color Image Storage (Retired)",
+	"1.2.840.10008.5.1.4.38.1":   "Hanging Protocol Storage",
+	"1.2.840.10008.5.1.4.39.1":   "Color Palette Storage",
+	"1.2.840.10008.5.1.4.43.1":   "Generic Implant Template Storage",
+	"1.2.840.10008.5.1.4.44.1":   "Implant Assembly Template Storage",
+	"1.2.840.10008.5.1.4.45.1":   "Implant Template Group Storage",
+	"1.2.840.10008.5.1.4.34.7":   "RT Beams Delivery Instruction Storage",
+	"1.2.840.10008.5.1.4.34.10":  "RT Brachy Application Setup Delivery Instruction Storage",
+	"1.2.840.10008.5.1.4.1.1.40": "Standalone Modality LUT Storage (Retired)", // under root; listed for the name
+}
+
+// storageNames names the common storage SOP classes, for logs and tests; it is not the acceptance rule.
+var storageNames = map[string]string{
+	"1.2.840.10008.5.1.4.1.1.1":     "Computed Radiography Image Storage",
+	"1.2.840.10008.5.1.4.1.1.1.1":   "Digital X-Ray Image Storage - For Presentation",
+	"1.2.840.10008.5.1.4.1.1.1.2":   "Digital Mammography X-Ray Image Storage - For Presentation",
+	"1.2.840.10008.5.1.4.1.1.2":     "CT Image Storage",
+	"1.2.840.10008.5.1.4.1.1.2.1":   "Enhanced CT Image Storage",
+	"1.2.840.10008.5.1.4.1.1.3.1":   "Ultrasound Multi-frame Image Storage",
+	"1.2.840.10008.5.1.4.1.1.4":     "MR Image Storage",
+	"1.2.840.10008.5.1.4.1.1.4.1":   "Enhanced MR Image Storage",
+	"1.2.840.10008.5.1.4.1.1.6.1":   "Ultrasound Image Storage",
+	"1.2.840.10008.5.1.4.1.1.7":     "Secondary Capture Image Storage",
+	"1.2.840.10008.5.1.4.1.1.12.1":  "X-Ray Angiographic Image Storage",
+	"1.2.840.10008.5.1.4.1.1.20":    "Nuclear Medicine Image Storage",
+	"1.2.840.10008.5.1.4.1.1.66":    "Raw Data Storage",
+	"1.2.840.10008.5.1.4.1.1.88.11": "Basic Text SR Storage",
+	"1.2.840.10008.5.1.4.1.1.88.22": "Enhanced SR Storage",
+	"1.2.840.10008.5.1.4.1.1.88.33": "Comprehensive SR Storage",
+	"1.2.840.10008.5.1.4.1.1.104.1": "Encapsulated PDF Storage",
+	"1.2.840.10008.5.1.4.1.1.128":   "Positron Emission Tomography Image Storage",
+	"1.2.840.10008.5.1.4.1.1.481.1": "RT Image Storage",
+	"1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage",
+	"1.2.840.10008.5.1.4.1.1.481.3": "RT Structure Set Storage",
+	"1.2.840.10008.5.1.4.1.1.481.5": "RT Plan Storage",
+}
+
+// IsStorageSOPClass reports whether uid is a Storage Service Class SOP class (PS3.4 Annex B and the retired and
+// newer storage classes allocated outside its UID subtree). Storage Commitment, Verification and Query/Retrieve
+// are not storage classes. The rule is deliberately generous: every UID under 1.2.840.10008.5.1.4.1.1. is
+// accepted, so storage classes added to the standard after this registry was written are still received.
+func IsStorageSOPClass(uid string) bool {
+	uid = Trim(uid)
+	if _, ok := storageOutsideRoot[uid]; ok {
+		return true
+	}
+	if !strings.HasPrefix(uid, storageRoot) || len(uid) == len(storageRoot) {
+		return false
+	}
+	return ValidUID(uid)
+}
+
+// Name returns a human-readable name for a known UID, or "" if unknown.
+func Name(uid string) string {
+	uid = Trim(uid)
+	if ts, ok := transferSyntaxes[uid]; ok {
+		return ts.Name
+	}
+	switch uid {
+	case Verification:
+		return "Verification SOP Class"
+	case StorageCommitment:
+		return "Storage Commitment Push Model SOP Class"
+	case ApplicationContext:
+		return "DICOM Application Context Name"
+	}
+	if n, ok := storageNames[uid]; ok {
+		return n
+	}
+	return storageOutsideRoot[uid]
+}
+
+// ValidUID reports whether s is a syntactically valid UID per PS3.5 §9.1: 1–64 characters, dot-separated
+// components of digits, no leading zero in a multi-digit component, no empty component.
+func ValidUID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	compStart := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == '.' {
+			n := i - compStart
+			if n == 0 || (n > 1 && s[compStart] == '0') {
+				return false
+			}
+			compStart = i + 1
+			continue
+		}
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
