@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc64"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -147,20 +148,36 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		if !mine {
 			return st, fmt.Errorf("s3store: put %s: upload vanished and the key holds another object: %w: %w", rel, objectstore.ErrUnavailable, goneErr)
 		}
-	case preconditionErr != nil:
-		same, herr := s.sameObject(ctx, full, st.Size, crcB64, st.SHA256)
+	case preconditionErr != nil && attempts > 1:
+		// An earlier attempt may have completed the upload and lost only
+		// its answer; then the key holds our own object.
+		mine, herr := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
 		if herr != nil {
 			return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
 		}
-		if !same {
-			return st, fmt.Errorf("s3store: put %s (sha256 %s): %w", rel, st.SHA256, ErrMultipartConflict)
+		if !mine {
+			return s.duplicateOrConflict(ctx, log, full, rel, st, crcB64)
 		}
-		st.Duplicate = true
-		log.Info("identical object already stored")
-		return st, nil // the deferred abort drops our upload
+	case preconditionErr != nil:
+		return s.duplicateOrConflict(ctx, log, full, rel, st, crcB64)
 	}
 	completed = true
 	s.metrics.bytes.Add(float64(st.Size))
+	return st, nil
+}
+
+// duplicateOrConflict decides what a refused Complete meant; the caller's
+// deferred abort drops the upload either way.
+func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full, rel string, st objectstore.Stored, crcB64 string) (objectstore.Stored, error) {
+	same, herr := s.sameObject(ctx, full, st.Size, crcB64, st.SHA256)
+	if herr != nil {
+		return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
+	}
+	if !same {
+		return st, fmt.Errorf("s3store: put %s (sha256 %s): %w", rel, st.SHA256, ErrMultipartConflict)
+	}
+	st.Duplicate = true
+	log.Info("identical object already stored")
 	return st, nil
 }
 
@@ -217,10 +234,7 @@ func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Obj
 
 // abort drops an unfinished upload so no part of it stays billable or
 // visible. It runs even when ctx is cancelled (that is often why).
-func (s *Store) abort(ctx context.Context, key, uploadID string, log interface {
-	Warn(string, ...any)
-	Error(string, ...any)
-}, cause error) {
+func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logger, cause error) {
 	s.metrics.aborts.Inc()
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
 	defer cancel()

@@ -116,13 +116,23 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	meta := s.metadata(obj)
 	meta[MetaSHA256] = sha
 	full := s.opts.Prefix + rel
-	err := s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
+	retried, err := s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {
 		s.metrics.bytes.Add(float64(len(body)))
 		return st, nil
 	}
 	if !preconditionFailed(err) {
 		return st, err
+	}
+	if retried {
+		mine, err := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
+		if err != nil {
+			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+		}
+		if mine {
+			s.metrics.bytes.Add(float64(len(body)))
+			return st, nil
+		}
 	}
 	same, err := s.sameObject(ctx, full, st.Size, crcB64, sha)
 	if err != nil {
@@ -139,7 +149,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	full = s.opts.Prefix + st.Key
 	meta[MetaConflict] = "true"
 	s.log.Warn("different object already holds the key; storing under conflict key", "key", s.opts.Prefix+rel, "conflict_key", full, "association", obj.AssociationID)
-	err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
+	_, err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {
 		s.metrics.bytes.Add(float64(len(body)))
 		return st, nil
@@ -160,10 +170,15 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 
 // putBytes is a conditional PutObject of an in-memory body, retried. A
 // 412 is returned unwrapped-checkable with preconditionFailed.
-func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB64 string, meta map[string]string, contentType string) error {
+//
+// retried reports that an earlier attempt's outcome is unknown (it may
+// have been stored and only the answer lost), which matters after a 412.
+func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB64 string, meta map[string]string, contentType string) (retried bool, err error) {
 	sse, kms := s.sse()
 	var precondition error
-	err := s.do(ctx, op, s.opts.RetryDeadline, func(ctx context.Context) error {
+	attempts := 0
+	err = s.do(ctx, op, s.opts.RetryDeadline, func(ctx context.Context) error {
+		attempts++
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(key),
@@ -186,13 +201,11 @@ func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB6
 		}
 		return checkCRC(out.ChecksumCRC64NVME, crcB64)
 	})
+	retried = attempts > 1
 	if err != nil {
-		return err
+		return retried, err
 	}
-	if precondition != nil {
-		return precondition
-	}
-	return nil
+	return retried, precondition
 }
 
 func checkCRC(got *string, want string) error {

@@ -43,9 +43,9 @@ type Store struct {
 	metrics *metrics
 	bufs    sync.Pool // *[]byte of PartSize
 
-	readyMu  sync.Mutex
-	readyAt  time.Time
-	readyErr error
+	readyMu    sync.Mutex
+	readyUntil time.Time // the cached answer holds until then
+	readyErr   error
 }
 
 var _ objectstore.Store = (*Store)(nil)
@@ -173,7 +173,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	crc := crcBase64(crc64.Checksum(body, crc64NVME))
 	outcome := "error"
 	defer func() { s.observe("record", outcome, start) }()
-	err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")
+	_, err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")
 	if preconditionFailed(err) {
 		same, herr := s.sameObject(ctx, full, int64(len(body)), crc, "")
 		if herr != nil {
@@ -210,13 +210,13 @@ func safeKey(k string) bool {
 	return true
 }
 
-// Ready reports whether the bucket answers. The answer is cached for
-// ReadyTTL so the SCP may call it on every association; a failure wraps
-// objectstore.ErrUnavailable.
+// Ready reports whether the bucket answers (HeadBucket). A success is
+// cached for ReadyTTL and a failure for at most a second, so the SCP may
+// call it on every association; a failure wraps objectstore.ErrUnavailable.
 func (s *Store) Ready(ctx context.Context) error {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
-	if !s.readyAt.IsZero() && time.Since(s.readyAt) < s.opts.ReadyTTL {
+	if time.Now().Before(s.readyUntil) {
 		return s.readyErr
 	}
 	// One quick attempt: Ready must answer while a PACS waits for the
@@ -231,10 +231,12 @@ func (s *Store) Ready(ctx context.Context) error {
 	if err != nil {
 		s.readyErr = fmt.Errorf("s3store: ready: head bucket %s: %w: %w", s.opts.Bucket, objectstore.ErrUnavailable, err)
 		s.log.Warn("s3 bucket not reachable", "bucket", s.opts.Bucket, "err", err)
+		// Recheck a failure sooner, so associations resume quickly.
+		s.readyUntil = time.Now().Add(min(s.opts.ReadyTTL, time.Second))
 	} else {
 		s.readyErr = nil
+		s.readyUntil = time.Now().Add(s.opts.ReadyTTL)
 	}
-	s.readyAt = time.Now()
 	return s.readyErr
 }
 

@@ -1,0 +1,236 @@
+package s3store_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+)
+
+// flaky wraps a real client and makes chosen operations fail before or
+// after they reach S3.
+type flaky struct {
+	next s3store.Client
+
+	mu      sync.Mutex
+	failN   map[string]int // op -> failures still to inject before the call
+	always  map[string]bool
+	loseN   map[string]int // op -> answers still to drop after the call
+	failErr error
+	badCRC  bool
+	calls   map[string]int
+}
+
+func newFlaky(next s3store.Client) *flaky {
+	return &flaky{next: next, failN: map[string]int{}, always: map[string]bool{}, loseN: map[string]int{}, calls: map[string]int{}, failErr: apiErr(503, "SlowDown")}
+}
+
+func apiErr(status int, code string) error {
+	return &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: status}},
+		Err:      &smithy.GenericAPIError{Code: code, Message: "injected"},
+	}
+}
+
+func (f *flaky) before(op string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[op]++
+	if f.always[op] {
+		return f.failErr
+	}
+	if f.failN[op] > 0 {
+		f.failN[op]--
+		return f.failErr
+	}
+	return nil
+}
+
+func (f *flaky) after(op string, err error) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err == nil && f.loseN[op] > 0 {
+		f.loseN[op]--
+		return &smithyhttp.RequestSendError{Err: errors.New("read: connection reset by peer (injected)")}
+	}
+	return err
+}
+
+func (f *flaky) count(op string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.calls[op] }
+
+func (f *flaky) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
+	if err := f.before("PutObject"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.PutObject(ctx, in, o...)
+	if err == nil && f.badCRC {
+		out.ChecksumCRC64NVME = aws.String("AAAAAAAAAAA=")
+	}
+	return out, f.after("PutObject", err)
+}
+func (f *flaky) HeadObject(ctx context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	if err := f.before("HeadObject"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.HeadObject(ctx, in, o...)
+	return out, f.after("HeadObject", err)
+}
+func (f *flaky) HeadBucket(ctx context.Context, in *s3.HeadBucketInput, o ...func(*s3.Options)) (*s3.HeadBucketOutput, error) {
+	if err := f.before("HeadBucket"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.HeadBucket(ctx, in, o...)
+	return out, f.after("HeadBucket", err)
+}
+func (f *flaky) CreateMultipartUpload(ctx context.Context, in *s3.CreateMultipartUploadInput, o ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	if err := f.before("CreateMultipartUpload"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.CreateMultipartUpload(ctx, in, o...)
+	return out, f.after("CreateMultipartUpload", err)
+}
+func (f *flaky) UploadPart(ctx context.Context, in *s3.UploadPartInput, o ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	if err := f.before("UploadPart"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.UploadPart(ctx, in, o...)
+	return out, f.after("UploadPart", err)
+}
+func (f *flaky) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	if err := f.before("CompleteMultipartUpload"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.CompleteMultipartUpload(ctx, in, o...)
+	return out, f.after("CompleteMultipartUpload", err)
+}
+func (f *flaky) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, o ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
+	if err := f.before("AbortMultipartUpload"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.AbortMultipartUpload(ctx, in, o...)
+	return out, f.after("AbortMultipartUpload", err)
+}
+
+func flakyStore(t *testing.T, setup func(*flaky)) (*s3store.Store, *s3test.Server, *flaky) {
+	t.Helper()
+	srv := s3test.NewServer(t, bucket)
+	f := newFlaky(s3test.Client(srv.URL))
+	setup(f)
+	st, err := s3store.New(context.Background(), s3store.Options{
+		Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
+		RetryDeadline: 600 * time.Millisecond, ReadyTTL: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, srv, f
+}
+
+func TestFaults(t *testing.T) {
+	single, multi := s3test.Bytes(11, 3000), s3test.Bytes(12, 2*partSize+3000)
+	for _, tc := range []struct {
+		name          string
+		setup         func(*flaky)
+		data          []byte
+		wantErr       error // nil: success
+		wantDuplicate bool
+		wantCalls     map[string]int // exact call counts to check
+	}{
+		{name: "503 twice then success", data: single,
+			setup:     func(f *flaky) { f.failN["PutObject"] = 2 },
+			wantCalls: map[string]int{"PutObject": 3}},
+		{name: "part fails twice then success", data: multi,
+			setup:     func(f *flaky) { f.failN["UploadPart"] = 2 },
+			wantCalls: map[string]int{"UploadPart": 5, "AbortMultipartUpload": 0}},
+		{name: "S3 keeps failing: unavailable", data: single,
+			setup:   func(f *flaky) { f.always["PutObject"] = true },
+			wantErr: objectstore.ErrUnavailable},
+		{name: "parts keep failing: unavailable and aborted", data: multi,
+			setup:     func(f *flaky) { f.always["UploadPart"] = true },
+			wantErr:   objectstore.ErrUnavailable,
+			wantCalls: map[string]int{"AbortMultipartUpload": 1, "CompleteMultipartUpload": 0}},
+		{name: "complete keeps failing: unavailable and aborted", data: multi,
+			setup:     func(f *flaky) { f.always["CompleteMultipartUpload"] = true },
+			wantErr:   objectstore.ErrUnavailable,
+			wantCalls: map[string]int{"AbortMultipartUpload": 1}},
+		{name: "abort itself fails at first", data: multi,
+			setup: func(f *flaky) {
+				f.always["CompleteMultipartUpload"] = true
+				f.failN["AbortMultipartUpload"] = 2
+			},
+			wantErr:   objectstore.ErrUnavailable,
+			wantCalls: map[string]int{"AbortMultipartUpload": 3}},
+		{name: "access denied is not retried", data: single,
+			setup:     func(f *flaky) { f.failErr = apiErr(403, "AccessDenied"); f.always["PutObject"] = true },
+			wantErr:   errAny,
+			wantCalls: map[string]int{"PutObject": 1}},
+		{name: "answer to complete lost: our upload is recognised", data: multi,
+			setup:     func(f *flaky) { f.loseN["CompleteMultipartUpload"] = 1 },
+			wantCalls: map[string]int{"CompleteMultipartUpload": 2, "AbortMultipartUpload": 0}},
+		{name: "answer to put lost: the retry finds our object", data: single,
+			setup:     func(f *flaky) { f.loseN["PutObject"] = 1 },
+			wantCalls: map[string]int{"PutObject": 2}},
+		{name: "S3 answers another checksum", data: single,
+			setup:   func(f *flaky) { f.badCRC = true },
+			wantErr: errAny},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, srv, f := flakyStore(t, tc.setup)
+			obj := testObject("1.2.3.4.100")
+			key, _ := objectstore.Key(obj)
+			got, err := st.Put(context.Background(), obj, bytes.NewReader(tc.data))
+			switch {
+			case tc.wantErr == nil && err != nil:
+				t.Fatalf("Put: %v", err)
+			case tc.wantErr == errAny && err == nil, tc.wantErr != nil && tc.wantErr != errAny && !errors.Is(err, tc.wantErr):
+				t.Fatalf("Put err = %v, want %v", err, tc.wantErr)
+			case tc.wantErr == errAny && errors.Is(err, objectstore.ErrUnavailable):
+				t.Errorf("permanent failure reported as unavailable: %v", err)
+			}
+			if err == nil {
+				if got.Duplicate != tc.wantDuplicate {
+					t.Errorf("Duplicate = %v, want %v", got.Duplicate, tc.wantDuplicate)
+				}
+				if b, _, gerr := srv.Object(prefix + key); gerr != nil || !bytes.Equal(b, tc.data) {
+					t.Errorf("stored object missing or different (%v)", gerr)
+				}
+			} else if len(tc.data) > partSize {
+				if _, _, gerr := srv.Object(prefix + key); gerr == nil {
+					t.Error("failed multipart put left an object")
+				}
+			}
+			for op, n := range tc.wantCalls {
+				if c := f.count(op); c != n {
+					t.Errorf("%s called %d times, want %d", op, c, n)
+				}
+			}
+			assertClean(t, srv)
+		})
+	}
+}
+
+var errAny = errors.New("any error")
+
+func TestReadyIsCached(t *testing.T) {
+	st, _, f := flakyStore(t, func(*flaky) {})
+	for range 3 {
+		if err := st.Ready(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.count("HeadBucket"); n != 1 {
+		t.Errorf("HeadBucket called %d times within the TTL, want 1", n)
+	}
+}
