@@ -1,0 +1,153 @@
+package dimse
+
+import (
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestCommandRoundTrip(t *testing.T) {
+	rq := NewCStoreRQ(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.45", PriorityHigh)
+	rq.Present |= HasMoveOriginatorAETitle | HasMoveOriginatorMessageID
+	rq.MoveOriginatorAETitle, rq.MoveOriginatorMessageID = "MOVER", 99
+	tests := []*Command{
+		rq,
+		NewCEchoRQ(1),
+		NewCEchoRSP(NewCEchoRQ(5), Status{}),
+		NewCStoreRSP(rq, Status{Code: StatusOutOfResources, Comment: "disk full"}),
+	}
+	for i, c := range tests {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			got, err := Decode(c.Encode())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(c, got); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestCEchoRSPBytes pins the exact encoding: group length, ascending tags, UID padded with NUL.
+func TestCEchoRSPBytes(t *testing.T) {
+	got := NewCEchoRSP(NewCEchoRQ(0x1234), Status{}).Encode()
+	want := strings.Join([]string{
+		"00000000 04000000 4a000000",                             // (0000,0000) UL 4 = 74
+		"00000200 12000000 312e322e3834302e31303030382e312e3100", // (0000,0002) "1.2.840.10008.1.1\0"
+		"00000001 02000000 3080",                                 // (0000,0100) 8030
+		"00002001 02000000 3412",                                 // (0000,0120) 1234
+		"00000008 02000000 0101",                                 // (0000,0800) 0101
+		"00000009 02000000 0000",                                 // (0000,0900) 0000
+	}, "")
+	if hex.EncodeToString(got) != strings.ReplaceAll(want, " ", "") {
+		t.Errorf("got  %x\nwant %s", got, strings.ReplaceAll(want, " ", ""))
+	}
+}
+
+func TestCStoreRSPFields(t *testing.T) {
+	rq := NewCStoreRQ(3, "1.2.840.10008.5.1.4.1.1.4", "1.2.3", PriorityMedium)
+	long := strings.Repeat("x", 100)
+	rsp, err := Decode(NewCStoreRSP(rq, Status{Code: StatusCannotUnderstand, Comment: long}).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.CommandField != CStoreRSP || rsp.MessageIDBeingRespondedTo != 3 || rsp.AffectedSOPClassUID != rq.AffectedSOPClassUID ||
+		rsp.AffectedSOPInstanceUID != "1.2.3" || rsp.HasDataSet() || rsp.Status != StatusCannotUnderstand {
+		t.Errorf("%+v", rsp)
+	}
+	if len(rsp.ErrorComment) != MaxCommentLen {
+		t.Errorf("comment length %d, want %d", len(rsp.ErrorComment), MaxCommentLen)
+	}
+	ok, _ := Decode(NewCStoreRSP(rq, Status{Code: StatusSuccess, Comment: "ignored"}).Encode())
+	if ok.Has(HasErrorComment) {
+		t.Error("success response carries an error comment")
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	tests := map[string][]byte{
+		"truncated header": {0, 0, 0, 1},
+		"length runs past": {0, 0, 0, 1, 0xFF, 0, 0, 0, 1, 0},
+		"other group":      {8, 0, 0x18, 0, 0, 0, 0, 0},
+		"US with 4 bytes":  {0, 0, 0, 1, 4, 0, 0, 0, 1, 0, 0, 0},
+		"huge length":      {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF},
+	}
+	for name, b := range tests {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Decode(b); !errors.Is(err, ErrMalformed) {
+				t.Errorf("err = %v", err)
+			}
+		})
+	}
+}
+
+func TestDecodeSkipsUnknownAndTrims(t *testing.T) {
+	var b []byte
+	b = appendPadded(b, 0x0002, "1.2.3", 0)
+	b = appendElem(b, 0x0600, []byte("DEST  ")) // Move Destination: skipped
+	b = appendUS(b, 0x0100, CStoreRQ)
+	b = appendPadded(b, 0x1000, "1.2.3.4 ", ' ')
+	c, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AffectedSOPClassUID != "1.2.3" || c.AffectedSOPInstanceUID != "1.2.3.4" || c.CommandField != CStoreRQ || c.HasDataSet() {
+		t.Errorf("%+v", c)
+	}
+}
+
+func TestStatusClasses(t *testing.T) {
+	tests := []struct {
+		code                      uint16
+		success, warning, failure bool
+	}{
+		{0x0000, true, false, false},
+		{0xB000, false, true, false},
+		{0xB006, false, true, false},
+		{0xB007, false, true, false},
+		{0x0001, false, true, false},
+		{0xA700, false, false, true},
+		{0xA900, false, false, true},
+		{0xC000, false, false, true},
+		{0xC123, false, false, true},
+		{0x0110, false, false, true},
+		{0x0122, false, false, true},
+		{0x0124, false, false, true},
+		{0xFF00, false, false, false},
+	}
+	for _, tc := range tests {
+		s := Status{Code: tc.code}
+		if s.IsSuccess() != tc.success || s.IsWarning() != tc.warning || s.IsFailure() != tc.failure {
+			t.Errorf("%04X: success %v warning %v failure %v", tc.code, s.IsSuccess(), s.IsWarning(), s.IsFailure())
+		}
+	}
+	var err error = &Status{Code: StatusOutOfResources, Comment: "x"}
+	if !strings.Contains(err.Error(), "A700") {
+		t.Errorf("Error() = %q", err.Error())
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(NewCStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3", 0).Encode())
+	f.Add(NewCEchoRSP(NewCEchoRQ(1), Status{}).Encode())
+	f.Add(NewCStoreRSP(NewCStoreRQ(1, "1.2", "1.2.3", 0), Status{Code: 0xC000, Comment: "bad"}).Encode())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Decode(b)
+		if err != nil {
+			return
+		}
+		c2, err := Decode(c.Encode())
+		if err != nil {
+			t.Fatalf("re-decode: %v", err)
+		}
+		if !bytes.Equal(c.Encode(), c2.Encode()) {
+			t.Fatal("encoding not stable")
+		}
+	})
+}

@@ -1,0 +1,88 @@
+package dicomuid
+
+import "testing"
+
+func TestIsStorageSOPClass(t *testing.T) {
+	tests := []struct {
+		uid  string
+		want bool
+	}{
+		{CTImageStorage, true},
+		{MRImageStorage + "\x00", true},
+		{"1.2.840.10008.5.1.4.1.1.2.1", true},    // Enhanced CT
+		{"1.2.840.10008.5.1.4.1.1.88.33", true},  // Comprehensive SR
+		{"1.2.840.10008.5.1.4.1.1.501.1", true},  // DICOS CT
+		{"1.2.840.10008.5.1.4.1.1.9999.1", true}, // future storage class under the root
+		{"1.2.840.10008.5.1.1.29", true},         // Hardcopy Grayscale (retired)
+		{"1.2.840.10008.5.1.4.38.1", true},       // Hanging Protocol
+		{"1.2.840.10008.5.1.4.34.7", true},       // RT Beams Delivery Instruction
+		{StorageCommitment, false},
+		{Verification, false},
+		{"1.2.840.10008.5.1.4.1.2.1.1", false}, // Patient Root Q/R FIND
+		{"1.2.840.10008.5.1.4.34.6.1", false},  // UPS Push
+		{"1.2.840.10008.5.1.4.1.1.", false},
+		{"1.2.840.10008.5.1.4.1.1", false},
+		{"1.2.840.10008.5.1.4.1.1.02", false}, // leading zero
+		{"1.2.840.10008.5.1.4.1.1.2..1", false},
+		{"1.2.840.10008.5.1.4.1.1.x", false},
+		{"", false},
+	}
+	for _, tc := range tests {
+		if got := IsStorageSOPClass(tc.uid); got != tc.want {
+			t.Errorf("IsStorageSOPClass(%q) = %v, want %v", tc.uid, got, tc.want)
+		}
+	}
+}
+
+func TestTransferSyntaxes(t *testing.T) {
+	tests := []struct {
+		uid                      string
+		compressed, be, storable bool
+	}{
+		{ImplicitVRLittleEndian, false, false, true},
+		{ExplicitVRLittleEndian, false, false, true},
+		{ExplicitVRBigEndian, false, true, true},
+		{DeflatedExplicitVRLittleEndian, true, false, true},
+		{JPEGBaseline8Bit, true, false, true},
+		{JPEGLSLossless, true, false, true},
+		{JPEG2000, true, false, true},
+		{RLELossless, true, false, true},
+		{HTJ2KLossless, true, false, true},
+		{"1.2.840.10008.1.2.4.107", true, false, true}, // HEVC
+		{"1.2.840.10008.1.2.6.1", false, false, false}, // MIME
+	}
+	for _, tc := range tests {
+		ts, ok := LookupTransferSyntax(tc.uid)
+		if !ok {
+			t.Errorf("%s not registered", tc.uid)
+			continue
+		}
+		if ts.Compressed() != tc.compressed || ts.BigEndian != tc.be || ts.Storable != tc.storable {
+			t.Errorf("%s: %+v", tc.uid, ts)
+		}
+	}
+	if _, ok := LookupTransferSyntax("1.2.3.4.5.6"); ok {
+		t.Error("private UID registered")
+	}
+	if len(TransferSyntaxes()) < 50 {
+		t.Errorf("only %d transfer syntaxes", len(TransferSyntaxes()))
+	}
+}
+
+func TestValidUID(t *testing.T) {
+	for uid, want := range map[string]bool{
+		"1.2.3": true, "0": true, "1.0.3": true, "1.02": false, ".1": false, "1.": false, "1..2": false, "1.a": false,
+		"": false, "1.2.840.10008.5.1.4.1.1.2.1234567890123456789012345678901234567890123456": false,
+		"../../etc/passwd": false, "1.2.3/4": false,
+	} {
+		if got := ValidUID(uid); got != want {
+			t.Errorf("ValidUID(%q) = %v", uid, got)
+		}
+	}
+}
+
+func TestName(t *testing.T) {
+	if Name(CTImageStorage) != "CT Image Storage" || Name(JPEGBaseline8Bit) == "" || Name(Verification) == "" || Name("1.2.3") != "" {
+		t.Error("names")
+	}
+}
