@@ -38,7 +38,7 @@ func TestCommandRoundTrip(t *testing.T) {
 func TestCEchoRSPBytes(t *testing.T) {
 	got := NewCEchoRSP(NewCEchoRQ(0x1234), Status{}).Encode()
 	want := strings.Join([]string{
-		"00000000 04000000 4a000000",                             // (0000,0000) UL 4 = 74
+		"00000000 04000000 42000000",                             // (0000,0000) UL 4 = 66
 		"00000200 12000000 312e322e3834302e31303030382e312e3100", // (0000,0002) "1.2.840.10008.1.1\0"
 		"00000001 02000000 3080",                                 // (0000,0100) 8030
 		"00002001 02000000 3412",                                 // (0000,0120) 1234
