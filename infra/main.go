@@ -1,0 +1,60 @@
+// Command infra is the dicom-ingest CDK app. cdk.json runs it:
+//
+//	npx cdk synth -c env=dev        # templates for infra/config/dev.json
+//	npx cdk deploy -c env=prod      # deploy prod
+//
+// Context keys (all optional except env): configDir (default infra/config),
+// functionsDir (default build/functions, from `make build-functions`),
+// scpContext (default ., the scp-task image's build context),
+// scpDockerfile (default scp-task/Dockerfile), agentContext (default
+// infra/assets/metrics-agent).
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/infra/stack"
+)
+
+func main() {
+	defer jsii.Close()
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "infra:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	app := awscdk.NewApp(&awscdk.AppProps{Context: stack.AppContext()})
+	ctx := func(key, def string) string {
+		if v, ok := app.Node().TryGetContext(jsii.String(key)).(string); ok && v != "" {
+			return v
+		}
+		return def
+	}
+	env := ctx("env", "")
+	if env == "" {
+		return fmt.Errorf("no environment: pass -c env=<name> (a file infra/config/<name>.json)")
+	}
+	cfg, err := config.Load(ctx("configDir", "infra/config"), env)
+	if err != nil {
+		return err
+	}
+	if _, err := stack.NewIngestStack(app, "DicomIngest-"+cfg.Name, &stack.Props{
+		Config:          cfg,
+		FunctionsDir:    ctx("functionsDir", "build/functions"),
+		ScpContextDir:   ctx("scpContext", "."),
+		ScpDockerfile:   ctx("scpDockerfile", "scp-task/Dockerfile"),
+		AgentContextDir: ctx("agentContext", "infra/assets/metrics-agent"),
+	}); err != nil {
+		return err
+	}
+	stack.ApplyNag(app)
+	app.Synth(nil)
+	return nil
+}

@@ -1,0 +1,372 @@
+package stack
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsapplicationautoscaling"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsecrassets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsecs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// Ports of the scp-task container.
+const (
+	ScpPort    = 11112 // DICOM (SCP_LISTEN)
+	HealthPort = 8081  // /healthz, /readyz, /metrics (SCP_HEALTH_LISTEN)
+)
+
+// SCP metrics as the CloudWatch agent sidecar publishes them from the SCP's
+// Prometheus endpoint (scp-task/internal/metrics), in MetricsNamespace with
+// the single dimension Environment=<env name>.
+const (
+	MetricsNamespace          = "DicomIngest/SCP"
+	MetricActiveAssociations  = "dicom_ingest_associations_active"
+	MetricRejectedAssociation = "dicom_ingest_associations_rejected_total"
+	MetricStoreFailures       = "dicom_ingest_store_failures_total"
+	MetricObjectsStored       = "dicom_ingest_objects_stored_total"
+)
+
+// IngestProps configures NewIngest.
+type IngestProps struct {
+	Config  *config.Config
+	Network *Network
+	Storage *Storage
+	Vpn     *SiteVpn
+	// ScpContextDir is the Docker build context of the scp-task image (the
+	// repository root) and ScpDockerfile the Dockerfile relative to it.
+	ScpContextDir string
+	ScpDockerfile string
+	// AgentContextDir holds the CloudWatch agent sidecar's Dockerfile.
+	AgentContextDir string
+}
+
+// Ingest is the DICOM front door: an internal NLB on the DICOM port and the
+// Fargate service running scp-task behind it.
+type Ingest struct {
+	constructs.Construct
+	LoadBalancer   awselasticloadbalancingv2.NetworkLoadBalancer
+	Listener       awselasticloadbalancingv2.NetworkListener
+	TargetGroup    awselasticloadbalancingv2.NetworkTargetGroup
+	Cluster        awsecs.Cluster
+	Service        awsecs.FargateService
+	TaskDefinition awsecs.FargateTaskDefinition
+	TaskRole       awsiam.Role
+	LbSecurityGroup,
+	TaskSecurityGroup awsec2.SecurityGroup
+	LogGroup awslogs.LogGroup
+	// Environment is the scp-task container's environment.
+	Environment map[string]*string
+}
+
+// NewIngest creates the NLB, the task definition and the service.
+func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Ingest {
+	c := props.Config
+	self := constructs.NewConstruct(scope, jsii.String(id))
+	vpc := props.Network.Vpc
+	out := &Ingest{Construct: self}
+
+	// Security groups. The NLB admits the DICOM port from the site CIDRs
+	// (and the Client VPN endpoint) only; the tasks admit traffic from the
+	// NLB only, or from the sites directly when client IPs are preserved.
+	lbSG := awsec2.NewSecurityGroup(self, jsii.String("LbSG"), &awsec2.SecurityGroupProps{
+		Vpc:              vpc,
+		Description:      jsii.String("DICOM NLB: the DICOM port from the configured site CIDRs only"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	dicomPort := awsec2.Port_Tcp(jsii.Number(float64(c.Dicom.Port)))
+	for _, site := range c.Sites {
+		for _, cidr := range site.Cidrs {
+			lbSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), dicomPort, jsii.String("DICOM from site "+site.Name), nil)
+		}
+	}
+	if props.Vpn != nil && props.Vpn.ClientVpnSecurityGroup != nil {
+		lbSG.Connections().AllowFrom(props.Vpn.ClientVpnSecurityGroup, dicomPort, jsii.String("DICOM from Client VPN"))
+	}
+	taskSG := awsec2.NewSecurityGroup(self, jsii.String("TaskSG"), &awsec2.SecurityGroupProps{
+		Vpc:         vpc,
+		Description: jsii.String("scp-task: DICOM and health checks from the NLB"),
+		// No internet or NAT gateway exists: outbound reaches only the VPC
+		// endpoints and, through the VPN, the sites (Storage Commitment
+		// replies open associations back to the PACS).
+		AllowAllOutbound: jsii.Bool(true),
+	})
+	scpPort := awsec2.Port_Tcp(jsii.Number(ScpPort))
+	healthPort := awsec2.Port_Tcp(jsii.Number(HealthPort))
+	if c.ProxyProtocolEnabled() {
+		taskSG.Connections().AllowFrom(lbSG, scpPort, jsii.String("DICOM from the NLB (PROXY v2)"))
+	} else {
+		// With client IP preservation the task sees the site's address.
+		for _, site := range c.Sites {
+			for _, cidr := range site.Cidrs {
+				taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), scpPort, jsii.String("DICOM from site "+site.Name+" via the NLB"), nil)
+			}
+		}
+		lbSG.AddEgressRule(taskSG, scpPort, jsii.String("DICOM to the tasks"), nil)
+		if props.Vpn != nil && props.Vpn.ClientVpnSecurityGroup != nil {
+			// Client VPN translates clients to its own VPC addresses.
+			taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(c.VpcCidr)), scpPort, jsii.String("DICOM from Client VPN via the NLB"), nil)
+		}
+	}
+	taskSG.Connections().AllowFrom(lbSG, healthPort, jsii.String("NLB health checks"))
+	out.LbSecurityGroup, out.TaskSecurityGroup = lbSG, taskSG
+
+	nlb := awselasticloadbalancingv2.NewNetworkLoadBalancer(self, jsii.String("Nlb"), &awselasticloadbalancingv2.NetworkLoadBalancerProps{
+		Vpc:                vpc,
+		InternetFacing:     jsii.Bool(false),
+		VpcSubnets:         props.Network.Subnets,
+		CrossZoneEnabled:   jsii.Bool(true),
+		DeletionProtection: jsii.Bool(c.DeletionProtection),
+		SecurityGroups:     &[]awsec2.ISecurityGroup{lbSG},
+	})
+	tg := awselasticloadbalancingv2.NewNetworkTargetGroup(self, jsii.String("ScpTargets"), &awselasticloadbalancingv2.NetworkTargetGroupProps{
+		Vpc:        vpc,
+		Port:       jsii.Number(ScpPort),
+		Protocol:   awselasticloadbalancingv2.Protocol_TCP,
+		TargetType: awselasticloadbalancingv2.TargetType_IP,
+		// Exactly one way of telling the SCP the site's address, matching
+		// SCP_PROXY_PROTOCOL below.
+		ProxyProtocolV2:  jsii.Bool(c.ProxyProtocolEnabled()),
+		PreserveClientIp: jsii.Bool(!c.ProxyProtocolEnabled()),
+		// Draining: the NLB stops new associations at once and lets running
+		// ones finish for the delay; the task gets SIGTERM and drains in its
+		// stop timeout, so both are the same order of magnitude.
+		DeregistrationDelay:   awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.DeregistrationDelaySeconds))),
+		ConnectionTermination: jsii.Bool(true),
+		HealthCheck: &awselasticloadbalancingv2.HealthCheck{
+			Protocol:                awselasticloadbalancingv2.Protocol_HTTP,
+			Port:                    jsii.String(strconv.Itoa(HealthPort)),
+			Path:                    jsii.String("/readyz"),
+			Interval:                awscdk.Duration_Seconds(jsii.Number(10)),
+			Timeout:                 awscdk.Duration_Seconds(jsii.Number(5)),
+			HealthyThresholdCount:   jsii.Number(2),
+			UnhealthyThresholdCount: jsii.Number(2),
+			HealthyHttpCodes:        jsii.String("200"),
+		},
+	})
+	listener := nlb.AddListener(jsii.String("Dicom"), &awselasticloadbalancingv2.BaseNetworkListenerProps{
+		Port:     jsii.Number(float64(c.Dicom.Port)),
+		Protocol: awselasticloadbalancingv2.Protocol_TCP,
+		// tcp.idle_timeout.seconds: the 350 s default would cut idle
+		// associations between studies.
+		TcpIdleTimeout:      awscdk.Duration_Seconds(jsii.Number(float64(c.Dicom.IdleTimeoutSeconds))),
+		DefaultTargetGroups: &[]awselasticloadbalancingv2.INetworkTargetGroup{tg},
+	})
+	out.LoadBalancer, out.Listener, out.TargetGroup = nlb, listener, tg
+
+	// Task role: put objects under incoming/ and audit/ (multipart uploads
+	// included) and use the bucket's key through S3, nothing else.
+	taskRole := awsiam.NewRole(self, jsii.String("TaskRole"), &awsiam.RoleProps{
+		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
+		Description: jsii.String("scp-task: write DICOM objects and association audit records"),
+	})
+	bucket, key := props.Storage.Bucket, props.Storage.Key
+	taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:     jsii.String("PutIncomingAndAudit"),
+		Actions: jsii.Strings("s3:PutObject", "s3:AbortMultipartUpload"),
+		Resources: jsii.Strings(
+			*bucket.ArnForObjects(jsii.String(PrefixIncoming + "*")),
+			*bucket.ArnForObjects(jsii.String(PrefixAudit + "*")),
+		),
+	}))
+	taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid: jsii.String("BucketKeyViaS3"),
+		// Decrypt is needed to complete multipart uploads under SSE-KMS.
+		Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt"),
+		Resources:  jsii.Strings(*key.KeyArn()),
+		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": "s3." + c.Region + ".amazonaws.com"}},
+	}))
+	out.TaskRole = taskRole
+
+	logGroup := awslogs.NewLogGroup(self, jsii.String("ScpLogs"), &awslogs.LogGroupProps{
+		EncryptionKey: key,
+		Retention:     retention(c.LogRetentionDays),
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	metricsLogGroup := awslogs.NewLogGroup(self, jsii.String("ScpMetrics"), &awslogs.LogGroupProps{
+		EncryptionKey: key,
+		Retention:     awslogs.RetentionDays_ONE_MONTH,
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	out.LogGroup = logGroup
+
+	taskDef := awsecs.NewFargateTaskDefinition(self, jsii.String("Task"), &awsecs.FargateTaskDefinitionProps{
+		Cpu:            jsii.Number(float64(c.Scp.Cpu)),
+		MemoryLimitMiB: jsii.Number(float64(c.Scp.MemoryMiB)),
+		RuntimePlatform: &awsecs.RuntimePlatform{
+			CpuArchitecture:       awsecs.CpuArchitecture_ARM64(),
+			OperatingSystemFamily: awsecs.OperatingSystemFamily_LINUX(),
+		},
+		TaskRole: taskRole,
+	})
+	out.Environment = map[string]*string{
+		"SCP_LISTEN":           jsii.String(fmt.Sprintf(":%d", ScpPort)),
+		"SCP_HEALTH_LISTEN":    jsii.String(fmt.Sprintf(":%d", HealthPort)),
+		"SCP_AE_TITLE":         jsii.String(c.Dicom.AETitle),
+		"SCP_CALLING_AES":      jsii.String(c.CallingAEs()),
+		"SCP_STORE":            jsii.String("s3://" + *bucket.BucketName() + "/"),
+		"SCP_S3_KMS_KEY":       key.KeyArn(),
+		"SCP_MAX_ASSOCIATIONS": jsii.String(strconv.Itoa(c.Scp.MaxAssociations)),
+		"SCP_PROXY_PROTOCOL":   jsii.String(strconv.FormatBool(c.ProxyProtocolEnabled())),
+		// Finish draining before Fargate's SIGKILL at the stop timeout.
+		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", max(1, c.Scp.StopTimeoutSeconds-10))),
+		"AWS_REGION":        jsii.String(c.Region),
+	}
+	exclude := *jsii.Strings(".git", "cdk.out", "build", "bin", "data", "node_modules", ".tools", "test/artifacts", "infra")
+	scp := taskDef.AddContainer(jsii.String("scp"), &awsecs.ContainerDefinitionOptions{
+		// Staged at synth, built by `cdk deploy` (no Docker at synth).
+		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.ScpContextDir), &awsecs.AssetImageProps{
+			File:     jsii.String(props.ScpDockerfile),
+			Platform: awsecrassets.Platform_LINUX_ARM64(),
+			Exclude:  &exclude,
+		}),
+		Essential:              jsii.Bool(true),
+		Environment:            &out.Environment,
+		ReadonlyRootFilesystem: jsii.Bool(true),
+		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.StopTimeoutSeconds))),
+		Logging: awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{
+			LogGroup:     logGroup,
+			StreamPrefix: jsii.String("scp"),
+			Mode:         awsecs.AwsLogDriverMode_NON_BLOCKING,
+		}),
+		PortMappings: &[]*awsecs.PortMapping{
+			{ContainerPort: jsii.Number(ScpPort), Protocol: awsecs.Protocol_TCP},
+			{ContainerPort: jsii.Number(HealthPort), Protocol: awsecs.Protocol_TCP},
+		},
+	})
+
+	// The CloudWatch agent scrapes /metrics and publishes the SCP's gauges
+	// and counters as CloudWatch metrics (embedded metric format), which the
+	// association autoscaling and the reject/failure alarms use. Its image
+	// is mirrored into the CDK asset repository at deploy time because the
+	// isolated subnets cannot reach public registries.
+	agentConfig, promConfig := agentConfigs(c.Name, *metricsLogGroup.LogGroupName())
+	taskDef.AddContainer(jsii.String("metrics-agent"), &awsecs.ContainerDefinitionOptions{
+		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.AgentContextDir), &awsecs.AssetImageProps{
+			Platform: awsecrassets.Platform_LINUX_ARM64(),
+		}),
+		Essential:      jsii.Bool(false),
+		Cpu:            jsii.Number(64),
+		MemoryLimitMiB: jsii.Number(256),
+		Environment:    &map[string]*string{"CW_CONFIG_CONTENT": jsii.String(agentConfig), "PROMETHEUS_CONFIG_CONTENT": jsii.String(promConfig)},
+		Logging:        awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{LogGroup: logGroup, StreamPrefix: jsii.String("metrics-agent")}),
+		StopTimeout:    awscdk.Duration_Seconds(jsii.Number(10)),
+	})
+	metricsLogGroup.GrantWrite(taskRole)
+	out.TaskDefinition = taskDef
+
+	cluster := awsecs.NewCluster(self, jsii.String("Cluster"), &awsecs.ClusterProps{
+		Vpc:                 vpc,
+		ContainerInsightsV2: awsecs.ContainerInsights_ENABLED,
+	})
+	svc := awsecs.NewFargateService(self, jsii.String("Service"), &awsecs.FargateServiceProps{
+		Cluster:                     cluster,
+		TaskDefinition:              taskDef,
+		DesiredCount:                jsii.Number(float64(c.Scp.MinTasks)),
+		MinHealthyPercent:           jsii.Number(100),
+		MaxHealthyPercent:           jsii.Number(200),
+		CircuitBreaker:              &awsecs.DeploymentCircuitBreaker{Enable: jsii.Bool(true), Rollback: jsii.Bool(true)},
+		VpcSubnets:                  props.Network.Subnets,
+		SecurityGroups:              &[]awsec2.ISecurityGroup{taskSG},
+		AssignPublicIp:              jsii.Bool(false),
+		AvailabilityZoneRebalancing: awsecs.AvailabilityZoneRebalancing_ENABLED,
+		HealthCheckGracePeriod:      awscdk.Duration_Seconds(jsii.Number(60)),
+		PlatformVersion:             awsecs.FargatePlatformVersion_LATEST,
+		EnableECSManagedTags:        jsii.Bool(true),
+		PropagateTags:               awsecs.PropagatedTagSource_SERVICE,
+	})
+	tg.AddTarget(svc.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
+		ContainerName: scp.ContainerName(),
+		ContainerPort: jsii.Number(ScpPort),
+		Protocol:      awsecs.Protocol_TCP,
+	}))
+	// The NLB's security group must also let it reach the targets.
+	lbSG.Connections().AllowTo(taskSG, healthPort, jsii.String("health checks to the tasks"))
+	if c.ProxyProtocolEnabled() {
+		lbSG.Connections().AllowTo(taskSG, scpPort, jsii.String("DICOM to the tasks"))
+	}
+
+	scaling := svc.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
+		MinCapacity: jsii.Number(float64(c.Scp.MinTasks)),
+		MaxCapacity: jsii.Number(float64(c.Scp.MaxTasks)),
+	})
+	scaling.ScaleOnCpuUtilization(jsii.String("Cpu"), &awsecs.CpuUtilizationScalingProps{
+		TargetUtilizationPercent: jsii.Number(float64(c.Scp.TargetCpuPercent)),
+		// Scaling in ends associations only after draining; be slow.
+		ScaleInCooldown:  awscdk.Duration_Minutes(jsii.Number(10)),
+		ScaleOutCooldown: awscdk.Duration_Minutes(jsii.Number(1)),
+	})
+	scaling.ScaleToTrackCustomMetric(jsii.String("Associations"), &awsecs.TrackCustomMetricProps{
+		Metric:           ScpMetric(c.Name, MetricActiveAssociations, "Average", awscdk.Duration_Minutes(jsii.Number(1))),
+		TargetValue:      jsii.Number(float64(c.Scp.TargetAssociationsPerTask)),
+		ScaleInCooldown:  awscdk.Duration_Minutes(jsii.Number(10)),
+		ScaleOutCooldown: awscdk.Duration_Minutes(jsii.Number(1)),
+	})
+	out.Cluster, out.Service = cluster, svc
+	return out
+}
+
+// ScpMetric is one of the SCP's metrics in CloudWatch for environment env.
+func ScpMetric(env, name, statistic string, period awscdk.Duration) awscloudwatch.Metric {
+	return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+		Namespace:     jsii.String(MetricsNamespace),
+		MetricName:    jsii.String(name),
+		DimensionsMap: &map[string]*string{"Environment": jsii.String(env)},
+		Statistic:     jsii.String(statistic),
+		Period:        period,
+	})
+}
+
+// agentConfigs renders the CloudWatch agent's JSON configuration and its
+// Prometheus scrape configuration. The scrape target is the SCP's health
+// port on localhost (tasks share one network namespace in awsvpc mode).
+func agentConfigs(env, logGroupName string) (agent, prometheus string) {
+	cfg := map[string]any{
+		"agent": map[string]any{"metrics_collection_interval": 60},
+		"logs": map[string]any{
+			"force_flush_interval": 15,
+			"metrics_collected": map[string]any{
+				"prometheus": map[string]any{
+					"log_group_name":         logGroupName,
+					"prometheus_config_path": "env:PROMETHEUS_CONFIG_CONTENT",
+					"emf_processor": map[string]any{
+						"metric_declaration_dedup": true,
+						"metric_namespace":         MetricsNamespace,
+						"metric_declaration": []any{map[string]any{
+							"source_labels":    []string{"job"},
+							"label_matcher":    "^scp$",
+							"dimensions":       [][]string{{"Environment"}},
+							"metric_selectors": []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$"},
+						}},
+					},
+				},
+			},
+		},
+	}
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		// A map of strings and numbers always marshals.
+		b = []byte("{}")
+	}
+	prometheus = fmt.Sprintf(`global:
+  scrape_interval: 30s
+  scrape_timeout: 10s
+scrape_configs:
+  - job_name: scp
+    static_configs:
+      - targets: ["localhost:%d"]
+        labels:
+          Environment: %q
+`, HealthPort, env)
+	return string(b), prometheus
+}

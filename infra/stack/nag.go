@@ -1,0 +1,139 @@
+package stack
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+)
+
+// nagRule is one suppression: a rule id, why it does not apply or is
+// accepted, and optionally the findings (IAM resources or actions) it
+// covers; an empty appliesTo suppresses the rule for the construct.
+type nagRule struct {
+	id, reason string
+	appliesTo  []string
+}
+
+// suppressOn records suppressions on c and its children.
+func suppressOn(c constructs.IConstruct, rules ...nagRule) {
+	var s []*cdknag.NagPackSuppression
+	for _, r := range rules {
+		ns := &cdknag.NagPackSuppression{Id: jsii.String(r.id), Reason: jsii.String(r.reason)}
+		if len(r.appliesTo) > 0 {
+			at := make([]any, len(r.appliesTo))
+			for i, a := range r.appliesTo {
+				at[i] = a
+			}
+			ns.AppliesTo = &at
+		}
+		s = append(s, ns)
+	}
+	cdknag.NagSuppressions_AddResourceSuppressions(c, &s, jsii.Bool(true))
+}
+
+// suppress records every accepted finding with its reason. Suppressions
+// are attached to the narrowest construct that carries the finding, so a
+// new resource with the same problem is still reported.
+func suppress(s *IngestStack) {
+	cdknag.NagSuppressions_AddStackSuppressions(s.Stack, &[]*cdknag.NagPackSuppression{{
+		Id: jsii.String("HIPAA.Security-IAMNoInlinePolicy"),
+		Reason: jsii.String("Policies come from CDK Grant* calls and explicit statements scoped to single resources and attached to the one role " +
+			"that needs them; inline keeps each policy's lifecycle bound to its role, which customer-managed policies would not"),
+	}}, jsii.Bool(true))
+
+	// Storage.
+	suppressOn(s.Storage.Bucket, nagRule{id: "HIPAA.Security-S3BucketReplicationEnabled",
+		reason: "Single-region deployment: durability comes from S3 (11 nines), versioning and optional Object Lock; cross-region " +
+			"replication needs a second region's key and bucket and is an operator decision, not a default"})
+	suppressOn(s.Storage.LogBucket,
+		nagRule{id: "HIPAA.Security-S3BucketReplicationEnabled", reason: "Server access logs of the DICOM bucket; replicating them is not required"},
+		nagRule{id: "HIPAA.Security-S3DefaultEncryptionKMS", reason: "S3 server access logs can only be delivered to buckets encrypted with SSE-S3; the logs hold no patient data"},
+	)
+
+	// VPN pre-shared keys.
+	for _, conn := range s.Vpn.Connections {
+		for _, psk := range conn.PreSharedKeys {
+			suppressOn(psk,
+				nagRule{id: "AwsSolutions-SMG4", reason: "A tunnel's pre-shared key must change together with the site's VPN device configuration; " +
+					"it is rotated as a coordinated change (see infra/README.md), not by a Lambda on a timer"},
+				nagRule{id: "HIPAA.Security-SecretsManagerRotationEnabled", reason: "VPN pre-shared keys are rotated as a coordinated change with the site (see infra/README.md)"},
+			)
+		}
+	}
+
+	// Load balancer.
+	nlbRules := []nagRule{
+		{id: "AwsSolutions-ELB2", reason: "NLB access logs exist only for TLS listeners; this is a TCP listener. Connections are recorded by VPC flow logs and the SCP's association audit records"},
+		{id: "HIPAA.Security-ELBLoggingEnabled", reason: "NLB access logs exist only for TLS listeners; VPC flow logs and the SCP's audit records cover the TCP listener"},
+	}
+	if !s.Config.DeletionProtection {
+		nlbRules = append(nlbRules, nagRule{id: "HIPAA.Security-ELBDeletionProtectionEnabled",
+			reason: "deletionProtection is off in this environment's config so that it can be torn down; the load balancer holds no data"})
+	}
+	suppressOn(s.Ingest.LoadBalancer, nlbRules...)
+	suppressOn(s.Ingest.Listener, nagRule{id: "HIPAA.Security-ELBv2ACMCertificateRequired",
+		reason: "DICOM arrives as TCP inside the site's IPsec tunnel (AES-256) and is passed through unmodified so the SCP can negotiate it; " +
+			"terminating TLS at the NLB would add nothing on an encrypted private path"})
+
+	// Task.
+	suppressOn(s.Ingest.TaskDefinition, nagRule{id: "AwsSolutions-ECS2",
+		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN); there are no secrets"})
+	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
+		reason:    "Objects are written under generated keys below the incoming/ and audit/ prefixes; the wildcard is limited to those prefixes",
+		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}})
+	suppressOn(s.Ingest.TaskDefinition.ExecutionRole(), nagRule{id: "AwsSolutions-IAM5",
+		reason: "ecr:GetAuthorizationToken only accepts Resource *; the image pull and log actions are scoped by CDK", appliesTo: []string{"Resource::*"}})
+
+	// Pipeline.
+	p := s.Pipeline
+	suppressOn(p.BusDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the event bus's dead-letter queue"})
+	suppressOn(p.NotifyDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the notify schedule target"})
+	bucketArn := "<" + s.logicalID(s.Storage.Bucket) + ".Arn>"
+	for name, fn := range p.Functions {
+		suppressOn(fn,
+			nagRule{id: "HIPAA.Security-LambdaDLQ", reason: "Invoked through SQS event source mappings whose queues have redrive dead-letter queues " +
+				"(notify: through a schedule rule target with its own DLQ); an asynchronous-invocation DLQ would never receive anything"},
+			nagRule{id: "AwsSolutions-IAM4", reason: "AWSLambdaBasicExecutionRole and AWSLambdaVPCAccessExecutionRole are the AWS-maintained minimal policies for logging and VPC ENIs",
+				appliesTo: []string{
+					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+				}},
+			nagRule{id: "AwsSolutions-IAM5", reason: "Grants generated by CDK for the " + name + " function: object actions limited to its prefixes of the DICOM bucket, " +
+				"the tables' indexes, and the single customer-managed key",
+				appliesTo: []string{
+					"Action::s3:GetBucket*", "Action::s3:GetObject*", "Action::s3:List*", "Action::s3:Abort*",
+					"Action::kms:GenerateDataKey*", "Action::kms:ReEncrypt*",
+					"Resource::" + bucketArn + "/" + PrefixIncoming + "*",
+					"Resource::" + bucketArn + "/" + PrefixAudit + "*",
+					"Resource::" + bucketArn + "/" + PrefixQuarantine + "*",
+					"Resource::" + bucketArn + "/" + PrefixMetadata + "*",
+					"Resource::<" + s.logicalID(p.AuditTable) + ".Arn>/index/*",
+					"Resource::<" + s.logicalID(p.IndexTable) + ".Arn>/index/*",
+				}},
+		)
+	}
+	suppressOn(p.BackupPlan, nagRule{id: "AwsSolutions-IAM4",
+		reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables",
+		appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"}})
+
+	// CDK's own custom resource that configures the bucket notifications
+	// (it avoids the bucket/queue-policy dependency cycle).
+	for _, child := range *s.Stack.Node().Children() {
+		if id := *child.Node().Id(); len(id) > 26 && id[:26] == "BucketNotificationsHandler" {
+			suppressOn(child, nagRule{id: "AwsSolutions-IAM4",
+				reason:    "CDK-provided handler that sets the bucket's notification configuration at deploy time; it uses the AWS-maintained basic execution policy",
+				appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"}})
+		}
+	}
+}
+
+// logicalID is the CloudFormation logical id of a construct's default
+// resource, as cdk-nag prints it in IAM findings.
+func (s *IngestStack) logicalID(c constructs.IConstruct) string {
+	res, ok := c.Node().DefaultChild().(awscdk.CfnElement)
+	if !ok {
+		return ""
+	}
+	return *s.Stack.GetLogicalId(res)
+}

@@ -1,0 +1,142 @@
+package stack
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// NetworkProps configures NewNetwork.
+type NetworkProps struct {
+	Config *config.Config
+	// Key encrypts the flow log group.
+	Key awskms.IKey
+}
+
+// Network is a VPC with isolated subnets only: no internet or NAT gateway,
+// AWS services through endpoints, the sites through a virtual private
+// gateway whose routes are propagated to every subnet.
+type Network struct {
+	constructs.Construct
+	Vpc awsec2.Vpc
+	// Subnets selects the isolated subnets (NLB, tasks, functions,
+	// endpoints).
+	Subnets *awsec2.SubnetSelection
+	// EndpointSecurityGroup guards the interface endpoints (HTTPS from the
+	// VPC only).
+	EndpointSecurityGroup awsec2.SecurityGroup
+	FlowLogGroup          awslogs.LogGroup
+}
+
+// interfaceEndpoints are the services the tasks and functions reach without
+// internet access: image pulls (ECR api and dkr; layers come through the S3
+// gateway endpoint), logs, the pipeline's queues and bus, KMS, STS and
+// Secrets Manager.
+var interfaceEndpoints = map[string]func() awsec2.InterfaceVpcEndpointAwsService{
+	"EcrApi":         awsec2.InterfaceVpcEndpointAwsService_ECR,
+	"EcrDocker":      awsec2.InterfaceVpcEndpointAwsService_ECR_DOCKER,
+	"Logs":           awsec2.InterfaceVpcEndpointAwsService_CLOUDWATCH_LOGS,
+	"Sqs":            awsec2.InterfaceVpcEndpointAwsService_SQS,
+	"EventBridge":    awsec2.InterfaceVpcEndpointAwsService_EVENTBRIDGE,
+	"Kms":            awsec2.InterfaceVpcEndpointAwsService_KMS,
+	"Sts":            awsec2.InterfaceVpcEndpointAwsService_STS,
+	"SecretsManager": awsec2.InterfaceVpcEndpointAwsService_SECRETS_MANAGER,
+}
+
+// interfaceEndpointOrder keeps the synthesized template stable.
+var interfaceEndpointOrder = []string{"EcrApi", "EcrDocker", "Logs", "Sqs", "EventBridge", "Kms", "Sts", "SecretsManager"}
+
+// NewNetwork creates the VPC, its endpoints, the virtual private gateway and
+// the flow logs.
+func NewNetwork(scope constructs.Construct, id string, props *NetworkProps) *Network {
+	c := props.Config
+	self := constructs.NewConstruct(scope, jsii.String(id))
+	subnets := &awsec2.SubnetSelection{SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED}
+
+	azs := make([]*string, len(c.AvailabilityZones))
+	for i, az := range c.AvailabilityZones {
+		azs[i] = jsii.String(az)
+	}
+	flowLogs := awslogs.NewLogGroup(self, jsii.String("FlowLogs"), &awslogs.LogGroupProps{
+		EncryptionKey: props.Key,
+		Retention:     retention(c.LogRetentionDays),
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	flowLogRole := awsiam.NewRole(self, jsii.String("FlowLogRole"), &awsiam.RoleProps{
+		AssumedBy: awsiam.NewServicePrincipal(jsii.String("vpc-flow-logs.amazonaws.com"), nil),
+	})
+	vpc := awsec2.NewVpc(self, jsii.String("Vpc"), &awsec2.VpcProps{
+		IpAddresses: awsec2.IpAddresses_Cidr(jsii.String(c.VpcCidr)),
+		// Explicit zones keep synth offline (no availability-zone look-up).
+		AvailabilityZones: &azs,
+		NatGateways:       jsii.Number(0),
+		SubnetConfiguration: &[]*awsec2.SubnetConfiguration{{
+			Name:       jsii.String("ingest"),
+			SubnetType: awsec2.SubnetType_PRIVATE_ISOLATED,
+		}},
+		EnableDnsHostnames:           jsii.Bool(true),
+		EnableDnsSupport:             jsii.Bool(true),
+		RestrictDefaultSecurityGroup: jsii.Bool(true),
+		VpnGateway:                   jsii.Bool(true),
+		VpnGatewayAsn:                jsii.Number(float64(c.Vpn.AmazonSideAsn)),
+		// Routes learned from the sites (BGP) or their static routes reach
+		// every isolated subnet: the NLB's, the tasks' (PROXY protocol off
+		// means replies go straight back to the site) and the endpoints'.
+		VpnRoutePropagation: &[]*awsec2.SubnetSelection{subnets},
+		GatewayEndpoints: &map[string]*awsec2.GatewayVpcEndpointOptions{
+			"S3":       {Service: awsec2.GatewayVpcEndpointAwsService_S3(), Subnets: &[]*awsec2.SubnetSelection{subnets}},
+			"DynamoDB": {Service: awsec2.GatewayVpcEndpointAwsService_DYNAMODB(), Subnets: &[]*awsec2.SubnetSelection{subnets}},
+		},
+		FlowLogs: &map[string]*awsec2.FlowLogOptions{
+			"All": {
+				Destination: awsec2.FlowLogDestination_ToCloudWatchLogs(flowLogs, flowLogRole),
+				TrafficType: awsec2.FlowLogTrafficType_ALL,
+			},
+		},
+	})
+
+	endpointSG := awsec2.NewSecurityGroup(self, jsii.String("EndpointSG"), &awsec2.SecurityGroupProps{
+		Vpc:              vpc,
+		Description:      jsii.String("VPC interface endpoints: HTTPS from inside the VPC"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	endpointSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(c.VpcCidr)), awsec2.Port_Tcp(jsii.Number(443)), jsii.String("HTTPS from the VPC"), nil)
+	for _, name := range interfaceEndpointOrder {
+		vpc.AddInterfaceEndpoint(jsii.String(name), &awsec2.InterfaceVpcEndpointOptions{
+			Service:           interfaceEndpoints[name](),
+			Subnets:           subnets,
+			PrivateDnsEnabled: jsii.Bool(true),
+			SecurityGroups:    &[]awsec2.ISecurityGroup{endpointSG},
+			Open:              jsii.Bool(false),
+		})
+	}
+	return &Network{Construct: self, Vpc: vpc, Subnets: subnets, EndpointSecurityGroup: endpointSG, FlowLogGroup: flowLogs}
+}
+
+// retentionByDays maps CloudWatch Logs retention values (the ones
+// config.Validate admits) to the CDK enum.
+var retentionByDays = map[int]awslogs.RetentionDays{
+	1: awslogs.RetentionDays_ONE_DAY, 3: awslogs.RetentionDays_THREE_DAYS, 5: awslogs.RetentionDays_FIVE_DAYS,
+	7: awslogs.RetentionDays_ONE_WEEK, 14: awslogs.RetentionDays_TWO_WEEKS, 30: awslogs.RetentionDays_ONE_MONTH,
+	60: awslogs.RetentionDays_TWO_MONTHS, 90: awslogs.RetentionDays_THREE_MONTHS, 120: awslogs.RetentionDays_FOUR_MONTHS,
+	150: awslogs.RetentionDays_FIVE_MONTHS, 180: awslogs.RetentionDays_SIX_MONTHS, 365: awslogs.RetentionDays_ONE_YEAR,
+	400: awslogs.RetentionDays_THIRTEEN_MONTHS, 545: awslogs.RetentionDays_EIGHTEEN_MONTHS, 731: awslogs.RetentionDays_TWO_YEARS,
+	1096: awslogs.RetentionDays_THREE_YEARS, 1827: awslogs.RetentionDays_FIVE_YEARS, 2192: awslogs.RetentionDays_SIX_YEARS,
+	2557: awslogs.RetentionDays_SEVEN_YEARS, 2922: awslogs.RetentionDays_EIGHT_YEARS, 3288: awslogs.RetentionDays_NINE_YEARS,
+	3653: awslogs.RetentionDays_TEN_YEARS,
+}
+
+// retention returns the enum for validated days; an unknown value (which
+// Validate rejects) falls back to one year rather than infinite retention.
+func retention(days int) awslogs.RetentionDays {
+	if r, ok := retentionByDays[days]; ok {
+		return r
+	}
+	return awslogs.RetentionDays_ONE_YEAR
+}

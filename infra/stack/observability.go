@@ -1,0 +1,180 @@
+package stack
+
+import (
+	"fmt"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// ObservabilityProps configures NewObservability.
+type ObservabilityProps struct {
+	Config   *config.Config
+	Storage  *Storage
+	Vpn      *SiteVpn
+	Ingest   *Ingest
+	Pipeline *Pipeline
+}
+
+// Observability holds the alarm topic, the alarms and the dashboard.
+type Observability struct {
+	constructs.Construct
+	Topic     awssns.Topic
+	Alarms    []awscloudwatch.Alarm
+	Dashboard awscloudwatch.Dashboard
+}
+
+// NewObservability creates alarms on every failure signal the system has
+// and one dashboard for the environment.
+func NewObservability(scope constructs.Construct, id string, props *ObservabilityProps) *Observability {
+	c := props.Config
+	self := constructs.NewConstruct(scope, jsii.String(id))
+	out := &Observability{Construct: self}
+	topic := awssns.NewTopic(self, jsii.String("Alarms"), &awssns.TopicProps{
+		MasterKey:  props.Storage.Key,
+		EnforceSSL: jsii.Bool(true),
+	})
+	if c.AlarmEmail != "" {
+		topic.AddSubscription(awssnssubscriptions.NewEmailSubscription(jsii.String(c.AlarmEmail), nil))
+	}
+	out.Topic = topic
+	action := awscloudwatchactions.NewSnsAction(topic)
+	add := func(a awscloudwatch.Alarm) {
+		a.AddAlarmAction(action)
+		a.AddOkAction(action)
+		out.Alarms = append(out.Alarms, a)
+	}
+	minute := awscdk.Duration_Minutes(jsii.Number(1))
+	alarm := func(id string, m awscloudwatch.Metric, threshold float64, op awscloudwatch.ComparisonOperator, periods float64, desc string) {
+		add(m.CreateAlarm(self, jsii.String(id), &awscloudwatch.CreateAlarmOptions{
+			AlarmDescription:   jsii.String(desc),
+			Threshold:          jsii.Number(threshold),
+			ComparisonOperator: op,
+			EvaluationPeriods:  jsii.Number(periods),
+			TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
+		}))
+	}
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD
+	lt := awscloudwatch.ComparisonOperator_LESS_THAN_THRESHOLD
+
+	for _, conn := range props.Vpn.Connections {
+		add(conn.TunnelDown)
+	}
+
+	// Queues: anything in a DLQ needs a human; old messages mean the
+	// pipeline is not keeping up (the promise is sub-minute ingestion).
+	p := props.Pipeline
+	var queueWidgets []awscloudwatch.IWidget
+	for _, name := range FunctionNames {
+		q, ok := p.Queues[name]
+		if !ok {
+			continue
+		}
+		alarm(name+"DlqNotEmpty", q.Dlq.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")}),
+			0, gt, 1, fmt.Sprintf("Messages in the %s dead-letter queue: objects that failed processing", name))
+		alarm(name+"QueueAge", q.Queue.MetricApproximateAgeOfOldestMessage(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")}),
+			300, gt, 3, fmt.Sprintf("The oldest %s message is over 5 minutes old: ingestion is falling behind", name))
+		queueWidgets = append(queueWidgets, awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
+			Title: jsii.String(name + " queue"),
+			Left:  &[]awscloudwatch.IMetric{q.Queue.MetricApproximateNumberOfMessagesVisible(nil), q.Dlq.MetricApproximateNumberOfMessagesVisible(nil)},
+			Right: &[]awscloudwatch.IMetric{q.Queue.MetricApproximateAgeOfOldestMessage(nil)},
+			Width: jsii.Number(6),
+		}))
+	}
+	for _, d := range []struct {
+		id   string
+		desc string
+		q    interface {
+			MetricApproximateNumberOfMessagesVisible(*awscloudwatch.MetricOptions) awscloudwatch.Metric
+		}
+	}{
+		{"NotifyDlqNotEmpty", "Failed scheduled notify invocations", p.NotifyDlq},
+		{"BusDlqNotEmpty", "Events the bus could not deliver to a subscriber", p.BusDlq},
+	} {
+		alarm(d.id, d.q.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")}), 0, gt, 1, d.desc)
+	}
+
+	var fnErrors []awscloudwatch.IMetric
+	for _, name := range FunctionNames {
+		fn := p.Functions[name]
+		m := fn.MetricErrors(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")})
+		fnErrors = append(fnErrors, m)
+		alarm(name+"Errors", m, 0, gt, 1, fmt.Sprintf("The %s function failed (invocation errors, not per-message failures)", name))
+		alarm(name+"Throttles", fn.MetricThrottles(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")}),
+			0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
+	}
+
+	// SCP: rejected associations (unknown AE, wrong source, over limits) and
+	// C-STORE failures, from the SCP's own metrics.
+	rejects := ScpMetric(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
+	storeFailures := ScpMetric(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
+	active := ScpMetric(c.Name, MetricActiveAssociations, "Sum", minute)
+	stored := ScpMetric(c.Name, MetricObjectsStored, "Sum", minute)
+	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured or something unknown is knocking")
+	alarm("ScpStoreFailures", storeFailures, 0, gt, 1, "C-STORE requests answered with a failure status (S3 unreachable or refusing writes)")
+
+	ing := props.Ingest
+	nlbMetric := func(name, stat string) awscloudwatch.Metric {
+		return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
+			Namespace:  jsii.String("AWS/NetworkELB"),
+			MetricName: jsii.String(name),
+			DimensionsMap: &map[string]*string{
+				"LoadBalancer": ing.LoadBalancer.LoadBalancerFullName(),
+				"TargetGroup":  ing.TargetGroup.TargetGroupFullName(),
+			},
+			Statistic: jsii.String(stat),
+			Period:    minute,
+		})
+	}
+	unhealthy := nlbMetric("UnHealthyHostCount", "Maximum")
+	healthy := nlbMetric("HealthyHostCount", "Minimum")
+	alarm("UnhealthyTargets", unhealthy, 0, gt, 3, "scp-task targets failing /readyz")
+	alarm("TooFewHealthyTargets", healthy, float64(c.Scp.MinTasks), lt, 3,
+		fmt.Sprintf("Fewer than %d healthy scp-task targets: redundancy across zones lost", c.Scp.MinTasks))
+
+	dash := awscloudwatch.NewDashboard(self, jsii.String("Dashboard"), &awscloudwatch.DashboardProps{
+		DefaultInterval: awscdk.Duration_Hours(jsii.Number(3)),
+	})
+	var tunnelMetrics []awscloudwatch.IMetric
+	for _, conn := range props.Vpn.Connections {
+		tunnelMetrics = append(tunnelMetrics, conn.TunnelDown.Metric())
+	}
+	dash.AddWidgets(
+		awscloudwatch.NewAlarmStatusWidget(&awscloudwatch.AlarmStatusWidgetProps{
+			Title:  jsii.String("Alarms"),
+			Alarms: alarmRefs(out.Alarms),
+			Width:  jsii.Number(24),
+		}),
+	)
+	dash.AddWidgets(
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("VPN tunnel state (1 = all up)"), Left: &tunnelMetrics, Width: jsii.Number(6)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations"), Left: &[]awscloudwatch.IMetric{active}, Right: &[]awscloudwatch.IMetric{rejects}, Width: jsii.Number(6)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Instances stored / failures"), Left: &[]awscloudwatch.IMetric{stored}, Right: &[]awscloudwatch.IMetric{storeFailures}, Width: jsii.Number(6)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &[]awscloudwatch.IMetric{healthy, unhealthy}, Width: jsii.Number(6)}),
+	)
+	dash.AddWidgets(queueWidgets...)
+	dash.AddWidgets(
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Function errors"), Left: &fnErrors, Width: jsii.Number(12)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("scp-task CPU / memory"), Left: &[]awscloudwatch.IMetric{
+			ing.Service.MetricCpuUtilization(nil), ing.Service.MetricMemoryUtilization(nil),
+		}, Width: jsii.Number(12)}),
+	)
+	out.Dashboard = dash
+	return out
+}
+
+func alarmRefs(alarms []awscloudwatch.Alarm) *[]interfacesawscloudwatch.IAlarmRef {
+	out := make([]interfacesawscloudwatch.IAlarmRef, len(alarms))
+	for i, a := range alarms {
+		out[i] = a
+	}
+	return &out
+}

@@ -1,0 +1,325 @@
+package stack
+
+import (
+	"path/filepath"
+	"strconv"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3notifications"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// EventSource is the source of every event on the bus.
+const EventSource = "dicom.ingest"
+
+// Function names: functions/<name> built into <FunctionsDir>/<name>/bootstrap.
+const (
+	FnValidate  = "validate"
+	FnNormalize = "normalize"
+	FnAudit     = "audit"
+	FnNotify    = "notify"
+)
+
+// FunctionNames lists the Lambda functions in creation order.
+var FunctionNames = []string{FnValidate, FnNormalize, FnAudit, FnNotify}
+
+// PipelineProps configures NewPipeline.
+type PipelineProps struct {
+	Config  *config.Config
+	Network *Network
+	Storage *Storage
+	// FunctionsDir holds <name>/bootstrap for each of FunctionNames.
+	FunctionsDir string
+}
+
+// Queue is a work queue with its dead-letter queue.
+type Queue struct {
+	Queue awssqs.Queue
+	Dlq   awssqs.Queue
+}
+
+// Pipeline is the event-driven processing after the SCP: S3 notifications
+// into SQS, the Lambda functions, the DynamoDB tables and the event bus.
+type Pipeline struct {
+	constructs.Construct
+	// Queues by function name (notify has none: it runs on a schedule and
+	// its failed invocations go to NotifyDlq).
+	Queues      map[string]*Queue
+	NotifyDlq   awssqs.Queue
+	Functions   map[string]awslambda.Function
+	AuditTable  awsdynamodb.Table
+	IndexTable  awsdynamodb.Table
+	Bus         awsevents.EventBus
+	BusDlq      awssqs.Queue
+	Archive     awsevents.Archive
+	BackupPlan  awsbackup.BackupPlan
+	FunctionsSG awsec2.SecurityGroup
+}
+
+// NewPipeline creates the queues, tables, bus and functions and wires them.
+//
+// Flow: incoming/ ObjectCreated → validate queue → validate (Part 10 and
+// identification checks, quarantine/, audit) → normalize queue → normalize
+// (metadata/ sidecar, index, Instance Stored); audit/ ObjectCreated → audit
+// queue → audit (SCP association records into the audit table); every
+// minute → notify (Study Received/Updated after the quiet period).
+func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *Pipeline {
+	c := props.Config
+	self := constructs.NewConstruct(scope, jsii.String(id))
+	key, bucket := props.Storage.Key, props.Storage.Bucket
+	out := &Pipeline{Construct: self, Queues: map[string]*Queue{}, Functions: map[string]awslambda.Function{}}
+
+	// Tables. Generic key names (pk/sk, gsiNpk/gsiNsk) let the pipeline's
+	// adapter overload them; see infra/README.md for the access patterns.
+	str := awsdynamodb.AttributeType_STRING
+	newTable := func(name string) awsdynamodb.Table {
+		return awsdynamodb.NewTable(self, jsii.String(name), &awsdynamodb.TableProps{
+			PartitionKey:  &awsdynamodb.Attribute{Name: jsii.String("pk"), Type: str},
+			SortKey:       &awsdynamodb.Attribute{Name: jsii.String("sk"), Type: str},
+			BillingMode:   awsdynamodb.BillingMode_PAY_PER_REQUEST,
+			Encryption:    awsdynamodb.TableEncryption_CUSTOMER_MANAGED,
+			EncryptionKey: key,
+			PointInTimeRecoverySpecification: &awsdynamodb.PointInTimeRecoverySpecification{
+				PointInTimeRecoveryEnabled: jsii.Bool(true),
+			},
+			DeletionProtection: jsii.Bool(true),
+			RemovalPolicy:      awscdk.RemovalPolicy_RETAIN,
+		})
+	}
+	audit := newTable("AuditTable")
+	// Queries by patient and study return the records themselves; by calling
+	// AE and by day they return only keys and non-PHI attributes.
+	for _, g := range []struct {
+		name, n string
+		phi     bool
+	}{{"byPatient", "1", true}, {"byStudy", "2", true}, {"byCallingAe", "3", false}, {"byDay", "4", false}} {
+		gsi := &awsdynamodb.GlobalSecondaryIndexProps{
+			IndexName:      jsii.String(g.name),
+			PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String("gsi" + g.n + "pk"), Type: str},
+			SortKey:        &awsdynamodb.Attribute{Name: jsii.String("gsi" + g.n + "sk"), Type: str},
+			ProjectionType: awsdynamodb.ProjectionType_ALL,
+		}
+		if !g.phi {
+			gsi.ProjectionType = awsdynamodb.ProjectionType_INCLUDE
+			gsi.NonKeyAttributes = jsii.Strings("eventId", "eventTime", "outcome", "callingAe", "calledAe", "peer", "associationId", "reason")
+		}
+		audit.AddGlobalSecondaryIndex(gsi)
+	}
+	index := newTable("IndexTable")
+	index.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
+		// Sparse: only studies awaiting announcement carry gsi1pk, so notify
+		// finds quiet studies without scanning.
+		IndexName:      jsii.String("byPending"),
+		PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String("gsi1pk"), Type: str},
+		SortKey:        &awsdynamodb.Attribute{Name: jsii.String("gsi1sk"), Type: str},
+		ProjectionType: awsdynamodb.ProjectionType_KEYS_ONLY,
+	})
+	index.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
+		IndexName:      jsii.String("byPatient"),
+		PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String("gsi2pk"), Type: str},
+		SortKey:        &awsdynamodb.Attribute{Name: jsii.String("gsi2sk"), Type: str},
+		ProjectionType: awsdynamodb.ProjectionType_ALL,
+	})
+	out.AuditTable, out.IndexTable = audit, index
+
+	vault := awsbackup.NewBackupVault(self, jsii.String("BackupVault"), &awsbackup.BackupVaultProps{
+		EncryptionKey: key,
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+	plan := awsbackup.NewBackupPlan(self, jsii.String("BackupPlan"), &awsbackup.BackupPlanProps{
+		BackupVault: vault,
+		BackupPlanRules: &[]awsbackup.BackupPlanRule{
+			awsbackup.NewBackupPlanRule(&awsbackup.BackupPlanRuleProps{
+				RuleName:           jsii.String("daily"),
+				ScheduleExpression: awsevents.Schedule_Cron(&awsevents.CronOptions{Hour: jsii.String("3"), Minute: jsii.String("0")}),
+				DeleteAfter:        awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.BackupRetentionDays))),
+			}),
+		},
+	})
+	plan.AddSelection(jsii.String("Tables"), &awsbackup.BackupSelectionOptions{
+		Resources: &[]awsbackup.BackupResource{
+			awsbackup.BackupResource_FromDynamoDbTable(audit),
+			awsbackup.BackupResource_FromDynamoDbTable(index),
+		},
+	})
+	out.BackupPlan = plan
+
+	// Event bus with archive and dead-letter queue.
+	newDlq := func(name string) awssqs.Queue {
+		return awssqs.NewQueue(self, jsii.String(name), &awssqs.QueueProps{
+			// SQS-managed keys: S3 notifications and EventBridge can deliver
+			// without a key-policy dependency on the bucket's key.
+			Encryption:      awssqs.QueueEncryption_SQS_MANAGED,
+			EnforceSSL:      jsii.Bool(true),
+			RetentionPeriod: awscdk.Duration_Days(jsii.Number(14)),
+		})
+	}
+	out.BusDlq = newDlq("BusDlq")
+	bus := awsevents.NewEventBus(self, jsii.String("Bus"), &awsevents.EventBusProps{
+		Description:     jsii.String("dicom-ingest " + c.Name + ": Instance Stored/Rejected, Study Received/Updated (source " + EventSource + ")"),
+		DeadLetterQueue: out.BusDlq,
+	})
+	out.Archive = bus.Archive(jsii.String("Archive"), &awsevents.BaseArchiveProps{
+		Description:  jsii.String("every dicom-ingest event, for replay to new subscribers"),
+		EventPattern: &awsevents.EventPattern{Source: jsii.Strings(EventSource)},
+		Retention:    awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.ArchiveRetentionDays))),
+	})
+	out.Bus = bus
+
+	// Queues. Visibility is six times the consumer's timeout, as Lambda's
+	// SQS integration recommends.
+	newQueue := func(name string, timeout awscdk.Duration) *Queue {
+		dlq := newDlq(name + "Dlq")
+		q := awssqs.NewQueue(self, jsii.String(name+"Queue"), &awssqs.QueueProps{
+			Encryption:        awssqs.QueueEncryption_SQS_MANAGED,
+			EnforceSSL:        jsii.Bool(true),
+			VisibilityTimeout: awscdk.Duration_Seconds(jsii.Number(6 * *timeout.ToSeconds(nil))),
+			RetentionPeriod:   awscdk.Duration_Days(jsii.Number(4)),
+			DeadLetterQueue:   &awssqs.DeadLetterQueue{Queue: dlq, MaxReceiveCount: jsii.Number(float64(c.Pipeline.MaxReceiveCount))},
+		})
+		return &Queue{Queue: q, Dlq: dlq}
+	}
+
+	fnSG := awsec2.NewSecurityGroup(self, jsii.String("FunctionsSG"), &awsec2.SecurityGroupProps{
+		Vpc:         props.Network.Vpc,
+		Description: jsii.String("pipeline functions: no inbound; outbound to the VPC endpoints"),
+		// Gateway endpoints (S3, DynamoDB) are reached through prefix lists
+		// whose ids would need a look-up; there is no internet route anyway.
+		AllowAllOutbound: jsii.Bool(true),
+	})
+	out.FunctionsSG = fnSG
+
+	common := map[string]*string{
+		"BUCKET":             bucket.BucketName(),
+		"AUDIT_TABLE":        audit.TableName(),
+		"INDEX_TABLE":        index.TableName(),
+		"EVENT_BUS_NAME":     bus.EventBusName(),
+		"EVENT_SOURCE":       jsii.String(EventSource),
+		"EVENT_PATIENT_DATA": jsii.String(c.Pipeline.EventPatientData),
+		"ENVIRONMENT":        jsii.String(c.Name),
+	}
+	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string) awslambda.Function {
+		merged := map[string]*string{}
+		for k, v := range common {
+			merged[k] = v
+		}
+		for k, v := range env {
+			merged[k] = v
+		}
+		logs := awslogs.NewLogGroup(self, jsii.String(name+"Logs"), &awslogs.LogGroupProps{
+			EncryptionKey: key,
+			Retention:     retention(c.LogRetentionDays),
+			RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+		})
+		fn := awslambda.NewFunction(self, jsii.String(name+"Fn"), &awslambda.FunctionProps{
+			Description:                  jsii.String("dicom-ingest " + name),
+			Runtime:                      awslambda.Runtime_PROVIDED_AL2023(),
+			Architecture:                 awslambda.Architecture_ARM_64(),
+			Handler:                      jsii.String("bootstrap"),
+			Code:                         awslambda.Code_FromAsset(jsii.String(filepath.Join(props.FunctionsDir, name)), nil),
+			Timeout:                      timeout,
+			MemorySize:                   jsii.Number(memory),
+			ReservedConcurrentExecutions: jsii.Number(float64(c.Pipeline.ReservedConcurrency)),
+			Environment:                  &merged,
+			EnvironmentEncryption:        key,
+			LogGroup:                     logs,
+			LoggingFormat:                awslambda.LoggingFormat_JSON,
+			Vpc:                          props.Network.Vpc,
+			VpcSubnets:                   props.Network.Subnets,
+			SecurityGroups:               &[]awsec2.ISecurityGroup{fnSG},
+			Tracing:                      awslambda.Tracing_DISABLED,
+			RecursiveLoop:                awslambda.RecursiveLoop_TERMINATE,
+		})
+		out.Functions[name] = fn
+		return fn
+	}
+	consume := func(fn awslambda.Function, q *Queue) {
+		fn.AddEventSource(awslambdaeventsources.NewSqsEventSource(q.Queue, &awslambdaeventsources.SqsEventSourceProps{
+			BatchSize:               jsii.Number(10),
+			MaxBatchingWindow:       awscdk.Duration_Seconds(jsii.Number(1)),
+			ReportBatchItemFailures: jsii.Bool(true),
+			// Never more pollers than reserved concurrency: throttled
+			// batches would count as receives and reach the DLQ.
+			MaxConcurrency: jsii.Number(float64(max(2, c.Pipeline.ReservedConcurrency))),
+		}))
+	}
+	putAudit := func(fn awslambda.Function) {
+		// Append-only: PutItem (with a condition in code) and reads; no
+		// UpdateItem or DeleteItem on the audit trail.
+		fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:       jsii.String("AppendAudit"),
+			Actions:   jsii.Strings("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable"),
+			Resources: jsii.Strings(*audit.TableArn(), *audit.TableArn()+"/index/*"),
+		}))
+		key.GrantEncryptDecrypt(fn)
+	}
+
+	// validate: incoming/ → validate queue.
+	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
+	vq := newQueue("Validate", vTimeout)
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(vq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
+	nTimeout := awscdk.Duration_Seconds(jsii.Number(120))
+	nq := newQueue("Normalize", nTimeout)
+	validate := newFunction(FnValidate, vTimeout, 512, map[string]*string{
+		"NORMALIZE_QUEUE_URL": nq.Queue.QueueUrl(),
+	})
+	consume(validate, vq)
+	bucket.GrantRead(validate, jsii.String(PrefixIncoming+"*"))
+	bucket.GrantPut(validate, jsii.String(PrefixQuarantine+"*"))
+	putAudit(validate)
+	bus.GrantPutEventsTo(validate, nil)
+	nq.Queue.GrantSendMessages(validate)
+	out.Queues[FnValidate] = vq
+
+	// normalize: validated objects → metadata/ sidecar, index, events.
+	normalize := newFunction(FnNormalize, nTimeout, 512, nil)
+	consume(normalize, nq)
+	bucket.GrantRead(normalize, jsii.String(PrefixIncoming+"*"))
+	bucket.GrantPut(normalize, jsii.String(PrefixMetadata+"*"))
+	index.GrantReadWriteData(normalize)
+	putAudit(normalize)
+	bus.GrantPutEventsTo(normalize, nil)
+	out.Queues[FnNormalize] = nq
+
+	// audit: audit/ → audit queue → audit table.
+	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
+	aq := newQueue("Audit", aTimeout)
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(aq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
+	auditFn := newFunction(FnAudit, aTimeout, 256, nil)
+	consume(auditFn, aq)
+	bucket.GrantRead(auditFn, jsii.String(PrefixAudit+"*"))
+	putAudit(auditFn)
+	out.Queues[FnAudit] = aq
+
+	// notify: every minute, announce studies quiet for the quiet period.
+	notify := newFunction(FnNotify, awscdk.Duration_Seconds(jsii.Number(55)), 256, map[string]*string{
+		"QUIET_PERIOD_SECONDS": jsii.String(strconv.Itoa(c.Pipeline.QuietPeriodSeconds)),
+	})
+	index.GrantReadWriteData(notify)
+	bus.GrantPutEventsTo(notify, nil)
+	out.NotifyDlq = newDlq("NotifyDlq")
+	awsevents.NewRule(self, jsii.String("NotifySchedule"), &awsevents.RuleProps{
+		Description: jsii.String("announce stable studies"),
+		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
+		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(notify, &awseventstargets.LambdaFunctionProps{
+			DeadLetterQueue: out.NotifyDlq,
+			RetryAttempts:   jsii.Number(2),
+			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
+		})},
+	})
+	return out
+}

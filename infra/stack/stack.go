@@ -1,0 +1,134 @@
+// Package stack defines the dicom-ingest AWS infrastructure as CDK
+// constructs: the isolated network with its site-to-site VPNs, the NLB and
+// Fargate SCP service on the DICOM port, the encrypted storage, the Lambda
+// pipeline with its tables and event bus, alarms, and the cdk-nag guardrails.
+// Every construct is NewX(scope, id, props) *X with typed fields; nothing has
+// a physical name, so environments coexist in one account.
+package stack
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// Props configures NewIngestStack.
+type Props struct {
+	awscdk.StackProps
+	Config *config.Config
+	// FunctionsDir holds <name>/bootstrap for each of FunctionNames (what
+	// `make build-functions` writes to build/functions).
+	FunctionsDir string
+	// ScpContextDir is the scp-task image's Docker build context (the
+	// repository root) and ScpDockerfile its Dockerfile relative to it.
+	ScpContextDir string
+	ScpDockerfile string
+	// AgentContextDir holds the metrics sidecar's Dockerfile
+	// (infra/assets/metrics-agent).
+	AgentContextDir string
+}
+
+// IngestStack is one environment of dicom-ingest.
+type IngestStack struct {
+	awscdk.Stack
+	Config        *config.Config
+	Storage       *Storage
+	Network       *Network
+	Vpn           *SiteVpn
+	Ingest        *Ingest
+	Pipeline      *Pipeline
+	Observability *Observability
+}
+
+// NewIngestStack builds the whole environment described by props.Config.
+func NewIngestStack(scope constructs.Construct, id string, props *Props) (*IngestStack, error) {
+	c := props.Config
+	if c == nil {
+		return nil, fmt.Errorf("stack: new: no config")
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("stack: new: %w", err)
+	}
+	sp := props.StackProps
+	if sp.Env == nil {
+		sp.Env = &awscdk.Environment{Account: jsii.String(c.Account), Region: jsii.String(c.Region)}
+	}
+	if sp.Description == nil {
+		sp.Description = jsii.String("dicom-ingest " + c.Name + ": DICOM C-STORE over site-to-site VPN into S3, Lambda pipeline, audit trail and events")
+	}
+	st := awscdk.NewStack(scope, jsii.String(id), &sp)
+	awscdk.Tags_Of(st).Add(jsii.String("dicom-ingest:environment"), jsii.String(c.Name), nil)
+
+	out := &IngestStack{Stack: st, Config: c}
+	out.Storage = NewStorage(st, "Storage", &StorageProps{Config: c})
+	out.Network = NewNetwork(st, "Network", &NetworkProps{Config: c, Key: out.Storage.Key})
+	out.Vpn = NewSiteVpn(st, "Vpn", &SiteVpnProps{Config: c, Network: out.Network, Key: out.Storage.Key})
+	out.Ingest = NewIngest(st, "Ingest", &IngestProps{
+		Config: c, Network: out.Network, Storage: out.Storage, Vpn: out.Vpn,
+		ScpContextDir: props.ScpContextDir, ScpDockerfile: props.ScpDockerfile, AgentContextDir: props.AgentContextDir,
+	})
+	out.Pipeline = NewPipeline(st, "Pipeline", &PipelineProps{
+		Config: c, Network: out.Network, Storage: out.Storage, FunctionsDir: props.FunctionsDir,
+	})
+	out.Observability = NewObservability(st, "Observability", &ObservabilityProps{
+		Config: c, Storage: out.Storage, Vpn: out.Vpn, Ingest: out.Ingest, Pipeline: out.Pipeline,
+	})
+	out.outputs(c)
+	suppress(out)
+	return out, nil
+}
+
+func (s *IngestStack) output(id string, value *string, desc string) {
+	awscdk.NewCfnOutput(s.Stack, jsii.String(id), &awscdk.CfnOutputProps{Value: value, Description: jsii.String(desc)})
+}
+
+func (s *IngestStack) outputs(c *config.Config) {
+	nlb := s.Ingest.LoadBalancer
+	s.output("NlbDnsName", nlb.LoadBalancerDnsName(), fmt.Sprintf("DICOM endpoint (TCP %d) inside the VPC; give sites the addresses below", c.Dicom.Port))
+	s.output("DicomPort", jsii.String(fmt.Sprint(c.Dicom.Port)), "DICOM port of the listener")
+	s.output("CalledAETitle", jsii.String(c.Dicom.AETitle), "AE title sites must call")
+	s.output("NlbArn", nlb.LoadBalancerArn(), "NLB ARN; its private IPs per zone: aws ec2 describe-network-interfaces --filters Name=description,Values='ELB net/<name>/*'")
+	for _, conn := range s.Vpn.Connections {
+		name := strings.ReplaceAll(conn.Site.Name, "-", "")
+		s.output("VpnConnection"+name, conn.Connection.Ref(), "VPN connection id of site "+conn.Site.Name+" (download its device configuration with this id)")
+		s.output("VpnPsk"+name, jsii.String(*conn.PreSharedKeys[0].SecretArn()+" "+*conn.PreSharedKeys[1].SecretArn()),
+			"Secrets Manager ARNs of the tunnel 1 and 2 pre-shared keys of site "+conn.Site.Name)
+	}
+	if s.Vpn.ClientVpn != nil {
+		s.output("ClientVpnEndpoint", s.Vpn.ClientVpn.EndpointId(), "Client VPN endpoint id (export the client configuration with this id)")
+	}
+	s.output("BucketName", s.Storage.Bucket.BucketName(), "DICOM bucket (incoming/, audit/, metadata/, quarantine/)")
+	s.output("KeyArn", s.Storage.Key.KeyArn(), "KMS key of the bucket, tables and logs")
+	s.output("AuditTableName", s.Pipeline.AuditTable.TableName(), "Append-only audit table")
+	s.output("IndexTableName", s.Pipeline.IndexTable.TableName(), "Study/series/instance index table")
+	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+EventSource)
+	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
+	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
+}
+
+// ApplyNag runs the AwsSolutions and HIPAA Security rule packs over scope
+// (normally the app). Findings become error annotations at synth, which
+// `cdk synth` reports and the tests assert are absent.
+func ApplyNag(scope constructs.IConstruct) {
+	awscdk.Aspects_Of(scope).Add(cdknag.NewAwsSolutionsChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+	awscdk.Aspects_Of(scope).Add(cdknag.NewHIPAASecurityChecks(&cdknag.NagPackProps{Verbose: jsii.Bool(true)}), nil)
+}
+
+// AppContext is the context every dicom-ingest app starts with (pass it to
+// awscdk.NewApp): the feature flags the constructs were written against, set
+// in code so that tests and `cdk synth` produce the same template.
+func AppContext() *map[string]any {
+	return &map[string]any{
+		"@aws-cdk/aws-ec2:restrictDefaultSecurityGroup":   true,
+		"@aws-cdk/aws-iam:minimizePolicies":               true,
+		"@aws-cdk/aws-s3:serverAccessLogsUseBucketPolicy": true,
+		"@aws-cdk/core:checkSecretUsage":                  true,
+		"@aws-cdk/core:target-partitions":                 []string{"aws"},
+	}
+}

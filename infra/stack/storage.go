@@ -1,0 +1,165 @@
+package stack
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// S3 key prefixes of the DICOM bucket. The SCP writes incoming/ and audit/,
+// the pipeline writes metadata/ and quarantine/.
+const (
+	PrefixIncoming   = "incoming/"
+	PrefixAudit      = "audit/"
+	PrefixMetadata   = "metadata/"
+	PrefixQuarantine = "quarantine/"
+)
+
+// StorageProps configures NewStorage.
+type StorageProps struct {
+	Config *config.Config
+}
+
+// Storage holds the customer-managed key and the DICOM bucket. Everything
+// here is retained when the stack is deleted: it holds patient data.
+type Storage struct {
+	constructs.Construct
+	// Key encrypts the bucket, tables, secrets, log groups, the alarm topic,
+	// the event bus and the backup vault.
+	Key       awskms.Key
+	Bucket    awss3.Bucket
+	LogBucket awss3.Bucket
+}
+
+// NewStorage creates the key, the DICOM bucket and its access-log bucket.
+func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Storage {
+	c := props.Config
+	self := constructs.NewConstruct(scope, jsii.String(id))
+	stack := awscdk.Stack_Of(self)
+
+	key := awskms.NewKey(self, jsii.String("Key"), &awskms.KeyProps{
+		Description:       jsii.String("dicom-ingest " + c.Name + ": DICOM objects, audit trail, index, logs"),
+		EnableKeyRotation: jsii.Bool(true),
+		PendingWindow:     awscdk.Duration_Days(jsii.Number(30)),
+		RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
+	})
+	// CloudWatch Logs encrypts log groups with the key only when the key
+	// policy lets the regional logs service use it for this account's groups.
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("CloudWatchLogs"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("logs."+c.Region+".amazonaws.com"), nil)},
+		Actions:    jsii.Strings("kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"),
+		Resources:  jsii.Strings("*"),
+		Conditions: &map[string]any{
+			"ArnLike": map[string]any{
+				"kms:EncryptionContext:aws:logs:arn": "arn:" + *stack.Partition() + ":logs:" + c.Region + ":" + c.Account + ":log-group:*",
+			},
+		},
+	}), jsii.Bool(true))
+	// Alarms publish to the encrypted alarm topic.
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("CloudWatchAlarms"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
+		Resources:  jsii.Strings("*"),
+		Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": c.Account}},
+	}), jsii.Bool(true))
+
+	logBucket := awss3.NewBucket(self, jsii.String("AccessLogs"), &awss3.BucketProps{
+		// S3 server access logs can only be delivered to SSE-S3 buckets.
+		Encryption:        awss3.BucketEncryption_S3_MANAGED,
+		EnforceSSL:        jsii.Bool(true),
+		MinimumTLSVersion: jsii.Number(1.2),
+		BlockPublicAccess: awss3.BlockPublicAccess_BLOCK_ALL(),
+		ObjectOwnership:   awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+		Versioned:         jsii.Bool(true),
+		RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
+		LifecycleRules: &[]*awss3.LifecycleRule{{
+			Id:                          jsii.String("expire-access-logs"),
+			Expiration:                  awscdk.Duration_Days(jsii.Number(float64(c.Storage.AccessLogRetentionDays))),
+			NoncurrentVersionExpiration: awscdk.Duration_Days(jsii.Number(1)),
+		}},
+	})
+
+	rules := []*awss3.LifecycleRule{{
+		Id:                                  jsii.String("abort-incomplete-uploads"),
+		AbortIncompleteMultipartUploadAfter: awscdk.Duration_Days(jsii.Number(1)),
+	}}
+	lc := c.Storage.Lifecycle
+	var transitions []*awss3.Transition
+	if lc.IntelligentTieringDays > 0 {
+		transitions = append(transitions, &awss3.Transition{
+			StorageClass:    awss3.StorageClass_INTELLIGENT_TIERING(),
+			TransitionAfter: awscdk.Duration_Days(jsii.Number(float64(lc.IntelligentTieringDays))),
+		})
+	}
+	if lc.GlacierInstantRetrievalDays > 0 {
+		transitions = append(transitions, &awss3.Transition{
+			StorageClass:    awss3.StorageClass_GLACIER_INSTANT_RETRIEVAL(),
+			TransitionAfter: awscdk.Duration_Days(jsii.Number(float64(lc.GlacierInstantRetrievalDays))),
+		})
+	}
+	if len(transitions) > 0 {
+		rules = append(rules, &awss3.LifecycleRule{
+			Id:          jsii.String("tier-incoming"),
+			Prefix:      jsii.String(PrefixIncoming),
+			Transitions: &transitions,
+		})
+	}
+	if lc.AuditExpirationDays > 0 {
+		rules = append(rules, &awss3.LifecycleRule{
+			Id:         jsii.String("expire-scp-audit-records"),
+			Prefix:     jsii.String(PrefixAudit),
+			Expiration: awscdk.Duration_Days(jsii.Number(float64(lc.AuditExpirationDays))),
+		})
+	}
+	if lc.NoncurrentVersionExpirationDays > 0 {
+		rules = append(rules, &awss3.LifecycleRule{
+			Id:                          jsii.String("expire-noncurrent-versions"),
+			NoncurrentVersionExpiration: awscdk.Duration_Days(jsii.Number(float64(lc.NoncurrentVersionExpirationDays))),
+		})
+	}
+
+	bucketProps := &awss3.BucketProps{
+		Encryption:             awss3.BucketEncryption_KMS,
+		EncryptionKey:          key,
+		BucketKeyEnabled:       jsii.Bool(true),
+		EnforceSSL:             jsii.Bool(true),
+		MinimumTLSVersion:      jsii.Number(1.2),
+		BlockPublicAccess:      awss3.BlockPublicAccess_BLOCK_ALL(),
+		ObjectOwnership:        awss3.ObjectOwnership_BUCKET_OWNER_ENFORCED,
+		Versioned:              jsii.Bool(true),
+		ServerAccessLogsBucket: logBucket,
+		ServerAccessLogsPrefix: jsii.String("dicom/"),
+		LifecycleRules:         &rules,
+		RemovalPolicy:          awscdk.RemovalPolicy_RETAIN,
+	}
+	if ol := c.Storage.ObjectLock; ol != nil {
+		bucketProps.ObjectLockEnabled = jsii.Bool(true)
+		days := awscdk.Duration_Days(jsii.Number(float64(ol.Days)))
+		if ol.Mode == "COMPLIANCE" {
+			bucketProps.ObjectLockDefaultRetention = awss3.ObjectLockRetention_Compliance(days)
+		} else {
+			bucketProps.ObjectLockDefaultRetention = awss3.ObjectLockRetention_Governance(days)
+		}
+	}
+	bucket := awss3.NewBucket(self, jsii.String("Dicom"), bucketProps)
+	// Objects must be encrypted with this key: a client asking for another
+	// key or for SSE-S3 is refused, so the key policy governs all reads.
+	bucket.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("DenyOtherEncryption"),
+		Effect:     awsiam.Effect_DENY,
+		Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+		Actions:    jsii.Strings("s3:PutObject"),
+		Resources:  jsii.Strings(*bucket.ArnForObjects(jsii.String("*"))),
+		Conditions: &map[string]any{
+			"StringNotEqualsIfExists": map[string]any{"s3:x-amz-server-side-encryption-aws-kms-key-id": *key.KeyArn()},
+		},
+	}))
+	return &Storage{Construct: self, Key: key, Bucket: bucket, LogBucket: logBucket}
+}
