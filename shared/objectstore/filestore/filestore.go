@@ -1,0 +1,474 @@
+// Package filestore is the filesystem objectstore.Store: each object is a
+// Part 10 file at <root>/<key>, made durable (written to a temporary file,
+// fsynced, moved into place without ever replacing a file, directory
+// fsynced) before Put returns. It backs scp-task's local mode.
+//
+// Layout: objects and records live under root by key; temporary files live
+// in root/.tmp and are removed by New after a crash, so a root belongs to
+// one process at a time (another process's in-flight Put would fail, never
+// store a partial object). Object metadata beyond the Part 10 File Meta
+// Information is not kept here: local mode records it next to the store.
+package filestore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// TempDir is the directory under root holding files being written.
+const TempDir = ".tmp"
+
+// ErrInvalidKey is returned for a key that is not a clean relative path of
+// visible components (no "..", no leading dot, no backslash).
+var ErrInvalidKey = errors.New("filestore: invalid key")
+
+// Store is a filesystem object store. It is safe for concurrent use.
+type Store struct {
+	root    string
+	tmp     string
+	log     *slog.Logger
+	minFree uint64
+	bufs    sync.Pool
+}
+
+var _ objectstore.Store = (*Store)(nil)
+
+// Option configures a Store.
+type Option func(*Store)
+
+// WithLogger sets the logger (default: discard). Keys are never logged, as
+// they carry study identifiers.
+func WithLogger(l *slog.Logger) Option {
+	return func(s *Store) {
+		if l != nil {
+			s.log = l
+		}
+	}
+}
+
+// WithMinFreeBytes makes Ready fail while the filesystem has fewer free
+// bytes (for an unprivileged user) than n, so the SCP refuses associations
+// ("temporary congestion") instead of failing objects. 0 disables the
+// check; it costs one statfs call per Ready.
+func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
+
+// New opens (creating if needed) a store rooted at root and removes the
+// temporary files a crash may have left.
+func New(root string, opts ...Option) (*Store, error) {
+	if root == "" {
+		return nil, fmt.Errorf("filestore: new: empty root")
+	}
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: new: %w", err)
+	}
+	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(s)
+	}
+	s.bufs.New = func() any { b := make([]byte, 256<<10); return &b }
+	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
+		return nil, fmt.Errorf("filestore: new: %w", err)
+	}
+	entries, err := os.ReadDir(s.tmp)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: new: %w", err)
+	}
+	removed := 0
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+			return nil, fmt.Errorf("filestore: new: remove leftover temporary file: %w", err)
+		}
+		removed++
+	}
+	if removed > 0 {
+		s.log.Warn("removed temporary files left by an interrupted write", "count", removed)
+	}
+	return s, nil
+}
+
+// Root returns the absolute root directory.
+func (s *Store) Root() string { return s.root }
+
+// Path returns the file of key, refusing keys that could leave root or
+// reach the temporary directory.
+func (s *Store) Path(key string) (string, error) {
+	if !validKey(key) {
+		return "", fmt.Errorf("%w: %q", ErrInvalidKey, clip(key))
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+func validKey(key string) bool {
+	if key == "" || len(key) > 1024 || strings.ContainsAny(key, "\\\x00") {
+		return false
+	}
+	for part := range strings.SplitSeq(key, "/") {
+		if part == "" || part[0] == '.' {
+			return false // also rules out "." and ".."
+		}
+	}
+	return true
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+func unavailable(op string, err error) error {
+	return fmt.Errorf("filestore: %s: %w: %w", op, objectstore.ErrUnavailable, err)
+}
+
+// Put stores part10 under objectstore.Key(obj). It returns once the file
+// and its directory entry are on disk. When the key already holds the same
+// bytes nothing is written (Duplicate); when it holds other bytes the new
+// object goes to objectstore.ConflictKey (Conflict). A read error from
+// part10 (an aborted association), a cancelled ctx or a write failure
+// leaves nothing: filesystem failures wrap objectstore.ErrUnavailable,
+// read errors and ctx errors are wrapped as they are.
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
+	}
+	f, err := os.CreateTemp(s.tmp, "put-*")
+	if err != nil {
+		return objectstore.Stored{}, unavailable("put", err)
+	}
+	tmp := f.Name()
+	placed := false
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		if !placed {
+			if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("remove temporary file", "err", err)
+			}
+		}
+	}()
+
+	h := sha256.New()
+	size, err := s.copy(ctx, f, h, part10)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	if err := f.Sync(); err != nil {
+		return objectstore.Stored{}, unavailable("put: sync", err)
+	}
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return objectstore.Stored{}, unavailable("put: close", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	st := objectstore.Stored{Key: key, Size: size, SHA256: sum}
+
+	final := filepath.Join(s.root, filepath.FromSlash(key))
+	if err := s.mkdirAll(filepath.Dir(final)); err != nil {
+		return objectstore.Stored{}, unavailable("put: mkdir", err)
+	}
+	for attempt := 0; ; attempt++ {
+		ok, err := placeNoReplace(tmp, final)
+		if err != nil {
+			return objectstore.Stored{}, unavailable("put: place", err)
+		}
+		if ok {
+			placed = true
+			if err := syncDir(filepath.Dir(final)); err != nil {
+				// The object is in place but maybe not durable: fail so
+				// the sender retries (it will be a duplicate).
+				return objectstore.Stored{}, unavailable("put: sync dir", err)
+			}
+			return st, nil
+		}
+		same, err := sameContent(final, size, sum)
+		if err != nil {
+			return objectstore.Stored{}, unavailable("put: compare", err)
+		}
+		if same {
+			st.Duplicate = true
+			return st, nil
+		}
+		if attempt == 1 {
+			// A different object holds the conflict key too: its name
+			// shares the first 64 bits of our SHA-256. Never overwrite.
+			return objectstore.Stored{}, fmt.Errorf("filestore: put: conflict key taken by other content")
+		}
+		st.Key, st.Conflict = objectstore.ConflictKey(key, sum), true
+		final = filepath.Join(s.root, filepath.FromSlash(st.Key))
+	}
+}
+
+// copy streams r into f and h, telling read errors (returned wrapped as
+// they are) from write errors (ErrUnavailable).
+func (s *Store) copy(ctx context.Context, f *os.File, h hash.Hash, r io.Reader) (int64, error) {
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	var size int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return size, fmt.Errorf("filestore: put: %w", err)
+		}
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			if _, err := f.Write(buf[:n]); err != nil {
+				return size, unavailable("put: write", err)
+			}
+			h.Write(buf[:n])
+			size += int64(n)
+		}
+		if rerr == io.EOF {
+			return size, nil
+		}
+		if rerr != nil {
+			return size, fmt.Errorf("filestore: put: read object: %w", rerr)
+		}
+	}
+}
+
+// sameContent reports whether the file at path holds size bytes hashing
+// to sum.
+func sameContent(path string, size int64, sum string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return false, err
+	}
+	if st.Size() != size {
+		return false, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false, err
+	}
+	return hex.EncodeToString(h.Sum(nil)) == sum, nil
+}
+
+// mkdirAll creates dir and missing parents under root, fsyncing the parent
+// of every directory it creates so the new entries survive a crash.
+func (s *Store) mkdirAll(dir string) error {
+	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir && len(parent) >= len(s.root) {
+		if err := s.mkdirAll(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o750); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // created concurrently
+		}
+		return err
+	}
+	return syncDir(parent)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// PutRecord durably writes body at key (which must start with
+// objectstore.AuditPrefix), replacing any previous record atomically.
+func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
+	if !strings.HasPrefix(key, objectstore.AuditPrefix) {
+		return fmt.Errorf("%w: record key %q outside %s", ErrInvalidKey, clip(key), objectstore.AuditPrefix)
+	}
+	final, err := s.Path(key)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("filestore: put record: %w", err)
+	}
+	f, err := os.CreateTemp(s.tmp, "rec-*")
+	if err != nil {
+		return unavailable("put record", err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // fails harmlessly once renamed
+	_, werr := f.Write(body)
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if err := f.Close(); werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		return unavailable("put record: write", werr)
+	}
+	if err := s.mkdirAll(filepath.Dir(final)); err != nil {
+		return unavailable("put record: mkdir", err)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return unavailable("put record: rename", err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return unavailable("put record: sync dir", err)
+	}
+	return nil
+}
+
+// Ready checks that a file can be created in the store (and, with
+// WithMinFreeBytes, that space remains).
+func (s *Store) Ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("filestore: ready: %w", err)
+	}
+	f, err := os.CreateTemp(s.tmp, "ready-*")
+	if err != nil {
+		return unavailable("ready", err)
+	}
+	name := f.Name()
+	_, err = f.Write([]byte{0})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(name); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return unavailable("ready", err)
+	}
+	if s.minFree > 0 {
+		free, err := freeBytes(s.root)
+		if err != nil {
+			return unavailable("ready: statfs", err)
+		}
+		if free < s.minFree {
+			return unavailable("ready", fmt.Errorf("%d bytes free, want at least %d", free, s.minFree))
+		}
+	}
+	return nil
+}
+
+// Open opens the object or record at key for reading; errors.Is(err,
+// fs.ErrNotExist) when there is none.
+func (s *Store) Open(key string) (*os.File, error) {
+	p, err := s.Path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: open: %w", err)
+	}
+	return f, nil
+}
+
+// Stat returns the file information of key; errors.Is(err,
+// fs.ErrNotExist) when there is none.
+func (s *Store) Stat(key string) (fs.FileInfo, error) {
+	p, err := s.Path(key)
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, fmt.Errorf("filestore: stat: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("filestore: stat: %w: not a regular file", fs.ErrNotExist)
+	}
+	return st, nil
+}
+
+// Walk calls fn for every stored file whose key starts with prefix (a
+// plain string prefix, as in S3: "incoming/2026/0" matches), in lexical
+// order of path components (S3 orders whole keys, which differs only for
+// names with characters sorting before '/'). Hidden files and directories (the temporary directory and
+// other writers' temporary files) are skipped. An error from fn stops the
+// walk and is returned; so is ctx's.
+func (s *Store) Walk(ctx context.Context, prefix string, fn func(key string, info fs.FileInfo) error) error {
+	// Start at the deepest directory the prefix names completely.
+	start := s.root
+	if i := strings.LastIndexByte(prefix, '/'); i > 0 {
+		dir := prefix[:i]
+		if !validKey(dir) {
+			return fmt.Errorf("%w: prefix %q", ErrInvalidKey, clip(prefix))
+		}
+		start = filepath.Join(s.root, filepath.FromSlash(dir))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && p == start {
+				return fs.SkipAll
+			}
+			return err
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if p == start {
+			return nil
+		}
+		name := d.Name()
+		if strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		rel, err := filepath.Rel(s.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Prune directories that cannot hold a matching key.
+			if !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed meanwhile
+			}
+			return err
+		}
+		return fn(key, info)
+	})
+	if err != nil {
+		return fmt.Errorf("filestore: walk: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,460 @@
+package filestore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+var at = time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC)
+
+func object(sop string) objectstore.Object {
+	return objectstore.Object{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: sop,
+		StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.4", TransferSyntaxUID: "1.2.840.10008.1.2.1",
+		CallingAE: "SCU", ReceivedAt: at}
+}
+
+func newStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// files lists every regular file under root (relative, slash-separated),
+// the temporary directory included.
+func files(t testing.TB, root string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			rel, _ := filepath.Rel(root, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func readKey(t testing.TB, s *Store, key string) []byte {
+	t.Helper()
+	f, err := s.Open(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestPutSequence(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a, b, c := []byte("object A"), []byte("object B, longer"), []byte("object C")
+	key := "incoming/2026/03/08/1.2.3/1.2.3.4/1.2.3.4.5.dcm"
+	steps := []struct {
+		name string
+		body []byte
+		want objectstore.Stored
+	}{
+		{"first", a, objectstore.Stored{Key: key, Size: int64(len(a)), SHA256: sum(a)}},
+		{"same again is a duplicate", a, objectstore.Stored{Key: key, Size: int64(len(a)), SHA256: sum(a), Duplicate: true}},
+		{"different content is a conflict", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true}},
+		{"the conflicting one again", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true, Duplicate: true}},
+		{"same size, other content", c, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(c)), Size: int64(len(c)), SHA256: sum(c), Conflict: true}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			got, err := s.Put(ctx, object("1.2.3.4.5"), bytes.NewReader(st.body))
+			if err != nil {
+				t.Fatalf("Put: %v", err)
+			}
+			if d := cmp.Diff(st.want, got); d != "" {
+				t.Fatalf("Stored (-want +got):\n%s", d)
+			}
+			if body := readKey(t, s, got.Key); !bytes.Equal(body, st.body) {
+				t.Errorf("stored %q, want %q", body, st.body)
+			}
+		})
+	}
+	if body := readKey(t, s, key); !bytes.Equal(body, a) {
+		t.Errorf("original overwritten: %q", body)
+	}
+	want := []string{key, objectstore.ConflictKey(key, sum(b)), objectstore.ConflictKey(key, sum(c))}
+	sort.Strings(want)
+	if d := cmp.Diff(want, files(t, s.Root())); d != "" {
+		t.Errorf("files (-want +got):\n%s", d)
+	}
+}
+
+// TestPutConcurrent races many Puts of one key: one wins, the same bytes
+// are duplicates, other bytes are conflicts, nothing is lost or torn.
+func TestPutConcurrent(t *testing.T) {
+	for _, variants := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d contents", variants), func(t *testing.T) {
+			s := newStore(t)
+			const n = 24
+			bodies := make([][]byte, variants)
+			for i := range bodies {
+				bodies[i] = bytes.Repeat([]byte{byte('a' + i)}, 100<<10+i)
+			}
+			results := make([]objectstore.Stored, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Go(func() {
+					results[i], errs[i] = s.Put(context.Background(), object("9.8.7"), bytes.NewReader(bodies[i%variants]))
+				})
+			}
+			wg.Wait()
+			plain, firstPerContent := 0, map[string]int{}
+			for i, r := range results {
+				if errs[i] != nil {
+					t.Fatalf("Put %d: %v", i, errs[i])
+				}
+				if !r.Conflict && !r.Duplicate {
+					plain++
+				}
+				if !r.Duplicate {
+					firstPerContent[r.SHA256]++
+				}
+				if got := readKey(t, s, r.Key); !bytes.Equal(got, bodies[i%variants]) {
+					t.Errorf("Put %d: key %s holds other bytes", i, r.Key)
+				}
+			}
+			if plain != 1 {
+				t.Errorf("%d Puts stored under the plain key, want 1", plain)
+			}
+			for h, c := range firstPerContent {
+				if c != 1 {
+					t.Errorf("content %s stored %d times", h[:8], c)
+				}
+			}
+			if got := len(files(t, s.Root())); got != variants {
+				t.Errorf("%d files, want %d", got, variants)
+			}
+		})
+	}
+}
+
+type errAfter struct {
+	r   io.Reader
+	err error
+}
+
+func (e *errAfter) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err == io.EOF {
+		return n, e.err
+	}
+	return n, err
+}
+
+// cancelAfter cancels ctx once n bytes were read.
+type cancelAfter struct {
+	r      io.Reader
+	n      int
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n -= n
+	if c.n <= 0 {
+		c.cancel()
+	}
+	return n, err
+}
+
+// TestPutFailureLeavesNothing: an aborted transfer, a cancelled context or
+// an unusable key store nothing and leave no temporary file.
+func TestPutFailureLeavesNothing(t *testing.T) {
+	aborted := errors.New("association aborted")
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	tests := []struct {
+		name    string
+		obj     objectstore.Object
+		ctx     func() context.Context
+		reader  func(cancel context.CancelFunc) io.Reader
+		wantErr error
+	}{
+		{"read error midway", object("1.2.3"), context.Background,
+			func(context.CancelFunc) io.Reader { return &errAfter{bytes.NewReader(body[:700<<10]), aborted} }, aborted},
+		{"unexpected EOF", object("1.2.3"), context.Background,
+			func(context.CancelFunc) io.Reader { return &errAfter{bytes.NewReader(body[:10]), io.ErrUnexpectedEOF} }, io.ErrUnexpectedEOF},
+		{"cancelled midway", object("1.2.3"), nil,
+			func(cancel context.CancelFunc) io.Reader {
+				return &cancelAfter{r: bytes.NewReader(body), n: 300 << 10, cancel: cancel}
+			}, context.Canceled},
+		{"cancelled before", object("1.2.3"), func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, func(context.CancelFunc) io.Reader { return bytes.NewReader(body) }, context.Canceled},
+		{"path traversal in SOP UID", object("../../etc/passwd"), context.Background,
+			func(context.CancelFunc) io.Reader { return bytes.NewReader(body) }, objectstore.ErrUnsafeUID},
+		{"empty SOP UID", object(""), context.Background,
+			func(context.CancelFunc) io.Reader { return bytes.NewReader(body) }, objectstore.ErrUnsafeUID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.ctx != nil {
+				ctx = tt.ctx()
+			}
+			_, err := s.Put(ctx, tt.obj, tt.reader(cancel))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Put error = %v, want %v", err, tt.wantErr)
+			}
+			if errors.Is(err, objectstore.ErrUnavailable) {
+				t.Errorf("error %v marked unavailable; the store is fine", err)
+			}
+			if f := files(t, s.Root()); len(f) != 0 {
+				t.Errorf("files left behind: %v", f)
+			}
+		})
+	}
+}
+
+func TestPutUnavailable(t *testing.T) {
+	s := newStore(t)
+	// The temporary directory replaced by a file: every write fails.
+	if err := os.RemoveAll(filepath.Join(s.Root(), TempDir)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Root(), TempDir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("x"))
+	if !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Put error = %v, want ErrUnavailable", err)
+	}
+	if err := s.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Ready = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestReady(t *testing.T) {
+	s := newStore(t)
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	if f := files(t, s.Root()); len(f) != 0 {
+		t.Errorf("Ready left files: %v", f)
+	}
+	full, err := New(t.TempDir(), WithMinFreeBytes(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := full.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Ready with too little space = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestNewRemovesLeftovers(t *testing.T) {
+	root := t.TempDir()
+	s, err := New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("kept")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"put-123", "rec-9"} {
+		if err := os.WriteFile(filepath.Join(root, TempDir, name), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := New(root); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"incoming/2026/03/08/1.2.3/1.2.3.4/1.2.3.dcm"}
+	if d := cmp.Diff(want, files(t, root)); d != "" {
+		t.Errorf("files after New (-want +got):\n%s", d)
+	}
+}
+
+func TestPutRecord(t *testing.T) {
+	tests := []struct {
+		key     string
+		wantErr error
+	}{
+		{"audit/2026/03/08/assoc-1.json", nil},
+		{"audit/x", nil},
+		{"incoming/x.json", ErrInvalidKey},
+		{"audit/../incoming/x.dcm", ErrInvalidKey},
+		{"audit/./x", ErrInvalidKey},
+		{"audit//x", ErrInvalidKey},
+		{"audit/.tmp/x", ErrInvalidKey},
+		{"audit/x/", ErrInvalidKey},
+		{"audit/a\\..\\..\\b", ErrInvalidKey},
+		{"audit/a\x00b", ErrInvalidKey},
+		{"/audit/x", ErrInvalidKey},
+		{"audit/", ErrInvalidKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			s := newStore(t)
+			body := []byte(`{"event":"released"}`)
+			err := s.PutRecord(context.Background(), tt.key, body)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("PutRecord error = %v, want %v", err, tt.wantErr)
+			}
+			got := files(t, s.Root())
+			if tt.wantErr != nil {
+				if len(got) != 0 {
+					t.Errorf("files written: %v", got)
+				}
+				return
+			}
+			if d := cmp.Diff([]string{tt.key}, got); d != "" {
+				t.Errorf("files (-want +got):\n%s", d)
+			}
+			if b := readKey(t, s, tt.key); !bytes.Equal(b, body) {
+				t.Errorf("record = %q", b)
+			}
+			// Rewriting replaces it whole.
+			if err := s.PutRecord(context.Background(), tt.key, []byte("2")); err != nil {
+				t.Fatal(err)
+			}
+			if b := readKey(t, s, tt.key); string(b) != "2" {
+				t.Errorf("rewritten record = %q", b)
+			}
+		})
+	}
+}
+
+func TestOpenStatUnsafe(t *testing.T) {
+	s := newStore(t)
+	for _, key := range []string{"../x", ".tmp/put-1", "a/../../b", ""} {
+		if _, err := s.Open(key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Open(%q) = %v, want ErrInvalidKey", key, err)
+		}
+		if _, err := s.Stat(key); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("Stat(%q) = %v, want ErrInvalidKey", key, err)
+		}
+	}
+	if _, err := s.Open("incoming/none.dcm"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open(missing) = %v, want fs.ErrNotExist", err)
+	}
+	if _, err := s.Stat("incoming"); !errors.Is(err, fs.ErrNotExist) && err != nil {
+		t.Errorf("Stat(dir) = %v", err)
+	}
+}
+
+func TestWalk(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	put := func(o objectstore.Object, body string) string {
+		st, err := s.Put(ctx, o, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Key
+	}
+	o1, o2, o3 := object("1.1"), object("1.2"), object("1.3")
+	o3.ReceivedAt = at.AddDate(0, 1, 0)
+	k1, k2, k3 := put(o1, "a"), put(o2, "bb"), put(o3, "ccc")
+	kc := put(o1, "other") // a conflict
+	if err := s.PutRecord(ctx, "audit/r.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	// Other writers' temporary files and hidden entries are not listed.
+	dir := filepath.Dir(filepath.Join(s.Root(), filepath.FromSlash(k1)))
+	os.WriteFile(filepath.Join(dir, ".x.dcm.abc.tmp"), nil, 0o600)
+	os.WriteFile(filepath.Join(dir, "y.dcm.tmp"), nil, 0o600)
+	os.WriteFile(filepath.Join(s.Root(), TempDir, "put-1"), nil, 0o600)
+
+	all := []string{k1, kc, k2, k3}
+	sort.Strings(all)
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"", append([]string{"audit/r.json"}, all...)},
+		{"incoming/", all},
+		{"incoming/2026/03/", []string{kc, k1, k2}},
+		{"incoming/2026/0", all},
+		{"incoming/2026/04", []string{k3}},
+		{strings.TrimSuffix(k1, ".dcm"), []string{kc, k1}},
+		{"audit", []string{"audit/r.json"}},
+		{"quarantine/", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix, func(t *testing.T) {
+			var got []string
+			err := s.Walk(ctx, tt.prefix, func(key string, info fs.FileInfo) error {
+				got = append(got, key)
+				if st, err := s.Stat(key); err != nil || st.Size() != info.Size() {
+					t.Errorf("Stat(%s) = %v, %v", key, st, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("Walk (-want +got):\n%s", d)
+			}
+		})
+	}
+	stop := errors.New("stop")
+	if err := s.Walk(ctx, "", func(string, fs.FileInfo) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("Walk error = %v, want stop", err)
+	}
+	if err := s.Walk(ctx, "../", func(string, fs.FileInfo) error { return nil }); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("Walk(../) = %v, want ErrInvalidKey", err)
+	}
+}
+
+// BenchmarkPut stores 512 KiB objects with fsync, each under a new key.
+func BenchmarkPut(b *testing.B) {
+	s := newStore(b)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 512<<10/16)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	i := 0
+	r := bytes.NewReader(body)
+	for b.Loop() {
+		i++
+		r.Reset(body)
+		if _, err := s.Put(context.Background(), object(fmt.Sprintf("1.2.%d", i)), r); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
