@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bufio"
+	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -149,9 +150,19 @@ func (s *streamSource) Peek(n int) ([]byte, error) {
 		if errors.Is(err, bufio.ErrBufferFull) {
 			return b, fmt.Errorf("pipeline: peek %d bytes: %w", n, err)
 		}
-		return b, fmt.Errorf("pipeline: read: %w", err)
+		return b, classify(err)
 	}
 	return b, nil
+}
+
+// classify marks a corrupt deflate stream as a malformed object (not a
+// store failure to retry).
+func classify(err error) error {
+	var ce flate.CorruptInputError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w: deflate: %v", ErrMalformed, err)
+	}
+	return fmt.Errorf("pipeline: read: %w", err)
 }
 
 func (s *streamSource) ReadFull(p []byte) error {
@@ -161,7 +172,7 @@ func (s *streamSource) ReadFull(p []byte) error {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return ErrTruncated
 		}
-		return fmt.Errorf("pipeline: read: %w", err)
+		return classify(err)
 	}
 	return nil
 }
@@ -173,7 +184,7 @@ func (s *streamSource) Skip(n int64) error {
 		if errors.Is(err, io.EOF) {
 			return ErrTruncated
 		}
-		return fmt.Errorf("pipeline: skip: %w", err)
+		return classify(err)
 	}
 	return nil
 }

@@ -61,9 +61,13 @@ type inspection struct {
 	findings  []Finding
 	bytesRead int64
 	instance  InstanceRecord
+	partial   bool
 }
 
 func (in *inspection) add(code string, sev Severity, t uint32, format string, args ...any) {
+	if in.partial && (code == CodeMissingAttribute || code == CodeMissingType2 || code == CodeMissingMeta) {
+		return
+	}
 	f := Finding{Code: code, Severity: sev, Message: fmt.Sprintf(format, args...)}
 	if t != 0 {
 		f.Tag = tagString(t)
@@ -108,7 +112,7 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	if src.Pos() > p.maxHeader() {
 		in.add(CodeMalformed, SeverityError, 0, "header longer than %d bytes", p.maxHeader())
 	}
-	in.check()
+	in.check(err == nil)
 	return in, nil
 }
 
@@ -120,8 +124,11 @@ func (p *Pipeline) maxHeader() int64 {
 }
 
 // check runs the attribute checks on a parsed header.
-func (in *inspection) check() {
+// complete is false when the header could not be read to its end: then
+// absent attributes are not reported (the parse error says it all).
+func (in *inspection) check(complete bool) {
 	h := in.h
+	in.partial = !complete
 	var order binary.ByteOrder = binary.LittleEndian
 	if h.BigEndian {
 		order = binary.BigEndian

@@ -1,0 +1,93 @@
+package pipeline
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestCharsetDecode(t *testing.T) {
+	tests := []struct {
+		name, cs string
+		in       string
+		want     string
+		ok       bool
+	}{
+		{"default ascii", "", "Doe^John", "Doe^John", true},
+		{"default with high bytes", "", "M\xfcller", "M\uFFFDller", false},
+		{"latin-1", "ISO_IR 100", "Buc^J\xe9r\xf4me", "Buc^Jérôme", true},
+		{"utf-8", "ISO_IR 192", "Wang^XiaoDong=王^小東=", "Wang^XiaoDong=王^小東=", true},
+		{"utf-8 declared, latin-1 bytes", "ISO_IR 192", "M\xfcller", "M\uFFFDller", false},
+		{"cyrillic", "ISO_IR 144", "\xbb\xee\xdace\xdc\xd1\xe3\xe0\xd3", "Люкceмбург", true},
+		{"gb18030", "GB18030", "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab=", "Wang^XiaoDong=王^小东=", true},
+		// PS3.5 H.3.1: Japanese with ISO 2022 IR 87.
+		{"iso 2022 ir 87", `\ISO 2022 IR 87`,
+			"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
+			"Yamada^Tarou=山田^太郎=やまだ^たろう", true},
+		// PS3.5 I.2: Korean with ISO 2022 IR 149.
+		{"iso 2022 ir 149", `\ISO 2022 IR 149`,
+			"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf",
+			"Hong^Gildong=洪^吉洞=홍^길동", true},
+		{"iso 2022 ir 13 katakana", `ISO 2022 IR 13\ISO 2022 IR 87`, "\xd4\xcf\xc0\xde^\xc0\xdb\xb3", "ﾔﾏﾀﾞ^ﾀﾛｳ", true},
+		{"iso 2022 unknown escape", `\ISO 2022 IR 87`, "a\x1b%Gb", "a\uFFFD%Gb", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newCharset(tt.cs)
+			if len(cs.unknown) > 0 {
+				t.Fatalf("unknown terms %v", cs.unknown)
+			}
+			got, ok := cs.decode([]byte(tt.in))
+			if d := cmp.Diff(tt.want, got); d != "" || ok != tt.ok {
+				t.Errorf("decode ok=%v (want %v) (-want +got):\n%s", ok, tt.ok, d)
+			}
+		})
+	}
+	for _, bad := range []string{"ISO_IR 999", `\ISO 2022 IR 999`, "KOI8-R"} {
+		if cs := newCharset(bad); len(cs.unknown) == 0 {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func TestUIDSyntaxError(t *testing.T) {
+	for uid, ok := range map[string]bool{
+		"1.2.840.10008.1.2": true, "0": true, "1.0.3": true, "2.25.183052315929864815389417092715962367371": true,
+		"": false, "1.02": false, "1..2": false, "1.2.": false, ".1": false, "1.2a": false, "1.2.3 ": false,
+		"1." + string(make([]byte, 0)) + "22222222222222222222222222222222222222222222222222222222222222222": false,
+	} {
+		if got := UIDSyntaxError(uid) == ""; got != ok {
+			t.Errorf("UIDSyntaxError(%q) valid=%v, want %v", uid, got, ok)
+		}
+	}
+}
+
+func TestISODateTime(t *testing.T) {
+	for in, want := range map[string]string{"20260115": "2026-01-15", "2026.01.15": "2026-01-15", "20261315": "", "2026": "", "": ""} {
+		got, _ := ISODate(in)
+		if got != want {
+			t.Errorf("ISODate(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"101500.25": "10:15:00.25", "1015": "10:15", "10": "10", "10:15:00": "10:15:00", "2500": "", "10150": "", "1015.5": ""} {
+		got, _ := ISOTime(in)
+		if got != want {
+			t.Errorf("ISOTime(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParsePersonName(t *testing.T) {
+	got := ParsePersonName("Yamada^Tarou^^Dr.^=山田^太郎=やまだ^たろう")
+	want := PersonNameGroups{
+		Alphabetic:  &PersonName{Family: "Yamada", Given: "Tarou", Prefix: "Dr."},
+		Ideographic: &PersonName{Family: "山田", Given: "太郎"},
+		Phonetic:    &PersonName{Family: "やまだ", Given: "たろう"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(PersonNameGroups{}, ParsePersonName("^^")); d != "" {
+		t.Errorf("empty name: %s", d)
+	}
+}

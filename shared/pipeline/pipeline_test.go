@@ -1,0 +1,719 @@
+package pipeline_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+const (
+	study  = "1.2.826.0.1.3680043.10.1"
+	series = "1.2.826.0.1.3680043.10.1.1"
+	sop1   = "1.2.826.0.1.3680043.10.1.1.1"
+	sop2   = "1.2.826.0.1.3680043.10.1.1.2"
+	tsELE  = "1.2.840.10008.1.2.1"
+)
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func key(sop string) string {
+	return "incoming/2026/01/15/" + study + "/" + series + "/" + sop + ".dcm"
+}
+
+// add stores data as the SCP would, with matching transaction metadata.
+func add(f *pt.Fakes, k string, data []byte, sopUID string) {
+	f.Objects.Add(k, data, pt.SCPMetadata(pt.CTStorage, sopUID, tsELE, sha(data)))
+}
+
+func ct(sop string) pt.Instance {
+	return pt.Instance{StudyUID: study, SeriesUID: series, SOPUID: sop, PatientID: "PID-1", PatientName: "Doe^Jane", Rows: 64, Columns: 64, SourceAE: "MODALITY1"}
+}
+
+// dicomTestdata returns the directory of the dicom module's test files.
+func dicomTestdata(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
+	if err != nil {
+		t.Skipf("cannot locate github.com/suyashkumar/dicom: %v", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "testdata")
+}
+
+func codes(fs []pipeline.Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, string(f.Severity)+":"+f.Code)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func TestProcessObjectDicomTestdata(t *testing.T) {
+	dir := dicomTestdata(t)
+	tests := []struct {
+		file  string
+		codes []string
+	}{
+		{"1.dcm", nil},
+		{"2.dcm", nil},
+		{"3.dcm", []string{"warning:empty-type2"}}, // empty Patient's Name
+		{"4.dcm", nil},                             // implicit VR little endian
+		{"5.dcm", nil},
+		{"6.dcm", []string{"warning:empty-type2"}}, // deflated; empty Patient ID and Study Date
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join(dir, tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := pt.New()
+			k := "incoming/2026/01/15/x/y/" + tt.file
+			f.Objects.Add(k, data, map[string]string{"sha256": sha(data)})
+			res, err := f.Pipeline().ProcessObject(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := codes(res.Findings)
+			if d := cmp.Diff(tt.codes, got); d != "" && !(len(tt.codes) == 0 && len(got) == 0) {
+				t.Errorf("findings (-want +got):\n%s\n%+v", d, res.Findings)
+			}
+			if !res.Valid {
+				t.Fatalf("not valid: %+v", res.Findings)
+			}
+			// Only the header is read: never the whole of a large object.
+			if len(data) > 1<<20 && res.BytesRead > 256<<10 {
+				t.Errorf("read %d of %d bytes", res.BytesRead, len(data))
+			}
+			if res.BytesRead != f.Objects.BytesServed {
+				t.Errorf("BytesRead %d, store served %d", res.BytesRead, f.Objects.BytesServed)
+			}
+			jsonKey, sumKey := pipeline.MetadataKeys(k)
+			body, _, ok := f.Objects.Get(jsonKey)
+			if !ok {
+				t.Fatal("no DICOM JSON sidecar")
+			}
+			var dj map[string]struct {
+				VR          string
+				Value       []json.RawMessage
+				BulkDataURI string
+			}
+			if err := json.Unmarshal(body, &dj); err != nil {
+				t.Fatalf("sidecar is not JSON: %v", err)
+			}
+			if dj["00080018"].VR != "UI" || len(dj["00080018"].Value) != 1 {
+				t.Errorf("SOP Instance UID in sidecar = %+v", dj["00080018"])
+			}
+			if pd, ok := dj["7FE00010"]; !ok || pd.BulkDataURI == "" || pd.Value != nil {
+				t.Errorf("pixel data in sidecar = %+v, want a BulkDataURI only", pd)
+			}
+			if _, _, ok := f.Objects.Get(sumKey); !ok {
+				t.Error("no summary sidecar")
+			}
+			if n := len(f.Audit.All()); n != 1 {
+				t.Errorf("%d audit records", n)
+			}
+			if ev := f.Events.All(); len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceStored {
+				t.Errorf("events = %+v", ev)
+			}
+		})
+	}
+}
+
+func TestValidationCases(t *testing.T) {
+	good := ct(sop1)
+	tests := []struct {
+		name  string
+		data  func() []byte
+		meta  func(m map[string]string)
+		valid bool
+		codes []string
+	}{
+		{name: "valid", data: good.Build, valid: true},
+		{name: "missing SOP Instance UID", data: func() []byte {
+			i := good
+			i.Drop = []uint32{pt.Tag(8, 0x18)}
+			return i.Build()
+		}, codes: []string{"error:missing-attribute"}},
+		{name: "missing study UID", data: func() []byte {
+			i := good
+			i.Drop = []uint32{pt.Tag(0x20, 0x0D)}
+			return i.Build()
+		}, codes: []string{"error:missing-attribute"}},
+		{name: "missing modality", data: func() []byte {
+			i := good
+			i.Drop = []uint32{pt.Tag(8, 0x60)}
+			return i.Build()
+		}, codes: []string{"error:missing-attribute"}},
+		{name: "UID with leading zero", data: func() []byte {
+			i := good
+			i.SeriesUID = "1.2.03.4"
+			return i.Build()
+		}, codes: []string{"error:uid-syntax"}},
+		{name: "UID too long", data: func() []byte {
+			i := good
+			i.StudyUID = "1." + strings.Repeat("2", 70)
+			return i.Build()
+		}, codes: []string{"error:uid-syntax"}},
+		{name: "UID with letters", data: func() []byte {
+			i := good
+			i.StudyUID = "1.2.abc"
+			return i.Build()
+		}, codes: []string{"error:uid-syntax"}},
+		{name: "truncated in header", data: func() []byte {
+			b := good.Build()
+			return b[:400]
+		}, codes: []string{"error:truncated"}},
+		{name: "truncated in pixel data is fine for the header", data: func() []byte {
+			b := good.Build()
+			return b[:len(b)-100]
+		}, valid: true},
+		{name: "not part 10", data: func() []byte { return []byte("hello, this is not DICOM at all") }, codes: []string{"error:not-part10"}},
+		{name: "unknown charset", data: func() []byte {
+			i := good
+			i.CharacterSet = "ISO_IR 999"
+			return i.Build()
+		}, codes: []string{"error:charset-unknown"}},
+		{name: "wrong charset: latin-1 bytes declared UTF-8", data: func() []byte {
+			i := good
+			i.CharacterSet = "ISO_IR 192"
+			i.PatientName = "M\xfcller^J\xfcrgen"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		{name: "non-ASCII without declared charset", data: func() []byte {
+			i := good
+			i.PatientName = "M\xfcller^Hans"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		{name: "SOP Instance UID differs from transaction", data: good.Build, meta: func(m map[string]string) {
+			m["sop-instance-uid"] = sop2
+		}, codes: []string{"error:transaction-mismatch"}},
+		{name: "transfer syntax differs from transaction", data: good.Build, meta: func(m map[string]string) {
+			m["transfer-syntax-uid"] = "1.2.840.10008.1.2"
+		}, codes: []string{"error:transaction-mismatch"}},
+		{name: "source AE differs from calling AE", data: good.Build, meta: func(m map[string]string) {
+			m["calling-ae"] = "OTHER"
+		}, valid: true, codes: []string{"warning:source-ae-mismatch"}},
+		{name: "meta SOP instance differs from dataset", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Str(pt.Tag(8, 0x18), "UI", sop2)}
+			return i.Build()
+		}, meta: func(m map[string]string) { delete(m, "sop-instance-uid") }, codes: []string{"error:meta-mismatch"}},
+		{name: "empty patient id is a finding, not a rejection", data: func() []byte {
+			i := good
+			i.PatientID = ""
+			return i.Build()
+		}, valid: true, codes: []string{"warning:empty-type2"}},
+		{name: "bad VR", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Raw(pt.Tag(0x18, 0x60), "k1", []byte("12"))}
+			return i.Build()
+		}, codes: []string{"error:malformed"}},
+		{name: "bad study date", data: func() []byte {
+			i := good
+			i.StudyDate = "2026-1-5"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:bad-date"}},
+		{name: "implicit VR little endian", data: func() []byte {
+			i := good
+			i.TransferSyntaxUID = "1.2.840.10008.1.2"
+			return i.Build()
+		}, meta: func(m map[string]string) { m["transfer-syntax-uid"] = "1.2.840.10008.1.2" }, valid: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := pt.New()
+			data := tt.data()
+			m := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+			if tt.meta != nil {
+				tt.meta(m)
+			}
+			k := key(sop1)
+			f.Objects.Add(k, data, m)
+			res, err := f.Pipeline().ProcessObject(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Valid != tt.valid {
+				t.Errorf("valid = %v, want %v (%+v)", res.Valid, tt.valid, res.Findings)
+			}
+			if d := cmp.Diff(tt.codes, codes(res.Findings)); d != "" {
+				t.Errorf("findings (-want +got):\n%s%+v", d, res.Findings)
+			}
+			for _, fd := range res.Findings {
+				if strings.Contains(fd.Message, "Doe") || strings.Contains(fd.Message, "PID-1") {
+					t.Errorf("finding leaks patient data: %+v", fd)
+				}
+			}
+		})
+	}
+}
+
+func TestRejectQuarantines(t *testing.T) {
+	f := pt.New()
+	i := ct(sop1)
+	i.StudyUID = "1.2.03"
+	data := i.Build()
+	k := key(sop1)
+	add(f, k, data, sop1)
+	p := f.Pipeline()
+	res, err := p.ProcessObject(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qKey, fKey := pipeline.QuarantineKeys(k)
+	if res.Valid || res.QuarantineKey != qKey {
+		t.Fatalf("result = %+v", res)
+	}
+	q, qm, ok := f.Objects.Get(qKey)
+	if !ok || string(q) != string(data) || qm["quarantined"] != "true" || qm["calling-ae"] != "MODALITY1" {
+		t.Errorf("quarantine copy missing or different (meta %v)", qm)
+	}
+	if raw, _, ok := f.Objects.Get(k); !ok || string(raw) != string(data) {
+		t.Error("raw object was modified or deleted")
+	}
+	body, _, ok := f.Objects.Get(fKey)
+	if !ok {
+		t.Fatal("no findings document")
+	}
+	var doc struct {
+		Findings []pipeline.Finding
+	}
+	if err := json.Unmarshal(body, &doc); err != nil || len(doc.Findings) == 0 || doc.Findings[0].Code != pipeline.CodeUIDSyntax {
+		t.Errorf("findings doc = %s (%v)", body, err)
+	}
+	recs := f.Audit.All()
+	if len(recs) != 1 || recs[0].Outcome != "rejected" || recs[0].EventOutcome != 4 || recs[0].EventID.Code != "110104" {
+		t.Errorf("audit = %+v", recs)
+	}
+	ev := f.Events.All()
+	if len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceRejected {
+		t.Fatalf("events = %+v", ev)
+	}
+	if strings.Contains(string(ev[0].Detail), "PID-1") || strings.Contains(string(ev[0].Detail), "Doe") {
+		t.Errorf("rejected event carries patient data: %s", ev[0].Detail)
+	}
+	if _, err := f.Index.GetStudy(context.Background(), i.StudyUID); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("rejected object was indexed: %v", err)
+	}
+	// Again: same state.
+	if _, err := p.ProcessObject(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Audit.All()) != 1 || len(f.Events.All()) != 1 {
+		t.Errorf("second run added records or events")
+	}
+}
+
+// state is everything a run leaves behind, for idempotency comparisons.
+func state(t *testing.T, f *pt.Fakes) any {
+	t.Helper()
+	studies, _ := f.Index.ListStudies(context.Background(), pipeline.StudyQuery{})
+	var ids []string
+	for _, e := range f.Events.All() {
+		ids = append(ids, e.DetailType+"/"+e.ID)
+	}
+	return struct {
+		Keys    []string
+		Audit   []pipeline.AuditRecord
+		Studies []pipeline.StudySummary
+		Events  []string
+	}{f.Objects.Keys(), f.Audit.All(), studies, ids}
+}
+
+func TestIdempotentTwice(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	data := ct(sop1).Build()
+	add(f, key(sop1), data, sop1)
+	rec, _ := associationaudit.Marshal(associationaudit.Record{Event: associationaudit.EventAccepted, Time: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC), AssociationID: "assoc1", CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:40000", Seq: 1})
+	f.Objects.Add("audit/2026/01/15/assoc1-000001-association-accepted.json", rec, nil)
+	p := f.Pipeline()
+	now := time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC)
+	run := func() {
+		if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ProcessAuditRecord(ctx, "audit/2026/01/15/assoc1-000001-association-accepted.json"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.AnnounceStableStudies(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run()
+	first := state(t, f)
+	run()
+	if d := cmp.Diff(first, state(t, f)); d != "" {
+		t.Errorf("second run changed state (-first +second):\n%s", d)
+	}
+	if n := len(f.Events.All()); n != 2 { // Instance Stored + Study Received
+		t.Errorf("%d events, want 2", n)
+	}
+	// An identical resend stored under another key (another day) is the
+	// same content: no new audit record, count or event.
+	other := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
+	add(f, other, data, sop1)
+	res, err := p.ProcessObject(ctx, other)
+	if err != nil || res.Outcome != pipeline.InstanceDuplicate {
+		t.Fatalf("resend: %+v %v", res, err)
+	}
+	got := state(t, f).(struct {
+		Keys    []string
+		Audit   []pipeline.AuditRecord
+		Studies []pipeline.StudySummary
+		Events  []string
+	})
+	if len(got.Audit) != 2 || len(got.Events) != 2 || got.Studies[0].InstanceCount != 1 {
+		t.Errorf("after identical resend: %d audit, %d events, %d instances", len(got.Audit), len(got.Events), got.Studies[0].InstanceCount)
+	}
+}
+
+func TestConflictingResend(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	add(f, key(sop1), ct(sop1).Build(), sop1)
+	if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+		t.Fatal(err)
+	}
+	changed := ct(sop1)
+	changed.PatientName = "Doe^John"
+	data := changed.Build()
+	ck := strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-" + sha(data)[:16] + ".dcm"
+	m := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+	m["conflict"] = "true"
+	f.Objects.Add(ck, data, m)
+	res, err := p.ProcessObject(ctx, ck)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != pipeline.InstanceConflict {
+		t.Errorf("outcome %v, want conflict", res.Outcome)
+	}
+	st, err := f.Index.GetStudy(ctx, study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.InstanceCount != 1 || st.ConflictCount != 1 || len(st.Instances) != 2 {
+		t.Errorf("study = %d instances, %d conflicts, %d records", st.InstanceCount, st.ConflictCount, len(st.Instances))
+	}
+	ev := f.Events.All()
+	if len(ev) != 2 {
+		t.Fatalf("%d events", len(ev))
+	}
+	var d pipeline.InstanceStoredDetail
+	if err := json.Unmarshal(ev[1].Detail, &d); err != nil || !d.Conflict || d.ObjectKey != ck {
+		t.Errorf("conflict event = %s", ev[1].Detail)
+	}
+	recs := f.Audit.All()
+	if len(recs) != 2 || recs[1].Outcome != "conflict" {
+		t.Errorf("audit = %+v", recs)
+	}
+	// Both objects are still there.
+	for _, k := range []string{key(sop1), ck} {
+		if _, _, ok := f.Objects.Get(k); !ok {
+			t.Errorf("%s missing", k)
+		}
+	}
+}
+
+func TestStudyAnnouncements(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	p.QuietPeriod = time.Minute
+	t0 := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) // received-at in SCPMetadata is 10:20:30.12
+	for _, s := range []string{sop1, sop2} {
+		add(f, key(s), ct(s).Build(), s)
+		if _, err := p.ProcessObject(ctx, key(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	studyEvents := func() []pipeline.StudyDetailEvent {
+		var out []pipeline.StudyDetailEvent
+		for _, e := range f.Events.All() {
+			if e.DetailType == pipeline.DetailTypeStudyReceived || e.DetailType == pipeline.DetailTypeStudyUpdated {
+				var d pipeline.StudyDetailEvent
+				if err := json.Unmarshal(e.Detail, &d); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	if n, err := p.AnnounceStableStudies(ctx, t0.Add(30*time.Second)); err != nil || n != 0 {
+		t.Fatalf("announced %d before the quiet period (%v)", n, err)
+	}
+	if n, err := p.AnnounceStableStudies(ctx, t0.Add(61*time.Second)); err != nil || n != 1 {
+		t.Fatalf("announced %d after the quiet period (%v)", n, err)
+	}
+	if n, _ := p.AnnounceStableStudies(ctx, t0.Add(62*time.Second)); n != 0 {
+		t.Fatalf("announced again: %d", n)
+	}
+	ev := studyEvents()
+	if len(ev) != 1 || ev[0].Version != 1 || ev[0].InstanceCount != 2 || len(ev[0].Series) != 1 || len(ev[0].Series[0].Instances) != 2 {
+		t.Fatalf("study events = %+v", ev)
+	}
+	// A late instance: Study Updated, version 2.
+	s3 := "1.2.826.0.1.3680043.10.1.1.3"
+	add(f, key(s3), ct(s3).Build(), s3)
+	if _, err := p.ProcessObject(ctx, key(s3)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.AnnounceStableStudies(ctx, t0.Add(2*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("update announced %d (%v)", n, err)
+	}
+	ev = studyEvents()
+	if len(ev) != 2 || ev[1].Version != 2 || ev[1].InstanceCount != 3 {
+		t.Fatalf("study events = %+v", ev)
+	}
+	all := f.Events.All()
+	if all[len(all)-1].DetailType != pipeline.DetailTypeStudyUpdated {
+		t.Errorf("last event %q", all[len(all)-1].DetailType)
+	}
+}
+
+func TestPublishRetries(t *testing.T) {
+	ctx := context.Background()
+	t.Run("partial failure retried", func(t *testing.T) {
+		f := pt.New()
+		f.Events.FailEntries = []int{1, 1}
+		add(f, key(sop1), ct(sop1).Build(), sop1)
+		if _, err := f.Pipeline().ProcessObject(ctx, key(sop1)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(f.Events.All()); n != 1 || f.Events.Calls != 3 {
+			t.Errorf("%d events in %d calls", n, f.Events.Calls)
+		}
+	})
+	t.Run("outage fails the message, retry publishes once", func(t *testing.T) {
+		f := pt.New()
+		f.Events.Err = errors.New("eventbridge down")
+		add(f, key(sop1), ct(sop1).Build(), sop1)
+		p := f.Pipeline()
+		if _, err := p.ProcessObject(ctx, key(sop1)); err == nil {
+			t.Fatal("want an error so the message is retried")
+		}
+		f.Events.Err = nil
+		for range 2 {
+			if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := len(f.Events.All()); n != 1 {
+			t.Errorf("%d events", n)
+		}
+		if n := len(f.Audit.All()); n != 1 {
+			t.Errorf("%d audit records", n)
+		}
+	})
+	t.Run("store outage is an error", func(t *testing.T) {
+		f := pt.New()
+		add(f, key(sop1), ct(sop1).Build(), sop1)
+		f.Objects.Fail = errors.New("s3 down")
+		if _, err := f.Pipeline().ProcessObject(ctx, key(sop1)); err == nil {
+			t.Fatal("want an error")
+		}
+		if len(f.Audit.All()) != 0 {
+			t.Error("audited an object that could not be read")
+		}
+	})
+}
+
+func TestPatientDataPolicy(t *testing.T) {
+	tests := []struct {
+		policy pipeline.PatientDataPolicy
+		want   *pipeline.EventPatient
+	}{
+		{pipeline.PatientDataNone, nil},
+		{pipeline.PatientDataID, &pipeline.EventPatient{PatientID: "PID-1", AccessionNumber: "ACC001"}},
+		{pipeline.PatientDataFull, &pipeline.EventPatient{PatientID: "PID-1", AccessionNumber: "ACC001",
+			Name: &pipeline.PersonNameGroups{Alphabetic: &pipeline.PersonName{Family: "Doe", Given: "Jane"}}, BirthDate: "1970-01-01", Sex: "O"}},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.policy), func(t *testing.T) {
+			f := pt.New()
+			p := f.Pipeline()
+			p.PatientData = tt.policy
+			add(f, key(sop1), ct(sop1).Build(), sop1)
+			if _, err := p.ProcessObject(context.Background(), key(sop1)); err != nil {
+				t.Fatal(err)
+			}
+			var d pipeline.InstanceStoredDetail
+			if err := json.Unmarshal(f.Events.All()[0].Detail, &d); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, d.Patient); diff != "" {
+				t.Errorf("patient (-want +got):\n%s", diff)
+			}
+			if tt.policy == pipeline.PatientDataNone && strings.Contains(string(f.Events.All()[0].Detail), "PID-1") {
+				t.Error("patient id in event under policy none")
+			}
+		})
+	}
+	if _, err := pipeline.ParsePatientDataPolicy("everything"); err == nil {
+		t.Error("unknown policy accepted")
+	}
+}
+
+func TestProcessAuditRecord(t *testing.T) {
+	at := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
+	tests := []struct {
+		rec     associationaudit.Record
+		eventID string
+		outcome int
+	}{
+		{associationaudit.Record{Event: associationaudit.EventAccepted}, "110102", 0},
+		{associationaudit.Record{Event: associationaudit.EventReleased, Instances: 3}, "110102", 0},
+		{associationaudit.Record{Event: associationaudit.EventAborted}, "110102", 8},
+		{associationaudit.Record{Event: associationaudit.EventRejected, RejectResult: 1, RejectSource: 1, RejectReason: 3, Reason: "calling AE not allowed"}, "110113", 4},
+		{associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: "A700", SOPInstanceUID: sop1, SOPClassUID: pt.CTStorage}, "110104", 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.rec.Event, func(t *testing.T) {
+			r := tt.rec
+			r.Time, r.AssociationID, r.CallingAE, r.CalledAE, r.PeerAddr, r.Seq = at, "assoc7", "EVIL", "INGEST", "192.0.2.7:1234", 2
+			body, err := associationaudit.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, _ := associationaudit.Key(r)
+			f := pt.New()
+			f.Objects.Add(k, body, nil)
+			p := f.Pipeline()
+			for range 2 {
+				if err := p.ProcessAuditRecord(context.Background(), k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			recs := f.Audit.All()
+			if len(recs) != 1 {
+				t.Fatalf("%d records", len(recs))
+			}
+			got := recs[0]
+			if got.EventID.Code != tt.eventID || got.EventOutcome != tt.outcome || got.CallingAE != "EVIL" || got.Day != "2026-01-15" || got.Outcome != r.Event {
+				t.Errorf("record = %+v", got)
+			}
+			if len(got.Participants) != 2 || got.Participants[0].NetworkAccess != "192.0.2.7" || !got.Participants[0].UserIsRequestor {
+				t.Errorf("participants = %+v", got.Participants)
+			}
+			page, _ := f.Audit.Query(context.Background(), pipeline.AuditQuery{CallingAE: "EVIL"})
+			if len(page.Records) != 1 {
+				t.Errorf("query by calling AE: %d", len(page.Records))
+			}
+		})
+	}
+	t.Run("unparseable record is audited once, not retried forever", func(t *testing.T) {
+		f := pt.New()
+		f.Objects.Add("audit/2026/01/15/x-000001-association-accepted.json", []byte("{nope"), nil)
+		p := f.Pipeline()
+		for range 2 {
+			if err := p.ProcessAuditRecord(context.Background(), "audit/2026/01/15/x-000001-association-accepted.json"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if recs := f.Audit.All(); len(recs) != 1 || recs[0].EventID.Code != "110113" {
+			t.Errorf("records = %+v", recs)
+		}
+	})
+}
+
+func TestConcurrentDeliveries(t *testing.T) {
+	f := pt.New()
+	add(f, key(sop1), ct(sop1).Build(), sop1)
+	p := f.Pipeline()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := p.ProcessObject(context.Background(), key(sop1)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	st, _ := f.Index.GetStudy(context.Background(), study)
+	if st.InstanceCount != 1 || len(f.Audit.All()) != 1 {
+		t.Errorf("%d instances, %d audit records", st.InstanceCount, len(f.Audit.All()))
+	}
+}
+
+func TestSkipsOtherKeys(t *testing.T) {
+	f := pt.New()
+	for _, k := range []string{"metadata/2026/01/15/a/b/c.json", "quarantine/2026/x.dcm", "incoming/readme.txt"} {
+		res, err := f.Pipeline().ProcessObject(context.Background(), k)
+		if err != nil || !res.Skipped {
+			t.Errorf("%s: %+v %v", k, res, err)
+		}
+	}
+}
+
+func FuzzProcessObject(f *testing.F) {
+	f.Add(ct(sop1).Build())
+	i := ct(sop1)
+	i.TransferSyntaxUID = "1.2.840.10008.1.2"
+	f.Add(i.Build())
+	// testdata/fuzz/FuzzProcessObject also holds the dicom module's
+	// deflated 6.dcm and past crashers.
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fk := pt.New()
+		fk.Objects.Add(key(sop1), data, map[string]string{"sha256": sha(data)})
+		res, err := fk.Pipeline().ProcessObject(context.Background(), key(sop1))
+		if err != nil {
+			t.Fatalf("an object's content must never fail the message: %v", err)
+		}
+		if res.BytesRead > int64(len(data)) {
+			t.Fatalf("read %d bytes of %d", res.BytesRead, len(data))
+		}
+		if !res.Valid {
+			if _, _, ok := fk.Objects.Get(res.QuarantineKey); !ok {
+				t.Fatal("invalid object not quarantined")
+			}
+		}
+	})
+}
+
+func BenchmarkValidateNormalize(b *testing.B) {
+	// A CT-like instance: 512x512 16-bit pixels, 8 frames' worth (4 MiB).
+	in := ct(sop1)
+	in.Rows, in.Columns = 2048, 1024
+	data := in.Build()
+	f := pt.New()
+	add(f, key(sop1), data, sop1)
+	p := f.Pipeline()
+	ctx := context.Background()
+	var read int64
+	b.ResetTimer()
+	for n := 0; b.Loop(); n++ {
+		// A fresh index each time so every iteration does the full work.
+		p.Index, p.Audit = pt.NewIndex(), pt.NewAudit()
+		res, err := p.ProcessObject(ctx, key(sop1))
+		if err != nil || !res.Valid {
+			b.Fatal(err, res.Findings)
+		}
+		read += res.BytesRead
+	}
+	b.ReportMetric(float64(read)/float64(b.N)/(1<<20), "MB-read/instance")
+	b.ReportMetric(float64(len(data))/(1<<20), "MB-object")
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/instance")
+}

@@ -1,0 +1,233 @@
+package pipelinetest
+
+import (
+	"bytes"
+	"encoding/binary"
+	"sort"
+)
+
+// Elem is an element for the synthesizer. Items makes it a sequence.
+type Elem struct {
+	Tag             uint32
+	VR              string
+	Value           []byte
+	Items           [][]Elem
+	UndefinedLength bool
+}
+
+// Tag builds a tag from group and element.
+func Tag(g, e uint16) uint32 { return uint32(g)<<16 | uint32(e) }
+
+// Str is a string element, padded to even length as PS3.5 requires (UI
+// with NUL, others with a space).
+func Str(tag uint32, vr, s string) Elem {
+	b := []byte(s)
+	if len(b)%2 == 1 {
+		if vr == "UI" {
+			b = append(b, 0)
+		} else {
+			b = append(b, ' ')
+		}
+	}
+	return Elem{Tag: tag, VR: vr, Value: b}
+}
+
+// Raw is an element with raw value bytes (padded by the caller).
+func Raw(tag uint32, vr string, b []byte) Elem { return Elem{Tag: tag, VR: vr, Value: b} }
+
+// U16 is a US element.
+func U16(tag uint32, v uint16) Elem {
+	return Elem{Tag: tag, VR: "US", Value: binary.LittleEndian.AppendUint16(nil, v)}
+}
+
+// Seq is a sequence of items.
+func Seq(tag uint32, undefined bool, items ...[]Elem) Elem {
+	return Elem{Tag: tag, VR: "SQ", Items: items, UndefinedLength: undefined}
+}
+
+// Meta is the File Meta Information to write.
+type Meta struct {
+	SOPClassUID, SOPInstanceUID, TransferSyntaxUID, SourceAE string
+}
+
+// Part10 encodes a Part 10 file: preamble, DICM, file meta and the dataset
+// in explicit VR little endian (or implicit when the transfer syntax is
+// 1.2.840.10008.1.2). Elements are written in the order given.
+func Part10(m Meta, ds []Elem) []byte {
+	var meta bytes.Buffer
+	metaElems := []Elem{
+		{Tag: Tag(2, 1), VR: "OB", Value: []byte{0, 1}},
+		Str(Tag(2, 2), "UI", m.SOPClassUID),
+		Str(Tag(2, 3), "UI", m.SOPInstanceUID),
+		Str(Tag(2, 0x10), "UI", m.TransferSyntaxUID),
+		Str(Tag(2, 0x12), "UI", "1.2.3.4"),
+	}
+	if m.SourceAE != "" {
+		metaElems = append(metaElems, Str(Tag(2, 0x16), "AE", m.SourceAE))
+	}
+	for _, e := range metaElems {
+		writeElem(&meta, e, false)
+	}
+	var out bytes.Buffer
+	out.Write(make([]byte, 128))
+	out.WriteString("DICM")
+	writeElem(&out, Elem{Tag: Tag(2, 0), VR: "UL", Value: binary.LittleEndian.AppendUint32(nil, uint32(meta.Len()))}, false)
+	out.Write(meta.Bytes())
+	implicit := m.TransferSyntaxUID == "1.2.840.10008.1.2"
+	for _, e := range ds {
+		writeElem(&out, e, implicit)
+	}
+	return out.Bytes()
+}
+
+func longVR(vr string) bool {
+	switch vr {
+	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
+		return true
+	}
+	return false
+}
+
+func writeElem(w *bytes.Buffer, e Elem, implicit bool) {
+	le := binary.LittleEndian
+	var value []byte
+	length := uint32(len(e.Value))
+	if e.VR == "SQ" {
+		var body bytes.Buffer
+		for _, item := range e.Items {
+			var ib bytes.Buffer
+			for _, c := range item {
+				writeElem(&ib, c, implicit)
+			}
+			body.Write(le.AppendUint16(le.AppendUint16(nil, 0xFFFE), 0xE000))
+			if e.UndefinedLength {
+				body.Write(le.AppendUint32(nil, 0xFFFFFFFF))
+				body.Write(ib.Bytes())
+				body.Write([]byte{0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0})
+			} else {
+				body.Write(le.AppendUint32(nil, uint32(ib.Len())))
+				body.Write(ib.Bytes())
+			}
+		}
+		if e.UndefinedLength {
+			body.Write([]byte{0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0})
+			length = 0xFFFFFFFF
+		} else {
+			length = uint32(body.Len())
+		}
+		value = body.Bytes()
+	} else {
+		value = e.Value
+	}
+	w.Write(le.AppendUint16(nil, uint16(e.Tag>>16)))
+	w.Write(le.AppendUint16(nil, uint16(e.Tag)))
+	switch {
+	case implicit:
+		w.Write(le.AppendUint32(nil, length))
+	case longVR(e.VR):
+		w.WriteString(e.VR)
+		w.Write([]byte{0, 0})
+		w.Write(le.AppendUint32(nil, length))
+	default:
+		w.WriteString(e.VR)
+		w.Write(le.AppendUint16(nil, uint16(length)))
+	}
+	w.Write(value)
+}
+
+// CTStorage is the CT Image Storage SOP Class UID.
+const CTStorage = "1.2.840.10008.5.1.4.1.1.2"
+
+// Instance describes a synthesized image.
+type Instance struct {
+	StudyUID, SeriesUID, SOPUID string
+	PatientID, PatientName      string
+	Modality                    string // default CT
+	CharacterSet                string // (0008,0005); empty: none
+	StudyDate                   string // default 20260115
+	Rows, Columns               int    // pixel data size; 0: no pixel data
+	TransferSyntaxUID           string // default explicit VR little endian
+	SourceAE                    string
+	// Extra elements are merged in (replacing same tags).
+	Extra []Elem
+	// Drop removes these tags.
+	Drop []uint32
+}
+
+// Build encodes the instance as a Part 10 file with 16-bit pixel data.
+func (in Instance) Build() []byte {
+	mod := in.Modality
+	if mod == "" {
+		mod = "CT"
+	}
+	date := in.StudyDate
+	if date == "" {
+		date = "20260115"
+	}
+	ts := in.TransferSyntaxUID
+	if ts == "" {
+		ts = "1.2.840.10008.1.2.1"
+	}
+	els := map[uint32]Elem{}
+	add := func(e Elem) { els[e.Tag] = e }
+	if in.CharacterSet != "" {
+		add(Str(Tag(8, 5), "CS", in.CharacterSet))
+	}
+	add(Str(Tag(8, 0x16), "UI", CTStorage))
+	add(Str(Tag(8, 0x18), "UI", in.SOPUID))
+	add(Str(Tag(8, 0x20), "DA", date))
+	add(Str(Tag(8, 0x30), "TM", "101500.25"))
+	add(Str(Tag(8, 0x50), "SH", "ACC001"))
+	add(Str(Tag(8, 0x60), "CS", mod))
+	add(Str(Tag(8, 0x1030), "LO", "CHEST CT"))
+	add(Str(Tag(0x10, 0x10), "PN", in.PatientName))
+	add(Str(Tag(0x10, 0x20), "LO", in.PatientID))
+	add(Str(Tag(0x10, 0x30), "DA", "19700101"))
+	add(Str(Tag(0x10, 0x40), "CS", "O"))
+	add(Str(Tag(0x18, 0x50), "DS", "1.25"))
+	add(Str(Tag(0x20, 0x0D), "UI", in.StudyUID))
+	add(Str(Tag(0x20, 0x0E), "UI", in.SeriesUID))
+	add(Str(Tag(0x20, 0x11), "IS", "2"))
+	add(Str(Tag(0x20, 0x13), "IS", "1"))
+	add(Seq(Tag(0x08, 0x1140), true, []Elem{Str(Tag(8, 0x1150), "UI", CTStorage), Str(Tag(8, 0x1155), "UI", "1.2.3.4.5")}))
+	if in.Rows > 0 {
+		add(U16(Tag(0x28, 0x10), uint16(in.Rows)))
+		add(U16(Tag(0x28, 0x11), uint16(in.Columns)))
+		add(U16(Tag(0x28, 0x100), 16))
+		add(Elem{Tag: Tag(0x7FE0, 0x10), VR: "OW", Value: pixels(in.Rows * in.Columns * 2)})
+	}
+	for _, e := range in.Extra {
+		add(e)
+	}
+	for _, t := range in.Drop {
+		delete(els, t)
+	}
+	tags := make([]uint32, 0, len(els))
+	for t := range els {
+		tags = append(tags, t)
+	}
+	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
+	ds := make([]Elem, 0, len(tags))
+	for _, t := range tags {
+		ds = append(ds, els[t])
+	}
+	return Part10(Meta{SOPClassUID: CTStorage, SOPInstanceUID: in.SOPUID, TransferSyntaxUID: ts, SourceAE: in.SourceAE}, ds)
+}
+
+func pixels(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
+// SCPMetadata returns the S3 user metadata the SCP writes for data.
+func SCPMetadata(sopClass, sopInstance, ts, sha string) map[string]string {
+	return map[string]string{
+		"calling-ae": "MODALITY1", "called-ae": "INGEST", "peer-addr": "10.1.2.3:40000",
+		"association-id": "assoc1", "received-at": "2026-01-15T10:20:30.123456789Z",
+		"sop-class-uid": sopClass, "sop-instance-uid": sopInstance, "transfer-syntax-uid": ts,
+		"sha256": sha, "implementation-version": "TEST_1",
+	}
+}

@@ -1,0 +1,443 @@
+// Package pipelinetest provides in-memory implementations of the pipeline's
+// ports, for tests of the pipeline and of code that drives it (like
+// net/http/httptest). They follow the port contracts exactly, including
+// idempotency and conditional writes, so they double as a reference.
+package pipelinetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Objects is an in-memory object store.
+type Objects struct {
+	mu      sync.Mutex
+	objects map[string]object
+	// BytesServed counts bytes returned by OpenRange.
+	BytesServed int64
+	// Fail, when set, is returned by every read (to simulate an outage).
+	Fail error
+}
+
+type object struct {
+	etag     string
+	data     []byte
+	meta     map[string]string
+	ctype    string
+	modified time.Time
+}
+
+var (
+	_ pipeline.ObjectReader = (*Objects)(nil)
+	_ pipeline.ObjectWriter = (*Objects)(nil)
+)
+
+// NewObjects returns an empty store.
+func NewObjects() *Objects { return &Objects{objects: map[string]object{}} }
+
+// Add stores data under key with metadata (as the SCP would).
+func (o *Objects) Add(key string, data []byte, meta map[string]string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.objects[key] = object{data: data, etag: etag(data), meta: maps.Clone(meta), modified: time.Now().UTC()}
+}
+
+// Get returns an object's bytes and metadata.
+func (o *Objects) Get(key string) ([]byte, map[string]string, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ob, ok := o.objects[key]
+	return ob.data, ob.meta, ok
+}
+
+// Keys lists all keys, sorted.
+func (o *Objects) Keys() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Sorted(maps.Keys(o.objects))
+}
+
+// Head implements pipeline.ObjectReader.
+func (o *Objects) Head(_ context.Context, key string) (pipeline.ObjectInfo, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.Fail != nil {
+		return pipeline.ObjectInfo{}, o.Fail
+	}
+	ob, ok := o.objects[key]
+	if !ok {
+		return pipeline.ObjectInfo{}, fmt.Errorf("pipelinetest: head %s: %w", key, pipeline.ErrNotFound)
+	}
+	return pipeline.ObjectInfo{Key: key, Size: int64(len(ob.data)), ETag: ob.etag,
+		LastModified: ob.modified, Metadata: maps.Clone(ob.meta)}, nil
+}
+
+// OpenRange implements pipeline.ObjectReader.
+func (o *Objects) OpenRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.Fail != nil {
+		return nil, o.Fail
+	}
+	ob, ok := o.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("pipelinetest: get %s: %w", key, pipeline.ErrNotFound)
+	}
+	if offset > int64(len(ob.data)) {
+		offset = int64(len(ob.data))
+	}
+	end := int64(len(ob.data))
+	if length >= 0 && offset+length < end {
+		end = offset + length
+	}
+	o.BytesServed += end - offset
+	return io.NopCloser(bytes.NewReader(ob.data[offset:end])), nil
+}
+
+func etag(b []byte) string {
+	sum := md5.Sum(b)
+	return `"` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// Put implements pipeline.ObjectWriter.
+func (o *Objects) Put(_ context.Context, key string, body []byte, contentType string, metadata map[string]string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.objects[key] = object{data: bytes.Clone(body), etag: etag(body), meta: maps.Clone(metadata), ctype: contentType, modified: time.Now().UTC()}
+	return nil
+}
+
+// Copy implements pipeline.ObjectWriter.
+func (o *Objects) Copy(_ context.Context, src, dst string, metadata map[string]string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	ob, ok := o.objects[src]
+	if !ok {
+		return fmt.Errorf("pipelinetest: copy %s: %w", src, pipeline.ErrNotFound)
+	}
+	meta := maps.Clone(ob.meta)
+	if meta == nil {
+		meta = map[string]string{}
+	}
+	maps.Copy(meta, metadata)
+	o.objects[dst] = object{data: ob.data, etag: ob.etag, meta: meta, ctype: ob.ctype, modified: time.Now().UTC()}
+	return nil
+}
+
+// Audit is an in-memory audit trail.
+type Audit struct {
+	mu      sync.Mutex
+	records map[string]pipeline.AuditRecord
+	order   []string
+}
+
+var _ pipeline.AuditStore = (*Audit)(nil)
+
+// NewAudit returns an empty trail.
+func NewAudit() *Audit { return &Audit{records: map[string]pipeline.AuditRecord{}} }
+
+// Append implements pipeline.AuditStore.
+func (a *Audit) Append(_ context.Context, rec pipeline.AuditRecord) (bool, error) {
+	if rec.ID == "" {
+		return false, fmt.Errorf("pipelinetest: audit record without id")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.records[rec.ID]; ok {
+		return false, nil
+	}
+	a.records[rec.ID] = rec
+	a.order = append(a.order, rec.ID)
+	return true, nil
+}
+
+// All returns every record in append order.
+func (a *Audit) All() []pipeline.AuditRecord {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]pipeline.AuditRecord, 0, len(a.order))
+	for _, id := range a.order {
+		out = append(out, a.records[id])
+	}
+	return out
+}
+
+// Query implements pipeline.AuditStore (no paging: one page holds all).
+func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
+	var out []pipeline.AuditRecord
+	for _, r := range a.All() {
+		switch {
+		case q.PatientID != "" && r.PatientID != q.PatientID,
+			q.StudyInstanceUID != "" && r.StudyInstanceUID != q.StudyInstanceUID,
+			q.CallingAE != "" && r.CallingAE != q.CallingAE,
+			q.Day != "" && r.Day != q.Day,
+			q.Outcome != "" && r.Outcome != q.Outcome,
+			!q.From.IsZero() && r.Time.Before(q.From),
+			!q.To.IsZero() && !r.Time.Before(q.To):
+			continue
+		}
+		out = append(out, r)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return pipeline.AuditPage{Records: out}, nil
+}
+
+// Index is an in-memory study index.
+type Index struct {
+	mu        sync.Mutex
+	studies   map[string]*pipeline.StudySummary
+	series    map[string]map[string]*pipeline.SeriesSummary
+	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
+	sops      map[string]map[string]bool                    // study -> sop -> seen
+	published map[string]time.Time
+}
+
+var _ pipeline.IndexStore = (*Index)(nil)
+
+// NewIndex returns an empty index.
+func NewIndex() *Index {
+	return &Index{
+		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]*pipeline.SeriesSummary{},
+		instances: map[string]map[string]pipeline.InstanceRecord{}, sops: map[string]map[string]bool{},
+		published: map[string]time.Time{},
+	}
+}
+
+// UpsertInstance implements pipeline.IndexStore.
+func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	st := x.studies[in.StudyInstanceUID]
+	if st == nil {
+		st = &pipeline.StudySummary{StudyInstanceUID: in.StudyInstanceUID, FirstReceived: in.ReceivedAt}
+		x.studies[in.StudyInstanceUID] = st
+		x.series[in.StudyInstanceUID] = map[string]*pipeline.SeriesSummary{}
+		x.instances[in.StudyInstanceUID] = map[string]pipeline.InstanceRecord{}
+		x.sops[in.StudyInstanceUID] = map[string]bool{}
+	}
+	ik := in.SOPInstanceUID + "/" + in.SHA256
+	if _, ok := x.instances[in.StudyInstanceUID][ik]; ok {
+		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(st)}, nil
+	}
+	outcome := pipeline.InstanceNew
+	if x.sops[in.StudyInstanceUID][in.SOPInstanceUID] {
+		outcome = pipeline.InstanceConflict
+		in.Conflict = true
+	}
+	x.instances[in.StudyInstanceUID][ik] = in
+	x.sops[in.StudyInstanceUID][in.SOPInstanceUID] = true
+	se := x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
+	if se == nil {
+		se = &pipeline.SeriesSummary{SeriesInstanceUID: in.SeriesInstanceUID, Modality: in.Modality,
+			SeriesNumber: in.SeriesNumber, SeriesDescription: in.SeriesDescription, FirstReceived: in.ReceivedAt}
+		x.series[in.StudyInstanceUID][in.SeriesInstanceUID] = se
+		st.SeriesCount++
+	}
+	if outcome == pipeline.InstanceNew {
+		se.InstanceCount++
+		st.InstanceCount++
+	} else {
+		st.ConflictCount++
+	}
+	se.TotalBytes += in.Size
+	st.TotalBytes += in.Size
+	if in.ReceivedAt.After(se.LastReceived) {
+		se.LastReceived = in.ReceivedAt
+	}
+	if in.ReceivedAt.Before(se.FirstReceived) {
+		se.FirstReceived = in.ReceivedAt
+	}
+	if in.ReceivedAt.After(st.LastReceived) {
+		st.LastReceived = in.ReceivedAt
+	}
+	if in.ReceivedAt.Before(st.FirstReceived) {
+		st.FirstReceived = in.ReceivedAt
+	}
+	st.Modalities = addSorted(st.Modalities, in.Modality)
+	st.CallingAEs = addSorted(st.CallingAEs, in.CallingAE)
+	if st.PatientID == "" && st.PatientName == "" {
+		st.PatientID, st.PatientName, st.PatientBirthDate, st.PatientSex = in.PatientID, in.PatientName, in.PatientBirthDate, in.PatientSex
+	}
+	if st.StudyDate == "" {
+		st.StudyDate, st.StudyTime, st.StudyDescription, st.AccessionNumber = in.StudyDate, in.StudyTime, in.StudyDescription, in.AccessionNumber
+	}
+	st.Revision++
+	return pipeline.UpsertResult{Outcome: outcome, Study: cloneStudy(st)}, nil
+}
+
+func addSorted(list []string, v string) []string {
+	if v == "" || slices.Contains(list, v) {
+		return list
+	}
+	list = append(list, v)
+	slices.Sort(list)
+	return list
+}
+
+func cloneStudy(s *pipeline.StudySummary) pipeline.StudySummary {
+	c := *s
+	c.Modalities = slices.Clone(s.Modalities)
+	c.CallingAEs = slices.Clone(s.CallingAEs)
+	return c
+}
+
+// GetStudy implements pipeline.IndexStore.
+func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	st := x.studies[uid]
+	if st == nil {
+		return pipeline.StudyDetail{}, fmt.Errorf("pipelinetest: study: %w", pipeline.ErrNotFound)
+	}
+	d := pipeline.StudyDetail{StudySummary: cloneStudy(st)}
+	for _, k := range slices.Sorted(maps.Keys(x.series[uid])) {
+		d.Series = append(d.Series, *x.series[uid][k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(x.instances[uid])) {
+		d.Instances = append(d.Instances, x.instances[uid][k])
+	}
+	return d, nil
+}
+
+// ListStudies implements pipeline.IndexStore.
+func (x *Index) ListStudies(_ context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []pipeline.StudySummary
+	for _, st := range x.studies {
+		if q.PatientID == "" || st.PatientID == q.PatientID {
+			out = append(out, cloneStudy(st))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LastReceived.After(out[j].LastReceived) })
+	if q.Limit > 0 && len(out) > q.Limit {
+		out = out[:q.Limit]
+	}
+	return out, nil
+}
+
+// StableStudies implements pipeline.IndexStore.
+func (x *Index) StableStudies(_ context.Context, quietSince time.Time, limit int) ([]pipeline.StudySummary, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []pipeline.StudySummary
+	for _, uid := range slices.Sorted(maps.Keys(x.studies)) {
+		st := x.studies[uid]
+		if !st.LastReceived.After(quietSince) && st.Revision > st.AnnouncedRevision {
+			out = append(out, cloneStudy(st))
+		}
+	}
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// MarkAnnounced implements pipeline.IndexStore.
+func (x *Index) MarkAnnounced(_ context.Context, uid string, revision, version int64, _ time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	st := x.studies[uid]
+	if st == nil {
+		return fmt.Errorf("pipelinetest: mark announced: %w", pipeline.ErrNotFound)
+	}
+	if st.AnnouncedVersion != version-1 {
+		return fmt.Errorf("pipelinetest: mark announced: %w", pipeline.ErrConditionFailed)
+	}
+	st.AnnouncedVersion, st.AnnouncedRevision = version, revision
+	return nil
+}
+
+// EventPublished implements pipeline.IndexStore.
+func (x *Index) EventPublished(_ context.Context, id string) (bool, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	_, ok := x.published[id]
+	return ok, nil
+}
+
+// MarkEventPublished implements pipeline.IndexStore.
+func (x *Index) MarkEventPublished(_ context.Context, id string, at time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.published[id]; !ok {
+		x.published[id] = at
+	}
+	return nil
+}
+
+// Events records published events.
+type Events struct {
+	mu     sync.Mutex
+	events []pipeline.Event
+	// FailEntries makes the next calls report these many leading entries
+	// as failed (one call each), simulating PutEvents partial failures.
+	FailEntries []int
+	// Err, when set, fails every call.
+	Err   error
+	Calls int
+}
+
+var _ pipeline.EventPublisher = (*Events)(nil)
+
+// Publish implements pipeline.EventPublisher.
+func (e *Events) Publish(_ context.Context, events []pipeline.Event) ([]int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.Calls++
+	if e.Err != nil {
+		return nil, e.Err
+	}
+	fail := 0
+	if len(e.FailEntries) > 0 {
+		fail, e.FailEntries = e.FailEntries[0], e.FailEntries[1:]
+	}
+	var failed []int
+	for i, ev := range events {
+		if i < fail {
+			failed = append(failed, i)
+			continue
+		}
+		e.events = append(e.events, ev)
+	}
+	return failed, nil
+}
+
+// All returns the events accepted so far.
+func (e *Events) All() []pipeline.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.events)
+}
+
+// Fakes bundles one of each fake.
+type Fakes struct {
+	Objects *Objects
+	Audit   *Audit
+	Index   *Index
+	Events  *Events
+}
+
+// New returns fresh fakes.
+func New() *Fakes {
+	return &Fakes{Objects: NewObjects(), Audit: NewAudit(), Index: NewIndex(), Events: &Events{}}
+}
+
+// Pipeline returns a pipeline wired to f.
+func (f *Fakes) Pipeline() *pipeline.Pipeline {
+	return &pipeline.Pipeline{Objects: f.Objects, Writer: f.Objects, Audit: f.Audit, Index: f.Index, Events: f.Events}
+}
