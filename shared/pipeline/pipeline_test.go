@@ -76,7 +76,7 @@ func TestProcessObjectDicomTestdata(t *testing.T) {
 		{"1.dcm", nil},
 		{"2.dcm", nil},
 		{"3.dcm", []string{"warning:empty-type2"}}, // empty Patient's Name
-		{"4.dcm", nil},                             // implicit VR little endian
+		{"4.dcm", nil}, // implicit VR little endian
 		{"5.dcm", nil},
 		{"6.dcm", []string{"warning:empty-type2"}}, // deflated; empty Patient ID and Study Date
 	}
