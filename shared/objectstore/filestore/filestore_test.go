@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -457,4 +458,24 @@ func BenchmarkPut(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkPutParallel stores 512 KiB objects from 8 goroutines, as 8
+// associations would: concurrent fsyncs share journal commits.
+func BenchmarkPutParallel(b *testing.B) {
+	s := newStore(b)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 512<<10/16)
+	b.SetBytes(int64(len(body)))
+	b.SetParallelism(4) // 4 × GOMAXPROCS(2) goroutines
+	var next atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		r := bytes.NewReader(body)
+		for pb.Next() {
+			r.Reset(body)
+			if _, err := s.Put(context.Background(), object(fmt.Sprintf("1.2.%d", next.Add(1))), r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
