@@ -1,0 +1,291 @@
+package local
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// dirStore is a minimal file store for the in-process harness: whole
+// object in memory (fine for test-sized objects), atomic rename.
+type dirStore struct{ f *files }
+
+func (s dirStore) Put(_ context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	sum := sha256.Sum256(b)
+	st := objectstore.Stored{Key: key, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+	p, _ := s.f.path(key)
+	if old, err := os.ReadFile(p); err == nil {
+		if bytes.Equal(old, b) {
+			st.Duplicate = true
+			return st, nil
+		}
+		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
+	}
+	return st, s.f.writeFile(st.Key, bytes.NewReader(b))
+}
+
+func (s dirStore) PutRecord(_ context.Context, key string, body []byte) error {
+	return s.f.writeFile(key, bytes.NewReader(body))
+}
+
+func (dirStore) Ready(context.Context) error { return nil }
+
+func startTest(t *testing.T, dir string, webhooks ...string) *Local {
+	t.Helper()
+	l, err := Start(context.Background(), Config{
+		DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: 300 * time.Millisecond, Webhooks: webhooks,
+		ObjectStore: func(d string) (objectstore.Store, error) { return dirStore{&files{root: d}}, nil },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+func stop(t *testing.T, l *Local) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := l.Shutdown(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func getJSON(t *testing.T, l *Local, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + l.PortalAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// eventually polls cond for up to 10 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func put(t *testing.T, l *Local, in pipelinetest.Instance) objectstore.Stored {
+	t.Helper()
+	st, err := l.Store().Put(context.Background(), objectstore.Object{
+		SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID, StudyInstanceUID: in.StudyUID, SeriesInstanceUID: in.SeriesUID,
+		TransferSyntaxUID: "1.2.840.10008.1.2.1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", PeerAddr: "127.0.0.1:5000",
+		AssociationID: "assoc1", ReceivedAt: time.Now(),
+	}, bytes.NewReader(in.Build()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func instance(series, sop string) pipelinetest.Instance {
+	return pipelinetest.Instance{StudyUID: "1.2.826.0.1.3680043.2.1", SeriesUID: series, SOPUID: sop,
+		PatientID: "PID-42", PatientName: "Test^Patient", Rows: 4, Columns: 4, SourceAE: "LOCAL_AE"}
+}
+
+func TestLocalFlow(t *testing.T) {
+	var mu = make(chan struct{}, 1)
+	var hooked []string
+	hook := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ev struct {
+			DetailType string `json:"detail-type"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&ev)
+		mu <- struct{}{}
+		hooked = append(hooked, ev.DetailType)
+		<-mu
+	})
+	hs := &http.Server{Handler: hook}
+	lnHook := listen(t)
+	go func() { _ = hs.Serve(lnHook) }()
+	defer hs.Close()
+
+	dir := t.TempDir()
+	l := startTest(t, dir, "http://"+lnHook.Addr().String()+"/hook")
+	defer stop(t, l)
+
+	put(t, l, instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1"))
+	put(t, l, instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.2"))
+	put(t, l, instance("1.2.826.0.1.3680043.2.1.2", "1.2.826.0.1.3680043.2.1.2.1"))
+	// Invalid: no Study Instance UID in the dataset.
+	bad := instance("1.2.826.0.1.3680043.2.1.2", "1.2.826.0.1.3680043.2.1.2.9")
+	bad.Drop = []uint32{pipelinetest.Tag(0x20, 0x0D)}
+	put(t, l, bad)
+	// A rejected association, as the SCP records it.
+	rec := associationaudit.Record{Event: associationaudit.EventRejected, Time: time.Now(), AssociationID: "assoc2",
+		CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", PeerAddr: "127.0.0.1:6000", RejectResult: 1, RejectSource: 1, RejectReason: 3,
+		Reason: "calling AE not allowed", Seq: 1}
+	body, _ := associationaudit.Marshal(rec)
+	key, _ := associationaudit.Key(rec)
+	if err := l.Store().PutRecord(context.Background(), key, body); err != nil {
+		t.Fatal(err)
+	}
+	l.Observer().ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted})
+	l.Observer().ObserveAssociation(dicomnet.Event{Type: dicomnet.EventStored, Bytes: 10})
+
+	var studies struct{ Studies []portal.Study }
+	eventually(t, "study indexed", func() bool {
+		getJSON(t, l, "/api/studies", &studies)
+		return len(studies.Studies) == 1 && studies.Studies[0].InstanceCount == 3
+	})
+	if s := studies.Studies[0]; s.SeriesCount != 2 || s.PatientID != "PID-42" {
+		t.Errorf("study %+v", s)
+	}
+	var audit struct{ Records []pipeline.AuditRecord }
+	eventually(t, "audit records", func() bool {
+		getJSON(t, l, "/api/audit?outcome=stored", &audit)
+		return len(audit.Records) == 3
+	})
+	for _, r := range audit.Records {
+		if r.CallingAE != "LOCAL_AE" || r.CalledAE != "REMOTE_AE" || r.PatientID != "PID-42" {
+			t.Errorf("audit record %+v", r)
+		}
+	}
+	eventually(t, "quarantine", func() bool {
+		getJSON(t, l, "/api/quarantine", &audit)
+		return len(audit.Records) == 1 && len(audit.Records[0].Findings) > 0
+	})
+	eventually(t, "security event", func() bool {
+		getJSON(t, l, "/api/audit?callingAe=EVIL_AE", &audit)
+		return len(audit.Records) == 1 && audit.Records[0].Outcome == "association-rejected"
+	})
+	var events struct{ Events []json.RawMessage }
+	eventually(t, "Study Received", func() bool {
+		getJSON(t, l, "/api/events?type=Study+Received", &events)
+		return len(events.Events) == 1
+	})
+	eventually(t, "webhook delivery", func() bool {
+		mu <- struct{}{}
+		defer func() { <-mu }()
+		for _, h := range hooked {
+			if h == pipeline.DetailTypeStudyReceived {
+				return true
+			}
+		}
+		return false
+	})
+	var c portal.Counters
+	getJSON(t, l, "/api/counters", &c)
+	if c.Associations != 1 || c.Instances != 1 || c.PendingPipeline != 0 {
+		t.Errorf("counters %+v", c)
+	}
+	logged, err := os.ReadFile(filepath.Join(dir, EventLogFile))
+	if err != nil || !strings.Contains(string(logged), `"detail-type":"Study Received"`) {
+		t.Errorf("event log: %v\n%s", err, logged)
+	}
+}
+
+// TestRestartProcessesOnce covers the hand-off's crash windows in process:
+// a key stored but never recorded, and a key whose pipeline transaction
+// never committed, are both processed exactly once after restart.
+func TestRestartProcessesOnce(t *testing.T) {
+	dir := t.TempDir()
+	l := startTest(t, dir)
+	stop(t, l) // creates the layout; the crash states are staged by hand below
+
+	// Window 1: the file store made the object durable, then the process died
+	// before the hand-off record.
+	f := &files{root: filepath.Join(dir, ObjectsDir)}
+	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.7")
+	key, _ := objectstore.Key(objectstore.Object{SOPInstanceUID: in.SOPUID, StudyInstanceUID: in.StudyUID, SeriesInstanceUID: in.SeriesUID, ReceivedAt: time.Now()})
+	if err := f.writeFile(key, bytes.NewReader(in.Build())); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 3; round++ {
+		l = startTest(t, dir)
+		var audit struct{ Records []pipeline.AuditRecord }
+		eventually(t, "recovered object audited", func() bool {
+			getJSON(t, l, "/api/audit?outcome=stored", &audit)
+			return len(audit.Records) == 1
+		})
+		var st portal.StudyPage
+		getJSON(t, l, "/api/studies/"+in.StudyUID, &st)
+		if st.InstanceCount != 1 || st.Revision != 1 {
+			t.Errorf("round %d: instances %d revision %d", round, st.InstanceCount, st.Revision)
+		}
+		if audit.Records[0].CallingAE != "LOCAL_AE" {
+			t.Errorf("recovered calling AE %q (from the File Meta Information)", audit.Records[0].CallingAE)
+		}
+		var events struct{ Events []json.RawMessage }
+		getJSON(t, l, "/api/events?type=Instance+Stored", &events)
+		if len(events.Events) != 1 {
+			t.Errorf("round %d: %d Instance Stored events", round, len(events.Events))
+		}
+		stop(t, l)
+	}
+}
+
+func TestHandoffStoreFailures(t *testing.T) {
+	dir := t.TempDir()
+	boom := fmt.Errorf("disk full: %w", objectstore.ErrUnavailable)
+	l, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0",
+		ObjectStore: func(string) (objectstore.Store, error) { return failingStore{boom}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, l)
+	in := instance("1.2.3", "1.2.3.4")
+	_, err = l.Store().Put(context.Background(), objectstore.Object{SOPInstanceUID: in.SOPUID, ReceivedAt: time.Now()}, bytes.NewReader(in.Build()))
+	if err != boom {
+		t.Fatalf("Put error = %v, want the store's", err)
+	}
+	if n, _ := l.db.Handoff().Counts(context.Background()); n["pending"] != 0 {
+		t.Errorf("failed Put was handed off: %v", n)
+	}
+}
+
+type failingStore struct{ err error }
+
+func (s failingStore) Put(context.Context, objectstore.Object, io.Reader) (objectstore.Stored, error) {
+	return objectstore.Stored{}, s.err
+}
+func (s failingStore) PutRecord(context.Context, string, []byte) error { return s.err }
+func (s failingStore) Ready(context.Context) error                     { return s.err }
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
