@@ -138,7 +138,6 @@ func (a *association) serve(parent context.Context) {
 	for a.m.state != sta1 {
 		a.step(a.nextEvent())
 	}
-	a.finish()
 }
 
 func addrString(a net.Addr) string {
@@ -154,9 +153,6 @@ func (a *association) fire(e event, rx rxEvent) action {
 	a.m.abortReason = rx.reason
 	act, err := a.m.fire(e)
 	a.state.Store(uint32(a.m.state))
-	if prev == sta6 && a.m.state != sta6 {
-		a.srv.releaseSlot(a)
-	}
 	switch act {
 	case aa3:
 		a.recordAbort(false, rx.abortSource, rx.abortReason, &AbortError{Source: rx.abortSource, Reason: rx.abortReason})
@@ -175,16 +171,39 @@ func (a *association) fire(e event, rx rxEvent) action {
 		// A failed write means the connection is gone: nothing more can be said to the peer.
 		a.log.Debug("dicomnet: write failed", "err", err, "state", a.m.state.String())
 		a.nc.Close()
-		if a.m.state == sta6 || a.m.state == sta13 {
+		if established(a.m.state) {
 			a.recordAbort(false, 2, 0, err)
-		}
-		if a.m.state == sta6 {
-			a.srv.releaseSlot(a)
 		}
 		a.m.state = sta1
 		a.state.Store(uint32(sta1))
 	}
+	if established(prev) && !established(a.m.state) {
+		a.ended()
+	}
 	return act
+}
+
+// established reports the states in which the association exists (data transfer and release).
+func established(s state) bool { return s >= sta6 && s <= sta12 }
+
+// ended frees the slot and reports how the association ended, as soon as it leaves the established states
+// (not when the peer finally closes the connection).
+func (a *association) ended() {
+	a.srv.releaseSlot(a)
+	if !a.accepted {
+		return
+	}
+	ev := Event{Association: &a.info}
+	switch {
+	case a.released && !a.aborted:
+		ev.Type = EventReleased
+		a.log.Info("dicomnet: association released")
+	default:
+		ev.Type = EventAborted
+		ev.AbortSource, ev.AbortReason, ev.AbortLocal, ev.Err = a.abortSource, a.abortReason, a.abortLocal, a.abortErr
+		a.log.Info("dicomnet: association aborted", "local", a.abortLocal, "source", a.abortSource, "reason", a.abortReason, "err", a.abortErr)
+	}
+	a.srv.observe(ev)
 }
 
 func (a *association) lastAbortReason(rx rxEvent) byte {
@@ -219,23 +238,6 @@ func (a *association) step(rx rxEvent) {
 			a.log.Info("dicomnet: association aborted", "err", rx.err, "state", a.m.state.String())
 		}
 	}
-}
-
-func (a *association) finish() {
-	if !a.accepted {
-		return
-	}
-	ev := Event{Association: &a.info}
-	switch {
-	case a.released && !a.aborted:
-		ev.Type = EventReleased
-		a.log.Info("dicomnet: association released")
-	default:
-		ev.Type = EventAborted
-		ev.AbortSource, ev.AbortReason, ev.AbortLocal, ev.Err = a.abortSource, a.abortReason, a.abortLocal, a.abortErr
-		a.log.Info("dicomnet: association aborted", "local", a.abortLocal, "source", a.abortSource, "reason", a.abortReason, "err", a.abortErr)
-	}
-	a.srv.observe(ev)
 }
 
 // nextEvent returns the event stashed while streaming a dataset, or reads the next one from the connection.

@@ -1,0 +1,178 @@
+package dicomnettest
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// Parrot is a scripted, possibly misbehaving DICOM peer (after pynetdicom's tests/parrot.py): it writes raw bytes
+// or PDUs and checks what the server answers. Its methods fail the test on unexpected outcomes; use it from the
+// test goroutine only.
+type Parrot struct {
+	tb      testing.TB
+	Conn    net.Conn
+	br      *bufio.Reader
+	Timeout time.Duration // per expected PDU; default 5s
+}
+
+// DialParrot connects a Parrot to addr.
+func DialParrot(tb testing.TB, addr string) *Parrot {
+	tb.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		tb.Fatalf("parrot: dial: %v", err)
+	}
+	return NewParrot(tb, c)
+}
+
+// NewParrot wraps an existing connection (e.g. one end of net.Pipe).
+func NewParrot(tb testing.TB, c net.Conn) *Parrot {
+	p := &Parrot{tb: tb, Conn: c, br: bufio.NewReader(c), Timeout: 5 * time.Second}
+	tb.Cleanup(func() { c.Close() })
+	return p
+}
+
+// Send writes raw bytes.
+func (p *Parrot) Send(b []byte) {
+	p.tb.Helper()
+	_ = p.Conn.SetWriteDeadline(time.Now().Add(p.Timeout))
+	if _, err := p.Conn.Write(b); err != nil {
+		p.tb.Fatalf("parrot: write: %v", err)
+	}
+}
+
+// SendPDU encodes and writes one PDU.
+func (p *Parrot) SendPDU(x pdu.PDU) {
+	p.tb.Helper()
+	b, err := pdu.Encode(x)
+	if err != nil {
+		p.tb.Fatalf("parrot: encode: %v", err)
+	}
+	p.Send(b)
+}
+
+// Next reads the next PDU.
+func (p *Parrot) Next() (pdu.PDU, error) {
+	_ = p.Conn.SetReadDeadline(time.Now().Add(p.Timeout))
+	return pdu.Read(p.br, 1<<24)
+}
+
+// Expect reads the next PDU and fails unless it has type t.
+func (p *Parrot) Expect(t pdu.Type) pdu.PDU {
+	p.tb.Helper()
+	x, err := p.Next()
+	if err != nil {
+		p.tb.Fatalf("parrot: want %s, read error: %v", t, err)
+	}
+	if x.Type() != t {
+		p.tb.Fatalf("parrot: want %s, got %s %+v", t, x.Type(), x)
+	}
+	return x
+}
+
+// ExpectAbort reads an A-ABORT and checks its source and reason.
+func (p *Parrot) ExpectAbort(source, reason byte) {
+	p.tb.Helper()
+	a := p.Expect(pdu.TypeAbort).(*pdu.Abort)
+	if a.Source != source || a.Reason != reason {
+		p.tb.Fatalf("parrot: A-ABORT source %d reason %d, want %d %d", a.Source, a.Reason, source, reason)
+	}
+}
+
+// ExpectReject reads an A-ASSOCIATE-RJ and checks it.
+func (p *Parrot) ExpectReject(result, source, reason byte) {
+	p.tb.Helper()
+	rj := p.Expect(pdu.TypeAssociateRJ).(*pdu.AssociateRJ)
+	if rj.Result != result || rj.Source != source || rj.Reason != reason {
+		p.tb.Fatalf("parrot: A-ASSOCIATE-RJ %02x %02x %02x, want %02x %02x %02x", rj.Result, rj.Source, rj.Reason, result, source, reason)
+	}
+}
+
+// ExpectClosed fails unless the server closes the connection without sending anything more.
+func (p *Parrot) ExpectClosed() {
+	p.tb.Helper()
+	_ = p.Conn.SetReadDeadline(time.Now().Add(p.Timeout))
+	b, err := p.br.ReadByte()
+	if err == nil {
+		p.tb.Fatalf("parrot: want connection closed, got byte %#x", b)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		p.tb.Fatalf("parrot: want connection closed, still open after %v", p.Timeout)
+	}
+	if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) && !errors.Is(err, os.ErrClosed) && !isReset(err) {
+		p.tb.Logf("parrot: connection ended with %v", err)
+	}
+}
+
+func isReset(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe)
+}
+
+// AssociateRQ builds an A-ASSOCIATE-RQ proposing Verification (id 1) and CT Image Storage in Explicit VR LE (id 3).
+func AssociateRQ(calling, called string) *pdu.AssociateRQ {
+	return &pdu.AssociateRQ{
+		ProtocolVersion: pdu.ProtocolVersion, CallingAE: calling, CalledAE: called,
+		ApplicationContext: dicomuid.ApplicationContext,
+		PresentationContexts: []pdu.PresentationContextRQ{
+			{ID: 1, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 3, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}},
+		},
+		UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4"},
+	}
+}
+
+// Associate sends rq and expects an A-ASSOCIATE-AC.
+func (p *Parrot) Associate(rq *pdu.AssociateRQ) *pdu.AssociateAC {
+	p.tb.Helper()
+	p.SendPDU(rq)
+	return p.Expect(pdu.TypeAssociateAC).(*pdu.AssociateAC)
+}
+
+// PDV builds one P-DATA-TF PDU with the given PDVs.
+func PDV(ctxID, control byte, data []byte) pdu.PDV {
+	return pdu.PDV{ContextID: ctxID, Control: control, Data: data}
+}
+
+// SendPDVs sends one P-DATA-TF PDU holding the PDVs.
+func (p *Parrot) SendPDVs(pdvs ...pdu.PDV) {
+	p.tb.Helper()
+	p.SendPDU(&pdu.PDataTF{PDVs: pdvs})
+}
+
+// CommandPDV encodes a command set as a single last command PDV.
+func CommandPDV(ctxID byte, c *dimse.Command) pdu.PDV {
+	return pdu.PDV{ContextID: ctxID, Control: pdu.ControlCommand | pdu.ControlLast, Data: c.Encode()}
+}
+
+// ExpectCommand reads P-DATA until a complete command set arrives and decodes it.
+func (p *Parrot) ExpectCommand() *dimse.Command {
+	p.tb.Helper()
+	var buf []byte
+	for {
+		x := p.Expect(pdu.TypePDataTF).(*pdu.PDataTF)
+		for _, v := range x.PDVs {
+			if !v.IsCommand() {
+				p.tb.Fatalf("parrot: unexpected data set PDV")
+			}
+			buf = append(buf, v.Data...)
+			if v.IsLast() {
+				c, err := dimse.Decode(buf)
+				if err != nil {
+					p.tb.Fatalf("parrot: decode command: %v", err)
+				}
+				return c
+			}
+		}
+	}
+}

@@ -1,0 +1,682 @@
+package dicomnet_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// recorder is an Observer that keeps every event.
+type recorder struct {
+	mu     sync.Mutex
+	events []dicomnet.Event
+	ch     chan dicomnet.Event
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan dicomnet.Event, 100)} }
+
+func (r *recorder) ObserveAssociation(ev dicomnet.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+	r.ch <- ev
+}
+
+// waitFor returns the first event of type t, failing after 5s.
+func (r *recorder) waitFor(t *testing.T, typ dicomnet.EventType) dicomnet.Event {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev := <-r.ch:
+			if ev.Type == typ {
+				return ev
+			}
+		case <-timeout:
+			t.Fatalf("no %s event", typ)
+		}
+	}
+}
+
+// result is what a capturing handler saw.
+type result struct {
+	req  *dicomnet.CStoreRequest
+	data []byte
+	err  error
+}
+
+// capture is a handler that reads the whole data set and reports it.
+func capture(ch chan<- result) dicomnet.Handler {
+	return dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		b, err := io.ReadAll(r)
+		ch <- result{req: req, data: b, err: err}
+		return err
+	})
+}
+
+func storeCfg(maxPDU uint32) dicomnet.ClientConfig {
+	return dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "SCP", MaxPDULength: maxPDU,
+		Contexts: append(dicomnet.StorageContexts([]string{dicomuid.CTImageStorage, dicomuid.MRImageStorage},
+			dicomuid.JPEGBaseline8Bit, dicomuid.ExplicitVRLittleEndian),
+			dicomnet.ProposedContext{AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})}
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7 + i>>9)
+	}
+	return b
+}
+
+func TestStoreSizes(t *testing.T) {
+	ch := make(chan result, 1)
+	rec := newRecorder()
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP", Handler: capture(ch), Observer: rec, MaxPDULength: 4096})
+	ctx := context.Background()
+	a, err := dicomnet.Dial(ctx, srv.Addr, storeCfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.PeerMaxPDULength() != 4096 {
+		t.Errorf("peer max %d", a.PeerMaxPDULength())
+	}
+	if err := a.Echo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 2, 4084, 4086, 4088, 100_000, 1 << 20} {
+		data := pattern(n)
+		st, err := a.Store(ctx, dicomuid.MRImageStorage, "1.2.3.4.5", dicomuid.JPEGBaseline8Bit, bytes.NewReader(data))
+		if err != nil || !st.IsSuccess() {
+			t.Fatalf("size %d: status %v err %v", n, st, err)
+		}
+		got := <-ch
+		if !bytes.Equal(got.data, data) || got.err != nil {
+			t.Fatalf("size %d: got %d bytes (err %v)", n, len(got.data), got.err)
+		}
+		r := got.req
+		if r.AffectedSOPClassUID != dicomuid.MRImageStorage || r.AffectedSOPInstanceUID != "1.2.3.4.5" ||
+			r.TransferSyntaxUID != dicomuid.JPEGBaseline8Bit || r.Association.CallingAE != "SCU" || r.Association.CalledAE != "SCP" {
+			t.Errorf("request %+v", r)
+		}
+		ev := rec.waitFor(t, dicomnet.EventStored)
+		if ev.Bytes != int64(n) || ev.Status != 0 {
+			t.Errorf("event %+v", ev)
+		}
+	}
+	if err := a.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, dicomnet.EventReleased)
+	if n := srv.ActiveAssociations(); n != 0 {
+		t.Errorf("%d active associations after release", n)
+	}
+}
+
+// startParrot serves one association over a real loopback connection and returns the parrot.
+func startParrot(t *testing.T, s *dicomnet.Server) (*dicomnettest.Parrot, *dicomnettest.Server) {
+	t.Helper()
+	srv := dicomnettest.NewServerT(t, s)
+	return dicomnettest.DialParrot(t, srv.Addr), srv
+}
+
+func storeRQ(id uint16) *dimse.Command {
+	return dimse.NewCStoreRQ(id, dicomuid.CTImageStorage, "1.2.3.4", dimse.PriorityMedium)
+}
+
+func TestCommandAndDataInOnePDU(t *testing.T) {
+	ch := make(chan result, 1)
+	p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch)})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	// Command, first fragment (odd length: accepted on receipt) in one PDU; the rest in the next.
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("abc")))
+	p.SendPDVs(dicomnettest.PDV(3, 0, []byte("de")), dicomnettest.PDV(3, pdu.ControlLast, []byte("f")))
+	rsp := p.ExpectCommand()
+	if rsp.CommandField != dimse.CStoreRSP || rsp.Status != 0 || rsp.MessageIDBeingRespondedTo != 1 ||
+		rsp.AffectedSOPInstanceUID != "1.2.3.4" || rsp.AffectedSOPClassUID != dicomuid.CTImageStorage {
+		t.Errorf("response %+v", rsp)
+	}
+	if got := <-ch; string(got.data) != "abcdef" {
+		t.Errorf("data %q", got.data)
+	}
+	// A command split over two PDUs.
+	enc := dimse.NewCEchoRQ(2).Encode()
+	p.SendPDVs(dicomnettest.PDV(1, pdu.ControlCommand, enc[:10]))
+	p.SendPDVs(dicomnettest.PDV(1, pdu.ControlCommand|pdu.ControlLast, enc[10:]))
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != 2 {
+		t.Errorf("echo response %+v", rsp)
+	}
+	p.SendPDU(&pdu.ReleaseRQ{})
+	p.Expect(pdu.TypeReleaseRP)
+}
+
+// TestPendingResponseBeforeReleaseRP: the peer sends the last fragment and the A-RELEASE-RQ back to back; the
+// C-STORE-RSP must precede the A-RELEASE-RP.
+func TestPendingResponseBeforeReleaseRP(t *testing.T) {
+	release := make(chan struct{})
+	p, _ := startParrot(t, &dicomnet.Server{Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		_, err := io.Copy(io.Discard, r)
+		<-release // the release RQ is already on the wire
+		return err
+	})})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	var b []byte
+	b, _ = pdu.Append(b, &pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(9)), dicomnettest.PDV(3, pdu.ControlLast, []byte("xy"))}})
+	b, _ = pdu.Append(b, &pdu.ReleaseRQ{})
+	p.Send(b)
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	if rsp := p.ExpectCommand(); rsp.Status != 0 || rsp.MessageIDBeingRespondedTo != 9 {
+		t.Errorf("response %+v", rsp)
+	}
+	p.Expect(pdu.TypeReleaseRP)
+}
+
+func TestProtocolViolations(t *testing.T) {
+	tests := []struct {
+		name           string
+		send           func(p *dicomnettest.Parrot)
+		source, reason byte
+	}{
+		{"data set without command", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.PDV(3, pdu.ControlLast, []byte("xx")))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"data set on another context", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(1, pdu.ControlLast, []byte("xx")))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"command on unaccepted context", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewCEchoRQ(1)))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"malformed command set", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.PDV(1, 3, []byte{0, 0, 0, 1, 0xFF, 0, 0, 0}))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"PDV length past PDU", func(p *dicomnettest.Parrot) {
+			p.Send([]byte{4, 0, 0, 0, 0, 8, 0, 0, 0, 100, 1, 3, 0, 0})
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"PDU over our maximum", func(p *dicomnettest.Parrot) {
+			p.Send([]byte{4, 0, 0, 1, 0, 0}) // 65536 > MaxPDULength 16384
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"second A-ASSOCIATE-RQ", func(p *dicomnettest.Parrot) {
+			p.SendPDU(dicomnettest.AssociateRQ("SCU", "ANY"))
+		}, 2, pdu.AbortReasonUnexpectedPDU},
+		{"A-ASSOCIATE-AC", func(p *dicomnettest.Parrot) {
+			p.SendPDU(&pdu.AssociateAC{ProtocolVersion: 1})
+		}, 2, pdu.AbortReasonUnexpectedPDU},
+		{"A-RELEASE-RP", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.ReleaseRP{}) }, 2, pdu.AbortReasonUnexpectedPDU},
+		{"unknown PDU type", func(p *dicomnettest.Parrot) { p.Send([]byte{0x09, 0, 0, 0, 0, 2, 0, 0}) }, 2, pdu.AbortReasonUnrecognizedPDU},
+		{"release in the middle of a data set", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("xx")))
+			p.SendPDU(&pdu.ReleaseRQ{})
+		}, 2, pdu.AbortReasonUnexpectedPDU},
+		{"command inside a data set", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("xx")), dicomnettest.CommandPDV(3, storeRQ(2)))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan result, 1)
+			rec := newRecorder()
+			p, srv := startParrot(t, &dicomnet.Server{Handler: capture(ch), MaxPDULength: 16384, Observer: rec})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			tc.send(p)
+			p.ExpectAbort(tc.source, tc.reason)
+			ev := rec.waitFor(t, dicomnet.EventAborted)
+			if !ev.AbortLocal || ev.AbortSource != 2 {
+				t.Errorf("abort event %+v", ev)
+			}
+			select {
+			case r := <-ch:
+				if !errors.Is(r.err, dicomnet.ErrIncomplete) {
+					t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+				}
+			default:
+			}
+			if n := srv.ActiveAssociations(); n != 0 {
+				t.Errorf("%d active associations", n)
+			}
+		})
+	}
+}
+
+func TestSta2Violations(t *testing.T) {
+	tests := []struct {
+		name string
+		send []byte
+	}{
+		{"P-DATA before association", []byte{4, 0, 0, 0, 0, 6, 0, 0, 0, 2, 1, 3}},
+		{"PROXY header when not enabled", proxyproto.Append(nil, &net.TCPAddr{IP: net.IPv4(1, 2, 3, 4), Port: 1}, &net.TCPAddr{IP: net.IPv4(5, 6, 7, 8), Port: 2})},
+		{"A-RELEASE-RQ", []byte{5, 0, 0, 0, 0, 4, 0, 0, 0, 0}},
+		{"malformed A-ASSOCIATE-RQ", []byte{1, 0, 0, 0, 0, 4, 0, 1, 0, 0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: time.Second})
+			p.Send(tc.send)
+			p.ExpectAbort(0, 0) // AA-1
+		})
+	}
+}
+
+func TestRejections(t *testing.T) {
+	policy := func(ctx context.Context, info *dicomnet.AssociationInfo) error {
+		switch info.CallingAE {
+		case "STRANGER":
+			return dicomnet.RejectCallingAENotRecognized
+		case "BROKEN":
+			return errors.New("database down")
+		case "BUSY":
+			return dicomnet.RejectTemporaryCongestion
+		}
+		return nil
+	}
+	tests := []struct {
+		name   string
+		mutate func(rq *pdu.AssociateRQ)
+		want   [3]byte
+	}{
+		{"called AE", func(rq *pdu.AssociateRQ) { rq.CalledAE = "OTHER" }, [3]byte{1, 1, 7}},
+		{"calling AE", func(rq *pdu.AssociateRQ) { rq.CallingAE = "STRANGER" }, [3]byte{1, 1, 3}},
+		{"policy error", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BROKEN" }, [3]byte{1, 1, 1}},
+		{"congestion", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BUSY" }, [3]byte{2, 3, 1}},
+		{"protocol version", func(rq *pdu.AssociateRQ) { rq.ProtocolVersion = 2 }, [3]byte{1, 2, 2}},
+		{"application context", func(rq *pdu.AssociateRQ) { rq.ApplicationContext = "1.2.3" }, [3]byte{1, 1, 2}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			p, srv := startParrot(t, &dicomnet.Server{AETitle: "SCP", Accept: policy, Observer: rec, ARTIMTimeout: 200 * time.Millisecond})
+			rq := dicomnettest.AssociateRQ("SCU", "SCP")
+			tc.mutate(rq)
+			p.SendPDU(rq)
+			p.ExpectReject(tc.want[0], tc.want[1], tc.want[2])
+			ev := rec.waitFor(t, dicomnet.EventRejected)
+			if *ev.Reject != (dicomnet.RejectError{Result: tc.want[0], Source: tc.want[1], Reason: tc.want[2]}) {
+				t.Errorf("event reject %+v", ev.Reject)
+			}
+			// Sta13: the parrot does not close; the server closes at ARTIM expiry.
+			p.ExpectClosed()
+			if srv.ActiveAssociations() != 0 {
+				t.Error("slot leaked")
+			}
+		})
+	}
+	t.Run("Dial returns RejectError", func(t *testing.T) {
+		srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP"})
+		_, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B"})
+		var rj *dicomnet.RejectError
+		if !errors.As(err, &rj) || !errors.Is(err, dicomnet.RejectCalledAENotRecognized) {
+			t.Fatalf("err = %v", err)
+		}
+		if rj.Error() != "dicomnet: association rejected: Rejected Permanent, Service User, Called AE Title Not Recognized (01 01 07)" {
+			t.Errorf("text %q", rj.Error())
+		}
+	})
+}
+
+func TestAssociationLimits(t *testing.T) {
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{MaxAssociations: 3, MaxAssociationsPerAE: 2})
+	ctx := context.Background()
+	dial := func(ae string) (*dicomnet.ClientAssociation, error) {
+		return dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: ae, CalledAE: "SCP"})
+	}
+	a1, err := dial("A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, err := dial("A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dial("A"); !errors.Is(err, dicomnet.RejectTooManyAssociations) {
+		t.Fatalf("third from A: %v, want 02 03 02", err)
+	}
+	b1, err := dial("B")
+	if err != nil {
+		t.Fatalf("first from B: %v", err)
+	}
+	if _, err := dial("C"); !errors.Is(err, dicomnet.RejectTooManyAssociations) {
+		t.Fatalf("global limit: %v", err)
+	}
+	if n := srv.ActiveAssociations(); n != 3 {
+		t.Errorf("active %d, want 3", n)
+	}
+	a1.Abort()
+	if err := a2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, srv.Server, 1)
+	if c, err := dial("A"); err != nil {
+		t.Fatalf("after release: %v", err)
+	} else {
+		c.Release(ctx)
+	}
+	b1.Release(ctx)
+	waitActive(t, srv.Server, 0)
+}
+
+func waitActive(t *testing.T, s *dicomnet.Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.ActiveAssociations() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("active associations %d, want %d", s.ActiveAssociations(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestHandlerStatuses(t *testing.T) {
+	tests := []struct {
+		name  string
+		h     dicomnet.HandlerFunc
+		class string
+		inst  string
+		want  uint16
+		event dicomnet.EventType
+	}{
+		{"nil", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			_, err := io.Copy(io.Discard, r)
+			return err
+		}, "", "", 0x0000, dicomnet.EventStored},
+		{"warning pointer", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			io.Copy(io.Discard, r)
+			return &dimse.Status{Code: dimse.StatusElementsDiscarded}
+		}, "", "", 0xB006, dicomnet.EventStored},
+		{"wrapped value status", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			io.Copy(io.Discard, r)
+			return errors.Join(errors.New("put"), dimse.Status{Code: dimse.StatusOutOfResources})
+		}, "", "", 0xA700, dicomnet.EventStoreFailed},
+		{"plain error", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			return errors.New("boom")
+		}, "", "", 0x0110, dicomnet.EventStoreFailed},
+		{"panic", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			panic("handler bug")
+		}, "", "", 0x0110, dicomnet.EventStoreFailed},
+		{"success without reading", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			return nil
+		}, "", "", 0x0110, dicomnet.EventStoreFailed},
+		{"early failure status", func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			return &dimse.Status{Code: dimse.StatusDataSetDoesNotMatchSOPClass}
+		}, "", "", 0xA900, dicomnet.EventStoreFailed},
+		{"class differs from context", nil, dicomuid.MRImageStorage, "", 0x0122, dicomnet.EventStoreFailed},
+		{"invalid instance UID", nil, "", "../../etc/passwd", 0xC000, dicomnet.EventStoreFailed},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			s := &dicomnet.Server{Observer: rec}
+			if tc.h != nil {
+				s.Handler = tc.h
+			}
+			p, _ := startParrot(t, s)
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			rq := storeRQ(4)
+			if tc.class != "" {
+				rq.AffectedSOPClassUID = tc.class
+			}
+			if tc.inst != "" {
+				rq.AffectedSOPInstanceUID = tc.inst
+			}
+			p.SendPDVs(dicomnettest.CommandPDV(3, rq), dicomnettest.PDV(3, 0, pattern(1000)))
+			p.SendPDVs(dicomnettest.PDV(3, pdu.ControlLast, pattern(5000)))
+			rsp := p.ExpectCommand()
+			if rsp.Status != tc.want {
+				t.Errorf("status %04X, want %04X", rsp.Status, tc.want)
+			}
+			if len(rsp.ErrorComment) > 64 {
+				t.Errorf("comment too long")
+			}
+			if ev := rec.waitFor(t, tc.event); ev.Status != tc.want {
+				t.Errorf("event status %04X", ev.Status)
+			}
+			// The association survives: echo still works.
+			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(5)))
+			if rsp := p.ExpectCommand(); rsp.Status != 0 {
+				t.Errorf("echo after failure: %04X", rsp.Status)
+			}
+		})
+	}
+}
+
+// TestBrokenTransfers: A-ABORT or TCP close mid-object reach the handler as a read error, nothing is answered,
+// and the slot is freed.
+func TestBrokenTransfers(t *testing.T) {
+	tests := []struct {
+		name    string
+		break_  func(p *dicomnettest.Parrot)
+		isAbort bool
+	}{
+		{"peer A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 0}) }, true},
+		{"peer A-ABORT reserved source", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 1}) }, true},
+		{"TCP close", func(p *dicomnettest.Parrot) { p.Conn.Close() }, false},
+		{"half a PDU then close", func(p *dicomnettest.Parrot) {
+			p.Send([]byte{4, 0, 0, 0, 0x10, 0, 0, 0, 0x0f, 0xfc, 3, 0, 1, 2, 3})
+			p.Conn.Close()
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan result, 1)
+			rec := newRecorder()
+			p, srv := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(100)))
+			tc.break_(p)
+			r := <-ch
+			if !errors.Is(r.err, dicomnet.ErrIncomplete) {
+				t.Fatalf("handler error %v, want ErrIncomplete", r.err)
+			}
+			if tc.isAbort && !errors.Is(r.err, dicomnet.ErrAborted) {
+				t.Errorf("handler error %v, want ErrAborted", r.err)
+			}
+			rec.waitFor(t, dicomnet.EventStoreFailed)
+			ev := rec.waitFor(t, dicomnet.EventAborted)
+			if ev.AbortLocal {
+				t.Errorf("abort attributed to us: %+v", ev)
+			}
+			waitActive(t, srv.Server, 0)
+			if tc.isAbort {
+				p.ExpectClosed()
+			}
+		})
+	}
+}
+
+func TestTimeouts(t *testing.T) {
+	t.Run("ARTIM before RQ", func(t *testing.T) {
+		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond})
+		p.ExpectClosed() // nothing sent, socket closed
+	})
+	t.Run("ARTIM after release", func(t *testing.T) {
+		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		p.ExpectClosed()
+	})
+	t.Run("idle", func(t *testing.T) {
+		rec := newRecorder()
+		p, srv := startParrot(t, &dicomnet.Server{IdleTimeout: 100 * time.Millisecond, ARTIMTimeout: 100 * time.Millisecond, Observer: rec})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		p.ExpectAbort(0, 0)
+		p.ExpectClosed()
+		if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal {
+			t.Errorf("%+v", ev)
+		}
+		waitActive(t, srv.Server, 0)
+	})
+	t.Run("idle mid-object", func(t *testing.T) {
+		ch := make(chan result, 1)
+		p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch), IdleTimeout: 100 * time.Millisecond})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(10)))
+		if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+			t.Errorf("handler error %v", r.err)
+		}
+		p.ExpectAbort(0, 0)
+	})
+	t.Run("write", func(t *testing.T) {
+		// Over net.Pipe a write blocks until the peer reads: a peer that never reads trips the write timeout.
+		s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond}
+		c1, c2 := net.Pipe()
+		done := make(chan struct{})
+		go func() { s.ServeConn(context.Background(), c1); close(done) }()
+		b, _ := pdu.Encode(dicomnettest.AssociateRQ("SCU", "ANY"))
+		c2.Write(b)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("ServeConn still blocked on a write")
+		}
+		c2.Close()
+	})
+	t.Run("slow handler does not trip idle timeout", func(t *testing.T) {
+		s := &dicomnet.Server{IdleTimeout: 100 * time.Millisecond, Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			time.Sleep(250 * time.Millisecond) // not reading: the idle clock restarts when reading resumes
+			_, err := io.Copy(io.Discard, r)
+			return err
+		})}
+		srv := dicomnettest.NewServerT(t, s)
+		data := pattern(2 << 20) // before Dial: the idle timeout also runs between association and first command
+		a, err := dicomnet.Dial(context.Background(), srv.Addr, storeCfg(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(data))
+		if err != nil || !st.IsSuccess() {
+			t.Fatalf("%v %v", st, err)
+		}
+		a.Release(context.Background())
+	})
+}
+
+func TestProxyProtocol(t *testing.T) {
+	src := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 40000}
+	dst := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 11112}
+	seen := make(chan string, 1)
+	s := &dicomnet.Server{ProxyProtocol: true, ARTIMTimeout: 500 * time.Millisecond, Accept: func(ctx context.Context, info *dicomnet.AssociationInfo) error {
+		seen <- info.RemoteAddr.String()
+		return nil
+	}}
+	srv := dicomnettest.NewServerT(t, s)
+	t.Run("PROXY", func(t *testing.T) {
+		a, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B", ProxyHeader: proxyproto.Append(nil, src, dst)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := <-seen; got != "10.1.2.3:40000" {
+			t.Errorf("remote %s", got)
+		}
+		a.Release(context.Background())
+	})
+	t.Run("LOCAL keeps the socket address", func(t *testing.T) {
+		a, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B", ProxyHeader: proxyproto.Append(nil, nil, nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := <-seen; got[:10] != "127.0.0.1:" {
+			t.Errorf("remote %s", got)
+		}
+		a.Release(context.Background())
+	})
+	t.Run("missing header", func(t *testing.T) {
+		p := dicomnettest.DialParrot(t, srv.Addr)
+		p.SendPDU(dicomnettest.AssociateRQ("A", "B"))
+		p.ExpectClosed()
+	})
+}
+
+func TestShutdown(t *testing.T) {
+	t.Run("aborts idle associations at the deadline", func(t *testing.T) {
+		s := &dicomnet.Server{}
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		served := make(chan error, 1)
+		go func() { served <- s.Serve(l) }()
+		p := dicomnettest.DialParrot(t, l.Addr().String())
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown = %v", err)
+		}
+		p.ExpectAbort(0, 0)
+		if err := <-served; !errors.Is(err, dicomnet.ErrServerClosed) {
+			t.Errorf("Serve = %v", err)
+		}
+		waitActive(t, s, 0)
+		if err := s.ListenAndServe(); !errors.Is(err, dicomnet.ErrServerClosed) {
+			t.Errorf("ListenAndServe after Shutdown = %v", err)
+		}
+	})
+	t.Run("lets a transfer finish", func(t *testing.T) {
+		started := make(chan struct{})
+		s := &dicomnet.Server{Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			close(started)
+			time.Sleep(100 * time.Millisecond)
+			_, err := io.Copy(io.Discard, r)
+			return err
+		})}
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		go s.Serve(l)
+		a, err := dicomnet.Dial(context.Background(), l.Addr().String(), storeCfg(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		stored := make(chan error, 1)
+		go func() {
+			st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(pattern(1<<20)))
+			if err == nil && !st.IsSuccess() {
+				err = st
+			}
+			if err == nil {
+				err = a.Release(context.Background())
+			}
+			stored <- err
+		}()
+		<-started
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown = %v", err)
+		}
+		if err := <-stored; err != nil {
+			t.Errorf("store during shutdown: %v", err)
+		}
+	})
+}
+
+func TestHashLargeObject(t *testing.T) {
+	var sum [32]byte
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		h := sha256.New()
+		_, err := io.Copy(h, r)
+		copy(sum[:], h.Sum(nil))
+		return err
+	})})
+	a, err := dicomnet.Dial(context.Background(), srv.Addr, storeCfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release(context.Background())
+	data := pattern(32 << 20)
+	st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", dicomuid.ExplicitVRLittleEndian, bytes.NewReader(data))
+	if err != nil || !st.IsSuccess() {
+		t.Fatal(st, err)
+	}
+	if sum != sha256.Sum256(data) {
+		t.Error("hash mismatch")
+	}
+}
