@@ -1,12 +1,12 @@
 package local
 
 import (
-	"errors"
-
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 )
 
-// defaultObjectStore opens the file store on dir.
-var defaultObjectStore = func(dir string) (objectstore.Store, error) {
-	return nil, errors.New("local: file store not wired yet")
+// defaultObjectStore opens the file store on dir. Objects are files at
+// dir/<key>, which is the layout files (the pipeline's reader) relies on.
+func defaultObjectStore(dir string) (objectstore.Store, error) {
+	return filestore.New(dir)
 }
