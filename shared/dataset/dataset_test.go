@@ -205,6 +205,11 @@ func TestSynthetic(t *testing.T) {
 			e.seqU(0x00091010, "UN", i.itemU(i.seqU(0x00091011, "SQ", i.itemU(i.el(0x00091012, "LO", "x "))))),
 			e.el(tSeries, "UI", "4.4\x00")), nil,
 			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}},
+		{"UN of undefined length in big endian holds implicit VR LE", tsBig, cat(
+			b.el(tSOPClass, "UI", "1.2"),
+			b.hdr(0x00091010, "UN", undefinedLength, nil), i.itemU(i.el(0x00091012, "LO", "x ")), i.tag(nil, tagSeqDelim), []byte{0, 0, 0, 0},
+			b.el(tSeries, "UI", "4.4\x00")), nil,
+			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}},
 		{"deeply nested sequences", tsImplicit, cat(
 			i.seqU(0x00081115, "SQ", i.itemU(i.seqU(0x00081199, "SQ", i.itemU(i.seqU(0x00081150, "SQ", i.itemD(i.el(tSOPInst, "UI", "5"))))))),
 			i.el(tStudy, "UI", "6.6\x00")), nil,

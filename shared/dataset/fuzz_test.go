@@ -87,9 +87,13 @@ func BenchmarkPassThrough(b *testing.B) {
 		{"explicit", tsExplicit, explicitLE, nil},
 		{"implicit", tsImplicit, implicitLE, nil},
 		{"explicit-drop0002", tsExplicit, explicitLE, []Option{DropGroup0002()}},
+		{"deflated", tsDeflate, explicitLE, nil},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ds := benchDataset(b, bc.e, 64<<20)
+			if bc.ts == tsDeflate {
+				ds = deflate(b, ds)
+			}
 			buf := make([]byte, 64<<10)
 			b.SetBytes(int64(len(ds)))
 			b.ReportAllocs()

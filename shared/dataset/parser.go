@@ -70,15 +70,18 @@ const (
 )
 
 type level struct {
-	kind     levelKind
-	implicit bool
+	kind      levelKind
+	implicit  bool
+	bigEndian bool
 }
 
 // parser is a push parser: it takes the dataset in chunks of any size and
 // never allocates per element. Values are skipped, never read, except the
 // four wanted ones at the top level.
 type parser struct {
-	implicit, bigEndian, detect bool
+	implicit, detect bool
+	rootBigEndian    bool
+	bigEndian        bool // of the current level
 
 	state  parseState
 	hbuf   [12]byte
@@ -111,7 +114,7 @@ type parser struct {
 }
 
 func (p *parser) init(enc Encoding, known bool, max int64, drop bool) {
-	p.implicit, p.bigEndian, p.detect = enc.Implicit, enc.BigEndian, !known
+	p.implicit, p.rootBigEndian, p.detect = enc.Implicit, enc.BigEndian, !known
 	p.need, p.max, p.keep, p.first = 8, max, true, true
 	p.dropPhase = drop && !enc.Deflated
 }
@@ -196,11 +199,12 @@ func (p *parser) startSkip(n uint64) {
 // header handles a complete element header in hbuf.
 func (p *parser) header() {
 	h := p.hbuf[:p.hn]
-	tag := uint32(p.u16(h[0:]))<<16 | uint32(p.u16(h[2:]))
 	implicit := p.implicit
+	p.bigEndian = p.rootBigEndian
 	if p.depth > 0 {
-		implicit = p.stack[p.depth-1].implicit
+		implicit, p.bigEndian = p.stack[p.depth-1].implicit, p.stack[p.depth-1].bigEndian
 	}
+	tag := uint32(p.u16(h[0:]))<<16 | uint32(p.u16(h[2:]))
 	if tag>>16 == 0xFFFE {
 		p.item(tag, p.u32(h[4:]))
 		return
@@ -235,7 +239,7 @@ func (p *parser) header() {
 		}
 		un = a == 'U' && c == 'N'
 	}
-	p.element(tag, length, implicit || un)
+	p.element(tag, length, implicit || un, p.bigEndian && !un)
 }
 
 // item handles (FFFE,E000), (FFFE,E00D) and (FFFE,E0DD).
@@ -249,7 +253,7 @@ func (p *parser) item(tag, length uint32) {
 	switch {
 	case tag == tagItem && top.kind == inSequence:
 		if length == undefinedLength {
-			p.push(inItem, top.implicit)
+			p.push(inItem, top.implicit, top.bigEndian)
 			return
 		}
 		p.startSkip(uint64(length))
@@ -261,9 +265,10 @@ func (p *parser) item(tag, length uint32) {
 	}
 }
 
-// element handles a data element header; nestedImplicit is the encoding
-// of its items if it has an undefined length (UN content is Implicit VR).
-func (p *parser) element(tag, length uint32, nestedImplicit bool) {
+// element handles a data element header; nestedImplicit and nestedBE are
+// the encoding of its items if it has an undefined length (the content of
+// UN is Implicit VR Little Endian, PS3.5 §6.2.2).
+func (p *parser) element(tag, length uint32, nestedImplicit, nestedBE bool) {
 	if p.depth > 0 && p.stack[p.depth-1].kind == inSequence {
 		p.releaseHeld()
 		p.finish(fmt.Errorf("%w: element (%04X,%04X) in a sequence outside an item", ErrMalformed, tag>>16, tag&0xFFFF))
@@ -298,7 +303,7 @@ func (p *parser) element(tag, length uint32, nestedImplicit bool) {
 	}
 	p.releaseHeld()
 	if length == undefinedLength {
-		p.push(inSequence, nestedImplicit)
+		p.push(inSequence, nestedImplicit, nestedBE)
 		return
 	}
 	if p.depth == 0 {
@@ -327,12 +332,12 @@ func (p *parser) element(tag, length uint32, nestedImplicit bool) {
 	p.startSkip(uint64(length))
 }
 
-func (p *parser) push(kind levelKind, implicit bool) {
+func (p *parser) push(kind levelKind, implicit, bigEndian bool) {
 	if p.depth == MaxDepth {
 		p.finish(fmt.Errorf("%w: nested deeper than %d", ErrMalformed, MaxDepth))
 		return
 	}
-	p.stack[p.depth] = level{kind: kind, implicit: implicit}
+	p.stack[p.depth] = level{kind: kind, implicit: implicit, bigEndian: bigEndian}
 	p.depth++
 	p.startSkip(0)
 }
