@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"hash/crc64"
 	"io"
 	"log/slog"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
 // abortDeadline is how long an abort is retried: longer than a put's retry
@@ -63,8 +63,11 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}()
 
 	var parts []types.CompletedPart
+	var fullCRC uint64
 	type result struct {
 		part types.CompletedPart
+		crc  uint64
+		size int
 		err  error
 	}
 	cur, spare := first, next
@@ -72,8 +75,9 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	for partNo := int32(1); ; partNo++ {
 		done := make(chan result, 1)
 		go func(body []byte, partNo int32) {
-			p, err := s.uploadPart(ctx, full, uploadID, partNo, body)
-			done <- result{p, err}
+			crc := crcnvme.Checksum(body)
+			p, err := s.uploadPart(ctx, full, uploadID, partNo, body, crc)
+			done <- result{p, crc, len(body), err}
 		}(cur, partNo)
 
 		// Fill the other buffer while the part uploads; the peeked second
@@ -92,6 +96,11 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			return st, res.err
 		}
 		parts = append(parts, res.part)
+		if partNo == 1 {
+			fullCRC = res.crc
+		} else {
+			fullCRC = crcnvme.Combine(fullCRC, res.crc, int64(res.size))
+		}
 		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
 		}
@@ -107,7 +116,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 
 	st.Size = hr.n
 	st.SHA256 = hex.EncodeToString(hr.sha.Sum(nil))
-	crcB64 := crcBase64(hr.crc)
+	crcB64 := crcnvme.Encode(fullCRC)
 	var preconditionErr, goneErr error
 	attempts := 0
 	err = s.do(ctx, "CompleteMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
@@ -181,8 +190,8 @@ func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full,
 	return st, nil
 }
 
-func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int32, body []byte) (types.CompletedPart, error) {
-	crcB64 := crcBase64(crc64.Checksum(body, crc64NVME))
+func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int32, body []byte, crc uint64) (types.CompletedPart, error) {
+	crcB64 := crcnvme.Encode(crc)
 	var etag *string
 	err := s.do(ctx, "UploadPart", s.opts.RetryDeadline, func(ctx context.Context) error {
 		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{

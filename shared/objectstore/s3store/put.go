@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc64"
 	"io"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
 // unsignedPayload skips SigV4's SHA-256 of request bodies: integrity is
@@ -35,11 +35,11 @@ func unsignedPayload(o *s3.Options) {
 // objects are kept under objectstore.ConflictKey instead.
 var ErrMultipartConflict = errors.New("s3store: a different object holds the key of this multipart object")
 
-// hashingReader computes the SHA-256 and CRC64NVME of everything read.
+// hashingReader computes the SHA-256 of everything read. CRCs are taken
+// per part and combined, so no byte is checksummed twice.
 type hashingReader struct {
 	r   io.Reader
 	sha hash.Hash
-	crc uint64
 	n   int64
 }
 
@@ -47,7 +47,6 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	if n > 0 {
 		h.sha.Write(p[:n])
-		h.crc = crc64.Update(h.crc, crc64NVME, p[:n])
 		h.n += int64(n)
 	}
 	return n, err
@@ -93,7 +92,8 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 			return st, err
 		}
 	}
-	st, err = s.putSingle(ctx, obj, rel, (*first)[:n], hex.EncodeToString(hr.sha.Sum(nil)), hr.crc)
+	body := (*first)[:n]
+	st, err = s.putSingle(ctx, obj, rel, body, hex.EncodeToString(hr.sha.Sum(nil)), crcnvme.Checksum(body))
 	s.observe(kind, outcome(st, err), start)
 	return st, err
 }
@@ -112,7 +112,7 @@ func outcome(st objectstore.Stored, err error) string {
 
 func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel string, body []byte, sha string, crc uint64) (objectstore.Stored, error) {
 	st := objectstore.Stored{Key: rel, Size: int64(len(body)), SHA256: sha}
-	crcB64 := crcBase64(crc)
+	crcB64 := crcnvme.Encode(crc)
 	meta := s.metadata(obj)
 	meta[MetaSHA256] = sha
 	full := s.opts.Prefix + rel

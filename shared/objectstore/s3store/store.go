@@ -16,11 +16,8 @@ package s3store
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc64"
 	"log/slog"
 	"strings"
 	"sync"
@@ -32,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
 // Store is an objectstore.Store backed by one S3 bucket and prefix. It is
@@ -69,16 +67,6 @@ const (
 
 // ContentType is the Content-Type of stored objects (PS3.18 media type).
 const ContentType = "application/dicom"
-
-// crc64NVME is the CRC-64/NVME table S3 uses for ChecksumCRC64NVME (the
-// bit-reversed polynomial, as hash/crc64 wants it).
-var crc64NVME = crc64.MakeTable(0x9a6c9329ac4bc9b5)
-
-func crcBase64(sum uint64) string {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], sum)
-	return base64.StdEncoding.EncodeToString(b[:])
-}
 
 // New returns a Store. Without opts.Client it loads the AWS SDK's default
 // configuration; it does not contact S3 (see Ready).
@@ -170,7 +158,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	}
 	start := time.Now()
 	full := s.opts.Prefix + key
-	crc := crcBase64(crc64.Checksum(body, crc64NVME))
+	crc := crcnvme.Base64(body)
 	outcome := "error"
 	defer func() { s.observe("record", outcome, start) }()
 	_, err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")

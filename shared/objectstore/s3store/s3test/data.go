@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
 // Data is a deterministic pseudo-random object of a given size, generated
@@ -53,3 +55,6 @@ func FailingReader(r io.Reader, n int64) io.Reader {
 type errReader struct{}
 
 func (errReader) Read([]byte) (int, error) { return 0, ErrInjected }
+
+// CRC64NVME returns the base64 CRC-64/NVME of b, as S3 reports it.
+func CRC64NVME(b []byte) string { return crcnvme.Base64(b) }

@@ -17,12 +17,9 @@ package s3test
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"hash/crc64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -36,6 +33,8 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
 // Server is a running S3 emulator.
@@ -196,8 +195,8 @@ func readChecked(w http.ResponseWriter, r *http.Request) (body []byte, crc uint6
 		writeError(w, http.StatusBadRequest, "IncompleteBody", err.Error())
 		return nil, 0, false
 	}
-	crc = crc64.Checksum(body, NVME)
-	if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); want != "" && want != EncodeCRC(crc) {
+	crc = crcnvme.Checksum(body)
+	if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); want != "" && want != crcnvme.Encode(crc) {
 		writeError(w, http.StatusBadRequest, "BadDigest", "The CRC64NVME you specified did not match the calculated checksum.")
 		return nil, 0, false
 	}
@@ -217,7 +216,7 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request) {
 	rec := httptest.NewRecorder()
 	s.faker.Server().ServeHTTP(rec, r)
 	if rec.Code == http.StatusOK && r.Header.Get("X-Amz-Checksum-Crc64nvme") != "" {
-		rec.Header().Set("X-Amz-Checksum-Crc64nvme", EncodeCRC(crc))
+		rec.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(crc))
 	}
 	copyResponse(w, rec, nil)
 }
@@ -244,7 +243,7 @@ func (s *Server) uploadPart(w http.ResponseWriter, r *http.Request) {
 		s.parts[id][partNo] = partCRC{crc: crc, size: int64(len(body))}
 		s.mu.Unlock()
 		if r.Header.Get("X-Amz-Checksum-Crc64nvme") != "" {
-			rec.Header().Set("X-Amz-Checksum-Crc64nvme", EncodeCRC(crc))
+			rec.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(crc))
 		}
 	}
 	copyResponse(w, rec, nil)
@@ -290,12 +289,12 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, bucket, key st
 		if i == 0 {
 			full = pc.crc
 		} else {
-			full = combineCRC(full, pc.crc, pc.size)
+			full = crcnvme.Combine(full, pc.crc, pc.size)
 		}
 		size += pc.size
 	}
 	want := r.Header.Get("X-Amz-Checksum-Crc64nvme")
-	if known && want != "" && want != EncodeCRC(full) {
+	if known && want != "" && want != crcnvme.Encode(full) {
 		writeError(w, http.StatusBadRequest, "BadDigest", "The CRC64NVME you specified did not match the calculated checksum.")
 		return
 	}
@@ -307,7 +306,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, bucket, key st
 	s.faker.Server().ServeHTTP(rec, r)
 	var inject []byte
 	if rec.Code == http.StatusOK && known {
-		crc := EncodeCRC(full)
+		crc := crcnvme.Encode(full)
 		s.objectCRC[bucket+"/"+key] = crc
 		delete(s.parts, id)
 		inject = []byte("<ChecksumCRC64NVME>" + crc + "</ChecksumCRC64NVME><ChecksumType>FULL_OBJECT</ChecksumType>")
@@ -337,15 +336,6 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(status)
 	_, _ = fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
-}
-
-// DecodeCRC parses a base64 CRC-64 header value.
-func DecodeCRC(s string) (uint64, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != 8 {
-		return 0, fmt.Errorf("s3test: bad CRC64 %q", s)
-	}
-	return binary.BigEndian.Uint64(b), nil
 }
 
 // Close stops the server; requests then fail with refused connections.

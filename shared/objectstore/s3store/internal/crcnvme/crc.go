@@ -1,32 +1,38 @@
-package s3test
+// Package crcnvme computes CRC-64/NVME, the checksum S3 calls CRC64NVME,
+// and combines the checksums of consecutive pieces into the checksum of
+// the whole, as S3 does for full-object multipart checksums.
+package crcnvme
 
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
 	"hash/crc64"
 )
 
 // nvmePoly is CRC-64/NVME's polynomial, bit-reversed as hash/crc64 wants.
 const nvmePoly = 0x9a6c9329ac4bc9b5
 
-// NVME is the CRC-64/NVME table S3 uses for x-amz-checksum-crc64nvme.
-var NVME = crc64.MakeTable(nvmePoly)
+// Table is the CRC-64/NVME table for hash/crc64.
+var Table = crc64.MakeTable(nvmePoly)
 
-// CRC64NVME returns the base64 CRC-64/NVME of b, as S3 writes it.
-func CRC64NVME(b []byte) string { return EncodeCRC(crc64.Checksum(b, NVME)) }
+// Checksum returns the CRC-64/NVME of b.
+func Checksum(b []byte) uint64 { return crc64.Checksum(b, Table) }
 
-// EncodeCRC renders a CRC-64 the way S3 headers carry it.
-func EncodeCRC(sum uint64) string {
+// Base64 returns the base64 CRC-64/NVME of b, as S3 headers carry it.
+func Base64(b []byte) string { return Encode(Checksum(b)) }
+
+// Encode renders a CRC-64 the way S3 headers carry it.
+func Encode(sum uint64) string {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], sum)
 	return base64.StdEncoding.EncodeToString(b[:])
 }
 
-// combineCRC returns the CRC of A||B from crc(A), crc(B) and len(B), as
+// Combine returns the CRC of A||B from crc(A), crc(B) and len(B), as
 // zlib's crc32_combine does, for a reflected CRC-64 whose initial value and
-// final XOR are all ones. S3 does the same to check a full-object checksum
-// from part checksums.
-func combineCRC(crc1, crc2 uint64, len2 int64) uint64 {
+// final XOR are all ones. It costs O(log len2) and no data.
+func Combine(crc1, crc2 uint64, len2 int64) uint64 {
 	if len2 <= 0 {
 		return crc1
 	}
@@ -74,4 +80,13 @@ func square(dst, mat *[64]uint64) {
 	for n := range dst {
 		dst[n] = times(mat, mat[n])
 	}
+}
+
+// Decode parses a base64 CRC-64 header value.
+func Decode(s string) (uint64, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != 8 {
+		return 0, fmt.Errorf("crcnvme: bad CRC64 %q", s)
+	}
+	return binary.BigEndian.Uint64(b), nil
 }
