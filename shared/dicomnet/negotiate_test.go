@@ -1,0 +1,142 @@
+package dicomnet
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestNegotiateContexts(t *testing.T) {
+	const (
+		ct   = dicomuid.CTImageStorage
+		impl = dicomuid.ImplicitVRLittleEndian
+		expl = dicomuid.ExplicitVRLittleEndian
+		be   = dicomuid.ExplicitVRBigEndian
+		jpeg = dicomuid.JPEGBaseline8Bit
+		j2k  = dicomuid.JPEG2000
+		rle  = dicomuid.RLELossless
+		defl = dicomuid.DeflatedExplicitVRLittleEndian
+	)
+	tests := []struct {
+		name     string
+		abstract string
+		ts       []string
+		id       byte
+		acceptBE bool
+		result   byte
+		chosen   string
+	}{
+		{"verification", dicomuid.Verification, []string{impl}, 1, false, 0, impl},
+		{"compressed preferred", ct, []string{impl, expl, jpeg}, 1, false, 0, jpeg},
+		{"first compressed as offered", ct, []string{expl, j2k, rle}, 1, false, 0, j2k},
+		{"deflated counts as compressed", ct, []string{expl, defl}, 1, false, 0, defl},
+		{"explicit over implicit", ct, []string{impl, expl}, 1, false, 0, expl},
+		{"implicit only", ct, []string{impl}, 1, false, 0, impl},
+		{"HTJ2K", ct, []string{dicomuid.HTJ2KLossless}, 1, false, 0, dicomuid.HTJ2KLossless},
+		{"trailing NUL in TS", ct, []string{expl + "\x00"}, 1, false, 0, expl},
+		{"big endian not configured", ct, []string{be}, 1, false, 4, impl},
+		{"big endian configured", ct, []string{be}, 1, true, 0, be},
+		{"big endian last", ct, []string{be, impl}, 1, true, 0, impl},
+		{"private TS", ct, []string{"1.2.3.4.5.6.7"}, 1, false, 4, impl},
+		{"MIME TS", ct, []string{"1.2.840.10008.1.2.6.1"}, 1, false, 4, impl},
+		{"no TS", ct, nil, 1, false, 4, impl},
+		{"storage commitment", dicomuid.StorageCommitment, []string{impl}, 1, false, 3, impl},
+		{"query/retrieve", "1.2.840.10008.5.1.4.1.2.2.1", []string{impl}, 1, false, 3, impl},
+		{"empty abstract syntax", "", []string{impl}, 1, false, 3, impl},
+		{"even id", ct, []string{impl}, 2, false, 2, impl},
+		{"id 255", ct, []string{impl}, 255, false, 0, impl},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rq := &pdu.AssociateRQ{PresentationContexts: []pdu.PresentationContextRQ{{ID: tc.id, AbstractSyntax: tc.abstract, TransferSyntaxes: tc.ts}}}
+			n := Negotiate(rq, NegotiationOptions{AcceptExplicitBigEndian: tc.acceptBE})
+			want := []pdu.PresentationContextAC{{ID: tc.id, Result: tc.result, TransferSyntax: tc.chosen}}
+			if d := cmp.Diff(want, n.Results); d != "" {
+				t.Errorf("(-want +got):\n%s", d)
+			}
+			if (len(n.Accepted) == 1) != (tc.result == 0) {
+				t.Errorf("accepted %+v", n.Accepted)
+			}
+		})
+	}
+}
+
+func TestNegotiateOrderDuplicatesRolesAsync(t *testing.T) {
+	ct, mr := dicomuid.CTImageStorage, dicomuid.MRImageStorage
+	impl := dicomuid.ImplicitVRLittleEndian
+	rq := &pdu.AssociateRQ{
+		PresentationContexts: []pdu.PresentationContextRQ{
+			{ID: 5, AbstractSyntax: mr, TransferSyntaxes: []string{impl}},
+			{ID: 1, AbstractSyntax: ct, TransferSyntaxes: []string{impl}},
+			{ID: 3, AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{impl}},
+			{ID: 1, AbstractSyntax: mr, TransferSyntaxes: []string{"1.2.3"}}, // duplicate id: ignored
+		},
+		UserInformation: pdu.UserInformation{
+			AsyncOperations: &pdu.AsyncOperationsWindow{Invoked: 5, Performed: 5},
+			RoleSelections: []pdu.RoleSelection{
+				{SOPClassUID: ct, SCU: 1, SCP: 1},                          // SCP role for the requestor is not granted
+				{SOPClassUID: mr, SCU: 0, SCP: 1},                          // never widened
+				{SOPClassUID: dicomuid.StorageCommitment, SCU: 1, SCP: 1},  // rejected context: not answered
+				{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SCU: 1, SCP: 0}, // not proposed: not answered
+				{SOPClassUID: ct, SCU: 1, SCP: 0},                          // second item for ct: not answered twice
+			},
+		},
+	}
+	n := Negotiate(rq, NegotiationOptions{})
+	wantResults := []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: impl}, {ID: 3, Result: 3, TransferSyntax: impl}, {ID: 5, Result: 0, TransferSyntax: impl}}
+	if d := cmp.Diff(wantResults, n.Results); d != "" {
+		t.Errorf("results (-want +got):\n%s", d)
+	}
+	wantRoles := []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1, SCP: 0}, {SOPClassUID: mr, SCU: 0, SCP: 0}}
+	if d := cmp.Diff(wantRoles, n.Roles); d != "" {
+		t.Errorf("roles (-want +got):\n%s", d)
+	}
+	if n.Async == nil || *n.Async != (pdu.AsyncOperationsWindow{Invoked: 1, Performed: 1}) {
+		t.Errorf("async %+v", n.Async)
+	}
+	if n := Negotiate(&pdu.AssociateRQ{}, NegotiationOptions{}); n.Async != nil || len(n.Results) != 0 {
+		t.Errorf("empty RQ: %+v", n)
+	}
+}
+
+func TestAppendMessageFragments(t *testing.T) {
+	data := make([]byte, 1001)
+	for i := range data {
+		data[i] = byte(i)
+	}
+	for _, peerMax := range []uint32{0, 8, 9, 16, 100, 1006, 1007, 4096} {
+		b := appendMessage(nil, 7, pdu.ControlCommand, data, peerMax)
+		var got []byte
+		for len(b) > 0 {
+			p, err := pdu.Read(bytesReader(b), 1<<20)
+			if err != nil {
+				t.Fatalf("peer max %d: %v", peerMax, err)
+			}
+			h, _ := pdu.ParseHeader(b)
+			if peerMax != 0 && h.Length > peerMax {
+				t.Errorf("peer max %d: PDU of %d", peerMax, h.Length)
+			}
+			b = b[pdu.HeaderLen+int(h.Length):]
+			for _, v := range p.(*pdu.PDataTF).PDVs {
+				if v.ContextID != 7 || !v.IsCommand() {
+					t.Errorf("PDV header %+v", v)
+				}
+				if v.IsLast() != (len(b) == 0) {
+					t.Errorf("peer max %d: last flag %v with %d bytes left", peerMax, v.IsLast(), len(b))
+				}
+				if !v.IsLast() && len(v.Data)%2 != 0 {
+					t.Errorf("peer max %d: odd fragment %d", peerMax, len(v.Data))
+				}
+				got = append(got, v.Data...)
+			}
+		}
+		if !cmp.Equal(got, data) {
+			t.Errorf("peer max %d: reassembled data differs", peerMax)
+		}
+	}
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
