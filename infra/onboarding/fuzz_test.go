@@ -31,7 +31,7 @@ func FuzzParseOutputs(f *testing.F) {
 			return
 		}
 		outs.Keys()
-		k, err := Build(env, "example-hospital", outs, Options{})
+		k, err := Build(env, "example-hospital", outs, Options{RemoteIPs: []string{"10.20.1.10"}, TunnelEndpoints: []string{"52.16.0.11", "54.72.0.22"}})
 		if err != nil {
 			return
 		}
@@ -65,6 +65,32 @@ func FuzzParsePSKSecret(f *testing.F) {
 		}
 		if psks[1] == "" || psks[2] == "" {
 			t.Fatalf("ParsePSKSecret(%q) = %v without error", s, psks)
+		}
+	})
+}
+
+// FuzzParseVPNConnections: describe-vpn-connections input never panics the
+// parser, and what it returns are two IP addresses.
+func FuzzParseVPNConnections(f *testing.F) {
+	seed, err := os.ReadFile(filepath.Join("testdata", "vpn-connections.json"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seed, "vpn-0a1b2c3d4e5f60718")
+	f.Add([]byte(`[{"VpnConnectionId":"v","VgwTelemetry":[{"OutsideIpAddress":"1.2.3.4"},{"OutsideIpAddress":"::1"}]}]`), "v")
+	f.Add([]byte(`{"VpnConnections":null}`), "")
+	f.Fuzz(func(t *testing.T, data []byte, id string) {
+		addrs, err := ParseVPNConnections(strings.NewReader(string(data)), id)
+		if err != nil {
+			return
+		}
+		if len(addrs) != 2 {
+			t.Fatalf("%d addresses without error", len(addrs))
+		}
+		for _, a := range addrs {
+			if strings.ContainsAny(a, " \n{}\"") {
+				t.Fatalf("address %q is not an IP", a)
+			}
 		}
 	})
 }

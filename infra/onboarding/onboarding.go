@@ -23,9 +23,11 @@ var (
 // the first proposal of each list is the preferred one.
 var (
 	// IKEProposals are the IKE (phase 1) proposals, strongSwan syntax.
-	IKEProposals = []string{"aes256-sha256-modp2048", "aes256-sha256-modp3072", "aes256-sha256-ecp256"}
+	// They are a subset of the tunnel options infra/stack sets (AES256,
+	// SHA2-256, DH groups 14, 19, 20, 21).
+	IKEProposals = []string{"aes256-sha256-modp2048", "aes256-sha256-ecp256", "aes256-sha256-ecp384"}
 	// ESPProposals are the ESP (phase 2) proposals, with PFS.
-	ESPProposals = []string{"aes256-sha256-modp2048", "aes256-sha256-modp3072", "aes256-sha256-ecp256"}
+	ESPProposals = []string{"aes256-sha256-modp2048", "aes256-sha256-ecp256", "aes256-sha256-ecp384"}
 )
 
 // DefaultDICOMPort is the NLB's DICOM listener port when the config sets none.
@@ -50,14 +52,20 @@ const (
 type Options struct {
 	// Routing defaults to RouteBased.
 	Routing Routing
+	// RemoteIPs, when set, are the NLB's private addresses, replacing the
+	// NlbAddresses output (CloudFormation cannot export an NLB's IPs unless
+	// they are fixed in its subnet mappings).
+	RemoteIPs []string
 	// PSKs holds the tunnels' pre-shared keys, by tunnel number (1, 2). When
 	// nil the secrets file carries placeholders and says where the keys are.
 	// Only set it when the user asked for secrets explicitly (-show-secrets)
 	// or for a lab whose keys are not secret.
 	PSKs map[int]string
-	// TunnelEndpoints, when set, replaces the tunnels' outside addresses from
-	// the stack outputs (index 0 is tunnel 1). For a lab whose "cloud" is a
-	// local peer, such as the VPN end-to-end test's network namespace.
+	// TunnelEndpoints, when set, are the tunnels' outside addresses (index 0
+	// is tunnel 1), replacing Tunnel1Address<Site>/Tunnel2Address<Site>
+	// outputs: CloudFormation cannot export them, so they come from
+	// ParseVPNConnections, or, for a lab, from the local peer (the VPN
+	// end-to-end test's cloud namespace).
 	TunnelEndpoints []string
 }
 
@@ -69,6 +77,8 @@ type Tunnel struct {
 	Name, ChildName string
 	// OutsideIP is the cloud end of the tunnel (the site's remote_addrs).
 	OutsideIP string
+	// PSKSecretARN is the Secrets Manager secret holding this tunnel's key.
+	PSKSecretARN string
 	// IfID is the XFRM interface id for route-based setups.
 	IfID int
 	// StartAction is the CHILD_SA's swanctl start_action.
@@ -94,8 +104,6 @@ type Kit struct {
 	// CustomerGatewayIP is the site edge's public address and IKE identity.
 	CustomerGatewayIP string
 	VPNConnectionID   string
-	// PSKSecretARN is where the pre-shared keys are kept.
-	PSKSecretARN string
 	Tunnels      []Tunnel
 	Routing      Routing
 	IKEProposals []string
@@ -106,16 +114,29 @@ type Kit struct {
 	HasPSKs bool
 }
 
-// Output keys the kit reads, as logical ids; site-scoped ones get the site
-// name appended (with non-alphanumerics dropped): VpnConnectionIdSiteA.
+// Output keys the kit reads (see Outputs.Lookup for how they match);
+// site-scoped ones get the site name appended, non-alphanumerics dropped:
+// VpnConnectiontesthospital.
 const (
+	// OutVPNConnection is the site's VPN connection id (infra/stack);
+	// OutVPNConnectionID is accepted too.
+	OutVPNConnection   = "VpnConnection"
 	OutVPNConnectionID = "VpnConnectionId"
-	OutTunnel1Address  = "Tunnel1Address"
-	OutTunnel2Address  = "Tunnel2Address"
-	OutPSKSecretARN    = "PskSecretArn"
-	OutNLBDNSName      = "NlbDnsName"
-	OutNLBAddresses    = "NlbAddresses"
-	OutVpcCIDR         = "VpcCidr"
+	// OutVPNPSK holds the Secrets Manager ARNs of the tunnel 1 and tunnel 2
+	// keys, space-separated (infra/stack); OutPSKSecretARN, one secret
+	// holding both keys, is accepted too.
+	OutVPNPSK       = "VpnPsk"
+	OutPSKSecretARN = "PskSecretArn"
+	// Optional: tunnel outside addresses, when a deployment can export them.
+	OutTunnel1Address = "Tunnel1Address"
+	OutTunnel2Address = "Tunnel2Address"
+	OutNLBDNSName     = "NlbDnsName"
+	// OutNLBAddresses are the NLB's private IPs, comma- or space-separated.
+	OutNLBAddresses = "NlbAddresses"
+	OutVpcCIDR      = "VpcCidr"
+	// OutDicomPort and OutCalledAETitle are cross-checked with the config.
+	OutDicomPort     = "DicomPort"
+	OutCalledAETitle = "CalledAETitle"
 )
 
 // Build assembles the kit for one site of env from the stack outputs.
@@ -143,60 +164,90 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		k.Routing = RouteBased
 	}
 	var errs []error
-	need := func(name string, siteScoped bool) string {
-		key := name
-		if siteScoped {
-			key += site.Name
+	missing := func(key, hint string) {
+		errs = append(errs, fmt.Errorf("%w: %s%s (outputs have: %s)", ErrMissingOutput, key, hint, strings.Join(outs.Keys(), ", ")))
+	}
+	first := func(keys ...string) (string, bool) {
+		for _, key := range keys {
+			if v, ok := outs.Lookup(key); ok && strings.TrimSpace(v) != "" {
+				return strings.TrimSpace(v), true
+			}
 		}
-		v, ok := outs.Lookup(key)
-		if !ok || strings.TrimSpace(v) == "" {
-			errs = append(errs, fmt.Errorf("%w: %s (have: %s)", ErrMissingOutput, key, strings.Join(outs.Keys(), ", ")))
+		return "", false
+	}
+	var ok bool
+	if k.VPNConnectionID, ok = outs.VPNConnectionID(site.Name); !ok {
+		missing(OutVPNConnection+site.Name, "")
+	}
+	var arns []string
+	if v, ok := first(OutVPNPSK+site.Name, OutPSKSecretARN+site.Name); ok {
+		arns = splitList(v)
+	} else {
+		missing(OutVPNPSK+site.Name, "")
+	}
+	endpoints := opts.TunnelEndpoints
+	if len(endpoints) == 0 {
+		t1, ok1 := first(OutTunnel1Address + site.Name)
+		t2, ok2 := first(OutTunnel2Address + site.Name)
+		if ok1 && ok2 {
+			endpoints = []string{t1, t2}
+		} else {
+			errs = append(errs, fmt.Errorf("%w: tunnel outside addresses of %s: CloudFormation cannot export them; pass the output of `aws ec2 describe-vpn-connections` (see ParseVPNConnections)", ErrMissingOutput, site.Name))
 		}
-		return strings.TrimSpace(v)
 	}
-	k.VPNConnectionID = need(OutVPNConnectionID, true)
-	var t1, t2 string
-	if len(opts.TunnelEndpoints) == 0 {
-		t1 = need(OutTunnel1Address, true)
-		t2 = need(OutTunnel2Address, true)
+	if len(endpoints) != 0 && len(endpoints) != 2 {
+		errs = append(errs, fmt.Errorf("%w: %d tunnel endpoints, want 2", ErrInvalidConfig, len(endpoints)))
+		endpoints = nil
 	}
-	k.PSKSecretARN = need(OutPSKSecretARN, true)
-	if v, ok := outs.Lookup(OutNLBAddresses); ok {
-		k.RemoteIPs = splitList(v)
-	}
-	k.RemoteDNS, _ = outs.Lookup(OutNLBDNSName)
+	k.RemoteIPs = opts.RemoteIPs
 	if len(k.RemoteIPs) == 0 {
-		errs = append(errs, fmt.Errorf("%w: %s (the PACS needs a fixed IP address)", ErrMissingOutput, OutNLBAddresses))
+		if v, ok := first(OutNLBAddresses); ok {
+			k.RemoteIPs = splitList(v)
+		}
+	}
+	k.RemoteDNS, _ = first(OutNLBDNSName)
+	if len(k.RemoteIPs) == 0 {
+		missing(OutNLBAddresses, " (the PACS needs fixed IP addresses; pass the NLB's private IPs)")
 	} else {
 		k.RemoteIP = k.RemoteIPs[0]
 	}
-	if v, ok := outs.Lookup(OutVpcCIDR); ok {
+	if v, ok := first(OutVpcCIDR); ok {
 		k.CloudCIDRs = splitList(v)
 	} else if env.VpcCIDR != "" {
 		k.CloudCIDRs = []string{env.VpcCIDR}
 	} else {
-		errs = append(errs, fmt.Errorf("%w: %s (or vpcCidr in the env config)", ErrMissingOutput, OutVpcCIDR))
+		missing(OutVpcCIDR, " (or vpcCidr in the env config)")
 	}
-	for i := range site.CIDRs {
-		k.SiteCIDRs = append(k.SiteCIDRs, strings.TrimSpace(site.CIDRs[i]))
+	// The deployed stack must be the one the config describes.
+	if v, ok := first(OutDicomPort); ok && v != strconv.Itoa(k.Port) {
+		errs = append(errs, fmt.Errorf("%w: the deployed DICOM port is %s, the config says %d: deploy the config or use the deployed one", ErrInvalidConfig, v, k.Port))
 	}
-	if len(opts.TunnelEndpoints) > 0 {
-		if len(opts.TunnelEndpoints) != 2 {
-			errs = append(errs, fmt.Errorf("%w: %d tunnel endpoints, want 2", ErrInvalidConfig, len(opts.TunnelEndpoints)))
-		} else {
-			t1, t2 = opts.TunnelEndpoints[0], opts.TunnelEndpoints[1]
-		}
+	if v, ok := first(OutCalledAETitle); ok && v != k.RemoteAE {
+		errs = append(errs, fmt.Errorf("%w: the deployed called AE title is %q, the config says %q: deploy the config or use the deployed one", ErrInvalidConfig, v, k.RemoteAE))
 	}
-	for i, addr := range []string{t1, t2} {
-		n := i + 1
+	for _, c := range site.CIDRs {
+		k.SiteCIDRs = append(k.SiteCIDRs, strings.TrimSpace(c))
+	}
+	if len(arns) > 2 {
+		errs = append(errs, fmt.Errorf("%w: %d pre-shared key ARNs, want 1 or 2", ErrInvalidConfig, len(arns)))
+	}
+	for n := 1; n <= 2; n++ {
 		t := Tunnel{
 			Number:      n,
 			Name:        fmt.Sprintf("dicom-ingest-tunnel%d", n),
 			ChildName:   fmt.Sprintf("dicom-ingest-tunnel%d-dicom", n),
-			OutsideIP:   addr,
 			IfID:        n,
 			StartAction: "start",
 			psk:         opts.PSKs[n],
+		}
+		if len(endpoints) == 2 {
+			t.OutsideIP = strings.TrimSpace(endpoints[n-1])
+		}
+		switch {
+		case len(arns) == 1:
+			t.PSKSecretARN = arns[0] // one secret holding both keys
+		case len(arns) >= n:
+			t.PSKSecretARN = arns[n-1]
 		}
 		if k.Routing == PolicyBased && n == 2 {
 			// Two CHILD_SAs with the same traffic selectors would fight over one
@@ -249,6 +300,9 @@ func (k *Kit) validate() []error {
 		if err := checkIPv4(t.OutsideIP); err != nil && t.OutsideIP != "" {
 			bad("tunnel %d address %q: %v", t.Number, t.OutsideIP, err)
 		}
+		if t.PSKSecretARN != "" && (!strings.HasPrefix(t.PSKSecretARN, "arn:") || strings.ContainsAny(t.PSKSecretARN, " \t\n\"'`$\\{}")) {
+			bad("tunnel %d PSK secret ARN %q", t.Number, t.PSKSecretARN)
+		}
 		if strings.ContainsAny(t.psk, "\"\\\n\r") {
 			bad("tunnel %d pre-shared key contains a quote, backslash or newline", t.Number)
 		}
@@ -268,9 +322,6 @@ func (k *Kit) validate() []error {
 	}
 	if k.VPNConnectionID != "" && !validName(k.VPNConnectionID) {
 		bad("VPN connection id %q", k.VPNConnectionID)
-	}
-	if k.PSKSecretARN != "" && (!strings.HasPrefix(k.PSKSecretARN, "arn:") || strings.ContainsAny(k.PSKSecretARN, " \t\n\"'`$\\")) {
-		bad("PSK secret ARN %q", k.PSKSecretARN)
 	}
 	if k.RemoteDNS != "" && !validName(k.RemoteDNS) {
 		bad("NLB DNS name %q", k.RemoteDNS)
@@ -323,11 +374,7 @@ func validName(s string) bool {
 }
 
 func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		out = append(out, f)
-	}
-	return out
+	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 }
 
 // EchoSCUArgs is the DCMTK echoscu command line (program name first) that

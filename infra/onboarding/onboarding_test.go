@@ -32,6 +32,29 @@ func loadExample(t *testing.T) (EnvConfig, Outputs) {
 	return env, outs
 }
 
+// exampleOpts are the inputs that are not stack outputs: the NLB's IPs and,
+// for example-hospital, the tunnel addresses from describe-vpn-connections
+// (bgp-clinic has them as outputs).
+func exampleOpts(t *testing.T, outs Outputs, site string) Options {
+	t.Helper()
+	opts := Options{RemoteIPs: []string{"10.20.1.10", "10.20.2.10"}}
+	if site == "example-hospital" {
+		id, ok := outs.VPNConnectionID(site)
+		if !ok {
+			t.Fatal("no VPN connection id for", site)
+		}
+		f, err := os.Open(filepath.Join("testdata", "vpn-connections.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if opts.TunnelEndpoints, err = ParseVPNConnections(f, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return opts
+}
+
 // TestGolden renders the example site's kit in both routing styles, with and
 // without keys, and compares every file with testdata/golden/<case>/.
 func TestGolden(t *testing.T) {
@@ -47,7 +70,9 @@ func TestGolden(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			k, err := Build(env, c.site, outs, c.opts)
+			opts := exampleOpts(t, outs, c.site)
+			opts.Routing, opts.PSKs = c.opts.Routing, c.opts.PSKs
+			k, err := Build(env, c.site, outs, opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,7 +131,7 @@ func sorted(s []string) []string {
 // golden update cannot hide them.
 func TestKitContent(t *testing.T) {
 	env, outs := loadExample(t)
-	k, err := Build(env, "example-hospital", outs, Options{})
+	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +161,8 @@ func TestKitContent(t *testing.T) {
 	readme := byName["README.md"]
 	for _, want := range []string{
 		"`EXAMPLE_PACS`", "`DICOM_INGEST`", "`10.20.1.10`", "`104` (TCP)",
-		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:dicom-ingest/dev/vpn/example-hospital-AbCdEf",
+		"| Tunnel 1 pre-shared key | AWS Secrets Manager `arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel1Psk-AbCdEf` |",
+		"| Tunnel 2 pre-shared key | AWS Secrets Manager `arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel2Psk-GhIjKl` |",
 		"echoscu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104",
 		"storescu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104 test.dcm",
 		"## Troubleshooting", "allow TCP from 192.168.10.0/24, 192.168.11.0/24 to 10.20.1.10, 10.20.2.10 port 104",
@@ -148,13 +174,21 @@ func TestKitContent(t *testing.T) {
 	if !strings.Contains(byName[SecretsFileName], `secret = "REPLACE_WITH_TUNNEL1_PSK"`) {
 		t.Errorf("secrets file without -show-secrets should hold a placeholder:\n%s", byName[SecretsFileName])
 	}
+	// describe-vpn-connections output carries the keys too; none may leak.
+	for name, data := range byName {
+		if strings.Contains(data, "SECRET-") {
+			t.Errorf("%s contains a key from the describe-vpn-connections input", name)
+		}
+	}
 }
 
 // TestSecretsOnlyInSecretsFile: keys appear in the secrets file and nowhere else.
 func TestSecretsOnlyInSecretsFile(t *testing.T) {
 	env, outs := loadExample(t)
 	psks := map[int]string{1: "s3cr3t-one-7f9a", 2: "s3cr3t-two-c2d1"}
-	k, err := Build(env, "example-hospital", outs, Options{PSKs: psks})
+	opts := exampleOpts(t, outs, "example-hospital")
+	opts.PSKs = psks
+	k, err := Build(env, "example-hospital", outs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,14 +249,20 @@ func TestBuildErrors(t *testing.T) {
 		wantMsg string
 	}{
 		{"unknown site", baseEnv, "nowhere", outs, Options{}, ErrUnknownSite, `site "nowhere" not in environment "dev"`},
-		{"missing outputs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnConnectionIdexample-hospital"},
+		{"missing outputs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnConnectionexample-hospital"},
+		{"missing key ARNs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnPskexample-hospital"},
+		{"tunnel addresses nowhere", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{}}, ErrMissingOutput, "describe-vpn-connections"},
+		{"NLB addresses nowhere", baseEnv, "example-hospital", outs, Options{RemoteIPs: []string{}}, ErrMissingOutput, "NlbAddresses"},
+		{"deployed AE differs", mutate(func(e *EnvConfig) { e.CalledAETitle = "OTHER_SCP" }), "example-hospital", outs, Options{}, ErrInvalidConfig, `deployed called AE title is "DICOM_INGEST"`},
+		{"deployed port differs", mutate(func(e *EnvConfig) { e.DicomPort = 11112 }), "example-hospital", outs, Options{}, ErrInvalidConfig, "deployed DICOM port is 104"},
+		{"bad NLB address", baseEnv, "example-hospital", outs, Options{RemoteIPs: []string{"10.0.0.1;rm"}}, ErrInvalidConfig, "NLB address"},
 		{"AE too long", mutate(func(e *EnvConfig) { e.Sites[0].AETitle = "A_VERY_LONG_AE_TITLE" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "20 characters, at most 16"},
 		{"AE with backslash", mutate(func(e *EnvConfig) { e.Sites[0].AETitle = `PACS\1` }), "example-hospital", outs, Options{}, ErrInvalidConfig, "not allowed"},
 		{"no called AE", mutate(func(e *EnvConfig) { e.CalledAETitle = "  " }), "example-hospital", outs, Options{}, ErrInvalidConfig, "REMOTE_AE"},
 		{"bad CIDR", mutate(func(e *EnvConfig) { e.Sites[0].CIDRs[0] = "192.168.10.0/33" }), "example-hospital", outs, Options{}, ErrInvalidConfig, `CIDR "192.168.10.0/33"`},
 		{"config injection in CIDR", mutate(func(e *EnvConfig) { e.Sites[0].CIDRs[0] = "10.0.0.0/8\n}\nconnections {" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "CIDR"},
 		{"bad gateway IP", mutate(func(e *EnvConfig) { e.Sites[0].CustomerGatewayIP = "gw.example" }), "example-hospital", outs, Options{}, ErrInvalidConfig, "customer gateway IP"},
-		{"bad port", mutate(func(e *EnvConfig) { e.DicomPort = 70000 }), "example-hospital", outs, Options{}, ErrInvalidConfig, "port 70000"},
+		{"bad port", mutate(func(e *EnvConfig) { e.DicomPort = 70000 }), "example-hospital", emptyOuts, Options{}, ErrInvalidConfig, "port 70000"},
 		{"bad routing", baseEnv, "example-hospital", outs, Options{Routing: "bgp"}, ErrInvalidConfig, `routing "bgp"`},
 		{"one lab endpoint", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{"192.0.2.1"}}, ErrInvalidConfig, "1 tunnel endpoints"},
 		{"missing psk", baseEnv, "example-hospital", outs, Options{PSKs: map[int]string{1: "x"}}, ErrInvalidConfig, "tunnel 2"},
@@ -230,7 +270,14 @@ func TestBuildErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Build(c.env, c.site, c.outs, c.opts)
+			opts := c.opts
+			if opts.RemoteIPs == nil {
+				opts.RemoteIPs = []string{"10.20.1.10"}
+			}
+			if opts.TunnelEndpoints == nil {
+				opts.TunnelEndpoints = []string{"52.16.0.11", "54.72.0.22"}
+			}
+			_, err := Build(c.env, c.site, c.outs, opts)
 			if !errors.Is(err, c.wantErr) {
 				t.Fatalf("err = %v, want %v", err, c.wantErr)
 			}
@@ -243,7 +290,7 @@ func TestBuildErrors(t *testing.T) {
 
 func TestLabEndpoints(t *testing.T) {
 	env, outs := loadExample(t)
-	k, err := Build(env, "example-hospital", outs, Options{Routing: PolicyBased, TunnelEndpoints: []string{"192.168.250.2", "192.168.250.3"}})
+	k, err := Build(env, "example-hospital", outs, Options{Routing: PolicyBased, RemoteIPs: []string{"10.0.0.1"}, TunnelEndpoints: []string{"192.168.250.2", "192.168.250.3"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,5 +390,61 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestParseVPNConnections(t *testing.T) {
+	full, err := os.ReadFile(filepath.Join("testdata", "vpn-connections.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name, in, id string
+		want         []string
+		wantErr      string
+	}{
+		{"tunnel options order", string(full), "vpn-0a1b2c3d4e5f60718", []string{"52.16.0.11", "54.72.0.22"}, ""},
+		{"telemetry fallback", string(full), "vpn-0ffeeddccbbaa9988", []string{"52.16.0.33", "54.72.0.44"}, ""},
+		{"query projection (bare array)", `[{"VpnConnectionId": "vpn-1", "Options": {"TunnelOptions": [{"OutsideIpAddress": "192.0.2.1"}, {"OutsideIpAddress": "192.0.2.2"}]}}]`, "vpn-1", []string{"192.0.2.1", "192.0.2.2"}, ""},
+		{"unknown id", string(full), "vpn-nope", nil, "not found"},
+		{"one tunnel", `[{"VpnConnectionId": "vpn-1", "Options": {"TunnelOptions": [{"OutsideIpAddress": "192.0.2.1"}]}}]`, "vpn-1", nil, "1 tunnel addresses in Options.TunnelOptions"},
+		{"bad address", `[{"VpnConnectionId": "vpn-1", "VgwTelemetry": [{"OutsideIpAddress": "x"}, {"OutsideIpAddress": "192.0.2.2"}]}]`, "vpn-1", nil, "tunnel address"},
+		{"not json", `<xml/>`, "vpn-1", nil, "describe-vpn-connections JSON"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParseVPNConnections(strings.NewReader(c.in), c.id)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want it to mention %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestNLBAddressesOutput(t *testing.T) {
+	env, _ := loadExample(t)
+	outs, err := ParseOutputs(strings.NewReader(`{"S": {"NlbAddresses": "10.20.1.10 10.20.2.10", "VpnConnectionIdBgpClinic": "vpn-1",
+		"Tunnel1AddressBgpClinic": "52.16.0.33", "Tunnel2AddressBgpClinic": "54.72.0.44", "PskSecretArnBgpClinic": "arn:aws:secretsmanager:eu-west-1:1:secret:x"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := Build(env, "bgp-clinic", outs, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"10.20.1.10", "10.20.2.10"}, k.RemoteIPs); diff != "" {
+		t.Errorf("RemoteIPs (-want +got):\n%s", diff)
+	}
+	if k.Tunnels[0].PSKSecretARN != k.Tunnels[1].PSKSecretARN {
+		t.Errorf("one secret for both tunnels: got %q and %q", k.Tunnels[0].PSKSecretARN, k.Tunnels[1].PSKSecretARN)
 	}
 }

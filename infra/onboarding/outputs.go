@@ -114,6 +114,16 @@ func (o Outputs) Lookup(name string) (string, bool) {
 	return "", false
 }
 
+// VPNConnectionID returns the VPN connection id of site.
+func (o Outputs) VPNConnectionID(site string) (string, bool) {
+	for _, key := range []string{OutVPNConnection + site, OutVPNConnectionID + site} {
+		if v, ok := o.Lookup(key); ok && strings.TrimSpace(v) != "" {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
+}
+
 // Keys returns the original output keys, sorted, for error messages.
 func (o Outputs) Keys() []string {
 	keys := make([]string, 0, len(o.byNorm))

@@ -3,6 +3,7 @@ package onboarding
 import (
 	"encoding/json"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -25,15 +26,17 @@ func TestRealEnvironments(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Shaped like infra/stack's outputs: per site VpnConnection<name>
+			// and VpnPsk<name> ("arn1 arn2"), name without dashes.
 			stack := map[string]string{
-				OutNLBAddresses: "10.0.0.10,10.0.1.10",
-				OutNLBDNSName:   "nlb.example.internal",
+				OutNLBDNSName:    "nlb.example.internal",
+				OutDicomPort:     strconv.Itoa(cfg.DicomPort),
+				OutCalledAETitle: cfg.CalledAETitle,
 			}
-			for i, s := range cfg.Sites {
-				stack[OutVPNConnectionID+s.Name] = "vpn-0123456789abcdef0"
-				stack[OutTunnel1Address+s.Name] = "192.0.2." + string(rune('1'+i%8))
-				stack[OutTunnel2Address+s.Name] = "198.51.100." + string(rune('1'+i%8))
-				stack[OutPSKSecretARN+s.Name] = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:psk-" + s.Name
+			for _, s := range cfg.Sites {
+				name := strings.ReplaceAll(s.Name, "-", "")
+				stack["VpnConnection"+name] = "vpn-0123456789abcdef0"
+				stack["VpnPsk"+name] = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:t1-" + name + " arn:aws:secretsmanager:eu-west-1:111122223333:secret:t2-" + name
 			}
 			data, err := json.Marshal(map[string]map[string]string{"DicomIngest-" + env: stack})
 			if err != nil {
@@ -44,12 +47,15 @@ func TestRealEnvironments(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, s := range cfg.Sites {
-				k, err := Build(cfg, s.Name, outs, Options{})
+				k, err := Build(cfg, s.Name, outs, Options{RemoteIPs: []string{"10.0.0.10"}, TunnelEndpoints: []string{"192.0.2.1", "198.51.100.1"}})
 				if err != nil {
 					t.Fatalf("site %s: %v", s.Name, err)
 				}
 				if _, err := k.Render(); err != nil {
 					t.Fatalf("site %s: %v", s.Name, err)
+				}
+				if k.Tunnels[1].PSKSecretARN == k.Tunnels[0].PSKSecretARN {
+					t.Errorf("site %s: both tunnels use secret %s", s.Name, k.Tunnels[0].PSKSecretARN)
 				}
 			}
 		})

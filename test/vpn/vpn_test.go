@@ -24,7 +24,7 @@ const (
 	siteOuterIP = "203.0.113.1"
 	cloudT1IP   = "203.0.113.2" // plays AWS tunnel 1's outside address
 	cloudT2IP   = "203.0.113.3" // and tunnel 2's
-	scpIP       = "10.0.0.1"    // the NLB address in lab-outputs.json
+	scpIP       = "10.0.0.1"    // plays the NLB's private address
 	siteName    = "lab-hospital"
 	sopUIDBase  = "1.2.826.0.1.3680043.10.1464.7.1"
 )
@@ -56,9 +56,12 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	psks := map[int]string{1: randomKey(t), 2: randomKey(t)}
 	kit, err := onboarding.Build(onboarding.FromConfig(cfg), siteName, outs, onboarding.Options{
 		// kernel-libipsec has no XFRM interfaces (if_id): policy-based, tunnel 2 standby.
-		Routing:         onboarding.PolicyBased,
-		PSKs:            psks,
+		Routing: onboarding.PolicyBased,
+		PSKs:    psks,
+		// What `-vpn-connections` and `-nlb-addresses` give the command for a
+		// real deployment: here the cloud namespace's addresses.
 		TunnelEndpoints: []string{cloudT1IP, cloudT2IP},
+		RemoteIPs:       []string{scpIP},
 	})
 	if err != nil {
 		t.Fatal(err)

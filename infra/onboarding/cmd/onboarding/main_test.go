@@ -17,10 +17,15 @@ import (
 const (
 	testConfigDir = "../../testdata/config"
 	testOutputs   = "../../testdata/example-outputs.json"
+	testVPNs      = "../../testdata/vpn-connections.json"
 )
 
 func TestRun(t *testing.T) {
 	psks := map[int]string{1: "fetched-key-one", 2: "fetched-key-two"}
+	secrets := map[string]string{
+		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel1Psk-AbCdEf": psks[1],
+		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel2Psk-GhIjKl": psks[2],
+	}
 	cases := []struct {
 		name        string
 		args        []string
@@ -35,19 +40,23 @@ func TestRun(t *testing.T) {
 		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
 		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
 		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "cdk deploy --outputs-file"},
+		{name: "no tunnel addresses", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
+		{name: "no NLB addresses", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
 		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out := t.TempDir()
-			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", testOutputs, "-out", out}, c.args...)
+			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", testOutputs,
+				"-vpn-connections", testVPNs, "-nlb-addresses", "10.20.1.10,10.20.2.10", "-out", out}, c.args...)
 			fetched := false
-			fetch := func(_ context.Context, arn string) (map[int]string, error) {
+			fetch := func(_ context.Context, arn string) (string, error) {
 				fetched = true
-				if !strings.HasPrefix(arn, "arn:aws:secretsmanager:") {
-					t.Errorf("fetch(%q): not the secret's ARN", arn)
+				v, ok := secrets[arn]
+				if !ok {
+					t.Errorf("fetch(%q): not one of the site's secrets", arn)
 				}
-				return psks, c.fetchErr
+				return v, c.fetchErr
 			}
 			var stdout, logs bytes.Buffer
 			err := runWith(context.Background(), args, &stdout, slog.New(slog.NewTextHandler(&logs, nil)), fetch)
@@ -68,12 +77,13 @@ func TestRun(t *testing.T) {
 					t.Errorf("stdout does not list %s:\n%s", f, stdout.String())
 				}
 			}
-			secrets, err := os.ReadFile(filepath.Join(out, "swanctl-secrets.conf"))
+			secretsFile, err := os.ReadFile(filepath.Join(out, "swanctl-secrets.conf"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Contains(string(secrets), psks[1]); got != c.wantFetched {
-				t.Errorf("secrets file holds the key: %v, want %v", got, c.wantFetched)
+			got1, got2 := strings.Contains(string(secretsFile), psks[1]), strings.Contains(string(secretsFile), psks[2])
+			if got1 != c.wantFetched || got2 != c.wantFetched {
+				t.Errorf("secrets file holds the keys: %v %v, want %v", got1, got2, c.wantFetched)
 			}
 			// Keys never reach stdout or the log, whatever the flags.
 			for _, s := range []string{stdout.String(), logs.String()} {
@@ -123,21 +133,21 @@ func (f fakeSecrets) GetSecretValue(_ context.Context, in *secretsmanager.GetSec
 	return &secretsmanager.GetSecretValueOutput{ARN: in.SecretId, SecretString: f.value}, f.err
 }
 
-func TestGetPSKs(t *testing.T) {
+func TestGetSecret(t *testing.T) {
 	str := func(s string) *string { return &s }
 	cases := []struct {
 		name    string
 		fake    fakeSecrets
-		want    map[int]string
+		want    string
 		wantErr string
 	}{
-		{"json", fakeSecrets{value: str(`{"tunnel1":"a","tunnel2":"b"}`)}, map[int]string{1: "a", 2: "b"}, ""},
-		{"binary secret", fakeSecrets{}, nil, "no SecretString"},
-		{"api error", fakeSecrets{err: errors.New("ResourceNotFoundException")}, nil, "ResourceNotFoundException"},
+		{"string", fakeSecrets{value: str("k3y")}, "k3y", ""},
+		{"binary secret", fakeSecrets{}, "", "no SecretString"},
+		{"api error", fakeSecrets{err: errors.New("ResourceNotFoundException")}, "", "ResourceNotFoundException"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := getPSKs(context.Background(), c.fake, "arn:aws:secretsmanager:eu-west-1:1:secret:x")
+			got, err := getSecret(context.Background(), c.fake, "arn:aws:secretsmanager:eu-west-1:1:secret:x")
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want %q", err, c.wantErr)
@@ -147,7 +157,7 @@ func TestGetPSKs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got[1] != c.want[1] || got[2] != c.want[2] {
+			if got != c.want {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})

@@ -6,8 +6,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-
-	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
 )
 
 // secretGetter is the one Secrets Manager call the command makes.
@@ -17,30 +15,30 @@ type secretGetter interface {
 
 var _ secretGetter = (*secretsmanager.Client)(nil)
 
-// fetchPSKs reads the site's pre-shared keys with the standard AWS credential
-// chain and region (AWS_PROFILE, AWS_REGION, ...). The secret's region is
-// taken from its ARN so the caller's default region does not matter.
-func fetchPSKs(ctx context.Context, arn string) (map[int]string, error) {
+// fetchSecret reads a secret with the standard AWS credential chain
+// (AWS_PROFILE, ...). The secret's region is taken from its ARN so the
+// caller's default region does not matter.
+func fetchSecret(ctx context.Context, arn string) (string, error) {
 	var optFns []func(*config.LoadOptions) error
 	if region := arnRegion(arn); region != "" {
 		optFns = append(optFns, config.WithRegion(region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
 	if err != nil {
-		return nil, fmt.Errorf("onboarding: load aws config: %w", err)
+		return "", fmt.Errorf("onboarding: load aws config: %w", err)
 	}
-	return getPSKs(ctx, secretsmanager.NewFromConfig(cfg), arn)
+	return getSecret(ctx, secretsmanager.NewFromConfig(cfg), arn)
 }
 
-func getPSKs(ctx context.Context, c secretGetter, arn string) (map[int]string, error) {
+func getSecret(ctx context.Context, c secretGetter, arn string) (string, error) {
 	out, err := c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &arn})
 	if err != nil {
-		return nil, fmt.Errorf("onboarding: get secret %s: %w", arn, err)
+		return "", fmt.Errorf("onboarding: get secret %s: %w", arn, err)
 	}
 	if out.SecretString == nil {
-		return nil, fmt.Errorf("onboarding: get secret %s: no SecretString", arn)
+		return "", fmt.Errorf("onboarding: get secret %s: no SecretString", arn)
 	}
-	return onboarding.ParsePSKSecret(*out.SecretString)
+	return *out.SecretString, nil
 }
 
 // arnRegion returns the region field of arn:partition:service:region:...
