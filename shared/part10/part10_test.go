@@ -287,8 +287,33 @@ func TestWrittenHeaderDcmdump(t *testing.T) {
 			if strings.Contains(string(dump), "W: ") || strings.Contains(string(dump), "E: ") {
 				t.Errorf("dcmdump warned:\n%s", dump)
 			}
+			// The dataset reads the same, element by element, as in the
+			// original file.
+			orig, err := exec.Command(dcmdump, "+L", "+E", f).CombinedOutput()
+			if err != nil {
+				t.Fatalf("dcmdump original: %v", err)
+			}
+			ours, err := exec.Command(dcmdump, "+L", "+E", p).CombinedOutput()
+			if err != nil {
+				t.Fatalf("dcmdump ours: %v", err)
+			}
+			if n := len(datasetLines(orig)); n < 10 {
+				t.Fatalf("dcmdump printed %d dataset lines for the original", n)
+			}
+			if d := cmp.Diff(datasetLines(orig), datasetLines(ours)); d != "" {
+				t.Errorf("dataset differs (-original +ours):\n%s", d)
+			}
 		})
 	}
+}
+
+// datasetLines returns dcmdump's lines after the "# Dicom-Data-Set" mark.
+func datasetLines(dump []byte) []string {
+	_, ds, ok := strings.Cut(string(dump), "# Dicom-Data-Set")
+	if !ok {
+		return nil
+	}
+	return strings.Split(ds, "\n")
 }
 
 func TestReadMetaErrors(t *testing.T) {
