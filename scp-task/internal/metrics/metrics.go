@@ -1,0 +1,115 @@
+// Package metrics turns the SCP's association events into Prometheus
+// metrics for /metrics: associations active, total and rejected by reason,
+// objects and bytes stored, store latency and failures by status.
+package metrics
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+)
+
+// Observer records association events as metrics. It is safe for
+// concurrent use.
+type Observer struct {
+	active        prometheus.Gauge
+	associations  *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
+	aborted       prometheus.Counter
+	objects       prometheus.Counter
+	bytes         prometheus.Counter
+	storeDuration prometheus.Histogram
+	failures      *prometheus.CounterVec
+	echoes        prometheus.Counter
+}
+
+var _ dicomnet.Observer = (*Observer)(nil)
+
+// New registers the SCP's metrics on reg.
+func New(reg prometheus.Registerer) (*Observer, error) {
+	o := &Observer{
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dicom_ingest_associations_active", Help: "Associations currently established.",
+		}),
+		associations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicom_ingest_associations_total", Help: "Association requests by outcome (accepted, rejected).",
+		}, []string{"outcome"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicom_ingest_associations_rejected_total", Help: "Rejected association requests by reason.",
+		}, []string{"reason"}),
+		aborted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_associations_aborted_total", Help: "Associations that ended in an A-ABORT or a dropped connection.",
+		}),
+		objects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_objects_stored_total", Help: "Instances durably stored and acknowledged.",
+		}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_bytes_stored_total", Help: "Dataset bytes of acknowledged instances.",
+		}),
+		storeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "dicom_ingest_store_duration_seconds", Help: "C-STORE time from command to response, stored instances only.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicom_ingest_store_failures_total", Help: "C-STORE requests answered with a failure, by DIMSE status.",
+		}, []string{"status"}),
+		echoes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_echoes_total", Help: "C-ECHO requests answered.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return o, nil
+}
+
+// ObserveAssociation implements dicomnet.Observer.
+func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
+	switch ev.Type {
+	case dicomnet.EventAccepted:
+		o.active.Inc()
+		o.associations.WithLabelValues("accepted").Inc()
+	case dicomnet.EventRejected:
+		o.associations.WithLabelValues("rejected").Inc()
+		o.rejected.WithLabelValues(RejectLabel(ev.Reject)).Inc()
+	case dicomnet.EventReleased:
+		o.active.Dec()
+	case dicomnet.EventAborted:
+		o.active.Dec()
+		o.aborted.Inc()
+	case dicomnet.EventStored:
+		o.objects.Inc()
+		o.bytes.Add(float64(ev.Bytes))
+		o.storeDuration.Observe(ev.Duration.Seconds())
+	case dicomnet.EventStoreFailed:
+		o.failures.WithLabelValues(fmt.Sprintf("%04X", ev.Status)).Inc()
+	case dicomnet.EventEcho:
+		o.echoes.Inc()
+	}
+}
+
+// RejectLabel names a rejection for metrics and logs.
+func RejectLabel(r *dicomnet.RejectError) string {
+	if r == nil {
+		return "unknown"
+	}
+	switch *r {
+	case *dicomnet.RejectCallingAENotRecognized:
+		return "calling_ae_not_recognized"
+	case *dicomnet.RejectCalledAENotRecognized:
+		return "called_ae_not_recognized"
+	case *dicomnet.RejectTooManyAssociations:
+		return "too_many_associations"
+	case *dicomnet.RejectTemporaryCongestion:
+		return "temporary_congestion"
+	case *dicomnet.RejectApplicationContext:
+		return "application_context_not_supported"
+	case *dicomnet.RejectProtocolVersion:
+		return "protocol_version_not_supported"
+	}
+	return fmt.Sprintf("result%d_source%d_reason%d", r.Result, r.Source, r.Reason)
+}

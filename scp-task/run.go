@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/auditwriter"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/metrics"
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/version"
+)
+
+// run serves until ctx ends (SIGTERM), then drains: it stops accepting,
+// lets in-flight associations finish within the drain timeout, aborts the
+// rest and flushes the audit records.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metricsObserver, err := metrics.New(reg)
+	if err != nil {
+		return err
+	}
+	observers := observerList{metricsObserver}
+
+	var store objectstore.Store
+	var lm *local.Local
+	if cfg.Local {
+		lm, err = local.Start(ctx, local.Config{
+			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, Webhooks: cfg.Webhooks,
+			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg,
+		})
+		if err != nil {
+			return fmt.Errorf("start local mode: %w", err)
+		}
+		store = lm.Store()
+		observers = append(observers, lm.Observer())
+		log.Info("local mode", "data_dir", cfg.DataDir, "portal", "http://"+lm.PortalAddr())
+	} else {
+		store, err = openStore(ctx, cfg, log, reg)
+		if err != nil {
+			return err
+		}
+	}
+
+	audit := auditwriter.New(store, auditwriter.Options{Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log})
+	observers = append(observers, audit)
+
+	srv := &dicomnet.Server{
+		Addr:                      cfg.Listen,
+		AETitle:                   cfg.AETitle,
+		Handler:                   ingest.New(store, ingest.Options{Logger: log}),
+		Accept:                    admit(cfg.CallingAEs, store, log),
+		MaxAssociations:           cfg.MaxAssociations,
+		MaxAssociationsPerAE:      cfg.MaxAssociationsPerAE,
+		MaxPDULength:              uint32(cfg.MaxPDULength),
+		IdleTimeout:               cfg.IdleTimeout,
+		ProxyProtocol:             cfg.ProxyProtocol,
+		AcceptExplicitBigEndian:   cfg.AcceptBigEndian,
+		ImplementationClassUID:    version.ImplementationClassUID,
+		ImplementationVersionName: version.ImplementationVersionName,
+		Logger:                    log,
+		Observer:                  observers,
+	}
+
+	dicomLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for DICOM: %w", err)
+	}
+	var draining atomic.Bool
+	health := &http.Server{Handler: healthMux(reg, store, &draining), ReadHeaderTimeout: 5 * time.Second}
+	healthLn, err := net.Listen("tcp", cfg.HealthListen)
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen for health: %w", err), dicomLn.Close())
+	}
+	log.Info("scp-task listening", "dicom", dicomLn.Addr().String(), "health", healthLn.Addr().String(),
+		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(dicomLn) }()
+	go func() { errc <- health.Serve(healthLn) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("draining", "timeout", cfg.DrainTimeout.String(), "active_associations", srv.ActiveAssociations())
+	case runErr = <-errc:
+		log.Error("server failed", "err", runErr)
+	}
+	// Readiness goes first so the load balancer stops sending new
+	// associations while the in-flight ones finish.
+	draining.Store(true)
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(drainCtx); err != nil {
+		log.Warn("drain timeout: remaining associations aborted", "err", err)
+	}
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelFlush()
+	errs := []error{runErr}
+	if err := audit.Close(flushCtx); err != nil {
+		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
+	}
+	if lm != nil {
+		if err := lm.Shutdown(flushCtx); err != nil {
+			errs = append(errs, fmt.Errorf("stop local mode: %w", err))
+		}
+	}
+	if err := health.Shutdown(flushCtx); err != nil {
+		errs = append(errs, fmt.Errorf("stop health server: %w", err))
+	}
+	log.Info("scp-task stopped")
+	return errors.Join(errs...)
+}
+
+// admit is the association policy: only allowlisted calling AE titles from
+// their networks, and only while the store can take objects (otherwise
+// "temporary congestion", so PACS retry later instead of failing images).
+func admit(acl *accesscontrol.Allowlist, store objectstore.Store, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
+	return func(ctx context.Context, a *dicomnet.AssociationInfo) error {
+		if err := acl.Check(a.CallingAE, addrOf(a.RemoteAddr)); err != nil {
+			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, err)
+		}
+		readyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := store.Ready(readyCtx); err != nil {
+			log.Warn("store not ready, association refused", "association", a.ID, "err", err)
+			return fmt.Errorf("%w (%w)", dicomnet.RejectTemporaryCongestion, err)
+		}
+		return nil
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	if a == nil {
+		return netip.Addr{}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func healthMux(reg *prometheus.Registry, store objectstore.Store, draining *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if err := store.Ready(ctx); err != nil {
+			http.Error(w, "store not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+// observerList fans association events out to several observers.
+type observerList []dicomnet.Observer
+
+func (l observerList) ObserveAssociation(ev dicomnet.Event) {
+	for _, o := range l {
+		o.ObserveAssociation(ev)
+	}
+}

@@ -1,0 +1,264 @@
+// Package scptest builds scp-task once per test binary and runs it as a
+// child process on free loopback ports, the way the interop and end-to-end
+// tests drive the real program (like httptest, but for the whole binary).
+package scptest
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// RepoRoot is the module root, found from this file's location.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
+}
+
+// Binary builds scp-task (once per test binary) and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "scp-task-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "scp-task")
+		cmd := exec.Command("go", "build", "-o", binPath, "./scp-task")
+		cmd.Dir = RepoRoot()
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./scp-task: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// SCP is a running scp-task.
+type SCP struct {
+	DICOMAddr  string // host:port of the DICOM listener
+	HealthAddr string // host:port of /healthz, /readyz, /metrics
+	DataDir    string // the file store's directory (file:// stores)
+	cmd        *exec.Cmd
+	logMu      sync.Mutex
+	logs       []map[string]any
+	raw        strings.Builder
+	exited     chan struct{}
+	waitErr    error
+}
+
+// Options for Start.
+type Options struct {
+	Args []string // extra flags; --listen and --health-listen default to 127.0.0.1:0
+	Env  []string // extra environment
+	// NoStore leaves --store out (for local mode, or when Args sets it);
+	// otherwise a file store in a temporary directory is used.
+	NoStore bool
+}
+
+// Start runs scp-task and waits until it is ready. It is stopped (SIGTERM,
+// then SIGKILL) when the test ends.
+func Start(t testing.TB, o Options) *SCP {
+	t.Helper()
+	s := &SCP{DataDir: t.TempDir(), exited: make(chan struct{})}
+	args := []string{"--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-level", "debug"}
+	if !o.NoStore {
+		args = append(args, "--store", "file://"+s.DataDir)
+	}
+	args = append(args, o.Args...)
+	s.cmd = exec.Command(Binary(t), args...)
+	s.cmd.Env = append(os.Environ(), o.Env...)
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go s.readLogs(stderr, ready)
+	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
+	t.Cleanup(func() { s.Stop(t) })
+	select {
+	case <-ready:
+	case <-s.exited:
+		t.Fatalf("scp-task exited before it was ready: %v\n%s", s.waitErr, s.Logs())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("scp-task not listening after 30s\n%s", s.Logs())
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + s.HealthAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scp-task not ready after 15s (%v)\n%s", err, s.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *SCP) readLogs(r io.Reader, ready chan struct{}) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	signalled := false
+	for sc.Scan() {
+		line := sc.Text()
+		var m map[string]any
+		s.logMu.Lock()
+		s.raw.WriteString(line + "\n")
+		if json.Unmarshal([]byte(line), &m) == nil {
+			s.logs = append(s.logs, m)
+			if m["msg"] == "scp-task listening" && !signalled {
+				s.DICOMAddr, _ = m["dicom"].(string)
+				s.HealthAddr, _ = m["health"].(string)
+				signalled = true
+				close(ready)
+			}
+		}
+		s.logMu.Unlock()
+	}
+}
+
+// Logs returns everything scp-task wrote to stderr so far.
+func (s *SCP) Logs() string {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return s.raw.String()
+}
+
+// LogEntries returns the JSON log records so far.
+func (s *SCP) LogEntries() []map[string]any {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	return append([]map[string]any(nil), s.logs...)
+}
+
+// Host and Port split DICOMAddr for DCMTK's command lines.
+func (s *SCP) Host() string { h, _, _ := strings.Cut(s.DICOMAddr, ":"); return h }
+func (s *SCP) Port() string { _, p, _ := strings.Cut(s.DICOMAddr, ":"); return p }
+
+// PID of the child.
+func (s *SCP) PID() int { return s.cmd.Process.Pid }
+
+// PeakRSS reads the child's peak resident set size (VmHWM) in bytes.
+func (s *SCP) PeakRSS(t testing.TB) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc status")
+	return 0
+}
+
+// Metric reads one sample from /metrics: name with optional labels exactly
+// as Prometheus prints them, e.g. `dicom_ingest_associations_active` or
+// `dicom_ingest_associations_rejected_total{reason="too_many_associations"}`.
+// A missing sample reads as 0.
+func (s *SCP) Metric(t testing.TB, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HealthAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", sample, err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// WaitMetric polls until the sample equals want or the timeout passes.
+func (s *SCP) WaitMetric(t testing.TB, sample string, want float64, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		got := s.Metric(t, sample)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metric %s = %v, want %v after %v", sample, got, want, timeout)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// Stop sends SIGTERM and waits for a clean exit (SIGKILL after 20s).
+func (s *SCP) Stop(t testing.TB) {
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Logf("signal scp-task: %v", err)
+	}
+	select {
+	case <-s.exited:
+		if s.waitErr != nil {
+			t.Errorf("scp-task exited with %v\n%s", s.waitErr, s.Logs())
+		}
+	case <-time.After(20 * time.Second):
+		if err := s.cmd.Process.Kill(); err != nil {
+			t.Logf("kill scp-task: %v", err)
+		}
+		<-s.exited
+		t.Errorf("scp-task did not stop within 20s of SIGTERM\n%s", s.Logs())
+	}
+}
+
+// Context returns a context bounded by the test's deadline (or 2 minutes).
+func Context(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
