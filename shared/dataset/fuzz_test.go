@@ -138,3 +138,23 @@ func BenchmarkHeader(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPeek measures what the SCP does per object: Peek, then the
+// rest of a 512 KiB object.
+func BenchmarkPeek(b *testing.B) {
+	ds := benchDataset(b, explicitLE, 512<<10)
+	buf := make([]byte, 64<<10)
+	b.SetBytes(int64(len(ds)))
+	b.ReportAllocs()
+	r := bytes.NewReader(ds)
+	for b.Loop() {
+		r.Reset(ds)
+		h, body, err := Peek(r, tsExplicit, DropGroup0002())
+		if err != nil || h.SeriesInstanceUID == "" {
+			b.Fatal(err, h)
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{body}, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

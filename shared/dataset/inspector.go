@@ -195,10 +195,11 @@ func (t *tapReader) Read(b []byte) (int, error) {
 func Peek(r io.Reader, transferSyntaxUID string, opts ...Option) (Header, io.Reader, error) {
 	in := NewInspector(r, transferSyntaxUID, opts...)
 	var buf bytes.Buffer
-	chunk := make([]byte, 16<<10)
 	for !in.p.hdr.Done && int64(buf.Len()) < in.p.max {
-		n, err := in.Read(chunk)
-		buf.Write(chunk[:n])
+		buf.Grow(16 << 10)
+		free := buf.AvailableBuffer()
+		n, err := in.Read(free[:cap(free)])
+		buf.Write(free[:n]) // already in place: extends the length only
 		if err == io.EOF {
 			break
 		}
