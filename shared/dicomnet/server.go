@@ -323,8 +323,9 @@ func (s *Server) closeListeners() {
 	}
 }
 
-// Shutdown stops accepting connections, closes connections that have not yet requested an association, rejects
-// new association requests (02 03 01) and waits for established associations to end. When ctx ends first it
+// Shutdown stops accepting connections, closes connections that have no association in progress (not yet
+// requested, or already ended and waiting for the peer to close), rejects association requests that race with it
+// (02 03 01) and waits for established associations to end. When ctx ends first it
 // aborts the remaining associations (A-ABORT) and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
@@ -336,16 +337,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	default:
 		close(s.doneCh)
 	}
-	for a := range s.assocs {
-		if a.stateNow() <= sta2 {
-			a.nc.Close()
-		}
-	}
 	s.mu.Unlock()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		s.mu.Lock()
+		s.closeIdleLocked()
 		n := len(s.assocs)
 		s.mu.Unlock()
 		if n == 0 {
@@ -360,6 +357,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.mu.Unlock()
 			return ctx.Err()
 		case <-t.C:
+		}
+	}
+}
+
+// closeIdleLocked closes connections with no association to finish: not yet associated (Sta1/Sta2) or already
+// released, rejected or aborted and waiting for the peer to close (Sta13).
+func (s *Server) closeIdleLocked() {
+	for a := range s.assocs {
+		if st := a.stateNow(); st <= sta2 || st == sta13 {
+			a.nc.Close()
 		}
 	}
 }
