@@ -354,7 +354,7 @@ func (l *Local) process(ctx context.Context, key string) error {
 				result = res.Outcome.String()
 			}
 		}
-		if l.crash == "before-commit" {
+		if l.crash == "before-commit" && strings.HasPrefix(key, pipeline.IncomingPrefix) {
 			l.log.Warn("fault injection: exiting before the pipeline's commit", "env", CrashEnv)
 			os.Exit(CrashExitCode)
 		}

@@ -1,0 +1,283 @@
+// Package e2e runs scp-task --local as a real process on free loopback
+// ports and drives it with DCMTK and a headless browser: the whole product
+// as a PACS administrator would meet it.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+	repoRoot  string
+)
+
+// scpTask builds scp-task once per test binary run.
+func scpTask(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			buildErr = fmt.Errorf("go env GOMOD: %w", err)
+			return
+		}
+		repoRoot = filepath.Dir(strings.TrimSpace(string(out)))
+		dir, err := os.MkdirTemp("", "e2e-scp-task-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "scp-task")
+		cmd := exec.Command("go", "build", "-o", binPath, "./scp-task")
+		cmd.Dir = repoRoot
+		if b, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./scp-task: %v\n%s", err, b)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func need(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (apt-get install dcmtk chromium); skipping", tool)
+		}
+	}
+}
+
+// node is one scp-task --local process.
+type node struct {
+	t        *testing.T
+	dataDir  string
+	dicom    string
+	portal   string
+	health   string
+	extra    []string
+	env      []string
+	cmd      *exec.Cmd
+	done     chan struct{}
+	exitCode int
+	log      *bytes.Buffer
+	logMu    *sync.Mutex
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+func newNode(t *testing.T, dataDir string, extra ...string) *node {
+	return &node{t: t, dataDir: dataDir, dicom: freePort(t), portal: freePort(t), health: freePort(t), extra: extra,
+		log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+}
+
+// start runs the process and waits for the portal's /healthz.
+func (n *node) start(env ...string) {
+	t := n.t
+	t.Helper()
+	args := append([]string{"--local", "--data-dir", n.dataDir, "--listen", n.dicom, "--portal-listen", n.portal,
+		"--health-listen", n.health, "--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--quiet-period", "2s",
+		"--log-level", "debug"}, n.extra...)
+	n.cmd = exec.Command(scpTask(t), args...)
+	n.cmd.Env = append(os.Environ(), env...)
+	n.cmd.Stdout = lockedWriter{n.logMu, n.log}
+	n.cmd.Stderr = lockedWriter{n.logMu, n.log}
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		_ = n.cmd.Wait()
+		n.exitCode = n.cmd.ProcessState.ExitCode()
+		close(n.done)
+	}()
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			n.logMu.Lock()
+			t.Logf("scp-task log:\n%s", n.log.String())
+			n.logMu.Unlock()
+		}
+	})
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-n.done:
+			n.logMu.Lock()
+			defer n.logMu.Unlock()
+			t.Fatalf("scp-task exited with %d during start:\n%s", n.exitCode, n.log.String())
+		default:
+		}
+		resp, err := http.Get("http://" + n.portal + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 && n.dicomUp() {
+				return
+			}
+		}
+	}
+	t.Fatal("scp-task did not come up")
+}
+
+func (n *node) dicomUp() bool {
+	c, err := net.DialTimeout("tcp", n.dicom, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// stop sends SIGTERM and waits (idempotent).
+func (n *node) stop() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-n.done:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(20 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+// wait waits for the process to exit by itself and returns its exit code.
+func (n *node) wait(d time.Duration) int {
+	n.t.Helper()
+	select {
+	case <-n.done:
+		return n.exitCode
+	case <-time.After(d):
+		n.t.Fatal("scp-task did not exit")
+		return -1
+	}
+}
+
+func (n *node) getJSON(path string, v any) {
+	n.t.Helper()
+	resp, err := http.Get("http://" + n.portal + path)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		n.t.Fatalf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		n.t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// dcmsend sends files as callingAE; it returns DCMTK's output and error.
+func (n *node) dcmsend(callingAE string, files ...string) (string, error) {
+	host, port, _ := net.SplitHostPort(n.dicom)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	args := append([]string{"-aet", callingAE, "-aec", "REMOTE_AE", "--no-halt", host, port}, files...)
+	cmd := exec.CommandContext(ctx, "dcmsend", args...)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// eventually polls cond every 100 ms for up to d.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
+		if cond() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+	}
+}
+
+// Synthesized study: two series, three and two instances.
+const (
+	synthStudy   = "1.2.826.0.1.3680043.10.543.1"
+	synthPatient = "E2E-0001"
+)
+
+type synth struct {
+	series, sop string
+}
+
+var synthInstances = []synth{
+	{synthStudy + ".1", synthStudy + ".1.1"}, {synthStudy + ".1", synthStudy + ".1.2"}, {synthStudy + ".1", synthStudy + ".1.3"},
+	{synthStudy + ".2", synthStudy + ".2.1"}, {synthStudy + ".2", synthStudy + ".2.2"},
+}
+
+// writeSynthStudy writes the synthesized study's files into dir.
+func writeSynthStudy(t *testing.T, dir string) []string {
+	t.Helper()
+	var paths []string
+	for i, s := range synthInstances {
+		in := pipelinetest.Instance{StudyUID: synthStudy, SeriesUID: s.series, SOPUID: s.sop, PatientID: synthPatient,
+			PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 8, Columns: 8, SourceAE: "LOCAL_AE"}
+		p := filepath.Join(dir, fmt.Sprintf("synth-%d.dcm", i))
+		if err := os.WriteFile(p, in.Build(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// suyashkumarTestdata returns the real DICOM files of the parser's tests.
+func suyashkumarTestdata(t *testing.T) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
+	if err != nil {
+		t.Fatalf("locate github.com/suyashkumar/dicom: %v", err)
+	}
+	files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
+	if len(files) == 0 {
+		t.Fatal("no testdata files in github.com/suyashkumar/dicom")
+	}
+	return files
+}

@@ -1,0 +1,320 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// The portal's JSON shapes (scp-task/internal/portal), as a client sees them.
+type apiStudy struct {
+	pipeline.StudySummary
+	Status  string `json:"status"`
+	Rejects int    `json:"rejects"`
+}
+
+type apiStudyPage struct {
+	pipeline.StudyDetail
+	Status      string                 `json:"status"`
+	Quarantined []pipeline.AuditRecord `json:"quarantined"`
+}
+
+type apiEvent struct {
+	Seq        int64           `json:"seq"`
+	ID         string          `json:"id"`
+	Time       time.Time       `json:"time"`
+	DetailType string          `json:"detail-type"`
+	Detail     json.RawMessage `json:"detail"`
+}
+
+func (n *node) studies() []apiStudy {
+	var out struct{ Studies []apiStudy }
+	n.getJSON("/api/studies", &out)
+	return out.Studies
+}
+
+func (n *node) audit(query string) []pipeline.AuditRecord {
+	var out struct{ Records []pipeline.AuditRecord }
+	n.getJSON("/api/audit?limit=1000&"+query, &out)
+	return out.Records
+}
+
+func (n *node) events(query string) []apiEvent {
+	var out struct{ Events []apiEvent }
+	n.getJSON("/api/events?limit=1000&"+query, &out)
+	return out.Events
+}
+
+// webhookSink fails each event's first delivery, then accepts, so a
+// delivery proves the retry.
+type webhookSink struct {
+	mu       sync.Mutex
+	attempts map[string]int
+	accepted []apiEvent
+}
+
+func (w *webhookSink) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	var ev apiEvent
+	if err := json.Unmarshal(b, &ev); err != nil {
+		http.Error(rw, "bad json", http.StatusBadRequest)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.attempts[ev.ID]++
+	if w.attempts[ev.ID] == 1 {
+		http.Error(rw, "try again", http.StatusServiceUnavailable)
+		return
+	}
+	w.accepted = append(w.accepted, ev)
+}
+
+func (w *webhookSink) received(detailType, contains string) (n, attempts int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ev := range w.accepted {
+		if ev.DetailType == detailType && strings.Contains(string(ev.Detail), contains) {
+			n++
+			attempts += w.attempts[ev.ID]
+		}
+	}
+	return n, attempts
+}
+
+func TestLocalEndToEnd(t *testing.T) {
+	need(t, "dcmsend")
+	sink := &webhookSink{attempts: map[string]int{}}
+	hook := httptest.NewServer(sink)
+	defer hook.Close()
+
+	dir := t.TempDir()
+	n := newNode(t, filepath.Join(dir, "data"), "--webhook", hook.URL+"/events")
+	n.start()
+
+	// The real files of the DICOM parser's test suite, then our synthesized
+	// study, then a crafted invalid object of that study (no Modality, a
+	// type 1 attribute).
+	real := suyashkumarTestdata(t)
+	if out, err := n.dcmsend("LOCAL_AE", real...); err != nil {
+		t.Fatalf("dcmsend testdata: %v\n%s", err, out)
+	}
+	files := writeSynthStudy(t, dir)
+	bad := pipelinetest.Instance{StudyUID: synthStudy, SeriesUID: synthStudy + ".9", SOPUID: synthStudy + ".9.1", PatientID: synthPatient,
+		PatientName: "Roentgen^Wilhelm", Rows: 2, Columns: 2, SourceAE: "LOCAL_AE", Drop: []uint32{pipelinetest.Tag(0x08, 0x60)}}
+	badPath := filepath.Join(dir, "invalid.dcm")
+	if err := os.WriteFile(badPath, bad.Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sentAt := time.Now()
+	if out, err := n.dcmsend("LOCAL_AE", append(files, badPath)...); err != nil {
+		t.Fatalf("dcmsend synthesized study: %v\n%s", err, out)
+	}
+	// A calling AE that is not on the allowlist.
+	if out, err := n.dcmsend("INTRUDER_AE", files[0]); err == nil {
+		t.Fatalf("dcmsend from an unknown AE succeeded:\n%s", out)
+	}
+
+	t.Run("study appears with the right counts", func(t *testing.T) {
+		var got apiStudy
+		eventually(t, 5*time.Second, "the synthesized study in /api/studies", func() bool {
+			for _, s := range n.studies() {
+				if s.StudyInstanceUID == synthStudy && s.InstanceCount == len(synthInstances) {
+					got = s
+					return true
+				}
+			}
+			return false
+		})
+		if got.SeriesCount != 2 || got.PatientID != synthPatient || strings.Join(got.Modalities, ",") != "CT" ||
+			strings.Join(got.CallingAEs, ",") != "LOCAL_AE" {
+			t.Errorf("study summary %+v", got)
+		}
+		t.Logf("study visible %v after the send finished", time.Since(sentAt).Round(time.Millisecond))
+		var page apiStudyPage
+		n.getJSON("/api/studies/"+synthStudy, &page)
+		if len(page.Series) != 2 || page.Series[0].InstanceCount != 3 || page.Series[1].InstanceCount != 2 || len(page.Instances) != 5 {
+			t.Errorf("study detail: %d series %+v, %d instances", len(page.Series), page.Series, len(page.Instances))
+		}
+		// Every real testdata file is its own study.
+		if got := len(n.studies()); got != len(real)+1 {
+			t.Errorf("%d studies, want %d", got, len(real)+1)
+		}
+		// The detail links serve the DICOM JSON metadata and the raw object.
+		in := page.Instances[0]
+		for _, link := range []struct{ key, ctype, want string }{
+			{in.MetadataKey, "application/dicom+json", `"0020000D"`},
+			{in.ObjectKey, "application/dicom", "DICM"},
+		} {
+			resp, err := http.Get("http://" + n.portal + "/objects/" + link.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != link.ctype || !strings.Contains(string(b), link.want) {
+				t.Errorf("GET /objects/%s: %d %s (%d bytes)", link.key, resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
+			}
+		}
+	})
+
+	t.Run("audit record per instance", func(t *testing.T) {
+		var recs []pipeline.AuditRecord
+		eventually(t, 5*time.Second, "audit records", func() bool {
+			recs = n.audit("outcome=stored&studyUid=" + synthStudy)
+			return len(recs) == len(synthInstances)
+		})
+		seen := map[string]bool{}
+		for _, r := range recs {
+			seen[r.SOPInstanceUID] = true
+			if r.CallingAE != "LOCAL_AE" || r.CalledAE != "REMOTE_AE" || r.PatientID != synthPatient || r.AssociationID == "" {
+				t.Errorf("audit record %+v", r)
+			}
+		}
+		for _, s := range synthInstances {
+			if !seen[s.sop] {
+				t.Errorf("no audit record for %s", s.sop)
+			}
+		}
+		if got := n.audit("outcome=stored"); len(got) != len(synthInstances)+len(real) {
+			t.Errorf("%d stored records, want %d", len(got), len(synthInstances)+len(real))
+		}
+		if got := n.audit("patientId=" + synthPatient + "&callingAe=LOCAL_AE&outcome=stored"); len(got) != len(synthInstances) {
+			t.Errorf("filtered by patient and AE: %d records", len(got))
+		}
+	})
+
+	t.Run("invalid object quarantined with findings", func(t *testing.T) {
+		var q []pipeline.AuditRecord
+		eventually(t, 5*time.Second, "quarantine", func() bool {
+			var out struct{ Records []pipeline.AuditRecord }
+			n.getJSON("/api/quarantine", &out)
+			q = out.Records
+			return len(q) == 1
+		})
+		if q[0].SOPInstanceUID != bad.SOPUID || len(q[0].Findings) == 0 {
+			t.Fatalf("quarantine record %+v", q[0])
+		}
+		var codes []string
+		for _, f := range q[0].Findings {
+			codes = append(codes, f.Code)
+		}
+		t.Logf("findings: %v", codes)
+		if q[0].StudyInstanceUID != synthStudy || !slices.Contains(codes, pipeline.CodeMissingAttribute) {
+			t.Errorf("quarantine record: study %q, findings %v", q[0].StudyInstanceUID, codes)
+		}
+		if got := n.events("type=Instance+Rejected&contains=" + bad.SOPUID); len(got) != 1 {
+			t.Errorf("%d Instance Rejected events", len(got))
+		}
+		var page apiStudyPage
+		n.getJSON("/api/studies/"+synthStudy, &page)
+		if len(page.Quarantined) != 1 || page.Status != "has rejects" {
+			t.Errorf("study page: status %q, %d quarantined", page.Status, len(page.Quarantined))
+		}
+	})
+
+	t.Run("rejected AE is a security event", func(t *testing.T) {
+		var recs []pipeline.AuditRecord
+		eventually(t, 5*time.Second, "association-rejected record", func() bool {
+			recs = n.audit("callingAe=INTRUDER_AE")
+			return len(recs) > 0
+		})
+		r := recs[0]
+		if r.Outcome != "association-rejected" || r.CalledAE != "REMOTE_AE" || r.EventID.Display != "Security Alert" {
+			t.Errorf("security record %+v", r)
+		}
+	})
+
+	t.Run("Study Received after the quiet period", func(t *testing.T) {
+		var evs []apiEvent
+		eventually(t, 10*time.Second, "Study Received", func() bool {
+			evs = n.events("type=Study+Received&contains=" + synthStudy)
+			return len(evs) == 1
+		})
+		var page apiStudyPage
+		n.getJSON("/api/studies/"+synthStudy, &page)
+		if quiet := evs[0].Time.Sub(page.LastReceived); quiet < 2*time.Second {
+			t.Errorf("announced %v after the last instance; the quiet period is 2s", quiet)
+		}
+		if page.Status != "has rejects" || page.AnnouncedVersion != 1 {
+			t.Errorf("study after announcement: status %q version %d", page.Status, page.AnnouncedVersion)
+		}
+		eventually(t, 10*time.Second, "webhook delivery (after one refused attempt)", func() bool {
+			got, attempts := sink.received(pipeline.DetailTypeStudyReceived, synthStudy)
+			return got == 1 && attempts == 2
+		})
+		log, err := os.ReadFile(filepath.Join(n.dataDir, "events.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := strings.Count(string(log), `"detail-type":"Study Received"`); c != len(real)+1 {
+			t.Errorf("events.log holds %d Study Received, want %d", c, len(real)+1)
+		}
+	})
+}
+
+// TestRestartExactlyOnce kills scp-task in each window between the store
+// and the pipeline's commit and checks that, after a restart, the object is
+// processed exactly once.
+func TestRestartExactlyOnce(t *testing.T) {
+	need(t, "dcmsend")
+	for _, mode := range []string{"before-handoff", "after-store", "before-commit"} {
+		t.Run(mode, func(t *testing.T) {
+			dir := t.TempDir()
+			files := writeSynthStudy(t, dir)
+			n := newNode(t, filepath.Join(dir, "data"))
+			n.start("DICOM_INGEST_TEST_CRASH_AFTER_STORE=" + mode)
+			out, err := n.dcmsend("LOCAL_AE", files[0])
+			if code := n.wait(30 * time.Second); code != 86 {
+				t.Fatalf("exit code %d, want the crash hook's 86 (dcmsend: %v)\n%s", code, err, out)
+			}
+			stored, _ := filepath.Glob(filepath.Join(n.dataDir, "objects", "incoming", "*", "*", "*", synthStudy, "*", "*.dcm"))
+			if len(stored) != 1 {
+				t.Fatalf("object not on disk after the crash: %v", stored)
+			}
+
+			for round := 0; round < 2; round++ {
+				n.start() // no hook: recover
+				var recs []pipeline.AuditRecord
+				eventually(t, 10*time.Second, "the object processed after restart", func() bool {
+					recs = n.audit("outcome=stored&studyUid=" + synthStudy)
+					return len(recs) > 0
+				})
+				var page apiStudyPage
+				n.getJSON("/api/studies/"+synthStudy, &page)
+				if len(recs) != 1 || page.InstanceCount != 1 || page.Revision != 1 || len(page.Instances) != 1 {
+					t.Errorf("round %d: %d audit records, %d instances, revision %d", round, len(recs), page.InstanceCount, page.Revision)
+				}
+				if got := n.events("type=Instance+Stored&contains=" + synthInstances[0].sop); len(got) != 1 {
+					t.Errorf("round %d: %d Instance Stored events", round, len(got))
+				}
+				if mode != "before-handoff" && recs[0].CalledAE != "REMOTE_AE" {
+					t.Errorf("the SCP's transaction details were lost: %+v", recs[0])
+				}
+				n.stop()
+			}
+		})
+	}
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		_ = os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+var _ = fmt.Sprintf
