@@ -13,6 +13,8 @@ import (
 type EnvConfig struct {
 	// Name is the environment name (dev, prod, ...).
 	Name string
+	// Region is the deployment's AWS region.
+	Region string
 	// DicomPort is the NLB's DICOM listener port (104 when zero).
 	DicomPort int
 	// CalledAETitle is the SCP's AE title, the REMOTE_AE of every site.
@@ -39,6 +41,7 @@ type SiteConfig struct {
 func FromConfig(c *config.Config) EnvConfig {
 	e := EnvConfig{
 		Name:          c.Name,
+		Region:        c.Region,
 		DicomPort:     c.Dicom.Port,
 		CalledAETitle: c.Dicom.AETitle,
 		VpcCIDR:       c.VpcCidr,

@@ -94,3 +94,22 @@ func FuzzParseVPNConnections(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseNLBAddresses: whatever the AWS CLI prints, the parser returns
+// IPv4 addresses or an error.
+func FuzzParseNLBAddresses(f *testing.F) {
+	for _, s := range []string{`["10.0.0.1","10.0.1.1"]`, `[]`, `[1]`, `["::1"]`, `{`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		addrs, err := ParseNLBAddresses(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		for _, a := range addrs {
+			if err := checkIPv4(a); err != nil {
+				t.Fatalf("%q: %v", a, err)
+			}
+		}
+	})
+}

@@ -104,10 +104,10 @@ type Kit struct {
 	// CustomerGatewayIP is the site edge's public address and IKE identity.
 	CustomerGatewayIP string
 	VPNConnectionID   string
-	Tunnels      []Tunnel
-	Routing      Routing
-	IKEProposals []string
-	ESPProposals []string
+	Tunnels           []Tunnel
+	Routing           Routing
+	IKEProposals      []string
+	ESPProposals      []string
 	// BGPASN is the site's ASN, zero for static routing.
 	BGPASN int64
 	// HasPSKs reports whether the secrets file holds real keys.
@@ -131,6 +131,8 @@ const (
 	OutTunnel1Address = "Tunnel1Address"
 	OutTunnel2Address = "Tunnel2Address"
 	OutNLBDNSName     = "NlbDnsName"
+	// OutNLBArn finds the NLB's interfaces (NLBInterfaceDescription).
+	OutNLBArn = "NlbArn"
 	// OutNLBAddresses are the NLB's private IPs, comma- or space-separated.
 	OutNLBAddresses = "NlbAddresses"
 	OutVpcCIDR      = "VpcCidr"

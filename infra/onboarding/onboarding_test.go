@@ -448,3 +448,55 @@ func TestNLBAddressesOutput(t *testing.T) {
 		t.Errorf("one secret for both tunnels: got %q and %q", k.Tunnels[0].PSKSecretARN, k.Tunnels[1].PSKSecretARN)
 	}
 }
+
+func TestNLBInterfaceDescription(t *testing.T) {
+	cases := []struct{ arn, want, wantErr string }{
+		{"arn:aws:elasticloadbalancing:eu-west-1:111122223333:loadbalancer/net/DicomI-Ingest-1A2B/0123456789abcdef", "ELB net/DicomI-Ingest-1A2B/0123456789abcdef", ""},
+		{"arn:aws:elasticloadbalancing:eu-west-1:111122223333:loadbalancer/app/web/0123", "", "not a network load balancer"},
+		{"arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/net/a/b/c", "", "not a network load balancer"},
+		{"arn:aws:elasticloadbalancing:eu-west-1:1:loadbalancer/net/a*/b", "", "not a network load balancer"},
+		{"nope", "", "not a network load balancer"},
+	}
+	for _, c := range cases {
+		t.Run(c.arn, func(t *testing.T) {
+			got, err := NLBInterfaceDescription(c.arn)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil || got != c.want {
+				t.Errorf("got %q, %v; want %q", got, err, c.want)
+			}
+		})
+	}
+}
+
+func TestParseNLBAddresses(t *testing.T) {
+	cases := []struct {
+		name, in string
+		want     []string
+		wantErr  string
+	}{
+		{"sorted", `["10.20.2.10", "10.20.1.10"]`, []string{"10.20.1.10", "10.20.2.10"}, ""},
+		{"empty", `[]`, nil, "none"},
+		{"ipv6", `["fd00::1"]`, nil, "not an IPv4"},
+		{"junk", `["10.0.0.1; rm -rf"]`, nil, "not an IPv4"},
+		{"not json", `10.0.0.1`, nil, "parse nlb addresses"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := ParseNLBAddresses(strings.NewReader(c.in))
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want %q", err, c.wantErr)
+				}
+				return
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" || err != nil {
+				t.Errorf("err %v (-want +got):\n%s", err, diff)
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"sort"
+	"strings"
 )
 
 // ErrNoVPNConnection is returned when a describe-vpn-connections document
@@ -80,4 +82,58 @@ func ParseVPNConnections(r io.Reader, id string) ([]string, error) {
 		return addrs, nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNoVPNConnection, id)
+}
+
+// VPNConnectionsQuery is the `aws ec2 describe-vpn-connections --query` that
+// keeps only what ParseVPNConnections reads, so the tunnels' pre-shared keys
+// (which the full answer carries) never leave the AWS CLI.
+const VPNConnectionsQuery = "VpnConnections[].{VpnConnectionId: VpnConnectionId, " +
+	"Options: {TunnelOptions: Options.TunnelOptions[].{OutsideIpAddress: OutsideIpAddress}}, " +
+	"VgwTelemetry: VgwTelemetry[].{OutsideIpAddress: OutsideIpAddress}}"
+
+// NLBInterfacesQuery is the `aws ec2 describe-network-interfaces --query`
+// whose JSON answer ParseNLBAddresses reads.
+const NLBInterfacesQuery = "NetworkInterfaces[].PrivateIpAddress"
+
+// NLBInterfaceDescription returns the description AWS gives a network load
+// balancer's interfaces ("ELB net/<name>/<id>"), from the NLB's ARN: the
+// filter that finds its private IPs.
+func NLBInterfaceDescription(arn string) (string, error) {
+	const marker = ":loadbalancer/net/"
+	i := strings.Index(arn, marker)
+	if !strings.HasPrefix(arn, "arn:") || i < 0 {
+		return "", fmt.Errorf("onboarding: %q is not a network load balancer ARN", arn)
+	}
+	rest := arn[i+len(marker):]
+	if strings.Count(rest, "/") != 1 || strings.ContainsAny(rest, " \t\n\"'*") {
+		return "", fmt.Errorf("onboarding: %q is not a network load balancer ARN", arn)
+	}
+	return "ELB net/" + rest, nil
+}
+
+// ParseNLBAddresses reads a JSON array of IPv4 addresses (the answer to
+// NLBInterfacesQuery) and returns them sorted, so the kit does not change
+// with the API's order.
+func ParseNLBAddresses(r io.Reader) ([]string, error) {
+	var addrs []string
+	if err := json.NewDecoder(io.LimitReader(r, maxOutputsSize)).Decode(&addrs); err != nil {
+		return nil, fmt.Errorf("onboarding: parse nlb addresses: %w", err)
+	}
+	if len(addrs) == 0 {
+		return nil, errors.New("onboarding: parse nlb addresses: none (is the load balancer deployed?)")
+	}
+	parsed := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() {
+			return nil, fmt.Errorf("onboarding: parse nlb addresses: %q is not an IPv4 address", a)
+		}
+		parsed = append(parsed, ip)
+	}
+	sort.Slice(parsed, func(i, j int) bool { return parsed[i].Less(parsed[j]) })
+	out := make([]string, len(parsed))
+	for i, ip := range parsed {
+		out[i] = ip.String()
+	}
+	return out, nil
 }

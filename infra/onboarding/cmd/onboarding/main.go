@@ -14,6 +14,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,6 +22,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -40,12 +42,34 @@ func main() {
 // secretFetcher returns a secret's SecretString.
 type secretFetcher func(ctx context.Context, arn string) (string, error)
 
-// run is main without the process: flags in, kit out.
-func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
-	return runWith(ctx, args, stdout, log, fetchSecret)
+// awsRunner runs the AWS CLI with args and returns its standard output.
+type awsRunner func(ctx context.Context, args ...string) ([]byte, error)
+
+// deps are the command's side doors to AWS, replaced in tests.
+type deps struct {
+	fetch secretFetcher
+	aws   awsRunner // nil when the AWS CLI is not installed
 }
 
-func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, fetch secretFetcher) error {
+// run is main without the process: flags in, kit out.
+func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+	d := deps{fetch: fetchSecret}
+	if path, err := exec.LookPath("aws"); err == nil {
+		d.aws = func(ctx context.Context, args ...string) ([]byte, error) {
+			var stderr bytes.Buffer
+			cmd := exec.CommandContext(ctx, path, args...)
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				return nil, fmt.Errorf("onboarding: aws %s: %w: %s", strings.Join(args[:2], " "), err, strings.TrimSpace(stderr.String()))
+			}
+			return out, nil
+		}
+	}
+	return runWith(ctx, args, stdout, log, d)
+}
+
+func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, d deps) error {
 	fs := flag.NewFlagSet("onboarding", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	env := fs.String("env", "", "environment name (reads <config-dir>/<env>.json)")
@@ -54,8 +78,9 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	outputsPath := fs.String("outputs", "cdk-outputs.json", "stack outputs written by `cdk deploy --outputs-file`")
 	out := fs.String("out", "", "directory to write the kit into (default build/onboarding/<env>/<site>)")
 	routing := fs.String("routing", string(onboarding.RouteBased), "site edge style: route (XFRM interfaces, both tunnels up) or policy (tunnel 2 standby)")
-	vpnConnections := fs.String("vpn-connections", "", "output of `aws ec2 describe-vpn-connections --output json`: the tunnels' outside addresses")
-	nlbAddresses := fs.String("nlb-addresses", "", "the NLB's private IPs, comma-separated (when the stack outputs have no NlbAddresses)")
+	vpnConnections := fs.String("vpn-connections", "", "output of `aws ec2 describe-vpn-connections --output json`: the tunnels' outside addresses (default: ask the AWS CLI)")
+	nlbAddresses := fs.String("nlb-addresses", "", "the NLB's private IPs, comma-separated (default: the NlbAddresses output, else ask the AWS CLI)")
+	useCLI := fs.Bool("aws-cli", true, "look up what the stack outputs lack (tunnel addresses, NLB IPs) with the AWS CLI's read-only describe calls")
 	labEndpoints := fs.String("lab-endpoints", "", "lab only: two comma-separated tunnel endpoint IPs (the local peer), instead of -vpn-connections")
 	showSecrets := fs.Bool("show-secrets", false, "fetch the pre-shared keys from Secrets Manager and write them into the kit's secrets file")
 	if err := fs.Parse(args); err != nil {
@@ -81,30 +106,19 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
-	opts := onboarding.Options{Routing: onboarding.Routing(*routing)}
-	if *nlbAddresses != "" {
-		opts.RemoteIPs = strings.Split(*nlbAddresses, ",")
+	if _, err := cfg.Site(*site); err != nil {
+		return err
 	}
-	switch {
-	case *labEndpoints != "":
-		opts.TunnelEndpoints = strings.Split(*labEndpoints, ",")
-	case *vpnConnections != "":
-		if _, err := cfg.Site(*site); err != nil {
-			return err
-		}
-		id, ok := outs.VPNConnectionID(*site)
-		if !ok {
-			return fmt.Errorf("onboarding: site %s: %w: %s%s", *site, onboarding.ErrMissingOutput, onboarding.OutVPNConnection, *site)
-		}
-		vf, err := os.Open(*vpnConnections)
-		if err != nil {
-			return fmt.Errorf("onboarding: open vpn connections: %w", err)
-		}
-		opts.TunnelEndpoints, err = onboarding.ParseVPNConnections(vf, id)
-		vf.Close()
-		if err != nil {
-			return err
-		}
+	cli := d.aws
+	if !*useCLI {
+		cli = nil
+	}
+	opts := onboarding.Options{Routing: onboarding.Routing(*routing)}
+	if opts.RemoteIPs, err = nlbIPs(ctx, *nlbAddresses, cfg, outs, cli, log); err != nil {
+		return err
+	}
+	if opts.TunnelEndpoints, err = tunnelEndpoints(ctx, *labEndpoints, *vpnConnections, cfg, *site, outs, cli, log); err != nil {
+		return err
 	}
 	// Build once without keys to learn the secret's ARN and validate the rest
 	// before touching AWS.
@@ -115,7 +129,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if *showSecrets {
 		opts.PSKs = map[int]string{}
 		for _, t := range kit.Tunnels {
-			raw, err := fetch(ctx, t.PSKSecretARN)
+			raw, err := d.fetch(ctx, t.PSKSecretARN)
 			if err != nil {
 				return err
 			}
@@ -142,4 +156,66 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 		log.Warn("the kit's secrets file holds the pre-shared keys; share it only over a secure channel", "file", filepath.Join(*out, onboarding.SecretsFileName))
 	}
 	return nil
+}
+
+// tunnelEndpoints finds the tunnels' outside addresses: the lab flag, the
+// describe-vpn-connections file, nothing (when the outputs carry them), or
+// the AWS CLI.
+func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvConfig, site string, outs onboarding.Outputs, cli awsRunner, log *slog.Logger) ([]string, error) {
+	if lab != "" {
+		return strings.Split(lab, ","), nil
+	}
+	if _, ok := outs.Lookup(onboarding.OutTunnel1Address + site); ok && file == "" {
+		return nil, nil // Build reads them from the outputs
+	}
+	id, ok := outs.VPNConnectionID(site)
+	if !ok {
+		return nil, nil // Build reports the missing output
+	}
+	var data []byte
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("onboarding: read vpn connections: %w", err)
+		}
+		data = b
+	case cli != nil:
+		log.Info("looking up the tunnel addresses with the AWS CLI", "vpn_connection", id, "region", cfg.Region)
+		b, err := cli(ctx, "ec2", "describe-vpn-connections", "--region", cfg.Region, "--vpn-connection-ids", id,
+			"--query", onboarding.VPNConnectionsQuery, "--output", "json")
+		if err != nil {
+			return nil, err
+		}
+		data = b
+	default:
+		return nil, nil // Build explains what is missing
+	}
+	return onboarding.ParseVPNConnections(bytes.NewReader(data), id)
+}
+
+// nlbIPs finds the NLB's private addresses: the flag, nothing (when the
+// outputs carry them), or the AWS CLI via the NLB's interfaces.
+func nlbIPs(ctx context.Context, flagValue string, cfg onboarding.EnvConfig, outs onboarding.Outputs, cli awsRunner, log *slog.Logger) ([]string, error) {
+	if flagValue != "" {
+		return strings.Split(flagValue, ","), nil
+	}
+	if _, ok := outs.Lookup(onboarding.OutNLBAddresses); ok {
+		return nil, nil
+	}
+	arn, ok := outs.Lookup(onboarding.OutNLBArn)
+	if !ok || cli == nil {
+		return nil, nil // Build explains what is missing
+	}
+	desc, err := onboarding.NLBInterfaceDescription(arn)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("looking up the NLB's private addresses with the AWS CLI", "interface_description", desc, "region", cfg.Region)
+	b, err := cli(ctx, "ec2", "describe-network-interfaces", "--region", cfg.Region,
+		"--filters", "Name=description,Values="+desc, "--query", onboarding.NLBInterfacesQuery, "--output", "json")
+	if err != nil {
+		return nil, err
+	}
+	return onboarding.ParseNLBAddresses(bytes.NewReader(b))
 }

@@ -30,6 +30,8 @@ func TestRun(t *testing.T) {
 		name        string
 		args        []string
 		fetchErr    error
+		noFiles     bool // drop -vpn-connections and -nlb-addresses
+		cli         awsRunner
 		wantErr     string
 		wantFetched bool
 		wantFiles   []string
@@ -40,15 +42,21 @@ func TestRun(t *testing.T) {
 		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
 		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
 		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "cdk deploy --outputs-file"},
-		{name: "no tunnel addresses", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
-		{name: "no NLB addresses", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
+		{name: "no tunnel addresses and no AWS CLI", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
+		{name: "no NLB addresses and no AWS CLI", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
+		{name: "AWS CLI fills the gaps", noFiles: true, cli: fakeCLI(t), wantFiles: []string{"README.md", "swanctl.conf"}},
+		{name: "AWS CLI disabled", noFiles: true, cli: fakeCLI(t), args: []string{"-aws-cli=false"}, wantErr: "describe-vpn-connections"},
+		{name: "AWS CLI fails", noFiles: true, cli: func(context.Context, ...string) ([]byte, error) { return nil, errors.New("ExpiredToken") }, wantErr: "ExpiredToken"},
 		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			out := t.TempDir()
-			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", testOutputs,
-				"-vpn-connections", testVPNs, "-nlb-addresses", "10.20.1.10,10.20.2.10", "-out", out}, c.args...)
+			args := []string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", testOutputs, "-out", out}
+			if !c.noFiles {
+				args = append(args, "-vpn-connections", testVPNs, "-nlb-addresses", "10.20.1.10,10.20.2.10")
+			}
+			args = append(args, c.args...)
 			fetched := false
 			fetch := func(_ context.Context, arn string) (string, error) {
 				fetched = true
@@ -59,7 +67,7 @@ func TestRun(t *testing.T) {
 				return v, c.fetchErr
 			}
 			var stdout, logs bytes.Buffer
-			err := runWith(context.Background(), args, &stdout, slog.New(slog.NewTextHandler(&logs, nil)), fetch)
+			err := runWith(context.Background(), args, &stdout, slog.New(slog.NewTextHandler(&logs, nil)), deps{fetch: fetch, aws: c.cli})
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want it to mention %q", err, c.wantErr)
@@ -91,6 +99,17 @@ func TestRun(t *testing.T) {
 					t.Errorf("a key was printed: %s", s)
 				}
 			}
+			if c.cli != nil {
+				conf, err := os.ReadFile(filepath.Join(out, "README.md"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, want := range []string{"`52.16.0.11`", "`54.72.0.22`", "`10.20.1.10` (also `10.20.2.10`)"} {
+					if !strings.Contains(string(conf), want) {
+						t.Errorf("README lacks %s from the AWS CLI", want)
+					}
+				}
+			}
 			if strings.Contains(strings.Join(c.args, " "), "lab-endpoints") {
 				conf, err := os.ReadFile(filepath.Join(out, "swanctl.conf"))
 				if err != nil {
@@ -105,7 +124,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunRequiresEnvAndSite(t *testing.T) {
-	err := runWith(context.Background(), []string{"-env", "dev"}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	err := runWith(context.Background(), []string{"-env", "dev"}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), deps{})
 	if err == nil || !strings.Contains(err.Error(), "-env and -site are required") {
 		t.Fatalf("err = %v", err)
 	}
@@ -161,5 +180,24 @@ func TestGetSecret(t *testing.T) {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
+	}
+}
+
+// fakeCLI answers the two describe calls the command makes, checking that
+// they are read-only, regional and projected (no keys in the answer).
+func fakeCLI(t *testing.T) awsRunner {
+	return func(_ context.Context, args ...string) ([]byte, error) {
+		joined := strings.Join(args, " ")
+		if !strings.Contains(joined, "--region eu-west-1") || !strings.Contains(joined, "--query") {
+			t.Errorf("aws %s: want --region and --query", joined)
+		}
+		switch {
+		case strings.HasPrefix(joined, "ec2 describe-vpn-connections --region eu-west-1 --vpn-connection-ids vpn-0a1b2c3d4e5f60718 "):
+			return []byte(`[{"VpnConnectionId": "vpn-0a1b2c3d4e5f60718", "Options": {"TunnelOptions": [{"OutsideIpAddress": "52.16.0.11"}, {"OutsideIpAddress": "54.72.0.22"}]}, "VgwTelemetry": []}]`), nil
+		case strings.HasPrefix(joined, "ec2 describe-network-interfaces --region eu-west-1 --filters Name=description,Values=ELB net/DicomI-Ingest-1A2B3C4D5E6F/0123456789abcdef "):
+			return []byte(`["10.20.2.10", "10.20.1.10"]`), nil
+		}
+		t.Errorf("unexpected aws %s", joined)
+		return nil, errors.New("unexpected call")
 	}
 }
