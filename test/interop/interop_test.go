@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -98,14 +100,19 @@ func TestDcmsendTestdata(t *testing.T) {
 				t.Fatalf("instance %s not stored", sent.MediaStorageSOPInstanceUID)
 			}
 			got := readMeta(t, p)
-			if got.TransferSyntaxUID != sent.TransferSyntaxUID || got.MediaStorageSOPClassUID != sent.MediaStorageSOPClassUID {
+			// dcmsend proposes Explicit VR LE beside a file's Implicit VR LE
+			// and converts when the SCP prefers it (as ours does); any other
+			// syntax must arrive and be recorded as sent.
+			tsOK := got.TransferSyntaxUID == sent.TransferSyntaxUID ||
+				(sent.TransferSyntaxUID == "1.2.840.10008.1.2" && got.TransferSyntaxUID == "1.2.840.10008.1.2.1")
+			if !tsOK || got.MediaStorageSOPClassUID != sent.MediaStorageSOPClassUID {
 				t.Errorf("meta: got TS %s class %s, sent TS %s class %s", got.TransferSyntaxUID, got.MediaStorageSOPClassUID, sent.TransferSyntaxUID, sent.MediaStorageSOPClassUID)
 			}
 			if got.SourceApplicationEntityTitle != "LOCAL_AE" {
 				t.Errorf("Source AE = %q, want the calling AE LOCAL_AE", got.SourceApplicationEntityTitle)
 			}
-			if want, have := dcmtk.Dump(t, f), dcmtk.Dump(t, p); want != have {
-				t.Errorf("stored dataset differs from the sent one (dcmdump)\nsent:\n%.2000s\nstored:\n%.2000s", want, have)
+			if d := cmp.Diff(dcmtk.Elements(t, f), dcmtk.Elements(t, p)); d != "" {
+				t.Errorf("stored dataset differs from the sent one (dcmdump, -sent +stored):\n%s", d)
 			}
 		})
 	}

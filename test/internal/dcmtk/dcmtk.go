@@ -69,6 +69,36 @@ func TestdataFiles(t testing.TB) []string {
 	return files
 }
 
+// Elements runs dcmdump on a file and returns one line per element of the
+// dataset (not the File Meta Information): tag, VR and value in full.
+// Length encodings are left out (DCMTK's senders may turn undefined-length
+// sequences into explicit ones on the wire), as are the delimitation items
+// that only undefined lengths carry, so two files holding the same
+// elements compare equal.
+func Elements(t testing.TB, path string) []string {
+	t.Helper()
+	var out []string
+	for _, line := range strings.Split(Dump(t, path), "\n") {
+		if strings.Contains(line, "(fffe,e00d)") || strings.Contains(line, "(fffe,e0dd)") {
+			continue
+		}
+		if i := strings.Index(line, "(Sequence with"); i >= 0 {
+			line = line[:i] + "(Sequence)"
+		} else if i := strings.Index(line, "(Item with"); i >= 0 {
+			line = line[:i] + "(Item)"
+		} else if i := strings.LastIndex(line, "#"); i >= 0 {
+			line = line[:i]
+		}
+		// An element of unknown VR shows as ?? in Implicit VR and as UN
+		// once a sender has converted the dataset to Explicit VR.
+		line = strings.Replace(line, ") ?? ", ") UN ", 1)
+		if line = strings.TrimRight(line, " "); line != "" {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // Dump runs dcmdump on a file and returns the dataset lines only (after
 // "# Dicom-Data-Set"), so files whose meta headers differ compare equal
 // when their datasets do. Element values are printed in full (+L).
