@@ -340,3 +340,21 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 
 // Close stops the server; requests then fail with refused connections.
 func (s *Server) Close() { s.http.Close() }
+
+// Checksum returns the full-object CRC64NVME the server reports for key,
+// whether it came with a PutObject or was computed at
+// CompleteMultipartUpload.
+func (s *Server) Checksum(key string) (string, bool) {
+	s.mu.Lock()
+	c, ok := s.objectCRC[s.Bucket+"/"+key]
+	s.mu.Unlock()
+	if ok {
+		return c, true
+	}
+	obj, err := s.Backend.HeadObject(s.Bucket, key)
+	if err != nil {
+		return "", false
+	}
+	c = obj.Metadata["X-Amz-Checksum-Crc64nvme"]
+	return c, c != ""
+}
