@@ -1,0 +1,95 @@
+package lambdaio
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Config is read from the environment:
+//
+//	BUCKET              bucket holding incoming/, audit/, quarantine/, metadata/
+//	AUDIT_TABLE         DynamoDB audit table
+//	INDEX_TABLE         DynamoDB index table
+//	EVENT_BUS_NAME      EventBridge bus
+//	QUIET_PERIOD        Go duration (default 60s); QUIET_PERIOD_SECONDS also accepted
+//	EVENT_PATIENT_DATA  none (default) | id | full
+//	S3_FORCE_PATH_STYLE true for S3-compatible emulators
+//
+// Endpoints follow the SDK's own variables (AWS_ENDPOINT_URL_S3, ...).
+type Config struct {
+	Bucket, AuditTable, IndexTable, EventBus string
+	QuietPeriod                              time.Duration
+	PatientData                              pipeline.PatientDataPolicy
+	PathStyle                                bool
+}
+
+// ConfigFromEnv reads and checks Config; need lists the variables the
+// function requires.
+func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
+	c := Config{
+		Bucket: getenv("BUCKET"), AuditTable: getenv("AUDIT_TABLE"), IndexTable: getenv("INDEX_TABLE"),
+		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
+		PathStyle: getenv("S3_FORCE_PATH_STYLE") == "true",
+	}
+	for _, n := range need {
+		if getenv(n) == "" {
+			return c, fmt.Errorf("lambdaio: environment variable %s is required", n)
+		}
+	}
+	if v := getenv("QUIET_PERIOD"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("lambdaio: QUIET_PERIOD %q: want a positive duration like 60s", v)
+		}
+		c.QuietPeriod = d
+	} else if v := getenv("QUIET_PERIOD_SECONDS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return c, fmt.Errorf("lambdaio: QUIET_PERIOD_SECONDS %q: want a positive integer", v)
+		}
+		c.QuietPeriod = time.Duration(n) * time.Second
+	}
+	p, err := pipeline.ParsePatientDataPolicy(getenv("EVENT_PATIENT_DATA"))
+	if err != nil {
+		return c, fmt.Errorf("lambdaio: EVENT_PATIENT_DATA: %w", err)
+	}
+	c.PatientData = p
+	return c, nil
+}
+
+// NewPipeline builds the AWS clients once (at init) and wires the
+// pipeline's ports to them.
+func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("lambdaio: aws config: %w", err)
+	}
+	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = c.PathStyle })
+	ddb := dynamodb.NewFromConfig(awsCfg)
+	eb := eventbridge.NewFromConfig(awsCfg)
+	objects := &awsadapters.S3Objects{Client: s3c, Bucket: c.Bucket}
+	return &pipeline.Pipeline{
+		Objects: objects, Writer: objects,
+		Audit:  &awsadapters.AuditTable{Client: ddb, Table: c.AuditTable},
+		Index:  &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable},
+		Events: &awsadapters.EventBridgePublisher{Client: eb, BusName: c.EventBus},
+		Logger: log, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
+	}, nil
+}
+
+// Logger is the JSON logger every function uses (Lambda's JSON log format).
+func Logger(function string) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("function", function)
+}

@@ -1,0 +1,101 @@
+// Package lambdaio adapts the pipeline to Lambda: handlers for SQS-wrapped
+// S3 notifications and scheduled events, and the environment-driven wiring
+// every function's main shares.
+package lambdaio
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+)
+
+// ObjectHandler handles SQS messages carrying S3 ObjectCreated
+// notifications, calling Process once per object key. It reports failed
+// messages individually (ReportBatchItemFailures), so one bad object never
+// makes a batch redeliver the others.
+type ObjectHandler struct {
+	// Process handles one object; an error means "retry this message".
+	Process func(ctx context.Context, key string) error
+	// Bucket, when set, makes records for other buckets fail loudly.
+	Bucket string
+	Logger *slog.Logger
+}
+
+// s3Message is the body of an S3 notification: either records or the
+// s3:TestEvent S3 sends when a notification is configured.
+type s3Message struct {
+	Event   string                 `json:"Event"`
+	Records []events.S3EventRecord `json:"Records"`
+}
+
+// Handle implements the Lambda handler for an SQS event source.
+func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	log := h.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	for _, m := range ev.Records {
+		if err := h.message(ctx, m); err != nil {
+			log.Error("message failed", "messageId", m.MessageId, "err", err)
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: m.MessageId})
+		}
+	}
+	return resp, nil
+}
+
+func (h *ObjectHandler) message(ctx context.Context, m events.SQSMessage) error {
+	var msg s3Message
+	if err := json.Unmarshal([]byte(m.Body), &msg); err != nil {
+		return fmt.Errorf("lambdaio: message body is not an S3 notification: %w", err)
+	}
+	if msg.Event == "s3:TestEvent" {
+		return nil
+	}
+	for _, r := range msg.Records {
+		if !strings.HasPrefix(r.EventName, "ObjectCreated:") {
+			continue
+		}
+		if h.Bucket != "" && r.S3.Bucket.Name != h.Bucket {
+			return fmt.Errorf("lambdaio: notification for bucket %q, want %q", r.S3.Bucket.Name, h.Bucket)
+		}
+		// Keys in S3 notifications are URL-encoded (a space is '+').
+		key, err := url.QueryUnescape(r.S3.Object.Key)
+		if err != nil {
+			return fmt.Errorf("lambdaio: object key: %w", err)
+		}
+		if err := h.Process(ctx, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ScheduleHandler runs Tick on each scheduled invocation.
+type ScheduleHandler struct {
+	Tick   func(ctx context.Context, now time.Time) (int, error)
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// Handle implements the Lambda handler for an EventBridge schedule.
+func (h *ScheduleHandler) Handle(ctx context.Context, _ json.RawMessage) (map[string]int, error) {
+	now := time.Now()
+	if h.Now != nil {
+		now = h.Now()
+	}
+	n, err := h.Tick(ctx, now)
+	if h.Logger != nil {
+		h.Logger.Info("announced stable studies", "count", n, "err", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lambdaio: announce: %w", err)
+	}
+	return map[string]int{"announced": n}, nil
+}
