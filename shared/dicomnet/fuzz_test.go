@@ -1,0 +1,54 @@
+package dicomnet_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+)
+
+// FuzzServeConn feeds an established association arbitrary bytes: the server must neither panic nor hang, and
+// must free the association's slot.
+func FuzzServeConn(f *testing.F) {
+	seed := func(ps ...pdu.PDU) []byte {
+		var b []byte
+		for _, p := range ps {
+			b, _ = pdu.Append(b, p)
+		}
+		return b
+	}
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(1))}}, &pdu.ReleaseRQ{}))
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 2, Data: []byte("ab")}}}))
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 0, Data: []byte("ab")}}}, &pdu.Abort{}))
+	f.Add([]byte{4, 0, 0, 0, 0, 6, 0, 0, 0, 2, 3, 1})
+	rq, _ := pdu.Encode(dicomnettest.AssociateRQ("SCU", "ANY"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := &dicomnet.Server{MaxPDULength: 1 << 16, ARTIMTimeout: 50 * time.Millisecond, IdleTimeout: 50 * time.Millisecond,
+			WriteTimeout: 50 * time.Millisecond, Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+				_, err := io.Copy(io.Discard, r)
+				return err
+			})}
+		c1, c2 := net.Pipe()
+		done := make(chan struct{})
+		go func() { s.ServeConn(context.Background(), c1); close(done) }()
+		go io.Copy(io.Discard, c2)
+		c2.SetWriteDeadline(time.Now().Add(time.Second))
+		c2.Write(rq)
+		c2.Write(b)
+		c2.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("ServeConn did not return")
+		}
+		if n := s.ActiveAssociations(); n != 0 {
+			t.Fatalf("%d associations still active", n)
+		}
+	})
+}
