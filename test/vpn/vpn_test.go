@@ -129,11 +129,16 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 		t.Errorf("SA counters did not grow by the C-STORE: before %+v, after %+v, object %d bytes", before, after, size)
 	}
 
+	// Every packet the SA counted crossed the outer link as ESP-in-UDP. tcpdump
+	// writes each packet as it reads it (-U), a little behind the kernel:
+	// wait until the capture holds them all before stopping it.
+	sent := after.PacketsIn - before.PacketsIn + after.PacketsOut - before.PacketsOut
+	var esp int64
+	waitFor(t, 10*time.Second, fmt.Sprintf("%d ESP-in-UDP packets in the outer capture", sent), func() (bool, string) {
+		esp = countPackets(t, pcap, "udp port 4500")
+		return esp >= sent, fmt.Sprintf("%d captured; SA counters %+v -> %+v", esp, before, after)
+	})
 	dump.stop(t)
-	esp := countPackets(t, pcap, "udp port 4500")
-	if esp < after.PacketsIn-before.PacketsIn+after.PacketsOut-before.PacketsOut {
-		t.Errorf("outer link carried %d ESP-in-UDP packets, fewer than the SA counted (%+v -> %+v)", esp, before, after)
-	}
 	for filter, what := range map[string]string{
 		"tcp":            "TCP (DICOM in the clear)",
 		"net 10.0.0.0/8": "inner addresses",
@@ -226,11 +231,11 @@ func childCounters(t *testing.T, c *charon, child string) saCounters {
 
 // startSCP starts the project's scp-task in the cloud namespace, listening
 // where the kit tells the site to send (the NLB address and port), with the
-// same calling-AE allowlist the CDK app gives it.
+// same calling-AE allowlist the CDK app gives it (config.CallingAEs).
 //
-// DI_VPN_SCP picks the SCP: "scp-task" (build failure fails the test; what CI
-// sets), "storescp" (DCMTK's, for working on this test while scp-task is
-// broken), or unset: scp-task when it builds, else storescp with a log line.
+// DI_VPN_SCP=storescp swaps in DCMTK's storescp, for working on the tunnel
+// side while scp-task is broken; by default a scp-task that does not build
+// fails the test.
 func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, storeDir string) {
 	t.Helper()
 	listen := fmt.Sprintf("%s:%d", kit.RemoteIP, kit.Port)
@@ -238,21 +243,16 @@ func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, sto
 	var bin string
 	switch mode {
 	case "", "scp-task":
+		mode = "scp-task"
 		bin = filepath.Join(l.dir, "scp-task")
 		build := exec.Command("go", "build", "-o", bin, "./scp-task")
 		build.Dir = filepath.Join("..", "..")
 		if out, err := build.CombinedOutput(); err != nil {
-			if mode == "scp-task" {
-				t.Fatalf("build scp-task: %v\n%s", err, out)
-			}
-			t.Logf("scp-task does not build, using DCMTK storescp instead (set DI_VPN_SCP=scp-task to make this fatal): %v\n%s", err, tail(string(out), 5))
-			mode = "storescp"
-		} else {
-			mode = "scp-task"
+			t.Fatalf("build scp-task (DI_VPN_SCP=storescp runs this test with DCMTK's storescp instead): %v\n%s", err, out)
 		}
 	case "storescp":
 	default:
-		t.Fatalf("DI_VPN_SCP=%q: want scp-task, storescp or unset", mode)
+		t.Fatalf("DI_VPN_SCP=%q: want scp-task (the default) or storescp", mode)
 	}
 	switch mode {
 	case "scp-task":
