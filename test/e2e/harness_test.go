@@ -220,7 +220,9 @@ func (n *node) dcmsend(callingAE string, files ...string) (string, error) {
 	args := append([]string{"-aet", callingAE, "-aec", "REMOTE_AE", "--no-halt", host, port}, files...)
 	cmd := exec.CommandContext(ctx, "dcmsend", args...)
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	start := time.Now()
 	out, err := cmd.CombinedOutput()
+	n.t.Logf("dcmsend %s, %d files: %v", callingAE, len(files), time.Since(start).Round(time.Millisecond))
 	return string(out), err
 }
 
@@ -257,8 +259,15 @@ func writeSynthStudy(t *testing.T, dir string) []string {
 	t.Helper()
 	var paths []string
 	for i, s := range synthInstances {
+		seriesNo := s.series[strings.LastIndexByte(s.series, '.')+1:]
+		instanceNo := s.sop[strings.LastIndexByte(s.sop, '.')+1:]
 		in := pipelinetest.Instance{StudyUID: synthStudy, SeriesUID: s.series, SOPUID: s.sop, PatientID: synthPatient,
-			PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 8, Columns: 8, SourceAE: "LOCAL_AE"}
+			PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 8, Columns: 8, SourceAE: "LOCAL_AE",
+			Extra: []pipelinetest.Elem{
+				pipelinetest.Str(pipelinetest.Tag(0x20, 0x11), "IS", seriesNo),
+				pipelinetest.Str(pipelinetest.Tag(0x20, 0x13), "IS", instanceNo),
+				pipelinetest.Str(pipelinetest.Tag(0x08, 0x103E), "LO", "AXIAL "+seriesNo),
+			}}
 		p := filepath.Join(dir, fmt.Sprintf("synth-%d.dcm", i))
 		if err := os.WriteFile(p, in.Build(), 0o644); err != nil {
 			t.Fatal(err)

@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// chromium runs Debian's headless chromium with args plus url and returns
+// its standard output (the DOM for --dump-dom).
+func chromium(t *testing.T, args []string, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+		"--user-data-dir=" + t.TempDir(), "--window-size=1400,900"}
+	cmd := exec.CommandContext(ctx, "chromium", append(append(base, args...), url)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %v %s: %v\n%s", args, url, err, stderr.String())
+	}
+	return string(out)
+}
+
+func artifactsDir(t *testing.T) string {
+	t.Helper()
+	scpTask(t) // sets repoRoot
+	dir := filepath.Join(repoRoot, "test", "artifacts")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestPortalInBrowser loads the portal in headless chromium: the studies
+// table lists the study and its page lists its series. Screenshots of both
+// pages are saved in test/artifacts/.
+func TestPortalInBrowser(t *testing.T) {
+	need(t, "dcmsend", "chromium")
+	dir := t.TempDir()
+	n := newNode(t, filepath.Join(dir, "data"))
+	n.start()
+	if out, err := n.dcmsend("LOCAL_AE", writeSynthStudy(t, dir)...); err != nil {
+		t.Fatalf("dcmsend: %v\n%s", err, out)
+	}
+	eventually(t, 10*time.Second, "study indexed", func() bool {
+		for _, s := range n.studies() {
+			if s.StudyInstanceUID == synthStudy && s.InstanceCount == len(synthInstances) {
+				return true
+			}
+		}
+		return false
+	})
+	base := "http://" + n.portal
+
+	dom := chromium(t, []string{"--dump-dom"}, base+"/")
+	row := regexp.MustCompile(`(?s)<tr class="study" data-study-uid="` + regexp.QuoteMeta(synthStudy) + `">(.*?)</tr>`).FindStringSubmatch(dom)
+	if row == nil {
+		t.Fatalf("studies table has no row for the study; DOM:\n%s", dom)
+	}
+	for _, want := range []string{"Roentgen Wilhelm", synthPatient, "CT", "LOCAL_AE", `<td class="n">2</td>`, `<td class="n">5</td>`} {
+		if !strings.Contains(row[1], want) {
+			t.Errorf("study row lacks %q:\n%s", want, row[1])
+		}
+	}
+
+	studyURL := base + "/studies/" + synthStudy
+	dom = chromium(t, []string{"--dump-dom"}, studyURL)
+	series := regexp.MustCompile(`<tr class="series" data-series-uid="([0-9.]+)">`).FindAllStringSubmatch(dom, -1)
+	var got []string
+	for _, m := range series {
+		got = append(got, m[1])
+	}
+	if want := []string{synthStudy + ".1", synthStudy + ".2"}; strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("series rows %v, want %v", got, want)
+	}
+
+	art := artifactsDir(t)
+	for name, url := range map[string]string{"portal-studies.png": base + "/", "portal-study.png": studyURL} {
+		path := filepath.Join(art, name)
+		_ = os.Remove(path)
+		chromium(t, []string{"--screenshot=" + path, "--hide-scrollbars"}, url)
+		st, err := os.Stat(path)
+		if err != nil || st.Size() < 1000 {
+			t.Errorf("screenshot %s: %v", path, err)
+			continue
+		}
+		t.Logf("screenshot saved: %s", path)
+	}
+}
