@@ -1,0 +1,147 @@
+package interop
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
+)
+
+// auditRecords reads every association audit record the SCP wrote.
+func auditRecords(t *testing.T, root string) []associationaudit.Record {
+	t.Helper()
+	var out []associationaudit.Record
+	err := filepath.WalkDir(filepath.Join(root, "audit"), func(p string, d os.DirEntry, err error) error {
+		if os.IsNotExist(err) {
+			return filepath.SkipDir
+		}
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".json") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		r, err := associationaudit.Parse(b)
+		if err != nil {
+			return err
+		}
+		if want, _ := associationaudit.Key(r); !strings.HasSuffix(filepath.ToSlash(p), want) {
+			t.Errorf("record at %s, want key %s", p, want)
+		}
+		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func findRecord(recs []associationaudit.Record, event, callingAE string) *associationaudit.Record {
+	for i := range recs {
+		if recs[i].Event == event && recs[i].CallingAE == callingAE {
+			return &recs[i]
+		}
+	}
+	return nil
+}
+
+// TestAssociationAuditRecords checks the SCP leaves a record for what
+// never becomes an object: a rejected association, a refused C-STORE, an
+// aborted transfer, and the ordinary accept/release pair.
+func TestAssociationAuditRecords(t *testing.T) {
+	dcmtk.Require(t, "echoscu")
+	scp := startSCP(t)
+	if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err == nil {
+		t.Fatalf("INTRUDER was let in:\n%s", r.Output)
+	}
+	if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err != nil {
+		t.Fatalf("echoscu: %v\n%s", r.Err, r.Output)
+	}
+	ctx := scptest.Context(t)
+	// A refused C-STORE: the dataset names another instance than the command.
+	as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("OTHER_AE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := synth.Object{StudyUID: "1.2.3", SeriesUID: "1.2.3.4", SOPInstanceUID: "1.2.3.4.5", PatientID: "P9", PatientName: "Test^Audit", PixelBytes: 64}
+	if st, err := as.Store(ctx, synth.SOPClassUID, "1.2.3.4.99", synth.TransferSyntaxUID, obj.Dataset()); err != nil || st.Code != 0xA900 {
+		t.Fatalf("store: %v %v", st, err)
+	}
+	if err := as.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	scp.WaitMetric(t, "dicom_ingest_associations_active", 0, 5*time.Second)
+	scp.Stop(t) // flushes the audit queue
+
+	recs := auditRecords(t, scp.DataDir)
+	rej := findRecord(recs, associationaudit.EventRejected, "INTRUDER")
+	if rej == nil || rej.RejectResult != 1 || rej.RejectSource != 1 || rej.RejectReason != 3 || rej.PeerAddr == "" {
+		t.Errorf("rejected association record = %+v", rej)
+	}
+	if findRecord(recs, associationaudit.EventAccepted, "LOCAL_AE") == nil || findRecord(recs, associationaudit.EventReleased, "LOCAL_AE") == nil {
+		t.Errorf("no accepted/released pair for LOCAL_AE in %d records", len(recs))
+	}
+	failed := findRecord(recs, associationaudit.EventStoreFailed, "OTHER_AE")
+	if failed == nil || failed.Status != "A900" || failed.SOPInstanceUID != "1.2.3.4.99" {
+		t.Errorf("store-failed record = %+v", failed)
+	}
+	if findRecord(recs, associationaudit.EventAborted, "OTHER_AE") == nil {
+		t.Errorf("no aborted record for OTHER_AE")
+	}
+	for _, r := range recs {
+		b, _ := json.Marshal(r)
+		if strings.Contains(string(b), "Test^Audit") || strings.Contains(string(b), "P9") {
+			t.Errorf("patient data in an association record: %s", b)
+		}
+	}
+}
+
+// TestDrainOnSIGTERM: on SIGTERM the SCP stops accepting (readiness goes
+// down), lets the association in flight finish its C-STORE and release,
+// then exits cleanly.
+func TestDrainOnSIGTERM(t *testing.T) {
+	scp := startSCP(t, "--drain-timeout", "20s")
+	ctx := scptest.Context(t)
+	as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(scp.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New associations are refused while the old one drains.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("still accepting new associations 5s after SIGTERM")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	obj := synth.Object{StudyUID: "1.2.5", SeriesUID: "1.2.5.1", SOPInstanceUID: "1.2.5.1.1", PatientID: "P5", PatientName: "Test^Drain", PixelBytes: 4 << 20}
+	st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, obj.Dataset())
+	if err != nil || !st.IsSuccess() {
+		t.Fatalf("C-STORE during drain: %v %v", st, err)
+	}
+	if err := as.Release(ctx); err != nil {
+		t.Fatalf("release during drain: %v", err)
+	}
+	scp.Stop(t)
+	if n := len(storedFiles(t, scp.DataDir)); n != 1 {
+		t.Errorf("stored %d objects, want 1", n)
+	}
+}
