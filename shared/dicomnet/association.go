@@ -52,7 +52,6 @@ type association struct {
 	accepted bool
 
 	wmu          sync.Mutex
-	wbuf         []byte
 	outsideAbort atomic.Bool
 
 	rq      *pdu.AssociateRQ
