@@ -30,9 +30,9 @@ const (
 // Event patient-data policies: how much patient data the pipeline may put in
 // EventBridge events (passed to the functions as EVENT_PATIENT_DATA).
 const (
-	PatientDataNone        = "none"        // UIDs, counts and S3 pointers only
-	PatientDataIdentifiers = "identifiers" // plus Patient ID and accession number
-	PatientDataFull        = "full"        // plus patient name, birth date and sex
+	PatientDataNone        = "none" // UIDs, counts and S3 pointers only
+	PatientDataIdentifiers = "id"   // plus Patient ID and accession number
+	PatientDataFull        = "full" // plus patient name, birth date and sex
 )
 
 // Config is one environment. Field names are the JSON keys in camelCase.

@@ -175,7 +175,7 @@ func (c *Config) Validate() error {
 		p.addf("pipeline.quietPeriodSeconds", "%d is outside 10..86400", pl.QuietPeriodSeconds)
 	}
 	if !slices.Contains([]string{PatientDataNone, PatientDataIdentifiers, PatientDataFull}, pl.EventPatientData) {
-		p.addf("pipeline.eventPatientData", "%q must be one of none, identifiers, full", pl.EventPatientData)
+		p.addf("pipeline.eventPatientData", "%q must be one of none, id, full", pl.EventPatientData)
 	}
 	if pl.ArchiveRetentionDays < 1 {
 		p.addf("pipeline.archiveRetentionDays", "%d must be at least 1", pl.ArchiveRetentionDays)

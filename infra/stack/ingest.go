@@ -3,6 +3,7 @@ package stack
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
@@ -65,6 +66,8 @@ type Ingest struct {
 	LbSecurityGroup,
 	TaskSecurityGroup awsec2.SecurityGroup
 	LogGroup awslogs.LogGroup
+	// Addresses are the NLB's fixed private IPv4 addresses, one per zone.
+	Addresses []string
 	// Environment is the scp-task container's environment.
 	Environment map[string]*string
 }
@@ -121,10 +124,24 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	taskSG.Connections().AllowFrom(lbSG, healthPort, jsii.String("NLB health checks"))
 	out.LbSecurityGroup, out.TaskSecurityGroup = lbSG, taskSG
 
+	// Fixed private addresses, one per zone: sites point their PACS and
+	// firewalls at IPs (they cannot resolve the VPC's private DNS).
+	var mappings []*awselasticloadbalancingv2.SubnetMapping
+	for _, sn := range *vpc.IsolatedSubnets() {
+		ip, err := nlbAddress(*sn.Ipv4CidrBlock())
+		if err != nil {
+			// Subnet CIDRs come from a validated VPC CIDR; this cannot
+			// happen, but fall back to a dynamic address rather than fail.
+			mappings = append(mappings, &awselasticloadbalancingv2.SubnetMapping{Subnet: sn})
+			continue
+		}
+		out.Addresses = append(out.Addresses, ip)
+		mappings = append(mappings, &awselasticloadbalancingv2.SubnetMapping{Subnet: sn, PrivateIpv4Address: jsii.String(ip)})
+	}
 	nlb := awselasticloadbalancingv2.NewNetworkLoadBalancer(self, jsii.String("Nlb"), &awselasticloadbalancingv2.NetworkLoadBalancerProps{
 		Vpc:                vpc,
 		InternetFacing:     jsii.Bool(false),
-		VpcSubnets:         props.Network.Subnets,
+		SubnetMappings:     &mappings,
 		CrossZoneEnabled:   jsii.Bool(true),
 		DeletionProtection: jsii.Bool(c.DeletionProtection),
 		SecurityGroups:     &[]awsec2.ISecurityGroup{lbSG},
@@ -222,13 +239,16 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", max(1, c.Scp.StopTimeoutSeconds-10))),
 		"AWS_REGION":        jsii.String(c.Region),
 	}
-	exclude := *jsii.Strings(".git", "cdk.out", "build", "bin", "data", "node_modules", ".tools", "test/artifacts", "infra")
+	// Stage only what the image build reads, so the asset hash (and the
+	// image) changes only when scp-task or shared code does.
+	exclude := *jsii.Strings("*", "!go.mod", "!go.sum", "!shared", "!scp-task")
 	scp := taskDef.AddContainer(jsii.String("scp"), &awsecs.ContainerDefinitionOptions{
 		// Staged at synth, built by `cdk deploy` (no Docker at synth).
 		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.ScpContextDir), &awsecs.AssetImageProps{
 			File:     jsii.String(props.ScpDockerfile),
-			Platform: awsecrassets.Platform_LINUX_ARM64(),
-			Exclude:  &exclude,
+			Platform:   awsecrassets.Platform_LINUX_ARM64(),
+			Exclude:    &exclude,
+			IgnoreMode: awscdk.IgnoreMode_DOCKER,
 		}),
 		Essential:              jsii.Bool(true),
 		Environment:            &out.Environment,
@@ -369,4 +389,19 @@ scrape_configs:
           Environment: %q
 `, HealthPort, env)
 	return string(b), prometheus
+}
+
+// nlbAddress picks the NLB's address in a subnet: six below the broadcast
+// address, away from the low addresses EC2 tends to hand out first (AWS
+// reserves the first four and the last address of every subnet).
+func nlbAddress(subnetCidr string) (string, error) {
+	p, err := netip.ParsePrefix(subnetCidr)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 27 {
+		return "", fmt.Errorf("stack: nlb address: subnet %q is not an IPv4 /27 or larger", subnetCidr)
+	}
+	a := p.Masked().Addr().As4()
+	n := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	n |= (uint32(1) << (32 - p.Bits())) - 1 // broadcast
+	n -= 6
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}).String(), nil
 }

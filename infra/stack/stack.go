@@ -63,6 +63,13 @@ func NewIngestStack(scope constructs.Construct, id string, props *Props) (*Inges
 		sp.Description = jsii.String("dicom-ingest " + c.Name + ": DICOM C-STORE over site-to-site VPN into S3, Lambda pipeline, audit trail and events")
 	}
 	st := awscdk.NewStack(scope, jsii.String(id), &sp)
+	// Answer the availability-zone look-up from the config, as a
+	// cdk.context.json entry would: synth stays offline and credential-free.
+	azs := make([]any, len(c.AvailabilityZones))
+	for i, az := range c.AvailabilityZones {
+		azs[i] = az
+	}
+	st.Node().SetContext(jsii.String(fmt.Sprintf("availability-zones:account=%s:region=%s", c.Account, c.Region)), azs)
 	awscdk.Tags_Of(st).Add(jsii.String("dicom-ingest:environment"), jsii.String(c.Name), nil)
 
 	out := &IngestStack{Stack: st, Config: c}
@@ -93,7 +100,9 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("NlbDnsName", nlb.LoadBalancerDnsName(), fmt.Sprintf("DICOM endpoint (TCP %d) inside the VPC; give sites the addresses below", c.Dicom.Port))
 	s.output("DicomPort", jsii.String(fmt.Sprint(c.Dicom.Port)), "DICOM port of the listener")
 	s.output("CalledAETitle", jsii.String(c.Dicom.AETitle), "AE title sites must call")
-	s.output("NlbArn", nlb.LoadBalancerArn(), "NLB ARN; its private IPs per zone: aws ec2 describe-network-interfaces --filters Name=description,Values='ELB net/<name>/*'")
+	s.output("NlbAddresses", jsii.String(strings.Join(s.Ingest.Addresses, ",")), "Fixed private IPs of the NLB, one per zone: the DICOM destination sites configure")
+	s.output("NlbArn", nlb.LoadBalancerArn(), "NLB ARN")
+	s.output("VpcCidr", jsii.String(c.VpcCidr), "VPC CIDR: the cloud side of the sites' VPN traffic selectors")
 	for _, conn := range s.Vpn.Connections {
 		name := strings.ReplaceAll(conn.Site.Name, "-", "")
 		s.output("VpnConnection"+name, conn.Connection.Ref(), "VPN connection id of site "+conn.Site.Name+" (download its device configuration with this id)")

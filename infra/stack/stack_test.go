@@ -1,58 +1,110 @@
 package stack
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/cxapi"
 	"github.com/aws/jsii-runtime-go"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
 
-// synthesized is one environment's app, synthesized once and shared by the
-// subtests: synthesis through jsii takes tens of seconds.
+// Synthesis through jsii takes tens of seconds, so each environment is
+// synthesized once and shared by every test that asserts on it.
+
+var (
+	tmpRoot string
+	synthMu sync.Mutex
+	synths  = map[string]*synthesized{}
+)
+
+func TestMain(m *testing.M) {
+	// The examples run on Node 20 too; silence jsii's end-of-life banner.
+	os.Setenv("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+	dir, err := os.MkdirTemp("", "infra-stack-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	tmpRoot = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
 type synthesized struct {
+	cfg      *config.Config
+	app      awscdk.App
 	stack    *IngestStack
 	template assertions.Template
-	cfg      *config.Config
+	// res is the template's Resources section as plain Go values.
+	res      map[string]map[string]any
+	outputs  map[string]any
+	manifest cxapi.CloudAssembly
 }
 
-// fakeAssets creates the build outputs the app stages: a bootstrap per
-// function and Dockerfiles, so tests need neither `make build` nor Docker.
-func fakeAssets(t testing.TB) (functions, scpCtx, agentCtx string) {
-	dir := t.TempDir()
+// fakeAssets creates what the app stages: a bootstrap per function and the
+// two Dockerfiles, so tests need neither `make build` nor Docker.
+func fakeAssets(dir string) (functions, scpCtx, agentCtx string, err error) {
 	functions = filepath.Join(dir, "functions")
-	for _, name := range FunctionNames {
-		d := filepath.Join(functions, name)
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(d, "bootstrap"), []byte("#!/bin/sh\n# test stand-in for "+name+"\n"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	scpCtx = filepath.Join(dir, "scp")
 	agentCtx = filepath.Join(dir, "agent")
-	for _, p := range []string{filepath.Join(scpCtx, "scp-task"), agentCtx} {
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
+	files := map[string]string{
+		filepath.Join(scpCtx, "go.mod"):                 "module example\n",
+		filepath.Join(scpCtx, "scp-task", "Dockerfile"): "FROM scratch\n",
+		filepath.Join(scpCtx, "unrelated", "big.bin"):   "not part of the image context\n",
+		filepath.Join(agentCtx, "Dockerfile"):           "FROM scratch\n",
+	}
+	for _, name := range FunctionNames {
+		files[filepath.Join(functions, name, "bootstrap")] = "#!/bin/sh\n# test stand-in for " + name + "\n"
+	}
+	for p, content := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", "", "", err
+		}
+		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
+			return "", "", "", err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(scpCtx, "scp-task", "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(agentCtx, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return functions, scpCtx, agentCtx
+	return functions, scpCtx, agentCtx, nil
 }
 
-func synth(t testing.TB, cfg *config.Config) *synthesized {
-	functions, scpCtx, agentCtx := fakeAssets(t)
-	app := awscdk.NewApp(&awscdk.AppProps{Context: AppContext(), Outdir: jsii.String(t.TempDir())})
+// synthEnv returns the synthesized app for a config, building it on first
+// use. key names the variant (the env name, or a derived config's name).
+func synthEnv(t *testing.T, key string, mk func() (*config.Config, error)) *synthesized {
+	t.Helper()
+	synthMu.Lock()
+	defer synthMu.Unlock()
+	if s, ok := synths[key]; ok {
+		if s == nil {
+			t.Fatalf("synthesis of %s failed earlier", key)
+		}
+		return s
+	}
+	synths[key] = nil
+	cfg, err := mk()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(tmpRoot, key)
+	functions, scpCtx, agentCtx, err := fakeAssets(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := awscdk.NewApp(&awscdk.AppProps{Context: AppContext(), Outdir: jsii.String(filepath.Join(dir, "cdk.out"))})
 	st, err := NewIngestStack(app, "DicomIngest-"+cfg.Name, &Props{
 		Config: cfg, FunctionsDir: functions, ScpContextDir: scpCtx, ScpDockerfile: "scp-task/Dockerfile", AgentContextDir: agentCtx,
 	})
@@ -60,21 +112,924 @@ func synth(t testing.TB, cfg *config.Config) *synthesized {
 		t.Fatal(err)
 	}
 	ApplyNag(app)
-	return &synthesized{stack: st, template: assertions.Template_FromStack(st.Stack, nil), cfg: cfg}
+	s := &synthesized{cfg: cfg, app: app, stack: st}
+	s.manifest = app.Synth(nil)
+	// From the assembly already synthesized: Template_FromStack would
+	// synthesize again.
+	raw := s.manifest.GetStackArtifact(st.Stack.ArtifactId()).Template()
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rawMap map[string]any
+	if err := json.Unmarshal(b, &rawMap); err != nil {
+		t.Fatal(err)
+	}
+	s.template = assertions.Template_FromJSON(&rawMap, nil)
+	var tpl struct {
+		Resources map[string]map[string]any
+		Outputs   map[string]any
+	}
+	if err := json.Unmarshal(b, &tpl); err != nil {
+		t.Fatal(err)
+	}
+	s.res, s.outputs = tpl.Resources, tpl.Outputs
+	synths[key] = s
+	return s
 }
 
-func TestNagDebug(t *testing.T) {
-	cfg, err := config.Load("../config", os.Getenv("NAG_ENV"))
+func example(env string) func() (*config.Config, error) {
+	return func() (*config.Config, error) { return config.Load("../config", env) }
+}
+
+// envs are the example environments every template test runs against.
+var envs = []string{"dev", "prod"}
+
+func forEachEnv(t *testing.T, f func(t *testing.T, s *synthesized)) {
+	for _, env := range envs {
+		t.Run(env, func(t *testing.T) { f(t, synthEnv(t, env, example(env))) })
+	}
+}
+
+// resources returns the resources of a type, by logical id.
+func (s *synthesized) resources(typ string) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	for id, r := range s.res {
+		if r["Type"] == typ {
+			out[id] = r
+		}
+	}
+	return out
+}
+
+func props(r map[string]any) map[string]any {
+	p, _ := r["Properties"].(map[string]any)
+	return p
+}
+
+// js renders a value as compact JSON, for substring checks and messages.
+func js(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// getAtt and ref extract the logical id a value points at.
+func refID(v any) string {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return ""
+	}
+	if r, ok := m["Ref"].(string); ok {
+		return r
+	}
+	if ga, ok := m["Fn::GetAtt"].([]any); ok && len(ga) > 0 {
+		s, _ := ga[0].(string)
+		return s
+	}
+	return ""
+}
+
+func TestListenerAndTargetGroup(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		c := s.cfg
+		s.template.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(1))
+		s.template.HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::LoadBalancer"), map[string]any{
+			"Scheme": "internal",
+			"Type":   "network",
+		})
+		listeners := s.resources("AWS::ElasticLoadBalancingV2::Listener")
+		for _, l := range listeners {
+			p := props(l)
+			if p["Port"] != float64(c.Dicom.Port) || p["Protocol"] != "TCP" {
+				t.Errorf("listener %v/%v, want TCP %d", p["Protocol"], p["Port"], c.Dicom.Port)
+			}
+			want := []any{map[string]any{"Key": "tcp.idle_timeout.seconds", "Value": fmt.Sprint(c.Dicom.IdleTimeoutSeconds)}}
+			if d := cmp.Diff(want, p["ListenerAttributes"]); d != "" {
+				t.Errorf("listener attributes (-want +got):\n%s", d)
+			}
+			actions := p["DefaultActions"].([]any)
+			tgID := refID(actions[0].(map[string]any)["TargetGroupArn"])
+			tg := props(s.res[tgID])
+			if tg["Port"] != float64(ScpPort) || tg["Protocol"] != "TCP" || tg["TargetType"] != "ip" {
+				t.Errorf("target group %s: %v %v %v, want TCP %d ip", tgID, tg["Protocol"], tg["Port"], tg["TargetType"], ScpPort)
+			}
+			if tg["HealthCheckProtocol"] != "HTTP" || tg["HealthCheckPort"] != "8081" || tg["HealthCheckPath"] != "/readyz" {
+				t.Errorf("health check %v %v %v, want HTTP 8081 /readyz", tg["HealthCheckProtocol"], tg["HealthCheckPort"], tg["HealthCheckPath"])
+			}
+			attrs := map[string]string{}
+			for _, a := range tg["TargetGroupAttributes"].([]any) {
+				m := a.(map[string]any)
+				attrs[m["Key"].(string)] = m["Value"].(string)
+			}
+			proxy := fmt.Sprint(c.ProxyProtocolEnabled())
+			wantAttrs := map[string]string{
+				"proxy_protocol_v2.enabled":            proxy,
+				"preserve_client_ip.enabled":           fmt.Sprint(!c.ProxyProtocolEnabled()),
+				"deregistration_delay.timeout_seconds": fmt.Sprint(c.Scp.DeregistrationDelaySeconds),
+			}
+			for k, v := range wantAttrs {
+				if attrs[k] != v {
+					t.Errorf("target group attribute %s = %q, want %q", k, attrs[k], v)
+				}
+			}
+			env := s.containerEnv(t, "scp")
+			if env["SCP_PROXY_PROTOCOL"] != proxy {
+				t.Errorf("SCP_PROXY_PROTOCOL = %v, target group proxy_protocol_v2 = %s: they must agree", env["SCP_PROXY_PROTOCOL"], proxy)
+			}
+		}
+		// The NLB has one fixed address per zone, which the outputs list.
+		lb := props(first(s.resources("AWS::ElasticLoadBalancingV2::LoadBalancer")))
+		maps := lb["SubnetMappings"].([]any)
+		if len(maps) != len(c.AvailabilityZones) {
+			t.Errorf("%d subnet mappings, want one per zone (%d)", len(maps), len(c.AvailabilityZones))
+		}
+		var ips []string
+		for _, m := range maps {
+			ips = append(ips, m.(map[string]any)["PrivateIPv4Address"].(string))
+		}
+		if got := s.outputs["NlbAddresses"].(map[string]any)["Value"]; got != strings.Join(ips, ",") {
+			t.Errorf("NlbAddresses output %v, want %v", got, ips)
+		}
+	})
+}
+
+func first(m map[string]map[string]any) map[string]any {
+	for _, v := range m {
+		return v
+	}
+	return nil
+}
+
+// containerEnv returns a container's environment from the task definition.
+func (s *synthesized) containerEnv(t *testing.T, name string) map[string]any {
+	t.Helper()
+	for _, td := range s.resources("AWS::ECS::TaskDefinition") {
+		for _, cd := range props(td)["ContainerDefinitions"].([]any) {
+			m := cd.(map[string]any)
+			if m["Name"] != name {
+				continue
+			}
+			env := map[string]any{}
+			for _, kv := range m["Environment"].([]any) {
+				e := kv.(map[string]any)
+				env[e["Name"].(string)] = e["Value"]
+			}
+			return env
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return nil
+}
+
+func TestVpnTunnels(t *testing.T) {
+	allowedEnc := []string{"AES256", "AES256-GCM-16"}
+	allowedInt := []string{"SHA2-256", "SHA2-384", "SHA2-512"}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		conns := s.resources("AWS::EC2::VPNConnection")
+		if len(conns) != len(s.cfg.Sites) {
+			t.Fatalf("%d VPN connections, want one per site (%d)", len(conns), len(s.cfg.Sites))
+		}
+		s.template.ResourceCountIs(jsii.String("AWS::EC2::CustomerGateway"), jsii.Number(float64(len(s.cfg.Sites))))
+		s.template.ResourceCountIs(jsii.String("AWS::EC2::VPNGatewayRoutePropagation"), jsii.Number(1))
+		for id, conn := range conns {
+			p := props(conn)
+			if refID(p["VpnGatewayId"]) == "" {
+				t.Errorf("%s: not on the VPC's virtual private gateway: %v", id, p["VpnGatewayId"])
+			}
+			tunnels := p["VpnTunnelOptionsSpecifications"].([]any)
+			if len(tunnels) != 2 {
+				t.Errorf("%s: %d tunnels, want 2", id, len(tunnels))
+			}
+			for i, tun := range tunnels {
+				o := tun.(map[string]any)
+				vals := func(key string) []any {
+					var out []any
+					for _, v := range o[key].([]any) {
+						out = append(out, v.(map[string]any)["Value"])
+					}
+					return out
+				}
+				if d := cmp.Diff([]any{"ikev2"}, vals("IKEVersions")); d != "" {
+					t.Errorf("%s tunnel %d IKEVersions (-want +got):\n%s", id, i, d)
+				}
+				for _, phase := range []string{"Phase1", "Phase2"} {
+					enc := vals(phase + "EncryptionAlgorithms")
+					if !slices.Contains(enc, any("AES256")) {
+						t.Errorf("%s tunnel %d %s encryption %v lacks AES256", id, i, phase, enc)
+					}
+					for _, e := range enc {
+						if !slices.Contains(allowedEnc, e.(string)) {
+							t.Errorf("%s tunnel %d %s allows %v", id, i, phase, e)
+						}
+					}
+					integ := vals(phase + "IntegrityAlgorithms")
+					if !slices.Contains(integ, any("SHA2-256")) {
+						t.Errorf("%s tunnel %d %s integrity %v lacks SHA2-256", id, i, phase, integ)
+					}
+					for _, e := range integ {
+						if !slices.Contains(allowedInt, e.(string)) {
+							t.Errorf("%s tunnel %d %s allows %v", id, i, phase, e)
+						}
+					}
+					for _, g := range vals(phase + "DHGroupNumbers") {
+						if g.(float64) < 14 || g.(float64) == 22 {
+							t.Errorf("%s tunnel %d %s allows DH group %v", id, i, phase, g)
+						}
+					}
+				}
+				psk := js(o["PreSharedKey"])
+				if !strings.Contains(psk, "{{resolve:secretsmanager:") {
+					t.Errorf("%s tunnel %d PreSharedKey is not a Secrets Manager dynamic reference: %s", id, i, psk)
+				}
+			}
+		}
+		for _, site := range s.cfg.Sites {
+			var conn map[string]any
+			for _, r := range conns {
+				if strings.Contains(js(props(r)["Tags"]), `"`+s.cfg.Name+"-"+site.Name+`"`) {
+					conn = props(r)
+				}
+			}
+			if conn == nil {
+				t.Fatalf("no connection tagged for site %s", site.Name)
+			}
+			if conn["StaticRoutesOnly"] != (site.Routing == config.RoutingStatic) {
+				t.Errorf("site %s: StaticRoutesOnly %v with routing %s", site.Name, conn["StaticRoutesOnly"], site.Routing)
+			}
+			if _, ok := s.outputs["VpnConnection"+strings.ReplaceAll(site.Name, "-", "")]; !ok {
+				t.Errorf("no VpnConnection output for site %s", site.Name)
+			}
+		}
+		// Static routes exist for exactly the static sites' CIDRs.
+		var want, got []string
+		for _, site := range s.cfg.Sites {
+			if site.Routing == config.RoutingStatic {
+				want = append(want, site.Cidrs...)
+			}
+		}
+		for _, r := range s.resources("AWS::EC2::VPNConnectionRoute") {
+			got = append(got, props(r)["DestinationCidrBlock"].(string))
+		}
+		sort.Strings(want)
+		sort.Strings(got)
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("static routes (-want +got):\n%s", d)
+		}
+		// One tunnel-state alarm per connection.
+		n := 0
+		for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+			if props(a)["MetricName"] == "TunnelState" {
+				n++
+			}
+		}
+		if n != len(s.cfg.Sites) {
+			t.Errorf("%d tunnel alarms, want %d", n, len(s.cfg.Sites))
+		}
+	})
+}
+
+func TestBucket(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		bucketID := s.stack.logicalID(s.stack.Storage.Bucket)
+		b := s.res[bucketID]
+		if b["DeletionPolicy"] != "Retain" || b["UpdateReplacePolicy"] != "Retain" {
+			t.Errorf("bucket deletion policy %v/%v, want Retain", b["DeletionPolicy"], b["UpdateReplacePolicy"])
+		}
+		p := props(b)
+		enc := js(p["BucketEncryption"])
+		keyID := s.stack.logicalID(s.stack.Storage.Key)
+		if !strings.Contains(enc, `"SSEAlgorithm":"aws:kms"`) || !strings.Contains(enc, keyID) {
+			t.Errorf("bucket encryption %s, want aws:kms with key %s", enc, keyID)
+		}
+		if js(p["VersioningConfiguration"]) != `{"Status":"Enabled"}` {
+			t.Errorf("versioning %s", js(p["VersioningConfiguration"]))
+		}
+		wantBPA := `{"BlockPublicAcls":true,"BlockPublicPolicy":true,"IgnorePublicAcls":true,"RestrictPublicBuckets":true}`
+		if js(p["PublicAccessBlockConfiguration"]) != wantBPA {
+			t.Errorf("public access block %s", js(p["PublicAccessBlockConfiguration"]))
+		}
+		if refID(p["LoggingConfiguration"].(map[string]any)["DestinationBucketName"]) != s.stack.logicalID(s.stack.Storage.LogBucket) {
+			t.Errorf("access logs not delivered to the log bucket: %s", js(p["LoggingConfiguration"]))
+		}
+		if (p["ObjectLockEnabled"] == true) != (s.cfg.Storage.ObjectLock != nil) {
+			t.Errorf("ObjectLockEnabled %v with config %+v", p["ObjectLockEnabled"], s.cfg.Storage.ObjectLock)
+		}
+		if ol := s.cfg.Storage.ObjectLock; ol != nil {
+			want := fmt.Sprintf(`{"DefaultRetention":{"Days":%d,"Mode":"%s"}}`, ol.Days, ol.Mode)
+			if got := js(p["ObjectLockConfiguration"].(map[string]any)["Rule"]); got != want {
+				t.Errorf("object lock rule %s, want %s", got, want)
+			}
+		}
+		if !strings.Contains(js(p["LifecycleConfiguration"]), `"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}`) {
+			t.Errorf("no rule aborting incomplete multipart uploads: %s", js(p["LifecycleConfiguration"]))
+		}
+		// TLS-only: a Deny on aws:SecureTransport=false in the bucket policy.
+		found := false
+		for _, bp := range s.resources("AWS::S3::BucketPolicy") {
+			if refID(props(bp)["Bucket"]) != bucketID {
+				continue
+			}
+			for _, st := range props(bp)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if m["Effect"] == "Deny" && js(m["Condition"]) == `{"Bool":{"aws:SecureTransport":"false"}}` && m["Action"] == "s3:*" {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Error("bucket policy has no TLS-only deny")
+		}
+		s.template.HasResource(jsii.String("AWS::KMS::Key"), map[string]any{
+			"DeletionPolicy": "Retain",
+			"Properties":     map[string]any{"EnableKeyRotation": true},
+		})
+	})
+}
+
+func TestQueuesHaveDeadLetterQueues(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		queues := s.resources("AWS::SQS::Queue")
+		dlqs := map[string]bool{} // queues something sends its failures to
+		for _, q := range queues {
+			if rp, ok := props(q)["RedrivePolicy"].(map[string]any); ok {
+				dlqs[refID(rp["deadLetterTargetArn"])] = true
+				if rp["maxReceiveCount"] != float64(s.cfg.Pipeline.MaxReceiveCount) {
+					t.Errorf("maxReceiveCount %v", rp["maxReceiveCount"])
+				}
+			}
+		}
+		for _, bus := range s.resources("AWS::Events::EventBus") {
+			dlqs[refID(props(bus)["DeadLetterConfig"].(map[string]any)["Arn"])] = true
+		}
+		for _, rule := range s.resources("AWS::Events::Rule") {
+			for _, tg := range props(rule)["Targets"].([]any) {
+				if dl, ok := tg.(map[string]any)["DeadLetterConfig"].(map[string]any); ok {
+					dlqs[refID(dl["Arn"])] = true
+				}
+			}
+		}
+		for id, q := range queues {
+			p := props(q)
+			if p["SqsManagedSseEnabled"] != true {
+				t.Errorf("queue %s is not encrypted (SqsManagedSseEnabled=%v)", id, p["SqsManagedSseEnabled"])
+			}
+			if _, hasDLQ := p["RedrivePolicy"]; !hasDLQ && !dlqs[id] {
+				t.Errorf("queue %s has no dead-letter queue and is none", id)
+			}
+		}
+		// Every work queue feeds a function with partial batch responses.
+		for _, esm := range s.resources("AWS::Lambda::EventSourceMapping") {
+			if js(props(esm)["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
+				t.Errorf("event source mapping without partial batch responses: %s", js(props(esm)))
+			}
+		}
+		s.template.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(3))
+		// S3 notifications: incoming/ and audit/ each to their queue.
+		notif := js(props(first(s.resources("Custom::S3BucketNotifications")))["NotificationConfiguration"])
+		for _, prefix := range []string{PrefixIncoming, PrefixAudit} {
+			if !strings.Contains(notif, `{"Name":"prefix","Value":"`+prefix+`"}`) {
+				t.Errorf("no bucket notification for %s: %s", prefix, notif)
+			}
+		}
+		s.template.HasResourceProperties(jsii.String("AWS::Events::Archive"), map[string]any{
+			"EventPattern":  map[string]any{"source": []any{EventSource}},
+			"RetentionDays": s.cfg.Pipeline.ArchiveRetentionDays,
+		})
+	})
+}
+
+func TestFunctions(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		n := 0
+		for id, f := range s.resources("AWS::Lambda::Function") {
+			p := props(f)
+			if p["Handler"] != "bootstrap" {
+				continue // CDK's own custom-resource handlers
+			}
+			n++
+			if p["Runtime"] != "provided.al2023" || js(p["Architectures"]) != `["arm64"]` {
+				t.Errorf("%s: runtime %v architectures %v, want provided.al2023 arm64", id, p["Runtime"], p["Architectures"])
+			}
+			if p["ReservedConcurrentExecutions"] != float64(s.cfg.Pipeline.ReservedConcurrency) {
+				t.Errorf("%s: reserved concurrency %v", id, p["ReservedConcurrentExecutions"])
+			}
+			if _, ok := p["VpcConfig"]; !ok {
+				t.Errorf("%s: not in the VPC", id)
+			}
+			env := p["Environment"].(map[string]any)["Variables"].(map[string]any)
+			for _, k := range []string{"BUCKET", "AUDIT_TABLE", "INDEX_TABLE", "EVENT_BUS_NAME"} {
+				if _, ok := env[k]; !ok {
+					t.Errorf("%s: no %s in the environment", id, k)
+				}
+			}
+			if env["EVENT_SOURCE"] != EventSource || env["EVENT_PATIENT_DATA"] != s.cfg.Pipeline.EventPatientData {
+				t.Errorf("%s: EVENT_SOURCE %v EVENT_PATIENT_DATA %v", id, env["EVENT_SOURCE"], env["EVENT_PATIENT_DATA"])
+			}
+		}
+		if n != len(FunctionNames) {
+			t.Errorf("%d pipeline functions, want %d", n, len(FunctionNames))
+		}
+	})
+}
+
+func TestTables(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		tables := s.resources("AWS::DynamoDB::Table")
+		if len(tables) != 2 {
+			t.Fatalf("%d tables, want audit and index", len(tables))
+		}
+		for id, tb := range tables {
+			p := props(tb)
+			if js(p["PointInTimeRecoverySpecification"]) != `{"PointInTimeRecoveryEnabled":true}` {
+				t.Errorf("%s: PITR %s", id, js(p["PointInTimeRecoverySpecification"]))
+			}
+			if p["DeletionProtectionEnabled"] != true || tb["DeletionPolicy"] != "Retain" {
+				t.Errorf("%s: deletion protection %v, policy %v", id, p["DeletionProtectionEnabled"], tb["DeletionPolicy"])
+			}
+			sse := props(tb)["SSESpecification"].(map[string]any)
+			if sse["SSEEnabled"] != true || sse["SSEType"] != "KMS" || refID(sse["KMSMasterKeyId"]) != s.stack.logicalID(s.stack.Storage.Key) {
+				t.Errorf("%s: encryption %s, want the customer-managed key", id, js(sse))
+			}
+		}
+		sel := js(props(first(s.resources("AWS::Backup::BackupSelection"))))
+		for id := range tables {
+			if !strings.Contains(sel, id) {
+				t.Errorf("table %s is not in the backup selection", id)
+			}
+		}
+		// The audit trail is append-only: no role may update or delete it.
+		auditID := s.stack.logicalID(s.stack.Pipeline.AuditTable)
+		for pid, pol := range s.resources("AWS::IAM::Policy") {
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if !strings.Contains(js(m["Resource"]), auditID) {
+					continue
+				}
+				for _, a := range asStrings(m["Action"]) {
+					if strings.HasPrefix(a, "dynamodb:") && (strings.Contains(a, "Update") || strings.Contains(a, "Delete") || strings.Contains(a, "*") || strings.Contains(a, "BatchWrite")) {
+						t.Errorf("policy %s allows %s on the audit table", pid, a)
+					}
+				}
+			}
+		}
+	})
+}
+
+func asStrings(v any) []string {
+	switch x := v.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// ingressRules gathers every ingress rule by security group logical id.
+func (s *synthesized) ingressRules() map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for id, sg := range s.resources("AWS::EC2::SecurityGroup") {
+		if rules, ok := props(sg)["SecurityGroupIngress"].([]any); ok {
+			for _, r := range rules {
+				out[id] = append(out[id], r.(map[string]any))
+			}
+		}
+	}
+	for _, r := range s.resources("AWS::EC2::SecurityGroupIngress") {
+		p := props(r)
+		out[refID(p["GroupId"])] = append(out[refID(p["GroupId"])], p)
+	}
+	return out
+}
+
+func TestSecurityGroupsAdmitSitesOnly(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) { checkIngress(t, s) })
+}
+
+func checkIngress(t *testing.T, s *synthesized) {
+	c := s.cfg
+	siteCidrs := c.SourceCidrs()
+	lbSG := s.stack.logicalID(s.stack.Ingest.LbSecurityGroup)
+	taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
+	endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
+	rules := s.ingressRules()
+	var lbCidrs []string
+	for sg, rs := range rules {
+		for _, r := range rs {
+			cidr, _ := r["CidrIp"].(string)
+			if cidr == "" {
+				if r["CidrIpv6"] != nil || r["SourcePrefixListId"] != nil {
+					t.Errorf("%s: unexpected ingress %s", sg, js(r))
+				}
+				continue
+			}
+			from, to := r["FromPort"], r["ToPort"]
+			switch {
+			case sg == lbSG:
+				lbCidrs = append(lbCidrs, cidr)
+				if from != float64(c.Dicom.Port) || to != float64(c.Dicom.Port) {
+					t.Errorf("NLB ingress from %s on %v-%v, want only the DICOM port %d", cidr, from, to, c.Dicom.Port)
+				}
+			case sg == taskSG && !c.ProxyProtocolEnabled() && (slices.Contains(siteCidrs, cidr) || (cidr == c.VpcCidr && c.Vpn.ClientVpn != nil)):
+				if from != float64(ScpPort) || to != float64(ScpPort) {
+					t.Errorf("task ingress from %s on %v-%v, want %d", cidr, from, to, ScpPort)
+				}
+			case sg == endpointSG && cidr == c.VpcCidr && from == float64(443) && to == float64(443):
+			default:
+				t.Errorf("security group %s admits %s on %v-%v", sg, cidr, from, to)
+			}
+		}
+	}
+	sort.Strings(lbCidrs)
+	want := slices.Clone(siteCidrs)
+	sort.Strings(want)
+	if d := cmp.Diff(want, lbCidrs); d != "" {
+		t.Errorf("NLB ingress CIDRs (-site CIDRs +got):\n%s", d)
+	}
+	// In PROXY mode the tasks admit the DICOM port only from the NLB.
+	for _, r := range rules[taskSG] {
+		if r["FromPort"] == float64(ScpPort) && r["CidrIp"] == nil && refID(r["SourceSecurityGroupId"]) != lbSG {
+			t.Errorf("task DICOM ingress from %s, want the NLB's group", js(r["SourceSecurityGroupId"]))
+		}
+	}
+	if c.Vpn.ClientVpn != nil {
+		cvpn := s.stack.logicalID(s.stack.Vpn.ClientVpnSecurityGroup)
+		ok := false
+		for _, r := range rules[lbSG] {
+			if refID(r["SourceSecurityGroupId"]) == cvpn && r["FromPort"] == float64(c.Dicom.Port) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Error("NLB does not admit the Client VPN endpoint on the DICOM port")
+		}
+	}
+}
+
+func TestTaskRoleLimitedToPrefixes(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		td := props(first(s.resources("AWS::ECS::TaskDefinition")))
+		roleID := refID(td["TaskRoleArn"])
+		if roleID == "" {
+			t.Fatal("task definition has no task role")
+		}
+		bucketID := s.stack.logicalID(s.stack.Storage.Bucket)
+		var s3Resources []string
+		var s3Actions []string
+		for pid, pol := range s.resources("AWS::IAM::Policy") {
+			attached := false
+			for _, r := range props(pol)["Roles"].([]any) {
+				if refID(r) == roleID {
+					attached = true
+				}
+			}
+			if !attached {
+				continue
+			}
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if m["Effect"] != "Allow" {
+					continue
+				}
+				for _, a := range asStrings(m["Action"]) {
+					switch {
+					case strings.HasPrefix(a, "s3:"):
+						s3Actions = append(s3Actions, a)
+					case strings.HasPrefix(a, "kms:"):
+						if !strings.Contains(js(m["Condition"]), `"kms:ViaService":"s3.`+s.cfg.Region+`.amazonaws.com"`) {
+							t.Errorf("policy %s: %s without a kms:ViaService S3 condition", pid, a)
+						}
+						if a != "kms:GenerateDataKey" && a != "kms:Decrypt" {
+							t.Errorf("policy %s: task may %s", pid, a)
+						}
+					case strings.HasPrefix(a, "logs:"):
+						// the metrics sidecar writes its own log group
+						if !strings.Contains(js(m["Resource"]), "ScpMetrics") {
+							t.Errorf("policy %s: %s on %s", pid, a, js(m["Resource"]))
+						}
+					default:
+						t.Errorf("policy %s: task may %s", pid, a)
+					}
+				}
+				if strings.Contains(js(m["Action"]), "s3:") {
+					var res []any
+					if r, ok := m["Resource"].([]any); ok {
+						res = r
+					} else {
+						res = []any{m["Resource"]}
+					}
+					for _, r := range res {
+						s3Resources = append(s3Resources, js(r))
+					}
+				}
+			}
+		}
+		sort.Strings(s3Actions)
+		if d := cmp.Diff([]string{"s3:AbortMultipartUpload", "s3:PutObject"}, s3Actions); d != "" {
+			t.Errorf("task S3 actions (-want +got):\n%s", d)
+		}
+		wantRes := []string{
+			`{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/audit/*"]]}`,
+			`{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/incoming/*"]]}`,
+		}
+		sort.Strings(s3Resources)
+		if d := cmp.Diff(wantRes, s3Resources); d != "" {
+			t.Errorf("task S3 resources (-want +got):\n%s", d)
+		}
+	})
+}
+
+func TestFargateService(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		c := s.cfg
+		td := props(first(s.resources("AWS::ECS::TaskDefinition")))
+		if js(td["RuntimePlatform"]) != `{"CpuArchitecture":"ARM64","OperatingSystemFamily":"LINUX"}` {
+			t.Errorf("runtime platform %s", js(td["RuntimePlatform"]))
+		}
+		svc := props(first(s.resources("AWS::ECS::Service")))
+		if svc["DesiredCount"].(float64) < 2 || svc["LaunchType"] != "FARGATE" {
+			t.Errorf("service desired %v launch %v", svc["DesiredCount"], svc["LaunchType"])
+		}
+		dc := js(svc["DeploymentConfiguration"])
+		if !strings.Contains(dc, `"DeploymentCircuitBreaker":{"Enable":true,"Rollback":true}`) {
+			t.Errorf("no circuit breaker with rollback: %s", dc)
+		}
+		env := s.containerEnv(t, "scp")
+		want := map[string]string{
+			"SCP_LISTEN":           ":11112",
+			"SCP_HEALTH_LISTEN":    ":8081",
+			"SCP_AE_TITLE":         c.Dicom.AETitle,
+			"SCP_CALLING_AES":      c.CallingAEs(),
+			"SCP_MAX_ASSOCIATIONS": fmt.Sprint(c.Scp.MaxAssociations),
+		}
+		for k, v := range want {
+			if env[k] != v {
+				t.Errorf("%s = %v, want %q", k, env[k], v)
+			}
+		}
+		if !strings.Contains(js(env["SCP_STORE"]), `"s3://"`) || !strings.Contains(js(env["SCP_S3_KMS_KEY"]), s.stack.logicalID(s.stack.Storage.Key)) {
+			t.Errorf("SCP_STORE %s SCP_S3_KMS_KEY %s", js(env["SCP_STORE"]), js(env["SCP_S3_KMS_KEY"]))
+		}
+		for _, cd := range td["ContainerDefinitions"].([]any) {
+			m := cd.(map[string]any)
+			if m["Name"] == "scp" && m["StopTimeout"] != float64(c.Scp.StopTimeoutSeconds) {
+				t.Errorf("stop timeout %v", m["StopTimeout"])
+			}
+		}
+		// Scaling on CPU and on the SCP's active associations.
+		var kinds []string
+		for _, p := range s.resources("AWS::ApplicationAutoScaling::ScalingPolicy") {
+			cfg := props(p)["TargetTrackingScalingPolicyConfiguration"].(map[string]any)
+			if pm, ok := cfg["PredefinedMetricSpecification"].(map[string]any); ok {
+				kinds = append(kinds, pm["PredefinedMetricType"].(string))
+			}
+			if cm, ok := cfg["CustomizedMetricSpecification"].(map[string]any); ok {
+				kinds = append(kinds, cm["Namespace"].(string)+"/"+cm["MetricName"].(string))
+			}
+		}
+		sort.Strings(kinds)
+		if d := cmp.Diff([]string{MetricsNamespace + "/" + MetricActiveAssociations, "ECSServiceAverageCPUUtilization"}, kinds); d != "" {
+			t.Errorf("scaling policies (-want +got):\n%s", d)
+		}
+		s.template.HasResourceProperties(jsii.String("AWS::ApplicationAutoScaling::ScalableTarget"), map[string]any{
+			"MinCapacity": c.Scp.MinTasks, "MaxCapacity": c.Scp.MaxTasks,
+		})
+	})
+}
+
+func TestNetwork(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for _, typ := range []string{"AWS::EC2::NatGateway", "AWS::EC2::InternetGateway", "AWS::EC2::EIP"} {
+			s.template.ResourceCountIs(jsii.String(typ), jsii.Number(0))
+		}
+		s.template.ResourceCountIs(jsii.String("AWS::EC2::Subnet"), jsii.Number(float64(len(s.cfg.AvailabilityZones))))
+		s.template.ResourceCountIs(jsii.String("Custom::VpcRestrictDefaultSG"), jsii.Number(1))
+		s.template.HasResourceProperties(jsii.String("AWS::EC2::FlowLog"), map[string]any{"TrafficType": "ALL", "LogDestinationType": "cloud-watch-logs"})
+		var services []string
+		re := regexp.MustCompile(`com\.amazonaws\.(?:` + regexp.QuoteMeta(s.cfg.Region) + `|",\{"Ref":"AWS::Region"\},")\.([a-z0-9.]*[a-z0-9])`)
+		for _, ep := range s.resources("AWS::EC2::VPCEndpoint") {
+			name := js(props(ep)["ServiceName"])
+			m := re.FindStringSubmatch(name)
+			if m == nil {
+				t.Errorf("unexpected endpoint service %s", name)
+				continue
+			}
+			services = append(services, m[1])
+		}
+		sort.Strings(services)
+		want := []string{"dynamodb", "ecr.api", "ecr.dkr", "events", "kms", "logs", "s3", "secretsmanager", "sqs", "sts"}
+		if d := cmp.Diff(want, services); d != "" {
+			t.Errorf("endpoints (-want +got):\n%s", d)
+		}
+	})
+}
+
+func TestOutputs(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn"} {
+			if _, ok := s.outputs[k]; !ok {
+				t.Errorf("no output %s", k)
+			}
+		}
+		if (s.outputs["ClientVpnEndpoint"] != nil) != (s.cfg.Vpn.ClientVpn != nil) {
+			t.Errorf("ClientVpnEndpoint output %v with client VPN config %v", s.outputs["ClientVpnEndpoint"], s.cfg.Vpn.ClientVpn)
+		}
+	})
+}
+
+// TestNag asserts that no AwsSolutions or HIPAA Security finding is left
+// unsuppressed and that every rule could be evaluated.
+func TestNag(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		ann := assertions.Annotations_FromStack(s.stack.Stack)
+		for _, e := range *ann.FindError(jsii.String("*"), assertions.Match_AnyValue()) {
+			t.Errorf("error annotation on %s: %v", *e.Id, e.Entry.Data)
+		}
+		for _, w := range *ann.FindWarning(jsii.String("*"), assertions.Match_StringLikeRegexp(jsii.String("(AwsSolutions|HIPAA|CdkNag).*"))) {
+			t.Errorf("nag warning on %s: %v", *w.Id, w.Entry.Data)
+		}
+	})
+}
+
+// TestSynthOffline checks that synthesis asked for nothing it would have to
+// look up in an AWS account (cdk synth would then need credentials).
+func TestSynthOffline(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		// The cloud assembly's JSON, read directly: the jsii binding of
+		// CloudAssembly.Manifest cannot deserialize every artifact type.
+		outdir := *s.manifest.Directory()
+		var manifest struct {
+			Missing []struct{ Key string } `json:"missing"`
+		}
+		readJSON(t, filepath.Join(outdir, "manifest.json"), &manifest)
+		for _, miss := range manifest.Missing {
+			t.Errorf("synth needs context look-up %s", miss.Key)
+		}
+		// The image context is staged with only what the build reads.
+		var assets struct {
+			DockerImages map[string]struct {
+				Source struct {
+					Directory  string `json:"directory"`
+					DockerFile string `json:"dockerFile"`
+				} `json:"source"`
+			} `json:"dockerImages"`
+		}
+		readJSON(t, filepath.Join(outdir, *s.stack.Stack.ArtifactId()+".assets.json"), &assets)
+		found := false
+		for _, img := range assets.DockerImages {
+			if img.Source.DockerFile != "scp-task/Dockerfile" {
+				continue
+			}
+			found = true
+			dir := filepath.Join(outdir, img.Source.Directory)
+			if _, err := os.Stat(filepath.Join(dir, "scp-task", "Dockerfile")); err != nil {
+				t.Errorf("staged image context lacks the Dockerfile: %v", err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "unrelated")); err == nil {
+				t.Errorf("staged image context holds files the build does not need")
+			}
+		}
+		if !found {
+			t.Error("no scp-task image asset")
+		}
+	})
+}
+
+func readJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
 	if err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
-	s := synth(t, cfg)
-	errs := assertions.Annotations_FromStack(s.stack.Stack).FindError(jsii.String("*"), assertions.Match_AnyValue())
-	for _, e := range *errs {
-		t.Logf("%s: %v", *e.Id, e.Entry.Data)
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
 	}
-	warns := assertions.Annotations_FromStack(s.stack.Stack).FindWarning(jsii.String("*"), assertions.Match_AnyValue())
-	for _, e := range *warns {
-		t.Logf("WARN %s: %v", *e.Id, e.Entry.Data)
+}
+
+// TestClientIPPreservation synthesizes the dev config with PROXY protocol
+// off: the target group must preserve client IPs and the tasks admit the
+// site CIDRs directly.
+func TestClientIPPreservation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("one more synthesis; skipped with -short")
+	}
+	s := synthEnv(t, "noproxy", func() (*config.Config, error) {
+		c, err := config.Load("../config", "dev")
+		if err != nil {
+			return nil, err
+		}
+		off := false
+		c.Name = "noproxy"
+		c.Dicom.ProxyProtocol = &off
+		c.Sites[0].Routing, c.Sites[0].BgpAsn = config.RoutingBGP, 65020
+		return c, c.Validate()
+	})
+	s.template.HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"), map[string]any{
+		"TargetGroupAttributes": assertions.Match_ArrayWith(&[]any{
+			map[string]any{"Key": "proxy_protocol_v2.enabled", "Value": "false"},
+			map[string]any{"Key": "preserve_client_ip.enabled", "Value": "true"},
+		}),
+	})
+	if env := s.containerEnv(t, "scp"); env["SCP_PROXY_PROTOCOL"] != "false" {
+		t.Errorf("SCP_PROXY_PROTOCOL = %v, want false", env["SCP_PROXY_PROTOCOL"])
+	}
+	checkIngress(t, s)
+	taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
+	var cidrs []string
+	for _, r := range s.ingressRules()[taskSG] {
+		if c, ok := r["CidrIp"].(string); ok {
+			cidrs = append(cidrs, c)
+		}
+	}
+	if d := cmp.Diff(s.cfg.SourceCidrs(), cidrs); d != "" {
+		t.Errorf("task ingress CIDRs (-site CIDRs +got):\n%s", d)
+	}
+	s.template.ResourceCountIs(jsii.String("AWS::EC2::VPNConnectionRoute"), jsii.Number(0))
+	ann := assertions.Annotations_FromStack(s.stack.Stack)
+	for _, e := range *ann.FindError(jsii.String("*"), assertions.Match_AnyValue()) {
+		t.Errorf("error annotation on %s: %v", *e.Id, e.Entry.Data)
+	}
+}
+
+func TestInvalidConfigIsRefused(t *testing.T) {
+	c, err := config.Load("../config", "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Sites[0].CallingAETitle = "THIS_AE_TITLE_IS_TOO_LONG"
+	app := awscdk.NewApp(&awscdk.AppProps{Context: AppContext(), Outdir: jsii.String(t.TempDir())})
+	_, err = NewIngestStack(app, "Bad", &Props{Config: c})
+	if !errors.Is(err, config.ErrInvalid) || !strings.Contains(err.Error(), "AE titles have at most 16") {
+		t.Fatalf("NewIngestStack = %v, want config.ErrInvalid about the AE title", err)
+	}
+	if _, err := NewIngestStack(app, "Nil", &Props{}); err == nil {
+		t.Fatal("NewIngestStack without config succeeded")
+	}
+}
+
+func TestNlbAddress(t *testing.T) {
+	cases := []struct{ in, want, err string }{
+		{"10.40.0.0/21", "10.40.7.249", ""},
+		{"10.50.128.0/18", "10.50.191.249", ""},
+		{"10.0.0.32/27", "10.0.0.57", ""},
+		{"10.0.0.0/28", "", "not an IPv4 /27 or larger"},
+		{"nonsense", "", "not an IPv4"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := nlbAddress(tc.in)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("nlbAddress(%q) = %q, %v; want error %q", tc.in, got, err, tc.err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("nlbAddress(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAgentConfigs(t *testing.T) {
+	agent, prom := agentConfigs("dev", "the-log-group")
+	var cfg struct {
+		Logs struct {
+			MetricsCollected struct {
+				Prometheus struct {
+					LogGroupName string `json:"log_group_name"`
+					ConfigPath   string `json:"prometheus_config_path"`
+					EMF          struct {
+						Namespace    string `json:"metric_namespace"`
+						Declarations []struct {
+							Dimensions [][]string `json:"dimensions"`
+							Selectors  []string   `json:"metric_selectors"`
+						} `json:"metric_declaration"`
+					} `json:"emf_processor"`
+				} `json:"prometheus"`
+			} `json:"metrics_collected"`
+		} `json:"logs"`
+	}
+	if err := json.Unmarshal([]byte(agent), &cfg); err != nil {
+		t.Fatalf("agent config is not JSON: %v\n%s", err, agent)
+	}
+	p := cfg.Logs.MetricsCollected.Prometheus
+	if p.LogGroupName != "the-log-group" || p.ConfigPath != "env:PROMETHEUS_CONFIG_CONTENT" || p.EMF.Namespace != MetricsNamespace {
+		t.Errorf("agent config %+v", p)
+	}
+	if len(p.EMF.Declarations) != 1 || !slices.Contains(p.EMF.Declarations[0].Selectors, "^"+MetricActiveAssociations+"$") ||
+		!cmp.Equal(p.EMF.Declarations[0].Dimensions, [][]string{{"Environment"}}) {
+		t.Errorf("metric declarations %+v", p.EMF.Declarations)
+	}
+	for _, want := range []string{`targets: ["localhost:8081"]`, `Environment: "dev"`, "job_name: scp"} {
+		if !strings.Contains(prom, want) {
+			t.Errorf("prometheus config lacks %q:\n%s", want, prom)
+		}
 	}
 }
