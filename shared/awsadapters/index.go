@@ -81,19 +81,7 @@ func dropEmpty(m map[string]ddbtypes.AttributeValue) {
 
 func isCondFailed(err error) bool {
 	var ccf *ddbtypes.ConditionalCheckFailedException
-	var tce *ddbtypes.TransactionCanceledException
-	if errors.As(err, &ccf) {
-		return true
-	}
-	if errors.As(err, &tce) {
-		for _, r := range tce.CancellationReasons {
-			if aws.ToString(r.Code) == "ConditionalCheckFailed" || aws.ToString(r.Code) == "TransactionConflict" {
-				return true
-			}
-		}
-		return strings.Contains(tce.Error(), "ConditionalCheckFailed")
-	}
-	return false
+	return errors.As(err, &ccf)
 }
 
 func (x *IndexTable) get(ctx context.Context, pk, sk string) (map[string]ddbtypes.AttributeValue, error) {
@@ -104,94 +92,148 @@ func (x *IndexTable) get(ctx context.Context, pk, sk string) (map[string]ddbtype
 	return out.Item, nil
 }
 
-// UpsertInstance implements pipeline.IndexStore: a read, then one
-// transaction whose conditions make it apply at most once per content;
-// a lost race re-reads and retries.
+// UpsertInstance implements pipeline.IndexStore with conditional single-item
+// writes (no transactions, so DynamoDB-compatible emulators work too):
+//
+//  1. the SOP marker decides new vs conflict (put if absent or same content);
+//  2. the series item is created if absent;
+//  3. the instance item is the claim: put if absent, else this content was
+//     seen before, and if it was fully applied the result is Duplicate;
+//  4. each counter update (series, study) is guarded by a flag set first on
+//     the instance item, so a retry never counts twice. A crash between a
+//     flag and its counter under-counts; GetStudy recomputes the aggregates
+//     from the instance items and repairs the counters.
 func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	pk := studyPK(in.StudyInstanceUID)
 	instSK := "INSTANCE#" + in.SOPInstanceUID + "#" + in.SHA256
-	for attempt := 0; attempt < 6; attempt++ {
-		existing, err := x.get(ctx, pk, instSK)
+	seriesSK := "SERIES#" + in.SeriesInstanceUID
+	rt := ts(in.ReceivedAt)
+
+	outcome := pipeline.InstanceNew
+	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 &x.Table,
+		Item:                      map[string]ddbtypes.AttributeValue{"pk": sv(pk), "sk": sv("SOP#" + in.SOPInstanceUID), "sha256": sv(in.SHA256)},
+		ConditionExpression:       aws.String("attribute_not_exists(pk) OR sha256 = :sha"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":sha": sv(in.SHA256)},
+	})
+	switch {
+	case isCondFailed(err):
+		outcome = pipeline.InstanceConflict
+	case err != nil:
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: sop marker: %w", err)
+	}
+
+	newSeries := true
+	s := map[string]ddbtypes.AttributeValue{
+		"pk": sv(pk), "sk": sv(seriesSK), "seriesInstanceUid": sv(in.SeriesInstanceUID),
+		"modality": sv(in.Modality), "seriesNumber": sv(in.SeriesNumber), "seriesDescription": sv(in.SeriesDescription),
+		"instanceCount": nv(0), "totalBytes": nv(0), "firstReceived": sv(rt), "lastReceived": sv(rt),
+	}
+	dropEmpty(s)
+	_, err = x.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &x.Table, Item: s, ConditionExpression: aws.String("attribute_not_exists(pk)")})
+	switch {
+	case isCondFailed(err):
+		newSeries = false
+	case err != nil:
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: series: %w", err)
+	}
+
+	// Conflict means "not the first content indexed for this SOP Instance
+	// UID", whatever the SCP flagged.
+	in.Conflict = outcome == pipeline.InstanceConflict
+	item, err := attributevalue.MarshalMapWithOptions(in, jsonTags)
+	if err != nil {
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: marshal instance: %w", err)
+	}
+	dropEmpty(item)
+	item["pk"], item["sk"] = sv(pk), sv(instSK)
+	item["outcome"] = sv(outcome.String())
+	item["newSeries"] = &ddbtypes.AttributeValueMemberBOOL{Value: newSeries}
+	_, err = x.Client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: &x.Table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
+	})
+	if isCondFailed(err) {
+		// Seen before: resume where that attempt stopped.
+		prev, err := x.get(ctx, pk, instSK)
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
-		if existing != nil {
+		if b, ok := prev["applied"].(*ddbtypes.AttributeValueMemberBOOL); ok && b.Value {
 			st, err := x.study(ctx, in.StudyInstanceUID)
 			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st}, err
 		}
-		marker, err := x.get(ctx, pk, "SOP#"+in.SOPInstanceUID)
-		if err != nil {
-			return pipeline.UpsertResult{}, err
-		}
-		series, err := x.get(ctx, pk, "SERIES#"+in.SeriesInstanceUID)
-		if err != nil {
-			return pipeline.UpsertResult{}, err
-		}
-		outcome := pipeline.InstanceNew
-		if marker != nil {
+		if o, ok := prev["outcome"].(*ddbtypes.AttributeValueMemberS); ok && o.Value == pipeline.InstanceConflict.String() {
 			outcome = pipeline.InstanceConflict
-			in.Conflict = true
-		}
-		item, err := attributevalue.MarshalMapWithOptions(in, jsonTags)
-		if err != nil {
-			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: marshal instance: %w", err)
-		}
-		dropEmpty(item)
-		item["pk"], item["sk"] = sv(pk), sv(instSK)
-		items := []ddbtypes.TransactWriteItem{{Put: &ddbtypes.Put{
-			TableName: &x.Table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
-		}}}
-		if marker == nil {
-			items = append(items, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{
-				TableName: &x.Table, Item: map[string]ddbtypes.AttributeValue{"pk": sv(pk), "sk": sv("SOP#" + in.SOPInstanceUID), "sha256": sv(in.SHA256)},
-				ConditionExpression: aws.String("attribute_not_exists(pk)"),
-			}})
-		}
-		var newInstance int64
-		if outcome == pipeline.InstanceNew {
-			newInstance = 1
-		}
-		rt := ts(in.ReceivedAt)
-		if series == nil {
-			s := map[string]ddbtypes.AttributeValue{
-				"pk": sv(pk), "sk": sv("SERIES#" + in.SeriesInstanceUID), "seriesInstanceUid": sv(in.SeriesInstanceUID),
-				"modality": sv(in.Modality), "seriesNumber": sv(in.SeriesNumber), "seriesDescription": sv(in.SeriesDescription),
-				"instanceCount": nv(newInstance), "totalBytes": nv(in.Size), "firstReceived": sv(rt), "lastReceived": sv(rt),
-			}
-			dropEmpty(s)
-			items = append(items, ddbtypes.TransactWriteItem{Put: &ddbtypes.Put{
-				TableName: &x.Table, Item: s, ConditionExpression: aws.String("attribute_not_exists(pk)"),
-			}})
 		} else {
-			items = append(items, ddbtypes.TransactWriteItem{Update: &ddbtypes.Update{
-				TableName: &x.Table, Key: key(pk, "SERIES#"+in.SeriesInstanceUID),
-				UpdateExpression:          aws.String("ADD instanceCount :n, totalBytes :b"),
-				ConditionExpression:       aws.String("attribute_exists(pk)"),
-				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":n": nv(newInstance), ":b": nv(in.Size)},
-			}})
+			outcome = pipeline.InstanceNew
 		}
-		items = append(items, ddbtypes.TransactWriteItem{Update: x.studyUpdate(in, outcome, series == nil)})
-		_, err = x.Client.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: items})
-		if err != nil {
-			if isCondFailed(err) {
-				continue // someone else got there: re-read
-			}
-			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: upsert instance: %w", err)
+		if b, ok := prev["newSeries"].(*ddbtypes.AttributeValueMemberBOOL); ok {
+			newSeries = b.Value
 		}
-		// Received times are kept as min/max with conditional updates:
-		// deliveries may be processed out of order.
-		for _, sk := range []string{"STUDY", "SERIES#" + in.SeriesInstanceUID} {
-			if err := x.widen(ctx, pk, sk, rt, sk == "STUDY"); err != nil {
-				return pipeline.UpsertResult{}, err
-			}
-		}
-		st, err := x.study(ctx, in.StudyInstanceUID)
-		return pipeline.UpsertResult{Outcome: outcome, Study: st}, err
+	} else if err != nil {
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: instance: %w", err)
 	}
-	return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: upsert instance: too much contention")
+
+	var newInstance int64
+	if outcome == pipeline.InstanceNew {
+		newInstance = 1
+	}
+	first, err := x.flag(ctx, pk, instSK, "seriesApplied")
+	if err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	if first {
+		if _, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: &x.Table, Key: key(pk, seriesSK),
+			UpdateExpression:          aws.String("ADD instanceCount :n, totalBytes :b"),
+			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":n": nv(newInstance), ":b": nv(in.Size)},
+		}); err != nil {
+			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: series counters: %w", err)
+		}
+	}
+	first, err = x.flag(ctx, pk, instSK, "studyApplied")
+	if err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	if first {
+		if _, err := x.Client.UpdateItem(ctx, x.studyUpdate(in, outcome, newSeries)); err != nil {
+			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: %w", err)
+		}
+	}
+	// Received times are kept as min/max with conditional updates:
+	// deliveries may be processed out of order.
+	for _, sk := range []string{"STUDY", seriesSK} {
+		if err := x.widen(ctx, pk, sk, rt, sk == "STUDY"); err != nil {
+			return pipeline.UpsertResult{}, err
+		}
+	}
+	if _, err := x.flag(ctx, pk, instSK, "applied"); err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	st, err := x.study(ctx, in.StudyInstanceUID)
+	return pipeline.UpsertResult{Outcome: outcome, Study: st}, err
 }
 
-func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, newSeries bool) *ddbtypes.Update {
+// flag sets a boolean attribute on an item if it is not set yet and
+// reports whether this call set it.
+func (x *IndexTable) flag(ctx context.Context, pk, sk, attr string) (bool, error) {
+	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(pk, sk),
+		UpdateExpression:          aws.String("SET #a = :t"),
+		ConditionExpression:       aws.String("attribute_exists(pk) AND attribute_not_exists(#a)"),
+		ExpressionAttributeNames:  map[string]string{"#a": attr},
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":t": &ddbtypes.AttributeValueMemberBOOL{Value: true}},
+	})
+	if isCondFailed(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("awsadapters: flag %s: %w", attr, err)
+	}
+	return true, nil
+}
+
+func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, newSeries bool) *dynamodb.UpdateItemInput {
 	vals := map[string]ddbtypes.AttributeValue{
 		":one": nv(1), ":b": nv(in.Size), ":uid": sv(in.StudyInstanceUID), ":pending": sv(pending),
 		":kind": sv("STUDY"), ":rt": sv(ts(in.ReceivedAt)),
@@ -215,7 +257,7 @@ func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 		add = append(add, "callingAes :ae")
 	}
 	set := []string{
-		"studyInstanceUid = :uid", "kind = :kind", "gsi1pk = :pending",
+		"studyInstanceUid = :uid", "#kind = :kind", "gsi1pk = :pending",
 		"firstReceived = if_not_exists(firstReceived, :rt)", "lastReceived = if_not_exists(lastReceived, :rt)",
 		"gsi1sk = if_not_exists(lastReceived, :rt)",
 	}
@@ -237,9 +279,10 @@ func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 		vals[":gsi2pk"] = sv("PATIENT#" + in.PatientID)
 		set = append(set, "gsi2pk = if_not_exists(gsi2pk, :gsi2pk)", "gsi2sk = if_not_exists(gsi2sk, :rt)")
 	}
-	return &ddbtypes.Update{
+	return &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key(studyPK(in.StudyInstanceUID), "STUDY"),
 		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ") + " ADD " + strings.Join(add, ", ")),
+		ExpressionAttributeNames:  map[string]string{"#kind": "kind"},
 		ExpressionAttributeValues: vals,
 	}
 }
@@ -392,7 +435,55 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 	if !found {
 		return d, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
 	}
-	return d, nil
+	return d, x.reconcile(ctx, &d)
+}
+
+// reconcile recomputes the aggregates from the instance items (the truth)
+// and repairs the stored counters if an interrupted upsert left them short.
+func (x *IndexTable) reconcile(ctx context.Context, d *pipeline.StudyDetail) error {
+	type agg struct {
+		n, conflicts int
+		bytes        int64
+	}
+	series := map[string]*agg{}
+	var total agg
+	for _, in := range d.Instances {
+		a := series[in.SeriesInstanceUID]
+		if a == nil {
+			a = &agg{}
+			series[in.SeriesInstanceUID] = a
+		}
+		for _, g := range []*agg{a, &total} {
+			if in.Conflict {
+				g.conflicts++
+			} else {
+				g.n++
+			}
+			g.bytes += in.Size
+		}
+	}
+	for i := range d.Series {
+		if a := series[d.Series[i].SeriesInstanceUID]; a != nil {
+			d.Series[i].InstanceCount, d.Series[i].TotalBytes = a.n, a.bytes
+		}
+	}
+	s := &d.StudySummary
+	if s.InstanceCount == total.n && s.ConflictCount == total.conflicts && s.TotalBytes == total.bytes && s.SeriesCount == len(series) {
+		return nil
+	}
+	s.InstanceCount, s.ConflictCount, s.TotalBytes, s.SeriesCount = total.n, total.conflicts, total.bytes, len(series)
+	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(studyPK(s.StudyInstanceUID), "STUDY"),
+		UpdateExpression:    aws.String("SET instanceCount = :n, conflictCount = :c, totalBytes = :b, seriesCount = :s"),
+		ConditionExpression: aws.String("revision = :r"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
+			":n": nv(int64(total.n)), ":c": nv(int64(total.conflicts)), ":b": nv(total.bytes), ":s": nv(int64(len(series))), ":r": nv(s.Revision),
+		},
+	})
+	if err != nil && !isCondFailed(err) {
+		return fmt.Errorf("awsadapters: reconcile study: %w", err)
+	}
+	return nil
 }
 
 // ListStudies implements pipeline.IndexStore. With a patient id it

@@ -236,8 +236,10 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	outcome := pipeline.InstanceNew
 	if x.sops[in.StudyInstanceUID][in.SOPInstanceUID] {
 		outcome = pipeline.InstanceConflict
-		in.Conflict = true
 	}
+	// Conflict means "not the first content indexed for this SOP Instance
+	// UID", whatever the SCP flagged.
+	in.Conflict = outcome == pipeline.InstanceConflict
 	x.instances[in.StudyInstanceUID][ik] = in
 	x.sops[in.StudyInstanceUID][in.SOPInstanceUID] = true
 	se := x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
