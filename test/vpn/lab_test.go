@@ -73,8 +73,15 @@ func (l *lab) must(name string, args ...string) string {
 	return out
 }
 
-// inNS runs a command inside a namespace with DCMTK's TCP_NODELAY set.
+// inNS runs a command inside a namespace with DCMTK's TCP_NODELAY set,
+// within a minute unless ctx says otherwise, so a hung peer fails the test
+// instead of stalling it.
 func (l *lab) inNS(ctx context.Context, ns string, args ...string) (string, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+	}
 	return run(ctx, []string{"TCP_NODELAY=1"}, "ip", append([]string{"netns", "exec", ns}, args...)...)
 }
 
