@@ -22,6 +22,7 @@ func TestKitLoadsIntoStrongSwan(t *testing.T) {
 	dir := t.TempDir()
 	ns := fmt.Sprintf("di-kit-%d", os.Getpid())
 	l := &lab{t: t, dir: dir, site: ns}
+	removeStaleNamespaces(t)
 	if out, err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
 		t.Skipf("network namespaces unavailable here: %v", strings.TrimSpace(out))
 	}

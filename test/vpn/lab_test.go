@@ -105,6 +105,7 @@ func newLab(t *testing.T) *lab {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	removeStaleNamespaces(t)
 	if out, err := run(ctx, nil, "ip", "netns", "add", l.site); err != nil {
 		t.Skipf("network namespaces unavailable here: %v", strings.TrimSpace(out))
 	}
@@ -126,6 +127,37 @@ func newLab(t *testing.T) *lab {
 		l.must("ip", "-n", ns, "addr", "add", lan, "dev", "lan0")
 	}
 	return l
+}
+
+// staleNSRE matches the namespaces these tests create, by creator pid.
+var staleNSRE = regexp.MustCompile(`^di-(?:site|cloud|kit)-(\d+)$`)
+
+// removeStaleNamespaces deletes namespaces left by an earlier run of these
+// tests that was killed before its cleanup (its pid is gone).
+func removeStaleNamespaces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := run(ctx, nil, "ip", "netns", "list")
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		m := staleNSRE.FindStringSubmatch(f[0])
+		if m == nil {
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		if pid == os.Getpid() || syscall.Kill(pid, 0) == nil {
+			continue // ours, or a run still going
+		}
+		if _, err := run(ctx, nil, "ip", "netns", "del", f[0]); err == nil {
+			t.Logf("removed namespace %s left by an earlier killed run", f[0])
+		}
+	}
 }
 
 func (l *lab) deleteNS(ns string) {
