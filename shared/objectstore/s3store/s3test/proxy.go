@@ -28,6 +28,8 @@ const (
 	// ResetAfter forwards the request, then drops the connection instead
 	// of answering: the server acted, the client never hears of it.
 	ResetAfter
+	// Status403 answers 403 AccessDenied, a permanent failure.
+	Status403
 )
 
 func (f Fault) String() string {
@@ -42,6 +44,8 @@ func (f Fault) String() string {
 		return "reset-before"
 	case ResetAfter:
 		return "reset-after"
+	case Status403:
+		return "403"
 	}
 	return fmt.Sprintf("Fault(%d)", int(f))
 }
@@ -53,6 +57,8 @@ type Plan struct {
 	Faults    []Fault // chosen uniformly
 	SlowDelay time.Duration
 	Seed      uint64
+	// Match, when set, limits faults to the requests it selects.
+	Match func(*http.Request) bool
 }
 
 // FaultProxy is an HTTP proxy in front of an S3 server that injects faults
@@ -176,9 +182,12 @@ func (p *FaultProxy) Close() {
 	p.mu.Unlock()
 }
 
-func (p *FaultProxy) pick() (Fault, time.Duration) {
+func (p *FaultProxy) pick(r *http.Request) (Fault, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.plan.Match != nil && !p.plan.Match(r) {
+		return 0, 0
+	}
 	if p.plan.Rate <= 0 || len(p.plan.Faults) == 0 || p.rng.Float64() >= p.plan.Rate {
 		return 0, 0
 	}
@@ -188,12 +197,14 @@ func (p *FaultProxy) pick() (Fault, time.Duration) {
 }
 
 func (p *FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f, delay := p.pick()
+	f, delay := p.pick(r)
 	switch f {
 	case Status500:
 		writeError(w, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
 	case Status503:
 		writeError(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
+	case Status403:
+		writeError(w, http.StatusForbidden, "AccessDenied", "Access Denied")
 	case Slow:
 		select {
 		case <-time.After(delay):

@@ -97,8 +97,24 @@ func Client(endpoint string) *s3.Client {
 // SCP is configured in production (AWS_ENDPOINT_URL_S3, AWS_REGION and
 // the credential chain), isolated from the machine's own AWS files.
 func SetEnv(t *testing.T, endpoint string) {
+	for k, v := range envMap(t, endpoint) {
+		t.Setenv(k, v)
+	}
+}
+
+// Env returns SetEnv's variables as KEY=value pairs, for a child process
+// such as scp-task.
+func Env(t testing.TB, endpoint string) []string {
+	var env []string
+	for k, v := range envMap(t, endpoint) {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func envMap(t testing.TB, endpoint string) map[string]string {
 	dir := t.TempDir()
-	for k, v := range map[string]string{
+	return map[string]string{
 		"AWS_ENDPOINT_URL_S3":         endpoint,
 		"AWS_REGION":                  "us-east-1",
 		"AWS_ACCESS_KEY_ID":           "AKIDTEST",
@@ -109,8 +125,6 @@ func SetEnv(t *testing.T, endpoint string) {
 		"AWS_SHARED_CREDENTIALS_FILE": dir + "/credentials",
 		"AWS_EC2_METADATA_DISABLED":   "true",
 		"AWS_ENDPOINT_URL":            "",
-	} {
-		t.Setenv(k, v)
 	}
 }
 

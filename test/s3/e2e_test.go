@@ -1,0 +1,263 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+const storePrefix = "site-a/"
+
+// startS3SCP runs scp-task with --store s3://bucket/site-a against
+// endpoint, configured only through the environment a Fargate task would
+// have (AWS_ENDPOINT_URL_S3, AWS_REGION, credentials).
+func startS3SCP(t *testing.T, endpoint string) *scptest.SCP {
+	t.Helper()
+	return scptest.Start(t, scptest.Options{
+		NoStore: true,
+		Args:    []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"), "--s3-path-style"},
+		Env:     s3test.Env(t, endpoint),
+	})
+}
+
+var keyLayout = regexp.MustCompile(`^` + storePrefix + `incoming/\d{4}/\d{2}/\d{2}/([0-9.]+|unknown-study)/([0-9.]+|unknown-series)/([0-9.]+)\.dcm$`)
+
+// TestDcmsendToS3 sends every test file with dcmsend to scp-task storing
+// into S3 and to scp-task storing into files, and checks the S3 objects:
+// documented keys, metadata, checksums, and bytes equal to the file
+// store's for the same input.
+func TestDcmsendToS3(t *testing.T) {
+	dcmtk.Require(t, "dcmsend")
+	srv := s3test.NewServer(t, bucket)
+	s3scp := startS3SCP(t, srv.URL)
+	filescp := scptest.Start(t, scptest.Options{Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE"}})
+
+	files := dcmtk.TestdataFiles(t)
+	for _, scp := range []*scptest.SCP{s3scp, filescp} {
+		args := append([]string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "--no-halt", scp.Host(), scp.Port()}, files...)
+		if r := dcmtk.Run(t, 2*time.Minute, "dcmsend", args...); r.Err != nil {
+			t.Fatalf("dcmsend: %v\n%s", r.Err, r.Output)
+		}
+	}
+
+	fileObjects := map[string][]byte{} // SOP Instance UID -> Part 10 bytes
+	err := filepath.WalkDir(filepath.Join(filescp.DataDir, "incoming"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(p, ".dcm") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		fileObjects[strings.TrimSuffix(filepath.Base(p), ".dcm")] = b
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	keys, err := srv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var incoming, audit []string
+	for _, k := range keys {
+		switch {
+		case strings.HasPrefix(k, storePrefix+"incoming/"):
+			incoming = append(incoming, k)
+		case strings.HasPrefix(k, storePrefix+"audit/"):
+			audit = append(audit, k)
+		default:
+			t.Errorf("object outside the documented layout: %s", k)
+		}
+	}
+	if len(incoming) != len(files) || len(fileObjects) != len(files) {
+		t.Fatalf("sent %d files; S3 holds %d objects, the file store %d", len(files), len(incoming), len(fileObjects))
+	}
+	for _, k := range incoming {
+		t.Run(path.Base(k), func(t *testing.T) {
+			m := keyLayout.FindStringSubmatch(k)
+			if m == nil {
+				t.Fatalf("key %s does not follow incoming/<yyyy>/<mm>/<dd>/<study>/<series>/<sop>.dcm", k)
+			}
+			sop := m[3]
+			body, meta, err := srv.Object(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want, ok := fileObjects[sop]; !ok || !bytes.Equal(body, want) {
+				t.Errorf("S3 object (%d bytes) differs from the file store's (%d bytes, found %v)", len(body), len(want), ok)
+			}
+			sum := sha256.Sum256(body)
+			if got := meta["X-Amz-Meta-Sha256"]; got != "" && got != hex.EncodeToString(sum[:]) {
+				t.Errorf("sha256 metadata %s, body %x", got, sum)
+			}
+			if c, _ := srv.Checksum(k); c != s3test.CRC64NVME(body) {
+				t.Errorf("CRC64NVME %q, body %q", c, s3test.CRC64NVME(body))
+			}
+			for h, want := range map[string]string{
+				"X-Amz-Meta-Calling-Ae":       "LOCAL_AE",
+				"X-Amz-Meta-Called-Ae":        "REMOTE_AE",
+				"X-Amz-Meta-Sop-Instance-Uid": sop,
+			} {
+				if meta[h] != want {
+					t.Errorf("%s = %q, want %q", h, meta[h], want)
+				}
+			}
+			for _, h := range []string{"X-Amz-Meta-Peer-Addr", "X-Amz-Meta-Association-Id", "X-Amz-Meta-Received-At", "X-Amz-Meta-Sop-Class-Uid", "X-Amz-Meta-Transfer-Syntax-Uid", "X-Amz-Meta-Implementation-Version"} {
+				if meta[h] == "" {
+					t.Errorf("metadata %s missing", h)
+				}
+			}
+		})
+	}
+	// The association's accepted and released records are in S3 too.
+	events := auditEvents(t, srv, audit)
+	if events[associationaudit.EventAccepted] == 0 || events[associationaudit.EventReleased] == 0 {
+		t.Errorf("audit records by event: %v, want accepted and released", events)
+	}
+	if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
+		t.Errorf("pending multipart uploads: %d (%v)", n, err)
+	}
+}
+
+// auditEvents reads the audit records at keys and counts them by event.
+func auditEvents(t *testing.T, srv *s3test.Server, keys []string) map[string]int {
+	t.Helper()
+	events := map[string]int{}
+	for _, k := range keys {
+		body, _, err := srv.Object(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec struct {
+			Event string `json:"event"`
+		}
+		if err := json.Unmarshal(body, &rec); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+		events[rec.Event]++
+	}
+	return events
+}
+
+func auditKeys(t *testing.T, srv *s3test.Server) []string {
+	t.Helper()
+	keys, err := srv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, k := range keys {
+		if strings.HasPrefix(k, storePrefix+"audit/") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// TestS3OutageRefusesAssociations takes S3 away under a running scp-task:
+// new associations are rejected with "temporary congestion" (02 03 01)
+// while it is down, the rejection is audited once S3 is back, and
+// transfers succeed again.
+func TestS3OutageRefusesAssociations(t *testing.T) {
+	dcmtk.Require(t, "storescu")
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	scp := startS3SCP(t, proxy.URL)
+	file := dcmtk.TestdataFiles(t)[0]
+	send := func() dcmtk.Result {
+		return dcmtk.Run(t, time.Minute, "storescu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port(), file)
+	}
+
+	const outage = 10 * time.Second
+	proxy.Down(outage)
+	downSince := time.Now()
+	// The store caches a good answer for 5 s; after that it must notice.
+	time.Sleep(6 * time.Second)
+	r := send()
+	if r.Err == nil {
+		t.Fatalf("storescu succeeded while S3 was down:\n%s", r.Output)
+	}
+	if !strings.Contains(r.Output, "Rejected Transient") || !strings.Contains(strings.ToLower(r.Output), "congestion") {
+		t.Errorf("want a transient rejection for temporary congestion, storescu said:\n%s", r.Output)
+	}
+
+	time.Sleep(time.Until(downSince.Add(outage)))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + scp.HealthAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("scp-task not ready again 20 s after S3 came back")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r := send(); r.Err != nil {
+		t.Fatalf("storescu after the outage: %v\n%s", r.Err, r.Output)
+	}
+	waitFor(t, 30*time.Second, func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventRejected] >= 1 },
+		"an audit record for the rejected association")
+}
+
+// TestStoreFailureAnswersFailure makes S3 refuse the object writes (403)
+// while everything else works: the C-STORE gets a failure status, nothing
+// is stored, and a store-failed audit record is written.
+func TestStoreFailureAnswersFailure(t *testing.T) {
+	dcmtk.Require(t, "storescu")
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{
+		Rate: 1, Faults: []s3test.Fault{s3test.Status403},
+		Match: func(r *http.Request) bool {
+			return r.Method != http.MethodHead && strings.Contains(r.URL.Path, "/"+storePrefix+"incoming/")
+		},
+	})
+	scp := startS3SCP(t, proxy.URL)
+	file := dcmtk.TestdataFiles(t)[0]
+	r := dcmtk.Run(t, time.Minute, "storescu", "-v", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port(), file)
+	if !strings.Contains(r.Output, "Received Store Response (Refused: OutOfResources)") {
+		t.Fatalf("want the C-STORE refused with A700 (out of resources), storescu said: %v\n%s", r.Err, r.Output)
+	}
+	keys, err := srv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.Contains(k, "/incoming/") {
+			t.Errorf("object stored although S3 refused it: %s", k)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventStoreFailed] >= 1 },
+		"a store-failed audit record")
+	if proxy.Counts()[s3test.Status403] == 0 {
+		t.Error("the proxy refused nothing")
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v", what, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
