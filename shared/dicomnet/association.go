@@ -485,6 +485,9 @@ func (a *association) associateAcceptable() bool {
 func (a *association) write(b []byte) error {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
+	if a.outsideAbort.Load() {
+		return errors.New("dicomnet: write: association aborted")
+	}
 	if wt := a.srv.writeTimeout(); wt > 0 {
 		_ = a.nc.SetWriteDeadline(time.Now().Add(wt))
 	}
@@ -501,7 +504,11 @@ func (a *association) abortFromOutside() {
 	if !a.outsideAbort.CompareAndSwap(false, true) {
 		return
 	}
-	if st := a.stateNow(); st >= sta3 && st <= sta12 && a.wmu.TryLock() {
+	if st := a.stateNow(); st >= sta3 && st <= sta12 {
+		// Bound a write in progress (the peer may not be reading), then send the A-ABORT after it. write() refuses
+		// new writes from now on, so the lock is held at most about a second.
+		_ = a.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		a.wmu.Lock()
 		_ = a.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		b, _ := pdu.Encode(&pdu.Abort{Source: pdu.AbortSourceServiceUser})
 		_, _ = a.nc.Write(b)

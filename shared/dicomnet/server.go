@@ -218,7 +218,7 @@ func (s *Server) ListenAndServe() error {
 }
 
 // Serve accepts connections on l and serves one association on each, until Shutdown or Close (ErrServerClosed)
-// or a permanent accept error. It closes l when it returns.
+// or until l is closed by someone else. Other accept errors are retried with backoff. It closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
 	s.init()
 	s.mu.Lock()
@@ -242,14 +242,17 @@ func (s *Server) Serve(l net.Listener) error {
 			if s.inShutdown.Load() {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.logger().Warn("dicomnet: accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("dicomnet: accept: %w", err)
 			}
-			return fmt.Errorf("dicomnet: accept: %w", err)
+			// Anything else (EMFILE, ECONNABORTED, timeouts) is treated as transient, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.logger().Warn("dicomnet: accept failed; retrying", "err", err, "delay", delay)
+			select {
+			case <-time.After(delay):
+			case <-s.doneCh:
+			}
+			continue
 		}
 		delay = 0
 		go s.ServeConn(context.Background(), c)
