@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
@@ -42,7 +43,15 @@ type Store struct {
 	log     *slog.Logger
 	minFree uint64
 	bufs    sync.Pool
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
 }
+
+// readyTTL is how long a Ready result is reused: the SCP asks on every
+// association request, the probe writes a file.
+const readyTTL = time.Second
 
 var _ objectstore.Store = (*Store)(nil)
 
@@ -150,7 +159,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
-	f, err := os.CreateTemp(s.tmp, "put-*")
+	f, err := s.createTemp("put-*")
 	if err != nil {
 		return objectstore.Stored{}, unavailable("put", err)
 	}
@@ -220,6 +229,19 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		st.Key, st.Conflict = objectstore.ConflictKey(key, sum), true
 		final = filepath.Join(s.root, filepath.FromSlash(st.Key))
 	}
+}
+
+// createTemp creates a temporary file, recreating the temporary directory
+// if someone removed it.
+func (s *Store) createTemp(pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(s.tmp, pattern)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(s.tmp, 0o750); err != nil {
+			return nil, err
+		}
+		f, err = os.CreateTemp(s.tmp, pattern)
+	}
+	return f, err
 }
 
 // copy streams r into f and h, telling read errors (returned wrapped as
@@ -315,7 +337,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: put record: %w", err)
 	}
-	f, err := os.CreateTemp(s.tmp, "rec-*")
+	f, err := s.createTemp("rec-*")
 	if err != nil {
 		return unavailable("put record", err)
 	}
@@ -344,12 +366,21 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 }
 
 // Ready checks that a file can be created in the store (and, with
-// WithMinFreeBytes, that space remains).
+// WithMinFreeBytes, that space remains). A result is reused for a second.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: ready: %w", err)
 	}
-	f, err := os.CreateTemp(s.tmp, "ready-*")
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if now := time.Now(); now.Sub(s.readyAt) >= readyTTL || now.Before(s.readyAt) {
+		s.readyErr, s.readyAt = s.probe(), now
+	}
+	return s.readyErr
+}
+
+func (s *Store) probe() error {
+	f, err := s.createTemp("ready-*")
 	if err != nil {
 		return unavailable("ready", err)
 	}

@@ -265,7 +265,7 @@ func TestPutUnavailable(t *testing.T) {
 	if !errors.Is(err, objectstore.ErrUnavailable) {
 		t.Errorf("Put error = %v, want ErrUnavailable", err)
 	}
-	if err := s.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
+	if err := s.probe(); !errors.Is(err, objectstore.ErrUnavailable) {
 		t.Errorf("Ready = %v, want ErrUnavailable", err)
 	}
 }
@@ -277,6 +277,32 @@ func TestReady(t *testing.T) {
 	}
 	if f := files(t, s.Root()); len(f) != 0 {
 		t.Errorf("Ready left files: %v", f)
+	}
+	// The result is reused for a second, then probed again.
+	os.RemoveAll(filepath.Join(s.Root(), TempDir))
+	if err := os.WriteFile(filepath.Join(s.Root(), TempDir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(context.Background()); err != nil {
+		t.Errorf("cached Ready = %v, want nil", err)
+	}
+	s.readyMu.Lock()
+	s.readyAt = s.readyAt.Add(-readyTTL)
+	s.readyMu.Unlock()
+	if err := s.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Ready with the temporary directory replaced by a file = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestTempDirRecreated: an operator removing the temporary directory does
+// not break the store.
+func TestTempDirRecreated(t *testing.T) {
+	s := newStore(t)
+	if err := os.RemoveAll(filepath.Join(s.Root(), TempDir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("x")); err != nil {
+		t.Fatalf("Put: %v", err)
 	}
 	full, err := New(t.TempDir(), WithMinFreeBytes(1<<62))
 	if err != nil {
