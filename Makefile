@@ -52,9 +52,12 @@ lint:
 synth: build-functions
 	npx --yes --prefix .tools/node cdk synth -c env=$(ENV) --quiet
 
-## onboarding: the kit for SITE in ENV (make onboarding ENV=dev SITE=general-hospital)
+## onboarding: the kit for SITE in ENV from `cdk deploy -c env=ENV --outputs-file cdk-outputs.json`
+##   (make onboarding ENV=dev SITE=example-hospital; see README "Onboarding a site" for a kit without AWS)
+OUTPUTS ?= cdk-outputs.json
+ONBOARDING_FLAGS ?=
 onboarding:
-	$(GO) run ./infra/onboarding/cmd/onboarding -env $(ENV) -site $(SITE)
+	$(GO) run ./infra/onboarding/cmd/onboarding -env $(ENV) -site $(SITE) -outputs $(OUTPUTS) -out build/onboarding/$(ENV)/$(SITE) $(ONBOARDING_FLAGS)
 
 ## fuzz: run every fuzz target for a short while
 fuzz:
