@@ -245,7 +245,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	scp := taskDef.AddContainer(jsii.String("scp"), &awsecs.ContainerDefinitionOptions{
 		// Staged at synth, built by `cdk deploy` (no Docker at synth).
 		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.ScpContextDir), &awsecs.AssetImageProps{
-			File:     jsii.String(props.ScpDockerfile),
+			File:       jsii.String(props.ScpDockerfile),
 			Platform:   awsecrassets.Platform_LINUX_ARM64(),
 			Exclude:    &exclude,
 			IgnoreMode: awscdk.IgnoreMode_DOCKER,
