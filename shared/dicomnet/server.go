@@ -1,14 +1,3 @@
-// Package dicomnet is a DICOM network library (PS3.7, PS3.8): a C-STORE/C-ECHO server (SCP) in the style of
-// net/http and the matching client (SCU) used by tests and load generators.
-//
-// The server negotiates Verification and every storage SOP class with every storable transfer syntax (compressed
-// and deflated included; see Negotiate), answers C-ECHO itself and streams each C-STORE dataset to a Handler as an
-// io.Reader while the PDUs arrive: memory per association is bounded by the read buffer whatever the object size,
-// and a slow handler slows the sender down (we stop reading the socket). The association follows the PS3.8 state
-// machine (fsm.go) with ARTIM, idle and write timeouts, and global and per-calling-AE association limits.
-//
-// Sub-packages: pdu (PDU codec), dimse (command sets, statuses), proxyproto (PROXY protocol v2), dicomnettest
-// (test server on 127.0.0.1:0).
 package dicomnet
 
 import (

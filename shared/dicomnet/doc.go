@@ -1,0 +1,43 @@
+// Package dicomnet is a DICOM network library (PS3.7, PS3.8): a C-STORE/C-ECHO server (SCP) in the style of
+// net/http and the matching client (SCU) used by tests and load generators.
+//
+// # Server
+//
+// Server negotiates Verification and every storage SOP class (dicomuid.IsStorageSOPClass) with every storable
+// transfer syntax, compressed and deflated included (see Negotiate for the preference order and for what even or
+// duplicate presentation context ids get), answers C-ECHO itself and streams each C-STORE data set to a Handler
+// as an io.Reader while the PDUs arrive. The reader pulls PDVs straight from the connection's 64 KiB read
+// buffer: memory per association does not depend on the object size or on MaxPDULength, and while the handler
+// does not read, neither does the server, so a slow store slows the sender down through TCP flow control.
+//
+// Each association follows the PS3.8 state machine (fsm.go: Sta1…Sta13, Evt1…Evt19, AE-1…AA-8), with
+//   - ARTIM (ARTIMTimeout, default 30s) while waiting for the A-ASSOCIATE-RQ and, after a release, reject or
+//     abort, for the peer to close;
+//   - an idle timeout between and within PDUs once associated (IdleTimeout, default 5m), which aborts;
+//   - a deadline on every write (WriteTimeout, default 30s);
+//   - global and per-calling-AE association limits (rejected 02 03 02);
+//   - our maximum PDU length enforced on receipt (MaxPDULength, default 256 KiB, A-ABORT 2/6 when exceeded) and
+//     the peer's honoured when sending (0 = unlimited).
+//
+// Protocol errors abort with the reasons of PS3.8 §9.3.8: an unrecognized PDU type 2/1, an unexpected PDU 2/2,
+// malformed contents (lying lengths, a data set PDV without a command or on another context, a command on a
+// context that was not accepted, an undecodable command set) 2/6. In Sta2 an unexpected PDU is AA-1 (0/0).
+// A-ABORT, a closed connection or a protocol error in the middle of an object make the handler's reader
+// return an error wrapping ErrIncomplete; nothing is answered and the slot is freed.
+//
+// C-STORE statuses: the handler's result (see Handler); 0122 when the command's SOP class differs from the
+// presentation context's; C000 when the Affected SOP Instance UID is missing or not a valid UID (so no handler
+// ever sees an unusable one); 0110 for a handler error, panic, or nil returned before reading the whole data set.
+//
+// With ProxyProtocol, the PROXY protocol v2 header (AWS NLB) is read before the first PDU and its source becomes
+// AssociationInfo.RemoteAddr; a LOCAL header (health check) keeps the socket's address.
+//
+// # Client
+//
+// Dial associates; Echo, Store (streams an io.Reader in PDUs within the peer's maximum, reading one fragment
+// ahead to mark the last) and StoreFile (a Part 10 file's data set, unchanged) run DIMSE operations one at a time;
+// Release and Abort end the association.
+//
+// Sub-packages: pdu (PDU and item codec), dimse (command sets and statuses), proxyproto (PROXY v2 parser),
+// dicomnettest (a server on 127.0.0.1:0 and the Parrot scripted peer for tests).
+package dicomnet
