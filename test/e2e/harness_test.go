@@ -85,7 +85,6 @@ type node struct {
 	portal   string
 	health   string
 	extra    []string
-	env      []string
 	cmd      *exec.Cmd
 	done     chan struct{}
 	exitCode int

@@ -160,10 +160,9 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	l.ln = ln
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Audit: db.AuditStore(), Events: db, Objects: l.files,
-		Counters:    l.portalCounters,
-		Health:      func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
-		QuietPeriod: cfg.QuietPeriod,
-		Logger:      cfg.Logger.With("component", "portal"),
+		Counters: l.portalCounters,
+		Health:   func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
+		Logger:   cfg.Logger.With("component", "portal"),
 	}
 	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {

@@ -76,14 +76,10 @@ type Server struct {
 	Counters func(ctx context.Context) Counters
 	// Health reports whether the backing stores work (for /healthz).
 	Health func(ctx context.Context) error
-	// QuietPeriod tells "receiving" from "stable" for studies not yet
-	// announced; 0 means pipeline.DefaultQuietPeriod.
-	QuietPeriod time.Duration
 	// AllowedHosts lists Host header names accepted besides IP literals and
 	// localhost; it guards a loopback portal against DNS rebinding.
 	AllowedHosts []string
 	Logger       *slog.Logger
-	Now          func() time.Time
 }
 
 var funcs = template.FuncMap{
@@ -170,13 +166,6 @@ func (s *Server) logger() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return s.Logger
-}
-
-func (s *Server) now() time.Time {
-	if s.Now != nil {
-		return s.Now()
-	}
-	return time.Now()
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
