@@ -31,6 +31,8 @@ type flaky struct {
 	failErr error
 	badCRC  bool
 	calls   map[string]int
+	// beforeComplete runs once, before the first CompleteMultipartUpload.
+	beforeComplete func()
 }
 
 func newFlaky(next s3store.Client) *flaky {
@@ -109,6 +111,13 @@ func (f *flaky) UploadPart(ctx context.Context, in *s3.UploadPartInput, o ...fun
 	return out, f.after("UploadPart", err)
 }
 func (f *flaky) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	f.mu.Lock()
+	hook := f.beforeComplete
+	f.beforeComplete = nil
+	f.mu.Unlock()
+	if hook != nil {
+		hook()
+	}
 	if err := f.before("CompleteMultipartUpload"); err != nil {
 		return nil, err
 	}
@@ -222,6 +231,62 @@ func TestFaults(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// TestKeyTakenDuringMultipartUpload has another writer create the key
+// while a multipart upload is under way: an identical object makes the
+// Put a duplicate, a different one makes it fail as unavailable (the
+// resend is then kept under a conflict key); nothing is overwritten and
+// no upload is left.
+func TestKeyTakenDuringMultipartUpload(t *testing.T) {
+	data := s3test.Bytes(21, partSize+500)
+	for _, tc := range []struct {
+		name     string
+		other    []byte
+		wantDup  bool
+		wantErr  error
+		wantKept []byte
+	}{
+		{"identical object", data, true, nil, data},
+		{"different object", s3test.Bytes(22, partSize+500), false, s3store.ErrKeyTakenConcurrently, s3test.Bytes(22, partSize+500)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := testObject("1.2.3.4.200")
+			key, _ := objectstore.Key(obj)
+			var st *s3store.Store
+			var srv *s3test.Server
+			st, srv, _ = flakyStore(t, func(f *flaky) {
+				f.beforeComplete = func() {
+					// Another SCP task stores the other object first.
+					if _, _, err := srv.Object(prefix + key); err == nil {
+						t.Error("key taken before the race")
+					}
+					other, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, Client: s3test.Client(srv.URL)})
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					obj2 := obj
+					obj2.AssociationID = "assoc-other"
+					if _, err := other.Put(context.Background(), obj2, bytes.NewReader(tc.other)); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			got, err := st.Put(context.Background(), obj, bytes.NewReader(data))
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !errors.Is(err, objectstore.ErrUnavailable) {
+					t.Fatalf("err = %v, want %v and ErrUnavailable", err, tc.wantErr)
+				}
+			} else if err != nil || got.Duplicate != tc.wantDup {
+				t.Fatalf("Put = %+v, %v; want Duplicate %v", got, err, tc.wantDup)
+			}
+			if b, _, err := srv.Object(prefix + key); err != nil || !bytes.Equal(b, tc.wantKept) {
+				t.Errorf("key holds something else than the first writer's object (%v)", err)
+			}
+			assertClean(t, srv)
+		})
+	}
+}
 
 func TestReadyIsCached(t *testing.T) {
 	st, _, f := flakyStore(t, func(*flaky) {})

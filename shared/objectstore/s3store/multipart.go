@@ -3,6 +3,7 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -26,9 +27,30 @@ const abortDeadline = time.Minute
 // readErr the error that ended that read) and the rest of hr. At any time
 // one part is uploading while the other buffer is being filled; the reader
 // is not read further until the upload in flight has finished.
+//
+// An upload is bound to its key, so whether the key is free is asked
+// before the upload starts: when it is taken, the upload goes to a fresh
+// conflict key and, once the whole object is known, is either dropped (an
+// identical resend) or completed there, flagged. A multipart conflict key
+// is named after a random id rather than the SHA-256, which is unknown
+// until the end.
 func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel string, hr *hashingReader, first, next []byte, readErr error) (st objectstore.Stored, err error) {
 	st = objectstore.Stored{Key: rel}
-	full := s.opts.Prefix + rel
+	taken, err := s.exists(ctx, s.opts.Prefix+rel)
+	if err != nil {
+		return st, err
+	}
+	meta := s.metadata(obj)
+	if taken {
+		id, err := randomID()
+		if err != nil {
+			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+		}
+		st.Key = objectstore.ConflictKey(rel, id)
+		st.Conflict = true
+		meta[MetaConflict] = "true"
+	}
+	full := s.opts.Prefix + st.Key
 	sse, kms := s.sse()
 	var uploadID string
 	err = s.do(ctx, "CreateMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
@@ -36,7 +58,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(full),
 			ContentType:          aws.String(ContentType),
-			Metadata:             s.metadata(obj),
+			Metadata:             meta,
 			ChecksumAlgorithm:    types.ChecksumAlgorithmCrc64nvme,
 			ChecksumType:         types.ChecksumTypeFullObject,
 			ServerSideEncryption: sse,
@@ -117,6 +139,17 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	st.Size = hr.n
 	st.SHA256 = hex.EncodeToString(hr.sha.Sum(nil))
 	crcB64 := crcnvme.Encode(fullCRC)
+	if st.Conflict {
+		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, st.SHA256)
+		if err != nil {
+			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+		}
+		if same {
+			log.Info("identical object already stored")
+			return objectstore.Stored{Key: rel, Size: st.Size, SHA256: st.SHA256, Duplicate: true}, nil
+		}
+		log.Warn("different object already holds the key; storing under conflict key", "taken_key", s.opts.Prefix+rel)
+	}
 	var preconditionErr, goneErr error
 	attempts := 0
 	err = s.do(ctx, "CompleteMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
@@ -183,7 +216,7 @@ func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full,
 		return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
 	}
 	if !same {
-		return st, fmt.Errorf("s3store: put %s (sha256 %s): %w", rel, st.SHA256, ErrMultipartConflict)
+		return st, fmt.Errorf("s3store: put %s (sha256 %s): %w: %w", rel, st.SHA256, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
 	}
 	st.Duplicate = true
 	log.Info("identical object already stored")
@@ -214,6 +247,30 @@ func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int
 		return types.CompletedPart{}, err
 	}
 	return types.CompletedPart{ETag: etag, PartNumber: aws.Int32(partNo), ChecksumCRC64NVME: aws.String(crcB64)}, nil
+}
+
+// exists reports whether key holds an object.
+func (s *Store) exists(ctx context.Context, key string) (bool, error) {
+	found := false
+	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+		_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
+		if notFound(err) {
+			found = false
+			return nil
+		}
+		found = err == nil
+		return err
+	})
+	return found, err
+}
+
+// randomID names a multipart conflict key: 16 hex digits.
+func randomID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("random id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
 }
 
 // isOurUpload reports whether key holds the object this association just

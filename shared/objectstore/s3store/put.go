@@ -27,13 +27,13 @@ func unsignedPayload(o *s3.Options) {
 	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
-// ErrMultipartConflict is returned (wrapped) when a multipart object meets
-// a different object under its key. Its bytes went into an upload aimed at
-// the taken key and cannot be kept under a conflict key without being sent
-// again, so the upload is aborted and the Put fails; the sender's resend
-// will fail the same way until someone resolves the conflict. Single-part
-// objects are kept under objectstore.ConflictKey instead.
-var ErrMultipartConflict = errors.New("s3store: a different object holds the key of this multipart object")
+// ErrKeyTakenConcurrently is returned (wrapped, together with
+// objectstore.ErrUnavailable) when a different object took a multipart
+// object's key while it was uploading. An upload is bound to its key, so
+// the bytes cannot be moved to a conflict key without being sent again:
+// the upload is aborted and the sender's resend, which finds the key
+// taken from the start, is kept under a conflict key.
+var ErrKeyTakenConcurrently = errors.New("s3store: a different object took the key during the upload")
 
 // hashingReader computes the SHA-256 of everything read. CRCs are taken
 // per part and combined, so no byte is checksummed twice.

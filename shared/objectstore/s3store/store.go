@@ -11,7 +11,20 @@
 // object's metadata when it is known before the object is created (single
 // PutObject). Creation is conditional (If-None-Match: *): an identical
 // resend is reported as a duplicate, a different object under a taken key
-// is kept beside it under objectstore.ConflictKey.
+// is kept beside it under objectstore.ConflictKey, flagged with
+// conflict=true metadata. (A multipart object's conflict key is named
+// after a random id: its SHA-256 is unknown when the upload must choose
+// its key.)
+//
+// Keys are Prefix + objectstore.Key(obj):
+//
+//	<prefix>incoming/<yyyy>/<mm>/<dd>/<study>/<series>/<sop>.dcm
+//	<prefix>incoming/.../<sop>.conflict-<16 hex>.dcm   a different object under a taken key
+//	<prefix>audit/...                                   PutRecord documents
+//
+// The bucket should carry a lifecycle rule aborting incomplete multipart
+// uploads after a day: the store aborts every upload it gives up, but an
+// abort can itself fail while S3 is down.
 package s3store
 
 import (

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -187,29 +188,46 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			// A different object under the same key never overwrites it.
 			other := s3test.Bytes(2, tc.size)
 			got, err = st.Put(ctx, obj, bytes.NewReader(other))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ck := objectstore.ConflictKey(key, sha(other))
 			if tc.size > partSize {
-				if !errors.Is(err, s3store.ErrMultipartConflict) {
-					t.Fatalf("multipart conflict: err = %v, want ErrMultipartConflict", err)
+				// Named after a random id: the SHA-256 is unknown when the
+				// upload starts.
+				if !conflictKeyPattern(key).MatchString(got.Key) {
+					t.Errorf("multipart conflict key %q, want %s", got.Key, conflictKeyPattern(key))
 				}
-			} else {
-				if err != nil {
-					t.Fatal(err)
-				}
-				ck := objectstore.ConflictKey(key, sha(other))
-				if d := cmp.Diff(objectstore.Stored{Key: ck, Size: tc.size, SHA256: sha(other), Conflict: true}, got); d != "" {
-					t.Errorf("conflict (-want +got):\n%s", d)
-				}
-				if b := get(t, srv, prefix+ck); !bytes.Equal(b, other) {
-					t.Error("conflicting object not stored under the conflict key")
-				}
-				if h := head(t, srv, prefix+ck); h.Metadata["conflict"] != "true" || h.Metadata["sha256"] != sha(other) {
-					t.Errorf("conflict metadata %v", h.Metadata)
-				}
-				// And the same conflicting object again is a duplicate of that.
-				got, err = st.Put(ctx, obj, bytes.NewReader(other))
-				if err != nil || !got.Conflict || !got.Duplicate || got.Key != ck {
-					t.Errorf("conflict resend = %+v, %v", got, err)
-				}
+				ck = got.Key
+			}
+			if d := cmp.Diff(objectstore.Stored{Key: ck, Size: tc.size, SHA256: sha(other), Conflict: true}, got); d != "" {
+				t.Errorf("conflict (-want +got):\n%s", d)
+			}
+			if b := get(t, srv, prefix+ck); !bytes.Equal(b, other) {
+				t.Error("conflicting object not stored under the conflict key")
+			}
+			h := head(t, srv, prefix+ck)
+			if h.Metadata["conflict"] != "true" {
+				t.Errorf("conflict metadata %v", h.Metadata)
+			}
+			if tc.size <= partSize && h.Metadata["sha256"] != sha(other) {
+				t.Errorf("sha256 metadata %v", h.Metadata)
+			}
+			// The same conflicting object again: a duplicate of the
+			// single-part conflict copy; another flagged copy for a
+			// multipart one, never an overwrite.
+			got, err = st.Put(ctx, obj, bytes.NewReader(other))
+			if err != nil || !got.Conflict {
+				t.Errorf("conflict resend = %+v, %v", got, err)
+			}
+			if tc.size <= partSize && (!got.Duplicate || got.Key != ck) {
+				t.Errorf("single-part conflict resend = %+v", got)
+			}
+			// An identical resend of the original is still a duplicate,
+			// whatever the size.
+			got, err = st.Put(ctx, obj, bytes.NewReader(orig))
+			if err != nil || !got.Duplicate || got.Conflict || got.Key != key {
+				t.Errorf("original resend = %+v, %v", got, err)
 			}
 			if b := get(t, srv, prefix+key); !bytes.Equal(b, orig) {
 				t.Error("original object was overwritten")
@@ -256,6 +274,10 @@ func TestPutAbortsOnReaderErrorAndCancel(t *testing.T) {
 		t.Errorf("objects visible after failed puts: %v", keys)
 	}
 	assertClean(t, srv)
+}
+
+func conflictKeyPattern(key string) *regexp.Regexp {
+	return regexp.MustCompile("^" + regexp.QuoteMeta(strings.TrimSuffix(key, ".dcm")) + `\.conflict-[0-9a-f]{16}\.dcm$`)
 }
 
 type cancelAfter struct {
