@@ -1,0 +1,79 @@
+package dataset
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+)
+
+// dcmdumpTop matches a top-level (unindented) wanted element in dcmdump -Un.
+var dcmdumpTop = regexp.MustCompile(`(?m)^\((0008,0016|0008,0018|0020,000d|0020,000e)\) UI \[([0-9.]*)\]`)
+
+// TestCorpus compares the Inspector with DCMTK on every file of the
+// synthetic corpus's mixed transfer syntaxes (Explicit VR Big Endian, JPEG
+// family, JPEG-LS, JPEG 2000, RLE, deflated...). It runs when dcmdump is
+// installed and the corpus exists: ../shared/corpus/make-corpus.sh
+// $DICOM_CORPUS (default /tmp/dicom-corpus).
+func TestCorpus(t *testing.T) {
+	dcmdump, err := exec.LookPath("dcmdump")
+	if err != nil {
+		t.Skip("dcmdump not installed (apt-get install dcmtk)")
+	}
+	root := os.Getenv("DICOM_CORPUS")
+	if root == "" {
+		root = "/tmp/dicom-corpus"
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "mixed", "*.dcm"))
+	if len(files) == 0 {
+		t.Skipf("no corpus in %s/mixed (run make-corpus.sh)", root)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			dump, err := exec.Command(dcmdump, "-Un", f).Output()
+			if err != nil {
+				t.Fatalf("dcmdump: %v", err)
+			}
+			want := Header{Done: true}
+			for _, m := range dcmdumpTop.FindAllStringSubmatch(string(dump), -1) {
+				switch m[1] {
+				case "0008,0016":
+					want.SOPClassUID = m[2]
+				case "0008,0018":
+					want.SOPInstanceUID = m[2]
+				case "0020,000d":
+					want.StudyInstanceUID = m[2]
+				case "0020,000e":
+					want.SeriesInstanceUID = m[2]
+				}
+			}
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(bytes.NewReader(raw))
+			m, err := part10.ReadMeta(br)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ds, _ := io.ReadAll(br)
+			in := NewInspector(bytes.NewReader(ds), m.TransferSyntaxUID)
+			out, err := readChunks(in, 1000)
+			if err != nil || !bytes.Equal(out, ds) {
+				t.Fatalf("pass-through: err %v, equal %v", err, bytes.Equal(out, ds))
+			}
+			if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
+				t.Errorf("%s: header (-dcmdump +inspector):\n%s", m.TransferSyntaxUID, d)
+			}
+		})
+	}
+}
