@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -574,7 +575,7 @@ func (a *association) onPData() {
 			return
 		}
 		start := len(a.cmdBuf)
-		a.cmdBuf = append(a.cmdBuf, make([]byte, v.n)...)
+		a.cmdBuf = slices.Grow(a.cmdBuf, int(v.n))[:start+int(v.n)]
 		if _, err := io.ReadFull(a.br, a.cmdBuf[start:]); err != nil {
 			rx := a.readErrEvent(err)
 			a.pending, a.inSync = &rx, false
