@@ -203,6 +203,8 @@ func (k *sinkS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"x-%d"</ETag><ChecksumCRC64NVME>%s</ChecksumCRC64NVME></CompleteMultipartUploadResult>`, k.parts, crcnvme.Encode(k.crc))
 	case r.Method == http.MethodDelete:
 		w.WriteHeader(http.StatusNoContent)
+	case r.Method == http.MethodHead: // is the key free? always
+		w.WriteHeader(http.StatusNotFound)
 	default:
 		k.fail(w, fmt.Errorf("unexpected %s %s", r.Method, r.URL))
 	}
