@@ -181,6 +181,9 @@ type Publisher struct {
 	mu       sync.Mutex
 	attempts map[retryKey]int
 	nextTry  map[retryKey]time.Time
+	// downUntil pauses a webhook that just failed, so one dead receiver
+	// costs one timeout per backoff period, not one per queued event.
+	downUntil map[string]time.Time
 }
 
 type retryKey struct{ id, url string }
@@ -190,6 +193,7 @@ func (p *Publisher) init() {
 		p.notify = make(chan struct{}, 1)
 		p.attempts = map[retryKey]int{}
 		p.nextTry = map[retryKey]time.Time{}
+		p.downUntil = map[string]time.Time{}
 		if p.Client == nil {
 			p.Client = &http.Client{Timeout: 10 * time.Second}
 		}
@@ -365,9 +369,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool {
 	k := retryKey{id, u}
 	p.mu.Lock()
-	due := p.nextTry[k]
+	due, down := p.nextTry[k], p.downUntil[u]
 	p.mu.Unlock()
-	if time.Now().Before(due) {
+	if now := time.Now(); now.Before(due) || now.Before(down) {
 		return false
 	}
 	err := p.post(ctx, id, u, body)
@@ -376,6 +380,7 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 	if err == nil {
 		delete(p.attempts, k)
 		delete(p.nextTry, k)
+		delete(p.downUntil, u)
 		return true
 	}
 	p.attempts[k]++
@@ -391,6 +396,7 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 		d = p.MaxBackoff
 	}
 	p.nextTry[k] = time.Now().Add(d)
+	p.downUntil[u] = time.Now().Add(min(d, p.BaseBackoff))
 	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", redactURL(u), "attempt", n, "retry_in", d, "err", err)
 	return false
 }

@@ -70,6 +70,9 @@ func freePort(t *testing.T) string {
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end test: skipped in -short mode")
+	}
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (apt-get install dcmtk chromium); skipping", tool)
