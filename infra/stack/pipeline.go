@@ -28,14 +28,13 @@ const EventSource = "dicom.ingest"
 
 // Function names: functions/<name> built into <FunctionsDir>/<name>/bootstrap.
 const (
-	FnValidate  = "validate"
-	FnNormalize = "normalize"
-	FnAudit     = "audit"
-	FnNotify    = "notify"
+	FnValidate = "validate"
+	FnAudit    = "audit"
+	FnNotify   = "notify"
 )
 
 // FunctionNames lists the Lambda functions in creation order.
-var FunctionNames = []string{FnValidate, FnNormalize, FnAudit, FnNotify}
+var FunctionNames = []string{FnValidate, FnAudit, FnNotify}
 
 // PipelineProps configures NewPipeline.
 type PipelineProps struct {
@@ -72,11 +71,12 @@ type Pipeline struct {
 
 // NewPipeline creates the queues, tables, bus and functions and wires them.
 //
-// Flow: incoming/ ObjectCreated → validate queue → validate (Part 10 and
-// identification checks, quarantine/, audit) → normalize queue → normalize
-// (metadata/ sidecar, index, Instance Stored); audit/ ObjectCreated → audit
-// queue → audit (SCP association records into the audit table); every
-// minute → notify (Study Received/Updated after the quiet period).
+// Flow: incoming/ ObjectCreated → validate queue → validate (validation and
+// normalization in one pass over the header: quarantine/ for invalid
+// objects, metadata/ sidecars, the index, the audit record, Instance
+// Stored/Rejected); audit/ ObjectCreated → audit queue → audit (the SCP's
+// association records into the audit table); every minute → notify (Study
+// Received/Updated after the quiet period).
 func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *Pipeline {
 	c := props.Config
 	self := constructs.NewConstruct(scope, jsii.String(id))
@@ -272,28 +272,15 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
 	vq := newQueue("Validate", vTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(vq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
-	nTimeout := awscdk.Duration_Seconds(jsii.Number(120))
-	nq := newQueue("Normalize", nTimeout)
-	validate := newFunction(FnValidate, vTimeout, 512, map[string]*string{
-		"NORMALIZE_QUEUE_URL": nq.Queue.QueueUrl(),
-	})
+	validate := newFunction(FnValidate, vTimeout, 512, nil)
 	consume(validate, vq)
 	bucket.GrantRead(validate, jsii.String(PrefixIncoming+"*"))
 	bucket.GrantPut(validate, jsii.String(PrefixQuarantine+"*"))
+	bucket.GrantPut(validate, jsii.String(PrefixMetadata+"*"))
+	index.GrantReadWriteData(validate)
 	putAudit(validate)
 	bus.GrantPutEventsTo(validate, nil)
-	nq.Queue.GrantSendMessages(validate)
 	out.Queues[FnValidate] = vq
-
-	// normalize: validated objects → metadata/ sidecar, index, events.
-	normalize := newFunction(FnNormalize, nTimeout, 512, nil)
-	consume(normalize, nq)
-	bucket.GrantRead(normalize, jsii.String(PrefixIncoming+"*"))
-	bucket.GrantPut(normalize, jsii.String(PrefixMetadata+"*"))
-	index.GrantReadWriteData(normalize)
-	putAudit(normalize)
-	bus.GrantPutEventsTo(normalize, nil)
-	out.Queues[FnNormalize] = nq
 
 	// audit: audit/ → audit queue → audit table.
 	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
