@@ -151,3 +151,15 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkCommandRoundTrip(b *testing.B) {
+	rq := NewCStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.2.1125.1.123456789", PriorityMedium)
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = rq.Append(buf[:0])
+		if _, err := Decode(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

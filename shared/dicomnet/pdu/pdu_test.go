@@ -243,3 +243,19 @@ func TestAbortFixture(t *testing.T) {
 		t.Errorf("RJ bytes % x", b)
 	}
 }
+
+func BenchmarkDecodeAssociateRQ(b *testing.B) {
+	rq := sampleRQ()
+	for i := 0; i < 120; i++ { // a storescu-sized proposal
+		rq.PresentationContexts = append(rq.PresentationContexts, PresentationContextRQ{ID: byte(5 + 2*i),
+			AbstractSyntax: "1.2.840.10008.5.1.4.1.1.2", TransferSyntaxes: []string{"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2"}})
+	}
+	enc, _ := Encode(rq)
+	b.SetBytes(int64(len(enc)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := DecodeAssociateRQ(enc[HeaderLen:]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
