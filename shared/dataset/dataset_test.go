@@ -294,31 +294,36 @@ func TestDropGroup0002(t *testing.T) {
 		in, want    []byte
 		dropped     bool
 		headerAfter Header
+		opts        []Option
 	}{
 		{"explicit LE", tsExplicit,
 			cat(e.el(0x00020000, "UL", "\x1a\x00\x00\x00"), e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), e.el(0x00020001, "OB", "\x00\x01"), ids(e, "SQ")),
-			ids(e, "SQ"), true, wantIDs},
+			ids(e, "SQ"), true, wantIDs, nil},
 		{"implicit LE", tsImplicit,
-			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs},
-		{"explicit BE", tsBig, cat(b.el(0x00020016, "AE", "AE"), ids(b, "SQ")), ids(b, "SQ"), true, wantIDs},
-		{"only group 0002", tsExplicit, e.el(0x00020016, "AE", "AE"), nil, true, Header{}},
-		{"nothing to drop", tsExplicit, ids(e, "SQ"), ids(e, "SQ"), false, wantIDs},
+			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs, nil},
+		{"explicit BE", tsBig, cat(b.el(0x00020016, "AE", "AE"), ids(b, "SQ")), ids(b, "SQ"), true, wantIDs, nil},
+		{"only group 0002", tsExplicit, e.el(0x00020016, "AE", "AE"), nil, true, Header{}, nil},
+		{"nothing to drop", tsExplicit, ids(e, "SQ"), ids(e, "SQ"), false, wantIDs, nil},
 		{"group 0000 kept, 0002 after it dropped", tsImplicit,
 			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), i.el(0x00020010, "UI", "1.2\x00"), ids(i, "SQ")),
-			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), ids(i, "SQ")), true, wantIDs},
+			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), ids(i, "SQ")), true, wantIDs, nil},
 		{"undefined length group 0002 kept", tsImplicit,
 			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")),
-			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")), false, wantIDs},
+			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")), false, wantIDs, nil},
 		{"bad VR while dropping", tsExplicit,
 			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10\x00\x01\x02\x03\x00abc")),
-			[]byte("\x02\x00\x10\x00\x01\x02\x03\x00abc"), true, Header{Err: ErrMalformed}},
+			[]byte("\x02\x00\x10\x00\x01\x02\x03\x00abc"), true, Header{Err: ErrMalformed}, nil},
+		{"group 0002 longer than the limit kept", tsExplicit,
+			cat(e.el(0x00020016, "AE", "AE"), e.el(0x00020100, "OB", strings.Repeat("x", 3000)), ids(e, "SQ")),
+			cat(e.el(0x00020100, "OB", strings.Repeat("x", 3000)), ids(e, "SQ")), true, Header{Err: ErrHeaderTooLong},
+			[]Option{WithMaxHeaderBytes(1000)}},
 		{"truncated while dropping", tsExplicit,
-			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10")), []byte("\x02\x00\x10"), true, Header{Err: ErrTruncated}},
+			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10")), []byte("\x02\x00\x10"), true, Header{Err: ErrTruncated}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range chunkSizes {
-				in := NewInspector(bytes.NewReader(tt.in), tt.ts, DropGroup0002())
+				in := NewInspector(bytes.NewReader(tt.in), tt.ts, append(tt.opts, DropGroup0002())...)
 				out, err := readChunks(in, chunk)
 				if err != nil {
 					t.Fatalf("chunk %d: read: %v", chunk, err)
@@ -328,7 +333,7 @@ func TestDropGroup0002(t *testing.T) {
 				}
 				want := tt.headerAfter
 				want.Done = true
-				want.Group0002 = !bytes.Equal(tt.in, tt.want) || tt.name == "undefined length group 0002 kept"
+				want.Group0002 = !bytes.Equal(tt.in, tt.want) || strings.HasSuffix(tt.name, " kept")
 				want.Group0002Dropped = tt.dropped
 				if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
 					t.Errorf("chunk %d: header (-want +got):\n%s", chunk, d)

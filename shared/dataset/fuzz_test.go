@@ -59,6 +59,16 @@ func FuzzInspector(f *testing.F) {
 		if h1.Group0002Dropped && !h1.Group0002 {
 			t.Fatal("dropped without group 0002")
 		}
+		if h1.Group0002Dropped && h1.Err == nil && ts != tsPrivate {
+			// The filtered stream parses to the same identifiers.
+			again := NewInspector(bytes.NewReader(out1), ts, WithMaxHeaderBytes(4096))
+			io.Copy(io.Discard, again)
+			h3 := again.Header()
+			if h3.Err == nil && (h3.SOPClassUID != h1.SOPClassUID || h3.SOPInstanceUID != h1.SOPInstanceUID ||
+				h3.StudyInstanceUID != h1.StudyInstanceUID || h3.SeriesInstanceUID != h1.SeriesInstanceUID) {
+				t.Fatalf("filtered stream reads differently: %+v, then %+v", h1, h3)
+			}
+		}
 	})
 }
 

@@ -29,8 +29,10 @@ type Header struct {
 	// Group0002 is set when top-level group 0002 (File Meta) elements
 	// appeared in the dataset, where they do not belong.
 	Group0002 bool
-	// Group0002Dropped is set when every such element was removed from
-	// the stream (DropGroup0002): the SCP answers B006.
+	// Group0002Dropped is set when such elements were removed from the
+	// stream (DropGroup0002): the SCP answers B006. One that could not be
+	// removed whole (undefined length, or longer than the header limit)
+	// stays, and so do all later ones.
 	Group0002Dropped bool
 
 	// Done is set once inspection is over; the fields no longer change.
@@ -109,7 +111,6 @@ type parser struct {
 	keep       bool
 	out        []byte
 	droppedAny bool
-	keptAny    bool
 	first      bool
 }
 
@@ -282,7 +283,9 @@ func (p *parser) element(tag, length uint32, nestedImplicit, nestedBE bool) {
 		}
 		if tag>>16 == 0x0002 {
 			p.hdr.Group0002 = true
-			if p.dropPhase && length != undefinedLength {
+			// Drop only what can be skipped whole within the limit: an
+			// element cut by the limit would leave its tail in the stream.
+			if p.dropPhase && length != undefinedLength && int64(length) <= p.max-p.n {
 				p.droppedAny = true
 				p.hn, p.need = 0, 8 // held header bytes are dropped
 				if length == 0 {
@@ -292,7 +295,6 @@ func (p *parser) element(tag, length uint32, nestedImplicit, nestedBE bool) {
 				p.state, p.skip, p.keep = stSkip, uint64(length), false
 				return
 			}
-			p.keptAny = true
 			p.releaseHeld()
 			p.dropPhase = false
 		}
@@ -370,7 +372,7 @@ func (p *parser) finish(err error) {
 	}
 	p.dropPhase = false
 	p.hdr.Done, p.hdr.Err = true, err
-	p.hdr.Group0002Dropped = p.droppedAny && !p.keptAny
+	p.hdr.Group0002Dropped = p.droppedAny
 }
 
 // isVR reports whether a, b are a VR of PS3.5 Table 6.2-1.
