@@ -342,11 +342,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			s.mu.Lock()
-			for a := range s.assocs {
-				a.abortFromOutside()
-			}
-			s.mu.Unlock()
+			s.abortAll()
 			return ctx.Err()
 		case <-t.C:
 		}
@@ -368,17 +364,31 @@ func (s *Server) Close() error {
 	s.init()
 	s.inShutdown.Store(true)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closeListeners()
 	select {
 	case <-s.doneCh:
 	default:
 		close(s.doneCh)
 	}
-	for a := range s.assocs {
-		a.abortFromOutside()
-	}
+	s.mu.Unlock()
+	s.abortAll()
 	return nil
+}
+
+// abortAll aborts every association in parallel (each abort may wait about a second for a write in progress)
+// without holding s.mu.
+func (s *Server) abortAll() {
+	s.mu.Lock()
+	list := make([]*association, 0, len(s.assocs))
+	for a := range s.assocs {
+		list = append(list, a)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range list {
+		wg.Go(a.abortFromOutside)
+	}
+	wg.Wait()
 }
 
 func (s *Server) newID() string {
