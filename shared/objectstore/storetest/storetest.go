@@ -1,0 +1,251 @@
+// Package storetest is a conformance suite for objectstore.Store
+// implementations: every backend runs the same checks of the contract the
+// SCP relies on (durable on nil, nothing visible on failure, duplicates
+// and conflicts never overwrite, records are create-only).
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// Harness gives the suite a fresh store and a way to read what it holds.
+type Harness struct {
+	// New returns an empty store.
+	New func(t *testing.T) objectstore.Store
+	// Read returns the bytes under key (relative to the store root) of the
+	// store New returned last, or an error if there is none.
+	Read func(t *testing.T, key string) ([]byte, error)
+	// Sizes are the object sizes to try; include sizes around the
+	// backend's internal boundaries (S3 part size). Default: 0, 1 KiB,
+	// 1 MiB.
+	Sizes []int64
+	// RecordsCreateOnly asserts that PutRecord never replaces a record
+	// with different bytes (s3store); the contract leaves it open, and
+	// filestore replaces.
+	RecordsCreateOnly bool
+}
+
+// Run runs the suite.
+func Run(t *testing.T, h Harness) {
+	if len(h.Sizes) == 0 {
+		h.Sizes = []int64{0, 1 << 10, 1 << 20}
+	}
+	t.Run("PutStoresBytes", func(t *testing.T) { testPutStoresBytes(t, h) })
+	t.Run("DuplicateAndConflict", func(t *testing.T) { testDuplicateAndConflict(t, h) })
+	t.Run("ReaderErrorStoresNothing", func(t *testing.T) { testReaderError(t, h) })
+	t.Run("UnsafeUIDRefused", func(t *testing.T) { testUnsafeUID(t, h) })
+	t.Run("ConcurrentSameObject", func(t *testing.T) { testConcurrentSame(t, h) })
+	t.Run("PutRecord", func(t *testing.T) { testPutRecord(t, h) })
+	t.Run("Ready", func(t *testing.T) {
+		if err := h.New(t).Ready(context.Background()); err != nil {
+			t.Errorf("Ready on a fresh store: %v", err)
+		}
+	})
+}
+
+// Object returns a valid object description numbered n.
+func Object(n int) objectstore.Object {
+	return objectstore.Object{
+		SOPClassUID:       "1.2.840.10008.5.1.4.1.1.7",
+		SOPInstanceUID:    fmt.Sprintf("1.2.826.0.1.3680043.9.7433.%d", n),
+		StudyInstanceUID:  "1.2.826.0.1.3680043.9.7433.1",
+		SeriesInstanceUID: "1.2.826.0.1.3680043.9.7433.1.1",
+		TransferSyntaxUID: "1.2.840.10008.1.2.1",
+		CallingAE:         "STORETEST",
+		CalledAE:          "INGEST",
+		PeerAddr:          "127.0.0.1:1",
+		AssociationID:     "storetest",
+		ReceivedAt:        time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC),
+	}
+}
+
+func data(seed uint64, size int64) []byte {
+	b := make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8)}).Read(b)
+	return b
+}
+
+func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func testPutStoresBytes(t *testing.T, h Harness) {
+	st := h.New(t)
+	for i, size := range h.Sizes {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			obj := Object(100 + i)
+			want := data(uint64(i), size)
+			got, err := st.Put(context.Background(), obj, bytes.NewReader(want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, _ := objectstore.Key(obj)
+			if got != (objectstore.Stored{Key: key, Size: size, SHA256: sum(want)}) {
+				t.Errorf("Stored = %+v, want key %s size %d sha256 %s", got, key, size, sum(want))
+			}
+			b, err := h.Read(t, key)
+			if err != nil || !bytes.Equal(b, want) {
+				t.Errorf("read back %d bytes (%v), want the %d sent", len(b), err, size)
+			}
+		})
+	}
+}
+
+func testDuplicateAndConflict(t *testing.T, h Harness) {
+	st := h.New(t)
+	ctx := context.Background()
+	for i, size := range h.Sizes {
+		if size == 0 {
+			continue // no different content of the same size
+		}
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			obj := Object(200 + i)
+			key, _ := objectstore.Key(obj)
+			orig, other := data(1, size), data(2, size)
+			if _, err := st.Put(ctx, obj, bytes.NewReader(orig)); err != nil {
+				t.Fatal(err)
+			}
+			dup, err := st.Put(ctx, obj, bytes.NewReader(orig))
+			if err != nil || !dup.Duplicate || dup.Conflict || dup.Key != key || dup.SHA256 != sum(orig) {
+				t.Errorf("identical resend = %+v, %v; want a duplicate under %s", dup, err, key)
+			}
+			conf, err := st.Put(ctx, obj, bytes.NewReader(other))
+			if err != nil || !conf.Conflict || conf.Key == key || conf.SHA256 != sum(other) {
+				t.Fatalf("different object = %+v, %v; want a conflict under another key", conf, err)
+			}
+			if b, err := h.Read(t, conf.Key); err != nil || !bytes.Equal(b, other) {
+				t.Errorf("conflicting object not readable under %s (%v)", conf.Key, err)
+			}
+			if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, orig) {
+				t.Errorf("original overwritten or lost (%v)", err)
+			}
+		})
+	}
+}
+
+var errInjected = errors.New("storetest: association aborted")
+
+type failAfter struct {
+	r io.Reader
+	n int64
+}
+
+func (f *failAfter) Read(p []byte) (int, error) {
+	if f.n <= 0 {
+		return 0, errInjected
+	}
+	if int64(len(p)) > f.n {
+		p = p[:f.n]
+	}
+	n, err := f.r.Read(p)
+	f.n -= int64(n)
+	return n, err
+}
+
+func testReaderError(t *testing.T, h Harness) {
+	st := h.New(t)
+	for i, size := range h.Sizes {
+		if size == 0 {
+			continue
+		}
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			obj := Object(300 + i)
+			_, err := st.Put(context.Background(), obj, &failAfter{r: bytes.NewReader(data(3, size)), n: size - 1})
+			if !errors.Is(err, errInjected) {
+				t.Errorf("Put with a failing reader = %v, want the reader's error", err)
+			}
+			key, _ := objectstore.Key(obj)
+			if _, err := h.Read(t, key); err == nil {
+				t.Error("part of an aborted object is readable")
+			}
+		})
+	}
+}
+
+func testUnsafeUID(t *testing.T, h Harness) {
+	st := h.New(t)
+	obj := Object(1)
+	obj.SOPInstanceUID = "../../etc/passwd"
+	if _, err := st.Put(context.Background(), obj, bytes.NewReader([]byte("x"))); !errors.Is(err, objectstore.ErrUnsafeUID) {
+		t.Errorf("Put with an unsafe UID = %v, want ErrUnsafeUID", err)
+	}
+}
+
+func testConcurrentSame(t *testing.T, h Harness) {
+	st := h.New(t)
+	obj := Object(400)
+	body := data(4, h.Sizes[len(h.Sizes)-1]+1)
+	const n = 4
+	var wg sync.WaitGroup
+	res := make([]objectstore.Stored, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i], errs[i] = st.Put(context.Background(), obj, bytes.NewReader(body))
+		}()
+	}
+	wg.Wait()
+	fresh := 0
+	for i := range n {
+		// A racing writer may be told to retry; it must never be told a
+		// different story than "stored" or "duplicate".
+		if errs[i] != nil {
+			if !errors.Is(errs[i], objectstore.ErrUnavailable) {
+				t.Errorf("concurrent Put %d: %v", i, errs[i])
+			}
+			continue
+		}
+		if res[i].Conflict {
+			t.Errorf("concurrent identical Put %d reported a conflict: %+v", i, res[i])
+		}
+		if !res[i].Duplicate {
+			fresh++
+		}
+	}
+	if fresh > 1 {
+		t.Errorf("%d concurrent identical Puts each claim to have stored it", fresh)
+	}
+	key, _ := objectstore.Key(obj)
+	if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("object after concurrent Puts: %v", err)
+	}
+}
+
+func testPutRecord(t *testing.T, h Harness) {
+	st := h.New(t)
+	ctx := context.Background()
+	key := objectstore.AuditPrefix + "2026/11/27/storetest-000001-association-rejected.json"
+	body := []byte(`{"event":"association-rejected"}`)
+	if err := st.PutRecord(ctx, key, body); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutRecord(ctx, key, body); err != nil {
+		t.Errorf("writing the same record again: %v", err)
+	}
+	if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("record read back %q (%v)", b, err)
+	}
+	if h.RecordsCreateOnly {
+		if err := st.PutRecord(ctx, key, []byte(`{"event":"other"}`)); err == nil {
+			t.Error("a different record replaced an existing one")
+		}
+		if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
+			t.Errorf("record after a refused rewrite %q (%v)", b, err)
+		}
+	}
+	if err := st.PutRecord(ctx, "incoming/x.json", body); err == nil {
+		t.Error("PutRecord outside audit/ accepted")
+	}
+}
