@@ -124,7 +124,12 @@ func (a *association) serve(parent context.Context) {
 	if a.srv.ProxyProtocol {
 		h, err := proxyproto.Read(a.br)
 		if err != nil {
-			a.log.Warn("dicomnet: PROXY protocol header", "err", err)
+			if errors.Is(err, io.EOF) {
+				// Connected and closed without a byte: a load balancer's TCP health check.
+				a.log.Debug("dicomnet: connection closed before the PROXY header")
+			} else {
+				a.log.Warn("dicomnet: PROXY protocol header", "err", err)
+			}
 			return
 		}
 		if h.Command == proxyproto.CommandProxy && h.Source != nil {

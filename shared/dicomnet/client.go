@@ -196,6 +196,22 @@ func (a *ClientAssociation) abortWith(source, reason byte) {
 	a.nc.Close()
 }
 
+// peerAbort looks, briefly, for an A-ABORT the peer sent before a write failed, to report why.
+func (a *ClientAssociation) peerAbort() error {
+	_ = a.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	for {
+		p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
+		if err != nil {
+			return nil
+		}
+		if ab, ok := p.(*pdu.Abort); ok {
+			a.closed = true
+			a.nc.Close()
+			return &AbortError{Source: ab.Source, Reason: ab.Reason}
+		}
+	}
+}
+
 // Abort sends an A-ABORT and closes the connection.
 func (a *ClientAssociation) Abort() error {
 	if a.closed {
@@ -350,6 +366,9 @@ func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceU
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
 	if err := a.sendDataSet(pc.ID, dataset); err != nil {
+		if abort := a.peerAbort(); abort != nil {
+			return dimse.Status{}, fmt.Errorf("dicomnet: store: %w (sending: %w)", abort, err)
+		}
 		a.Abort()
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
