@@ -56,46 +56,49 @@ func (n *node) events(query string) []apiEvent {
 	return out.Events
 }
 
-// webhookSink fails each event's first delivery, then accepts, so a
-// delivery proves the retry.
+// webhookSink refuses its first requests (503) and accepts the rest, so
+// the events in those requests arrive only if the publisher retries.
 type webhookSink struct {
 	mu       sync.Mutex
-	attempts map[string]int
-	accepted []apiEvent
+	refuse   int
+	refused  map[string]bool
+	accepted map[string]apiEvent
 }
 
 func (w *webhookSink) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	var ev apiEvent
-	if err := json.Unmarshal(b, &ev); err != nil {
-		http.Error(rw, "bad json", http.StatusBadRequest)
+	if err := json.Unmarshal(b, &ev); err != nil || r.Header.Get("X-Event-Id") != ev.ID {
+		http.Error(rw, "bad event", http.StatusBadRequest)
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.attempts[ev.ID]++
-	if w.attempts[ev.ID] == 1 {
+	if w.refuse > 0 {
+		w.refuse--
+		w.refused[ev.ID] = true
 		http.Error(rw, "try again", http.StatusServiceUnavailable)
 		return
 	}
-	w.accepted = append(w.accepted, ev)
+	w.accepted[ev.ID] = ev
 }
 
-func (w *webhookSink) received(detailType, contains string) (n, attempts int) {
+// missing returns the ids of events not (yet) accepted.
+func (w *webhookSink) missing(ids []string) []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, ev := range w.accepted {
-		if ev.DetailType == detailType && strings.Contains(string(ev.Detail), contains) {
-			n++
-			attempts += w.attempts[ev.ID]
+	var out []string
+	for _, id := range ids {
+		if _, ok := w.accepted[id]; !ok {
+			out = append(out, id)
 		}
 	}
-	return n, attempts
+	return out
 }
 
 func TestLocalEndToEnd(t *testing.T) {
 	need(t, "dcmsend")
-	sink := &webhookSink{attempts: map[string]int{}}
+	sink := &webhookSink{refuse: 2, refused: map[string]bool{}, accepted: map[string]apiEvent{}}
 	hook := httptest.NewServer(sink)
 	defer hook.Close()
 
@@ -250,10 +253,21 @@ func TestLocalEndToEnd(t *testing.T) {
 		if page.Status != "has rejects" || page.AnnouncedVersion != 1 {
 			t.Errorf("study after announcement: status %q version %d", page.Status, page.AnnouncedVersion)
 		}
-		eventually(t, 10*time.Second, "webhook delivery (after one refused attempt)", func() bool {
-			got, attempts := sink.received(pipeline.DetailTypeStudyReceived, synthStudy)
-			return got == 1 && attempts == 2
+		var ids []string
+		for _, ev := range n.events("") {
+			ids = append(ids, ev.ID)
+		}
+		eventually(t, 15*time.Second, "every event delivered to the webhook", func() bool {
+			return len(sink.missing(ids)) == 0
 		})
+		sink.mu.Lock()
+		if len(sink.refused) == 0 {
+			t.Error("the webhook refused nothing; the retry went untested")
+		}
+		if got := sink.accepted[evs[0].ID]; got.DetailType != pipeline.DetailTypeStudyReceived {
+			t.Errorf("webhook got %+v for the Study Received event", got)
+		}
+		sink.mu.Unlock()
 		log, err := os.ReadFile(filepath.Join(n.dataDir, "events.log"))
 		if err != nil {
 			t.Fatal(err)
