@@ -24,6 +24,9 @@ import (
 // the object: peer A-ABORT, connection closed, timeout or protocol error. The handler must discard the object.
 var ErrIncomplete = errors.New("dicomnet: data set incomplete")
 
+// ErrObjectTooLarge is returned by a C-STORE dataset reader once the data set exceeds Server.MaxObjectSize.
+var ErrObjectTooLarge = errors.New("dicomnet: data set exceeds the maximum object size")
+
 // rxEvent is a classified incoming event.
 type rxEvent struct {
 	ev          event
@@ -648,7 +651,7 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) {
 		TransferSyntaxUID: pc.TransferSyntax, MoveOriginatorAETitle: cmd.MoveOriginatorAETitle,
 		MoveOriginatorMessageID: cmd.MoveOriginatorMessageID,
 	}
-	ds := &datasetReader{a: a, ctxID: pc.ID}
+	ds := &datasetReader{a: a, ctxID: pc.ID, limit: a.srv.MaxObjectSize}
 	var st dimse.Status
 	var herr error
 	switch {
@@ -660,7 +663,11 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) {
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing or invalid Affected SOP Instance UID"}
 	default:
 		st, herr = a.srv.callHandler(a.ctx, req, ds, a.log)
-		if st.IsSuccess() && !ds.done && ds.err == nil {
+		switch {
+		case ds.tooLarge:
+			st = dimse.Status{Code: dimse.StatusOutOfResources, Comment: "data set exceeds the maximum object size"}
+			herr = ErrObjectTooLarge
+		case st.IsSuccess() && !ds.done && ds.err == nil:
 			st = dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "data set not completely read"}
 			herr = errors.New("dicomnet: handler returned success without reading the whole data set")
 		}
@@ -735,6 +742,8 @@ type datasetReader struct {
 	done     bool
 	err      error
 	n        int64
+	limit    int64 // 0 = unlimited
+	tooLarge bool
 }
 
 func (d *datasetReader) Read(p []byte) (int, error) {
@@ -752,6 +761,13 @@ func (d *datasetReader) Read(p []byte) (int, error) {
 		if err := d.nextFragment(); err != nil {
 			return 0, err
 		}
+	}
+	if d.tooLarge {
+		return 0, ErrObjectTooLarge
+	}
+	if d.limit > 0 && d.n+int64(min(uint32(len(p)), d.fragLeft)) > d.limit {
+		d.tooLarge = true
+		return 0, ErrObjectTooLarge
 	}
 	n, err := d.a.br.Read(p[:min(uint32(len(p)), d.fragLeft)])
 	d.fragLeft -= uint32(n)

@@ -61,10 +61,13 @@ type Server struct {
 	// latter); 0 = unlimited. Over the limit: A-ASSOCIATE-RJ 02 03 02.
 	MaxAssociations, MaxAssociationsPerAE int
 
-	MaxPDULength uint32        // largest P-DATA-TF we accept (item 51); default DefaultMaxPDULength
-	ARTIMTimeout time.Duration // default DefaultARTIMTimeout
-	IdleTimeout  time.Duration // default DefaultIdleTimeout; negative disables
-	WriteTimeout time.Duration // default DefaultWriteTimeout; negative disables
+	MaxPDULength uint32 // largest P-DATA-TF we accept (item 51); default DefaultMaxPDULength
+	// MaxObjectSize bounds one C-STORE data set (0 = unlimited). Past it the handler's reader fails with
+	// ErrObjectTooLarge; the server discards the rest of the object and answers A700 (out of resources).
+	MaxObjectSize int64
+	ARTIMTimeout  time.Duration // default DefaultARTIMTimeout
+	IdleTimeout   time.Duration // default DefaultIdleTimeout; negative disables
+	WriteTimeout  time.Duration // default DefaultWriteTimeout; negative disables
 
 	// ProxyProtocol expects a PROXY protocol v2 header before the first PDU (as sent by an AWS NLB); its source
 	// address becomes AssociationInfo.RemoteAddr. Off, a PROXY header is an unrecognized PDU (A-ABORT).

@@ -680,3 +680,30 @@ func TestHashLargeObject(t *testing.T) {
 		t.Error("hash mismatch")
 	}
 }
+
+func TestMaxObjectSize(t *testing.T) {
+	ch := make(chan result, 1)
+	rec := newRecorder()
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{MaxObjectSize: 100_000, Handler: capture(ch), Observer: rec})
+	a, err := dicomnet.Dial(context.Background(), srv.Addr, storeCfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release(context.Background())
+	for _, tc := range []struct {
+		size int
+		want uint16
+	}{{100_000, 0}, {100_002, 0xA700}, {1 << 20, 0xA700}, {10, 0}} {
+		st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(pattern(tc.size)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Code != tc.want {
+			t.Errorf("size %d: status %04X, want %04X", tc.size, st.Code, tc.want)
+		}
+		r := <-ch
+		if tc.want != 0 && !errors.Is(r.err, dicomnet.ErrObjectTooLarge) {
+			t.Errorf("size %d: handler error %v", tc.size, r.err)
+		}
+	}
+}
