@@ -90,7 +90,7 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
 	"join":  func(s []string) string { return strings.Join(s, ", ") },
-	"pname": func(s string) string { return strings.TrimRight(strings.ReplaceAll(s, "^", " "), " ") },
+	"pname": func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "^", " ")), " ") },
 	"path":  url.PathEscape,
 	"bytes": humanBytes,
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"html/template"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -256,5 +257,26 @@ func TestSafeKey(t *testing.T) {
 				t.Errorf("safeKey(%q) = %v", k, got)
 			}
 		})
+	}
+}
+
+func TestPersonNameDisplay(t *testing.T) {
+	pname := funcs["pname"].(func(string) string)
+	for in, want := range map[string]string{
+		"Doe^John":           "Doe John",
+		"^^^^":               "",
+		"Doe^^^Dr":           "Doe Dr",
+		"":                   "",
+		"Yamada^Tarou=山田^太郎": "Yamada Tarou=山田 太郎",
+	} {
+		if got := pname(in); got != want {
+			t.Errorf("pname(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// An all-empty name still links to its study.
+	var sb strings.Builder
+	tmpl := template.Must(template.New("t").Funcs(funcs).Parse(`{{with pname .}}{{.}}{{else}}(no name){{end}}`))
+	if err := tmpl.Execute(&sb, "^^^^"); err != nil || sb.String() != "(no name)" {
+		t.Errorf("empty name rendered %q, %v", sb.String(), err)
 	}
 }
