@@ -350,7 +350,8 @@ func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 // Store sends a C-STORE-RQ and streams dataset (the data set bytes, without the Part 10 preamble and file meta,
 // encoded in transferSyntaxUID) in fragments within the peer's maximum PDU length, then waits for the response.
 // It uses an accepted context for (sopClassUID, transferSyntaxUID); an empty transferSyntaxUID takes any. The
-// returned status is the peer's; err is non-nil only when the exchange itself failed.
+// returned status is the peer's; err is non-nil only when the exchange itself failed. A data set of odd length
+// (e.g. an unpadded deflated stream) is padded with one NUL byte.
 func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceUID, transferSyntaxUID string, dataset io.Reader) (dimse.Status, error) {
 	pc, ok := a.contextFor(sopClassUID, transferSyntaxUID)
 	if !ok {
@@ -413,6 +414,12 @@ func (a *ClientAssociation) sendDataSet(ctxID byte, r io.Reader) error {
 		ctrl := byte(0)
 		if last {
 			ctrl = pdu.ControlLast
+			if n%2 == 1 {
+				// PS3.5 requires even-length data sets (a deflated stream is padded with one NUL, A.5) and DCMTK
+				// rejects odd fragments: pad. n < frag here, since frag is even, so the buffer has room.
+				cur[hdr+n] = 0
+				n++
+			}
 		}
 		b := pdu.AppendHeader(cur[:0], pdu.TypePDataTF, uint32(n+pdu.PDVHeaderLen))
 		pdu.AppendPDVHeader(b, n, ctxID, ctrl)

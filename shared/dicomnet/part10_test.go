@@ -95,7 +95,11 @@ func TestStoreFileEveryTestdataFile(t *testing.T) {
 			t.Fatalf("%s: %v %v", f, st, err)
 		}
 		got := <-ch
-		if !bytes.Equal(got.data, part10DataSet(t, f)) {
+		want := part10DataSet(t, f)
+		if len(want)%2 == 1 {
+			want = append(want, 0) // odd data sets are padded
+		}
+		if !bytes.Equal(got.data, want) {
 			t.Errorf("%s: data set differs", f)
 		}
 		if got.req.TransferSyntaxUID != metas[f].TransferSyntaxUID || got.req.AffectedSOPInstanceUID != metas[f].SOPInstanceUID {
