@@ -663,6 +663,7 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) {
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing or invalid Affected SOP Instance UID"}
 	default:
 		st, herr = a.srv.callHandler(a.ctx, req, ds, a.log)
+		ds.closed.Store(true)
 		switch {
 		case ds.tooLarge:
 			st = dimse.Status{Code: dimse.StatusOutOfResources, Comment: "data set exceeds the maximum object size"}
@@ -744,9 +745,18 @@ type datasetReader struct {
 	n        int64
 	limit    int64 // 0 = unlimited
 	tooLarge bool
+	// closed is set when the handler returns: a reader leaked to another goroutine must not reach the
+	// connection's (pooled, later reused) read buffer.
+	closed atomic.Bool
 }
 
+// errReaderClosed is returned by a data set reader used after its handler returned.
+var errReaderClosed = errors.New("dicomnet: data set reader used after ServeCStore returned")
+
 func (d *datasetReader) Read(p []byte) (int, error) {
+	if d.closed.Load() {
+		return 0, errReaderClosed
+	}
 	if d.err != nil {
 		return 0, d.err
 	}

@@ -707,3 +707,26 @@ func TestMaxObjectSize(t *testing.T) {
 		}
 	}
 }
+
+func TestReaderUnusableAfterHandlerReturns(t *testing.T) {
+	leaked := make(chan io.Reader, 1)
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		b := make([]byte, 10)
+		io.ReadFull(r, b)
+		leaked <- r
+		return errors.New("stop early")
+	})})
+	a, err := dicomnet.Dial(context.Background(), srv.Addr, storeCfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Release(context.Background())
+	st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(pattern(1<<20)))
+	if err != nil || st.Code != dimse.StatusProcessingFailure {
+		t.Fatalf("%v %v", st, err)
+	}
+	r := <-leaked
+	if n, err := r.Read(make([]byte, 100)); n != 0 || err == nil {
+		t.Errorf("late read: %d, %v", n, err)
+	}
+}
