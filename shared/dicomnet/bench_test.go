@@ -44,3 +44,35 @@ func BenchmarkCStore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCStoreParallel runs 8 associations at once, each storing 512 KiB objects.
+func BenchmarkCStoreParallel(b *testing.B) {
+	const size = 512 << 10
+	srv := dicomnettest.NewServerT(b, &dicomnet.Server{Handler: dicomnet.HandlerFunc(
+		func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			_, err := io.Copy(io.Discard, r)
+			return err
+		})})
+	data := pattern(size)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 associations
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		a, err := dicomnet.Dial(ctx, srv.Addr, storeCfg(0))
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		defer a.Release(ctx)
+		r := bytes.NewReader(data)
+		for pb.Next() {
+			r.Reset(data)
+			if st, err := a.Store(ctx, dicomuid.CTImageStorage, "1.2.3", "", r); err != nil || !st.IsSuccess() {
+				b.Error(st, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "objects/s")
+}
