@@ -1,0 +1,167 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+)
+
+// memStore keeps what was put, or fails every Put with err.
+type memStore struct {
+	objs map[string][]byte
+	meta map[string]objectstore.Object
+	err  error
+}
+
+func (m *memStore) Put(_ context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	b, rerr := io.ReadAll(r)
+	if m.err != nil {
+		return objectstore.Stored{}, m.err
+	}
+	if rerr != nil {
+		return objectstore.Stored{}, rerr
+	}
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	m.objs[key], m.meta[key] = b, obj
+	return objectstore.Stored{Key: key, Size: int64(len(b))}, nil
+}
+func (m *memStore) PutRecord(context.Context, string, []byte) error { return nil }
+func (m *memStore) Ready(context.Context) error                     { return nil }
+
+// el encodes one Explicit VR Little Endian element with a short length.
+func el(group, elem uint16, vr, v string) []byte {
+	if len(v)%2 == 1 {
+		if vr == "UI" {
+			v += "\x00"
+		} else {
+			v += " "
+		}
+	}
+	b := binary.LittleEndian.AppendUint16(nil, group)
+	b = binary.LittleEndian.AppendUint16(b, elem)
+	b = append(b, vr...)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(v)))
+	return append(b, v...)
+}
+
+func ds(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+const (
+	ctClass   = "1.2.840.10008.5.1.4.1.1.2"
+	explicitL = "1.2.840.10008.1.2.1"
+)
+
+func TestServeCStore(t *testing.T) {
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"),
+		el(0x0010, 0x0020, "LO", "PAT1"), el(0x0020, 0x000D, "UI", "1.2.3"), el(0x0020, 0x000E, "UI", "1.2.3.9"))
+	withMeta := ds(el(0x0002, 0x0010, "UI", explicitL), good)
+	tests := []struct {
+		name       string
+		class, sop string
+		ts         string
+		data       []byte
+		storeErr   error
+		wantStatus uint16 // 0 with wantKey set: stored
+		wantKey    string
+		wantData   []byte // dataset bytes expected after the File Meta
+	}{
+		{name: "stored", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good,
+			wantKey: "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm", wantData: good},
+		{name: "group 0002 in dataset dropped", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: withMeta,
+			wantStatus: dimse.StatusElementsDiscarded, wantKey: "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm", wantData: good},
+		{name: "instance mismatch", class: ctClass, sop: "1.2.3.5", ts: explicitL, data: good, wantStatus: dimse.StatusDataSetDoesNotMatchSOPClass},
+		{name: "class mismatch", class: "1.2.840.10008.5.1.4.1.1.4", sop: "1.2.3.4", ts: explicitL, data: good, wantStatus: dimse.StatusDataSetDoesNotMatchSOPClass},
+		{name: "no SOP UIDs", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: el(0x0010, 0x0020, "LO", "PAT1"), wantStatus: dimse.StatusCannotUnderstand},
+		{name: "unparseable", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1}, wantStatus: dimse.StatusCannotUnderstand},
+		{name: "path in UID", class: ctClass, sop: "../../x", ts: explicitL,
+			data: ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "../../x")), wantStatus: dimse.StatusCannotUnderstand},
+		{name: "store down", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good, storeErr: objectstore.ErrUnavailable, wantStatus: dimse.StatusOutOfResources},
+		{name: "private syntax stored by command UIDs", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: []byte{1, 2, 3, 4},
+			wantKey: "incoming/2026/05/04/unknown-study/unknown-series/1.2.3.4.dcm", wantData: []byte{1, 2, 3, 4}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}, err: tt.storeErr}
+			h := New(store, Options{Now: func() time.Time { return time.Date(2026, 5, 4, 3, 2, 1, 0, time.UTC) }})
+			req := &dicomnet.CStoreRequest{
+				Association: &dicomnet.AssociationInfo{ID: "a1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
+					RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 7), Port: 4000}},
+				AffectedSOPClassUID: tt.class, AffectedSOPInstanceUID: tt.sop, TransferSyntaxUID: tt.ts,
+			}
+			err := h.ServeCStore(context.Background(), req, bytes.NewReader(tt.data))
+			var st dimse.Status
+			if err != nil && !errors.As(err, &st) {
+				t.Fatalf("error %v is not a DIMSE status", err)
+			}
+			if st.Code != tt.wantStatus {
+				t.Fatalf("status %04X (%s), want %04X", st.Code, st.Comment, tt.wantStatus)
+			}
+			if len(st.Comment) > dimse.MaxCommentLen {
+				t.Errorf("comment longer than %d: %q", dimse.MaxCommentLen, st.Comment)
+			}
+			if tt.wantKey == "" {
+				if len(store.objs) != 0 {
+					t.Fatalf("refused object stored: %v", store.objs)
+				}
+				return
+			}
+			file, ok := store.objs[tt.wantKey]
+			if !ok {
+				t.Fatalf("nothing at %s (have %v)", tt.wantKey, store.meta)
+			}
+			r := bufio.NewReader(bytes.NewReader(file))
+			meta, err := part10.ReadMeta(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if meta.TransferSyntaxUID != tt.ts || meta.MediaStorageSOPInstanceUID != tt.sop || meta.SourceApplicationEntityTitle != "LOCAL_AE" {
+				t.Errorf("meta = %+v", meta)
+			}
+			rest, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(rest, tt.wantData) {
+				t.Errorf("stored dataset\n%x\nwant\n%x", rest, tt.wantData)
+			}
+			if o := store.meta[tt.wantKey]; o.PeerAddr != "10.0.0.7:4000" || o.AssociationID != "a1" || o.CalledAE != "REMOTE_AE" {
+				t.Errorf("object metadata = %+v", o)
+			}
+		})
+	}
+}
+
+// A transfer that breaks mid-dataset is no status to send: the error
+// must not read as success, and nothing may be stored.
+func TestBrokenTransfer(t *testing.T) {
+	store := &memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}
+	h := New(store, Options{})
+	req := &dicomnet.CStoreRequest{Association: &dicomnet.AssociationInfo{ID: "a"}, AffectedSOPClassUID: ctClass,
+		AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"), el(0x0020, 0x000D, "UI", "1.2.3"), el(0x0020, 0x000E, "UI", "1.2.3.9"))
+	broken := io.MultiReader(bytes.NewReader(good), iotestErr{})
+	if err := h.ServeCStore(context.Background(), req, broken); err == nil {
+		t.Fatal("broken transfer answered as success")
+	}
+	if len(store.objs) != 0 {
+		t.Fatal("broken transfer stored")
+	}
+}
+
+type iotestErr struct{}
+
+func (iotestErr) Read([]byte) (int, error) { return 0, errors.New("association aborted") }

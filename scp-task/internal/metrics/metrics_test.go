@@ -1,0 +1,51 @@
+package metrics
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+)
+
+func TestObserver(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	o, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range []dicomnet.Event{
+		{Type: dicomnet.EventAccepted}, {Type: dicomnet.EventAccepted},
+		{Type: dicomnet.EventRejected, Reject: dicomnet.RejectTooManyAssociations},
+		{Type: dicomnet.EventRejected, Reject: &dicomnet.RejectError{Result: 1, Source: 2, Reason: 2}},
+		{Type: dicomnet.EventStored, Bytes: 1000, Duration: time.Millisecond},
+		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
+		{Type: dicomnet.EventAborted},
+	} {
+		o.ObserveAssociation(ev)
+	}
+	checks := []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"active", o.active, 1},
+		{"accepted", o.associations.WithLabelValues("accepted"), 2},
+		{"too many", o.rejected.WithLabelValues("too_many_associations"), 1},
+		{"other reject", o.rejected.WithLabelValues("result1_source2_reason2"), 1},
+		{"bytes", o.bytes, 1000},
+		{"objects", o.objects, 1},
+		{"failures", o.failures.WithLabelValues("A900"), 1},
+		{"aborted", o.aborted, 1},
+	}
+	for _, c := range checks {
+		if got := testutil.ToFloat64(c.c); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
+		}
+	}
+	if _, err := New(reg); err == nil {
+		t.Error("registering twice must fail, not panic")
+	}
+}
