@@ -23,14 +23,18 @@ import (
 
 func main() {
 	defer jsii.Close()
-	if err := run(); err != nil {
+	// Context (-c env=…) and the output directory reach the app from the
+	// CDK CLI through CDK_CONTEXT_JSON and CDK_OUTDIR.
+	app := awscdk.NewApp(&awscdk.AppProps{Context: stack.AppContext()})
+	if err := run(app); err != nil {
 		fmt.Fprintln(os.Stderr, "infra:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	app := awscdk.NewApp(&awscdk.AppProps{Context: stack.AppContext()})
+// run builds the environment named by the app's "env" context into app and
+// synthesizes it.
+func run(app awscdk.App) error {
 	ctx := func(key, def string) string {
 		if v, ok := app.Node().TryGetContext(jsii.String(key)).(string); ok && v != "" {
 			return v
