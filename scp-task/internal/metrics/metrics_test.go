@@ -19,7 +19,7 @@ func TestObserver(t *testing.T) {
 	for _, ev := range []dicomnet.Event{
 		{Type: dicomnet.EventAccepted}, {Type: dicomnet.EventAccepted},
 		{Type: dicomnet.EventRejected, Reject: dicomnet.RejectTooManyAssociations},
-		{Type: dicomnet.EventRejected, Reject: &dicomnet.RejectError{Result: 1, Source: 2, Reason: 2}},
+		{Type: dicomnet.EventRejected, Reject: &dicomnet.RejectError{Result: 2, Source: 2, Reason: 1}},
 		{Type: dicomnet.EventStored, Bytes: 1000, Duration: time.Millisecond},
 		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
 		{Type: dicomnet.EventAborted},
@@ -34,7 +34,7 @@ func TestObserver(t *testing.T) {
 		{"active", o.active, 1},
 		{"accepted", o.associations.WithLabelValues("accepted"), 2},
 		{"too many", o.rejected.WithLabelValues("too_many_associations"), 1},
-		{"other reject", o.rejected.WithLabelValues("result1_source2_reason2"), 1},
+		{"other reject", o.rejected.WithLabelValues("result2_source2_reason1"), 1},
 		{"bytes", o.bytes, 1000},
 		{"objects", o.objects, 1},
 		{"failures", o.failures.WithLabelValues("A900"), 1},
