@@ -3,28 +3,15 @@ package s3store_test
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"hash"
-	"hash/crc64"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 )
 
@@ -76,16 +63,8 @@ func TestPutHugeObjectBoundedMemory(t *testing.T) {
 }
 
 func memoryChild(t *testing.T) {
-	sink := &sinkS3{sha: sha256.New()}
-	srv := httptest.NewServer(sink)
-	defer srv.Close()
-	st, err := s3store.New(context.Background(), s3store.Options{
-		Bucket: bucket, Client: s3.New(s3.Options{
-			Region: "us-east-1", BaseEndpoint: aws.String(srv.URL), UsePathStyle: true,
-			Credentials:      credentials.NewStaticCredentialsProvider("AKIDTEST", "secret", ""),
-			RetryMaxAttempts: 1, RequestChecksumCalculation: aws.RequestChecksumCalculationWhenRequired,
-		}),
-	})
+	sink := s3test.NewSink(t)
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Client: s3test.Client(sink.URL)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,16 +76,12 @@ func memoryChild(t *testing.T) {
 	}
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
-	sink.mu.Lock()
-	defer sink.mu.Unlock()
-	if sink.err != nil {
-		t.Fatal(sink.err)
+	if errs := sink.Errors(); len(errs) > 0 {
+		t.Fatal(errs)
 	}
-	if got.Size != hugeSize || sink.size != hugeSize || !sink.completed {
-		t.Fatalf("stored %d bytes, sink saw %d, completed %v", got.Size, sink.size, sink.completed)
-	}
-	if want := hex.EncodeToString(sink.sha.Sum(nil)); got.SHA256 != want {
-		t.Fatalf("SHA256 %s, sink computed %s", got.SHA256, want)
+	held, ok := sink.Objects()[bucket+"/"+got.Key]
+	if !ok || got.Size != hugeSize || held.Size != hugeSize || held.SHA256 != got.SHA256 || sink.Pending() != 0 {
+		t.Fatalf("Put reported %+v; the sink holds %+v (found %v), %d uploads pending", got, held, ok, sink.Pending())
 	}
 	fmt.Printf("%s vmhwm=%d totalalloc=%d\n", memResultTag, vmHWM(t), after.TotalAlloc-before.TotalAlloc)
 }
@@ -130,86 +105,3 @@ func vmHWM(t *testing.T) int64 {
 	t.Fatal("no VmHWM")
 	return 0
 }
-
-// sinkS3 answers the multipart calls of one upload, keeps nothing, and
-// checks the part and full-object CRC64NVME as S3 would.
-type sinkS3 struct {
-	mu        sync.Mutex
-	sha       hash.Hash
-	crc       uint64
-	size      int64
-	parts     int
-	completed bool
-	err       error
-}
-
-func (k *sinkS3) fail(w http.ResponseWriter, err error) {
-	k.err = err
-	http.Error(w, err.Error(), http.StatusBadRequest)
-}
-
-func (k *sinkS3) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	q := r.URL.Query()
-	switch {
-	case r.Method == http.MethodPut && !q.Has("partNumber"):
-		var crc uint64
-		_, err := io.Copy(writerFunc(func(p []byte) (int, error) {
-			crc = crc64.Update(crc, crcnvme.Table, p)
-			return len(p), nil
-		}), r.Body)
-		h := r.Header.Get("X-Amz-Checksum-Crc64nvme")
-		if err != nil || h != crcnvme.Encode(crc) {
-			k.fail(w, fmt.Errorf("put: checksum header %q, body %q (%v)", h, crcnvme.Encode(crc), err))
-			return
-		}
-		w.Header().Set("X-Amz-Checksum-Crc64nvme", h)
-	case r.Method == http.MethodPost && q.Has("uploads"):
-		k.crc, k.size, k.parts, k.completed = 0, 0, 0, false
-		k.sha.Reset()
-		fmt.Fprint(w, `<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>u1</UploadId></InitiateMultipartUploadResult>`)
-	case r.Method == http.MethodPut && q.Has("partNumber"):
-		k.parts++
-		if q.Get("partNumber") != strconv.Itoa(k.parts) {
-			k.fail(w, fmt.Errorf("part %s out of order", q.Get("partNumber")))
-			return
-		}
-		var partCRC uint64
-		n, err := io.Copy(writerFunc(func(p []byte) (int, error) {
-			k.sha.Write(p)
-			k.crc = crc64.Update(k.crc, crcnvme.Table, p)
-			partCRC = crc64.Update(partCRC, crcnvme.Table, p)
-			return len(p), nil
-		}), r.Body)
-		if err != nil {
-			k.fail(w, err)
-			return
-		}
-		k.size += n
-		if h := r.Header.Get("X-Amz-Checksum-Crc64nvme"); h != crcnvme.Encode(partCRC) {
-			k.fail(w, fmt.Errorf("part %d: checksum header %q, body %q", k.parts, h, crcnvme.Encode(partCRC)))
-			return
-		}
-		w.Header().Set("ETag", fmt.Sprintf(`"etag%d"`, k.parts))
-		w.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(partCRC))
-	case r.Method == http.MethodPost && q.Has("uploadId"):
-		_, _ = io.Copy(io.Discard, r.Body)
-		if h := r.Header.Get("X-Amz-Checksum-Crc64nvme"); h != crcnvme.Encode(k.crc) {
-			k.fail(w, fmt.Errorf("complete: full-object checksum %q, data %q", h, crcnvme.Encode(k.crc)))
-			return
-		}
-		k.completed = true
-		fmt.Fprintf(w, `<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"x-%d"</ETag><ChecksumCRC64NVME>%s</ChecksumCRC64NVME></CompleteMultipartUploadResult>`, k.parts, crcnvme.Encode(k.crc))
-	case r.Method == http.MethodDelete:
-		w.WriteHeader(http.StatusNoContent)
-	case r.Method == http.MethodHead: // is the key free? always
-		w.WriteHeader(http.StatusNotFound)
-	default:
-		k.fail(w, fmt.Errorf("unexpected %s %s", r.Method, r.URL))
-	}
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -1,0 +1,221 @@
+package s3test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"hash/crc64"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
+)
+
+// Sink is an S3 endpoint for huge objects: it checks every CRC64NVME as S3
+// would (parts and full object), computes each object's SHA-256 and size,
+// and keeps only those, plus the bytes of small objects (audit records).
+// It answers PutObject, the multipart calls, HeadObject (with the size and
+// checksum of what it holds), HeadBucket and ListMultipartUploads' count
+// via Pending. Parts must arrive in order, as the store sends them.
+type Sink struct {
+	URL string
+
+	mu      sync.Mutex
+	objects map[string]SinkObject // path /bucket/key -> what was stored
+	uploads map[string]*sinkUpload
+	nextID  int
+	errs    []error
+}
+
+// SinkObject is what the sink keeps of a stored object.
+type SinkObject struct {
+	Size     int64
+	SHA256   string
+	CRC64    string
+	Metadata map[string]string // x-amz-meta-* of the request, lowercase keys
+	Body     []byte            // only for objects up to SmallBody
+}
+
+// SmallBody is the largest object whose bytes the sink keeps.
+const SmallBody = 1 << 20
+
+type sinkUpload struct {
+	path  string
+	meta  map[string]string
+	sha   hash.Hash
+	crc   uint64
+	size  int64
+	parts int
+}
+
+// NewSink starts a sink on 127.0.0.1:0 for the test's duration.
+func NewSink(t testing.TB) *Sink {
+	k := &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
+	srv := httptest.NewServer(k)
+	t.Cleanup(srv.Close)
+	k.URL = srv.URL
+	return k
+}
+
+// Objects returns what the sink holds, by "bucket/key".
+func (k *Sink) Objects() map[string]SinkObject {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[string]SinkObject, len(k.objects))
+	for p, o := range k.objects {
+		out[strings.TrimPrefix(p, "/")] = o
+	}
+	return out
+}
+
+// Pending counts multipart uploads neither completed nor aborted.
+func (k *Sink) Pending() int { k.mu.Lock(); defer k.mu.Unlock(); return len(k.uploads) }
+
+// Errors returns the protocol violations the sink saw (bad checksums,
+// parts out of order, unexpected requests).
+func (k *Sink) Errors() []error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]error(nil), k.errs...)
+}
+
+func (k *Sink) fail(w http.ResponseWriter, status int, code string, err error) {
+	k.errs = append(k.errs, err)
+	writeError(w, status, code, err.Error())
+}
+
+func metaOf(h http.Header) map[string]string {
+	m := map[string]string{}
+	for name, v := range h {
+		if rest, ok := strings.CutPrefix(strings.ToLower(name), "x-amz-meta-"); ok {
+			m[rest] = v[0]
+		}
+	}
+	return m
+}
+
+var sinkBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+
+// consume reads a body through SHA-256 and CRC64NVME, keeping it if keep
+// and small.
+func consume(r io.Reader, sha hash.Hash, crc *uint64, keep bool) (n int64, crcOfBody uint64, small []byte, err error) {
+	bp := sinkBufs.Get().(*[]byte)
+	defer sinkBufs.Put(bp)
+	buf := *bp
+	for {
+		m, rerr := r.Read(buf)
+		if m > 0 {
+			p := buf[:m]
+			sha.Write(p)
+			*crc = crc64.Update(*crc, crcnvme.Table, p)
+			crcOfBody = crc64.Update(crcOfBody, crcnvme.Table, p)
+			if keep && n+int64(m) <= SmallBody {
+				small = append(small, p...)
+			}
+			n += int64(m)
+		}
+		if rerr == io.EOF {
+			if n > SmallBody {
+				small = nil
+			}
+			return n, crcOfBody, small, nil
+		}
+		if rerr != nil {
+			return n, crcOfBody, nil, rerr
+		}
+	}
+}
+
+func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	q := r.URL.Query()
+	path := r.URL.Path
+	isBucket := strings.Count(strings.Trim(path, "/"), "/") == 0
+	switch {
+	case r.Method == http.MethodHead && isBucket:
+		w.WriteHeader(http.StatusOK)
+	case r.Method == http.MethodHead:
+		o, ok := k.objects[path]
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		for m, v := range o.Metadata {
+			w.Header().Set("X-Amz-Meta-"+m, v)
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(o.Size, 10))
+		w.Header().Set("X-Amz-Checksum-Crc64nvme", o.CRC64)
+		w.Header().Set("X-Amz-Checksum-Type", "FULL_OBJECT")
+	case r.Method == http.MethodPut && !q.Has("partNumber"):
+		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
+			_, _ = io.Copy(io.Discard, r.Body)
+			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			return
+		}
+		sha := sha256.New()
+		var crc uint64
+		n, bodyCRC, small, err := consume(r.Body, sha, &crc, true)
+		want := r.Header.Get("X-Amz-Checksum-Crc64nvme")
+		if err != nil || (want != "" && want != crcnvme.Encode(bodyCRC)) {
+			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("put %s: checksum %q, body %q (%v)", path, want, crcnvme.Encode(bodyCRC), err))
+			return
+		}
+		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small}
+		w.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(bodyCRC))
+	case r.Method == http.MethodPost && q.Has("uploads"):
+		k.nextID++
+		id := fmt.Sprintf("upload-%d", k.nextID)
+		k.uploads[id] = &sinkUpload{path: path, meta: metaOf(r.Header), sha: sha256.New()}
+		fmt.Fprintf(w, `<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>%s</UploadId></InitiateMultipartUploadResult>`, id)
+	case r.Method == http.MethodPut && q.Has("partNumber"):
+		u, ok := k.uploads[q.Get("uploadId")]
+		if !ok {
+			writeError(w, http.StatusNotFound, "NoSuchUpload", "no such upload")
+			return
+		}
+		if q.Get("partNumber") != strconv.Itoa(u.parts+1) {
+			k.fail(w, http.StatusBadRequest, "InvalidPartOrder", fmt.Errorf("part %s after %d parts", q.Get("partNumber"), u.parts))
+			return
+		}
+		n, partCRC, _, err := consume(r.Body, u.sha, &u.crc, false)
+		if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); err != nil || want != crcnvme.Encode(partCRC) {
+			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("part %d: checksum %q, body %q (%v)", u.parts+1, want, crcnvme.Encode(partCRC), err))
+			return
+		}
+		u.parts++
+		u.size += n
+		w.Header().Set("ETag", fmt.Sprintf(`"etag%d"`, u.parts))
+		w.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(partCRC))
+	case r.Method == http.MethodPost && q.Has("uploadId"):
+		_, _ = io.Copy(io.Discard, r.Body)
+		id := q.Get("uploadId")
+		u, ok := k.uploads[id]
+		if !ok {
+			writeError(w, http.StatusNotFound, "NoSuchUpload", "no such upload")
+			return
+		}
+		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
+			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			return
+		}
+		if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); want != crcnvme.Encode(u.crc) {
+			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("complete %s: checksum %q, data %q", path, want, crcnvme.Encode(u.crc)))
+			return
+		}
+		delete(k.uploads, id)
+		k.objects[path] = SinkObject{Size: u.size, SHA256: hex.EncodeToString(u.sha.Sum(nil)), CRC64: crcnvme.Encode(u.crc), Metadata: u.meta}
+		fmt.Fprintf(w, `<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"x-%d"</ETag><ChecksumCRC64NVME>%s</ChecksumCRC64NVME></CompleteMultipartUploadResult>`, u.parts, crcnvme.Encode(u.crc))
+	case r.Method == http.MethodDelete && q.Has("uploadId"):
+		delete(k.uploads, q.Get("uploadId"))
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		k.fail(w, http.StatusNotImplemented, "NotImplemented", fmt.Errorf("sink: unexpected %s %s", r.Method, r.URL))
+	}
+}
