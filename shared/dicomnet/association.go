@@ -47,6 +47,8 @@ type association struct {
 	m     machine
 	state atomic.Uint32 // mirror of m.state for other goroutines
 	ctx   context.Context
+	// cancel ends ctx (the handler's context) when the association is aborted from outside.
+	cancel context.CancelFunc
 
 	hasSlot bool // guarded by srv.mu
 
@@ -79,8 +81,9 @@ type association struct {
 	abortErr                 error
 }
 
-func newAssociation(s *Server, c net.Conn) *association {
+func newAssociation(s *Server, c net.Conn, parent context.Context) *association {
 	a := &association{srv: s, nc: c, inSync: true}
+	a.ctx, a.cancel = context.WithCancel(parent)
 	a.info = AssociationInfo{ID: s.newID(), RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
 	a.m = machine{state: sta1, fx: a}
 	a.state.Store(uint32(sta1))
@@ -109,9 +112,7 @@ func (t timedReader) Read(p []byte) (int, error) {
 }
 
 func (a *association) serve(parent context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	a.ctx = ctx
+	defer a.cancel()
 	stop := context.AfterFunc(parent, a.abortFromOutside)
 	defer stop()
 	a.br = bufioReaderPool.Get().(*bufio.Reader)
@@ -513,6 +514,7 @@ func (a *association) abortFromOutside() {
 	if !a.outsideAbort.CompareAndSwap(false, true) {
 		return
 	}
+	a.cancel() // tell a handler that may be busy with something other than reading
 	if st := a.stateNow(); st >= sta3 && st <= sta12 {
 		// Bound a write in progress (the peer may not be reading), then send the A-ABORT after it. write() refuses
 		// new writes from now on, so the lock is held at most about a second.

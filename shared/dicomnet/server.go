@@ -255,7 +255,7 @@ func (s *Server) Serve(l net.Listener) error {
 // the association has ended. ctx cancellation aborts the association.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.init()
-	a := newAssociation(s, c)
+	a := newAssociation(s, c, ctx)
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()

@@ -730,3 +730,38 @@ func TestReaderUnusableAfterHandlerReturns(t *testing.T) {
 		t.Errorf("late read: %d, %v", n, err)
 	}
 }
+
+// TestShutdownCancelsHandlerContext: a handler busy with something other than reading learns of the abort at the
+// Shutdown deadline through its context.
+func TestShutdownCancelsHandlerContext(t *testing.T) {
+	started := make(chan struct{})
+	cancelled := make(chan error, 1)
+	s := &dicomnet.Server{Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		close(started)
+		<-ctx.Done()
+		cancelled <- ctx.Err()
+		return ctx.Err()
+	})}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	go s.Serve(l)
+	a, err := dicomnet.Dial(context.Background(), l.Addr().String(), storeCfg(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(pattern(1000)))
+	<-started
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown = %v", err)
+	}
+	select {
+	case err := <-cancelled:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("handler ctx err %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("handler context not cancelled")
+	}
+	waitActive(t, s, 0)
+}
