@@ -99,7 +99,9 @@ type Handler interface {
 	// dimse.Status for that status (warnings Bxxx count as stored); any other error or a panic gives 0110
 	// (processing failure), never success. If the handler returns before the end of the dataset the server
 	// discards the rest and answers; a nil return without having read the whole dataset is answered 0110, since
-	// the object cannot have been stored.
+	// the object cannot have been stored. ctx is cancelled when the server aborts the association (Shutdown
+	// deadline, Close, ServeConn's context); a peer's abort shows up as a Read error instead. The reader must not
+	// be used after ServeCStore returns.
 	ServeCStore(ctx context.Context, req *CStoreRequest, dataset io.Reader) error
 }
 
