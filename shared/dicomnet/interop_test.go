@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -37,11 +38,16 @@ func needTool(t *testing.T, name string) string {
 // dicomTestdata returns the testdata directory of github.com/suyashkumar/dicom.
 func dicomTestdata(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil || len(bytes.TrimSpace(out)) == 0 {
-		t.Skipf("cannot locate github.com/suyashkumar/dicom testdata: %v", err)
+	// go mod download fetches the module if no build has yet (it is in go.mod but imported only by others).
+	out, err := exec.Command("go", "mod", "download", "-json", "github.com/suyashkumar/dicom").Output()
+	var mod struct{ Dir string }
+	if err == nil {
+		err = json.Unmarshal(out, &mod)
 	}
-	return filepath.Join(string(bytes.TrimSpace(out)), "testdata")
+	if err != nil || mod.Dir == "" {
+		t.Fatalf("cannot locate github.com/suyashkumar/dicom testdata: %v\n%s", err, out)
+	}
+	return filepath.Join(mod.Dir, "testdata")
 }
 
 // part10DataSet returns the data set bytes of a Part 10 file (after the preamble and group 0002).
