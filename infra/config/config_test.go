@@ -105,6 +105,7 @@ func TestParseValidation(t *testing.T) {
 		}, []string{"storage.lifecycle.glacierInstantRetrievalDays: 30 must be later than intelligentTieringDays 90"}},
 		{"negative lifecycle", func(c *Config) { c.Storage.Lifecycle.AuditExpirationDays = -1 }, []string{"storage.lifecycle.auditExpirationDays: -1 must not be negative"}},
 		{"patient data policy", func(c *Config) { c.Pipeline.EventPatientData = "everything" }, []string{`pipeline.eventPatientData: "everything" must be one of none, id, full`}},
+		{"reserved concurrency", func(c *Config) { c.Pipeline.ReservedConcurrency = 1 }, []string{"pipeline.reservedConcurrency: 1 is outside 2..1000"}},
 		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
 		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
 		{"all problems at once", func(c *Config) {

@@ -180,8 +180,9 @@ func (c *Config) Validate() error {
 	if pl.ArchiveRetentionDays < 1 {
 		p.addf("pipeline.archiveRetentionDays", "%d must be at least 1", pl.ArchiveRetentionDays)
 	}
-	if pl.ReservedConcurrency < 1 || pl.ReservedConcurrency > 1000 {
-		p.addf("pipeline.reservedConcurrency", "%d is outside 1..1000", pl.ReservedConcurrency)
+	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 1000 {
+		// 2 is the least an SQS event source's maximum concurrency can be.
+		p.addf("pipeline.reservedConcurrency", "%d is outside 2..1000", pl.ReservedConcurrency)
 	}
 	if pl.MaxReceiveCount < 1 || pl.MaxReceiveCount > 1000 {
 		p.addf("pipeline.maxReceiveCount", "%d is outside 1..1000", pl.MaxReceiveCount)

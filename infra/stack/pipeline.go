@@ -254,7 +254,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			ReportBatchItemFailures: jsii.Bool(true),
 			// Never more pollers than reserved concurrency: throttled
 			// batches would count as receives and reach the DLQ.
-			MaxConcurrency: jsii.Number(float64(max(2, c.Pipeline.ReservedConcurrency))),
+			MaxConcurrency: jsii.Number(float64(c.Pipeline.ReservedConcurrency)),
 		}))
 	}
 	putAudit := func(fn awslambda.Function) {

@@ -504,6 +504,11 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 			if js(props(esm)["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
 				t.Errorf("event source mapping without partial batch responses: %s", js(props(esm)))
 			}
+			// More pollers than reserved concurrency would throttle batches
+			// into the DLQ.
+			if got := js(props(esm)["ScalingConfig"]); got != fmt.Sprintf(`{"MaximumConcurrency":%d}`, s.cfg.Pipeline.ReservedConcurrency) {
+				t.Errorf("event source scaling %s, want the reserved concurrency %d", got, s.cfg.Pipeline.ReservedConcurrency)
+			}
 		}
 		s.check(t, func(tpl assertions.Template) {
 			tpl.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(2))
