@@ -368,6 +368,7 @@ func (a *association) decide() {
 	a.log = a.log.With("calling_ae", a.info.CallingAE, "called_ae", a.info.CalledAE)
 
 	var rj *RejectError
+	var why error // the policy's own reason, for the Event (never sent)
 	switch {
 	case s.inShutdown.Load():
 		rj = RejectTemporaryCongestion
@@ -377,6 +378,7 @@ func (a *association) decide() {
 		rj = RejectTooManyAssociations
 	case s.Accept != nil:
 		if err := s.Accept(a.ctx, &a.info); err != nil {
+			why = err
 			if !errors.As(err, &rj) || rj == nil {
 				a.log.Info("dicomnet: association policy refused", "err", err)
 				rj = RejectNoReason
@@ -385,7 +387,7 @@ func (a *association) decide() {
 		}
 	}
 	if rj != nil {
-		a.reject(rj, evt8)
+		a.rejectBecause(rj, why, evt8)
 		return
 	}
 	n := Negotiate(rq, NegotiationOptions{AcceptExplicitBigEndian: s.AcceptExplicitBigEndian})
@@ -417,11 +419,16 @@ func (a *association) decide() {
 	}
 }
 
-func (a *association) reject(rj *RejectError, e event) {
+func (a *association) reject(rj *RejectError, e event) { a.rejectBecause(rj, nil, e) }
+
+// rejectBecause rejects with rj; why, the association policy's own error
+// when it refused, travels in Event.Err so the audit trail can say more
+// than the wire's reason code (a calling AE from outside its networks, say).
+func (a *association) rejectBecause(rj *RejectError, why error, e event) {
 	a.rj = rj
 	a.log.Info("dicomnet: association rejected", "result", rj.Result, "source", rj.Source, "reason", rj.Reason)
 	a.fire(e, rxEvent{})
-	a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: rj})
+	a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: rj, Err: why})
 }
 
 // --- effects (see fsm.go) ---

@@ -24,6 +24,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 func needTool(t *testing.T, name string) string {
@@ -288,12 +289,12 @@ func TestClientAgainstStorescp(t *testing.T) {
 	var contexts []dicomnet.ProposedContext
 	for _, f := range files {
 		fh, _ := os.Open(f)
-		m, err := dicomnet.ReadFileMeta(bufio.NewReader(fh))
+		m, err := part10.ReadMeta(bufio.NewReader(fh))
 		fh.Close()
 		if err != nil {
 			t.Fatal(err)
 		}
-		contexts = append(contexts, dicomnet.ProposedContext{AbstractSyntax: m.SOPClassUID, TransferSyntaxes: []string{m.TransferSyntaxUID}})
+		contexts = append(contexts, dicomnet.ProposedContext{AbstractSyntax: m.MediaStorageSOPClassUID, TransferSyntaxes: []string{m.TransferSyntaxUID}})
 	}
 	ctx := context.Background()
 	var a *dicomnet.ClientAssociation

@@ -61,9 +61,11 @@ func findRecord(recs []associationaudit.Record, event, callingAE string) *associ
 // aborted transfer, and the ordinary accept/release pair.
 func TestAssociationAuditRecords(t *testing.T) {
 	dcmtk.Require(t, "echoscu")
-	scp := startSCP(t)
-	if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err == nil {
-		t.Fatalf("INTRUDER was let in:\n%s", r.Output)
+	scp := startSCP(t, "--calling-aes", "LOCAL_AE,OTHER_AE,FAR_AE@10.99.0.0/16")
+	for _, aet := range []string{"INTRUDER", "FAR_AE"} {
+		if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", aet, "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err == nil {
+			t.Fatalf("%s was let in:\n%s", aet, r.Output)
+		}
 	}
 	if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err != nil {
 		t.Fatalf("echoscu: %v\n%s", r.Err, r.Output)
@@ -88,6 +90,9 @@ func TestAssociationAuditRecords(t *testing.T) {
 	rej := findRecord(recs, associationaudit.EventRejected, "INTRUDER")
 	if rej == nil || rej.RejectResult != 1 || rej.RejectSource != 1 || rej.RejectReason != 3 || rej.PeerAddr == "" {
 		t.Errorf("rejected association record = %+v", rej)
+	}
+	if far := findRecord(recs, associationaudit.EventRejected, "FAR_AE"); far == nil || !strings.Contains(far.Reason, "source address not allowed") {
+		t.Errorf("a calling AE outside its networks must be audited with that reason: %+v", far)
 	}
 	if findRecord(recs, associationaudit.EventAccepted, "LOCAL_AE") == nil || findRecord(recs, associationaudit.EventReleased, "LOCAL_AE") == nil {
 		t.Errorf("no accepted/released pair for LOCAL_AE in %d records", len(recs))

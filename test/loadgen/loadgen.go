@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -177,10 +176,9 @@ func run(ctx context.Context, o options, files []file) (Report, error) {
 					fail(fmt.Errorf("release: %w", err))
 				}
 			}()
-			buf := bufio.NewReaderSize(nil, 256<<10)
 			for f := range work {
 				t0 := time.Now()
-				err := send(ctx, as, buf, f)
+				err := send(ctx, as, f)
 				d := time.Since(t0)
 				if err != nil {
 					fail(fmt.Errorf("%s: %w", f.Path, err))
@@ -220,17 +218,8 @@ func run(ctx context.Context, o options, files []file) (Report, error) {
 
 // send streams one file's dataset, exactly as stored after its meta, as a
 // C-STORE; memory stays at one read buffer whatever the file's size.
-func send(ctx context.Context, as *dicomnet.ClientAssociation, buf *bufio.Reader, f file) error {
-	fh, err := os.Open(f.Path)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	buf.Reset(fh)
-	if _, err := part10.ReadMeta(buf); err != nil {
-		return err
-	}
-	st, err := as.Store(ctx, f.SOPClass, f.SOPInst, f.TransferTS, io.Reader(buf))
+func send(ctx context.Context, as *dicomnet.ClientAssociation, f file) error {
+	st, err := as.StoreFile(ctx, f.Path)
 	if err != nil {
 		return err
 	}

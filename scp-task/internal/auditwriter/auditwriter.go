@@ -98,7 +98,9 @@ func (w *Writer) ObserveAssociation(ev dicomnet.Event) {
 		r.Event = associationaudit.EventRejected
 		if ev.Reject != nil {
 			r.RejectResult, r.RejectSource, r.RejectReason = int(ev.Reject.Result), int(ev.Reject.Source), int(ev.Reject.Reason)
-			r.Reason = ev.Reject.Error()
+			if ev.Err == nil { // the policy's reason, when it refused, says more
+				r.Reason = ev.Reject.Error()
+			}
 		}
 	case dicomnet.EventReleased, dicomnet.EventAborted:
 		r.Event = associationaudit.EventReleased
