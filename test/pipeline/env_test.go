@@ -1,0 +1,381 @@
+// Package pipelinee2e runs the pipeline's Lambda functions, built as they
+// are deployed (linux, CGO off, -tags lambda.norpc), under the AWS Lambda
+// runtime interface emulator, against dynalite for DynamoDB, an in-process
+// gofakes3 server for S3 and a local endpoint capturing EventBridge
+// PutEvents from the real SDK client.
+package pipelinee2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+)
+
+const (
+	bucket     = "ingest-bucket"
+	auditTable = "audit"
+	indexTable = "index"
+	busName    = "dicom-ingest-test"
+	region     = "eu-west-1"
+)
+
+// findTool returns the first existing path among candidates, or "".
+func findTool(candidates ...string) string {
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if !strings.Contains(c, "/") {
+			if p, err := exec.LookPath(c); err == nil {
+				return p
+			}
+			continue
+		}
+		if st, err := os.Stat(c); err == nil && !st.IsDir() {
+			return c
+		}
+	}
+	return ""
+}
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(filepath.Dir(wd)) // test/pipeline -> repo
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func waitTCP(t testing.TB, addr string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s did not start listening within %v", addr, within)
+}
+
+// env is one set of emulators and running functions.
+type env struct {
+	t        *testing.T
+	s3       *s3.Client
+	ddb      *dynamodb.Client
+	s3URL    string
+	ddbURL   string
+	events   *eventCapture
+	fnURL    map[string]string
+	audit    *awsadapters.AuditTable
+	index    *awsadapters.IndexTable
+	fnEnv    []string
+	binDir   string
+	quietEnv string
+}
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// buildFunctions builds every function binary once per test run, as the
+// deployment builds them but for this machine's architecture.
+func buildFunctions(t *testing.T) string {
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "dicom-ingest-functions-")
+		if buildErr != nil {
+			return
+		}
+		root := repoRoot(t)
+		for _, fn := range []string{"validate", "audit", "notify"} {
+			cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", filepath.Join(buildDir, fn, "bootstrap"), "./functions/"+fn)
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+runtime.GOARCH, "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", fn, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildDir
+}
+
+// newEnv starts the emulators, creates the bucket and tables and starts
+// the functions under the runtime interface emulator.
+func newEnv(t *testing.T, quietPeriod string) *env {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the Lambda runtime interface emulator runs linux binaries")
+	}
+	home, _ := os.UserHomeDir()
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		gopath = filepath.Join(home, "go")
+	}
+	rie := findTool(os.Getenv("RIE_BIN"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
+	if rie == "" {
+		t.Skip("aws-lambda-rie not found: go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or set RIE_BIN)")
+	}
+	node := findTool("node", "nodejs")
+	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), "test/pipeline/.node/node_modules/dynalite/cli.js"))
+	if node == "" || dynalite == "" {
+		t.Skip("node or dynalite not found: npm install --prefix test/pipeline/.node dynalite (or set DYNALITE_BIN)")
+	}
+	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod}
+	e.binDir = buildFunctions(t)
+
+	// S3: gofakes3 in process.
+	s3srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(s3srv.Close)
+	e.s3URL = s3srv.URL
+
+	// DynamoDB: dynalite.
+	ddbAddr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(ddbAddr)
+	cmd := exec.Command(node, dynalite, "--port", port, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dynalite: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitTCP(t, ddbAddr, 20*time.Second)
+	e.ddbURL = "http://" + ddbAddr
+
+	// EventBridge: capture PutEvents.
+	e.events = newEventCapture()
+	ebSrv := httptest.NewServer(e.events)
+	t.Cleanup(ebSrv.Close)
+
+	creds := credentials.NewStaticCredentialsProvider("test", "test", "")
+	e.s3 = s3.New(s3.Options{Region: region, Credentials: creds, BaseEndpoint: aws.String(e.s3URL), UsePathStyle: true})
+	e.ddb = dynamodb.New(dynamodb.Options{Region: region, Credentials: creds, BaseEndpoint: aws.String(e.ddbURL)})
+	ctx := context.Background()
+	if _, err := e.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	createTables(t, e.ddb)
+	e.audit = &awsadapters.AuditTable{Client: e.ddb, Table: auditTable}
+	e.index = &awsadapters.IndexTable{Client: e.ddb, Table: indexTable}
+
+	e.fnEnv = append(os.Environ(),
+		"BUCKET="+bucket, "AUDIT_TABLE="+auditTable, "INDEX_TABLE="+indexTable, "EVENT_BUS_NAME="+busName,
+		"QUIET_PERIOD="+quietPeriod, "EVENT_PATIENT_DATA=id", "S3_FORCE_PATH_STYLE=true",
+		"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,
+		"AWS_LAMBDA_FUNCTION_TIMEOUT=60",
+	)
+	for _, fn := range []string{"validate", "audit", "notify"} {
+		e.startFunction(rie, fn)
+	}
+	return e
+}
+
+func (e *env) startFunction(rie, fn string) {
+	t := e.t
+	addr, api := freeAddr(t), freeAddr(t)
+	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error",
+		filepath.Join(e.binDir, fn, "bootstrap"))
+	cmd.Dir = filepath.Join(e.binDir, fn)
+	cmd.Env = e.fnEnv
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start rie for %s: %v", fn, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", fn, logs.String())
+		}
+	})
+	waitTCP(t, addr, 10*time.Second)
+	e.fnURL[fn] = "http://" + addr + "/2015-03-31/functions/function/invocations"
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// invoke calls a function through the emulator and decodes its result.
+func (e *env) invoke(fn string, payload any, out any) {
+	e.t.Helper()
+	body, err := json.Marshal(payload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp, err := http.Post(e.fnURL[fn], "application/json", bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatalf("invoke %s: %v", fn, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("invoke %s: %s: %s", fn, resp.Status, b)
+	}
+	if strings.Contains(string(b), `"errorType"`) && out != nil {
+		e.t.Fatalf("invoke %s: function error: %s", fn, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			e.t.Fatalf("invoke %s: result %s: %v", fn, b, err)
+		}
+	}
+}
+
+func createTables(t *testing.T, c *dynamodb.Client) {
+	t.Helper()
+	s := ddbtypes.ScalarAttributeTypeS
+	attr := func(names ...string) []ddbtypes.AttributeDefinition {
+		var out []ddbtypes.AttributeDefinition
+		for _, n := range names {
+			out = append(out, ddbtypes.AttributeDefinition{AttributeName: aws.String(n), AttributeType: s})
+		}
+		return out
+	}
+	keys := func(pk, sk string) []ddbtypes.KeySchemaElement {
+		return []ddbtypes.KeySchemaElement{{AttributeName: aws.String(pk), KeyType: ddbtypes.KeyTypeHash}, {AttributeName: aws.String(sk), KeyType: ddbtypes.KeyTypeRange}}
+	}
+	nonPHI := []string{"eventId", "eventTime", "outcome", "callingAe", "calledAe", "peer", "associationId", "reason"}
+	gsi := func(name, n string, p ddbtypes.Projection) ddbtypes.GlobalSecondaryIndex {
+		return ddbtypes.GlobalSecondaryIndex{IndexName: aws.String(name), KeySchema: keys("gsi"+n+"pk", "gsi"+n+"sk"), Projection: &p}
+	}
+	all := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll}
+	include := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeInclude, NonKeyAttributes: nonPHI}
+	keysOnly := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly}
+	// The same key schema and indexes as infra/stack/pipeline.go.
+	tables := []*dynamodb.CreateTableInput{
+		{
+			TableName: aws.String(auditTable), BillingMode: ddbtypes.BillingModePayPerRequest,
+			AttributeDefinitions: attr("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk", "gsi4sk"),
+			KeySchema:            keys("pk", "sk"),
+			GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{
+				gsi("byPatient", "1", all), gsi("byStudy", "2", all), gsi("byCallingAe", "3", include), gsi("byDay", "4", include),
+			},
+		},
+		{
+			TableName: aws.String(indexTable), BillingMode: ddbtypes.BillingModePayPerRequest,
+			AttributeDefinitions:   attr("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),
+			KeySchema:              keys("pk", "sk"),
+			GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{gsi("byPending", "1", keysOnly), gsi("byPatient", "2", all)},
+		},
+	}
+	for _, in := range tables {
+		if _, err := c.CreateTable(context.Background(), in); err != nil {
+			t.Fatalf("create table %s: %v", *in.TableName, err)
+		}
+	}
+}
+
+// eventCapture is an EventBridge endpoint that records PutEvents entries.
+// failNext makes it reject that many leading entries of the next calls
+// with a throttling error code, as PutEvents does under load.
+type eventCapture struct {
+	mu       sync.Mutex
+	entries  []capturedEntry
+	failNext int
+	calls    int
+}
+
+type capturedEntry struct {
+	Source, DetailType, Detail, EventBusName string
+	Resources                                []string
+}
+
+func newEventCapture() *eventCapture { return &eventCapture{} }
+
+func (c *eventCapture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Amz-Target") != "AWSEvents.PutEvents" {
+		http.Error(w, `{"__type":"UnknownOperationException"}`, http.StatusBadRequest)
+		return
+	}
+	var in struct{ Entries []capturedEntry }
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		http.Error(w, `{"__type":"SerializationException"}`, http.StatusBadRequest)
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls++
+	type result struct {
+		EventId      string `json:",omitempty"`
+		ErrorCode    string `json:",omitempty"`
+		ErrorMessage string `json:",omitempty"`
+	}
+	var out struct {
+		Entries          []result
+		FailedEntryCount int
+	}
+	for i, e := range in.Entries {
+		if c.failNext > 0 {
+			c.failNext--
+			out.Entries = append(out.Entries, result{ErrorCode: "ThrottlingException", ErrorMessage: "rate exceeded"})
+			out.FailedEntryCount++
+			continue
+		}
+		c.entries = append(c.entries, e)
+		out.Entries = append(out.Entries, result{EventId: fmt.Sprintf("ev-%d-%d", c.calls, i)})
+	}
+	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+	json.NewEncoder(w).Encode(out)
+}
+
+func (c *eventCapture) all() []capturedEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]capturedEntry(nil), c.entries...)
+}
+
+func (c *eventCapture) fail(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failNext = n
+}
