@@ -214,10 +214,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	} else {
 		c.CallingAEs = acl
 	}
-	if !c.Local || isSet(fs, "store", getenv) {
-		if err := checkStoreURL(c.Store); err != nil {
-			errs = append(errs, err)
-		}
+	if c.Local && isSet(fs, "store", getenv) {
+		errs = append(errs, errors.New("--store: local mode keeps objects under --data-dir; drop --store or --local"))
+	} else if err := checkStoreURL(c.Store); err != nil {
+		errs = append(errs, err)
 	}
 	for _, w := range c.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

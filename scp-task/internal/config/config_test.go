@@ -60,6 +60,7 @@ func TestErrors(t *testing.T) {
 		{"tiny pdu", []string{"--max-pdu-length", "100"}, nil, "between 4096"},
 		{"bad webhook", []string{"--webhook", "ftp://x"}, nil, "not an http(s) URL"},
 		{"stray arg", []string{"extra"}, nil, `unexpected argument "extra"`},
+		{"local with store", []string{"--local", "--store", "s3://b/p"}, nil, "local mode keeps objects under --data-dir"},
 		{"negative", []string{"--max-associations", "-3"}, nil, "whole number"},
 	}
 	for _, tt := range tests {
