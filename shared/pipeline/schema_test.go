@@ -1,0 +1,117 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v5"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/schemas"
+)
+
+func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.Draft = jsonschema.Draft2020
+	c.AssertFormat = true
+	out := map[string]*jsonschema.Schema{}
+	for dt, file := range schemas.File {
+		b, err := schemas.FS.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.AddResource(file, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Compile(file)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		out[dt] = s
+	}
+	return out
+}
+
+// TestEventsMatchSchemas runs the pipeline through every detail-type, under
+// every patient-data policy, and validates each detail against its schema.
+func TestEventsMatchSchemas(t *testing.T) {
+	sch := compileSchemas(t)
+	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataID, pipeline.PatientDataFull} {
+		t.Run(string(policy), func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			p.PatientData, p.BucketName = policy, "bucket"
+			add(f, key(sop1), ct(sop1).Build(), sop1)
+			bad := ct(sop2)
+			bad.SeriesUID = "1.02"
+			add(f, key(sop2), bad.Build(), sop2)
+			w := ct("1.2.826.0.1.3680043.10.1.1.3")
+			w.PatientID = ""
+			add(f, key(w.SOPUID), w.Build(), w.SOPUID)
+			for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID)} {
+				if _, err := p.ProcessObject(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			t0 := time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC)
+			if _, err := p.AnnounceStableStudies(ctx, t0); err != nil {
+				t.Fatal(err)
+			}
+			late := ct("1.2.826.0.1.3680043.10.1.1.4")
+			add(f, key(late.SOPUID), late.Build(), late.SOPUID)
+			if _, err := p.ProcessObject(ctx, key(late.SOPUID)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := p.AnnounceStableStudies(ctx, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]int{}
+			for _, ev := range f.Events.All() {
+				s := sch[ev.DetailType]
+				if s == nil {
+					t.Fatalf("no schema for %q", ev.DetailType)
+				}
+				var v any
+				if err := json.Unmarshal(ev.Detail, &v); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.Validate(v); err != nil {
+					t.Errorf("%s detail does not match %s: %v\n%s", ev.DetailType, schemas.File[ev.DetailType], err, ev.Detail)
+				}
+				if !strings.Contains(string(ev.Detail), `"eventId":"`+ev.ID+`"`) {
+					t.Errorf("detail eventId differs from the event id")
+				}
+				seen[ev.DetailType]++
+			}
+			for dt := range schemas.File {
+				if seen[dt] == 0 {
+					t.Errorf("no %q event was produced", dt)
+				}
+			}
+		})
+	}
+}
+
+func TestSchemasRejectWrongShapes(t *testing.T) {
+	sch := compileSchemas(t)
+	for _, tt := range []struct{ dt, detail string }{
+		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":2}`},
+		{pipeline.DetailTypeStudyReceived, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","studyInstanceUid":"1.2","version":2,"revision":1,"instanceCount":1,"seriesCount":1,"firstReceived":"2026-01-01T00:00:00Z","lastReceived":"2026-01-01T00:00:00Z","series":[]}`},
+		{pipeline.DetailTypeInstanceRejected, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","quarantineKey":"q","findingsKey":"f","findings":[],"receivedAt":"2026-01-01T00:00:00Z"}`},
+	} {
+		var v any
+		if err := json.Unmarshal([]byte(tt.detail), &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := sch[tt.dt].Validate(v); err == nil {
+			t.Errorf("%s accepted %s", tt.dt, tt.detail)
+		}
+	}
+}
