@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -217,5 +218,76 @@ func TestReadyFollowsOutage(t *testing.T) {
 			t.Fatalf("still not ready 10 s after the outage began: %v", err)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestTargetedFaults aims each fault at one S3 operation, through real
+// HTTP, so every lost-answer path is taken: the store must end with each
+// object stored whole (or an error), no partial object, no upload left.
+func TestTargetedFaults(t *testing.T) {
+	is := func(method string, query ...string) func(*http.Request) bool {
+		return func(r *http.Request) bool {
+			if r.Method != method {
+				return false
+			}
+			for _, q := range query {
+				if !r.URL.Query().Has(q) {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	putObject := func(r *http.Request) bool { return r.Method == http.MethodPut && !r.URL.Query().Has("partNumber") }
+	for _, tc := range []struct {
+		name  string
+		match func(*http.Request) bool
+		fault s3test.Fault
+	}{
+		{"create answer lost", is(http.MethodPost, "uploads"), s3test.ResetAfter},
+		{"part answer lost", is(http.MethodPut, "partNumber"), s3test.ResetAfter},
+		{"complete answer lost", is(http.MethodPost, "uploadId"), s3test.ResetAfter},
+		{"complete 503", is(http.MethodPost, "uploadId"), s3test.Status503},
+		{"abort answer lost", is(http.MethodDelete, "uploadId"), s3test.ResetAfter},
+		{"put answer lost", putObject, s3test.ResetAfter},
+		{"head 500", is(http.MethodHead), s3test.Status500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := s3test.NewServer(t, bucket)
+			proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{Rate: 0.5, Faults: []s3test.Fault{tc.fault}, Match: tc.match, Seed: 7})
+			s3test.SetEnv(t, proxy.URL)
+			st, err := s3store.New(context.Background(), s3store.Options{
+				Bucket: bucket, Prefix: prefix, PathStyle: true, PartSize: s3store.MinPartSize, RetryDeadline: 3 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sizes := []int64{1000, 2*s3store.MinPartSize + 10, 300 << 10, s3store.MinPartSize + 10}
+			for i, size := range sizes {
+				obj := object(500 + i)
+				data := s3test.Bytes(uint64(i), size)
+				r := io.Reader(bytes.NewReader(data))
+				if tc.name == "abort answer lost" {
+					r = s3test.FailingReader(r, size-5) // every multipart put aborts
+				}
+				got, err := st.Put(context.Background(), obj, r)
+				key, _ := objectstore.Key(obj)
+				body, _, gerr := srv.Object(prefix + key)
+				switch {
+				case err == nil:
+					if gerr != nil || !bytes.Equal(body, data) || got.Key != key {
+						t.Errorf("%d bytes: acknowledged as %+v, S3 holds %d bytes (%v)", size, got, len(body), gerr)
+					}
+				case gerr == nil && !bytes.Equal(body, data):
+					t.Errorf("%d bytes: failed (%v) and S3 holds a different object", size, err)
+				}
+			}
+			if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
+				t.Errorf("pending multipart uploads: %d (%v)", n, err)
+			}
+			if proxy.Counts()[tc.fault] == 0 {
+				t.Errorf("no %v injected", tc.fault)
+			}
+		})
 	}
 }

@@ -132,6 +132,14 @@ func (f *flaky) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartU
 	return out, f.after("AbortMultipartUpload", err)
 }
 
+func (f *flaky) ListMultipartUploads(ctx context.Context, in *s3.ListMultipartUploadsInput, o ...func(*s3.Options)) (*s3.ListMultipartUploadsOutput, error) {
+	if err := f.before("ListMultipartUploads"); err != nil {
+		return nil, err
+	}
+	out, err := f.next.ListMultipartUploads(ctx, in, o...)
+	return out, f.after("ListMultipartUploads", err)
+}
+
 func flakyStore(t *testing.T, setup func(*flaky)) (*s3store.Store, *s3test.Server, *flaky) {
 	t.Helper()
 	srv := s3test.NewServer(t, bucket)
@@ -185,6 +193,9 @@ func TestFaults(t *testing.T) {
 			setup:     func(f *flaky) { f.failErr = apiErr(403, "AccessDenied"); f.always["PutObject"] = true },
 			wantErr:   errAny,
 			wantCalls: map[string]int{"PutObject": 1}},
+		{name: "answer to create lost: the orphaned upload is aborted", data: multi,
+			setup:     func(f *flaky) { f.loseN["CreateMultipartUpload"] = 2 },
+			wantCalls: map[string]int{"CreateMultipartUpload": 3, "ListMultipartUploads": 1, "AbortMultipartUpload": 2}},
 		{name: "answer to complete lost: our upload is recognised", data: multi,
 			setup:     func(f *flaky) { f.loseN["CompleteMultipartUpload"] = 1 },
 			wantCalls: map[string]int{"CompleteMultipartUpload": 2, "AbortMultipartUpload": 0}},

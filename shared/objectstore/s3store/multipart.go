@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -53,7 +54,9 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	full := s.opts.Prefix + st.Key
 	sse, kms := s.sse()
 	var uploadID string
+	createStart, createAttempts := time.Now(), 0
 	err = s.do(ctx, "CreateMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
+		createAttempts++
 		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(full),
@@ -77,6 +80,11 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		return st, err
 	}
 	log := s.log.With("key", full, "upload_id", uploadID, "association", obj.AssociationID)
+	if createAttempts > 1 {
+		// An earlier attempt may have created an upload whose answer was
+		// lost; nobody would ever complete or abort it.
+		s.dropOrphans(ctx, full, uploadID, createStart, log)
+	}
 	completed := false
 	defer func() {
 		if !completed {
@@ -247,6 +255,31 @@ func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int
 		return types.CompletedPart{}, err
 	}
 	return types.CompletedPart{ETag: etag, PartNumber: aws.Int32(partNo), ChecksumCRC64NVME: aws.String(crcB64)}, nil
+}
+
+// dropOrphans aborts the uploads for key, other than ours, that S3 says
+// were initiated since start (with a minute's allowance for clock skew):
+// the ones our own lost CreateMultipartUpload answers left behind. Another
+// task's concurrent upload of the very same key could be caught too; its
+// Put then fails and the sender's resend finds the object stored.
+func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Time, log *slog.Logger) {
+	var out *s3.ListMultipartUploadsOutput
+	err := s.do(ctx, "ListMultipartUploads", s.opts.RetryDeadline, func(ctx context.Context) error {
+		var err error
+		out, err = s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.opts.Bucket), Prefix: aws.String(key)})
+		return err
+	})
+	if err != nil {
+		log.Warn("cannot look for uploads orphaned by lost answers; the bucket's lifecycle rule must clean them up", "err", err)
+		return
+	}
+	for _, u := range out.Uploads {
+		id := aws.ToString(u.UploadId)
+		if aws.ToString(u.Key) != key || id == ours || (u.Initiated != nil && u.Initiated.Before(start.Add(-time.Minute))) {
+			continue
+		}
+		s.abort(ctx, key, id, log.With("orphan_upload_id", id), errors.New("orphaned by a lost CreateMultipartUpload answer"))
+	}
 }
 
 // exists reports whether key holds an object.
