@@ -87,7 +87,6 @@ func tagString(t uint32) string { return fmt.Sprintf("(%04X,%04X)", t>>16, t&0xF
 
 // Tags the pipeline reads.
 var (
-	tagMetaGroupLength   = tagOf(0x0002, 0x0000)
 	tagMediaSOPClass     = tagOf(0x0002, 0x0002)
 	tagMediaSOPInstance  = tagOf(0x0002, 0x0003)
 	tagTransferSyntax    = tagOf(0x0002, 0x0010)

@@ -1,0 +1,148 @@
+package awsadapters
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+var creds = credentials.NewStaticCredentialsProvider("test", "test", "")
+
+func newS3(t *testing.T) *S3Objects {
+	t.Helper()
+	srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+	t.Cleanup(srv.Close)
+	c := s3.New(s3.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL), UsePathStyle: true})
+	if _, err := c.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String("bkt")}); err != nil {
+		t.Fatal(err)
+	}
+	return &S3Objects{Client: c, Bucket: "bkt"}
+}
+
+func TestS3Objects(t *testing.T) {
+	ctx := context.Background()
+	o := newS3(t)
+	key := "incoming/2026/01/15/1.2/1.2.3/1.2.3.4 x.dcm"
+	body := []byte(strings.Repeat("0123456789", 100))
+	if err := o.Put(ctx, key, body, "application/dicom", map[string]string{"calling-ae": "MOD1", "sha256": "abc"}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := o.Head(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != 1000 || info.Metadata["calling-ae"] != "MOD1" || info.Metadata["sha256"] != "abc" {
+		t.Errorf("head = %+v", info)
+	}
+	tests := []struct {
+		name        string
+		off, length int64
+		want        string
+	}{
+		{"range", 5, 10, "5678901234"},
+		{"to the end", 995, -1, "56789"},
+		{"past the end", 2000, 10, ""},
+		{"zero", 0, 0, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc, err := o.OpenRange(ctx, key, tt.off, tt.length)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(rc)
+			rc.Close()
+			if err != nil || string(b) != tt.want {
+				t.Errorf("got %q, %v; want %q", b, err, tt.want)
+			}
+		})
+	}
+	if err := o.Copy(ctx, key, "quarantine/x.dcm", map[string]string{"quarantined": "true"}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := o.Head(ctx, "quarantine/x.dcm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Size != 1000 || q.Metadata["calling-ae"] != "MOD1" || q.Metadata["quarantined"] != "true" {
+		t.Errorf("copy kept %+v", q)
+	}
+	if _, err := o.Head(ctx, "incoming/none.dcm"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("missing object: %v", err)
+	}
+	if _, err := o.OpenRange(ctx, "incoming/none.dcm", 0, 10); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("missing object: %v", err)
+	}
+}
+
+func TestEventBridgePublisher(t *testing.T) {
+	var got []map[string]any
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var in struct{ Entries []map[string]any }
+		json.NewDecoder(r.Body).Decode(&in)
+		got = append(got, in.Entries...)
+		// The second entry is throttled.
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		io.WriteString(w, `{"FailedEntryCount":1,"Entries":[{"EventId":"a"},{"ErrorCode":"ThrottlingException","ErrorMessage":"slow down"},{"EventId":"c"}]}`)
+	}))
+	defer srv.Close()
+	c := eventbridge.New(eventbridge.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL)})
+	p := &EventBridgePublisher{Client: c, BusName: "bus"}
+	evs := []pipeline.Event{
+		{ID: "1", DetailType: pipeline.DetailTypeInstanceStored, Time: time.Now(), Detail: json.RawMessage(`{"a":1}`)},
+		{ID: "2", DetailType: pipeline.DetailTypeInstanceStored, Time: time.Now(), Detail: json.RawMessage(`{"a":2}`)},
+		{ID: "3", DetailType: pipeline.DetailTypeStudyReceived, Time: time.Now(), Detail: json.RawMessage(`{"a":3}`), Resources: []string{"s3://b/k"}},
+	}
+	failed, err := p.Publish(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]int{1}, failed); d != "" {
+		t.Errorf("failed (-want +got):\n%s", d)
+	}
+	if len(got) != 3 || got[0]["Source"] != pipeline.EventSource || got[0]["EventBusName"] != "bus" || got[2]["DetailType"] != "Study Received" || got[0]["Detail"] != `{"a":1}` {
+		t.Errorf("entries = %v", got)
+	}
+	if _, err := p.Publish(context.Background(), make([]pipeline.Event, 11)); err == nil {
+		t.Error("11 entries accepted")
+	}
+}
+
+func TestCursorRoundTrip(t *testing.T) {
+	in := map[string]string{"pk": "AUDIT#x", "sk": "RECORD", "gsi4pk": "DAY#2026-01-15"}
+	c := encodeCursor(map[string]ddbAV{"pk": sv(in["pk"]), "sk": sv(in["sk"]), "gsi4pk": sv(in["gsi4pk"])})
+	out, err := decodeCursor(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range in {
+		if s, ok := out[k].(*ddbS); !ok || s.Value != v {
+			t.Errorf("%s = %v", k, out[k])
+		}
+	}
+	if _, err := decodeCursor("!!!"); err == nil {
+		t.Error("bad cursor accepted")
+	}
+}
+
+type (
+	ddbAV = ddbtypes.AttributeValue
+	ddbS  = ddbtypes.AttributeValueMemberS
+)
