@@ -63,9 +63,10 @@ type Ingest struct {
 	Service        awsecs.FargateService
 	TaskDefinition awsecs.FargateTaskDefinition
 	TaskRole       awsiam.Role
-	LbSecurityGroup,
+	// LbSecurityGroup admits the sites; TaskSecurityGroup admits the NLB.
+	LbSecurityGroup   awsec2.SecurityGroup
 	TaskSecurityGroup awsec2.SecurityGroup
-	LogGroup awslogs.LogGroup
+	LogGroup          awslogs.LogGroup
 	// Addresses are the NLB's fixed private IPv4 addresses, one per zone.
 	Addresses []string
 	// Environment is the scp-task container's environment.

@@ -7,7 +7,11 @@
 package stack
 
 import (
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
@@ -55,6 +59,9 @@ func NewIngestStack(scope constructs.Construct, id string, props *Props) (*Inges
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("stack: new: %w", err)
 	}
+	if err := checkAssets(props); err != nil {
+		return nil, err
+	}
 	sp := props.StackProps
 	if sp.Env == nil {
 		sp.Env = &awscdk.Environment{Account: jsii.String(c.Account), Region: jsii.String(c.Region)}
@@ -89,6 +96,26 @@ func NewIngestStack(scope constructs.Construct, id string, props *Props) (*Inges
 	out.outputs(c)
 	suppress(out)
 	return out, nil
+}
+
+// checkAssets reports missing build outputs as errors; jsii would panic on
+// them halfway through building the stack.
+func checkAssets(props *Props) error {
+	need := map[string]string{
+		filepath.Join(props.ScpContextDir, props.ScpDockerfile): "the scp-task Dockerfile (context scpContext, file scpDockerfile)",
+		filepath.Join(props.AgentContextDir, "Dockerfile"):      "the metrics sidecar's Dockerfile (context agentContext)",
+	}
+	for _, name := range FunctionNames {
+		need[filepath.Join(props.FunctionsDir, name, "bootstrap")] = "the " + name + " function (run make build-functions)"
+	}
+	var errs []error
+	for path, what := range need {
+		if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+			errs = append(errs, fmt.Errorf("stack: new: %s: %s is missing", path, what))
+		}
+	}
+	slices.SortFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+	return errors.Join(errs...)
 }
 
 func (s *IngestStack) output(id string, value *string, desc string) {

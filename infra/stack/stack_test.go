@@ -1025,6 +1025,24 @@ func TestInvalidConfigIsRefused(t *testing.T) {
 	if _, err := NewIngestStack(app, "Nil", &Props{}); err == nil {
 		t.Fatal("NewIngestStack without config succeeded")
 	}
+	good, err := config.Load("../config", "dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	functions, scpCtx, agentCtx, err := fakeAssets(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(functions, FnAudit, "bootstrap")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewIngestStack(app, "NoBuild", &Props{Config: good, FunctionsDir: functions, ScpContextDir: scpCtx, ScpDockerfile: "scp-task/Dockerfile", AgentContextDir: agentCtx})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(functions, FnAudit, "bootstrap")+": the audit function (run make build-functions) is missing") {
+		t.Fatalf("NewIngestStack without the audit bootstrap = %v", err)
+	}
+	if strings.Contains(err.Error(), "validate") {
+		t.Errorf("error names bootstraps that exist: %v", err)
+	}
 }
 
 func TestNlbAddress(t *testing.T) {
