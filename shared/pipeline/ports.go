@@ -75,11 +75,11 @@ type AuditQuery struct {
 	PatientID        string
 	StudyInstanceUID string
 	CallingAE        string
-	Day              string // yyyy-mm-dd (UTC)
-	Outcome          string // filter on AuditRecord.Outcome
-	From, To         time.Time
-	Limit            int    // 0: adapter default (100)
-	Cursor           string // from a previous AuditPage.Next
+	Day              string    // yyyy-mm-dd (UTC)
+	Outcome          string    // filter on AuditRecord.Outcome
+	From, To         time.Time // From inclusive, To exclusive; zero: open
+	Limit            int       // 0: adapter default (100)
+	Cursor           string    // from a previous AuditPage.Next
 }
 
 // AuditPage is one page of Query results.

@@ -171,16 +171,7 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 	e.s3URL = s3srv.URL
 
 	// DynamoDB: dynalite.
-	ddbAddr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(ddbAddr)
-	cmd := exec.Command(node, dynalite, "--port", port, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dynalite: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitTCP(t, ddbAddr, 20*time.Second)
-	e.ddbURL = "http://" + ddbAddr
+	e.ddbURL = startDynalite(t, node, dynalite)
 
 	// EventBridge: capture PutEvents.
 	e.events = newEventCapture()
@@ -209,6 +200,35 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 		e.startFunction(rie, fn)
 	}
 	return e
+}
+
+// startDynalite runs dynalite on a free port until the test ends.
+func startDynalite(t *testing.T, node, dynalite string) string {
+	t.Helper()
+	ddbAddr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(ddbAddr)
+	cmd := exec.Command(node, dynalite, "--port", port, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dynalite: %v", err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitTCP(t, ddbAddr, 20*time.Second)
+	return "http://" + ddbAddr
+}
+
+// dynaliteOnly starts dynalite with both tables, for adapter tests.
+func dynaliteOnly(t *testing.T) *dynamodb.Client {
+	t.Helper()
+	node := findTool("node", "nodejs")
+	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), "test/pipeline/.node/node_modules/dynalite/cli.js"))
+	if node == "" || dynalite == "" {
+		t.Skip("node or dynalite not found: npm install --prefix test/pipeline/.node dynalite (or set DYNALITE_BIN)")
+	}
+	url := startDynalite(t, node, dynalite)
+	c := dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)})
+	createTables(t, c)
+	return c
 }
 
 func (e *env) startFunction(rie, fn string) {
@@ -311,6 +331,10 @@ func createTables(t *testing.T, c *dynamodb.Client) {
 	for _, in := range tables {
 		if _, err := c.CreateTable(context.Background(), in); err != nil {
 			t.Fatalf("create table %s: %v", *in.TableName, err)
+		}
+		w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+		if err := w.Wait(context.Background(), &dynamodb.DescribeTableInput{TableName: in.TableName}, 20*time.Second); err != nil {
+			t.Fatalf("table %s not active: %v", *in.TableName, err)
 		}
 	}
 }
