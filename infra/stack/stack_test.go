@@ -459,6 +459,27 @@ func TestBucket(t *testing.T) {
 		if !found {
 			t.Error("bucket policy has no TLS-only deny")
 		}
+		// Only this key: other keys and other encryption kinds are denied.
+		var denies []string
+		for _, bp := range s.resources("AWS::S3::BucketPolicy") {
+			if refID(props(bp)["Bucket"]) != bucketID {
+				continue
+			}
+			for _, st := range props(bp)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if m["Effect"] == "Deny" && m["Action"] == "s3:PutObject" {
+					denies = append(denies, js(m["Condition"]))
+				}
+			}
+		}
+		wantDenies := []string{
+			`{"StringNotEqualsIfExists":{"s3:x-amz-server-side-encryption":"aws:kms"}}`,
+			`{"StringNotEqualsIfExists":{"s3:x-amz-server-side-encryption-aws-kms-key-id":{"Fn::GetAtt":["` + keyID + `","Arn"]}}}`,
+		}
+		sort.Strings(denies)
+		if d := cmp.Diff(wantDenies, denies); d != "" {
+			t.Errorf("encryption denies (-want +got):\n%s", d)
+		}
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResource(jsii.String("AWS::KMS::Key"), map[string]any{
 				"DeletionPolicy": "Retain",
