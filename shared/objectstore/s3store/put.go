@@ -52,8 +52,38 @@ func (h *hashingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (s *Store) getBuf() *[]byte  { return s.bufs.Get().(*[]byte) }
-func (s *Store) putBuf(b *[]byte) { s.bufs.Put(b) }
+// smallBufSizes are the buffer classes below PartSize (which is at least
+// 5 MiB).
+var smallBufSizes = [...]int{256 << 10, 1 << 20}
+
+// buffer is a pooled buffer and its class.
+type buffer struct {
+	b     *[]byte
+	class int
+}
+
+func (s *Store) getBuf(class int) buffer { return buffer{s.bufs[class].Get().(*[]byte), class} }
+func (s *Store) putBuf(b buffer)         { s.bufs[b.class].Put(b.b) }
+func (s *Store) partBuf() buffer         { return s.getBuf(len(s.bufs) - 1) }
+
+// readFirst reads up to one part, growing through the buffer classes: it
+// returns the buffer, the bytes read and the error that ended the read
+// (nil when a whole part was read).
+func (s *Store) readFirst(r io.Reader) (buffer, int, error) {
+	buf := s.getBuf(0)
+	n := 0
+	for {
+		m, err := io.ReadFull(r, (*buf.b)[n:])
+		n += m
+		if err != nil || buf.class == len(s.bufs)-1 {
+			return buf, n, err
+		}
+		bigger := s.getBuf(buf.class + 1)
+		copy(*bigger.b, (*buf.b)[:n])
+		s.putBuf(buf)
+		buf = bigger
+	}
+}
 
 // Put streams part10 into S3 under the object's key and returns once S3
 // holds all of it. See the package doc for duplicates and conflicts.
@@ -69,9 +99,8 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	defer s.metrics.inFlight.Dec()
 
 	hr := &hashingReader{r: part10, sha: sha256.New()}
-	first := s.getBuf()
-	defer s.putBuf(first)
-	n, rerr := io.ReadFull(hr, *first)
+	first, n, rerr := s.readFirst(hr)
+	defer func() { s.putBuf(first) }()
 	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 		return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
 	}
@@ -79,20 +108,20 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if rerr == nil {
 		// The first part is full: peek for more before choosing multipart,
 		// so an object of exactly PartSize is still one PutObject.
-		next := s.getBuf()
+		next := s.partBuf()
 		defer s.putBuf(next)
-		m, perr := io.ReadFull(hr, *next)
+		m, perr := io.ReadFull(hr, *next.b)
 		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
 			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)
 		}
 		if m > 0 {
 			kind = "multipart"
-			st, err = s.putMultipart(ctx, obj, rel, hr, *first, (*next)[:m], perr)
+			st, err = s.putMultipart(ctx, obj, rel, hr, *first.b, (*next.b)[:m], perr)
 			s.observe(kind, outcome(st, err), start)
 			return st, err
 		}
 	}
-	body := (*first)[:n]
+	body := (*first.b)[:n]
 	st, err = s.putSingle(ctx, obj, rel, body, hex.EncodeToString(hr.sha.Sum(nil)), crcnvme.Checksum(body))
 	s.observe(kind, outcome(st, err), start)
 	return st, err

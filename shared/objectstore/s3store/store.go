@@ -52,7 +52,11 @@ type Store struct {
 	client  Client
 	log     *slog.Logger
 	metrics *metrics
-	bufs    sync.Pool // *[]byte of PartSize
+	// bufs[i] pools *[]byte of bufSizes[i]. Objects are read into the
+	// small classes first, so the many small images never touch (or,
+	// after a GC emptied the pool, allocate and zero) a part-sized buffer.
+	bufs     [len(smallBufSizes) + 1]sync.Pool
+	bufSizes [len(smallBufSizes) + 1]int
 
 	readyMu    sync.Mutex
 	readyUntil time.Time // the cached answer holds until then
@@ -108,8 +112,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		})
 	}
 	s := &Store{opts: opts, client: client, log: opts.Logger, metrics: m}
-	size := opts.PartSize
-	s.bufs.New = func() any { b := make([]byte, size); return &b }
+	for i := range s.bufs {
+		size := int(opts.PartSize)
+		if i < len(smallBufSizes) {
+			size = smallBufSizes[i]
+		}
+		s.bufSizes[i] = size
+		s.bufs[i].New = func() any { b := make([]byte, size); return &b }
+	}
 	return s, nil
 }
 

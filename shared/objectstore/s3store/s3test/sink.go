@@ -43,7 +43,7 @@ type SinkObject struct {
 }
 
 // SmallBody is the largest object whose bytes the sink keeps.
-const SmallBody = 1 << 20
+const SmallBody = 64 << 10
 
 type sinkUpload struct {
 	path  string
