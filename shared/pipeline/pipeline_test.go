@@ -717,3 +717,31 @@ func BenchmarkValidateNormalize(b *testing.B) {
 	b.ReportMetric(float64(len(data))/(1<<20), "MB-object")
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/instance")
 }
+
+func TestSplitKeyAndLayout(t *testing.T) {
+	tests := []struct {
+		key, root, section, rest string
+		ok                       bool
+	}{
+		{"incoming/2026/01/15/a/b/c.dcm", "", pipeline.IncomingPrefix, "2026/01/15/a/b/c.dcm", true},
+		{"site-a/incoming/2026/01/15/a/b/c.dcm", "site-a/", pipeline.IncomingPrefix, "2026/01/15/a/b/c.dcm", true},
+		{"site-a/audit/2026/01/15/x-000001-association-accepted.json", "site-a/", pipeline.AuditPrefix, "2026/01/15/x-000001-association-accepted.json", true},
+		{"metadata/incoming/x.json", "", pipeline.MetadataPrefix, "incoming/x.json", true},
+		{"xincoming/a.dcm", "", "", "", false},
+		{"other/a.dcm", "", "", "", false},
+	}
+	for _, tt := range tests {
+		root, sec, rest, ok := pipeline.SplitKey(tt.key)
+		if root != tt.root || sec != tt.section || rest != tt.rest || ok != tt.ok {
+			t.Errorf("SplitKey(%q) = %q %q %q %v", tt.key, root, sec, rest, ok)
+		}
+	}
+	j, s := pipeline.MetadataKeys("site-a/incoming/2026/01/15/a/b/c.conflict-0123456789abcdef.dcm")
+	q, f := pipeline.QuarantineKeys("site-a/incoming/2026/01/15/a/b/c.dcm")
+	got := []string{j, s, q, f}
+	want := []string{"site-a/metadata/2026/01/15/a/b/c.conflict-0123456789abcdef.json", "site-a/metadata/2026/01/15/a/b/c.conflict-0123456789abcdef.summary.json",
+		"site-a/quarantine/2026/01/15/a/b/c.dcm", "site-a/quarantine/2026/01/15/a/b/c.findings.json"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("layout (-want +got):\n%s", d)
+	}
+}

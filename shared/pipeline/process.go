@@ -35,17 +35,42 @@ type ObjectResult struct {
 	QuarantineKey string
 }
 
+// SplitKey splits key into the store root (a store prefix such as "site-a/",
+// possibly empty), the section (IncomingPrefix, AuditPrefix, ...) and the
+// rest. ok is false when key is in none of the sections.
+func SplitKey(key string) (root, section, rest string, ok bool) {
+	best := -1
+	for _, sec := range []string{IncomingPrefix, AuditPrefix, QuarantinePrefix, MetadataPrefix} {
+		i := -1
+		if strings.HasPrefix(key, sec) {
+			i = 0
+		} else if j := strings.Index(key, "/"+sec); j >= 0 {
+			i = j + 1
+		}
+		if i >= 0 && (best < 0 || i < best) {
+			best, section = i, sec
+		}
+	}
+	if best < 0 {
+		return "", "", "", false
+	}
+	return key[:best], section, key[best+len(section):], true
+}
+
 // MetadataKeys returns where the sidecars of an incoming object go: the
-// DICOM JSON (PS3.18 F.2) document and the normalized summary.
+// DICOM JSON (PS3.18 F.2) document and the normalized summary, under the
+// same store root.
 func MetadataKeys(objectKey string) (dicomJSON, summary string) {
-	base := MetadataPrefix + strings.TrimSuffix(strings.TrimPrefix(objectKey, IncomingPrefix), ".dcm")
+	root, _, rest, _ := SplitKey(objectKey)
+	base := root + MetadataPrefix + strings.TrimSuffix(rest, ".dcm")
 	return base + ".json", base + ".summary.json"
 }
 
 // QuarantineKeys returns where an invalid incoming object is copied and
-// where its findings document goes.
+// where its findings document goes, under the same store root.
 func QuarantineKeys(objectKey string) (object, findings string) {
-	object = QuarantinePrefix + strings.TrimPrefix(objectKey, IncomingPrefix)
+	root, _, rest, _ := SplitKey(objectKey)
+	object = root + QuarantinePrefix + rest
 	return object, strings.TrimSuffix(object, ".dcm") + ".findings.json"
 }
 
@@ -111,7 +136,7 @@ func transactionOf(info ObjectInfo) transaction {
 // the caller should retry later (the message goes back to the queue).
 func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult, error) {
 	res := ObjectResult{Key: key}
-	if !strings.HasPrefix(key, IncomingPrefix) || !strings.HasSuffix(key, ".dcm") {
+	if _, sec, _, ok := SplitKey(key); !ok || sec != IncomingPrefix || !strings.HasSuffix(key, ".dcm") {
 		res.Skipped = true
 		return res, nil
 	}
@@ -332,7 +357,7 @@ func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 // ProcessAuditRecord turns an SCP association record stored at key (under
 // audit/) into an audit trail record. Idempotent.
 func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
-	if !strings.HasPrefix(key, AuditPrefix) || !strings.HasSuffix(key, ".json") {
+	if _, sec, _, ok := SplitKey(key); !ok || sec != AuditPrefix || !strings.HasSuffix(key, ".json") {
 		return nil
 	}
 	rc, err := p.Objects.OpenRange(ctx, key, 0, 1<<20)
