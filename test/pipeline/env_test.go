@@ -145,6 +145,13 @@ func buildFunctions(t *testing.T) string {
 // the functions under the runtime interface emulator.
 func newEnv(t *testing.T, quietPeriod string) *env {
 	t.Helper()
+	return newEnvS3(t, quietPeriod, "")
+}
+
+// newEnvS3 is newEnv with an S3 endpoint that already holds the bucket
+// (s3URL != ""), such as the one scp-task stores into.
+func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
+	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("the Lambda runtime interface emulator runs linux binaries")
 	}
@@ -166,9 +173,12 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 	e.binDir = buildFunctions(t)
 
 	// S3: gofakes3 in process.
-	s3srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
-	t.Cleanup(s3srv.Close)
-	e.s3URL = s3srv.URL
+	e.s3URL = s3URL
+	if s3URL == "" {
+		s3srv := httptest.NewServer(gofakes3.New(s3mem.New()).Server())
+		t.Cleanup(s3srv.Close)
+		e.s3URL = s3srv.URL
+	}
 
 	// DynamoDB: dynalite.
 	e.ddbURL = startDynalite(t, node, dynalite)
@@ -182,8 +192,10 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 	e.s3 = s3.New(s3.Options{Region: region, Credentials: creds, BaseEndpoint: aws.String(e.s3URL), UsePathStyle: true})
 	e.ddb = dynamodb.New(dynamodb.Options{Region: region, Credentials: creds, BaseEndpoint: aws.String(e.ddbURL)})
 	ctx := context.Background()
-	if _, err := e.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("create bucket: %v", err)
+	if s3URL == "" {
+		if _, err := e.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+			t.Fatalf("create bucket: %v", err)
+		}
 	}
 	createTables(t, e.ddb)
 	e.audit = &awsadapters.AuditTable{Client: e.ddb, Table: auditTable}
