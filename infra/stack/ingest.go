@@ -183,7 +183,8 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	out.LoadBalancer, out.Listener, out.TargetGroup = nlb, listener, tg
 
 	// Task role: put objects under incoming/ and audit/ (multipart uploads
-	// included) and use the bucket's key through S3, nothing else.
+	// included), read back only those prefixes, and use the bucket's key
+	// through S3, nothing else.
 	taskRole := awsiam.NewRole(self, jsii.String("TaskRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
 		Description: jsii.String("scp-task: write DICOM objects and association audit records"),
@@ -196,6 +197,25 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			*bucket.ArnForObjects(jsii.String(PrefixIncoming + "*")),
 			*bucket.ArnForObjects(jsii.String(PrefixAudit + "*")),
 		),
+	}))
+	// The S3 store HEADs a key that answered 412 to tell an identical
+	// resend (duplicate) from a conflict, and recognises its own object
+	// after a lost answer: read access to what it may write, nothing more.
+	taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:     jsii.String("HeadOwnPrefixes"),
+		Actions: jsii.Strings("s3:GetObject"),
+		Resources: jsii.Strings(
+			*bucket.ArnForObjects(jsii.String(PrefixIncoming + "*")),
+			*bucket.ArnForObjects(jsii.String(PrefixAudit + "*")),
+		),
+	}))
+	// HeadBucket (readiness; and a missing key reads 404, not 403) and
+	// finding multipart uploads orphaned by a lost CreateMultipartUpload
+	// answer, so they are aborted rather than left to the lifecycle rule.
+	taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String("BucketReadinessAndUploads"),
+		Actions:   jsii.Strings("s3:ListBucket", "s3:ListBucketMultipartUploads"),
+		Resources: jsii.Strings(*bucket.BucketArn()),
 	}))
 	taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid: jsii.String("BucketKeyViaS3"),

@@ -783,13 +783,14 @@ func TestTaskRoleLimitedToPrefixes(t *testing.T) {
 			}
 		}
 		sort.Strings(s3Actions)
-		if d := cmp.Diff([]string{"s3:AbortMultipartUpload", "s3:PutObject"}, s3Actions); d != "" {
+		if d := cmp.Diff([]string{"s3:AbortMultipartUpload", "s3:GetObject", "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"}, s3Actions); d != "" {
 			t.Errorf("task S3 actions (-want +got):\n%s", d)
 		}
-		wantRes := []string{
-			`{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/audit/*"]]}`,
-			`{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/incoming/*"]]}`,
-		}
+		// Object actions on the two prefixes only (put, then read back);
+		// bucket-level listing on the bucket itself.
+		audit := `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/audit/*"]]}`
+		incoming := `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/incoming/*"]]}`
+		wantRes := []string{`{"Fn::GetAtt":["` + bucketID + `","Arn"]}`, audit, audit, incoming, incoming}
 		sort.Strings(s3Resources)
 		if d := cmp.Diff(wantRes, s3Resources); d != "" {
 			t.Errorf("task S3 resources (-want +got):\n%s", d)
