@@ -4,12 +4,12 @@ GO ?= go
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 export TCP_NODELAY ?= 1
 BIN := bin
-FUNCTIONS := $(notdir $(wildcard functions/*))
+FUNCTIONS := $(filter-out internal,$(notdir $(wildcard functions/*)))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 ENV ?= dev
 SITE ?=
 
-.PHONY: run test test-deps unit-test bench build build-functions build-scp lint synth onboarding fuzz corpus clean
+.PHONY: run test test-deps unit-test bench build build-functions build-scp lint synth deploy node-tools onboarding fuzz corpus clean
 
 ## run: the SCP, the pipeline and the portal in one process on embedded defaults (./data)
 run:
@@ -48,9 +48,18 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-## synth: CloudFormation templates for ENV (offline, no Docker)
-synth: build-functions
-	npx --yes --prefix .tools/node cdk synth -c env=$(ENV) --quiet
+## synth: CloudFormation templates for ENV into cdk.out (offline, no Docker: the images build at deploy time)
+synth: build-functions node-tools
+	.tools/node/node_modules/.bin/cdk synth -c env=$(ENV) --quiet
+
+## deploy: build the functions and deploy ENV with the AWS credentials in the environment (needs Docker for the images)
+deploy: build-functions node-tools
+	.tools/node/node_modules/.bin/cdk deploy -c env=$(ENV) --outputs-file cdk-outputs.json
+
+node-tools: .tools/node/node_modules/.installed
+.tools/node/node_modules/.installed: .tools/node/package.json .tools/node/package-lock.json
+	cd .tools/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 ## onboarding: the kit for SITE in ENV from `cdk deploy -c env=ENV --outputs-file cdk-outputs.json`
 ##   (make onboarding ENV=dev SITE=example-hospital; see README "Onboarding a site" for a kit without AWS)
@@ -67,4 +76,4 @@ corpus:
 	bash ../shared/corpus/make-corpus.sh $${CORPUS_DIR:-/tmp/dicom-corpus}
 
 clean:
-	rm -rf $(BIN) build cdk.out
+	rm -rf $(BIN) build cdk.out cdk-outputs.json

@@ -28,12 +28,9 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   fi
 fi
 
-# Node tools, pinned, kept inside the repo (gitignored).
-if [ -f .tools/node/package.json ] && command -v npm >/dev/null 2>&1; then
-  if [ ! -d .tools/node/node_modules ] || [ .tools/node/package.json -nt .tools/node/node_modules ]; then
-    echo "install-deps: npm ci in .tools/node"
-    (cd .tools/node && npm ci --no-audit --no-fund --loglevel=error) && touch .tools/node/node_modules
-  fi
+# Node tools, pinned, kept inside the repo (gitignored): the CDK CLI and dynalite.
+if command -v npm >/dev/null 2>&1; then
+  make --no-print-directory node-tools
 fi
 
 # Go tools, pinned, into ./bin/tools.
