@@ -1,0 +1,111 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"io"
+	"testing"
+	"unicode/utf8"
+)
+
+// bytesReader is an ObjectReader over one byte slice that counts what it
+// serves.
+type bytesReader struct {
+	data   []byte
+	served int64
+}
+
+func (b *bytesReader) Head(context.Context, string) (ObjectInfo, error) {
+	return ObjectInfo{Size: int64(len(b.data))}, nil
+}
+
+func (b *bytesReader) OpenRange(_ context.Context, _ string, off, n int64) (io.ReadCloser, error) {
+	end := int64(len(b.data))
+	if off > end {
+		off = end
+	}
+	if n >= 0 && off+n < end {
+		end = off + n
+	}
+	b.served += end - off
+	return io.NopCloser(bytes.NewReader(b.data[off:end])), nil
+}
+
+// part10 builds a minimal Part 10 file: meta with the transfer syntax,
+// then the dataset bytes as given.
+func part10(ts string, dataset []byte) []byte {
+	var out bytes.Buffer
+	out.Write(make([]byte, 128))
+	out.WriteString("DICM")
+	v := []byte(ts)
+	if len(v)%2 == 1 {
+		v = append(v, 0)
+	}
+	out.Write([]byte{0x02, 0x00, 0x10, 0x00, 'U', 'I'})
+	out.Write(binary.LittleEndian.AppendUint16(nil, uint16(len(v))))
+	out.Write(v)
+	out.Write(dataset)
+	return out.Bytes()
+}
+
+func TestReadHeaderStopsAtPixelData(t *testing.T) {
+	// (0008,0060) CS "CT", then 8 MiB of pixel data.
+	ds := []byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}
+	ds = append(ds, 0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0)
+	ds = binary.LittleEndian.AppendUint32(ds, 8<<20)
+	data := append(part10(tsExplicitLE, ds), make([]byte, 8<<20)...)
+	r := &bytesReader{data: data}
+	src := newRangeSource(context.Background(), r, "k", int64(len(data)))
+	h, err := readHeader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PixelData == nil || h.PixelData.Len != 8<<20 || len(h.Data.Elements) != 1 {
+		t.Fatalf("header = %+v", h)
+	}
+	if r.served > firstChunk {
+		t.Errorf("served %d bytes for a %d-byte header", r.served, len(data)-(8<<20))
+	}
+}
+
+func FuzzReadHeader(f *testing.F) {
+	ds := []byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}
+	f.Add(part10(tsExplicitLE, ds), uint8(0))
+	f.Add(part10(tsImplicitLE, []byte{0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, 'C', 'T'}), uint8(1))
+	// A sequence of undefined length with one item.
+	sq := []byte{0x08, 0x00, 0x40, 0x11, 'S', 'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+		0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF, 0x08, 0x00, 0x50, 0x11, 'U', 'I', 2, 0, '1', 0,
+		0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0}
+	f.Add(part10(tsExplicitLE, sq), uint8(2))
+	f.Add(part10(tsExplicitBE, nil), uint8(3))
+	f.Add(part10(tsDeflatedLE, []byte{0x63, 0x60, 0x00, 0x00}), uint8(4))
+	f.Fuzz(func(t *testing.T, data []byte, _ uint8) {
+		r := &bytesReader{data: data}
+		src := newRangeSource(context.Background(), r, "k", int64(len(data)))
+		h, err := readHeader(src)
+		if r.served > int64(len(data)) {
+			t.Fatalf("served %d of %d bytes", r.served, len(data))
+		}
+		if err == nil && h == nil {
+			t.Fatal("no header and no error")
+		}
+	})
+}
+
+func FuzzCharsetDecode(f *testing.F) {
+	f.Add(`\ISO 2022 IR 87`, []byte("Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"))
+	f.Add(`\ISO 2022 IR 149`, []byte("Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"))
+	f.Add("GB18030", []byte("\xcd\xf5^\xd0\xa1\xb6\xab"))
+	f.Add("ISO_IR 192", []byte("M\xfcller"))
+	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"))
+	f.Fuzz(func(t *testing.T, cs string, b []byte) {
+		s, ok := newCharset(cs).decode(b)
+		if !utf8.ValidString(s) {
+			t.Fatalf("decode(%q, %q) = %q: not UTF-8", cs, b, s)
+		}
+		if ok && bytes.IndexByte(b, 0x1B) < 0 && len(b) > 0 && s == "" {
+			t.Fatalf("decode(%q, %q) lost all text", cs, b)
+		}
+	})
+}
