@@ -73,7 +73,7 @@ fuzz:
 	@bash test/fuzz.sh
 
 corpus:
-	bash ../shared/corpus/make-corpus.sh $${CORPUS_DIR:-/tmp/dicom-corpus}
+	bash test/corpus/make-corpus.sh $${CORPUS_DIR:-/tmp/dicom-corpus}
 
 clean:
 	rm -rf $(BIN) build cdk.out cdk-outputs.json

@@ -22,7 +22,7 @@ var dcmdumpTop = regexp.MustCompile(`(?m)^\((0008,0016|0008,0018|0020,000d|0020,
 // TestCorpus compares the Inspector with DCMTK on every file of the
 // synthetic corpus's mixed transfer syntaxes (Explicit VR Big Endian, JPEG
 // family, JPEG-LS, JPEG 2000, RLE, deflated...). It runs when dcmdump is
-// installed and the corpus exists: ../shared/corpus/make-corpus.sh
+// installed and the corpus exists: test/corpus/make-corpus.sh
 // $DICOM_CORPUS (default /tmp/dicom-corpus).
 func TestCorpus(t *testing.T) {
 	dcmdump, err := exec.LookPath("dcmdump")

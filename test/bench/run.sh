@@ -3,7 +3,7 @@
 # on a local S3 emulator) and against DCMTK's storescp --fork, on the same
 # machine, corpus and run; prints a table with the ratios.
 #
-#   CORPUS_DIR  where the corpus is (built by ../shared/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
+#   CORPUS_DIR  where the corpus is (built by test/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 set -euo pipefail
@@ -19,7 +19,7 @@ trap cleanup EXIT
 
 if [ ! -d "$CORPUS_DIR/ct" ]; then
   echo "bench: building the corpus in $CORPUS_DIR (once)"
-  SCALE=${SCALE:-1} bash ../shared/corpus/make-corpus.sh "$CORPUS_DIR"
+  SCALE=${SCALE:-1} bash test/corpus/make-corpus.sh "$CORPUS_DIR"
 fi
 go build -o bin/scp-task ./scp-task
 go build -o bin/dicom-loadgen ./test/loadgen
