@@ -8,10 +8,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -26,6 +28,8 @@ import (
 //	QUIET_PERIOD        Go duration (default 60s); QUIET_PERIOD_SECONDS also accepted
 //	EVENT_PATIENT_DATA  none (default) | id | full
 //	S3_FORCE_PATH_STYLE true for S3-compatible emulators
+//	NORMALIZE_QUEUE_URL validate only: hand valid objects to this queue
+//	                    (the normalize function) instead of finishing them
 //
 // Endpoints follow the SDK's own variables (AWS_ENDPOINT_URL_S3, ...).
 type Config struct {
@@ -33,6 +37,7 @@ type Config struct {
 	QuietPeriod                              time.Duration
 	PatientData                              pipeline.PatientDataPolicy
 	PathStyle                                bool
+	NormalizeQueueURL                        string
 }
 
 // ConfigFromEnv reads and checks Config; need lists the variables the
@@ -41,7 +46,8 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	c := Config{
 		Bucket: getenv("BUCKET"), AuditTable: getenv("AUDIT_TABLE"), IndexTable: getenv("INDEX_TABLE"),
 		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
-		PathStyle: getenv("S3_FORCE_PATH_STYLE") == "true",
+		PathStyle:         getenv("S3_FORCE_PATH_STYLE") == "true",
+		NormalizeQueueURL: getenv("NORMALIZE_QUEUE_URL"),
 	}
 	for _, n := range need {
 		if getenv(n) == "" {
@@ -76,6 +82,25 @@ func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pip
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
+	return newPipeline(awsCfg, c, log), nil
+}
+
+// NewValidator wires the validate function when it is split from
+// normalize: valid objects go to the normalize queue, and the publish
+// ledger lives in the audit table (validate has no access to the index).
+func NewValidator(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, *Forwarder, error) {
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
+	}
+	p := newPipeline(awsCfg, c, log)
+	ddb := dynamodb.NewFromConfig(awsCfg)
+	p.Index = nil
+	p.Ledger = &awsadapters.AuditLedger{Client: ddb, Table: c.AuditTable}
+	return p, &Forwarder{Client: sqs.NewFromConfig(awsCfg), QueueURL: c.NormalizeQueueURL, Bucket: c.Bucket}, nil
+}
+
+func newPipeline(awsCfg aws.Config, c Config, log *slog.Logger) *pipeline.Pipeline {
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = c.PathStyle })
 	ddb := dynamodb.NewFromConfig(awsCfg)
 	eb := eventbridge.NewFromConfig(awsCfg)
@@ -86,7 +111,7 @@ func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pip
 		Index:  &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable},
 		Events: &awsadapters.EventBridgePublisher{Client: eb, BusName: c.EventBus},
 		Logger: log, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
-	}, nil
+	}
 }
 
 // Logger is the JSON logger every function uses (Lambda's JSON log format).
