@@ -8,6 +8,8 @@ package pipelinee2e
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -102,6 +104,7 @@ type env struct {
 	s3URL    string
 	ddbURL   string
 	events   *eventCapture
+	queue    *queueCapture
 	fnURL    map[string]string
 	audit    *awsadapters.AuditTable
 	index    *awsadapters.IndexTable
@@ -125,7 +128,7 @@ func buildFunctions(t *testing.T) string {
 			return
 		}
 		root := repoRoot(t)
-		for _, fn := range []string{"validate", "audit", "notify"} {
+		for _, fn := range []string{"validate", "normalize", "audit", "notify"} {
 			cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", filepath.Join(buildDir, fn, "bootstrap"), "./functions/"+fn)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+runtime.GOARCH, "CGO_ENABLED=0")
@@ -208,9 +211,16 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,
 		"AWS_LAMBDA_FUNCTION_TIMEOUT=60",
 	)
-	for _, fn := range []string{"validate", "audit", "notify"} {
-		e.startFunction(rie, fn)
+	// validate and normalize split as the CDK stack wires them: validate
+	// forwards valid objects to the normalize queue (captured here).
+	e.queue = newQueueCapture()
+	qSrv := httptest.NewServer(e.queue)
+	t.Cleanup(qSrv.Close)
+	e.fnEnv = append(e.fnEnv, "AWS_ENDPOINT_URL_SQS="+qSrv.URL)
+	for _, fn := range []string{"validate", "audit", "notify", "normalize"} {
+		e.startFunction(rie, fn, fn)
 	}
+	e.startFunction(rie, "validate-split", "validate", "NORMALIZE_QUEUE_URL="+qSrv.URL+"/123456789012/NormalizeQueue")
 	return e
 }
 
@@ -243,13 +253,13 @@ func dynaliteOnly(t *testing.T) *dynamodb.Client {
 	return c
 }
 
-func (e *env) startFunction(rie, fn string) {
+func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	t := e.t
 	addr, api := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error",
-		filepath.Join(e.binDir, fn, "bootstrap"))
-	cmd.Dir = filepath.Join(e.binDir, fn)
-	cmd.Env = e.fnEnv
+		filepath.Join(e.binDir, binary, "bootstrap"))
+	cmd.Dir = filepath.Join(e.binDir, binary)
+	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
 	if err := cmd.Start(); err != nil {
@@ -414,4 +424,40 @@ func (c *eventCapture) fail(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failNext = n
+}
+
+// queueCapture is an SQS endpoint that records SendMessage bodies.
+type queueCapture struct {
+	mu     sync.Mutex
+	bodies []string
+}
+
+func newQueueCapture() *queueCapture { return &queueCapture{} }
+
+func (q *queueCapture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Amz-Target") != "AmazonSQS.SendMessage" {
+		http.Error(w, `{"__type":"UnsupportedOperation"}`, http.StatusBadRequest)
+		return
+	}
+	var in struct{ QueueUrl, MessageBody string }
+	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
+		http.Error(w, `{"__type":"InvalidParameterValue"}`, http.StatusBadRequest)
+		return
+	}
+	q.mu.Lock()
+	q.bodies = append(q.bodies, in.MessageBody)
+	n := len(q.bodies)
+	q.mu.Unlock()
+	sum := md5.Sum([]byte(in.MessageBody))
+	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
+	json.NewEncoder(w).Encode(map[string]string{"MessageId": fmt.Sprintf("m-%d", n), "MD5OfMessageBody": hex.EncodeToString(sum[:])})
+}
+
+// take returns and forgets the bodies received so far.
+func (q *queueCapture) take() []string {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	out := q.bodies
+	q.bodies = nil
+	return out
 }
