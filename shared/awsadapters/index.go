@@ -53,6 +53,14 @@ func key(pk, sk string) map[string]ddbtypes.AttributeValue {
 
 func studyPK(uid string) string { return "STUDY#" + uid }
 
+// str returns a string attribute, "" if absent or of another type.
+func str(item map[string]ddbtypes.AttributeValue, k string) string {
+	if v, ok := item[k].(*ddbtypes.AttributeValueMemberS); ok {
+		return v.Value
+	}
+	return ""
+}
+
 // dropEmpty removes empty strings and empty collections, which some
 // DynamoDB implementations reject.
 func dropEmpty(m map[string]ddbtypes.AttributeValue) {
@@ -401,7 +409,7 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 			return d, fmt.Errorf("awsadapters: get study: %w", err)
 		}
 		for _, item := range out.Items {
-			sk := item["sk"].(*ddbtypes.AttributeValueMemberS).Value
+			sk := str(item, "sk")
 			switch {
 			case sk == "STUDY":
 				s, err := decodeStudy(item)
@@ -555,7 +563,7 @@ func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, li
 	}
 	var out []pipeline.StudySummary
 	for _, k := range res.Items {
-		pk := k["pk"].(*ddbtypes.AttributeValueMemberS).Value
+		pk := str(k, "pk")
 		s, err := x.study(ctx, strings.TrimPrefix(pk, "STUDY#"))
 		if err != nil {
 			return nil, err
