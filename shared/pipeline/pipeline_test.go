@@ -624,6 +624,17 @@ func TestProcessAuditRecord(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a newer schema version is left for a newer pipeline", func(t *testing.T) {
+		f := pt.New()
+		k := "audit/2026/01/15/x-000001-association-accepted.json"
+		f.Objects.Add(k, []byte(`{"schemaVersion":2,"event":"association-accepted","associationId":"x"}`), nil)
+		if err := f.Pipeline().ProcessAuditRecord(context.Background(), k); !errors.Is(err, associationaudit.ErrUnsupportedVersion) {
+			t.Errorf("err = %v", err)
+		}
+		if len(f.Audit.All()) != 0 {
+			t.Error("audited a record it cannot read")
+		}
+	})
 	t.Run("unparseable record is audited once, not retried forever", func(t *testing.T) {
 		f := pt.New()
 		f.Objects.Add("audit/2026/01/15/x-000001-association-accepted.json", []byte("{nope"), nil)

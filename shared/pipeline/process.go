@@ -394,6 +394,11 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 		return fmt.Errorf("pipeline: read %s: %w", key, err)
 	}
 	r, err := associationaudit.Parse(body)
+	if errors.Is(err, associationaudit.ErrUnsupportedVersion) {
+		// Written by a newer SCP: leave it to a newer pipeline (the
+		// message goes to the dead-letter queue, nothing is lost).
+		return fmt.Errorf("pipeline: %s: %w", key, err)
+	}
 	if err != nil {
 		// A record we cannot parse will not parse on retry either: keep a
 		// trace in the audit trail rather than poisoning the queue.
