@@ -163,14 +163,14 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	if gopath == "" {
 		gopath = filepath.Join(home, "go")
 	}
-	rie := findTool(os.Getenv("RIE_BIN"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
+	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(repoRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
 	if rie == "" {
 		t.Skip("aws-lambda-rie not found: go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or set RIE_BIN)")
 	}
 	node := findTool("node", "nodejs")
-	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), "test/pipeline/.node/node_modules/dynalite/cli.js"))
+	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
 	if node == "" || dynalite == "" {
-		t.Skip("node or dynalite not found: npm install --prefix test/pipeline/.node dynalite (or set DYNALITE_BIN)")
+		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
 	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod}
 	e.binDir = buildFunctions(t)
@@ -243,9 +243,9 @@ func startDynalite(t *testing.T, node, dynalite string) string {
 func dynaliteOnly(t *testing.T) *dynamodb.Client {
 	t.Helper()
 	node := findTool("node", "nodejs")
-	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), "test/pipeline/.node/node_modules/dynalite/cli.js"))
+	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
 	if node == "" || dynalite == "" {
-		t.Skip("node or dynalite not found: npm install --prefix test/pipeline/.node dynalite (or set DYNALITE_BIN)")
+		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
 	url := startDynalite(t, node, dynalite)
 	c := dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)})
