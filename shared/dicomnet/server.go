@@ -325,16 +325,7 @@ func (s *Server) closeListeners() {
 // (02 03 01) and waits for established associations to end. When ctx ends first it
 // aborts the remaining associations (A-ABORT) and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.init()
-	s.inShutdown.Store(true)
-	s.mu.Lock()
-	s.closeListeners()
-	select {
-	case <-s.doneCh:
-	default:
-		close(s.doneCh)
-	}
-	s.mu.Unlock()
+	s.stopAccepting()
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -354,6 +345,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// stopAccepting marks the server as shutting down (racing association
+// requests get 02 03 01), closes the listeners and ends the accept loops.
+func (s *Server) stopAccepting() {
+	s.init()
+	s.inShutdown.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeListeners()
+	select {
+	case <-s.doneCh:
+	default:
+		close(s.doneCh)
+	}
+}
+
 // closeIdleLocked closes connections with no association to finish: not yet associated (Sta1/Sta2) or already
 // released, rejected or aborted and waiting for the peer to close (Sta13).
 func (s *Server) closeIdleLocked() {
@@ -366,16 +372,7 @@ func (s *Server) closeIdleLocked() {
 
 // Close closes the listeners and aborts every association immediately.
 func (s *Server) Close() error {
-	s.init()
-	s.inShutdown.Store(true)
-	s.mu.Lock()
-	s.closeListeners()
-	select {
-	case <-s.doneCh:
-	default:
-		close(s.doneCh)
-	}
-	s.mu.Unlock()
+	s.stopAccepting()
 	s.abortAll()
 	return nil
 }
