@@ -56,11 +56,17 @@ type sinkUpload struct {
 
 // NewSink starts a sink on 127.0.0.1:0 for the test's duration.
 func NewSink(t testing.TB) *Sink {
-	k := &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
+	k := NewSinkHandler()
 	srv := httptest.NewServer(k)
 	t.Cleanup(srv.Close)
 	k.URL = srv.URL
 	return k
+}
+
+// NewSinkHandler returns a sink to serve yourself (make bench does, from
+// a separate process); URL stays empty.
+func NewSinkHandler() *Sink {
+	return &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
 }
 
 // Objects returns what the sink holds, by "bucket/key".
