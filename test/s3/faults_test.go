@@ -63,7 +63,7 @@ func TestStorePromiseUnderFaults(t *testing.T) {
 	st, err := s3store.New(context.Background(), s3store.Options{
 		Bucket: bucket, Prefix: prefix, PathStyle: true,
 		PartSize:       s3store.MinPartSize,
-		RetryDeadline:  2 * time.Second,
+		RetryDeadline:  s3store.DefaultRetryDeadline, // as in production: 20 s
 		AttemptTimeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -87,10 +87,10 @@ func TestStorePromiseUnderFaults(t *testing.T) {
 	big.failAt = s3store.MinPartSize + 1000
 	cases = append(cases, big)
 
-	// The server goes down for a while, a second into the run. The
-	// production figure is 30 s; 3 s against a 2 s retry deadline
-	// exercises the same paths quickly.
-	const downFor = 3 * time.Second
+	// The server goes down for 30 s, a second into the run: longer than
+	// the 20 s retry deadline, so Puts caught early in the outage fail
+	// (A700 for the sender) while later ones wait it out and succeed.
+	const downFor = 30 * time.Second
 	downTimer := time.AfterFunc(time.Second, func() { proxy.Down(downFor) })
 	defer downTimer.Stop()
 
@@ -113,7 +113,7 @@ func TestStorePromiseUnderFaults(t *testing.T) {
 	}
 	for _, c := range cases {
 		work <- c
-		time.Sleep(50 * time.Millisecond) // spread the run across the outage
+		time.Sleep(time.Second) // spread the run across the outage
 	}
 	close(work)
 	wg.Wait()
@@ -186,6 +186,9 @@ func TestStorePromiseUnderFaults(t *testing.T) {
 	}
 	if len(faults) == 0 {
 		t.Error("no faults were injected")
+	}
+	if unavailable == 0 {
+		t.Error("no Put failed: the outage, longer than the retry deadline, was not exercised")
 	}
 }
 
