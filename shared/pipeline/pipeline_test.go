@@ -724,6 +724,24 @@ func BenchmarkValidateNormalize(b *testing.B) {
 			}{"testdata-" + f, data})
 		}
 	}
+	// The bench corpus (make bench builds it): one CT image of the CT
+	// series and the ~300 MiB multi-frame object, when present.
+	corpus := os.Getenv("CORPUS_DIR")
+	if corpus == "" {
+		corpus = "/tmp/dicom-corpus"
+	}
+	for _, sub := range []string{"ct", "big"} {
+		files, _ := filepath.Glob(filepath.Join(corpus, sub, "*.dcm"))
+		if len(files) == 0 {
+			continue
+		}
+		if data, err := os.ReadFile(files[0]); err == nil {
+			cases = append(cases, struct {
+				name string
+				data []byte
+			}{"corpus-" + sub, data})
+		}
+	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
 			f := pt.New()

@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TCP_NODELAY=1
-CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
+export CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
 OUT=${BENCH_OUT:-test/artifacts/bench}
 mkdir -p "$OUT" bin
 WORK=$(mktemp -d /var/tmp/dicom-bench-XXXXXX)
