@@ -103,7 +103,7 @@ func (t timedReader) Read(p []byte) (int, error) {
 		if idle := a.srv.idleTimeout(); idle > 0 {
 			now := time.Now()
 			if a.idleSet.IsZero() || now.Sub(a.idleSet) > idle/32 {
-				_ = a.nc.SetReadDeadline(now.Add(idle))
+				a.setReadDeadline(now.Add(idle))
 				a.idleSet = now
 			}
 		}
@@ -435,13 +435,23 @@ func (a *association) rejectBecause(rj *RejectError, why error, e event) {
 
 func (a *association) startARTIM() {
 	a.artimOn = true
-	_ = a.nc.SetReadDeadline(time.Now().Add(a.srv.artim()))
+	a.setReadDeadline(time.Now().Add(a.srv.artim()))
+}
+
+// setReadDeadline arms (or, with the zero time, disarms) the read timer.
+// net.Conn refuses only once the connection is closed, and then the read
+// it guards fails and ends the association: that failure is the one
+// reported; this one is only logged.
+func (a *association) setReadDeadline(t time.Time) {
+	if err := a.nc.SetReadDeadline(t); err != nil {
+		a.log.Debug("dicomnet: set read deadline", "err", err)
+	}
 }
 
 func (a *association) stopARTIM() {
 	a.artimOn = false
 	a.idleSet = time.Time{}
-	_ = a.nc.SetReadDeadline(time.Time{})
+	a.setReadDeadline(time.Time{})
 }
 
 func (a *association) closeTransport() { a.nc.Close() }
@@ -506,7 +516,9 @@ func (a *association) write(b []byte) error {
 		return errors.New("dicomnet: write: association aborted")
 	}
 	if wt := a.srv.writeTimeout(); wt > 0 {
-		_ = a.nc.SetWriteDeadline(time.Now().Add(wt))
+		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
+			return fmt.Errorf("dicomnet: write: %w", err)
+		}
 	}
 	if _, err := a.nc.Write(b); err != nil {
 		return fmt.Errorf("dicomnet: write: %w", err)
@@ -525,14 +537,27 @@ func (a *association) abortFromOutside() {
 	if st := a.stateNow(); st >= sta3 && st <= sta12 {
 		// Bound a write in progress (the peer may not be reading), then send the A-ABORT after it. write() refuses
 		// new writes from now on, so the lock is held at most about a second.
-		_ = a.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		deadline := func() error { return a.nc.SetWriteDeadline(time.Now().Add(time.Second)) }
+		err := deadline()
 		a.wmu.Lock()
-		_ = a.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		b, _ := pdu.Encode(&pdu.Abort{Source: pdu.AbortSourceServiceUser})
-		_, _ = a.nc.Write(b)
+		if err == nil {
+			err = deadline()
+		}
+		if err == nil {
+			var b []byte
+			if b, err = pdu.Encode(&pdu.Abort{Source: pdu.AbortSourceServiceUser}); err == nil {
+				_, err = a.nc.Write(b)
+			}
+		}
 		a.wmu.Unlock()
+		if err != nil {
+			// Best effort (AA-1): closing the connection tells the peer as well.
+			a.log.Debug("dicomnet: A-ABORT not sent", "err", err)
+		}
 	}
-	a.nc.Close()
+	if err := a.nc.Close(); err != nil {
+		a.log.Debug("dicomnet: close", "err", err)
+	}
 }
 
 // --- P-DATA and DIMSE ---

@@ -125,7 +125,7 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 	if len(cfg.ProxyHeader) > 0 {
 		b = append(append([]byte{}, cfg.ProxyHeader...), b...)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = a.nc.SetDeadline(time.Now()) })
+	stop := a.interruptOn(ctx)
 	defer stop()
 	if err := a.write(b); err != nil {
 		return fmt.Errorf("dicomnet: associate: %w", err)
@@ -160,8 +160,8 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 	case *pdu.Abort:
 		return &AbortError{Source: p.Source, Reason: p.Reason}
 	default:
-		a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
-		return fmt.Errorf("dicomnet: associate: unexpected %s", p.Type())
+		abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
+		return errors.Join(fmt.Errorf("dicomnet: associate: unexpected %s", p.Type()), abortErr)
 	}
 }
 
@@ -176,7 +176,9 @@ func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
 
 func (a *ClientAssociation) write(b []byte) error {
 	if wt := a.cfg.writeTimeout(); wt > 0 {
-		_ = a.nc.SetWriteDeadline(time.Now().Add(wt))
+		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
+			return err
+		}
 	}
 	_, err := a.nc.Write(b)
 	return err
@@ -184,21 +186,44 @@ func (a *ClientAssociation) write(b []byte) error {
 
 func (a *ClientAssociation) readPDU() (pdu.PDU, error) {
 	if rt := a.cfg.responseTimeout(); rt > 0 {
-		_ = a.nc.SetReadDeadline(time.Now().Add(rt))
+		if err := a.nc.SetReadDeadline(time.Now().Add(rt)); err != nil {
+			return nil, err
+		}
 	}
 	return pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
 }
 
-func (a *ClientAssociation) abortWith(source, reason byte) {
-	b, _ := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
-	_ = a.write(b)
+// interruptOn makes a blocked read or write return once ctx ends; the
+// returned function stops that. A deadline that cannot be set means the
+// connection is closed already, which interrupts as well.
+func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func() bool) {
+	return context.AfterFunc(ctx, func() {
+		if err := a.nc.SetDeadline(time.Now()); err != nil {
+			a.nc.Close()
+		}
+	})
+}
+
+// abortWith sends an A-ABORT and closes. The abort is best effort by
+// nature (PS3.8 AA-1): if the peer cannot take it, closing the connection
+// tells it just the same, so a failed write only returns that error.
+func (a *ClientAssociation) abortWith(source, reason byte) error {
+	b, err := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
+	if err == nil {
+		err = a.write(b)
+	}
 	a.closed = true
-	a.nc.Close()
+	if cerr := a.nc.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // peerAbort looks, briefly, for an A-ABORT the peer sent before a write failed, to report why.
 func (a *ClientAssociation) peerAbort() error {
-	_ = a.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if err := a.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
+		return nil // closed: nothing more to read, the write error stands
+	}
 	for {
 		p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
 		if err != nil {
@@ -217,7 +242,9 @@ func (a *ClientAssociation) Abort() error {
 	if a.closed {
 		return nil
 	}
-	a.abortWith(pdu.AbortSourceServiceUser, 0)
+	if err := a.abortWith(pdu.AbortSourceServiceUser, 0); err != nil {
+		return fmt.Errorf("dicomnet: abort: %w", err)
+	}
 	return nil
 }
 
@@ -227,7 +254,7 @@ func (a *ClientAssociation) Release(ctx context.Context) error {
 		return errors.New("dicomnet: release: association closed")
 	}
 	defer func() { a.closed = true; a.nc.Close() }()
-	stop := context.AfterFunc(ctx, func() { _ = a.nc.SetDeadline(time.Now()) })
+	stop := a.interruptOn(ctx)
 	defer stop()
 	b, _ := pdu.Encode(&pdu.ReleaseRQ{})
 	if err := a.write(b); err != nil {
@@ -291,7 +318,7 @@ func (a *ClientAssociation) Echo(ctx context.Context) error {
 	if !ok {
 		return errors.New("dicomnet: echo: Verification was not accepted")
 	}
-	stop := context.AfterFunc(ctx, func() { _ = a.nc.SetDeadline(time.Now()) })
+	stop := a.interruptOn(ctx)
 	defer stop()
 	rq := dimse.NewCEchoRQ(a.nextMessageID())
 	if err := a.sendCommand(pc.ID, rq); err != nil {
@@ -327,8 +354,8 @@ func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 				}
 				c, err := dimse.Decode(cmd)
 				if err != nil {
-					a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParamValue)
-					return nil, err
+					abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParamValue)
+					return nil, errors.Join(err, abortErr)
 				}
 				cmd = cmd[:0]
 				if c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
@@ -341,8 +368,8 @@ func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 			a.nc.Close()
 			return nil, &AbortError{Source: p.Source, Reason: p.Reason}
 		default:
-			a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
-			return nil, fmt.Errorf("dicomnet: unexpected %s", p.Type())
+			abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
+			return nil, errors.Join(fmt.Errorf("dicomnet: unexpected %s", p.Type()), abortErr)
 		}
 	}
 }
@@ -360,7 +387,7 @@ func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceU
 	if a.closed {
 		return dimse.Status{}, errors.New("dicomnet: store: association closed")
 	}
-	stop := context.AfterFunc(ctx, func() { _ = a.nc.SetDeadline(time.Now()) })
+	stop := a.interruptOn(ctx)
 	defer stop()
 	rq := dimse.NewCStoreRQ(a.nextMessageID(), sopClassUID, sopInstanceUID, dimse.PriorityMedium)
 	if err := a.sendCommand(pc.ID, rq); err != nil {
