@@ -27,7 +27,7 @@ import (
 //	pk = "EVENT#<id>"     sk = "EVENT"                  publish ledger
 //
 // GSIs: byPending (gsi1pk = "PENDING" only while a study has unannounced
-// instances, gsi1sk = <last received ts>#<study>; keys only) and byPatient
+// instances, gsi1sk = <last activity ts>; keys only) and byPatient
 // (gsi2pk = "PATIENT#<id>", gsi2sk = <last received ts>; on study items).
 const (
 	gsiByPending = "byPending"
@@ -215,6 +215,12 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 			return pipeline.UpsertResult{}, err
 		}
 	}
+	// A duplicate delivery returned above, so only new and conflicting
+	// content (the upserts that move revision) counts as activity: a
+	// retried message must not keep postponing the announcement.
+	if err := x.touch(ctx, pk, ts(in.Activity())); err != nil {
+		return pipeline.UpsertResult{}, err
+	}
 	if _, err := x.flag(ctx, pk, instSK, "applied"); err != nil {
 		return pipeline.UpsertResult{}, err
 	}
@@ -244,7 +250,7 @@ func (x *IndexTable) flag(ctx context.Context, pk, sk, attr string) (bool, error
 func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, newSeries bool) *dynamodb.UpdateItemInput {
 	vals := map[string]ddbtypes.AttributeValue{
 		":one": nv(1), ":b": nv(in.Size), ":uid": sv(in.StudyInstanceUID), ":pending": sv(pending),
-		":kind": sv("STUDY"), ":rt": sv(ts(in.ReceivedAt)),
+		":kind": sv("STUDY"), ":rt": sv(ts(in.ReceivedAt)), ":at": sv(ts(in.Activity())),
 	}
 	var add []string
 	add = append(add, "revision :one", "totalBytes :b")
@@ -267,7 +273,7 @@ func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 	set := []string{
 		"studyInstanceUid = :uid", "#kind = :kind", "gsi1pk = :pending",
 		"firstReceived = if_not_exists(firstReceived, :rt)", "lastReceived = if_not_exists(lastReceived, :rt)",
-		"gsi1sk = if_not_exists(lastReceived, :rt)",
+		"lastActivity = if_not_exists(lastActivity, :at)", "gsi1sk = if_not_exists(lastActivity, :at)",
 	}
 	opt := func(attr, v string) {
 		if v != "" {
@@ -304,8 +310,8 @@ func (x *IndexTable) widen(ctx context.Context, pk, sk, rt string, study bool) e
 	for i, u := range upd {
 		expr := u.expr
 		if study && i == 0 {
-			// The pending index sorts by last received; patient listings too.
-			expr += ", gsi1sk = :rt"
+			// Patient listings sort by last received (the pending index
+			// sorts by last activity: see touch).
 			if _, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 				TableName: &x.Table, Key: key(pk, sk), UpdateExpression: aws.String("SET gsi2sk = :rt"),
 				ConditionExpression:       aws.String("attribute_exists(gsi2pk) AND gsi2sk < :rt"),
@@ -321,6 +327,23 @@ func (x *IndexTable) widen(ctx context.Context, pk, sk, rt string, study bool) e
 		if err != nil && !isCondFailed(err) {
 			return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
 		}
+	}
+	return nil
+}
+
+// touch moves the study's lastActivity, and with it the pending index's
+// sort key, forward to at. A conditional single-item update, so an
+// out-of-order or concurrent upsert never moves it back; a study item
+// written before lastActivity existed gets it on its next activity.
+func (x *IndexTable) touch(ctx context.Context, pk, at string) error {
+	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(pk, "STUDY"),
+		UpdateExpression:          aws.String("SET lastActivity = :at, gsi1sk = :at"),
+		ConditionExpression:       aws.String("attribute_not_exists(lastActivity) OR lastActivity < :at"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(at)},
+	})
+	if err != nil && !isCondFailed(err) {
+		return fmt.Errorf("awsadapters: study activity: %w", err)
 	}
 	return nil
 }
@@ -356,6 +379,7 @@ type studyItem struct {
 	TotalBytes        int64    `dynamodbav:"totalBytes"`
 	FirstReceived     string   `dynamodbav:"firstReceived"`
 	LastReceived      string   `dynamodbav:"lastReceived"`
+	LastActivity      string   `dynamodbav:"lastActivity"` // absent on items written before it existed
 	Revision          int64    `dynamodbav:"revision"`
 	AnnouncedRevision int64    `dynamodbav:"announcedRevision"`
 	AnnouncedVersion  int64    `dynamodbav:"announcedVersion"`
@@ -379,7 +403,7 @@ func decodeStudy(item map[string]ddbtypes.AttributeValue) (pipeline.StudySummary
 		StudyDescription: s.StudyDescription, AccessionNumber: s.AccessionNumber, Modalities: s.Modalities,
 		CallingAEs: s.CallingAEs, SeriesCount: s.SeriesCount, InstanceCount: s.InstanceCount, ConflictCount: s.ConflictCount,
 		TotalBytes: s.TotalBytes, FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived),
-		Revision: s.Revision, AnnouncedRevision: s.AnnouncedRevision, AnnouncedVersion: s.AnnouncedVersion,
+		LastActivity: parseTS(s.LastActivity), Revision: s.Revision, AnnouncedRevision: s.AnnouncedRevision, AnnouncedVersion: s.AnnouncedVersion,
 	}, nil
 }
 
@@ -547,7 +571,9 @@ func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 }
 
 // StableStudies implements pipeline.IndexStore through the sparse
-// byPending index.
+// byPending index, sorted by last activity. Items written before
+// lastActivity existed keep gsi1sk = lastReceived, which is what they are
+// judged on.
 func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]pipeline.StudySummary, error) {
 	if limit <= 0 {
 		limit = defaultPageLimit
@@ -568,8 +594,9 @@ func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, li
 		if err != nil {
 			return nil, err
 		}
-		// The index is eventually consistent: re-check on the item.
-		if s.Revision > s.AnnouncedRevision && !s.LastReceived.After(quietSince) {
+		// The index is eventually consistent: re-check on the item
+		// (Quiet falls back to lastReceived on items without lastActivity).
+		if s.Revision > s.AnnouncedRevision && !s.Quiet().After(quietSince) {
 			out = append(out, s)
 		}
 	}

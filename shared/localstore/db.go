@@ -102,6 +102,11 @@ var schema = []string{
 		metadata     TEXT NOT NULL
 	);
 	CREATE INDEX quarantine_source ON quarantine(source_key);`,
+
+	// 2: last_activity, the latest received-at or indexed-at of a new or
+	// conflicting instance, which the quiet period runs from. Rows written
+	// before it keep 0 and StableStudies falls back to last_received.
+	`ALTER TABLE studies ADD COLUMN last_activity INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens (creating if needed) the database at path and brings its schema

@@ -119,6 +119,11 @@ func upsertInstance(ctx context.Context, tx *sql.Tx, in pipeline.InstanceRecord)
 	if in.ReceivedAt.After(st.LastReceived) {
 		st.LastReceived = in.ReceivedAt
 	}
+	// Duplicates returned above: only new and conflicting content is
+	// activity, the same rule as Revision.
+	if at := in.Activity(); at.After(st.LastActivity) {
+		st.LastActivity = at
+	}
 	st.Revision++
 	if err := putSummary(ctx, tx, st, isNewStudy); err != nil {
 		return pipeline.UpsertResult{}, err
@@ -133,6 +138,15 @@ func addSorted(list []string, v string) []string {
 	list = append(list, v)
 	sort.Strings(list)
 	return list
+}
+
+// activityNano stores a zero LastActivity (a study last written before it
+// existed) as the column default 0, so max() with last_received decides.
+func activityNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return unixNano(t)
 }
 
 func getSummary(ctx context.Context, q querier, studyUID string) (pipeline.StudySummary, error) {
@@ -158,12 +172,12 @@ func putSummary(ctx context.Context, tx *sql.Tx, st pipeline.StudySummary, inser
 	}
 	if insert {
 		_, err = tx.ExecContext(ctx,
-			`INSERT INTO studies(study_uid, patient_id, last_received, revision, announced_revision, announced_version, record) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			st.StudyInstanceUID, st.PatientID, unixNano(st.LastReceived), st.Revision, st.AnnouncedRevision, st.AnnouncedVersion, string(body))
+			`INSERT INTO studies(study_uid, patient_id, last_received, last_activity, revision, announced_revision, announced_version, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			st.StudyInstanceUID, st.PatientID, unixNano(st.LastReceived), activityNano(st.LastActivity), st.Revision, st.AnnouncedRevision, st.AnnouncedVersion, string(body))
 	} else {
 		_, err = tx.ExecContext(ctx,
-			`UPDATE studies SET patient_id = ?, last_received = ?, revision = ?, announced_revision = ?, announced_version = ?, record = ? WHERE study_uid = ?`,
-			st.PatientID, unixNano(st.LastReceived), st.Revision, st.AnnouncedRevision, st.AnnouncedVersion, string(body), st.StudyInstanceUID)
+			`UPDATE studies SET patient_id = ?, last_received = ?, last_activity = ?, revision = ?, announced_revision = ?, announced_version = ?, record = ? WHERE study_uid = ?`,
+			st.PatientID, unixNano(st.LastReceived), activityNano(st.LastActivity), st.Revision, st.AnnouncedRevision, st.AnnouncedVersion, string(body), st.StudyInstanceUID)
 	}
 	if err != nil {
 		return fmt.Errorf("localstore: put study: %w", err)
@@ -263,10 +277,12 @@ func (s *IndexStore) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 }
 
 // StableStudies returns studies quiet since quietSince with unannounced
-// revisions.
+// revisions. Quiet is judged on last activity (received or indexed);
+// max() with last_received covers rows written before last_activity
+// existed (0).
 func (s *IndexStore) StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]pipeline.StudySummary, error) {
 	return s.summaries(ctx,
-		`SELECT record FROM studies WHERE last_received <= ? AND revision > announced_revision ORDER BY last_received, study_uid LIMIT ?`,
+		`SELECT record FROM studies WHERE max(last_received, last_activity) <= ? AND revision > announced_revision ORDER BY max(last_received, last_activity), study_uid LIMIT ?`,
 		unixNano(quietSince), limitOr(limit, 100))
 }
 

@@ -270,3 +270,70 @@ func TestReopenKeepsData(t *testing.T) {
 		t.Error("key lost across reopen")
 	}
 }
+
+// TestQuietPeriodRunsFromActivity: stability is judged on the later of
+// received-at and indexed-at of the newest new or conflicting instance; a
+// duplicate delivery is not activity; rows written before last_activity
+// existed fall back to last_received.
+func TestQuietPeriodRunsFromActivity(t *testing.T) {
+	const quiet = time.Minute
+	type check struct {
+		at     time.Duration // now, since t0
+		stable bool
+	}
+	indexed := func(in pipeline.InstanceRecord, at time.Duration) pipeline.InstanceRecord {
+		in.IndexedAt = t0.Add(at)
+		return in
+	}
+	cases := []struct {
+		name   string
+		ups    []pipeline.InstanceRecord
+		legacy bool // clear last_activity as a row from before migration 2
+		checks []check
+	}{
+		{name: "indexed 120s after receipt", ups: []pipeline.InstanceRecord{indexed(inst("1.2.3.1", "1.2.3.1.1", "aa", 0), 120*time.Second)},
+			checks: []check{{121 * time.Second, false}, {179 * time.Second, false}, {181 * time.Second, true}}},
+		{name: "duplicate delivery does not move activity", ups: []pipeline.InstanceRecord{
+			indexed(inst("1.2.3.1", "1.2.3.1.1", "aa", 0), 120*time.Second),
+			indexed(inst("1.2.3.1", "1.2.3.1.1", "aa", 0), 170*time.Second),
+		}, checks: []check{{121 * time.Second, false}, {181 * time.Second, true}}},
+		{name: "conflict is activity", ups: []pipeline.InstanceRecord{
+			indexed(inst("1.2.3.1", "1.2.3.1.1", "aa", 0), 120*time.Second),
+			indexed(inst("1.2.3.1", "1.2.3.1.1", "bb", 0), 170*time.Second),
+		}, checks: []check{{181 * time.Second, false}, {231 * time.Second, true}}},
+		{name: "row from before last_activity", legacy: true, ups: []pipeline.InstanceRecord{indexed(inst("1.2.3.1", "1.2.3.1.1", "aa", 0), 120*time.Second)},
+			checks: []check{{59 * time.Second, false}, {61 * time.Second, true}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			db := openTest(t)
+			ctx := context.Background()
+			ix := db.IndexStore()
+			for _, in := range c.ups {
+				if _, err := ix.UpsertInstance(ctx, in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.legacy {
+				st, err := getSummary(ctx, db.sql, "1.2.3")
+				if err != nil {
+					t.Fatal(err)
+				}
+				st.LastActivity = time.Time{}
+				body, _ := json.Marshal(st)
+				if _, err := db.sql.ExecContext(ctx, `UPDATE studies SET last_activity = 0, record = ?`, string(body)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, ch := range c.checks {
+				got, err := ix.StableStudies(ctx, t0.Add(ch.at-quiet), 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if stable := len(got) == 1; stable != ch.stable {
+					t.Errorf("at t0+%v: stable = %v, want %v (%+v)", ch.at, stable, ch.stable, got)
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -349,6 +350,8 @@ func TestIdempotentTwice(t *testing.T) {
 	f.Objects.Add("audit/2026/01/15/assoc1-000001-association-accepted.json", rec, nil)
 	p := f.Pipeline()
 	now := time.Date(2026, 1, 15, 10, 30, 0, 0, time.UTC)
+	// Indexed as soon as received, so the quiet period runs from receipt.
+	p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
 	run := func() {
 		if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
 			t.Fatal(err)
@@ -442,7 +445,10 @@ func TestStudyAnnouncements(t *testing.T) {
 	f := pt.New()
 	p := f.Pipeline()
 	p.QuietPeriod = time.Minute
-	t0 := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) // received-at in SCPMetadata is 10:20:30.12
+	t0 := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) // received-at in SCPMetadata is 10:20:30.123456789
+	// Indexed as soon as received, so the quiet period runs from receipt
+	// (TestQuietPeriodRunsFromIndexing covers a late index).
+	p.Now = func() time.Time { return t0 }
 	for _, s := range []string{sop1, sop2} {
 		add(f, key(s), ct(s).Build(), s)
 		if _, err := p.ProcessObject(ctx, key(s)); err != nil {
@@ -806,4 +812,80 @@ func TestValidateObjectSplit(t *testing.T) {
 func mustMetadataKey(k string) string {
 	j, _ := pipeline.MetadataKeys(k)
 	return j
+}
+
+// TestQuietPeriodRunsFromIndexing: an instance that waited in a backed-up
+// validate queue holds its study back for a full quiet period after it was
+// indexed, not after it was received; a duplicate delivery does not.
+func TestQuietPeriodRunsFromIndexing(t *testing.T) {
+	t0 := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) // received-at in SCPMetadata is 10:20:30.123456789
+	type step struct {
+		at   time.Duration // since t0
+		want int           // studies announced
+	}
+	cases := []struct {
+		name      string
+		indexed   time.Duration // since t0
+		redeliver time.Duration // since t0; 0: no duplicate delivery
+		steps     []step
+	}{
+		{"indexed on receipt", 0, 0, []step{{30 * time.Second, 0}, {61 * time.Second, 1}}},
+		{"indexed 120s late", 120 * time.Second, 0, []step{{121 * time.Second, 0}, {179 * time.Second, 0}, {181 * time.Second, 1}}},
+		{"duplicate delivery is not activity", 120 * time.Second, 170 * time.Second, []step{{121 * time.Second, 0}, {181 * time.Second, 1}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			p.QuietPeriod = time.Minute
+			now := t0.Add(c.indexed)
+			p.Now = func() time.Time { return now }
+			add(f, key(sop1), ct(sop1).Build(), sop1)
+			if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+				t.Fatal(err)
+			}
+			if c.redeliver != 0 {
+				now = t0.Add(c.redeliver)
+				if out, err := p.ProcessObject(ctx, key(sop1)); err != nil || out.Outcome != pipeline.InstanceDuplicate {
+					t.Fatalf("redelivery: %v, %v", out.Outcome, err)
+				}
+			}
+			d, err := f.Index.GetStudy(ctx, study)
+			if err != nil {
+				t.Fatal(err)
+			}
+			received := t0.Add(123456789 * time.Nanosecond)
+			wantActivity := t0.Add(c.indexed)
+			if received.After(wantActivity) {
+				wantActivity = received
+			}
+			if !d.LastActivity.Equal(wantActivity) {
+				t.Errorf("LastActivity = %v, want %v", d.LastActivity, wantActivity)
+			}
+			if !d.LastReceived.Equal(received) {
+				t.Errorf("LastReceived = %v, want the SCP's received-at", d.LastReceived)
+			}
+			for _, s := range c.steps {
+				now = t0.Add(s.at)
+				n, err := p.AnnounceStableStudies(ctx, now)
+				if err != nil || n != s.want {
+					t.Fatalf("at t0+%v: announced %d (%v), want %d", s.at, n, err, s.want)
+				}
+			}
+			var got []string
+			for _, e := range f.Events.All() {
+				if e.DetailType == pipeline.DetailTypeStudyReceived || e.DetailType == pipeline.DetailTypeStudyUpdated {
+					var sd pipeline.StudyDetailEvent
+					if err := json.Unmarshal(e.Detail, &sd); err != nil {
+						t.Fatal(err)
+					}
+					got = append(got, fmt.Sprintf("%s v%d", e.DetailType, sd.Version))
+				}
+			}
+			if diff := cmp.Diff([]string{"Study Received v1"}, got); diff != "" {
+				t.Errorf("study events (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

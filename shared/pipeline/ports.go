@@ -97,8 +97,12 @@ type IndexStore interface {
 	GetStudy(ctx context.Context, studyUID string) (StudyDetail, error)
 	// ListStudies returns study summaries, most recently received first.
 	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)
-	// StableStudies returns studies whose LastReceived is not after
-	// quietSince and whose Revision is above AnnouncedRevision.
+	// StableStudies returns studies whose last activity (StudySummary.Quiet:
+	// LastActivity, or LastReceived for rows written before LastActivity
+	// existed) is not after quietSince and whose Revision is above
+	// AnnouncedRevision. Judging on activity rather than receipt keeps a
+	// backed-up validate queue from making a study look quiet while some
+	// of its instances still wait to be indexed.
 	StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]StudySummary, error)
 	// MarkAnnounced records that version (1 = Study Received, 2+ = Study
 	// Updated) was announced describing revision: it sets AnnouncedVersion
@@ -189,8 +193,12 @@ type InstanceRecord struct {
 	SHA256            string    `json:"sha256"`
 	CallingAE         string    `json:"callingAe,omitempty"`
 	ReceivedAt        time.Time `json:"receivedAt"`
-	Conflict          bool      `json:"conflict,omitempty"`
-	Findings          []Finding `json:"findings,omitempty"` // non-fatal findings
+	// IndexedAt is when the pipeline indexed this content (set by
+	// ProcessObject just before UpsertInstance); zero in records written
+	// before it existed.
+	IndexedAt time.Time `json:"indexedAt,omitempty"`
+	Conflict  bool      `json:"conflict,omitempty"`
+	Findings  []Finding `json:"findings,omitempty"` // non-fatal findings
 }
 
 // StudySummary is the study-level aggregate.
@@ -211,7 +219,16 @@ type StudySummary struct {
 	ConflictCount    int       `json:"conflictCount"`
 	TotalBytes       int64     `json:"totalBytes"`
 	FirstReceived    time.Time `json:"firstReceived"`
-	LastReceived     time.Time `json:"lastReceived"`
+	// LastReceived is the SCP's received-at of the newest instance (what
+	// the portal shows).
+	LastReceived time.Time `json:"lastReceived"`
+	// LastActivity is the latest of ReceivedAt and IndexedAt over the new
+	// and conflicting instances (the same upserts that move Revision; a
+	// duplicate delivery is not activity, or a retried message would keep
+	// postponing the announcement). The quiet period runs from it, so an
+	// instance received early but indexed late still holds the study back.
+	// Zero for studies last written before it existed: see Quiet.
+	LastActivity time.Time `json:"lastActivity,omitempty"`
 	// Revision goes up by one with every new or conflicting instance.
 	Revision int64 `json:"revision"`
 	// AnnouncedRevision is the Revision last announced (0: never).
@@ -219,6 +236,25 @@ type StudySummary struct {
 	// AnnouncedVersion counts study-level announcements (the version in
 	// Study Received / Study Updated events).
 	AnnouncedVersion int64 `json:"announcedVersion"`
+}
+
+// Quiet is the time the quiet period runs from: LastActivity, or
+// LastReceived when LastActivity is zero or earlier (rows written before
+// LastActivity existed).
+func (s StudySummary) Quiet() time.Time {
+	if s.LastActivity.After(s.LastReceived) {
+		return s.LastActivity
+	}
+	return s.LastReceived
+}
+
+// Activity is the time an upsert of in counts as study activity: the later
+// of its ReceivedAt and IndexedAt.
+func (in InstanceRecord) Activity() time.Time {
+	if in.IndexedAt.After(in.ReceivedAt) {
+		return in.IndexedAt
+	}
+	return in.ReceivedAt
 }
 
 // SeriesSummary is the series-level aggregate.

@@ -268,6 +268,10 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 		return 0, fmt.Errorf("pipeline: put summary: %w", err)
 	}
 
+	// IndexedAt counts as study activity: an instance that waited in a
+	// backed-up validate queue must still hold its study's announcement
+	// back for a full quiet period.
+	inst.IndexedAt = p.now()
 	up, err := p.Index.UpsertInstance(ctx, inst)
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: index: %w", err)
@@ -423,7 +427,8 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 
 // AnnounceStableStudies publishes Study Received / Study Updated for every
 // study quiet since now-QuietPeriod with unannounced instances, and returns
-// how many it announced.
+// how many it announced. Quiet means no instance received or indexed
+// (StudySummary.LastActivity) in the period.
 func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (int, error) {
 	quiet := p.QuietPeriod
 	if quiet <= 0 {

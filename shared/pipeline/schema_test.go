@@ -48,6 +48,8 @@ func TestEventsMatchSchemas(t *testing.T) {
 			f := pt.New()
 			p := f.Pipeline()
 			p.PatientData, p.BucketName = policy, "bucket"
+			// Indexed as soon as received (10:20:30), before t0.
+			p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
 			add(f, key(sop1), ct(sop1).Build(), sop1)
 			bad := ct(sop2)
 			bad.SeriesUID = "1.02"

@@ -230,3 +230,79 @@ func TestAuditTableOnDynalite(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexQuietPeriodOnDynalite: the pending index sorts by last activity
+// (the later of received-at and indexed-at of the newest new or conflicting
+// instance), a duplicate delivery does not move it, and a study item from
+// before lastActivity existed is judged on lastReceived.
+func TestIndexQuietPeriodOnDynalite(t *testing.T) {
+	c := dynaliteOnly(t)
+	ctx := context.Background()
+	x := &awsadapters.IndexTable{Client: c, Table: indexTable}
+	t0 := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
+	const quiet = time.Minute
+	type check struct {
+		at     time.Duration // now, since t0
+		stable bool
+	}
+	// rec is received at t0 and indexed the given time later.
+	rec := func(studyUID, sha string, indexed time.Duration) pipeline.InstanceRecord {
+		in := instance(studyUID+".1.1", sha, t0)
+		in.StudyInstanceUID, in.SeriesInstanceUID, in.IndexedAt = studyUID, studyUID+".1", t0.Add(indexed)
+		return in
+	}
+	cases := []struct {
+		name   string
+		study  string
+		ups    []pipeline.InstanceRecord
+		legacy bool // strip lastActivity as an item from before this change
+		checks []check
+	}{
+		{name: "indexed 120s after receipt", study: "1.2.826.0.1.3680043.10.71",
+			checks: []check{{121 * time.Second, false}, {179 * time.Second, false}, {181 * time.Second, true}}},
+		{name: "duplicate delivery does not move activity", study: "1.2.826.0.1.3680043.10.72",
+			ups:    []pipeline.InstanceRecord{rec("1.2.826.0.1.3680043.10.72", "aa", 170*time.Second)},
+			checks: []check{{121 * time.Second, false}, {181 * time.Second, true}}},
+		{name: "conflict is activity", study: "1.2.826.0.1.3680043.10.73",
+			ups:    []pipeline.InstanceRecord{rec("1.2.826.0.1.3680043.10.73", "bb", 170*time.Second)},
+			checks: []check{{181 * time.Second, false}, {231 * time.Second, true}}},
+		{name: "item from before lastActivity", study: "1.2.826.0.1.3680043.10.74", legacy: true,
+			checks: []check{{59 * time.Second, false}, {61 * time.Second, true}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			// Every case starts with an instance received at t0, indexed 120s later.
+			for _, in := range append([]pipeline.InstanceRecord{rec(tc.study, "aa", 120*time.Second)}, tc.ups...) {
+				if _, err := x.UpsertInstance(ctx, in); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.legacy {
+				if _, err := c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+					TableName: aws.String(indexTable), Key: map[string]ddbtypes.AttributeValue{"pk": s("STUDY#" + tc.study), "sk": s("STUDY")},
+					UpdateExpression: aws.String("SET gsi1sk = lastReceived REMOVE lastActivity"),
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, ch := range tc.checks {
+				got, err := x.StableStudies(ctx, t0.Add(ch.at-quiet), 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stable := false
+				for _, st := range got {
+					if st.StudyInstanceUID == tc.study {
+						stable = true
+						if !st.LastReceived.Equal(t0) {
+							t.Errorf("LastReceived = %v, want the received-at %v", st.LastReceived, t0)
+						}
+					}
+				}
+				if stable != ch.stable {
+					t.Errorf("at t0+%v: stable = %v, want %v", ch.at, stable, ch.stable)
+				}
+			}
+		})
+	}
+}

@@ -269,6 +269,11 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	if in.ReceivedAt.Before(st.FirstReceived) {
 		st.FirstReceived = in.ReceivedAt
 	}
+	// Only new and conflicting content is activity (duplicates returned
+	// above), the same rule as Revision.
+	if at := in.Activity(); at.After(st.LastActivity) {
+		st.LastActivity = at
+	}
 	st.Modalities = addSorted(st.Modalities, in.Modality)
 	st.CallingAEs = addSorted(st.CallingAEs, in.CallingAE)
 	if st.PatientID == "" && st.PatientName == "" {
@@ -339,7 +344,7 @@ func (x *Index) StableStudies(_ context.Context, quietSince time.Time, limit int
 	var out []pipeline.StudySummary
 	for _, uid := range slices.Sorted(maps.Keys(x.studies)) {
 		st := x.studies[uid]
-		if !st.LastReceived.After(quietSince) && st.Revision > st.AnnouncedRevision {
+		if !st.Quiet().After(quietSince) && st.Revision > st.AnnouncedRevision {
 			out = append(out, cloneStudy(st))
 		}
 	}
