@@ -77,7 +77,7 @@ var settings = []Setting{
 	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
-	{"quiet-period", "QUIET_PERIOD", "60s", "a study with no new instance for this long is announced as received"},
+	{"quiet-period", "QUIET_PERIOD", "60s", "a study is announced as received once this long has passed since its last instance was received or indexed"},
 }
 
 // value is a string flag that, for boolean settings, may be given bare
