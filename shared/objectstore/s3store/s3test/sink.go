@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
-	"hash/crc64"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -119,8 +118,8 @@ func consume(r io.Reader, sha hash.Hash, crc *uint64, keep bool) (n int64, crcOf
 		if m > 0 {
 			p := buf[:m]
 			sha.Write(p)
-			*crc = crc64.Update(*crc, crcnvme.Table, p)
-			crcOfBody = crc64.Update(crcOfBody, crcnvme.Table, p)
+			*crc = crcnvme.Update(*crc, p)
+			crcOfBody = crcnvme.Update(crcOfBody, p)
 			if keep && n+int64(m) <= SmallBody {
 				small = append(small, p...)
 			}

@@ -1,23 +1,26 @@
 // Package crcnvme computes CRC-64/NVME, the checksum S3 calls CRC64NVME,
 // and combines the checksums of consecutive pieces into the checksum of
-// the whole, as S3 does for full-object multipart checksums.
+// the whole, as S3 does for full-object multipart checksums. The checksum
+// itself comes from github.com/minio/crc64nvme (carry-less multiplication
+// on amd64 and arm64: tens of GB/s where hash/crc64's tables manage 1.4).
 package crcnvme
 
 import (
 	"encoding/base64"
 	"encoding/binary"
 	"fmt"
-	"hash/crc64"
+
+	"github.com/minio/crc64nvme"
 )
 
-// nvmePoly is CRC-64/NVME's polynomial, bit-reversed as hash/crc64 wants.
+// nvmePoly is CRC-64/NVME's polynomial, bit-reversed.
 const nvmePoly = 0x9a6c9329ac4bc9b5
 
-// Table is the CRC-64/NVME table for hash/crc64.
-var Table = crc64.MakeTable(nvmePoly)
-
 // Checksum returns the CRC-64/NVME of b.
-func Checksum(b []byte) uint64 { return crc64.Checksum(b, Table) }
+func Checksum(b []byte) uint64 { return crc64nvme.Checksum(b) }
+
+// Update returns the CRC-64/NVME of the bytes crc covered followed by p.
+func Update(crc uint64, p []byte) uint64 { return crc64nvme.Update(crc, p) }
 
 // Base64 returns the base64 CRC-64/NVME of b, as S3 headers carry it.
 func Base64(b []byte) string { return Encode(Checksum(b)) }
