@@ -16,7 +16,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -27,6 +26,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
 )
 
 // TempDir is the directory under root holding files being written.
@@ -88,7 +88,7 @@ func New(root string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	s.bufs.New = func() any { b := make([]byte, 256<<10); return &b }
+	s.bufs.New = func() any { b := make([]byte, ringSize); return &b }
 	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
@@ -176,14 +176,23 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 	}()
 
-	h := sha256.New()
-	size, err := s.copy(ctx, f, h, part10)
+	// The SHA-256 is taken on another goroutine while the bytes arrive and
+	// while the file is fsync'd, rather than in line with either.
+	// The ring buffer stays ours until the hash is done with it.
+	ring := s.bufs.Get().(*[]byte)
+	h := digest.Start(sha256.New())
+	defer func() {
+		h.Stop()
+		s.bufs.Put(ring)
+	}()
+	size, err := s.copy(ctx, f, h, *ring, part10)
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
 	if err := f.Sync(); err != nil {
 		return objectstore.Stored{}, unavailable("put: sync", err)
 	}
+	sum := hex.EncodeToString(h.Sum())
 	err = f.Close()
 	f = nil
 	if err != nil {
@@ -192,7 +201,6 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
 	st := objectstore.Stored{Key: key, Size: size, SHA256: sum}
 
 	final := filepath.Join(s.root, filepath.FromSlash(key))
@@ -245,22 +253,28 @@ func (s *Store) createTemp(pattern string) (*os.File, error) {
 }
 
 // copy streams r into f and h, telling read errors (returned wrapped as
-// they are) from write errors (ErrUnavailable).
-func (s *Store) copy(ctx context.Context, f *os.File, h hash.Hash, r io.Reader) (int64, error) {
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := *bp
+// they are) from write errors (ErrUnavailable). The pooled buffer is used
+// as a ring: each read lands after the previous one, so h can hash the
+// bytes in place while the next ones arrive, and the ring restarts only
+// once h has caught up.
+func (s *Store) copy(ctx context.Context, f *os.File, h *digest.Background, ring []byte, r io.Reader) (int64, error) {
 	var size int64
+	off := 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return size, fmt.Errorf("filestore: put: %w", err)
 		}
-		n, rerr := r.Read(buf)
+		if len(ring)-off < minRead {
+			h.Wait()
+			off = 0
+		}
+		n, rerr := r.Read(ring[off:])
 		if n > 0 {
-			if _, err := f.Write(buf[:n]); err != nil {
+			if _, err := f.Write(ring[off : off+n]); err != nil {
 				return size, unavailable("put: write", err)
 			}
-			h.Write(buf[:n])
+			h.Add(ring[off : off+n])
+			off += n
 			size += int64(n)
 		}
 		if rerr == io.EOF {
@@ -271,6 +285,14 @@ func (s *Store) copy(ctx context.Context, f *os.File, h hash.Hash, r io.Reader) 
 		}
 	}
 }
+
+// ringSize is the per-Put ring buffer: big enough that a typical CT or MR
+// image arrives without waiting for the hash, which then finishes during
+// the fsync. It is pooled, so memory stays bounded per association.
+const ringSize = 1 << 20
+
+// minRead is the least room a read is offered before the ring restarts.
+const minRead = 32 << 10
 
 // sameContent reports whether the file at path holds size bytes hashing
 // to sum.

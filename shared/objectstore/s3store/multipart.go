@@ -117,6 +117,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		if partNo == 1 {
 			m, rerr = nextLen, readErr
 		} else if readErr == nil {
+			hr.wait() // spare may still be being hashed
 			m, rerr = io.ReadFull(hr, spare[:cap(spare)])
 		} else {
 			rerr = io.EOF
@@ -145,7 +146,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 
 	st.Size = hr.n
-	st.SHA256 = hex.EncodeToString(hr.sha.Sum(nil))
+	st.SHA256 = hr.sum()
 	crcB64 := crcnvme.Encode(fullCRC)
 	if st.Conflict {
 		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, st.SHA256)

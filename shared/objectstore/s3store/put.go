@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
@@ -35,22 +35,38 @@ func unsignedPayload(o *s3.Options) {
 // taken from the start, is kept under a conflict key.
 var ErrKeyTakenConcurrently = errors.New("s3store: a different object took the key during the upload")
 
-// hashingReader computes the SHA-256 of everything read. CRCs are taken
-// per part and combined, so no byte is checksummed twice.
+// hashingReader computes the SHA-256 of everything read, on a goroutine
+// of its own (see digest): the bytes are hashed in place in the caller's
+// buffer, so wait must be called before a buffer that was read into is
+// refilled or released. CRCs are taken per part and combined, so no byte
+// is checksummed twice.
 type hashingReader struct {
 	r   io.Reader
-	sha hash.Hash
+	sha *digest.Background
 	n   int64
+}
+
+func newHashingReader(r io.Reader) *hashingReader {
+	return &hashingReader{r: r, sha: digest.Start(sha256.New())}
 }
 
 func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	if n > 0 {
-		h.sha.Write(p[:n])
+		h.sha.Add(p[:n])
 		h.n += int64(n)
 	}
 	return n, err
 }
+
+// wait returns once the bytes read so far are hashed.
+func (h *hashingReader) wait() { h.sha.Wait() }
+
+// sum returns the hex SHA-256 of everything read.
+func (h *hashingReader) sum() string { return hex.EncodeToString(h.sha.Sum()) }
+
+// stop lets go of the buffers read into; after it, sum is meaningless.
+func (h *hashingReader) stop() { h.sha.Stop() }
 
 // smallBufSizes are the buffer classes below PartSize (which is at least
 // 5 MiB).
@@ -69,7 +85,7 @@ func (s *Store) partBuf() buffer         { return s.getBuf(len(s.bufs) - 1) }
 // readFirst reads up to one part, growing through the buffer classes: it
 // returns the buffer, the bytes read and the error that ended the read
 // (nil when a whole part was read).
-func (s *Store) readFirst(r io.Reader) (buffer, int, error) {
+func (s *Store) readFirst(r *hashingReader) (buffer, int, error) {
 	buf := s.getBuf(0)
 	n := 0
 	for {
@@ -80,6 +96,7 @@ func (s *Store) readFirst(r io.Reader) (buffer, int, error) {
 		}
 		bigger := s.getBuf(buf.class + 1)
 		copy(*bigger.b, (*buf.b)[:n])
+		r.wait()
 		s.putBuf(buf)
 		buf = bigger
 	}
@@ -98,9 +115,10 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 
-	hr := &hashingReader{r: part10, sha: sha256.New()}
+	hr := newHashingReader(part10)
 	first, n, rerr := s.readFirst(hr)
 	defer func() { s.putBuf(first) }()
+	defer hr.stop() // runs first: the buffers are released once nothing hashes them
 	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 		return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
 	}
@@ -110,6 +128,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		// so an object of exactly PartSize is still one PutObject.
 		next := s.partBuf()
 		defer s.putBuf(next)
+		defer hr.stop()
 		m, perr := io.ReadFull(hr, *next.b)
 		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
 			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)
@@ -122,7 +141,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 	}
 	body := (*first.b)[:n]
-	st, err = s.putSingle(ctx, obj, rel, body, hex.EncodeToString(hr.sha.Sum(nil)), crcnvme.Checksum(body))
+	st, err = s.putSingle(ctx, obj, rel, body, hr.sum(), crcnvme.Checksum(body))
 	s.observe(kind, outcome(st, err), start)
 	return st, err
 }
