@@ -1,0 +1,5 @@
+//go:build !race
+
+package s3store_test
+
+const raceDetector = false
