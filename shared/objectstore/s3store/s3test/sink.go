@@ -51,6 +51,9 @@ type sinkUpload struct {
 	crc   uint64
 	size  int64
 	parts int
+	// receiving is set while a part's body is read outside the lock; the
+	// store sends one part of an upload at a time.
+	receiving bool
 }
 
 // NewSink starts a sink on 127.0.0.1:0 for the test's duration.
@@ -137,9 +140,19 @@ func consume(r io.Reader, sha hash.Hash, crc *uint64, keep bool) (n int64, crcOf
 	}
 }
 
+// ServeHTTP answers one request. Bodies are read and checksummed outside
+// the sink's lock, so concurrent uploads proceed in parallel as they do on
+// S3; the lock covers only the sink's maps.
 func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
+	locked := true
+	unlock := func() { k.mu.Unlock(); locked = false }
+	relock := func() { k.mu.Lock(); locked = true }
+	defer func() {
+		if locked {
+			k.mu.Unlock()
+		}
+	}()
 	q := r.URL.Query()
 	path := r.URL.Path
 	isBucket := strings.Count(strings.Trim(path, "/"), "/") == 0
@@ -166,10 +179,17 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		sha := sha256.New()
 		var crc uint64
+		unlock()
 		n, bodyCRC, small, err := consume(r.Body, sha, &crc, true)
+		relock()
 		want := r.Header.Get("X-Amz-Checksum-Crc64nvme")
 		if err != nil || (want != "" && want != crcnvme.Encode(bodyCRC)) {
 			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("put %s: checksum %q, body %q (%v)", path, want, crcnvme.Encode(bodyCRC), err))
+			return
+		}
+		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
+			// Another request created the key while this body arrived.
+			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 			return
 		}
 		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small}
@@ -189,7 +209,15 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			k.fail(w, http.StatusBadRequest, "InvalidPartOrder", fmt.Errorf("part %s after %d parts", q.Get("partNumber"), u.parts))
 			return
 		}
+		if u.receiving {
+			k.fail(w, http.StatusBadRequest, "InvalidPartOrder", fmt.Errorf("part %s while part %d is still arriving", q.Get("partNumber"), u.parts+1))
+			return
+		}
+		u.receiving = true
+		unlock()
 		n, partCRC, _, err := consume(r.Body, u.sha, &u.crc, false)
+		relock()
+		u.receiving = false
 		if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); err != nil || want != crcnvme.Encode(partCRC) {
 			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("part %d: checksum %q, body %q (%v)", u.parts+1, want, crcnvme.Encode(partCRC), err))
 			return
