@@ -17,7 +17,8 @@ import (
 )
 
 // Sink is an S3 endpoint for huge objects: it checks every CRC64NVME as S3
-// would (parts and full object), computes each object's SHA-256 and size,
+// would (parts and full object), computes each object's SHA-256 (unless
+// WithoutSHA256) and size,
 // and keeps only those, plus the bytes of small objects (audit records).
 // It answers PutObject, the multipart calls, HeadObject (with the size and
 // checksum of what it holds), HeadBucket and ListMultipartUploads' count
@@ -30,6 +31,7 @@ type Sink struct {
 	uploads map[string]*sinkUpload
 	nextID  int
 	errs    []error
+	noSHA   bool
 }
 
 // SinkObject is what the sink keeps of a stored object.
@@ -65,11 +67,42 @@ func NewSink(t testing.TB) *Sink {
 	return k
 }
 
+// SinkOption configures a sink.
+type SinkOption func(*Sink)
+
+// WithoutSHA256 makes the sink do only what S3 does with a body: verify
+// the CRC64NVME the request carries. SinkObject.SHA256 stays empty. make
+// bench serves the sink this way, so the endpoint's own hashing does not
+// count against the store it measures.
+func WithoutSHA256() SinkOption { return func(k *Sink) { k.noSHA = true } }
+
 // NewSinkHandler returns a sink to serve yourself (make bench does, from
 // a separate process); URL stays empty.
-func NewSinkHandler() *Sink {
-	return &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
+func NewSinkHandler(opts ...SinkOption) *Sink {
+	k := &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
+	for _, o := range opts {
+		o(k)
+	}
+	return k
 }
+
+// newSHA returns the hash a body is read through: SHA-256, or one that
+// discards with WithoutSHA256.
+func (k *Sink) newSHA() hash.Hash {
+	if k.noSHA {
+		return noHash{}
+	}
+	return sha256.New()
+}
+
+// noHash is a hash.Hash that hashes nothing; its Sum is empty.
+type noHash struct{}
+
+func (noHash) Write(p []byte) (int, error) { return len(p), nil }
+func (noHash) Sum(b []byte) []byte         { return b }
+func (noHash) Reset()                      {}
+func (noHash) Size() int                   { return 0 }
+func (noHash) BlockSize() int              { return 1 }
 
 // Objects returns what the sink holds, by "bucket/key".
 func (k *Sink) Objects() map[string]SinkObject {
@@ -177,7 +210,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 			return
 		}
-		sha := sha256.New()
+		sha := k.newSHA()
 		var crc uint64
 		unlock()
 		n, bodyCRC, small, err := consume(r.Body, sha, &crc, true)
@@ -197,7 +230,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPost && q.Has("uploads"):
 		k.nextID++
 		id := fmt.Sprintf("upload-%d", k.nextID)
-		k.uploads[id] = &sinkUpload{path: path, meta: metaOf(r.Header), sha: sha256.New()}
+		k.uploads[id] = &sinkUpload{path: path, meta: metaOf(r.Header), sha: k.newSHA()}
 		fmt.Fprintf(w, `<InitiateMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><UploadId>%s</UploadId></InitiateMultipartUploadResult>`, id)
 	case r.Method == http.MethodPut && q.Has("partNumber"):
 		u, ok := k.uploads[q.Get("uploadId")]
