@@ -1,6 +1,7 @@
 package awsadapters
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,9 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -146,3 +150,37 @@ type (
 	ddbAV = ddbtypes.AttributeValue
 	ddbS  = ddbtypes.AttributeValueMemberS
 )
+
+// TestHeadReportsTheSCPsMultipartChecksum stores an object the way the SCP
+// does when it is too big for one request (a multipart upload, no sha256
+// metadata) and checks that Head hands the pipeline S3's full-object
+// CRC64NVME, the content identity of such objects.
+func TestHeadReportsTheSCPsMultipartChecksum(t *testing.T) {
+	ctx := context.Background()
+	sink := s3test.NewSink(t)
+	client := s3test.Client(sink.URL)
+	store, err := s3store.New(ctx, s3store.Options{Bucket: "bkt", Client: client, PartSize: 5 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("multipart object "), 400_000) // 6.8 MB: two parts
+	obj := objectstore.Object{
+		SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: "1.2.3.4.5", StudyInstanceUID: "1.2.3",
+		SeriesInstanceUID: "1.2.3.4", TransferSyntaxUID: "1.2.840.10008.1.2.1", CallingAE: "MOD1", CalledAE: "REMOTE_AE",
+		AssociationID: "a1", ReceivedAt: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC),
+	}
+	st, err := store.Put(ctx, obj, bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := (&S3Objects{Client: client, Bucket: "bkt"}).Head(ctx, st.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := info.Metadata["sha256"]; ok {
+		t.Fatalf("a multipart object carries sha256 metadata %q; this test expects none", info.Metadata["sha256"])
+	}
+	if want := s3test.CRC64NVME(data); info.ChecksumCRC64NVME != want {
+		t.Errorf("Head reported CRC64NVME %q, want %q", info.ChecksumCRC64NVME, want)
+	}
+}

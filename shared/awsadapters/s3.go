@@ -53,7 +53,7 @@ func notFound(err error) bool {
 
 // Head implements pipeline.ObjectReader.
 func (s *S3Objects) Head(ctx context.Context, key string) (pipeline.ObjectInfo, error) {
-	out, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &key})
+	out, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &key, ChecksumMode: s3types.ChecksumModeEnabled})
 	if err != nil {
 		if notFound(err) {
 			return pipeline.ObjectInfo{}, fmt.Errorf("awsadapters: head %s: %w", key, pipeline.ErrNotFound)
@@ -64,10 +64,16 @@ func (s *S3Objects) Head(ctx context.Context, key string) (pipeline.ObjectInfo, 
 	for k, v := range out.Metadata {
 		md[strings.ToLower(k)] = v
 	}
-	return pipeline.ObjectInfo{
+	info := pipeline.ObjectInfo{
 		Key: key, Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag),
 		LastModified: aws.ToTime(out.LastModified).UTC(), Metadata: md,
-	}, nil
+	}
+	// A composite checksum (of the parts' checksums) says nothing about the
+	// whole content; CRC64NVME is always full-object, but S3 says so too.
+	if out.ChecksumType == "" || out.ChecksumType == s3types.ChecksumTypeFullObject {
+		info.ChecksumCRC64NVME = aws.ToString(out.ChecksumCRC64NVME)
+	}
+	return info, nil
 }
 
 // OpenRange implements pipeline.ObjectReader with a ranged GetObject.

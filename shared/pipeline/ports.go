@@ -26,10 +26,14 @@ var (
 
 // ObjectInfo is what Head reports about a stored object.
 type ObjectInfo struct {
-	Key          string
-	Size         int64
-	ETag         string
-	LastModified time.Time
+	Key  string
+	Size int64
+	ETag string
+	// ChecksumCRC64NVME is S3's full-object CRC64NVME checksum (base64, as
+	// S3 reports it), empty when the store reports none. The SCP's
+	// multipart uploads carry it instead of sha256 metadata.
+	ChecksumCRC64NVME string
+	LastModified      time.Time
 	// Metadata is the object's user metadata with lowercase keys (the SCP
 	// writes calling-ae, called-ae, peer-addr, association-id, received-at,
 	// sop-class-uid, sop-instance-uid, transfer-syntax-uid, sha256,

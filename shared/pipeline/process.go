@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -124,10 +125,20 @@ func transactionOf(info ObjectInfo) transaction {
 		t.ReceivedAt = info.LastModified.UTC()
 	}
 	if t.SHA256 == "" {
-		// Without the SCP's checksum, the ETag identifies the content.
-		t.SHA256 = "etag-" + strings.Trim(info.ETag, `"`)
+		t.SHA256 = contentIDWithoutSHA256(info)
 	}
 	return t
+}
+
+// contentIDWithoutSHA256 identifies an object's content when the SCP
+// could not record its SHA-256 (multipart uploads: S3 fixes metadata
+// before the last byte is hashed): S3's verified full-object CRC64NVME as
+// "crc64nvme-<16 hex digits>", or else the ETag as "etag-<etag>".
+func contentIDWithoutSHA256(info ObjectInfo) string {
+	if b, err := base64.StdEncoding.DecodeString(info.ChecksumCRC64NVME); err == nil && len(b) == 8 {
+		return "crc64nvme-" + hex.EncodeToString(b)
+	}
+	return "etag-" + strings.Trim(info.ETag, `"`)
 }
 
 // ProcessObject validates, normalizes, indexes, audits and announces the

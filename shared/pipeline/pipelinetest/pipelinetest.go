@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -16,6 +18,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/minio/crc64nvme"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -80,7 +84,7 @@ func (o *Objects) Head(_ context.Context, key string) (pipeline.ObjectInfo, erro
 		return pipeline.ObjectInfo{}, fmt.Errorf("pipelinetest: head %s: %w", key, pipeline.ErrNotFound)
 	}
 	return pipeline.ObjectInfo{Key: key, Size: int64(len(ob.data)), ETag: ob.etag,
-		LastModified: ob.modified, Metadata: maps.Clone(ob.meta)}, nil
+		ChecksumCRC64NVME: crc64NVME(ob.data), LastModified: ob.modified, Metadata: maps.Clone(ob.meta)}, nil
 }
 
 // OpenRange implements pipeline.ObjectReader.
@@ -103,6 +107,12 @@ func (o *Objects) OpenRange(_ context.Context, key string, offset, length int64)
 	}
 	o.BytesServed += end - offset
 	return io.NopCloser(bytes.NewReader(ob.data[offset:end])), nil
+}
+
+// crc64NVME is the full-object checksum S3 reports for objects uploaded
+// with one, as the SCP's are.
+func crc64NVME(b []byte) string {
+	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, crc64nvme.Checksum(b)))
 }
 
 func etag(b []byte) string {

@@ -202,8 +202,11 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Amz-Meta-"+m, v)
 		}
 		w.Header().Set("Content-Length", strconv.FormatInt(o.Size, 10))
-		w.Header().Set("X-Amz-Checksum-Crc64nvme", o.CRC64)
-		w.Header().Set("X-Amz-Checksum-Type", "FULL_OBJECT")
+		if strings.EqualFold(r.Header.Get("X-Amz-Checksum-Mode"), "ENABLED") {
+			// As S3: checksums only for a request that asks for them.
+			w.Header().Set("X-Amz-Checksum-Crc64nvme", o.CRC64)
+			w.Header().Set("X-Amz-Checksum-Type", "FULL_OBJECT")
+		}
 	case r.Method == http.MethodPut && !q.Has("partNumber"):
 		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
 			_, _ = io.Copy(io.Discard, r.Body)
