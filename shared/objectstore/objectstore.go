@@ -48,7 +48,9 @@ type Stored struct {
 type Store interface {
 	Put(ctx context.Context, obj Object, part10 io.Reader) (Stored, error)
 	// PutRecord durably writes a small document (an association audit
-	// record) under key, which always starts with AuditPrefix.
+	// record) under key, which always starts with AuditPrefix. A record is
+	// never replaced: the same bytes again succeed (a retry), other bytes
+	// under an existing key fail.
 	PutRecord(ctx context.Context, key string, body []byte) error
 	// Ready reports whether the store can accept objects now; the SCP
 	// refuses new associations with "temporary congestion" while it cannot.

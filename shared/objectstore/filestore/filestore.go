@@ -347,7 +347,8 @@ func syncDir(dir string) error {
 }
 
 // PutRecord durably writes body at key (which must start with
-// objectstore.AuditPrefix), replacing any previous record atomically.
+// objectstore.AuditPrefix). It never replaces a record: writing the same
+// bytes again succeeds, other bytes under an existing key fail.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	if !strings.HasPrefix(key, objectstore.AuditPrefix) {
 		return fmt.Errorf("%w: record key %q outside %s", ErrInvalidKey, clip(key), objectstore.AuditPrefix)
@@ -364,7 +365,14 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 		return unavailable("put record", err)
 	}
 	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly once renamed
+	placed := false
+	defer func() {
+		if !placed {
+			if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Error("remove temporary file", "err", err)
+			}
+		}
+	}()
 	_, werr := f.Write(body)
 	if werr == nil {
 		werr = f.Sync()
@@ -378,8 +386,20 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	if err := s.mkdirAll(filepath.Dir(final)); err != nil {
 		return unavailable("put record: mkdir", err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return unavailable("put record: rename", err)
+	placed, err = placeNoReplace(tmp, final)
+	if err != nil {
+		return unavailable("put record: place", err)
+	}
+	if !placed {
+		sum := sha256.Sum256(body)
+		same, err := sameContent(final, int64(len(body)), hex.EncodeToString(sum[:]))
+		if err != nil {
+			return unavailable("put record: compare", err)
+		}
+		if !same {
+			return fmt.Errorf("filestore: put record %s: a different record already holds the key", key)
+		}
+		return nil
 	}
 	if err := syncDir(filepath.Dir(final)); err != nil {
 		return unavailable("put record: sync dir", err)

@@ -375,12 +375,19 @@ func TestPutRecord(t *testing.T) {
 			if b := readKey(t, s, tt.key); !bytes.Equal(b, body) {
 				t.Errorf("record = %q", b)
 			}
-			// Rewriting replaces it whole.
-			if err := s.PutRecord(context.Background(), tt.key, []byte("2")); err != nil {
-				t.Fatal(err)
+			// A retry with the same bytes succeeds; other bytes never
+			// replace the record, and leave no temporary file.
+			if err := s.PutRecord(context.Background(), tt.key, body); err != nil {
+				t.Errorf("same record again: %v", err)
 			}
-			if b := readKey(t, s, tt.key); string(b) != "2" {
-				t.Errorf("rewritten record = %q", b)
+			if err := s.PutRecord(context.Background(), tt.key, []byte("2")); err == nil {
+				t.Error("a different record replaced an existing one")
+			}
+			if b := readKey(t, s, tt.key); !bytes.Equal(b, body) {
+				t.Errorf("record after a refused rewrite = %q", b)
+			}
+			if d := cmp.Diff([]string{tt.key}, files(t, s.Root())); d != "" {
+				t.Errorf("files after the rewrites (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -25,7 +25,6 @@ func TestConformance(t *testing.T) {
 			b, _, err := srv.Object(prefix + key)
 			return b, err
 		},
-		Sizes:             []int64{0, 1000, 256 << 10, 256<<10 + 1, 1 << 20, 1<<20 + 1, partSize, partSize + 1, 2*partSize + 3},
-		RecordsCreateOnly: true,
+		Sizes: []int64{0, 1000, 256 << 10, 256<<10 + 1, 1 << 20, 1<<20 + 1, partSize, partSize + 1, 2*partSize + 3},
 	})
 }

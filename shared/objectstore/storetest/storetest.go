@@ -31,10 +31,6 @@ type Harness struct {
 	// backend's internal boundaries (S3 part size). Default: 0, 1 KiB,
 	// 1 MiB.
 	Sizes []int64
-	// RecordsCreateOnly asserts that PutRecord never replaces a record
-	// with different bytes (s3store); the contract leaves it open, and
-	// filestore replaces.
-	RecordsCreateOnly bool
 }
 
 // Run runs the suite.
@@ -237,13 +233,12 @@ func testPutRecord(t *testing.T, h Harness) {
 	if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
 		t.Errorf("record read back %q (%v)", b, err)
 	}
-	if h.RecordsCreateOnly {
-		if err := st.PutRecord(ctx, key, []byte(`{"event":"other"}`)); err == nil {
-			t.Error("a different record replaced an existing one")
-		}
-		if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
-			t.Errorf("record after a refused rewrite %q (%v)", b, err)
-		}
+	// The audit trail is append-only: a record is never replaced.
+	if err := st.PutRecord(ctx, key, []byte(`{"event":"other"}`)); err == nil {
+		t.Error("a different record replaced an existing one")
+	}
+	if b, err := h.Read(t, key); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("record after a refused rewrite %q (%v)", b, err)
 	}
 	if err := st.PutRecord(ctx, "incoming/x.json", body); err == nil {
 		t.Error("PutRecord outside audit/ accepted")
