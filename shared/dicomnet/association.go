@@ -576,10 +576,7 @@ func (a *association) readPDVHeader() (pdvHeader, error) {
 		return pdvHeader{}, a.protocolError(fmt.Errorf("dicomnet: %d bytes left in P-DATA-TF, too few for a PDV", a.pduLeft))
 	}
 	if _, err := io.ReadFull(a.br, a.hdr[:pdu.PDVHeaderLen]); err != nil {
-		rx := a.readErrEvent(err)
-		a.pending = &rx
-		a.inSync = false
-		return pdvHeader{}, rx.err
+		return pdvHeader{}, a.readFailed(err)
 	}
 	n := binary.BigEndian.Uint32(a.hdr[:])
 	if n < 2 || n > a.pduLeft-4 {
@@ -595,6 +592,15 @@ func (a *association) protocolError(err error) error {
 	a.inSync = false
 	a.pending = &rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: err}
 	return err
+}
+
+// readFailed stashes the event a failed read of the stream stands for
+// (timeout, closed connection, server abort) to process next, and returns
+// its error.
+func (a *association) readFailed(err error) error {
+	rx := a.readErrEvent(err)
+	a.pending, a.inSync = &rx, false
+	return rx.err
 }
 
 // onPData processes the PDVs of the P-DATA-TF whose header has just been read (DT-2).
@@ -619,8 +625,7 @@ func (a *association) onPData() {
 		start := len(a.cmdBuf)
 		a.cmdBuf = slices.Grow(a.cmdBuf, int(v.n))[:start+int(v.n)]
 		if _, err := io.ReadFull(a.br, a.cmdBuf[start:]); err != nil {
-			rx := a.readErrEvent(err)
-			a.pending, a.inSync = &rx, false
+			_ = a.readFailed(err) // stashed as the pending event
 			return
 		}
 		a.cmdOpen, a.cmdCtx = true, v.ctxID
@@ -817,9 +822,7 @@ func (d *datasetReader) Read(p []byte) (int, error) {
 	d.fragLeft -= uint32(n)
 	d.n += int64(n)
 	if err != nil {
-		rx := d.a.readErrEvent(err)
-		d.a.pending, d.a.inSync = &rx, false
-		d.err = fmt.Errorf("%w: %w", ErrIncomplete, rx.err)
+		d.err = fmt.Errorf("%w: %w", ErrIncomplete, d.a.readFailed(err))
 		return n, d.err
 	}
 	if d.fragLeft == 0 && d.last {
@@ -876,9 +879,7 @@ func (d *datasetReader) drain() error {
 			d.fragLeft -= uint32(n)
 			d.n += int64(n)
 			if err != nil {
-				rx := d.a.readErrEvent(err)
-				d.a.pending, d.a.inSync = &rx, false
-				d.err = fmt.Errorf("%w: %w", ErrIncomplete, rx.err)
+				d.err = fmt.Errorf("%w: %w", ErrIncomplete, d.a.readFailed(err))
 				break
 			}
 			continue
