@@ -2,7 +2,10 @@
 // encoding properties) and SOP classes, including the rule that decides whether a SOP class is a storage class.
 package dicomuid
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Well-known UIDs.
 const (
@@ -216,23 +219,32 @@ func Name(uid string) string {
 
 // ValidUID reports whether s is a syntactically valid UID per PS3.5 §9.1: 1–64 characters, dot-separated
 // components of digits, no leading zero in a multi-digit component, no empty component.
-func ValidUID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
+func ValidUID(s string) bool { return SyntaxError(s) == "" }
+
+// SyntaxError explains why s is not a valid UID (see ValidUID), for a person; "" for a valid UID. It does not
+// allocate for a valid one.
+func SyntaxError(s string) string {
+	switch {
+	case s == "":
+		return "empty"
+	case len(s) > 64:
+		return "longer than 64 characters"
 	}
-	compStart := 0
+	comp, start := 1, 0
 	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == '.' {
-			n := i - compStart
-			if n == 0 || (n > 1 && s[compStart] == '0') {
-				return false
+		if i < len(s) && s[i] != '.' {
+			if s[i] < '0' || s[i] > '9' {
+				return fmt.Sprintf("component %d has a character other than 0-9", comp)
 			}
-			compStart = i + 1
 			continue
 		}
-		if s[i] < '0' || s[i] > '9' {
-			return false
+		switch n := i - start; {
+		case n == 0:
+			return fmt.Sprintf("component %d is empty", comp)
+		case n > 1 && s[start] == '0':
+			return fmt.Sprintf("component %d has a leading zero", comp)
 		}
+		comp, start = comp+1, i+1
 	}
-	return true
+	return ""
 }

@@ -81,6 +81,20 @@ func TestValidUID(t *testing.T) {
 	}
 }
 
+func TestSyntaxError(t *testing.T) {
+	for uid, want := range map[string]string{
+		"1.2.840.10008.1.2": "", "0": "", "1.0.3": "", "2.25.183052315929864815389417092715962367371": "",
+		"": "empty", "1.02": "component 2 has a leading zero", "1..2": "component 2 is empty",
+		"1.2.": "component 3 is empty", ".1": "component 1 is empty", "1.2a": "component 2 has a character other than 0-9",
+		"1.2.3 ": "component 3 has a character other than 0-9",
+		"1.22222222222222222222222222222222222222222222222222222222222222222": "longer than 64 characters",
+	} {
+		if got := SyntaxError(uid); got != want {
+			t.Errorf("SyntaxError(%q) = %q, want %q", uid, got, want)
+		}
+	}
+}
+
 func TestName(t *testing.T) {
 	if Name(CTImageStorage) != "CT Image Storage" || Name(JPEGBaseline8Bit) == "" || Name(Verification) == "" || Name("1.2.3") != "" {
 		t.Error("names")

@@ -50,18 +50,6 @@ func TestCharsetDecode(t *testing.T) {
 	}
 }
 
-func TestUIDSyntaxError(t *testing.T) {
-	for uid, ok := range map[string]bool{
-		"1.2.840.10008.1.2": true, "0": true, "1.0.3": true, "2.25.183052315929864815389417092715962367371": true,
-		"": false, "1.02": false, "1..2": false, "1.2.": false, ".1": false, "1.2a": false, "1.2.3 ": false,
-		"1." + string(make([]byte, 0)) + "22222222222222222222222222222222222222222222222222222222222222222": false,
-	} {
-		if got := UIDSyntaxError(uid) == ""; got != ok {
-			t.Errorf("UIDSyntaxError(%q) valid=%v, want %v", uid, got, ok)
-		}
-	}
-}
-
 func TestISODateTime(t *testing.T) {
 	for in, want := range map[string]string{"20260115": "2026-01-15", "2026.01.15": "2026-01-15", "20261315": "", "2026": "", "": ""} {
 		got, _ := ISODate(in)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
 // Finding codes.
@@ -28,29 +30,6 @@ const (
 	CodeSourceAEMismatch    = "source-ae-mismatch"
 	CodeConflict            = "conflicting-resend"
 )
-
-// UIDSyntaxError explains why s is not a valid UID (PS3.5 9.1): at most 64
-// characters, components of digits separated by dots, no empty component,
-// no leading zero in a multi-digit component. It returns "" for a valid UID.
-func UIDSyntaxError(s string) string {
-	switch {
-	case s == "":
-		return "empty"
-	case len(s) > 64:
-		return "longer than 64 characters"
-	}
-	for i, c := range strings.Split(s, ".") {
-		switch {
-		case c == "":
-			return fmt.Sprintf("component %d is empty", i+1)
-		case !digits(c):
-			return fmt.Sprintf("component %d has a character other than 0-9", i+1)
-		case len(c) > 1 && c[0] == '0':
-			return fmt.Sprintf("component %d has a leading zero", i+1)
-		}
-	}
-	return ""
-}
 
 // inspection is everything validation and normalization learned from one
 // object's header.
@@ -167,13 +146,13 @@ func (in *inspection) check(complete bool) {
 			in.add(CodeMissingAttribute, SeverityError, t, "type 1 attribute missing or empty")
 			continue
 		}
-		if why := UIDSyntaxError(v); why != "" {
+		if why := dicomuid.SyntaxError(v); why != "" {
 			in.add(CodeUIDSyntax, SeverityError, t, "invalid UID: %s", why)
 		}
 	}
 	for t, v := range map[uint32]string{tagMediaSOPClass: mClass, tagMediaSOPInstance: mInst, tagTransferSyntax: h.TransferSyntax} {
 		if v != "" {
-			if why := UIDSyntaxError(v); why != "" {
+			if why := dicomuid.SyntaxError(v); why != "" {
 				in.add(CodeUIDSyntax, SeverityError, t, "invalid UID: %s", why)
 			}
 		}
