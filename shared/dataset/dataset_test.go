@@ -458,7 +458,8 @@ func TestEncodingOf(t *testing.T) {
 		{tsExplicit, Encoding{}, true},
 		{tsBig, Encoding{BigEndian: true}, true},
 		{tsDeflate, Encoding{Deflated: true}, true},
-		{"1.2.840.10008.1.2.4.95", Encoding{Deflated: true}, true},
+		{"1.2.840.10008.1.2.4.95", Encoding{Deflated: true}, true},  // JPIP Referenced Deflate
+		{"1.2.840.10008.1.2.4.205", Encoding{Deflated: true}, true}, // JPIP HTJ2K Referenced Deflate
 		{tsJPEG, Encoding{}, true},
 		{"1.2.840.10008.1.2.4.201", Encoding{}, true}, // HTJ2K
 		{"1.2.840.10008.1.2.5", Encoding{}, true},     // RLE

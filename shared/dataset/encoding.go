@@ -8,6 +8,8 @@
 // key can be chosen before the first byte is written.
 package dataset
 
+import "github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+
 // Encoding is how a transfer syntax encodes the dataset itself.
 type Encoding struct {
 	Implicit  bool // Implicit VR (otherwise Explicit VR)
@@ -16,20 +18,18 @@ type Encoding struct {
 }
 
 // EncodingOf returns the dataset encoding of a transfer syntax and whether
-// the UID is one this package knows. Every compressed (encapsulated)
-// transfer syntax encodes its dataset in Explicit VR Little Endian; so do
-// the standard syntaxes not listed here, and that is what an unknown
+// the UID is one this package knows. The encodings come from the
+// transfer syntax registry (dicomuid), the one table the network layer
+// negotiates with too. Every compressed (encapsulated) transfer syntax
+// encodes its dataset in Explicit VR Little Endian; so do the standard
+// syntaxes the registry does not list, and that is what an unknown
 // (private) UID gets, with known false: the Inspector then tells Implicit
 // from Explicit VR by the first element, as DCMTK does.
 func EncodingOf(transferSyntaxUID string) (enc Encoding, known bool) {
-	switch transferSyntaxUID {
-	case "1.2.840.10008.1.2": // Implicit VR Little Endian
-		return Encoding{Implicit: true}, true
-	case "1.2.840.10008.1.2.2": // Explicit VR Big Endian
-		return Encoding{BigEndian: true}, true
-	case "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
-		"1.2.840.10008.1.2.4.95": // JPIP Referenced Deflate
-		return Encoding{Deflated: true}, true
+	// Syntaxes that are not exchanged as stored objects (MIME, XML,
+	// real-time video) describe no dataset encoding of their own.
+	if ts, ok := dicomuid.LookupTransferSyntax(transferSyntaxUID); ok && ts.Storable {
+		return Encoding{Implicit: !ts.ExplicitVR, BigEndian: ts.BigEndian, Deflated: ts.Deflated}, true
 	}
 	if len(transferSyntaxUID) > len(standardTSRoot) && transferSyntaxUID[:len(standardTSRoot)] == standardTSRoot {
 		return Encoding{}, true
@@ -38,5 +38,5 @@ func EncodingOf(transferSyntaxUID string) (enc Encoding, known bool) {
 }
 
 // standardTSRoot prefixes every transfer syntax UID of the standard;
-// all those not special-cased above use Explicit VR Little Endian.
+// all those the registry does not describe use Explicit VR Little Endian.
 const standardTSRoot = "1.2.840.10008.1.2."

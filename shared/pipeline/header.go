@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 )
 
 // ErrNotPart10 marks an object that is not a DICOM Part 10 file.
@@ -17,14 +19,6 @@ var ErrNotPart10 = errors.New("pipeline: not a DICOM Part 10 file")
 
 // ErrMalformed marks a header that cannot be parsed.
 var ErrMalformed = errors.New("pipeline: malformed dataset")
-
-// Transfer syntaxes the header reader must know about.
-const (
-	tsImplicitLE = "1.2.840.10008.1.2"
-	tsExplicitLE = "1.2.840.10008.1.2.1"
-	tsDeflatedLE = "1.2.840.10008.1.2.1.99"
-	tsExplicitBE = "1.2.840.10008.1.2.2"
-)
 
 // Limits that keep a hostile header from costing much.
 const (
@@ -167,21 +161,20 @@ func readHeader(src source) (*header, error) {
 		ts = trimUID(e.Value)
 	}
 	h.TransferSyntax = ts
-	r := &reader{src: src, order: binary.LittleEndian}
-	switch ts {
-	case tsImplicitLE:
-		r.implicit = true
-	case tsExplicitBE:
-		r.order = binary.BigEndian
-	case tsDeflatedLE:
-		r.src = newStreamSource(flate.NewReader(sourceReader{src}))
-	case "":
+	if ts == "" {
 		return h, fmt.Errorf("%w: no transfer syntax in file meta", ErrMalformed)
-	default:
-		// Every other standard syntax (the compressed ones) encodes the
-		// dataset explicit VR little endian.
 	}
-	h.BigEndian, h.Implicit, h.Deflated = r.order == binary.BigEndian, r.implicit, ts == tsDeflatedLE
+	// Unknown (private) syntaxes read as explicit VR little endian, as do
+	// the compressed ones.
+	enc, _ := dataset.EncodingOf(ts)
+	r := &reader{src: src, order: binary.LittleEndian, implicit: enc.Implicit}
+	switch {
+	case enc.BigEndian:
+		r.order = binary.BigEndian
+	case enc.Deflated:
+		r.src = newStreamSource(flate.NewReader(sourceReader{src}))
+	}
+	h.BigEndian, h.Implicit, h.Deflated = enc.BigEndian, enc.Implicit, enc.Deflated
 	var last uint32
 	for {
 		_, err := r.src.Peek(1)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"io"
@@ -31,6 +32,14 @@ func (b *bytesReader) OpenRange(_ context.Context, _ string, off, n int64) (io.R
 	b.served += end - off
 	return io.NopCloser(bytes.NewReader(b.data[off:end])), nil
 }
+
+// Transfer syntaxes the tests build headers in.
+const (
+	tsImplicitLE = "1.2.840.10008.1.2"
+	tsExplicitLE = "1.2.840.10008.1.2.1"
+	tsDeflatedLE = "1.2.840.10008.1.2.1.99"
+	tsExplicitBE = "1.2.840.10008.1.2.2"
+)
 
 // part10 builds a minimal Part 10 file: meta with the transfer syntax,
 // then the dataset bytes as given.
@@ -66,6 +75,35 @@ func TestReadHeaderStopsAtPixelData(t *testing.T) {
 	}
 	if r.served > firstChunk {
 		t.Errorf("served %d bytes for a %d-byte header", r.served, len(data)-(8<<20))
+	}
+}
+
+// TestReadHeaderDeflatedSyntaxes reads a deflated dataset under each
+// transfer syntax that deflates it, JPIP's referenced-pixel ones included.
+func TestReadHeaderDeflatedSyntaxes(t *testing.T) {
+	// (0008,0060) CS "CT", deflated (RFC 1951).
+	var z bytes.Buffer
+	w, err := flate.NewWriter(&z, flate.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, ts := range []string{tsDeflatedLE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"} {
+		t.Run(ts, func(t *testing.T) {
+			data := part10(ts, z.Bytes())
+			h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: data}, "k", int64(len(data))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !h.Deflated || len(h.Data.Elements) != 1 || string(h.Data.Elements[0].Value) != "CT" {
+				t.Errorf("header = %+v, elements %+v", h, h.Data.Elements)
+			}
+		})
 	}
 }
 
