@@ -2,6 +2,8 @@ package dataset
 
 import (
 	"encoding/binary"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 // enc builds test datasets in a given encoding.
@@ -38,7 +40,7 @@ func (e enc) hdr(tag uint32, vr string, length uint32, val []byte) []byte {
 	switch {
 	case e.implicit:
 		b = e.order().AppendUint32(b, length)
-	case longVR(vr[0], vr[1]):
+	case part10.LongVR(vr[0], vr[1]):
 		b = append(b, vr[0], vr[1], 0, 0)
 		b = e.order().AppendUint32(b, length)
 	default:

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 // Errors recorded in Header.Err. None of them stops the bytes flowing.
@@ -229,7 +231,7 @@ func (p *parser) header() {
 			p.finish(fmt.Errorf("%w: element (%04X,%04X) has no VR", ErrMalformed, tag>>16, tag&0xFFFF))
 			return
 		}
-		if longVR(a, c) {
+		if part10.LongVR(a, c) {
 			if p.need == 8 {
 				p.need = 12
 				return
@@ -383,17 +385,6 @@ func isVR(a, b byte) bool {
 		'O'<<8 | 'F', 'O'<<8 | 'L', 'O'<<8 | 'V', 'O'<<8 | 'W', 'P'<<8 | 'N', 'S'<<8 | 'H', 'S'<<8 | 'L',
 		'S'<<8 | 'Q', 'S'<<8 | 'S', 'S'<<8 | 'T', 'S'<<8 | 'V', 'T'<<8 | 'M', 'U'<<8 | 'C', 'U'<<8 | 'I',
 		'U'<<8 | 'L', 'U'<<8 | 'N', 'U'<<8 | 'R', 'U'<<8 | 'S', 'U'<<8 | 'T', 'U'<<8 | 'V':
-		return true
-	}
-	return false
-}
-
-// longVR reports whether an Explicit VR element with this VR has 2 reserved
-// bytes and a 32-bit length (PS3.5 §7.1.2).
-func longVR(a, b byte) bool {
-	switch uint16(a)<<8 | uint16(b) {
-	case 'O'<<8 | 'B', 'O'<<8 | 'D', 'O'<<8 | 'F', 'O'<<8 | 'L', 'O'<<8 | 'V', 'O'<<8 | 'W',
-		'S'<<8 | 'Q', 'S'<<8 | 'V', 'U'<<8 | 'C', 'U'<<8 | 'N', 'U'<<8 | 'R', 'U'<<8 | 'T', 'U'<<8 | 'V':
 		return true
 	}
 	return false

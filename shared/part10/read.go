@@ -80,7 +80,7 @@ func ReadMeta(r *bufio.Reader) (Meta, error) {
 		}
 		var n int
 		hlen := 8
-		if longVR(vr0, vr1) {
+		if LongVR(vr0, vr1) {
 			if _, err := io.ReadFull(r, hdr[8:12]); err != nil {
 				return m, readErr(err)
 			}
@@ -154,9 +154,11 @@ func readErr(err error) error {
 	return fmt.Errorf("part10: read meta: %w", err)
 }
 
-// longVR reports whether an Explicit VR element with this VR has 2 reserved
-// bytes and a 32-bit length (PS3.5 §7.1.2).
-func longVR(a, b byte) bool {
+// LongVR reports whether an Explicit VR element with the VR a b has 2
+// reserved bytes and a 32-bit length (PS3.5 §7.1.2); the others have a
+// 16-bit length. The dataset inspector and the pipeline's header reader
+// use it too, so the rule lives in one place.
+func LongVR(a, b byte) bool {
 	switch uint16(a)<<8 | uint16(b) {
 	case 'O'<<8 | 'B', 'O'<<8 | 'D', 'O'<<8 | 'F', 'O'<<8 | 'L', 'O'<<8 | 'V', 'O'<<8 | 'W',
 		'S'<<8 | 'Q', 'S'<<8 | 'V', 'U'<<8 | 'C', 'U'<<8 | 'N', 'U'<<8 | 'R', 'U'<<8 | 'T', 'U'<<8 | 'V':

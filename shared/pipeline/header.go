@@ -12,6 +12,7 @@ import (
 	"github.com/suyashkumar/dicom/pkg/tag"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 // ErrNotPart10 marks an object that is not a DICOM Part 10 file.
@@ -112,15 +113,6 @@ var (
 
 func isPixelData(t uint32) bool {
 	return t == tagPixelData || t == tagFloatPixelData || t == tagDoublePixelData
-}
-
-// VRs with a 4-byte length in explicit VR encodings.
-func longVR(vr string) bool {
-	switch vr {
-	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
-		return true
-	}
-	return false
 }
 
 // readHeader parses a Part 10 stream up to Pixel Data.
@@ -228,7 +220,7 @@ func (r *reader) elementHeader() (t uint32, vr string, vl uint32, err error) {
 	if vr[0] < 'A' || vr[0] > 'Z' || vr[1] < 'A' || vr[1] > 'Z' {
 		return t, "", 0, fmt.Errorf("%w: invalid VR %q at %s", ErrMalformed, vr, tagString(t))
 	}
-	if longVR(vr) {
+	if part10.LongVR(vr[0], vr[1]) {
 		var l [4]byte
 		if err := r.src.ReadFull(l[:]); err != nil {
 			return t, vr, 0, err

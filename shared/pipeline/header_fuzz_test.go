@@ -41,9 +41,9 @@ const (
 	tsExplicitBE = "1.2.840.10008.1.2.2"
 )
 
-// part10 builds a minimal Part 10 file: meta with the transfer syntax,
+// part10File builds a minimal Part 10 file: meta with the transfer syntax,
 // then the dataset bytes as given.
-func part10(ts string, dataset []byte) []byte {
+func part10File(ts string, dataset []byte) []byte {
 	var out bytes.Buffer
 	out.Write(make([]byte, 128))
 	out.WriteString("DICM")
@@ -63,7 +63,7 @@ func TestReadHeaderStopsAtPixelData(t *testing.T) {
 	ds := []byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}
 	ds = append(ds, 0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0)
 	ds = binary.LittleEndian.AppendUint32(ds, 8<<20)
-	data := append(part10(tsExplicitLE, ds), make([]byte, 8<<20)...)
+	data := append(part10File(tsExplicitLE, ds), make([]byte, 8<<20)...)
 	r := &bytesReader{data: data}
 	src := newRangeSource(context.Background(), r, "k", int64(len(data)))
 	h, err := readHeader(src)
@@ -95,7 +95,7 @@ func TestReadHeaderDeflatedSyntaxes(t *testing.T) {
 	}
 	for _, ts := range []string{tsDeflatedLE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"} {
 		t.Run(ts, func(t *testing.T) {
-			data := part10(ts, z.Bytes())
+			data := part10File(ts, z.Bytes())
 			h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: data}, "k", int64(len(data))))
 			if err != nil {
 				t.Fatal(err)
@@ -109,15 +109,15 @@ func TestReadHeaderDeflatedSyntaxes(t *testing.T) {
 
 func FuzzReadHeader(f *testing.F) {
 	ds := []byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}
-	f.Add(part10(tsExplicitLE, ds), uint8(0))
-	f.Add(part10(tsImplicitLE, []byte{0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, 'C', 'T'}), uint8(1))
+	f.Add(part10File(tsExplicitLE, ds), uint8(0))
+	f.Add(part10File(tsImplicitLE, []byte{0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, 'C', 'T'}), uint8(1))
 	// A sequence of undefined length with one item.
 	sq := []byte{0x08, 0x00, 0x40, 0x11, 'S', 'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
 		0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF, 0x08, 0x00, 0x50, 0x11, 'U', 'I', 2, 0, '1', 0,
 		0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0}
-	f.Add(part10(tsExplicitLE, sq), uint8(2))
-	f.Add(part10(tsExplicitBE, nil), uint8(3))
-	f.Add(part10(tsDeflatedLE, []byte{0x63, 0x60, 0x00, 0x00}), uint8(4))
+	f.Add(part10File(tsExplicitLE, sq), uint8(2))
+	f.Add(part10File(tsExplicitBE, nil), uint8(3))
+	f.Add(part10File(tsDeflatedLE, []byte{0x63, 0x60, 0x00, 0x00}), uint8(4))
 	f.Fuzz(func(t *testing.T, data []byte, _ uint8) {
 		r := &bytesReader{data: data}
 		src := newRangeSource(context.Background(), r, "k", int64(len(data)))
