@@ -170,9 +170,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 			f.Close()
 		}
 		if !placed {
-			if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Error("remove temporary file", "err", err)
-			}
+			s.removeTemp(tmp)
 		}
 	}()
 
@@ -236,6 +234,14 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 		st.Key, st.Conflict = objectstore.ConflictKey(key, sum), true
 		final = filepath.Join(s.root, filepath.FromSlash(st.Key))
+	}
+}
+
+// removeTemp removes a temporary file that was not placed, logging a
+// failure (New removes what is left at the next start).
+func (s *Store) removeTemp(tmp string) {
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("remove temporary file", "err", err)
 	}
 }
 
@@ -368,9 +374,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	placed := false
 	defer func() {
 		if !placed {
-			if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				s.log.Error("remove temporary file", "err", err)
-			}
+			s.removeTemp(tmp)
 		}
 	}()
 	_, werr := f.Write(body)
