@@ -287,7 +287,7 @@ func (s *Server) complete(w http.ResponseWriter, r *http.Request, bucket, key st
 	defer s.mu.Unlock()
 	if r.Header.Get("If-None-Match") == "*" {
 		if _, err := s.Backend.HeadObject(bucket, key); err == nil {
-			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			writePreconditionFailed(w)
 			return
 		}
 	}
@@ -350,6 +350,12 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/xml")
 	w.WriteHeader(status)
 	_, _ = fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
+}
+
+// writePreconditionFailed answers a conditional write (If-None-Match: *)
+// whose key is taken, as S3 does.
+func writePreconditionFailed(w http.ResponseWriter) {
+	writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 }
 
 // Close stops the server; requests then fail with refused connections.

@@ -210,7 +210,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.Method == http.MethodPut && !q.Has("partNumber"):
 		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
 			_, _ = io.Copy(io.Discard, r.Body)
-			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			writePreconditionFailed(w)
 			return
 		}
 		sha := k.newSHA()
@@ -225,7 +225,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
 			// Another request created the key while this body arrived.
-			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			writePreconditionFailed(w)
 			return
 		}
 		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small}
@@ -271,7 +271,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
-			writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
+			writePreconditionFailed(w)
 			return
 		}
 		if want := r.Header.Get("X-Amz-Checksum-Crc64nvme"); want != crcnvme.Encode(u.crc) {
