@@ -3,6 +3,11 @@
 // fsynced, moved into place without ever replacing a file, directory
 // fsynced) before Put returns. It backs scp-task's local mode.
 //
+// Where the filesystem takes it (Linux; see Store.DirectIO), objects are
+// written with direct I/O from a pooled 1 MiB ring, on a goroutine of
+// their own while the rest of the object arrives, so that the fsync ending
+// every Put has little left to do; elsewhere through the page cache.
+//
 // Layout: objects and records live under root by key; temporary files live
 // in root/.tmp and are removed by New after a crash, so a root belongs to
 // one process at a time (another process's in-flight Put would fail, never
@@ -43,6 +48,11 @@ type Store struct {
 	log     *slog.Logger
 	minFree uint64
 	bufs    sync.Pool
+	// direct is set when the filesystem takes direct I/O (probed by New);
+	// directBufs holds rings aligned for it.
+	direct     bool
+	directBufs sync.Pool
+	buffered   bool // WithBufferedWrites
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -74,6 +84,10 @@ func WithLogger(l *slog.Logger) Option {
 // check; it costs one statfs call per Ready.
 func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
 
+// WithBufferedWrites writes objects through the page cache even where the
+// filesystem takes direct I/O (see DirectIO).
+func WithBufferedWrites() Option { return func(s *Store) { s.buffered = true } }
+
 // New opens (creating if needed) a store rooted at root and removes the
 // temporary files a crash may have left.
 func New(root string, opts ...Option) (*Store, error) {
@@ -89,6 +103,7 @@ func New(root string, opts ...Option) (*Store, error) {
 		o(s)
 	}
 	s.bufs.New = func() any { b := make([]byte, ringSize); return &b }
+	s.directBufs.New = func() any { b := alignedRing(); return &b }
 	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
@@ -106,8 +121,23 @@ func New(root string, opts ...Option) (*Store, error) {
 	if removed > 0 {
 		s.log.Warn("removed temporary files left by an interrupted write", "count", removed)
 	}
+	if !s.buffered {
+		if s.direct, err = probeDirect(s.tmp); err != nil {
+			return nil, fmt.Errorf("filestore: new: probe direct I/O: %w", err)
+		}
+		if !s.direct {
+			s.log.Info("the store's filesystem does not take direct I/O: objects are written through the page cache")
+		}
+	}
 	return s, nil
 }
+
+// DirectIO reports whether objects are written with direct I/O: their
+// bytes go to the disk while the rest of the object still arrives, by a
+// goroutine of their own, instead of waiting in the page cache for the
+// fsync. New turns it on where the filesystem allows it on Linux, unless
+// WithBufferedWrites.
+func (s *Store) DirectIO() bool { return s.direct }
 
 // Root returns the absolute root directory.
 func (s *Store) Root() string { return s.root }
@@ -159,43 +189,16 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
-	f, err := s.createTemp("put-*")
+	tmp, size, sum, err := s.writeTemp(ctx, part10)
 	if err != nil {
-		return objectstore.Stored{}, unavailable("put", err)
+		return objectstore.Stored{}, err
 	}
-	tmp := f.Name()
 	placed := false
 	defer func() {
-		if f != nil {
-			f.Close()
-		}
 		if !placed {
 			s.removeTemp(tmp)
 		}
 	}()
-
-	// The SHA-256 is taken on another goroutine while the bytes arrive and
-	// while the file is fsync'd, rather than in line with either.
-	// The ring buffer stays ours until the hash is done with it.
-	ring := s.bufs.Get().(*[]byte)
-	h := digest.Start(sha256.New())
-	defer func() {
-		h.Stop()
-		s.bufs.Put(ring)
-	}()
-	size, err := s.copy(ctx, f, h, *ring, part10)
-	if err != nil {
-		return objectstore.Stored{}, err
-	}
-	if err := f.Sync(); err != nil {
-		return objectstore.Stored{}, unavailable("put: sync", err)
-	}
-	sum := hex.EncodeToString(h.Sum())
-	err = f.Close()
-	f = nil
-	if err != nil {
-		return objectstore.Stored{}, unavailable("put: close", err)
-	}
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
@@ -243,6 +246,59 @@ func (s *Store) removeTemp(tmp string) {
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Error("remove temporary file", "err", err)
 	}
+}
+
+// writeTemp streams r into a new, fsynced temporary file and returns its
+// name, size and SHA-256; on error nothing is left. It writes with direct
+// I/O where the filesystem allows it, through the page cache elsewhere.
+func (s *Store) writeTemp(ctx context.Context, r io.Reader) (string, int64, string, error) {
+	if s.direct {
+		return s.writeTempDirect(ctx, r)
+	}
+	return s.writeTempBuffered(ctx, r)
+}
+
+// writeTempBuffered is writeTemp through the page cache.
+func (s *Store) writeTempBuffered(ctx context.Context, r io.Reader) (tmp string, size int64, sum string, err error) {
+	f, err := s.createTemp("put-*")
+	if err != nil {
+		return "", 0, "", unavailable("put", err)
+	}
+	tmp = f.Name()
+	defer func() {
+		if f != nil {
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = unavailable("put: close", cerr)
+			}
+		}
+		if err != nil {
+			s.removeTemp(tmp)
+		}
+	}()
+
+	// The SHA-256 is taken on another goroutine while the bytes arrive and
+	// while the file is fsync'd, rather than in line with either.
+	// The ring buffer stays ours until the hash is done with it.
+	ring := s.bufs.Get().(*[]byte)
+	h := digest.Start(sha256.New())
+	defer func() {
+		h.Stop()
+		s.bufs.Put(ring)
+	}()
+	size, err = s.copy(ctx, f, h, *ring, r)
+	if err != nil {
+		return tmp, 0, "", err
+	}
+	if err := f.Sync(); err != nil {
+		return tmp, 0, "", unavailable("put: sync", err)
+	}
+	sum = hex.EncodeToString(h.Sum())
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return tmp, 0, "", unavailable("put: close", err)
+	}
+	return tmp, size, sum, nil
 }
 
 // createTemp creates a temporary file, recreating the temporary directory

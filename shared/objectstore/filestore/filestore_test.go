@@ -31,13 +31,23 @@ func object(sop string) objectstore.Object {
 		CallingAE: "SCU", ReceivedAt: at}
 }
 
-func newStore(t testing.TB) *Store {
+func newStore(t testing.TB, opts ...Option) *Store {
 	t.Helper()
-	s, err := New(t.TempDir())
+	s, err := New(t.TempDir(), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// writeModes are the store's two ways of writing an object; tests of the
+// write path run under both.
+var writeModes = []struct {
+	name string
+	opts []Option
+}{
+	{"default", nil},
+	{"buffered", []Option{WithBufferedWrites()}},
 }
 
 func sum(b []byte) string {
@@ -230,30 +240,41 @@ func TestPutFailureLeavesNothing(t *testing.T) {
 		{"empty SOP UID", object(""), context.Background,
 			func(context.CancelFunc) io.Reader { return bytes.NewReader(body) }, objectstore.ErrUnsafeUID},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			if tt.ctx != nil {
-				ctx = tt.ctx()
-			}
-			_, err := s.Put(ctx, tt.obj, tt.reader(cancel))
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("Put error = %v, want %v", err, tt.wantErr)
-			}
-			if errors.Is(err, objectstore.ErrUnavailable) {
-				t.Errorf("error %v marked unavailable; the store is fine", err)
-			}
-			if f := files(t, s.Root()); len(f) != 0 {
-				t.Errorf("files left behind: %v", f)
-			}
-		})
+	for _, mode := range writeModes {
+		for _, tt := range tests {
+			t.Run(mode.name+"/"+tt.name, func(t *testing.T) {
+				testPutFailure(t, newStore(t, mode.opts...), tt.obj, tt.ctx, tt.reader, tt.wantErr)
+			})
+		}
+	}
+}
+
+func testPutFailure(t *testing.T, s *Store, obj objectstore.Object, newCtx func() context.Context,
+	reader func(context.CancelFunc) io.Reader, wantErr error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if newCtx != nil {
+		ctx = newCtx()
+	}
+	_, err := s.Put(ctx, obj, reader(cancel))
+	if !errors.Is(err, wantErr) {
+		t.Fatalf("Put error = %v, want %v", err, wantErr)
+	}
+	if errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("error %v marked unavailable; the store is fine", err)
+	}
+	if f := files(t, s.Root()); len(f) != 0 {
+		t.Errorf("files left behind: %v", f)
 	}
 }
 
 func TestPutUnavailable(t *testing.T) {
-	s := newStore(t)
+	for _, mode := range writeModes {
+		t.Run(mode.name, func(t *testing.T) { testPutUnavailable(t, newStore(t, mode.opts...)) })
+	}
+}
+
+func testPutUnavailable(t *testing.T, s *Store) {
 	// The temporary directory replaced by a file: every write fails.
 	if err := os.RemoveAll(filepath.Join(s.Root(), TempDir)); err != nil {
 		t.Fatal(err)
