@@ -1,27 +1,44 @@
-"""Turns the load generator's JSON lines (label "<receiver> <scenario>") into the README's table."""
-import json, sys
+"""Turns the load generator's JSON lines (label "<receiver> <scenario>", one
+per receiver, scenario and round) into the README's table: medians over the
+rounds, and the range of the per-round ratios."""
+import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-by, scenarios = {}, []
+runs, scenarios = {}, []
 for r in rows:
     kind, scenario = r["label"].split(" ", 1)
-    by[(kind, scenario)] = r
+    runs.setdefault((kind, scenario), []).append(r)
     if scenario not in scenarios:
         scenarios.append(scenario)
+rounds = max((len(v) for v in runs.values()), default=0)
 
-def cell(r):
-    return "%.0f / %.0f" % (r["instancesPerSecond"], r["megabytesPerSecond"]) if r else "n/a"
+def median(kind, s, field):
+    rs = runs.get((kind, s))
+    return statistics.median(r[field] for r in rs) if rs else None
 
-def ratio(a, b):
-    return "%.2f" % (a["megabytesPerSecond"] / b["megabytesPerSecond"]) if a and b and b["megabytesPerSecond"] else "n/a"
+def cell(kind, s):
+    i, mb = median(kind, s, "instancesPerSecond"), median(kind, s, "megabytesPerSecond")
+    return "%.0f / %.0f" % (i, mb) if i is not None else "n/a"
 
-print("instances/s / MB/s; ratios by throughput")
+def ratio(a, b, s):
+    """Median ratio of a's to b's MB/s, with the range over the rounds."""
+    ra, rb = runs.get((a, s)), runs.get((b, s))
+    if not ra or not rb:
+        return "n/a"
+    per = [x["megabytesPerSecond"] / y["megabytesPerSecond"] for x, y in zip(ra, rb) if y["megabytesPerSecond"]]
+    if not per:
+        return "n/a"
+    if len(per) == 1:
+        return "%.2f" % per[0]
+    return "%.2f (%.2f–%.2f)" % (statistics.median(per), min(per), max(per))
+
+print("instances/s / MB/s, medians of %d round(s); ratios by throughput, median (range) of the rounds' ratios" % rounds)
 print()
 print("| scenario | scp-task, file store (fsync) | scp-task, S3 store → sink | scp-task, S3 store → gofakes3 | DCMTK storescp --fork | file ÷ storescp | S3 sink ÷ file |")
 print("|---|---|---|---|---|---|---|")
 for s in scenarios:
-    f, sink, emu, d = (by.get((k, s)) for k in ("file", "s3-sink", "s3-emulator", "storescp"))
-    print("| %s | %s | %s | %s | %s | %s | %s |" % (s, cell(f), cell(sink), cell(emu), cell(d), ratio(f, d), ratio(sink, f)))
+    print("| %s | %s | %s | %s | %s | %s | %s |" % (s, cell("file", s), cell("s3-sink", s), cell("s3-emulator", s),
+                                               cell("storescp", s), ratio("file", "storescp", s), ratio("s3-sink", "file", s)))
 for r in rows:
     if r.get("failed"):
         print("\nFAILED in %s: %d (%s)" % (r["label"], r["failed"], r.get("firstError", "")))

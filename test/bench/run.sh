@@ -3,19 +3,26 @@
 # local S3 emulator and on a checksum-verifying S3 sink) and against DCMTK's
 # storescp --fork, on the same machine, corpus and run; prints a table with
 # the ratios. Every scenario starts its SCP on an empty store, so no send is
-# measured as a duplicate of an earlier one.
+# measured as a duplicate of an earlier one. Stores are new directories and
+# are removed only at the end (~3.5 GB in /var/tmp per round at scale 1): on ext4
+# without a journal, creating files right after thousands were deleted
+# costs a scan of the recently deleted inodes on every create, which
+# slowed whichever receiver ran next by up to a third.
 #
 #   CORPUS_DIR  where the corpus is (built by test/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
 #   BENCH_OUT   results directory (default test/artifacts/bench)
+#   ROUNDS      rounds of every scenario and receiver (default 3)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TCP_NODELAY=1
 export CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
 OUT=${BENCH_OUT:-test/artifacts/bench}
+ROUNDS=${ROUNDS:-3}
 mkdir -p "$OUT" bin
 WORK=$(mktemp -d /var/tmp/dicom-bench-XXXXXX)
 pids=()
+scenario=0
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
@@ -42,14 +49,15 @@ load() {
 
 # target KIND: starts a fresh receiver of that kind, sets P (DICOM port) and RPID
 target() {
-  local kind=$1 store
-  rm -rf "$WORK/store" && mkdir -p "$WORK/store"
+  local kind=$1 store storedir
+  scenario=$((scenario + 1)); storedir="$WORK/store-$scenario"
+  mkdir -p "$storedir"
   P=$(port)
   case $kind in
     storescp)
-      storescp --fork -aet REMOTE_AE -od "$WORK/store" -uf "$P" > "$OUT/storescp.log" 2>&1 & RPID=$!; pids+=($RPID)
+      storescp --fork -aet REMOTE_AE -od "$storedir" -uf "$P" > "$OUT/storescp.log" 2>&1 & RPID=$!; pids+=($RPID)
       wait_port "$P"; return ;;
-    file) store="file://$WORK/store"; extra=() ;;
+    file) store="file://$storedir"; extra=() ;;
     s3-emulator|s3-sink)
       S3P=$(port)
       bin/bench-s3 -listen 127.0.0.1:$S3P -mode "${kind#s3-}" 2>> "$OUT/s3.log" & S3PID=$!; pids+=($S3PID); wait_port "$S3P"
@@ -65,14 +73,19 @@ untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; }
 : > "$OUT/results.jsonl"; : > "$OUT/rss.txt"
 kinds=(file s3-sink s3-emulator)
 command -v storescp >/dev/null && kinds+=(storescp)
-for kind in "${kinds[@]}"; do
-  echo "== $kind"
+# Receivers take turns scenario by scenario, round after round, so that
+# each ratio compares runs minutes apart at most on a machine whose speed
+# drifts; the report gives medians over the rounds.
+for round in $(seq "$ROUNDS"); do
   for sc in "CT x1:1:ct" "CT x8:8:ct" "MR x1:1:mr" "MR x4:4:mr" "MR x8:8:mr" "big x1:1:big"; do
     IFS=: read -r name n dir <<<"$sc"
-    target "$kind"
-    load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
-    [ "$kind" != storescp ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
-    untarget
+    echo "== round $round/$ROUNDS: $name"
+    for kind in "${kinds[@]}"; do
+      target "$kind"
+      load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
+      [ "$kind" != storescp ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
+      untarget
+    done
   done
 done
 
