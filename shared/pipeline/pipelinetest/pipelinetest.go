@@ -36,6 +36,7 @@ type Objects struct {
 
 type object struct {
 	etag     string
+	crc64    string // S3's full-object CRC64NVME, computed once as S3 stores it
 	data     []byte
 	meta     map[string]string
 	ctype    string
@@ -54,7 +55,7 @@ func NewObjects() *Objects { return &Objects{objects: map[string]object{}} }
 func (o *Objects) Add(key string, data []byte, meta map[string]string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.objects[key] = object{data: data, etag: etag(data), meta: maps.Clone(meta), modified: time.Now().UTC()}
+	o.objects[key] = object{data: data, etag: etag(data), crc64: crc64NVME(data), meta: maps.Clone(meta), modified: time.Now().UTC()}
 }
 
 // Get returns an object's bytes and metadata.
@@ -84,7 +85,7 @@ func (o *Objects) Head(_ context.Context, key string) (pipeline.ObjectInfo, erro
 		return pipeline.ObjectInfo{}, fmt.Errorf("pipelinetest: head %s: %w", key, pipeline.ErrNotFound)
 	}
 	return pipeline.ObjectInfo{Key: key, Size: int64(len(ob.data)), ETag: ob.etag,
-		ChecksumCRC64NVME: crc64NVME(ob.data), LastModified: ob.modified, Metadata: maps.Clone(ob.meta)}, nil
+		ChecksumCRC64NVME: ob.crc64, LastModified: ob.modified, Metadata: maps.Clone(ob.meta)}, nil
 }
 
 // OpenRange implements pipeline.ObjectReader.
@@ -124,7 +125,7 @@ func etag(b []byte) string {
 func (o *Objects) Put(_ context.Context, key string, body []byte, contentType string, metadata map[string]string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.objects[key] = object{data: bytes.Clone(body), etag: etag(body), meta: maps.Clone(metadata), ctype: contentType, modified: time.Now().UTC()}
+	o.objects[key] = object{data: bytes.Clone(body), etag: etag(body), crc64: crc64NVME(body), meta: maps.Clone(metadata), ctype: contentType, modified: time.Now().UTC()}
 	return nil
 }
 
@@ -141,7 +142,7 @@ func (o *Objects) Copy(_ context.Context, src, dst string, metadata map[string]s
 		meta = map[string]string{}
 	}
 	maps.Copy(meta, metadata)
-	o.objects[dst] = object{data: ob.data, etag: ob.etag, meta: meta, ctype: ob.ctype, modified: time.Now().UTC()}
+	o.objects[dst] = object{data: ob.data, etag: ob.etag, crc64: ob.crc64, meta: meta, ctype: ob.ctype, modified: time.Now().UTC()}
 	return nil
 }
 
