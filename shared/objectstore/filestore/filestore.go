@@ -215,7 +215,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 		if ok {
 			placed = true
-			if err := syncDir(filepath.Dir(final)); err != nil {
+			if err := s.syncPlaced(final); err != nil {
 				// The object is in place but maybe not durable: fail so
 				// the sender retries (it will be a duplicate).
 				return objectstore.Stored{}, unavailable("put: sync dir", err)
@@ -399,7 +399,21 @@ func (s *Store) mkdirAll(dir string) error {
 	return syncDir(parent)
 }
 
-func syncDir(dir string) error {
+// syncPlaced fsyncs both directories the move of a temporary file to
+// final changed: final's, so that the file survives a crash, and the
+// temporary directory, so that the temporary name does not. A filesystem
+// that does not order its metadata (ext4 without a journal) could
+// otherwise come back with both names on one inode and a link count of
+// 1, and New's removal of the temporary name would free the stored file.
+func (s *Store) syncPlaced(final string) error {
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	return syncDir(s.tmp)
+}
+
+// syncDir fsyncs a directory (a variable so tests can see the calls).
+var syncDir = func(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
@@ -461,7 +475,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 		}
 		return nil
 	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
+	if err := s.syncPlaced(final); err != nil {
 		return unavailable("put record: sync dir", err)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -532,4 +533,40 @@ func BenchmarkPutParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestPlacingSyncsBothDirectories: after moving a temporary file into
+// place, Put and PutRecord fsync the destination directory and the
+// temporary one (see syncPlaced), before they return.
+func TestPlacingSyncsBothDirectories(t *testing.T) {
+	s := newStore(t)
+	var synced []string
+	orig := syncDir
+	syncDir = func(dir string) error { synced = append(synced, dir); return orig(dir) }
+	defer func() { syncDir = orig }()
+
+	st, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("object"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	final, err := s.Path(st.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(s.Root(), TempDir)
+	wantTail := []string{filepath.Dir(final), tmp}
+	if len(synced) < 2 || !slices.Equal(synced[len(synced)-2:], wantTail) {
+		t.Errorf("Put synced %v, want it to end with %v", synced, wantTail)
+	}
+
+	synced = nil
+	key := objectstore.AuditPrefix + "2026/11/27/a.json"
+	if err := s.PutRecord(context.Background(), key, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := s.Path(key)
+	wantTail = []string{filepath.Dir(rec), tmp}
+	if len(synced) < 2 || !slices.Equal(synced[len(synced)-2:], wantTail) {
+		t.Errorf("PutRecord synced %v, want it to end with %v", synced, wantTail)
+	}
 }
