@@ -201,14 +201,29 @@ func (f *files) writeFile(key string, body io.Reader) error {
 		err = os.Rename(tmp, p)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
+		if rerr := os.Remove(tmp); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = errors.Join(err, rerr)
+		}
 		return fmt.Errorf("local: write %s: %w", key, err)
 	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+	if err := syncDirectory(dir); err != nil {
+		return fmt.Errorf("local: write %s: sync directory: %w", key, err)
 	}
 	return nil
+}
+
+// syncDirectory fsyncs dir, so that the entries just changed in it
+// survive a crash.
+func syncDirectory(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // txFiles is the pipeline's ObjectWriter for one unit of work: files are

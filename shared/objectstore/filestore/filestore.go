@@ -1,7 +1,7 @@
 // Package filestore is the filesystem objectstore.Store: each object is a
 // Part 10 file at <root>/<key>, made durable (written to a temporary file,
-// fsynced, moved into place without ever replacing a file, directory
-// fsynced) before Put returns. It backs scp-task's local mode.
+// fsynced, moved into place without ever replacing a file, both
+// directories fsynced) before Put returns. It backs scp-task's local mode.
 //
 // Where the filesystem takes it (Linux; see Store.DirectIO), objects are
 // written with direct I/O from a pooled 1 MiB ring, on a goroutine of
