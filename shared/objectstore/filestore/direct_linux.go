@@ -21,7 +21,7 @@ import (
 )
 
 // Direct I/O: the object's bytes go from the ring straight to the disk
-// while the rest of the object is still arriving, by a goroutine of their
+// while the rest of the object is still arriving, on a goroutine of their
 // own, so that at the end of the object only its last chunk, its final
 // block and the metadata are left for the fsync. With buffered writes the
 // whole object waits in the page cache for the fsync: on a disk writing
@@ -52,7 +52,7 @@ func alignedBuf(n int) []byte {
 
 // probeDirect reports whether files in dir take direct I/O with
 // directAlign alignment: it writes one block to a new file there.
-func probeDirect(dir string) (bool, error) {
+func probeDirect(dir string, log *slog.Logger) (ok bool, err error) {
 	fd, name, err := openDirectTemp(dir, "probe-")
 	if err != nil {
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
@@ -61,11 +61,13 @@ func probeDirect(dir string) (bool, error) {
 		return false, err
 	}
 	defer func() {
-		if err := os.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			slog.Default().Error("remove direct I/O probe file", "err", err)
+		if cerr := unix.Close(fd); cerr != nil && err == nil {
+			ok, err = false, fmt.Errorf("close probe file: %w", cerr)
+		}
+		if rerr := os.Remove(name); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			log.Error("remove direct I/O probe file", "err", rerr)
 		}
 	}()
-	defer unix.Close(fd)
 	var st unix.Statx_t
 	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_DIOALIGN, &st); err == nil && st.Mask&unix.STATX_DIOALIGN != 0 {
 		if st.Dio_offset_align == 0 || directAlign%st.Dio_offset_align != 0 || directAlign%st.Dio_mem_align != 0 {
@@ -118,30 +120,36 @@ func startChunkWriter(fd int, depth int) *chunkWriter {
 
 func (w *chunkWriter) run() {
 	defer close(w.done)
-	var failed error
-	for j := range w.jobs {
-		// Merge the queued chunks that follow this one on disk and in
-		// memory into one write.
+	var failed error   // once a write fails, every later job reports it
+	var held *writeJob // taken while merging, but not next to the write
+	for {
+		var j writeJob
+		if held != nil {
+			j, held = *held, nil
+		} else {
+			var ok bool
+			if j, ok = <-w.jobs; !ok {
+				return
+			}
+		}
+		// Merge the queued chunks that follow j on disk and in memory.
 		n := 1
+	merge:
 		for len(j.p) < directMaxWrite {
-			var next writeJob
 			select {
-			case next = <-w.jobs:
-			default:
-			}
-			if next.p == nil {
-				break
-			}
-			if contiguous(j, next) {
+			case next, ok := <-w.jobs:
+				if !ok {
+					break merge
+				}
+				if !contiguous(j, next) {
+					held = &next
+					break merge
+				}
 				j.p = j.p[:len(j.p)+len(next.p)]
 				n++
-				continue
+			default:
+				break merge
 			}
-			if failed == nil {
-				failed = pwriteAll(w.fd, j.p, j.off)
-			}
-			w.report(n, failed)
-			j, n = next, 1
 		}
 		if failed == nil {
 			failed = pwriteAll(w.fd, j.p, j.off)

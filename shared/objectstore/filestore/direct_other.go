@@ -6,11 +6,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 )
 
 // Direct I/O is implemented for Linux only: elsewhere objects are written
 // through the page cache.
-func probeDirect(string) (bool, error) { return false, nil }
+func probeDirect(string, *slog.Logger) (bool, error) { return false, nil }
 
 func alignedRing() []byte { return nil }
 

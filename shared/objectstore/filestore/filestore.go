@@ -122,7 +122,7 @@ func New(root string, opts ...Option) (*Store, error) {
 		s.log.Warn("removed temporary files left by an interrupted write", "count", removed)
 	}
 	if !s.buffered {
-		if s.direct, err = probeDirect(s.tmp); err != nil {
+		if s.direct, err = probeDirect(s.tmp, s.log); err != nil {
 			return nil, fmt.Errorf("filestore: new: probe direct I/O: %w", err)
 		}
 		if !s.direct {
@@ -133,7 +133,7 @@ func New(root string, opts ...Option) (*Store, error) {
 }
 
 // DirectIO reports whether objects are written with direct I/O: their
-// bytes go to the disk while the rest of the object still arrives, by a
+// bytes go to the disk while the rest of the object still arrives, on a
 // goroutine of their own, instead of waiting in the page cache for the
 // fsync. New turns it on where the filesystem allows it on Linux, unless
 // WithBufferedWrites.
