@@ -4,7 +4,7 @@
 # storescp --fork, on the same machine, corpus and run; prints a table with
 # the ratios. Every scenario starts its SCP on an empty store, so no send is
 # measured as a duplicate of an earlier one. Stores are new directories and
-# are removed only at the end (~3.5 GB in /var/tmp per round at scale 1): on ext4
+# are removed only at the end (~2.7 GB in /var/tmp per round at scale 1): on ext4
 # without a journal, creating files right after thousands were deleted
 # costs a scan of the recently deleted inodes on every create, which
 # slowed whichever receiver ran next by up to a third.
