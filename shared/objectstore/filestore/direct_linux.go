@@ -74,13 +74,31 @@ func probeDirect(dir string, log *slog.Logger) (ok bool, err error) {
 			return false, nil
 		}
 	}
+	// What a Put does: whole blocks direct, then the last partial block
+	// through the page cache.
 	if err := pwriteAll(fd, alignedBuf(directAlign), directAlign); err != nil {
 		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
 			return false, nil
 		}
 		return false, err
 	}
+	if err := leaveDirect(fd); err != nil {
+		return false, nil
+	}
+	if err := pwriteAll(fd, []byte{1}, 2*directAlign); err != nil {
+		return false, err
+	}
 	return true, nil
+}
+
+// leaveDirect turns direct I/O off for fd, for the object's last, partial
+// block.
+func leaveDirect(fd int) error {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags&^unix.O_DIRECT)
+	}
+	return err
 }
 
 // openDirectTemp creates a new file in dir opened for direct I/O.
@@ -267,11 +285,7 @@ func (s *Store) writeTempDirect(ctx context.Context, r io.Reader) (tmp string, s
 		}
 		size = off + int64(n)
 		if whole < n {
-			flags, ferr := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-			if ferr == nil {
-				_, ferr = unix.FcntlInt(uintptr(fd), unix.F_SETFL, flags&^unix.O_DIRECT)
-			}
-			if ferr != nil {
+			if ferr := leaveDirect(fd); ferr != nil {
 				return tmp, 0, "", unavailable("put: leave direct I/O", ferr)
 			}
 			if werr := pwriteAll(fd, c[whole:n], off+int64(whole)); werr != nil {
