@@ -128,7 +128,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		// so an object of exactly PartSize is still one PutObject.
 		next := s.partBuf()
 		defer s.putBuf(next)
-		defer hr.stop()
+		defer hr.stop() // again, so it also runs before next is released
 		m, perr := io.ReadFull(hr, *next.b)
 		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
 			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)

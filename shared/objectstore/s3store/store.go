@@ -52,11 +52,11 @@ type Store struct {
 	client  Client
 	log     *slog.Logger
 	metrics *metrics
-	// bufs[i] pools *[]byte of bufSizes[i]. Objects are read into the
-	// small classes first, so the many small images never touch (or,
-	// after a GC emptied the pool, allocate and zero) a part-sized buffer.
-	bufs     [len(smallBufSizes) + 1]sync.Pool
-	bufSizes [len(smallBufSizes) + 1]int
+	// bufs[i] pools *[]byte of smallBufSizes[i], the last one of
+	// PartSize. Objects are read into the small classes first, so the many
+	// small images never touch (or, after a GC emptied the pool, allocate
+	// and zero) a part-sized buffer.
+	bufs [len(smallBufSizes) + 1]sync.Pool
 
 	readyMu    sync.Mutex
 	readyUntil time.Time // the cached answer holds until then
@@ -117,7 +117,6 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		if i < len(smallBufSizes) {
 			size = smallBufSizes[i]
 		}
-		s.bufSizes[i] = size
 		s.bufs[i].New = func() any { b := make([]byte, size); return &b }
 	}
 	return s, nil
