@@ -124,8 +124,7 @@ type IndexStore interface {
 // EventLedger is the publish ledger on its own, for deployments where the
 // component publishing an event has no access to the index (the AWS
 // validate function keeps it in the audit table). IndexStore satisfies it;
-// Pipeline.Ledger defaults to Index. (Added after the first version of
-// this file; nothing else changed.)
+// Pipeline.Ledger defaults to Index.
 type EventLedger interface {
 	EventPublished(ctx context.Context, eventID string) (bool, error)
 	MarkEventPublished(ctx context.Context, eventID string, at time.Time) error
