@@ -302,29 +302,20 @@ func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 }
 
 // widen moves firstReceived back and lastReceived forward to include rt.
+// On the study item it also moves the patient index's sort key (patient
+// listings sort by last received; the pending index sorts by last
+// activity: see touch).
 func (x *IndexTable) widen(ctx context.Context, pk, sk, rt string, study bool) error {
-	upd := []struct{ expr, cond string }{
-		{"SET lastReceived = :rt", "lastReceived < :rt"},
-		{"SET firstReceived = :rt", "firstReceived > :rt"},
-	}
-	for i, u := range upd {
-		expr := u.expr
-		if study && i == 0 {
-			// Patient listings sort by last received (the pending index
-			// sorts by last activity: see touch).
-			if _, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-				TableName: &x.Table, Key: key(pk, sk), UpdateExpression: aws.String("SET gsi2sk = :rt"),
-				ConditionExpression:       aws.String("attribute_exists(gsi2pk) AND gsi2sk < :rt"),
-				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":rt": sv(rt)},
-			}); err != nil && !isCondFailed(err) {
-				return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
-			}
+	if study {
+		if err := x.setIf(ctx, pk, sk, "gsi2sk = :v", "attribute_exists(gsi2pk) AND gsi2sk < :v", rt); err != nil {
+			return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
 		}
-		_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName: &x.Table, Key: key(pk, sk), UpdateExpression: &expr, ConditionExpression: &u.cond,
-			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":rt": sv(rt)},
-		})
-		if err != nil && !isCondFailed(err) {
+	}
+	for _, u := range []struct{ set, cond string }{
+		{"lastReceived = :v", "lastReceived < :v"},
+		{"firstReceived = :v", "firstReceived > :v"},
+	} {
+		if err := x.setIf(ctx, pk, sk, u.set, u.cond, rt); err != nil {
 			return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
 		}
 	}
@@ -336,14 +327,24 @@ func (x *IndexTable) widen(ctx context.Context, pk, sk, rt string, study bool) e
 // out-of-order or concurrent upsert never moves it back; a study item
 // written before lastActivity existed gets it on its next activity.
 func (x *IndexTable) touch(ctx context.Context, pk, at string) error {
+	if err := x.setIf(ctx, pk, "STUDY", "lastActivity = :v, gsi1sk = :v", "attribute_not_exists(lastActivity) OR lastActivity < :v", at); err != nil {
+		return fmt.Errorf("awsadapters: study activity: %w", err)
+	}
+	return nil
+}
+
+// setIf runs "SET set" on an item, with :v bound to v, when cond holds. A
+// condition that does not hold is no error: another delivery already
+// moved the value at least as far.
+func (x *IndexTable) setIf(ctx context.Context, pk, sk, set, cond, v string) error {
 	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &x.Table, Key: key(pk, "STUDY"),
-		UpdateExpression:          aws.String("SET lastActivity = :at, gsi1sk = :at"),
-		ConditionExpression:       aws.String("attribute_not_exists(lastActivity) OR lastActivity < :at"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(at)},
+		TableName: &x.Table, Key: key(pk, sk),
+		UpdateExpression:          aws.String("SET " + set),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": sv(v)},
 	})
 	if err != nil && !isCondFailed(err) {
-		return fmt.Errorf("awsadapters: study activity: %w", err)
+		return err
 	}
 	return nil
 }
