@@ -82,7 +82,9 @@ func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pip
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
-	return newPipeline(awsCfg, c, log), nil
+	p, ddb := newPipeline(awsCfg, c, log)
+	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable}
+	return p, nil
 }
 
 // NewValidator wires the validate function when it is split from
@@ -93,14 +95,15 @@ func NewValidator(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pi
 	if err != nil {
 		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
-	p := newPipeline(awsCfg, c, log)
-	ddb := dynamodb.NewFromConfig(awsCfg)
-	p.Index = nil
+	p, ddb := newPipeline(awsCfg, c, log)
 	p.Ledger = &awsadapters.AuditLedger{Client: ddb, Table: c.AuditTable}
 	return p, &Forwarder{Client: sqs.NewFromConfig(awsCfg), QueueURL: c.NormalizeQueueURL, Bucket: c.Bucket}, nil
 }
 
-func newPipeline(awsCfg aws.Config, c Config, log *slog.Logger) *pipeline.Pipeline {
+// newPipeline wires the ports every function uses (objects, audit,
+// events) and returns the DynamoDB client for the caller's index or
+// ledger.
+func newPipeline(awsCfg aws.Config, c Config, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client) {
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = c.PathStyle })
 	ddb := dynamodb.NewFromConfig(awsCfg)
 	eb := eventbridge.NewFromConfig(awsCfg)
@@ -108,10 +111,9 @@ func newPipeline(awsCfg aws.Config, c Config, log *slog.Logger) *pipeline.Pipeli
 	return &pipeline.Pipeline{
 		Objects: objects, Writer: objects,
 		Audit:  &awsadapters.AuditTable{Client: ddb, Table: c.AuditTable},
-		Index:  &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable},
 		Events: &awsadapters.EventBridgePublisher{Client: eb, BusName: c.EventBus},
 		Logger: log, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
-	}
+	}, ddb
 }
 
 // Logger is the JSON logger every function uses (Lambda's JSON log format).

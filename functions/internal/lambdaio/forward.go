@@ -23,17 +23,12 @@ type Forwarder struct {
 	Client   SQSAPI
 	QueueURL string
 	Bucket   string
-	Now      func() time.Time
 }
 
 // Forward sends key on.
 func (f *Forwarder) Forward(ctx context.Context, key string) error {
-	now := time.Now
-	if f.Now != nil {
-		now = f.Now
-	}
 	body, err := json.Marshal(events.S3Event{Records: []events.S3EventRecord{{
-		EventVersion: "2.1", EventSource: "aws:s3", EventTime: now().UTC(), EventName: "ObjectCreated:Validated",
+		EventVersion: "2.1", EventSource: "aws:s3", EventTime: time.Now().UTC(), EventName: "ObjectCreated:Validated",
 		S3: events.S3Entity{
 			SchemaVersion: "1.0", ConfigurationID: "validated",
 			Bucket: events.S3Bucket{Name: f.Bucket, Arn: "arn:aws:s3:::" + f.Bucket},
