@@ -153,25 +153,18 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 	// key or another kind of encryption is refused (no header at all means
 	// the bucket default, this key), so the key policy governs all reads.
 	// Clients that name the key must use its ARN (SCP_S3_KMS_KEY does).
-	bucket.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("DenyOtherKeys"),
-		Effect:     awsiam.Effect_DENY,
-		Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
-		Actions:    jsii.Strings("s3:PutObject"),
-		Resources:  jsii.Strings(*bucket.ArnForObjects(jsii.String("*"))),
-		Conditions: &map[string]any{
-			"StringNotEqualsIfExists": map[string]any{"s3:x-amz-server-side-encryption-aws-kms-key-id": *key.KeyArn()},
-		},
-	}))
-	bucket.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("DenyOtherEncryption"),
-		Effect:     awsiam.Effect_DENY,
-		Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
-		Actions:    jsii.Strings("s3:PutObject"),
-		Resources:  jsii.Strings(*bucket.ArnForObjects(jsii.String("*"))),
-		Conditions: &map[string]any{
-			"StringNotEqualsIfExists": map[string]any{"s3:x-amz-server-side-encryption": "aws:kms"},
-		},
-	}))
+	denyPutUnless := func(sid, header, value string) {
+		bucket.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String(sid),
+			Effect:     awsiam.Effect_DENY,
+			Principals: &[]awsiam.IPrincipal{awsiam.NewAnyPrincipal()},
+			Actions:    jsii.Strings("s3:PutObject"),
+			Resources:  jsii.Strings(*bucket.ArnForObjects(jsii.String("*"))),
+			Conditions: &map[string]any{"StringNotEqualsIfExists": map[string]any{header: value}},
+		}))
+	}
+	denyPutUnless("DenyOtherKeys", "s3:x-amz-server-side-encryption-aws-kms-key-id", *key.KeyArn())
+	denyPutUnless("DenyOtherEncryption", "s3:x-amz-server-side-encryption", "aws:kms")
+
 	return &Storage{Construct: self, Key: key, Bucket: bucket, LogBucket: logBucket}
 }
