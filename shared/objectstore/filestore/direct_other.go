@@ -3,18 +3,14 @@
 package filestore
 
 import (
-	"context"
 	"errors"
-	"io"
-	"log/slog"
+	"os"
 )
 
 // Direct I/O is implemented for Linux only: elsewhere objects are written
 // through the page cache.
-func probeDirect(string, *slog.Logger) (bool, error) { return false, nil }
+const directFlag = 0
 
-func alignedRing() []byte { return nil }
+func (s *Store) probeDirect() (bool, error) { return false, nil }
 
-func (s *Store) writeTempDirect(context.Context, io.Reader) (string, int64, string, error) {
-	return "", 0, "", errors.New("filestore: direct I/O is implemented for Linux only")
-}
+func leaveDirect(*os.File) error { return errors.New("direct I/O is implemented for Linux only") }

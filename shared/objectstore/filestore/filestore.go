@@ -3,10 +3,11 @@
 // fsynced, moved into place without ever replacing a file, both
 // directories fsynced) before Put returns. It backs scp-task's local mode.
 //
-// Where the filesystem takes it (Linux; see Store.DirectIO), objects are
-// written with direct I/O from a pooled 1 MiB ring, on a goroutine of
-// their own while the rest of the object arrives, so that the fsync ending
-// every Put has little left to do; elsewhere through the page cache.
+// Objects are received into a pooled 1 MiB ring and written from it on a
+// goroutine of their own while the rest of the object arrives (write.go):
+// with direct I/O where the filesystem takes it (Linux; see
+// Store.DirectIO), so that the fsync ending every Put has little left to
+// do, elsewhere through the page cache.
 //
 // Layout: objects and records live under root by key; temporary files live
 // in root/.tmp and are removed by New after a crash, so a root belongs to
@@ -24,14 +25,15 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
 )
 
 // TempDir is the directory under root holding files being written.
@@ -47,12 +49,10 @@ type Store struct {
 	tmp     string
 	log     *slog.Logger
 	minFree uint64
-	bufs    sync.Pool
-	// direct is set when the filesystem takes direct I/O (probed by New);
-	// directBufs holds rings aligned for it.
-	direct     bool
-	directBufs sync.Pool
-	buffered   bool // WithBufferedWrites
+	bufs    sync.Pool // rings of ringSize, aligned for direct I/O
+	// direct is set when the filesystem takes direct I/O (probed by New).
+	direct   bool
+	buffered bool // WithBufferedWrites
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -102,8 +102,7 @@ func New(root string, opts ...Option) (*Store, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	s.bufs.New = func() any { b := make([]byte, ringSize); return &b }
-	s.directBufs.New = func() any { b := alignedRing(); return &b }
+	s.bufs.New = func() any { b := alignedBuf(ringSize); return &b }
 	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
@@ -122,7 +121,7 @@ func New(root string, opts ...Option) (*Store, error) {
 		s.log.Warn("removed temporary files left by an interrupted write", "count", removed)
 	}
 	if !s.buffered {
-		if s.direct, err = probeDirect(s.tmp, s.log); err != nil {
+		if s.direct, err = s.probeDirect(); err != nil {
 			return nil, fmt.Errorf("filestore: new: probe direct I/O: %w", err)
 		}
 		if !s.direct {
@@ -248,113 +247,31 @@ func (s *Store) removeTemp(tmp string) {
 	}
 }
 
-// writeTemp streams r into a new, fsynced temporary file and returns its
-// name, size and SHA-256; on error nothing is left. It writes with direct
-// I/O where the filesystem allows it, through the page cache elsewhere.
-func (s *Store) writeTemp(ctx context.Context, r io.Reader) (string, int64, string, error) {
-	if s.direct {
-		return s.writeTempDirect(ctx, r)
+// createTemp creates a new file named prefix and a random number in the
+// temporary directory, opened for direct I/O if direct, recreating the
+// directory if someone removed it.
+func (s *Store) createTemp(prefix string, direct bool) (*os.File, error) {
+	flag := os.O_RDWR | os.O_CREATE | os.O_EXCL
+	if direct {
+		flag |= directFlag
 	}
-	return s.writeTempBuffered(ctx, r)
-}
-
-// writeTempBuffered is writeTemp through the page cache.
-func (s *Store) writeTempBuffered(ctx context.Context, r io.Reader) (tmp string, size int64, sum string, err error) {
-	f, err := s.createTemp("put-*")
-	if err != nil {
-		return "", 0, "", unavailable("put", err)
-	}
-	tmp = f.Name()
-	defer func() {
-		if f != nil {
-			if cerr := f.Close(); cerr != nil && err == nil {
-				err = unavailable("put: close", cerr)
+	recreated := false
+	for try := 0; ; try++ {
+		name := filepath.Join(s.tmp, prefix+strconv.FormatUint(uint64(rand.Uint32()), 10))
+		f, err := os.OpenFile(name, flag, 0o600)
+		switch {
+		case errors.Is(err, fs.ErrExist) && try < 100:
+			continue
+		case errors.Is(err, fs.ErrNotExist) && !recreated:
+			if err := os.MkdirAll(s.tmp, 0o750); err != nil {
+				return nil, err
 			}
+			recreated = true
+			continue
 		}
-		if err != nil {
-			s.removeTemp(tmp)
-		}
-	}()
-
-	// The SHA-256 is taken on another goroutine while the bytes arrive and
-	// while the file is fsync'd, rather than in line with either.
-	// The ring buffer stays ours until the hash is done with it.
-	ring := s.bufs.Get().(*[]byte)
-	h := digest.Start(sha256.New())
-	defer func() {
-		h.Stop()
-		s.bufs.Put(ring)
-	}()
-	size, err = s.copy(ctx, f, h, *ring, r)
-	if err != nil {
-		return tmp, 0, "", err
-	}
-	if err := f.Sync(); err != nil {
-		return tmp, 0, "", unavailable("put: sync", err)
-	}
-	sum = hex.EncodeToString(h.Sum())
-	err = f.Close()
-	f = nil
-	if err != nil {
-		return tmp, 0, "", unavailable("put: close", err)
-	}
-	return tmp, size, sum, nil
-}
-
-// createTemp creates a temporary file, recreating the temporary directory
-// if someone removed it.
-func (s *Store) createTemp(pattern string) (*os.File, error) {
-	f, err := os.CreateTemp(s.tmp, pattern)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(s.tmp, 0o750); err != nil {
-			return nil, err
-		}
-		f, err = os.CreateTemp(s.tmp, pattern)
-	}
-	return f, err
-}
-
-// copy streams r into f and h, telling read errors (returned wrapped as
-// they are) from write errors (ErrUnavailable). The pooled buffer is used
-// as a ring: each read lands after the previous one, so h can hash the
-// bytes in place while the next ones arrive, and the ring restarts only
-// once h has caught up.
-func (s *Store) copy(ctx context.Context, f *os.File, h *digest.Background, ring []byte, r io.Reader) (int64, error) {
-	var size int64
-	off := 0
-	for {
-		if err := ctx.Err(); err != nil {
-			return size, fmt.Errorf("filestore: put: %w", err)
-		}
-		if len(ring)-off < minRead {
-			h.Wait()
-			off = 0
-		}
-		n, rerr := r.Read(ring[off:])
-		if n > 0 {
-			if _, err := f.Write(ring[off : off+n]); err != nil {
-				return size, unavailable("put: write", err)
-			}
-			h.Add(ring[off : off+n])
-			off += n
-			size += int64(n)
-		}
-		if rerr == io.EOF {
-			return size, nil
-		}
-		if rerr != nil {
-			return size, fmt.Errorf("filestore: put: read object: %w", rerr)
-		}
+		return f, err
 	}
 }
-
-// ringSize is the per-Put ring buffer: big enough that a typical CT or MR
-// image arrives without waiting for the hash, which then finishes during
-// the fsync. It is pooled, so memory stays bounded per association.
-const ringSize = 1 << 20
-
-// minRead is the least room a read is offered before the ring restarts.
-const minRead = 32 << 10
 
 // sameContent reports whether the file at path holds size bytes hashing
 // to sum.
@@ -436,7 +353,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: put record: %w", err)
 	}
-	f, err := s.createTemp("rec-*")
+	f, err := s.createTemp("rec-", false)
 	if err != nil {
 		return unavailable("put record", err)
 	}
@@ -496,7 +413,7 @@ func (s *Store) Ready(ctx context.Context) error {
 }
 
 func (s *Store) probe() error {
-	f, err := s.createTemp("ready-*")
+	f, err := s.createTemp("ready-", false)
 	if err != nil {
 		return unavailable("ready", err)
 	}

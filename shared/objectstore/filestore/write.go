@@ -1,0 +1,242 @@
+package filestore
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"unsafe"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
+)
+
+// An object is received into a pooled ring of chunks. Each full chunk is
+// handed to a writer goroutine, which writes it while the next ones
+// arrive, and to the hasher, which hashes it in place. With direct I/O
+// (see Store.DirectIO) the writes go straight to the disk, so that at the
+// end of the object only its last chunk, its final partial block and the
+// metadata are left for the fsync: with buffered writes the whole object
+// waits in the page cache for the fsync, on a disk writing ~1 GB/s 0.5 ms
+// of a 512 KiB CT image on every C-STORE's round trip. Direct I/O also
+// keeps received objects out of the page cache.
+const (
+	// ringSize is the per-Put ring: big enough that a typical CT or MR
+	// image arrives without waiting for the writer or the hash. It is
+	// pooled, so memory stays bounded per association.
+	ringSize = 1 << 20
+	// chunkSize is the unit handed to the writer: small enough that the
+	// disk starts early and the last chunk is short, large enough that
+	// each write is efficient. Queued chunks that lie next to each other
+	// are written together, up to maxWrite.
+	chunkSize = 128 << 10
+	maxWrite  = 512 << 10
+	// directAlign is the alignment direct I/O asks of buffers, offsets and
+	// lengths: the largest logical block size in common use.
+	directAlign = 4096
+)
+
+// alignedBuf returns n bytes starting at a multiple of directAlign.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+directAlign)
+	off := (directAlign - int(uintptr(unsafe.Pointer(&b[0]))%directAlign)) % directAlign
+	return b[off : off+n : off+n]
+}
+
+// writeJob is n bytes of the ring from chunk slot on, for file offset off.
+type writeJob struct {
+	slot, n int
+	off     int64
+}
+
+// follows reports whether b starts where a ends, in the ring and in the
+// file, so the two can be written as one.
+func (a writeJob) follows(b writeJob) bool {
+	return b.slot*chunkSize == a.slot*chunkSize+a.n && b.off == a.off+int64(a.n)
+}
+
+// chunkWriter writes jobs from ring to f, in order, on its own goroutine;
+// done receives one result per job, in order.
+type chunkWriter struct {
+	f    *os.File
+	ring []byte
+	jobs chan writeJob
+	done chan error
+}
+
+func startChunkWriter(f *os.File, ring []byte) *chunkWriter {
+	depth := len(ring) / chunkSize
+	w := &chunkWriter{f: f, ring: ring, jobs: make(chan writeJob, depth), done: make(chan error, depth)}
+	go w.run()
+	return w
+}
+
+func (w *chunkWriter) run() {
+	defer close(w.done)
+	var failed error   // once a write fails, every later job reports it
+	var held *writeJob // taken while merging, but not next to the write
+	for {
+		var j writeJob
+		if held != nil {
+			j, held = *held, nil
+		} else {
+			var ok bool
+			if j, ok = <-w.jobs; !ok {
+				return
+			}
+		}
+		// Merge the queued jobs that follow j into one write.
+		n := 1
+	merge:
+		for j.n < maxWrite {
+			select {
+			case next, ok := <-w.jobs:
+				if !ok {
+					break merge
+				}
+				if !j.follows(next) {
+					held = &next
+					break merge
+				}
+				j.n += next.n
+				n++
+			default:
+				break merge
+			}
+		}
+		if failed == nil {
+			start := j.slot * chunkSize
+			if _, err := w.f.WriteAt(w.ring[start:start+j.n], j.off); err != nil {
+				failed = err
+			}
+		}
+		for range n {
+			w.done <- failed
+		}
+	}
+}
+
+// writeTemp streams r into a new, fsynced temporary file and returns its
+// name, size and SHA-256; on error nothing is left.
+func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size int64, sum string, err error) {
+	f, err := s.createTemp("put-", s.direct)
+	if err != nil {
+		return "", 0, "", unavailable("put", err)
+	}
+	tmp = f.Name()
+	defer func() {
+		if f != nil {
+			if cerr := f.Close(); cerr != nil && err == nil {
+				err = unavailable("put: close", cerr)
+			}
+		}
+		if err != nil {
+			s.removeTemp(tmp)
+		}
+	}()
+
+	ringp := s.bufs.Get().(*[]byte)
+	ring := *ringp
+	chunks := len(ring) / chunkSize
+	w := startChunkWriter(f, ring)
+	h := digest.Start(sha256.New())
+	inflight := 0
+	defer func() {
+		// Nothing may touch the ring once it is back in the pool.
+		close(w.jobs)
+		for range w.done {
+		}
+		h.Stop()
+		s.bufs.Put(ringp)
+	}()
+	// wait collects the oldest outstanding write.
+	wait := func() error {
+		inflight--
+		if werr := <-w.done; werr != nil {
+			return unavailable("put: write", werr)
+		}
+		return nil
+	}
+
+	var off int64 // file offset of slot
+	for slot := 0; ; slot = (slot + 1) % chunks {
+		if slot == 0 && off > 0 {
+			h.Wait()
+		}
+		if inflight == chunks {
+			if err := wait(); err != nil {
+				return tmp, 0, "", err
+			}
+		}
+		n, rerr := fill(ctx, r, ring[slot*chunkSize:(slot+1)*chunkSize], h)
+		if rerr != nil {
+			return tmp, 0, "", rerr
+		}
+		if n == chunkSize {
+			w.jobs <- writeJob{slot: slot, n: n, off: off}
+			inflight++
+			off += int64(n)
+			continue
+		}
+		// The end of the object. With direct I/O only its whole blocks
+		// go direct, the rest through the page cache once the direct
+		// writes are done.
+		whole := n
+		if s.direct {
+			whole = n &^ (directAlign - 1)
+		}
+		if whole > 0 {
+			w.jobs <- writeJob{slot: slot, n: whole, off: off}
+			inflight++
+		}
+		for inflight > 0 {
+			if err := wait(); err != nil {
+				return tmp, 0, "", err
+			}
+		}
+		size = off + int64(n)
+		if whole < n {
+			if ferr := leaveDirect(f); ferr != nil {
+				return tmp, 0, "", unavailable("put: leave direct I/O", ferr)
+			}
+			tail := ring[slot*chunkSize+whole : slot*chunkSize+n]
+			if _, werr := f.WriteAt(tail, off+int64(whole)); werr != nil {
+				return tmp, 0, "", unavailable("put: write", werr)
+			}
+		}
+		break
+	}
+	if err := f.Sync(); err != nil {
+		return tmp, 0, "", unavailable("put: sync", err)
+	}
+	err = f.Close()
+	f = nil
+	if err != nil {
+		return tmp, 0, "", unavailable("put: close", err)
+	}
+	return tmp, size, hex.EncodeToString(h.Sum()), nil
+}
+
+// fill reads from r until c is full or r ends, handing what arrives to h.
+// It returns len(c) while more may follow, less at the end of r.
+func fill(ctx context.Context, r io.Reader, c []byte, h *digest.Background) (int, error) {
+	n := 0
+	for n < len(c) {
+		if err := ctx.Err(); err != nil {
+			return n, fmt.Errorf("filestore: put: %w", err)
+		}
+		m, err := r.Read(c[n:])
+		if m > 0 {
+			h.Add(c[n : n+m])
+			n += m
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("filestore: put: read object: %w", err)
+		}
+	}
+	return n, nil
+}
