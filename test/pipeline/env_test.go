@@ -260,8 +260,10 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 		filepath.Join(e.binDir, binary, "bootstrap"))
 	cmd.Dir = filepath.Join(e.binDir, binary)
 	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
+	// One writer for both: exec.Cmd then writes from one goroutine at a
+	// time, and nothing reads logs before Wait.
 	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
+	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start rie for %s: %v", fn, err)
 	}
@@ -274,17 +276,6 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	})
 	waitTCP(t, addr, 10*time.Second)
 	e.fnURL[fn] = "http://" + addr + "/2015-03-31/functions/function/invocations"
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // invoke calls a function through the emulator and decodes its result.
