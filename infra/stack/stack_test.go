@@ -443,17 +443,21 @@ func TestBucket(t *testing.T) {
 		if !strings.Contains(js(p["LifecycleConfiguration"]), `"AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}`) {
 			t.Errorf("no rule aborting incomplete multipart uploads: %s", js(p["LifecycleConfiguration"]))
 		}
-		// TLS-only: a Deny on aws:SecureTransport=false in the bucket policy.
-		found := false
+		// The bucket policy's statements.
+		var statements []map[string]any
 		for _, bp := range s.resources("AWS::S3::BucketPolicy") {
 			if refID(props(bp)["Bucket"]) != bucketID {
 				continue
 			}
 			for _, st := range props(bp)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
-				m := st.(map[string]any)
-				if m["Effect"] == "Deny" && js(m["Condition"]) == `{"Bool":{"aws:SecureTransport":"false"}}` && m["Action"] == "s3:*" {
-					found = true
-				}
+				statements = append(statements, st.(map[string]any))
+			}
+		}
+		// TLS-only: a Deny on aws:SecureTransport=false in the bucket policy.
+		found := false
+		for _, m := range statements {
+			if m["Effect"] == "Deny" && js(m["Condition"]) == `{"Bool":{"aws:SecureTransport":"false"}}` && m["Action"] == "s3:*" {
+				found = true
 			}
 		}
 		if !found {
@@ -461,15 +465,9 @@ func TestBucket(t *testing.T) {
 		}
 		// Only this key: other keys and other encryption kinds are denied.
 		var denies []string
-		for _, bp := range s.resources("AWS::S3::BucketPolicy") {
-			if refID(props(bp)["Bucket"]) != bucketID {
-				continue
-			}
-			for _, st := range props(bp)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
-				m := st.(map[string]any)
-				if m["Effect"] == "Deny" && m["Action"] == "s3:PutObject" {
-					denies = append(denies, js(m["Condition"]))
-				}
+		for _, m := range statements {
+			if m["Effect"] == "Deny" && m["Action"] == "s3:PutObject" {
+				denies = append(denies, js(m["Condition"]))
 			}
 		}
 		wantDenies := []string{
