@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
-
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -80,19 +78,12 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	for _, k := range incoming {
 		bodies = append(bodies, s3Notification(k, 1))
 	}
-	var resp events.SQSEventResponse
-	e.invoke("validate", sqsEvent(bodies...), &resp)
-	if len(resp.BatchItemFailures) != 0 {
-		t.Fatalf("validate failures: %v", failures(resp))
-	}
+	e.invokeBatch(t, "validate", sqsEvent(bodies...))
 	bodies = nil
 	for _, k := range audit {
 		bodies = append(bodies, s3Notification(k, 1))
 	}
-	e.invoke("audit", sqsEvent(bodies...), &resp)
-	if len(resp.BatchItemFailures) != 0 {
-		t.Fatalf("audit failures: %v", failures(resp))
-	}
+	e.invokeBatch(t, "audit", sqsEvent(bodies...))
 
 	ctx := context.Background()
 	today := time.Now().UTC().Format(time.DateOnly)

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -301,6 +302,17 @@ func (e *env) invoke(fn string, payload any, out any) {
 		if err := json.Unmarshal(b, out); err != nil {
 			e.t.Fatalf("invoke %s: result %s: %v", fn, b, err)
 		}
+	}
+}
+
+// invokeBatch invokes fn with an SQS batch and fails t unless every
+// message succeeded.
+func (e *env) invokeBatch(t *testing.T, fn string, ev events.SQSEvent) {
+	t.Helper()
+	var resp events.SQSEventResponse
+	e.invoke(fn, ev, &resp)
+	if len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("%s failures: %v", fn, failures(resp))
 	}
 }
 

@@ -224,11 +224,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		e.put(key, body, nil)
 		ev := sqsEvent(s3TestEvent, s3Notification(key, len(body)))
 		for range 2 {
-			var resp events.SQSEventResponse
-			e.invoke("audit", ev, &resp)
-			if len(resp.BatchItemFailures) != 0 {
-				t.Fatalf("failures %v", failures(resp))
-			}
+			e.invokeBatch(t, "audit", ev)
 		}
 		page, err := e.audit.Query(ctx, pipeline.AuditQuery{CallingAE: "INTRUDER"})
 		if err != nil {
@@ -275,11 +271,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		// A late instance, and PutEvents throttling its first attempt.
 		e.events.fail(1)
 		d5 := e.putInstance(objectKey(sop(5)), ctInstance(sop(5)), received.Add(time.Minute))
-		var resp events.SQSEventResponse
-		e.invoke("validate", sqsEvent(s3Notification(objectKey(sop(5)), len(d5))), &resp)
-		if len(resp.BatchItemFailures) != 0 {
-			t.Fatalf("failures %v", failures(resp))
-		}
+		e.invokeBatch(t, "validate", sqsEvent(s3Notification(objectKey(sop(5)), len(d5))))
 		e.invoke("notify", scheduled, &out)
 		if out["announced"] != 0 {
 			t.Fatalf("update announced within the quiet period of its indexing: %v", out)

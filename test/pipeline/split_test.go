@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -26,11 +25,7 @@ func TestSplitValidateNormalize(t *testing.T) {
 
 	var forwarded []string
 	for range 2 {
-		var resp events.SQSEventResponse
-		e.invoke("validate-split", batch, &resp)
-		if len(resp.BatchItemFailures) != 0 {
-			t.Fatalf("validate failures %v", failures(resp))
-		}
+		e.invokeBatch(t, "validate-split", batch)
 		forwarded = append(forwarded, e.queue.take()...)
 	}
 	if len(forwarded) != 2 { // the valid object, once per delivery
@@ -43,11 +38,7 @@ func TestSplitValidateNormalize(t *testing.T) {
 		t.Error("validate indexed an object")
 	}
 	// Both forwarded copies reach normalize: one instance, one event.
-	var resp events.SQSEventResponse
-	e.invoke("normalize", sqsEvent(forwarded...), &resp)
-	if len(resp.BatchItemFailures) != 0 {
-		t.Fatalf("normalize failures %v", failures(resp))
-	}
+	e.invokeBatch(t, "normalize", sqsEvent(forwarded...))
 	want := []string{pipeline.DetailTypeInstanceRejected, pipeline.DetailTypeInstanceStored}
 	if d := cmp.Diff(want, detailTypes(e.events.all())); d != "" {
 		t.Errorf("events (-want +got):\n%s", d)
