@@ -150,7 +150,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	// After the quiet period, every study is announced once.
 	time.Sleep(1500 * time.Millisecond)
 	var out map[string]int
-	e.invoke("notify", map[string]any{"source": "aws.events", "detail-type": "Scheduled Event"}, &out)
+	e.invoke(t, "notify", map[string]any{"source": "aws.events", "detail-type": "Scheduled Event"}, &out)
 	if out["announced"] != len(studies) {
 		t.Errorf("announced %d of %d studies", out["announced"], len(studies))
 	}

@@ -279,28 +279,32 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	e.fnURL[fn] = "http://" + addr + "/2015-03-31/functions/function/invocations"
 }
 
-// invoke calls a function through the emulator and decodes its result.
-func (e *env) invoke(fn string, payload any, out any) {
-	e.t.Helper()
+// invoke calls a function through the emulator and decodes its result,
+// failing t (the calling test or subtest) on any error.
+func (e *env) invoke(t *testing.T, fn string, payload any, out any) {
+	t.Helper()
 	body, err := json.Marshal(payload)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	resp, err := http.Post(e.fnURL[fn], "application/json", bytes.NewReader(body))
 	if err != nil {
-		e.t.Fatalf("invoke %s: %v", fn, err)
+		t.Fatalf("invoke %s: %v", fn, err)
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("invoke %s: read result: %v", fn, err)
+	}
 	if resp.StatusCode != http.StatusOK {
-		e.t.Fatalf("invoke %s: %s: %s", fn, resp.Status, b)
+		t.Fatalf("invoke %s: %s: %s", fn, resp.Status, b)
 	}
 	if strings.Contains(string(b), `"errorType"`) && out != nil {
-		e.t.Fatalf("invoke %s: function error: %s", fn, b)
+		t.Fatalf("invoke %s: function error: %s", fn, b)
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
-			e.t.Fatalf("invoke %s: result %s: %v", fn, b, err)
+			t.Fatalf("invoke %s: result %s: %v", fn, b, err)
 		}
 	}
 }
@@ -310,7 +314,7 @@ func (e *env) invoke(fn string, payload any, out any) {
 func (e *env) invokeBatch(t *testing.T, fn string, ev events.SQSEvent) {
 	t.Helper()
 	var resp events.SQSEventResponse
-	e.invoke(fn, ev, &resp)
+	e.invoke(t, fn, ev, &resp)
 	if len(resp.BatchItemFailures) != 0 {
 		t.Fatalf("%s failures: %v", fn, failures(resp))
 	}

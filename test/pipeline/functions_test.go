@@ -149,7 +149,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 
 	t.Run("validate", func(t *testing.T) {
 		var resp events.SQSEventResponse
-		e.invoke("validate", batch, &resp)
+		e.invoke(t, "validate", batch, &resp)
 		if d := cmp.Diff([]string{"msg-5"}, failures(resp)); d != "" {
 			t.Errorf("batch item failures (-want +got):\n%s", d)
 		}
@@ -207,7 +207,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 	t.Run("validate twice leaves the same state", func(t *testing.T) {
 		before := e.snapshot()
 		var resp events.SQSEventResponse
-		e.invoke("validate", batch, &resp)
+		e.invoke(t, "validate", batch, &resp)
 		if d := cmp.Diff(before, e.snapshot()); d != "" {
 			t.Errorf("state changed (-before +after):\n%s", d)
 		}
@@ -243,11 +243,11 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		// received-at: wait it out.
 		waitQuiet := func() { time.Sleep(1100 * time.Millisecond) }
 		waitQuiet()
-		e.invoke("notify", scheduled, &out)
+		e.invoke(t, "notify", scheduled, &out)
 		if out["announced"] != 1 {
 			t.Fatalf("announced %v, want 1", out)
 		}
-		e.invoke("notify", scheduled, &out)
+		e.invoke(t, "notify", scheduled, &out)
 		if out["announced"] != 0 {
 			t.Fatalf("announced again: %v", out)
 		}
@@ -272,12 +272,12 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		e.events.fail(1)
 		d5 := e.putInstance(objectKey(sop(5)), ctInstance(sop(5)), received.Add(time.Minute))
 		e.invokeBatch(t, "validate", sqsEvent(s3Notification(objectKey(sop(5)), len(d5))))
-		e.invoke("notify", scheduled, &out)
+		e.invoke(t, "notify", scheduled, &out)
 		if out["announced"] != 0 {
 			t.Fatalf("update announced within the quiet period of its indexing: %v", out)
 		}
 		waitQuiet()
-		e.invoke("notify", scheduled, &out)
+		e.invoke(t, "notify", scheduled, &out)
 		if out["announced"] != 1 {
 			t.Fatalf("update announced %v", out)
 		}
