@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -78,6 +79,28 @@ func TestRun(t *testing.T) {
 	df, err := os.ReadFile(staged[0])
 	if err != nil || !strings.Contains(string(df), "USER nonroot") {
 		t.Errorf("staged Dockerfile does not run as nonroot (%v)", err)
+	}
+	// The metrics agent is staged too, and builds a pinned agent version.
+	agent, err := filepath.Glob(filepath.Join(out, "asset.*", "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := regexp.MustCompile(`(?m)^ARG AGENT_TAG=\d+\.\d+\.\w+$`)
+	found := false
+	for _, p := range agent {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "cloudwatch-agent") {
+			found = true
+			if !pinned.Match(b) {
+				t.Errorf("%s: the CloudWatch agent tag is not pinned to a version:\n%s", p, b)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no staged CloudWatch agent Dockerfile among %v", agent)
 	}
 }
 
