@@ -216,6 +216,32 @@ func TestDCMTKRejected(t *testing.T) {
 	}
 }
 
+// TestDCMTKUnsupportedService proposes services the SCP does not offer
+// (Query/Retrieve): each presentation context must come back as
+// abstract-syntax-not-supported, which DCMTK reports before giving up, and
+// the server must go on answering.
+func TestDCMTKUnsupportedService(t *testing.T) {
+	echoscu := needTool(t, "echoscu")
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: &hashingHandler{}})
+	host, port, _ := strings.Cut(srv.Addr, ":")
+	for _, tool := range []string{"findscu", "movescu"} {
+		t.Run(tool, func(t *testing.T) {
+			out, err := runDCMTK(t, needTool(t, tool), "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-aet", "DCMTK", "-aec", "INGEST", host, port)
+			if err == nil {
+				t.Fatalf("%s succeeded against a storage SCP:\n%s", tool, out)
+			}
+			for _, w := range []string{"(Abstract Syntax Not Supported)", "No Acceptable Presentation Contexts"} {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+	if out, err := runDCMTK(t, echoscu, "-aet", "DCMTK", "-aec", "INGEST", host, port); err != nil {
+		t.Fatalf("echoscu after the refused services: %v\n%s", err, out)
+	}
+}
+
 // TestDCMTKStorescuVariants drives storescu with option combinations that change what it proposes and how it
 // sends: every run must store all its objects.
 func TestDCMTKStorescuVariants(t *testing.T) {
