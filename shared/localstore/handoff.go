@@ -33,8 +33,50 @@ func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadat
 	if err != nil {
 		return false, fmt.Errorf("localstore: enqueue: %w", err)
 	}
-	n, _ := res.RowsAffected()
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("localstore: enqueue: %w", err)
+	}
 	return n == 1, nil
+}
+
+// EnqueueMissing enqueues, in one transaction, those of keys not already
+// known, without metadata, and returns how many it added. It is what a
+// start-up reconciliation needs: one commit for a whole store's listing
+// instead of one per key.
+func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Time) (added int, err error) {
+	tx, err := h.db.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("localstore: enqueue missing: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			if rerr := tx.Rollback(); rerr != nil {
+				err = fmt.Errorf("%w (rollback: %v)", err, rerr)
+			}
+		}
+	}()
+	stmt, err := tx.PrepareContext(ctx,
+		`INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', '{}') ON CONFLICT(key) DO NOTHING`)
+	if err != nil {
+		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
+	}
+	defer stmt.Close()
+	for _, k := range keys {
+		res, err := stmt.ExecContext(ctx, k, unixNano(at))
+		if err != nil {
+			return 0, fmt.Errorf("localstore: enqueue missing %s: %w", k, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return 0, fmt.Errorf("localstore: enqueue missing %s: %w", k, err)
+		}
+		added += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("localstore: enqueue missing: commit: %w", err)
+	}
+	return added, nil
 }
 
 // Pending lists up to limit pending keys, oldest first.

@@ -337,3 +337,59 @@ func TestQuietPeriodRunsFromActivity(t *testing.T) {
 		})
 	}
 }
+
+func TestEnqueueMissing(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		known     []string // enqueued before, with metadata
+		keys      []string
+		wantAdded int
+	}{
+		{"empty store", nil, []string{"incoming/a.dcm", "audit/b.json"}, 2},
+		{"all known", []string{"incoming/a.dcm", "audit/b.json"}, []string{"incoming/a.dcm", "audit/b.json"}, 0},
+		{"some known", []string{"incoming/a.dcm"}, []string{"incoming/a.dcm", "incoming/c.dcm"}, 1},
+		{"repeated key", nil, []string{"incoming/a.dcm", "incoming/a.dcm"}, 1},
+		{"no keys", []string{"incoming/a.dcm"}, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openTest(t)
+			h := db.Handoff()
+			for _, k := range tt.known {
+				if _, err := h.Enqueue(ctx, k, t0, map[string]string{"calling-ae": "A"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			added, err := h.EnqueueMissing(ctx, tt.keys, t0.Add(time.Minute))
+			if err != nil || added != tt.wantAdded {
+				t.Fatalf("EnqueueMissing = %d, %v; want %d", added, err, tt.wantAdded)
+			}
+			pending, err := h.Pending(ctx, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]bool{}
+			for _, k := range append(append([]string{}, tt.known...), tt.keys...) {
+				want[k] = true
+			}
+			got := map[string]bool{}
+			for _, k := range pending {
+				got[k] = true
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("pending keys (-want +got):\n%s", d)
+			}
+			// A key known before keeps what its first enqueue recorded.
+			for _, k := range tt.known {
+				var md string
+				if err := db.SQL().QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, k).Scan(&md); err != nil {
+					t.Fatal(err)
+				}
+				if md != `{"calling-ae":"A"}` {
+					t.Errorf("%s: metadata %s, want the first enqueue's", k, md)
+				}
+			}
+		})
+	}
+}

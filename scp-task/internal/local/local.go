@@ -264,14 +264,10 @@ func (l *Local) reconcile(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		for _, k := range keys {
-			added, err := l.db.Handoff().Enqueue(ctx, k, time.Now(), nil)
-			if err != nil {
-				return n, err
-			}
-			if added {
-				n++
-			}
+		added, err := l.db.Handoff().EnqueueMissing(ctx, keys, time.Now())
+		n += added
+		if err != nil {
+			return n, err
 		}
 	}
 	return n, nil
