@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -19,6 +20,9 @@ type Handoff struct{ db *DB }
 // Handoff returns the hand-off queue.
 func (db *DB) Handoff() *Handoff { return &Handoff{db: db} }
 
+// enqueueSQL adds a pending key unless the key is known.
+const enqueueSQL = `INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', ?) ON CONFLICT(key) DO NOTHING`
+
 // Enqueue records key as pending unless it is already known (pending, done
 // or failed): enqueueing is idempotent. metadata is what the store knew
 // about the object (the SCP's transaction details); it may be nil.
@@ -27,9 +31,7 @@ func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadat
 	if err != nil || metadata == nil {
 		md = []byte("{}")
 	}
-	res, err := h.db.sql.ExecContext(ctx,
-		`INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', ?) ON CONFLICT(key) DO NOTHING`,
-		key, unixNano(at), string(md))
+	res, err := h.db.sql.ExecContext(ctx, enqueueSQL, key, unixNano(at), string(md))
 	if err != nil {
 		return false, fmt.Errorf("localstore: enqueue: %w", err)
 	}
@@ -51,19 +53,18 @@ func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Tim
 	}
 	defer func() {
 		if err != nil {
-			if rerr := tx.Rollback(); rerr != nil {
+			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
 				err = fmt.Errorf("%w (rollback: %v)", err, rerr)
 			}
 		}
 	}()
-	stmt, err := tx.PrepareContext(ctx,
-		`INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', '{}') ON CONFLICT(key) DO NOTHING`)
+	stmt, err := tx.PrepareContext(ctx, enqueueSQL)
 	if err != nil {
 		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
 	}
 	defer stmt.Close()
 	for _, k := range keys {
-		res, err := stmt.ExecContext(ctx, k, unixNano(at))
+		res, err := stmt.ExecContext(ctx, k, unixNano(at), "{}")
 		if err != nil {
 			return 0, fmt.Errorf("localstore: enqueue missing %s: %w", k, err)
 		}
