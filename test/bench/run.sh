@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # make bench: the load generator against scp-task (file store; S3 store on a
-# local S3 emulator and on a checksum-verifying S3 sink) and against DCMTK's
-# storescp --fork, on the same machine, corpus and run; prints a table with
-# the ratios. Every scenario starts its SCP on an empty store, so no send is
+# local S3 emulator and on a checksum-verifying S3 sink), against DCMTK's
+# storescp --fork, and against the protocol floor (bench-discard: the same
+# DICOM server with a handler that keeps nothing), on the same machine,
+# corpus and run; prints a table with the ratios. Every scenario starts its SCP on an empty store, so no send is
 # measured as a duplicate of an earlier one. Stores are new directories and
 # are removed only at the end (~2.7 GB in /var/tmp per round at scale 1): on ext4
 # without a journal, creating files right after thousands were deleted
@@ -33,6 +34,7 @@ fi
 go build -o bin/scp-task ./scp-task
 go build -o bin/dicom-loadgen ./test/loadgen
 go build -o bin/bench-s3 ./test/bench/s3server
+go build -o bin/bench-discard ./test/bench/discard
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listening on $1" >&2; return 1; }
@@ -57,6 +59,9 @@ target() {
     storescp)
       storescp --fork -aet REMOTE_AE -od "$storedir" -uf "$P" > "$OUT/storescp.log" 2>&1 & RPID=$!; pids+=($RPID)
       wait_port "$P"; return ;;
+    discard)
+      bin/bench-discard -listen 127.0.0.1:$P -ae-title REMOTE_AE 2>> "$OUT/discard.log" & RPID=$!; pids+=($RPID)
+      wait_port "$P"; return ;;
     file) store="file://$storedir"; extra=() ;;
     s3-emulator|s3-sink)
       S3P=$(port)
@@ -70,10 +75,14 @@ target() {
     --max-associations 64 --max-associations-per-ae 64 --log-level warn 2>> "$OUT/$kind.log" & RPID=$!; pids+=($RPID)
   wait_port "$P"
 }
-untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; }
+# untarget stops the receiver, then syncs: storescp leaves what it received
+# in the page cache, and its writeback would otherwise compete for the disk
+# with whichever receiver runs next (after the 300 MiB object, it cost the
+# file store's next run more than half its throughput).
+untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; sync; }
 
 : > "$OUT/results.jsonl"; : > "$OUT/rss.txt"
-kinds=(file s3-sink s3-emulator)
+kinds=(discard file s3-sink s3-emulator)
 command -v storescp >/dev/null && kinds+=(storescp)
 # Receivers take turns scenario by scenario, round after round, so that
 # each ratio compares runs minutes apart at most on a machine whose speed
@@ -85,7 +94,7 @@ for round in $(seq "$ROUNDS"); do
     for kind in "${kinds[@]}"; do
       target "$kind"
       load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
-      [ "$kind" != storescp ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
+      [ "$kind" != storescp ] && [ "$kind" != discard ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
       untarget
     done
   done
