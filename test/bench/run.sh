@@ -3,12 +3,13 @@
 # local S3 emulator and on a checksum-verifying S3 sink), against DCMTK's
 # storescp --fork, and against the protocol floor (bench-discard: the same
 # DICOM server with a handler that keeps nothing), on the same machine,
-# corpus and run; prints a table with the ratios. Every scenario starts its SCP on an empty store, so no send is
-# measured as a duplicate of an earlier one. Stores are new directories and
-# are removed only at the end (~2.7 GB in /var/tmp per round at scale 1): on ext4
-# without a journal, creating files right after thousands were deleted
-# costs a scan of the recently deleted inodes on every create, which
-# slowed whichever receiver ran next by up to a third.
+# corpus and run; prints a table with the ratios. Every scenario starts its
+# SCP on an empty store, so no send is measured as a duplicate of an earlier
+# one. Stores are new directories and are removed only at the end (~2.7 GB
+# in /var/tmp per round at scale 1): on ext4 without a journal, creating
+# files right after thousands were deleted costs a scan of the recently
+# deleted inodes on every create, which slowed whichever receiver ran next
+# by up to a third.
 #
 #   CORPUS_DIR  where the corpus is (built by test/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
