@@ -15,10 +15,11 @@ SITE ?=
 run:
 	$(GO) run ./scp-task --local
 
-## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN); installs missing tools when root
+## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN), then -race over shared/ and scp-task/; installs missing tools when root
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -timeout 25m ./...
+	CGO_ENABLED=1 $(GO) test -race -timeout 15m ./shared/... ./scp-task/...
 
 test-deps:
 	@bash .ci/install-deps.sh

@@ -16,6 +16,8 @@ need tcpdump tcpdump
 need chromium chromium
 need node nodejs
 need npm npm
+need gcc gcc                      # the race detector needs cgo
+need /usr/include/stdio.h libc6-dev
 /usr/bin/python3 -c 'import pydicom, numpy' 2>/dev/null || apt_pkgs+=(python3-pydicom python3-numpy)
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
