@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -206,24 +207,10 @@ func (f *files) writeFile(key string, body io.Reader) error {
 		}
 		return fmt.Errorf("local: write %s: %w", key, err)
 	}
-	if err := syncDirectory(dir); err != nil {
+	if err := filestore.SyncDir(dir); err != nil {
 		return fmt.Errorf("local: write %s: sync directory: %w", key, err)
 	}
 	return nil
-}
-
-// syncDirectory fsyncs dir, so that the entries just changed in it
-// survive a crash.
-func syncDirectory(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // txFiles is the pipeline's ObjectWriter for one unit of work: files are

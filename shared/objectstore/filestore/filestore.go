@@ -329,14 +329,22 @@ func (s *Store) syncPlaced(final string) error {
 	return syncDir(s.tmp)
 }
 
-// syncDir fsyncs a directory (a variable so tests can see the calls).
-var syncDir = func(dir string) error {
+// syncDir is how the store fsyncs a directory (a variable so tests can
+// see the calls).
+var syncDir = SyncDir
+
+// SyncDir fsyncs dir, so that the entries just created, renamed or
+// removed in it survive a crash.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // PutRecord durably writes body at key (which must start with
