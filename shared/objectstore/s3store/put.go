@@ -117,8 +117,14 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 
 	hr := newHashingReader(part10)
 	first, n, rerr := s.readFirst(hr)
-	defer func() { s.putBuf(first) }()
-	defer hr.stop() // runs first: the buffers are released once nothing hashes them
+	var next buffer // the second part's buffer, when the object needs one
+	defer func() {
+		hr.stop() // first: the buffers go back once nothing hashes them
+		s.putBuf(first)
+		if next.b != nil {
+			s.putBuf(next)
+		}
+	}()
 	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
 		return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
 	}
@@ -126,9 +132,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if rerr == nil {
 		// The first part is full: peek for more before choosing multipart,
 		// so an object of exactly PartSize is still one PutObject.
-		next := s.partBuf()
-		defer s.putBuf(next)
-		defer hr.stop() // again, so it also runs before next is released
+		next = s.partBuf()
 		m, perr := io.ReadFull(hr, *next.b)
 		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
 			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)
