@@ -30,10 +30,13 @@ type Object struct {
 
 // Stored is what a Store reports once an object is durable.
 type Stored struct {
-	Key    string // the key the object is stored under, relative to the store root/prefix
-	Size   int64  // bytes of the whole Part 10 file
-	SHA256 string // lowercase hex SHA-256 of the whole Part 10 file
-	// Duplicate is set when an identical object (same key, same SHA-256)
+	Key  string // the key the object is stored under, relative to the store root/prefix
+	Size int64  // bytes of the whole Part 10 file
+	// SHA256 is the lowercase hex SHA-256 of the whole Part 10 file, or
+	// empty where the store leaves hashing to whoever reads the object
+	// (the file store, except for a conflict).
+	SHA256 string
+	// Duplicate is set when an identical object (same key, same bytes)
 	// was already stored: nothing new was written.
 	Duplicate bool
 	// Conflict is set when a different object already held the key: the new

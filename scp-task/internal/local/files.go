@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -83,6 +84,17 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 			return info, err
 		}
 	}
+	if md["sha256"] == "" && strings.HasSuffix(key, ".dcm") {
+		// The file store does not hash on the C-STORE's path: the
+		// content's identity is taken here, where the pipeline first
+		// reads the object.
+		sum, err := fileSHA256(p)
+		if err != nil {
+			return info, err
+		}
+		md = maps.Clone(md)
+		md["sha256"] = sum
+	}
 	info.Metadata = md
 	info.ETag = md["sha256"]
 	return info, nil
@@ -90,27 +102,36 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 
 // rebuildMetadata derives what it can from the stored file when the SCP's
 // own record of the transaction was lost: the calling AE (Source AE title),
-// UIDs and transfer syntax from the File Meta Information, the checksum from
-// the bytes. Called AE, peer and association id are unknown.
+// UIDs and transfer syntax from the File Meta Information (Head adds the
+// checksum). Called AE, peer and association id are unknown.
 func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, notFound(err)
 	}
 	defer fh.Close()
-	h := sha256.New()
 	md := map[string]string{"received-at": mtime.UTC().Format(time.RFC3339Nano), "recovered": "true"}
-	if m, err := part10.ReadMeta(bufio.NewReader(io.TeeReader(fh, h))); err == nil {
+	if m, err := part10.ReadMeta(bufio.NewReader(fh)); err == nil {
 		md["calling-ae"] = m.SourceApplicationEntityTitle
 		md["sop-class-uid"] = m.MediaStorageSOPClassUID
 		md["sop-instance-uid"] = m.MediaStorageSOPInstanceUID
 		md["transfer-syntax-uid"] = m.TransferSyntaxUID
 	}
-	if _, err := io.Copy(h, fh); err != nil {
-		return nil, fmt.Errorf("local: checksum %s: %w", filepath.Base(path), err)
-	}
-	md["sha256"] = hex.EncodeToString(h.Sum(nil))
 	return md, nil
+}
+
+// fileSHA256 returns the lowercase hex SHA-256 of the file at path.
+func fileSHA256(path string) (string, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return "", notFound(err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, fh); err != nil {
+		return "", fmt.Errorf("local: checksum %s: %w", filepath.Base(path), err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // OpenRange streams length bytes of key from offset (length < 0: to EOF).

@@ -102,8 +102,8 @@ func TestPutSequence(t *testing.T) {
 		body []byte
 		want objectstore.Stored
 	}{
-		{"first", a, objectstore.Stored{Key: key, Size: int64(len(a)), SHA256: sum(a)}},
-		{"same again is a duplicate", a, objectstore.Stored{Key: key, Size: int64(len(a)), SHA256: sum(a), Duplicate: true}},
+		{"first", a, objectstore.Stored{Key: key, Size: int64(len(a))}},
+		{"same again is a duplicate", a, objectstore.Stored{Key: key, Size: int64(len(a)), Duplicate: true}},
 		{"different content is a conflict", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true}},
 		{"the conflicting one again", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true, Duplicate: true}},
 		{"same size, other content", c, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(c)), Size: int64(len(c)), SHA256: sum(c), Conflict: true}},
@@ -152,7 +152,7 @@ func TestPutConcurrent(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			plain, firstPerContent := 0, map[string]int{}
+			plain, firstPerKey := 0, map[string]int{}
 			for i, r := range results {
 				if errs[i] != nil {
 					t.Fatalf("Put %d: %v", i, errs[i])
@@ -161,7 +161,7 @@ func TestPutConcurrent(t *testing.T) {
 					plain++
 				}
 				if !r.Duplicate {
-					firstPerContent[r.SHA256]++
+					firstPerKey[r.Key]++
 				}
 				if got := readKey(t, s, r.Key); !bytes.Equal(got, bodies[i%variants]) {
 					t.Errorf("Put %d: key %s holds other bytes", i, r.Key)
@@ -170,9 +170,9 @@ func TestPutConcurrent(t *testing.T) {
 			if plain != 1 {
 				t.Errorf("%d Puts stored under the plain key, want 1", plain)
 			}
-			for h, c := range firstPerContent {
+			for k, c := range firstPerKey {
 				if c != 1 {
-					t.Errorf("content %s stored %d times", h[:8], c)
+					t.Errorf("%s stored %d times", k, c)
 				}
 			}
 			if got := len(files(t, s.Root())); got != variants {
@@ -568,5 +568,61 @@ func TestPlacingSyncsBothDirectories(t *testing.T) {
 	wantTail = []string{filepath.Dir(rec), tmp}
 	if len(synced) < 2 || !slices.Equal(synced[len(synced)-2:], wantTail) {
 		t.Errorf("PutRecord synced %v, want it to end with %v", synced, wantTail)
+	}
+}
+
+// TestSameFiles: duplicate detection compares bytes, across the chunks it
+// reads and at the very last byte.
+func TestSameFiles(t *testing.T) {
+	dir := t.TempDir()
+	body := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i * 7)
+		}
+		return b
+	}
+	flip := func(b []byte, at int) []byte {
+		c := bytes.Clone(b)
+		c[at] ^= 1
+		return c
+	}
+	big := body(2*compareChunk + 100)
+	tests := []struct {
+		name   string
+		stored []byte
+		other  []byte
+		want   bool
+	}{
+		{"empty", nil, nil, true},
+		{"equal, one chunk", body(100), body(100), true},
+		{"equal, exactly one chunk", body(compareChunk), body(compareChunk), true},
+		{"equal, several chunks", big, big, true},
+		{"first byte differs", big, flip(big, 0), false},
+		{"last byte of a chunk differs", big, flip(big, compareChunk-1), false},
+		{"last byte differs", big, flip(big, len(big)-1), false},
+		{"stored is longer", body(compareChunk + 1), body(compareChunk), false},
+		{"stored is shorter", body(compareChunk), body(compareChunk + 1), false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stored, other := filepath.Join(dir, fmt.Sprint("s", i)), filepath.Join(dir, fmt.Sprint("o", i))
+			if err := os.WriteFile(stored, tt.stored, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(other, tt.other, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := sameFiles(stored, other, int64(len(tt.other)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("sameFiles = %v, want %v", got, tt.want)
+			}
+		})
+	}
+	if _, err := sameFiles(filepath.Join(dir, "missing"), filepath.Join(dir, "s0"), 0); err == nil {
+		t.Error("sameFiles of a missing file: no error")
 	}
 }

@@ -2,19 +2,15 @@ package filestore
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
 	"unsafe"
-
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
 )
 
 // An object is received into a pooled ring of chunks. Each full chunk is
 // handed to a writer goroutine, which writes it while the next ones
-// arrive, and to the hasher, which hashes it in place. With direct I/O
+// arrive. With direct I/O
 // (see Store.DirectIO) the writes go straight to the disk, so that at the
 // end of the object only its last chunk, its final partial block and the
 // metadata are left for the fsync: with buffered writes the whole object
@@ -23,7 +19,7 @@ import (
 // keeps received objects out of the page cache.
 const (
 	// ringSize is the per-Put ring: big enough that a typical CT or MR
-	// image arrives without waiting for the writer or the hash. It is
+	// image arrives without waiting for the writer. It is
 	// pooled, so memory stays bounded per association.
 	ringSize = 1 << 20
 	// chunkSize is the unit handed to the writer: small enough that the
@@ -118,11 +114,11 @@ func (w *chunkWriter) run() {
 }
 
 // writeTemp streams r into a new, fsynced temporary file and returns its
-// name, size and SHA-256; on error nothing is left.
-func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size int64, sum string, err error) {
+// name and size; on error nothing is left.
+func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size int64, err error) {
 	f, err := s.createTemp("put-", s.direct)
 	if err != nil {
-		return "", 0, "", unavailable("put", err)
+		return "", 0, unavailable("put", err)
 	}
 	tmp = f.Name()
 	defer func() {
@@ -140,14 +136,12 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size in
 	ring := *ringp
 	chunks := len(ring) / chunkSize
 	w := startChunkWriter(f, ring)
-	h := digest.Start(sha256.New())
 	inflight := 0
 	defer func() {
 		// Nothing may touch the ring once it is back in the pool.
 		close(w.jobs)
 		for range w.done {
 		}
-		h.Stop()
 		s.bufs.Put(ringp)
 	}()
 	// wait collects the oldest outstanding write.
@@ -161,17 +155,14 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size in
 
 	var off int64 // file offset of slot
 	for slot := 0; ; slot = (slot + 1) % chunks {
-		if slot == 0 && off > 0 {
-			h.Wait()
-		}
 		if inflight == chunks {
 			if err := wait(); err != nil {
-				return tmp, 0, "", err
+				return tmp, 0, err
 			}
 		}
-		n, rerr := fill(ctx, r, ring[slot*chunkSize:(slot+1)*chunkSize], h)
+		n, rerr := fill(ctx, r, ring[slot*chunkSize:(slot+1)*chunkSize])
 		if rerr != nil {
-			return tmp, 0, "", rerr
+			return tmp, 0, rerr
 		}
 		if n == chunkSize {
 			w.jobs <- writeJob{slot: slot, n: n, off: off}
@@ -192,45 +183,42 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size in
 		}
 		for inflight > 0 {
 			if err := wait(); err != nil {
-				return tmp, 0, "", err
+				return tmp, 0, err
 			}
 		}
 		size = off + int64(n)
 		if whole < n {
 			if ferr := leaveDirect(f); ferr != nil {
-				return tmp, 0, "", unavailable("put: leave direct I/O", ferr)
+				return tmp, 0, unavailable("put: leave direct I/O", ferr)
 			}
 			tail := ring[slot*chunkSize+whole : slot*chunkSize+n]
 			if _, werr := f.WriteAt(tail, off+int64(whole)); werr != nil {
-				return tmp, 0, "", unavailable("put: write", werr)
+				return tmp, 0, unavailable("put: write", werr)
 			}
 		}
 		break
 	}
 	if err := f.Sync(); err != nil {
-		return tmp, 0, "", unavailable("put: sync", err)
+		return tmp, 0, unavailable("put: sync", err)
 	}
 	err = f.Close()
 	f = nil
 	if err != nil {
-		return tmp, 0, "", unavailable("put: close", err)
+		return tmp, 0, unavailable("put: close", err)
 	}
-	return tmp, size, hex.EncodeToString(h.Sum()), nil
+	return tmp, size, nil
 }
 
-// fill reads from r until c is full or r ends, handing what arrives to h.
-// It returns len(c) while more may follow, less at the end of r.
-func fill(ctx context.Context, r io.Reader, c []byte, h *digest.Background) (int, error) {
+// fill reads from r until c is full or r ends. It returns len(c) while
+// more may follow, less at the end of r.
+func fill(ctx context.Context, r io.Reader, c []byte) (int, error) {
 	n := 0
 	for n < len(c) {
 		if err := ctx.Err(); err != nil {
 			return n, fmt.Errorf("filestore: put: %w", err)
 		}
 		m, err := r.Read(c[n:])
-		if m > 0 {
-			h.Add(c[n : n+m])
-			n += m
-		}
+		n += m
 		if err == io.EOF {
 			return n, nil
 		}

@@ -1,0 +1,86 @@
+package local
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+)
+
+// TestHeadChecksum: the file store does not hash what it stores, so Head
+// gives the pipeline the SHA-256 of the file whenever the hand-off did not
+// record one, and keeps one it did record.
+func TestHeadChecksum(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := localstore.Open(ctx, filepath.Join(dir, "local.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	store, err := filestore.New(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &files{root: store.Root(), db: db}
+	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
+	body := in.Build()
+	file := sha256.Sum256(body)
+	fileSum := hex.EncodeToString(file[:])
+
+	tests := []struct {
+		name     string
+		handoff  map[string]string // nil: no hand-off record at all
+		wantSum  string
+		wantMeta map[string]string // other entries Head must report
+	}{
+		{"hand-off without a checksum", map[string]string{"calling-ae": "LOCAL_AE", "sha256": ""}, fileSum, map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"hand-off with a checksum", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}, "ab12", map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"no hand-off record", nil, fileSum, map[string]string{"recovered": "true", "calling-ae": "LOCAL_AE"}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "incoming/2026/11/27/1.2/1.2.3/1.2.3." + string(rune('1'+i)) + ".dcm"
+			path := filepath.Join(store.Root(), filepath.FromSlash(key))
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, body, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if tt.handoff != nil {
+				if _, err := db.Handoff().Enqueue(ctx, key, time.Now(), tt.handoff); err != nil {
+					t.Fatal(err)
+				}
+			}
+			info, err := f.Head(ctx, key)
+			if err != nil {
+				t.Fatalf("Head: %v", err)
+			}
+			if got := info.Metadata["sha256"]; got != tt.wantSum {
+				t.Errorf("sha256 = %q, want %q", got, tt.wantSum)
+			}
+			if info.ETag != tt.wantSum {
+				t.Errorf("ETag = %q, want the checksum %q", info.ETag, tt.wantSum)
+			}
+			for k, v := range tt.wantMeta {
+				if got := info.Metadata[k]; got != v {
+					t.Errorf("metadata %s = %q, want %q", k, got, v)
+				}
+			}
+			if info.Size != int64(len(body)) {
+				t.Errorf("size %d, want %d", info.Size, len(body))
+			}
+		})
+	}
+}
