@@ -34,12 +34,13 @@ def ratio(a, b, s):
 
 print("instances/s / MB/s, medians of %d round(s); ratios by throughput, median (range) of the rounds' ratios" % rounds)
 print()
-print("| scenario | scp-task, file store (fsync) | scp-task, S3 store → sink | scp-task, S3 store → gofakes3 | DCMTK storescp --fork | protocol floor (keeps nothing) | file ÷ storescp | S3 sink ÷ file |")
-print("|---|---|---|---|---|---|---|---|")
+print("| scenario | scp-task, file store (fsync) | scp-task, S3 store → sink | scp-task, S3 store → gofakes3 | DCMTK storescp --fork | protocol floor (keeps nothing) | disk floor (fsync, no network) | file ÷ storescp | disk floor ÷ storescp | S3 sink ÷ file |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for s in scenarios:
-    print("| %s | %s | %s | %s | %s | %s | %s | %s |" % (s, cell("file", s), cell("s3-sink", s), cell("s3-emulator", s),
-                                                    cell("storescp", s), cell("discard", s),
-                                                    ratio("file", "storescp", s), ratio("s3-sink", "file", s)))
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (s, cell("file", s), cell("s3-sink", s), cell("s3-emulator", s),
+                                                              cell("storescp", s), cell("discard", s), cell("diskfloor", s),
+                                                              ratio("file", "storescp", s), ratio("diskfloor", "storescp", s),
+                                                              ratio("s3-sink", "file", s)))
 for r in rows:
     if r.get("failed"):
         print("\nFAILED in %s: %d (%s)" % (r["label"], r["failed"], r.get("firstError", "")))

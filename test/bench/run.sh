@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # make bench: the load generator against scp-task (file store; S3 store on a
 # local S3 emulator and on a checksum-verifying S3 sink), against DCMTK's
-# storescp --fork, and against the protocol floor (bench-discard: the same
-# DICOM server with a handler that keeps nothing), on the same machine,
+# storescp --fork, against the protocol floor (bench-discard: the same
+# DICOM server with a handler that keeps nothing) and against the disk floor
+# (bench-diskfloor: the file store's durable writes of the same files as
+# bare system calls, no network), on the same machine,
 # corpus and run; prints a table with the ratios. Every scenario starts its
 # SCP on an empty store, so no send is measured as a duplicate of an earlier
-# one. Stores are new directories and are removed only at the end (~2.7 GB
+# one. Stores are new directories and are removed only at the end (~5 GB
 # in /var/tmp per round at scale 1): on ext4 without a journal, creating
 # files right after thousands were deleted costs a scan of the recently
 # deleted inodes on every create, which slowed whichever receiver ran next
@@ -36,6 +38,7 @@ go build -o bin/scp-task ./scp-task
 go build -o bin/dicom-loadgen ./test/loadgen
 go build -o bin/bench-s3 ./test/bench/s3server
 go build -o bin/bench-discard ./test/bench/discard
+go build -o bin/bench-diskfloor ./test/bench/diskfloor
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listening on $1" >&2; return 1; }
@@ -83,7 +86,7 @@ target() {
 untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; sync; }
 
 : > "$OUT/results.jsonl"; : > "$OUT/rss.txt"
-kinds=(discard file s3-sink s3-emulator)
+kinds=(discard diskfloor file s3-sink s3-emulator)
 command -v storescp >/dev/null && kinds+=(storescp)
 # Receivers take turns scenario by scenario, round after round, so that
 # each ratio compares runs minutes apart at most on a machine whose speed
@@ -93,6 +96,12 @@ for round in $(seq "$ROUNDS"); do
     IFS=: read -r name n dir <<<"$sc"
     echo "== round $round/$ROUNDS: $name"
     for kind in "${kinds[@]}"; do
+      if [ "$kind" = diskfloor ]; then
+        scenario=$((scenario + 1))
+        bin/bench-diskfloor -store "$WORK/store-$scenario" -n "$n" -label "diskfloor $name" "$CORPUS_DIR/$dir" >> "$OUT/results.jsonl"
+        tail -n1 "$OUT/results.jsonl"; sync
+        continue
+      fi
       target "$kind"
       load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
       [ "$kind" != storescp ] && [ "$kind" != discard ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"

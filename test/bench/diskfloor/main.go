@@ -1,0 +1,255 @@
+// Command bench-diskfloor is `make bench`'s disk floor: it makes every file
+// of a corpus durable the way the file store must before C-STORE success
+// (a new temporary file written with direct I/O, fsynced, renamed into
+// place without replacing, both directories fsynced), from memory, as bare
+// system calls, over N parallel workers, and reports in the load
+// generator's JSON. No network, no DICOM, no sender sharing the cores: no
+// receiver that fsyncs every object this way can be faster on the same
+// disk, so where storescp (which does not fsync) beats this floor, it beats
+// every such receiver.
+//
+//	bench-diskfloor -store DIR -n 4 -label "diskfloor MR x4" CORPUS_DIR
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// report has the fields of the load generator's JSON report that
+// test/bench/report.py reads.
+type report struct {
+	Label        string  `json:"label,omitempty"`
+	Associations int     `json:"associations"`
+	Instances    int     `json:"instances"`
+	Failed       int     `json:"failed"`
+	Bytes        int64   `json:"bytes"`
+	ElapsedNs    int64   `json:"elapsedNs"`
+	InstancesPS  float64 `json:"instancesPerSecond"`
+	MBPS         float64 `json:"megabytesPerSecond"`
+	P50ms        float64 `json:"p50ms"`
+	P99ms        float64 `json:"p99ms"`
+}
+
+const (
+	align    = 4096    // direct I/O alignment, as the file store uses
+	maxWrite = 8 << 20 // largest single write
+)
+
+func main() {
+	store := flag.String("store", "", "directory to write into (created; must be new or empty)")
+	workers := flag.Int("n", 1, "parallel workers, as the load generator's associations")
+	label := flag.String("label", "", "label for the report")
+	flag.Parse()
+	if *store == "" || flag.NArg() != 1 || *workers < 1 {
+		fmt.Fprintln(os.Stderr, "usage: bench-diskfloor -store DIR [-n N] [-label L] CORPUS_DIR")
+		os.Exit(2)
+	}
+	rep, err := run(*store, flag.Arg(0), *workers)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-diskfloor:", err)
+		os.Exit(1)
+	}
+	rep.Label = *label
+	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-diskfloor:", err)
+		os.Exit(1)
+	}
+}
+
+// run loads the corpus into aligned memory, then times its durable writes.
+func run(store, corpus string, workers int) (report, error) {
+	bodies, err := load(corpus)
+	if err != nil {
+		return report{}, err
+	}
+	tmp, dst := filepath.Join(store, ".tmp"), filepath.Join(store, "objects")
+	for _, d := range []string{tmp, dst} {
+		if err := os.MkdirAll(d, 0o750); err != nil {
+			return report{}, err
+		}
+	}
+	direct, err := takesDirect(tmp)
+	if err != nil {
+		return report{}, err
+	}
+	w := writer{tmp: tmp, dst: dst, direct: direct}
+	lat := make([]time.Duration, len(bodies))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range workers {
+		wg.Go(func() {
+			for i := g; i < len(bodies); i += workers {
+				t := time.Now()
+				if err := w.put(strconv.Itoa(i), bodies[i]); err != nil {
+					errs[g] = err
+					return
+				}
+				lat[i] = time.Since(t)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if err := errors.Join(errs...); err != nil {
+		return report{}, err
+	}
+	var total int64
+	for _, b := range bodies {
+		total += int64(len(b))
+	}
+	slices.Sort(lat)
+	ms := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	return report{
+		Associations: workers, Instances: len(bodies), Bytes: total, ElapsedNs: elapsed.Nanoseconds(),
+		InstancesPS: float64(len(bodies)) / elapsed.Seconds(), MBPS: float64(total) / 1e6 / elapsed.Seconds(),
+		P50ms: ms(0.50), P99ms: ms(0.99),
+	}, nil
+}
+
+// load reads every regular file under dir into a buffer aligned for direct
+// I/O.
+func load(dir string) ([][]byte, error) {
+	var out [][]byte
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		a := aligned(len(b))
+		copy(a, b)
+		out = append(out, a)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load corpus: %w", err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("load corpus: no files under %s", dir)
+	}
+	return out, nil
+}
+
+func aligned(n int) []byte {
+	b := make([]byte, n+align)
+	off := (align - int(uintptr(unsafe.Pointer(&b[0]))%align)) % align
+	return b[off : off+n : off+n]
+}
+
+type writer struct {
+	tmp, dst string
+	direct   bool
+}
+
+// put makes body durable under name: whole blocks written direct, the
+// last partial block through the page cache, fsync, rename without
+// replacing, fsync of both directories.
+func (w writer) put(name string, body []byte) error {
+	tmp := filepath.Join(w.tmp, name)
+	flags := unix.O_CREAT | unix.O_EXCL | unix.O_WRONLY | unix.O_CLOEXEC
+	if w.direct {
+		flags |= unix.O_DIRECT
+	}
+	fd, err := unix.Open(tmp, flags, 0o600)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", tmp, err)
+	}
+	werr := writeAll(fd, body, w.direct)
+	if werr == nil {
+		werr = unix.Fsync(fd)
+	}
+	if cerr := unix.Close(fd); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("write %s: %w", tmp, werr)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(w.dst, name), unix.RENAME_NOREPLACE); err != nil {
+		return fmt.Errorf("rename %s: %w", tmp, err)
+	}
+	for _, d := range []string{w.dst, w.tmp} {
+		if err := syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// takesDirect reports whether dir's filesystem takes direct I/O (the file
+// store writes through the page cache where it does not, and so does the
+// floor then).
+func takesDirect(dir string) (bool, error) {
+	name := filepath.Join(dir, "probe")
+	fd, err := unix.Open(name, unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EINVAL) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("probe direct I/O: %w", err)
+	}
+	_, werr := unix.Pwrite(fd, aligned(align), 0)
+	if err := unix.Close(fd); err != nil {
+		return false, fmt.Errorf("probe direct I/O: %w", err)
+	}
+	if err := os.Remove(name); err != nil {
+		return false, fmt.Errorf("probe direct I/O: %w", err)
+	}
+	return werr == nil, nil
+}
+
+func writeAll(fd int, body []byte, direct bool) error {
+	whole := len(body)
+	if direct {
+		whole &^= align - 1
+	}
+	for off := 0; off < whole; {
+		n, err := unix.Pwrite(fd, body[off:min(whole, off+maxWrite)], int64(off))
+		if err != nil {
+			return err
+		}
+		off += n
+	}
+	if whole == len(body) {
+		return nil
+	}
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err == nil {
+		_, err = unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_DIRECT)
+	}
+	if err != nil {
+		return fmt.Errorf("leave direct I/O: %w", err)
+	}
+	_, err = unix.Pwrite(fd, body[whole:], int64(whole))
+	return err
+}
+
+func syncDir(dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	err = unix.Fsync(fd)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
