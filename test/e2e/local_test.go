@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -48,6 +50,21 @@ func (n *node) audit(query string) []pipeline.AuditRecord {
 	var out struct{ Records []pipeline.AuditRecord }
 	n.getJSON("/api/audit?limit=1000&"+query, &out)
 	return out.Records
+}
+
+// object returns the stored object at key, as the portal serves it.
+func (n *node) object(key string) []byte {
+	n.t.Helper()
+	resp, err := http.Get("http://" + n.portal + "/objects/" + key)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		n.t.Fatalf("GET /objects/%s: %d, %v", key, resp.StatusCode, err)
+	}
+	return b
 }
 
 func (n *node) events(query string) []apiEvent {
@@ -188,6 +205,14 @@ func TestLocalEndToEnd(t *testing.T) {
 		for _, s := range synthInstances {
 			if !seen[s.sop] {
 				t.Errorf("no audit record for %s", s.sop)
+			}
+		}
+		// The file store does not hash on the C-STORE's path: the pipeline
+		// takes the SHA-256 of the stored file, which the record must carry.
+		for _, r := range recs {
+			b := n.object(r.ObjectKey)
+			if sum := sha256.Sum256(b); r.SHA256 != hex.EncodeToString(sum[:]) {
+				t.Errorf("audit record of %s: sha256 %q, the stored file's is %x", r.SOPInstanceUID, r.SHA256, sum)
 			}
 		}
 		if got := n.audit("outcome=stored"); len(got) != len(synthInstances)+len(real) {
