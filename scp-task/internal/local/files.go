@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -88,9 +87,9 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		// The file store does not hash on the C-STORE's path: the
 		// content's identity is taken here, where the pipeline first
 		// reads the object.
-		sum, err := fileSHA256(p)
+		sum, err := filestore.FileSHA256(p)
 		if err != nil {
-			return info, err
+			return info, notFound(fmt.Errorf("checksum %s: %w", filepath.Base(p), err))
 		}
 		md = maps.Clone(md)
 		md["sha256"] = sum
@@ -118,20 +117,6 @@ func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 		md["transfer-syntax-uid"] = m.TransferSyntaxUID
 	}
 	return md, nil
-}
-
-// fileSHA256 returns the lowercase hex SHA-256 of the file at path.
-func fileSHA256(path string) (string, error) {
-	fh, err := os.Open(path)
-	if err != nil {
-		return "", notFound(err)
-	}
-	defer fh.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, fh); err != nil {
-		return "", fmt.Errorf("local: checksum %s: %w", filepath.Base(path), err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // OpenRange streams length bytes of key from offset (length < 0: to EOF).

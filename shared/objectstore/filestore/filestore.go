@@ -240,7 +240,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 			// shares the first 64 bits of our SHA-256. Never overwrite.
 			return objectstore.Stored{}, fmt.Errorf("filestore: put: conflict key taken by other content")
 		}
-		if st.SHA256, err = fileSHA256(tmp); err != nil {
+		if st.SHA256, err = FileSHA256(tmp); err != nil {
 			return objectstore.Stored{}, unavailable("put: checksum", err)
 		}
 		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
@@ -338,8 +338,10 @@ func sameBytes(path string, body []byte) (bool, error) {
 	return bytes.Equal(got, body), nil
 }
 
-// fileSHA256 returns the lowercase hex SHA-256 of the file at path.
-func fileSHA256(path string) (string, error) {
+// FileSHA256 returns the lowercase hex SHA-256 of the file at path: the
+// content identity Put names conflicts after, and the one local mode's
+// pipeline takes of every object, since Put does not hash.
+func FileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
