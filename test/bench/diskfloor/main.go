@@ -2,7 +2,8 @@
 // of a corpus durable the way the file store must before C-STORE success
 // (a new temporary file written with direct I/O, fsynced, renamed into
 // place without replacing, both directories fsynced), from memory, as bare
-// system calls, over N parallel workers, and reports in the load
+// system calls (the directory fsyncs through the store's own
+// filestore.SyncDir), over N parallel workers, and reports in the load
 // generator's JSON. No network, no DICOM, no sender sharing the cores: no
 // receiver that fsyncs every object this way can be faster on the same
 // disk, so where storescp (which does not fsync) beats this floor, it beats
@@ -26,6 +27,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 )
 
 // report has the fields of the load generator's JSON report that
@@ -184,8 +187,8 @@ func (w writer) put(name string, body []byte) error {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	for _, d := range []string{w.dst, w.tmp} {
-		if err := syncDir(d); err != nil {
-			return err
+		if err := filestore.SyncDir(d); err != nil {
+			return fmt.Errorf("fsync %s: %w", d, err)
 		}
 	}
 	return nil
@@ -237,19 +240,4 @@ func writeAll(fd int, body []byte, direct bool) error {
 	}
 	_, err = unix.Pwrite(fd, body[whole:], int64(whole))
 	return err
-}
-
-func syncDir(dir string) error {
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open %s: %w", dir, err)
-	}
-	err = unix.Fsync(fd)
-	if cerr := unix.Close(fd); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
-	}
-	return nil
 }
