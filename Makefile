@@ -63,7 +63,7 @@ node-tools: .tools/node/node_modules/.installed
 	touch $@
 
 ## onboarding: the kit for SITE in ENV from `cdk deploy -c env=ENV --outputs-file cdk-outputs.json`
-##   (make onboarding ENV=dev SITE=example-hospital; see README "Onboarding a site" for a kit without AWS)
+##   (make onboarding ENV=dev SITE=example-hospital; see docs/operations/onboarding.md for a kit without AWS)
 OUTPUTS ?= cdk-outputs.json
 ONBOARDING_FLAGS ?=
 onboarding:

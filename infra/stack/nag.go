@@ -56,8 +56,8 @@ func suppress(s *IngestStack) {
 		for _, psk := range conn.PreSharedKeys {
 			suppressOn(psk,
 				nagRule{id: "AwsSolutions-SMG4", reason: "A tunnel's pre-shared key must change together with the site's VPN device configuration; " +
-					"it is rotated as a coordinated change (see the README, Adding a site: rotating a pre-shared key), not by a Lambda on a timer"},
-				nagRule{id: "HIPAA.Security-SecretsManagerRotationEnabled", reason: "VPN pre-shared keys are rotated as a coordinated change with the site (see the README, Adding a site: rotating a pre-shared key)"},
+					"it is rotated as a coordinated change (see docs/operations/sites.md, rotating a pre-shared key), not by a Lambda on a timer"},
+				nagRule{id: "HIPAA.Security-SecretsManagerRotationEnabled", reason: "VPN pre-shared keys are rotated as a coordinated change with the site (see docs/operations/sites.md, rotating a pre-shared key)"},
 			)
 		}
 	}

@@ -84,7 +84,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	out := &Pipeline{Construct: self, Queues: map[string]*Queue{}, Functions: map[string]awslambda.Function{}}
 
 	// Tables. Generic key names (pk/sk, gsiNpk/gsiNsk) let the pipeline's
-	// adapter overload them; see the README (AWS infrastructure) for the access patterns.
+	// adapter overload them; see docs/pipeline.md (tables) for the access patterns.
 	str := awsdynamodb.AttributeType_STRING
 	newTable := func(name string) awsdynamodb.Table {
 		return awsdynamodb.NewTable(self, jsii.String(name), &awsdynamodb.TableProps{

@@ -16,7 +16,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
-// Object layout (see README.md).
+// Object layout (see docs/pipeline.md, "S3 layout").
 const (
 	IncomingPrefix   = "incoming/"
 	AuditPrefix      = "audit/"

@@ -45,13 +45,13 @@ type Config struct {
 }
 
 // Setting describes one flag: its name, environment variable, default and
-// meaning. The README's configuration table is generated from the same list
+// meaning. docs/configuration.md's flags table is checked against the same list
 // (see Settings), so the two cannot drift apart.
 type Setting struct {
 	Flag, Env, Default, Usage string
 }
 
-// Settings lists every setting in the order the README shows them.
+// Settings lists every setting in the order docs/configuration.md shows them.
 func Settings() []Setting {
 	return settings
 }
