@@ -8,33 +8,42 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// standardTable is PS3.8 Table 9-10 laid out as printed: one row per event, one column per state Sta1…Sta13,
-// "-" where the standard defines no transition. It is an independent transcription used to check transitionTable.
+// standardTable is PS3.8 Table 9-10 ("DICOM Upper Layer Protocol State Transition Table"), transcribed from the
+// standard (not from transitionTable, which it checks) and laid out as the standard prints it: one row per event,
+// one column per state Sta1…Sta13, "-" where the standard leaves the cell empty. It was checked cell by cell
+// against pynetdicom's (fsm.py), which matches it exactly, and DCMTK's (dcmnet/libsrc/dulfsm.cc), which matches
+// it but for two cells of its own (Evt18 in Sta5 and Sta7, AA-2, its requestor-side timeouts). Evt18 in Sta13 is AA-2: ARTIM expiring while we wait for the peer to close means we close
+// (PS3.8 §9.1.4 d); AR-5 would only stop the timer and leave the connection open.
 const standardTable = `
-Evt1  AE-1 -    -    -    -    -    -    -    -    -     -    -    -
-Evt2  -    -    -    AE-2 -    -    -    -    -    -     -    -    -
-Evt3  -    AA-1 AA-8 -    AE-3 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt4  -    AA-1 AA-8 -    AE-4 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt5  AE-5 -    -    -    -    -    -    -    -    -     -    -    -
-Evt6  -    AE-6 AA-8 -    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-7
-Evt7  -    -    AE-7 -    -    -    -    -    -    -     -    -    -
-Evt8  -    -    AE-8 -    -    -    -    -    -    -     -    -    -
-Evt9  -    -    -    -    -    DT-1 -    AR-7 -    -     -    -    -
-Evt10 -    AA-1 AA-8 -    AA-8 DT-2 AR-6 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt11 -    -    -    -    -    AR-1 -    -    -    -     -    -    -
-Evt12 -    AA-1 AA-8 -    AA-8 AR-2 AR-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-6
-Evt13 -    AA-1 AA-8 -    AA-8 AA-8 AR-3 AA-8 AA-8 AR-10 AR-3 AA-8 AA-6
-Evt14 -    -    -    -    -    -    -    AR-4 AR-9 -     -    AR-4 -
-Evt15 -    -    AA-1 AA-2 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1  AA-1 AA-1 -
-Evt16 -    AA-2 AA-3 -    AA-3 AA-3 AA-3 AA-3 AA-3 AA-3  AA-3 AA-3 AA-2
-Evt17 -    AA-5 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4  AA-4 AA-4 AR-5
-Evt18 -    AA-2 -    -    -    -    -    -    -    -     -    -    AR-5
-Evt19 -    AA-1 AA-8 -    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8 AA-8 AA-7
+       Sta1 Sta2 Sta3 Sta4 Sta5 Sta6 Sta7 Sta8 Sta9 Sta10 Sta11 Sta12 Sta13
+Evt1   AE-1 -    -    -    -    -    -    -    -    -     -     -     -
+Evt2   -    -    -    AE-2 -    -    -    -    -    -     -     -     -
+Evt3   -    AA-1 AA-8 -    AE-3 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8  AA-8  AA-6
+Evt4   -    AA-1 AA-8 -    AE-4 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8  AA-8  AA-6
+Evt5   AE-5 -    -    -    -    -    -    -    -    -     -     -     -
+Evt6   -    AE-6 AA-8 -    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8  AA-8  AA-7
+Evt7   -    -    AE-7 -    -    -    -    -    -    -     -     -     -
+Evt8   -    -    AE-8 -    -    -    -    -    -    -     -     -     -
+Evt9   -    -    -    -    -    DT-1 -    AR-7 -    -     -     -     -
+Evt10  -    AA-1 AA-8 -    AA-8 DT-2 AR-6 AA-8 AA-8 AA-8  AA-8  AA-8  AA-6
+Evt11  -    -    -    -    -    AR-1 -    -    -    -     -     -     -
+Evt12  -    AA-1 AA-8 -    AA-8 AR-2 AR-8 AA-8 AA-8 AA-8  AA-8  AA-8  AA-6
+Evt13  -    AA-1 AA-8 -    AA-8 AA-8 AR-3 AA-8 AA-8 AR-10 AR-3  AA-8  AA-6
+Evt14  -    -    -    -    -    -    -    AR-4 AR-9 -     -     AR-4  -
+Evt15  -    -    AA-1 AA-2 AA-1 AA-1 AA-1 AA-1 AA-1 AA-1  AA-1  AA-1  -
+Evt16  -    AA-2 AA-3 -    AA-3 AA-3 AA-3 AA-3 AA-3 AA-3  AA-3  AA-3  AA-2
+Evt17  -    AA-5 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4 AA-4  AA-4  AA-4  AR-5
+Evt18  -    AA-2 -    -    -    -    -    -    -    -     -     -     AA-2
+Evt19  -    AA-1 AA-8 -    AA-8 AA-8 AA-8 AA-8 AA-8 AA-8  AA-8  AA-8  AA-7
 `
 
 func parseStandardTable(t *testing.T) map[event]map[state]string {
 	out := map[event]map[state]string{}
-	for _, line := range strings.Split(strings.TrimSpace(standardTable), "\n") {
+	lines := strings.Split(strings.TrimSpace(standardTable), "\n")
+	if hdr := strings.Fields(lines[0]); len(hdr) != numStates || hdr[0] != "Sta1" || hdr[numStates-1] != "Sta13" {
+		t.Fatalf("bad header %q", lines[0])
+	}
+	for _, line := range lines[1:] {
 		f := strings.Fields(line)
 		if len(f) != 1+numStates {
 			t.Fatalf("bad row %q", line)
