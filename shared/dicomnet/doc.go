@@ -10,7 +10,8 @@
 // buffer: memory per association does not depend on the object size or on MaxPDULength, and while the handler
 // does not read, neither does the server, so a slow store slows the sender down through TCP flow control.
 //
-// Each association follows the PS3.8 state machine (fsm.go: Sta1…Sta13, Evt1…Evt19, AE-1…AA-8), with
+// Each association follows the PS3.8 state machine (fsm.go: Sta1…Sta13, Evt1…Evt19, AE-1…AA-8; the acceptor's
+// side is split by concern, see association.go), with
 //   - ARTIM (ARTIMTimeout, default 30s) while waiting for the A-ASSOCIATE-RQ and, after a release, reject or
 //     abort, for the peer to close;
 //   - an idle timeout between and within PDUs once associated (IdleTimeout, default 5m), which aborts;
@@ -30,7 +31,13 @@
 // ever sees an unusable one); 0110 for a handler error, panic, or nil returned before reading the whole data set.
 //
 // With ProxyProtocol, the PROXY protocol v2 header (AWS NLB) is read before the first PDU and its source becomes
-// AssociationInfo.RemoteAddr; a LOCAL header (health check) keeps the socket's address.
+// AssociationInfo.RemoteAddr; a LOCAL header (health check) keeps the socket's address. Over TLS (a listener from
+// tls.NewListener) AssociationInfo.TLS carries the connection state, the peer's certificate with it, to Accept.
+//
+// DIMSE requests are dispatched through a table of services keyed by command field (dispatch.go), each served
+// only from the role the requestor holds on its presentation context (SCU unless role selection agreed
+// otherwise); a request the table lacks is answered 0211 (unrecognized operation), a response to no request of
+// ours is ignored.
 //
 // # Client
 //

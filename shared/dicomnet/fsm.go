@@ -6,6 +6,12 @@ import "fmt"
 // standard's: states Sta1…Sta13, events Evt1…Evt19, actions AE-1…AE-8, DT-1/2, AR-1…AR-10, AA-1…AA-8.
 // The server (acceptor) fires events as PDUs arrive or timers expire and performs the action the table names; a
 // (state, event) pair absent from the table is a protocol error handled as AA-8 (abort, provider-initiated).
+//
+// The machine performs an action's effects on the transport (send a PDU, start or stop ARTIM, close). The
+// primitive an action issues to the local user (A-ASSOCIATE indication, P-DATA indication, A-RELEASE
+// indication, A-ABORT or A-P-ABORT indication) is the action itself, returned by fire: the association acts on it
+// (association.go, step) and, where the user answers (A-ASSOCIATE response, A-RELEASE response), returns the
+// answer as the next event.
 
 type state uint8
 
@@ -152,8 +158,6 @@ type effects interface {
 	associateAcceptable() bool
 	// isRequestor tells AR-8 which side of a release collision we are.
 	isRequestor() bool
-	// indicate delivers a primitive to the local user (association, data or release indication, aborts).
-	indicate(a action)
 }
 
 // machine is the per-association upper layer state.
@@ -187,10 +191,8 @@ func (m *machine) perform(a action) (state, error) {
 	case ae2:
 		return sta5, fx.sendAssociateRQ()
 	case ae3:
-		fx.indicate(a)
 		return sta6, nil
 	case ae4:
-		fx.indicate(a)
 		fx.closeTransport()
 		return sta1, nil
 	case ae5:
@@ -199,7 +201,6 @@ func (m *machine) perform(a action) (state, error) {
 	case ae6:
 		fx.stopARTIM()
 		if fx.associateAcceptable() {
-			fx.indicate(a)
 			return sta3, nil
 		}
 		err := fx.sendAssociateRJ()
@@ -214,15 +215,12 @@ func (m *machine) perform(a action) (state, error) {
 	case dt1:
 		return sta6, fx.sendPData()
 	case dt2:
-		fx.indicate(a)
 		return sta6, nil
 	case ar1:
 		return sta7, fx.sendReleaseRQ()
 	case ar2:
-		fx.indicate(a)
 		return sta8, nil
 	case ar3:
-		fx.indicate(a)
 		fx.closeTransport()
 		return sta1, nil
 	case ar4:
@@ -233,12 +231,10 @@ func (m *machine) perform(a action) (state, error) {
 		fx.stopARTIM()
 		return sta1, nil
 	case ar6:
-		fx.indicate(a)
 		return sta7, nil
 	case ar7:
 		return sta8, fx.sendPData()
 	case ar8:
-		fx.indicate(a)
 		if fx.isRequestor() {
 			return sta9, nil
 		}
@@ -246,7 +242,6 @@ func (m *machine) perform(a action) (state, error) {
 	case ar9:
 		return sta11, fx.sendReleaseRP()
 	case ar10:
-		fx.indicate(a)
 		return sta12, nil
 	case aa1:
 		err := fx.sendAbort(0, 0)
@@ -257,11 +252,9 @@ func (m *machine) perform(a action) (state, error) {
 		fx.closeTransport()
 		return sta1, nil
 	case aa3:
-		fx.indicate(a)
 		fx.closeTransport()
 		return sta1, nil
 	case aa4:
-		fx.indicate(a)
 		return sta1, nil
 	case aa5:
 		fx.stopARTIM()
@@ -272,16 +265,18 @@ func (m *machine) perform(a action) (state, error) {
 		return sta13, fx.sendAbort(2, m.reason())
 	case aa8:
 		err := fx.sendAbort(2, m.reason())
-		fx.indicate(a)
 		fx.startARTIM()
 		return sta13, err
 	}
 	return m.state, fmt.Errorf("dicomnet: state machine: unknown action %d", a)
 }
 
-func (m *machine) reason() byte {
-	if m.abortReason != 0 {
-		return m.abortReason
+func (m *machine) reason() byte { return providerAbortReason(m.abortReason) }
+
+// providerAbortReason is the reason an AA-7 or AA-8 A-ABORT carries: the one given, by default 2 (unexpected PDU).
+func providerAbortReason(given byte) byte {
+	if given != 0 {
+		return given
 	}
-	return 2 // unexpected PDU
+	return 2
 }

@@ -82,41 +82,41 @@ func (r *fxRecorder) sendAbort(source, reason byte) error {
 }
 func (r *fxRecorder) associateAcceptable() bool { return r.acceptable }
 func (r *fxRecorder) isRequestor() bool         { return r.requestor }
-func (r *fxRecorder) indicate(a action)         { r.add("indicate") }
 
-// wantEffects is what PS3.8 §9.2 says each action does, and the state it leads to.
+// wantEffects is what PS3.8 §9.2 says each action does to the transport, and the state it leads to. The
+// primitives issued to the local user are not effects: fire returns the action, and the association acts on it.
 var wantEffects = map[string]struct {
 	effects []string
 	next    state
 }{
 	"AE-1":  {[]string{"connect"}, sta4},
 	"AE-2":  {[]string{"send RQ"}, sta5},
-	"AE-3":  {[]string{"indicate"}, sta6},
-	"AE-4":  {[]string{"indicate", "close"}, sta1},
+	"AE-3":  {nil, sta6},
+	"AE-4":  {[]string{"close"}, sta1},
 	"AE-5":  {[]string{"startARTIM"}, sta2},
-	"AE-6":  {[]string{"stopARTIM", "indicate"}, sta3}, // acceptable RQ; the other branch is tested below
+	"AE-6":  {[]string{"stopARTIM"}, sta3}, // acceptable RQ; the other branch is tested below
 	"AE-7":  {[]string{"send AC"}, sta6},
 	"AE-8":  {[]string{"send RJ", "startARTIM"}, sta13},
 	"DT-1":  {[]string{"send P-DATA"}, sta6},
-	"DT-2":  {[]string{"indicate"}, sta6},
+	"DT-2":  {nil, sta6},
 	"AR-1":  {[]string{"send RQ-release"}, sta7},
-	"AR-2":  {[]string{"indicate"}, sta8},
-	"AR-3":  {[]string{"indicate", "close"}, sta1},
+	"AR-2":  {nil, sta8},
+	"AR-3":  {[]string{"close"}, sta1},
 	"AR-4":  {[]string{"send RP", "startARTIM"}, sta13},
 	"AR-5":  {[]string{"stopARTIM"}, sta1},
-	"AR-6":  {[]string{"indicate"}, sta7},
+	"AR-6":  {nil, sta7},
 	"AR-7":  {[]string{"send P-DATA"}, sta8},
-	"AR-8":  {[]string{"indicate"}, sta10}, // acceptor side of a release collision
+	"AR-8":  {nil, sta10}, // acceptor side of a release collision
 	"AR-9":  {[]string{"send RP"}, sta11},
-	"AR-10": {[]string{"indicate"}, sta12},
+	"AR-10": {nil, sta12},
 	"AA-1":  {[]string{"send ABORT 0 0", "startARTIM"}, sta13},
 	"AA-2":  {[]string{"stopARTIM", "close"}, sta1},
-	"AA-3":  {[]string{"indicate", "close"}, sta1},
-	"AA-4":  {[]string{"indicate"}, sta1},
+	"AA-3":  {[]string{"close"}, sta1},
+	"AA-4":  {nil, sta1},
 	"AA-5":  {[]string{"stopARTIM"}, sta1},
 	"AA-6":  {nil, sta13},
 	"AA-7":  {[]string{"send ABORT 2 2"}, sta13},
-	"AA-8":  {[]string{"send ABORT 2 2", "indicate", "startARTIM"}, sta13},
+	"AA-8":  {[]string{"send ABORT 2 2", "startARTIM"}, sta13},
 }
 
 // TestEveryStateEventPair fires every event in every state and checks the action, its effects and the next

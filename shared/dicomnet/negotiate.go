@@ -21,6 +21,9 @@ type AcceptedContext struct {
 	ID             byte
 	AbstractSyntax string
 	TransferSyntax string
+	// RequestorSCU and RequestorSCP are the roles the requestor holds for the context's SOP class: SCU alone
+	// unless SCP/SCU role selection (PS3.7 D.3.3.4) agreed otherwise. A request is served only from a role held.
+	RequestorSCU, RequestorSCP bool
 }
 
 // Negotiation is the result of Negotiate.
@@ -80,7 +83,7 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 			}
 			res.Result = pdu.ResultAcceptance
 			res.TransferSyntax = ts
-			n.Accepted = append(n.Accepted, AcceptedContext{ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: ts})
+			n.Accepted = append(n.Accepted, AcceptedContext{ID: pc.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: ts, RequestorSCU: true})
 			accepted[pc.AbstractSyntax] = true
 		}
 		n.Results = append(n.Results, res)
@@ -98,6 +101,11 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 			scu = 1
 		}
 		n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: r.SOPClassUID, SCU: scu, SCP: 0})
+		for i := range n.Accepted {
+			if n.Accepted[i].AbstractSyntax == r.SOPClassUID {
+				n.Accepted[i].RequestorSCU = scu == 1
+			}
+		}
 	}
 	if rq.UserInformation.AsyncOperations != nil {
 		n.Async = &pdu.AsyncOperationsWindow{Invoked: 1, Performed: 1}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -121,6 +122,9 @@ type AssociationInfo struct {
 	// RemoteAddr is the true source: from the PROXY v2 header when Server.ProxyProtocol is on.
 	PeerImplementationClassUID, PeerImplementationVersionName string
 	PeerMaxPDULength                                          uint32
+	// TLS is the connection's TLS state (the peer's verified certificate chains among it) when the association
+	// runs over TLS, as on a listener from tls.NewListener; nil otherwise. Accept may refuse on it.
+	TLS *tls.ConnectionState
 }
 
 // CStoreRequest is a received C-STORE-RQ.

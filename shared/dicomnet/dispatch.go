@@ -1,0 +1,270 @@
+package dicomnet
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// This file is DIMSE on an established association: command sets reassembled from P-DATA, requests dispatched
+// through the service table, responses sent back as P-DATA (DT-1).
+//
+// Messages are processed one at a time on the association's goroutine: a request is answered before the next PDU
+// is read, so nothing is outstanding when the peer asks to release.
+
+// role is a DIMSE service role on a presentation context.
+type role uint8
+
+const (
+	roleSCU role = iota + 1
+	roleSCP
+)
+
+// service is what the acceptor does with one kind of DIMSE request. Adding a service (the N-ACTION-RQ of Storage
+// Commitment, say) is adding its request's command field to services: the role the requestor must hold on the
+// presentation context to invoke it (negotiated by SCP/SCU role selection, SCU by default) and the function that
+// answers it. The function consumes the request's data set (dataset.go), answers with sendCommand and returns the
+// event that interrupted it, if any.
+type service struct {
+	invoker role
+	serve   func(a *association, pc *AcceptedContext, cmd *dimse.Command) rxEvent
+}
+
+var services = map[uint16]service{
+	dimse.CStoreRQ:  {roleSCU, (*association).cstore},
+	dimse.CEchoRQ:   {roleSCU, (*association).cecho},
+	dimse.CCancelRQ: {roleSCU, (*association).ccancel},
+}
+
+// commandAssembly is a command set being reassembled from its fragments.
+type commandAssembly struct {
+	buf  []byte
+	ctx  byte
+	open bool
+}
+
+// onPData processes the PDVs of the P-DATA-TF whose header has just been read (DT-2). It returns the event that
+// interrupted it, or the zero rxEvent once the PDU is consumed.
+func (a *association) onPData() rxEvent {
+	c := &a.cmd
+	for a.reader.pduLeft > 0 {
+		v, rx := a.readPDVHeader()
+		if rx.ev != evtNone {
+			return rx
+		}
+		if !v.command {
+			return a.protocolError(fmt.Errorf("dicomnet: data set fragment on context %d without a command", v.ctxID))
+		}
+		if c.open && v.ctxID != c.ctx {
+			return a.protocolError(fmt.Errorf("dicomnet: command fragment on context %d, command started on %d", v.ctxID, c.ctx))
+		}
+		if len(c.buf)+int(v.n) > maxCommandSet {
+			return a.protocolError(fmt.Errorf("dicomnet: command set longer than %d bytes", maxCommandSet))
+		}
+		start := len(c.buf)
+		c.buf = slices.Grow(c.buf, int(v.n))[:start+int(v.n)]
+		if _, err := io.ReadFull(a.br, c.buf[start:]); err != nil {
+			return a.readFailed(err)
+		}
+		c.open, c.ctx = true, v.ctxID
+		if !v.last {
+			continue
+		}
+		cmd, err := dimse.Decode(c.buf)
+		c.buf, c.open = c.buf[:0], false
+		if err != nil {
+			return a.protocolError(err)
+		}
+		if rx := a.dispatch(v.ctxID, cmd); rx.ev != evtNone {
+			return rx
+		}
+	}
+	return rxEvent{}
+}
+
+// dispatch runs the service for a complete command set received on context ctxID.
+func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
+	pc := a.ctxs[ctxID]
+	if pc == nil {
+		return a.protocolError(fmt.Errorf("dicomnet: command on context %d, which was not accepted", ctxID))
+	}
+	if cmd.CommandField&0x8000 != 0 {
+		return a.onResponse(pc, cmd)
+	}
+	svc, ok := services[cmd.CommandField]
+	if ok && !pc.grants(svc.invoker) {
+		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
+		ok = false
+	}
+	if !ok {
+		return a.unrecognized(pc, cmd)
+	}
+	return svc.serve(a, pc, cmd)
+}
+
+// grants reports whether the requestor may invoke operations in role r on the context.
+func (pc *AcceptedContext) grants(r role) bool {
+	switch r {
+	case roleSCU:
+		return pc.RequestorSCU
+	case roleSCP:
+		return pc.RequestorSCP
+	}
+	return false
+}
+
+// onResponse handles a DIMSE response. We send no requests of our own yet, so none is outstanding and a response
+// answers nothing: its data set is discarded and it is logged. A service that sends requests (N-EVENT-REPORT-RQ
+// for Storage Commitment) matches responses to its outstanding message ids here.
+func (a *association) onResponse(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
+		return rx
+	}
+	a.log.Info("dicomnet: DIMSE response to no request of ours", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+	return rxEvent{}
+}
+
+// unrecognized answers a request we do not provide with 0211 (unrecognized operation).
+func (a *association) unrecognized(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
+		return rx
+	}
+	rsp := &dimse.Command{
+		Present: dimse.HasAffectedSOPClassUID | dimse.HasCommandField | dimse.HasMessageIDBeingRespondedTo |
+			dimse.HasCommandDataSetType | dimse.HasStatus,
+		AffectedSOPClassUID: cmd.AffectedSOPClassUID, CommandField: cmd.CommandField | 0x8000,
+		MessageIDBeingRespondedTo: cmd.MessageID, CommandDataSetType: dimse.NoDataSet,
+		Status: dimse.StatusUnrecognizedOperation,
+	}
+	a.log.Info("dicomnet: unsupported DIMSE command", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+	return a.sendCommand(pc.ID, rsp)
+}
+
+// discardDataSet reads and drops the data set that follows cmd, if it announces one.
+func (a *association) discardDataSet(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	if !cmd.HasDataSet() {
+		return rxEvent{}
+	}
+	ds := a.newDataSet(pc.ID, 0)
+	ds.drain()
+	return ds.end
+}
+
+func (a *association) cecho(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
+		return rx
+	}
+	rx := a.sendCommand(pc.ID, dimse.NewCEchoRSP(cmd, dimse.Status{}))
+	if rx.ev == evtNone {
+		a.srv.observe(Event{Type: EventEcho, Association: &a.info})
+	}
+	return rx
+}
+
+// ccancel has nothing to cancel: every request is answered before the next one is read.
+func (a *association) ccancel(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	return a.discardDataSet(pc, cmd)
+}
+
+func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	start := time.Now()
+	req := &CStoreRequest{
+		Association: &a.info, PresentationContextID: pc.ID, MessageID: cmd.MessageID, Priority: cmd.Priority,
+		AffectedSOPClassUID: cmd.AffectedSOPClassUID, AffectedSOPInstanceUID: cmd.AffectedSOPInstanceUID,
+		TransferSyntaxUID: pc.TransferSyntax, MoveOriginatorAETitle: cmd.MoveOriginatorAETitle,
+		MoveOriginatorMessageID: cmd.MoveOriginatorMessageID,
+	}
+	ds := a.newDataSet(pc.ID, a.srv.MaxObjectSize)
+	var st dimse.Status
+	var herr error
+	switch {
+	case !cmd.HasDataSet():
+		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"}
+	case cmd.AffectedSOPClassUID != pc.AbstractSyntax:
+		st = dimse.Status{Code: dimse.StatusSOPClassNotSupported, Comment: "SOP class differs from the presentation context"}
+	case !dicomuid.ValidUID(cmd.AffectedSOPInstanceUID):
+		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing or invalid Affected SOP Instance UID"}
+	default:
+		st, herr = a.srv.callHandler(a.ctx, req, ds, a.log)
+		ds.closed.Store(true)
+		switch {
+		case ds.tooLarge:
+			st = dimse.Status{Code: dimse.StatusOutOfResources, Comment: "data set exceeds the maximum object size"}
+			herr = ErrObjectTooLarge
+		case st.IsSuccess() && !ds.done && ds.err == nil:
+			st = dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "data set not completely read"}
+			herr = errors.New("dicomnet: handler returned success without reading the whole data set")
+		}
+	}
+	if cmd.HasDataSet() {
+		if err := ds.drain(); err != nil {
+			a.log.Info("dicomnet: C-STORE incomplete", "err", err, "bytes", ds.n)
+			a.srv.observe(Event{Type: EventStoreFailed, Association: &a.info, SOPClassUID: req.AffectedSOPClassUID,
+				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: err})
+			return ds.end
+		}
+	}
+	rx := a.sendCommand(pc.ID, dimse.NewCStoreRSP(cmd, st))
+	if rx.ev != evtNone {
+		herr = rx.err
+	}
+	ev := Event{Type: EventStored, Association: &a.info, Status: st.Code, SOPClassUID: req.AffectedSOPClassUID,
+		SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: herr}
+	if st.IsFailure() {
+		ev.Type = EventStoreFailed
+		a.log.Info("dicomnet: C-STORE failed", "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+	} else {
+		a.log.Debug("dicomnet: C-STORE", "status", fmt.Sprintf("0x%04X", st.Code), "bytes", ds.n)
+	}
+	a.srv.observe(ev)
+	return rx
+}
+
+// errEndedWhileSending is the error of a response that could not be sent because the association ended.
+var errEndedWhileSending = errors.New("dicomnet: association ended while sending")
+
+// sendCommand sends a command set as P-DATA (DT-1), fragmented within the peer's maximum PDU length. When the
+// association ends instead (the write failed), it returns an event with the error; the state machine is already
+// in Sta1 then, so the serve loop stops without firing it.
+func (a *association) sendCommand(ctxID byte, cmd *dimse.Command) rxEvent {
+	body := cmd.Encode()
+	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, body, a.peerMax)
+	a.fire(evt9, rxEvent{})
+	if a.m.state != sta6 {
+		return rxEvent{ev: evt17, err: errEndedWhileSending}
+	}
+	return rxEvent{}
+}
+
+// appendMessage appends P-DATA-TF PDUs carrying data as one message part (command or data set), each PDU within
+// peerMax (0 = unlimited) and each fragment of even length but the last.
+func appendMessage(dst []byte, ctxID, control byte, data []byte, peerMax uint32) []byte {
+	maxFrag := len(data)
+	if peerMax != 0 {
+		maxFrag = int(peerMax) - pdu.PDVHeaderLen
+		maxFrag &^= 1
+		if maxFrag < 2 {
+			maxFrag = 2
+		}
+	}
+	for {
+		n := min(len(data), maxFrag)
+		ctrl := control
+		if n == len(data) {
+			ctrl |= pdu.ControlLast
+		}
+		dst = pdu.AppendHeader(dst, pdu.TypePDataTF, uint32(n+pdu.PDVHeaderLen))
+		dst = pdu.AppendPDVHeader(dst, n, ctxID, ctrl)
+		dst = append(dst, data[:n]...)
+		data = data[n:]
+		if len(data) == 0 {
+			return dst
+		}
+	}
+}

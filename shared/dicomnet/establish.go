@@ -1,0 +1,114 @@
+package dicomnet
+
+import (
+	"errors"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// This file is the A-ASSOCIATE exchange of the acceptor: the service-provider checks of AE-6, the local user's
+// decision in Sta3 (AE title, limits, the association policy, presentation context negotiation) and the PDUs
+// that answer the request.
+
+// associateAcceptable is the service-provider check of AE-6. When it refuses, a.rj is the A-ASSOCIATE-RJ to send.
+func (a *association) associateAcceptable() bool {
+	rq := a.rq
+	switch {
+	case rq == nil:
+		a.rj = RejectNoReason
+	case rq.ProtocolVersion&1 == 0:
+		a.rj = RejectProtocolVersion
+	case rq.ApplicationContext != dicomuid.ApplicationContext:
+		a.rj = RejectApplicationContext
+	default:
+		return true
+	}
+	if rq != nil {
+		a.info.CallingAE, a.info.CalledAE = trimAE(rq.CallingAE), trimAE(rq.CalledAE)
+	}
+	return false
+}
+
+// decide is the local user's answer to an A-ASSOCIATE indication (Sta3): it returns Evt7 (accept, with the
+// A-ASSOCIATE-AC prepared) or Evt8 (reject, with a.rj set).
+func (a *association) decide() rxEvent {
+	s, rq := a.srv, a.rq
+	a.info.CallingAE, a.info.CalledAE = trimAE(rq.CallingAE), trimAE(rq.CalledAE)
+	a.info.PeerImplementationClassUID = rq.UserInformation.ImplementationClassUID
+	a.info.PeerImplementationVersionName = rq.UserInformation.ImplementationVersionName
+	a.info.PeerMaxPDULength = rq.UserInformation.MaxPDULength
+	a.info.TLS = a.tlsState()
+	a.log = a.log.With("calling_ae", a.info.CallingAE, "called_ae", a.info.CalledAE)
+
+	var rj *RejectError
+	switch {
+	case s.inShutdown.Load():
+		rj = RejectTemporaryCongestion
+	case s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
+		rj = RejectCalledAENotRecognized
+	case !s.reserveSlot(a):
+		rj = RejectTooManyAssociations
+	case s.Accept != nil:
+		if err := s.Accept(a.ctx, &a.info); err != nil {
+			a.rejectBy = err
+			if !errors.As(err, &rj) || rj == nil {
+				a.log.Info("dicomnet: association policy refused", "err", err)
+				rj = RejectNoReason
+			}
+			s.releaseSlot(a)
+		}
+	}
+	if rj != nil {
+		return a.reject(rj)
+	}
+	n := Negotiate(rq, NegotiationOptions{AcceptExplicitBigEndian: s.AcceptExplicitBigEndian})
+	for i := range n.Accepted {
+		pc := n.Accepted[i]
+		a.ctxs[pc.ID] = &pc
+	}
+	a.peerMax = rq.UserInformation.MaxPDULength
+	ac := &pdu.AssociateAC{
+		ProtocolVersion: pdu.ProtocolVersion, CalledAE: a.info.CalledAE, CallingAE: a.info.CallingAE,
+		ApplicationContext: dicomuid.ApplicationContext, PresentationContexts: n.Results,
+		UserInformation: pdu.UserInformation{MaxPDULength: s.maxPDU(), ImplementationClassUID: s.implClassUID(),
+			ImplementationVersionName: s.implVersion(), AsyncOperations: n.Async, RoleSelections: n.Roles},
+	}
+	b, err := pdu.Encode(ac)
+	if err != nil {
+		s.releaseSlot(a)
+		a.log.Error("dicomnet: encode A-ASSOCIATE-AC", "err", err)
+		return a.reject(RejectNoReason)
+	}
+	a.ac = b
+	a.accepted = true
+	return rxEvent{ev: evt7}
+}
+
+// reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.
+func (a *association) reject(rj *RejectError) rxEvent {
+	a.rj = rj
+	a.log.Info("dicomnet: association rejected", "result", rj.Result, "source", rj.Source, "reason", rj.Reason)
+	return rxEvent{ev: evt8}
+}
+
+func (a *association) acceptedCount() int {
+	n := 0
+	for _, pc := range a.ctxs {
+		if pc != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func (a *association) sendAssociateAC() error { return a.write(a.ac) }
+
+func (a *association) sendAssociateRJ() error {
+	rj := a.rj
+	if rj == nil {
+		rj = RejectNoReason
+	}
+	b, _ := pdu.Encode(&pdu.AssociateRJ{Result: rj.Result, Source: rj.Source, Reason: rj.Reason})
+	return a.write(b)
+}

@@ -1,0 +1,213 @@
+package dicomnet
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+)
+
+// This file reads PDUs and PDV headers off the connection and classifies what it reads, or the read error, as
+// an event of the state machine.
+
+// evtNone is the zero event: "nothing follows, read the next event from the connection".
+const evtNone event = 0
+
+// rxEvent is a classified incoming event.
+type rxEvent struct {
+	ev          event
+	reason      byte // provider abort reason to send for evt19
+	abortSource byte // of a received A-ABORT
+	abortReason byte
+	err         error
+}
+
+// pduReader is the read position in the connection's byte stream.
+type pduReader struct {
+	inSync  bool   // the read position is at a PDU boundary we can parse from
+	pduLeft uint32 // bytes of the current P-DATA-TF not yet read
+	hdr     [pdu.HeaderLen]byte
+}
+
+// timedReader refreshes the idle read deadline before socket reads (lazily, at most every idle/32) unless ARTIM
+// owns the deadline. A handler that stops reading for a while is not penalised: the deadline is renewed when
+// reading resumes.
+type timedReader struct{ a *association }
+
+func (t timedReader) Read(p []byte) (int, error) {
+	a := t.a
+	if !a.artimOn {
+		if idle := a.srv.idleTimeout(); idle > 0 {
+			now := time.Now()
+			if a.idleSet.IsZero() || now.Sub(a.idleSet) > idle/32 {
+				a.setReadDeadline(now.Add(idle))
+				a.idleSet = now
+			}
+		}
+	}
+	return a.nc.Read(p)
+}
+
+// nextEvent reads the next event from the connection.
+func (a *association) nextEvent() rxEvent {
+	if !a.reader.inSync {
+		// The stream position is unknown (after a protocol error): only closure or ARTIM can follow.
+		_, err := a.br.Discard(1 << 30)
+		for err == nil {
+			_, err = a.br.Discard(1 << 30)
+		}
+		return a.readErrEvent(err)
+	}
+	return a.readEvent()
+}
+
+// readErrEvent classifies a read error: ARTIM expiry, idle timeout (a local abort) or transport closed.
+func (a *association) readErrEvent(err error) rxEvent {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		if a.artimOn {
+			return rxEvent{ev: evt18, err: fmt.Errorf("dicomnet: ARTIM expired: %w", err)}
+		}
+		return rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: idle timeout: %w", err)}
+	}
+	if a.outsideAbort.Load() {
+		return rxEvent{ev: evt17, err: errors.New("dicomnet: aborted by server")}
+	}
+	return rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: connection closed: %w", err)}
+}
+
+// readFailed is the event a failed read of the stream stands for (timeout, closed connection, server abort).
+// The read position is lost with it.
+func (a *association) readFailed(err error) rxEvent {
+	a.reader.inSync = false
+	return a.readErrEvent(err)
+}
+
+// protocolError is an invalid-PDU event (Evt19 → AA-8, provider abort 2/6). The read position is lost with it.
+func (a *association) protocolError(err error) rxEvent {
+	a.reader.inSync = false
+	return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: err}
+}
+
+// readEvent reads a PDU header and classifies it. A P-DATA-TF body is left unread in Sta6 (it is streamed);
+// other bodies are read or skipped.
+func (a *association) readEvent() rxEvent {
+	r := &a.reader
+	if _, err := io.ReadFull(a.br, r.hdr[:]); err != nil {
+		return a.readErrEvent(err)
+	}
+	h, _ := pdu.ParseHeader(r.hdr[:])
+	st := a.m.state
+	switch h.Type {
+	case pdu.TypePDataTF:
+		if st != sta6 {
+			r.inSync = false
+			return rxEvent{ev: evt10}
+		}
+		if h.Length > a.srv.maxPDU() {
+			return a.protocolError(fmt.Errorf("dicomnet: P-DATA-TF of %d bytes exceeds our maximum %d", h.Length, a.srv.maxPDU()))
+		}
+		if h.Length == 0 {
+			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: empty P-DATA-TF")}
+		}
+		r.pduLeft = h.Length
+		return rxEvent{ev: evt10}
+	case pdu.TypeAssociateRQ:
+		body, err := pdu.ReadBody(a.br, h.Length, maxAssociatePDU)
+		if err != nil {
+			return a.bodyErr(err)
+		}
+		rq, err := pdu.DecodeAssociateRQ(body)
+		if err != nil {
+			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: err}
+		}
+		if st == sta2 {
+			a.rq = rq
+		}
+		return rxEvent{ev: evt6}
+	case pdu.TypeAbort:
+		body, err := pdu.ReadBody(a.br, h.Length, 1024)
+		if err != nil {
+			return a.bodyErr(err)
+		}
+		if len(body) < 4 {
+			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: short A-ABORT")}
+		}
+		return rxEvent{ev: evt16, abortSource: body[2], abortReason: body[3]}
+	case pdu.TypeAssociateAC, pdu.TypeAssociateRJ, pdu.TypeReleaseRQ, pdu.TypeReleaseRP:
+		if h.Length > maxAssociatePDU {
+			r.inSync = false
+		} else if _, err := a.br.Discard(int(h.Length)); err != nil {
+			return a.readErrEvent(err)
+		}
+		return rxEvent{ev: map[pdu.Type]event{pdu.TypeAssociateAC: evt3, pdu.TypeAssociateRJ: evt4,
+			pdu.TypeReleaseRQ: evt12, pdu.TypeReleaseRP: evt13}[h.Type],
+			err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
+	}
+	r.inSync = false
+	return rxEvent{ev: evt19, reason: pdu.AbortReasonUnrecognizedPDU, err: fmt.Errorf("dicomnet: unrecognized PDU type 0x%02x", uint8(h.Type))}
+}
+
+// bodyErr classifies a failure to read a PDU body: too long for us is a protocol error, anything else a read error.
+func (a *association) bodyErr(err error) rxEvent {
+	if errors.Is(err, pdu.ErrTooLong) {
+		return a.protocolError(err)
+	}
+	return a.readErrEvent(err)
+}
+
+type pdvHeader struct {
+	ctxID   byte
+	command bool
+	last    bool
+	n       uint32 // fragment length
+}
+
+// readPDVHeader reads the next PDV header of the current P-DATA-TF PDU. When it cannot, it returns the event
+// that stopped it.
+func (a *association) readPDVHeader() (pdvHeader, rxEvent) {
+	r := &a.reader
+	if r.pduLeft < pdu.PDVHeaderLen {
+		return pdvHeader{}, a.protocolError(fmt.Errorf("dicomnet: %d bytes left in P-DATA-TF, too few for a PDV", r.pduLeft))
+	}
+	if _, err := io.ReadFull(a.br, r.hdr[:pdu.PDVHeaderLen]); err != nil {
+		return pdvHeader{}, a.readFailed(err)
+	}
+	n := binary.BigEndian.Uint32(r.hdr[:])
+	if n < 2 || n > r.pduLeft-4 {
+		return pdvHeader{}, a.protocolError(fmt.Errorf("dicomnet: PDV length %d does not fit its P-DATA-TF (%d left)", n, r.pduLeft-4))
+	}
+	r.pduLeft -= 4 + n
+	ctrl := r.hdr[5]
+	return pdvHeader{ctxID: r.hdr[4], command: ctrl&pdu.ControlCommand != 0, last: ctrl&pdu.ControlLast != 0, n: n - 2}, rxEvent{}
+}
+
+// nextPDataTF reads the next PDU in the middle of a message: only a P-DATA-TF continues it. Anything else is
+// returned as the event that interrupted the message.
+func (a *association) nextPDataTF() rxEvent {
+	rx := a.readEvent()
+	switch {
+	case rx.ev == evt10 && a.m.state == sta6:
+		a.fire(evt10, rxEvent{}) // DT-2, Sta6 → Sta6
+		return rxEvent{}
+	case rx.ev == evt12:
+		// A-RELEASE-RQ in the middle of a message is not a valid release: abort.
+		return rxEvent{ev: evt19, reason: pdu.AbortReasonUnexpectedPDU, err: errors.New("dicomnet: A-RELEASE-RQ in the middle of a message")}
+	}
+	return rx
+}
+
+// describe is the error an interrupting event stands for, as a handler's reader reports it.
+func describe(rx rxEvent) error {
+	switch {
+	case rx.ev == evt16:
+		return &AbortError{Source: rx.abortSource, Reason: rx.abortReason}
+	case rx.err != nil:
+		return rx.err
+	}
+	return fmt.Errorf("dicomnet: %s while receiving a data set", rx.ev)
+}
