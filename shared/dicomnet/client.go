@@ -25,9 +25,10 @@ type ClientConfig struct {
 	// Contexts are proposed in order with ids 1, 3, 5…; nil proposes Verification only.
 	Contexts []ProposedContext
 	// DialTimeout bounds connecting; ResponseTimeout bounds every wait for the peer (association answer, DIMSE
-	// response, release); WriteTimeout bounds every write. Defaults: 30s, 60s, 30s; negative disables.
-	DialTimeout, ResponseTimeout, WriteTimeout        time.Duration
-	ImplementationClassUID, ImplementationVersionName string
+	// response, release); WriteTimeout bounds every write; ARTIMTimeout bounds the wait for the peer to close
+	// after an abort, a rejection or a release it asked for. Defaults: 30s, 60s, 30s, 10s; negative disables.
+	DialTimeout, ResponseTimeout, WriteTimeout, ARTIMTimeout time.Duration
+	ImplementationClassUID, ImplementationVersionName        string
 	// Dial replaces net.Dialer (e.g. to go through a proxy or use net.Pipe).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// ProxyHeader, if set, is written before the A-ASSOCIATE-RQ (e.g. a PROXY v2 header in tests).
@@ -54,19 +55,30 @@ func StorageContexts(sopClasses []string, transferSyntaxes ...string) []Proposed
 
 // ClientAssociation is an established association as requestor. It is not safe for concurrent use: run one
 // association per goroutine.
+//
+// It runs on the same PS3.8 state machine as the server (fsm.go), from the requestor's side: Dial fires Evt1 and
+// Evt2 (AE-1 connect, AE-2 send the A-ASSOCIATE-RQ), every PDU it sends is Evt9 (DT-1), Release is Evt11 (AR-1),
+// Abort and a timed-out wait are Evt15 (AA-1), and every PDU or read error it receives is classified as Evt3…Evt19
+// and fired before it is acted on. In Sta13 (after an abort, a rejection or a release answered for the peer) it
+// waits up to ARTIMTimeout for the peer to close.
 type ClientAssociation struct {
 	cfg      ClientConfig
 	nc       net.Conn
 	br       *bufio.Reader
+	m        machine
+	artimOn  bool
+	out      []byte // the PDU(s) the next sending action writes
 	accepted []AcceptedContext
 	rejected []pdu.PresentationContextAC
 	peerMax  uint32
 	msgID    uint16
 	buf      [2][]byte // double buffer for streaming data sets
-	cmdBuf   []byte
-	closed   bool
 	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC.
 	PeerImplementationClassUID, PeerImplementationVersionName string
+
+	// for AE-1
+	dialCtx  context.Context
+	dialAddr string
 }
 
 func (c *ClientConfig) responseTimeout() time.Duration {
@@ -74,6 +86,9 @@ func (c *ClientConfig) responseTimeout() time.Duration {
 }
 func (c *ClientConfig) writeTimeout() time.Duration {
 	return durOr(c.WriteTimeout, DefaultWriteTimeout)
+}
+func (c *ClientConfig) artim() time.Duration {
+	return durOr(c.ARTIMTimeout, 10*time.Second)
 }
 
 // Dial connects to addr and negotiates an association. A refusal is returned as a *RejectError (errors.As).
@@ -87,24 +102,21 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*ClientAssociatio
 	if len(cfg.Contexts) > 128 {
 		return nil, fmt.Errorf("dicomnet: dial: %d presentation contexts (at most 128)", len(cfg.Contexts))
 	}
-	dial := cfg.Dial
-	if dial == nil {
-		d := &net.Dialer{Timeout: durOr(cfg.DialTimeout, 30*time.Second)}
-		dial = d.DialContext
-	}
-	nc, err := dial(ctx, "tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("dicomnet: dial: %w", err)
-	}
-	a := &ClientAssociation{cfg: cfg, nc: nc, br: bufio.NewReaderSize(nc, readBufferSize)}
+	a := &ClientAssociation{cfg: cfg, dialCtx: ctx, dialAddr: addr}
+	a.m = machine{state: sta1, fx: a}
 	if err := a.associate(ctx); err != nil {
-		nc.Close()
+		if a.nc != nil {
+			a.nc.Close()
+		}
 		return nil, err
 	}
 	return a, nil
 }
 
 func (a *ClientAssociation) associate(ctx context.Context) error {
+	if _, err := a.m.fire(evt1); err != nil { // AE-1: connect → Sta4
+		return fmt.Errorf("dicomnet: dial: %w", err)
+	}
 	cfg := &a.cfg
 	impl, ver := cfg.ImplementationClassUID, cfg.ImplementationVersionName
 	if impl == "" {
@@ -122,47 +134,146 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dicomnet: associate: %w", err)
 	}
-	if len(cfg.ProxyHeader) > 0 {
-		b = append(append([]byte{}, cfg.ProxyHeader...), b...)
-	}
+	a.out = append(append(a.out[:0], cfg.ProxyHeader...), b...)
 	stop := a.interruptOn(ctx)
 	defer stop()
-	if err := a.write(b); err != nil {
+	if err := a.fire(evt2); err != nil { // AE-2: send the A-ASSOCIATE-RQ → Sta5
 		return fmt.Errorf("dicomnet: associate: %w", err)
 	}
-	p, err := a.readPDU()
-	if err != nil {
-		return fmt.Errorf("dicomnet: associate: %w", err)
-	}
-	switch p := p.(type) {
-	case *pdu.AssociateAC:
-		a.peerMax = p.UserInformation.MaxPDULength
-		a.PeerImplementationClassUID = p.UserInformation.ImplementationClassUID
-		a.PeerImplementationVersionName = p.UserInformation.ImplementationVersionName
+	p, rx := a.receive()
+	act, err := a.fireRx(rx)
+	switch act {
+	case ae3: // A-ASSOCIATE confirmation (accept) → Sta6
+		ac := p.(*pdu.AssociateAC)
+		a.peerMax = ac.UserInformation.MaxPDULength
+		a.PeerImplementationClassUID = ac.UserInformation.ImplementationClassUID
+		a.PeerImplementationVersionName = ac.UserInformation.ImplementationVersionName
 		proposed := map[byte]ProposedContext{}
 		for i, pc := range cfg.Contexts {
 			proposed[byte(2*i+1)] = pc
 		}
-		for _, r := range p.PresentationContexts {
+		for _, r := range ac.PresentationContexts {
 			pc, ok := proposed[r.ID]
 			if !ok {
 				continue
 			}
 			if r.Result == pdu.ResultAcceptance {
-				a.accepted = append(a.accepted, AcceptedContext{ID: r.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: r.TransferSyntax})
+				a.accepted = append(a.accepted, AcceptedContext{ID: r.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: r.TransferSyntax, RequestorSCU: true})
 			} else {
 				a.rejected = append(a.rejected, r)
 			}
 		}
 		return nil
-	case *pdu.AssociateRJ:
-		return &RejectError{Result: p.Result, Source: p.Source, Reason: p.Reason}
-	case *pdu.Abort:
-		return &AbortError{Source: p.Source, Reason: p.Reason}
-	default:
-		abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
-		return errors.Join(fmt.Errorf("dicomnet: associate: unexpected %s", p.Type()), abortErr)
+	case ae4: // A-ASSOCIATE confirmation (reject); the transport is closed → Sta1
+		rj := p.(*pdu.AssociateRJ)
+		return &RejectError{Result: rj.Result, Source: rj.Source, Reason: rj.Reason}
 	}
+	return fmt.Errorf("dicomnet: associate: %w", err)
+}
+
+// fire fires a local event (a request primitive) whose action sends a PDU. When the write fails, the transport
+// is gone: what the peer said last (an A-ABORT already in our receive buffer) or the closed connection is fired
+// next, and the write error returned.
+func (a *ClientAssociation) fire(e event) error {
+	_, err := a.m.fire(e)
+	if err == nil {
+		return nil
+	}
+	if abort := a.peerAbort(); abort.ev != evtNone {
+		a.m.fire(abort.ev)
+		return fmt.Errorf("%w (sending: %w)", abort.err, err)
+	}
+	a.m.fire(evt17) // AA-4: A-P-ABORT indication
+	a.nc.Close()
+	return err
+}
+
+// fireRx fires a received event and finishes what it started: in Sta13 it waits for the peer to close. The
+// returned error says why the association ended, when it did.
+func (a *ClientAssociation) fireRx(rx rxEvent) (action, error) {
+	a.m.abortReason = rx.reason
+	act, err := a.m.fire(rx.ev)
+	switch act {
+	case ar2: // A-RELEASE indication: the peer releases; our answer is the A-RELEASE response (AR-4 → Sta13)
+		if _, werr := a.m.fire(evt14); werr != nil {
+			err = werr
+		}
+		if rx.err == nil {
+			rx.err = errors.New("dicomnet: the peer released the association")
+		}
+	case ar8: // release collision, requestor side (Sta9): answer the peer's release (AR-9 → Sta11)
+		if _, werr := a.m.fire(evt14); werr != nil {
+			err = werr
+		}
+		if err == nil {
+			return act, nil
+		}
+	}
+	if a.m.state == sta13 {
+		a.awaitClose()
+	}
+	if a.m.state == sta1 && a.nc != nil {
+		a.nc.Close()
+	}
+	if err != nil {
+		return act, err
+	}
+	return act, rx.err
+}
+
+// awaitClose is Sta13: wait, up to ARTIM, for the peer to close (Evt17, AR-5), or close when ARTIM expires
+// (Evt18, AA-2). Whatever else arrives meanwhile is fired too (AA-6 ignores it; AA-7 answers an A-ASSOCIATE-RQ or
+// an invalid PDU with an A-ABORT).
+func (a *ClientAssociation) awaitClose() {
+	for a.m.state == sta13 {
+		_, rx := a.receive()
+		a.m.abortReason = rx.reason
+		a.m.fire(rx.ev)
+	}
+}
+
+// receive reads the next PDU and classifies it, or the read error, as an event.
+func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
+	if !a.artimOn {
+		if rt := a.cfg.responseTimeout(); rt > 0 {
+			if err := a.nc.SetReadDeadline(time.Now().Add(rt)); err != nil {
+				return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
+			}
+		}
+	}
+	p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, pdu.ErrUnknownType):
+			return nil, rxEvent{ev: evt19, reason: pdu.AbortReasonUnrecognizedPDU, err: fmt.Errorf("dicomnet: %w", err)}
+		case errors.Is(err, pdu.ErrTooLong), errors.Is(err, pdu.ErrMalformed):
+			return nil, rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: fmt.Errorf("dicomnet: %w", err)}
+		case errors.As(err, &ne) && ne.Timeout() && a.artimOn:
+			return nil, rxEvent{ev: evt18}
+		case errors.As(err, &ne) && ne.Timeout():
+			return nil, rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: no answer from the peer: %w", err)}
+		}
+		return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: connection closed: %w", err)}
+	}
+	rx := rxEvent{err: fmt.Errorf("dicomnet: unexpected %s in %s", p.Type(), a.m.state)}
+	switch p := p.(type) {
+	case *pdu.AssociateAC:
+		rx.ev = evt3
+	case *pdu.AssociateRJ:
+		rx.ev = evt4
+	case *pdu.AssociateRQ:
+		rx.ev = evt6
+	case *pdu.PDataTF:
+		rx.ev = evt10
+	case *pdu.ReleaseRQ:
+		rx.ev = evt12
+	case *pdu.ReleaseRP:
+		rx.ev = evt13
+	case *pdu.Abort:
+		rx = rxEvent{ev: evt16, abortSource: p.Source, abortReason: p.Reason, err: &AbortError{Source: p.Source, Reason: p.Reason}}
+	}
+	return p, rx
 }
 
 // AcceptedContexts returns the presentation contexts the peer accepted.
@@ -173,25 +284,6 @@ func (a *ClientAssociation) RejectedContexts() []pdu.PresentationContextAC { ret
 
 // PeerMaxPDULength is the peer's maximum PDU length (0 = unlimited).
 func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
-
-func (a *ClientAssociation) write(b []byte) error {
-	if wt := a.cfg.writeTimeout(); wt > 0 {
-		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
-			return err
-		}
-	}
-	_, err := a.nc.Write(b)
-	return err
-}
-
-func (a *ClientAssociation) readPDU() (pdu.PDU, error) {
-	if rt := a.cfg.responseTimeout(); rt > 0 {
-		if err := a.nc.SetReadDeadline(time.Now().Add(rt)); err != nil {
-			return nil, err
-		}
-	}
-	return pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
-}
 
 // interruptOn makes a blocked read or write return once ctx ends; the
 // returned function stops that. A deadline that cannot be set means the
@@ -204,77 +296,60 @@ func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func() bool) 
 	})
 }
 
-// abortWith sends an A-ABORT and closes. The abort is best effort by
-// nature (PS3.8 AA-1): if the peer cannot take it, closing the connection
-// tells it just the same, so a failed write only returns that error.
-func (a *ClientAssociation) abortWith(source, reason byte) error {
-	b, err := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
-	if err == nil {
-		err = a.write(b)
-	}
-	a.closed = true
-	if cerr := a.nc.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // peerAbort looks, briefly, for an A-ABORT the peer sent before a write failed, to report why.
-func (a *ClientAssociation) peerAbort() error {
+func (a *ClientAssociation) peerAbort() rxEvent {
 	if err := a.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
-		return nil // closed: nothing more to read, the write error stands
+		return rxEvent{} // closed: nothing more to read, the write error stands
 	}
 	for {
 		p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
 		if err != nil {
-			return nil
+			return rxEvent{}
 		}
 		if ab, ok := p.(*pdu.Abort); ok {
-			a.closed = true
-			a.nc.Close()
-			return &AbortError{Source: ab.Source, Reason: ab.Reason}
+			return rxEvent{ev: evt16, abortSource: ab.Source, abortReason: ab.Reason, err: &AbortError{Source: ab.Source, Reason: ab.Reason}}
 		}
 	}
 }
 
-// Abort sends an A-ABORT and closes the connection.
+// Abort sends an A-ABORT (Evt15, AA-1), waits up to ARTIMTimeout for the peer to close and closes the connection.
 func (a *ClientAssociation) Abort() error {
-	if a.closed {
+	if a.m.state == sta1 {
 		return nil
 	}
-	if err := a.abortWith(pdu.AbortSourceServiceUser, 0); err != nil {
+	err := a.fire(evt15)
+	if a.m.state == sta13 {
+		a.awaitClose()
+	}
+	a.nc.Close()
+	if err != nil {
 		return fmt.Errorf("dicomnet: abort: %w", err)
 	}
 	return nil
 }
 
-// Release performs an orderly release (A-RELEASE-RQ, wait for A-RELEASE-RP) and closes the connection.
+// Release performs an orderly release (Evt11, AR-1: A-RELEASE-RQ; then the A-RELEASE-RP, AR-3) and closes the
+// connection. P-DATA arriving meanwhile is ignored (AR-6).
 func (a *ClientAssociation) Release(ctx context.Context) error {
-	if a.closed {
+	if a.m.state != sta6 {
 		return errors.New("dicomnet: release: association closed")
 	}
-	defer func() { a.closed = true; a.nc.Close() }()
+	defer a.nc.Close()
 	stop := a.interruptOn(ctx)
 	defer stop()
-	b, _ := pdu.Encode(&pdu.ReleaseRQ{})
-	if err := a.write(b); err != nil {
+	if err := a.fire(evt11); err != nil {
 		return fmt.Errorf("dicomnet: release: %w", err)
 	}
 	for {
-		p, err := a.readPDU()
-		if err != nil {
-			return fmt.Errorf("dicomnet: release: %w", err)
-		}
-		switch p := p.(type) {
-		case *pdu.ReleaseRP:
+		_, rx := a.receive()
+		act, err := a.fireRx(rx)
+		switch act {
+		case ar3: // A-RELEASE confirmation
 			return nil
-		case *pdu.Abort:
-			return fmt.Errorf("dicomnet: release: %w", &AbortError{Source: p.Source, Reason: p.Reason})
-		case *pdu.PDataTF:
-			continue // late data from the peer: ignored while releasing
-		default:
-			return fmt.Errorf("dicomnet: release: unexpected %s", p.Type())
+		case ar6, ar8: // P-DATA while releasing; a release collision answered
+			continue
 		}
+		return fmt.Errorf("dicomnet: release: %w", err)
 	}
 }
 
@@ -308,8 +383,8 @@ func (a *ClientAssociation) maxSend() uint32 {
 }
 
 func (a *ClientAssociation) sendCommand(ctxID byte, cmd *dimse.Command) error {
-	a.cmdBuf = appendMessage(a.cmdBuf[:0], ctxID, pdu.ControlCommand, cmd.Encode(), a.maxSend())
-	return a.write(a.cmdBuf)
+	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, cmd.Encode(), a.maxSend())
+	return a.fire(evt9) // DT-1
 }
 
 // Echo sends a C-ECHO-RQ and waits for the response; a non-success status is returned as dimse.Status.
@@ -317,6 +392,9 @@ func (a *ClientAssociation) Echo(ctx context.Context) error {
 	pc, ok := a.contextFor(dicomuid.Verification, "")
 	if !ok {
 		return errors.New("dicomnet: echo: Verification was not accepted")
+	}
+	if a.m.state != sta6 {
+		return errors.New("dicomnet: echo: association closed")
 	}
 	stop := a.interruptOn(ctx)
 	defer stop()
@@ -334,42 +412,33 @@ func (a *ClientAssociation) Echo(ctx context.Context) error {
 	return nil
 }
 
-// readResponse reads P-DATA until a complete command set answering msgID arrives.
+// readResponse reads P-DATA (Evt10, DT-2) until a complete command set answering msgID arrives. Any other PDU is
+// fired on the state machine and ends the exchange.
 func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 	var cmd []byte
 	for {
-		p, err := a.readPDU()
-		if err != nil {
+		p, rx := a.receive()
+		if act, err := a.fireRx(rx); act != dt2 {
 			return nil, err
 		}
-		switch p := p.(type) {
-		case *pdu.PDataTF:
-			for _, v := range p.PDVs {
-				if !v.IsCommand() {
-					continue // a data set in a response: not used by C-ECHO/C-STORE
-				}
-				cmd = append(cmd, v.Data...)
-				if !v.IsLast() {
-					continue
-				}
-				c, err := dimse.Decode(cmd)
-				if err != nil {
-					abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonInvalidParamValue)
-					return nil, errors.Join(err, abortErr)
-				}
-				cmd = cmd[:0]
-				if c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
-					continue
-				}
-				return c, nil
+		for _, v := range p.(*pdu.PDataTF).PDVs {
+			if !v.IsCommand() {
+				continue // a data set in a response: not used by C-ECHO/C-STORE
 			}
-		case *pdu.Abort:
-			a.closed = true
-			a.nc.Close()
-			return nil, &AbortError{Source: p.Source, Reason: p.Reason}
-		default:
-			abortErr := a.abortWith(pdu.AbortSourceServiceProvider, pdu.AbortReasonUnexpectedPDU)
-			return nil, errors.Join(fmt.Errorf("dicomnet: unexpected %s", p.Type()), abortErr)
+			cmd = append(cmd, v.Data...)
+			if !v.IsLast() {
+				continue
+			}
+			c, err := dimse.Decode(cmd)
+			if err != nil {
+				_, aerr := a.fireRx(rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: fmt.Errorf("dicomnet: %w", err)})
+				return nil, aerr
+			}
+			cmd = cmd[:0]
+			if c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
+				continue
+			}
+			return c, nil
 		}
 	}
 }
@@ -384,7 +453,7 @@ func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceU
 	if !ok {
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: no accepted presentation context for %s in %s", sopClassUID, transferSyntaxUID)
 	}
-	if a.closed {
+	if a.m.state != sta6 {
 		return dimse.Status{}, errors.New("dicomnet: store: association closed")
 	}
 	stop := a.interruptOn(ctx)
@@ -394,10 +463,10 @@ func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceU
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
 	if err := a.sendDataSet(pc.ID, dataset); err != nil {
-		if abort := a.peerAbort(); abort != nil {
-			return dimse.Status{}, fmt.Errorf("dicomnet: store: %w (sending: %w)", abort, err)
+		if a.m.state == sta6 {
+			// The data set could not be read: the message cannot be finished, so the association cannot go on.
+			err = errors.Join(err, a.Abort())
 		}
-		a.Abort()
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
 	rsp, err := a.readResponse(rq.MessageID)
@@ -450,12 +519,88 @@ func (a *ClientAssociation) sendDataSet(ctxID byte, r io.Reader) error {
 		}
 		b := pdu.AppendHeader(cur[:0], pdu.TypePDataTF, uint32(n+pdu.PDVHeaderLen))
 		pdu.AppendPDVHeader(b, n, ctxID, ctrl)
-		if err := a.write(cur[:hdr+n]); err != nil {
+		a.out = cur[:hdr+n]
+		if err := a.fire(evt9); err != nil { // DT-1
 			return err
 		}
 		if last {
 			return nil
 		}
 		cur, next, n = next, cur, m
+	}
+}
+
+// --- effects (see fsm.go): the requestor's side ---
+
+func (a *ClientAssociation) connectTransport() error {
+	dial := a.cfg.Dial
+	if dial == nil {
+		d := &net.Dialer{Timeout: durOr(a.cfg.DialTimeout, 30*time.Second)}
+		dial = d.DialContext
+	}
+	nc, err := dial(a.dialCtx, "tcp", a.dialAddr)
+	if err != nil {
+		return err
+	}
+	a.nc, a.br = nc, bufio.NewReaderSize(nc, readBufferSize)
+	a.dialCtx = nil
+	return nil
+}
+
+func (a *ClientAssociation) write(b []byte) error {
+	if wt := a.cfg.writeTimeout(); wt > 0 {
+		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
+			return err
+		}
+	}
+	_, err := a.nc.Write(b)
+	return err
+}
+
+func (a *ClientAssociation) sendAssociateRQ() error { return a.write(a.out) }
+func (a *ClientAssociation) sendPData() error       { return a.write(a.out) }
+
+func (a *ClientAssociation) sendReleaseRQ() error {
+	b, _ := pdu.Encode(&pdu.ReleaseRQ{})
+	return a.write(b)
+}
+
+func (a *ClientAssociation) sendReleaseRP() error {
+	b, _ := pdu.Encode(&pdu.ReleaseRP{})
+	return a.write(b)
+}
+
+func (a *ClientAssociation) sendAbort(source, reason byte) error {
+	b, _ := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
+	return a.write(b)
+}
+
+// The requestor never answers an association request: Evt6 is AA-8 or AA-7 in every state it can be in.
+func (a *ClientAssociation) sendAssociateAC() error {
+	return errors.New("dicomnet: requestor does not send A-ASSOCIATE-AC")
+}
+func (a *ClientAssociation) sendAssociateRJ() error {
+	return errors.New("dicomnet: requestor does not send A-ASSOCIATE-RJ")
+}
+func (a *ClientAssociation) associateAcceptable() bool { return false }
+func (a *ClientAssociation) isRequestor() bool         { return true }
+
+func (a *ClientAssociation) startARTIM() {
+	a.artimOn = true
+	t := a.cfg.artim()
+	if t == 0 {
+		a.nc.Close() // no wait for the peer: the read in Sta13 fails at once (Evt17)
+		return
+	}
+	if err := a.nc.SetReadDeadline(time.Now().Add(t)); err != nil {
+		a.nc.Close() // the connection is closed already: so is the wait
+	}
+}
+
+func (a *ClientAssociation) stopARTIM() { a.artimOn = false }
+
+func (a *ClientAssociation) closeTransport() {
+	if a.nc != nil {
+		a.nc.Close()
 	}
 }

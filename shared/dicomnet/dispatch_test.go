@@ -106,3 +106,79 @@ func selfSigned(t *testing.T, cn string) tls.Certificate {
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
+
+// TestClientRunsTheStateTable drives the client with a scripted acceptor through transitions a well-behaved SCP
+// never makes: the client answers them as PS3.8 Table 9-10 says.
+func TestClientRunsTheStateTable(t *testing.T) {
+	accept := func(p *dicomnettest.Parrot) {
+		rq := p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ)
+		p.SendPDU(&pdu.AssociateAC{ProtocolVersion: 1, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
+			ApplicationContext: dicomuid.ApplicationContext,
+			PresentationContexts: []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: dicomuid.ImplicitVRLittleEndian}},
+			UserInformation:      pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3"}})
+	}
+	tests := []struct {
+		name   string
+		peer   func(p *dicomnettest.Parrot) // the acceptor's script
+		client func(ctx context.Context, addr string) error
+	}{
+		{"Evt13 in Sta5 is AA-8", func(p *dicomnettest.Parrot) {
+			p.Expect(pdu.TypeAssociateRQ)
+			p.SendPDU(&pdu.ReleaseRP{})
+			p.ExpectAbort(2, pdu.AbortReasonUnexpectedPDU)
+		}, func(ctx context.Context, addr string) error {
+			_, err := dicomnet.Dial(ctx, addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "ANY"})
+			return err
+		}},
+		{"Evt12 in Sta6 is AR-2, answered by AR-4", func(p *dicomnettest.Parrot) {
+			accept(p)
+			p.Expect(pdu.TypePDataTF)
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+		}, func(ctx context.Context, addr string) error {
+			a, err := dicomnet.Dial(ctx, addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "ANY"})
+			if err != nil {
+				return nil // reported by the peer's script
+			}
+			return a.Echo(ctx)
+		}},
+		{"Evt12 in Sta7 is AR-8, then AR-9 and AR-3", func(p *dicomnettest.Parrot) {
+			accept(p)
+			p.Expect(pdu.TypeReleaseRQ)
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+			p.SendPDU(&pdu.ReleaseRP{})
+		}, func(ctx context.Context, addr string) error {
+			a, err := dicomnet.Dial(ctx, addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "ANY"})
+			if err != nil {
+				return nil
+			}
+			if err := a.Release(ctx); err != nil {
+				t.Errorf("release collision: %v", err)
+			}
+			return errors.New("released")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			errc := make(chan error, 1)
+			go func() { errc <- tc.client(ctx, l.Addr().String()) }()
+			c, err := l.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.peer(dicomnettest.NewParrot(t, c))
+			c.Close()
+			if err := <-errc; err == nil {
+				t.Error("the client reported no error")
+			}
+		})
+	}
+}

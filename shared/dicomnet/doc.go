@@ -43,7 +43,8 @@
 //
 // Dial associates; Echo, Store (streams an io.Reader in PDUs within the peer's maximum, reading one fragment
 // ahead to mark the last) and StoreFile (a Part 10 file's data set, unchanged) run DIMSE operations one at a time;
-// Release and Abort end the association.
+// Release and Abort end the association. The client runs on the same state table as the server, from the
+// requestor's side (see ClientAssociation).
 //
 // Sub-packages: pdu (PDU and item codec), dimse (command sets and statuses), proxyproto (PROXY v2 parser),
 // dicomnettest (a server on 127.0.0.1:0 and the Parrot scripted peer for tests).
