@@ -4,8 +4,7 @@
 // # Server
 //
 // Server negotiates Verification and every storage SOP class (dicomuid.IsStorageSOPClass) with every storable
-// transfer syntax, compressed and deflated included (see Negotiate for the preference order and for what even or
-// duplicate presentation context ids get), answers C-ECHO itself and streams each C-STORE data set to a Handler
+// transfer syntax, compressed and deflated included (see Negotiate for the preference order), answers C-ECHO itself and streams each C-STORE data set to a Handler
 // as an io.Reader while the PDUs arrive. The reader pulls PDVs straight from the connection's 64 KiB read
 // buffer: memory per association does not depend on the object size or on MaxPDULength, and while the handler
 // does not read, neither does the server, so a slow store slows the sender down through TCP flow control.
@@ -22,7 +21,8 @@
 //
 // Protocol errors abort with the reasons of PS3.8 §9.3.8: an unrecognized PDU type 2/1, an unexpected PDU 2/2,
 // malformed contents (lying lengths, a data set PDV without a command or on another context, a command on a
-// context that was not accepted, an undecodable command set) 2/6. In Sta2 an unexpected PDU is AA-1 (0/0).
+// context that was not accepted, an undecodable command set) 2/6. In Sta2 an unexpected or invalid PDU is AA-1
+// (0/0); an A-ASSOCIATE-RQ whose presentation context ids are not odd and unique is such an invalid PDU.
 // A-ABORT, a closed connection or a protocol error in the middle of an object make the handler's reader
 // return an error wrapping ErrIncomplete; nothing is answered and the slot is freed.
 //

@@ -28,7 +28,7 @@ type AcceptedContext struct {
 
 // Negotiation is the result of Negotiate.
 type Negotiation struct {
-	// Results has one entry per distinct proposed context id, in ascending id order, each with a transfer syntax
+	// Results has one entry per proposed context, in ascending id order, each with a transfer syntax
 	// sub-item (Implicit VR Little Endian when the context is rejected, whose value is then not significant).
 	Results []pdu.PresentationContextAC
 	// Accepted are the contexts with result 0, ascending by id.
@@ -47,16 +47,13 @@ type Negotiation struct {
 //     compressed or deflated one in the proposer's order, then Explicit VR LE, then Implicit VR LE, then Big
 //     Endian. Unknown (e.g. private) syntaxes are not accepted: without knowing the encoding we cannot check the
 //     dataset or write a correct file meta. None acceptable: result 4.
-//   - Context ids must be odd (PS3.8 §9.3.2.2). An even id is answered with result 2 (provider rejection, no
-//     reason) rather than aborting, so a sloppy proposer still gets its other contexts. A duplicate id is answered
-//     once, for its first occurrence; later duplicates are ignored, because two 21 items with one id would be
-//     ambiguous to the requestor.
+//   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
+//     §7.1.1.13), and the server aborts it as an invalid PDU.
 //   - Roles (54): answered only for SOP classes proposed in an accepted context, never widening the proposal: the
 //     requestor may be SCU if it asked; we never take the SCU role (SCP role for the requestor is answered 0).
 //   - Async operations window (53): answered 1/1 (no asynchronous operations) when proposed.
 func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	var n Negotiation
-	var seen [256]bool
 	accepted := map[string]bool{}
 	supports := opt.SupportsAbstractSyntax
 	if supports == nil {
@@ -65,14 +62,8 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 		}
 	}
 	for _, pc := range rq.PresentationContexts {
-		if seen[pc.ID] {
-			continue
-		}
-		seen[pc.ID] = true
 		res := pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: dicomuid.ImplicitVRLittleEndian}
 		switch {
-		case pc.ID%2 == 0:
-			res.Result = pdu.ResultProviderRejectionNoReason
 		case pc.AbstractSyntax == "" || !supports(pc.AbstractSyntax):
 			res.Result = pdu.ResultAbstractSyntaxNotSupported
 		default:

@@ -270,6 +270,56 @@ func TestSta2Violations(t *testing.T) {
 	}
 }
 
+// TestPresentationContextIDs: an A-ASSOCIATE-RQ whose presentation context ids are not odd and unique is an
+// invalid PDU (PS3.8 Table 9-13: "odd integers between 1 and 255"; 7.1.1.13: an "unused identifier for each
+// proposed presentation context"), Evt19, which in Sta2 is AA-1: A-ABORT, and nothing is negotiated. Odd, unique
+// ids in any order are accepted.
+func TestPresentationContextIDs(t *testing.T) {
+	ctx := func(id byte, abstract string) pdu.PresentationContextRQ {
+		return pdu.PresentationContextRQ{ID: id, AbstractSyntax: abstract, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}}
+	}
+	tests := []struct {
+		name  string
+		ids   []pdu.PresentationContextRQ
+		abort bool
+	}{
+		{"odd and unique", []pdu.PresentationContextRQ{ctx(5, dicomuid.CTImageStorage), ctx(1, dicomuid.Verification), ctx(255, dicomuid.MRImageStorage)}, false},
+		{"even", []pdu.PresentationContextRQ{ctx(1, dicomuid.Verification), ctx(2, dicomuid.CTImageStorage)}, true},
+		{"zero", []pdu.PresentationContextRQ{ctx(0, dicomuid.Verification)}, true},
+		{"duplicate", []pdu.PresentationContextRQ{ctx(3, dicomuid.Verification), ctx(3, dicomuid.CTImageStorage)}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			p, srv := startParrot(t, &dicomnet.Server{ARTIMTimeout: 200 * time.Millisecond, Observer: rec})
+			rq := dicomnettest.AssociateRQ("SCU", "ANY")
+			rq.PresentationContexts = tc.ids
+			p.SendPDU(rq) // pdu.Encode writes the ids as given: these are the raw items
+			if !tc.abort {
+				ac := p.Expect(pdu.TypeAssociateAC).(*pdu.AssociateAC)
+				if len(ac.PresentationContexts) != len(tc.ids) {
+					t.Errorf("%d results for %d contexts", len(ac.PresentationContexts), len(tc.ids))
+				}
+				p.SendPDU(&pdu.ReleaseRQ{})
+				p.Expect(pdu.TypeReleaseRP)
+				return
+			}
+			p.ExpectAbort(0, 0) // AA-1
+			p.ExpectClosed()
+			if n := srv.ActiveAssociations(); n != 0 {
+				t.Errorf("%d active associations", n)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, ev := range rec.events {
+				if ev.Type == dicomnet.EventAccepted {
+					t.Errorf("association accepted")
+				}
+			}
+		})
+	}
+}
+
 func TestRejections(t *testing.T) {
 	policy := func(ctx context.Context, info *dicomnet.AssociationInfo) error {
 		switch info.CallingAE {

@@ -299,6 +299,7 @@ func DecodeAssociateRQ(body []byte) (*AssociateRQ, error) {
 		return nil, err
 	}
 	p := &AssociateRQ{ProtocolVersion: v, CalledAE: called, CallingAE: calling}
+	var seen [256]bool
 	rest := body[assocFixedLen:]
 	for len(rest) > 0 {
 		var it item
@@ -313,6 +314,17 @@ func DecodeAssociateRQ(body []byte) (*AssociateRQ, error) {
 			if err != nil {
 				return nil, fmt.Errorf("pdu: A-ASSOCIATE-RQ: %w", err)
 			}
+			// The ids are odd (Table 9-13: "odd integers between 1 and 255") and each unused before on the
+			// association (§7.1.1.13). Any other id cannot be answered: the A-ASSOCIATE-AC must carry it back as
+			// an odd id (Table 9-18), one result per proposed context (§7.1.1.14). Such a request is an invalid
+			// PDU (Evt19), aborted rather than half-negotiated.
+			if pc.ID%2 == 0 {
+				return nil, fmt.Errorf("pdu: A-ASSOCIATE-RQ: presentation context id %d is even: %w", pc.ID, ErrMalformed)
+			}
+			if seen[pc.ID] {
+				return nil, fmt.Errorf("pdu: A-ASSOCIATE-RQ: presentation context id %d proposed twice: %w", pc.ID, ErrMalformed)
+			}
+			seen[pc.ID] = true
 			p.PresentationContexts = append(p.PresentationContexts, pc)
 		case ItemUserInformation:
 			if err := decodeUserInfo(&p.UserInformation, it.value); err != nil {
