@@ -113,7 +113,7 @@ func TestClientRunsTheStateTable(t *testing.T) {
 	accept := func(p *dicomnettest.Parrot) {
 		rq := p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ)
 		p.SendPDU(&pdu.AssociateAC{ProtocolVersion: 1, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
-			ApplicationContext: dicomuid.ApplicationContext,
+			ApplicationContext:   dicomuid.ApplicationContext,
 			PresentationContexts: []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: dicomuid.ImplicitVRLittleEndian}},
 			UserInformation:      pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3"}})
 	}
