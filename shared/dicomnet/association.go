@@ -42,7 +42,8 @@ type association struct {
 	ctx    context.Context
 	cancel context.CancelFunc // ends ctx (the handler's context) when the association is aborted from outside
 
-	hasSlot bool // guarded by srv.mu
+	hasSlot bool         // guarded by srv.mu
+	unassoc unassocEntry // place among the connections without an association; guarded by srv.mu
 
 	// timers (see pduread.go, timedReader)
 	artimOn bool
@@ -100,7 +101,7 @@ func (a *association) serve(parent context.Context) {
 	a.log = a.srv.logger().With("assoc", a.info.ID, "peer", addrString(a.info.RemoteAddr))
 
 	a.fire(evt5, rxEvent{}) // AE-5: connection accepted, ARTIM started → Sta2
-	if a.srv.ProxyProtocol && !a.readProxyHeader() {
+	if a.srv.ProxyProtocol && (!a.readProxyHeader() || a.srv.rekeyUnassociated(a) != nil) {
 		return
 	}
 	rx := a.nextEvent()

@@ -82,6 +82,7 @@ func (a *association) decide() rxEvent {
 	}
 	a.ac = b
 	a.accepted = true
+	s.leaveUnassociated(a)
 	return rxEvent{ev: evt7}
 }
 

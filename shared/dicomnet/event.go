@@ -24,6 +24,9 @@ const (
 	EventStored                           // C-STORE answered with success or warning; Status, UIDs, Bytes, Duration
 	EventStoreFailed                      // C-STORE failed (failure status sent, or the association broke mid-object)
 	EventEcho                             // C-ECHO answered
+	// EventShed: a connection closed before it associated, to keep the bounds on connections without an
+	// association (Err is ErrShedTotal or ErrShedPerAddr; Association has the ID and addresses only).
+	EventShed
 )
 
 func (t EventType) String() string {
@@ -42,6 +45,8 @@ func (t EventType) String() string {
 		return "store_failed"
 	case EventEcho:
 		return "echo"
+	case EventShed:
+		return "shed"
 	}
 	return "unknown"
 }

@@ -62,6 +62,13 @@ type Server struct {
 	// latter); 0 = unlimited. Over the limit: A-ASSOCIATE-RJ 02 03 02.
 	MaxAssociations, MaxAssociationsPerAE int
 
+	// MaxUnassociated and MaxUnassociatedPerAddr bound the connections that hold no association (accepted and
+	// not yet answered, or rejected and not yet closed by the peer), in all and per source address (the PROXY v2
+	// source with ProxyProtocol); 0 = unlimited. Past the first the oldest connection still waiting for its
+	// A-ASSOCIATE-RQ is closed; a new connection from an address at the second is closed at once. Keep both below
+	// the process's file descriptor limit, less what the associations themselves need (see unassociated.go).
+	MaxUnassociated, MaxUnassociatedPerAddr int
+
 	MaxPDULength uint32 // largest P-DATA-TF we accept (item 51); default DefaultMaxPDULength
 	// MaxObjectSize bounds one C-STORE data set (0 = unlimited). Past it the handler's reader fails with
 	// ErrObjectTooLarge; the server discards the rest of the object and answers A700 (out of resources).
@@ -86,6 +93,7 @@ type Server struct {
 	assocs     map[*association]struct{}
 	active     int
 	perAE      map[string]int
+	unassoc    unassociated
 	inShutdown atomic.Bool
 	idPrefix   string
 	nextID     atomic.Uint64
@@ -243,6 +251,11 @@ func (s *Server) Serve(l net.Listener) error {
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("dicomnet: accept: %w", err)
 			}
+			if s.shedForDescriptors(err) {
+				// Out of descriptors with connections still waiting for their request: one was closed to
+				// make room, so try again at once.
+				continue
+			}
 			// Anything else (EMFILE, ECONNABORTED, timeouts) is treated as transient, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.logger().Warn("dicomnet: accept failed; retrying", "err", err, "delay", delay)
@@ -272,10 +285,16 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 	s.mu.Unlock()
 	defer func() {
 		s.releaseSlot(a)
+		s.leaveUnassociated(a)
 		s.mu.Lock()
 		delete(s.assocs, a)
 		s.mu.Unlock()
 	}()
+	if s.admitUnassociated(a) != nil {
+		a.cancel()
+		c.Close()
+		return
+	}
 	a.serve(ctx)
 }
 
