@@ -46,8 +46,9 @@ type association struct {
 	unassoc unassocEntry // place among the connections without an association; guarded by srv.mu
 
 	// timers (see pduread.go, timedReader)
-	artimOn bool
-	idleSet time.Time
+	artimOn  bool
+	idleSet  time.Time
+	progress progress
 
 	// writes
 	wmu          sync.Mutex

@@ -33,27 +33,100 @@ type pduReader struct {
 	hdr     [pdu.HeaderLen]byte
 }
 
-// timedReader refreshes the idle read deadline before socket reads (lazily, at most every idle/32) unless ARTIM
-// owns the deadline. A handler that stops reading for a while is not penalised: the deadline is renewed when
-// reading resumes.
+// ErrProgressDeadline is the error of an association aborted because the message it was receiving stopped
+// progressing: fewer than Server.MinProgressBytes arrived in a ProgressWindow of waiting, or the message took
+// longer than MaxMessageTime of waiting.
+var ErrProgressDeadline = errors.New("dicomnet: progress deadline")
+
+// progress is the state of the message being received, for the progress deadlines. Only time spent waiting for
+// the peer in socket reads counts: while a handler does not read (a slow store), the peer is not to blame.
+type progress struct {
+	active bool          // bytes of a message have arrived and the message is not complete
+	waited time.Duration // waited in the current window
+	bytes  int64         // received in the current window
+	total  time.Duration // waited in the whole message
+}
+
+// timedReader sets the read deadline before every socket read, unless ARTIM owns it:
+//   - between messages, the idle timeout (refreshed lazily, at most every idle/32);
+//   - once a message has begun (its first byte arrived in Sta6), also the progress deadlines: the rest of the
+//     current ProgressWindow, in which MinProgressBytes must arrive, and the rest of MaxMessageTime.
+//
+// The serve loop ends the message (progress.active = false) when it is back at a message boundary.
 type timedReader struct{ a *association }
 
 func (t timedReader) Read(p []byte) (int, error) {
 	a := t.a
-	if !a.artimOn {
-		if idle := a.srv.idleTimeout(); idle > 0 {
+	if a.artimOn {
+		return a.nc.Read(p)
+	}
+	pr := &a.progress
+	s := a.srv
+	window, minBytes, ceiling := s.progressWindow(), s.minProgressBytes(), s.maxMessageTime()
+	if !pr.active || (window == 0 && ceiling == 0) {
+		if idle := s.idleTimeout(); idle > 0 {
 			now := time.Now()
 			if a.idleSet.IsZero() || now.Sub(a.idleSet) > idle/32 {
 				a.setReadDeadline(now.Add(idle))
 				a.idleSet = now
 			}
 		}
+		n, err := a.nc.Read(p)
+		if n > 0 && !pr.active && a.m.state == sta6 {
+			*pr = progress{active: true, bytes: int64(n)}
+		}
+		return n, err
 	}
-	return a.nc.Read(p)
+	for {
+		start := time.Now()
+		var deadline time.Time
+		if idle := s.idleTimeout(); idle > 0 {
+			deadline = start.Add(idle)
+		}
+		if window > 0 {
+			deadline = earliest(deadline, start.Add(window-pr.waited))
+		}
+		if ceiling > 0 {
+			deadline = earliest(deadline, start.Add(ceiling-pr.total))
+		}
+		a.setReadDeadline(deadline)
+		a.idleSet = time.Time{} // the idle deadline is to be set afresh once the message ends
+		n, err := a.nc.Read(p)
+		w := time.Since(start)
+		pr.waited += w
+		pr.total += w
+		pr.bytes += int64(n)
+		rolled := false
+		if window > 0 && pr.waited >= window {
+			if pr.bytes < minBytes {
+				return n, fmt.Errorf("%w: %d bytes in %v of waiting, fewer than %d", ErrProgressDeadline, pr.bytes, pr.waited.Round(time.Millisecond), minBytes)
+			}
+			pr.waited, pr.bytes, rolled = 0, 0, true
+		}
+		if ceiling > 0 && pr.total >= ceiling {
+			return n, fmt.Errorf("%w: message not complete after %v of waiting", ErrProgressDeadline, ceiling)
+		}
+		var ne net.Error
+		if n == 0 && rolled && errors.As(err, &ne) && ne.Timeout() {
+			continue // the window ended with enough bytes in it: a new window begins
+		}
+		return n, err
+	}
+}
+
+// earliest is the earlier of two deadlines, the zero time meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // nextEvent reads the next event from the connection.
 func (a *association) nextEvent() rxEvent {
+	if a.m.state == sta6 && !a.cmd.open {
+		a.progress.active = false // at a message boundary: what comes next is a new message
+	}
 	if !a.reader.inSync {
 		// The stream position is unknown (after a protocol error): only closure or ARTIM can follow.
 		_, err := a.br.Discard(1 << 30)
@@ -67,6 +140,9 @@ func (a *association) nextEvent() rxEvent {
 
 // readErrEvent classifies a read error: ARTIM expiry, idle timeout (a local abort) or transport closed.
 func (a *association) readErrEvent(err error) rxEvent {
+	if errors.Is(err, ErrProgressDeadline) {
+		return rxEvent{ev: evt15, err: err} // a local abort (AA-1)
+	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		if a.artimOn {

@@ -34,6 +34,14 @@ const (
 	DefaultIdleTimeout = 5 * time.Minute
 	// DefaultWriteTimeout bounds every write to the peer.
 	DefaultWriteTimeout = 30 * time.Second
+	// DefaultProgressWindow and DefaultMinProgressBytes: a message being received must bring 1 KiB in every 60 s
+	// of waiting, 17 bytes a second. Any link that carries DICOM at all does thousands of times that, and a stall
+	// of up to a minute (a VPN rekey, retransmissions) passes; a peer that trickles a byte every few seconds to
+	// hold its slot is aborted within 60 s of its message's first byte.
+	DefaultProgressWindow         = 60 * time.Second
+	DefaultMinProgressBytes int64 = 1 << 10
+	// DefaultMaxMessageTime bounds the waiting for one whole message: 4 GiB at 10 Mbit/s takes under an hour.
+	DefaultMaxMessageTime = 2 * time.Hour
 	// DefaultImplementationClassUID identifies this implementation (a UUID-derived 2.25 UID).
 	DefaultImplementationClassUID = "2.25.83826006163843923062513905027421110478"
 	// DefaultImplementationVersionName is sent in item 55 (at most 16 characters).
@@ -76,6 +84,16 @@ type Server struct {
 	ARTIMTimeout  time.Duration // default DefaultARTIMTimeout
 	IdleTimeout   time.Duration // default DefaultIdleTimeout; negative disables
 	WriteTimeout  time.Duration // default DefaultWriteTimeout; negative disables
+
+	// Progress deadlines, for a DIMSE message being received (from its first byte to the end of its data set).
+	// Only time spent waiting for the peer counts, not time the handler takes. In every ProgressWindow of
+	// waiting at least MinProgressBytes must arrive, and the whole message may take at most MaxMessageTime of
+	// waiting; otherwise the association is aborted (A-ABORT, EventAborted with ErrProgressDeadline). Between
+	// messages IdleTimeout alone applies. Defaults DefaultProgressWindow, DefaultMinProgressBytes,
+	// DefaultMaxMessageTime; a negative window or time disables that deadline.
+	ProgressWindow   time.Duration
+	MinProgressBytes int64
+	MaxMessageTime   time.Duration
 
 	// ProxyProtocol expects a PROXY protocol v2 header before the first PDU (as sent by an AWS NLB); its source
 	// address becomes AssociationInfo.RemoteAddr. Off, a PROXY header is an unrecognized PDU (A-ABORT).
@@ -174,6 +192,18 @@ func durOr(d, def time.Duration) time.Duration {
 func (s *Server) artim() time.Duration        { return durOr(s.ARTIMTimeout, DefaultARTIMTimeout) }
 func (s *Server) idleTimeout() time.Duration  { return durOr(s.IdleTimeout, DefaultIdleTimeout) }
 func (s *Server) writeTimeout() time.Duration { return durOr(s.WriteTimeout, DefaultWriteTimeout) }
+func (s *Server) progressWindow() time.Duration {
+	return durOr(s.ProgressWindow, DefaultProgressWindow)
+}
+func (s *Server) maxMessageTime() time.Duration {
+	return durOr(s.MaxMessageTime, DefaultMaxMessageTime)
+}
+func (s *Server) minProgressBytes() int64 {
+	if s.MinProgressBytes <= 0 {
+		return DefaultMinProgressBytes
+	}
+	return s.MinProgressBytes
+}
 
 func (s *Server) implClassUID() string {
 	if s.ImplementationClassUID != "" {

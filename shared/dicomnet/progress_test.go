@@ -1,0 +1,135 @@
+package dicomnet_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// trickle writes b one byte every interval until it is written or a write fails.
+func trickle(p *dicomnettest.Parrot, b []byte, interval time.Duration) {
+	for i := range b {
+		if err := p.Conn.SetWriteDeadline(time.Now().Add(time.Second)); err != nil {
+			return
+		}
+		if _, err := p.Conn.Write(b[i : i+1]); err != nil {
+			return
+		}
+		time.Sleep(interval)
+	}
+}
+
+// TestProgressDeadline: a peer that trickles a message a byte at a time is aborted once a progress window passes
+// with fewer than MinProgressBytes, whether it trickles a data set or a new message; the abort is an
+// EventAborted with ErrProgressDeadline (what the audit trail records), and a handler's reader fails with
+// ErrIncomplete, so nothing is stored.
+func TestProgressDeadline(t *testing.T) {
+	dataPDU, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.PDV(3, pdu.ControlLast, pattern(2000))}})
+	echoPDU, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2))}})
+	tests := []struct {
+		name    string
+		start   func(p *dicomnettest.Parrot) // before the trickle
+		trickle []byte
+		store   bool // a C-STORE is in progress when the abort comes
+	}{
+		{"data set", func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1))) }, dataPDU, true},
+		{"new message", func(p *dicomnettest.Parrot) {}, echoPDU, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			ch := make(chan result, 1)
+			p, srv := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec, ARTIMTimeout: 100 * time.Millisecond,
+				ProgressWindow: 300 * time.Millisecond, MinProgressBytes: 1024})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			tc.start(p)
+			go trickle(p, tc.trickle, 20*time.Millisecond)
+			p.ExpectAbort(0, 0) // AA-1, within the parrot's 5 s
+			ev := rec.waitFor(t, dicomnet.EventAborted)
+			if !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
+				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
+			}
+			if tc.store {
+				if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+					t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+				}
+			}
+			waitActive(t, srv.Server, 0)
+		})
+	}
+}
+
+// TestProgressDeadlineSparesHonestPeers: between messages only the idle timeout applies, a handler that does not
+// read is not the peer's fault, and a message that pauses after enough bytes goes on.
+func TestProgressDeadlineSparesHonestPeers(t *testing.T) {
+	const window = 200 * time.Millisecond
+	t.Run("idle between messages", func(t *testing.T) {
+		p, _ := startParrot(t, &dicomnet.Server{ProgressWindow: window, IdleTimeout: 10 * time.Second})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		time.Sleep(3 * window)
+		p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(1)))
+		if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP {
+			t.Fatalf("response %+v", rsp)
+		}
+		time.Sleep(3 * window)
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+	})
+	t.Run("slow handler", func(t *testing.T) {
+		s := &dicomnet.Server{ProgressWindow: window, Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			time.Sleep(3 * window) // not reading: the peer waits for us, not we for it
+			_, err := io.Copy(io.Discard, r)
+			return err
+		})}
+		srv := dicomnettest.NewServerT(t, s)
+		a, err := dicomnet.Dial(context.Background(), srv.Addr, storeCfg(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3", "", bytes.NewReader(pattern(4<<20)))
+		if err != nil || !st.IsSuccess() {
+			t.Fatalf("%v %v", st, err)
+		}
+		if err := a.Release(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("pause shorter than a window", func(t *testing.T) {
+		ch := make(chan result, 1)
+		p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch), ProgressWindow: window, MinProgressBytes: 1024})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(4096)))
+		time.Sleep(window * 3 / 4)
+		p.SendPDVs(dicomnettest.PDV(3, 0, pattern(4096)))
+		time.Sleep(window * 3 / 4)
+		p.SendPDVs(dicomnettest.PDV(3, pdu.ControlLast, pattern(4096)))
+		if rsp := p.ExpectCommand(); rsp.Status != 0 {
+			t.Fatalf("response %+v", rsp)
+		}
+		if r := <-ch; r.err != nil || len(r.data) != 3*4096 {
+			t.Errorf("handler: %d bytes, %v", len(r.data), r.err)
+		}
+	})
+	t.Run("message ceiling", func(t *testing.T) {
+		rec := newRecorder()
+		p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 1)), Observer: rec, ProgressWindow: window,
+			MinProgressBytes: 1, MaxMessageTime: 3 * window})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)))
+		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.PDV(3, pdu.ControlLast, pattern(2000))}})
+		go trickle(p, b, window/4) // enough for every window, never the whole message in time
+		p.ExpectAbort(0, 0)
+		if ev := rec.waitFor(t, dicomnet.EventAborted); !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
+			t.Errorf("abort event %+v", ev)
+		}
+	})
+}
