@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/auditwriter"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/descriptors"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/metrics"
@@ -61,6 +62,10 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	audit := auditwriter.New(store, auditwriter.Options{Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log})
 	observers = append(observers, audit)
 
+	maxUnassociated, maxUnassociatedPerAddr, err := unassociatedBounds(cfg, log)
+	if err != nil {
+		return err
+	}
 	srv := &dicomnet.Server{
 		Addr:                      cfg.Listen,
 		AETitle:                   cfg.AETitle,
@@ -70,12 +75,23 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		MaxAssociationsPerAE:      cfg.MaxAssociationsPerAE,
 		MaxPDULength:              uint32(cfg.MaxPDULength),
 		IdleTimeout:               cfg.IdleTimeout,
+		MaxUnassociated:           maxUnassociated,
+		MaxUnassociatedPerAddr:    maxUnassociatedPerAddr,
+		ProgressWindow:            cfg.ProgressWindow,
+		MinProgressBytes:          cfg.MinProgressBytes,
+		MaxMessageTime:            cfg.MaxMessageTime,
 		ProxyProtocol:             cfg.ProxyProtocol,
 		AcceptExplicitBigEndian:   cfg.AcceptBigEndian,
 		ImplementationClassUID:    version.ImplementationClassUID,
 		ImplementationVersionName: version.ImplementationVersionName,
 		Logger:                    log,
 		Observer:                  observers,
+	}
+
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicom_ingest_unassociated_connections", Help: "Connections that hold no association: not yet requested, or rejected and not yet closed.",
+	}, func() float64 { return float64(srv.UnassociatedConnections()) })); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
 	}
 
 	dicomLn, err := net.Listen("tcp", cfg.Listen)
@@ -185,4 +201,23 @@ func (l observerList) ObserveAssociation(ev dicomnet.Event) {
 	for _, o := range l {
 		o.ObserveAssociation(ev)
 	}
+}
+
+// unassociatedBounds raises the file descriptor limit to its hard limit and
+// returns the bounds on connections without an association: those configured,
+// or else the ones the limit allows next to the associations (descriptors.Plan).
+func unassociatedBounds(cfg config.Config, log *slog.Logger) (total, perAddr int, err error) {
+	limit, err := descriptors.Raise()
+	if err != nil {
+		return 0, 0, err
+	}
+	total, perAddr = descriptors.Plan(limit, cfg.MaxAssociations)
+	if cfg.MaxUnassociated > 0 {
+		total = cfg.MaxUnassociated
+	}
+	if cfg.MaxUnassociatedPerAddr > 0 {
+		perAddr = cfg.MaxUnassociatedPerAddr
+	}
+	log.Info("connection bounds", "descriptor_limit", limit, "max_unassociated", total, "max_unassociated_per_address", perAddr)
+	return total, perAddr, nil
 }

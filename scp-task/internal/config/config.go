@@ -30,8 +30,17 @@ type Config struct {
 	ProxyProtocol        bool
 	AcceptBigEndian      bool
 	IdleTimeout          time.Duration
-	DrainTimeout         time.Duration
-	LogLevel             string
+	// MaxUnassociated and MaxUnassociatedPerAddr bound the connections
+	// without an association; 0 derives them from the descriptor limit.
+	MaxUnassociated        int
+	MaxUnassociatedPerAddr int
+	// ProgressWindow, MinProgressBytes and MaxMessageTime are the progress
+	// deadlines of a message being received.
+	ProgressWindow   time.Duration
+	MinProgressBytes int64
+	MaxMessageTime   time.Duration
+	DrainTimeout     time.Duration
+	LogLevel         string
 
 	S3PathStyle bool
 	S3KMSKey    string
@@ -67,7 +76,12 @@ var settings = []Setting{
 	{"max-pdu-length", "SCP_MAX_PDU_LENGTH", "262144", "largest PDU we accept (advertised to peers)"},
 	{"proxy-protocol", "SCP_PROXY_PROTOCOL", "false", "expect a PROXY protocol v2 header on every connection (NLB target group attribute); when off a PROXY header is a protocol error"},
 	{"accept-big-endian", "SCP_ACCEPT_BIG_ENDIAN", "false", "accept the retired Explicit VR Big Endian transfer syntax"},
-	{"idle-timeout", "SCP_IDLE_TIMEOUT", "5m", "abort an association silent for this long"},
+	{"idle-timeout", "SCP_IDLE_TIMEOUT", "5m", "abort an association silent for this long between messages"},
+	{"max-unassociated", "SCP_MAX_UNASSOCIATED", "0", "connections without an association (not yet requested, or rejected and not yet closed) in all; past it the oldest one waiting for its request is closed; 0 = derived from the file descriptor limit"},
+	{"max-unassociated-per-address", "SCP_MAX_UNASSOCIATED_PER_ADDRESS", "0", "connections without an association per source address (the PROXY v2 source with --proxy-protocol); a new one over it is closed at once; 0 = derived from the file descriptor limit"},
+	{"progress-window", "SCP_PROGRESS_WINDOW", "60s", "while a message is being received, at least --min-progress-bytes must arrive in every such stretch of waiting, or the association is aborted"},
+	{"min-progress-bytes", "SCP_MIN_PROGRESS_BYTES", "1024", "bytes a message being received must bring in every --progress-window"},
+	{"max-message-time", "SCP_MAX_MESSAGE_TIME", "2h", "waiting allowed for one whole message (command and data set) before the association is aborted"},
 	{"drain-timeout", "SCP_DRAIN_TIMEOUT", "60s", "on SIGTERM, how long in-flight associations may take to finish before they are aborted"},
 	{"log-level", "SCP_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"s3-path-style", "SCP_S3_PATH_STYLE", "false", "path-style S3 addressing (S3-compatible servers); the endpoint comes from AWS_ENDPOINT_URL_S3"},
@@ -170,31 +184,42 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		return a
 	}
 	c := Config{
-		Listen:               address("listen"),
-		AETitle:              get("ae-title"),
-		CallingAEsSpec:       get("calling-aes"),
-		Store:                get("store"),
-		HealthListen:         address("health-listen"),
-		MaxAssociations:      count("max-associations"),
-		MaxAssociationsPerAE: count("max-associations-per-ae"),
-		MaxPDULength:         count("max-pdu-length"),
-		ProxyProtocol:        boolean("proxy-protocol"),
-		AcceptBigEndian:      boolean("accept-big-endian"),
-		IdleTimeout:          duration("idle-timeout"),
-		DrainTimeout:         duration("drain-timeout"),
-		LogLevel:             strings.ToLower(get("log-level")),
-		S3PathStyle:          boolean("s3-path-style"),
-		S3KMSKey:             get("s3-kms-key"),
-		Local:                boolean("local"),
-		DataDir:              get("data-dir"),
-		PortalListen:         address("portal-listen"),
-		Webhooks:             webhooks,
-		QuietPeriod:          duration("quiet-period"),
+		Listen:                 address("listen"),
+		AETitle:                get("ae-title"),
+		CallingAEsSpec:         get("calling-aes"),
+		Store:                  get("store"),
+		HealthListen:           address("health-listen"),
+		MaxAssociations:        count("max-associations"),
+		MaxAssociationsPerAE:   count("max-associations-per-ae"),
+		MaxPDULength:           count("max-pdu-length"),
+		ProxyProtocol:          boolean("proxy-protocol"),
+		AcceptBigEndian:        boolean("accept-big-endian"),
+		IdleTimeout:            duration("idle-timeout"),
+		MaxUnassociated:        count("max-unassociated"),
+		MaxUnassociatedPerAddr: count("max-unassociated-per-address"),
+		ProgressWindow:         duration("progress-window"),
+		MinProgressBytes:       int64(count("min-progress-bytes")),
+		MaxMessageTime:         duration("max-message-time"),
+		DrainTimeout:           duration("drain-timeout"),
+		LogLevel:               strings.ToLower(get("log-level")),
+		S3PathStyle:            boolean("s3-path-style"),
+		S3KMSKey:               get("s3-kms-key"),
+		Local:                  boolean("local"),
+		DataDir:                get("data-dir"),
+		PortalListen:           address("portal-listen"),
+		Webhooks:               webhooks,
+		QuietPeriod:            duration("quiet-period"),
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("--s3-part-size: %q must be a byte count of at least 5242880 (S3's minimum part size)", get("s3-part-size")))
 	} else {
 		c.S3PartSize = ps
+	}
+	if c.MinProgressBytes < 1 {
+		errs = append(errs, fmt.Errorf("--min-progress-bytes: %q must be at least 1", get("min-progress-bytes")))
+	}
+	if c.MaxMessageTime > 0 && c.ProgressWindow > 0 && c.MaxMessageTime < c.ProgressWindow {
+		errs = append(errs, fmt.Errorf("--max-message-time: %v is shorter than --progress-window %v", c.MaxMessageTime, c.ProgressWindow))
 	}
 	if c.AETitle == "" || len(c.AETitle) > accesscontrol.MaxAETitleLength {
 		errs = append(errs, fmt.Errorf("--ae-title: %q must be 1 to 16 characters", c.AETitle))

@@ -4,6 +4,7 @@
 package metrics
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +24,7 @@ type Observer struct {
 	storeDuration prometheus.Histogram
 	failures      *prometheus.CounterVec
 	echoes        prometheus.Counter
+	shed          *prometheus.CounterVec
 }
 
 var _ dicomnet.Observer = (*Observer)(nil)
@@ -58,8 +60,12 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		echoes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_echoes_total", Help: "C-ECHO requests answered.",
 		}),
+		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicom_ingest_connections_shed_total",
+			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes} {
+	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes, o.shed} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -87,6 +93,12 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 		o.storeDuration.Observe(ev.Duration.Seconds())
 	case dicomnet.EventStoreFailed:
 		o.failures.WithLabelValues(fmt.Sprintf("%04X", ev.Status)).Inc()
+	case dicomnet.EventShed:
+		reason := "total"
+		if errors.Is(ev.Err, dicomnet.ErrShedPerAddr) {
+			reason = "per_address"
+		}
+		o.shed.WithLabelValues(reason).Inc()
 	case dicomnet.EventEcho:
 		o.echoes.Inc()
 	}

@@ -77,6 +77,9 @@ type Options struct {
 	// NoStore leaves --store out (for local mode, or when Args sets it);
 	// otherwise a file store in a temporary directory is used.
 	NoStore bool
+	// Prefix is a command scp-task runs under, one that execs it in its
+	// own process (e.g. prlimit --nofile=1024:1024 --).
+	Prefix []string
 }
 
 // Start runs scp-task and waits until it is ready. It is stopped (SIGTERM,
@@ -89,7 +92,8 @@ func Start(t testing.TB, o Options) *SCP {
 		args = append(args, "--store", "file://"+s.DataDir)
 	}
 	args = append(args, o.Args...)
-	s.cmd = exec.Command(Binary(t), args...)
+	argv := append(append(append([]string{}, o.Prefix...), Binary(t)), args...)
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), o.Env...)
 	stderr, err := s.cmd.StderrPipe()
 	if err != nil {
