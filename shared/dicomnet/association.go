@@ -337,14 +337,10 @@ func (a *association) sendReleaseRQ() error {
 func (a *association) isRequestor() bool { return false }
 func (a *association) sendPData() error  { return a.write(a.out) }
 
-func (a *association) sendReleaseRP() error {
-	b, _ := pdu.Encode(&pdu.ReleaseRP{})
-	return a.write(b)
-}
+func (a *association) sendReleaseRP() error { return sendPDU(a.write, &pdu.ReleaseRP{}) }
 
 func (a *association) sendAbort(source, reason byte) error {
-	b, _ := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
-	return a.write(b)
+	return sendPDU(a.write, &pdu.Abort{Source: source, Reason: reason})
 }
 
 func (a *association) write(b []byte) error {

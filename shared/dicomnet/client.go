@@ -256,22 +256,9 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 		}
 		return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: connection closed: %w", err)}
 	}
-	rx := rxEvent{err: fmt.Errorf("dicomnet: unexpected %s in %s", p.Type(), a.m.state)}
-	switch p := p.(type) {
-	case *pdu.AssociateAC:
-		rx.ev = evt3
-	case *pdu.AssociateRJ:
-		rx.ev = evt4
-	case *pdu.AssociateRQ:
-		rx.ev = evt6
-	case *pdu.PDataTF:
-		rx.ev = evt10
-	case *pdu.ReleaseRQ:
-		rx.ev = evt12
-	case *pdu.ReleaseRP:
-		rx.ev = evt13
-	case *pdu.Abort:
-		rx = rxEvent{ev: evt16, abortSource: p.Source, abortReason: p.Reason, err: &AbortError{Source: p.Source, Reason: p.Reason}}
+	rx := rxEvent{ev: receivedAs[p.Type()], err: fmt.Errorf("dicomnet: unexpected %s in %s", p.Type(), a.m.state)}
+	if ab, ok := p.(*pdu.Abort); ok {
+		rx = rxEvent{ev: evt16, abortSource: ab.Source, abortReason: ab.Reason, err: &AbortError{Source: ab.Source, Reason: ab.Reason}}
 	}
 	return p, rx
 }
@@ -560,19 +547,12 @@ func (a *ClientAssociation) write(b []byte) error {
 func (a *ClientAssociation) sendAssociateRQ() error { return a.write(a.out) }
 func (a *ClientAssociation) sendPData() error       { return a.write(a.out) }
 
-func (a *ClientAssociation) sendReleaseRQ() error {
-	b, _ := pdu.Encode(&pdu.ReleaseRQ{})
-	return a.write(b)
-}
+func (a *ClientAssociation) sendReleaseRQ() error { return sendPDU(a.write, &pdu.ReleaseRQ{}) }
 
-func (a *ClientAssociation) sendReleaseRP() error {
-	b, _ := pdu.Encode(&pdu.ReleaseRP{})
-	return a.write(b)
-}
+func (a *ClientAssociation) sendReleaseRP() error { return sendPDU(a.write, &pdu.ReleaseRP{}) }
 
 func (a *ClientAssociation) sendAbort(source, reason byte) error {
-	b, _ := pdu.Encode(&pdu.Abort{Source: source, Reason: reason})
-	return a.write(b)
+	return sendPDU(a.write, &pdu.Abort{Source: source, Reason: reason})
 }
 
 // The requestor never answers an association request: Evt6 is AA-8 or AA-7 in every state it can be in.

@@ -110,6 +110,5 @@ func (a *association) sendAssociateRJ() error {
 	if rj == nil {
 		rj = RejectNoReason
 	}
-	b, _ := pdu.Encode(&pdu.AssociateRJ{Result: rj.Result, Source: rj.Source, Reason: rj.Reason})
-	return a.write(b)
+	return sendPDU(a.write, &pdu.AssociateRJ{Result: rj.Result, Source: rj.Source, Reason: rj.Reason})
 }

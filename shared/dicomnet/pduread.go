@@ -17,6 +17,19 @@ import (
 // evtNone is the zero event: "nothing follows, read the next event from the connection".
 const evtNone event = 0
 
+// receivedAs is the event each PDU type is when it is received (PS3.8 §9.2, Table 9-10), for both sides.
+var receivedAs = map[pdu.Type]event{pdu.TypeAssociateAC: evt3, pdu.TypeAssociateRJ: evt4, pdu.TypeAssociateRQ: evt6,
+	pdu.TypePDataTF: evt10, pdu.TypeReleaseRQ: evt12, pdu.TypeReleaseRP: evt13, pdu.TypeAbort: evt16}
+
+// sendPDU encodes p and writes it with write.
+func sendPDU(write func([]byte) error, p pdu.PDU) error {
+	b, err := pdu.Encode(p)
+	if err != nil {
+		return fmt.Errorf("dicomnet: encode %s: %w", p.Type(), err)
+	}
+	return write(b)
+}
+
 // rxEvent is a classified incoming event.
 type rxEvent struct {
 	ev          event
@@ -220,9 +233,7 @@ func (a *association) readEvent() rxEvent {
 		} else if _, err := a.br.Discard(int(h.Length)); err != nil {
 			return a.readErrEvent(err)
 		}
-		return rxEvent{ev: map[pdu.Type]event{pdu.TypeAssociateAC: evt3, pdu.TypeAssociateRJ: evt4,
-			pdu.TypeReleaseRQ: evt12, pdu.TypeReleaseRP: evt13}[h.Type],
-			err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
+		return rxEvent{ev: receivedAs[h.Type], err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
 	}
 	r.inSync = false
 	return rxEvent{ev: evt19, reason: pdu.AbortReasonUnrecognizedPDU, err: fmt.Errorf("dicomnet: unrecognized PDU type 0x%02x", uint8(h.Type))}
