@@ -4,8 +4,9 @@ import "fmt"
 
 // This file holds the DICOM Upper Layer state machine of PS3.8 §9.2 (Table 9-10) as data. The names are the
 // standard's: states Sta1…Sta13, events Evt1…Evt19, actions AE-1…AE-8, DT-1/2, AR-1…AR-10, AA-1…AA-8.
-// The server (acceptor) fires events as PDUs arrive or timers expire and performs the action the table names; a
-// (state, event) pair absent from the table is a protocol error handled as AA-8 (abort, provider-initiated).
+// Both sides run on it: the server (acceptor, association.go) and the client (requestor, client.go) fire events
+// as PDUs arrive, timers expire or their user asks, and perform the action the table names; a (state, event) pair
+// absent from the table is a protocol error handled as AA-8 (abort, provider-initiated).
 //
 // The machine performs an action's effects on the transport (send a PDU, start or stop ARTIM, close). The
 // primitive an action issues to the local user (A-ASSOCIATE indication, P-DATA indication, A-RELEASE
