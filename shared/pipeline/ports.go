@@ -92,12 +92,19 @@ type AuditPage struct {
 	Next    string // empty when there is no more
 }
 
-// IndexStore is the study/series/instance index. UpsertInstance must be
-// atomic per instance: counts change once per distinct (SOP Instance UID,
-// SHA-256), whatever the number of deliveries.
+// IndexStore is the study/series/instance index. Its rules are in
+// studyindex.go (ContentOutcome, StudySummary.Merge and Count,
+// NewStudyDetail) and pipelinetest.RunIndexStore checks an implementation
+// against them.
 type IndexStore interface {
+	// UpsertInstance indexes one content of an instance. Counts change
+	// once per distinct (SOP Instance UID, SHA-256), whatever the number
+	// of deliveries, and a delivery retried after a failed or interrupted
+	// call never counts twice: once a retry returns, the study is as if
+	// the first attempt had completed.
 	UpsertInstance(ctx context.Context, in InstanceRecord) (UpsertResult, error)
 	// GetStudy returns the study with its series and instances; ErrNotFound.
+	// It only reads.
 	GetStudy(ctx context.Context, studyUID string) (StudyDetail, error)
 	// ListStudies returns study summaries, most recently received first.
 	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)
@@ -147,9 +154,10 @@ const (
 	// indexed; nothing changed.
 	InstanceDuplicate
 	// InstanceConflict: the SOP Instance UID was indexed with different
-	// content; this content is indexed too (as a conflict) and the study's
-	// ConflictCount and Revision went up. Delivering the same conflicting
-	// content again is InstanceDuplicate.
+	// content, in this study or in another one (see ContentOutcome); this
+	// content is indexed too (as a conflict, in the study it names) and
+	// that study's ConflictCount and Revision went up. Delivering the same
+	// conflicting content again is InstanceDuplicate.
 	InstanceConflict
 )
 
@@ -169,6 +177,11 @@ func (o UpsertOutcome) String() string {
 type UpsertResult struct {
 	Outcome UpsertOutcome
 	Study   StudySummary
+	// Instance is the record as the index keeps it: Conflict is the
+	// index's verdict and Findings include those the index added
+	// (patient-mismatch). For a duplicate it is the record indexed before,
+	// so a redelivery audits and announces what the first delivery did.
+	Instance InstanceRecord
 }
 
 // InstanceRecord is one indexed instance (one distinct content).
@@ -239,6 +252,9 @@ type StudySummary struct {
 	// AnnouncedVersion counts study-level announcements (the version in
 	// Study Received / Study Updated events).
 	AnnouncedVersion int64 `json:"announcedVersion"`
+	// Findings are the study's own findings, sorted by code and tag:
+	// patient-mismatch when its instances disagree on the patient.
+	Findings []Finding `json:"findings,omitempty"`
 }
 
 // Quiet is the time the quiet period runs from: LastActivity, or

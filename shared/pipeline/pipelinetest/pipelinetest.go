@@ -211,9 +211,9 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 type Index struct {
 	mu        sync.Mutex
 	studies   map[string]*pipeline.StudySummary
-	series    map[string]map[string]*pipeline.SeriesSummary
+	series    map[string]map[string]bool                    // study -> series -> seen
 	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
-	sops      map[string]map[string]bool                    // study -> sop -> seen
+	first     map[string]string                             // sop -> first content indexed, in any study
 	published map[string]time.Time
 }
 
@@ -222,94 +222,47 @@ var _ pipeline.IndexStore = (*Index)(nil)
 // NewIndex returns an empty index.
 func NewIndex() *Index {
 	return &Index{
-		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]*pipeline.SeriesSummary{},
-		instances: map[string]map[string]pipeline.InstanceRecord{}, sops: map[string]map[string]bool{},
+		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]bool{},
+		instances: map[string]map[string]pipeline.InstanceRecord{}, first: map[string]string{},
 		published: map[string]time.Time{},
 	}
 }
 
 // UpsertInstance implements pipeline.IndexStore.
 func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
+	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" {
+		return pipeline.UpsertResult{}, fmt.Errorf("pipelinetest: upsert instance: study and SOP instance UID are required")
+	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	ik := in.SOPInstanceUID + "/" + in.SHA256
+	if prev, ok := x.instances[in.StudyInstanceUID][ik]; ok {
+		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(x.studies[in.StudyInstanceUID]), Instance: prev}, nil
+	}
 	st := x.studies[in.StudyInstanceUID]
 	if st == nil {
-		st = &pipeline.StudySummary{StudyInstanceUID: in.StudyInstanceUID, FirstReceived: in.ReceivedAt}
+		st = &pipeline.StudySummary{}
 		x.studies[in.StudyInstanceUID] = st
-		x.series[in.StudyInstanceUID] = map[string]*pipeline.SeriesSummary{}
+		x.series[in.StudyInstanceUID] = map[string]bool{}
 		x.instances[in.StudyInstanceUID] = map[string]pipeline.InstanceRecord{}
-		x.sops[in.StudyInstanceUID] = map[string]bool{}
 	}
-	ik := in.SOPInstanceUID + "/" + in.SHA256
-	if _, ok := x.instances[in.StudyInstanceUID][ik]; ok {
-		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(st)}, nil
+	if _, ok := x.first[in.SOPInstanceUID]; !ok {
+		x.first[in.SOPInstanceUID] = in.SHA256
 	}
-	outcome := pipeline.InstanceNew
-	if x.sops[in.StudyInstanceUID][in.SOPInstanceUID] {
-		outcome = pipeline.InstanceConflict
-	}
-	// Conflict means "not the first content indexed for this SOP Instance
-	// UID", whatever the SCP flagged.
-	in.Conflict = outcome == pipeline.InstanceConflict
+	outcome := pipeline.ContentOutcome(x.first[in.SOPInstanceUID], in.SHA256)
+	newSeries := !x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
+	x.series[in.StudyInstanceUID][in.SeriesInstanceUID] = true
+	st.Count(in, outcome, newSeries)
+	in = in.Indexed(outcome, st.Merge(in))
 	x.instances[in.StudyInstanceUID][ik] = in
-	x.sops[in.StudyInstanceUID][in.SOPInstanceUID] = true
-	se := x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
-	if se == nil {
-		se = &pipeline.SeriesSummary{SeriesInstanceUID: in.SeriesInstanceUID, Modality: in.Modality,
-			SeriesNumber: in.SeriesNumber, SeriesDescription: in.SeriesDescription, FirstReceived: in.ReceivedAt}
-		x.series[in.StudyInstanceUID][in.SeriesInstanceUID] = se
-		st.SeriesCount++
-	}
-	if outcome == pipeline.InstanceNew {
-		se.InstanceCount++
-		st.InstanceCount++
-	} else {
-		st.ConflictCount++
-	}
-	se.TotalBytes += in.Size
-	st.TotalBytes += in.Size
-	if in.ReceivedAt.After(se.LastReceived) {
-		se.LastReceived = in.ReceivedAt
-	}
-	if in.ReceivedAt.Before(se.FirstReceived) {
-		se.FirstReceived = in.ReceivedAt
-	}
-	if in.ReceivedAt.After(st.LastReceived) {
-		st.LastReceived = in.ReceivedAt
-	}
-	if in.ReceivedAt.Before(st.FirstReceived) {
-		st.FirstReceived = in.ReceivedAt
-	}
-	// Only new and conflicting content is activity (duplicates returned
-	// above), the same rule as Revision.
-	if at := in.Activity(); at.After(st.LastActivity) {
-		st.LastActivity = at
-	}
-	st.Modalities = addSorted(st.Modalities, in.Modality)
-	st.CallingAEs = addSorted(st.CallingAEs, in.CallingAE)
-	if st.PatientID == "" && st.PatientName == "" {
-		st.PatientID, st.PatientName, st.PatientBirthDate, st.PatientSex = in.PatientID, in.PatientName, in.PatientBirthDate, in.PatientSex
-	}
-	if st.StudyDate == "" {
-		st.StudyDate, st.StudyTime, st.StudyDescription, st.AccessionNumber = in.StudyDate, in.StudyTime, in.StudyDescription, in.AccessionNumber
-	}
-	st.Revision++
-	return pipeline.UpsertResult{Outcome: outcome, Study: cloneStudy(st)}, nil
-}
-
-func addSorted(list []string, v string) []string {
-	if v == "" || slices.Contains(list, v) {
-		return list
-	}
-	list = append(list, v)
-	slices.Sort(list)
-	return list
+	return pipeline.UpsertResult{Outcome: outcome, Study: cloneStudy(st), Instance: in}, nil
 }
 
 func cloneStudy(s *pipeline.StudySummary) pipeline.StudySummary {
 	c := *s
 	c.Modalities = slices.Clone(s.Modalities)
 	c.CallingAEs = slices.Clone(s.CallingAEs)
+	c.Findings = slices.Clone(s.Findings)
 	return c
 }
 
@@ -321,14 +274,7 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 	if st == nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("pipelinetest: study: %w", pipeline.ErrNotFound)
 	}
-	d := pipeline.StudyDetail{StudySummary: cloneStudy(st)}
-	for _, k := range slices.Sorted(maps.Keys(x.series[uid])) {
-		d.Series = append(d.Series, *x.series[uid][k])
-	}
-	for _, k := range slices.Sorted(maps.Keys(x.instances[uid])) {
-		d.Instances = append(d.Instances, x.instances[uid][k])
-	}
-	return d, nil
+	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid]))), nil
 }
 
 // ListStudies implements pipeline.IndexStore.
@@ -341,7 +287,7 @@ func (x *Index) ListStudies(_ context.Context, q pipeline.StudyQuery) ([]pipelin
 			out = append(out, cloneStudy(st))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].LastReceived.After(out[j].LastReceived) })
+	slices.SortFunc(out, pipeline.CompareListed)
 	if q.Limit > 0 && len(out) > q.Limit {
 		out = out[:q.Limit]
 	}
@@ -353,12 +299,12 @@ func (x *Index) StableStudies(_ context.Context, quietSince time.Time, limit int
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []pipeline.StudySummary
-	for _, uid := range slices.Sorted(maps.Keys(x.studies)) {
-		st := x.studies[uid]
+	for _, st := range x.studies {
 		if !st.Quiet().After(quietSince) && st.Revision > st.AnnouncedRevision {
 			out = append(out, cloneStudy(st))
 		}
 	}
+	slices.SortFunc(out, pipeline.CompareStable)
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

@@ -1,0 +1,697 @@
+package pipelinetest
+
+// RunIndexStore is the conformance suite of pipeline.IndexStore: the
+// DynamoDB adapter (on an emulator), the SQLite adapter and the fake above
+// all run it, so the three decide alike. It states the contract with
+// explicit expected values rather than by calling the rules in
+// shared/pipeline/studyindex.go, which the fake is built from.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// IndexHarness gives RunIndexStore fresh indexes of one implementation.
+type IndexHarness struct {
+	// New returns an empty index.
+	New func(t *testing.T) pipeline.IndexStore
+	// Crash returns an index over ix's storage that behaves as if its
+	// process died right after its n-th storage call (n from 1) took
+	// effect: that call's answer is lost and every later call fails.
+	// Nil means UpsertInstance is one atomic step (a transaction, a lock):
+	// the suite then crashes it right after that step took effect.
+	Crash func(t *testing.T, ix pipeline.IndexStore, n int) pipeline.IndexStore
+}
+
+// ErrCrash is what a crashed index returns.
+var ErrCrash = errors.New("pipelinetest: crashed")
+
+// atomicCrash is Crash for an index whose upsert is one atomic step.
+type atomicCrash struct{ pipeline.IndexStore }
+
+func (c atomicCrash) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
+	if _, err := c.IndexStore.UpsertInstance(ctx, in); err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	return pipeline.UpsertResult{}, ErrCrash
+}
+
+// RunIndexStore runs the suite.
+func RunIndexStore(t *testing.T, h IndexHarness) {
+	if h.Crash == nil {
+		h.Crash = func(_ *testing.T, ix pipeline.IndexStore, n int) pipeline.IndexStore {
+			if n == 1 {
+				return atomicCrash{ix}
+			}
+			return ix
+		}
+	}
+	t.Run("New", func(t *testing.T) { testNew(t, h) })
+	t.Run("Duplicate", func(t *testing.T) { testDuplicate(t, h) })
+	t.Run("ConflictSameStudy", func(t *testing.T) { testConflictSameStudy(t, h) })
+	t.Run("ConflictOtherStudy", func(t *testing.T) { testConflictOtherStudy(t, h) })
+	t.Run("FillIn", func(t *testing.T) { testFillIn(t, h) })
+	t.Run("PatientMismatch", func(t *testing.T) { testPatientMismatch(t, h) })
+	t.Run("ReceivedOutOfOrder", func(t *testing.T) { testReceivedOutOfOrder(t, h) })
+	t.Run("InterruptedUpsert", func(t *testing.T) { testInterrupted(t, h) })
+	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
+	t.Run("PendingAndAnnounced", func(t *testing.T) { testPendingAnnounced(t, h) })
+	t.Run("Listing", func(t *testing.T) { testListing(t, h) })
+	t.Run("PublishLedger", func(t *testing.T) { testLedger(t, h) })
+	t.Run("RequiredUIDs", func(t *testing.T) { testRequiredUIDs(t, h) })
+}
+
+// T0 is the suite's reference time.
+var T0 = time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
+
+const suiteRoot = "1.2.826.0.1.3680043.10.1001."
+
+// Record returns a valid instance record: study s, series s.se, instance
+// s.se.i, content sha, received at T0+at and indexed a second later, of
+// patient PID-1 (Doe^Jane, born 1970-01-01, F).
+func Record(s, se, i int, sha string, at time.Duration) pipeline.InstanceRecord {
+	study := fmt.Sprintf("%s%d", suiteRoot, s)
+	series := fmt.Sprintf("%s.%d", study, se)
+	sop := fmt.Sprintf("%s.%d", series, i)
+	return pipeline.InstanceRecord{
+		StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop, SOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
+		TransferSyntaxUID: "1.2.840.10008.1.2.1", Modality: "CT", InstanceNumber: fmt.Sprint(i), SeriesNumber: fmt.Sprint(se),
+		SeriesDescription: fmt.Sprintf("series %d", se), StudyDate: "2026-01-15", StudyTime: "09:30:00", StudyDescription: "CT HEAD",
+		AccessionNumber: "ACC1", PatientID: "PID-1", PatientName: "Doe^Jane", PatientBirthDate: "1970-01-01", PatientSex: "F",
+		ObjectKey: "incoming/" + sop + "-" + sha + ".dcm", MetadataKey: "metadata/" + sop + ".json", Size: 100, SHA256: sha,
+		CallingAE: "MOD1", ReceivedAt: T0.Add(at), IndexedAt: T0.Add(at + time.Second),
+	}
+}
+
+func studyUID(s int) string { return fmt.Sprintf("%s%d", suiteRoot, s) }
+
+var cmpOpts = cmp.Options{cmpopts.EquateEmpty()}
+
+func upsert(t *testing.T, ix pipeline.IndexStore, in pipeline.InstanceRecord, want pipeline.UpsertOutcome) pipeline.UpsertResult {
+	t.Helper()
+	r, err := ix.UpsertInstance(context.Background(), in)
+	if err != nil {
+		t.Fatalf("upsert %s: %v", in.SOPInstanceUID, err)
+	}
+	if r.Outcome != want {
+		t.Fatalf("upsert %s %s: outcome %v, want %v", in.SOPInstanceUID, in.SHA256, r.Outcome, want)
+	}
+	return r
+}
+
+func getStudy(t *testing.T, ix pipeline.IndexStore, uid string) pipeline.StudyDetail {
+	t.Helper()
+	d, err := ix.GetStudy(context.Background(), uid)
+	if err != nil {
+		t.Fatalf("get study: %v", err)
+	}
+	return d
+}
+
+// counts is what the suite checks of a summary's counters.
+type counts struct {
+	Instances, Conflicts, Series int
+	Bytes, Revision              int64
+}
+
+func countsOf(s pipeline.StudySummary) counts {
+	return counts{s.InstanceCount, s.ConflictCount, s.SeriesCount, s.TotalBytes, s.Revision}
+}
+
+// checkStudy compares the study's counters with want, in the upsert's
+// result, in GetStudy and in ListStudies, and checks GetStudy's series
+// and instances add up to the same.
+func checkStudy(t *testing.T, ix pipeline.IndexStore, got pipeline.StudySummary, want counts) pipeline.StudyDetail {
+	t.Helper()
+	if d := cmp.Diff(want, countsOf(got)); d != "" {
+		t.Errorf("upsert result's counters (-want +got):\n%s", d)
+	}
+	d := getStudy(t, ix, got.StudyInstanceUID)
+	if diff := cmp.Diff(want, countsOf(d.StudySummary)); diff != "" {
+		t.Errorf("GetStudy's counters (-want +got):\n%s", diff)
+	}
+	list, err := ix.ListStudies(context.Background(), pipeline.StudyQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range list {
+		if s.StudyInstanceUID == got.StudyInstanceUID {
+			if diff := cmp.Diff(d.StudySummary, s, cmpOpts); diff != "" {
+				t.Errorf("ListStudies differs from GetStudy (-get +list):\n%s", diff)
+			}
+		}
+	}
+	var fromSeries counts
+	fromSeries.Series = len(d.Series)
+	for _, se := range d.Series {
+		fromSeries.Instances += se.InstanceCount
+		fromSeries.Bytes += se.TotalBytes
+	}
+	for _, in := range d.Instances {
+		if in.Conflict {
+			fromSeries.Conflicts++
+		}
+	}
+	fromSeries.Revision = want.Revision
+	if diff := cmp.Diff(want, fromSeries); diff != "" {
+		t.Errorf("GetStudy's series and instances add up to (-want +got):\n%s", diff)
+	}
+	return d
+}
+
+func testNew(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	in1 := Record(1, 10, 1, "aa", 0)
+	r := upsert(t, ix, in1, pipeline.InstanceNew)
+	if diff := cmp.Diff(in1, r.Instance, cmpOpts); diff != "" {
+		t.Errorf("result's instance (-want +got):\n%s", diff)
+	}
+	want := pipeline.StudySummary{
+		StudyInstanceUID: studyUID(1), PatientID: "PID-1", PatientName: "Doe^Jane", PatientBirthDate: "1970-01-01",
+		PatientSex: "F", StudyDate: "2026-01-15", StudyTime: "09:30:00", StudyDescription: "CT HEAD", AccessionNumber: "ACC1",
+		Modalities: []string{"CT"}, CallingAEs: []string{"MOD1"}, SeriesCount: 1, InstanceCount: 1, TotalBytes: 100,
+		FirstReceived: T0, LastReceived: T0, LastActivity: T0.Add(time.Second), Revision: 1,
+	}
+	if diff := cmp.Diff(want, r.Study, cmpOpts); diff != "" {
+		t.Errorf("study after the first instance (-want +got):\n%s", diff)
+	}
+	// A second series, numbered 9, sorts before series 10.
+	in2 := Record(1, 9, 1, "bb", 2*time.Second)
+	in2.Modality, in2.CallingAE = "MR", "MOD2"
+	r = upsert(t, ix, in2, pipeline.InstanceNew)
+	in3 := Record(1, 10, 2, "cc", time.Second)
+	r = upsert(t, ix, in3, pipeline.InstanceNew)
+	if !slices.Equal(r.Study.Modalities, []string{"CT", "MR"}) || !slices.Equal(r.Study.CallingAEs, []string{"MOD1", "MOD2"}) {
+		t.Errorf("modalities %v, calling AEs %v", r.Study.Modalities, r.Study.CallingAEs)
+	}
+	d := checkStudy(t, ix, r.Study, counts{Instances: 3, Series: 2, Bytes: 300, Revision: 3})
+	wantSeries := []pipeline.SeriesSummary{
+		{SeriesInstanceUID: in2.SeriesInstanceUID, Modality: "MR", SeriesNumber: "9", SeriesDescription: "series 9",
+			InstanceCount: 1, TotalBytes: 100, FirstReceived: T0.Add(2 * time.Second), LastReceived: T0.Add(2 * time.Second)},
+		{SeriesInstanceUID: in1.SeriesInstanceUID, Modality: "CT", SeriesNumber: "10", SeriesDescription: "series 10",
+			InstanceCount: 2, TotalBytes: 200, FirstReceived: T0, LastReceived: T0.Add(time.Second)},
+	}
+	if diff := cmp.Diff(wantSeries, d.Series, cmpOpts); diff != "" {
+		t.Errorf("series (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]pipeline.InstanceRecord{in2, in1, in3}, d.Instances, cmpOpts); diff != "" {
+		t.Errorf("instances (-want +got):\n%s", diff)
+	}
+	if _, err := ix.GetStudy(context.Background(), studyUID(99)); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("GetStudy of an unknown study = %v, want ErrNotFound", err)
+	}
+}
+
+func testDuplicate(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	in := Record(1, 1, 1, "aa", 0)
+	first := upsert(t, ix, in, pipeline.InstanceNew)
+	// The same content again, later and under another key: nothing moves,
+	// not even the study's activity.
+	again := in
+	again.ReceivedAt, again.IndexedAt, again.ObjectKey = T0.Add(time.Hour), T0.Add(time.Hour), "incoming/other.dcm"
+	r := upsert(t, ix, again, pipeline.InstanceDuplicate)
+	if diff := cmp.Diff(first.Study, r.Study, cmpOpts); diff != "" {
+		t.Errorf("study moved on a duplicate (-before +after):\n%s", diff)
+	}
+	if diff := cmp.Diff(in, r.Instance, cmpOpts); diff != "" {
+		t.Errorf("a duplicate reports the record indexed first (-want +got):\n%s", diff)
+	}
+	checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+}
+
+func testConflictSameStudy(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	in := Record(1, 1, 1, "aa", 0)
+	upsert(t, ix, in, pipeline.InstanceNew)
+	other := Record(1, 1, 1, "bb", time.Second)
+	other.Size = 50
+	r := upsert(t, ix, other, pipeline.InstanceConflict)
+	if !r.Instance.Conflict {
+		t.Error("the conflicting record is not flagged Conflict")
+	}
+	d := checkStudy(t, ix, r.Study, counts{Instances: 1, Conflicts: 1, Series: 1, Bytes: 150, Revision: 2})
+	if len(d.Instances) != 2 || d.Instances[0].Conflict || !d.Instances[1].Conflict {
+		t.Errorf("records = %+v, want the first and the conflicting one", d.Instances)
+	}
+	r = upsert(t, ix, other, pipeline.InstanceDuplicate)
+	if !r.Instance.Conflict {
+		t.Error("a resend of the conflicting content reports it unflagged")
+	}
+	// Conflict is the index's verdict, whatever the SCP flagged.
+	flagged := Record(1, 1, 2, "cc", 2*time.Second)
+	flagged.Conflict = true
+	if r = upsert(t, ix, flagged, pipeline.InstanceNew); r.Instance.Conflict {
+		t.Error("a new instance the SCP flagged is kept as a conflict")
+	}
+	checkStudy(t, ix, r.Study, counts{Instances: 2, Conflicts: 1, Series: 1, Bytes: 250, Revision: 3})
+}
+
+func testConflictOtherStudy(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	in := Record(1, 1, 1, "aa", 0)
+	first := upsert(t, ix, in, pipeline.InstanceNew)
+	// The same SOP Instance UID with other content naming another study
+	// (a study split or merged at the PACS, a UID collision): a conflict,
+	// indexed in the study it names. See pipeline.ContentOutcome.
+	moved := in
+	moved.StudyInstanceUID, moved.SeriesInstanceUID, moved.SHA256 = studyUID(2), studyUID(2)+".1", "bb"
+	r := upsert(t, ix, moved, pipeline.InstanceConflict)
+	if !r.Instance.Conflict || r.Study.StudyInstanceUID != studyUID(2) {
+		t.Errorf("result = %+v", r)
+	}
+	checkStudy(t, ix, r.Study, counts{Conflicts: 1, Series: 1, Bytes: 100, Revision: 1})
+	if d := getStudy(t, ix, studyUID(1)); !cmp.Equal(first.Study, d.StudySummary, cmpOpts) {
+		t.Errorf("the first study changed: %+v", d.StudySummary)
+	}
+	upsert(t, ix, moved, pipeline.InstanceDuplicate)
+}
+
+func testFillIn(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	// The first instance lacks what later ones have: Patient ID, Patient's
+	// Birth Date and Sex (type 2, may be empty) and the study description.
+	f1 := Record(1, 1, 1, "aa", 0)
+	f1.PatientID, f1.PatientBirthDate, f1.PatientSex, f1.StudyDescription = "", "", "", ""
+	r := upsert(t, ix, f1, pipeline.InstanceNew)
+	if r.Study.PatientBirthDate != "" || r.Study.PatientID != "" {
+		t.Fatalf("study = %+v", r.Study)
+	}
+	// The same patient as another system writes the name: no mismatch.
+	f2 := Record(1, 1, 2, "bb", time.Second)
+	f2.PatientName = "DOE^JANE^^"
+	r = upsert(t, ix, f2, pipeline.InstanceNew)
+	if len(r.Instance.Findings) != 0 || len(r.Study.Findings) != 0 {
+		t.Errorf("findings %v / %v on the same patient written otherwise", r.Instance.Findings, r.Study.Findings)
+	}
+	// First non-empty values stay.
+	f3 := Record(1, 1, 3, "cc", 2*time.Second)
+	f3.StudyDescription, f3.AccessionNumber, f3.PatientSex = "OTHER", "ACC9", "O"
+	r = upsert(t, ix, f3, pipeline.InstanceNew)
+	want := counts{Instances: 3, Series: 1, Bytes: 300, Revision: 3}
+	checkStudy(t, ix, r.Study, want)
+	got := getStudy(t, ix, studyUID(1)).StudySummary
+	type attrs struct{ ID, Name, Birth, Sex, Description, Accession string }
+	if diff := cmp.Diff(attrs{"PID-1", "Doe^Jane", "1970-01-01", "F", "CT HEAD", "ACC1"},
+		attrs{got.PatientID, got.PatientName, got.PatientBirthDate, got.PatientSex, got.StudyDescription, got.AccessionNumber}); diff != "" {
+		t.Errorf("study attributes (-want +got):\n%s", diff)
+	}
+}
+
+// mismatch lists tags sorted, as findingTags returns them.
+func mismatch(tags ...string) []string { return slices.Sorted(slices.Values(tags)) }
+
+// findingTags returns the sorted tags of the findings with code; a finding
+// of another severity than warning shows as "!severity".
+func findingTags(fs []pipeline.Finding, code string) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Code == code {
+			out = append(out, f.Tag)
+			if f.Severity != pipeline.SeverityWarning {
+				out = append(out, "!"+string(f.Severity))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func testPatientMismatch(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	const idTag, nameTag, birthTag = "(0010,0020)", "(0010,0010)", "(0010,0030)"
+	// The corpus's mixed/ set: a CT of PCT0001 and an MR of PMIX001 share
+	// one Study Instance UID.
+	ct := Record(1, 1, 1, "aa", 0)
+	ct.PatientID, ct.PatientName, ct.Findings = "PCT0001", "Bench^CT", []pipeline.Finding{{Code: pipeline.CodeEmptyType2, Severity: pipeline.SeverityWarning, Tag: "(0008,0020)", Message: "type 2 attribute empty"}}
+	upsert(t, ix, ct, pipeline.InstanceNew)
+	mr := Record(1, 2, 1, "bb", time.Second)
+	mr.PatientID, mr.PatientName, mr.Modality = "PMIX001", "Bench^Mixed", "MR"
+	r := upsert(t, ix, mr, pipeline.InstanceNew)
+	if diff := cmp.Diff(mismatch(idTag, nameTag), findingTags(r.Instance.Findings, pipeline.CodePatientMismatch), cmpOpts); diff != "" {
+		t.Errorf("the MR's findings (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(mismatch(idTag, nameTag), findingTags(r.Study.Findings, pipeline.CodePatientMismatch), cmpOpts); diff != "" {
+		t.Errorf("the study's findings (-want +got):\n%s", diff)
+	}
+	if r.Study.PatientID != "PCT0001" || r.Study.PatientName != "Bench^CT" {
+		t.Errorf("the study's patient became %s %s; it keeps the first", r.Study.PatientID, r.Study.PatientName)
+	}
+	// Another MR of the other patient, a CT with another birth date, and a
+	// CT without patient name or birth date (nothing to disagree on).
+	mr2 := mr
+	mr2.SOPInstanceUID, mr2.SHA256 = mr.SOPInstanceUID+"0", "cc"
+	r = upsert(t, ix, mr2, pipeline.InstanceNew)
+	if len(findingTags(r.Instance.Findings, pipeline.CodePatientMismatch)) != 2 || len(r.Study.Findings) != 2 {
+		t.Errorf("second MR: %v, study %v", r.Instance.Findings, r.Study.Findings)
+	}
+	born := ct
+	born.SOPInstanceUID, born.SHA256, born.PatientBirthDate, born.Findings = ct.SOPInstanceUID+"0", "dd", "1980-02-02", nil
+	r = upsert(t, ix, born, pipeline.InstanceNew)
+	if diff := cmp.Diff(mismatch(birthTag), findingTags(r.Instance.Findings, pipeline.CodePatientMismatch), cmpOpts); diff != "" {
+		t.Errorf("birth date findings (-want +got):\n%s", diff)
+	}
+	bare := ct
+	bare.SOPInstanceUID, bare.SHA256, bare.PatientName, bare.PatientBirthDate, bare.Findings = ct.SOPInstanceUID+"1", "ee", "", "", nil
+	if r = upsert(t, ix, bare, pipeline.InstanceNew); len(r.Instance.Findings) != 0 {
+		t.Errorf("an instance with nothing to disagree on got %v", r.Instance.Findings)
+	}
+	d := checkStudy(t, ix, r.Study, counts{Instances: 5, Series: 2, Bytes: 500, Revision: 5})
+	if diff := cmp.Diff(mismatch(birthTag, nameTag, idTag), findingTags(d.Findings, pipeline.CodePatientMismatch), cmpOpts); diff != "" {
+		t.Errorf("the study's findings (-want +got):\n%s", diff)
+	}
+	if !d.PatientMismatch() {
+		t.Error("PatientMismatch() is false")
+	}
+	byUID := map[string][]string{}
+	for _, in := range d.Instances {
+		byUID[in.SOPInstanceUID] = findingTags(in.Findings, pipeline.CodePatientMismatch)
+		if in.SOPInstanceUID == ct.SOPInstanceUID && !pipeline.HasFinding(in.Findings, pipeline.CodeEmptyType2) {
+			t.Errorf("the CT lost its own finding: %v", in.Findings)
+		}
+	}
+	wantByUID := map[string][]string{ct.SOPInstanceUID: nil, mr.SOPInstanceUID: mismatch(idTag, nameTag), mr2.SOPInstanceUID: mismatch(idTag, nameTag),
+		born.SOPInstanceUID: {birthTag}, bare.SOPInstanceUID: nil}
+	if diff := cmp.Diff(wantByUID, byUID, cmpOpts); diff != "" {
+		t.Errorf("GetStudy's instance findings (-want +got):\n%s", diff)
+	}
+	// A redelivery reports the finding again, for its audit record and event.
+	if r = upsert(t, ix, mr, pipeline.InstanceDuplicate); len(findingTags(r.Instance.Findings, pipeline.CodePatientMismatch)) != 2 {
+		t.Errorf("duplicate of the MR reports findings %v", r.Instance.Findings)
+	}
+}
+
+func testReceivedOutOfOrder(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	at := func(in pipeline.InstanceRecord, indexed time.Duration) pipeline.InstanceRecord {
+		in.IndexedAt = T0.Add(indexed)
+		return in
+	}
+	upsert(t, ix, at(Record(1, 1, 1, "aa", 0), time.Minute), pipeline.InstanceNew)
+	// Received earlier, indexed later (a backed-up queue).
+	r := upsert(t, ix, at(Record(1, 1, 2, "bb", -time.Minute), 2*time.Minute), pipeline.InstanceNew)
+	r = upsert(t, ix, at(Record(1, 2, 1, "cc", time.Minute), time.Minute+time.Second), pipeline.InstanceNew)
+	type times struct{ First, Last, Activity time.Time }
+	want := times{T0.Add(-time.Minute), T0.Add(time.Minute), T0.Add(2 * time.Minute)}
+	if diff := cmp.Diff(want, times{r.Study.FirstReceived, r.Study.LastReceived, r.Study.LastActivity}); diff != "" {
+		t.Errorf("received and activity times (-want +got):\n%s", diff)
+	}
+	// A duplicate delivery is no activity: a retried message must not keep
+	// postponing the announcement.
+	r = upsert(t, ix, at(Record(1, 1, 1, "aa", time.Hour), time.Hour), pipeline.InstanceDuplicate)
+	if diff := cmp.Diff(want, times{r.Study.FirstReceived, r.Study.LastReceived, r.Study.LastActivity}); diff != "" {
+		t.Errorf("after a duplicate (-want +got):\n%s", diff)
+	}
+	d := checkStudy(t, ix, r.Study, counts{Instances: 3, Series: 2, Bytes: 300, Revision: 3})
+	if s := d.Series[0]; !s.FirstReceived.Equal(T0.Add(-time.Minute)) || !s.LastReceived.Equal(T0) {
+		t.Errorf("series 1 received %v..%v", s.FirstReceived, s.LastReceived)
+	}
+}
+
+// testInterrupted crashes an upsert after each of its storage calls in
+// turn, then its retry after each of its own, retries once more on a
+// healthy index and checks that the study is as if the first attempt had
+// completed: no count lost, none doubled, the findings kept.
+func testInterrupted(t *testing.T, h IndexHarness) {
+	ctx := context.Background()
+	mixed := Record(1, 2, 1, "bb", time.Second)
+	mixed.PatientID = "PID-2"
+	conflict := Record(2, 1, 1, "cc", time.Second) // study 1's first SOP Instance UID, other content, another study
+	conflict.SOPInstanceUID = Record(1, 1, 1, "", 0).SOPInstanceUID
+	cases := []struct {
+		name    string
+		in      pipeline.InstanceRecord
+		outcome pipeline.UpsertOutcome
+		want    counts
+	}{
+		{"new instance, new series, other patient", mixed, pipeline.InstanceNew, counts{Instances: 2, Series: 2, Bytes: 200, Revision: 2}},
+		{"conflict in another study", conflict, pipeline.InstanceConflict, counts{Conflicts: 1, Series: 1, Bytes: 100, Revision: 1}},
+	}
+	// crashed reports whether an upsert on an index crashing after call n
+	// was cut short (false: it makes fewer than n calls).
+	crashed := func(ix pipeline.IndexStore, in pipeline.InstanceRecord, n int) bool {
+		_, err := h.Crash(t, ix, n).UpsertInstance(ctx, in)
+		return err != nil
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			runs := 0
+			for n := 1; n <= 20; n++ {
+				for m := 0; m <= 20; m++ {
+					ix := h.New(t)
+					upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceNew)
+					if !crashed(ix, tc.in, n) {
+						if n == 1 {
+							t.Fatal("the crash hook never fired")
+						}
+						t.Logf("crashed the upsert after each of its %d calls, and its retries after each of theirs: %d runs", n-1, runs)
+						return
+					}
+					if m > 0 && !crashed(ix, tc.in, m) {
+						break
+					}
+					runs++
+					where := fmt.Sprintf("crash after call %d, retry's crash after call %d", n, m)
+					r, err := ix.UpsertInstance(ctx, tc.in)
+					if err != nil {
+						t.Fatalf("%s: retry: %v", where, err)
+					}
+					if r.Outcome != tc.outcome && r.Outcome != pipeline.InstanceDuplicate {
+						t.Errorf("%s: retry's outcome %v, want %v or duplicate", where, r.Outcome, tc.outcome)
+					}
+					if r.Instance.Conflict != (tc.outcome == pipeline.InstanceConflict) ||
+						(tc.in.PatientID == "PID-2") != pipeline.HasFinding(r.Instance.Findings, pipeline.CodePatientMismatch) {
+						t.Errorf("%s: retry reports the instance as %+v", where, r.Instance)
+					}
+					d := checkStudy(t, ix, r.Study, tc.want)
+					if (tc.in.PatientID == "PID-2") != d.PatientMismatch() {
+						t.Errorf("%s: study findings %v", where, d.Findings)
+					}
+					again := upsert(t, ix, tc.in, pipeline.InstanceDuplicate)
+					checkStudy(t, ix, again.Study, tc.want)
+				}
+			}
+			t.Fatal("the upsert still crashes after 20 calls")
+		})
+	}
+}
+
+func testConcurrent(t *testing.T, h IndexHarness) {
+	ctx := context.Background()
+	const n = 8
+	run := func(t *testing.T, ix pipeline.IndexStore, ins []pipeline.InstanceRecord) []pipeline.UpsertResult {
+		out := make([]pipeline.UpsertResult, len(ins))
+		var wg sync.WaitGroup
+		for i, in := range ins {
+			wg.Go(func() {
+				var err error
+				if out[i], err = ix.UpsertInstance(ctx, in); err != nil {
+					t.Errorf("upsert %d: %v", i, err)
+				}
+			})
+		}
+		wg.Wait()
+		return out
+	}
+	t.Run("same content", func(t *testing.T) {
+		ix := h.New(t)
+		fresh := 0
+		for _, r := range run(t, ix, slices.Repeat([]pipeline.InstanceRecord{Record(1, 1, 1, "aa", 0)}, n)) {
+			if r.Outcome != pipeline.InstanceDuplicate {
+				fresh++
+			}
+		}
+		if fresh != 1 {
+			t.Errorf("%d deliveries counted the content, want 1", fresh)
+		}
+		r := upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceDuplicate)
+		checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+	})
+	t.Run("one new study, two patients", func(t *testing.T) {
+		ix := h.New(t)
+		var ins []pipeline.InstanceRecord
+		for i := range n {
+			in := Record(1, 1+i%2, i, fmt.Sprint("c", i), time.Duration(i)*time.Second)
+			if i%2 == 1 {
+				in.PatientID = "PID-2"
+			}
+			ins = append(ins, in)
+		}
+		run(t, ix, ins)
+		d := getStudy(t, ix, studyUID(1))
+		checkStudy(t, ix, d.StudySummary, counts{Instances: n, Series: 2, Bytes: 100 * n, Revision: n})
+		if !d.FirstReceived.Equal(T0) || !d.LastReceived.Equal(T0.Add((n-1)*time.Second)) || !d.LastActivity.Equal(T0.Add(n*time.Second)) {
+			t.Errorf("received %v..%v, activity %v", d.FirstReceived, d.LastReceived, d.LastActivity)
+		}
+		// Whichever patient came first, the instances of the other one,
+		// and only they, carry the finding.
+		if !d.PatientMismatch() {
+			t.Errorf("study findings %v", d.Findings)
+		}
+		for _, in := range d.Instances {
+			if flagged := pipeline.HasFinding(in.Findings, pipeline.CodePatientMismatch); flagged != (in.PatientID != d.PatientID) {
+				t.Errorf("instance of %s in a study of %s: flagged %v", in.PatientID, d.PatientID, flagged)
+			}
+		}
+	})
+}
+
+func testPendingAnnounced(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	stable := func(quietSince time.Time, limit int) []pipeline.StudySummary {
+		t.Helper()
+		out, err := ix.StableStudies(ctx, quietSince, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	uids := func(list []pipeline.StudySummary) []string {
+		var out []string
+		for _, s := range list {
+			out = append(out, s.StudyInstanceUID)
+		}
+		return out
+	}
+	in := Record(1, 1, 1, "aa", 0) // indexed at T0+1s
+	upsert(t, ix, in, pipeline.InstanceNew)
+	if got := stable(T0, 10); len(got) != 0 {
+		t.Errorf("stable before its last activity: %v", uids(got))
+	}
+	got := stable(T0.Add(time.Second), 10)
+	if len(got) != 1 || got[0].Revision != 1 || got[0].AnnouncedVersion != 0 {
+		t.Fatalf("stable = %+v", got)
+	}
+	if err := ix.MarkAnnounced(ctx, studyUID(1), 1, 2, T0); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Errorf("skipping version 1: %v, want ErrConditionFailed", err)
+	}
+	if err := ix.MarkAnnounced(ctx, studyUID(1), 1, 1, T0); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.MarkAnnounced(ctx, studyUID(1), 1, 1, T0); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Errorf("announcing version 1 twice: %v, want ErrConditionFailed", err)
+	}
+	if err := ix.MarkAnnounced(ctx, studyUID(99), 1, 1, T0); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("announcing an unknown study: %v, want ErrNotFound", err)
+	}
+	if got := stable(T0.Add(time.Hour), 10); len(got) != 0 {
+		t.Errorf("still pending after the announcement: %v", uids(got))
+	}
+	upsert(t, ix, in, pipeline.InstanceDuplicate)
+	if got := stable(T0.Add(time.Hour), 10); len(got) != 0 {
+		t.Errorf("a duplicate made the study pending: %v", uids(got))
+	}
+	// A new instance makes it pending again, for Study Updated; one that
+	// arrives between the listing and the mark keeps it pending.
+	upsert(t, ix, Record(1, 1, 2, "bb", time.Minute), pipeline.InstanceNew)
+	got = stable(T0.Add(time.Hour), 10)
+	if len(got) != 1 || got[0].Revision != 2 || got[0].AnnouncedVersion != 1 || got[0].AnnouncedRevision != 1 {
+		t.Fatalf("stable after a late instance = %+v", got)
+	}
+	upsert(t, ix, Record(1, 1, 3, "cc", 2*time.Minute), pipeline.InstanceNew)
+	if err := ix.MarkAnnounced(ctx, studyUID(1), 2, 2, T0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	got = stable(T0.Add(time.Hour), 10)
+	if len(got) != 1 || got[0].Revision != 3 || got[0].AnnouncedVersion != 2 || got[0].AnnouncedRevision != 2 {
+		t.Fatalf("stable after an instance raced the announcement = %+v", got)
+	}
+	if err := ix.MarkAnnounced(ctx, studyUID(1), 3, 3, T0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Quiet the longest first, and limit.
+	upsert(t, ix, Record(2, 1, 1, "dd", 10*time.Minute), pipeline.InstanceNew)
+	upsert(t, ix, Record(3, 1, 1, "ee", 5*time.Minute), pipeline.InstanceNew)
+	if diff := cmp.Diff([]string{studyUID(3), studyUID(2)}, uids(stable(T0.Add(time.Hour), 10))); diff != "" {
+		t.Errorf("stable order (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{studyUID(3)}, uids(stable(T0.Add(time.Hour), 1))); diff != "" {
+		t.Errorf("stable with limit 1 (-want +got):\n%s", diff)
+	}
+	d := getStudy(t, ix, studyUID(1))
+	if d.AnnouncedVersion != 3 || d.AnnouncedRevision != 3 || d.Revision != 3 {
+		t.Errorf("announcement bookkeeping = %+v", d.StudySummary)
+	}
+}
+
+func testListing(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	for i, pid := range []string{"PID-X", "PID-Y", "PID-X", "PID-Z"} {
+		in := Record(i+1, 1, 1, "aa", time.Duration(i)*time.Minute)
+		in.PatientID = pid
+		upsert(t, ix, in, pipeline.InstanceNew)
+	}
+	// Study 1 receives again, last: it lists first.
+	again := Record(1, 1, 2, "bb", time.Hour)
+	again.PatientID = "PID-X"
+	upsert(t, ix, again, pipeline.InstanceNew)
+	list := func(q pipeline.StudyQuery) []string {
+		t.Helper()
+		out, err := ix.ListStudies(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var uids []string
+		for _, s := range out {
+			uids = append(uids, s.StudyInstanceUID)
+		}
+		return uids
+	}
+	for _, tc := range []struct {
+		name string
+		q    pipeline.StudyQuery
+		want []string
+	}{
+		{"all", pipeline.StudyQuery{}, []string{studyUID(1), studyUID(4), studyUID(3), studyUID(2)}},
+		{"limit", pipeline.StudyQuery{Limit: 2}, []string{studyUID(1), studyUID(4)}},
+		{"patient", pipeline.StudyQuery{PatientID: "PID-X"}, []string{studyUID(1), studyUID(3)}},
+		{"patient and limit", pipeline.StudyQuery{PatientID: "PID-X", Limit: 1}, []string{studyUID(1)}},
+		{"unknown patient", pipeline.StudyQuery{PatientID: "PID-0"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, list(tc.q), cmpOpts); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func testLedger(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	if ok, err := ix.EventPublished(ctx, "e1"); ok || err != nil {
+		t.Fatalf("EventPublished of an unknown event = %v, %v", ok, err)
+	}
+	for range 2 {
+		if err := ix.MarkEventPublished(ctx, "e1", T0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := ix.EventPublished(ctx, "e1"); !ok || err != nil {
+		t.Errorf("EventPublished = %v, %v", ok, err)
+	}
+}
+
+func testRequiredUIDs(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	for _, in := range []pipeline.InstanceRecord{
+		func() pipeline.InstanceRecord { in := Record(1, 1, 1, "aa", 0); in.StudyInstanceUID = ""; return in }(),
+		func() pipeline.InstanceRecord { in := Record(1, 1, 1, "aa", 0); in.SOPInstanceUID = ""; return in }(),
+	} {
+		if _, err := ix.UpsertInstance(context.Background(), in); err == nil {
+			t.Errorf("upsert without study or SOP Instance UID accepted: %+v", in)
+		}
+	}
+}

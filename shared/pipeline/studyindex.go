@@ -1,0 +1,281 @@
+package pipeline
+
+// The study index's rules, in one place. The three IndexStore
+// implementations (shared/awsadapters on DynamoDB, shared/localstore on
+// SQLite, the in-memory fake in pipelinetest) keep their own storage but
+// decide with these functions, and pipelinetest.RunIndexStore runs one
+// conformance suite against all three.
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// CodePatientMismatch is the finding on an instance whose Patient ID,
+// Patient's Name or Patient's Birth Date disagrees with the study it was
+// indexed into, and on that study.
+const CodePatientMismatch = "patient-mismatch"
+
+// ContentOutcome is the conflict rule: the first content indexed under a
+// SOP Instance UID, in any study, is new; any other content under that
+// UID is a conflict, in the same study or in another one. firstSHA256 is
+// the content identity first indexed under the UID ("" if none).
+//
+// The rule is global because a SOP Instance UID names one instance world
+// wide (PS3.5 section 9): a second content under it, wherever its Study
+// Instance UID points, is a corrected resend or a UID collision, and a
+// consumer keyed on the UID (a viewer, a DICOMweb store) would replace or
+// mix the two. Counting it new in the other study would also count one
+// instance twice across the archive.
+func ContentOutcome(firstSHA256, sha256 string) UpsertOutcome {
+	if firstSHA256 == "" || firstSHA256 == sha256 {
+		return InstanceNew
+	}
+	return InstanceConflict
+}
+
+// patientCheck is one patient attribute on which a study's instances must
+// agree.
+type patientCheck struct {
+	tag, name string
+	field     func(*StudySummary) *string
+	of        func(InstanceRecord) string
+	same      func(a, b string) bool
+}
+
+var patientChecks = []patientCheck{
+	{"(0010,0020)", "Patient ID", func(s *StudySummary) *string { return &s.PatientID },
+		func(in InstanceRecord) string { return in.PatientID }, sameText},
+	{"(0010,0010)", "Patient's Name", func(s *StudySummary) *string { return &s.PatientName },
+		func(in InstanceRecord) string { return in.PatientName }, samePersonName},
+	{"(0010,0030)", "Patient's Birth Date", func(s *StudySummary) *string { return &s.PatientBirthDate },
+		func(in InstanceRecord) string { return in.PatientBirthDate }, sameText},
+}
+
+func sameText(a, b string) bool { return strings.TrimSpace(a) == strings.TrimSpace(b) }
+
+// samePersonName compares the alphabetic groups of two PN values,
+// component by component, ignoring case, padding and trailing empty
+// components: "DOE^JOHN^^" and "Doe^John" name one person as two systems
+// write it; a difference there is formatting, not another patient. A name
+// with no alphabetic group (ideographic only) is compared whole.
+func samePersonName(a, b string) bool {
+	norm := func(v string) string {
+		if g, _, _ := strings.Cut(v, "="); strings.TrimSpace(g) != "" {
+			v = g
+		}
+		parts := strings.Split(v, "^")
+		for i := range parts {
+			parts[i] = strings.ToUpper(strings.Join(strings.Fields(parts[i]), " "))
+		}
+		for len(parts) > 0 && parts[len(parts)-1] == "" {
+			parts = parts[:len(parts)-1]
+		}
+		return strings.Join(parts, "^")
+	}
+	return norm(a) == norm(b)
+}
+
+// Merge folds the attributes of in, a new or conflicting instance of the
+// study, into s; Count does the counters. It returns the findings the
+// index adds to in. The rules:
+//
+//   - FirstReceived and LastReceived widen to include in.ReceivedAt, in any
+//     delivery order; LastActivity moves forward to in.Activity().
+//   - Modalities and CallingAEs are the union over the instances.
+//   - A study attribute (date, time, description, accession number) keeps
+//     the first non-empty value indexed: later instances fill it in, never
+//     rewrite it.
+//   - Patient ID, Patient's Name and Patient's Birth Date must agree: when
+//     both in and the study have a value and they differ, in gets a
+//     patient-mismatch finding per attribute, the study gets one too, and
+//     the study's patient stays as it is (an instance of another patient
+//     neither rewrites nor fills it). Otherwise in fills the study's empty
+//     patient attributes (Patient's Sex too). Never a silent merge.
+func (s *StudySummary) Merge(in InstanceRecord) []Finding {
+	if s.StudyInstanceUID == "" {
+		s.StudyInstanceUID = in.StudyInstanceUID
+	}
+	if s.FirstReceived.IsZero() || in.ReceivedAt.Before(s.FirstReceived) {
+		s.FirstReceived = in.ReceivedAt
+	}
+	if in.ReceivedAt.After(s.LastReceived) {
+		s.LastReceived = in.ReceivedAt
+	}
+	if at := in.Activity(); at.After(s.LastActivity) {
+		s.LastActivity = at
+	}
+	s.Modalities = addSorted(s.Modalities, in.Modality)
+	s.CallingAEs = addSorted(s.CallingAEs, in.CallingAE)
+	fill(&s.StudyDate, in.StudyDate)
+	fill(&s.StudyTime, in.StudyTime)
+	fill(&s.StudyDescription, in.StudyDescription)
+	fill(&s.AccessionNumber, in.AccessionNumber)
+
+	var found []Finding
+	for _, c := range patientChecks {
+		if have, got := *c.field(s), c.of(in); have != "" && got != "" && !c.same(have, got) {
+			found = append(found, Finding{Code: CodePatientMismatch, Severity: SeverityWarning, Tag: c.tag,
+				Message: c.name + " differs from the study's; the study keeps the value it was first indexed with"})
+			s.Findings = AddFinding(s.Findings, Finding{Code: CodePatientMismatch, Severity: SeverityWarning, Tag: c.tag,
+				Message: "instances of this study disagree on " + c.name})
+		}
+	}
+	if len(found) > 0 {
+		return found
+	}
+	for _, c := range patientChecks {
+		fill(c.field(s), c.of(in))
+	}
+	fill(&s.PatientSex, in.PatientSex)
+	return nil
+}
+
+// Count moves s's counters for one new or conflicting instance: Revision
+// by one, TotalBytes by its size, InstanceCount (new) or ConflictCount
+// (conflict), and SeriesCount when it is the first content indexed in its
+// series in this study.
+func (s *StudySummary) Count(in InstanceRecord, outcome UpsertOutcome, newSeries bool) {
+	s.Revision++
+	s.TotalBytes += in.Size
+	if newSeries {
+		s.SeriesCount++
+	}
+	if outcome == InstanceConflict {
+		s.ConflictCount++
+	} else {
+		s.InstanceCount++
+	}
+}
+
+// PatientMismatch reports whether s carries a patient-mismatch finding.
+func (s StudySummary) PatientMismatch() bool { return HasFinding(s.Findings, CodePatientMismatch) }
+
+// Indexed returns in as the index keeps it after an upsert with outcome:
+// Conflict is the index's verdict (whatever the SCP flagged) and its
+// findings are its own (validation's) followed by found, from Merge. Any
+// patient-mismatch finding in already is the index's earlier verdict and
+// gives way to found.
+func (in InstanceRecord) Indexed(outcome UpsertOutcome, found []Finding) InstanceRecord {
+	in.Conflict = outcome == InstanceConflict
+	in.Findings = slices.DeleteFunc(slices.Clone(in.Findings), func(f Finding) bool { return f.Code == CodePatientMismatch })
+	in.Findings = append(in.Findings, found...)
+	if len(in.Findings) == 0 {
+		in.Findings = nil
+	}
+	return in
+}
+
+// AddFinding adds f to a study's findings unless one with its code and tag
+// is there, keeping them sorted by code and tag.
+func AddFinding(list []Finding, f Finding) []Finding {
+	i, found := slices.BinarySearchFunc(list, f, compareFindings)
+	if found {
+		return list
+	}
+	return slices.Insert(slices.Clone(list), i, f)
+}
+
+func compareFindings(a, b Finding) int {
+	return cmp.Or(cmp.Compare(a.Code, b.Code), cmp.Compare(a.Tag, b.Tag))
+}
+
+// HasFinding reports whether list holds a finding with code.
+func HasFinding(list []Finding, code string) bool {
+	return slices.ContainsFunc(list, func(f Finding) bool { return f.Code == code })
+}
+
+func fill(dst *string, v string) {
+	if *dst == "" {
+		*dst = v
+	}
+}
+
+func addSorted(list []string, v string) []string {
+	if v == "" {
+		return list
+	}
+	i, found := slices.BinarySearch(list, v)
+	if found {
+		return list
+	}
+	return slices.Insert(slices.Clone(list), i, v)
+}
+
+// NewStudyDetail assembles a study's detail from its summary and its
+// instance records (one per distinct content), computing the series from
+// the instances:
+//
+//   - a series' InstanceCount counts its new instances (conflicting
+//     contents are not more instances), TotalBytes and the received times
+//     cover every content, and Modality, SeriesNumber and
+//     SeriesDescription are the first non-empty values in receipt order;
+//   - series are ordered by Series Number (numerically when both are
+//     numbers), then Series Instance UID; instances by series in that
+//     order, then receipt time, SOP Instance UID and content.
+func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
+	ins := slices.Clone(instances)
+	if ins == nil {
+		ins = []InstanceRecord{}
+	}
+	slices.SortFunc(ins, func(a, b InstanceRecord) int {
+		return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), cmp.Compare(a.SOPInstanceUID, b.SOPInstanceUID), cmp.Compare(a.SHA256, b.SHA256))
+	})
+	byUID := map[string]*SeriesSummary{}
+	var order []*SeriesSummary
+	for _, in := range ins {
+		ss := byUID[in.SeriesInstanceUID]
+		if ss == nil {
+			ss = &SeriesSummary{SeriesInstanceUID: in.SeriesInstanceUID, FirstReceived: in.ReceivedAt, LastReceived: in.ReceivedAt}
+			byUID[in.SeriesInstanceUID] = ss
+			order = append(order, ss)
+		}
+		fill(&ss.Modality, in.Modality)
+		fill(&ss.SeriesNumber, in.SeriesNumber)
+		fill(&ss.SeriesDescription, in.SeriesDescription)
+		if !in.Conflict {
+			ss.InstanceCount++
+		}
+		ss.TotalBytes += in.Size
+		if in.ReceivedAt.After(ss.LastReceived) {
+			ss.LastReceived = in.ReceivedAt
+		}
+	}
+	slices.SortFunc(order, func(a, b *SeriesSummary) int {
+		return cmp.Or(compareNumbers(a.SeriesNumber, b.SeriesNumber), cmp.Compare(a.SeriesInstanceUID, b.SeriesInstanceUID))
+	})
+	d := StudyDetail{StudySummary: s, Series: make([]SeriesSummary, 0, len(order)), Instances: ins}
+	pos := map[string]int{}
+	for i, ss := range order {
+		pos[ss.SeriesInstanceUID] = i
+		d.Series = append(d.Series, *ss)
+	}
+	slices.SortStableFunc(d.Instances, func(a, b InstanceRecord) int {
+		return cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID])
+	})
+	return d
+}
+
+// compareNumbers orders IS values numerically when both are numbers.
+func compareNumbers(a, b string) int {
+	x, errA := strconv.Atoi(strings.TrimSpace(a))
+	y, errB := strconv.Atoi(strings.TrimSpace(b))
+	if errA == nil && errB == nil {
+		return cmp.Compare(x, y)
+	}
+	return cmp.Compare(a, b)
+}
+
+// CompareListed is the order of ListStudies: most recently received first,
+// then by Study Instance UID.
+func CompareListed(a, b StudySummary) int {
+	return cmp.Or(b.LastReceived.Compare(a.LastReceived), cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID))
+}
+
+// CompareStable is the order of StableStudies: quiet the longest first,
+// then by Study Instance UID.
+func CompareStable(a, b StudySummary) int {
+	return cmp.Or(a.Quiet().Compare(b.Quiet()), cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID))
+}
