@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -34,41 +32,42 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 }
 
 func upsertInstance(ctx context.Context, tx *sql.Tx, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT sha256 FROM instances WHERE sop_uid = ?`, in.SOPInstanceUID)
-	if err != nil {
-		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
-	}
-	var shas []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			rows.Close()
+	var prevBody string
+	err := tx.QueryRowContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? AND sha256 = ?`, in.SOPInstanceUID, in.SHA256).Scan(&prevBody)
+	switch {
+	case err == nil:
+		var prev pipeline.InstanceRecord
+		if err := json.Unmarshal([]byte(prevBody), &prev); err != nil {
 			return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 		}
-		shas = append(shas, h)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
-	}
-	outcome := pipeline.InstanceNew
-	switch {
-	case slices.Contains(shas, in.SHA256):
-		st, err := getSummary(ctx, tx, in.StudyInstanceUID)
+		st, err := getSummary(ctx, tx, prev.StudyInstanceUID)
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
-		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st}, nil
-	case len(shas) > 0:
-		outcome = pipeline.InstanceConflict
-		in.Conflict = true
+		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
+	case !errors.Is(err, sql.ErrNoRows):
+		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
-
+	// The first content indexed under this SOP Instance UID, in any study.
+	var first string
+	err = tx.QueryRowContext(ctx, `SELECT sha256 FROM instances WHERE sop_uid = ? ORDER BY rowid LIMIT 1`, in.SOPInstanceUID).Scan(&first)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
+	}
+	outcome := pipeline.ContentOutcome(first, in.SHA256)
 	var seriesKnown int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM instances WHERE study_uid = ? AND series_uid = ?`,
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE study_uid = ? AND series_uid = ? LIMIT 1)`,
 		in.StudyInstanceUID, in.SeriesInstanceUID).Scan(&seriesKnown); err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
+	st, err := getSummary(ctx, tx, in.StudyInstanceUID)
+	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
+	if err != nil && !isNewStudy {
+		return pipeline.UpsertResult{}, err
+	}
+	st.Count(in, outcome, seriesKnown == 0)
+	in = in.Indexed(outcome, st.Merge(in))
+
 	body, err := json.Marshal(in)
 	if err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
@@ -78,66 +77,10 @@ func upsertInstance(ctx context.Context, tx *sql.Tx, in pipeline.InstanceRecord)
 		in.SOPInstanceUID, in.SHA256, in.StudyInstanceUID, in.SeriesInstanceUID, in.ObjectKey, unixNano(in.ReceivedAt), string(body)); err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
-
-	st, err := getSummary(ctx, tx, in.StudyInstanceUID)
-	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
-	if err != nil && !isNewStudy {
-		return pipeline.UpsertResult{}, err
-	}
-	if isNewStudy {
-		st = pipeline.StudySummary{StudyInstanceUID: in.StudyInstanceUID, FirstReceived: in.ReceivedAt, LastReceived: in.ReceivedAt}
-	}
-	// The first non-empty value of a study-level attribute wins, so a later
-	// conflicting instance cannot silently rewrite the study's identity.
-	fill := func(dst *string, v string) {
-		if *dst == "" {
-			*dst = v
-		}
-	}
-	fill(&st.PatientID, in.PatientID)
-	fill(&st.PatientName, in.PatientName)
-	fill(&st.PatientBirthDate, in.PatientBirthDate)
-	fill(&st.PatientSex, in.PatientSex)
-	fill(&st.StudyDate, in.StudyDate)
-	fill(&st.StudyTime, in.StudyTime)
-	fill(&st.StudyDescription, in.StudyDescription)
-	fill(&st.AccessionNumber, in.AccessionNumber)
-	st.Modalities = addSorted(st.Modalities, in.Modality)
-	st.CallingAEs = addSorted(st.CallingAEs, in.CallingAE)
-	if seriesKnown == 0 {
-		st.SeriesCount++
-	}
-	if outcome == pipeline.InstanceNew {
-		st.InstanceCount++
-	} else {
-		st.ConflictCount++
-	}
-	st.TotalBytes += in.Size
-	if in.ReceivedAt.Before(st.FirstReceived) {
-		st.FirstReceived = in.ReceivedAt
-	}
-	if in.ReceivedAt.After(st.LastReceived) {
-		st.LastReceived = in.ReceivedAt
-	}
-	// Duplicates returned above: only new and conflicting content is
-	// activity, the same rule as Revision.
-	if at := in.Activity(); at.After(st.LastActivity) {
-		st.LastActivity = at
-	}
-	st.Revision++
 	if err := putSummary(ctx, tx, st, isNewStudy); err != nil {
 		return pipeline.UpsertResult{}, err
 	}
-	return pipeline.UpsertResult{Outcome: outcome, Study: st}, nil
-}
-
-func addSorted(list []string, v string) []string {
-	if v == "" || slices.Contains(list, v) {
-		return list
-	}
-	list = append(list, v)
-	sort.Strings(list)
-	return list
+	return pipeline.UpsertResult{Outcome: outcome, Study: st, Instance: in}, nil
 }
 
 // activityNano stores a zero LastActivity (a study last written before it
@@ -191,15 +134,12 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 	if err != nil {
 		return pipeline.StudyDetail{}, err
 	}
-	rows, err := s.b.q().QueryContext(ctx,
-		`SELECT record FROM instances WHERE study_uid = ? ORDER BY series_uid, received_at, sop_uid`, studyUID)
+	rows, err := s.b.q().QueryContext(ctx, `SELECT record FROM instances WHERE study_uid = ?`, studyUID)
 	if err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
 	defer rows.Close()
-	d := pipeline.StudyDetail{StudySummary: st, Series: []pipeline.SeriesSummary{}, Instances: []pipeline.InstanceRecord{}}
-	series := map[string]*pipeline.SeriesSummary{}
-	seen := map[string]bool{}
+	var instances []pipeline.InstanceRecord
 	for rows.Next() {
 		var body string
 		if err := rows.Scan(&body); err != nil {
@@ -209,58 +149,12 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 		if err := json.Unmarshal([]byte(body), &in); err != nil {
 			return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 		}
-		d.Instances = append(d.Instances, in)
-		ss := series[in.SeriesInstanceUID]
-		if ss == nil {
-			ss = &pipeline.SeriesSummary{SeriesInstanceUID: in.SeriesInstanceUID, FirstReceived: in.ReceivedAt, LastReceived: in.ReceivedAt}
-			series[in.SeriesInstanceUID] = ss
-		}
-		if ss.Modality == "" {
-			ss.Modality = in.Modality
-		}
-		if ss.SeriesNumber == "" {
-			ss.SeriesNumber = in.SeriesNumber
-		}
-		if ss.SeriesDescription == "" {
-			ss.SeriesDescription = in.SeriesDescription
-		}
-		if !seen[in.SOPInstanceUID] {
-			seen[in.SOPInstanceUID] = true
-			ss.InstanceCount++
-		}
-		ss.TotalBytes += in.Size
-		if in.ReceivedAt.Before(ss.FirstReceived) {
-			ss.FirstReceived = in.ReceivedAt
-		}
-		if in.ReceivedAt.After(ss.LastReceived) {
-			ss.LastReceived = in.ReceivedAt
-		}
+		instances = append(instances, in)
 	}
 	if err := rows.Err(); err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
-	for _, ss := range series {
-		d.Series = append(d.Series, *ss)
-	}
-	sort.Slice(d.Series, func(i, j int) bool {
-		a, b := d.Series[i], d.Series[j]
-		if a.SeriesNumber != b.SeriesNumber {
-			return seriesLess(a.SeriesNumber, b.SeriesNumber)
-		}
-		return a.SeriesInstanceUID < b.SeriesInstanceUID
-	})
-	return d, nil
-}
-
-// seriesLess orders series numbers numerically when both are numbers.
-func seriesLess(a, b string) bool {
-	var x, y int
-	_, errA := fmt.Sscan(a, &x)
-	_, errB := fmt.Sscan(b, &y)
-	if errA == nil && errB == nil {
-		return x < y
-	}
-	return a < b
+	return pipeline.NewStudyDetail(st, instances), nil
 }
 
 // ListStudies returns study summaries, most recently received first.
