@@ -2,10 +2,12 @@ package awsadapters
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -20,18 +22,27 @@ import (
 
 // Index table layout:
 //
+//	pk = "SOP#<sop>"      sk = "SOP"                    the contents indexed under a SOP Instance UID, in any study
 //	pk = "STUDY#<study>"  sk = "STUDY"                  study aggregate
-//	pk = "STUDY#<study>"  sk = "SERIES#<series>"        series aggregate
+//	pk = "STUDY#<study>"  sk = "SERIES#<series>"        series marker (which content created it)
 //	pk = "STUDY#<study>"  sk = "INSTANCE#<sop>#<sha>"   one per distinct content
-//	pk = "STUDY#<study>"  sk = "SOP#<sop>"              first content seen for a SOP Instance UID
 //	pk = "EVENT#<id>"     sk = "EVENT"                  publish ledger
 //
 // GSIs: byPending (gsi1pk = "PENDING" only while a study has unannounced
 // instances, gsi1sk = <last activity ts>; keys only) and byPatient
 // (gsi2pk = "PATIENT#<id>", gsi2sk = <last received ts>; on study items).
+//
+// Study items written before indexVersion 2 (with per-study markers
+// sk = "SOP#<sop>" and series items holding counters) are migrated by the
+// first upsert that meets them: see migrate.
 const (
 	gsiByPending = "byPending"
 	pending      = "PENDING"
+	// indexVersion marks study items kept by the upsert protocol below.
+	indexVersion = 2
+	// finalizeAttempts bounds the optimistic retries of a study's
+	// attribute update under contention.
+	finalizeAttempts = 50
 )
 
 // IndexTable is the study index in DynamoDB.
@@ -46,6 +57,7 @@ func sv(v string) ddbtypes.AttributeValue { return &ddbtypes.AttributeValueMembe
 func nv(n int64) ddbtypes.AttributeValue {
 	return &ddbtypes.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
 }
+func ssv(v ...string) ddbtypes.AttributeValue { return &ddbtypes.AttributeValueMemberSS{Value: v} }
 
 func key(pk, sk string) map[string]ddbtypes.AttributeValue {
 	return map[string]ddbtypes.AttributeValue{"pk": sv(pk), "sk": sv(sk)}
@@ -59,6 +71,12 @@ func str(item map[string]ddbtypes.AttributeValue, k string) string {
 		return v.Value
 	}
 	return ""
+}
+
+// inSet reports whether the string set attribute k of item holds v.
+func inSet(item map[string]ddbtypes.AttributeValue, k, v string) bool {
+	s, ok := item[k].(*ddbtypes.AttributeValueMemberSS)
+	return ok && slices.Contains(s.Value, v)
 }
 
 // dropEmpty removes empty strings and empty collections, which some
@@ -100,253 +118,468 @@ func (x *IndexTable) get(ctx context.Context, pk, sk string) (map[string]ddbtype
 	return out.Item, nil
 }
 
-// UpsertInstance implements pipeline.IndexStore with conditional single-item
-// writes (no transactions, so DynamoDB-compatible emulators work too):
+// errLegacyStudy: the study item predates indexVersion 2.
+var errLegacyStudy = errors.New("awsadapters: study item predates index version 2")
+
+// UpsertInstance implements pipeline.IndexStore with conditional
+// single-item writes. TransactWriteItems would make the writes below one
+// call, but dynalite, the emulator the tests run on, has no transactions;
+// and on DynamoDB a transaction costs two write units per item and is
+// cancelled (TransactionConflict) whenever another one touches the same
+// study item, which concurrent deliveries of one study do all the time,
+// while a single-item update just queues. A new instance costs five
+// calls:
 //
-//  1. the SOP marker decides new vs conflict (put if absent or same content);
-//  2. the series item is created if absent;
-//  3. the instance item is the claim: put if absent, else this content was
-//     seen before, and if it was fully applied the result is Duplicate;
-//  4. each counter update (series, study) is guarded by a flag set first on
-//     the instance item, so a retry never counts twice. A crash between a
-//     flag and its counter under-counts; GetStudy recomputes the aggregates
-//     from the instance items and repairs the counters.
+//  1. the claim: an update adding the content's hash to the set of
+//     contents indexed under the SOP Instance UID (in any study), which
+//     returns the item as it was: the first content decides new or
+//     conflict, and exactly one call ever finds its content absent, the
+//     claimant;
+//  2. the series marker is created unless present (newSeries);
+//  3. the study's counters move in one update that also adds the content
+//     to the study's pending set, conditioned on it not being there: the
+//     study item remembers which contents it counted until their upsert is
+//     complete. It returns the study as updated;
+//  4. the instance item is written, its findings decided on that study;
+//  5. the study's other attributes (received times, activity, fill-ins,
+//     patient-mismatch) are written by one update conditioned on the
+//     values the decision was made on, which also takes the content out of
+//     the pending set. Under contention it reads the study and retries.
+//
+// Any other call for a claimed content (a redelivery, a retry after a
+// crash, a concurrent delivery) is fenced: it reads the study, then the
+// instance item. Instance item present and not pending: a duplicate.
+// Pending: counted, so it writes the instance item and the attributes
+// (step 4, step 5 without the removal) and reports a duplicate. Neither:
+// not counted yet (or the claimant died before step 3), so it runs steps
+// 2 to 5 with step 3 conditioned on the study's revision being the one it
+// read, which any count moves, and leaves the removal from the pending set
+// to the claimant. A count therefore happens once: the claimant's step 3
+// fails on a pending content, a fenced one on any count since its read,
+// and a content leaves the pending set only after its instance item
+// exists. The price of a claimant dying after step 3: its content stays
+// in the pending set (a 32-character entry per crash).
 func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
-	pk := studyPK(in.StudyInstanceUID)
-	instSK := "INSTANCE#" + in.SOPInstanceUID + "#" + in.SHA256
-	seriesSK := "SERIES#" + in.SeriesInstanceUID
-	rt := ts(in.ReceivedAt)
-
-	outcome := pipeline.InstanceNew
-	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName:                 &x.Table,
-		Item:                      map[string]ddbtypes.AttributeValue{"pk": sv(pk), "sk": sv("SOP#" + in.SOPInstanceUID), "sha256": sv(in.SHA256)},
-		ConditionExpression:       aws.String("attribute_not_exists(pk) OR sha256 = :sha"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":sha": sv(in.SHA256)},
+	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" {
+		return pipeline.UpsertResult{}, errors.New("awsadapters: upsert instance: study and SOP instance UID are required")
+	}
+	out, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key("SOP#"+in.SOPInstanceUID, "SOP"),
+		UpdateExpression: aws.String("SET firstSha = if_not_exists(firstSha, :sha), firstStudy = if_not_exists(firstStudy, :study) ADD shas :shas"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
+			":sha": sv(in.SHA256), ":study": sv(in.StudyInstanceUID), ":shas": ssv(in.SHA256),
+		},
+		ReturnValues: ddbtypes.ReturnValueAllOld,
 	})
-	switch {
-	case isCondFailed(err):
-		outcome = pipeline.InstanceConflict
-	case err != nil:
-		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: sop marker: %w", err)
-	}
-
-	newSeries := true
-	s := map[string]ddbtypes.AttributeValue{
-		"pk": sv(pk), "sk": sv(seriesSK), "seriesInstanceUid": sv(in.SeriesInstanceUID),
-		"modality": sv(in.Modality), "seriesNumber": sv(in.SeriesNumber), "seriesDescription": sv(in.SeriesDescription),
-		"instanceCount": nv(0), "totalBytes": nv(0), "firstReceived": sv(rt), "lastReceived": sv(rt),
-	}
-	dropEmpty(s)
-	_, err = x.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &x.Table, Item: s, ConditionExpression: aws.String("attribute_not_exists(pk)")})
-	switch {
-	case isCondFailed(err):
-		newSeries = false
-	case err != nil:
-		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: series: %w", err)
-	}
-
-	// Conflict means "not the first content indexed for this SOP Instance
-	// UID", whatever the SCP flagged.
-	in.Conflict = outcome == pipeline.InstanceConflict
-	item, err := attributevalue.MarshalMapWithOptions(in, jsonTags)
 	if err != nil {
-		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: marshal instance: %w", err)
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: claim content: %w", err)
 	}
-	dropEmpty(item)
-	item["pk"], item["sk"] = sv(pk), sv(instSK)
-	item["outcome"] = sv(outcome.String())
-	item["newSeries"] = &ddbtypes.AttributeValueMemberBOOL{Value: newSeries}
-	_, err = x.Client.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: &x.Table, Item: item, ConditionExpression: aws.String("attribute_not_exists(pk)"),
-	})
-	if isCondFailed(err) {
-		// Seen before: resume where that attempt stopped.
-		prev, err := x.get(ctx, pk, instSK)
+	outcome := pipeline.ContentOutcome(str(out.Attributes, "firstSha"), in.SHA256)
+	claimant := !inSet(out.Attributes, "shas", in.SHA256)
+	if claimant {
+		res, err := x.claimed(ctx, in, outcome)
+		if !errors.Is(err, errLegacyStudy) {
+			return res, err
+		}
+		if err := x.migrate(ctx, in.StudyInstanceUID); err != nil {
+			return pipeline.UpsertResult{}, err
+		}
+	}
+	return x.fenced(ctx, in, outcome, claimant)
+}
+
+// contentID names a content in the study's pending set and on the series
+// marker it created: a digest, to keep the set small.
+func contentID(in pipeline.InstanceRecord) string {
+	h := sha256.Sum256([]byte(in.SOPInstanceUID + "\x00" + in.SHA256))
+	return hex.EncodeToString(h[:16])
+}
+
+func instanceSK(in pipeline.InstanceRecord) string {
+	return "INSTANCE#" + in.SOPInstanceUID + "#" + in.SHA256
+}
+
+// claimed runs steps 2 to 5 for the claimant.
+func (x *IndexTable) claimed(ctx context.Context, in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome) (pipeline.UpsertResult, error) {
+	newSeries, err := x.seriesMarker(ctx, in)
+	if err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	up, err := x.Client.UpdateItem(ctx, x.countUpdate(in, outcome, newSeries, false, nil))
+	if err == nil {
+		return x.complete(ctx, in, outcome, true, up.Attributes, true)
+	}
+	if !isCondFailed(err) {
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: %w", err)
+	}
+	// Pending: a fenced call counted it meanwhile. Or an old study item.
+	item, err := x.get(ctx, studyPK(in.StudyInstanceUID), "STUDY")
+	if err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	if item != nil && item["indexVersion"] == nil {
+		return pipeline.UpsertResult{}, errLegacyStudy
+	}
+	if !inSet(item, "pending", contentID(in)) {
+		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: condition failed, content not pending")
+	}
+	return x.complete(ctx, in, outcome, false, item, true)
+}
+
+// fenced indexes a content this call did not claim; remove is whether it
+// may take the content out of the pending set (only the claimant may).
+func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, remove bool) (pipeline.UpsertResult, error) {
+	pk, id := studyPK(in.StudyInstanceUID), contentID(in)
+	for range finalizeAttempts {
+		item, err := x.get(ctx, pk, "STUDY")
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
-		if b, ok := prev["applied"].(*ddbtypes.AttributeValueMemberBOOL); ok && b.Value {
-			st, err := x.study(ctx, in.StudyInstanceUID)
-			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st}, err
+		if item != nil && item["indexVersion"] == nil {
+			if err := x.migrate(ctx, in.StudyInstanceUID); err != nil {
+				return pipeline.UpsertResult{}, err
+			}
+			// The migration may have found an earlier first content.
+			sop, err := x.get(ctx, "SOP#"+in.SOPInstanceUID, "SOP")
+			if err != nil {
+				return pipeline.UpsertResult{}, err
+			}
+			outcome = pipeline.ContentOutcome(str(sop, "firstSha"), in.SHA256)
+			continue
 		}
-		if o, ok := prev["outcome"].(*ddbtypes.AttributeValueMemberS); ok && o.Value == pipeline.InstanceConflict.String() {
-			outcome = pipeline.InstanceConflict
-		} else {
-			outcome = pipeline.InstanceNew
+		prevItem, err := x.get(ctx, pk, instanceSK(in))
+		if err != nil {
+			return pipeline.UpsertResult{}, err
 		}
-		if b, ok := prev["newSeries"].(*ddbtypes.AttributeValueMemberBOOL); ok {
-			newSeries = b.Value
+		if prevItem != nil {
+			prev, err := decodeInstance(prevItem)
+			if err != nil {
+				return pipeline.UpsertResult{}, err
+			}
+			st, err := decodeStudy(item)
+			if err != nil {
+				return pipeline.UpsertResult{}, err
+			}
+			if inSet(item, "pending", id) {
+				// Between steps 4 and 5, or its claimant died there.
+				if st, prev, err = x.finalize(ctx, prev, st, remove); err != nil {
+					return pipeline.UpsertResult{}, err
+				}
+			}
+			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
 		}
-	} else if err != nil {
-		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: instance: %w", err)
-	}
-
-	var newInstance int64
-	if outcome == pipeline.InstanceNew {
-		newInstance = 1
-	}
-	first, err := x.flag(ctx, pk, instSK, "seriesApplied")
-	if err != nil {
-		return pipeline.UpsertResult{}, err
-	}
-	if first {
-		if _, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName: &x.Table, Key: key(pk, seriesSK),
-			UpdateExpression:          aws.String("ADD instanceCount :n, totalBytes :b"),
-			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":n": nv(newInstance), ":b": nv(in.Size)},
-		}); err != nil {
-			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: series counters: %w", err)
+		if inSet(item, "pending", id) {
+			return x.complete(ctx, in, outcome, false, item, remove)
 		}
-	}
-	first, err = x.flag(ctx, pk, instSK, "studyApplied")
-	if err != nil {
-		return pipeline.UpsertResult{}, err
-	}
-	if first {
-		if _, err := x.Client.UpdateItem(ctx, x.studyUpdate(in, outcome, newSeries)); err != nil {
+		newSeries, err := x.seriesMarker(ctx, in)
+		if err != nil {
+			return pipeline.UpsertResult{}, err
+		}
+		up, err := x.Client.UpdateItem(ctx, x.countUpdate(in, outcome, newSeries, true, item))
+		switch {
+		case err == nil:
+			return x.complete(ctx, in, outcome, true, up.Attributes, remove)
+		case !isCondFailed(err):
 			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: %w", err)
 		}
 	}
-	// Received times are kept as min/max with conditional updates:
-	// deliveries may be processed out of order.
-	for _, sk := range []string{"STUDY", seriesSK} {
-		if err := x.widen(ctx, pk, sk, rt, sk == "STUDY"); err != nil {
-			return pipeline.UpsertResult{}, err
-		}
-	}
-	// A duplicate delivery returned above, so only new and conflicting
-	// content (the upserts that move revision) counts as activity: a
-	// retried message must not keep postponing the announcement.
-	if err := x.touch(ctx, pk, ts(in.Activity())); err != nil {
-		return pipeline.UpsertResult{}, err
-	}
-	if _, err := x.flag(ctx, pk, instSK, "applied"); err != nil {
-		return pipeline.UpsertResult{}, err
-	}
-	st, err := x.study(ctx, in.StudyInstanceUID)
-	return pipeline.UpsertResult{Outcome: outcome, Study: st}, err
+	return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: still contended after %d attempts", finalizeAttempts)
 }
 
-// flag sets a boolean attribute on an item if it is not set yet and
-// reports whether this call set it.
-func (x *IndexTable) flag(ctx context.Context, pk, sk, attr string) (bool, error) {
-	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &x.Table, Key: key(pk, sk),
-		UpdateExpression:          aws.String("SET #a = :t"),
-		ConditionExpression:       aws.String("attribute_exists(pk) AND attribute_not_exists(#a)"),
-		ExpressionAttributeNames:  map[string]string{"#a": attr},
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":t": &ddbtypes.AttributeValueMemberBOOL{Value: true}},
+// seriesMarker is step 2; it reports whether in's content created (or
+// creates) the marker.
+func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecord) (bool, error) {
+	id := contentID(in)
+	s := map[string]ddbtypes.AttributeValue{"pk": sv(studyPK(in.StudyInstanceUID)), "sk": sv("SERIES#" + in.SeriesInstanceUID),
+		"seriesInstanceUid": sv(in.SeriesInstanceUID), "creator": sv(id)}
+	dropEmpty(s)
+	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: &x.Table, Item: s,
+		// The content that created the marker sees it as new on a retry too.
+		ConditionExpression:       aws.String("attribute_not_exists(pk) OR creator = :id"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":id": sv(id)},
 	})
-	if isCondFailed(err) {
+	switch {
+	case isCondFailed(err):
 		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("awsadapters: flag %s: %w", attr, err)
+	case err != nil:
+		return false, fmt.Errorf("awsadapters: series: %w", err)
 	}
 	return true, nil
 }
 
-func (x *IndexTable) studyUpdate(in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, newSeries bool) *dynamodb.UpdateItemInput {
-	vals := map[string]ddbtypes.AttributeValue{
-		":one": nv(1), ":b": nv(in.Size), ":uid": sv(in.StudyInstanceUID), ":pending": sv(pending),
-		":kind": sv("STUDY"), ":rt": sv(ts(in.ReceivedAt)), ":at": sv(ts(in.Activity())),
+// complete runs steps 4 and 5 for a counted content, deciding on the
+// study item as counted (or as read). It reports verdict if this call
+// counted the content, else a duplicate.
+func (x *IndexTable) complete(ctx context.Context, in pipeline.InstanceRecord, verdict pipeline.UpsertOutcome, counted bool,
+	item map[string]ddbtypes.AttributeValue, remove bool) (pipeline.UpsertResult, error) {
+	seen, err := decodeStudy(item)
+	if err != nil {
+		return pipeline.UpsertResult{}, err
 	}
-	var add []string
-	add = append(add, "revision :one", "totalBytes :b")
-	if outcome == pipeline.InstanceNew {
-		add = append(add, "instanceCount :one")
-	} else {
+	probe := seen // Merge copies what it changes
+	rec := in.Indexed(verdict, probe.Merge(in))
+	if err := x.putInstance(ctx, rec); err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	st, rec, err := x.finalize(ctx, rec, seen, remove)
+	if err != nil {
+		return pipeline.UpsertResult{}, err
+	}
+	if !counted {
+		verdict = pipeline.InstanceDuplicate
+	}
+	return pipeline.UpsertResult{Outcome: verdict, Study: st, Instance: rec}, nil
+}
+
+func (x *IndexTable) putInstance(ctx context.Context, rec pipeline.InstanceRecord) error {
+	item, err := attributevalue.MarshalMapWithOptions(rec, jsonTags)
+	if err != nil {
+		return fmt.Errorf("awsadapters: marshal instance: %w", err)
+	}
+	dropEmpty(item)
+	item["pk"], item["sk"] = sv(studyPK(rec.StudyInstanceUID)), sv(instanceSK(rec))
+	if _, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &x.Table, Item: item}); err != nil {
+		return fmt.Errorf("awsadapters: instance: %w", err)
+	}
+	return nil
+}
+
+// countUpdate is step 3: the counters (pipeline.StudySummary.Count as
+// atomic additions), the pending set and what needs no decision. A fenced
+// call passes the study item it read (nil: none existed) as its fence.
+func (x *IndexTable) countUpdate(in pipeline.InstanceRecord, outcome pipeline.UpsertOutcome, newSeries, fenced bool, read map[string]ddbtypes.AttributeValue) *dynamodb.UpdateItemInput {
+	vals := map[string]ddbtypes.AttributeValue{
+		":one": nv(1), ":b": nv(in.Size), ":uid": sv(in.StudyInstanceUID), ":pending": sv(pending), ":kind": sv("STUDY"),
+		":v": nv(indexVersion), ":id": ssv(contentID(in)), ":ids": sv(contentID(in)),
+	}
+	add := []string{"revision :one", "totalBytes :b", "pending :id"}
+	if outcome == pipeline.InstanceConflict {
 		add = append(add, "conflictCount :one")
+	} else {
+		add = append(add, "instanceCount :one")
 	}
 	if newSeries {
 		add = append(add, "seriesCount :one")
 	}
+	// Set unions need no decision: pipeline.StudySummary.Merge agrees.
 	if in.Modality != "" {
-		vals[":mod"] = &ddbtypes.AttributeValueMemberSS{Value: []string{in.Modality}}
+		vals[":mod"] = ssv(in.Modality)
 		add = append(add, "modalities :mod")
 	}
 	if in.CallingAE != "" {
-		vals[":ae"] = &ddbtypes.AttributeValueMemberSS{Value: []string{in.CallingAE}}
+		vals[":ae"] = ssv(in.CallingAE)
 		add = append(add, "callingAes :ae")
 	}
-	set := []string{
-		"studyInstanceUid = :uid", "#kind = :kind", "gsi1pk = :pending",
-		"firstReceived = if_not_exists(firstReceived, :rt)", "lastReceived = if_not_exists(lastReceived, :rt)",
-		"lastActivity = if_not_exists(lastActivity, :at)", "gsi1sk = if_not_exists(lastActivity, :at)",
-	}
-	opt := func(attr, v string) {
-		if v != "" {
-			vals[":"+attr] = sv(v)
-			set = append(set, fmt.Sprintf("%s = if_not_exists(%s, :%s)", attr, attr, attr))
-		}
-	}
-	opt("patientId", in.PatientID)
-	opt("patientName", in.PatientName)
-	opt("patientBirthDate", in.PatientBirthDate)
-	opt("patientSex", in.PatientSex)
-	opt("studyDate", in.StudyDate)
-	opt("studyTime", in.StudyTime)
-	opt("studyDescription", in.StudyDescription)
-	opt("accessionNumber", in.AccessionNumber)
-	if in.PatientID != "" {
-		vals[":gsi2pk"] = sv("PATIENT#" + in.PatientID)
-		set = append(set, "gsi2pk = if_not_exists(gsi2pk, :gsi2pk)", "gsi2sk = if_not_exists(gsi2sk, :rt)")
+	cond := "(attribute_not_exists(pk) OR indexVersion = :v) AND NOT contains(pending, :ids)"
+	switch {
+	case !fenced:
+	case read == nil:
+		cond = "attribute_not_exists(pk)"
+		delete(vals, ":ids")
+	case read["revision"] != nil:
+		vals[":r"] = read["revision"]
+		cond = "indexVersion = :v AND revision = :r AND NOT contains(pending, :ids)"
+	default:
+		cond = "indexVersion = :v AND attribute_not_exists(revision) AND NOT contains(pending, :ids)"
 	}
 	return &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key(studyPK(in.StudyInstanceUID), "STUDY"),
-		UpdateExpression:          aws.String("SET " + strings.Join(set, ", ") + " ADD " + strings.Join(add, ", ")),
+		UpdateExpression:          aws.String("SET studyInstanceUid = :uid, #kind = :kind, gsi1pk = :pending, indexVersion = :v ADD " + strings.Join(add, ", ")),
+		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  map[string]string{"#kind": "kind"},
 		ExpressionAttributeValues: vals,
+		ReturnValues:              ddbtypes.ReturnValueAllNew,
 	}
 }
 
-// widen moves firstReceived back and lastReceived forward to include rt.
-// On the study item it also moves the patient index's sort key (patient
-// listings sort by last received; the pending index sorts by last
-// activity: see touch).
-func (x *IndexTable) widen(ctx context.Context, pk, sk, rt string, study bool) error {
-	if study {
-		if err := x.setIf(ctx, pk, sk, "gsi2sk = :v", "attribute_exists(gsi2pk) AND gsi2sk < :v", rt); err != nil {
-			return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
+// finalize is step 5: it writes what pipeline.StudySummary.Merge decides
+// for rec on the study as seen, conditioned on the values it decided on,
+// and (remove) takes rec's content out of the pending set. When the study
+// moved in between it reads it again and decides again; should the
+// verdict on rec change (another patient's instance filled the study's
+// patient first), it rewrites rec's findings before the content can leave
+// the pending set. It returns the study and rec as they end up.
+func (x *IndexTable) finalize(ctx context.Context, rec pipeline.InstanceRecord, seen pipeline.StudySummary, remove bool) (pipeline.StudySummary, pipeline.InstanceRecord, error) {
+	outcome := pipeline.InstanceNew
+	if rec.Conflict {
+		outcome = pipeline.InstanceConflict
+	}
+	for range finalizeAttempts {
+		want := seen // Merge copies what it changes
+		fixed := rec.Indexed(outcome, want.Merge(rec))
+		if !slices.Equal(fixed.Findings, rec.Findings) {
+			if err := x.putInstance(ctx, fixed); err != nil {
+				return pipeline.StudySummary{}, rec, err
+			}
+			rec = fixed
+		}
+		out, err := x.Client.UpdateItem(ctx, attributeUpdate(x.Table, rec, seen, want, remove))
+		switch {
+		case err == nil:
+			st, err := decodeStudy(out.Attributes)
+			return st, rec, err
+		case !isCondFailed(err):
+			return pipeline.StudySummary{}, rec, fmt.Errorf("awsadapters: study attributes: %w", err)
+		}
+		item, err := x.get(ctx, studyPK(rec.StudyInstanceUID), "STUDY")
+		if err != nil {
+			return pipeline.StudySummary{}, rec, err
+		}
+		if seen, err = decodeStudy(item); err != nil {
+			return pipeline.StudySummary{}, rec, err
 		}
 	}
-	for _, u := range []struct{ set, cond string }{
-		{"lastReceived = :v", "lastReceived < :v"},
-		{"firstReceived = :v", "firstReceived > :v"},
-	} {
-		if err := x.setIf(ctx, pk, sk, u.set, u.cond, rt); err != nil {
-			return fmt.Errorf("awsadapters: widen %s: %w", sk, err)
+	return pipeline.StudySummary{}, rec, fmt.Errorf("awsadapters: study attributes: still contended after %d attempts", finalizeAttempts)
+}
+
+// attributeUpdate writes the difference between seen and want: attributes
+// filled in only if still absent, times moved only forward (or, for
+// firstReceived, back), findings added to a set.
+func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipeline.StudySummary, remove bool) *dynamodb.UpdateItemInput {
+	vals := map[string]ddbtypes.AttributeValue{}
+	var set, cond []string
+	fillIn := func(attr, was, v string) {
+		if was == "" && v != "" {
+			vals[":"+attr] = sv(v)
+			set = append(set, attr+" = :"+attr)
+			cond = append(cond, "attribute_not_exists("+attr+")")
 		}
 	}
-	return nil
-}
-
-// touch moves the study's lastActivity, and with it the pending index's
-// sort key, forward to at. A conditional single-item update, so an
-// out-of-order or concurrent upsert never moves it back; a study item
-// written before lastActivity existed gets it on its next activity.
-func (x *IndexTable) touch(ctx context.Context, pk, at string) error {
-	if err := x.setIf(ctx, pk, "STUDY", "lastActivity = :v, gsi1sk = :v", "attribute_not_exists(lastActivity) OR lastActivity < :v", at); err != nil {
-		return fmt.Errorf("awsadapters: study activity: %w", err)
+	fillIn("patientId", seen.PatientID, want.PatientID)
+	fillIn("patientName", seen.PatientName, want.PatientName)
+	fillIn("patientBirthDate", seen.PatientBirthDate, want.PatientBirthDate)
+	fillIn("patientSex", seen.PatientSex, want.PatientSex)
+	fillIn("studyDate", seen.StudyDate, want.StudyDate)
+	fillIn("studyTime", seen.StudyTime, want.StudyTime)
+	fillIn("studyDescription", seen.StudyDescription, want.StudyDescription)
+	fillIn("accessionNumber", seen.AccessionNumber, want.AccessionNumber)
+	if seen.PatientID == "" && want.PatientID != "" {
+		vals[":gsi2pk"] = sv("PATIENT#" + want.PatientID)
+		set = append(set, "gsi2pk = :gsi2pk")
 	}
-	return nil
+	move := func(attrs []string, was, v time.Time, op string) {
+		if !v.Equal(was) {
+			name := ":" + attrs[0]
+			vals[name] = sv(ts(v))
+			for _, a := range attrs {
+				set = append(set, a+" = "+name)
+			}
+			cond = append(cond, fmt.Sprintf("(attribute_not_exists(%s) OR %s %s %s)", attrs[0], attrs[0], op, name))
+		}
+	}
+	move([]string{"firstReceived"}, seen.FirstReceived, want.FirstReceived, ">")
+	move([]string{"lastReceived", "gsi2sk"}, seen.LastReceived, want.LastReceived, "<")
+	move([]string{"lastActivity", "gsi1sk"}, seen.LastActivity, want.LastActivity, "<")
+	expr := ""
+	if len(set) > 0 {
+		expr = "SET " + strings.Join(set, ", ") + " "
+	}
+	var add []string
+	for _, f := range want.Findings {
+		if !slices.Contains(seen.Findings, f) {
+			b, _ := json.Marshal(f) // a Finding always marshals
+			add = append(add, string(b))
+		}
+	}
+	if len(add) > 0 {
+		vals[":findings"] = ssv(add...)
+		expr += "ADD findings :findings "
+	}
+	if remove {
+		vals[":id"] = ssv(contentID(rec))
+		expr += "DELETE pending :id"
+	}
+	if expr == "" {
+		// Nothing to write: a no-op update still returns the study.
+		vals[":kind"] = sv("STUDY")
+		expr = "SET #kind = :kind"
+	}
+	in := &dynamodb.UpdateItemInput{
+		TableName: &table, Key: key(studyPK(rec.StudyInstanceUID), "STUDY"),
+		UpdateExpression:          aws.String(expr),
+		ExpressionAttributeValues: vals,
+		ReturnValues:              ddbtypes.ReturnValueAllNew,
+	}
+	if strings.Contains(expr, "#kind") {
+		in.ExpressionAttributeNames = map[string]string{"#kind": "kind"}
+	}
+	if len(cond) > 0 {
+		in.ConditionExpression = aws.String(strings.Join(cond, " AND "))
+	}
+	return in
 }
 
-// setIf runs "SET set" on an item, with :v bound to v, when cond holds. A
-// condition that does not hold is no error: another delivery already
-// moved the value at least as far.
-func (x *IndexTable) setIf(ctx context.Context, pk, sk, set, cond, v string) error {
-	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &x.Table, Key: key(pk, sk),
-		UpdateExpression:          aws.String("SET " + set),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":v": sv(v)},
-	})
-	if err != nil && !isCondFailed(err) {
+// migrate brings a study item from before indexVersion 2 to it: it
+// creates the global SOP items from the study's per-study markers (their
+// first content wins over a claim this study's own upserts made since),
+// recounts the study from its instance items (which also repairs counts an
+// interrupted upsert of the old protocol left short) and marks the item.
+// Upserts of the study fail step 3 until it is done, so no count moves
+// meanwhile.
+func (x *IndexTable) migrate(ctx context.Context, studyUID string) error {
+	items, err := x.partition(ctx, studyUID)
+	if err != nil {
 		return err
 	}
+	shas := map[string][]string{}
+	var instances []pipeline.InstanceRecord
+	for _, item := range items {
+		if strings.HasPrefix(str(item, "sk"), "INSTANCE#") {
+			in, err := decodeInstance(item)
+			if err != nil {
+				return err
+			}
+			instances = append(instances, in)
+			shas[in.SOPInstanceUID] = append(shas[in.SOPInstanceUID], in.SHA256)
+		}
+	}
+	var c pipeline.StudySummary
+	series := map[string]bool{}
+	for _, in := range instances {
+		outcome := pipeline.InstanceNew
+		if in.Conflict {
+			outcome = pipeline.InstanceConflict
+		}
+		c.Count(in, outcome, !series[in.SeriesInstanceUID])
+		series[in.SeriesInstanceUID] = true
+	}
+	for _, item := range items {
+		sop, ok := strings.CutPrefix(str(item, "sk"), "SOP#")
+		if !ok || str(item, "sha256") == "" {
+			continue
+		}
+		first := str(item, "sha256")
+		_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName: &x.Table, Key: key("SOP#"+sop, "SOP"),
+			UpdateExpression:    aws.String("SET firstSha = :f, firstStudy = :study ADD shas :shas"),
+			ConditionExpression: aws.String("attribute_not_exists(firstSha) OR firstStudy = :study"),
+			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
+				":f": sv(first), ":study": sv(studyUID), ":shas": ssv(distinct(append(shas[sop], first))...),
+			},
+		})
+		if err != nil && !isCondFailed(err) {
+			return fmt.Errorf("awsadapters: migrate study: sop item: %w", err)
+		}
+	}
+	_, err = x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(studyPK(studyUID), "STUDY"),
+		UpdateExpression:    aws.String("SET instanceCount = :n, conflictCount = :c, totalBytes = :b, seriesCount = :s, indexVersion = :v"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND attribute_not_exists(indexVersion)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
+			":n": nv(int64(c.InstanceCount)), ":c": nv(int64(c.ConflictCount)), ":b": nv(c.TotalBytes),
+			":s": nv(int64(c.SeriesCount)), ":v": nv(indexVersion),
+		},
+	})
+	if err != nil && !isCondFailed(err) {
+		return fmt.Errorf("awsadapters: migrate study: %w", err)
+	}
 	return nil
+}
+
+func distinct(v []string) []string {
+	slices.Sort(v)
+	return slices.Compact(v)
 }
 
 // study reads the study aggregate.
@@ -384,6 +617,8 @@ type studyItem struct {
 	Revision          int64    `dynamodbav:"revision"`
 	AnnouncedRevision int64    `dynamodbav:"announcedRevision"`
 	AnnouncedVersion  int64    `dynamodbav:"announcedVersion"`
+	// Findings are JSON-encoded pipeline.Findings.
+	Findings []string `dynamodbav:"findings,stringset"`
 }
 
 func parseTS(s string) time.Time {
@@ -398,6 +633,14 @@ func decodeStudy(item map[string]ddbtypes.AttributeValue) (pipeline.StudySummary
 	}
 	slices.Sort(s.Modalities)
 	slices.Sort(s.CallingAEs)
+	var findings []pipeline.Finding
+	for _, b := range s.Findings {
+		var f pipeline.Finding
+		if err := json.Unmarshal([]byte(b), &f); err != nil {
+			return pipeline.StudySummary{}, fmt.Errorf("awsadapters: decode study finding: %w", err)
+		}
+		findings = pipeline.AddFinding(findings, f)
+	}
 	return pipeline.StudySummary{
 		StudyInstanceUID: s.StudyInstanceUID, PatientID: s.PatientID, PatientName: s.PatientName,
 		PatientBirthDate: s.PatientBirthDate, PatientSex: s.PatientSex, StudyDate: s.StudyDate, StudyTime: s.StudyTime,
@@ -405,24 +648,21 @@ func decodeStudy(item map[string]ddbtypes.AttributeValue) (pipeline.StudySummary
 		CallingAEs: s.CallingAEs, SeriesCount: s.SeriesCount, InstanceCount: s.InstanceCount, ConflictCount: s.ConflictCount,
 		TotalBytes: s.TotalBytes, FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived),
 		LastActivity: parseTS(s.LastActivity), Revision: s.Revision, AnnouncedRevision: s.AnnouncedRevision, AnnouncedVersion: s.AnnouncedVersion,
+		Findings: findings,
 	}, nil
 }
 
-type seriesItem struct {
-	SeriesInstanceUID string `dynamodbav:"seriesInstanceUid"`
-	Modality          string `dynamodbav:"modality"`
-	SeriesNumber      string `dynamodbav:"seriesNumber"`
-	SeriesDescription string `dynamodbav:"seriesDescription"`
-	InstanceCount     int    `dynamodbav:"instanceCount"`
-	TotalBytes        int64  `dynamodbav:"totalBytes"`
-	FirstReceived     string `dynamodbav:"firstReceived"`
-	LastReceived      string `dynamodbav:"lastReceived"`
+func decodeInstance(item map[string]ddbtypes.AttributeValue) (pipeline.InstanceRecord, error) {
+	var in pipeline.InstanceRecord
+	if err := attributevalue.UnmarshalMapWithOptions(item, &in, jsonTagsDec); err != nil {
+		return in, fmt.Errorf("awsadapters: decode instance: %w", err)
+	}
+	return in, nil
 }
 
-// GetStudy implements pipeline.IndexStore.
-func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
-	var d pipeline.StudyDetail
-	found := false
+// partition reads every item of a study's partition.
+func (x *IndexTable) partition(ctx context.Context, uid string) ([]map[string]ddbtypes.AttributeValue, error) {
+	var items []map[string]ddbtypes.AttributeValue
 	var start map[string]ddbtypes.AttributeValue
 	for {
 		out, err := x.Client.Query(ctx, &dynamodb.QueryInput{
@@ -431,92 +671,45 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 			ConsistentRead:            aws.Bool(true), ExclusiveStartKey: start,
 		})
 		if err != nil {
-			return d, fmt.Errorf("awsadapters: get study: %w", err)
+			return nil, fmt.Errorf("awsadapters: get study: %w", err)
 		}
-		for _, item := range out.Items {
-			sk := str(item, "sk")
-			switch {
-			case sk == "STUDY":
-				s, err := decodeStudy(item)
-				if err != nil {
-					return d, err
-				}
-				d.StudySummary, found = s, true
-			case strings.HasPrefix(sk, "SERIES#"):
-				var s seriesItem
-				if err := attributevalue.UnmarshalMap(item, &s); err != nil {
-					return d, fmt.Errorf("awsadapters: decode series: %w", err)
-				}
-				d.Series = append(d.Series, pipeline.SeriesSummary{
-					SeriesInstanceUID: s.SeriesInstanceUID, Modality: s.Modality, SeriesNumber: s.SeriesNumber,
-					SeriesDescription: s.SeriesDescription, InstanceCount: s.InstanceCount, TotalBytes: s.TotalBytes,
-					FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived),
-				})
-			case strings.HasPrefix(sk, "INSTANCE#"):
-				var in pipeline.InstanceRecord
-				if err := attributevalue.UnmarshalMapWithOptions(item, &in, jsonTagsDec); err != nil {
-					return d, fmt.Errorf("awsadapters: decode instance: %w", err)
-				}
-				d.Instances = append(d.Instances, in)
-			}
-		}
+		items = append(items, out.Items...)
 		if len(out.LastEvaluatedKey) == 0 {
-			break
+			return items, nil
 		}
 		start = out.LastEvaluatedKey
 	}
-	if !found {
-		return d, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
-	}
-	return d, x.reconcile(ctx, &d)
 }
 
-// reconcile recomputes the aggregates from the instance items (the truth)
-// and repairs the stored counters if an interrupted upsert left them short.
-func (x *IndexTable) reconcile(ctx context.Context, d *pipeline.StudyDetail) error {
-	type agg struct {
-		n, conflicts int
-		bytes        int64
+// GetStudy implements pipeline.IndexStore: a read of the study's
+// partition; the series are computed from the instance items.
+func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
+	items, err := x.partition(ctx, uid)
+	if err != nil {
+		return pipeline.StudyDetail{}, err
 	}
-	series := map[string]*agg{}
-	var total agg
-	for _, in := range d.Instances {
-		a := series[in.SeriesInstanceUID]
-		if a == nil {
-			a = &agg{}
-			series[in.SeriesInstanceUID] = a
-		}
-		for _, g := range []*agg{a, &total} {
-			if in.Conflict {
-				g.conflicts++
-			} else {
-				g.n++
+	var st *pipeline.StudySummary
+	var instances []pipeline.InstanceRecord
+	for _, item := range items {
+		switch sk := str(item, "sk"); {
+		case sk == "STUDY":
+			s, err := decodeStudy(item)
+			if err != nil {
+				return pipeline.StudyDetail{}, err
 			}
-			g.bytes += in.Size
+			st = &s
+		case strings.HasPrefix(sk, "INSTANCE#"):
+			in, err := decodeInstance(item)
+			if err != nil {
+				return pipeline.StudyDetail{}, err
+			}
+			instances = append(instances, in)
 		}
 	}
-	for i := range d.Series {
-		if a := series[d.Series[i].SeriesInstanceUID]; a != nil {
-			d.Series[i].InstanceCount, d.Series[i].TotalBytes = a.n, a.bytes
-		}
+	if st == nil {
+		return pipeline.StudyDetail{}, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
 	}
-	s := &d.StudySummary
-	if s.InstanceCount == total.n && s.ConflictCount == total.conflicts && s.TotalBytes == total.bytes && s.SeriesCount == len(series) {
-		return nil
-	}
-	s.InstanceCount, s.ConflictCount, s.TotalBytes, s.SeriesCount = total.n, total.conflicts, total.bytes, len(series)
-	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &x.Table, Key: key(studyPK(s.StudyInstanceUID), "STUDY"),
-		UpdateExpression:    aws.String("SET instanceCount = :n, conflictCount = :c, totalBytes = :b, seriesCount = :s"),
-		ConditionExpression: aws.String("revision = :r"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
-			":n": nv(int64(total.n)), ":c": nv(int64(total.conflicts)), ":b": nv(total.bytes), ":s": nv(int64(len(series))), ":r": nv(s.Revision),
-		},
-	})
-	if err != nil && !isCondFailed(err) {
-		return fmt.Errorf("awsadapters: reconcile study: %w", err)
-	}
-	return nil
+	return pipeline.NewStudyDetail(*st, instances), nil
 }
 
 // ListStudies implements pipeline.IndexStore. With a patient id it
@@ -564,7 +757,7 @@ func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 		}
 		start = last
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].LastReceived.After(out[j].LastReceived) })
+	slices.SortFunc(out, pipeline.CompareListed)
 	if len(out) > limit {
 		out = out[:limit]
 	}
@@ -601,6 +794,7 @@ func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, li
 			out = append(out, s)
 		}
 	}
+	slices.SortFunc(out, pipeline.CompareStable)
 	return out, nil
 }
 
@@ -619,6 +813,9 @@ func (x *IndexTable) MarkAnnounced(ctx context.Context, uid string, revision, ve
 		},
 	})
 	if isCondFailed(err) {
+		if _, err := x.study(ctx, uid); err != nil {
+			return fmt.Errorf("awsadapters: mark announced: %w", err)
+		}
 		return fmt.Errorf("awsadapters: mark announced: %w", pipeline.ErrConditionFailed)
 	}
 	if err != nil {

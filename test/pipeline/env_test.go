@@ -243,15 +243,25 @@ func startDynalite(t *testing.T, node, dynalite string) string {
 // dynaliteOnly starts dynalite with both tables, for adapter tests.
 func dynaliteOnly(t *testing.T) *dynamodb.Client {
 	t.Helper()
+	c := dynamoClient(dynaliteURL(t))
+	createTables(t, c)
+	return c
+}
+
+// dynaliteURL starts dynalite, without tables, and returns its endpoint.
+func dynaliteURL(t *testing.T) string {
+	t.Helper()
 	node := findTool("node", "nodejs")
 	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
 	if node == "" || dynalite == "" {
 		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
-	url := startDynalite(t, node, dynalite)
-	c := dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)})
-	createTables(t, c)
-	return c
+	return startDynalite(t, node, dynalite)
+}
+
+// dynamoClient is a DynamoDB client of endpoint url; opts adjust it.
+func dynamoClient(url string, opts ...func(*dynamodb.Options)) *dynamodb.Client {
+	return dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)}, opts...)
 }
 
 func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
@@ -339,7 +349,6 @@ func createTables(t *testing.T, c *dynamodb.Client) {
 	}
 	all := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll}
 	include := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeInclude, NonKeyAttributes: nonPHI}
-	keysOnly := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeKeysOnly}
 	// The same key schema and indexes as infra/stack/pipeline.go.
 	tables := []*dynamodb.CreateTableInput{
 		{
@@ -350,21 +359,41 @@ func createTables(t *testing.T, c *dynamodb.Client) {
 				gsi("byPatient", "1", all), gsi("byStudy", "2", all), gsi("byCallingAe", "3", include), gsi("byDay", "4", include),
 			},
 		},
-		{
-			TableName: aws.String(indexTable), BillingMode: ddbtypes.BillingModePayPerRequest,
-			AttributeDefinitions:   attr("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"),
-			KeySchema:              keys("pk", "sk"),
-			GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{gsi("byPending", "1", keysOnly), gsi("byPatient", "2", all)},
-		},
+		indexTableInput(indexTable),
 	}
 	for _, in := range tables {
-		if _, err := c.CreateTable(context.Background(), in); err != nil {
-			t.Fatalf("create table %s: %v", *in.TableName, err)
-		}
-		w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) { o.MinDelay = 50 * time.Millisecond })
-		if err := w.Wait(context.Background(), &dynamodb.DescribeTableInput{TableName: in.TableName}, 20*time.Second); err != nil {
-			t.Fatalf("table %s not active: %v", *in.TableName, err)
-		}
+		createTable(t, c, in)
+	}
+}
+
+// indexTableInput is the index table as infra/stack/pipeline.go defines it.
+func indexTableInput(name string) *dynamodb.CreateTableInput {
+	s := ddbtypes.ScalarAttributeTypeS
+	var defs []ddbtypes.AttributeDefinition
+	for _, n := range []string{"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"} {
+		defs = append(defs, ddbtypes.AttributeDefinition{AttributeName: aws.String(n), AttributeType: s})
+	}
+	keys := func(pk, sk string) []ddbtypes.KeySchemaElement {
+		return []ddbtypes.KeySchemaElement{{AttributeName: aws.String(pk), KeyType: ddbtypes.KeyTypeHash}, {AttributeName: aws.String(sk), KeyType: ddbtypes.KeyTypeRange}}
+	}
+	gsi := func(name, n string, p ddbtypes.ProjectionType) ddbtypes.GlobalSecondaryIndex {
+		return ddbtypes.GlobalSecondaryIndex{IndexName: aws.String(name), KeySchema: keys("gsi"+n+"pk", "gsi"+n+"sk"), Projection: &ddbtypes.Projection{ProjectionType: p}}
+	}
+	return &dynamodb.CreateTableInput{
+		TableName: aws.String(name), BillingMode: ddbtypes.BillingModePayPerRequest, AttributeDefinitions: defs, KeySchema: keys("pk", "sk"),
+		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{gsi("byPending", "1", ddbtypes.ProjectionTypeKeysOnly), gsi("byPatient", "2", ddbtypes.ProjectionTypeAll)},
+	}
+}
+
+// createTable creates in and waits until it is active.
+func createTable(t *testing.T, c *dynamodb.Client, in *dynamodb.CreateTableInput) {
+	t.Helper()
+	if _, err := c.CreateTable(context.Background(), in); err != nil {
+		t.Fatalf("create table %s: %v", *in.TableName, err)
+	}
+	w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(context.Background(), &dynamodb.DescribeTableInput{TableName: in.TableName}, 20*time.Second); err != nil {
+		t.Fatalf("table %s not active: %v", *in.TableName, err)
 	}
 }
 

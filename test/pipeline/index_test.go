@@ -1,0 +1,235 @@
+package pipelinee2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// callLog records the DynamoDB operations a client calls, once per call
+// (before the SDK's retries), through SDK middleware.
+type callLog struct {
+	mu  sync.Mutex
+	ops []string
+}
+
+func (l *callLog) install(o *dynamodb.Options) {
+	o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
+		return s.Initialize.Add(middleware.InitializeMiddlewareFunc("callLog",
+			func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+				l.mu.Lock()
+				l.ops = append(l.ops, awsmiddleware.GetOperationName(ctx))
+				l.mu.Unlock()
+				return next.HandleInitialize(ctx, in)
+			}), middleware.Before)
+	})
+}
+
+// take returns and forgets the operations called so far.
+func (l *callLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.ops
+	l.ops = nil
+	return out
+}
+
+// crashAfter makes a client behave as if its process died right after its
+// n-th call took effect: that call's answer is lost, later calls fail.
+func crashAfter(n int) func(*dynamodb.Options) {
+	var calls atomic.Int64
+	return func(o *dynamodb.Options) {
+		o.Retryer = aws.NopRetryer{}
+		o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
+			return s.Initialize.Add(middleware.InitializeMiddlewareFunc("crash",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					switch c := calls.Add(1); {
+					case c < int64(n):
+						return next.HandleInitialize(ctx, in)
+					case c == int64(n):
+						if out, md, err := next.HandleInitialize(ctx, in); err != nil {
+							return out, md, err
+						}
+					}
+					return middleware.InitializeOutput{}, middleware.Metadata{}, pipelinetest.ErrCrash
+				}), middleware.Before)
+		})
+	}
+}
+
+// indexTables hands out fresh index tables on one dynalite.
+type indexTables struct {
+	url string
+	c   *dynamodb.Client
+	n   atomic.Int64
+}
+
+func newIndexTables(t *testing.T) *indexTables {
+	url := dynaliteURL(t)
+	return &indexTables{url: url, c: dynamoClient(url)}
+}
+
+func (x *indexTables) table(t *testing.T) *awsadapters.IndexTable {
+	name := fmt.Sprintf("index-%d", x.n.Add(1))
+	createTable(t, x.c, indexTableInput(name))
+	return &awsadapters.IndexTable{Client: x.c, Table: name}
+}
+
+// TestIndexConformanceOnDynalite runs the index contract's suite on the
+// DynamoDB adapter, crashing upserts after each of their calls.
+func TestIndexConformanceOnDynalite(t *testing.T) {
+	tables := newIndexTables(t)
+	pipelinetest.RunIndexStore(t, pipelinetest.IndexHarness{
+		New: func(t *testing.T) pipeline.IndexStore { return tables.table(t) },
+		Crash: func(_ *testing.T, ix pipeline.IndexStore, n int) pipeline.IndexStore {
+			return &awsadapters.IndexTable{Client: dynamoClient(tables.url, crashAfter(n)), Table: ix.(*awsadapters.IndexTable).Table}
+		},
+	})
+}
+
+// TestIndexCallsOnDynalite counts the DynamoDB calls of the index's
+// common paths.
+func TestIndexCallsOnDynalite(t *testing.T) {
+	tables := newIndexTables(t)
+	var log callLog
+	x := tables.table(t)
+	x.Client = dynamoClient(tables.url, log.install)
+	ctx := context.Background()
+	upsert := func(in pipeline.InstanceRecord) []string {
+		t.Helper()
+		if _, err := x.UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+		return log.take()
+	}
+	newInstance := []string{"UpdateItem", "PutItem", "UpdateItem", "PutItem", "UpdateItem"}
+	for _, tc := range []struct {
+		name string
+		in   pipeline.InstanceRecord
+		want []string
+	}{
+		{"first instance of a study", pipelinetest.Record(1, 1, 1, "aa", 0), newInstance},
+		{"new instance, same series", pipelinetest.Record(1, 1, 2, "bb", time.Second), newInstance},
+		{"new instance, new series", pipelinetest.Record(1, 2, 1, "cc", 2*time.Second), newInstance},
+		{"conflict", pipelinetest.Record(1, 1, 1, "dd", 3*time.Second), newInstance},
+		{"duplicate", pipelinetest.Record(1, 1, 2, "bb", time.Hour), []string{"UpdateItem", "GetItem", "GetItem"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, upsert(tc.in)); diff != "" {
+				t.Errorf("calls (-want +got):\n%s", diff)
+			}
+		})
+	}
+	t.Run("GetStudy only reads", func(t *testing.T) {
+		if _, err := x.GetStudy(ctx, pipelinetest.Record(1, 1, 1, "", 0).StudyInstanceUID); err != nil {
+			t.Fatal(err)
+		}
+		for _, op := range log.take() {
+			if op != "Query" {
+				t.Errorf("GetStudy called %s", op)
+			}
+		}
+	})
+	// Concurrent deliveries of one study contend for its item in step 5
+	// and retry it: report what that costs.
+	t.Run("concurrent", func(t *testing.T) {
+		const n = 32
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if _, err := x.UpsertInstance(ctx, pipelinetest.Record(2, 1+i%4, i, "ee", time.Duration(i)*time.Millisecond)); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		calls := len(log.take())
+		t.Logf("%d concurrent new instances of one study: %.1f calls each", n, float64(calls)/n)
+		if calls < 5*n {
+			t.Errorf("%d calls for %d instances", calls, n)
+		}
+	})
+}
+
+// TestIndexMigratesLegacyStudy: a study the adapter wrote before index
+// version 2 (per-study SOP markers, series items with counters, and here
+// an instance an interrupted upsert left uncounted) is migrated by the
+// first upsert that meets it: a redelivery of a legacy instance stays a
+// duplicate, another content of it is a conflict, and the counts are
+// recomputed from the instance items.
+func TestIndexMigratesLegacyStudy(t *testing.T) {
+	tables := newIndexTables(t)
+	x := tables.table(t)
+	ctx := context.Background()
+	r1, r2 := pipelinetest.Record(1, 1, 1, "aa", 0), pipelinetest.Record(1, 1, 2, "bb", time.Second)
+	pk := "STUDY#" + r1.StudyInstanceUID
+	items := []map[string]ddbtypes.AttributeValue{
+		{"pk": s(pk), "sk": s("STUDY"), "kind": s("STUDY"), "studyInstanceUid": s(r1.StudyInstanceUID), "patientId": s("PID-1"),
+			"instanceCount": n(1), "seriesCount": n(1), "totalBytes": n(100), "revision": n(2), "firstReceived": s("2026-01-15T10:00:00.000000000Z"), "lastReceived": s("2026-01-15T10:00:01.000000000Z"),
+			"gsi1pk": s("PENDING"), "gsi1sk": s("2026-01-15T10:00:01.000000000Z")},
+		{"pk": s(pk), "sk": s("SERIES#" + r1.SeriesInstanceUID), "seriesInstanceUid": s(r1.SeriesInstanceUID), "instanceCount": n(1)},
+		{"pk": s(pk), "sk": s("SOP#" + r1.SOPInstanceUID), "sha256": s("aa")},
+		{"pk": s(pk), "sk": s("SOP#" + r2.SOPInstanceUID), "sha256": s("bb")},
+	}
+	for _, r := range []pipeline.InstanceRecord{r1, r2} {
+		item := map[string]ddbtypes.AttributeValue{"pk": s(pk), "sk": s("INSTANCE#" + r.SOPInstanceUID + "#" + r.SHA256),
+			"studyInstanceUid": s(r.StudyInstanceUID), "seriesInstanceUid": s(r.SeriesInstanceUID), "sopInstanceUid": s(r.SOPInstanceUID),
+			"sha256": s(r.SHA256), "size": n(100), "receivedAt": s(r.ReceivedAt.Format(time.RFC3339Nano)), "outcome": s("new")}
+		items = append(items, item)
+	}
+	for _, item := range items {
+		if _, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(x.Table), Item: item}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, step := range []struct {
+		in   pipeline.InstanceRecord
+		want pipeline.UpsertOutcome
+		// instances, conflicts
+		instances, conflicts int
+	}{
+		{r2, pipeline.InstanceDuplicate, 2, 0},
+		{pipelinetest.Record(1, 1, 1, "cc", 2*time.Second), pipeline.InstanceConflict, 2, 1},
+		{pipelinetest.Record(1, 2, 1, "dd", 3*time.Second), pipeline.InstanceNew, 3, 1},
+		{r1, pipeline.InstanceDuplicate, 3, 1},
+	} {
+		r, err := x.UpsertInstance(ctx, step.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Outcome != step.want || r.Study.InstanceCount != step.instances || r.Study.ConflictCount != step.conflicts {
+			t.Errorf("%s %s: %v, %d instances, %d conflicts; want %v, %d, %d", step.in.SOPInstanceUID, step.in.SHA256,
+				r.Outcome, r.Study.InstanceCount, r.Study.ConflictCount, step.want, step.instances, step.conflicts)
+		}
+	}
+	d, err := x.GetStudy(ctx, r1.StudyInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.SeriesCount != 2 || len(d.Series) != 2 || len(d.Instances) != 4 || d.TotalBytes != 400 {
+		t.Errorf("migrated study: %d series (%d listed), %d records, %d bytes", d.SeriesCount, len(d.Series), len(d.Instances), d.TotalBytes)
+	}
+	if !slices.ContainsFunc(d.Instances, func(in pipeline.InstanceRecord) bool { return in.Conflict && strings.HasSuffix(in.ObjectKey, "cc.dcm") }) {
+		t.Errorf("conflicting record missing: %+v", d.Instances)
+	}
+}
+
+func n(v int64) ddbtypes.AttributeValue {
+	return &ddbtypes.AttributeValueMemberN{Value: fmt.Sprint(v)}
+}
