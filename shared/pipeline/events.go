@@ -18,30 +18,33 @@ type EventPatient struct {
 // InstanceStoredDetail is the detail of "Instance Stored" (schema
 // schemas/instance-stored.v1.json).
 type InstanceStoredDetail struct {
-	SchemaVersion      int           `json:"schemaVersion"`
-	EventID            string        `json:"eventId"`
-	ObjectKey          string        `json:"objectKey"`
-	ObjectURI          string        `json:"objectUri"`
-	MetadataKey        string        `json:"metadataKey"`
-	MetadataURI        string        `json:"metadataUri"`
-	SummaryKey         string        `json:"summaryKey"`
-	SOPClassUID        string        `json:"sopClassUid"`
-	SOPInstanceUID     string        `json:"sopInstanceUid"`
-	StudyInstanceUID   string        `json:"studyInstanceUid"`
-	SeriesInstanceUID  string        `json:"seriesInstanceUid"`
-	Modality           string        `json:"modality"`
-	TransferSyntaxUID  string        `json:"transferSyntaxUid"`
-	Size               int64         `json:"size"`
-	SHA256             string        `json:"sha256"`
-	ReceivedAt         time.Time     `json:"receivedAt"`
-	CallingAE          string        `json:"callingAe"`
-	CalledAE           string        `json:"calledAe"`
-	AssociationID      string        `json:"associationId"`
-	Conflict           bool          `json:"conflict"`
-	StudyInstanceCount int           `json:"studyInstanceCount"`
-	StudySeriesCount   int           `json:"studySeriesCount"`
-	Warnings           []Finding     `json:"warnings,omitempty"`
-	Patient            *EventPatient `json:"patient,omitempty"`
+	SchemaVersion      int       `json:"schemaVersion"`
+	EventID            string    `json:"eventId"`
+	ObjectKey          string    `json:"objectKey"`
+	ObjectURI          string    `json:"objectUri"`
+	MetadataKey        string    `json:"metadataKey"`
+	MetadataURI        string    `json:"metadataUri"`
+	SummaryKey         string    `json:"summaryKey"`
+	SOPClassUID        string    `json:"sopClassUid"`
+	SOPInstanceUID     string    `json:"sopInstanceUid"`
+	StudyInstanceUID   string    `json:"studyInstanceUid"`
+	SeriesInstanceUID  string    `json:"seriesInstanceUid"`
+	Modality           string    `json:"modality"`
+	TransferSyntaxUID  string    `json:"transferSyntaxUid"`
+	Size               int64     `json:"size"`
+	SHA256             string    `json:"sha256"`
+	ReceivedAt         time.Time `json:"receivedAt"`
+	CallingAE          string    `json:"callingAe"`
+	CalledAE           string    `json:"calledAe"`
+	AssociationID      string    `json:"associationId"`
+	Conflict           bool      `json:"conflict"`
+	StudyInstanceCount int       `json:"studyInstanceCount"`
+	StudySeriesCount   int       `json:"studySeriesCount"`
+	// PatientMismatch: this instance's Patient ID, Name or Birth Date
+	// differs from its study's (a patient-mismatch warning says which).
+	PatientMismatch bool          `json:"patientMismatch"`
+	Warnings        []Finding     `json:"warnings,omitempty"`
+	Patient         *EventPatient `json:"patient,omitempty"`
 }
 
 // InstanceRejectedDetail is the detail of "Instance Rejected" (schema
@@ -71,23 +74,25 @@ type InstanceRejectedDetail struct {
 // StudyDetailEvent is the detail of "Study Received" and "Study Updated"
 // (schemas/study-received.v1.json, schemas/study-updated.v1.json).
 type StudyDetailEvent struct {
-	SchemaVersion    int           `json:"schemaVersion"`
-	EventID          string        `json:"eventId"`
-	StudyInstanceUID string        `json:"studyInstanceUid"`
-	Version          int64         `json:"version"`
-	Revision         int64         `json:"revision"`
-	InstanceCount    int           `json:"instanceCount"`
-	SeriesCount      int           `json:"seriesCount"`
-	ConflictCount    int           `json:"conflictCount"`
-	TotalBytes       int64         `json:"totalBytes"`
-	Modalities       []string      `json:"modalities"`
-	CallingAEs       []string      `json:"callingAes"`
-	StudyDate        string        `json:"studyDate,omitempty"`
-	FirstReceived    time.Time     `json:"firstReceived"`
-	LastReceived     time.Time     `json:"lastReceived"`
-	QuietPeriod      string        `json:"quietPeriod"`
-	Series           []EventSeries `json:"series"`
-	Patient          *EventPatient `json:"patient,omitempty"`
+	SchemaVersion    int    `json:"schemaVersion"`
+	EventID          string `json:"eventId"`
+	StudyInstanceUID string `json:"studyInstanceUid"`
+	Version          int64  `json:"version"`
+	Revision         int64  `json:"revision"`
+	InstanceCount    int    `json:"instanceCount"`
+	SeriesCount      int    `json:"seriesCount"`
+	ConflictCount    int    `json:"conflictCount"`
+	// PatientMismatch: the study's instances disagree on the patient.
+	PatientMismatch bool          `json:"patientMismatch"`
+	TotalBytes      int64         `json:"totalBytes"`
+	Modalities      []string      `json:"modalities"`
+	CallingAEs      []string      `json:"callingAes"`
+	StudyDate       string        `json:"studyDate,omitempty"`
+	FirstReceived   time.Time     `json:"firstReceived"`
+	LastReceived    time.Time     `json:"lastReceived"`
+	QuietPeriod     string        `json:"quietPeriod"`
+	Series          []EventSeries `json:"series"`
+	Patient         *EventPatient `json:"patient,omitempty"`
 }
 
 // EventSeries is a series in a study event, with pointers to its
@@ -130,7 +135,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	d := StudyDetailEvent{
 		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
-		TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
+		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
 		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: quiet.String(),
 		Series: []EventSeries{},
 	}

@@ -440,6 +440,73 @@ func TestConflictingResend(t *testing.T) {
 	}
 }
 
+// TestPatientMismatch sends a study whose second instance names another
+// patient (the corpus's mixed/ set in small): the instance's audit record
+// and Instance Stored event carry the patient-mismatch finding, the study
+// keeps its first patient and carries the finding too, and a redelivery
+// reports the same without announcing anything new.
+func TestPatientMismatch(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	other := ct(sop2)
+	other.PatientID, other.PatientName = "PMIX001", "Bench^Mixed"
+	add(f, key(sop1), ct(sop1).Build(), sop1)
+	add(f, key(sop2), other.Build(), sop2)
+	for _, k := range []string{key(sop1), key(sop2)} {
+		if _, err := p.ProcessObject(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tags := func(fs []pipeline.Finding) []string {
+		var out []string
+		for _, f := range fs {
+			if f.Code == pipeline.CodePatientMismatch && f.Severity == pipeline.SeverityWarning {
+				out = append(out, f.Tag)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"(0010,0010)", "(0010,0020)"}
+	recs := f.Audit.All()
+	if len(recs) != 2 || len(tags(recs[0].Findings)) != 0 || !cmp.Equal(want, tags(recs[1].Findings)) {
+		t.Fatalf("audit findings: %+v", recs)
+	}
+	if !slices.ContainsFunc(recs[1].EventTypeCodes, func(c pipeline.CodedValue) bool { return c.Code == pipeline.CodePatientMismatch }) {
+		t.Errorf("audit event type codes %v", recs[1].EventTypeCodes)
+	}
+	var stored []pipeline.InstanceStoredDetail
+	for _, ev := range f.Events.All() {
+		var d pipeline.InstanceStoredDetail
+		if err := json.Unmarshal(ev.Detail, &d); err != nil {
+			t.Fatal(err)
+		}
+		stored = append(stored, d)
+	}
+	if len(stored) != 2 || stored[0].PatientMismatch || !stored[1].PatientMismatch || !cmp.Equal(want, tags(stored[1].Warnings)) {
+		t.Errorf("Instance Stored events: %+v", stored)
+	}
+	d, err := f.Index.GetStudy(ctx, study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.PatientID != "PID-1" || !cmp.Equal(want, tags(d.Findings)) {
+		t.Errorf("study patient %s, findings %v", d.PatientID, d.Findings)
+	}
+	res, err := p.ProcessObject(ctx, key(sop2))
+	if err != nil || res.Outcome != pipeline.InstanceDuplicate || len(f.Events.All()) != 2 || len(f.Audit.All()) != 2 {
+		t.Errorf("redelivery: %v, %v, %d events, %d audit records", res.Outcome, err, len(f.Events.All()), len(f.Audit.All()))
+	}
+	if _, err := p.AnnounceStableStudies(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var sd pipeline.StudyDetailEvent
+	if ev := f.Events.All(); len(ev) != 3 || json.Unmarshal(ev[2].Detail, &sd) != nil || !sd.PatientMismatch {
+		t.Errorf("Study Received: %s", ev[len(ev)-1].Detail)
+	}
+}
+
 func TestStudyAnnouncements(t *testing.T) {
 	ctx := context.Background()
 	f := pt.New()

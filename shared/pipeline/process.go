@@ -287,13 +287,20 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: index: %w", err)
 	}
-	conflict := tx.Conflict || up.Outcome == InstanceConflict
+	// The record as indexed: the index's verdict on conflict and its
+	// findings (patient-mismatch), the same on a redelivery.
+	indexed := up.Instance
+	conflict := tx.Conflict || indexed.Conflict
 	outcome := "stored"
 	if conflict {
 		outcome = "conflict"
 	}
 	rec := p.instanceAudit(in, tx, outcome)
 	rec.ObjectKey = key
+	if mismatch := findingsWith(indexed.Findings, CodePatientMismatch); len(mismatch) > 0 {
+		rec.EventTypeCodes = append(rec.EventTypeCodes, localCode(CodePatientMismatch, "Patient attributes differ within the study"))
+		rec.Findings = append(rec.Findings, mismatch...)
+	}
 	if _, err := p.Audit.Append(ctx, rec); err != nil {
 		return up.Outcome, fmt.Errorf("pipeline: audit: %w", err)
 	}
@@ -304,7 +311,8 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 		Modality: inst.Modality, TransferSyntaxUID: inst.TransferSyntaxUID, Size: inst.Size, SHA256: inst.SHA256,
 		ReceivedAt: inst.ReceivedAt, CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, AssociationID: tx.AssociationID,
 		Conflict: conflict, StudyInstanceCount: up.Study.InstanceCount, StudySeriesCount: up.Study.SeriesCount,
-		Warnings: in.findings, Patient: p.patient(inst),
+		PatientMismatch: HasFinding(indexed.Findings, CodePatientMismatch),
+		Warnings:        indexed.Findings, Patient: p.patient(inst),
 	}
 	// One event per distinct content: a duplicate delivery or an identical
 	// resend under another key announces nothing new.

@@ -57,7 +57,10 @@ func TestEventsMatchSchemas(t *testing.T) {
 			w := ct("1.2.826.0.1.3680043.10.1.1.3")
 			w.PatientID = ""
 			add(f, key(w.SOPUID), w.Build(), w.SOPUID)
-			for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID)} {
+			other := ct("1.2.826.0.1.3680043.10.1.1.5")
+			other.PatientID = "ANOTHER-PATIENT"
+			add(f, key(other.SOPUID), other.Build(), other.SOPUID)
+			for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID), key(other.SOPUID)} {
 				if _, err := p.ProcessObject(ctx, k); err != nil {
 					t.Fatal(err)
 				}
@@ -91,6 +94,14 @@ func TestEventsMatchSchemas(t *testing.T) {
 					t.Errorf("detail eventId differs from the event id")
 				}
 				seen[ev.DetailType]++
+				if strings.Contains(string(ev.Detail), `"patientMismatch":true`) {
+					seen["patientMismatch "+ev.DetailType]++
+				}
+			}
+			for _, dt := range []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated} {
+				if seen["patientMismatch "+dt] == 0 {
+					t.Errorf("no %q event with patientMismatch was produced", dt)
+				}
 			}
 			for dt := range schemas.File {
 				if seen[dt] == 0 {
@@ -105,6 +116,8 @@ func TestSchemasRejectWrongShapes(t *testing.T) {
 	sch := compileSchemas(t)
 	for _, tt := range []struct{ dt, detail string }{
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":2}`},
+		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false}`},
+		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false,"patientMismatch":"yes"}`},
 		{pipeline.DetailTypeStudyReceived, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","studyInstanceUid":"1.2","version":2,"revision":1,"instanceCount":1,"seriesCount":1,"firstReceived":"2026-01-01T00:00:00Z","lastReceived":"2026-01-01T00:00:00Z","series":[]}`},
 		{pipeline.DetailTypeInstanceRejected, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","quarantineKey":"q","findingsKey":"f","findings":[],"receivedAt":"2026-01-01T00:00:00Z"}`},
 	} {

@@ -182,6 +182,17 @@ func compareFindings(a, b Finding) int {
 	return cmp.Or(cmp.Compare(a.Code, b.Code), cmp.Compare(a.Tag, b.Tag))
 }
 
+// findingsWith returns the findings of list with code.
+func findingsWith(list []Finding, code string) []Finding {
+	var out []Finding
+	for _, f := range list {
+		if f.Code == code {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // HasFinding reports whether list holds a finding with code.
 func HasFinding(list []Finding, code string) bool {
 	return slices.ContainsFunc(list, func(f Finding) bool { return f.Code == code })
