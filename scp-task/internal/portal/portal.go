@@ -187,14 +187,18 @@ type Study struct {
 	// (announced) or "has rejects" (some instances were quarantined).
 	Status  string `json:"status"`
 	Rejects int    `json:"rejects"`
+	// PatientMismatch: the study's instances disagree on the patient (the
+	// study's findings say on what; the instances' findings say which).
+	PatientMismatch bool `json:"patientMismatch"`
 }
 
 // StudyPage is a study's detail with its quarantined objects.
 type StudyPage struct {
 	pipeline.StudyDetail
-	Status      string                 `json:"status"`
-	Rejects     int                    `json:"rejects"`
-	Quarantined []pipeline.AuditRecord `json:"quarantined"`
+	Status          string                 `json:"status"`
+	Rejects         int                    `json:"rejects"`
+	PatientMismatch bool                   `json:"patientMismatch"`
+	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
 }
 
 // RejectedOutcome is the audit outcome of a quarantined object.
@@ -205,7 +209,7 @@ func (s *Server) status(ctx context.Context, st pipeline.StudySummary) (Study, [
 	if err != nil {
 		return Study{}, nil, err
 	}
-	out := Study{StudySummary: st, Rejects: len(page.Records)}
+	out := Study{StudySummary: st, Rejects: len(page.Records), PatientMismatch: st.PatientMismatch()}
 	switch {
 	case out.Rejects > 0:
 		out.Status = "has rejects"
@@ -243,7 +247,7 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	if err != nil {
 		return StudyPage{}, err
 	}
-	return StudyPage{StudyDetail: d, Status: v.Status, Rejects: v.Rejects, Quarantined: rej}, nil
+	return StudyPage{StudyDetail: d, Status: v.Status, Rejects: v.Rejects, PatientMismatch: v.PatientMismatch, Quarantined: rej}, nil
 }
 
 // auditQuery reads the audit filters shared by the page and the API:

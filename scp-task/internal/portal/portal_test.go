@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +279,51 @@ func TestPersonNameDisplay(t *testing.T) {
 	tmpl := template.Must(template.New("t").Funcs(funcs).Parse(`{{with pname .}}{{.}}{{else}}(no name){{end}}`))
 	if err := tmpl.Execute(&sb, "^^^^"); err != nil || sb.String() != "(no name)" {
 		t.Errorf("empty name rendered %q, %v", sb.String(), err)
+	}
+}
+
+// TestPatientMismatchShown: a study whose instances name two patients is
+// flagged on the studies list, on the study page (with the study's and
+// the instance's findings) and in the JSON of both.
+func TestPatientMismatchShown(t *testing.T) {
+	ctx := context.Background()
+	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ix := db.IndexStore()
+	for i, pid := range []string{"PCT0001", "PMIX001"} {
+		sop := "1.2.9.1." + strconv.Itoa(i+1)
+		if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{
+			StudyInstanceUID: "1.2.9", SeriesInstanceUID: "1.2.9.1", SOPInstanceUID: sop, SHA256: sop, Modality: "CT",
+			PatientID: pid, Size: 10, ReceivedAt: t0, ObjectKey: "incoming/" + sop + ".dcm",
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer((&Server{Studies: ix, Audit: db.AuditStore(), Events: db}).Handler())
+	t.Cleanup(srv.Close)
+
+	_, _, body := get(t, srv.URL+"/api/studies", "")
+	var list struct{ Studies []Study }
+	if err := json.Unmarshal([]byte(body), &list); err != nil || len(list.Studies) != 1 || !list.Studies[0].PatientMismatch ||
+		list.Studies[0].PatientID != "PCT0001" || !pipeline.HasFinding(list.Studies[0].Findings, pipeline.CodePatientMismatch) {
+		t.Errorf("/api/studies: %v %s", err, body)
+	}
+	_, _, body = get(t, srv.URL+"/api/studies/1.2.9", "")
+	var p StudyPage
+	if err := json.Unmarshal([]byte(body), &p); err != nil || !p.PatientMismatch || len(p.Instances) != 2 ||
+		!pipeline.HasFinding(p.Instances[1].Findings, pipeline.CodePatientMismatch) {
+		t.Errorf("/api/studies/1.2.9: %v %s", err, body)
+	}
+	if _, _, html := get(t, srv.URL+"/", ""); !strings.Contains(html, `class="warn mismatch"`) {
+		t.Errorf("studies page does not flag the study:\n%s", html)
+	}
+	_, _, html := get(t, srv.URL+"/studies/1.2.9", "")
+	for _, want := range []string{`class="warn mismatch"`, `id="study-findings"`, "<code>patient-mismatch</code> (0010,0020)"} {
+		if strings.Count(html, want) < 1 {
+			t.Errorf("study page lacks %s:\n%s", want, html)
+		}
 	}
 }
