@@ -1,7 +1,9 @@
 // Package pipelinetest provides in-memory implementations of the pipeline's
 // ports, for tests of the pipeline and of code that drives it (like
-// net/http/httptest). They follow the port contracts exactly, including
-// idempotency and conditional writes, so they double as a reference.
+// net/http/httptest), and RunIndexStore, the conformance suite every
+// pipeline.IndexStore runs. The fakes follow the port contracts exactly,
+// including idempotency and conditional writes, so they double as a
+// reference.
 package pipelinetest
 
 import (
@@ -288,8 +290,12 @@ func (x *Index) ListStudies(_ context.Context, q pipeline.StudyQuery) ([]pipelin
 		}
 	}
 	slices.SortFunc(out, pipeline.CompareListed)
-	if q.Limit > 0 && len(out) > q.Limit {
-		out = out[:q.Limit]
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100 // as the adapters
+	}
+	if len(out) > limit {
+		out = out[:limit]
 	}
 	return out, nil
 }
