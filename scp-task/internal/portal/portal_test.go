@@ -26,14 +26,20 @@ func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
 }
 
-func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
+func openDB(t *testing.T) *localstore.DB {
 	t.Helper()
-	ctx := context.Background()
-	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	db, err := localstore.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
+	t.Helper()
+	ctx := context.Background()
+	db := openDB(t)
 	ix := db.IndexStore()
 	for i, sop := range []string{"1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1"} {
 		series := sop[:len("1.2.3.1")]
@@ -287,11 +293,7 @@ func TestPersonNameDisplay(t *testing.T) {
 // the instance's findings) and in the JSON of both.
 func TestPatientMismatchShown(t *testing.T) {
 	ctx := context.Background()
-	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+	db := openDB(t)
 	ix := db.IndexStore()
 	for i, pid := range []string{"PCT0001", "PMIX001"} {
 		sop := "1.2.9.1." + strconv.Itoa(i+1)
