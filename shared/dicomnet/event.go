@@ -3,7 +3,8 @@ package dicomnet
 import "time"
 
 // Observer receives association lifecycle events (for metrics and audit). ObserveAssociation is called
-// synchronously from the association's goroutine and must not block; a panic in it is recovered and logged.
+// synchronously from the association's goroutine and should return quickly: while it blocks, that association
+// waits (an audit trail may use this as back-pressure). A panic in it is recovered and logged.
 type Observer interface{ ObserveAssociation(ev Event) }
 
 // ObserverFunc adapts a function to Observer.

@@ -398,6 +398,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
+// Wait blocks until every connection the server was serving has been handled to its end, so that the final
+// events of associations aborted by Shutdown's deadline or Close (EventStoreFailed for a C-STORE cut short,
+// EventAborted) have been observed. Call it after Shutdown or Close; it returns ctx.Err() if ctx ends first
+// (a handler that ignores its cancelled context).
+func (s *Server) Wait(ctx context.Context) error {
+	s.init()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.assocs)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("dicomnet: wait: %d connections still open: %w", n, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
 // stopAccepting marks the server as shutting down (racing association
 // requests get 02 03 01), closes the listeners and ends the accept loops.
 func (s *Server) stopAccepting() {
