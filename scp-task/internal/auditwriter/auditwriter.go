@@ -1,8 +1,11 @@
 // Package auditwriter writes an associationaudit record to the object store
 // for every association event that never becomes an object: accepted,
-// rejected, released, aborted and C-STORE failed. Records are written by a
-// background worker so a slow store never holds up the DICOM conversation;
-// Close flushes what is queued.
+// rejected, released, aborted and C-STORE failed. Records are written in
+// order by a background worker from a bounded queue. Nothing is dropped: a
+// full queue holds up the association that has something to record
+// (back-pressure), a record that cannot be written is retried until it is,
+// and Ready reports the trouble so the SCP refuses new associations rather
+// than run unaudited. Close flushes what is queued.
 package auditwriter
 
 import (
@@ -14,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 )
@@ -22,21 +27,40 @@ type recordPutter interface {
 	PutRecord(ctx context.Context, key string, body []byte) error
 }
 
+// ErrUnavailable is what Ready wraps while audit records cannot be written
+// (the last attempt failed) or the queue is full.
+var ErrUnavailable = errors.New("auditwriter: audit records cannot be written")
+
 // Writer is a dicomnet.Observer that persists association audit records.
 type Writer struct {
 	store          recordPutter
 	log            *slog.Logger
 	implementation string
+	attemptTimeout time.Duration
+	maxBackoff     time.Duration
 	queue          chan associationaudit.Record
 	seq            atomic.Uint64
-	dropped        atomic.Uint64
-	retryFor       time.Duration
+	metrics        *metrics
 
-	mu       sync.Mutex
-	counts   map[string]*tally // per association: instances and bytes stored
-	closed   bool
-	done     chan struct{}
-	closeErr error
+	// failing is set while the record at the head of the queue cannot be
+	// written; lastErr is the latest failure, for Ready.
+	failing atomic.Bool
+	lastErr atomic.Pointer[error]
+	// waiting is set while an association waits for room in the queue, so
+	// that the wait is logged once per episode, not once per event.
+	waiting atomic.Bool
+
+	mu      sync.Mutex
+	counts  map[string]*tally // per association: instances and bytes stored
+	closed  bool
+	senders sync.WaitGroup // ObserveAssociation calls that may still enqueue
+
+	// giveUp ends stopped when Close gives up: the worker stops retrying
+	// and counts the rest as lost.
+	stopped context.Context
+	giveUp  context.CancelFunc
+	done    chan struct{} // closed when the worker has finished
+	lost     atomic.Uint64
 }
 
 type tally struct {
@@ -48,33 +72,87 @@ var _ dicomnet.Observer = (*Writer)(nil)
 
 // Options tune a Writer; the zero value is usable.
 type Options struct {
-	QueueSize      int           // records waiting to be written; default 1024
-	RetryFor       time.Duration // how long one record is retried; default 2m
-	Implementation string        // our implementation version, stamped on every record
+	// QueueSize bounds the records waiting to be written (default 1024);
+	// past it, ObserveAssociation waits for room.
+	QueueSize int
+	// AttemptTimeout bounds one PutRecord (default 30s); a failed attempt is
+	// retried with backoff up to MaxBackoff (default 5s) until it succeeds
+	// or Close gives up.
+	AttemptTimeout time.Duration
+	MaxBackoff     time.Duration
+	Implementation string // our implementation version, stamped on every record
 	Logger         *slog.Logger
+	// Metrics, when set, receives the writer's metrics (queue length,
+	// writability, records written, failed attempts, waits, records lost).
+	Metrics prometheus.Registerer
 }
 
 // New starts a Writer that puts records into store.
-func New(store recordPutter, opts Options) *Writer {
+func New(store recordPutter, opts Options) (*Writer, error) {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
 	}
-	if opts.RetryFor <= 0 {
-		opts.RetryFor = 2 * time.Minute
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = 30 * time.Second
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 5 * time.Second
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Writer{
-		store: store, log: opts.Logger, implementation: opts.Implementation, retryFor: opts.RetryFor,
-		queue: make(chan associationaudit.Record, opts.QueueSize), counts: map[string]*tally{}, done: make(chan struct{}),
+		store: store, log: opts.Logger, implementation: opts.Implementation,
+		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff,
+		queue:  make(chan associationaudit.Record, opts.QueueSize),
+		counts: map[string]*tally{}, done: make(chan struct{}),
 	}
+	w.stopped, w.giveUp = context.WithCancel(context.Background())
+	m, err := newMetrics(opts.Metrics, w)
+	if err != nil {
+		return nil, err
+	}
+	w.metrics = m
 	go w.run()
-	return w
+	return w, nil
 }
 
-// ObserveAssociation implements dicomnet.Observer.
+// ObserveAssociation implements dicomnet.Observer. It returns as soon as
+// the record is queued; while the queue is full it waits for room, which
+// holds up only the association the event belongs to.
 func (w *Writer) ObserveAssociation(ev dicomnet.Event) {
+	r, ok := w.record(ev)
+	if !ok {
+		return
+	}
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		w.lose(r, "event after close")
+		return
+	}
+	w.senders.Add(1)
+	w.mu.Unlock()
+	defer w.senders.Done()
+	select {
+	case w.queue <- r:
+		return
+	default:
+	}
+	w.metrics.waits.Inc()
+	if w.waiting.CompareAndSwap(false, true) {
+		w.log.Warn("audit record queue full: associations wait until records are written", "queued", len(w.queue))
+	}
+	select {
+	case w.queue <- r:
+	case <-w.stopped.Done():
+		w.lose(r, "writer stopped")
+	}
+}
+
+// record turns an event into the record to write; false for events that
+// only update the association's tally.
+func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 	r := associationaudit.Record{Time: ev.Time, Implementation: w.implementation}
 	if r.Time.IsZero() {
 		r.Time = time.Now()
@@ -122,85 +200,178 @@ func (w *Writer) ObserveAssociation(ev dicomnet.Event) {
 			t.bytes += ev.Bytes
 		}
 		w.mu.Unlock()
-		return
+		return r, false
 	case dicomnet.EventStoreFailed:
 		r.Event = associationaudit.EventStoreFailed
 		r.Status = fmt.Sprintf("%04X", ev.Status)
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
 	default:
-		return
+		return r, false
 	}
 	r.Seq = w.seq.Add(1)
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		w.log.Error("audit record after close, not written", "event", r.Event, "association", r.AssociationID)
-		return
-	}
-	select {
-	case w.queue <- r:
-	default:
-		// Never block the DICOM conversation on the audit trail; count and
-		// shout instead, so operators see the store is not keeping up.
-		w.dropped.Add(1)
-		w.log.Error("audit record queue full, record dropped", "event", r.Event, "association", r.AssociationID)
-	}
+	return r, true
 }
 
-// Dropped counts records lost to a full queue.
-func (w *Writer) Dropped() uint64 { return w.dropped.Load() }
+// Ready reports whether audit records are being written: an error wrapping
+// ErrUnavailable while the last attempt failed or the queue is full. The
+// SCP refuses new associations while it is not ready.
+func (w *Writer) Ready(context.Context) error {
+	if w.failing.Load() {
+		err := errors.New("last attempt failed")
+		if p := w.lastErr.Load(); p != nil {
+			err = *p
+		}
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if n := len(w.queue); n == cap(w.queue) {
+		return fmt.Errorf("%w: %d records queued", ErrUnavailable, n)
+	}
+	return nil
+}
+
+// Lost counts records that were never written: still queued when Close
+// gave up, observed after Close, or not encodable.
+func (w *Writer) Lost() uint64 { return w.lost.Load() }
+
+// lose counts and reports a record that will never be written. The log
+// line names the association and the event, never the UIDs.
+func (w *Writer) lose(r associationaudit.Record, why string) {
+	w.lost.Add(1)
+	w.metrics.lost.Inc()
+	w.log.Error("audit record lost", "why", why, "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time)
+}
 
 func (w *Writer) run() {
 	defer close(w.done)
-	var errs []error
 	for r := range w.queue {
-		if err := w.write(r); err != nil {
-			w.log.Error("audit record not written", "event", r.Event, "association", r.AssociationID, "err", err)
-			errs = append(errs, err)
+		w.write(r)
+		if len(w.queue) < cap(w.queue)/2 && w.waiting.CompareAndSwap(true, false) {
+			w.log.Info("audit record queue has room again", "queued", len(w.queue))
 		}
 	}
-	w.closeErr = errors.Join(errs...)
 }
 
-func (w *Writer) write(r associationaudit.Record) error {
+// write puts r, retrying until it is written or Close gives up.
+func (w *Writer) write(r associationaudit.Record) {
 	key, err := associationaudit.Key(r)
-	if err != nil {
-		return err
+	var body []byte
+	if err == nil {
+		body, err = associationaudit.Marshal(r)
 	}
-	body, err := associationaudit.Marshal(r)
 	if err != nil {
-		return err
+		// A record we cannot encode will not encode on a retry either.
+		w.lose(r, err.Error())
+		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), w.retryFor)
-	defer cancel()
 	backoff := 100 * time.Millisecond
 	for {
-		err := w.store.PutRecord(ctx, key, body)
+		if w.stopped.Err() != nil {
+			w.lose(r, "writer stopped")
+			return
+		}
+		err := w.attempt(key, body)
 		if err == nil {
-			return nil
+			w.metrics.written.Inc()
+			if w.failing.CompareAndSwap(true, false) {
+				w.metrics.writable.Set(1)
+				w.log.Info("audit records are written again", "queued", len(w.queue))
+			}
+			return
+		}
+		w.metrics.failures.Inc()
+		w.lastErr.Store(&err)
+		if w.failing.CompareAndSwap(false, true) {
+			w.metrics.writable.Set(0)
+			w.log.Error("audit record not written; new associations are refused until it is", "event", r.Event, "association", r.AssociationID, "err", err)
+		} else {
+			w.log.Debug("audit record retry failed", "event", r.Event, "association", r.AssociationID, "err", err)
 		}
 		select {
-		case <-ctx.Done():
-			return fmt.Errorf("auditwriter: put %s: %w", key, err)
+		case <-w.stopped.Done():
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, w.maxBackoff)
 	}
 }
 
-// Close stops accepting records and waits until the queued ones are
-// written or ctx ends. It returns the write errors seen.
+// attempt is one bounded PutRecord, abandoned early if Close gives up.
+func (w *Writer) attempt(key string, body []byte) error {
+	ctx, cancel := context.WithTimeout(w.stopped, w.attemptTimeout)
+	defer cancel()
+	if err := w.store.PutRecord(ctx, key, body); err != nil {
+		return fmt.Errorf("auditwriter: put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Close stops accepting records and waits until every queued one is
+// written or ctx ends; then it gives up on the rest, logs each as lost and
+// returns an error saying how many.
 func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Lock()
-	if !w.closed {
-		w.closed = true
-		close(w.queue)
-	}
+	first := !w.closed
+	w.closed = true
 	w.mu.Unlock()
+	if first {
+		go func() {
+			// Senders waiting for room finish (or give up) before the
+			// queue closes behind them.
+			w.senders.Wait()
+			close(w.queue)
+		}()
+	}
 	select {
 	case <-w.done:
-		return w.closeErr
 	case <-ctx.Done():
-		return fmt.Errorf("auditwriter: close: %d records may be unwritten: %w", len(w.queue), ctx.Err())
+		w.giveUp()
+		<-w.done
 	}
+	w.giveUp()
+	if n := w.lost.Load(); n > 0 {
+		return fmt.Errorf("auditwriter: close: %d records not written", n)
+	}
+	return nil
+}
+
+// metrics of the writer, registered when Options.Metrics is set.
+type metrics struct {
+	writable prometheus.Gauge
+	written  prometheus.Counter
+	failures prometheus.Counter
+	waits    prometheus.Counter
+	lost     prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
+	m := &metrics{
+		writable: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dicom_ingest_audit_writable",
+			Help: "1 while association audit records are being written, 0 while the last attempt failed (new associations are refused).",
+		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_audit_records_written_total", Help: "Association audit records written.",
+		}),
+		failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_audit_write_failures_total", Help: "Failed attempts to write an association audit record (each is retried).",
+		}),
+		waits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_audit_queue_waits_total", Help: "Association events that waited for room in the full audit record queue.",
+		}),
+		lost: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_audit_records_lost_total", Help: "Association audit records never written (still queued at exit, or not encodable).",
+		}),
+	}
+	m.writable.Set(1)
+	if reg == nil {
+		return m, nil
+	}
+	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records waiting to be written.",
+	}, func() float64 { return float64(len(w.queue)) })
+	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, queued} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("auditwriter: register metrics: %w", err)
+		}
+	}
+	return m, nil
 }

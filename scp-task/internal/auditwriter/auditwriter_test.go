@@ -3,11 +3,15 @@ package auditwriter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
@@ -15,17 +19,25 @@ import (
 
 type recordStore struct {
 	mu       sync.Mutex
-	failures int // fail this many puts first
+	failures int  // fail this many puts first
+	down     bool // fail every put while set
 	got      map[string]associationaudit.Record
 	block    chan struct{}
 }
 
-func (s *recordStore) PutRecord(_ context.Context, key string, body []byte) error {
+func (s *recordStore) PutRecord(ctx context.Context, key string, body []byte) error {
 	if s.block != nil {
-		<-s.block
+		select {
+		case <-s.block:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("no space left on device")
+	}
 	if s.failures > 0 {
 		s.failures--
 		return errors.New("store down")
@@ -40,7 +52,10 @@ func (s *recordStore) PutRecord(_ context.Context, key string, body []byte) erro
 
 func TestRecordsForEveryEvent(t *testing.T) {
 	store := &recordStore{failures: 2, got: map[string]associationaudit.Record{}}
-	w := New(store, Options{Implementation: "TEST 1"})
+	w, err := New(store, Options{Implementation: "TEST 1", MaxBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
 	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
 	evs := []dicomnet.Event{
@@ -81,27 +96,109 @@ func TestRecordsForEveryEvent(t *testing.T) {
 	}
 }
 
-func TestFullQueueDropsInsteadOfBlocking(t *testing.T) {
-	store := &recordStore{got: map[string]associationaudit.Record{}, block: make(chan struct{})}
-	w := New(store, Options{QueueSize: 1})
-	info := &dicomnet.AssociationInfo{ID: "q"}
+func (s *recordStore) setDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+}
+
+func (s *recordStore) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.got)
+}
+
+func failedEvent(id string, i int) dicomnet.Event {
+	return dicomnet.Event{Type: dicomnet.EventStoreFailed, Association: &dicomnet.AssociationInfo{ID: id},
+		Status: 0xA700, SOPClassUID: "1.2", SOPInstanceUID: fmt.Sprintf("1.2.%d", i)}
+}
+
+// TestFullQueueHoldsUpInsteadOfDropping: with the store failing, the queue
+// fills, then the next event waits for room (back-pressure) instead of
+// being dropped; Ready says the writer is unavailable all the while, and
+// once the store takes records again every one of them is written.
+func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
+	reg := prometheus.NewRegistry()
+	w, err := New(store, Options{QueueSize: 4, MaxBackoff: 10 * time.Millisecond, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 20
 	done := make(chan struct{})
 	go func() {
-		for i := 0; i < 5; i++ {
-			w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: info})
+		for i := range n {
+			w.ObserveAssociation(failedEvent("q", i))
 		}
 		close(done)
 	}()
+	waitFor(t, func() bool { return testutil.ToFloat64(w.metrics.waits) > 0 })
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("ObserveAssociation blocked on a slow store")
+		t.Fatal("all events were taken while the store was down: some must have been dropped")
+	default:
 	}
-	if w.Dropped() == 0 {
-		t.Error("no record counted as dropped")
+	if err := w.Ready(context.Background()); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("Ready while the store is down = %v", err)
 	}
-	close(store.block)
+	if got := testutil.ToFloat64(w.metrics.writable); got != 0 {
+		t.Errorf("dicom_ingest_audit_writable = %v while the store is down", got)
+	}
+	store.setDown(false)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("events still held up after the store recovered")
+	}
+	waitFor(t, func() bool { return w.Ready(context.Background()) == nil })
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if got := store.count(); got != n || w.Lost() != 0 {
+		t.Errorf("written %d of %d records, lost %d", got, n, w.Lost())
+	}
+	if got := testutil.ToFloat64(w.metrics.writable); got != 1 {
+		t.Errorf("dicom_ingest_audit_writable = %v after recovery", got)
+	}
+}
+
+// TestCloseGivesUpAndCounts: a store that never recovers cannot hold the
+// exit forever; Close returns when its context ends and every record it
+// could not write is counted as lost, none silently.
+func TestCloseGivesUpAndCounts(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
+	w, err := New(store, Options{QueueSize: 2, MaxBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { w.ObserveAssociation(failedEvent("c", i)) })
+	}
+	waitFor(t, func() bool { return len(w.queue) == cap(w.queue) })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if err := w.Close(ctx); err == nil || !strings.Contains(err.Error(), "5 records not written") {
+		t.Errorf("Close = %v", err)
+	}
+	wg.Wait()
+	if w.Lost() != n {
+		t.Errorf("lost %d, want %d", w.Lost(), n)
+	}
+	w.ObserveAssociation(failedEvent("c", n))
+	if w.Lost() != n+1 {
+		t.Errorf("an event after Close was not counted as lost")
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
