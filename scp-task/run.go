@@ -59,8 +59,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	}
 
-	audit := auditwriter.New(store, auditwriter.Options{Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log})
+	audit, err := auditwriter.New(store, auditwriter.Options{
+		Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log, Metrics: reg,
+	})
+	if err != nil {
+		return err
+	}
 	observers = append(observers, audit)
+	ready := readiness{store: store, audit: audit}
 
 	maxUnassociated, maxUnassociatedPerAddr, err := unassociatedBounds(cfg, log)
 	if err != nil {
@@ -70,7 +76,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Addr:                      cfg.Listen,
 		AETitle:                   cfg.AETitle,
 		Handler:                   ingest.New(store, ingest.Options{Logger: log}),
-		Accept:                    admit(cfg.CallingAEs, store, log),
+		Accept:                    admit(cfg.CallingAEs, ready, log),
 		MaxAssociations:           cfg.MaxAssociations,
 		MaxAssociationsPerAE:      cfg.MaxAssociationsPerAE,
 		MaxPDULength:              uint32(cfg.MaxPDULength),
@@ -99,7 +105,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("listen for DICOM: %w", err)
 	}
 	var draining atomic.Bool
-	health := &http.Server{Handler: healthMux(reg, store, &draining), ReadHeaderTimeout: 5 * time.Second}
+	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
 	healthLn, err := net.Listen("tcp", cfg.HealthListen)
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen for health: %w", err), dicomLn.Close())
@@ -126,9 +132,15 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := srv.Shutdown(drainCtx); err != nil {
 		log.Warn("drain timeout: remaining associations aborted", "err", err)
 	}
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), 30*time.Second)
+	// The aborted associations end on their own goroutines: their last
+	// records (the C-STORE cut short, the abort) must be queued before the
+	// audit trail is flushed. Both share what is left of the stop timeout.
+	flushCtx, cancelFlush := context.WithTimeout(context.Background(), exitGrace)
 	defer cancelFlush()
 	errs := []error{runErr}
+	if err := srv.Wait(flushCtx); err != nil {
+		errs = append(errs, fmt.Errorf("end aborted associations: %w", err))
+	}
 	if err := audit.Close(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
@@ -144,18 +156,39 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return errors.Join(errs...)
 }
 
+// exitGrace bounds what follows the drain at exit: aborted associations
+// ending and the audit records being flushed. The stack leaves 10 s between
+// the drain timeout and the stop timeout's SIGKILL.
+const exitGrace = 8 * time.Second
+
+// readiness is whether the SCP can take a new association: the store must
+// take objects and the audit trail must take records, since an association
+// we could not audit is one we must not hold.
+type readiness struct {
+	store objectstore.Store
+	audit *auditwriter.Writer
+}
+
+func (r readiness) Ready(ctx context.Context) error {
+	if err := r.audit.Ready(ctx); err != nil {
+		return err
+	}
+	return r.store.Ready(ctx)
+}
+
 // admit is the association policy: only allowlisted calling AE titles from
-// their networks, and only while the store can take objects (otherwise
-// "temporary congestion", so PACS retry later instead of failing images).
-func admit(acl *accesscontrol.Allowlist, store objectstore.Store, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
+// their networks, and only while the store and the audit trail are ready
+// (otherwise "temporary congestion", so PACS retry later instead of failing
+// images).
+func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
 	return func(ctx context.Context, a *dicomnet.AssociationInfo) error {
 		if err := acl.Check(a.CallingAE, addrOf(a.RemoteAddr)); err != nil {
 			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, err)
 		}
 		readyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
-		if err := store.Ready(readyCtx); err != nil {
-			log.Warn("store not ready, association refused", "association", a.ID, "err", err)
+		if err := ready.Ready(readyCtx); err != nil {
+			log.Warn("not ready, association refused", "association", a.ID, "err", err)
 			return fmt.Errorf("%w (%w)", dicomnet.RejectTemporaryCongestion, err)
 		}
 		return nil
@@ -172,7 +205,7 @@ func addrOf(a net.Addr) netip.Addr {
 	return netip.Addr{}
 }
 
-func healthMux(reg *prometheus.Registry, store objectstore.Store, draining *atomic.Bool) *http.ServeMux {
+func healthMux(reg *prometheus.Registry, ready readiness, draining *atomic.Bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -184,8 +217,12 @@ func healthMux(reg *prometheus.Registry, store objectstore.Store, draining *atom
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
-		if err := store.Ready(ctx); err != nil {
-			http.Error(w, "store not ready", http.StatusServiceUnavailable)
+		if err := ready.Ready(ctx); err != nil {
+			msg := "store not ready"
+			if errors.Is(err, auditwriter.ErrUnavailable) {
+				msg = "audit records cannot be written"
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
