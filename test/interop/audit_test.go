@@ -2,8 +2,12 @@ package interop
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -120,4 +124,220 @@ func TestDrainAbortIsAudited(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fillDisk writes path until the filesystem holding it is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		if _, err = f.Write(buf); err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("fill %s: %v", path, err)
+	}
+	// Whatever is left is less than a page or so: take it too.
+	for _, n := range []int{4096, 512, 1} {
+		for {
+			if _, err := f.Write(buf[:n]); err != nil {
+				break
+			}
+		}
+	}
+	if err := f.Close(); err != nil && !errors.Is(err, syscall.ENOSPC) {
+		t.Fatal(err)
+	}
+}
+
+// dcmFiles maps the SOP Instance UIDs of the Part 10 files under root
+// (<uid>.dcm, wherever the store or the pipeline put them) to their paths.
+func dcmFiles(t *testing.T, root string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".dcm") {
+			out[strings.TrimSuffix(filepath.Base(p), ".dcm")] = p
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestAuditWithFullDisk fills the disk under the SCP in the middle of an
+// association that sends C-STORE after C-STORE. Every C-STORE must end
+// accounted for: acknowledged and stored, or failed and its store-failed
+// record written, none dropped. While records cannot be written, new
+// associations are refused with 02 03 01 (transient congestion) and
+// readiness is down; once space is freed, every record waiting is written
+// and associations are accepted again.
+func TestAuditWithFullDisk(t *testing.T) {
+	// More failures than the audit queue holds (1,024), so that a queue
+	// that drops instead of holding the sender up loses records.
+	const sends = 1300
+	for _, mode := range storeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			disk := mountTmpfs(t, 64<<20)
+			scp, root := mode.start(t, filepath.Join(disk, "data"))
+			ctx := scptest.Context(t)
+			as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("OTHER_AE"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			filler := filepath.Join(disk, "filler")
+			fillDisk(t, filler)
+
+			type outcome struct {
+				uid    string
+				status uint16
+				err    error
+			}
+			var mu sync.Mutex
+			var outcomes []outcome
+			sent := func() int { mu.Lock(); defer mu.Unlock(); return len(outcomes) }
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for i := range sends {
+					uid := fmt.Sprintf("1.2.826.0.1.3680043.2.9.%d", i+1)
+					obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.9", SeriesUID: "1.2.826.0.1.3680043.2.9.0", SOPInstanceUID: uid,
+						PatientID: "P9", PatientName: "Test^Full", PixelBytes: 2048}
+					st, err := as.Store(ctx, synth.SOPClassUID, uid, synth.TransferSyntaxUID, obj.Dataset())
+					mu.Lock()
+					outcomes = append(outcomes, outcome{uid, st.Code, err})
+					mu.Unlock()
+					if err != nil {
+						return
+					}
+				}
+			}()
+
+			// Audit records cannot be written: readiness goes down and new
+			// associations are refused as transient congestion.
+			scp.WaitMetric(t, "dicom_ingest_audit_writable", 0, 30*time.Second)
+			if code := readyz(t, scp); code != 503 {
+				t.Errorf("/readyz = %d while audit records cannot be written", code)
+			}
+			refused := 0
+			for range 3 {
+				_, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+				if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
+					t.Fatalf("association while audit records cannot be written: %v, want A-ASSOCIATE-RJ 02 03 01", err)
+				}
+				refused++
+			}
+			// The sender is held up once the queue is full, rather than its
+			// failures being dropped.
+			deadline := time.Now().Add(60 * time.Second)
+			for scp.Metric(t, "dicom_ingest_audit_queue_waits_total") == 0 {
+				if n := sent(); n == sends || time.Now().After(deadline) {
+					t.Fatalf("the sender was never held up by the full audit queue (%d of %d C-STOREs answered)", n, sends)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			deadline = time.Now().Add(30 * time.Second)
+			for {
+				probe, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+				if err == nil {
+					if err := probe.Release(ctx); err != nil {
+						t.Fatal(err)
+					}
+					break
+				}
+				if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
+					t.Fatalf("association after space was freed: %v", err)
+				}
+				refused++
+				if time.Now().After(deadline) {
+					t.Fatalf("associations still refused 30s after space was freed\n%s", scp.Logs())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			select {
+			case <-done:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("sender still held up 60s after space was freed (%d of %d answered)", sent(), sends)
+			}
+			// And objects are stored again.
+			obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.9", SeriesUID: "1.2.826.0.1.3680043.2.9.0", SOPInstanceUID: "1.2.826.0.1.3680043.2.9.99999",
+				PatientID: "P9", PatientName: "Test^Full", PixelBytes: 2048}
+			if st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, obj.Dataset()); err != nil || !st.IsSuccess() {
+				t.Fatalf("C-STORE after space was freed: %v %v", st, err)
+			}
+			if err := as.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
+			scp.WaitMetric(t, "dicom_ingest_audit_writable", 1, 10*time.Second)
+			scp.WaitMetric(t, "dicom_ingest_audit_queue_length", 0, 30*time.Second)
+			if lost := scp.Metric(t, "dicom_ingest_audit_records_lost_total"); lost != 0 {
+				t.Errorf("%v audit records lost", lost)
+			}
+			scp.Stop(t)
+
+			files := dcmFiles(t, root)
+			failedRecs := map[string]string{}
+			recs := auditRecords(t, root)
+			for _, r := range recs {
+				if r.Event == associationaudit.EventStoreFailed {
+					failedRecs[r.SOPInstanceUID] = r.Status
+				}
+			}
+			var stored, failed int
+			for _, o := range outcomes {
+				switch {
+				case o.err != nil:
+					t.Errorf("C-STORE %s: %v", o.uid, o.err)
+				case o.status == 0:
+					stored++
+					if files[o.uid] == "" {
+						t.Errorf("C-STORE %s acknowledged but not stored", o.uid)
+					}
+				default:
+					failed++
+					if st, ok := failedRecs[o.uid]; !ok || st != fmt.Sprintf("%04X", o.status) {
+						t.Errorf("C-STORE %s failed with %04X and has no store-failed record (%q)", o.uid, o.status, st)
+					}
+					if files[o.uid] != "" {
+						t.Errorf("C-STORE %s failed but a file is stored", o.uid)
+					}
+				}
+			}
+			rejected := 0
+			for _, r := range recs {
+				if r.Event == associationaudit.EventRejected && r.CallingAE == "LOCAL_AE" && r.RejectResult == 2 && r.RejectSource == 3 && r.RejectReason == 1 {
+					rejected++
+				}
+			}
+			if rejected != refused {
+				t.Errorf("%d associations refused, %d rejection records", refused, rejected)
+			}
+			t.Logf("%d C-STOREs: %d stored, %d failed with a record; %d associations refused and audited", len(outcomes), stored, failed, refused)
+		})
+	}
+}
+
+// readyz returns the status code of the SCP's /readyz.
+func readyz(t *testing.T, scp *scptest.SCP) int {
+	t.Helper()
+	resp, err := http.Get("http://" + scp.HealthAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
