@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/metrics"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/taskprotection"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -57,6 +58,25 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		if err != nil {
 			return err
 		}
+	}
+
+	if cfg.ScaleInProtection && cfg.ECSAgentURI != "" {
+		protector, err := taskprotection.New(taskprotection.Options{
+			AgentURI: cfg.ECSAgentURI, ReleaseAfter: cfg.ScaleInProtectionRelease, Logger: log, Metrics: reg,
+		})
+		if err != nil {
+			return err
+		}
+		// Ahead of the audit writer, which may hold an event back while
+		// its queue is full.
+		observers = append(observers, protector)
+		log.Info("scale-in protection on", "release_after", cfg.ScaleInProtectionRelease.String())
+		// It outlives the drain: associations still open are still worth
+		// protecting until the process ends.
+		protCtx, stopProtector := context.WithCancel(context.Background())
+		protDone := make(chan struct{})
+		go func() { protector.Run(protCtx); close(protDone) }()
+		defer func() { stopProtector(); <-protDone }()
 	}
 
 	audit, err := auditwriter.New(store, auditwriter.Options{

@@ -42,6 +42,13 @@ type Config struct {
 	DrainTimeout     time.Duration
 	LogLevel         string
 
+	// ScaleInProtection keeps the ECS task protected from scale-in while
+	// it holds associations, released after ScaleInProtectionRelease
+	// without any; it needs ECSAgentURI, which ECS injects.
+	ScaleInProtection        bool
+	ScaleInProtectionRelease time.Duration
+	ECSAgentURI              string
+
 	S3PathStyle bool
 	S3KMSKey    string
 	S3PartSize  int64
@@ -83,6 +90,8 @@ var settings = []Setting{
 	{"min-progress-bytes", "SCP_MIN_PROGRESS_BYTES", "1024", "bytes a message being received must bring in every --progress-window"},
 	{"max-message-time", "SCP_MAX_MESSAGE_TIME", "2h", "waiting allowed for one whole message (command and data set) before the association is aborted"},
 	{"drain-timeout", "SCP_DRAIN_TIMEOUT", "60s", "on SIGTERM, how long in-flight associations may take to finish before they are aborted"},
+	{"scale-in-protection", "SCP_SCALE_IN_PROTECTION", "true", "on ECS (ECS_AGENT_URI set), protect the task from scale-in while it holds associations"},
+	{"scale-in-protection-release", "SCP_SCALE_IN_PROTECTION_RELEASE", "2m", "release the scale-in protection once the task has held no association for this long"},
 	{"log-level", "SCP_LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"s3-path-style", "SCP_S3_PATH_STYLE", "false", "path-style S3 addressing (S3-compatible servers); the endpoint comes from AWS_ENDPOINT_URL_S3"},
 	{"s3-kms-key", "SCP_S3_KMS_KEY", "", "KMS key id or ARN for SSE-KMS on stored objects"},
@@ -184,31 +193,34 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		return a
 	}
 	c := Config{
-		Listen:                 address("listen"),
-		AETitle:                get("ae-title"),
-		CallingAEsSpec:         get("calling-aes"),
-		Store:                  get("store"),
-		HealthListen:           address("health-listen"),
-		MaxAssociations:        count("max-associations"),
-		MaxAssociationsPerAE:   count("max-associations-per-ae"),
-		MaxPDULength:           count("max-pdu-length"),
-		ProxyProtocol:          boolean("proxy-protocol"),
-		AcceptBigEndian:        boolean("accept-big-endian"),
-		IdleTimeout:            duration("idle-timeout"),
-		MaxUnassociated:        count("max-unassociated"),
-		MaxUnassociatedPerAddr: count("max-unassociated-per-address"),
-		ProgressWindow:         duration("progress-window"),
-		MinProgressBytes:       int64(count("min-progress-bytes")),
-		MaxMessageTime:         duration("max-message-time"),
-		DrainTimeout:           duration("drain-timeout"),
-		LogLevel:               strings.ToLower(get("log-level")),
-		S3PathStyle:            boolean("s3-path-style"),
-		S3KMSKey:               get("s3-kms-key"),
-		Local:                  boolean("local"),
-		DataDir:                get("data-dir"),
-		PortalListen:           address("portal-listen"),
-		Webhooks:               webhooks,
-		QuietPeriod:            duration("quiet-period"),
+		Listen:                   address("listen"),
+		AETitle:                  get("ae-title"),
+		CallingAEsSpec:           get("calling-aes"),
+		Store:                    get("store"),
+		HealthListen:             address("health-listen"),
+		MaxAssociations:          count("max-associations"),
+		MaxAssociationsPerAE:     count("max-associations-per-ae"),
+		MaxPDULength:             count("max-pdu-length"),
+		ProxyProtocol:            boolean("proxy-protocol"),
+		AcceptBigEndian:          boolean("accept-big-endian"),
+		IdleTimeout:              duration("idle-timeout"),
+		MaxUnassociated:          count("max-unassociated"),
+		MaxUnassociatedPerAddr:   count("max-unassociated-per-address"),
+		ProgressWindow:           duration("progress-window"),
+		MinProgressBytes:         int64(count("min-progress-bytes")),
+		MaxMessageTime:           duration("max-message-time"),
+		DrainTimeout:             duration("drain-timeout"),
+		LogLevel:                 strings.ToLower(get("log-level")),
+		ScaleInProtection:        boolean("scale-in-protection"),
+		ScaleInProtectionRelease: duration("scale-in-protection-release"),
+		ECSAgentURI:              strings.TrimSpace(getenv("ECS_AGENT_URI")),
+		S3PathStyle:              boolean("s3-path-style"),
+		S3KMSKey:                 get("s3-kms-key"),
+		Local:                    boolean("local"),
+		DataDir:                  get("data-dir"),
+		PortalListen:             address("portal-listen"),
+		Webhooks:                 webhooks,
+		QuietPeriod:              duration("quiet-period"),
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("--s3-part-size: %q must be a byte count of at least 5242880 (S3's minimum part size)", get("s3-part-size")))

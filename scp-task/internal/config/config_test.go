@@ -106,3 +106,20 @@ func FuzzLoad(f *testing.F) {
 		}
 	})
 }
+
+func TestScaleInProtection(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"ECS_AGENT_URI": "http://169.254.170.2/api/abc ", "SCP_SCALE_IN_PROTECTION_RELEASE": "30s"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.ScaleInProtection || c.ScaleInProtectionRelease != 30*time.Second || c.ECSAgentURI != "http://169.254.170.2/api/abc" {
+		t.Errorf("protection %v release %v agent %q", c.ScaleInProtection, c.ScaleInProtectionRelease, c.ECSAgentURI)
+	}
+	c, err = Load([]string{"--scale-in-protection=false"}, env(nil), io.Discard)
+	if err != nil || c.ScaleInProtection || c.ScaleInProtectionRelease != 2*time.Minute {
+		t.Errorf("off: %v %v %v", c.ScaleInProtection, c.ScaleInProtectionRelease, err)
+	}
+	if _, err := Load([]string{"--scale-in-protection-release", "0s"}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "--scale-in-protection-release") {
+		t.Errorf("zero release delay: %v", err)
+	}
+}
