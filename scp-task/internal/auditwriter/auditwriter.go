@@ -55,12 +55,12 @@ type Writer struct {
 	closed  bool
 	senders sync.WaitGroup // ObserveAssociation calls that may still enqueue
 
-	// giveUp ends stopped when Close gives up: the worker stops retrying
+	// giveUp cancels stopped when Close gives up: the worker stops retrying
 	// and counts the rest as lost.
 	stopped context.Context
 	giveUp  context.CancelFunc
 	done    chan struct{} // closed when the worker has finished
-	lost     atomic.Uint64
+	lost    atomic.Uint64
 }
 
 type tally struct {
