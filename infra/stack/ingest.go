@@ -310,6 +310,12 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		Vpc:                 vpc,
 		ContainerInsightsV2: awsecs.ContainerInsights_ENABLED,
 	})
+	// scp-task protects its task from scale-in while it holds associations
+	// (ECS agent endpoint $ECS_AGENT_URI/task-protection/v1/state, which
+	// calls UpdateTaskProtection with the task role's credentials), so
+	// autoscaling never stops a task in the middle of a study. It only
+	// sets protection, never reads it: no GetTaskProtection.
+	cluster.GrantTaskProtection(taskRole)
 	svc := awsecs.NewFargateService(self, jsii.String("Service"), &awsecs.FargateServiceProps{
 		Cluster:                     cluster,
 		TaskDefinition:              taskDef,

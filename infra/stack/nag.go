@@ -81,7 +81,11 @@ func suppress(s *IngestStack) {
 		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN); there are no secrets"})
 	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
 		reason:    "Objects are written under generated keys below the incoming/ and audit/ prefixes; the wildcard is limited to those prefixes",
-		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}})
+		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}},
+		nagRule{id: "AwsSolutions-IAM5",
+			reason: "ecs:UpdateTaskProtection, for the task to protect itself from scale-in while it holds associations (through the ECS agent, " +
+				"with the task role); task ARNs are known only at run time, so the wildcard is limited to the tasks of this service's cluster",
+			appliesTo: []string{"Resource::arn:<AWS::Partition>:ecs:" + s.Config.Region + ":" + s.Config.Account + ":task/<" + s.logicalID(s.Ingest.Cluster) + ">/*"}})
 	suppressOn(s.Ingest.TaskDefinition.ExecutionRole(), nagRule{id: "AwsSolutions-IAM5",
 		reason: "ecr:GetAuthorizationToken only accepts Resource *; the image pull and log actions are scoped by CDK", appliesTo: []string{"Resource::*"}})
 

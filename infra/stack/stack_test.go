@@ -758,6 +758,8 @@ func TestTaskRoleLimitedToPrefixes(t *testing.T) {
 						if a != "kms:GenerateDataKey" && a != "kms:Decrypt" {
 							t.Errorf("policy %s: task may %s", pid, a)
 						}
+					case a == "ecs:UpdateTaskProtection":
+						// scale-in protection of its own task: checked in TestTaskScaleInProtection
 					case strings.HasPrefix(a, "logs:"):
 						// the metrics sidecar writes its own log group
 						if !strings.Contains(js(m["Resource"]), "ScpMetrics") {
@@ -792,6 +794,43 @@ func TestTaskRoleLimitedToPrefixes(t *testing.T) {
 		sort.Strings(s3Resources)
 		if d := cmp.Diff(wantRes, s3Resources); d != "" {
 			t.Errorf("task S3 resources (-want +got):\n%s", d)
+		}
+	})
+}
+
+// TestTaskScaleInProtection: the task role may set scale-in protection
+// (scp-task does so through the ECS agent while it holds associations), on
+// the tasks of its own cluster only, and nothing else of ECS.
+func TestTaskScaleInProtection(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		roleID := refID(props(first(s.resources("AWS::ECS::TaskDefinition")))["TaskRoleArn"])
+		clusterID := s.stack.logicalID(s.stack.Ingest.Cluster)
+		var found []string
+		for _, pol := range s.resources("AWS::IAM::Policy") {
+			attached := false
+			for _, r := range props(pol)["Roles"].([]any) {
+				attached = attached || refID(r) == roleID
+			}
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				for _, a := range asStrings(m["Action"]) {
+					if !strings.HasPrefix(a, "ecs:") || m["Effect"] != "Allow" {
+						continue
+					}
+					if !attached {
+						continue
+					}
+					found = append(found, a)
+					res := js(m["Resource"])
+					want := `":ecs:` + s.cfg.Region + `:` + s.cfg.Account + `:task/",{"Ref":"` + clusterID + `"},"/*"]]}`
+					if !strings.HasSuffix(res, want) {
+						t.Errorf("%s on %s, want the tasks of cluster %s", a, res, clusterID)
+					}
+				}
+			}
+		}
+		if d := cmp.Diff([]string{"ecs:UpdateTaskProtection"}, found); d != "" {
+			t.Errorf("task role ECS actions (-want +got):\n%s", d)
 		}
 	})
 }
