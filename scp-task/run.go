@@ -164,12 +164,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := audit.Close(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelStop()
 	if lm != nil {
-		if err := lm.Shutdown(flushCtx); err != nil {
+		if err := lm.Shutdown(stopCtx); err != nil {
 			errs = append(errs, fmt.Errorf("stop local mode: %w", err))
 		}
 	}
-	if err := health.Shutdown(flushCtx); err != nil {
+	if err := health.Shutdown(stopCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop health server: %w", err))
 	}
 	log.Info("scp-task stopped")
