@@ -379,23 +379,11 @@ func (s *Server) closeListeners() {
 // aborts the remaining associations (A-ABORT) and returns ctx.Err().
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.stopAccepting()
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		s.mu.Lock()
-		s.closeIdleLocked()
-		n := len(s.assocs)
-		s.mu.Unlock()
-		if n == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			s.abortAll()
-			return ctx.Err()
-		case <-t.C:
-		}
+	if _, err := s.untilNoConns(ctx, s.closeIdleLocked); err != nil {
+		s.abortAll()
+		return err
 	}
+	return nil
 }
 
 // Wait blocks until every connection the server was serving has been handled to its end, so that the final
@@ -404,18 +392,28 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // (a handler that ignores its cancelled context).
 func (s *Server) Wait(ctx context.Context) error {
 	s.init()
+	if n, err := s.untilNoConns(ctx, func() {}); err != nil {
+		return fmt.Errorf("dicomnet: wait: %d connections still open: %w", n, err)
+	}
+	return nil
+}
+
+// untilNoConns polls every 10 ms, calling each with s.mu held, until no connection is being served or ctx ends
+// (then it returns how many are left and ctx.Err()).
+func (s *Server) untilNoConns(ctx context.Context, each func()) (int, error) {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		s.mu.Lock()
+		each()
 		n := len(s.assocs)
 		s.mu.Unlock()
 		if n == 0 {
-			return nil
+			return 0, nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("dicomnet: wait: %d connections still open: %w", n, ctx.Err())
+			return n, ctx.Err()
 		case <-t.C:
 		}
 	}
