@@ -1,10 +1,6 @@
 package dataset
 
-import (
-	"encoding/binary"
-
-	"github.com/dicom-ingest/dicom-ingest/shared/part10"
-)
+import "encoding/binary"
 
 // enc builds test datasets in a given encoding.
 type enc struct {
@@ -40,7 +36,7 @@ func (e enc) hdr(tag uint32, vr string, length uint32, val []byte) []byte {
 	switch {
 	case e.implicit:
 		b = e.order().AppendUint32(b, length)
-	case part10.LongVR(vr[0], vr[1]):
+	case LongVR(vr[0], vr[1]):
 		b = append(b, vr[0], vr[1], 0, 0)
 		b = e.order().AppendUint32(b, length)
 	default:
@@ -53,7 +49,7 @@ func (e enc) hdr(tag uint32, vr string, length uint32, val []byte) []byte {
 // seqU encodes an undefined-length element holding items, closed by a
 // sequence delimiter.
 func (e enc) seqU(tag uint32, vr string, items ...[]byte) []byte {
-	b := e.hdr(tag, vr, undefinedLength, nil)
+	b := e.hdr(tag, vr, UndefinedLength, nil)
 	for _, it := range items {
 		b = append(b, it...)
 	}
@@ -71,7 +67,7 @@ func (e enc) seqD(tag uint32, items ...[]byte) []byte {
 
 // itemU is an undefined-length item with an item delimiter.
 func (e enc) itemU(elems ...[]byte) []byte {
-	b := e.order().AppendUint32(e.tag(nil, tagItem), undefinedLength)
+	b := e.order().AppendUint32(e.tag(nil, tagItem), UndefinedLength)
 	for _, el := range elems {
 		b = append(b, el...)
 	}

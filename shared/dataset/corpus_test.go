@@ -1,4 +1,4 @@
-package dataset
+package dataset_test
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
@@ -43,7 +44,7 @@ func TestCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatalf("dcmdump: %v", err)
 			}
-			want := Header{Done: true}
+			want := dataset.Header{Done: true}
 			for _, m := range dcmdumpTop.FindAllStringSubmatch(string(dump), -1) {
 				switch m[1] {
 				case "0008,0016":
@@ -66,8 +67,8 @@ func TestCorpus(t *testing.T) {
 				t.Fatal(err)
 			}
 			ds, _ := io.ReadAll(br)
-			in := NewInspector(bytes.NewReader(ds), m.TransferSyntaxUID)
-			out, err := readChunks(in, 1000)
+			in := dataset.NewInspector(bytes.NewReader(ds), m.TransferSyntaxUID)
+			out, err := dataset.ReadChunks(in, 1000)
 			if err != nil || !bytes.Equal(out, ds) {
 				t.Fatalf("pass-through: err %v, equal %v", err, bytes.Equal(out, ds))
 			}

@@ -1,24 +1,15 @@
 package dataset
 
 import (
-	"bufio"
 	"bytes"
 	"compress/flate"
 	"errors"
 	"io"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
-	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
-	"github.com/suyashkumar/dicom"
-	"github.com/suyashkumar/dicom/pkg/tag"
-
-	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 const (
@@ -47,98 +38,6 @@ func readChunks(r io.Reader, chunk int) ([]byte, error) {
 }
 
 var chunkSizes = []int{1, 2, 3, 7, 13, 4096, 1 << 16}
-
-func testdataFiles(t testing.TB) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Skipf("cannot locate the dicom module: %v", err)
-	}
-	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata files: %v", err)
-	}
-	return files
-}
-
-// splitFile returns a Part 10 file's meta and dataset bytes.
-func splitFile(t testing.TB, path string) (part10.Meta, []byte) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(bytes.NewReader(raw))
-	m, err := part10.ReadMeta(br)
-	if err != nil {
-		t.Fatalf("ReadMeta: %v", err)
-	}
-	ds, err := io.ReadAll(br)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, ds
-}
-
-func topString(ds dicom.Dataset, tg tag.Tag) string {
-	e, err := ds.FindElementByTag(tg) // top level only
-	if err != nil {
-		return ""
-	}
-	v, ok := e.Value.GetValue().([]string)
-	if !ok || len(v) == 0 {
-		return ""
-	}
-	return strings.Trim(v[0], " \x00")
-}
-
-// TestTestdata checks, for every file of the dicom module's testdata, that
-// the UIDs found equal what suyashkumar/dicom parses, and that the bytes
-// pass unchanged whatever the read sizes.
-func TestTestdata(t *testing.T) {
-	for _, f := range testdataFiles(t) {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			m, ds := splitFile(t, f)
-			parsed, err := dicom.ParseFile(f, nil, dicom.SkipPixelData())
-			if err != nil {
-				t.Fatalf("dicom.ParseFile: %v", err)
-			}
-			want := Header{
-				SOPClassUID:       topString(parsed, tag.SOPClassUID),
-				SOPInstanceUID:    topString(parsed, tag.SOPInstanceUID),
-				StudyInstanceUID:  topString(parsed, tag.StudyInstanceUID),
-				SeriesInstanceUID: topString(parsed, tag.SeriesInstanceUID),
-				Done:              true,
-			}
-			if want.SOPInstanceUID == "" || want.SeriesInstanceUID == "" {
-				t.Fatalf("reference parse lacks UIDs: %+v", want)
-			}
-			for _, chunk := range chunkSizes {
-				in := NewInspector(bytes.NewReader(ds), m.TransferSyntaxUID)
-				out, err := readChunks(in, chunk)
-				if err != nil {
-					t.Fatalf("chunk %d: read: %v", chunk, err)
-				}
-				if !bytes.Equal(out, ds) {
-					t.Fatalf("chunk %d: bytes changed in pass-through", chunk)
-				}
-				if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
-					t.Errorf("chunk %d: header (-dicom +inspector):\n%s", chunk, d)
-				}
-			}
-			h, r, err := Peek(iotest.HalfReader(bytes.NewReader(ds)), m.TransferSyntaxUID, DropGroup0002())
-			if err != nil {
-				t.Fatalf("Peek: %v", err)
-			}
-			if d := cmp.Diff(want, h, cmpopts.EquateErrors()); d != "" {
-				t.Errorf("Peek header (-dicom +peek):\n%s", d)
-			}
-			if out, err := io.ReadAll(r); err != nil || !bytes.Equal(out, ds) {
-				t.Errorf("Peek reader: err %v, equal %v", err, bytes.Equal(out, ds))
-			}
-		})
-	}
-}
 
 func deflate(t testing.TB, b []byte) []byte {
 	t.Helper()
@@ -180,102 +79,117 @@ func ids(e enc, seqVR string) []byte {
 var wantIDs = Header{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: "1.2.3.4",
 	StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.5", Done: true}
 
+// TestSynthetic reads crafted datasets through an Inspector in reads of
+// every size: the header, the bytes passed on and the verdict must not
+// depend on them.
 func TestSynthetic(t *testing.T) {
 	e, i, b := explicitLE, implicitLE, explicitBE
 	with := func(h Header, f func(*Header)) Header { f(&h); return h }
 	encapsulated := cat(e.el(tSOPInst, "UI", "1.2"),
 		e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("frame1.."))))
-	tests := []struct {
-		name string
-		ts   string
-		in   []byte
-		opts []Option
-		want Header
-	}{
-		{"explicit LE", tsExplicit, ids(e, "SQ"), nil, wantIDs},
-		{"implicit LE", tsImplicit, ids(i, "SQ"), nil, wantIDs},
-		{"explicit BE", tsBig, ids(b, "SQ"), nil, wantIDs},
-		{"compressed syntax is explicit LE", tsJPEG, ids(e, "SQ"), nil, wantIDs},
-		{"deflated", tsDeflate, deflate(t, ids(e, "SQ")), nil, wantIDs},
-		{"deflated with trailing pad byte", tsDeflate, append(deflate(t, ids(e, "SQ")), 0), nil, wantIDs},
-		{"private syntax, explicit", tsPrivate, ids(e, "SQ"), nil, wantIDs},
-		{"private syntax, implicit", tsPrivate, ids(i, "SQ"), nil, wantIDs},
+	type tc struct {
+		name    string
+		ts      string
+		in      []byte
+		opts    []Option
+		want    Header
+		wantErr error // the verdict Read returns
+	}
+	tests := []tc{
+		{"explicit LE", tsExplicit, ids(e, "SQ"), nil, wantIDs, nil},
+		{"implicit LE", tsImplicit, ids(i, "SQ"), nil, wantIDs, nil},
+		{"explicit BE", tsBig, ids(b, "SQ"), nil, wantIDs, nil},
+		{"compressed syntax is explicit LE", tsJPEG, ids(e, "SQ"), nil, wantIDs, nil},
+		{"deflated", tsDeflate, deflate(t, ids(e, "SQ")), nil, wantIDs, nil},
+		{"deflated with trailing pad byte", tsDeflate, append(deflate(t, ids(e, "SQ")), 0), nil, wantIDs, nil},
+		{"private syntax, explicit", tsPrivate, ids(e, "SQ"), nil, wantIDs, nil},
+		{"private syntax, implicit", tsPrivate, ids(i, "SQ"), nil, wantIDs, nil},
 		{"UN of undefined length holds implicit VR", tsExplicit, cat(
 			e.el(tSOPClass, "UI", "1.2"),
 			e.seqU(0x00091010, "UN", i.itemU(i.seqU(0x00091011, "SQ", i.itemU(i.el(0x00091012, "LO", "x "))))),
 			e.el(tSeries, "UI", "4.4\x00")), nil,
-			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}},
+			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}, nil},
 		{"UN of undefined length in big endian holds implicit VR LE", tsBig, cat(
 			b.el(tSOPClass, "UI", "1.2"),
-			b.hdr(0x00091010, "UN", undefinedLength, nil), i.itemU(i.el(0x00091012, "LO", "x ")), i.tag(nil, tagSeqDelim), []byte{0, 0, 0, 0},
+			b.hdr(0x00091010, "UN", UndefinedLength, nil), i.itemU(i.el(0x00091012, "LO", "x ")), i.tag(nil, tagSeqDelim), []byte{0, 0, 0, 0},
 			b.el(tSeries, "UI", "4.4\x00")), nil,
-			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}},
+			Header{SOPClassUID: "1.2", SeriesInstanceUID: "4.4", Done: true}, nil},
 		{"deeply nested sequences", tsImplicit, cat(
 			i.seqU(0x00081115, "SQ", i.itemU(i.seqU(0x00081199, "SQ", i.itemU(i.seqU(0x00081150, "SQ", i.itemD(i.el(tSOPInst, "UI", "5"))))))),
 			i.el(tStudy, "UI", "6.6\x00")), nil,
-			Header{StudyInstanceUID: "6.6", Done: true}},
-		{"stops at pixel data", tsExplicit, encapsulated, nil,
-			Header{SOPInstanceUID: "1.2", Done: true}},
+			Header{StudyInstanceUID: "6.6", Done: true}, nil},
+		{"defined-length sequence and items are read", tsImplicit, cat(
+			i.seqD(0x00081115, i.itemD(i.el(0x00081150, "UI", "1.2\x00")), i.itemD()),
+			i.el(tStudy, "UI", "6.6\x00")), nil,
+			Header{StudyInstanceUID: "6.6", Done: true}, nil},
+		{"stops the header at pixel data, reads on", tsExplicit, encapsulated, nil,
+			Header{SOPInstanceUID: "1.2", Done: true}, nil},
 		{"encapsulated pixel data nested in an item", tsExplicit, cat(
 			e.seqU(0x00091010, "SQ", e.itemU(e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("ab"))))),
 			e.el(tSeries, "UI", "8.8\x00")), nil,
-			Header{SeriesInstanceUID: "8.8", Done: true}},
+			Header{SeriesInstanceUID: "8.8", Done: true}, nil},
 		{"clean end without series", tsExplicit, e.el(tSOPInst, "UI", "1.2"), nil,
-			Header{SOPInstanceUID: "1.2", Done: true}},
-		{"empty dataset", tsExplicit, nil, nil, Header{Done: true}},
-		{"empty UID", tsExplicit, e.el(tSOPInst, "UI", ""), nil, Header{Done: true}},
+			Header{SOPInstanceUID: "1.2", Done: true}, nil},
+		{"empty dataset", tsExplicit, nil, nil, Header{Done: true}, nil},
+		{"empty UID", tsExplicit, e.el(tSOPInst, "UI", ""), nil, Header{Done: true}, nil},
 		{"overlong UID kept past 64", tsExplicit, e.el(tSOPInst, "UI", strings.Repeat("1", 200)), nil,
-			Header{SOPInstanceUID: strings.Repeat("1", maxCapture), Done: true}},
+			Header{SOPInstanceUID: strings.Repeat("1", maxCapture), Done: true}, nil},
 		{"group 0002 reported", tsExplicit, cat(e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), ids(e, "SQ")), nil,
-			with(wantIDs, func(h *Header) { h.Group0002 = true })},
+			with(wantIDs, func(h *Header) { h.Group0002 = true }), nil},
 		{"group 0002 in deflated: reported, kept", tsDeflate, deflate(t, cat(e.el(0x00020010, "UI", "1.2\x00"), ids(e, "SQ"))),
-			[]Option{DropGroup0002()}, with(wantIDs, func(h *Header) { h.Group0002 = true })},
-		{"bad VR", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), []byte("\x08\x00\x20\x00\x01\x02\x00\x00")), nil,
-			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}},
-		{"item at top level", tsImplicit, cat(i.el(tSOPInst, "UI", "1.2"), i.itemD()), nil,
-			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}},
-		{"element directly in a sequence", tsImplicit, cat(i.hdr(0x00081115, "SQ", undefinedLength, nil), i.el(tSOPInst, "UI", "1.2")), nil,
-			Header{Done: true, Err: ErrMalformed}},
-		{"stray item delimiter", tsImplicit, cat(i.seqU(0x00081115, "SQ", i.tag(nil, tagItemDelim))), nil,
-			Header{Done: true, Err: ErrMalformed}},
-		{"truncated value", tsExplicit, e.el(tSOPInst, "UI", "1.2.3.4")[:10], nil,
-			Header{Done: true, Err: ErrTruncated}},
-		{"truncated header", tsExplicit, e.el(tSOPInst, "UI", "1.2")[:5], nil,
-			Header{Done: true, Err: ErrTruncated}},
-		{"unterminated sequence", tsExplicit, e.seqU(0x00081115, "SQ", e.itemD())[:20], nil,
-			Header{Done: true, Err: ErrTruncated}},
-		{"lying length", tsExplicit, cat(e.hdr(0x00091010, "OB", 0xFFFFFFF0, []byte("abc"))), nil,
-			Header{Done: true, Err: ErrTruncated}},
-		{"header limit", tsExplicit, cat(e.el(0x00091010, "OB", strings.Repeat("x", 100)), ids(e, "SQ")),
-			[]Option{WithMaxHeaderBytes(64)}, Header{Done: true, Err: ErrHeaderTooLong}},
-		{"corrupt deflate", tsDeflate, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, nil, Header{Done: true, Err: ErrMalformed}},
-		{"cut deflate", tsDeflate, deflate(t, ids(e, "SQ"))[:20], nil, Header{Done: true, Err: ErrTruncated}},
-	}
-	nesting := cat(func() []byte {
-		var b []byte
-		for range MaxDepth + 1 {
-			b = append(b, i.hdr(0x00081115, "SQ", undefinedLength, nil)...)
-			b = append(b, i.order().AppendUint32(i.tag(nil, tagItem), undefinedLength)...)
-		}
-		return b
-	}())
-	tests = append(tests, struct {
-		name string
-		ts   string
-		in   []byte
-		opts []Option
-		want Header
-	}{"nesting limit", tsImplicit, nesting, nil, Header{Done: true, Err: ErrMalformed}})
+			[]Option{DropGroup0002()}, with(wantIDs, func(h *Header) { h.Group0002 = true }), nil},
+		{"header limit is no verdict", tsExplicit, cat(e.el(0x00091010, "OB", strings.Repeat("x", 100)), ids(e, "SQ")),
+			[]Option{WithMaxHeaderBytes(64)}, Header{Done: true, Err: ErrHeaderTooLong}, nil},
 
+		// Verdicts.
+		{"bad VR", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), []byte("\x08\x00\x20\x00\x01\x02\x00\x00")), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"bad VR after the header", tsExplicit, cat(ids(e, "SQ"), []byte("\x28\x00\x10\x00\x01\x02\x00\x00")), nil,
+			wantIDs, ErrMalformed},
+		{"item at top level", tsImplicit, cat(i.el(tSOPInst, "UI", "1.2"), i.itemD()), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"element directly in a sequence", tsImplicit, cat(i.hdr(0x00081115, "SQ", UndefinedLength, nil), i.el(tSOPInst, "UI", "1.2")), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"stray item delimiter", tsImplicit, cat(i.seqU(0x00081115, "SQ", i.tag(nil, tagItemDelim))), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"sequence delimiter in a defined-length sequence", tsExplicit, cat(e.seqD(0x00081115, e.tag(nil, tagSeqDelim), []byte{0, 0, 0, 0})), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"element overruns its item", tsExplicit, cat(e.seqD(0x00081115,
+			cat(e.order().AppendUint32(e.tag(nil, tagItem), 6), e.el(0x00081150, "UI", "1.2\x00"))), ids(e, "SQ")), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"undefined length on a value", tsExplicit, cat(e.hdr(0x00091010, "OB", UndefinedLength, nil), e.itemD()), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"fragment of undefined length", tsExplicit, cat(e.seqU(tPixel, "OB", e.itemU())), nil,
+			Header{Done: true}, ErrMalformed},
+		{"truncated value", tsExplicit, e.el(tSOPInst, "UI", "1.2.3.4")[:10], nil,
+			Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		{"truncated header", tsExplicit, e.el(tSOPInst, "UI", "1.2")[:5], nil,
+			Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		{"unterminated sequence", tsExplicit, e.seqU(0x00081115, "SQ", e.itemD())[:20], nil,
+			Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		{"lying length", tsExplicit, cat(e.hdr(0x00091010, "OB", 0xFFFFFFF0, []byte("abc"))), nil,
+			Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		{"pixel data shorter than declared", tsExplicit, cat(ids(e, "SQ"), e.hdr(tPixel, "OW", 512<<10, make([]byte, 100))), nil,
+			wantIDs, ErrTruncated},
+		{"fragments cut short", tsExplicit, cat(ids(e, "SQ"), e.seqU(tPixel, "OB", e.itemD(), e.itemD(make([]byte, 64)))[:40]), nil,
+			wantIDs, ErrTruncated},
+		{"corrupt deflate", tsDeflate, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, nil, Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"cut deflate", tsDeflate, deflate(t, ids(e, "SQ"))[:20], nil, Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		{"nesting limit", tsImplicit, nested(i, MaxDepth+1), nil, Header{Done: true}, ErrLimit},
+		{"nesting at the limit", tsImplicit, nested(i, MaxDepth), nil, Header{Done: true}, nil},
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range chunkSizes {
 				in := NewInspector(bytes.NewReader(tt.in), tt.ts, tt.opts...)
 				out, err := readChunks(in, chunk)
-				if err != nil {
-					t.Fatalf("chunk %d: read: %v", chunk, err)
+				if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+					t.Fatalf("chunk %d: read error %v, want %v", chunk, err, tt.wantErr)
 				}
-				if !bytes.Equal(out, tt.in) {
+				if !errors.Is(in.Err(), tt.wantErr) || (in.Err() == nil) != (tt.wantErr == nil) {
+					t.Fatalf("chunk %d: Err() = %v, want %v", chunk, in.Err(), tt.wantErr)
+				}
+				if tt.wantErr == nil && !bytes.Equal(out, tt.in) || !bytes.HasPrefix(tt.in, out) {
 					t.Fatalf("chunk %d: bytes changed in pass-through:\n got %q\nwant %q", chunk, out, tt.in)
 				}
 				if d := cmp.Diff(tt.want, in.Header(), cmpopts.EquateErrors()); d != "" {
@@ -284,6 +198,21 @@ func TestSynthetic(t *testing.T) {
 			}
 		})
 	}
+}
+
+// nested is depth sequences of undefined length, each in an item of the
+// one before, properly closed.
+func nested(e enc, depth int) []byte {
+	var b []byte
+	for range depth {
+		b = append(b, e.hdr(0x0040A730, "SQ", UndefinedLength, nil)...)
+		b = e.order().AppendUint32(e.tag(b, tagItem), UndefinedLength)
+	}
+	for range depth {
+		b = append(e.tag(b, tagItemDelim), 0, 0, 0, 0)
+		b = append(e.tag(b, tagSeqDelim), 0, 0, 0, 0)
+	}
+	return b
 }
 
 func TestDropGroup0002(t *testing.T) {
@@ -295,45 +224,47 @@ func TestDropGroup0002(t *testing.T) {
 		dropped     bool
 		headerAfter Header
 		opts        []Option
+		wantErr     error
 	}{
 		{"explicit LE", tsExplicit,
 			cat(e.el(0x00020000, "UL", "\x1a\x00\x00\x00"), e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), e.el(0x00020001, "OB", "\x00\x01"), ids(e, "SQ")),
-			ids(e, "SQ"), true, wantIDs, nil},
+			ids(e, "SQ"), true, wantIDs, nil, nil},
 		{"implicit LE", tsImplicit,
-			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs, nil},
-		{"explicit BE", tsBig, cat(b.el(0x00020016, "AE", "AE"), ids(b, "SQ")), ids(b, "SQ"), true, wantIDs, nil},
-		{"only group 0002", tsExplicit, e.el(0x00020016, "AE", "AE"), nil, true, Header{}, nil},
-		{"nothing to drop", tsExplicit, ids(e, "SQ"), ids(e, "SQ"), false, wantIDs, nil},
+			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs, nil, nil},
+		{"explicit BE", tsBig, cat(b.el(0x00020016, "AE", "AE"), ids(b, "SQ")), ids(b, "SQ"), true, wantIDs, nil, nil},
+		{"only group 0002", tsExplicit, e.el(0x00020016, "AE", "AE"), nil, true, Header{}, nil, nil},
+		{"nothing to drop", tsExplicit, ids(e, "SQ"), ids(e, "SQ"), false, wantIDs, nil, nil},
 		{"group 0000 kept, 0002 after it dropped", tsImplicit,
 			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), i.el(0x00020010, "UI", "1.2\x00"), ids(i, "SQ")),
-			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), ids(i, "SQ")), true, wantIDs, nil},
+			cat(i.el(0x00000000, "UL", "\x00\x00\x00\x00"), ids(i, "SQ")), true, wantIDs, nil, nil},
 		{"undefined length group 0002 kept", tsImplicit,
 			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")),
-			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")), false, wantIDs, nil},
+			cat(i.seqU(0x00020099, "SQ", i.itemU()), ids(i, "SQ")), false, wantIDs, nil, nil},
 		{"bad VR while dropping", tsExplicit,
 			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10\x00\x01\x02\x03\x00abc")),
-			[]byte("\x02\x00\x10\x00\x01\x02\x03\x00abc"), true, Header{Err: ErrMalformed}, nil},
-		{"group 0002 longer than the limit kept", tsExplicit,
+			[]byte("\x02\x00\x10\x00\x01\x02\x03\x00"), true, Header{Err: ErrMalformed}, nil, ErrMalformed},
+		{"group 0002 longer than the header limit dropped", tsExplicit,
 			cat(e.el(0x00020016, "AE", "AE"), e.el(0x00020100, "OB", strings.Repeat("x", 3000)), ids(e, "SQ")),
-			cat(e.el(0x00020100, "OB", strings.Repeat("x", 3000)), ids(e, "SQ")), true, Header{Err: ErrHeaderTooLong},
-			[]Option{WithMaxHeaderBytes(1000)}},
+			ids(e, "SQ"), true, Header{Err: ErrHeaderTooLong}, []Option{WithMaxHeaderBytes(1000)}, nil},
 		{"truncated while dropping", tsExplicit,
-			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10")), []byte("\x02\x00\x10"), true, Header{Err: ErrTruncated}, nil},
+			cat(e.el(0x00020016, "AE", "AE"), []byte("\x02\x00\x10")), []byte("\x02\x00\x10"), true, Header{Err: ErrTruncated}, nil, ErrTruncated},
+		{"truncated value of a dropped element", tsExplicit,
+			e.el(0x00020016, "AE", "AETITLE1")[:10], nil, true, Header{Err: ErrTruncated}, nil, ErrTruncated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range chunkSizes {
 				in := NewInspector(bytes.NewReader(tt.in), tt.ts, append(tt.opts, DropGroup0002())...)
 				out, err := readChunks(in, chunk)
-				if err != nil {
-					t.Fatalf("chunk %d: read: %v", chunk, err)
+				if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+					t.Fatalf("chunk %d: read error %v, want %v", chunk, err, tt.wantErr)
 				}
 				if !bytes.Equal(out, tt.want) {
 					t.Fatalf("chunk %d: output\n got %q\nwant %q", chunk, out, tt.want)
 				}
 				want := tt.headerAfter
 				want.Done = true
-				want.Group0002 = !bytes.Equal(tt.in, tt.want) || strings.HasSuffix(tt.name, " kept")
+				want.Group0002 = !bytes.Equal(tt.in, tt.want) || strings.HasSuffix(tt.name, " kept") || tt.dropped
 				want.Group0002Dropped = tt.dropped
 				if d := cmp.Diff(want, in.Header(), cmpopts.EquateErrors()); d != "" {
 					t.Errorf("chunk %d: header (-want +got):\n%s", chunk, d)
@@ -399,7 +330,9 @@ func TestPeek(t *testing.T) {
 	t.Run("bounded and complete", func(t *testing.T) {
 		var counted countingReader
 		counted.r = bytes.NewReader(body)
-		h, r, err := Peek(&counted, tsExplicit)
+		in := NewInspector(&counted, tsExplicit)
+		r, err := in.Peek()
+		h := in.Header()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +349,7 @@ func TestPeek(t *testing.T) {
 	})
 	t.Run("read error", func(t *testing.T) {
 		boom := errors.New("boom")
-		_, r, err := Peek(&failAfter{bytes.NewReader(body[:20]), boom}, tsExplicit)
+		r, err := NewInspector(&failAfter{bytes.NewReader(body[:20]), boom}, tsExplicit).Peek()
 		if !errors.Is(err, boom) {
 			t.Fatalf("Peek error = %v, want boom", err)
 		}
@@ -427,7 +360,9 @@ func TestPeek(t *testing.T) {
 	})
 	t.Run("limit", func(t *testing.T) {
 		big := cat(e.el(0x00091010, "OB", strings.Repeat("x", 5000)), ids(e, "SQ"))
-		h, r, err := Peek(bytes.NewReader(big), tsExplicit, WithMaxHeaderBytes(1000))
+		in := NewInspector(bytes.NewReader(big), tsExplicit, WithMaxHeaderBytes(1000))
+		r, err := in.Peek()
+		h := in.Header()
 		if err != nil || !errors.Is(h.Err, ErrHeaderTooLong) {
 			t.Fatalf("Peek = %v, header err %v; want ErrHeaderTooLong", err, h.Err)
 		}

@@ -1,11 +1,3 @@
-// Package dataset inspects a DICOM dataset while it streams past: it reads
-// the top-level header (SOP Class/Instance, Study and Series Instance UIDs,
-// group 0002 elements that do not belong there) in any transfer syntax
-// without buffering the object and without changing a byte it passes on.
-//
-// The SCP reads a received dataset through an Inspector on its way to the
-// store; Peek does the same but first collects the header, so the object
-// key can be chosen before the first byte is written.
 package dataset
 
 import "github.com/dicom-ingest/dicom-ingest/shared/dicomuid"

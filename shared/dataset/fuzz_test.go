@@ -1,7 +1,9 @@
 package dataset
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"testing"
 
@@ -10,9 +12,10 @@ import (
 
 var fuzzSyntaxes = []string{tsExplicit, tsImplicit, tsBig, tsDeflate, tsPrivate}
 
-// FuzzInspector checks, on any input: pass-through is exact without
-// DropGroup0002; results never depend on how reads are split; filtering
-// only ever removes bytes.
+// FuzzInspector checks, on any input: nothing panics; the bytes passed
+// on, the header and the verdict never depend on how reads are split;
+// pass-through is exact without DropGroup0002 (up to the verdict, which
+// stops the stream); filtering only ever removes bytes.
 func FuzzInspector(f *testing.F) {
 	e, i, b := explicitLE, implicitLE, explicitBE
 	f.Add(ids(e, "SQ"), uint8(0), false, uint8(1))
@@ -22,6 +25,9 @@ func FuzzInspector(f *testing.F) {
 	f.Add(cat(e.el(0x00020010, "UI", "1.2\x00"), ids(e, "UN")), uint8(0), true, uint8(2))
 	f.Add(cat(i.el(0x00020010, "UI", "1.2\x00"), ids(i, "SQ")), uint8(4), true, uint8(2))
 	f.Add(cat(e.seqU(0x00091010, "UN", i.itemU(i.el(tSOPInst, "UI", "1")))), uint8(0), false, uint8(9))
+	f.Add(cat(ids(e, "SQ"), e.hdr(tPixel, "OW", 512<<10, make([]byte, 100))), uint8(0), false, uint8(11))
+	f.Add(cat(ids(e, "SQ"), e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("frame1..")))), uint8(0), false, uint8(4))
+	f.Add(nested(i, 3), uint8(1), false, uint8(6))
 	f.Fuzz(func(t *testing.T, in []byte, tsi uint8, drop bool, chunk uint8) {
 		ts := fuzzSyntaxes[int(tsi)%len(fuzzSyntaxes)]
 		var opts []Option
@@ -30,14 +36,17 @@ func FuzzInspector(f *testing.F) {
 		}
 		opts = append(opts, WithMaxHeaderBytes(4096))
 		whole := NewInspector(bytes.NewReader(in), ts, opts...)
-		out1, err := io.ReadAll(whole)
-		if err != nil {
-			t.Fatal(err)
-		}
+		out1, err1 := io.ReadAll(whole)
 		split := NewInspector(bytes.NewReader(in), ts, opts...)
-		out2, err := readChunks(split, int(chunk)%17+1)
-		if err != nil {
-			t.Fatal(err)
+		out2, err2 := readChunks(split, int(chunk)%17+1)
+		if !sameError(err1, err2) {
+			t.Fatalf("verdict depends on read sizes: %v, then %v", err1, err2)
+		}
+		if err1 != nil && !errors.Is(err1, ErrMalformed) && !errors.Is(err1, ErrTruncated) && !errors.Is(err1, ErrLimit) {
+			t.Fatalf("read error %v is no verdict", err1)
+		}
+		if !sameError(err1, whole.Err()) {
+			t.Fatalf("Read returned %v, Err() %v", err1, whole.Err())
 		}
 		if !bytes.Equal(out1, out2) {
 			t.Fatalf("output depends on read sizes")
@@ -50,8 +59,8 @@ func FuzzInspector(f *testing.F) {
 			t.Fatal("header not done at EOF")
 		}
 		if !drop || !h1.Group0002Dropped {
-			if !bytes.Equal(out1, in) {
-				t.Fatalf("bytes changed (drop=%v, header %+v)", drop, h1)
+			if err1 == nil && !bytes.Equal(out1, in) || !bytes.HasPrefix(in, out1) {
+				t.Fatalf("bytes changed (drop=%v, header %+v, verdict %v)", drop, h1, err1)
 			}
 		} else if len(out1) >= len(in) {
 			t.Fatalf("filtering did not remove bytes")
@@ -59,15 +68,56 @@ func FuzzInspector(f *testing.F) {
 		if h1.Group0002Dropped && !h1.Group0002 {
 			t.Fatal("dropped without group 0002")
 		}
-		if h1.Group0002Dropped && h1.Err == nil && ts != tsPrivate {
-			// The filtered stream parses to the same identifiers.
+		if h1.Group0002Dropped && err1 == nil && ts != tsPrivate {
+			// The filtered stream reads the same.
 			again := NewInspector(bytes.NewReader(out1), ts, WithMaxHeaderBytes(4096))
-			io.Copy(io.Discard, again)
+			_, err := io.Copy(io.Discard, again)
 			h3 := again.Header()
-			if h3.Err == nil && (h3.SOPClassUID != h1.SOPClassUID || h3.SOPInstanceUID != h1.SOPInstanceUID ||
+			if err != nil {
+				t.Fatalf("filtered stream has a verdict: %v", err)
+			}
+			if h3.Err == nil && h1.Err == nil && (h3.SOPClassUID != h1.SOPClassUID || h3.SOPInstanceUID != h1.SOPInstanceUID ||
 				h3.StudyInstanceUID != h1.StudyInstanceUID || h3.SeriesInstanceUID != h1.SeriesInstanceUID) {
 				t.Fatalf("filtered stream reads differently: %+v, then %+v", h1, h3)
 			}
+		}
+	})
+}
+
+// FuzzDecoder checks the pull reader against the push reader on any
+// input: the same verdict, and the Decoder's skips (Source.Discard) never
+// go past what the Scanner was told.
+func FuzzDecoder(f *testing.F) {
+	e, i, b := explicitLE, implicitLE, explicitBE
+	f.Add(ids(e, "SQ"), uint8(0))
+	f.Add(ids(i, "SQ"), uint8(1))
+	f.Add(ids(b, "SQ"), uint8(2))
+	f.Add(cat(ids(e, "SQ"), e.hdr(tPixel, "OW", 512<<10, make([]byte, 100))), uint8(0))
+	f.Add(cat(ids(i, "SQ"), i.seqD(0x00081115, i.itemD(i.el(0x00081150, "UI", "1.2\x00")))), uint8(1))
+	f.Add(nested(e, 5), uint8(0))
+	f.Fuzz(func(t *testing.T, in []byte, tsi uint8) {
+		ts := []string{tsExplicit, tsImplicit, tsBig, tsPrivate}[int(tsi)%4]
+		ins := NewInspector(bytes.NewReader(in), ts)
+		_, verdict := io.Copy(io.Discard, ins)
+		d := NewDecoder(bufio.NewReaderSize(bytes.NewReader(in), 16), ts)
+		var err error
+		tokens := 0
+		for k := KindNone; k != KindEnd && k != KindError; tokens++ {
+			k, err = d.Next()
+			if k == KindElement && tokens%3 == 0 {
+				if e := d.Element(); !e.Sequence && !e.Encapsulated && e.Length > 0 && e.Length != UndefinedLength {
+					d.Capture(make([]byte, min(e.Length, 1024)))
+				}
+			}
+			if tokens > 4*len(in)+4 {
+				t.Fatal("decoder does not progress")
+			}
+		}
+		if !sameError(verdict, err) {
+			t.Fatalf("inspector %v, decoder %v", verdict, err)
+		}
+		if err == nil && d.Offset() != int64(len(in)) {
+			t.Fatalf("decoder ended at %d of %d", d.Offset(), len(in))
 		}
 	})
 }
@@ -159,8 +209,9 @@ func BenchmarkPeek(b *testing.B) {
 	r := bytes.NewReader(ds)
 	for b.Loop() {
 		r.Reset(ds)
-		h, body, err := Peek(r, tsExplicit, DropGroup0002())
-		if err != nil || h.SeriesInstanceUID == "" {
+		in := NewInspector(r, tsExplicit, DropGroup0002())
+		body, err := in.Peek()
+		if h := in.Header(); err != nil || h.SeriesInstanceUID == "" {
 			b.Fatal(err, h)
 		}
 		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{body}, buf); err != nil {

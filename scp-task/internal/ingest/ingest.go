@@ -2,6 +2,15 @@
 // arriving dataset for its identifiers, checks them against the command,
 // prefixes the File Meta Information and streams the Part 10 file into the
 // object store, answering success only once the store says it is durable.
+//
+// The dataset streams through a dataset.Inspector, the same element
+// reader the pipeline validates with, under the same limits: a dataset it
+// cannot read to its last byte (one that ends inside an element's declared
+// length, overruns an item, cannot be followed, or exceeds a limit) is
+// answered with a C000-family failure and nothing is stored. Storing it
+// would acknowledge an object the archive cannot use while the sender,
+// told it succeeded, may delete its copy (PS3.4 B.2.3: "Cannot
+// understand" is the failure for a dataset the SCP cannot parse).
 package ingest
 
 import (
@@ -24,6 +33,21 @@ import (
 // maxHeaderBytes bounds how much of a dataset is held while its identifiers
 // are looked for; they sit in groups 0008 and 0020, far below this.
 const maxHeaderBytes = 256 << 10
+
+// Failure statuses for datasets the reader refuses (PS3.4 B.2.3: C000-CFFF
+// "Cannot understand"), one per verdict so that the sender's log and our
+// audit record say which.
+const (
+	// StatusUnreadable: the dataset's structure cannot be followed, or it
+	// lacks the SOP Class or Instance UID.
+	StatusUnreadable uint16 = dimse.StatusCannotUnderstand
+	// StatusTruncated: the dataset ends inside an element, item or
+	// sequence (a value declared longer than what was sent).
+	StatusTruncated uint16 = 0xC001
+	// StatusOverLimit: the dataset exceeds the reader's limits (nesting
+	// depth, element count, header values).
+	StatusOverLimit uint16 = 0xC002
+)
 
 // Options tune a Handler.
 type Options struct {
@@ -57,21 +81,18 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	received := h.now()
 	log := h.log.With("association", req.Association.ID, "message_id", req.MessageID)
 
-	_, known := dataset.EncodingOf(req.TransferSyntaxUID)
-	hdr, body, err := dataset.Peek(data, req.TransferSyntaxUID, dataset.DropGroup0002(), dataset.WithMaxHeaderBytes(maxHeaderBytes))
+	in := dataset.NewInspector(data, req.TransferSyntaxUID, dataset.DropGroup0002(), dataset.WithMaxHeaderBytes(maxHeaderBytes))
+	body, err := in.Peek()
 	if err != nil {
 		// The association broke while the header arrived: nobody is left
 		// to answer, and nothing was stored.
 		return fmt.Errorf("ingest: read dataset header: %w", err)
 	}
-	if known {
-		if st, bad := checkIdentifiers(req, hdr); bad {
-			log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
-			return st
-		}
+	hdr := in.Header()
+	if st, bad := refusal(req, hdr, in.Err()); bad {
+		log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
+		return st
 	}
-	// A private or unknown transfer syntax cannot be parsed: the object is
-	// stored under the command's UIDs and validation decides about it later.
 	obj := objectstore.Object{
 		SOPClassUID:       req.AffectedSOPClassUID,
 		SOPInstanceUID:    req.AffectedSOPInstanceUID,
@@ -103,6 +124,12 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	part10File := io.MultiReader(bytes.NewReader(part10.AppendHeader(nil, meta)), body)
 	stored, err := h.store.Put(ctx, obj, part10File)
 	if err != nil {
+		if v := in.Err(); v != nil {
+			// The reader's verdict failed the Put: nothing is stored.
+			st := verdictStatus(v)
+			log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
+			return st
+		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("ingest: store abandoned: %w", err)
 		}
@@ -119,19 +146,36 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	return nil
 }
 
-// checkIdentifiers compares the dataset's SOP Class and Instance UIDs with
-// the command's.
-func checkIdentifiers(req *dicomnet.CStoreRequest, hdr dataset.Header) (dimse.Status, bool) {
+// refusal is the status for a dataset refused before it is stored: a
+// reader verdict reached in the header, or SOP Class and Instance UIDs
+// that are missing or differ from the command's.
+func refusal(req *dicomnet.CStoreRequest, hdr dataset.Header, verdict error) (dimse.Status, bool) {
 	switch {
+	case verdict != nil:
+		return verdictStatus(verdict), true
 	case hdr.SOPInstanceUID == "" || hdr.SOPClassUID == "":
-		if hdr.Err != nil && !errors.Is(hdr.Err, dataset.ErrHeaderTooLong) {
-			return dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "dataset cannot be parsed"}, true
-		}
-		return dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "dataset lacks SOP Class or SOP Instance UID"}, true
+		return dimse.Status{Code: StatusUnreadable, Comment: "dataset lacks SOP Class or SOP Instance UID"}, true
 	case hdr.SOPInstanceUID != req.AffectedSOPInstanceUID:
 		return dimse.Status{Code: dimse.StatusDataSetDoesNotMatchSOPClass, Comment: "dataset SOP Instance UID differs from the command's"}, true
 	case hdr.SOPClassUID != req.AffectedSOPClassUID:
 		return dimse.Status{Code: dimse.StatusDataSetDoesNotMatchSOPClass, Comment: "dataset SOP Class UID differs from the command's"}, true
 	}
 	return dimse.Status{}, false
+}
+
+// verdictStatus answers a reader verdict. The comment names the element,
+// never a value (it goes to the sender and to the audit record).
+func verdictStatus(v error) dimse.Status {
+	code, what := StatusUnreadable, "dataset cannot be parsed"
+	switch {
+	case errors.Is(v, dataset.ErrTruncated):
+		code, what = StatusTruncated, "dataset ends inside an element"
+	case errors.Is(v, dataset.ErrLimit):
+		code, what = StatusOverLimit, "dataset exceeds a reader limit"
+	}
+	var at *dataset.Error
+	if errors.As(v, &at) && at.HasTag {
+		what += " at " + dataset.TagString(at.Tag)
+	}
+	return dimse.Status{Code: code, Comment: what}
 }

@@ -86,12 +86,19 @@ func TestServeCStore(t *testing.T) {
 		{name: "instance mismatch", class: ctClass, sop: "1.2.3.5", ts: explicitL, data: good, wantStatus: dimse.StatusDataSetDoesNotMatchSOPClass},
 		{name: "class mismatch", class: "1.2.840.10008.5.1.4.1.1.4", sop: "1.2.3.4", ts: explicitL, data: good, wantStatus: dimse.StatusDataSetDoesNotMatchSOPClass},
 		{name: "no SOP UIDs", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: el(0x0010, 0x0020, "LO", "PAT1"), wantStatus: dimse.StatusCannotUnderstand},
-		{name: "unparseable", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1}, wantStatus: dimse.StatusCannotUnderstand},
+		{name: "unparseable", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1, 0, 0}, wantStatus: StatusUnreadable},
+		{name: "cut inside a header", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1}, wantStatus: StatusTruncated},
+		{name: "unreadable after the header", class: ctClass, sop: "1.2.3.4", ts: explicitL,
+			data: ds(good, []byte{0x28, 0, 0x10, 0, 1, 2, 0, 0}), wantStatus: StatusUnreadable},
+		{name: "pixel data shorter than declared", class: ctClass, sop: "1.2.3.4", ts: explicitL,
+			data: ds(good, []byte{0xE0, 0x7F, 0x10, 0, 'O', 'W', 0, 0, 0, 0, 8, 0}, make([]byte, 100)), wantStatus: StatusTruncated},
 		{name: "path in UID", class: ctClass, sop: "../../x", ts: explicitL,
 			data: ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "../../x")), wantStatus: dimse.StatusCannotUnderstand},
 		{name: "store down", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good, storeErr: objectstore.ErrUnavailable, wantStatus: dimse.StatusOutOfResources},
-		{name: "private syntax stored by command UIDs", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: []byte{1, 2, 3, 4},
-			wantKey: "incoming/2026/05/04/unknown-study/unknown-series/1.2.3.4.dcm", wantData: []byte{1, 2, 3, 4}},
+		{name: "private syntax read as its first element says", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: good,
+			wantKey: "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm", wantData: good},
+		{name: "private syntax that cannot be read", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: []byte{1, 2, 3, 4},
+			wantStatus: StatusTruncated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

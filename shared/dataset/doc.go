@@ -1,0 +1,28 @@
+// Package dataset is the one reader of DICOM datasets in this module. Its
+// Scanner follows a dataset's structure element by element (PS3.5 §7:
+// Implicit or Explicit VR, either byte order, sequences and items of
+// defined or undefined length, encapsulated Pixel Data) under one set of
+// limits (MaxDepth, MaxElements, MaxValueHeld, MaxHeldBytes) and one
+// transfer syntax rule (EncodingOf; a syntax it does not know is read as
+// Implicit or Explicit VR as its first element says). Everything that
+// reads DICOM bytes reads them through it:
+//
+//   - the SCP, with an Inspector: the dataset streams through to the store
+//     unchanged while its top-level identifiers are picked up and its
+//     structure is checked to the last byte, so a dataset that ends inside
+//     an element, or cannot be followed, is refused rather than stored;
+//   - the pipeline, with a Decoder over ranged reads of the stored object:
+//     it keeps the header up to Pixel Data and skips large values without
+//     fetching them;
+//   - File Meta reading (package part10), with a Decoder over the file.
+//
+// So what the SCP acknowledges, the pipeline can read: both apply the same
+// rules and limits to the same bytes.
+//
+// Why not github.com/suyashkumar/dicom, which the tests use as a reference:
+// v1.1.0 parses from an io.Reader and reads every value it skips through
+// that reader (SkipPixelData included), so it cannot move past a 300 MiB
+// value with a ranged read, nor pass a stream through while parsing it
+// without buffering; and it has no limits on nesting or element count for
+// hostile input. Its data dictionary is used for Implicit VR.
+package dataset

@@ -1,0 +1,28 @@
+package dataset
+
+import "github.com/suyashkumar/dicom/pkg/tag"
+
+// implicitVR looks a tag's VR up in the data dictionary, for Implicit VR
+// datasets: the structure depends on it (a defined-length SQ holds items
+// to read, any other value is skipped whole). The dictionary is
+// suyashkumar/dicom's, generated from PS3.6.
+func implicitVR(t uint32) VR {
+	g, e := uint16(t>>16), uint16(t)
+	if e == 0 {
+		return VR{'U', 'L'} // group length
+	}
+	if tag.IsPrivate(g) {
+		if e >= 0x0010 && e <= 0x00FF {
+			return VR{'L', 'O'} // private creator
+		}
+		return VR{'U', 'N'}
+	}
+	info, err := tag.Find(tag.Tag{Group: g, Element: e})
+	if err != nil || len(info.VRs) == 0 || len(info.VRs[0]) != 2 {
+		return VR{'U', 'N'}
+	}
+	// Where PS3.6 allows several VRs (OB or OW, US or SS), the first
+	// decides nothing structural: such values are never sequences.
+	v := info.VRs[0]
+	return VR{v[0], v[1]}
+}
