@@ -63,7 +63,4 @@ type Pipeline struct {
 	AuditSourceID string
 	// BucketName, when set, is put into events' S3 pointers (s3://bucket/key).
 	BucketName string
-	// MaxHeaderBytes bounds how much of an object validation reads before
-	// giving up on finding Pixel Data's start; 0 means 64 MiB.
-	MaxHeaderBytes int64
 }

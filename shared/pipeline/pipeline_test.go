@@ -184,9 +184,49 @@ func TestValidationCases(t *testing.T) {
 			b := good.Build()
 			return b[:400]
 		}, codes: []string{"error:truncated"}},
-		{name: "truncated in pixel data is fine for the header", data: func() []byte {
+		{name: "pixel data ending past the object is truncated", data: func() []byte {
 			b := good.Build()
 			return b[:len(b)-100]
+		}, codes: []string{"error:truncated"}},
+		{name: "pixel data shorter than rows and columns need", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2-2))}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
+		{name: "pixel data longer than rows and columns need", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2+2))}
+			return i.Build()
+		}, valid: true, codes: []string{"warning:pixel-data-length"}},
+		{name: "multi-frame RGB pixel data", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x02), 3), pt.Str(pt.Tag(0x28, 0x08), "IS", "3"), pt.U16(pt.Tag(0x28, 0x100), 8),
+				pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]byte, 64*64*3*3))}
+			return i.Build()
+		}, valid: true},
+		{name: "multi-frame pixel data missing a frame", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "3"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2*2))}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
+		{name: "1-bit frames packed, odd length padded", data: func() []byte {
+			// 5×5×3 bits = 75 bits: 10 bytes (odd 9.375 rounded up, then even).
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x10), 5), pt.U16(pt.Tag(0x28, 0x11), 5), pt.U16(pt.Tag(0x28, 0x100), 1),
+				pt.Str(pt.Tag(0x28, 0x08), "IS", "3"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]byte, 10))}
+			return i.Build()
+		}, valid: true},
+		{name: "8-bit odd pixel count with its pad byte", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x10), 3), pt.U16(pt.Tag(0x28, 0x11), 3), pt.U16(pt.Tag(0x28, 0x100), 8),
+				pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]byte, 10))}
+			return i.Build()
+		}, valid: true},
+		{name: "YBR_FULL_422 holds two samples per pixel", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x02), 3), pt.Str(pt.Tag(0x28, 0x04), "CS", "YBR_FULL_422"), pt.U16(pt.Tag(0x28, 0x100), 8),
+				pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]byte, 64*64*2))}
+			return i.Build()
 		}, valid: true},
 		{name: "not part 10", data: func() []byte { return []byte("hello, this is not DICOM at all") }, codes: []string{"error:not-part10"}},
 		{name: "unknown charset", data: func() []byte {

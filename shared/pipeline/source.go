@@ -1,30 +1,16 @@
 package pipeline
 
 import (
-	"bufio"
-	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 )
 
-// ErrTruncated marks an object that ends inside an element or before its
-// header is complete.
-var ErrTruncated = errors.New("pipeline: object truncated")
-
-// source is what the header reader consumes: buffered bytes it can peek at,
-// read, and skip over without fetching them.
-type source interface {
-	Peek(n int) ([]byte, error) // fewer than n bytes only with io.EOF
-	ReadFull(p []byte) error    // ErrTruncated if the object ends first
-	Skip(n int64) error         // ErrTruncated if the object ends first
-	Pos() int64                 // bytes consumed so far (position in the stream)
-}
-
 // rangeSource reads an object through range requests that start small and
 // grow, so a header is read in one or two requests and the pixel data that
-// follows it is never fetched. Skip moves past values without fetching them.
+// follows it is never fetched. It is a dataset.Source: Discard moves past
+// values without fetching them.
 type rangeSource struct {
 	ctx   context.Context
 	r     ObjectReader
@@ -88,6 +74,8 @@ func (s *rangeSource) fill(n int) error {
 	return nil
 }
 
+// Peek returns the next n bytes, fewer only with an error (io.EOF at the
+// end of the object).
 func (s *rangeSource) Peek(n int) ([]byte, error) {
 	if err := s.fill(n); err != nil {
 		return nil, err
@@ -99,98 +87,28 @@ func (s *rangeSource) Peek(n int) ([]byte, error) {
 	return avail[:n], nil
 }
 
-func (s *rangeSource) ReadFull(p []byte) error {
-	b, err := s.Peek(len(p))
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return ErrTruncated
-		}
-		return err
-	}
-	copy(p, b)
-	s.off += len(p)
-	return nil
-}
-
-func (s *rangeSource) Skip(n int64) error {
+// Discard moves n bytes on without fetching them; fewer only at the end
+// of the object, with io.EOF.
+func (s *rangeSource) Discard(n int) (int, error) {
 	if n < 0 {
-		return fmt.Errorf("pipeline: negative skip")
+		return 0, fmt.Errorf("pipeline: negative skip")
 	}
 	pos := s.Pos()
-	if pos+n > s.size {
-		return ErrTruncated
+	if rest := s.size - pos; int64(n) > rest {
+		s.bufAt, s.buf, s.off = s.size, s.buf[:0], 0
+		return int(rest), io.EOF
 	}
-	if n <= int64(len(s.buf)-s.off) {
-		s.off += int(n)
-		return nil
+	if n <= len(s.buf)-s.off {
+		s.off += n
+		return n, nil
 	}
-	s.bufAt, s.buf, s.off = pos+n, s.buf[:0], 0
-	return nil
+	s.bufAt, s.buf, s.off = pos+int64(n), s.buf[:0], 0
+	return n, nil
 }
 
-// streamSource adapts a plain reader (an inflated Deflate stream): skipping
-// reads through.
-type streamSource struct {
-	br  *bufio.Reader
-	pos int64
-}
-
-func newStreamSource(r io.Reader) *streamSource {
-	return &streamSource{br: bufio.NewReaderSize(r, 64<<10)}
-}
-
-func (s *streamSource) Pos() int64 { return s.pos }
-
-func (s *streamSource) Peek(n int) ([]byte, error) {
-	b, err := s.br.Peek(n)
-	if err != nil && len(b) < n {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return b, io.EOF
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			return b, fmt.Errorf("pipeline: peek %d bytes: %w", n, err)
-		}
-		return b, classify(err)
-	}
-	return b, nil
-}
-
-// classify marks a corrupt deflate stream as a malformed object (not a
-// store failure to retry).
-func classify(err error) error {
-	var ce flate.CorruptInputError
-	if errors.As(err, &ce) {
-		return fmt.Errorf("%w: deflate: %v", ErrMalformed, err)
-	}
-	return fmt.Errorf("pipeline: read: %w", err)
-}
-
-func (s *streamSource) ReadFull(p []byte) error {
-	n, err := io.ReadFull(s.br, p)
-	s.pos += int64(n)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return ErrTruncated
-		}
-		return classify(err)
-	}
-	return nil
-}
-
-func (s *streamSource) Skip(n int64) error {
-	d, err := io.CopyN(io.Discard, s.br, n)
-	s.pos += d
-	if err != nil {
-		if errors.Is(err, io.EOF) {
-			return ErrTruncated
-		}
-		return classify(err)
-	}
-	return nil
-}
-
-// sourceReader exposes a source as an io.Reader (input to the inflater).
-type sourceReader struct{ s source }
+// sourceReader exposes a rangeSource as an io.Reader (input to the
+// inflater).
+type sourceReader struct{ s *rangeSource }
 
 func (r sourceReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
@@ -204,7 +122,7 @@ func (r sourceReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	n := copy(p, b)
-	if err := r.s.Skip(int64(n)); err != nil {
+	if _, err := r.s.Discard(n); err != nil {
 		return 0, err
 	}
 	return n, nil

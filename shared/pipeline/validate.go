@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -8,7 +9,9 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 // Finding codes.
@@ -16,6 +19,8 @@ const (
 	CodeNotPart10           = "not-part10"
 	CodeTruncated           = "truncated"
 	CodeMalformed           = "malformed"
+	CodeOverLimit           = "over-limit" // beyond the reader's limits (dataset.MaxDepth ...)
+	CodePixelDataLength     = "pixel-data-length"
 	CodeMissingMeta         = "missing-meta"
 	CodeMetaMismatch        = "meta-mismatch"
 	CodeMissingAttribute    = "missing-attribute" // type 1 absent or empty
@@ -73,14 +78,17 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	in.bytesRead = src.fetched
 	in.h = h
 	if err != nil {
+		var corrupt flate.CorruptInputError
 		switch {
-		case errors.Is(err, ErrNotPart10):
+		case errors.Is(err, part10.ErrNotPart10):
 			in.add(CodeNotPart10, SeverityError, 0, "no DICM prefix at offset 128")
 			return in, nil
-		case errors.Is(err, ErrTruncated):
-			in.add(CodeTruncated, SeverityError, 0, "object ends inside the header (object is %d bytes)", info.Size)
-		case errors.Is(err, ErrMalformed):
-			in.add(CodeMalformed, SeverityError, 0, "%s", strings.TrimPrefix(err.Error(), "pipeline: "))
+		case errors.Is(err, dataset.ErrTruncated):
+			in.add(CodeTruncated, SeverityError, 0, "object is %d bytes: %s", info.Size, readerText(err))
+		case errors.Is(err, dataset.ErrLimit):
+			in.add(CodeOverLimit, SeverityError, 0, "%s", readerText(err))
+		case errors.Is(err, part10.ErrMalformedMeta), errors.Is(err, dataset.ErrMalformed), errors.As(err, &corrupt):
+			in.add(CodeMalformed, SeverityError, 0, "%s", readerText(err))
 		default:
 			return nil, err // the store failed: retry
 		}
@@ -88,18 +96,20 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 			return in, nil
 		}
 	}
-	if src.Pos() > p.maxHeader() {
-		in.add(CodeMalformed, SeverityError, 0, "header longer than %d bytes", p.maxHeader())
+	if h.PixelShort > 0 {
+		in.add(CodeTruncated, SeverityError, h.PixelData.Tag, "value of %d bytes ends %d bytes past the end of the object", h.PixelData.Len, h.PixelShort)
 	}
 	in.check(err == nil)
 	return in, nil
 }
 
-func (p *Pipeline) maxHeader() int64 {
-	if p.MaxHeaderBytes > 0 {
-		return p.MaxHeaderBytes
+// readerText is a reader's error for a finding, without package prefixes.
+func readerText(err error) string {
+	s := err.Error()
+	for _, p := range []string{"part10: ", "dataset: read: ", "dataset: "} {
+		s = strings.ReplaceAll(s, p, "")
 	}
-	return 64 << 20
+	return s
 }
 
 // check runs the attribute checks on a parsed header.
@@ -118,7 +128,6 @@ func (in *inspection) check(complete bool) {
 	}
 	cs := newCharset(csRaw)
 	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: func(*dataElement) string { return "" }}
-	meta := &decoder{order: binary.LittleEndian, cs: newCharset(""), badText: map[uint32]bool{}}
 	d := in.dec
 
 	if h.Unordered {
@@ -129,11 +138,14 @@ func (in *inspection) check(complete bool) {
 	}
 
 	// File meta.
-	mClass := meta.first(&h.Meta, tagMediaSOPClass)
-	mInst := meta.first(&h.Meta, tagMediaSOPInstance)
-	for _, t := range []uint32{tagMediaSOPClass, tagMediaSOPInstance, tagTransferSyntax} {
-		if meta.first(&h.Meta, t) == "" {
-			in.add(CodeMissingMeta, SeverityError, t, "file meta element missing or empty")
+	mClass := h.Meta.MediaStorageSOPClassUID
+	mInst := h.Meta.MediaStorageSOPInstanceUID
+	for _, m := range []struct {
+		t uint32
+		v string
+	}{{tagMediaSOPClass, mClass}, {tagMediaSOPInstance, mInst}, {tagTransferSyntax, h.TransferSyntax}} {
+		if m.v == "" {
+			in.add(CodeMissingMeta, SeverityError, m.t, "file meta element missing or empty")
 		}
 	}
 
@@ -187,6 +199,7 @@ func (in *inspection) check(complete bool) {
 		in.add(CodeBadDate, SeverityWarning, tagStudyTime, "not a TM value")
 	}
 	birth, _ := ISODate(d.first(&h.Data, tagPatientBirthDate))
+	in.checkPixelData()
 
 	// Consistency with the transaction the SCP recorded.
 	md := in.info.Metadata
@@ -202,7 +215,7 @@ func (in *inspection) check(complete bool) {
 			in.add(CodeTransactionMismatch, SeverityError, c.t, "differs from the C-STORE transaction (%s)", c.key)
 		}
 	}
-	if ae, src := md["calling-ae"], meta.first(&h.Meta, tagSourceAE); ae != "" && src != "" && ae != src {
+	if ae, src := md["calling-ae"], h.Meta.SourceApplicationEntityTitle; ae != "" && src != "" && ae != src {
 		in.add(CodeSourceAEMismatch, SeverityWarning, tagSourceAE, "Source AE Title differs from the calling AE")
 	}
 
