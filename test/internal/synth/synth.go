@@ -57,16 +57,12 @@ func (o Object) header() []byte {
 	str(0x0010, 0x0020, "LO", o.PatientID)
 	str(0x0020, 0x000D, "UI", o.StudyUID)
 	str(0x0020, 0x000E, "UI", o.SeriesUID)
-	rows := uint16(512)
-	frames := o.PixelBytes / (512 * 512 * 2)
-	if frames < 1 {
-		frames = 1
-	}
+	rows, cols, frames := o.geometry()
 	us(0x0028, 0x0002, 1)
 	str(0x0028, 0x0004, "CS", "MONOCHROME2")
 	str(0x0028, 0x0008, "IS", fmt.Sprint(frames))
 	us(0x0028, 0x0010, rows)
-	us(0x0028, 0x0011, 512)
+	us(0x0028, 0x0011, cols)
 	us(0x0028, 0x0100, 16)
 	us(0x0028, 0x0101, 16)
 	us(0x0028, 0x0102, 15)
@@ -75,6 +71,23 @@ func (o Object) header() []byte {
 	b.WriteString("OW\x00\x00")
 	binary.Write(&b, binary.LittleEndian, uint32(o.PixelBytes))
 	return b.Bytes()
+}
+
+// geometry is Rows, Columns and Number of Frames of 16-bit pixels that
+// fill PixelBytes exactly, as the pipeline checks: 512×512 frames when the
+// size allows, else one frame of as many columns as divide the pixel
+// count.
+func (o Object) geometry() (rows, cols uint16, frames int64) {
+	pixels := o.PixelBytes / 2
+	if pixels > 0 && pixels%(512*512) == 0 {
+		return 512, 512, pixels / (512 * 512)
+	}
+	for c := min(pixels, 65535); c > 1; c-- {
+		if pixels%c == 0 && pixels/c <= 65535 {
+			return uint16(pixels / c), uint16(c), 1
+		}
+	}
+	return uint16(max(pixels, 1)), 1, 1
 }
 
 // Dataset streams the encoded dataset (no File Meta Information).

@@ -1,0 +1,181 @@
+package ingest_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// scp is the real server with the ingest handler over a file store.
+func scp(t *testing.T) (*dicomnettest.Server, *filestore.Store) {
+	t.Helper()
+	store, err := filestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dicomnettest.NewServerT(t, &dicomnet.Server{Handler: ingest.New(store, ingest.Options{})}), store
+}
+
+// incoming lists the keys of the objects a file store holds.
+func incoming(t *testing.T, store *filestore.Store) []string {
+	t.Helper()
+	var keys []string
+	err := filepath.WalkDir(filepath.Join(store.Root(), "incoming"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			rel, _ := filepath.Rel(store.Root(), p)
+			keys = append(keys, filepath.ToSlash(rel))
+		}
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// processStored runs the pipeline on a stored object.
+func processStored(t *testing.T, store *filestore.Store, key, class, sop, ts string) pipeline.ObjectResult {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(store.Root(), key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := pt.New()
+	sum := sha256.Sum256(data)
+	f.Objects.Add(key, data, pt.SCPMetadata(class, sop, ts, hex.EncodeToString(sum[:])))
+	res, err := f.Pipeline().ProcessObject(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// TestTruncatedPixelDataRefused (issue 16.3): a raw C-STORE of a Secondary
+// Capture whose Pixel Data declares 512 KiB and carries 100 bytes is
+// refused with C001 naming the element, and nothing is stored; the same
+// association then stores a whole object, which the pipeline indexes.
+// The old SCP answered 0000 and stored it.
+func TestTruncatedPixelDataRefused(t *testing.T) {
+	srv, store := scp(t)
+	ctx := context.Background()
+	as, err := dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
+		Contexts: dicomnet.StorageContexts([]string{scImage}, dicomuid.ExplicitVRLittleEndian)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := as.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	const sop = "1.2.826.0.1.3680043.10.8.1.7"
+	head := encode(t, scImage, sop, dicomuid.ExplicitVRLittleEndian, scElems(sop, 64))
+	cut := cat(head, binary.LittleEndian.AppendUint32([]byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0}, 512<<10), make([]byte, 100))
+	st, err := as.Store(ctx, scImage, sop, dicomuid.ExplicitVRLittleEndian, bytesReader(cut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != ingest.StatusTruncated || !strings.Contains(st.Comment, "(7FE0,0010)") {
+		t.Fatalf("status %04X %q, want C001 naming (7FE0,0010)", st.Code, st.Comment)
+	}
+	if keys := incoming(t, store); len(keys) != 0 {
+		t.Fatalf("a refused object was stored: %v", keys)
+	}
+
+	whole := encode(t, scImage, sop, dicomuid.ExplicitVRLittleEndian, append(scElems(sop, 64), pixels(64*64)))
+	st, err = as.Store(ctx, scImage, sop, dicomuid.ExplicitVRLittleEndian, bytesReader(whole))
+	if err != nil || !st.IsSuccess() {
+		t.Fatalf("whole object after the refusal: %v %v", st, err)
+	}
+	keys := incoming(t, store)
+	if len(keys) != 1 {
+		t.Fatalf("stored %v, want the whole object only", keys)
+	}
+	if res := processStored(t, store, keys[0], scImage, sop, dicomuid.ExplicitVRLittleEndian); !res.Valid || res.Outcome != pipeline.InstanceNew {
+		t.Errorf("pipeline: valid %v, outcome %v, findings %+v", res.Valid, res.Outcome, res.Findings)
+	}
+}
+
+// TestDeepSRStoredAndIndexed (issue 14): a Basic Text SR whose content
+// tree nests 16 or 40 levels deep is acknowledged and then indexed, not
+// quarantined as malformed (the old pipeline stopped at 12 levels). DCMTK's
+// dsrdump reads the 40-deep one as a valid SR document, when installed.
+func TestDeepSRStoredAndIndexed(t *testing.T) {
+	srv, store := scp(t)
+	ctx := context.Background()
+	for _, depth := range []int{16, 40} {
+		for _, ts := range []string{dicomuid.ExplicitVRLittleEndian, dicomuid.ImplicitVRLittleEndian} {
+			t.Run(fmt.Sprintf("%d/%s", depth, ts), func(t *testing.T) {
+				sop := fmt.Sprintf("1.2.826.0.1.3680043.10.9.2.%d.%d", depth, len(ts))
+				ds := encode(t, basicTextSR, sop, ts, srElems(depth, sop))
+				as, err := dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
+					Contexts: dicomnet.StorageContexts([]string{basicTextSR}, ts)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				st, err := as.Store(ctx, basicTextSR, sop, ts, bytesReader(ds))
+				if rerr := as.Release(ctx); rerr != nil {
+					t.Error(rerr)
+				}
+				if err != nil || !st.IsSuccess() {
+					t.Fatalf("store: %v %v", st, err)
+				}
+				var key string
+				for _, k := range incoming(t, store) {
+					if strings.HasSuffix(k, "/"+sop+".dcm") {
+						key = k
+					}
+				}
+				res := processStored(t, store, key, basicTextSR, sop, ts)
+				if !res.Valid || res.Outcome != pipeline.InstanceNew {
+					t.Fatalf("pipeline: valid %v, outcome %v, findings %+v", res.Valid, res.Outcome, res.Findings)
+				}
+				if depth == 40 {
+					dsrdumpValid(t, filepath.Join(store.Root(), key))
+				}
+			})
+		}
+	}
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// dsrdumpValid checks DCMTK reads path as an SR document without error.
+func dsrdumpValid(t *testing.T, path string) {
+	t.Helper()
+	dsrdump, err := exec.LookPath("dsrdump")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("dsrdump not installed (apt-get install dcmtk)")
+		}
+		t.Log("dsrdump not installed: DCMTK's reading of the SR not checked")
+		return
+	}
+	out, err := exec.Command(dsrdump, "-Ee", "+Pc", path).CombinedOutput()
+	if err != nil || bytes.Contains(out, []byte("E: ")) || bytes.Contains(out, []byte("W: ")) {
+		t.Fatalf("dsrdump: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("Finding at the deepest level.")) {
+		t.Errorf("dsrdump did not reach the deepest item:\n%.2000s", out)
+	}
+}
