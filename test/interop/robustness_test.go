@@ -2,12 +2,14 @@ package interop
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -176,5 +178,46 @@ func TestSOPInstanceMismatchRefused(t *testing.T) {
 	}
 	if files := storedFiles(t, scp.DataDir); len(files) != 0 {
 		t.Errorf("a refused object was stored: %v", files)
+	}
+}
+
+// TestTruncatedPixelDataRefused (issue 16.3) against the built scp-task: a
+// Secondary Capture whose Pixel Data declares 512 KiB and carries 100 bytes
+// gets C001 and leaves no object, only a store-failed audit record; the
+// whole object sent next on the same association is stored. The old SCP
+// answered 0000 and stored the cut object.
+func TestTruncatedPixelDataRefused(t *testing.T) {
+	scp := startSCP(t)
+	obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.5", SeriesUID: "1.2.826.0.1.3680043.2.5.1", SOPInstanceUID: "1.2.826.0.1.3680043.2.5.1.1",
+		PatientID: "P6", PatientName: "Test^Truncated", PixelBytes: 512 << 10}
+	ctx := scptest.Context(t)
+	as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := io.LimitReader(obj.Dataset(), obj.DatasetSize()-obj.PixelBytes+100)
+	st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, cut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != 0xC001 || !strings.Contains(st.Comment, "(7FE0,0010)") {
+		t.Fatalf("status %04X (%s), want C001 naming Pixel Data", st.Code, st.Comment)
+	}
+	if files := storedFiles(t, scp.DataDir); len(files) != 0 {
+		t.Fatalf("a refused object was stored: %v", files)
+	}
+	if st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, obj.Dataset()); err != nil || !st.IsSuccess() {
+		t.Fatalf("whole object: %v %v", st, err)
+	}
+	if err := as.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if files := storedFiles(t, scp.DataDir); len(files) != 1 {
+		t.Fatalf("stored %v, want the whole object", files)
+	}
+	scp.Stop(t) // flushes the audit queue
+	failed := findRecord(auditRecords(t, scp.DataDir), associationaudit.EventStoreFailed, "LOCAL_AE")
+	if failed == nil || failed.Status != "C001" || failed.SOPInstanceUID != obj.SOPInstanceUID {
+		t.Errorf("store-failed record = %+v", failed)
 	}
 }
