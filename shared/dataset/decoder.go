@@ -80,8 +80,17 @@ func (d *Decoder) Step() (Kind, error) {
 		want = min(want, len(d.capture)-d.cn)
 	}
 	b, err := d.src.Peek(want)
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// More than a small bufio.Reader holds: take what it has, or ask
+		// for one byte to learn whether there is more.
+		if len(b) > 0 {
+			err = nil
+		} else {
+			b, err = d.src.Peek(1)
+		}
+	}
 	atEOF := false
-	if err != nil && !(errors.Is(err, bufio.ErrBufferFull) && len(b) > 0) {
+	if err != nil {
 		if !isEOF(err) {
 			return d.failed(err)
 		}

@@ -5,9 +5,13 @@ import (
 	"compress/flate"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
 // bytesReader is an ObjectReader over one byte slice that counts what it
@@ -144,6 +148,80 @@ func FuzzCharsetDecode(f *testing.F) {
 		}
 		if ok && bytes.IndexByte(b, 0x1B) < 0 && len(b) > 0 && s == "" {
 			t.Fatalf("decode(%q, %q) lost all text", cs, b)
+		}
+	})
+}
+
+// agreementSyntaxes are the transfer syntaxes FuzzAgreement reads a
+// dataset in; the deflated one deflates the input first.
+var agreementSyntaxes = []string{tsExplicitLE, tsImplicitLE, tsExplicitBE, tsDeflatedLE, "1.2.826.0.1.3680043.10.99.1"}
+
+// FuzzAgreement checks, on any dataset in any transfer syntax, that the
+// SCP's reader and the pipeline's agree: when the Inspector (what the SCP
+// streams a C-STORE through) reads the dataset whole, the pipeline's
+// header reader reads the Part 10 file the SCP would store from it; when
+// the Inspector refuses it before top-level Pixel Data, so does the
+// pipeline.
+func FuzzAgreement(f *testing.F) {
+	ds := []byte{0x08, 0x00, 0x60, 0x00, 'C', 'S', 2, 0, 'C', 'T'}
+	f.Add(ds, uint8(0))
+	f.Add([]byte{0x08, 0x00, 0x60, 0x00, 2, 0, 0, 0, 'C', 'T'}, uint8(1))
+	f.Add(append(bytes.Clone(ds), 0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0, 0, 0, 8, 0, 1, 2, 3, 4), uint8(0))
+	f.Add(append(bytes.Clone(ds), 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+		0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0x00, 0xE0, 2, 0, 0, 0, 1, 2, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0), uint8(3))
+	f.Add([]byte{0x08, 0x00, 0x40, 0x11, 'S', 'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF,
+		0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF, 0x08, 0x00, 0x50, 0x11, 'U', 'I', 2, 0, '1', 0,
+		0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0}, uint8(4))
+	// testdata/fuzz/FuzzAgreement holds deep SRs, cut Pixel Data and
+	// fragments, overruns, group 0002 in datasets.
+	f.Fuzz(func(t *testing.T, ds []byte, tsi uint8) {
+		ts := agreementSyntaxes[int(tsi)%len(agreementSyntaxes)]
+		if ts == tsDeflatedLE {
+			var z bytes.Buffer
+			w, _ := flate.NewWriter(&z, flate.BestSpeed)
+			_, _ = w.Write(ds) // into memory
+			_ = w.Close()
+			ds = z.Bytes()
+		}
+		in := dataset.NewInspector(bytes.NewReader(ds), ts)
+		_, verdict := io.Copy(io.Discard, in)
+
+		file := append(part10.AppendHeader(nil, part10.Meta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.7",
+			MediaStorageSOPInstanceUID: "1.2.3", TransferSyntaxUID: ts}), ds...)
+		h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: file}, "k", int64(len(file))))
+		if err != nil && !errors.Is(err, dataset.ErrMalformed) && !errors.Is(err, dataset.ErrTruncated) && !errors.Is(err, dataset.ErrLimit) {
+			var corrupt flate.CorruptInputError
+			if !errors.As(err, &corrupt) {
+				t.Fatalf("pipeline error %v is no reader verdict", err)
+			}
+		}
+		if verdict == nil {
+			if err != nil {
+				t.Fatalf("the SCP reads the dataset whole, the pipeline fails: %v", err)
+			}
+			if h.PixelShort > 0 {
+				t.Fatalf("the SCP reads the dataset whole, the pipeline finds Pixel Data %d bytes short", h.PixelShort)
+			}
+			return
+		}
+		if err != nil || h.PixelShort > 0 {
+			return // both refuse
+		}
+		// The pipeline read up to Pixel Data: the verdict must lie in it
+		// or after it.
+		var at *dataset.Error
+		if !errors.As(verdict, &at) {
+			t.Fatalf("verdict %v carries no offset", verdict)
+		}
+		if h.PixelData == nil {
+			t.Fatalf("the SCP refuses (%v), the pipeline reads the whole dataset", verdict)
+		}
+		valueAt := h.PixelData.Offset
+		if !h.Deflated {
+			valueAt -= int64(len(file) - len(ds))
+		}
+		if at.Offset < valueAt {
+			t.Fatalf("the SCP refuses (%v) before Pixel Data at %d, the pipeline reads it", verdict, valueAt)
 		}
 	})
 }
