@@ -290,7 +290,6 @@ func (in *Inspector) fillFiltered(want int) {
 		if !in.dropPhase {
 			used := in.feed(b, atEOF)
 			in.pending = append(in.pending, b[:used]...)
-			b = b[used:]
 			break
 		}
 		header := in.s.InHeader()

@@ -92,7 +92,6 @@ var (
 	tagRows                     = tagOf(0x0028, 0x0010)
 	tagColumns                  = tagOf(0x0028, 0x0011)
 	tagBitsAllocated            = tagOf(0x0028, 0x0100)
-	tagPixelData         uint32 = dataset.TagPixelData
 	tagFloatPixelData    uint32 = dataset.TagFloatPixelData
 	tagDoublePixelData   uint32 = dataset.TagDoublePixelData
 )

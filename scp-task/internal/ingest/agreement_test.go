@@ -109,7 +109,7 @@ func TestSCPAndPipelineAgree(t *testing.T) {
 				return // refused for its identifiers: no reader verdict to compare
 			}
 			refused++
-			verdict, pixelAt := localVerdict(s)
+			pixelAt, verdict := localVerdict(s)
 			if verdict == nil {
 				if strings.Contains(st.Comment, "lacks SOP") {
 					return
@@ -196,9 +196,9 @@ func objectKey(s sample) string {
 }
 
 // localVerdict reads a sample with the same reader the SCP uses and
-// returns its verdict and where top-level Pixel Data starts (-1: none
-// before the verdict), both in the (inflated) dataset.
-func localVerdict(s sample) (error, int64) {
+// returns where top-level Pixel Data starts (-1: none before the verdict)
+// and its verdict, both in the (inflated) dataset.
+func localVerdict(s sample) (int64, error) {
 	in := dataset.NewInspector(bytes.NewReader(s.ds), s.ts)
 	_, verdict := io.Copy(io.Discard, in)
 	var src dataset.Source = bufio.NewReader(bytes.NewReader(s.ds))
@@ -210,10 +210,10 @@ func localVerdict(s sample) (error, int64) {
 		k, _ := d.Next()
 		switch k {
 		case dataset.KindEnd, dataset.KindError:
-			return verdict, -1
+			return -1, verdict
 		case dataset.KindElement:
 			if e := d.Element(); e.Depth == 0 && dataset.IsPixelData(e.Tag) {
-				return verdict, e.Start
+				return e.Start, verdict
 			}
 		}
 	}
@@ -369,11 +369,7 @@ func datasetSample(name, ts string, b []byte, deflate bool) sample {
 		b, plain = inflated.Bytes(), dicomuid.ExplicitVRLittleEndian
 	} else if enc.Deflated {
 		plain = dicomuid.ExplicitVRLittleEndian // what the deflate stream holds
-		var z bytes.Buffer
-		w, _ := flate.NewWriter(&z, flate.BestSpeed)
-		_, _ = w.Write(b) // into memory
-		_ = w.Close()
-		s.ds = z.Bytes()
+		s.ds = deflated(b)
 	}
 	in := dataset.NewInspector(bytes.NewReader(b), plain)
 	_, _ = io.Copy(io.Discard, in) // only the header is wanted here
@@ -530,6 +526,16 @@ func pixels(n int) pt.Elem { return pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]by
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
+// deflated is b as a raw deflate stream (RFC 1951), as the Deflated
+// transfer syntax carries a dataset.
+func deflated(b []byte) []byte {
+	var z bytes.Buffer
+	w, _ := flate.NewWriter(&z, flate.BestSpeed) // a valid level: no error
+	_, _ = w.Write(b)                            // into memory: no error
+	_ = w.Close()
+	return z.Bytes()
+}
+
 // encode is the dataset bytes of elems in ts (Explicit VR Little Endian,
 // or Implicit VR Little Endian for 1.2.840.10008.1.2 and, as written by
 // pipelinetest, for the private syntax used here).
@@ -618,11 +624,7 @@ func crafted(t *testing.T) []sample {
 	add("group-0002-in-dataset", scImage, sop, explicit, cat(meta, whole), dimse.StatusElementsDiscarded)
 	// The same deflated: kept as received, and the pipeline's File Meta
 	// rule must not take them for meta.
-	var z bytes.Buffer
-	w, _ := flate.NewWriter(&z, flate.BestCompression)
-	_, _ = w.Write(cat(meta, whole)) // into memory
-	_ = w.Close()
-	add("group-0002-in-deflated-dataset", scImage, sop, dicomuid.DeflatedExplicitVRLittleEndian, z.Bytes(), dimse.StatusSuccess)
+	add("group-0002-in-deflated-dataset", scImage, sop, dicomuid.DeflatedExplicitVRLittleEndian, deflated(cat(meta, whole)), dimse.StatusSuccess)
 	// Undeclared (private) transfer syntaxes, read as the first element says.
 	add("private-syntax-implicit", scImage, sop, privateImplicit,
 		encode(t, scImage, sop, privateImplicit, append(scElems(sop, 64), pixels(64*64))), dimse.StatusSuccess)
