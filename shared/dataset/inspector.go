@@ -217,9 +217,14 @@ func (in *Inspector) feed(b []byte, atEOF bool) int {
 // token acts on what the Scanner found.
 func (in *Inspector) token(kind Kind) {
 	switch kind {
+	case KindNone:
+		return // the common case, per value: nothing to do
 	case KindElement:
-		e := in.s.Element()
-		if e.Depth > 0 || in.hdr.Done {
+		if in.hdr.Done {
+			return
+		}
+		e := &in.s.elem
+		if e.Depth > 0 {
 			break
 		}
 		if e.Start >= in.max {
@@ -266,7 +271,7 @@ func (in *Inspector) token(kind Kind) {
 	}
 	// The header limit is checked at tokens, whose offsets do not depend
 	// on how the stream was split into reads.
-	if !in.hdr.Done && kind != KindNone && in.s.Offset() >= in.max {
+	if !in.hdr.Done && in.s.Offset() >= in.max {
 		in.finishHeader(ErrHeaderTooLong)
 	}
 }
