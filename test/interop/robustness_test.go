@@ -217,7 +217,7 @@ func TestTruncatedPixelDataRefused(t *testing.T) {
 	}
 	scp.Stop(t) // flushes the audit queue
 	failed := findRecord(auditRecords(t, scp.DataDir), associationaudit.EventStoreFailed, "LOCAL_AE")
-	if failed == nil || failed.Status != "C001" || failed.SOPInstanceUID != obj.SOPInstanceUID {
+	if failed == nil || failed.Status != "C001" || failed.SOPInstanceUID != obj.SOPInstanceUID || !strings.Contains(failed.Reason, "(7FE0,0010)") {
 		t.Errorf("store-failed record = %+v", failed)
 	}
 }
