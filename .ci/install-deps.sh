@@ -18,6 +18,9 @@ need node nodejs
 need npm npm
 need gcc gcc                      # the race detector needs cgo
 need /usr/include/stdio.h libc6-dev
+need xmllint libxml2-utils        # checks audit messages against the PS3.15 A.5.1 schema
+need rsyslogd rsyslog             # the audit feed's syslog TLS collector in tests
+compgen -G '/usr/lib/*/rsyslog/lmnsd_gtls.so' >/dev/null || apt_pkgs+=(rsyslog-gnutls)
 /usr/bin/python3 -c 'import pydicom, numpy' 2>/dev/null || apt_pkgs+=(python3-pydicom python3-numpy)
 
 if [ ${#apt_pkgs[@]} -gt 0 ]; then

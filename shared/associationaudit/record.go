@@ -49,6 +49,20 @@ type Record struct {
 	Implementation string    `json:"implementationVersion"`
 	// Seq orders the records of one association.
 	Seq uint64 `json:"seq"`
+	// TLS describes the peer's client certificate when the association
+	// came over TLS and the peer presented one; nil otherwise.
+	TLS *TLSPeer `json:"tls,omitempty"`
+}
+
+// TLSPeer is the identity TLS established for a peer: its client
+// certificate, named so an audit reader can find it again (subject, issuer,
+// SHA-256 fingerprint of the DER encoding, lower-case hex), and the name the
+// calling-AE allowlist bound to it, if any.
+type TLSPeer struct {
+	Subject         string `json:"subject"`
+	Issuer          string `json:"issuer"`
+	SHA256          string `json:"sha256"`
+	CertificateName string `json:"certificateName,omitempty"`
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)

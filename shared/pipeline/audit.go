@@ -109,14 +109,23 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 
 // associationAudit maps an SCP association record to an audit record.
 func (p *Pipeline) associationAudit(r associationaudit.Record) AuditRecord {
+	return AssociationAuditRecord(r, p.sourceID())
+}
+
+// AssociationAuditRecord maps an SCP association record to the audit
+// record the pipeline appends for it, naming auditSourceID as the source.
+// scp-task without the pipeline uses it too, so its audit feed sends what
+// the audit trail would hold.
+func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) AuditRecord {
 	rec := AuditRecord{
 		ID:            fmt.Sprintf("assoc:%s:%d:%s", r.AssociationID, r.Seq, r.Event),
 		SchemaVersion: 1, Time: r.Time.UTC(), Day: r.Time.UTC().Format(time.DateOnly),
 		EventTypeCodes: []CodedValue{localCode(r.Event, r.Event)},
-		Outcome:        r.Event, Reason: r.Reason, AuditSourceID: p.sourceID(),
+		Outcome:        r.Event, Reason: r.Reason, AuditSourceID: auditSourceID,
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
 		SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
 		Participants: participants(r.CallingAE, r.CalledAE, r.PeerAddr),
+		TLS:          r.TLS,
 	}
 	switch r.Event {
 	case associationaudit.EventAccepted, associationaudit.EventReleased:

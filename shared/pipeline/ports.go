@@ -12,6 +12,8 @@ import (
 	"errors"
 	"io"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
 // Sentinel errors that adapters return (wrapped) so the pipeline can tell a
@@ -382,6 +384,10 @@ type AuditRecord struct {
 	Participants       []AuditParticipant       `json:"participants,omitempty"`
 	ParticipantObjects []AuditParticipantObject `json:"participantObjects,omitempty"`
 	Findings           []Finding                `json:"findings,omitempty"`
+
+	// TLS is the requesting peer's certificate identity when TLS
+	// authenticated it (association records only); nil otherwise.
+	TLS *associationaudit.TLSPeer `json:"tls,omitempty"`
 }
 
 // CodedValue is a DICOM code (e.g. 110104, DCM, "DICOM Instances Transferred").

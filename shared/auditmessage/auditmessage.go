@@ -1,0 +1,351 @@
+// Package auditmessage renders audit trail records (pipeline.AuditRecord)
+// as DICOM PS3.15 A.5 AuditMessage XML, the format ATNA audit repositories
+// and security information and event management systems (SIEMs) read.
+//
+// One record gives one message, plus a User Authentication message (110114)
+// when TLS identified the peer of an accepted or rejected association. The
+// messages carry what PS3.15 A.5.3 asks of their events and nothing more of
+// the patient: a patient appears by its ID only (the participant object's
+// name, which the schema requires, is left empty), never by name.
+package auditmessage
+
+import (
+	"encoding/base64"
+	"encoding/xml"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Message is one rendered AuditMessage.
+type Message struct {
+	// ID is stable for a record and the kind of message: rendering a record
+	// again gives the same IDs, so a collector can drop duplicates that
+	// at-least-once delivery lets through.
+	ID string
+	// EventOutcome is the message's EventOutcomeIndicator (0, 4, 8, 12).
+	EventOutcome int
+	// XML is the document, with its XML declaration, on one line.
+	XML []byte
+}
+
+// UserAuthenticationSuffix ends the ID of the User Authentication message a
+// TLS-authenticated association's record also gives.
+const UserAuthenticationSuffix = "/user-authentication"
+
+// Codes from PS3.16 (DCM scheme) and PS3.15 A.5.1.2.
+var (
+	codeUserAuthentication = code{Code: "110114", System: "DCM", Display: "User Authentication"}
+	codeLogin              = code{Code: "110122", System: "DCM", Display: "Login"}
+	codeStudyInstanceUID   = "110180"
+	// The certificate TLS authenticated: no PS3.16 code names a
+	// certificate fingerprint, so ours does (scheme "dicom-ingest").
+	codeCertificate = code{Code: "x509-sha256", System: "dicom-ingest", Display: "X.509 certificate SHA-256 fingerprint"}
+)
+
+// auditSourceApplicationServer is AuditSourceTypeCode 4 (A.5.1.2.1):
+// application server process tier in a multi-tier system.
+const auditSourceApplicationServer = "4"
+
+// Participant object type codes and roles (A.5.1.2.2, A.5.1.2.3).
+const (
+	objectPerson           = 1
+	objectSystem           = 2
+	roleSecurityResource   = 13
+	defaultAuditSourceName = "dicom-ingest"
+)
+
+// Render renders rec. It fails only on a record no message can be made of
+// (one without an ID or an event ID).
+func Render(rec pipeline.AuditRecord) ([]Message, error) {
+	if rec.ID == "" {
+		return nil, fmt.Errorf("auditmessage: render: record without id")
+	}
+	if rec.EventID.Code == "" {
+		return nil, fmt.Errorf("auditmessage: render %s: record without event id", rec.ID)
+	}
+	main := auditMessage{
+		Event:        eventOf(rec),
+		Participants: participantsOf(rec),
+		Source:       sourceOf(rec),
+		Objects:      objectsOf(rec),
+	}
+	out := make([]Message, 0, 2)
+	m, err := encode(rec.ID, rec.EventOutcome, main)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, m)
+	if ua, ok := userAuthentication(rec); ok {
+		m, err := encode(rec.ID+UserAuthenticationSuffix, ua.Event.outcome, ua)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func encode(id string, outcome int, m auditMessage) (Message, error) {
+	body, err := xml.Marshal(m)
+	if err != nil {
+		return Message{}, fmt.Errorf("auditmessage: render %s: %w", id, err)
+	}
+	doc := make([]byte, 0, len(xml.Header)+len(body))
+	doc = append(doc, strings.TrimSuffix(xml.Header, "\n")...)
+	doc = append(doc, body...)
+	return Message{ID: id, EventOutcome: outcome, XML: doc}, nil
+}
+
+// The schema's elements, in the order PS3.15 A.5.1 requires them.
+type auditMessage struct {
+	XMLName      xml.Name            `xml:"AuditMessage"`
+	Event        eventIdentification `xml:"EventIdentification"`
+	Participants []activeParticipant `xml:"ActiveParticipant"`
+	Source       auditSource         `xml:"AuditSourceIdentification"`
+	Objects      []participantObject `xml:"ParticipantObjectIdentification"`
+}
+
+type code struct {
+	Code    string `xml:"csd-code,attr"`
+	System  string `xml:"codeSystemName,attr"`
+	Display string `xml:"originalText,attr"`
+}
+
+func codeOf(c pipeline.CodedValue) code { return code{Code: c.Code, System: c.System, Display: c.Display} }
+
+type eventIdentification struct {
+	ActionCode  string `xml:"EventActionCode,attr,omitempty"`
+	DateTime    string `xml:"EventDateTime,attr"`
+	Outcome     string `xml:"EventOutcomeIndicator,attr"`
+	EventID     code   `xml:"EventID"`
+	TypeCodes   []code `xml:"EventTypeCode"`
+	Description string `xml:"EventOutcomeDescription,omitempty"`
+	outcome     int
+}
+
+type activeParticipant struct {
+	UserID            string `xml:"UserID,attr"`
+	AlternativeUserID string `xml:"AlternativeUserID,attr,omitempty"`
+	UserName          string `xml:"UserName,attr,omitempty"`
+	UserIsRequestor   bool   `xml:"UserIsRequestor,attr"`
+	NetworkAccess     string `xml:"NetworkAccessPointID,attr,omitempty"`
+	NetworkType       string `xml:"NetworkAccessPointTypeCode,attr,omitempty"`
+	Roles             []code `xml:"RoleIDCode"`
+}
+
+type auditSource struct {
+	SourceID  string       `xml:"AuditSourceID,attr"`
+	TypeCodes []sourceType `xml:"AuditSourceTypeCode"`
+}
+
+type sourceType struct {
+	Code string `xml:"csd-code,attr"`
+}
+
+type participantObject struct {
+	ID           string              `xml:"ParticipantObjectID,attr"`
+	TypeCode     string              `xml:"ParticipantObjectTypeCode,attr,omitempty"`
+	Role         string              `xml:"ParticipantObjectTypeCodeRole,attr,omitempty"`
+	IDType       code                `xml:"ParticipantObjectIDTypeCode"`
+	Name         string              `xml:"ParticipantObjectName"` // the schema requires a name or a query
+	Details      []valuePair         `xml:"ParticipantObjectDetail"`
+	Descriptions []objectDescription `xml:"ParticipantObjectDescription"`
+}
+
+type valuePair struct {
+	Type  string `xml:"type,attr"`
+	Value string `xml:"value,attr"` // base64, as the schema asks
+}
+
+type objectDescription struct {
+	SOPClasses []sopClass `xml:"SOPClass"`
+}
+
+type sopClass struct {
+	UID       string     `xml:"UID,attr,omitempty"`
+	Count     int        `xml:"NumberOfInstances,attr"`
+	Instances []instance `xml:"Instance"`
+}
+
+type instance struct {
+	UID string `xml:"UID,attr"`
+}
+
+func detail(typ, value string) valuePair {
+	return valuePair{Type: typ, Value: base64.StdEncoding.EncodeToString([]byte(value))}
+}
+
+// dateTime is xsd:dateTime in UTC with millisecond precision.
+func dateTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+func eventOf(rec pipeline.AuditRecord) eventIdentification {
+	ev := eventIdentification{
+		ActionCode: rec.EventActionCode, DateTime: dateTime(rec.Time),
+		Outcome: strconv.Itoa(rec.EventOutcome), outcome: rec.EventOutcome,
+		EventID: codeOf(rec.EventID), Description: description(rec),
+	}
+	for _, c := range rec.EventTypeCodes {
+		ev.TypeCodes = append(ev.TypeCodes, codeOf(c))
+	}
+	return ev
+}
+
+// description is the record's reason with the validation errors that made
+// it: findings name codes and tags, never patient data.
+func description(rec pipeline.AuditRecord) string {
+	parts := []string{}
+	if rec.Reason != "" {
+		parts = append(parts, rec.Reason)
+	}
+	for _, f := range rec.Findings {
+		s := f.Code
+		if f.Tag != "" {
+			s += " " + f.Tag
+		}
+		if f.Message != "" {
+			s += ": " + f.Message
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func participantsOf(rec pipeline.AuditRecord) []activeParticipant {
+	var out []activeParticipant
+	for _, p := range rec.Participants {
+		ap := activeParticipant{
+			UserID: p.UserID, AlternativeUserID: p.AlternativeID, UserIsRequestor: p.UserIsRequestor,
+			NetworkAccess: p.NetworkAccess,
+		}
+		if p.NetworkAccess != "" && p.NetworkType != 0 {
+			ap.NetworkType = strconv.Itoa(p.NetworkType)
+		}
+		if ap.UserID == "" && p.UserIsRequestor && p.NetworkAccess != "" {
+			// A peer refused before it named itself is known by its address.
+			ap.UserID = p.NetworkAccess
+		}
+		if p.RoleIDCode != nil {
+			ap.Roles = []code{codeOf(*p.RoleIDCode)}
+		}
+		if p.UserIsRequestor && rec.TLS != nil {
+			ap.UserName = rec.TLS.Subject
+		}
+		out = append(out, ap)
+	}
+	if len(out) == 0 {
+		// The schema needs one participant: without a peer (a record
+		// about our own trail) it is the reporting process, us.
+		out = append(out, activeParticipant{UserID: sourceID(rec)})
+	}
+	return out
+}
+
+func sourceID(rec pipeline.AuditRecord) string {
+	if rec.AuditSourceID == "" {
+		return defaultAuditSourceName
+	}
+	return rec.AuditSourceID
+}
+
+func sourceOf(rec pipeline.AuditRecord) auditSource {
+	return auditSource{SourceID: sourceID(rec), TypeCodes: []sourceType{{Code: auditSourceApplicationServer}}}
+}
+
+func objectsOf(rec pipeline.AuditRecord) []participantObject {
+	var out []participantObject
+	for _, o := range rec.ParticipantObjects {
+		po := participantObject{ID: o.ID, IDType: codeOf(o.IDTypeCode)}
+		if o.TypeCode != 0 {
+			po.TypeCode = strconv.Itoa(o.TypeCode)
+		}
+		if o.TypeRole != 0 {
+			po.Role = strconv.Itoa(o.TypeRole)
+		}
+		if o.TypeCode != objectPerson {
+			// A person's name is patient data A.5 does not require.
+			po.Name = o.Name
+		}
+		if o.SOPClassUID != "" {
+			sc := sopClass{UID: o.SOPClassUID, Count: max(o.NumberOfSOP, 1)}
+			if o.IDTypeCode.Code == codeStudyInstanceUID && o.NumberOfSOP == 1 && rec.SOPInstanceUID != "" {
+				sc.Instances = []instance{{UID: rec.SOPInstanceUID}}
+			}
+			po.Descriptions = []objectDescription{{SOPClasses: []sopClass{sc}}}
+		}
+		out = append(out, po)
+	}
+	if rec.TLS != nil {
+		out = append(out, certificateObject(rec.TLS))
+	}
+	return out
+}
+
+// certificateObject names the certificate TLS authenticated the peer with:
+// its fingerprint as the ID, its subject as the name, the issuer (and the
+// certificate name the allowlist bound it to) as details.
+func certificateObject(c *associationaudit.TLSPeer) participantObject {
+	po := participantObject{
+		ID: c.SHA256, TypeCode: strconv.Itoa(objectSystem), Role: strconv.Itoa(roleSecurityResource),
+		IDType: codeCertificate, Name: c.Subject,
+		Details: []valuePair{detail("Issuer", c.Issuer)},
+	}
+	if c.CertificateName != "" {
+		po.Details = append(po.Details, detail("CertificateName", c.CertificateName))
+	}
+	return po
+}
+
+// userAuthentication is the User Authentication message (A.5.3.12) of an
+// association TLS identified the peer of: a login, successful when the
+// association was accepted, failed when it was rejected.
+func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
+	if rec.TLS == nil {
+		return auditMessage{}, false
+	}
+	outcome := 0
+	switch rec.Outcome {
+	case associationaudit.EventAccepted:
+	case associationaudit.EventRejected:
+		outcome = 4
+	default:
+		return auditMessage{}, false
+	}
+	user := activeParticipant{
+		UserID: rec.TLS.Subject, UserName: rec.TLS.CertificateName, UserIsRequestor: true,
+	}
+	if rec.CallingAE != "" {
+		user.AlternativeUserID = "AETITLES=" + rec.CallingAE
+	}
+	if host := hostOf(rec.PeerAddr); host != "" {
+		user.NetworkAccess, user.NetworkType = host, "1"
+		if net.ParseIP(host) != nil {
+			user.NetworkType = "2"
+		}
+	}
+	parts := []activeParticipant{user}
+	if rec.CalledAE != "" {
+		parts = append(parts, activeParticipant{UserID: rec.CalledAE, AlternativeUserID: "AETITLES=" + rec.CalledAE})
+	}
+	return auditMessage{
+		Event: eventIdentification{
+			ActionCode: "E", DateTime: dateTime(rec.Time), Outcome: strconv.Itoa(outcome), outcome: outcome,
+			EventID: codeUserAuthentication, TypeCodes: []code{codeLogin}, Description: rec.Reason,
+		},
+		Participants: parts,
+		Source:       sourceOf(rec),
+		Objects:      []participantObject{certificateObject(rec.TLS)},
+	}, true
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}

@@ -1,0 +1,397 @@
+package auditmessage_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/xml"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+const (
+	study  = "1.2.826.0.1.3680043.10.1"
+	series = "1.2.826.0.1.3680043.10.1.1"
+	sop1   = "1.2.826.0.1.3680043.10.1.1.1"
+	sop2   = "1.2.826.0.1.3680043.10.1.1.2"
+	tsELE  = "1.2.840.10008.1.2.1"
+)
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func key(sop string) string {
+	return "incoming/2026/01/15/" + study + "/" + series + "/" + sop + ".dcm"
+}
+
+func ct(sop string) pt.Instance {
+	return pt.Instance{StudyUID: study, SeriesUID: series, SOPUID: sop, PatientID: "PID-1", PatientName: "Doe^Jane", Rows: 8, Columns: 8, SourceAE: "MODALITY1"}
+}
+
+// instanceRecords runs the pipeline over a stored instance, a conflicting
+// resend of it and an invalid instance, and returns their audit records by
+// outcome: the records exactly as the pipeline writes them.
+func instanceRecords(t *testing.T) map[string]pipeline.AuditRecord {
+	t.Helper()
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	data := ct(sop1).Build()
+	f.Objects.Add(key(sop1), data, pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data)))
+	if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+		t.Fatal(err)
+	}
+	changed := ct(sop1)
+	changed.PatientName = "Doe^John"
+	data = changed.Build()
+	ck := strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-" + sha(data)[:16] + ".dcm"
+	m := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+	m["conflict"] = "true"
+	f.Objects.Add(ck, data, m)
+	if _, err := p.ProcessObject(ctx, ck); err != nil {
+		t.Fatal(err)
+	}
+	bad := ct(sop2)
+	bad.StudyUID = "1.2.3.abc"
+	data = bad.Build()
+	f.Objects.Add(key(sop2), data, pt.SCPMetadata(pt.CTStorage, sop2, tsELE, sha(data)))
+	if _, err := p.ProcessObject(ctx, key(sop2)); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]pipeline.AuditRecord{}
+	for _, r := range f.Audit.All() {
+		out["instance-"+r.Outcome] = r
+	}
+	for _, want := range []string{"instance-stored", "instance-conflict", "instance-rejected"} {
+		if _, ok := out[want]; !ok {
+			t.Fatalf("the pipeline wrote no %s record: %v", want, out)
+		}
+	}
+	return out
+}
+
+var tlsPeer = &associationaudit.TLSPeer{
+	Subject: "CN=pacs.site-a.example,O=Site A", Issuer: "CN=Site CA,O=Hospital",
+	SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", CertificateName: "pacs.site-a.example",
+}
+
+// associationRecords maps SCP association records through the pipeline's
+// own mapping, as the audit function and local mode do.
+func associationRecords() map[string]pipeline.AuditRecord {
+	at := time.Date(2026, 1, 15, 10, 20, 30, 123456789, time.UTC)
+	base := associationaudit.Record{Time: at, AssociationID: "assoc7", CallingAE: "MODALITY1", CalledAE: "INGEST",
+		PeerAddr: "10.1.2.3:40000", Implementation: "TEST_1"}
+	with := func(seq uint64, mod func(*associationaudit.Record)) pipeline.AuditRecord {
+		r := base
+		r.Seq = seq
+		mod(&r)
+		return pipeline.AssociationAuditRecord(r, "dicom-ingest-test")
+	}
+	abortSource, abortReason := 2, 0
+	return map[string]pipeline.AuditRecord{
+		"association-accepted": with(1, func(r *associationaudit.Record) { r.Event = associationaudit.EventAccepted }),
+		"association-released": with(2, func(r *associationaudit.Record) {
+			r.Event, r.Instances, r.Bytes = associationaudit.EventReleased, 2, 4096
+		}),
+		"association-aborted": with(3, func(r *associationaudit.Record) {
+			r.Event, r.AbortSource, r.AbortReason, r.Reason = associationaudit.EventAborted, &abortSource, &abortReason, "connection reset by peer"
+		}),
+		"association-rejected": with(4, func(r *associationaudit.Record) {
+			r.Event, r.CallingAE, r.RejectResult, r.RejectSource, r.RejectReason = associationaudit.EventRejected, "EVIL", 1, 1, 3
+			r.Reason = "calling AE title not recognized"
+		}),
+		"association-rejected-unnamed": with(5, func(r *associationaudit.Record) {
+			r.Event, r.CallingAE, r.CalledAE, r.Reason = associationaudit.EventRejected, "", "", "dicomnet: not an A-ASSOCIATE-RQ"
+		}),
+		"store-failed": with(6, func(r *associationaudit.Record) {
+			r.Event, r.Status, r.Reason = associationaudit.EventStoreFailed, "A700", "storage failed, please retry"
+			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
+		}),
+		"association-accepted-tls": with(7, func(r *associationaudit.Record) {
+			r.Event, r.TLS = associationaudit.EventAccepted, tlsPeer
+		}),
+		"association-rejected-tls": with(8, func(r *associationaudit.Record) {
+			r.Event, r.RejectResult, r.RejectSource, r.RejectReason, r.TLS = associationaudit.EventRejected, 1, 1, 3, tlsPeer
+			r.Reason = "client certificate does not match the calling AE title"
+		}),
+	}
+}
+
+// unparseableRecord is the record the pipeline appends for an association
+// record it cannot read: no participants, no object.
+func unparseableRecord(t *testing.T) pipeline.AuditRecord {
+	t.Helper()
+	f := pt.New()
+	k := "audit/2026/01/15/x-000001-association-accepted.json"
+	f.Objects.Add(k, []byte("{nope"), nil)
+	if err := f.Pipeline().ProcessAuditRecord(context.Background(), k); err != nil {
+		t.Fatal(err)
+	}
+	recs := f.Audit.All()
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	r := recs[0]
+	r.Time, r.Day = time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC), "2026-01-15"
+	return r
+}
+
+func allRecords(t *testing.T) map[string]pipeline.AuditRecord {
+	recs := instanceRecords(t)
+	for k, v := range associationRecords() {
+		recs[k] = v
+	}
+	recs["unparseable-record"] = unparseableRecord(t)
+	return recs
+}
+
+// TestRenderEveryRecordType renders one record of every kind the audit
+// trail holds, checks each message against the PS3.15 A.5.1 schema and
+// against its golden file (go test -update rewrites them).
+func TestRenderEveryRecordType(t *testing.T) {
+	for name, rec := range allRecords(t) {
+		t.Run(name, func(t *testing.T) {
+			msgs, err := auditmessage.Render(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var golden bytes.Buffer
+			for _, m := range msgs {
+				auditmessagetest.Validate(t, m.XML)
+				if bytes.ContainsAny(m.XML, "\r\n") {
+					t.Errorf("%s: message spans lines", m.ID)
+				}
+				golden.WriteString("<!-- " + m.ID + " -->\n")
+				golden.Write(m.XML)
+				golden.WriteString("\n")
+			}
+			path := filepath.Join("testdata", "golden", name+".xml")
+			if *update {
+				if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, golden.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(want, golden.Bytes()) {
+				t.Errorf("%s differs from the rendering (go test -update rewrites it):\ngot:\n%s", path, golden.Bytes())
+			}
+		})
+	}
+}
+
+func TestRenderEvents(t *testing.T) {
+	recs := allRecords(t)
+	tests := []struct {
+		record string
+		events []string // EventID of each message, in order
+	}{
+		{"instance-stored", []string{"110104"}},
+		{"instance-conflict", []string{"110104"}},
+		{"instance-rejected", []string{"110104"}},
+		{"association-accepted", []string{"110102"}},
+		{"association-released", []string{"110102"}},
+		{"association-aborted", []string{"110102"}},
+		{"association-rejected", []string{"110113"}},
+		{"store-failed", []string{"110104"}},
+		{"association-accepted-tls", []string{"110102", "110114"}},
+		{"association-rejected-tls", []string{"110113", "110114"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.record, func(t *testing.T) {
+			msgs, err := auditmessage.Render(recs[tt.record])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range msgs {
+				got = append(got, parse(t, m.XML).Event.EventID.Code)
+			}
+			if strings.Join(got, ",") != strings.Join(tt.events, ",") {
+				t.Errorf("events = %v, want %v", got, tt.events)
+			}
+		})
+	}
+	t.Run("rejected association is a node authentication security alert", func(t *testing.T) {
+		msgs, _ := auditmessage.Render(recs["association-rejected"])
+		m := parse(t, msgs[0].XML)
+		if len(m.Event.TypeCodes) == 0 || m.Event.TypeCodes[0].Code != "110126" || m.Event.Outcome != "4" {
+			t.Errorf("event = %+v", m.Event)
+		}
+	})
+	t.Run("TLS identity: login message, certificate named everywhere", func(t *testing.T) {
+		msgs, _ := auditmessage.Render(recs["association-accepted-tls"])
+		if msgs[1].ID != recs["association-accepted-tls"].ID+auditmessage.UserAuthenticationSuffix {
+			t.Errorf("user authentication id = %q", msgs[1].ID)
+		}
+		for _, raw := range msgs {
+			m := parse(t, raw.XML)
+			var cert *parsedObject
+			for i := range m.Objects {
+				if m.Objects[i].ID == tlsPeer.SHA256 {
+					cert = &m.Objects[i]
+				}
+			}
+			if cert == nil || cert.Name != tlsPeer.Subject {
+				t.Errorf("%s: no certificate object: %+v", raw.ID, m.Objects)
+			}
+		}
+		ua := parse(t, msgs[1].XML)
+		if ua.Event.TypeCodes[0].Code != "110122" || ua.Event.Outcome != "0" || ua.Participants[0].UserID != tlsPeer.Subject ||
+			ua.Participants[0].NetworkAccess != "10.1.2.3" || !ua.Participants[0].UserIsRequestor {
+			t.Errorf("user authentication = %+v", ua)
+		}
+		rej, _ := auditmessage.Render(recs["association-rejected-tls"])
+		if parse(t, rej[1].XML).Event.Outcome != "4" {
+			t.Error("a refused certificate is not a failed login")
+		}
+	})
+}
+
+// TestRenderWithholdsPatientName: the patient appears by ID, which A.5
+// requires, and never by name.
+func TestRenderWithholdsPatientName(t *testing.T) {
+	for name, rec := range instanceRecords(t) {
+		msgs, err := auditmessage.Render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, raw := range msgs {
+			if bytes.Contains(raw.XML, []byte("Doe")) {
+				t.Errorf("%s: patient name in the message:\n%s", name, raw.XML)
+			}
+			m := parse(t, raw.XML)
+			found := false
+			for _, o := range m.Objects {
+				if o.TypeCode == "1" && o.Role == "1" && o.ID == "PID-1" {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("%s: no patient participant object with the patient ID", name)
+			}
+		}
+	}
+}
+
+func TestRenderRefusesRecordsWithoutIdentity(t *testing.T) {
+	for _, rec := range []pipeline.AuditRecord{{}, {ID: "x"}} {
+		if _, err := auditmessage.Render(rec); err == nil {
+			t.Errorf("Render(%+v) succeeded", rec)
+		}
+	}
+}
+
+// FuzzRender: any text in a record still renders a well-formed, one-line
+// message (AE titles, reasons and addresses come from the network).
+func FuzzRender(f *testing.F) {
+	f.Add("MODALITY1", "10.1.2.3:40000", "calling AE not allowed", "CN=x")
+	f.Add("\x00<&>\"'", "[::1]:1", "\n\r\t]]>", "\xff\xfe")
+	f.Fuzz(func(t *testing.T, ae, peer, reason, subject string) {
+		r := pipeline.AssociationAuditRecord(associationaudit.Record{
+			Event: associationaudit.EventAccepted, AssociationID: "a", CallingAE: ae, CalledAE: ae, PeerAddr: peer,
+			Reason: reason, TLS: &associationaudit.TLSPeer{Subject: subject, Issuer: reason, SHA256: ae},
+		}, reason)
+		msgs, err := auditmessage.Render(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if bytes.ContainsAny(m.XML, "\r\n") {
+				t.Fatalf("message spans lines: %q", m.XML)
+			}
+			var v any
+			if err := xml.Unmarshal(m.XML, &v); err != nil {
+				t.Fatalf("not well-formed: %v\n%q", err, m.XML)
+			}
+		}
+	})
+}
+
+type parsedMessage struct {
+	Event struct {
+		Outcome   string `xml:"EventOutcomeIndicator,attr"`
+		EventID   struct{ Code string `xml:"csd-code,attr"` }
+		TypeCodes []struct {
+			Code string `xml:"csd-code,attr"`
+		} `xml:"EventTypeCode"`
+	} `xml:"EventIdentification"`
+	Participants []struct {
+		UserID          string `xml:"UserID,attr"`
+		UserIsRequestor bool   `xml:"UserIsRequestor,attr"`
+		NetworkAccess   string `xml:"NetworkAccessPointID,attr"`
+	} `xml:"ActiveParticipant"`
+	Objects []parsedObject `xml:"ParticipantObjectIdentification"`
+}
+
+type parsedObject struct {
+	ID       string `xml:"ParticipantObjectID,attr"`
+	TypeCode string `xml:"ParticipantObjectTypeCode,attr"`
+	Role     string `xml:"ParticipantObjectTypeCodeRole,attr"`
+	Name     string `xml:"ParticipantObjectName"`
+}
+
+func parse(t *testing.T, doc []byte) parsedMessage {
+	t.Helper()
+	var m parsedMessage
+	if err := xml.Unmarshal(doc, &m); err != nil {
+		t.Fatalf("parse %s: %v", doc, err)
+	}
+	return m
+}
+
+// TestSchemaCatchesBrokenMessages keeps the schema check honest: messages
+// missing what A.5.1 requires fail it.
+func TestSchemaCatchesBrokenMessages(t *testing.T) {
+	msgs, err := auditmessage.Render(associationRecords()["association-accepted"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := string(msgs[0].XML)
+	for name, broken := range map[string]string{
+		"no audit source":      cut(good, "<AuditSourceIdentification", "</AuditSourceIdentification>"),
+		"outcome out of range": strings.Replace(good, `EventOutcomeIndicator="0"`, `EventOutcomeIndicator="3"`, 1),
+		"no participant":       cut(cut(good, "<ActiveParticipant", "</ActiveParticipant>"), "<ActiveParticipant", "</ActiveParticipant>"),
+		"bad date":             strings.Replace(good, `EventDateTime="2026-01-15T10:20:30.123Z"`, `EventDateTime="yesterday"`, 1),
+	} {
+		if broken == good {
+			t.Fatalf("%s: mutation did not apply", name)
+		}
+		if auditmessagetest.Check(t, []byte(broken)) == nil {
+			t.Errorf("%s: schema accepted\n%s", name, broken)
+		}
+	}
+}
+
+// cut removes the first span from start to the end of end.
+func cut(s, start, end string) string {
+	i := strings.Index(s, start)
+	if i < 0 {
+		return s
+	}
+	j := strings.Index(s[i:], end)
+	if j < 0 {
+		return s
+	}
+	return s[:i] + s[i+j+len(end):]
+}
