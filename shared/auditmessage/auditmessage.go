@@ -30,6 +30,8 @@ type Message struct {
 	ID string
 	// EventOutcome is the message's EventOutcomeIndicator (0, 4, 8, 12).
 	EventOutcome int
+	// Time is the event's time (EventDateTime).
+	Time time.Time
 	// XML is the document, with its XML declaration, on one line.
 	XML []byte
 }
@@ -76,13 +78,13 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 		Objects:      objectsOf(rec),
 	}
 	out := make([]Message, 0, 2)
-	m, err := encode(rec.ID, rec.EventOutcome, main)
+	m, err := encode(rec.ID, rec.EventOutcome, rec.Time, main)
 	if err != nil {
 		return nil, err
 	}
 	out = append(out, m)
 	if ua, ok := userAuthentication(rec); ok {
-		m, err := encode(rec.ID+UserAuthenticationSuffix, ua.Event.outcome, ua)
+		m, err := encode(rec.ID+UserAuthenticationSuffix, ua.Event.outcome, rec.Time, ua)
 		if err != nil {
 			return nil, err
 		}
@@ -91,7 +93,7 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 	return out, nil
 }
 
-func encode(id string, outcome int, m auditMessage) (Message, error) {
+func encode(id string, outcome int, at time.Time, m auditMessage) (Message, error) {
 	body, err := xml.Marshal(m)
 	if err != nil {
 		return Message{}, fmt.Errorf("auditmessage: render %s: %w", id, err)
@@ -99,7 +101,7 @@ func encode(id string, outcome int, m auditMessage) (Message, error) {
 	doc := make([]byte, 0, len(xml.Header)+len(body))
 	doc = append(doc, strings.TrimSuffix(xml.Header, "\n")...)
 	doc = append(doc, body...)
-	return Message{ID: id, EventOutcome: outcome, XML: doc}, nil
+	return Message{ID: id, EventOutcome: outcome, Time: at.UTC(), XML: doc}, nil
 }
 
 // The schema's elements, in the order PS3.15 A.5.1 requires them.
@@ -117,7 +119,9 @@ type code struct {
 	Display string `xml:"originalText,attr"`
 }
 
-func codeOf(c pipeline.CodedValue) code { return code{Code: c.Code, System: c.System, Display: c.Display} }
+func codeOf(c pipeline.CodedValue) code {
+	return code{Code: c.Code, System: c.System, Display: c.Display}
+}
 
 type eventIdentification struct {
 	ActionCode  string `xml:"EventActionCode,attr,omitempty"`

@@ -330,8 +330,10 @@ func FuzzRender(f *testing.F) {
 
 type parsedMessage struct {
 	Event struct {
-		Outcome   string `xml:"EventOutcomeIndicator,attr"`
-		EventID   struct{ Code string `xml:"csd-code,attr"` }
+		Outcome string `xml:"EventOutcomeIndicator,attr"`
+		EventID struct {
+			Code string `xml:"csd-code,attr"`
+		}
 		TypeCodes []struct {
 			Code string `xml:"csd-code,attr"`
 		} `xml:"EventTypeCode"`

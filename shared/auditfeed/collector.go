@@ -1,0 +1,126 @@
+package auditfeed
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// DefaultPort is the syslog-over-TLS port (RFC 5425).
+const DefaultPort = 6514
+
+// ParseURL reads a collector URL, tls://host[:port], and returns its
+// host:port (port 6514 when left out) and host.
+func ParseURL(s string) (addr, host string, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", "", fmt.Errorf("auditfeed: collector %q: %w", s, err)
+	}
+	if u.Scheme != "tls" {
+		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] (syslog over TLS, RFC 5425)", s)
+	}
+	if u.Path != "" || u.RawQuery != "" || u.User != nil {
+		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] and nothing more", s)
+	}
+	host = u.Hostname()
+	if host == "" {
+		return "", "", fmt.Errorf("auditfeed: collector %q names no host", s)
+	}
+	port := u.Port()
+	if port == "" {
+		port = strconv.Itoa(DefaultPort)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("auditfeed: collector %q: port %q out of range", s, port)
+	}
+	return net.JoinHostPort(host, port), host, nil
+}
+
+// TLSConfig builds the client side of the syslog TLS connection: the
+// collector's certificate must chain to caPEM and name host; certPEM and
+// keyPEM, when given, are our client certificate for mutual TLS.
+func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("auditfeed: the collector CA holds no PEM certificate")
+	}
+	cfg := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
+	switch {
+	case len(certPEM) > 0 && len(keyPEM) > 0:
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("auditfeed: client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	case len(certPEM) > 0 || len(keyPEM) > 0:
+		return nil, errors.New("auditfeed: a client certificate needs both the certificate and its key")
+	}
+	return cfg, nil
+}
+
+// Collector sends batches of syslog messages to one collector over TLS.
+type Collector struct {
+	Addr string      // host:port
+	TLS  *tls.Config // from TLSConfig
+	// Timeout bounds connecting and, separately, one batch's exchange;
+	// default 10s.
+	Timeout time.Duration
+}
+
+// Send delivers msgs (RFC 5424 messages, unframed) over one new TLS
+// connection and reports success only when the collector confirmed it.
+//
+// Syslog over TLS has no acknowledgements, and a write that succeeded may
+// still never reach a collector whose connection just died. So a batch ends
+// with our TLS close_notify and a half-close, and counts as delivered only
+// when the collector, having read everything before them, closes its side
+// in turn. A connection that breaks instead fails the whole batch, which is
+// then sent again: duplicates, never losses.
+func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	dialCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	d := tls.Dialer{Config: c.TLS, NetDialer: &net.Dialer{Timeout: timeout}}
+	nc, err := d.DialContext(dialCtx, "tcp", c.Addr)
+	if err != nil {
+		return fmt.Errorf("auditfeed: connect to %s: %w", c.Addr, err)
+	}
+	conn := nc.(*tls.Conn)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return fmt.Errorf("auditfeed: %s: %w", c.Addr, err)
+	}
+	w := bufio.NewWriterSize(conn, 64<<10)
+	for _, m := range msgs {
+		if _, err := w.Write(Frame(m)); err != nil {
+			return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, err)
+	}
+	if err := conn.CloseWrite(); err != nil {
+		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
+	}
+	// Whatever the collector says before closing is ignored; only a clean
+	// end of stream confirms the batch.
+	if _, err := io.Copy(io.Discard, conn); err != nil {
+		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
+	}
+	return nil
+}

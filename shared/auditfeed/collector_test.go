@@ -1,0 +1,137 @@
+package auditfeed_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+)
+
+func collector(t *testing.T, pki *auditfeedtest.PKI, addr string, client bool) *auditfeed.Collector {
+	t.Helper()
+	var cert, key []byte
+	if client {
+		cert, key = auditfeedtest.Read(t, pki.ClientCert), auditfeedtest.Read(t, pki.ClientKey)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	cfg, err := auditfeed.TLSConfig(host, auditfeedtest.Read(t, pki.CA), cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &auditfeed.Collector{Addr: addr, TLS: cfg, Timeout: 5 * time.Second}
+}
+
+func message(i int) []byte {
+	return auditfeed.Format(auditmessage.Message{
+		ID: fmt.Sprintf("msg-%d", i), Time: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC),
+		XML: []byte(`<?xml version="1.0" encoding="UTF-8"?><AuditMessage/>`),
+	}, auditfeed.Header{Hostname: "test-host"})
+}
+
+func TestCollectorSendsToRsyslog(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	for _, mutual := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mutual TLS %v", mutual), func(t *testing.T) {
+			rs := auditfeedtest.StartRsyslog(t, auditfeedtest.Options{PKI: pki, RequireClientCert: mutual})
+			c := collector(t, pki, rs.Addr, mutual)
+			var batch [][]byte
+			for i := range 50 {
+				batch = append(batch, message(i))
+			}
+			if err := c.Send(context.Background(), batch); err != nil {
+				t.Fatal(err)
+			}
+			// The batch was confirmed: rsyslog has read all of it.
+			got := rs.WaitFor(t, 10*time.Second, func(m []auditfeedtest.Received) bool { return len(m) >= 50 })
+			if len(got) != 50 || got[0].ID != "msg-0" || got[49].ID != "msg-49" || got[0].PRI != 85 || got[0].MsgID != "IHE+RFC-3881" {
+				t.Errorf("received %d: first %+v", len(got), got[0])
+			}
+		})
+	}
+}
+
+func TestCollectorRefusals(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	rs := auditfeedtest.StartRsyslog(t, auditfeedtest.Options{PKI: pki, RequireClientCert: true})
+	tests := []struct {
+		name string
+		c    func() *auditfeed.Collector
+		want string
+	}{
+		{"collector certificate from another CA", func() *auditfeed.Collector {
+			cfg, err := auditfeed.TLSConfig("127.0.0.1", auditfeedtest.Read(t, pki.OtherCA), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return &auditfeed.Collector{Addr: rs.Addr, TLS: cfg, Timeout: 5 * time.Second}
+		}, "certificate"},
+		{"no client certificate where the collector asks for one", func() *auditfeed.Collector { return collector(t, pki, rs.Addr, false) }, ""},
+		{"nobody listening", func() *auditfeed.Collector { return collector(t, pki, auditfeedtest.FreeAddr(t), false) }, "connect"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.c().Send(context.Background(), [][]byte{message(1)})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Send = %v, want an error mentioning %q", err, tt.want)
+			}
+		})
+	}
+	if n := len(rs.Messages(t)); n != 0 {
+		t.Errorf("collector accepted %d messages over refused connections", n)
+	}
+}
+
+// TestCollectorUnconfirmedBatchFails: a collector that takes the bytes but
+// never closes its side has not confirmed them.
+func TestCollectorUnconfirmedBatchFails(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // a black hole: accepts, never answers
+		}
+	}()
+	c := collector(t, pki, l.Addr().String(), false)
+	c.Timeout = 500 * time.Millisecond
+	if err := c.Send(context.Background(), [][]byte{message(1)}); err == nil {
+		t.Fatal("a collector that never answered confirmed the batch")
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	tests := []struct{ in, addr, host, err string }{
+		{"tls://siem.example:6514", "siem.example:6514", "siem.example", ""},
+		{"tls://10.0.0.5", "10.0.0.5:6514", "10.0.0.5", ""},
+		{"tls://[2001:db8::1]:7000", "[2001:db8::1]:7000", "2001:db8::1", ""},
+		{"udp://siem.example:514", "", "", "want tls://"},
+		{"tls://:6514", "", "", "names no host"},
+		{"tls://siem.example:99999", "", "", "out of range"},
+		{"tls://siem.example/path", "", "", "nothing more"},
+	}
+	for _, tt := range tests {
+		addr, host, err := auditfeed.ParseURL(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseURL(%q) error = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || addr != tt.addr || host != tt.host {
+			t.Errorf("ParseURL(%q) = %q, %q, %v", tt.in, addr, host, err)
+		}
+	}
+}

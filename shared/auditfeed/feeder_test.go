@@ -1,0 +1,204 @@
+package auditfeed_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+func record(i int) pipeline.AuditRecord {
+	return pipeline.AssociationAuditRecord(associationaudit.Record{
+		Event: associationaudit.EventAccepted, Time: time.Date(2026, 1, 15, 10, 0, i, 0, time.UTC),
+		AssociationID: fmt.Sprintf("a%d", i), CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:4000", Seq: uint64(i),
+	}, "dicom-ingest-test")
+}
+
+// flaky fails its first n batches.
+type flaky struct {
+	mu      sync.Mutex
+	fail    int
+	batches [][][]byte
+}
+
+func (f *flaky) Send(_ context.Context, msgs [][]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail > 0 {
+		f.fail--
+		return errors.New("collector down")
+	}
+	f.batches = append(f.batches, msgs)
+	return nil
+}
+
+func (f *flaky) sent() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, b := range f.batches {
+		n += len(b)
+	}
+	return n
+}
+
+func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
+	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := sp.Add(record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewRegistry()
+	m, err := auditfeed.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd := &flaky{fail: 3}
+	f := &auditfeed.Feeder{Outbox: sp, Sender: snd, Metrics: m, Batch: 2, Poll: 10 * time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for snd.sent() < 5 || gauge(t, reg, "dicom_ingest_audit_feed_backlog_records") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("sent %d of 5", snd.sent())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := sp.Backlog(context.Background()); b.Count != 0 {
+		t.Errorf("backlog %d after delivery", b.Count)
+	}
+	// In order, in batches of at most 2.
+	var ids []string
+	for _, b := range snd.batches {
+		if len(b) > 2 {
+			t.Errorf("batch of %d", len(b))
+		}
+		for _, msg := range b {
+			ids = append(ids, strings.SplitN(strings.SplitN(string(msg), `id="`, 2)[1], `"`, 2)[0])
+		}
+	}
+	if want := "assoc:a0:0:association-accepted,assoc:a1:1:association-accepted,assoc:a2:2:association-accepted,assoc:a3:3:association-accepted,assoc:a4:4:association-accepted"; strings.Join(ids, ",") != want {
+		t.Errorf("ids = %v", ids)
+	}
+	if got := gauge(t, reg, "dicom_ingest_audit_feed_send_failures_total"); got != 3 {
+		t.Errorf("failures = %v", got)
+	}
+}
+
+func TestSpool(t *testing.T) {
+	dir := t.TempDir()
+	sp, err := auditfeed.OpenSpool(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := sp.Add(record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sp.Add(record(3)); !errors.Is(err, auditfeed.ErrSpoolFull) {
+		t.Errorf("Add to a full spool = %v", err)
+	}
+	ctx := context.Background()
+	b, _ := sp.Backlog(ctx)
+	if b.Count != 3 || b.Oldest.IsZero() || time.Since(b.Oldest) > time.Minute {
+		t.Errorf("backlog = %+v", b)
+	}
+	es, err := sp.Pending(ctx, 2)
+	if err != nil || len(es) != 2 || es[0].Record.AssociationID != "a0" || es[1].Record.AssociationID != "a1" {
+		t.Fatalf("Pending = %+v, %v", es, err)
+	}
+	if err := sp.Delivered(ctx, es[:1]); err != nil {
+		t.Fatal(err)
+	}
+	// A restart finds what was not delivered, in order.
+	sp2, err := auditfeed.OpenSpool(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, _ = sp2.Pending(ctx, 10)
+	if len(es) != 2 || es[0].Record.AssociationID != "a1" || es[1].Record.AssociationID != "a2" {
+		t.Errorf("after reopen: %+v", es)
+	}
+	for _, e := range es {
+		if strings.Contains(e.Key, "1.2.") || strings.Contains(e.Key, "a1") {
+			t.Errorf("entry key %q names the record", e.Key)
+		}
+	}
+}
+
+// TestFeederToRsyslogAfterOutage: records added while the collector is
+// down reach it once it is up, every one, in order.
+func TestFeederToRsyslogAfterOutage(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	addr := auditfeedtest.FreeAddr(t)
+	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &auditfeed.Feeder{Outbox: sp, Sender: collector(t, pki, addr, false), Header: auditfeed.Header{Hostname: "scp"},
+		Poll: 20 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = f.Run(ctx) }()
+	for i := range 20 {
+		if err := sp.Add(record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // a few failed attempts
+	if b, _ := sp.Backlog(ctx); b.Count != 20 {
+		t.Fatalf("backlog %d while the collector is down", b.Count)
+	}
+	rs := auditfeedtest.StartRsyslog(t, auditfeedtest.Options{PKI: pki, Addr: addr})
+	got := rs.WaitFor(t, 20*time.Second, func(m []auditfeedtest.Received) bool {
+		u, _ := auditfeedtest.Unique(m)
+		return len(u) == 20
+	})
+	for i, m := range got[:20] {
+		if want := record(i).ID; m.ID != want {
+			t.Errorf("message %d = %s, want %s", i, m.ID, want)
+		}
+	}
+}
+
+// gauge reads one unlabelled sample from reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if g := m.GetGauge(); g != nil {
+			return g.GetValue()
+		}
+		return m.GetCounter().GetValue()
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
