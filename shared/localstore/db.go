@@ -107,6 +107,13 @@ var schema = []string{
 	// conflicting instance, which the quiet period runs from. Rows written
 	// before it keep 0 and StableStudies falls back to last_received.
 	`ALTER TABLE studies ADD COLUMN last_activity INTEGER NOT NULL DEFAULT 0;`,
+
+	// 3: audit_feed, how far the audit feed (syslog to a SIEM) got through
+	// the audit table: the seq of the last record the collector confirmed.
+	`CREATE TABLE audit_feed (
+		id            INTEGER PRIMARY KEY CHECK (id = 1),
+		delivered_seq INTEGER NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and brings its schema
