@@ -79,8 +79,14 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer func() { stopProtector(); <-protDone }()
 	}
 
+	feed, err := startAuditFeed(ctx, cfg, lm, reg, log)
+	if err != nil {
+		return err
+	}
+	defer feed.stop()
 	audit, err := auditwriter.New(store, auditwriter.Options{
 		Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log, Metrics: reg,
+		Feed: feed.feedHook(),
 	})
 	if err != nil {
 		return err
@@ -164,6 +170,8 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := audit.Close(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
+	// Before local mode closes the database the feed reads.
+	feed.stop()
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelStop()
 	if lm != nil {

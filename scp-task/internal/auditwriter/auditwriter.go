@@ -41,6 +41,7 @@ type Writer struct {
 	queue          chan associationaudit.Record
 	seq            atomic.Uint64
 	metrics        *metrics
+	feed           func(associationaudit.Record)
 
 	// failing is set while the record at the head of the queue cannot be
 	// written; lastErr is the latest failure, for Ready.
@@ -85,6 +86,11 @@ type Options struct {
 	// Metrics, when set, receives the writer's metrics (queue length,
 	// writability, records written, failed attempts, waits, records lost).
 	Metrics prometheus.Registerer
+	// Feed, when set, is called from the writer's own goroutine with every
+	// record once its store write is over (done or given up), so the audit
+	// feed's outbox gets exactly the trail's records without holding up
+	// the DICOM conversation.
+	Feed func(associationaudit.Record)
 }
 
 // New starts a Writer that puts records into store.
@@ -105,7 +111,7 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		store: store, log: opts.Logger, implementation: opts.Implementation,
 		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
-		counts: map[string]*tally{}, done: make(chan struct{}),
+		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)
@@ -245,6 +251,9 @@ func (w *Writer) run() {
 	defer close(w.done)
 	for r := range w.queue {
 		w.write(r)
+		if w.feed != nil {
+			w.feed(r)
+		}
 		if len(w.queue) < cap(w.queue)/2 && w.waiting.CompareAndSwap(true, false) {
 			w.log.Info("audit record queue has room again", "queued", len(w.queue))
 		}

@@ -3,17 +3,20 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 )
 
 // Config is everything scp-task can be told.
@@ -58,6 +61,15 @@ type Config struct {
 	PortalListen string
 	Webhooks     []string
 	QuietPeriod  time.Duration
+
+	// AuditSyslog is the audit feed's collector (tls://host[:port]), ""
+	// when the feed is off; AuditSyslogAddr its host:port and AuditTLS the
+	// client TLS configuration built from the CA and client certificate.
+	AuditSyslog     string
+	AuditSyslogAddr string
+	AuditTLS        *tls.Config
+	AuditSpool      string
+	AuditSpoolMax   int
 }
 
 // Setting describes one flag: its name, environment variable, default and
@@ -101,6 +113,12 @@ var settings = []Setting{
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
 	{"quiet-period", "QUIET_PERIOD", "60s", "a study is announced as received once this long has passed since its last instance was received or indexed"},
+	{"audit-syslog", "SCP_AUDIT_SYSLOG", "", "send the audit trail as DICOM audit messages (PS3.15 A.5) over syslog TLS to this collector: tls://host[:port], port 6514 by default; empty: off"},
+	{"audit-syslog-ca", "SCP_AUDIT_SYSLOG_CA", "", "PEM file of the CA the collector's certificate must chain to (required with --audit-syslog)"},
+	{"audit-syslog-cert", "SCP_AUDIT_SYSLOG_CERT", "", "PEM file of our client certificate, when the collector asks for one (mutual TLS; with --audit-syslog-key)"},
+	{"audit-syslog-key", "SCP_AUDIT_SYSLOG_KEY", "", "PEM file of the private key of --audit-syslog-cert"},
+	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
+	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
 }
 
 // value is a string flag that, for boolean settings, may be given bare
@@ -221,6 +239,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		PortalListen:             address("portal-listen"),
 		Webhooks:                 webhooks,
 		QuietPeriod:              duration("quiet-period"),
+		AuditSyslog:              get("audit-syslog"),
+		AuditSpool:               get("audit-spool"),
+		AuditSpoolMax:            count("audit-spool-max"),
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("--s3-part-size: %q must be a byte count of at least 5242880 (S3's minimum part size)", get("s3-part-size")))
@@ -261,10 +282,54 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			errs = append(errs, fmt.Errorf("--webhook: %q is not an http(s) URL", w))
 		}
 	}
+	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)
 	if len(errs) > 0 {
 		return Config{}, fmt.Errorf("config: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// loadAuditFeed checks the audit feed's settings and reads its CA and
+// client certificate, so a wrong file is reported now, by its flag.
+func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
+	if c.AuditSyslog == "" {
+		if caFile != "" || certFile != "" || keyFile != "" {
+			return []error{errors.New("--audit-syslog-ca, --audit-syslog-cert and --audit-syslog-key need --audit-syslog")}
+		}
+		return nil
+	}
+	var errs []error
+	addr, host, err := auditfeed.ParseURL(c.AuditSyslog)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("--audit-syslog: %w", err))
+	}
+	c.AuditSyslogAddr = addr
+	read := func(flag, path string) []byte {
+		if path == "" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s: %w", flag, err))
+		}
+		return b
+	}
+	if caFile == "" {
+		errs = append(errs, errors.New("--audit-syslog-ca: required with --audit-syslog (the CA the collector's certificate chains to)"))
+	}
+	if (certFile == "") != (keyFile == "") {
+		errs = append(errs, errors.New("--audit-syslog-cert and --audit-syslog-key go together"))
+	}
+	ca, cert, key := read("audit-syslog-ca", caFile), read("audit-syslog-cert", certFile), read("audit-syslog-key", keyFile)
+	if len(errs) > 0 {
+		return errs
+	}
+	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
+	if err != nil {
+		return []error{fmt.Errorf("--audit-syslog-ca/--audit-syslog-cert/--audit-syslog-key: %w", err)}
+	}
+	c.AuditTLS = cfg
+	return nil
 }
 
 // isSet reports whether a setting was chosen explicitly; local mode

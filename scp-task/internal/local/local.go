@@ -187,6 +187,12 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	return l, nil
 }
 
+// AuditFeed returns the audit feed's outbox: the audit table, read from
+// where the feed last got to.
+func (l *Local) AuditFeed(ctx context.Context) (*localstore.AuditFeed, error) {
+	return l.db.AuditFeed(ctx)
+}
+
 func isLoopback(host string) bool {
 	if strings.EqualFold(host, "localhost") {
 		return true

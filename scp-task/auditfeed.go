@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// spoolSourceID names scp-task in the audit messages it feeds without the
+// pipeline: the same system name the pipeline uses in AWS.
+const spoolSourceID = "dicom-ingest"
+
+// auditFeed is the running audit feed (--audit-syslog). In local mode its
+// outbox is the audit table; otherwise the SCP's association records go
+// into a spool on disk as they are written.
+type auditFeed struct {
+	feeder  *auditfeed.Feeder
+	spool   *auditfeed.Spool
+	metrics *auditfeed.Metrics
+	log     *slog.Logger
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// startAuditFeed starts the feed, or returns nil when it is off.
+func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg prometheus.Registerer, log *slog.Logger) (*auditFeed, error) {
+	if cfg.AuditSyslog == "" {
+		return nil, nil
+	}
+	log = log.With("component", "audit-feed")
+	metrics, err := auditfeed.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	f := &auditFeed{metrics: metrics, log: log, done: make(chan struct{})}
+	var outbox auditfeed.Outbox
+	if lm != nil {
+		if outbox, err = lm.AuditFeed(ctx); err != nil {
+			return nil, fmt.Errorf("audit feed: %w", err)
+		}
+	} else {
+		if f.spool, err = auditfeed.OpenSpool(cfg.AuditSpool, cfg.AuditSpoolMax); err != nil {
+			return nil, fmt.Errorf("audit feed (--audit-spool): %w", err)
+		}
+		outbox = f.spool
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = ""
+	}
+	f.feeder = &auditfeed.Feeder{
+		Outbox: outbox, Sender: &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS},
+		Header: auditfeed.Header{Hostname: host}, Logger: log, Metrics: metrics,
+	}
+	f.feeder.Init()
+	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f.cancel = cancel
+	go func() {
+		defer close(f.done)
+		if err := f.feeder.Run(run); err != nil {
+			log.Error("audit feed stopped", "err", err)
+		}
+	}()
+	log.Info("audit feed on", "collector", cfg.AuditSyslogAddr, "outbox", map[bool]string{true: "database", false: "spool"}[lm != nil])
+	return f, nil
+}
+
+// add spools an association record (scp-task without local mode); it is
+// the audit writer's Feed hook, so it runs on the writer's goroutine.
+func (f *auditFeed) add(r associationaudit.Record) {
+	err := f.spool.Add(pipeline.AssociationAuditRecord(r, spoolSourceID))
+	switch {
+	case errors.Is(err, auditfeed.ErrSpoolFull):
+		f.metrics.Dropped(auditfeed.ReasonSpoolFull)
+		f.log.Error("audit spool full: record kept in the audit trail but not fed", "event", r.Event, "association", r.AssociationID)
+	case err != nil:
+		f.metrics.Dropped(auditfeed.ReasonSpoolFull)
+		f.log.Error("audit spool write failed: record kept in the audit trail but not fed", "event", r.Event, "association", r.AssociationID, "err", err)
+	default:
+		f.feeder.Wake()
+	}
+}
+
+// feedHook is what the audit writer calls: nil unless records are spooled.
+func (f *auditFeed) feedHook() func(associationaudit.Record) {
+	if f == nil || f.spool == nil {
+		return nil
+	}
+	return f.add
+}
+
+// stop ends delivery; what is undelivered stays in the outbox for the
+// next start.
+func (f *auditFeed) stop() {
+	if f == nil {
+		return
+	}
+	f.cancel()
+	<-f.done
+}

@@ -1,0 +1,51 @@
+package auditwriter
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+)
+
+// TestFeedGetsEveryRecord: the audit feed hook sees each record, in order,
+// after the store took it (here after two failed attempts), and never for
+// events that only update an association's tally.
+func TestFeedGetsEveryRecord(t *testing.T) {
+	store := &recordStore{failures: 2, got: map[string]associationaudit.Record{}}
+	var mu sync.Mutex
+	var fed []string
+	w, err := New(store, Options{MaxBackoff: 10 * time.Millisecond, Feed: func(r associationaudit.Record) {
+		store.mu.Lock()
+		written := len(store.got)
+		store.mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		if written <= len(fed) {
+			t.Errorf("record %s fed before it was written", r.Event)
+		}
+		fed = append(fed, r.Event)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
+	for _, ev := range []dicomnet.Event{
+		{Type: dicomnet.EventAccepted, Association: info},
+		{Type: dicomnet.EventStored, Association: info, Bytes: 10},
+		{Type: dicomnet.EventReleased, Association: info},
+	} {
+		w.ObserveAssociation(ev)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(fed) != 2 || fed[0] != associationaudit.EventAccepted || fed[1] != associationaudit.EventReleased {
+		t.Errorf("fed %v", fed)
+	}
+}

@@ -1,0 +1,54 @@
+package config
+
+import (
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
+)
+
+func TestAuditFeedSettings(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	c, err := Load([]string{"--audit-syslog", "tls://siem.example", "--audit-syslog-ca", pki.CA,
+		"--audit-syslog-cert", pki.ClientCert, "--audit-syslog-key", pki.ClientKey}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuditSyslogAddr != "siem.example:6514" || c.AuditTLS == nil || c.AuditTLS.ServerName != "siem.example" ||
+		len(c.AuditTLS.Certificates) != 1 || c.AuditSpool != "./data/audit-spool" || c.AuditSpoolMax != 100000 {
+		t.Errorf("config = %+v", c)
+	}
+	c, err = Load(nil, env(map[string]string{"SCP_AUDIT_SYSLOG": "tls://10.0.0.5:7000", "SCP_AUDIT_SYSLOG_CA": pki.CA}), io.Discard)
+	if err != nil || c.AuditSyslogAddr != "10.0.0.5:7000" || len(c.AuditTLS.Certificates) != 0 {
+		t.Errorf("from the environment: %+v, %v", c, err)
+	}
+	if c, err := Load(nil, env(nil), io.Discard); err != nil || c.AuditTLS != nil || c.AuditSyslog != "" {
+		t.Errorf("off by default: %+v, %v", c, err)
+	}
+
+	missing := filepath.Join(t.TempDir(), "nope.pem")
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"udp collector", []string{"--audit-syslog", "udp://x:514", "--audit-syslog-ca", pki.CA}, "--audit-syslog: auditfeed: collector"},
+		{"no CA", []string{"--audit-syslog", "tls://x"}, "--audit-syslog-ca: required"},
+		{"CA file missing", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", missing}, "--audit-syslog-ca: open"},
+		{"CA not PEM", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.ClientKey}, "holds no PEM certificate"},
+		{"cert without key", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.CA, "--audit-syslog-cert", pki.ClientCert}, "go together"},
+		{"key of another cert", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.CA, "--audit-syslog-cert", pki.ClientCert, "--audit-syslog-key", pki.ServerKey}, "client certificate"},
+		{"CA without collector", []string{"--audit-syslog-ca", pki.CA}, "need --audit-syslog"},
+		{"bad spool max", []string{"--audit-spool-max", "lots"}, "--audit-spool-max"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, env(nil), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
