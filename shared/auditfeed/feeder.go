@@ -15,6 +15,11 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
+// UnsendableLog is the log message of a record that can never be sent
+// (it cannot be read back or rendered): logged, counted, passed over. The
+// AWS stack's metric filter matches it.
+const UnsendableLog = "audit record cannot be sent, skipped"
+
 // Entry is one undelivered record of an Outbox.
 type Entry struct {
 	// Key identifies the entry to its outbox; it holds no patient data or
@@ -178,7 +183,7 @@ func (f *Feeder) cycle(ctx context.Context) (int, error) {
 		if err != nil {
 			// Never sendable: counted, logged by its outbox key (which
 			// carries no patient data), and passed over.
-			f.Logger.Error("audit feed: record cannot be sent, skipped", "entry", e.Key, "err", err)
+			f.Logger.Error(UnsendableLog, "entry", e.Key, "err", err)
 			f.Metrics.dropped(reasonUnrenderable)
 			continue
 		}

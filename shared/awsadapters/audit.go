@@ -198,6 +198,23 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	return page, nil
 }
 
+// DecodeAuditItem reads an audit table item as Append wrote it, such as a
+// NEW_IMAGE from the table's stream. ok is false for items that are not
+// audit records (the publish ledger's); an audit record item that does not
+// decode is an error.
+func DecodeAuditItem(item map[string]ddbtypes.AttributeValue) (rec pipeline.AuditRecord, ok bool, err error) {
+	pk, _ := item["pk"].(*ddbtypes.AttributeValueMemberS)
+	sk, _ := item["sk"].(*ddbtypes.AttributeValueMemberS)
+	if pk == nil || sk == nil || sk.Value != auditSK || len(pk.Value) <= len("AUDIT#") || pk.Value[:len("AUDIT#")] != "AUDIT#" {
+		return pipeline.AuditRecord{}, false, nil
+	}
+	if _, full := item["schemaVersion"]; !full {
+		return pipeline.AuditRecord{}, true, errors.New("awsadapters: audit item without its record (a projection?)")
+	}
+	rec, err = decodeAudit(item)
+	return rec, true, err
+}
+
 // decodeAudit reads a full item or a projected one.
 func decodeAudit(item map[string]ddbtypes.AttributeValue) (pipeline.AuditRecord, error) {
 	str := func(k string) string {

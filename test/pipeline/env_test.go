@@ -129,7 +129,7 @@ func buildFunctions(t *testing.T) string {
 			return
 		}
 		root := repoRoot(t)
-		for _, fn := range []string{"validate", "normalize", "audit", "notify"} {
+		for _, fn := range []string{"validate", "normalize", "audit", "notify", "auditfeed"} {
 			cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", filepath.Join(buildDir, fn, "bootstrap"), "./functions/"+fn)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+runtime.GOARCH, "CGO_ENABLED=0")
@@ -159,15 +159,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	if runtime.GOOS != "linux" {
 		t.Skip("the Lambda runtime interface emulator runs linux binaries")
 	}
-	home, _ := os.UserHomeDir()
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		gopath = filepath.Join(home, "go")
-	}
-	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(repoRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
-	if rie == "" {
-		t.Skip("aws-lambda-rie not found: go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or set RIE_BIN)")
-	}
+	rie := rieBinary(t)
 	node := findTool("node", "nodejs")
 	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
 	if node == "" || dynalite == "" {
@@ -223,6 +215,24 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	}
 	e.startFunction(rie, "validate-split", "validate", "NORMALIZE_QUEUE_URL="+qSrv.URL+"/123456789012/NormalizeQueue")
 	return e
+}
+
+// rieBinary finds the Lambda runtime interface emulator or skips the test.
+func rieBinary(t *testing.T) string {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the Lambda runtime interface emulator runs linux binaries")
+	}
+	home, _ := os.UserHomeDir()
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		gopath = filepath.Join(home, "go")
+	}
+	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(repoRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
+	if rie == "" {
+		t.Skip("aws-lambda-rie not found: go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or set RIE_BIN)")
+	}
+	return rie
 }
 
 // startDynalite runs dynalite on a free port until the test ends.

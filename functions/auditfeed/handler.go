@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/aws/aws-lambda-go/events"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+)
+
+// handler sends the audit records of a DynamoDB stream batch to the
+// collector.
+type handler struct {
+	sender auditfeed.Sender
+	header auditfeed.Header
+	log    *slog.Logger
+}
+
+// Handle implements the Lambda handler for the audit table's stream. It
+// sends every new audit record of the batch in one confirmed exchange. When
+// that fails it reports the batch's first record as failed, so Lambda
+// retries the whole batch (ReportBatchItemFailures): records are delivered
+// at least once and in order, and duplicates carry the same message ids.
+func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.DynamoDBEventResponse, error) {
+	var resp events.DynamoDBEventResponse
+	var msgs [][]byte
+	for _, r := range ev.Records {
+		rendered, err := h.render(r)
+		if err != nil {
+			// Never sendable (a bug, or an item edited by hand): retrying
+			// would stop the shard for good, so it is skipped, logged by
+			// its stream position (no UIDs) and alarmed on.
+			h.log.Error(auditfeed.UnsendableLog, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber, "err", err)
+			continue
+		}
+		for _, m := range rendered {
+			msgs = append(msgs, auditfeed.Format(m, h.header))
+		}
+	}
+	if len(msgs) == 0 {
+		return resp, nil
+	}
+	if err := h.sender.Send(ctx, msgs); err != nil {
+		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
+		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
+		return resp, nil
+	}
+	h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", len(msgs))
+	return resp, nil
+}
+
+// render turns one stream record into its audit messages: none for what is
+// not a newly inserted audit record (ledger items, updates, removals).
+func (h *handler) render(r events.DynamoDBEventRecord) ([]auditmessage.Message, error) {
+	if r.EventName != string(events.DynamoDBOperationTypeInsert) {
+		return nil, nil
+	}
+	item, err := attributeValues(r.Change.NewImage)
+	if err != nil {
+		return nil, err
+	}
+	rec, ok, err := awsadapters.DecodeAuditItem(item)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return auditmessage.Render(rec)
+}
+
+// attributeValues converts a stream image (Lambda's event types) to the
+// SDK's attribute values, which the audit adapter decodes.
+func attributeValues(img map[string]events.DynamoDBAttributeValue) (map[string]ddbtypes.AttributeValue, error) {
+	out := make(map[string]ddbtypes.AttributeValue, len(img))
+	for k, v := range img {
+		av, err := attributeValue(v, 0)
+		if err != nil {
+			return nil, fmt.Errorf("auditfeed: attribute %q: %w", k, err)
+		}
+		out[k] = av
+	}
+	return out, nil
+}
+
+// maxDepth bounds nesting; DynamoDB itself allows 32 levels.
+const maxDepth = 32
+
+func attributeValue(v events.DynamoDBAttributeValue, depth int) (ddbtypes.AttributeValue, error) {
+	if depth > maxDepth {
+		return nil, errors.New("nested too deep")
+	}
+	switch v.DataType() {
+	case events.DataTypeString:
+		return &ddbtypes.AttributeValueMemberS{Value: v.String()}, nil
+	case events.DataTypeNumber:
+		return &ddbtypes.AttributeValueMemberN{Value: v.Number()}, nil
+	case events.DataTypeBoolean:
+		return &ddbtypes.AttributeValueMemberBOOL{Value: v.Boolean()}, nil
+	case events.DataTypeNull:
+		return &ddbtypes.AttributeValueMemberNULL{Value: true}, nil
+	case events.DataTypeBinary:
+		return &ddbtypes.AttributeValueMemberB{Value: v.Binary()}, nil
+	case events.DataTypeStringSet:
+		return &ddbtypes.AttributeValueMemberSS{Value: v.StringSet()}, nil
+	case events.DataTypeNumberSet:
+		return &ddbtypes.AttributeValueMemberNS{Value: v.NumberSet()}, nil
+	case events.DataTypeBinarySet:
+		return &ddbtypes.AttributeValueMemberBS{Value: v.BinarySet()}, nil
+	case events.DataTypeList:
+		l := v.List()
+		out := make([]ddbtypes.AttributeValue, len(l))
+		for i, e := range l {
+			av, err := attributeValue(e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = av
+		}
+		return &ddbtypes.AttributeValueMemberL{Value: out}, nil
+	case events.DataTypeMap:
+		m := v.Map()
+		out := make(map[string]ddbtypes.AttributeValue, len(m))
+		for k, e := range m {
+			av, err := attributeValue(e, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			out[k] = av
+		}
+		return &ddbtypes.AttributeValueMemberM{Value: out}, nil
+	}
+	return nil, fmt.Errorf("unknown data type %d", v.DataType())
+}

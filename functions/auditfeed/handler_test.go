@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
+)
+
+func fixture(t testing.TB) events.DynamoDBEvent {
+	t.Helper()
+	b, err := os.ReadFile("testdata/stream-event.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev events.DynamoDBEvent
+	if err := json.Unmarshal(b, &ev); err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// sender records batches, or fails them.
+type sender struct {
+	fail    error
+	batches [][][]byte
+}
+
+func (s *sender) Send(_ context.Context, msgs [][]byte) error {
+	if s.fail != nil {
+		return s.fail
+	}
+	s.batches = append(s.batches, msgs)
+	return nil
+}
+
+func ids(msgs [][]byte) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, strings.SplitN(strings.SplitN(string(m), `id="`, 2)[1], `"]`, 2)[0])
+	}
+	return out
+}
+
+func TestHandleStreamBatch(t *testing.T) {
+	ev := fixture(t)
+	s := &sender{}
+	h := &handler{sender: s, log: discard()}
+	resp, err := h.Handle(context.Background(), ev)
+	if err != nil || len(resp.BatchItemFailures) != 0 {
+		t.Fatalf("Handle = %+v, %v", resp, err)
+	}
+	if len(s.batches) != 1 {
+		t.Fatalf("%d batches, want the whole stream batch in one", len(s.batches))
+	}
+	got := ids(s.batches[0])
+	want := []string{
+		"instance:1.2.826.0.1.3680043.10.9.1.1:",
+		"assoc:assoc9:1:association-accepted", "assoc:assoc9:1:association-accepted/user-authentication",
+		"assoc:assoc9:5:association-released", "assoc:assoc9:6:association-rejected",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("messages %v, want %v (the ledger item is no audit record)", got, want)
+	}
+	for i := range want {
+		if !strings.HasPrefix(got[i], want[i]) {
+			t.Errorf("message %d = %s, want %s…", i, got[i], want[i])
+		}
+	}
+	for _, m := range s.batches[0] {
+		_, doc, _ := strings.Cut(string(m), "\ufeff")
+		auditmessagetest.Validate(t, []byte(doc))
+	}
+}
+
+func TestHandleReportsTheBatchWhenTheCollectorFails(t *testing.T) {
+	ev := fixture(t)
+	h := &handler{sender: &sender{fail: errors.New("connection refused")}, log: discard()}
+	resp, err := h.Handle(context.Background(), ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != ev.Records[0].Change.SequenceNumber {
+		t.Errorf("failures = %+v, want the first record's sequence number", resp.BatchItemFailures)
+	}
+}
+
+func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
+	ev := fixture(t)
+	broken := ev.Records[1]
+	broken.Change.NewImage = map[string]events.DynamoDBAttributeValue{
+		"pk": events.NewStringAttribute("AUDIT#x"), "sk": events.NewStringAttribute("RECORD"),
+		"schemaVersion": events.NewStringAttribute("not a number"),
+	}
+	modified := ev.Records[2]
+	modified.EventName = "MODIFY"
+	s := &sender{}
+	h := &handler{sender: s, log: discard()}
+	resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: []events.DynamoDBEventRecord{ev.Records[0], broken, modified}})
+	if err != nil || len(resp.BatchItemFailures) != 0 || len(s.batches) != 0 {
+		t.Errorf("Handle = %+v, %v, %d batches", resp, err, len(s.batches))
+	}
+}
+
+type secrets map[string]string
+
+func (s secrets) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	v, ok := s[*in.SecretId]
+	if !ok {
+		return nil, errors.New("ResourceNotFoundException")
+	}
+	return &secretsmanager.GetSecretValueOutput{SecretString: &v}, nil
+}
+
+func TestConfigure(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	ca, client := string(auditfeedtest.Read(t, pki.CA)), string(auditfeedtest.Read(t, pki.ClientCert))+string(auditfeedtest.Read(t, pki.ClientKey))
+	sm := secrets{"ca": ca, "client": client, "junk": "not pem"}
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	h, err := configure(context.Background(), env(map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca",
+		"SYSLOG_CLIENT_CERT_SECRET_ARN": "client", "AWS_LAMBDA_FUNCTION_NAME": "fn"}), sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.header.Hostname != "fn" {
+		t.Errorf("hostname %q", h.header.Hostname)
+	}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"SYSLOG_CA_SECRET_ARN": "ca"}, "SYSLOG_HOST is required"},
+		{map[string]string{"SYSLOG_HOST": "h"}, "SYSLOG_CA_SECRET_ARN is required"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_PORT": "0", "SYSLOG_CA_SECRET_ARN": "ca"}, "SYSLOG_PORT"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "missing"}, "ResourceNotFound"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "junk"}, "no PEM certificate"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "ca"}, "client certificate"},
+	} {
+		if _, err := configure(context.Background(), env(tt.env), sm); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("configure(%v) = %v, want %q", tt.env, err, tt.want)
+		}
+	}
+}
+
+// FuzzHandle: whatever a stream record holds, the handler neither panics
+// nor sends what it could not render.
+func FuzzHandle(f *testing.F) {
+	b, err := os.ReadFile("testdata/stream-event.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"Records":[{"eventName":"INSERT","dynamodb":{"NewImage":{"pk":{"S":"AUDIT#a"},"sk":{"S":"RECORD"},"schemaVersion":{"N":"1"},"tls":{"M":{"subject":{"L":[{"NULL":true}]}}}}}}]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var ev events.DynamoDBEvent
+		if json.Unmarshal(data, &ev) != nil {
+			return
+		}
+		h := &handler{sender: &sender{}, log: discard()}
+		if _, err := h.Handle(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

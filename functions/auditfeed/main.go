@@ -1,0 +1,109 @@
+// Command auditfeed is the Lambda function on the audit table's DynamoDB
+// stream: it renders every new audit record as DICOM PS3.15 A.5 audit
+// messages and sends them over syslog TLS (RFC 5424 messages, RFC 5425
+// framing) to the hospital's collector, at least once.
+//
+// Environment:
+//
+//	SYSLOG_HOST                    the collector's DNS name or IPv4 address (and its certificate's name)
+//	SYSLOG_PORT                    its port (default 6514)
+//	SYSLOG_CA_SECRET_ARN           secret holding the PEM CA the collector's certificate chains to
+//	SYSLOG_CLIENT_CERT_SECRET_ARN  optional: secret holding our PEM client certificate and key (mutual TLS)
+//	SYSLOG_HOSTNAME                the syslog HOSTNAME we send (default the function's name)
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+)
+
+func main() {
+	log := lambdaio.Logger("auditfeed")
+	ctx := context.Background()
+	h, err := newHandler(ctx, os.Getenv)
+	if err != nil {
+		log.Error("configuration", "err", err)
+		os.Exit(1)
+	}
+	h.log = log
+	lambda.Start(h.Handle)
+}
+
+// secretGetter is the part of the Secrets Manager client the function uses.
+type secretGetter interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+}
+
+// newHandler reads the configuration and the secrets once, at cold start.
+func newHandler(ctx context.Context, getenv func(string) string) (*handler, error) {
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("auditfeed: aws config: %w", err)
+	}
+	return configure(ctx, getenv, secretsmanager.NewFromConfig(awsCfg))
+}
+
+func configure(ctx context.Context, getenv func(string) string, sm secretGetter) (*handler, error) {
+	host := getenv("SYSLOG_HOST")
+	if host == "" {
+		return nil, fmt.Errorf("auditfeed: SYSLOG_HOST is required")
+	}
+	port := auditfeed.DefaultPort
+	if v := getenv("SYSLOG_PORT"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("auditfeed: SYSLOG_PORT %q is not a TCP port", v)
+		}
+		port = n
+	}
+	secret := func(name string) ([]byte, error) {
+		arn := getenv(name)
+		if arn == "" {
+			return nil, nil
+		}
+		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &arn})
+		if err != nil {
+			return nil, fmt.Errorf("auditfeed: %s: %w", name, err)
+		}
+		if out.SecretString == nil {
+			return nil, fmt.Errorf("auditfeed: %s: the secret holds no text (want PEM)", name)
+		}
+		return []byte(*out.SecretString), nil
+	}
+	if getenv("SYSLOG_CA_SECRET_ARN") == "" {
+		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN is required")
+	}
+	ca, err := secret("SYSLOG_CA_SECRET_ARN")
+	if err != nil {
+		return nil, err
+	}
+	// One secret holds both the certificate and its key.
+	client, err := secret("SYSLOG_CLIENT_CERT_SECRET_ARN")
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
+	if err != nil {
+		return nil, err
+	}
+	hostname := getenv("SYSLOG_HOSTNAME")
+	if hostname == "" {
+		hostname = getenv("AWS_LAMBDA_FUNCTION_NAME")
+	}
+	return &handler{
+		sender: &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), TLS: tlsCfg},
+		header: auditfeed.Header{Hostname: hostname},
+		log:    slog.New(slog.DiscardHandler),
+	}, nil
+}
