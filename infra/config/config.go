@@ -63,6 +63,7 @@ type Config struct {
 	Sites    []Site   `json:"sites"`
 	Storage  Storage  `json:"storage"`
 	Pipeline Pipeline `json:"pipeline"`
+	Audit    Audit    `json:"audit"`
 }
 
 // Dicom is the DICOM endpoint the sites see.
@@ -305,4 +306,5 @@ func (c *Config) applyDefaults() {
 	def(&c.Pipeline.ReservedConcurrency, 10)
 	def(&c.Pipeline.MaxReceiveCount, 5)
 	def(&c.Pipeline.BackupRetentionDays, 35)
+	c.Audit.applyDefaults()
 }

@@ -191,6 +191,8 @@ func (c *Config) Validate() error {
 		p.addf("pipeline.backupRetentionDays", "%d must be at least 1", pl.BackupRetentionDays)
 	}
 
+	c.validateAudit(&p, vpc, vpcOK)
+
 	if len(p) == 0 {
 		return nil
 	}

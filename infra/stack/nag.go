@@ -117,6 +117,20 @@ func suppress(s *IngestStack) {
 				}},
 		)
 	}
+	if f := p.AuditFeed; f != nil {
+		suppressOn(f.Dlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the on-failure destination of the audit feed's stream event source"})
+		suppressOn(f.Function,
+			nagRule{id: "HIPAA.Security-LambdaDLQ", reason: "Invoked by a DynamoDB stream event source mapping, whose on-failure destination is an SQS queue; " +
+				"an asynchronous-invocation DLQ would never receive anything"},
+			nagRule{id: "AwsSolutions-IAM4", reason: "AWSLambdaBasicExecutionRole and AWSLambdaVPCAccessExecutionRole are the AWS-maintained minimal policies for logging and VPC ENIs",
+				appliesTo: []string{
+					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
+				}},
+			nagRule{id: "AwsSolutions-IAM5", reason: "dynamodb:ListStreams takes no resource (CDK's stream read grant); the stream actions are scoped to the audit table's streams",
+				appliesTo: []string{"Resource::*"}},
+		)
+	}
 	suppressOn(p.BackupPlan, nagRule{id: "AwsSolutions-IAM4",
 		reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables",
 		appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"}})

@@ -112,6 +112,11 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
 	}
 
+	var feedMetrics []awscloudwatch.IMetric
+	if p.AuditFeed != nil {
+		feedMetrics = p.AuditFeed.alarms(alarm)
+	}
+
 	// SCP: rejected associations (unknown AE, wrong source, over limits) and
 	// C-STORE failures, from the SCP's own metrics.
 	rejects := ScpMetric(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
@@ -167,6 +172,11 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			ing.Service.MetricCpuUtilization(nil), ing.Service.MetricMemoryUtilization(nil),
 		}, Width: jsii.Number(12)}),
 	)
+	if feedMetrics != nil {
+		dash.AddWidgets(awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
+			Title: jsii.String("Audit feed: backlog age (ms), DLQ, errors"), Left: &[]awscloudwatch.IMetric{feedMetrics[0]}, Right: &[]awscloudwatch.IMetric{feedMetrics[1], feedMetrics[2]}, Width: jsii.Number(12),
+		}))
+	}
 	out.Dashboard = dash
 	return out
 }

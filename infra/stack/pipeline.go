@@ -67,6 +67,9 @@ type Pipeline struct {
 	Archive     awsevents.Archive
 	BackupPlan  awsbackup.BackupPlan
 	FunctionsSG awsec2.SecurityGroup
+	// AuditFeed is the audit table's feed to the hospital's syslog
+	// collector; nil unless audit.syslog is configured.
+	AuditFeed *AuditFeed
 }
 
 // NewPipeline creates the queues, tables, bus and functions and wires them.
@@ -86,8 +89,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// Tables. Generic key names (pk/sk, gsiNpk/gsiNsk) let the pipeline's
 	// adapter overload them; see docs/pipeline.md (tables) for the access patterns.
 	str := awsdynamodb.AttributeType_STRING
-	newTable := func(name string) awsdynamodb.Table {
-		return awsdynamodb.NewTable(self, jsii.String(name), &awsdynamodb.TableProps{
+	newTable := func(name string, stream awsdynamodb.StreamViewType) awsdynamodb.Table {
+		tp := &awsdynamodb.TableProps{
 			PartitionKey:  &awsdynamodb.Attribute{Name: jsii.String("pk"), Type: str},
 			SortKey:       &awsdynamodb.Attribute{Name: jsii.String("sk"), Type: str},
 			BillingMode:   awsdynamodb.BillingMode_PAY_PER_REQUEST,
@@ -98,9 +101,18 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			},
 			DeletionProtection: jsii.Bool(true),
 			RemovalPolicy:      awscdk.RemovalPolicy_RETAIN,
-		})
+		}
+		if stream != "" {
+			tp.Stream = stream
+		}
+		return awsdynamodb.NewTable(self, jsii.String(name), tp)
 	}
-	audit := newTable("AuditTable")
+	// The audit feed reads new audit records from the table's stream.
+	var auditStream awsdynamodb.StreamViewType
+	if c.Audit.Syslog != nil {
+		auditStream = awsdynamodb.StreamViewType_NEW_IMAGE
+	}
+	audit := newTable("AuditTable", auditStream)
 	// Queries by patient and study return the records themselves; by calling
 	// AE and by day they return only keys and non-PHI attributes.
 	for _, g := range []struct {
@@ -119,7 +131,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		}
 		audit.AddGlobalSecondaryIndex(gsi)
 	}
-	index := newTable("IndexTable")
+	index := newTable("IndexTable", "")
 	index.AddGlobalSecondaryIndex(&awsdynamodb.GlobalSecondaryIndexProps{
 		// Sparse: only studies awaiting announcement carry gsi1pk, so notify
 		// finds quiet studies without scanning.
@@ -212,7 +224,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		"EVENT_PATIENT_DATA": jsii.String(c.Pipeline.EventPatientData),
 		"ENVIRONMENT":        jsii.String(c.Name),
 	}
-	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string) awslambda.Function {
+	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
 		merged := map[string]*string{}
 		for k, v := range common {
 			merged[k] = v
@@ -240,11 +252,10 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			LoggingFormat:                awslambda.LoggingFormat_JSON,
 			Vpc:                          props.Network.Vpc,
 			VpcSubnets:                   props.Network.Subnets,
-			SecurityGroups:               &[]awsec2.ISecurityGroup{fnSG},
+			SecurityGroups:               &[]awsec2.ISecurityGroup{sg},
 			Tracing:                      awslambda.Tracing_DISABLED,
 			RecursiveLoop:                awslambda.RecursiveLoop_TERMINATE,
 		})
-		out.Functions[name] = fn
 		return fn
 	}
 	consume := func(fn awslambda.Function, q *Queue) {
@@ -272,7 +283,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
 	vq := newQueue("Validate", vTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(vq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
-	validate := newFunction(FnValidate, vTimeout, 512, nil)
+	validate := newFunction(FnValidate, vTimeout, 512, nil, fnSG)
+	out.Functions[FnValidate] = validate
 	consume(validate, vq)
 	bucket.GrantRead(validate, jsii.String(PrefixIncoming+"*"))
 	bucket.GrantPut(validate, jsii.String(PrefixQuarantine+"*"))
@@ -286,7 +298,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
 	aq := newQueue("Audit", aTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(aq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
-	auditFn := newFunction(FnAudit, aTimeout, 256, nil)
+	auditFn := newFunction(FnAudit, aTimeout, 256, nil, fnSG)
+	out.Functions[FnAudit] = auditFn
 	consume(auditFn, aq)
 	bucket.GrantRead(auditFn, jsii.String(PrefixAudit+"*"))
 	putAudit(auditFn)
@@ -295,7 +308,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// notify: every minute, announce studies quiet for the quiet period.
 	notify := newFunction(FnNotify, awscdk.Duration_Seconds(jsii.Number(55)), 256, map[string]*string{
 		"QUIET_PERIOD_SECONDS": jsii.String(strconv.Itoa(c.Pipeline.QuietPeriodSeconds)),
-	})
+	}, fnSG)
+	out.Functions[FnNotify] = notify
 	index.GrantReadWriteData(notify)
 	bus.GrantPutEventsTo(notify, nil)
 	out.NotifyDlq = newDlq("NotifyDlq")
@@ -308,5 +322,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
 		})},
 	})
+
+	if c.Audit.Syslog != nil {
+		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, newDlq, newFunction)
+	}
 	return out
 }

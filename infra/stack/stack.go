@@ -105,7 +105,11 @@ func checkAssets(props *Props) error {
 		filepath.Join(props.ScpContextDir, props.ScpDockerfile): "the scp-task Dockerfile (context scpContext, file scpDockerfile)",
 		filepath.Join(props.AgentContextDir, "Dockerfile"):      "the metrics sidecar's Dockerfile (context agentContext)",
 	}
-	for _, name := range FunctionNames {
+	names := FunctionNames
+	if props.Config.Audit.Syslog != nil {
+		names = append(slices.Clone(names), FnAuditFeed)
+	}
+	for _, name := range names {
 		need[filepath.Join(props.FunctionsDir, name, "bootstrap")] = "the " + name + " function (run make build-functions)"
 	}
 	var errs []error

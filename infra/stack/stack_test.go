@@ -68,7 +68,7 @@ func fakeAssets(dir string) (functions, scpCtx, agentCtx string, err error) {
 		filepath.Join(scpCtx, "unrelated", "big.bin"):   "not part of the image context\n",
 		filepath.Join(agentCtx, "Dockerfile"):           "FROM scratch\n",
 	}
-	for _, name := range FunctionNames {
+	for _, name := range append(slices.Clone(FunctionNames), FnAuditFeed) {
 		files[filepath.Join(functions, name, "bootstrap")] = "#!/bin/sh\n# test stand-in for " + name + "\n"
 	}
 	for p, content := range files {
@@ -502,6 +502,11 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 		for _, bus := range s.resources("AWS::Events::EventBus") {
 			dlqs[refID(props(bus)["DeadLetterConfig"].(map[string]any)["Arn"])] = true
 		}
+		for _, esm := range s.resources("AWS::Lambda::EventSourceMapping") {
+			if dc, ok := props(esm)["DestinationConfig"].(map[string]any); ok {
+				dlqs[refID(dc["OnFailure"].(map[string]any)["Destination"])] = true
+			}
+		}
 		for _, rule := range s.resources("AWS::Events::Rule") {
 			for _, tg := range props(rule)["Targets"].([]any) {
 				if dl, ok := tg.(map[string]any)["DeadLetterConfig"].(map[string]any); ok {
@@ -523,6 +528,9 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 			if js(props(esm)["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` {
 				t.Errorf("event source mapping without partial batch responses: %s", js(props(esm)))
 			}
+			if _, stream := props(esm)["StartingPosition"]; stream {
+				continue // the audit feed's stream: one poller per shard (TestAuditFeed)
+			}
 			// More pollers than reserved concurrency would throttle batches
 			// into the DLQ.
 			if got := js(props(esm)["ScalingConfig"]); got != fmt.Sprintf(`{"MaximumConcurrency":%d}`, s.cfg.Pipeline.ReservedConcurrency) {
@@ -530,7 +538,7 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 			}
 		}
 		s.check(t, func(tpl assertions.Template) {
-			tpl.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(2))
+			tpl.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(float64(2+feeds(s))))
 		})
 		// S3 notifications: incoming/ and audit/ each to their queue.
 		notif := js(props(first(s.resources("Custom::S3BucketNotifications")))["NotificationConfiguration"])
@@ -576,8 +584,8 @@ func TestFunctions(t *testing.T) {
 				t.Errorf("%s: EVENT_SOURCE %v EVENT_PATIENT_DATA %v", id, env["EVENT_SOURCE"], env["EVENT_PATIENT_DATA"])
 			}
 		}
-		if n != len(FunctionNames) {
-			t.Errorf("%d pipeline functions, want %d", n, len(FunctionNames))
+		if n != len(FunctionNames)+feeds(s) {
+			t.Errorf("%d pipeline functions, want %d", n, len(FunctionNames)+feeds(s))
 		}
 	})
 }

@@ -1,0 +1,107 @@
+package config
+
+import (
+	"net/netip"
+	"regexp"
+	"strings"
+)
+
+// Audit configures where the audit trail goes besides the audit table.
+type Audit struct {
+	// Syslog, if set, feeds every audit record, as DICOM audit messages
+	// over syslog TLS, to the hospital's collector (an ATNA audit
+	// repository or a SIEM).
+	Syslog *AuditSyslog `json:"syslog,omitempty"`
+}
+
+// AuditSyslog is the syslog TLS collector the audit feed function sends to.
+type AuditSyslog struct {
+	// Host is the collector's DNS name or IPv4 address: what the function
+	// connects to and what its certificate must name.
+	Host string `json:"host"`
+	// Port of the collector (default 6514, syslog over TLS).
+	Port int `json:"port,omitempty"`
+	// Address is the collector's IPv4 address, the one destination the
+	// function's security group lets it reach. It defaults to Host when Host
+	// is an address; a DNS name needs it (security groups take addresses).
+	// It must be in a site's CIDRs (the collector is at the hospital, over
+	// the VPN) or in the VPC.
+	Address string `json:"address,omitempty"`
+	// CaSecretArn names the Secrets Manager secret holding, as PEM text,
+	// the CA certificate(s) the collector's certificate must chain to.
+	CaSecretArn string `json:"caSecretArn"`
+	// ClientCertificateSecretArn, if set, names a secret holding our client
+	// certificate and its private key (PEM, in one SecretString), for a
+	// collector that asks for mutual TLS.
+	ClientCertificateSecretArn string `json:"clientCertificateSecretArn,omitempty"`
+}
+
+var (
+	secretArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$`)
+	dnsNameRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+)
+
+func (a *Audit) applyDefaults() {
+	s := a.Syslog
+	if s == nil {
+		return
+	}
+	if s.Port == 0 {
+		s.Port = 6514
+	}
+	if s.Address == "" {
+		if ip, err := netip.ParseAddr(s.Host); err == nil && ip.Is4() {
+			s.Address = s.Host
+		}
+	}
+}
+
+func (c *Config) validateAudit(p *problems, vpc netip.Prefix, vpcOK bool) {
+	s := c.Audit.Syslog
+	if s == nil {
+		return
+	}
+	const f = "audit.syslog"
+	hostIP, hostErr := netip.ParseAddr(s.Host)
+	switch {
+	case s.Host == "":
+		p.addf(f+".host", "the collector's DNS name or IPv4 address is required")
+	case hostErr == nil && !hostIP.Is4():
+		p.addf(f+".host", "%s is not IPv4 (the VPC and the VPN are IPv4 only)", s.Host)
+	case hostErr != nil && (len(s.Host) > 253 || !dnsNameRE.MatchString(s.Host) || !strings.ContainsAny(s.Host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")):
+		p.addf(f+".host", "%q is neither a DNS name nor an IPv4 address", s.Host)
+	}
+	if s.Port < 1 || s.Port > 65535 {
+		p.addf(f+".port", "%d is not a TCP port", s.Port)
+	}
+	if s.Address == "" {
+		if s.Host != "" && hostErr != nil {
+			p.addf(f+".address", "required when host is a DNS name: the function's security group lets it reach only this IPv4 address")
+		}
+	} else if addr, err := netip.ParseAddr(s.Address); err != nil || !addr.Is4() {
+		p.addf(f+".address", "%q is not an IPv4 address", s.Address)
+	} else if !c.reachable(addr, vpc, vpcOK) {
+		p.addf(f+".address", "%s is in no site's CIDRs nor in the VPC CIDR %s: the function could not reach it", addr, c.VpcCidr)
+	} else if hostErr == nil && hostIP != addr {
+		p.addf(f+".address", "%s differs from host %s", addr, s.Host)
+	}
+	if !secretArnRE.MatchString(s.CaSecretArn) {
+		p.addf(f+".caSecretArn", "%q is not a Secrets Manager secret ARN", s.CaSecretArn)
+	}
+	if s.ClientCertificateSecretArn != "" && !secretArnRE.MatchString(s.ClientCertificateSecretArn) {
+		p.addf(f+".clientCertificateSecretArn", "%q is not a Secrets Manager secret ARN", s.ClientCertificateSecretArn)
+	}
+}
+
+// reachable reports whether addr is in the VPC or behind a site's VPN.
+func (c *Config) reachable(addr netip.Addr, vpc netip.Prefix, vpcOK bool) bool {
+	if vpcOK && vpc.Contains(addr) {
+		return true
+	}
+	for _, cidr := range c.SourceCidrs() {
+		if pr, err := netip.ParsePrefix(cidr); err == nil && pr.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,145 @@
+package stack
+
+import (
+	"strconv"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+)
+
+// FnAuditFeed is the audit feed function (functions/auditfeed). It is
+// deployed only when audit.syslog is configured, so it is not among
+// FunctionNames.
+const FnAuditFeed = "auditfeed"
+
+// Audit feed tuning.
+const (
+	// auditFeedMaxRecordAge: a batch the collector has not taken for this
+	// long goes to the on-failure queue instead of waiting for the stream to
+	// trim it (24 h) without a trace.
+	auditFeedMaxRecordAgeHours = 23
+	// auditFeedBacklogAlarmSeconds: the alarm on the stream's iterator age,
+	// the age of the oldest record not yet delivered.
+	auditFeedBacklogAlarmSeconds = 300
+	// MetricAuditFeedUnsendable counts records the function could never
+	// send (from its log, by metric filter).
+	MetricAuditFeedUnsendable = "AuditFeedUnsendable"
+)
+
+// AuditFeed sends every new audit record to the hospital's syslog
+// collector: a function on the audit table's stream, in the VPC, whose only
+// way out is the collector's address and port (and the Secrets Manager
+// endpoint in the VPC, for the collector's CA).
+type AuditFeed struct {
+	constructs.Construct
+	Function      awslambda.Function
+	SecurityGroup awsec2.SecurityGroup
+	// Dlq receives the stream positions of batches the collector did not
+	// take within the maximum record age (the records stay in the table).
+	Dlq awssqs.Queue
+	// Unsendable counts records the function skipped as never sendable.
+	Unsendable awscloudwatch.Metric
+}
+
+// newAuditFeed builds the feed with the pipeline's function and queue
+// factories, so it shares their logging, encryption and VPC placement.
+func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network, table awsdynamodb.Table,
+	newDlq func(string) awssqs.Queue,
+	newFunction func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function,
+) *AuditFeed {
+	s := c.Audit.Syslog
+	self := constructs.NewConstruct(scope, jsii.String("AuditFeed"))
+	out := &AuditFeed{Construct: self}
+
+	sg := awsec2.NewSecurityGroup(self, jsii.String("SG"), &awsec2.SecurityGroupProps{
+		Vpc:              network.Vpc,
+		Description:      jsii.String("audit feed function: no inbound; outbound only to the syslog collector and the Secrets Manager endpoint"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	sg.AddEgressRule(awsec2.Peer_Ipv4(jsii.String(s.Address+"/32")), awsec2.Port_Tcp(jsii.Number(float64(s.Port))),
+		jsii.String("syslog over TLS to the audit collector"), nil)
+	sg.AddEgressRule(awsec2.Peer_SecurityGroupId(network.EndpointSecurityGroup.SecurityGroupId(), nil), awsec2.Port_Tcp(jsii.Number(443)),
+		jsii.String("Secrets Manager endpoint: the collector's CA"), nil)
+	out.SecurityGroup = sg
+
+	env := map[string]*string{
+		"SYSLOG_HOST":          jsii.String(s.Host),
+		"SYSLOG_PORT":          jsii.String(strconv.Itoa(s.Port)),
+		"SYSLOG_CA_SECRET_ARN": jsii.String(s.CaSecretArn),
+		"SYSLOG_HOSTNAME":      jsii.String("dicom-ingest-" + c.Name),
+	}
+	if s.ClientCertificateSecretArn != "" {
+		env["SYSLOG_CLIENT_CERT_SECRET_ARN"] = jsii.String(s.ClientCertificateSecretArn)
+	}
+	fn := newFunction(FnAuditFeed, awscdk.Duration_Seconds(jsii.Number(60)), 256, env, sg)
+	awssecretsmanager.Secret_FromSecretCompleteArn(self, jsii.String("CaSecret"), jsii.String(s.CaSecretArn)).GrantRead(fn, nil)
+	if s.ClientCertificateSecretArn != "" {
+		awssecretsmanager.Secret_FromSecretCompleteArn(self, jsii.String("ClientCertificateSecret"), jsii.String(s.ClientCertificateSecretArn)).GrantRead(fn, nil)
+	}
+	out.Function = fn
+
+	out.Dlq = newDlq("AuditFeedDlq")
+	fn.AddEventSource(awslambdaeventsources.NewDynamoEventSource(table, &awslambdaeventsources.DynamoEventSourceProps{
+		StartingPosition:  awslambda.StartingPosition_TRIM_HORIZON,
+		BatchSize:         jsii.Number(100),
+		MaxBatchingWindow: awscdk.Duration_Seconds(jsii.Number(1)),
+		// One batch per shard at a time keeps each shard's records in order;
+		// a failed batch is retried (from its first record, which the
+		// function reports) until the collector takes it or it is older
+		// than the maximum record age.
+		ParallelizationFactor:   jsii.Number(1),
+		ReportBatchItemFailures: jsii.Bool(true),
+		MaxRecordAge:            awscdk.Duration_Hours(jsii.Number(auditFeedMaxRecordAgeHours)),
+		OnFailure:               awslambdaeventsources.NewSqsDlq(out.Dlq),
+		// Only new audit records: not the publish ledger's items, and no
+		// updates or removals (the trail is append-only anyway).
+		Filters: &[]*map[string]any{awslambda.FilterCriteria_Filter(&map[string]any{
+			"eventName": awslambda.FilterRule_IsEqual(jsii.String("INSERT")),
+			"dynamodb": map[string]any{"Keys": map[string]any{"sk": map[string]any{
+				"S": awslambda.FilterRule_IsEqual(jsii.String("RECORD")),
+			}}},
+		})},
+	}))
+
+	filter := awslogs.NewMetricFilter(self, jsii.String("UnsendableFilter"), &awslogs.MetricFilterProps{
+		LogGroup:        fn.LogGroup(),
+		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$.msg"), jsii.String("="), jsii.String(auditfeed.UnsendableLog)),
+		MetricNamespace: jsii.String(MetricsNamespace),
+		MetricName:      jsii.String(MetricAuditFeedUnsendable),
+		MetricValue:     jsii.String("1"),
+		DefaultValue:    jsii.Number(0),
+		Dimensions:      &map[string]*string{"Environment": jsii.String(c.Name)},
+	})
+	out.Unsendable = filter.Metric(&awscloudwatch.MetricOptions{Statistic: jsii.String("Sum"), Period: awscdk.Duration_Minutes(jsii.Number(5))})
+	return out
+}
+
+// alarms adds the feed's alarms through the observability's alarm helper:
+// backlog (the stream's iterator age), the on-failure queue, records never
+// sendable, and function errors.
+func (f *AuditFeed) alarms(alarm func(id string, m awscloudwatch.Metric, threshold float64, op awscloudwatch.ComparisonOperator, periods float64, desc string)) []awscloudwatch.IMetric {
+	minute := awscdk.Duration_Minutes(jsii.Number(1))
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD
+	backlog := f.Function.Metric(jsii.String("IteratorAge"), &awscloudwatch.MetricOptions{Statistic: jsii.String("Maximum"), Period: minute})
+	alarm("AuditFeedBacklog", backlog, auditFeedBacklogAlarmSeconds*1000, gt, 3,
+		"The audit feed is over 5 minutes behind (stream iterator age): the syslog collector is unreachable or refusing; records wait in the stream")
+	dlq := f.Dlq.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")})
+	alarm("AuditFeedDlqNotEmpty", dlq, 0, gt, 1,
+		"Audit feed batches the collector did not take within 23 hours: their records are in the audit table but not in the SIEM (see docs/operations/audit-feed.md)")
+	alarm("AuditFeedUnsendable", f.Unsendable, 0, gt, 1, "Audit records the feed could not render and skipped (see the auditfeed function's log)")
+	errs := f.Function.MetricErrors(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")})
+	alarm("AuditFeedErrors", errs, 0, gt, 1, "The audit feed function failed (configuration or secrets); the stream waits")
+	return []awscloudwatch.IMetric{backlog, dlq, errs}
+}

@@ -1,0 +1,146 @@
+package stack
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+)
+
+// feeds is 1 when the environment has the audit feed.
+func feeds(s *synthesized) int {
+	if s.cfg.Audit.Syslog != nil {
+		return 1
+	}
+	return 0
+}
+
+// TestAuditFeed: with audit.syslog configured (prod), a function on the
+// audit table's NEW_IMAGE stream sends to the collector, in the VPC with
+// egress only to the collector's address and port (and the Secrets Manager
+// endpoint), reporting partial batch failures, with an on-failure queue and
+// alarms on backlog and that queue. Without it (dev) there is none of it.
+func TestAuditFeed(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		tables := s.resources("AWS::DynamoDB::Table")
+		auditID := s.stack.logicalID(s.stack.Pipeline.AuditTable)
+		stream, hasStream := props(tables[auditID])["StreamSpecification"]
+		sl := s.cfg.Audit.Syslog
+		if sl == nil {
+			if hasStream || s.stack.Pipeline.AuditFeed != nil {
+				t.Errorf("audit feed without audit.syslog: stream %v", stream)
+			}
+			for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+				if strings.Contains(js(a), "AuditFeed") {
+					t.Errorf("audit feed alarm without audit.syslog: %s", js(a))
+				}
+			}
+			return
+		}
+		if js(stream) != `{"StreamViewType":"NEW_IMAGE"}` {
+			t.Errorf("audit table stream %s, want NEW_IMAGE", js(stream))
+		}
+		f := s.stack.Pipeline.AuditFeed
+		fnID := s.stack.logicalID(f.Function)
+		fn := props(s.res[fnID])
+		env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
+		for k, want := range map[string]any{"SYSLOG_HOST": sl.Host, "SYSLOG_PORT": "6514", "SYSLOG_CA_SECRET_ARN": sl.CaSecretArn, "SYSLOG_HOSTNAME": "dicom-ingest-" + s.cfg.Name} {
+			if env[k] != want {
+				t.Errorf("%s = %v, want %v", k, env[k], want)
+			}
+		}
+
+		// In the VPC, behind its own security group whose only ways out are
+		// the collector and the Secrets Manager endpoint.
+		vpc := fn["VpcConfig"].(map[string]any)
+		sgs := vpc["SecurityGroupIds"].([]any)
+		sgID := s.stack.logicalID(f.SecurityGroup)
+		if len(sgs) != 1 || refID(sgs[0]) != sgID {
+			t.Fatalf("function security groups %s, want only %s", js(sgs), sgID)
+		}
+		sg := props(s.res[sgID])
+		if _, in := sg["SecurityGroupIngress"]; in {
+			t.Errorf("audit feed security group admits traffic: %s", js(sg["SecurityGroupIngress"]))
+		}
+		var egress []string
+		for _, e := range sg["SecurityGroupEgress"].([]any) {
+			m := e.(map[string]any)
+			dest, _ := m["CidrIp"].(string)
+			if dest == "" {
+				dest = "sg:" + refID(m["DestinationSecurityGroupId"])
+			}
+			egress = append(egress, js(m["IpProtocol"])+" "+dest+" "+js(m["FromPort"])+"-"+js(m["ToPort"]))
+		}
+		want := []string{
+			`"tcp" ` + sl.Address + `/32 6514-6514`,
+			`"tcp" sg:` + s.stack.logicalID(s.stack.Network.EndpointSecurityGroup) + ` 443-443`,
+		}
+		if d := cmp.Diff(want, egress); d != "" {
+			t.Errorf("audit feed egress (-want +got):\n%s", d)
+		}
+
+		// Fed by the stream, new audit records only, with partial batch
+		// failures and an on-failure queue.
+		var esm map[string]any
+		for _, m := range s.resources("AWS::Lambda::EventSourceMapping") {
+			if refID(props(m)["FunctionName"]) == fnID {
+				esm = props(m)
+			}
+		}
+		if esm == nil {
+			t.Fatal("no event source mapping for the audit feed")
+		}
+		if refID(esm["EventSourceArn"]) != auditID || esm["StartingPosition"] != "TRIM_HORIZON" || esm["ParallelizationFactor"] != float64(1) ||
+			js(esm["FunctionResponseTypes"]) != `["ReportBatchItemFailures"]` || esm["MaximumRecordAgeInSeconds"] != float64(23*3600) {
+			t.Errorf("event source mapping %s", js(esm))
+		}
+		if dest := refID(esm["DestinationConfig"].(map[string]any)["OnFailure"].(map[string]any)["Destination"]); dest != s.stack.logicalID(f.Dlq) {
+			t.Errorf("on-failure destination %s, want the audit feed DLQ", dest)
+		}
+		filter := js(esm["FilterCriteria"])
+		if !strings.Contains(filter, `\"eventName\":[\"INSERT\"]`) || !strings.Contains(filter, `\"sk\":{\"S\":[\"RECORD\"]}`) {
+			t.Errorf("filter criteria %s, want INSERTs of sk RECORD", filter)
+		}
+
+		// It may read its secrets and nothing else of Secrets Manager.
+		policies := js(s.resources("AWS::IAM::Policy"))
+		if !strings.Contains(policies, sl.CaSecretArn) {
+			t.Error("the function may not read the CA secret")
+		}
+
+		// Alarms: backlog (iterator age), DLQ, unsendable records, errors.
+		alarms := map[string]map[string]any{}
+		for id, a := range s.resources("AWS::CloudWatch::Alarm") {
+			if strings.Contains(id, "AuditFeed") {
+				alarms[id] = props(a)
+			}
+		}
+		if len(alarms) != 4 {
+			t.Errorf("%d audit feed alarms, want 4", len(alarms))
+		}
+		var sawBacklog, sawDlq bool
+		for _, a := range alarms {
+			switch {
+			case a["MetricName"] == "IteratorAge":
+				sawBacklog = a["Threshold"] == float64(300000) && a["Statistic"] == "Maximum"
+			case a["MetricName"] == "ApproximateNumberOfMessagesVisible":
+				sawDlq = a["Threshold"] == float64(0)
+			}
+			if len(a["AlarmActions"].([]any)) == 0 {
+				t.Errorf("alarm %v notifies nobody", a["AlarmDescription"])
+			}
+		}
+		if !sawBacklog || !sawDlq {
+			t.Errorf("backlog alarm %v, DLQ alarm %v", sawBacklog, sawDlq)
+		}
+		s.check(t, func(tpl assertions.Template) {
+			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
+				"FilterPattern": `{ $.msg = "` + auditfeed.UnsendableLog + `" }`,
+			})
+		})
+	})
+}
