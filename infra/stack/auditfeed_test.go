@@ -137,6 +137,11 @@ func TestAuditFeed(t *testing.T) {
 		if !sawBacklog || !sawDlq {
 			t.Errorf("backlog alarm %v, DLQ alarm %v", sawBacklog, sawDlq)
 		}
+		for _, k := range []string{"AuditFeedFunctionName", "AuditFeedDlqUrl"} {
+			if _, ok := s.outputs[k]; !ok {
+				t.Errorf("no output %s", k)
+			}
+		}
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
 				"FilterPattern": `{ $.msg = "` + auditfeed.UnsendableLog + `" }`,

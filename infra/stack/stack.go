@@ -150,6 +150,10 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+EventSource)
 	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
 	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
+	if f := s.Pipeline.AuditFeed; f != nil {
+		s.output("AuditFeedFunctionName", f.Function.FunctionName(), "Audit feed function (audit table stream to the syslog collector); invoke it to re-send records")
+		s.output("AuditFeedDlqUrl", f.Dlq.QueueUrl(), "Stream batches the audit feed could not deliver within 23 hours")
+	}
 }
 
 // ApplyNag runs the AwsSolutions and HIPAA Security rule packs over scope
