@@ -45,7 +45,7 @@ func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg
 	f := &auditFeed{metrics: metrics, log: log, done: make(chan struct{})}
 	var outbox auditfeed.Outbox
 	if lm != nil {
-		if outbox, err = lm.AuditFeed(ctx); err != nil {
+		if outbox, err = lm.AuditFeed(); err != nil {
 			return nil, fmt.Errorf("audit feed: %w", err)
 		}
 	} else {
@@ -84,7 +84,7 @@ func (f *auditFeed) add(r associationaudit.Record) {
 		f.metrics.Dropped(auditfeed.ReasonSpoolFull)
 		f.log.Error("audit spool full: record kept in the audit trail but not fed", "event", r.Event, "association", r.AssociationID)
 	case err != nil:
-		f.metrics.Dropped(auditfeed.ReasonSpoolFull)
+		f.metrics.Dropped(auditfeed.ReasonSpoolWrite)
 		f.log.Error("audit spool write failed: record kept in the audit trail but not fed", "event", r.Event, "association", r.AssociationID, "err", err)
 	default:
 		f.feeder.Wake()

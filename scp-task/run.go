@@ -45,7 +45,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Local {
 		lm, err = local.Start(ctx, local.Config{
 			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, Webhooks: cfg.Webhooks,
-			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg,
+			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "",
 		})
 		if err != nil {
 			return fmt.Errorf("start local mode: %w", err)

@@ -229,6 +229,7 @@ func (f *Feeder) refreshBacklog(ctx context.Context) {
 const (
 	reasonUnrenderable = "unrenderable"
 	ReasonSpoolFull    = "spool_full"
+	ReasonSpoolWrite   = "spool_write_failed"
 )
 
 // Metrics are the feed's Prometheus metrics:
@@ -237,7 +238,7 @@ const (
 //	dicom_ingest_audit_feed_backlog_oldest_age_seconds age of the oldest of them (0 when none)
 //	dicom_ingest_audit_feed_messages_sent_total        messages the collector confirmed
 //	dicom_ingest_audit_feed_send_failures_total        batches that failed (and will be sent again)
-//	dicom_ingest_audit_feed_records_dropped_total{reason}  records never to be sent (spool_full, unrenderable)
+//	dicom_ingest_audit_feed_records_dropped_total{reason}  records never to be sent (spool_full, spool_write_failed, unrenderable)
 type Metrics struct {
 	count      atomic.Int64
 	oldestNano atomic.Int64
@@ -261,6 +262,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	m.droppedC.WithLabelValues(reasonUnrenderable)
 	m.droppedC.WithLabelValues(ReasonSpoolFull)
+	m.droppedC.WithLabelValues(ReasonSpoolWrite)
 	count := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_audit_feed_backlog_records", Help: "Audit records not yet delivered to the syslog collector.",
 	}, func() float64 { return float64(m.count.Load()) })
@@ -311,4 +313,3 @@ func (m *Metrics) dropped(reason string) {
 // Dropped counts a record the feed will never send (exported for outboxes
 // that refuse records, such as a full spool).
 func (m *Metrics) Dropped(reason string) { m.dropped(reason) }
-

@@ -68,6 +68,10 @@ type Config struct {
 	// ObjectStore opens the file store on dir; nil means the default file
 	// store. Tests inject failing stores here.
 	ObjectStore func(dir string) (objectstore.Store, error)
+	// AuditFeed prepares the audit feed's outbox (see Local.AuditFeed)
+	// before any record is processed, so the first time the feed is on it
+	// starts exactly where the trail ends.
+	AuditFeed bool
 }
 
 // Local is a running local mode.
@@ -89,6 +93,7 @@ type Local struct {
 	once   sync.Once
 
 	processed *prometheus.CounterVec
+	feed      *localstore.AuditFeed
 }
 
 // DBFile and EventLogFile are the names of the database and the event log
@@ -146,6 +151,12 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		_ = db.Close()
 		return nil, err
 	}
+	if cfg.AuditFeed {
+		if l.feed, err = db.AuditFeed(ctx); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+	}
 	if n, err := l.reconcile(ctx); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -188,9 +199,12 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 }
 
 // AuditFeed returns the audit feed's outbox: the audit table, read from
-// where the feed last got to.
-func (l *Local) AuditFeed(ctx context.Context) (*localstore.AuditFeed, error) {
-	return l.db.AuditFeed(ctx)
+// where the feed last got to. Config.AuditFeed must have been set.
+func (l *Local) AuditFeed() (*localstore.AuditFeed, error) {
+	if l.feed == nil {
+		return nil, errors.New("local: the audit feed was not prepared (Config.AuditFeed)")
+	}
+	return l.feed, nil
 }
 
 func isLoopback(host string) bool {
