@@ -1,0 +1,208 @@
+// Package logname names stored objects in log lines and error messages
+// without their keys. Object keys hold Study, Series and SOP Instance UIDs,
+// which identify patients as much as a name does; logs leave the protected
+// stores, so a log line names an object by a keyed digest of its key
+// instead: HMAC-SHA-256 under a per-deployment key, truncated. The same key
+// always gets the same name, so lines about one object can be correlated,
+// and whoever holds the deployment's key and may list the objects can go
+// from a name back to the object (see docs/operations/logging.md).
+package logname
+
+import (
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// MinKeyLen is the shortest key New accepts, in bytes: shorter keys would
+// let a guessed key be checked against the names of known UIDs.
+const MinKeyLen = 32
+
+// Prefix starts every name, so a name is recognizable in any log.
+const Prefix = "obj-"
+
+// nameBytes is how much of the HMAC a name keeps: 80 bits make a collision
+// unlikely below a trillion objects while keeping names short.
+const nameBytes = 10
+
+// ErrShortKey is returned for a key shorter than MinKeyLen.
+var ErrShortKey = fmt.Errorf("logname: key shorter than %d bytes", MinKeyLen)
+
+// Namer names objects under one deployment's key. A nil *Namer is usable:
+// it names objects under a key drawn at random once per process, so names
+// never reveal a key but do not match across processes or restarts.
+type Namer struct {
+	key []byte
+}
+
+// New returns a Namer keyed with key (at least MinKeyLen bytes).
+func New(key []byte) (*Namer, error) {
+	if len(key) < MinKeyLen {
+		return nil, ErrShortKey
+	}
+	return &Namer{key: slices.Clone(key)}, nil
+}
+
+var (
+	ephemeralOnce sync.Once
+	ephemeral     *Namer
+)
+
+// Ephemeral returns the process-wide Namer under a random key (the one a
+// nil *Namer uses).
+func Ephemeral() *Namer {
+	ephemeralOnce.Do(func() {
+		k := make([]byte, MinKeyLen)
+		if _, err := rand.Read(k); err != nil {
+			// crypto/rand does not fail on supported platforms; a
+			// process that cannot draw randomness must not run on.
+			panic("logname: crypto/rand: " + err.Error())
+		}
+		ephemeral = &Namer{key: k}
+	})
+	return ephemeral
+}
+
+func (n *Namer) keyed() *Namer {
+	if n == nil {
+		return Ephemeral()
+	}
+	return n
+}
+
+// Name returns the name of the object stored under key: Prefix and the
+// first 80 bits of HMAC-SHA-256(deployment key, key) in lowercase hex.
+func (n *Namer) Name(key string) string {
+	m := hmac.New(sha256.New, n.keyed().key)
+	m.Write([]byte(key)) // a hash.Hash never returns an error from Write
+	return Prefix + hex.EncodeToString(m.Sum(nil)[:nameBytes])
+}
+
+// Key wraps an object key for a log line or an error message: every way
+// of printing it (slog, fmt verbs, JSON, text) gives its name, never the key.
+func (n *Namer) Key(key string) Key {
+	return Key{n: n, key: key}
+}
+
+// Key is an object key that prints as its name. The raw key stays inside
+// for whoever holds the value in code, and no formatting reveals it.
+type Key struct {
+	n   *Namer
+	key string
+}
+
+var (
+	_ slog.LogValuer = Key{}
+	_ fmt.Formatter  = Key{}
+)
+
+// LogValue implements slog.LogValuer.
+func (k Key) LogValue() slog.Value { return slog.StringValue(k.String()) }
+
+// String returns the name.
+func (k Key) String() string { return k.n.Name(k.key) }
+
+// Format prints the name for every verb, %#v and %q included.
+func (k Key) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", k.String())
+		return
+	}
+	io.WriteString(f, k.String()) // fmt reports write errors itself
+}
+
+// MarshalText implements encoding.TextMarshaler (and so JSON).
+func (k Key) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Redact returns err with every mention of the given object keys in its
+// message, and of each UID inside them, replaced by the key's name: errors
+// from lower layers (file paths, S3 request URLs, conflict keys) carry keys
+// in forms a caller cannot predict. The original error stays in the chain
+// for errors.Is and errors.As; only the message changes. nil stays nil.
+func (n *Namer) Redact(err error, keys ...string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	type repl struct{ old, new string }
+	var rs []repl
+	for _, k := range keys {
+		if k == "" {
+			continue
+		}
+		name := n.Name(k)
+		rs = append(rs, repl{k, name})
+		for _, uid := range UIDs(k) {
+			rs = append(rs, repl{uid, name})
+		}
+	}
+	// Longest first: a study UID is often a prefix of its series UID.
+	slices.SortStableFunc(rs, func(a, b repl) int { return len(b.old) - len(a.old) })
+	for _, r := range rs {
+		msg = strings.ReplaceAll(msg, r.old, r.new)
+	}
+	return &redacted{msg: msg, err: err}
+}
+
+// redacted is an error whose message no longer names an object by its key.
+type redacted struct {
+	msg string
+	err error
+}
+
+func (e *redacted) Error() string { return e.msg }
+func (e *redacted) Unwrap() error { return e.err }
+
+// Format prints the redacted message for every verb, so %+v or %#v cannot
+// reach the original.
+func (e *redacted) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		fmt.Fprintf(f, "%q", e.msg)
+		return
+	}
+	io.WriteString(f, e.msg) // fmt reports write errors itself
+}
+
+// IsRedacted reports whether err's message was produced by Redact.
+func IsRedacted(err error) bool {
+	var r *redacted
+	return errors.As(err, &r)
+}
+
+// UIDs returns the UIDs inside an object key: every run of digits and
+// dots with at least one dot between digits (the study, series and SOP
+// Instance UIDs of incoming/<date>/<study>/<series>/<sop>.dcm and the keys
+// derived from it). Date components carry no dot and are left alone.
+func UIDs(key string) []string {
+	var out []string
+	for i := 0; i < len(key); {
+		if !isDigit(key[i]) {
+			i++
+			continue
+		}
+		j, end, dots := i, i, 0
+		for j < len(key) && (isDigit(key[j]) || key[j] == '.') {
+			if isDigit(key[j]) {
+				end = j + 1
+			} else if j+1 < len(key) && isDigit(key[j+1]) {
+				dots++
+			}
+			j++
+		}
+		if dots > 0 {
+			out = append(out, key[i:end])
+		}
+		i = j
+	}
+	return out
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }

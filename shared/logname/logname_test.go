@@ -1,0 +1,245 @@
+package logname
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const (
+	study  = "1.2.826.0.1.3680043.10.543.7"
+	series = study + ".1"
+	sop    = series + ".42"
+	key    = "incoming/2026/03/04/" + study + "/" + series + "/" + sop + ".dcm"
+)
+
+func namer(t *testing.T, k string) *Namer {
+	t.Helper()
+	n, err := New([]byte(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+var testKey = strings.Repeat("k", MinKeyLen)
+
+// TestName: HMAC-SHA-256 under the deployment's key, truncated, the same
+// as the documented openssl recipe computes.
+func TestName(t *testing.T) {
+	n := namer(t, testKey)
+	m := hmac.New(sha256.New, []byte(testKey))
+	m.Write([]byte(key))
+	want := Prefix + hex.EncodeToString(m.Sum(nil))[:20]
+	if got := n.Name(key); got != want {
+		t.Errorf("Name = %s, want %s", got, want)
+	}
+	if again := n.Name(key); again != want {
+		t.Errorf("the same key named again %s, first %s", again, want)
+	}
+	if n.Name(key) == n.Name(key+"x") {
+		t.Error("two keys share a name")
+	}
+	if other := namer(t, strings.Repeat("o", MinKeyLen)); other.Name(key) == n.Name(key) {
+		t.Error("two deployment keys give the same name")
+	}
+	var none *Namer
+	first := none.Name(key)
+	if again := none.Name(key); again != first || first == want || !strings.HasPrefix(first, Prefix) {
+		t.Errorf("nil Namer: %s, then %s", first, again)
+	}
+	if _, err := New([]byte("short")); !errors.Is(err, ErrShortKey) {
+		t.Errorf("New(short) = %v, want ErrShortKey", err)
+	}
+}
+
+// TestKeyNeverPrints: no way of printing a Key shows the key or its UIDs.
+func TestKeyNeverPrints(t *testing.T) {
+	n := namer(t, testKey)
+	k := n.Key(key)
+	name := n.Name(key)
+	var buf bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	log.Info("stored", "object", k, slog.Any("any", k), slog.Group("g", "object", k))
+	log.Info("struct", "v", struct{ K Key }{k})
+	log.LogAttrs(context.Background(), slog.LevelInfo, "attrs", slog.Any("object", k))
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("text", "object", k)
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d", "%T"} {
+		fmt.Fprintf(&buf, verb+"\n", k)
+	}
+	fmt.Fprintln(&buf, k, []Key{k}, map[string]Key{"k": k}, &k)
+	j, err := json.Marshal(map[string]any{"k": k})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf.Write(j)
+	out := buf.String()
+	for _, secret := range append([]string{key}, UIDs(key)...) {
+		if strings.Contains(out, secret) {
+			t.Errorf("output holds %q:\n%s", secret, out)
+		}
+	}
+	if strings.Count(out, name) < 10 {
+		t.Errorf("output names the object too rarely:\n%s", out)
+	}
+}
+
+// TestRedact: lower layers' messages carry keys as file paths, request
+// URLs and derived keys; all of them lose the key and every UID in it.
+func TestRedact(t *testing.T) {
+	n := namer(t, testKey)
+	name := n.Name(key)
+	sentinel := errors.New("sentinel")
+	conflict := strings.TrimSuffix(key, ".dcm") + ".conflict-0123456789abcdef.dcm"
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"path", &fs.PathError{Op: "open", Path: "/data/objects/" + key, Err: fs.ErrNotExist},
+			"open /data/objects/" + name + ": file does not exist"},
+		{"url", &url.Error{Op: "Put", URL: "http://127.0.0.1:9000/bucket/site-a/" + key + "?partNumber=1", Err: sentinel},
+			`Put "http://127.0.0.1:9000/bucket/site-a/` + name + `?partNumber=1": sentinel`},
+		{"conflict key", fmt.Errorf("put %s: %w", conflict, sentinel),
+			"put incoming/2026/03/04/" + name + "/" + name + "/" + name + ".conflict-0123456789abcdef.dcm: sentinel"},
+		{"study alone", fmt.Errorf("study %s: %w", study, sentinel), "study " + name + ": sentinel"},
+		{"nothing to redact", fmt.Errorf("disk full: %w", sentinel), "disk full: sentinel"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := n.Redact(c.err, key)
+			if diff := cmp.Diff(c.want, got.Error()); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q"} {
+				if s := fmt.Sprintf(verb, got); strings.Contains(s, sop) {
+					t.Errorf("%s prints the UID: %s", verb, s)
+				}
+			}
+			if c.name != "nothing to redact" && !errors.Is(got, sentinel) && !errors.Is(got, fs.ErrNotExist) {
+				t.Errorf("the chain was lost: %v", got)
+			}
+			if !IsRedacted(got) {
+				t.Error("IsRedacted = false")
+			}
+		})
+	}
+	if n.Redact(nil, key) != nil {
+		t.Error("Redact(nil) is not nil")
+	}
+}
+
+func TestUIDs(t *testing.T) {
+	cases := []struct {
+		key  string
+		want []string
+	}{
+		{key, []string{study, series, sop}},
+		{"site-a/metadata/2026/03/04/1.2/1.2.3/1.2.3.4.summary.json", []string{"1.2", "1.2.3", "1.2.3.4"}},
+		{"incoming/2026/03/04/unknown-study/unknown-series/1.2.3.conflict-0123abcd.dcm", []string{"1.2.3"}},
+		{"audit/2026/03/04/assoc-7.json", nil},
+		{"v2.dcm", nil},
+		{"", nil},
+	}
+	for _, c := range cases {
+		if diff := cmp.Diff(c.want, UIDs(c.key)); diff != "" {
+			t.Errorf("UIDs(%q) (-want +got):\n%s", c.key, diff)
+		}
+	}
+}
+
+func TestLoadOrCreate(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, KeyFile)
+	var wg sync.WaitGroup
+	names := make([]string, 8)
+	errs := make([]error, 8)
+	for i := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n, err := LoadOrCreate(path)
+			errs[i] = err
+			if err == nil {
+				names[i] = n.Name(key)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range names {
+		if errs[i] != nil || names[i] != names[0] {
+			t.Fatalf("concurrent starts: %v, names %v", errs[i], names)
+		}
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v, want 0600", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(path)
+	if n := namer(t, strings.TrimSpace(string(b))); n.Name(key) != names[0] {
+		t.Error("the key file's text is not the key")
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	again, err := LoadOrCreate(path)
+	if err != nil || again.Name(key) != names[0] {
+		t.Errorf("reload: %v", err)
+	}
+
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreate(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Errorf("a world-readable key file: %v", err)
+	}
+	short := filepath.Join(dir, "short.key")
+	if err := os.WriteFile(short, []byte("abc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreate(short); !errors.Is(err, ErrShortKey) {
+		t.Errorf("short key file: %v", err)
+	}
+	if _, err := LoadOrCreate(filepath.Join(dir, "missing", KeyFile)); err == nil {
+		t.Error("a key file in a missing directory was created")
+	}
+}
+
+func TestFromEnv(t *testing.T) {
+	env := func(v string) func(string) string {
+		return func(name string) string {
+			if name == EnvKey {
+				return v
+			}
+			return ""
+		}
+	}
+	if n, ok, err := FromEnv(env("")); n != nil || ok || err != nil {
+		t.Errorf("unset: %v %v %v", n, ok, err)
+	}
+	if _, ok, err := FromEnv(env("short")); !ok || !errors.Is(err, ErrShortKey) || !strings.Contains(err.Error(), EnvKey) {
+		t.Errorf("short: %v %v", ok, err)
+	}
+	n, ok, err := FromEnv(env(" " + testKey + "\n"))
+	if !ok || err != nil || n.Name(key) != namer(t, testKey).Name(key) {
+		t.Errorf("set: %v %v", ok, err)
+	}
+}
