@@ -27,7 +27,8 @@ const (
 // leading zeros and so on) is the pipeline's validation's job, not the key's.
 func Key(obj Object) (string, error) {
 	if !KeySafeUID(obj.SOPInstanceUID) {
-		return "", fmt.Errorf("%w: SOP Instance UID %q", ErrUnsafeUID, truncate(obj.SOPInstanceUID, 80))
+		// The UID itself stays out of the message: errors reach logs.
+		return "", fmt.Errorf("%w: SOP Instance UID of %d characters", ErrUnsafeUID, len(obj.SOPInstanceUID))
 	}
 	study, series := obj.StudyInstanceUID, obj.SeriesInstanceUID
 	if !KeySafeUID(study) {
@@ -71,11 +72,4 @@ func KeySafeUID(uid string) bool {
 		}
 	}
 	return !prevDot
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

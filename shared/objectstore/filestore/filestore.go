@@ -34,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
@@ -49,6 +50,7 @@ type Store struct {
 	root    string
 	tmp     string
 	log     *slog.Logger
+	names   *logname.Namer
 	minFree uint64
 	bufs    sync.Pool // rings of ringSize, aligned for direct I/O
 	// direct is set when the filesystem takes direct I/O (probed by New).
@@ -78,6 +80,11 @@ func WithLogger(l *slog.Logger) Option {
 		}
 	}
 }
+
+// WithNames sets how errors name objects: their messages carry file paths,
+// so keys, which Put, Open and Stat replace by the key's name (default: a
+// key drawn for this process, see logname).
+func WithNames(n *logname.Namer) Option { return func(s *Store) { s.names = n } }
 
 // WithMinFreeBytes makes Ready fail while the filesystem has fewer free
 // bytes (for an unprivileged user) than n, so the SCP refuses associations
@@ -146,7 +153,7 @@ func (s *Store) Root() string { return s.root }
 // reach the temporary directory.
 func (s *Store) Path(key string) (string, error) {
 	if !validKey(key) {
-		return "", fmt.Errorf("%w: %q", ErrInvalidKey, clip(key))
+		return "", s.names.Redact(fmt.Errorf("%w: %q", ErrInvalidKey, clip(key)), key)
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
@@ -186,11 +193,12 @@ func unavailable(op string, err error) error {
 // part10 (an aborted association), a cancelled ctx or a write failure
 // leaves nothing: filesystem failures wrap objectstore.ErrUnavailable,
 // read errors and ctx errors are wrapped as they are.
-func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (_ objectstore.Stored, err error) {
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
+	defer func() { err = s.names.Redact(err, key) }()
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
@@ -515,7 +523,7 @@ func (s *Store) Open(key string) (*os.File, error) {
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, fmt.Errorf("filestore: open: %w", err)
+		return nil, s.names.Redact(fmt.Errorf("filestore: open: %w", err), key)
 	}
 	return f, nil
 }
@@ -529,7 +537,7 @@ func (s *Store) Stat(key string) (fs.FileInfo, error) {
 	}
 	st, err := os.Stat(p)
 	if err != nil {
-		return nil, fmt.Errorf("filestore: stat: %w", err)
+		return nil, s.names.Redact(fmt.Errorf("filestore: stat: %w", err), key)
 	}
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("filestore: stat: %w: not a regular file", fs.ErrNotExist)

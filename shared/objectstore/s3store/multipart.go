@@ -45,7 +45,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	if taken {
 		id, err := randomID()
 		if err != nil {
-			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 		}
 		st.Key = objectstore.ConflictKey(rel, id)
 		st.Conflict = true
@@ -55,7 +55,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	sse, kms := s.sse()
 	var uploadID string
 	createStart, createAttempts := time.Now(), 0
-	err = s.do(ctx, "CreateMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, "CreateMultipartUpload", full, s.opts.RetryDeadline, func(ctx context.Context) error {
 		createAttempts++
 		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket:               aws.String(s.opts.Bucket),
@@ -79,7 +79,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	if err != nil {
 		return st, err
 	}
-	log := s.log.With("key", full, "upload_id", uploadID, "association", obj.AssociationID)
+	log := s.log.With("object", s.name(st.Key), "upload_id", uploadID, "association", obj.AssociationID)
 	if createAttempts > 1 {
 		// An earlier attempt may have created an upload whose answer was
 		// lost; nobody would ever complete or abort it.
@@ -133,10 +133,10 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			fullCRC = crcnvme.Combine(fullCRC, res.crc, int64(res.size))
 		}
 		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
+			return st, fmt.Errorf("s3store: put %v: read object: %w", s.name(rel), rerr)
 		}
 		if ctx.Err() != nil {
-			return st, fmt.Errorf("s3store: put %s: %w", rel, context.Cause(ctx))
+			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), context.Cause(ctx))
 		}
 		if m == 0 {
 			break
@@ -151,17 +151,17 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	if st.Conflict {
 		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, st.SHA256)
 		if err != nil {
-			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 		}
 		if same {
 			log.Info("identical object already stored")
 			return objectstore.Stored{Key: rel, Size: st.Size, SHA256: st.SHA256, Duplicate: true}, nil
 		}
-		log.Warn("different object already holds the key; storing under conflict key", "taken_key", s.opts.Prefix+rel)
+		log.Warn("different object already holds the key; storing under conflict key", "taken_object", s.name(rel))
 	}
 	var preconditionErr, goneErr error
 	attempts := 0
-	err = s.do(ctx, "CompleteMultipartUpload", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, "CompleteMultipartUpload", full, s.opts.RetryDeadline, func(ctx context.Context) error {
 		attempts++
 		out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 			Bucket:            aws.String(s.opts.Bucket),
@@ -194,17 +194,17 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	case goneErr != nil:
 		mine, herr := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
 		if herr != nil {
-			return st, fmt.Errorf("s3store: put %s: complete answered %v, then: %w", rel, goneErr, herr)
+			return st, fmt.Errorf("s3store: put %v: complete answered %v, then: %w", s.name(rel), goneErr, herr)
 		}
 		if !mine {
-			return st, fmt.Errorf("s3store: put %s: upload vanished and the key holds another object: %w: %w", rel, objectstore.ErrUnavailable, goneErr)
+			return st, fmt.Errorf("s3store: put %v: upload vanished and the key holds another object: %w: %w", s.name(rel), objectstore.ErrUnavailable, goneErr)
 		}
 	case preconditionErr != nil && attempts > 1:
 		// An earlier attempt may have completed the upload and lost only
 		// its answer; then the key holds our own object.
 		mine, herr := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
 		if herr != nil {
-			return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
+			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), herr)
 		}
 		if !mine {
 			return s.duplicateOrConflict(ctx, log, full, rel, st, crcB64)
@@ -222,10 +222,10 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full, rel string, st objectstore.Stored, crcB64 string) (objectstore.Stored, error) {
 	same, herr := s.sameObject(ctx, full, st.Size, crcB64, st.SHA256)
 	if herr != nil {
-		return st, fmt.Errorf("s3store: put %s: %w", rel, herr)
+		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), herr)
 	}
 	if !same {
-		return st, fmt.Errorf("s3store: put %s (sha256 %s): %w: %w", rel, st.SHA256, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
+		return st, fmt.Errorf("s3store: put %v (sha256 %s): %w: %w", s.name(rel), st.SHA256, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
 	}
 	st.Duplicate = true
 	log.Info("identical object already stored")
@@ -235,7 +235,7 @@ func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full,
 func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int32, body []byte, crc uint64) (types.CompletedPart, error) {
 	crcB64 := crcnvme.Encode(crc)
 	var etag *string
-	err := s.do(ctx, "UploadPart", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "UploadPart", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
 			Bucket:            aws.String(s.opts.Bucket),
 			Key:               aws.String(key),
@@ -265,7 +265,7 @@ func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int
 // Put then fails and the sender's resend finds the object stored.
 func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Time, log *slog.Logger) {
 	var out *s3.ListMultipartUploadsOutput
-	err := s.do(ctx, "ListMultipartUploads", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "ListMultipartUploads", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		out, err = s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.opts.Bucket), Prefix: aws.String(key)})
 		return err
@@ -286,7 +286,7 @@ func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Ti
 // exists reports whether key holds an object.
 func (s *Store) exists(ctx context.Context, key string) (bool, error) {
 	found := false
-	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
 		if notFound(err) {
 			found = false
@@ -311,7 +311,7 @@ func randomID() (string, error) {
 // uploaded: same size and checksum, same association and receive time.
 func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Object, size int64, crcB64 string) (bool, error) {
 	var head *s3.HeadObjectOutput
-	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
 			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
@@ -338,7 +338,7 @@ func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logge
 	s.metrics.aborts.Inc()
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
 	defer cancel()
-	err := s.do(actx, "AbortMultipartUpload", abortDeadline, func(ctx context.Context) error {
+	err := s.do(actx, "AbortMultipartUpload", key, abortDeadline, func(ctx context.Context) error {
 		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
 		})

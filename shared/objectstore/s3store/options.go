@@ -11,6 +11,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // Limits and defaults of Options.
@@ -77,9 +79,12 @@ type Options struct {
 	// AWS SDK's default configuration (credential chain, AWS_REGION,
 	// AWS_ENDPOINT_URL_S3) with SDK-level retries off: the store retries.
 	Client Client
-	// Logger receives operational logs (keys, association ids, never
-	// patient data). Nil discards.
+	// Logger receives operational logs (object names, association ids,
+	// never keys or patient data). Nil discards.
 	Logger *slog.Logger
+	// Names names objects in logs and errors by a keyed digest of their
+	// full key (see logname). Nil uses a key drawn for this process.
+	Names *logname.Namer
 	// Metrics, when set, receives the dicom_ingest_s3_* collectors.
 	Metrics prometheus.Registerer
 }

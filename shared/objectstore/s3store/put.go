@@ -111,6 +111,8 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if err != nil {
 		return st, fmt.Errorf("s3store: put: %w", err)
 	}
+	// Whatever a lower layer said about the key, the caller logs its name.
+	defer func() { err = s.opts.Names.Redact(err, s.opts.Prefix+rel) }()
 	start := time.Now()
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
@@ -126,7 +128,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 	}()
 	if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
-		return st, fmt.Errorf("s3store: put %s: read object: %w", rel, rerr)
+		return st, fmt.Errorf("s3store: put %v: read object: %w", s.name(rel), rerr)
 	}
 	kind := "single"
 	if rerr == nil {
@@ -135,7 +137,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		next = s.partBuf()
 		m, perr := io.ReadFull(hr, *next.b)
 		if perr != nil && perr != io.EOF && perr != io.ErrUnexpectedEOF {
-			return st, fmt.Errorf("s3store: put %s: read object: %w", rel, perr)
+			return st, fmt.Errorf("s3store: put %v: read object: %w", s.name(rel), perr)
 		}
 		if m > 0 {
 			kind = "multipart"
@@ -179,7 +181,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	if retried {
 		mine, err := s.isOurUpload(ctx, full, obj, st.Size, crcB64)
 		if err != nil {
-			return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 		}
 		if mine {
 			s.metrics.bytes.Add(float64(len(body)))
@@ -188,11 +190,11 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	}
 	same, err := s.sameObject(ctx, full, st.Size, crcB64, sha)
 	if err != nil {
-		return st, fmt.Errorf("s3store: put %s: %w", rel, err)
+		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 	}
 	if same {
 		st.Duplicate = true
-		s.log.Info("identical object already stored", "key", full, "association", obj.AssociationID)
+		s.log.Info("identical object already stored", "object", s.name(rel), "association", obj.AssociationID)
 		return st, nil
 	}
 	// A different object holds the key: keep this one beside it.
@@ -200,7 +202,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	st.Conflict = true
 	full = s.opts.Prefix + st.Key
 	meta[MetaConflict] = "true"
-	s.log.Warn("different object already holds the key; storing under conflict key", "key", s.opts.Prefix+rel, "conflict_key", full, "association", obj.AssociationID)
+	s.log.Warn("different object already holds the key; storing under conflict key", "object", s.name(rel), "conflict_object", s.name(st.Key), "association", obj.AssociationID)
 	_, err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {
 		s.metrics.bytes.Add(float64(len(body)))
@@ -211,10 +213,10 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	}
 	same, err = s.sameObject(ctx, full, st.Size, crcB64, sha)
 	if err != nil {
-		return st, fmt.Errorf("s3store: put %s: %w", st.Key, err)
+		return st, fmt.Errorf("s3store: put %v: %w", s.name(st.Key), err)
 	}
 	if !same {
-		return st, fmt.Errorf("s3store: put %s: conflict key also holds a different object", st.Key)
+		return st, fmt.Errorf("s3store: put %v: conflict key also holds a different object", s.name(st.Key))
 	}
 	st.Duplicate = true
 	return st, nil
@@ -229,7 +231,7 @@ func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB6
 	sse, kms := s.sse()
 	var precondition error
 	attempts := 0
-	err = s.do(ctx, op, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, op, key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		attempts++
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket:               aws.String(s.opts.Bucket),
@@ -274,7 +276,7 @@ func checkCRC(got *string, want string) error {
 // always carry a CRC64NVME; single-part ones also a sha256 metadata entry.
 func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64, sha string) (bool, error) {
 	var head *s3.HeadObjectOutput
-	err := s.do(ctx, "HeadObject", s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
 			Bucket:       aws.String(s.opts.Bucket),

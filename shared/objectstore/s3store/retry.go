@@ -28,7 +28,10 @@ const (
 // deadline passes. Each attempt gets its own timeout so a stalled
 // connection turns into a retry rather than a hang. Exhausted retries wrap
 // objectstore.ErrUnavailable; a cancelled ctx is returned as is (wrapped).
-func (s *Store) do(ctx context.Context, op string, deadline time.Duration, fn func(ctx context.Context) error) error {
+//
+// Errors name key by its digest (logname): the SDK's own messages can carry
+// the request URL, and with it the key and its UIDs.
+func (s *Store) do(ctx context.Context, op, key string, deadline time.Duration, fn func(ctx context.Context) error) error {
 	start := time.Now()
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
@@ -39,6 +42,7 @@ func (s *Store) do(ctx context.Context, op string, deadline time.Duration, fn fu
 		if err == nil {
 			return nil
 		}
+		err = s.opts.Names.Redact(err, key)
 		if ctx.Err() != nil {
 			return fmt.Errorf("s3store: %s: %w (%w)", op, context.Cause(ctx), err)
 		}
@@ -51,7 +55,7 @@ func (s *Store) do(ctx context.Context, op string, deadline time.Duration, fn fu
 			return fmt.Errorf("s3store: %s: gave up after %d attempts in %s: %w: %w", op, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
 		}
 		s.metrics.retries.WithLabelValues(op).Inc()
-		s.log.Debug("s3 request failed, retrying", "op", op, "attempt", attempt, "err", err)
+		s.log.Debug("s3 request failed, retrying", "op", op, "object", s.opts.Names.Key(key), "attempt", attempt, "err", err)
 		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():

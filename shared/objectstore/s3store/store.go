@@ -41,6 +41,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
@@ -170,6 +171,10 @@ func (s *Store) sse() (types.ServerSideEncryption, *string) {
 	}
 	return types.ServerSideEncryptionAwsKms, aws.String(s.opts.KMSKeyID)
 }
+
+// name is how logs and errors name the object at rel: by the digest of its
+// full key, the key the pipeline sees, so both name it alike.
+func (s *Store) name(rel string) logname.Key { return s.opts.Names.Key(s.opts.Prefix + rel) }
 
 // PutRecord writes a small document (an association audit record) under
 // key, which must start with objectstore.AuditPrefix. It never overwrites:
