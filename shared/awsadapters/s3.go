@@ -19,6 +19,7 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -34,6 +35,10 @@ type S3API interface {
 type S3Objects struct {
 	Client S3API
 	Bucket string
+	// Names names objects in errors (which reach logs) by a keyed digest
+	// of their key; the SDK's messages can hold request URLs, and so keys.
+	// Nil uses a key drawn for this process (see logname).
+	Names *logname.Namer
 }
 
 var (
@@ -56,9 +61,9 @@ func (s *S3Objects) Head(ctx context.Context, key string) (pipeline.ObjectInfo, 
 	out, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &key, ChecksumMode: s3types.ChecksumModeEnabled})
 	if err != nil {
 		if notFound(err) {
-			return pipeline.ObjectInfo{}, fmt.Errorf("awsadapters: head %s: %w", key, pipeline.ErrNotFound)
+			return pipeline.ObjectInfo{}, fmt.Errorf("awsadapters: head %v: %w", s.Names.Key(key), pipeline.ErrNotFound)
 		}
-		return pipeline.ObjectInfo{}, fmt.Errorf("awsadapters: head %s: %w", key, err)
+		return pipeline.ObjectInfo{}, fmt.Errorf("awsadapters: head %v: %w", s.Names.Key(key), s.Names.Redact(err, key))
 	}
 	md := make(map[string]string, len(out.Metadata))
 	for k, v := range out.Metadata {
@@ -92,9 +97,9 @@ func (s *S3Objects) OpenRange(ctx context.Context, key string, offset, length in
 			return io.NopCloser(bytes.NewReader(nil)), nil // past the end
 		}
 		if notFound(err) {
-			return nil, fmt.Errorf("awsadapters: get %s: %w", key, pipeline.ErrNotFound)
+			return nil, fmt.Errorf("awsadapters: get %v: %w", s.Names.Key(key), pipeline.ErrNotFound)
 		}
-		return nil, fmt.Errorf("awsadapters: get %s: %w", key, err)
+		return nil, fmt.Errorf("awsadapters: get %v: %w", s.Names.Key(key), s.Names.Redact(err, key))
 	}
 	if length > 0 {
 		// Some S3-compatible servers ignore Range: never hand out more
@@ -114,7 +119,7 @@ func (s *S3Objects) Put(ctx context.Context, key string, body []byte, contentTyp
 		ContentType: &contentType, Metadata: metadata,
 	})
 	if err != nil {
-		return fmt.Errorf("awsadapters: put %s: %w", key, err)
+		return fmt.Errorf("awsadapters: put %v: %w", s.Names.Key(key), s.Names.Redact(err, key))
 	}
 	return nil
 }
@@ -125,7 +130,7 @@ func (s *S3Objects) Put(ctx context.Context, key string, body []byte, contentTyp
 func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
 	head, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &src})
 	if err != nil {
-		return fmt.Errorf("awsadapters: copy %s: head: %w", src, err)
+		return fmt.Errorf("awsadapters: copy %v: head: %w", s.Names.Key(src), s.Names.Redact(err, src))
 	}
 	md := maps.Clone(head.Metadata)
 	if md == nil {
@@ -138,7 +143,7 @@ func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[stri
 		MetadataDirective: s3types.MetadataDirectiveReplace, Metadata: md, ContentType: head.ContentType,
 	})
 	if err != nil {
-		return fmt.Errorf("awsadapters: copy %s to %s: %w", src, dst, err)
+		return fmt.Errorf("awsadapters: copy %v to %v: %w", s.Names.Key(src), s.Names.Key(dst), s.Names.Redact(err, src, dst))
 	}
 	return nil
 }

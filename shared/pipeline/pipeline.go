@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // PatientDataPolicy says how much patient data events carry.
@@ -53,6 +55,10 @@ type Pipeline struct {
 
 	// Logger receives operational logs (never patient data); nil discards.
 	Logger *slog.Logger
+	// Names names objects in logs and errors by a keyed digest of their
+	// key, never by the key or its UIDs (see logname); nil uses a key
+	// drawn for this process.
+	Names *logname.Namer
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 	// QuietPeriod before a study is announced; 0 means DefaultQuietPeriod.

@@ -146,7 +146,8 @@ func contentIDWithoutSHA256(info ObjectInfo) string {
 // same key again changes nothing and publishes nothing new. An error means
 // the caller should retry later (the message goes back to the queue).
 func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult, error) {
-	return p.processObject(ctx, key, false)
+	res, err := p.processObject(ctx, key, false)
+	return res, p.Names.Redact(err, key)
 }
 
 // ValidateObject is the first half of ProcessObject, for deployments that
@@ -155,7 +156,8 @@ func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult,
 // validates again: reading a header costs little). Needs no IndexStore
 // unless Ledger is nil.
 func (p *Pipeline) ValidateObject(ctx context.Context, key string) (ObjectResult, error) {
-	return p.processObject(ctx, key, true)
+	res, err := p.processObject(ctx, key, true)
+	return res, p.Names.Redact(err, key)
 }
 
 func (p *Pipeline) ledger() EventLedger {
@@ -182,7 +184,7 @@ func (p *Pipeline) processObject(ctx context.Context, key string, validateOnly b
 	}
 	res.BytesRead, res.Findings, res.Valid = in.bytesRead, in.findings, in.valid()
 	tx := transactionOf(info)
-	log := p.log().With("key", key, "association", tx.AssociationID, "callingAE", tx.CallingAE)
+	log := p.log().With("object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE)
 	if !res.Valid {
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
 		log.Info("object rejected", "findings", len(in.findings), "bytesRead", in.bytesRead)
