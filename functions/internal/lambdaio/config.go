@@ -13,9 +13,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -30,6 +32,11 @@ import (
 //	S3_FORCE_PATH_STYLE true for S3-compatible emulators
 //	NORMALIZE_QUEUE_URL validate only: hand valid objects to this queue
 //	                    (the normalize function) instead of finishing them
+//	LOG_NAME_KEY_SECRET_ARN  Secrets Manager secret holding the deployment's
+//	                    log-name key (objects are named in logs by a keyed
+//	                    digest of their key; see logname)
+//	DICOM_INGEST_LOG_KEY the key itself, instead of the secret (tests); with
+//	                    neither, names hold only within one cold start
 //
 // Endpoints follow the SDK's own variables (AWS_ENDPOINT_URL_S3, ...).
 type Config struct {
@@ -38,6 +45,8 @@ type Config struct {
 	PatientData                              pipeline.PatientDataPolicy
 	PathStyle                                bool
 	NormalizeQueueURL                        string
+	// LogKey and LogKeySecretARN: the log-name key, or where it is.
+	LogKey, LogKeySecretARN string
 }
 
 // ConfigFromEnv reads and checks Config; need lists the variables the
@@ -48,6 +57,7 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
 		PathStyle:         getenv("S3_FORCE_PATH_STYLE") == "true",
 		NormalizeQueueURL: getenv("NORMALIZE_QUEUE_URL"),
+		LogKey:            getenv(logname.EnvKey), LogKeySecretARN: getenv(LogKeySecretEnv),
 	}
 	for _, n := range need {
 		if getenv(n) == "" {
@@ -82,7 +92,11 @@ func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pip
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
-	p, ddb := newPipeline(awsCfg, c, log)
+	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
+	if err != nil {
+		return nil, err
+	}
+	p, ddb := newPipeline(awsCfg, c, names, log)
 	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable}
 	return p, nil
 }
@@ -95,25 +109,65 @@ func NewValidator(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pi
 	if err != nil {
 		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
-	p, ddb := newPipeline(awsCfg, c, log)
+	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, ddb := newPipeline(awsCfg, c, names, log)
 	p.Ledger = &awsadapters.AuditLedger{Client: ddb, Table: c.AuditTable}
-	return p, &Forwarder{Client: sqs.NewFromConfig(awsCfg), QueueURL: c.NormalizeQueueURL, Bucket: c.Bucket}, nil
+	return p, &Forwarder{Client: sqs.NewFromConfig(awsCfg), QueueURL: c.NormalizeQueueURL, Bucket: c.Bucket, Names: names}, nil
 }
 
 // newPipeline wires the ports every function uses (objects, audit,
 // events) and returns the DynamoDB client for the caller's index or
 // ledger.
-func newPipeline(awsCfg aws.Config, c Config, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client) {
+func newPipeline(awsCfg aws.Config, c Config, names *logname.Namer, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client) {
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = c.PathStyle })
 	ddb := dynamodb.NewFromConfig(awsCfg)
 	eb := eventbridge.NewFromConfig(awsCfg)
-	objects := &awsadapters.S3Objects{Client: s3c, Bucket: c.Bucket}
+	objects := &awsadapters.S3Objects{Client: s3c, Bucket: c.Bucket, Names: names}
 	return &pipeline.Pipeline{
 		Objects: objects, Writer: objects,
 		Audit:  &awsadapters.AuditTable{Client: ddb, Table: c.AuditTable},
 		Events: &awsadapters.EventBridgePublisher{Client: eb, BusName: c.EventBus},
-		Logger: log, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
+		Logger: log, Names: names, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
 	}, ddb
+}
+
+// LogKeySecretEnv names the environment variable holding the ARN of the
+// Secrets Manager secret with the deployment's log-name key.
+const LogKeySecretEnv = "LOG_NAME_KEY_SECRET_ARN"
+
+// SecretsAPI is the one Secrets Manager call the functions make.
+type SecretsAPI interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+}
+
+// loadNames returns the Namer of the deployment's log-name key, read once
+// at init. Without a key it returns nil (a key drawn for this cold start)
+// and says so: names then match only within one execution environment.
+func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (*logname.Namer, error) {
+	key := c.LogKey
+	if key == "" && c.LogKeySecretARN != "" {
+		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &c.LogKeySecretARN})
+		if err != nil {
+			return nil, fmt.Errorf("lambdaio: %s: %w", LogKeySecretEnv, err)
+		}
+		if out.SecretString == nil {
+			return nil, fmt.Errorf("lambdaio: %s: the secret holds no string", LogKeySecretEnv)
+		}
+		key = *out.SecretString
+	}
+	if key == "" {
+		log.Warn("no log-name key configured: object names in logs hold only within this execution environment",
+			"env", LogKeySecretEnv)
+		return nil, nil
+	}
+	n, err := logname.New([]byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("lambdaio: log-name key: %w", err)
+	}
+	return n, nil
 }
 
 // Logger is the JSON logger every function uses (Lambda's JSON log format).

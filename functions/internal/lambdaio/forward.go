@@ -9,6 +9,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // SQSAPI is the part of the SQS client Forwarder uses.
@@ -23,6 +25,9 @@ type Forwarder struct {
 	Client   SQSAPI
 	QueueURL string
 	Bucket   string
+	// Names names the object in errors (see logname); nil uses a key
+	// drawn for this process.
+	Names *logname.Namer
 }
 
 // Forward sends key on.
@@ -40,7 +45,7 @@ func (f *Forwarder) Forward(ctx context.Context, key string) error {
 	}
 	b := string(body)
 	if _, err := f.Client.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &f.QueueURL, MessageBody: &b}); err != nil {
-		return fmt.Errorf("lambdaio: forward %s: %w", key, err)
+		return fmt.Errorf("lambdaio: forward %v: %w", f.Names.Key(key), f.Names.Redact(err, key))
 	}
 	return nil
 }
