@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -39,13 +40,17 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	observers := observerList{metricsObserver}
+	names, err := logNames(cfg, os.Getenv, log)
+	if err != nil {
+		return err
+	}
 
 	var store objectstore.Store
 	var lm *local.Local
 	if cfg.Local {
 		lm, err = local.Start(ctx, local.Config{
 			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, Webhooks: cfg.Webhooks,
-			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "",
+			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
 		})
 		if err != nil {
 			return fmt.Errorf("start local mode: %w", err)
@@ -54,7 +59,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		observers = append(observers, lm.Observer())
 		log.Info("local mode", "data_dir", cfg.DataDir, "portal", "http://"+lm.PortalAddr())
 	} else {
-		store, err = openStore(ctx, cfg, log, reg)
+		store, err = openStore(ctx, cfg, log, names, reg)
 		if err != nil {
 			return err
 		}

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
@@ -16,10 +19,10 @@ import (
 )
 
 // openStore opens the store --store names: file://DIR or s3://bucket/prefix.
-func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (objectstore.Store, error) {
+func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *logname.Namer, reg prometheus.Registerer) (objectstore.Store, error) {
 	switch {
 	case strings.HasPrefix(cfg.Store, "file://"):
-		s, err := filestore.New(config.StoreDir(cfg.Store), filestore.WithLogger(log))
+		s, err := filestore.New(config.StoreDir(cfg.Store), filestore.WithLogger(log), filestore.WithNames(names))
 		if err != nil {
 			return nil, fmt.Errorf("open file store: %w", err)
 		}
@@ -32,7 +35,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg pro
 		s, err := s3store.New(ctx, s3store.Options{
 			Bucket: bucket, Prefix: prefix, PathStyle: cfg.S3PathStyle, KMSKeyID: cfg.S3KMSKey, PartSize: cfg.S3PartSize,
 			ImplementationVersion: version.ImplementationVersionName + " " + version.Version,
-			Logger:                log, Metrics: reg,
+			Logger:                log, Names: names, Metrics: reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open S3 store: %w", err)
@@ -40,4 +43,26 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, reg pro
 		return s, nil
 	}
 	return nil, fmt.Errorf("unsupported store %q", cfg.Store)
+}
+
+// logNames returns how logs name objects: by a keyed digest of their key,
+// under the key in DICOM_INGEST_LOG_KEY (in AWS, ECS puts the Secrets
+// Manager secret there) or, in local mode, the key file in the data
+// directory, created on first start. Anywhere else without a key, names
+// hold only until the process exits.
+func logNames(cfg config.Config, getenv func(string) string, log *slog.Logger) (*logname.Namer, error) {
+	n, set, err := logname.FromEnv(getenv)
+	switch {
+	case err != nil:
+		return nil, err
+	case set:
+		return n, nil
+	case cfg.Local:
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("data dir: %w", err)
+		}
+		return logname.LoadOrCreate(filepath.Join(cfg.DataDir, logname.KeyFile))
+	}
+	log.Warn("no log-name key: object names in logs hold only until this process exits", "env", logname.EnvKey)
+	return nil, nil
 }

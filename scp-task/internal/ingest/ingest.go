@@ -136,9 +136,11 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		log.Error("store failed", "err", err)
 		return dimse.Status{Code: dimse.StatusOutOfResources, Comment: "storage failed, please retry"}
 	}
-	log.Debug("stored", "key", stored.Key, "bytes", stored.Size, "duplicate", stored.Duplicate, "conflict", stored.Conflict)
+	// Lines name the object by association and message id: keys hold
+	// UIDs (the stores log the key's digest, see logname).
+	log.Debug("stored", "bytes", stored.Size, "duplicate", stored.Duplicate, "conflict", stored.Conflict)
 	if stored.Conflict {
-		log.Warn("different content resent for an already stored instance: kept beside it", "key", stored.Key)
+		log.Warn("different content resent for an already stored instance: kept beside it")
 	}
 	if hdr.Group0002Dropped {
 		return dimse.Status{Code: dimse.StatusElementsDiscarded, Comment: "group 0002 elements in the dataset were discarded"}

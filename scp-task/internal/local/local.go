@@ -37,6 +37,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
@@ -61,6 +62,9 @@ type Config struct {
 	QuietPeriod  time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
 	Logger       *slog.Logger
 	Registry     *prometheus.Registry // may be nil
+	// Names names objects in logs by a keyed digest of their key (see
+	// logname); nil uses a key drawn for this process.
+	Names *logname.Namer
 
 	// PatientData is the event content policy ("" means none): events
 	// leave the machine through webhooks.
@@ -123,7 +127,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ObjectStore == nil {
-		cfg.ObjectStore = defaultObjectStore
+		cfg.ObjectStore = defaultObjectStore(cfg.Names)
 	}
 	log := cfg.Logger.With("component", "local")
 	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
@@ -145,7 +149,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		wake:     make(chan struct{}, 1),
 		crash:    os.Getenv(CrashEnv),
 	}
-	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), wake: l.wakeWorker, crash: l.crash, log: log}
+	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), wake: l.wakeWorker, crash: l.crash, log: log, names: cfg.Names}
 	l.pub = &localstore.Publisher{DB: db, LogPath: filepath.Join(cfg.DataDir, EventLogFile), Logger: cfg.Logger.With("component", "events")}
 	if err := l.register(cfg.Registry); err != nil {
 		_ = db.Close()
@@ -174,6 +178,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		Counters: l.portalCounters,
 		Health:   func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
 		Logger:   cfg.Logger.With("component", "portal"),
+		Names:    cfg.Names,
 	}
 	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {
@@ -314,9 +319,9 @@ func (l *Local) worker(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				l.log.Warn("pipeline failed; will retry", "key", k, "err", err)
+				l.log.Warn("pipeline failed; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
 				if ferr := l.db.Handoff().Fail(context.WithoutCancel(ctx), k, err, maxAttempts); ferr != nil {
-					l.log.Error("record pipeline failure", "key", k, "err", ferr)
+					l.log.Error("record pipeline failure", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(ferr, k))
 				}
 				backoff[k] = time.Now().Add(2 * time.Second)
 				l.count("error")
@@ -339,6 +344,7 @@ func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
 		Objects: l.files, Writer: &txFiles{files: l.files, tx: tx},
 		Audit: tx.AuditStore(), Index: tx.IndexStore(), Events: tx.Outbox(),
 		Logger:        l.cfg.Logger.With("component", "pipeline"),
+		Names:         l.cfg.Names,
 		QuietPeriod:   l.cfg.QuietPeriod,
 		PatientData:   l.cfg.PatientData,
 		AuditSourceID: "dicom-ingest-local",
@@ -444,6 +450,7 @@ type handoffStore struct {
 	wake    func()
 	crash   string
 	log     *slog.Logger
+	names   *logname.Namer
 }
 
 var _ objectstore.Store = (*handoffStore)(nil)
@@ -472,7 +479,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	// A duplicate resend is enqueued too: if its first delivery is already
 	// done this is a no-op, and if the first was lost it is processed now.
 	if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), st.Key, time.Now(), md); err != nil {
-		return st, fmt.Errorf("local: hand off %s: %w: %w", st.Key, objectstore.ErrUnavailable, err)
+		return st, fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(st.Key), objectstore.ErrUnavailable, err)
 	}
 	if s.crash == "after-store" || s.crash == "1" {
 		s.log.Warn("fault injection: exiting after the store and hand-off, before the pipeline", "env", CrashEnv)

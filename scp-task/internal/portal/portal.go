@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -80,6 +81,9 @@ type Server struct {
 	// localhost; it guards a loopback portal against DNS rebinding.
 	AllowedHosts []string
 	Logger       *slog.Logger
+	// Names names objects in logs: request paths and queries hold UIDs,
+	// which the portal shows but its log lines must not (see logname).
+	Names *logname.Namer
 }
 
 var funcs = template.FuncMap{
@@ -354,7 +358,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &bad):
 		code, msg = http.StatusBadRequest, bad.Error()
 	default:
-		s.logger().Error("portal: request failed", "path", r.URL.Path, "err", err)
+		s.logger().Error("portal: request failed", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		w.Header().Set("Content-Type", "application/json")
@@ -453,7 +457,7 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Disposition", mimeAttachment(name))
 	}
 	if _, err := io.Copy(w, rc); err != nil {
-		s.logger().Debug("portal: stream object", "err", err)
+		s.logger().Debug("portal: stream object", "object", s.Names.Key(key), "err", s.Names.Redact(err, key))
 	}
 }
 
