@@ -110,10 +110,17 @@ func isCondFailed(err error) bool {
 	return errors.As(err, &ccf)
 }
 
+// itemKind is what errors say of an item: its sort key's kind (STUDY,
+// SERIES, ...) without the UIDs after it, as errors reach logs.
+func itemKind(sk string) string {
+	kind, _, _ := strings.Cut(sk, "#")
+	return kind
+}
+
 func (x *IndexTable) get(ctx context.Context, pk, sk string) (map[string]ddbtypes.AttributeValue, error) {
 	out, err := x.Client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &x.Table, Key: key(pk, sk), ConsistentRead: aws.Bool(true)})
 	if err != nil {
-		return nil, fmt.Errorf("awsadapters: get %s %s: %w", pk, sk, err)
+		return nil, fmt.Errorf("awsadapters: get %s item: %w", itemKind(sk), err)
 	}
 	return out.Item, nil
 }

@@ -63,14 +63,16 @@ func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Tim
 		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
 	}
 	defer stmt.Close()
-	for _, k := range keys {
+	// Errors say which of the keys failed by its position, not the key:
+	// keys hold UIDs, and errors reach logs.
+	for i, k := range keys {
 		res, err := stmt.ExecContext(ctx, k, unixNano(at), "{}")
 		if err != nil {
-			return 0, fmt.Errorf("localstore: enqueue missing %s: %w", k, err)
+			return 0, fmt.Errorf("localstore: enqueue missing key %d of %d: %w", i+1, len(keys), err)
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return 0, fmt.Errorf("localstore: enqueue missing %s: %w", k, err)
+			return 0, fmt.Errorf("localstore: enqueue missing key %d of %d: %w", i+1, len(keys), err)
 		}
 		added += int(n)
 	}
@@ -156,7 +158,7 @@ func markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
 		return fmt.Errorf("localstore: mark done: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("localstore: mark done %s: %w", key, ErrNotPending)
+		return fmt.Errorf("localstore: mark done: %w", ErrNotPending) // the caller names the object
 	}
 	return nil
 }
