@@ -35,6 +35,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 const (
@@ -112,7 +113,30 @@ type env struct {
 	fnEnv    []string
 	binDir   string
 	quietEnv string
+	rie      string                 // the runtime interface emulator
+	logs     map[string]*syncBuffer // each function's output, by name
 }
+
+// syncBuffer is a function's output, readable while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testLogKey is the deployment's log-name key the functions are given.
+const testLogKey = "test-log-name-key-of-32-bytes-or-more"
 
 var (
 	buildOnce sync.Once
@@ -165,7 +189,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	if node == "" || dynalite == "" {
 		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
-	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod}
+	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie, logs: map[string]*syncBuffer{}}
 	e.binDir = buildFunctions(t)
 
 	// S3: gofakes3 in process.
@@ -202,7 +226,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 		"QUIET_PERIOD="+quietPeriod, "EVENT_PATIENT_DATA=id", "S3_FORCE_PATH_STYLE=true",
 		"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,
-		"AWS_LAMBDA_FUNCTION_TIMEOUT=60",
+		"AWS_LAMBDA_FUNCTION_TIMEOUT=60", logname.EnvKey+"="+testLogKey,
 	)
 	// validate and normalize split as the CDK stack wires them: validate
 	// forwards valid objects to the normalize queue (captured here).
@@ -282,9 +306,10 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	cmd.Dir = filepath.Join(e.binDir, binary)
 	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
 	// One writer for both: exec.Cmd then writes from one goroutine at a
-	// time, and nothing reads logs before Wait.
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	// time.
+	logs := &syncBuffer{}
+	e.logs[fn] = logs
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start rie for %s: %v", fn, err)
 	}

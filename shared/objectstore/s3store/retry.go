@@ -43,24 +43,25 @@ func (s *Store) do(ctx context.Context, op, key string, deadline time.Duration, 
 			return nil
 		}
 		err = s.opts.Names.Redact(err, key)
+		name := s.opts.Names.Key(key)
 		if ctx.Err() != nil {
-			return fmt.Errorf("s3store: %s: %w (%w)", op, context.Cause(ctx), err)
+			return fmt.Errorf("s3store: %s %v: %w (%w)", op, name, context.Cause(ctx), err)
 		}
 		if !attemptTimedOut && !transient(err) {
-			return fmt.Errorf("s3store: %s: %w", op, err)
+			return fmt.Errorf("s3store: %s %v: %w", op, name, err)
 		}
 		// Full jitter keeps many SCP tasks from retrying in lockstep.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		if time.Since(start)+sleep > deadline {
-			return fmt.Errorf("s3store: %s: gave up after %d attempts in %s: %w: %w", op, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
+			return fmt.Errorf("s3store: %s %v: gave up after %d attempts in %s: %w: %w", op, name, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
 		}
 		s.metrics.retries.WithLabelValues(op).Inc()
-		s.log.Debug("s3 request failed, retrying", "op", op, "object", s.opts.Names.Key(key), "attempt", attempt, "err", err)
+		s.log.Debug("s3 request failed, retrying", "op", op, "object", name, "attempt", attempt, "err", err)
 		t := time.NewTimer(sleep)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("s3store: %s: %w (%w)", op, context.Cause(ctx), err)
+			return fmt.Errorf("s3store: %s %v: %w (%w)", op, name, context.Cause(ctx), err)
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)

@@ -1,0 +1,218 @@
+package pipelinee2e
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+// TestLogsCarryNoIdentifiers is the cloud flow over objects whose UIDs,
+// patient names and ids are known, through every path that logs: scp-task
+// storing into S3 through the fault-injecting proxy (retried resets and
+// 500s, single and multipart; a refused PutObject; an aborted multipart
+// upload; S3 down; duplicate, conflict, malformed objects, an unknown AE),
+// then the functions under the runtime emulator (stored, quarantined,
+// malformed, a vanished object, S3 resets, DynamoDB down, throttled events,
+// the key from Secrets Manager). No log line may hold an identifier, and
+// every component names an object alike.
+func TestLogsCarryNoIdentifiers(t *testing.T) {
+	dcmtk.Require(t, "dcmsend", "dcmdump", "echoscu")
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	e := newEnvS3(t, "1s", srv.URL)
+	names, err := logname.New([]byte(testLogKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var ids logleak.Identifiers
+	real := dcmtk.TestdataFiles(t)
+	for _, f := range real {
+		ids.AddFile(t, f)
+	}
+	objs := logleak.WriteObjects(t, t.TempDir(), &ids)
+	scp := scptest.Start(t, scptest.Options{
+		NoStore: true,
+		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/site-a",
+			"--s3-path-style", "--s3-part-size", "5242880"},
+		Env: append(s3test.Env(t, proxy.URL), logname.EnvKey+"="+testLogKey),
+	})
+	send := func(what string, files ...string) {
+		t.Helper()
+		args := append([]string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "--no-halt", scp.Host(), scp.Port()}, files...)
+		if r := dcmtk.Run(t, 2*time.Minute, "dcmsend", args...); r.Err != nil {
+			t.Fatalf("dcmsend %s: %v\n%s", what, r.Err, r.Output)
+		}
+	}
+	// faults makes the proxy misbehave for requests about one study.
+	faults := func(file string, rate float64, match func(*http.Request) bool, f ...s3test.Fault) {
+		study := objs.StudyUID[file]
+		proxy.SetPlan(s3test.Plan{Rate: rate, Faults: f, Seed: 7, Match: func(r *http.Request) bool {
+			return strings.Contains(r.URL.Path, study) && match(r)
+		}})
+	}
+	putObject := func(r *http.Request) bool { return r.Method == http.MethodPut && r.URL.Query().Get("uploadId") == "" }
+	uploadPart := func(r *http.Request) bool { return r.Method == http.MethodPut && r.URL.Query().Get("partNumber") != "" }
+	complete := func(r *http.Request) bool { return r.Method == http.MethodPost && r.URL.Query().Get("uploadId") != "" }
+
+	send("testdata and the study", append(append(real, objs.Study...), objs.Invalid)...)
+	send("a duplicate and a conflict", objs.Study[0], objs.Conflict)
+	faults(objs.Stalled, 0.6, putObject, s3test.ResetBefore, s3test.Status500)
+	send("through resets and 500s", objs.Stalled)
+	faults(objs.Large, 1, complete, s3test.Status403)
+	send("a multipart upload refused at completion", objs.Large)
+	faults(objs.Large, 0.4, uploadPart, s3test.ResetBefore)
+	send("a multipart upload through resets", objs.Large)
+	faults(objs.Blocked, 1, putObject, s3test.Status403)
+	send("a refused object", objs.Blocked)
+	proxy.SetPlan(s3test.Plan{})
+	if errs := logleak.StoreRaw(t, scp.DICOMAddr, objs.MalformedLate, objs.MalformedEarly); errs[0] != nil || errs[1] == nil {
+		t.Errorf("raw stores: late %v, early %v; want stored, then refused", errs[0], errs[1])
+	}
+	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
+	time.Sleep(5500 * time.Millisecond) // the store's cached readiness expires
+	proxy.Down(1500 * time.Millisecond)
+	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
+	time.Sleep(2 * time.Second) // S3 back, the cached readiness expired
+	scp.Stop(t)
+
+	keys, err := srv.Keys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var incoming, audit []string
+	for _, k := range keys {
+		switch {
+		case strings.HasPrefix(k, "site-a/incoming/"):
+			incoming = append(incoming, k)
+			ids.AddKey(k)
+		case strings.HasPrefix(k, "site-a/audit/"):
+			audit = append(audit, k)
+		}
+	}
+	// testdata, the study, invalid, conflict, stalled, large, malformed-late
+	if want := len(real) + len(objs.Study) + 5; len(incoming) != want {
+		t.Errorf("%d objects in S3, want %d: %v", len(incoming), want, incoming)
+	}
+
+	// The functions, as the queues would call them.
+	notifications := func(keys ...string) events.SQSEvent {
+		var bodies []string
+		for _, k := range keys {
+			bodies = append(bodies, s3Notification(k, 1))
+		}
+		return sqsEvent(bodies...)
+	}
+	e.events.fail(2) // throttled: the first messages fail and are retried
+	var resp events.SQSEventResponse
+	e.invoke(t, "validate", notifications(incoming...), &resp)
+	e.invokeBatch(t, "validate", notifications(incoming...))
+	e.invokeBatch(t, "audit", notifications(audit...))
+	gone := strings.Replace(incoming[0], "/incoming/", "/incoming/1999/", 1)
+	e.invoke(t, "validate", notifications(gone), &resp)
+	if len(resp.BatchItemFailures) != 1 {
+		t.Errorf("a vanished object: %d failures, want 1", len(resp.BatchItemFailures))
+	}
+
+	// The same function with S3 resetting every request, with DynamoDB
+	// down, and with its key from Secrets Manager.
+	resets := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.ResetBefore}})
+	e.startFunction(e.rie, "validate-s3-resets", "validate", "AWS_ENDPOINT_URL_S3="+resets.URL, "AWS_MAX_ATTEMPTS=2")
+	e.startFunction(e.rie, "validate-ddb-down", "validate", "AWS_ENDPOINT_URL_DYNAMODB=http://"+freeAddr(t), "AWS_MAX_ATTEMPTS=2")
+	sm := secretsManager(t, testLogKey)
+	e.startFunction(e.rie, "validate-secret", "validate", logname.EnvKey+"=",
+		"LOG_NAME_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf",
+		"AWS_ENDPOINT_URL_SECRETS_MANAGER="+sm.URL)
+	fresh := incoming[len(incoming)-1]
+	for _, fn := range []string{"validate-s3-resets", "validate-ddb-down"} {
+		e.invoke(t, fn, notifications(fresh), &resp)
+		if len(resp.BatchItemFailures) != 1 {
+			t.Errorf("%s: %d failures, want 1", fn, len(resp.BatchItemFailures))
+		}
+	}
+	e.invokeBatch(t, "validate-secret", notifications(incoming...))
+	time.Sleep(1200 * time.Millisecond) // the quiet period
+	var out map[string]int
+	e.invoke(t, "notify", map[string]any{"source": "aws.events", "detail-type": "Scheduled Event"}, &out)
+
+	// Every line of every log.
+	logs := map[string]string{"scp-task": scp.Logs()}
+	for fn, b := range e.logs {
+		logs[fn] = b.String()
+	}
+	for _, src := range slices.Sorted(maps.Keys(logs)) {
+		n := ids.Check(t, src, logs[src])
+		t.Logf("%s: %d log lines checked", src, n)
+	}
+	t.Logf("%d identifiers looked for", ids.Len())
+
+	// Every path above logged, or the check proves nothing about it.
+	for _, want := range []struct{ src, msg string }{
+		{"scp-task", `"msg":"s3 request failed, retrying"`},
+		{"scp-task", `"msg":"store failed"`},
+		{"scp-task", `"msg":"multipart upload aborted"`},
+		{"scp-task", `"msg":"identical object already stored"`},
+		{"scp-task", `"msg":"different object already holds the key; storing under conflict key"`},
+		{"scp-task", `"msg":"store not ready, association refused"`},
+		{"scp-task", `"msg":"C-STORE refused"`},
+		{"validate", `"msg":"object stored"`},
+		{"validate", `"msg":"object rejected"`},
+		{"validate", `"msg":"message failed"`},
+		{"validate-s3-resets", `"msg":"message failed"`},
+		{"validate-ddb-down", `"msg":"message failed"`},
+		{"validate-secret", `"msg":"object stored"`},
+	} {
+		if !strings.Contains(logs[want.src], want.msg) {
+			t.Errorf("%s logged no %s: the path went unchecked", want.src, want.msg)
+		}
+	}
+
+	// One name per object: the SCP, validate, and validate with the key
+	// from Secrets Manager all name each object by its full key's digest.
+	for _, k := range incoming {
+		name := `"object":"` + names.Name(k) + `"`
+		for _, src := range []string{"validate", "validate-secret"} {
+			if !strings.Contains(logs[src], name) {
+				t.Errorf("%s names %s other than %s", src, k, names.Name(k))
+			}
+		}
+		if strings.Contains(k, ".conflict-") && !strings.Contains(logs["scp-task"], `"conflict_object":"`+names.Name(k)+`"`) {
+			t.Errorf("scp-task names the conflict %s other than %s", k, names.Name(k))
+		}
+	}
+}
+
+// secretsManager answers GetSecretValue with secret, as Secrets Manager's
+// JSON protocol does.
+func secretsManager(t *testing.T, secret string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Amz-Target") != "secretsmanager.GetSecretValue" {
+			http.Error(w, `{"__type":"InvalidRequestException"}`, http.StatusBadRequest)
+			return
+		}
+		var in struct{ SecretId string }
+		if err := json.NewDecoder(r.Body).Decode(&in); err != nil || !strings.HasPrefix(in.SecretId, "arn:aws:secretsmanager:") {
+			http.Error(w, `{"__type":"ResourceNotFoundException"}`, http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		json.NewEncoder(w).Encode(map[string]any{"ARN": in.SecretId, "Name": "LogNameKey", "SecretString": secret, "VersionId": "v1"})
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
