@@ -16,6 +16,11 @@ import (
 // value shows in the process list.
 const EnvKey = "DICOM_INGEST_LOG_KEY"
 
+// SecretARNEnv is the environment variable that holds the ARN of the
+// Secrets Manager secret with the key, for programs that read the secret
+// themselves (the Lambda functions; ECS injects it into EnvKey instead).
+const SecretARNEnv = "LOG_NAME_KEY_SECRET_ARN"
+
 // KeyFile is the key's file in local mode's data directory.
 const KeyFile = "log-name.key"
 
@@ -32,19 +37,12 @@ func FromEnv(getenv func(string) string) (*Namer, bool, error) {
 	return n, true, nil
 }
 
-// LoadOrCreate returns the Namer keyed by the file at path, creating it
-// first (64 random hex digits, mode 0600) if it does not exist. The key is
-// the file's text without surrounding white space, so the same name can be
-// computed by hand (see docs/operations/logging.md). A key file others may
-// read is refused: with it, anyone could match names to known UIDs.
-func LoadOrCreate(path string) (*Namer, error) {
+// Load returns the Namer keyed by the file at path: its text without
+// surrounding white space, so the same name can be computed by hand (see
+// docs/operations/logging.md). A key file others may read is refused: with
+// it, anyone could match names to known UIDs.
+func Load(path string) (*Namer, error) {
 	b, err := readKeyFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err := createKeyFile(path); err != nil {
-			return nil, err
-		}
-		b, err = readKeyFile(path)
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -53,6 +51,19 @@ func LoadOrCreate(path string) (*Namer, error) {
 		return nil, fmt.Errorf("logname: key file %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// LoadOrCreate is Load, creating the file first (64 random hex digits,
+// mode 0600) if it does not exist.
+func LoadOrCreate(path string) (*Namer, error) {
+	n, err := Load(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := createKeyFile(path); err != nil {
+			return nil, err
+		}
+		return Load(path)
+	}
+	return n, err
 }
 
 func readKeyFile(path string) ([]byte, error) {

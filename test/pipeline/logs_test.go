@@ -135,7 +135,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	e.startFunction(e.rie, "validate-ddb-down", "validate", "AWS_ENDPOINT_URL_DYNAMODB=http://"+freeAddr(t), "AWS_MAX_ATTEMPTS=2")
 	sm := secretsManager(t, testLogKey)
 	e.startFunction(e.rie, "validate-secret", "validate", logname.EnvKey+"=",
-		"LOG_NAME_KEY_SECRET_ARN=arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf",
+		logname.SecretARNEnv+"=arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf",
 		"AWS_ENDPOINT_URL_SECRETS_MANAGER="+sm.URL)
 	fresh := incoming[len(incoming)-1]
 	for _, fn := range []string{"validate-s3-resets", "validate-ddb-down"} {

@@ -57,7 +57,7 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
 		PathStyle:         getenv("S3_FORCE_PATH_STYLE") == "true",
 		NormalizeQueueURL: getenv("NORMALIZE_QUEUE_URL"),
-		LogKey:            getenv(logname.EnvKey), LogKeySecretARN: getenv(LogKeySecretEnv),
+		LogKey:            getenv(logname.EnvKey), LogKeySecretARN: getenv(logname.SecretARNEnv),
 	}
 	for _, n := range need {
 		if getenv(n) == "" {
@@ -134,10 +134,6 @@ func newPipeline(awsCfg aws.Config, c Config, names *logname.Namer, log *slog.Lo
 	}, ddb
 }
 
-// LogKeySecretEnv names the environment variable holding the ARN of the
-// Secrets Manager secret with the deployment's log-name key.
-const LogKeySecretEnv = "LOG_NAME_KEY_SECRET_ARN"
-
 // SecretsAPI is the one Secrets Manager call the functions make.
 type SecretsAPI interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
@@ -151,16 +147,16 @@ func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (
 	if key == "" && c.LogKeySecretARN != "" {
 		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &c.LogKeySecretARN})
 		if err != nil {
-			return nil, fmt.Errorf("lambdaio: %s: %w", LogKeySecretEnv, err)
+			return nil, fmt.Errorf("lambdaio: %s: %w", logname.SecretARNEnv, err)
 		}
 		if out.SecretString == nil {
-			return nil, fmt.Errorf("lambdaio: %s: the secret holds no string", LogKeySecretEnv)
+			return nil, fmt.Errorf("lambdaio: %s: the secret holds no string", logname.SecretARNEnv)
 		}
 		key = *out.SecretString
 	}
 	if key == "" {
 		log.Warn("no log-name key configured: object names in logs hold only within this execution environment",
-			"env", LogKeySecretEnv)
+			"env", logname.SecretARNEnv)
 		return nil, nil
 	}
 	n, err := logname.New([]byte(key))
