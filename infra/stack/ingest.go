@@ -19,6 +19,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // Ports of the scp-task container.
@@ -271,8 +272,13 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			Exclude:    &exclude,
 			IgnoreMode: awscdk.IgnoreMode_DOCKER,
 		}),
-		Essential:              jsii.Bool(true),
-		Environment:            &out.Environment,
+		Essential:   jsii.Bool(true),
+		Environment: &out.Environment,
+		// ECS reads the secret with the execution role when the task
+		// starts; the task's own role gets no access to it.
+		Secrets: &map[string]awsecs.Secret{
+			logname.EnvKey: awsecs.Secret_FromSecretsManager(props.Storage.LogNameKey, nil),
+		},
 		ReadonlyRootFilesystem: jsii.Bool(true),
 		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.StopTimeoutSeconds))),
 		Logging: awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{

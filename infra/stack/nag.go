@@ -62,6 +62,15 @@ func suppress(s *IngestStack) {
 		}
 	}
 
+	// The log-name key.
+	suppressOn(s.Storage.LogNameKey,
+		nagRule{id: "AwsSolutions-SMG4", reason: "Rotating the log-name key renames every object in the logs: names in lines written before " +
+			"could only be traced with the old key. It is rotated by hand, keeping the old value for the log retention period " +
+			"(see docs/operations/logging.md), not by a Lambda on a timer"},
+		nagRule{id: "HIPAA.Security-SecretsManagerRotationEnabled", reason: "Rotating the log-name key renames every object in the logs; " +
+			"it is rotated by hand, keeping the old value for the log retention period (see docs/operations/logging.md)"},
+	)
+
 	// Load balancer.
 	nlbRules := []nagRule{
 		{id: "AwsSolutions-ELB2", reason: "NLB access logs exist only for TLS listeners; this is a TCP listener. Connections are recorded by VPC flow logs and the SCP's association audit records"},
@@ -78,7 +87,8 @@ func suppress(s *IngestStack) {
 
 	// Task.
 	suppressOn(s.Ingest.TaskDefinition, nagRule{id: "AwsSolutions-ECS2",
-		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN); there are no secrets"})
+		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN); its one secret, " +
+			"the log-name key, comes from Secrets Manager through the container's secrets, not the environment"})
 	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
 		reason:    "Objects are written under generated keys below the incoming/ and audit/ prefixes; the wildcard is limited to those prefixes",
 		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}},

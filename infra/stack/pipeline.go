@@ -21,6 +21,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // EventSource is the source of every event on the bus.
@@ -283,8 +284,13 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
 	vq := newQueue("Validate", vTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(vq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
-	validate := newFunction(FnValidate, vTimeout, 512, nil, fnSG)
+	validate := newFunction(FnValidate, vTimeout, 512, map[string]*string{
+		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
+	}, fnSG)
 	out.Functions[FnValidate] = validate
+	// validate names objects in its logs; audit, notify and the audit feed
+	// handle none.
+	props.Storage.LogNameKey.GrantRead(validate, nil)
 	consume(validate, vq)
 	bucket.GrantRead(validate, jsii.String(PrefixIncoming+"*"))
 	bucket.GrantPut(validate, jsii.String(PrefixQuarantine+"*"))

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // Synthesis through jsii takes tens of seconds, so each environment is
@@ -1171,4 +1172,88 @@ func TestAgentConfigs(t *testing.T) {
 			t.Errorf("prometheus config lacks %q:\n%s", want, prom)
 		}
 	}
+}
+
+// TestLogNameKey: one secret holds the key logs name objects with,
+// encrypted with the stack's key and retained; ECS injects it into the SCP
+// as a secret (never the environment), validate gets its ARN, and only the
+// SCP's execution role and validate's role may read it.
+func TestLogNameKey(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		secretID := s.stack.logicalID(s.stack.Storage.LogNameKey)
+		sec := s.res[secretID]
+		if sec == nil {
+			t.Fatal("no log-name key secret")
+		}
+		p := props(sec)
+		if refID(p["KmsKeyId"]) != s.stack.logicalID(s.stack.Storage.Key) || sec["DeletionPolicy"] != "Retain" {
+			t.Errorf("log-name key: KmsKeyId %v, DeletionPolicy %v; want the stack's key, Retain", js(p["KmsKeyId"]), sec["DeletionPolicy"])
+		}
+		if gen := p["GenerateSecretString"].(map[string]any); gen["PasswordLength"] != float64(64) {
+			t.Errorf("log-name key generated as %s, want 64 characters", js(gen))
+		}
+
+		if _, ok := s.containerEnv(t, "scp")[logname.EnvKey]; ok {
+			t.Errorf("%s is in the scp container's plain environment", logname.EnvKey)
+		}
+		var secrets []string
+		for _, td := range s.resources("AWS::ECS::TaskDefinition") {
+			for _, cd := range props(td)["ContainerDefinitions"].([]any) {
+				m := cd.(map[string]any)
+				for _, sv := range asAnySlice(m["Secrets"]) {
+					e := sv.(map[string]any)
+					secrets = append(secrets, fmt.Sprintf("%s %s=%s", m["Name"], e["Name"], refID(e["ValueFrom"])))
+				}
+			}
+		}
+		if d := cmp.Diff([]string{"scp " + logname.EnvKey + "=" + secretID}, secrets); d != "" {
+			t.Errorf("container secrets (-want +got):\n%s", d)
+		}
+
+		fnRoles := map[string]string{}
+		for name, fn := range s.stack.Pipeline.Functions {
+			fnRoles[s.stack.logicalID(fn.Role())] = name
+			env := props(s.res[s.stack.logicalID(fn)])["Environment"].(map[string]any)["Variables"].(map[string]any)
+			got, ok := env[logname.SecretARNEnv]
+			if want := name == FnValidate; ok != want || (ok && refID(got) != secretID) {
+				t.Errorf("function %s: %s = %s", name, logname.SecretARNEnv, js(got))
+			}
+		}
+
+		// Who may read the secret: exactly the task execution role and
+		// validate's role.
+		readers := map[string]bool{}
+		for _, pol := range s.resources("AWS::IAM::Policy") {
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if m["Effect"] != "Allow" || !strings.Contains(js(m["Action"]), "secretsmanager:GetSecretValue") {
+					continue
+				}
+				if !strings.Contains(js(m["Resource"]), `"Ref":"`+secretID+`"`) {
+					continue
+				}
+				if js(m["Resource"]) != `{"Ref":"`+secretID+`"}` {
+					t.Errorf("a statement reads the log-name key among other resources: %s", js(m["Resource"]))
+				}
+				for _, r := range props(pol)["Roles"].([]any) {
+					readers[refID(r)] = true
+				}
+			}
+		}
+		want := map[string]bool{
+			s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole()): true,
+			s.stack.logicalID(s.stack.Pipeline.Functions[FnValidate].Role()): true,
+		}
+		if d := cmp.Diff(want, readers); d != "" {
+			t.Errorf("roles that may read the log-name key (-want +got):\n%s", d)
+		}
+		if readers[s.stack.logicalID(s.stack.Ingest.TaskRole)] {
+			t.Error("the SCP's task role may read the log-name key")
+		}
+	})
+}
+
+func asAnySlice(v any) []any {
+	s, _ := v.([]any)
+	return s
 }

@@ -5,6 +5,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -25,8 +26,9 @@ type StorageProps struct {
 	Config *config.Config
 }
 
-// Storage holds the customer-managed key and the DICOM bucket. Everything
-// here is retained when the stack is deleted: it holds patient data.
+// Storage holds the customer-managed key, the DICOM bucket and the key
+// logs name objects with. Everything here is retained when the stack is
+// deleted: it holds patient data, or (the log-name key) what links logs to it.
 type Storage struct {
 	constructs.Construct
 	// Key encrypts the bucket, tables, secrets, log groups, the alarm topic,
@@ -34,9 +36,14 @@ type Storage struct {
 	Key       awskms.Key
 	Bucket    awss3.Bucket
 	LogBucket awss3.Bucket
+	// LogNameKey is the deployment's log-name key: logs name an object by
+	// HMAC-SHA-256 of its key under it (docs/operations/logging.md). Only
+	// the SCP's task execution role and the validate function may read it.
+	LogNameKey awssecretsmanager.Secret
 }
 
-// NewStorage creates the key, the DICOM bucket and its access-log bucket.
+// NewStorage creates the key, the DICOM bucket, its access-log bucket and
+// the log-name key.
 func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Storage {
 	c := props.Config
 	self := constructs.NewConstruct(scope, jsii.String(id))
@@ -166,5 +173,18 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 	denyPutUnless("DenyOtherKeys", "s3:x-amz-server-side-encryption-aws-kms-key-id", *key.KeyArn())
 	denyPutUnless("DenyOtherEncryption", "s3:x-amz-server-side-encryption", "aws:kms")
 
-	return &Storage{Construct: self, Key: key, Bucket: bucket, LogBucket: logBucket}
+	logNameKey := awssecretsmanager.NewSecret(self, jsii.String("LogNameKey"), &awssecretsmanager.SecretProps{
+		Description:   jsii.String("dicom-ingest " + c.Name + ": the key logs name objects with (HMAC-SHA-256 of the object key); see docs/operations/logging.md"),
+		EncryptionKey: key,
+		GenerateSecretString: &awssecretsmanager.SecretStringGenerator{
+			PasswordLength:     jsii.Number(64),
+			ExcludePunctuation: jsii.Bool(true),
+			IncludeSpace:       jsii.Bool(false),
+		},
+		// Retained with the logs it explains: without it, names in
+		// retained log lines no longer lead to their objects.
+		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+	})
+
+	return &Storage{Construct: self, Key: key, Bucket: bucket, LogBucket: logBucket, LogNameKey: logNameKey}
 }
