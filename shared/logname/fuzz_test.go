@@ -1,0 +1,39 @@
+package logname
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// FuzzRedact: keys come from outside (S3 notifications, object listings);
+// naming and redacting never panic, UIDs are digit-and-dot runs of the key,
+// and the redacted error keeps the original in its chain.
+func FuzzRedact(f *testing.F) {
+	f.Add("incoming/2026/03/04/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "put %s: open /data/%s: no such file")
+	f.Add("1..2...3.", "%s")
+	f.Add("", "nothing")
+	f.Add("unknown-study/unknown-series/9.dcm", "x%sy")
+	n, err := New([]byte(strings.Repeat("f", MinKeyLen)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, key, msg string) {
+		for _, u := range UIDs(key) {
+			if !strings.Contains(key, u) || strings.Trim(u, "0123456789.") != "" || !strings.Contains(u, ".") {
+				t.Fatalf("UIDs(%q) gave %q", key, u)
+			}
+		}
+		orig := errors.New(strings.ReplaceAll(msg, "%s", key))
+		red := n.Redact(orig, key)
+		if !errors.Is(red, orig) {
+			t.Fatal("the original error left the chain")
+		}
+		if len(key) > len(Prefix)+2*nameBytes && strings.Contains(red.Error(), key) {
+			t.Fatalf("Redact left the key %q in %q", key, red.Error())
+		}
+		if got := n.Key(key).String(); got != n.Name(key) || !strings.HasPrefix(got, Prefix) {
+			t.Fatalf("Key(%q) prints %q", key, got)
+		}
+	})
+}
