@@ -113,26 +113,9 @@ type env struct {
 	fnEnv    []string
 	binDir   string
 	quietEnv string
-	rie      string                 // the runtime interface emulator
-	logs     map[string]*syncBuffer // each function's output, by name
-}
-
-// syncBuffer is a function's output, readable while it runs.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	rie      string                   // the runtime interface emulator
+	logs     map[string]*bytes.Buffer // each function's output, by name: read it after stopFunctions
+	cmds     []*exec.Cmd
 }
 
 // testLogKey is the deployment's log-name key the functions are given.
@@ -189,7 +172,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	if node == "" || dynalite == "" {
 		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
-	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie, logs: map[string]*syncBuffer{}}
+	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie, logs: map[string]*bytes.Buffer{}}
 	e.binDir = buildFunctions(t)
 
 	// S3: gofakes3 in process.
@@ -306,8 +289,8 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	cmd.Dir = filepath.Join(e.binDir, binary)
 	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
 	// One writer for both: exec.Cmd then writes from one goroutine at a
-	// time.
-	logs := &syncBuffer{}
+	// time, and nothing reads logs before Wait.
+	logs := &bytes.Buffer{}
 	e.logs[fn] = logs
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
@@ -322,6 +305,15 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	})
 	waitTCP(t, addr, 10*time.Second)
 	e.fnURL[fn] = "http://" + addr + "/2015-03-31/functions/function/invocations"
+	e.cmds = append(e.cmds, cmd)
+}
+
+// stopFunctions stops every function, after which their logs may be read.
+func (e *env) stopFunctions() {
+	for _, cmd := range e.cmds {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
 }
 
 // invoke calls a function through the emulator and decodes its result,

@@ -150,6 +150,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	e.invoke(t, "notify", map[string]any{"source": "aws.events", "detail-type": "Scheduled Event"}, &out)
 
 	// Every line of every log.
+	e.stopFunctions()
 	logs := map[string]string{"scp-task": scp.Logs()}
 	for fn, b := range e.logs {
 		logs[fn] = b.String()
