@@ -939,7 +939,7 @@ func TestNetwork(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn"} {
+		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn", "LogNameKeyArn"} {
 			if _, ok := s.outputs[k]; !ok {
 				t.Errorf("no output %s", k)
 			}
