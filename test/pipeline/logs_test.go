@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"maps"
+	"os"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -80,9 +82,15 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	faults(objs.Blocked, 1, putObject, s3test.Status403)
 	send("a refused object", objs.Blocked)
 	proxy.SetPlan(s3test.Plan{})
-	if errs := logleak.StoreRaw(t, scp.DICOMAddr, objs.MalformedLate, objs.MalformedEarly); errs[0] != nil || errs[1] == nil {
-		t.Errorf("raw stores: late %v, early %v; want stored, then refused", errs[0], errs[1])
+	if errs := logleak.StoreRaw(t, scp.DICOMAddr, objs.MalformedLate, objs.MalformedEarly); errs[0] == nil || errs[1] == nil {
+		t.Errorf("raw stores: late %v, early %v; want both refused", errs[0], errs[1])
 	}
+	// Stored as another SCP would, the malformed object reaches validate.
+	malformed, err := os.ReadFile(objs.MalformedLate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put("site-a/"+objs.Key(objs.MalformedLate, time.Now()), malformed, pt.SCPMetadata(pt.CTStorage, logleak.UID(3, 1, 1), "1.2.840.10008.1.2.1", ""))
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
 	time.Sleep(5500 * time.Millisecond) // the store's cached readiness expires
 	proxy.Down(1500 * time.Millisecond)
@@ -168,7 +176,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		{"scp-task", `"msg":"multipart upload aborted"`},
 		{"scp-task", `"msg":"identical object already stored"`},
 		{"scp-task", `"msg":"different object already holds the key; storing under conflict key"`},
-		{"scp-task", `"msg":"store not ready, association refused"`},
+		{"scp-task", `"msg":"not ready, association refused"`},
 		{"scp-task", `"msg":"C-STORE refused"`},
 		{"validate", `"msg":"object stored"`},
 		{"validate", `"msg":"object rejected"`},

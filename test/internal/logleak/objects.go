@@ -22,11 +22,12 @@ type Objects struct {
 	Invalid string
 	// Conflict carries Study[0]'s UIDs with other content: kept beside it.
 	Conflict string
-	// MalformedLate has an element without a VR after its UIDs: stored,
-	// then quarantined as malformed. Send it with StoreRaw.
+	// MalformedLate has an element without a VR after its UIDs: the SCP
+	// refuses it once it has read them; put where a store would (Key), it
+	// reaches the pipeline, which quarantines it as malformed.
 	MalformedLate string
-	// MalformedEarly has one before its UIDs: the SCP refuses it. Send it
-	// with StoreRaw.
+	// MalformedEarly has one before its UIDs: the SCP refuses it. Send
+	// both with StoreRaw.
 	MalformedEarly string
 	// Blocked and Stalled are studies of their own, for a test to make
 	// their store (Blocked) or their processing (Stalled) fail.
@@ -36,6 +37,13 @@ type Objects struct {
 
 	// StudyUID of each file above.
 	StudyUID map[string]string
+	uids     map[string][3]string // study, series, SOP Instance UID
+}
+
+// Key is the store key of the file at path received at at.
+func (o Objects) Key(path string, at time.Time) string {
+	u := o.uids[path]
+	return "incoming/" + at.UTC().Format("2006/01/02") + "/" + u[0] + "/" + u[1] + "/" + u[2] + ".dcm"
 }
 
 // Root is the UID root of every synthesized object (a root for examples).
@@ -67,7 +75,7 @@ var patients = []patient{
 // (and the birth date and accession number every one carries) to ids.
 func WriteObjects(t testing.TB, dir string, ids *Identifiers) Objects {
 	t.Helper()
-	o := Objects{StudyUID: map[string]string{}}
+	o := Objects{StudyUID: map[string]string{}, uids: map[string][3]string{}}
 	write := func(name string, study int, in pt.Instance) string {
 		t.Helper()
 		p := patients[study%len(patients)]
@@ -86,6 +94,7 @@ func WriteObjects(t testing.TB, dir string, ids *Identifiers) Objects {
 		ids.AddName(p.name)
 		ids.AddID("patient id", p.id)
 		o.StudyUID[path] = in.StudyUID
+		o.uids[path] = [3]string{in.StudyUID, in.SeriesUID, in.SOPUID}
 		return path
 	}
 	ids.AddID("birth date", "19700101") // pipelinetest's for every instance
