@@ -69,7 +69,7 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 		return nil, fmt.Errorf("auditmessage: render: record without id")
 	}
 	if rec.EventID.Code == "" {
-		return nil, fmt.Errorf("auditmessage: render %s: record without event id", rec.ID)
+		return nil, fmt.Errorf("auditmessage: render %s record: no event id", idKind(rec.ID))
 	}
 	main := auditMessage{
 		Event:        eventOf(rec),
@@ -93,10 +93,18 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 	return out, nil
 }
 
+// idKind is what errors say of a record: the kind its id starts with
+// ("instance", …), never the rest, which holds the SOP Instance UID (errors
+// reach logs, see docs/operations/logging.md).
+func idKind(id string) string {
+	kind, _, _ := strings.Cut(id, ":")
+	return kind
+}
+
 func encode(id string, outcome int, at time.Time, m auditMessage) (Message, error) {
 	body, err := xml.Marshal(m)
 	if err != nil {
-		return Message{}, fmt.Errorf("auditmessage: render %s: %w", id, err)
+		return Message{}, fmt.Errorf("auditmessage: render %s record: %w", idKind(id), err)
 	}
 	doc := make([]byte, 0, len(xml.Header)+len(body))
 	doc = append(doc, strings.TrimSuffix(xml.Header, "\n")...)
