@@ -172,7 +172,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	if node == "" || dynalite == "" {
 		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
 	}
-	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie, logs: map[string]*bytes.Buffer{}}
+	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie}
 	e.binDir = buildFunctions(t)
 
 	// S3: gofakes3 in process.
@@ -291,6 +291,9 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	// One writer for both: exec.Cmd then writes from one goroutine at a
 	// time, and nothing reads logs before Wait.
 	logs := &bytes.Buffer{}
+	if e.logs == nil {
+		e.logs = map[string]*bytes.Buffer{}
+	}
 	e.logs[fn] = logs
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
