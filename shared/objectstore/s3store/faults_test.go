@@ -140,14 +140,22 @@ func (f *flaky) ListMultipartUploads(ctx context.Context, in *s3.ListMultipartUp
 	return out, f.after("ListMultipartUploads", err)
 }
 
-func flakyStore(t *testing.T, setup func(*flaky)) (*s3store.Store, *s3test.Server, *flaky) {
+// Retry deadlines for flakyStore: a case that must give up waits out the
+// short one; a case that must succeed gets one no slow machine (or -race)
+// can reach, so a slow first attempt never turns its success into a failure.
+const (
+	giveUpDeadline  = 600 * time.Millisecond
+	succeedDeadline = time.Minute
+)
+
+func flakyStore(t *testing.T, deadline time.Duration, setup func(*flaky)) (*s3store.Store, *s3test.Server, *flaky) {
 	t.Helper()
 	srv := s3test.NewServer(t, bucket)
 	f := newFlaky(s3test.Client(srv.URL))
 	setup(f)
 	st, err := s3store.New(context.Background(), s3store.Options{
 		Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
-		RetryDeadline: 600 * time.Millisecond, ReadyTTL: time.Hour,
+		RetryDeadline: deadline, ReadyTTL: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +215,11 @@ func TestFaults(t *testing.T) {
 			wantErr: errAny},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, srv, f := flakyStore(t, tc.setup)
+			deadline := succeedDeadline
+			if errors.Is(tc.wantErr, objectstore.ErrUnavailable) {
+				deadline = giveUpDeadline
+			}
+			st, srv, f := flakyStore(t, deadline, tc.setup)
 			obj := testObject("1.2.3.4.100")
 			key, _ := objectstore.Key(obj)
 			got, err := st.Put(context.Background(), obj, bytes.NewReader(tc.data))
@@ -265,7 +277,7 @@ func TestKeyTakenDuringMultipartUpload(t *testing.T) {
 			key, _ := objectstore.Key(obj)
 			var st *s3store.Store
 			var srv *s3test.Server
-			st, srv, _ = flakyStore(t, func(f *flaky) {
+			st, srv, _ = flakyStore(t, succeedDeadline, func(f *flaky) {
 				f.beforeComplete = func() {
 					// Another SCP task stores the other object first.
 					if _, _, err := srv.Object(prefix + key); err == nil {
@@ -300,7 +312,7 @@ func TestKeyTakenDuringMultipartUpload(t *testing.T) {
 }
 
 func TestReadyIsCached(t *testing.T) {
-	st, _, f := flakyStore(t, func(*flaky) {})
+	st, _, f := flakyStore(t, succeedDeadline, func(*flaky) {})
 	for range 3 {
 		if err := st.Ready(context.Background()); err != nil {
 			t.Fatal(err)
