@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // dcmdumpTop matches a top-level (unindented) wanted element in dcmdump -Un.
@@ -22,22 +23,12 @@ var dcmdumpTop = regexp.MustCompile(`(?m)^\((0008,0016|0008,0018|0020,000d|0020,
 
 // TestCorpus compares the Inspector with DCMTK on every file of the
 // synthetic corpus's mixed transfer syntaxes (Explicit VR Big Endian, JPEG
-// family, JPEG-LS, JPEG 2000, RLE, deflated...). It runs when dcmdump is
-// installed and the corpus exists: test/corpus/make-corpus.sh
-// $DICOM_CORPUS (default /tmp/dicom-corpus).
+// family, JPEG-LS, JPEG 2000, RLE, deflated...). It needs dcmdump and the
+// corpus, which `make test` builds: test/corpus/make-corpus.sh
+// $DICOM_CORPUS mixed (default /tmp/dicom-corpus).
 func TestCorpus(t *testing.T) {
-	dcmdump, err := exec.LookPath("dcmdump")
-	if err != nil {
-		t.Skip("dcmdump not installed (apt-get install dcmtk)")
-	}
-	root := os.Getenv("DICOM_CORPUS")
-	if root == "" {
-		root = "/tmp/dicom-corpus"
-	}
-	files, _ := filepath.Glob(filepath.Join(root, "mixed", "*.dcm"))
-	if len(files) == 0 {
-		t.Skipf("no corpus in %s/mixed (run make-corpus.sh)", root)
-	}
+	dcmdump := testenv.LookPath(t, "dcmdump")
+	files := testenv.CorpusFiles(t, "mixed")
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			dump, err := exec.Command(dcmdump, "-Un", f).Output()

@@ -1,6 +1,6 @@
 package dicomnet_test
 
-// Interop with DCMTK's echoscu and storescu (Debian package dcmtk). Skipped when the tools are not installed.
+// Interop with DCMTK's echoscu and storescu (Debian package dcmtk); testenv skips or, under CI, fails without them.
 
 import (
 	"bufio"
@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/json"
 	"io"
 	"net"
 	"os"
@@ -25,31 +24,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
-
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("DCMTK %s not in PATH (apt-get install dcmtk): skipping interop test", name)
-	}
-	return p
-}
-
-// dicomTestdata returns the testdata directory of github.com/suyashkumar/dicom.
-func dicomTestdata(t *testing.T) string {
-	t.Helper()
-	// go mod download fetches the module if no build has yet (it is in go.mod but imported only by others).
-	out, err := exec.Command("go", "mod", "download", "-json", "github.com/suyashkumar/dicom").Output()
-	var mod struct{ Dir string }
-	if err == nil {
-		err = json.Unmarshal(out, &mod)
-	}
-	if err != nil || mod.Dir == "" {
-		t.Fatalf("cannot locate github.com/suyashkumar/dicom testdata: %v\n%s", err, out)
-	}
-	return filepath.Join(mod.Dir, "testdata")
-}
 
 // part10DataSet returns the data set bytes of a Part 10 file (after the preamble and group 0002).
 func part10DataSet(t *testing.T, path string) []byte {
@@ -114,8 +90,8 @@ func runDCMTK(t *testing.T, tool string, args ...string) (string, error) {
 }
 
 func TestDCMTKEchoAndStore(t *testing.T) {
-	echoscu, storescu := needTool(t, "echoscu"), needTool(t, "storescu")
-	dir := dicomTestdata(t)
+	echoscu, storescu := testenv.LookPath(t, "echoscu"), testenv.LookPath(t, "storescu")
+	dir := testenv.DICOMTestdataDir(t)
 	h := &hashingHandler{}
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: h})
 	host, port, _ := strings.Cut(srv.Addr, ":")
@@ -180,9 +156,9 @@ func grepLines(s, sub string) string {
 }
 
 func TestDCMTKRejected(t *testing.T) {
-	storescu := needTool(t, "storescu")
-	echoscu := needTool(t, "echoscu")
-	dir := dicomTestdata(t)
+	storescu := testenv.LookPath(t, "storescu")
+	echoscu := testenv.LookPath(t, "echoscu")
+	dir := testenv.DICOMTestdataDir(t)
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: &hashingHandler{},
 		Accept: func(ctx context.Context, info *dicomnet.AssociationInfo) error {
 			if info.CallingAE != "KNOWN" {
@@ -221,12 +197,12 @@ func TestDCMTKRejected(t *testing.T) {
 // abstract-syntax-not-supported, which DCMTK reports before giving up, and
 // the server must go on answering.
 func TestDCMTKUnsupportedService(t *testing.T) {
-	echoscu := needTool(t, "echoscu")
+	echoscu := testenv.LookPath(t, "echoscu")
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: &hashingHandler{}})
 	host, port, _ := strings.Cut(srv.Addr, ":")
 	for _, tool := range []string{"findscu", "movescu"} {
 		t.Run(tool, func(t *testing.T) {
-			out, err := runDCMTK(t, needTool(t, tool), "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-aet", "DCMTK", "-aec", "INGEST", host, port)
+			out, err := runDCMTK(t, testenv.LookPath(t, tool), "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-aet", "DCMTK", "-aec", "INGEST", host, port)
 			if err == nil {
 				t.Fatalf("%s succeeded against a storage SCP:\n%s", tool, out)
 			}
@@ -245,8 +221,8 @@ func TestDCMTKUnsupportedService(t *testing.T) {
 // TestDCMTKStorescuVariants drives storescu with option combinations that change what it proposes and how it
 // sends: every run must store all its objects.
 func TestDCMTKStorescuVariants(t *testing.T) {
-	storescu := needTool(t, "storescu")
-	dir := dicomTestdata(t)
+	storescu := testenv.LookPath(t, "storescu")
+	dir := testenv.DICOMTestdataDir(t)
 	h := &hashingHandler{}
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: h})
 	host, port, _ := strings.Cut(srv.Addr, ":")
@@ -291,8 +267,8 @@ func TestDCMTKStorescuVariants(t *testing.T) {
 // TestClientAgainstStorescp sends every testdata file with our client to DCMTK's storescp (small PDUs, so the
 // client must fragment within the peer's maximum) and checks storescp accepted and wrote each one.
 func TestClientAgainstStorescp(t *testing.T) {
-	storescp := needTool(t, "storescp")
-	dir := dicomTestdata(t)
+	storescp := testenv.LookPath(t, "storescp")
+	dir := testenv.DICOMTestdataDir(t)
 	out := t.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

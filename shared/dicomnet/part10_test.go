@@ -11,12 +11,13 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestStoreFileEveryTestdataFile sends every file of the dicom module's testdata (deflated included) with
 // StoreFile and checks the server received the file's data set bytes unchanged in the file's transfer syntax.
 func TestStoreFileEveryTestdataFile(t *testing.T) {
-	dir := dicomTestdata(t)
+	dir := testenv.DICOMTestdataDir(t)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.dcm"))
 	ch := make(chan result, 1)
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Handler: capture(ch)})

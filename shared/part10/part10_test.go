@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/google/go-cmp/cmp"
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
@@ -135,19 +136,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func testdataFiles(t testing.TB) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Skipf("cannot locate the dicom module: %v", err)
-	}
-	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata files: %v", err)
-	}
-	return files
-}
-
 func metaString(t *testing.T, ds dicom.Dataset, tg tag.Tag) string {
 	t.Helper()
 	e, err := ds.FindElementByTag(tg)
@@ -165,7 +153,7 @@ func metaString(t *testing.T, ds dicom.Dataset, tg tag.Tag) string {
 // compares with what suyashkumar/dicom parses, and checks the reader is
 // left exactly at the dataset.
 func TestReadMetaTestdata(t *testing.T) {
-	for _, f := range testdataFiles(t) {
+	for _, f := range testenv.DICOMTestdataFiles(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			raw, err := os.ReadFile(f)
 			if err != nil {
@@ -206,7 +194,7 @@ func TestReadMetaTestdata(t *testing.T) {
 // TestWrittenHeaderParses re-wraps every testdata dataset in a header we
 // write and checks suyashkumar/dicom parses it and reads back our values.
 func TestWrittenHeaderParses(t *testing.T) {
-	for _, f := range testdataFiles(t) {
+	for _, f := range testenv.DICOMTestdataFiles(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			file, out := rewrap(t, f)
 			orig, err := ReadMeta(bufio.NewReader(bytes.NewReader(file)))
@@ -260,21 +248,13 @@ func rewrap(t *testing.T, f string) (file, out []byte) {
 	return file, buf.Bytes()
 }
 
-// TestWrittenHeaderDcmdump checks DCMTK reads our files (skipped without
-// dcmdump, package dcmtk): the dicom module's testdata and, when it was
-// built, the synthetic corpus's mixed transfer syntaxes
-// ($DICOM_CORPUS/mixed, default /tmp/dicom-corpus/mixed).
+// TestWrittenHeaderDcmdump checks DCMTK reads our files (it needs dcmdump,
+// package dcmtk): the dicom module's testdata and the synthetic corpus's
+// mixed transfer syntaxes ($DICOM_CORPUS/mixed, built by `make test`).
 func TestWrittenHeaderDcmdump(t *testing.T) {
-	dcmdump, err := exec.LookPath("dcmdump")
-	if err != nil {
-		t.Skip("dcmdump not installed (apt-get install dcmtk)")
-	}
-	corpus := os.Getenv("DICOM_CORPUS")
-	if corpus == "" {
-		corpus = "/tmp/dicom-corpus"
-	}
-	mixed, _ := filepath.Glob(filepath.Join(corpus, "mixed", "*.dcm"))
-	for _, f := range append(testdataFiles(t), mixed...) {
+	dcmdump := testenv.LookPath(t, "dcmdump")
+	mixed := testenv.CorpusFiles(t, "mixed")
+	for _, f := range append(testenv.DICOMTestdataFiles(t), mixed...) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			_, out := rewrap(t, f)
 			p := filepath.Join(t.TempDir(), "x.dcm")

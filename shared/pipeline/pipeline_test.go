@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const (
@@ -49,16 +49,6 @@ func ct(sop string) pt.Instance {
 	return pt.Instance{StudyUID: study, SeriesUID: series, SOPUID: sop, PatientID: "PID-1", PatientName: "Doe^Jane", Rows: 64, Columns: 64, SourceAE: "MODALITY1"}
 }
 
-// dicomTestdata returns the directory of the dicom module's test files.
-func dicomTestdata(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Skipf("cannot locate github.com/suyashkumar/dicom: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "testdata")
-}
-
 func codes(fs []pipeline.Finding) []string {
 	var out []string
 	for _, f := range fs {
@@ -69,7 +59,7 @@ func codes(fs []pipeline.Finding) []string {
 }
 
 func TestProcessObjectDicomTestdata(t *testing.T) {
-	dir := dicomTestdata(t)
+	dir := testenv.DICOMTestdataDir(t)
 	tests := []struct {
 		file  string
 		codes []string
@@ -828,7 +818,7 @@ func BenchmarkValidateNormalize(b *testing.B) {
 		name string
 		data []byte
 	}{{"synthetic-ct-4MiB", in.Build()}}
-	dir := dicomTestdata(b)
+	dir := testenv.DICOMTestdataDir(b)
 	for _, f := range []string{"1.dcm", "3.dcm", "4.dcm", "5.dcm"} {
 		if data, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
 			cases = append(cases, struct {
@@ -839,10 +829,7 @@ func BenchmarkValidateNormalize(b *testing.B) {
 	}
 	// The bench corpus (make bench builds it): one CT image of the CT
 	// series and the ~300 MiB multi-frame object, when present.
-	corpus := os.Getenv("CORPUS_DIR")
-	if corpus == "" {
-		corpus = "/tmp/dicom-corpus"
-	}
+	corpus := testenv.CorpusDir()
 	for _, sub := range []string{"ct", "big"} {
 		files, _ := filepath.Glob(filepath.Join(corpus, sub, "*.dcm"))
 		if len(files) == 0 {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // chromium runs Debian's headless chromium with args plus url and returns
@@ -32,8 +34,7 @@ func chromium(t *testing.T, args []string, url string) string {
 
 func artifactsDir(t *testing.T) string {
 	t.Helper()
-	scpTask(t) // sets repoRoot
-	dir := filepath.Join(repoRoot, "test", "artifacts")
+	dir := filepath.Join(testenv.ModuleRoot(t), "test", "artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -21,42 +21,8 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-	repoRoot  string
-)
-
-// scpTask builds scp-task once per test binary run.
-func scpTask(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		repoRoot = filepath.Dir(strings.TrimSpace(string(out)))
-		dir, err := os.MkdirTemp("", "e2e-scp-task-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "scp-task")
-		cmd := exec.Command("go", "build", "-o", binPath, "./scp-task")
-		cmd.Dir = repoRoot
-		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./scp-task: %v\n%s", err, b)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -73,11 +39,7 @@ func need(t *testing.T, tools ...string) {
 	if testing.Short() {
 		t.Skip("end-to-end test: skipped in -short mode")
 	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install dcmtk chromium); skipping", tool)
-		}
-	}
+	testenv.RequireTools(t, tools...)
 }
 
 // node is one scp-task --local process.
@@ -118,7 +80,7 @@ func (n *node) start(env ...string) {
 	args := append([]string{"--local", "--data-dir", n.dataDir, "--listen", n.dicom, "--portal-listen", n.portal,
 		"--health-listen", n.health, "--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--quiet-period", "2s",
 		"--log-level", "debug"}, n.extra...)
-	n.cmd = exec.Command(scpTask(t), args...)
+	n.cmd = exec.Command(testenv.SCPTask(t), args...)
 	n.cmd.Env = append(os.Environ(), env...)
 	n.cmd.Stdout = lockedWriter{n.logMu, n.log}
 	n.cmd.Stderr = lockedWriter{n.logMu, n.log}
@@ -277,18 +239,4 @@ func writeSynthStudy(t *testing.T, dir string) []string {
 		paths = append(paths, p)
 	}
 	return paths
-}
-
-// suyashkumarTestdata returns the real DICOM files of the parser's tests.
-func suyashkumarTestdata(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Fatalf("locate github.com/suyashkumar/dicom: %v", err)
-	}
-	files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
-	if len(files) == 0 {
-		t.Fatal("no testdata files in github.com/suyashkumar/dicom")
-	}
-	return files
 }

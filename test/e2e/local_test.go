@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // The portal's JSON shapes (scp-task/internal/portal), as a client sees them.
@@ -126,7 +127,7 @@ func TestLocalEndToEnd(t *testing.T) {
 	// The real files of the DICOM parser's test suite, then our synthesized
 	// study, then a crafted invalid object of that study (no Modality, a
 	// type 1 attribute).
-	real := suyashkumarTestdata(t)
+	real := testenv.DICOMTestdataFiles(t)
 	if out, err := n.dcmsend("LOCAL_AE", real...); err != nil {
 		t.Fatalf("dcmsend testdata: %v\n%s", err, out)
 	}
@@ -345,12 +346,4 @@ func TestRestartExactlyOnce(t *testing.T) {
 			}
 		})
 	}
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		_ = os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -61,7 +62,7 @@ func readMeta(t *testing.T, path string) part10.Meta {
 }
 
 func TestEcho(t *testing.T) {
-	dcmtk.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	scp := startSCP(t)
 	r := dcmtk.Run(t, 30*time.Second, "echoscu", "-v", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
 	if r.Err != nil {
@@ -77,9 +78,9 @@ func TestEcho(t *testing.T) {
 // each stored file is the sent dataset, element by element, with a File
 // Meta Information naming the transfer syntax it arrived in.
 func TestDcmsendTestdata(t *testing.T) {
-	dcmtk.Require(t, "dcmsend", "dcmdump")
+	testenv.RequireTools(t, "dcmsend", "dcmdump")
 	scp := startSCP(t)
-	files := dcmtk.TestdataFiles(t)
+	files := testenv.DICOMTestdataFiles(t)
 	args := append([]string{"-v", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "--no-halt", scp.Host(), scp.Port()}, files...)
 	r := dcmtk.Run(t, 2*time.Minute, "dcmsend", args...)
 	if r.Err != nil {
@@ -119,9 +120,9 @@ func TestDcmsendTestdata(t *testing.T) {
 }
 
 func TestParallelStorescu(t *testing.T) {
-	dcmtk.Require(t, "storescu")
+	testenv.RequireTools(t, "storescu")
 	scp := startSCP(t, "--max-associations", "8", "--max-associations-per-ae", "8")
-	files := dcmtk.TestdataFiles(t)
+	files := testenv.DICOMTestdataFiles(t)
 	var wg sync.WaitGroup
 	results := make([]dcmtk.Result, 8)
 	for i := range results {
@@ -152,7 +153,7 @@ func TestParallelStorescu(t *testing.T) {
 
 // TestRejects checks each refusal reaches DCMTK with the reason it prints.
 func TestRejects(t *testing.T) {
-	dcmtk.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	scp := startSCP(t, "--calling-aes", "LOCAL_AE,FAR_AE@10.99.0.0/16")
 	tests := []struct {
 		name, aet, aec string
@@ -183,7 +184,7 @@ func TestRejects(t *testing.T) {
 // TestTooManyAssociations holds the only slot with a stalled storescu
 // and checks the next association is refused with "local limit exceeded".
 func TestTooManyAssociations(t *testing.T) {
-	dcmtk.Require(t, "echoscu", "storescu")
+	testenv.RequireTools(t, "echoscu", "storescu")
 	scp := startSCP(t, "--max-associations", "1")
 	hold := holdAssociation(t, scp)
 	defer hold()

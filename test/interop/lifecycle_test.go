@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
@@ -60,7 +61,7 @@ func findRecord(recs []associationaudit.Record, event, callingAE string) *associ
 // never becomes an object: a rejected association, a refused C-STORE, an
 // aborted transfer, and the ordinary accept/release pair.
 func TestAssociationAuditRecords(t *testing.T) {
-	dcmtk.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	scp := startSCP(t, "--calling-aes", "LOCAL_AE,OTHER_AE,FAR_AE@10.99.0.0/16")
 	for _, aet := range []string{"INTRUDER", "FAR_AE"} {
 		if r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", aet, "-aec", "REMOTE_AE", scp.Host(), scp.Port()); r.Err == nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
@@ -43,7 +44,7 @@ func holdAssociation(t *testing.T, scp *scptest.SCP) func() {
 // large object: no object may appear, no temporary file may stay, and the
 // association slot must be free again for the next sender.
 func TestKilledSCULeavesNothing(t *testing.T) {
-	dcmtk.Require(t, "storescu", "echoscu")
+	testenv.RequireTools(t, "storescu", "echoscu")
 	scp := startSCP(t, "--max-associations", "1")
 	big := filepath.Join(t.TempDir(), "big.dcm")
 	obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.1", SeriesUID: "1.2.826.0.1.3680043.2.1.1", SOPInstanceUID: "1.2.826.0.1.3680043.2.1.1.1",

@@ -27,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 var recordStream = flag.Bool("record-stream-event", false, "rewrite functions/auditfeed/testdata/stream-event.json from this test's dynalite items")
@@ -175,7 +176,7 @@ func TestAuditFeedFunction(t *testing.T) {
 	want := auditRecords(t, &awsadapters.AuditTable{Client: ddb, Table: auditTable}, &awsadapters.AuditLedger{Client: ddb, Table: auditTable})
 	event := streamEvent(t, rawItems(t, ddbURL))
 	if *recordStream {
-		if err := os.WriteFile(filepath.Join(repoRoot(t), "functions", "auditfeed", "testdata", "stream-event.json"), append(event, '\n'), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(testenv.ModuleRoot(t), "functions", "auditfeed", "testdata", "stream-event.json"), append(event, '\n'), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -184,7 +185,7 @@ func TestAuditFeedFunction(t *testing.T) {
 	t.Cleanup(secrets.Close)
 	rs := auditfeedtest.StartRsyslog(t, auditfeedtest.Options{PKI: pki})
 	host, port, _ := net.SplitHostPort(rs.Addr)
-	e := &env{t: t, fnURL: map[string]string{}, binDir: buildFunctions(t), fnEnv: append(os.Environ(),
+	e := &env{t: t, fnURL: map[string]string{}, fnEnv: append(os.Environ(),
 		"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_ENDPOINT_URL_SECRETS_MANAGER="+secrets.URL, "AWS_LAMBDA_FUNCTION_TIMEOUT=60",
 		"SYSLOG_HOST="+host, "SYSLOG_PORT="+port, "SYSLOG_CA_SECRET_ARN="+caSecretArn, "SYSLOG_HOSTNAME=dicom-ingest-test")}

@@ -12,6 +12,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -21,7 +22,7 @@ import (
 // validate and audit under the emulator -> notify -> audit rows, index rows
 // and events.
 func TestDcmsendThroughFunctions(t *testing.T) {
-	dcmtk.Require(t, "dcmsend", "echoscu")
+	testenv.RequireTools(t, "dcmsend", "echoscu")
 	srv := s3test.NewServer(t, bucket)
 	e := newEnvS3(t, "1s", srv.URL)
 	scp := scptest.Start(t, scptest.Options{
@@ -31,7 +32,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	})
 
 	// The dicom module's real files plus one invalid object (bad UID).
-	files := dcmtk.TestdataFiles(t)
+	files := testenv.DICOMTestdataFiles(t)
 	bad := pt.Instance{StudyUID: "1.2.03", SeriesUID: "1.2.3.4", SOPUID: "1.2.826.0.1.3680043.10.77.1", PatientID: "PID-BAD",
 		PatientName: "Bad^Object", Rows: 16, Columns: 16, SourceAE: "LOCAL_AE"}
 	badFile := filepath.Join(t.TempDir(), "bad.dcm")

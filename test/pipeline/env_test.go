@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const (
@@ -63,15 +63,6 @@ func findTool(candidates ...string) string {
 		}
 	}
 	return ""
-}
-
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Dir(filepath.Dir(wd)) // test/pipeline -> repo
 }
 
 func freeAddr(t testing.TB) string {
@@ -111,7 +102,6 @@ type env struct {
 	audit    *awsadapters.AuditTable
 	index    *awsadapters.IndexTable
 	fnEnv    []string
-	binDir   string
 	quietEnv string
 	rie      string                   // the runtime interface emulator
 	logs     map[string]*bytes.Buffer // each function's output, by name: read it after stopFunctions
@@ -120,37 +110,6 @@ type env struct {
 
 // testLogKey is the deployment's log-name key the functions are given.
 const testLogKey = "test-log-name-key-of-32-bytes-or-more"
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-// buildFunctions builds every function binary once per test run, as the
-// deployment builds them but for this machine's architecture.
-func buildFunctions(t *testing.T) string {
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "dicom-ingest-functions-")
-		if buildErr != nil {
-			return
-		}
-		root := repoRoot(t)
-		for _, fn := range []string{"validate", "normalize", "audit", "notify", "auditfeed"} {
-			cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-o", filepath.Join(buildDir, fn, "bootstrap"), "./functions/"+fn)
-			cmd.Dir = root
-			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+runtime.GOARCH, "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %v\n%s", fn, err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildDir
-}
 
 // newEnv starts the emulators, creates the bucket and tables and starts
 // the functions under the runtime interface emulator.
@@ -163,17 +122,9 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 // (s3URL != ""), such as the one scp-task stores into.
 func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	t.Helper()
-	if runtime.GOOS != "linux" {
-		t.Skip("the Lambda runtime interface emulator runs linux binaries")
-	}
 	rie := rieBinary(t)
-	node := findTool("node", "nodejs")
-	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
-	if node == "" || dynalite == "" {
-		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
-	}
+	node, dynalite := requireDynalite(t)
 	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie}
-	e.binDir = buildFunctions(t)
 
 	// S3: gofakes3 in process.
 	e.s3URL = s3URL
@@ -224,22 +175,32 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	return e
 }
 
-// rieBinary finds the Lambda runtime interface emulator or skips the test.
+// rieBinary finds the Lambda runtime interface emulator (see testenv.Missing).
 func rieBinary(t *testing.T) string {
 	t.Helper()
-	if runtime.GOOS != "linux" {
-		t.Skip("the Lambda runtime interface emulator runs linux binaries")
-	}
+	testenv.RequireLinux(t, "the Lambda runtime interface emulator runs linux binaries")
 	home, _ := os.UserHomeDir()
 	gopath := os.Getenv("GOPATH")
 	if gopath == "" {
 		gopath = filepath.Join(home, "go")
 	}
-	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(repoRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
+	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(testenv.ModuleRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
 	if rie == "" {
-		t.Skip("aws-lambda-rie not found: go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d (or set RIE_BIN)")
+		testenv.Missing(t, "aws-lambda-rie (the Lambda runtime interface emulator)",
+			"make test-deps, which go installs the pinned version into bin/tools (or set RIE_BIN)")
 	}
 	return rie
+}
+
+// requireDynalite returns node and dynalite's command-line script.
+func requireDynalite(t *testing.T) (node, cli string) {
+	t.Helper()
+	node = testenv.LookPath(t, "node")
+	cli = findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(testenv.ModuleRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
+	if cli == "" {
+		testenv.Missing(t, "dynalite (DynamoDB emulator)", "make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
+	}
+	return node, cli
 }
 
 // startDynalite runs dynalite on a free port until the test ends.
@@ -268,11 +229,7 @@ func dynaliteOnly(t *testing.T) *dynamodb.Client {
 // dynaliteURL starts dynalite, without tables, and returns its endpoint.
 func dynaliteURL(t *testing.T) string {
 	t.Helper()
-	node := findTool("node", "nodejs")
-	dynalite := findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(repoRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
-	if node == "" || dynalite == "" {
-		t.Skip("node or dynalite not found: make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
-	}
+	node, dynalite := requireDynalite(t)
 	return startDynalite(t, node, dynalite)
 }
 
@@ -283,10 +240,11 @@ func dynamoClient(url string, opts ...func(*dynamodb.Options)) *dynamodb.Client 
 
 func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	t := e.t
+	// Built as the deployment builds them, but for this machine's architecture.
+	bootstrap := testenv.Build(t, "./functions/"+binary, "-tags", "lambda.norpc", "-trimpath")
 	addr, api := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error",
-		filepath.Join(e.binDir, binary, "bootstrap"))
-	cmd.Dir = filepath.Join(e.binDir, binary)
+	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error", bootstrap)
+	cmd.Dir = filepath.Dir(bootstrap)
 	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
 	// One writer for both: exec.Cmd then writes from one goroutine at a
 	// time, and nothing reads logs before Wait.

@@ -17,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -32,7 +33,7 @@ import (
 // the key from Secrets Manager). No log line may hold an identifier, and
 // every component names an object alike.
 func TestLogsCarryNoIdentifiers(t *testing.T) {
-	dcmtk.Require(t, "dcmsend", "dcmdump", "echoscu")
+	testenv.RequireTools(t, "dcmsend", "dcmdump", "echoscu")
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
 	e := newEnvS3(t, "1s", srv.URL)
@@ -42,7 +43,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	}
 
 	var ids logleak.Identifiers
-	real := dcmtk.TestdataFiles(t)
+	real := testenv.DICOMTestdataFiles(t)
 	for _, f := range real {
 		ids.AddFile(t, f)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -42,12 +43,12 @@ var keyLayout = regexp.MustCompile(`^` + storePrefix + `incoming/\d{4}/\d{2}/\d{
 // documented keys, metadata, checksums, and bytes equal to the file
 // store's for the same input.
 func TestDcmsendToS3(t *testing.T) {
-	dcmtk.Require(t, "dcmsend")
+	testenv.RequireTools(t, "dcmsend")
 	srv := s3test.NewServer(t, bucket)
 	s3scp := startS3SCP(t, srv.URL)
 	filescp := scptest.Start(t, scptest.Options{Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE"}})
 
-	files := dcmtk.TestdataFiles(t)
+	files := testenv.DICOMTestdataFiles(t)
 	for _, scp := range []*scptest.SCP{s3scp, filescp} {
 		args := append([]string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "--no-halt", scp.Host(), scp.Port()}, files...)
 		if r := dcmtk.Run(t, 2*time.Minute, "dcmsend", args...); r.Err != nil {
@@ -173,11 +174,11 @@ func auditKeys(t *testing.T, srv *s3test.Server) []string {
 // while it is down, the rejection is audited once S3 is back, and
 // transfers succeed again.
 func TestS3OutageRefusesAssociations(t *testing.T) {
-	dcmtk.Require(t, "storescu")
+	testenv.RequireTools(t, "storescu")
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
 	scp := startS3SCP(t, proxy.URL)
-	file := dcmtk.TestdataFiles(t)[0]
+	file := testenv.DICOMTestdataFiles(t)[0]
 	send := func() dcmtk.Result {
 		return dcmtk.Run(t, time.Minute, "storescu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port(), file)
 	}
@@ -221,7 +222,7 @@ func TestS3OutageRefusesAssociations(t *testing.T) {
 // while everything else works: the C-STORE gets a failure status, nothing
 // is stored, and a store-failed audit record is written.
 func TestStoreFailureAnswersFailure(t *testing.T) {
-	dcmtk.Require(t, "storescu")
+	testenv.RequireTools(t, "storescu")
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{
 		Rate: 1, Faults: []s3test.Fault{s3test.Status403},
@@ -230,7 +231,7 @@ func TestStoreFailureAnswersFailure(t *testing.T) {
 		},
 	})
 	scp := startS3SCP(t, proxy.URL)
-	file := dcmtk.TestdataFiles(t)[0]
+	file := testenv.DICOMTestdataFiles(t)[0]
 	r := dcmtk.Run(t, time.Minute, "storescu", "-v", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port(), file)
 	if !strings.Contains(r.Output, "Received Store Response (Refused: OutOfResources)") {
 		t.Fatalf("want the C-STORE refused with A700 (out of resources), storescu said: %v\n%s", r.Err, r.Output)

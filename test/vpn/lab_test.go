@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Paths of Debian's strongSwan packages (strongswan-charon,
@@ -24,21 +26,25 @@ const (
 	libipsecPlugin = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so"
 )
 
-// requireLab skips the test unless everything the lab needs is here.
+// requireLab requires everything the lab needs (see testenv.Missing).
 func requireLab(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("VPN end-to-end test needs root (network namespaces, TUN devices, bind mounts); run `make test` as root")
-	}
-	for _, f := range []string{charonPath, libipsecPlugin, "/dev/net/tun"} {
-		if _, err := os.Stat(f); err != nil {
-			t.Skipf("VPN end-to-end test needs %s (apt-get install strongswan-charon strongswan-swanctl libcharon-extra-plugins): %v", f, err)
-		}
-	}
-	for _, tool := range []string{"ip", "swanctl", "echoscu", "storescu", "dump2dcm", "tcpdump", "ss", "mount"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("VPN end-to-end test needs %s (apt-get install iproute2 strongswan-swanctl dcmtk tcpdump): %v", tool, err)
-		}
+	testenv.RequireRoot(t, "network namespaces, TUN devices, bind mounts")
+	testenv.RequireTUN(t)
+	testenv.RequireFile(t, charonPath)
+	testenv.RequireFile(t, libipsecPlugin)
+	testenv.RequireTools(t, "ip", "swanctl", "echoscu", "storescu", "dump2dcm", "tcpdump", "ss", "mount")
+}
+
+// addNamespace creates a network namespace, or ends the test when this
+// machine cannot (a container without CAP_SYS_ADMIN, say).
+func addNamespace(t *testing.T, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if out, err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
+		testenv.Missing(t, "network namespaces ("+strings.TrimSpace(out)+")",
+			"run as root with CAP_SYS_ADMIN and CAP_NET_ADMIN (a container needs --privileged or those capabilities)")
 	}
 }
 
@@ -103,12 +109,8 @@ func newLab(t *testing.T) *lab {
 		site:  fmt.Sprintf("di-site-%d", os.Getpid()),
 		cloud: fmt.Sprintf("di-cloud-%d", os.Getpid()),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	removeStaleNamespaces(t)
-	if out, err := run(ctx, nil, "ip", "netns", "add", l.site); err != nil {
-		t.Skipf("network namespaces unavailable here: %v", strings.TrimSpace(out))
-	}
+	addNamespace(t, l.site)
 	t.Cleanup(func() { l.deleteNS(l.site) })
 	l.must("ip", "netns", "add", l.cloud)
 	t.Cleanup(func() { l.deleteNS(l.cloud) })

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Lab addressing (see newLab).
@@ -244,12 +245,7 @@ func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, sto
 	switch mode {
 	case "", "scp-task":
 		mode = "scp-task"
-		bin = filepath.Join(l.dir, "scp-task")
-		build := exec.Command("go", "build", "-o", bin, "./scp-task")
-		build.Dir = filepath.Join("..", "..")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build scp-task (DI_VPN_SCP=storescp runs this test with DCMTK's storescp instead): %v\n%s", err, out)
-		}
+		bin = testenv.SCPTask(t) // DI_VPN_SCP=storescp runs this test with DCMTK's storescp if it does not build
 	case "storescp":
 	default:
 		t.Fatalf("DI_VPN_SCP=%q: want scp-task (the default) or storescp", mode)
@@ -264,9 +260,7 @@ func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, sto
 			"--store", "file://"+storeDir,
 			"--health-listen", "127.0.0.1:18081")
 	case "storescp":
-		if _, err := exec.LookPath("storescp"); err != nil {
-			t.Skipf("storescp (DCMTK) is missing: %v", err)
-		}
+		testenv.RequireTools(t, "storescp")
 		t.Logf("SCP: DCMTK storescp on port %d", kit.Port)
 		l.start("storescp", l.cloud, nil, "storescp", "-aet", kit.RemoteAE, "-od", storeDir, fmt.Sprint(kit.Port))
 	}

@@ -29,11 +29,11 @@ func (b *blockingReader) Read(p []byte) (int, error) {
 }
 
 // TestCrashHelper is the child of TestCrashMidPut: it starts a Put that
-// never finishes and gets killed.
+// never finishes and gets killed. In the parent process it does nothing.
 func TestCrashHelper(t *testing.T) {
 	root := os.Getenv(crashEnv)
 	if root == "" {
-		t.Skip("helper process for TestCrashMidPut")
+		return
 	}
 	s, err := New(root)
 	if err != nil {

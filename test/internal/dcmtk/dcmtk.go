@@ -1,28 +1,17 @@
 // Package dcmtk runs DCMTK's command-line tools as real DICOM peers in
 // tests, with TCP_NODELAY set (DCMTK leaves Nagle's algorithm on otherwise,
-// which stalls every response by ~40 ms), and finds the DICOM test files
-// shipped with github.com/suyashkumar/dicom.
+// which stalls every response by ~40 ms). Tests require the tools with
+// shared/testenv first.
 package dcmtk
 
 import (
 	"context"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
-
-// Require skips the test unless every named tool is installed.
-func Require(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install dcmtk; `make test` installs it when run as root)", tool)
-		}
-	}
-}
 
 // Result of one tool run.
 type Result struct {
@@ -47,26 +36,6 @@ func Command(tool string, args ...string) *exec.Cmd {
 	cmd := exec.Command(tool, args...)
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 	return cmd
-}
-
-// TestdataDir is the testdata directory of the suyashkumar/dicom module.
-func TestdataDir(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Fatalf("go list the dicom module: %v", err)
-	}
-	return filepath.Join(strings.TrimSpace(string(out)), "testdata")
-}
-
-// TestdataFiles lists the DICOM files in TestdataDir.
-func TestdataFiles(t testing.TB) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(TestdataDir(t), "*.dcm"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no .dcm files in %s: %v", TestdataDir(t), err)
-	}
-	return files
 }
 
 // Elements runs dcmdump on a file and returns one line per element of the

@@ -1,6 +1,7 @@
-// Package scptest builds scp-task once per test binary and runs it as a
-// child process on free loopback ports, the way the interop and end-to-end
-// tests drive the real program (like httptest, but for the whole binary).
+// Package scptest runs scp-task (built once per test binary by
+// shared/testenv) as a child process on free loopback ports, the way the
+// interop and end-to-end tests drive the real program (like httptest, but
+// for the whole binary).
 package scptest
 
 import (
@@ -12,50 +13,15 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// RepoRoot is the module root, found from this file's location.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
-
-// Binary builds scp-task (once per test binary) and returns its path.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "scp-task-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "scp-task")
-		cmd := exec.Command("go", "build", "-o", binPath, "./scp-task")
-		cmd.Dir = RepoRoot()
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./scp-task: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // SCP is a running scp-task.
 type SCP struct {
@@ -92,7 +58,7 @@ func Start(t testing.TB, o Options) *SCP {
 		args = append(args, "--store", "file://"+s.DataDir)
 	}
 	args = append(args, o.Args...)
-	argv := append(append(append([]string{}, o.Prefix...), Binary(t)), args...)
+	argv := append(append(append([]string{}, o.Prefix...), testenv.SCPTask(t)), args...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), o.Env...)
 	stderr, err := s.cmd.StderrPipe()
