@@ -69,7 +69,6 @@ type ClientAssociation struct {
 	artimOn  bool
 	out      []byte // the PDU(s) the next sending action writes
 	accepted []AcceptedContext
-	rejected []pdu.PresentationContextAC
 	peerMax  uint32
 	msgID    uint16
 	buf      [2][]byte // double buffer for streaming data sets
@@ -159,8 +158,6 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 			}
 			if r.Result == pdu.ResultAcceptance {
 				a.accepted = append(a.accepted, AcceptedContext{ID: r.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: r.TransferSyntax, RequestorSCU: true})
-			} else {
-				a.rejected = append(a.rejected, r)
 			}
 		}
 		return nil
@@ -262,12 +259,6 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 	}
 	return p, rx
 }
-
-// AcceptedContexts returns the presentation contexts the peer accepted.
-func (a *ClientAssociation) AcceptedContexts() []AcceptedContext { return a.accepted }
-
-// RejectedContexts returns the peer's answers for the contexts it did not accept.
-func (a *ClientAssociation) RejectedContexts() []pdu.PresentationContextAC { return a.rejected }
 
 // PeerMaxPDULength is the peer's maximum PDU length (0 = unlimited).
 func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }

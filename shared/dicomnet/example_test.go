@@ -3,9 +3,11 @@ package dicomnet_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
@@ -18,7 +20,6 @@ import (
 // Returning a dimse.Status sends that status; any other error sends 0110.
 func ExampleServer() {
 	srv := &dicomnet.Server{
-		Addr:    ":11112",
 		AETitle: "INGEST",
 		Accept: func(ctx context.Context, a *dicomnet.AssociationInfo) error {
 			if a.CallingAE != "MODALITY1" {
@@ -35,7 +36,36 @@ func ExampleServer() {
 			return nil
 		}),
 	}
-	_ = srv // srv.ListenAndServe(); on SIGTERM: srv.Shutdown(ctx)
+	// In a program: srv.Addr = ":11112"; srv.ListenAndServe(), and srv.Shutdown(ctx) on SIGTERM.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Serve(l)
+
+	ctx := context.Background()
+	contexts := dicomnet.StorageContexts([]string{dicomuid.SecondaryCaptureImageStorage}, dicomuid.ExplicitVRLittleEndian)
+	_, err = dicomnet.Dial(ctx, l.Addr().String(), dicomnet.ClientConfig{CallingAE: "STRANGER", CalledAE: "INGEST", Contexts: contexts})
+	fmt.Println("STRANGER:", errors.Is(err, dicomnet.RejectCallingAENotRecognized))
+	a, err := dicomnet.Dial(ctx, l.Addr().String(), dicomnet.ClientConfig{CallingAE: "MODALITY1", CalledAE: "INGEST", Contexts: contexts})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ds := "\x08\x00\x18\x00UI\x06\x001.2.3\x00" // (0008,0018) SOP Instance UID, Explicit VR LE
+	st, err := a.Store(ctx, dicomuid.SecondaryCaptureImageStorage, "1.2.3", dicomuid.ExplicitVRLittleEndian, strings.NewReader(ds))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("MODALITY1: status %04X\n", st.Code)
+	if err := a.Release(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// STRANGER: true
+	// MODALITY1: status 0000
 }
 
 // A storage SCU: associate, send one data set, release.

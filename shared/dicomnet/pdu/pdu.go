@@ -117,16 +117,6 @@ func Append(dst []byte, p PDU) ([]byte, error) {
 // Encode returns p with its header.
 func Encode(p PDU) ([]byte, error) { return Append(nil, p) }
 
-// Write encodes p and writes it to w in one call.
-func Write(w io.Writer, p PDU) error {
-	b, err := Encode(p)
-	if err != nil {
-		return err
-	}
-	_, err = w.Write(b)
-	return err
-}
-
 // ReadBody reads exactly n bytes from r, limited to max. Memory grows only as bytes actually arrive (doubling
 // from 64 KiB), so a peer that announces a large length and sends little cannot make us allocate it.
 func ReadBody(r io.Reader, n, max uint32) ([]byte, error) {

@@ -8,7 +8,6 @@ package crcnvme
 import (
 	"encoding/base64"
 	"encoding/binary"
-	"fmt"
 
 	"github.com/minio/crc64nvme"
 )
@@ -83,13 +82,4 @@ func square(dst, mat *[64]uint64) {
 	for n := range dst {
 		dst[n] = times(mat, mat[n])
 	}
-}
-
-// Decode parses a base64 CRC-64 header value.
-func Decode(s string) (uint64, error) {
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil || len(b) != 8 {
-		return 0, fmt.Errorf("crcnvme: bad CRC64 %q", s)
-	}
-	return binary.BigEndian.Uint64(b), nil
 }
