@@ -50,8 +50,6 @@ type Pipeline struct {
 	Audit   AuditStore
 	Index   IndexStore
 	Events  EventPublisher
-	// Ledger records published event ids; nil means Index.
-	Ledger EventLedger
 
 	// Logger receives operational logs (never patient data); nil discards.
 	Logger *slog.Logger

@@ -866,48 +866,6 @@ func BenchmarkValidateNormalize(b *testing.B) {
 	}
 }
 
-func TestValidateObjectSplit(t *testing.T) {
-	ctx := context.Background()
-	f := pt.New()
-	add(f, key(sop1), ct(sop1).Build(), sop1)
-	bad := ct(sop2)
-	bad.StudyUID = "1.2.03"
-	add(f, key(sop2), bad.Build(), sop2)
-	// The validating side has no index: its ledger is separate.
-	v := &pipeline.Pipeline{Objects: f.Objects, Writer: f.Objects, Audit: f.Audit, Events: f.Events, Ledger: pt.NewIndex()}
-	for range 2 {
-		r1, err := v.ValidateObject(ctx, key(sop1))
-		if err != nil || !r1.Valid {
-			t.Fatalf("valid object: %+v %v", r1, err)
-		}
-		r2, err := v.ValidateObject(ctx, key(sop2))
-		if err != nil || r2.Valid {
-			t.Fatalf("invalid object: %+v %v", r2, err)
-		}
-	}
-	if n := len(f.Events.All()); n != 1 || f.Events.All()[0].DetailType != pipeline.DetailTypeInstanceRejected {
-		t.Errorf("events after validation = %+v", f.Events.All())
-	}
-	if len(f.Audit.All()) != 1 {
-		t.Errorf("%d audit records after validation", len(f.Audit.All()))
-	}
-	if _, _, ok := f.Objects.Get(mustMetadataKey(key(sop1))); ok {
-		t.Error("ValidateObject wrote a sidecar")
-	}
-	// The normalizing side finishes the valid one.
-	if res, err := f.Pipeline().ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
-		t.Fatalf("process: %+v %v", res, err)
-	}
-	if n := len(f.Events.All()); n != 2 {
-		t.Errorf("%d events", n)
-	}
-}
-
-func mustMetadataKey(k string) string {
-	j, _ := pipeline.MetadataKeys(k)
-	return j
-}
-
 // TestQuietPeriodRunsFromIndexing: an instance that waited in a backed-up
 // validate queue holds its study back for a full quiet period after it was
 // indexed, not after it was received; a duplicate delivery does not.

@@ -130,15 +130,6 @@ type IndexStore interface {
 	MarkEventPublished(ctx context.Context, eventID string, at time.Time) error
 }
 
-// EventLedger is the publish ledger on its own, for deployments where the
-// component publishing an event has no access to the index (the AWS
-// validate function keeps it in the audit table). IndexStore satisfies it;
-// Pipeline.Ledger defaults to Index.
-type EventLedger interface {
-	EventPublished(ctx context.Context, eventID string) (bool, error)
-	MarkEventPublished(ctx context.Context, eventID string, at time.Time) error
-}
-
 // StudyQuery filters ListStudies.
 type StudyQuery struct {
 	PatientID string

@@ -146,28 +146,11 @@ func contentIDWithoutSHA256(info ObjectInfo) string {
 // same key again changes nothing and publishes nothing new. An error means
 // the caller should retry later (the message goes back to the queue).
 func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult, error) {
-	res, err := p.processObject(ctx, key, false)
+	res, err := p.processObject(ctx, key)
 	return res, p.Names.Redact(err, key)
 }
 
-// ValidateObject is the first half of ProcessObject, for deployments that
-// split it: it validates the object and, if it is invalid, quarantines,
-// audits and announces it. A valid object is left for ProcessObject (which
-// validates again: reading a header costs little). Needs no IndexStore
-// unless Ledger is nil.
-func (p *Pipeline) ValidateObject(ctx context.Context, key string) (ObjectResult, error) {
-	res, err := p.processObject(ctx, key, true)
-	return res, p.Names.Redact(err, key)
-}
-
-func (p *Pipeline) ledger() EventLedger {
-	if p.Ledger != nil {
-		return p.Ledger
-	}
-	return p.Index
-}
-
-func (p *Pipeline) processObject(ctx context.Context, key string, validateOnly bool) (ObjectResult, error) {
+func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult, error) {
 	res := ObjectResult{Key: key}
 	if _, sec, _, ok := SplitKey(key); !ok || sec != IncomingPrefix || !strings.HasSuffix(key, ".dcm") {
 		res.Skipped = true
@@ -189,10 +172,6 @@ func (p *Pipeline) processObject(ctx context.Context, key string, validateOnly b
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
 		log.Info("object rejected", "findings", len(in.findings), "bytesRead", in.bytesRead)
 		return res, err
-	}
-	if validateOnly {
-		log.Info("object valid", "bytesRead", in.bytesRead)
-		return res, nil
 	}
 	res.Outcome, err = p.accept(ctx, in, tx)
 	if err == nil {
@@ -345,7 +324,7 @@ func eventID(parts ...string) string {
 // publishOnce publishes one event unless the ledger says it was, retrying
 // entries that PutEvents reports as failed.
 func (p *Pipeline) publishOnce(ctx context.Context, id, detailType string, detail any, resources []string) error {
-	done, err := p.ledger().EventPublished(ctx, id)
+	done, err := p.Index.EventPublished(ctx, id)
 	if err != nil {
 		return fmt.Errorf("pipeline: publish ledger: %w", err)
 	}
@@ -360,7 +339,7 @@ func (p *Pipeline) publishOnce(ctx context.Context, id, detailType string, detai
 	if err := p.publish(ctx, []Event{ev}); err != nil {
 		return err
 	}
-	if err := p.ledger().MarkEventPublished(ctx, id, p.now()); err != nil {
+	if err := p.Index.MarkEventPublished(ctx, id, p.now()); err != nil {
 		return fmt.Errorf("pipeline: publish ledger: %w", err)
 	}
 	return nil

@@ -8,8 +8,6 @@ package pipelinee2e
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -97,7 +95,6 @@ type env struct {
 	s3URL    string
 	ddbURL   string
 	events   *eventCapture
-	queue    *queueCapture
 	fnURL    map[string]string
 	audit    *awsadapters.AuditTable
 	index    *awsadapters.IndexTable
@@ -162,16 +159,10 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,
 		"AWS_LAMBDA_FUNCTION_TIMEOUT=60", logname.EnvKey+"="+testLogKey,
 	)
-	// validate and normalize split as the CDK stack wires them: validate
-	// forwards valid objects to the normalize queue (captured here).
-	e.queue = newQueueCapture()
-	qSrv := httptest.NewServer(e.queue)
-	t.Cleanup(qSrv.Close)
-	e.fnEnv = append(e.fnEnv, "AWS_ENDPOINT_URL_SQS="+qSrv.URL)
-	for _, fn := range []string{"validate", "audit", "notify", "normalize"} {
-		e.startFunction(rie, fn, fn)
+	// The functions the CDK stack deploys (infra/stack.FunctionNames).
+	for _, fn := range []string{"validate", "audit", "notify"} {
+		e.startFunction(rie, fn)
 	}
-	e.startFunction(rie, "validate-split", "validate", "NORMALIZE_QUEUE_URL="+qSrv.URL+"/123456789012/NormalizeQueue")
 	return e
 }
 
@@ -238,14 +229,15 @@ func dynamoClient(url string, opts ...func(*dynamodb.Options)) *dynamodb.Client 
 	return dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)}, opts...)
 }
 
-func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
+// startFunction runs functions/<fn> under the emulator until the test ends.
+func (e *env) startFunction(rie, fn string) {
 	t := e.t
 	// Built as the deployment builds them, but for this machine's architecture.
-	bootstrap := testenv.Build(t, "./functions/"+binary, "-tags", "lambda.norpc", "-trimpath")
+	bootstrap := testenv.Build(t, "./functions/"+fn, "-tags", "lambda.norpc", "-trimpath")
 	addr, api := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error", bootstrap)
 	cmd.Dir = filepath.Dir(bootstrap)
-	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
+	cmd.Env = e.fnEnv
 	// One writer for both: exec.Cmd then writes from one goroutine at a
 	// time, and nothing reads logs before Wait.
 	logs := &bytes.Buffer{}
@@ -448,40 +440,4 @@ func (c *eventCapture) fail(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.failNext = n
-}
-
-// queueCapture is an SQS endpoint that records SendMessage bodies.
-type queueCapture struct {
-	mu     sync.Mutex
-	bodies []string
-}
-
-func newQueueCapture() *queueCapture { return &queueCapture{} }
-
-func (q *queueCapture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("X-Amz-Target") != "AmazonSQS.SendMessage" {
-		http.Error(w, `{"__type":"UnsupportedOperation"}`, http.StatusBadRequest)
-		return
-	}
-	var in struct{ QueueUrl, MessageBody string }
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		http.Error(w, `{"__type":"InvalidParameterValue"}`, http.StatusBadRequest)
-		return
-	}
-	q.mu.Lock()
-	q.bodies = append(q.bodies, in.MessageBody)
-	n := len(q.bodies)
-	q.mu.Unlock()
-	sum := md5.Sum([]byte(in.MessageBody))
-	w.Header().Set("Content-Type", "application/x-amz-json-1.0")
-	json.NewEncoder(w).Encode(map[string]string{"MessageId": fmt.Sprintf("m-%d", n), "MD5OfMessageBody": hex.EncodeToString(sum[:])})
-}
-
-// take returns and forgets the bodies received so far.
-func (q *queueCapture) take() []string {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	out := q.bodies
-	q.bodies = nil
-	return out
 }

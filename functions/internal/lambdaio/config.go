@@ -14,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
@@ -30,8 +29,6 @@ import (
 //	QUIET_PERIOD        Go duration (default 60s); QUIET_PERIOD_SECONDS also accepted
 //	EVENT_PATIENT_DATA  none (default) | id | full
 //	S3_FORCE_PATH_STYLE true for S3-compatible emulators
-//	NORMALIZE_QUEUE_URL validate only: hand valid objects to this queue
-//	                    (the normalize function) instead of finishing them
 //	LOG_NAME_KEY_SECRET_ARN  Secrets Manager secret holding the deployment's
 //	                    log-name key (objects are named in logs by a keyed
 //	                    digest of their key; see logname)
@@ -44,7 +41,6 @@ type Config struct {
 	QuietPeriod                              time.Duration
 	PatientData                              pipeline.PatientDataPolicy
 	PathStyle                                bool
-	NormalizeQueueURL                        string
 	// LogKey and LogKeySecretARN: the log-name key, or where it is.
 	LogKey, LogKeySecretARN string
 }
@@ -55,9 +51,8 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	c := Config{
 		Bucket: getenv("BUCKET"), AuditTable: getenv("AUDIT_TABLE"), IndexTable: getenv("INDEX_TABLE"),
 		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
-		PathStyle:         getenv("S3_FORCE_PATH_STYLE") == "true",
-		NormalizeQueueURL: getenv("NORMALIZE_QUEUE_URL"),
-		LogKey:            getenv(logname.EnvKey), LogKeySecretARN: getenv(logname.SecretARNEnv),
+		PathStyle: getenv("S3_FORCE_PATH_STYLE") == "true",
+		LogKey:    getenv(logname.EnvKey), LogKeySecretARN: getenv(logname.SecretARNEnv),
 	}
 	for _, n := range need {
 		if getenv(n) == "" {
@@ -101,26 +96,8 @@ func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pip
 	return p, nil
 }
 
-// NewValidator wires the validate function when it is split from
-// normalize: valid objects go to the normalize queue, and the publish
-// ledger lives in the audit table (validate has no access to the index).
-func NewValidator(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, *Forwarder, error) {
-	awsCfg, err := config.LoadDefaultConfig(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
-	}
-	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, ddb := newPipeline(awsCfg, c, names, log)
-	p.Ledger = &awsadapters.AuditLedger{Client: ddb, Table: c.AuditTable}
-	return p, &Forwarder{Client: sqs.NewFromConfig(awsCfg), QueueURL: c.NormalizeQueueURL, Bucket: c.Bucket, Names: names}, nil
-}
-
 // newPipeline wires the ports every function uses (objects, audit,
-// events) and returns the DynamoDB client for the caller's index or
-// ledger.
+// events) and returns the DynamoDB client for the caller's index.
 func newPipeline(awsCfg aws.Config, c Config, names *logname.Namer, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client) {
 	s3c := s3.NewFromConfig(awsCfg, func(o *s3.Options) { o.UsePathStyle = c.PathStyle })
 	ddb := dynamodb.NewFromConfig(awsCfg)

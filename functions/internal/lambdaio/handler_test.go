@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -125,37 +124,5 @@ func TestConfigFromEnv(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-type sqsFake struct {
-	in []*sqs.SendMessageInput
-}
-
-func (f *sqsFake) SendMessage(_ context.Context, in *sqs.SendMessageInput, _ ...func(*sqs.Options)) (*sqs.SendMessageOutput, error) {
-	f.in = append(f.in, in)
-	return &sqs.SendMessageOutput{}, nil
-}
-
-// TestForwardRoundTrip: what validate forwards, normalize's handler reads
-// back as the same key.
-func TestForwardRoundTrip(t *testing.T) {
-	fake := &sqsFake{}
-	fw := &Forwarder{Client: fake, QueueURL: "https://sqs/q", Bucket: "bkt"}
-	key := "site-a/incoming/2026/01/15/1.2/1.2.3/1.2.3.4 +x.dcm"
-	if err := fw.Forward(context.Background(), key); err != nil {
-		t.Fatal(err)
-	}
-	if len(fake.in) != 1 || *fake.in[0].QueueUrl != "https://sqs/q" {
-		t.Fatalf("sent %+v", fake.in)
-	}
-	var got []string
-	h := &ObjectHandler{Bucket: "bkt", Process: func(_ context.Context, k string) error { got = append(got, k); return nil }}
-	resp, err := h.Handle(context.Background(), events.SQSEvent{Records: []events.SQSMessage{{MessageId: "m", Body: *fake.in[0].MessageBody}}})
-	if err != nil || len(resp.BatchItemFailures) != 0 {
-		t.Fatalf("handle: %v %+v", err, resp)
-	}
-	if d := cmp.Diff([]string{key}, got); d != "" {
-		t.Errorf("(-want +got):\n%s", d)
 	}
 }
