@@ -99,13 +99,19 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		lbSG.Connections().AllowFrom(props.Vpn.ClientVpnSecurityGroup, dicomPort, jsii.String("DICOM from Client VPN"))
 	}
 	taskSG := awsec2.NewSecurityGroup(self, jsii.String("TaskSG"), &awsec2.SecurityGroupProps{
-		Vpc:         vpc,
-		Description: jsii.String("scp-task: DICOM and health checks from the NLB"),
-		// No internet or NAT gateway exists: outbound reaches only the VPC
-		// endpoints and, through the VPN, the sites (Storage Commitment
-		// replies open associations back to the PACS).
-		AllowAllOutbound: jsii.Bool(true),
+		Vpc:              vpc,
+		Description:      jsii.String("scp-task: DICOM and health checks from the NLB; HTTPS to the VPC endpoints only"),
+		AllowAllOutbound: jsii.Bool(false),
 	})
+	// The task only answers associations (it offers no service that calls
+	// a site back) and talks to AWS: S3 for objects and ECR's image layers
+	// through the gateway endpoint, and ECR, logs, KMS, STS and Secrets
+	// Manager through the interface endpoints. Nothing else, and nothing
+	// through the VPN. (DNS and the task metadata endpoint are not subject
+	// to security groups.)
+	https := awsec2.Port_Tcp(jsii.Number(443))
+	taskSG.AddEgressRule(props.Network.EndpointSecurityGroup, https, jsii.String("HTTPS to the interface endpoints"), nil)
+	taskSG.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
 	scpPort := awsec2.Port_Tcp(jsii.Number(ScpPort))
 	healthPort := awsec2.Port_Tcp(jsii.Number(HealthPort))
 	if c.ProxyProtocolEnabled() {

@@ -6,6 +6,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/customresources"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -31,7 +32,12 @@ type Network struct {
 	// EndpointSecurityGroup guards the interface endpoints (HTTPS from the
 	// VPC only).
 	EndpointSecurityGroup awsec2.SecurityGroup
-	FlowLogGroup          awslogs.LogGroup
+	// S3PrefixList is the AWS-managed prefix list of S3 in the region: the
+	// addresses the S3 gateway endpoint routes to, for egress rules.
+	S3PrefixList awsec2.IPeer
+	// S3PrefixListLookup is the deploy-time look-up behind S3PrefixList.
+	S3PrefixListLookup customresources.AwsCustomResource
+	FlowLogGroup       awslogs.LogGroup
 }
 
 // interfaceEndpoints are the services the tasks and functions reach without
@@ -116,7 +122,33 @@ func NewNetwork(scope constructs.Construct, id string, props *NetworkProps) *Net
 			Open:              jsii.Bool(false),
 		})
 	}
-	return &Network{Construct: self, Vpc: vpc, Subnets: subnets, EndpointSecurityGroup: endpointSG, FlowLogGroup: flowLogs}
+	s3List := managedPrefixList(self, "S3PrefixList", "com.amazonaws."+c.Region+".s3")
+	return &Network{Construct: self, Vpc: vpc, Subnets: subnets, EndpointSecurityGroup: endpointSG,
+		S3PrefixList: awsec2.Peer_PrefixList(s3List.GetResponseField(jsii.String("PrefixLists.0.PrefixListId"))), S3PrefixListLookup: s3List,
+		FlowLogGroup: flowLogs}
+}
+
+// managedPrefixList looks up an AWS-managed prefix list by name at deploy
+// time. CloudFormation has no attribute or parameter for a gateway
+// endpoint's prefix list, and its id differs by region; a look-up at synth
+// time would need AWS credentials, and synthesis stays offline.
+func managedPrefixList(scope constructs.Construct, id, name string) customresources.AwsCustomResource {
+	call := &customresources.AwsSdkCall{
+		Service: jsii.String("EC2"),
+		Action:  jsii.String("DescribeManagedPrefixLists"),
+		Parameters: map[string]any{
+			"Filters": []map[string]any{{"Name": "prefix-list-name", "Values": []string{name}}},
+		},
+		OutputPaths:        jsii.Strings("PrefixLists.0.PrefixListId"),
+		PhysicalResourceId: customresources.PhysicalResourceId_Of(jsii.String(name)),
+	}
+	return customresources.NewAwsCustomResource(scope, jsii.String(id), &customresources.AwsCustomResourceProps{
+		OnCreate: call,
+		OnUpdate: call,
+		// ec2:DescribeManagedPrefixLists has no resource-level permissions.
+		Policy:              customresources.AwsCustomResourcePolicy_FromSdkCalls(&customresources.SdkCallsPolicyOptions{Resources: customresources.AwsCustomResourcePolicy_ANY_RESOURCE()}),
+		InstallLatestAwsSdk: jsii.Bool(false),
+	})
 }
 
 // retentionByDays maps CloudWatch Logs retention values (the ones

@@ -591,6 +591,26 @@ func TestFunctions(t *testing.T) {
 	})
 }
 
+// TestEveryFunctionIsDeployed checks the stack deploys exactly the
+// programs under functions/ (make build-functions builds each of them), so
+// no function exists that the stack does not run.
+func TestEveryFunctionIsDeployed(t *testing.T) {
+	entries, err := os.ReadDir(filepath.Join("..", "..", "functions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		if e.IsDir() && e.Name() != "internal" {
+			dirs = append(dirs, e.Name())
+		}
+	}
+	want := slices.Sorted(slices.Values(FunctionNames))
+	if d := cmp.Diff(want, dirs); d != "" {
+		t.Errorf("functions/ (-deployed +built):\n%s", d)
+	}
+}
+
 func TestTables(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		tables := s.resources("AWS::DynamoDB::Table")
@@ -650,17 +670,18 @@ func asStrings(v any) []string {
 	return nil
 }
 
-// ingressRules gathers every ingress rule by security group logical id.
-func (s *synthesized) ingressRules() map[string][]map[string]any {
+// rules gathers every security group rule of a direction ("Ingress" or
+// "Egress"), inline or standalone, by security group logical id.
+func (s *synthesized) rules(direction string) map[string][]map[string]any {
 	out := map[string][]map[string]any{}
 	for id, sg := range s.resources("AWS::EC2::SecurityGroup") {
-		if rules, ok := props(sg)["SecurityGroupIngress"].([]any); ok {
+		if rules, ok := props(sg)["SecurityGroup"+direction].([]any); ok {
 			for _, r := range rules {
 				out[id] = append(out[id], r.(map[string]any))
 			}
 		}
 	}
-	for _, r := range s.resources("AWS::EC2::SecurityGroupIngress") {
+	for _, r := range s.resources("AWS::EC2::SecurityGroup" + direction) {
 		p := props(r)
 		out[refID(p["GroupId"])] = append(out[refID(p["GroupId"])], p)
 	}
@@ -677,7 +698,7 @@ func checkIngress(t *testing.T, s *synthesized) {
 	lbSG := s.stack.logicalID(s.stack.Ingest.LbSecurityGroup)
 	taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
 	endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
-	rules := s.ingressRules()
+	rules := s.rules("Ingress")
 	var lbCidrs []string
 	for sg, rs := range rules {
 		for _, r := range rs {
@@ -729,6 +750,37 @@ func checkIngress(t *testing.T, s *synthesized) {
 			t.Error("NLB does not admit the Client VPN endpoint on the DICOM port")
 		}
 	}
+}
+
+// TestTaskEgressOnlyToEndpoints checks the SCP task reaches nothing but
+// the VPC endpoints: HTTPS to the interface endpoints' group and to S3's
+// prefix list (looked up at deploy time), no CIDR, so nothing through the
+// VPN and nothing to the internet.
+func TestTaskEgressOnlyToEndpoints(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
+		endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
+		s3List := `"Values":["com.amazonaws.` + s.cfg.Region + `.s3"]`
+		var got []string
+		for _, r := range s.rules("Egress")[taskSG] {
+			if r["IpProtocol"] != "tcp" || r["FromPort"] != float64(443) || r["ToPort"] != float64(443) {
+				t.Errorf("task egress %s: want only TCP 443", js(r))
+			}
+			switch lookup := s.res[refID(r["DestinationPrefixListId"])]; {
+			case refID(r["DestinationSecurityGroupId"]) == endpointSG:
+				got = append(got, "interface endpoints")
+			case lookup["Type"] == "Custom::AWS" && strings.Contains(js(props(lookup)["Create"]), "DescribeManagedPrefixLists") &&
+				strings.Contains(fmt.Sprint(props(lookup)["Create"]), s3List):
+				got = append(got, "S3 prefix list")
+			default:
+				t.Errorf("task egress to %s", js(r))
+			}
+		}
+		sort.Strings(got)
+		if d := cmp.Diff([]string{"S3 prefix list", "interface endpoints"}, got); d != "" {
+			t.Errorf("task egress (-want +got):\n%s", d)
+		}
+	})
 }
 
 func TestTaskRoleLimitedToPrefixes(t *testing.T) {
@@ -1047,7 +1099,7 @@ func TestClientIPPreservation(t *testing.T) {
 	checkIngress(t, s)
 	taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
 	var cidrs []string
-	for _, r := range s.ingressRules()[taskSG] {
+	for _, r := range s.rules("Ingress")[taskSG] {
 		if c, ok := r["CidrIp"].(string); ok {
 			cidrs = append(cidrs, c)
 		}
