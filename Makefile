@@ -9,6 +9,9 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
 # go test's output, one line a package, then the failures and the skips with their reasons; exits as go test does.
 GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0 --format pkgname
 export DICOM_CORPUS ?= /tmp/dicom-corpus
+# make test TEST_PKGS=./test/pipeline/ RACE_PKGS= narrows a run to some packages (RACE_PKGS empty: no -race run).
+TEST_PKGS ?= ./...
+RACE_PKGS ?= ./shared/... ./scp-task/...
 ENV ?= dev
 SITE ?=
 
@@ -24,8 +27,8 @@ run:
 test: test-deps test-corpus
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
-	$(GOTESTSUM) -- -timeout 25m ./...
-	CGO_ENABLED=1 $(GOTESTSUM) -- -race -timeout 15m ./shared/... ./scp-task/...
+	$(GOTESTSUM) -- -timeout 25m $(TEST_PKGS)
+	$(if $(RACE_PKGS),CGO_ENABLED=1 $(GOTESTSUM) -- -race -timeout 15m $(RACE_PKGS))
 
 test-deps:
 	@bash .ci/install-deps.sh

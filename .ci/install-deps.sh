@@ -58,7 +58,7 @@ fi
 
 # Node tools, pinned, kept inside the repo (gitignored): the CDK CLI and dynalite.
 if command -v npm >/dev/null 2>&1; then
-  make --no-print-directory node-tools || die "npm ci in .tools/node (aws-cdk, dynalite)"
+  make -s --no-print-directory node-tools || die "npm ci in .tools/node (aws-cdk, dynalite)"
 fi
 
 # Go tools, pinned, into ./bin/tools.
