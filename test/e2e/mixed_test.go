@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -13,30 +12,20 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // mixedCorpus builds the benchmark corpus's mixed/ set with
 // test/corpus/make-corpus.sh and returns its directory. Missing tools skip
-// the test on a developer machine and fail it in CI.
+// the test on a developer machine and fail it in CI (testenv).
 func mixedCorpus(t *testing.T) string {
 	t.Helper()
-	scpTask(t) // sets repoRoot
-	missing := func(what string) {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s missing: .ci/install-deps.sh installs it", what)
-		}
-		t.Skipf("%s missing (apt-get install dcmtk python3-pydicom python3-numpy); skipping", what)
-	}
-	for _, tool := range []string{"dcmconv", "dcmcjpeg", "dcmcrle", "dcmcjpls"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing(tool)
-		}
-	}
+	testenv.RequireTools(t, "dcmconv", "dcmcjpeg", "dcmcrle", "dcmcjpls")
 	if err := exec.Command("/usr/bin/python3", "-c", "import pydicom, numpy").Run(); err != nil {
-		missing("python3 with pydicom and numpy")
+		testenv.Missing(t, "python3 with pydicom and numpy", "apt-get install python3-pydicom python3-numpy")
 	}
 	out := t.TempDir()
-	cmd := exec.Command("bash", filepath.Join(repoRoot, "test/corpus/make-corpus.sh"), out, "mixed")
+	cmd := exec.Command("bash", filepath.Join(testenv.ModuleRoot(t), "test/corpus/make-corpus.sh"), out, "mixed")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make-corpus.sh mixed: %v\n%s", err, b)
 	}

@@ -2,23 +2,21 @@ package interop
 
 import (
 	"fmt"
-	"os"
 	"syscall"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a new temporary directory for
 // the rest of the test, so that the test can fill a disk without filling
 // the machine's. It needs root (CAP_SYS_ADMIN): without it the test is
-// skipped on a developer machine and fails in CI.
+// skipped on a developer machine and fails in CI (testenv).
 func mountTmpfs(t *testing.T, size int64) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("mount a tmpfs (the test must run as root in CI): %v", err)
-		}
-		t.Skipf("mount a tmpfs needs root: %v", err)
+		testenv.Missing(t, "a tmpfs mount ("+err.Error()+")", "run the tests as root: sudo -E make test")
 	}
 	t.Cleanup(func() {
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {

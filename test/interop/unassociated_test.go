@@ -2,13 +2,12 @@ package interop
 
 import (
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -21,13 +20,7 @@ import (
 // flood's connections past the per-address bound: the site gets in within
 // echoscu's own timeouts and the process never runs out of descriptors.
 func TestIdleConnectionsDoNotLockOutASite(t *testing.T) {
-	dcmtk.Require(t, "echoscu")
-	if _, err := exec.LookPath("prlimit"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("prlimit (util-linux) not installed")
-		}
-		t.Skip("prlimit (util-linux) not installed")
-	}
+	testenv.RequireTools(t, "echoscu", "prlimit")
 	scp := scptest.Start(t, scptest.Options{
 		Prefix: []string{"prlimit", "--nofile=1024:1024", "--"},
 		Args:   []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--max-associations", "4"},
