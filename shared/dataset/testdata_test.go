@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,20 +18,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
-
-func testdataFiles(t testing.TB) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Skipf("cannot locate the dicom module: %v", err)
-	}
-	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no testdata files: %v", err)
-	}
-	return files
-}
 
 // splitFile returns a Part 10 file's meta and dataset bytes.
 func splitFile(t testing.TB, raw []byte) (part10.Meta, []byte) {
@@ -67,7 +54,7 @@ func topString(ds dicom.Dataset, tg tag.Tag) string {
 // reads without a verdict, and that a Decoder finds the same top-level
 // elements up to Pixel Data as suyashkumar/dicom.
 func TestTestdata(t *testing.T) {
-	for _, f := range testdataFiles(t) {
+	for _, f := range testenv.DICOMTestdataFiles(t) {
 		t.Run(filepath.Base(f), func(t *testing.T) {
 			raw, err := os.ReadFile(f)
 			if err != nil {

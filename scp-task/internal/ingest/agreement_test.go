@@ -18,7 +18,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,6 +34,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // anyStatus marks a case whose status is not fixed in advance (the
@@ -66,7 +66,7 @@ var readerCodes = map[string]bool{pipeline.CodeNotPart10: true, pipeline.CodeTru
 // deep and odd objects.
 func TestSCPAndPipelineAgree(t *testing.T) {
 	samples := crafted(t)
-	samples = append(samples, part10Samples(t, "testdata", dicomTestdata(t))...)
+	samples = append(samples, part10Samples(t, "testdata", testenv.DICOMTestdataFiles(t))...)
 	samples = append(samples, part10Samples(t, "corpus", smallCorpus(t))...)
 	samples = append(samples, fuzzSamples(t)...)
 
@@ -227,20 +227,6 @@ func verdictOffset(err error) int64 {
 	return 0 // a deflate stream's verdict: at its start, for the comparison
 }
 
-// dicomTestdata returns the dicom module's test files.
-func dicomTestdata(t *testing.T) []string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/suyashkumar/dicom").Output()
-	if err != nil {
-		t.Fatalf("locate github.com/suyashkumar/dicom: %v", err)
-	}
-	files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "testdata", "*.dcm"))
-	if len(files) == 0 {
-		t.Fatal("no testdata files in github.com/suyashkumar/dicom")
-	}
-	return files
-}
-
 // smallCorpus builds (once, cached in the temporary directory) a small
 // subset of the synthetic corpus: every SOP class and transfer syntax of
 // mixed/ and a few CT, MR and multi-frame objects. It needs Debian's
@@ -251,12 +237,11 @@ func smallCorpus(t *testing.T) []string {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "dicom-ingest-corpus-small")
 	}
-	_, file, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(file), "..", "..", "..", "test", "corpus", "make-corpus.sh")
+	script := filepath.Join(testenv.ModuleRoot(t), "test", "corpus", "make-corpus.sh")
 	cmd := exec.Command("bash", script, dir, "mixed", "ct", "mr", "big")
 	cmd.Env = append(os.Environ(), "SCALE=0.004")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") != "" {
+		if testenv.CI() {
 			t.Fatalf("make-corpus.sh: %v\n%s", err, out)
 		}
 		t.Logf("no synthetic corpus (make-corpus.sh needs python3-pydicom and DCMTK): %v\n%s", err, out)
@@ -311,8 +296,7 @@ func splitPart10(raw []byte) (sample, bool) {
 // carry (so that the SCP gets to read them whole).
 func fuzzSamples(t *testing.T) []sample {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared")
+	root := filepath.Join(testenv.ModuleRoot(t), "shared")
 	var out []sample
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.Contains(p, string(filepath.Separator)+filepath.Join("testdata", "fuzz")+string(filepath.Separator)) {

@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // scp is the real server with the ingest handler over a file store.
@@ -165,7 +166,7 @@ func dsrdumpValid(t *testing.T, path string) {
 	t.Helper()
 	dsrdump, err := exec.LookPath("dsrdump")
 	if err != nil {
-		if os.Getenv("CI") != "" {
+		if testenv.CI() {
 			t.Fatal("dsrdump not installed (apt-get install dcmtk)")
 		}
 		t.Log("dsrdump not installed: DCMTK's reading of the SR not checked")
