@@ -56,7 +56,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 }
 
 // render turns one stream record into its audit messages: none for what is
-// not a newly inserted audit record (ledger items, updates, removals).
+// not a newly inserted audit record (other items, updates, removals).
 func (h *handler) render(r events.DynamoDBEventRecord) ([]auditmessage.Message, error) {
 	if r.EventName != string(events.DynamoDBOperationTypeInsert) {
 		return nil, nil

@@ -69,7 +69,7 @@ func TestHandleStreamBatch(t *testing.T) {
 		"assoc:assoc9:5:association-released", "assoc:assoc9:6:association-rejected",
 	}
 	if len(got) != len(want) {
-		t.Fatalf("messages %v, want %v (the ledger item is no audit record)", got, want)
+		t.Fatalf("messages %v, want %v (the item that is no audit record is passed over)", got, want)
 	}
 	for i := range want {
 		if !strings.HasPrefix(got[i], want[i]) {

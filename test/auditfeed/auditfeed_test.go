@@ -23,6 +23,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -103,7 +104,7 @@ func transfer(t *testing.T, scp *scptest.SCP, instances int) {
 	if err := a.Release(ctx); err != nil {
 		t.Fatalf("release: %v", err)
 	}
-	dcmtk.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", calledAE, scp.Host(), scp.Port())
 	if r.Err == nil {
 		t.Fatalf("echoscu with an unknown calling AE succeeded:\n%s", r.Output)

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // PKI is a test CA with a server certificate for 127.0.0.1 and localhost
@@ -121,36 +123,16 @@ func Read(t testing.TB, path string) []byte {
 	return b
 }
 
-// need returns a tool's path; without it the test skips on a developer
-// machine and fails under CI, whose install-deps.sh installs it.
-func need(t testing.TB, path, pkg string) string {
-	t.Helper()
-	p, err := exec.LookPath(path)
-	if err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s not installed (apt-get install %s)", path, pkg)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// RequireRsyslog returns rsyslogd's path, checking the GnuTLS driver too.
+// RequireRsyslog returns rsyslogd's path, checking the GnuTLS driver too;
+// without them the test skips on a developer machine and fails under CI
+// (testenv).
 func RequireRsyslog(t testing.TB) string {
 	t.Helper()
 	bin := "/usr/sbin/rsyslogd" // outside a non-root user's PATH on Debian
 	if _, err := os.Stat(bin); err != nil {
-		bin = need(t, "rsyslogd", "rsyslog")
+		bin = testenv.LookPath(t, "rsyslogd")
 	}
-	if m, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
-		msg := "rsyslog's TLS driver not installed (apt-get install rsyslog-gnutls)"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	testenv.RequireFile(t, "/usr/lib/*/rsyslog/lmnsd_gtls.so")
 	return bin
 }
 

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // SchemaPath is the RELAX NG (XML syntax) form of the PS3.15 A.5.1 schema
@@ -19,18 +21,10 @@ func SchemaPath() string {
 }
 
 // Xmllint returns xmllint's path. Without it the test is skipped on a
-// developer machine and fails under CI (env CI set), where
-// .ci/install-deps.sh installs libxml2-utils.
+// developer machine and fails under CI (testenv).
 func Xmllint(t testing.TB) string {
 	t.Helper()
-	p, err := exec.LookPath("xmllint")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("xmllint not installed (apt-get install libxml2-utils)")
-		}
-		t.Skip("xmllint not installed (apt-get install libxml2-utils)")
-	}
-	return p
+	return testenv.LookPath(t, "xmllint")
 }
 
 // Validate fails t unless doc is valid against the schema.
