@@ -12,6 +12,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 )
 
@@ -26,7 +27,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	need(t, "dcmsend", "dcmdump")
 	dir := t.TempDir()
 	var ids logleak.Identifiers
-	real := suyashkumarTestdata(t)
+	real := testenv.DICOMTestdataFiles(t)
 	for _, f := range real {
 		ids.AddFile(t, f)
 	}

@@ -194,7 +194,7 @@ func TestAuditFeedFunction(t *testing.T) {
 		"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_ENDPOINT_URL_SECRETS_MANAGER="+secrets.URL, "AWS_LAMBDA_FUNCTION_TIMEOUT=60",
 		"SYSLOG_HOST="+host, "SYSLOG_PORT="+port, "SYSLOG_CA_SECRET_ARN="+caSecretArn, "SYSLOG_HOSTNAME=dicom-ingest-test")}
-	e.startFunction(rie, "auditfeed")
+	e.startFunction(rie, "auditfeed", "auditfeed")
 
 	invoke := func() events.DynamoDBEventResponse {
 		var resp events.DynamoDBEventResponse

@@ -161,7 +161,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	)
 	// The functions the CDK stack deploys (infra/stack.FunctionNames).
 	for _, fn := range []string{"validate", "audit", "notify"} {
-		e.startFunction(rie, fn)
+		e.startFunction(rie, fn, fn)
 	}
 	return e
 }
@@ -229,15 +229,16 @@ func dynamoClient(url string, opts ...func(*dynamodb.Options)) *dynamodb.Client 
 	return dynamodb.New(dynamodb.Options{Region: region, Credentials: credentials.NewStaticCredentialsProvider("test", "test", ""), BaseEndpoint: aws.String(url)}, opts...)
 }
 
-// startFunction runs functions/<fn> under the emulator until the test ends.
-func (e *env) startFunction(rie, fn string) {
+// startFunction runs functions/<binary> under the emulator as fn, with
+// extraEnv added to the functions' environment, until the test ends.
+func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	t := e.t
 	// Built as the deployment builds them, but for this machine's architecture.
-	bootstrap := testenv.Build(t, "./functions/"+fn, "-tags", "lambda.norpc", "-trimpath")
+	bootstrap := testenv.Build(t, "./functions/"+binary, "-tags", "lambda.norpc", "-trimpath")
 	addr, api := freeAddr(t), freeAddr(t)
 	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error", bootstrap)
 	cmd.Dir = filepath.Dir(bootstrap)
-	cmd.Env = e.fnEnv
+	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
 	// One writer for both: exec.Cmd then writes from one goroutine at a
 	// time, and nothing reads logs before Wait.
 	logs := &bytes.Buffer{}
