@@ -1,75 +1,142 @@
 // Package accesscontrol decides which sites may open associations: an
 // allowlist of calling AE titles, each optionally bound to the source
-// networks it may connect from.
+// networks it may connect from and to the name of the TLS client
+// certificate it must present.
 package accesscontrol
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 )
 
-// Errors returned by Check. The SCP maps both to A-ASSOCIATE-RJ
-// "calling AE title not recognized" (01 01 03).
+// Errors returned by Admit and Check. The SCP maps them all to
+// A-ASSOCIATE-RJ "calling AE title not recognized" (01 01 03).
 var (
 	ErrUnknownCallingAE = errors.New("accesscontrol: calling AE title not in the allowlist")
 	ErrSourceNotAllowed = errors.New("accesscontrol: source address not allowed for this calling AE title")
+	// ErrCertificateRequired: the AE title is bound to a certificate name and
+	// the association came without TLS or without a verified client
+	// certificate (the plain listener, or TLS without a client CA).
+	ErrCertificateRequired = errors.New("accesscontrol: calling AE title is bound to a client certificate; TLS with a client certificate is required")
+	// ErrCertificateMismatch: the verified client certificate names none of
+	// the certificate names the AE title is bound to.
+	ErrCertificateMismatch = errors.New("accesscontrol: client certificate does not match the calling AE title")
 )
 
 // MaxAETitleLength is the longest AE title DICOM allows (PS3.5 AE VR).
 const MaxAETitleLength = 16
 
-// Allowlist maps calling AE titles to the networks they may connect from.
+// MaxNameLength is the longest certificate name: a DNS name's 253
+// characters (a subject CN is shorter still, 64).
+const MaxNameLength = 253
+
+// Allowlist maps calling AE titles to the rules that admit them.
 // The zero value admits nobody; a nil *Allowlist admits everybody.
 type Allowlist struct {
-	entries map[string][]netip.Prefix // nil slice: any source
+	entries map[string][]rule
+}
+
+// rule admits an AE title from its networks (nil: any source) and, when
+// name is set, only with a client certificate of that name.
+type rule struct {
+	nets []netip.Prefix
+	name string
 }
 
 // Parse reads an allowlist written as a comma-separated list of entries,
-// each either `AE` (any source) or `AE@CIDR|CIDR…`, for example
+// each `AE[@CIDR|CIDR…][#NAME]`, for example
 //
-//	LOCAL_AE,CT_SITE_A@10.10.0.0/24|10.10.1.7/32
+//	LOCAL_AE,CT_SITE_A@10.10.0.0/24|10.10.1.7/32,MR_SITE_B@10.20.0.0/24#pacs.site-b.example
 //
-// Spaces around entries and AE titles are not significant (as on the wire).
-// The same AE title may appear more than once; its networks are merged, and
-// an entry without networks admits it from anywhere.
+// An entry without networks admits its AE title from any source. An entry
+// with #NAME admits it only over TLS with a verified client certificate
+// whose subject common name or one of whose DNS subject alternative names
+// equals NAME (ASCII case-insensitively, no wildcard matching).
+//
+// Spaces around entries, AE titles and names are not significant (as on
+// the wire). The same AE title may appear more than once: entries with the
+// same name merge their networks (one without networks admits from
+// anywhere), entries with different names each admit. An AE title is either
+// bound to certificate names in all its entries or in none: an unbound entry
+// would let the bound AE title in without TLS.
 func Parse(spec string) (*Allowlist, error) {
-	a := &Allowlist{entries: map[string][]netip.Prefix{}}
-	anywhere := map[string]bool{}
+	a := &Allowlist{entries: map[string][]rule{}}
 	for i, raw := range strings.Split(spec, ",") {
 		entry := strings.TrimSpace(raw)
 		if entry == "" {
 			continue
 		}
-		ae, nets, hasNets := strings.Cut(entry, "@")
-		ae = strings.TrimSpace(ae)
-		if err := checkAETitle(ae); err != nil {
+		ae, r, err := parseEntry(entry)
+		if err != nil {
 			return nil, fmt.Errorf("accesscontrol: entry %d %q: %w", i+1, entry, err)
 		}
-		if !hasNets {
-			anywhere[ae] = true
-			a.entries[ae] = nil
-			continue
+		rules := a.entries[ae]
+		if len(rules) > 0 && (rules[0].name == "") != (r.name == "") {
+			return nil, fmt.Errorf("accesscontrol: entry %d %q: AE title %q has entries with and without a certificate name; an entry without one would admit it without TLS", i+1, entry, ae)
 		}
-		if strings.TrimSpace(nets) == "" {
-			return nil, fmt.Errorf("accesscontrol: entry %d %q: no networks after '@'", i+1, entry)
-		}
-		for _, n := range strings.Split(nets, "|") {
-			p, err := netip.ParsePrefix(strings.TrimSpace(n))
-			if err != nil {
-				return nil, fmt.Errorf("accesscontrol: entry %d %q: network %q is not a CIDR like 10.0.0.0/24: %w", i+1, entry, n, err)
-			}
-			if p != p.Masked() {
-				return nil, fmt.Errorf("accesscontrol: entry %d %q: network %s has host bits set (did you mean %s?)", i+1, entry, p, p.Masked())
-			}
-			if !anywhere[ae] {
-				a.entries[ae] = append(a.entries[ae], p)
-			}
-		}
+		a.entries[ae] = merge(rules, r)
 	}
 	return a, nil
+}
+
+func parseEntry(entry string) (string, rule, error) {
+	var r rule
+	rest, name, hasName := strings.Cut(entry, "#")
+	if hasName {
+		r.name = strings.TrimSpace(name)
+		if err := checkName(r.name); err != nil {
+			return "", r, err
+		}
+	}
+	ae, nets, hasNets := strings.Cut(rest, "@")
+	ae = strings.TrimSpace(ae)
+	if err := checkAETitle(ae); err != nil {
+		return "", r, err
+	}
+	if !hasNets {
+		return ae, r, nil
+	}
+	if strings.TrimSpace(nets) == "" {
+		return "", r, errors.New("no networks after '@'")
+	}
+	for _, n := range strings.Split(nets, "|") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(n))
+		if err != nil {
+			return "", r, fmt.Errorf("network %q is not a CIDR like 10.0.0.0/24: %w", n, err)
+		}
+		if p != p.Masked() {
+			return "", r, fmt.Errorf("network %s has host bits set (did you mean %s?)", p, p.Masked())
+		}
+		r.nets = append(r.nets, p)
+	}
+	return ae, r, nil
+}
+
+// merge adds r to rules, joining it with a rule of the same name.
+func merge(rules []rule, r rule) []rule {
+	for i := range rules {
+		if rules[i].name != r.name {
+			continue
+		}
+		switch {
+		case rules[i].nets == nil: // already from anywhere
+		case r.nets == nil:
+			rules[i].nets = nil
+		default:
+			for _, p := range r.nets {
+				if !slices.Contains(rules[i].nets, p) {
+					rules[i].nets = append(rules[i].nets, p)
+				}
+			}
+		}
+		return rules
+	}
+	return append(rules, r)
 }
 
 func checkAETitle(ae string) error {
@@ -88,27 +155,83 @@ func checkAETitle(ae string) error {
 	return nil
 }
 
-// Check reports whether callingAE may connect from src. A nil receiver
-// admits everybody; src may be the zero Addr when the source is unknown,
-// which only passes for AE titles admitted from anywhere.
-func (a *Allowlist) Check(callingAE string, src netip.Addr) error {
-	if a == nil {
-		return nil
+// checkName admits the characters of DNS names and the usual common names
+// of devices: letters, digits, '.', '-' and '_'.
+func checkName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty certificate name after '#'")
+	case len(name) > MaxNameLength:
+		return fmt.Errorf("certificate name longer than %d characters", MaxNameLength)
 	}
-	nets, ok := a.entries[strings.TrimSpace(callingAE)]
-	if !ok {
-		return ErrUnknownCallingAE
-	}
-	if nets == nil {
-		return nil
-	}
-	src = src.Unmap()
-	for _, p := range nets {
-		if p.Contains(src) {
-			return nil
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return fmt.Errorf("certificate name has a character other than a letter, digit, '.', '-' or '_' at position %d", i+1)
 		}
 	}
-	return ErrSourceNotAllowed
+	return nil
+}
+
+// Peer is who asks for an association.
+type Peer struct {
+	CallingAE string
+	// Source is the peer's address; the zero Addr when unknown.
+	Source netip.Addr
+	// Certificate is the client certificate TLS verified (the leaf of a
+	// verified chain); nil without TLS or without a client certificate.
+	Certificate *x509.Certificate
+}
+
+// Admit reports whether p may associate. A nil receiver admits everybody.
+// name is the certificate name of the entry that admitted p, "" when that
+// entry names none.
+func (a *Allowlist) Admit(p Peer) (name string, err error) {
+	if a == nil {
+		return "", nil
+	}
+	rules, ok := a.entries[strings.TrimSpace(p.CallingAE)]
+	if !ok {
+		return "", ErrUnknownCallingAE
+	}
+	src := p.Source.Unmap()
+	var wanted []string // names of the entries whose networks hold src
+	for _, r := range rules {
+		if r.nets != nil && !slices.ContainsFunc(r.nets, func(n netip.Prefix) bool { return n.Contains(src) }) {
+			continue
+		}
+		if r.name == "" {
+			return "", nil
+		}
+		if p.Certificate != nil && CertificateHasName(p.Certificate, r.name) {
+			return r.name, nil
+		}
+		wanted = append(wanted, r.name)
+	}
+	switch {
+	case wanted == nil:
+		return "", ErrSourceNotAllowed
+	case p.Certificate == nil:
+		return "", ErrCertificateRequired
+	}
+	return "", fmt.Errorf("%w (it is bound to %s)", ErrCertificateMismatch, strings.Join(wanted, " or "))
+}
+
+// Check reports whether callingAE may connect from src without a client
+// certificate: Admit for a peer on the plain listener.
+func (a *Allowlist) Check(callingAE string, src netip.Addr) error {
+	_, err := a.Admit(Peer{CallingAE: callingAE, Source: src})
+	return err
+}
+
+// CertificateHasName reports whether name is c's subject common name or one
+// of its DNS subject alternative names, compared ASCII case-insensitively.
+// Wildcard names are compared as written, never expanded.
+func CertificateHasName(c *x509.Certificate, name string) bool {
+	if strings.EqualFold(c.Subject.CommonName, name) {
+		return true
+	}
+	return slices.ContainsFunc(c.DNSNames, func(n string) bool { return strings.EqualFold(n, name) })
 }
 
 // AETitles lists the admitted calling AE titles, sorted.
@@ -124,20 +247,43 @@ func (a *Allowlist) AETitles() []string {
 	return out
 }
 
-// String renders the allowlist in the syntax Parse reads.
+// BindsCertificates reports whether any entry names a certificate, so the
+// SCP needs a TLS listener that verifies client certificates.
+func (a *Allowlist) BindsCertificates() bool {
+	if a == nil {
+		return false
+	}
+	for _, rules := range a.entries {
+		for _, r := range rules {
+			if r.name != "" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// String renders the allowlist in the syntax Parse reads, one entry per AE
+// title and certificate name.
 func (a *Allowlist) String() string {
 	var parts []string
 	for _, ae := range a.AETitles() {
-		nets := a.entries[ae]
-		if nets == nil {
-			parts = append(parts, ae)
-			continue
+		rules := slices.Clone(a.entries[ae])
+		slices.SortFunc(rules, func(x, y rule) int { return strings.Compare(x.name, y.name) })
+		for _, r := range rules {
+			s := ae
+			if r.nets != nil {
+				nets := make([]string, len(r.nets))
+				for i, p := range r.nets {
+					nets[i] = p.String()
+				}
+				s += "@" + strings.Join(nets, "|")
+			}
+			if r.name != "" {
+				s += "#" + r.name
+			}
+			parts = append(parts, s)
 		}
-		s := make([]string, len(nets))
-		for i, p := range nets {
-			s[i] = p.String()
-		}
-		parts = append(parts, ae+"@"+strings.Join(s, "|"))
 	}
 	return strings.Join(parts, ",")
 }

@@ -1,6 +1,8 @@
 package accesscontrol
 
 import (
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"net/netip"
 	"strings"
@@ -19,6 +21,15 @@ func TestParseErrors(t *testing.T) {
 		{"SITE@10.0.0.1/24", "host bits set (did you mean 10.0.0.0/24?)"},
 		{"SI\\TE", "character not allowed"},
 		{"SITE@10.0.0.0/24|", "not a CIDR"},
+		{"SITE#", "empty certificate name"},
+		{"SITE@10.0.0.0/24#", "empty certificate name"},
+		{"SITE#pacs site", "other than a letter"},
+		{"SITE#a#b", "other than a letter"},
+		{"SITE#" + strings.Repeat("a", 254), "longer than 253"},
+		{"#pacs.example", "empty AE title"},
+		{"SITE@#pacs.example", "no networks"},
+		{"SITE#pacs.example,SITE@10.0.0.0/8", "with and without a certificate name"},
+		{"SITE,SITE#pacs.example", "with and without a certificate name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
@@ -88,14 +99,75 @@ func TestStringRoundTrip(t *testing.T) {
 	if got := a.String(); got != want {
 		t.Fatalf("String() = %q, want %q", got, want)
 	}
+	a, err = Parse("C#z.example, B@10.0.0.0/8#y.example,C@10.0.0.0/8#a.example, B#y.example, A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "A,B#y.example,C@10.0.0.0/8#a.example,C#z.example"
+	if got := a.String(); got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
 	b, err := Parse(a.String())
 	if err != nil || b.String() != want {
 		t.Fatalf("round trip: %v %q", err, b.String())
 	}
 }
 
+func TestAdmit(t *testing.T) {
+	a, err := Parse("PLAIN@10.0.0.0/8, SITE_A@10.1.0.0/16#pacs.site-a.example, SITE_A@10.2.0.0/16#pacs2.site-a.example, ANY_TLS#Gateway.Example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := func(cn string, dns ...string) *x509.Certificate {
+		return &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: []string{"Site"}}, DNSNames: dns}
+	}
+	tests := []struct {
+		name     string
+		peer     Peer
+		wantName string
+		want     error
+	}{
+		{"unbound AE without TLS", Peer{CallingAE: "PLAIN", Source: netip.MustParseAddr("10.3.4.5")}, "", nil},
+		{"unbound AE with any certificate", Peer{CallingAE: "PLAIN", Source: netip.MustParseAddr("10.3.4.5"), Certificate: cert("whoever")}, "", nil},
+		{"unbound AE from elsewhere", Peer{CallingAE: "PLAIN", Source: netip.MustParseAddr("192.168.1.1")}, "", ErrSourceNotAllowed},
+		{"bound AE by subject CN", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs.site-a.example")}, "pacs.site-a.example", nil},
+		{"bound AE by DNS SAN", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("PACS", "other.example", "pacs.site-a.example")}, "pacs.site-a.example", nil},
+		{"names compare case-insensitively", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("PACS.Site-A.Example")}, "pacs.site-a.example", nil},
+		{"second entry's network and name", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.2.0.9"), Certificate: cert("pacs2.site-a.example")}, "pacs2.site-a.example", nil},
+		{"other entry's name from this network", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs2.site-a.example")}, "", ErrCertificateMismatch},
+		{"bound AE without a certificate", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9")}, "", ErrCertificateRequired},
+		{"bound AE with the wrong certificate", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs.site-b.example", "site-b.example")}, "", ErrCertificateMismatch},
+		{"wildcard SAN is not expanded", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("x", "*.site-a.example")}, "", ErrCertificateMismatch},
+		{"bound AE from outside its networks", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.9.0.9"), Certificate: cert("pacs.site-a.example")}, "", ErrSourceNotAllowed},
+		{"bound AE from anywhere", Peer{CallingAE: "ANY_TLS", Certificate: cert("gateway.example")}, "Gateway.Example", nil},
+		{"unknown AE", Peer{CallingAE: "EVIL", Certificate: cert("pacs.site-a.example")}, "", ErrUnknownCallingAE},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name, err := a.Admit(tt.peer)
+			if !errors.Is(err, tt.want) || name != tt.wantName {
+				t.Errorf("Admit = %q, %v; want %q, %v", name, err, tt.wantName, tt.want)
+			}
+		})
+	}
+	if err := a.Check("SITE_A", netip.MustParseAddr("10.1.0.9")); !errors.Is(err, ErrCertificateRequired) {
+		t.Errorf("Check of a bound AE = %v, want ErrCertificateRequired", err)
+	}
+	_, err = a.Admit(Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("nope")})
+	if err == nil || !strings.Contains(err.Error(), "bound to pacs.site-a.example") {
+		t.Errorf("mismatch error %v does not name the wanted certificate", err)
+	}
+	if !a.BindsCertificates() {
+		t.Error("BindsCertificates = false")
+	}
+	if plain, _ := Parse("A,B@10.0.0.0/8"); plain.BindsCertificates() {
+		t.Error("BindsCertificates of a plain allowlist = true")
+	}
+}
+
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"LOCAL_AE", "A@10.0.0.0/8|fd00::/8,B", "@", ",,,", "A@", "A@1.2.3.4/33", "\x00@\xff"} {
+	for _, s := range []string{"LOCAL_AE", "A@10.0.0.0/8|fd00::/8,B", "@", ",,,", "A@", "A@1.2.3.4/33", "\x00@\xff",
+		"A#pacs.example", "A@10.0.0.0/8#x,A@10.1.0.0/16#x,A#y", "#", "A##", "A@#", "A,A#b", "A#b@10.0.0.0/8"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
@@ -112,5 +184,16 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip changed %q to %q", a.String(), b.String())
 		}
 		_ = a.Check("A", netip.MustParseAddr("10.0.0.1"))
+		for _, ae := range a.AETitles() {
+			for _, name := range []string{"", "pacs.example", "x"} {
+				// Admit never panics, and what it admits under a name
+				// the certificate carries.
+				c := &x509.Certificate{Subject: pkix.Name{CommonName: name}}
+				got, err := a.Admit(Peer{CallingAE: ae, Source: netip.MustParseAddr("10.0.0.1"), Certificate: c})
+				if err == nil && got != "" && !CertificateHasName(c, got) {
+					t.Fatalf("admitted %q with certificate %q under name %q", ae, name, got)
+				}
+			}
+		}
 	})
 }
