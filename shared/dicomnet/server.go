@@ -149,8 +149,11 @@ type AssociationInfo struct {
 	PeerImplementationClassUID, PeerImplementationVersionName string
 	PeerMaxPDULength                                          uint32
 	// TLS is the connection's TLS state (the peer's verified certificate chains among it) when the association
-	// runs over TLS, as on a listener from tls.NewListener; nil otherwise. Accept may refuse on it.
+	// runs over TLS (ServeTLS); nil otherwise. Accept may refuse on it.
 	TLS *tls.ConnectionState
+	// PeerIdentity is the name the association policy authenticated the peer under, e.g. the certificate name
+	// its calling AE title is bound to; Accept may set it, and the events of the association then carry it.
+	PeerIdentity string
 }
 
 // CStoreRequest is a received C-STORE-RQ.

@@ -168,6 +168,11 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		if a.RemoteAddr != nil {
 			r.PeerAddr = a.RemoteAddr.String()
 		}
+		// Every record of a TLS association names the client certificate,
+		// so the trail shows who was let in (or refused) by which one.
+		if a.TLS != nil && len(a.TLS.PeerCertificates) > 0 {
+			r.TLS = associationaudit.CertificatePeer(a.TLS.PeerCertificates[0], a.PeerIdentity)
+		}
 	}
 	if ev.Err != nil {
 		r.Reason = ev.Err.Error()

@@ -1,0 +1,198 @@
+// Package testpki issues X.509 certificates for tests: certificate
+// authorities, server and client certificates, made fresh by each test with
+// crypto/x509 (no key is ever committed) and written as PEM files for peers
+// such as DCMTK and openssl that read files.
+package testpki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// CA is a certificate authority.
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// PEM is the CA certificate, PEM-encoded.
+	PEM []byte
+}
+
+// Cert is an issued certificate with its key.
+type Cert struct {
+	Cert    *x509.Certificate
+	Key     crypto.Signer
+	CertPEM []byte // the certificate, PEM-encoded
+	KeyPEM  []byte // the private key, PKCS #8, PEM-encoded
+}
+
+// Options shape an issued certificate.
+type Options struct {
+	CommonName string
+	DNSNames   []string
+	IPs        []net.IP
+	// NotBefore and NotAfter default to an hour ago and a day ahead.
+	NotBefore, NotAfter time.Time
+	// RSA issues an RSA 2048 key instead of ECDSA P-256.
+	RSA bool
+}
+
+// NewCA makes a self-signed CA named name.
+func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	key := newKey(t, false)
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(t),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"dicom-ingest tests"}},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatalf("testpki: create CA: %v", err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("testpki: parse CA: %v", err)
+	}
+	return &CA{Cert: c, Key: key, PEM: pemBlock("CERTIFICATE", der)}
+}
+
+// Server issues a TLS server certificate (for 127.0.0.1 and localhost unless
+// o names other addresses).
+func (ca *CA) Server(t testing.TB, o Options) *Cert {
+	t.Helper()
+	if o.CommonName == "" {
+		o.CommonName = "localhost"
+	}
+	if o.DNSNames == nil && o.IPs == nil {
+		o.DNSNames = []string{"localhost"}
+		o.IPs = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	}
+	return ca.issue(t, o, x509.ExtKeyUsageServerAuth)
+}
+
+// Client issues a TLS client certificate.
+func (ca *CA) Client(t testing.TB, o Options) *Cert {
+	t.Helper()
+	return ca.issue(t, o, x509.ExtKeyUsageClientAuth)
+}
+
+func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
+	t.Helper()
+	key := newKey(t, o.RSA)
+	if o.NotBefore.IsZero() {
+		o.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if o.NotAfter.IsZero() {
+		o.NotAfter = time.Now().Add(24 * time.Hour)
+	}
+	ku := x509.KeyUsageDigitalSignature
+	if o.RSA {
+		ku |= x509.KeyUsageKeyEncipherment
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t),
+		Subject:      pkix.Name{CommonName: o.CommonName, Organization: []string{"dicom-ingest tests"}},
+		DNSNames:     o.DNSNames,
+		IPAddresses:  o.IPs,
+		NotBefore:    o.NotBefore,
+		NotAfter:     o.NotAfter,
+		KeyUsage:     ku,
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatalf("testpki: issue %q: %v", o.CommonName, err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatalf("testpki: parse %q: %v", o.CommonName, err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatalf("testpki: marshal key: %v", err)
+	}
+	return &Cert{Cert: c, Key: key, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", pk)}
+}
+
+// TLS is the certificate as crypto/tls takes it.
+func (c *Cert) TLS() tls.Certificate {
+	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
+}
+
+// Pool is a certificate pool holding the CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// Files are where WriteFiles put a certificate and its key.
+type Files struct{ Cert, Key string }
+
+// WriteFiles writes the certificate and key as dir/name.crt and dir/name.key
+// (the key readable by its owner only).
+func (c *Cert) WriteFiles(t testing.TB, dir, name string) Files {
+	t.Helper()
+	f := Files{Cert: filepath.Join(dir, name+".crt"), Key: filepath.Join(dir, name+".key")}
+	WriteFile(t, f.Cert, c.CertPEM)
+	WriteFile(t, f.Key, c.KeyPEM)
+	return f
+}
+
+// WriteFile writes PEM data to path, readable by its owner only, replacing
+// the file at once (a rename) so a watcher never sees half of it.
+func WriteFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newKey(t testing.TB, useRSA bool) crypto.Signer {
+	t.Helper()
+	var k crypto.Signer
+	var err error
+	if useRSA {
+		k, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		t.Fatalf("testpki: generate key: %v", err)
+	}
+	return k
+}
+
+func serial(t testing.TB) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		t.Fatalf("testpki: serial: %v", err)
+	}
+	return n
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
