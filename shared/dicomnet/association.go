@@ -32,8 +32,10 @@ import (
 
 // association is the acceptor side of one association.
 type association struct {
-	srv    *Server
+	srv *Server
+	// nc is the connection the PDUs travel on: raw itself, or a TLS server connection over it (ServeTLS).
 	nc     net.Conn
+	raw    net.Conn
 	br     *bufio.Reader
 	log    *slog.Logger
 	info   AssociationInfo
@@ -76,8 +78,12 @@ type association struct {
 	abortErr                 error
 }
 
-func newAssociation(s *Server, c net.Conn, parent context.Context) *association {
-	a := &association{srv: s, nc: c}
+func newAssociation(s *Server, c net.Conn, parent context.Context, tlsConfig *tls.Config) *association {
+	a := &association{srv: s, nc: c, raw: c}
+	if tlsConfig != nil {
+		// The handshake waits for handshake(): a PROXY header comes first, on the raw connection.
+		a.nc = tls.Server(c, tlsConfig)
+	}
 	a.reader.inSync = true
 	a.ctx, a.cancel = context.WithCancel(parent)
 	a.info = AssociationInfo{ID: s.newID(), RemoteAddr: c.RemoteAddr(), LocalAddr: c.LocalAddr()}
@@ -105,6 +111,9 @@ func (a *association) serve(parent context.Context) {
 	if a.srv.ProxyProtocol && (!a.readProxyHeader() || a.srv.rekeyUnassociated(a) != nil) {
 		return
 	}
+	if !a.handshake() {
+		return
+	}
 	rx := a.nextEvent()
 	for {
 		follow := a.step(rx)
@@ -119,9 +128,10 @@ func (a *association) serve(parent context.Context) {
 	}
 }
 
-// readProxyHeader reads the PROXY protocol v2 header; false means the connection is to be closed.
+// readProxyHeader reads the PROXY protocol v2 header; false means the connection is to be closed. It reads the
+// raw connection, exactly the header's bytes: over TLS the handshake follows on the same socket. ARTIM bounds it.
 func (a *association) readProxyHeader() bool {
-	h, err := proxyproto.Read(a.br)
+	h, err := proxyproto.Read(a.raw)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			// Connected and closed without a byte: a load balancer's TCP health check.
@@ -139,6 +149,30 @@ func (a *association) readProxyHeader() bool {
 		a.log = a.srv.logger().With("assoc", a.info.ID, "peer", addrString(a.info.RemoteAddr))
 	}
 	return true
+}
+
+// handshake runs the TLS handshake of a ServeTLS connection, bounded by ARTIM like the wait for the A-ASSOCIATE-RQ
+// it precedes; false means the connection is to be closed. A plain connection has none.
+func (a *association) handshake() bool {
+	tc, ok := a.nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, a.srv.artim())
+	defer cancel()
+	err := tc.HandshakeContext(ctx)
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, io.EOF) {
+		// Connected and closed without a byte: a TCP health check.
+		a.log.Debug("dicomnet: connection closed before the TLS handshake")
+		return false
+	}
+	a.log.Warn("dicomnet: TLS handshake failed", "err", err)
+	info := a.info
+	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err})
+	return false
 }
 
 func addrString(a net.Addr) string {
@@ -177,7 +211,12 @@ func (a *association) step(rx rxEvent) rxEvent {
 		a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: a.rj})
 	case ae7:
 		if a.m.state == sta6 {
-			a.log.Info("dicomnet: association accepted", "accepted", a.acceptedCount(),
+			log := a.log
+			if st := a.info.TLS; st != nil {
+				log = log.With("tls", tls.VersionName(st.Version), "tls_cipher", tls.CipherSuiteName(st.CipherSuite),
+					"peer_identity", a.info.PeerIdentity)
+			}
+			log.Info("dicomnet: association accepted", "accepted", a.acceptedCount(),
 				"peer_impl", a.info.PeerImplementationClassUID, "peer_max_pdu", a.peerMax)
 			a.srv.observe(Event{Type: EventAccepted, Association: &a.info})
 		}

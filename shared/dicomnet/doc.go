@@ -36,8 +36,12 @@
 // ever sees an unusable one); 0110 for a handler error, panic, or nil returned before reading the whole data set.
 //
 // With ProxyProtocol, the PROXY protocol v2 header (AWS NLB) is read before the first PDU and its source becomes
-// AssociationInfo.RemoteAddr; a LOCAL header (health check) keeps the socket's address. Over TLS (a listener from
-// tls.NewListener) AssociationInfo.TLS carries the connection state, the peer's certificate with it, to Accept.
+// AssociationInfo.RemoteAddr; a LOCAL header (health check) keeps the socket's address.
+//
+// ServeTLS serves DICOM over TLS (PS3.15 Annex B) beside Serve on the same Server: the PROXY header, when
+// expected, is read in the clear, then the TLS handshake runs within ARTIM, then the association; a failed
+// handshake is an EventHandshakeFailed. AssociationInfo.TLS carries the connection state, the peer's verified
+// certificate with it, to Accept, which may record the identity it admitted the peer under in PeerIdentity.
 //
 // DIMSE requests are dispatched through a table of services keyed by command field (dispatch.go), each served
 // only from the role the requestor holds on its presentation context (SCU unless role selection agreed

@@ -28,6 +28,10 @@ const (
 	// EventShed: a connection closed before it associated, to keep the bounds on connections without an
 	// association (Err is ErrShedTotal or ErrShedPerAddr; Association has the ID and addresses only).
 	EventShed
+	// EventHandshakeFailed: a ServeTLS connection's TLS handshake failed (no or an untrusted client certificate,
+	// an old protocol version, no common cipher suite, plain DICOM on the TLS port); Err says why; Association has
+	// the ID and addresses only.
+	EventHandshakeFailed
 )
 
 func (t EventType) String() string {
@@ -48,6 +52,8 @@ func (t EventType) String() string {
 		return "echo"
 	case EventShed:
 		return "shed"
+	case EventHandshakeFailed:
+		return "tls_handshake_failed"
 	}
 	return "unknown"
 }

@@ -259,6 +259,25 @@ func (s *Server) ListenAndServe() error {
 // Serve accepts connections on l and serves one association on each, until Shutdown or Close (ErrServerClosed)
 // or until l is closed by someone else. Other accept errors are retried with backoff. It closes l when it returns.
 func (s *Server) Serve(l net.Listener) error {
+	return s.serve(l, nil)
+}
+
+// ServeTLS is Serve for DICOM over TLS (PS3.15 Annex B, port 2762 by convention): every connection accepted on l
+// (a plain TCP listener, not one from tls.NewListener) runs the TLS handshake with config before its
+// A-ASSOCIATE-RQ. With ProxyProtocol the PROXY v2 header is read off the socket first, since a load balancer sends
+// it ahead of the TLS bytes. The handshake must end within ARTIMTimeout; a failed one is logged and reported as
+// EventHandshakeFailed. config may change what it serves per connection (GetConfigForClient, GetCertificate), so
+// a new certificate or client CA applies to new connections while established associations go on. Serve and
+// ServeTLS may run side by side on one Server, sharing its limits.
+func (s *Server) ServeTLS(l net.Listener, config *tls.Config) error {
+	if config == nil {
+		l.Close()
+		return errors.New("dicomnet: ServeTLS: no TLS configuration")
+	}
+	return s.serve(l, config)
+}
+
+func (s *Server) serve(l net.Listener, tlsConfig *tls.Config) error {
 	s.init()
 	s.mu.Lock()
 	if s.inShutdown.Load() {
@@ -299,15 +318,20 @@ func (s *Server) Serve(l net.Listener) error {
 			continue
 		}
 		delay = 0
-		go s.ServeConn(context.Background(), c)
+		go s.serveConn(context.Background(), c, tlsConfig)
 	}
 }
 
 // ServeConn serves one association on c (any net.Conn, e.g. net.Pipe in tests) and closes it. It returns when
 // the association has ended. ctx cancellation aborts the association.
 func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
+	s.serveConn(ctx, c, nil)
+}
+
+// serveConn serves one association on c, over TLS when tlsConfig is set.
+func (s *Server) serveConn(ctx context.Context, c net.Conn, tlsConfig *tls.Config) {
 	s.init()
-	a := newAssociation(s, c, ctx)
+	a := newAssociation(s, c, ctx, tlsConfig)
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()
