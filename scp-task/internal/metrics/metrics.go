@@ -1,6 +1,7 @@
 // Package metrics turns the SCP's association events into Prometheus
 // metrics for /metrics: associations active, total and rejected by reason,
-// objects and bytes stored, store latency and failures by status.
+// objects and bytes stored, store latency and failures by status, failed
+// TLS handshakes.
 package metrics
 
 import (
@@ -25,6 +26,7 @@ type Observer struct {
 	failures      *prometheus.CounterVec
 	echoes        prometheus.Counter
 	shed          *prometheus.CounterVec
+	tlsFailures   prometheus.Counter
 }
 
 var _ dicomnet.Observer = (*Observer)(nil)
@@ -64,8 +66,12 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Name: "dicom_ingest_connections_shed_total",
 			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound).",
 		}, []string{"reason"}),
+		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_tls_handshake_failures_total",
+			Help: "Connections to the TLS listener whose handshake failed (no or an untrusted client certificate, an old TLS version, plain DICOM on the TLS port).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes, o.shed} {
+	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes, o.shed, o.tlsFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
@@ -101,6 +107,8 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 		o.shed.WithLabelValues(reason).Inc()
 	case dicomnet.EventEcho:
 		o.echoes.Inc()
+	case dicomnet.EventHandshakeFailed:
+		o.tlsFailures.Inc()
 	}
 }
 

@@ -23,6 +23,7 @@ func TestObserver(t *testing.T) {
 		{Type: dicomnet.EventStored, Bytes: 1000, Duration: time.Millisecond},
 		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
 		{Type: dicomnet.EventAborted},
+		{Type: dicomnet.EventHandshakeFailed},
 	} {
 		o.ObserveAssociation(ev)
 	}
@@ -39,6 +40,7 @@ func TestObserver(t *testing.T) {
 		{"objects", o.objects, 1},
 		{"failures", o.failures.WithLabelValues("A900"), 1},
 		{"aborted", o.aborted, 1},
+		{"TLS handshake failures", o.tlsFailures, 1},
 	}
 	for _, c := range checks {
 		if got := testutil.ToFloat64(c.c); got != c.want {

@@ -1,0 +1,317 @@
+// Package servertls is the SCP's TLS server configuration for DICOM over TLS
+// (PS3.15 Annex B): TLS 1.2 and 1.3 with the cipher suites of BCP 195, the
+// server certificate and key and the client CA bundle read from files (or
+// given as PEM text, as ECS injects secrets), and reloaded without a
+// restart when asked (SIGHUP) or when the files change, so new associations
+// get the new certificate while established ones go on undisturbed.
+package servertls
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// CipherSuites are the TLS 1.2 cipher suites the server offers: those BCP 195
+// (RFC 9325 §4.2) recommends that Go implements, ECDHE with AES-GCM. DCMTK's
+// "non-downgrading BCP 195" profile (+py, its default) and its "BCP 195"
+// profile (+px) both offer them. TLS 1.3's suites are all AEAD and are not
+// configurable in Go.
+var CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+}
+
+// Source says where the certificate, its key and the client CA bundle come
+// from: each a file path, or the PEM text itself (it starts with
+// "-----BEGIN"), as an ECS task receives a Secrets Manager secret in an
+// environment variable. PEM text cannot change, so only files are reloaded.
+type Source struct {
+	Cert, Key string
+	// ClientCA, when set, makes a client certificate that chains to one of
+	// its certificates mandatory; empty, no client certificate is asked for.
+	ClientCA string
+}
+
+// PollInterval is how often the files are compared with what was loaded,
+// besides the file watch: inotify misses changes on network file systems.
+const PollInterval = time.Minute
+
+// Reloader holds the current TLS configuration and loads a new one when
+// asked or when its files change. It is safe for concurrent use.
+type Reloader struct {
+	src     Source
+	log     *slog.Logger
+	mu      sync.Mutex // one load at a time
+	current atomic.Pointer[loaded]
+
+	expiry  prometheus.Gauge
+	reloads *prometheus.CounterVec
+}
+
+// loaded is one configuration and the bytes it was made from.
+type loaded struct {
+	config *tls.Config
+	leaf   *x509.Certificate
+	cas    int
+	digest [sha256.Size]byte // of the certificate, key and CA bytes
+}
+
+// New loads src and returns a Reloader serving it. Metrics (the server
+// certificate's expiry and the reloads) go to reg when it is not nil.
+func New(src Source, log *slog.Logger, reg prometheus.Registerer) (*Reloader, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Reloader{
+		src: src, log: log,
+		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dicom_ingest_tls_certificate_expiry_timestamp_seconds",
+			Help: "When the DICOM TLS server certificate in use expires (Unix time).",
+		}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dicom_ingest_tls_reloads_total",
+			Help: "Loads of the DICOM TLS certificate and client CA after the first, by result (loaded, failed).",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{r.expiry, r.reloads} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("servertls: register metrics: %w", err)
+			}
+		}
+	}
+	l, err := load(src)
+	if err != nil {
+		return nil, err
+	}
+	r.use(l)
+	return r, nil
+}
+
+// Config is the configuration to serve with: every handshake takes the
+// configuration current at that moment.
+func (r *Reloader) Config() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return r.current.Load().config, nil
+		},
+	}
+}
+
+// Certificate is the server certificate in use.
+func (r *Reloader) Certificate() *x509.Certificate { return r.current.Load().leaf }
+
+// Reload reads the source again and, if it changed, serves the new
+// configuration from the next handshake on. A source that no longer loads
+// (a half-written file, a key that does not match the certificate, an
+// expired certificate) is an error, and the current configuration stays.
+func (r *Reloader) Reload() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, err := load(r.src)
+	if err != nil {
+		r.reloads.WithLabelValues("failed").Inc()
+		return err
+	}
+	if l.digest == r.current.Load().digest {
+		return nil
+	}
+	r.reloads.WithLabelValues("loaded").Inc()
+	r.use(l)
+	return nil
+}
+
+func (r *Reloader) use(l *loaded) {
+	r.current.Store(l)
+	r.expiry.Set(float64(l.leaf.NotAfter.Unix()))
+	sum := sha256.Sum256(l.leaf.Raw)
+	r.log.Info("TLS certificate loaded", "subject", l.leaf.Subject.String(), "issuer", l.leaf.Issuer.String(),
+		"sha256", hex.EncodeToString(sum[:]), "not_after", l.leaf.NotAfter.UTC().Format(time.RFC3339),
+		"client_cas", l.cas, "client_certificate_required", l.cas > 0)
+}
+
+// Watch reloads whenever a file of the source changes, until ctx ends: it
+// watches the files' directories (so a file replaced by a rename, or a
+// Kubernetes-style symlink swap, is seen) and also compares the files every
+// PollInterval. Changes arriving together are loaded once.
+func (r *Reloader) Watch(ctx context.Context) {
+	dirs := map[string]bool{}
+	for _, v := range []string{r.src.Cert, r.src.Key, r.src.ClientCA} {
+		if v != "" && !isPEM(v) {
+			dirs[filepath.Dir(v)] = true
+		}
+	}
+	if len(dirs) == 0 {
+		return // PEM text only: nothing can change
+	}
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	w, err := fsnotify.NewWatcher()
+	if err == nil {
+		defer w.Close()
+		for d := range dirs {
+			if err = w.Add(d); err != nil {
+				break
+			}
+		}
+		events, watchErrs = w.Events, w.Errors
+	}
+	if err != nil {
+		r.log.Warn("TLS files not watched; they are compared every poll interval instead", "err", err, "interval", PollInterval.String())
+		events, watchErrs = nil, nil
+	}
+	poll := time.NewTicker(PollInterval)
+	defer poll.Stop()
+	var settle <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-events:
+			// Wait for the writer to finish (a copy writes in several steps).
+			settle = time.After(250 * time.Millisecond)
+		case err := <-watchErrs:
+			r.log.Warn("TLS file watch", "err", err)
+		case <-settle:
+			settle = nil
+			r.reloadLogged()
+		case <-poll.C:
+			r.reloadLogged()
+		}
+	}
+}
+
+// reloadLogged is Reload for the watch, which has nobody to return an error to.
+func (r *Reloader) reloadLogged() {
+	if err := r.Reload(); err != nil {
+		r.log.Error("TLS certificate not reloaded; the previous one stays in use", "err", err)
+	}
+}
+
+func isPEM(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") }
+
+// read returns the PEM bytes of a source value: the text itself, or the
+// file it names. PEM text whose line breaks were flattened to "\n" (as some
+// secret stores keep it) is restored.
+func read(flag, v string) ([]byte, error) {
+	if isPEM(v) {
+		if !strings.Contains(v, "\n") {
+			v = strings.ReplaceAll(v, `\n`, "\n")
+		}
+		return []byte(v), nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return nil, fmt.Errorf("servertls: --%s: %w", flag, err)
+	}
+	return b, nil
+}
+
+// describe names a source value for messages without ever echoing a key.
+func describe(v string) string {
+	if isPEM(v) {
+		return "the PEM text given"
+	}
+	return v
+}
+
+func load(src Source) (*loaded, error) {
+	certPEM, err := read("tls-cert", src.Cert)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := read("tls-key", src.Key)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("servertls: --tls-cert %s with --tls-key %s: %w", describe(src.Cert), describe(src.Key), err)
+	}
+	leaf := pair.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("servertls: --tls-cert %s: %w", describe(src.Cert), err)
+		}
+	}
+	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+		return nil, fmt.Errorf("servertls: --tls-cert %s: certificate %q is valid from %s to %s, not now",
+			describe(src.Cert), leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	h := sha256.New()
+	h.Write(certPEM)
+	h.Write(keyPEM)
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   tls.VersionTLS13,
+		CipherSuites: CipherSuites,
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.NoClientCert,
+	}
+	l := &loaded{config: cfg, leaf: leaf}
+	if src.ClientCA != "" {
+		caPEM, err := read("tls-client-ca", src.ClientCA)
+		if err != nil {
+			return nil, err
+		}
+		h.Write(caPEM)
+		pool, n, err := parseCAs(caPEM)
+		if err != nil {
+			return nil, fmt.Errorf("servertls: --tls-client-ca %s: %w", describe(src.ClientCA), err)
+		}
+		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, n
+	}
+	copy(l.digest[:], h.Sum(nil))
+	return l, nil
+}
+
+// parseCAs reads every certificate of a PEM bundle; anything else in it, or
+// no certificate at all, is an error (a bundle that silently trusts fewer
+// CAs than meant locks sites out without a word).
+func parseCAs(b []byte) (*x509.CertPool, int, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, 0, fmt.Errorf("a %q block in a CA bundle", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, 0, fmt.Errorf("certificate %d: %w", n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if len(bytes.TrimSpace(b)) > 0 {
+		return nil, 0, errors.New("text after the last PEM block is not PEM")
+	}
+	if n == 0 {
+		return nil, 0, errors.New("no certificate in it")
+	}
+	return pool, n, nil
+}
