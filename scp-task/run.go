@@ -24,6 +24,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/metrics"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/taskprotection"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
@@ -131,21 +132,46 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 
-	dicomLn, err := net.Listen("tcp", cfg.Listen)
+	tlsConfig, err := startTLS(ctx, cfg, log, reg)
 	if err != nil {
-		return fmt.Errorf("listen for DICOM: %w", err)
+		return err
+	}
+	var dicomLn, tlsLn net.Listener
+	closeListeners := func() error {
+		var errs []error
+		for _, l := range []net.Listener{dicomLn, tlsLn} {
+			if l != nil {
+				errs = append(errs, l.Close())
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if cfg.Listen != "" {
+		if dicomLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("listen for DICOM: %w", err)
+		}
+	}
+	if tlsConfig != nil {
+		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
+			return errors.Join(fmt.Errorf("listen for DICOM over TLS: %w", err), closeListeners())
+		}
 	}
 	var draining atomic.Bool
 	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
 	healthLn, err := net.Listen("tcp", cfg.HealthListen)
 	if err != nil {
-		return errors.Join(fmt.Errorf("listen for health: %w", err), dicomLn.Close())
+		return errors.Join(fmt.Errorf("listen for health: %w", err), closeListeners())
 	}
-	log.Info("scp-task listening", "dicom", dicomLn.Addr().String(), "health", healthLn.Addr().String(),
+	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
 
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(dicomLn) }()
+	errc := make(chan error, 3)
+	if dicomLn != nil {
+		go func() { errc <- srv.Serve(dicomLn) }()
+	}
+	if tlsLn != nil {
+		go func() { errc <- srv.ServeTLS(tlsLn, tlsConfig.Config()) }()
+	}
 	go func() { errc <- health.Serve(healthLn) }()
 
 	var runErr error
@@ -212,14 +238,24 @@ func (r readiness) Ready(ctx context.Context) error {
 }
 
 // admit is the association policy: only allowlisted calling AE titles from
-// their networks, and only while the store and the audit trail are ready
-// (otherwise "temporary congestion", so PACS retry later instead of failing
-// images).
+// their networks, with the client certificate their entry names if it names
+// one, and only while the store and the audit trail are ready (otherwise
+// "temporary congestion", so PACS retry later instead of failing images).
 func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
 	return func(ctx context.Context, a *dicomnet.AssociationInfo) error {
-		if err := acl.Check(a.CallingAE, addrOf(a.RemoteAddr)); err != nil {
+		cert := verifiedClientCert(a.TLS)
+		name, err := acl.Admit(accesscontrol.Peer{CallingAE: a.CallingAE, Source: addrOf(a.RemoteAddr), Certificate: cert})
+		if err != nil {
+			if errors.Is(err, accesscontrol.ErrCertificateMismatch) {
+				// A valid certificate of our CA used for another site's AE
+				// title: the audit record is a security alert; say so here too.
+				p := associationaudit.CertificatePeer(cert, "")
+				log.Warn("security alert: client certificate does not match the calling AE title", "association", a.ID,
+					"calling_ae", a.CallingAE, "subject", p.Subject, "issuer", p.Issuer, "sha256", p.SHA256)
+			}
 			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, err)
 		}
+		a.PeerIdentity = name
 		readyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := ready.Ready(readyCtx); err != nil {
@@ -228,6 +264,14 @@ func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func
 		}
 		return nil
 	}
+}
+
+// addrText is a listener's address for the log, "" for one that is off.
+func addrText(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
 }
 
 func addrOf(a net.Addr) netip.Addr {

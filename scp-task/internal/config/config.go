@@ -21,7 +21,13 @@ import (
 
 // Config is everything scp-task can be told.
 type Config struct {
-	Listen               string
+	// Listen is the plain DICOM listener's address; "" when it is off.
+	Listen string
+	// TLSListen is the DICOM-over-TLS listener's address; "" when there is
+	// none. TLSCert, TLSKey and TLSClientCA are file paths or PEM text.
+	TLSListen            string
+	TLSCert, TLSKey      string
+	TLSClientCA          string
 	AETitle              string
 	CallingAEs           *accesscontrol.Allowlist
 	CallingAEsSpec       string
@@ -85,9 +91,13 @@ func Settings() []Setting {
 }
 
 var settings = []Setting{
-	{"listen", "SCP_LISTEN", ":11112", "address the DICOM SCP listens on (the NLB maps TCP/104 to it)"},
+	{"listen", "SCP_LISTEN", ":11112", "address the plain DICOM listener listens on (the NLB maps TCP/104 to it); `off` turns it off, leaving DICOM over TLS only"},
+	{"tls-listen", "SCP_TLS_LISTEN", "", "address of the DICOM-over-TLS listener (PS3.15 Annex B; conventionally :2762); empty = none. Needs --tls-cert and --tls-key"},
+	{"tls-cert", "SCP_TLS_CERT", "", "the TLS listener's certificate chain: a PEM file, reloaded on SIGHUP and when it changes, or the PEM text itself"},
+	{"tls-key", "SCP_TLS_KEY", "", "the private key of --tls-cert: a PEM file (reloaded with it) or the PEM text itself"},
+	{"tls-client-ca", "SCP_TLS_CLIENT_CA", "", "CA certificates (PEM file or text) a client certificate must chain to; when set, TLS associations without one fail the handshake. Needed for `#NAME` entries in --calling-aes"},
 	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
-	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE` or `AE@CIDR|CIDR…`; others are rejected (01 01 03)"},
+	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate whose subject CN or a DNS SAN is NAME; others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
 	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
 	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
@@ -131,6 +141,10 @@ type value struct {
 func (v *value) String() string {
 	if v == nil {
 		return ""
+	}
+	if strings.HasPrefix(strings.TrimSpace(v.s), "-----BEGIN") {
+		// PEM text from the environment (a key, perhaps): -h must not print it.
+		return "(PEM text)"
 	}
 	return v.s
 }
@@ -210,8 +224,22 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		}
 		return a
 	}
+	listen := get("listen")
+	if listen == "off" || listen == "" {
+		listen = ""
+	} else {
+		listen = address("listen")
+	}
+	tlsListen := get("tls-listen")
+	if tlsListen != "" {
+		tlsListen = address("tls-listen")
+	}
 	c := Config{
-		Listen:                   address("listen"),
+		Listen:                   listen,
+		TLSListen:                tlsListen,
+		TLSCert:                  get("tls-cert"),
+		TLSKey:                   get("tls-key"),
+		TLSClientCA:              get("tls-client-ca"),
 		AETitle:                  get("ae-title"),
 		CallingAEsSpec:           get("calling-aes"),
 		Store:                    get("store"),
@@ -272,6 +300,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	} else {
 		c.CallingAEs = acl
 	}
+	errs = append(errs, c.checkTLS()...)
 	if c.Local && isSet(fs, "store", getenv) {
 		errs = append(errs, errors.New("--store: local mode keeps objects under --data-dir; drop --store or --local"))
 	} else if err := checkStoreURL(c.Store); err != nil {
@@ -330,6 +359,29 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	}
 	c.AuditTLS = cfg
 	return nil
+}
+
+// checkTLS checks the listeners and the TLS settings together.
+func (c *Config) checkTLS() []error {
+	var errs []error
+	if c.Listen == "" && c.TLSListen == "" {
+		errs = append(errs, errors.New("--listen: the plain listener is off and no --tls-listen is set: nothing would accept associations"))
+	}
+	if c.TLSListen != "" {
+		if c.TLSCert == "" || c.TLSKey == "" {
+			errs = append(errs, errors.New("--tls-listen: needs --tls-cert and --tls-key (the server certificate and its key)"))
+		}
+	} else {
+		for flag, v := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA} {
+			if v != "" {
+				errs = append(errs, fmt.Errorf("--%s: set without --tls-listen, which it is for", flag))
+			}
+		}
+	}
+	if c.CallingAEs.BindsCertificates() && (c.TLSListen == "" || c.TLSClientCA == "") {
+		errs = append(errs, errors.New("--calling-aes: entries with #NAME admit their AE title only with a verified client certificate: set --tls-listen and --tls-client-ca"))
+	}
+	return errs
 }
 
 // isSet reports whether a setting was chosen explicitly; local mode

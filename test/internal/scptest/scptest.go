@@ -25,7 +25,8 @@ import (
 
 // SCP is a running scp-task.
 type SCP struct {
-	DICOMAddr  string // host:port of the DICOM listener
+	DICOMAddr  string // host:port of the DICOM listener; "" when it is off
+	TLSAddr    string // host:port of the DICOM-over-TLS listener, when there is one
 	HealthAddr string // host:port of /healthz, /readyz, /metrics
 	DataDir    string // the file store's directory (file:// stores)
 	cmd        *exec.Cmd
@@ -108,6 +109,7 @@ func (s *SCP) readLogs(r io.Reader, ready chan struct{}) {
 			s.logs = append(s.logs, m)
 			if m["msg"] == "scp-task listening" && !signalled {
 				s.DICOMAddr, _ = m["dicom"].(string)
+				s.TLSAddr, _ = m["dicom_tls"].(string)
 				s.HealthAddr, _ = m["health"].(string)
 				signalled = true
 				close(ready)
@@ -130,6 +132,9 @@ func (s *SCP) LogEntries() []map[string]any {
 	defer s.logMu.Unlock()
 	return append([]map[string]any(nil), s.logs...)
 }
+
+// TLSPort is the port of TLSAddr, for DCMTK's command lines.
+func (s *SCP) TLSPort() string { _, p, _ := strings.Cut(s.TLSAddr, ":"); return p }
 
 // Host and Port split DICOMAddr for DCMTK's command lines.
 func (s *SCP) Host() string { h, _, _ := strings.Cut(s.DICOMAddr, ":"); return h }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
+)
+
+// startTLS loads the TLS listener's certificate, key and client CA and keeps
+// them current until ctx ends: reloaded on SIGHUP and when their files
+// change. It returns nil when no TLS listener is configured.
+func startTLS(ctx context.Context, cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*servertls.Reloader, error) {
+	if cfg.TLSListen == "" {
+		return nil, nil
+	}
+	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA}, log, reg)
+	if err != nil {
+		return nil, fmt.Errorf("start TLS listener: %w", err)
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := r.Reload(); err != nil {
+					log.Error("SIGHUP: TLS certificate not reloaded; the previous one stays in use", "err", err)
+				}
+			}
+		}
+	}()
+	go r.Watch(ctx)
+	return r, nil
+}
+
+// verifiedClientCert is the client certificate TLS verified for an
+// association (the leaf of its first verified chain), or nil.
+func verifiedClientCert(st *tls.ConnectionState) *x509.Certificate {
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return nil
+	}
+	return st.VerifiedChains[0][0]
+}
