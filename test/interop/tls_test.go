@@ -1,0 +1,423 @@
+package interop
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/sitepki"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
+)
+
+// tlsAllowlist binds SITE_A and SITE_B to their certificates and leaves LOCAL_AE unbound.
+const tlsAllowlist = "LOCAL_AE,SITE_A@127.0.0.0/8#" + sitepki.SiteA + ",SITE_B#" + sitepki.SiteB
+
+func startTLSSCP(t *testing.T, p *sitepki.PKI, extra ...string) *scptest.SCP {
+	t.Helper()
+	args := append([]string{"--calling-aes", tlsAllowlist}, p.SCPArgs("127.0.0.1:0")...)
+	return startSCP(t, append(args, extra...)...)
+}
+
+func fingerprint(c *x509.Certificate) string {
+	sum := sha256.Sum256(c.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+func readCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("%s: no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestDICOMTLSWithDCMTK: DCMTK's echoscu and storescu with +tls, in the non-downgrading BCP 195 profile (+py, its
+// default) and in BCP 195 (+px): the site with its certificate gets in on its AE title, another site's certificate
+// for that AE title is refused 01 01 03 with a security alert naming the certificate, a bound AE title on the
+// plain listener is refused, an unbound one works on both. Every TLS association's audit records carry the
+// certificate's fingerprint.
+func TestDICOMTLSWithDCMTK(t *testing.T) {
+	sitepki.Require(t, "echoscu", "storescu")
+	p := sitepki.New(t)
+	scp := startTLSSCP(t, p)
+	host, port := "127.0.0.1", scp.TLSPort()
+	echo := func(aet string, tlsArgs ...string) dcmtk.Result {
+		args := append(append([]string{"-v"}, tlsArgs...), "-aet", aet, "-aec", "REMOTE_AE", host, port)
+		return dcmtk.Run(t, 30*time.Second, "echoscu", args...)
+	}
+	for _, profile := range []string{"+py", "+px"} {
+		t.Run("site A echo "+profile, func(t *testing.T) {
+			if r := echo("SITE_A", p.DCMTK(&p.A, profile)...); r.Err != nil || !strings.Contains(r.Output, "Received Echo Response (Success)") {
+				t.Fatalf("echoscu %s: %v\n%s", profile, r.Err, r.Output)
+			}
+		})
+	}
+	t.Run("site A stores", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "ct.dcm")
+		obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.1125.9.1", SeriesUID: "1.2.826.0.1.3680043.2.1125.9.1.1",
+			SOPInstanceUID: "1.2.826.0.1.3680043.2.1125.9.1.1.1", PatientID: "TLS1", PatientName: "Test^TLS", PixelBytes: 512 << 10}
+		if err := obj.WriteFile(file); err != nil {
+			t.Fatal(err)
+		}
+		args := append(p.DCMTK(&p.A, "+py"), "-aet", "SITE_A", "-aec", "REMOTE_AE", host, port, file)
+		if r := dcmtk.Run(t, time.Minute, "storescu", args...); r.Err != nil {
+			t.Fatalf("storescu: %v\n%s", r.Err, r.Output)
+		}
+		if n := len(storedFiles(t, scp.DataDir)); n != 1 {
+			t.Errorf("%d objects stored, want 1", n)
+		}
+	})
+	t.Run("unbound AE over TLS and plain", func(t *testing.T) {
+		if r := echo("LOCAL_AE", p.DCMTK(&p.B, "+py")...); r.Err != nil {
+			t.Errorf("unbound AE over TLS: %v\n%s", r.Err, r.Output)
+		}
+		r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", host, scp.Port())
+		if r.Err != nil {
+			t.Errorf("unbound AE on the plain listener: %v\n%s", r.Err, r.Output)
+		}
+	})
+	refusals := []struct {
+		name string
+		run  func() dcmtk.Result
+	}{
+		{"site B's certificate for site A's AE", func() dcmtk.Result { return echo("SITE_A", p.DCMTK(&p.B, "+py")...) }},
+		{"site A's certificate for site B's AE", func() dcmtk.Result { return echo("SITE_B", p.DCMTK(&p.A, "+px")...) }},
+		{"site A's AE on the plain listener", func() dcmtk.Result {
+			return dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "SITE_A", "-aec", "REMOTE_AE", host, scp.Port())
+		}},
+	}
+	for _, tt := range refusals {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.run()
+			if r.Err == nil || !strings.Contains(r.Output, "Calling AE Title Not Recognized") {
+				t.Fatalf("want 01 01 03 (Calling AE Title Not Recognized): %v\n%s", r.Err, r.Output)
+			}
+		})
+	}
+	scp.WaitMetric(t, "dicom_ingest_associations_active", 0, 5*time.Second)
+	scp.Stop(t)
+
+	a, b := readCert(t, p.A.Cert), readCert(t, p.B.Cert)
+	recs := auditRecords(t, scp.DataDir)
+	tlsRecords := 0
+	for _, r := range recs {
+		if r.CallingAE == "SITE_A" || r.CallingAE == "SITE_B" || r.TLS != nil {
+			if r.TLS == nil {
+				if !strings.Contains(r.Reason, "client certificate is required") {
+					t.Errorf("%s %s record without TLS peer: %+v", r.Event, r.CallingAE, r)
+				}
+				continue
+			}
+			tlsRecords++
+			if r.TLS.SHA256 != fingerprint(a) && r.TLS.SHA256 != fingerprint(b) {
+				t.Errorf("%s record names certificate %s", r.Event, r.TLS.SHA256)
+			}
+		}
+	}
+	if tlsRecords < 8 {
+		t.Errorf("%d TLS records, want at least 8 (3 accepted/released pairs and 2 rejections)", tlsRecords)
+	}
+	var alerts int
+	for _, r := range recs {
+		if r.Event != associationaudit.EventRejected || r.TLS == nil {
+			continue
+		}
+		alerts++
+		if !strings.Contains(r.Reason, "client certificate does not match the calling AE title") || r.RejectReason != 3 ||
+			r.TLS.Subject == "" || r.TLS.Issuer != "CN=dicom-ingest site CA,O=dicom-ingest tests" || r.TLS.CertificateName != "" {
+			t.Errorf("security alert record %+v %+v", r, *r.TLS)
+		}
+	}
+	if alerts != 2 {
+		t.Errorf("%d rejected TLS records, want 2", alerts)
+	}
+	if acc := findRecord(recs, associationaudit.EventAccepted, "SITE_A"); acc == nil || acc.TLS == nil ||
+		acc.TLS.CertificateName != sitepki.SiteA || acc.TLS.Subject != "CN="+sitepki.SiteA+",O=dicom-ingest tests" {
+		t.Errorf("site A's accepted record %+v", acc)
+	}
+	for _, e := range scp.LogEntries() {
+		if v, ok := e["tls"].(string); ok && e["msg"] == "dicomnet: association accepted" {
+			if v != "TLS 1.3" && v != "TLS 1.2" {
+				t.Errorf("association accepted over %s (%v)", v, e["tls_cipher"])
+			}
+		}
+	}
+	if !strings.Contains(scp.Logs(), "security alert: client certificate does not match the calling AE title") {
+		t.Error("no security alert in the log")
+	}
+	if strings.Contains(scp.Logs(), "PRIVATE KEY") {
+		t.Error("a private key in the log")
+	}
+}
+
+// TestDICOMTLSRefusals: what must never associate over TLS, each failing the handshake (so nothing reaches the
+// association policy) and counted: no client certificate, a certificate of another CA, an expired one, TLS 1.0 and
+// 1.1, plain DICOM on the TLS port.
+func TestDICOMTLSRefusals(t *testing.T) {
+	sitepki.Require(t, "echoscu", "openssl")
+	p := sitepki.New(t)
+	scp := startTLSSCP(t, p)
+	host, port := "127.0.0.1", scp.TLSPort()
+	echo := func(tlsArgs ...string) dcmtk.Result {
+		args := append(append([]string{"-v"}, tlsArgs...), "-aet", "SITE_A", "-aec", "REMOTE_AE", host, port)
+		return dcmtk.Run(t, 30*time.Second, "echoscu", args...)
+	}
+	sClient := func(version string) dcmtk.Result {
+		// SECLEVEL=0 lets OpenSSL 3 offer TLS 1.0/1.1 at all, so the refusal is the server's.
+		return dcmtk.Run(t, 30*time.Second, "openssl", "s_client", "-connect", net.JoinHostPort(host, port), version,
+			"-cipher", "DEFAULT@SECLEVEL=0", "-cert", p.A.Cert, "-key", p.A.Key, "-CAfile", p.ServerCAFile)
+	}
+	const failed = "Association Request Failed"
+	tests := []struct {
+		name       string
+		run        func() dcmtk.Result
+		peerSays   string // in the peer's output
+		serverSays string // in the server's log line for the failed handshake
+	}{
+		{"no client certificate", func() dcmtk.Result { return echo(p.DCMTK(nil, "+py")...) }, failed, "didn't provide a certificate"},
+		{"certificate of another CA", func() dcmtk.Result { return echo(p.DCMTK(&p.Stranger, "+py")...) }, failed, "unknown authority"},
+		{"expired certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Expired, "+py")...) }, failed, "expired"},
+		{"plain DICOM on the TLS port", func() dcmtk.Result { return echo() }, failed, "does not look like a TLS handshake"},
+		{"TLS 1.0", func() dcmtk.Result { return sClient("-tls1") }, "alert protocol version", "unsupported versions"},
+		{"TLS 1.1", func() dcmtk.Result { return sClient("-tls1_1") }, "alert protocol version", "unsupported versions"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tt.run()
+			if strings.Contains(r.Output, "Echo Response (Success)") || !strings.Contains(r.Output, tt.peerSays) {
+				t.Fatalf("want a refusal mentioning %q: %v\n%s", tt.peerSays, r.Err, r.Output)
+			}
+			scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(i+1), 5*time.Second)
+			var last string
+			for _, e := range scp.LogEntries() {
+				if e["msg"] == "dicomnet: TLS handshake failed" {
+					last, _ = e["err"].(string)
+				}
+			}
+			if !strings.Contains(last, tt.serverSays) {
+				t.Errorf("server logged %q, want %q", last, tt.serverSays)
+			}
+		})
+	}
+	t.Run("TLS 1.2 with a BCP 195 suite handshakes, without one it does not", func(t *testing.T) {
+		r := dcmtk.Run(t, 30*time.Second, "openssl", "s_client", "-connect", net.JoinHostPort(host, port), "-tls1_2",
+			"-cipher", "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES256-GCM-SHA384", "-cert", p.A.Cert, "-key", p.A.Key, "-CAfile", p.ServerCAFile)
+		if !strings.Contains(r.Output, "Protocol  : TLSv1.2") || !strings.Contains(r.Output, "Verify return code: 0 (ok)") {
+			t.Errorf("TLS 1.2 with ECDHE AES-GCM: %v\n%s", r.Err, r.Output)
+		}
+		r = dcmtk.Run(t, 30*time.Second, "openssl", "s_client", "-connect", net.JoinHostPort(host, port), "-tls1_2",
+			"-cipher", "ECDHE-RSA-AES128-SHA256:AES128-GCM-SHA256:DHE-RSA-AES128-SHA", "-cert", p.A.Cert, "-key", p.A.Key, "-CAfile", p.ServerCAFile)
+		if !strings.Contains(r.Output, "alert handshake failure") {
+			t.Errorf("TLS 1.2 with suites outside BCP 195 handshook: %v\n%s", r.Err, r.Output)
+		}
+		scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(len(tests)+1), 5*time.Second)
+	})
+	if n := scp.Metric(t, `dicom_ingest_associations_total{outcome="accepted"}`) + scp.Metric(t, `dicom_ingest_associations_total{outcome="rejected"}`); n != 0 {
+		t.Errorf("%v association requests reached the policy", n)
+	}
+}
+
+// TestDICOMTLSReload: a new certificate and client CA are taken on SIGHUP (and, with no signal, when the files
+// change) while an association is open: that association goes on, the next one gets the new certificate and is
+// held to the new client CA.
+func TestDICOMTLSReload(t *testing.T) {
+	sitepki.Require(t, "echoscu")
+	p := sitepki.New(t)
+	scp := startTLSSCP(t, p, "--idle-timeout", "2m")
+	ctx := scptest.Context(t)
+	siteA := p.ACert.TLS()
+	var seen []*x509.Certificate
+	dial := func(site tls.Certificate) (*dicomnet.ClientAssociation, error) {
+		cfg := scClient("SITE_A")
+		cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&tls.Dialer{Config: &tls.Config{RootCAs: p.ServerCA.Pool(), ServerName: "127.0.0.1",
+				Certificates: []tls.Certificate{site}}}).DialContext(ctx, network, addr)
+			if err == nil {
+				seen = append(seen, c.(*tls.Conn).ConnectionState().PeerCertificates[0])
+			}
+			return c, err
+		}
+		return dicomnet.Dial(ctx, scp.TLSAddr, cfg)
+	}
+	open, err := dial(siteA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Echo(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Rotate: a new server certificate from the same CA, and a new site CA that re-issued site A.
+	next := p.ServerCA.Server(t, testpki.Options{CommonName: "dicom-ingest.test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	newSiteCA := testpki.NewCA(t, "dicom-ingest site CA 2")
+	reissued := newSiteCA.Client(t, testpki.Options{CommonName: sitepki.SiteA})
+	next.WriteFiles(t, p.Dir, "server")
+	testpki.WriteFile(t, p.SiteCAFile, newSiteCA.PEM)
+	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		as, err := dial(reissued.TLS())
+		if err != nil {
+			return false
+		}
+		defer as.Release(ctx)
+		return seen[len(seen)-1].Equal(next.Cert)
+	})
+
+	if err := open.Echo(ctx); err != nil {
+		t.Fatalf("the association open across the reload broke: %v", err)
+	}
+	if err := open.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !seen[0].Equal(p.Server.Cert) {
+		t.Error("the first association did not see the first certificate")
+	}
+	if as, err := dial(siteA); err == nil {
+		as.Abort()
+		t.Error("site A's certificate of the old site CA still admitted")
+	}
+	// DCMTK sees the new certificate too: it trusts the server CA, not the certificate.
+	args := append(p.DCMTK(&p.A, "+py"), "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "127.0.0.1", scp.TLSPort())
+	if r := dcmtk.Run(t, 30*time.Second, "echoscu", args...); r.Err == nil {
+		t.Errorf("echoscu with a certificate of the replaced site CA got in:\n%s", r.Output)
+	}
+
+	// No signal: replacing the files is enough (the file watch).
+	third := p.ServerCA.Server(t, testpki.Options{CommonName: "dicom-ingest.test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	third.WriteFiles(t, p.Dir, "server")
+	waitFor(t, 10*time.Second, func() bool {
+		as, err := dial(reissued.TLS())
+		if err != nil {
+			return false
+		}
+		defer as.Release(ctx)
+		return seen[len(seen)-1].Equal(third.Cert)
+	})
+	if !strings.Contains(scp.Logs(), "TLS certificate loaded") {
+		t.Error("no log line for the reload")
+	}
+}
+
+// TestDICOMTLSBehindProxyProtocol: with --proxy-protocol the load balancer's PROXY v2 header comes before the TLS
+// handshake; the site's networks are checked against the source it carries, and its certificate is checked too.
+func TestDICOMTLSBehindProxyProtocol(t *testing.T) {
+	sitepki.Require(t, "echoscu")
+	p := sitepki.New(t)
+	scp := startSCP(t, append([]string{"--proxy-protocol", "--listen", "off", "--calling-aes", "SITE_A@10.99.0.0/16#" + sitepki.SiteA}, p.SCPArgs("127.0.0.1:0")...)...)
+	if scp.DICOMAddr != "" {
+		t.Fatalf("plain listener on %s with --listen off", scp.DICOMAddr)
+	}
+	lb := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 2762}
+	site := &net.TCPAddr{IP: net.IPv4(10, 99, 3, 4), Port: 40000}
+	elsewhere := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 9), Port: 40000}
+	relay := proxyRelay(t, scp.TLSAddr, site, lb)
+	relayElsewhere := proxyRelay(t, scp.TLSAddr, elsewhere, lb)
+	echo := func(addr string, site *testpki.Files) dcmtk.Result {
+		host, port, _ := net.SplitHostPort(addr)
+		return dcmtk.Run(t, 30*time.Second, "echoscu", append(p.DCMTK(site, "+py"), "-aet", "SITE_A", "-aec", "REMOTE_AE", host, port)...)
+	}
+	if r := echo(relay, &p.A); r.Err != nil {
+		t.Fatalf("site A through the load balancer: %v\n%s", r.Err, r.Output)
+	}
+	if r := echo(relayElsewhere, &p.A); r.Err == nil || !strings.Contains(r.Output, "Calling AE Title Not Recognized") {
+		t.Errorf("site A's certificate from outside its networks: %v\n%s", r.Err, r.Output)
+	}
+	if r := echo(relay, &p.B); r.Err == nil || !strings.Contains(r.Output, "Calling AE Title Not Recognized") {
+		t.Errorf("site B's certificate as site A: %v\n%s", r.Err, r.Output)
+	}
+	if r := echo(scp.TLSAddr, &p.A); r.Err == nil {
+		t.Errorf("TLS without the PROXY header associated:\n%s", r.Output)
+	}
+	scp.WaitMetric(t, "dicom_ingest_associations_active", 0, 5*time.Second)
+	scp.Stop(t)
+	acc := findRecord(auditRecords(t, scp.DataDir), associationaudit.EventAccepted, "SITE_A")
+	if acc == nil || !strings.HasPrefix(acc.PeerAddr, "10.99.3.4:") || acc.TLS == nil || acc.TLS.CertificateName != sitepki.SiteA {
+		t.Errorf("accepted record %+v", acc)
+	}
+}
+
+// proxyRelay listens on loopback and relays each connection to target, first sending a PROXY v2 header naming src
+// and dst, as an AWS NLB with proxy protocol v2 does. It returns the relay's address.
+func proxyRelay(t *testing.T, target string, src, dst *net.TCPAddr) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				if _, err := out.Write(proxyproto.Append(nil, src, dst)); err != nil {
+					return
+				}
+				done := make(chan struct{}, 2)
+				go func() { copyHalf(out, in); done <- struct{}{} }()
+				go func() { copyHalf(in, out); done <- struct{}{} }()
+				<-done
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// copyHalf copies one direction, then passes the end of it on (a half close), as a TCP load balancer does.
+func copyHalf(dst, src net.Conn) {
+	if _, err := io.Copy(dst, src); err != nil {
+		return
+	}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		if err := tc.CloseWrite(); err != nil {
+			return
+		}
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not so after %v", timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
