@@ -79,6 +79,8 @@ type Dicom struct {
 	// IdleTimeoutSeconds is the NLB's TCP idle timeout (60..6000, default
 	// 3600): DICOM associations may sit idle between studies.
 	IdleTimeoutSeconds int `json:"idleTimeoutSeconds,omitempty"`
+	// TLS, if set, adds DICOM over TLS on its own NLB port (see DicomTLS).
+	TLS *DicomTLS `json:"tls,omitempty"`
 }
 
 // Scp sizes the Fargate service.
@@ -142,6 +144,10 @@ type Site struct {
 	// TunnelInsideCidrs optionally fixes the two tunnels' inside /30s
 	// (169.254.0.0/16); AWS picks them when empty.
 	TunnelInsideCidrs []string `json:"tunnelInsideCidrs,omitempty"`
+	// CertificateName, if set, binds the site's AE title to its TLS client
+	// certificate: the SCP admits it only over TLS, with a certificate (from
+	// dicom.tls's client CA) whose subject CN or a DNS SAN is this name.
+	CertificateName string `json:"certificateName,omitempty"`
 }
 
 // Storage configures the DICOM bucket.
@@ -195,11 +201,16 @@ func (c *Config) ProxyProtocolEnabled() bool {
 }
 
 // CallingAEs renders the SCP's allowlist (SCP_CALLING_AES): comma-separated
-// `AE@CIDR|CIDR…` entries, one per site and one per Client VPN AE title.
+// `AE@CIDR|CIDR…[#NAME]` entries, one per site (with its certificate name,
+// if it has one) and one per Client VPN AE title.
 func (c *Config) CallingAEs() string {
 	var entries []string
 	for _, s := range c.Sites {
-		entries = append(entries, s.CallingAETitle+"@"+strings.Join(s.Cidrs, "|"))
+		e := s.CallingAETitle + "@" + strings.Join(s.Cidrs, "|")
+		if s.CertificateName != "" {
+			e += "#" + s.CertificateName
+		}
+		entries = append(entries, e)
 	}
 	if c.Vpn.ClientVpn != nil {
 		for _, ae := range c.Vpn.ClientVpn.CallingAETitles {
@@ -232,6 +243,9 @@ func Load(dir, env string) (*Config, error) {
 		return nil, fmt.Errorf("config: load %s: %w", path, err)
 	}
 	cfg, err := Parse(data)
+	if err == nil {
+		err = cfg.loadTLSFiles(dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: %w", path, err)
 	}
@@ -276,6 +290,9 @@ func (c *Config) applyDefaults() {
 	def(&c.LogRetentionDays, 365)
 	def(&c.Dicom.Port, 104)
 	def(&c.Dicom.IdleTimeoutSeconds, 3600)
+	if c.Dicom.TLS != nil {
+		def(&c.Dicom.TLS.Port, DefaultTLSPort)
+	}
 	def(&c.Scp.Cpu, 1024)
 	def(&c.Scp.MemoryMiB, 2048)
 	def(&c.Scp.MinTasks, 2)

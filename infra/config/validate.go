@@ -138,6 +138,7 @@ func (c *Config) Validate() error {
 		p.addf("vpn.amazonSideAsn", "%d is not a private ASN (64512..65534 or 4200000000..4294967294)", c.Vpn.AmazonSideAsn)
 	}
 	c.validateSites(&p, vpc, vpcOK)
+	c.validateTLS(&p)
 
 	// Storage.
 	if ol := c.Storage.ObjectLock; ol != nil {
@@ -370,9 +371,9 @@ func aeProblem(ae string) string {
 			return fmt.Sprintf("AE title %q contains %q, which is not allowed (printable ASCII without backslash)", ae, r)
 		}
 	}
-	if strings.ContainsAny(ae, ",@|") {
+	if strings.ContainsAny(ae, ",@|#") {
 		// These separate entries in SCP_CALLING_AES.
-		return fmt.Sprintf("AE title %q contains one of , @ | which the SCP's allowlist syntax reserves", ae)
+		return fmt.Sprintf("AE title %q contains one of , @ | # which the SCP's allowlist syntax reserves", ae)
 	}
 	return ""
 }

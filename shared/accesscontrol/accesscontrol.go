@@ -89,7 +89,7 @@ func parseEntry(entry string) (string, rule, error) {
 	rest, name, hasName := strings.Cut(entry, "#")
 	if hasName {
 		r.name = strings.TrimSpace(name)
-		if err := checkName(r.name); err != nil {
+		if err := CheckCertificateName(r.name); err != nil {
 			return "", r, err
 		}
 	}
@@ -155,9 +155,11 @@ func checkAETitle(ae string) error {
 	return nil
 }
 
-// checkName admits the characters of DNS names and the usual common names
-// of devices: letters, digits, '.', '-' and '_'.
-func checkName(name string) error {
+// CheckCertificateName reports what is wrong with a certificate name of an
+// allowlist entry (#NAME), or nil: it admits the characters of DNS names
+// and the usual common names of devices, letters, digits, '.', '-' and '_',
+// up to MaxNameLength.
+func CheckCertificateName(name string) error {
 	switch {
 	case name == "":
 		return errors.New("empty certificate name after '#'")

@@ -49,15 +49,22 @@ type Options struct {
 	RSA bool
 }
 
-// NewCA makes a self-signed CA named name.
+// NewCA makes a self-signed CA named name, valid for ten years, as a real
+// CA is for far longer than what it issues.
 func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	return NewCAUntil(t, name, time.Now().AddDate(10, 0, 0))
+}
+
+// NewCAUntil makes a self-signed CA named name valid until notAfter.
+func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 	t.Helper()
 	key := newKey(t, false)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"dicom-ingest tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,

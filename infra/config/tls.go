@@ -1,0 +1,174 @@
+package config
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+)
+
+// DefaultTLSPort is the NLB's DICOM-over-TLS port when dicom.tls.port is
+// not set: the port registered for DICOM over TLS (PS3.15 Annex B).
+const DefaultTLSPort = 2762
+
+// DicomTLS is DICOM over TLS, terminated in the tasks (not at the NLB, which
+// forwards TCP), so a site's client certificate reaches the SCP and binds
+// to its calling AE title (sites[].certificateName).
+type DicomTLS struct {
+	// Port of the NLB's TLS listener (default 2762).
+	Port int `json:"port,omitempty"`
+	// ServerCertificateSecretArn is the complete ARN (with its six-character
+	// suffix, so the task's grant names exactly it) of a Secrets Manager
+	// secret whose JSON holds "certificate" (the server certificate chain,
+	// PEM) and "privateKey" (its key, PEM).
+	ServerCertificateSecretArn string `json:"serverCertificateSecretArn"`
+	// SecretKmsKeyArn is the KMS key the secret is encrypted with, when it is
+	// a customer-managed key (the task must be allowed to decrypt with it).
+	SecretKmsKeyArn string `json:"secretKmsKeyArn,omitempty"`
+	// ClientCaFile is a PEM bundle of the CAs site certificates must chain
+	// to, relative to the config directory (certificates only, public).
+	ClientCaFile string `json:"clientCaFile"`
+	// ServerCaFile is the PEM of the CA that issued the server certificate,
+	// relative to the config directory: the sites trust it, and the
+	// onboarding kit hands it to them.
+	ServerCaFile string `json:"serverCaFile"`
+	// PlainListener keeps the plain DICOM listener on dicom.port (default
+	// true); false leaves TLS as the only way in.
+	PlainListener *bool `json:"plainListener,omitempty"`
+
+	// ClientCaPEM and ServerCaPEM are the files' contents, read by Load.
+	ClientCaPEM string `json:"-"`
+	ServerCaPEM string `json:"-"`
+}
+
+// PlainListenerEnabled reports whether the plain DICOM listener runs: always
+// without TLS, by default with it.
+func (c *Config) PlainListenerEnabled() bool {
+	t := c.Dicom.TLS
+	return t == nil || t.PlainListener == nil || *t.PlainListener
+}
+
+// completeSecretArnRE is a secret ARN with its six-character suffix, which an IAM grant on exactly that secret needs.
+var completeSecretArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$`)
+var kmsKeyArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:kms:([a-z0-9-]+):([0-9]{12}):key/[A-Za-z0-9-]+$`)
+
+// validateTLS checks dicom.tls and the sites' certificate names.
+func (c *Config) validateTLS(p *problems) {
+	t := c.Dicom.TLS
+	names := map[string]string{} // lower-cased certificate name -> field
+	for i, s := range c.Sites {
+		if s.CertificateName == "" {
+			continue
+		}
+		f := fmt.Sprintf("sites[%d].certificateName", i)
+		if t == nil {
+			p.addf(f, "%q needs dicom.tls: a certificate name binds the site's AE title to its TLS client certificate", s.CertificateName)
+		}
+		if err := accesscontrol.CheckCertificateName(s.CertificateName); err != nil {
+			p.addf(f, "%q: %v", s.CertificateName, err)
+			continue
+		}
+		key := strings.ToLower(s.CertificateName)
+		if prev, ok := names[key]; ok {
+			p.addf(f, "%q is also %s: one site's certificate would pass for the other's AE title", s.CertificateName, prev)
+		}
+		names[key] = f
+	}
+	if t == nil {
+		return
+	}
+	if t.Port < 1 || t.Port > 65535 {
+		p.addf("dicom.tls.port", "%d is not a TCP port", t.Port)
+	} else if t.Port == c.Dicom.Port && c.PlainListenerEnabled() {
+		p.addf("dicom.tls.port", "%d is also dicom.port, the plain listener's", t.Port)
+	}
+	if m := completeSecretArnRE.FindStringSubmatch(t.ServerCertificateSecretArn); m == nil {
+		p.addf("dicom.tls.serverCertificateSecretArn", "%q is not a complete Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included)", t.ServerCertificateSecretArn)
+	} else if m[1] != c.Region || m[2] != c.Account {
+		p.addf("dicom.tls.serverCertificateSecretArn", "the secret is in %s/%s, not in this environment's %s/%s (ECS reads it at task start, in-region)", m[2], m[1], c.Account, c.Region)
+	}
+	if t.SecretKmsKeyArn != "" {
+		if m := kmsKeyArnRE.FindStringSubmatch(t.SecretKmsKeyArn); m == nil || m[1] != c.Region {
+			p.addf("dicom.tls.secretKmsKeyArn", "%q is not a KMS key ARN in %s", t.SecretKmsKeyArn, c.Region)
+		}
+	}
+	if t.ClientCaFile == "" {
+		p.addf("dicom.tls.clientCaFile", "is required: the CA bundle site certificates chain to")
+	}
+	if t.ServerCaFile == "" {
+		p.addf("dicom.tls.serverCaFile", "is required: the CA the sites trust for the server certificate")
+	}
+}
+
+// loadTLSFiles reads dicom.tls's CA files, relative to dir, and checks they
+// hold CA certificates valid now (and for the next 30 days).
+func (c *Config) loadTLSFiles(dir string) error {
+	t := c.Dicom.TLS
+	if t == nil {
+		return nil
+	}
+	var p problems
+	read := func(field, name string) string {
+		path := name
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, name)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			p.addf(field, "%v", err)
+			return ""
+		}
+		if err := checkCABundle(b, time.Now()); err != nil {
+			p.addf(field, "%s: %v", path, err)
+		}
+		return string(b)
+	}
+	t.ClientCaPEM = read("dicom.tls.clientCaFile", t.ClientCaFile)
+	t.ServerCaPEM = read("dicom.tls.serverCaFile", t.ServerCaFile)
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.Join(append([]error{ErrInvalid}, p...)...)
+}
+
+// checkCABundle requires PEM certificates only, each a CA, valid at now
+// and for 30 days more (a CA about to expire locks every site out).
+func checkCABundle(b []byte, now time.Time) error {
+	n := 0
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		n++
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("block %d is %q; only CA certificates belong here (never a key)", n, block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return fmt.Errorf("certificate %d: %w", n, err)
+		}
+		if !cert.IsCA {
+			return fmt.Errorf("certificate %d (%s) is not a CA certificate", n, cert.Subject)
+		}
+		if now.Before(cert.NotBefore) || now.Add(30*24*time.Hour).After(cert.NotAfter) {
+			return fmt.Errorf("certificate %d (%s) is valid from %s to %s: not now, or not for 30 more days", n, cert.Subject,
+				cert.NotBefore.Format(time.DateOnly), cert.NotAfter.Format(time.DateOnly))
+		}
+	}
+	if n == 0 {
+		return errors.New("no PEM certificate in it")
+	}
+	if len(strings.TrimSpace(string(b))) > 0 {
+		return errors.New("text after the last PEM block")
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+const testSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/test/dicom-tls-Ab12Cd"
+
+func withTLS(c *Config) {
+	c.Dicom.TLS = &DicomTLS{ServerCertificateSecretArn: testSecretArn, ClientCaFile: "tls/site-ca.pem", ServerCaFile: "tls/server-ca.pem"}
+}
+
+func TestTLSValidation(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*Config)
+		want   []string // nil: valid
+	}{
+		{"plain, as before", func(c *Config) {}, nil},
+		{"TLS with a bound site", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs.a.example" }, nil},
+		{"TLS only", func(c *Config) { withTLS(c); off := false; c.Dicom.TLS.PlainListener = &off; c.Dicom.TLS.Port = 104 }, nil},
+		{"name without TLS", func(c *Config) { c.Sites[0].CertificateName = "pacs.a.example" },
+			[]string{`sites[0].certificateName: "pacs.a.example" needs dicom.tls`}},
+		{"bad name", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs a" },
+			[]string{`sites[0].certificateName: "pacs a": certificate name has a character other than`}},
+		{"same name twice", func(c *Config) {
+			withTLS(c)
+			c.Sites[0].CertificateName, c.Sites[1].CertificateName = "pacs.example", "PACS.example"
+		}, []string{`sites[1].certificateName: "PACS.example" is also sites[0].certificateName`}},
+		{"TLS port is the plain port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 104 }, []string{"dicom.tls.port: 104 is also dicom.port"}},
+		{"TLS port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 99999 }, []string{"dicom.tls.port: 99999 is not a TCP port"}},
+		{"partial secret ARN", func(c *Config) {
+			withTLS(c)
+			c.Dicom.TLS.ServerCertificateSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls"
+		}, []string{"dicom.tls.serverCertificateSecretArn: \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls\" is not a complete Secrets Manager secret ARN"}},
+		{"secret elsewhere", func(c *Config) {
+			withTLS(c)
+			c.Dicom.TLS.ServerCertificateSecretArn = strings.Replace(testSecretArn, "eu-west-1", "us-east-1", 1)
+		}, []string{"the secret is in 123456789012/us-east-1, not in this environment's 123456789012/eu-west-1"}},
+		{"KMS key", func(c *Config) { withTLS(c); c.Dicom.TLS.SecretKmsKeyArn = "alias/mine" }, []string{"dicom.tls.secretKmsKeyArn"}},
+		{"no CA files", func(c *Config) { withTLS(c); c.Dicom.TLS.ClientCaFile, c.Dicom.TLS.ServerCaFile = "", "" },
+			[]string{"dicom.tls.clientCaFile: is required", "dicom.tls.serverCaFile: is required"}},
+		{"# in an AE title", func(c *Config) { c.Sites[0].CallingAETitle = "A#B" }, []string{"reserves"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := valid()
+			tc.mutate(c)
+			got, err := Parse(marshal(t, c))
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Dicom.TLS != nil && got.Dicom.TLS.Port == 0 {
+					t.Error("no default TLS port")
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse = %v, want ErrInvalid", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestTLSDefaultsAndAllowlist(t *testing.T) {
+	c := valid()
+	withTLS(c)
+	c.Sites[1].CertificateName = "pacs.b.example"
+	got, err := Parse(marshal(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Dicom.TLS.Port != DefaultTLSPort || !got.PlainListenerEnabled() {
+		t.Errorf("port %d, plain listener %v", got.Dicom.TLS.Port, got.PlainListenerEnabled())
+	}
+	if want := "A_PACS@192.168.1.0/24,B_PACS@192.168.2.0/24#pacs.b.example"; got.CallingAEs() != want {
+		t.Errorf("CallingAEs() = %q, want %q", got.CallingAEs(), want)
+	}
+}
+
+// TestLoadTLSFiles: Load reads the CA files next to the config and refuses what would lock sites out or leak a key.
+func TestLoadTLSFiles(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	leaf := ca.Client(t, testpki.Options{CommonName: "pacs.a.example"})
+	short := testpki.NewCAUntil(t, "Short CA", time.Now().Add(24*time.Hour)) // less than the 30 days asked
+	cases := []struct {
+		name   string
+		siteCA []byte
+		want   string
+	}{
+		{"a CA", ca.PEM, ""},
+		{"two CAs", append(append([]byte{}, ca.PEM...), testpki.NewCA(t, "Next CA").PEM...), ""},
+		{"a key", append(append([]byte{}, ca.PEM...), leaf.KeyPEM...), `"PRIVATE KEY"; only CA certificates belong here`},
+		{"a leaf", leaf.CertPEM, "is not a CA certificate"},
+		{"expiring", short.PEM, "not for 30 more days"},
+		{"not PEM", []byte("hello"), "no PEM certificate"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := valid()
+			withTLS(c)
+			if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), tc.siteCA)
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), ca.PEM)
+			if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Load(dir, "test")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.Dicom.TLS.ClientCaPEM != string(tc.siteCA) || got.Dicom.TLS.ServerCaPEM != string(ca.PEM) {
+					t.Error("CA PEM not loaded")
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dicom.tls.clientCaFile") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	dir := t.TempDir()
+	c := valid()
+	withTLS(c)
+	if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir, "test"); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing CA files: %v", err)
+	}
+}
