@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
@@ -25,6 +26,7 @@ import (
 // Ports of the scp-task container.
 const (
 	ScpPort    = 11112 // DICOM (SCP_LISTEN)
+	ScpTLSPort = 2762  // DICOM over TLS (SCP_TLS_LISTEN), with dicom.tls
 	HealthPort = 8081  // /healthz, /readyz, /metrics (SCP_HEALTH_LISTEN)
 )
 
@@ -53,13 +55,20 @@ type IngestProps struct {
 	AgentContextDir string
 }
 
-// Ingest is the DICOM front door: an internal NLB on the DICOM port and the
-// Fargate service running scp-task behind it.
+// Ingest is the DICOM front door: an internal NLB on the DICOM port (and,
+// with dicom.tls, on the DICOM-over-TLS port, forwarded as TCP so TLS
+// terminates in the task) and the Fargate service running scp-task behind
+// it.
 type Ingest struct {
 	constructs.Construct
-	LoadBalancer   awselasticloadbalancingv2.NetworkLoadBalancer
+	LoadBalancer awselasticloadbalancingv2.NetworkLoadBalancer
+	// Listener and TargetGroup are the plain DICOM port's, or the TLS port's
+	// when the plain listener is off; TLSListener and TLSTargetGroup are the
+	// TLS port's (nil without dicom.tls).
 	Listener       awselasticloadbalancingv2.NetworkListener
 	TargetGroup    awselasticloadbalancingv2.NetworkTargetGroup
+	TLSListener    awselasticloadbalancingv2.NetworkListener
+	TLSTargetGroup awselasticloadbalancingv2.NetworkTargetGroup
 	Cluster        awsecs.Cluster
 	Service        awsecs.FargateService
 	TaskDefinition awsecs.FargateTaskDefinition
@@ -70,8 +79,13 @@ type Ingest struct {
 	LogGroup          awslogs.LogGroup
 	// Addresses are the NLB's fixed private IPv4 addresses, one per zone.
 	Addresses []string
-	// Environment is the scp-task container's environment.
+	// Environment is the scp-task container's environment, Secrets its
+	// variables from Secrets Manager (the log-name key; the TLS certificate
+	// and key).
 	Environment map[string]*string
+	Secrets     map[string]awsecs.Secret
+	// TLSSecret is the server certificate's secret (nil without dicom.tls).
+	TLSSecret awssecretsmanager.ISecret
 }
 
 // NewIngest creates the NLB, the task definition and the service.
@@ -89,14 +103,29 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		Description:      jsii.String("DICOM NLB: the DICOM port from the configured site CIDRs only"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
-	dicomPort := awsec2.Port_Tcp(jsii.Number(float64(c.Dicom.Port)))
-	for _, site := range c.Sites {
-		for _, cidr := range site.Cidrs {
-			lbSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), dicomPort, jsii.String("DICOM from site "+site.Name), nil)
-		}
+	// The ports open: the plain DICOM port and/or the TLS one, each as the
+	// NLB listens on it and as the task does.
+	type portPair struct {
+		what       string
+		nlb, task  awsec2.Port
+		taskNumber int
 	}
-	if props.Vpn != nil && props.Vpn.ClientVpnSecurityGroup != nil {
-		lbSG.Connections().AllowFrom(props.Vpn.ClientVpnSecurityGroup, dicomPort, jsii.String("DICOM from Client VPN"))
+	var ports []portPair
+	if c.PlainListenerEnabled() {
+		ports = append(ports, portPair{"DICOM", awsec2.Port_Tcp(jsii.Number(float64(c.Dicom.Port))), awsec2.Port_Tcp(jsii.Number(ScpPort)), ScpPort})
+	}
+	if t := c.Dicom.TLS; t != nil {
+		ports = append(ports, portPair{"DICOM TLS", awsec2.Port_Tcp(jsii.Number(float64(t.Port))), awsec2.Port_Tcp(jsii.Number(ScpTLSPort)), ScpTLSPort})
+	}
+	for _, pp := range ports {
+		for _, site := range c.Sites {
+			for _, cidr := range site.Cidrs {
+				lbSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), pp.nlb, jsii.String(pp.what+" from site "+site.Name), nil)
+			}
+		}
+		if props.Vpn != nil && props.Vpn.ClientVpnSecurityGroup != nil {
+			lbSG.Connections().AllowFrom(props.Vpn.ClientVpnSecurityGroup, pp.nlb, jsii.String(pp.what+" from Client VPN"))
+		}
 	}
 	taskSG := awsec2.NewSecurityGroup(self, jsii.String("TaskSG"), &awsec2.SecurityGroupProps{
 		Vpc:              vpc,
@@ -112,21 +141,22 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	https := awsec2.Port_Tcp(jsii.Number(443))
 	taskSG.AddEgressRule(props.Network.EndpointSecurityGroup, https, jsii.String("HTTPS to the interface endpoints"), nil)
 	taskSG.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
-	scpPort := awsec2.Port_Tcp(jsii.Number(ScpPort))
 	healthPort := awsec2.Port_Tcp(jsii.Number(HealthPort))
-	if c.ProxyProtocolEnabled() {
-		taskSG.Connections().AllowFrom(lbSG, scpPort, jsii.String("DICOM from the NLB (PROXY v2)"))
-	} else {
+	for _, pp := range ports {
+		if c.ProxyProtocolEnabled() {
+			taskSG.Connections().AllowFrom(lbSG, pp.task, jsii.String(pp.what+" from the NLB (PROXY v2)"))
+			continue
+		}
 		// With client IP preservation the task sees the site's address.
 		for _, site := range c.Sites {
 			for _, cidr := range site.Cidrs {
-				taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), scpPort, jsii.String("DICOM from site "+site.Name+" via the NLB"), nil)
+				taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(cidr)), pp.task, jsii.String(pp.what+" from site "+site.Name+" via the NLB"), nil)
 			}
 		}
-		lbSG.AddEgressRule(taskSG, scpPort, jsii.String("DICOM to the tasks"), nil)
+		lbSG.AddEgressRule(taskSG, pp.task, jsii.String(pp.what+" to the tasks"), nil)
 		if props.Vpn != nil && props.Vpn.ClientVpnSecurityGroup != nil {
 			// Client VPN translates clients to its own VPC addresses.
-			taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(c.VpcCidr)), scpPort, jsii.String("DICOM from Client VPN via the NLB"), nil)
+			taskSG.AddIngressRule(awsec2.Peer_Ipv4(jsii.String(c.VpcCidr)), pp.task, jsii.String(pp.what+" from Client VPN via the NLB"), nil)
 		}
 	}
 	taskSG.Connections().AllowFrom(lbSG, healthPort, jsii.String("NLB health checks"))
@@ -154,40 +184,59 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		DeletionProtection: jsii.Bool(c.DeletionProtection),
 		SecurityGroups:     &[]awsec2.ISecurityGroup{lbSG},
 	})
-	tg := awselasticloadbalancingv2.NewNetworkTargetGroup(self, jsii.String("ScpTargets"), &awselasticloadbalancingv2.NetworkTargetGroupProps{
-		Vpc:        vpc,
-		Port:       jsii.Number(ScpPort),
-		Protocol:   awselasticloadbalancingv2.Protocol_TCP,
-		TargetType: awselasticloadbalancingv2.TargetType_IP,
-		// Exactly one way of telling the SCP the site's address, matching
-		// SCP_PROXY_PROTOCOL below.
-		ProxyProtocolV2:  jsii.Bool(c.ProxyProtocolEnabled()),
-		PreserveClientIp: jsii.Bool(!c.ProxyProtocolEnabled()),
-		// Draining: the NLB stops new associations at once and lets running
-		// ones finish for the delay; the task gets SIGTERM and drains in its
-		// stop timeout, so both are the same order of magnitude.
-		DeregistrationDelay:   awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.DeregistrationDelaySeconds))),
-		ConnectionTermination: jsii.Bool(true),
-		HealthCheck: &awselasticloadbalancingv2.HealthCheck{
-			Protocol:                awselasticloadbalancingv2.Protocol_HTTP,
-			Port:                    jsii.String(strconv.Itoa(HealthPort)),
-			Path:                    jsii.String("/readyz"),
-			Interval:                awscdk.Duration_Seconds(jsii.Number(10)),
-			Timeout:                 awscdk.Duration_Seconds(jsii.Number(5)),
-			HealthyThresholdCount:   jsii.Number(2),
-			UnhealthyThresholdCount: jsii.Number(2),
-			HealthyHttpCodes:        jsii.String("200"),
-		},
-	})
-	listener := nlb.AddListener(jsii.String("Dicom"), &awselasticloadbalancingv2.BaseNetworkListenerProps{
-		Port:     jsii.Number(float64(c.Dicom.Port)),
-		Protocol: awselasticloadbalancingv2.Protocol_TCP,
-		// tcp.idle_timeout.seconds: the 350 s default would cut idle
-		// associations between studies.
-		TcpIdleTimeout:      awscdk.Duration_Seconds(jsii.Number(float64(c.Dicom.IdleTimeoutSeconds))),
-		DefaultTargetGroups: &[]awselasticloadbalancingv2.INetworkTargetGroup{tg},
-	})
+	// One listener and target group per port: TCP passed through, so with
+	// TLS the handshake (and the client certificate) reaches the task.
+	addPort := func(id, targetsID string, nlbPort, taskPort int) (awselasticloadbalancingv2.NetworkListener, awselasticloadbalancingv2.NetworkTargetGroup) {
+		tg := awselasticloadbalancingv2.NewNetworkTargetGroup(self, jsii.String(targetsID), &awselasticloadbalancingv2.NetworkTargetGroupProps{
+			Vpc:        vpc,
+			Port:       jsii.Number(float64(taskPort)),
+			Protocol:   awselasticloadbalancingv2.Protocol_TCP,
+			TargetType: awselasticloadbalancingv2.TargetType_IP,
+			// Exactly one way of telling the SCP the site's address, matching
+			// SCP_PROXY_PROTOCOL below.
+			ProxyProtocolV2:  jsii.Bool(c.ProxyProtocolEnabled()),
+			PreserveClientIp: jsii.Bool(!c.ProxyProtocolEnabled()),
+			// Draining: the NLB stops new associations at once and lets running
+			// ones finish for the delay; the task gets SIGTERM and drains in its
+			// stop timeout, so both are the same order of magnitude.
+			DeregistrationDelay:   awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.DeregistrationDelaySeconds))),
+			ConnectionTermination: jsii.Bool(true),
+			HealthCheck: &awselasticloadbalancingv2.HealthCheck{
+				Protocol:                awselasticloadbalancingv2.Protocol_HTTP,
+				Port:                    jsii.String(strconv.Itoa(HealthPort)),
+				Path:                    jsii.String("/readyz"),
+				Interval:                awscdk.Duration_Seconds(jsii.Number(10)),
+				Timeout:                 awscdk.Duration_Seconds(jsii.Number(5)),
+				HealthyThresholdCount:   jsii.Number(2),
+				UnhealthyThresholdCount: jsii.Number(2),
+				HealthyHttpCodes:        jsii.String("200"),
+			},
+		})
+		listener := nlb.AddListener(jsii.String(id), &awselasticloadbalancingv2.BaseNetworkListenerProps{
+			Port:     jsii.Number(float64(nlbPort)),
+			Protocol: awselasticloadbalancingv2.Protocol_TCP,
+			// tcp.idle_timeout.seconds: the 350 s default would cut idle
+			// associations between studies.
+			TcpIdleTimeout:      awscdk.Duration_Seconds(jsii.Number(float64(c.Dicom.IdleTimeoutSeconds))),
+			DefaultTargetGroups: &[]awselasticloadbalancingv2.INetworkTargetGroup{tg},
+		})
+		return listener, tg
+	}
+	var listener, tlsListener awselasticloadbalancingv2.NetworkListener
+	var tg, tlsTG awselasticloadbalancingv2.NetworkTargetGroup
+	if c.PlainListenerEnabled() {
+		// The ids of the plain port's listener and targets are those they
+		// had before TLS existed, so adding TLS does not replace them.
+		listener, tg = addPort("Dicom", "ScpTargets", c.Dicom.Port, ScpPort)
+	}
+	if t := c.Dicom.TLS; t != nil {
+		tlsListener, tlsTG = addPort("DicomTls", "ScpTlsTargets", t.Port, ScpTLSPort)
+		if listener == nil {
+			listener, tg = tlsListener, tlsTG
+		}
+	}
 	out.LoadBalancer, out.Listener, out.TargetGroup = nlb, listener, tg
+	out.TLSListener, out.TLSTargetGroup = tlsListener, tlsTG
 
 	// Task role: put objects under incoming/ and audit/ (multipart uploads
 	// included), read back only those prefixes, and use the bucket's key
@@ -267,6 +316,28 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", max(1, c.Scp.StopTimeoutSeconds-10))),
 		"AWS_REGION":        jsii.String(c.Region),
 	}
+	out.Secrets = map[string]awsecs.Secret{
+		logname.EnvKey: awsecs.Secret_FromSecretsManager(props.Storage.LogNameKey, nil),
+	}
+	if !c.PlainListenerEnabled() {
+		out.Environment["SCP_LISTEN"] = jsii.String("off")
+	}
+	portMappings := []*awsecs.PortMapping{
+		{ContainerPort: jsii.Number(ScpPort), Protocol: awsecs.Protocol_TCP},
+		{ContainerPort: jsii.Number(HealthPort), Protocol: awsecs.Protocol_TCP},
+	}
+	if t := c.Dicom.TLS; t != nil {
+		// The certificate and key reach the task as ECS secrets, read from
+		// Secrets Manager by the execution role at task start (a new task
+		// picks up a rotated secret); the client CA bundle is public and
+		// travels as a plain variable.
+		out.TLSSecret = tlsSecret(self, t)
+		out.Environment["SCP_TLS_LISTEN"] = jsii.String(fmt.Sprintf(":%d", ScpTLSPort))
+		out.Environment["SCP_TLS_CLIENT_CA"] = jsii.String(t.ClientCaPEM)
+		out.Secrets["SCP_TLS_CERT"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretCertificateKey))
+		out.Secrets["SCP_TLS_KEY"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretPrivateKeyKey))
+		portMappings = append(portMappings, &awsecs.PortMapping{ContainerPort: jsii.Number(ScpTLSPort), Protocol: awsecs.Protocol_TCP})
+	}
 	// Stage only what the image build reads, so the asset hash (and the
 	// image) changes only when scp-task or shared code does.
 	exclude := *jsii.Strings("*", "!go.mod", "!go.sum", "!shared", "!scp-task")
@@ -280,11 +351,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		}),
 		Essential:   jsii.Bool(true),
 		Environment: &out.Environment,
-		// ECS reads the secret with the execution role when the task
-		// starts; the task's own role gets no access to it.
-		Secrets: &map[string]awsecs.Secret{
-			logname.EnvKey: awsecs.Secret_FromSecretsManager(props.Storage.LogNameKey, nil),
-		},
+		// ECS reads the secrets with the execution role when the task
+		// starts; the task's own role gets no access to them.
+		Secrets:                &out.Secrets,
 		ReadonlyRootFilesystem: jsii.Bool(true),
 		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.StopTimeoutSeconds))),
 		Logging: awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{
@@ -292,10 +361,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			StreamPrefix: jsii.String("scp"),
 			Mode:         awsecs.AwsLogDriverMode_NON_BLOCKING,
 		}),
-		PortMappings: &[]*awsecs.PortMapping{
-			{ContainerPort: jsii.Number(ScpPort), Protocol: awsecs.Protocol_TCP},
-			{ContainerPort: jsii.Number(HealthPort), Protocol: awsecs.Protocol_TCP},
-		},
+		PortMappings: &portMappings,
 	})
 
 	// The CloudWatch agent scrapes /metrics and publishes the SCP's gauges
@@ -316,6 +382,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		StopTimeout:    awscdk.Duration_Seconds(jsii.Number(10)),
 	})
 	metricsLogGroup.GrantWrite(taskRole)
+	grantSecretKey(taskDef.ObtainExecutionRole(), c.Dicom.TLS, c.Region)
 	out.TaskDefinition = taskDef
 
 	cluster := awsecs.NewCluster(self, jsii.String("Cluster"), &awsecs.ClusterProps{
@@ -344,16 +411,22 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		EnableECSManagedTags:        jsii.Bool(true),
 		PropagateTags:               awsecs.PropagatedTagSource_SERVICE,
 	})
-	tg.AddTarget(svc.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
-		ContainerName: scp.ContainerName(),
-		ContainerPort: jsii.Number(ScpPort),
-		Protocol:      awsecs.Protocol_TCP,
-	}))
+	for _, pp := range ports {
+		target := tg
+		if pp.taskNumber == ScpTLSPort {
+			target = tlsTG
+		}
+		target.AddTarget(svc.LoadBalancerTarget(&awsecs.LoadBalancerTargetOptions{
+			ContainerName: scp.ContainerName(),
+			ContainerPort: jsii.Number(float64(pp.taskNumber)),
+			Protocol:      awsecs.Protocol_TCP,
+		}))
+		if c.ProxyProtocolEnabled() {
+			lbSG.Connections().AllowTo(taskSG, pp.task, jsii.String(pp.what+" to the tasks"))
+		}
+	}
 	// The NLB's security group must also let it reach the targets.
 	lbSG.Connections().AllowTo(taskSG, healthPort, jsii.String("health checks to the tasks"))
-	if c.ProxyProtocolEnabled() {
-		lbSG.Connections().AllowTo(taskSG, scpPort, jsii.String("DICOM to the tasks"))
-	}
 
 	scaling := svc.AutoScaleTaskCount(&awsapplicationautoscaling.EnableScalingProps{
 		MinCapacity: jsii.Number(float64(c.Scp.MinTasks)),
@@ -373,6 +446,35 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	})
 	out.Cluster, out.Service = cluster, svc
 	return out
+}
+
+// The JSON keys of the server certificate's secret (dicom.tls.serverCertificateSecretArn).
+const (
+	TLSSecretCertificateKey = "certificate"
+	TLSSecretPrivateKeyKey  = "privateKey"
+)
+
+// tlsSecret imports the server certificate's secret by its complete ARN, so
+// the execution role's grant (made by ECS for the container's secrets)
+// names exactly it.
+func tlsSecret(scope constructs.Construct, t *config.DicomTLS) awssecretsmanager.ISecret {
+	return awssecretsmanager.Secret_FromSecretAttributes(scope, jsii.String("DicomTlsSecret"),
+		&awssecretsmanager.SecretAttributes{SecretCompleteArn: jsii.String(t.ServerCertificateSecretArn)})
+}
+
+// grantSecretKey lets role decrypt with the secret's customer-managed key,
+// through Secrets Manager only. CDK's grant on an imported key would go to
+// the key's policy, which a stack cannot change, and be dropped.
+func grantSecretKey(role awsiam.IRole, t *config.DicomTLS, region string) {
+	if t == nil || t.SecretKmsKeyArn == "" {
+		return
+	}
+	role.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("DicomTlsSecretKeyViaSecretsManager"),
+		Actions:    jsii.Strings("kms:Decrypt"),
+		Resources:  jsii.Strings(t.SecretKmsKeyArn),
+		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": "secretsmanager." + region + ".amazonaws.com"}},
+	}))
 }
 
 // ScpMetric is one of the SCP's metrics in CloudWatch for environment env.

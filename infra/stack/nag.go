@@ -81,14 +81,21 @@ func suppress(s *IngestStack) {
 			reason: "deletionProtection is off in this environment's config so that it can be torn down; the load balancer holds no data"})
 	}
 	suppressOn(s.Ingest.LoadBalancer, nlbRules...)
-	suppressOn(s.Ingest.Listener, nagRule{id: "HIPAA.Security-ELBv2ACMCertificateRequired",
-		reason: "DICOM arrives as TCP inside the site's IPsec tunnel (AES-256) and is passed through unmodified so the SCP can negotiate it; " +
-			"terminating TLS at the NLB would add nothing on an encrypted private path"})
+	if s.Config.PlainListenerEnabled() {
+		suppressOn(s.Ingest.Listener, nagRule{id: "HIPAA.Security-ELBv2ACMCertificateRequired",
+			reason: "DICOM arrives as TCP inside the site's IPsec tunnel (AES-256) and is passed through unmodified so the SCP can negotiate it; " +
+				"terminating TLS at the NLB would add nothing on an encrypted private path"})
+	}
+	if s.Ingest.TLSListener != nil {
+		suppressOn(s.Ingest.TLSListener, nagRule{id: "HIPAA.Security-ELBv2ACMCertificateRequired",
+			reason: "DICOM over TLS is passed through as TCP and terminates in the task (server certificate from Secrets Manager), so the " +
+				"site's client certificate reaches the SCP, which binds it to the calling AE title; TLS ending at the NLB would lose that identity"})
+	}
 
 	// Task.
 	suppressOn(s.Ingest.TaskDefinition, nagRule{id: "AwsSolutions-ECS2",
-		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN); its one secret, " +
-			"the log-name key, comes from Secrets Manager through the container's secrets, not the environment"})
+		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN, the public client CA " +
+			"certificates); its secrets, the log-name key and the TLS certificate and key, come from Secrets Manager through the container's secrets, not the environment"})
 	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
 		reason:    "Objects are written under generated keys below the incoming/ and audit/ prefixes; the wildcard is limited to those prefixes",
 		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}},

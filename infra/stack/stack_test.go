@@ -206,7 +206,7 @@ func TestListenerAndTargetGroup(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		c := s.cfg
 		s.check(t, func(tpl assertions.Template) {
-			tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(1))
+			tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(float64(len(dicomPorts(c)))))
 		})
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::LoadBalancer"), map[string]any{
@@ -217,8 +217,9 @@ func TestListenerAndTargetGroup(t *testing.T) {
 		listeners := s.resources("AWS::ElasticLoadBalancingV2::Listener")
 		for _, l := range listeners {
 			p := props(l)
-			if p["Port"] != float64(c.Dicom.Port) || p["Protocol"] != "TCP" {
-				t.Errorf("listener %v/%v, want TCP %d", p["Protocol"], p["Port"], c.Dicom.Port)
+			taskPort, ok := dicomPorts(c)[p["Port"].(float64)]
+			if !ok || p["Protocol"] != "TCP" {
+				t.Errorf("listener %v/%v, want TCP on one of %v", p["Protocol"], p["Port"], dicomPorts(c))
 			}
 			want := []any{map[string]any{"Key": "tcp.idle_timeout.seconds", "Value": fmt.Sprint(c.Dicom.IdleTimeoutSeconds)}}
 			if d := cmp.Diff(want, p["ListenerAttributes"]); d != "" {
@@ -227,8 +228,8 @@ func TestListenerAndTargetGroup(t *testing.T) {
 			actions := p["DefaultActions"].([]any)
 			tgID := refID(actions[0].(map[string]any)["TargetGroupArn"])
 			tg := props(s.res[tgID])
-			if tg["Port"] != float64(ScpPort) || tg["Protocol"] != "TCP" || tg["TargetType"] != "ip" {
-				t.Errorf("target group %s: %v %v %v, want TCP %d ip", tgID, tg["Protocol"], tg["Port"], tg["TargetType"], ScpPort)
+			if tg["Port"] != taskPort || tg["Protocol"] != "TCP" || tg["TargetType"] != "ip" {
+				t.Errorf("target group %s: %v %v %v, want TCP %v ip", tgID, tg["Protocol"], tg["Port"], tg["TargetType"], taskPort)
 			}
 			if tg["HealthCheckProtocol"] != "HTTP" || tg["HealthCheckPort"] != "8081" || tg["HealthCheckPath"] != "/readyz" {
 				t.Errorf("health check %v %v %v, want HTTP 8081 /readyz", tg["HealthCheckProtocol"], tg["HealthCheckPort"], tg["HealthCheckPath"])
@@ -700,6 +701,11 @@ func checkIngress(t *testing.T, s *synthesized) {
 	taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
 	endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
 	rules := s.rules("Ingress")
+	ports := dicomPorts(c)
+	var taskPorts []float64
+	for _, tp := range ports {
+		taskPorts = append(taskPorts, tp)
+	}
 	var lbCidrs []string
 	for sg, rs := range rules {
 		for _, r := range rs {
@@ -713,13 +719,13 @@ func checkIngress(t *testing.T, s *synthesized) {
 			from, to := r["FromPort"], r["ToPort"]
 			switch {
 			case sg == lbSG:
-				lbCidrs = append(lbCidrs, cidr)
-				if from != float64(c.Dicom.Port) || to != float64(c.Dicom.Port) {
-					t.Errorf("NLB ingress from %s on %v-%v, want only the DICOM port %d", cidr, from, to, c.Dicom.Port)
+				lbCidrs = append(lbCidrs, fmt.Sprintf("%s:%v", cidr, from))
+				if _, ok := ports[from.(float64)]; !ok || from != to {
+					t.Errorf("NLB ingress from %s on %v-%v, want only the DICOM ports %v", cidr, from, to, ports)
 				}
 			case sg == taskSG && !c.ProxyProtocolEnabled() && (slices.Contains(siteCidrs, cidr) || (cidr == c.VpcCidr && c.Vpn.ClientVpn != nil)):
-				if from != float64(ScpPort) || to != float64(ScpPort) {
-					t.Errorf("task ingress from %s on %v-%v, want %d", cidr, from, to, ScpPort)
+				if !slices.Contains(taskPorts, from.(float64)) || from != to {
+					t.Errorf("task ingress from %s on %v-%v, want one of %v", cidr, from, to, taskPorts)
 				}
 			case sg == endpointSG && cidr == c.VpcCidr && from == float64(443) && to == float64(443):
 			default:
@@ -728,14 +734,19 @@ func checkIngress(t *testing.T, s *synthesized) {
 		}
 	}
 	sort.Strings(lbCidrs)
-	want := slices.Clone(siteCidrs)
+	var want []string
+	for port := range ports {
+		for _, cidr := range siteCidrs {
+			want = append(want, fmt.Sprintf("%s:%v", cidr, port))
+		}
+	}
 	sort.Strings(want)
 	if d := cmp.Diff(want, lbCidrs); d != "" {
 		t.Errorf("NLB ingress CIDRs (-site CIDRs +got):\n%s", d)
 	}
 	// In PROXY mode the tasks admit the DICOM port only from the NLB.
 	for _, r := range rules[taskSG] {
-		if r["FromPort"] == float64(ScpPort) && r["CidrIp"] == nil && refID(r["SourceSecurityGroupId"]) != lbSG {
+		if slices.Contains(taskPorts, r["FromPort"].(float64)) && r["CidrIp"] == nil && refID(r["SourceSecurityGroupId"]) != lbSG {
 			t.Errorf("task DICOM ingress from %s, want the NLB's group", js(r["SourceSecurityGroupId"]))
 		}
 	}
@@ -743,7 +754,7 @@ func checkIngress(t *testing.T, s *synthesized) {
 		cvpn := s.stack.logicalID(s.stack.Vpn.ClientVpnSecurityGroup)
 		ok := false
 		for _, r := range rules[lbSG] {
-			if refID(r["SourceSecurityGroupId"]) == cvpn && r["FromPort"] == float64(c.Dicom.Port) {
+			if _, dicom := ports[r["FromPort"].(float64)]; refID(r["SourceSecurityGroupId"]) == cvpn && dicom {
 				ok = true
 			}
 		}
@@ -782,6 +793,19 @@ func TestTaskEgressOnlyToEndpoints(t *testing.T) {
 			t.Errorf("task egress (-want +got):\n%s", d)
 		}
 	})
+}
+
+// dicomPorts maps the NLB's DICOM ports to the tasks' ports behind them:
+// the plain port and, with dicom.tls, the TLS port.
+func dicomPorts(c *config.Config) map[float64]float64 {
+	out := map[float64]float64{}
+	if c.PlainListenerEnabled() {
+		out[float64(c.Dicom.Port)] = ScpPort
+	}
+	if c.Dicom.TLS != nil {
+		out[float64(c.Dicom.TLS.Port)] = ScpTLSPort
+	}
+	return out
 }
 
 func TestTaskRoleLimitedToPrefixes(t *testing.T) {

@@ -1,0 +1,174 @@
+package stack
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
+	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
+)
+
+// containerDef returns a container definition of the task as template values.
+func (s *synthesized) containerDef(t *testing.T, name string) map[string]any {
+	t.Helper()
+	for _, td := range s.resources("AWS::ECS::TaskDefinition") {
+		for _, cd := range props(td)["ContainerDefinitions"].([]any) {
+			if m := cd.(map[string]any); m["Name"] == name {
+				return m
+			}
+		}
+	}
+	t.Fatalf("no container %q", name)
+	return nil
+}
+
+// policyStatements lists the statements of the IAM policies attached to a role.
+func (s *synthesized) policyStatements(roleID string) []map[string]any {
+	var out []map[string]any
+	for _, p := range s.resources("AWS::IAM::Policy") {
+		pp := props(p)
+		attached := false
+		for _, r := range pp["Roles"].([]any) {
+			if refID(r) == roleID {
+				attached = true
+			}
+		}
+		if !attached {
+			continue
+		}
+		for _, st := range pp["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+			out = append(out, st.(map[string]any))
+		}
+	}
+	return out
+}
+
+// TestDicomTLS: with dicom.tls (the prod example) the NLB forwards the TLS port as TCP to the tasks' TLS port, the
+// task gets the certificate and key as ECS secrets (read by the execution role, from exactly that secret), the
+// client CA bundle as a variable, and the sites bound to certificate names carry #NAME in the allowlist.
+func TestDicomTLS(t *testing.T) {
+	s := synthEnv(t, "prod", example("prod"))
+	c := s.cfg
+	tlsCfg := c.Dicom.TLS
+	if tlsCfg == nil {
+		t.Fatal("the prod example has no dicom.tls")
+	}
+	if s.stack.Ingest.TLSListener == nil || s.stack.Ingest.TLSTargetGroup == nil {
+		t.Fatal("no TLS listener")
+	}
+	l := props(s.res[s.stack.logicalID(s.stack.Ingest.TLSListener)])
+	tg := props(s.res[s.stack.logicalID(s.stack.Ingest.TLSTargetGroup)])
+	if l["Port"] != float64(tlsCfg.Port) || l["Protocol"] != "TCP" || tg["Port"] != float64(ScpTLSPort) || tg["Protocol"] != "TCP" {
+		t.Errorf("TLS listener %v/%v to targets %v/%v, want TCP %d to TCP %d", l["Protocol"], l["Port"], tg["Protocol"], tg["Port"], tlsCfg.Port, ScpTLSPort)
+	}
+
+	scp := s.containerDef(t, "scp")
+	env := s.containerEnv(t, "scp")
+	if env["SCP_TLS_LISTEN"] != ":2762" || env["SCP_TLS_CLIENT_CA"] != tlsCfg.ClientCaPEM || !strings.Contains(tlsCfg.ClientCaPEM, "BEGIN CERTIFICATE") {
+		t.Errorf("SCP_TLS_LISTEN %v, SCP_TLS_CLIENT_CA %.40v", env["SCP_TLS_LISTEN"], env["SCP_TLS_CLIENT_CA"])
+	}
+	if _, ok := env["SCP_TLS_KEY"]; ok {
+		t.Error("the TLS key is a plain environment variable")
+	}
+	if env["SCP_LISTEN"] != ":11112" {
+		t.Errorf("SCP_LISTEN = %v with the plain listener on", env["SCP_LISTEN"])
+	}
+	if aes := env["SCP_CALLING_AES"].(string); !strings.Contains(aes, "STMARY_PACS@10.10.0.0/24|10.10.8.0/24#pacs.st-mary.example") || !strings.Contains(aes, "NORTH_PACS@172.20.4.0/24,") {
+		t.Errorf("SCP_CALLING_AES = %s", aes)
+	}
+	secrets := map[string]string{}
+	for _, x := range scp["Secrets"].([]any) {
+		m := x.(map[string]any)
+		secrets[m["Name"].(string)] = js(m["ValueFrom"])
+	}
+	for name, key := range map[string]string{"SCP_TLS_CERT": TLSSecretCertificateKey, "SCP_TLS_KEY": TLSSecretPrivateKeyKey} {
+		if !strings.Contains(secrets[name], tlsCfg.ServerCertificateSecretArn+":"+key+"::") {
+			t.Errorf("secret %s from %s, want the %q key of %s", name, secrets[name], key, tlsCfg.ServerCertificateSecretArn)
+		}
+	}
+	var mapped []float64
+	for _, pm := range scp["PortMappings"].([]any) {
+		mapped = append(mapped, pm.(map[string]any)["ContainerPort"].(float64))
+	}
+	if !strings.Contains(js(mapped), "2762") {
+		t.Errorf("port mappings %v lack %d", mapped, ScpTLSPort)
+	}
+
+	// Least privilege: the execution role (which ECS uses to resolve secrets) reads exactly this secret; the task
+	// role, which the SCP's code runs as, cannot read any secret.
+	execRole := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
+	found := false
+	for _, st := range s.policyStatements(execRole) {
+		if !strings.Contains(js(st["Action"]), "secretsmanager:") {
+			continue
+		}
+		found = true
+		if st["Resource"] != tlsCfg.ServerCertificateSecretArn {
+			t.Errorf("execution role reads secrets %s, want exactly %s", js(st["Resource"]), tlsCfg.ServerCertificateSecretArn)
+		}
+		if a := js(st["Action"]); strings.Contains(a, "*") || strings.Contains(a, "Put") || strings.Contains(a, "Update") {
+			t.Errorf("execution role secret actions %s", a)
+		}
+	}
+	if !found {
+		t.Error("the execution role cannot read the TLS secret")
+	}
+	for _, st := range s.policyStatements(s.stack.logicalID(s.stack.Ingest.TaskRole)) {
+		if strings.Contains(js(st["Action"]), "secretsmanager:") {
+			t.Errorf("task role has secret access: %s", js(st))
+		}
+	}
+	checkIngress(t, s)
+}
+
+// TestDicomTLSOnly: with dicom.tls.plainListener false the NLB has the TLS port only, the SCP's plain listener is off
+// and no security group rule opens the plain port; cdk-nag stays clean. A customer-managed key of the secret is
+// granted to the execution role through Secrets Manager only.
+func TestDicomTLSOnly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("one more synthesis; skipped with -short")
+	}
+	const keyArn = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+	s := synthEnv(t, "tlsonly", func() (*config.Config, error) {
+		c, err := config.Load("../config", "prod")
+		if err != nil {
+			return nil, err
+		}
+		off := false
+		c.Name = "tlsonly"
+		c.Dicom.TLS.PlainListener = &off
+		c.Dicom.TLS.SecretKmsKeyArn = keyArn
+		c.Dicom.ProxyProtocol = &off
+		return c, c.Validate()
+	})
+	s.check(t, func(tpl assertions.Template) {
+		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(1))
+		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"), jsii.Number(1))
+	})
+	if env := s.containerEnv(t, "scp"); env["SCP_LISTEN"] != "off" || env["SCP_TLS_LISTEN"] != ":2762" {
+		t.Errorf("SCP_LISTEN %v, SCP_TLS_LISTEN %v", env["SCP_LISTEN"], env["SCP_TLS_LISTEN"])
+	}
+	for sg, rules := range s.rules("Ingress") {
+		for _, r := range rules {
+			if r["FromPort"] == float64(s.cfg.Dicom.Port) || r["FromPort"] == float64(ScpPort) {
+				t.Errorf("%s opens the plain DICOM port: %s", sg, js(r))
+			}
+		}
+	}
+	checkIngress(t, s)
+	execRole := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
+	decrypt := false
+	for _, st := range s.policyStatements(execRole) {
+		if strings.Contains(js(st["Action"]), "kms:Decrypt") {
+			decrypt = st["Resource"] == keyArn && strings.Contains(js(st["Condition"]), "secretsmanager.eu-west-1.amazonaws.com")
+		}
+	}
+	if !decrypt {
+		t.Error("the execution role cannot decrypt the secret's key through Secrets Manager")
+	}
+	for _, f := range nagFindings(s) {
+		t.Error(f)
+	}
+}
