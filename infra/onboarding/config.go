@@ -8,8 +8,8 @@ import (
 
 // EnvConfig is the part of an environment's configuration the kit needs. It
 // is usually made with FromConfig from the CDK app's validated config
-// (infra/config, which imports only the standard library, so this package
-// does not link the CDK).
+// (infra/config, which does not import the CDK, so neither does this
+// package).
 type EnvConfig struct {
 	// Name is the environment name (dev, prod, ...).
 	Name string
@@ -21,7 +21,20 @@ type EnvConfig struct {
 	CalledAETitle string
 	// VpcCIDR is the cloud side of the tunnels' traffic selectors.
 	VpcCIDR string
-	Sites   []SiteConfig
+	// TLS is DICOM over TLS, when the environment offers it.
+	TLS   *TLSConfig
+	Sites []SiteConfig
+}
+
+// TLSConfig is the environment's DICOM-over-TLS endpoint.
+type TLSConfig struct {
+	// Port is the NLB's TLS listener port.
+	Port int
+	// ServerCAPEM is the CA certificate (PEM) that issued the SCP's server
+	// certificate: the site trusts it.
+	ServerCAPEM string
+	// PlainListener tells whether the plain DICOM port stays open beside it.
+	PlainListener bool
 }
 
 // SiteConfig is one hospital site of an environment.
@@ -35,6 +48,9 @@ type SiteConfig struct {
 	CIDRs []string
 	// BGPASN is the site's ASN when the VPN uses BGP; zero means static routes.
 	BGPASN int64
+	// CertificateName binds the site's AE title to its TLS client
+	// certificate's subject CN or DNS SAN; empty when it is not bound.
+	CertificateName string
 }
 
 // FromConfig extracts the kit's input from a validated environment config.
@@ -46,12 +62,16 @@ func FromConfig(c *config.Config) EnvConfig {
 		CalledAETitle: c.Dicom.AETitle,
 		VpcCIDR:       c.VpcCidr,
 	}
+	if t := c.Dicom.TLS; t != nil {
+		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}
+	}
 	for _, s := range c.Sites {
 		sc := SiteConfig{
 			Name:              s.Name,
 			AETitle:           s.CallingAETitle,
 			CustomerGatewayIP: s.CustomerGatewayIP,
 			CIDRs:             append([]string(nil), s.Cidrs...),
+			CertificateName:   s.CertificateName,
 		}
 		if s.Routing == config.RoutingBGP {
 			sc.BGPASN = s.BgpAsn

@@ -1,7 +1,9 @@
 // Package onboarding builds the onboarding kit for one hospital site: the VPN
 // and DICOM parameters table, a strongSwan swanctl.conf for the site's edge,
 // the DCMTK verification commands and a troubleshooting table, from the
-// environment config and the deployed stack outputs.
+// environment config and the deployed stack outputs; with DICOM over TLS
+// also the server CA, the site's certificate signing request recipe and the
+// `+tls` verification commands.
 package onboarding
 
 import (
@@ -10,6 +12,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -112,7 +116,37 @@ type Kit struct {
 	BGPASN int64
 	// HasPSKs reports whether the secrets file holds real keys.
 	HasPSKs bool
+	// TLS is DICOM over TLS for the site; nil when the environment has none.
+	TLS *KitTLS
+	// Plain reports whether the plain DICOM port is open.
+	Plain bool
 }
+
+// KitTLS is what a site needs for DICOM over TLS.
+type KitTLS struct {
+	// Port is the NLB's TLS port.
+	Port int
+	// CertificateName is what the site's client certificate must name (its
+	// subject CN and DNS SAN): the site's certificateName when its AE title is
+	// bound to one, else the site name (any certificate of the site CA then
+	// works for its AE title).
+	CertificateName string
+	// Bound reports whether the AE title is bound to CertificateName.
+	Bound bool
+	// ServerCAPEM is the CA the site trusts for our server certificate.
+	ServerCAPEM string
+}
+
+// Files of the TLS part of a kit.
+const (
+	ServerCAFileName = "server-ca.pem"
+	CSRScriptName    = "site-csr.sh"
+	// SiteKeyFile and SiteCertFile are where the CSR recipe puts the site's
+	// key and where the signed certificate is expected, as the verification
+	// commands use them.
+	SiteKeyFile  = "site.key"
+	SiteCertFile = "site.crt"
+)
 
 // Output keys the kit reads (see Outputs.Lookup for how they match);
 // site-scoped ones get the site name appended, non-alphanumerics dropped:
@@ -139,6 +173,8 @@ const (
 	// OutDicomPort and OutCalledAETitle are cross-checked with the config.
 	OutDicomPort     = "DicomPort"
 	OutCalledAETitle = "CalledAETitle"
+	// OutDicomTLSPort is the TLS listener's port, cross-checked too.
+	OutDicomTLSPort = "DicomTlsPort"
 )
 
 // Build assembles the kit for one site of env from the stack outputs.
@@ -161,6 +197,13 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort
+	}
+	k.Plain = env.TLS == nil || env.TLS.PlainListener
+	if t := env.TLS; t != nil {
+		k.TLS = &KitTLS{Port: t.Port, CertificateName: site.CertificateName, Bound: site.CertificateName != "", ServerCAPEM: t.ServerCAPEM}
+		if !k.TLS.Bound {
+			k.TLS.CertificateName = site.Name
+		}
 	}
 	if k.Routing == "" {
 		k.Routing = RouteBased
@@ -223,6 +266,9 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	// The deployed stack must be the one the config describes.
 	if v, ok := first(OutDicomPort); ok && v != strconv.Itoa(k.Port) {
 		errs = append(errs, fmt.Errorf("%w: the deployed DICOM port is %s, the config says %d: deploy the config or use the deployed one", ErrInvalidConfig, v, k.Port))
+	}
+	if v, ok := first(OutDicomTLSPort); ok && (k.TLS == nil || v != strconv.Itoa(k.TLS.Port)) {
+		errs = append(errs, fmt.Errorf("%w: the deployed DICOM TLS port is %s, the config has %s: deploy the config or use the deployed one", ErrInvalidConfig, v, k.tlsPortText()))
 	}
 	if v, ok := first(OutCalledAETitle); ok && v != k.RemoteAE {
 		errs = append(errs, fmt.Errorf("%w: the deployed called AE title is %q, the config says %q: deploy the config or use the deployed one", ErrInvalidConfig, v, k.RemoteAE))
@@ -331,7 +377,28 @@ func (k *Kit) validate() []error {
 	if k.Routing != RouteBased && k.Routing != PolicyBased {
 		bad("routing %q: want %q or %q", k.Routing, RouteBased, PolicyBased)
 	}
+	if t := k.TLS; t != nil {
+		if t.Port < 1 || t.Port > 65535 {
+			bad("DICOM TLS port %d out of range", t.Port)
+		}
+		if err := accesscontrol.CheckCertificateName(t.CertificateName); err != nil {
+			bad("certificate name %q: %v", t.CertificateName, err)
+		}
+		if !strings.HasPrefix(strings.TrimSpace(t.ServerCAPEM), "-----BEGIN CERTIFICATE-----") {
+			bad("server CA: not a PEM certificate (dicom.tls.serverCaFile)")
+		}
+	}
+	if !k.Plain && k.TLS == nil {
+		bad("neither a plain nor a TLS DICOM port")
+	}
 	return errs
+}
+
+func (k *Kit) tlsPortText() string {
+	if k.TLS == nil {
+		return "no dicom.tls"
+	}
+	return strconv.Itoa(k.TLS.Port)
 }
 
 // checkAETitle applies PS3.5's AE rules: 1-16 characters of the default
@@ -388,6 +455,51 @@ func (k *Kit) EchoSCUArgs() []string {
 // StoreSCUArgs is the DCMTK storescu command line sending files.
 func (k *Kit) StoreSCUArgs(files ...string) []string {
 	return append([]string{"storescu", "-v", "-aet", k.LocalAE, "-aec", k.RemoteAE, k.RemoteIP, strconv.Itoa(k.Port)}, files...)
+}
+
+// PlainUsable reports whether the site may use the plain DICOM port: it is
+// open and the site's AE title is not bound to a certificate.
+func (k *Kit) PlainUsable() bool {
+	return k.Plain && (k.TLS == nil || !k.TLS.Bound)
+}
+
+// tlsArgs are DCMTK's TLS options for the kit's files: the site's key and
+// certificate, our server CA; the security profile is DCMTK's default,
+// non-downgrading BCP 195 (+py).
+func (k *Kit) tlsArgs() []string {
+	return []string{"+tls", SiteKeyFile, SiteCertFile, "+cf", ServerCAFileName}
+}
+
+// EchoSCUTLSArgs is the echoscu command line verifying an association over
+// TLS (nil without TLS).
+func (k *Kit) EchoSCUTLSArgs() []string {
+	if k.TLS == nil {
+		return nil
+	}
+	return append(append([]string{"echoscu", "-v"}, k.tlsArgs()...), "-aet", k.LocalAE, "-aec", k.RemoteAE, k.RemoteIP, strconv.Itoa(k.TLS.Port))
+}
+
+// StoreSCUTLSArgs is the storescu command line sending files over TLS.
+func (k *Kit) StoreSCUTLSArgs(files ...string) []string {
+	if k.TLS == nil {
+		return nil
+	}
+	args := append(append([]string{"storescu", "-v"}, k.tlsArgs()...), "-aet", k.LocalAE, "-aec", k.RemoteAE, k.RemoteIP, strconv.Itoa(k.TLS.Port))
+	return append(args, files...)
+}
+
+// CSRArgs is the openssl command line making the site's key and certificate
+// signing request: an RSA 3072 key (what most PACS take) and a CSR whose
+// subject CN and DNS SAN are the certificate name, for TLS client
+// authentication.
+func (k *Kit) CSRArgs() []string {
+	if k.TLS == nil {
+		return nil
+	}
+	n := k.TLS.CertificateName
+	return []string{"openssl", "req", "-new", "-newkey", "rsa:3072", "-nodes", "-keyout", SiteKeyFile, "-out", k.Site + ".csr",
+		"-subj", "/CN=" + n, "-addext", "subjectAltName=DNS:" + n, "-addext", "extendedKeyUsage=clientAuth",
+		"-addext", "keyUsage=critical,digitalSignature,keyEncipherment"}
 }
 
 // SecretsFileName is the file the swanctl.conf includes for its PSKs.

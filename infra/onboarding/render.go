@@ -25,6 +25,21 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"sh":          shellJoin,
 	"mul":         func(a, b int) int { return a * b },
 	"secretsFile": func() string { return SecretsFileName },
+	// portsText lists the DICOM ports the site sends to: the plain port (p)
+	// when it is open, the TLS port when there is one.
+	"portsText": func(k *Kit, p int) string {
+		var ports []string
+		if k.Plain {
+			ports = append(ports, fmt.Sprint(p))
+		}
+		if k.TLS != nil {
+			ports = append(ports, fmt.Sprint(k.TLS.Port))
+		}
+		return strings.Join(ports, " and ")
+	},
+	"tlsFile": func(name string) string {
+		return map[string]string{"ca": ServerCAFileName, "csr": CSRScriptName, "key": SiteKeyFile, "cert": SiteCertFile}[name]
+	},
 	"psk": func(t Tunnel) string {
 		if t.psk == "" {
 			return fmt.Sprintf("REPLACE_WITH_TUNNEL%d_PSK", t.Number)
@@ -49,6 +64,9 @@ func (k *Kit) Render() ([]File, error) {
 	if k.Routing == RouteBased {
 		specs = append(specs, spec{"xfrm-interfaces.sh.tmpl", "xfrm-interfaces.sh", 0o755})
 	}
+	if k.TLS != nil {
+		specs = append(specs, spec{"site-csr.sh.tmpl", CSRScriptName, 0o755})
+	}
 	files := make([]File, 0, len(specs))
 	for _, s := range specs {
 		var buf bytes.Buffer
@@ -56,6 +74,9 @@ func (k *Kit) Render() ([]File, error) {
 			return nil, fmt.Errorf("onboarding: render %s: %w", s.name, err)
 		}
 		files = append(files, File{Name: s.name, Mode: s.mode, Data: buf.Bytes()})
+	}
+	if k.TLS != nil {
+		files = append(files, File{Name: ServerCAFileName, Mode: 0o644, Data: []byte(k.TLS.ServerCAPEM)})
 	}
 	return files, nil
 }

@@ -131,6 +131,9 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("NlbDnsName", nlb.LoadBalancerDnsName(), fmt.Sprintf("DICOM endpoint (TCP %d) inside the VPC; give sites the addresses below", c.Dicom.Port))
 	s.output("DicomPort", jsii.String(fmt.Sprint(c.Dicom.Port)), "DICOM port of the listener")
 	s.output("CalledAETitle", jsii.String(c.Dicom.AETitle), "AE title sites must call")
+	if t := c.Dicom.TLS; t != nil {
+		s.output("DicomTlsPort", jsii.String(fmt.Sprint(t.Port)), "DICOM-over-TLS port of the listener (TLS terminates in the tasks)")
+	}
 	s.output("NlbAddresses", jsii.String(strings.Join(s.Ingest.Addresses, ",")), "Fixed private IPs of the NLB, one per zone: the DICOM destination sites configure")
 	s.output("NlbArn", nlb.LoadBalancerArn(), "NLB ARN")
 	s.output("VpcCidr", jsii.String(c.VpcCidr), "VPC CIDR: the cloud side of the sites' VPN traffic selectors")

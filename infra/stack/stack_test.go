@@ -1021,6 +1021,9 @@ func TestOutputs(t *testing.T) {
 				t.Errorf("no output %s", k)
 			}
 		}
+		if (s.outputs["DicomTlsPort"] != nil) != (s.cfg.Dicom.TLS != nil) {
+			t.Errorf("DicomTlsPort output %v with dicom.tls %v", s.outputs["DicomTlsPort"], s.cfg.Dicom.TLS)
+		}
 		if (s.outputs["ClientVpnEndpoint"] != nil) != (s.cfg.Vpn.ClientVpn != nil) {
 			t.Errorf("ClientVpnEndpoint output %v with client VPN config %v", s.outputs["ClientVpnEndpoint"], s.cfg.Vpn.ClientVpn)
 		}

@@ -1,0 +1,192 @@
+package onboarding
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func loadTLSExample(t *testing.T) (EnvConfig, Outputs) {
+	t.Helper()
+	env, err := LoadEnvConfig(filepath.Join("testdata", "config"), "tls")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, outs := loadExample(t)
+	return env, outs
+}
+
+// TestGoldenTLS renders the kits of an environment with DICOM over TLS: a site bound to its certificate name next to
+// the plain port, and an unbound site of a TLS-only environment.
+func TestGoldenTLS(t *testing.T) {
+	env, outs := loadTLSExample(t)
+	tlsOnly := env
+	only := *env.TLS
+	only.PlainListener = false
+	tlsOnly.TLS = &only
+	cases := []struct {
+		name, site string
+		env        EnvConfig
+	}{
+		{"tls-bound-hospital", "example-hospital", env},
+		{"tls-only-unbound-clinic", "bgp-clinic", tlsOnly},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k, err := Build(c.env, c.site, outs, exampleOpts(t, outs, c.site))
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join("testdata", "golden", c.name)
+			if *update {
+				if err := os.RemoveAll(dir); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := k.WriteDir(dir); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files, err := k.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, f := range files {
+				names = append(names, f.Name)
+				want, err := os.ReadFile(filepath.Join(dir, f.Name))
+				if err != nil {
+					t.Fatalf("%v (run go test -update to create golden files)", err)
+				}
+				if diff := cmp.Diff(string(want), string(f.Data)); diff != "" {
+					t.Errorf("%s differs from golden (-want +got):\n%s", f.Name, diff)
+				}
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var onDisk []string
+			for _, e := range entries {
+				onDisk = append(onDisk, e.Name())
+			}
+			if diff := cmp.Diff(sorted(onDisk), sorted(names)); diff != "" {
+				t.Errorf("golden file set differs (-disk +rendered):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestTLSKitContent checks what the TLS part of a kit must hold, so a bad golden update cannot hide it: the server
+// CA as configured, a CSR recipe naming the site's certificate name, and the +tls verification commands.
+func TestTLSKitContent(t *testing.T) {
+	env, outs := loadTLSExample(t)
+	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := k.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byName := map[string]string{}
+	for _, f := range files {
+		byName[f.Name] = string(f.Data)
+	}
+	ca, err := os.ReadFile(filepath.Join("testdata", "config", "tls", "server-ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byName[ServerCAFileName] != string(ca) {
+		t.Error("server-ca.pem is not the configured server CA")
+	}
+	csr := byName[CSRScriptName]
+	for _, want := range []string{"openssl req -new -newkey rsa:3072 -nodes -keyout site.key -out example-hospital.csr",
+		"-subj /CN=pacs.example-hospital.example", "subjectAltName=DNS:pacs.example-hospital.example", "extendedKeyUsage=clientAuth"} {
+		if !strings.Contains(csr, want) {
+			t.Errorf("%s lacks %q:\n%s", CSRScriptName, want, csr)
+		}
+	}
+	for _, name := range []string{"README.md", "verify.sh"} {
+		for _, want := range []string{
+			"echoscu -v +tls site.key site.crt +cf server-ca.pem -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
+			"storescu -v +tls site.key site.crt +cf server-ca.pem -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
+		} {
+			if !strings.Contains(byName[name], want) {
+				t.Errorf("%s lacks %q", name, want)
+			}
+		}
+	}
+	for _, want := range []string{"| Remote port for DICOM over TLS | `2762`", "`pacs.example-hospital.example` (your AE title is bound to it)",
+		"port 104 and 2762, through the tunnels only", "on port 104 it is refused"} {
+		if !strings.Contains(byName["README.md"], want) {
+			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	if strings.Contains(byName["README.md"], "PRIVATE KEY") {
+		t.Error("a key in the README")
+	}
+}
+
+// TestCSRRecipeRuns runs the kit's CSR recipe with openssl and checks the request names the certificate name.
+func TestCSRRecipeRuns(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("openssl not installed, and under CI nothing may be missing")
+		}
+		t.Skip("openssl not installed (a failure under CI)")
+	}
+	env, outs := loadTLSExample(t)
+	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, err := k.WriteDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", CSRScriptName)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", CSRScriptName, err, out)
+	}
+	if !strings.Contains(string(out), "CN = pacs.example-hospital.example") && !strings.Contains(string(out), "CN=pacs.example-hospital.example") {
+		t.Errorf("CSR subject:\n%s", out)
+	}
+	req, err := exec.Command("openssl", "req", "-in", filepath.Join(dir, "example-hospital.csr"), "-noout", "-text").CombinedOutput()
+	if err != nil || !strings.Contains(string(req), "DNS:pacs.example-hospital.example") || !strings.Contains(string(req), "TLS Web Client Authentication") {
+		t.Errorf("CSR: %v\n%s", err, req)
+	}
+	if st, err := os.Stat(filepath.Join(dir, SiteKeyFile)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file: %v %v", err, st)
+	}
+}
+
+func TestTLSBuildErrors(t *testing.T) {
+	env, outs := loadTLSExample(t)
+	bad := env
+	badTLS := *env.TLS
+	badTLS.ServerCAPEM = "not a certificate"
+	bad.TLS = &badTLS
+	if _, err := Build(bad, "example-hospital", outs, exampleOpts(t, outs, "example-hospital")); err == nil || !strings.Contains(err.Error(), "server CA: not a PEM certificate") {
+		t.Errorf("bad server CA: %v", err)
+	}
+	badName := env
+	badName.Sites = append([]SiteConfig(nil), env.Sites...)
+	badName.Sites[0].CertificateName = "pacs;rm -rf"
+	if _, err := Build(badName, "example-hospital", outs, exampleOpts(t, outs, "example-hospital")); err == nil || !strings.Contains(err.Error(), "certificate name") {
+		t.Errorf("bad certificate name: %v", err)
+	}
+	plainEnv, _ := loadExample(t)
+	tlsOuts, err := ParseOutputs(strings.NewReader(`{"S":{"DicomTlsPort":"2762"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(plainEnv, "example-hospital", tlsOuts, exampleOpts(t, outs, "example-hospital")); err == nil || !strings.Contains(err.Error(), "deployed DICOM TLS port is 2762, the config has no dicom.tls") {
+		t.Errorf("TLS deployed, not configured: %v", err)
+	}
+}
