@@ -138,6 +138,38 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	return &Cert{Cert: c, Key: key, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", pk)}
 }
 
+// SignCSR issues a client certificate for a PEM certificate signing request,
+// as the operator does for a site's request: the subject CN and DNS SANs as
+// requested, valid for a day. It returns the certificate, PEM-encoded.
+func (ca *CA) SignCSR(t testing.TB, csrPEM []byte) []byte {
+	t.Helper()
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		t.Fatalf("testpki: not a PEM certificate request")
+	}
+	req, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		t.Fatalf("testpki: parse request: %v", err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		t.Fatalf("testpki: request signature: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t),
+		Subject:      req.Subject,
+		DNSNames:     req.DNSNames,
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, req.PublicKey, ca.Key)
+	if err != nil {
+		t.Fatalf("testpki: sign request: %v", err)
+	}
+	return pemBlock("CERTIFICATE", der)
+}
+
 // TLS is the certificate as crypto/tls takes it.
 func (c *Cert) TLS() tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}

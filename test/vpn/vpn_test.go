@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +21,9 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/sitepki"
 )
 
 // Lab addressing (see newLab).
@@ -33,7 +39,10 @@ const (
 // TestSiteToCloudThroughIPsec sends DICOM from a "site" network namespace to
 // the SCP in a "cloud" namespace through strongSwan IKEv2 tunnels, the site
 // side configured by the swanctl.conf the onboarding kit generates, and
-// proves that the traffic crossed the "internet" link only as ESP.
+// proves that the traffic crossed the "internet" link only as ESP. Inside the
+// tunnel the DICOM is TLS: the site's AE title is bound to its certificate
+// name, its key and CSR come from the kit's recipe, and the kit's +tls
+// commands send; the plain port refuses the bound AE title.
 func TestSiteToCloudThroughIPsec(t *testing.T) {
 	requireLab(t)
 	l := newLab(t)
@@ -41,10 +50,8 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 
 	// The site's kit, rendered for the lab: the tunnel endpoints are the cloud
 	// namespace's outer addresses, and the keys are this run's random ones.
-	cfg, err := config.Load(filepath.Join("testdata", "config"), "lab")
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := sitepki.New(t, net.ParseIP(scpIP))
+	cfg := labConfig(t, l.dir, pki)
 	f, err := os.Open(filepath.Join("testdata", "lab-outputs.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -71,6 +78,9 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	if _, err := kit.WriteDir(kitDir); err != nil {
 		t.Fatal(err)
 	}
+	siteCertificate(t, kit, kitDir, pki)
+	// The kit's TLS commands name the key, certificate and CA in its directory.
+	inKit := func(args []string) []string { return append([]string{"env", "-C", kitDir}, args...) }
 	t1, t2 := kit.Tunnels[0], kit.Tunnels[1]
 
 	cloudConf := writeCloudSwanctl(t, l.dir, kit, psks)
@@ -102,7 +112,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	if err := os.MkdirAll(storeDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	startSCP(t, l, cfg, kit, storeDir)
+	scp := startSCP(t, l, cfg, kit, storeDir, pki)
 
 	pcap := filepath.Join(l.dir, "outer.pcap")
 	dump := l.start("tcpdump", l.cloud, nil, "tcpdump", "-i", "wan0", "-nn", "-U", "--immediate-mode", "-w", pcap)
@@ -112,13 +122,20 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 
 	before := childCounters(t, site, t1.ChildName)
 	file1 := makeDICOM(t, l.dir, sopUIDBase)
+	if scp == "scp-task" {
+		// The plain port is reached through the tunnel, and refuses the bound AE title.
+		out, err := l.inNS(ctx, l.site, withTimeouts(kit.EchoSCUArgs())...)
+		if err == nil || !strings.Contains(out, "Calling AE Title Not Recognized") {
+			t.Errorf("plain echoscu of the bound AE title: %v\n%s", err, out)
+		}
+	}
 	// The kit's own verification commands, run from the PACS's namespace.
-	if out, err := l.inNS(ctx, l.site, kit.EchoSCUArgs()...); err != nil {
-		t.Fatalf("echoscu through tunnel 1: %v", err)
+	if out, err := l.inNS(ctx, l.site, inKit(kit.EchoSCUTLSArgs())...); err != nil {
+		t.Fatalf("echoscu +tls through tunnel 1: %v", err)
 	} else if !strings.Contains(out, "Received Echo Response (Success)") {
 		t.Errorf("echoscu output lacks success:\n%s", out)
 	}
-	if out, err := l.inNS(ctx, l.site, kit.StoreSCUArgs(file1)...); err != nil {
+	if out, err := l.inNS(ctx, l.site, inKit(kit.StoreSCUTLSArgs(file1))...); err != nil {
 		t.Fatalf("storescu through tunnel 1: %v", err)
 	} else if !strings.Contains(out, "Received Store Response (Success)") {
 		t.Errorf("storescu output lacks success:\n%s", out)
@@ -158,7 +175,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	}
 	file2 := makeDICOM(t, l.dir, sopUIDBase+"2")
 	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	out, err := l.inNS(tctx, l.site, withTimeouts(kit.StoreSCUArgs(file2))...)
+	out, err := l.inNS(tctx, l.site, inKit(withTimeouts(kit.StoreSCUTLSArgs(file2)))...)
 	cancel()
 	if err == nil {
 		t.Fatalf("storescu succeeded with the tunnel down:\n%s", out)
@@ -170,7 +187,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	// Failover: the kit's standby tunnel 2 carries the same traffic.
 	site.mustSwanctl(t, "--initiate", "--child", t2.ChildName)
 	waitInstalled(t, site, t2.ChildName)
-	if out, err := l.inNS(ctx, l.site, kit.StoreSCUArgs(file2)...); err != nil {
+	if out, err := l.inNS(ctx, l.site, inKit(kit.StoreSCUTLSArgs(file2))...); err != nil {
 		t.Fatalf("storescu through tunnel 2: %v", err)
 	} else if !strings.Contains(out, "Received Store Response (Success)") {
 		t.Errorf("storescu output lacks success:\n%s", out)
@@ -179,7 +196,137 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	if c := childCounters(t, site, t2.ChildName); c.BytesOut < fileSize(t, file2) {
 		t.Errorf("tunnel 2 counters %+v do not cover the C-STORE", c)
 	}
+	if scp == "scp-task" {
+		checkTLSAudit(t, l, storeDir, kit)
+	}
 }
+
+// labConfig is the lab environment (testdata/config/lab.json) with DICOM over
+// TLS: its CA files are this run's, and the site is bound to its name.
+func labConfig(t *testing.T, dir string, pki *sitepki.PKI) *config.Config {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "config", "lab.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	c["dicom"].(map[string]any)["tls"] = map[string]any{
+		"serverCertificateSecretArn": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:lab/dicom-tls-AbCdEf",
+		"clientCaFile":               pki.SiteCAFile,
+		"serverCaFile":               pki.ServerCAFile,
+	}
+	c["sites"].([]any)[0].(map[string]any)["certificateName"] = labCertificateName
+	cfgDir := filepath.Join(dir, "config")
+	if err := os.MkdirAll(cfgDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err = json.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cfgDir, "lab.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(cfgDir, "lab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const labCertificateName = "pacs.lab-hospital.example"
+
+// siteCertificate does what the kit asks of the site and of us: the site runs
+// the kit's CSR recipe, we sign the request with the site CA, the signed
+// certificate lands next to the key.
+func siteCertificate(t *testing.T, kit *onboarding.Kit, kitDir string, pki *sitepki.PKI) {
+	t.Helper()
+	cmd := exec.Command("sh", onboarding.CSRScriptName)
+	cmd.Dir = kitDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", onboarding.CSRScriptName, err, out)
+	}
+	csr, err := os.ReadFile(filepath.Join(kitDir, kit.Site+".csr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(kitDir, onboarding.SiteCertFile), pki.SiteCA.SignCSR(t, csr), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkTLSAudit: the SCP saw the site over TLS, by its certificate name, and
+// every audit record of its associations names the certificate.
+func checkTLSAudit(t *testing.T, l *lab, storeDir string, kit *onboarding.Kit) {
+	t.Helper()
+	logs, err := os.ReadFile(filepath.Join(l.dir, "scp-task.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := 0
+	for _, line := range strings.Split(string(logs), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) != nil || m["msg"] != "dicomnet: association accepted" {
+			continue
+		}
+		accepted++
+		if v, _ := m["tls"].(string); !strings.HasPrefix(v, "TLS 1.") || m["peer_identity"] != labCertificateName {
+			t.Errorf("association accepted without TLS or identity: %s", line)
+		}
+	}
+	if accepted < 3 {
+		t.Errorf("%d associations accepted, want 3 (echo, two stores)", accepted)
+	}
+	b, err := os.ReadFile(filepath.Join(kitDir(l), onboarding.SiteCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	sum := sha256.Sum256(block.Bytes)
+	fp := hex.EncodeToString(sum[:])
+	// The audit writer is asynchronous: wait for the last release's record.
+	waitFor(t, 10*time.Second, "six audit records naming the site's certificate", func() (bool, string) {
+		n, problems := tlsAuditRecords(t, storeDir, kit.LocalAE, fp)
+		return n >= 6 && problems == "", fmt.Sprintf("%d records; %s", n, problems)
+	})
+}
+
+// tlsAuditRecords counts the audit records of ae's TLS associations and says
+// what is wrong with them.
+func tlsAuditRecords(t *testing.T, storeDir, ae, fingerprint string) (int, string) {
+	t.Helper()
+	var problems []string
+	n := 0
+	err := filepath.WalkDir(filepath.Join(storeDir, "audit"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		r, err := associationaudit.Parse(raw)
+		if err != nil {
+			return err
+		}
+		if r.CallingAE != ae || r.TLS == nil {
+			return nil
+		}
+		n++
+		if r.TLS.SHA256 != fingerprint || r.TLS.CertificateName != labCertificateName {
+			problems = append(problems, fmt.Sprintf("%s names %s (%q), the site's is %s", p, r.TLS.SHA256, r.TLS.CertificateName, fingerprint))
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return n, strings.Join(problems, "; ")
+}
+
+func kitDir(l *lab) string { return filepath.Join(l.dir, "kit") }
 
 // writeCloudSwanctl renders the responder's config (a test fixture playing
 // the two AWS tunnel endpoints) from the kit's values.
@@ -237,9 +384,10 @@ func childCounters(t *testing.T, c *charon, child string) saCounters {
 // DI_VPN_SCP=storescp swaps in DCMTK's storescp, for working on the tunnel
 // side while scp-task is broken; by default a scp-task that does not build
 // fails the test.
-func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, storeDir string) {
+func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, storeDir string, pki *sitepki.PKI) string {
 	t.Helper()
 	listen := fmt.Sprintf("%s:%d", kit.RemoteIP, kit.Port)
+	tlsListen := fmt.Sprintf("%s:%d", kit.RemoteIP, kit.TLS.Port)
 	mode := os.Getenv("DI_VPN_SCP")
 	var bin string
 	switch mode {
@@ -252,22 +400,24 @@ func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, sto
 	}
 	switch mode {
 	case "scp-task":
-		t.Logf("SCP: scp-task on %s, calling AEs %s", listen, cfg.CallingAEs())
-		l.start("scp-task", l.cloud, nil, bin,
+		t.Logf("SCP: scp-task on %s and %s (TLS), calling AEs %s", listen, tlsListen, cfg.CallingAEs())
+		l.start("scp-task", l.cloud, nil, append([]string{bin,
 			"--listen", listen,
 			"--ae-title", kit.RemoteAE,
 			"--calling-aes", cfg.CallingAEs(),
-			"--store", "file://"+storeDir,
-			"--health-listen", "127.0.0.1:18081")
+			"--store", "file://" + storeDir,
+			"--health-listen", "127.0.0.1:18081"}, pki.SCPArgs(tlsListen)...)...)
 	case "storescp":
 		testenv.RequireTools(t, "storescp")
-		t.Logf("SCP: DCMTK storescp on port %d", kit.Port)
-		l.start("storescp", l.cloud, nil, "storescp", "-aet", kit.RemoteAE, "-od", storeDir, fmt.Sprint(kit.Port))
+		t.Logf("SCP: DCMTK storescp with TLS on port %d", kit.TLS.Port)
+		l.start("storescp", l.cloud, nil, "storescp", "+tls", pki.ServerFiles.Key, pki.ServerFiles.Cert, "+cf", pki.SiteCAFile,
+			"-aet", kit.RemoteAE, "-od", storeDir, fmt.Sprint(kit.TLS.Port))
 	}
-	waitFor(t, 20*time.Second, "SCP listening on "+listen, func() (bool, string) {
-		out, _ := l.inNS(context.Background(), l.cloud, "ss", "-Hltn", "sport", "=", fmt.Sprintf(":%d", kit.Port))
+	waitFor(t, 20*time.Second, "SCP listening on "+tlsListen, func() (bool, string) {
+		out, _ := l.inNS(context.Background(), l.cloud, "ss", "-Hltn", "sport", "=", fmt.Sprintf(":%d", kit.TLS.Port))
 		return strings.Contains(out, "LISTEN"), out
 	})
+	return mode
 }
 
 // makeDICOM builds a small Secondary Capture object (64 KiB of pixel data,
