@@ -6,9 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -420,4 +423,62 @@ func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestDICOMTLSLocalMode: the same in local mode (one process, TLS only): site A stores over TLS and its study shows in
+// the portal; site B's certificate for site A's AE title is refused and the audit trail holds a Security Alert for it.
+func TestDICOMTLSLocalMode(t *testing.T) {
+	sitepki.Require(t, "storescu", "echoscu")
+	p := sitepki.New(t)
+	args := append([]string{"--local", "--data-dir", t.TempDir(), "--portal-listen", "127.0.0.1:0", "--listen", "off",
+		"--ae-title", "REMOTE_AE", "--calling-aes", "SITE_A#" + sitepki.SiteA}, p.SCPArgs("127.0.0.1:0")...)
+	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: args})
+	var portal string
+	for _, e := range scp.LogEntries() {
+		if e["msg"] == "local mode" {
+			portal, _ = e["portal"].(string)
+		}
+	}
+	if portal == "" || scp.DICOMAddr != "" {
+		t.Fatalf("portal %q, plain listener %q", portal, scp.DICOMAddr)
+	}
+	file := filepath.Join(t.TempDir(), "ct.dcm")
+	const study = "1.2.826.0.1.3680043.2.1125.9.2"
+	obj := synth.Object{StudyUID: study, SeriesUID: study + ".1", SOPInstanceUID: study + ".1.1", PatientID: "TLS2", PatientName: "Test^Local", PixelBytes: 4096}
+	if err := obj.WriteFile(file); err != nil {
+		t.Fatal(err)
+	}
+	host, port := "127.0.0.1", scp.TLSPort()
+	if r := dcmtk.Run(t, time.Minute, "storescu", append(p.DCMTK(&p.A, "+py"), "-aet", "SITE_A", "-aec", "REMOTE_AE", host, port, file)...); r.Err != nil {
+		t.Fatalf("storescu +tls: %v\n%s", r.Err, r.Output)
+	}
+	if r := dcmtk.Run(t, 30*time.Second, "echoscu", append(p.DCMTK(&p.B, "+py"), "-aet", "SITE_A", "-aec", "REMOTE_AE", host, port)...); r.Err == nil {
+		t.Fatalf("site B's certificate let in as site A:\n%s", r.Output)
+	}
+	getJSON := func(path string, v any) {
+		resp, err := http.Get(portal + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		var page struct{ Studies []map[string]any }
+		getJSON("/api/studies", &page)
+		return len(page.Studies) == 1 && page.Studies[0]["studyInstanceUid"] == study
+	})
+	waitFor(t, 10*time.Second, func() bool {
+		var page struct{ Records []map[string]any }
+		getJSON("/api/audit?outcome=association-rejected&callingAe=SITE_A", &page)
+		for _, r := range page.Records {
+			id, _ := r["eventId"].(map[string]any)
+			if id["code"] == "110113" && strings.Contains(fmt.Sprint(r["reason"]), "client certificate does not match the calling AE title") {
+				return true
+			}
+		}
+		return false
+	})
 }
