@@ -61,7 +61,7 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 }
 
 // TestDICOMTLSWithDCMTK: DCMTK's echoscu and storescu with +tls, in the non-downgrading BCP 195 profile (+py, its
-// default) and in BCP 195 (+px): the site with its certificate gets in on its AE title, another site's certificate
+// default), in BCP 195 (+px) and in the extended BCP 195 profile (+pz): the site with its certificate gets in on its AE title, another site's certificate
 // for that AE title is refused 01 01 03 with a security alert naming the certificate, a bound AE title on the
 // plain listener is refused, an unbound one works on both. Every TLS association's audit records carry the
 // certificate's fingerprint.
@@ -74,7 +74,7 @@ func TestDICOMTLSWithDCMTK(t *testing.T) {
 		args := append(append([]string{"-v"}, tlsArgs...), "-aet", aet, "-aec", "REMOTE_AE", host, port)
 		return dcmtk.Run(t, 30*time.Second, "echoscu", args...)
 	}
-	for _, profile := range []string{"+py", "+px"} {
+	for _, profile := range []string{"+py", "+px", "+pz"} {
 		t.Run("site A echo "+profile, func(t *testing.T) {
 			if r := echo("SITE_A", p.DCMTK(&p.A, profile)...); r.Err != nil || !strings.Contains(r.Output, "Received Echo Response (Success)") {
 				t.Fatalf("echoscu %s: %v\n%s", profile, r.Err, r.Output)
