@@ -23,7 +23,7 @@ func startTLS(ctx context.Context, cfg config.Config, log *slog.Logger, reg prom
 	if cfg.TLSListen == "" {
 		return nil, nil
 	}
-	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA}, log, reg)
+	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA, ClientCRL: cfg.TLSClientCRL}, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("start TLS listener: %w", err)
 	}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // DefaultTLSPort is the NLB's DICOM-over-TLS port when dicom.tls.port is
@@ -39,13 +39,20 @@ type DicomTLS struct {
 	// relative to the config directory: the sites trust it, and the
 	// onboarding kit hands it to them.
 	ServerCaFile string `json:"serverCaFile"`
+	// ClientCrlFile, if set, holds the client CAs' certificate revocation
+	// lists (PEM), relative to the config directory: a site certificate they
+	// list fails the handshake. Each must be signed by a CA of ClientCaFile
+	// and not past its next update.
+	ClientCrlFile string `json:"clientCrlFile,omitempty"`
 	// PlainListener keeps the plain DICOM listener on dicom.port (default
 	// true); false leaves TLS as the only way in.
 	PlainListener *bool `json:"plainListener,omitempty"`
 
-	// ClientCaPEM and ServerCaPEM are the files' contents, read by Load.
-	ClientCaPEM string `json:"-"`
-	ServerCaPEM string `json:"-"`
+	// ClientCaPEM, ServerCaPEM and ClientCrlPEM are the files' contents,
+	// read by Load.
+	ClientCaPEM  string `json:"-"`
+	ServerCaPEM  string `json:"-"`
+	ClientCrlPEM string `json:"-"`
 }
 
 // PlainListenerEnabled reports whether the plain DICOM listener runs: always
@@ -107,15 +114,17 @@ func (c *Config) validateTLS(p *problems) {
 	}
 }
 
-// loadTLSFiles reads dicom.tls's CA files, relative to dir, and checks they
-// hold CA certificates valid now (and for the next 30 days).
+// loadTLSFiles reads dicom.tls's CA and CRL files, relative to dir, and
+// checks them: CA certificates valid now and for the next 30 days, lists
+// signed by a client CA and not stale.
 func (c *Config) loadTLSFiles(dir string) error {
 	t := c.Dicom.TLS
 	if t == nil {
 		return nil
 	}
 	var p problems
-	read := func(field, name string) string {
+	now := time.Now()
+	read := func(field, name string) []byte {
 		path := name
 		if !filepath.IsAbs(path) {
 			path = filepath.Join(dir, name)
@@ -123,15 +132,41 @@ func (c *Config) loadTLSFiles(dir string) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			p.addf(field, "%v", err)
-			return ""
+			return nil
 		}
-		if err := checkCABundle(b, time.Now()); err != nil {
-			p.addf(field, "%s: %v", path, err)
-		}
-		return string(b)
+		return b
 	}
-	t.ClientCaPEM = read("dicom.tls.clientCaFile", t.ClientCaFile)
-	t.ServerCaPEM = read("dicom.tls.serverCaFile", t.ServerCaFile)
+	var clientCAs []*x509.Certificate
+	for _, f := range []struct {
+		field, name string
+		pem         *string
+		cas         *[]*x509.Certificate
+	}{
+		{"dicom.tls.clientCaFile", t.ClientCaFile, &t.ClientCaPEM, &clientCAs},
+		{"dicom.tls.serverCaFile", t.ServerCaFile, &t.ServerCaPEM, nil},
+	} {
+		b := read(f.field, f.name)
+		if b == nil {
+			continue
+		}
+		*f.pem = string(b)
+		cas, err := checkCABundle(b, now)
+		if err != nil {
+			p.addf(f.field, "%s: %v", f.name, err)
+		} else if f.cas != nil {
+			*f.cas = cas
+		}
+	}
+	if t.ClientCrlFile != "" && clientCAs != nil {
+		if b := read("dicom.tls.clientCrlFile", t.ClientCrlFile); b != nil {
+			t.ClientCrlPEM = string(b)
+			if _, stale, err := tlstrust.ParseCRLs(b, clientCAs, now); err != nil {
+				p.addf("dicom.tls.clientCrlFile", "%s: %v", t.ClientCrlFile, err)
+			} else if stale > 0 {
+				p.addf("dicom.tls.clientCrlFile", "%s: %d list(s) past their next update: publish a fresh CRL", t.ClientCrlFile, stale)
+			}
+		}
+	}
 	if len(p) == 0 {
 		return nil
 	}
@@ -140,35 +175,19 @@ func (c *Config) loadTLSFiles(dir string) error {
 
 // checkCABundle requires PEM certificates only, each a CA, valid at now
 // and for 30 days more (a CA about to expire locks every site out).
-func checkCABundle(b []byte, now time.Time) error {
-	n := 0
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		n++
-		if block.Type != "CERTIFICATE" {
-			return fmt.Errorf("block %d is %q; only CA certificates belong here (never a key)", n, block.Type)
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return fmt.Errorf("certificate %d: %w", n, err)
-		}
+func checkCABundle(b []byte, now time.Time) ([]*x509.Certificate, error) {
+	_, cas, err := tlstrust.ParseCAs(b)
+	if err != nil {
+		return nil, err
+	}
+	for i, cert := range cas {
 		if !cert.IsCA {
-			return fmt.Errorf("certificate %d (%s) is not a CA certificate", n, cert.Subject)
+			return nil, fmt.Errorf("certificate %d (%s) is not a CA certificate", i+1, cert.Subject)
 		}
 		if now.Before(cert.NotBefore) || now.Add(30*24*time.Hour).After(cert.NotAfter) {
-			return fmt.Errorf("certificate %d (%s) is valid from %s to %s: not now, or not for 30 more days", n, cert.Subject,
+			return nil, fmt.Errorf("certificate %d (%s) is valid from %s to %s: not now, or not for 30 more days", i+1, cert.Subject,
 				cert.NotBefore.Format(time.DateOnly), cert.NotAfter.Format(time.DateOnly))
 		}
 	}
-	if n == 0 {
-		return errors.New("no PEM certificate in it")
-	}
-	if len(strings.TrimSpace(string(b))) > 0 {
-		return errors.New("text after the last PEM block")
-	}
-	return nil
+	return cas, nil
 }

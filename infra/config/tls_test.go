@@ -103,10 +103,10 @@ func TestLoadTLSFiles(t *testing.T) {
 	}{
 		{"a CA", ca.PEM, ""},
 		{"two CAs", append(append([]byte{}, ca.PEM...), testpki.NewCA(t, "Next CA").PEM...), ""},
-		{"a key", append(append([]byte{}, ca.PEM...), leaf.KeyPEM...), `"PRIVATE KEY"; only CA certificates belong here`},
+		{"a key", append(append([]byte{}, ca.PEM...), leaf.KeyPEM...), `a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`},
 		{"a leaf", leaf.CertPEM, "is not a CA certificate"},
 		{"expiring", short.PEM, "not for 30 more days"},
-		{"not PEM", []byte("hello"), "no PEM certificate"},
+		{"not PEM", []byte("hello"), "no PEM block"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -144,5 +144,41 @@ func TestLoadTLSFiles(t *testing.T) {
 	}
 	if _, err := Load(dir, "test"); err == nil || !strings.Contains(err.Error(), "no such file") {
 		t.Errorf("missing CA files: %v", err)
+	}
+
+	// The client CRL: signed by a client CA and fresh.
+	for name, tc := range map[string]struct {
+		crl  []byte
+		want string
+	}{
+		"fresh":        {ca.CRL(t, time.Now().Add(7*24*time.Hour), leaf), ""},
+		"stale":        {ca.CRL(t, time.Now().Add(-time.Hour), leaf), "past their next update"},
+		"another CA's": {short.CRL(t, time.Now().Add(time.Hour)), "not signed by any of the given CA certificates"},
+	} {
+		t.Run("CRL "+name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := valid()
+			withTLS(c)
+			c.Dicom.TLS.ClientCrlFile = "tls/site.crl"
+			if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), ca.PEM)
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), ca.PEM)
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "site.crl"), tc.crl)
+			if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Load(dir, "test")
+			if tc.want == "" {
+				if err != nil || got.Dicom.TLS.ClientCrlPEM != string(tc.crl) {
+					t.Fatalf("Load = %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "dicom.tls.clientCrlFile") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

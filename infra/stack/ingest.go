@@ -334,6 +334,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		out.TLSSecret = tlsSecret(self, t)
 		out.Environment["SCP_TLS_LISTEN"] = jsii.String(fmt.Sprintf(":%d", ScpTLSPort))
 		out.Environment["SCP_TLS_CLIENT_CA"] = jsii.String(t.ClientCaPEM)
+		if t.ClientCrlPEM != "" {
+			out.Environment["SCP_TLS_CLIENT_CRL"] = jsii.String(t.ClientCrlPEM)
+		}
 		out.Secrets["SCP_TLS_CERT"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretCertificateKey))
 		out.Secrets["SCP_TLS_KEY"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretPrivateKeyKey))
 		portMappings = append(portMappings, &awsecs.PortMapping{ContainerPort: jsii.Number(ScpTLSPort), Protocol: awsecs.Protocol_TCP})

@@ -125,7 +125,7 @@ func TestDicomTLS(t *testing.T) {
 
 // TestDicomTLSOnly: with dicom.tls.plainListener false the NLB has the TLS port only, the SCP's plain listener is off
 // and no security group rule opens the plain port; cdk-nag stays clean. A customer-managed key of the secret is
-// granted to the execution role through Secrets Manager only.
+// granted to the execution role through Secrets Manager only; a client CRL reaches the SCP.
 func TestDicomTLSOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("one more synthesis; skipped with -short")
@@ -140,9 +140,13 @@ func TestDicomTLSOnly(t *testing.T) {
 		c.Name = "tlsonly"
 		c.Dicom.TLS.PlainListener = &off
 		c.Dicom.TLS.SecretKmsKeyArn = keyArn
+		c.Dicom.TLS.ClientCrlPEM = "-----BEGIN X509 CRL-----\n(as Load reads it)\n-----END X509 CRL-----\n"
 		c.Dicom.ProxyProtocol = &off
 		return c, c.Validate()
 	})
+	if env := s.containerEnv(t, "scp"); env["SCP_TLS_CLIENT_CRL"] != s.cfg.Dicom.TLS.ClientCrlPEM {
+		t.Errorf("SCP_TLS_CLIENT_CRL = %v", env["SCP_TLS_CLIENT_CRL"])
+	}
 	s.check(t, func(tpl assertions.Template) {
 		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(1))
 		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"), jsii.Number(1))

@@ -170,6 +170,26 @@ func (ca *CA) SignCSR(t testing.TB, csrPEM []byte) []byte {
 	return pemBlock("CERTIFICATE", der)
 }
 
+// CRL issues the CA's certificate revocation list, PEM-encoded, listing
+// revoked and next due at nextUpdate.
+func (ca *CA) CRL(t testing.TB, nextUpdate time.Time, revoked ...*Cert) []byte {
+	t.Helper()
+	thisUpdate := time.Now().Add(-time.Hour)
+	if !nextUpdate.After(thisUpdate) { // a stale list, for tests of one
+		thisUpdate = nextUpdate.Add(-time.Hour)
+	}
+	tmpl := &x509.RevocationList{Number: serial(t), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: c.Cert.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatalf("testpki: create CRL: %v", err)
+	}
+	return pemBlock("X509 CRL", der)
+}
+
 // TLS is the certificate as crypto/tls takes it.
 func (c *Cert) TLS() tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}

@@ -180,8 +180,8 @@ func TestDICOMTLSWithDCMTK(t *testing.T) {
 }
 
 // TestDICOMTLSRefusals: what must never associate over TLS, each failing the handshake (so nothing reaches the
-// association policy) and counted: no client certificate, a certificate of another CA, an expired one, TLS 1.0 and
-// 1.1, plain DICOM on the TLS port.
+// association policy) and counted: no client certificate, a certificate of another CA, an expired one, one the site
+// CA's CRL lists, TLS 1.0 and 1.1, plain DICOM on the TLS port, TLS 1.2 without a BCP 195 suite.
 func TestDICOMTLSRefusals(t *testing.T) {
 	sitepki.Require(t, "echoscu", "openssl")
 	p := sitepki.New(t)
@@ -206,6 +206,7 @@ func TestDICOMTLSRefusals(t *testing.T) {
 		{"no client certificate", func() dcmtk.Result { return echo(p.DCMTK(nil, "+py")...) }, failed, "didn't provide a certificate"},
 		{"certificate of another CA", func() dcmtk.Result { return echo(p.DCMTK(&p.Stranger, "+py")...) }, failed, "unknown authority"},
 		{"expired certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Expired, "+py")...) }, failed, "expired"},
+		{"revoked certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Revoked, "+py")...) }, failed, "is revoked by its CA's CRL"},
 		{"plain DICOM on the TLS port", func() dcmtk.Result { return echo() }, failed, "does not look like a TLS handshake"},
 		{"TLS 1.0", func() dcmtk.Result { return sClient("-tls1") }, "alert protocol version", "unsupported versions"},
 		{"TLS 1.1", func() dcmtk.Result { return sClient("-tls1_1") }, "alert protocol version", "unsupported versions"},
@@ -282,6 +283,8 @@ func TestDICOMTLSReload(t *testing.T) {
 	reissued := newSiteCA.Client(t, testpki.Options{CommonName: sitepki.SiteA})
 	next.WriteFiles(t, p.Dir, "server")
 	testpki.WriteFile(t, p.SiteCAFile, newSiteCA.PEM)
+	// The CRL goes with its CA: the old one's list does not load with the new bundle.
+	testpki.WriteFile(t, p.SiteCRLFile, newSiteCA.CRL(t, time.Now().Add(time.Hour)))
 	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ type Config struct {
 	TLSListen            string
 	TLSCert, TLSKey      string
 	TLSClientCA          string
+	TLSClientCRL         string
 	AETitle              string
 	CallingAEs           *accesscontrol.Allowlist
 	CallingAEsSpec       string
@@ -96,6 +97,7 @@ var settings = []Setting{
 	{"tls-cert", "SCP_TLS_CERT", "", "the TLS listener's certificate chain: a PEM file, reloaded on SIGHUP and when it changes, or the PEM text itself"},
 	{"tls-key", "SCP_TLS_KEY", "", "the private key of --tls-cert: a PEM file (reloaded with it) or the PEM text itself"},
 	{"tls-client-ca", "SCP_TLS_CLIENT_CA", "", "CA certificates (PEM file or text) a client certificate must chain to; when set, TLS associations without one fail the handshake. Needed for `#NAME` entries in --calling-aes"},
+	{"tls-client-crl", "SCP_TLS_CLIENT_CRL", "", "certificate revocation lists (PEM file or text) of the --tls-client-ca CAs, reloaded like them: a client certificate they list fails the handshake"},
 	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
 	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate whose subject CN or a DNS SAN is NAME; others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
@@ -240,6 +242,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		TLSCert:                  get("tls-cert"),
 		TLSKey:                   get("tls-key"),
 		TLSClientCA:              get("tls-client-ca"),
+		TLSClientCRL:             get("tls-client-crl"),
 		AETitle:                  get("ae-title"),
 		CallingAEsSpec:           get("calling-aes"),
 		Store:                    get("store"),
@@ -372,11 +375,14 @@ func (c *Config) checkTLS() []error {
 			errs = append(errs, errors.New("--tls-listen: needs --tls-cert and --tls-key (the server certificate and its key)"))
 		}
 	} else {
-		for flag, v := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA} {
+		for flag, v := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA, "tls-client-crl": c.TLSClientCRL} {
 			if v != "" {
 				errs = append(errs, fmt.Errorf("--%s: set without --tls-listen, which it is for", flag))
 			}
 		}
+	}
+	if c.TLSClientCRL != "" && c.TLSClientCA == "" {
+		errs = append(errs, errors.New("--tls-client-crl: needs --tls-client-ca, the CAs whose revocation lists it holds"))
 	}
 	if c.CallingAEs.BindsCertificates() && (c.TLSListen == "" || c.TLSClientCA == "") {
 		errs = append(errs, errors.New("--calling-aes: entries with #NAME admit their AE title only with a verified client certificate: set --tls-listen and --tls-client-ca"))

@@ -29,6 +29,8 @@ func TestTLSSettings(t *testing.T) {
 		{"bound AE without TLS", []string{"--calling-aes", "A#pacs.example"}, nil, "--calling-aes: entries with #NAME"},
 		{"bound AE without a client CA", append([]string{"--calling-aes", "A#pacs.example"}, tls...), nil, "set --tls-listen and --tls-client-ca"},
 		{"bad certificate name", []string{"--calling-aes", "A#pacs example"}, nil, "--calling-aes: accesscontrol: entry 1"},
+		{"CRL with its CA", append([]string{"--tls-client-ca", "ca.pem", "--tls-client-crl", "ca.crl"}, tls...), nil, ""},
+		{"CRL without a CA", append([]string{"--tls-client-crl", "ca.crl"}, tls...), nil, "--tls-client-crl: needs --tls-client-ca"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,13 +7,11 @@
 package servertls
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +24,8 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // CipherSuites are the TLS 1.2 cipher suites the server offers: those BCP 195
@@ -49,6 +49,10 @@ type Source struct {
 	// ClientCA, when set, makes a client certificate that chains to one of
 	// its certificates mandatory; empty, no client certificate is asked for.
 	ClientCA string
+	// ClientCRL, when set, holds certificate revocation lists of the client
+	// CAs: a client certificate (or intermediate) they list fails the
+	// handshake. Each must be signed by a certificate of ClientCA.
+	ClientCRL string
 }
 
 // PollInterval is how often the files are compared with what was loaded,
@@ -69,10 +73,12 @@ type Reloader struct {
 
 // loaded is one configuration and the bytes it was made from.
 type loaded struct {
-	config *tls.Config
-	leaf   *x509.Certificate
-	cas    int
-	digest [sha256.Size]byte // of the certificate, key and CA bytes
+	config    *tls.Config
+	leaf      *x509.Certificate
+	cas       int
+	revoked   int               // serials listed by the client CRLs
+	staleCRLs int               // of them past their next update
+	digest    [sha256.Size]byte // of the certificate, key, CA and CRL bytes
 }
 
 // New loads src and returns a Reloader serving it. Metrics (the server
@@ -147,7 +153,10 @@ func (r *Reloader) use(l *loaded) {
 	sum := sha256.Sum256(l.leaf.Raw)
 	r.log.Info("TLS certificate loaded", "subject", l.leaf.Subject.String(), "issuer", l.leaf.Issuer.String(),
 		"sha256", hex.EncodeToString(sum[:]), "not_after", l.leaf.NotAfter.UTC().Format(time.RFC3339),
-		"client_cas", l.cas, "client_certificate_required", l.cas > 0)
+		"client_cas", l.cas, "client_certificate_required", l.cas > 0, "revoked_client_certificates", l.revoked)
+	if l.staleCRLs > 0 {
+		r.log.Warn("client CRLs past their next update: still applied, but a newer list is due", "stale_crls", l.staleCRLs)
+	}
 }
 
 // Watch reloads whenever a file of the source changes, until ctx ends: it
@@ -156,7 +165,7 @@ func (r *Reloader) use(l *loaded) {
 // PollInterval. Changes arriving together are loaded once.
 func (r *Reloader) Watch(ctx context.Context) {
 	dirs := map[string]bool{}
-	for _, v := range []string{r.src.Cert, r.src.Key, r.src.ClientCA} {
+	for _, v := range []string{r.src.Cert, r.src.Key, r.src.ClientCA, r.src.ClientCRL} {
 		if v != "" && !isPEM(v) {
 			dirs[filepath.Dir(v)] = true
 		}
@@ -275,43 +284,28 @@ func load(src Source) (*loaded, error) {
 			return nil, err
 		}
 		h.Write(caPEM)
-		pool, n, err := parseCAs(caPEM)
+		pool, cas, err := tlstrust.ParseCAs(caPEM)
 		if err != nil {
 			return nil, fmt.Errorf("servertls: --tls-client-ca %s: %w", describe(src.ClientCA), err)
 		}
-		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, n
+		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, len(cas)
+		if src.ClientCRL != "" {
+			crlPEM, err := read("tls-client-crl", src.ClientCRL)
+			if err != nil {
+				return nil, err
+			}
+			h.Write(crlPEM)
+			revoked, stale, err := tlstrust.ParseCRLs(crlPEM, cas, time.Now())
+			if err != nil {
+				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
+			}
+			l.revoked, l.staleCRLs = revoked.Len(), stale
+			// VerifyConnection runs on every handshake, resumed ones included.
+			cfg.VerifyConnection = revoked.Check
+		}
+	} else if src.ClientCRL != "" {
+		return nil, errors.New("servertls: --tls-client-crl: needs --tls-client-ca, the CAs whose lists it holds")
 	}
 	copy(l.digest[:], h.Sum(nil))
 	return l, nil
-}
-
-// parseCAs reads every certificate of a PEM bundle; anything else in it, or
-// no certificate at all, is an error (a bundle that silently trusts fewer
-// CAs than meant locks sites out without a word).
-func parseCAs(b []byte) (*x509.CertPool, int, error) {
-	pool := x509.NewCertPool()
-	n := 0
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, 0, fmt.Errorf("a %q block in a CA bundle", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, 0, fmt.Errorf("certificate %d: %w", n+1, err)
-		}
-		pool.AddCert(c)
-		n++
-	}
-	if len(bytes.TrimSpace(b)) > 0 {
-		return nil, 0, errors.New("text after the last PEM block is not PEM")
-	}
-	if n == 0 {
-		return nil, 0, errors.New("no certificate in it")
-	}
-	return pool, n, nil
 }

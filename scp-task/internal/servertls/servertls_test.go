@@ -272,3 +272,57 @@ func TestWatch(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestClientCRL: a client certificate its CA's CRL lists fails the handshake; the others pass; a new list is taken
+// on reload, and a stale one still applies; a list no client CA signed is refused.
+func TestClientCRL(t *testing.T) {
+	p := newPKI(t)
+	revoked := p.clientCA.Client(t, testpki.Options{CommonName: "pacs.stolen.example"})
+	crlFile := filepath.Join(p.dir, "client.crl")
+	testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, time.Now().Add(24*time.Hour), revoked))
+	r, err := New(Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile, ClientCRL: crlFile}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, r)
+	if _, err := handshake(addr, p.clientConfig(p.client)); err != nil {
+		t.Fatalf("a certificate the CRL does not list: %v", err)
+	}
+	if _, err := handshake(addr, p.clientConfig(revoked)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Fatalf("a revoked certificate: %v", err)
+	}
+
+	// Reload: the list now also names the other client.
+	testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, time.Now().Add(24*time.Hour), revoked, p.client))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(addr, p.clientConfig(p.client)); err == nil {
+		t.Fatal("a certificate revoked by the reloaded CRL still handshakes")
+	}
+
+	// A stale list still applies.
+	testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, time.Now().Add(-time.Minute), revoked))
+	if err := r.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(addr, p.clientConfig(revoked)); err == nil {
+		t.Fatal("a stale CRL is ignored")
+	}
+
+	other := testpki.NewCA(t, "Other CA")
+	for name, tc := range map[string]struct {
+		src  Source
+		want string
+	}{
+		"foreign CRL":      {Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile, ClientCRL: string(other.CRL(t, time.Now().Add(time.Hour)))}, "not signed by any of the given CA certificates"},
+		"CRL without a CA": {Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCRL: crlFile}, "needs --tls-client-ca"},
+		"a certificate":    {Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile, ClientCRL: p.caFile}, `"CERTIFICATE" block where "X509 CRL" blocks belong`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := New(tc.src, nil, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("New = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}

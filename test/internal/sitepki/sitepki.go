@@ -31,10 +31,12 @@ type PKI struct {
 	ServerFiles      testpki.Files
 	ServerCAFile     string // what sites trust (+cf)
 	SiteCAFile       string // --tls-client-ca
+	SiteCRLFile      string // --tls-client-crl: lists Revoked
 	// Sites' client certificates: A's and B's from the site CA; Stranger
-	// names site A but comes from another CA; Expired is site A's, expired.
-	A, B, Stranger, Expired testpki.Files
-	ACert                   *testpki.Cert
+	// names site A but comes from another CA; Expired is site A's, expired;
+	// Revoked is site A's, listed by the site CA's CRL.
+	A, B, Stranger, Expired, Revoked testpki.Files
+	ACert                            *testpki.Cert
 }
 
 // New issues the certificates. The server certificate names ips (and
@@ -56,13 +58,18 @@ func New(t testing.TB, ips ...net.IP) *PKI {
 	p.Stranger = testpki.NewCA(t, "someone else's CA").Client(t, testpki.Options{CommonName: SiteA, RSA: true}).WriteFiles(t, p.Dir, "stranger")
 	p.Expired = p.SiteCA.Client(t, testpki.Options{CommonName: SiteA, RSA: true,
 		NotBefore: time.Now().Add(-72 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}).WriteFiles(t, p.Dir, "expired")
+	revoked := p.SiteCA.Client(t, testpki.Options{CommonName: SiteA, RSA: true})
+	p.Revoked = revoked.WriteFiles(t, p.Dir, "revoked")
+	p.SiteCRLFile = filepath.Join(p.Dir, "site-ca.crl")
+	testpki.WriteFile(t, p.SiteCRLFile, p.SiteCA.CRL(t, time.Now().Add(7*24*time.Hour), revoked))
 	return p
 }
 
 // SCPArgs are scp-task's TLS flags: the listener on addr, the server
-// certificate and the site CA.
+// certificate, the site CA and its CRL.
 func (p *PKI) SCPArgs(addr string) []string {
-	return []string{"--tls-listen", addr, "--tls-cert", p.ServerFiles.Cert, "--tls-key", p.ServerFiles.Key, "--tls-client-ca", p.SiteCAFile}
+	return []string{"--tls-listen", addr, "--tls-cert", p.ServerFiles.Cert, "--tls-key", p.ServerFiles.Key,
+		"--tls-client-ca", p.SiteCAFile, "--tls-client-crl", p.SiteCRLFile}
 }
 
 // DCMTK returns DCMTK's TLS arguments for a site certificate (nil files:

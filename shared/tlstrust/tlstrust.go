@@ -1,0 +1,138 @@
+// Package tlstrust reads what TLS client authentication trusts and refuses:
+// CA certificate bundles and their certificate revocation lists (PEM), read
+// strictly, so that a bundle or list that holds less than meant is an error
+// rather than a site locked out (or a revoked one let in) without a word.
+// The SCP's TLS configuration and the CDK app's config checks both use it.
+package tlstrust
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ParseCAs reads every certificate of a PEM bundle; anything else in it, or
+// no certificate at all, is an error (a bundle that silently trusts fewer
+// CAs than meant locks sites out without a word).
+func ParseCAs(b []byte) (*x509.CertPool, []*x509.Certificate, error) {
+	pool := x509.NewCertPool()
+	var cas []*x509.Certificate
+	err := EachPEM(b, "CERTIFICATE", func(der []byte) error {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("certificate %d: %w", len(cas)+1, err)
+		}
+		pool.AddCert(c)
+		cas = append(cas, c)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(cas) == 0 {
+		return nil, nil, errors.New("no certificate in it")
+	}
+	return pool, cas, nil
+}
+
+// EachPEM calls f with the bytes of every PEM block of type typ in b; a block
+// of another type, or text that is not PEM after the last block, is an error.
+func EachPEM(b []byte, typ string, f func(der []byte) error) error {
+	blocks := 0
+	for {
+		var block *pem.Block
+		block, b = pem.Decode(b)
+		if block == nil {
+			break
+		}
+		blocks++
+		if block.Type != typ {
+			return fmt.Errorf("a %q block where %q blocks belong", block.Type, typ)
+		}
+		if err := f(block.Bytes); err != nil {
+			return err
+		}
+	}
+	switch {
+	case len(bytes.TrimSpace(b)) == 0:
+		return nil
+	case blocks == 0:
+		return errors.New("no PEM block in it")
+	}
+	return errors.New("text after the last PEM block is not PEM")
+}
+
+// Revocations are the serial numbers the client CRLs list, by the raw
+// subject of the CA that issued them.
+type Revocations map[string]map[string]bool
+
+// ParseCRLs reads PEM X.509 CRLs, each of which must be signed by one of
+// cas. A list past its next update at now still counts (better a stale list
+// than none); stale says how many are, for the log.
+func ParseCRLs(b []byte, cas []*x509.Certificate, now time.Time) (r Revocations, stale int, err error) {
+	r = Revocations{}
+	n := 0
+	err = EachPEM(b, "X509 CRL", func(der []byte) error {
+		n++
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			return fmt.Errorf("CRL %d: %w", n, err)
+		}
+		var signer *x509.Certificate
+		for _, ca := range cas {
+			if bytes.Equal(ca.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(ca) == nil {
+				signer = ca
+				break
+			}
+		}
+		if signer == nil {
+			return fmt.Errorf("CRL %d (issuer %s) is not signed by any of the given CA certificates", n, crl.Issuer)
+		}
+		if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
+			stale++
+		}
+		set := r[string(crl.RawIssuer)]
+		if set == nil {
+			set = map[string]bool{}
+			r[string(crl.RawIssuer)] = set
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			set[e.SerialNumber.String()] = true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	if n == 0 {
+		return nil, 0, errors.New("no CRL in it")
+	}
+	return r, stale, nil
+}
+
+// Len counts the revoked serial numbers.
+func (r Revocations) Len() int {
+	n := 0
+	for _, set := range r {
+		n += len(set)
+	}
+	return n
+}
+
+// Check fails a handshake whose verified client chain holds a certificate a
+// CRL lists: a tls.Config's VerifyConnection, which runs on every handshake,
+// resumed ones included.
+func (r Revocations) Check(cs tls.ConnectionState) error {
+	for _, chain := range cs.VerifiedChains {
+		for _, c := range chain {
+			if r[string(c.RawIssuer)][c.SerialNumber.String()] {
+				return fmt.Errorf("tlstrust: certificate %q (serial %s) is revoked by its CA's CRL", c.Subject.String(), c.SerialNumber)
+			}
+		}
+	}
+	return nil
+}

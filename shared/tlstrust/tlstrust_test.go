@@ -1,0 +1,88 @@
+package tlstrust
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+func TestParseCAs(t *testing.T) {
+	a, b := testpki.NewCA(t, "A"), testpki.NewCA(t, "B")
+	leaf := a.Client(t, testpki.Options{CommonName: "x"})
+	tests := []struct {
+		name string
+		in   string
+		n    int
+		want string
+	}{
+		{"two CAs", string(a.PEM) + string(b.PEM), 2, ""},
+		{"empty", "", 0, "no certificate"},
+		{"a key", string(a.PEM) + string(leaf.KeyPEM), 0, `a "PRIVATE KEY" block`},
+		{"trailing text", string(a.PEM) + "junk", 0, "not PEM"},
+		{"bad DER", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 0, "certificate 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, cas, err := ParseCAs([]byte(tt.in))
+			if tt.want == "" {
+				if err != nil || len(cas) != tt.n {
+					t.Fatalf("ParseCAs = %d, %v", len(cas), err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("ParseCAs error %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCRLs(t *testing.T) {
+	a, b := testpki.NewCA(t, "A"), testpki.NewCA(t, "B")
+	gone, kept := a.Client(t, testpki.Options{CommonName: "gone"}), a.Client(t, testpki.Options{CommonName: "kept"})
+	// Same serial under another CA: not revoked.
+	now := time.Now()
+	r, stale, err := ParseCRLs(append(a.CRL(t, now.Add(time.Hour), gone), b.CRL(t, now.Add(-time.Minute))...), []*x509.Certificate{a.Cert, b.Cert}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != 1 || stale != 1 {
+		t.Errorf("Len %d, stale %d", r.Len(), stale)
+	}
+	state := func(c *testpki.Cert, ca *testpki.CA) tls.ConnectionState {
+		return tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c.Cert, ca.Cert}}}
+	}
+	if err := r.Check(state(gone, a)); err == nil || !strings.Contains(err.Error(), `"CN=gone,O=dicom-ingest tests"`) {
+		t.Errorf("revoked: %v", err)
+	}
+	if err := r.Check(state(kept, a)); err != nil {
+		t.Errorf("not revoked: %v", err)
+	}
+	if _, _, err := ParseCRLs(b.CRL(t, now.Add(time.Hour)), []*x509.Certificate{a.Cert}, now); err == nil || !strings.Contains(err.Error(), "not signed by any of the given CA certificates") {
+		t.Errorf("foreign CRL: %v", err)
+	}
+	if _, _, err := ParseCRLs(nil, []*x509.Certificate{a.Cert}, now); err == nil {
+		t.Error("an empty CRL file passed")
+	}
+}
+
+// FuzzParse: what an operator's file may hold never panics the parsers.
+func FuzzParse(f *testing.F) {
+	ca := testpki.NewCA(f, "F")
+	f.Add(ca.PEM)
+	f.Add(ca.CRL(f, time.Now().Add(time.Hour)))
+	f.Add([]byte("-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, cas, err := ParseCAs(b); err == nil && len(cas) == 0 {
+			t.Fatal("a bundle without certificates parsed")
+		}
+		r, _, err := ParseCRLs(b, []*x509.Certificate{ca.Cert}, time.Now())
+		if err == nil && r == nil {
+			t.Fatal("nil revocations without an error")
+		}
+	})
+}
