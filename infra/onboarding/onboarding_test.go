@@ -76,42 +76,49 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dir := filepath.Join("testdata", "golden", c.name)
-			if *update {
-				if err := os.RemoveAll(dir); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := k.WriteDir(dir); err != nil {
-					t.Fatal(err)
-				}
-			}
-			files, err := k.Render()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var names []string
-			for _, f := range files {
-				names = append(names, f.Name)
-				want, err := os.ReadFile(filepath.Join(dir, f.Name))
-				if err != nil {
-					t.Fatalf("%v (run go test -update to create golden files)", err)
-				}
-				if diff := cmp.Diff(string(want), string(f.Data)); diff != "" {
-					t.Errorf("%s differs from golden (-want +got):\n%s", f.Name, diff)
-				}
-			}
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var onDisk []string
-			for _, e := range entries {
-				onDisk = append(onDisk, e.Name())
-			}
-			if diff := cmp.Diff(sorted(onDisk), sorted(names)); diff != "" {
-				t.Errorf("golden file set differs (-disk +rendered):\n%s", diff)
-			}
+			checkGolden(t, k, c.name)
 		})
+	}
+}
+
+// checkGolden compares the kit's files with testdata/golden/<name>/ (rewritten
+// first with -update), the set of files included.
+func checkGolden(t *testing.T, k *Kit, name string) {
+	t.Helper()
+	dir := filepath.Join("testdata", "golden", name)
+	if *update {
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.WriteDir(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := k.Render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, f := range files {
+		names = append(names, f.Name)
+		want, err := os.ReadFile(filepath.Join(dir, f.Name))
+		if err != nil {
+			t.Fatalf("%v (run go test -update to create golden files)", err)
+		}
+		if diff := cmp.Diff(string(want), string(f.Data)); diff != "" {
+			t.Errorf("%s differs from golden (-want +got):\n%s", f.Name, diff)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk []string
+	for _, e := range entries {
+		onDisk = append(onDisk, e.Name())
+	}
+	if diff := cmp.Diff(sorted(onDisk), sorted(names)); diff != "" {
+		t.Errorf("golden file set differs (-disk +rendered):\n%s", diff)
 	}
 }
 

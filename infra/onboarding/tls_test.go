@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/google/go-cmp/cmp"
 )
 
 func loadTLSExample(t *testing.T) (EnvConfig, Outputs) {
@@ -41,41 +39,7 @@ func TestGoldenTLS(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			dir := filepath.Join("testdata", "golden", c.name)
-			if *update {
-				if err := os.RemoveAll(dir); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := k.WriteDir(dir); err != nil {
-					t.Fatal(err)
-				}
-			}
-			files, err := k.Render()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var names []string
-			for _, f := range files {
-				names = append(names, f.Name)
-				want, err := os.ReadFile(filepath.Join(dir, f.Name))
-				if err != nil {
-					t.Fatalf("%v (run go test -update to create golden files)", err)
-				}
-				if diff := cmp.Diff(string(want), string(f.Data)); diff != "" {
-					t.Errorf("%s differs from golden (-want +got):\n%s", f.Name, diff)
-				}
-			}
-			entries, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var onDisk []string
-			for _, e := range entries {
-				onDisk = append(onDisk, e.Name())
-			}
-			if diff := cmp.Diff(sorted(onDisk), sorted(names)); diff != "" {
-				t.Errorf("golden file set differs (-disk +rendered):\n%s", diff)
-			}
+			checkGolden(t, k, c.name)
 		})
 	}
 }

@@ -40,17 +40,7 @@ func (p tlsPeers) serverConfig() *tls.Config {
 	}
 }
 
-func (p tlsPeers) clientConfig(cert *testpki.Cert) *tls.Config {
-	c := &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost"}
-	if cert != nil {
-		// Sent whatever the server says it trusts, as a misconfigured or hostile peer would.
-		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			tc := cert.TLS()
-			return &tc, nil
-		}
-	}
-	return c
-}
+func (p tlsPeers) clientConfig(cert *testpki.Cert) *tls.Config { return p.ca.ClientConfig(cert) }
 
 // tlsDial dials addr, writes header (a PROXY v2 header, if any) in the clear and runs a TLS client over the rest.
 func tlsDial(config *tls.Config, header []byte) func(ctx context.Context, network, addr string) (net.Conn, error) {

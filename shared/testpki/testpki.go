@@ -195,6 +195,20 @@ func (c *Cert) TLS() tls.Certificate {
 	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
 }
 
+// ClientConfig is a TLS client's configuration that trusts ca for
+// "localhost" and presents cert whatever CAs the server says it accepts, as a
+// misconfigured or hostile peer would (nil: no client certificate).
+func (ca *CA) ClientConfig(cert *Cert) *tls.Config {
+	c := &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
+	if cert != nil {
+		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			tc := cert.TLS()
+			return &tc, nil
+		}
+	}
+	return c
+}
+
 // Pool is a certificate pool holding the CA.
 func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()

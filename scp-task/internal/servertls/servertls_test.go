@@ -81,16 +81,7 @@ func newPKI(t *testing.T) pki {
 	return p
 }
 
-func (p pki) clientConfig(cert *testpki.Cert) *tls.Config {
-	c := &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost"}
-	if cert != nil {
-		c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			tc := cert.TLS()
-			return &tc, nil
-		}
-	}
-	return c
-}
+func (p pki) clientConfig(cert *testpki.Cert) *tls.Config { return p.ca.ClientConfig(cert) }
 
 func TestProfile(t *testing.T) {
 	p := newPKI(t)
