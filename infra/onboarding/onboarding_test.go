@@ -134,10 +134,9 @@ func sorted(s []string) []string {
 	return out
 }
 
-// TestKitContent checks the properties the issue asks for directly, so a bad
-// golden update cannot hide them.
-func TestKitContent(t *testing.T) {
-	env, outs := loadExample(t)
+// renderExample renders example-hospital's kit and returns its files by name.
+func renderExample(t *testing.T, env EnvConfig, outs Outputs) map[string]string {
+	t.Helper()
 	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
 	if err != nil {
 		t.Fatal(err)
@@ -150,6 +149,14 @@ func TestKitContent(t *testing.T) {
 	for _, f := range files {
 		byName[f.Name] = string(f.Data)
 	}
+	return byName
+}
+
+// TestKitContent checks the properties the issue asks for directly, so a bad
+// golden update cannot hide them.
+func TestKitContent(t *testing.T) {
+	env, outs := loadExample(t)
+	byName := renderExample(t, env, outs)
 	swan := byName["swanctl.conf"]
 	for _, want := range []string{
 		"version = 2",

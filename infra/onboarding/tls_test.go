@@ -48,18 +48,7 @@ func TestGoldenTLS(t *testing.T) {
 // CA as configured, a CSR recipe naming the site's certificate name, and the +tls verification commands.
 func TestTLSKitContent(t *testing.T) {
 	env, outs := loadTLSExample(t)
-	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := k.Render()
-	if err != nil {
-		t.Fatal(err)
-	}
-	byName := map[string]string{}
-	for _, f := range files {
-		byName[f.Name] = string(f.Data)
-	}
+	byName := renderExample(t, env, outs)
 	ca, err := os.ReadFile(filepath.Join("testdata", "config", "tls", "server-ca.pem"))
 	if err != nil {
 		t.Fatal(err)
