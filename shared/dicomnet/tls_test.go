@@ -95,9 +95,7 @@ func startTLSServer(t *testing.T, s *dicomnet.Server, config *tls.Config) tlsSer
 
 // events collects the events of one type.
 type events struct {
-	mu  sync.Mutex
 	typ dicomnet.EventType
-	got []dicomnet.Event
 	ch  chan dicomnet.Event
 }
 

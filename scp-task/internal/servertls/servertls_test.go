@@ -64,11 +64,11 @@ func handshake(addr string, cfg *tls.Config) (*x509.Certificate, error) {
 }
 
 type pki struct {
-	dir              string
-	ca, clientCA     *testpki.CA
-	server, client   *testpki.Cert
-	serverF, clientF testpki.Files
-	caFile           string
+	dir            string
+	ca, clientCA   *testpki.CA
+	server, client *testpki.Cert
+	serverF        testpki.Files
+	caFile         string
 }
 
 func newPKI(t *testing.T) pki {
