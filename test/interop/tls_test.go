@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -429,7 +428,8 @@ func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
 }
 
 // TestDICOMTLSLocalMode: the same in local mode (one process, TLS only): site A stores over TLS and its study shows in
-// the portal; site B's certificate for site A's AE title is refused and the audit trail holds a Security Alert for it.
+// the portal; site B's certificate for site A's AE title is refused; the audit trail names both certificates, site
+// B's in a Security Alert.
 func TestDICOMTLSLocalMode(t *testing.T) {
 	sitepki.Require(t, "storescu", "echoscu")
 	p := sitepki.New(t)
@@ -473,15 +473,23 @@ func TestDICOMTLSLocalMode(t *testing.T) {
 		getJSON("/api/studies", &page)
 		return len(page.Studies) == 1 && page.Studies[0]["studyInstanceUid"] == study
 	})
+	// The audit trail names the certificates: site A's on its accepted association, under the bound name, and
+	// site B's on the refused one (a Security Alert).
+	a, b := fingerprint(readCert(t, p.A.Cert)), fingerprint(readCert(t, p.B.Cert))
 	waitFor(t, 10*time.Second, func() bool {
-		var page struct{ Records []map[string]any }
-		getJSON("/api/audit?outcome=association-rejected&callingAe=SITE_A", &page)
-		for _, r := range page.Records {
-			id, _ := r["eventId"].(map[string]any)
-			if id["code"] == "110113" && strings.Contains(fmt.Sprint(r["reason"]), "client certificate does not match the calling AE title") {
-				return true
+		var rejected, accepted struct {
+			Records []struct {
+				EventID struct{ Code string } `json:"eventId"`
+				Reason  string
+				TLS     *associationaudit.TLSPeer
 			}
 		}
-		return false
+		getJSON("/api/audit?outcome=association-rejected&callingAe=SITE_A", &rejected)
+		getJSON("/api/audit?outcome=association-accepted&callingAe=SITE_A", &accepted)
+		alert := len(rejected.Records) == 1 && rejected.Records[0].EventID.Code == "110113" && rejected.Records[0].TLS != nil &&
+			rejected.Records[0].TLS.SHA256 == b && strings.Contains(rejected.Records[0].Reason, "client certificate does not match the calling AE title")
+		login := len(accepted.Records) == 1 && accepted.Records[0].TLS != nil && accepted.Records[0].TLS.SHA256 == a &&
+			accepted.Records[0].TLS.CertificateName == sitepki.SiteA
+		return alert && login
 	})
 }
