@@ -39,6 +39,9 @@ const (
 	MetricRejectedAssociation = "dicom_ingest_associations_rejected_total"
 	MetricStoreFailures       = "dicom_ingest_store_failures_total"
 	MetricObjectsStored       = "dicom_ingest_objects_stored_total"
+	// With dicom.tls only.
+	MetricTLSHandshakeFailures   = "dicom_ingest_tls_handshake_failures_total"
+	MetricTLSCertificateExpireIn = "dicom_ingest_tls_certificate_expires_in_seconds"
 )
 
 // IngestProps configures NewIngest.
@@ -372,7 +375,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	// association autoscaling and the reject/failure alarms use. Its image
 	// is mirrored into the CDK asset repository at deploy time because the
 	// isolated subnets cannot reach public registries.
-	agentConfig, promConfig := agentConfigs(c.Name, *metricsLogGroup.LogGroupName())
+	agentConfig, promConfig := agentConfigs(c.Name, *metricsLogGroup.LogGroupName(), c.Dicom.TLS != nil)
 	taskDef.AddContainer(jsii.String("metrics-agent"), &awsecs.ContainerDefinitionOptions{
 		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.AgentContextDir), &awsecs.AssetImageProps{
 			Platform: awsecrassets.Platform_LINUX_ARM64(),
@@ -494,7 +497,11 @@ func ScpMetric(env, name, statistic string, period awscdk.Duration) awscloudwatc
 // agentConfigs renders the CloudWatch agent's JSON configuration and its
 // Prometheus scrape configuration. The scrape target is the SCP's health
 // port on localhost (tasks share one network namespace in awsvpc mode).
-func agentConfigs(env, logGroupName string) (agent, prometheus string) {
+func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus string) {
+	selectors := []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$"}
+	if withTLS {
+		selectors = append(selectors, "^"+MetricTLSHandshakeFailures+"$", "^"+MetricTLSCertificateExpireIn+"$")
+	}
 	cfg := map[string]any{
 		"agent": map[string]any{"metrics_collection_interval": 60},
 		"logs": map[string]any{
@@ -510,7 +517,7 @@ func agentConfigs(env, logGroupName string) (agent, prometheus string) {
 							"source_labels":    []string{"job"},
 							"label_matcher":    "^scp$",
 							"dimensions":       [][]string{{"Environment"}},
-							"metric_selectors": []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$"},
+							"metric_selectors": selectors,
 						}},
 					},
 				},

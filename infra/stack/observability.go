@@ -125,6 +125,14 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	stored := ScpMetric(c.Name, MetricObjectsStored, "Sum", minute)
 	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured or something unknown is knocking")
 	alarm("ScpStoreFailures", storeFailures, 0, gt, 1, "C-STORE requests answered with a failure status (S3 unreachable or refusing writes)")
+	if c.Dicom.TLS != nil {
+		// A site whose certificate expired, or was revoked, fails every
+		// handshake; the server certificate must be rotated before it expires.
+		alarm("ScpTlsHandshakeFailures", ScpMetric(c.Name, MetricTLSHandshakeFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5))), 10, gt, 1,
+			"More than 10 DICOM TLS handshakes failed in 5 minutes: a site's certificate expired, was revoked or is not ours, or a site speaks plain DICOM to the TLS port (the SCP's log names the reason)")
+		alarm("ScpTlsCertificateExpiring", ScpMetric(c.Name, MetricTLSCertificateExpireIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 30*24*3600, lt, 1,
+			"The DICOM TLS server certificate expires within 30 days: rotate it (docs/operations/certificates.md)")
+	}
 
 	ing := props.Ingest
 	nlbMetric := func(name, stat string) awscloudwatch.Metric {

@@ -1218,7 +1218,7 @@ func TestNlbAddress(t *testing.T) {
 }
 
 func TestAgentConfigs(t *testing.T) {
-	agent, prom := agentConfigs("dev", "the-log-group")
+	agent, prom := agentConfigs("dev", "the-log-group", false)
 	var cfg struct {
 		Logs struct {
 			MetricsCollected struct {

@@ -176,3 +176,30 @@ func TestDicomTLSOnly(t *testing.T) {
 		t.Error(f)
 	}
 }
+
+// TestDicomTLSAlarms: with dicom.tls the agent publishes the TLS metrics and alarms watch failed handshakes and the
+// server certificate's expiry; without it, neither.
+func TestDicomTLSAlarms(t *testing.T) {
+	agent, _ := agentConfigs("prod", "g", true)
+	plain, _ := agentConfigs("dev", "g", false)
+	for _, m := range []string{MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn} {
+		if !strings.Contains(agent, m) || strings.Contains(plain, m) {
+			t.Errorf("agent selector for %s: with TLS %v, without %v", m, strings.Contains(agent, m), strings.Contains(plain, m))
+		}
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		want := map[string]bool{MetricTLSHandshakeFailures: false, MetricTLSCertificateExpireIn: false}
+		for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+			if m, ok := props(a)["MetricName"].(string); ok {
+				if _, tls := want[m]; tls {
+					want[m] = true
+				}
+			}
+		}
+		for m, found := range want {
+			if found != (s.cfg.Dicom.TLS != nil) {
+				t.Errorf("alarm on %s: %v with dicom.tls %v", m, found, s.cfg.Dicom.TLS != nil)
+			}
+		}
+	})
+}

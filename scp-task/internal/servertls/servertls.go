@@ -67,8 +67,8 @@ type Reloader struct {
 	mu      sync.Mutex // one load at a time
 	current atomic.Pointer[loaded]
 
-	expiry  prometheus.Gauge
-	reloads *prometheus.CounterVec
+	expiresIn prometheus.GaugeFunc
+	reloads   *prometheus.CounterVec
 }
 
 // loaded is one configuration and the bytes it was made from.
@@ -89,17 +89,19 @@ func New(src Source, log *slog.Logger, reg prometheus.Registerer) (*Reloader, er
 	}
 	r := &Reloader{
 		src: src, log: log,
-		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dicom_ingest_tls_certificate_expiry_timestamp_seconds",
-			Help: "When the DICOM TLS server certificate in use expires (Unix time).",
-		}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_tls_reloads_total",
 			Help: "Loads of the DICOM TLS certificate and client CA after the first, by result (loaded, failed).",
 		}, []string{"result"}),
 	}
+	// Seconds, not a timestamp, so an alarm can compare it with a threshold
+	// (CloudWatch has no "now" to subtract a timestamp from).
+	r.expiresIn = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicom_ingest_tls_certificate_expires_in_seconds",
+		Help: "Seconds until the DICOM TLS server certificate in use expires.",
+	}, func() float64 { return time.Until(r.Certificate().NotAfter).Seconds() })
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.expiry, r.reloads} {
+		for _, c := range []prometheus.Collector{r.expiresIn, r.reloads} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("servertls: register metrics: %w", err)
 			}
@@ -149,7 +151,6 @@ func (r *Reloader) Reload() error {
 
 func (r *Reloader) use(l *loaded) {
 	r.current.Store(l)
-	r.expiry.Set(float64(l.leaf.NotAfter.Unix()))
 	sum := sha256.Sum256(l.leaf.Raw)
 	r.log.Info("TLS certificate loaded", "subject", l.leaf.Subject.String(), "issuer", l.leaf.Issuer.String(),
 		"sha256", hex.EncodeToString(sum[:]), "not_after", l.leaf.NotAfter.UTC().Format(time.RFC3339),
