@@ -108,6 +108,32 @@ func TestParseValidation(t *testing.T) {
 		{"reserved concurrency", func(c *Config) { c.Pipeline.ReservedConcurrency = 1 }, []string{"pipeline.reservedConcurrency: 1 is outside 2..1000"}},
 		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
 		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
+		// DICOM over TLS (tls_test.go has withTLS).
+		{"plain, as before", func(c *Config) {}, nil},
+		{"TLS with a bound site", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs.a.example" }, nil},
+		{"TLS only", func(c *Config) { withTLS(c); off := false; c.Dicom.TLS.PlainListener = &off; c.Dicom.TLS.Port = 104 }, nil},
+		{"name without TLS", func(c *Config) { c.Sites[0].CertificateName = "pacs.a.example" },
+			[]string{`sites[0].certificateName: "pacs.a.example" needs dicom.tls`}},
+		{"bad name", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs a" },
+			[]string{`sites[0].certificateName: "pacs a": certificate name has a character other than`}},
+		{"same name twice", func(c *Config) {
+			withTLS(c)
+			c.Sites[0].CertificateName, c.Sites[1].CertificateName = "pacs.example", "PACS.example"
+		}, []string{`sites[1].certificateName: "PACS.example" is also sites[0].certificateName`}},
+		{"TLS port is the plain port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 104 }, []string{"dicom.tls.port: 104 is also dicom.port"}},
+		{"TLS port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 99999 }, []string{"dicom.tls.port: 99999 is not a TCP port"}},
+		{"partial secret ARN", func(c *Config) {
+			withTLS(c)
+			c.Dicom.TLS.ServerCertificateSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls"
+		}, []string{"dicom.tls.serverCertificateSecretArn: \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls\" is not a complete Secrets Manager secret ARN"}},
+		{"secret elsewhere", func(c *Config) {
+			withTLS(c)
+			c.Dicom.TLS.ServerCertificateSecretArn = strings.Replace(testSecretArn, "eu-west-1", "us-east-1", 1)
+		}, []string{"the secret is in 123456789012/us-east-1, not in this environment's 123456789012/eu-west-1"}},
+		{"KMS key", func(c *Config) { withTLS(c); c.Dicom.TLS.SecretKmsKeyArn = "alias/mine" }, []string{"dicom.tls.secretKmsKeyArn"}},
+		{"no CA files", func(c *Config) { withTLS(c); c.Dicom.TLS.ClientCaFile, c.Dicom.TLS.ServerCaFile = "", "" },
+			[]string{"dicom.tls.clientCaFile: is required", "dicom.tls.serverCaFile: is required"}},
+		{"# in an AE title", func(c *Config) { c.Sites[0].CallingAETitle = "A#B" }, []string{"reserves"}},
 		{"all problems at once", func(c *Config) {
 			c.Account = "x"
 			c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQRS"

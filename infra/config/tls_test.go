@@ -17,64 +17,6 @@ func withTLS(c *Config) {
 	c.Dicom.TLS = &DicomTLS{ServerCertificateSecretArn: testSecretArn, ClientCaFile: "tls/site-ca.pem", ServerCaFile: "tls/server-ca.pem"}
 }
 
-func TestTLSValidation(t *testing.T) {
-	cases := []struct {
-		name   string
-		mutate func(*Config)
-		want   []string // nil: valid
-	}{
-		{"plain, as before", func(c *Config) {}, nil},
-		{"TLS with a bound site", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs.a.example" }, nil},
-		{"TLS only", func(c *Config) { withTLS(c); off := false; c.Dicom.TLS.PlainListener = &off; c.Dicom.TLS.Port = 104 }, nil},
-		{"name without TLS", func(c *Config) { c.Sites[0].CertificateName = "pacs.a.example" },
-			[]string{`sites[0].certificateName: "pacs.a.example" needs dicom.tls`}},
-		{"bad name", func(c *Config) { withTLS(c); c.Sites[0].CertificateName = "pacs a" },
-			[]string{`sites[0].certificateName: "pacs a": certificate name has a character other than`}},
-		{"same name twice", func(c *Config) {
-			withTLS(c)
-			c.Sites[0].CertificateName, c.Sites[1].CertificateName = "pacs.example", "PACS.example"
-		}, []string{`sites[1].certificateName: "PACS.example" is also sites[0].certificateName`}},
-		{"TLS port is the plain port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 104 }, []string{"dicom.tls.port: 104 is also dicom.port"}},
-		{"TLS port", func(c *Config) { withTLS(c); c.Dicom.TLS.Port = 99999 }, []string{"dicom.tls.port: 99999 is not a TCP port"}},
-		{"partial secret ARN", func(c *Config) {
-			withTLS(c)
-			c.Dicom.TLS.ServerCertificateSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls"
-		}, []string{"dicom.tls.serverCertificateSecretArn: \"arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-tls\" is not a complete Secrets Manager secret ARN"}},
-		{"secret elsewhere", func(c *Config) {
-			withTLS(c)
-			c.Dicom.TLS.ServerCertificateSecretArn = strings.Replace(testSecretArn, "eu-west-1", "us-east-1", 1)
-		}, []string{"the secret is in 123456789012/us-east-1, not in this environment's 123456789012/eu-west-1"}},
-		{"KMS key", func(c *Config) { withTLS(c); c.Dicom.TLS.SecretKmsKeyArn = "alias/mine" }, []string{"dicom.tls.secretKmsKeyArn"}},
-		{"no CA files", func(c *Config) { withTLS(c); c.Dicom.TLS.ClientCaFile, c.Dicom.TLS.ServerCaFile = "", "" },
-			[]string{"dicom.tls.clientCaFile: is required", "dicom.tls.serverCaFile: is required"}},
-		{"# in an AE title", func(c *Config) { c.Sites[0].CallingAETitle = "A#B" }, []string{"reserves"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := valid()
-			tc.mutate(c)
-			got, err := Parse(marshal(t, c))
-			if tc.want == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got.Dicom.TLS != nil && got.Dicom.TLS.Port == 0 {
-					t.Error("no default TLS port")
-				}
-				return
-			}
-			if !errors.Is(err, ErrInvalid) {
-				t.Fatalf("Parse = %v, want ErrInvalid", err)
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error lacks %q:\n%v", w, err)
-				}
-			}
-		})
-	}
-}
-
 func TestTLSDefaultsAndAllowlist(t *testing.T) {
 	c := valid()
 	withTLS(c)
