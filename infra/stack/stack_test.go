@@ -1286,7 +1286,13 @@ func TestLogNameKey(t *testing.T) {
 				}
 			}
 		}
-		if d := cmp.Diff([]string{"scp " + logname.EnvKey + "=" + secretID}, secrets); d != "" {
+		wantSecrets := []string{"scp " + logname.EnvKey + "=" + secretID}
+		if s.cfg.Dicom.TLS != nil {
+			// The TLS certificate and key (TestDicomTLS), by ARN.
+			wantSecrets = append(wantSecrets, "scp SCP_TLS_CERT=", "scp SCP_TLS_KEY=")
+		}
+		sort.Strings(secrets)
+		if d := cmp.Diff(wantSecrets, secrets); d != "" {
 			t.Errorf("container secrets (-want +got):\n%s", d)
 		}
 
@@ -1312,8 +1318,16 @@ func TestLogNameKey(t *testing.T) {
 				if !strings.Contains(js(m["Resource"]), `"Ref":"`+secretID+`"`) {
 					continue
 				}
-				if js(m["Resource"]) != `{"Ref":"`+secretID+`"}` {
-					t.Errorf("a statement reads the log-name key among other resources: %s", js(m["Resource"]))
+				// CDK merges the execution role's grants on the secrets it
+				// injects: besides the key only the TLS secret may be named.
+				others := []any{}
+				for _, r := range asAnySlice(m["Resource"]) {
+					if refID(r) != secretID && (s.cfg.Dicom.TLS == nil || r != s.cfg.Dicom.TLS.ServerCertificateSecretArn) {
+						others = append(others, r)
+					}
+				}
+				if _, one := m["Resource"].(map[string]any); !one && len(others) > 0 {
+					t.Errorf("a statement reads the log-name key among other resources: %s", js(others))
 				}
 				for _, r := range props(pol)["Roles"].([]any) {
 					readers[refID(r)] = true
