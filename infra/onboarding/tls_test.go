@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func loadTLSExample(t *testing.T) (EnvConfig, Outputs) {
@@ -86,12 +88,7 @@ func TestTLSKitContent(t *testing.T) {
 
 // TestCSRRecipeRuns runs the kit's CSR recipe with openssl and checks the request names the certificate name.
 func TestCSRRecipeRuns(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("openssl not installed, and under CI nothing may be missing")
-		}
-		t.Skip("openssl not installed (a failure under CI)")
-	}
+	testenv.RequireTools(t, "openssl")
 	env, outs := loadTLSExample(t)
 	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -65,7 +66,7 @@ func readCert(t *testing.T, path string) *x509.Certificate {
 // plain listener is refused, an unbound one works on both. Every TLS association's audit records carry the
 // certificate's fingerprint.
 func TestDICOMTLSWithDCMTK(t *testing.T) {
-	sitepki.Require(t, "echoscu", "storescu")
+	testenv.RequireTools(t, "echoscu", "storescu")
 	p := sitepki.New(t)
 	scp := startTLSSCP(t, p)
 	host, port := "127.0.0.1", scp.TLSPort()
@@ -182,7 +183,7 @@ func TestDICOMTLSWithDCMTK(t *testing.T) {
 // association policy) and counted: no client certificate, a certificate of another CA, an expired one, one the site
 // CA's CRL lists, TLS 1.0 and 1.1, plain DICOM on the TLS port, TLS 1.2 without a BCP 195 suite.
 func TestDICOMTLSRefusals(t *testing.T) {
-	sitepki.Require(t, "echoscu", "openssl")
+	testenv.RequireTools(t, "echoscu", "openssl")
 	p := sitepki.New(t)
 	scp := startTLSSCP(t, p)
 	host, port := "127.0.0.1", scp.TLSPort()
@@ -250,7 +251,7 @@ func TestDICOMTLSRefusals(t *testing.T) {
 // change) while an association is open: that association goes on, the next one gets the new certificate and is
 // held to the new client CA.
 func TestDICOMTLSReload(t *testing.T) {
-	sitepki.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	p := sitepki.New(t)
 	scp := startTLSSCP(t, p, "--idle-timeout", "2m")
 	ctx := scptest.Context(t)
@@ -334,7 +335,7 @@ func TestDICOMTLSReload(t *testing.T) {
 // TestDICOMTLSBehindProxyProtocol: with --proxy-protocol the load balancer's PROXY v2 header comes before the TLS
 // handshake; the site's networks are checked against the source it carries, and its certificate is checked too.
 func TestDICOMTLSBehindProxyProtocol(t *testing.T) {
-	sitepki.Require(t, "echoscu")
+	testenv.RequireTools(t, "echoscu")
 	p := sitepki.New(t)
 	scp := startSCP(t, append([]string{"--proxy-protocol", "--listen", "off", "--calling-aes", "SITE_A@10.99.0.0/16#" + sitepki.SiteA}, p.SCPArgs("127.0.0.1:0")...)...)
 	if scp.DICOMAddr != "" {
@@ -431,7 +432,7 @@ func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
 // the portal; site B's certificate for site A's AE title is refused; the audit trail names both certificates, site
 // B's in a Security Alert.
 func TestDICOMTLSLocalMode(t *testing.T) {
-	sitepki.Require(t, "storescu", "echoscu")
+	testenv.RequireTools(t, "storescu", "echoscu")
 	p := sitepki.New(t)
 	args := append([]string{"--local", "--data-dir", t.TempDir(), "--portal-listen", "127.0.0.1:0", "--listen", "off",
 		"--ae-title", "REMOTE_AE", "--calling-aes", "SITE_A#" + sitepki.SiteA}, p.SCPArgs("127.0.0.1:0")...)

@@ -45,6 +45,7 @@ const (
 // commands send; the plain port refuses the bound AE title.
 func TestSiteToCloudThroughIPsec(t *testing.T) {
 	requireLab(t)
+	testenv.RequireTools(t, "openssl") // the kit's CSR recipe
 	l := newLab(t)
 	ctx := context.Background()
 

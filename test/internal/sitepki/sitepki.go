@@ -8,8 +8,6 @@ package sitepki
 
 import (
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -84,23 +82,4 @@ func (p *PKI) DCMTK(site *testpki.Files, profile string) []string {
 		args = []string{"+tls", site.Key, site.Cert}
 	}
 	return append(args, "+cf", p.ServerCAFile, profile)
-}
-
-// Require ends the test when a tool is missing: a skip on a developer's
-// machine, a failure under CI (env CI set), where everything must run.
-func Require(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if ci() {
-				t.Fatalf("%s not installed, and under CI nothing may be missing (.ci/install-deps.sh installs it)", tool)
-			}
-			t.Skipf("%s not installed (apt-get install dcmtk openssl; a failure under CI)", tool)
-		}
-	}
-}
-
-func ci() bool {
-	v := os.Getenv("CI")
-	return v != "" && v != "0" && v != "false"
 }
