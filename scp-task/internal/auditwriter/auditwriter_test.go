@@ -132,7 +132,12 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 		}
 		close(done)
 	}()
-	waitFor(t, func() bool { return testutil.ToFloat64(w.metrics.waits) > 0 })
+	// Both must have happened before Ready is asked: an event waiting for
+	// room, and the writer marked failing (the gauge drops after the flag is
+	// set; before that a full queue is the only sign).
+	waitFor(t, func() bool {
+		return testutil.ToFloat64(w.metrics.waits) > 0 && testutil.ToFloat64(w.metrics.writable) == 0
+	})
 	select {
 	case <-done:
 		t.Fatal("all events were taken while the store was down: some must have been dropped")
