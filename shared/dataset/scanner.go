@@ -180,15 +180,6 @@ type Scanner struct {
 	err      error
 }
 
-// NewScanner returns a Scanner for a dataset in transferSyntaxUID (see
-// EncodingOf). A deflated dataset must be given to it inflated.
-func NewScanner(transferSyntaxUID string) *Scanner {
-	enc, known := EncodingOf(transferSyntaxUID)
-	s := &Scanner{}
-	s.init(enc, known)
-	return s
-}
-
 func (s *Scanner) init(enc Encoding, known bool) {
 	*s = Scanner{implicit: enc.Implicit, bigEndian: enc.BigEndian, detect: !known, first: true,
 		need: 8, stack: s.stack[:0]}

@@ -8,7 +8,6 @@ package logleak
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 
@@ -228,12 +227,3 @@ func isAlnum(r rune) bool {
 	return r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= 0x80
 }
 
-// Values lists the identifiers looked for (for a test's log).
-func (ids *Identifiers) Values() []string {
-	out := make([]string, 0, len(ids.needles))
-	for _, n := range ids.needles {
-		out = append(out, n.value)
-	}
-	slices.Sort(out)
-	return out
-}
