@@ -6,6 +6,7 @@ export TCP_NODELAY ?= 1
 BIN := bin
 FUNCTIONS := $(filter-out internal,$(notdir $(wildcard functions/*)))
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.7.0
+DEADCODE := golang.org/x/tools/cmd/deadcode@v0.52.0
 # go test's output, one line a package, then the failures and the skips with their reasons; exits as go test does.
 GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0 --format pkgname
 export DICOM_CORPUS ?= /tmp/dicom-corpus
@@ -57,10 +58,11 @@ build-functions:
 	  CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -tags lambda.norpc -o build/functions/$$f/bootstrap ./functions/$$f || exit 1; \
 	done
 
-## lint: go vet and staticcheck
+## lint: go vet, staticcheck and deadcode -test (no unreachable function)
 lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	@dead=$$($(GO) run $(DEADCODE) -test ./...); if [ -n "$$dead" ]; then echo "unreachable code (deadcode -test):"; echo "$$dead"; exit 1; fi
 
 ## synth: CloudFormation templates for ENV into cdk.out (offline, no Docker: the images build at deploy time)
 synth: build-functions node-tools
