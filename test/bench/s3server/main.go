@@ -1,9 +1,16 @@
-// Command bench-s3 serves an S3-compatible API on loopback so `make bench`
-// can measure scp-task's S3 store without AWS: either gofakes3 keeping
-// every object in memory (-mode emulator), or a sink that verifies every
-// CRC64NVME as S3 does and keeps only sizes and checksums (-mode sink),
-// which measures the store itself rather than the emulator's own copying
-// and hashing.
+// Command bench-s3 serves an S3-compatible API so `make bench` can measure
+// scp-task's S3 store without AWS: either gofakes3 keeping every object in
+// memory (-mode emulator), or a sink that verifies every CRC64NVME as S3
+// does and keeps only sizes and checksums (-mode sink), which measures the
+// store itself rather than the emulator's own copying and hashing.
+//
+// -write-latency and -read-latency hold every answer as long as S3 would
+// take (log-normal, "P50/P99"): writes (PUT, POST, DELETE) from their last
+// request byte, reads (GET, HEAD) to their first response byte. The site
+// link bench answers writes after 20 ms / 100 ms: AWS's performance
+// guidance puts the median latency of small requests "in the tens of
+// milliseconds" (Best Practices Design Patterns: Optimizing Amazon S3
+// Performance, "Timeouts and Retries for Latency-Sensitive Applications").
 package main
 
 import (
@@ -17,12 +24,16 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/latency"
 )
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:9000", "address to serve on")
 	bucket := flag.String("bucket", "bench", "bucket to create (emulator mode)")
 	mode := flag.String("mode", "emulator", "emulator (gofakes3, in memory) or sink (checksum-verifying, keeps digests only)")
+	writeLat := flag.String("write-latency", "", "delay of every write's answer, P50/P99 (e.g. 20ms/100ms), a constant, or none")
+	readLat := flag.String("read-latency", "", "delay of every read's first byte, as -write-latency")
+	seed := flag.Uint64("seed", 1, "seed of the delays drawn")
 	flag.Parse()
 	var h http.Handler
 	switch *mode {
@@ -39,6 +50,17 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench-s3: unknown -mode %q\n", *mode)
 		os.Exit(2)
 	}
+	writes, err := latency.Parse(*writeLat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-s3: -write-latency:", err)
+		os.Exit(2)
+	}
+	reads, err := latency.Parse(*readLat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench-s3: -read-latency:", err)
+		os.Exit(2)
+	}
+	h = latency.Handler(h, latency.ByMethod(latency.NewSampler(reads, *seed), latency.NewSampler(writes, *seed+1)))
 	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	if err := srv.ListenAndServe(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-s3:", err)

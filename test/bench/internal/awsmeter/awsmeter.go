@@ -1,0 +1,133 @@
+// Package awsmeter counts AWS API calls where they arrive: an HTTP handler
+// in front of an emulator names each request's operation (S3's REST verbs
+// and sub-resources, X-Amz-Target for the JSON protocols of DynamoDB, SQS
+// and EventBridge) and counts it. The bench runs scp-task and the Lambda
+// functions as they are deployed, so counting at the endpoint sees every
+// request their SDK clients send, retries included: what AWS bills.
+package awsmeter
+
+import (
+	"encoding/json"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// Meter counts calls per "Service Operation".
+type Meter struct {
+	mu     sync.Mutex
+	counts map[string]int64
+}
+
+// New returns an empty meter.
+func New() *Meter { return &Meter{counts: map[string]int64{}} }
+
+// Add counts n calls of op directly, for calls the bench models rather
+// than sends (SQS requests made by Lambda's event source mapping, S3's
+// notification deliveries).
+func (m *Meter) Add(op string, n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.counts[op] += n
+}
+
+// Counts returns a copy of the counts.
+func (m *Meter) Counts() map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.counts)
+}
+
+// Reset forgets every count and returns what was counted.
+func (m *Meter) Reset() map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := m.counts
+	m.counts = map[string]int64{}
+	return out
+}
+
+// MarshalJSON writes the counts with sorted keys.
+func (m *Meter) MarshalJSON() ([]byte, error) { return json.Marshal(m.Counts()) }
+
+// Ops returns the counted operations, sorted.
+func (m *Meter) Ops() []string { return slices.Sorted(maps.Keys(m.Counts())) }
+
+// Handler counts every request to h under service (e.g. "S3",
+// "DynamoDB") and the operation Operation names.
+func (m *Meter) Handler(service string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		m.Add(service+" "+Operation(r), 1)
+		h.ServeHTTP(w, r)
+	})
+}
+
+// Operation names the API operation of an AWS request: the part after the
+// dot of X-Amz-Target for JSON protocols, else the S3 REST operation from
+// method, path and query (path-style addressing).
+func Operation(r *http.Request) string {
+	if t := r.Header.Get("X-Amz-Target"); t != "" {
+		if _, op, ok := strings.Cut(t, "."); ok {
+			return op
+		}
+		return t
+	}
+	q := r.URL.Query()
+	// The Go SDK names most S3 operations in the query itself.
+	if id := q.Get("x-id"); id != "" {
+		return id
+	}
+	has := func(k string) bool { _, ok := q[k]; return ok }
+	// "/bucket" or "/bucket/" addresses the bucket, anything longer a key.
+	onKey := strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
+	switch r.Method {
+	case http.MethodPut:
+		switch {
+		case has("partNumber") && r.Header.Get("X-Amz-Copy-Source") != "":
+			return "UploadPartCopy"
+		case has("partNumber"):
+			return "UploadPart"
+		case r.Header.Get("X-Amz-Copy-Source") != "":
+			return "CopyObject"
+		case onKey:
+			return "PutObject"
+		}
+		return "CreateBucket"
+	case http.MethodPost:
+		switch {
+		case has("uploads"):
+			return "CreateMultipartUpload"
+		case has("uploadId"):
+			return "CompleteMultipartUpload"
+		case has("delete"):
+			return "DeleteObjects"
+		}
+		return "Post"
+	case http.MethodDelete:
+		if has("uploadId") {
+			return "AbortMultipartUpload"
+		}
+		if onKey {
+			return "DeleteObject"
+		}
+		return "DeleteBucket"
+	case http.MethodHead:
+		if onKey {
+			return "HeadObject"
+		}
+		return "HeadBucket"
+	case http.MethodGet:
+		switch {
+		case has("uploadId"):
+			return "ListParts"
+		case has("uploads"):
+			return "ListMultipartUploads"
+		case onKey:
+			return "GetObject"
+		}
+		return "ListObjects"
+	}
+	return r.Method
+}
