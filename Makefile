@@ -41,9 +41,11 @@ test-corpus:
 unit-test:
 	$(GO) test -short ./...
 
-## bench: load generator against scp-task (file and S3 stores) and DCMTK storescp on the same corpus
+## bench: load generator against scp-task (file and S3 stores) and DCMTK storescp on the same corpus, then the
+##   site link; BENCH=loopback|sitelink runs one part (docs/performance.md)
+BENCH ?= all
 bench: test-deps build-scp
-	@bash test/bench/run.sh
+	@BENCH=$(BENCH) bash test/bench/run.sh
 
 ## build: scp-task and the Lambda bootstraps (linux/arm64, static)
 build: build-scp build-functions
