@@ -132,7 +132,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 		t.Errorf("index holds %d instances in %d studies, want %d", total, len(studies), len(files)-1)
 	}
 	stored, rejectedEv := 0, 0
-	for _, ev := range e.events.all() {
+	for _, ev := range e.events.All() {
 		switch ev.DetailType {
 		case pipeline.DetailTypeInstanceStored:
 			stored++

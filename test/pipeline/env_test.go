@@ -2,31 +2,24 @@
 // are deployed (linux, CGO off, -tags lambda.norpc), under the AWS Lambda
 // runtime interface emulator, against dynalite for DynamoDB, an in-process
 // gofakes3 server for S3 and a local endpoint capturing EventBridge
-// PutEvents from the real SDK client.
+// PutEvents from the real SDK client. The emulators come from
+// test/internal/awsemu, which the chain bench runs too.
 package pipelinee2e
 
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -34,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
 const (
@@ -65,26 +59,11 @@ func findTool(candidates ...string) string {
 
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := awsemu.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	return addr
-}
-
-func waitTCP(t testing.TB, addr string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not start listening within %v", addr, within)
 }
 
 // env is one set of emulators and running functions.
@@ -94,7 +73,7 @@ type env struct {
 	ddb      *dynamodb.Client
 	s3URL    string
 	ddbURL   string
-	events   *eventCapture
+	events   *awsemu.EventCapture
 	fnURL    map[string]string
 	audit    *awsadapters.AuditTable
 	index    *awsadapters.IndexTable
@@ -102,7 +81,7 @@ type env struct {
 	quietEnv string
 	rie      string                   // the runtime interface emulator
 	logs     map[string]*bytes.Buffer // each function's output, by name: read it after stopFunctions
-	cmds     []*exec.Cmd
+	fns      map[string]*awsemu.Function
 }
 
 // testLogKey is the deployment's log-name key the functions are given.
@@ -135,7 +114,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	e.ddbURL = startDynalite(t, node, dynalite)
 
 	// EventBridge: capture PutEvents.
-	e.events = newEventCapture()
+	e.events = &awsemu.EventCapture{}
 	ebSrv := httptest.NewServer(e.events)
 	t.Cleanup(ebSrv.Close)
 
@@ -197,16 +176,12 @@ func requireDynalite(t *testing.T) (node, cli string) {
 // startDynalite runs dynalite on a free port until the test ends.
 func startDynalite(t *testing.T, node, dynalite string) string {
 	t.Helper()
-	ddbAddr := freeAddr(t)
-	_, port, _ := net.SplitHostPort(ddbAddr)
-	cmd := exec.Command(node, dynalite, "--port", port, "--host", "127.0.0.1", "--createTableMs", "0", "--deleteTableMs", "0", "--updateTableMs", "0")
-	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dynalite: %v", err)
+	p, url, err := awsemu.StartDynalite(node, dynalite, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitTCP(t, ddbAddr, 20*time.Second)
-	return "http://" + ddbAddr
+	t.Cleanup(p.Stop)
+	return url
 }
 
 // dynaliteOnly starts dynalite with both tables, for adapter tests.
@@ -235,38 +210,34 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	t := e.t
 	// Built as the deployment builds them, but for this machine's architecture.
 	bootstrap := testenv.Build(t, "./functions/"+binary, "-tags", "lambda.norpc", "-trimpath")
-	addr, api := freeAddr(t), freeAddr(t)
-	cmd := exec.Command(rie, "--runtime-interface-emulator-address", addr, "--runtime-api-address", api, "--log-level", "error", bootstrap)
-	cmd.Dir = filepath.Dir(bootstrap)
-	cmd.Env = append(append([]string(nil), e.fnEnv...), extraEnv...)
-	// One writer for both: exec.Cmd then writes from one goroutine at a
-	// time, and nothing reads logs before Wait.
+	// One writer for stdout and stderr; nothing reads it before the
+	// function stops.
 	logs := &bytes.Buffer{}
 	if e.logs == nil {
 		e.logs = map[string]*bytes.Buffer{}
 	}
 	e.logs[fn] = logs
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start rie for %s: %v", fn, err)
+	f, err := awsemu.StartFunction(rie, fn, bootstrap, append(append([]string(nil), e.fnEnv...), extraEnv...), logs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		f.Stop()
 		if t.Failed() {
 			t.Logf("%s logs:\n%s", fn, logs.String())
 		}
 	})
-	waitTCP(t, addr, 10*time.Second)
-	e.fnURL[fn] = "http://" + addr + "/2015-03-31/functions/function/invocations"
-	e.cmds = append(e.cmds, cmd)
+	if e.fns == nil {
+		e.fns = map[string]*awsemu.Function{}
+	}
+	e.fns[fn] = f
+	e.fnURL[fn] = f.URL
 }
 
 // stopFunctions stops every function, after which their logs may be read.
 func (e *env) stopFunctions() {
-	for _, cmd := range e.cmds {
-		cmd.Process.Kill()
-		cmd.Wait()
+	for _, f := range e.fns {
+		f.Stop()
 	}
 }
 
@@ -274,29 +245,8 @@ func (e *env) stopFunctions() {
 // failing t (the calling test or subtest) on any error.
 func (e *env) invoke(t *testing.T, fn string, payload any, out any) {
 	t.Helper()
-	body, err := json.Marshal(payload)
-	if err != nil {
+	if err := e.fns[fn].Invoke(context.Background(), payload, out); err != nil {
 		t.Fatal(err)
-	}
-	resp, err := http.Post(e.fnURL[fn], "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("invoke %s: %v", fn, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("invoke %s: read result: %v", fn, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("invoke %s: %s: %s", fn, resp.Status, b)
-	}
-	if strings.Contains(string(b), `"errorType"`) && out != nil {
-		t.Fatalf("invoke %s: function error: %s", fn, b)
-	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			t.Fatalf("invoke %s: result %s: %v", fn, b, err)
-		}
 	}
 }
 
@@ -311,134 +261,28 @@ func (e *env) invokeBatch(t *testing.T, fn string, ev events.SQSEvent) {
 	}
 }
 
+// createTables creates the audit and index tables as the stack does.
 func createTables(t *testing.T, c *dynamodb.Client) {
 	t.Helper()
-	s := ddbtypes.ScalarAttributeTypeS
-	attr := func(names ...string) []ddbtypes.AttributeDefinition {
-		var out []ddbtypes.AttributeDefinition
-		for _, n := range names {
-			out = append(out, ddbtypes.AttributeDefinition{AttributeName: aws.String(n), AttributeType: s})
-		}
-		return out
-	}
-	keys := func(pk, sk string) []ddbtypes.KeySchemaElement {
-		return []ddbtypes.KeySchemaElement{{AttributeName: aws.String(pk), KeyType: ddbtypes.KeyTypeHash}, {AttributeName: aws.String(sk), KeyType: ddbtypes.KeyTypeRange}}
-	}
-	nonPHI := []string{"eventId", "eventTime", "outcome", "callingAe", "calledAe", "peer", "associationId", "reason"}
-	gsi := func(name, n string, p ddbtypes.Projection) ddbtypes.GlobalSecondaryIndex {
-		return ddbtypes.GlobalSecondaryIndex{IndexName: aws.String(name), KeySchema: keys("gsi"+n+"pk", "gsi"+n+"sk"), Projection: &p}
-	}
-	all := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeAll}
-	include := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeInclude, NonKeyAttributes: nonPHI}
-	// The same key schema and indexes as infra/stack/pipeline.go.
-	tables := []*dynamodb.CreateTableInput{
-		{
-			TableName: aws.String(auditTable), BillingMode: ddbtypes.BillingModePayPerRequest,
-			AttributeDefinitions: attr("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk", "gsi4sk"),
-			KeySchema:            keys("pk", "sk"),
-			GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{
-				gsi("byPatient", "1", all), gsi("byStudy", "2", all), gsi("byCallingAe", "3", include), gsi("byDay", "4", include),
-			},
-		},
-		indexTableInput(indexTable),
-	}
-	for _, in := range tables {
-		createTable(t, c, in)
-	}
-}
-
-// indexTableInput is the index table as infra/stack/pipeline.go defines it.
-func indexTableInput(name string) *dynamodb.CreateTableInput {
-	s := ddbtypes.ScalarAttributeTypeS
-	var defs []ddbtypes.AttributeDefinition
-	for _, n := range []string{"pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk"} {
-		defs = append(defs, ddbtypes.AttributeDefinition{AttributeName: aws.String(n), AttributeType: s})
-	}
-	keys := func(pk, sk string) []ddbtypes.KeySchemaElement {
-		return []ddbtypes.KeySchemaElement{{AttributeName: aws.String(pk), KeyType: ddbtypes.KeyTypeHash}, {AttributeName: aws.String(sk), KeyType: ddbtypes.KeyTypeRange}}
-	}
-	gsi := func(name, n string, p ddbtypes.ProjectionType) ddbtypes.GlobalSecondaryIndex {
-		return ddbtypes.GlobalSecondaryIndex{IndexName: aws.String(name), KeySchema: keys("gsi"+n+"pk", "gsi"+n+"sk"), Projection: &ddbtypes.Projection{ProjectionType: p}}
-	}
-	return &dynamodb.CreateTableInput{
-		TableName: aws.String(name), BillingMode: ddbtypes.BillingModePayPerRequest, AttributeDefinitions: defs, KeySchema: keys("pk", "sk"),
-		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{gsi("byPending", "1", ddbtypes.ProjectionTypeKeysOnly), gsi("byPatient", "2", ddbtypes.ProjectionTypeAll)},
+	if err := awsemu.CreateTables(context.Background(), c, auditTable, indexTable); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // createTable creates in and waits until it is active.
 func createTable(t *testing.T, c *dynamodb.Client, in *dynamodb.CreateTableInput) {
 	t.Helper()
-	if _, err := c.CreateTable(context.Background(), in); err != nil {
-		t.Fatalf("create table %s: %v", *in.TableName, err)
-	}
-	w := dynamodb.NewTableExistsWaiter(c, func(o *dynamodb.TableExistsWaiterOptions) { o.MinDelay = 50 * time.Millisecond })
-	if err := w.Wait(context.Background(), &dynamodb.DescribeTableInput{TableName: in.TableName}, 20*time.Second); err != nil {
-		t.Fatalf("table %s not active: %v", *in.TableName, err)
+	if err := awsemu.CreateTable(context.Background(), c, in); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// eventCapture is an EventBridge endpoint that records PutEvents entries.
-// failNext makes it reject that many leading entries of the next calls
-// with a throttling error code, as PutEvents does under load.
-type eventCapture struct {
-	mu       sync.Mutex
-	entries  []capturedEntry
-	failNext int
-	calls    int
+// s3Notification is S3's message for an object created under key.
+func s3Notification(key string, size int) string {
+	return awsemu.S3Notification(region, bucket, key, int64(size), "")
 }
 
-type capturedEntry struct {
-	Source, DetailType, Detail, EventBusName string
-	Resources                                []string
-}
-
-func newEventCapture() *eventCapture { return &eventCapture{} }
-
-func (c *eventCapture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("X-Amz-Target") != "AWSEvents.PutEvents" {
-		http.Error(w, `{"__type":"UnknownOperationException"}`, http.StatusBadRequest)
-		return
-	}
-	var in struct{ Entries []capturedEntry }
-	if err := json.NewDecoder(r.Body).Decode(&in); err != nil {
-		http.Error(w, `{"__type":"SerializationException"}`, http.StatusBadRequest)
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.calls++
-	type result struct {
-		EventId      string `json:",omitempty"`
-		ErrorCode    string `json:",omitempty"`
-		ErrorMessage string `json:",omitempty"`
-	}
-	var out struct {
-		Entries          []result
-		FailedEntryCount int
-	}
-	for i, e := range in.Entries {
-		if c.failNext > 0 {
-			c.failNext--
-			out.Entries = append(out.Entries, result{ErrorCode: "ThrottlingException", ErrorMessage: "rate exceeded"})
-			out.FailedEntryCount++
-			continue
-		}
-		c.entries = append(c.entries, e)
-		out.Entries = append(out.Entries, result{EventId: fmt.Sprintf("ev-%d-%d", c.calls, i)})
-	}
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	json.NewEncoder(w).Encode(out)
-}
-
-func (c *eventCapture) all() []capturedEntry {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]capturedEntry(nil), c.entries...)
-}
-
-func (c *eventCapture) fail(n int) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.failNext = n
+// sqsEvent is the validate queue's batch of bodies.
+func sqsEvent(bodies ...string) events.SQSEvent {
+	return awsemu.SQSEvent(region, "ValidateQueue", bodies...)
 }

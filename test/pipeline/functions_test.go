@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
 const (
@@ -60,33 +60,7 @@ func ctInstance(sopUID string) pt.Instance {
 }
 
 // s3Notification is the body S3 sends to SQS for one created object.
-func s3Notification(key string, size int) string {
-	rec := events.S3EventRecord{
-		EventVersion: "2.1", EventSource: "aws:s3", AWSRegion: region, EventTime: time.Now().UTC(),
-		EventName: "ObjectCreated:Put",
-		S3: events.S3Entity{
-			SchemaVersion: "1.0", ConfigurationID: "incoming",
-			Bucket: events.S3Bucket{Name: bucket, Arn: "arn:aws:s3:::" + bucket},
-			Object: events.S3Object{Key: url.QueryEscape(key), Size: int64(size), Sequencer: "0055AED6DCD90281E5"},
-		},
-	}
-	b, _ := json.Marshal(events.S3Event{Records: []events.S3EventRecord{rec}})
-	return string(b)
-}
-
 const s3TestEvent = `{"Service":"Amazon S3","Event":"s3:TestEvent","Time":"2026-01-15T10:00:00.000Z","Bucket":"ingest-bucket","RequestId":"5582815E1AEA5ADF","HostId":"8cLeGAmw098X5cv4Zkwcmo8vvZa3eH3eKxsPzbB9wrR"}`
-
-func sqsEvent(bodies ...string) events.SQSEvent {
-	var ev events.SQSEvent
-	for i, b := range bodies {
-		ev.Records = append(ev.Records, events.SQSMessage{
-			MessageId: fmt.Sprintf("msg-%d", i+1), ReceiptHandle: "rh", Body: b, EventSource: "aws:sqs",
-			EventSourceARN: "arn:aws:sqs:" + region + ":123456789012:ValidateQueue", AWSRegion: region,
-			Attributes: map[string]string{"ApproximateReceiveCount": "1"},
-		})
-	}
-	return ev
-}
 
 func failures(r events.SQSEventResponse) []string {
 	var out []string
@@ -96,7 +70,7 @@ func failures(r events.SQSEventResponse) []string {
 	return out
 }
 
-func detailTypes(es []capturedEntry) []string {
+func detailTypes(es []awsemu.Entry) []string {
 	var out []string
 	for _, e := range es {
 		out = append(out, e.DetailType)
@@ -127,7 +101,7 @@ func (e *env) snapshot() snapshot {
 	if d, err := e.index.GetStudy(context.Background(), study); err == nil {
 		st = d.StudySummary
 	}
-	return snapshot{Audit: len(page.Records), Study: st, Events: detailTypes(e.events.all())}
+	return snapshot{Audit: len(page.Records), Study: st, Events: detailTypes(e.events.All())}
 }
 
 func TestFunctionsUnderEmulator(t *testing.T) {
@@ -153,12 +127,12 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		if d := cmp.Diff([]string{"msg-5"}, failures(resp)); d != "" {
 			t.Errorf("batch item failures (-want +got):\n%s", d)
 		}
-		got := detailTypes(e.events.all())
+		got := detailTypes(e.events.All())
 		want := []string{pipeline.DetailTypeInstanceRejected, pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceStored}
 		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("events (-want +got):\n%s", d)
 		}
-		for _, ev := range e.events.all() {
+		for _, ev := range e.events.All() {
 			if ev.Source != pipeline.EventSource || ev.EventBusName != busName {
 				t.Errorf("event source/bus = %q/%q", ev.Source, ev.EventBusName)
 			}
@@ -254,7 +228,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		var studyEvents []pipeline.StudyDetailEvent
 		collect := func() {
 			studyEvents = nil
-			for _, ev := range e.events.all() {
+			for _, ev := range e.events.All() {
 				if ev.DetailType == pipeline.DetailTypeStudyReceived || ev.DetailType == pipeline.DetailTypeStudyUpdated {
 					var d pipeline.StudyDetailEvent
 					if err := json.Unmarshal([]byte(ev.Detail), &d); err != nil {
@@ -269,7 +243,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 			t.Fatalf("study events = %+v", studyEvents)
 		}
 		// A late instance, and PutEvents throttling its first attempt.
-		e.events.fail(1)
+		e.events.Fail(1)
 		d5 := e.putInstance(objectKey(sop(5)), ctInstance(sop(5)), received.Add(time.Minute))
 		e.invokeBatch(t, "validate", sqsEvent(s3Notification(objectKey(sop(5)), len(d5))))
 		e.invoke(t, "notify", scheduled, &out)
@@ -286,7 +260,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 			t.Fatalf("study events = %+v", studyEvents)
 		}
 		stored := 0
-		for _, ev := range e.events.all() {
+		for _, ev := range e.events.All() {
 			if ev.DetailType == pipeline.DetailTypeInstanceStored {
 				stored++
 			}

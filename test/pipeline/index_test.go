@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
 // callLog records the DynamoDB operations a client calls, once per call
@@ -87,7 +88,7 @@ func newIndexTables(t *testing.T) *indexTables {
 
 func (x *indexTables) table(t *testing.T) *awsadapters.IndexTable {
 	name := fmt.Sprintf("index-%d", x.n.Add(1))
-	createTable(t, x.c, indexTableInput(name))
+	createTable(t, x.c, awsemu.IndexTableInput(name))
 	return &awsadapters.IndexTable{Client: x.c, Table: name}
 }
 

@@ -126,7 +126,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		}
 		return sqsEvent(bodies...)
 	}
-	e.events.fail(2) // throttled: the first messages fail and are retried
+	e.events.Fail(2) // throttled: the first messages fail and are retried
 	var resp events.SQSEventResponse
 	e.invoke(t, "validate", notifications(incoming...), &resp)
 	e.invokeBatch(t, "validate", notifications(incoming...))

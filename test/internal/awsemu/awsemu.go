@@ -1,0 +1,54 @@
+// Package awsemu runs the serverless half of dicom-ingest on one machine,
+// for the pipeline's tests (test/pipeline) and the chain bench
+// (test/bench/chain): a function binary under the AWS Lambda runtime
+// interface emulator, dynalite for DynamoDB with the tables as the CDK
+// stack defines them, an EventBridge endpoint capturing PutEvents, and the
+// S3 notification and SQS event documents AWS delivers to the functions.
+// Errors are returned, never fatal, so a command can use it as well as a
+// test; finding and building the tools is the caller's (testenv in tests,
+// the bench's script otherwise).
+package awsemu
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"time"
+)
+
+// FreeAddr returns a loopback address nothing listens on at the moment.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("awsemu: free address: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// WaitTCP returns once addr accepts connections, or an error after within.
+func WaitTCP(addr string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("awsemu: %s did not start listening within %v", addr, within)
+}
+
+// Process is a child process started by this package.
+type Process struct {
+	cmd *exec.Cmd
+}
+
+// Stop kills the process and waits for it.
+func (p *Process) Stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	p.cmd.Process.Kill()
+	p.cmd.Wait() // the error is the kill's
+}
