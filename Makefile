@@ -42,7 +42,7 @@ unit-test:
 	$(GO) test -short ./...
 
 ## bench: load generator against scp-task (file and S3 stores) and DCMTK storescp on the same corpus, then the
-##   site link; BENCH=loopback|sitelink runs one part (docs/performance.md)
+##   site link and the serverless chain; BENCH=loopback|sitelink|chain runs one part (docs/performance.md)
 BENCH ?= all
 bench: test-deps build-scp
 	@BENCH=$(BENCH) bash test/bench/run.sh

@@ -17,14 +17,14 @@
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 #   ROUNDS      rounds of every scenario and receiver (default 3)
-#   BENCH       which part: loopback (this file), sitelink (sitelink.sh), or all (default)
+#   BENCH       which part: loopback (this file), sitelink (sitelink.sh), chain (chain.sh), or all (default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BENCH=${BENCH:-all}
 case $BENCH in
   all | loopback) ;;
-  sitelink) exec bash "test/bench/$BENCH.sh" ;;
-  *) echo "bench: unknown BENCH=$BENCH: loopback, sitelink or all" >&2; exit 2 ;;
+  sitelink | chain) exec bash "test/bench/$BENCH.sh" ;;
+  *) echo "bench: unknown BENCH=$BENCH: loopback, sitelink, chain or all" >&2; exit 2 ;;
 esac
 export TCP_NODELAY=1
 export CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
@@ -124,4 +124,5 @@ python3 test/bench/report.py "$OUT/results.jsonl" | tee "$OUT/report.md"
 
 if [ "$BENCH" = all ]; then
   bash test/bench/sitelink.sh
+  bash test/bench/chain.sh
 fi

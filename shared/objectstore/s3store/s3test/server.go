@@ -63,21 +63,31 @@ type partCRC struct {
 // the test ends.
 func NewServer(t testing.TB, bucket string) *Server {
 	t.Helper()
-	backend := s3mem.New()
-	if err := backend.CreateBucket(bucket); err != nil {
-		t.Fatalf("s3test: create bucket: %v", err)
-	}
-	s := &Server{
-		Bucket:    bucket,
-		Backend:   backend,
-		faker:     gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog())),
-		parts:     map[string]map[int]partCRC{},
-		objectCRC: map[string]string{},
+	s, err := NewHandler(bucket)
+	if err != nil {
+		t.Fatal(err)
 	}
 	s.http = httptest.NewServer(s)
 	s.URL = s.http.URL
 	t.Cleanup(s.http.Close)
 	return s
+}
+
+// NewHandler returns an emulator holding one empty bucket that is not
+// serving yet (URL is empty), for a command that serves it behind
+// handlers of its own, as the chain bench does.
+func NewHandler(bucket string) (*Server, error) {
+	backend := s3mem.New()
+	if err := backend.CreateBucket(bucket); err != nil {
+		return nil, fmt.Errorf("s3test: create bucket: %w", err)
+	}
+	return &Server{
+		Bucket:    bucket,
+		Backend:   backend,
+		faker:     gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog())),
+		parts:     map[string]map[int]partCRC{},
+		objectCRC: map[string]string{},
+	}, nil
 }
 
 // Client returns an SDK client for endpoint (the server's URL or a proxy's)
@@ -359,7 +369,11 @@ func writePreconditionFailed(w http.ResponseWriter) {
 }
 
 // Close stops the server; requests then fail with refused connections.
-func (s *Server) Close() { s.http.Close() }
+func (s *Server) Close() {
+	if s.http != nil {
+		s.http.Close()
+	}
+}
 
 // Checksum returns the full-object CRC64NVME the server reports for key,
 // whether it came with a PutObject or was computed at

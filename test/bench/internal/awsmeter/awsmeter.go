@@ -13,16 +13,22 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
-// Meter counts calls per "Service Operation".
+// Meter counts calls per "Service Operation" and, for calls through
+// Handler, how long they took to answer.
 type Meter struct {
 	mu     sync.Mutex
 	counts map[string]int64
+	times  map[string][]time.Duration // the first maxTimes answers' durations per operation
 }
 
+// maxTimes bounds the durations kept per operation.
+const maxTimes = 1 << 16
+
 // New returns an empty meter.
-func New() *Meter { return &Meter{counts: map[string]int64{}} }
+func New() *Meter { return &Meter{counts: map[string]int64{}, times: map[string][]time.Duration{}} }
 
 // Add counts n calls of op directly, for calls the bench models rather
 // than sends (SQS requests made by Lambda's event source mapping, S3's
@@ -45,7 +51,28 @@ func (m *Meter) Reset() map[string]int64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	out := m.counts
-	m.counts = map[string]int64{}
+	m.counts, m.times = map[string]int64{}, map[string][]time.Duration{}
+	return out
+}
+
+// Latency is how long an operation's calls took to answer.
+type Latency struct {
+	N     int     `json:"n"`
+	P50ms float64 `json:"p50ms"`
+	P99ms float64 `json:"p99ms"`
+}
+
+// Latencies returns each timed operation's answer time quantiles.
+func (m *Meter) Latencies() map[string]Latency {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[string]Latency{}
+	for op, ds := range m.times {
+		ds = slices.Clone(ds)
+		slices.Sort(ds)
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		out[op] = Latency{N: len(ds), P50ms: ms(ds[len(ds)/2]), P99ms: ms(ds[min(len(ds)-1, len(ds)*99/100)])}
+	}
 	return out
 }
 
@@ -56,11 +83,19 @@ func (m *Meter) MarshalJSON() ([]byte, error) { return json.Marshal(m.Counts()) 
 func (m *Meter) Ops() []string { return slices.Sorted(maps.Keys(m.Counts())) }
 
 // Handler counts every request to h under service (e.g. "S3",
-// "DynamoDB") and the operation Operation names.
+// "DynamoDB") and the operation Operation names, and times its answer.
 func (m *Meter) Handler(service string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.Add(service+" "+Operation(r), 1)
+		op := service + " " + Operation(r)
+		m.Add(op, 1)
+		start := time.Now()
 		h.ServeHTTP(w, r)
+		d := time.Since(start)
+		m.mu.Lock()
+		if len(m.times[op]) < maxTimes {
+			m.times[op] = append(m.times[op], d)
+		}
+		m.mu.Unlock()
 	})
 }
 

@@ -50,6 +50,9 @@ func TestHandlerCounts(t *testing.T) {
 		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("HEAD", target, nil))
 	}
 	m.Add("SQS SendMessage", 3)
+	if l := m.Latencies(); l["S3 HeadObject"].N != 2 || l["S3 HeadBucket"].N != 1 || len(l) != 2 {
+		t.Errorf("latencies %v", l)
+	}
 	got := m.Reset()
 	if got["S3 HeadObject"] != 2 || got["S3 HeadBucket"] != 1 || got["SQS SendMessage"] != 3 || len(got) != 3 {
 		t.Errorf("counts %v", got)

@@ -7,6 +7,7 @@ package latency
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -97,11 +98,12 @@ func (s *Sampler) Next() time.Duration {
 	return s.Dist.Sample(s.rng)
 }
 
-// Handler holds every response of h for a delay drawn from the sampler
-// pick returns for the request (nil: no delay). The delay starts when h
-// first writes its answer, after h has read the request: a PUT is answered
-// that long after its last byte arrived, a GET starts that long after its
-// request, as S3 answers.
+// Handler holds every response of h until a delay drawn from the sampler
+// pick returns for the request (nil: no delay) has passed since the
+// request's last byte arrived: a PUT is answered no sooner than that
+// after its body, a GET starts no sooner than that after its request, as
+// S3 answers. The time h itself takes counts toward the delay, so an
+// emulator slower than the service is not made slower still.
 func Handler(h http.Handler, pick func(*http.Request) *Sampler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d := pick(r).Next()
@@ -109,23 +111,51 @@ func Handler(h http.Handler, pick func(*http.Request) *Sampler) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		dw := &delayedWriter{ResponseWriter: w, delay: d}
+		body := &timedBody{ReadCloser: r.Body, done: time.Now()}
+		if r.Body != nil && r.Body != http.NoBody {
+			body.open = true
+			r.Body = body
+		}
+		dw := &delayedWriter{ResponseWriter: w, body: body, delay: d}
 		h.ServeHTTP(dw, r)
 		dw.wait()
 	})
 }
 
+// timedBody notes when the request body was read to its end.
+type timedBody struct {
+	io.ReadCloser
+	open bool // not yet read to its end
+	done time.Time
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && b.open {
+		b.open, b.done = false, time.Now()
+	}
+	return n, err
+}
+
 type delayedWriter struct {
 	http.ResponseWriter
+	body   *timedBody
 	delay  time.Duration
 	waited bool
 }
 
 func (w *delayedWriter) wait() {
-	if !w.waited {
-		w.waited = true
-		time.Sleep(w.delay)
+	if w.waited {
+		return
 	}
+	w.waited = true
+	// A handler that answers before reading the whole body (an error)
+	// is held from now.
+	from := w.body.done
+	if w.body.open {
+		from = time.Now()
+	}
+	time.Sleep(time.Until(from.Add(w.delay)))
 }
 
 func (w *delayedWriter) WriteHeader(code int) { w.wait(); w.ResponseWriter.WriteHeader(code) }

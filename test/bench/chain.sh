@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# make bench BENCH=chain: the serverless chain under a sustained load (test/bench/chain): scp-task's S3 store,
+# S3 notifications, the queues, Lambda's event source mapping, the functions under the runtime interface
+# emulator, dynalite, EventBridge; reports C-STORE success → Instance Stored and last instance → Study Received,
+# the AWS calls per instance and per study, and their price (test/bench/prices.json). The machine running it
+# plays every AWS service at once: run it on a quiet one.
+#
+#   BENCH_OUT            results directory (default test/artifacts/bench)
+#   CHAIN_RATE           instances per second (default 100)
+#   CHAIN_DURATION       how long the load lasts (default 60s)
+#   CHAIN_ASSOCIATIONS   associations the load is sent over (default 4)
+#   CHAIN_STUDY_SIZE     instances per study (default 200)
+#   CHAIN_FLAGS          more bench-chain flags (latencies, -quiet-period, -notify-every, -concurrency: bench-chain -h)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${BENCH_OUT:-test/artifacts/bench}
+mkdir -p "$OUT" bin
+go build -o bin/scp-task ./scp-task
+go build -o bin/bench-chain ./test/bench/chain
+# shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
+bin/bench-chain -scp-task bin/scp-task -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" \
+  -associations "${CHAIN_ASSOCIATIONS:-4}" -study-size "${CHAIN_STUDY_SIZE:-200}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
+python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/awsmeter"
+	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/latency"
+)
+
+// created is S3's notice of a new object, before it is delivered.
+type created struct {
+	key       string
+	size      int64
+	eventName string
+	at        time.Time
+}
+
+// notifying calls notify after every successful object creation through
+// h (PutObject, CompleteMultipartUpload), as S3 emits ObjectCreated
+// events once an object is durable.
+func notifying(h http.Handler, notify func(created)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		if rec.status != http.StatusOK {
+			return
+		}
+		_, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		if key == "" {
+			return
+		}
+		if k, err := url.PathUnescape(key); err == nil {
+			key = k
+		}
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodPut && !q.Has("partNumber") && r.Header.Get("X-Amz-Copy-Source") == "":
+			size := r.ContentLength
+			if d := r.Header.Get("X-Amz-Decoded-Content-Length"); d != "" {
+				size, _ = strconv.ParseInt(d, 10, 64) // a size S3 would know; 0 if garbled
+			}
+			notify(created{key: key, size: size, eventName: "ObjectCreated:Put", at: time.Now()})
+		case r.Method == http.MethodPut && r.Header.Get("X-Amz-Copy-Source") != "" && !q.Has("partNumber"):
+			notify(created{key: key, eventName: "ObjectCreated:Copy", at: time.Now()})
+		case r.Method == http.MethodPost && q.Has("uploadId"):
+			notify(created{key: key, eventName: "ObjectCreated:CompleteMultipartUpload", at: time.Now()})
+		}
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// endpoint is one caller's view of an emulated service: its calls counted
+// on meter under service, and its answers delayed as the service would.
+func endpoint(meter *awsmeter.Meter, service string, h http.Handler, delay func(*http.Request) *latency.Sampler) http.Handler {
+	return meter.Handler(service, latency.Handler(h, delay))
+}
+
+// capacity sums the DynamoDB capacity units consumed, per operation:
+// what on-demand mode bills as read and write request units (a table's
+// and its indexes').
+type capacity struct {
+	mu    sync.Mutex
+	units map[string]float64 // "DynamoDB UpdateItem" -> units
+}
+
+// dynamoProxy forwards to dynalite, asking every request that can say so
+// for the capacity it consumed (ReturnConsumedCapacity INDEXES, which the
+// functions never ask for themselves) and adding it up.
+func dynamoProxy(target *url.URL, c *capacity) http.Handler {
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	director := rp.Director
+	rp.Director = func(r *http.Request) {
+		director(r)
+		if r.Body == nil {
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			r.Body = io.NopCloser(bytes.NewReader(nil))
+			return
+		}
+		var in map[string]json.RawMessage
+		if json.Unmarshal(body, &in) == nil && capacityOps[op(r)] {
+			if _, asked := in["ReturnConsumedCapacity"]; !asked {
+				in["ReturnConsumedCapacity"] = json.RawMessage(`"INDEXES"`)
+				if b, err := json.Marshal(in); err == nil {
+					body = b
+				}
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	rp.ModifyResponse = func(resp *http.Response) error {
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("chain: read dynalite's answer: %w", err)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		var out struct {
+			ConsumedCapacity json.RawMessage
+		}
+		if json.Unmarshal(body, &out) == nil && len(out.ConsumedCapacity) > 0 {
+			c.add("DynamoDB "+op(resp.Request), consumedUnits(out.ConsumedCapacity))
+		}
+		return nil
+	}
+	return rp
+}
+
+func op(r *http.Request) string { return awsmeter.Operation(r) }
+
+// capacityOps take ReturnConsumedCapacity.
+var capacityOps = map[string]bool{
+	"GetItem": true, "PutItem": true, "UpdateItem": true, "DeleteItem": true, "Query": true, "Scan": true,
+	"BatchGetItem": true, "BatchWriteItem": true, "TransactGetItems": true, "TransactWriteItems": true,
+}
+
+// consumedUnits adds up a ConsumedCapacity answer: one object or a list
+// (batch and transaction operations), each with the total CapacityUnits
+// over the table and its indexes.
+func consumedUnits(raw json.RawMessage) float64 {
+	type cc struct{ CapacityUnits float64 }
+	var one cc
+	if json.Unmarshal(raw, &one) == nil {
+		return one.CapacityUnits
+	}
+	var many []cc
+	total := 0.0
+	if json.Unmarshal(raw, &many) == nil {
+		for _, c := range many {
+			total += c.CapacityUnits
+		}
+	}
+	return total
+}
+
+func (c *capacity) add(op string, units float64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.units == nil {
+		c.units = map[string]float64{}
+	}
+	c.units[op] += units
+}
+
+func (c *capacity) snapshot() map[string]float64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]float64{}
+	for k, v := range c.units {
+		out[k] = v
+	}
+	return out
+}
+
+// countingWriter counts the bytes written to it: the logs a function or
+// scp-task would send to CloudWatch Logs.
+type countingWriter struct {
+	mu sync.Mutex
+	n  int64
+	w  io.Writer
+}
+
+func (c *countingWriter) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	c.n += int64(len(b))
+	c.mu.Unlock()
+	if c.w != nil {
+		return c.w.Write(b)
+	}
+	return len(b), nil
+}
+
+func (c *countingWriter) count() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
