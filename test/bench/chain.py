@@ -135,7 +135,7 @@ def lambda_cost(fn, n):
 def instance_lines():
     put, get = s3_requests(["scp-task", "validate", "audit"])
     sqs = sum(n for op, n in calls.get("aws", {}).items() if op.startswith("SQS") and "idle" not in op)
-    inst_events = evb.get("Instance Stored events", 0) + evb.get("Instance Rejected events", 0)
+    inst_events = evb.get("Instance Stored billed events", 0) + evb.get("Instance Rejected billed events", 0)
     inst_event_bytes = evb.get("Instance Stored", 0) + evb.get("Instance Rejected", 0)
     vreq, vgbs = lambda_cost("validate", inst)
     areq, agbs = lambda_cost("audit", inst)
@@ -160,11 +160,13 @@ def instance_lines():
 def study_lines():
     put, get = s3_requests(["notify"])
     nreq, ngbs = 0.0, 0.0
-    ev = evb.get("Study Received events", 0) + evb.get("Study Updated events", 0)
+    n = evb.get("Study Received events", 0) + evb.get("Study Updated events", 0)
+    ev = evb.get("Study Received billed events", 0) + evb.get("Study Updated billed events", 0)
     evbytes = evb.get("Study Received", 0) + evb.get("Study Updated", 0)
     return [
         ("DynamoDB request units (notify)", (ddb_units("notify", True) * P["dynamodb.wru"] + ddb_units("notify", False) * P["dynamodb.rru"]) / studies),
-        ("EventBridge events and archive (%.0f bytes each)" % (evbytes / max(ev, 1)), (ev * P["eventbridge.event"] + evbytes / GB * P["eventbridge.archive"]) / studies),
+        ("EventBridge events (%.0f bytes each, billed as %.1f) and archive" % (evbytes / max(n, 1), ev / max(n, 1)),
+         (ev * P["eventbridge.event"] + evbytes / GB * P["eventbridge.archive"]) / studies),
         ("S3 requests (notify)", (put * P["s3.put"] + get * P["s3.get"]) / studies),
     ]
 

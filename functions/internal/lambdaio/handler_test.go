@@ -4,7 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,9 +58,14 @@ func TestObjectHandler(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var keys []string
+			var (
+				mu   sync.Mutex
+				keys []string
+			)
 			h := &ObjectHandler{Bucket: tt.bucket, Process: func(_ context.Context, key string) error {
+				mu.Lock()
 				keys = append(keys, key)
+				mu.Unlock()
 				if tt.fail[key] {
 					return errors.New("boom")
 				}
@@ -70,6 +79,7 @@ func TestObjectHandler(t *testing.T) {
 			for _, f := range resp.BatchItemFailures {
 				failed = append(failed, f.ItemIdentifier)
 			}
+			slices.Sort(keys) // handled concurrently, in no particular order
 			if d := cmp.Diff(tt.wantKeys, keys); d != "" {
 				t.Errorf("keys (-want +got):\n%s", d)
 			}
@@ -77,6 +87,54 @@ func TestObjectHandler(t *testing.T) {
 				t.Errorf("failures (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// The messages of a batch are in flight together, never more than
+// Concurrency of them, and failures come back in the batch's order.
+func TestObjectHandlerConcurrency(t *testing.T) {
+	for _, tt := range []struct {
+		limit, want int
+	}{{0, 6}, {2, 2}, {10, 6}} {
+		var (
+			mu             sync.Mutex
+			inFlight, peak int
+			release        = make(chan struct{})
+			opened         sync.Once
+		)
+		var ev events.SQSEvent
+		for i := range 6 {
+			key := fmt.Sprintf("incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.%d.dcm", i)
+			ev.Records = append(ev.Records, events.SQSMessage{MessageId: fmt.Sprint(i), Body: `{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":"` + key + `"}}}]}`})
+		}
+		h := &ObjectHandler{Concurrency: tt.limit, Process: func(_ context.Context, key string) error {
+			mu.Lock()
+			inFlight++
+			peak = max(peak, inFlight)
+			full := peak == tt.want
+			mu.Unlock()
+			if full {
+				opened.Do(func() { close(release) }) // every message that may be in flight is
+			}
+			<-release
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			if strings.HasSuffix(key, ".1.dcm") || strings.HasSuffix(key, ".4.dcm") {
+				return errors.New("boom")
+			}
+			return nil
+		}}
+		resp, err := h.Handle(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if peak != tt.want {
+			t.Errorf("Concurrency %d: %d in flight at most, want %d", tt.limit, peak, tt.want)
+		}
+		if d := cmp.Diff([]events.SQSBatchItemFailure{{ItemIdentifier: "1"}, {ItemIdentifier: "4"}}, resp.BatchItemFailures); d != "" {
+			t.Errorf("Concurrency %d: failures (-want +got):\n%s", tt.limit, d)
+		}
 	}
 }
 

@@ -67,7 +67,9 @@ type results struct {
 	CallLatency map[string]map[string]awsmeter.Latency `json:"callLatency"`
 	// CapacityUnits are DynamoDB's consumed units by caller and operation.
 	CapacityUnits map[string]map[string]float64 `json:"capacityUnits"`
-	// EventBytes sums the events' sizes (and counts them) by detail type.
+	// EventBytes sums the events' sizes by detail type, and counts them
+	// ("… events") and the 64 KB chunks EventBridge bills ("… billed
+	// events").
 	EventBytes map[string]int64     `json:"eventBytes"`
 	Lambda     map[string]lambdaUse `json:"lambda"`
 	LogBytes   map[string]int64     `json:"logBytes"`
@@ -104,8 +106,11 @@ func (b *bench) results(planned, sent int, elapsed time.Duration, studies map[st
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, e := range b.events.All() {
-		r.EventBytes[e.DetailType] += int64(len(e.Detail) + len(e.DetailType) + len(e.Source))
+		size := int64(len(e.Detail) + len(e.DetailType) + len(e.Source))
+		r.EventBytes[e.DetailType] += size
 		r.EventBytes[e.DetailType+" events"]++
+		// EventBridge bills each 64 KB of an event as one event.
+		r.EventBytes[e.DetailType+" billed events"] += (size + 64<<10 - 1) / (64 << 10)
 		at := e.At.Add(b.d.eventBridge.Next())
 		var d struct {
 			SOPInstanceUID   string `json:"sopInstanceUid"`
