@@ -33,8 +33,9 @@ type Stored struct {
 	Key  string // the key the object is stored under, relative to the store root/prefix
 	Size int64  // bytes of the whole Part 10 file
 	// SHA256 is the lowercase hex SHA-256 of the whole Part 10 file, or
-	// empty where the store leaves hashing to whoever reads the object
-	// (the file store, except for a conflict).
+	// empty where the store computes none: the S3 store, whose content
+	// identity is S3's verified CRC64NVME, and the file store, which leaves
+	// hashing to whoever reads the object (except for a conflict).
 	SHA256 string
 	// Duplicate is set when an identical object (same key, same bytes)
 	// was already stored: nothing new was written.

@@ -130,9 +130,10 @@ func transactionOf(info ObjectInfo) transaction {
 	return t
 }
 
-// contentIDWithoutSHA256 identifies an object's content when the SCP
-// could not record its SHA-256 (multipart uploads: S3 fixes metadata
-// before the last byte is hashed): S3's verified full-object CRC64NVME as
+// contentIDWithoutSHA256 identifies an object's content when its metadata
+// carries no SHA-256 (every object the S3 store writes now, multipart or
+// not; sha256 metadata is left only on objects stored by earlier versions
+// and on local mode's files): S3's verified full-object CRC64NVME as
 // "crc64nvme-<16 hex digits>", or else the ETag as "etag-<etag>".
 func contentIDWithoutSHA256(info ObjectInfo) string {
 	if b, err := base64.StdEncoding.DecodeString(info.ChecksumCRC64NVME); err == nil && len(b) == 8 {

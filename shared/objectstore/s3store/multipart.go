@@ -33,9 +33,9 @@ const abortDeadline = time.Minute
 // before the upload starts: when it is taken, the upload goes to a fresh
 // conflict key and, once the whole object is known, is either dropped (an
 // identical resend) or completed there, flagged. A multipart conflict key
-// is named after a random id rather than the SHA-256, which is unknown
+// is named after a random id rather than the checksum, which is unknown
 // until the end.
-func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel string, hr *hashingReader, first, next []byte, readErr error) (st objectstore.Stored, err error) {
+func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel string, hr *countingReader, first, next []byte, readErr error) (st objectstore.Stored, err error) {
 	st = objectstore.Stored{Key: rel}
 	taken, err := s.exists(ctx, s.opts.Prefix+rel)
 	if err != nil {
@@ -117,7 +117,6 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		if partNo == 1 {
 			m, rerr = nextLen, readErr
 		} else if readErr == nil {
-			hr.wait() // spare may still be being hashed
 			m, rerr = io.ReadFull(hr, spare[:cap(spare)])
 		} else {
 			rerr = io.EOF
@@ -146,16 +145,15 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 
 	st.Size = hr.n
-	st.SHA256 = hr.sum()
 	crcB64 := crcnvme.Encode(fullCRC)
 	if st.Conflict {
-		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, st.SHA256)
+		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64)
 		if err != nil {
 			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 		}
 		if same {
 			log.Info("identical object already stored")
-			return objectstore.Stored{Key: rel, Size: st.Size, SHA256: st.SHA256, Duplicate: true}, nil
+			return objectstore.Stored{Key: rel, Size: st.Size, Duplicate: true}, nil
 		}
 		log.Warn("different object already holds the key; storing under conflict key", "taken_object", s.name(rel))
 	}
@@ -220,12 +218,12 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 // duplicateOrConflict decides what a refused Complete meant; the caller's
 // deferred abort drops the upload either way.
 func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full, rel string, st objectstore.Stored, crcB64 string) (objectstore.Stored, error) {
-	same, herr := s.sameObject(ctx, full, st.Size, crcB64, st.SHA256)
+	same, herr := s.sameObject(ctx, full, st.Size, crcB64)
 	if herr != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), herr)
 	}
 	if !same {
-		return st, fmt.Errorf("s3store: put %v (sha256 %s): %w: %w", s.name(rel), st.SHA256, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
+		return st, fmt.Errorf("s3store: put %v (crc64nvme %s): %w: %w", s.name(rel), crcB64, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
 	}
 	st.Duplicate = true
 	log.Info("identical object already stored")

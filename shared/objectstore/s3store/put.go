@@ -3,8 +3,6 @@ package s3store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/digest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
 )
 
@@ -35,38 +32,19 @@ func unsignedPayload(o *s3.Options) {
 // taken from the start, is kept under a conflict key.
 var ErrKeyTakenConcurrently = errors.New("s3store: a different object took the key during the upload")
 
-// hashingReader computes the SHA-256 of everything read, on a goroutine
-// of its own (see digest): the bytes are hashed in place in the caller's
-// buffer, so wait must be called before a buffer that was read into is
-// refilled or released. CRCs are taken per part and combined, so no byte
-// is checksummed twice.
-type hashingReader struct {
-	r   io.Reader
-	sha *digest.Background
-	n   int64
+// countingReader counts the bytes read: the object's size. Its content
+// identity is S3's full-object CRC64NVME, which every request carries and
+// S3 verifies; the store hashes nothing else (see the package doc).
+type countingReader struct {
+	r io.Reader
+	n int64
 }
 
-func newHashingReader(r io.Reader) *hashingReader {
-	return &hashingReader{r: r, sha: digest.Start(sha256.New())}
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	if n > 0 {
-		h.sha.Add(p[:n])
-		h.n += int64(n)
-	}
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
 	return n, err
 }
-
-// wait returns once the bytes read so far are hashed.
-func (h *hashingReader) wait() { h.sha.Wait() }
-
-// sum returns the hex SHA-256 of everything read.
-func (h *hashingReader) sum() string { return hex.EncodeToString(h.sha.Sum()) }
-
-// stop lets go of the buffers read into; after it, sum is meaningless.
-func (h *hashingReader) stop() { h.sha.Stop() }
 
 // smallBufSizes are the buffer classes below PartSize (which is at least
 // 5 MiB).
@@ -85,7 +63,7 @@ func (s *Store) partBuf() buffer         { return s.getBuf(len(s.bufs) - 1) }
 // readFirst reads up to one part, growing through the buffer classes: it
 // returns the buffer, the bytes read and the error that ended the read
 // (nil when a whole part was read).
-func (s *Store) readFirst(r *hashingReader) (buffer, int, error) {
+func (s *Store) readFirst(r io.Reader) (buffer, int, error) {
 	buf := s.getBuf(0)
 	n := 0
 	for {
@@ -96,7 +74,6 @@ func (s *Store) readFirst(r *hashingReader) (buffer, int, error) {
 		}
 		bigger := s.getBuf(buf.class + 1)
 		copy(*bigger.b, (*buf.b)[:n])
-		r.wait()
 		s.putBuf(buf)
 		buf = bigger
 	}
@@ -117,11 +94,10 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 
-	hr := newHashingReader(part10)
+	hr := &countingReader{r: part10}
 	first, n, rerr := s.readFirst(hr)
 	var next buffer // the second part's buffer, when the object needs one
 	defer func() {
-		hr.stop() // first: the buffers go back once nothing hashes them
 		s.putBuf(first)
 		if next.b != nil {
 			s.putBuf(next)
@@ -147,7 +123,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 	}
 	body := (*first.b)[:n]
-	st, err = s.putSingle(ctx, obj, rel, body, hr.sum(), crcnvme.Checksum(body))
+	st, err = s.putSingle(ctx, obj, rel, body, crcnvme.Checksum(body))
 	s.observe(kind, outcome(st, err), start)
 	return st, err
 }
@@ -164,11 +140,10 @@ func outcome(st objectstore.Stored, err error) string {
 	return "stored"
 }
 
-func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel string, body []byte, sha string, crc uint64) (objectstore.Stored, error) {
-	st := objectstore.Stored{Key: rel, Size: int64(len(body)), SHA256: sha}
+func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel string, body []byte, crc uint64) (objectstore.Stored, error) {
+	st := objectstore.Stored{Key: rel, Size: int64(len(body))}
 	crcB64 := crcnvme.Encode(crc)
 	meta := s.metadata(obj)
-	meta[MetaSHA256] = sha
 	full := s.opts.Prefix + rel
 	retried, err := s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {
@@ -188,7 +163,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 			return st, nil
 		}
 	}
-	same, err := s.sameObject(ctx, full, st.Size, crcB64, sha)
+	same, err := s.sameObject(ctx, full, st.Size, crcB64)
 	if err != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 	}
@@ -197,8 +172,9 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 		s.log.Info("identical object already stored", "object", s.name(rel), "association", obj.AssociationID)
 		return st, nil
 	}
-	// A different object holds the key: keep this one beside it.
-	st.Key = objectstore.ConflictKey(rel, sha)
+	// A different object holds the key: keep this one beside it, named
+	// after its own checksum.
+	st.Key = objectstore.ConflictKey(rel, fmt.Sprintf("%016x", crc))
 	st.Conflict = true
 	full = s.opts.Prefix + st.Key
 	meta[MetaConflict] = "true"
@@ -211,7 +187,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	if !preconditionFailed(err) {
 		return st, err
 	}
-	same, err = s.sameObject(ctx, full, st.Size, crcB64, sha)
+	same, err = s.sameObject(ctx, full, st.Size, crcB64)
 	if err != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(st.Key), err)
 	}
@@ -272,9 +248,10 @@ func checkCRC(got *string, want string) error {
 }
 
 // sameObject reports whether key holds exactly the object described by
-// size, CRC64NVME and (when known) SHA-256. Objects written by this store
-// always carry a CRC64NVME; single-part ones also a sha256 metadata entry.
-func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64, sha string) (bool, error) {
+// size and full-object CRC64NVME. Objects written by this store always
+// carry one; an object without (written by something else) is never the
+// same, since nothing was compared.
+func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 string) (bool, error) {
 	var head *s3.HeadObjectOutput
 	err := s.do(ctx, "HeadObject", key, s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
@@ -296,14 +273,6 @@ func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64, 
 	if head.ContentLength == nil || *head.ContentLength != size {
 		return false, nil
 	}
-	existingSHA := head.Metadata[MetaSHA256]
-	if sha != "" && existingSHA != "" && existingSHA != sha {
-		return false, nil
-	}
-	existingCRC := aws.ToString(head.ChecksumCRC64NVME)
-	if existingCRC != "" && existingCRC != crcB64 {
-		return false, nil
-	}
-	// Equal only if at least one content checksum was actually compared.
-	return existingCRC != "" || (sha != "" && existingSHA != ""), nil
+	existing := aws.ToString(head.ChecksumCRC64NVME)
+	return existing != "" && existing == crcB64, nil
 }

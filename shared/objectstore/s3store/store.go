@@ -6,15 +6,18 @@
 // in a multipart upload that holds at most two part buffers, uploading one
 // part while the next is read, so a slow S3 slows the reader instead of
 // growing memory. Every request carries S3's full-object CRC64NVME
-// checksum, which S3 verifies and the store checks in S3's answer; the
-// SHA-256 of the whole object is computed on the way and recorded in the
-// object's metadata when it is known before the object is created (single
-// PutObject). Creation is conditional (If-None-Match: *): an identical
-// resend is reported as a duplicate, a different object under a taken key
-// is kept beside it under objectstore.ConflictKey, flagged with
-// conflict=true metadata. (A multipart object's conflict key is named
-// after a random id: its SHA-256 is unknown when the upload must choose
-// its key.)
+// checksum, which S3 verifies and the store checks in S3's answer; that
+// checksum is the object's content identity, here and in the pipeline
+// (docs/pipeline.md, Duplicates), and nothing else is hashed: a SHA-256
+// of every byte was a third of the store's CPU (docs/performance.md).
+// Objects stored by earlier versions also carry a sha256 metadata entry,
+// which the pipeline still reads as their identity. Creation is
+// conditional (If-None-Match: *): an identical resend (same size and
+// CRC64NVME) is reported as a duplicate, a different object under a taken
+// key is kept beside it under objectstore.ConflictKey named after its
+// checksum, flagged with conflict=true metadata. (A multipart object's
+// conflict key is named after a random id: its checksum is unknown when
+// the upload must choose its key.)
 //
 // Keys are Prefix + objectstore.Key(obj):
 //
@@ -78,7 +81,6 @@ const (
 	MetaStudyInstanceUID      = "study-instance-uid"
 	MetaSeriesInstanceUID     = "series-instance-uid"
 	MetaTransferSyntaxUID     = "transfer-syntax-uid"
-	MetaSHA256                = "sha256" // single-PutObject objects only, see package doc
 	MetaImplementationVersion = "implementation-version"
 	MetaConflict              = "conflict" // "true" on objects kept under a conflict key
 )
@@ -190,7 +192,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	defer func() { s.observe("record", outcome, start) }()
 	_, err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")
 	if preconditionFailed(err) {
-		same, herr := s.sameObject(ctx, full, int64(len(body)), crc, "")
+		same, herr := s.sameObject(ctx, full, int64(len(body)), crc)
 		if herr != nil {
 			return fmt.Errorf("s3store: put record %s: %w", key, herr)
 		}

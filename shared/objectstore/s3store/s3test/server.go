@@ -11,7 +11,8 @@
 //     (400 BadDigest on mismatch) and echoed in the answer; on
 //     CompleteMultipartUpload the full-object checksum is verified against
 //     the parts' and returned in the XML answer; HEAD and GET return the
-//     stored full-object checksum.
+//     stored full-object checksum, of single PutObjects and completed
+//     uploads alike.
 package s3test
 
 import (
@@ -241,6 +242,10 @@ func (s *Server) putObject(w http.ResponseWriter, r *http.Request) {
 	s.faker.Server().ServeHTTP(rec, r)
 	if rec.Code == http.StatusOK && r.Header.Get("X-Amz-Checksum-Crc64nvme") != "" {
 		rec.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(crc))
+		// S3 keeps the checksum a PutObject carried and returns it on
+		// HEAD and GET with checksum mode, as for a completed upload.
+		bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		s.objectCRC[bucket+"/"+key] = crcnvme.Encode(crc)
 	}
 	copyResponse(w, rec, nil)
 }
