@@ -14,10 +14,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${BENCH_OUT:-test/artifacts/bench}
+RIE=${RIE_BIN:-bin/tools/aws-lambda-rie}
+DYNALITE=${DYNALITE_BIN:-.tools/node/node_modules/dynalite/cli.js}
+for f in "$RIE" "$DYNALITE"; do
+  [ -e "$f" ] || { echo "chain: $f missing: make test-deps installs the emulators (or set RIE_BIN, DYNALITE_BIN)" >&2; exit 1; }
+done
+command -v node >/dev/null || { echo "chain: needs node (apt-get install nodejs)" >&2; exit 1; }
 mkdir -p "$OUT" bin
+WORK=$(mktemp -d /var/tmp/dicom-chain-XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
 go build -o bin/scp-task ./scp-task
 go build -o bin/bench-chain ./test/bench/chain
+# The functions as the deployment builds them (make build-functions), for this machine's architecture.
+for fn in validate audit notify; do
+  CGO_ENABLED=0 go build -tags lambda.norpc -trimpath -o "$WORK/functions/$fn/bootstrap" "./functions/$fn"
+done
 # shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
-bin/bench-chain -scp-task bin/scp-task -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" \
-  -associations "${CHAIN_ASSOCIATIONS:-4}" -study-size "${CHAIN_STUDY_SIZE:-200}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
+bin/bench-chain -scp-task bin/scp-task -rie "$RIE" -dynalite "$DYNALITE" -functions "$WORK/functions" -work "$WORK" \
+  -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-4}" \
+  -study-size "${CHAIN_STUDY_SIZE:-200}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
 python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"

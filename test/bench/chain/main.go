@@ -18,7 +18,7 @@
 // units consumed, each function's invocation time and log bytes, and
 // writes it all as JSON for test/bench/chain.py.
 //
-//	bench-chain -scp-task bin/scp-task -rate 100 -duration 60s -out chain.json
+//	bench-chain -scp-task bin/scp-task -functions DIR -rate 100 -duration 60s -out chain.json   (test/bench/chain.sh builds DIR)
 package main
 
 import (
@@ -34,6 +34,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/awsmeter"
@@ -62,12 +64,17 @@ const (
 	region     = "us-east-1"
 )
 
+// logKey names objects in the functions' and scp-task's logs, as the
+// deployment's key does (logname.MinKeyLen bytes at least).
+const logKey = "bench-chain-log-name-key-of-32-bytes-or-more"
+
 // Memory of the functions as infra/stack/pipeline.go sizes them, for
 // GB-seconds.
 var functionMemoryMB = map[string]int{"validate": 512, "audit": 256, "notify": 256}
 
 type options struct {
 	scpTask, work, out                 string
+	rie, node, dynalite, functions     string
 	rate                               float64
 	duration, drain                    time.Duration
 	associations, studySize, seriesSz  int
@@ -82,7 +89,11 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.scpTask, "scp-task", "bin/scp-task", "the scp-task binary")
-	flag.StringVar(&o.work, "work", "", "directory for the function binaries and logs (default: a new temporary one)")
+	flag.StringVar(&o.rie, "rie", "bin/tools/aws-lambda-rie", "the Lambda runtime interface emulator")
+	flag.StringVar(&o.node, "node", "node", "node, which runs dynalite")
+	flag.StringVar(&o.dynalite, "dynalite", ".tools/node/node_modules/dynalite/cli.js", "dynalite's command-line script")
+	flag.StringVar(&o.functions, "functions", "", "directory holding validate/bootstrap, audit/bootstrap and notify/bootstrap, built as deployed for this machine")
+	flag.StringVar(&o.work, "work", "", "directory for the logs (default: a new temporary one)")
 	flag.StringVar(&o.out, "out", "", "file to write the results to (JSON; default stdout)")
 	flag.Float64Var(&o.rate, "rate", 100, "instances per second sent")
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load lasts")
@@ -105,6 +116,10 @@ func main() {
 	flag.StringVar(&o.dynamo, "dynamodb-latency", "5ms/9ms", "DynamoDB answers, P50/P99 (AWS: \"single-digit millisecond\")")
 	flag.Uint64Var(&o.seed, "seed", 1, "seed of the latencies drawn")
 	flag.Parse()
+	if o.functions == "" {
+		fmt.Fprintln(os.Stderr, "bench-chain: -functions is required (test/bench/chain.sh builds them)")
+		os.Exit(2)
+	}
 	if o.rate <= 0 || o.duration <= 0 || o.associations < 1 || o.studySize < 1 || o.seriesSz < 1 || o.concurrency < 1 || o.batchSize < 1 {
 		fmt.Fprintln(os.Stderr, "bench-chain: -rate, -duration, -associations, -study-size, -series-size, -concurrency and -batch-size must be positive")
 		os.Exit(2)
@@ -198,18 +213,15 @@ func run(ctx context.Context, o options) (*results, error) {
 	if o.drain == 0 {
 		o.drain = o.quietPeriod + 2*o.notifyEvery + time.Minute
 	}
-	root, err := awsemu.RepoRoot()
-	if err != nil {
-		return nil, err
+	// Absolute: the emulators run with their own working directories.
+	for _, p := range []*string{&o.rie, &o.dynalite, &o.functions, &o.scpTask} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, err
+		}
+		*p = abs
 	}
-	rie, err := awsemu.FindRIE(root)
-	if err != nil {
-		return nil, err
-	}
-	node, dynalite, err := awsemu.FindDynalite(root)
-	if err != nil {
-		return nil, err
-	}
+	rie, node, dynalite := o.rie, o.node, o.dynalite
 	if o.work == "" {
 		if o.work, err = os.MkdirTemp("", "bench-chain-"); err != nil {
 			return nil, err
@@ -222,10 +234,6 @@ func run(ctx context.Context, o options) (*results, error) {
 		b.meters[caller], b.units[caller] = awsmeter.New(), &capacity{}
 	}
 	b.aws = b.meters["aws"]
-	fmt.Fprintln(os.Stderr, "bench-chain: building the functions")
-	if err := awsemu.BuildFunctions(root, o.work, "validate", "audit", "notify"); err != nil {
-		return nil, err
-	}
 
 	var closers []func()
 	defer func() {
@@ -301,11 +309,11 @@ func run(ctx context.Context, o options) (*results, error) {
 			"QUIET_PERIOD="+o.quietPeriod.String(), "EVENT_PATIENT_DATA=none", "S3_FORCE_PATH_STYLE=true",
 			"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=bench", "AWS_SECRET_ACCESS_KEY=bench", "AWS_EC2_METADATA_DISABLED=true",
 			"AWS_ENDPOINT_URL_S3="+fnS3, "AWS_ENDPOINT_URL_DYNAMODB="+fnDDB, "AWS_ENDPOINT_URL_EVENTBRIDGE="+fnEB,
-			"AWS_LAMBDA_FUNCTION_TIMEOUT=120",
+			"AWS_LAMBDA_FUNCTION_TIMEOUT=120", logname.EnvKey+"="+logKey,
 		)
 	}
 	start := func(name string) (*awsemu.Function, error) {
-		f, err := awsemu.StartFunction(rie, o.work, name, fnEnv[name], b.logWriter(name))
+		f, err := awsemu.StartFunction(rie, name, filepath.Join(o.functions, name, "bootstrap"), fnEnv[name], b.logWriter(name))
 		if err == nil {
 			closers = append(closers, f.Stop)
 		}
@@ -354,7 +362,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	scp := exec.Command(o.scpTask, "--listen", scpAddr, "--health-listen", health, "--store", "s3://"+bucket+"/", "--s3-path-style",
 		"--calling-aes", "LOCAL_AE", "--max-associations", "64", "--max-associations-per-ae", "64")
 	scp.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+scpS3, "AWS_REGION="+region, "AWS_ACCESS_KEY_ID=bench",
-		"AWS_SECRET_ACCESS_KEY=bench", "AWS_EC2_METADATA_DISABLED=true")
+		"AWS_SECRET_ACCESS_KEY=bench", "AWS_EC2_METADATA_DISABLED=true", logname.EnvKey+"="+logKey)
 	scp.Stdout, scp.Stderr = scpLogs, scpLogs
 	if err := scp.Start(); err != nil {
 		return nil, fmt.Errorf("start scp-task: %w", err)
