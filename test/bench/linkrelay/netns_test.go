@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestRelayBetweenNamespaces is the relay's smoke test as the site-link
@@ -111,27 +113,14 @@ func TestRelayBetweenNamespaces(t *testing.T) {
 	}
 }
 
-// requireNetns skips unless this process may create network namespaces
-// and tun devices (root, iproute2); under CI it fails instead.
+// requireNetns requires what the relay needs (see testenv.Missing): Linux,
+// root for namespaces and tun devices, iproute2's ip, /dev/net/tun.
 func requireNetns(t *testing.T) {
 	t.Helper()
-	why := ""
-	if runtime.GOOS != "linux" {
-		why = "network namespaces are Linux's"
-	} else if os.Geteuid() != 0 {
-		why = "needs root for network namespaces and tun devices"
-	} else if _, err := exec.LookPath("ip"); err != nil {
-		why = "needs iproute2's ip (apt-get install iproute2)"
-	} else if _, err := os.Stat("/dev/net/tun"); err != nil {
-		why = "needs /dev/net/tun"
-	}
-	if why == "" {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
+	testenv.RequireLinux(t, "network namespaces")
+	testenv.RequireRoot(t, "network namespaces and tun devices")
+	testenv.LookPath(t, "ip")
+	testenv.RequireTUN(t)
 }
 
 func ip(t *testing.T, args ...string) {
