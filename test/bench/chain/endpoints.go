@@ -96,12 +96,11 @@ type capacity struct {
 // for the capacity it consumed (ReturnConsumedCapacity INDEXES, which the
 // functions never ask for themselves) and adding it up.
 func dynamoProxy(target *url.URL, c *capacity) http.Handler {
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
-	director := rp.Director
-	rp.Director = func(r *http.Request) {
-		director(r)
-		if r.Body == nil {
+	rp := &httputil.ReverseProxy{FlushInterval: -1}
+	rp.Rewrite = func(pr *httputil.ProxyRequest) {
+		pr.SetURL(target)
+		r := pr.Out
+		if r.Body == nil || r.Body == http.NoBody {
 			return
 		}
 		body, err := io.ReadAll(r.Body)
