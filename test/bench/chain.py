@@ -37,6 +37,8 @@ print("Load: %d instances planned at %s/s over %s associations (%d sent in %.1f 
       "%s execution environments per function, batches of %s within %s; quiet period %s, notify every %s." % (
           r["planned"], cfg["rate"], cfg["associations"], r["sent"], r["sendSeconds"], r["achievedRate"], cfg["studySize"],
           cfg["image"], cfg["image"], cfg["concurrency"], cfg["batchSize"], cfg["batchWindow"], cfg["quietPeriod"], cfg["notifyEvery"]))
+if cfg.get("scpArgs"):
+    print("scp-task with %s." % cfg["scpArgs"])
 print("Injected (P50/P99): S3 writes %s, S3 reads %s, notification delivery %s, queue to poller %s, EventBridge delivery %s, DynamoDB %s." % (
     cfg["s3WriteLatency"], cfg["s3ReadLatency"], cfg["notificationLatency"], cfg["sqsLatency"], cfg["eventBridgeLatency"], cfg["dynamodbLatency"]))
 print()

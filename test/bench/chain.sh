@@ -11,6 +11,7 @@
 #   CHAIN_ASSOCIATIONS   associations the load is sent over (default 4)
 #   CHAIN_STUDY_SIZE     instances per study (default 200)
 #   CHAIN_FLAGS          more bench-chain flags (latencies, -quiet-period, -notify-every, -concurrency: bench-chain -h)
+#   CHAIN_SCP_ARGS       more scp-task flags, e.g. the staged store's "--staging DIR --staging-latency efs"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${BENCH_OUT:-test/artifacts/bench}
@@ -32,5 +33,5 @@ done
 # shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
 bin/bench-chain -scp-task bin/scp-task -rie "$RIE" -dynalite "$DYNALITE" -functions "$WORK/functions" -work "$WORK" \
   -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-4}" \
-  -study-size "${CHAIN_STUDY_SIZE:-200}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
+  -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "${CHAIN_SCP_ARGS:-}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
 python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"

@@ -39,6 +39,8 @@ SITE_IP=10.201.0.1 AWS_IP=10.201.0.2
 RECEIVERS=(
   "storescp|storescp"
   "scp-task S3|scp-task --store s3://bench/dicom"
+  # The staged store (issue 19 item 2, branch staging), once scp-task has its flags:
+  # "scp-task staged|scp-task --store s3://bench/dicom --staging \$RDIR/staging --staging-latency efs"
 )
 
 for tool in ip tc storescu storescp; do

@@ -73,7 +73,7 @@ const logKey = "bench-chain-log-name-key-of-32-bytes-or-more"
 var functionMemoryMB = map[string]int{"validate": 512, "audit": 256, "notify": 256}
 
 type options struct {
-	scpTask, work, out                 string
+	scpTask, work, out, scpArgs        string
 	rie, node, dynalite, functions     string
 	rate                               float64
 	duration, drain                    time.Duration
@@ -89,6 +89,7 @@ type options struct {
 func main() {
 	var o options
 	flag.StringVar(&o.scpTask, "scp-task", "bin/scp-task", "the scp-task binary")
+	flag.StringVar(&o.scpArgs, "scp-args", "", "more scp-task flags, space-separated (the staged store's: --staging DIR --staging-latency efs)")
 	flag.StringVar(&o.rie, "rie", "bin/tools/aws-lambda-rie", "the Lambda runtime interface emulator")
 	flag.StringVar(&o.node, "node", "node", "node, which runs dynalite")
 	flag.StringVar(&o.dynalite, "dynalite", ".tools/node/node_modules/dynalite/cli.js", "dynalite's command-line script")
@@ -359,8 +360,9 @@ func run(ctx context.Context, o options) (*results, error) {
 		return nil, err
 	}
 	scpLogs := b.logWriter("scp-task")
-	scp := exec.Command(o.scpTask, "--listen", scpAddr, "--health-listen", health, "--store", "s3://"+bucket+"/", "--s3-path-style",
-		"--calling-aes", "LOCAL_AE", "--max-associations", "64", "--max-associations-per-ae", "64")
+	args := []string{"--listen", scpAddr, "--health-listen", health, "--store", "s3://" + bucket + "/", "--s3-path-style",
+		"--calling-aes", "LOCAL_AE", "--max-associations", "64", "--max-associations-per-ae", "64"}
+	scp := exec.Command(o.scpTask, append(args, strings.Fields(o.scpArgs)...)...)
 	scp.Env = append(os.Environ(), "AWS_ENDPOINT_URL_S3="+scpS3, "AWS_REGION="+region, "AWS_ACCESS_KEY_ID=bench",
 		"AWS_SECRET_ACCESS_KEY=bench", "AWS_EC2_METADATA_DISABLED=true", logname.EnvKey+"="+logKey)
 	scp.Stdout, scp.Stderr = scpLogs, scpLogs

@@ -86,6 +86,7 @@ func (b *bench) results(planned, sent int, elapsed time.Duration, studies map[st
 			"s3WriteLatency": b.d.s3Write.Dist.String(), "s3ReadLatency": b.d.s3Read.Dist.String(),
 			"notificationLatency": b.d.notification.Dist.String(), "sqsLatency": b.d.sqs.Dist.String(),
 			"eventBridgeLatency": b.d.eventBridge.Dist.String(), "dynamodbLatency": b.d.dynamo.Dist.String(),
+			"scpArgs": o.scpArgs,
 		},
 		Planned: planned, Sent: sent, SendFailed: planned - sent, SendSeconds: elapsed.Seconds(),
 		AchievedRate: float64(sent) / elapsed.Seconds(), Studies: len(studies), QueueLeft: left,
