@@ -86,7 +86,7 @@ ONBOARDING_FLAGS ?=
 onboarding:
 	$(GO) run ./infra/onboarding/cmd/onboarding -env $(ENV) -site $(SITE) -outputs $(OUTPUTS) -out build/onboarding/$(ENV)/$(SITE) $(ONBOARDING_FLAGS)
 
-## fuzz: run every fuzz target for a short while
+## fuzz: run every fuzz target for FUZZTIME (default 20s); FUZZJOBS, FUZZPARALLEL, FUZZMATCH: see test/fuzz.sh
 fuzz:
 	@bash test/fuzz.sh
 
