@@ -615,8 +615,14 @@ func TestPublishRetries(t *testing.T) {
 		f.Events.Err = errors.New("eventbridge down")
 		add(f, key(sop1), ct(sop1).Build(), sop1)
 		p := f.Pipeline()
-		if _, err := p.ProcessObject(ctx, key(sop1)); err == nil {
+		_, err := p.ProcessObject(ctx, key(sop1))
+		if err == nil {
 			t.Fatal("want an error so the message is retried")
+		}
+		// The cause does not mention the object: the error still names
+		// it, by its log name, so the function's log line says which.
+		if name := p.Names.Name(key(sop1)); !strings.Contains(err.Error(), name) || strings.Contains(err.Error(), sop1) {
+			t.Errorf("error %q: want the object named %s and no UID", err, name)
 		}
 		f.Events.Err = nil
 		for range 2 {

@@ -148,6 +148,12 @@ func contentIDWithoutSHA256(info ObjectInfo) string {
 // the caller should retry later (the message goes back to the queue).
 func (p *Pipeline) ProcessObject(ctx context.Context, key string) (ObjectResult, error) {
 	res, err := p.processObject(ctx, key)
+	if err != nil {
+		// Name the object in every error, so that a caller's log line
+		// (the function's "message failed") says which object failed even
+		// when the cause (a DynamoDB throttle) does not mention its key.
+		err = fmt.Errorf("pipeline: object %v: %w", p.Names.Key(key), err)
+	}
 	return res, p.Names.Redact(err, key)
 }
 
