@@ -193,7 +193,22 @@ func unavailable(op string, err error) error {
 // part10 (an aborted association), a cancelled ctx or a write failure
 // leaves nothing: filesystem failures wrap objectstore.ErrUnavailable,
 // read errors and ctx errors are wrapped as they are.
-func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (_ objectstore.Stored, err error) {
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
+	return s.PutWith(ctx, obj, part10, nil)
+}
+
+// BeforePlace is called by PutWith once an object is durable under its
+// temporary name and the key it is about to take is known (st.Key, with
+// st.Conflict and st.SHA256 set for a conflict key), just before it moves
+// there. An error leaves nothing stored and is returned by PutWith.
+type BeforePlace func(ctx context.Context, st objectstore.Stored) error
+
+// PutWith is Put with a hook called before each key the object tries to
+// take: before the object's key, and before the conflict key when the
+// object's key holds other content. Local mode records its hand-off
+// there, so that every object that ever appears under a key was handed
+// off first.
+func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, before BeforePlace) (_ objectstore.Stored, err error) {
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
@@ -222,6 +237,11 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		return objectstore.Stored{}, unavailable("put: mkdir", err)
 	}
 	for attempt := 0; ; attempt++ {
+		if before != nil {
+			if err := before(ctx, st); err != nil {
+				return objectstore.Stored{}, err
+			}
+		}
 		ok, err := placeNoReplace(tmp, final)
 		if err != nil {
 			return objectstore.Stored{}, unavailable("put: place", err)
