@@ -84,7 +84,11 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	}
 	stmt += " ORDER BY time DESC, seq DESC LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := a.b.q().QueryContext(ctx, stmt, args...)
+	db, err := a.b.q()
+	if err != nil {
+		return pipeline.AuditPage{}, err
+	}
+	rows, err := db.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
 	}

@@ -9,7 +9,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
@@ -19,6 +24,23 @@ import (
 // safe for concurrent use.
 type DB struct {
 	sql *sql.DB
+	w   *writer
+	// q is the hand-off queue, a database of its own: the C-STORE path
+	// commits one small row there, never waiting for a commit of the
+	// pipeline's (see Handoff).
+	q  *sql.DB
+	qw *writer
+	// wal is the main database's write-ahead log (see Sync).
+	wal    string
+	syncMu sync.Mutex
+
+	// reap holds completed keys whose queue rows go at the next reaper
+	// round (see forgetSoon).
+	reapMu      sync.Mutex
+	reap        []string
+	stopReaper  chan struct{}
+	reaperEnded chan struct{}
+	closeOnce   sync.Once
 }
 
 // schema is applied in order; schema_version records how far a database got,
@@ -114,17 +136,89 @@ var schema = []string{
 		id            INTEGER PRIMARY KEY CHECK (id = 1),
 		delivered_seq INTEGER NOT NULL
 	);`,
+
+	// 4: the publisher reads what is left to deliver through partial
+	// indexes, so a flush costs what is undelivered, not the whole outbox.
+	`CREATE INDEX outbox_unlogged ON outbox(seq) WHERE logged = 0;
+	CREATE INDEX outbox_webhooks ON outbox(seq) WHERE webhooks_left != '[]';`,
+
+	// 5: the pipeline's small documents (metadata sidecars, findings),
+	// durable with the commit of the unit that wrote them.
+	`CREATE TABLE documents (
+		key          TEXT PRIMARY KEY,
+		content_type TEXT NOT NULL,
+		time         INTEGER NOT NULL,
+		body         BLOB NOT NULL
+	);`,
 }
 
-// Open opens (creating if needed) the database at path and brings its schema
-// up to date. WAL lets the portal read while the pipeline writes; immediate
-// transactions take the write lock up front so two writers queue on
-// busy_timeout instead of failing with SQLITE_BUSY on lock upgrade.
+// Open opens (creating if needed) the database at path and its hand-off
+// queue beside it (QueuePath), and brings their schemas up to date. WAL
+// lets the portal read while the pipeline writes; every write goes
+// through the database's one writer (writer.go).
 func Open(ctx context.Context, path string) (*DB, error) {
+	// The main database commits without an fsync; what must be durable
+	// waits for Sync, which the hand-off and the event publisher call
+	// before they act on a commit (see Sync). The queue's commits are
+	// durable at once: the SCP answers success on them.
+	// Checkpoints copy the log into the database file: at 4000 pages
+	// rather than SQLite's 1000, a page the pipeline changes again and
+	// again (a study's row, an index's inner pages) is copied a quarter
+	// as often.
+	sdb, err := openSQLite(path, "synchronous(NORMAL)", "wal_autocheckpoint(4000)")
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{sql: sdb, wal: path + "-wal"}
+	if err := migrate(ctx, sdb, schema); err != nil {
+		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
+	}
+	qpath := QueuePath(path)
+	// The queue's rows are small and each commit writes whole pages: 1 KiB
+	// pages (set before the file is created) make the SCP's fsync a
+	// quarter of the bytes.
+	qdb, err := openSQLite(qpath, "synchronous(FULL)", "page_size(1024)")
+	if err != nil {
+		return nil, errors.Join(err, sdb.Close())
+	}
+	if err := migrate(ctx, qdb, queueSchema); err != nil {
+		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", qpath, err), sdb.Close(), qdb.Close())
+	}
+	db.w, db.q, db.qw = newWriter(sdb, throughputFirst), qdb, newWriter(qdb, latencyFirst)
+	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
+	go db.reaper(db.stopReaper, db.reaperEnded)
+	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	return db, nil
+}
+
+// QueuePath is where Open keeps the hand-off queue of the database at
+// path: ingest.db's is ingest-queue.db.
+func QueuePath(path string) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "-queue" + ext
+}
+
+// openSQLite opens one database file. Immediate transactions take the
+// write lock up front, so a writer outside the process's writer (a second
+// process, refused by local mode's lock) would queue on busy_timeout
+// instead of failing with SQLITE_BUSY on lock upgrade.
+func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 	q := url.Values{}
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
 	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
+	// The driver runs the _pragma list first (sorted by name) and
+	// _journal_mode after it: a page_size pragma must precede WAL mode,
+	// which fixes the page size of the file it creates.
+	q.Set("_journal_mode", "WAL")
+	// A unit is a savepoint: SQLite keeps the pages it changes in a
+	// sub-journal to undo it. In a temporary file (the default) that was
+	// a write of every changed page to /var/tmp, a third of what the
+	// pipeline wrote; a unit's pages are few and fit in memory.
+	q.Add("_pragma", "temp_store(MEMORY)")
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Set("_txlock", "immediate")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
@@ -133,18 +227,50 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, fmt.Errorf("localstore: open %s: %w", path, err)
 	}
 	sdb.SetMaxOpenConns(8)
-	db := &DB{sql: sdb}
-	if err := db.migrate(ctx); err != nil {
-		_ = sdb.Close()
-		return nil, err
-	}
-	return db, nil
+	return sdb, nil
 }
 
-// Close closes the database.
+// Close removes completed keys from the queue, commits what the writers
+// hold and closes both databases.
 func (db *DB) Close() error {
-	if err := db.sql.Close(); err != nil {
+	db.closeOnce.Do(func() { close(db.stopReaper) })
+	<-db.reaperEnded
+	db.w.close()
+	db.qw.close()
+	if err := errors.Join(db.sql.Close(), db.q.Close()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every commit of the main database that completed before it
+// was called durable. The main database runs with synchronous=NORMAL:
+// its commits append to the write-ahead log without an fsync (SQLite
+// keeps them atomic and the log consistent across a crash, only the last
+// ones may be lost), so a batch of the pipeline's costs no fsync of its
+// own; Sync is one fsync of the log for all of them. Whoever acts on a
+// commit outside the database (removing its keys from the hand-off
+// queue, delivering its events) calls Sync first.
+func (db *DB) Sync(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("localstore: sync: %w", err)
+	}
+	// One at a time: a second caller's fsync would cover nothing more.
+	db.syncMu.Lock()
+	defer db.syncMu.Unlock()
+	f, err := os.OpenFile(db.wal, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no log: everything is in the database file, synced by its checkpoint
+	}
+	if err != nil {
+		return fmt.Errorf("localstore: sync: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localstore: sync: %w", err)
 	}
 	return nil
 }
@@ -152,38 +278,38 @@ func (db *DB) Close() error {
 // SQL exposes the underlying handle for read-only queries by the portal.
 func (db *DB) SQL() *sql.DB { return db.sql }
 
-func (db *DB) migrate(ctx context.Context) error {
-	tx, err := db.sql.BeginTx(ctx, nil)
+func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
+	tx, err := sdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("localstore: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("localstore: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	var v int
 	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
-			return fmt.Errorf("localstore: migrate: %w", err)
+			return fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
-		return fmt.Errorf("localstore: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	if v > len(schema) {
-		return fmt.Errorf("localstore: migrate: database schema %d is newer than this build (%d)", v, len(schema))
+		return fmt.Errorf("migrate: database schema %d is newer than this build (%d)", v, len(schema))
 	}
 	for i := v; i < len(schema); i++ {
 		if _, err := tx.ExecContext(ctx, schema[i]); err != nil {
-			return fmt.Errorf("localstore: migrate to %d: %w", i+1, err)
+			return fmt.Errorf("migrate to %d: %w", i+1, err)
 		}
 	}
 	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
-		return fmt.Errorf("localstore: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("localstore: migrate: %w", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil
 }

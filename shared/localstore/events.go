@@ -1,7 +1,6 @@
 package localstore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -241,25 +240,30 @@ func (p *Publisher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-p.notify:
+			// Commits come in streams: one flush, one fsync of the log
+			// and of the database, for what a stream commits meanwhile.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(notifyCoalesce):
+			}
 		case <-t.C:
 		}
 	}
 }
 
-// reconcileLog marks as logged every outbox event whose id is already in the
-// log file.
+// notifyCoalesce is how long the publisher lets notifications gather.
+const notifyCoalesce = 50 * time.Millisecond
+
+// reconcileLog marks as logged every unlogged outbox event whose id is
+// already in the log file. The log is appended in outbox order and an
+// event is marked right after its append, so such events can only be the
+// log's last lines: it reads as many lines from the end as there are
+// unlogged events, never the whole log (which grows with the archive).
 func (p *Publisher) reconcileLog(ctx context.Context) error {
 	if p.LogPath == "" {
 		return nil
 	}
-	f, err := os.Open(p.LogPath)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("localstore: read event log: %w", err)
-	}
-	defer f.Close()
 	rows, err := p.DB.sql.QueryContext(ctx, `SELECT id FROM outbox WHERE logged = 0`)
 	if err != nil {
 		return fmt.Errorf("localstore: reconcile event log: %w", err)
@@ -274,74 +278,174 @@ func (p *Publisher) reconcileLog(ctx context.Context) error {
 		unlogged[id] = true
 	}
 	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("localstore: reconcile event log: %w", err)
+	}
 	if len(unlogged) == 0 {
 		return nil
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	for sc.Scan() {
+	lines, err := lastLines(p.LogPath, len(unlogged))
+	if err != nil {
+		return fmt.Errorf("localstore: read event log: %w", err)
+	}
+	var found []string
+	for _, l := range lines {
 		var w struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(sc.Bytes(), &w) != nil || !unlogged[w.ID] {
-			continue
+		if json.Unmarshal(l, &w) == nil && unlogged[w.ID] {
+			found = append(found, w.ID)
 		}
-		if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, w.ID); err != nil {
-			return fmt.Errorf("localstore: reconcile event log: %w", err)
+	}
+	return p.markLogged(ctx, found)
+}
+
+// lastLines returns up to n complete lines from the end of the file at
+// path (none when it does not exist), reading backwards in growing chunks.
+func lastLines(path string, n int) ([][]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	for chunk := int64(64 << 10); ; chunk *= 2 {
+		off := max(size-chunk, 0)
+		buf := make([]byte, size-off)
+		if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
 		}
+		lines := bytes.Split(bytes.TrimRight(buf, "\n"), []byte("\n"))
+		if off > 0 {
+			lines = lines[1:] // the first may be cut
+		}
+		if len(lines) >= n || off == 0 {
+			return lines[max(len(lines)-n, 0):], nil
+		}
+	}
+}
+
+// markLogged records that the events ids are in the log, in one unit.
+func (p *Publisher) markLogged(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := p.DB.write(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: mark logged: %w", err)
 	}
 	return nil
 }
 
-// Flush delivers what is due now: unlogged events to the log, pending
-// webhook deliveries whose backoff has passed.
-func (p *Publisher) Flush(ctx context.Context) error {
-	p.init()
+// flushBatch is how many events one Flush round reads.
+const flushBatch = 500
+
+// outboxEvent is an undelivered outbox row.
+type outboxEvent struct {
+	ev   Event
+	left []string
+}
+
+func (p *Publisher) undelivered(ctx context.Context, where string, through int64) ([]outboxEvent, error) {
 	rows, err := p.DB.sql.QueryContext(ctx,
-		`SELECT id, time, source, detail_type, detail, logged, webhooks_left FROM outbox
-		 WHERE logged = 0 OR webhooks_left != '[]' ORDER BY seq LIMIT 200`)
+		`SELECT id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq <= ? ORDER BY seq LIMIT ?`, through, flushBatch)
 	if err != nil {
-		return fmt.Errorf("localstore: read outbox: %w", err)
+		return nil, fmt.Errorf("localstore: read outbox: %w", err)
 	}
-	type pending struct {
-		ev     Event
-		logged bool
-		left   []string
-	}
-	var todo []pending
+	defer rows.Close()
+	var out []outboxEvent
 	for rows.Next() {
-		var pe pending
+		var pe outboxEvent
 		var t int64
 		var detail, left string
-		if err := rows.Scan(&pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &pe.logged, &left); err != nil {
-			rows.Close()
-			return fmt.Errorf("localstore: read outbox: %w", err)
+		if err := rows.Scan(&pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
+			return nil, fmt.Errorf("localstore: read outbox: %w", err)
 		}
 		pe.ev.Time, pe.ev.Detail = fromNano(t), json.RawMessage(detail)
 		if err := json.Unmarshal([]byte(left), &pe.left); err != nil {
 			pe.left = nil
 		}
-		todo = append(todo, pe)
+		out = append(out, pe)
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: read outbox: %w", err)
+	}
+	return out, nil
+}
+
+// Flush delivers what is due now: unlogged events to the log, in one
+// append and one fsync per round, and pending webhook deliveries whose
+// backoff has passed. It delivers only events whose commit is durable: an
+// event whose commit a power loss could still undo would be announced
+// again, when its work is redone after the restart.
+func (p *Publisher) Flush(ctx context.Context) error {
+	p.init()
+	var through sql.NullInt64
+	if err := p.DB.sql.QueryRowContext(ctx, `SELECT MAX(seq) FROM outbox`).Scan(&through); err != nil {
 		return fmt.Errorf("localstore: read outbox: %w", err)
 	}
+	if !through.Valid {
+		return nil
+	}
+	if err := p.DB.Sync(ctx); err != nil {
+		return err
+	}
+	for {
+		todo, err := p.undelivered(ctx, `logged = 0`, through.Int64)
+		if err != nil {
+			return err
+		}
+		if len(todo) == 0 {
+			break
+		}
+		var lines []byte
+		ids := make([]string, 0, len(todo))
+		for _, pe := range todo {
+			body, err := pe.ev.wire()
+			if err != nil {
+				return err
+			}
+			lines = append(append(lines, body...), '\n')
+			ids = append(ids, pe.ev.ID)
+		}
+		if err := p.appendLog(lines); err != nil {
+			return err
+		}
+		if err := p.markLogged(ctx, ids); err != nil {
+			return err
+		}
+		if len(todo) < flushBatch {
+			break
+		}
+	}
+	todo, err := p.undelivered(ctx, `webhooks_left != '[]'`, through.Int64)
+	if err != nil {
+		return err
+	}
 	var errs []error
+	type update struct {
+		id   string
+		left []byte
+	}
+	var updates []update
 	for _, pe := range todo {
 		body, err := pe.ev.wire()
 		if err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		if !pe.logged {
-			if err := p.appendLog(body); err != nil {
-				errs = append(errs, err)
-			} else if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, pe.ev.ID); err != nil {
-				errs = append(errs, fmt.Errorf("localstore: mark logged: %w", err))
-			}
-		}
-		if len(pe.left) == 0 {
 			continue
 		}
 		var still []string
@@ -352,13 +456,24 @@ func (p *Publisher) Flush(ctx context.Context) error {
 			still = append(still, u)
 		}
 		if len(still) != len(pe.left) {
-			b, _ := json.Marshal(still)
-			if still == nil {
+			b, err := json.Marshal(still)
+			if still == nil || err != nil {
 				b = []byte("[]")
 			}
-			if _, err := p.DB.sql.ExecContext(ctx, `UPDATE outbox SET webhooks_left = ? WHERE id = ?`, string(b), pe.ev.ID); err != nil {
-				errs = append(errs, fmt.Errorf("localstore: mark delivered: %w", err))
+			updates = append(updates, update{pe.ev.ID, b})
+		}
+	}
+	if len(updates) > 0 {
+		err := p.DB.write(ctx, func(tx *sql.Tx) error {
+			for _, u := range updates {
+				if _, err := tx.ExecContext(ctx, `UPDATE outbox SET webhooks_left = ? WHERE id = ?`, string(u.left), u.id); err != nil {
+					return err
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("localstore: mark delivered: %w", err))
 		}
 	}
 	return errors.Join(errs...)
@@ -420,7 +535,9 @@ func (p *Publisher) post(ctx context.Context, id, u string, body []byte) error {
 	return nil
 }
 
-func (p *Publisher) appendLog(line []byte) error {
+// appendLog appends lines (each ending in a newline) to the log and
+// fsyncs it.
+func (p *Publisher) appendLog(lines []byte) error {
 	if p.LogPath == "" {
 		return nil
 	}
@@ -428,7 +545,7 @@ func (p *Publisher) appendLog(line []byte) error {
 	if err != nil {
 		return fmt.Errorf("localstore: open event log: %w", err)
 	}
-	_, err = f.Write(append(line, '\n'))
+	_, err = f.Write(lines)
 	if err == nil {
 		err = f.Sync()
 	}

@@ -9,83 +9,296 @@ import (
 	"time"
 )
 
-// Handoff is the durable queue between the object store and the pipeline.
-// A key is enqueued after the store made the object durable; it leaves the
-// queue (state done) in the same transaction as the pipeline's index and
-// audit writes, so a crash at any point either leaves it pending (processed
-// again from scratch after restart, nothing of it committed) or done
-// (committed once, never processed again).
+// queueSchema is the hand-off queue's: one row per key stored and not yet
+// processed, with what the SCP knew about its transfer.
+var queueSchema = []string{
+	// No index on enqueued_at: the queue is read in order only at start,
+	// and each index is one more page in every commit of the SCP's.
+	`CREATE TABLE queue (
+		key         TEXT PRIMARY KEY,
+		enqueued_at INTEGER NOT NULL,
+		metadata    TEXT NOT NULL DEFAULT '{}'
+	);`,
+}
+
+// Handoff is the durable hand-off between the object store and the
+// pipeline, in two parts.
+//
+// The queue (its own database file, see QueuePath) holds the keys stored
+// and not yet processed. The SCP adds a key after the file store made the
+// object durable and before it answers success; that commit is a row or
+// two, shared by every association storing at the time, and never waits
+// for one of the pipeline's, which carry its index, audit and event rows.
+//
+// The ledger (the handoff table of the main database) holds the keys
+// processed (done), parked after repeated failures (failed) or failed
+// before (pending, with attempts). A key becomes done in the same
+// transaction as the pipeline's writes for it, so a crash leaves it either
+// not done (processed again from scratch after restart, nothing of it
+// committed) or done (committed once, never processed again); its queue
+// row goes afterwards, and a row left by a crash in between is pruned at
+// start. So recovery after a crash reads the queue, what might be
+// unprocessed, and never a listing of everything stored.
 type Handoff struct{ db *DB }
 
-// Handoff returns the hand-off queue.
+// Handoff returns the hand-off queue and ledger.
 func (db *DB) Handoff() *Handoff { return &Handoff{db: db} }
 
-// enqueueSQL adds a pending key unless the key is known.
-const enqueueSQL = `INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES (?, ?, 'pending', ?) ON CONFLICT(key) DO NOTHING`
+const enqueueSQL = `INSERT INTO queue(key, enqueued_at, metadata) VALUES (?, ?, ?) ON CONFLICT(key) DO NOTHING`
 
-// Enqueue records key as pending unless it is already known (pending, done
-// or failed): enqueueing is idempotent. metadata is what the store knew
-// about the object (the SCP's transaction details); it may be nil.
+// Enqueue queues key unless it is queued already or the ledger knows it as
+// done or failed: enqueueing is idempotent. metadata is what the store
+// knew about the object (the SCP's transaction details); it may be nil. It
+// returns once the row is committed, reporting whether it was added.
 func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadata map[string]string) (bool, error) {
+	state, _, err := h.ledgerState(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	if state == "done" || state == "failed" {
+		return false, nil
+	}
 	md, err := json.Marshal(metadata)
 	if err != nil || metadata == nil {
 		md = []byte("{}")
 	}
-	res, err := h.db.sql.ExecContext(ctx, enqueueSQL, key, unixNano(at), string(md))
-	if err != nil {
-		return false, fmt.Errorf("localstore: enqueue: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("localstore: enqueue: %w", err)
-	}
-	return n == 1, nil
-}
-
-// EnqueueMissing enqueues, in one transaction, those of keys not already
-// known, without metadata, and returns how many it added. It is what a
-// start-up reconciliation needs: one commit for a whole store's listing
-// instead of one per key.
-func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Time) (added int, err error) {
-	tx, err := h.db.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("localstore: enqueue missing: begin: %w", err)
-	}
-	defer func() {
+	var added bool
+	err = h.db.qw.run(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, enqueueSQL, key, unixNano(at), string(md))
 		if err != nil {
-			if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
-				err = fmt.Errorf("%w (rollback: %v)", err, rerr)
-			}
-		}
-	}()
-	stmt, err := tx.PrepareContext(ctx, enqueueSQL)
-	if err != nil {
-		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
-	}
-	defer stmt.Close()
-	// Errors say which of the keys failed by its position, not the key:
-	// keys hold UIDs, and errors reach logs.
-	for i, k := range keys {
-		res, err := stmt.ExecContext(ctx, k, unixNano(at), "{}")
-		if err != nil {
-			return 0, fmt.Errorf("localstore: enqueue missing key %d of %d: %w", i+1, len(keys), err)
+			return err
 		}
 		n, err := res.RowsAffected()
-		if err != nil {
-			return 0, fmt.Errorf("localstore: enqueue missing key %d of %d: %w", i+1, len(keys), err)
-		}
-		added += int(n)
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("localstore: enqueue missing: commit: %w", err)
+		added = n == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("localstore: enqueue: %w", err)
 	}
 	return added, nil
 }
 
-// Pending lists up to limit pending keys, oldest first.
+// EnqueueMissing queues, in one unit, those of keys neither queued nor in
+// the ledger, without metadata, and returns how many it added. It is what
+// a reconciliation against a store's listing needs.
+func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Time) (int, error) {
+	var fresh []string
+	for _, k := range keys {
+		state, _, err := h.ledgerState(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		if state == "" {
+			fresh = append(fresh, k)
+		}
+	}
+	var added int
+	err := h.db.qw.run(ctx, func(tx *sql.Tx) error {
+		added = 0
+		stmt, err := tx.PrepareContext(ctx, enqueueSQL)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		// Errors say which of the keys failed by its position, not the
+		// key: keys hold UIDs, and errors reach logs.
+		for i, k := range fresh {
+			res, err := stmt.ExecContext(ctx, k, unixNano(at), "{}")
+			if err != nil {
+				return fmt.Errorf("key %d of %d: %w", i+1, len(fresh), err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("key %d of %d: %w", i+1, len(fresh), err)
+			}
+			added += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
+	}
+	return added, nil
+}
+
+// adoptLegacyPending queues the keys a build from before the separate
+// queue left pending in the ledger (their rows stay, with their attempts).
+func (h *Handoff) adoptLegacyPending(ctx context.Context) error {
+	rows, err := h.db.sql.QueryContext(ctx, `SELECT key, enqueued_at, metadata FROM handoff WHERE state = 'pending'`)
+	if err != nil {
+		return fmt.Errorf("localstore: adopt pending keys: %w", err)
+	}
+	type row struct {
+		key, md string
+		at      int64
+	}
+	var legacy []row
+	for rows.Next() {
+		var r row
+		if err := rows.Scan(&r.key, &r.at, &r.md); err != nil {
+			rows.Close()
+			return fmt.Errorf("localstore: adopt pending keys: %w", err)
+		}
+		legacy = append(legacy, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("localstore: adopt pending keys: %w", err)
+	}
+	if len(legacy) == 0 {
+		return nil
+	}
+	err = h.db.qw.run(ctx, func(tx *sql.Tx) error {
+		for _, r := range legacy {
+			if _, err := tx.ExecContext(ctx, enqueueSQL, r.key, r.at, r.md); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: adopt pending keys: %w", err)
+	}
+	return nil
+}
+
+// Prune removes from the queue the keys the ledger has as done or failed
+// (a crash came between the commit that completed them and their queue
+// row's removal) and returns how many it removed.
+func (h *Handoff) Prune(ctx context.Context) (int, error) {
+	keys, err := h.queuedKeys(ctx, -1)
+	if err != nil {
+		return 0, err
+	}
+	var gone []string
+	for _, k := range keys {
+		state, _, err := h.ledgerState(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		if state == "done" || state == "failed" {
+			gone = append(gone, k)
+		}
+	}
+	if len(gone) == 0 {
+		return 0, nil
+	}
+	// What this process read may not be on disk yet after a crash of the
+	// process alone.
+	if err := h.db.Sync(ctx); err != nil {
+		return 0, err
+	}
+	if err := h.Forget(ctx, gone); err != nil {
+		return 0, err
+	}
+	return len(gone), nil
+}
+
+// Forget removes keys from the queue: done ones, and at start those whose
+// object never took its key.
+func (h *Handoff) Forget(ctx context.Context, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	err := h.db.qw.run(ctx, func(tx *sql.Tx) error {
+		for _, k := range keys {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE key = ?`, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: dequeue: %w", err)
+	}
+	return nil
+}
+
+// reapEvery is how often completed keys leave the queue. Their removal
+// needs no commit of its own: a row a crash leaves behind is pruned at
+// start, so removals wait and share the queue's commits.
+const reapEvery = 100 * time.Millisecond
+
+// forgetSoon removes keys from the queue within reapEvery.
+func (h *Handoff) forgetSoon(keys []string) {
+	if len(keys) == 0 {
+		return
+	}
+	h.db.reapMu.Lock()
+	defer h.db.reapMu.Unlock()
+	h.db.reap = append(h.db.reap, keys...)
+}
+
+// reaper removes completed keys from the queue until stop is closed, and
+// once more then.
+func (db *DB) reaper(stop <-chan struct{}, stopped chan<- struct{}) {
+	defer close(stopped)
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for {
+		var last bool
+		select {
+		case <-t.C:
+		case <-stop:
+			last = true
+		}
+		db.reapMu.Lock()
+		keys := db.reap
+		db.reapMu.Unlock()
+		if len(keys) == 0 && !last {
+			continue
+		}
+		// The commits that completed keys must be durable before their
+		// rows leave the queue.
+		err := db.Sync(context.Background())
+		if err == nil {
+			err = db.Handoff().Forget(context.Background(), keys)
+		}
+		db.reapMu.Lock()
+		if err == nil {
+			// Keys added meanwhile stay for the next round.
+			db.reap = db.reap[len(keys):]
+		}
+		db.reapMu.Unlock()
+		// On an error the keys stay for the next round; what the last
+		// round leaves, Prune removes at the next start.
+		if last {
+			return
+		}
+	}
+}
+
+// reaping returns the keys completed but still in the queue.
+func (h *Handoff) reaping() map[string]bool {
+	h.db.reapMu.Lock()
+	defer h.db.reapMu.Unlock()
+	out := make(map[string]bool, len(h.db.reap))
+	for _, k := range h.db.reap {
+		out[k] = true
+	}
+	return out
+}
+
+// Pending lists up to limit queued keys not yet completed, oldest first;
+// a negative limit lists them all.
 func (h *Handoff) Pending(ctx context.Context, limit int) ([]string, error) {
-	rows, err := h.db.sql.QueryContext(ctx,
-		`SELECT key FROM handoff WHERE state = 'pending' ORDER BY enqueued_at, key LIMIT ?`, limit)
+	reaping := h.reaping()
+	keys, err := h.queuedKeys(ctx, -1)
+	if err != nil {
+		return nil, err
+	}
+	out := keys[:0]
+	for _, k := range keys {
+		if !reaping[k] && (limit < 0 || len(out) < limit) {
+			out = append(out, k)
+		}
+	}
+	return out, nil
+}
+
+// queuedKeys lists up to limit keys of the queue, oldest first.
+func (h *Handoff) queuedKeys(ctx context.Context, limit int) ([]string, error) {
+	rows, err := h.db.q.QueryContext(ctx, `SELECT key FROM queue ORDER BY enqueued_at, key LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: pending: %w", err)
 	}
@@ -104,24 +317,23 @@ func (h *Handoff) Pending(ctx context.Context, limit int) ([]string, error) {
 	return keys, nil
 }
 
-// Known reports whether key has ever been enqueued.
-func (h *Handoff) Known(ctx context.Context, key string) (bool, error) {
-	var one int
-	err := h.db.sql.QueryRowContext(ctx, `SELECT 1 FROM handoff WHERE key = ?`, key).Scan(&one)
-	if err == sql.ErrNoRows {
-		return false, nil
+// queued returns key's queue row.
+func (h *Handoff) queued(ctx context.Context, key string) (ok bool, at int64, md string, err error) {
+	err = h.db.q.QueryRowContext(ctx, `SELECT enqueued_at, metadata FROM queue WHERE key = ?`, key).Scan(&at, &md)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, 0, "", nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("localstore: handoff lookup: %w", err)
+		return false, 0, "", fmt.Errorf("localstore: queue lookup: %w", err)
 	}
-	return true, nil
+	return true, at, md, nil
 }
 
-// State returns the state of key and how many attempts were made, or "" when
-// key is unknown.
-func (h *Handoff) State(ctx context.Context, key string) (state string, attempts int, err error) {
+// ledgerState returns key's ledger state and attempts, "" when the ledger
+// has no row for it.
+func (h *Handoff) ledgerState(ctx context.Context, key string) (state string, attempts int, err error) {
 	err = h.db.sql.QueryRowContext(ctx, `SELECT state, attempts FROM handoff WHERE key = ?`, key).Scan(&state, &attempts)
-	if err == sql.ErrNoRows {
+	if errors.Is(err, sql.ErrNoRows) {
 		return "", 0, nil
 	}
 	if err != nil {
@@ -130,16 +342,41 @@ func (h *Handoff) State(ctx context.Context, key string) (state string, attempts
 	return state, attempts, nil
 }
 
+// Known reports whether key has ever been enqueued.
+func (h *Handoff) Known(ctx context.Context, key string) (bool, error) {
+	state, _, err := h.State(ctx, key)
+	return state != "", err
+}
+
+// State returns the state of key (pending, done or failed) and how many
+// attempts were made, or "" when key is unknown.
+func (h *Handoff) State(ctx context.Context, key string) (state string, attempts int, err error) {
+	state, attempts, err = h.ledgerState(ctx, key)
+	if err != nil || state != "" {
+		return state, attempts, err
+	}
+	ok, _, _, err := h.queued(ctx, key)
+	if err != nil || !ok {
+		return "", 0, err
+	}
+	return "pending", 0, nil
+}
+
 // Metadata returns the metadata recorded with key (empty when key is
 // unknown or was enqueued without any).
 func (h *Handoff) Metadata(ctx context.Context, key string) (map[string]string, error) {
-	var md string
-	err := h.db.sql.QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, key).Scan(&md)
-	if err == sql.ErrNoRows {
-		return map[string]string{}, nil
-	}
+	ok, _, md, err := h.queued(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("localstore: handoff metadata: %w", err)
+		return nil, err
+	}
+	if !ok {
+		err := h.db.sql.QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, key).Scan(&md)
+		if errors.Is(err, sql.ErrNoRows) {
+			return map[string]string{}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("localstore: handoff metadata: %w", err)
+		}
 	}
 	out := map[string]string{}
 	if err := json.Unmarshal([]byte(md), &out); err != nil {
@@ -148,12 +385,27 @@ func (h *Handoff) Metadata(ctx context.Context, key string) (map[string]string, 
 	return out, nil
 }
 
-// markDone completes key inside tx. It fails when key is not pending, so a
-// second processing of the same key can never commit.
-func markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
-	res, err := tx.ExecContext(ctx,
-		`UPDATE handoff SET state = 'done', done_at = ?, attempts = attempts + 1 WHERE key = ? AND state = 'pending'`,
-		unixNano(at), key)
+// ledgerSQL writes a ledger row for a key that has none, or changes one
+// still pending; a key done or failed is left alone (zero rows changed).
+const ledgerSQL = `INSERT INTO handoff(key, enqueued_at, state, attempts, last_error, done_at, metadata)
+	VALUES (?, ?, ?, 1, ?, ?, ?)
+	ON CONFLICT(key) DO UPDATE SET state = excluded.state, attempts = attempts + 1,
+		last_error = CASE WHEN excluded.last_error = '' THEN last_error ELSE excluded.last_error END,
+		done_at = excluded.done_at
+	WHERE handoff.state = 'pending'`
+
+// markDone completes key inside tx, keeping its queue metadata in the
+// ledger. It fails when key is done or failed already, so a second
+// processing of the same key can never commit.
+func (h *Handoff) markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
+	_, qat, md, err := h.queued(ctx, key)
+	if err != nil {
+		return err
+	}
+	if md == "" {
+		md, qat = "{}", unixNano(at)
+	}
+	res, err := tx.ExecContext(ctx, ledgerSQL, key, qat, "done", "", unixNano(at), md)
 	if err != nil {
 		return fmt.Errorf("localstore: mark done: %w", err)
 	}
@@ -164,37 +416,64 @@ func markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
 }
 
 // Fail records a failed attempt; after maxAttempts the key is parked as
-// failed (visible in the portal) instead of being retried forever.
+// failed (visible in the portal, out of the queue) instead of being
+// retried forever.
 func (h *Handoff) Fail(ctx context.Context, key string, cause error, maxAttempts int) error {
 	msg := cause.Error()
 	if len(msg) > 500 {
 		msg = msg[:500]
 	}
-	_, err := h.db.sql.ExecContext(ctx,
-		`UPDATE handoff SET attempts = attempts + 1, last_error = ?,
-		 state = CASE WHEN attempts + 1 >= ? THEN 'failed' ELSE state END
-		 WHERE key = ? AND state = 'pending'`, msg, maxAttempts, key)
+	_, qat, md, err := h.queued(ctx, key)
+	if err != nil {
+		return err
+	}
+	if md == "" {
+		md, qat = "{}", unixNano(time.Now())
+	}
+	var parked bool
+	err = h.db.write(ctx, func(tx *sql.Tx) error {
+		first := "pending"
+		if maxAttempts <= 1 {
+			first = "failed"
+		}
+		if _, err := tx.ExecContext(ctx, ledgerSQL, key, qat, first, msg, nil, md); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE handoff SET state = 'failed' WHERE key = ? AND state = 'pending' AND attempts >= ?`, key, maxAttempts); err != nil {
+			return err
+		}
+		var state string
+		if err := tx.QueryRowContext(ctx, `SELECT state FROM handoff WHERE key = ?`, key).Scan(&state); err != nil {
+			return err
+		}
+		parked = state == "failed"
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("localstore: mark failed: %w", err)
+	}
+	if parked {
+		if err := h.db.Sync(ctx); err != nil {
+			return err
+		}
+		return h.Forget(ctx, []string{key})
 	}
 	return nil
 }
 
-// Counts returns how many keys are in each state.
+// Counts returns how many keys wait in the queue (pending) and how many
+// were parked (failed). It costs what is queued and parked, not what was
+// ever processed.
 func (h *Handoff) Counts(ctx context.Context) (map[string]int, error) {
-	rows, err := h.db.sql.QueryContext(ctx, `SELECT state, COUNT(*) FROM handoff GROUP BY state`)
-	if err != nil {
+	var pending, failed int
+	if err := h.db.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue`).Scan(&pending); err != nil {
 		return nil, fmt.Errorf("localstore: handoff counts: %w", err)
 	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var s string
-		var n int
-		if err := rows.Scan(&s, &n); err != nil {
-			return nil, fmt.Errorf("localstore: handoff counts: %w", err)
-		}
-		out[s] = n
+	if err := h.db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM handoff WHERE state = 'failed'`).Scan(&failed); err != nil {
+		return nil, fmt.Errorf("localstore: handoff counts: %w", err)
 	}
-	return out, rows.Err()
+	h.db.reapMu.Lock()
+	pending = max(pending-len(h.db.reap), 0)
+	h.db.reapMu.Unlock()
+	return map[string]int{"pending": pending, "failed": failed}, nil
 }

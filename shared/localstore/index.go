@@ -130,11 +130,15 @@ func putSummary(ctx context.Context, tx *sql.Tx, st pipeline.StudySummary, inser
 
 // GetStudy returns the study with its series and instances.
 func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.StudyDetail, error) {
-	st, err := getSummary(ctx, s.b.q(), studyUID)
+	q, err := s.b.q()
 	if err != nil {
 		return pipeline.StudyDetail{}, err
 	}
-	rows, err := s.b.q().QueryContext(ctx, `SELECT record FROM instances WHERE study_uid = ?`, studyUID)
+	st, err := getSummary(ctx, q, studyUID)
+	if err != nil {
+		return pipeline.StudyDetail{}, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT record FROM instances WHERE study_uid = ?`, studyUID)
 	if err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
@@ -181,7 +185,11 @@ func (s *IndexStore) StableStudies(ctx context.Context, quietSince time.Time, li
 }
 
 func (s *IndexStore) summaries(ctx context.Context, stmt string, args ...any) ([]pipeline.StudySummary, error) {
-	rows, err := s.b.q().QueryContext(ctx, stmt, args...)
+	q, err := s.b.q()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: list studies: %w", err)
 	}
@@ -223,8 +231,12 @@ func (s *IndexStore) MarkAnnounced(ctx context.Context, studyUID string, revisio
 
 // EventPublished reports whether eventID is in the publish ledger.
 func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, error) {
+	q, err := s.b.q()
+	if err != nil {
+		return false, err
+	}
 	var one int
-	err := s.b.q().QueryRowContext(ctx, `SELECT 1 FROM published_events WHERE id = ?`, eventID).Scan(&one)
+	err = q.QueryRowContext(ctx, `SELECT 1 FROM published_events WHERE id = ?`, eventID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -236,8 +248,11 @@ func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, 
 
 // MarkEventPublished adds eventID to the publish ledger (idempotent).
 func (s *IndexStore) MarkEventPublished(ctx context.Context, eventID string, at time.Time) error {
-	_, err := s.b.q().ExecContext(ctx,
-		`INSERT INTO published_events(id, time) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`, eventID, unixNano(at))
+	err := s.b.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO published_events(id, time) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`, eventID, unixNano(at))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("localstore: event ledger: %w", err)
 	}

@@ -289,14 +289,116 @@ func TestEnqueueMissing(t *testing.T) {
 			}
 			// A key known before keeps what its first enqueue recorded.
 			for _, k := range tt.known {
-				var md string
-				if err := db.SQL().QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, k).Scan(&md); err != nil {
+				md, err := h.Metadata(ctx, k)
+				if err != nil {
 					t.Fatal(err)
 				}
-				if md != `{"calling-ae":"A"}` {
-					t.Errorf("%s: metadata %s, want the first enqueue's", k, md)
+				if d := cmp.Diff(map[string]string{"calling-ae": "A"}, md); d != "" {
+					t.Errorf("%s: metadata, want the first enqueue's (-want +got):\n%s", k, d)
 				}
 			}
 		})
 	}
+}
+
+// TestHandoffQueueAndLedger walks keys through the queue and the ledger:
+// a done or parked key is never queued again, a queue row left behind by
+// a crash after the commit is pruned, and keys a build from before the
+// separate queue left pending are adopted on open.
+func TestHandoffQueueAndLedger(t *testing.T) {
+	ctx := context.Background()
+	complete := func(t *testing.T, db *DB, key string) {
+		t.Helper()
+		if err := db.InTx(ctx, nil, func(tx *Tx) error { return tx.MarkDone(ctx, key, t0) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Run("done key is not queued again", func(t *testing.T) {
+		db := openTest(t)
+		h := db.Handoff()
+		if ok, err := h.Enqueue(ctx, "incoming/a.dcm", t0, map[string]string{"called-ae": "X"}); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+		complete(t, db, "incoming/a.dcm")
+		if ok, err := h.Enqueue(ctx, "incoming/a.dcm", t0, nil); ok || err != nil {
+			t.Errorf("Enqueue of a done key = %v, %v", ok, err)
+		}
+		if md, _ := h.Metadata(ctx, "incoming/a.dcm"); md["called-ae"] != "X" {
+			t.Errorf("the ledger lost the hand-off's metadata: %v", md)
+		}
+	})
+	t.Run("parked after max attempts", func(t *testing.T) {
+		db := openTest(t)
+		h := db.Handoff()
+		if _, err := h.Enqueue(ctx, "incoming/b.dcm", t0, nil); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 3; i++ {
+			if err := h.Fail(ctx, "incoming/b.dcm", errors.New("bad"), 3); err != nil {
+				t.Fatal(err)
+			}
+			state, n, _ := h.State(ctx, "incoming/b.dcm")
+			want := "pending"
+			if i == 3 {
+				want = "failed"
+			}
+			if state != want || n != i {
+				t.Errorf("after %d failures: %s, %d attempts; want %s", i, state, n, want)
+			}
+		}
+		if p, _ := h.Pending(ctx, -1); len(p) != 0 {
+			t.Errorf("parked key still queued: %v", p)
+		}
+		if c, _ := h.Counts(ctx); c["failed"] != 1 || c["pending"] != 0 {
+			t.Errorf("counts %v", c)
+		}
+	})
+	t.Run("row left behind is pruned", func(t *testing.T) {
+		db := openTest(t)
+		h := db.Handoff()
+		complete(t, db, "incoming/c.dcm")
+		if _, err := db.q.ExecContext(ctx, `INSERT INTO queue(key, enqueued_at) VALUES ('incoming/c.dcm', 0), ('incoming/d.dcm', 0)`); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := h.Prune(ctx); n != 1 || err != nil {
+			t.Fatalf("Prune = %d, %v; want 1", n, err)
+		}
+		if d := cmp.Diff([]string{"incoming/d.dcm"}, mustPending(t, h)); d != "" {
+			t.Error(d)
+		}
+	})
+	t.Run("legacy pending keys adopted", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "x.db")
+		db, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.sql.ExecContext(ctx, `INSERT INTO handoff(key, enqueued_at, state, metadata) VALUES ('incoming/e.dcm', 1, 'pending', '{"called-ae":"Y"}')`); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		db, err = Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if d := cmp.Diff([]string{"incoming/e.dcm"}, mustPending(t, db.Handoff())); d != "" {
+			t.Error(d)
+		}
+		complete(t, db, "incoming/e.dcm")
+		if s, _, _ := db.Handoff().State(ctx, "incoming/e.dcm"); s != "done" {
+			t.Errorf("adopted key after its unit: %q", s)
+		}
+	})
+}
+
+func mustPending(t *testing.T, h *Handoff) []string {
+	t.Helper()
+	p, err := h.Pending(context.Background(), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -25,37 +25,44 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// binding is where an adapter's statements go: into one caller-owned
-// transaction (tx set), or each write into a transaction of its own.
+// binding is where an adapter's statements go: into a caller's unit of
+// work (unit set), or each write into a unit of its own.
 type binding struct {
-	db *DB
-	tx *sql.Tx
+	db   *DB
+	unit *unit
 }
 
-func (b binding) q() querier {
-	if b.tx != nil {
-		return b.tx
+// q returns what reads go through: the unit's transaction when bound (so
+// they see the unit's own writes and nothing changes under its
+// read-then-write), the connection pool otherwise.
+func (b binding) q() (querier, error) {
+	if b.unit != nil {
+		tx, err := b.unit.begin()
+		if err != nil {
+			return nil, err
+		}
+		return tx, nil
 	}
-	return b.db.sql
+	return b.db.sql, nil
 }
 
-// write runs fn in the bound transaction, or in a new one it commits.
+// write runs fn in the bound unit, or in a unit of its own that it waits
+// to see committed.
 func (b binding) write(ctx context.Context, fn func(*sql.Tx) error) error {
-	if b.tx != nil {
-		return fn(b.tx)
+	if b.unit != nil {
+		tx, err := b.unit.begin()
+		if err != nil {
+			return err
+		}
+		return fn(tx)
 	}
-	tx, err := b.db.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("localstore: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("localstore: commit: %w", err)
-	}
-	return nil
+	return b.db.write(ctx, fn)
+}
+
+// write runs fn as one unit of the main database and returns once it is
+// committed.
+func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.w.run(ctx, fn)
 }
 
 // AuditStore returns the audit trail adapter, each Append its own
@@ -72,10 +79,14 @@ func (db *DB) Outbox(webhooks []string) *Outbox {
 }
 
 // Tx is one unit of work: the adapters it hands out write into a single
-// SQLite transaction, committed by DB.InTx only when the work succeeded.
+// savepoint of the database's shared write transaction, kept by DB.InTx
+// only when the work succeeded. The savepoint is taken at the unit's
+// first statement, so what the work does before (reading objects,
+// writing files) does not hold up other writers.
 type Tx struct {
 	b        binding
 	webhooks []string
+	done     []string // keys MarkDone completed, to leave the queue after the commit
 }
 
 // AuditStore returns the audit adapter bound to the transaction.
@@ -90,23 +101,57 @@ func (t *Tx) Outbox() *Outbox { return &Outbox{b: t.b, webhooks: t.webhooks} }
 // MarkDone completes hand-off key in this transaction; it fails with
 // ErrNotPending when key is not pending, which rolls the work back.
 func (t *Tx) MarkDone(ctx context.Context, key string, at time.Time) error {
-	return markDone(ctx, t.b.tx, key, at)
+	err := t.b.write(ctx, func(tx *sql.Tx) error { return t.b.db.Handoff().markDone(ctx, tx, key, at) })
+	if err == nil {
+		t.done = append(t.done, key)
+	}
+	return err
 }
 
-// InTx runs fn in one immediate transaction and commits it when fn returns
-// nil; any error (or a crash) leaves the database as it was.
+// InTx runs fn as one unit of work and, when fn returns nil, keeps its
+// writes and returns once they are committed; on an error (or a crash)
+// none of them ever is. Units that run at the same time share one commit.
 func (db *DB) InTx(ctx context.Context, webhooks []string, fn func(*Tx) error) error {
-	tx, err := db.sql.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("localstore: begin: %w", err)
-	}
-	if err := fn(&Tx{b: binding{db: db, tx: tx}, webhooks: webhooks}); err != nil {
-		_ = tx.Rollback()
+	done := make(chan error, 1)
+	if err := db.InTxAsync(ctx, webhooks, fn, func(err error) { done <- err }); err != nil {
 		return err
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("localstore: commit: %w", err)
+	return <-done
+}
+
+// InTxAsync is InTx for a caller with more work to do than to wait for a
+// commit: when fn succeeds it returns nil at once and calls committed with
+// the commit's outcome later, from another goroutine. When fn fails, its
+// writes are undone, its error returned, and committed is not called.
+// Until committed is called, a later unit sees the writes (they share the
+// open transaction or were committed), but the portal's readers do not.
+func (db *DB) InTxAsync(ctx context.Context, webhooks []string, fn func(*Tx) error, committed func(error)) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("localstore: unit: %w", err)
 	}
+	u := &unit{w: db.w}
+	t := &Tx{b: binding{db: db, unit: u}, webhooks: webhooks}
+	err := fn(t)
+	b, eerr := u.end(err == nil)
+	if err == nil {
+		err = eerr
+	}
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		committed(nil)
+		return nil
+	}
+	go func() {
+		<-b.done
+		if b.err == nil {
+			// Done keys leave the queue only now that the ledger says
+			// done; a crash before leaves rows Prune removes at start.
+			db.Handoff().forgetSoon(t.done)
+		}
+		committed(b.err)
+	}()
 	return nil
 }
 
@@ -140,10 +185,13 @@ func (t *Tx) RecordCopy(ctx context.Context, src, dst string, metadata map[strin
 	if err != nil {
 		return fmt.Errorf("localstore: record copy: %w", err)
 	}
-	_, err = t.b.tx.ExecContext(ctx,
-		`INSERT INTO quarantine(object_key, source_key, time, metadata) VALUES (?, ?, ?, ?)
-		 ON CONFLICT(object_key) DO UPDATE SET source_key = excluded.source_key, metadata = excluded.metadata`,
-		dst, src, unixNano(at), string(md))
+	err = t.b.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO quarantine(object_key, source_key, time, metadata) VALUES (?, ?, ?, ?)
+			 ON CONFLICT(object_key) DO UPDATE SET source_key = excluded.source_key, metadata = excluded.metadata`,
+			dst, src, unixNano(at), string(md))
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("localstore: record copy: %w", err)
 	}

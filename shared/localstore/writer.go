@@ -1,0 +1,278 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned for writes after Close.
+var ErrClosed = errors.New("localstore: database closed")
+
+// batching is when a writer commits. A transaction is committed once it
+// is linger old and no unit waits for it, or once it is maxAge old: under
+// a steady stream there is always one more unit waiting, and without a
+// bound nobody's commit would ever start.
+type batching struct {
+	linger, maxAge time.Duration
+}
+
+// Commit policies. The hand-off queue's units are the SCP's: each waits
+// for its commit before the C-STORE succeeds, so their transaction is
+// committed as soon as nobody else wants in. The main database's are the
+// pipeline's, which does not wait: the longer a transaction stays open,
+// the more units share its pages (a B-tree leaf written once for many
+// rows), and the less the log and the checkpoint write per object.
+var (
+	latencyFirst    = batching{linger: 0, maxAge: 20 * time.Millisecond}
+	throughputFirst = batching{linger: 50 * time.Millisecond, maxAge: 100 * time.Millisecond}
+)
+
+// writer is the database's only writer. Every write is a unit: a
+// savepoint inside one transaction that units share; the transaction is
+// committed as soon as no unit uses it and none waits for it, or once it
+// is maxBatchAge old. So the hand-offs of every association and the
+// pipeline's results that arrive while one commit's fsync runs share the
+// next commit (group commit), and nobody waits on SQLite's busy handler,
+// which sleeps in steps of up to 100 ms: the C-STORE path saw that as a
+// half-second stall behind the pipeline's transaction.
+//
+// A unit holds the transaction only while its statements run; what a unit
+// does before its first statement (reading and hashing an object, writing
+// sidecar files) happens outside, in parallel with other units.
+type writer struct {
+	sql    *sql.DB
+	policy batching
+
+	mu      sync.Mutex
+	cond    *sync.Cond
+	busy    bool // a unit or the committer uses tx
+	waiting int  // units waiting to use tx
+	tx      *sql.Tx
+	batch   *batch // tx's units wait on batch.done
+	opened  time.Time
+	closed  bool
+	stopped chan struct{}
+}
+
+// batch is one shared transaction's fate.
+type batch struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+func newWriter(db *sql.DB, policy batching) *writer {
+	w := &writer{sql: db, policy: policy, stopped: make(chan struct{})}
+	w.cond = sync.NewCond(&w.mu)
+	go w.commitLoop()
+	return w
+}
+
+// acquire waits for the shared transaction, opening it if none is open,
+// and returns it with its batch; release must follow. The wait is not
+// cancellable: it lasts one unit's statements or one commit.
+func (w *writer) acquire() (*sql.Tx, *batch, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.waiting++
+	for (w.busy || w.commitDue()) && !w.closed {
+		w.cond.Wait()
+	}
+	w.waiting--
+	if w.closed {
+		return nil, nil, ErrClosed
+	}
+	if w.tx == nil {
+		// The transaction outlives every unit's context: units end, the
+		// transaction is the committer's.
+		tx, err := w.sql.BeginTx(context.Background(), nil)
+		if err != nil {
+			return nil, nil, fmt.Errorf("localstore: begin: %w", err)
+		}
+		w.tx, w.batch, w.opened = tx, &batch{done: make(chan struct{})}, time.Now()
+		// Once the batch may or must be committed, this wakes the
+		// committer should nothing else happen by then.
+		if w.policy.linger > 0 {
+			time.AfterFunc(w.policy.linger, w.cond.Broadcast)
+		}
+		time.AfterFunc(w.policy.maxAge, w.cond.Broadcast)
+	}
+	w.busy = true
+	return w.tx, w.batch, nil
+}
+
+// commitDue reports whether the open transaction is old enough that the
+// committer goes before the units still waiting.
+func (w *writer) commitDue() bool {
+	return w.tx != nil && time.Since(w.opened) >= w.policy.maxAge
+}
+
+// mayCommit reports whether the committer may take the open transaction.
+func (w *writer) mayCommit() bool {
+	if w.tx == nil || w.busy {
+		return false
+	}
+	if w.closed || w.commitDue() {
+		return true
+	}
+	return w.waiting == 0 && time.Since(w.opened) >= w.policy.linger
+}
+
+// release hands the transaction back after a unit's statements.
+func (w *writer) release() {
+	w.mu.Lock()
+	w.busy = false
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}
+
+// commitLoop commits the shared transaction whenever it is idle.
+func (w *writer) commitLoop() {
+	defer close(w.stopped)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for {
+		for !w.closed && !w.mayCommit() {
+			w.cond.Wait()
+		}
+		if w.tx == nil && w.closed {
+			return
+		}
+		if w.tx == nil || w.busy {
+			// Closed while a unit still runs: wait for it to finish.
+			w.cond.Wait()
+			continue
+		}
+		tx, b := w.tx, w.batch
+		w.tx, w.batch, w.busy = nil, nil, true
+		w.mu.Unlock()
+		if err := tx.Commit(); err != nil {
+			b.err = fmt.Errorf("localstore: commit: %w", err)
+		}
+		close(b.done)
+		w.mu.Lock()
+		w.busy = false
+		w.cond.Broadcast()
+	}
+}
+
+// close commits what is open and stops the committer; later writes fail
+// with ErrClosed.
+func (w *writer) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
+	w.cond.Broadcast()
+	<-w.stopped
+}
+
+// unit is one piece of work's view of the writer: a savepoint in the
+// shared transaction, taken at the first statement.
+type unit struct {
+	w     *writer
+	tx    *sql.Tx
+	batch *batch
+	err   error // sticky acquisition error
+	name  string
+}
+
+// begin takes the transaction and opens the unit's savepoint unless that
+// happened already.
+func (u *unit) begin() (*sql.Tx, error) {
+	if u.tx != nil || u.err != nil {
+		return u.tx, u.err
+	}
+	tx, b, err := u.w.acquire()
+	if err != nil {
+		u.err = err
+		return nil, err
+	}
+	if _, err := tx.ExecContext(context.Background(), `SAVEPOINT unit`); err != nil {
+		u.w.release()
+		u.err = fmt.Errorf("localstore: savepoint: %w", err)
+		return nil, u.err
+	}
+	u.tx, u.batch = tx, b
+	return tx, nil
+}
+
+// finish keeps (ok) or undoes the unit's statements, hands the transaction
+// back and, when the unit kept anything, waits for its commit.
+func (u *unit) finish(ok bool) error {
+	b, err := u.end(ok)
+	if err != nil || b == nil {
+		return err
+	}
+	<-b.done
+	return b.err
+}
+
+// end keeps (ok) or undoes the unit's statements and hands the transaction
+// back. It returns the batch whose commit decides the fate of what the
+// unit kept (nil when it kept nothing), or the error that undid it.
+func (u *unit) end(ok bool) (*batch, error) {
+	if u.tx == nil {
+		return nil, nil
+	}
+	bg := context.Background()
+	var err error
+	if ok {
+		if _, err = u.tx.ExecContext(bg, `RELEASE unit`); err != nil {
+			err = fmt.Errorf("localstore: release savepoint: %w", err)
+			ok = false
+		}
+	}
+	if !ok {
+		_, rerr := u.tx.ExecContext(bg, `ROLLBACK TO unit`)
+		if rerr == nil {
+			_, rerr = u.tx.ExecContext(bg, `RELEASE unit`)
+		}
+		if rerr != nil {
+			// The shared transaction is in an unknown state: nothing in it
+			// may be committed.
+			err = errors.Join(err, fmt.Errorf("localstore: roll back savepoint: %w", rerr))
+			u.w.poison(u.batch, err)
+		}
+	}
+	b := u.batch
+	u.tx, u.batch = nil, nil
+	u.w.release()
+	if !ok {
+		return nil, err
+	}
+	return b, nil
+}
+
+// run runs fn as one unit and returns once it is committed.
+func (w *writer) run(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("localstore: write: %w", err)
+	}
+	u := &unit{w: w}
+	tx, err := u.begin()
+	if err != nil {
+		return err
+	}
+	err = fn(tx)
+	if ferr := u.finish(err == nil); err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// poison marks the open transaction as failed; the committer rolls it back.
+func (w *writer) poison(b *batch, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.batch == b && w.tx != nil {
+		if rerr := w.tx.Rollback(); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("localstore: rollback: %w", rerr))
+		}
+		w.tx, w.batch = nil, nil
+		b.err = fmt.Errorf("localstore: transaction abandoned: %w", err)
+		close(b.done)
+	}
+}
