@@ -304,28 +304,50 @@ func TestLocalEndToEnd(t *testing.T) {
 	})
 }
 
-// TestRestartExactlyOnce kills scp-task in each window between the store
-// and the pipeline's commit and checks that, after a restart, the object is
-// processed exactly once.
+// TestRestartExactlyOnce kills scp-task in each window between the
+// arrival of an object and the pipeline's commit and checks, over two
+// restarts, that an object whose C-STORE succeeded is processed exactly
+// once, and that one whose C-STORE never succeeded leaves nothing behind
+// and is processed exactly once when the sender sends it again.
 func TestRestartExactlyOnce(t *testing.T) {
 	need(t, "dcmsend")
-	for _, mode := range []string{"before-handoff", "after-store", "before-commit"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range []struct {
+		mode  string
+		acked bool // the C-STORE succeeded before the crash
+	}{
+		{"before-handoff", false},
+		{"before-place", false},
+		{"after-store", true},
+		{"before-commit", true},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
 			dir := t.TempDir()
 			files := writeSynthStudy(t, dir)
 			n := newNode(t, filepath.Join(dir, "data"))
-			n.start("DICOM_INGEST_TEST_CRASH_AFTER_STORE=" + mode)
+			n.start("DICOM_INGEST_TEST_CRASH_AFTER_STORE=" + c.mode)
 			out, err := n.dcmsend("LOCAL_AE", files[0])
 			if code := n.wait(30 * time.Second); code != 86 {
 				t.Fatalf("exit code %d, want the crash hook's 86 (dcmsend: %v)\n%s", code, err, out)
 			}
 			stored, _ := filepath.Glob(filepath.Join(n.dataDir, "objects", "incoming", "*", "*", "*", synthStudy, "*", "*.dcm"))
-			if len(stored) != 1 {
-				t.Fatalf("object not on disk after the crash: %v", stored)
+			if c.acked && len(stored) != 1 {
+				t.Fatalf("acknowledged object not on disk after the crash: %v", stored)
+			}
+			if !c.acked && len(stored) != 0 {
+				t.Fatalf("an object whose C-STORE never succeeded took its key: %v", stored)
 			}
 
 			for round := 0; round < 2; round++ {
 				n.start() // no hook: recover
+				if !c.acked && round == 0 {
+					if got := n.audit("studyUid=" + synthStudy); len(got) != 0 {
+						t.Fatalf("%d audit records for an object never stored", len(got))
+					}
+					// The sender did not get success: it sends again.
+					if out, err := n.dcmsend("LOCAL_AE", files[0]); err != nil {
+						t.Fatalf("dcmsend after restart: %v\n%s", err, out)
+					}
+				}
 				var recs []pipeline.AuditRecord
 				eventually(t, 10*time.Second, "the object processed after restart", func() bool {
 					recs = n.audit("outcome=stored&studyUid=" + synthStudy)
@@ -339,9 +361,16 @@ func TestRestartExactlyOnce(t *testing.T) {
 				if got := n.events("type=Instance+Stored&contains=" + synthInstances[0].sop); len(got) != 1 {
 					t.Errorf("round %d: %d Instance Stored events", round, len(got))
 				}
-				if mode != "before-handoff" && recs[0].CalledAE != "REMOTE_AE" {
+				if recs[0].CalledAE != "REMOTE_AE" {
 					t.Errorf("the SCP's transaction details were lost: %+v", recs[0])
 				}
+				var c struct {
+					PendingPipeline int64 `json:"pendingPipeline"`
+				}
+				eventually(t, 5*time.Second, "an empty hand-off queue", func() bool {
+					n.getJSON("/api/counters", &c)
+					return c.PendingPipeline == 0
+				})
 				n.stop()
 			}
 		})

@@ -2,6 +2,7 @@ package local
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
@@ -29,6 +31,12 @@ import (
 type files struct {
 	root string
 	db   *localstore.DB
+	// sums holds the SHA-256 the SCP took of each object as it arrived,
+	// by key, until the pipeline has processed it: reading the object
+	// back to hash it was a disk read of every byte (the file store writes
+	// around the page cache), which slowed the SCP's own writes. After a
+	// restart it is empty and Head hashes the file.
+	sums sync.Map
 }
 
 var (
@@ -84,15 +92,18 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		}
 	}
 	if md["sha256"] == "" && strings.HasSuffix(key, ".dcm") {
-		// The file store does not hash on the C-STORE's path: the
-		// content's identity is taken here, where the pipeline first
-		// reads the object.
-		sum, err := filestore.FileSHA256(p)
-		if err != nil {
-			return info, notFound(fmt.Errorf("checksum %s: %w", filepath.Base(p), err))
+		// The file store does not hash: the SCP took the hash as the
+		// object arrived, or else it is taken here.
+		sum, ok := f.sums.Load(key)
+		if !ok {
+			h, err := filestore.FileSHA256(p)
+			if err != nil {
+				return info, notFound(fmt.Errorf("checksum %s: %w", filepath.Base(p), err))
+			}
+			sum = h
 		}
 		md = maps.Clone(md)
-		md["sha256"] = sum
+		md["sha256"] = sum.(string)
 	}
 	info.Metadata = md
 	info.ETag = md["sha256"]
@@ -119,15 +130,40 @@ func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 	return md, nil
 }
 
+// isDocument reports whether key names one of the pipeline's documents,
+// which local mode keeps in the database (see txFiles.Put).
+func isDocument(key string) bool {
+	return strings.HasSuffix(key, ".json") &&
+		(strings.HasPrefix(key, pipeline.MetadataPrefix) || strings.HasPrefix(key, pipeline.QuarantinePrefix))
+}
+
 // OpenRange streams length bytes of key from offset (length < 0: to EOF).
-func (f *files) OpenRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+// A document is read from the database, or else from a file: data
+// directories written before documents moved there hold them as files.
+func (f *files) OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	p, err := f.path(key)
 	if err != nil {
 		return nil, err
 	}
+	if isDocument(key) {
+		body, _, err := f.db.Document(ctx, key)
+		switch {
+		case err == nil:
+			body = body[min(offset, int64(len(body))):]
+			if length >= 0 {
+				body = body[:min(length, int64(len(body)))]
+			}
+			return io.NopCloser(bytes.NewReader(body)), nil
+		case !errors.Is(err, pipeline.ErrNotFound):
+			return nil, err
+		}
+	}
 	fh, err := os.Open(p)
 	if err != nil {
 		return nil, notFound(err)
+	}
+	if length >= 0 {
+		noReadahead(fh)
 	}
 	if _, err := fh.Seek(offset, io.SeekStart); err != nil {
 		_ = fh.Close()
@@ -145,38 +181,6 @@ func (f *files) OpenRange(_ context.Context, key string, offset, length int64) (
 // Open streams a whole object (the portal's raw and metadata links).
 func (f *files) Open(ctx context.Context, key string) (io.ReadCloser, error) {
 	return f.OpenRange(ctx, key, 0, -1)
-}
-
-// List returns the keys under prefix whose names end in suffix, skipping
-// the file store's temporary files (dot files and *.tmp).
-func (f *files) List(prefix, suffix string) ([]string, error) {
-	dir, err := f.path(strings.TrimSuffix(prefix, "/"))
-	if err != nil {
-		return nil, err
-	}
-	var keys []string
-	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
-		}
-		name := d.Name()
-		if d.IsDir() || strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") || !strings.HasSuffix(name, suffix) || !d.Type().IsRegular() {
-			return nil
-		}
-		rel, err := filepath.Rel(f.root, p)
-		if err != nil {
-			return err
-		}
-		keys = append(keys, filepath.ToSlash(rel))
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("local: list %s: %w", prefix, err)
-	}
-	return keys, nil
 }
 
 // writeFile writes body to key atomically: temporary file, fsync, rename,
@@ -227,12 +231,16 @@ type txFiles struct {
 	tx *localstore.Tx
 }
 
-// Put writes a small document (sidecar, findings).
-func (w *txFiles) Put(_ context.Context, key string, body []byte, _ string, _ map[string]string) error {
-	if !strings.HasPrefix(key, pipeline.MetadataPrefix) && !strings.HasPrefix(key, pipeline.QuarantinePrefix) {
-		return fmt.Errorf("local: put %s: the pipeline writes only under metadata/ and quarantine/", key)
+// Put stores a small document (sidecar, findings) in the unit's
+// transaction: it is durable with the unit's commit.
+func (w *txFiles) Put(ctx context.Context, key string, body []byte, contentType string, _ map[string]string) error {
+	if !isDocument(key) {
+		return fmt.Errorf("local: put %s: the pipeline writes only JSON documents under metadata/ and quarantine/", key)
 	}
-	return w.writeFile(key, strings.NewReader(string(body)))
+	if _, err := w.path(key); err != nil {
+		return err
+	}
+	return w.tx.PutDocument(ctx, key, contentType, body, time.Now())
 }
 
 // Copy copies src to dst (quarantine), recording dst's metadata.

@@ -2,12 +2,11 @@ package local
 
 import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 )
 
 // defaultObjectStore opens the file store on dir. Objects are files at
 // dir/<key>, which is the layout files (the pipeline's reader) relies on.
-func defaultObjectStore(names *logname.Namer) func(dir string) (objectstore.Store, error) {
-	return func(dir string) (objectstore.Store, error) { return filestore.New(dir, filestore.WithNames(names)) }
+func defaultObjectStore(names *logname.Namer) func(dir string) (ObjectStore, error) {
+	return func(dir string) (ObjectStore, error) { return filestore.New(dir, filestore.WithNames(names)) }
 }

@@ -2,28 +2,32 @@
 // with a durable hand-off to the pipeline, the pipeline itself on SQLite
 // stores, the event log and webhooks, and the portal.
 //
-// Exactly-once processing: after the file store made an object durable,
-// Store.Put records its key as pending in SQLite (with the SCP's metadata)
-// before the SCP answers success. A worker processes pending keys one at a
-// time, each in one SQLite transaction that holds every index, audit and
-// event write of the pipeline and marks the key done; only then is it
-// committed. A crash before the commit leaves no trace in the database and
-// the key pending, so it is processed again from the start after restart; a
-// crash after it leaves the key done, so it is never processed again. Files
-// the pipeline writes (metadata sidecars, quarantine copies) are rewritten
-// with identical content on a rerun. Keys stored but never recorded (a crash
-// between the file's rename and the hand-off insert) are found on start by
-// listing incoming/ and audit/ and enqueued. The pipeline's own idempotency
-// (conditional audit appends, content-addressed index upserts, the publish
-// ledger) is a second line of defence, not the one relied on.
+// Exactly-once processing: while an object arrives, Store.Put records its
+// key in the hand-off queue (with the SCP's metadata); the object takes
+// its key only once that row is committed, and the SCP answers success
+// only after both. Pipeline workers process queued keys, each in one unit
+// of work that holds every index, audit, document and event write of the
+// pipeline and marks the key done in the ledger; a crash before that
+// unit's commit leaves no trace of it and the key queued, so it is
+// processed again from the start after restart; after it, the key is done
+// and never processed again. On start the queue is all there is to read:
+// keys done just before a crash are pruned, keys whose object never took
+// its key are dropped, the rest are processed. The pipeline's own
+// idempotency (conditional audit appends, content-addressed index
+// upserts, the publish ledger) is a second line of defence, not the one
+// relied on. See localstore.Handoff for the queue and the ledger.
 package local
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -39,16 +43,19 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 // CrashEnv names the fault-injection hook of the restart tests. It is read
-// only when set: "after-store" exits the process right after an object was
-// stored and handed off, before the pipeline ran; "before-handoff" exits
-// after the file store made it durable but before the hand-off record; and
-// "before-commit" exits inside the pipeline's transaction, after all its
-// work, before the commit. Exit status is CrashExitCode.
+// only when set: "before-handoff" exits once an object's bytes are durable
+// under a temporary name, before its hand-off row is written;
+// "before-place" exits after the row's commit, before the object takes its
+// key; "after-store" exits right after an object was stored and handed
+// off, before the pipeline ran; and "before-commit" exits inside the
+// pipeline's unit of work, after all its work, before the commit. Exit
+// status is CrashExitCode.
 const CrashEnv = "DICOM_INGEST_TEST_CRASH_AFTER_STORE"
 
 // CrashExitCode is the exit status of an injected crash.
@@ -65,13 +72,16 @@ type Config struct {
 	// Names names objects in logs by a keyed digest of their key (see
 	// logname); nil uses a key drawn for this process.
 	Names *logname.Namer
+	// Workers is how many objects the pipeline processes at once; 0
+	// means DefaultWorkers.
+	Workers int
 
 	// PatientData is the event content policy ("" means none): events
 	// leave the machine through webhooks.
 	PatientData pipeline.PatientDataPolicy
 	// ObjectStore opens the file store on dir; nil means the default file
 	// store. Tests inject failing stores here.
-	ObjectStore func(dir string) (objectstore.Store, error)
+	ObjectStore func(dir string) (ObjectStore, error)
 	// AuditFeed prepares the audit feed's outbox (see Local.AuditFeed)
 	// before any record is processed, so the first time the feed is on it
 	// starts exactly where the trail ends.
@@ -87,7 +97,7 @@ type Local struct {
 	store    *handoffStore
 	counters *counters
 	pub      *localstore.Publisher
-	wake     chan struct{}
+	queue    *workQueue
 	crash    string
 
 	ln     net.Listener
@@ -111,6 +121,15 @@ const (
 // maxAttempts is how often a key is tried before it is parked as failed.
 const maxAttempts = 5
 
+// retryDelay is how long a key that failed waits before its next attempt.
+const retryDelay = 2 * time.Second
+
+// DefaultWorkers is the pipeline's default parallelism. A worker spends
+// much of an object waiting on the disk (reading its header) and holds
+// the database only for its statements, never for a commit, so a few
+// workers keep up with the SCP even on two cores.
+const DefaultWorkers = 4
+
 // Start opens the stores, recovers unfinished hand-offs, starts the pipeline
 // worker, the announcer, the event publisher and the portal.
 func Start(ctx context.Context, cfg Config) (*Local, error) {
@@ -129,6 +148,9 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	if cfg.ObjectStore == nil {
 		cfg.ObjectStore = defaultObjectStore(cfg.Names)
 	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = DefaultWorkers
+	}
 	log := cfg.Logger.With("component", "local")
 	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
 	if err := os.MkdirAll(objDir, 0o750); err != nil {
@@ -146,10 +168,10 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		cfg: cfg, log: log, db: db,
 		files:    &files{root: objDir, db: db},
 		counters: newCounters(time.Now),
-		wake:     make(chan struct{}, 1),
+		queue:    newWorkQueue(),
 		crash:    os.Getenv(CrashEnv),
 	}
-	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), wake: l.wakeWorker, crash: l.crash, log: log, names: cfg.Names}
+	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
 	l.pub = &localstore.Publisher{DB: db, LogPath: filepath.Join(cfg.DataDir, EventLogFile), Logger: cfg.Logger.With("component", "events")}
 	if err := l.register(cfg.Registry); err != nil {
 		_ = db.Close()
@@ -157,15 +179,11 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	}
 	if cfg.AuditFeed {
 		if l.feed, err = db.AuditFeed(ctx); err != nil {
-			_ = db.Close()
-			return nil, err
+			return nil, errors.Join(err, db.Close())
 		}
 	}
-	if n, err := l.reconcile(ctx); err != nil {
-		_ = db.Close()
-		return nil, err
-	} else if n > 0 {
-		log.Info("recovered objects stored before a restart but never handed off", "count", n)
+	if err := l.recover(ctx); err != nil {
+		return nil, errors.Join(err, db.Close())
 	}
 	ln, err := net.Listen("tcp", cfg.PortalListen)
 	if err != nil {
@@ -187,7 +205,10 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 
 	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	l.cancel = cancel
-	l.goRun(func() { l.worker(run) })
+	go l.queue.closeOnDone(run)
+	for range cfg.Workers {
+		l.goRun(func() { l.worker(run) })
+	}
 	l.goRun(func() { l.announcer(run) })
 	l.goRun(func() {
 		if err := l.pub.Run(run); err != nil {
@@ -273,70 +294,124 @@ func (l *Local) portalCounters(ctx context.Context) portal.Counters {
 	return c
 }
 
-func (l *Local) wakeWorker() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
+// recover queues what the last run left unprocessed: the hand-off
+// queue's keys, minus those completed just before a crash and those whose
+// object never took its key (the process died in between). It reads the
+// queue, never the store: start-up costs what is unprocessed, not what
+// was ever stored.
+func (l *Local) recover(ctx context.Context) error {
+	h := l.db.Handoff()
+	pruned, err := h.Prune(ctx)
+	if err != nil {
+		return err
 	}
+	keys, err := h.Pending(ctx, -1)
+	if err != nil {
+		return err
+	}
+	var never []string
+	for _, k := range keys {
+		p, err := l.files.path(k)
+		if err != nil {
+			return err
+		}
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			never = append(never, k)
+			continue
+		} else if err != nil {
+			return fmt.Errorf("local: recover: %w", err)
+		}
+		l.queue.push(k)
+	}
+	if err := h.Forget(ctx, never); err != nil {
+		return err
+	}
+	if n := len(keys) - len(never); n > 0 || pruned > 0 || len(never) > 0 {
+		l.log.Info("recovered the hand-off queue", "unprocessed", n, "completed_before_restart", pruned, "never_stored", len(never))
+	}
+	return nil
 }
 
-// reconcile enqueues objects and audit records present in the store but
-// unknown to the hand-off table.
-func (l *Local) reconcile(ctx context.Context) (int, error) {
-	var n int
-	for _, p := range []struct{ prefix, suffix string }{{pipeline.AuditPrefix, ".json"}, {pipeline.IncomingPrefix, ".dcm"}} {
-		keys, err := l.files.List(p.prefix, p.suffix)
-		if err != nil {
-			return n, err
-		}
-		added, err := l.db.Handoff().EnqueueMissing(ctx, keys, time.Now())
-		n += added
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-// worker processes pending keys until ctx is done.
+// worker processes queued keys until ctx is done.
 func (l *Local) worker(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	backoff := map[string]time.Time{}
 	for {
-		keys, err := l.db.Handoff().Pending(ctx, 100)
-		if err != nil && ctx.Err() == nil {
-			l.log.Error("read hand-off queue", "err", err)
+		k, ok := l.queue.pop()
+		if !ok {
+			return
 		}
-		for _, k := range keys {
+		if skip, err := l.settled(ctx, k); err != nil || skip {
+			if err != nil && ctx.Err() == nil {
+				l.log.Error("read hand-off state; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
+				l.queue.retry(k, retryDelay)
+				continue
+			}
+			l.queue.done(k)
+			l.files.sums.Delete(k)
+			continue
+		}
+		// The worker goes on with the next key while the commit runs:
+		// the key stays in the queue (no other worker takes it) until the
+		// commit's outcome is known.
+		err := l.process(ctx, k, func(err error) {
+			if err != nil {
+				l.failed(ctx, k, err)
+				return
+			}
+			l.queue.done(k)
+			l.files.sums.Delete(k)
+			l.pub.Notify()
+		})
+		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if time.Now().Before(backoff[k]) {
-				continue
-			}
-			if err := l.process(ctx, k); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				l.log.Warn("pipeline failed; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
-				if ferr := l.db.Handoff().Fail(context.WithoutCancel(ctx), k, err, maxAttempts); ferr != nil {
-					l.log.Error("record pipeline failure", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(ferr, k))
-				}
-				backoff[k] = time.Now().Add(2 * time.Second)
-				l.count("error")
-				continue
-			}
-			delete(backoff, k)
-			l.pub.Notify()
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-l.wake:
-		case <-t.C:
+			l.failed(ctx, k, err)
 		}
 	}
+}
+
+// failed records a failed attempt at key and retries it later, unless it
+// was parked as failed.
+func (l *Local) failed(ctx context.Context, k string, err error) {
+	if ctx.Err() != nil {
+		return // shutting down: the key stays queued for the next start
+	}
+	l.log.Warn("pipeline failed; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
+	l.count("error")
+	if ferr := l.db.Handoff().Fail(context.WithoutCancel(ctx), k, err, maxAttempts); ferr != nil {
+		l.log.Error("record pipeline failure", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(ferr, k))
+	}
+	if state, _, serr := l.db.Handoff().State(ctx, k); serr == nil && state != "pending" {
+		l.queue.done(k) // parked as failed: shown in the portal, tried no more
+		l.files.sums.Delete(k)
+		return
+	}
+	l.queue.retry(k, retryDelay)
+}
+
+// settled reports whether key needs no processing: it is done or parked
+// already (a duplicate delivery), or its object is not there (its store
+// failed: the row is dropped unless another Put of it is under way, which
+// queues it again when it succeeds).
+func (l *Local) settled(ctx context.Context, key string) (bool, error) {
+	state, _, err := l.db.Handoff().State(ctx, key)
+	if err != nil {
+		return false, err
+	}
+	if state == "done" || state == "failed" {
+		return true, nil
+	}
+	p, err := l.files.path(key)
+	if err != nil {
+		return false, err
+	}
+	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		if err := l.store.dropIfNeverStored(ctx, key, p); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
@@ -351,9 +426,11 @@ func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
 	}
 }
 
-// process runs the pipeline on key in one transaction with its hand-off.
-func (l *Local) process(ctx context.Context, key string) error {
-	return l.db.InTx(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
+// process runs the pipeline on key in one unit of work with its hand-off;
+// committed is called with the commit's outcome once it is known, unless
+// process fails.
+func (l *Local) process(ctx context.Context, key string, committed func(error)) error {
+	return l.db.InTxAsync(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
 		p := l.pipeline(tx)
 		result := "audit"
 		switch {
@@ -384,7 +461,7 @@ func (l *Local) process(ctx context.Context, key string) error {
 		}
 		l.count(result)
 		return nil
-	})
+	}, committed)
 }
 
 // announcer publishes Study Received / Study Updated for quiet studies.
@@ -442,62 +519,172 @@ func (l *Local) register(reg *prometheus.Registry) error {
 
 func (l *Local) count(result string) { l.processed.WithLabelValues(result).Inc() }
 
+// ObjectStore is the object store local mode runs on: the file store,
+// whose PutWith lets the hand-off be recorded before an object takes its
+// key.
+type ObjectStore interface {
+	objectstore.Store
+	PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, before filestore.BeforePlace) (objectstore.Stored, error)
+}
+
+var _ ObjectStore = (*filestore.Store)(nil)
+
 // handoffStore is the SCP's store in local mode: the file store, plus the
-// durable hand-off record written before Put returns.
+// durable hand-off record written before the object takes its key.
 type handoffStore struct {
-	inner   objectstore.Store
-	handoff *localstore.Handoff
-	wake    func()
-	crash   string
-	log     *slog.Logger
-	names   *logname.Namer
+	inner    ObjectStore
+	handoff  *localstore.Handoff
+	enqueued func(key string) // a key was stored or failed to: the pipeline should look at it
+	sums     *sync.Map        // key → SHA-256 of the stored object, for the pipeline
+	crash    string
+	log      *slog.Logger
+	names    *logname.Namer
+
+	mu       sync.Mutex
+	inflight map[string]int // keys with a Put or PutRecord under way
+}
+
+// begin registers a Put of key; the returned func ends it.
+func (s *handoffStore) begin(key string) func() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight == nil {
+		s.inflight = map[string]int{}
+	}
+	s.inflight[key]++
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.inflight[key]--; s.inflight[key] <= 0 {
+			delete(s.inflight, key)
+		}
+	}
+}
+
+// dropIfNeverStored removes key's queue row when its object is not there
+// and no Put of it is under way: the row of a store that failed. The lock
+// is held across the removal's commit so that a Put starting meanwhile
+// writes its row after it, never before.
+func (s *handoffStore) dropIfNeverStored(ctx context.Context, key, path string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight[key] > 0 {
+		return nil
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return s.handoff.Forget(ctx, []string{key})
 }
 
 var _ objectstore.Store = (*handoffStore)(nil)
 
-// Put stores the object, then records the hand-off; success is reported
+// Put stores the object and records the hand-off; success is reported
 // only when both are durable.
+//
+// The hand-off row is committed while the object arrives, and the object
+// takes its key only once the row is committed. So every object under a
+// key was handed off (a restart finds what is unprocessed in the queue,
+// never by listing the store), and the C-STORE waits for the row's commit
+// only if it takes longer than receiving and writing the object. A row
+// whose object never took its key (the association broke, the process
+// died) is dropped at the next start.
 func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
-	st, err := s.inner.Put(ctx, obj, part10)
+	key, err := objectstore.Key(obj)
 	if err != nil {
-		return st, err
+		return s.inner.Put(ctx, obj, part10) // refused there, the same way
 	}
+	defer s.begin(key)()
+	md := handoffMetadata(obj)
+	handed := make(chan error, 1)
 	if s.crash == "before-handoff" {
-		s.log.Warn("fault injection: exiting after the store, before the hand-off", "env", CrashEnv)
-		os.Exit(CrashExitCode)
+		// The row is never written: the hook below exits first.
+		close(handed)
+	} else {
+		go func() {
+			_, err := s.handoff.Enqueue(context.WithoutCancel(ctx), key, time.Now(), md)
+			handed <- err
+		}()
 	}
-	md := map[string]string{
-		"calling-ae": obj.CallingAE, "called-ae": obj.CalledAE, "peer-addr": obj.PeerAddr,
-		"association-id": obj.AssociationID, "received-at": obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
-		"sop-class-uid": obj.SOPClassUID, "sop-instance-uid": obj.SOPInstanceUID,
-		"transfer-syntax-uid": obj.TransferSyntaxUID, "sha256": st.SHA256,
-		"implementation-version": version.ImplementationVersionName,
+	waited := false
+	// The object is hashed as it streams to the store: the pipeline needs
+	// its SHA-256, and taking it here costs one pass over bytes already
+	// in the CPU's cache, where the pipeline would read them back from
+	// the disk.
+	h := sha256.New()
+	st, err := s.inner.PutWith(ctx, obj, io.TeeReader(part10, h), func(ctx context.Context, st objectstore.Stored) error {
+		if !st.Conflict {
+			waited = true
+			if s.crash == "before-handoff" {
+				s.log.Warn("fault injection: exiting with the object durable, before its hand-off", "env", CrashEnv)
+				os.Exit(CrashExitCode)
+			}
+			if err := <-handed; err != nil {
+				return fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(key), objectstore.ErrUnavailable, err)
+			}
+			if s.crash == "before-place" {
+				s.log.Warn("fault injection: exiting after the hand-off, before the object takes its key", "env", CrashEnv)
+				os.Exit(CrashExitCode)
+			}
+			return nil
+		}
+		// The object's key holds other content: it goes beside it, under
+		// a key named after its content, handed off in turn.
+		cmd := maps.Clone(md)
+		cmd["sha256"], cmd["conflict"] = st.SHA256, "true"
+		if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), st.Key, time.Now(), cmd); err != nil {
+			return fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(st.Key), objectstore.ErrUnavailable, err)
+		}
+		return nil
+	})
+	if !waited {
+		<-handed // the store failed before placing: let the row's commit end
 	}
-	if st.Conflict {
-		md["conflict"] = "true"
-	}
-	// A duplicate resend is enqueued too: if its first delivery is already
-	// done this is a no-op, and if the first was lost it is processed now.
-	if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), st.Key, time.Now(), md); err != nil {
-		return st, fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(st.Key), objectstore.ErrUnavailable, err)
+	if err != nil {
+		// The row may be left without its object: the worker drops it
+		// once no other Put of the key is under way.
+		s.enqueued(key)
+		return st, err
 	}
 	if s.crash == "after-store" || s.crash == "1" {
 		s.log.Warn("fault injection: exiting after the store and hand-off, before the pipeline", "env", CrashEnv)
 		os.Exit(CrashExitCode)
 	}
-	s.wake()
+	if st.SHA256 == "" {
+		st.SHA256 = hex.EncodeToString(h.Sum(nil))
+	}
+	s.sums.Store(st.Key, st.SHA256)
+	// Also for a duplicate: its first delivery may still be queued, or
+	// done (the worker then skips it).
+	s.enqueued(st.Key)
 	return st, nil
 }
 
-// PutRecord stores an association record and hands it to the pipeline.
+// handoffMetadata is what the SCP knows about a transfer, recorded with
+// its hand-off for the pipeline (the store does not hash: the pipeline
+// takes the SHA-256 when it first reads the object).
+func handoffMetadata(obj objectstore.Object) map[string]string {
+	return map[string]string{
+		"calling-ae": obj.CallingAE, "called-ae": obj.CalledAE, "peer-addr": obj.PeerAddr,
+		"association-id": obj.AssociationID, "received-at": obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
+		"sop-class-uid": obj.SOPClassUID, "sop-instance-uid": obj.SOPInstanceUID,
+		"transfer-syntax-uid":    obj.TransferSyntaxUID,
+		"implementation-version": version.ImplementationVersionName,
+	}
+}
+
+// PutRecord hands an association record to the pipeline and stores it.
+// The row comes first for the reason Put's does.
 func (s *handoffStore) PutRecord(ctx context.Context, key string, body []byte) error {
+	defer s.begin(key)()
+	if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), key, time.Now(), nil); err != nil {
+		return fmt.Errorf("local: hand off %v: %w", s.names.Key(key), err)
+	}
 	if err := s.inner.PutRecord(ctx, key, body); err != nil {
+		s.enqueued(key)
 		return err
 	}
-	if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), key, time.Now(), nil); err != nil {
-		return fmt.Errorf("local: hand off %s: %w", key, err)
-	}
-	s.wake()
+	s.enqueued(key)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -19,7 +20,9 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
@@ -28,7 +31,11 @@ import (
 // object in memory (fine for test-sized objects), atomic rename.
 type dirStore struct{ f *files }
 
-func (s dirStore) Put(_ context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+func (s dirStore) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	return s.PutWith(ctx, obj, r, nil)
+}
+
+func (s dirStore) PutWith(ctx context.Context, obj objectstore.Object, r io.Reader, before filestore.BeforePlace) (objectstore.Stored, error) {
 	b, err := io.ReadAll(r)
 	if err != nil {
 		return objectstore.Stored{}, err
@@ -47,6 +54,11 @@ func (s dirStore) Put(_ context.Context, obj objectstore.Object, r io.Reader) (o
 		}
 		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
 	}
+	if before != nil {
+		if err := before(ctx, st); err != nil {
+			return objectstore.Stored{}, err
+		}
+	}
 	return st, s.f.writeFile(st.Key, bytes.NewReader(b))
 }
 
@@ -60,7 +72,7 @@ func startTest(t *testing.T, dir string, webhooks ...string) *Local {
 	t.Helper()
 	l, err := Start(context.Background(), Config{
 		DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: 300 * time.Millisecond, Webhooks: webhooks,
-		ObjectStore: func(d string) (objectstore.Store, error) { return dirStore{&files{root: d}}, nil },
+		ObjectStore: func(d string) (ObjectStore, error) { return dirStore{&files{root: d}}, nil },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -214,43 +226,95 @@ func TestLocalFlow(t *testing.T) {
 	}
 }
 
-// TestRestartProcessesOnce covers the hand-off's crash windows in process:
-// a key stored but never recorded, and a key whose pipeline transaction
-// never committed, are both processed exactly once after restart.
+// TestRestartProcessesOnce stages, by hand, what a crash leaves in each
+// window of the hand-off and checks what a restart makes of it, three
+// restarts in a row: an object handed off and stored but not processed is
+// processed exactly once; a hand-off whose object never took its key is
+// dropped and nothing is processed; a key completed just before the crash
+// whose queue row survived is not processed again.
 func TestRestartProcessesOnce(t *testing.T) {
-	dir := t.TempDir()
-	l := startTest(t, dir)
-	stop(t, l) // creates the layout; the crash states are staged by hand below
+	ctx := context.Background()
+	type staged struct {
+		name      string
+		row, file bool // queue row, object under its key
+		done      bool // the ledger has it done (its unit committed)
+		wantAudit int
+	}
+	cases := []staged{
+		{name: "handed off and stored, not processed", row: true, file: true, wantAudit: 1},
+		{name: "handed off, never stored", row: true},
+		{name: "processed, queue row left behind", row: true, file: true, done: true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l := startTest(t, dir)
+			in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.7")
+			obj := objectstore.Object{SOPInstanceUID: in.SOPUID, StudyInstanceUID: in.StudyUID, SeriesInstanceUID: in.SeriesUID,
+				CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", ReceivedAt: time.Now()}
+			key, _ := objectstore.Key(obj)
+			if c.row {
+				if _, err := l.db.Handoff().Enqueue(ctx, key, time.Now(), handoffMetadata(obj)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.done {
+				// The unit that completed it removed its row afterwards.
+				err := l.db.InTx(ctx, nil, func(tx *localstore.Tx) error { return tx.MarkDone(ctx, key, time.Now()) })
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop(t, l)
+			if c.done {
+				stageQueueRow(t, filepath.Join(dir, DBFile), key)
+			}
+			if c.file {
+				f := &files{root: filepath.Join(dir, ObjectsDir)}
+				if err := f.writeFile(key, bytes.NewReader(in.Build())); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for round := range 3 {
+				l = startTest(t, dir)
+				var audit struct{ Records []pipeline.AuditRecord }
+				if c.wantAudit > 0 {
+					eventually(t, "recovered object audited", func() bool {
+						getJSON(t, l, "/api/audit?outcome=stored", &audit)
+						return len(audit.Records) == c.wantAudit
+					})
+					if audit.Records[0].CalledAE != "REMOTE_AE" {
+						t.Errorf("round %d: the hand-off's metadata was lost: %+v", round, audit.Records[0])
+					}
+				}
+				eventually(t, "an empty queue", func() bool {
+					n, err := l.db.Handoff().Counts(ctx)
+					return err == nil && n["pending"] == 0
+				})
+				getJSON(t, l, "/api/audit?outcome=stored", &audit)
+				var events struct{ Events []json.RawMessage }
+				getJSON(t, l, "/api/events?type=Instance+Stored", &events)
+				if len(audit.Records) != c.wantAudit || len(events.Events) != c.wantAudit {
+					t.Errorf("round %d: %d audit records, %d Instance Stored events; want %d", round, len(audit.Records), len(events.Events), c.wantAudit)
+				}
+				stop(t, l)
+			}
+		})
+	}
+}
 
-	// Window 1: the file store made the object durable, then the process died
-	// before the hand-off record.
-	f := &files{root: filepath.Join(dir, ObjectsDir)}
-	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.7")
-	key, _ := objectstore.Key(objectstore.Object{SOPInstanceUID: in.SOPUID, StudyInstanceUID: in.StudyUID, SeriesInstanceUID: in.SeriesUID, ReceivedAt: time.Now()})
-	if err := f.writeFile(key, bytes.NewReader(in.Build())); err != nil {
+// stageQueueRow puts key back in the hand-off queue of the database at
+// path, as a crash between a unit's commit and its queue row's removal
+// leaves it.
+func stageQueueRow(t *testing.T, path, key string) {
+	t.Helper()
+	q, err := sql.Open("sqlite", localstore.QueuePath(path))
+	if err != nil {
 		t.Fatal(err)
 	}
-	for round := 0; round < 3; round++ {
-		l = startTest(t, dir)
-		var audit struct{ Records []pipeline.AuditRecord }
-		eventually(t, "recovered object audited", func() bool {
-			getJSON(t, l, "/api/audit?outcome=stored", &audit)
-			return len(audit.Records) == 1
-		})
-		var st portal.StudyPage
-		getJSON(t, l, "/api/studies/"+in.StudyUID, &st)
-		if st.InstanceCount != 1 || st.Revision != 1 {
-			t.Errorf("round %d: instances %d revision %d", round, st.InstanceCount, st.Revision)
-		}
-		if audit.Records[0].CallingAE != "LOCAL_AE" {
-			t.Errorf("recovered calling AE %q (from the File Meta Information)", audit.Records[0].CallingAE)
-		}
-		var events struct{ Events []json.RawMessage }
-		getJSON(t, l, "/api/events?type=Instance+Stored", &events)
-		if len(events.Events) != 1 {
-			t.Errorf("round %d: %d Instance Stored events", round, len(events.Events))
-		}
-		stop(t, l)
+	defer q.Close()
+	if _, err := q.Exec(`INSERT INTO queue(key, enqueued_at, metadata) VALUES (?, 0, '{}')`, key); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -258,7 +322,7 @@ func TestHandoffStoreFailures(t *testing.T) {
 	dir := t.TempDir()
 	boom := fmt.Errorf("disk full: %w", objectstore.ErrUnavailable)
 	l, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0",
-		ObjectStore: func(string) (objectstore.Store, error) { return failingStore{boom}, nil }})
+		ObjectStore: func(string) (ObjectStore, error) { return failingStore{boom}, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,14 +332,20 @@ func TestHandoffStoreFailures(t *testing.T) {
 	if err != boom {
 		t.Fatalf("Put error = %v, want the store's", err)
 	}
-	if n, _ := l.db.Handoff().Counts(context.Background()); n["pending"] != 0 {
-		t.Errorf("failed Put was handed off: %v", n)
-	}
+	// Its hand-off row was written while the object arrived; with no
+	// object under the key it is dropped.
+	eventually(t, "the failed Put's hand-off dropped", func() bool {
+		n, err := l.db.Handoff().Counts(context.Background())
+		return err == nil && n["pending"] == 0
+	})
 }
 
 type failingStore struct{ err error }
 
 func (s failingStore) Put(context.Context, objectstore.Object, io.Reader) (objectstore.Stored, error) {
+	return objectstore.Stored{}, s.err
+}
+func (s failingStore) PutWith(context.Context, objectstore.Object, io.Reader, filestore.BeforePlace) (objectstore.Stored, error) {
 	return objectstore.Stored{}, s.err
 }
 func (s failingStore) PutRecord(context.Context, string, []byte) error { return s.err }
