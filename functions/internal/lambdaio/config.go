@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -143,7 +144,8 @@ func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (
 	return n, nil
 }
 
-// Logger is the JSON logger every function uses (Lambda's JSON log format).
+// Logger is the JSON logger every function uses (Lambda's JSON log format,
+// the same lines as every other command's).
 func Logger(function string) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(os.Stdout, nil)).With("function", function)
+	return jsonlog.New(os.Stdout, slog.LevelInfo).With("function", function)
 }

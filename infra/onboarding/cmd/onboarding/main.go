@@ -27,10 +27,11 @@ import (
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 )
 
 func main() {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log := jsonlog.New(os.Stderr, slog.LevelInfo)
 	if err := run(context.Background(), os.Args[1:], os.Stdout, log); err != nil {
 		if !errors.Is(err, flag.ErrHelp) {
 			log.Error("onboarding failed", "err", err)

@@ -1,0 +1,34 @@
+// Package jsonlog builds the JSON logger every dicom-ingest command writes
+// with, so that one parser reads the logs of all of them: the SCP, the
+// Lambda functions and the tools. Durations are written as Go durations
+// ("1.5s", "250ms") rather than slog's nanosecond integers.
+package jsonlog
+
+import (
+	"io"
+	"log/slog"
+	"time"
+)
+
+// New returns a JSON logger writing to w at level.
+func New(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: humanDurations}))
+}
+
+// humanDurations writes duration attributes in Go's duration syntax.
+func humanDurations(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().Round(time.Microsecond).String())
+	}
+	return a
+}
+
+// ParseLevel reads a level name (debug, info, warn, error; any case); an
+// unknown name is info.
+func ParseLevel(name string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(name)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}

@@ -1,0 +1,62 @@
+package jsonlog
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestFormat(t *testing.T) {
+	tests := []struct {
+		name  string
+		log   func(*slog.Logger)
+		level slog.Leveler
+		want  map[string]any // attributes the line must carry; nil: no line
+	}{
+		{"duration in Go syntax", func(l *slog.Logger) { l.Info("drained", "took", 1500*time.Millisecond) }, slog.LevelInfo,
+			map[string]any{"msg": "drained", "took": "1.5s", "level": "INFO"}},
+		{"sub-microsecond rounded", func(l *slog.Logger) { l.Info("x", "d", 1234567*time.Nanosecond) }, slog.LevelInfo,
+			map[string]any{"d": "1.235ms"}},
+		{"in a group", func(l *slog.Logger) { l.Info("x", slog.Group("g", "d", time.Minute)) }, slog.LevelInfo,
+			map[string]any{"g": map[string]any{"d": "1m0s"}}},
+		{"other kinds unchanged", func(l *slog.Logger) { l.Warn("x", "n", 3) }, slog.LevelInfo,
+			map[string]any{"n": float64(3), "level": "WARN"}},
+		{"below the level", func(l *slog.Logger) { l.Debug("x") }, slog.LevelInfo, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			tt.log(New(&b, tt.level))
+			if tt.want == nil {
+				if b.Len() != 0 {
+					t.Fatalf("logged %s", b.String())
+				}
+				return
+			}
+			var got map[string]any
+			if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+				t.Fatalf("not one JSON object: %q", b.String())
+			}
+			for k, v := range tt.want {
+				if gv, _ := json.Marshal(got[k]); string(gv) != mustJSON(v) {
+					t.Errorf("%s = %s, want %s (line %s)", k, gv, mustJSON(v), b.String())
+				}
+			}
+		})
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestParseLevel(t *testing.T) {
+	for in, want := range map[string]slog.Level{"debug": slog.LevelDebug, "WARN": slog.LevelWarn, "error": slog.LevelError, "bogus": slog.LevelInfo, "": slog.LevelInfo} {
+		if got := ParseLevel(in); got != want {
+			t.Errorf("ParseLevel(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
