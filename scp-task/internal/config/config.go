@@ -77,6 +77,8 @@ type Config struct {
 	AuditTLS        *tls.Config
 	AuditSpool      string
 	AuditSpoolMax   int
+
+	origins map[string]Origin // by flag name; absent: the default
 }
 
 // Setting describes one flag: its name, environment variable, default and
@@ -165,12 +167,30 @@ func (s *stringList) Set(v string) error {
 	return nil
 }
 
+// ErrVersion is returned by Load for --version.
+var ErrVersion = errors.New("config: version requested")
+
+// Origin is where a setting's value came from.
+type Origin int
+
+// Origins of a value.
+const (
+	FromDefault Origin = iota
+	FromFlag
+	FromEnv
+)
+
 // Load parses args (without the program name), falling back to getenv for
-// every flag not given, then to the defaults. Help output and errors go to
-// out. flag.ErrHelp is returned for -h.
+// every flag not given, then to the defaults. -h and --help write the help
+// to out and return flag.ErrHelp; --version returns ErrVersion. A bad
+// value is reported under the name it was given by: the flag, or the
+// environment variable that was set.
 func Load(args []string, getenv func(string) string, out io.Writer) (Config, error) {
 	fs := flag.NewFlagSet("scp-task", flag.ContinueOnError)
-	fs.SetOutput(out)
+	// The flag package's own messages would print its usage, with Go's
+	// placeholders; errors come back to the caller instead.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	vals := map[string]*string{}
 	var webhooks stringList
 	for _, s := range settings {
@@ -178,51 +198,72 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		if v := getenv(s.Env); v != "" {
 			def = v
 		}
-		usage := fmt.Sprintf("%s (env %s)", s.Usage, s.Env)
 		if s.Flag == "webhook" {
 			if err := webhooks.Set(def); err != nil {
 				return Config{}, err
 			}
-			fs.Var(&webhooks, s.Flag, usage)
+			fs.Var(&webhooks, s.Flag, s.Usage)
 			continue
 		}
-		v := &value{s: def, boolean: s.Default == "false" || s.Default == "true"}
+		v := &value{s: def, boolean: isBool(s)}
 		vals[s.Flag] = &v.s
-		fs.Var(v, s.Flag, usage)
+		fs.Var(v, s.Flag, s.Usage)
 	}
+	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
-		return Config{}, err
+		if errors.Is(err, flag.ErrHelp) {
+			Usage(out)
+			return Config{}, err
+		}
+		return Config{}, fmt.Errorf("config: %w (scp-task --help lists the flags)", err)
+	}
+	if *version {
+		return Config{}, ErrVersion
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("config: unexpected argument %q", fs.Arg(0))
+		return Config{}, fmt.Errorf("config: unexpected argument %q (scp-task takes flags only; --help lists them)", fs.Arg(0))
+	}
+	origins := map[string]Origin{}
+	for _, s := range settings {
+		if getenv(s.Env) != "" {
+			origins[s.Flag] = FromEnv
+		}
+	}
+	fs.Visit(func(f *flag.Flag) { origins[f.Name] = FromFlag })
+	// named is how an error names the setting: by what the user wrote.
+	named := func(name string) string {
+		if origins[name] == FromEnv {
+			return envOf(name)
+		}
+		return "--" + name
 	}
 	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
 	var errs []error
 	boolean := func(name string) bool {
 		b, err := strconv.ParseBool(get(name))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %q is not true or false", name, get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not true or false", named(name), get(name)))
 		}
 		return b
 	}
 	count := func(name string) int {
 		n, err := strconv.Atoi(get(name))
 		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("--%s: %q is not a whole number ≥ 0", name, get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not a whole number ≥ 0", named(name), get(name)))
 		}
 		return n
 	}
 	duration := func(name string) time.Duration {
 		d, err := time.ParseDuration(get(name))
 		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("--%s: %q is not a positive duration like 30s or 5m", name, get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not a positive duration like 30s or 5m", named(name), get(name)))
 		}
 		return d
 	}
 	address := func(name string) string {
 		a := get(name)
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %q is not host:port (%v)", name, a, err))
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port (%v)", named(name), a, err))
 		}
 		return a
 	}
@@ -270,12 +311,13 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		PortalListen:             address("portal-listen"),
 		Webhooks:                 webhooks,
 		QuietPeriod:              duration("quiet-period"),
+		origins:                  origins,
 		AuditSyslog:              get("audit-syslog"),
 		AuditSpool:               get("audit-spool"),
 		AuditSpoolMax:            count("audit-spool-max"),
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
-		errs = append(errs, fmt.Errorf("--s3-part-size: %q must be a byte count of at least 5242880 (S3's minimum part size)", get("s3-part-size")))
+		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", named("s3-part-size"), get("s3-part-size")))
 	} else {
 		c.S3PartSize = ps
 	}
@@ -286,32 +328,32 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		errs = append(errs, fmt.Errorf("--max-message-time: %v is shorter than --progress-window %v", c.MaxMessageTime, c.ProgressWindow))
 	}
 	if c.AETitle == "" || len(c.AETitle) > accesscontrol.MaxAETitleLength {
-		errs = append(errs, fmt.Errorf("--ae-title: %q must be 1 to 16 characters", c.AETitle))
+		errs = append(errs, fmt.Errorf("%s: %q must be 1 to 16 characters", named("ae-title"), c.AETitle))
 	}
 	if c.MaxPDULength != 0 && (c.MaxPDULength < 4096 || c.MaxPDULength > 16<<20) {
-		errs = append(errs, fmt.Errorf("--max-pdu-length: %d must be between 4096 and 16777216", c.MaxPDULength))
+		errs = append(errs, fmt.Errorf("%s: %d must be between 4096 and 16777216", named("max-pdu-length"), c.MaxPDULength))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("--log-level: %q is not debug, info, warn or error", c.LogLevel))
+		errs = append(errs, fmt.Errorf("%s: %q is not debug, info, warn or error", named("log-level"), c.LogLevel))
 	}
 	if acl, err := accesscontrol.Parse(c.CallingAEsSpec); err != nil {
-		errs = append(errs, fmt.Errorf("--calling-aes: %w", err))
+		errs = append(errs, fmt.Errorf("%s: %w", named("calling-aes"), err))
 	} else if len(acl.AETitles()) == 0 {
-		errs = append(errs, errors.New("--calling-aes: no calling AE title allowed: name at least one site"))
+		errs = append(errs, fmt.Errorf("%s: no calling AE title allowed: name at least one site", named("calling-aes")))
 	} else {
 		c.CallingAEs = acl
 	}
 	errs = append(errs, c.checkTLS()...)
-	if c.Local && isSet(fs, "store", getenv) {
-		errs = append(errs, errors.New("--store: local mode keeps objects under --data-dir; drop --store or --local"))
-	} else if err := checkStoreURL(c.Store); err != nil {
+	if c.Local && origins["store"] != FromDefault {
+		errs = append(errs, fmt.Errorf("%s: local mode keeps objects under --data-dir; drop %s or --local", named("store"), named("store")))
+	} else if err := checkStoreURL(named("store"), c.Store); err != nil {
 		errs = append(errs, err)
 	}
 	for _, w := range c.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("--webhook: %q is not an http(s) URL", w))
+			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", named("webhook"), w))
 		}
 	}
 	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)
@@ -390,39 +432,22 @@ func (c *Config) checkTLS() []error {
 	return errs
 }
 
-// isSet reports whether a setting was chosen explicitly; local mode
-// otherwise keeps its objects under the data directory.
-func isSet(fs *flag.FlagSet, name string, getenv func(string) string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == name {
-			set = true
-		}
-	})
-	for _, s := range settings {
-		if s.Flag == name && getenv(s.Env) != "" {
-			set = true
-		}
-	}
-	return set
-}
-
-func checkStoreURL(s string) error {
+func checkStoreURL(name, s string) error {
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("--store: %q: %w", s, err)
+		return fmt.Errorf("%s: %q: %w", name, s, err)
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host+u.Path == "" {
-			return fmt.Errorf("--store: %q names no directory (file://DIR)", s)
+			return fmt.Errorf("%s: %q names no directory (file://DIR)", name, s)
 		}
 	case "s3":
 		if u.Host == "" {
-			return fmt.Errorf("--store: %q names no bucket (s3://bucket/prefix)", s)
+			return fmt.Errorf("%s: %q names no bucket (s3://bucket/prefix)", name, s)
 		}
 	default:
-		return fmt.Errorf("--store: %q must start with file:// or s3://", s)
+		return fmt.Errorf("%s: %q must start with file:// or s3://", name, s)
 	}
 	return nil
 }
@@ -432,4 +457,107 @@ func checkStoreURL(s string) error {
 func StoreDir(store string) string {
 	rest := strings.TrimPrefix(store, "file://")
 	return rest
+}
+
+// Origin reports where the setting of flag name got its value.
+func (c Config) Origin(name string) Origin { return c.origins[name] }
+
+// Describe names a setting for a person: its flag and its environment
+// variable, the one that gave the value first ("PORTAL_LISTEN (or
+// --portal-listen)" when the environment set it).
+func (c Config) Describe(name string) string {
+	if c.origins[name] == FromEnv {
+		return envOf(name) + " (or --" + name + ")"
+	}
+	return "--" + name + " (or " + envOf(name) + ")"
+}
+
+func envOf(name string) string {
+	for _, s := range settings {
+		if s.Flag == name {
+			return s.Env
+		}
+	}
+	return ""
+}
+
+func isBool(s Setting) bool { return s.Default == "false" || s.Default == "true" }
+
+// placeholders names the value of the settings whose kind the default
+// does not tell (see placeholder).
+var placeholders = map[string]string{
+	"listen":             "ADDR",
+	"tls-listen":         "ADDR",
+	"tls-cert":           "PEM",
+	"tls-key":            "PEM",
+	"tls-client-ca":      "PEM",
+	"tls-client-crl":     "PEM",
+	"ae-title":           "AE",
+	"calling-aes":        "LIST",
+	"s3-kms-key":         "KEY",
+	"data-dir":           "DIR",
+	"log-level":          "LEVEL",
+	"webhook":            "URL",
+	"audit-syslog":       "URL",
+	"audit-syslog-ca":    "FILE",
+	"audit-syslog-cert":  "FILE",
+	"audit-syslog-key":   "FILE",
+	"audit-spool":        "DIR",
+	"s3-part-size":       "BYTES",
+	"max-pdu-length":     "BYTES",
+	"min-progress-bytes": "BYTES",
+}
+
+// placeholder is the word the help shows for a setting's value: named in
+// placeholders, or told by the kind of its default.
+func placeholder(s Setting) string {
+	if p, ok := placeholders[s.Flag]; ok {
+		return p
+	}
+	d := s.Default
+	switch {
+	case isBool(s):
+		return ""
+	case strings.Contains(d, "://"):
+		return "URL"
+	}
+	if _, err := time.ParseDuration(d); err == nil && d != "0" {
+		return "DURATION"
+	}
+	if _, err := strconv.Atoi(d); err == nil {
+		return "N"
+	}
+	if _, _, err := net.SplitHostPort(d); err == nil {
+		return "ADDR"
+	}
+	return "VALUE"
+}
+
+// Usage writes scp-task's help: every flag with its placeholder, meaning,
+// environment variable and default.
+func Usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString(`Usage: scp-task [flags]
+
+scp-task is the dicom-ingest C-STORE SCP: it stores every object durably
+before it answers success. With --local it also runs the ingest pipeline,
+the event log and the portal in this process (make run).
+
+Every flag can be set by the environment variable shown; a flag wins over
+the variable, which wins over the default.
+
+`)
+	for _, s := range settings {
+		name := "--" + s.Flag
+		if p := placeholder(s); p != "" {
+			name += " " + p
+		}
+		fmt.Fprintf(&b, "  %s\n      %s\n      env %s", name, s.Usage, s.Env)
+		if s.Default != "" {
+			fmt.Fprintf(&b, ", default %s", s.Default)
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("  --version\n      print the version and exit\n  -h, --help\n      print this help and exit\n")
+	_, _ = io.WriteString(w, b.String()) // help to a terminal: nothing to do if it fails
 }

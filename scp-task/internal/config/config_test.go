@@ -123,3 +123,70 @@ func TestScaleInProtection(t *testing.T) {
 		t.Errorf("zero release delay: %v", err)
 	}
 }
+
+// TestErrorNamesTheSource: a bad value is reported under the name it was
+// given by, the environment variable when that set it.
+func TestErrorNamesTheSource(t *testing.T) {
+	tests := []struct {
+		name, want, notWant string
+		args                []string
+		env                 map[string]string
+	}{
+		{name: "env address", env: map[string]string{"PORTAL_LISTEN": "8080"}, want: `PORTAL_LISTEN: "8080" is not host:port`, notWant: "--portal-listen:"},
+		{name: "flag address", args: []string{"--portal-listen", "8080"}, env: map[string]string{"PORTAL_LISTEN": "127.0.0.1:1"}, want: `--portal-listen: "8080"`},
+		{name: "env duration", env: map[string]string{"QUIET_PERIOD": "soon"}, want: `QUIET_PERIOD: "soon" is not a positive duration`},
+		{name: "env count", env: map[string]string{"SCP_MAX_ASSOCIATIONS": "many"}, want: `SCP_MAX_ASSOCIATIONS: "many"`},
+		{name: "env bool", env: map[string]string{"SCP_LOCAL": "yes please"}, want: `SCP_LOCAL: "yes please" is not true or false`},
+		{name: "env store with local", args: []string{"--local"}, env: map[string]string{"SCP_STORE": "file:///x"}, want: "SCP_STORE: local mode keeps objects under --data-dir"},
+		{name: "unknown flag", args: []string{"--listn", ":1"}, want: "flag provided but not defined: -listn (scp-task --help lists the flags)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(tt.args, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || (tt.notWant != "" && strings.Contains(err.Error(), tt.notWant)) {
+				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestUsage: the help shows real placeholders, each variable and default.
+func TestUsage(t *testing.T) {
+	var b strings.Builder
+	if _, err := Load([]string{"--help"}, env(nil), &b); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("--help: %v", err)
+	}
+	help := b.String()
+	for _, want := range []string{
+		"Usage: scp-task [flags]",
+		"  --listen ADDR\n", "env SCP_LISTEN, default :11112",
+		"  --store URL\n", "  --webhook URL\n", "  --max-associations N\n", "  --idle-timeout DURATION\n",
+		"  --local\n", "  --data-dir DIR\n", "  --version\n", "-h, --help",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help lacks %q:\n%s", want, help)
+		}
+	}
+	if strings.Contains(help, " value\n") {
+		t.Errorf("help shows the flag package's placeholder:\n%s", help)
+	}
+	if _, err := Load([]string{"--version"}, env(nil), io.Discard); !errors.Is(err, ErrVersion) {
+		t.Errorf("--version: %v", err)
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	c, err := Load([]string{"--listen", "127.0.0.1:1"}, env(map[string]string{"PORTAL_LISTEN": "127.0.0.1:2"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{
+		"portal-listen": "PORTAL_LISTEN (or --portal-listen)",
+		"listen":        "--listen (or SCP_LISTEN)",
+		"health-listen": "--health-listen (or SCP_HEALTH_LISTEN)",
+	} {
+		if got := c.Describe(name); got != want {
+			t.Errorf("Describe(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
