@@ -9,36 +9,47 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 func main() {
-	cfg, err := config.Load(os.Args[1:], os.Getenv, os.Stderr)
-	if errors.Is(err, flag.ErrHelp) {
-		os.Exit(0)
+	os.Exit(mainWith(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// mainWith is main with its process: --help and --version answer on
+// stdout and exit 0; everything else scp-task says is a JSON log line on
+// stderr, a bad setting exiting 2 and a failed start or run 1.
+func mainWith(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(args, getenv, stdout)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, config.ErrVersion):
+		fmt.Fprintf(stdout, "scp-task %s (%s)\n", version.Version, version.ImplementationVersionName)
+		return 0
+	case err != nil:
+		jsonlog.New(stderr, slog.LevelInfo).With("service", "scp-task").Error("scp-task cannot start: bad setting", "err", err)
+		return 2
 	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "scp-task:", err)
-		os.Exit(2)
-	}
-	log := newLogger(cfg.LogLevel)
+	log := jsonlog.New(stderr, jsonlog.ParseLevel(cfg.LogLevel)).With("service", "scp-task")
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {
-		log.Error("scp-task stopped", "err", err)
-		os.Exit(1)
+		var se startError
+		if errors.As(err, &se) {
+			log.Error("scp-task cannot start", "err", err)
+		} else {
+			log.Error("scp-task stopped", "err", err)
+		}
+		return 1
 	}
-}
-
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})).With("service", "scp-task")
+	return 0
 }

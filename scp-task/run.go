@@ -30,15 +30,90 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
+// startError is a failure before scp-task served anything.
+type startError struct{ error }
+
+func (e startError) Unwrap() error { return e.error }
+
 // run serves until ctx ends (SIGTERM), then drains: it stops accepting,
 // lets in-flight associations finish within the drain timeout, aborts the
 // rest and flushes the audit records.
+//
+// It fails fast: a data directory held by another process and every
+// listen address are checked before anything is created in the data
+// directory, and each failure names the setting to change.
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.Local {
+		if err := local.CheckDataDir(cfg.DataDir); err != nil {
+			return startError{err}
+		}
+	}
+	lns, err := listenAll(cfg)
+	if err != nil {
+		return startError{err}
+	}
+	return serve(ctx, cfg, log, lns)
+}
+
+// listeners are scp-task's sockets, opened before anything else.
+type listeners struct {
+	dicom, tls, health, portal net.Listener
+}
+
+// listenAll opens every listener, or none: a taken address is reported
+// with the flag and the environment variable that choose it.
+func listenAll(cfg config.Config) (listeners, error) {
+	var l listeners
+	type listener struct {
+		what, flag, addr string
+		ln               *net.Listener
+	}
+	var wanted []listener
+	if cfg.Listen != "" {
+		wanted = append(wanted, listener{"DICOM", "listen", cfg.Listen, &l.dicom})
+	}
+	if cfg.TLSListen != "" {
+		wanted = append(wanted, listener{"DICOM over TLS", "tls-listen", cfg.TLSListen, &l.tls})
+	}
+	wanted = append(wanted, listener{"health and metrics", "health-listen", cfg.HealthListen, &l.health})
+	if cfg.Local {
+		wanted = append(wanted, listener{"portal", "portal-listen", cfg.PortalListen, &l.portal})
+	}
+	var errs []error
+	for _, w := range wanted {
+		ln, err := net.Listen("tcp", w.addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: cannot listen on %s (%w); choose another address with %s", w.what, w.addr, err, cfg.Describe(w.flag)))
+			continue
+		}
+		*w.ln = ln
+	}
+	if len(errs) > 0 {
+		l.close()
+		return listeners{}, errors.Join(errs...)
+	}
+	return l, nil
+}
+
+func (l listeners) close() {
+	for _, ln := range []net.Listener{l.dicom, l.tls, l.health, l.portal} {
+		if ln != nil {
+			_ = ln.Close() // never served: nothing to report
+		}
+	}
+}
+
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listeners) (err error) {
+	defer func() {
+		if err != nil {
+			lns.close()
+		}
+	}()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metricsObserver, err := metrics.New(reg)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 	observers := observerList{metricsObserver}
 	names, err := logNames(cfg, os.Getenv, log)
@@ -50,11 +125,11 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var lm *local.Local
 	if cfg.Local {
 		lm, err = local.Start(ctx, local.Config{
-			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, Webhooks: cfg.Webhooks,
+			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, PortalListener: lns.portal, Webhooks: cfg.Webhooks,
 			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
 		})
 		if err != nil {
-			return fmt.Errorf("start local mode: %w", err)
+			return startError{fmt.Errorf("start local mode: %w", err)}
 		}
 		store = lm.Store()
 		observers = append(observers, lm.Observer())
@@ -62,7 +137,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else {
 		store, err = openStore(ctx, cfg, log, names, reg)
 		if err != nil {
-			return err
+			return startError{err}
 		}
 	}
 
@@ -136,32 +211,9 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var dicomLn, tlsLn net.Listener
-	closeListeners := func() error {
-		var errs []error
-		for _, l := range []net.Listener{dicomLn, tlsLn} {
-			if l != nil {
-				errs = append(errs, l.Close())
-			}
-		}
-		return errors.Join(errs...)
-	}
-	if cfg.Listen != "" {
-		if dicomLn, err = net.Listen("tcp", cfg.Listen); err != nil {
-			return fmt.Errorf("listen for DICOM: %w", err)
-		}
-	}
-	if tlsConfig != nil {
-		if tlsLn, err = net.Listen("tcp", cfg.TLSListen); err != nil {
-			return errors.Join(fmt.Errorf("listen for DICOM over TLS: %w", err), closeListeners())
-		}
-	}
+	dicomLn, tlsLn, healthLn := lns.dicom, lns.tls, lns.health
 	var draining atomic.Bool
 	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
-	healthLn, err := net.Listen("tcp", cfg.HealthListen)
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen for health: %w", err), closeListeners())
-	}
 	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
 

@@ -65,6 +65,10 @@ const CrashExitCode = 86
 type Config struct {
 	DataDir      string        // holds objects/, the SQLite db and events.log
 	PortalListen string        // default 127.0.0.1:8080
+	// PortalListener, when set, is the portal's listener (PortalListen is
+	// then only its name): scp-task opens every listener before anything
+	// touches the data directory, so a taken port fails the start clean.
+	PortalListener net.Listener
 	Webhooks     []string      // events are POSTed to each, with retries
 	QuietPeriod  time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
 	Logger       *slog.Logger
@@ -100,6 +104,7 @@ type Local struct {
 	queue    *workQueue
 	crash    string
 
+	lock   *dataDirLock
 	ln     net.Listener
 	http   *http.Server
 	cancel context.CancelFunc
@@ -152,45 +157,19 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		cfg.Workers = DefaultWorkers
 	}
 	log := cfg.Logger.With("component", "local")
-	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
-	if err := os.MkdirAll(objDir, 0o750); err != nil {
-		return nil, fmt.Errorf("local: data dir: %w", err)
-	}
-	inner, err := cfg.ObjectStore(objDir)
-	if err != nil {
-		return nil, fmt.Errorf("local: object store: %w", err)
-	}
-	db, err := localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile))
-	if err != nil {
-		return nil, err
-	}
-	l := &Local{
-		cfg: cfg, log: log, db: db,
-		files:    &files{root: objDir, db: db},
-		counters: newCounters(time.Now),
-		queue:    newWorkQueue(),
-		crash:    os.Getenv(CrashEnv),
-	}
-	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
-	l.pub = &localstore.Publisher{DB: db, LogPath: filepath.Join(cfg.DataDir, EventLogFile), Logger: cfg.Logger.With("component", "events")}
-	if err := l.register(cfg.Registry); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
-	if cfg.AuditFeed {
-		if l.feed, err = db.AuditFeed(ctx); err != nil {
-			return nil, errors.Join(err, db.Close())
+	ln := cfg.PortalListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.PortalListen); err != nil {
+			return nil, fmt.Errorf("local: portal listen: %w", err)
 		}
 	}
-	if err := l.recover(ctx); err != nil {
-		return nil, errors.Join(err, db.Close())
-	}
-	ln, err := net.Listen("tcp", cfg.PortalListen)
+	l, err := open(ctx, cfg, log)
 	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("local: portal listen: %w", err)
+		return nil, errors.Join(err, ln.Close())
 	}
 	l.ln = ln
+	db := l.db
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Audit: db.AuditStore(), Events: db, Objects: l.files,
 		Counters: l.portalCounters,
@@ -231,6 +210,61 @@ func (l *Local) AuditFeed() (*localstore.AuditFeed, error) {
 		return nil, errors.New("local: the audit feed was not prepared (Config.AuditFeed)")
 	}
 	return l.feed, nil
+}
+
+// open takes the data directory's lock, opens the stores and queues what
+// the last run left unprocessed.
+func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err error) {
+	started := time.Now()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("local: data dir: %w", err)
+	}
+	lock, err := lockDataDir(cfg.DataDir, started)
+	if err != nil {
+		return nil, err
+	}
+	var db *localstore.DB
+	defer func() {
+		if err != nil {
+			if db != nil {
+				err = errors.Join(err, db.Close())
+			}
+			err = errors.Join(err, lock.release())
+		}
+	}()
+	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
+	if err := os.MkdirAll(objDir, 0o750); err != nil {
+		return nil, fmt.Errorf("local: data dir: %w", err)
+	}
+	inner, err := cfg.ObjectStore(objDir)
+	if err != nil {
+		return nil, fmt.Errorf("local: object store: %w", err)
+	}
+	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile)); err != nil {
+		return nil, err
+	}
+	l := &Local{
+		cfg: cfg, log: log, db: db, lock: lock,
+		files:    &files{root: objDir, db: db},
+		counters: newCounters(time.Now),
+		queue:    newWorkQueue(),
+		crash:    os.Getenv(CrashEnv),
+	}
+	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
+	l.pub = &localstore.Publisher{DB: db, LogPath: filepath.Join(cfg.DataDir, EventLogFile), Logger: cfg.Logger.With("component", "events")}
+	if err := l.register(cfg.Registry); err != nil {
+		return nil, err
+	}
+	if cfg.AuditFeed {
+		if l.feed, err = db.AuditFeed(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.recover(ctx); err != nil {
+		return nil, err
+	}
+	log.Info("data directory opened", "data_dir", cfg.DataDir, "took", time.Since(started))
+	return l, nil
 }
 
 func isLoopback(host string) bool {
@@ -278,7 +312,7 @@ func (l *Local) Shutdown(ctx context.Context) error {
 		if ferr := l.pub.Flush(flush); ferr != nil {
 			l.log.Warn("events left undelivered at shutdown; they are delivered after restart", "err", ferr)
 		}
-		err = errors.Join(err, l.db.Close())
+		err = errors.Join(err, l.db.Close(), l.lock.release())
 	})
 	if err != nil {
 		return fmt.Errorf("local: shutdown: %w", err)

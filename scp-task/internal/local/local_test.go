@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -358,4 +359,23 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+// TestOneProcessPerDataDir: a second Start on a data directory in use
+// fails at once, naming the holder; after the first stops, it starts.
+func TestOneProcessPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	first := startTest(t, dir)
+	_, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0"})
+	if !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), fmt.Sprintf("process %d (started ", os.Getpid())) {
+		t.Fatalf("second Start = %v, want ErrDataDirInUse naming this process", err)
+	}
+	if err := CheckDataDir(dir); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("CheckDataDir = %v", err)
+	}
+	stop(t, first)
+	if err := CheckDataDir(dir); err != nil {
+		t.Errorf("CheckDataDir after stop = %v", err)
+	}
+	stop(t, startTest(t, dir))
 }

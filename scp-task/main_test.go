@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
+)
+
+func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+// logLine decodes stderr as exactly one JSON log line.
+func logLine(t *testing.T, stderr string) map[string]any {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var last map[string]any
+	for _, l := range lines {
+		last = nil
+		if err := json.Unmarshal([]byte(l), &last); err != nil {
+			t.Fatalf("stderr line is not JSON: %q", l)
+		}
+	}
+	return last
+}
+
+// TestFailFast: help and version answer on stdout; a bad setting, a taken
+// port and a data directory in use each fail at once with a JSON line
+// naming what to change, and leave the data directory uncreated.
+func TestFailFast(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	held := t.TempDir()
+	lm, err := local.Start(context.Background(), local.Config{DataDir: held, PortalListen: "127.0.0.1:0", QuietPeriod: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := lm.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	free := "127.0.0.1:0"
+	base := []string{"--listen", free, "--health-listen", free, "--portal-listen", free}
+	fresh := func() string { return filepath.Join(t.TempDir(), "data") }
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		code    int
+		stdout  []string
+		errHas  []string
+		dataDir string // must not exist afterwards
+	}{
+		{name: "help", args: []string{"--help"}, stdout: []string{"Usage: scp-task [flags]", "--portal-listen ADDR"}},
+		{name: "version", args: []string{"--version"}, stdout: []string{"scp-task "}},
+		{name: "bad environment value", env: map[string]string{"SCP_IDLE_TIMEOUT": "forever"}, code: 2,
+			errHas: []string{`SCP_IDLE_TIMEOUT: \"forever\" is not a positive duration`}},
+		{name: "portal port taken", code: 1, dataDir: "x",
+			args:   []string{"--local", "--listen", free, "--health-listen", free, "--portal-listen", taken.Addr().String()},
+			errHas: []string{"portal: cannot listen on " + taken.Addr().String(), "--portal-listen (or PORTAL_LISTEN)"}},
+		{name: "DICOM port taken, set by the environment", code: 1, dataDir: "x",
+			args:   []string{"--local", "--health-listen", free, "--portal-listen", free},
+			env:    map[string]string{"SCP_LISTEN": taken.Addr().String()},
+			errHas: []string{"DICOM: cannot listen on", "SCP_LISTEN (or --listen)"}},
+		{name: "data directory in use", code: 1, args: append([]string{"--local", "--data-dir", held}, base...),
+			errHas: []string{"data directory in use", "process " + strconv.Itoa(os.Getpid()), "another --data-dir"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			dir := ""
+			if tt.dataDir != "" {
+				dir = fresh()
+				args = append(args, "--data-dir", dir)
+			}
+			var stdout, stderr bytes.Buffer
+			code := mainWith(args, envOf(tt.env), &stdout, &stderr)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %s", code, tt.code, stderr.String())
+			}
+			for _, w := range tt.stdout {
+				if !strings.Contains(stdout.String(), w) {
+					t.Errorf("stdout lacks %q:\n%s", w, stdout.String())
+				}
+			}
+			if tt.code == 0 && stderr.Len() > 0 {
+				t.Errorf("stderr: %s", stderr.String())
+			}
+			if len(tt.errHas) > 0 {
+				line := logLine(t, stderr.String())
+				raw, _ := json.Marshal(line["err"])
+				for _, w := range tt.errHas {
+					if !strings.Contains(string(raw), w) {
+						t.Errorf("error %s lacks %q", raw, w)
+					}
+				}
+				if line["level"] != "ERROR" {
+					t.Errorf("log line %v", line)
+				}
+			}
+			if dir != "" {
+				if _, err := os.Stat(dir); !os.IsNotExist(err) {
+					t.Errorf("the data directory was created: %v", err)
+				}
+			}
+		})
+	}
+}
