@@ -275,11 +275,11 @@ func encodeCursor(key map[string]ddbtypes.AttributeValue) string {
 func decodeCursor(c string) (map[string]ddbtypes.AttributeValue, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return nil, fmt.Errorf("awsadapters: bad cursor: %w", err)
+		return nil, fmt.Errorf("awsadapters: %w: %w", pipeline.ErrBadCursor, err)
 	}
 	var m map[string]string
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("awsadapters: bad cursor: %w", err)
+		return nil, fmt.Errorf("awsadapters: %w: %w", pipeline.ErrBadCursor, err)
 	}
 	out := map[string]ddbtypes.AttributeValue{}
 	for k, v := range m {

@@ -24,6 +24,8 @@ var (
 	// ErrConditionFailed: a conditional write lost (MarkAnnounced on a
 	// study whose revision moved on, for example).
 	ErrConditionFailed = errors.New("pipeline: condition failed")
+	// ErrBadCursor: a query's cursor is not one the adapter handed out.
+	ErrBadCursor = errors.New("pipeline: bad cursor")
 )
 
 // ObjectInfo is what Head reports about a stored object.
