@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Writes the thumbnail tests' fixtures (run from testdata/, needs
+python3-pydicom, python3-numpy and DCMTK's dcmcjpeg and dcmcrle):
+
+  native-ct.dcm        64x48 CT, 16-bit signed, rescale -1024, window 40/400
+  native-mono1.dcm     64x48 CR, 12 bits stored, MONOCHROME1, no window
+  native-multiframe.dcm 3 frames of 32x32, 16-bit, each frame a flat value
+  rgb.dcm              40x30 RGB 8-bit (source of the JPEG fixture)
+  jpeg-baseline.dcm    rgb.dcm in JPEG Baseline (dcmcjpeg +eb)
+  rle.dcm              native-ct.dcm in RLE Lossless (dcmcrle): no preview
+"""
+import subprocess
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian
+
+def base(sop_class, modality, rows, cols, n):
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = sop_class
+    fm.MediaStorageSOPInstanceUID = "2.25.%d" % (100 + n)
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = fm
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = fm.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.StudyInstanceUID = "2.25.1"
+    ds.SeriesInstanceUID = "2.25.2"
+    ds.Rows, ds.Columns = rows, cols
+    return ds
+
+def save(ds, name):
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.save_as(name, write_like_original=False)
+
+ct = base("1.2.840.10008.5.1.4.1.1.2", "CT", 48, 64, 1)
+ct.SamplesPerPixel, ct.PhotometricInterpretation = 1, "MONOCHROME2"
+ct.BitsAllocated, ct.BitsStored, ct.HighBit, ct.PixelRepresentation = 16, 16, 15, 1
+ct.RescaleIntercept, ct.RescaleSlope = -1024, 1
+ct.WindowCenter, ct.WindowWidth = 40, 400
+hu = np.tile(np.linspace(-300, 400, 64), (48, 1)).astype(np.int16)   # left dark, right bright
+ct.PixelData = (hu + 1024).astype("<i2").tobytes()
+save(ct, "native-ct.dcm")
+
+cr = base("1.2.840.10008.5.1.4.1.1.1", "CR", 48, 64, 2)
+cr.SamplesPerPixel, cr.PhotometricInterpretation = 1, "MONOCHROME1"
+cr.BitsAllocated, cr.BitsStored, cr.HighBit, cr.PixelRepresentation = 16, 12, 11, 0
+v = np.tile(np.linspace(0, 4095, 64), (48, 1)).astype("<u2")            # left low, right high
+cr.PixelData = v.tobytes()
+save(cr, "native-mono1.dcm")
+
+mf = base("1.2.840.10008.5.1.4.1.1.7.3", "OT", 32, 32, 3)
+mf.SamplesPerPixel, mf.PhotometricInterpretation = 1, "MONOCHROME2"
+mf.BitsAllocated, mf.BitsStored, mf.HighBit, mf.PixelRepresentation = 16, 16, 15, 0
+mf.NumberOfFrames = 3
+mf.WindowCenter, mf.WindowWidth = 100, 200
+frames = np.stack([np.full((32, 32), x, "<u2") for x in (0, 100, 200)])  # middle frame: mid grey
+mf.PixelData = frames.tobytes()
+save(mf, "native-multiframe.dcm")
+
+us = base("1.2.840.10008.5.1.4.1.1.6.1", "US", 30, 40, 4)
+us.SamplesPerPixel, us.PhotometricInterpretation, us.PlanarConfiguration = 3, "RGB", 0
+us.BitsAllocated, us.BitsStored, us.HighBit, us.PixelRepresentation = 8, 8, 7, 0
+rgb = np.zeros((30, 40, 3), np.uint8)
+rgb[:, :, 0] = 220                                                       # red everywhere
+rgb[15:, :, 2] = 200                                                     # lower half magenta
+us.PixelData = rgb.tobytes()
+save(us, "rgb.dcm")
+
+subprocess.run(["dcmcjpeg", "+eb", "rgb.dcm", "jpeg-baseline.dcm"], check=True)
+subprocess.run(["dcmcrle", "native-ct.dcm", "rle.dcm"], check=True)

@@ -1,0 +1,207 @@
+package thumbnail
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image"
+	"image/color"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+func decodePNG(t *testing.T, b []byte) image.Image {
+	t.Helper()
+	img, err := png.Decode(bytes.NewReader(b))
+	if err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	return img
+}
+
+func grey(c color.Color) uint8 { return color.GrayModel.Convert(c).(color.Gray).Y }
+
+// TestRender renders every fixture (testdata/make-fixtures.py) and checks
+// where light and dark fall: windowing, MONOCHROME1, the middle frame,
+// RGB from JPEG Baseline; and refuses what it does not render.
+func TestRender(t *testing.T) {
+	tests := []struct {
+		file   string
+		w, h   int
+		check  func(t *testing.T, img image.Image)
+		noPrev string // ErrNoPreview with this in the reason
+	}{
+		{file: "native-ct.dcm", w: 64, h: 48, check: func(t *testing.T, img image.Image) {
+			// -300 HU on the left is below the window (40±200): black;
+			// 400 HU on the right above it: white.
+			if l, r := grey(img.At(0, 10)), grey(img.At(63, 10)); l != 0 || r != 255 {
+				t.Errorf("left %d right %d, want 0 and 255", l, r)
+			}
+		}},
+		{file: "native-mono1.dcm", w: 64, h: 48, check: func(t *testing.T, img image.Image) {
+			// No window: the frame's range; MONOCHROME1: high is dark.
+			if l, r := grey(img.At(0, 10)), grey(img.At(63, 10)); l != 255 || r != 0 {
+				t.Errorf("left %d right %d, want 255 and 0", l, r)
+			}
+		}},
+		{file: "native-multiframe.dcm", w: 32, h: 32, check: func(t *testing.T, img image.Image) {
+			// Frames of 0, 100, 200 windowed 100±100: the middle one is mid grey.
+			if g := grey(img.At(5, 5)); g < 120 || g > 135 {
+				t.Errorf("grey %d, want the middle frame's ~128", g)
+			}
+		}},
+		{file: "jpeg-baseline.dcm", w: 40, h: 30, check: func(t *testing.T, img image.Image) {
+			r, _, b, _ := img.At(20, 5).RGBA()
+			_, _, b2, _ := img.At(20, 25).RGBA()
+			if r>>8 < 180 || b>>8 > 60 || b2>>8 < 150 {
+				t.Errorf("top %v bottom %v, want red over magenta", img.At(20, 5), img.At(20, 25))
+			}
+		}},
+		{file: "rle.dcm", noPrev: "1.2.840.10008.1.2.5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := Render(bytes.NewReader(b), int64(len(b)), 192)
+			if tt.noPrev != "" {
+				if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.noPrev) {
+					t.Fatalf("Render = %v, want no preview naming %s", err, tt.noPrev)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := decodePNG(t, out)
+			if b := img.Bounds(); b.Dx() != tt.w || b.Dy() != tt.h {
+				t.Fatalf("size %v, want %dx%d", b, tt.w, tt.h)
+			}
+			tt.check(t, img)
+		})
+	}
+}
+
+// TestRenderRefusesLengthsPastTheEnd: an element declaring more bytes
+// than the object holds is refused before the parser would allocate them
+// (a fuzzed object declared 3.5 GiB of pixel data in 6 KiB).
+func TestRenderRefusesLengthsPastTheEnd(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0})
+	if i < 0 {
+		t.Fatal("no pixel data element in the fixture")
+	}
+	for name, vl := range map[string][]byte{"3.5 GiB": {0x18, 0x00, 0x00, 0xD4}, "one byte too many": nil} {
+		t.Run(name, func(t *testing.T) {
+			c := bytes.Clone(b)
+			if vl == nil {
+				n := uint32(len(c)-(i+12)) + 2
+				vl = []byte{byte(n), byte(n >> 8), byte(n >> 16), byte(n >> 24)}
+			}
+			copy(c[i+8:], vl)
+			if _, err := Render(bytes.NewReader(c), int64(len(c)), 32); !errors.Is(err, ErrNoPreview) || !errors.Is(err, dataset.ErrTruncated) {
+				t.Fatalf("Render = %v, want no preview: the data set ends inside an element", err)
+			}
+		})
+	}
+}
+
+// TestRenderRealFiles renders the parser's own test files (native pixel
+// data of several modalities, deflated) or says why not, never failing
+// otherwise; every thumbnail fits the edge.
+func TestRenderRealFiles(t *testing.T) {
+	files := testenv.DICOMTestdataFiles(t)
+	rendered := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		png, err := Render(bytes.NewReader(b), int64(len(b)), 64)
+		if errors.Is(err, ErrNoPreview) {
+			t.Logf("%s: %v", filepath.Base(f), err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", filepath.Base(f), err)
+		}
+		if b := decodePNG(t, png).Bounds(); b.Dx() > 64 || b.Dy() > 64 {
+			t.Errorf("%s: %v exceeds the edge", filepath.Base(f), b)
+		}
+		rendered++
+	}
+	if rendered < 3 {
+		t.Errorf("only %d of %d real files rendered", rendered, len(files))
+	}
+}
+
+// TestRendererBounds: too large or unknown syntax is refused without a
+// read; a result is cached, a failure to read is not.
+func TestRendererBounds(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opens atomic.Int32
+	fail := false
+	r := New(func(context.Context, string) (io.ReadCloser, error) {
+		opens.Add(1)
+		if fail {
+			return nil, errors.New("disk gone")
+		}
+		return io.NopCloser(bytes.NewReader(body)), nil
+	}, Options{MaxObjectBytes: 10000})
+	ctx := context.Background()
+	if _, err := r.PNG(ctx, "big", 10001, tsExplicitLE); !errors.Is(err, ErrNoPreview) || opens.Load() != 0 {
+		t.Errorf("object above the limit: %v, %d opens", err, opens.Load())
+	}
+	if _, err := r.PNG(ctx, "j2k", 100, "1.2.840.10008.1.2.4.90"); !errors.Is(err, ErrNoPreview) || opens.Load() != 0 {
+		t.Errorf("JPEG 2000: %v, %d opens", err, opens.Load())
+	}
+	fail = true
+	if _, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE); err == nil || errors.Is(err, ErrNoPreview) {
+		t.Errorf("read failure: %v", err)
+	}
+	fail = false
+	a, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE)
+	if err != nil || !bytes.Equal(a, b) || opens.Load() != 2 {
+		t.Errorf("second request: %v, %d opens (want the cached PNG)", err, opens.Load())
+	}
+}
+
+// FuzzRender: outside bytes never panic the renderer and only ever give a
+// PNG or an error.
+func FuzzRender(f *testing.F) {
+	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm"} {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		out, err := Render(bytes.NewReader(b), int64(len(b)), 32)
+		if err == nil {
+			if _, derr := png.Decode(bytes.NewReader(out)); derr != nil {
+				t.Fatalf("success without a PNG: %v", derr)
+			}
+		}
+	})
+}
