@@ -64,15 +64,15 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		add("outcome = ?", q.Outcome)
 	}
 	if !q.From.IsZero() {
-		add("time >= ?", unixNano(q.From))
+		add("time >= ?", boundNano(q.From))
 	}
 	if !q.To.IsZero() {
-		add("time <= ?", unixNano(q.To))
+		add("time <= ?", boundNano(q.To))
 	}
 	if q.Cursor != "" {
 		ct, cs, ok := parseCursor(q.Cursor)
 		if !ok {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: bad cursor %q", q.Cursor)
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
 		args = append(args, ct, ct, cs)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -150,6 +151,14 @@ var schema = []string{
 		time         INTEGER NOT NULL,
 		body         BLOB NOT NULL
 	);`,
+
+	// 5: the portal's queries: events of a type or of a study newest
+	// first, audit records by association.
+	`ALTER TABLE outbox ADD COLUMN study_uid TEXT GENERATED ALWAYS AS (json_extract(detail, '$.studyInstanceUid')) VIRTUAL;
+	CREATE INDEX outbox_study ON outbox(study_uid, seq);
+	CREATE INDEX outbox_type_seq ON outbox(detail_type, seq);
+	ALTER TABLE audit ADD COLUMN association_id TEXT GENERATED ALWAYS AS (json_extract(record, '$.associationId')) VIRTUAL;
+	CREATE INDEX audit_association ON audit(association_id, time);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off
@@ -315,5 +324,24 @@ func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
 }
 
 func unixNano(t time.Time) int64 { return t.UTC().UnixNano() }
+
+// Times a query bound can name without overflowing UnixNano.
+var (
+	minNanoTime = time.Unix(0, math.MinInt64).UTC()
+	maxNanoTime = time.Unix(0, math.MaxInt64).UTC()
+)
+
+// boundNano is unixNano for a query bound: outside the years 1678–2262,
+// which nanoseconds since 1970 cannot hold, it is the earliest or latest
+// time there is, instead of a value that wrapped around.
+func boundNano(t time.Time) int64 {
+	switch {
+	case t.Before(minNanoTime):
+		return math.MinInt64
+	case t.After(maxNanoTime):
+		return math.MaxInt64
+	}
+	return unixNano(t)
+}
 
 func fromNano(n int64) time.Time { return time.Unix(0, n).UTC() }

@@ -13,9 +13,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // ErrNotPending is returned when a hand-off key is completed twice.
@@ -88,11 +91,15 @@ func addEvent(ctx context.Context, tx *sql.Tx, ev Event, webhooks []string) erro
 // EventFilter selects events for Events.
 type EventFilter struct {
 	DetailType string
+	Study      string // Study Instance UID the event is about
 	Since      time.Time
 	Until      time.Time
-	Contains   string // substring of the detail JSON (e.g. a study UID)
-	AfterSeq   int64
-	Limit      int
+	Contains   string // substring of the detail JSON
+	// Before pages back: events older than this sequence number (the Next
+	// of the previous page). After tails forward: events newer than it,
+	// oldest first. Without either, the newest events come first.
+	Before, After int64
+	Limit         int
 }
 
 // StoredEvent is an event with its outbox sequence number.
@@ -101,51 +108,91 @@ type StoredEvent struct {
 	Event
 }
 
-// Events lists events in the outbox, oldest first.
-func (db *DB) Events(ctx context.Context, f EventFilter) ([]StoredEvent, error) {
+// EventPage is one page of events and the cursor of the next (older, or
+// with After newer) one; Next is empty at the end.
+type EventPage struct {
+	Events []StoredEvent `json:"events"`
+	Next   string        `json:"next,omitempty"`
+}
+
+// ParseEventCursor reads a page cursor; the error wraps
+// pipeline.ErrBadCursor.
+func ParseEventCursor(c string) (int64, error) {
+	n, err := strconv.ParseInt(c, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("localstore: event cursor %q: %w", clipped(c), pipeline.ErrBadCursor)
+	}
+	return n, nil
+}
+
+// Events lists events in the outbox, newest first (oldest first with
+// After). Type and study go through indexes; a page costs its size, not
+// the outbox's.
+func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	var where []string
 	var args []any
+	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
 	if f.DetailType != "" {
-		where, args = append(where, "detail_type = ?"), append(args, f.DetailType)
+		add("detail_type = ?", f.DetailType)
+	}
+	if f.Study != "" {
+		add("study_uid = ?", f.Study)
 	}
 	if !f.Since.IsZero() {
-		where, args = append(where, "time >= ?"), append(args, unixNano(f.Since))
+		add("time >= ?", boundNano(f.Since))
 	}
 	if !f.Until.IsZero() {
-		where, args = append(where, "time <= ?"), append(args, unixNano(f.Until))
+		add("time <= ?", boundNano(f.Until))
 	}
 	if f.Contains != "" {
-		where, args = append(where, "instr(detail, ?) > 0"), append(args, f.Contains)
+		add("instr(detail, ?) > 0", f.Contains)
 	}
-	if f.AfterSeq > 0 {
-		where, args = append(where, "seq > ?"), append(args, f.AfterSeq)
+	order := "DESC"
+	switch {
+	case f.After > 0:
+		add("seq > ?", f.After)
+		order = "ASC"
+	case f.Before > 0:
+		add("seq < ?", f.Before)
 	}
 	q := `SELECT seq, id, time, source, detail_type, detail FROM outbox`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
-	q += " ORDER BY seq LIMIT ?"
-	args = append(args, limitOr(f.Limit, 500))
+	limit := limitOr(f.Limit, 100)
+	q += " ORDER BY seq " + order + " LIMIT ?"
+	args = append(args, limit+1)
 	rows, err := db.sql.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("localstore: events: %w", err)
+		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
 	defer rows.Close()
-	out := []StoredEvent{}
+	page := EventPage{Events: []StoredEvent{}}
 	for rows.Next() {
 		var e StoredEvent
 		var t int64
 		var detail string
 		if err := rows.Scan(&e.Seq, &e.ID, &t, &e.Source, &e.DetailType, &detail); err != nil {
-			return nil, fmt.Errorf("localstore: events: %w", err)
+			return EventPage{}, fmt.Errorf("localstore: events: %w", err)
+		}
+		if len(page.Events) == limit {
+			page.Next = strconv.FormatInt(page.Events[limit-1].Seq, 10)
+			break
 		}
 		e.Time, e.Detail = fromNano(t), json.RawMessage(detail)
-		out = append(out, e)
+		page.Events = append(page.Events, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("localstore: events: %w", err)
+		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
-	return out, nil
+	return page, nil
+}
+
+func clipped(s string) string {
+	if len(s) > 40 {
+		return s[:40] + "…"
+	}
+	return s
 }
 
 func limitOr(n, def int) int {

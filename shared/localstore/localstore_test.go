@@ -132,7 +132,7 @@ func TestInTxAtomicWithHandoff(t *testing.T) {
 	if _, err := db.IndexStore().GetStudy(ctx, "1.2.3"); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Errorf("rolled back work visible: %v", err)
 	}
-	if evs, _ := db.Events(ctx, EventFilter{}); len(evs) != 0 {
+	if evs, _ := db.Events(ctx, EventFilter{}); len(evs.Events) != 0 {
 		t.Errorf("rolled back event visible: %v", evs)
 	}
 	if err := work(false); err != nil {
@@ -143,8 +143,8 @@ func TestInTxAtomicWithHandoff(t *testing.T) {
 	}
 	st, _ := db.IndexStore().GetStudy(ctx, "1.2.3")
 	evs, _ := db.Events(ctx, EventFilter{})
-	if st.InstanceCount != 1 || st.Revision != 1 || len(evs) != 1 {
-		t.Errorf("after one commit: instances=%d revision=%d events=%d", st.InstanceCount, st.Revision, len(evs))
+	if st.InstanceCount != 1 || st.Revision != 1 || len(evs.Events) != 1 {
+		t.Errorf("after one commit: instances=%d revision=%d events=%d", st.InstanceCount, st.Revision, len(evs.Events))
 	}
 	if s, n, _ := h.State(ctx, "incoming/k.dcm"); s != "done" || n != 1 {
 		t.Errorf("handoff state %q attempts %d", s, n)

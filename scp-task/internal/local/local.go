@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
@@ -63,16 +64,16 @@ const CrashExitCode = 86
 
 // Config is the local mode's configuration.
 type Config struct {
-	DataDir      string        // holds objects/, the SQLite db and events.log
-	PortalListen string        // default 127.0.0.1:8080
+	DataDir      string // holds objects/, the SQLite db and events.log
+	PortalListen string // default 127.0.0.1:8080
 	// PortalListener, when set, is the portal's listener (PortalListen is
 	// then only its name): scp-task opens every listener before anything
 	// touches the data directory, so a taken port fails the start clean.
 	PortalListener net.Listener
-	Webhooks     []string      // events are POSTed to each, with retries
-	QuietPeriod  time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
-	Logger       *slog.Logger
-	Registry     *prometheus.Registry // may be nil
+	Webhooks       []string      // events are POSTed to each, with retries
+	QuietPeriod    time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
+	Logger         *slog.Logger
+	Registry       *prometheus.Registry // may be nil
 	// Names names objects in logs by a keyed digest of their key (see
 	// logname); nil uses a key drawn for this process.
 	Names *logname.Namer
@@ -171,11 +172,12 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	l.ln = ln
 	db := l.db
 	ps := &portal.Server{
-		Studies: db.IndexStore(), Audit: db.AuditStore(), Events: db, Objects: l.files,
-		Counters: l.portalCounters,
-		Health:   func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
-		Logger:   cfg.Logger.With("component", "portal"),
-		Names:    cfg.Names,
+		Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: l.files,
+		Thumbnails: thumbnail.New(l.files.Open, thumbnail.Options{}),
+		Counters:   l.portalCounters,
+		Health:     func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
+		Logger:     cfg.Logger.With("component", "portal"),
+		Names:      cfg.Names,
 	}
 	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {

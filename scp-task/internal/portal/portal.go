@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -30,10 +32,15 @@ import (
 //go:embed templates/*.html static/*
 var assets embed.FS
 
-// StudyReader is the read side of the study index the portal needs.
+// StudyReader reads one study with its series and instances.
 type StudyReader interface {
 	GetStudy(ctx context.Context, studyUID string) (pipeline.StudyDetail, error)
-	ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error)
+}
+
+// StudySearcher lists studies page by page with the filters a PACS
+// administrator uses, each with its status.
+type StudySearcher interface {
+	SearchStudies(ctx context.Context, q localstore.StudySearch) (localstore.StudyPage, error)
 }
 
 // AuditReader queries the audit trail.
@@ -41,9 +48,16 @@ type AuditReader interface {
 	Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error)
 }
 
-// EventReader lists published events.
+// AssociationReader reads the audit trail one association at a time.
+type AssociationReader interface {
+	Associations(ctx context.Context, q localstore.AssociationQuery) (localstore.AssociationPage, error)
+	Association(ctx context.Context, id string) (localstore.Association, error)
+	AssociationRecords(ctx context.Context, id, cursor string, limit int) (pipeline.AuditPage, error)
+}
+
+// EventReader lists published events, newest first.
 type EventReader interface {
-	Events(ctx context.Context, f localstore.EventFilter) ([]localstore.StoredEvent, error)
+	Events(ctx context.Context, f localstore.EventFilter) (localstore.EventPage, error)
 }
 
 // ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar).
@@ -67,12 +81,16 @@ type Counters struct {
 	FailedPipeline     int64     `json:"failedPipeline"`  // parked after repeated failures
 }
 
-// Server is the portal. Studies, Audit and Events are required.
+// Server is the portal. Studies, Search, Audit, Associations and Events
+// are required.
 type Server struct {
-	Studies StudyReader
-	Audit   AuditReader
-	Events  EventReader
-	Objects ObjectOpener // nil: object links answer 404
+	Studies      StudyReader
+	Search       StudySearcher
+	Audit        AuditReader
+	Associations AssociationReader
+	Events       EventReader
+	Objects      ObjectOpener        // nil: object links answer 404
+	Thumbnails   *thumbnail.Renderer // nil: series show no preview
 	// Counters returns live counters; nil shows none.
 	Counters func(ctx context.Context) Counters
 	// Health reports whether the backing stores work (for /healthz).
@@ -93,9 +111,22 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"join":  func(s []string) string { return strings.Join(s, ", ") },
-	"pname": func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "^", " ")), " ") },
-	"path":  url.PathEscape,
+	"join":   func(s []string) string { return strings.Join(s, ", ") },
+	"pname":  func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "^", " ")), " ") },
+	"path":   url.PathEscape,
+	"tsname": tsName,
+	"dur": func(d time.Duration) string {
+		if d <= 0 {
+			return ""
+		}
+		return d.Round(time.Millisecond).String()
+	},
+	"assocOutcomes": func() []string {
+		return []string{"open", "association-released", "association-aborted", "association-rejected"}
+	},
+	"statuses": func() []string {
+		return []string{localstore.StatusReceiving, localstore.StatusStable, localstore.StatusHasRejects}
+	},
 	"bytes": humanBytes,
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	"outcomes": func() []string {
@@ -117,6 +148,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/studies", s.apiStudies)
 	mux.HandleFunc("GET /api/studies/{uid}", s.apiStudy)
 	mux.HandleFunc("GET /api/audit", s.apiAudit)
+	mux.HandleFunc("GET /api/audit/associations", s.apiAssociations)
+	mux.HandleFunc("GET /api/audit/associations/{id}", s.apiAssociation)
 	mux.HandleFunc("GET /api/quarantine", s.apiQuarantine)
 	mux.HandleFunc("GET /api/events", s.apiEvents)
 	mux.HandleFunc("GET /api/counters", s.apiCounters)
@@ -124,7 +157,10 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /static/portal.css", s.static)
 	mux.HandleFunc("GET /{$}", s.pageStudies)
 	mux.HandleFunc("GET /studies/{uid}", s.pageStudy)
-	mux.HandleFunc("GET /audit", s.pageAudit)
+	mux.HandleFunc("GET /studies/{uid}/series/{series}/thumbnail.png", s.thumbnail)
+	mux.HandleFunc("GET /audit", s.pageAssociations)
+	mux.HandleFunc("GET /audit/associations/{id}", s.pageAssociation)
+	mux.HandleFunc("GET /audit/records", s.pageAudit)
 	mux.HandleFunc("GET /quarantine", s.pageQuarantine)
 	mux.HandleFunc("GET /events", s.pageEvents)
 	return s.guard(mux)
@@ -184,99 +220,6 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ok\n")
 }
 
-// Study is a study summary with the portal's status.
-type Study struct {
-	pipeline.StudySummary
-	// Status is "receiving" (instances not yet announced), "stable"
-	// (announced) or "has rejects" (some instances were quarantined).
-	Status  string `json:"status"`
-	Rejects int    `json:"rejects"`
-	// PatientMismatch: the study's instances disagree on the patient (the
-	// study's findings say on what; the instances' findings say which).
-	PatientMismatch bool `json:"patientMismatch"`
-}
-
-// StudyPage is a study's detail with its quarantined objects.
-type StudyPage struct {
-	pipeline.StudyDetail
-	Status          string                 `json:"status"`
-	Rejects         int                    `json:"rejects"`
-	PatientMismatch bool                   `json:"patientMismatch"`
-	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
-}
-
-// RejectedOutcome is the audit outcome of a quarantined object.
-const RejectedOutcome = "rejected"
-
-func (s *Server) status(ctx context.Context, st pipeline.StudySummary) (Study, []pipeline.AuditRecord, error) {
-	page, err := s.Audit.Query(ctx, pipeline.AuditQuery{StudyInstanceUID: st.StudyInstanceUID, Outcome: RejectedOutcome, Limit: 1000})
-	if err != nil {
-		return Study{}, nil, err
-	}
-	out := Study{StudySummary: st, Rejects: len(page.Records), PatientMismatch: st.PatientMismatch()}
-	switch {
-	case out.Rejects > 0:
-		out.Status = "has rejects"
-	case st.Revision > st.AnnouncedRevision:
-		out.Status = "receiving"
-	default:
-		out.Status = "stable"
-	}
-	return out, page.Records, nil
-}
-
-func (s *Server) studies(r *http.Request) ([]Study, error) {
-	q := pipeline.StudyQuery{PatientID: r.URL.Query().Get("patientId"), Limit: atoi(r.URL.Query().Get("limit"))}
-	list, err := s.Studies.ListStudies(r.Context(), q)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Study, 0, len(list))
-	for _, st := range list {
-		v, _, err := s.status(r.Context(), st)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}
-
-func (s *Server) study(r *http.Request) (StudyPage, error) {
-	d, err := s.Studies.GetStudy(r.Context(), r.PathValue("uid"))
-	if err != nil {
-		return StudyPage{}, err
-	}
-	v, rej, err := s.status(r.Context(), d.StudySummary)
-	if err != nil {
-		return StudyPage{}, err
-	}
-	return StudyPage{StudyDetail: d, Status: v.Status, Rejects: v.Rejects, PatientMismatch: v.PatientMismatch, Quarantined: rej}, nil
-}
-
-// auditQuery reads the audit filters shared by the page and the API:
-// patientId, studyUid, callingAe, outcome, day, from, to (RFC 3339 or
-// yyyy-mm-dd), limit, cursor.
-func auditQuery(v url.Values) (pipeline.AuditQuery, error) {
-	q := pipeline.AuditQuery{
-		PatientID:        strings.TrimSpace(v.Get("patientId")),
-		StudyInstanceUID: strings.TrimSpace(v.Get("studyUid")),
-		CallingAE:        strings.TrimSpace(v.Get("callingAe")),
-		Outcome:          strings.TrimSpace(v.Get("outcome")),
-		Day:              strings.TrimSpace(v.Get("day")),
-		Limit:            atoi(v.Get("limit")),
-		Cursor:           v.Get("cursor"),
-	}
-	var err error
-	if q.From, err = parseTime(v.Get("from"), false); err != nil {
-		return q, err
-	}
-	if q.To, err = parseTime(v.Get("to"), true); err != nil {
-		return q, err
-	}
-	return q, nil
-}
-
 // parseTime accepts RFC 3339, yyyy-mm-ddThh:mm (an HTML datetime-local
 // input, taken as UTC) or yyyy-mm-dd; a bare day as an upper bound means
 // its end.
@@ -297,29 +240,6 @@ func parseTime(s string, end bool) (time.Time, error) {
 		return t, nil
 	}
 	return time.Time{}, fmt.Errorf("portal: bad time %q (want RFC 3339 or yyyy-mm-dd)", s)
-}
-
-func eventFilter(v url.Values) (localstore.EventFilter, error) {
-	f := localstore.EventFilter{
-		DetailType: v.Get("type"),
-		Contains:   v.Get("contains"),
-		Limit:      atoi(v.Get("limit")),
-	}
-	if a := v.Get("after"); a != "" {
-		n, err := strconv.ParseInt(a, 10, 64)
-		if err != nil {
-			return f, fmt.Errorf("portal: bad after %q", a)
-		}
-		f.AfterSeq = n
-	}
-	var err error
-	if f.Since, err = parseTime(v.Get("since"), false); err != nil {
-		return f, err
-	}
-	if f.Until, err = parseTime(v.Get("until"), true); err != nil {
-		return f, err
-	}
-	return f, nil
 }
 
 func atoi(s string) int {
@@ -357,6 +277,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusNotFound, "not found"
 	case errors.As(err, &bad):
 		code, msg = http.StatusBadRequest, bad.Error()
+	case errors.Is(err, pipeline.ErrBadCursor):
+		code, msg = http.StatusBadRequest, "bad cursor: use the next value of the previous page"
 	default:
 		s.logger().Error("portal: request failed", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
 	}
@@ -371,59 +293,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 type badRequest struct{ error }
 
-func (s *Server) apiStudies(w http.ResponseWriter, r *http.Request) {
-	list, err := s.studies(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeJSON(w, map[string]any{"studies": list})
-}
-
-func (s *Server) apiStudy(w http.ResponseWriter, r *http.Request) {
-	p, err := s.study(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeJSON(w, p)
-}
-
-func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
-	q, err := auditQuery(r.URL.Query())
-	if err != nil {
-		s.fail(w, r, badRequest{err})
-		return
-	}
-	page, err := s.Audit.Query(r.Context(), q)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeJSON(w, map[string]any{"records": page.Records, "next": page.Next})
-}
-
-func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
-	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Limit: atoi(r.URL.Query().Get("limit")), Cursor: r.URL.Query().Get("cursor")})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeJSON(w, map[string]any{"records": page.Records, "next": page.Next})
-}
-
-func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
-	f, err := eventFilter(r.URL.Query())
-	if err != nil {
-		s.fail(w, r, badRequest{err})
-		return
-	}
-	evs, err := s.Events.Events(r.Context(), f)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.writeJSON(w, map[string]any{"events": evs})
+// isBadRequest reports whether err is the request's fault (a bad filter
+// or cursor): a page shows it, the API answers 400.
+func isBadRequest(err error) bool {
+	var bad badRequest
+	return errors.As(err, &bad) || errors.Is(err, pipeline.ErrBadCursor)
 }
 
 func (s *Server) apiCounters(w http.ResponseWriter, r *http.Request) {
@@ -529,78 +403,13 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v v
 	}
 }
 
-func (s *Server) pageStudies(w http.ResponseWriter, r *http.Request) {
-	list, err := s.studies(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+// tsName names a transfer syntax ("JPEG Baseline (Process 1)"), or
+// returns its UID when the registry does not know it.
+func tsName(uid string) string {
+	if n := dicomuid.Name(uid); n != "" {
+		return n
 	}
-	s.render(w, r, "studies.html", view{Title: "Studies", Nav: "studies", Refresh: 5, Data: list})
-}
-
-func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
-	p, err := s.study(r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.render(w, r, "study.html", view{Title: "Study " + p.StudyInstanceUID, Nav: "studies", Data: p})
-}
-
-func (s *Server) pageAudit(w http.ResponseWriter, r *http.Request) {
-	q, err := auditQuery(r.URL.Query())
-	v := view{Title: "Audit trail", Nav: "audit"}
-	if err != nil {
-		v.Error = err.Error()
-		s.render(w, r, "audit.html", v)
-		return
-	}
-	page, err := s.Audit.Query(r.Context(), q)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	v.Data = page.Records
-	if page.Next != "" {
-		nq := r.URL.Query()
-		nq.Set("cursor", page.Next)
-		v.Next = "/audit?" + nq.Encode()
-	}
-	s.render(w, r, "audit.html", v)
-}
-
-func (s *Server) pageQuarantine(w http.ResponseWriter, r *http.Request) {
-	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Cursor: r.URL.Query().Get("cursor")})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	v := view{Title: "Quarantine", Nav: "quarantine", Data: page.Records}
-	if page.Next != "" {
-		v.Next = "/quarantine?cursor=" + url.QueryEscape(page.Next)
-	}
-	s.render(w, r, "quarantine.html", v)
-}
-
-func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
-	v := view{Title: "Events", Nav: "events", Refresh: 5}
-	f, err := eventFilter(r.URL.Query())
-	if err != nil {
-		v.Error = err.Error()
-		s.render(w, r, "events.html", v)
-		return
-	}
-	evs, err := s.Events.Events(r.Context(), f)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	// Newest first on the page.
-	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
-		evs[i], evs[j] = evs[j], evs[i]
-	}
-	v.Data = evs
-	s.render(w, r, "events.html", v)
+	return uid
 }
 
 func humanBytes(n int64) string {

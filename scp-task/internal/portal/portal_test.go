@@ -73,7 +73,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 	if err := os.WriteFile(filepath.Join(dir, "metadata", "1.2.3.1.1.json"), []byte(`{"00080018":{"vr":"UI"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Studies: ix, Audit: au, Events: db, Objects: dirOpener(dir),
+	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir),
 		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} }}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -185,7 +185,7 @@ func TestPagesEscapeAndLink(t *testing.T) {
 	}{
 		{"/", []string{`href="/studies/1.2.3"`, "Doe &lt;script&gt;alert(1)&lt;/script&gt;", "Brain &amp; spine", "has rejects", "<b>7</b> accepted", "2.5"}},
 		{"/studies/1.2.3", []string{`data-series-uid="1.2.3.1"`, `data-series-uid="1.2.3.2"`, `href="/objects/metadata/1.2.3.1.1.json"`, "bad &lt;uid&gt;"}},
-		{"/audit?callingAe=EVIL_AE", []string{"association-rejected", "EVIL_AE", `value="EVIL_AE"`}},
+		{"/audit/records?callingAe=EVIL_AE", []string{"association-rejected", "EVIL_AE", `value="EVIL_AE"`}},
 		{"/quarantine", []string{"uid-syntax", "(0008,0018)"}},
 		{"/events", []string{"Study Received"}},
 	}
@@ -304,7 +304,7 @@ func TestPatientMismatchShown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer((&Server{Studies: ix, Audit: db.AuditStore(), Events: db}).Handler())
+	srv := httptest.NewServer((&Server{Studies: ix, Search: db, Audit: db.AuditStore(), Associations: db, Events: db}).Handler())
 	t.Cleanup(srv.Close)
 
 	_, _, body := get(t, srv.URL+"/api/studies", "")

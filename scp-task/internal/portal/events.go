@@ -1,0 +1,162 @@
+package portal
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// eventFilter reads the events' filters, shared by the page and the API:
+// type, study (Study Instance UID), contains (text in the detail), since,
+// until, limit, and a cursor: before (the next value of the previous
+// page, newest first) or after (events newer than it, oldest first).
+func eventFilter(v url.Values) (localstore.EventFilter, error) {
+	f := localstore.EventFilter{
+		DetailType: strings.TrimSpace(v.Get("type")),
+		Study:      strings.TrimSpace(v.Get("study")),
+		Contains:   v.Get("contains"),
+		Limit:      atoi(v.Get("limit")),
+	}
+	var err error
+	for name, dst := range map[string]*int64{"before": &f.Before, "after": &f.After} {
+		if c := v.Get(name); c != "" {
+			if *dst, err = localstore.ParseEventCursor(c); err != nil {
+				return f, badRequest{fmt.Errorf("portal: %s: %w", name, err)}
+			}
+		}
+	}
+	if f.Since, err = parseTime(v.Get("since"), false); err != nil {
+		return f, badRequest{err}
+	}
+	if f.Until, err = parseTime(v.Get("until"), true); err != nil {
+		return f, badRequest{err}
+	}
+	return f, nil
+}
+
+func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
+	f, err := eventFilter(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	page, err := s.Events.Events(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, page)
+}
+
+// eventRow is an event as the Events page shows it: what happened to
+// which study and patient, with the event's JSON behind a disclosure.
+type eventRow struct {
+	Seq     int64
+	Time    time.Time
+	Type    string
+	Study   string
+	Patient string // only what the event carries (the patient-data policy)
+	Outcome string
+	Bad     bool // rejected or conflicting
+	JSON    string
+}
+
+// eventDetail is the union of the detail fields the page shows.
+type eventDetail struct {
+	StudyInstanceUID string                 `json:"studyInstanceUid"`
+	Modality         string                 `json:"modality"`
+	Modalities       []string               `json:"modalities"`
+	CallingAE        string                 `json:"callingAe"`
+	CallingAEs       []string               `json:"callingAes"`
+	Conflict         bool                   `json:"conflict"`
+	Findings         []pipeline.Finding     `json:"findings"`
+	InstanceCount    int                    `json:"instanceCount"`
+	SeriesCount      int                    `json:"seriesCount"`
+	Version          int64                  `json:"version"`
+	Patient          *pipeline.EventPatient `json:"patient"`
+}
+
+func rowOf(e localstore.StoredEvent) eventRow {
+	row := eventRow{Seq: e.Seq, Time: e.Time, Type: e.DetailType}
+	if pretty, err := json.MarshalIndent(e.Detail, "", "  "); err == nil {
+		row.JSON = string(pretty)
+	} else {
+		row.JSON = string(e.Detail)
+	}
+	var d eventDetail
+	if err := json.Unmarshal(e.Detail, &d); err != nil {
+		row.Outcome = "unreadable detail"
+		return row
+	}
+	row.Study = d.StudyInstanceUID
+	if p := d.Patient; p != nil {
+		row.Patient = p.PatientID
+		if p.Name != nil && p.Name.Alphabetic != nil {
+			n := strings.TrimSpace(p.Name.Alphabetic.Family + " " + p.Name.Alphabetic.Given)
+			row.Patient = strings.TrimSpace(n + " (" + p.PatientID + ")")
+		}
+	}
+	plural := func(n int, one, many string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		return fmt.Sprintf("%d %s", n, many)
+	}
+	switch e.DetailType {
+	case pipeline.DetailTypeInstanceStored:
+		row.Outcome = "stored"
+		if d.Conflict {
+			row.Outcome, row.Bad = "stored beside different content (conflict)", true
+		}
+		row.Outcome += " · " + strings.TrimSpace(d.Modality+" from "+d.CallingAE)
+	case pipeline.DetailTypeInstanceRejected:
+		row.Outcome, row.Bad = "quarantined: "+plural(len(d.Findings), "finding", "findings"), true
+		if len(d.Findings) > 0 {
+			row.Outcome += " (" + d.Findings[0].Code + ")"
+		}
+	case pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated:
+		row.Outcome = plural(d.InstanceCount, "instance", "instances") + " in " + plural(d.SeriesCount, "series", "series")
+		if d.Version > 1 {
+			row.Outcome = fmt.Sprintf("version %d: %s", d.Version, row.Outcome)
+		}
+		if len(d.Modalities) > 0 {
+			row.Outcome += " · " + strings.Join(d.Modalities, ", ")
+		}
+	default:
+		row.Outcome = "—"
+	}
+	return row
+}
+
+func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
+	v := view{Title: "Events", Nav: "events", Refresh: 10, Data: []eventRow{}}
+	f, err := eventFilter(r.URL.Query())
+	if err == nil {
+		var page localstore.EventPage
+		if page, err = s.Events.Events(r.Context(), f); err == nil {
+			rows := make([]eventRow, 0, len(page.Events))
+			for _, e := range page.Events {
+				rows = append(rows, rowOf(e))
+			}
+			v.Data = rows
+			if page.Next != "" && f.After == 0 {
+				q := r.URL.Query()
+				q.Set("before", page.Next)
+				v.Next = "/events?" + q.Encode()
+			}
+		}
+	}
+	if f.Before > 0 || f.After > 0 {
+		v.Refresh = 0 // reading back: do not jump to the newest
+	}
+	if !s.userError(w, r, err, &v) {
+		return
+	}
+	s.render(w, r, "events.html", v)
+}

@@ -1,0 +1,231 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"image/png"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// TestBadRequests: filters and cursors the user got wrong answer 400 with
+// a message (the API) or show it (the pages), never 500; time bounds
+// beyond what nanoseconds since 1970 hold select what they say.
+func TestBadRequests(t *testing.T) {
+	srv, _ := newTestServer(t)
+	tests := []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/api/audit?cursor=not-a-cursor", 400, "bad cursor"},
+		{"/api/audit?cursor=1.0", 400, "bad cursor"},
+		{"/api/audit?from=0001-01-01&to=9999-12-31", 200, `"id": "1"`},
+		{"/api/audit?to=1500-01-01", 200, `"records": []`},
+		{"/api/audit?from=3000-01-01", 200, `"records": []`},
+		{"/api/audit?from=yesterday", 400, "bad time"},
+		{"/api/quarantine?cursor=x", 400, "bad cursor"},
+		{"/api/studies?cursor=x", 400, "bad cursor"},
+		{"/api/studies?status=lost", 400, "status must be"},
+		{"/api/studies?from=2024-13", 400, "yyyy-mm-dd"},
+		{"/api/events?before=x", 400, "bad cursor"},
+		{"/api/events?since=soon", 400, "bad time"},
+		{"/api/audit/associations?cursor=x", 400, "bad cursor"},
+		{"/api/audit/associations/none", 404, "not found"},
+		{"/audit/records?cursor=x", 200, "bad cursor"},
+		{"/events?before=x", 200, "bad cursor"},
+		{"/?status=lost", 200, "status must be"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			code, _, body := get(t, srv.URL+tt.path, "")
+			if code != tt.code || !strings.Contains(body, tt.want) {
+				t.Errorf("%d %s\nwant %d with %q", code, body, tt.code, tt.want)
+			}
+		})
+	}
+}
+
+// TestEventsNewestFirst: the API pages newest first with a cursor and
+// filters by study; the page shows readable rows with the JSON behind a
+// disclosure.
+func TestEventsNewestFirst(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	var evs []pipeline.Event
+	for i := 1; i <= 5; i++ {
+		d, _ := json.Marshal(pipeline.InstanceStoredDetail{StudyInstanceUID: "1.2.9", SOPInstanceUID: fmt.Sprint("1.2.9.1.", i), Modality: "CT", CallingAE: "LOCAL_AE",
+			Conflict: i == 5, Patient: &pipeline.EventPatient{PatientID: "PX"}})
+		evs = append(evs, pipeline.Event{ID: fmt.Sprint("s", i), DetailType: pipeline.DetailTypeInstanceStored, Time: t0.Add(time.Duration(i) * time.Minute), Detail: d})
+	}
+	if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	var page localstore.EventPage
+	_, _, body := get(t, srv.URL+"/api/events?limit=2", "")
+	if err := json.Unmarshal([]byte(body), &page); err != nil || len(page.Events) != 2 || page.Events[0].ID != "s5" || page.Next == "" {
+		t.Fatalf("first page %s", body)
+	}
+	_, _, body = get(t, srv.URL+"/api/events?limit=10&before="+page.Next, "")
+	page = localstore.EventPage{}
+	if err := json.Unmarshal([]byte(body), &page); err != nil || len(page.Events) != 4 || page.Events[0].ID != "s3" || page.Next != "" {
+		t.Fatalf("second page %s", body)
+	}
+	_, _, body = get(t, srv.URL+"/api/events?study=1.2.3", "")
+	page = localstore.EventPage{}
+	if err := json.Unmarshal([]byte(body), &page); err != nil || len(page.Events) != 1 || page.Events[0].ID != "e1" {
+		t.Fatalf("by study %s", body)
+	}
+	code, _, html := get(t, srv.URL+"/events?type=Instance+Stored&limit=2", "")
+	for _, want := range []string{`data-seq="6"`, "stored beside different content (conflict)", "CT from LOCAL_AE", "PX", "<details><summary>JSON</summary>", `id="next"`, `href="/studies/1.2.9"`} {
+		if code != 200 || !strings.Contains(html, want) {
+			t.Errorf("events page lacks %q", want)
+		}
+	}
+	if strings.Contains(html, `data-seq="4"`) {
+		t.Error("the page shows more than its limit")
+	}
+}
+
+// TestStudySearchAndAssociations: the studies page searches and pages;
+// the audit trail groups per association with its records on demand.
+func TestStudySearchAndAssociations(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	for i := range 3 {
+		uid := fmt.Sprint("1.3.", i)
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", SOPInstanceUID: uid + ".1.1",
+			SHA256: "x", PatientName: "ROE^RICHARD", PatientID: "R1", AccessionNumber: fmt.Sprint("ACC", i), Modality: "US", CallingAE: "SITE_B",
+			ReceivedAt: t0.Add(time.Hour + time.Duration(i)*time.Minute)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range []pipeline.AuditRecord{
+		{Outcome: "association-accepted"}, {Outcome: "stored", StudyInstanceUID: "1.3.0"}, {Outcome: "association-released"},
+	} {
+		r.ID, r.Time, r.AssociationID, r.CallingAE, r.CalledAE = fmt.Sprint("as", i), t0.Add(time.Duration(i)*time.Second), "assoc-7", "SITE_B", "REMOTE_AE"
+		if _, err := db.AuditStore().Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pages := []struct {
+		path       string
+		want, lack []string
+	}{
+		{"/?patient=richard+roe&limit=2", []string{"1.3.2", "1.3.1", `id="next"`}, []string{"1.3.0", `data-study-uid="1.2.3"`}},
+		{"/?accession=ACC0", []string{"1.3.0"}, []string{"1.3.1"}},
+		{"/?modality=MR", []string{`data-study-uid="1.2.3"`}, []string{"1.3.0"}},
+		{"/?status=has+rejects", []string{`data-study-uid="1.2.3"`}, []string{"1.3.0"}},
+		{"/?patient=nobody", []string{"No study matches."}, nil},
+		{"/audit", []string{`data-association-id="assoc-7"`, "association-released", "2s", `href="/audit/associations/assoc-7"`}, nil},
+		{"/audit/associations/assoc-7", []string{"lasted 2s", "stored", `href="/studies/1.3.0"`}, nil},
+	}
+	for _, p := range pages {
+		t.Run(p.path, func(t *testing.T) {
+			code, _, body := get(t, srv.URL+p.path, "")
+			if code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+			for _, w := range p.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("lacks %q", w)
+				}
+			}
+			for _, w := range p.lack {
+				if strings.Contains(body, w) {
+					t.Errorf("has %q", w)
+				}
+			}
+		})
+	}
+	var out struct {
+		Associations []localstore.Association
+	}
+	_, _, body := get(t, srv.URL+"/api/audit/associations", "")
+	if err := json.Unmarshal([]byte(body), &out); err != nil || len(out.Associations) != 1 || out.Associations[0].Instances != 1 {
+		t.Errorf("associations API: %s", body)
+	}
+}
+
+// TestThumbnails: a series' middle instance as a PNG, "no preview" for a
+// transfer syntax not rendered, transfer syntaxes shown by name.
+func TestThumbnails(t *testing.T) {
+	ctx := context.Background()
+	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), "p.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	dir := t.TempDir()
+	fixture := func(name, key string) int64 {
+		b, err := os.ReadFile(filepath.Join("..", "thumbnail", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(key))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return int64(len(b))
+	}
+	for i, in := range []struct{ series, number, file, ts string }{
+		{"1.5.1", "1", "native-mono1.dcm", "1.2.840.10008.1.2.1"},
+		{"1.5.1", "2", "native-ct.dcm", "1.2.840.10008.1.2.1"}, // the middle of three
+		{"1.5.1", "3", "native-mono1.dcm", "1.2.840.10008.1.2.1"},
+		{"1.5.2", "1", "rle.dcm", "1.2.840.10008.1.2.5"},
+	} {
+		key := fmt.Sprintf("incoming/1.5/%s/%d.dcm", in.series, i)
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: in.series, SeriesNumber: in.series[4:],
+			SOPInstanceUID: fmt.Sprint("1.5.9.", i), SHA256: "x", InstanceNumber: in.number, TransferSyntaxUID: in.ts, ObjectKey: key,
+			Size: fixture(in.file, key), ReceivedAt: t0.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objects := dirOpener(dir)
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
+		Thumbnails: thumbnail.New(objects.Open, thumbnail.Options{})}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+
+	code, _, html := get(t, srv.URL+"/studies/1.5", "")
+	for _, want := range []string{`src="/studies/1.5/series/1.5.1/thumbnail.png"`, "no preview (RLE Lossless)", "Explicit VR Little Endian"} {
+		if code != 200 || !strings.Contains(html, want) {
+			t.Errorf("study page lacks %q", want)
+		}
+	}
+	code, h, body := get(t, srv.URL+"/studies/1.5/series/1.5.1/thumbnail.png", "")
+	if code != 200 || h.Get("Content-Type") != "image/png" {
+		t.Fatalf("thumbnail: %d %s", code, h.Get("Content-Type"))
+	}
+	img, err := png.Decode(strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The CT fixture (dark left, light right) is the middle instance; the
+	// MONOCHROME1 ones would be the other way round.
+	if l, r := grey(img.At(0, 5)), grey(img.At(63, 5)); l > 20 || r < 235 {
+		t.Errorf("thumbnail is not the middle instance: left %d right %d", l, r)
+	}
+	for _, p := range []string{"/studies/1.5/series/1.5.2/thumbnail.png", "/studies/1.5/series/9.9/thumbnail.png", "/studies/9.9/series/1.5.1/thumbnail.png"} {
+		if code, _, _ := get(t, srv.URL+p, ""); code != 404 {
+			t.Errorf("%s: %d, want 404", p, code)
+		}
+	}
+}
+
+func grey(c interface{ RGBA() (r, g, b, a uint32) }) uint8 {
+	r, g, b, _ := c.RGBA()
+	return uint8((r + g + b) / 3 >> 8)
+}

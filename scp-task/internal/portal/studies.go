@@ -1,0 +1,242 @@
+package portal
+
+import (
+	"errors"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Study is a study summary with its status ("receiving", "stable" or
+// "has rejects") and its count of quarantined instances.
+type Study = localstore.StudyRow
+
+// StudyPage is a study's detail with its status and quarantined objects.
+type StudyPage struct {
+	pipeline.StudyDetail
+	Status  string `json:"status"`
+	Rejects int    `json:"rejects"`
+	// PatientMismatch: the study's instances disagree on the patient (the
+	// study's findings say on what; the instances' findings say which).
+	PatientMismatch bool                   `json:"patientMismatch"`
+	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
+}
+
+// studySearch reads the studies' filters, shared by the page and the API:
+// patient (name or ID; patientId is the same), accession, from and to
+// (study date, yyyy-mm-dd or yyyymmdd), modality, callingAe, status,
+// limit, cursor.
+func studySearch(v url.Values) (localstore.StudySearch, error) {
+	q := localstore.StudySearch{
+		Patient:   strings.TrimSpace(v.Get("patient")),
+		Accession: strings.TrimSpace(v.Get("accession")),
+		Modality:  strings.TrimSpace(v.Get("modality")),
+		CallingAE: strings.TrimSpace(v.Get("callingAe")),
+		Status:    strings.TrimSpace(v.Get("status")),
+		Limit:     atoi(v.Get("limit")),
+		Cursor:    v.Get("cursor"),
+	}
+	if q.Patient == "" {
+		q.Patient = strings.TrimSpace(v.Get("patientId"))
+	}
+	var err error
+	if q.DateFrom, err = studyDate(v.Get("from")); err != nil {
+		return q, err
+	}
+	if q.DateTo, err = studyDate(v.Get("to")); err != nil {
+		return q, err
+	}
+	switch q.Status {
+	case "", localstore.StatusReceiving, localstore.StatusStable, localstore.StatusHasRejects:
+	default:
+		return q, badRequest{errors.New("portal: status must be receiving, stable or has rejects")}
+	}
+	return q, nil
+}
+
+// studyDate reads a study date bound as a DICOM DA value (yyyymmdd).
+func studyDate(s string) (string, error) {
+	s = strings.ReplaceAll(strings.TrimSpace(s), "-", "")
+	if s == "" {
+		return "", nil
+	}
+	if len(s) != 8 || strings.Trim(s, "0123456789") != "" {
+		return "", badRequest{errors.New("portal: a study date is yyyy-mm-dd or yyyymmdd")}
+	}
+	return s, nil
+}
+
+func (s *Server) studies(r *http.Request) (localstore.StudyPage, error) {
+	q, err := studySearch(r.URL.Query())
+	if err != nil {
+		return localstore.StudyPage{}, err
+	}
+	return s.Search.SearchStudies(r.Context(), q)
+}
+
+func (s *Server) study(r *http.Request) (StudyPage, error) {
+	uid := r.PathValue("uid")
+	d, err := s.Studies.GetStudy(r.Context(), uid)
+	if err != nil {
+		return StudyPage{}, err
+	}
+	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}}
+	if rows, err := s.Search.SearchStudies(r.Context(), localstore.StudySearch{StudyUID: uid}); err != nil {
+		return StudyPage{}, err
+	} else if len(rows.Studies) == 1 {
+		p.Status, p.Rejects = rows.Studies[0].Status, rows.Studies[0].Rejects
+	}
+	if p.Rejects > 0 {
+		page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: RejectedOutcome, Limit: 1000})
+		if err != nil {
+			return StudyPage{}, err
+		}
+		p.Quarantined = page.Records
+	}
+	return p, nil
+}
+
+// RejectedOutcome is the audit outcome of a quarantined object.
+const RejectedOutcome = "rejected"
+
+func (s *Server) apiStudies(w http.ResponseWriter, r *http.Request) {
+	page, err := s.studies(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, page)
+}
+
+func (s *Server) apiStudy(w http.ResponseWriter, r *http.Request) {
+	p, err := s.study(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeJSON(w, p)
+}
+
+func (s *Server) pageStudies(w http.ResponseWriter, r *http.Request) {
+	v := view{Title: "Studies", Nav: "studies", Refresh: 10, Data: []Study{}}
+	page, err := s.studies(r)
+	if err == nil {
+		v.Data = page.Studies
+		if page.Next != "" {
+			v.Next = nextURL(r, "/", page.Next)
+		}
+	}
+	if r.URL.Query().Get("cursor") != "" {
+		v.Refresh = 0 // reading older pages: do not jump back
+	}
+	if !s.userError(w, r, err, &v) {
+		return
+	}
+	s.render(w, r, "studies.html", v)
+}
+
+// seriesView is a series row of the study page.
+type seriesView struct {
+	pipeline.SeriesSummary
+	Preview     string // the thumbnail's URL; "" when there is none
+	NoPreviewIs string // why there is none, for the page
+}
+
+// studyView is what study.html shows.
+type studyView struct {
+	StudyPage
+	SeriesViews []seriesView
+}
+
+func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
+	p, err := s.study(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	sv := studyView{StudyPage: p}
+	for _, se := range p.Series {
+		row := seriesView{SeriesSummary: se}
+		mid, ok := middleInstance(p.Instances, se.SeriesInstanceUID)
+		switch {
+		case s.Thumbnails == nil || !ok:
+			row.NoPreviewIs = "no preview"
+		case !thumbnail.Renderable(mid.TransferSyntaxUID):
+			row.NoPreviewIs = "no preview (" + tsName(mid.TransferSyntaxUID) + ")"
+		default:
+			row.Preview = "/studies/" + url.PathEscape(p.StudyInstanceUID) + "/series/" + url.PathEscape(se.SeriesInstanceUID) + "/thumbnail.png"
+		}
+		sv.SeriesViews = append(sv.SeriesViews, row)
+	}
+	s.render(w, r, "study.html", view{Title: "Study " + p.StudyInstanceUID, Nav: "studies", Data: sv})
+}
+
+// middleInstance picks the series' middle instance by Instance Number
+// (then by arrival): the slice an operator would look at first.
+func middleInstance(all []pipeline.InstanceRecord, series string) (pipeline.InstanceRecord, bool) {
+	var in []pipeline.InstanceRecord
+	for _, i := range all {
+		if i.SeriesInstanceUID == series && !i.Conflict {
+			in = append(in, i)
+		}
+	}
+	if len(in) == 0 {
+		return pipeline.InstanceRecord{}, false
+	}
+	sort.SliceStable(in, func(a, b int) bool {
+		x, errX := strconv.Atoi(strings.TrimSpace(in[a].InstanceNumber))
+		y, errY := strconv.Atoi(strings.TrimSpace(in[b].InstanceNumber))
+		if errX == nil && errY == nil && x != y {
+			return x < y
+		}
+		return in[a].ReceivedAt.Before(in[b].ReceivedAt)
+	})
+	return in[len(in)/2], true
+}
+
+// thumbnail serves a series' preview PNG: 404 when the series has none to
+// show (the page says "no preview"). Like every page it is not stored by
+// the browser (it is patient data); the renderer caches it.
+func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
+	if s.Thumbnails == nil {
+		http.NotFound(w, r)
+		return
+	}
+	d, err := s.Studies.GetStudy(r.Context(), r.PathValue("uid"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	mid, ok := middleInstance(d.Instances, r.PathValue("series"))
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	png, err := s.Thumbnails.PNG(r.Context(), mid.ObjectKey, mid.Size, mid.TransferSyntaxUID)
+	if errors.Is(err, thumbnail.ErrNoPreview) {
+		s.logger().Debug("portal: no preview", "err", err)
+		http.Error(w, "no preview", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	if _, err := w.Write(png); err != nil {
+		s.logger().Debug("portal: write thumbnail", "err", err)
+	}
+}
+
+// nextURL is the current page's URL with cursor set to next.
+func nextURL(r *http.Request, path, next string) string {
+	q := r.URL.Query()
+	q.Set("cursor", next)
+	return path + "?" + q.Encode()
+}

@@ -1,0 +1,259 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Association is the audit trail of one association in one row: who, when
+// and for how long, what it stored and how it ended.
+type Association struct {
+	ID        string    `json:"associationId"`
+	CallingAE string    `json:"callingAe,omitempty"`
+	CalledAE  string    `json:"calledAe,omitempty"`
+	PeerAddr  string    `json:"peerAddr,omitempty"`
+	Start     time.Time `json:"start"`
+	// End is the time of the record that ended it; zero while it is open
+	// (or its end was never recorded).
+	End time.Time `json:"end,omitempty"`
+	// Outcome is how it ended: association-released, -aborted or
+	// -rejected; "open" without an end record.
+	Outcome string `json:"outcome"`
+	Reason  string `json:"reason,omitempty"`
+	// Instances counts the instance records (stored, duplicate, conflict,
+	// rejected, store-failed); Rejected those quarantined, Failed those
+	// the store refused.
+	Instances int `json:"instances"`
+	Rejected  int `json:"rejected"`
+	Failed    int `json:"failed"`
+}
+
+// Duration is how long the association lasted (zero while open).
+func (a Association) Duration() time.Duration {
+	if a.End.IsZero() {
+		return 0
+	}
+	return a.End.Sub(a.Start)
+}
+
+// AssociationQuery selects associations, newest first.
+type AssociationQuery struct {
+	CallingAE string
+	Outcome   string // how they ended (association-released, ...), or "open"
+	Limit     int    // 0: 50
+	Cursor    string // AssociationPage.Next of the previous page
+}
+
+// AssociationPage is one page of associations.
+type AssociationPage struct {
+	Associations []Association `json:"associations"`
+	Next         string        `json:"next,omitempty"`
+}
+
+// associationStart is the outcome of the record that opens an
+// association in the trail: accepted, or rejected (which also ends it).
+const associationStartSQL = `outcome IN ('association-accepted', 'association-rejected')`
+
+// Associations lists associations newest first, one row each. A page
+// reads its associations' start records through the time index, then
+// each one's records through the association index: it costs the page,
+// not the trail.
+func (db *DB) Associations(ctx context.Context, q AssociationQuery) (AssociationPage, error) {
+	var ct, cs int64
+	after := q.Cursor != ""
+	if after {
+		var ok bool
+		if ct, cs, ok = parseCursor(q.Cursor); !ok {
+			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+		}
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	page := AssociationPage{Associations: []Association{}}
+	// An outcome filter is applied to the gathered rows: read on until the
+	// page is full or the trail ends.
+	for {
+		where := []string{associationStartSQL, "association_id != ''"}
+		var args []any
+		if q.CallingAE != "" {
+			where, args = append(where, "calling_ae = ?"), append(args, q.CallingAE)
+		}
+		if after {
+			where, args = append(where, "(time < ? OR (time = ? AND seq < ?))"), append(args, ct, ct, cs)
+		}
+		rows, err := db.sql.QueryContext(ctx, `SELECT seq, time, association_id FROM audit WHERE `+strings.Join(where, " AND ")+
+			` ORDER BY time DESC, seq DESC LIMIT ?`, append(args, limit)...)
+		if err != nil {
+			return AssociationPage{}, fmt.Errorf("localstore: associations: %w", err)
+		}
+		type start struct {
+			seq, time int64
+			id        string
+		}
+		var starts []start
+		for rows.Next() {
+			var s start
+			if err := rows.Scan(&s.seq, &s.time, &s.id); err != nil {
+				rows.Close()
+				return AssociationPage{}, fmt.Errorf("localstore: associations: %w", err)
+			}
+			starts = append(starts, s)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return AssociationPage{}, fmt.Errorf("localstore: associations: %w", err)
+		}
+		for i, s := range starts {
+			a, err := db.association(ctx, s.id)
+			if err != nil {
+				return AssociationPage{}, err
+			}
+			ct, cs, after = s.time, s.seq, true
+			if q.Outcome == "" || a.Outcome == q.Outcome {
+				page.Associations = append(page.Associations, a)
+			}
+			if len(page.Associations) == limit {
+				if i < len(starts)-1 || len(starts) == limit {
+					page.Next = strconv.FormatInt(ct, 10) + "." + strconv.FormatInt(cs, 10)
+				}
+				return page, nil
+			}
+		}
+		if len(starts) < limit {
+			return page, nil
+		}
+	}
+}
+
+// association gathers one association's records.
+func (db *DB) association(ctx context.Context, id string) (Association, error) {
+	rows, err := db.sql.QueryContext(ctx, `SELECT time, outcome, calling_ae, called_ae, record FROM audit WHERE association_id = ? ORDER BY time, seq`, id)
+	if err != nil {
+		return Association{}, fmt.Errorf("localstore: association: %w", err)
+	}
+	defer rows.Close()
+	a := Association{ID: id, Outcome: "open"}
+	for rows.Next() {
+		var t int64
+		var outcome, calling, called, body string
+		if err := rows.Scan(&t, &outcome, &calling, &called, &body); err != nil {
+			return Association{}, fmt.Errorf("localstore: association: %w", err)
+		}
+		at := fromNano(t)
+		if a.Start.IsZero() || at.Before(a.Start) {
+			a.Start = at
+		}
+		a.CallingAE = cmpOr(a.CallingAE, calling)
+		a.CalledAE = cmpOr(a.CalledAE, called)
+		switch outcome {
+		case "association-accepted":
+			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
+		case "association-released", "association-aborted", "association-rejected":
+			a.End, a.Outcome = at, outcome
+			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
+			var r struct {
+				Reason string `json:"reason"`
+			}
+			if json.Unmarshal([]byte(body), &r) == nil {
+				a.Reason = r.Reason
+			}
+		default:
+			a.Instances++
+			switch outcome {
+			case "rejected":
+				a.Rejected++
+			case "store-failed":
+				a.Failed++
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Association{}, fmt.Errorf("localstore: association: %w", err)
+	}
+	return a, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func peerOf(record string) string {
+	var r struct {
+		PeerAddr string `json:"peerAddr"`
+	}
+	if json.Unmarshal([]byte(record), &r) != nil {
+		return ""
+	}
+	return r.PeerAddr
+}
+
+// Association returns one association's summary; the error wraps
+// pipeline.ErrNotFound when the trail has no record of it.
+func (db *DB) Association(ctx context.Context, id string) (Association, error) {
+	a, err := db.association(ctx, id)
+	if err != nil {
+		return Association{}, err
+	}
+	if a.Start.IsZero() {
+		return Association{}, fmt.Errorf("localstore: association: %w", pipeline.ErrNotFound)
+	}
+	return a, nil
+}
+
+// AssociationRecords lists the audit records of one association, oldest
+// first, a page at a time (cursor: the previous page's Next).
+func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit int) (pipeline.AuditPage, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	args := []any{id}
+	cond := ""
+	if cursor != "" {
+		ct, cs, ok := parseCursor(cursor)
+		if !ok {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: cursor %q: %w", clipped(cursor), pipeline.ErrBadCursor)
+		}
+		cond, args = " AND (time > ? OR (time = ? AND seq > ?))", append(args, ct, ct, cs)
+	}
+	rows, err := db.sql.QueryContext(ctx, `SELECT seq, time, record FROM audit WHERE association_id = ?`+cond+` ORDER BY time, seq LIMIT ?`, append(args, limit+1)...)
+	if err != nil {
+		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
+	}
+	defer rows.Close()
+	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
+	var lastSeq, lastTime int64
+	for rows.Next() {
+		var seq, t int64
+		var body string
+		if err := rows.Scan(&seq, &t, &body); err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
+		}
+		if len(page.Records) == limit {
+			page.Next = strconv.FormatInt(lastTime, 10) + "." + strconv.FormatInt(lastSeq, 10)
+			break
+		}
+		var rec pipeline.AuditRecord
+		if err := json.Unmarshal([]byte(body), &rec); err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
+		}
+		page.Records = append(page.Records, rec)
+		lastSeq, lastTime = seq, t
+	}
+	if err := rows.Err(); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
+	}
+	return page, nil
+}

@@ -1,0 +1,291 @@
+package localstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// TestEventsPaging: newest first, a cursor to the next older page, type
+// and study filters, and After for tailing oldest first.
+func TestEventsPaging(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	var evs []pipeline.Event
+	for i := 1; i <= 7; i++ {
+		study := "1.2.3"
+		if i%2 == 0 {
+			study = "1.2.4"
+		}
+		dt := pipeline.DetailTypeInstanceStored
+		if i == 7 {
+			dt = pipeline.DetailTypeStudyReceived
+		}
+		evs = append(evs, pipeline.Event{ID: fmt.Sprint("e", i), DetailType: dt, Time: t0.Add(time.Duration(i) * time.Second),
+			Detail: json.RawMessage(fmt.Sprintf(`{"studyInstanceUid":%q,"n":%d}`, study, i))})
+	}
+	if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	seqs := func(p EventPage) []int64 {
+		var out []int64
+		for _, e := range p.Events {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	tests := []struct {
+		name     string
+		f        EventFilter
+		want     []int64
+		wantNext string
+	}{
+		{"newest first", EventFilter{Limit: 3}, []int64{7, 6, 5}, "5"},
+		{"next page", EventFilter{Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
+		{"last page", EventFilter{Limit: 3, Before: 2}, []int64{1}, ""},
+		{"by study", EventFilter{Study: "1.2.4"}, []int64{6, 4, 2}, ""},
+		{"by study, paged", EventFilter{Study: "1.2.3", Limit: 2}, []int64{7, 5}, "5"},
+		{"by type", EventFilter{DetailType: pipeline.DetailTypeStudyReceived}, []int64{7}, ""},
+		{"tail after", EventFilter{After: 4, Limit: 2}, []int64{5, 6}, "6"},
+		{"since far past", EventFilter{Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
+		{"until far future", EventFilter{Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
+		{"until far past", EventFilter{Until: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := db.Events(ctx, tt.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, seqs(p)); d != "" || p.Next != tt.wantNext {
+				t.Errorf("seqs (-want +got):\n%s next %q want %q", d, p.Next, tt.wantNext)
+			}
+		})
+	}
+	for _, c := range []string{"x", "0", "-3", "1.5"} {
+		if _, err := ParseEventCursor(c); !errors.Is(err, pipeline.ErrBadCursor) {
+			t.Errorf("ParseEventCursor(%q) = %v", c, err)
+		}
+	}
+}
+
+// TestAuditQueryBounds: a cursor the store did not hand out is
+// ErrBadCursor, and time bounds outside what nanoseconds since 1970 hold
+// select what they say instead of wrapping around.
+func TestAuditQueryBounds(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	a := db.AuditStore()
+	for i, id := range []string{"a", "b"} {
+		if _, err := a.Append(ctx, pipeline.AuditRecord{ID: id, Time: t0.Add(time.Duration(i) * time.Hour), Outcome: "stored"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []string{"nonsense", "1.", ".1", "12.0", "a.b"} {
+		if _, err := a.Query(ctx, pipeline.AuditQuery{Cursor: c}); !errors.Is(err, pipeline.ErrBadCursor) {
+			t.Errorf("cursor %q: %v, want ErrBadCursor", c, err)
+		}
+	}
+	far := func(y int) time.Time { return time.Date(y, 1, 1, 0, 0, 0, 0, time.UTC) }
+	tests := []struct {
+		name     string
+		from, to time.Time
+		want     int
+	}{
+		{"from year 1000", far(1000), time.Time{}, 2},
+		{"to year 9999", time.Time{}, far(9999), 2},
+		{"to year 1000", time.Time{}, far(1000), 0},
+		{"from year 9999", far(9999), time.Time{}, 0},
+		{"from 1600 to 2500", far(1600), far(2500), 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := a.Query(ctx, pipeline.AuditQuery{From: tt.from, To: tt.to})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Records) != tt.want {
+				t.Errorf("%d records, want %d", len(p.Records), tt.want)
+			}
+		})
+	}
+}
+
+// TestSearchStudies: every filter alone, status from the index and the
+// trail, and paging with a cursor.
+func TestSearchStudies(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	type st struct {
+		uid, name, id, acc, date, mod, ae string
+	}
+	studies := []st{
+		{"1.1", "DOE^JOHN", "P1", "A100", "20240105", "CT", "SITE_A"},
+		{"1.2", "ROE^JANE", "P2", "A200", "20240210", "MR", "SITE_B"},
+		{"1.3", "DOE^JANE", "Q3", "A300", "20240315", "MR", "SITE_A"},
+	}
+	for i, s := range studies {
+		in := pipeline.InstanceRecord{StudyInstanceUID: s.uid, SeriesInstanceUID: s.uid + ".1", SOPInstanceUID: s.uid + ".1.1", SHA256: "x",
+			PatientName: s.name, PatientID: s.id, AccessionNumber: s.acc, StudyDate: s.date, Modality: s.mod, CallingAE: s.ae,
+			ReceivedAt: t0.Add(time.Duration(i) * time.Minute)}
+		if _, err := db.IndexStore().UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.IndexStore().MarkAnnounced(ctx, "1.1", 1, 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AuditStore().Append(ctx, pipeline.AuditRecord{ID: "r", Time: t0, Outcome: "rejected", StudyInstanceUID: "1.2"}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		q    StudySearch
+		want []string
+	}{
+		{"all, newest first", StudySearch{}, []string{"1.3", "1.2", "1.1"}},
+		{"patient id", StudySearch{Patient: "p2"}, []string{"1.2"}},
+		{"patient name, either order", StudySearch{Patient: "jane doe"}, []string{"1.3"}},
+		{"one name word", StudySearch{Patient: "JANE"}, []string{"1.3", "1.2"}},
+		{"accession", StudySearch{Accession: "A100"}, []string{"1.1"}},
+		{"date range", StudySearch{DateFrom: "20240201", DateTo: "20240310"}, []string{"1.2"}},
+		{"modality", StudySearch{Modality: "mr"}, []string{"1.3", "1.2"}},
+		{"calling AE", StudySearch{CallingAE: "SITE_A"}, []string{"1.3", "1.1"}},
+		{"stable", StudySearch{Status: StatusStable}, []string{"1.1"}},
+		{"receiving", StudySearch{Status: StatusReceiving}, []string{"1.3"}},
+		{"has rejects", StudySearch{Status: StatusHasRejects}, []string{"1.2"}},
+		{"one study", StudySearch{StudyUID: "1.2"}, []string{"1.2"}},
+	}
+	uids := func(p StudyPage) []string {
+		var out []string
+		for _, s := range p.Studies {
+			out = append(out, s.StudyInstanceUID)
+		}
+		return out
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := db.SearchStudies(ctx, tt.q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, uids(p)); d != "" {
+				t.Errorf("studies (-want +got):\n%s", d)
+			}
+		})
+	}
+	p, err := db.SearchStudies(ctx, StudySearch{StudyUID: "1.2"})
+	if err != nil || p.Studies[0].Status != StatusHasRejects || p.Studies[0].Rejects != 1 {
+		t.Errorf("status of 1.2: %+v, %v", p.Studies, err)
+	}
+	var got []string
+	q := StudySearch{Limit: 2}
+	for range 3 {
+		p, err := db.SearchStudies(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, uids(p)...)
+		if p.Next == "" {
+			break
+		}
+		q.Cursor = p.Next
+	}
+	if d := cmp.Diff([]string{"1.3", "1.2", "1.1"}, got); d != "" {
+		t.Errorf("paged (-want +got):\n%s", d)
+	}
+	if _, err := db.SearchStudies(ctx, StudySearch{Cursor: "garbage"}); !errors.Is(err, pipeline.ErrBadCursor) {
+		t.Errorf("bad cursor: %v", err)
+	}
+	if _, err := db.SearchStudies(ctx, StudySearch{Status: "lost"}); err == nil {
+		t.Error("unknown status accepted")
+	}
+}
+
+// TestAssociations groups the trail per association: one row each with
+// its instances, outcome and duration; filters and paging.
+func TestAssociations(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	a := db.AuditStore()
+	n := 0
+	add := func(assoc, outcome, ae string, at time.Duration) {
+		t.Helper()
+		n++
+		if _, err := a.Append(ctx, pipeline.AuditRecord{ID: fmt.Sprint("r", n), Time: t0.Add(at), Outcome: outcome, AssociationID: assoc, CallingAE: ae,
+			CalledAE: "REMOTE_AE", PeerAddr: "10.0.0.1:4000"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("a1", "association-accepted", "SITE_A", 0)
+	add("a1", "stored", "SITE_A", time.Second)
+	add("a1", "rejected", "SITE_A", 2*time.Second)
+	add("a1", "association-released", "SITE_A", 3*time.Second)
+	add("a2", "association-rejected", "EVIL", 10*time.Second)
+	add("a3", "association-accepted", "SITE_B", 20*time.Second)
+	add("a3", "stored", "SITE_B", 21*time.Second)
+	add("", "unparseable-record", "", 22*time.Second)
+
+	p, err := db.Associations(ctx, AssociationQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		ID, Outcome         string
+		Instances, Rejected int
+		Duration            time.Duration
+	}
+	var got []row
+	for _, x := range p.Associations {
+		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Duration()})
+	}
+	want := []row{{"a3", "open", 1, 0, 0}, {"a2", "association-rejected", 0, 0, 0}, {"a1", "association-released", 2, 1, 3 * time.Second}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("associations (-want +got):\n%s", d)
+	}
+	for _, tt := range []struct {
+		name string
+		q    AssociationQuery
+		want []string
+	}{
+		{"by calling AE", AssociationQuery{CallingAE: "SITE_A"}, []string{"a1"}},
+		{"by outcome", AssociationQuery{Outcome: "open"}, []string{"a3"}},
+		{"page 1", AssociationQuery{Limit: 2}, []string{"a3", "a2"}},
+	} {
+		p, err := db.Associations(ctx, tt.q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, x := range p.Associations {
+			ids = append(ids, x.ID)
+		}
+		if d := cmp.Diff(tt.want, ids); d != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, d)
+		}
+		if tt.name == "page 1" {
+			p2, err := db.Associations(ctx, AssociationQuery{Limit: 2, Cursor: p.Next})
+			if err != nil || len(p2.Associations) != 1 || p2.Associations[0].ID != "a1" || p2.Next != "" {
+				t.Errorf("page 2: %+v %v", p2, err)
+			}
+		}
+	}
+	recs, err := db.AssociationRecords(ctx, "a1", "", 3)
+	if err != nil || len(recs.Records) != 3 || recs.Next == "" {
+		t.Fatalf("records page 1: %d, next %q, %v", len(recs.Records), recs.Next, err)
+	}
+	recs, err = db.AssociationRecords(ctx, "a1", recs.Next, 3)
+	if err != nil || len(recs.Records) != 1 || recs.Records[0].Outcome != "association-released" {
+		t.Errorf("records page 2: %+v %v", recs, err)
+	}
+	if _, err := db.Association(ctx, "nope"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("unknown association: %v", err)
+	}
+}

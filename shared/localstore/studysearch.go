@@ -1,0 +1,164 @@
+package localstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Study statuses, as SearchStudies reports and filters them.
+const (
+	StatusReceiving  = "receiving"   // instances not yet announced
+	StatusStable     = "stable"      // everything announced
+	StatusHasRejects = "has rejects" // some instances were quarantined
+)
+
+// statusSQL is the one definition of a study's status, over a studies row
+// s and the audit trail's rejected records of it.
+const statusSQL = `CASE
+	WHEN EXISTS (SELECT 1 FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = 'rejected') THEN 'has rejects'
+	WHEN s.revision > s.announced_revision THEN 'receiving'
+	ELSE 'stable' END`
+
+// StudySearch selects studies the way a PACS administrator looks for
+// them. Empty fields do not filter.
+type StudySearch struct {
+	StudyUID  string // one study
+	Patient   string // in the patient's name (either name order) or ID, any case
+	Accession string // accession number, exactly
+	DateFrom  string // study date on or after, yyyymmdd
+	DateTo    string // study date on or before, yyyymmdd
+	Modality  string // one of the study's modalities
+	CallingAE string // one of the AE titles that sent it
+	Status    string // StatusReceiving, StatusStable or StatusHasRejects
+	Limit     int    // 0: 50
+	Cursor    string // StudyPage.Next of the previous page
+}
+
+// StudyRow is a study with its status and its count of quarantined
+// instances.
+type StudyRow struct {
+	pipeline.StudySummary
+	Status  string `json:"status"`
+	Rejects int    `json:"rejects"`
+	// PatientMismatch: the study's instances disagree on the patient (the
+	// study's findings say on what; the instances' findings say which).
+	PatientMismatch bool `json:"patientMismatch"`
+}
+
+// StudyPage is one page of SearchStudies, most recently received first.
+type StudyPage struct {
+	Studies []StudyRow `json:"studies"`
+	Next    string     `json:"next,omitempty"`
+}
+
+// SearchStudies lists the studies matching q, most recently received
+// first, a page at a time. The filters read the study's summary; a page
+// costs the studies it passes over.
+func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, error) {
+	var where []string
+	var args []any
+	add := func(cond string, vs ...any) { where, args = append(where, cond), append(args, vs...) }
+	if q.StudyUID != "" {
+		add("s.study_uid = ?", q.StudyUID)
+	}
+	if p := strings.ToLower(strings.TrimSpace(q.Patient)); p != "" {
+		// The ID holds the text, or the name holds every word of it: the
+		// name is searched with its components' carets as spaces, so
+		// "doe john" and "john doe" both find DOE^JOHN.
+		name := `lower(replace(ifnull(json_extract(s.record, '$.patientName'), ''), '^', ' '))`
+		vals := []any{p}
+		var words []string
+		for _, w := range strings.Fields(p) {
+			words = append(words, "instr("+name+", ?) > 0")
+			vals = append(vals, w)
+		}
+		add("(instr(lower(s.patient_id), ?) > 0 OR ("+strings.Join(words, " AND ")+"))", vals...)
+	}
+	if v := strings.TrimSpace(q.Accession); v != "" {
+		add("json_extract(s.record, '$.accessionNumber') = ?", v)
+	}
+	if v := q.DateFrom; v != "" {
+		add("json_extract(s.record, '$.studyDate') >= ?", v)
+	}
+	if v := q.DateTo; v != "" {
+		add("json_extract(s.record, '$.studyDate') <= ?", v)
+	}
+	if v := strings.ToUpper(strings.TrimSpace(q.Modality)); v != "" {
+		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.modalities') WHERE value = ?)", v)
+	}
+	if v := strings.TrimSpace(q.CallingAE); v != "" {
+		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.callingAes') WHERE value = ?)", v)
+	}
+	if v := q.Status; v != "" {
+		switch v {
+		case StatusReceiving, StatusStable, StatusHasRejects:
+		default:
+			return StudyPage{}, fmt.Errorf("localstore: search studies: status %q is not %s, %s or %s", v, StatusReceiving, StatusStable, StatusHasRejects)
+		}
+		add("("+statusSQL+") = ?", v)
+	}
+	if q.Cursor != "" {
+		last, uid, ok := parseStudyCursor(q.Cursor)
+		if !ok {
+			return StudyPage{}, fmt.Errorf("localstore: search studies: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+		}
+		add("(s.last_received < ? OR (s.last_received = ? AND s.study_uid > ?))", last, last, uid)
+	}
+	limit := q.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 50
+	}
+	stmt := `SELECT s.record, s.last_received, ` + statusSQL + `,
+		(SELECT COUNT(*) FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = 'rejected')
+		FROM studies s`
+	if len(where) > 0 {
+		stmt += " WHERE " + strings.Join(where, " AND ")
+	}
+	stmt += " ORDER BY s.last_received DESC, s.study_uid LIMIT ?"
+	args = append(args, limit+1)
+	rows, err := db.sql.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
+	}
+	defer rows.Close()
+	page := StudyPage{Studies: []StudyRow{}}
+	var lastReceived int64
+	for rows.Next() {
+		var body string
+		var r StudyRow
+		var received int64
+		if err := rows.Scan(&body, &received, &r.Status, &r.Rejects); err != nil {
+			return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
+		}
+		if len(page.Studies) == limit {
+			page.Next = strconv.FormatInt(lastReceived, 10) + "_" + page.Studies[limit-1].StudyInstanceUID
+			break
+		}
+		if err := json.Unmarshal([]byte(body), &r.StudySummary); err != nil {
+			return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
+		}
+		r.PatientMismatch = r.StudySummary.PatientMismatch()
+		page.Studies = append(page.Studies, r)
+		lastReceived = received
+	}
+	if err := rows.Err(); err != nil {
+		return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
+	}
+	return page, nil
+}
+
+// parseStudyCursor reads the "<last received>_<study UID>" cursor
+// SearchStudies hands out.
+func parseStudyCursor(c string) (int64, string, bool) {
+	ns, uid, ok := strings.Cut(c, "_")
+	if !ok || uid == "" {
+		return 0, "", false
+	}
+	n, err := strconv.ParseInt(ns, 10, 64)
+	return n, uid, err == nil
+}
