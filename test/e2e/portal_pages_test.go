@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// TestPortalPagesInBrowser drives the pages an operator lives in through
+// headless chromium, after the real files of the DICOM parser's tests, the
+// thumbnail fixtures and the synthesized study were sent: the studies
+// search, a study's series previews (rendered server side from its middle
+// instance), the audit trail one association per row with its records on
+// demand, and the events newest first in readable rows. Screenshots of each
+// are saved in test/artifacts/.
+func TestPortalPagesInBrowser(t *testing.T) {
+	need(t, "dcmsend", "chromium")
+	dir := t.TempDir()
+	n := newNode(t, filepath.Join(dir, "data"))
+	n.start()
+	real := testenv.DICOMTestdataFiles(t)
+	fixtures, _ := filepath.Glob(filepath.Join(testenv.ModuleRoot(t), "scp-task", "internal", "thumbnail", "testdata", "*.dcm"))
+	if len(fixtures) == 0 {
+		t.Fatal("no thumbnail fixtures")
+	}
+	for _, set := range [][]string{real, fixtures, writeSynthStudy(t, dir)} {
+		if out, err := n.dcmsend("LOCAL_AE", set...); err != nil {
+			t.Fatalf("dcmsend: %v\n%s", err, out)
+		}
+	}
+	eventually(t, 15*time.Second, "every study indexed", func() bool {
+		return len(n.studies()) == len(real)+2
+	})
+	base := "http://" + n.portal
+	const mrStudy = "1.3.6.1.4.1.14519.5.2.1.9823.1001.108958069993282969141944803554" // 3.dcm
+
+	t.Run("studies search", func(t *testing.T) {
+		dom := chromium(t, []string{"--dump-dom"}, base+"/?patient=E2E-0001")
+		rows := regexp.MustCompile(`<tr class="study" data-study-uid="([0-9.]+)"`).FindAllStringSubmatch(dom, -1)
+		if len(rows) != 1 || rows[0][1] != synthStudy {
+			t.Errorf("search by patient ID found %v, want only the synthesized study", rows)
+		}
+		dom = chromium(t, []string{"--dump-dom"}, base+"/?modality=MR&limit=1")
+		if !strings.Contains(dom, `data-study-uid="`+mrStudy+`"`) {
+			t.Errorf("search by modality lacks the MR study:\n%s", dom)
+		}
+	})
+
+	t.Run("series previews", func(t *testing.T) {
+		dom := chromium(t, []string{"--dump-dom"}, base+"/studies/"+mrStudy)
+		m := regexp.MustCompile(`<img src="(/studies/[^"]+/thumbnail\.png)"`).FindStringSubmatch(dom)
+		if m == nil {
+			t.Fatalf("the MR study's series has no preview:\n%s", dom)
+		}
+		resp, err := http.Get(base + m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "image/png" {
+			t.Errorf("thumbnail: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if !strings.Contains(dom, "Explicit VR Little Endian") && !strings.Contains(dom, "Implicit VR Little Endian") {
+			t.Errorf("transfer syntax not shown by name")
+		}
+	})
+
+	t.Run("audit per association", func(t *testing.T) {
+		var rows []string
+		eventually(t, 10*time.Second, "the synthesized study's association closed", func() bool {
+			dom := chromium(t, []string{"--dump-dom"}, base+"/audit")
+			rows = regexp.MustCompile(`(?s)<tr class="association outcome-association-released" data-association-id="([^"]+)">(.*?)</tr>`).FindAllString(dom, -1)
+			return len(rows) == 3
+		})
+		if !strings.Contains(strings.Join(rows, ""), `<td class="n">5</td>`) {
+			t.Errorf("no association row with the synthesized study's 5 instances:\n%s", strings.Join(rows, "\n"))
+		}
+		id := regexp.MustCompile(`data-association-id="([^"]+)"`).FindStringSubmatch(rows[0])[1]
+		dom := chromium(t, []string{"--dump-dom"}, base+"/audit/associations/"+id)
+		if !strings.Contains(dom, "association-accepted") || !strings.Contains(dom, "association-released") {
+			t.Errorf("association page lacks its records:\n%s", dom)
+		}
+	})
+
+	t.Run("events newest first", func(t *testing.T) {
+		dom := chromium(t, []string{"--dump-dom"}, base+"/events?type=Instance+Stored&limit=5")
+		seqs := regexp.MustCompile(`<tr class="event[^"]*" data-seq="([0-9]+)"`).FindAllStringSubmatch(dom, -1)
+		if len(seqs) != 5 || seqs[0][1] <= seqs[4][1] && len(seqs[0][1]) <= len(seqs[4][1]) {
+			t.Errorf("events not newest first: %v", seqs)
+		}
+		for _, want := range []string{"Instance Stored", "<summary>JSON</summary>", `id="next"`, " from LOCAL_AE"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("events page lacks %q", want)
+			}
+		}
+		dom = chromium(t, []string{"--dump-dom"}, base+"/events?type=Instance+Stored&study="+synthStudy)
+		if got := strings.Count(dom, `<tr class="event`); got != len(synthInstances) {
+			t.Errorf("%d events of the synthesized study, want %d", got, len(synthInstances))
+		}
+	})
+
+	art := artifactsDir(t)
+	for name, url := range map[string]string{
+		"portal-search.png":       base + "/?modality=MR",
+		"portal-previews.png":     base + "/studies/" + mrStudy,
+		"portal-fixtures.png":     base + "/studies/2.25.1",
+		"portal-associations.png": base + "/audit",
+		"portal-events.png":       base + "/events",
+	} {
+		path := filepath.Join(art, name)
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		chromium(t, []string{"--screenshot=" + path, "--hide-scrollbars", "--virtual-time-budget=3000"}, url)
+		if st, err := os.Stat(path); err != nil || st.Size() < 1000 {
+			t.Errorf("screenshot %s: %v", path, err)
+			continue
+		}
+		t.Logf("screenshot saved: %s", path)
+	}
+}
