@@ -1,6 +1,7 @@
 """Turns the load generator's JSON lines (label "<receiver> <scenario>", one
 per receiver, scenario and round) into the README's table: medians over the
-rounds, and the range of the per-round ratios."""
+rounds, and the range of the per-round ratios. With a second file (the
+local runs' eventlag.jsonl) it adds local mode's pipeline table."""
 import json, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -20,12 +21,12 @@ def cell(kind, s):
     i, mb = median(kind, s, "instancesPerSecond"), median(kind, s, "megabytesPerSecond")
     return "%.0f / %.0f" % (i, mb) if i is not None else "n/a"
 
-def ratio(a, b, s):
-    """Median ratio of a's to b's MB/s, with the range over the rounds."""
+def ratio(a, b, s, field="megabytesPerSecond"):
+    """Median ratio of a's to b's field (MB/s), with the range over the rounds."""
     ra, rb = runs.get((a, s)), runs.get((b, s))
     if not ra or not rb:
         return "n/a"
-    per = [x["megabytesPerSecond"] / y["megabytesPerSecond"] for x, y in zip(ra, rb) if y["megabytesPerSecond"]]
+    per = [x[field] / y[field] for x, y in zip(ra, rb) if y[field]]
     if not per:
         return "n/a"
     if len(per) == 1:
@@ -41,6 +42,33 @@ for s in scenarios:
                                                               cell("storescp", s), cell("discard", s), cell("diskfloor", s),
                                                               ratio("file", "storescp", s), ratio("diskfloor", "storescp", s),
                                                               ratio("s3-sink", "file", s)))
+print()
+print("Local mode against the plain file store, same sender, same rounds: throughput ratio and C-STORE p99 ratio (local ÷ file)")
+print()
+print("| scenario | scp-task, file store | scp-task --local | local ÷ file | C-STORE p99 file / local (ms) | p99 local ÷ file |")
+print("|---|---|---|---|---|---|")
+for s in scenarios:
+    if runs.get(("local", s)):
+        print("| %s | %s | %s | %s | %s / %s | %s |" % (s, cell("file", s), cell("local", s), ratio("local", "file", s),
+              median("file", s, "p99ms"), median("local", s, "p99ms"), ratio("local", "file", s, "p99ms")))
+if len(sys.argv) > 2:
+    lag = {}
+    for l in open(sys.argv[2]):
+        if l.strip():
+            r = json.loads(l)
+            lag.setdefault(r["label"].split(" ", 1)[1], []).append(r)
+    if lag:
+        print()
+        print("Local mode's pipeline at that load: C-STORE success → Instance Stored (event time), and the backlog's drain after the send ends (medians of the rounds)")
+        print()
+        print("| scenario | event p50 (ms) | event p99 (ms) | drain (ms) | matched |")
+        print("|---|---|---|---|---|")
+        for s in scenarios:
+            if s in lag:
+                rs = [r for r in lag[s] if r.get("matched")]
+                if rs:
+                    m = lambda f: statistics.median(r[f] for r in rs)
+                    print("| %s | %.0f | %.0f | %.0f | %d/%d |" % (s, m("eventP50ms"), m("eventP99ms"), m("drainMs"), rs[0]["matched"], rs[0]["acked"]))
 for r in rows:
     if r.get("failed"):
         print("\nFAILED in %s: %d (%s)" % (r["label"], r["failed"], r.get("firstError", "")))

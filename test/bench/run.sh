@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# make bench: the load generator against scp-task (file store; S3 store on a
-# local S3 emulator and on a checksum-verifying S3 sink), against DCMTK's
+# make bench: the load generator against scp-task (file store; local mode,
+# the file store with the pipeline, SQLite and the portal in the same
+# process; S3 store on a local S3 emulator and on a checksum-verifying S3
+# sink), against DCMTK's
 # storescp --fork, against the protocol floor (bench-discard: the same
 # DICOM server with a handler that keeps nothing) and against the disk floor
 # (bench-diskfloor: the file store's durable writes of the same files as
@@ -17,6 +19,7 @@
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 #   ROUNDS      rounds of every scenario and receiver (default 3)
+#   STARTUP_N   objects in the data directory of the start-up bench (default 100000; 0 skips it)
 #   BENCH       which part: loopback (this file), sitelink (sitelink.sh), chain (chain.sh), or all (default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,18 +49,32 @@ go build -o bin/dicom-loadgen ./test/loadgen
 go build -o bin/bench-s3 ./test/bench/s3server
 go build -o bin/bench-discard ./test/bench/discard
 go build -o bin/bench-diskfloor ./test/bench/diskfloor
+go build -o bin/bench-startup ./test/bench/startup
 
 port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listening on $1" >&2; return 1; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$1/status; }
 
-# load LABEL PORT N DIR -> appends the load generator's JSON report to results.jsonl
+# load LABEL PORT N DIR [TIMINGS] -> appends the load generator's JSON report to results.jsonl
 load() {
-  local label=$1 p=$2 n=$3 dir=$4
-  bin/dicom-loadgen -addr 127.0.0.1:$p -aet LOCAL_AE -aec REMOTE_AE -n "$n" -progress=false -json -label "$label" "$dir" \
+  local label=$1 p=$2 n=$3 dir=$4 timings=${5:-}
+  bin/dicom-loadgen -addr 127.0.0.1:$p -aet LOCAL_AE -aec REMOTE_AE -n "$n" -progress=false -json -label "$label" ${timings:+-timings "$timings"} "$dir" \
     | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)))' >> "$OUT/results.jsonl"
   tail -n1 "$OUT/results.jsonl"
+}
+
+# drained LABEL STOREDIR TIMINGS: waits for local mode's pipeline to process
+# the backlog, then appends C-STORE success -> Instance Stored (event time)
+# p50/p99 and the backlog's drain time to eventlag.jsonl.
+drained() {
+  local label=$1 storedir=$2 timings=$3
+  for _ in $(seq 1200); do
+    [ "$(curl -s "127.0.0.1:$PPORT/api/counters" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pendingPipeline"])' 2>/dev/null)" = 0 ] && break
+    sleep 0.1
+  done
+  sleep 0.5 # the publisher appends the log at most 50 ms after a commit
+  python3 test/bench/eventlag.py "$timings" "$storedir/events.log" "$(tail -n1 "$OUT/results.jsonl")" | tee -a "$OUT/eventlag.jsonl"
 }
 
 # target KIND: starts a fresh receiver of that kind, sets P (DICOM port) and RPID
@@ -74,6 +91,12 @@ target() {
       bin/bench-discard -listen 127.0.0.1:$P -ae-title REMOTE_AE 2>> "$OUT/discard.log" & RPID=$!; pids+=($RPID)
       wait_port "$P"; return ;;
     file) store="file://$storedir"; extra=() ;;
+    local)
+      PPORT=$(port)
+      bin/scp-task --local --data-dir "$storedir" --portal-listen 127.0.0.1:$PPORT --quiet-period 1h --listen 127.0.0.1:$P \
+        --health-listen 127.0.0.1:$(port) --calling-aes LOCAL_AE --max-associations 64 --max-associations-per-ae 64 --log-level warn \
+        2>> "$OUT/local.log" & RPID=$!; pids+=($RPID)
+      wait_port "$P"; return ;;
     s3-emulator|s3-sink)
       S3P=$(port)
       # The endpoint stands in for S3, which spends none of this machine's
@@ -92,8 +115,8 @@ target() {
 # file store's next run more than half its throughput).
 untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; sync; }
 
-: > "$OUT/results.jsonl"; : > "$OUT/rss.txt"
-kinds=(discard diskfloor file s3-sink s3-emulator)
+: > "$OUT/results.jsonl"; : > "$OUT/rss.txt"; : > "$OUT/eventlag.jsonl"
+kinds=(discard diskfloor file local s3-sink s3-emulator)
 command -v storescp >/dev/null && kinds+=(storescp)
 # Receivers take turns scenario by scenario, round after round, so that
 # each ratio compares runs minutes apart at most on a machine whose speed
@@ -110,17 +133,30 @@ for round in $(seq "$ROUNDS"); do
         continue
       fi
       target "$kind"
-      load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
+      if [ "$kind" = local ]; then
+        load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir" "$WORK/timings-$scenario"
+        drained "$kind $name" "$WORK/store-$scenario" "$WORK/timings-$scenario"
+      else
+        load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
+      fi
       [ "$kind" != storescp ] && [ "$kind" != discard ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
       untarget
     done
   done
 done
 
+if [ "${STARTUP_N:-100000}" != 0 ]; then
+  echo "== local mode start-up on a data directory of ${STARTUP_N:-100000} processed objects (filled once, kept in /var/tmp)"
+  bin/bench-startup -scp bin/scp-task -data "/var/tmp/dicom-bench-startup-${STARTUP_N:-100000}" -n "${STARTUP_N:-100000}" -rounds 3 | tee "$OUT/startup.jsonl"
+fi
+
+echo "== portal: each page over 50 studies and 10,000 events"
+go test -run '^$' -bench 'BenchmarkPages' -benchtime 20x ./scp-task/internal/portal/ | tee "$OUT/pages.txt"
+
 echo "== pipeline: validate + normalize per instance"
 go test -run '^$' -bench 'BenchmarkValidateNormalize' -benchmem ./shared/pipeline/ | tee "$OUT/pipeline.txt"
 
-python3 test/bench/report.py "$OUT/results.jsonl" | tee "$OUT/report.md"
+python3 test/bench/report.py "$OUT/results.jsonl" "$OUT/eventlag.jsonl" | tee "$OUT/report.md"
 
 if [ "$BENCH" = all ]; then
   bash test/bench/sitelink.sh

@@ -24,6 +24,7 @@ type options struct {
 	Associations, Repeat      int
 	Progress                  bool
 	Label                     string
+	Timings                   string // record each success's time (see -timings)
 }
 
 // file is one Part 10 file to send, with what its meta says.
@@ -184,10 +185,14 @@ func run(ctx context.Context, o options, files []file) (Report, error) {
 					fail(fmt.Errorf("%s: %w", f.Path, err))
 					continue
 				}
+				done := time.Now()
 				mu.Lock()
 				latencies = append(latencies, d)
 				rep.Instances++
 				rep.Bytes += f.Size
+				if o.Timings != "" {
+					rep.timings = fmt.Appendf(rep.timings, "%s\t%d\n", f.SOPInst, done.UnixNano())
+				}
 				mu.Unlock()
 				if bar != nil {
 					_ = bar.Add64(f.Size) // the bar only draws on stderr; a failed draw is no failed send
@@ -197,6 +202,7 @@ func run(ctx context.Context, o options, files []file) (Report, error) {
 	}
 	wg.Wait()
 	rep.Elapsed = time.Since(start)
+	rep.EndNs = time.Now().UnixNano()
 	if bar != nil {
 		_ = bar.Finish()
 		fmt.Fprintln(os.Stderr)

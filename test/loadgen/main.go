@@ -26,6 +26,7 @@ func main() {
 	flag.IntVar(&o.Repeat, "repeat", 1, "send the file set this many times")
 	flag.BoolVar(&o.Progress, "progress", true, "show a progress bar on stderr")
 	flag.StringVar(&o.Label, "label", "", "label for the report")
+	flag.StringVar(&o.Timings, "timings", "", "write each success to this `FILE`: SOP Instance UID and the time its C-STORE response arrived (Unix ns), tab-separated")
 	jsonOut := flag.Bool("json", false, "print the report as JSON")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: dicom-loadgen [flags] DIR|FILE…\n")
@@ -47,6 +48,12 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
 		os.Exit(1)
+	}
+	if o.Timings != "" {
+		if err := os.WriteFile(o.Timings, rep.timings, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
+			os.Exit(1)
+		}
 	}
 	if *jsonOut {
 		enc := json.NewEncoder(os.Stdout)
@@ -77,6 +84,11 @@ type Report struct {
 	P50ms        float64       `json:"p50ms"`
 	P99ms        float64       `json:"p99ms"`
 	FirstError   string        `json:"firstError,omitempty"`
+	// EndNs is when the last response arrived (Unix ns): a receiver's
+	// backlog is measured from it.
+	EndNs int64 `json:"endNs"`
+
+	timings []byte // -timings lines
 }
 
 func (r Report) String() string {
