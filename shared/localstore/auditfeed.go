@@ -24,9 +24,12 @@ var _ auditfeed.Outbox = (*AuditFeed)(nil)
 // the end of the audit trail: it delivers what is appended from then on,
 // not the history from before it was configured.
 func (db *DB) AuditFeed(ctx context.Context) (*AuditFeed, error) {
-	_, err := db.sql.ExecContext(ctx,
-		`INSERT INTO audit_feed(id, delivered_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit WHERE true
-		 ON CONFLICT(id) DO NOTHING`)
+	err := db.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO audit_feed(id, delivered_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit WHERE true
+			 ON CONFLICT(id) DO NOTHING`)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("localstore: audit feed: %w", err)
 	}
@@ -35,9 +38,21 @@ func (db *DB) AuditFeed(ctx context.Context) (*AuditFeed, error) {
 
 const feedCursor = `(SELECT delivered_seq FROM audit_feed WHERE id = 1)`
 
-// Pending implements auditfeed.Outbox; keys are audit seq numbers.
+// Pending implements auditfeed.Outbox; keys are audit seq numbers. It
+// lists only records whose commit is durable (see DB.Sync): one a power
+// loss could still undo must not have reached the collector.
 func (f *AuditFeed) Pending(ctx context.Context, limit int) ([]auditfeed.Entry, error) {
-	rows, err := f.db.sql.QueryContext(ctx, `SELECT seq, record FROM audit WHERE seq > `+feedCursor+` ORDER BY seq LIMIT ?`, limit)
+	var through sql.NullInt64
+	if err := f.db.sql.QueryRowContext(ctx, `SELECT MAX(seq) FROM audit`).Scan(&through); err != nil {
+		return nil, fmt.Errorf("localstore: audit feed pending: %w", err)
+	}
+	if !through.Valid {
+		return nil, nil
+	}
+	if err := f.db.Sync(ctx); err != nil {
+		return nil, err
+	}
+	rows, err := f.db.sql.QueryContext(ctx, `SELECT seq, record FROM audit WHERE seq > `+feedCursor+` AND seq <= ? ORDER BY seq LIMIT ?`, through.Int64, limit)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: audit feed pending: %w", err)
 	}

@@ -113,7 +113,7 @@ func (t *Tx) MarkDone(ctx context.Context, key string, at time.Time) error {
 // none of them ever is. Units that run at the same time share one commit.
 func (db *DB) InTx(ctx context.Context, webhooks []string, fn func(*Tx) error) error {
 	done := make(chan error, 1)
-	if err := db.InTxAsync(ctx, webhooks, fn, func(err error) { done <- err }); err != nil {
+	if err := db.unitOfWork(ctx, webhooks, fn, func(err error) { done <- err }, false); err != nil {
 		return err
 	}
 	return <-done
@@ -126,12 +126,21 @@ func (db *DB) InTx(ctx context.Context, webhooks []string, fn func(*Tx) error) e
 // Until committed is called, a later unit sees the writes (they share the
 // open transaction or were committed), but the portal's readers do not.
 func (db *DB) InTxAsync(ctx context.Context, webhooks []string, fn func(*Tx) error, committed func(error)) error {
+	return db.unitOfWork(ctx, webhooks, fn, committed, true)
+}
+
+// unitOfWork runs fn as a unit; lingers says that nobody waits for the
+// commit, which may then wait for more units (see batching).
+func (db *DB) unitOfWork(ctx context.Context, webhooks []string, fn func(*Tx) error, committed func(error), lingers bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("localstore: unit: %w", err)
 	}
 	u := &unit{w: db.w}
 	t := &Tx{b: binding{db: db, unit: u}, webhooks: webhooks}
 	err := fn(t)
+	if lingers && u.tx != nil && err == nil {
+		u.w.lingerOn(u.batch)
+	}
 	b, eerr := u.end(err == nil)
 	if err == nil {
 		err = eerr

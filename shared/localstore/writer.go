@@ -12,9 +12,10 @@ import (
 // ErrClosed is returned for writes after Close.
 var ErrClosed = errors.New("localstore: database closed")
 
-// batching is when a writer commits. A transaction is committed once it
-// is linger old and no unit waits for it, or once it is maxAge old: under
-// a steady stream there is always one more unit waiting, and without a
+// batching is when a writer commits. A transaction is committed once no
+// unit waits for it and, when a unit in it did not wait for the commit
+// (InTxAsync), once it is linger old; or once it is maxAge old: under a
+// steady stream there is always one more unit waiting, and without a
 // bound nobody's commit would ever start.
 type batching struct {
 	linger, maxAge time.Duration
@@ -22,10 +23,11 @@ type batching struct {
 
 // Commit policies. The hand-off queue's units are the SCP's: each waits
 // for its commit before the C-STORE succeeds, so their transaction is
-// committed as soon as nobody else wants in. The main database's are the
-// pipeline's, which does not wait: the longer a transaction stays open,
-// the more units share its pages (a B-tree leaf written once for many
-// rows), and the less the log and the checkpoint write per object.
+// committed as soon as nobody else wants in. The main database's are
+// mostly the pipeline's, which does not wait: the longer a transaction
+// holding them stays open, the more units share its pages (a B-tree leaf
+// written once for many rows), and the less the log and the checkpoint
+// write per object. One holding only units that wait is not held back.
 var (
 	latencyFirst    = batching{linger: 0, maxAge: 20 * time.Millisecond}
 	throughputFirst = batching{linger: 50 * time.Millisecond, maxAge: 100 * time.Millisecond}
@@ -62,6 +64,9 @@ type writer struct {
 type batch struct {
 	done chan struct{}
 	err  error // set before done is closed
+	// lingers is set once a unit that does not wait for the commit kept
+	// its writes in it (see batching).
+	lingers bool
 }
 
 func newWriter(db *sql.DB, policy batching) *writer {
@@ -118,7 +123,14 @@ func (w *writer) mayCommit() bool {
 	if w.closed || w.commitDue() {
 		return true
 	}
-	return w.waiting == 0 && time.Since(w.opened) >= w.policy.linger
+	return w.waiting == 0 && (!w.batch.lingers || time.Since(w.opened) >= w.policy.linger)
+}
+
+// lingerOn marks b as holding a unit that does not wait for its commit.
+func (w *writer) lingerOn(b *batch) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	b.lingers = true
 }
 
 // release hands the transaction back after a unit's statements.
