@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -351,7 +352,7 @@ func (l *Local) recover(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(p); absent(err) {
 			never = append(never, k)
 			continue
 		} else if err != nil {
@@ -441,13 +442,20 @@ func (l *Local) settled(ctx context.Context, key string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(p); absent(err) {
 		if err := l.store.dropIfNeverStored(ctx, key, p); err != nil {
 			return false, err
 		}
 		return true, nil
 	}
 	return false, nil
+}
+
+// absent reports whether a stat error says there is no file: none at the
+// path, or a component of the path is a file (a store that failed to make
+// the object's directory).
+func absent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
@@ -607,7 +615,7 @@ func (s *handoffStore) dropIfNeverStored(ctx context.Context, key, path string) 
 	if s.inflight[key] > 0 {
 		return nil
 	}
-	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(path); !absent(err) {
 		return nil
 	}
 	return s.handoff.Forget(ctx, []string{key})
