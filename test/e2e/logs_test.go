@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"io/fs"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -19,10 +21,11 @@ import (
 // TestLogsCarryNoIdentifiers runs the local flow over objects whose UIDs,
 // patient names and ids are known, through every path that logs: stored,
 // duplicate, conflict, quarantined, malformed (refused by the SCP before
-// and after its UIDs, quarantined when found in the store at start), a
-// store failure, a pipeline failure, an unknown AE, portal misses and
-// shutdown. Its whole log must name objects only by association, message
-// id and keyed digest.
+// and after its UIDs, quarantined when handed off before a crash and found
+// in the queue at start), a store failure, a pipeline failure (an object
+// handed off before a crash that cannot be read), an unknown AE, portal
+// misses and shutdown. Its whole log must name objects only by
+// association, message id and keyed digest.
 func TestLogsCarryNoIdentifiers(t *testing.T) {
 	need(t, "dcmsend", "dcmdump")
 	dir := t.TempDir()
@@ -34,32 +37,32 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	objs := logleak.WriteObjects(t, dir, &ids)
 	n := newNode(t, filepath.Join(dir, "data"))
 
-	// The malformed object, which the SCP refuses, is put where the store
-	// would have put it: found at start as stored before a crash, it
-	// reaches the pipeline.
-	late := filepath.Join(n.dataDir, "objects", filepath.FromSlash(objs.Key(objs.MalformedLate, time.Now())))
-	if err := os.MkdirAll(filepath.Dir(late), 0o750); err != nil {
+	// What a crash leaves, staged: the malformed object, which the SCP
+	// refuses, handed off and put where the store would have put it, so
+	// that the restart finds it in the queue and it reaches the pipeline;
+	// and the Stalled object handed off with a directory under its key,
+	// which the pipeline cannot read.
+	late := objs.Key(objs.MalformedLate, time.Now())
+	stalled := objs.Key(objs.Stalled, time.Now())
+	stageHandoff(t, n.dataDir, late, stalled)
+	if err := os.MkdirAll(filepath.Dir(filepath.Join(n.dataDir, "objects", filepath.FromSlash(late))), 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(objs.MalformedLate); err != nil || os.WriteFile(late, b, 0o600) != nil {
+	if b, err := os.ReadFile(objs.MalformedLate); err != nil || os.WriteFile(filepath.Join(n.dataDir, "objects", filepath.FromSlash(late)), b, 0o600) != nil {
 		t.Fatalf("place the malformed object: %v", err)
 	}
+	if err := os.MkdirAll(filepath.Join(n.dataDir, "objects", filepath.FromSlash(stalled)), 0o750); err != nil {
+		t.Fatal(err)
+	}
 	// A file where the Blocked study's directory would go makes its store
-	// fail; one where the Stalled study's metadata goes makes its pipeline
 	// fail. Tomorrow too, in case the test runs over midnight (UTC).
 	for _, day := range []time.Time{time.Now().UTC(), time.Now().UTC().Add(24 * time.Hour)} {
-		date := day.Format("2006/01/02")
-		for _, p := range []string{
-			filepath.Join("incoming", date, objs.StudyUID[objs.Blocked]),
-			filepath.Join("metadata", date, objs.StudyUID[objs.Stalled]),
-		} {
-			p = filepath.Join(n.dataDir, "objects", p)
-			if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(p, []byte("not a directory\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
+		p := filepath.Join(n.dataDir, "objects", "incoming", day.Format("2006/01/02"), objs.StudyUID[objs.Blocked])
+		if err := os.MkdirAll(filepath.Dir(p), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("not a directory\n"), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
 	n.start()
@@ -67,7 +70,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	if out, err := n.dcmsend("LOCAL_AE", real...); err != nil {
 		t.Fatalf("dcmsend testdata: %v\n%s", err, out)
 	}
-	send := append(append([]string{}, objs.Study...), objs.Invalid, objs.Large, objs.Stalled)
+	send := append(append([]string{}, objs.Study...), objs.Invalid, objs.Large)
 	if out, err := n.dcmsend("LOCAL_AE", send...); err != nil {
 		t.Fatalf("dcmsend: %v\n%s", err, out)
 	}
@@ -157,5 +160,27 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		if !strings.Contains(log, `"object":"`+names.Name(k)+`"`) {
 			t.Errorf("no log line names %s by its digest %s", k, names.Name(k))
 		}
+	}
+}
+
+// stageHandoff records keys in the hand-off queue of the data directory,
+// as the SCP does before an object takes its key.
+func stageHandoff(t *testing.T, dataDir string, keys ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	db, err := localstore.Open(ctx, filepath.Join(dataDir, "ingest.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if _, err := db.Handoff().Enqueue(ctx, k, time.Now(), map[string]string{"calling-ae": "LOCAL_AE", "called-ae": "REMOTE_AE"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
