@@ -58,7 +58,7 @@ func logNames(cfg config.Config, getenv func(string) string, log *slog.Logger) (
 	case set:
 		return n, nil
 	case cfg.Local:
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("data dir: %w", err)
 		}
 		return logname.LoadOrCreate(filepath.Join(cfg.DataDir, logname.KeyFile))

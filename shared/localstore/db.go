@@ -214,6 +214,9 @@ func QueuePath(path string) string {
 // process, refused by local mode's lock) would queue on busy_timeout
 // instead of failing with SQLITE_BUSY on lock upgrade.
 func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
+	if err := privateFile(path); err != nil {
+		return nil, err
+	}
 	q := url.Values{}
 	for _, p := range pragmas {
 		q.Add("_pragma", p)
@@ -237,6 +240,36 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 	}
 	sdb.SetMaxOpenConns(8)
 	return sdb, nil
+}
+
+// privateFile creates the database file at path with mode 0600 before
+// SQLite opens it, and narrows one an older build left readable by others
+// (its write-ahead log and shared memory too): the databases hold patient
+// data. SQLite would create the file 0644 less the umask, and gives its
+// -wal and -shm files the database file's mode, so those follow.
+func privateFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("localstore: open %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("localstore: open %s: %w", path, err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("localstore: open %s: %w", path, err)
+		}
+		if perm := st.Mode().Perm(); perm&0o077 != 0 {
+			if err := os.Chmod(p, perm&0o700); err != nil {
+				return fmt.Errorf("localstore: open %s: keep it private: %w", path, err)
+			}
+		}
+	}
+	return nil
 }
 
 // Close removes completed keys from the queue, commits what the writers

@@ -1,13 +1,18 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -300,6 +305,61 @@ func TestLocalEndToEnd(t *testing.T) {
 		}
 		if c := strings.Count(string(log), `"detail-type":"Study Received"`); c != len(real)+1 {
 			t.Errorf("events.log holds %d Study Received, want %d", c, len(real)+1)
+		}
+	})
+
+	t.Run("a second process on the data directory exits naming the holder", func(t *testing.T) {
+		second := newNode(t, n.dataDir)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, testenv.SCPTask(t), "--local", "--data-dir", second.dataDir, "--listen", second.dicom,
+			"--portal-listen", second.portal, "--health-listen", second.health)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("second scp-task: %v, want exit status 1\n%s", err, out)
+		}
+		holder := fmt.Sprintf("process %d (started ", n.cmd.Process.Pid)
+		if !strings.Contains(string(out), "data directory in use") || !strings.Contains(string(out), holder) {
+			t.Errorf("second scp-task's error does not name the holder (%s):\n%s", holder, out)
+		}
+		if !n.dicomUp() {
+			t.Error("the holder stopped listening")
+		}
+	})
+
+	// Everything scp-task keeps in the data directory may carry patient
+	// data (the objects, the databases, the event log) or unmask it (the
+	// log-name key): nobody but its user reads it.
+	t.Run("the data directory is private", func(t *testing.T) {
+		if st, err := os.Stat(n.dataDir); err != nil || st.Mode().Perm() != 0o700 {
+			t.Errorf("data directory: %v, mode %v, want 0700", err, st.Mode().Perm())
+		}
+		var seen []string
+		err := filepath.WalkDir(n.dataDir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || !d.Type().IsRegular() {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(n.dataDir, path)
+			if !strings.HasPrefix(rel, "objects") {
+				seen = append(seen, rel)
+			}
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s: mode %v, want 0600", rel, fi.Mode().Perm())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"ingest.db", "ingest-queue.db", "events.log", "log-name.key", "scp-task.lock"} {
+			if !slices.Contains(seen, want) {
+				t.Errorf("%s not in the data directory (%v)", want, seen)
+			}
 		}
 	})
 }

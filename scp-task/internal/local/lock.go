@@ -60,7 +60,7 @@ func CheckDataDir(dir string) error {
 // its holder.
 func lockDataDir(dir string, started time.Time) (*dataDirLock, error) {
 	path := filepath.Join(dir, LockFile)
-	l := flock.New(path, flock.SetPermissions(0o640))
+	l := flock.New(path, flock.SetPermissions(0o600))
 	ok, err := l.TryLock()
 	if err != nil {
 		return nil, fmt.Errorf("local: lock %s: %w", path, err)
@@ -69,7 +69,7 @@ func lockDataDir(dir string, started time.Time) (*dataDirLock, error) {
 		return nil, inUse(dir)
 	}
 	holder := fmt.Sprintf("pid %d\nstarted %s\n", os.Getpid(), started.UTC().Format(time.RFC3339))
-	if err := os.WriteFile(filepath.Join(dir, HolderFile), []byte(holder), 0o640); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, HolderFile), []byte(holder), 0o600); err != nil {
 		return nil, errors.Join(fmt.Errorf("local: record the lock's holder: %w", err), l.Close())
 	}
 	return &dataDirLock{lock: l, dir: dir}, nil
