@@ -188,7 +188,6 @@ type unit struct {
 	tx    *sql.Tx
 	batch *batch
 	err   error // sticky acquisition error
-	name  string
 }
 
 // begin takes the transaction and opens the unit's savepoint unless that

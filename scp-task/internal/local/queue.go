@@ -75,13 +75,6 @@ func (q *workQueue) retry(key string, d time.Duration) {
 	})
 }
 
-// len is how many keys wait for a worker.
-func (q *workQueue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.fifo)
-}
-
 // closeOnDone closes the queue when ctx ends: waiting workers return.
 func (q *workQueue) closeOnDone(ctx context.Context) {
 	<-ctx.Done()
