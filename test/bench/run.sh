@@ -20,6 +20,9 @@
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 #   ROUNDS      rounds of every scenario and receiver (default 3)
 #   STARTUP_N   objects in the data directory of the start-up bench (default 100000; 0 skips it)
+#   KINDS       receivers to run (default all: discard diskfloor file local s3-sink s3-emulator storescp)
+#   SCENARIOS   scenarios to run, comma-separated (default all: CT x1,CT x8,MR x1,MR x4,MR x8,big x1); with
+#               KINDS="file local" SCENARIOS="CT x1,MR x4" ROUNDS=1 SCALE=0.05 STARTUP_N=2000 a smoke of local mode's column
 #   BENCH       which part: loopback (this file), sitelink (sitelink.sh), chain (chain.sh), or all (default)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -116,14 +119,20 @@ target() {
 untarget() { stop "$RPID"; [ -n "${S3PID:-}" ] && stop "$S3PID"; S3PID=; sync; }
 
 : > "$OUT/results.jsonl"; : > "$OUT/rss.txt"; : > "$OUT/eventlag.jsonl"
-kinds=(discard diskfloor file local s3-sink s3-emulator)
-command -v storescp >/dev/null && kinds+=(storescp)
+if [ -n "${KINDS:-}" ]; then
+  read -r -a kinds <<<"$KINDS"
+else
+  kinds=(discard diskfloor file local s3-sink s3-emulator)
+  command -v storescp >/dev/null && kinds+=(storescp)
+fi
+IFS=, read -r -a scenarios <<<"${SCENARIOS:-CT x1,CT x8,MR x1,MR x4,MR x8,big x1}"
+declare -A dirs=([CT]=ct [MR]=mr [big]=big)
 # Receivers take turns scenario by scenario, round after round, so that
 # each ratio compares runs minutes apart at most on a machine whose speed
 # drifts; the report gives medians over the rounds.
 for round in $(seq "$ROUNDS"); do
-  for sc in "CT x1:1:ct" "CT x8:8:ct" "MR x1:1:mr" "MR x4:4:mr" "MR x8:8:mr" "big x1:1:big"; do
-    IFS=: read -r name n dir <<<"$sc"
+  for name in "${scenarios[@]}"; do
+    n=${name#* x} dir=${dirs[${name% x*}]}
     echo "== round $round/$ROUNDS: $name"
     for kind in "${kinds[@]}"; do
       if [ "$kind" = diskfloor ]; then
