@@ -2,9 +2,7 @@ package localstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -232,27 +230,8 @@ func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit i
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
 	}
-	defer rows.Close()
-	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
-	var lastSeq, lastTime int64
-	for rows.Next() {
-		var seq, t int64
-		var body string
-		if err := rows.Scan(&seq, &t, &body); err != nil {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
-		}
-		if len(page.Records) == limit {
-			page.Next = strconv.FormatInt(lastTime, 10) + "." + strconv.FormatInt(lastSeq, 10)
-			break
-		}
-		var rec pipeline.AuditRecord
-		if err := json.Unmarshal([]byte(body), &rec); err != nil {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
-		}
-		page.Records = append(page.Records, rec)
-		lastSeq, lastTime = seq, t
-	}
-	if err := rows.Err(); err != nil && !errors.Is(err, sql.ErrNoRows) {
+	page, err := readAuditPage(rows, limit)
+	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
 	}
 	return page, nil

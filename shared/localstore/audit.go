@@ -92,6 +92,17 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
 	}
+	page, err := readAuditPage(rows, limit)
+	if err != nil {
+		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+	}
+	return page, nil
+}
+
+// readAuditPage reads up to limit rows of (seq, time, record) into a page,
+// and closes rows. A row past limit means there is more: Next is then the
+// cursor of the last record kept ("<time>.<seq>", parseCursor's).
+func readAuditPage(rows *sql.Rows, limit int) (pipeline.AuditPage, error) {
 	defer rows.Close()
 	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
 	var lastSeq, lastTime int64
@@ -99,7 +110,7 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		var seq, t int64
 		var body string
 		if err := rows.Scan(&seq, &t, &body); err != nil {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+			return pipeline.AuditPage{}, err
 		}
 		if len(page.Records) == limit {
 			page.Next = strconv.FormatInt(lastTime, 10) + "." + strconv.FormatInt(lastSeq, 10)
@@ -107,13 +118,13 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		}
 		var rec pipeline.AuditRecord
 		if err := json.Unmarshal([]byte(body), &rec); err != nil {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: record %d: %w", seq, err)
+			return pipeline.AuditPage{}, fmt.Errorf("record %d: %w", seq, err)
 		}
 		page.Records = append(page.Records, rec)
 		lastSeq, lastTime = seq, t
 	}
 	if err := rows.Err(); err != nil {
-		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
+		return pipeline.AuditPage{}, err
 	}
 	return page, nil
 }
