@@ -99,7 +99,13 @@ target() {
       bin/scp-task --local --data-dir "$storedir" --portal-listen 127.0.0.1:$PPORT --quiet-period 1h --listen 127.0.0.1:$P \
         --health-listen 127.0.0.1:$(port) --calling-aes LOCAL_AE --max-associations 64 --max-associations-per-ae 64 --log-level warn \
         2>> "$OUT/local.log" & RPID=$!; pids+=($RPID)
-      wait_port "$P"; return ;;
+      # scp-task binds its ports before it opens the data directory, so a
+      # sender could connect while the databases are still being created
+      # and count that wait as local mode's: the portal answers once the
+      # start is done.
+      wait_port "$P"
+      for _ in $(seq 400); do curl -sf "127.0.0.1:$PPORT/healthz" >/dev/null && return; sleep 0.05; done
+      echo "local mode's portal did not answer" >&2; return 1 ;;
     s3-emulator|s3-sink)
       S3P=$(port)
       # The endpoint stands in for S3, which spends none of this machine's
