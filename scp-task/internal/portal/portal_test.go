@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"html/template"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -74,10 +75,21 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 		t.Fatal(err)
 	}
 	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir),
-		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} }}
+		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} },
+		Logger:   slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv, db
+}
+
+// errorLog fails the test on every line logged to it: nothing the tests
+// ask of the portal is an error of the portal's (a bad cursor or filter
+// is the request's, answered 400 and not logged).
+type errorLog struct{ t *testing.T }
+
+func (e errorLog) Write(p []byte) (int, error) {
+	e.t.Errorf("portal logged an error: %s", p)
+	return len(p), nil
 }
 
 func get(t *testing.T, url string, host string) (int, http.Header, string) {
