@@ -48,21 +48,27 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pageAudit(w http.ResponseWriter, r *http.Request) {
-	v := view{Title: "Audit records", Nav: "audit", Data: []pipeline.AuditRecord{}}
 	q, err := auditQuery(r.URL.Query())
+	s.auditRecords(w, r, view{Title: "Audit records", Nav: "audit"}, q, err, "/audit/records", "audit.html")
+}
+
+// auditRecords renders a page of the audit records q selects, linking the
+// next page at path; err is q's own (a bad filter), shown on the page.
+func (s *Server) auditRecords(w http.ResponseWriter, r *http.Request, v view, q pipeline.AuditQuery, err error, path, tmpl string) {
+	v.Data = []pipeline.AuditRecord{}
 	if err == nil {
 		var page pipeline.AuditPage
 		if page, err = s.Audit.Query(r.Context(), q); err == nil {
 			v.Data = page.Records
 			if page.Next != "" {
-				v.Next = nextURL(r, "/audit/records", page.Next)
+				v.Next = nextURL(r, path, page.Next)
 			}
 		}
 	}
 	if !s.userError(w, r, err, &v) {
 		return
 	}
-	s.render(w, r, "audit.html", v)
+	s.render(w, r, tmpl, v)
 }
 
 // userError puts a bad request's message on the page (true: render it);
@@ -169,16 +175,6 @@ func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pageQuarantine(w http.ResponseWriter, r *http.Request) {
-	v := view{Title: "Quarantine", Nav: "quarantine", Data: []pipeline.AuditRecord{}}
-	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Cursor: r.URL.Query().Get("cursor")})
-	if err == nil {
-		v.Data = page.Records
-		if page.Next != "" {
-			v.Next = nextURL(r, "/quarantine", page.Next)
-		}
-	}
-	if !s.userError(w, r, err, &v) {
-		return
-	}
-	s.render(w, r, "quarantine.html", v)
+	q := pipeline.AuditQuery{Outcome: RejectedOutcome, Cursor: r.URL.Query().Get("cursor")}
+	s.auditRecords(w, r, view{Title: "Quarantine", Nav: "quarantine"}, q, nil, "/quarantine", "quarantine.html")
 }
