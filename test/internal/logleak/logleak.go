@@ -226,4 +226,3 @@ func isDigitByte(c byte) bool { return c >= '0' && c <= '9' }
 func isAlnum(r rune) bool {
 	return r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= 0x80
 }
-
