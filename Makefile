@@ -60,8 +60,9 @@ build-functions:
 	  CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -tags lambda.norpc -o build/functions/$$f/bootstrap ./functions/$$f || exit 1; \
 	done
 
-## lint: go vet, staticcheck and deadcode -test (no unreachable function)
+## lint: gofmt, go vet, staticcheck and deadcode -test (no unreachable function)
 lint:
+	@unformatted=$$(git ls-files -z -- '*.go' | xargs -0 gofmt -l); if [ -n "$$unformatted" ]; then echo "not gofmt-formatted:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 	@dead=$$($(GO) run $(DEADCODE) -test ./...); if [ -n "$$dead" ]; then echo "unreachable code (deadcode -test):"; echo "$$dead"; exit 1; fi
