@@ -16,7 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // abortDeadline is how long an abort is retried: longer than a put's retry

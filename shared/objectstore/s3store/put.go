@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // unsignedPayload skips SigV4's SHA-256 of request bodies: integrity is

@@ -35,7 +35,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // Server is a running S3 emulator.

@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // Sink is an S3 endpoint for huge objects: it checks every CRC64NVME as S3

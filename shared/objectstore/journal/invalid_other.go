@@ -1,0 +1,5 @@
+//go:build !linux
+
+package journal
+
+func isInvalid(error) bool { return false }

@@ -1,0 +1,960 @@
+// Package journal is a crash-safe log of records (an object's bytes and a
+// short description of it) in a bounded set of segment files that are
+// reused: a record is appended with one write, and made durable together
+// with every record appended meanwhile, from any goroutine, by one
+// fdatasync (group commit). Consumers then take each record out (the file
+// store materializes it as a file, the staged store uploads it) and
+// release it; a segment whose records are all released is checkpointed
+// (Options.Checkpoint: what the consumers did is made durable) and reused.
+//
+// Where a write costs a disk's cache flush or a network file system's
+// round trip, one commit per group instead of several metadata operations
+// per object (create, rename, directory fsyncs) is what the journal buys.
+// Records are acknowledged in the order they were reserved, so a scan of a
+// segment after a crash, which stops at the first invalid record, never
+// loses an acknowledged one; see format.go for what makes a record valid.
+package journal
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+)
+
+// Defaults of Options.
+const (
+	DefaultSegmentSize = 64 << 20
+	DefaultSegments    = 2
+	DefaultIdleSeal    = 2 * time.Second
+	DefaultFullWait    = 30 * time.Second
+)
+
+// Options configures a Journal. The zero value works.
+type Options struct {
+	// SegmentSize is the size of a segment file, a multiple of BlockSize
+	// (default 64 MiB). A record takes a header block and its payload
+	// rounded up to a block, and must fit in a segment.
+	SegmentSize int64
+	// Segments is how many segment files are kept ready (default 2);
+	// MaxSegments bounds how many exist at once (default Segments): a
+	// journal grows to MaxSegments while its records are not released
+	// and appends then wait up to FullWait for one to be reclaimed.
+	Segments, MaxSegments int
+	// FullWait bounds how long Append waits for a segment to be
+	// reclaimed when all MaxSegments are in use (default 30 s; negative:
+	// fail at once with ErrFull).
+	FullWait time.Duration
+	// Prefill writes zeros over a new segment file, so that appends
+	// overwrite allocated blocks (a local disk's fdatasync then has
+	// nothing but the data to write) instead of extending the file.
+	Prefill bool
+	// Buffered writes through the page cache even where the file system
+	// takes direct I/O.
+	Buffered bool
+	// IdleSeal seals the segment being appended to once all its records
+	// were released and nothing was appended for this long, so that it
+	// is reclaimed and a restart has nothing to replay (default 2 s;
+	// negative: never).
+	IdleSeal time.Duration
+	// Checkpoint is called before segments whose records were all
+	// released are reused: what the consumers made of those records must
+	// be durable when it returns nil. A failure is retried.
+	Checkpoint func() error
+	// FS is the file system (default the operating system's).
+	FS     vfs.FS
+	Logger *slog.Logger
+}
+
+// Record is a record in the journal.
+type Record struct {
+	Seq  uint64 // generation of the segment holding it
+	Off  int64  // offset in that segment
+	Meta []byte
+	Size int64  // payload bytes
+	CRC  uint64 // CRC-64/NVME of the payload
+}
+
+// Errors of Append.
+var (
+	// ErrFull is returned when no segment could be reclaimed in time.
+	ErrFull = errors.New("journal: full")
+	// ErrTooBig is returned for a record that cannot fit in a segment.
+	ErrTooBig = errors.New("journal: record larger than a segment")
+	// ErrClosed is returned once Close was called.
+	ErrClosed = errors.New("journal: closed")
+)
+
+type segState int
+
+const (
+	segFree segState = iota
+	segActive
+	segSealed
+	segReclaiming
+)
+
+type segment struct {
+	slot  int
+	name  string
+	w, r  vfs.File // writes (direct where possible), reads (page cache)
+	state segState
+	hdr   segHeader
+	tail  int64 // next free offset while active
+	// live counts records reserved and not yet released; liveBytes their
+	// payload bytes.
+	live      int
+	liveBytes int64
+	// broken is set after a write or commit failed: nothing after that
+	// point is acknowledged, and the segment takes no more records.
+	broken     bool
+	lastAppend time.Time
+}
+
+type ticket struct {
+	seg      *segment
+	off, end int64
+	written  bool
+	err      error
+	done     chan error
+}
+
+// Journal is an open journal. It is safe for concurrent use.
+type Journal struct {
+	dir    string
+	o      Options
+	fs     vfs.FS
+	log    *slog.Logger
+	direct bool
+
+	mu       sync.Mutex
+	segs     []*segment
+	bySeq    map[uint64]*segment
+	active   *segment
+	nextSeq  uint64
+	inflight []*ticket // reserved, in reservation order, not yet committed
+	ready    []*ticket // written, in order, waiting for the commit
+	space    chan struct{}
+	creating bool
+	closed   bool
+
+	commitWake, reclaimWake chan struct{}
+	stop                    chan struct{}
+	wg                      sync.WaitGroup
+}
+
+// Open opens the journal in dir (creating it), and returns the records
+// that a previous run appended and never released, in append order: the
+// caller must finish each (Release, or Cancel) like an appended one.
+func Open(dir string, o Options) (*Journal, []Record, error) {
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.SegmentSize < 4*BlockSize || o.SegmentSize%BlockSize != 0 {
+		return nil, nil, fmt.Errorf("journal: open: segment size %d is not a multiple of %d of at least 4 blocks", o.SegmentSize, BlockSize)
+	}
+	if o.Segments <= 0 {
+		o.Segments = DefaultSegments
+	}
+	o.Segments = max(o.Segments, 2)
+	o.MaxSegments = max(o.MaxSegments, o.Segments)
+	if o.FullWait == 0 {
+		o.FullWait = DefaultFullWait
+	}
+	if o.IdleSeal == 0 {
+		o.IdleSeal = DefaultIdleSeal
+	}
+	if o.FS == nil {
+		o.FS = vfs.OS()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	j := &Journal{
+		dir: dir, o: o, fs: o.FS, log: o.Logger, bySeq: map[uint64]*segment{}, space: make(chan struct{}),
+		commitWake: make(chan struct{}, 1), reclaimWake: make(chan struct{}, 1), stop: make(chan struct{}),
+	}
+	if err := vfs.MkdirAll(j.fs, dir, 0o750, j.syncParent); err != nil {
+		return nil, nil, fmt.Errorf("journal: open: %w", err)
+	}
+	if !o.Buffered {
+		var err error
+		if j.direct, err = j.probeDirect(); err != nil {
+			return nil, nil, fmt.Errorf("journal: open: probe direct I/O: %w", err)
+		}
+	}
+	recs, err := j.load()
+	if err != nil {
+		return nil, nil, errors.Join(err, j.closeFiles())
+	}
+	j.wg.Add(2)
+	go j.committer()
+	go j.reclaimer()
+	return j, recs, nil
+}
+
+func (j *Journal) syncParent(dir string) error { return j.fs.SyncDir(filepath.Dir(dir)) }
+
+// DirectIO reports whether records are written with direct I/O.
+func (j *Journal) DirectIO() bool { return j.direct }
+
+// probeDirect reports whether the journal's file system takes aligned
+// direct writes.
+func (j *Journal) probeDirect() (bool, error) {
+	if vfs.Direct == 0 {
+		return false, nil
+	}
+	name := filepath.Join(j.dir, "probe")
+	f, err := j.fs.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC|vfs.Direct, 0o600)
+	if err != nil {
+		if isInvalid(err) {
+			return false, nil
+		}
+		return false, err
+	}
+	_, werr := f.WriteAt(NewBuffer(0)[:BlockSize], 0)
+	err = f.Close()
+	if rerr := j.fs.Remove(name); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return false, err
+	}
+	if werr != nil {
+		if isInvalid(werr) {
+			return false, nil
+		}
+		return false, werr
+	}
+	return true, nil
+}
+
+// load opens the segment files in dir and scans the active ones.
+func (j *Journal) load() ([]Record, error) {
+	entries, err := j.fs.ReadDir(j.dir)
+	if err != nil {
+		return nil, fmt.Errorf("journal: open: %w", err)
+	}
+	var recs []Record
+	for _, e := range entries {
+		slot, ok := parseSlot(e.Name())
+		if !ok {
+			continue
+		}
+		s, err := j.openSegment(slot, false)
+		if err != nil {
+			return nil, err
+		}
+		j.segs = append(j.segs, s)
+		hdr := NewBuffer(0)[:BlockSize]
+		n, err := s.r.ReadAt(hdr, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("journal: open: read %s: %w", s.name, err)
+		}
+		h, herr := decodeSegHeader(hdr[:n])
+		if herr == nil {
+			j.nextSeq = max(j.nextSeq, h.seq+1)
+		}
+		if herr == nil && h.state == stateActive {
+			s.hdr = h
+			found, err := j.scan(s)
+			if err != nil {
+				return nil, err
+			}
+			s.state, s.live = segSealed, len(found)
+			for _, r := range found {
+				s.liveBytes += r.Size
+			}
+			j.bySeq[h.seq] = s
+			recs = append(recs, found...)
+		}
+	}
+	slices.SortFunc(recs, func(a, b Record) int {
+		if a.Seq != b.Seq {
+			return cmpU64(a.Seq, b.Seq)
+		}
+		return int(a.Off - b.Off)
+	})
+	for len(j.segs) < j.o.Segments {
+		s, err := j.createSegment(j.nextSlot())
+		if err != nil {
+			return nil, err
+		}
+		j.segs = append(j.segs, s)
+	}
+	// Segments scanned empty (all cancelled, or nothing valid) are free.
+	for _, s := range j.segs {
+		if s.state == segSealed && s.live == 0 {
+			j.wakeReclaimer()
+		}
+	}
+	return recs, nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func slotName(slot int) string { return fmt.Sprintf("seg-%04d", slot) }
+
+func parseSlot(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "seg-")
+	if !ok || len(rest) != 4 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(rest)
+	return n, err == nil && n >= 0
+}
+
+// openSegment opens (create: creates) the file of slot.
+func (j *Journal) openSegment(slot int, create bool) (*segment, error) {
+	s := &segment{slot: slot, name: filepath.Join(j.dir, slotName(slot))}
+	flag := os.O_RDWR
+	if create {
+		flag |= os.O_CREATE | os.O_EXCL
+	}
+	if j.direct {
+		flag |= vfs.Direct
+	}
+	var err error
+	if s.w, err = j.fs.OpenFile(s.name, flag, 0o600); err != nil {
+		return nil, fmt.Errorf("journal: open segment: %w", err)
+	}
+	if s.r, err = j.fs.OpenFile(s.name, os.O_RDONLY, 0); err != nil {
+		return nil, errors.Join(fmt.Errorf("journal: open segment: %w", err), s.w.Close())
+	}
+	return s, nil
+}
+
+// nextSlot is the number of the next segment file; the caller holds mu
+// (or is Open).
+func (j *Journal) nextSlot() int {
+	slot := 0
+	for _, s := range j.segs {
+		slot = max(slot, s.slot+1)
+	}
+	return slot
+}
+
+// createSegment creates the free segment file of slot, prefilled if
+// asked, its name durable.
+func (j *Journal) createSegment(slot int) (*segment, error) {
+	s, err := j.openSegment(slot, true)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.initSegment(s); err != nil {
+		err = fmt.Errorf("journal: create segment %s: %w", s.name, err)
+		return nil, errors.Join(err, s.close(), j.fs.Remove(s.name))
+	}
+	return s, nil
+}
+
+func (j *Journal) initSegment(s *segment) error {
+	buf := NewBuffer(0)[:BlockSize]
+	segHeader{state: stateFree}.encode(buf)
+	if _, err := s.w.WriteAt(buf, 0); err != nil {
+		return err
+	}
+	if j.o.Prefill {
+		zeros := NewBuffer(1 << 20)[:1<<20]
+		clear(zeros)
+		for off := int64(BlockSize); off < j.o.SegmentSize; off += int64(len(zeros)) {
+			n := min(int64(len(zeros)), j.o.SegmentSize-off)
+			if _, err := s.w.WriteAt(zeros[:n], off); err != nil {
+				return err
+			}
+		}
+	}
+	if err := s.w.Sync(); err != nil {
+		return err
+	}
+	return j.fs.SyncDir(j.dir)
+}
+
+// scan returns the valid records of active segment s, in order.
+func (j *Journal) scan(s *segment) ([]Record, error) {
+	var recs []Record
+	buf := make([]byte, 1<<20)
+	hdr := make([]byte, BlockSize)
+	for off := int64(BlockSize); off+BlockSize <= j.o.SegmentSize; {
+		n, err := s.r.ReadAt(hdr, off)
+		if n < BlockSize {
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("journal: scan %s: %w", s.name, err)
+			}
+			break
+		}
+		h, err := decodeRecHeader(hdr, s.hdr.seq, s.hdr.salt, off, j.o.SegmentSize-off)
+		if err != nil {
+			break
+		}
+		if h.kind == kindRecord {
+			crc, whole, err := j.payloadCRC(s, off+BlockSize, h.size, buf)
+			if err != nil {
+				return nil, fmt.Errorf("journal: scan %s: %w", s.name, err)
+			}
+			if !whole || crc != h.crc {
+				break
+			}
+			recs = append(recs, Record{Seq: s.hdr.seq, Off: off, Meta: slices.Clone(h.meta), Size: h.size, CRC: h.crc})
+		}
+		off += recordSize(h.size)
+	}
+	return recs, nil
+}
+
+// payloadCRC returns the CRC of the n bytes at off of s, and whether the
+// file holds them all.
+func (j *Journal) payloadCRC(s *segment, off, n int64, buf []byte) (crc uint64, whole bool, err error) {
+	for n > 0 {
+		m, err := s.r.ReadAt(buf[:min(int64(len(buf)), n)], off)
+		crc = crcnvme.Update(crc, buf[:m])
+		off, n = off+int64(m), n-int64(m)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return crc, n == 0, nil
+			}
+			return 0, false, err
+		}
+	}
+	return crc, true, nil
+}
+
+// NewBuffer returns a buffer for Append of up to payload bytes: a block
+// for the header, then the payload, rounded up to a block, aligned for
+// direct I/O.
+func NewBuffer(payload int) []byte {
+	n := BlockSize + int(roundUp(int64(payload)))
+	b := make([]byte, n+BlockSize)
+	off := (BlockSize - int(uintptr(unsafe.Pointer(&b[0]))%BlockSize)) % BlockSize
+	return b[off : off+n : off+n]
+}
+
+// Append writes a record of meta and the n payload bytes at
+// buf[BlockSize:] (buf from NewBuffer; Append fills its first block and
+// the padding after the payload), and returns once the record is durable.
+// The caller then owns the record until it releases it (Release) or
+// cancels it (Cancel). ctx bounds only the wait for a free segment: once
+// written, a record is waited for to the end, so that what Append reports
+// is what a scan after a crash finds.
+func (j *Journal) Append(ctx context.Context, meta []byte, buf []byte, n int) (Record, error) {
+	size := recordSize(int64(n))
+	if size > j.o.SegmentSize-BlockSize {
+		return Record{}, fmt.Errorf("%w: %d bytes", ErrTooBig, n)
+	}
+	if len(meta) > MaxMeta {
+		return Record{}, fmt.Errorf("journal: append: meta of %d bytes, at most %d", len(meta), MaxMeta)
+	}
+	if int64(len(buf)) < size {
+		return Record{}, fmt.Errorf("journal: append: buffer of %d bytes for a record of %d", len(buf), size)
+	}
+	clear(buf[BlockSize+n : size])
+	crc := crcnvme.Checksum(buf[BlockSize : BlockSize+n])
+	t, act, err := j.reserve(ctx, size, int64(n))
+	if err != nil {
+		return Record{}, err
+	}
+	s := t.seg
+	if act != nil {
+		j.writeActivation(act)
+	}
+	h := recHeader{kind: kindRecord, seq: s.hdr.seq, salt: s.hdr.salt, off: t.off, size: int64(n), crc: crc, meta: meta}
+	h.encode(buf)
+	_, werr := s.w.WriteAt(buf[:size], t.off)
+	j.written(t, werr)
+	if err := <-t.done; err != nil {
+		j.release(s, int64(n))
+		return Record{}, fmt.Errorf("journal: append: %w", err)
+	}
+	return Record{Seq: s.hdr.seq, Off: t.off, Meta: meta, Size: int64(n), CRC: crc}, nil
+}
+
+// reserve takes size bytes at the end of the active segment, switching to
+// a free one (act: its activation header still to write) when it is
+// full.
+func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *ticket, err error) {
+	var deadline <-chan time.Time
+	for {
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			return nil, nil, ErrClosed
+		}
+		if s := j.active; s != nil && !s.broken && s.tail+size <= j.o.SegmentSize {
+			t = &ticket{seg: s, off: s.tail, end: s.tail + size, done: make(chan error, 1)}
+			s.tail += size
+			s.live++
+			s.liveBytes += payload
+			s.lastAppend = time.Now()
+			j.inflight = append(j.inflight, t)
+			j.mu.Unlock()
+			return t, act, nil
+		}
+		if j.active != nil {
+			j.seal(j.active)
+		}
+		if s := j.popFree(); s != nil {
+			act = j.activate(s)
+			j.mu.Unlock()
+			continue
+		}
+		grow := len(j.segs) < j.o.MaxSegments && !j.creating
+		slot := j.nextSlot()
+		if grow {
+			j.creating = true
+		}
+		space := j.space
+		j.mu.Unlock()
+		if grow {
+			if err := j.grow(slot); err != nil {
+				return nil, nil, fmt.Errorf("journal: append: %w", err)
+			}
+			continue
+		}
+		if j.o.FullWait < 0 {
+			return nil, nil, ErrFull
+		}
+		if deadline == nil {
+			timer := time.NewTimer(j.o.FullWait)
+			defer timer.Stop()
+			deadline = timer.C
+		}
+		select {
+		case <-space:
+		case <-deadline:
+			return nil, nil, ErrFull
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("journal: append: %w", ctx.Err())
+		}
+	}
+}
+
+// grow adds the segment file of slot; the caller set j.creating.
+func (j *Journal) grow(slot int) error {
+	s, err := j.createSegment(slot)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if s != nil {
+		j.segs = append(j.segs, s)
+	}
+	j.creating = false
+	j.signalSpace()
+	return err
+}
+
+func (j *Journal) popFree() *segment {
+	for _, s := range j.segs {
+		if s.state == segFree {
+			return s
+		}
+	}
+	return nil
+}
+
+// activate makes free segment s the active one under a new generation;
+// its header is written by the caller of reserve, as the first write of
+// the new generation (a ticket, so no record after it is acknowledged
+// before it is written).
+func (j *Journal) activate(s *segment) *ticket {
+	var salt [16]byte
+	rand.Read(salt[:]) // never fails: crypto/rand crashes the program instead
+	s.hdr = segHeader{state: stateActive, seq: j.nextSeq, salt: salt}
+	j.nextSeq++
+	s.state, s.tail, s.live, s.liveBytes, s.broken = segActive, BlockSize, 0, 0, false
+	j.bySeq[s.hdr.seq] = s
+	j.active = s
+	t := &ticket{seg: s, off: 0, end: BlockSize, done: make(chan error, 1)}
+	j.inflight = append(j.inflight, t)
+	return t
+}
+
+func (j *Journal) writeActivation(t *ticket) {
+	buf := NewBuffer(0)[:BlockSize]
+	t.seg.hdr.encode(buf)
+	_, err := t.seg.w.WriteAt(buf, 0)
+	j.written(t, err)
+	// Nobody waits for it: the records behind it are acknowledged only
+	// once it is committed, and report its failure.
+}
+
+// seal stops appends to s; it is reclaimed once its records are released.
+func (j *Journal) seal(s *segment) {
+	if s.state != segActive {
+		return
+	}
+	s.state = segSealed
+	if j.active == s {
+		j.active = nil
+	}
+	if s.live == 0 {
+		j.wakeReclaimer()
+	}
+}
+
+// written records the end of a ticket's write and hands every ticket
+// written in order so far to the committer.
+func (j *Journal) written(t *ticket, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t.written, t.err = true, err
+	i := 0
+	for ; i < len(j.inflight) && j.inflight[i].written; i++ {
+		u := j.inflight[i]
+		if u.err != nil || u.seg.broken {
+			// Nothing after a failed write is acknowledged in its
+			// segment: a scan would stop there.
+			if !u.seg.broken {
+				u.seg.broken = true
+				j.log.Error("journal: write failed; the segment takes no more records", "segment", u.seg.name, "err", u.err)
+			}
+			if u.err == nil {
+				u.err = fmt.Errorf("journal: an earlier write in %s failed", u.seg.name)
+			}
+			if j.active == u.seg {
+				j.seal(u.seg)
+			}
+		}
+		j.ready = append(j.ready, u)
+	}
+	j.inflight = j.inflight[i:]
+	if i > 0 {
+		select {
+		case j.commitWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// committer makes the written records durable, one fdatasync per segment
+// per group, and answers their Appends.
+func (j *Journal) committer() {
+	defer j.wg.Done()
+	for {
+		j.mu.Lock()
+		batch := j.ready
+		j.ready = nil
+		j.mu.Unlock()
+		if len(batch) == 0 {
+			select {
+			case <-j.commitWake:
+				continue
+			case <-j.stop:
+				return
+			}
+		}
+		// A commit that failed earlier in a segment leaves what reached
+		// its disk unknown, and a scan may stop before these records.
+		j.mu.Lock()
+		for _, t := range batch {
+			if t.err == nil && t.seg.broken {
+				t.err = fmt.Errorf("journal: an earlier commit in %s failed", t.seg.name)
+			}
+		}
+		j.mu.Unlock()
+		errs := map[*segment]error{}
+		for _, t := range batch {
+			if _, done := errs[t.seg]; !done && t.err == nil {
+				errs[t.seg] = t.seg.w.Sync()
+			}
+		}
+		j.mu.Lock()
+		for s, err := range errs {
+			if err != nil && !s.broken {
+				// After a failed fdatasync what reached the disk is
+				// unknown: nothing in s is acknowledged from here on.
+				s.broken = true
+				j.log.Error("journal: commit failed; the segment takes no more records", "segment", s.name, "err", err)
+				if j.active == s {
+					j.seal(s)
+				}
+			}
+		}
+		j.mu.Unlock()
+		for _, t := range batch {
+			if t.err == nil {
+				t.err = errs[t.seg]
+			}
+			t.done <- t.err
+		}
+	}
+}
+
+// Release ends the journal's duty for r: its consumer's work (a file
+// written, an upload) will be made durable by the next Checkpoint before
+// r's segment is reused.
+func (j *Journal) Release(r Record) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if s, ok := j.bySeq[r.Seq]; ok {
+		j.releaseLocked(s, r.Size)
+	}
+}
+
+func (j *Journal) release(s *segment, size int64) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.releaseLocked(s, size)
+}
+
+func (j *Journal) releaseLocked(s *segment, size int64) {
+	s.live--
+	s.liveBytes -= size
+	if s.live == 0 && s.state == segSealed {
+		j.wakeReclaimer()
+	}
+}
+
+// Cancel marks r so that no scan returns it again, durably, and releases
+// it: for a record whose consumer failed and whose appender was told so.
+func (j *Journal) Cancel(r Record) error {
+	j.mu.Lock()
+	s, ok := j.bySeq[r.Seq]
+	j.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("journal: cancel: no segment of generation %d", r.Seq)
+	}
+	buf := NewBuffer(0)[:BlockSize]
+	recHeader{kind: kindCancelled, seq: r.Seq, salt: s.hdr.salt, off: r.Off, size: r.Size, crc: r.CRC, meta: r.Meta}.encode(buf)
+	_, err := s.w.WriteAt(buf, r.Off)
+	if err == nil {
+		err = s.w.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("journal: cancel: %w", err)
+	}
+	j.Release(r)
+	return nil
+}
+
+// Payload returns a reader of r's payload that fails with ErrCorrupt at
+// the end if the bytes no longer match the record's checksum. r must not
+// be released while it is read.
+func (j *Journal) Payload(r Record) (io.Reader, error) {
+	j.mu.Lock()
+	s, ok := j.bySeq[r.Seq]
+	j.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("journal: read: no segment of generation %d: %w", r.Seq, fs.ErrNotExist)
+	}
+	return &payloadReader{r: io.NewSectionReader(s.r, r.Off+BlockSize, r.Size), want: r.CRC, seq: r.Seq, off: r.Off}, nil
+}
+
+type payloadReader struct {
+	r    *io.SectionReader
+	crc  uint64
+	want uint64
+	seq  uint64
+	off  int64
+}
+
+func (p *payloadReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.crc = crcnvme.Update(p.crc, b[:n])
+	if errors.Is(err, io.EOF) && p.crc != p.want {
+		return n, corrupt(p.seq, p.off)
+	}
+	return n, err
+}
+
+// Stats describes the journal's records and space.
+type Stats struct {
+	Segments, FreeSegments int
+	LiveRecords            int   // appended (or recovered) and not yet released
+	LiveBytes              int64 // their payload bytes
+}
+
+// Stats returns the journal's current figures.
+func (j *Journal) Stats() Stats {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	st := Stats{Segments: len(j.segs)}
+	for _, s := range j.segs {
+		if s.state == segFree {
+			st.FreeSegments++
+		}
+		st.LiveRecords += s.live
+		st.LiveBytes += s.liveBytes
+	}
+	return st
+}
+
+func (j *Journal) wakeReclaimer() {
+	select {
+	case j.reclaimWake <- struct{}{}:
+	default:
+	}
+}
+
+// signalSpace wakes appends waiting for a segment; the caller holds mu.
+func (j *Journal) signalSpace() {
+	close(j.space)
+	j.space = make(chan struct{})
+}
+
+// reclaimer checkpoints and frees the sealed segments whose records were
+// all released, and seals an idle active one.
+func (j *Journal) reclaimer() {
+	defer j.wg.Done()
+	var tick <-chan time.Time
+	if j.o.IdleSeal > 0 {
+		t := time.NewTicker(j.o.IdleSeal / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	retry := time.Duration(0)
+	for {
+		var again <-chan time.Time
+		if retry > 0 {
+			again = time.After(retry)
+		}
+		select {
+		case <-j.stop:
+			return
+		case <-j.reclaimWake:
+		case <-tick:
+			j.sealIdle()
+		case <-again:
+		}
+		if err := j.reclaim(); err != nil {
+			retry = min(max(2*retry, 100*time.Millisecond), 10*time.Second)
+			j.log.Error("journal: checkpoint failed; segments stay in use", "err", err, "retry_in", retry)
+			continue
+		}
+		retry = 0
+	}
+}
+
+// sealIdle seals the active segment when all its records were released
+// and it had no append for IdleSeal.
+func (j *Journal) sealIdle() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if s := j.active; s != nil && s.live == 0 && s.tail > BlockSize && time.Since(s.lastAppend) >= j.o.IdleSeal {
+		j.seal(s)
+	}
+}
+
+// reclaim frees the sealed segments with no live record, after a
+// checkpoint.
+func (j *Journal) reclaim() error {
+	j.mu.Lock()
+	var rs []*segment
+	for _, s := range j.segs {
+		if s.state == segSealed && s.live == 0 {
+			s.state = segReclaiming
+			rs = append(rs, s)
+		}
+	}
+	j.mu.Unlock()
+	if len(rs) == 0 {
+		return nil
+	}
+	if j.o.Checkpoint != nil {
+		if err := j.o.Checkpoint(); err != nil {
+			j.mu.Lock()
+			for _, s := range rs {
+				s.state = segSealed
+			}
+			j.mu.Unlock()
+			return err
+		}
+	}
+	buf := NewBuffer(0)[:BlockSize]
+	for _, s := range rs {
+		// A free header spares the next Open a scan; without it the
+		// segment's records would be found again, which consumers take
+		// as a repeat (a file rewritten with the same bytes, an upload
+		// found already done).
+		segHeader{state: stateFree, seq: s.hdr.seq}.encode(buf)
+		_, err := s.w.WriteAt(buf, 0)
+		if err == nil {
+			err = s.w.Sync()
+		}
+		if err != nil {
+			j.log.Warn("journal: mark a reclaimed segment free", "segment", s.name, "err", err)
+		}
+	}
+	j.mu.Lock()
+	for _, s := range rs {
+		delete(j.bySeq, s.hdr.seq)
+		s.state = segFree
+	}
+	j.signalSpace()
+	j.mu.Unlock()
+	return nil
+}
+
+// Close stops the journal. Appends still waiting fail; records not
+// released stay in the journal for the next Open. When every record was
+// released, the segments are checkpointed and freed first, so that the
+// next Open has nothing to replay.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	if j.active != nil {
+		j.seal(j.active)
+	}
+	j.mu.Unlock()
+	// Let the writes in flight finish and be committed.
+	for {
+		j.mu.Lock()
+		busy := len(j.inflight) > 0 || len(j.ready) > 0
+		j.mu.Unlock()
+		if !busy {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(j.stop)
+	j.wg.Wait()
+	err := j.reclaim()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return errors.Join(err, j.closeFiles())
+}
+
+func (j *Journal) closeFiles() error {
+	var errs []error
+	for _, s := range j.segs {
+		errs = append(errs, s.close())
+	}
+	return errors.Join(errs...)
+}
+
+// close closes the segment's files; every write that mattered was synced
+// before.
+func (s *segment) close() error {
+	var errs []error
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	return errors.Join(errs...)
+}
