@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -260,6 +261,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	if lm != nil {
 		if err := lm.Shutdown(stopCtx); err != nil {
 			errs = append(errs, fmt.Errorf("stop local mode: %w", err))
+		}
+	} else if c, ok := store.(io.Closer); ok {
+		// A journaled store checkpoints, so the next start has nothing to
+		// replay.
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the store: %w", err))
 		}
 	}
 	if err := health.Shutdown(stopCtx); err != nil {

@@ -315,6 +315,11 @@ func (l *Local) Shutdown(ctx context.Context) error {
 		if ferr := l.pub.Flush(flush); ferr != nil {
 			l.log.Warn("events left undelivered at shutdown; they are delivered after restart", "err", ferr)
 		}
+		if c, ok := l.store.inner.(io.Closer); ok {
+			// The file store's journal checkpoints: nothing to replay at
+			// the next start.
+			err = errors.Join(err, c.Close())
+		}
 		err = errors.Join(err, l.db.Close(), l.lock.release())
 	})
 	if err != nil {

@@ -1,19 +1,23 @@
 // Package filestore is the filesystem objectstore.Store: each object is a
-// Part 10 file at <root>/<key>, made durable (written to a temporary file,
-// fsynced, moved into place without ever replacing a file, both
-// directories fsynced) before Put returns. It backs scp-task's local mode.
+// Part 10 file at <root>/<key>, durable and never half-visible before Put
+// returns. It backs scp-task's local mode.
 //
-// Objects are received into a pooled 1 MiB ring and written from it on a
-// goroutine of their own while the rest of the object arrives (write.go):
-// with direct I/O where the filesystem takes it (Linux; see
-// Store.DirectIO), so that the fsync ending every Put has little left to
-// do, elsewhere through the page cache.
+// Objects are received into a pooled 1 MiB ring. One that fits is made
+// durable by a journal (journaled.go): one direct write and one fdatasync
+// shared with every Put meanwhile, its file written and renamed into place
+// unsynced and made durable at the journal's next checkpoint, replayed by
+// New after a crash. A larger one takes the file recipe: written from the
+// ring on a goroutine of its own while the rest arrives (write.go), with
+// direct I/O where the filesystem takes it (Linux; see Store.DirectIO), to
+// a temporary file that is fsynced, moved into place without ever
+// replacing a file, and both directories fsynced.
 //
 // Layout: objects and records live under root by key; temporary files live
-// in root/.tmp and are removed by New after a crash, so a root belongs to
-// one process at a time (another process's in-flight Put would fail, never
-// store a partial object). Object metadata beyond the Part 10 File Meta
-// Information is not kept here: local mode records it next to the store.
+// in root/.tmp and are removed by New after a crash, the journal in
+// root/.journal. A root belongs to one process at a time (another
+// process's in-flight Put would fail or be replayed over). Object metadata
+// beyond the Part 10 File Meta Information is not kept here: local mode
+// records it next to the store.
 package filestore
 
 import (
@@ -36,6 +40,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 // TempDir is the directory under root holding files being written.
@@ -52,10 +58,22 @@ type Store struct {
 	log     *slog.Logger
 	names   *logname.Namer
 	minFree uint64
-	bufs    sync.Pool // rings of ringSize, aligned for direct I/O
+	// bufs holds a journal header block followed by a ring of ringSize,
+	// aligned for direct I/O.
+	bufs sync.Pool
 	// direct is set when the filesystem takes direct I/O (probed by New).
 	direct   bool
 	buffered bool // WithBufferedWrites
+
+	fs        vfs.FS // the journaled path's file system
+	osFS      bool   // fs is the operating system's
+	noJournal bool   // WithoutJournal
+	jopts     journal.Options
+	j         *journal.Journal // nil: every object takes the file recipe
+
+	// claims holds the keys a Put is deciding or placing (see claim).
+	claimsMu sync.Mutex
+	claims   map[string]chan struct{}
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -106,21 +124,24 @@ func New(root string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
-	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler)}
+	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler),
+		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}}
 	for _, o := range opts {
 		o(s)
 	}
-	s.bufs.New = func() any { b := alignedBuf(ringSize); return &b }
-	if err := os.MkdirAll(s.tmp, 0o750); err != nil {
+	s.bufs.New = func() any { b := alignedBuf(journal.BlockSize + ringSize); return &b }
+	// A new root's name must survive a crash like what is stored in it.
+	syncParent := func(dir string) error { return s.fs.SyncDir(filepath.Dir(dir)) }
+	if err := vfs.MkdirAll(s.fs, s.tmp, 0o750, syncParent); err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
-	entries, err := os.ReadDir(s.tmp)
+	entries, err := s.fs.ReadDir(s.tmp)
 	if err != nil {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
 	removed := 0
 	for _, e := range entries {
-		if err := os.RemoveAll(filepath.Join(s.tmp, e.Name())); err != nil {
+		if err := s.fs.Remove(filepath.Join(s.tmp, e.Name())); err != nil {
 			return nil, fmt.Errorf("filestore: new: remove leftover temporary file: %w", err)
 		}
 		removed++
@@ -128,12 +149,17 @@ func New(root string, opts ...Option) (*Store, error) {
 	if removed > 0 {
 		s.log.Warn("removed temporary files left by an interrupted write", "count", removed)
 	}
-	if !s.buffered {
+	if !s.buffered && s.osFS {
 		if s.direct, err = s.probeDirect(); err != nil {
 			return nil, fmt.Errorf("filestore: new: probe direct I/O: %w", err)
 		}
 		if !s.direct {
 			s.log.Info("the store's filesystem does not take direct I/O: objects are written through the page cache")
+		}
+	}
+	if !s.noJournal {
+		if err := s.openJournal(); err != nil {
+			return nil, err
 		}
 	}
 	return s, nil
@@ -181,10 +207,11 @@ func unavailable(op string, err error) error {
 	return fmt.Errorf("filestore: %s: %w: %w", op, objectstore.ErrUnavailable, err)
 }
 
-// Put stores part10 under objectstore.Key(obj). It returns once the file
-// and its directory entry are on disk. When the key already holds the same
-// bytes nothing is written (Duplicate); when it holds other bytes the new
-// object goes to objectstore.ConflictKey (Conflict).
+// Put stores part10 under objectstore.Key(obj). It returns once the
+// object is durable and in place (see the package doc for the two ways).
+// When the key already holds the same bytes nothing is written
+// (Duplicate); when it holds other bytes the new object goes to
+// objectstore.ConflictKey (Conflict).
 //
 // Put does not hash what it stores: on two cores shared with the sender,
 // a SHA-256 of every object cost 15-30 % of the store's throughput, and
@@ -197,10 +224,14 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	return s.PutWith(ctx, obj, part10, nil)
 }
 
-// BeforePlace is called by PutWith once an object is durable under its
-// temporary name and the key it is about to take is known (st.Key, with
-// st.Conflict and st.SHA256 set for a conflict key), just before it moves
-// there. An error leaves nothing stored and is returned by PutWith.
+// BeforePlace is called by PutWith once an object has arrived whole and
+// the key it is about to try is known (st.Key, with st.Conflict and
+// st.SHA256 set for a conflict key): with the file recipe when it is
+// durable under its temporary name, just before it moves there; for a
+// journaled object before its journal record is appended, since from then
+// on a restart's replay may place it. Either way nothing is under that key
+// from this Put, and nothing a restart could put there, before the hook
+// returns. An error leaves nothing stored and is returned by PutWith.
 type BeforePlace func(ctx context.Context, st objectstore.Stored) error
 
 // PutWith is Put with a hook called before each key the object tries to
@@ -217,7 +248,27 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
-	tmp, size, err := s.writeTemp(ctx, part10)
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	ring := buf[journal.BlockSize:]
+	filled := 0
+	if s.j != nil {
+		n, err := fill(ctx, part10, ring)
+		if err != nil {
+			return objectstore.Stored{}, err
+		}
+		if n < len(ring) {
+			return s.putJournaled(ctx, key, buf, n, before)
+		}
+		filled = n // maybe more: the file recipe takes it from here
+	}
+	return s.putFile(ctx, key, part10, ring, filled, before)
+}
+
+// putFile stores an object by the file recipe.
+func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, before BeforePlace) (objectstore.Stored, error) {
+	tmp, size, err := s.writeTemp(ctx, part10, ring, filled)
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
@@ -242,7 +293,14 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 				return objectstore.Stored{}, err
 			}
 		}
+		// Journaled Puts decide a key before their file is in place:
+		// wait for them, so as never to be replaced by one.
+		release, err := s.hold(ctx, st.Key)
+		if err != nil {
+			return objectstore.Stored{}, err
+		}
 		ok, err := placeNoReplace(tmp, final)
+		release()
 		if err != nil {
 			return objectstore.Stored{}, unavailable("put: place", err)
 		}
@@ -422,17 +480,11 @@ var syncDir = SyncDir
 
 // SyncDir fsyncs dir, so that the entries just created, renamed or
 // removed in it survive a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func SyncDir(dir string) error { return vfs.SyncDir(dir) }
+
+// placeNoReplace moves tmp to final unless final exists, reporting false
+// then (renameat2(RENAME_NOREPLACE), or a hard link where it is missing).
+func placeNoReplace(tmp, final string) (bool, error) { return vfs.OS().RenameNoReplace(tmp, final) }
 
 // PutRecord durably writes body at key (which must start with
 // objectstore.AuditPrefix). It never replaces a record: writing the same

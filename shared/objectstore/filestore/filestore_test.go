@@ -49,6 +49,7 @@ var writeModes = []struct {
 }{
 	{"default", nil},
 	{"buffered", []Option{WithBufferedWrites()}},
+	{"no-journal", []Option{WithoutJournal()}},
 }
 
 func sum(b []byte) string {
@@ -57,13 +58,16 @@ func sum(b []byte) string {
 }
 
 // files lists every regular file under root (relative, slash-separated),
-// the temporary directory included.
+// the temporary directory included, the journal's segments not.
 func files(t testing.TB, root string) []string {
 	t.Helper()
 	var out []string
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.IsDir() && d.Name() == JournalDir {
+			return fs.SkipDir
 		}
 		if !d.IsDir() {
 			rel, _ := filepath.Rel(root, p)
@@ -535,11 +539,11 @@ func BenchmarkPutParallel(b *testing.B) {
 	})
 }
 
-// TestPlacingSyncsBothDirectories: after moving a temporary file into
-// place, Put and PutRecord fsync the destination directory and the
+// TestPlacingSyncsBothDirectories: by the file recipe, after moving a
+// temporary file into place, Put and PutRecord fsync the destination directory and the
 // temporary one (see syncPlaced), before they return.
 func TestPlacingSyncsBothDirectories(t *testing.T) {
-	s := newStore(t)
+	s := newStore(t, WithoutJournal())
 	var synced []string
 	orig := syncDir
 	syncDir = func(dir string) error { synced = append(synced, dir); return orig(dir) }

@@ -4,8 +4,6 @@ package filestore
 
 import "errors"
 
-func placeNoReplace(tmp, final string) (bool, error) { return linkNoReplace(tmp, final) }
-
 func freeBytes(string) (uint64, error) {
 	return 0, errors.New("free space check not supported on this system")
 }

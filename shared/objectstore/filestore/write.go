@@ -113,9 +113,12 @@ func (w *chunkWriter) run() {
 	}
 }
 
-// writeTemp streams r into a new, fsynced temporary file and returns its
-// name and size; on error nothing is left.
-func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size int64, err error) {
+// writeTemp streams an object into a new, fsynced temporary file and
+// returns its name and size; on error nothing is left. The object is the
+// first filled bytes of ring (whole chunks) followed by the rest of r; ring
+// (ringSize bytes, aligned for direct I/O) is the caller's, and no write
+// from it is in flight once writeTemp returns.
+func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled int) (tmp string, size int64, err error) {
 	f, err := s.createTemp("put-", s.direct)
 	if err != nil {
 		return "", 0, unavailable("put", err)
@@ -132,17 +135,14 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size in
 		}
 	}()
 
-	ringp := s.bufs.Get().(*[]byte)
-	ring := *ringp
 	chunks := len(ring) / chunkSize
 	w := startChunkWriter(f, ring)
 	inflight := 0
 	defer func() {
-		// Nothing may touch the ring once it is back in the pool.
+		// Nothing may touch the ring once it is back with the caller.
 		close(w.jobs)
 		for range w.done {
 		}
-		s.bufs.Put(ringp)
 	}()
 	// wait collects the oldest outstanding write.
 	wait := func() error {
@@ -154,7 +154,13 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader) (tmp string, size in
 	}
 
 	var off int64 // file offset of slot
-	for slot := 0; ; slot = (slot + 1) % chunks {
+	// The chunks the caller read already go first.
+	for slot := 0; slot < filled/chunkSize; slot++ {
+		w.jobs <- writeJob{slot: slot, n: chunkSize, off: off}
+		inflight++
+		off += chunkSize
+	}
+	for slot := (filled / chunkSize) % chunks; ; slot = (slot + 1) % chunks {
 		if inflight == chunks {
 			if err := wait(); err != nil {
 				return tmp, 0, err

@@ -11,8 +11,9 @@ import (
 
 // The suite runs against the file store here; s3store runs it in its own
 // tests against the S3 emulator.
-// Both ways of writing run it: direct I/O (where the test's filesystem
-// takes it) and through the page cache.
+// Every way of writing runs it: journaled objects and the file recipe,
+// with direct I/O (where the test's filesystem takes it) and through the
+// page cache.
 func TestFileStoreConformance(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -20,6 +21,7 @@ func TestFileStoreConformance(t *testing.T) {
 	}{
 		{"default", nil},
 		{"buffered", []filestore.Option{filestore.WithBufferedWrites()}},
+		{"no-journal", []filestore.Option{filestore.WithoutJournal()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) { runFileStore(t, tc.opts) })
 	}
@@ -33,6 +35,12 @@ func runFileStore(t *testing.T, opts []filestore.Option) {
 			if fs, err = filestore.New(t.TempDir(), opts...); err != nil {
 				t.Fatal(err)
 			}
+			st := fs
+			t.Cleanup(func() {
+				if err := st.Close(); err != nil {
+					t.Error(err)
+				}
+			})
 			return fs
 		},
 		// Around the direct writer's block, chunk and ring boundaries.

@@ -54,6 +54,24 @@ type inode struct {
 
 const rootIno = 1
 
+// sync makes a file's current content durable, copying only the blocks
+// written since the last sync.
+func (ino *inode) sync() {
+	if len(ino.durable) > len(ino.data) {
+		ino.durable = ino.durable[:len(ino.data)]
+	} else if len(ino.durable) < len(ino.data) {
+		ino.durable = append(ino.durable, make([]byte, len(ino.data)-len(ino.durable))...)
+	}
+	for b := range ino.dirty {
+		lo := b * blockSize
+		if lo < int64(len(ino.data)) {
+			hi := min(lo+blockSize, int64(len(ino.data)))
+			copy(ino.durable[lo:hi], ino.data[lo:hi])
+		}
+	}
+	clear(ino.dirty)
+}
+
 // NewMem returns an empty file system.
 func NewMem() *Mem {
 	m := &Mem{nodes: map[uint64]*inode{}, next: rootIno + 1, cutAt: -1, locks: map[uint64]bool{}, faults: map[string]error{}}
@@ -480,8 +498,7 @@ func (m *Mem) SyncFS(name string) error {
 		if ino.dir {
 			ino.durableEntries = maps.Clone(ino.entries)
 		} else {
-			ino.durable = bytes.Clone(ino.data)
-			clear(ino.dirty)
+			ino.sync()
 		}
 	}
 	return nil
@@ -654,8 +671,7 @@ func (f *memFile) Sync() error {
 	if err != nil {
 		return err
 	}
-	ino.durable = bytes.Clone(ino.data)
-	clear(ino.dirty)
+	ino.sync()
 	return nil
 }
 

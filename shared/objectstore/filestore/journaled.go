@@ -1,0 +1,347 @@
+package filestore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+)
+
+// An object that fits in the ring (most images: a 512x512 CT slice is
+// 0.5 MB, an MR slice 0.13 MB) is made durable by the journal, not by a
+// file of its own:
+//
+//  1. its key is claimed (in memory, so no other Put of this process
+//     decides about the same key meanwhile) and checked against the file
+//     already there: the same bytes are a duplicate, other bytes a
+//     conflict, kept under the conflict key, as in the file recipe;
+//  2. it is written to a temporary file through the page cache, unsynced;
+//  3. it is appended to the journal with its key: one direct write, and
+//     one fdatasync shared with every Put appending meanwhile;
+//  4. the temporary file is renamed to the key, unsynced, and Put
+//     returns.
+//
+// The file's data, inode and names reach the disk at the journal's next
+// checkpoint (a syncfs, before a segment is reused). After a crash, New
+// replays the journal: every record not yet checkpointed is written to its
+// key again, replacing whatever a crash left there (nothing, a torn file,
+// or the same bytes), before the store serves anything. A record always
+// names the key decided in step 1, and no other Put decides that key while
+// the record is live, so a replay only ever rewrites a file with its own
+// bytes. Objects larger than the ring take the file recipe (see Put),
+// where the fsyncs are paid once per many megabytes.
+
+// JournalDir is the directory under root holding the journal.
+const JournalDir = ".journal"
+
+// Defaults of the journal: 2 segments of 16 MiB (prefilled when the store
+// is created: appends then overwrite allocated blocks, so the commit has
+// the data alone to write), growing to 4 while a checkpoint lags.
+const (
+	DefaultJournalSegmentSize = 16 << 20
+	DefaultJournalSegments    = 2
+)
+
+// minSegmentSize holds the largest journaled object (less than the ring)
+// with its header, after the segment's own header block.
+const minSegmentSize = ringSize + 2*journal.BlockSize
+
+// WithoutJournal makes every object take the file recipe: a temporary
+// file written directly, fsynced, renamed into place and both directories
+// fsynced, before Put returns.
+func WithoutJournal() Option { return func(s *Store) { s.noJournal = true } }
+
+// WithJournalSize sets the journal's segment size (a multiple of 4 KiB, at
+// least 1 MiB + 8 KiB so that the largest journaled object fits) and how many
+// segments are kept ready (at least 2; up to twice as many while a
+// checkpoint lags). A new store writes zeros over them once.
+func WithJournalSize(segmentSize int64, segments int) Option {
+	return func(s *Store) { s.jopts.SegmentSize, s.jopts.Segments = segmentSize, segments }
+}
+
+// withFS makes the store's journal, the journaled path and New's clean-up
+// and replay use fsys (crash tests use an in-memory disk); the file
+// recipe, records and reads keep the operating system's files.
+func withFS(fsys vfs.FS) Option { return func(s *Store) { s.fs, s.osFS = fsys, false } }
+
+// openJournal opens the journal and replays what it holds.
+func (s *Store) openJournal() error {
+	o := s.jopts
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultJournalSegmentSize
+	}
+	if o.SegmentSize < minSegmentSize {
+		return fmt.Errorf("filestore: journal segment size %d below %d, the largest record", o.SegmentSize, minSegmentSize)
+	}
+	if o.Segments == 0 {
+		o.Segments = DefaultJournalSegments
+	}
+	o.MaxSegments = 2 * max(o.Segments, 2)
+	o.Prefill = true
+	o.Buffered = o.Buffered || s.buffered
+	o.FS, o.Logger, o.Checkpoint = s.fs, s.log, s.checkpoint
+	j, recs, err := journal.Open(filepath.Join(s.root, JournalDir), o)
+	if err != nil {
+		return fmt.Errorf("filestore: new: %w", err)
+	}
+	for _, r := range recs {
+		if err := s.replay(j, r); err != nil {
+			return errors.Join(fmt.Errorf("filestore: new: replay the journal: %w", err), j.Close())
+		}
+	}
+	if len(recs) > 0 {
+		s.log.Warn("rewrote objects from the journal after an interrupted run", "count", len(recs))
+	}
+	// The replayed files become durable at the journal's checkpoint,
+	// before their segments are reused.
+	for _, r := range recs {
+		j.Release(r)
+	}
+	s.j = j
+	return nil
+}
+
+// replay writes a journal record's object to its key again.
+func (s *Store) replay(j *journal.Journal, r journal.Record) error {
+	key := string(r.Meta)
+	if !validKey(key) {
+		return fmt.Errorf("record names an invalid key %q", clip(key))
+	}
+	p, err := j.Payload(r)
+	if err != nil {
+		return err
+	}
+	tmp, err := s.writeMaterialTemp(func(f vfs.File) error {
+		_, err := io.Copy(io.NewOffsetWriter(f, 0), p)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	crashPoint("replay-written")
+	err = s.place(tmp, key)
+	crashPoint("replayed")
+	return err
+}
+
+// checkpoint makes everything the journaled path wrote durable: the
+// journal's Checkpoint.
+func (s *Store) checkpoint() error {
+	err := s.fs.SyncFS(s.root)
+	crashPoint("checkpointed")
+	return err
+}
+
+// crashPoint marks a step of the journaled path; the crash tests' writer
+// process kills itself there (see crash_test.go).
+var crashPoint = func(step string) {}
+
+// Close makes what the journal holds durable in the store's layout and
+// closes it, so that the next New has nothing to replay. Puts must have
+// returned.
+func (s *Store) Close() error {
+	if s.j == nil {
+		return nil
+	}
+	if err := s.j.Close(); err != nil {
+		return fmt.Errorf("filestore: close: %w", err)
+	}
+	return nil
+}
+
+// putJournaled stores the n bytes at buf[journal.BlockSize:] under key.
+func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, before BeforePlace) (objectstore.Stored, error) {
+	body := buf[journal.BlockSize : journal.BlockSize+n]
+	st, release, err := s.claim(ctx, key, body, before)
+	if err != nil || st.Duplicate {
+		return st, err
+	}
+	defer release()
+	crashPoint("claimed")
+	tmp, err := s.writeMaterialTemp(func(f vfs.File) error {
+		_, err := f.WriteAt(body, 0)
+		return err
+	})
+	if err != nil {
+		return objectstore.Stored{}, unavailable("put", err)
+	}
+	crashPoint("written")
+	rec, err := s.j.Append(ctx, []byte(st.Key), buf, n)
+	if err != nil {
+		s.removeMaterialTemp(tmp)
+		if ctx.Err() != nil {
+			return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", ctx.Err())
+		}
+		return objectstore.Stored{}, unavailable("put: journal", err)
+	}
+	crashPoint("appended")
+	if err := s.place(tmp, st.Key); err != nil {
+		s.removeMaterialTemp(tmp)
+		// The record would put the object back after a restart, though
+		// the sender is told it failed.
+		if cerr := s.j.Cancel(rec); cerr != nil {
+			s.log.Error("a failed object stays in the journal and reappears after a restart", "err", cerr)
+		}
+		return objectstore.Stored{}, unavailable("put: place", err)
+	}
+	crashPoint("placed")
+	s.j.Release(rec)
+	return st, nil
+}
+
+// claim decides where body goes: under key if free (then key is held
+// until release is called), or reports a duplicate, or moves to the
+// conflict key as the file recipe does, calling before (if set) ahead of
+// each key it tries, as the file recipe does.
+func (s *Store) claim(ctx context.Context, key string, body []byte, before BeforePlace) (st objectstore.Stored, release func(), err error) {
+	st = objectstore.Stored{Key: key, Size: int64(len(body))}
+	for attempt := 0; ; attempt++ {
+		if before != nil {
+			if err := before(ctx, st); err != nil {
+				return objectstore.Stored{}, nil, err
+			}
+		}
+		release, err := s.hold(ctx, st.Key)
+		if err != nil {
+			return objectstore.Stored{}, nil, err
+		}
+		final := filepath.Join(s.root, filepath.FromSlash(st.Key))
+		exists, same, err := s.compare(final, body)
+		if err != nil {
+			release()
+			return objectstore.Stored{}, nil, unavailable("put: compare", err)
+		}
+		if !exists {
+			return st, release, nil
+		}
+		release()
+		if same {
+			st.Duplicate = true
+			return st, nil, nil
+		}
+		if attempt == 1 {
+			// A different object holds the conflict key too: its name
+			// shares the first 64 bits of our SHA-256. Never overwrite.
+			return objectstore.Stored{}, nil, fmt.Errorf("filestore: put: conflict key taken by other content")
+		}
+		h := sha256.Sum256(body)
+		st.SHA256 = hex.EncodeToString(h[:])
+		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
+	}
+}
+
+// hold takes key for this Put, waiting while another Put of this process
+// holds it.
+func (s *Store) hold(ctx context.Context, key string) (release func(), err error) {
+	for {
+		s.claimsMu.Lock()
+		busy, ok := s.claims[key]
+		if !ok {
+			done := make(chan struct{})
+			s.claims[key] = done
+			s.claimsMu.Unlock()
+			return func() {
+				s.claimsMu.Lock()
+				delete(s.claims, key)
+				s.claimsMu.Unlock()
+				close(done)
+			}, nil
+		}
+		s.claimsMu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("filestore: put: %w", ctx.Err())
+		}
+	}
+}
+
+// compare reports whether a file is at path, and whether it holds body.
+func (s *Store) compare(path string, body []byte) (exists, same bool, err error) {
+	st, err := s.fs.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, false, nil
+	}
+	if err != nil {
+		return false, false, err
+	}
+	if !st.Mode().IsRegular() || st.Size() != int64(len(body)) {
+		return true, false, nil
+	}
+	f, err := s.fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return true, false, err
+	}
+	got := make([]byte, min(len(body), compareChunk))
+	for off := 0; off < len(body); off += len(got) {
+		m := min(len(got), len(body)-off)
+		if _, err := f.ReadAt(got[:m], int64(off)); err != nil && !(errors.Is(err, io.EOF) && off+m == len(body)) {
+			return true, false, errors.Join(err, f.Close())
+		}
+		if !bytes.Equal(got[:m], body[off:off+m]) {
+			return true, false, f.Close()
+		}
+	}
+	return true, true, f.Close()
+}
+
+// writeMaterialTemp writes a new temporary file with write, unsynced.
+func (s *Store) writeMaterialTemp(write func(vfs.File) error) (string, error) {
+	var f vfs.File
+	var name string
+	for try := 0; ; try++ {
+		name = filepath.Join(s.tmp, "obj-"+strconv.FormatUint(rand.Uint64(), 36))
+		var err error
+		f, err = s.fs.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, fs.ErrNotExist) && try == 0 {
+			// Someone removed the temporary directory.
+			if err := vfs.MkdirAll(s.fs, s.tmp, 0o750, nil); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if !errors.Is(err, fs.ErrExist) || try > 100 {
+			return "", err
+		}
+	}
+	err := write(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		s.removeMaterialTemp(name)
+		return "", err
+	}
+	return name, nil
+}
+
+func (s *Store) removeMaterialTemp(name string) {
+	if err := s.fs.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("remove temporary file", "err", err)
+	}
+}
+
+// place renames tmp to key's file, replacing it (see the comment at the
+// top: only a replay ever finds a file there, its own or a torn one).
+func (s *Store) place(tmp, key string) error {
+	final := filepath.Join(s.root, filepath.FromSlash(key))
+	if err := vfs.MkdirAll(s.fs, filepath.Dir(final), 0o750, nil); err != nil {
+		return err
+	}
+	return s.fs.Rename(tmp, final)
+}
