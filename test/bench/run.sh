@@ -2,11 +2,12 @@
 # make bench: the load generator against scp-task (file store; local mode,
 # the file store with the pipeline, SQLite and the portal in the same
 # process; S3 store on a local S3 emulator and on a checksum-verifying S3
-# sink), against DCMTK's
-# storescp --fork, against the protocol floor (bench-discard: the same
-# DICOM server with a handler that keeps nothing) and against the disk floor
-# (bench-diskfloor: the file store's durable writes of the same files as
-# bare system calls, no network), on the same machine,
+# sink), against DCMTK's storescp --fork, against Orthanc (Debian's,
+# SyncStorageArea on: it fsyncs every file, the durable peer), against the
+# protocol floor (bench-discard: the same DICOM server with a handler that
+# keeps nothing) and against the disk floor (bench-diskfloor: the file
+# store's durable writes of the same files as bare system calls, no
+# network), on the same machine,
 # corpus and run; prints a table with the ratios. Every scenario starts its
 # SCP on an empty store, so no send is measured as a duplicate of an earlier
 # one. Stores are new directories and are removed only at the end (~5 GB
@@ -20,7 +21,7 @@
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 #   ROUNDS      rounds of every scenario and receiver (default 3)
 #   STARTUP_N   objects in the data directory of the start-up bench (default 100000; 0 skips it)
-#   KINDS       receivers to run (default all: discard diskfloor file local s3-sink s3-emulator storescp)
+#   KINDS       receivers to run (default all: discard diskfloor file local s3-sink s3-emulator storescp orthanc)
 #   SCENARIOS   scenarios to run, comma-separated (default all: CT x1,CT x8,MR x1,MR x4,MR x8,big x1); with
 #               KINDS="file local" SCENARIOS="CT x1,MR x4" ROUNDS=1 SCALE=0.05 STARTUP_N=2000 a smoke of local mode's column
 #   BENCH       which part: loopback (this file), sitelink (sitelink.sh), chain (chain.sh), or all (default)
@@ -90,6 +91,16 @@ target() {
     storescp)
       storescp --fork -aet REMOTE_AE -od "$storedir" -uf "$P" > "$OUT/storescp.log" 2>&1 & RPID=$!; pids+=($RPID)
       wait_port "$P"; return ;;
+    orthanc)
+      # Debian's defaults, SyncStorageArea (fsync of every stored file)
+      # among them, spelled out; a fresh storage and index every run.
+      cat > "$storedir/orthanc.json" <<JSON
+{"Name": "bench", "StorageDirectory": "$storedir/storage", "IndexDirectory": "$storedir/index",
+ "DicomAet": "REMOTE_AE", "DicomPort": $P, "HttpPort": $(port), "RemoteAccessAllowed": false,
+ "DicomAlwaysAllowStore": true, "SyncStorageArea": true}
+JSON
+      Orthanc "$storedir/orthanc.json" > "$OUT/orthanc.log" 2>&1 & RPID=$!; pids+=($RPID)
+      wait_port "$P"; return ;;
     discard)
       bin/bench-discard -listen 127.0.0.1:$P -ae-title REMOTE_AE 2>> "$OUT/discard.log" & RPID=$!; pids+=($RPID)
       wait_port "$P"; return ;;
@@ -130,6 +141,7 @@ if [ -n "${KINDS:-}" ]; then
 else
   kinds=(discard diskfloor file local s3-sink s3-emulator)
   command -v storescp >/dev/null && kinds+=(storescp)
+  command -v Orthanc >/dev/null && kinds+=(orthanc)
 fi
 IFS=, read -r -a scenarios <<<"${SCENARIOS:-CT x1,CT x8,MR x1,MR x4,MR x8,big x1}"
 declare -A dirs=([CT]=ct [MR]=mr [big]=big)
@@ -154,7 +166,7 @@ for round in $(seq "$ROUNDS"); do
       else
         load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
       fi
-      [ "$kind" != storescp ] && [ "$kind" != discard ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
+      [ "$kind" != storescp ] && [ "$kind" != discard ] && [ "$kind" != orthanc ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
       untarget
     done
   done

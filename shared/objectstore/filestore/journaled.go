@@ -48,7 +48,8 @@ const JournalDir = ".journal"
 
 // Defaults of the journal: 2 segments of 16 MiB (prefilled when the store
 // is created: appends then overwrite allocated blocks, so the commit has
-// the data alone to write), growing to 4 while a checkpoint lags.
+// the data alone to write), growing to 8 while checkpoints lag (a syncfs
+// writes whatever the file system holds dirty, not only the store's).
 const (
 	DefaultJournalSegmentSize = 16 << 20
 	DefaultJournalSegments    = 2
@@ -65,8 +66,8 @@ func WithoutJournal() Option { return func(s *Store) { s.noJournal = true } }
 
 // WithJournalSize sets the journal's segment size (a multiple of 4 KiB, at
 // least 1 MiB + 8 KiB so that the largest journaled object fits) and how many
-// segments are kept ready (at least 2; up to twice as many while a
-// checkpoint lags). A new store writes zeros over them once.
+// segments are kept ready (at least 2; up to four times as many while
+// checkpoints lag). A new segment file is written with zeros once.
 func WithJournalSize(segmentSize int64, segments int) Option {
 	return func(s *Store) { s.jopts.SegmentSize, s.jopts.Segments = segmentSize, segments }
 }
@@ -88,7 +89,7 @@ func (s *Store) openJournal() error {
 	if o.Segments == 0 {
 		o.Segments = DefaultJournalSegments
 	}
-	o.MaxSegments = 2 * max(o.Segments, 2)
+	o.MaxSegments = 4 * max(o.Segments, 2)
 	o.Prefill = true
 	o.Buffered = o.Buffered || s.buffered
 	o.FS, o.Logger, o.Checkpoint = s.fs, s.log, s.checkpoint

@@ -57,7 +57,9 @@ type Options struct {
 	Segments, MaxSegments int
 	// FullWait bounds how long Append waits for a segment to be
 	// reclaimed when all MaxSegments are in use (default 30 s; negative:
-	// fail at once with ErrFull).
+	// fail at once with ErrFull, unless a segment file is being added).
+	// Segment files beyond Segments are added in the background, one
+	// ahead of need.
 	FullWait time.Duration
 	// Prefill writes zeros over a new segment file, so that appends
 	// overwrite allocated blocks (a local disk's fdatasync then has
@@ -149,7 +151,8 @@ type Journal struct {
 	inflight []*ticket // reserved, in reservation order, not yet committed
 	ready    []*ticket // written, in order, waiting for the commit
 	space    chan struct{}
-	creating bool
+	creating bool  // a segment file is being added
+	growErr  error // why the last one could not be
 	closed   bool
 
 	commitWake, reclaimWake chan struct{}
@@ -516,27 +519,30 @@ func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *tic
 		}
 		if s := j.popFree(); s != nil {
 			act = j.activate(s)
+			if j.popFree() == nil {
+				// Prepare the next one while this one fills.
+				j.startGrow()
+			}
 			j.mu.Unlock()
 			continue
 		}
-		grow := len(j.segs) < j.o.MaxSegments && !j.creating
-		slot := j.nextSlot()
-		if grow {
-			j.creating = true
+		if err := j.growErr; err != nil {
+			j.growErr = nil // the next append tries again
+			j.mu.Unlock()
+			return nil, nil, fmt.Errorf("journal: append: %w", err)
 		}
+		j.startGrow()
 		space := j.space
 		j.mu.Unlock()
-		if grow {
-			if err := j.grow(slot); err != nil {
-				return nil, nil, fmt.Errorf("journal: append: %w", err)
-			}
-			continue
-		}
-		if j.o.FullWait < 0 {
+		if j.o.FullWait < 0 && !j.growing() {
 			return nil, nil, ErrFull
 		}
 		if deadline == nil {
-			timer := time.NewTimer(j.o.FullWait)
+			wait := j.o.FullWait
+			if wait < 0 {
+				wait = time.Minute // only for a segment being added
+			}
+			timer := time.NewTimer(wait)
 			defer timer.Stop()
 			deadline = timer.C
 		}
@@ -550,17 +556,40 @@ func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *tic
 	}
 }
 
+// startGrow adds a segment file in the background if the journal may
+// grow and none is being added; the caller holds mu.
+func (j *Journal) startGrow() {
+	if j.creating || len(j.segs) >= j.o.MaxSegments || j.closed {
+		return
+	}
+	j.creating = true
+	slot := j.nextSlot()
+	j.wg.Add(1)
+	go func() {
+		defer j.wg.Done()
+		j.grow(slot)
+	}()
+}
+
+func (j *Journal) growing() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.creating
+}
+
 // grow adds the segment file of slot; the caller set j.creating.
-func (j *Journal) grow(slot int) error {
+func (j *Journal) grow(slot int) {
 	s, err := j.createSegment(slot)
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if s != nil {
+	if err != nil {
+		j.log.Error("journal: add a segment", "err", err)
+		j.growErr = err
+	} else {
 		j.segs = append(j.segs, s)
 	}
 	j.creating = false
 	j.signalSpace()
-	return err
 }
 
 func (j *Journal) popFree() *segment {
