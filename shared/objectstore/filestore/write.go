@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"unsafe"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
 )
 
 // An object is received into a pooled ring of chunks. Each full chunk is
@@ -215,22 +217,13 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 	return tmp, size, nil
 }
 
-// fill reads from r until c is full or r ends. It returns len(c) while
-// more may follow, less at the end of r.
+// fill reads from r until c is full or r ends (journal.Fill), with the
+// store's error prefix. It returns len(c) while more may follow, less at
+// the end of r.
 func fill(ctx context.Context, r io.Reader, c []byte) (int, error) {
-	n := 0
-	for n < len(c) {
-		if err := ctx.Err(); err != nil {
-			return n, fmt.Errorf("filestore: put: %w", err)
-		}
-		m, err := r.Read(c[n:])
-		n += m
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("filestore: put: read object: %w", err)
-		}
+	n, err := journal.Fill(ctx, r, c)
+	if err != nil {
+		return n, fmt.Errorf("filestore: put: %w", err)
 	}
 	return n, nil
 }

@@ -3,7 +3,6 @@ package journal
 import (
 	"encoding/binary"
 	"errors"
-	"fmt"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
@@ -14,6 +13,7 @@ import (
 //	segment header (block 0):
 //	  0  magic "DIJRNL01"
 //	  8  state u32 (stateActive, stateFree)
+//	 12  segment size in blocks u32 (0: unknown, take Options.SegmentSize)
 //	 16  seq u64: the segment's generation, new at every activation
 //	 24  salt [16]byte: random at every activation
 //	 40  CRC-64/NVME of bytes 0-39
@@ -56,15 +56,17 @@ const (
 var errBadHeader = errors.New("journal: not a valid header")
 
 type segHeader struct {
-	state uint32
-	seq   uint64
-	salt  [16]byte
+	state  uint32
+	blocks uint32 // the segment's size in blocks
+	seq    uint64
+	salt   [16]byte
 }
 
 func (h segHeader) encode(b []byte) {
 	clear(b[:BlockSize])
 	copy(b, segMagic)
 	binary.LittleEndian.PutUint32(b[8:], h.state)
+	binary.LittleEndian.PutUint32(b[12:], h.blocks)
 	binary.LittleEndian.PutUint64(b[16:], h.seq)
 	copy(b[24:40], h.salt[:])
 	binary.LittleEndian.PutUint64(b[40:], crcnvme.Checksum(b[:40]))
@@ -74,7 +76,7 @@ func decodeSegHeader(b []byte) (segHeader, error) {
 	if len(b) < 48 || string(b[:8]) != segMagic || binary.LittleEndian.Uint64(b[40:]) != crcnvme.Checksum(b[:40]) {
 		return segHeader{}, errBadHeader
 	}
-	h := segHeader{state: binary.LittleEndian.Uint32(b[8:]), seq: binary.LittleEndian.Uint64(b[16:])}
+	h := segHeader{state: binary.LittleEndian.Uint32(b[8:]), blocks: binary.LittleEndian.Uint32(b[12:]), seq: binary.LittleEndian.Uint64(b[16:])}
 	copy(h.salt[:], b[24:40])
 	if h.state != stateActive && h.state != stateFree {
 		return segHeader{}, errBadHeader
@@ -142,7 +144,3 @@ func roundUp(n int64) int64 { return (n + BlockSize - 1) &^ (BlockSize - 1) }
 // ErrCorrupt is returned when a record's payload no longer matches its
 // checksum.
 var ErrCorrupt = errors.New("journal: record payload does not match its checksum")
-
-func corrupt(seq uint64, off int64) error {
-	return fmt.Errorf("%w (segment generation %d, offset %d)", ErrCorrupt, seq, off)
-}

@@ -77,6 +77,10 @@ type Options struct {
 	// released are reused: what the consumers made of those records must
 	// be durable when it returns nil. A failure is retried.
 	Checkpoint func() error
+	// ReadOnly opens a journal only to read and release what it holds
+	// (another process's, taken over): it adds no segment file, appends
+	// nothing and reclaims nothing.
+	ReadOnly bool
 	// FS is the file system (default the operating system's).
 	FS     vfs.FS
 	Logger *slog.Logger
@@ -194,7 +198,7 @@ func Open(dir string, o Options) (*Journal, []Record, error) {
 	if err := vfs.MkdirAll(j.fs, dir, 0o750, j.syncParent); err != nil {
 		return nil, nil, fmt.Errorf("journal: open: %w", err)
 	}
-	if !o.Buffered {
+	if !o.Buffered && !o.ReadOnly {
 		var err error
 		if j.direct, err = j.probeDirect(); err != nil {
 			return nil, nil, fmt.Errorf("journal: open: probe direct I/O: %w", err)
@@ -203,6 +207,10 @@ func Open(dir string, o Options) (*Journal, []Record, error) {
 	recs, err := j.load()
 	if err != nil {
 		return nil, nil, errors.Join(err, j.closeFiles())
+	}
+	if o.ReadOnly {
+		j.closed = true
+		return j, recs, nil
 	}
 	j.wg.Add(2)
 	go j.committer()
@@ -292,7 +300,7 @@ func (j *Journal) load() ([]Record, error) {
 		}
 		return int(a.Off - b.Off)
 	})
-	for len(j.segs) < j.o.Segments {
+	for len(j.segs) < j.o.Segments && !j.o.ReadOnly {
 		s, err := j.createSegment(j.nextSlot())
 		if err != nil {
 			return nil, err
@@ -333,6 +341,9 @@ func parseSlot(name string) (int, bool) {
 func (j *Journal) openSegment(slot int, create bool) (*segment, error) {
 	s := &segment{slot: slot, name: filepath.Join(j.dir, slotName(slot))}
 	flag := os.O_RDWR
+	if j.o.ReadOnly {
+		flag = os.O_RDONLY
+	}
 	if create {
 		flag |= os.O_CREATE | os.O_EXCL
 	}
@@ -395,12 +406,18 @@ func (j *Journal) initSegment(s *segment) error {
 	return j.fs.SyncDir(j.dir)
 }
 
-// scan returns the valid records of active segment s, in order.
+// scan returns the valid records of active segment s, in order, within
+// the size its header gives (a journal written with another segment size
+// is read as it was written).
 func (j *Journal) scan(s *segment) ([]Record, error) {
 	var recs []Record
 	buf := make([]byte, 1<<20)
 	hdr := make([]byte, BlockSize)
-	for off := int64(BlockSize); off+BlockSize <= j.o.SegmentSize; {
+	size := j.o.SegmentSize
+	if s.hdr.blocks > 0 {
+		size = int64(s.hdr.blocks) * BlockSize
+	}
+	for off := int64(BlockSize); off+BlockSize <= size; {
 		n, err := s.r.ReadAt(hdr, off)
 		if n < BlockSize {
 			if err != nil && !errors.Is(err, io.EOF) {
@@ -408,7 +425,7 @@ func (j *Journal) scan(s *segment) ([]Record, error) {
 			}
 			break
 		}
-		h, err := decodeRecHeader(hdr, s.hdr.seq, s.hdr.salt, off, j.o.SegmentSize-off)
+		h, err := decodeRecHeader(hdr, s.hdr.seq, s.hdr.salt, off, size-off)
 		if err != nil {
 			break
 		}
@@ -608,7 +625,7 @@ func (j *Journal) popFree() *segment {
 func (j *Journal) activate(s *segment) *ticket {
 	var salt [16]byte
 	rand.Read(salt[:]) // never fails: crypto/rand crashes the program instead
-	s.hdr = segHeader{state: stateActive, seq: j.nextSeq, salt: salt}
+	s.hdr = segHeader{state: stateActive, blocks: uint32(j.o.SegmentSize / BlockSize), seq: j.nextSeq, salt: salt}
 	j.nextSeq++
 	s.state, s.tail, s.live, s.liveBytes, s.broken = segActive, BlockSize, 0, 0, false
 	j.bySeq[s.hdr.seq] = s
@@ -786,22 +803,27 @@ func (j *Journal) Payload(r Record) (io.Reader, error) {
 	if !ok {
 		return nil, fmt.Errorf("journal: read: no segment of generation %d: %w", r.Seq, fs.ErrNotExist)
 	}
-	return &payloadReader{r: io.NewSectionReader(s.r, r.Off+BlockSize, r.Size), want: r.CRC, seq: r.Seq, off: r.Off}, nil
+	return Verify(io.NewSectionReader(s.r, r.Off+BlockSize, r.Size), r.CRC, fmt.Sprintf("segment generation %d, offset %d", r.Seq, r.Off)), nil
 }
 
-type payloadReader struct {
-	r    *io.SectionReader
+// Verify returns a reader of r that fails with ErrCorrupt, naming what,
+// at the end if the bytes read do not have the CRC-64/NVME want.
+func Verify(r io.Reader, want uint64, what string) io.Reader {
+	return &verifier{r: r, want: want, what: what}
+}
+
+type verifier struct {
+	r    io.Reader
 	crc  uint64
 	want uint64
-	seq  uint64
-	off  int64
+	what string
 }
 
-func (p *payloadReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	p.crc = crcnvme.Update(p.crc, b[:n])
-	if errors.Is(err, io.EOF) && p.crc != p.want {
-		return n, corrupt(p.seq, p.off)
+func (v *verifier) Read(b []byte) (int, error) {
+	n, err := v.r.Read(b)
+	v.crc = crcnvme.Update(v.crc, b[:n])
+	if errors.Is(err, io.EOF) && v.crc != v.want {
+		return n, fmt.Errorf("%w (%s)", ErrCorrupt, v.what)
 	}
 	return n, err
 }
@@ -940,6 +962,12 @@ func (j *Journal) reclaim() error {
 // next Open has nothing to replay.
 func (j *Journal) Close() error {
 	j.mu.Lock()
+	if j.o.ReadOnly {
+		defer j.mu.Unlock()
+		err := j.closeFiles()
+		j.segs = nil
+		return err
+	}
 	if j.closed {
 		j.mu.Unlock()
 		return nil

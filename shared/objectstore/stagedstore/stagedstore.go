@@ -1,0 +1,462 @@
+// Package stagedstore is the objectstore.Store that answers C-STORE once
+// an object is durable on storage every task mounts and that outlives a
+// task, its host and an Availability Zone (Amazon EFS; a directory locally
+// and in tests), and uploads it to S3 afterwards: the acknowledgement stops
+// waiting on S3's latency, not on durability.
+//
+// Each task appends what it receives to a journal of its own in the
+// staging directory (package journal: one write and one commit per group of
+// objects, where creating, renaming and removing a file per object would
+// cost an EFS round trip each); objects too large for a record (1 MiB) are
+// written to a file of their own next to it, fsynced, then recorded. A
+// pool of uploaders hands every staged object to the S3 store (s3store:
+// conditional writes, CRC64NVME verified by S3, the same keys and metadata
+// as a direct upload), each read back with its staging checksum verified,
+// and releases it only once S3 holds it.
+//
+// Layout under the staging directory:
+//
+//	journals/<task>/lock        held (flock) by the task for as long as it lives
+//	journals/<task>/seg-NNNN    the task's journal segments
+//	journals/<task>/large/<id>  objects of 1 MiB and more
+//
+// A task that dies leaves its journal behind, and its lock with it (on
+// NFS when its lease runs out). Every task looks for such journals, takes
+// the lock of one it finds free, uploads what it holds and removes it:
+// the lock keeps two tasks from working on one journal, and S3's
+// conditional writes make an object uploaded twice (a task cut off from
+// EFS past its lease while still uploading) a harmless duplicate.
+//
+// Duplicates and conflicts are decided at upload, not when the object is
+// acknowledged: Put reports neither, and the SCP only logs them.
+package stagedstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+)
+
+// Uploader is where staged objects go: *s3store.Store.
+type Uploader interface {
+	Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error)
+	PutRecord(ctx context.Context, key string, body []byte) error
+}
+
+// Defaults of Options.
+const (
+	DefaultSegmentSize     = 16 << 20
+	DefaultMaxBacklogBytes = 8 << 30
+	DefaultMaxBacklogAge   = 15 * time.Minute
+	DefaultUploaders       = 16
+	DefaultAdoptEvery      = 30 * time.Second
+)
+
+// recordBytes is the largest object kept in a journal record; larger ones
+// get a file of their own. A record's payload is written in one request.
+const recordBytes = 1 << 20
+
+// Options configures a Store. Dir and Uploader are required.
+type Options struct {
+	// Dir is the staging directory, the same in every task.
+	Dir string
+	// Uploader receives every staged object and record.
+	Uploader Uploader
+	// TaskID names this task's journal (default: random). It must be
+	// unique among the tasks alive.
+	TaskID string
+	// SegmentSize is the journal's segment size (default 16 MiB).
+	SegmentSize int64
+	// MaxBacklogBytes bounds the bytes staged and not yet uploaded (this
+	// task's and the journals it took over): past it Put fails with
+	// objectstore.ErrUnavailable (C-STORE A700) and Ready too (new
+	// associations refused, 02 03 01). Default 8 GiB.
+	MaxBacklogBytes int64
+	// MaxBacklogAge turns Ready off while the oldest object not yet
+	// uploaded is older (S3 unreachable for that long): default 15 min.
+	MaxBacklogAge time.Duration
+	// Uploaders is how many uploads run at once (default 16).
+	Uploaders int
+	// AdoptEvery is how often the staging directory is searched for the
+	// journals of tasks that died (default 30 s).
+	AdoptEvery time.Duration
+	// Latencies holds every staging file-system operation for the given
+	// time (benchmarks stand a local directory in for EFS with
+	// vfs.EFS). Operations are counted either way.
+	Latencies vfs.Latencies
+	// FS is the file system under the counting (default the operating
+	// system's; tests inject an in-memory one).
+	FS      vfs.FS
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+}
+
+// Store is a staged objectstore.Store. It is safe for concurrent use.
+type Store struct {
+	o      Options
+	fs     *vfs.Instrumented
+	log    *slog.Logger
+	m      *metrics
+	ownDir string
+	lock   io.Closer
+	own    *journal.Journal
+	bufs   sync.Pool // journal.BlockSize + recordBytes, aligned
+
+	q *queue
+
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+
+	stop   context.CancelFunc
+	ctx    context.Context
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+var _ objectstore.Store = (*Store)(nil)
+
+// item kinds in a record's meta.
+const (
+	kindObject = "object" // payload: the Part 10 file
+	kindLarge  = "large"  // payload: none; the file under large/
+	kindRecord = "record" // payload: a PutRecord body
+)
+
+// meta is what a journal record says about what it holds.
+type meta struct {
+	Kind     string              `json:"k"`
+	Object   *objectstore.Object `json:"o,omitempty"`
+	Key      string              `json:"key,omitempty"`   // records
+	Large    string              `json:"large,omitempty"` // file name under large/
+	Size     int64               `json:"size,omitempty"`  // large
+	CRC      uint64              `json:"crc,omitempty"`   // large: CRC-64/NVME
+	StagedAt time.Time           `json:"t"`
+}
+
+const (
+	journalsDir = "journals"
+	largeDir    = "large"
+	lockName    = "lock"
+)
+
+// New opens this task's journal in the staging directory, starts the
+// uploaders, and starts looking for journals left by tasks that died.
+func New(o Options) (*Store, error) {
+	if o.Dir == "" || o.Uploader == nil {
+		return nil, errors.New("stagedstore: new: a staging directory and an uploader are required")
+	}
+	if o.TaskID == "" {
+		var b [8]byte
+		rand.Read(b[:]) // never fails: crypto/rand crashes the program instead
+		o.TaskID = hex.EncodeToString(b[:])
+	}
+	if strings.ContainsAny(o.TaskID, `/\`) || strings.HasPrefix(o.TaskID, ".") {
+		return nil, fmt.Errorf("stagedstore: new: task id %q is not a plain name", o.TaskID)
+	}
+	if o.SegmentSize == 0 {
+		o.SegmentSize = DefaultSegmentSize
+	}
+	if o.MaxBacklogBytes <= 0 {
+		o.MaxBacklogBytes = DefaultMaxBacklogBytes
+	}
+	if o.MaxBacklogAge <= 0 {
+		o.MaxBacklogAge = DefaultMaxBacklogAge
+	}
+	if o.Uploaders <= 0 {
+		o.Uploaders = DefaultUploaders
+	}
+	if o.AdoptEvery <= 0 {
+		o.AdoptEvery = DefaultAdoptEvery
+	}
+	if o.FS == nil {
+		o.FS = vfs.OS()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{o: o, fs: vfs.Instrument(o.FS, o.Latencies), log: o.Logger.With("component", "staging")}
+	s.bufs.New = func() any { b := journal.NewBuffer(recordBytes); return &b }
+	s.ownDir = filepath.Join(o.Dir, journalsDir, o.TaskID)
+	syncParent := func(dir string) error { return s.fs.SyncDir(filepath.Dir(dir)) }
+	if err := vfs.MkdirAll(s.fs, filepath.Join(s.ownDir, largeDir), 0o750, syncParent); err != nil {
+		return nil, fmt.Errorf("stagedstore: new: %w", err)
+	}
+	lock, err := s.fs.Lock(filepath.Join(s.ownDir, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("stagedstore: new: lock this task's journal: %w", err)
+	}
+	s.lock = lock
+	// The journal grows while uploads lag, up to the backlog bound (and
+	// a little more: the bound is checked before an append).
+	maxSegs := int(o.MaxBacklogBytes/o.SegmentSize) + 4
+	own, recs, err := journal.Open(s.ownDir, journal.Options{
+		SegmentSize: o.SegmentSize, Segments: 2, MaxSegments: maxSegs, FullWait: -1,
+		FS: s.fs, Logger: s.log,
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("stagedstore: new: %w", err), lock.Close())
+	}
+	s.own = own
+	s.ctx, s.stop = context.WithCancel(context.Background())
+	s.q = newQueue()
+	if s.m, err = newMetrics(o.Metrics, s); err != nil {
+		return nil, errors.Join(fmt.Errorf("stagedstore: new: %w", err), own.Close(), lock.Close())
+	}
+	// A fresh task id has nothing to recover; a reused one (tests) may.
+	for _, it := range s.recordItems(own, nil, recs) {
+		s.enqueue(it)
+	}
+	for range o.Uploaders {
+		s.wg.Go(s.uploader)
+	}
+	s.wg.Go(s.adopter)
+	return s, nil
+}
+
+// TaskID returns the name of this task's journal.
+func (s *Store) TaskID() string { return s.o.TaskID }
+
+// Operations returns how many staging file-system operations of kind op
+// were done (the per-object counts in benchmarks).
+func (s *Store) Operations(op vfs.Op) int64 { return s.fs.Count(op) }
+
+// Put stages part10 under objectstore.Key(obj) and returns once it is
+// durable in the staging directory; the upload follows. It fails with
+// objectstore.ErrUnavailable while the backlog is over its bound or the
+// staging directory fails.
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w", err)
+	}
+	if err := s.admit(); err != nil {
+		return objectstore.Stored{}, err
+	}
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	ring := buf[journal.BlockSize:]
+	n, err := journal.Fill(ctx, part10, ring)
+	if err != nil {
+		return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w", err)
+	}
+	md := meta{Kind: kindObject, Object: &obj, StagedAt: time.Now().UTC()}
+	var large string
+	if n == len(ring) {
+		// Maybe more: a file of its own.
+		md.Kind = kindLarge
+		if large, md.Size, md.CRC, err = s.writeLarge(ctx, ring, part10); err != nil {
+			return objectstore.Stored{}, err
+		}
+		md.Large, n = large, 0
+	}
+	rec, err := s.append(ctx, md, buf, n)
+	if err != nil {
+		if large != "" {
+			s.removeLarge(s.ownDir, large)
+		}
+		return objectstore.Stored{}, err
+	}
+	s.m.staged.Inc()
+	s.enqueue(&item{j: s.own, rec: rec, md: md, dir: s.ownDir})
+	return objectstore.Stored{Key: key, Size: max(int64(n), md.Size)}, nil
+}
+
+// admit refuses new work while the backlog is over its bound.
+func (s *Store) admit() error {
+	if b := s.q.bytes(); b >= s.o.MaxBacklogBytes {
+		s.m.refused.Inc()
+		return fmt.Errorf("stagedstore: %w: %d bytes wait for upload, at most %d", objectstore.ErrUnavailable, b, s.o.MaxBacklogBytes)
+	}
+	return nil
+}
+
+func (s *Store) append(ctx context.Context, md meta, buf []byte, n int) (journal.Record, error) {
+	b, err := json.Marshal(md)
+	if err != nil {
+		return journal.Record{}, fmt.Errorf("stagedstore: put: %w", err)
+	}
+	rec, err := s.own.Append(ctx, b, buf, n)
+	if err != nil {
+		if ctx.Err() != nil {
+			return journal.Record{}, fmt.Errorf("stagedstore: put: %w", ctx.Err())
+		}
+		return journal.Record{}, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	return rec, nil
+}
+
+// writeLarge writes an object that did not fit a record (ring full, the
+// rest in r) to a new file under large/, durable with its name; it
+// returns the name, size and CRC-64/NVME. On error nothing is left.
+func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name string, size int64, crc uint64, err error) {
+	var id [12]byte
+	rand.Read(id[:]) // never fails: crypto/rand crashes the program instead
+	name = hex.EncodeToString(id[:])
+	path := filepath.Join(s.ownDir, largeDir, name)
+	f, err := s.fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	defer func() {
+		if f != nil {
+			err = errors.Join(err, f.Close())
+		}
+		if err != nil {
+			s.removeLarge(s.ownDir, name)
+		}
+	}()
+	chunk := ring
+	for {
+		if _, werr := f.WriteAt(chunk, size); werr != nil {
+			return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, werr)
+		}
+		crc = crcnvme.Update(crc, chunk)
+		size += int64(len(chunk))
+		n, rerr := journal.Fill(ctx, r, ring)
+		if rerr != nil {
+			return "", 0, 0, fmt.Errorf("stagedstore: put: %w", rerr)
+		}
+		if n == 0 {
+			break
+		}
+		chunk = ring[:n]
+	}
+	if err := f.Sync(); err != nil {
+		return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	err = f.Close()
+	f = nil
+	if err == nil {
+		// The record that follows is the commit point; the file's name
+		// must be durable before it (NFS commits names as it answers,
+		// a local file system on fsync).
+		err = s.fs.SyncDir(filepath.Join(s.ownDir, largeDir))
+	}
+	if err != nil {
+		return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	return name, size, crc, nil
+}
+
+func (s *Store) removeLarge(dir, name string) {
+	if err := s.fs.Remove(filepath.Join(dir, largeDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("remove a staged large object", "err", err)
+	}
+}
+
+// PutRecord stages a small document (an association audit record) under
+// key, which must start with objectstore.AuditPrefix. A record is never
+// replaced: a different record already under key in S3 is reported by
+// the upload (it stays staged, see Parked), not here.
+func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
+	if !strings.HasPrefix(key, objectstore.AuditPrefix) || strings.Contains(key, "..") {
+		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, objectstore.AuditPrefix)
+	}
+	if len(body) > recordBytes-1 {
+		return fmt.Errorf("stagedstore: put record %s: %d bytes, at most %d", key, len(body), recordBytes-1)
+	}
+	if err := s.admit(); err != nil {
+		return err
+	}
+	bufp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bufp)
+	buf := *bufp
+	copy(buf[journal.BlockSize:], body)
+	md := meta{Kind: kindRecord, Key: key, StagedAt: time.Now().UTC()}
+	rec, err := s.append(ctx, md, buf, len(body))
+	if err != nil {
+		return err
+	}
+	s.enqueue(&item{j: s.own, rec: rec, md: md, dir: s.ownDir})
+	return nil
+}
+
+// readyTTL is how long a Ready answer is reused: the SCP asks on every
+// association request, and a look at the staging directory costs an EFS
+// round trip.
+const readyTTL = time.Second
+
+// Ready fails (objectstore.ErrUnavailable) while the backlog is over its
+// bound in bytes or age, or the staging directory cannot be reached.
+func (s *Store) Ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("stagedstore: ready: %w", err)
+	}
+	if err := s.admit(); err != nil {
+		return err
+	}
+	if age := s.q.oldestAge(time.Now()); age > s.o.MaxBacklogAge {
+		return fmt.Errorf("stagedstore: ready: %w: the oldest staged object waits for upload since %s", objectstore.ErrUnavailable, age.Round(time.Second))
+	}
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if now := time.Now(); now.Sub(s.readyAt) >= readyTTL || now.Before(s.readyAt) {
+		s.readyErr, s.readyAt = nil, now
+		if _, err := s.fs.Stat(s.ownDir); err != nil {
+			s.readyErr = fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
+		}
+	}
+	return s.readyErr
+}
+
+// Drain waits until everything staged so far (parked records excepted) is
+// uploaded, or ctx ends.
+func (s *Store) Drain(ctx context.Context) error {
+	for {
+		if s.q.pending() == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stagedstore: drain: %w: %d objects not uploaded", ctx.Err(), s.q.pending())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// closeGrace is how long Close lets uploads in flight finish.
+const closeGrace = 5 * time.Second
+
+// Close stops the uploaders (giving the uploads in flight a few seconds)
+// and releases this task's journal: what it still holds is uploaded by
+// whichever task takes it over, this one's successor included.
+func (s *Store) Close() error {
+	var err error
+	s.closed.Do(func() {
+		s.q.close()
+		done := make(chan struct{})
+		go func() { s.wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(closeGrace):
+			s.stop()
+			<-done
+		}
+		s.stop()
+		err = errors.Join(s.q.closeAdopted(s), s.own.Close(), s.lock.Close())
+	})
+	if err != nil {
+		return fmt.Errorf("stagedstore: close: %w", err)
+	}
+	return nil
+}

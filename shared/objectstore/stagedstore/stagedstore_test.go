@@ -1,0 +1,456 @@
+package stagedstore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+)
+
+// fakeS3 is an Uploader that keeps objects in memory, create-only as S3's
+// conditional writes are, and can be switched off.
+type fakeS3 struct {
+	mu      sync.Mutex
+	objects map[string][]byte
+	calls   map[string]int // Put and PutRecord calls by key
+	down    bool
+}
+
+func newFakeS3() *fakeS3 { return &fakeS3{objects: map[string][]byte{}, calls: map[string]int{}} }
+
+var errDown = fmt.Errorf("fake S3 down: %w", objectstore.ErrUnavailable)
+
+func (f *fakeS3) setDown(down bool) { f.mu.Lock(); f.down = down; f.mu.Unlock() }
+
+func (f *fakeS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[key]++
+	if f.down {
+		return objectstore.Stored{}, errDown
+	}
+	st := objectstore.Stored{Key: key, Size: int64(len(b))}
+	if old, ok := f.objects[key]; ok {
+		if bytes.Equal(old, b) {
+			st.Duplicate = true
+			return st, nil
+		}
+		h := sha256.Sum256(b)
+		st.Key, st.Conflict = objectstore.ConflictKey(key, hex.EncodeToString(h[:])), true
+	}
+	f.objects[st.Key] = b
+	return st, nil
+}
+
+func (f *fakeS3) PutRecord(ctx context.Context, key string, body []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls[key]++
+	if f.down {
+		return errDown
+	}
+	if old, ok := f.objects[key]; ok && !bytes.Equal(old, body) {
+		return errors.New("fake S3: a different record already holds the key")
+	}
+	f.objects[key] = bytes.Clone(body)
+	return nil
+}
+
+func (f *fakeS3) get(key string) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objects[key]
+	return b, ok
+}
+
+func object(n int) objectstore.Object { return storetest.Object(n) }
+
+func key(t testing.TB, obj objectstore.Object) string {
+	t.Helper()
+	k, err := objectstore.Key(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func data(seed, n int) []byte { return s3test.Bytes(uint64(seed), int64(n)) }
+
+func newStore(t testing.TB, o Options) *Store {
+	t.Helper()
+	if o.AdoptEvery == 0 {
+		o.AdoptEvery = 50 * time.Millisecond
+	}
+	s, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+func drain(t testing.TB, s *Store) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConformance runs the storage conformance suite against the staged
+// store uploading to the S3 emulator through the S3 store.
+func TestConformance(t *testing.T) {
+	var srv *s3test.Server
+	var st *Store
+	storetest.Run(t, storetest.Harness{
+		New: func(t *testing.T) objectstore.Store {
+			srv = s3test.NewServer(t, "bucket")
+			up, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st = newStore(t, Options{Dir: t.TempDir(), Uploader: up})
+			return st
+		},
+		Read: func(t *testing.T, key string) ([]byte, error) {
+			drain(t, st)
+			b, _, err := srv.Object("p/" + key)
+			return b, err
+		},
+		Deferred: true,
+		// Around the record size (1 MiB: larger objects get a file of
+		// their own), all single S3 PutObjects.
+		Sizes: []int64{0, 1, 4096, 1<<20 - 1, 1 << 20, 1<<20 + 1, 3<<20 + 17},
+	})
+}
+
+// TestSameObjectsKeysAndMetadata: what the staged store uploads is what
+// the S3 store writes when it stores directly: the same keys, bytes and
+// metadata (the pipeline cannot tell them apart).
+func TestSameObjectsKeysAndMetadata(t *testing.T) {
+	srv := s3test.NewServer(t, "bucket")
+	direct, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "direct", Client: s3test.Client(srv.URL), ImplementationVersion: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaStaging, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "staged", Client: s3test.Client(srv.URL), ImplementationVersion: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: viaStaging})
+	ctx := context.Background()
+	for i, size := range []int{1000, 1 << 20, 2<<20 + 5} {
+		obj := object(i)
+		body := data(i, size)
+		if _, err := direct.Put(ctx, obj, bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := st.Put(ctx, obj, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Key != key(t, obj) || got.Size != int64(size) {
+			t.Errorf("Put = %+v, want key %s size %d", got, key(t, obj), size)
+		}
+	}
+	rec := objectstore.AuditPrefix + "2026/11/27/a-1.json"
+	if err := direct.PutRecord(ctx, rec, []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutRecord(ctx, rec, []byte(`{"a":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, st)
+	keys, err := srv.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var directKeys, stagedKeys []string
+	for _, k := range keys {
+		switch {
+		case len(k) > 7 && k[:7] == "direct/":
+			directKeys = append(directKeys, k[7:])
+		case len(k) > 7 && k[:7] == "staged/":
+			stagedKeys = append(stagedKeys, k[7:])
+		}
+	}
+	if d := cmp.Diff(directKeys, stagedKeys); d != "" || len(directKeys) != 4 {
+		t.Fatalf("keys (-direct +staged):\n%s", d)
+	}
+	for _, k := range directKeys {
+		b1, m1, err1 := srv.Object("direct/" + k)
+		b2, m2, err2 := srv.Object("staged/" + k)
+		if err1 != nil || err2 != nil || !bytes.Equal(b1, b2) {
+			t.Errorf("%s: bodies differ (%v, %v)", k, err1, err2)
+		}
+		if d := cmp.Diff(objectMeta(m1), objectMeta(m2)); d != "" {
+			t.Errorf("%s: metadata (-direct +staged):\n%s", k, d)
+		}
+	}
+}
+
+// TestS3DownThenUp: while S3 refuses, objects are still acknowledged
+// (staged); once it answers they are uploaded and leave staging.
+func TestS3DownThenUp(t *testing.T) {
+	s3 := newFakeS3()
+	s3.setDown(true)
+	dir := t.TempDir()
+	st := newStore(t, Options{Dir: dir, Uploader: s3})
+	ctx := context.Background()
+	want := map[string][]byte{}
+	for i := range 20 {
+		body := data(i, 1000+i*70_000) // some over 1 MiB
+		if _, err := st.Put(ctx, object(i), bytes.NewReader(body)); err != nil {
+			t.Fatal(err)
+		}
+		want[key(t, object(i))] = body
+	}
+	if n := st.q.objects(); n != 20 {
+		t.Errorf("backlog %d objects while S3 is down, want 20", n)
+	}
+	s3.setDown(false)
+	drain(t, st)
+	for k, b := range want {
+		if got, ok := s3.get(k); !ok || !bytes.Equal(got, b) {
+			t.Errorf("%s not uploaded whole", k)
+		}
+	}
+	if n, b := st.q.objects(), st.q.bytes(); n != 0 || b != 0 {
+		t.Errorf("backlog after upload: %d objects, %d bytes", n, b)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, journalsDir, st.TaskID(), largeDir)); len(left) != 0 {
+		t.Errorf("large objects left in staging after their upload: %d", len(left))
+	}
+}
+
+// TestBackPressure: past the backlog bound, Put fails as unavailable
+// (A700) and Ready too (02 03 01), until uploads catch up; an old backlog
+// turns Ready off as well.
+func TestBackPressure(t *testing.T) {
+	s3 := newFakeS3()
+	s3.setDown(true)
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, MaxBacklogBytes: 300_000, MaxBacklogAge: time.Hour})
+	ctx := context.Background()
+	if err := st.Ready(ctx); err != nil {
+		t.Fatalf("Ready on an empty backlog: %v", err)
+	}
+	var err error
+	for i := 0; err == nil && i < 10; i++ {
+		_, err = st.Put(ctx, object(i), bytes.NewReader(data(i, 100_000)))
+	}
+	if !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Fatalf("Put over the bound = %v, want ErrUnavailable", err)
+	}
+	if err := st.Ready(ctx); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Ready over the bound = %v, want ErrUnavailable", err)
+	}
+	s3.setDown(false)
+	drain(t, st)
+	if err := st.Ready(ctx); err != nil {
+		t.Errorf("Ready once uploaded: %v", err)
+	}
+
+	// Age: S3 down for longer than MaxBacklogAge.
+	s3.setDown(true)
+	aged := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, MaxBacklogAge: 50 * time.Millisecond})
+	if _, err := aged.Put(ctx, object(1), bytes.NewReader(data(1, 10))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if err := aged.Ready(ctx); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("Ready with an old backlog = %v, want ErrUnavailable", err)
+	}
+	s3.setDown(false)
+}
+
+// TestOperationsPerObject counts the staging file system's operations: a
+// journaled object costs one write, and a commit shared with whatever was
+// appended meanwhile, and no metadata operation.
+func TestOperationsPerObject(t *testing.T) {
+	s3 := newFakeS3()
+	s3.setDown(true) // no uploads: only the staging path is counted
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, AdoptEvery: time.Hour})
+	ctx := context.Background()
+	var before [vfs.NumOps]int64
+	for op := range vfs.NumOps {
+		before[op] = st.Operations(op)
+	}
+	const n = 200
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; i < n; i += 4 {
+				if _, err := st.Put(ctx, object(i), bytes.NewReader(data(i, 130_000))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	per := map[string]float64{}
+	for op := range vfs.NumOps {
+		if d := st.Operations(op) - before[op]; d > 0 {
+			per[op.String()] = float64(d) / n
+		}
+	}
+	t.Logf("operations per object: %v", per)
+	// 200 x 134 KiB records fill two 16 MiB segments: a few header
+	// writes and commits on top.
+	if per["write"] > 1.05 || per["sync"] > 1.05 {
+		t.Errorf("per object: %.2f writes, %.2f commits; want 1 and at most 1", per["write"], per["sync"])
+	}
+	for _, op := range []string{"create", "rename", "remove", "mkdir", "syncdir"} {
+		if per[op] > 0.02 {
+			t.Errorf("%.2f %s per object; the journal needs none", per[op], op)
+		}
+	}
+}
+
+// TestLatencyInjected: with EFS's latencies a Put waits for a write and a
+// commit, about 5.4 ms, not for S3.
+func TestLatencyInjected(t *testing.T) {
+	s3 := newFakeS3()
+	s3.setDown(true)
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, Latencies: vfs.EFS, AdoptEvery: time.Hour})
+	start := time.Now()
+	const n = 10
+	for i := range n {
+		if _, err := st.Put(context.Background(), object(i), bytes.NewReader(data(i, 1000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	per := time.Since(start) / n
+	if per < 5*time.Millisecond {
+		t.Errorf("%v per Put with EFS's latencies injected; a write and a commit take 5.4 ms", per)
+	}
+	t.Logf("%v per Put", per)
+}
+
+// TestParkedRecord: a record S3 already holds with other bytes is never
+// written over; it is parked, counted, and left out of Drain.
+func TestParkedRecord(t *testing.T) {
+	s3 := newFakeS3()
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3})
+	ctx := context.Background()
+	k := objectstore.AuditPrefix + "x.json"
+	if err := st.PutRecord(ctx, k, []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, st)
+	if err := st.PutRecord(ctx, k, []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, st)
+	if got, _ := s3.get(k); string(got) != "one" {
+		t.Errorf("record %q, want the first", got)
+	}
+	if st.q.parkedCount() != 1 || st.q.objects() != 1 {
+		t.Errorf("parked %d, backlog %d; want the second record parked and counted", st.q.parkedCount(), st.q.objects())
+	}
+}
+
+// TestRestartUploadsWhatWasStaged: a task that stops with objects staged
+// (S3 down) leaves them to the next one, which uploads them and removes
+// the old journal.
+func TestRestartUploadsWhatWasStaged(t *testing.T) {
+	dir := t.TempDir()
+	s3 := newFakeS3()
+	s3.setDown(true)
+	first, err := New(Options{Dir: dir, Uploader: s3, AdoptEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{}
+	for i := range 6 {
+		b := data(i, 500_000*i+10)
+		if _, err := first.Put(context.Background(), object(i), bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+		want[key(t, object(i))] = b
+	}
+	if err := first.PutRecord(context.Background(), objectstore.AuditPrefix+"r.json", []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	want[objectstore.AuditPrefix+"r.json"] = []byte("{}")
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3.setDown(false)
+	second := newStore(t, Options{Dir: dir, Uploader: s3})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s3.mu.Lock()
+		got := maps.Clone(s3.objects)
+		s3.mu.Unlock()
+		if len(got) == len(want) {
+			for k, b := range want {
+				if !bytes.Equal(got[k], b) {
+					t.Errorf("%s uploaded with other bytes", k)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d uploaded by the next task", len(got), len(want))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	drain(t, second)
+	waitGone(t, filepath.Join(dir, journalsDir, first.TaskID()))
+}
+
+func waitGone(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if time.Now().After(deadline) {
+			entries, _ := os.ReadDir(path)
+			t.Fatalf("%s still there: %v", path, entries)
+		}
+	}
+}
+
+// objectMeta keeps what describes the object: its user metadata,
+// content type and checksum, not the request's date.
+func objectMeta(m map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range m {
+		if strings.HasPrefix(strings.ToLower(k), "x-amz-meta-") || strings.EqualFold(k, "Content-Type") || strings.EqualFold(k, "X-Amz-Checksum-Crc64nvme") {
+			out[k] = v
+		}
+	}
+	return out
+}
