@@ -15,10 +15,12 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/stagedstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
-// openStore opens the store --store names: file://DIR or s3://bucket/prefix.
+// openStore opens the store --store names: file://DIR or s3://bucket/prefix,
+// the latter staged through --staging when set.
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *logname.Namer, reg prometheus.Registerer) (objectstore.Store, error) {
 	switch {
 	case strings.HasPrefix(cfg.Store, "file://"):
@@ -40,7 +42,20 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		if err != nil {
 			return nil, fmt.Errorf("open S3 store: %w", err)
 		}
-		return s, nil
+		if cfg.StagingDir == "" {
+			return s, nil
+		}
+		// Acknowledge once staged (EFS), upload afterwards; see
+		// docs/design/staged-store.md for the trade-off.
+		staged, err := stagedstore.New(stagedstore.Options{
+			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge,
+			Latencies: cfg.StagingLatency, Logger: log, Metrics: reg,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open the staging directory: %w", err)
+		}
+		log.Info("staging objects before upload", "dir", cfg.StagingDir, "task_journal", staged.TaskID())
+		return staged, nil
 	}
 	return nil, fmt.Errorf("unsupported store %q", cfg.Store)
 }

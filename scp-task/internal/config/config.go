@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 // Config is everything scp-task can be told.
@@ -62,6 +63,16 @@ type Config struct {
 	S3PathStyle bool
 	S3KMSKey    string
 	S3PartSize  int64
+
+	// StagingDir, with an s3:// store, is where objects are made durable
+	// before C-STORE success and uploaded from afterwards; empty uploads
+	// before answering.
+	StagingDir        string
+	StagingMaxBacklog int64
+	StagingMaxAge     time.Duration
+	// StagingLatency holds every staging file-system operation this long
+	// (benchmarks: a local directory standing in for EFS).
+	StagingLatency vfs.Latencies
 
 	Local        bool
 	DataDir      string
@@ -122,6 +133,10 @@ var settings = []Setting{
 	{"s3-path-style", "SCP_S3_PATH_STYLE", "false", "path-style S3 addressing (S3-compatible servers); the endpoint comes from AWS_ENDPOINT_URL_S3"},
 	{"s3-kms-key", "SCP_S3_KMS_KEY", "", "KMS key id or ARN for SSE-KMS on stored objects"},
 	{"s3-part-size", "SCP_S3_PART_SIZE", "8388608", "multipart upload part size in bytes (memory per association is about two parts)"},
+	{"staging", "SCP_STAGING_DIR", "", "with an s3:// store: a directory every task mounts (EFS) where each object is made durable before C-STORE success, then uploaded to S3; empty: answer once S3 holds it"},
+	{"staging-max-backlog", "SCP_STAGING_MAX_BACKLOG", "8589934592", "bytes staged and not yet uploaded past which C-STOREs fail (A700) and associations are refused (02 03 01)"},
+	{"staging-max-age", "SCP_STAGING_MAX_AGE", "15m", "associations are refused (02 03 01) while the oldest staged object has waited longer than this for its upload"},
+	{"staging-latency", "SCP_STAGING_LATENCY", "", "benchmarks only: hold every staging file-system operation, `efs` (EFS's published latencies) or `op=duration,…`"},
 	{"local", "SCP_LOCAL", "false", "run the whole flow in this process: file store, pipeline, SQLite, event log and portal"},
 	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
@@ -315,6 +330,21 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		AuditSyslog:              get("audit-syslog"),
 		AuditSpool:               get("audit-spool"),
 		AuditSpoolMax:            count("audit-spool-max"),
+	}
+	c.StagingDir = get("staging")
+	c.StagingMaxAge = duration("staging-max-age")
+	if b, err := strconv.ParseInt(get("staging-max-backlog"), 10, 64); err != nil || b < 1<<20 {
+		errs = append(errs, fmt.Errorf("--staging-max-backlog: %q must be a byte count of at least 1048576", get("staging-max-backlog")))
+	} else {
+		c.StagingMaxBacklog = b
+	}
+	if lat, err := vfs.ParseLatencies(get("staging-latency")); err != nil {
+		errs = append(errs, fmt.Errorf("--staging-latency: %w", err))
+	} else {
+		c.StagingLatency = lat
+	}
+	if c.StagingDir != "" && !strings.HasPrefix(c.Store, "s3://") {
+		errs = append(errs, fmt.Errorf("--staging: stages uploads to an s3:// store; --store is %q", c.Store))
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", named("s3-part-size"), get("s3-part-size")))

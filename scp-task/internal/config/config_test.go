@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 func env(m map[string]string) func(string) string {
@@ -62,6 +64,9 @@ func TestErrors(t *testing.T) {
 		{"stray arg", []string{"extra"}, nil, `unexpected argument "extra"`},
 		{"local with store", []string{"--local", "--store", "s3://b/p"}, nil, "local mode keeps objects under --data-dir"},
 		{"negative", []string{"--max-associations", "-3"}, nil, "whole number"},
+		{"staging a file store", []string{"--staging", "/mnt/efs"}, nil, "--staging: stages uploads to an s3:// store"},
+		{"small backlog", []string{"--store", "s3://b/p", "--staging", "/x", "--staging-max-backlog", "10"}, nil, "at least 1048576"},
+		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "--staging-latency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,5 +193,17 @@ func TestDescribe(t *testing.T) {
 		if got := c.Describe(name); got != want {
 			t.Errorf("Describe(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+func TestStaging(t *testing.T) {
+	c, err := Load([]string{"--store", "s3://b/p", "--staging", "/mnt/staging", "--staging-latency", "efs,sync=1ms"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := vfs.EFS
+	want[vfs.OpSync] = time.Millisecond
+	if c.StagingDir != "/mnt/staging" || c.StagingLatency != want || c.StagingMaxBacklog != 8<<30 || c.StagingMaxAge != 15*time.Minute {
+		t.Errorf("staging settings %q %v %d %v", c.StagingDir, c.StagingLatency, c.StagingMaxBacklog, c.StagingMaxAge)
 	}
 }

@@ -1,0 +1,116 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+// TestStagedStoreAcknowledgesWhileS3IsDown runs scp-task with --staging:
+// while S3 is unreachable dcmsend's C-STOREs still succeed and the SCP
+// stays ready (the objects are durable in the staging directory); once S3
+// answers, every object arrives under the documented key with the
+// metadata a direct upload gives (stagedstore's tests compare the two byte
+// for byte), the audit records too, and the staging directory empties.
+func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
+	testenv.RequireTools(t, "dcmsend")
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	staging := t.TempDir()
+	scp := scptest.Start(t, scptest.Options{
+		NoStore: true,
+		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--s3-path-style",
+			"--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"), "--staging", staging},
+		Env: s3test.Env(t, proxy.URL),
+	})
+	files := testenv.DICOMTestdataFiles(t)
+
+	const outage = 15 * time.Second
+	proxy.Down(outage)
+	upAt := time.Now().Add(outage)
+	args := append([]string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", "--no-halt", scp.Host(), scp.Port()}, files...)
+	if r := dcmtk.Run(t, time.Minute, "dcmsend", args...); r.Err != nil {
+		t.Fatalf("dcmsend while S3 is down: %v\n%s", r.Err, r.Output)
+	}
+	if time.Now().After(upAt) {
+		t.Fatal("dcmsend outlasted the outage: it waited for S3")
+	}
+	resp, err := http.Get("http://" + scp.HealthAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz %d while S3 is down and the backlog small; staging keeps the SCP ready", resp.StatusCode)
+	}
+	if keys, _ := srv.Keys(context.Background()); len(keys) != 0 {
+		t.Fatalf("S3 holds %d objects while it was unreachable", len(keys))
+	}
+
+	var incoming []string
+	waitFor(t, outage+60*time.Second, func() bool {
+		keys, err := srv.Keys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		incoming = incoming[:0]
+		for _, k := range keys {
+			if strings.HasPrefix(k, storePrefix+"incoming/") {
+				incoming = append(incoming, k)
+			}
+		}
+		return len(incoming) == len(files)
+	}, "every staged object in S3")
+	for _, k := range incoming {
+		m := keyLayout.FindStringSubmatch(k)
+		if m == nil {
+			t.Errorf("key %s does not follow the documented layout", k)
+			continue
+		}
+		body, meta, err := srv.Object(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := srv.Checksum(k); c != s3test.CRC64NVME(body) {
+			t.Errorf("%s: CRC64NVME %q, body %q", k, c, s3test.CRC64NVME(body))
+		}
+		for h, want := range map[string]string{"X-Amz-Meta-Calling-Ae": "LOCAL_AE", "X-Amz-Meta-Called-Ae": "REMOTE_AE", "X-Amz-Meta-Sop-Instance-Uid": m[3]} {
+			if meta[h] != want {
+				t.Errorf("%s: %s = %q, want %q", k, h, meta[h], want)
+			}
+		}
+		for _, h := range []string{"X-Amz-Meta-Peer-Addr", "X-Amz-Meta-Association-Id", "X-Amz-Meta-Received-At", "X-Amz-Meta-Sop-Class-Uid", "X-Amz-Meta-Transfer-Syntax-Uid", "X-Amz-Meta-Implementation-Version", "X-Amz-Meta-Sha256"} {
+			if meta[h] == "" && !(h == "X-Amz-Meta-Sha256" && len(body) > 8<<20) {
+				t.Errorf("%s: metadata %s missing", k, h)
+			}
+		}
+		if !bytes.HasPrefix(body[128:], []byte("DICM")) {
+			t.Errorf("%s is not a Part 10 file", k)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		ev := auditEvents(t, srv, auditKeys(t, srv))
+		return ev[associationaudit.EventAccepted] >= 1 && ev[associationaudit.EventReleased] >= 1
+	}, "the association's audit records uploaded")
+	waitFor(t, 30*time.Second, func() bool {
+		left := 0
+		_ = filepath.WalkDir(staging, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && filepath.Base(filepath.Dir(p)) == "large" {
+				left++
+			}
+			return nil
+		})
+		return left == 0
+	}, "the staging directory emptied of large objects")
+}
