@@ -101,6 +101,28 @@ type Scp struct {
 	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
 	// DeregistrationDelaySeconds of the target group (default 120).
 	DeregistrationDelaySeconds int `json:"deregistrationDelaySeconds,omitempty"`
+	// Staging, when present, makes the tasks answer C-STORE once an
+	// object is durable on an EFS file system they all mount, and upload
+	// it to S3 afterwards; absent, they answer once S3 holds it (see
+	// docs/design/staged-store.md).
+	Staging *Staging `json:"staging,omitempty"`
+}
+
+// Staging configures the EFS staging file system.
+type Staging struct {
+	// Backups turns on EFS automatic backups (AWS Backup, daily, 35-day
+	// retention). Objects stay staged for seconds to minutes, so a backup
+	// holds little; it matters for what a long S3 outage leaves there.
+	Backups bool `json:"backups,omitempty"`
+	// MaxBacklogGiB is the bytes staged and not uploaded past which a
+	// task refuses objects and associations (default 8).
+	MaxBacklogGiB int `json:"maxBacklogGiB,omitempty"`
+	// MaxAgeMinutes turns a task's readiness off while its oldest staged
+	// object has waited longer for its upload (default 15).
+	MaxAgeMinutes int `json:"maxAgeMinutes,omitempty"`
+	// AlarmAgeSeconds raises the backlog alarm when the oldest staged
+	// object has waited this long (default 300).
+	AlarmAgeSeconds int `json:"alarmAgeSeconds,omitempty"`
 }
 
 // Vpn holds the VPN settings shared by all sites.
@@ -302,6 +324,11 @@ func (c *Config) applyDefaults() {
 	def(&c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
 	def(&c.Scp.StopTimeoutSeconds, 120)
 	def(&c.Scp.DeregistrationDelaySeconds, 120)
+	if st := c.Scp.Staging; st != nil {
+		def(&st.MaxBacklogGiB, 8)
+		def(&st.MaxAgeMinutes, 15)
+		def(&st.AlarmAgeSeconds, 300)
+	}
 	if c.Vpn.AmazonSideAsn == 0 {
 		c.Vpn.AmazonSideAsn = 64512
 	}

@@ -132,6 +132,17 @@ func (c *Config) Validate() error {
 	if s.DeregistrationDelaySeconds < 0 || s.DeregistrationDelaySeconds > 3600 {
 		p.addf("scp.deregistrationDelaySeconds", "%d is outside 0..3600", s.DeregistrationDelaySeconds)
 	}
+	if st := s.Staging; st != nil {
+		if st.MaxBacklogGiB < 1 || st.MaxBacklogGiB > 1024 {
+			p.addf("scp.staging.maxBacklogGiB", "%d is outside 1..1024", st.MaxBacklogGiB)
+		}
+		if st.MaxAgeMinutes < 1 || st.MaxAgeMinutes > 24*60 {
+			p.addf("scp.staging.maxAgeMinutes", "%d is outside 1..1440", st.MaxAgeMinutes)
+		}
+		if st.AlarmAgeSeconds < 60 || st.AlarmAgeSeconds > 60*st.MaxAgeMinutes {
+			p.addf("scp.staging.alarmAgeSeconds", "%d must be between 60 and maxAgeMinutes (%d min): the alarm should sound before the tasks refuse associations", st.AlarmAgeSeconds, st.MaxAgeMinutes)
+		}
+	}
 
 	// VPN and sites.
 	if !validAmazonAsn(c.Vpn.AmazonSideAsn) {

@@ -42,6 +42,12 @@ const (
 	// With dicom.tls only.
 	MetricTLSHandshakeFailures   = "dicom_ingest_tls_handshake_failures_total"
 	MetricTLSCertificateExpireIn = "dicom_ingest_tls_certificate_expires_in_seconds"
+	// MetricStagingBacklogAge is how long the oldest staged object has
+	// waited for its upload (stagedstore.MetricBacklogAge).
+	MetricStagingBacklogAge = "dicom_ingest_staging_backlog_age_seconds"
+	// MetricStagingBacklogBytes is what a task has staged and not
+	// uploaded (stagedstore.MetricBacklogBytes).
+	MetricStagingBacklogBytes = "dicom_ingest_staging_backlog_bytes"
 )
 
 // IngestProps configures NewIngest.
@@ -89,6 +95,9 @@ type Ingest struct {
 	Secrets     map[string]awsecs.Secret
 	// TLSSecret is the server certificate's secret (nil without dicom.tls).
 	TLSSecret awssecretsmanager.ISecret
+	// Staging is the EFS file system objects are staged on (nil: the
+	// tasks answer once S3 holds an object).
+	Staging *Staging
 }
 
 // NewIngest creates the NLB, the task definition and the service.
@@ -297,6 +306,12 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	})
 	out.LogGroup = logGroup
 
+	if c.Scp.Staging != nil {
+		out.Staging = NewStaging(self, "Staging", &StagingProps{Network: props.Network, Key: key, TaskSecurityGroup: taskSG})
+		out.Staging.GrantMount(taskRole)
+		taskSG.AddEgressRule(out.Staging.SecurityGroup, awsec2.Port_Tcp(jsii.Number(2049)), jsii.String("NFS to the staging file system"), nil)
+	}
+
 	taskDef := awsecs.NewFargateTaskDefinition(self, jsii.String("Task"), &awsecs.FargateTaskDefinitionProps{
 		Cpu:            jsii.Number(float64(c.Scp.Cpu)),
 		MemoryLimitMiB: jsii.Number(float64(c.Scp.MemoryMiB)),
@@ -344,6 +359,24 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		out.Secrets["SCP_TLS_KEY"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretPrivateKeyKey))
 		portMappings = append(portMappings, &awsecs.PortMapping{ContainerPort: jsii.Number(ScpTLSPort), Protocol: awsecs.Protocol_TCP})
 	}
+	if st := c.Scp.Staging; st != nil {
+		out.Environment["SCP_STAGING_DIR"] = jsii.String(StagingMountPath)
+		out.Environment["SCP_STAGING_MAX_BACKLOG"] = jsii.String(strconv.FormatInt(int64(st.MaxBacklogGiB)<<30, 10))
+		out.Environment["SCP_STAGING_MAX_AGE"] = jsii.String(fmt.Sprintf("%dm", st.MaxAgeMinutes))
+		// Mounted over TLS, authorized by the task role, through the
+		// access point (Fargate's EFS integration).
+		taskDef.AddVolume(&awsecs.Volume{
+			Name: jsii.String("staging"),
+			EfsVolumeConfiguration: &awsecs.EfsVolumeConfiguration{
+				FileSystemId:      out.Staging.FileSystem.FileSystemId(),
+				TransitEncryption: jsii.String("ENABLED"),
+				AuthorizationConfig: &awsecs.AuthorizationConfig{
+					AccessPointId: out.Staging.AccessPoint.AccessPointId(),
+					Iam:           jsii.String("ENABLED"),
+				},
+			},
+		})
+	}
 	// Stage only what the image build reads, so the asset hash (and the
 	// image) changes only when scp-task or shared code does.
 	exclude := *jsii.Strings("*", "!go.mod", "!go.sum", "!shared", "!scp-task")
@@ -369,6 +402,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		}),
 		PortMappings: &portMappings,
 	})
+	if out.Staging != nil {
+		scp.AddMountPoints(&awsecs.MountPoint{SourceVolume: jsii.String("staging"), ContainerPath: jsii.String(StagingMountPath), ReadOnly: jsii.Bool(false)})
+	}
 
 	// The CloudWatch agent scrapes /metrics and publishes the SCP's gauges
 	// and counters as CloudWatch metrics (embedded metric format), which the
@@ -498,7 +534,8 @@ func ScpMetric(env, name, statistic string, period awscdk.Duration) awscloudwatc
 // Prometheus scrape configuration. The scrape target is the SCP's health
 // port on localhost (tasks share one network namespace in awsvpc mode).
 func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus string) {
-	selectors := []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$"}
+	selectors := []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$",
+		"^" + MetricStagingBacklogAge + "$", "^" + MetricStagingBacklogBytes + "$"}
 	if withTLS {
 		selectors = append(selectors, "^"+MetricTLSHandshakeFailures+"$", "^"+MetricTLSCertificateExpireIn+"$")
 	}

@@ -148,8 +148,12 @@ func suppress(s *IngestStack) {
 				appliesTo: []string{"Resource::*"}},
 		)
 	}
+	if st := s.Ingest.Staging; st != nil && !s.Config.Scp.Staging.Backups {
+		suppressOn(st.FileSystem, nagRule{id: "HIPAA.Security-EFSInBackupPlan",
+			reason: "scp.staging.backups is off in this environment's config: staged objects stay there only until S3 holds them (seconds to minutes), and S3 is the copy that is kept and versioned"})
+	}
 	suppressOn(p.BackupPlan, nagRule{id: "AwsSolutions-IAM4",
-		reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables",
+		reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables (and the staging file system)",
 		appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"}})
 
 	// The deploy-time look-up of S3's prefix list (CDK's AwsCustomResource)

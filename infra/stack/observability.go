@@ -135,6 +135,21 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	}
 
 	ing := props.Ingest
+	var stagingWidgets []awscloudwatch.IWidget
+	if st := c.Scp.Staging; st != nil {
+		// Staged objects are acknowledged and not yet in S3: an old
+		// backlog means S3 uploads are failing; the tasks refuse new
+		// associations at maxAgeMinutes.
+		age := ScpMetric(c.Name, MetricStagingBacklogAge, "Maximum", minute)
+		alarm("StagingBacklogAge", age, float64(st.AlarmAgeSeconds), gt, 2,
+			fmt.Sprintf("A staged object has waited over %d s for its upload to S3 (tasks refuse associations after %d min)", st.AlarmAgeSeconds, st.MaxAgeMinutes))
+		stagingWidgets = append(stagingWidgets, awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
+			Title: jsii.String("Staging backlog (age s / bytes)"),
+			Left:  &[]awscloudwatch.IMetric{age},
+			Right: &[]awscloudwatch.IMetric{ScpMetric(c.Name, MetricStagingBacklogBytes, "Sum", minute)},
+			Width: jsii.Number(12),
+		}))
+	}
 	nlbMetric := func(name, stat string) awscloudwatch.Metric {
 		return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 			Namespace:  jsii.String("AWS/NetworkELB"),
@@ -174,6 +189,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &[]awscloudwatch.IMetric{healthy, unhealthy}, Width: jsii.Number(6)}),
 	)
 	dash.AddWidgets(queueWidgets...)
+	dash.AddWidgets(stagingWidgets...)
 	dash.AddWidgets(
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Function errors"), Left: &fnErrors, Width: jsii.Number(12)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("scp-task CPU / memory"), Left: &[]awscloudwatch.IMetric{

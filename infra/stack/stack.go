@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
@@ -90,6 +91,12 @@ func NewIngestStack(scope constructs.Construct, id string, props *Props) (*Inges
 	out.Pipeline = NewPipeline(st, "Pipeline", &PipelineProps{
 		Config: c, Network: out.Network, Storage: out.Storage, FunctionsDir: props.FunctionsDir,
 	})
+	if sg := out.Ingest.Staging; sg != nil && c.Scp.Staging.Backups {
+		// The stack's daily plan, vault and retention, as for the tables.
+		out.Pipeline.BackupPlan.AddSelection(jsii.String("Staging"), &awsbackup.BackupSelectionOptions{
+			Resources: &[]awsbackup.BackupResource{awsbackup.BackupResource_FromEfsFileSystem(sg.FileSystem)},
+		})
+	}
 	out.Observability = NewObservability(st, "Observability", &ObservabilityProps{
 		Config: c, Storage: out.Storage, Vpn: out.Vpn, Ingest: out.Ingest, Pipeline: out.Pipeline,
 	})

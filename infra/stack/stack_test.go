@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -632,7 +633,7 @@ func TestTables(t *testing.T) {
 				t.Errorf("%s: encryption %s, want the customer-managed key", id, js(sse))
 			}
 		}
-		sel := js(props(first(s.resources("AWS::Backup::BackupSelection"))))
+		sel := js(s.resources("AWS::Backup::BackupSelection")) // the tables' (and the staging file system's)
 		for id := range tables {
 			if !strings.Contains(sel, id) {
 				t.Errorf("table %s is not in the backup selection", id)
@@ -767,14 +768,28 @@ func checkIngress(t *testing.T, s *synthesized) {
 // TestTaskEgressOnlyToEndpoints checks the SCP task reaches nothing but
 // the VPC endpoints: HTTPS to the interface endpoints' group and to S3's
 // prefix list (looked up at deploy time), no CIDR, so nothing through the
-// VPN and nothing to the internet.
+// VPN and nothing to the internet; with scp.staging also NFS to the
+// staging file system's mount targets.
 func TestTaskEgressOnlyToEndpoints(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
 		endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
 		s3List := `"Values":["com.amazonaws.` + s.cfg.Region + `.s3"]`
+		want := []string{"S3 prefix list", "interface endpoints"}
+		stagingSG := ""
+		if st := s.stack.Ingest.Staging; st != nil {
+			stagingSG = s.stack.logicalID(st.SecurityGroup)
+			want = append(want, "staging NFS")
+		}
 		var got []string
 		for _, r := range s.rules("Egress")[taskSG] {
+			if stagingSG != "" && refID(r["DestinationSecurityGroupId"]) == stagingSG {
+				if r["IpProtocol"] != "tcp" || r["FromPort"] != float64(2049) || r["ToPort"] != float64(2049) {
+					t.Errorf("task egress %s: want only TCP 2049 to the staging file system", js(r))
+				}
+				got = append(got, "staging NFS")
+				continue
+			}
 			if r["IpProtocol"] != "tcp" || r["FromPort"] != float64(443) || r["ToPort"] != float64(443) {
 				t.Errorf("task egress %s: want only TCP 443", js(r))
 			}
@@ -789,7 +804,8 @@ func TestTaskEgressOnlyToEndpoints(t *testing.T) {
 			}
 		}
 		sort.Strings(got)
-		if d := cmp.Diff([]string{"S3 prefix list", "interface endpoints"}, got); d != "" {
+		sort.Strings(want)
+		if d := cmp.Diff(want, got); d != "" {
 			t.Errorf("task egress (-want +got):\n%s", d)
 		}
 	})
@@ -846,6 +862,8 @@ func TestTaskRoleLimitedToPrefixes(t *testing.T) {
 						}
 					case a == "ecs:UpdateTaskProtection":
 						// scale-in protection of its own task: checked in TestTaskScaleInProtection
+					case a == "elasticfilesystem:ClientMount" || a == "elasticfilesystem:ClientWrite":
+						// the staging file system through its access point: checked in TestStaging
 					case strings.HasPrefix(a, "logs:"):
 						// the metrics sidecar writes its own log group
 						if !strings.Contains(js(m["Resource"]), "ScpMetrics") {
@@ -1347,7 +1365,121 @@ func TestLogNameKey(t *testing.T) {
 	})
 }
 
+// TestStaging: with scp.staging the tasks mount an EFS file system that is
+// encrypted with the stack's key, has a mount target in every zone,
+// admits NFS from the tasks' security group only, is reached through one
+// access point over TLS with IAM authorization, and is backed up when the
+// config says so; the task role may mount it through that access point
+// only; the backlog-age alarm exists. Without scp.staging none of it is
+// there and the tasks answer once S3 holds an object.
+func TestStaging(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		st := s.stack.Ingest.Staging
+		if st == nil {
+			t.Fatal("the example configs stage objects on EFS")
+		}
+		fsID, keyID := s.stack.logicalID(st.FileSystem), s.stack.logicalID(s.stack.Storage.Key)
+		fs := props(s.res[fsID])
+		if fs["Encrypted"] != true || refID(fs["KmsKeyId"]) != keyID {
+			t.Errorf("file system encryption %v with %v, want the stack's key %s", fs["Encrypted"], js(fs["KmsKeyId"]), keyID)
+		}
+		if fs["PerformanceMode"] != "generalPurpose" || fs["ThroughputMode"] != "elastic" {
+			t.Errorf("performance %v, throughput %v", fs["PerformanceMode"], fs["ThroughputMode"])
+		}
+		if s.res[fsID]["DeletionPolicy"] != "Retain" {
+			t.Errorf("file system deletion policy %v, want Retain", s.res[fsID]["DeletionPolicy"])
+		}
+		if !strings.Contains(js(fs["FileSystemPolicy"]), `"aws:SecureTransport":"false"`) {
+			t.Errorf("file system policy does not refuse plain NFS: %s", js(fs["FileSystemPolicy"]))
+		}
+		targets := s.resources("AWS::EFS::MountTarget")
+		if len(targets) != len(s.cfg.AvailabilityZones) {
+			t.Errorf("%d mount targets for %d zones", len(targets), len(s.cfg.AvailabilityZones))
+		}
+		sgID := s.stack.logicalID(st.SecurityGroup)
+		taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
+		for _, mt := range targets {
+			if sgs := props(mt)["SecurityGroups"].([]any); len(sgs) != 1 || refID(sgs[0]) != sgID {
+				t.Errorf("mount target security groups %s", js(sgs))
+			}
+		}
+		rules := s.rules("Ingress")[sgID]
+		if len(rules) != 1 || refID(rules[0]["SourceSecurityGroupId"]) != taskSG || rules[0]["FromPort"] != float64(2049) || rules[0]["ToPort"] != float64(2049) {
+			t.Errorf("staging ingress %s, want NFS (2049) from the task security group %s only", js(rules), taskSG)
+		}
+		aps := s.resources("AWS::EFS::AccessPoint")
+		if len(aps) != 1 {
+			t.Fatalf("%d access points", len(aps))
+		}
+		ap := props(first(aps))
+		if !strings.Contains(js(ap["PosixUser"]), `"Uid":"65532"`) || !strings.Contains(js(ap["RootDirectory"]), `"/scp-staging"`) {
+			t.Errorf("access point %s", js(ap))
+		}
+		td := props(first(s.resources("AWS::ECS::TaskDefinition")))
+		vol := js(td["Volumes"])
+		for _, want := range []string{`"TransitEncryption":"ENABLED"`, `"IAM":"ENABLED"`, `"FilesystemId":{"Ref":"` + fsID + `"}`} {
+			if !strings.Contains(vol, want) {
+				t.Errorf("task volume %s lacks %s", vol, want)
+			}
+		}
+		if !strings.Contains(js(td["ContainerDefinitions"]), `"ContainerPath":"`+StagingMountPath+`"`) {
+			t.Error("the scp container does not mount the staging volume")
+		}
+		env := s.containerEnv(t, "scp")
+		if env["SCP_STAGING_DIR"] != StagingMountPath || env["SCP_STAGING_MAX_BACKLOG"] != strconv.Itoa(s.cfg.Scp.Staging.MaxBacklogGiB<<30) {
+			t.Errorf("staging environment %v %v", env["SCP_STAGING_DIR"], env["SCP_STAGING_MAX_BACKLOG"])
+		}
+		// The task role: mount and write through the access point, on this
+		// file system only.
+		roleID := refID(td["TaskRoleArn"])
+		var efsStatements []string
+		for _, pol := range s.resources("AWS::IAM::Policy") {
+			for _, stmt := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := stmt.(map[string]any)
+				if strings.Contains(js(m["Action"]), "elasticfilesystem:") && strings.Contains(js(props(pol)["Roles"]), roleID) {
+					efsStatements = append(efsStatements, js(m))
+				}
+			}
+		}
+		if len(efsStatements) != 1 || !strings.Contains(efsStatements[0], `"elasticfilesystem:AccessPointArn"`) ||
+			!strings.Contains(efsStatements[0], `"Resource":{"Fn::GetAtt":["`+fsID+`","Arn"]}`) || strings.Contains(efsStatements[0], "ClientRootAccess") {
+			t.Errorf("task role EFS statements %v, want mount and write through the access point on %s only", efsStatements, fsID)
+		}
+		backedUp := strings.Contains(js(s.resources("AWS::Backup::BackupSelection")), fsID)
+		if backedUp != s.cfg.Scp.Staging.Backups {
+			t.Errorf("file system in the backup plan: %v, scp.staging.backups %v", backedUp, s.cfg.Scp.Staging.Backups)
+		}
+		alarms := js(s.resources("AWS::CloudWatch::Alarm"))
+		if !strings.Contains(alarms, `"MetricName":"`+MetricStagingBacklogAge+`"`) {
+			t.Error("no alarm on the staging backlog's age")
+		}
+	})
+}
+
 func asAnySlice(v any) []any {
 	s, _ := v.([]any)
 	return s
+}
+
+func TestWithoutStaging(t *testing.T) {
+	if testing.Short() {
+		t.Skip("one more synthesis; skipped with -short")
+	}
+	s := synthEnv(t, "direct", func() (*config.Config, error) {
+		c, err := config.Load("../config", "dev")
+		if err != nil {
+			return nil, err
+		}
+		c.Name, c.Scp.Staging = "direct", nil
+		return c, c.Validate()
+	})
+	if n := len(s.resources("AWS::EFS::FileSystem")); n != 0 || s.stack.Ingest.Staging != nil {
+		t.Errorf("%d file systems without scp.staging", n)
+	}
+	if env := s.containerEnv(t, "scp"); env["SCP_STAGING_DIR"] != nil {
+		t.Errorf("SCP_STAGING_DIR = %v without scp.staging", env["SCP_STAGING_DIR"])
+	}
+	for _, f := range nagFindings(s) {
+		t.Error(f)
+	}
 }
