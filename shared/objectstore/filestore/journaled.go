@@ -156,7 +156,11 @@ func (s *Store) Close() error {
 	if s.j == nil {
 		return nil
 	}
-	if err := s.j.Close(); err != nil {
+	err := s.j.Close()
+	st := s.j.Stats()
+	s.log.Info("journal closed", "appends", st.Appends, "commits", st.Commits, "waits_for_space", st.Waits,
+		"wait_seconds", st.WaitTime.Seconds(), "checkpoints", st.Checkpoints, "checkpoint_seconds", st.CheckpointTime.Seconds())
+	if err != nil {
 		return fmt.Errorf("filestore: close: %w", err)
 	}
 	return nil

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -162,6 +163,10 @@ type Journal struct {
 	commitWake, reclaimWake chan struct{}
 	stop                    chan struct{}
 	wg                      sync.WaitGroup
+
+	// Counters for Stats.
+	appends, commits, waits, checkpoints atomic.Int64
+	checkpointTime, waitTime             atomic.Int64 // nanoseconds
 }
 
 // Open opens the journal in dir (creating it), and returns the records
@@ -507,6 +512,7 @@ func (j *Journal) Append(ctx context.Context, meta []byte, buf []byte, n int) (R
 		j.release(s, int64(n))
 		return Record{}, fmt.Errorf("journal: append: %w", err)
 	}
+	j.appends.Add(1)
 	return Record{Seq: s.hdr.seq, Off: t.off, Meta: meta, Size: int64(n), CRC: crc}, nil
 }
 
@@ -555,6 +561,9 @@ func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *tic
 			return nil, nil, ErrFull
 		}
 		if deadline == nil {
+			j.waits.Add(1)
+			waitStart := time.Now()
+			defer func() { j.waitTime.Add(int64(time.Since(waitStart))) }()
 			wait := j.o.FullWait
 			if wait < 0 {
 				wait = time.Minute // only for a segment being added
@@ -722,6 +731,7 @@ func (j *Journal) committer() {
 		for _, t := range batch {
 			if _, done := errs[t.seg]; !done && t.err == nil {
 				errs[t.seg] = t.seg.w.Sync()
+				j.commits.Add(1)
 			}
 		}
 		j.mu.Lock()
@@ -828,18 +838,29 @@ func (v *verifier) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// Stats describes the journal's records and space.
+// Stats describes the journal's records and space, and counts what it did.
 type Stats struct {
 	Segments, FreeSegments int
 	LiveRecords            int   // appended (or recovered) and not yet released
 	LiveBytes              int64 // their payload bytes
+
+	Appends     int64         // records appended
+	Commits     int64         // fdatasyncs that acknowledged them
+	Waits       int64         // appends that waited for a segment to be reclaimed
+	WaitTime    time.Duration // how long they waited in all
+	Checkpoints int64         // Options.Checkpoint calls
+	// CheckpointTime is the time spent in them in all.
+	CheckpointTime time.Duration
 }
 
 // Stats returns the journal's current figures.
 func (j *Journal) Stats() Stats {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	st := Stats{Segments: len(j.segs)}
+	st := Stats{
+		Segments: len(j.segs), Appends: j.appends.Load(), Commits: j.commits.Load(), Waits: j.waits.Load(),
+		WaitTime: time.Duration(j.waitTime.Load()), Checkpoints: j.checkpoints.Load(), CheckpointTime: time.Duration(j.checkpointTime.Load()),
+	}
 	for _, s := range j.segs {
 		if s.state == segFree {
 			st.FreeSegments++
@@ -922,7 +943,11 @@ func (j *Journal) reclaim() error {
 		return nil
 	}
 	if j.o.Checkpoint != nil {
-		if err := j.o.Checkpoint(); err != nil {
+		start := time.Now()
+		err := j.o.Checkpoint()
+		j.checkpoints.Add(1)
+		j.checkpointTime.Add(int64(time.Since(start)))
+		if err != nil {
 			j.mu.Lock()
 			for _, s := range rs {
 				s.state = segSealed
