@@ -49,6 +49,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
@@ -104,7 +105,11 @@ type Options struct {
 	Latencies vfs.Latencies
 	// FS is the file system under the counting (default the operating
 	// system's; tests inject an in-memory one).
-	FS      vfs.FS
+	FS vfs.FS
+	// Names names objects in logs by a keyed digest of their key (logs
+	// carry no DICOM UIDs); nil names them with a key that holds until the
+	// process exits.
+	Names   *logname.Namer
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
 }

@@ -288,9 +288,9 @@ func (s *Store) uploader() {
 		case s.ctx.Err() != nil:
 			// Closing: it stays staged for whoever takes the journal.
 		case park:
-			s.log.Error("staged object cannot be uploaded; parked, retried every minute", "association", association(it), "kind", it.md.Kind, "err", err)
+			s.log.Error("staged object cannot be uploaded; parked, retried every minute", "association", association(it), "object", s.o.Names.Key(it.key()), "kind", it.md.Kind, "err", s.o.Names.Redact(err, it.key()))
 		case it.failures == 1:
-			s.log.Warn("upload failed; retrying", "association", association(it), "kind", it.md.Kind, "err", err)
+			s.log.Warn("upload failed; retrying", "association", association(it), "object", s.o.Names.Key(it.key()), "kind", it.md.Kind, "err", s.o.Names.Redact(err, it.key()))
 		}
 		pause := parkedRetry
 		if !it.parked {
@@ -368,7 +368,7 @@ func (s *Store) done(it *item, outcome string) {
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
 	if outcome == "conflict" {
-		s.log.Warn("different content resent for an already stored instance: kept beside it", "association", association(it))
+		s.log.Warn("different content resent for an already stored instance: kept beside it", "association", association(it), "object", s.o.Names.Key(it.key()))
 	}
 	if it.ad != nil {
 		s.q.mu.Lock()
