@@ -56,7 +56,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			func() float64 { return float64(s.q.bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklogAge, Help: "How long the oldest staged object has waited for its upload (0 when none)."},
 			func() float64 { return s.q.oldestAge(time.Now()).Seconds() }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricParked, Help: "Staged objects whose upload keeps failing other than transiently (retried every 10 minutes)."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricParked, Help: "Staged objects whose upload keeps failing other than transiently (retried every minute)."},
 			func() float64 { return float64(s.q.parkedCount()) }),
 	}
 	for op := range vfs.NumOps {

@@ -50,7 +50,7 @@ type Latencies [NumOps]time.Duration
 // EFS is Amazon EFS's published per-operation latency for a Regional file
 // system in General Purpose mode ("Amazon EFS performance specifications",
 // https://docs.aws.amazon.com/efs/latest/ug/performance.html): read
-// operations ~1 ms (earlier editions: as low as 250 µs), write operations
+// operations ~1 ms, write operations
 // ~2.7 ms. Every operation that changes the file system (a data write, a
 // commit, and each metadata change: create, rename, unlink, mkdir,
 // truncate, lock)
