@@ -12,6 +12,8 @@
 #   CHAIN_STUDY_SIZE     instances per study (default 200)
 #   CHAIN_FLAGS          more bench-chain flags (latencies, -quiet-period, -notify-every, -concurrency: bench-chain -h)
 #   CHAIN_SCP_ARGS       more scp-task flags, e.g. the staged store's "--staging DIR --staging-latency efs"
+#   CHAIN_STAGING        the staged store on a fresh staging directory with these per-operation latencies
+#                        (scp-task --staging-latency: efs, none, op=duration,...); unset: direct to S3
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${BENCH_OUT:-test/artifacts/bench}
@@ -30,8 +32,13 @@ go build -o bin/bench-chain ./test/bench/chain
 for fn in validate audit notify; do
   CGO_ENABLED=0 go build -tags lambda.norpc -trimpath -o "$WORK/functions/$fn/bootstrap" "./functions/$fn"
 done
+scp_args=${CHAIN_SCP_ARGS:-}
+if [ -n "${CHAIN_STAGING:-}" ]; then
+  mkdir -p "$WORK/staging"
+  scp_args="$scp_args --staging $WORK/staging --staging-latency $CHAIN_STAGING"
+fi
 # shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
 bin/bench-chain -scp-task bin/scp-task -rie "$RIE" -dynalite "$DYNALITE" -functions "$WORK/functions" -work "$WORK" \
   -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-4}" \
-  -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "${CHAIN_SCP_ARGS:-}" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
+  -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "$scp_args" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
 python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"

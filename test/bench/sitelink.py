@@ -1,6 +1,9 @@
 """The site-link bench's arithmetic (test/bench/sitelink.sh).
 
-  sitelink.py run LABEL RECEIVER RTT_MS ASSOCS LOG...   one JSON line for a run, from its storescu logs
+  sitelink.py run [--metrics START END] LABEL RECEIVER RTT_MS ASSOCS LOG...
+                                                       one JSON line for a run, from its storescu logs (and the
+                                                       receiver's /metrics before and after it: the staging
+                                                       file-system operations per object)
   sitelink.py report RESULTS.jsonl [RELAY_STATS.json...] the Markdown table
 
 storescu logs with the pattern "%D{%s.%Q} %m" (epoch seconds, then
@@ -62,6 +65,37 @@ def parse(label, receiver, rtt, assocs, logs):
     return out
 
 
+OPS = re.compile(r'^dicom_ingest_staging_fs_operations_total\{op="(\w+)"\} (\S+)$')
+STAGED = "dicom_ingest_staging_objects_total"
+
+
+def staging_counts(path):
+    """The staging file-system operations by kind and the objects staged, from a /metrics scrape."""
+    ops, objects = {}, 0.0
+    try:
+        f = open(path)
+    except OSError:
+        return ops, objects
+    with f:
+        for line in f:
+            line = line.strip()
+            m = OPS.match(line)
+            if m:
+                ops[m.group(1)] = float(m.group(2))
+            elif line.startswith(STAGED + " "):
+                objects = float(line.split()[1])
+    return ops, objects
+
+
+def ops_per_object(start, end):
+    """Each staging operation's count per object staged between two scrapes (None without staging)."""
+    ops0, n0 = staging_counts(start)
+    ops1, n1 = staging_counts(end)
+    if n1 - n0 <= 0:
+        return None
+    return {op: round((v - ops0.get(op, 0)) / (n1 - n0), 3) for op, v in sorted(ops1.items()) if v - ops0.get(op, 0) > 0}
+
+
 def report(results, relay_stats):
     rows = [json.loads(l) for l in open(results) if l.strip()]
     receivers, scenarios, runs = [], [], {}
@@ -111,6 +145,19 @@ def report(results, relay_stats):
     for r in rows:
         if r.get("failed") or not r.get("instances"):
             print("\nFAILED in %s %s @ %g ms: %d failed, %d stored (%s)" % (r["receiver"], r["label"], r["rttMs"], r.get("failed", 0), r.get("instances", 0), r.get("firstError", "")))
+    staged = [(k, x) for k in scenarios for x in receivers if any(r.get("stagingOpsPerObject") for r in runs.get((k, x), []))]
+    if staged:
+        print()
+        print("Staging file-system operations per object (each an NFS round trip on EFS; write and sync are on the")
+        print("acknowledgement's path, the rest after it: uploads read, releases write), medians of the rounds:")
+        print()
+        for key, rec in staged:
+            per = {}
+            for r in runs[(key, rec)]:
+                for op, v in (r.get("stagingOpsPerObject") or {}).items():
+                    per.setdefault(op, []).append(v)
+            print("- %g ms RTT, %s, %s: %s" % (key[0], key[1], rec,
+                  ", ".join("%s %.2f" % (op, statistics.median(v)) for op, v in sorted(per.items()))))
     for path in relay_stats:
         try:
             lines = json.load(open(path))
@@ -123,7 +170,15 @@ def report(results, relay_stats):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) >= 7 and sys.argv[1] == "run":
+    args = sys.argv[2:]
+    if len(sys.argv) >= 2 and sys.argv[1] == "run" and args[:1] == ["--metrics"] and len(args) >= 8:
+        start, end, args = args[1], args[2], args[3:]
+        out = parse(args[0], args[1], float(args[2]), int(args[3]), args[4:])
+        per = ops_per_object(start, end)
+        if per:
+            out["stagingOpsPerObject"] = per
+        print(json.dumps(out))
+    elif len(sys.argv) >= 7 and sys.argv[1] == "run":
         print(json.dumps(parse(sys.argv[2], sys.argv[3], float(sys.argv[4]), int(sys.argv[5]), sys.argv[6:])))
     elif len(sys.argv) >= 3 and sys.argv[1] == "report":
         report(sys.argv[2], sys.argv[3:])

@@ -16,6 +16,8 @@
 #   SITELINK_ROUNDS                 rounds (default 1; the table gives medians)
 #   SITELINK_RATE, SITELINK_MTU     link bandwidth and MTU (default 500mbit, 1400)
 #   S3_WRITE_LATENCY, S3_READ_LATENCY  the S3 endpoint's answers, P50/P99 (default 20ms/100ms both)
+#   STAGING_LATENCY                 the staged store's per-operation latencies (default efs; scp-task --staging-latency)
+#   SITELINK_RECEIVERS              labels of the receivers to run (default all: "storescp|scp-task S3|scp-task staged")
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TCP_NODELAY=1
@@ -39,11 +41,24 @@ SITE_IP=10.201.0.1 AWS_IP=10.201.0.2
 RECEIVERS=(
   "storescp|storescp"
   "scp-task S3|scp-task --store s3://bench/dicom"
-  # The staged store (issue 19 item 2, branch staging), once scp-task has its flags:
-  # "scp-task staged|scp-task --store s3://bench/dicom --staging \$RDIR/staging --staging-latency efs"
+  # The staged store: acknowledged once in a journal on the staging directory, uploaded afterwards. A local
+  # directory stands in for EFS, every operation on it held for EFS's published latency (vfs.EFS: ~1 ms a read,
+  # ~2.7 ms a write, docs/design/staged-store.md); the operations per object are counted and reported.
+  "scp-task staged|scp-task --store s3://bench/dicom --staging \$RDIR/staging --staging-latency \$STAGING_LATENCY"
 )
+STAGING_LATENCY=${STAGING_LATENCY:-efs}
 
-for tool in ip tc storescu storescp; do
+if [ -n "${SITELINK_RECEIVERS:-}" ]; then
+  IFS='|' read -ra want <<<"$SITELINK_RECEIVERS"
+  picked=()
+  for spec in "${RECEIVERS[@]}"; do
+    for w in "${want[@]}"; do [ "${spec%%|*}" = "$w" ] && picked+=("$spec"); done
+  done
+  [ ${#picked[@]} -gt 0 ] || { echo "sitelink: SITELINK_RECEIVERS=$SITELINK_RECEIVERS names no receiver" >&2; exit 2; }
+  RECEIVERS=("${picked[@]}")
+fi
+
+for tool in ip tc storescu storescp curl; do
   command -v "$tool" >/dev/null || { echo "sitelink: needs $tool (apt-get install iproute2 dcmtk)" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "sitelink: needs root for network namespaces and tun devices" >&2; exit 1; }
@@ -140,6 +155,23 @@ receiver_start() {
   esac
   pids+=("${RPIDS[@]}")
   wait_port "$AWS" "$AWS_IP" "$port"
+  # What the store did before the first object (creating and prefilling its journal's segments) is not the
+  # objects' cost: send subtracts it.
+  rm -f "$WORK/metrics-start.txt"
+  [ "${args[0]}" = scp-task ] && { ip netns exec "$AWS" curl -sf http://127.0.0.1:8081/metrics > "$WORK/metrics-start.txt" || true; }
+  return 0
+}
+# receiver_metrics FILE: what scp-task's /metrics says once its staging backlog (if any) has drained (at most
+# 120 s), so that the operations counted include the uploads and releases of every object sent.
+receiver_metrics() {
+  local i m
+  for i in $(seq 1200); do
+    m=$(ip netns exec "$AWS" curl -sf http://127.0.0.1:8081/metrics) || return 0
+    grep -Eq '^dicom_ingest_staging_backlog_objects [1-9]' <<<"$m" || break
+    [ "$i" -eq 1200 ] && echo "sitelink: the staging backlog did not drain in 120 s" >&2
+    sleep 0.1
+  done
+  printf '%s\n' "$m" > "$1"
 }
 # receiver_stop stops the receiver (last started first), then syncs, so what storescp left in the page cache
 # is not written back during the next receiver's run.
@@ -162,7 +194,10 @@ send() {
       > "$WORK/storescu-$i.log" 2>&1 & spids+=($!)
   done
   for p in "${spids[@]}"; do wait "$p" || true; done
-  python3 test/bench/sitelink.py run "$label" "$receiver" "$rtt" "$assocs" "${logs[@]}" | tee -a "$OUT/sitelink.jsonl"
+  local metrics=$WORK/metrics.txt
+  rm -f "$metrics"
+  [ "$receiver" != storescp ] && receiver_metrics "$metrics"
+  python3 test/bench/sitelink.py run --metrics "$WORK/metrics-start.txt" "$metrics" "$label" "$receiver" "$rtt" "$assocs" "${logs[@]}" | tee -a "$OUT/sitelink.jsonl"
 }
 
 : > "$OUT/sitelink.jsonl"; rm -f "$OUT"/sitelink-relay-*ms.json
