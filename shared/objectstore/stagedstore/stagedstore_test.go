@@ -149,6 +149,20 @@ func TestConformance(t *testing.T) {
 			return b, err
 		},
 		Deferred: true,
+		Conflicts: func(t *testing.T, key string) []string {
+			drain(t, st)
+			keys, err := srv.Keys(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, k := range keys {
+				if rel, ok := strings.CutPrefix(k, "p/"); ok && strings.HasPrefix(rel, strings.TrimSuffix(key, ".dcm")+".conflict-") {
+					out = append(out, rel)
+				}
+			}
+			return out
+		},
 		// Around the record size (1 MiB: larger objects get a file of
 		// their own), all single S3 PutObjects.
 		Sizes: []int64{0, 1, 4096, 1<<20 - 1, 1 << 20, 1<<20 + 1, 3<<20 + 17},
