@@ -92,32 +92,9 @@ func TestDcmsendToS3(t *testing.T) {
 				t.Fatalf("key %s does not follow incoming/<yyyy>/<mm>/<dd>/<study>/<series>/<sop>.dcm", k)
 			}
 			sop := m[3]
-			body, meta, err := srv.Object(k)
-			if err != nil {
-				t.Fatal(err)
-			}
+			body := checkStoredObject(t, srv, k, sop)
 			if want, ok := fileObjects[sop]; !ok || !bytes.Equal(body, want) {
 				t.Errorf("S3 object (%d bytes) differs from the file store's (%d bytes, found %v)", len(body), len(want), ok)
-			}
-			if got, ok := meta["X-Amz-Meta-Sha256"]; ok {
-				t.Errorf("sha256 metadata %s: the content identity is the CRC64NVME", got)
-			}
-			if c, _ := srv.Checksum(k); c != s3test.CRC64NVME(body) {
-				t.Errorf("CRC64NVME %q, body %q", c, s3test.CRC64NVME(body))
-			}
-			for h, want := range map[string]string{
-				"X-Amz-Meta-Calling-Ae":       "LOCAL_AE",
-				"X-Amz-Meta-Called-Ae":        "REMOTE_AE",
-				"X-Amz-Meta-Sop-Instance-Uid": sop,
-			} {
-				if meta[h] != want {
-					t.Errorf("%s = %q, want %q", h, meta[h], want)
-				}
-			}
-			for _, h := range []string{"X-Amz-Meta-Peer-Addr", "X-Amz-Meta-Association-Id", "X-Amz-Meta-Received-At", "X-Amz-Meta-Sop-Class-Uid", "X-Amz-Meta-Transfer-Syntax-Uid", "X-Amz-Meta-Implementation-Version"} {
-				if meta[h] == "" {
-					t.Errorf("metadata %s missing", h)
-				}
 			}
 		})
 	}
@@ -129,6 +106,42 @@ func TestDcmsendToS3(t *testing.T) {
 	if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
 		t.Errorf("pending multipart uploads: %d (%v)", n, err)
 	}
+}
+
+// checkStoredObject checks what scp-task stored in S3 under key for the
+// instance sop (sent by LOCAL_AE to REMOTE_AE): its CRC64NVME, the
+// documented metadata, no SHA-256 (the content identity is the CRC), a
+// Part 10 file; it returns the object's bytes.
+func checkStoredObject(t *testing.T, srv *s3test.Server, key, sop string) []byte {
+	t.Helper()
+	body, meta, err := srv.Object(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := meta["X-Amz-Meta-Sha256"]; ok {
+		t.Errorf("%s: sha256 metadata %s: the content identity is the CRC64NVME", key, got)
+	}
+	if c, _ := srv.Checksum(key); c != s3test.CRC64NVME(body) {
+		t.Errorf("%s: CRC64NVME %q, body %q", key, c, s3test.CRC64NVME(body))
+	}
+	for h, want := range map[string]string{
+		"X-Amz-Meta-Calling-Ae":       "LOCAL_AE",
+		"X-Amz-Meta-Called-Ae":        "REMOTE_AE",
+		"X-Amz-Meta-Sop-Instance-Uid": sop,
+	} {
+		if meta[h] != want {
+			t.Errorf("%s: %s = %q, want %q", key, h, meta[h], want)
+		}
+	}
+	for _, h := range []string{"X-Amz-Meta-Peer-Addr", "X-Amz-Meta-Association-Id", "X-Amz-Meta-Received-At", "X-Amz-Meta-Sop-Class-Uid", "X-Amz-Meta-Transfer-Syntax-Uid", "X-Amz-Meta-Implementation-Version"} {
+		if meta[h] == "" {
+			t.Errorf("%s: metadata %s missing", key, h)
+		}
+	}
+	if len(body) < 132 || !bytes.Equal(body[128:132], []byte("DICM")) {
+		t.Errorf("%s is not a Part 10 file", key)
+	}
+	return body
 }
 
 // auditEvents reads the audit records at keys and counts them by event.

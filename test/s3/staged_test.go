@@ -1,7 +1,6 @@
 package s3
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -78,26 +77,7 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 			t.Errorf("key %s does not follow the documented layout", k)
 			continue
 		}
-		body, meta, err := srv.Object(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c, _ := srv.Checksum(k); c != s3test.CRC64NVME(body) {
-			t.Errorf("%s: CRC64NVME %q, body %q", k, c, s3test.CRC64NVME(body))
-		}
-		for h, want := range map[string]string{"X-Amz-Meta-Calling-Ae": "LOCAL_AE", "X-Amz-Meta-Called-Ae": "REMOTE_AE", "X-Amz-Meta-Sop-Instance-Uid": m[3]} {
-			if meta[h] != want {
-				t.Errorf("%s: %s = %q, want %q", k, h, meta[h], want)
-			}
-		}
-		for _, h := range []string{"X-Amz-Meta-Peer-Addr", "X-Amz-Meta-Association-Id", "X-Amz-Meta-Received-At", "X-Amz-Meta-Sop-Class-Uid", "X-Amz-Meta-Transfer-Syntax-Uid", "X-Amz-Meta-Implementation-Version", "X-Amz-Meta-Sha256"} {
-			if meta[h] == "" && !(h == "X-Amz-Meta-Sha256" && len(body) > 8<<20) {
-				t.Errorf("%s: metadata %s missing", k, h)
-			}
-		}
-		if !bytes.HasPrefix(body[128:], []byte("DICM")) {
-			t.Errorf("%s is not a Part 10 file", k)
-		}
+		checkStoredObject(t, srv, k, m[3])
 	}
 	waitFor(t, 30*time.Second, func() bool {
 		ev := auditEvents(t, srv, auditKeys(t, srv))
