@@ -49,7 +49,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		// docs/design/staged-store.md for the trade-off.
 		staged, err := stagedstore.New(stagedstore.Options{
 			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge,
-			Latencies: cfg.StagingLatency, Names: names, Logger: log, Metrics: reg,
+			Latencies: cfg.StagingLatency, Names: names, NamePrefix: prefix, Logger: log, Metrics: reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open the staging directory: %w", err)

@@ -109,9 +109,13 @@ type Options struct {
 	// Names names objects in logs by a keyed digest of their key (logs
 	// carry no DICOM UIDs); nil names them with a key that holds until the
 	// process exits.
-	Names   *logname.Namer
-	Logger  *slog.Logger
-	Metrics prometheus.Registerer
+	Names *logname.Namer
+	// NamePrefix is the uploader's key prefix (the S3 store's Prefix), so
+	// that logs name an object by its S3 key's digest, as the S3 store
+	// and the functions do.
+	NamePrefix string
+	Logger     *slog.Logger
+	Metrics    prometheus.Registerer
 }
 
 // Store is a staged objectstore.Store. It is safe for concurrent use.

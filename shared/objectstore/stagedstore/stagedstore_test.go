@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
@@ -467,4 +469,63 @@ func objectMeta(m map[string]string) map[string]string {
 		}
 	}
 	return out
+}
+
+// lockedBuffer is a log destination the uploaders and the test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// keyedErrS3 fails every upload with an error quoting the object's key, as
+// lower layers' errors do (paths, request URLs).
+type keyedErrS3 struct{ *fakeS3 }
+
+func (k keyedErrS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	key, _ := objectstore.Key(obj)
+	return objectstore.Stored{}, fmt.Errorf("put p/%s: %w", key, objectstore.ErrUnavailable)
+}
+
+// TestLogsNameObjectsByDigest: an upload's failure is logged naming the
+// object by the log-name digest of its S3 key (prefix included, as the S3
+// store and the functions name it), and no line carries its UIDs.
+func TestLogsNameObjectsByDigest(t *testing.T) {
+	names, err := logname.New(bytes.Repeat([]byte{7}, logname.MinKeyLen))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: keyedErrS3{newFakeS3()}, Names: names, NamePrefix: "p/",
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	obj := object(1)
+	if _, err := st.Put(context.Background(), obj, bytes.NewReader(data(1, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	k := key(t, obj)
+	want := names.Name("p/" + k)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "upload failed; retrying") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := logs.String()
+	if !strings.Contains(out, `"object":"`+want+`"`) {
+		t.Errorf("no line names the object %s:\n%s", want, out)
+	}
+	for _, uid := range append(logname.UIDs(k), obj.StudyInstanceUID, obj.SeriesInstanceUID, obj.SOPInstanceUID) {
+		if strings.Contains(out, uid) {
+			t.Errorf("logs carry UID %s:\n%s", uid, out)
+		}
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
@@ -288,9 +289,9 @@ func (s *Store) uploader() {
 		case s.ctx.Err() != nil:
 			// Closing: it stays staged for whoever takes the journal.
 		case park:
-			s.log.Error("staged object cannot be uploaded; parked, retried every minute", "association", association(it), "object", s.o.Names.Key(it.key()), "kind", it.md.Kind, "err", s.o.Names.Redact(err, it.key()))
+			s.log.Error("staged object cannot be uploaded; parked, retried every minute", "association", association(it), "object", s.name(it), "kind", it.md.Kind, "err", s.o.Names.Redact(err, s.o.NamePrefix+it.key(), it.key()))
 		case it.failures == 1:
-			s.log.Warn("upload failed; retrying", "association", association(it), "object", s.o.Names.Key(it.key()), "kind", it.md.Kind, "err", s.o.Names.Redact(err, it.key()))
+			s.log.Warn("upload failed; retrying", "association", association(it), "object", s.name(it), "kind", it.md.Kind, "err", s.o.Names.Redact(err, s.o.NamePrefix+it.key(), it.key()))
 		}
 		pause := parkedRetry
 		if !it.parked {
@@ -299,6 +300,10 @@ func (s *Store) uploader() {
 		time.AfterFunc(pause, func() { s.q.retry(it) })
 	}
 }
+
+// name is how logs name an item: by the log-name digest of its S3 key, as
+// the S3 store and the functions name it.
+func (s *Store) name(it *item) logname.Key { return s.o.Names.Key(s.o.NamePrefix + it.key()) }
 
 func association(it *item) string {
 	if it.md.Object != nil {
@@ -368,7 +373,7 @@ func (s *Store) done(it *item, outcome string) {
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
 	if outcome == "conflict" {
-		s.log.Warn("different content resent for an already stored instance: kept beside it", "association", association(it), "object", s.o.Names.Key(it.key()))
+		s.log.Warn("different content resent for an already stored instance: kept beside it", "association", association(it), "object", s.name(it))
 	}
 	if it.ad != nil {
 		s.q.mu.Lock()
