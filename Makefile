@@ -41,8 +41,8 @@ test-corpus:
 unit-test:
 	$(GO) test -short ./...
 
-## bench: load generator against scp-task (file and S3 stores) and DCMTK storescp on the same corpus, then the
-##   site link and the serverless chain; BENCH=loopback|sitelink|chain runs one part (docs/performance.md)
+## bench: load generator against scp-task (file and S3 stores), DCMTK storescp and Orthanc on the same corpus, then the
+##   site link (storescp, S3 and staged stores) and the serverless chain; BENCH=loopback|sitelink|chain runs one part (docs/performance.md)
 BENCH ?= all
 bench: test-deps build-scp
 	@BENCH=$(BENCH) bash test/bench/run.sh
