@@ -205,13 +205,9 @@ func New(o Options) (*Store, error) {
 	s := &Store{o: o, fs: vfs.Instrument(o.FS, o.Latencies), log: o.Logger.With("component", "staging")}
 	s.bufs.New = func() any { b := journal.NewBuffer(recordBytes); return &b }
 	s.ownDir = filepath.Join(o.Dir, journalsDir, o.TaskID)
-	syncParent := func(dir string) error { return s.fs.SyncDir(filepath.Dir(dir)) }
-	if err := vfs.MkdirAll(s.fs, filepath.Join(s.ownDir, largeDir), 0o750, syncParent); err != nil {
-		return nil, fmt.Errorf("stagedstore: new: %w", err)
-	}
-	lock, err := s.fs.Lock(filepath.Join(s.ownDir, lockName))
+	lock, err := s.lockOwnDir()
 	if err != nil {
-		return nil, fmt.Errorf("stagedstore: new: lock this task's journal: %w", err)
+		return nil, fmt.Errorf("stagedstore: new: %w", err)
 	}
 	s.lock = lock
 	// The journal grows while uploads lag, up to the backlog bound (and
@@ -239,6 +235,53 @@ func New(o Options) (*Store, error) {
 	}
 	s.wg.Go(s.adopter)
 	return s, nil
+}
+
+// startingPrefix marks a journal directory whose task has not locked it
+// yet: other tasks never take such a directory over.
+const startingPrefix = ".starting-"
+
+// lockOwnDir creates this task's journal directory and returns the lock
+// that keeps other tasks from taking it over. Other tasks take over every
+// journal directory whose lock is free, so a new one is made and locked
+// under a name they skip, then renamed into place with its lock held (a
+// lock follows the file, not its name); otherwise a task scanning between
+// the directory's creation and its locking would take it over and remove
+// it from under its owner. A task that stops before the rename leaves an
+// empty ".starting-" directory and nothing staged. A task id already
+// there (a task restarted under its id) is locked where it is.
+func (s *Store) lockOwnDir() (io.Closer, error) {
+	root := filepath.Dir(s.ownDir)
+	syncParent := func(dir string) error { return s.fs.SyncDir(filepath.Dir(dir)) }
+	_, err := s.fs.Stat(s.ownDir)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	if err == nil {
+		if err := vfs.MkdirAll(s.fs, filepath.Join(s.ownDir, largeDir), 0o750, syncParent); err != nil {
+			return nil, err
+		}
+		lock, err := s.fs.Lock(filepath.Join(s.ownDir, lockName))
+		if err != nil {
+			return nil, fmt.Errorf("lock this task's journal: %w", err)
+		}
+		return lock, nil
+	}
+	starting := filepath.Join(root, startingPrefix+s.o.TaskID)
+	if err := vfs.MkdirAll(s.fs, filepath.Join(starting, largeDir), 0o750, syncParent); err != nil {
+		return nil, err
+	}
+	lock, err := s.fs.Lock(filepath.Join(starting, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("lock this task's journal: %w", err)
+	}
+	if err := s.fs.Rename(starting, s.ownDir); err != nil {
+		return nil, errors.Join(fmt.Errorf("place this task's journal: %w", err), lock.Close())
+	}
+	if err := s.fs.SyncDir(root); err != nil {
+		return nil, errors.Join(fmt.Errorf("place this task's journal: %w", err), lock.Close())
+	}
+	return lock, nil
 }
 
 // TaskID returns the name of this task's journal.

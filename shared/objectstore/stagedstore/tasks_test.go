@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -207,4 +209,27 @@ func (p *taskProc) kill(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = p.cmd.Wait() // killed: the exit status says so
+}
+
+// TestStartingJournalNotTakenOver: a journal directory a task has made but
+// not yet locked (still under its ".starting-" name) is left alone by the
+// other tasks, which take over every journal whose lock is free; a new
+// task's journal reaches its own name only with its lock held.
+func TestStartingJournalNotTakenOver(t *testing.T) {
+	dir := t.TempDir()
+	starting := filepath.Join(dir, journalsDir, startingPrefix+"other")
+	if err := os.MkdirAll(filepath.Join(starting, largeDir), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(t, Options{Dir: dir, Uploader: newFakeS3(), AdoptEvery: time.Millisecond})
+	time.Sleep(50 * time.Millisecond) // many scans
+	if _, err := os.Stat(starting); err != nil {
+		t.Errorf("a starting journal was taken over: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, journalsDir, startingPrefix+st.TaskID())); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("this task's journal still under its starting name (%v)", err)
+	}
+	if _, err := st.fs.Lock(filepath.Join(dir, journalsDir, st.TaskID(), lockName)); !isLocked(err) {
+		t.Errorf("this task's journal's lock: %v, want held", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -418,7 +419,7 @@ func (s *Store) adopt() {
 		_, mine := s.q.adopted[name]
 		closed := s.q.closed
 		s.q.mu.Unlock()
-		if !e.IsDir() || name == s.o.TaskID || mine || closed {
+		if !e.IsDir() || name == s.o.TaskID || strings.HasPrefix(name, startingPrefix) || mine || closed {
 			continue
 		}
 		dir := filepath.Join(root, name)
