@@ -148,8 +148,8 @@ def report(results, relay_stats):
     staged = [(k, x) for k in scenarios for x in receivers if any(r.get("stagingOpsPerObject") for r in runs.get((k, x), []))]
     if staged:
         print()
-        print("Staging file-system operations per object (each an NFS round trip on EFS; write and sync are on the")
-        print("acknowledgement's path, the rest after it: uploads read, releases write), medians of the rounds:")
+        print("Staging file-system operations per object staged (each an NFS round trip on EFS; write and sync are the")
+        print("acknowledgement's, audit records and segment headers included; read is the uploads'), medians of the rounds:")
         print()
         for key, rec in staged:
             per = {}
