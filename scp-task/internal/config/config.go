@@ -334,17 +334,17 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	c.StagingDir = get("staging")
 	c.StagingMaxAge = duration("staging-max-age")
 	if b, err := strconv.ParseInt(get("staging-max-backlog"), 10, 64); err != nil || b < 1<<20 {
-		errs = append(errs, fmt.Errorf("--staging-max-backlog: %q must be a byte count of at least 1048576", get("staging-max-backlog")))
+		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 1048576", named("staging-max-backlog"), get("staging-max-backlog")))
 	} else {
 		c.StagingMaxBacklog = b
 	}
 	if lat, err := vfs.ParseLatencies(get("staging-latency")); err != nil {
-		errs = append(errs, fmt.Errorf("--staging-latency: %w", err))
+		errs = append(errs, fmt.Errorf("%s: %w", named("staging-latency"), err))
 	} else {
 		c.StagingLatency = lat
 	}
 	if c.StagingDir != "" && !strings.HasPrefix(c.Store, "s3://") {
-		errs = append(errs, fmt.Errorf("--staging: stages uploads to an s3:// store; --store is %q", c.Store))
+		errs = append(errs, fmt.Errorf("%s: stages uploads to an s3:// store; %s is %q", named("staging"), named("store"), c.Store))
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", named("s3-part-size"), get("s3-part-size")))
@@ -516,26 +516,29 @@ func isBool(s Setting) bool { return s.Default == "false" || s.Default == "true"
 // placeholders names the value of the settings whose kind the default
 // does not tell (see placeholder).
 var placeholders = map[string]string{
-	"listen":             "ADDR",
-	"tls-listen":         "ADDR",
-	"tls-cert":           "PEM",
-	"tls-key":            "PEM",
-	"tls-client-ca":      "PEM",
-	"tls-client-crl":     "PEM",
-	"ae-title":           "AE",
-	"calling-aes":        "LIST",
-	"s3-kms-key":         "KEY",
-	"data-dir":           "DIR",
-	"log-level":          "LEVEL",
-	"webhook":            "URL",
-	"audit-syslog":       "URL",
-	"audit-syslog-ca":    "FILE",
-	"audit-syslog-cert":  "FILE",
-	"audit-syslog-key":   "FILE",
-	"audit-spool":        "DIR",
-	"s3-part-size":       "BYTES",
-	"max-pdu-length":     "BYTES",
-	"min-progress-bytes": "BYTES",
+	"listen":              "ADDR",
+	"tls-listen":          "ADDR",
+	"tls-cert":            "PEM",
+	"tls-key":             "PEM",
+	"tls-client-ca":       "PEM",
+	"tls-client-crl":      "PEM",
+	"ae-title":            "AE",
+	"calling-aes":         "LIST",
+	"s3-kms-key":          "KEY",
+	"data-dir":            "DIR",
+	"log-level":           "LEVEL",
+	"webhook":             "URL",
+	"audit-syslog":        "URL",
+	"audit-syslog-ca":     "FILE",
+	"audit-syslog-cert":   "FILE",
+	"audit-syslog-key":    "FILE",
+	"audit-spool":         "DIR",
+	"s3-part-size":        "BYTES",
+	"staging":             "DIR",
+	"staging-max-backlog": "BYTES",
+	"staging-latency":     "LATENCIES",
+	"max-pdu-length":      "BYTES",
+	"min-progress-bytes":  "BYTES",
 }
 
 // placeholder is the word the help shows for a setting's value: named in

@@ -66,7 +66,7 @@ func TestErrors(t *testing.T) {
 		{"negative", []string{"--max-associations", "-3"}, nil, "whole number"},
 		{"staging a file store", []string{"--staging", "/mnt/efs"}, nil, "--staging: stages uploads to an s3:// store"},
 		{"small backlog", []string{"--store", "s3://b/p", "--staging", "/x", "--staging-max-backlog", "10"}, nil, "at least 1048576"},
-		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "--staging-latency"},
+		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY: vfs: latency \"write=fast\""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
