@@ -652,37 +652,39 @@ func TestPutWithHook(t *testing.T) {
 		{name: "hook fails", body: first, failOn: 1, wantCalls: []bool{false}, wantErr: boom, wantFiles: 0},
 		{name: "hook fails on the conflict key", existing: first, body: other, failOn: 2, wantCalls: []bool{false, true}, wantErr: boom, wantFiles: 1},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newStore(t)
-			ctx := context.Background()
-			obj := object("1.2.3.4.5")
-			if tt.existing != nil {
-				if _, err := s.Put(ctx, obj, bytes.NewReader(tt.existing)); err != nil {
-					t.Fatal(err)
+	for _, mode := range writeModes {
+		for _, tt := range tests {
+			t.Run(mode.name+"/"+tt.name, func(t *testing.T) {
+				s := newStore(t, mode.opts...)
+				ctx := context.Background()
+				obj := object("1.2.3.4.5")
+				if tt.existing != nil {
+					if _, err := s.Put(ctx, obj, bytes.NewReader(tt.existing)); err != nil {
+						t.Fatal(err)
+					}
 				}
-			}
-			var calls []bool
-			st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), func(_ context.Context, st objectstore.Stored) error {
-				calls = append(calls, st.Conflict)
-				p, _ := s.Path(st.Key)
-				if _, err := os.Stat(p); tt.existing == nil && err == nil {
-					t.Errorf("hook for %s called after the object was placed", st.Key)
+				var calls []bool
+				st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), func(_ context.Context, st objectstore.Stored) error {
+					calls = append(calls, st.Conflict)
+					p, _ := s.Path(st.Key)
+					if _, err := os.Stat(p); tt.existing == nil && err == nil {
+						t.Errorf("hook for %s called after the object was placed", st.Key)
+					}
+					if len(calls) == tt.failOn {
+						return boom
+					}
+					return nil
+				})
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("PutWith = %+v, %v; want %v", st, err, tt.wantErr)
 				}
-				if len(calls) == tt.failOn {
-					return boom
+				if d := cmp.Diff(tt.wantCalls, calls); d != "" {
+					t.Errorf("hook calls, conflict flag each (-want +got):\n%s", d)
 				}
-				return nil
+				if got := files(t, s.Root()); len(got) != tt.wantFiles {
+					t.Errorf("files after PutWith: %v, want %d", got, tt.wantFiles)
+				}
 			})
-			if !errors.Is(err, tt.wantErr) {
-				t.Fatalf("PutWith = %+v, %v; want %v", st, err, tt.wantErr)
-			}
-			if d := cmp.Diff(tt.wantCalls, calls); d != "" {
-				t.Errorf("hook calls, conflict flag each (-want +got):\n%s", d)
-			}
-			if got := files(t, s.Root()); len(got) != tt.wantFiles {
-				t.Errorf("files after PutWith: %v, want %d", got, tt.wantFiles)
-			}
-		})
+		}
 	}
 }
