@@ -17,6 +17,11 @@ const (
 	CEchoRQ   uint16 = 0x0030
 	CEchoRSP  uint16 = 0x8030
 	CCancelRQ uint16 = 0x0FFF
+
+	NEventReportRQ  uint16 = 0x0100
+	NEventReportRSP uint16 = 0x8100
+	NActionRQ       uint16 = 0x0130
+	NActionRSP      uint16 = 0x8130
 )
 
 // CommandDataSetType (0000,0800): NoDataSet means no dataset follows; any other value means one does.
@@ -44,6 +49,8 @@ const (
 	tagErrorComment            = 0x0902
 	tagAffectedSOPInstanceUID  = 0x1000
 	tagRequestedSOPInstanceUID = 0x1001
+	tagEventTypeID             = 0x1002
+	tagActionTypeID            = 0x1008
 	tagMoveOriginatorAE        = 0x1030
 	tagMoveOriginatorMessageID = 0x1031
 )
@@ -61,13 +68,17 @@ const (
 	HasAffectedSOPInstanceUID
 	HasMoveOriginatorAETitle
 	HasMoveOriginatorMessageID
+	HasRequestedSOPClassUID
+	HasRequestedSOPInstanceUID
+	HasEventTypeID
+	HasActionTypeID
 )
 
 // ErrMalformed marks a command set that cannot be decoded.
 var ErrMalformed = errors.New("dimse: malformed command set")
 
-// Command is a decoded DIMSE command set. Only the fields used by C-ECHO and C-STORE are kept; other elements
-// are skipped on decode. Present records which elements were found (Has* bits); Encode writes the elements whose
+// Command is a decoded DIMSE command set. Only the fields used by C-ECHO, C-STORE, N-ACTION and N-EVENT-REPORT
+// are kept; other elements are skipped on decode. Present records which elements were found (Has* bits); Encode writes the elements whose
 // bits are set.
 type Command struct {
 	Present                   uint32
@@ -82,6 +93,12 @@ type Command struct {
 	AffectedSOPInstanceUID    string
 	MoveOriginatorAETitle     string
 	MoveOriginatorMessageID   uint16
+	// Requested SOP Class/Instance UID (0000,0003)/(0000,1001) name the SOP instance an N-ACTION-RQ acts on;
+	// EventTypeID (0000,1002) and ActionTypeID (0000,1008) are N-EVENT-REPORT's and N-ACTION's.
+	RequestedSOPClassUID    string
+	RequestedSOPInstanceUID string
+	EventTypeID             uint16
+	ActionTypeID            uint16
 }
 
 // HasDataSet reports whether a dataset follows the command.
@@ -153,6 +170,16 @@ func (c *Command) decode(b []byte) error {
 			c.Present |= HasMoveOriginatorAETitle
 		case tagMoveOriginatorMessageID:
 			err = us(HasMoveOriginatorMessageID, &c.MoveOriginatorMessageID)
+		case tagRequestedSOPClassUID:
+			c.RequestedSOPClassUID = trimUID(v)
+			c.Present |= HasRequestedSOPClassUID
+		case tagRequestedSOPInstanceUID:
+			c.RequestedSOPInstanceUID = trimUID(v)
+			c.Present |= HasRequestedSOPInstanceUID
+		case tagEventTypeID:
+			err = us(HasEventTypeID, &c.EventTypeID)
+		case tagActionTypeID:
+			err = us(HasActionTypeID, &c.ActionTypeID)
 		}
 		if err != nil {
 			return err
@@ -170,6 +197,9 @@ func (c *Command) Append(dst []byte) []byte {
 	body := len(dst)
 	if c.Present&HasAffectedSOPClassUID != 0 {
 		dst = appendUID(dst, tagAffectedSOPClassUID, c.AffectedSOPClassUID)
+	}
+	if c.Present&HasRequestedSOPClassUID != 0 {
+		dst = appendUID(dst, tagRequestedSOPClassUID, c.RequestedSOPClassUID)
 	}
 	if c.Present&HasCommandField != 0 {
 		dst = appendUS(dst, tagCommandField, c.CommandField)
@@ -198,6 +228,15 @@ func (c *Command) Append(dst []byte) []byte {
 	}
 	if c.Present&HasAffectedSOPInstanceUID != 0 {
 		dst = appendUID(dst, tagAffectedSOPInstanceUID, c.AffectedSOPInstanceUID)
+	}
+	if c.Present&HasRequestedSOPInstanceUID != 0 {
+		dst = appendUID(dst, tagRequestedSOPInstanceUID, c.RequestedSOPInstanceUID)
+	}
+	if c.Present&HasEventTypeID != 0 {
+		dst = appendUS(dst, tagEventTypeID, c.EventTypeID)
+	}
+	if c.Present&HasActionTypeID != 0 {
+		dst = appendUS(dst, tagActionTypeID, c.ActionTypeID)
 	}
 	if c.Present&HasMoveOriginatorAETitle != 0 {
 		dst = appendPadded(dst, tagMoveOriginatorAE, c.MoveOriginatorAETitle, ' ')
@@ -299,4 +338,78 @@ func NewCEchoRQ(messageID uint16) *Command {
 		MessageID:           messageID,
 		CommandDataSetType:  NoDataSet,
 	}
+}
+
+// NewNActionRQ builds an N-ACTION-RQ on the SOP instance (class, instance) with a data set (Action Information)
+// following.
+func NewNActionRQ(messageID uint16, sopClassUID, sopInstanceUID string, actionTypeID uint16) *Command {
+	return &Command{
+		Present: HasRequestedSOPClassUID | HasCommandField | HasMessageID | HasCommandDataSetType |
+			HasRequestedSOPInstanceUID | HasActionTypeID,
+		RequestedSOPClassUID:    sopClassUID,
+		CommandField:            NActionRQ,
+		MessageID:               messageID,
+		CommandDataSetType:      0x0000,
+		RequestedSOPInstanceUID: sopInstanceUID,
+		ActionTypeID:            actionTypeID,
+	}
+}
+
+// NewNActionRSP builds the N-ACTION-RSP for a request, without an Action Reply: the affected SOP class and
+// instance are the requested ones, and the Action Type ID is echoed when the request had one.
+func NewNActionRSP(rq *Command, status Status) *Command {
+	c := &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo | HasCommandDataSetType |
+			HasStatus | HasAffectedSOPInstanceUID,
+		AffectedSOPClassUID:       rq.RequestedSOPClassUID,
+		CommandField:              NActionRSP,
+		MessageIDBeingRespondedTo: rq.MessageID,
+		CommandDataSetType:        NoDataSet,
+		Status:                    status.Code,
+		AffectedSOPInstanceUID:    rq.RequestedSOPInstanceUID,
+	}
+	if rq.Has(HasActionTypeID) {
+		c.Present |= HasActionTypeID
+		c.ActionTypeID = rq.ActionTypeID
+	}
+	if status.Comment != "" && status.Code != StatusSuccess {
+		c.Present |= HasErrorComment
+		c.ErrorComment = status.Comment
+	}
+	return c
+}
+
+// NewNEventReportRQ builds an N-EVENT-REPORT-RQ about the SOP instance (class, instance) with a data set (Event
+// Information) following.
+func NewNEventReportRQ(messageID uint16, sopClassUID, sopInstanceUID string, eventTypeID uint16) *Command {
+	return &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageID | HasCommandDataSetType |
+			HasAffectedSOPInstanceUID | HasEventTypeID,
+		AffectedSOPClassUID:    sopClassUID,
+		CommandField:           NEventReportRQ,
+		MessageID:              messageID,
+		CommandDataSetType:     0x0000,
+		AffectedSOPInstanceUID: sopInstanceUID,
+		EventTypeID:            eventTypeID,
+	}
+}
+
+// NewNEventReportRSP builds the N-EVENT-REPORT-RSP for a request, without an Event Reply.
+func NewNEventReportRSP(rq *Command, status Status) *Command {
+	c := &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo | HasCommandDataSetType |
+			HasStatus | HasAffectedSOPInstanceUID | HasEventTypeID,
+		AffectedSOPClassUID:       rq.AffectedSOPClassUID,
+		CommandField:              NEventReportRSP,
+		MessageIDBeingRespondedTo: rq.MessageID,
+		CommandDataSetType:        NoDataSet,
+		Status:                    status.Code,
+		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
+		EventTypeID:               rq.EventTypeID,
+	}
+	if status.Comment != "" && status.Code != StatusSuccess {
+		c.Present |= HasErrorComment
+		c.ErrorComment = status.Comment
+	}
+	return c
 }

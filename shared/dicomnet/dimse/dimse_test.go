@@ -20,6 +20,11 @@ func TestCommandRoundTrip(t *testing.T) {
 		NewCEchoRQ(1),
 		NewCEchoRSP(NewCEchoRQ(5), Status{}),
 		NewCStoreRSP(rq, Status{Code: StatusOutOfResources, Comment: "disk full"}),
+		NewNActionRQ(9, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1),
+		NewNActionRSP(NewNActionRQ(9, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1), Status{}),
+		NewNActionRSP(NewNActionRQ(9, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2), Status{Code: StatusNoSuchAction, Comment: "action 2"}),
+		NewNEventReportRQ(3, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2),
+		NewNEventReportRSP(NewNEventReportRQ(3, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1), Status{}),
 	}
 	for i, c := range tests {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
@@ -161,5 +166,47 @@ func BenchmarkCommandRoundTrip(b *testing.B) {
 		if _, err := Decode(buf); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestNActionRQBytes pins the DIMSE-N elements' tags and their ascending order: (0000,0003) after (0000,0002)'s
+// place, (0000,1001) and (0000,1008) after (0000,1000)'s.
+func TestNActionRQBytes(t *testing.T) {
+	got := NewNActionRQ(0x0102, "1.2", "1.3", 1).Encode()
+	want := strings.Join([]string{
+		"00000000 04000000 40000000", // (0000,0000) UL 4 = 64
+		"00000300 04000000 312e3200", // (0000,0003) "1.2\0"
+		"00000001 02000000 3001",     // (0000,0100) 0130
+		"00001001 02000000 0201",     // (0000,0110) 0102
+		"00000008 02000000 0000",     // (0000,0800) 0000: a data set follows
+		"00000110 04000000 312e3300", // (0000,1001) "1.3\0"
+		"00000810 02000000 0100",     // (0000,1008) 1
+	}, "")
+	if hex.EncodeToString(got) != strings.ReplaceAll(want, " ", "") {
+		t.Errorf("got  %x\nwant %s", got, strings.ReplaceAll(want, " ", ""))
+	}
+}
+
+func TestNResponsesEcho(t *testing.T) {
+	rq := NewNActionRQ(4, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1)
+	rsp, err := Decode(NewNActionRSP(rq, Status{Code: StatusInvalidArgumentValue, Comment: "empty Referenced SOP Sequence"}).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.CommandField != NActionRSP || rsp.MessageIDBeingRespondedTo != 4 || rsp.AffectedSOPClassUID != rq.RequestedSOPClassUID ||
+		rsp.AffectedSOPInstanceUID != rq.RequestedSOPInstanceUID || rsp.ActionTypeID != 1 || rsp.HasDataSet() ||
+		rsp.ErrorComment != "empty Referenced SOP Sequence" {
+		t.Errorf("N-ACTION-RSP %+v", rsp)
+	}
+	ev := NewNEventReportRQ(8, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 2)
+	if !ev.HasDataSet() {
+		t.Error("N-EVENT-REPORT-RQ announces no data set")
+	}
+	er, err := Decode(NewNEventReportRSP(ev, Status{}).Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if er.CommandField != NEventReportRSP || er.MessageIDBeingRespondedTo != 8 || er.EventTypeID != 2 || er.Has(HasErrorComment) {
+		t.Errorf("N-EVENT-REPORT-RSP %+v", er)
 	}
 }

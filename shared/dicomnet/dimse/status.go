@@ -11,12 +11,21 @@ type Status struct {
 	Comment string
 }
 
-// Status codes (PS3.4 Annex B.2.3, PS3.7 Annex C).
+// Status codes (PS3.4 Annex B.2.3, PS3.7 Annex C; the 01xx and 02xx codes are DIMSE-N's).
 const (
 	StatusSuccess                            uint16 = 0x0000
 	StatusCancel                             uint16 = 0xFE00
 	StatusPending                            uint16 = 0xFF00
 	StatusSOPClassNotSupported               uint16 = 0x0122
+	StatusNoSuchSOPInstance                  uint16 = 0x0112
+	StatusNoSuchEventType                    uint16 = 0x0113
+	StatusNoSuchArgument                     uint16 = 0x0114
+	StatusInvalidArgumentValue               uint16 = 0x0115
+	StatusInvalidObjectInstance              uint16 = 0x0117
+	StatusNoSuchSOPClass                     uint16 = 0x0118
+	StatusClassInstanceConflict              uint16 = 0x0119
+	StatusNoSuchAction                       uint16 = 0x0123
+	StatusResourceLimitation                 uint16 = 0x0213
 	StatusNotAuthorized                      uint16 = 0x0124
 	StatusProcessingFailure                  uint16 = 0x0110
 	StatusDuplicateInvocation                uint16 = 0x0210
@@ -86,6 +95,24 @@ func StatusText(code uint16) string {
 		return "Unrecognized operation"
 	case code == StatusMistypedArgument:
 		return "Mistyped argument"
+	case code == StatusNoSuchSOPInstance:
+		return "No such SOP Instance"
+	case code == StatusNoSuchEventType:
+		return "No such event type"
+	case code == StatusNoSuchArgument:
+		return "No such argument"
+	case code == StatusInvalidArgumentValue:
+		return "Invalid argument value"
+	case code == StatusInvalidObjectInstance:
+		return "Invalid object instance"
+	case code == StatusNoSuchSOPClass:
+		return "No such SOP Class"
+	case code == StatusClassInstanceConflict:
+		return "Class-instance conflict"
+	case code == StatusNoSuchAction:
+		return "No such action"
+	case code == StatusResourceLimitation:
+		return "Resource limitation"
 	case code&0xFF00 == 0xA700:
 		return "Refused: Out of resources"
 	case code&0xFF00 == 0xA900:
