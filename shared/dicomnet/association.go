@@ -26,6 +26,7 @@ import (
 //   - establish.go: the A-ASSOCIATE exchange (provider checks, the association policy, negotiation).
 //   - dispatch.go: DIMSE messages on an established association (command sets, the service table, responses).
 //   - dataset.go: the io.Reader a handler receives for one data set, streamed from the connection.
+//   - report.go: requests of ours (N-EVENT-REPORT-RQ) sent on the association, and their responses.
 //
 // Every step that reads from the peer returns the event that follows it (an rxEvent, the zero value when there is
 // none); nothing is kept aside for later.
@@ -48,9 +49,14 @@ type association struct {
 	unassoc unassocEntry // place among the connections without an association; guarded by srv.mu
 
 	// timers (see pduread.go, timedReader)
-	artimOn  bool
+	artimOn       bool
+	artimDeadline time.Time
 	idleSet  time.Time
 	progress progress
+
+	// requests of ours (report.go): wake is set by a sender before it moves the read deadline to now
+	outbox outbox
+	wake   atomic.Bool
 
 	// writes
 	wmu          sync.Mutex
@@ -115,7 +121,9 @@ func (a *association) serve(parent context.Context) {
 		return
 	}
 	rx := a.nextEvent()
-	for {
+	// A request of ours may fail to be written while the next event is read (report.go): the association is
+	// over then, in Sta1, and the event is not fired.
+	for a.m.state != sta1 {
 		follow := a.step(rx)
 		if a.m.state == sta1 {
 			return
@@ -279,6 +287,7 @@ func established(s state) bool { return s >= sta6 && s <= sta12 }
 // ended frees the slot and reports how the association ended, as soon as it leaves the established states
 // (not when the peer finally closes the connection).
 func (a *association) ended() {
+	a.closeOutbox()
 	a.srv.releaseSlot(a)
 	if !a.accepted {
 		return
@@ -341,7 +350,8 @@ func (a *association) abortFromOutside() {
 
 func (a *association) startARTIM() {
 	a.artimOn = true
-	a.setReadDeadline(time.Now().Add(a.srv.artim()))
+	a.artimDeadline = time.Now().Add(a.srv.artim())
+	a.setReadDeadline(a.artimDeadline)
 }
 
 // setReadDeadline arms (or, with the zero time, disarms) the read timer.

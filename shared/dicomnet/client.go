@@ -39,7 +39,14 @@ type ClientConfig struct {
 type ProposedContext struct {
 	AbstractSyntax   string
 	TransferSyntaxes []string
+	// Roles, when set, proposes SCP/SCU role selection (PS3.7 D.3.3.4) for the abstract syntax: the roles we,
+	// the requestor, offer to take (one item per SOP class, from its first context that sets Roles). Nil
+	// proposes none: we are SCU, the peer SCP.
+	Roles *Roles
 }
+
+// Roles are the SCU and SCP roles of the requestor for a SOP class.
+type Roles struct{ SCU, SCP bool }
 
 // StorageContexts proposes each SOP class with each of the given transfer syntaxes in a separate context, so that
 // the acceptor can accept every combination (as storescu does).
@@ -125,9 +132,15 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 		ApplicationContext: dicomuid.ApplicationContext,
 		UserInformation: pdu.UserInformation{MaxPDULength: cfg.MaxPDULength, ImplementationClassUID: impl,
 			ImplementationVersionName: ver}}
+	proposedRoles := map[string]Roles{}
 	for i, pc := range cfg.Contexts {
 		rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: byte(2*i + 1),
 			AbstractSyntax: pc.AbstractSyntax, TransferSyntaxes: pc.TransferSyntaxes})
+		if _, done := proposedRoles[pc.AbstractSyntax]; pc.Roles != nil && !done {
+			proposedRoles[pc.AbstractSyntax] = *pc.Roles
+			rq.UserInformation.RoleSelections = append(rq.UserInformation.RoleSelections,
+				pdu.RoleSelection{SOPClassUID: pc.AbstractSyntax, SCU: bit(pc.Roles.SCU), SCP: bit(pc.Roles.SCP)})
+		}
 	}
 	b, err := pdu.Encode(rq)
 	if err != nil {
@@ -157,7 +170,9 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 				continue
 			}
 			if r.Result == pdu.ResultAcceptance {
-				a.accepted = append(a.accepted, AcceptedContext{ID: r.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: r.TransferSyntax, RequestorSCU: true})
+				roles := agreedRoles(proposedRoles, ac.UserInformation.RoleSelections, pc.AbstractSyntax)
+				a.accepted = append(a.accepted, AcceptedContext{ID: r.ID, AbstractSyntax: pc.AbstractSyntax, TransferSyntax: r.TransferSyntax,
+					RequestorSCU: roles.SCU, RequestorSCP: roles.SCP})
 			}
 		}
 		return nil
@@ -166,6 +181,28 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 		return &RejectError{Result: rj.Result, Source: rj.Source, Reason: rj.Reason}
 	}
 	return fmt.Errorf("dicomnet: associate: %w", err)
+}
+
+func bit(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// agreedRoles are our roles for a SOP class after role selection (PS3.7 D.3.3.4): what we proposed and the
+// acceptor returned; the default (SCU alone) when we proposed nothing or it returned no item for the class.
+func agreedRoles(proposed map[string]Roles, answers []pdu.RoleSelection, sopClass string) Roles {
+	asked, ok := proposed[sopClass]
+	if !ok {
+		return Roles{SCU: true}
+	}
+	for _, r := range answers {
+		if r.SOPClassUID == sopClass {
+			return Roles{SCU: asked.SCU && r.SCU == 1, SCP: asked.SCP && r.SCP == 1}
+		}
+	}
+	return Roles{SCU: true}
 }
 
 // fire fires a local event (a request primitive) whose action sends a PDU. When the write fails, the transport
@@ -390,6 +427,57 @@ func (a *ClientAssociation) Echo(ctx context.Context) error {
 	return nil
 }
 
+// SendEventReport sends an N-EVENT-REPORT-RQ on a context for rq.SOPClassUID on which we hold the SCP role
+// (proposed with Roles{SCP: true} and accepted), and waits for the response. The returned status is the peer's;
+// err is non-nil only when the exchange itself failed.
+func (a *ClientAssociation) SendEventReport(ctx context.Context, rq EventReport) (dimse.Status, error) {
+	var pc *AcceptedContext
+	for i := range a.accepted {
+		if a.accepted[i].AbstractSyntax == rq.SOPClassUID && a.accepted[i].RequestorSCP {
+			pc = &a.accepted[i]
+			break
+		}
+	}
+	if pc == nil {
+		return dimse.Status{}, fmt.Errorf("dicomnet: event report: %w", ErrRoleNotHeld)
+	}
+	ds, err := rq.DataSet(pc.TransferSyntax)
+	if err != nil {
+		return dimse.Status{}, fmt.Errorf("dicomnet: event report: %w", err)
+	}
+	cmd := dimse.NewNEventReportRQ(a.nextMessageID(), rq.SOPClassUID, rq.SOPInstanceUID, rq.EventTypeID)
+	return a.request(ctx, "event report", pc.ID, cmd, ds)
+}
+
+// Action sends an N-ACTION-RQ with its Action Information data set on a context for sopClassUID and waits for
+// the response. The returned status is the peer's; err is non-nil only when the exchange itself failed.
+func (a *ClientAssociation) Action(ctx context.Context, sopClassUID, sopInstanceUID string, actionTypeID uint16, actionInformation []byte) (dimse.Status, error) {
+	pc, ok := a.contextFor(sopClassUID, "")
+	if !ok {
+		return dimse.Status{}, fmt.Errorf("dicomnet: action: no accepted presentation context for %s", sopClassUID)
+	}
+	return a.request(ctx, "action", pc.ID, dimse.NewNActionRQ(a.nextMessageID(), sopClassUID, sopInstanceUID, actionTypeID), actionInformation)
+}
+
+// request sends a command and its data set as one message and waits for the response.
+func (a *ClientAssociation) request(ctx context.Context, what string, ctxID byte, cmd *dimse.Command, ds []byte) (dimse.Status, error) {
+	if a.m.state != sta6 {
+		return dimse.Status{}, fmt.Errorf("dicomnet: %s: association closed", what)
+	}
+	stop := a.interruptOn(ctx)
+	defer stop()
+	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, cmd.Encode(), a.maxSend())
+	a.out = appendMessage(a.out, ctxID, 0, ds, a.maxSend())
+	if err := a.fire(evt9); err != nil { // DT-1
+		return dimse.Status{}, fmt.Errorf("dicomnet: %s: %w", what, err)
+	}
+	rsp, err := a.readResponse(cmd.MessageID)
+	if err != nil {
+		return dimse.Status{}, fmt.Errorf("dicomnet: %s: %w", what, err)
+	}
+	return dimse.Status{Code: rsp.Status, Comment: rsp.ErrorComment}, nil
+}
+
 // readResponse reads P-DATA (Evt10, DT-2) until a complete command set answering msgID arrives. Any other PDU is
 // fired on the state machine and ends the exchange.
 func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
@@ -413,8 +501,8 @@ func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 				return nil, aerr
 			}
 			cmd = cmd[:0]
-			if c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
-				continue
+			if c.CommandField&0x8000 == 0 || c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
+				continue // a request of the peer's, or a response to something else: not ours to take
 			}
 			return c, nil
 		}

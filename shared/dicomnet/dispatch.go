@@ -26,8 +26,8 @@ const (
 	roleSCP
 )
 
-// service is what the acceptor does with one kind of DIMSE request. Adding a service (the N-ACTION-RQ of Storage
-// Commitment, say) is adding its request's command field to services: the role the requestor must hold on the
+// service is what the acceptor does with one kind of DIMSE request. Adding a service is adding its request's
+// command field to services: the role the requestor must hold on the
 // presentation context to invoke it (negotiated by SCP/SCU role selection, SCU by default) and the function that
 // answers it. The function consumes the request's data set (dataset.go), answers with sendCommand and returns the
 // event that interrupted it, if any.
@@ -40,6 +40,7 @@ var services = map[uint16]service{
 	dimse.CStoreRQ:  {roleSCU, (*association).cstore},
 	dimse.CEchoRQ:   {roleSCU, (*association).cecho},
 	dimse.CCancelRQ: {roleSCU, (*association).ccancel},
+	dimse.NActionRQ: {roleSCU, (*association).naction},
 }
 
 // commandAssembly is a command set being reassembled from its fragments.
@@ -119,14 +120,15 @@ func (pc *AcceptedContext) grants(r role) bool {
 	return false
 }
 
-// onResponse handles a DIMSE response. We send no requests of our own yet, so none is outstanding and a response
-// answers nothing: its data set is discarded and it is logged. A service that sends requests (N-EVENT-REPORT-RQ
-// for Storage Commitment) matches responses to its outstanding message ids here.
+// onResponse handles a DIMSE response: it is handed to the request of ours it answers (report.go), its data set
+// (an Event Reply, say) discarded. One that answers no request of ours is logged and dropped.
 func (a *association) onResponse(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
 		return rx
 	}
-	a.log.Info("dicomnet: DIMSE response to no request of ours", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+	if !a.answered(cmd) {
+		a.log.Info("dicomnet: DIMSE response to no request of ours", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+	}
 	return rxEvent{}
 }
 
@@ -267,4 +269,46 @@ func appendMessage(dst []byte, ctxID, control byte, data []byte, peerMax uint32)
 			return dst
 		}
 	}
+}
+
+// naction serves a Storage Commitment request (N-ACTION-RQ): the command is checked here, the data set goes to
+// the CommitmentHandler, and the N-ACTION-RSP follows at once. The result is sent later (report.go).
+func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
+	var st dimse.Status
+	var herr error
+	ds := a.newDataSet(pc.ID, MaxActionInformation)
+	switch {
+	case pc.AbstractSyntax != dicomuid.StorageCommitment || a.srv.Commitment == nil:
+		// N-ACTION on a storage or verification context: no such operation there.
+		st = dimse.Status{Code: dimse.StatusUnrecognizedOperation, Comment: "N-ACTION on a context that is not Storage Commitment"}
+	case cmd.RequestedSOPClassUID != pc.AbstractSyntax:
+		st = dimse.Status{Code: dimse.StatusNoSuchSOPClass, Comment: "Requested SOP Class UID differs from the presentation context"}
+	case cmd.RequestedSOPInstanceUID != dicomuid.StorageCommitmentInstance:
+		st = dimse.Status{Code: dimse.StatusNoSuchSOPInstance, Comment: "Requested SOP Instance UID is not the well-known 1.2.840.10008.1.20.1.1"}
+	case !cmd.Has(dimse.HasActionTypeID) || cmd.ActionTypeID != 1:
+		st = dimse.Status{Code: dimse.StatusNoSuchAction, Comment: "Action Type ID must be 1 (Request Storage Commitment)"}
+	case !cmd.HasDataSet():
+		st = dimse.Status{Code: dimse.StatusInvalidArgumentValue, Comment: "N-ACTION-RQ without Action Information"}
+	default:
+		req := &CommitmentRequest{Association: &a.info, PresentationContextID: pc.ID, MessageID: cmd.MessageID,
+			TransferSyntaxUID: pc.TransferSyntax, ReceivedAt: time.Now()}
+		st, herr = callSafely(a.log, "N-ACTION", func() error { return a.srv.Commitment.ServeCommitment(a.ctx, req, ds) })
+		ds.closed.Store(true)
+		if ds.tooLarge {
+			st = dimse.Status{Code: dimse.StatusResourceLimitation, Comment: "Action Information exceeds the size we take"}
+			herr = ErrObjectTooLarge
+		}
+	}
+	if cmd.HasDataSet() {
+		if err := ds.drain(); err != nil {
+			a.log.Info("dicomnet: N-ACTION incomplete", "err", err, "bytes", ds.n)
+			return ds.end
+		}
+	}
+	if st.IsFailure() {
+		a.log.Info("dicomnet: N-ACTION refused", "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+	} else {
+		a.log.Info("dicomnet: N-ACTION accepted", "message_id", cmd.MessageID, "bytes", ds.n)
+	}
+	return a.sendCommand(pc.ID, dimse.NewNActionRSP(cmd, st))
 }

@@ -1,5 +1,6 @@
-// Package dicomnet is a DICOM network library (PS3.7, PS3.8): a C-STORE/C-ECHO server (SCP) in the style of
-// net/http and the matching client (SCU) used by tests and load generators.
+// Package dicomnet is a DICOM network library (PS3.7, PS3.8): a C-STORE/C-ECHO and Storage Commitment server
+// (SCP) in the style of net/http and the matching client (SCU) used to report commitment results, by tests and by
+// load generators.
 //
 // # Server
 //
@@ -48,13 +49,27 @@
 // otherwise); a request the table lacks is answered 0211 (unrecognized operation), a response to no request of
 // ours is ignored.
 //
+// # Storage Commitment
+//
+// With a CommitmentHandler the server is the Storage Commitment Push Model SCP (PS3.4 J.3): it negotiates the
+// class in Explicit or Implicit VR Little Endian with the requestor as SCU, checks each N-ACTION-RQ's command
+// (the class, its well-known instance, Action Type ID 1, a data set), streams the Action Information to the
+// handler (package commitment reads it) and answers with the handler's verdict at once. The result goes back
+// later as an N-EVENT-REPORT-RQ: SendEventReport sends it on the requestor's association while that is open and
+// we hold the SCP role there (report.go: the association's goroutine sends it between messages and matches the
+// response), and a ClientAssociation sends it on an association of the application's own, proposing the class
+// with role selection SCU 0, SCP 1.
+//
 // # Client
 //
-// Dial associates; Echo, Store (streams an io.Reader in PDUs within the peer's maximum, reading one fragment
-// ahead to mark the last) and StoreFile (a Part 10 file's data set, unchanged) run DIMSE operations one at a time;
+// Dial associates (proposing SCP/SCU role selection for contexts that ask for it); Echo, Store (streams an
+// io.Reader in PDUs within the peer's maximum, reading one fragment ahead to mark the last), StoreFile (a Part 10
+// file's data set, unchanged), Action (N-ACTION) and SendEventReport (N-EVENT-REPORT) run DIMSE operations one at
+// a time;
 // Release and Abort end the association. The client runs on the same state table as the server, from the
 // requestor's side (see ClientAssociation).
 //
-// Sub-packages: pdu (PDU and item codec), dimse (command sets and statuses), proxyproto (PROXY v2 parser),
-// dicomnettest (a server on 127.0.0.1:0 and the Parrot scripted peer for tests).
+// Sub-packages: pdu (PDU and item codec), dimse (command sets and statuses), commitment (Storage Commitment data
+// sets), proxyproto (PROXY v2 parser), dicomnettest (a server on 127.0.0.1:0 and the Parrot scripted peer for
+// tests).
 package dicomnet

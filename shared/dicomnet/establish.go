@@ -62,7 +62,7 @@ func (a *association) decide() rxEvent {
 	if rj != nil {
 		return a.reject(rj)
 	}
-	n := Negotiate(rq, NegotiationOptions{AcceptExplicitBigEndian: s.AcceptExplicitBigEndian})
+	n := Negotiate(rq, NegotiationOptions{AcceptExplicitBigEndian: s.AcceptExplicitBigEndian, StorageCommitment: s.Commitment != nil})
 	for i := range n.Accepted {
 		pc := n.Accepted[i]
 		a.ctxs[pc.ID] = &pc

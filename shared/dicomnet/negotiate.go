@@ -12,8 +12,11 @@ type NegotiationOptions struct {
 	// AcceptExplicitBigEndian accepts the retired Explicit VR Big Endian syntax (lowest preference).
 	AcceptExplicitBigEndian bool
 	// SupportsAbstractSyntax overrides which SOP classes are accepted; nil accepts Verification and every
-	// storage SOP class (dicomuid.IsStorageSOPClass).
+	// storage SOP class (dicomuid.IsStorageSOPClass), and Storage Commitment Push Model with StorageCommitment.
 	SupportsAbstractSyntax func(uid string) bool
+	// StorageCommitment accepts the Storage Commitment Push Model SOP class (the requestor as SCU: it invokes
+	// N-ACTION, we report with N-EVENT-REPORT).
+	StorageCommitment bool
 }
 
 // AcceptedContext is a negotiated presentation context.
@@ -46,7 +49,8 @@ type Negotiation struct {
 //     MIME/XML/real-time video; Explicit VR Big Endian only with AcceptExplicitBigEndian), prefer the first
 //     compressed or deflated one in the proposer's order, then Explicit VR LE, then Implicit VR LE, then Big
 //     Endian. Unknown (e.g. private) syntaxes are not accepted: without knowing the encoding we cannot check the
-//     dataset or write a correct file meta. None acceptable: result 4.
+//     dataset or write a correct file meta. None acceptable: result 4. Storage Commitment's data sets are read
+//     and written here, not stored: Explicit VR LE, else Implicit VR LE, nothing else.
 //   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
 //     §7.1.1.13), and the server aborts it as an invalid PDU.
 //   - Roles (54): answered only for SOP classes proposed in an accepted context, never widening the proposal: the
@@ -58,7 +62,8 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	supports := opt.SupportsAbstractSyntax
 	if supports == nil {
 		supports = func(uid string) bool {
-			return uid == dicomuid.Verification || dicomuid.IsStorageSOPClass(uid)
+			return uid == dicomuid.Verification || dicomuid.IsStorageSOPClass(uid) ||
+				opt.StorageCommitment && uid == dicomuid.StorageCommitment
 		}
 	}
 	for _, pc := range rq.PresentationContexts {
@@ -67,7 +72,11 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 		case pc.AbstractSyntax == "" || !supports(pc.AbstractSyntax):
 			res.Result = pdu.ResultAbstractSyntaxNotSupported
 		default:
-			ts, ok := chooseTransferSyntax(pc.TransferSyntaxes, opt.AcceptExplicitBigEndian)
+			choose := chooseTransferSyntax
+			if pc.AbstractSyntax == dicomuid.StorageCommitment {
+				choose = chooseReadSyntax
+			}
+			ts, ok := choose(pc.TransferSyntaxes, opt.AcceptExplicitBigEndian)
 			if !ok {
 				res.Result = pdu.ResultTransferSyntaxesNotSupported
 				break
@@ -137,4 +146,19 @@ func chooseTransferSyntax(proposed []string, acceptBE bool) (string, bool) {
 		}
 	}
 	return best, bestRank != rankNone
+}
+
+// chooseReadSyntax picks the syntax of a data set we read and answer ourselves: Explicit VR Little Endian,
+// else Implicit VR Little Endian (which every DICOM implementation supports).
+func chooseReadSyntax(proposed []string, _ bool) (string, bool) {
+	best := ""
+	for _, uid := range proposed {
+		switch dicomuid.Trim(uid) {
+		case dicomuid.ExplicitVRLittleEndian:
+			return dicomuid.ExplicitVRLittleEndian, true
+		case dicomuid.ImplicitVRLittleEndian:
+			best = dicomuid.ImplicitVRLittleEndian
+		}
+	}
+	return best, best != ""
 }

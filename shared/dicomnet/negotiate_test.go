@@ -100,6 +100,62 @@ func TestNegotiateOrderRolesAsync(t *testing.T) {
 	}
 }
 
+// TestNegotiateStorageCommitment: with StorageCommitment the class is accepted in a syntax we read ourselves
+// (Explicit, else Implicit VR Little Endian) with the requestor as SCU; the SCP role it may ask for in role
+// selection is turned down, so we stay the class's SCP (the side that sends N-EVENT-REPORT).
+func TestNegotiateStorageCommitment(t *testing.T) {
+	const (
+		sc   = dicomuid.StorageCommitment
+		impl = dicomuid.ImplicitVRLittleEndian
+		expl = dicomuid.ExplicitVRLittleEndian
+	)
+	tests := []struct {
+		name       string
+		ts         []string
+		role       *pdu.RoleSelection
+		result     byte
+		chosen     string
+		wantRoles  []pdu.RoleSelection
+		scu, scp   bool
+		acceptedAs int
+	}{
+		{"implicit", []string{impl}, nil, 0, impl, nil, true, false, 1},
+		{"explicit preferred", []string{impl, expl}, nil, 0, expl, nil, true, false, 1},
+		{"compressed refused", []string{dicomuid.JPEGBaseline8Bit, dicomuid.DeflatedExplicitVRLittleEndian}, nil, 4, impl, nil, false, false, 0},
+		{"big endian refused", []string{dicomuid.ExplicitVRBigEndian}, nil, 4, impl, nil, false, false, 0},
+		{"requestor SCU by role selection", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 1, SCP: 0}, 0, impl,
+			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 1, SCP: 0}}, true, false, 1},
+		{"requestor asks both roles", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 1, SCP: 1}, 0, impl,
+			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 1, SCP: 0}}, true, false, 1},
+		{"requestor asks SCP only", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 0, SCP: 1}, 0, impl,
+			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 0, SCP: 0}}, false, false, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rq := &pdu.AssociateRQ{PresentationContexts: []pdu.PresentationContextRQ{{ID: 1, AbstractSyntax: sc, TransferSyntaxes: tc.ts}}}
+			if tc.role != nil {
+				rq.UserInformation.RoleSelections = []pdu.RoleSelection{*tc.role}
+			}
+			if n := Negotiate(rq, NegotiationOptions{}); n.Results[0].Result != 3 {
+				t.Errorf("without StorageCommitment: result %d, want 3", n.Results[0].Result)
+			}
+			n := Negotiate(rq, NegotiationOptions{StorageCommitment: true})
+			if d := cmp.Diff([]pdu.PresentationContextAC{{ID: 1, Result: tc.result, TransferSyntax: tc.chosen}}, n.Results); d != "" {
+				t.Errorf("results (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantRoles, n.Roles); d != "" {
+				t.Errorf("roles (-want +got):\n%s", d)
+			}
+			if len(n.Accepted) != tc.acceptedAs {
+				t.Fatalf("accepted %+v", n.Accepted)
+			}
+			if tc.acceptedAs == 1 && (n.Accepted[0].RequestorSCU != tc.scu || n.Accepted[0].RequestorSCP != tc.scp) {
+				t.Errorf("requestor roles %+v, want SCU %v SCP %v", n.Accepted[0], tc.scu, tc.scp)
+			}
+		})
+	}
+}
+
 func TestAppendMessageFragments(t *testing.T) {
 	data := make([]byte, 1001)
 	for i := range data {

@@ -70,8 +70,49 @@ type timedReader struct{ a *association }
 
 func (t timedReader) Read(p []byte) (int, error) {
 	a := t.a
+	for {
+		n, err := t.read(p)
+		var ne net.Error
+		if n == 0 && (err == errWoken || errors.As(err, &ne) && ne.Timeout()) && a.wake.Swap(false) {
+			a.woken()
+			continue
+		}
+		return n, err
+	}
+}
+
+// errWoken is what a read returns instead of blocking when a sender has woken the association (report.go).
+var errWoken = errors.New("dicomnet: woken")
+
+// readConn reads from the connection under the deadline just set. A sender wakes the association by setting
+// a.wake, then moving the deadline to now; checking a.wake after our own deadline was set, and not reading if it
+// is set, means no wake-up is lost between the two.
+func (a *association) readConn(p []byte) (int, error) {
+	if a.wake.Load() {
+		return 0, errWoken
+	}
+	return a.nc.Read(p)
+}
+
+// woken handles a wake-up: the read deadline the sender moved is put back (the idle timer is re-armed by the
+// next read, a progress deadline by its own loop), and what the sender queued goes out now if the association
+// is between messages; in the middle of one it waits for the next boundary (nextEvent).
+func (a *association) woken() {
+	a.idleSet = time.Time{}
 	if a.artimOn {
-		return a.nc.Read(p)
+		a.setReadDeadline(a.artimDeadline)
+		return
+	}
+	a.setReadDeadline(time.Time{})
+	if !a.progress.active && a.m.state == sta6 {
+		a.flushOutbox() // a failed write ends the association; the next read reports it
+	}
+}
+
+func (t timedReader) read(p []byte) (int, error) {
+	a := t.a
+	if a.artimOn {
+		return a.readConn(p)
 	}
 	pr := &a.progress
 	s := a.srv
@@ -84,7 +125,7 @@ func (t timedReader) Read(p []byte) (int, error) {
 				a.idleSet = now
 			}
 		}
-		n, err := a.nc.Read(p)
+		n, err := a.readConn(p)
 		if n > 0 && !pr.active && a.m.state == sta6 {
 			*pr = progress{active: true, bytes: int64(n)}
 		}
@@ -104,7 +145,7 @@ func (t timedReader) Read(p []byte) (int, error) {
 		}
 		a.setReadDeadline(deadline)
 		a.idleSet = time.Time{} // the idle deadline is to be set afresh once the message ends
-		n, err := a.nc.Read(p)
+		n, err := a.readConn(p)
 		w := time.Since(start)
 		pr.waited += w
 		pr.total += w
@@ -139,6 +180,11 @@ func earliest(a, b time.Time) time.Time {
 func (a *association) nextEvent() rxEvent {
 	if a.m.state == sta6 && !a.cmd.open {
 		a.progress.active = false // at a message boundary: what comes next is a new message
+		if a.queued() {
+			if rx := a.flushOutbox(); rx.ev != evtNone {
+				return rx
+			}
+		}
 	}
 	if !a.reader.inSync {
 		// The stream position is unknown (after a protocol error): only closure or ARTIM can follow.

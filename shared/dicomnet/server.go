@@ -60,6 +60,10 @@ type Server struct {
 	Addr    string  // for ListenAndServe; default ":11112"
 	AETitle string  // the called AE we answer to; empty accepts any; a mismatch is rejected 01 01 07
 	Handler Handler // receives C-STORE; nil answers every C-STORE with 0110 (processing failure)
+	// Commitment receives Storage Commitment requests (N-ACTION-RQ). Set, the Storage Commitment Push Model SOP
+	// class is negotiated, the requestor as SCU; nil, it is refused (result 3). Results go back with
+	// SendEventReport on the association while it lasts, or on one the application opens (Dial).
+	Commitment CommitmentHandler
 
 	// Accept is the association policy, called after the called-AE and limit checks. Return a *RejectError to
 	// refuse (sent as A-ASSOCIATE-RJ; any other non-nil error is sent as RejectNoReason), nil to accept.
@@ -131,6 +135,31 @@ type Handler interface {
 	// be used after ServeCStore returns.
 	ServeCStore(ctx context.Context, req *CStoreRequest, dataset io.Reader) error
 }
+
+// CommitmentHandler takes Storage Commitment requests.
+type CommitmentHandler interface {
+	// ServeCommitment receives the Action Information data set of an N-ACTION-RQ whose command the server has
+	// checked (Storage Commitment Push Model, its well-known SOP instance, Action Type ID 1), as it arrives in
+	// req.TransferSyntaxUID, bounded to MaxActionInformation bytes (past them Read fails with
+	// ErrObjectTooLarge and the server answers 0213). Return nil for 0000 only once the request is durable: the
+	// requestor may release then and wait for the result on an association of ours. An error that is a
+	// dimse.Status is answered with that status (0115 for a data set that is not a valid request, say); any
+	// other error or a panic gives 0110. The reader must not be used after ServeCommitment returns.
+	ServeCommitment(ctx context.Context, req *CommitmentRequest, actionInformation io.Reader) error
+}
+
+// CommitmentRequest is a received N-ACTION-RQ of the Storage Commitment Push Model.
+type CommitmentRequest struct {
+	Association           *AssociationInfo
+	PresentationContextID byte
+	MessageID             uint16
+	TransferSyntaxUID     string // of the presentation context: the data set's
+	ReceivedAt            time.Time
+}
+
+// MaxActionInformation bounds an N-ACTION-RQ's data set: a request naming commitment.MaxRefs instances
+// encodes in about 6 MiB.
+const MaxActionInformation = 16 << 20
 
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, req *CStoreRequest, dataset io.Reader) error
@@ -341,6 +370,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, tlsConfig *tls.Confi
 	s.assocs[a] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
+		a.closeOutbox()
 		s.releaseSlot(a)
 		s.leaveUnassociated(a)
 		s.mu.Lock()
@@ -516,19 +546,24 @@ func (s *Server) observe(ev Event) {
 // trimAE trims the padding of an AE title.
 func trimAE(s string) string { return strings.Trim(s, " \x00") }
 
-// callHandler runs the handler, converting its result (or panic) to a status.
-func (s *Server) callHandler(ctx context.Context, req *CStoreRequest, r io.Reader, log *slog.Logger) (st dimse.Status, err error) {
+// callHandler runs the C-STORE handler, converting its result (or panic) to a status.
+func (s *Server) callHandler(ctx context.Context, req *CStoreRequest, r io.Reader, log *slog.Logger) (dimse.Status, error) {
+	if s.Handler == nil {
+		return dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "no storage handler"}, errors.New("dicomnet: no handler")
+	}
+	return callSafely(log, "C-STORE", func() error { return s.Handler.ServeCStore(ctx, req, r) })
+}
+
+// callSafely runs a handler, converting its result (or panic) to a status.
+func callSafely(log *slog.Logger, what string, f func() error) (st dimse.Status, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("dicomnet: C-STORE handler panicked", "panic", fmt.Sprint(p))
+			log.Error("dicomnet: "+what+" handler panicked", "panic", fmt.Sprint(p))
 			st = dimse.Status{Code: dimse.StatusProcessingFailure}
 			err = fmt.Errorf("dicomnet: handler panic: %v", p)
 		}
 	}()
-	if s.Handler == nil {
-		return dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "no storage handler"}, errors.New("dicomnet: no handler")
-	}
-	err = s.Handler.ServeCStore(ctx, req, r)
+	err = f()
 	return statusFromError(err), err
 }
 

@@ -12,6 +12,9 @@ const (
 	ApplicationContext = "1.2.840.10008.3.1.1.1" // DICOM Application Context Name
 	Verification       = "1.2.840.10008.1.1"
 	StorageCommitment  = "1.2.840.10008.1.20.1" // Storage Commitment Push Model SOP Class (not a storage class)
+	// StorageCommitmentInstance is the Push Model's well-known SOP instance (PS3.4 J.3.5): every N-ACTION and
+	// N-EVENT-REPORT of the class names it.
+	StorageCommitmentInstance = "1.2.840.10008.1.20.1.1"
 
 	ImplicitVRLittleEndian           = "1.2.840.10008.1.2"
 	ExplicitVRLittleEndian           = "1.2.840.10008.1.2.1"

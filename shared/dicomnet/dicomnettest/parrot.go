@@ -176,3 +176,50 @@ func (p *Parrot) ExpectCommand() *dimse.Command {
 		}
 	}
 }
+
+// SendMessage sends a command and, when ds is not nil, its data set, each as one last PDV in a P-DATA-TF of its
+// own.
+func (p *Parrot) SendMessage(ctxID byte, c *dimse.Command, ds []byte) {
+	p.tb.Helper()
+	p.SendPDVs(CommandPDV(ctxID, c))
+	if ds != nil {
+		p.SendPDVs(PDV(ctxID, pdu.ControlLast, ds))
+	}
+}
+
+// ExpectMessage reads P-DATA until a complete message arrives: its command set and, when the command announces
+// one, its data set.
+func (p *Parrot) ExpectMessage() (*dimse.Command, []byte) {
+	p.tb.Helper()
+	var cmd, ds []byte
+	var c *dimse.Command
+	for {
+		x := p.Expect(pdu.TypePDataTF).(*pdu.PDataTF)
+		for _, v := range x.PDVs {
+			if v.IsCommand() {
+				if c != nil {
+					p.tb.Fatalf("parrot: command PDV inside a data set")
+				}
+				cmd = append(cmd, v.Data...)
+				if !v.IsLast() {
+					continue
+				}
+				var err error
+				if c, err = dimse.Decode(cmd); err != nil {
+					p.tb.Fatalf("parrot: decode command: %v", err)
+				}
+				if !c.HasDataSet() {
+					return c, nil
+				}
+				continue
+			}
+			if c == nil {
+				p.tb.Fatalf("parrot: data set PDV before the command")
+			}
+			ds = append(ds, v.Data...)
+			if v.IsLast() {
+				return c, ds
+			}
+		}
+	}
+}

@@ -1,0 +1,424 @@
+package dicomnet_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// commitmentRQ proposes Verification (1), CT Image Storage (3) and Storage Commitment (5), each in Implicit VR LE.
+func commitmentRQ(roles ...pdu.RoleSelection) *pdu.AssociateRQ {
+	rq := dicomnettest.AssociateRQ("PACS", "ANY")
+	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5,
+		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})
+	rq.UserInformation.RoleSelections = roles
+	return rq
+}
+
+type nactionSeen struct {
+	req  *dicomnet.CommitmentRequest
+	data []byte
+	err  error
+}
+
+// commitments is a CommitmentHandler that reads the whole data set, reports it and answers with reply.
+type commitments struct {
+	seen  chan nactionSeen
+	reply func(data []byte, readErr error) error
+}
+
+func (c *commitments) ServeCommitment(_ context.Context, req *dicomnet.CommitmentRequest, r io.Reader) error {
+	b, err := io.ReadAll(r)
+	c.seen <- nactionSeen{req: req, data: b, err: err}
+	if c.reply != nil {
+		return c.reply(b, err)
+	}
+	return err
+}
+
+func sampleRequest(t *testing.T) []byte {
+	t.Helper()
+	ds, err := commitment.AppendRequest(nil, &commitment.Request{TransactionUID: "1.2.3.99",
+		Refs: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}, dicomuid.ImplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ds
+}
+
+// TestNAction: the server checks the N-ACTION-RQ's command (class, well-known instance, action type, data set,
+// context) and answers at once with the handler's verdict; the handler sees the data set exactly as sent.
+func TestNAction(t *testing.T) {
+	const sc, inst = dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance
+	ds := []byte("not parsed by the server")
+	tests := []struct {
+		name    string
+		ctx     byte
+		cmd     *dimse.Command
+		ds      []byte
+		reply   func([]byte, error) error
+		status  uint16
+		handled bool
+	}{
+		{"accepted", 5, dimse.NewNActionRQ(1, sc, inst, 1), ds, nil, dimse.StatusSuccess, true},
+		{"handler's status", 5, dimse.NewNActionRQ(1, sc, inst, 1), ds,
+			func([]byte, error) error {
+				return dimse.Status{Code: dimse.StatusInvalidArgumentValue, Comment: "empty Referenced SOP Sequence"}
+			}, dimse.StatusInvalidArgumentValue, true},
+		{"handler's error", 5, dimse.NewNActionRQ(1, sc, inst, 1), ds, func([]byte, error) error { return errors.New("store down") }, dimse.StatusProcessingFailure, true},
+		{"handler panics", 5, dimse.NewNActionRQ(1, sc, inst, 1), ds, func([]byte, error) error { panic("boom") }, dimse.StatusProcessingFailure, true},
+		{"action type 2", 5, dimse.NewNActionRQ(1, sc, inst, 2), ds, nil, dimse.StatusNoSuchAction, false},
+		{"other instance", 5, dimse.NewNActionRQ(1, sc, "1.2.3", 1), ds, nil, dimse.StatusNoSuchSOPInstance, false},
+		{"other requested class", 5, dimse.NewNActionRQ(1, dicomuid.CTImageStorage, inst, 1), ds, nil, dimse.StatusNoSuchSOPClass, false},
+		{"on a storage context", 3, dimse.NewNActionRQ(1, sc, inst, 1), ds, nil, dimse.StatusUnrecognizedOperation, false},
+		{"no data set", 5, func() *dimse.Command {
+			c := dimse.NewNActionRQ(1, sc, inst, 1)
+			c.CommandDataSetType = dimse.NoDataSet
+			return c
+		}(), nil, nil, dimse.StatusInvalidArgumentValue, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &commitments{seen: make(chan nactionSeen, 1), reply: tc.reply}
+			p, _ := startParrot(t, &dicomnet.Server{Commitment: h})
+			ac := p.Associate(commitmentRQ())
+			if got := ac.PresentationContexts[2]; got.ID != 5 || got.Result != pdu.ResultAcceptance {
+				t.Fatalf("Storage Commitment context %+v, want accepted", got)
+			}
+			p.SendMessage(tc.ctx, tc.cmd, tc.ds)
+			rsp := p.ExpectCommand()
+			if rsp.CommandField != dimse.NActionRSP || rsp.MessageIDBeingRespondedTo != 1 || rsp.Status != tc.status {
+				t.Fatalf("response %+v, want N-ACTION-RSP with 0x%04X", rsp, tc.status)
+			}
+			if tc.status == dimse.StatusSuccess && (rsp.AffectedSOPClassUID != sc || rsp.AffectedSOPInstanceUID != inst || rsp.ActionTypeID != 1) {
+				t.Errorf("success response %+v", rsp)
+			}
+			select {
+			case got := <-h.seen:
+				if !tc.handled {
+					t.Fatalf("handler called for %s", tc.name)
+				}
+				if !bytes.Equal(got.data, tc.ds) || got.err != nil || got.req.MessageID != 1 || got.req.TransferSyntaxUID != dicomuid.ImplicitVRLittleEndian {
+					t.Errorf("handler saw %q (%v) %+v", got.data, got.err, got.req)
+				}
+			default:
+				if tc.handled {
+					t.Fatal("handler not called")
+				}
+			}
+			// The association goes on.
+			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.Status != 0 {
+				t.Fatalf("C-ECHO after the N-ACTION: %+v", rsp)
+			}
+		})
+	}
+}
+
+// TestNActionTooLarge: Action Information past MaxActionInformation fails the handler's reads and is answered
+// 0213 (resource limitation) once the rest is drained; the association goes on.
+func TestNActionTooLarge(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	p, _ := startParrot(t, &dicomnet.Server{Commitment: h})
+	p.Associate(commitmentRQ())
+	p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1)))
+	chunk := make([]byte, 128<<10)
+	for sent := 0; sent <= dicomnet.MaxActionInformation; sent += len(chunk) {
+		ctrl := byte(0)
+		if sent+len(chunk) > dicomnet.MaxActionInformation {
+			ctrl = pdu.ControlLast
+		}
+		p.SendPDVs(dicomnettest.PDV(5, ctrl, chunk))
+	}
+	rsp := p.ExpectCommand()
+	if rsp.Status != dimse.StatusResourceLimitation {
+		t.Fatalf("response %+v, want 0213", rsp)
+	}
+	if got := <-h.seen; !errors.Is(got.err, dicomnet.ErrObjectTooLarge) {
+		t.Errorf("handler's read error %v, want ErrObjectTooLarge", got.err)
+	}
+}
+
+// TestNActionWithoutHandler: a server without a CommitmentHandler does not negotiate the class.
+func TestNActionWithoutHandler(t *testing.T) {
+	p, _ := startParrot(t, &dicomnet.Server{})
+	ac := p.Associate(commitmentRQ())
+	if got := ac.PresentationContexts[2]; got.Result != pdu.ResultAbstractSyntaxNotSupported {
+		t.Fatalf("Storage Commitment context %+v, want result 3", got)
+	}
+}
+
+// acceptCommitment associates a parrot that proposes Storage Commitment, sends a request and returns the
+// association's id from the handler.
+func acceptCommitment(t *testing.T, p *dicomnettest.Parrot, h *commitments, roles ...pdu.RoleSelection) string {
+	t.Helper()
+	p.Associate(commitmentRQ(roles...))
+	p.SendMessage(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), sampleRequest(t))
+	if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("N-ACTION-RSP %+v", rsp)
+	}
+	return (<-h.seen).req.Association.ID
+}
+
+func sampleReport() (dicomnet.EventReport, *commitment.Result) {
+	res := &commitment.Result{TransactionUID: "1.2.3.99",
+		Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
+	return dicomnet.EventReport{SOPClassUID: dicomuid.StorageCommitment, SOPInstanceUID: dicomuid.StorageCommitmentInstance,
+		EventTypeID: res.EventTypeID(),
+		DataSet:     func(ts string) ([]byte, error) { return commitment.AppendResult(nil, res, ts) },
+	}, res
+}
+
+type sendResult struct {
+	st  dimse.Status
+	err error
+}
+
+func sendReport(s *dicomnettest.Server, id string) <-chan sendResult {
+	ch := make(chan sendResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rq, _ := sampleReport()
+		st, err := s.SendEventReport(ctx, id, rq)
+		ch <- sendResult{st, err}
+	}()
+	return ch
+}
+
+// TestEventReportOnTheSameAssociation: while the requestor keeps its association open (and idle), the result
+// goes to it there as an N-EVENT-REPORT-RQ on the Storage Commitment context, and its response comes back to the
+// sender.
+func TestEventReportOnTheSameAssociation(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+	id := acceptCommitment(t, p, h, pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 1, SCP: 0})
+	sent := sendReport(srv, id)
+	cmd, ds := p.ExpectMessage()
+	_, res := sampleReport()
+	want, _ := commitment.AppendResult(nil, res, dicomuid.ImplicitVRLittleEndian)
+	if cmd.CommandField != dimse.NEventReportRQ || cmd.EventTypeID != commitment.EventCommitted ||
+		cmd.AffectedSOPClassUID != dicomuid.StorageCommitment || cmd.AffectedSOPInstanceUID != dicomuid.StorageCommitmentInstance {
+		t.Fatalf("request %+v", cmd)
+	}
+	if !bytes.Equal(ds, want) {
+		t.Errorf("event information %x, want %x", ds, want)
+	}
+	p.SendMessage(5, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+	if r := <-sent; r.err != nil || r.st.Code != dimse.StatusSuccess {
+		t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+	}
+	// And the association goes on with the requestor's next message.
+	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP {
+		t.Fatalf("C-ECHO after the report: %+v", rsp)
+	}
+	p.SendPDU(&pdu.ReleaseRQ{})
+	p.Expect(pdu.TypeReleaseRP)
+}
+
+// TestEventReportWaitsForTheMessageBoundary: a report queued while the requestor is sending a C-STORE goes out
+// after the C-STORE-RSP, never inside the peer's exchange.
+func TestEventReportWaitsForTheMessageBoundary(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	reading := make(chan struct{})
+	store := dicomnet.HandlerFunc(func(_ context.Context, _ *dicomnet.CStoreRequest, r io.Reader) error {
+		buf := make([]byte, 4)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return err
+		}
+		close(reading)
+		_, err := io.Copy(io.Discard, r)
+		return err
+	})
+	p, srv := startParrot(t, &dicomnet.Server{Commitment: h, Handler: store})
+	id := acceptCommitment(t, p, h)
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(2)), dicomnettest.PDV(3, 0, []byte("half")))
+	<-reading
+	sent := sendReport(srv, id)
+	time.Sleep(100 * time.Millisecond) // the wake-up lands in the middle of the C-STORE
+	p.SendPDVs(dicomnettest.PDV(3, pdu.ControlLast, []byte("rest")))
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CStoreRSP || rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("first message %+v, want the C-STORE-RSP", rsp)
+	}
+	cmd, _ := p.ExpectMessage()
+	if cmd.CommandField != dimse.NEventReportRQ {
+		t.Fatalf("second message %+v, want the N-EVENT-REPORT-RQ", cmd)
+	}
+	p.SendMessage(5, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusProcessingFailure}), nil)
+	if r := <-sent; r.err != nil || r.st.Code != dimse.StatusProcessingFailure {
+		t.Fatalf("SendEventReport = %v, %v; want the peer's 0110", r.st, r.err)
+	}
+}
+
+// TestEventReportWhenTheAssociationEnds: a report for an association that is gone, or that ends before it
+// answers, fails in a way that tells the caller to open an association of its own.
+func TestEventReportWhenTheAssociationEnds(t *testing.T) {
+	t.Run("released before", func(t *testing.T) {
+		h := &commitments{seen: make(chan nactionSeen, 1)}
+		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+		id := acceptCommitment(t, p, h)
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		if r := <-sendReport(srv, id); !errors.Is(r.err, dicomnet.ErrNoAssociation) {
+			t.Fatalf("SendEventReport error %v, want ErrNoAssociation", r.err)
+		}
+	})
+	t.Run("released instead of answering", func(t *testing.T) {
+		h := &commitments{seen: make(chan nactionSeen, 1)}
+		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+		id := acceptCommitment(t, p, h)
+		sent := sendReport(srv, id)
+		p.ExpectMessage()
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		if r := <-sent; !errors.Is(r.err, dicomnet.ErrAssociationEnded) {
+			t.Fatalf("SendEventReport error %v, want ErrAssociationEnded", r.err)
+		}
+	})
+	t.Run("aborted", func(t *testing.T) {
+		h := &commitments{seen: make(chan nactionSeen, 1)}
+		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+		id := acceptCommitment(t, p, h)
+		sent := sendReport(srv, id)
+		p.ExpectMessage()
+		p.SendPDU(&pdu.Abort{})
+		if r := <-sent; !errors.Is(r.err, dicomnet.ErrAssociationEnded) {
+			t.Fatalf("SendEventReport error %v, want ErrAssociationEnded", r.err)
+		}
+	})
+	t.Run("unknown id", func(t *testing.T) {
+		srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: &commitments{}})
+		if r := <-sendReport(srv, "nope"); !errors.Is(r.err, dicomnet.ErrNoAssociation) {
+			t.Fatalf("SendEventReport error %v, want ErrNoAssociation", r.err)
+		}
+	})
+}
+
+// TestEventReportNeedsTheSCPRole: a requestor that took the SCP role for the class (and so left us none we can
+// report in) gets no report on its association, and its N-ACTION is not served (0211).
+func TestEventReportNeedsTheSCPRole(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	accepted := make(chan string, 1)
+	p, srv := startParrot(t, &dicomnet.Server{Commitment: h, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+		if ev.Type == dicomnet.EventAccepted {
+			accepted <- ev.Association.ID
+		}
+	})})
+	p.Associate(commitmentRQ(pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 0, SCP: 1}))
+	p.SendMessage(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), sampleRequest(t))
+	if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusUnrecognizedOperation {
+		t.Fatalf("N-ACTION-RSP %+v, want 0211", rsp)
+	}
+	if r := <-sendReport(srv, <-accepted); !errors.Is(r.err, dicomnet.ErrRoleNotHeld) {
+		t.Fatalf("SendEventReport error %v, want ErrRoleNotHeld", r.err)
+	}
+}
+
+// fakeAcceptor accepts one association on l, answering role selection with answer (nil: no item), and hands
+// the connection to the test as a Parrot.
+func fakeAcceptor(t *testing.T, l net.Listener, answer *pdu.RoleSelection) <-chan *dicomnettest.Parrot {
+	ch := make(chan *dicomnettest.Parrot, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+			close(ch)
+			return
+		}
+		p := dicomnettest.NewParrot(t, c)
+		x, err := p.Next()
+		if err != nil {
+			t.Error(err)
+			close(ch)
+			return
+		}
+		rq := x.(*pdu.AssociateRQ)
+		ac := &pdu.AssociateAC{ProtocolVersion: 1, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE, ApplicationContext: rq.ApplicationContext,
+			UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4",
+				RoleSelections: rq.UserInformation.RoleSelections[:0:0]}}
+		if answer != nil {
+			ac.UserInformation.RoleSelections = []pdu.RoleSelection{*answer}
+		}
+		for _, pc := range rq.PresentationContexts {
+			ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
+		}
+		b, _ := pdu.Encode(ac)
+		if _, err := c.Write(b); err != nil {
+			t.Error(err)
+		}
+		ch <- p
+	}()
+	return ch
+}
+
+// TestClientEventReport: the client proposes the SCP role for Storage Commitment (SCU 0, SCP 1, as PS3.4 J.3
+// wants of an SCP reporting on an association of its own) and reports only where the acceptor agreed.
+func TestClientEventReport(t *testing.T) {
+	cfg := dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS", Contexts: []dicomnet.ProposedContext{{
+		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian, dicomuid.ImplicitVRLittleEndian},
+		Roles: &dicomnet.Roles{SCP: true},
+	}}}
+	rq, res := sampleReport()
+	t.Run("role agreed", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		peer := fakeAcceptor(t, l, &pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 0, SCP: 1})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a, err := dicomnet.Dial(ctx, l.Addr().String(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := <-peer
+		done := make(chan sendResult, 1)
+		go func() {
+			st, err := a.SendEventReport(ctx, rq)
+			done <- sendResult{st, err}
+		}()
+		cmd, ds := p.ExpectMessage()
+		want, _ := commitment.AppendResult(nil, res, dicomuid.ExplicitVRLittleEndian)
+		if cmd.CommandField != dimse.NEventReportRQ || cmd.EventTypeID != 1 || !bytes.Equal(ds, want) {
+			t.Fatalf("request %+v with %x", cmd, ds)
+		}
+		p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+		if r := <-done; r.err != nil || !r.st.IsSuccess() {
+			t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+		}
+	})
+	t.Run("role not returned", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		peer := fakeAcceptor(t, l, nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		a, err := dicomnet.Dial(ctx, l.Addr().String(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-peer
+		if got := a.AcceptedContexts(); len(got) != 1 || !got[0].RequestorSCU || got[0].RequestorSCP {
+			t.Fatalf("accepted %+v, want the default SCU role", got)
+		}
+		if _, err := a.SendEventReport(ctx, rq); !errors.Is(err, dicomnet.ErrRoleNotHeld) {
+			t.Fatalf("SendEventReport error %v, want ErrRoleNotHeld", err)
+		}
+	})
+}
