@@ -32,6 +32,11 @@ type DynamoAPI interface {
 //	gsi2 byStudy     gsi2pk = "STUDY#<study uid>"    gsi2sk = <ts>#<id>   projection ALL
 //	gsi3 byCallingAe gsi3pk = "AE#<calling AE>"      gsi3sk = <ts>#<id>   keys + non-PHI
 //	gsi4 byDay       gsi4pk = "DAY#<yyyy-mm-dd>"     gsi4sk = <ts>#<id>   keys + non-PHI
+//	gsi5 bySop       gsi5pk = "SOP#<sop uid>"        gsi5sk = <ts>#<id>   projection ALL
+//
+// bySop is what Storage Commitment asks when an instance is not indexed:
+// was it quarantined, or its C-STORE refused. Records written before it
+// existed are not in it.
 //
 // The non-PHI projection carries eventId, eventTime, outcome, callingAe,
 // calledAe, peer, associationId and reason.
@@ -41,6 +46,7 @@ const (
 	gsiByStudy       = "byStudy"
 	gsiByCallingAE   = "byCallingAe"
 	gsiByDay         = "byDay"
+	gsiBySop         = "bySop"
 	defaultPageLimit = 100
 )
 
@@ -89,6 +95,9 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 		item["gsi3pk"], item["gsi3sk"] = s("AE#"+rec.CallingAE), s(sortKey)
 	}
 	item["gsi4pk"], item["gsi4sk"] = s("DAY#"+rec.Day), s(sortKey)
+	if rec.SOPInstanceUID != "" {
+		item["gsi5pk"], item["gsi5sk"] = s("SOP#"+rec.SOPInstanceUID), s(sortKey)
+	}
 	_, err = a.Client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: &a.Table, Item: item,
 		ConditionExpression: aws.String("attribute_not_exists(pk)"),
@@ -109,6 +118,8 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	var index, pkAttr, skAttr, pk string
 	switch {
+	case q.SOPInstanceUID != "":
+		index, pkAttr, skAttr, pk = gsiBySop, "gsi5pk", "gsi5sk", "SOP#"+q.SOPInstanceUID
 	case q.PatientID != "":
 		index, pkAttr, skAttr, pk = gsiByPatient, "gsi1pk", "gsi1sk", "PATIENT#"+q.PatientID
 	case q.StudyInstanceUID != "":
@@ -154,8 +165,11 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	addFilter("outcome", q.Outcome)
 	addFilter("callingAe", q.CallingAE)
 	addFilter("day", q.Day)
-	if index == gsiByPatient || index == gsiByStudy {
+	if index == gsiByPatient || index == gsiByStudy || index == gsiBySop {
 		addFilter("studyInstanceUid", q.StudyInstanceUID)
+	}
+	if index == gsiBySop {
+		addFilter("patientId", q.PatientID)
 	}
 	limit := q.Limit
 	if limit <= 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +23,8 @@ import (
 
 // Index table layout:
 //
-//	pk = "SOP#<sop>"      sk = "SOP"                    the contents indexed under a SOP Instance UID, in any study
+//	pk = "SOP#<sop>"      sk = "SOP"                    the contents indexed under a SOP Instance UID, in any study,
+//	                                                    and the studies they are in (Instances)
 //	pk = "STUDY#<study>"  sk = "STUDY"                  study aggregate
 //	pk = "STUDY#<study>"  sk = "SERIES#<series>"        series marker (which content created it)
 //	pk = "STUDY#<study>"  sk = "INSTANCE#<sop>#<sha>"   one per distinct content
@@ -172,9 +174,9 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 	}
 	out, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key("SOP#"+in.SOPInstanceUID, "SOP"),
-		UpdateExpression: aws.String("SET firstSha = if_not_exists(firstSha, :sha), firstStudy = if_not_exists(firstStudy, :study) ADD shas :shas"),
+		UpdateExpression: aws.String("SET firstSha = if_not_exists(firstSha, :sha), firstStudy = if_not_exists(firstStudy, :study) ADD shas :shas, studies :studies"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
-			":sha": sv(in.SHA256), ":study": sv(in.StudyInstanceUID), ":shas": ssv(in.SHA256),
+			":sha": sv(in.SHA256), ":study": sv(in.StudyInstanceUID), ":shas": ssv(in.SHA256), ":studies": ssv(in.StudyInstanceUID),
 		},
 		ReturnValues: ddbtypes.ReturnValueAllOld,
 	})
@@ -559,10 +561,10 @@ func (x *IndexTable) migrate(ctx context.Context, studyUID string) error {
 		first := str(item, "sha256")
 		_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName: &x.Table, Key: key("SOP#"+sop, "SOP"),
-			UpdateExpression:    aws.String("SET firstSha = :f, firstStudy = :study ADD shas :shas"),
+			UpdateExpression:    aws.String("SET firstSha = :f, firstStudy = :study ADD shas :shas, studies :studies"),
 			ConditionExpression: aws.String("attribute_not_exists(firstSha) OR firstStudy = :study"),
 			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
-				":f": sv(first), ":study": sv(studyUID), ":shas": ssv(distinct(append(shas[sop], first))...),
+				":f": sv(first), ":study": sv(studyUID), ":shas": ssv(distinct(append(shas[sop], first))...), ":studies": ssv(studyUID),
 			},
 		})
 		if err != nil && !isCondFailed(err) {
@@ -717,6 +719,52 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 		return pipeline.StudyDetail{}, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
 	}
 	return pipeline.NewStudyDetail(*st, instances), nil
+}
+
+// Instances implements pipeline.IndexStore: the SOP item names the studies
+// that claimed a content under the UID (items written before it kept that
+// set name their first study only); each study's instance items under the
+// UID are read, and a content still in its study's pending set (its upsert
+// not complete) is left out.
+func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
+	item, err := x.get(ctx, "SOP#"+sop, "SOP")
+	if err != nil || item == nil {
+		return nil, err
+	}
+	studies := map[string]bool{}
+	if s := str(item, "firstStudy"); s != "" {
+		studies[s] = true
+	}
+	if set, ok := item["studies"].(*ddbtypes.AttributeValueMemberSS); ok {
+		for _, s := range set.Value {
+			studies[s] = true
+		}
+	}
+	var out []pipeline.InstanceRecord
+	for _, study := range slices.Sorted(maps.Keys(studies)) {
+		st, err := x.get(ctx, studyPK(study), "STUDY")
+		if err != nil {
+			return nil, err
+		}
+		q, err := x.Client.Query(ctx, &dynamodb.QueryInput{
+			TableName: &x.Table, KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :sk)"),
+			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":pk": sv(studyPK(study)), ":sk": sv("INSTANCE#" + sop + "#")},
+			ConsistentRead:            aws.Bool(true),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("awsadapters: instances: %w", err)
+		}
+		for _, it := range q.Items {
+			in, err := decodeInstance(it)
+			if err != nil {
+				return nil, err
+			}
+			if !inSet(st, "pending", contentID(in)) {
+				out = append(out, in)
+			}
+		}
+	}
+	return out, nil
 }
 
 // ListStudies implements pipeline.IndexStore. With a patient id it

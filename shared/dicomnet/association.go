@@ -51,8 +51,8 @@ type association struct {
 	// timers (see pduread.go, timedReader)
 	artimOn       bool
 	artimDeadline time.Time
-	idleSet  time.Time
-	progress progress
+	idleSet       time.Time
+	progress      progress
 
 	// requests of ours (report.go): wake is set by a sender before it moves the read deadline to now
 	outbox outbox

@@ -48,6 +48,9 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	var where []string
 	var args []any
 	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
+	if q.SOPInstanceUID != "" {
+		add("sop_uid = ?", q.SOPInstanceUID)
+	}
 	if q.PatientID != "" {
 		add("patient_id = ?", q.PatientID)
 	}

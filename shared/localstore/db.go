@@ -159,6 +159,27 @@ var schema = []string{
 	CREATE INDEX outbox_type_seq ON outbox(detail_type, seq);
 	ALTER TABLE audit ADD COLUMN association_id TEXT GENERATED ALWAYS AS (json_extract(record, '$.associationId')) VIRTUAL;
 	CREATE INDEX audit_association ON audit(association_id, time);`,
+
+	// 7: Storage Commitment: the audit trail by SOP Instance UID (what a
+	// commitment request looks for when an instance is not indexed), the
+	// transactions, and the studies each one committed instances of.
+	`CREATE INDEX audit_sop ON audit(sop_uid);
+
+	CREATE TABLE commitments (
+		id           TEXT PRIMARY KEY,
+		state        TEXT NOT NULL,
+		next_attempt INTEGER NOT NULL,
+		version      INTEGER NOT NULL,
+		received_at  INTEGER NOT NULL,
+		record       TEXT NOT NULL
+	);
+	CREATE INDEX commitments_due ON commitments(state, next_attempt);
+
+	CREATE TABLE commitment_studies (
+		study_uid TEXT NOT NULL,
+		id        TEXT NOT NULL,
+		PRIMARY KEY (study_uid, id)
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -161,6 +161,32 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 	return pipeline.NewStudyDetail(st, instances), nil
 }
 
+// Instances implements pipeline.IndexStore: the rows under the UID, which an
+// upsert writes in the transaction that counts them.
+func (s *IndexStore) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
+	rows, err := s.b.q().QueryContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: instances: %w", err)
+	}
+	defer rows.Close()
+	var out []pipeline.InstanceRecord
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, fmt.Errorf("localstore: instances: %w", err)
+		}
+		var in pipeline.InstanceRecord
+		if err := json.Unmarshal([]byte(body), &in); err != nil {
+			return nil, fmt.Errorf("localstore: instances: %w", err)
+		}
+		out = append(out, in)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: instances: %w", err)
+	}
+	return out, nil
+}
+
 // ListStudies returns study summaries, most recently received first.
 func (s *IndexStore) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
 	stmt := `SELECT record FROM studies`

@@ -15,3 +15,9 @@ func TestIndexConformance(t *testing.T) {
 		New: func(t *testing.T) pipeline.IndexStore { return openTest(t).IndexStore() },
 	})
 }
+
+// TestCommitmentConformance runs the Storage Commitment store's suite on
+// SQLite.
+func TestCommitmentConformance(t *testing.T) {
+	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore { return openTest(t).CommitmentStore() })
+}

@@ -41,7 +41,7 @@ func TestAudit(t *testing.T) {
 		{ID: "a", Time: t0, Outcome: "stored", CallingAE: "X", PatientID: "P1", StudyInstanceUID: "1.1"},
 		{ID: "b", Time: t0.Add(time.Second), Outcome: "stored", CallingAE: "X", PatientID: "P1", StudyInstanceUID: "1.1"},
 		{ID: "c", Time: t0.Add(2 * time.Second), Outcome: "association-rejected", CallingAE: "EVIL"},
-		{ID: "d", Time: t0.Add(3 * time.Second), Outcome: "rejected", CallingAE: "X", PatientID: "P2", StudyInstanceUID: "1.2"},
+		{ID: "d", Time: t0.Add(3 * time.Second), Outcome: "rejected", CallingAE: "X", PatientID: "P2", StudyInstanceUID: "1.2", SOPInstanceUID: "1.2.3"},
 	}
 	for _, r := range recs {
 		if ok, err := a.Append(ctx, r); err != nil || !ok {
@@ -66,6 +66,8 @@ func TestAudit(t *testing.T) {
 		{"all newest first", pipeline.AuditQuery{}, []string{"d", "c", "b", "a"}},
 		{"patient", pipeline.AuditQuery{PatientID: "P1"}, []string{"b", "a"}},
 		{"study", pipeline.AuditQuery{StudyInstanceUID: "1.2"}, []string{"d"}},
+		{"instance", pipeline.AuditQuery{SOPInstanceUID: "1.2.3"}, []string{"d"}},
+		{"unknown instance", pipeline.AuditQuery{SOPInstanceUID: "1.2.4"}, nil},
 		{"ae", pipeline.AuditQuery{CallingAE: "EVIL"}, []string{"c"}},
 		{"outcome", pipeline.AuditQuery{Outcome: "stored"}, []string{"b", "a"}},
 		{"time", pipeline.AuditQuery{From: t0.Add(time.Second), To: t0.Add(2 * time.Second)}, []string{"c", "b"}},

@@ -15,7 +15,8 @@ import (
 var (
 	_ pipeline.AuditStore     = (*AuditStore)(nil)
 	_ pipeline.IndexStore     = (*IndexStore)(nil)
-	_ pipeline.EventPublisher = (*Outbox)(nil)
+	_ pipeline.EventPublisher  = (*Outbox)(nil)
+	_ pipeline.CommitmentStore = (*CommitmentStore)(nil)
 )
 
 // querier is what both *sql.DB and *sql.Tx offer.
@@ -72,6 +73,10 @@ func (db *DB) AuditStore() *AuditStore { return &AuditStore{binding{db: db}} }
 // IndexStore returns the study index adapter.
 func (db *DB) IndexStore() *IndexStore { return &IndexStore{binding{db: db}} }
 
+// CommitmentStore returns the Storage Commitment transaction adapter, each
+// write its own transaction.
+func (db *DB) CommitmentStore() *CommitmentStore { return &CommitmentStore{binding{db: db}} }
+
 // Outbox returns the event publisher adapter: published events are queued
 // for the log and for webhooks.
 func (db *DB) Outbox(webhooks []string) *Outbox {
@@ -94,6 +99,10 @@ func (t *Tx) AuditStore() *AuditStore { return &AuditStore{t.b} }
 
 // IndexStore returns the index adapter bound to the transaction.
 func (t *Tx) IndexStore() *IndexStore { return &IndexStore{t.b} }
+
+// CommitmentStore returns the Storage Commitment adapter bound to the
+// transaction.
+func (t *Tx) CommitmentStore() *CommitmentStore { return &CommitmentStore{t.b} }
 
 // Outbox returns the event adapter bound to the transaction.
 func (t *Tx) Outbox() *Outbox { return &Outbox{b: t.b, webhooks: t.webhooks} }

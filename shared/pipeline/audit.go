@@ -1,11 +1,17 @@
 package pipeline
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
 // Codes from PS3.15 A.5 and PS3.16 (CID 400-series, DCM scheme).
@@ -159,4 +165,85 @@ func firstNonEmpty(s ...string) string {
 		}
 	}
 	return ""
+}
+
+// Steps of a Storage Commitment transaction that are audited.
+type commitmentStep int
+
+const (
+	commitmentRequested commitmentStep = iota + 1
+	commitmentEvaluated
+	commitmentReported
+	commitmentUndeliverable
+)
+
+// codeTransactionUID identifies a Storage Commitment transaction as a participant object.
+var codeTransactionUID = localCode("transaction-uid", "Storage Commitment Transaction UID")
+
+// auditCommitment appends the record of one step of a transaction, shaped after PS3.15 A.5.3.7 (DICOM
+// Instances Transferred, action R: the instances were transferred before; what is recorded is our taking
+// responsibility for them) with our event type codes for the step. One record per request and step: its id
+// names the transaction and the request document.
+func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx CommitmentTransaction, doc *CommitmentResultDoc) error {
+	rec := AuditRecord{
+		SchemaVersion: 1, Time: p.now(), EventID: codeInstancesTransferred, EventActionCode: "R",
+		AuditSourceID: p.sourceID(), CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, PeerAddr: tx.PeerAddr,
+		AssociationID: tx.AssociationID, Participants: participants(tx.CallingAE, tx.CalledAE, tx.PeerAddr),
+		ParticipantObjects: []AuditParticipantObject{{TypeCode: 2, TypeRole: 3, IDTypeCode: codeTransactionUID,
+			ID: tx.TransactionUID, SOPClassUID: dicomuid.StorageCommitment, NumberOfSOP: tx.RefCount}},
+	}
+	id := "commitment:" + tx.ID + ":" + digest(tx.RequestKey)
+	switch step {
+	case commitmentRequested:
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":requested", "commitment-requested", outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-requested", "Storage Commitment requested")}
+		rec.Reason = fmt.Sprintf("N-ACTION for %d instances", tx.RefCount)
+		if tx.DuplicateOf != "" {
+			rec.Reason += "; Transaction UID reused with other instances: all fail (0131)"
+		}
+	case commitmentEvaluated:
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":result", "committed", outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-result", "Storage Commitment result")}
+		rec.Reason = fmt.Sprintf("%d of %d instances committed", tx.Committed, tx.RefCount)
+		if tx.Failed > 0 {
+			rec.Outcome, rec.EventOutcome = "commitment-failures", outcomeMinorFailure
+			rec.Reason += "; failures " + failureSummary(doc.Result.Failed)
+		}
+	case commitmentReported:
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":reported", "commitment-reported", outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-reported", "Storage Commitment result delivered")}
+		rec.Reason = fmt.Sprintf("N-EVENT-REPORT answered 0000 after %d attempts (same association: %v)", tx.Attempts, tx.SameAssociation)
+	case commitmentUndeliverable:
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":undeliverable", "commitment-undeliverable", outcomeSerious
+		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-undeliverable", "Storage Commitment result not delivered")}
+		rec.Reason = fmt.Sprintf("N-EVENT-REPORT not delivered after %d attempts", tx.Attempts)
+	}
+	if doc != nil {
+		for _, s := range doc.Studies {
+			rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
+				TypeCode: 2, TypeRole: 3, IDTypeCode: codeStudyInstanceUID, ID: s})
+		}
+		if len(doc.Studies) == 1 {
+			rec.StudyInstanceUID = doc.Studies[0]
+		}
+	}
+	rec.Day = rec.Time.Format(time.DateOnly)
+	if _, err := p.Audit.Append(ctx, rec); err != nil {
+		return fmt.Errorf("pipeline: audit: %w", err)
+	}
+	return nil
+}
+
+// failureSummary counts failures by reason: "0112×3, 0110×1".
+func failureSummary(fs []commitment.Failure) string {
+	counts := map[uint16]int{}
+	for _, f := range fs {
+		counts[f.Reason]++
+	}
+	reasons := slices.Sorted(maps.Keys(counts))
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = fmt.Sprintf("%04X×%d", r, counts[r])
+	}
+	return strings.Join(parts, ", ")
 }

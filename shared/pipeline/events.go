@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 )
 
 // EventPatient is the patient data an event may carry, per PatientDataPolicy.
@@ -83,16 +85,19 @@ type StudyDetailEvent struct {
 	SeriesCount      int    `json:"seriesCount"`
 	ConflictCount    int    `json:"conflictCount"`
 	// PatientMismatch: the study's instances disagree on the patient.
-	PatientMismatch bool          `json:"patientMismatch"`
-	TotalBytes      int64         `json:"totalBytes"`
-	Modalities      []string      `json:"modalities"`
-	CallingAEs      []string      `json:"callingAes"`
-	StudyDate       string        `json:"studyDate,omitempty"`
-	FirstReceived   time.Time     `json:"firstReceived"`
-	LastReceived    time.Time     `json:"lastReceived"`
-	QuietPeriod     string        `json:"quietPeriod"`
-	Series          []EventSeries `json:"series"`
-	Patient         *EventPatient `json:"patient,omitempty"`
+	PatientMismatch bool      `json:"patientMismatch"`
+	TotalBytes      int64     `json:"totalBytes"`
+	Modalities      []string  `json:"modalities"`
+	CallingAEs      []string  `json:"callingAes"`
+	StudyDate       string    `json:"studyDate,omitempty"`
+	FirstReceived   time.Time `json:"firstReceived"`
+	LastReceived    time.Time `json:"lastReceived"`
+	QuietPeriod     string    `json:"quietPeriod"`
+	// Completion says what made the study complete: CompletionStorageCommitment (the sender asked for
+	// commitment of its instances and all were committed) or CompletionQuietPeriod.
+	Completion string        `json:"completion"`
+	Series     []EventSeries `json:"series"`
+	Patient    *EventPatient `json:"patient,omitempty"`
 }
 
 // EventSeries is a series in a study event, with pointers to its
@@ -127,7 +132,7 @@ func (p *Pipeline) patient(in InstanceRecord) *EventPatient {
 	return nil
 }
 
-func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int64) (StudyDetailEvent, error) {
+func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int64, completion string) (StudyDetailEvent, error) {
 	quiet := p.QuietPeriod
 	if quiet <= 0 {
 		quiet = DefaultQuietPeriod
@@ -137,7 +142,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
 		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
 		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: quiet.String(),
-		Series: []EventSeries{},
+		Completion: completion, Series: []EventSeries{},
 	}
 	full, err := p.Index.GetStudy(ctx, s.StudyInstanceUID)
 	if err != nil {
@@ -210,4 +215,94 @@ func (p *Pipeline) summary(in *inspection, inst InstanceRecord) NormalizedSummar
 		s.PatientName = &n
 	}
 	return s
+}
+
+// CommitmentCompletedDetail is the detail of "Storage Commitment Completed" (schema
+// schemas/storage-commitment-completed.v1.json): a transaction whose result was delivered, or given up on.
+// It carries UIDs and counts, never patient data.
+type CommitmentCompletedDetail struct {
+	SchemaVersion  int       `json:"schemaVersion"`
+	EventID        string    `json:"eventId"`
+	TransactionUID string    `json:"transactionUid"`
+	CallingAE      string    `json:"callingAe"`
+	AssociationID  string    `json:"associationId"`
+	ReceivedAt     time.Time `json:"receivedAt"`
+	CompletedAt    time.Time `json:"completedAt"`
+	// Outcome is "committed" (Event Type ID 1) or "failures" (2).
+	Outcome        string              `json:"outcome"`
+	EventTypeID    int                 `json:"eventTypeId"`
+	InstanceCount  int                 `json:"instanceCount"`
+	CommittedCount int                 `json:"committedCount"`
+	FailedCount    int                 `json:"failedCount"`
+	Failures       []CommitmentFailure `json:"failures"`
+	Studies        []string            `json:"studies"`
+	Report         CommitmentDelivered `json:"report"`
+	RequestURI     string              `json:"requestUri"`
+	ResultURI      string              `json:"resultUri"`
+}
+
+// CommitmentFailure is a failed instance in a Storage Commitment Completed event.
+type CommitmentFailure struct {
+	SOPClassUID    string `json:"sopClassUid"`
+	SOPInstanceUID string `json:"sopInstanceUid"`
+	// FailureReason is the (0008,1197) value in hex, "0112"; Reason names it.
+	FailureReason string `json:"failureReason"`
+	Reason        string `json:"reason"`
+}
+
+// CommitmentDelivered is how the result went to the requesting AE.
+type CommitmentDelivered struct {
+	Delivered bool `json:"delivered"`
+	// Association is "same" (the one the request came on) or "new" (one we opened); empty when undelivered.
+	Association string `json:"association,omitempty"`
+	Attempts    int    `json:"attempts"`
+}
+
+// failureReasonName names a Failure Reason for events and the portal.
+func failureReasonName(r uint16) string {
+	switch r {
+	case commitment.ReasonProcessingFailure:
+		return "processing-failure"
+	case commitment.ReasonNoSuchObjectInstance:
+		return "no-such-object-instance"
+	case commitment.ReasonClassInstanceConflict:
+		return "class-instance-conflict"
+	case commitment.ReasonSOPClassNotSupported:
+		return "sop-class-not-supported"
+	case commitment.ReasonDuplicateTransactionUID:
+		return "duplicate-transaction-uid"
+	case commitment.ReasonResourceLimitation:
+		return "resource-limitation"
+	}
+	return "failure"
+}
+
+// publishCommitment announces a finished transaction.
+func (p *Pipeline) publishCommitment(ctx context.Context, tx CommitmentTransaction, doc CommitmentResultDoc) error {
+	d := CommitmentCompletedDetail{
+		SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, AssociationID: tx.AssociationID,
+		ReceivedAt: tx.ReceivedAt, CompletedAt: p.now(), Outcome: "committed", EventTypeID: int(doc.Result.EventTypeID()),
+		InstanceCount: tx.RefCount, CommittedCount: len(doc.Result.Committed), FailedCount: len(doc.Result.Failed),
+		Failures: []CommitmentFailure{}, Studies: doc.Studies, RequestURI: p.uri(tx.RequestKey), ResultURI: p.uri(tx.ResultKey),
+		Report: CommitmentDelivered{Delivered: tx.State == CommitmentReported, Attempts: tx.Attempts},
+	}
+	if d.Studies == nil {
+		d.Studies = []string{}
+	}
+	if d.FailedCount > 0 {
+		d.Outcome = "failures"
+	}
+	if d.Report.Delivered {
+		d.Report.Association = "new"
+		if tx.SameAssociation {
+			d.Report.Association = "same"
+		}
+	}
+	for _, f := range doc.Result.Failed[:min(len(doc.Result.Failed), maxEventFailures)] {
+		d.Failures = append(d.Failures, CommitmentFailure{SOPClassUID: f.SOPClassUID, SOPInstanceUID: f.SOPInstanceUID,
+			FailureReason: fmt.Sprintf("%04X", f.Reason), Reason: failureReasonName(f.Reason)})
+	}
+	id := eventID(DetailTypeCommitmentCompleted, tx.ID, tx.RequestKey)
+	d.EventID = id
+	return p.publishOnce(ctx, id, DetailTypeCommitmentCompleted, d, []string{p.uri(tx.ResultKey)})
 }

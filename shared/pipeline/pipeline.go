@@ -67,4 +67,20 @@ type Pipeline struct {
 	AuditSourceID string
 	// BucketName, when set, is put into events' S3 pointers (s3://bucket/key).
 	BucketName string
+
+	// Storage Commitment (commitment.go): Commitments keeps the
+	// transactions and Reporter delivers their results; both are needed
+	// only by ProcessCommitmentRequest and RunCommitments.
+	Commitments CommitmentStore
+	Reporter    CommitmentReporter
+	// CommitmentWait is how long named instances may still be in flight;
+	// 0 means DefaultCommitmentWait.
+	CommitmentWait time.Duration
+	// CommitmentReportFor is how long a result's delivery is retried; 0
+	// means DefaultCommitmentReportFor.
+	CommitmentReportFor time.Duration
+	// QuarantinedCommitted reports whether a calling AE's site counts a
+	// quarantined instance as committed (its object is kept in the
+	// store); nil means no site does, the default.
+	QuarantinedCommitted func(callingAE string) bool
 }

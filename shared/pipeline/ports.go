@@ -76,10 +76,14 @@ type AuditStore interface {
 	Query(ctx context.Context, q AuditQuery) (AuditPage, error)
 }
 
-// AuditQuery selects audit records. At most one of PatientID,
-// StudyInstanceUID, CallingAE and Day is used as the access path (in that
-// order of preference); the other fields filter.
+// AuditQuery selects audit records. At most one of SOPInstanceUID,
+// PatientID, StudyInstanceUID, CallingAE and Day is used as the access path
+// (in that order of preference); the other fields filter.
 type AuditQuery struct {
+	// SOPInstanceUID selects the records of one instance (its receipt,
+	// quarantine or refused C-STORE): what Storage Commitment looks for
+	// when an instance is not indexed. Most selective, so preferred.
+	SOPInstanceUID   string
 	PatientID        string
 	StudyInstanceUID string
 	CallingAE        string
@@ -110,6 +114,11 @@ type IndexStore interface {
 	// GetStudy returns the study with its series and instances; ErrNotFound.
 	// It only reads.
 	GetStudy(ctx context.Context, studyUID string) (StudyDetail, error)
+	// Instances returns every content indexed under a SOP Instance UID, in
+	// any study (more than one after a conflicting resend); none, and no
+	// error, when it is not indexed. A content counts once its upsert is
+	// complete. It only reads.
+	Instances(ctx context.Context, sopInstanceUID string) ([]InstanceRecord, error)
 	// ListStudies returns study summaries, most recently received first.
 	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)
 	// StableStudies returns studies whose last activity (StudySummary.Quiet:

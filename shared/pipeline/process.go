@@ -41,7 +41,7 @@ type ObjectResult struct {
 // rest. ok is false when key is in none of the sections.
 func SplitKey(key string) (root, section, rest string, ok bool) {
 	best := -1
-	for _, sec := range []string{IncomingPrefix, AuditPrefix, QuarantinePrefix, MetadataPrefix} {
+	for _, sec := range []string{IncomingPrefix, AuditPrefix, QuarantinePrefix, MetadataPrefix, CommitmentPrefix} {
 		i := -1
 		if strings.HasPrefix(key, sec) {
 			i = 0
@@ -448,7 +448,7 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	n := 0
 	var errs []error
 	for _, s := range studies {
-		if err := p.announce(ctx, s); err != nil {
+		if err := p.announce(ctx, s, CompletionQuietPeriod); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -457,13 +457,15 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	return n, errors.Join(errs...)
 }
 
-func (p *Pipeline) announce(ctx context.Context, s StudySummary) error {
+// announce publishes Study Received (or Study Updated) for the study's current revision, saying what
+// completed it.
+func (p *Pipeline) announce(ctx context.Context, s StudySummary, completion string) error {
 	version := s.AnnouncedVersion + 1
 	dt := DetailTypeStudyReceived
 	if version > 1 {
 		dt = DetailTypeStudyUpdated
 	}
-	detail, err := p.studyDetail(ctx, s, version)
+	detail, err := p.studyDetail(ctx, s, version, completion)
 	if err != nil {
 		return err
 	}

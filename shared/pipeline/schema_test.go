@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v5"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/schemas"
@@ -77,6 +80,37 @@ func TestEventsMatchSchemas(t *testing.T) {
 			if _, err := p.AnnounceStableStudies(ctx, t0.Add(time.Hour)); err != nil {
 				t.Fatal(err)
 			}
+			// Storage Commitment: a study completed by commitment, a result with failures, one undeliverable.
+			p.Now = func() time.Time { return t0.Add(2 * time.Hour) }
+			c2 := "1.2.826.0.1.3680043.10.2"
+			for i, inst := range []pt.Instance{{StudyUID: c2, SeriesUID: c2 + ".1", SOPUID: c2 + ".1.1", PatientID: "PID-2", Rows: 8, Columns: 8, SourceAE: "PACS"}} {
+				k := fmt.Sprintf("incoming/2026/01/15/%s/%s/%d.dcm", inst.StudyUID, inst.SeriesUID, i)
+				add(f, k, inst.Build(), inst.SOPUID)
+				if _, err := p.ProcessObject(ctx, k); err != nil {
+					t.Fatal(err)
+				}
+			}
+			commit := func(txn string, refs ...commitment.Ref) {
+				t.Helper()
+				r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
+					AssociationID: "a-" + txn, MessageID: 1, ReceivedAt: t0.Add(2 * time.Hour)}
+				body, _ := json.Marshal(r)
+				if err := f.Objects.Put(ctx, r.Key(), body, "application/json", nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := p.ProcessCommitmentRequest(ctx, r.Key()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			commit("1.2.826.0.1.3680043.10.9.1", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: c2 + ".1.1"})
+			commit("1.2.826.0.1.3680043.10.9.2", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1},
+				commitment.Ref{SOPClassUID: "1.2.840.10008.1.1", SOPInstanceUID: "1.2.3"})
+			f.Reporter.Err, p.CommitmentReportFor = errors.New("unreachable"), time.Nanosecond
+			commit("1.2.826.0.1.3680043.10.9.3", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1})
+			p.Now = func() time.Time { return t0.Add(3 * time.Hour) }
+			if _, err := p.RunCommitments(ctx, t0.Add(3*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
 			seen := map[string]int{}
 			for _, ev := range f.Events.All() {
 				s := sch[ev.DetailType]
@@ -94,6 +128,9 @@ func TestEventsMatchSchemas(t *testing.T) {
 					t.Errorf("detail eventId differs from the event id")
 				}
 				seen[ev.DetailType]++
+				if strings.Contains(string(ev.Detail), `"completion":"storage-commitment"`) {
+					seen["by commitment"]++
+				}
 				if strings.Contains(string(ev.Detail), `"patientMismatch":true`) {
 					seen["patientMismatch "+ev.DetailType]++
 				}
@@ -108,6 +145,9 @@ func TestEventsMatchSchemas(t *testing.T) {
 					t.Errorf("no %q event was produced", dt)
 				}
 			}
+			if seen["by commitment"] == 0 || seen[pipeline.DetailTypeCommitmentCompleted] != 3 {
+				t.Errorf("%d studies completed by commitment, %d transactions completed; want some and 3", seen["by commitment"], seen[pipeline.DetailTypeCommitmentCompleted])
+			}
 		})
 	}
 }
@@ -120,6 +160,8 @@ func TestSchemasRejectWrongShapes(t *testing.T) {
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false,"patientMismatch":"yes"}`},
 		{pipeline.DetailTypeStudyReceived, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","studyInstanceUid":"1.2","version":2,"revision":1,"instanceCount":1,"seriesCount":1,"firstReceived":"2026-01-01T00:00:00Z","lastReceived":"2026-01-01T00:00:00Z","series":[]}`},
 		{pipeline.DetailTypeInstanceRejected, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","quarantineKey":"q","findingsKey":"f","findings":[],"receivedAt":"2026-01-01T00:00:00Z"}`},
+		{pipeline.DetailTypeStudyReceived, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","studyInstanceUid":"1.2","version":1,"revision":1,"instanceCount":1,"seriesCount":1,"firstReceived":"2026-01-01T00:00:00Z","lastReceived":"2026-01-01T00:00:00Z","series":[],"patientMismatch":false,"completion":"because"}`},
+		{pipeline.DetailTypeCommitmentCompleted, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","transactionUid":"1.2","callingAe":"A","associationId":"x","receivedAt":"2026-01-01T00:00:00Z","completedAt":"2026-01-01T00:00:00Z","outcome":"failures","eventTypeId":2,"instanceCount":1,"committedCount":0,"failedCount":1,"failures":[{"sopClassUid":"1.2","sopInstanceUid":"1.3","failureReason":"0999","reason":"processing-failure"}],"studies":[],"report":{"delivered":true,"attempts":1},"requestUri":"r","resultUri":"s"}`},
 	} {
 		var v any
 		if err := json.Unmarshal([]byte(tt.detail), &v); err != nil {

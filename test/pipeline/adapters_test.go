@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
 
 func instance(sopUID, sha string, at time.Time) pipeline.InstanceRecord {
@@ -80,6 +81,26 @@ func TestAuditTableOnDynalite(t *testing.T) {
 			t.Errorf("day projection = %+v", r)
 		}
 	}
+	// By instance: what Storage Commitment asks of an instance not indexed.
+	page, err = a.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: sop(3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 1 || page.Records[0].SOPInstanceUID != sop(3) || page.Records[0].Outcome != "stored" || page.Records[0].StudyInstanceUID != study {
+		t.Errorf("by instance: %+v", page.Records)
+	}
+	if page, err := a.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: sop(9)}); err != nil || len(page.Records) != 0 {
+		t.Errorf("by unknown instance: %+v, %v", page.Records, err)
+	}
+}
+
+// TestCommitmentConformanceOnDynalite runs the Storage Commitment store's
+// suite on the DynamoDB adapter (transactions live in the index table).
+func TestCommitmentConformanceOnDynalite(t *testing.T) {
+	tables := newIndexTables(t)
+	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore {
+		return &awsadapters.CommitmentTable{Client: tables.c, Table: tables.table(t).Table}
+	})
 }
 
 // TestIndexQuietPeriodOnDynalite: the pending index sorts by last activity

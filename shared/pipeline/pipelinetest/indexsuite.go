@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +70,31 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("Listing", func(t *testing.T) { testListing(t, h) })
 	t.Run("PublishLedger", func(t *testing.T) { testLedger(t, h) })
 	t.Run("RequiredUIDs", func(t *testing.T) { testRequiredUIDs(t, h) })
+	t.Run("Instances", func(t *testing.T) { testInstances(t, h) })
+}
+
+// testInstances: every content under a SOP Instance UID, in any study, as
+// indexed; nothing for a UID never indexed.
+func testInstances(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	if got, err := ix.Instances(ctx, Record(1, 1, 1, "", 0).SOPInstanceUID); err != nil || len(got) != 0 {
+		t.Fatalf("Instances of nothing = %v, %v", got, err)
+	}
+	first := upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceNew).Instance
+	upsert(t, ix, Record(1, 1, 2, "bb", time.Second), pipeline.InstanceNew)
+	other := Record(1, 1, 1, "cc", 2*time.Second)
+	other.StudyInstanceUID, other.SeriesInstanceUID = studyUID(2), studyUID(2)+".1"
+	conflict := upsert(t, ix, other, pipeline.InstanceConflict).Instance
+	upsert(t, ix, Record(1, 1, 1, "aa", time.Hour), pipeline.InstanceDuplicate)
+	got, err := ix.Instances(ctx, first.SOPInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b pipeline.InstanceRecord) int { return strings.Compare(a.SHA256, b.SHA256) })
+	if d := cmp.Diff([]pipeline.InstanceRecord{first, conflict}, got, cmpOpts); d != "" {
+		t.Errorf("Instances (-want +got):\n%s", d)
+	}
 }
 
 // T0 is the suite's reference time.

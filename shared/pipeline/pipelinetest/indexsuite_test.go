@@ -12,3 +12,7 @@ func TestIndexConformance(t *testing.T) {
 		New: func(*testing.T) pipeline.IndexStore { return pipelinetest.NewIndex() },
 	})
 }
+
+func TestCommitmentConformance(t *testing.T) {
+	pipelinetest.RunCommitmentStore(t, func(*testing.T) pipeline.CommitmentStore { return pipelinetest.NewCommitments() })
+}

@@ -1,13 +1,15 @@
 // Package pipelinetest provides in-memory implementations of the pipeline's
 // ports, for tests of the pipeline and of code that drives it (like
-// net/http/httptest), and RunIndexStore, the conformance suite every
-// pipeline.IndexStore runs. The fakes follow the port contracts exactly,
+// net/http/httptest), and RunIndexStore and RunCommitmentStore, the
+// conformance suites every pipeline.IndexStore and pipeline.CommitmentStore
+// run. The fakes follow the port contracts exactly,
 // including idempotency and conditional writes, so they double as a
 // reference.
 package pipelinetest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/md5"
 	"encoding/base64"
@@ -66,6 +68,13 @@ func (o *Objects) Get(key string) ([]byte, map[string]string, bool) {
 	defer o.mu.Unlock()
 	ob, ok := o.objects[key]
 	return ob.data, ob.meta, ok
+}
+
+// Delete removes an object (an object lost from the store, in tests).
+func (o *Objects) Delete(key string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.objects, key)
 }
 
 // Keys lists all keys, sorted.
@@ -191,7 +200,8 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	var out []pipeline.AuditRecord
 	for _, r := range a.All() {
 		switch {
-		case q.PatientID != "" && r.PatientID != q.PatientID,
+		case q.SOPInstanceUID != "" && r.SOPInstanceUID != q.SOPInstanceUID,
+			q.PatientID != "" && r.PatientID != q.PatientID,
 			q.StudyInstanceUID != "" && r.StudyInstanceUID != q.StudyInstanceUID,
 			q.CallingAE != "" && r.CallingAE != q.CallingAE,
 			q.Day != "" && r.Day != q.Day,
@@ -277,6 +287,24 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 		return pipeline.StudyDetail{}, fmt.Errorf("pipelinetest: study: %w", pipeline.ErrNotFound)
 	}
 	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid]))), nil
+}
+
+// Instances implements pipeline.IndexStore.
+func (x *Index) Instances(_ context.Context, sop string) ([]pipeline.InstanceRecord, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	var out []pipeline.InstanceRecord
+	for _, study := range slices.Sorted(maps.Keys(x.instances)) {
+		for _, in := range x.instances[study] {
+			if in.SOPInstanceUID == sop {
+				out = append(out, in)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b pipeline.InstanceRecord) int {
+		return cmp.Or(cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID), cmp.Compare(a.SHA256, b.SHA256))
+	})
+	return out, nil
 }
 
 // ListStudies implements pipeline.IndexStore.
@@ -396,18 +424,22 @@ func (e *Events) All() []pipeline.Event {
 
 // Fakes bundles one of each fake.
 type Fakes struct {
-	Objects *Objects
-	Audit   *Audit
-	Index   *Index
-	Events  *Events
+	Objects     *Objects
+	Audit       *Audit
+	Index       *Index
+	Events      *Events
+	Commitments *Commitments
+	Reporter    *Reporter
 }
 
 // New returns fresh fakes.
 func New() *Fakes {
-	return &Fakes{Objects: NewObjects(), Audit: NewAudit(), Index: NewIndex(), Events: &Events{}}
+	return &Fakes{Objects: NewObjects(), Audit: NewAudit(), Index: NewIndex(), Events: &Events{},
+		Commitments: NewCommitments(), Reporter: &Reporter{}}
 }
 
 // Pipeline returns a pipeline wired to f.
 func (f *Fakes) Pipeline() *pipeline.Pipeline {
-	return &pipeline.Pipeline{Objects: f.Objects, Writer: f.Objects, Audit: f.Audit, Index: f.Index, Events: f.Events}
+	return &pipeline.Pipeline{Objects: f.Objects, Writer: f.Objects, Audit: f.Audit, Index: f.Index, Events: f.Events,
+		Commitments: f.Commitments, Reporter: f.Reporter}
 }

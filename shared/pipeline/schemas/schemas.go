@@ -16,4 +16,6 @@ var File = map[string]string{
 	"Instance Rejected": "instance-rejected.v1.json",
 	"Study Received":    "study-received.v1.json",
 	"Study Updated":     "study-updated.v1.json",
+
+	"Storage Commitment Completed": "storage-commitment-completed.v1.json",
 }

@@ -68,10 +68,11 @@ func AuditTableInput(name string) *dynamodb.CreateTableInput {
 	include := ddbtypes.Projection{ProjectionType: ddbtypes.ProjectionTypeInclude, NonKeyAttributes: nonPHI}
 	return &dynamodb.CreateTableInput{
 		TableName: aws.String(name), BillingMode: ddbtypes.BillingModePayPerRequest,
-		AttributeDefinitions: stringAttrs("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk", "gsi4sk"),
+		AttributeDefinitions: stringAttrs("pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk", "gsi4pk", "gsi4sk", "gsi5pk", "gsi5sk"),
 		KeySchema:            keys("pk", "sk"),
 		GlobalSecondaryIndexes: []ddbtypes.GlobalSecondaryIndex{
 			gsi("byPatient", "1", all), gsi("byStudy", "2", all), gsi("byCallingAe", "3", include), gsi("byDay", "4", include),
+			gsi("bySop", "5", all),
 		},
 	}
 }

@@ -1,0 +1,148 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// CommitmentStore implements pipeline.CommitmentStore on the commitments
+// table: the transaction as JSON, with its state, due time and version in
+// columns for the due query and the conditional update.
+type CommitmentStore struct{ b binding }
+
+// CreateCommitment implements pipeline.CommitmentStore.
+func (c *CommitmentStore) CreateCommitment(ctx context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, bool, error) {
+	if tx.ID == "" {
+		return tx, false, errors.New("localstore: create commitment: no id")
+	}
+	tx.Version = 1
+	var stored pipeline.CommitmentTransaction
+	created := false
+	err := c.b.write(ctx, func(t *sql.Tx) error {
+		have, err := getCommitment(ctx, t, tx.ID)
+		switch {
+		case err == nil:
+			stored = have
+			return nil
+		case !errors.Is(err, pipeline.ErrNotFound):
+			return err
+		}
+		body, err := json.Marshal(tx)
+		if err != nil {
+			return fmt.Errorf("localstore: create commitment: %w", err)
+		}
+		if _, err := t.ExecContext(ctx, `INSERT INTO commitments(id, state, next_attempt, version, received_at, record) VALUES (?, ?, ?, ?, ?, ?)`,
+			tx.ID, string(tx.State), unixNano(tx.NextAttempt), tx.Version, unixNano(tx.ReceivedAt), string(body)); err != nil {
+			return fmt.Errorf("localstore: create commitment: %w", err)
+		}
+		stored, created = tx, true
+		return putCommitmentStudies(ctx, t, tx)
+	})
+	return stored, created, err
+}
+
+// GetCommitment implements pipeline.CommitmentStore.
+func (c *CommitmentStore) GetCommitment(ctx context.Context, id string) (pipeline.CommitmentTransaction, error) {
+	return getCommitment(ctx, c.b.q(), id)
+}
+
+func getCommitment(ctx context.Context, q querier, id string) (pipeline.CommitmentTransaction, error) {
+	var body string
+	err := q.QueryRowContext(ctx, `SELECT record FROM commitments WHERE id = ?`, id).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return pipeline.CommitmentTransaction{}, fmt.Errorf("localstore: commitment: %w", pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return pipeline.CommitmentTransaction{}, fmt.Errorf("localstore: commitment: %w", err)
+	}
+	var tx pipeline.CommitmentTransaction
+	if err := json.Unmarshal([]byte(body), &tx); err != nil {
+		return tx, fmt.Errorf("localstore: commitment: %w", err)
+	}
+	return tx, nil
+}
+
+// UpdateCommitment implements pipeline.CommitmentStore.
+func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, error) {
+	prev := tx.Version
+	tx.Version++
+	body, err := json.Marshal(tx)
+	if err != nil {
+		return tx, fmt.Errorf("localstore: update commitment: %w", err)
+	}
+	err = c.b.write(ctx, func(t *sql.Tx) error {
+		res, err := t.ExecContext(ctx, `UPDATE commitments SET state = ?, next_attempt = ?, version = ?, record = ? WHERE id = ? AND version = ?`,
+			string(tx.State), unixNano(tx.NextAttempt), tx.Version, string(body), tx.ID, prev)
+		if err != nil {
+			return fmt.Errorf("localstore: update commitment: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("localstore: update commitment: %w", err)
+		} else if n == 0 {
+			if _, err := getCommitment(ctx, t, tx.ID); err != nil {
+				return err
+			}
+			return fmt.Errorf("localstore: update commitment: %w", pipeline.ErrConditionFailed)
+		}
+		return putCommitmentStudies(ctx, t, tx)
+	})
+	if err != nil {
+		tx.Version = prev
+		return tx, err
+	}
+	return tx, nil
+}
+
+// putCommitmentStudies records the studies a transaction committed
+// instances of, for StudyCommitments.
+func putCommitmentStudies(ctx context.Context, t *sql.Tx, tx pipeline.CommitmentTransaction) error {
+	for _, s := range tx.Studies {
+		if _, err := t.ExecContext(ctx, `INSERT INTO commitment_studies(study_uid, id) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, tx.ID); err != nil {
+			return fmt.Errorf("localstore: commitment studies: %w", err)
+		}
+	}
+	return nil
+}
+
+// DueCommitments implements pipeline.CommitmentStore.
+func (c *CommitmentStore) DueCommitments(ctx context.Context, now time.Time, limit int) ([]pipeline.CommitmentTransaction, error) {
+	return c.list(ctx, `SELECT record FROM commitments WHERE state IN ('pending', 'reporting') AND next_attempt <= ?
+		ORDER BY next_attempt, id LIMIT ?`, unixNano(now), limitOr(limit, 100))
+}
+
+// StudyCommitments returns the transactions that committed instances of a
+// study, newest first (the portal's commitment state per study).
+func (c *CommitmentStore) StudyCommitments(ctx context.Context, studyUID string) ([]pipeline.CommitmentTransaction, error) {
+	return c.list(ctx, `SELECT c.record FROM commitment_studies s JOIN commitments c ON c.id = s.id
+		WHERE s.study_uid = ? ORDER BY c.received_at DESC, c.id LIMIT ?`, studyUID, 100)
+}
+
+func (c *CommitmentStore) list(ctx context.Context, stmt string, args ...any) ([]pipeline.CommitmentTransaction, error) {
+	rows, err := c.b.q().QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: commitments: %w", err)
+	}
+	defer rows.Close()
+	var out []pipeline.CommitmentTransaction
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, fmt.Errorf("localstore: commitments: %w", err)
+		}
+		var tx pipeline.CommitmentTransaction
+		if err := json.Unmarshal([]byte(body), &tx); err != nil {
+			return nil, fmt.Errorf("localstore: commitments: %w", err)
+		}
+		out = append(out, tx)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: commitments: %w", err)
+	}
+	return out, nil
+}

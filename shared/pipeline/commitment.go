@@ -1,0 +1,679 @@
+package pipeline
+
+// Storage Commitment (PS3.4 J.3) from the real ingest state. The SCP makes each N-ACTION durable as a
+// CommitmentRequest document under commitment/requests/ before it answers; ProcessCommitmentRequest registers
+// the transaction in the CommitmentStore and RunCommitments moves every due transaction on: evaluate (wait for
+// instances still in flight, up to the wait), write the result under commitment/results/, announce the studies
+// it completes, report it to the requesting AE (retried with backoff until the report deadline), audit and
+// announce each step. The same code runs in the local worker (SQLite, files) and in the commitment function
+// (DynamoDB, S3).
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+)
+
+// Storage Commitment layout and timing.
+const (
+	// CommitmentPrefix holds the SCP's requests (requests/, written before N-ACTION-RSP) and the results
+	// (results/<transaction id>.json) under the store root.
+	CommitmentPrefix = "commitment/"
+	// CommitmentRequestsPrefix is where the SCP puts requests, relative to the store root.
+	CommitmentRequestsPrefix = CommitmentPrefix + "requests/"
+	commitmentResults        = "results/"
+
+	// DefaultCommitmentWait is how long instances named in a request may still be in flight (stored but not
+	// yet indexed, or not yet sent) before they fail with 0112.
+	DefaultCommitmentWait = 300 * time.Second
+	// DefaultCommitmentReportFor is how long a result's delivery is retried before it is given up (and the
+	// alarm raised).
+	DefaultCommitmentReportFor = time.Hour
+	// commitmentPoll is how often a request still waiting for instances is evaluated again: quickly while
+	// the sender's last instances are being indexed, more slowly after.
+	commitmentPoll, commitmentSlowPoll = 2 * time.Second, 15 * time.Second
+	// commitmentLease is how long a worker holds a transaction it is evaluating or reporting; another worker
+	// takes it over after that (a crashed function, a lost task).
+	commitmentLease = 2 * time.Minute
+	// maxRequestBytes bounds a request document read back (commitment.MaxRefs references in JSON).
+	maxRequestBytes = 16 << 20
+	// maxEventFailures bounds the failures listed in a Storage Commitment Completed event (EventBridge's
+	// 256 KiB entry); the result document has them all.
+	maxEventFailures = 500
+	// evaluateParallel bounds the instances looked up at once.
+	evaluateParallel = 8
+)
+
+// Completion values of Study Received and Study Updated: what made the study complete.
+const (
+	CompletionQuietPeriod       = "quiet-period"
+	CompletionStorageCommitment = "storage-commitment"
+)
+
+// DetailTypeCommitmentCompleted is the event of a Storage Commitment transaction whose result was delivered
+// to the requesting AE or given up on (schemas/storage-commitment-completed.v1.json).
+const DetailTypeCommitmentCompleted = "Storage Commitment Completed"
+
+// CommitmentRequest is the durable record of an N-ACTION-RQ, written by the SCP.
+type CommitmentRequest struct {
+	SchemaVersion  int              `json:"schemaVersion"`
+	TransactionUID string           `json:"transactionUid"`
+	Refs           []commitment.Ref `json:"refs"`
+	CallingAE      string           `json:"callingAe"`
+	CalledAE       string           `json:"calledAe"`
+	PeerAddr       string           `json:"peerAddr,omitempty"`
+	AssociationID  string           `json:"associationId"`
+	MessageID      uint16           `json:"messageId"`
+	ReceivedAt     time.Time        `json:"receivedAt"`
+}
+
+// Key is where the SCP puts the request, relative to the store root:
+// commitment/requests/<yyyy>/<mm>/<dd>/<association id>-<message id>.json. It names the N-ACTION, not the
+// transaction, so it holds no UID and may be logged.
+func (r CommitmentRequest) Key() string {
+	t := r.ReceivedAt.UTC()
+	return fmt.Sprintf("%s%04d/%02d/%02d/%s-%d.json", CommitmentRequestsPrefix, t.Year(), int(t.Month()), t.Day(), r.AssociationID, r.MessageID)
+}
+
+// ParseCommitmentRequest reads a request document and checks what the SCP checked: a valid Transaction UID,
+// 1 to commitment.MaxRefs references with valid UIDs.
+func ParseCommitmentRequest(b []byte) (CommitmentRequest, error) {
+	var r CommitmentRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("pipeline: commitment request: %w", err)
+	}
+	switch {
+	case r.SchemaVersion != 1:
+		return r, fmt.Errorf("pipeline: commitment request: schema version %d not supported", r.SchemaVersion)
+	case !dicomuid.ValidUID(r.TransactionUID):
+		return r, errors.New("pipeline: commitment request: invalid transaction UID")
+	case len(r.Refs) == 0 || len(r.Refs) > commitment.MaxRefs:
+		return r, fmt.Errorf("pipeline: commitment request: %d references (want 1 to %d)", len(r.Refs), commitment.MaxRefs)
+	case r.AssociationID == "" || r.ReceivedAt.IsZero():
+		return r, errors.New("pipeline: commitment request: no association id or receipt time")
+	}
+	for _, ref := range r.Refs {
+		if !dicomuid.ValidUID(ref.SOPClassUID) || !dicomuid.ValidUID(ref.SOPInstanceUID) {
+			return r, errors.New("pipeline: commitment request: invalid referenced UID")
+		}
+	}
+	return r, nil
+}
+
+// CommitmentState is where a transaction is.
+type CommitmentState string
+
+// Transaction states.
+const (
+	// CommitmentPending: instances are evaluated, and waited for until WaitUntil.
+	CommitmentPending CommitmentState = "pending"
+	// CommitmentReporting: the result is decided (ResultKey) and being delivered, retried until
+	// ReportDeadline.
+	CommitmentReporting CommitmentState = "reporting"
+	// CommitmentReported: the requesting AE answered the N-EVENT-REPORT with success.
+	CommitmentReported CommitmentState = "reported"
+	// CommitmentUndeliverable: the report deadline passed without a delivery.
+	CommitmentUndeliverable CommitmentState = "undeliverable"
+)
+
+// CommitmentTransaction is the state of one Storage Commitment transaction, as the CommitmentStore keeps it.
+// The request itself stays in its document (RequestKey); the result goes to ResultKey.
+type CommitmentTransaction struct {
+	// ID is a digest of the Transaction UID, or of the Transaction UID and RequestKey for a request that
+	// reused a Transaction UID with other content (DuplicateOf then names the first).
+	ID             string `json:"id"`
+	TransactionUID string `json:"transactionUid"`
+	RequestKey     string `json:"requestKey"`
+	// ContentDigest identifies what was asked (the calling AE and the references), to tell a retransmission
+	// of a request from a reuse of its Transaction UID.
+	ContentDigest string    `json:"contentDigest"`
+	DuplicateOf   string    `json:"duplicateOf,omitempty"`
+	CallingAE     string    `json:"callingAe"`
+	CalledAE      string    `json:"calledAe"`
+	PeerAddr      string    `json:"peerAddr,omitempty"`
+	AssociationID string    `json:"associationId"`
+	MessageID     uint16    `json:"messageId"`
+	RefCount      int       `json:"refCount"`
+	ReceivedAt    time.Time `json:"receivedAt"`
+	// WaitUntil is when instances not yet arrived fail (0112).
+	WaitUntil time.Time       `json:"waitUntil"`
+	State     CommitmentState `json:"state"`
+	// NextAttempt is when the transaction is due again (evaluation, report, or a lease's end).
+	NextAttempt time.Time `json:"nextAttempt"`
+	// ReportDeadline is when delivery is given up; set with the result.
+	ReportDeadline time.Time `json:"reportDeadline,omitempty"`
+	ResultKey      string    `json:"resultKey,omitempty"`
+	Committed      int       `json:"committed"`
+	Failed         int       `json:"failed"`
+	// Studies holds the studies of the committed instances.
+	Studies    []string  `json:"studies,omitempty"`
+	Attempts   int       `json:"attempts"`
+	LastError  string    `json:"lastError,omitempty"`
+	ReportedAt time.Time `json:"reportedAt,omitempty"`
+	// SameAssociation: the report went on the association the request came on.
+	SameAssociation bool `json:"sameAssociation,omitempty"`
+	// Version moves by one with every write (UpdateCommitment's condition).
+	Version int64 `json:"version"`
+}
+
+// Done reports whether nothing more will happen to the transaction.
+func (tx CommitmentTransaction) Done() bool {
+	return tx.State == CommitmentReported || tx.State == CommitmentUndeliverable
+}
+
+// CommitmentStore keeps transaction states. pipelinetest.RunCommitmentStore checks an implementation.
+type CommitmentStore interface {
+	// CreateCommitment writes tx (Version 1) unless a transaction with tx.ID exists, and returns the one
+	// stored and whether this call created it.
+	CreateCommitment(ctx context.Context, tx CommitmentTransaction) (CommitmentTransaction, bool, error)
+	// GetCommitment returns a transaction; ErrNotFound.
+	GetCommitment(ctx context.Context, id string) (CommitmentTransaction, error)
+	// UpdateCommitment replaces the transaction if its stored Version is tx.Version, and returns it as stored
+	// (Version+1); ErrConditionFailed when another write came first, ErrNotFound when there is none.
+	UpdateCommitment(ctx context.Context, tx CommitmentTransaction) (CommitmentTransaction, error)
+	// DueCommitments returns transactions pending or reporting whose NextAttempt is not after now, the
+	// longest due first, at most limit.
+	DueCommitments(ctx context.Context, now time.Time, limit int) ([]CommitmentTransaction, error)
+}
+
+// CompareDue is the order of DueCommitments: the longest due first, then by ID.
+func CompareDue(a, b CommitmentTransaction) int {
+	if c := a.NextAttempt.Compare(b.NextAttempt); c != 0 {
+		return c
+	}
+	return strings.Compare(a.ID, b.ID)
+}
+
+// CommitmentReporter delivers results to the AEs that asked.
+type CommitmentReporter interface {
+	// Report sends the result as an N-EVENT-REPORT to r.CallingAE: on the association r.AssociationID while
+	// that is open, else on a new one. Success means the AE answered 0000; any error means not delivered.
+	Report(ctx context.Context, r CommitmentReport) (CommitmentDelivery, error)
+}
+
+// CommitmentReport is one delivery to make.
+type CommitmentReport struct {
+	CallingAE     string
+	AssociationID string
+	Result        commitment.Result
+}
+
+// CommitmentDelivery says how a report went.
+type CommitmentDelivery struct {
+	SameAssociation bool
+}
+
+// CommitmentResultDoc is the result document (commitment/results/<id>.json).
+type CommitmentResultDoc struct {
+	SchemaVersion int               `json:"schemaVersion"`
+	ID            string            `json:"id"`
+	RequestKey    string            `json:"requestKey"`
+	CallingAE     string            `json:"callingAe"`
+	EvaluatedAt   time.Time         `json:"evaluatedAt"`
+	Result        commitment.Result `json:"result"`
+	Studies       []string          `json:"studies"`
+}
+
+func (p *Pipeline) commitmentWait() time.Duration {
+	if p.CommitmentWait > 0 {
+		return p.CommitmentWait
+	}
+	return DefaultCommitmentWait
+}
+
+func (p *Pipeline) commitmentReportFor() time.Duration {
+	if p.CommitmentReportFor > 0 {
+		return p.CommitmentReportFor
+	}
+	return DefaultCommitmentReportFor
+}
+
+func digest(parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(h[:16])
+}
+
+func contentDigest(r CommitmentRequest) string {
+	parts := []string{r.CallingAE}
+	for _, ref := range r.Refs {
+		parts = append(parts, ref.SOPClassUID, ref.SOPInstanceUID)
+	}
+	return digest(parts...)
+}
+
+// CommitmentResultKey is where the result of transaction id goes, under the request's store root.
+func CommitmentResultKey(requestKey, id string) string {
+	root, _, _, _ := SplitKey(requestKey)
+	return root + CommitmentPrefix + commitmentResults + id + ".json"
+}
+
+// ProcessCommitmentRequest registers the request stored at key (under commitment/requests/) and moves it on
+// as far as it can now. It is idempotent: a redelivered key changes nothing. The same content under a
+// Transaction UID already known is a retransmission (reported again, once the first report is done); other
+// content under it fails whole with 0131.
+func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) error {
+	if _, sec, rest, ok := SplitKey(key); !ok || sec != CommitmentPrefix || !strings.HasPrefix(rest, "requests/") || !strings.HasSuffix(key, ".json") {
+		return nil
+	}
+	req, err := p.readCommitmentRequest(ctx, key)
+	if err != nil {
+		return err
+	}
+	now := p.now()
+	tx := CommitmentTransaction{
+		ID: digest("commitment", req.TransactionUID), TransactionUID: req.TransactionUID, RequestKey: key,
+		ContentDigest: contentDigest(req), CallingAE: req.CallingAE, CalledAE: req.CalledAE, PeerAddr: req.PeerAddr,
+		AssociationID: req.AssociationID,
+		MessageID:     req.MessageID, RefCount: len(req.Refs), ReceivedAt: req.ReceivedAt.UTC(),
+		WaitUntil: req.ReceivedAt.UTC().Add(p.commitmentWait()), State: CommitmentPending, NextAttempt: now,
+	}
+	stored, created, err := p.Commitments.CreateCommitment(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("pipeline: commitment: %w", err)
+	}
+	switch {
+	case created:
+	case stored.RequestKey == key:
+		return nil // a redelivery: the transaction moves on by itself
+	case stored.ContentDigest == tx.ContentDigest:
+		// A retransmission: report again, on the newer association, once any delivery in progress is done.
+		if !stored.Done() {
+			stored.AssociationID, stored.MessageID, stored.RequestKey = tx.AssociationID, tx.MessageID, key
+			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil && !errors.Is(err, ErrConditionFailed) {
+				return fmt.Errorf("pipeline: commitment: %w", err)
+			}
+			return nil
+		}
+		tx.Version = stored.Version
+		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+			if errors.Is(err, ErrConditionFailed) {
+				return fmt.Errorf("pipeline: commitment: retransmission raced another write: %w", err)
+			}
+			return fmt.Errorf("pipeline: commitment: %w", err)
+		}
+	default:
+		tx.ID, tx.DuplicateOf = digest("commitment", req.TransactionUID, key), stored.ID
+		if _, created, err = p.Commitments.CreateCommitment(ctx, tx); err != nil {
+			return fmt.Errorf("pipeline: commitment: %w", err)
+		} else if !created {
+			return nil
+		}
+	}
+	if err := p.auditCommitment(ctx, commitmentRequested, tx, nil); err != nil {
+		return err
+	}
+	p.log().Info("storage commitment requested", "association", req.AssociationID, "message_id", req.MessageID,
+		"instances", len(req.Refs), "duplicate_transaction", tx.DuplicateOf != "")
+	_, err = p.advance(ctx, tx.ID)
+	return err
+}
+
+func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (CommitmentRequest, error) {
+	rc, err := p.Objects.OpenRange(ctx, key, 0, maxRequestBytes)
+	if err != nil {
+		return CommitmentRequest{}, fmt.Errorf("pipeline: read commitment request: %w", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxRequestBytes))
+	if err != nil {
+		return CommitmentRequest{}, fmt.Errorf("pipeline: read commitment request: %w", err)
+	}
+	return ParseCommitmentRequest(b)
+}
+
+// RunCommitments moves every due transaction on (evaluation, report, retries) and returns how many it
+// finished (reported or given up).
+func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, error) {
+	due, err := p.Commitments.DueCommitments(ctx, now, 100)
+	if err != nil {
+		return 0, fmt.Errorf("pipeline: due commitments: %w", err)
+	}
+	n := 0
+	var errs []error
+	for _, tx := range due {
+		done, err := p.advance(ctx, tx.ID)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if done {
+			n++
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// advance takes the transaction for a lease and does what is due: evaluate, report. It reports whether the
+// transaction finished.
+func (p *Pipeline) advance(ctx context.Context, id string) (bool, error) {
+	tx, err := p.Commitments.GetCommitment(ctx, id)
+	if err != nil {
+		return false, fmt.Errorf("pipeline: commitment: %w", err)
+	}
+	now := p.now()
+	if tx.Done() || tx.NextAttempt.After(now) {
+		return false, nil
+	}
+	tx.NextAttempt = now.Add(commitmentLease)
+	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+		if errors.Is(err, ErrConditionFailed) {
+			return false, nil // another worker has it
+		}
+		return false, fmt.Errorf("pipeline: commitment: %w", err)
+	}
+	if tx.State == CommitmentPending {
+		if tx, err = p.evaluateCommitment(ctx, tx); err != nil || tx.State == CommitmentPending {
+			return false, err
+		}
+	}
+	return p.deliverCommitment(ctx, tx)
+}
+
+// refVerdict is what evaluation found for one referenced instance.
+type refVerdict struct {
+	committed bool
+	reason    uint16 // set: failed for good
+	study     string // known study of the instance
+}
+
+// evaluateCommitment decides the instances; once every one is decided (or the wait is over) it writes the
+// result, announces the studies it completes and moves to reporting.
+func (p *Pipeline) evaluateCommitment(ctx context.Context, tx CommitmentTransaction) (CommitmentTransaction, error) {
+	req, err := p.readCommitmentRequest(ctx, tx.RequestKey)
+	if err != nil {
+		return tx, err
+	}
+	now := p.now()
+	final := !now.Before(tx.WaitUntil)
+	verdicts := make([]refVerdict, len(req.Refs))
+	if tx.DuplicateOf != "" {
+		for i := range verdicts {
+			verdicts[i].reason = commitment.ReasonDuplicateTransactionUID
+		}
+	} else if err := p.judgeAll(ctx, tx, req.Refs, final, verdicts); err != nil {
+		return tx, err
+	}
+	res := commitment.Result{TransactionUID: req.TransactionUID, Committed: []commitment.Ref{}, Failed: []commitment.Failure{}}
+	undecided := 0
+	studyOpen := map[string]bool{} // study -> some named instance of it is not committed
+	for i, v := range verdicts {
+		switch {
+		case v.committed:
+			res.Committed = append(res.Committed, req.Refs[i])
+			if _, seen := studyOpen[v.study]; !seen {
+				studyOpen[v.study] = false
+			}
+		case v.reason != 0:
+			res.Failed = append(res.Failed, commitment.Failure{Ref: req.Refs[i], Reason: v.reason})
+			studyOpen[v.study] = true // "" stands for a study not known
+		default:
+			undecided++
+			if v.study != "" {
+				studyOpen[v.study] = true
+			}
+		}
+	}
+	if undecided > 0 {
+		poll := commitmentPoll
+		if now.Sub(tx.ReceivedAt) > 30*time.Second {
+			poll = commitmentSlowPoll
+		}
+		tx.NextAttempt = minTime(now.Add(poll), tx.WaitUntil)
+		tx, err = p.Commitments.UpdateCommitment(ctx, tx)
+		if err != nil {
+			return tx, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		return tx, nil
+	}
+	// A study is complete when every instance the request names in it is committed. An instance that failed
+	// without a known study may belong to any of them: then none is announced here, and the quiet period
+	// decides.
+	var complete []string
+	tx.Studies = tx.Studies[:0]
+	for s, open := range studyOpen {
+		if s == "" {
+			continue
+		}
+		tx.Studies = append(tx.Studies, s)
+		if !open && !studyOpen[""] {
+			complete = append(complete, s)
+		}
+	}
+	slices.Sort(tx.Studies)
+	slices.Sort(complete)
+	doc := CommitmentResultDoc{SchemaVersion: 1, ID: tx.ID, RequestKey: tx.RequestKey, CallingAE: tx.CallingAE,
+		EvaluatedAt: now, Result: res, Studies: tx.Studies}
+	body, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return tx, fmt.Errorf("pipeline: marshal commitment result: %w", err)
+	}
+	tx.ResultKey = CommitmentResultKey(tx.RequestKey, tx.ID)
+	if err := p.Writer.Put(ctx, tx.ResultKey, body, "application/json", nil); err != nil {
+		return tx, fmt.Errorf("pipeline: put commitment result: %w", err)
+	}
+	for _, s := range complete {
+		if err := p.announceCommitted(ctx, s); err != nil {
+			return tx, err
+		}
+	}
+	tx.Committed, tx.Failed = len(res.Committed), len(res.Failed)
+	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now, now.Add(p.commitmentReportFor()), 0
+	if err := p.auditCommitment(ctx, commitmentEvaluated, tx, &doc); err != nil {
+		return tx, err
+	}
+	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+		return tx, fmt.Errorf("pipeline: commitment: %w", err)
+	}
+	p.log().Info("storage commitment evaluated", "association", tx.AssociationID, "message_id", tx.MessageID,
+		"committed", tx.Committed, "failed", tx.Failed, "studies_completed", len(complete))
+	return tx, nil
+}
+
+// judgeAll fills verdicts, a few instances at a time.
+func (p *Pipeline) judgeAll(ctx context.Context, tx CommitmentTransaction, refs []commitment.Ref, final bool, verdicts []refVerdict) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	sem := make(chan struct{}, evaluateParallel)
+	for i := range refs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			v, err := p.judge(ctx, tx, refs[i], final)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				return
+			}
+			verdicts[i] = v
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// judge decides one instance. Committed: indexed under the SOP Instance UID with the requested SOP class and
+// its object in the store (or, where the site counts them, quarantined with its object in the store). Failed
+// for good: a class we do not store (0122), held under another class (0119), indexed but its object gone, or
+// quarantined (0110). Otherwise undecided until the wait is over: then 0110 if its C-STORE was refused, else
+// 0112.
+func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref commitment.Ref, final bool) (refVerdict, error) {
+	if !dicomuid.IsStorageSOPClass(ref.SOPClassUID) {
+		return refVerdict{reason: commitment.ReasonSOPClassNotSupported}, nil
+	}
+	recs, err := p.Index.Instances(ctx, ref.SOPInstanceUID)
+	if err != nil {
+		return refVerdict{}, fmt.Errorf("pipeline: commitment: look up instance: %w", err)
+	}
+	var v refVerdict
+	for _, rec := range recs {
+		v.study = rec.StudyInstanceUID
+		if rec.SOPClassUID != ref.SOPClassUID {
+			v.reason = commitment.ReasonClassInstanceConflict
+			continue
+		}
+		ok, err := p.stored(ctx, rec.ObjectKey)
+		if err != nil {
+			return refVerdict{}, err
+		}
+		if ok {
+			return refVerdict{committed: true, study: rec.StudyInstanceUID}, nil
+		}
+		v.reason = commitment.ReasonProcessingFailure
+	}
+	if len(recs) > 0 {
+		return v, nil
+	}
+	page, err := p.Audit.Query(ctx, AuditQuery{SOPInstanceUID: ref.SOPInstanceUID, Limit: 50})
+	if err != nil {
+		return refVerdict{}, fmt.Errorf("pipeline: commitment: audit of instance: %w", err)
+	}
+	refused := false
+	for _, r := range page.Records {
+		switch r.Outcome {
+		case "rejected":
+			v.study = r.StudyInstanceUID
+			if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
+				return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
+			}
+			if p.QuarantinedCommitted != nil && p.QuarantinedCommitted(tx.CallingAE) {
+				ok, err := p.stored(ctx, r.ObjectKey)
+				if err != nil {
+					return refVerdict{}, err
+				}
+				if ok {
+					return refVerdict{committed: true, study: v.study}, nil
+				}
+			}
+			return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
+		case "store-failed":
+			refused = true
+		}
+	}
+	switch {
+	case !final:
+		return v, nil
+	case refused:
+		v.reason = commitment.ReasonProcessingFailure
+	default:
+		v.reason = commitment.ReasonNoSuchObjectInstance
+	}
+	return v, nil
+}
+
+// stored reports whether the object is in the store.
+func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
+	if key == "" {
+		return false, nil
+	}
+	_, err := p.Objects.Head(ctx, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotFound):
+		return false, nil
+	}
+	return false, fmt.Errorf("pipeline: commitment: head object: %w", err)
+}
+
+// announceCommitted announces a study every named instance of which a commitment request found committed,
+// unless nothing of it is unannounced.
+func (p *Pipeline) announceCommitted(ctx context.Context, studyUID string) error {
+	d, err := p.Index.GetStudy(ctx, studyUID)
+	if errors.Is(err, ErrNotFound) {
+		return nil // its instances are committed as quarantined: the study itself is not indexed
+	}
+	if err != nil {
+		return fmt.Errorf("pipeline: commitment: get study: %w", err)
+	}
+	if d.Revision <= d.AnnouncedRevision {
+		return nil
+	}
+	return p.announce(ctx, d.StudySummary, CompletionStorageCommitment)
+}
+
+// deliverCommitment sends the result of a transaction in reporting, and records how it went: reported;
+// retried later with backoff; given up past the report deadline.
+func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransaction) (bool, error) {
+	doc, err := p.readCommitmentResult(ctx, tx.ResultKey)
+	if err != nil {
+		return false, err
+	}
+	tx.Attempts++
+	delivery, rerr := p.Reporter.Report(ctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
+	now := p.now()
+	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
+	step := commitmentReported
+	switch {
+	case rerr == nil:
+		tx.State, tx.ReportedAt, tx.SameAssociation, tx.LastError = CommitmentReported, now, delivery.SameAssociation, ""
+		log.Info("storage commitment reported", "same_association", delivery.SameAssociation)
+	case !now.Before(tx.ReportDeadline):
+		tx.State, tx.LastError = CommitmentUndeliverable, rerr.Error()
+		step = commitmentUndeliverable
+		// The alarm watches this line (metric filter on "storage commitment report undeliverable").
+		log.Error("storage commitment report undeliverable", "err", rerr, "calling_ae", tx.CallingAE)
+	default:
+		tx.LastError = rerr.Error()
+		tx.NextAttempt = now.Add(reportBackoff(tx.Attempts))
+		log.Warn("storage commitment report failed; will retry", "err", rerr, "next_attempt", tx.NextAttempt)
+		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+			return false, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		return false, nil
+	}
+	if err := p.auditCommitment(ctx, step, tx, &doc); err != nil {
+		return false, err
+	}
+	if err := p.publishCommitment(ctx, tx, doc); err != nil {
+		return false, err
+	}
+	if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+		return false, fmt.Errorf("pipeline: commitment: %w", err)
+	}
+	return true, nil
+}
+
+// reportBackoff is the wait after the n-th failed delivery: 10 s doubling, at most 5 min.
+func reportBackoff(n int) time.Duration {
+	d := 10 * time.Second
+	for i := 1; i < n && d < 5*time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, 5*time.Minute)
+}
+
+func (p *Pipeline) readCommitmentResult(ctx context.Context, key string) (CommitmentResultDoc, error) {
+	var doc CommitmentResultDoc
+	rc, err := p.Objects.OpenRange(ctx, key, 0, maxRequestBytes)
+	if err != nil {
+		return doc, fmt.Errorf("pipeline: read commitment result: %w", err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, maxRequestBytes))
+	if err != nil {
+		return doc, fmt.Errorf("pipeline: read commitment result: %w", err)
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return doc, fmt.Errorf("pipeline: commitment result: %w", err)
+	}
+	return doc, nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,365 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+const (
+	txnUID  = "1.2.826.0.1.3680043.10.9.1"
+	missing = "1.2.826.0.1.3680043.10.1.1.99"
+	mrClass = "1.2.840.10008.5.1.4.1.1.4"
+)
+
+// commitmentFixture is a pipeline on fakes with a clock the test moves.
+type commitmentFixture struct {
+	t   *testing.T
+	f   *pt.Fakes
+	p   *pipeline.Pipeline
+	now time.Time
+	n   int
+}
+
+func newCommitmentFixture(t *testing.T) *commitmentFixture {
+	c := &commitmentFixture{t: t, f: pt.New(), now: time.Date(2026, 1, 15, 10, 21, 0, 0, time.UTC)}
+	c.p = c.f.Pipeline()
+	c.p.Now = func() time.Time { return c.now }
+	return c
+}
+
+// store has the pipeline process an instance as the SCP stored it.
+func (c *commitmentFixture) store(sops ...string) {
+	c.t.Helper()
+	for _, s := range sops {
+		add(c.f, key(s), ct(s).Build(), s)
+		if _, err := c.p.ProcessObject(context.Background(), key(s)); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+}
+
+func ctRef(sop string) commitment.Ref {
+	return commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop}
+}
+
+// request writes a request document as the SCP does and processes it.
+func (c *commitmentFixture) request(txn string, refs ...commitment.Ref) string {
+	c.t.Helper()
+	c.n++
+	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
+		PeerAddr: "10.1.2.3:4567", AssociationID: "abcd1234-" + fmt.Sprint(c.n), MessageID: 1, ReceivedAt: c.now}
+	body, err := json.Marshal(r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	k := r.Key()
+	if err := c.f.Objects.Put(context.Background(), k, body, "application/json", nil); err != nil {
+		c.t.Fatal(err)
+	}
+	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
+		c.t.Fatal(err)
+	}
+	return k
+}
+
+// at moves the clock and runs the due transactions.
+func (c *commitmentFixture) at(d time.Duration) {
+	c.t.Helper()
+	c.now = c.now.Add(d)
+	if _, err := c.p.RunCommitments(context.Background(), c.now); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *commitmentFixture) reports() []pipeline.CommitmentReport { return c.f.Reporter.Reports() }
+
+func (c *commitmentFixture) events(dt string) []json.RawMessage {
+	var out []json.RawMessage
+	for _, e := range c.f.Events.All() {
+		if e.DetailType == dt {
+			out = append(out, e.Detail)
+		}
+	}
+	return out
+}
+
+func (c *commitmentFixture) outcomes() []string {
+	var out []string
+	for _, r := range c.f.Audit.All() {
+		if slices.ContainsFunc(r.EventTypeCodes, func(cv pipeline.CodedValue) bool { return len(cv.Code) > 18 && cv.Code[:18] == "storage-commitment" }) {
+			out = append(out, r.Outcome)
+		}
+	}
+	return out
+}
+
+func failures(fs ...commitment.Failure) []commitment.Failure { return fs }
+
+func TestCommitmentAllCommitted(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1, sop2)
+	c.request(txnUID, ctRef(sop1), ctRef(sop2))
+	reps := c.reports()
+	if len(reps) != 1 {
+		t.Fatalf("%d reports, want 1 at once", len(reps))
+	}
+	want := commitment.Result{TransactionUID: txnUID, Committed: []commitment.Ref{ctRef(sop1), ctRef(sop2)}, Failed: []commitment.Failure{}}
+	if d := cmp.Diff(want, reps[0].Result); d != "" {
+		t.Errorf("result (-want +got):\n%s", d)
+	}
+	if reps[0].CallingAE != "PACS" || reps[0].AssociationID != "abcd1234-1" {
+		t.Errorf("report addressed to %q on %q", reps[0].CallingAE, reps[0].AssociationID)
+	}
+	// The study is announced at once, completed by commitment; the quiet period then has nothing to do.
+	rec := c.events(pipeline.DetailTypeStudyReceived)
+	if len(rec) != 1 {
+		t.Fatalf("%d Study Received events, want 1", len(rec))
+	}
+	var sd pipeline.StudyDetailEvent
+	if err := json.Unmarshal(rec[0], &sd); err != nil || sd.Completion != pipeline.CompletionStorageCommitment || sd.InstanceCount != 2 {
+		t.Errorf("Study Received %+v (%v)", sd, err)
+	}
+	if n, err := c.p.AnnounceStableStudies(context.Background(), c.now.Add(time.Hour)); err != nil || n != 0 {
+		t.Errorf("quiet period announced %d (%v) after commitment did", n, err)
+	}
+	done := c.events(pipeline.DetailTypeCommitmentCompleted)
+	if len(done) != 1 {
+		t.Fatalf("%d Storage Commitment Completed events", len(done))
+	}
+	var cd pipeline.CommitmentCompletedDetail
+	if err := json.Unmarshal(done[0], &cd); err != nil {
+		t.Fatal(err)
+	}
+	if cd.Outcome != "committed" || cd.EventTypeID != 1 || cd.CommittedCount != 2 || cd.FailedCount != 0 || !cd.Report.Delivered ||
+		cd.Report.Association != "new" || cd.TransactionUID != txnUID || !slices.Equal(cd.Studies, []string{study}) {
+		t.Errorf("Storage Commitment Completed %+v", cd)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-reported"}, c.outcomes()); d != "" {
+		t.Errorf("audit (-want +got):\n%s", d)
+	}
+	// Processing the request again changes nothing.
+	before := len(c.f.Events.All())
+	if err := c.p.ProcessCommitmentRequest(context.Background(), pipeline.CommitmentRequest{AssociationID: "abcd1234-1", MessageID: 1, ReceivedAt: c.now}.Key()); err != nil {
+		t.Fatal(err)
+	}
+	c.at(time.Hour)
+	if len(c.reports()) != 1 || len(c.f.Events.All()) != before {
+		t.Errorf("a redelivered request reported or announced again")
+	}
+}
+
+// TestCommitmentWaitsForInstancesInFlight: instances not yet indexed are waited for; those indexed in time
+// are committed, the others fail with 0112 once the wait is over.
+func TestCommitmentWaitsForInstancesInFlight(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.CommitmentWait = 5 * time.Minute
+	c.store(sop1)
+	c.request(txnUID, ctRef(sop1), ctRef(sop2), ctRef(missing))
+	if len(c.reports()) != 0 {
+		t.Fatal("reported before the instances in flight arrived")
+	}
+	c.at(10 * time.Second)
+	c.store(sop2) // arrives late
+	c.at(10 * time.Second)
+	if len(c.reports()) != 0 {
+		t.Fatal("reported before the wait was over")
+	}
+	c.at(5 * time.Minute)
+	reps := c.reports()
+	if len(reps) != 1 {
+		t.Fatalf("%d reports after the wait", len(reps))
+	}
+	want := commitment.Result{TransactionUID: txnUID, Committed: []commitment.Ref{ctRef(sop1), ctRef(sop2)},
+		Failed: failures(commitment.Failure{Ref: ctRef(missing), Reason: commitment.ReasonNoSuchObjectInstance})}
+	if d := cmp.Diff(want, reps[0].Result); d != "" {
+		t.Errorf("result (-want +got):\n%s", d)
+	}
+	// The missing instance could be of the study: the quiet period decides, not commitment.
+	if n := len(c.events(pipeline.DetailTypeStudyReceived)); n != 0 {
+		t.Errorf("%d Study Received events, want none from a request with an unknown failure", n)
+	}
+}
+
+// TestCommitmentFailureReasons: each way an instance cannot be committed, decided without waiting where
+// nothing can change it.
+func TestCommitmentFailureReasons(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1, sop2)
+	// sop3 is quarantined: invalid Study Instance UID.
+	sop3 := "1.2.826.0.1.3680043.10.1.1.3"
+	bad := ct(sop3)
+	bad.StudyUID = "1.2.03"
+	add(c.f, key(sop3), bad.Build(), sop3)
+	if _, err := c.p.ProcessObject(context.Background(), key(sop3)); err != nil {
+		t.Fatal(err)
+	}
+	// sop2's object disappears from the store after indexing.
+	c.f.Objects.Delete(key(sop2))
+	c.request(txnUID,
+		ctRef(sop1),
+		commitment.Ref{SOPClassUID: mrClass, SOPInstanceUID: sop1},                       // indexed as CT: 0119
+		commitment.Ref{SOPClassUID: "1.2.840.10008.1.20.1", SOPInstanceUID: "1.2.3.4.5"}, // not a storage class: 0122
+		ctRef(sop2), // indexed, object gone: 0110
+		ctRef(sop3), // quarantined: 0110
+	)
+	reps := c.reports()
+	if len(reps) != 1 {
+		t.Fatalf("%d reports, want 1 at once", len(reps))
+	}
+	want := commitment.Result{TransactionUID: txnUID, Committed: []commitment.Ref{ctRef(sop1)}, Failed: failures(
+		commitment.Failure{Ref: commitment.Ref{SOPClassUID: mrClass, SOPInstanceUID: sop1}, Reason: commitment.ReasonClassInstanceConflict},
+		commitment.Failure{Ref: commitment.Ref{SOPClassUID: "1.2.840.10008.1.20.1", SOPInstanceUID: "1.2.3.4.5"}, Reason: commitment.ReasonSOPClassNotSupported},
+		commitment.Failure{Ref: ctRef(sop2), Reason: commitment.ReasonProcessingFailure},
+		commitment.Failure{Ref: ctRef(sop3), Reason: commitment.ReasonProcessingFailure},
+	)}
+	if d := cmp.Diff(want, reps[0].Result); d != "" {
+		t.Errorf("result (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "commitment-failures", "commitment-reported"}, c.outcomes()); d != "" {
+		t.Errorf("audit (-want +got):\n%s", d)
+	}
+	var cd pipeline.CommitmentCompletedDetail
+	if err := json.Unmarshal(c.events(pipeline.DetailTypeCommitmentCompleted)[0], &cd); err != nil {
+		t.Fatal(err)
+	}
+	if cd.Outcome != "failures" || cd.EventTypeID != 2 || cd.FailedCount != 4 || cd.Failures[0].FailureReason != "0119" ||
+		cd.Failures[0].Reason != "class-instance-conflict" {
+		t.Errorf("Storage Commitment Completed %+v", cd)
+	}
+}
+
+// TestCommitmentQuarantinedSiteOption: a site may count a quarantined instance (kept in the store) as
+// committed.
+func TestCommitmentQuarantinedSiteOption(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.QuarantinedCommitted = func(ae string) bool { return ae == "PACS" }
+	bad := ct(sop1)
+	bad.StudyUID = "1.2.03"
+	add(c.f, key(sop1), bad.Build(), sop1)
+	if _, err := c.p.ProcessObject(context.Background(), key(sop1)); err != nil {
+		t.Fatal(err)
+	}
+	c.request(txnUID, ctRef(sop1))
+	if reps := c.reports(); len(reps) != 1 || len(reps[0].Result.Committed) != 1 || len(reps[0].Result.Failed) != 0 {
+		t.Fatalf("reports %+v, want sop1 committed", reps)
+	}
+}
+
+// TestCommitmentRefusedCStore: an instance whose C-STORE the SCP refused is waited for (the sender may send
+// it again), then fails with 0110, not 0112.
+func TestCommitmentRefusedCStore(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.CommitmentWait = time.Minute
+	if _, err := c.f.Audit.Append(context.Background(), pipeline.AuditRecord{ID: "assoc:x:1:store-failed", Time: c.now,
+		Outcome: "store-failed", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1}); err != nil {
+		t.Fatal(err)
+	}
+	c.request(txnUID, ctRef(sop1))
+	c.at(30 * time.Second)
+	if len(c.reports()) != 0 {
+		t.Fatal("reported before the wait was over")
+	}
+	c.at(time.Minute)
+	want := failures(commitment.Failure{Ref: ctRef(sop1), Reason: commitment.ReasonProcessingFailure})
+	if reps := c.reports(); len(reps) != 1 || !cmp.Equal(want, reps[0].Result.Failed) {
+		t.Fatalf("reports %+v", reps)
+	}
+}
+
+// TestCommitmentTransactionUIDReuse: the same request again (a retransmission) is reported again; other
+// instances under a Transaction UID already used fail whole with 0131, leaving the first transaction alone.
+func TestCommitmentTransactionUIDReuse(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1, sop2)
+	c.request(txnUID, ctRef(sop1))
+	c.request(txnUID, ctRef(sop1)) // retransmitted after the report
+	c.request(txnUID, ctRef(sop2)) // reused for something else
+	reps := c.reports()
+	if len(reps) != 3 {
+		t.Fatalf("%d reports, want 3", len(reps))
+	}
+	if !cmp.Equal(reps[1].Result.Committed, []commitment.Ref{ctRef(sop1)}) || reps[1].AssociationID != "abcd1234-2" {
+		t.Errorf("retransmission's report %+v", reps[1])
+	}
+	want := commitment.Result{TransactionUID: txnUID, Committed: []commitment.Ref{},
+		Failed: failures(commitment.Failure{Ref: ctRef(sop2), Reason: commitment.ReasonDuplicateTransactionUID})}
+	if d := cmp.Diff(want, reps[2].Result); d != "" || reps[2].AssociationID != "abcd1234-3" {
+		t.Errorf("reuse's report on %q (-want +got):\n%s", reps[2].AssociationID, d)
+	}
+}
+
+// TestCommitmentReportRetries: a result that cannot be delivered is retried with backoff until the report
+// deadline, then given up, audited and announced as not delivered.
+func TestCommitmentReportRetries(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.CommitmentReportFor = 10 * time.Minute
+	c.f.Reporter.Err = errors.New("dial PACS: connection refused")
+	c.store(sop1)
+	c.request(txnUID, ctRef(sop1))
+	c.at(5 * time.Second) // first backoff is 10 s
+	if n := len(c.reports()); n != 1 {
+		t.Fatalf("%d attempts within the first backoff", n)
+	}
+	for range 20 {
+		c.at(time.Minute)
+	}
+	n := len(c.reports())
+	if n < 4 || n > 12 {
+		t.Errorf("%d attempts in 20 minutes, want a backing-off few", n)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-undeliverable"}, c.outcomes()); d != "" {
+		t.Errorf("audit (-want +got):\n%s", d)
+	}
+	var cd pipeline.CommitmentCompletedDetail
+	if err := json.Unmarshal(c.events(pipeline.DetailTypeCommitmentCompleted)[0], &cd); err != nil {
+		t.Fatal(err)
+	}
+	if cd.Report.Delivered || cd.Report.Attempts != n {
+		t.Errorf("report %+v after %d attempts", cd.Report, n)
+	}
+	c.at(time.Hour)
+	if len(c.reports()) != n {
+		t.Error("retried after giving up")
+	}
+}
+
+// TestCommitmentRequestDocument: what ParseCommitmentRequest refuses.
+func TestCommitmentRequestDocument(t *testing.T) {
+	ok := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txnUID, Refs: []commitment.Ref{ctRef(sop1)},
+		AssociationID: "a-1", ReceivedAt: time.Unix(1, 0)}
+	for name, mut := range map[string]func(*pipeline.CommitmentRequest){
+		"schema 2":        func(r *pipeline.CommitmentRequest) { r.SchemaVersion = 2 },
+		"bad transaction": func(r *pipeline.CommitmentRequest) { r.TransactionUID = "1..2" },
+		"no refs":         func(r *pipeline.CommitmentRequest) { r.Refs = nil },
+		"bad ref": func(r *pipeline.CommitmentRequest) {
+			r.Refs = []commitment.Ref{{SOPClassUID: "x", SOPInstanceUID: sop1}}
+		},
+		"no association":   func(r *pipeline.CommitmentRequest) { r.AssociationID = "" },
+		"no received time": func(r *pipeline.CommitmentRequest) { r.ReceivedAt = time.Time{} },
+	} {
+		r := ok
+		mut(&r)
+		b, _ := json.Marshal(r)
+		if _, err := pipeline.ParseCommitmentRequest(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	b, _ := json.Marshal(ok)
+	if _, err := pipeline.ParseCommitmentRequest(b); err != nil {
+		t.Errorf("valid request refused: %v", err)
+	}
+	if k := ok.Key(); k != "commitment/requests/1970/01/01/a-1-0.json" {
+		t.Errorf("key %q", k)
+	}
+}

@@ -1,0 +1,116 @@
+package pipelinetest
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Commitments is an in-memory pipeline.CommitmentStore.
+type Commitments struct {
+	mu  sync.Mutex
+	txs map[string]pipeline.CommitmentTransaction
+}
+
+var _ pipeline.CommitmentStore = (*Commitments)(nil)
+
+// NewCommitments returns an empty store.
+func NewCommitments() *Commitments {
+	return &Commitments{txs: map[string]pipeline.CommitmentTransaction{}}
+}
+
+func cloneTx(tx pipeline.CommitmentTransaction) pipeline.CommitmentTransaction {
+	tx.Studies = slices.Clone(tx.Studies)
+	return tx
+}
+
+// CreateCommitment implements pipeline.CommitmentStore.
+func (c *Commitments) CreateCommitment(_ context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, bool, error) {
+	if tx.ID == "" {
+		return tx, false, fmt.Errorf("pipelinetest: create commitment: no id")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if have, ok := c.txs[tx.ID]; ok {
+		return cloneTx(have), false, nil
+	}
+	tx.Version = 1
+	c.txs[tx.ID] = cloneTx(tx)
+	return cloneTx(tx), true, nil
+}
+
+// GetCommitment implements pipeline.CommitmentStore.
+func (c *Commitments) GetCommitment(_ context.Context, id string) (pipeline.CommitmentTransaction, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	tx, ok := c.txs[id]
+	if !ok {
+		return tx, fmt.Errorf("pipelinetest: commitment: %w", pipeline.ErrNotFound)
+	}
+	return cloneTx(tx), nil
+}
+
+// UpdateCommitment implements pipeline.CommitmentStore.
+func (c *Commitments) UpdateCommitment(_ context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	have, ok := c.txs[tx.ID]
+	switch {
+	case !ok:
+		return tx, fmt.Errorf("pipelinetest: update commitment: %w", pipeline.ErrNotFound)
+	case have.Version != tx.Version:
+		return tx, fmt.Errorf("pipelinetest: update commitment: %w", pipeline.ErrConditionFailed)
+	}
+	tx.Version++
+	c.txs[tx.ID] = cloneTx(tx)
+	return cloneTx(tx), nil
+}
+
+// DueCommitments implements pipeline.CommitmentStore.
+func (c *Commitments) DueCommitments(_ context.Context, now time.Time, limit int) ([]pipeline.CommitmentTransaction, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []pipeline.CommitmentTransaction
+	for _, tx := range c.txs {
+		if !tx.Done() && !tx.NextAttempt.After(now) {
+			out = append(out, cloneTx(tx))
+		}
+	}
+	slices.SortFunc(out, pipeline.CompareDue)
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// Reporter is a pipeline.CommitmentReporter that records reports and fails while Err is set.
+type Reporter struct {
+	mu      sync.Mutex
+	reports []pipeline.CommitmentReport
+	// Err, when set, fails every report.
+	Err error
+	// Same is what successful deliveries report as SameAssociation.
+	Same bool
+}
+
+// Report implements pipeline.CommitmentReporter.
+func (r *Reporter) Report(_ context.Context, rep pipeline.CommitmentReport) (pipeline.CommitmentDelivery, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.reports = append(r.reports, rep)
+	if r.Err != nil {
+		return pipeline.CommitmentDelivery{}, r.Err
+	}
+	return pipeline.CommitmentDelivery{SameAssociation: r.Same}, nil
+}
+
+// Reports returns the reports attempted so far, failed ones included.
+func (r *Reporter) Reports() []pipeline.CommitmentReport {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.reports)
+}

@@ -1,0 +1,176 @@
+package pipelinetest
+
+// RunCommitmentStore is the conformance suite of pipeline.CommitmentStore,
+// run against the fake above, the SQLite adapter and the DynamoDB adapter
+// (on an emulator).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// RunCommitmentStore runs the suite; newStore returns an empty store.
+func RunCommitmentStore(t *testing.T, newStore func(t *testing.T) pipeline.CommitmentStore) {
+	t.Run("CreateOnce", func(t *testing.T) { testCreateOnce(t, newStore(t)) })
+	t.Run("UpdateIsConditional", func(t *testing.T) { testUpdateConditional(t, newStore(t)) })
+	t.Run("Due", func(t *testing.T) { testDue(t, newStore(t)) })
+	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore(t)) })
+}
+
+// Transaction returns a pending transaction n received at T0, due then.
+func Transaction(n int) pipeline.CommitmentTransaction {
+	return pipeline.CommitmentTransaction{
+		ID: fmt.Sprintf("tx%02d", n), TransactionUID: fmt.Sprintf("%s9.%d", suiteRoot, n),
+		RequestKey:    fmt.Sprintf("commitment/requests/2026/01/15/assoc-%d.json", n),
+		ContentDigest: fmt.Sprintf("digest-%d", n), CallingAE: "PACS", CalledAE: "INGEST", PeerAddr: "10.0.0.1:4000",
+		AssociationID: fmt.Sprintf("a-%d", n), MessageID: uint16(n), RefCount: 3, ReceivedAt: T0,
+		WaitUntil: T0.Add(5 * time.Minute), State: pipeline.CommitmentPending, NextAttempt: T0,
+	}
+}
+
+func testCreateOnce(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	if _, err := s.GetCommitment(ctx, "tx01"); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Fatalf("GetCommitment of nothing: %v, want ErrNotFound", err)
+	}
+	first := Transaction(1)
+	got, created, err := s.CreateCommitment(ctx, first)
+	if err != nil || !created {
+		t.Fatalf("CreateCommitment = %v, %v", created, err)
+	}
+	first.Version = 1
+	if d := cmp.Diff(first, got, cmpOpts); d != "" {
+		t.Errorf("created (-want +got):\n%s", d)
+	}
+	again := Transaction(1)
+	again.RequestKey, again.ContentDigest = "commitment/requests/other.json", "other"
+	got, created, err = s.CreateCommitment(ctx, again)
+	if err != nil || created {
+		t.Fatalf("second CreateCommitment = %v, %v; want the first kept", created, err)
+	}
+	if d := cmp.Diff(first, got, cmpOpts); d != "" {
+		t.Errorf("second create returned (-want +got):\n%s", d)
+	}
+	got, err = s.GetCommitment(ctx, "tx01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(first, got, cmpOpts); d != "" {
+		t.Errorf("stored (-want +got):\n%s", d)
+	}
+}
+
+func testUpdateConditional(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	if _, err := s.UpdateCommitment(ctx, Transaction(9)); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Fatalf("update of nothing: %v, want ErrNotFound", err)
+	}
+	tx, _, err := s.CreateCommitment(ctx, Transaction(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.State, tx.ResultKey, tx.Committed, tx.Failed = pipeline.CommitmentReporting, "commitment/results/tx01.json", 2, 1
+	tx.Studies, tx.ReportDeadline, tx.Attempts, tx.LastError = []string{studyUID(1), studyUID(2)}, T0.Add(time.Hour), 2, "peer unreachable"
+	stale := tx
+	updated, err := s.UpdateCommitment(ctx, tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.Version = 2
+	if d := cmp.Diff(tx, updated, cmpOpts); d != "" {
+		t.Errorf("updated (-want +got):\n%s", d)
+	}
+	if got, _ := s.GetCommitment(ctx, tx.ID); !cmp.Equal(tx, got, cmpOpts) {
+		t.Errorf("stored %+v, want %+v", got, tx)
+	}
+	stale.State = pipeline.CommitmentUndeliverable
+	if _, err := s.UpdateCommitment(ctx, stale); !errors.Is(err, pipeline.ErrConditionFailed) {
+		t.Fatalf("stale update: %v, want ErrConditionFailed", err)
+	}
+	tx.State, tx.ReportedAt, tx.SameAssociation, tx.Studies, tx.LastError = pipeline.CommitmentReported, T0.Add(time.Minute), true, nil, ""
+	if got, err := s.UpdateCommitment(ctx, tx); err != nil || got.Version != 3 || got.State != pipeline.CommitmentReported || len(got.Studies) != 0 {
+		t.Fatalf("update = %+v, %v", got, err)
+	}
+}
+
+func testDue(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	mk := func(n int, state pipeline.CommitmentState, next time.Duration) {
+		t.Helper()
+		tx, _, err := s.CreateCommitment(ctx, Transaction(n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.State, tx.NextAttempt = state, T0.Add(next)
+		if _, err := s.UpdateCommitment(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(1, pipeline.CommitmentPending, 2*time.Second)
+	mk(2, pipeline.CommitmentReporting, time.Second)
+	mk(3, pipeline.CommitmentPending, time.Minute) // not yet
+	mk(4, pipeline.CommitmentReported, 0)          // done
+	mk(5, pipeline.CommitmentUndeliverable, 0)     // done
+	mk(6, pipeline.CommitmentPending, time.Second)
+	ids := func(now time.Time, limit int) []string {
+		t.Helper()
+		due, err := s.DueCommitments(ctx, now, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, tx := range due {
+			out = append(out, tx.ID)
+		}
+		return out
+	}
+	if d := cmp.Diff([]string{"tx02", "tx06", "tx01"}, ids(T0.Add(2*time.Second), 10), cmpOpts); d != "" {
+		t.Errorf("due (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"tx02", "tx06"}, ids(T0.Add(2*time.Second), 2), cmpOpts); d != "" {
+		t.Errorf("due with limit 2 (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]string{"tx02", "tx06", "tx01", "tx03"}, ids(T0.Add(time.Hour), 10), cmpOpts); d != "" {
+		t.Errorf("due an hour later (-want +got):\n%s", d)
+	}
+	if got := ids(T0, 10); len(got) != 0 {
+		t.Errorf("due at T0: %v, want none", got)
+	}
+}
+
+func testConcurrentUpdates(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	tx, _, err := s.CreateCommitment(ctx, Transaction(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wins, losses atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			mine := tx
+			mine.Attempts = i + 1
+			switch _, err := s.UpdateCommitment(ctx, mine); {
+			case err == nil:
+				wins.Add(1)
+			case errors.Is(err, pipeline.ErrConditionFailed):
+				losses.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 || losses.Load() != 7 {
+		t.Errorf("%d updates won and %d lost, want 1 and 7", wins.Load(), losses.Load())
+	}
+}
