@@ -13,8 +13,8 @@ import (
 
 // Compile-time checks that the adapters implement the pipeline's ports.
 var (
-	_ pipeline.AuditStore     = (*AuditStore)(nil)
-	_ pipeline.IndexStore     = (*IndexStore)(nil)
+	_ pipeline.AuditStore      = (*AuditStore)(nil)
+	_ pipeline.IndexStore      = (*IndexStore)(nil)
 	_ pipeline.EventPublisher  = (*Outbox)(nil)
 	_ pipeline.CommitmentStore = (*CommitmentStore)(nil)
 )
