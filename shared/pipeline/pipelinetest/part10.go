@@ -80,6 +80,17 @@ func Part10(m Meta, ds []Elem) []byte {
 	return out.Bytes()
 }
 
+// DataSet encodes elements as a bare data set (no File Meta), in Implicit or
+// Explicit VR Little Endian, in the order given: what a DIMSE message
+// carries.
+func DataSet(ds []Elem, implicit bool) []byte {
+	var out bytes.Buffer
+	for _, e := range ds {
+		writeElem(&out, e, implicit)
+	}
+	return out.Bytes()
+}
+
 func longVR(vr string) bool {
 	switch vr {
 	case "OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV":
