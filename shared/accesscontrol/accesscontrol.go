@@ -95,7 +95,7 @@ func parseEntry(entry string) (string, rule, error) {
 	}
 	ae, nets, hasNets := strings.Cut(rest, "@")
 	ae = strings.TrimSpace(ae)
-	if err := checkAETitle(ae); err != nil {
+	if err := CheckAETitle(ae); err != nil {
 		return "", r, err
 	}
 	if !hasNets {
@@ -139,7 +139,10 @@ func merge(rules []rule, r rule) []rule {
 	return append(rules, r)
 }
 
-func checkAETitle(ae string) error {
+// CheckAETitle reports why ae is not an AE title (PS3.5 AE: 1 to 16
+// characters of the default repertoire, no control character or
+// backslash), or nil.
+func CheckAETitle(ae string) error {
 	switch {
 	case ae == "":
 		return errors.New("empty AE title")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"testing"
 	"time"
 
@@ -326,39 +325,25 @@ func TestEventReportNeedsTheSCPRole(t *testing.T) {
 	}
 }
 
-// fakeAcceptor accepts one association on l, answering role selection with answer (nil: no item), and hands
-// the connection to the test as a Parrot.
-func fakeAcceptor(t *testing.T, l net.Listener, answer *pdu.RoleSelection) <-chan *dicomnettest.Parrot {
-	ch := make(chan *dicomnettest.Parrot, 1)
+type dialResult struct {
+	a   *dicomnet.ClientAssociation
+	err error
+}
+
+func (r dialResult) get(t *testing.T) *dicomnet.ClientAssociation {
+	t.Helper()
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.a
+}
+
+// dial associates in the background, so the test goroutine can play the acceptor.
+func dial(ctx context.Context, addr string, cfg dicomnet.ClientConfig) <-chan dialResult {
+	ch := make(chan dialResult, 1)
 	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			t.Error(err)
-			close(ch)
-			return
-		}
-		p := dicomnettest.NewParrot(t, c)
-		x, err := p.Next()
-		if err != nil {
-			t.Error(err)
-			close(ch)
-			return
-		}
-		rq := x.(*pdu.AssociateRQ)
-		ac := &pdu.AssociateAC{ProtocolVersion: 1, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE, ApplicationContext: rq.ApplicationContext,
-			UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4",
-				RoleSelections: rq.UserInformation.RoleSelections[:0:0]}}
-		if answer != nil {
-			ac.UserInformation.RoleSelections = []pdu.RoleSelection{*answer}
-		}
-		for _, pc := range rq.PresentationContexts {
-			ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
-		}
-		b, _ := pdu.Encode(ac)
-		if _, err := c.Write(b); err != nil {
-			t.Error(err)
-		}
-		ch <- p
+		a, err := dicomnet.Dial(ctx, addr, cfg)
+		ch <- dialResult{a, err}
 	}()
 	return ch
 }
@@ -372,19 +357,13 @@ func TestClientEventReport(t *testing.T) {
 	}}}
 	rq, res := sampleReport()
 	t.Run("role agreed", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		peer := fakeAcceptor(t, l, &pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 0, SCP: 1})
+		pl := dicomnettest.ListenParrot(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a, err := dicomnet.Dial(ctx, l.Addr().String(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := <-peer
+		dialed := dial(ctx, pl.Addr, cfg)
+		p := pl.Accept()
+		p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+		a := (<-dialed).get(t)
 		done := make(chan sendResult, 1)
 		go func() {
 			st, err := a.SendEventReport(ctx, rq)
@@ -401,19 +380,12 @@ func TestClientEventReport(t *testing.T) {
 		}
 	})
 	t.Run("role not returned", func(t *testing.T) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		peer := fakeAcceptor(t, l, nil)
+		pl := dicomnettest.ListenParrot(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a, err := dicomnet.Dial(ctx, l.Addr().String(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		<-peer
+		dialed := dial(ctx, pl.Addr, cfg)
+		pl.Accept().AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
+		a := (<-dialed).get(t)
 		if got := a.AcceptedContexts(); len(got) != 1 || !got[0].RequestorSCU || got[0].RequestorSCP {
 			t.Fatalf("accepted %+v, want the default SCU role", got)
 		}

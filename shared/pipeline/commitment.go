@@ -258,8 +258,8 @@ func CommitmentResultKey(requestKey, id string) string {
 	return root + CommitmentPrefix + commitmentResults + id + ".json"
 }
 
-// ProcessCommitmentRequest registers the request stored at key (under commitment/requests/) and moves it on
-// as far as it can now. It is idempotent: a redelivered key changes nothing. The same content under a
+// ProcessCommitmentRequest registers the request stored at key (under commitment/requests/), due at once:
+// RunCommitments moves it on. It is idempotent: a redelivered key changes nothing. The same content under a
 // Transaction UID already known is a retransmission (reported again, once the first report is done); other
 // content under it fails whole with 0131.
 func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) error {
@@ -315,8 +315,7 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 	}
 	p.log().Info("storage commitment requested", "association", req.AssociationID, "message_id", req.MessageID,
 		"instances", len(req.Refs), "duplicate_transaction", tx.DuplicateOf != "")
-	_, err = p.advance(ctx, tx.ID)
-	return err
+	return nil
 }
 
 func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (CommitmentRequest, error) {

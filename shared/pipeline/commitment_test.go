@@ -70,6 +70,7 @@ func (c *commitmentFixture) request(txn string, refs ...commitment.Ref) string {
 	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
 		c.t.Fatal(err)
 	}
+	c.at(0)
 	return k
 }
 

@@ -101,6 +101,9 @@ func TestEventsMatchSchemas(t *testing.T) {
 				if err := p.ProcessCommitmentRequest(ctx, r.Key()); err != nil {
 					t.Fatal(err)
 				}
+				if _, err := p.RunCommitments(ctx, p.Now()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			commit("1.2.826.0.1.3680043.10.9.1", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: c2 + ".1.1"})
 			commit("1.2.826.0.1.3680043.10.9.2", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1},

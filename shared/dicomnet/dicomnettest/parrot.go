@@ -223,3 +223,67 @@ func (p *Parrot) ExpectMessage() (*dimse.Command, []byte) {
 		}
 	}
 }
+
+// ParrotListener accepts connections on 127.0.0.1:0 as Parrots: the acceptor's side, scripted, for testing a
+// client.
+type ParrotListener struct {
+	tb   testing.TB
+	l    net.Listener
+	Addr string // host:port to dial
+}
+
+// ListenParrot listens on 127.0.0.1:0 until the test ends.
+func ListenParrot(tb testing.TB) *ParrotListener {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("parrot: listen: %v", err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	return &ParrotListener{tb: tb, l: l, Addr: l.Addr().String()}
+}
+
+// Accept waits up to 10 s for the next connection; nil (with the test failed) when none comes.
+func (pl *ParrotListener) Accept() *Parrot {
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan accepted, 1)
+	go func() {
+		c, err := pl.l.Accept()
+		ch <- accepted{c, err}
+	}()
+	select {
+	case a := <-ch:
+		if a.err != nil {
+			pl.tb.Errorf("parrot: accept: %v", a.err)
+			return nil
+		}
+		return NewParrot(pl.tb, a.c)
+	case <-time.After(10 * time.Second):
+		pl.tb.Errorf("parrot: no connection within 10s")
+		return nil
+	}
+}
+
+// AcceptAssociation reads an A-ASSOCIATE-RQ and accepts it: every proposed context with its first transfer
+// syntax, and each role selection item answered with answer(item) (nil leaves the item unanswered). It returns
+// the request.
+func (p *Parrot) AcceptAssociation(answer func(pdu.RoleSelection) *pdu.RoleSelection) *pdu.AssociateRQ {
+	p.tb.Helper()
+	rq := p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ)
+	ac := &pdu.AssociateAC{ProtocolVersion: pdu.ProtocolVersion, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
+		ApplicationContext: rq.ApplicationContext,
+		UserInformation:    pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4"}}
+	for _, pc := range rq.PresentationContexts {
+		ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
+	}
+	for _, r := range rq.UserInformation.RoleSelections {
+		if a := answer(r); a != nil {
+			ac.UserInformation.RoleSelections = append(ac.UserInformation.RoleSelections, *a)
+		}
+	}
+	p.SendPDU(ac)
+	return rq
+}

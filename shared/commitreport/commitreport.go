@@ -1,0 +1,164 @@
+// Package commitreport delivers Storage Commitment results to the AE that asked, as an N-EVENT-REPORT-RQ: on
+// that AE's own association while it is open and we hold the SCP role on it, otherwise on an association we
+// open to the address configured for its AE title, proposing the Push Model with SCP/SCU role selection SCU 0,
+// SCP 1 (PS3.4 J.3.3.1, PS3.7 D.3.3.4). A Reporter is the pipeline's CommitmentReporter.
+package commitreport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Peers maps a requesting AE title to the host:port its reports go to.
+type Peers map[string]string
+
+// ParsePeers reads `AE=host:port[,AE=host:port…]` (--commitment-peers, COMMITMENT_PEERS). Spaces around
+// entries are not significant; an AE title may appear once.
+func ParsePeers(spec string) (Peers, error) {
+	p := Peers{}
+	for i, raw := range strings.Split(spec, ",") {
+		entry := strings.TrimSpace(raw)
+		if entry == "" {
+			continue
+		}
+		ae, addr, ok := strings.Cut(entry, "=")
+		ae, addr = strings.TrimSpace(ae), strings.TrimSpace(addr)
+		if !ok {
+			return nil, fmt.Errorf("commitreport: entry %d %q: want AE=host:port", i+1, entry)
+		}
+		if err := accesscontrol.CheckAETitle(ae); err != nil {
+			return nil, fmt.Errorf("commitreport: entry %d %q: %w", i+1, entry, err)
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not host:port", i+1, entry, addr)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return nil, fmt.Errorf("commitreport: entry %d %q: port %q is not 1 to 65535", i+1, entry, port)
+		}
+		if _, dup := p[ae]; dup {
+			return nil, fmt.Errorf("commitreport: entry %d %q: AE title %s given twice", i+1, entry, ae)
+		}
+		p[ae] = addr
+	}
+	return p, nil
+}
+
+// String renders the peers as ParsePeers reads them, sorted by AE title.
+func (p Peers) String() string {
+	var out []string
+	for _, ae := range slices.Sorted(maps.Keys(p)) {
+		out = append(out, ae+"="+p[ae])
+	}
+	return strings.Join(out, ",")
+}
+
+// Reporter delivers results. The zero value reports nothing (no peers, no server); set what applies.
+type Reporter struct {
+	// Server is the SCP the requests came in on, when it runs in this process: the report goes on the
+	// requestor's association while that is open. Nil (the AWS function) always opens an association.
+	Server *dicomnet.Server
+	// Peers are the report addresses by requesting AE title.
+	Peers Peers
+	// AETitle is ours, the calling AE of the associations we open (the AE the PACS sent to).
+	AETitle string
+	// DialTimeout and ResponseTimeout bound connecting and each wait for the peer (defaults 10s and 30s).
+	DialTimeout, ResponseTimeout time.Duration
+	// Dial replaces the TCP dialer (tests).
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+}
+
+var _ pipeline.CommitmentReporter = (*Reporter)(nil)
+
+// ErrNoPeer: the requesting AE has no report address and its association is gone.
+var ErrNoPeer = errors.New("commitreport: no report address for the AE title")
+
+// CanReport reports whether results for ae can be delivered once its association is gone.
+func (r *Reporter) CanReport(ae string) bool {
+	_, ok := r.Peers[ae]
+	return ok
+}
+
+func (r *Reporter) log() *slog.Logger {
+	if r.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Logger
+}
+
+// Report implements pipeline.CommitmentReporter.
+func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (pipeline.CommitmentDelivery, error) {
+	res := rep.Result
+	ev := dicomnet.EventReport{
+		SOPClassUID: dicomuid.StorageCommitment, SOPInstanceUID: dicomuid.StorageCommitmentInstance, EventTypeID: res.EventTypeID(),
+		DataSet: func(ts string) ([]byte, error) { return commitment.AppendResult(nil, &res, ts) },
+	}
+	log := r.log().With("calling_ae", rep.CallingAE, "association", rep.AssociationID)
+	if r.Server != nil && rep.AssociationID != "" {
+		st, err := r.Server.SendEventReport(ctx, rep.AssociationID, ev)
+		switch {
+		case err == nil && !st.IsFailure():
+			return pipeline.CommitmentDelivery{SameAssociation: true}, nil
+		case err == nil:
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: the AE answered the report with %w", st)
+		case errors.Is(err, dicomnet.ErrNoAssociation), errors.Is(err, dicomnet.ErrRoleNotHeld), errors.Is(err, dicomnet.ErrAssociationEnded):
+			log.Debug("commitreport: not on the requestor's association", "reason", err)
+		default:
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report on the requestor's association: %w", err)
+		}
+	}
+	addr, ok := r.Peers[rep.CallingAE]
+	if !ok {
+		return pipeline.CommitmentDelivery{}, fmt.Errorf("%w %s", ErrNoPeer, rep.CallingAE)
+	}
+	cfg := dicomnet.ClientConfig{
+		CallingAE: r.AETitle, CalledAE: rep.CallingAE, Dial: r.Dial,
+		DialTimeout: durOr(r.DialTimeout, 10*time.Second), ResponseTimeout: durOr(r.ResponseTimeout, 30*time.Second),
+		ARTIMTimeout: 2 * time.Second,
+		Contexts: []dicomnet.ProposedContext{{AbstractSyntax: dicomuid.StorageCommitment,
+			TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian, dicomuid.ImplicitVRLittleEndian},
+			Roles:            &dicomnet.Roles{SCP: true}}},
+	}
+	a, err := dicomnet.Dial(ctx, addr, cfg)
+	if err != nil {
+		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w", rep.CallingAE, addr, err)
+	}
+	st, err := a.SendEventReport(ctx, ev)
+	if errors.Is(err, dicomnet.ErrRoleNotHeld) {
+		// The association is sound, only of no use: leave it politely.
+		return pipeline.CommitmentDelivery{}, errors.Join(fmt.Errorf("commitreport: %s turned down the SCP role: %w", rep.CallingAE, err), a.Release(ctx))
+	}
+	if err != nil {
+		return pipeline.CommitmentDelivery{}, errors.Join(fmt.Errorf("commitreport: report to %s: %w", rep.CallingAE, err), a.Abort())
+	}
+	if rerr := a.Release(ctx); rerr != nil {
+		log.Info("commitreport: release after the report", "err", rerr)
+	}
+	if st.IsFailure() {
+		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: %s answered the report with %w", rep.CallingAE, st)
+	}
+	log.Info("commitreport: result delivered on a new association", "event_type", res.EventTypeID())
+	return pipeline.CommitmentDelivery{}, nil
+}
+
+func durOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

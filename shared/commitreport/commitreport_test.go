@@ -1,0 +1,187 @@
+package commitreport_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+func TestParsePeers(t *testing.T) {
+	got, err := commitreport.ParsePeers(" PACS=10.1.2.3:104 , CT_2=pacs.example:11112,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(commitreport.Peers{"PACS": "10.1.2.3:104", "CT_2": "pacs.example:11112"}, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if got.String() != "CT_2=pacs.example:11112,PACS=10.1.2.3:104" {
+		t.Errorf("String() = %q", got.String())
+	}
+	if p, err := commitreport.ParsePeers(""); err != nil || len(p) != 0 {
+		t.Errorf("empty spec: %v, %v", p, err)
+	}
+	for _, bad := range []string{"PACS", "PACS=10.1.2.3", "=1.2.3.4:104", "WAY_TOO_LONG_AE_TITLE=h:1", "PACS=h:0", "PACS=h:70000",
+		"PACS=:104", "PACS=h:1,PACS=h:2", `BACK\SLASH=h:1`} {
+		if _, err := commitreport.ParsePeers(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+var result = commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.1",
+	Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}},
+	Failed:    []commitment.Failure{{Ref: commitment.Ref{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.2"}, Reason: commitment.ReasonNoSuchObjectInstance}}}
+
+type reported struct {
+	d   pipeline.CommitmentDelivery
+	err error
+}
+
+func report(r *commitreport.Reporter, associationID string) <-chan reported {
+	ch := make(chan reported, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		d, err := r.Report(ctx, pipeline.CommitmentReport{CallingAE: "PACS", AssociationID: associationID, Result: result})
+		ch <- reported{d, err}
+	}()
+	return ch
+}
+
+// expectReport reads the N-EVENT-REPORT-RQ a parrot receives, checks it carries the result, and answers st.
+func expectReport(t *testing.T, p *dicomnettest.Parrot, ctxID byte, st uint16) {
+	t.Helper()
+	cmd, ds := p.ExpectMessage()
+	if cmd.CommandField != dimse.NEventReportRQ || cmd.EventTypeID != commitment.EventFailures {
+		t.Fatalf("request %+v", cmd)
+	}
+	got, err := commitment.ParseResult(bytes.NewReader(ds), dicomuid.ExplicitVRLittleEndian)
+	if err != nil {
+		got, err = commitment.ParseResult(bytes.NewReader(ds), dicomuid.ImplicitVRLittleEndian)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(&result, got); d != "" {
+		t.Errorf("result (-want +got):\n%s", d)
+	}
+	p.SendMessage(ctxID, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: st}), nil)
+}
+
+type accept struct{}
+
+func (accept) ServeCommitment(_ context.Context, _ *dicomnet.CommitmentRequest, r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// TestReportOnTheRequestorsAssociation: while the requestor's association is open, the report goes there.
+func TestReportOnTheRequestorsAssociation(t *testing.T) {
+	ids := make(chan string, 1)
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+		if ev.Type == dicomnet.EventAccepted {
+			ids <- ev.Association.ID
+		}
+	})})
+	p := dicomnettest.DialParrot(t, srv.Addr)
+	rq := dicomnettest.AssociateRQ("PACS", "INGEST")
+	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5, AbstractSyntax: dicomuid.StorageCommitment,
+		TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}})
+	p.Associate(rq)
+	r := &commitreport.Reporter{Server: srv.Server, AETitle: "INGEST"}
+	done := report(r, <-ids)
+	expectReport(t, p, 5, dimse.StatusSuccess)
+	if got := <-done; got.err != nil || !got.d.SameAssociation {
+		t.Fatalf("Report = %+v, %v", got.d, got.err)
+	}
+}
+
+// TestReportOnANewAssociation: with the requestor's association gone the reporter associates with the
+// configured address, proposing the SCP role (SCU 0, SCP 1) for the Push Model, and releases after the
+// response. What the PACS refuses or cannot take is an error, to be retried.
+func TestReportOnANewAssociation(t *testing.T) {
+	scpRole := func(r pdu.RoleSelection) *pdu.RoleSelection {
+		if r.SOPClassUID != dicomuid.StorageCommitment || r.SCU != 0 || r.SCP != 1 {
+			t.Errorf("role selection proposed %+v, want SCU 0 SCP 1 for Storage Commitment", r)
+		}
+		return &r
+	}
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}})
+	t.Run("delivered", func(t *testing.T) {
+		pl := dicomnettest.ListenParrot(t)
+		r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		done := report(r, "gone-1")
+		p := pl.Accept()
+		if rq := p.AcceptAssociation(scpRole); rq.CallingAE != "INGEST" || rq.CalledAE != "PACS" {
+			t.Errorf("association from %q to %q", rq.CallingAE, rq.CalledAE)
+		}
+		expectReport(t, p, 1, dimse.StatusSuccess)
+		p.Expect(pdu.TypeReleaseRQ)
+		p.SendPDU(&pdu.ReleaseRP{})
+		if got := <-done; got.err != nil || got.d.SameAssociation {
+			t.Fatalf("Report = %+v, %v", got.d, got.err)
+		}
+	})
+	t.Run("refused by the PACS", func(t *testing.T) {
+		pl := dicomnettest.ListenParrot(t)
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		done := report(r, "")
+		p := pl.Accept()
+		p.AcceptAssociation(scpRole)
+		expectReport(t, p, 1, dimse.StatusProcessingFailure)
+		p.Expect(pdu.TypeReleaseRQ)
+		p.SendPDU(&pdu.ReleaseRP{})
+		var st dimse.Status
+		if got := <-done; !errors.As(got.err, &st) || st.Code != dimse.StatusProcessingFailure {
+			t.Fatalf("Report error %v, want the PACS's 0110", got.err)
+		}
+	})
+	t.Run("SCP role turned down", func(t *testing.T) {
+		pl := dicomnettest.ListenParrot(t)
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		done := report(r, "")
+		p := pl.Accept()
+		p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
+		p.Expect(pdu.TypeReleaseRQ)
+		p.SendPDU(&pdu.ReleaseRP{})
+		if got := <-done; !errors.Is(got.err, dicomnet.ErrRoleNotHeld) {
+			t.Fatalf("Report error %v, want ErrRoleNotHeld", got.err)
+		}
+	})
+	t.Run("peer unreachable", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": addr}, AETitle: "INGEST", DialTimeout: time.Second}
+		if got := <-report(r, ""); got.err == nil {
+			t.Fatal("reported to a closed port")
+		}
+	})
+	t.Run("no address", func(t *testing.T) {
+		r := &commitreport.Reporter{Server: srv.Server, AETitle: "INGEST"}
+		if got := <-report(r, "gone-2"); !errors.Is(got.err, commitreport.ErrNoPeer) {
+			t.Fatalf("Report error %v, want ErrNoPeer", got.err)
+		}
+		if r.CanReport("PACS") {
+			t.Error("CanReport without an address")
+		}
+	})
+}
