@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"time"
 )
 
@@ -52,7 +53,8 @@ type Stored struct {
 type Store interface {
 	Put(ctx context.Context, obj Object, part10 io.Reader) (Stored, error)
 	// PutRecord durably writes a small document (an association audit
-	// record) under key, which always starts with AuditPrefix. A record is
+	// record, a Storage Commitment request) under key, which always starts
+	// with one of RecordPrefixes. A record is
 	// never replaced: the same bytes again succeed (a retry), other bytes
 	// under an existing key fail.
 	PutRecord(ctx context.Context, key string, body []byte) error
@@ -66,7 +68,23 @@ const (
 	IncomingPrefix   = "incoming/"
 	AuditPrefix      = "audit/"
 	QuarantinePrefix = "quarantine/"
+	// CommitmentRequestsPrefix holds the Storage Commitment requests the SCP
+	// makes durable before it answers them.
+	CommitmentRequestsPrefix = "commitment/requests/"
 )
+
+// RecordPrefixes are where PutRecord writes.
+var RecordPrefixes = []string{AuditPrefix, CommitmentRequestsPrefix}
+
+// IsRecordKey reports whether key is under one of RecordPrefixes.
+func IsRecordKey(key string) bool {
+	for _, p := range RecordPrefixes {
+		if strings.HasPrefix(key, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // ErrUnavailable marks a store failure that is expected to be transient
 // (the backend is down or throttling): the SCP answers A700 and the sender

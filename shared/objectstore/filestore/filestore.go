@@ -486,12 +486,12 @@ func SyncDir(dir string) error { return vfs.SyncDir(dir) }
 // then (renameat2(RENAME_NOREPLACE), or a hard link where it is missing).
 func placeNoReplace(tmp, final string) (bool, error) { return vfs.OS().RenameNoReplace(tmp, final) }
 
-// PutRecord durably writes body at key (which must start with
-// objectstore.AuditPrefix). It never replaces a record: writing the same
+// PutRecord durably writes body at key (which must be under one of
+// objectstore.RecordPrefixes). It never replaces a record: writing the same
 // bytes again succeeds, other bytes under an existing key fail.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
-	if !strings.HasPrefix(key, objectstore.AuditPrefix) {
-		return fmt.Errorf("%w: record key %q outside %s", ErrInvalidKey, clip(key), objectstore.AuditPrefix)
+	if !objectstore.IsRecordKey(key) {
+		return fmt.Errorf("%w: record key %q outside %s", ErrInvalidKey, clip(key), strings.Join(objectstore.RecordPrefixes, " and "))
 	}
 	final, err := s.Path(key)
 	if err != nil {

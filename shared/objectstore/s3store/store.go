@@ -179,11 +179,11 @@ func (s *Store) sse() (types.ServerSideEncryption, *string) {
 func (s *Store) name(rel string) logname.Key { return s.opts.Names.Key(s.opts.Prefix + rel) }
 
 // PutRecord writes a small document (an association audit record) under
-// key, which must start with objectstore.AuditPrefix. It never overwrites:
+// key, which must be under one of objectstore.RecordPrefixes. It never overwrites:
 // writing the same bytes again is a no-op, different bytes an error.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
-	if !strings.HasPrefix(key, objectstore.AuditPrefix) || !safeKey(key) {
-		return fmt.Errorf("s3store: put record: key %q not under %s or not a plain key", key, objectstore.AuditPrefix)
+	if !objectstore.IsRecordKey(key) || !safeKey(key) {
+		return fmt.Errorf("s3store: put record: key %q not under %s or not a plain key", key, strings.Join(objectstore.RecordPrefixes, " or "))
 	}
 	start := time.Now()
 	full := s.opts.Prefix + key

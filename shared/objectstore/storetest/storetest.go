@@ -277,4 +277,15 @@ func testPutRecord(t *testing.T, h Harness) {
 	if err := st.PutRecord(ctx, "incoming/x.json", body); err == nil {
 		t.Error("PutRecord outside audit/ accepted")
 	}
+	// Storage Commitment requests are records too.
+	req := objectstore.CommitmentRequestsPrefix + "2026/11/27/storetest-1-1.json"
+	if err := st.PutRecord(ctx, req, body); err != nil {
+		t.Fatalf("PutRecord of a commitment request: %v", err)
+	}
+	if b, err := h.Read(t, req); err != nil || !bytes.Equal(b, body) {
+		t.Errorf("commitment request read back %q (%v)", b, err)
+	}
+	if err := st.PutRecord(ctx, "commitment/results/x.json", body); err == nil {
+		t.Error("PutRecord of a commitment result accepted: only the pipeline writes results")
+	}
 }
