@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/auditwriter"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/commitments"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/descriptors"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
@@ -26,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/taskprotection"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
@@ -128,6 +130,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		lm, err = local.Start(ctx, local.Config{
 			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, PortalListener: lns.portal, Webhooks: cfg.Webhooks,
 			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
+			CommitmentWait: cfg.CommitmentWait, CommitmentReportFor: cfg.CommitmentReportFor,
+			CommitmentQuarantined: cfg.CommitmentQuarantined,
 		})
 		if err != nil {
 			return startError{fmt.Errorf("start local mode: %w", err)}
@@ -180,10 +184,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	if err != nil {
 		return err
 	}
+	// Storage Commitment: requests are made durable here; in local mode the
+	// worker evaluates and reports them (on the requestor's association
+	// while it is open), in AWS the commitment function does.
+	reporter := &commitreport.Reporter{Peers: cfg.CommitmentPeers, AETitle: cfg.AETitle, Logger: log}
 	srv := &dicomnet.Server{
 		Addr:                      cfg.Listen,
 		AETitle:                   cfg.AETitle,
 		Handler:                   ingest.New(store, ingest.Options{Logger: log}),
+		Commitment:                &commitments.Handler{Store: store, CanReport: reporter.CanReport, Logger: log},
 		Accept:                    admit(cfg.CallingAEs, ready, log),
 		MaxAssociations:           cfg.MaxAssociations,
 		MaxAssociationsPerAE:      cfg.MaxAssociationsPerAE,
@@ -200,6 +209,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		ImplementationVersionName: version.ImplementationVersionName,
 		Logger:                    log,
 		Observer:                  observers,
+	}
+
+	if lm != nil {
+		reporter.Server = srv
+		lm.StartCommitments(reporter)
 	}
 
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -49,7 +49,11 @@ func (c *CommitmentStore) CreateCommitment(ctx context.Context, tx pipeline.Comm
 
 // GetCommitment implements pipeline.CommitmentStore.
 func (c *CommitmentStore) GetCommitment(ctx context.Context, id string) (pipeline.CommitmentTransaction, error) {
-	return getCommitment(ctx, c.b.q(), id)
+	q, err := c.b.q()
+	if err != nil {
+		return pipeline.CommitmentTransaction{}, err
+	}
+	return getCommitment(ctx, q, id)
 }
 
 func getCommitment(ctx context.Context, q querier, id string) (pipeline.CommitmentTransaction, error) {
@@ -124,7 +128,11 @@ func (c *CommitmentStore) StudyCommitments(ctx context.Context, studyUID string)
 }
 
 func (c *CommitmentStore) list(ctx context.Context, stmt string, args ...any) ([]pipeline.CommitmentTransaction, error) {
-	rows, err := c.b.q().QueryContext(ctx, stmt, args...)
+	q, err := c.b.q()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: commitments: %w", err)
 	}

@@ -164,7 +164,11 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 // Instances implements pipeline.IndexStore: the rows under the UID, which an
 // upsert writes in the transaction that counts them.
 func (s *IndexStore) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
-	rows, err := s.b.q().QueryContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
+	q, err := s.b.q()
+	if err != nil {
+		return nil, err
+	}
+	rows, err := q.QueryContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: instances: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
@@ -89,6 +90,15 @@ type Config struct {
 	AuditSpool      string
 	AuditSpoolMax   int
 
+	// Storage Commitment: where results go by requesting AE title; in
+	// local mode also the wait for instances in flight, how long a
+	// delivery is retried, and the AE titles whose quarantined instances
+	// count as committed.
+	CommitmentPeers       commitreport.Peers
+	CommitmentWait        time.Duration
+	CommitmentReportFor   time.Duration
+	CommitmentQuarantined map[string]bool
+
 	origins map[string]Origin // by flag name; absent: the default
 }
 
@@ -148,6 +158,10 @@ var settings = []Setting{
 	{"audit-syslog-key", "SCP_AUDIT_SYSLOG_KEY", "", "PEM file of the private key of --audit-syslog-cert"},
 	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
+	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]`; a request from an AE title not listed is refused (0124)"},
+	{"commitment-wait", "SCP_COMMITMENT_WAIT", "300s", "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
+	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", "1h", "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
+	{"commitment-quarantined-committed", "SCP_COMMITMENT_QUARANTINED_COMMITTED", "", "local mode, Storage Commitment: calling AE titles (comma-separated) whose quarantined instances count as committed; by default they fail (0110)"},
 }
 
 // value is a string flag that, for boolean settings, may be given bare
@@ -345,6 +359,23 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	if c.StagingDir != "" && !strings.HasPrefix(c.Store, "s3://") {
 		errs = append(errs, fmt.Errorf("%s: stages uploads to an s3:// store; %s is %q", named("staging"), named("store"), c.Store))
+	}
+	if peers, err := commitreport.ParsePeers(get("commitment-peers")); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", named("commitment-peers"), err))
+	} else {
+		c.CommitmentPeers = peers
+	}
+	c.CommitmentWait = duration("commitment-wait")
+	c.CommitmentReportFor = duration("commitment-report-for")
+	c.CommitmentQuarantined = map[string]bool{}
+	for _, ae := range strings.Split(get("commitment-quarantined-committed"), ",") {
+		if ae = strings.TrimSpace(ae); ae == "" {
+			continue
+		}
+		if err := accesscontrol.CheckAETitle(ae); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", named("commitment-quarantined-committed"), ae, err))
+		}
+		c.CommitmentQuarantined[ae] = true
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
 		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", named("s3-part-size"), get("s3-part-size")))

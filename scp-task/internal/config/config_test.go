@@ -60,6 +60,10 @@ func TestErrors(t *testing.T) {
 		{"bad duration", []string{"--drain-timeout", "-1s"}, nil, "not a positive duration"},
 		{"small part", []string{"--s3-part-size", "1000"}, nil, "at least 5242880"},
 		{"tiny pdu", []string{"--max-pdu-length", "100"}, nil, "between 4096"},
+		{"commitment peer without port", []string{"--commitment-peers", "PACS=10.0.0.1"}, nil, "--commitment-peers"},
+		{"commitment peer twice", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=h:1,PACS=h:2"}, "given twice"},
+		{"commitment wait", []string{"--commitment-wait", "0s"}, nil, "--commitment-wait"},
+		{"commitment quarantined AE", []string{"--commitment-quarantined-committed", "A,WAY_TOO_LONG_AE_TITLE"}, nil, "--commitment-quarantined-committed"},
 		{"bad webhook", []string{"--webhook", "ftp://x"}, nil, "not an http(s) URL"},
 		{"stray arg", []string{"extra"}, nil, `unexpected argument "extra"`},
 		{"local with store", []string{"--local", "--store", "s3://b/p"}, nil, "local mode keeps objects under --data-dir"},
@@ -205,5 +209,17 @@ func TestStaging(t *testing.T) {
 	want[vfs.OpSync] = time.Millisecond
 	if c.StagingDir != "/mnt/staging" || c.StagingLatency != want || c.StagingMaxBacklog != 8<<30 || c.StagingMaxAge != 15*time.Minute {
 		t.Errorf("staging settings %q %v %d %v", c.StagingDir, c.StagingLatency, c.StagingMaxBacklog, c.StagingMaxAge)
+	}
+}
+
+func TestCommitmentSettings(t *testing.T) {
+	c, err := Load([]string{"--commitment-peers", "PACS=10.0.0.1:104, CT=pacs.local:4242", "--commitment-quarantined-committed", "PACS"},
+		env(map[string]string{"SCP_COMMITMENT_WAIT": "90s"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CommitmentPeers.String() != "CT=pacs.local:4242,PACS=10.0.0.1:104" || c.CommitmentWait != 90*time.Second ||
+		c.CommitmentReportFor != time.Hour || !c.CommitmentQuarantined["PACS"] || c.CommitmentQuarantined["CT"] {
+		t.Errorf("%+v", c)
 	}
 }

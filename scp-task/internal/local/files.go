@@ -42,6 +42,7 @@ type files struct {
 var (
 	_ pipeline.ObjectReader = (*files)(nil)
 	_ pipeline.ObjectWriter = (*txFiles)(nil)
+	_ pipeline.ObjectLister = (*files)(nil)
 )
 
 // path maps a key to its file, refusing anything that could leave root.
@@ -108,6 +109,22 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 	info.Metadata = md
 	info.ETag = md["sha256"]
 	return info, nil
+}
+
+// Exists reports whether key is stored, without Head's checksum.
+func (f *files) Exists(_ context.Context, key string) (bool, error) {
+	p, err := f.path(key)
+	if err != nil {
+		return false, err
+	}
+	switch _, err := os.Stat(p); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	default:
+		return false, fmt.Errorf("local: %w", err)
+	}
 }
 
 // rebuildMetadata derives what it can from the stored file when the SCP's
@@ -268,4 +285,24 @@ func (w *txFiles) Copy(ctx context.Context, src, dst string, metadata map[string
 		md[k] = v
 	}
 	return w.tx.RecordCopy(ctx, src, dst, md, time.Now())
+}
+
+// resultFiles is the commitment worker's ObjectWriter: it writes the
+// results of Storage Commitment transactions and nothing else.
+type resultFiles struct{ *files }
+
+// commitmentResults is where results go.
+const commitmentResults = pipeline.CommitmentPrefix + "results/"
+
+// Put writes a result document.
+func (w resultFiles) Put(_ context.Context, key string, body []byte, _ string, _ map[string]string) error {
+	if !strings.HasPrefix(key, commitmentResults) {
+		return fmt.Errorf("local: put %s: the commitment worker writes only under %s", key, commitmentResults)
+	}
+	return w.writeFile(key, strings.NewReader(string(body)))
+}
+
+// Copy is refused: the commitment worker copies nothing.
+func (w resultFiles) Copy(_ context.Context, _, dst string, _ map[string]string) error {
+	return fmt.Errorf("local: copy to %s: the commitment worker copies nothing", dst)
 }

@@ -92,6 +92,14 @@ type Config struct {
 	// before any record is processed, so the first time the feed is on it
 	// starts exactly where the trail ends.
 	AuditFeed bool
+
+	// Storage Commitment: how long named instances may be in flight (0:
+	// pipeline.DefaultCommitmentWait), how long a delivery is retried (0:
+	// pipeline.DefaultCommitmentReportFor), and the calling AE titles
+	// whose quarantined instances count as committed.
+	CommitmentWait        time.Duration
+	CommitmentReportFor   time.Duration
+	CommitmentQuarantined map[string]bool
 }
 
 // Local is a running local mode.
@@ -104,12 +112,14 @@ type Local struct {
 	counters *counters
 	pub      *localstore.Publisher
 	queue    *workQueue
+	commit   chan struct{} // wakes the commitment worker
 	crash    string
 
 	lock   *dataDirLock
 	ln     net.Listener
 	http   *http.Server
 	cancel context.CancelFunc
+	runCtx context.Context // ends at Shutdown
 	wg     sync.WaitGroup
 	once   sync.Once
 
@@ -186,7 +196,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	}
 
 	run, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	l.cancel = cancel
+	l.cancel, l.runCtx = cancel, run
 	go l.queue.closeOnDone(run)
 	for range cfg.Workers {
 		l.goRun(func() { l.worker(run) })
@@ -251,6 +261,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 		files:    &files{root: objDir, db: db},
 		counters: newCounters(time.Now),
 		queue:    newWorkQueue(),
+		commit:   make(chan struct{}, 1),
 		crash:    os.Getenv(CrashEnv),
 	}
 	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
@@ -464,14 +475,68 @@ func absent(err error) bool {
 }
 
 func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
+	p := l.settings()
+	p.Objects, p.Writer = l.files, &txFiles{files: l.files, tx: tx}
+	p.Audit, p.Index, p.Events, p.Commitments = tx.AuditStore(), tx.IndexStore(), tx.Outbox(), tx.CommitmentStore()
+	p.Logger = l.cfg.Logger.With("component", "pipeline")
+	return p
+}
+
+// settings is a pipeline with local mode's settings and no ports.
+func (l *Local) settings() *pipeline.Pipeline {
 	return &pipeline.Pipeline{
-		Objects: l.files, Writer: &txFiles{files: l.files, tx: tx},
-		Audit: tx.AuditStore(), Index: tx.IndexStore(), Events: tx.Outbox(),
-		Logger:        l.cfg.Logger.With("component", "pipeline"),
-		Names:         l.cfg.Names,
-		QuietPeriod:   l.cfg.QuietPeriod,
-		PatientData:   l.cfg.PatientData,
-		AuditSourceID: "dicom-ingest-local",
+		QuietPeriod: l.cfg.QuietPeriod, PatientData: l.cfg.PatientData, AuditSourceID: "dicom-ingest-local", Names: l.cfg.Names,
+		CommitmentWait: l.cfg.CommitmentWait, CommitmentReportFor: l.cfg.CommitmentReportFor,
+		QuarantinedCommitted: l.quarantinedCommitted,
+	}
+}
+
+func (l *Local) quarantinedCommitted(ae string) bool { return l.cfg.CommitmentQuarantined[ae] }
+
+// StartCommitments starts the Storage Commitment worker, which evaluates
+// the requests the SCP made durable and delivers their results with r. It
+// is started once the SCP exists, since r reports on its associations.
+//
+// The worker runs outside the hand-off's transactions: a delivery waits on
+// the network, and the database must not be held meanwhile. Each step of a
+// transaction is its own write, leased in the commitment table, audited
+// and announced idempotently, so a crash repeats a step, never loses one.
+func (l *Local) StartCommitments(r pipeline.CommitmentReporter) {
+	l.goRun(func() { l.committer(l.runCtx, r) })
+}
+
+func (l *Local) wakeCommitter() {
+	select {
+	case l.commit <- struct{}{}:
+	default:
+	}
+}
+
+// committer moves due commitment transactions on: at once when a request
+// arrives, and every half second for those waiting for instances or for a
+// retry.
+func (l *Local) committer(ctx context.Context, r pipeline.CommitmentReporter) {
+	p := l.settings()
+	p.Objects, p.Writer = l.files, resultFiles{l.files}
+	p.Audit, p.Index, p.Events = l.db.AuditStore(), l.db.IndexStore(), l.db.Outbox(l.cfg.Webhooks)
+	p.Commitments, p.Reporter = l.db.CommitmentStore(), r
+	p.Logger = l.cfg.Logger.With("component", "commitment")
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n, err := p.RunCommitments(ctx, time.Now())
+		if err != nil && ctx.Err() == nil {
+			l.log.Warn("storage commitment", "err", err)
+		}
+		if n > 0 {
+			l.pub.Notify()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.commit:
+		case <-t.C:
+		}
 	}
 }
 
@@ -483,6 +548,12 @@ func (l *Local) process(ctx context.Context, key string, committed func(error)) 
 		p := l.pipeline(tx)
 		result := "audit"
 		switch {
+		case strings.HasPrefix(key, pipeline.CommitmentRequestsPrefix):
+			result = "commitment"
+			if err := p.ProcessCommitmentRequest(ctx, key); err != nil {
+				return err
+			}
+			defer l.wakeCommitter()
 		case strings.HasPrefix(key, pipeline.AuditPrefix):
 			if err := p.ProcessAuditRecord(ctx, key); err != nil {
 				return err

@@ -1,0 +1,325 @@
+package interop
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+const scStudy = "1.2.826.0.1.3680043.10.7700"
+
+// scInstances are three CT instances of one study.
+func scInstances() []pipelinetest.Instance {
+	var out []pipelinetest.Instance
+	for i := 1; i <= 3; i++ {
+		out = append(out, pipelinetest.Instance{StudyUID: scStudy, SeriesUID: scStudy + ".1", SOPUID: fmt.Sprintf("%s.1.%d", scStudy, i),
+			PatientID: "PID-SC", PatientName: "Commit^Test", Rows: 16, Columns: 16, SourceAE: "ORTHANC"})
+	}
+	return out
+}
+
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type loggedEvent struct {
+	DetailType string          `json:"detail-type"`
+	Time       time.Time       `json:"time"`
+	Detail     json.RawMessage `json:"detail"`
+}
+
+// eventsLog reads the local mode's event log.
+func eventsLog(t *testing.T, dataDir string) []loggedEvent {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dataDir, "events.log"))
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []loggedEvent
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 4<<20)
+	for sc.Scan() {
+		var e loggedEvent
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("events.log: %v", err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// awaitEvent polls the event log until an event of the type satisfying ok is there.
+func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, ok func(json.RawMessage) bool) loggedEvent {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		for _, e := range eventsLog(t, dataDir) {
+			if e.DetailType == detailType && ok(e.Detail) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q event within %v", detailType, within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestStorageCommitmentWithOrthanc: Orthanc, as the site's PACS, sends a study to scp-task --local by
+// C-STORE and asks for Storage Commitment through its REST API. Orthanc releases the association right after
+// the N-ACTION-RSP, so the report comes on an association scp-task opens to it (SCP role): Success for the
+// study, announced within seconds as Study Received completed by commitment although the quiet period is ten
+// minutes; a request naming an instance never sent gets Failure, reason 0112 (274), once the wait is over.
+func TestStorageCommitmentWithOrthanc(t *testing.T) {
+	orthanc.Require(t)
+	scpPort := freeTCPPort(t)
+	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
+	dataDir := t.TempDir()
+	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
+		"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--listen", "127.0.0.1:" + strconv.Itoa(scpPort),
+		"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--commitment-peers", "ORTHANC=" + pacs.DICOMAddr,
+		"--quiet-period", "10m", "--commitment-wait", "5s",
+	}})
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("scp-task logs:\n%s", scp.Logs())
+		}
+	})
+	var ids []string
+	var refs []orthanc.Instance
+	for _, in := range scInstances() {
+		ids = append(ids, pacs.Upload(t, in.Build()))
+		refs = append(refs, orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID})
+	}
+	pacs.Store(t, "ingest", ids...)
+
+	asked := time.Now()
+	txn := pacs.RequestCommitment(t, "ingest", refs...)
+	got := pacs.AwaitCommitment(t, txn, 30*time.Second)
+	if got.Status != "Success" || len(got.Success) != 3 || len(got.Failures) != 0 || got.RemoteAET != "INGEST" {
+		t.Fatalf("commitment %+v, want Success for the 3 instances from INGEST", got)
+	}
+	var study pipeline.StudyDetailEvent
+	awaitEvent(t, dataDir, pipeline.DetailTypeStudyReceived, 10*time.Second, func(d json.RawMessage) bool {
+		return json.Unmarshal(d, &study) == nil && study.StudyInstanceUID == scStudy
+	})
+	if study.Completion != pipeline.CompletionStorageCommitment || study.InstanceCount != 3 {
+		t.Errorf("Study Received %+v, want 3 instances completed by storage commitment", study)
+	}
+	t.Logf("Study Received %v after the commitment request", time.Since(asked).Round(time.Millisecond))
+
+	never := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.99"}
+	txn2 := pacs.RequestCommitment(t, "ingest", refs[0], never)
+	got = pacs.AwaitCommitment(t, txn2, 30*time.Second)
+	if got.Status != "Failure" || len(got.Success) != 1 || got.Success[0] != refs[0] ||
+		len(got.Failures) != 1 || got.Failures[0].Instance != never || got.Failures[0].FailureReason != 0x0112 {
+		t.Fatalf("commitment %+v, want Failure with %s failed 274 (0112)", got, never.SOPInstanceUID)
+	}
+
+	// Both transactions are announced, the event log written by the outbox behind them.
+	awaitEvent(t, dataDir, pipeline.DetailTypeCommitmentCompleted, 10*time.Second, func(d json.RawMessage) bool {
+		var c pipeline.CommitmentCompletedDetail
+		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn2
+	})
+	var done []pipeline.CommitmentCompletedDetail
+	for _, e := range eventsLog(t, dataDir) {
+		if e.DetailType == pipeline.DetailTypeCommitmentCompleted {
+			var d pipeline.CommitmentCompletedDetail
+			if err := json.Unmarshal(e.Detail, &d); err != nil {
+				t.Fatal(err)
+			}
+			done = append(done, d)
+		}
+	}
+	if len(done) != 2 || done[0].TransactionUID != txn || done[0].Outcome != "committed" || !done[0].Report.Delivered ||
+		done[0].Report.Association != "new" || done[1].Outcome != "failures" || !slices.Equal(done[1].Studies, []string{scStudy}) ||
+		len(done[1].Failures) != 1 || done[1].Failures[0].FailureReason != "0112" {
+		t.Errorf("Storage Commitment Completed events %+v", done)
+	}
+}
+
+// scAssociateRQ proposes Storage Commitment (5) besides Verification and CT, from calling.
+func scAssociateRQ(calling string) *pdu.AssociateRQ {
+	rq := dicomnettest.AssociateRQ(calling, "INGEST")
+	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5,
+		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})
+	return rq
+}
+
+func nAction(t *testing.T, p *dicomnettest.Parrot, msgID uint16, req *commitment.Request) *dimse.Command {
+	t.Helper()
+	ds, err := commitment.AppendRequest(nil, req, dicomuid.ImplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.SendMessage(5, dimse.NewNActionRQ(msgID, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), ds)
+	return p.ExpectCommand()
+}
+
+// TestStorageCommitmentRawPDU drives scp-task --local's Storage Commitment with a scripted peer for what a PACS
+// like Orthanc never does: keep its association open for the report, send a request that is not one, name a
+// class we do not store, and be unreachable for the report.
+func TestStorageCommitmentRawPDU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts scp-task")
+	}
+	report := dicomnettest.ListenParrot(t)
+	closed := freeTCPPort(t) // nothing listens there
+	dataDir := t.TempDir()
+	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
+		"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--ae-title", "INGEST",
+		"--calling-aes", "PACS,UNREACHABLE,NOADDRESS",
+		"--commitment-peers", "PACS=" + report.Addr + ",UNREACHABLE=127.0.0.1:" + strconv.Itoa(closed),
+		"--quiet-period", "10m", "--commitment-wait", "2s", "--commitment-report-for", "3s",
+	}})
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("scp-task logs:\n%s", scp.Logs())
+		}
+	})
+	txn := func(n int) string { return fmt.Sprintf("1.2.826.0.1.3680043.10.7701.%d", n) }
+
+	t.Run("report on the open association, unknown class failed 0122", func(t *testing.T) {
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(scAssociateRQ("PACS"))
+		req := &commitment.Request{TransactionUID: txn(1), Refs: []commitment.Ref{{SOPClassUID: "1.2.840.10008.5.1.4.31", SOPInstanceUID: "1.2.3.4.5"}}}
+		if rsp := nAction(t, p, 1, req); rsp.CommandField != dimse.NActionRSP || rsp.Status != dimse.StatusSuccess {
+			t.Fatalf("N-ACTION-RSP %+v", rsp)
+		}
+		p.Timeout = 15 * time.Second
+		cmd, ds := p.ExpectMessage()
+		if cmd.CommandField != dimse.NEventReportRQ || cmd.EventTypeID != commitment.EventFailures {
+			t.Fatalf("request on the open association %+v", cmd)
+		}
+		res, err := commitment.ParseResult(bytes.NewReader(ds), dicomuid.ImplicitVRLittleEndian)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TransactionUID != txn(1) || len(res.Failed) != 1 || res.Failed[0].Reason != commitment.ReasonSOPClassNotSupported {
+			t.Errorf("result %+v, want the instance failed 0122", res)
+		}
+		p.SendMessage(5, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		awaitEvent(t, dataDir, pipeline.DetailTypeCommitmentCompleted, 10*time.Second, func(d json.RawMessage) bool {
+			var c pipeline.CommitmentCompletedDetail
+			return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn(1) && c.Report.Association == "same"
+		})
+	})
+
+	t.Run("not a request", func(t *testing.T) {
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(scAssociateRQ("PACS"))
+		if rsp := nAction(t, p, 1, &commitment.Request{TransactionUID: txn(2)}); rsp.Status != dimse.StatusInvalidArgumentValue {
+			t.Errorf("empty Referenced SOP Sequence: N-ACTION-RSP %+v, want 0115", rsp)
+		}
+		p.SendMessage(5, dimse.NewNActionRQ(2, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), []byte{0x08, 0x00, 0x95})
+		if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusInvalidArgumentValue {
+			t.Errorf("a data set cut short: N-ACTION-RSP %+v, want 0115", rsp)
+		}
+		p.SendMessage(5, dimse.NewNActionRQ(3, "1.2.840.10008.5.1.4.31", dicomuid.StorageCommitmentInstance, 1), []byte{})
+		if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusNoSuchSOPClass {
+			t.Errorf("another requested class: N-ACTION-RSP %+v, want 0118", rsp)
+		}
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		q := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		q.Associate(scAssociateRQ("NOADDRESS"))
+		req := &commitment.Request{TransactionUID: txn(3), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.5"}}}
+		if rsp := nAction(t, q, 1, req); rsp.Status != dimse.StatusNotAuthorized {
+			t.Errorf("an AE title without a report address: N-ACTION-RSP %+v, want 0124", rsp)
+		}
+	})
+
+	t.Run("association closed before the report", func(t *testing.T) {
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(scAssociateRQ("PACS"))
+		req := &commitment.Request{TransactionUID: txn(4), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.6"}}}
+		if rsp := nAction(t, p, 1, req); rsp.Status != dimse.StatusSuccess {
+			t.Fatalf("N-ACTION-RSP %+v", rsp)
+		}
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		peer := report.Accept()
+		if peer == nil {
+			t.FailNow()
+		}
+		rq := peer.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection {
+			if r.SCU != 0 || r.SCP != 1 {
+				t.Errorf("role selection %+v, want SCU 0 SCP 1", r)
+			}
+			return &r
+		})
+		if rq.CallingAE != "INGEST" || rq.CalledAE != "PACS" {
+			t.Errorf("report association from %q to %q", rq.CallingAE, rq.CalledAE)
+		}
+		cmd, ds := peer.ExpectMessage()
+		res, err := commitment.ParseResult(bytes.NewReader(ds), rq.PresentationContexts[0].TransferSyntaxes[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.TransactionUID != txn(4) || len(res.Failed) != 1 || res.Failed[0].Reason != commitment.ReasonNoSuchObjectInstance {
+			t.Errorf("result %+v, want the instance never sent failed 0112", res)
+		}
+		peer.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+		peer.Expect(pdu.TypeReleaseRQ)
+		peer.SendPDU(&pdu.ReleaseRP{})
+	})
+
+	t.Run("report peer unreachable", func(t *testing.T) {
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(scAssociateRQ("UNREACHABLE"))
+		req := &commitment.Request{TransactionUID: txn(5), Refs: []commitment.Ref{{SOPClassUID: "1.2.840.10008.5.1.4.31", SOPInstanceUID: "1.2.3.4.7"}}}
+		if rsp := nAction(t, p, 1, req); rsp.Status != dimse.StatusSuccess {
+			t.Fatalf("N-ACTION-RSP %+v", rsp)
+		}
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		// Retried until --commitment-report-for, then given up: announced as not delivered and logged for the alarm.
+		var c pipeline.CommitmentCompletedDetail
+		awaitEvent(t, dataDir, pipeline.DetailTypeCommitmentCompleted, 30*time.Second, func(d json.RawMessage) bool {
+			return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn(5)
+		})
+		if c.Report.Delivered || c.Report.Attempts < 1 {
+			t.Errorf("report %+v, want undelivered", c.Report)
+		}
+		undeliverable := false
+		for _, e := range scp.LogEntries() {
+			if e["msg"] == "storage commitment report undeliverable" && e["level"] == "ERROR" {
+				undeliverable = true
+			}
+		}
+		if !undeliverable {
+			t.Error("no error logged for the undeliverable report")
+		}
+	})
+}
