@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -35,6 +37,12 @@ import (
 //	                    digest of their key; see logname)
 //	DICOM_INGEST_LOG_KEY the key itself, instead of the secret (tests); with
 //	                    neither, names hold only within one cold start
+//	AE_TITLE            commitment: our AE title, calling the requesting AEs
+//	COMMITMENT_PEERS    commitment: AE=host:port,… (where results go)
+//	COMMITMENT_WAIT_SECONDS  commitment: instances in flight (default 300)
+//	COMMITMENT_REPORT_MINUTES commitment: delivery retried (default 60)
+//	COMMITMENT_QUARANTINED_COMMITTED commitment: AE titles whose
+//	                    quarantined instances count as committed
 //
 // Endpoints follow the SDK's own variables (AWS_ENDPOINT_URL_S3, ...).
 type Config struct {
@@ -44,6 +52,13 @@ type Config struct {
 	PathStyle                                bool
 	// LogKey and LogKeySecretARN: the log-name key, or where it is.
 	LogKey, LogKeySecretARN string
+
+	// Storage Commitment (the commitment function).
+	AETitle               string
+	CommitmentPeers       commitreport.Peers
+	CommitmentWait        time.Duration
+	CommitmentReportFor   time.Duration
+	CommitmentQuarantined map[string]bool
 }
 
 // ConfigFromEnv reads and checks Config; need lists the variables the
@@ -73,6 +88,9 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 		}
 		c.QuietPeriod = time.Duration(n) * time.Second
 	}
+	if err := c.commitmentFromEnv(getenv); err != nil {
+		return c, err
+	}
 	p, err := pipeline.ParsePatientDataPolicy(getenv("EVENT_PATIENT_DATA"))
 	if err != nil {
 		return c, fmt.Errorf("lambdaio: EVENT_PATIENT_DATA: %w", err)
@@ -81,20 +99,74 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	return c, nil
 }
 
-// NewPipeline builds the AWS clients once (at init) and wires the
-// pipeline's ports to them.
-func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
-	awsCfg, err := config.LoadDefaultConfig(ctx)
+// commitmentFromEnv reads the commitment function's settings.
+func (c *Config) commitmentFromEnv(getenv func(string) string) error {
+	c.AETitle = getenv("AE_TITLE")
+	peers, err := commitreport.ParsePeers(getenv("COMMITMENT_PEERS"))
 	if err != nil {
-		return nil, fmt.Errorf("lambdaio: aws config: %w", err)
+		return fmt.Errorf("lambdaio: COMMITMENT_PEERS: %w", err)
 	}
-	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
+	c.CommitmentPeers = peers
+	c.CommitmentWait, c.CommitmentReportFor = pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor
+	for _, v := range []struct {
+		name string
+		unit time.Duration
+		dst  *time.Duration
+	}{{"COMMITMENT_WAIT_SECONDS", time.Second, &c.CommitmentWait}, {"COMMITMENT_REPORT_MINUTES", time.Minute, &c.CommitmentReportFor}} {
+		if s := getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("lambdaio: %s %q: want a positive integer", v.name, s)
+			}
+			*v.dst = time.Duration(n) * v.unit
+		}
+	}
+	c.CommitmentQuarantined = map[string]bool{}
+	for _, ae := range strings.Split(getenv("COMMITMENT_QUARANTINED_COMMITTED"), ",") {
+		if ae = strings.TrimSpace(ae); ae != "" {
+			c.CommitmentQuarantined[ae] = true
+		}
+	}
+	return nil
+}
+
+// NewCommitment wires the commitment function: the pipeline with the index
+// (instances, studies), the audit trail, the commitment transactions in the
+// index table and a reporter that opens associations to the sites' PACS.
+func NewCommitment(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
+	p, ddb, err := newIndexed(ctx, c, log)
 	if err != nil {
 		return nil, err
 	}
+	p.Commitments = &awsadapters.CommitmentTable{Client: ddb, Table: c.IndexTable}
+	p.Reporter = &commitreport.Reporter{Peers: c.CommitmentPeers, AETitle: c.AETitle, Logger: log}
+	p.CommitmentWait, p.CommitmentReportFor = c.CommitmentWait, c.CommitmentReportFor
+	quarantined := c.CommitmentQuarantined
+	p.QuarantinedCommitted = func(ae string) bool { return quarantined[ae] }
+	return p, nil
+}
+
+// NewPipeline builds the AWS clients once (at init) and wires the
+// pipeline's ports to them.
+func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
+	p, _, err := newIndexed(ctx, c, log)
+	return p, err
+}
+
+// newIndexed is NewPipeline, with the DynamoDB client for what else lives
+// in the index table.
+func newIndexed(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client, error) {
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
+	}
+	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
+	if err != nil {
+		return nil, nil, err
+	}
 	p, ddb := newPipeline(awsCfg, c, names, log)
 	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable}
-	return p, nil
+	return p, ddb, nil
 }
 
 // newPipeline wires the ports every function uses (objects, audit,

@@ -127,3 +127,83 @@ func (h *ScheduleHandler) Handle(ctx context.Context, _ json.RawMessage) (map[st
 	}
 	return map[string]int{"announced": n}, nil
 }
+
+// CommitmentHandler is the commitment function's handler. It is invoked by
+// SQS with S3 notifications of requests under commitment/requests/ (each
+// registered through Requests), and every minute by the schedule. Either
+// way it then moves due transactions on (Run) for as long as some are
+// pending (Pending) within the invocation, every Poll: a request waiting
+// for instances still being indexed is reported seconds after they are,
+// not a minute later. It stops Margin before the invocation's deadline.
+type CommitmentHandler struct {
+	Requests *ObjectHandler
+	Run      func(ctx context.Context, now time.Time) (int, error)
+	// Pending reports whether a transaction not done is due before t.
+	Pending func(ctx context.Context, before time.Time) (bool, error)
+	Poll    time.Duration // default 2s
+	Margin  time.Duration // default 10s
+	Logger  *slog.Logger
+}
+
+// Handle implements the Lambda handler for both triggers.
+func (h *CommitmentHandler) Handle(ctx context.Context, raw json.RawMessage) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	var probe struct {
+		Records []struct {
+			EventSource string `json:"eventSource"`
+		} `json:"Records"`
+	}
+	if err := json.Unmarshal(raw, &probe); err == nil && len(probe.Records) > 0 && probe.Records[0].EventSource == "aws:sqs" {
+		var ev events.SQSEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return resp, fmt.Errorf("lambdaio: SQS event: %w", err)
+		}
+		if resp, err = h.Requests.Handle(ctx, ev); err != nil {
+			return resp, err
+		}
+	}
+	return resp, h.drive(ctx)
+}
+
+// drive runs due transactions until none is pending within the time left.
+func (h *CommitmentHandler) drive(ctx context.Context) error {
+	poll, margin := h.Poll, h.Margin
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	if margin <= 0 {
+		margin = 10 * time.Second
+	}
+	end := time.Now().Add(50 * time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		end = d.Add(-margin)
+	}
+	finished := 0
+	for {
+		n, err := h.Run(ctx, time.Now())
+		finished += n
+		if err != nil {
+			return fmt.Errorf("lambdaio: storage commitment: %w", err)
+		}
+		next := time.Now().Add(poll)
+		if next.After(end) {
+			break
+		}
+		pending, err := h.Pending(ctx, end)
+		if err != nil {
+			return fmt.Errorf("lambdaio: storage commitment: %w", err)
+		}
+		if !pending {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(poll):
+		}
+	}
+	if h.Logger != nil {
+		h.Logger.Info("storage commitment transactions finished", "count", finished)
+	}
+	return nil
+}

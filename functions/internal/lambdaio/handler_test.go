@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -163,12 +164,19 @@ func TestConfigFromEnv(t *testing.T) {
 		want    Config
 		wantErr bool
 	}{
-		{"defaults", map[string]string{"BUCKET": "b"}, Config{Bucket: "b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone}, false},
-		{"quiet period seconds", map[string]string{"BUCKET": "b", "QUIET_PERIOD_SECONDS": "90", "EVENT_PATIENT_DATA": "id"}, Config{Bucket: "b", QuietPeriod: 90 * time.Second, PatientData: pipeline.PatientDataID}, false},
-		{"quiet period duration", map[string]string{"BUCKET": "b", "QUIET_PERIOD": "2m"}, Config{Bucket: "b", QuietPeriod: 2 * time.Minute, PatientData: pipeline.PatientDataNone}, false},
+		{"defaults", map[string]string{"BUCKET": "b"}, withCommitment(Config{Bucket: "b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone}), false},
+		{"quiet period seconds", map[string]string{"BUCKET": "b", "QUIET_PERIOD_SECONDS": "90", "EVENT_PATIENT_DATA": "id"}, withCommitment(Config{Bucket: "b", QuietPeriod: 90 * time.Second, PatientData: pipeline.PatientDataID}), false},
+		{"quiet period duration", map[string]string{"BUCKET": "b", "QUIET_PERIOD": "2m"}, withCommitment(Config{Bucket: "b", QuietPeriod: 2 * time.Minute, PatientData: pipeline.PatientDataNone}), false},
+		{"commitment", map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "PACS=10.1.0.5:104", "COMMITMENT_WAIT_SECONDS": "60",
+			"COMMITMENT_REPORT_MINUTES": "15", "COMMITMENT_QUARANTINED_COMMITTED": "PACS"},
+			Config{Bucket: "b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone, AETitle: "INGEST",
+				CommitmentPeers: commitreport.Peers{"PACS": "10.1.0.5:104"}, CommitmentWait: time.Minute, CommitmentReportFor: 15 * time.Minute,
+				CommitmentQuarantined: map[string]bool{"PACS": true}}, false},
 		{"missing bucket", map[string]string{}, Config{}, true},
 		{"bad quiet period", map[string]string{"BUCKET": "b", "QUIET_PERIOD": "soon"}, Config{}, true},
 		{"bad policy", map[string]string{"BUCKET": "b", "EVENT_PATIENT_DATA": "all"}, Config{}, true},
+		{"bad peers", map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": "PACS"}, Config{}, true},
+		{"bad wait", map[string]string{"BUCKET": "b", "COMMITMENT_WAIT_SECONDS": "-1"}, Config{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,5 +190,52 @@ func TestConfigFromEnv(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// withCommitment adds the commitment defaults.
+func withCommitment(c Config) Config {
+	c.CommitmentPeers, c.CommitmentQuarantined = commitreport.Peers{}, map[string]bool{}
+	c.CommitmentWait, c.CommitmentReportFor = pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor
+	return c
+}
+
+// TestCommitmentHandler: an SQS batch registers its requests, the schedule does not; either way due
+// transactions are then run every Poll while some are pending, and no longer.
+func TestCommitmentHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		payload  any
+		wantKeys int
+	}{
+		{"sqs", loadSQS(t), 2},
+		{"schedule", events.EventBridgeEvent{Source: "aws.events", DetailType: "Scheduled Event", Detail: json.RawMessage(`{}`)}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var keys, runs int
+			h := &CommitmentHandler{
+				Requests: &ObjectHandler{Process: func(context.Context, string) error { keys++; return nil }},
+				Run:      func(context.Context, time.Time) (int, error) { runs++; return 1, nil },
+				Pending:  func(context.Context, time.Time) (bool, error) { return runs < 3, nil },
+				Poll:     time.Millisecond,
+			}
+			raw, err := json.Marshal(tc.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if _, err := h.Handle(ctx, raw); err != nil {
+				t.Fatal(err)
+			}
+			if keys != tc.wantKeys || runs != 3 {
+				t.Errorf("%d requests registered and %d runs, want %d and 3", keys, runs, tc.wantKeys)
+			}
+		})
+	}
+	h := &CommitmentHandler{Requests: &ObjectHandler{}, Run: func(context.Context, time.Time) (int, error) { return 0, errors.New("table gone") },
+		Pending: func(context.Context, time.Time) (bool, error) { return true, nil }}
+	if _, err := h.Handle(context.Background(), json.RawMessage(`{}`)); err == nil {
+		t.Error("a failing run was not reported")
 	}
 }
