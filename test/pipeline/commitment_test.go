@@ -1,0 +1,145 @@
+package pipelinee2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+// TestStorageCommitmentThroughFunctions is Storage Commitment the AWS way, on one machine: Orthanc sends a
+// study to scp-task storing into S3 and asks for commitment; scp-task makes the request durable under
+// site-a/commitment/requests/ before answering; the validate function indexes the instances and the
+// commitment function, under the runtime emulator on dynalite, evaluates the request and reports to Orthanc on
+// an association of its own (in AWS, through the site's VPN). Orthanc shows Success, the study is announced
+// at once as completed by commitment, and an instance never sent fails with 0112 once the wait is over.
+func TestStorageCommitmentThroughFunctions(t *testing.T) {
+	orthanc.Require(t)
+	srv := s3test.NewServer(t, bucket)
+	e := newEnvS3(t, "10m", srv.URL)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scpPort := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
+	e.startFunction(e.rie, "commitment", "commitment", "AE_TITLE=INGEST", "COMMITMENT_PEERS=ORTHANC="+pacs.DICOMAddr,
+		"COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1")
+	scptest.Start(t, scptest.Options{
+		NoStore: true,
+		Args: []string{"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--store", "s3://" + bucket + "/site-a", "--s3-path-style",
+			"--listen", "127.0.0.1:" + strconv.Itoa(scpPort), "--commitment-peers", "ORTHANC=" + pacs.DICOMAddr},
+		Env: s3test.Env(t, srv.URL),
+	})
+	const studyUID = "1.2.826.0.1.3680043.10.7710"
+	var ids []string
+	var refs []orthanc.Instance
+	for i := 1; i <= 3; i++ {
+		in := pt.Instance{StudyUID: studyUID, SeriesUID: studyUID + ".1", SOPUID: fmt.Sprintf("%s.1.%d", studyUID, i),
+			PatientID: "PID-SC", PatientName: "Commit^Cloud", Rows: 16, Columns: 16, SourceAE: "ORTHANC"}
+		ids = append(ids, pacs.Upload(t, in.Build()))
+		refs = append(refs, orthanc.Instance{SOPClassUID: pt.CTStorage, SOPInstanceUID: in.SOPUID})
+	}
+	pacs.Store(t, "ingest", ids...)
+	// S3 would notify the validate queue; feed the function the same messages.
+	var bodies []string
+	for _, k := range keysUnder(t, srv, "site-a/incoming/", 3) {
+		bodies = append(bodies, s3Notification(k, 1))
+	}
+	e.invokeBatch(t, "validate", sqsEvent(bodies...))
+
+	// The requests, as the commitment queue would deliver them.
+	commit := func(refs ...orthanc.Instance) string {
+		t.Helper()
+		before := keysUnder(t, srv, "site-a/commitment/requests/", -1)
+		txn := pacs.RequestCommitment(t, "ingest", refs...)
+		after := keysUnder(t, srv, "site-a/commitment/requests/", len(before)+1)
+		for _, k := range after {
+			if !slices.Contains(before, k) {
+				e.invokeBatch(t, "commitment", sqsEvent(s3Notification(k, 1)))
+			}
+		}
+		return txn
+	}
+	asked := time.Now()
+	txn := commit(refs...)
+	got := pacs.AwaitCommitment(t, txn, 30*time.Second)
+	if got.Status != "Success" || len(got.Success) != 3 || got.RemoteAET != "INGEST" {
+		t.Fatalf("commitment %+v, want Success for the 3 instances", got)
+	}
+	var announced *pipeline.StudyDetailEvent
+	for _, ev := range e.events.all() {
+		var d pipeline.StudyDetailEvent
+		if ev.DetailType == pipeline.DetailTypeStudyReceived && json.Unmarshal([]byte(ev.Detail), &d) == nil && d.StudyInstanceUID == studyUID {
+			announced = &d
+		}
+	}
+	if announced == nil || announced.Completion != pipeline.CompletionStorageCommitment || announced.InstanceCount != 3 {
+		t.Fatalf("Study Received %+v, want the study completed by storage commitment", announced)
+	}
+	t.Logf("reported and announced %v after the request", time.Since(asked).Round(time.Millisecond))
+
+	never := orthanc.Instance{SOPClassUID: pt.CTStorage, SOPInstanceUID: studyUID + ".1.99"}
+	txn2 := commit(refs[0], never)
+	got = pacs.AwaitCommitment(t, txn2, 30*time.Second)
+	if got.Status != "Failure" || len(got.Failures) != 1 || got.Failures[0].Instance != never || got.Failures[0].FailureReason != 0x0112 {
+		t.Fatalf("commitment %+v, want Failure with the instance never sent failed 274", got)
+	}
+	var outcomes []string
+	for _, ev := range e.events.all() {
+		var d pipeline.CommitmentCompletedDetail
+		if ev.DetailType == pipeline.DetailTypeCommitmentCompleted && json.Unmarshal([]byte(ev.Detail), &d) == nil {
+			outcomes = append(outcomes, d.Outcome)
+			if !d.Report.Delivered || d.Report.Association != "new" || !strings.HasPrefix(d.ResultURI, "s3://"+bucket+"/site-a/commitment/results/") {
+				t.Errorf("Storage Commitment Completed %+v", d)
+			}
+		}
+	}
+	if !slices.Equal(outcomes, []string{"committed", "failures"}) {
+		t.Errorf("Storage Commitment Completed outcomes %v", outcomes)
+	}
+	page, err := e.audit.Query(context.Background(), pipeline.AuditQuery{CallingAE: "ORTHANC", Outcome: "commitment-reported"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 2 {
+		t.Errorf("%d commitment-reported audit records, want 2", len(page.Records))
+	}
+}
+
+// keysUnder waits until at least want keys are under prefix (want < 0: no wait) and returns them.
+func keysUnder(t *testing.T, srv *s3test.Server, prefix string, want int) []string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		all, err := srv.Keys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, k := range all {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, k)
+			}
+		}
+		if len(out) >= want || time.Now().After(deadline) {
+			if len(out) < want {
+				t.Fatalf("%d keys under %s, want %d", len(out), prefix, want)
+			}
+			return out
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
