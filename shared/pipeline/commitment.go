@@ -571,10 +571,23 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 	return v, nil
 }
 
+// ObjectLister is what an ObjectReader may offer when Head costs more than knowing that an object is there
+// (the local files, which hash an object on Head when the SCP did not).
+type ObjectLister interface {
+	Exists(ctx context.Context, key string) (bool, error)
+}
+
 // stored reports whether the object is in the store.
 func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
 	if key == "" {
 		return false, nil
+	}
+	if l, ok := p.Objects.(ObjectLister); ok {
+		found, err := l.Exists(ctx, key)
+		if err != nil {
+			return false, fmt.Errorf("pipeline: commitment: look for object: %w", err)
+		}
+		return found, nil
 	}
 	_, err := p.Objects.Head(ctx, key)
 	switch {
