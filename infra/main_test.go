@@ -20,7 +20,7 @@ import (
 // network, credentials or Docker.
 func TestRun(t *testing.T) {
 	fns := t.TempDir()
-	for _, name := range []string{"validate", "audit", "notify"} {
+	for _, name := range stack.FunctionNames {
 		if err := os.MkdirAll(filepath.Join(fns, name), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -57,13 +57,25 @@ type Config struct {
 	// LogRetentionDays for every log group (a CloudWatch Logs retention value).
 	LogRetentionDays int `json:"logRetentionDays,omitempty"`
 
-	Dicom    Dicom    `json:"dicom"`
-	Scp      Scp      `json:"scp"`
-	Vpn      Vpn      `json:"vpn"`
-	Sites    []Site   `json:"sites"`
-	Storage  Storage  `json:"storage"`
-	Pipeline Pipeline `json:"pipeline"`
-	Audit    Audit    `json:"audit"`
+	Dicom      Dicom      `json:"dicom"`
+	Scp        Scp        `json:"scp"`
+	Vpn        Vpn        `json:"vpn"`
+	Sites      []Site     `json:"sites"`
+	Storage    Storage    `json:"storage"`
+	Pipeline   Pipeline   `json:"pipeline"`
+	Audit      Audit      `json:"audit"`
+	Commitment Commitment `json:"commitment"`
+}
+
+// Commitment tunes Storage Commitment (the commitment function).
+type Commitment struct {
+	// WaitSeconds is how long instances named in a request may still be in
+	// flight before they fail with 0112 (60..3600, default 300).
+	WaitSeconds int `json:"waitSeconds,omitempty"`
+	// ReportMinutes is how long delivering a result to the PACS is retried,
+	// with backoff, before it is given up and the alarm raised (5..1440,
+	// default 60).
+	ReportMinutes int `json:"reportMinutes,omitempty"`
 }
 
 // Dicom is the DICOM endpoint the sites see.
@@ -170,6 +182,19 @@ type Site struct {
 	// certificate: the SCP admits it only over TLS, with a certificate (from
 	// dicom.tls's client CA) whose subject CN or a DNS SAN is this name.
 	CertificateName string `json:"certificateName,omitempty"`
+	// Pacs is where the site's PACS takes Storage Commitment results: an
+	// address in one of Cidrs and the port of its DICOM listener. Without
+	// it the site's commitment requests are refused (0124).
+	Pacs *Pacs `json:"pacs,omitempty"`
+	// QuarantinedCommitted counts the site's quarantined instances as
+	// committed (their objects are kept); by default they fail (0110).
+	QuarantinedCommitted bool `json:"quarantinedCommitted,omitempty"`
+}
+
+// Pacs is a site PACS's DICOM listener, reached through the VPN.
+type Pacs struct {
+	Host string `json:"host"`
+	Port int    `json:"port"`
 }
 
 // Storage configures the DICOM bucket.
@@ -240,6 +265,31 @@ func (c *Config) CallingAEs() string {
 		}
 	}
 	return strings.Join(entries, ",")
+}
+
+// CommitmentPeers renders where Storage Commitment results go
+// (SCP_COMMITMENT_PEERS, COMMITMENT_PEERS): `AE=host:port` for each site
+// with a PACS address.
+func (c *Config) CommitmentPeers() string {
+	var entries []string
+	for _, s := range c.Sites {
+		if s.Pacs != nil {
+			entries = append(entries, fmt.Sprintf("%s=%s:%d", s.CallingAETitle, s.Pacs.Host, s.Pacs.Port))
+		}
+	}
+	return strings.Join(entries, ",")
+}
+
+// QuarantinedCommitted lists the AE titles of the sites whose quarantined
+// instances count as committed (COMMITMENT_QUARANTINED_COMMITTED).
+func (c *Config) QuarantinedCommitted() string {
+	var aes []string
+	for _, s := range c.Sites {
+		if s.QuarantinedCommitted {
+			aes = append(aes, s.CallingAETitle)
+		}
+	}
+	return strings.Join(aes, ",")
 }
 
 // SourceCidrs lists every site CIDR in config order (the only sources the
@@ -351,4 +401,6 @@ func (c *Config) applyDefaults() {
 	def(&c.Pipeline.MaxReceiveCount, 5)
 	def(&c.Pipeline.BackupRetentionDays, 35)
 	c.Audit.applyDefaults()
+	def(&c.Commitment.WaitSeconds, 300)
+	def(&c.Commitment.ReportMinutes, 60)
 }

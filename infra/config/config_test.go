@@ -134,6 +134,13 @@ func TestParseValidation(t *testing.T) {
 		{"no CA files", func(c *Config) { withTLS(c); c.Dicom.TLS.ClientCaFile, c.Dicom.TLS.ServerCaFile = "", "" },
 			[]string{"dicom.tls.clientCaFile: is required", "dicom.tls.serverCaFile: is required"}},
 		{"# in an AE title", func(c *Config) { c.Sites[0].CallingAETitle = "A#B" }, []string{"reserves"}},
+		{"pacs in the site", func(c *Config) { c.Sites[0].Pacs = &Pacs{Host: "192.168.1.20", Port: 104} }, nil},
+		{"pacs outside the site", func(c *Config) { c.Sites[0].Pacs = &Pacs{Host: "192.168.2.20", Port: 104} },
+			[]string{"sites[0].pacs.host: 192.168.2.20 is in none of the site's cidrs"}},
+		{"pacs by name", func(c *Config) { c.Sites[0].Pacs = &Pacs{Host: "pacs.hospital", Port: 104} }, []string{`sites[0].pacs.host: "pacs.hospital" is not an IPv4 address`}},
+		{"pacs port", func(c *Config) { c.Sites[0].Pacs = &Pacs{Host: "192.168.1.20", Port: 0} }, []string{"sites[0].pacs.port: 0 is not a TCP port"}},
+		{"commitment wait", func(c *Config) { c.Commitment.WaitSeconds = 30 }, []string{"commitment.waitSeconds: 30 is outside 60..3600"}},
+		{"commitment report", func(c *Config) { c.Commitment.ReportMinutes = 3000 }, []string{"commitment.reportMinutes: 3000 is outside 5..1440"}},
 		{"all problems at once", func(c *Config) {
 			c.Account = "x"
 			c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQRS"
@@ -296,4 +303,23 @@ func FuzzParse(f *testing.F) {
 		}
 		_ = c.CallingAEs()
 	})
+}
+
+func TestCommitmentSettings(t *testing.T) {
+	c := valid()
+	c.Sites[0].Pacs = &Pacs{Host: "192.168.1.20", Port: 104}
+	c.Sites[1].Pacs, c.Sites[1].QuarantinedCommitted = &Pacs{Host: "192.168.2.9", Port: 4242}, true
+	got, err := Parse(marshal(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := got.CommitmentPeers(); p != "A_PACS=192.168.1.20:104,B_PACS=192.168.2.9:4242" {
+		t.Errorf("CommitmentPeers() = %q", p)
+	}
+	if q := got.QuarantinedCommitted(); q != "B_PACS" {
+		t.Errorf("QuarantinedCommitted() = %q", q)
+	}
+	if got.Commitment.WaitSeconds != 300 || got.Commitment.ReportMinutes != 60 {
+		t.Errorf("commitment defaults %+v", got.Commitment)
+	}
 }

@@ -204,6 +204,13 @@ func (c *Config) Validate() error {
 	}
 
 	c.validateAudit(&p, vpc, vpcOK)
+	// Storage Commitment.
+	if w := c.Commitment.WaitSeconds; w < 60 || w > 3600 {
+		p.addf("commitment.waitSeconds", "%d is outside 60..3600", w)
+	}
+	if m := c.Commitment.ReportMinutes; m < 5 || m > 1440 {
+		p.addf("commitment.reportMinutes", "%d is outside 5..1440", m)
+	}
 
 	if len(p) == 0 {
 		return nil
@@ -288,6 +295,22 @@ func (c *Config) validateSites(p *problems, vpc netip.Prefix, vpcOK bool) {
 		}
 		if s.Routing == RoutingStatic && (s.BgpAsn < 1 || s.BgpAsn > 4294967294) {
 			p.addf(f+".bgpAsn", "%d is outside 1..4294967294", s.BgpAsn)
+		}
+		if s.Pacs != nil {
+			pf := f + ".pacs"
+			ip, err := netip.ParseAddr(s.Pacs.Host)
+			switch {
+			case err != nil || !ip.Is4():
+				p.addf(pf+".host", "%q is not an IPv4 address (the PACS's address as the VPN carries it)", s.Pacs.Host)
+			case !slices.ContainsFunc(s.Cidrs, func(cidr string) bool {
+				pr, err := netip.ParsePrefix(cidr)
+				return err == nil && pr.Contains(ip)
+			}):
+				p.addf(pf+".host", "%s is in none of the site's cidrs: Storage Commitment reports could not reach it through the VPN", ip)
+			}
+			if s.Pacs.Port < 1 || s.Pacs.Port > 65535 {
+				p.addf(pf+".port", "%d is not a TCP port", s.Pacs.Port)
+			}
 		}
 		if n := len(s.TunnelInsideCidrs); n != 0 && n != 2 {
 			p.addf(f+".tunnelInsideCidrs", "give both tunnels' CIDRs or none, got %d", n)

@@ -24,6 +24,9 @@ type EnvConfig struct {
 	// TLS is DICOM over TLS, when the environment offers it.
 	TLS   *TLSConfig
 	Sites []SiteConfig
+	// CommitmentWaitSeconds is how long instances named in a Storage
+	// Commitment request may still be in flight before they fail.
+	CommitmentWaitSeconds int
 }
 
 // TLSConfig is the environment's DICOM-over-TLS endpoint.
@@ -51,6 +54,12 @@ type SiteConfig struct {
 	// CertificateName binds the site's AE title to its TLS client
 	// certificate's subject CN or DNS SAN; empty when it is not bound.
 	CertificateName string
+	// PacsHost and PacsPort are where Storage Commitment results go (no
+	// host: the site cannot ask for commitment); QuarantinedCommitted counts
+	// its quarantined instances as committed.
+	PacsHost             string
+	PacsPort             int
+	QuarantinedCommitted bool
 }
 
 // FromConfig extracts the kit's input from a validated environment config.
@@ -61,17 +70,23 @@ func FromConfig(c *config.Config) EnvConfig {
 		DicomPort:     c.Dicom.Port,
 		CalledAETitle: c.Dicom.AETitle,
 		VpcCIDR:       c.VpcCidr,
+
+		CommitmentWaitSeconds: c.Commitment.WaitSeconds,
 	}
 	if t := c.Dicom.TLS; t != nil {
 		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}
 	}
 	for _, s := range c.Sites {
 		sc := SiteConfig{
-			Name:              s.Name,
-			AETitle:           s.CallingAETitle,
-			CustomerGatewayIP: s.CustomerGatewayIP,
-			CIDRs:             append([]string(nil), s.Cidrs...),
-			CertificateName:   s.CertificateName,
+			Name:                 s.Name,
+			AETitle:              s.CallingAETitle,
+			CustomerGatewayIP:    s.CustomerGatewayIP,
+			CIDRs:                append([]string(nil), s.Cidrs...),
+			CertificateName:      s.CertificateName,
+			QuarantinedCommitted: s.QuarantinedCommitted,
+		}
+		if s.Pacs != nil {
+			sc.PacsHost, sc.PacsPort = s.Pacs.Host, s.Pacs.Port
 		}
 		if s.Routing == config.RoutingBGP {
 			sc.BGPASN = s.BgpAsn

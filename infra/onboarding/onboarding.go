@@ -120,6 +120,13 @@ type Kit struct {
 	TLS *KitTLS
 	// Plain reports whether the plain DICOM port is open.
 	Plain bool
+	// Storage Commitment: the PACS's listener for our reports (empty host:
+	// the site cannot ask for commitment), how long instances in flight are
+	// waited for, and whether quarantined instances count as committed.
+	PacsHost              string
+	PacsPort              int
+	CommitmentWaitSeconds int
+	QuarantinedCommitted  bool
 }
 
 // KitTLS is what a site needs for DICOM over TLS.
@@ -194,6 +201,9 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		IKEProposals:      IKEProposals,
 		ESPProposals:      ESPProposals,
 		BGPASN:            site.BGPASN,
+
+		PacsHost: site.PacsHost, PacsPort: site.PacsPort,
+		CommitmentWaitSeconds: env.CommitmentWaitSeconds, QuarantinedCommitted: site.QuarantinedCommitted,
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort

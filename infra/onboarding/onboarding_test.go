@@ -180,6 +180,8 @@ func TestKitContent(t *testing.T) {
 		"echoscu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104",
 		"storescu -v -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 104 test.dcm",
 		"## Troubleshooting", "allow TCP from 192.168.10.0/24, 192.168.11.0/24 to 10.20.1.10, 10.20.2.10 port 104",
+		"| 4 | 10.20.0.0/16 | the PACS `192.168.10.20` | TCP 104 | Storage Commitment results",
+		"calling AE `DICOM_INGEST`, called AE `EXAMPLE_PACS`, proposing the class with SCU/SCP role selection SCU 0, SCP 1",
 	} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("README.md lacks %q", want)

@@ -251,8 +251,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	out.TLSListener, out.TLSTargetGroup = tlsListener, tlsTG
 
 	// Task role: put objects under incoming/ and audit/ (multipart uploads
-	// included), read back only those prefixes, and use the bucket's key
-	// through S3, nothing else.
+	// included) and Storage Commitment requests under commitment/requests/,
+	// read back only those prefixes, and use the bucket's key through S3,
+	// nothing else.
 	taskRole := awsiam.NewRole(self, jsii.String("TaskRole"), &awsiam.RoleProps{
 		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
 		Description: jsii.String("scp-task: write DICOM objects and association audit records"),
@@ -264,6 +265,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		Resources: jsii.Strings(
 			*bucket.ArnForObjects(jsii.String(PrefixIncoming + "*")),
 			*bucket.ArnForObjects(jsii.String(PrefixAudit + "*")),
+			*bucket.ArnForObjects(jsii.String(PrefixCommitmentRequests + "*")),
 		),
 	}))
 	// The S3 store HEADs a key that answered 412 to tell an identical
@@ -275,6 +277,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		Resources: jsii.Strings(
 			*bucket.ArnForObjects(jsii.String(PrefixIncoming + "*")),
 			*bucket.ArnForObjects(jsii.String(PrefixAudit + "*")),
+			*bucket.ArnForObjects(jsii.String(PrefixCommitmentRequests + "*")),
 		),
 	}))
 	// HeadBucket (readiness; and a missing key reads 404, not 403) and
@@ -330,6 +333,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		"SCP_S3_KMS_KEY":       key.KeyArn(),
 		"SCP_MAX_ASSOCIATIONS": jsii.String(strconv.Itoa(c.Scp.MaxAssociations)),
 		"SCP_PROXY_PROTOCOL":   jsii.String(strconv.FormatBool(c.ProxyProtocolEnabled())),
+		// Storage Commitment requests are taken from the sites that have a
+		// report address (the commitment function reports to it).
+		"SCP_COMMITMENT_PEERS": jsii.String(c.CommitmentPeers()),
 		// Finish draining before Fargate's SIGKILL at the stop timeout.
 		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", max(1, c.Scp.StopTimeoutSeconds-10))),
 		"AWS_REGION":        jsii.String(c.Region),

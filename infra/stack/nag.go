@@ -97,8 +97,9 @@ func suppress(s *IngestStack) {
 		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN, the public client CA " +
 			"certificates); its secrets, the log-name key and the TLS certificate and key, come from Secrets Manager through the container's secrets, not the environment"})
 	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
-		reason:    "Objects are written under generated keys below the incoming/ and audit/ prefixes; the wildcard is limited to those prefixes",
-		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*"}},
+		reason: "Objects are written under generated keys below the incoming/, audit/ and commitment/requests/ prefixes; the wildcard is limited to those prefixes",
+		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*",
+			"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/" + PrefixCommitmentRequests + "*"}},
 		nagRule{id: "AwsSolutions-IAM5",
 			reason: "ecs:UpdateTaskProtection, for the task to protect itself from scale-in while it holds associations (through the ECS agent, " +
 				"with the task role); task ARNs are known only at run time, so the wildcard is limited to the tasks of this service's cluster",
@@ -110,11 +111,12 @@ func suppress(s *IngestStack) {
 	p := s.Pipeline
 	suppressOn(p.BusDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the event bus's dead-letter queue"})
 	suppressOn(p.NotifyDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the notify schedule target"})
+	suppressOn(p.CommitmentScheduleDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the commitment schedule target"})
 	bucketArn := "<" + s.logicalID(s.Storage.Bucket) + ".Arn>"
 	for name, fn := range p.Functions {
 		suppressOn(fn,
 			nagRule{id: "HIPAA.Security-LambdaDLQ", reason: "Invoked through SQS event source mappings whose queues have redrive dead-letter queues " +
-				"(notify: through a schedule rule target with its own DLQ); an asynchronous-invocation DLQ would never receive anything"},
+				"(notify, and commitment's schedule: through schedule rule targets with their own DLQs); an asynchronous-invocation DLQ would never receive anything"},
 			nagRule{id: "AwsSolutions-IAM4", reason: "AWSLambdaBasicExecutionRole and AWSLambdaVPCAccessExecutionRole are the AWS-maintained minimal policies for logging and VPC ENIs",
 				appliesTo: []string{
 					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
@@ -129,6 +131,8 @@ func suppress(s *IngestStack) {
 					"Resource::" + bucketArn + "/" + PrefixAudit + "*",
 					"Resource::" + bucketArn + "/" + PrefixQuarantine + "*",
 					"Resource::" + bucketArn + "/" + PrefixMetadata + "*",
+					"Resource::" + bucketArn + "/" + PrefixCommitmentRequests + "*",
+					"Resource::" + bucketArn + "/" + PrefixCommitmentResults + "*",
 					"Resource::<" + s.logicalID(p.AuditTable) + ".Arn>/index/*",
 					"Resource::<" + s.logicalID(p.IndexTable) + ".Arn>/index/*",
 				}},
@@ -158,9 +162,11 @@ func suppress(s *IngestStack) {
 
 	// The deploy-time look-up of S3's prefix list (CDK's AwsCustomResource)
 	// and the singleton function CDK runs it with.
-	suppressOn(s.Network.S3PrefixListLookup, nagRule{id: "AwsSolutions-IAM5",
-		reason:    "ec2:DescribeManagedPrefixLists supports no resource-level permissions; it is the only action granted",
-		appliesTo: []string{"Resource::*"}})
+	for _, lookup := range []constructs.IConstruct{s.Network.S3PrefixListLookup, s.Network.DynamoDBPrefixListLookup} {
+		suppressOn(lookup, nagRule{id: "AwsSolutions-IAM5",
+			reason:    "ec2:DescribeManagedPrefixLists supports no resource-level permissions; it is the only action granted",
+			appliesTo: []string{"Resource::*"}})
+	}
 	if fn := s.Stack.Node().TryFindChild(jsii.String(awsCustomResourceSingletonID)); fn != nil {
 		suppressOn(fn,
 			nagRule{id: "AwsSolutions-IAM4", reason: "CDK-provided handler run by CloudFormation at deploy time; it uses the AWS-maintained basic execution policy",

@@ -37,7 +37,11 @@ type Network struct {
 	S3PrefixList awsec2.IPeer
 	// S3PrefixListLookup is the deploy-time look-up behind S3PrefixList.
 	S3PrefixListLookup customresources.AwsCustomResource
-	FlowLogGroup       awslogs.LogGroup
+	// DynamoDBPrefixList is DynamoDB's, for the same purpose (the
+	// commitment function's egress).
+	DynamoDBPrefixList       awsec2.IPeer
+	DynamoDBPrefixListLookup customresources.AwsCustomResource
+	FlowLogGroup             awslogs.LogGroup
 }
 
 // interfaceEndpoints are the services the tasks and functions reach without
@@ -123,9 +127,12 @@ func NewNetwork(scope constructs.Construct, id string, props *NetworkProps) *Net
 		})
 	}
 	s3List := managedPrefixList(self, "S3PrefixList", "com.amazonaws."+c.Region+".s3")
+	ddbList := managedPrefixList(self, "DynamoDBPrefixList", "com.amazonaws."+c.Region+".dynamodb")
 	return &Network{Construct: self, Vpc: vpc, Subnets: subnets, EndpointSecurityGroup: endpointSG,
 		S3PrefixList: awsec2.Peer_PrefixList(s3List.GetResponseField(jsii.String("PrefixLists.0.PrefixListId"))), S3PrefixListLookup: s3List,
-		FlowLogGroup: flowLogs}
+		DynamoDBPrefixList:       awsec2.Peer_PrefixList(ddbList.GetResponseField(jsii.String("PrefixLists.0.PrefixListId"))),
+		DynamoDBPrefixListLookup: ddbList,
+		FlowLogGroup:             flowLogs}
 }
 
 // managedPrefixList looks up an AWS-managed prefix list by name at deploy

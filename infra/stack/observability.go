@@ -97,6 +97,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		}
 	}{
 		{"NotifyDlqNotEmpty", "Failed scheduled notify invocations", p.NotifyDlq},
+		{"CommitmentScheduleDlqNotEmpty", "Failed scheduled commitment invocations", p.CommitmentScheduleDlq},
 		{"BusDlqNotEmpty", "Events the bus could not deliver to a subscriber", p.BusDlq},
 	} {
 		alarm(d.id, d.q.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")}), 0, gt, 1, d.desc)
@@ -111,6 +112,12 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		alarm(name+"Throttles", fn.MetricThrottles(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")}),
 			0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
 	}
+
+	// Storage Commitment: a result the site's PACS never took (unreachable
+	// through the VPN, refusing our association or the report) until
+	// commitment.reportMinutes passed.
+	alarm("CommitmentUndeliverable", p.CommitmentUndeliverable, 0, gt, 1,
+		"Storage Commitment results given up on: a site PACS could not be reached or refused the report (see docs/operations/alarms.md)")
 
 	var feedMetrics []awscloudwatch.IMetric
 	if p.AuditFeed != nil {

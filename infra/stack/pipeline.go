@@ -6,6 +6,7 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
@@ -29,13 +30,19 @@ const EventSource = "dicom.ingest"
 
 // Function names: functions/<name> built into <FunctionsDir>/<name>/bootstrap.
 const (
-	FnValidate = "validate"
-	FnAudit    = "audit"
-	FnNotify   = "notify"
+	FnValidate   = "validate"
+	FnAudit      = "audit"
+	FnNotify     = "notify"
+	FnCommitment = "commitment"
 )
 
 // FunctionNames lists the Lambda functions in creation order.
-var FunctionNames = []string{FnValidate, FnAudit, FnNotify}
+var FunctionNames = []string{FnValidate, FnAudit, FnNotify, FnCommitment}
+
+// MetricCommitmentUndeliverable counts Storage Commitment results given up
+// on (the commitment function's log line, by metric filter), in
+// MetricsNamespace with the dimension Environment.
+const MetricCommitmentUndeliverable = "CommitmentReportsUndeliverable"
 
 // PipelineProps configures NewPipeline.
 type PipelineProps struct {
@@ -57,17 +64,24 @@ type Queue struct {
 type Pipeline struct {
 	constructs.Construct
 	// Queues by function name (notify has none: it runs on a schedule and
-	// its failed invocations go to NotifyDlq).
-	Queues      map[string]*Queue
-	NotifyDlq   awssqs.Queue
-	Functions   map[string]awslambda.Function
-	AuditTable  awsdynamodb.Table
-	IndexTable  awsdynamodb.Table
-	Bus         awsevents.EventBus
-	BusDlq      awssqs.Queue
-	Archive     awsevents.Archive
-	BackupPlan  awsbackup.BackupPlan
-	FunctionsSG awsec2.SecurityGroup
+	// its failed invocations go to NotifyDlq; commitment's scheduled ones
+	// go to CommitmentScheduleDlq).
+	Queues                map[string]*Queue
+	NotifyDlq             awssqs.Queue
+	CommitmentScheduleDlq awssqs.Queue
+	Functions             map[string]awslambda.Function
+	// CommitmentSG is the commitment function's: HTTPS to the AWS
+	// endpoints and each site PACS's DICOM port, nothing else.
+	CommitmentSG awsec2.SecurityGroup
+	// CommitmentUndeliverable counts results given up on.
+	CommitmentUndeliverable awscloudwatch.Metric
+	AuditTable              awsdynamodb.Table
+	IndexTable              awsdynamodb.Table
+	Bus                     awsevents.EventBus
+	BusDlq                  awssqs.Queue
+	Archive                 awsevents.Archive
+	BackupPlan              awsbackup.BackupPlan
+	FunctionsSG             awsec2.SecurityGroup
 	// AuditFeed is the audit table's feed to the hospital's syslog
 	// collector; nil unless audit.syslog is configured.
 	AuditFeed *AuditFeed
@@ -119,7 +133,10 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	for _, g := range []struct {
 		name, n string
 		phi     bool
-	}{{"byPatient", "1", true}, {"byStudy", "2", true}, {"byCallingAe", "3", false}, {"byDay", "4", false}} {
+	}{{"byPatient", "1", true}, {"byStudy", "2", true}, {"byCallingAe", "3", false}, {"byDay", "4", false},
+		// bySop: what Storage Commitment asks of an instance not indexed
+		// (quarantined? its C-STORE refused?).
+		{"bySop", "5", true}} {
 		gsi := &awsdynamodb.GlobalSecondaryIndexProps{
 			IndexName:      jsii.String(g.name),
 			PartitionKey:   &awsdynamodb.Attribute{Name: jsii.String("gsi" + g.n + "pk"), Type: str},
@@ -332,5 +349,86 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	if c.Audit.Syslog != nil {
 		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, newDlq, newFunction)
 	}
+	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, putAudit)
 	return out
+}
+
+// newCommitment adds the Storage Commitment function: commitment/requests/
+// ObjectCreated → commitment queue → commitment (register, evaluate against
+// the index, the bucket and the audit trail, report to the site's PACS
+// through the VPN), and every minute the same function for the
+// transactions still waiting for instances or for a retry. Its security
+// group reaches the AWS endpoints and each site PACS's DICOM port only.
+func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, props *PipelineProps,
+	newQueue func(string, awscdk.Duration) *Queue, newDlq func(string) awssqs.Queue,
+	newFunction func(string, awscdk.Duration, float64, map[string]*string, awsec2.ISecurityGroup) awslambda.Function,
+	consume func(awslambda.Function, *Queue), putAudit func(awslambda.Function)) {
+	bucket, index, bus := props.Storage.Bucket, out.IndexTable, out.Bus
+	sg := awsec2.NewSecurityGroup(self, jsii.String("CommitmentSG"), &awsec2.SecurityGroupProps{
+		Vpc:              props.Network.Vpc,
+		Description:      jsii.String("commitment function: no inbound; HTTPS to the AWS endpoints and the DICOM port of each site PACS through the VPN"),
+		AllowAllOutbound: jsii.Bool(false),
+	})
+	https := awsec2.Port_Tcp(jsii.Number(443))
+	sg.AddEgressRule(awsec2.Peer_SecurityGroupId(props.Network.EndpointSecurityGroup.SecurityGroupId(), nil), https,
+		jsii.String("HTTPS to the interface endpoints (SQS, EventBridge, KMS, logs)"), nil)
+	sg.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
+	sg.AddEgressRule(props.Network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+	for _, site := range c.Sites {
+		if site.Pacs == nil {
+			continue
+		}
+		sg.AddEgressRule(awsec2.Peer_Ipv4(jsii.String(site.Pacs.Host+"/32")), awsec2.Port_Tcp(jsii.Number(float64(site.Pacs.Port))),
+			jsii.String("Storage Commitment reports to the PACS of site "+site.Name), nil)
+	}
+	out.CommitmentSG = sg
+
+	timeout := awscdk.Duration_Seconds(jsii.Number(60))
+	q := newQueue("Commitment", timeout)
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(q.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
+	fn := newFunction(FnCommitment, timeout, 256, map[string]*string{
+		"AE_TITLE":                         jsii.String(c.Dicom.AETitle),
+		"COMMITMENT_PEERS":                 jsii.String(c.CommitmentPeers()),
+		"COMMITMENT_WAIT_SECONDS":          jsii.String(strconv.Itoa(c.Commitment.WaitSeconds)),
+		"COMMITMENT_REPORT_MINUTES":        jsii.String(strconv.Itoa(c.Commitment.ReportMinutes)),
+		"COMMITMENT_QUARANTINED_COMMITTED": jsii.String(c.QuarantinedCommitted()),
+	}, sg)
+	out.Functions[FnCommitment] = fn
+	consume(fn, q)
+	// It reads the requests, the incoming objects (are they there?), and its
+	// own results; writes results only.
+	bucket.GrantRead(fn, jsii.String(PrefixCommitmentRequests+"*"))
+	bucket.GrantRead(fn, jsii.String(PrefixIncoming+"*"))
+	bucket.GrantRead(fn, jsii.String(PrefixCommitmentResults+"*"))
+	bucket.GrantPut(fn, jsii.String(PrefixCommitmentResults+"*"))
+	index.GrantReadWriteData(fn)
+	putAudit(fn)
+	bus.GrantPutEventsTo(fn, nil)
+	out.Queues[FnCommitment] = q
+
+	out.CommitmentScheduleDlq = newDlq("CommitmentScheduleDlq")
+	awsevents.NewRule(self, jsii.String("CommitmentSchedule"), &awsevents.RuleProps{
+		Description: jsii.String("move Storage Commitment transactions on: instances in flight, report retries"),
+		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
+		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(fn, &awseventstargets.LambdaFunctionProps{
+			DeadLetterQueue: out.CommitmentScheduleDlq,
+			RetryAttempts:   jsii.Number(2),
+			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
+		})},
+	})
+
+	// The alarm's signal: the function logs each result it gives up on.
+	filter := awslogs.NewMetricFilter(self, jsii.String("CommitmentUndeliverableFilter"), &awslogs.MetricFilterProps{
+		LogGroup:        fn.LogGroup(),
+		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$.msg"), jsii.String("="), jsii.String("storage commitment report undeliverable")),
+		MetricNamespace: jsii.String(MetricsNamespace),
+		MetricName:      jsii.String(MetricCommitmentUndeliverable),
+		MetricValue:     jsii.String("1"),
+		Dimensions:      &map[string]*string{"Environment": jsii.String("$.environment")},
+	})
+	out.CommitmentUndeliverable = filter.Metric(&awscloudwatch.MetricOptions{
+		Statistic:     jsii.String("Sum"),
+		Period:        awscdk.Duration_Minutes(jsii.Number(5)),
+		DimensionsMap: &map[string]*string{"Environment": jsii.String(c.Name)},
+	})
 }

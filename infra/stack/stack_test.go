@@ -541,11 +541,11 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 			}
 		}
 		s.check(t, func(tpl assertions.Template) {
-			tpl.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(float64(2+feeds(s))))
+			tpl.ResourceCountIs(jsii.String("AWS::Lambda::EventSourceMapping"), jsii.Number(float64(3+feeds(s))))
 		})
-		// S3 notifications: incoming/ and audit/ each to their queue.
+		// S3 notifications: incoming/, audit/ and commitment/requests/ each to their queue.
 		notif := js(props(first(s.resources("Custom::S3BucketNotifications")))["NotificationConfiguration"])
-		for _, prefix := range []string{PrefixIncoming, PrefixAudit} {
+		for _, prefix := range []string{PrefixIncoming, PrefixAudit, PrefixCommitmentRequests} {
 			if !strings.Contains(notif, `{"Name":"prefix","Value":"`+prefix+`"}`) {
 				t.Errorf("no bucket notification for %s: %s", prefix, notif)
 			}
@@ -894,7 +894,8 @@ func TestTaskRoleLimitedToPrefixes(t *testing.T) {
 		// bucket-level listing on the bucket itself.
 		audit := `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/audit/*"]]}`
 		incoming := `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/incoming/*"]]}`
-		wantRes := []string{`{"Fn::GetAtt":["` + bucketID + `","Arn"]}`, audit, audit, incoming, incoming}
+		requests := `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/commitment/requests/*"]]}`
+		wantRes := []string{`{"Fn::GetAtt":["` + bucketID + `","Arn"]}`, audit, audit, requests, requests, incoming, incoming}
 		sort.Strings(s3Resources)
 		if d := cmp.Diff(wantRes, s3Resources); d != "" {
 			t.Errorf("task S3 resources (-want +got):\n%s", d)
@@ -1482,4 +1483,122 @@ func TestWithoutStaging(t *testing.T) {
 	for _, f := range nagFindings(s) {
 		t.Error(f)
 	}
+}
+
+// TestStorageCommitment: the commitment function reports to each site's PACS through the VPN and nowhere
+// else; scp-task opens no connection to a site at all; requests flow from the task's prefix to the function,
+// whose undeliverable reports raise an alarm.
+func TestStorageCommitment(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		c := s.cfg
+		fnSG := s.stack.logicalID(s.stack.Pipeline.CommitmentSG)
+		endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
+		want := []string{"DynamoDB prefix list 443", "S3 prefix list 443", "interface endpoints 443"}
+		for _, site := range c.Sites {
+			if site.Pacs != nil {
+				want = append(want, fmt.Sprintf("%s/32 %d (%s)", site.Pacs.Host, site.Pacs.Port, site.Name))
+			}
+		}
+		var got []string
+		for _, r := range s.rules("Egress")[fnSG] {
+			if r["IpProtocol"] != "tcp" || r["FromPort"] != r["ToPort"] {
+				t.Errorf("commitment function egress %s: want one TCP port", js(r))
+			}
+			port := fmt.Sprint(r["FromPort"])
+			lookup := s.res[refID(r["DestinationPrefixListId"])]
+			create := fmt.Sprint(props(lookup)["Create"])
+			switch {
+			case refID(r["DestinationSecurityGroupId"]) == endpointSG:
+				got = append(got, "interface endpoints "+port)
+			case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+c.Region+`.s3"]`):
+				got = append(got, "S3 prefix list "+port)
+			case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+c.Region+`.dynamodb"]`):
+				got = append(got, "DynamoDB prefix list "+port)
+			case r["CidrIp"] != nil && strings.HasPrefix(fmt.Sprint(r["Description"]), "Storage Commitment reports to the PACS of site "):
+				got = append(got, fmt.Sprintf("%s %s (%s)", r["CidrIp"], port, strings.TrimPrefix(fmt.Sprint(r["Description"]), "Storage Commitment reports to the PACS of site ")))
+			default:
+				t.Errorf("commitment function egress to %s", js(r))
+			}
+		}
+		sort.Strings(got)
+		sort.Strings(want)
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("commitment function egress (-want +got):\n%s", d)
+		}
+		// scp-task opens no connection to a site: its egress is
+		// TestTaskEgressOnlyToEndpoints's (endpoints only, no CIDR).
+
+		fn := props(s.res[s.stack.logicalID(s.stack.Pipeline.Functions[FnCommitment])])
+		env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
+		if env["AE_TITLE"] != c.Dicom.AETitle || env["COMMITMENT_PEERS"] != c.CommitmentPeers() ||
+			env["COMMITMENT_WAIT_SECONDS"] != fmt.Sprint(c.Commitment.WaitSeconds) || env["COMMITMENT_REPORT_MINUTES"] != fmt.Sprint(c.Commitment.ReportMinutes) {
+			t.Errorf("commitment function environment %s", js(env))
+		}
+		if js(fn["VpcConfig"].(map[string]any)["SecurityGroupIds"]) != `[{"Fn::GetAtt":["`+fnSG+`","GroupId"]}]` {
+			t.Errorf("commitment function security groups %s", js(fn["VpcConfig"]))
+		}
+		td := props(first(s.resources("AWS::ECS::TaskDefinition")))
+		if !strings.Contains(js(td["ContainerDefinitions"]), `{"Name":"SCP_COMMITMENT_PEERS","Value":"`+c.CommitmentPeers()+`"}`) {
+			t.Error("scp-task has no SCP_COMMITMENT_PEERS")
+		}
+
+		// The function's S3 rights: read requests, incoming objects and results; put results; nothing else.
+		roleID := refID(fn["Role"])
+		var s3 []string
+		for _, pol := range s.resources("AWS::IAM::Policy") {
+			if !strings.Contains(js(props(pol)["Roles"]), roleID) {
+				continue
+			}
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				for _, a := range asStrings(m["Action"]) {
+					if strings.HasPrefix(a, "s3:") {
+						for _, r := range asStrings(m["Resource"]) {
+							s3 = append(s3, a+" "+r)
+						}
+						if rs, ok := m["Resource"].([]any); ok {
+							for _, r := range rs {
+								if j, ok := r.(map[string]any); ok {
+									s3 = append(s3, a+" "+js(j))
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+		for _, a := range s3 {
+			switch {
+			case strings.Contains(a, "Delete"):
+				t.Errorf("commitment function may %s", a)
+			case strings.HasPrefix(a, "s3:PutObject") && !strings.Contains(a, "/commitment/results/*"):
+				t.Errorf("commitment function may %s", a)
+			case strings.Contains(a, "/metadata/") || strings.Contains(a, "/audit/") || strings.Contains(a, "/quarantine/"):
+				t.Errorf("commitment function may %s", a)
+			}
+		}
+
+		var bySop bool
+		for _, tb := range s.resources("AWS::DynamoDB::Table") {
+			if strings.Contains(js(props(tb)["GlobalSecondaryIndexes"]), `"IndexName":"bySop"`) {
+				bySop = true
+			}
+		}
+		if !bySop {
+			t.Error("no bySop index on the audit table")
+		}
+		s.check(t, func(tpl assertions.Template) {
+			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
+				"FilterPattern": `{ $.msg = "storage commitment report undeliverable" }`,
+				"MetricTransformations": []any{map[string]any{
+					"MetricName": MetricCommitmentUndeliverable, "MetricNamespace": MetricsNamespace, "MetricValue": "1",
+					"Dimensions": []any{map[string]any{"Key": "Environment", "Value": "$.environment"}},
+				}},
+			})
+			tpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+				"MetricName": MetricCommitmentUndeliverable, "Namespace": MetricsNamespace, "Threshold": 0,
+				"Dimensions": []any{map[string]any{"Name": "Environment", "Value": c.Name}},
+			})
+		})
+	})
 }

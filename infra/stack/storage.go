@@ -19,6 +19,10 @@ const (
 	PrefixAudit      = "audit/"
 	PrefixMetadata   = "metadata/"
 	PrefixQuarantine = "quarantine/"
+	// Storage Commitment: the SCP's requests and the commitment function's
+	// results.
+	PrefixCommitmentRequests = "commitment/requests/"
+	PrefixCommitmentResults  = "commitment/results/"
 )
 
 // StorageProps configures NewStorage.

@@ -217,7 +217,13 @@ func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (
 }
 
 // Logger is the JSON logger every function uses (Lambda's JSON log format,
-// the same lines as every other command's).
+// the same lines as every other command's). Lines carry the environment's
+// name (ENVIRONMENT), which metric filters take as their Environment
+// dimension.
 func Logger(function string) *slog.Logger {
-	return jsonlog.New(os.Stdout, slog.LevelInfo).With("function", function)
+	log := jsonlog.New(os.Stdout, slog.LevelInfo).With("function", function)
+	if env := os.Getenv("ENVIRONMENT"); env != "" {
+		log = log.With("environment", env)
+	}
+	return log
 }
