@@ -422,6 +422,14 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, tx CommitmentTransact
 			}
 		}
 	}
+	known := tx.Studies[:0]
+	for s := range studyOpen {
+		if s != "" {
+			known = append(known, s)
+		}
+	}
+	tx.Studies = known
+	slices.Sort(tx.Studies)
 	if undecided > 0 {
 		poll := commitmentPoll
 		if now.Sub(tx.ReceivedAt) > 30*time.Second {
@@ -438,17 +446,11 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, tx CommitmentTransact
 	// without a known study may belong to any of them: then none is announced here, and the quiet period
 	// decides.
 	var complete []string
-	tx.Studies = tx.Studies[:0]
 	for s, open := range studyOpen {
-		if s == "" {
-			continue
-		}
-		tx.Studies = append(tx.Studies, s)
-		if !open && !studyOpen[""] {
+		if s != "" && !open && !studyOpen[""] {
 			complete = append(complete, s)
 		}
 	}
-	slices.Sort(tx.Studies)
 	slices.Sort(complete)
 	doc := CommitmentResultDoc{SchemaVersion: 1, ID: tx.ID, RequestKey: tx.RequestKey, CallingAE: tx.CallingAE,
 		EvaluatedAt: now, Result: res, Studies: tx.Studies}

@@ -184,11 +184,12 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	db := l.db
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: l.files,
-		Thumbnails: thumbnail.New(l.files.Open, thumbnail.Options{}),
-		Counters:   l.portalCounters,
-		Health:     func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
-		Logger:     cfg.Logger.With("component", "portal"),
-		Names:      cfg.Names,
+		Thumbnails:  thumbnail.New(l.files.Open, thumbnail.Options{}),
+		Counters:    l.portalCounters,
+		Health:      func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
+		Logger:      cfg.Logger.With("component", "portal"),
+		Names:       cfg.Names,
+		Commitments: db.CommitmentStore(),
 	}
 	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {

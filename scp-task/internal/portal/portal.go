@@ -60,6 +60,12 @@ type EventReader interface {
 	Events(ctx context.Context, f localstore.EventFilter) (localstore.EventPage, error)
 }
 
+// CommitmentReader lists the Storage Commitment transactions that named
+// instances of a study.
+type CommitmentReader interface {
+	StudyCommitments(ctx context.Context, studyUID string) ([]pipeline.CommitmentTransaction, error)
+}
+
 // ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar).
 type ObjectOpener interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
@@ -91,6 +97,9 @@ type Server struct {
 	Events       EventReader
 	Objects      ObjectOpener        // nil: object links answer 404
 	Thumbnails   *thumbnail.Renderer // nil: series show no preview
+	// Commitments shows each study's Storage Commitment transactions; nil
+	// shows none.
+	Commitments CommitmentReader
 	// Counters returns live counters; nil shows none.
 	Counters func(ctx context.Context) Counters
 	// Health reports whether the backing stores work (for /healthz).

@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"io"
 	"log/slog"
@@ -337,6 +338,52 @@ func TestPatientMismatchShown(t *testing.T) {
 	_, _, html := get(t, srv.URL+"/studies/1.2.9", "")
 	for _, want := range []string{`class="warn mismatch"`, `id="study-findings"`, "<code>patient-mismatch</code> (0010,0020)"} {
 		if strings.Count(html, want) < 1 {
+			t.Errorf("study page lacks %s:\n%s", want, html)
+		}
+	}
+}
+
+// TestCommitmentStateShown: the study page and its JSON show the Storage Commitment transactions that named
+// the study's instances, waiting or reported.
+func TestCommitmentStateShown(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	ix := db.IndexStore()
+	if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.2.7", SeriesInstanceUID: "1.2.7.1",
+		SOPInstanceUID: "1.2.7.1.1", SHA256: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.2.7.1.1.dcm"}); err != nil {
+		t.Fatal(err)
+	}
+	cs := db.CommitmentStore()
+	for i, state := range []pipeline.CommitmentState{pipeline.CommitmentReported, pipeline.CommitmentPending} {
+		tx, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: fmt.Sprint("tx", i), TransactionUID: fmt.Sprint("1.2.8.", i),
+			CallingAE: "PACS", RefCount: 2, ReceivedAt: t0.Add(time.Duration(i) * time.Minute), WaitUntil: t0.Add(5 * time.Minute), State: pipeline.CommitmentPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.State, tx.Studies, tx.Committed, tx.Failed, tx.Attempts = state, []string{"1.2.7"}, 1, 1, 1
+		if state == pipeline.CommitmentReported {
+			tx.ReportedAt, tx.SameAssociation = t0.Add(time.Second), true
+		}
+		if _, err := cs.UpdateCommitment(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer((&Server{Studies: ix, Audit: db.AuditStore(), Events: db, Commitments: cs}).Handler())
+	t.Cleanup(srv.Close)
+	_, _, body := get(t, srv.URL+"/api/studies/1.2.7", "")
+	var p StudyPage
+	if err := json.Unmarshal([]byte(body), &p); err != nil || len(p.Commitments) != 2 {
+		t.Fatalf("/api/studies/1.2.7: %v %s", err, body)
+	}
+	if c := p.Commitments[0]; c.State != "waiting" || c.TransactionUID != "1.2.8.1" {
+		t.Errorf("newest transaction %+v, want the waiting one", c)
+	}
+	if c := p.Commitments[1]; c.State != "reported" || c.Association != "same" || c.Committed != 1 || c.Failed != 1 {
+		t.Errorf("reported transaction %+v", c)
+	}
+	_, _, html := get(t, srv.URL+"/studies/1.2.7", "")
+	for _, want := range []string{`id="commitments"`, `class="commitment waiting"`, "on the same association", "<code>1.2.8.0</code>"} {
+		if !strings.Contains(html, want) {
 			t.Errorf("study page lacks %s:\n%s", want, html)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
@@ -26,6 +27,45 @@ type StudyPage struct {
 	// study's findings say on what; the instances' findings say which).
 	PatientMismatch bool                   `json:"patientMismatch"`
 	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
+	// Commitments are the Storage Commitment transactions that named
+	// instances of the study, newest first.
+	Commitments []Commitment `json:"commitments"`
+}
+
+// Commitment is a Storage Commitment transaction as the study page shows it.
+type Commitment struct {
+	TransactionUID string    `json:"transactionUid"`
+	CallingAE      string    `json:"callingAe"`
+	ReceivedAt     time.Time `json:"receivedAt"`
+	// State is waiting (instances evaluated and waited for), reporting
+	// (result decided, delivery under way or being retried), reported or
+	// undeliverable.
+	State          string    `json:"state"`
+	Instances      int       `json:"instances"`
+	Committed      int       `json:"committed"`
+	Failed         int       `json:"failed"`
+	WaitUntil      time.Time `json:"waitUntil"`
+	ReportedAt     time.Time `json:"reportedAt,omitzero"`
+	Association    string    `json:"association,omitempty"` // same or new, once reported
+	Attempts       int       `json:"attempts"`
+	LastError      string    `json:"lastError,omitempty"`
+	DuplicateOfUID bool      `json:"duplicateTransactionUid,omitempty"`
+}
+
+func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
+	c := Commitment{TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: string(tx.State),
+		Instances: tx.RefCount, Committed: tx.Committed, Failed: tx.Failed, WaitUntil: tx.WaitUntil, ReportedAt: tx.ReportedAt,
+		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != ""}
+	if tx.State == pipeline.CommitmentPending {
+		c.State = "waiting"
+	}
+	if tx.State == pipeline.CommitmentReported {
+		c.Association = "new"
+		if tx.SameAssociation {
+			c.Association = "same"
+		}
+	}
+	return c
 }
 
 // studySearch reads the studies' filters, shared by the page and the API:
@@ -86,7 +126,7 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	if err != nil {
 		return StudyPage{}, err
 	}
-	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}}
+	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}, Commitments: []Commitment{}}
 	if rows, err := s.Search.SearchStudies(r.Context(), localstore.StudySearch{StudyUID: uid}); err != nil {
 		return StudyPage{}, err
 	} else if len(rows.Studies) == 1 {
@@ -98,6 +138,15 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 			return StudyPage{}, err
 		}
 		p.Quarantined = page.Records
+	}
+	if s.Commitments != nil {
+		txs, err := s.Commitments.StudyCommitments(r.Context(), uid)
+		if err != nil {
+			return StudyPage{}, err
+		}
+		for _, tx := range txs {
+			p.Commitments = append(p.Commitments, commitmentView(tx))
+		}
 	}
 	return p, nil
 }
