@@ -336,21 +336,27 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	index.GrantReadWriteData(notify)
 	bus.GrantPutEventsTo(notify, nil)
 	out.NotifyDlq = newDlq("NotifyDlq")
-	awsevents.NewRule(self, jsii.String("NotifySchedule"), &awsevents.RuleProps{
-		Description: jsii.String("announce stable studies"),
-		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
-		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(notify, &awseventstargets.LambdaFunctionProps{
-			DeadLetterQueue: out.NotifyDlq,
-			RetryAttempts:   jsii.Number(2),
-			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
-		})},
-	})
+	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq)
 
 	if c.Audit.Syslog != nil {
 		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, newDlq, newFunction)
 	}
 	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, putAudit)
 	return out
+}
+
+// everyMinute invokes fn every minute, its failed invocations (after two
+// retries) going to dlq.
+func everyMinute(scope constructs.Construct, id, desc string, fn awslambda.Function, dlq awssqs.Queue) {
+	awsevents.NewRule(scope, jsii.String(id), &awsevents.RuleProps{
+		Description: jsii.String(desc),
+		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
+		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(fn, &awseventstargets.LambdaFunctionProps{
+			DeadLetterQueue: dlq,
+			RetryAttempts:   jsii.Number(2),
+			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
+		})},
+	})
 }
 
 // newCommitment adds the Storage Commitment function: commitment/requests/
@@ -407,15 +413,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	out.Queues[FnCommitment] = q
 
 	out.CommitmentScheduleDlq = newDlq("CommitmentScheduleDlq")
-	awsevents.NewRule(self, jsii.String("CommitmentSchedule"), &awsevents.RuleProps{
-		Description: jsii.String("move Storage Commitment transactions on: instances in flight, report retries"),
-		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
-		Targets: &[]awsevents.IRuleTarget{awseventstargets.NewLambdaFunction(fn, &awseventstargets.LambdaFunctionProps{
-			DeadLetterQueue: out.CommitmentScheduleDlq,
-			RetryAttempts:   jsii.Number(2),
-			MaxEventAge:     awscdk.Duration_Minutes(jsii.Number(5)),
-		})},
-	})
+	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq)
 
 	// The alarm's signal: the function logs each result it gives up on.
 	filter := awslogs.NewMetricFilter(self, jsii.String("CommitmentUndeliverableFilter"), &awslogs.MetricFilterProps{

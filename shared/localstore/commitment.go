@@ -132,25 +132,5 @@ func (c *CommitmentStore) list(ctx context.Context, stmt string, args ...any) ([
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.QueryContext(ctx, stmt, args...)
-	if err != nil {
-		return nil, fmt.Errorf("localstore: commitments: %w", err)
-	}
-	defer rows.Close()
-	var out []pipeline.CommitmentTransaction
-	for rows.Next() {
-		var body string
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("localstore: commitments: %w", err)
-		}
-		var tx pipeline.CommitmentTransaction
-		if err := json.Unmarshal([]byte(body), &tx); err != nil {
-			return nil, fmt.Errorf("localstore: commitments: %w", err)
-		}
-		out = append(out, tx)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("localstore: commitments: %w", err)
-	}
-	return out, nil
+	return queryRecords[pipeline.CommitmentTransaction](ctx, q, "commitments", stmt, args...)
 }

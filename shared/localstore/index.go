@@ -168,27 +168,8 @@ func (s *IndexStore) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.QueryContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
-	if err != nil {
-		return nil, fmt.Errorf("localstore: instances: %w", err)
-	}
-	defer rows.Close()
-	var out []pipeline.InstanceRecord
-	for rows.Next() {
-		var body string
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("localstore: instances: %w", err)
-		}
-		var in pipeline.InstanceRecord
-		if err := json.Unmarshal([]byte(body), &in); err != nil {
-			return nil, fmt.Errorf("localstore: instances: %w", err)
-		}
-		out = append(out, in)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("localstore: instances: %w", err)
-	}
-	return out, nil
+	return queryRecords[pipeline.InstanceRecord](ctx, q, "instances",
+		`SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
 }
 
 // ListStudies returns study summaries, most recently received first.
@@ -219,27 +200,7 @@ func (s *IndexStore) summaries(ctx context.Context, stmt string, args ...any) ([
 	if err != nil {
 		return nil, err
 	}
-	rows, err := q.QueryContext(ctx, stmt, args...)
-	if err != nil {
-		return nil, fmt.Errorf("localstore: list studies: %w", err)
-	}
-	defer rows.Close()
-	out := []pipeline.StudySummary{}
-	for rows.Next() {
-		var body string
-		if err := rows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("localstore: list studies: %w", err)
-		}
-		var st pipeline.StudySummary
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			return nil, fmt.Errorf("localstore: list studies: %w", err)
-		}
-		out = append(out, st)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("localstore: list studies: %w", err)
-	}
-	return out, nil
+	return queryRecords[pipeline.StudySummary](ctx, q, "list studies", stmt, args...)
 }
 
 // MarkAnnounced records that version was announced describing revision; it

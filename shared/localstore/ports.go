@@ -26,6 +26,32 @@ type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// queryRecords runs a query whose one column is a record stored as JSON and
+// decodes each row; what names the operation in errors.
+func queryRecords[T any](ctx context.Context, q querier, what, stmt string, args ...any) ([]T, error) {
+	rows, err := q.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: %s: %w", what, err)
+	}
+	defer rows.Close()
+	out := []T{}
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, fmt.Errorf("localstore: %s: %w", what, err)
+		}
+		var v T
+		if err := json.Unmarshal([]byte(body), &v); err != nil {
+			return nil, fmt.Errorf("localstore: %s: %w", what, err)
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: %s: %w", what, err)
+	}
+	return out, nil
+}
+
 // binding is where an adapter's statements go: into a caller's unit of
 // work (unit set), or each write into a unit of its own.
 type binding struct {
