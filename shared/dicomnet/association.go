@@ -52,6 +52,7 @@ type association struct {
 	artimOn       bool
 	artimDeadline time.Time
 	idleSet       time.Time
+	readDeadline  time.Time // the last one set on the association's goroutine; zero for none
 	progress      progress
 
 	// requests of ours (report.go): wake is set by a sender before it moves the read deadline to now
@@ -359,6 +360,7 @@ func (a *association) startARTIM() {
 // it guards fails and ends the association: that failure is the one
 // reported; this one is only logged.
 func (a *association) setReadDeadline(t time.Time) {
+	a.readDeadline = t
 	if err := a.nc.SetReadDeadline(t); err != nil {
 		a.log.Debug("dicomnet: set read deadline", "err", err)
 	}

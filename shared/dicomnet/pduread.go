@@ -73,9 +73,17 @@ func (t timedReader) Read(p []byte) (int, error) {
 	for {
 		n, err := t.read(p)
 		var ne net.Error
-		if n == 0 && (err == errWoken || errors.As(err, &ne) && ne.Timeout()) && a.wake.Swap(false) {
-			a.woken()
-			continue
+		if n == 0 && (err == errWoken || errors.As(err, &ne) && ne.Timeout()) {
+			if a.wake.Swap(false) {
+				a.woken()
+				continue
+			}
+			if d := a.readDeadline; err != errWoken && (d.IsZero() || time.Now().Before(d)) {
+				// A sender's deadline that landed after its wake-up was handled (it sets the flag, then
+				// the deadline): not one of ours, so ours is put back.
+				a.setReadDeadline(d)
+				continue
+			}
 		}
 		return n, err
 	}
