@@ -57,19 +57,7 @@ func (c *CommitmentStore) GetCommitment(ctx context.Context, id string) (pipelin
 }
 
 func getCommitment(ctx context.Context, q querier, id string) (pipeline.CommitmentTransaction, error) {
-	var body string
-	err := q.QueryRowContext(ctx, `SELECT record FROM commitments WHERE id = ?`, id).Scan(&body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return pipeline.CommitmentTransaction{}, fmt.Errorf("localstore: commitment: %w", pipeline.ErrNotFound)
-	}
-	if err != nil {
-		return pipeline.CommitmentTransaction{}, fmt.Errorf("localstore: commitment: %w", err)
-	}
-	var tx pipeline.CommitmentTransaction
-	if err := json.Unmarshal([]byte(body), &tx); err != nil {
-		return tx, fmt.Errorf("localstore: commitment: %w", err)
-	}
-	return tx, nil
+	return getRecord[pipeline.CommitmentTransaction](ctx, q, "commitment", `SELECT record FROM commitments WHERE id = ?`, id)
 }
 
 // UpdateCommitment implements pipeline.CommitmentStore.

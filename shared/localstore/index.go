@@ -93,19 +93,7 @@ func activityNano(t time.Time) int64 {
 }
 
 func getSummary(ctx context.Context, q querier, studyUID string) (pipeline.StudySummary, error) {
-	var body string
-	err := q.QueryRowContext(ctx, `SELECT record FROM studies WHERE study_uid = ?`, studyUID).Scan(&body)
-	if errors.Is(err, sql.ErrNoRows) {
-		return pipeline.StudySummary{}, fmt.Errorf("localstore: study: %w", pipeline.ErrNotFound)
-	}
-	if err != nil {
-		return pipeline.StudySummary{}, fmt.Errorf("localstore: study: %w", err)
-	}
-	var st pipeline.StudySummary
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		return pipeline.StudySummary{}, fmt.Errorf("localstore: study: %w", err)
-	}
-	return st, nil
+	return getRecord[pipeline.StudySummary](ctx, q, "study", `SELECT record FROM studies WHERE study_uid = ?`, studyUID)
 }
 
 func putSummary(ctx context.Context, tx *sql.Tx, st pipeline.StudySummary, insert bool) error {

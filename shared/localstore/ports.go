@@ -52,6 +52,25 @@ func queryRecords[T any](ctx context.Context, q querier, what, stmt string, args
 	return out, nil
 }
 
+// getRecord runs a query for one row whose one column is a record stored as
+// JSON and decodes it; no row is pipeline.ErrNotFound.
+func getRecord[T any](ctx context.Context, q querier, what, stmt string, args ...any) (T, error) {
+	var v T
+	var body string
+	err := q.QueryRowContext(ctx, stmt, args...).Scan(&body)
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, fmt.Errorf("localstore: %s: %w", what, pipeline.ErrNotFound)
+	}
+	if err != nil {
+		return v, fmt.Errorf("localstore: %s: %w", what, err)
+	}
+	if err := json.Unmarshal([]byte(body), &v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("localstore: %s: %w", what, err)
+	}
+	return v, nil
+}
+
 // binding is where an adapter's statements go: into a caller's unit of
 // work (unit set), or each write into a unit of its own.
 type binding struct {
