@@ -227,6 +227,37 @@ func TestEventReportOnTheSameAssociation(t *testing.T) {
 	p.Expect(pdu.TypeReleaseRP)
 }
 
+// TestEventReportOneAtATime: two reports for one association are not outstanding together (no asynchronous
+// operations window is negotiated: one operation invoked by each side at a time); the second goes once the
+// first is answered, and the requestor's own requests are served meanwhile.
+func TestEventReportOneAtATime(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+	id := acceptCommitment(t, p, h)
+	first, second := sendReport(srv, id), sendReport(srv, id)
+	cmd1, _ := p.ExpectMessage()
+	if cmd1.CommandField != dimse.NEventReportRQ {
+		t.Fatalf("first message %+v, want an N-EVENT-REPORT-RQ", cmd1)
+	}
+	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP {
+		t.Fatalf("message after the first report %+v, want the C-ECHO-RSP (the second report waits)", rsp)
+	}
+	p.SendMessage(5, dimse.NewNEventReportRSP(cmd1, dimse.Status{}), nil)
+	cmd2, _ := p.ExpectMessage()
+	if cmd2.CommandField != dimse.NEventReportRQ || cmd2.MessageID == cmd1.MessageID {
+		t.Fatalf("message after the first response %+v, want the second N-EVENT-REPORT-RQ", cmd2)
+	}
+	p.SendMessage(5, dimse.NewNEventReportRSP(cmd2, dimse.Status{}), nil)
+	for _, ch := range []<-chan sendResult{first, second} {
+		if r := <-ch; r.err != nil || r.st.Code != dimse.StatusSuccess {
+			t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+		}
+	}
+	p.SendPDU(&pdu.ReleaseRQ{})
+	p.Expect(pdu.TypeReleaseRP)
+}
+
 // TestEventReportWaitsForTheMessageBoundary: a report queued while the requestor is sending a C-STORE goes out
 // after the C-STORE-RSP, never inside the peer's exchange.
 func TestEventReportWaitsForTheMessageBoundary(t *testing.T) {

@@ -16,8 +16,9 @@ import (
 //
 // Everything the association does with the connection stays on its goroutine. Another goroutine queues the
 // message (Server.SendEventReport) and wakes the association by moving its read deadline to now; the read
-// (timedReader) sees the wake-up for what it is and, when the association is between messages, sends what is
-// queued (P-DATA request primitive, Evt9, DT-1) before reading on. In the middle of a message it only reads on:
+// (timedReader) sees the wake-up for what it is and, when the association is between messages, sends the first
+// request queued (P-DATA request primitive, Evt9, DT-1) before reading on; one at a time, each after the
+// response to the one before. In the middle of a message it only reads on:
 // the queue is sent at the next message boundary (nextEvent), so our request never lands while the peer waits
 // for an answer from us. The response comes back as any DIMSE response does (dispatch.go, onResponse) and is
 // handed to the waiting sender. When the association ends first, every queued or unanswered request fails with
@@ -112,7 +113,8 @@ func (s *Server) SendEventReport(ctx context.Context, associationID string, rq E
 				break
 			}
 		}
-		delete(a.outbox.sent, ob.msgID)
+		// One already sent stays outstanding until the peer answers it (its outcome goes to the buffered
+		// channel nobody reads), so no second request of ours overlaps it.
 		a.outbox.pending = len(a.outbox.queue) > 0
 		a.outbox.mu.Unlock()
 		return dimse.Status{}, fmt.Errorf("dicomnet: event report: %w", ctx.Err())
@@ -164,13 +166,19 @@ func (a *association) queued() bool {
 	return a.outbox.pending
 }
 
-// flushOutbox sends the queued requests (Evt9, DT-1), at a message boundary in Sta6. When a write fails the
-// association is over (Sta1) and the returned event says so.
+// flushOutbox sends the next queued request (Evt9, DT-1), at a message boundary in Sta6, unless one of ours is
+// still unanswered: we negotiate no asynchronous operations window, so the default (PS3.7 D.3.3.3) allows one
+// outstanding operation invoked by each side. The next one goes at the first boundary after the response. When
+// a write fails the association is over (Sta1) and the returned event says so.
 func (a *association) flushOutbox() rxEvent {
 	for a.m.state == sta6 {
 		a.outbox.mu.Lock()
 		if len(a.outbox.queue) == 0 {
 			a.outbox.pending = false
+			a.outbox.mu.Unlock()
+			return rxEvent{}
+		}
+		if len(a.outbox.sent) > 0 {
 			a.outbox.mu.Unlock()
 			return rxEvent{}
 		}
