@@ -110,13 +110,18 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	log := r.log().With("calling_ae", rep.CallingAE, "association", rep.AssociationID)
 	if r.Server != nil && rep.AssociationID != "" {
-		st, err := r.Server.SendEventReport(ctx, rep.AssociationID, ev)
+		// Bounded like a response on our own association: a requestor that keeps its association open but
+		// does not answer is then reported to as if it had left.
+		sctx, cancel := context.WithTimeout(ctx, durOr(r.ResponseTimeout, 30*time.Second))
+		st, err := r.Server.SendEventReport(sctx, rep.AssociationID, ev)
+		cancel()
 		switch {
 		case err == nil && !st.IsFailure():
 			return pipeline.CommitmentDelivery{SameAssociation: true}, nil
 		case err == nil:
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: the AE answered the report with %w", st)
-		case errors.Is(err, dicomnet.ErrNoAssociation), errors.Is(err, dicomnet.ErrRoleNotHeld), errors.Is(err, dicomnet.ErrAssociationEnded):
+		case errors.Is(err, dicomnet.ErrNoAssociation), errors.Is(err, dicomnet.ErrRoleNotHeld), errors.Is(err, dicomnet.ErrAssociationEnded),
+			errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			log.Debug("commitreport: not on the requestor's association", "reason", err)
 		default:
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report on the requestor's association: %w", err)

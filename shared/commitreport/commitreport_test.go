@@ -185,3 +185,34 @@ func TestReportOnANewAssociation(t *testing.T) {
 		}
 	})
 }
+
+// TestReportWhenTheRequestorDoesNotAnswer: a requestor that keeps its association open but leaves the report
+// unanswered for the response timeout is reported to on a new association, as if it had left.
+func TestReportWhenTheRequestorDoesNotAnswer(t *testing.T) {
+	ids := make(chan string, 1)
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+		if ev.Type == dicomnet.EventAccepted {
+			ids <- ev.Association.ID
+		}
+	})})
+	silent := dicomnettest.DialParrot(t, srv.Addr)
+	rq := dicomnettest.AssociateRQ("PACS", "INGEST")
+	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5, AbstractSyntax: dicomuid.StorageCommitment,
+		TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}})
+	silent.Associate(rq)
+	pl := dicomnettest.ListenParrot(t)
+	r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST",
+		ResponseTimeout: 300 * time.Millisecond}
+	done := report(r, <-ids)
+	if cmd, _ := silent.ExpectMessage(); cmd.CommandField != dimse.NEventReportRQ {
+		t.Fatalf("on the requestor's association: %+v", cmd)
+	}
+	p := pl.Accept()
+	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+	expectReport(t, p, 1, dimse.StatusSuccess)
+	p.Expect(pdu.TypeReleaseRQ)
+	p.SendPDU(&pdu.ReleaseRP{})
+	if got := <-done; got.err != nil || got.d.SameAssociation {
+		t.Fatalf("Report = %+v, %v; want delivered on a new association", got.d, got.err)
+	}
+}
