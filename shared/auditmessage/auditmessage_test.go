@@ -5,10 +5,15 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/xml"
+	"errors"
 	"flag"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
@@ -151,9 +157,70 @@ func unparseableRecord(t *testing.T) pipeline.AuditRecord {
 	return r
 }
 
+// commitmentRecords runs two Storage Commitment transactions through the
+// pipeline: one committed and reported, one with an instance never sent
+// whose report is given up on. Its records are returned by outcome.
+func commitmentRecords(t *testing.T) map[string]pipeline.AuditRecord {
+	t.Helper()
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	now := time.Date(2026, 1, 15, 10, 21, 0, 0, time.UTC)
+	p.Now = func() time.Time { return now }
+	data := ct(sop1).Build()
+	f.Objects.Add(key(sop1), data, pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data)))
+	if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+		t.Fatal(err)
+	}
+	request := func(n int, txn string, sops ...string) {
+		r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, CallingAE: "PACS", CalledAE: "INGEST",
+			PeerAddr: "10.1.2.3:4567", AssociationID: fmt.Sprintf("assoc%d", n), MessageID: 1, ReceivedAt: now}
+		for _, s := range sops {
+			r.Refs = append(r.Refs, commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: s})
+		}
+		body, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Objects.Put(ctx, r.Key(), body, "application/json", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ProcessCommitmentRequest(ctx, r.Key()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.RunCommitments(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	request(1, "1.2.826.0.1.3680043.10.9.1", sop1)
+	f.Reporter.Err = errors.New("connection refused")
+	request(2, "1.2.826.0.1.3680043.10.9.2", sop1, sop2)
+	for _, d := range []time.Duration{pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor} {
+		now = now.Add(d)
+		if _, err := p.RunCommitments(ctx, now); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := map[string]pipeline.AuditRecord{}
+	for _, r := range f.Audit.All() {
+		if strings.HasPrefix(r.ID, "commitment:") {
+			out["commitment-"+strings.TrimPrefix(r.Outcome, "commitment-")] = r
+		}
+	}
+	for _, want := range []string{"commitment-requested", "commitment-committed", "commitment-failures", "commitment-reported", "commitment-undeliverable"} {
+		if _, ok := out[want]; !ok {
+			t.Fatalf("the pipeline wrote no %s record: %v", want, slices.Collect(maps.Keys(out)))
+		}
+	}
+	return out
+}
+
 func allRecords(t *testing.T) map[string]pipeline.AuditRecord {
 	recs := instanceRecords(t)
 	for k, v := range associationRecords() {
+		recs[k] = v
+	}
+	for k, v := range commitmentRecords(t) {
 		recs[k] = v
 	}
 	recs["unparseable-record"] = unparseableRecord(t)
