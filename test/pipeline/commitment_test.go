@@ -80,7 +80,7 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 		t.Fatalf("commitment %+v, want Success for the 3 instances", got)
 	}
 	var announced *pipeline.StudyDetailEvent
-	for _, ev := range e.events.all() {
+	for _, ev := range e.events.All() {
 		var d pipeline.StudyDetailEvent
 		if ev.DetailType == pipeline.DetailTypeStudyReceived && json.Unmarshal([]byte(ev.Detail), &d) == nil && d.StudyInstanceUID == studyUID {
 			announced = &d
@@ -98,7 +98,7 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 		t.Fatalf("commitment %+v, want Failure with the instance never sent failed 274", got)
 	}
 	var outcomes []string
-	for _, ev := range e.events.all() {
+	for _, ev := range e.events.All() {
 		var d pipeline.CommitmentCompletedDetail
 		if ev.DetailType == pipeline.DetailTypeCommitmentCompleted && json.Unmarshal([]byte(ev.Detail), &d) == nil {
 			outcomes = append(outcomes, d.Outcome)
