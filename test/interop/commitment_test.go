@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -165,6 +166,28 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		len(done[1].Failures) != 1 || done[1].Failures[0].FailureReason != "0112" {
 		t.Errorf("Storage Commitment Completed events %+v", done)
 	}
+	checkLogs(t, scp, append([]string{txn, txn2, never.SOPInstanceUID}, scUIDs()...)...)
+}
+
+// scUIDs are the UIDs of scInstances.
+func scUIDs() []string {
+	out := []string{scStudy, scStudy + ".1"}
+	for _, in := range scInstances() {
+		out = append(out, in.SOPUID)
+	}
+	return out
+}
+
+// checkLogs fails the test for any line of scp-task's log holding one of the UIDs (Transaction UIDs included) or
+// anything shaped like one: the commitment paths name transactions by digest and requests by association and
+// message id.
+func checkLogs(t *testing.T, scp *scptest.SCP, uids ...string) {
+	t.Helper()
+	var ids logleak.Identifiers
+	for _, u := range uids {
+		ids.AddUID(u)
+	}
+	ids.Check(t, "scp-task --local", scp.Logs())
 }
 
 // scAssociateRQ proposes Storage Commitment (5) besides Verification and CT, from calling.
@@ -322,4 +345,5 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 			t.Error("no error logged for the undeliverable report")
 		}
 	})
+	checkLogs(t, scp, txn(1), txn(2), txn(3), txn(4), txn(5), "1.2.3.4.5", "1.2.3.4.6", "1.2.3.4.7")
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -37,7 +38,7 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
 	e.startFunction(e.rie, "commitment", "commitment", "AE_TITLE=INGEST", "COMMITMENT_PEERS=ORTHANC="+pacs.DICOMAddr,
 		"COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1")
-	scptest.Start(t, scptest.Options{
+	scp := scptest.Start(t, scptest.Options{
 		NoStore: true,
 		Args: []string{"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--store", "s3://" + bucket + "/site-a", "--s3-path-style",
 			"--listen", "127.0.0.1:" + strconv.Itoa(scpPort), "--commitment-peers", "ORTHANC=" + pacs.DICOMAddr},
@@ -116,6 +117,20 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 	}
 	if len(page.Records) != 2 {
 		t.Errorf("%d commitment-reported audit records, want 2", len(page.Records))
+	}
+
+	// No UID in any log: the SCP's, the validate and the commitment function's.
+	var leaks logleak.Identifiers
+	for _, u := range []string{txn, txn2, studyUID, studyUID + ".1", never.SOPInstanceUID} {
+		leaks.AddUID(u)
+	}
+	for _, r := range refs {
+		leaks.AddUID(r.SOPInstanceUID)
+	}
+	e.stopFunctions()
+	leaks.Check(t, "scp-task", scp.Logs())
+	for fn, b := range e.logs {
+		leaks.Check(t, fn, b.String())
 	}
 }
 
