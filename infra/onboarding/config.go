@@ -27,6 +27,9 @@ type EnvConfig struct {
 	// CommitmentWaitSeconds is how long instances named in a Storage
 	// Commitment request may still be in flight before they fail.
 	CommitmentWaitSeconds int
+	// CommitmentReportMinutes is how long a result is retried before it is
+	// given up and alarmed.
+	CommitmentReportMinutes int
 }
 
 // TLSConfig is the environment's DICOM-over-TLS endpoint.
@@ -71,7 +74,8 @@ func FromConfig(c *config.Config) EnvConfig {
 		CalledAETitle: c.Dicom.AETitle,
 		VpcCIDR:       c.VpcCidr,
 
-		CommitmentWaitSeconds: c.Commitment.WaitSeconds,
+		CommitmentWaitSeconds:   c.Commitment.WaitSeconds,
+		CommitmentReportMinutes: c.Commitment.ReportMinutes,
 	}
 	if t := c.Dicom.TLS; t != nil {
 		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}

@@ -122,11 +122,13 @@ type Kit struct {
 	Plain bool
 	// Storage Commitment: the PACS's listener for our reports (empty host:
 	// the site cannot ask for commitment), how long instances in flight are
-	// waited for, and whether quarantined instances count as committed.
-	PacsHost              string
-	PacsPort              int
-	CommitmentWaitSeconds int
-	QuarantinedCommitted  bool
+	// waited for, how long a result is retried, and whether quarantined
+	// instances count as committed.
+	PacsHost                string
+	PacsPort                int
+	CommitmentWaitSeconds   int
+	CommitmentReportMinutes int
+	QuarantinedCommitted    bool
 }
 
 // KitTLS is what a site needs for DICOM over TLS.
@@ -203,7 +205,8 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		BGPASN:            site.BGPASN,
 
 		PacsHost: site.PacsHost, PacsPort: site.PacsPort,
-		CommitmentWaitSeconds: env.CommitmentWaitSeconds, QuarantinedCommitted: site.QuarantinedCommitted,
+		CommitmentWaitSeconds: env.CommitmentWaitSeconds, CommitmentReportMinutes: env.CommitmentReportMinutes,
+		QuarantinedCommitted: site.QuarantinedCommitted,
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort
