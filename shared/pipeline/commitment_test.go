@@ -160,6 +160,43 @@ func TestCommitmentAllCommitted(t *testing.T) {
 	}
 }
 
+// TestCommitmentCompletesAnUpdatedStudy: a study the quiet period announced (Study Received, completion
+// quiet-period) gets another instance; the request naming it announces the update at once (Study Updated,
+// completion storage-commitment).
+func TestCommitmentCompletesAnUpdatedStudy(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	if n, err := c.p.AnnounceStableStudies(context.Background(), c.now.Add(2*time.Minute)); err != nil || n != 1 {
+		t.Fatalf("quiet period announced %d (%v), want 1", n, err)
+	}
+	c.now = c.now.Add(3 * time.Minute)
+	sop3 := series + ".3"
+	c.store(sop3)
+	c.request(txnUID, ctRef(sop1), ctRef(sop3))
+	for _, tt := range []struct {
+		detailType, completion string
+		instances              int
+	}{
+		{pipeline.DetailTypeStudyReceived, pipeline.CompletionQuietPeriod, 1},
+		{pipeline.DetailTypeStudyUpdated, pipeline.CompletionStorageCommitment, 2},
+	} {
+		evs := c.events(tt.detailType)
+		if len(evs) != 1 {
+			t.Fatalf("%d %s events, want 1", len(evs), tt.detailType)
+		}
+		var d pipeline.StudyDetailEvent
+		if err := json.Unmarshal(evs[0], &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.Completion != tt.completion || d.InstanceCount != tt.instances {
+			t.Errorf("%s: completion %q with %d instances, want %q with %d", tt.detailType, d.Completion, d.InstanceCount, tt.completion, tt.instances)
+		}
+	}
+	if n, err := c.p.AnnounceStableStudies(context.Background(), c.now.Add(time.Hour)); err != nil || n != 0 {
+		t.Errorf("quiet period announced %d (%v) the update commitment announced", n, err)
+	}
+}
+
 // TestCommitmentWaitsForInstancesInFlight: instances not yet indexed are waited for; those indexed in time
 // are committed, the others fail with 0112 once the wait is over.
 func TestCommitmentWaitsForInstancesInFlight(t *testing.T) {
