@@ -91,7 +91,10 @@ func (accept) ServeCommitment(_ context.Context, _ *dicomnet.CommitmentRequest, 
 }
 
 // TestReportOnTheRequestorsAssociation: while the requestor's association is open, the report goes there.
-func TestReportOnTheRequestorsAssociation(t *testing.T) {
+// requestor is a server taking commitment requests and a PACS associated with it, proposing Storage Commitment,
+// whose association has the id returned.
+func requestor(t *testing.T) (*dicomnettest.Server, *dicomnettest.Parrot, string) {
+	t.Helper()
 	ids := make(chan string, 1)
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
 		if ev.Type == dicomnet.EventAccepted {
@@ -99,12 +102,14 @@ func TestReportOnTheRequestorsAssociation(t *testing.T) {
 		}
 	})})
 	p := dicomnettest.DialParrot(t, srv.Addr)
-	rq := dicomnettest.AssociateRQ("PACS", "INGEST")
-	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5, AbstractSyntax: dicomuid.StorageCommitment,
-		TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}})
-	p.Associate(rq)
+	p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ExplicitVRLittleEndian))
+	return srv, p, <-ids
+}
+
+func TestReportOnTheRequestorsAssociation(t *testing.T) {
+	srv, p, id := requestor(t)
 	r := &commitreport.Reporter{Server: srv.Server, AETitle: "INGEST"}
-	done := report(r, <-ids)
+	done := report(r, id)
 	expectReport(t, p, 5, dimse.StatusSuccess)
 	if got := <-done; got.err != nil || !got.d.SameAssociation {
 		t.Fatalf("Report = %+v, %v", got.d, got.err)
@@ -189,21 +194,11 @@ func TestReportOnANewAssociation(t *testing.T) {
 // TestReportWhenTheRequestorDoesNotAnswer: a requestor that keeps its association open but leaves the report
 // unanswered for the response timeout is reported to on a new association, as if it had left.
 func TestReportWhenTheRequestorDoesNotAnswer(t *testing.T) {
-	ids := make(chan string, 1)
-	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
-		if ev.Type == dicomnet.EventAccepted {
-			ids <- ev.Association.ID
-		}
-	})})
-	silent := dicomnettest.DialParrot(t, srv.Addr)
-	rq := dicomnettest.AssociateRQ("PACS", "INGEST")
-	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5, AbstractSyntax: dicomuid.StorageCommitment,
-		TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}})
-	silent.Associate(rq)
+	srv, silent, id := requestor(t)
 	pl := dicomnettest.ListenParrot(t)
 	r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST",
 		ResponseTimeout: 300 * time.Millisecond}
-	done := report(r, <-ids)
+	done := report(r, id)
 	if cmd, _ := silent.ExpectMessage(); cmd.CommandField != dimse.NEventReportRQ {
 		t.Fatalf("on the requestor's association: %+v", cmd)
 	}

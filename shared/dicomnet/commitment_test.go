@@ -16,11 +16,9 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
-// commitmentRQ proposes Verification (1), CT Image Storage (3) and Storage Commitment (5), each in Implicit VR LE.
+// commitmentRQ proposes Verification (1), CT Image Storage (3) and Storage Commitment (5, Implicit VR LE).
 func commitmentRQ(roles ...pdu.RoleSelection) *pdu.AssociateRQ {
-	rq := dicomnettest.AssociateRQ("PACS", "ANY")
-	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5,
-		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})
+	rq := dicomnettest.CommitmentAssociateRQ("PACS", "ANY", dicomuid.ImplicitVRLittleEndian)
 	rq.UserInformation.RoleSelections = roles
 	return rq
 }
@@ -295,39 +293,39 @@ func TestEventReportWaitsForTheMessageBoundary(t *testing.T) {
 // TestEventReportWhenTheAssociationEnds: a report for an association that is gone, or that ends before it
 // answers, fails in a way that tells the caller to open an association of its own.
 func TestEventReportWhenTheAssociationEnds(t *testing.T) {
-	t.Run("released before", func(t *testing.T) {
-		h := &commitments{seen: make(chan nactionSeen, 1)}
-		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
-		id := acceptCommitment(t, p, h)
+	release := func(p *dicomnettest.Parrot) {
 		p.SendPDU(&pdu.ReleaseRQ{})
 		p.Expect(pdu.TypeReleaseRP)
-		if r := <-sendReport(srv, id); !errors.Is(r.err, dicomnet.ErrNoAssociation) {
-			t.Fatalf("SendEventReport error %v, want ErrNoAssociation", r.err)
-		}
-	})
-	t.Run("released instead of answering", func(t *testing.T) {
-		h := &commitments{seen: make(chan nactionSeen, 1)}
-		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
-		id := acceptCommitment(t, p, h)
-		sent := sendReport(srv, id)
-		p.ExpectMessage()
-		p.SendPDU(&pdu.ReleaseRQ{})
-		p.Expect(pdu.TypeReleaseRP)
-		if r := <-sent; !errors.Is(r.err, dicomnet.ErrAssociationEnded) {
-			t.Fatalf("SendEventReport error %v, want ErrAssociationEnded", r.err)
-		}
-	})
-	t.Run("aborted", func(t *testing.T) {
-		h := &commitments{seen: make(chan nactionSeen, 1)}
-		p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
-		id := acceptCommitment(t, p, h)
-		sent := sendReport(srv, id)
-		p.ExpectMessage()
-		p.SendPDU(&pdu.Abort{})
-		if r := <-sent; !errors.Is(r.err, dicomnet.ErrAssociationEnded) {
-			t.Fatalf("SendEventReport error %v, want ErrAssociationEnded", r.err)
-		}
-	})
+	}
+	for _, tt := range []struct {
+		name string
+		// sentFirst: the report is sent before the association ends (and seen by the requestor).
+		sentFirst bool
+		end       func(*dicomnettest.Parrot)
+		want      error
+	}{
+		{"released before", false, release, dicomnet.ErrNoAssociation},
+		{"released instead of answering", true, release, dicomnet.ErrAssociationEnded},
+		{"aborted", true, func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{}) }, dicomnet.ErrAssociationEnded},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := &commitments{seen: make(chan nactionSeen, 1)}
+			p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+			id := acceptCommitment(t, p, h)
+			var sent <-chan sendResult
+			if tt.sentFirst {
+				sent = sendReport(srv, id)
+				p.ExpectMessage()
+			}
+			tt.end(p)
+			if !tt.sentFirst {
+				sent = sendReport(srv, id)
+			}
+			if r := <-sent; !errors.Is(r.err, tt.want) {
+				t.Fatalf("SendEventReport error %v, want %v", r.err, tt.want)
+			}
+		})
+	}
 	t.Run("unknown id", func(t *testing.T) {
 		srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: &commitments{}})
 		if r := <-sendReport(srv, "nope"); !errors.Is(r.err, dicomnet.ErrNoAssociation) {

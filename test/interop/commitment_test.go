@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,16 +34,6 @@ func scInstances() []pipelinetest.Instance {
 			PatientID: "PID-SC", PatientName: "Commit^Test", Rows: 16, Columns: 16, SourceAE: "ORTHANC"})
 	}
 	return out
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 type loggedEvent struct {
@@ -101,7 +90,7 @@ func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, 
 // minutes; a request naming an instance never sent gets Failure, reason 0112 (274), once the wait is over.
 func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	orthanc.Require(t)
-	scpPort := freeTCPPort(t)
+	scpPort := orthanc.FreePort(t)
 	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
 	dataDir := t.TempDir()
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
@@ -190,14 +179,6 @@ func checkLogs(t *testing.T, scp *scptest.SCP, uids ...string) {
 	ids.Check(t, "scp-task --local", scp.Logs())
 }
 
-// scAssociateRQ proposes Storage Commitment (5) besides Verification and CT, from calling.
-func scAssociateRQ(calling string) *pdu.AssociateRQ {
-	rq := dicomnettest.AssociateRQ(calling, "INGEST")
-	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5,
-		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})
-	return rq
-}
-
 func nAction(t *testing.T, p *dicomnettest.Parrot, msgID uint16, req *commitment.Request) *dimse.Command {
 	t.Helper()
 	ds, err := commitment.AppendRequest(nil, req, dicomuid.ImplicitVRLittleEndian)
@@ -216,7 +197,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		t.Skip("starts scp-task")
 	}
 	report := dicomnettest.ListenParrot(t)
-	closed := freeTCPPort(t) // nothing listens there
+	closed := orthanc.FreePort(t) // nothing listens there
 	dataDir := t.TempDir()
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
 		"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--ae-title", "INGEST",
@@ -233,7 +214,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 
 	t.Run("report on the open association, unknown class failed 0122", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(scAssociateRQ("PACS"))
+		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
 		req := &commitment.Request{TransactionUID: txn(1), Refs: []commitment.Ref{{SOPClassUID: "1.2.840.10008.5.1.4.31", SOPInstanceUID: "1.2.3.4.5"}}}
 		if rsp := nAction(t, p, 1, req); rsp.CommandField != dimse.NActionRSP || rsp.Status != dimse.StatusSuccess {
 			t.Fatalf("N-ACTION-RSP %+v", rsp)
@@ -261,7 +242,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 
 	t.Run("not a request", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(scAssociateRQ("PACS"))
+		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
 		if rsp := nAction(t, p, 1, &commitment.Request{TransactionUID: txn(2)}); rsp.Status != dimse.StatusInvalidArgumentValue {
 			t.Errorf("empty Referenced SOP Sequence: N-ACTION-RSP %+v, want 0115", rsp)
 		}
@@ -276,7 +257,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		p.SendPDU(&pdu.ReleaseRQ{})
 		p.Expect(pdu.TypeReleaseRP)
 		q := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		q.Associate(scAssociateRQ("NOADDRESS"))
+		q.Associate(dicomnettest.CommitmentAssociateRQ("NOADDRESS", "INGEST", dicomuid.ImplicitVRLittleEndian))
 		req := &commitment.Request{TransactionUID: txn(3), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.5"}}}
 		if rsp := nAction(t, q, 1, req); rsp.Status != dimse.StatusNotAuthorized {
 			t.Errorf("an AE title without a report address: N-ACTION-RSP %+v, want 0124", rsp)
@@ -285,7 +266,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 
 	t.Run("association closed before the report", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(scAssociateRQ("PACS"))
+		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
 		req := &commitment.Request{TransactionUID: txn(4), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.6"}}}
 		if rsp := nAction(t, p, 1, req); rsp.Status != dimse.StatusSuccess {
 			t.Fatalf("N-ACTION-RSP %+v", rsp)
@@ -320,7 +301,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 
 	t.Run("report peer unreachable", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(scAssociateRQ("UNREACHABLE"))
+		p.Associate(dicomnettest.CommitmentAssociateRQ("UNREACHABLE", "INGEST", dicomuid.ImplicitVRLittleEndian))
 		req := &commitment.Request{TransactionUID: txn(5), Refs: []commitment.Ref{{SOPClassUID: "1.2.840.10008.5.1.4.31", SOPInstanceUID: "1.2.3.4.7"}}}
 		if rsp := nAction(t, p, 1, req); rsp.Status != dimse.StatusSuccess {
 			t.Fatalf("N-ACTION-RSP %+v", rsp)

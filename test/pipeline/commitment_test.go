@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,12 +28,7 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 	orthanc.Require(t)
 	srv := s3test.NewServer(t, bucket)
 	e := newEnvS3(t, "10m", srv.URL)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	scpPort := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	scpPort := orthanc.FreePort(t)
 	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
 	e.startFunction(e.rie, "commitment", "commitment", "AE_TITLE=INGEST", "COMMITMENT_PEERS=ORTHANC="+pacs.DICOMAddr,
 		"COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1")

@@ -132,6 +132,15 @@ func AssociateRQ(calling, called string) *pdu.AssociateRQ {
 	}
 }
 
+// CommitmentAssociateRQ is AssociateRQ with Storage Commitment Push Model proposed too, as context 5 in transfer
+// syntax ts: what a PACS asking for commitment proposes.
+func CommitmentAssociateRQ(calling, called, ts string) *pdu.AssociateRQ {
+	rq := AssociateRQ(calling, called)
+	rq.PresentationContexts = append(rq.PresentationContexts, pdu.PresentationContextRQ{ID: 5,
+		AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{ts}})
+	return rq
+}
+
 // Associate sends rq and expects an A-ASSOCIATE-AC.
 func (p *Parrot) Associate(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 	p.tb.Helper()

@@ -48,7 +48,9 @@ type Orthanc struct {
 	exited    chan struct{}
 }
 
-func freePort(t testing.TB) int {
+// FreePort is a loopback port nothing listens on at the moment: Orthanc's own ports, and the port of a peer
+// (the SCP under test) that Orthanc must know as a modality before that peer starts.
+func FreePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +65,7 @@ func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 	t.Helper()
 	bin := Require(t)
 	dir := t.TempDir()
-	dicomPort, httpPort := freePort(t), freePort(t)
+	dicomPort, httpPort := FreePort(t), FreePort(t)
 	cfg := map[string]any{
 		"Name": "test-pacs", "StorageDirectory": filepath.Join(dir, "storage"), "IndexDirectory": filepath.Join(dir, "index"),
 		"DicomAet": aet, "DicomPort": dicomPort, "HttpPort": httpPort, "RemoteAccessAllowed": false,
