@@ -579,7 +579,8 @@ type ObjectLister interface {
 	Exists(ctx context.Context, key string) (bool, error)
 }
 
-// stored reports whether the object is in the store.
+// stored reports whether the object is in the store. Its errors name the object by its log name: the store's
+// own (a file path, an S3 request) may hold the key and its UIDs.
 func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
 	if key == "" {
 		return false, nil
@@ -587,7 +588,7 @@ func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
 	if l, ok := p.Objects.(ObjectLister); ok {
 		found, err := l.Exists(ctx, key)
 		if err != nil {
-			return false, fmt.Errorf("pipeline: commitment: look for object: %w", err)
+			return false, p.Names.Redact(fmt.Errorf("pipeline: commitment: look for object %v: %w", p.Names.Key(key), err), key)
 		}
 		return found, nil
 	}
@@ -598,7 +599,7 @@ func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
 	case errors.Is(err, ErrNotFound):
 		return false, nil
 	}
-	return false, fmt.Errorf("pipeline: commitment: head object: %w", err)
+	return false, p.Names.Redact(fmt.Errorf("pipeline: commitment: head object %v: %w", p.Names.Key(key), err), key)
 }
 
 // announceCommitted announces a study every named instance of which a commitment request found committed,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -194,6 +195,52 @@ func TestCommitmentCompletesAnUpdatedStudy(t *testing.T) {
 	}
 	if n, err := c.p.AnnounceStableStudies(context.Background(), c.now.Add(time.Hour)); err != nil || n != 0 {
 		t.Errorf("quiet period announced %d (%v) the update commitment announced", n, err)
+	}
+}
+
+// headFails is an object store whose Head of one key fails with the key in its message, as a file path or an
+// S3 request would put it.
+type headFails struct {
+	pipeline.ObjectReader
+	key string
+}
+
+func (h headFails) Head(ctx context.Context, key string) (pipeline.ObjectInfo, error) {
+	if key == h.key {
+		return pipeline.ObjectInfo{}, fmt.Errorf("stat /data/objects/%s: input/output error", key)
+	}
+	return h.ObjectReader.Head(ctx, key)
+}
+
+// TestCommitmentStoreErrorNamesNoUID: a store that fails while an instance is looked for leaves the
+// transaction to the next run with an error that names the object by its log name only.
+func TestCommitmentStoreErrorNamesNoUID(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	c.p.Objects = headFails{ObjectReader: c.p.Objects, key: key(sop1)}
+	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txnUID, Refs: []commitment.Ref{ctRef(sop1)}, CallingAE: "PACS",
+		CalledAE: "INGEST", AssociationID: "abcd1234-1", MessageID: 1, ReceivedAt: c.now}
+	body, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.f.Objects.Put(context.Background(), r.Key(), body, "application/json", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.p.ProcessCommitmentRequest(context.Background(), r.Key()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.p.RunCommitments(context.Background(), c.now)
+	if err == nil {
+		t.Fatal("RunCommitments with the store failing: no error")
+	}
+	for _, uid := range []string{study, series, sop1} {
+		if strings.Contains(err.Error(), uid) {
+			t.Errorf("error %q holds a UID", err)
+		}
+	}
+	if len(c.reports()) != 0 {
+		t.Error("reported while the store failed")
 	}
 }
 
