@@ -1,6 +1,7 @@
 // Package associationaudit defines the small JSON records the SCP writes
 // under the store's audit/ prefix for association events that never become
-// objects (accepted, rejected, released, aborted, C-STORE failed), so the
+// objects (accepted, rejected, released, aborted, C-STORE failed, Storage
+// Commitment request refused), so the
 // audit trail also covers what was refused or lost in transit. The SCP
 // writes them; the pipeline's audit function reads them.
 package associationaudit
@@ -23,6 +24,9 @@ const (
 	EventReleased    = "association-released"
 	EventAborted     = "association-aborted"
 	EventStoreFailed = "store-failed"
+	// EventCommitmentRefused: a Storage Commitment request (N-ACTION)
+	// answered with a failure status, so no transaction exists for it.
+	EventCommitmentRefused = "commitment-refused"
 )
 
 // Record is one association event. It holds no patient data: AE titles,
@@ -41,7 +45,7 @@ type Record struct {
 	AbortSource    *int      `json:"abortSource,omitempty"`
 	AbortReason    *int      `json:"abortReason,omitempty"`
 	Reason         string    `json:"reason,omitempty"`
-	Status         string    `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed
+	Status         string    `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed and commitment-refused
 	SOPClassUID    string    `json:"sopClassUid,omitempty"`
 	SOPInstanceUID string    `json:"sopInstanceUid,omitempty"`
 	Instances      int       `json:"instances,omitempty"` // instances stored, on released/aborted
@@ -78,7 +82,7 @@ func Key(r Record) (string, error) {
 		return "", fmt.Errorf("associationaudit: association id %q is not key-safe", r.AssociationID)
 	}
 	switch r.Event {
-	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed:
+	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused:
 	default:
 		return "", fmt.Errorf("associationaudit: unknown event %q", r.Event)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
@@ -127,6 +128,10 @@ func associationRecords() map[string]pipeline.AuditRecord {
 		"store-failed": with(6, func(r *associationaudit.Record) {
 			r.Event, r.Status, r.Reason = associationaudit.EventStoreFailed, "A700", "storage failed, please retry"
 			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
+		}),
+		"commitment-refused": with(9, func(r *associationaudit.Record) {
+			r.Event, r.Status, r.Reason = associationaudit.EventCommitmentRefused, "0124", "no report address for this AE title"
+			r.SOPClassUID = dicomuid.StorageCommitment
 		}),
 		"association-accepted-tls": with(7, func(r *associationaudit.Record) {
 			r.Event, r.TLS = associationaudit.EventAccepted, tlsPeer
@@ -281,6 +286,7 @@ func TestRenderEvents(t *testing.T) {
 		{"association-aborted", []string{"110102"}},
 		{"association-rejected", []string{"110113"}},
 		{"store-failed", []string{"110104"}},
+		{"commitment-refused", []string{"110104"}},
 		{"association-accepted-tls", []string{"110102", "110114"}},
 		{"association-rejected-tls", []string{"110113", "110114"}},
 	}

@@ -88,7 +88,12 @@ func TestNAction(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := &commitments{seen: make(chan nactionSeen, 1), reply: tc.reply}
-			p, _ := startParrot(t, &dicomnet.Server{Commitment: h})
+			refused := make(chan dicomnet.Event, 2)
+			p, _ := startParrot(t, &dicomnet.Server{Commitment: h, Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+				if ev.Type == dicomnet.EventCommitmentRefused {
+					refused <- ev
+				}
+			})})
 			ac := p.Associate(commitmentRQ())
 			if got := ac.PresentationContexts[2]; got.ID != 5 || got.Result != pdu.ResultAcceptance {
 				t.Fatalf("Storage Commitment context %+v, want accepted", got)
@@ -118,6 +123,21 @@ func TestNAction(t *testing.T) {
 			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
 			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.Status != 0 {
 				t.Fatalf("C-ECHO after the N-ACTION: %+v", rsp)
+			}
+			// A refusal is observed once (the SCP audits it), with its status and why; a success is not.
+			select {
+			case ev := <-refused:
+				if tc.status == dimse.StatusSuccess || ev.Status != tc.status || ev.Err == nil || ev.Err.Error() == "" ||
+					ev.SOPClassUID != tc.cmd.RequestedSOPClassUID || ev.Association == nil {
+					t.Errorf("EventCommitmentRefused %+v for a 0x%04X answer", ev, tc.status)
+				}
+			default:
+				if tc.status != dimse.StatusSuccess {
+					t.Error("no EventCommitmentRefused for a refusal")
+				}
+			}
+			if len(refused) != 0 {
+				t.Error("more than one EventCommitmentRefused")
 			}
 		})
 	}

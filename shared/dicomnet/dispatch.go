@@ -307,6 +307,12 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	}
 	if st.IsFailure() {
 		a.log.Info("dicomnet: N-ACTION refused", "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+		why := herr
+		if why == nil {
+			why = errors.New(st.Comment)
+		}
+		a.srv.observe(Event{Type: EventCommitmentRefused, Association: &a.info, Status: st.Code,
+			SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: why})
 	} else {
 		a.log.Info("dicomnet: N-ACTION accepted", "message_id", cmd.MessageID, "bytes", ds.n)
 	}

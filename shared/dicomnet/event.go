@@ -32,6 +32,9 @@ const (
 	// an old protocol version, no common cipher suite, plain DICOM on the TLS port); Err says why; Association has
 	// the ID and addresses only.
 	EventHandshakeFailed
+	// EventCommitmentRefused: an N-ACTION (Storage Commitment request) answered with a failure status; Status,
+	// SOPClassUID (the requested class) and Err (why) are set.
+	EventCommitmentRefused
 )
 
 func (t EventType) String() string {
@@ -54,6 +57,8 @@ func (t EventType) String() string {
 		return "shed"
 	case EventHandshakeFailed:
 		return "tls_handshake_failed"
+	case EventCommitmentRefused:
+		return "commitment_refused"
 	}
 	return "unknown"
 }

@@ -149,6 +149,11 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		if r.Status != "" {
 			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
 		}
+	case associationaudit.EventCommitmentRefused:
+		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
+		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
+		rec.Reason = fmt.Sprintf("N-ACTION status %s: %s", r.Status, r.Reason)
 	}
 	if r.SOPInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{

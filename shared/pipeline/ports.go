@@ -362,7 +362,10 @@ type AuditRecord struct {
 	EventOutcome    int          `json:"eventOutcome"`    // 0, 4, 8, 12
 	// Outcome is our short outcome: stored, duplicate, conflict,
 	// rejected (quarantined), association-accepted, association-rejected,
-	// association-released, association-aborted, store-failed.
+	// association-released, association-aborted, store-failed,
+	// commitment-refused; a Storage Commitment transaction's
+	// commitment-requested, committed, commitment-failures,
+	// commitment-reported, commitment-undeliverable.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"` // no patient data
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -262,6 +263,34 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		if rsp := nAction(t, q, 1, req); rsp.Status != dimse.StatusNotAuthorized {
 			t.Errorf("an AE title without a report address: N-ACTION-RSP %+v, want 0124", rsp)
 		}
+		// Each refusal is in the audit trail, as no transaction will be.
+		var portal string
+		for _, e := range scp.LogEntries() {
+			if e["msg"] == "local mode" {
+				portal, _ = e["portal"].(string)
+			}
+		}
+		refused := func(callingAE string) []string {
+			resp, err := http.Get(portal + "/api/audit?outcome=commitment-refused&callingAe=" + callingAE)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var page struct{ Records []struct{ Reason string } }
+			if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+				t.Fatal(err)
+			}
+			var out []string
+			for _, r := range page.Records {
+				out = append(out, r.Reason[:min(len(r.Reason), len("N-ACTION status 0000"))])
+			}
+			slices.Sort(out)
+			return out
+		}
+		want := []string{"N-ACTION status 0115", "N-ACTION status 0115", "N-ACTION status 0118"}
+		waitFor(t, 10*time.Second, func() bool {
+			return slices.Equal(refused("PACS"), want) && slices.Equal(refused("NOADDRESS"), []string{"N-ACTION status 0124"})
+		})
 	})
 
 	t.Run("association closed before the report", func(t *testing.T) {

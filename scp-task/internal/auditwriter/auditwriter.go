@@ -216,6 +216,10 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.Event = associationaudit.EventStoreFailed
 		r.Status = fmt.Sprintf("%04X", ev.Status)
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
+	case dicomnet.EventCommitmentRefused:
+		r.Event = associationaudit.EventCommitmentRefused
+		r.Status = fmt.Sprintf("%04X", ev.Status)
+		r.SOPClassUID = ev.SOPClassUID
 	default:
 		return r, false
 	}

@@ -140,7 +140,9 @@ var funcs = template.FuncMap{
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	"outcomes": func() []string {
 		return []string{"stored", "duplicate", "conflict", RejectedOutcome, "association-accepted",
-			"association-rejected", "association-released", "association-aborted", "store-failed"}
+			"association-rejected", "association-released", "association-aborted", "store-failed",
+			"commitment-requested", "committed", "commitment-failures", "commitment-reported", "commitment-undeliverable",
+			"commitment-refused"}
 	},
 	"eventTypes": func() []string {
 		return []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected,
