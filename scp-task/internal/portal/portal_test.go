@@ -368,7 +368,7 @@ func TestCommitmentStateShown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	srv := httptest.NewServer((&Server{Studies: ix, Audit: db.AuditStore(), Events: db, Commitments: cs}).Handler())
+	srv := httptest.NewServer((&Server{Studies: ix, Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: cs}).Handler())
 	t.Cleanup(srv.Close)
 	_, _, body := get(t, srv.URL+"/api/studies/1.2.7", "")
 	var p StudyPage
