@@ -225,12 +225,19 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	}
 
 	fnSG := awsec2.NewSecurityGroup(self, jsii.String("FunctionsSG"), &awsec2.SecurityGroupProps{
-		Vpc:         props.Network.Vpc,
-		Description: jsii.String("pipeline functions: no inbound; outbound to the VPC endpoints"),
-		// Gateway endpoints (S3, DynamoDB) are reached through prefix lists
-		// whose ids would need a look-up; there is no internet route anyway.
-		AllowAllOutbound: jsii.Bool(true),
+		Vpc:              props.Network.Vpc,
+		Description:      jsii.String("pipeline functions: no inbound; HTTPS to the AWS endpoints only"),
+		AllowAllOutbound: jsii.Bool(false),
 	})
+	// validate, audit and notify talk to AWS only: S3 and DynamoDB through
+	// the gateway endpoints (their prefix lists), EventBridge, KMS and
+	// Secrets Manager through the interface endpoints. Nothing through the
+	// VPN and no internet, even if a route to either appeared.
+	https := awsec2.Port_Tcp(jsii.Number(443))
+	fnSG.AddEgressRule(awsec2.Peer_SecurityGroupId(props.Network.EndpointSecurityGroup.SecurityGroupId(), nil), https,
+		jsii.String("HTTPS to the interface endpoints"), nil)
+	fnSG.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
+	fnSG.AddEgressRule(props.Network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
 	out.FunctionsSG = fnSG
 
 	common := map[string]*string{

@@ -17,6 +17,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/cxapi"
+	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/google/go-cmp/cmp"
 
@@ -772,43 +773,63 @@ func checkIngress(t *testing.T, s *synthesized) {
 // staging file system's mount targets.
 func TestTaskEgressOnlyToEndpoints(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		taskSG := s.stack.logicalID(s.stack.Ingest.TaskSecurityGroup)
-		endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
-		s3List := `"Values":["com.amazonaws.` + s.cfg.Region + `.s3"]`
-		want := []string{"S3 prefix list", "interface endpoints"}
-		stagingSG := ""
-		if st := s.stack.Ingest.Staging; st != nil {
-			stagingSG = s.stack.logicalID(st.SecurityGroup)
-			want = append(want, "staging NFS")
+		want := []string{"S3 prefix list 443", "interface endpoints 443"}
+		if s.stack.Ingest.Staging != nil {
+			want = append(want, "staging file system 2049")
 		}
-		var got []string
-		for _, r := range s.rules("Egress")[taskSG] {
-			if stagingSG != "" && refID(r["DestinationSecurityGroupId"]) == stagingSG {
-				if r["IpProtocol"] != "tcp" || r["FromPort"] != float64(2049) || r["ToPort"] != float64(2049) {
-					t.Errorf("task egress %s: want only TCP 2049 to the staging file system", js(r))
-				}
-				got = append(got, "staging NFS")
-				continue
-			}
-			if r["IpProtocol"] != "tcp" || r["FromPort"] != float64(443) || r["ToPort"] != float64(443) {
-				t.Errorf("task egress %s: want only TCP 443", js(r))
-			}
-			switch lookup := s.res[refID(r["DestinationPrefixListId"])]; {
-			case refID(r["DestinationSecurityGroupId"]) == endpointSG:
-				got = append(got, "interface endpoints")
-			case lookup["Type"] == "Custom::AWS" && strings.Contains(js(props(lookup)["Create"]), "DescribeManagedPrefixLists") &&
-				strings.Contains(fmt.Sprint(props(lookup)["Create"]), s3List):
-				got = append(got, "S3 prefix list")
-			default:
-				t.Errorf("task egress to %s", js(r))
-			}
-		}
-		sort.Strings(got)
-		sort.Strings(want)
-		if d := cmp.Diff(want, got); d != "" {
-			t.Errorf("task egress (-want +got):\n%s", d)
-		}
+		s.checkEgress(t, "task", s.stack.Ingest.TaskSecurityGroup, want)
 	})
+}
+
+// TestFunctionsEgressOnlyToEndpoints: the pipeline functions (validate,
+// audit, notify) reach the AWS endpoints and nothing else: no internet, no
+// site through the VPN.
+func TestFunctionsEgressOnlyToEndpoints(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		s.checkEgress(t, "pipeline functions", s.stack.Pipeline.FunctionsSG,
+			[]string{"DynamoDB prefix list 443", "S3 prefix list 443", "interface endpoints 443"})
+	})
+}
+
+// checkEgress compares a security group's egress rules with want, one
+// line a rule: "interface endpoints 443", "S3 prefix list 443", "DynamoDB
+// prefix list 443", "staging file system 2049", or "CIDR PORT (DESCRIPTION)";
+// each rule must open one TCP port.
+func (s *synthesized) checkEgress(t *testing.T, what string, sg constructs.IConstruct, want []string) {
+	t.Helper()
+	endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
+	stagingSG := ""
+	if st := s.stack.Ingest.Staging; st != nil {
+		stagingSG = s.stack.logicalID(st.SecurityGroup)
+	}
+	var got []string
+	for _, r := range s.rules("Egress")[s.stack.logicalID(sg)] {
+		if r["IpProtocol"] != "tcp" || r["FromPort"] != r["ToPort"] {
+			t.Errorf("%s egress %s: want one TCP port", what, js(r))
+		}
+		port := fmt.Sprint(r["FromPort"])
+		lookup := s.res[refID(r["DestinationPrefixListId"])]
+		create := fmt.Sprint(props(lookup)["Create"])
+		switch dest := refID(r["DestinationSecurityGroupId"]); {
+		case dest != "" && dest == endpointSG:
+			got = append(got, "interface endpoints "+port)
+		case dest != "" && dest == stagingSG:
+			got = append(got, "staging file system "+port)
+		case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+s.cfg.Region+`.s3"]`):
+			got = append(got, "S3 prefix list "+port)
+		case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+s.cfg.Region+`.dynamodb"]`):
+			got = append(got, "DynamoDB prefix list "+port)
+		case r["CidrIp"] != nil:
+			got = append(got, fmt.Sprintf("%s %s (%s)", r["CidrIp"], port, r["Description"]))
+		default:
+			t.Errorf("%s egress to %s", what, js(r))
+		}
+	}
+	sort.Strings(got)
+	sort.Strings(want)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("%s egress (-want +got):\n%s", what, d)
+	}
 }
 
 // dicomPorts maps the NLB's DICOM ports to the tasks' ports behind them:
@@ -1492,39 +1513,13 @@ func TestStorageCommitment(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		c := s.cfg
 		fnSG := s.stack.logicalID(s.stack.Pipeline.CommitmentSG)
-		endpointSG := s.stack.logicalID(s.stack.Network.EndpointSecurityGroup)
 		want := []string{"DynamoDB prefix list 443", "S3 prefix list 443", "interface endpoints 443"}
 		for _, site := range c.Sites {
 			if site.Pacs != nil {
-				want = append(want, fmt.Sprintf("%s/32 %d (%s)", site.Pacs.Host, site.Pacs.Port, site.Name))
+				want = append(want, fmt.Sprintf("%s/32 %d (Storage Commitment reports to the PACS of site %s)", site.Pacs.Host, site.Pacs.Port, site.Name))
 			}
 		}
-		var got []string
-		for _, r := range s.rules("Egress")[fnSG] {
-			if r["IpProtocol"] != "tcp" || r["FromPort"] != r["ToPort"] {
-				t.Errorf("commitment function egress %s: want one TCP port", js(r))
-			}
-			port := fmt.Sprint(r["FromPort"])
-			lookup := s.res[refID(r["DestinationPrefixListId"])]
-			create := fmt.Sprint(props(lookup)["Create"])
-			switch {
-			case refID(r["DestinationSecurityGroupId"]) == endpointSG:
-				got = append(got, "interface endpoints "+port)
-			case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+c.Region+`.s3"]`):
-				got = append(got, "S3 prefix list "+port)
-			case lookup["Type"] == "Custom::AWS" && strings.Contains(create, `"Values":["com.amazonaws.`+c.Region+`.dynamodb"]`):
-				got = append(got, "DynamoDB prefix list "+port)
-			case r["CidrIp"] != nil && strings.HasPrefix(fmt.Sprint(r["Description"]), "Storage Commitment reports to the PACS of site "):
-				got = append(got, fmt.Sprintf("%s %s (%s)", r["CidrIp"], port, strings.TrimPrefix(fmt.Sprint(r["Description"]), "Storage Commitment reports to the PACS of site ")))
-			default:
-				t.Errorf("commitment function egress to %s", js(r))
-			}
-		}
-		sort.Strings(got)
-		sort.Strings(want)
-		if d := cmp.Diff(want, got); d != "" {
-			t.Errorf("commitment function egress (-want +got):\n%s", d)
-		}
+		s.checkEgress(t, "commitment function", s.stack.Pipeline.CommitmentSG, want)
 		// scp-task opens no connection to a site: its egress is
 		// TestTaskEgressOnlyToEndpoints's (endpoints only, no CIDR).
 
