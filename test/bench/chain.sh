@@ -8,7 +8,7 @@
 #   BENCH_OUT            results directory (default test/artifacts/bench)
 #   CHAIN_RATE           instances per second (default 100)
 #   CHAIN_DURATION       how long the load lasts (default 60s)
-#   CHAIN_ASSOCIATIONS   associations the load is sent over (default 4)
+#   CHAIN_ASSOCIATIONS   associations the load is sent over (default 8: over 4, each waiting ~60 ms for the S3 emulator, the sender tops out near 66/s)
 #   CHAIN_STUDY_SIZE     instances per study (default 200)
 #   CHAIN_FLAGS          more bench-chain flags (latencies, -quiet-period, -notify-every, -concurrency: bench-chain -h)
 #   CHAIN_SCP_ARGS       more scp-task flags, e.g. the staged store's "--staging DIR --staging-latency efs"
@@ -39,6 +39,6 @@ if [ -n "${CHAIN_STAGING:-}" ]; then
 fi
 # shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
 bin/bench-chain -scp-task bin/scp-task -rie "$RIE" -dynalite "$DYNALITE" -functions "$WORK/functions" -work "$WORK" \
-  -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-4}" \
+  -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-8}" \
   -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "$scp_args" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
 python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"

@@ -99,7 +99,7 @@ func main() {
 	flag.Float64Var(&o.rate, "rate", 100, "instances per second sent")
 	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load lasts")
 	flag.DurationVar(&o.drain, "drain", 0, "how long to wait for the chain to finish after the load (default: quiet period + 2 notify periods + 60s)")
-	flag.IntVar(&o.associations, "associations", 4, "parallel associations the load is sent over")
+	flag.IntVar(&o.associations, "associations", 8, "parallel associations the load is sent over (each waits for its object's S3 put before the next)")
 	flag.IntVar(&o.studySize, "study-size", 200, "instances per study")
 	flag.IntVar(&o.seriesSz, "series-size", 100, "instances per series")
 	flag.IntVar(&o.side, "image", 256, "image rows and columns (16-bit pixels: 256 → 128 KiB)")
