@@ -421,8 +421,8 @@ func (s *Store) removeLarge(dir, name string) {
 // replaced: a different record already under key in S3 is reported by
 // the upload (it stays staged, see Parked), not here.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
-	if !strings.HasPrefix(key, objectstore.AuditPrefix) || strings.Contains(key, "..") {
-		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, objectstore.AuditPrefix)
+	if !objectstore.IsRecordKey(key) || strings.Contains(key, "..") {
+		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, strings.Join(objectstore.RecordPrefixes, " or "))
 	}
 	if len(body) > recordBytes-1 {
 		return fmt.Errorf("stagedstore: put record %s: %d bytes, at most %d", key, len(body), recordBytes-1)
