@@ -229,15 +229,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		Description:      jsii.String("pipeline functions: no inbound; HTTPS to the AWS endpoints only"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
-	// validate, audit and notify talk to AWS only: S3 and DynamoDB through
-	// the gateway endpoints (their prefix lists), EventBridge, KMS and
-	// Secrets Manager through the interface endpoints. Nothing through the
-	// VPN and no internet, even if a route to either appeared.
-	https := awsec2.Port_Tcp(jsii.Number(443))
-	fnSG.AddEgressRule(awsec2.Peer_SecurityGroupId(props.Network.EndpointSecurityGroup.SecurityGroupId(), nil), https,
-		jsii.String("HTTPS to the interface endpoints"), nil)
-	fnSG.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
-	fnSG.AddEgressRule(props.Network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+	// validate, audit and notify talk to AWS only. Nothing through the VPN
+	// and no internet, even if a route to either appeared.
+	allowAWSEndpoints(fnSG, props.Network)
 	out.FunctionsSG = fnSG
 
 	common := map[string]*string{
@@ -382,11 +376,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 		Description:      jsii.String("commitment function: no inbound; HTTPS to the AWS endpoints and the DICOM port of each site PACS through the VPN"),
 		AllowAllOutbound: jsii.Bool(false),
 	})
-	https := awsec2.Port_Tcp(jsii.Number(443))
-	sg.AddEgressRule(awsec2.Peer_SecurityGroupId(props.Network.EndpointSecurityGroup.SecurityGroupId(), nil), https,
-		jsii.String("HTTPS to the interface endpoints (SQS, EventBridge, KMS, logs)"), nil)
-	sg.AddEgressRule(props.Network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
-	sg.AddEgressRule(props.Network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+	allowAWSEndpoints(sg, props.Network)
 	for _, site := range c.Sites {
 		if site.Pacs == nil {
 			continue
@@ -436,4 +426,16 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 		Period:        awscdk.Duration_Minutes(jsii.Number(5)),
 		DimensionsMap: &map[string]*string{"Environment": jsii.String(c.Name)},
 	})
+}
+
+// allowAWSEndpoints lets a function's security group reach AWS and nothing
+// else it did not add: S3 and DynamoDB through the gateway endpoints (their
+// prefix lists), SQS, EventBridge, KMS, logs and Secrets Manager through the
+// interface endpoints, all over HTTPS.
+func allowAWSEndpoints(sg awsec2.SecurityGroup, network *Network) {
+	https := awsec2.Port_Tcp(jsii.Number(443))
+	sg.AddEgressRule(awsec2.Peer_SecurityGroupId(network.EndpointSecurityGroup.SecurityGroupId(), nil), https,
+		jsii.String("HTTPS to the interface endpoints"), nil)
+	sg.AddEgressRule(network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
+	sg.AddEgressRule(network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
 }
