@@ -6,7 +6,6 @@ package orthanc
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -217,6 +216,3 @@ func (o *Orthanc) AwaitCommitment(t testing.TB, txn string, within time.Duration
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// String names the Orthanc for messages.
-func (o *Orthanc) String() string { return fmt.Sprintf("Orthanc %s at %s", o.AET, o.DICOMAddr) }

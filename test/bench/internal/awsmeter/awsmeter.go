@@ -7,7 +7,6 @@
 package awsmeter
 
 import (
-	"encoding/json"
 	"maps"
 	"net/http"
 	"slices"
@@ -75,12 +74,6 @@ func (m *Meter) Latencies() map[string]Latency {
 	}
 	return out
 }
-
-// MarshalJSON writes the counts with sorted keys.
-func (m *Meter) MarshalJSON() ([]byte, error) { return json.Marshal(m.Counts()) }
-
-// Ops returns the counted operations, sorted.
-func (m *Meter) Ops() []string { return slices.Sorted(maps.Keys(m.Counts())) }
 
 // Handler counts every request to h under service (e.g. "S3",
 // "DynamoDB") and the operation Operation names, and times its answer.
