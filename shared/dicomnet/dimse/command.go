@@ -296,6 +296,15 @@ func NewCEchoRSP(rq *Command, status Status) *Command {
 	return c
 }
 
+// setErrorComment carries a failure's comment in Error Comment (0000,0902);
+// a success carries none.
+func (c *Command) setErrorComment(status Status) {
+	if status.Comment != "" && status.Code != StatusSuccess {
+		c.Present |= HasErrorComment
+		c.ErrorComment = status.Comment
+	}
+}
+
 // NewCStoreRSP builds the C-STORE-RSP for a request, echoing its Affected SOP Class/Instance UID.
 func NewCStoreRSP(rq *Command, status Status) *Command {
 	c := &Command{
@@ -308,10 +317,7 @@ func NewCStoreRSP(rq *Command, status Status) *Command {
 		Status:                    status.Code,
 		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
 	}
-	if status.Comment != "" && status.Code != StatusSuccess {
-		c.Present |= HasErrorComment
-		c.ErrorComment = status.Comment
-	}
+	c.setErrorComment(status)
 	return c
 }
 
@@ -372,10 +378,7 @@ func NewNActionRSP(rq *Command, status Status) *Command {
 		c.Present |= HasActionTypeID
 		c.ActionTypeID = rq.ActionTypeID
 	}
-	if status.Comment != "" && status.Code != StatusSuccess {
-		c.Present |= HasErrorComment
-		c.ErrorComment = status.Comment
-	}
+	c.setErrorComment(status)
 	return c
 }
 
@@ -407,9 +410,6 @@ func NewNEventReportRSP(rq *Command, status Status) *Command {
 		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
 		EventTypeID:               rq.EventTypeID,
 	}
-	if status.Comment != "" && status.Code != StatusSuccess {
-		c.Present |= HasErrorComment
-		c.ErrorComment = status.Comment
-	}
+	c.setErrorComment(status)
 	return c
 }
