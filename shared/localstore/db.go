@@ -25,12 +25,18 @@ import (
 // safe for concurrent use.
 type DB struct {
 	sql *sql.DB
-	w   *writer
+	st  *statements
+	// read runs statements on the main database's pool, outside the
+	// writer's transaction.
+	read *querier
+	w    *writer
 	// q is the hand-off queue, a database of its own: the C-STORE path
 	// commits one small row there, never waiting for a commit of the
 	// pipeline's (see Handoff).
-	q  *sql.DB
-	qw *writer
+	q     *sql.DB
+	qst   *statements
+	qread *querier
+	qw    *writer
 	// wal is the main database's write-ahead log (see Sync).
 	wal    string
 	syncMu sync.Mutex
@@ -214,7 +220,10 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err := migrate(ctx, qdb, queueSchema); err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", qpath, err), sdb.Close(), qdb.Close())
 	}
-	db.w, db.q, db.qw = newWriter(sdb, throughputFirst), qdb, newWriter(qdb, latencyFirst)
+	db.st, db.qst = newStatements(sdb), newStatements(qdb)
+	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
+	db.q = qdb
+	db.w, db.qw = newWriter(sdb, db.st, throughputFirst), newWriter(qdb, db.qst, latencyFirst)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -260,6 +269,11 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 		return nil, fmt.Errorf("localstore: open %s: %w", path, err)
 	}
 	sdb.SetMaxOpenConns(8)
+	// Every connection stays open: one that closes takes the statements
+	// prepared on it, and opening one costs its pragmas and a read of the
+	// schema. database/sql keeps two idle by default, and under load the
+	// others were opened and closed again and again.
+	sdb.SetMaxIdleConns(8)
 	return sdb, nil
 }
 
@@ -300,7 +314,7 @@ func (db *DB) Close() error {
 	<-db.reaperEnded
 	db.w.close()
 	db.qw.close()
-	if err := errors.Join(db.sql.Close(), db.q.Close()); err != nil {
+	if err := errors.Join(db.st.close(), db.qst.close(), db.sql.Close(), db.q.Close()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}
 	return nil
@@ -347,14 +361,17 @@ func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+	// Unprepared (see querier): the statements run once and change the
+	// schema.
+	q := &querier{tx: tx}
+	if _, err := q.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	var v int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	err = q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
+		if _, err := q.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
@@ -364,11 +381,11 @@ func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
 		return fmt.Errorf("migrate: database schema %d is newer than this build (%d)", v, len(schema))
 	}
 	for i := v; i < len(schema); i++ {
-		if _, err := tx.ExecContext(ctx, schema[i]); err != nil {
+		if _, err := q.ExecContext(ctx, schema[i]); err != nil {
 			return fmt.Errorf("migrate to %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
+	if _, err := q.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
