@@ -37,9 +37,8 @@ type DB struct {
 	qst   *statements
 	qread *querier
 	qw    *writer
-	// wal is the main database's write-ahead log (see Sync).
-	wal    string
-	syncMu sync.Mutex
+	// wal makes the main database's commits durable (see Sync).
+	wal *walSync
 
 	// reap holds completed keys whose queue rows go at the next reaper
 	// round (see forgetSoon).
@@ -193,10 +192,11 @@ var schema = []string{
 // lets the portal read while the pipeline writes; every write goes
 // through the database's one writer (writer.go).
 func Open(ctx context.Context, path string) (*DB, error) {
-	// The main database commits without an fsync; what must be durable
-	// waits for Sync, which the hand-off and the event publisher call
-	// before they act on a commit (see Sync). The queue's commits are
-	// durable at once: the SCP answers success on them.
+	// Both databases commit without an fsync (see walSync). The main
+	// database's commits are made durable by Sync, which the hand-off and
+	// the event publisher call before they act on a commit; the queue's
+	// are durable before its writer reports them: the SCP answers success
+	// on them.
 	// Checkpoints copy the log into the database file: at 4000 pages
 	// rather than SQLite's 1000, a page the pipeline changes again and
 	// again (a study's row, an index's inner pages) is copied a quarter
@@ -205,7 +205,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{sql: sdb, wal: path + "-wal"}
+	db := &DB{sql: sdb, wal: newWALSync(path + "-wal")}
 	if err := migrate(ctx, sdb, schema); err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
 	}
@@ -213,7 +213,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a
 	// quarter of the bytes.
-	qdb, err := openSQLite(qpath, "synchronous(FULL)", "page_size(1024)")
+	qdb, err := openSQLite(qpath, "synchronous(NORMAL)", "page_size(1024)")
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close())
 	}
@@ -223,7 +223,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db.st, db.qst = newStatements(sdb), newStatements(qdb)
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
-	db.w, db.qw = newWriter(sdb, db.st, throughputFirst), newWriter(qdb, db.qst, latencyFirst)
+	db.w, db.qw = newWriter(sdb, db.st, throughputFirst, nil), newWriter(qdb, db.qst, latencyFirst, newWALSync(qpath+"-wal"))
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -332,24 +332,7 @@ func (db *DB) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("localstore: sync: %w", err)
 	}
-	// One at a time: a second caller's fsync would cover nothing more.
-	db.syncMu.Lock()
-	defer db.syncMu.Unlock()
-	f, err := os.OpenFile(db.wal, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // no log: everything is in the database file, synced by its checkpoint
-	}
-	if err != nil {
-		return fmt.Errorf("localstore: sync: %w", err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("localstore: sync: %w", err)
-	}
-	return nil
+	return db.wal.sync()
 }
 
 // SQL exposes the underlying handle for read-only queries by the portal.

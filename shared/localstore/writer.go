@@ -49,6 +49,10 @@ type writer struct {
 	sql    *sql.DB
 	st     *statements
 	policy batching
+	// durable, when set, makes each commit durable before its units
+	// learn of it; the next transaction does not wait for it.
+	durable *walSync
+	syncs   sync.WaitGroup // durable's runs under way
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -71,8 +75,8 @@ type batch struct {
 	lingers bool
 }
 
-func newWriter(db *sql.DB, st *statements, policy batching) *writer {
-	w := &writer{sql: db, st: st, policy: policy, stopped: make(chan struct{})}
+func newWriter(db *sql.DB, st *statements, policy batching, durable *walSync) *writer {
+	w := &writer{sql: db, st: st, policy: policy, durable: durable, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
 	return w
@@ -163,10 +167,22 @@ func (w *writer) commitLoop() {
 		tx, b := w.tx, w.batch
 		w.tx, w.txq, w.batch, w.busy = nil, nil, nil, true
 		w.mu.Unlock()
-		if err := tx.Commit(); err != nil {
+		switch err := tx.Commit(); {
+		case err != nil:
 			b.err = fmt.Errorf("localstore: commit: %w", err)
+			close(b.done)
+		case w.durable != nil:
+			w.syncs.Add(1)
+			go func() {
+				defer w.syncs.Done()
+				if err := w.durable.sync(); err != nil {
+					b.err = fmt.Errorf("localstore: commit: %w", err)
+				}
+				close(b.done)
+			}()
+		default:
+			close(b.done)
 		}
-		close(b.done)
 		w.mu.Lock()
 		w.busy = false
 		w.cond.Broadcast()
@@ -181,6 +197,7 @@ func (w *writer) close() {
 	w.mu.Unlock()
 	w.cond.Broadcast()
 	<-w.stopped
+	w.syncs.Wait()
 }
 
 // unit is one piece of work's view of the writer: a savepoint in the
