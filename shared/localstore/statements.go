@@ -44,20 +44,21 @@ func (s *statements) get(ctx context.Context, query string) (stmt *sql.Stmt, kep
 	case closed:
 		return nil, false, ErrClosed
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, false, ErrClosed
-	}
-	if stmt := s.m[query]; stmt != nil {
-		return stmt, true, nil
-	}
-	// The statement outlives the context of the call that first needs it.
+	// Prepared outside the lock: preparing may wait for a connection,
+	// and the connections' holders may be waiting for a statement.
 	stmt, err = s.db.PrepareContext(context.WithoutCancel(ctx), query)
 	if err != nil {
 		return nil, false, err
 	}
-	if len(s.m) >= maxStatements {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch kept := s.m[query]; {
+	case s.closed:
+		return nil, false, errors.Join(ErrClosed, stmt.Close())
+	case kept != nil:
+		// Another call prepared it meanwhile: this one is not needed.
+		return kept, true, stmt.Close()
+	case len(s.m) >= maxStatements:
 		return stmt, false, nil
 	}
 	s.m[query] = stmt
