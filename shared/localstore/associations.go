@@ -89,7 +89,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 		if after {
 			where, args = append(where, "(time < ? OR (time = ? AND seq < ?))"), append(args, ct, ct, cs)
 		}
-		rows, err := db.sql.QueryContext(ctx, `SELECT seq, time, association_id FROM audit WHERE `+strings.Join(where, " AND ")+
+		rows, err := db.read.QueryContext(ctx, `SELECT seq, time, association_id FROM audit WHERE `+strings.Join(where, " AND ")+
 			` ORDER BY time DESC, seq DESC LIMIT ?`, append(args, limit)...)
 		if err != nil {
 			return AssociationPage{}, fmt.Errorf("localstore: associations: %w", err)
@@ -135,7 +135,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 
 // association gathers one association's records.
 func (db *DB) association(ctx context.Context, id string) (Association, error) {
-	rows, err := db.sql.QueryContext(ctx, `SELECT time, outcome, calling_ae, called_ae, record FROM audit WHERE association_id = ? ORDER BY time, seq`, id)
+	rows, err := db.read.QueryContext(ctx, `SELECT time, outcome, calling_ae, called_ae, record FROM audit WHERE association_id = ? ORDER BY time, seq`, id)
 	if err != nil {
 		return Association{}, fmt.Errorf("localstore: association: %w", err)
 	}
@@ -226,7 +226,7 @@ func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit i
 		}
 		cond, args = " AND (time > ? OR (time = ? AND seq > ?))", append(args, ct, ct, cs)
 	}
-	rows, err := db.sql.QueryContext(ctx, `SELECT seq, time, record FROM audit WHERE association_id = ?`+cond+` ORDER BY time, seq LIMIT ?`, append(args, limit+1)...)
+	rows, err := db.read.QueryContext(ctx, `SELECT seq, time, record FROM audit WHERE association_id = ?`+cond+` ORDER BY time, seq LIMIT ?`, append(args, limit+1)...)
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
 	}

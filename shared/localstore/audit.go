@@ -25,7 +25,7 @@ func (a *AuditStore) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 		day = rec.Time.UTC().Format("2006-01-02")
 	}
 	var appended bool
-	err = a.b.write(ctx, func(tx *sql.Tx) error {
+	err = a.b.write(ctx, func(tx *querier) error {
 		res, err := tx.ExecContext(ctx,
 			`INSERT INTO audit(id, time, day, outcome, calling_ae, called_ae, patient_id, study_uid, sop_uid, object_key, record)
 			 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING`,

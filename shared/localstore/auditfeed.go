@@ -24,7 +24,7 @@ var _ auditfeed.Outbox = (*AuditFeed)(nil)
 // the end of the audit trail: it delivers what is appended from then on,
 // not the history from before it was configured.
 func (db *DB) AuditFeed(ctx context.Context) (*AuditFeed, error) {
-	err := db.write(ctx, func(tx *sql.Tx) error {
+	err := db.write(ctx, func(tx *querier) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO audit_feed(id, delivered_seq) SELECT 1, COALESCE(MAX(seq), 0) FROM audit WHERE true
 			 ON CONFLICT(id) DO NOTHING`)
@@ -43,7 +43,7 @@ const feedCursor = `(SELECT delivered_seq FROM audit_feed WHERE id = 1)`
 // loss could still undo must not have reached the collector.
 func (f *AuditFeed) Pending(ctx context.Context, limit int) ([]auditfeed.Entry, error) {
 	var through sql.NullInt64
-	if err := f.db.sql.QueryRowContext(ctx, `SELECT MAX(seq) FROM audit`).Scan(&through); err != nil {
+	if err := f.db.read.QueryRowContext(ctx, `SELECT MAX(seq) FROM audit`).Scan(&through); err != nil {
 		return nil, fmt.Errorf("localstore: audit feed pending: %w", err)
 	}
 	if !through.Valid {
@@ -52,7 +52,7 @@ func (f *AuditFeed) Pending(ctx context.Context, limit int) ([]auditfeed.Entry, 
 	if err := f.db.Sync(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := f.db.sql.QueryContext(ctx, `SELECT seq, record FROM audit WHERE seq > `+feedCursor+` AND seq <= ? ORDER BY seq LIMIT ?`, through.Int64, limit)
+	rows, err := f.db.read.QueryContext(ctx, `SELECT seq, record FROM audit WHERE seq > `+feedCursor+` AND seq <= ? ORDER BY seq LIMIT ?`, through.Int64, limit)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: audit feed pending: %w", err)
 	}
@@ -85,7 +85,7 @@ func (f *AuditFeed) Delivered(ctx context.Context, entries []auditfeed.Entry) er
 	if err != nil {
 		return fmt.Errorf("localstore: audit feed: entry key %q is not a seq", entries[len(entries)-1].Key)
 	}
-	return binding{db: f.db}.write(ctx, func(tx *sql.Tx) error {
+	return binding{db: f.db}.write(ctx, func(tx *querier) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE audit_feed SET delivered_seq = MAX(delivered_seq, ?) WHERE id = 1`, seq); err != nil {
 			return fmt.Errorf("localstore: audit feed delivered: %w", err)
 		}
@@ -98,7 +98,7 @@ func (f *AuditFeed) Delivered(ctx context.Context, entries []auditfeed.Entry) er
 func (f *AuditFeed) Backlog(ctx context.Context) (auditfeed.Backlog, error) {
 	var n int
 	var oldest sql.NullInt64
-	err := f.db.sql.QueryRowContext(ctx, `SELECT COUNT(*), MIN(time) FROM audit WHERE seq > `+feedCursor).Scan(&n, &oldest)
+	err := f.db.read.QueryRowContext(ctx, `SELECT COUNT(*), MIN(time) FROM audit WHERE seq > `+feedCursor).Scan(&n, &oldest)
 	if err != nil {
 		return auditfeed.Backlog{}, fmt.Errorf("localstore: audit feed backlog: %w", err)
 	}

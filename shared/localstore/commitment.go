@@ -2,7 +2,6 @@ package localstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,7 +23,7 @@ func (c *CommitmentStore) CreateCommitment(ctx context.Context, tx pipeline.Comm
 	tx.Version = 1
 	var stored pipeline.CommitmentTransaction
 	created := false
-	err := c.b.write(ctx, func(t *sql.Tx) error {
+	err := c.b.write(ctx, func(t *querier) error {
 		have, err := getCommitment(ctx, t, tx.ID)
 		switch {
 		case err == nil:
@@ -56,7 +55,7 @@ func (c *CommitmentStore) GetCommitment(ctx context.Context, id string) (pipelin
 	return getCommitment(ctx, q, id)
 }
 
-func getCommitment(ctx context.Context, q querier, id string) (pipeline.CommitmentTransaction, error) {
+func getCommitment(ctx context.Context, q *querier, id string) (pipeline.CommitmentTransaction, error) {
 	return getRecord[pipeline.CommitmentTransaction](ctx, q, "commitment", `SELECT record FROM commitments WHERE id = ?`, id)
 }
 
@@ -68,7 +67,7 @@ func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 	if err != nil {
 		return tx, fmt.Errorf("localstore: update commitment: %w", err)
 	}
-	err = c.b.write(ctx, func(t *sql.Tx) error {
+	err = c.b.write(ctx, func(t *querier) error {
 		res, err := t.ExecContext(ctx, `UPDATE commitments SET state = ?, next_attempt = ?, version = ?, record = ? WHERE id = ? AND version = ?`,
 			string(tx.State), unixNano(tx.NextAttempt), tx.Version, string(body), tx.ID, prev)
 		if err != nil {
@@ -93,7 +92,7 @@ func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 
 // putCommitmentStudies records the studies a transaction committed
 // instances of, for StudyCommitments.
-func putCommitmentStudies(ctx context.Context, t *sql.Tx, tx pipeline.CommitmentTransaction) error {
+func putCommitmentStudies(ctx context.Context, t *querier, tx pipeline.CommitmentTransaction) error {
 	for _, s := range tx.Studies {
 		if _, err := t.ExecContext(ctx, `INSERT INTO commitment_studies(study_uid, id) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, tx.ID); err != nil {
 			return fmt.Errorf("localstore: commitment studies: %w", err)

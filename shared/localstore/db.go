@@ -25,15 +25,20 @@ import (
 // safe for concurrent use.
 type DB struct {
 	sql *sql.DB
-	w   *writer
+	st  *statements
+	// read runs statements on the main database's pool, outside the
+	// writer's transaction.
+	read *querier
+	w    *writer
 	// q is the hand-off queue, a database of its own: the C-STORE path
 	// commits one small row there, never waiting for a commit of the
 	// pipeline's (see Handoff).
-	q  *sql.DB
-	qw *writer
-	// wal is the main database's write-ahead log (see Sync).
-	wal    string
-	syncMu sync.Mutex
+	q     *sql.DB
+	qst   *statements
+	qread *querier
+	qw    *writer
+	// wal makes the main database's commits durable (see Sync).
+	wal *walSync
 
 	// reap holds completed keys whose queue rows go at the next reaper
 	// round (see forgetSoon).
@@ -187,10 +192,11 @@ var schema = []string{
 // lets the portal read while the pipeline writes; every write goes
 // through the database's one writer (writer.go).
 func Open(ctx context.Context, path string) (*DB, error) {
-	// The main database commits without an fsync; what must be durable
-	// waits for Sync, which the hand-off and the event publisher call
-	// before they act on a commit (see Sync). The queue's commits are
-	// durable at once: the SCP answers success on them.
+	// Both databases commit without an fsync (see walSync). The main
+	// database's commits are made durable by Sync, which the hand-off and
+	// the event publisher call before they act on a commit; the queue's
+	// are durable before its writer reports them: the SCP answers success
+	// on them.
 	// Checkpoints copy the log into the database file: at 4000 pages
 	// rather than SQLite's 1000, a page the pipeline changes again and
 	// again (a study's row, an index's inner pages) is copied a quarter
@@ -199,7 +205,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{sql: sdb, wal: path + "-wal"}
+	db := &DB{sql: sdb, wal: newWALSync(path + "-wal")}
 	if err := migrate(ctx, sdb, schema); err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
 	}
@@ -207,14 +213,17 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a
 	// quarter of the bytes.
-	qdb, err := openSQLite(qpath, "synchronous(FULL)", "page_size(1024)")
+	qdb, err := openSQLite(qpath, "synchronous(NORMAL)", "page_size(1024)")
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close())
 	}
 	if err := migrate(ctx, qdb, queueSchema); err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", qpath, err), sdb.Close(), qdb.Close())
 	}
-	db.w, db.q, db.qw = newWriter(sdb, throughputFirst), qdb, newWriter(qdb, latencyFirst)
+	db.st, db.qst = newStatements(sdb), newStatements(qdb)
+	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
+	db.q = qdb
+	db.w, db.qw = newWriter(sdb, db.st, throughputFirst, nil), newWriter(qdb, db.qst, latencyFirst, newWALSync(qpath+"-wal"))
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -260,6 +269,11 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 		return nil, fmt.Errorf("localstore: open %s: %w", path, err)
 	}
 	sdb.SetMaxOpenConns(8)
+	// Every connection stays open: one that closes takes the statements
+	// prepared on it, and opening one costs its pragmas and a read of the
+	// schema. database/sql keeps two idle by default, and under load the
+	// others were opened and closed again and again.
+	sdb.SetMaxIdleConns(8)
 	return sdb, nil
 }
 
@@ -300,7 +314,7 @@ func (db *DB) Close() error {
 	<-db.reaperEnded
 	db.w.close()
 	db.qw.close()
-	if err := errors.Join(db.sql.Close(), db.q.Close()); err != nil {
+	if err := errors.Join(db.st.close(), db.qst.close(), db.sql.Close(), db.q.Close()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}
 	return nil
@@ -318,24 +332,7 @@ func (db *DB) Sync(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("localstore: sync: %w", err)
 	}
-	// One at a time: a second caller's fsync would cover nothing more.
-	db.syncMu.Lock()
-	defer db.syncMu.Unlock()
-	f, err := os.OpenFile(db.wal, os.O_RDWR, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil // no log: everything is in the database file, synced by its checkpoint
-	}
-	if err != nil {
-		return fmt.Errorf("localstore: sync: %w", err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("localstore: sync: %w", err)
-	}
-	return nil
+	return db.wal.sync()
 }
 
 // SQL exposes the underlying handle for read-only queries by the portal.
@@ -347,14 +344,17 @@ func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+	// Unprepared (see querier): the statements run once and change the
+	// schema.
+	q := &querier{tx: tx}
+	if _, err := q.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	var v int
-	err = tx.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	err = q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
+		if _, err := q.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
@@ -364,11 +364,11 @@ func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
 		return fmt.Errorf("migrate: database schema %d is newer than this build (%d)", v, len(schema))
 	}
 	for i := v; i < len(schema); i++ {
-		if _, err := tx.ExecContext(ctx, schema[i]); err != nil {
+		if _, err := q.ExecContext(ctx, schema[i]); err != nil {
 			return fmt.Errorf("migrate to %d: %w", i+1, err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
+	if _, err := q.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

@@ -17,7 +17,7 @@ import (
 // to, where a file each cost two fsyncs per object on a disk the SCP
 // needs for the objects themselves.
 func (t *Tx) PutDocument(ctx context.Context, key, contentType string, body []byte, at time.Time) error {
-	err := t.b.write(ctx, func(tx *sql.Tx) error {
+	err := t.b.write(ctx, func(tx *querier) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO documents(key, content_type, time, body) VALUES (?, ?, ?, ?)
 			 ON CONFLICT(key) DO UPDATE SET content_type = excluded.content_type, time = excluded.time, body = excluded.body`,
@@ -33,7 +33,7 @@ func (t *Tx) PutDocument(ctx context.Context, key, contentType string, body []by
 // Document returns the document stored under key and its content type;
 // the error wraps pipeline.ErrNotFound when there is none.
 func (db *DB) Document(ctx context.Context, key string) (body []byte, contentType string, err error) {
-	err = db.sql.QueryRowContext(ctx, `SELECT body, content_type FROM documents WHERE key = ?`, key).Scan(&body, &contentType)
+	err = db.read.QueryRowContext(ctx, `SELECT body, content_type FROM documents WHERE key = ?`, key).Scan(&body, &contentType)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, "", fmt.Errorf("localstore: document: %w", pipeline.ErrNotFound)
 	}

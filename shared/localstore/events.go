@@ -61,7 +61,7 @@ func NewEventID() string {
 // addEvent puts ev in the outbox inside tx; the Publisher delivers it after
 // the transaction commits (transactional outbox), so an event is announced if
 // and only if the work that caused it was committed.
-func addEvent(ctx context.Context, tx *sql.Tx, ev Event, webhooks []string) error {
+func addEvent(ctx context.Context, tx *querier, ev Event, webhooks []string) error {
 	if ev.ID == "" {
 		ev.ID = NewEventID()
 	}
@@ -162,7 +162,7 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	limit := limitOr(f.Limit, 100)
 	q += " ORDER BY seq " + order + " LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := db.sql.QueryContext(ctx, q, args...)
+	rows, err := db.read.QueryContext(ctx, q, args...)
 	if err != nil {
 		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
@@ -311,7 +311,7 @@ func (p *Publisher) reconcileLog(ctx context.Context) error {
 	if p.LogPath == "" {
 		return nil
 	}
-	rows, err := p.DB.sql.QueryContext(ctx, `SELECT id FROM outbox WHERE logged = 0`)
+	rows, err := p.DB.read.QueryContext(ctx, `SELECT id FROM outbox WHERE logged = 0`)
 	if err != nil {
 		return fmt.Errorf("localstore: reconcile event log: %w", err)
 	}
@@ -384,7 +384,7 @@ func (p *Publisher) markLogged(ctx context.Context, ids []string) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	err := p.DB.write(ctx, func(tx *sql.Tx) error {
+	err := p.DB.write(ctx, func(tx *querier) error {
 		for _, id := range ids {
 			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, id); err != nil {
 				return err
@@ -408,7 +408,7 @@ type outboxEvent struct {
 }
 
 func (p *Publisher) undelivered(ctx context.Context, where string, through int64) ([]outboxEvent, error) {
-	rows, err := p.DB.sql.QueryContext(ctx,
+	rows, err := p.DB.read.QueryContext(ctx,
 		`SELECT id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq <= ? ORDER BY seq LIMIT ?`, through, flushBatch)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: read outbox: %w", err)
@@ -442,7 +442,7 @@ func (p *Publisher) undelivered(ctx context.Context, where string, through int64
 func (p *Publisher) Flush(ctx context.Context) error {
 	p.init()
 	var through sql.NullInt64
-	if err := p.DB.sql.QueryRowContext(ctx, `SELECT MAX(seq) FROM outbox`).Scan(&through); err != nil {
+	if err := p.DB.read.QueryRowContext(ctx, `SELECT MAX(seq) FROM outbox`).Scan(&through); err != nil {
 		return fmt.Errorf("localstore: read outbox: %w", err)
 	}
 	if !through.Valid {
@@ -511,7 +511,7 @@ func (p *Publisher) Flush(ctx context.Context) error {
 		}
 	}
 	if len(updates) > 0 {
-		err := p.DB.write(ctx, func(tx *sql.Tx) error {
+		err := p.DB.write(ctx, func(tx *querier) error {
 			for _, u := range updates {
 				if _, err := tx.ExecContext(ctx, `UPDATE outbox SET webhooks_left = ? WHERE id = ?`, string(u.left), u.id); err != nil {
 					return err

@@ -63,7 +63,7 @@ func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadat
 		md = []byte("{}")
 	}
 	var added bool
-	err = h.db.qw.run(ctx, func(tx *sql.Tx) error {
+	err = h.db.qw.run(ctx, func(tx *querier) error {
 		res, err := tx.ExecContext(ctx, enqueueSQL, key, unixNano(at), string(md))
 		if err != nil {
 			return err
@@ -93,17 +93,12 @@ func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Tim
 		}
 	}
 	var added int
-	err := h.db.qw.run(ctx, func(tx *sql.Tx) error {
+	err := h.db.qw.run(ctx, func(tx *querier) error {
 		added = 0
-		stmt, err := tx.PrepareContext(ctx, enqueueSQL)
-		if err != nil {
-			return err
-		}
-		defer stmt.Close()
 		// Errors say which of the keys failed by its position, not the
 		// key: keys hold UIDs, and errors reach logs.
 		for i, k := range fresh {
-			res, err := stmt.ExecContext(ctx, k, unixNano(at), "{}")
+			res, err := tx.ExecContext(ctx, enqueueSQL, k, unixNano(at), "{}")
 			if err != nil {
 				return fmt.Errorf("key %d of %d: %w", i+1, len(fresh), err)
 			}
@@ -124,7 +119,7 @@ func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Tim
 // adoptLegacyPending queues the keys a build from before the separate
 // queue left pending in the ledger (their rows stay, with their attempts).
 func (h *Handoff) adoptLegacyPending(ctx context.Context) error {
-	rows, err := h.db.sql.QueryContext(ctx, `SELECT key, enqueued_at, metadata FROM handoff WHERE state = 'pending'`)
+	rows, err := h.db.read.QueryContext(ctx, `SELECT key, enqueued_at, metadata FROM handoff WHERE state = 'pending'`)
 	if err != nil {
 		return fmt.Errorf("localstore: adopt pending keys: %w", err)
 	}
@@ -148,7 +143,7 @@ func (h *Handoff) adoptLegacyPending(ctx context.Context) error {
 	if len(legacy) == 0 {
 		return nil
 	}
-	err = h.db.qw.run(ctx, func(tx *sql.Tx) error {
+	err = h.db.qw.run(ctx, func(tx *querier) error {
 		for _, r := range legacy {
 			if _, err := tx.ExecContext(ctx, enqueueSQL, r.key, r.at, r.md); err != nil {
 				return err
@@ -200,7 +195,7 @@ func (h *Handoff) Forget(ctx context.Context, keys []string) error {
 	if len(keys) == 0 {
 		return nil
 	}
-	err := h.db.qw.run(ctx, func(tx *sql.Tx) error {
+	err := h.db.qw.run(ctx, func(tx *querier) error {
 		for _, k := range keys {
 			if _, err := tx.ExecContext(ctx, `DELETE FROM queue WHERE key = ?`, k); err != nil {
 				return err
@@ -298,7 +293,7 @@ func (h *Handoff) Pending(ctx context.Context, limit int) ([]string, error) {
 
 // queuedKeys lists up to limit keys of the queue, oldest first.
 func (h *Handoff) queuedKeys(ctx context.Context, limit int) ([]string, error) {
-	rows, err := h.db.q.QueryContext(ctx, `SELECT key FROM queue ORDER BY enqueued_at, key LIMIT ?`, limit)
+	rows, err := h.db.qread.QueryContext(ctx, `SELECT key FROM queue ORDER BY enqueued_at, key LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: pending: %w", err)
 	}
@@ -319,7 +314,7 @@ func (h *Handoff) queuedKeys(ctx context.Context, limit int) ([]string, error) {
 
 // queued returns key's queue row.
 func (h *Handoff) queued(ctx context.Context, key string) (ok bool, at int64, md string, err error) {
-	err = h.db.q.QueryRowContext(ctx, `SELECT enqueued_at, metadata FROM queue WHERE key = ?`, key).Scan(&at, &md)
+	err = h.db.qread.QueryRowContext(ctx, `SELECT enqueued_at, metadata FROM queue WHERE key = ?`, key).Scan(&at, &md)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, 0, "", nil
 	}
@@ -332,7 +327,7 @@ func (h *Handoff) queued(ctx context.Context, key string) (ok bool, at int64, md
 // ledgerState returns key's ledger state and attempts, "" when the ledger
 // has no row for it.
 func (h *Handoff) ledgerState(ctx context.Context, key string) (state string, attempts int, err error) {
-	err = h.db.sql.QueryRowContext(ctx, `SELECT state, attempts FROM handoff WHERE key = ?`, key).Scan(&state, &attempts)
+	err = h.db.read.QueryRowContext(ctx, `SELECT state, attempts FROM handoff WHERE key = ?`, key).Scan(&state, &attempts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", 0, nil
 	}
@@ -370,7 +365,7 @@ func (h *Handoff) Metadata(ctx context.Context, key string) (map[string]string, 
 		return nil, err
 	}
 	if !ok {
-		err := h.db.sql.QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, key).Scan(&md)
+		err := h.db.read.QueryRowContext(ctx, `SELECT metadata FROM handoff WHERE key = ?`, key).Scan(&md)
 		if errors.Is(err, sql.ErrNoRows) {
 			return map[string]string{}, nil
 		}
@@ -397,7 +392,7 @@ const ledgerSQL = `INSERT INTO handoff(key, enqueued_at, state, attempts, last_e
 // markDone completes key inside tx, keeping its queue metadata in the
 // ledger. It fails when key is done or failed already, so a second
 // processing of the same key can never commit.
-func (h *Handoff) markDone(ctx context.Context, tx *sql.Tx, key string, at time.Time) error {
+func (h *Handoff) markDone(ctx context.Context, tx *querier, key string, at time.Time) error {
 	_, qat, md, err := h.queued(ctx, key)
 	if err != nil {
 		return err
@@ -431,7 +426,7 @@ func (h *Handoff) Fail(ctx context.Context, key string, cause error, maxAttempts
 		md, qat = "{}", unixNano(time.Now())
 	}
 	var parked bool
-	err = h.db.write(ctx, func(tx *sql.Tx) error {
+	err = h.db.write(ctx, func(tx *querier) error {
 		first := "pending"
 		if maxAttempts <= 1 {
 			first = "failed"
@@ -466,10 +461,10 @@ func (h *Handoff) Fail(ctx context.Context, key string, cause error, maxAttempts
 // ever processed.
 func (h *Handoff) Counts(ctx context.Context) (map[string]int, error) {
 	var pending, failed int
-	if err := h.db.q.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue`).Scan(&pending); err != nil {
+	if err := h.db.qread.QueryRowContext(ctx, `SELECT COUNT(*) FROM queue`).Scan(&pending); err != nil {
 		return nil, fmt.Errorf("localstore: handoff counts: %w", err)
 	}
-	if err := h.db.sql.QueryRowContext(ctx, `SELECT COUNT(*) FROM handoff WHERE state = 'failed'`).Scan(&failed); err != nil {
+	if err := h.db.read.QueryRowContext(ctx, `SELECT COUNT(*) FROM handoff WHERE state = 'failed'`).Scan(&failed); err != nil {
 		return nil, fmt.Errorf("localstore: handoff counts: %w", err)
 	}
 	h.db.reapMu.Lock()

@@ -23,7 +23,7 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: study and SOP instance UID are required")
 	}
 	var res pipeline.UpsertResult
-	err := s.b.write(ctx, func(tx *sql.Tx) error {
+	err := s.b.write(ctx, func(tx *querier) error {
 		var err error
 		res, err = upsertInstance(ctx, tx, in)
 		return err
@@ -31,7 +31,7 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 	return res, err
 }
 
-func upsertInstance(ctx context.Context, tx *sql.Tx, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
+func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	var prevBody string
 	err := tx.QueryRowContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? AND sha256 = ?`, in.SOPInstanceUID, in.SHA256).Scan(&prevBody)
 	switch {
@@ -92,11 +92,11 @@ func activityNano(t time.Time) int64 {
 	return unixNano(t)
 }
 
-func getSummary(ctx context.Context, q querier, studyUID string) (pipeline.StudySummary, error) {
+func getSummary(ctx context.Context, q *querier, studyUID string) (pipeline.StudySummary, error) {
 	return getRecord[pipeline.StudySummary](ctx, q, "study", `SELECT record FROM studies WHERE study_uid = ?`, studyUID)
 }
 
-func putSummary(ctx context.Context, tx *sql.Tx, st pipeline.StudySummary, insert bool) error {
+func putSummary(ctx context.Context, tx *querier, st pipeline.StudySummary, insert bool) error {
 	body, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("localstore: put study: %w", err)
@@ -194,7 +194,7 @@ func (s *IndexStore) summaries(ctx context.Context, stmt string, args ...any) ([
 // MarkAnnounced records that version was announced describing revision; it
 // fails with pipeline.ErrConditionFailed unless version follows the last one.
 func (s *IndexStore) MarkAnnounced(ctx context.Context, studyUID string, revision, version int64, at time.Time) error {
-	return s.b.write(ctx, func(tx *sql.Tx) error {
+	return s.b.write(ctx, func(tx *querier) error {
 		st, err := getSummary(ctx, tx, studyUID)
 		if err != nil {
 			return err
@@ -227,7 +227,7 @@ func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, 
 
 // MarkEventPublished adds eventID to the publish ledger (idempotent).
 func (s *IndexStore) MarkEventPublished(ctx context.Context, eventID string, at time.Time) error {
-	err := s.b.write(ctx, func(tx *sql.Tx) error {
+	err := s.b.write(ctx, func(tx *querier) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO published_events(id, time) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`, eventID, unixNano(at))
 		return err

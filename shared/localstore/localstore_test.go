@@ -292,7 +292,7 @@ func TestQuietPeriodRunsFromActivity(t *testing.T) {
 				}
 			}
 			if c.legacy {
-				st, err := getSummary(ctx, db.sql, "1.2.3")
+				st, err := getSummary(ctx, db.read, "1.2.3")
 				if err != nil {
 					t.Fatal(err)
 				}

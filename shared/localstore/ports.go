@@ -19,16 +19,9 @@ var (
 	_ pipeline.CommitmentStore = (*CommitmentStore)(nil)
 )
 
-// querier is what both *sql.DB and *sql.Tx offer.
-type querier interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
 // queryRecords runs a query whose one column is a record stored as JSON and
 // decodes each row; what names the operation in errors.
-func queryRecords[T any](ctx context.Context, q querier, what, stmt string, args ...any) ([]T, error) {
+func queryRecords[T any](ctx context.Context, q *querier, what, stmt string, args ...any) ([]T, error) {
 	rows, err := q.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: %s: %w", what, err)
@@ -54,7 +47,7 @@ func queryRecords[T any](ctx context.Context, q querier, what, stmt string, args
 
 // getRecord runs a query for one row whose one column is a record stored as
 // JSON and decodes it; no row is pipeline.ErrNotFound.
-func getRecord[T any](ctx context.Context, q querier, what, stmt string, args ...any) (T, error) {
+func getRecord[T any](ctx context.Context, q *querier, what, stmt string, args ...any) (T, error) {
 	var v T
 	var body string
 	err := q.QueryRowContext(ctx, stmt, args...).Scan(&body)
@@ -81,7 +74,7 @@ type binding struct {
 // q returns what reads go through: the unit's transaction when bound (so
 // they see the unit's own writes and nothing changes under its
 // read-then-write), the connection pool otherwise.
-func (b binding) q() (querier, error) {
+func (b binding) q() (*querier, error) {
 	if b.unit != nil {
 		tx, err := b.unit.begin()
 		if err != nil {
@@ -89,12 +82,12 @@ func (b binding) q() (querier, error) {
 		}
 		return tx, nil
 	}
-	return b.db.sql, nil
+	return b.db.read, nil
 }
 
 // write runs fn in the bound unit, or in a unit of its own that it waits
 // to see committed.
-func (b binding) write(ctx context.Context, fn func(*sql.Tx) error) error {
+func (b binding) write(ctx context.Context, fn func(*querier) error) error {
 	if b.unit != nil {
 		tx, err := b.unit.begin()
 		if err != nil {
@@ -107,7 +100,7 @@ func (b binding) write(ctx context.Context, fn func(*sql.Tx) error) error {
 
 // write runs fn as one unit of the main database and returns once it is
 // committed.
-func (db *DB) write(ctx context.Context, fn func(*sql.Tx) error) error {
+func (db *DB) write(ctx context.Context, fn func(*querier) error) error {
 	return db.w.run(ctx, fn)
 }
 
@@ -155,7 +148,7 @@ func (t *Tx) Outbox() *Outbox { return &Outbox{b: t.b, webhooks: t.webhooks} }
 // MarkDone completes hand-off key in this transaction; it fails with
 // ErrNotPending when key is not pending, which rolls the work back.
 func (t *Tx) MarkDone(ctx context.Context, key string, at time.Time) error {
-	err := t.b.write(ctx, func(tx *sql.Tx) error { return t.b.db.Handoff().markDone(ctx, tx, key, at) })
+	err := t.b.write(ctx, func(tx *querier) error { return t.b.db.Handoff().markDone(ctx, tx, key, at) })
 	if err == nil {
 		t.done = append(t.done, key)
 	}
@@ -226,7 +219,7 @@ type Outbox struct {
 
 // Publish queues events; they are all accepted or the call fails.
 func (o *Outbox) Publish(ctx context.Context, events []pipeline.Event) ([]int, error) {
-	err := o.b.write(ctx, func(tx *sql.Tx) error {
+	err := o.b.write(ctx, func(tx *querier) error {
 		for _, e := range events {
 			ev := Event{ID: e.ID, Time: e.Time, Source: pipeline.EventSource, DetailType: e.DetailType, Detail: e.Detail}
 			if err := addEvent(ctx, tx, ev, o.webhooks); err != nil {
@@ -248,7 +241,7 @@ func (t *Tx) RecordCopy(ctx context.Context, src, dst string, metadata map[strin
 	if err != nil {
 		return fmt.Errorf("localstore: record copy: %w", err)
 	}
-	err = t.b.write(ctx, func(tx *sql.Tx) error {
+	err = t.b.write(ctx, func(tx *querier) error {
 		_, err := tx.ExecContext(ctx,
 			`INSERT INTO quarantine(object_key, source_key, time, metadata) VALUES (?, ?, ?, ?)
 			 ON CONFLICT(object_key) DO UPDATE SET source_key = excluded.source_key, metadata = excluded.metadata`,
@@ -265,7 +258,7 @@ func (t *Tx) RecordCopy(ctx context.Context, src, dst string, metadata map[strin
 // when dst is not a recorded copy.
 func (db *DB) CopyOf(ctx context.Context, dst string) (src string, metadata map[string]string, ok bool, err error) {
 	var md string
-	err = db.sql.QueryRowContext(ctx, `SELECT source_key, metadata FROM quarantine WHERE object_key = ?`, dst).Scan(&src, &md)
+	err = db.read.QueryRowContext(ctx, `SELECT source_key, metadata FROM quarantine WHERE object_key = ?`, dst).Scan(&src, &md)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", nil, false, nil
 	}

@@ -121,7 +121,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	}
 	stmt += " ORDER BY s.last_received DESC, s.study_uid LIMIT ?"
 	args = append(args, limit+1)
-	rows, err := db.sql.QueryContext(ctx, stmt, args...)
+	rows, err := db.read.QueryContext(ctx, stmt, args...)
 	if err != nil {
 		return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
 	}

@@ -47,14 +47,20 @@ var (
 // sidecar files) happens outside, in parallel with other units.
 type writer struct {
 	sql    *sql.DB
+	st     *statements
 	policy batching
+	// durable, when set, makes each commit durable before its units
+	// learn of it; the next transaction does not wait for it.
+	durable *walSync
+	syncs   sync.WaitGroup // durable's runs under way
 
 	mu      sync.Mutex
 	cond    *sync.Cond
 	busy    bool // a unit or the committer uses tx
 	waiting int  // units waiting to use tx
 	tx      *sql.Tx
-	batch   *batch // tx's units wait on batch.done
+	txq     *querier // runs the units' statements in tx
+	batch   *batch   // tx's units wait on batch.done
 	opened  time.Time
 	closed  bool
 	stopped chan struct{}
@@ -69,17 +75,17 @@ type batch struct {
 	lingers bool
 }
 
-func newWriter(db *sql.DB, policy batching) *writer {
-	w := &writer{sql: db, policy: policy, stopped: make(chan struct{})}
+func newWriter(db *sql.DB, st *statements, policy batching, durable *walSync) *writer {
+	w := &writer{sql: db, st: st, policy: policy, durable: durable, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
 	return w
 }
 
 // acquire waits for the shared transaction, opening it if none is open,
-// and returns it with its batch; release must follow. The wait is not
-// cancellable: it lasts one unit's statements or one commit.
-func (w *writer) acquire() (*sql.Tx, *batch, error) {
+// and returns its querier and its batch; release must follow. The wait is
+// not cancellable: it lasts one unit's statements or one commit.
+func (w *writer) acquire() (*querier, *batch, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.waiting++
@@ -97,7 +103,7 @@ func (w *writer) acquire() (*sql.Tx, *batch, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("localstore: begin: %w", err)
 		}
-		w.tx, w.batch, w.opened = tx, &batch{done: make(chan struct{})}, time.Now()
+		w.tx, w.txq, w.batch, w.opened = tx, txQuerier(w.st, tx), &batch{done: make(chan struct{})}, time.Now()
 		// Once the batch may or must be committed, this wakes the
 		// committer should nothing else happen by then.
 		if w.policy.linger > 0 {
@@ -106,7 +112,7 @@ func (w *writer) acquire() (*sql.Tx, *batch, error) {
 		time.AfterFunc(w.policy.maxAge, w.cond.Broadcast)
 	}
 	w.busy = true
-	return w.tx, w.batch, nil
+	return w.txq, w.batch, nil
 }
 
 // commitDue reports whether the open transaction is old enough that the
@@ -159,12 +165,24 @@ func (w *writer) commitLoop() {
 			continue
 		}
 		tx, b := w.tx, w.batch
-		w.tx, w.batch, w.busy = nil, nil, true
+		w.tx, w.txq, w.batch, w.busy = nil, nil, nil, true
 		w.mu.Unlock()
-		if err := tx.Commit(); err != nil {
+		switch err := tx.Commit(); {
+		case err != nil:
 			b.err = fmt.Errorf("localstore: commit: %w", err)
+			close(b.done)
+		case w.durable != nil:
+			w.syncs.Add(1)
+			go func() {
+				defer w.syncs.Done()
+				if err := w.durable.sync(); err != nil {
+					b.err = fmt.Errorf("localstore: commit: %w", err)
+				}
+				close(b.done)
+			}()
+		default:
+			close(b.done)
 		}
-		close(b.done)
 		w.mu.Lock()
 		w.busy = false
 		w.cond.Broadcast()
@@ -179,20 +197,21 @@ func (w *writer) close() {
 	w.mu.Unlock()
 	w.cond.Broadcast()
 	<-w.stopped
+	w.syncs.Wait()
 }
 
 // unit is one piece of work's view of the writer: a savepoint in the
 // shared transaction, taken at the first statement.
 type unit struct {
 	w     *writer
-	tx    *sql.Tx
+	tx    *querier
 	batch *batch
 	err   error // sticky acquisition error
 }
 
 // begin takes the transaction and opens the unit's savepoint unless that
 // happened already.
-func (u *unit) begin() (*sql.Tx, error) {
+func (u *unit) begin() (*querier, error) {
 	if u.tx != nil || u.err != nil {
 		return u.tx, u.err
 	}
@@ -258,7 +277,7 @@ func (u *unit) end(ok bool) (*batch, error) {
 }
 
 // run runs fn as one unit and returns once it is committed.
-func (w *writer) run(ctx context.Context, fn func(*sql.Tx) error) error {
+func (w *writer) run(ctx context.Context, fn func(*querier) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("localstore: write: %w", err)
 	}
@@ -282,7 +301,7 @@ func (w *writer) poison(b *batch, err error) {
 		if rerr := w.tx.Rollback(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("localstore: rollback: %w", rerr))
 		}
-		w.tx, w.batch = nil, nil
+		w.tx, w.txq, w.batch = nil, nil, nil
 		b.err = fmt.Errorf("localstore: transaction abandoned: %w", err)
 		close(b.done)
 	}

@@ -2,7 +2,6 @@ package localstore
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"sync"
@@ -30,7 +29,7 @@ func TestWriterGroupCommit(t *testing.T) {
 			for i := range each {
 				k := fmt.Sprintf("%d-%d", g, i)
 				fail := i%7 == 3
-				err := db.write(ctx, func(tx *sql.Tx) error {
+				err := db.write(ctx, func(tx *querier) error {
 					if _, err := tx.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k); err != nil {
 						return err
 					}
@@ -93,7 +92,7 @@ func TestWriteAfterClose(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	err := db.write(context.Background(), func(*sql.Tx) error { return nil })
+	err := db.write(context.Background(), func(*querier) error { return nil })
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after Close = %v, want ErrClosed", err)
 	}

@@ -1,0 +1,199 @@
+package localstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// maxStatements bounds how many SQL texts a database keeps prepared. The
+// package's statements are a few dozen fixed texts and the filter
+// combinations of the portal's searches; a patient search adds a clause
+// per word, so the texts are not a closed set, and a text past the bound
+// is prepared for its one run.
+const maxStatements = 256
+
+// statements prepares each SQL text once per database and keeps it until
+// close: preparing the same few dozen texts again for every object was a
+// tenth of local mode's CPU (SQLite's parser under sqlite3_prepare_v2).
+// database/sql prepares a kept statement again on each connection it
+// runs on, once per connection.
+type statements struct {
+	db *sql.DB
+
+	mu     sync.RWMutex
+	m      map[string]*sql.Stmt
+	closed bool
+}
+
+func newStatements(db *sql.DB) *statements {
+	return &statements{db: db, m: map[string]*sql.Stmt{}}
+}
+
+// get returns query's kept statement; kept is false for a statement past
+// maxStatements, which the caller closes after its run.
+func (s *statements) get(ctx context.Context, query string) (stmt *sql.Stmt, kept bool, err error) {
+	s.mu.RLock()
+	stmt, closed := s.m[query], s.closed
+	s.mu.RUnlock()
+	switch {
+	case stmt != nil:
+		return stmt, true, nil
+	case closed:
+		return nil, false, ErrClosed
+	}
+	// Prepared outside the lock: preparing may wait for a connection,
+	// and the connections' holders may be waiting for a statement.
+	stmt, err = s.db.PrepareContext(context.WithoutCancel(ctx), query)
+	if err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch kept := s.m[query]; {
+	case s.closed:
+		return nil, false, errors.Join(ErrClosed, stmt.Close())
+	case kept != nil:
+		// Another call prepared it meanwhile: this one is not needed.
+		return kept, true, stmt.Close()
+	case len(s.m) >= maxStatements:
+		return stmt, false, nil
+	}
+	s.m[query] = stmt
+	return stmt, true, nil
+}
+
+// close closes every kept statement; later runs fail with ErrClosed.
+func (s *statements) close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	var errs []error
+	for _, stmt := range s.m {
+		if err := stmt.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.m = nil
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("localstore: close statements: %w", err)
+	}
+	return nil
+}
+
+// querier is where every statement of the package runs: on the
+// connection pool, or (tx set) in a transaction, through the database's
+// prepared statements. Inside a transaction a statement is bound to it
+// once (Tx.StmtContext) and the binding kept until the transaction ends,
+// which closes it; the writers keep one transaction open for many units.
+//
+// A querier without statements runs its texts unprepared: the schema
+// migration's, run once, which change the schema a statement prepared on
+// another connection would not see until they commit.
+type querier struct {
+	st    *statements
+	tx    *sql.Tx
+	bound map[string]*sql.Stmt // st's statements bound to tx
+}
+
+// poolQuerier runs statements on st's connection pool.
+func poolQuerier(st *statements) *querier { return &querier{st: st} }
+
+// txQuerier runs statements in tx, prepared through st.
+func txQuerier(st *statements, tx *sql.Tx) *querier {
+	return &querier{st: st, tx: tx, bound: map[string]*sql.Stmt{}}
+}
+
+// stmt returns the statement to run query with, and what to call after
+// its run (and after its rows are read: database/sql finalizes a closed
+// statement once its rows are closed).
+func (q *querier) stmt(ctx context.Context, query string) (*sql.Stmt, func(), error) {
+	if s := q.bound[query]; s != nil {
+		return s, func() {}, nil
+	}
+	s, kept, err := q.st.get(ctx, query)
+	if err != nil {
+		return nil, nil, err
+	}
+	if q.tx == nil {
+		if kept {
+			return s, func() {}, nil
+		}
+		return s, func() { _ = s.Close() }, nil // only a statement of this call: nothing to report to
+	}
+	// A binding that failed fails every run; ExecContext and QueryContext
+	// drop it then, so that the next run binds again.
+	ts := q.tx.StmtContext(context.WithoutCancel(ctx), s)
+	if !kept {
+		return ts, func() { _ = ts.Close(); _ = s.Close() }, nil // as above
+	}
+	q.bound[query] = ts
+	return ts, func() {}, nil
+}
+
+// ExecContext runs a statement that returns no rows.
+func (q *querier) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if q.st == nil {
+		return q.tx.ExecContext(ctx, query, args...)
+	}
+	s, done, err := q.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	res, err := s.ExecContext(ctx, args...)
+	if err != nil {
+		delete(q.bound, query)
+	}
+	return res, err
+}
+
+// QueryContext runs a query; the caller closes the rows.
+func (q *querier) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if q.st == nil {
+		return q.tx.QueryContext(ctx, query, args...)
+	}
+	s, done, err := q.stmt(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	rows, err := s.QueryContext(ctx, args...)
+	if err != nil {
+		delete(q.bound, query)
+	}
+	return rows, err
+}
+
+// row is the result of QueryRowContext: at most one row, read by Scan.
+type row struct {
+	rows *sql.Rows
+	err  error
+}
+
+// Scan copies the first row's columns into dest, and closes the rows; it
+// returns sql.ErrNoRows when there is no row, as sql.Row's does.
+func (r row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return sql.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	return r.rows.Close()
+}
+
+// QueryRowContext runs a query for at most one row.
+func (q *querier) QueryRowContext(ctx context.Context, query string, args ...any) row {
+	rows, err := q.QueryContext(ctx, query, args...)
+	return row{rows: rows, err: err}
+}
