@@ -13,7 +13,7 @@
 #   SITELINK_ASSOCS                 parallel associations (default "1 4 8")
 #   SITELINK_CORPORA                sub-corpora of the bench corpus (default "ct mr")
 #   SITELINK_N                      instances sent per run, at most (default 400)
-#   SITELINK_ROUNDS                 rounds (default 1; the table gives medians)
+#   SITELINK_ROUNDS                 rounds (default 3; the table gives medians)
 #   SITELINK_RATE, SITELINK_MTU     link bandwidth and MTU (default 500mbit, 1400)
 #   S3_WRITE_LATENCY, S3_READ_LATENCY  the S3 endpoint's answers, P50/P99 (default 20ms/100ms both)
 #   STAGING_LATENCY                 the staged store's per-operation latencies (default efs; scp-task --staging-latency)
@@ -27,7 +27,7 @@ RTTS=${SITELINK_RTTS:-2 20}
 ASSOCS=${SITELINK_ASSOCS:-1 4 8}
 CORPORA=${SITELINK_CORPORA:-ct mr}
 N=${SITELINK_N:-400}
-ROUNDS=${SITELINK_ROUNDS:-1}
+ROUNDS=${SITELINK_ROUNDS:-3}
 RATE=${SITELINK_RATE:-500mbit}
 MTU=${SITELINK_MTU:-1400}
 S3_WRITE_LATENCY=${S3_WRITE_LATENCY:-20ms/100ms}
