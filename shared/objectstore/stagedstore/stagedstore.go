@@ -248,7 +248,8 @@ const startingPrefix = ".starting-"
 // lock follows the file, not its name); otherwise a task scanning between
 // the directory's creation and its locking would take it over and remove
 // it from under its owner. A task that stops before the rename leaves an
-// empty ".starting-" directory and nothing staged. A task id already
+// empty ".starting-" directory and nothing staged, which another task
+// removes once it has been left long enough (removeAbandonedStart). A task id already
 // there (a task restarted under its id) is locked where it is.
 func (s *Store) lockOwnDir() (io.Closer, error) {
 	root := filepath.Dir(s.ownDir)

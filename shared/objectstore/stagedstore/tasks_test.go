@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 // The helper process is one task: it stages objects (role "writer") or
@@ -231,5 +232,49 @@ func TestStartingJournalNotTakenOver(t *testing.T) {
 	}
 	if _, err := st.fs.Lock(filepath.Join(dir, journalsDir, st.TaskID(), lockName)); !isLocked(err) {
 		t.Errorf("this task's journal's lock: %v, want held", err)
+	}
+}
+
+// TestAbandonedStartingJournalRemoved: a ".starting-" journal directory
+// left long ago by a task that stopped while starting, its lock free, is
+// removed by another task; a recent one, and an old one whose lock is
+// held, are left alone.
+func TestAbandonedStartingJournalRemoved(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-2 * abandonedStartAge)
+	mk := func(name string, mtime time.Time) string {
+		p := filepath.Join(dir, journalsDir, startingPrefix+name)
+		if err := os.MkdirAll(filepath.Join(p, largeDir), 0o750); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(p, lockName), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, mtime, mtime); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	abandoned, recent, held := mk("abandoned", old), mk("recent", time.Now()), mk("held", old)
+	lock, err := vfs.OS().Lock(filepath.Join(held, lockName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	newStore(t, Options{Dir: dir, Uploader: newFakeS3(), AdoptEvery: time.Millisecond})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(abandoned); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned starting journal was not removed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, p := range []string{recent, held} {
+		if _, err := os.Stat(filepath.Join(p, largeDir)); err != nil {
+			t.Errorf("%s: %v, want left alone", filepath.Base(p), err)
+		}
 	}
 }

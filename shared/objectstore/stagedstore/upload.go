@@ -419,6 +419,10 @@ func (s *Store) adopt() {
 		_, mine := s.q.adopted[name]
 		closed := s.q.closed
 		s.q.mu.Unlock()
+		if e.IsDir() && strings.HasPrefix(name, startingPrefix) && name != startingPrefix+s.o.TaskID && !closed {
+			s.removeAbandonedStart(filepath.Join(root, name))
+			continue
+		}
 		if !e.IsDir() || name == s.o.TaskID || strings.HasPrefix(name, startingPrefix) || mine || closed {
 			continue
 		}
@@ -456,6 +460,40 @@ func (s *Store) adopt() {
 			s.enqueue(it)
 		}
 	}
+}
+
+// abandonedStartAge is how long a ".starting-" journal directory must have
+// been left, its lock free, before another task removes it: its task
+// stopped between making it and placing it under its own name
+// (lockOwnDir), so it holds nothing staged. The age keeps a task that has
+// made its directory but not locked it yet from losing it.
+const abandonedStartAge = 10 * time.Minute
+
+// removeAbandonedStart removes the ".starting-" journal directory dir if
+// it was abandoned (abandonedStartAge). It holds only its lock file and an
+// empty directory for large objects; anything more is left where it is.
+func (s *Store) removeAbandonedStart(dir string) {
+	info, err := s.fs.Stat(dir)
+	if err != nil || time.Since(info.ModTime()) < abandonedStartAge {
+		return
+	}
+	lock, err := s.fs.Lock(filepath.Join(dir, lockName))
+	if err != nil {
+		return // its task holds it, or it is gone
+	}
+	err = s.fs.Remove(filepath.Join(dir, largeDir))
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		err = s.fs.Remove(filepath.Join(dir, lockName))
+	}
+	err = errors.Join(err, lock.Close())
+	if err == nil {
+		err = s.fs.Remove(dir)
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("remove the journal directory of a task that stopped while starting", "journal", filepath.Base(dir), "err", err)
+		return
+	}
+	s.log.Info("removed the journal directory of a task that stopped while starting", "journal", filepath.Base(dir))
 }
 
 // finishAdoption removes a journal taken over once all it held is
