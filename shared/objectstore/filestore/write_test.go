@@ -30,14 +30,16 @@ func (r *oddReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestWriteSizes: objects around the block, chunk and ring sizes,
-// arriving in reads of odd sizes, are stored byte for byte, with direct
-// I/O (where the test's filesystem takes it) and without.
+// TestWriteSizes: objects around the block, chunk and ring sizes and the
+// end of direct writes (directLimit), arriving in reads of odd sizes, are
+// stored byte for byte, with direct I/O (where the test's filesystem takes
+// it) and without.
 func TestWriteSizes(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	sizes := []int{0, 1, directAlign - 1, directAlign, directAlign + 1,
 		chunkSize - 1, chunkSize, chunkSize + directAlign + 3,
-		ringSize - 1, ringSize, ringSize + 1, 2*ringSize + chunkSize/2, 5<<20 + 12345}
+		ringSize - 1, ringSize, ringSize + 1, 2*ringSize + chunkSize/2, 5<<20 + 12345,
+		directLimit - 1, directLimit + chunkSize + 5, 2*directLimit + directAlign - 1}
 	reads := [][]int{{1 << 20}, {16384}, {1000, 7, 4093, 65537}}
 	for _, mode := range writeModes {
 		s := newStore(t, mode.opts...)
