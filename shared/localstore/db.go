@@ -223,7 +223,7 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	db.st, db.qst = newStatements(sdb), newStatements(qdb)
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
-	db.w, db.qw = newWriter(sdb, db.st, throughputFirst, nil), newWriter(qdb, db.qst, latencyFirst, newWALSync(qpath+"-wal"))
+	db.w, db.qw = newWriter(db.st, throughputFirst, nil), newWriter(db.qst, latencyFirst, newWALSync(qpath+"-wal"))
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {

@@ -46,8 +46,7 @@ var (
 // does before its first statement (reading and hashing an object, writing
 // sidecar files) happens outside, in parallel with other units.
 type writer struct {
-	sql    *sql.DB
-	st     *statements
+	st     *statements // its database's, which the transactions run on
 	policy batching
 	// durable, when set, makes each commit durable before its units
 	// learn of it; the next transaction does not wait for it.
@@ -75,8 +74,8 @@ type batch struct {
 	lingers bool
 }
 
-func newWriter(db *sql.DB, st *statements, policy batching, durable *walSync) *writer {
-	w := &writer{sql: db, st: st, policy: policy, durable: durable, stopped: make(chan struct{})}
+func newWriter(st *statements, policy batching, durable *walSync) *writer {
+	w := &writer{st: st, policy: policy, durable: durable, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
 	return w
@@ -99,7 +98,7 @@ func (w *writer) acquire() (*querier, *batch, error) {
 	if w.tx == nil {
 		// The transaction outlives every unit's context: units end, the
 		// transaction is the committer's.
-		tx, err := w.sql.BeginTx(context.Background(), nil)
+		tx, err := w.st.db.BeginTx(context.Background(), nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("localstore: begin: %w", err)
 		}
