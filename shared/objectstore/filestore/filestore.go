@@ -65,11 +65,12 @@ type Store struct {
 	direct   bool
 	buffered bool // WithBufferedWrites
 
-	fs        vfs.FS // the journaled path's file system
-	osFS      bool   // fs is the operating system's
-	noJournal bool   // WithoutJournal
-	jopts     journal.Options
-	j         *journal.Journal // nil: every object takes the file recipe
+	fs         vfs.FS                                        // the journaled path's file system
+	osFS       bool                                          // fs is the operating system's
+	noJournal  bool                                          // WithoutJournal
+	replayHeld func(key string, note []byte, release func()) // WithReplayHeld
+	jopts      journal.Options
+	j          *journal.Journal // nil: every object takes the file recipe
 
 	// claims holds the keys a Put is deciding or placing (see claim).
 	claimsMu sync.Mutex
@@ -184,8 +185,11 @@ func (s *Store) Path(key string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
 
+// maxKeyLen bounds a key's length.
+const maxKeyLen = 1024
+
 func validKey(key string) bool {
-	if key == "" || len(key) > 1024 || strings.ContainsAny(key, "\\\x00") {
+	if key == "" || len(key) > maxKeyLen || strings.ContainsAny(key, "\\\x00") {
 		return false
 	}
 	for part := range strings.SplitSeq(key, "/") {
@@ -221,25 +225,45 @@ func unavailable(op string, err error) error {
 // leaves nothing: filesystem failures wrap objectstore.ErrUnavailable,
 // read errors and ctx errors are wrapped as they are.
 func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
-	return s.PutWith(ctx, obj, part10, nil)
+	return s.PutWith(ctx, obj, part10, Hooks{})
 }
 
-// BeforePlace is called by PutWith once an object has arrived whole and
-// the key it is about to try is known (st.Key, with st.Conflict and
-// st.SHA256 set for a conflict key): with the file recipe when it is
-// durable under its temporary name, just before it moves there; for a
-// journaled object before its journal record is appended, since from then
-// on a restart's replay may place it. Either way nothing is under that key
-// from this Put, and nothing a restart could put there, before the hook
-// returns. An error leaves nothing stored and is returned by PutWith.
-type BeforePlace func(ctx context.Context, st objectstore.Stored) error
+// Hooks let PutWith's caller hand every object it stores on to a consumer
+// of its own (local mode's pipeline) without a durable write of its own
+// on the way: a journaled object's record carries the caller's note and
+// stays in the journal until the caller releases it, so after a crash New
+// hands it back (WithReplayHeld) instead of losing it.
+type Hooks struct {
+	// Before is called once an object has arrived whole and the key it
+	// is about to try is known (st.Key, with st.Conflict and st.SHA256
+	// set for a conflict key): with the file recipe (journaled false)
+	// when it is durable under its temporary name, just before it moves
+	// there; for a journaled object before its journal record is
+	// appended, since from then on a restart's replay may place it.
+	// Either way nothing is under that key from this Put, and nothing a
+	// restart could put there, before it returns. It returns the note a
+	// journaled object's record carries with its key (at most
+	// MaxNote bytes; ignored with the file recipe). An error leaves
+	// nothing stored and is returned by PutWith.
+	Before func(ctx context.Context, st objectstore.Stored, journaled bool) (note []byte, err error)
+	// Hold, when set, takes a journaled object's record once the object
+	// is in place, before PutWith returns: the record stays in the
+	// journal, and New replays the object and hands it back
+	// (WithReplayHeld) after a crash, until release is called. Without
+	// Hold a record is released at once. Duplicates and objects stored
+	// by the file recipe have no record.
+	Hold func(key string, release func())
+}
 
-// PutWith is Put with a hook called before each key the object tries to
-// take: before the object's key, and before the conflict key when the
-// object's key holds other content. Local mode records its hand-off
-// there, so that every object that ever appears under a key was handed
-// off first.
-func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, before BeforePlace) (_ objectstore.Stored, err error) {
+// MaxNote is the longest note a journaled object's record carries.
+const MaxNote = journal.MaxMeta - 1 - maxKeyLen
+
+// PutWith is Put with hooks: Before is called before each key the object
+// tries to take (the object's key, then the conflict key when the
+// object's key holds other content), and Hold takes a journaled object's
+// record. Local mode hands its objects to the pipeline there, so that
+// every object that ever appears under a key was handed off first.
+func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, hooks Hooks) (_ objectstore.Stored, err error) {
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
@@ -259,15 +283,15 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 			return objectstore.Stored{}, err
 		}
 		if n < len(ring) {
-			return s.putJournaled(ctx, key, buf, n, before)
+			return s.putJournaled(ctx, key, buf, n, hooks)
 		}
 		filled = n // maybe more: the file recipe takes it from here
 	}
-	return s.putFile(ctx, key, part10, ring, filled, before)
+	return s.putFile(ctx, key, part10, ring, filled, hooks.Before)
 }
 
 // putFile stores an object by the file recipe.
-func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, before BeforePlace) (objectstore.Stored, error) {
+func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, before func(context.Context, objectstore.Stored, bool) ([]byte, error)) (objectstore.Stored, error) {
 	tmp, size, err := s.writeTemp(ctx, part10, ring, filled)
 	if err != nil {
 		return objectstore.Stored{}, err
@@ -289,7 +313,7 @@ func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring 
 	}
 	for attempt := 0; ; attempt++ {
 		if before != nil {
-			if err := before(ctx, st); err != nil {
+			if _, err := before(ctx, st, false); err != nil {
 				return objectstore.Stored{}, err
 			}
 		}

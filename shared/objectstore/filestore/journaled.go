@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
@@ -72,6 +73,17 @@ func WithJournalSize(segmentSize int64, segments int) Option {
 	return func(s *Store) { s.jopts.SegmentSize, s.jopts.Segments = segmentSize, segments }
 }
 
+// WithReplayHeld makes New hand every object it replays from the journal
+// to held, with the note its record carries and the release of that
+// record, instead of releasing it: the caller of PutWith whose Hooks.Hold
+// kept records picks up after a crash where it stopped. New replays every
+// record not yet checkpointed, so a record released shortly before a
+// crash comes back too: what the caller does with one must be idempotent.
+// held is called before New returns, from New's goroutine.
+func WithReplayHeld(held func(key string, note []byte, release func())) Option {
+	return func(s *Store) { s.replayHeld = held }
+}
+
 // withFS makes the store's journal, the journaled path and New's clean-up
 // and replay use fsys (crash tests use an in-memory disk); the file
 // recipe, records and reads keep the operating system's files.
@@ -108,7 +120,12 @@ func (s *Store) openJournal() error {
 	// The replayed files become durable at the journal's checkpoint,
 	// before their segments are reused.
 	for _, r := range recs {
-		j.Release(r)
+		if s.replayHeld == nil {
+			j.Release(r)
+			continue
+		}
+		key, note := splitMeta(r.Meta)
+		s.replayHeld(key, note, releaseOnce(j, r))
 	}
 	s.j = j
 	return nil
@@ -116,7 +133,7 @@ func (s *Store) openJournal() error {
 
 // replay writes a journal record's object to its key again.
 func (s *Store) replay(j *journal.Journal, r journal.Record) error {
-	key := string(r.Meta)
+	key, _ := splitMeta(r.Meta)
 	if !validKey(key) {
 		return fmt.Errorf("record names an invalid key %q", clip(key))
 	}
@@ -135,6 +152,31 @@ func (s *Store) replay(j *journal.Journal, r journal.Record) error {
 	err = s.place(tmp, key)
 	crashPoint("replayed")
 	return err
+}
+
+// recordMeta is what a journaled object's record carries: its key, then,
+// after a NUL (which no key holds), the caller's note if there is one.
+func recordMeta(key string, note []byte) []byte {
+	if len(note) == 0 {
+		return []byte(key)
+	}
+	m := make([]byte, 0, len(key)+1+len(note))
+	return append(append(append(m, key...), 0), note...)
+}
+
+// splitMeta reverses recordMeta.
+func splitMeta(meta []byte) (key string, note []byte) {
+	k, n, found := bytes.Cut(meta, []byte{0})
+	if !found {
+		return string(meta), nil
+	}
+	return string(k), n
+}
+
+// releaseOnce releases r the first time the returned func is called.
+func releaseOnce(j *journal.Journal, r journal.Record) func() {
+	var once sync.Once
+	return func() { once.Do(func() { j.Release(r) }) }
 }
 
 // checkpoint makes everything the journaled path wrote durable: the
@@ -167,9 +209,9 @@ func (s *Store) Close() error {
 }
 
 // putJournaled stores the n bytes at buf[journal.BlockSize:] under key.
-func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, before BeforePlace) (objectstore.Stored, error) {
+func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, hooks Hooks) (objectstore.Stored, error) {
 	body := buf[journal.BlockSize : journal.BlockSize+n]
-	st, release, err := s.claim(ctx, key, body, before)
+	st, note, release, err := s.claim(ctx, key, body, hooks.Before)
 	if err != nil || st.Duplicate {
 		return st, err
 	}
@@ -183,7 +225,7 @@ func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int,
 		return objectstore.Stored{}, unavailable("put", err)
 	}
 	crashPoint("written")
-	rec, err := s.j.Append(ctx, []byte(st.Key), buf, n)
+	rec, err := s.j.Append(ctx, recordMeta(st.Key, note), buf, n)
 	if err != nil {
 		s.removeMaterialTemp(tmp)
 		if ctx.Err() != nil {
@@ -202,44 +244,52 @@ func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int,
 		return objectstore.Stored{}, unavailable("put: place", err)
 	}
 	crashPoint("placed")
-	s.j.Release(rec)
+	if hooks.Hold != nil {
+		hooks.Hold(st.Key, releaseOnce(s.j, rec))
+	} else {
+		s.j.Release(rec)
+	}
 	return st, nil
 }
 
 // claim decides where body goes: under key if free (then key is held
 // until release is called), or reports a duplicate, or moves to the
 // conflict key as the file recipe does, calling before (if set) ahead of
-// each key it tries, as the file recipe does.
-func (s *Store) claim(ctx context.Context, key string, body []byte, before BeforePlace) (st objectstore.Stored, release func(), err error) {
+// each key it tries, as the file recipe does; note is what before returned
+// for the key decided.
+func (s *Store) claim(ctx context.Context, key string, body []byte, before func(context.Context, objectstore.Stored, bool) ([]byte, error)) (st objectstore.Stored, note []byte, release func(), err error) {
 	st = objectstore.Stored{Key: key, Size: int64(len(body))}
 	for attempt := 0; ; attempt++ {
 		if before != nil {
-			if err := before(ctx, st); err != nil {
-				return objectstore.Stored{}, nil, err
+			if note, err = before(ctx, st, true); err != nil {
+				return objectstore.Stored{}, nil, nil, err
+			}
+			if len(note) > MaxNote {
+				return objectstore.Stored{}, nil, nil, fmt.Errorf("filestore: put: note of %d bytes, more than %d", len(note), MaxNote)
 			}
 		}
 		release, err := s.hold(ctx, st.Key)
 		if err != nil {
-			return objectstore.Stored{}, nil, err
+			return objectstore.Stored{}, nil, nil, err
 		}
 		final := filepath.Join(s.root, filepath.FromSlash(st.Key))
 		exists, same, err := s.compare(final, body)
 		if err != nil {
 			release()
-			return objectstore.Stored{}, nil, unavailable("put: compare", err)
+			return objectstore.Stored{}, nil, nil, unavailable("put: compare", err)
 		}
 		if !exists {
-			return st, release, nil
+			return st, note, release, nil
 		}
 		release()
 		if same {
 			st.Duplicate = true
-			return st, nil, nil
+			return st, nil, nil, nil
 		}
 		if attempt == 1 {
 			// A different object holds the conflict key too: its name
 			// shares the first 64 bits of our SHA-256. Never overwrite.
-			return objectstore.Stored{}, nil, fmt.Errorf("filestore: put: conflict key taken by other content")
+			return objectstore.Stored{}, nil, nil, fmt.Errorf("filestore: put: conflict key taken by other content")
 		}
 		h := sha256.Sum256(body)
 		st.SHA256 = hex.EncodeToString(h[:])
