@@ -44,6 +44,7 @@ type DB struct {
 	// round (see forgetSoon).
 	reapMu      sync.Mutex
 	reap        []string
+	reapAfter   []func() // called once the commits before them are durable (Tx.AfterDurable)
 	stopReaper  chan struct{}
 	reaperEnded chan struct{}
 	closeOnce   sync.Once

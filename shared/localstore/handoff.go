@@ -46,34 +46,67 @@ func (db *DB) Handoff() *Handoff { return &Handoff{db: db} }
 
 const enqueueSQL = `INSERT INTO queue(key, enqueued_at, metadata) VALUES (?, ?, ?) ON CONFLICT(key) DO NOTHING`
 
+// Handed is a key handed off with what the SCP knew of its transfer.
+type Handed struct {
+	Key      string
+	At       time.Time         // when it was handed off
+	Metadata map[string]string // may be nil
+}
+
 // Enqueue queues key unless it is queued already or the ledger knows it as
 // done or failed: enqueueing is idempotent. metadata is what the store
 // knew about the object (the SCP's transaction details); it may be nil. It
 // returns once the row is committed, reporting whether it was added.
 func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadata map[string]string) (bool, error) {
-	state, _, err := h.ledgerState(ctx, key)
-	if err != nil {
-		return false, err
+	n, err := h.EnqueueAll(ctx, []Handed{{Key: key, At: at, Metadata: metadata}})
+	return n == 1, err
+}
+
+// EnqueueAll is Enqueue for several keys in one commit; it returns how
+// many it added.
+func (h *Handoff) EnqueueAll(ctx context.Context, keys []Handed) (int, error) {
+	type row struct {
+		key, md string
+		at      int64
 	}
-	if state == "done" || state == "failed" {
-		return false, nil
-	}
-	md, err := json.Marshal(metadata)
-	if err != nil || metadata == nil {
-		md = []byte("{}")
-	}
-	var added bool
-	err = h.db.qw.run(ctx, func(tx *querier) error {
-		res, err := tx.ExecContext(ctx, enqueueSQL, key, unixNano(at), string(md))
+	var rows []row
+	for _, k := range keys {
+		state, _, err := h.ledgerState(ctx, k.Key)
 		if err != nil {
-			return err
+			return 0, err
 		}
-		n, err := res.RowsAffected()
-		added = n == 1
-		return err
+		if state == "done" || state == "failed" {
+			continue
+		}
+		md, err := json.Marshal(k.Metadata)
+		if err != nil || k.Metadata == nil {
+			md = []byte("{}")
+		}
+		rows = append(rows, row{k.Key, string(md), unixNano(k.At)})
+	}
+	if len(rows) == 0 {
+		return 0, nil
+	}
+	var added int
+	err := h.db.qw.run(ctx, func(tx *querier) error {
+		added = 0
+		// Errors say which of the keys failed by its position, not the
+		// key: keys hold UIDs, and errors reach logs.
+		for i, r := range rows {
+			res, err := tx.ExecContext(ctx, enqueueSQL, r.key, r.at, r.md)
+			if err != nil {
+				return fmt.Errorf("key %d of %d: %w", i+1, len(rows), err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("key %d of %d: %w", i+1, len(rows), err)
+			}
+			added += int(n)
+		}
+		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("localstore: enqueue: %w", err)
+		return 0, fmt.Errorf("localstore: enqueue: %w", err)
 	}
 	return added, nil
 }
@@ -82,38 +115,11 @@ func (h *Handoff) Enqueue(ctx context.Context, key string, at time.Time, metadat
 // the ledger, without metadata, and returns how many it added. It is what
 // a reconciliation against a store's listing needs.
 func (h *Handoff) EnqueueMissing(ctx context.Context, keys []string, at time.Time) (int, error) {
-	var fresh []string
-	for _, k := range keys {
-		state, _, err := h.ledgerState(ctx, k)
-		if err != nil {
-			return 0, err
-		}
-		if state == "" {
-			fresh = append(fresh, k)
-		}
+	handed := make([]Handed, len(keys))
+	for i, k := range keys {
+		handed[i] = Handed{Key: k, At: at}
 	}
-	var added int
-	err := h.db.qw.run(ctx, func(tx *querier) error {
-		added = 0
-		// Errors say which of the keys failed by its position, not the
-		// key: keys hold UIDs, and errors reach logs.
-		for i, k := range fresh {
-			res, err := tx.ExecContext(ctx, enqueueSQL, k, unixNano(at), "{}")
-			if err != nil {
-				return fmt.Errorf("key %d of %d: %w", i+1, len(fresh), err)
-			}
-			n, err := res.RowsAffected()
-			if err != nil {
-				return fmt.Errorf("key %d of %d: %w", i+1, len(fresh), err)
-			}
-			added += int(n)
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("localstore: enqueue missing: %w", err)
-	}
-	return added, nil
+	return h.EnqueueAll(ctx, handed)
 }
 
 // adoptLegacyPending queues the keys a build from before the separate
@@ -214,14 +220,16 @@ func (h *Handoff) Forget(ctx context.Context, keys []string) error {
 // start, so removals wait and share the queue's commits.
 const reapEvery = 100 * time.Millisecond
 
-// forgetSoon removes keys from the queue within reapEvery.
-func (h *Handoff) forgetSoon(keys []string) {
-	if len(keys) == 0 {
+// forgetSoon removes keys from the queue within reapEvery, once the
+// commits that completed them are durable, and then calls after.
+func (h *Handoff) forgetSoon(keys []string, after []func()) {
+	if len(keys) == 0 && len(after) == 0 {
 		return
 	}
 	h.db.reapMu.Lock()
 	defer h.db.reapMu.Unlock()
 	h.db.reap = append(h.db.reap, keys...)
+	h.db.reapAfter = append(h.db.reapAfter, after...)
 }
 
 // reaper removes completed keys from the queue until stop is closed, and
@@ -238,23 +246,28 @@ func (db *DB) reaper(stop <-chan struct{}, stopped chan<- struct{}) {
 			last = true
 		}
 		db.reapMu.Lock()
-		keys := db.reap
+		keys, after := db.reap, db.reapAfter
 		db.reapMu.Unlock()
-		if len(keys) == 0 && !last {
+		if len(keys) == 0 && len(after) == 0 && !last {
 			continue
 		}
 		// The commits that completed keys must be durable before their
 		// rows leave the queue.
 		err := db.Sync(context.Background())
-		if err == nil {
+		if err == nil && len(keys) > 0 {
 			err = db.Handoff().Forget(context.Background(), keys)
 		}
 		db.reapMu.Lock()
 		if err == nil {
 			// Keys added meanwhile stay for the next round.
-			db.reap = db.reap[len(keys):]
+			db.reap, db.reapAfter = db.reap[len(keys):], db.reapAfter[len(after):]
 		}
 		db.reapMu.Unlock()
+		if err == nil {
+			for _, fn := range after {
+				fn()
+			}
+		}
 		// On an error the keys stay for the next round; what the last
 		// round leaves, Prune removes at the next start.
 		if last {
@@ -343,6 +356,13 @@ func (h *Handoff) Known(ctx context.Context, key string) (bool, error) {
 	return state != "", err
 }
 
+// Ledger returns key's state in the ledger (done or failed) and its
+// attempts, or "" when the ledger has no row for it: State without the
+// queue's lookup, for a key its caller knows is not queued.
+func (h *Handoff) Ledger(ctx context.Context, key string) (state string, attempts int, err error) {
+	return h.ledgerState(ctx, key)
+}
+
 // State returns the state of key (pending, done or failed) and how many
 // attempts were made, or "" when key is unknown.
 func (h *Handoff) State(ctx context.Context, key string) (state string, attempts int, err error) {
@@ -392,13 +412,23 @@ const ledgerSQL = `INSERT INTO handoff(key, enqueued_at, state, attempts, last_e
 // markDone completes key inside tx, keeping its queue metadata in the
 // ledger. It fails when key is done or failed already, so a second
 // processing of the same key can never commit.
-func (h *Handoff) markDone(ctx context.Context, tx *querier, key string, at time.Time) error {
-	_, qat, md, err := h.queued(ctx, key)
-	if err != nil {
-		return err
-	}
-	if md == "" {
-		md, qat = "{}", unixNano(at)
+func (h *Handoff) markDone(ctx context.Context, tx *querier, key string, at time.Time, handed *Handed) error {
+	var qat int64
+	var md string
+	if handed != nil {
+		b, err := json.Marshal(handed.Metadata)
+		if err != nil || handed.Metadata == nil {
+			b = []byte("{}")
+		}
+		md, qat = string(b), unixNano(handed.At)
+	} else {
+		var err error
+		if _, qat, md, err = h.queued(ctx, key); err != nil {
+			return err
+		}
+		if md == "" {
+			md, qat = "{}", unixNano(at)
+		}
 	}
 	res, err := tx.ExecContext(ctx, ledgerSQL, key, qat, "done", "", unixNano(at), md)
 	if err != nil {

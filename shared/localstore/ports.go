@@ -130,6 +130,7 @@ type Tx struct {
 	b        binding
 	webhooks []string
 	done     []string // keys MarkDone completed, to leave the queue after the commit
+	after    []func() // AfterDurable's
 }
 
 // AuditStore returns the audit adapter bound to the transaction.
@@ -148,12 +149,24 @@ func (t *Tx) Outbox() *Outbox { return &Outbox{b: t.b, webhooks: t.webhooks} }
 // MarkDone completes hand-off key in this transaction; it fails with
 // ErrNotPending when key is not pending, which rolls the work back.
 func (t *Tx) MarkDone(ctx context.Context, key string, at time.Time) error {
-	err := t.b.write(ctx, func(tx *querier) error { return t.b.db.Handoff().markDone(ctx, tx, key, at) })
+	err := t.b.write(ctx, func(tx *querier) error { return t.b.db.Handoff().markDone(ctx, tx, key, at, nil) })
 	if err == nil {
 		t.done = append(t.done, key)
 	}
 	return err
 }
+
+// MarkHandedDone is MarkDone for a key handed off outside the queue (its
+// file store's journal holds it, see scp-task's local mode): the ledger
+// keeps handed's time and metadata, and no queue row is looked up or
+// removed.
+func (t *Tx) MarkHandedDone(ctx context.Context, handed Handed, at time.Time) error {
+	return t.b.write(ctx, func(tx *querier) error { return t.b.db.Handoff().markDone(ctx, tx, handed.Key, at, &handed) })
+}
+
+// AfterDurable has fn called once this unit's commit is durable (after the
+// database's Sync), should it commit; fn must not block.
+func (t *Tx) AfterDurable(fn func()) { t.after = append(t.after, fn) }
 
 // InTx runs fn as one unit of work and, when fn returns nil, keeps its
 // writes and returns once they are committed; on an error (or a crash)
@@ -204,7 +217,7 @@ func (db *DB) unitOfWork(ctx context.Context, webhooks []string, fn func(*Tx) er
 		if b.err == nil {
 			// Done keys leave the queue only now that the ledger says
 			// done; a crash before leaves rows Prune removes at start.
-			db.Handoff().forgetSoon(t.done)
+			db.Handoff().forgetSoon(t.done, t.after)
 		}
 		committed(b.err)
 	}()

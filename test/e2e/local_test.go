@@ -365,20 +365,23 @@ func TestLocalEndToEnd(t *testing.T) {
 }
 
 // TestRestartExactlyOnce kills scp-task in each window between the
-// arrival of an object and the pipeline's commit and checks, over two
-// restarts, that an object whose C-STORE succeeded is processed exactly
-// once, and that one whose C-STORE never succeeded leaves nothing behind
-// and is processed exactly once when the sender sends it again.
+// arrival of an object and the release of its journal record and checks,
+// over two restarts, that an object whose C-STORE succeeded is processed
+// exactly once, and that one whose C-STORE never succeeded is processed
+// exactly once when the sender sends it again, leaving nothing behind if
+// it was not handed off.
 func TestRestartExactlyOnce(t *testing.T) {
 	need(t, "dcmsend")
 	for _, c := range []struct {
-		mode  string
-		acked bool // the C-STORE succeeded before the crash
+		mode   string
+		acked  bool // the C-STORE succeeded before the crash
+		stored bool // the object is durable and handed off
 	}{
-		{"before-handoff", false},
-		{"before-place", false},
-		{"after-store", true},
-		{"before-commit", true},
+		{"before-handoff", false, false},
+		{"before-ack", false, true},
+		{"after-store", true, true},
+		{"before-commit", true, true},
+		{"after-commit", true, true},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
 			dir := t.TempDir()
@@ -390,17 +393,17 @@ func TestRestartExactlyOnce(t *testing.T) {
 				t.Fatalf("exit code %d, want the crash hook's 86 (dcmsend: %v)\n%s", code, err, out)
 			}
 			stored, _ := filepath.Glob(filepath.Join(n.dataDir, "objects", "incoming", "*", "*", "*", synthStudy, "*", "*.dcm"))
-			if c.acked && len(stored) != 1 {
-				t.Fatalf("acknowledged object not on disk after the crash: %v", stored)
+			if c.stored && len(stored) != 1 {
+				t.Fatalf("handed-off object not on disk after the crash: %v", stored)
 			}
-			if !c.acked && len(stored) != 0 {
-				t.Fatalf("an object whose C-STORE never succeeded took its key: %v", stored)
+			if !c.stored && len(stored) != 0 {
+				t.Fatalf("an object never handed off took its key: %v", stored)
 			}
 
 			for round := 0; round < 2; round++ {
 				n.start() // no hook: recover
 				if !c.acked && round == 0 {
-					if got := n.audit("studyUid=" + synthStudy); len(got) != 0 {
+					if got := n.audit("studyUid=" + synthStudy); !c.stored && len(got) != 0 {
 						t.Fatalf("%d audit records for an object never stored", len(got))
 					}
 					// The sender did not get success: it sends again.

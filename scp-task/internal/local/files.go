@@ -31,6 +31,7 @@ import (
 type files struct {
 	root string
 	db   *localstore.DB
+	held *heldObjects // metadata of the keys handed off by their journal records
 	// sums holds the SHA-256 the SCP took of each object as it arrived,
 	// by key, until the pipeline has processed it: reading the object
 	// back to hash it was a disk read of every byte (the file store writes
@@ -82,9 +83,11 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		info.Metadata = md
 		return info, nil
 	}
-	md, err := f.db.Handoff().Metadata(ctx, key)
-	if err != nil {
-		return info, err
+	md, held := f.held.metadata(key)
+	if !held {
+		if md, err = f.db.Handoff().Metadata(ctx, key); err != nil {
+			return info, err
+		}
 	}
 	if len(md) == 0 && strings.HasSuffix(key, ".dcm") {
 		md, err = rebuildMetadata(p, st.ModTime())

@@ -32,7 +32,7 @@ func TestHeadChecksum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &files{root: store.Root(), db: db}
+	f := &files{root: store.Root(), db: db, held: newHeldObjects()}
 	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
 	body := in.Build()
 	file := sha256.Sum256(body)

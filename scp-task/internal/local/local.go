@@ -22,6 +22,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -51,13 +52,17 @@ import (
 )
 
 // CrashEnv names the fault-injection hook of the restart tests. It is read
-// only when set: "before-handoff" exits once an object's bytes are durable
-// under a temporary name, before its hand-off row is written;
-// "before-place" exits after the row's commit, before the object takes its
-// key; "after-store" exits right after an object was stored and handed
-// off, before the pipeline ran; and "before-commit" exits inside the
-// pipeline's unit of work, after all its work, before the commit. Exit
-// status is CrashExitCode.
+// only when set: "before-handoff" exits once an object has arrived, before
+// it is handed off (its journal record appended, or its queue row written
+// for an object too large for the journal); "before-place" exits, for an
+// object too large for the journal, after its queue row's commit, before
+// the object takes its key; "before-ack" exits once a journaled object's
+// record is durable and the object in place, before its C-STORE is
+// answered; "after-store" exits right after an object was stored and
+// handed off, before the pipeline ran; "before-commit" exits inside the
+// pipeline's unit of work, after all its work, before the commit; and
+// "after-commit" exits once that commit is durable, before the object's
+// journal record is released. Exit status is CrashExitCode.
 const CrashEnv = "DICOM_INGEST_TEST_CRASH_AFTER_STORE"
 
 // CrashExitCode is the exit status of an injected crash.
@@ -85,9 +90,10 @@ type Config struct {
 	// PatientData is the event content policy ("" means none): events
 	// leave the machine through webhooks.
 	PatientData pipeline.PatientDataPolicy
-	// ObjectStore opens the file store on dir; nil means the default file
-	// store. Tests inject failing stores here.
-	ObjectStore func(dir string) (ObjectStore, error)
+	// ObjectStore opens the file store on dir, handing every journal
+	// record it replays to handedBack (filestore.WithReplayHeld); nil
+	// means the default file store. Tests inject failing stores here.
+	ObjectStore func(dir string, handedBack func(key string, note []byte, release func())) (ObjectStore, error)
 	// AuditFeed prepares the audit feed's outbox (see Local.AuditFeed)
 	// before any record is processed, so the first time the feed is on it
 	// starts exactly where the trail ends.
@@ -112,6 +118,7 @@ type Local struct {
 	counters *counters
 	pub      *localstore.Publisher
 	queue    *workQueue
+	held     *heldObjects  // journaled objects handed off, their records held
 	commit   chan struct{} // wakes the commitment worker
 	crash    string
 
@@ -203,6 +210,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		l.goRun(func() { l.worker(run) })
 	}
 	l.goRun(func() { l.announcer(run) })
+	l.goRun(func() { l.spiller(run) })
 	l.goRun(func() {
 		if err := l.pub.Run(run); err != nil {
 			log.Error("event publisher stopped", "err", err)
@@ -250,22 +258,34 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	if err := os.MkdirAll(objDir, 0o750); err != nil {
 		return nil, fmt.Errorf("local: data dir: %w", err)
 	}
-	inner, err := cfg.ObjectStore(objDir)
-	if err != nil {
-		return nil, fmt.Errorf("local: object store: %w", err)
-	}
+	// The database opens first: the records the file store replays are
+	// handed off again into it (recover).
 	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile)); err != nil {
 		return nil, err
 	}
+	back := &handedBack{log: log, names: cfg.Names, at: time.Now()}
+	inner, err := cfg.ObjectStore(objDir, back.add)
+	if err != nil {
+		return nil, fmt.Errorf("local: object store: %w", err)
+	}
+	held := newHeldObjects()
 	l := &Local{
 		cfg: cfg, log: log, db: db, lock: lock,
-		files:    &files{root: objDir, db: db},
+		files:    &files{root: objDir, db: db, held: held},
+		held:     held,
 		counters: newCounters(time.Now),
 		queue:    newWorkQueue(),
 		commit:   make(chan struct{}, 1),
 		crash:    os.Getenv(CrashEnv),
 	}
-	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
+	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), held: held, enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
+	defer func() {
+		if err != nil {
+			if c, ok := inner.(io.Closer); ok {
+				err = errors.Join(err, c.Close())
+			}
+		}
+	}()
 	l.pub = &localstore.Publisher{DB: db, LogPath: filepath.Join(cfg.DataDir, EventLogFile), Logger: cfg.Logger.With("component", "events")}
 	if err := l.register(cfg.Registry); err != nil {
 		return nil, err
@@ -275,7 +295,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 			return nil, err
 		}
 	}
-	if err := l.recover(ctx); err != nil {
+	if err := l.recover(ctx, back.recs); err != nil {
 		return nil, err
 	}
 	log.Info("data directory opened", "data_dir", cfg.DataDir, "took", time.Since(started))
@@ -327,12 +347,15 @@ func (l *Local) Shutdown(ctx context.Context) error {
 		if ferr := l.pub.Flush(flush); ferr != nil {
 			l.log.Warn("events left undelivered at shutdown; they are delivered after restart", "err", ferr)
 		}
+		// The database closes first: its last durable commit releases
+		// the records of the keys done. The file store's journal then
+		// checkpoints what was released; the records still held are
+		// handed back at the next start.
+		err = errors.Join(err, l.db.Close())
 		if c, ok := l.store.inner.(io.Closer); ok {
-			// The file store's journal checkpoints: nothing to replay at
-			// the next start.
 			err = errors.Join(err, c.Close())
 		}
-		err = errors.Join(err, l.db.Close(), l.lock.release())
+		err = errors.Join(err, l.lock.release())
 	})
 	if err != nil {
 		return fmt.Errorf("local: shutdown: %w", err)
@@ -343,17 +366,18 @@ func (l *Local) Shutdown(ctx context.Context) error {
 func (l *Local) portalCounters(ctx context.Context) portal.Counters {
 	c := l.counters.snapshot()
 	if n, err := l.db.Handoff().Counts(ctx); err == nil {
-		c.PendingPipeline, c.FailedPipeline = int64(n["pending"]), int64(n["failed"])
+		c.PendingPipeline, c.FailedPipeline = int64(n["pending"]+l.held.count()), int64(n["failed"])
 	}
 	return c
 }
 
-// recover queues what the last run left unprocessed: the hand-off
-// queue's keys, minus those completed just before a crash and those whose
-// object never took its key (the process died in between). It reads the
-// queue, never the store: start-up costs what is unprocessed, not what
-// was ever stored.
-func (l *Local) recover(ctx context.Context) error {
+// recover queues what the last run left unprocessed: the journal records
+// the file store replayed (handed back: their keys are handed off again),
+// and the hand-off queue's keys, minus those completed just before a
+// crash and those whose object never took its key (the process died in
+// between). It reads the journal and the queue, never the store: start-up
+// costs what is unprocessed, not what was ever stored.
+func (l *Local) recover(ctx context.Context, back []heldRecord) error {
 	h := l.db.Handoff()
 	pruned, err := h.Prune(ctx)
 	if err != nil {
@@ -380,8 +404,39 @@ func (l *Local) recover(ctx context.Context) error {
 	if err := h.Forget(ctx, never); err != nil {
 		return err
 	}
-	if n := len(keys) - len(never); n > 0 || pruned > 0 || len(never) > 0 {
-		l.log.Info("recovered the hand-off queue", "unprocessed", n, "completed_before_restart", pruned, "never_stored", len(never))
+	// A replayed key the ledger has as done or failed needs nothing but
+	// its record's release, once what this process read of the ledger is
+	// durable (a crash of the process alone leaves commits unsynced); one
+	// the queue holds is handed off there. The rest are held again.
+	queued := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		queued[k] = true
+	}
+	var settled []func()
+	again := 0
+	for _, r := range back {
+		state, _, err := h.Ledger(ctx, r.handed.Key)
+		if err != nil {
+			return err
+		}
+		if queued[r.handed.Key] || state == "done" || state == "failed" {
+			settled = append(settled, r.release)
+			continue
+		}
+		l.held.add(r.handed, r.release)
+		l.queue.push(r.handed.Key)
+		again++
+	}
+	if len(settled) > 0 {
+		if err := l.db.Sync(ctx); err != nil {
+			return err
+		}
+		for _, release := range settled {
+			release()
+		}
+	}
+	if n := len(keys) - len(never); n > 0 || pruned > 0 || len(never) > 0 || len(back) > 0 {
+		l.log.Info("recovered the hand-off", "unprocessed", n+again, "completed_before_restart", pruned+len(settled), "never_stored", len(never), "replayed", len(back))
 	}
 	return nil
 }
@@ -393,9 +448,20 @@ func (l *Local) worker(ctx context.Context) {
 		if !ok {
 			return
 		}
-		if skip, err := l.settled(ctx, k); err != nil || skip {
+		handed, held, spilling := l.held.claim(k)
+		if spilling {
+			// Its hand-off is moving to the queue: take it up after.
+			l.queue.retry(k, time.Millisecond)
+			continue
+		}
+		var hp *localstore.Handed
+		if held {
+			hp = &handed
+		}
+		if skip, err := l.settled(ctx, k, hp); err != nil || skip {
 			if err != nil && ctx.Err() == nil {
 				l.log.Error("read hand-off state; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
+				l.held.unclaim(k)
 				l.queue.retry(k, retryDelay)
 				continue
 			}
@@ -406,9 +472,9 @@ func (l *Local) worker(ctx context.Context) {
 		// The worker goes on with the next key while the commit runs:
 		// the key stays in the queue (no other worker takes it) until the
 		// commit's outcome is known.
-		err := l.process(ctx, k, func(err error) {
+		err := l.process(ctx, k, hp, func(err error) {
 			if err != nil {
-				l.failed(ctx, k, err)
+				l.failed(ctx, k, hp, err)
 				return
 			}
 			l.queue.done(k)
@@ -419,19 +485,30 @@ func (l *Local) worker(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			l.failed(ctx, k, err)
+			l.failed(ctx, k, hp, err)
 		}
 	}
 }
 
 // failed records a failed attempt at key and retries it later, unless it
-// was parked as failed.
-func (l *Local) failed(ctx context.Context, k string, err error) {
+// was parked as failed. A held key's hand-off moves to the queue first: a
+// key that failed may stay a while, and its record must not hold the
+// journal meanwhile.
+func (l *Local) failed(ctx context.Context, k string, held *localstore.Handed, err error) {
 	if ctx.Err() != nil {
 		return // shutting down: the key stays queued for the next start
 	}
 	l.log.Warn("pipeline failed; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
 	l.count("error")
+	if held != nil {
+		if _, qerr := l.db.Handoff().EnqueueAll(context.WithoutCancel(ctx), []localstore.Handed{*held}); qerr != nil {
+			l.log.Error("move a failed object's hand-off to the queue; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(qerr, k))
+			l.held.unclaim(k)
+			l.queue.retry(k, retryDelay)
+			return
+		}
+		l.held.release(k)
+	}
 	if ferr := l.db.Handoff().Fail(context.WithoutCancel(ctx), k, err, maxAttempts); ferr != nil {
 		l.log.Error("record pipeline failure", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(ferr, k))
 	}
@@ -444,10 +521,26 @@ func (l *Local) failed(ctx context.Context, k string, err error) {
 }
 
 // settled reports whether key needs no processing: it is done or parked
-// already (a duplicate delivery), or its object is not there (its store
-// failed: the row is dropped unless another Put of it is under way, which
-// queues it again when it succeeds).
-func (l *Local) settled(ctx context.Context, key string) (bool, error) {
+// already (a duplicate delivery, or a record replayed after its key was
+// done: its record is released once that is durable), or its object is
+// not there (its store failed: the row is dropped unless another Put of
+// it is under way, which queues it again when it succeeds). held is what
+// was handed off with a key whose journal record is held.
+func (l *Local) settled(ctx context.Context, key string, held *localstore.Handed) (bool, error) {
+	if held != nil {
+		state, _, err := l.db.Handoff().Ledger(ctx, key)
+		if err != nil {
+			return false, err
+		}
+		if state == "done" || state == "failed" {
+			if err := l.db.Sync(ctx); err != nil {
+				return false, err
+			}
+			l.held.release(key)
+			return true, nil
+		}
+		return false, nil
+	}
 	state, _, err := l.db.Handoff().State(ctx, key)
 	if err != nil {
 		return false, err
@@ -544,7 +637,7 @@ func (l *Local) committer(ctx context.Context, r pipeline.CommitmentReporter) {
 // process runs the pipeline on key in one unit of work with its hand-off;
 // committed is called with the commit's outcome once it is known, unless
 // process fails.
-func (l *Local) process(ctx context.Context, key string, committed func(error)) error {
+func (l *Local) process(ctx context.Context, key string, held *localstore.Handed, committed func(error)) error {
 	return l.db.InTxAsync(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
 		p := l.pipeline(tx)
 		result := "audit"
@@ -577,12 +670,46 @@ func (l *Local) process(ctx context.Context, key string, committed func(error)) 
 			l.log.Warn("fault injection: exiting before the pipeline's commit", "env", CrashEnv)
 			os.Exit(CrashExitCode)
 		}
-		if err := tx.MarkDone(ctx, key, time.Now()); err != nil {
-			return err
+		if held == nil {
+			if err := tx.MarkDone(ctx, key, time.Now()); err != nil {
+				return err
+			}
+		} else {
+			if err := tx.MarkHandedDone(ctx, *held, time.Now()); err != nil {
+				return err
+			}
+			tx.AfterDurable(func() {
+				if l.crash == "after-commit" {
+					l.log.Warn("fault injection: exiting after the pipeline's durable commit, before the record's release", "env", CrashEnv)
+					os.Exit(CrashExitCode)
+				}
+				l.held.release(key)
+			})
 		}
 		l.count(result)
 		return nil
 	}, committed)
+}
+
+// spiller moves to the queue the hand-off of keys whose journal records
+// were held longer than spillAfter by no worker (see spillAfter).
+func (l *Local) spiller(ctx context.Context) {
+	t := time.NewTicker(spillAfter / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := l.held.spill(ctx, l.db.Handoff(), spillAfter, time.Now())
+		if err != nil && ctx.Err() == nil {
+			l.log.Warn("move waiting hand-offs to the queue; will retry", "err", err)
+		}
+		if n > 0 {
+			l.log.Info("moved waiting hand-offs from the journal to the queue", "count", n)
+		}
+	}
 }
 
 // announcer publishes Study Received / Study Updated for quiet studies.
@@ -628,7 +755,7 @@ func (l *Local) register(reg *prometheus.Registry) error {
 		if err != nil {
 			return -1
 		}
-		return float64(n["pending"])
+		return float64(n["pending"] + l.held.count())
 	})
 	for _, c := range []prometheus.Collector{l.processed, pending} {
 		if err := reg.Register(c); err != nil {
@@ -642,19 +769,22 @@ func (l *Local) count(result string) { l.processed.WithLabelValues(result).Inc()
 
 // ObjectStore is the object store local mode runs on: the file store,
 // whose PutWith lets the hand-off be recorded before an object takes its
-// key.
+// key, and keeps a journaled object's record until the pipeline is done
+// with it.
 type ObjectStore interface {
 	objectstore.Store
-	PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, before filestore.BeforePlace) (objectstore.Stored, error)
+	PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, hooks filestore.Hooks) (objectstore.Stored, error)
 }
 
 var _ ObjectStore = (*filestore.Store)(nil)
 
 // handoffStore is the SCP's store in local mode: the file store, plus the
-// durable hand-off record written before the object takes its key.
+// hand-off to the pipeline made durable before the object takes its key
+// (see held.go).
 type handoffStore struct {
 	inner    ObjectStore
 	handoff  *localstore.Handoff
+	held     *heldObjects
 	enqueued func(key string) // a key was stored or failed to: the pipeline should look at it
 	sums     *sync.Map        // key → SHA-256 of the stored object, for the pipeline
 	crash    string
@@ -700,16 +830,17 @@ func (s *handoffStore) dropIfNeverStored(ctx context.Context, key, path string) 
 
 var _ objectstore.Store = (*handoffStore)(nil)
 
-// Put stores the object and records the hand-off; success is reported
-// only when both are durable.
+// Put stores the object and hands it off; success is reported only when
+// both are durable.
 //
-// The hand-off row is committed while the object arrives, and the object
-// takes its key only once the row is committed. So every object under a
-// key was handed off (a restart finds what is unprocessed in the queue,
-// never by listing the store), and the C-STORE waits for the row's commit
-// only if it takes longer than receiving and writing the object. A row
-// whose object never took its key (the association broke, the process
-// died) is dropped at the next start.
+// A journaled object (nearly every image) is handed off by its journal
+// record, which carries the SCP's metadata as its note and is made
+// durable with the object's bytes: the pipeline holds the record (see
+// held.go). An object the file store writes by its file recipe is handed
+// off by a queue row, committed and synced before the object takes its
+// key. Either way every object under a key was handed off: a restart
+// finds what is unprocessed in the journal and the queue, never by
+// listing the store.
 func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
 	key, err := objectstore.Key(obj)
 	if err != nil {
@@ -717,53 +848,53 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	}
 	defer s.begin(key)()
 	md := handoffMetadata(obj)
-	handed := make(chan error, 1)
-	if s.crash == "before-handoff" {
-		// The row is never written: the hook below exits first.
-		close(handed)
-	} else {
-		go func() {
-			_, err := s.handoff.Enqueue(context.WithoutCancel(ctx), key, time.Now(), md)
-			handed <- err
-		}()
-	}
-	waited := false
+	var decided map[string]string // the metadata handed off with the key taken
 	// The object is hashed as it streams to the store: the pipeline needs
 	// its SHA-256, and taking it here costs one pass over bytes already
 	// in the CPU's cache, where the pipeline would read them back from
 	// the disk.
 	h := sha256.New()
-	st, err := s.inner.PutWith(ctx, obj, io.TeeReader(part10, h), func(ctx context.Context, st objectstore.Stored) error {
-		if !st.Conflict {
-			waited = true
+	st, err := s.inner.PutWith(ctx, obj, io.TeeReader(part10, h), filestore.Hooks{
+		Before: func(ctx context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
+			decided = md
+			if st.Conflict {
+				// The object's key holds other content: it goes beside
+				// it, under a key named after its content, handed off in
+				// turn.
+				decided = maps.Clone(md)
+				decided["sha256"], decided["conflict"] = st.SHA256, "true"
+			}
 			if s.crash == "before-handoff" {
-				s.log.Warn("fault injection: exiting with the object durable, before its hand-off", "env", CrashEnv)
+				s.log.Warn("fault injection: exiting before the hand-off", "env", CrashEnv)
 				os.Exit(CrashExitCode)
 			}
-			if err := <-handed; err != nil {
-				return fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(key), objectstore.ErrUnavailable, err)
+			if journaled {
+				note, err := json.Marshal(decided)
+				if err != nil {
+					return nil, fmt.Errorf("local: hand off %v: %w", s.names.Key(st.Key), err)
+				}
+				return note, nil
+			}
+			if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), st.Key, time.Now(), decided); err != nil {
+				return nil, fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(st.Key), objectstore.ErrUnavailable, err)
 			}
 			if s.crash == "before-place" {
 				s.log.Warn("fault injection: exiting after the hand-off, before the object takes its key", "env", CrashEnv)
 				os.Exit(CrashExitCode)
 			}
-			return nil
-		}
-		// The object's key holds other content: it goes beside it, under
-		// a key named after its content, handed off in turn.
-		cmd := maps.Clone(md)
-		cmd["sha256"], cmd["conflict"] = st.SHA256, "true"
-		if _, err := s.handoff.Enqueue(context.WithoutCancel(ctx), st.Key, time.Now(), cmd); err != nil {
-			return fmt.Errorf("local: hand off %v: %w: %w", s.names.Key(st.Key), objectstore.ErrUnavailable, err)
-		}
-		return nil
+			return nil, nil
+		},
+		Hold: func(key string, release func()) {
+			if s.crash == "before-ack" {
+				s.log.Warn("fault injection: exiting with the object handed off, before its C-STORE is answered", "env", CrashEnv)
+				os.Exit(CrashExitCode)
+			}
+			s.held.add(localstore.Handed{Key: key, At: time.Now(), Metadata: decided}, release)
+		},
 	})
-	if !waited {
-		<-handed // the store failed before placing: let the row's commit end
-	}
 	if err != nil {
-		// The row may be left without its object: the worker drops it
-		// once no other Put of the key is under way.
+		// A queue row may be left without its object: the worker drops
+		// it once no other Put of the key is under way.
 		s.enqueued(key)
 		return st, err
 	}

@@ -1,0 +1,174 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+)
+
+// The hand-off of a journaled object (nearly every image: see filestore's
+// journal) is its journal record. The record, written and committed with
+// the object's bytes by the one fdatasync a C-STORE waits for, carries the
+// SCP's metadata as its note, and the file store keeps it until the
+// pipeline's outcome for the key is durable: the pipeline's commit that
+// marks the key done (or a durable queue row, see spill) releases it.
+// After a crash the file store replays every record not yet checkpointed
+// and hands it back (filestore.WithReplayHeld), and the key is handed off
+// again: a key done already is settled without processing, one that is
+// not is processed, exactly once, as the ledger decides. So a C-STORE
+// costs no SQLite statement and no sync beyond the file store's own.
+//
+// Objects the file store writes by its file recipe (larger than its ring)
+// and association records keep the durable queue row written before the
+// object takes its key.
+
+// heldObject is a journaled object handed to the pipeline, its record
+// held.
+type heldObject struct {
+	handed  localstore.Handed
+	release func() // the record's
+	busy    bool   // a worker has it, or it is being spilled
+}
+
+// heldObjects are the keys whose journal records the pipeline holds.
+type heldObjects struct {
+	mu sync.Mutex
+	m  map[string]*heldObject
+}
+
+func newHeldObjects() *heldObjects { return &heldObjects{m: map[string]*heldObject{}} }
+
+// add holds key's record. A key held already (a replay of a record whose
+// key a later Put holds too) keeps its first record and releases this one.
+func (h *heldObjects) add(handed localstore.Handed, release func()) {
+	h.mu.Lock()
+	if _, ok := h.m[handed.Key]; ok {
+		h.mu.Unlock()
+		release()
+		return
+	}
+	h.m[handed.Key] = &heldObject{handed: handed, release: release}
+	h.mu.Unlock()
+}
+
+// claim marks key as taken by a worker and returns what was handed off
+// with it; held is false when its record is not held (its hand-off is a
+// queue row), retry when it is held but being spilled.
+func (h *heldObjects) claim(key string) (handed localstore.Handed, held, retry bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o, ok := h.m[key]
+	switch {
+	case !ok:
+		return localstore.Handed{}, false, false
+	case o.busy:
+		return localstore.Handed{}, true, true
+	}
+	o.busy = true
+	return o.handed, true, false
+}
+
+// unclaim gives key back after a failed attempt.
+func (h *heldObjects) unclaim(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o, ok := h.m[key]; ok {
+		o.busy = false
+	}
+}
+
+// metadata returns what the SCP knew of key, if its record is held.
+func (h *heldObjects) metadata(key string) (map[string]string, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o, ok := h.m[key]
+	if !ok {
+		return nil, false
+	}
+	return o.handed.Metadata, true
+}
+
+// release lets key's record go: the pipeline's outcome for it is durable.
+func (h *heldObjects) release(key string) {
+	h.mu.Lock()
+	o, ok := h.m[key]
+	delete(h.m, key)
+	h.mu.Unlock()
+	if ok {
+		o.release()
+	}
+}
+
+// count returns how many records are held.
+func (h *heldObjects) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.m)
+}
+
+// spillAfter is how long a record may be held by a key no worker has:
+// one waiting for a retry, or a backlog. Then its hand-off moves to a
+// durable queue row and the record goes, so that a pipeline that fails or
+// lags never fills the journal and holds up the SCP.
+const spillAfter = 2 * time.Second
+
+// spill moves the hand-off of every key held longer than age, and not
+// taken by a worker, to the queue: rows committed and synced first, then
+// the records released. It returns how many it moved.
+func (h *heldObjects) spill(ctx context.Context, handoff *localstore.Handoff, age time.Duration, now time.Time) (int, error) {
+	var keys []localstore.Handed
+	h.mu.Lock()
+	for _, o := range h.m {
+		if !o.busy && now.Sub(o.handed.At) >= age {
+			o.busy = true
+			keys = append(keys, o.handed)
+		}
+	}
+	h.mu.Unlock()
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	if _, err := handoff.EnqueueAll(ctx, keys); err != nil {
+		for _, k := range keys {
+			h.unclaim(k.Key)
+		}
+		return 0, err
+	}
+	for _, k := range keys {
+		h.release(k.Key)
+	}
+	return len(keys), nil
+}
+
+// handedBack is the file store's WithReplayHeld callback: it collects the
+// records a restart replays, to be handed off again once the database is
+// open.
+type handedBack struct {
+	log   *slog.Logger
+	names *logname.Namer
+	at    time.Time
+	recs  []heldRecord
+}
+
+type heldRecord struct {
+	handed  localstore.Handed
+	release func()
+}
+
+func (b *handedBack) add(key string, note []byte, release func()) {
+	md := map[string]string{}
+	if len(note) > 0 {
+		if err := json.Unmarshal(note, &md); err != nil {
+			// The record's object is intact (its payload is checked);
+			// the pipeline rebuilds what it can from the object.
+			b.log.Warn("a replayed object's hand-off note is unreadable; its metadata is rebuilt from the object", "object", b.names.Key(key), "err", err)
+			md = map[string]string{}
+		}
+	}
+	b.recs = append(b.recs, heldRecord{handed: localstore.Handed{Key: key, At: b.at, Metadata: md}, release: release})
+}
