@@ -114,8 +114,10 @@ func (h *heldObjects) count() int {
 // spillAfter is how long a record may be held by a key no worker has:
 // one waiting for a retry, or a backlog. Then its hand-off moves to a
 // durable queue row and the record goes, so that a pipeline that fails or
-// lags never fills the journal and holds up the SCP.
-const spillAfter = 2 * time.Second
+// lags never fills the journal (8 segments of 16 MiB, about a second of
+// the SCP's fastest writes) and holds up the SCP. The pipeline's usual
+// lag is tens of milliseconds.
+const spillAfter = 500 * time.Millisecond
 
 // spill moves the hand-off of every key held longer than age, and not
 // taken by a worker, to the queue: rows committed and synced first, then

@@ -1,0 +1,106 @@
+package local
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// TestJournaledHandoff runs local mode on the real file store, whose
+// journal hands the objects off: they are processed with the SCP's
+// metadata, their records are all released, and a restart processes
+// nothing again.
+func TestJournaledHandoff(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *Local {
+		l, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := start()
+	for _, sop := range []string{"1.2.826.0.1.3680043.2.1.1.1", "1.2.826.0.1.3680043.2.1.1.2", "1.2.826.0.1.3680043.2.1.1.3"} {
+		put(t, l, instance("1.2.826.0.1.3680043.2.1.1", sop))
+	}
+	var audit struct{ Records []pipeline.AuditRecord }
+	eventually(t, "three objects audited", func() bool {
+		getJSON(t, l, "/api/audit?outcome=stored", &audit)
+		return len(audit.Records) == 3
+	})
+	for _, r := range audit.Records {
+		if r.CalledAE != "REMOTE_AE" || r.CallingAE != "LOCAL_AE" {
+			t.Errorf("the hand-off's metadata was lost: %+v", r)
+		}
+	}
+	eventually(t, "every record released", func() bool {
+		var c portal.Counters
+		getJSON(t, l, "/api/counters", &c)
+		return l.held.count() == 0 && c.PendingPipeline == 0
+	})
+	stop(t, l)
+
+	l = start()
+	defer stop(t, l)
+	time.Sleep(300 * time.Millisecond) // what a restart would process, it would have begun to
+	getJSON(t, l, "/api/audit?outcome=stored", &audit)
+	if len(audit.Records) != 3 || l.held.count() != 0 {
+		t.Errorf("after a restart: %d audit records, %d records held; want 3, 0", len(audit.Records), l.held.count())
+	}
+}
+
+// TestSpill: a key held longer than the age by no worker moves to the
+// queue (row first, with its metadata, then the record's release); a
+// young one, one a worker has, and one done already stay or are only
+// released.
+func TestSpill(t *testing.T) {
+	ctx := context.Background()
+	db, err := localstore.Open(ctx, filepath.Join(t.TempDir(), DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	now := time.Now()
+	old := now.Add(-time.Minute)
+	md := map[string]string{"called-ae": "REMOTE_AE"}
+	if err := db.InTx(ctx, nil, func(tx *localstore.Tx) error {
+		return tx.MarkHandedDone(ctx, localstore.Handed{Key: "incoming/done.dcm", At: old}, now)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	h := newHeldObjects()
+	released := map[string]int{}
+	for _, k := range []struct {
+		key string
+		at  time.Time
+	}{{"incoming/old.dcm", old}, {"incoming/young.dcm", now}, {"incoming/busy.dcm", old}, {"incoming/done.dcm", old}} {
+		h.add(localstore.Handed{Key: k.key, At: k.at, Metadata: md}, func() { released[k.key]++ })
+	}
+	if _, held, _ := h.claim("incoming/busy.dcm"); !held {
+		t.Fatal("busy key not held")
+	}
+	n, err := h.spill(ctx, db.Handoff(), spillAfter, now)
+	if err != nil || n != 2 {
+		t.Fatalf("spill = %d, %v; want 2 (old and done)", n, err)
+	}
+	want := map[string]int{"incoming/old.dcm": 1, "incoming/done.dcm": 1}
+	if len(released) != len(want) || released["incoming/old.dcm"] != 1 || released["incoming/done.dcm"] != 1 {
+		t.Errorf("released %v, want %v", released, want)
+	}
+	pending, err := db.Handoff().Pending(ctx, -1)
+	if err != nil || len(pending) != 1 || pending[0] != "incoming/old.dcm" {
+		t.Fatalf("queue after the spill: %v, %v; want the old key alone", pending, err)
+	}
+	got, err := db.Handoff().Metadata(ctx, "incoming/old.dcm")
+	if err != nil || got["called-ae"] != "REMOTE_AE" {
+		t.Errorf("spilled metadata %v, %v", got, err)
+	}
+	if h.count() != 2 {
+		t.Errorf("%d keys held after the spill, want 2 (young and busy)", h.count())
+	}
+}
