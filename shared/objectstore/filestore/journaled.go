@@ -114,7 +114,11 @@ func (s *Store) openJournal() error {
 			return errors.Join(fmt.Errorf("filestore: new: replay the journal: %w", err), j.Close())
 		}
 	}
-	if len(recs) > 0 {
+	switch {
+	case len(recs) > 0 && s.replayHeld != nil:
+		// Records the caller held at the last close come back too.
+		s.log.Info("rewrote objects from the journal and hands them back", "count", len(recs))
+	case len(recs) > 0:
 		s.log.Warn("rewrote objects from the journal after an interrupted run", "count", len(recs))
 	}
 	// The replayed files become durable at the journal's checkpoint,
