@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -102,5 +103,41 @@ func TestSpill(t *testing.T) {
 	}
 	if h.count() != 2 {
 		t.Errorf("%d keys held after the spill, want 2 (young and busy)", h.count())
+	}
+}
+
+// TestHeldKeyDoneAlready: an object sent again after its file was removed
+// by hand takes its key afresh and is held, though the ledger has the key
+// done: the pipeline's commit fails on it, so it is not processed twice,
+// and nothing stays pending.
+func TestHeldKeyDoneAlready(t *testing.T) {
+	l, err := Start(context.Background(), Config{DataDir: t.TempDir(), PortalListen: "127.0.0.1:0", QuietPeriod: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, l)
+	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.5")
+	st := put(t, l, in)
+	var audit struct{ Records []pipeline.AuditRecord }
+	eventually(t, "the object audited", func() bool {
+		getJSON(t, l, "/api/audit?outcome=stored", &audit)
+		return len(audit.Records) == 1 && l.held.count() == 0
+	})
+	p, err := l.files.path(st.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	put(t, l, in)
+	eventually(t, "nothing pending", func() bool {
+		var c portal.Counters
+		getJSON(t, l, "/api/counters", &c)
+		return l.held.count() == 0 && c.PendingPipeline == 0
+	})
+	getJSON(t, l, "/api/audit?outcome=stored", &audit)
+	if len(audit.Records) != 1 {
+		t.Errorf("%d audit records, want 1", len(audit.Records))
 	}
 }

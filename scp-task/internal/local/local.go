@@ -521,24 +521,16 @@ func (l *Local) failed(ctx context.Context, k string, held *localstore.Handed, e
 }
 
 // settled reports whether key needs no processing: it is done or parked
-// already (a duplicate delivery, or a record replayed after its key was
-// done: its record is released once that is durable), or its object is
-// not there (its store failed: the row is dropped unless another Put of
-// it is under way, which queues it again when it succeeds). held is what
-// was handed off with a key whose journal record is held.
+// already (a duplicate delivery), or its object is not there (its store
+// failed: the row is dropped unless another Put of it is under way, which
+// queues it again when it succeeds). A key whose journal record is held
+// (held is what was handed off with it) needs processing: its object took
+// a key that was free, and a replayed record whose key the ledger has
+// done was released at start (recover); should the ledger have it done
+// all the same (its file removed by hand and the object sent again), the
+// pipeline's commit fails on it and nothing is processed twice.
 func (l *Local) settled(ctx context.Context, key string, held *localstore.Handed) (bool, error) {
 	if held != nil {
-		state, _, err := l.db.Handoff().Ledger(ctx, key)
-		if err != nil {
-			return false, err
-		}
-		if state == "done" || state == "failed" {
-			if err := l.db.Sync(ctx); err != nil {
-				return false, err
-			}
-			l.held.release(key)
-			return true, nil
-		}
 		return false, nil
 	}
 	state, _, err := l.db.Handoff().State(ctx, key)
