@@ -75,7 +75,9 @@ func startTest(t *testing.T, dir string, webhooks ...string) *Local {
 	t.Helper()
 	l, err := Start(context.Background(), Config{
 		DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: 300 * time.Millisecond, Webhooks: webhooks,
-		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) { return dirStore{&files{root: d}}, nil },
+		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
+			return dirStore{&files{root: d}}, nil
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
