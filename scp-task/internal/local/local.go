@@ -686,14 +686,7 @@ func (l *Local) process(ctx context.Context, key string, held *localstore.Handed
 // spiller moves to the queue the hand-off of keys whose journal records
 // were held longer than spillAfter by no worker (see spillAfter).
 func (l *Local) spiller(ctx context.Context) {
-	t := time.NewTicker(spillAfter / 4)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, spillAfter/4, func() {
 		n, err := l.held.spill(ctx, l.db.Handoff(), spillAfter, time.Now())
 		if err != nil && ctx.Err() == nil {
 			l.log.Warn("move waiting hand-offs to the queue; will retry", "err", err)
@@ -701,14 +694,12 @@ func (l *Local) spiller(ctx context.Context) {
 		if n > 0 {
 			l.log.Info("moved waiting hand-offs from the journal to the queue", "count", n)
 		}
-	}
+	})
 }
 
-// announcer publishes Study Received / Study Updated for quiet studies.
-func (l *Local) announcer(ctx context.Context) {
-	every := l.cfg.QuietPeriod / 4
-	every = min(max(every, 100*time.Millisecond), 5*time.Second)
-	t := time.NewTicker(every)
+// every calls fn every d until ctx is done.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	t := time.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -716,6 +707,13 @@ func (l *Local) announcer(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		fn()
+	}
+}
+
+// announcer publishes Study Received / Study Updated for quiet studies.
+func (l *Local) announcer(ctx context.Context) {
+	every(ctx, min(max(l.cfg.QuietPeriod/4, 100*time.Millisecond), 5*time.Second), func() {
 		var n int
 		err := l.db.InTx(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
 			var err error
@@ -728,7 +726,7 @@ func (l *Local) announcer(ctx context.Context) {
 		if n > 0 {
 			l.pub.Notify()
 		}
-	}
+	})
 }
 
 func (l *Local) register(reg *prometheus.Registry) error {
