@@ -398,18 +398,37 @@ func (p *Publisher) markLogged(ctx context.Context, ids []string) error {
 	return nil
 }
 
+// markLoggedThrough records that the unlogged events numbered first to
+// last are in the log, in one statement. They are the events one round
+// read, and no others: the round read every unlogged event up to last
+// in seq order, and an event added since has a higher seq than any
+// committed before it (AUTOINCREMENT never reuses a committed one; the
+// writer's open transaction, which the statement runs in, numbers its
+// events after every committed one).
+func (p *Publisher) markLoggedThrough(ctx context.Context, first, last int64) error {
+	err := p.DB.write(ctx, func(tx *querier) error {
+		_, err := tx.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE logged = 0 AND seq BETWEEN ? AND ?`, first, last)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: mark logged: %w", err)
+	}
+	return nil
+}
+
 // flushBatch is how many events one Flush round reads.
 const flushBatch = 500
 
 // outboxEvent is an undelivered outbox row.
 type outboxEvent struct {
+	seq  int64
 	ev   Event
 	left []string
 }
 
 func (p *Publisher) undelivered(ctx context.Context, where string, through int64) ([]outboxEvent, error) {
 	rows, err := p.DB.read.QueryContext(ctx,
-		`SELECT id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq <= ? ORDER BY seq LIMIT ?`, through, flushBatch)
+		`SELECT seq, id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq <= ? ORDER BY seq LIMIT ?`, through, flushBatch)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: read outbox: %w", err)
 	}
@@ -419,7 +438,7 @@ func (p *Publisher) undelivered(ctx context.Context, where string, through int64
 		var pe outboxEvent
 		var t int64
 		var detail, left string
-		if err := rows.Scan(&pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
+		if err := rows.Scan(&pe.seq, &pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
 			return nil, fmt.Errorf("localstore: read outbox: %w", err)
 		}
 		pe.ev.Time, pe.ev.Detail = fromNano(t), json.RawMessage(detail)
@@ -460,19 +479,17 @@ func (p *Publisher) Flush(ctx context.Context) error {
 			break
 		}
 		var lines []byte
-		ids := make([]string, 0, len(todo))
 		for _, pe := range todo {
 			body, err := pe.ev.wire()
 			if err != nil {
 				return err
 			}
 			lines = append(append(lines, body...), '\n')
-			ids = append(ids, pe.ev.ID)
 		}
 		if err := p.appendLog(lines); err != nil {
 			return err
 		}
-		if err := p.markLogged(ctx, ids); err != nil {
+		if err := p.markLoggedThrough(ctx, todo[0].seq, todo[len(todo)-1].seq); err != nil {
 			return err
 		}
 		if len(todo) < flushBatch {

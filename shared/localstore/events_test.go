@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -122,4 +123,50 @@ func TestRedactURL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFlushLogsEachEventOnce: rounds of flushBatch events and an event
+// added between flushes each reach the log once, in outbox order, and
+// leave nothing unlogged (a round marks its events by their seq range).
+func TestFlushLogsEachEventOnce(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	logPath := filepath.Join(t.TempDir(), "events.log")
+	p := &Publisher{DB: db, LogPath: logPath}
+	publish := func(from, to int) {
+		t.Helper()
+		var evs []pipeline.Event
+		for i := from; i < to; i++ {
+			evs = append(evs, pipeline.Event{ID: fmt.Sprintf("e%04d", i), DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)})
+		}
+		if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(n int) {
+		t.Helper()
+		if err := p.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lines := readLog(t, logPath)
+		if len(lines) != n {
+			t.Fatalf("%d lines in the log, want %d", len(lines), n)
+		}
+		for i, l := range lines {
+			if want := fmt.Sprintf("e%04d", i); l["id"] != want {
+				t.Fatalf("line %d: event %v, want %s", i, l["id"], want)
+			}
+		}
+		var unlogged int
+		if err := db.sql.QueryRow(`SELECT COUNT(*) FROM outbox WHERE logged = 0`).Scan(&unlogged); err != nil {
+			t.Fatal(err)
+		}
+		if unlogged != 0 {
+			t.Errorf("%d events left unlogged after a flush", unlogged)
+		}
+	}
+	publish(0, 2*flushBatch+7)
+	check(2*flushBatch + 7)
+	publish(2*flushBatch+7, 2*flushBatch+10)
+	check(2*flushBatch + 10)
 }
