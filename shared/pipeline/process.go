@@ -237,16 +237,9 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	key := in.info.Key
 	jsonKey, summaryKey := MetadataKeys(key)
 	objURI := p.uri(key)
-	if in.h.Deflated {
-		in.dec.bulkURI = func(*dataElement) string { return objURI }
-	} else {
-		in.dec.bulkURI = func(e *dataElement) string {
-			return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
-		}
-	}
-	dj := in.dec.toJSON(&in.h.Data)
+	dj := in.dicomJSON
 	if in.h.PixelData != nil {
-		dj[fmt.Sprintf("%08X", in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
+		dj[tagKey(in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
 	}
 	body, err := json.Marshal(dj)
 	if err != nil {
@@ -307,6 +300,19 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
 	detail.EventID = id
 	return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+}
+
+// bulkURIs returns how the DICOM JSON of the object at key names a bulk
+// data value: by its byte range in the object, or, when the dataset is
+// deflated (no offset in the object means anything), by the object.
+func (p *Pipeline) bulkURIs(key string, deflated bool) func(*dataElement) string {
+	objURI := p.uri(key)
+	if deflated {
+		return func(*dataElement) string { return objURI }
+	}
+	return func(e *dataElement) string {
+		return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
+	}
 }
 
 func pixelVR(h *header) string {
