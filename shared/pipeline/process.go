@@ -174,15 +174,20 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 	}
 	res.BytesRead, res.Findings, res.Valid = in.bytesRead, in.findings, in.valid()
 	tx := transactionOf(info)
-	log := p.log().With("object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE)
+	// The object's attributes go with each line rather than into a
+	// logger made for the object: With formats them at once, for every
+	// object, also at a level that writes no line.
+	about := func(more ...any) []any {
+		return append([]any{"object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE}, more...)
+	}
 	if !res.Valid {
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
-		log.Info("object rejected", "findings", len(in.findings), "bytesRead", in.bytesRead)
+		p.log().Info("object rejected", about("findings", len(in.findings), "bytesRead", in.bytesRead)...)
 		return res, err
 	}
 	res.Outcome, err = p.accept(ctx, in, tx)
 	if err == nil {
-		log.Info("object stored", "outcome", res.Outcome.String(), "bytesRead", in.bytesRead)
+		p.log().Info("object stored", about("outcome", res.Outcome.String(), "bytesRead", in.bytesRead)...)
 	}
 	return res, err
 }
