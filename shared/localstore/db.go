@@ -186,6 +186,20 @@ var schema = []string{
 		id        TEXT NOT NULL,
 		PRIMARY KEY (study_uid, id)
 	);`,
+
+	// 8: how far the event log got through the outbox, as one watermark:
+	// the log is appended in seq order, so what it holds is every event
+	// up to logged_seq. Marking each event's row instead rewrote the row
+	// (its whole detail) once more per event. The outbox's logged column
+	// is no longer read or written; dropping it would rewrite every row.
+	// An older database's watermark stops before its first unlogged event.
+	`CREATE TABLE outbox_log (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		logged_seq INTEGER NOT NULL
+	);
+	INSERT INTO outbox_log(id, logged_seq) VALUES (1, COALESCE(
+		(SELECT MIN(seq) - 1 FROM outbox WHERE logged = 0), (SELECT MAX(seq) FROM outbox), 0));
+	DROP INDEX outbox_unlogged;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -302,27 +302,38 @@ func (p *Publisher) Run(ctx context.Context) error {
 // notifyCoalesce is how long the publisher lets notifications gather.
 const notifyCoalesce = 50 * time.Millisecond
 
-// reconcileLog marks as logged every unlogged outbox event whose id is
-// already in the log file. The log is appended in outbox order and an
-// event is marked right after its append, so such events can only be the
-// log's last lines: it reads as many lines from the end as there are
-// unlogged events, never the whole log (which grows with the archive).
+// reconcileLog moves the log's watermark past the events after it that
+// are already in the log file. The log is appended in outbox order and
+// the watermark moved right after each append, so such events can only
+// be the log's last lines: it reads as many lines from the end as there
+// are events past the watermark, never the whole log (which grows with
+// the archive). It moves past the longest run of them, in seq order,
+// that the log holds: an event after a gap is logged again rather than
+// never.
 func (p *Publisher) reconcileLog(ctx context.Context) error {
 	if p.LogPath == "" {
 		return nil
 	}
-	rows, err := p.DB.read.QueryContext(ctx, `SELECT id FROM outbox WHERE logged = 0`)
+	from, err := p.loggedSeq(ctx)
+	if err != nil {
+		return err
+	}
+	rows, err := p.DB.read.QueryContext(ctx, `SELECT seq, id FROM outbox WHERE seq > ? ORDER BY seq`, from)
 	if err != nil {
 		return fmt.Errorf("localstore: reconcile event log: %w", err)
 	}
-	unlogged := map[string]bool{}
+	type pending struct {
+		seq int64
+		id  string
+	}
+	var unlogged []pending
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var e pending
+		if err := rows.Scan(&e.seq, &e.id); err != nil {
 			rows.Close()
 			return fmt.Errorf("localstore: reconcile event log: %w", err)
 		}
-		unlogged[id] = true
+		unlogged = append(unlogged, e)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -335,16 +346,36 @@ func (p *Publisher) reconcileLog(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("localstore: read event log: %w", err)
 	}
-	var found []string
+	inLog := map[string]bool{}
 	for _, l := range lines {
 		var w struct {
 			ID string `json:"id"`
 		}
-		if json.Unmarshal(l, &w) == nil && unlogged[w.ID] {
-			found = append(found, w.ID)
+		if json.Unmarshal(l, &w) == nil {
+			inLog[w.ID] = true
 		}
 	}
-	return p.markLogged(ctx, found)
+	to := from
+	for _, e := range unlogged {
+		if !inLog[e.id] {
+			break
+		}
+		to = e.seq
+	}
+	if to == from {
+		return nil
+	}
+	return p.markLogged(ctx, from, to)
+}
+
+// loggedSeq returns the log's watermark: every event up to it is in the
+// log.
+func (p *Publisher) loggedSeq(ctx context.Context) (int64, error) {
+	var seq int64
+	if err := p.DB.read.QueryRowContext(ctx, `SELECT logged_seq FROM outbox_log WHERE id = 1`).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("localstore: read event log watermark: %w", err)
+	}
+	return seq, nil
 }
 
 // lastLines returns up to n complete lines from the end of the file at
@@ -379,16 +410,17 @@ func lastLines(path string, n int) ([][]byte, error) {
 	}
 }
 
-// markLogged records that the events ids are in the log, in one unit.
-func (p *Publisher) markLogged(ctx context.Context, ids []string) error {
-	if len(ids) == 0 {
-		return nil
-	}
+// markLogged moves the log's watermark from from to to: the events
+// numbered up to to are in the log. It fails unless the watermark is at
+// from, which only this publisher moves.
+func (p *Publisher) markLogged(ctx context.Context, from, to int64) error {
 	err := p.DB.write(ctx, func(tx *querier) error {
-		for _, id := range ids {
-			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET logged = 1 WHERE id = ?`, id); err != nil {
-				return err
-			}
+		res, err := tx.ExecContext(ctx, `UPDATE outbox_log SET logged_seq = ? WHERE id = 1 AND logged_seq = ?`, to, from)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n != 1 {
+			return errors.Join(fmt.Errorf("watermark moved from %d meanwhile", from), err)
 		}
 		return nil
 	})
@@ -403,13 +435,16 @@ const flushBatch = 500
 
 // outboxEvent is an undelivered outbox row.
 type outboxEvent struct {
+	seq  int64
 	ev   Event
 	left []string
 }
 
-func (p *Publisher) undelivered(ctx context.Context, where string, through int64) ([]outboxEvent, error) {
+// undelivered reads up to flushBatch events in seq order, after seq from
+// and up to through, that meet where.
+func (p *Publisher) undelivered(ctx context.Context, where string, from, through int64) ([]outboxEvent, error) {
 	rows, err := p.DB.read.QueryContext(ctx,
-		`SELECT id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq <= ? ORDER BY seq LIMIT ?`, through, flushBatch)
+		`SELECT seq, id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`, from, through, flushBatch)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: read outbox: %w", err)
 	}
@@ -419,7 +454,7 @@ func (p *Publisher) undelivered(ctx context.Context, where string, through int64
 		var pe outboxEvent
 		var t int64
 		var detail, left string
-		if err := rows.Scan(&pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
+		if err := rows.Scan(&pe.seq, &pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
 			return nil, fmt.Errorf("localstore: read outbox: %w", err)
 		}
 		pe.ev.Time, pe.ev.Detail = fromNano(t), json.RawMessage(detail)
@@ -451,8 +486,12 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	if err := p.DB.Sync(ctx); err != nil {
 		return err
 	}
-	for {
-		todo, err := p.undelivered(ctx, `logged = 0`, through.Int64)
+	logged, err := p.loggedSeq(ctx)
+	if err != nil {
+		return err
+	}
+	for logged < through.Int64 {
+		todo, err := p.undelivered(ctx, `true`, logged, through.Int64)
 		if err != nil {
 			return err
 		}
@@ -460,26 +499,26 @@ func (p *Publisher) Flush(ctx context.Context) error {
 			break
 		}
 		var lines []byte
-		ids := make([]string, 0, len(todo))
 		for _, pe := range todo {
 			body, err := pe.ev.wire()
 			if err != nil {
 				return err
 			}
 			lines = append(append(lines, body...), '\n')
-			ids = append(ids, pe.ev.ID)
 		}
 		if err := p.appendLog(lines); err != nil {
 			return err
 		}
-		if err := p.markLogged(ctx, ids); err != nil {
+		// The events after the watermark up to this round's last are
+		// this round's: an event committed later has a higher seq than
+		// any committed before it (AUTOINCREMENT, one writer).
+		last := todo[len(todo)-1].seq
+		if err := p.markLogged(ctx, logged, last); err != nil {
 			return err
 		}
-		if len(todo) < flushBatch {
-			break
-		}
+		logged = last
 	}
-	todo, err := p.undelivered(ctx, `webhooks_left != '[]'`, through.Int64)
+	todo, err := p.undelivered(ctx, `webhooks_left != '[]'`, 0, through.Int64)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,10 @@ package localstore
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -93,8 +95,9 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 		t.Errorf("event log: %v", lines)
 	}
 
-	// A crash after the append but before logged=1 must not log twice.
-	if _, err := db.sql.Exec(`UPDATE outbox SET logged = 0`); err != nil {
+	// A crash after the append but before the watermark moved must not
+	// log twice.
+	if _, err := db.sql.Exec(`UPDATE outbox_log SET logged_seq = 0`); err != nil {
 		t.Fatal(err)
 	}
 	p2 := &Publisher{DB: db, LogPath: logPath}
@@ -121,5 +124,155 @@ func TestRedactURL(t *testing.T) {
 				t.Errorf("redactURL(%q) = %q", in, got)
 			}
 		})
+	}
+}
+
+// TestFlushLogsEachEventOnce: rounds of flushBatch events and an event
+// added between flushes each reach the log once, in outbox order, and
+// leave the watermark at the last (a round moves it past its events).
+func TestFlushLogsEachEventOnce(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	logPath := filepath.Join(t.TempDir(), "events.log")
+	p := &Publisher{DB: db, LogPath: logPath}
+	publish := func(from, to int) {
+		t.Helper()
+		var evs []pipeline.Event
+		for i := from; i < to; i++ {
+			evs = append(evs, pipeline.Event{ID: fmt.Sprintf("e%04d", i), DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)})
+		}
+		if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(n int) {
+		t.Helper()
+		if err := p.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		lines := readLog(t, logPath)
+		if len(lines) != n {
+			t.Fatalf("%d lines in the log, want %d", len(lines), n)
+		}
+		for i, l := range lines {
+			if want := fmt.Sprintf("e%04d", i); l["id"] != want {
+				t.Fatalf("line %d: event %v, want %s", i, l["id"], want)
+			}
+		}
+		var unlogged int
+		if err := db.sql.QueryRow(`SELECT COUNT(*) FROM outbox WHERE seq > (SELECT logged_seq FROM outbox_log)`).Scan(&unlogged); err != nil {
+			t.Fatal(err)
+		}
+		if unlogged != 0 {
+			t.Errorf("%d events past the watermark after a flush", unlogged)
+		}
+	}
+	publish(0, 2*flushBatch+7)
+	check(2*flushBatch + 7)
+	publish(2*flushBatch+7, 2*flushBatch+10)
+	check(2*flushBatch + 10)
+}
+
+// TestReconcileLog: after a crash between a round's append and its
+// watermark, the publisher moves the watermark past what the log holds
+// and logs the rest, each event once.
+func TestReconcileLog(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		lines int   // lines of the five events the log kept
+		want  int64 // watermark after reconciling
+	}{
+		{"all appended", 5, 5},
+		{"append cut short", 3, 3},
+		{"nothing appended", 2, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openTest(t)
+			ctx := context.Background()
+			logPath := filepath.Join(t.TempDir(), "events.log")
+			var evs []pipeline.Event
+			for i := range 5 {
+				evs = append(evs, pipeline.Event{ID: fmt.Sprintf("e%d", i+1), DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)})
+			}
+			if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+				t.Fatal(err)
+			}
+			if err := (&Publisher{DB: db, LogPath: logPath}).Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The crash: the round's watermark never moved past event 2,
+			// and the log kept tt.lines lines.
+			body, err := os.ReadFile(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept := bytes.SplitAfter(body, []byte("\n"))[:tt.lines]
+			if err := os.WriteFile(logPath, bytes.Join(kept, nil), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.sql.Exec(`UPDATE outbox_log SET logged_seq = 2`); err != nil {
+				t.Fatal(err)
+			}
+			p := &Publisher{DB: db, LogPath: logPath}
+			p.init()
+			if err := p.reconcileLog(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := p.loggedSeq(ctx); err != nil || got != tt.want {
+				t.Fatalf("watermark %d (%v), want %d", got, err, tt.want)
+			}
+			if err := p.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			lines := readLog(t, logPath)
+			if len(lines) != 5 {
+				t.Fatalf("%d lines in the log, want each of 5 events once", len(lines))
+			}
+			for i, l := range lines {
+				if want := fmt.Sprintf("e%d", i+1); l["id"] != want {
+					t.Errorf("line %d: %v, want %s", i, l["id"], want)
+				}
+			}
+		})
+	}
+}
+
+// TestLogWatermarkFromOlderDatabase: a database whose outbox marked each
+// logged event gets a watermark before its first unlogged one.
+func TestLogWatermarkFromOlderDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	sdb, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, sdb, schema[:7]); err != nil {
+		t.Fatal(err)
+	}
+	for i, logged := range []int{1, 1, 0, 0} {
+		if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail, logged) VALUES (?, 0, 's', 't', '{}', ?)`,
+			fmt.Sprintf("e%d", i+1), logged); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	logPath := filepath.Join(t.TempDir(), "events.log")
+	p := &Publisher{DB: db, LogPath: logPath}
+	if got, err := p.loggedSeq(ctx); err != nil || got != 2 {
+		t.Fatalf("watermark %d (%v), want 2", got, err)
+	}
+	if err := p.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	lines := readLog(t, logPath)
+	if len(lines) != 2 || lines[0]["id"] != "e3" || lines[1]["id"] != "e4" {
+		t.Errorf("log after the upgrade: %v, want e3 and e4", lines)
 	}
 }

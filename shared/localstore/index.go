@@ -31,41 +31,49 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 	return res, err
 }
 
+// upsertRead is everything an upsert decides on, in one statement: the
+// content first indexed under the SOP Instance UID (the conflict rule),
+// the record already indexed for this content (a duplicate), whether the
+// series has an instance in the study, and the study's summary. ?1..?4:
+// SOP Instance UID, SHA-256, Study and Series Instance UID.
+const upsertRead = `SELECT
+	(SELECT sha256 FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
+	(SELECT record FROM instances WHERE sop_uid = ?1 AND sha256 = ?2),
+	EXISTS (SELECT 1 FROM instances WHERE study_uid = ?3 AND series_uid = ?4),
+	(SELECT record FROM studies WHERE study_uid = ?3)`
+
 func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
-	var prevBody string
-	err := tx.QueryRowContext(ctx, `SELECT record FROM instances WHERE sop_uid = ? AND sha256 = ?`, in.SOPInstanceUID, in.SHA256).Scan(&prevBody)
-	switch {
-	case err == nil:
+	var first, prevBody, studyBody sql.NullString
+	var seriesKnown bool
+	err := tx.QueryRowContext(ctx, upsertRead, in.SOPInstanceUID, in.SHA256, in.StudyInstanceUID, in.SeriesInstanceUID).
+		Scan(&first, &prevBody, &seriesKnown, &studyBody)
+	if err != nil {
+		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
+	}
+	if prevBody.Valid {
 		var prev pipeline.InstanceRecord
-		if err := json.Unmarshal([]byte(prevBody), &prev); err != nil {
+		if err := json.Unmarshal([]byte(prevBody.String), &prev); err != nil {
 			return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 		}
-		st, err := getSummary(ctx, tx, prev.StudyInstanceUID)
+		var st pipeline.StudySummary
+		if prev.StudyInstanceUID == in.StudyInstanceUID {
+			st, err = decodeRecord[pipeline.StudySummary]("study", studyBody)
+		} else {
+			st, err = getSummary(ctx, tx, prev.StudyInstanceUID)
+		}
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
-	case !errors.Is(err, sql.ErrNoRows):
-		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
 	// The first content indexed under this SOP Instance UID, in any study.
-	var first string
-	err = tx.QueryRowContext(ctx, `SELECT sha256 FROM instances WHERE sop_uid = ? ORDER BY rowid LIMIT 1`, in.SOPInstanceUID).Scan(&first)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
-	}
-	outcome := pipeline.ContentOutcome(first, in.SHA256)
-	var seriesKnown int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE study_uid = ? AND series_uid = ? LIMIT 1)`,
-		in.StudyInstanceUID, in.SeriesInstanceUID).Scan(&seriesKnown); err != nil {
-		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
-	}
-	st, err := getSummary(ctx, tx, in.StudyInstanceUID)
+	outcome := pipeline.ContentOutcome(first.String, in.SHA256)
+	st, err := decodeRecord[pipeline.StudySummary]("study", studyBody)
 	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
 	if err != nil && !isNewStudy {
 		return pipeline.UpsertResult{}, err
 	}
-	st.Count(in, outcome, seriesKnown == 0)
+	st.Count(in, outcome, !seriesKnown)
 	in = in.Indexed(outcome, st.Merge(in))
 
 	body, err := json.Marshal(in)

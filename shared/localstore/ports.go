@@ -48,16 +48,24 @@ func queryRecords[T any](ctx context.Context, q *querier, what, stmt string, arg
 // getRecord runs a query for one row whose one column is a record stored as
 // JSON and decodes it; no row is pipeline.ErrNotFound.
 func getRecord[T any](ctx context.Context, q *querier, what, stmt string, args ...any) (T, error) {
-	var v T
-	var body string
+	var body sql.NullString
 	err := q.QueryRowContext(ctx, stmt, args...).Scan(&body)
-	if errors.Is(err, sql.ErrNoRows) {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		var zero T
+		return zero, fmt.Errorf("localstore: %s: %w", what, err)
+	}
+	return decodeRecord[T](what, body)
+}
+
+// decodeRecord decodes a record stored as JSON, read by a query of its
+// own or as a column of a larger one; none (NULL, or no row) is
+// pipeline.ErrNotFound.
+func decodeRecord[T any](what string, body sql.NullString) (T, error) {
+	var v T
+	if !body.Valid {
 		return v, fmt.Errorf("localstore: %s: %w", what, pipeline.ErrNotFound)
 	}
-	if err != nil {
-		return v, fmt.Errorf("localstore: %s: %w", what, err)
-	}
-	if err := json.Unmarshal([]byte(body), &v); err != nil {
+	if err := json.Unmarshal([]byte(body.String), &v); err != nil {
 		var zero T
 		return zero, fmt.Errorf("localstore: %s: %w", what, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -80,6 +79,19 @@ func (d *decoder) first(ds *dataSet, t uint32) string {
 	return v[0]
 }
 
+// tagKey is a tag as DICOM JSON names it (F.2.2): eight uppercase hex
+// digits, group then element. It runs for every element of every
+// header, where fmt.Sprintf("%08X") allocated and parsed its format.
+func tagKey(t uint32) string {
+	const digits = "0123456789ABCDEF"
+	var b [8]byte
+	for i := 7; i >= 0; i-- {
+		b[i] = digits[t&0xF]
+		t >>= 4
+	}
+	return string(b[:])
+}
+
 // toJSON converts a dataset to a DICOM JSON object.
 func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
 	out := make(map[string]jsonAttr, len(ds.Elements))
@@ -87,8 +99,7 @@ func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
 		if e.Tag>>16 == 0x0002 || e.Tag&0xFFFF == 0 {
 			continue // file meta and group lengths are not part of DICOM JSON
 		}
-		key := fmt.Sprintf("%08X", e.Tag)
-		out[key] = d.attr(e)
+		out[tagKey(e.Tag)] = d.attr(e)
 	}
 	return out
 }
@@ -128,7 +139,7 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 		a.Value = d.binaryNumbers(e)
 	case "AT":
 		for i := 0; i+4 <= len(e.Value); i += 4 {
-			a.Value = append(a.Value, fmt.Sprintf("%04X%04X", d.order.Uint16(e.Value[i:]), d.order.Uint16(e.Value[i+2:])))
+			a.Value = append(a.Value, tagKey(uint32(d.order.Uint16(e.Value[i:]))<<16|uint32(d.order.Uint16(e.Value[i+2:]))))
 		}
 	case "OB", "OD", "OF", "OL", "OV", "OW", "UN":
 		if len(e.Value) > maxInlineBinary {

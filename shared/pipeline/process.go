@@ -174,15 +174,20 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 	}
 	res.BytesRead, res.Findings, res.Valid = in.bytesRead, in.findings, in.valid()
 	tx := transactionOf(info)
-	log := p.log().With("object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE)
+	// The object's attributes go with each line rather than into a
+	// logger made for the object: With formats them at once, for every
+	// object, also at a level that writes no line.
+	about := func(more ...any) []any {
+		return append([]any{"object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE}, more...)
+	}
 	if !res.Valid {
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
-		log.Info("object rejected", "findings", len(in.findings), "bytesRead", in.bytesRead)
+		p.log().Info("object rejected", about("findings", len(in.findings), "bytesRead", in.bytesRead)...)
 		return res, err
 	}
 	res.Outcome, err = p.accept(ctx, in, tx)
 	if err == nil {
-		log.Info("object stored", "outcome", res.Outcome.String(), "bytesRead", in.bytesRead)
+		p.log().Info("object stored", about("outcome", res.Outcome.String(), "bytesRead", in.bytesRead)...)
 	}
 	return res, err
 }
@@ -237,16 +242,9 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	key := in.info.Key
 	jsonKey, summaryKey := MetadataKeys(key)
 	objURI := p.uri(key)
-	if in.h.Deflated {
-		in.dec.bulkURI = func(*dataElement) string { return objURI }
-	} else {
-		in.dec.bulkURI = func(e *dataElement) string {
-			return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
-		}
-	}
-	dj := in.dec.toJSON(&in.h.Data)
+	dj := in.dicomJSON
 	if in.h.PixelData != nil {
-		dj[fmt.Sprintf("%08X", in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
+		dj[tagKey(in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
 	}
 	body, err := json.Marshal(dj)
 	if err != nil {
@@ -307,6 +305,19 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
 	detail.EventID = id
 	return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+}
+
+// bulkURIs returns how the DICOM JSON of the object at key names a bulk
+// data value: by its byte range in the object, or, when the dataset is
+// deflated (no offset in the object means anything), by the object.
+func (p *Pipeline) bulkURIs(key string, deflated bool) func(*dataElement) string {
+	objURI := p.uri(key)
+	if deflated {
+		return func(*dataElement) string { return objURI }
+	}
+	return func(e *dataElement) string {
+		return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
+	}
 }
 
 func pixelVR(h *header) string {

@@ -46,6 +46,10 @@ type inspection struct {
 	bytesRead int64
 	instance  InstanceRecord
 	partial   bool
+	// dicomJSON is the header as DICOM JSON (PS3.18 F.2), bulk data
+	// referenced by URI: check walks the whole header to find charset
+	// mismatches, and the walk's result is the metadata sidecar.
+	dicomJSON map[string]jsonAttr
 }
 
 func (in *inspection) add(code string, sev Severity, t uint32, format string, args ...any) {
@@ -99,7 +103,7 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	if h.PixelShort > 0 {
 		in.add(CodeTruncated, SeverityError, h.PixelData.Tag, "value of %d bytes ends %d bytes past the end of the object", h.PixelData.Len, h.PixelShort)
 	}
-	in.check(err == nil)
+	in.check(err == nil, p.bulkURIs(info.Key, h.Deflated))
 	return in, nil
 }
 
@@ -115,7 +119,8 @@ func readerText(err error) string {
 // check runs the attribute checks on a parsed header.
 // complete is false when the header could not be read to its end: then
 // absent attributes are not reported (the parse error says it all).
-func (in *inspection) check(complete bool) {
+// bulkURI names where the DICOM JSON finds a bulk data value.
+func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	h := in.h
 	in.partial = !complete
 	var order binary.ByteOrder = binary.LittleEndian
@@ -127,7 +132,7 @@ func (in *inspection) check(complete bool) {
 		csRaw = string(e.Value)
 	}
 	cs := newCharset(csRaw)
-	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: func(*dataElement) string { return "" }}
+	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI}
 	d := in.dec
 
 	if h.Unordered {
@@ -221,7 +226,7 @@ func (in *inspection) check(complete bool) {
 
 	// Walk the whole header once so every text value is decoded and
 	// charset mismatches are found wherever they are.
-	_ = d.toJSON(&h.Data)
+	in.dicomJSON = d.toJSON(&h.Data)
 	bad := make([]uint32, 0, len(d.badText))
 	for t := range d.badText {
 		bad = append(bad, t)

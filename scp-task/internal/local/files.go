@@ -77,11 +77,15 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		return pipeline.ObjectInfo{}, notFound(err)
 	}
 	info := pipeline.ObjectInfo{Key: key, Size: st.Size(), LastModified: st.ModTime().UTC()}
-	if _, md, ok, err := f.db.CopyOf(ctx, key); err != nil {
-		return info, err
-	} else if ok {
-		info.Metadata = md
-		return info, nil
+	if isCopy(key) {
+		_, md, ok, err := f.db.CopyOf(ctx, key)
+		if err != nil {
+			return info, err
+		}
+		if ok {
+			info.Metadata = md
+			return info, nil
+		}
 	}
 	md, held := f.held.metadata(key)
 	if !held {
@@ -149,6 +153,12 @@ func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 	}
 	return md, nil
 }
+
+// isCopy reports whether key may name a copy whose metadata the
+// database records: txFiles.Copy makes copies only under quarantine/, so
+// Head of any other key (every incoming object the pipeline reads) skips
+// the lookup.
+func isCopy(key string) bool { return strings.HasPrefix(key, pipeline.QuarantinePrefix) }
 
 // isDocument reports whether key names one of the pipeline's documents,
 // which local mode keeps in the database (see txFiles.Put).
@@ -265,7 +275,7 @@ func (w *txFiles) Put(ctx context.Context, key string, body []byte, contentType 
 
 // Copy copies src to dst (quarantine), recording dst's metadata.
 func (w *txFiles) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
-	if !strings.HasPrefix(dst, pipeline.QuarantinePrefix) {
+	if !isCopy(dst) {
 		return fmt.Errorf("local: copy to %s: the pipeline copies only into quarantine/", dst)
 	}
 	info, err := w.Head(ctx, src)

@@ -84,3 +84,57 @@ func TestHeadChecksum(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadOfCopy: Head reports a quarantine copy with the metadata its
+// Copy recorded, and the source it was copied from with the hand-off's
+// (the copy's record is looked up only for keys under quarantine/).
+func TestHeadOfCopy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := localstore.Open(ctx, filepath.Join(dir, "local.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	store, err := filestore.New(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &files{root: store.Root(), db: db}
+	src, dst := "incoming/2026/11/27/1.2/1.2.3/1.2.3.1.dcm", "quarantine/2026/11/27/1.2/1.2.3/1.2.3.1.dcm"
+	path := filepath.Join(store.Root(), filepath.FromSlash(src))
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, instance("1.2.3", "1.2.3.1").Build(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Handoff().Enqueue(ctx, src, time.Now(), map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}); err != nil {
+		t.Fatal(err)
+	}
+	err = db.InTx(ctx, nil, func(tx *localstore.Tx) error {
+		return (&txFiles{files: f, tx: tx}).Copy(ctx, src, dst, map[string]string{"quarantined": "true"})
+	})
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	for _, tt := range []struct {
+		key             string
+		wantQuarantined string
+	}{{src, ""}, {dst, "true"}} {
+		info, err := f.Head(ctx, tt.key)
+		if err != nil {
+			t.Fatalf("Head %s: %v", tt.key, err)
+		}
+		if got := info.Metadata["quarantined"]; got != tt.wantQuarantined {
+			t.Errorf("Head %s: quarantined = %q, want %q", tt.key, got, tt.wantQuarantined)
+		}
+		if got := info.Metadata["calling-ae"]; got != "LOCAL_AE" {
+			t.Errorf("Head %s: calling-ae = %q, want the hand-off's", tt.key, got)
+		}
+	}
+}

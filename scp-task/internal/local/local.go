@@ -130,6 +130,10 @@ type Local struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
+	// pipelineLog is the pipeline's logger, made once: each object's
+	// pipeline would otherwise format its attribute again.
+	pipelineLog *slog.Logger
+
 	processed *prometheus.CounterVec
 	feed      *localstore.AuditFeed
 }
@@ -277,6 +281,8 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 		queue:    newWorkQueue(),
 		commit:   make(chan struct{}, 1),
 		crash:    os.Getenv(CrashEnv),
+
+		pipelineLog: cfg.Logger.With("component", "pipeline"),
 	}
 	l.store = &handoffStore{inner: inner, handoff: db.Handoff(), held: held, enqueued: l.queue.push, sums: &l.files.sums, crash: l.crash, log: log, names: cfg.Names}
 	defer func() {
@@ -564,7 +570,7 @@ func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
 	p := l.settings()
 	p.Objects, p.Writer = l.files, &txFiles{files: l.files, tx: tx}
 	p.Audit, p.Index, p.Events, p.Commitments = tx.AuditStore(), tx.IndexStore(), tx.Outbox(), tx.CommitmentStore()
-	p.Logger = l.cfg.Logger.With("component", "pipeline")
+	p.Logger = l.pipelineLog
 	return p
 }
 
