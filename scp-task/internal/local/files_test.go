@@ -104,7 +104,7 @@ func TestHeadOfCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &files{root: store.Root(), db: db}
+	f := &files{root: store.Root(), db: db, held: newHeldObjects()}
 	src, dst := "incoming/2026/11/27/1.2/1.2.3/1.2.3.1.dcm", "quarantine/2026/11/27/1.2/1.2.3/1.2.3.1.dcm"
 	path := filepath.Join(store.Root(), filepath.FromSlash(src))
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
