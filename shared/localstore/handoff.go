@@ -51,6 +51,21 @@ type Handed struct {
 	Key      string
 	At       time.Time         // when it was handed off
 	Metadata map[string]string // may be nil
+	// MetadataJSON is Metadata encoded as JSON, when the caller has it
+	// already; then it is written as it is.
+	MetadataJSON []byte
+}
+
+// metadataJSON returns h's metadata as the JSON the tables keep.
+func (h Handed) metadataJSON() string {
+	if len(h.MetadataJSON) > 0 {
+		return string(h.MetadataJSON)
+	}
+	b, err := json.Marshal(h.Metadata)
+	if err != nil || h.Metadata == nil {
+		return "{}"
+	}
+	return string(b)
 }
 
 // Enqueue queues key unless it is queued already or the ledger knows it as
@@ -78,11 +93,7 @@ func (h *Handoff) EnqueueAll(ctx context.Context, keys []Handed) (int, error) {
 		if state == "done" || state == "failed" {
 			continue
 		}
-		md, err := json.Marshal(k.Metadata)
-		if err != nil || k.Metadata == nil {
-			md = []byte("{}")
-		}
-		rows = append(rows, row{k.Key, string(md), unixNano(k.At)})
+		rows = append(rows, row{k.Key, k.metadataJSON(), unixNano(k.At)})
 	}
 	if len(rows) == 0 {
 		return 0, nil
@@ -416,11 +427,7 @@ func (h *Handoff) markDone(ctx context.Context, tx *querier, key string, at time
 	var qat int64
 	var md string
 	if handed != nil {
-		b, err := json.Marshal(handed.Metadata)
-		if err != nil || handed.Metadata == nil {
-			b = []byte("{}")
-		}
-		md, qat = string(b), unixNano(handed.At)
+		md, qat = handed.metadataJSON(), unixNano(handed.At)
 	} else {
 		var err error
 		if _, qat, md, err = h.queued(ctx, key); err != nil {

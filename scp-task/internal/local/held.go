@@ -1,6 +1,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -163,14 +164,16 @@ type heldRecord struct {
 }
 
 func (b *handedBack) add(key string, note []byte, release func()) {
-	md := map[string]string{}
+	handed := localstore.Handed{Key: key, At: b.at, Metadata: map[string]string{}}
 	if len(note) > 0 {
-		if err := json.Unmarshal(note, &md); err != nil {
+		if err := json.Unmarshal(note, &handed.Metadata); err != nil {
 			// The record's object is intact (its payload is checked);
 			// the pipeline rebuilds what it can from the object.
 			b.log.Warn("a replayed object's hand-off note is unreadable; its metadata is rebuilt from the object", "object", b.names.Key(key), "err", err)
-			md = map[string]string{}
+			handed.Metadata = map[string]string{}
+		} else {
+			handed.MetadataJSON = bytes.Clone(note)
 		}
 	}
-	b.recs = append(b.recs, heldRecord{handed: localstore.Handed{Key: key, At: b.at, Metadata: md}, release: release})
+	b.recs = append(b.recs, heldRecord{handed: handed, release: release})
 }

@@ -845,6 +845,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	defer s.begin(key)()
 	md := handoffMetadata(obj)
 	var decided map[string]string // the metadata handed off with the key taken
+	var note []byte                // decided, as a journaled object's record carries it
 	// The object is hashed as it streams to the store: the pipeline needs
 	// its SHA-256, and taking it here costs one pass over bytes already
 	// in the CPU's cache, where the pipeline would read them back from
@@ -865,8 +866,8 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 				os.Exit(CrashExitCode)
 			}
 			if journaled {
-				note, err := json.Marshal(decided)
-				if err != nil {
+				var err error
+				if note, err = json.Marshal(decided); err != nil {
 					return nil, fmt.Errorf("local: hand off %v: %w", s.names.Key(st.Key), err)
 				}
 				return note, nil
@@ -885,7 +886,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 				s.log.Warn("fault injection: exiting with the object handed off, before its C-STORE is answered", "env", CrashEnv)
 				os.Exit(CrashExitCode)
 			}
-			s.held.add(localstore.Handed{Key: key, At: time.Now(), Metadata: decided}, release)
+			s.held.add(localstore.Handed{Key: key, At: time.Now(), Metadata: decided, MetadataJSON: note}, release)
 		},
 	})
 	if err != nil {
