@@ -845,7 +845,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	defer s.begin(key)()
 	md := handoffMetadata(obj)
 	var decided map[string]string // the metadata handed off with the key taken
-	var note []byte                // decided, as a journaled object's record carries it
+	var note []byte               // decided, as a journaled object's record carries it
 	// The object is hashed as it streams to the store: the pipeline needs
 	// its SHA-256, and taking it here costs one pass over bytes already
 	// in the CPU's cache, where the pipeline would read them back from
