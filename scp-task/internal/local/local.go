@@ -20,8 +20,6 @@ package local
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -846,12 +844,12 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	md := handoffMetadata(obj)
 	var decided map[string]string // the metadata handed off with the key taken
 	var note []byte               // decided, as a journaled object's record carries it
-	// The object is hashed as it streams to the store: the pipeline needs
-	// its SHA-256, and taking it here costs one pass over bytes already
-	// in the CPU's cache, where the pipeline would read them back from
-	// the disk.
-	h := sha256.New()
-	st, err := s.inner.PutWith(ctx, obj, io.TeeReader(part10, h), filestore.Hooks{
+	// The pipeline needs the object's SHA-256: the store takes it off the
+	// receiving path (while the journal commits, or as its chunks are
+	// written), on bytes it holds in memory, where the pipeline would
+	// read them back from the disk.
+	st, err := s.inner.PutWith(ctx, obj, part10, filestore.Hooks{
+		SHA256: true,
 		Before: func(ctx context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
 			decided = md
 			if st.Conflict {
@@ -899,10 +897,9 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 		s.log.Warn("fault injection: exiting after the store and hand-off, before the pipeline", "env", CrashEnv)
 		os.Exit(CrashExitCode)
 	}
-	if st.SHA256 == "" {
-		st.SHA256 = hex.EncodeToString(h.Sum(nil))
+	if st.SHA256 != "" {
+		s.sums.Store(st.Key, st.SHA256)
 	}
-	s.sums.Store(st.Key, st.SHA256)
 	// Also for a duplicate: its first delivery may still be queued, or
 	// done (the worker then skips it).
 	s.enqueued(st.Key)

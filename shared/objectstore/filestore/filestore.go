@@ -27,6 +27,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -253,6 +254,11 @@ type Hooks struct {
 	// Hold a record is released at once. Duplicates and objects stored
 	// by the file recipe have no record.
 	Hold func(key string, release func())
+	// SHA256 asks for Stored.SHA256 of the object, duplicates included,
+	// taken off the receiving path: for a journaled object while its
+	// record is committed, for the file recipe by the goroutine that
+	// writes its chunks.
+	SHA256 bool
 }
 
 // MaxNote is the longest note a journaled object's record carries.
@@ -287,15 +293,20 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 		}
 		filled = n // maybe more: the file recipe takes it from here
 	}
-	return s.putFile(ctx, key, part10, ring, filled, hooks.Before)
+	return s.putFile(ctx, key, part10, ring, filled, hooks)
 }
 
 // putFile stores an object by the file recipe.
-func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, before func(context.Context, objectstore.Stored, bool) ([]byte, error)) (objectstore.Stored, error) {
-	tmp, size, err := s.writeTemp(ctx, part10, ring, filled)
+func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, hooks Hooks) (objectstore.Stored, error) {
+	var sum hash.Hash
+	if hooks.SHA256 {
+		sum = sha256.New()
+	}
+	tmp, size, err := s.writeTemp(ctx, part10, ring, filled, sum)
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
+	before := hooks.Before
 	placed := false
 	defer func() {
 		if !placed {
@@ -306,6 +317,9 @@ func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring 
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
 	st := objectstore.Stored{Key: key, Size: size}
+	if sum != nil {
+		st.SHA256 = hex.EncodeToString(sum.Sum(nil))
+	}
 
 	final := filepath.Join(s.root, filepath.FromSlash(key))
 	if err := s.mkdirAll(filepath.Dir(final)); err != nil {
@@ -350,8 +364,10 @@ func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring 
 			// shares the first 64 bits of our SHA-256. Never overwrite.
 			return objectstore.Stored{}, fmt.Errorf("filestore: put: conflict key taken by other content")
 		}
-		if st.SHA256, err = FileSHA256(tmp); err != nil {
-			return objectstore.Stored{}, unavailable("put: checksum", err)
+		if sum == nil {
+			if st.SHA256, err = FileSHA256(tmp); err != nil {
+				return objectstore.Stored{}, unavailable("put: checksum", err)
+			}
 		}
 		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
 		final = filepath.Join(s.root, filepath.FromSlash(st.Key))

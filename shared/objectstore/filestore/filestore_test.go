@@ -664,7 +664,7 @@ func TestPutWithHook(t *testing.T) {
 					}
 				}
 				var calls []bool
-				st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), Hooks{Before: func(_ context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
+				st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), Hooks{SHA256: true, Before: func(_ context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
 					calls = append(calls, st.Conflict)
 					if want := mode.name != "no-journal"; journaled != want {
 						t.Errorf("hook says journaled %v, want %v", journaled, want)
@@ -680,6 +680,9 @@ func TestPutWithHook(t *testing.T) {
 				}})
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("PutWith = %+v, %v; want %v", st, err, tt.wantErr)
+				}
+				if err == nil && st.SHA256 != sum(tt.body) {
+					t.Errorf("Stored SHA-256 %q, want the body's %q", st.SHA256, sum(tt.body))
 				}
 				if d := cmp.Diff(tt.wantCalls, calls); d != "" {
 					t.Errorf("hook calls, conflict flag each (-want +got):\n%s", d)

@@ -213,9 +213,25 @@ func (s *Store) Close() error {
 }
 
 // putJournaled stores the n bytes at buf[journal.BlockSize:] under key.
-func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, hooks Hooks) (objectstore.Stored, error) {
+func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, hooks Hooks) (st objectstore.Stored, err error) {
 	body := buf[journal.BlockSize : journal.BlockSize+n]
-	st, note, release, err := s.claim(ctx, key, body, hooks.Before)
+	if hooks.SHA256 {
+		// The hash runs while the record is written and committed, and
+		// is in before the buffer goes back to the pool.
+		sum := make(chan string, 1)
+		go func() {
+			h := sha256.Sum256(body)
+			sum <- hex.EncodeToString(h[:])
+		}()
+		defer func() {
+			if h := <-sum; err == nil {
+				st.SHA256 = h
+			}
+		}()
+	}
+	var note []byte
+	var release func()
+	st, note, release, err = s.claim(ctx, key, body, hooks.Before)
 	if err != nil || st.Duplicate {
 		return st, err
 	}

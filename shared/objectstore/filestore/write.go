@@ -3,6 +3,7 @@ package filestore
 import (
 	"context"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"unsafe"
@@ -62,18 +63,20 @@ func (a writeJob) follows(b writeJob) bool {
 	return b.slot*chunkSize == a.slot*chunkSize+a.n && b.off == a.off+int64(a.n)
 }
 
-// chunkWriter writes jobs from ring to f, in order, on its own goroutine;
-// done receives one result per job, in order.
+// chunkWriter writes jobs from ring to f, in order, on its own goroutine,
+// and adds what it writes to sum if set; done receives one result per
+// job, in order.
 type chunkWriter struct {
 	f    *os.File
 	ring []byte
+	sum  hash.Hash
 	jobs chan writeJob
 	done chan error
 }
 
-func startChunkWriter(f *os.File, ring []byte) *chunkWriter {
+func startChunkWriter(f *os.File, ring []byte, sum hash.Hash) *chunkWriter {
 	depth := len(ring) / chunkSize
-	w := &chunkWriter{f: f, ring: ring, jobs: make(chan writeJob, depth), done: make(chan error, depth)}
+	w := &chunkWriter{f: f, ring: ring, sum: sum, jobs: make(chan writeJob, depth), done: make(chan error, depth)}
 	go w.run()
 	return w
 }
@@ -116,6 +119,10 @@ func (w *chunkWriter) run() {
 			if _, err := w.f.WriteAt(w.ring[start:start+j.n], j.off); err != nil {
 				failed = err
 			}
+			if w.sum != nil {
+				// While the next chunks arrive: off the receiving path.
+				w.sum.Write(w.ring[start : start+j.n])
+			}
 		}
 		for range n {
 			w.done <- failed
@@ -127,8 +134,9 @@ func (w *chunkWriter) run() {
 // returns its name and size; on error nothing is left. The object is the
 // first filled bytes of ring (whole chunks) followed by the rest of r; ring
 // (ringSize bytes, aligned for direct I/O) is the caller's, and no write
-// from it is in flight once writeTemp returns.
-func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled int) (tmp string, size int64, err error) {
+// from it is in flight once writeTemp returns. If sum is set, the object's
+// bytes are added to it.
+func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled int, sum hash.Hash) (tmp string, size int64, err error) {
 	f, err := s.createTemp("put-", s.direct)
 	if err != nil {
 		return "", 0, unavailable("put", err)
@@ -146,7 +154,7 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 	}()
 
 	chunks := len(ring) / chunkSize
-	w := startChunkWriter(f, ring)
+	w := startChunkWriter(f, ring, sum)
 	inflight := 0
 	defer func() {
 		// Nothing may touch the ring once it is back with the caller.
@@ -224,6 +232,9 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 			tail := ring[slot*chunkSize+whole : slot*chunkSize+n]
 			if _, werr := f.WriteAt(tail, off+int64(whole)); werr != nil {
 				return tmp, 0, unavailable("put: write", werr)
+			}
+			if sum != nil {
+				sum.Write(tail)
 			}
 		}
 		break

@@ -52,9 +52,15 @@ func TestWriteSizes(t *testing.T) {
 						want[k] = byte(rng.Uint32())
 					}
 					obj := object(fmt.Sprintf("1.2.3.%d.%d", i, j))
-					st, err := s.Put(context.Background(), obj, &oddReader{b: want, sizes: rs})
+					// One of the reads asks for the SHA-256, which the
+					// store takes off the receiving path.
+					withSum := j == 1
+					st, err := s.PutWith(context.Background(), obj, &oddReader{b: want, sizes: rs}, Hooks{SHA256: withSum})
 					if err != nil {
 						t.Fatal(err)
+					}
+					if wantSum := sum(want); withSum && st.SHA256 != wantSum || !withSum && st.SHA256 != "" {
+						t.Errorf("Stored SHA-256 %q (asked: %v), want %q", st.SHA256, withSum, wantSum)
 					}
 					if st.Size != int64(size) {
 						t.Errorf("Stored size %d, want %d", st.Size, size)
@@ -82,7 +88,7 @@ func TestChunkWriterReportsFailures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	w := startChunkWriter(f, alignedBuf(ringSize))
+	w := startChunkWriter(f, alignedBuf(ringSize), nil)
 	w.jobs <- writeJob{slot: 0, n: chunkSize, off: 0}
 	w.jobs <- writeJob{slot: 1, n: chunkSize, off: chunkSize}
 	close(w.jobs)
