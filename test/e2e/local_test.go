@@ -374,18 +374,30 @@ func TestRestartExactlyOnce(t *testing.T) {
 	need(t, "dcmsend")
 	for _, c := range []struct {
 		mode   string
+		big    bool // larger than the file store's journal takes: handed off by a queue row
 		acked  bool // the C-STORE succeeded before the crash
 		stored bool // the object is durable and handed off
 	}{
-		{"before-handoff", false, false},
-		{"before-ack", false, true},
-		{"after-store", true, true},
-		{"before-commit", true, true},
-		{"after-commit", true, true},
+		{"before-handoff", false, false, false},
+		{"before-ack", false, false, true},
+		{"after-store", false, true, true},
+		{"before-commit", false, true, true},
+		{"after-commit", false, true, true},
+		{"before-handoff", true, false, false},
+		{"before-place", true, false, false},
+		{"after-store", true, true, true},
+		{"before-commit", true, true, true},
 	} {
-		t.Run(c.mode, func(t *testing.T) {
+		name := c.mode
+		if c.big {
+			name += "/big"
+		}
+		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			files := writeSynthStudy(t, dir)
+			if c.big {
+				files[0] = writeSynthBig(t, dir)
+			}
 			n := newNode(t, filepath.Join(dir, "data"))
 			n.start("DICOM_INGEST_TEST_CRASH_AFTER_STORE=" + c.mode)
 			out, err := n.dcmsend("LOCAL_AE", files[0])
@@ -438,4 +450,18 @@ func TestRestartExactlyOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writeSynthBig writes the synthesized study's first instance with 2 MiB
+// of pixel data, more than the file store's journal takes, into dir.
+func writeSynthBig(t *testing.T, dir string) string {
+	t.Helper()
+	s := synthInstances[0]
+	in := pipelinetest.Instance{StudyUID: synthStudy, SeriesUID: s.series, SOPUID: s.sop, PatientID: synthPatient,
+		PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 1024, Columns: 1024, SourceAE: "LOCAL_AE"}
+	p := filepath.Join(dir, "synth-big.dcm")
+	if err := os.WriteFile(p, in.Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
