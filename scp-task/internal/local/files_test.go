@@ -18,21 +18,7 @@ import (
 // record one, and keeps one it did record.
 func TestHeadChecksum(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := localstore.Open(ctx, filepath.Join(dir, "local.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	store, err := filestore.New(filepath.Join(dir, "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &files{root: store.Root(), db: db, held: newHeldObjects()}
+	store, db, f := newTestFiles(t)
 	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
 	body := in.Build()
 	file := sha256.Sum256(body)
@@ -90,21 +76,7 @@ func TestHeadChecksum(t *testing.T) {
 // (the copy's record is looked up only for keys under quarantine/).
 func TestHeadOfCopy(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	db, err := localstore.Open(ctx, filepath.Join(dir, "local.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	store, err := filestore.New(filepath.Join(dir, "objects"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &files{root: store.Root(), db: db, held: newHeldObjects()}
+	store, db, f := newTestFiles(t)
 	src, dst := "incoming/2026/11/27/1.2/1.2.3/1.2.3.1.dcm", "quarantine/2026/11/27/1.2/1.2.3/1.2.3.1.dcm"
 	path := filepath.Join(store.Root(), filepath.FromSlash(src))
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
@@ -116,7 +88,7 @@ func TestHeadOfCopy(t *testing.T) {
 	if _, err := db.Handoff().Enqueue(ctx, src, time.Now(), map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}); err != nil {
 		t.Fatal(err)
 	}
-	err = db.InTx(ctx, nil, func(tx *localstore.Tx) error {
+	err := db.InTx(ctx, nil, func(tx *localstore.Tx) error {
 		return (&txFiles{files: f, tx: tx}).Copy(ctx, src, dst, map[string]string{"quarantined": "true"})
 	})
 	if err != nil {
@@ -137,4 +109,25 @@ func TestHeadOfCopy(t *testing.T) {
 			t.Errorf("Head %s: calling-ae = %q, want the hand-off's", tt.key, got)
 		}
 	}
+}
+
+// newTestFiles opens a database and a file store in a new directory, and
+// the pipeline's files on them.
+func newTestFiles(t *testing.T) (*filestore.Store, *localstore.DB, *files) {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := localstore.Open(context.Background(), filepath.Join(dir, "local.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	store, err := filestore.New(filepath.Join(dir, "objects"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, db, &files{root: store.Root(), db: db, held: newHeldObjects()}
 }
