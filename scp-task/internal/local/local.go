@@ -907,8 +907,8 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 }
 
 // handoffMetadata is what the SCP knows about a transfer, recorded with
-// its hand-off for the pipeline (the store does not hash: the pipeline
-// takes the SHA-256 when it first reads the object).
+// its hand-off for the pipeline (the object's SHA-256 reaches the pipeline
+// beside it, from the store: see Put).
 func handoffMetadata(obj objectstore.Object) map[string]string {
 	return map[string]string{
 		"calling-ae": obj.CallingAE, "called-ae": obj.CalledAE, "peer-addr": obj.PeerAddr,
