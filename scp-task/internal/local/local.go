@@ -2,20 +2,22 @@
 // with a durable hand-off to the pipeline, the pipeline itself on SQLite
 // stores, the event log and webhooks, and the portal.
 //
-// Exactly-once processing: while an object arrives, Store.Put records its
-// key in the hand-off queue (with the SCP's metadata); the object takes
-// its key only once that row is committed, and the SCP answers success
-// only after both. Pipeline workers process queued keys, each in one unit
-// of work that holds every index, audit, document and event write of the
-// pipeline and marks the key done in the ledger; a crash before that
-// unit's commit leaves no trace of it and the key queued, so it is
+// Exactly-once processing: Store.Put hands each object off before its
+// C-STORE succeeds, durably: by its file store journal record, held until
+// the pipeline is done with it (held.go), or, for an object too large for
+// the journal, by a row of the hand-off queue committed before the object
+// takes its key. Pipeline workers process handed-off keys, each in one
+// unit of work that holds every index, audit, document and event write of
+// the pipeline and marks the key done in the ledger; a crash before that
+// unit's commit leaves no trace of it and the key handed off, so it is
 // processed again from the start after restart; after it, the key is done
-// and never processed again. On start the queue is all there is to read:
-// keys done just before a crash are pruned, keys whose object never took
-// its key are dropped, the rest are processed. The pipeline's own
-// idempotency (conditional audit appends, content-addressed index
-// upserts, the publish ledger) is a second line of defence, not the one
-// relied on. See localstore.Handoff for the queue and the ledger.
+// and never processed again. On start the journal's replayed records and
+// the queue are all there is to read: keys done just before a crash are
+// released or pruned, keys whose object never took its key are dropped,
+// the rest are processed. The pipeline's own idempotency (conditional
+// audit appends, content-addressed index upserts, the publish ledger) is a
+// second line of defence, not the one relied on. See localstore.Handoff
+// for the queue and the ledger.
 package local
 
 import (
