@@ -24,11 +24,14 @@ var queueSchema = []string{
 // Handoff is the durable hand-off between the object store and the
 // pipeline, in two parts.
 //
-// The queue (its own database file, see QueuePath) holds the keys stored
-// and not yet processed. The SCP adds a key after the file store made the
-// object durable and before it answers success; that commit is a row or
-// two, shared by every association storing at the time, and never waits
-// for one of the pipeline's, which carry its index, audit and event rows.
+// The queue (its own database file, see QueuePath) holds keys stored and
+// not yet processed whose hand-off is not kept elsewhere: local mode keeps
+// most in its file store's journal and marks them done with
+// Tx.MarkHandedDone, and queues the others (large objects, association
+// records, keys waiting long) before the object takes its key. A commit of
+// the queue is a row or two, shared by every association storing at the
+// time, and never waits for one of the pipeline's, which carry its index,
+// audit and event rows.
 //
 // The ledger (the handoff table of the main database) holds the keys
 // processed (done), parked after repeated failures (failed) or failed
