@@ -121,8 +121,8 @@ func (h *heldObjects) count() int {
 const spillAfter = 500 * time.Millisecond
 
 // spill moves the hand-off of every key held longer than age, and not
-// taken by a worker, to the queue: rows committed and synced first, then
-// the records released. It returns how many it moved.
+// taken by a worker, to the queue (see toQueue). It returns how many it
+// moved.
 func (h *heldObjects) spill(ctx context.Context, handoff *localstore.Handoff, age time.Duration, now time.Time) (int, error) {
 	var keys []localstore.Handed
 	h.mu.Lock()
@@ -136,16 +136,26 @@ func (h *heldObjects) spill(ctx context.Context, handoff *localstore.Handoff, ag
 	if len(keys) == 0 {
 		return 0, nil
 	}
+	if err := h.toQueue(ctx, handoff, keys); err != nil {
+		return 0, err
+	}
+	return len(keys), nil
+}
+
+// toQueue moves the hand-off of keys, held and taken (claim or spill), to
+// the queue: their rows committed and synced first, then their records
+// released. On an error they stay held, and are given back.
+func (h *heldObjects) toQueue(ctx context.Context, handoff *localstore.Handoff, keys []localstore.Handed) error {
 	if _, err := handoff.EnqueueAll(ctx, keys); err != nil {
 		for _, k := range keys {
 			h.unclaim(k.Key)
 		}
-		return 0, err
+		return err
 	}
 	for _, k := range keys {
 		h.release(k.Key)
 	}
-	return len(keys), nil
+	return nil
 }
 
 // handedBack is the file store's WithReplayHeld callback: it collects the

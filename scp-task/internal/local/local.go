@@ -507,13 +507,11 @@ func (l *Local) failed(ctx context.Context, k string, held *localstore.Handed, e
 	l.log.Warn("pipeline failed; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
 	l.count("error")
 	if held != nil {
-		if _, qerr := l.db.Handoff().EnqueueAll(context.WithoutCancel(ctx), []localstore.Handed{*held}); qerr != nil {
+		if qerr := l.held.toQueue(context.WithoutCancel(ctx), l.db.Handoff(), []localstore.Handed{*held}); qerr != nil {
 			l.log.Error("move a failed object's hand-off to the queue; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(qerr, k))
-			l.held.unclaim(k)
 			l.queue.retry(k, retryDelay)
 			return
 		}
-		l.held.release(k)
 	}
 	if ferr := l.db.Handoff().Fail(context.WithoutCancel(ctx), k, err, maxAttempts); ferr != nil {
 		l.log.Error("record pipeline failure", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(ferr, k))
