@@ -58,20 +58,21 @@ func (h *heldObjects) add(handed localstore.Handed, release func()) {
 }
 
 // claim marks key as taken by a worker and returns what was handed off
-// with it; held is false when its record is not held (its hand-off is a
-// queue row), retry when it is held but being spilled.
-func (h *heldObjects) claim(key string) (handed localstore.Handed, held, retry bool) {
+// with it: nil when its record is not held (its hand-off is a queue row);
+// retry is set when it is held but being spilled.
+func (h *heldObjects) claim(key string) (handed *localstore.Handed, retry bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	o, ok := h.m[key]
 	switch {
 	case !ok:
-		return localstore.Handed{}, false, false
+		return nil, false
 	case o.busy:
-		return localstore.Handed{}, true, true
+		return nil, true
 	}
 	o.busy = true
-	return o.handed, true, false
+	c := o.handed
+	return &c, false
 }
 
 // unclaim gives key back after a failed attempt.

@@ -82,7 +82,7 @@ func TestSpill(t *testing.T) {
 	}{{"incoming/old.dcm", old}, {"incoming/young.dcm", now}, {"incoming/busy.dcm", old}, {"incoming/done.dcm", old}} {
 		h.add(localstore.Handed{Key: k.key, At: k.at, Metadata: md}, func() { released[k.key]++ })
 	}
-	if _, held, _ := h.claim("incoming/busy.dcm"); !held {
+	if handed, _ := h.claim("incoming/busy.dcm"); handed == nil {
 		t.Fatal("busy key not held")
 	}
 	n, err := h.spill(ctx, db.Handoff(), spillAfter, now)

@@ -454,26 +454,29 @@ func (l *Local) worker(ctx context.Context) {
 		if !ok {
 			return
 		}
-		handed, held, spilling := l.held.claim(k)
+		hp, spilling := l.held.claim(k)
 		if spilling {
 			// Its hand-off is moving to the queue: take it up after.
 			l.queue.retry(k, time.Millisecond)
 			continue
 		}
-		var hp *localstore.Handed
-		if held {
-			hp = &handed
-		}
-		if skip, err := l.settled(ctx, k, hp); err != nil || skip {
-			if err != nil && ctx.Err() == nil {
-				l.log.Error("read hand-off state; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
-				l.held.unclaim(k)
-				l.queue.retry(k, retryDelay)
+		// A key whose journal record is held needs processing: its object
+		// took a key that was free, and a replayed record whose key the
+		// ledger has done was released at start (recover). Should the
+		// ledger have it done all the same (its file removed by hand and
+		// the object sent again), the pipeline's commit fails on it and
+		// nothing is processed twice.
+		if hp == nil {
+			if skip, err := l.settled(ctx, k); err != nil || skip {
+				if err != nil && ctx.Err() == nil {
+					l.log.Error("read hand-off state; will retry", "object", l.cfg.Names.Key(k), "err", l.cfg.Names.Redact(err, k))
+					l.queue.retry(k, retryDelay)
+					continue
+				}
+				l.queue.done(k)
+				l.files.sums.Delete(k)
 				continue
 			}
-			l.queue.done(k)
-			l.files.sums.Delete(k)
-			continue
 		}
 		// The worker goes on with the next key while the commit runs:
 		// the key stays in the queue (no other worker takes it) until the
@@ -527,16 +530,8 @@ func (l *Local) failed(ctx context.Context, k string, held *localstore.Handed, e
 // settled reports whether key needs no processing: it is done or parked
 // already (a duplicate delivery), or its object is not there (its store
 // failed: the row is dropped unless another Put of it is under way, which
-// queues it again when it succeeds). A key whose journal record is held
-// (held is what was handed off with it) needs processing: its object took
-// a key that was free, and a replayed record whose key the ledger has
-// done was released at start (recover); should the ledger have it done
-// all the same (its file removed by hand and the object sent again), the
-// pipeline's commit fails on it and nothing is processed twice.
-func (l *Local) settled(ctx context.Context, key string, held *localstore.Handed) (bool, error) {
-	if held != nil {
-		return false, nil
-	}
+// queues it again when it succeeds).
+func (l *Local) settled(ctx context.Context, key string) (bool, error) {
 	state, _, err := l.db.Handoff().State(ctx, key)
 	if err != nil {
 		return false, err
