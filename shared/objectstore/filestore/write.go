@@ -170,9 +170,30 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 		}
 		return nil
 	}
+	// drain collects every outstanding write.
+	drain := func() error {
+		for inflight > 0 {
+			if err := wait(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	direct := s.direct
+	// toPageCache sends the writes after it through the page cache, once
+	// no direct write is in flight.
+	toPageCache := func() error {
+		if err := drain(); err != nil {
+			return err
+		}
+		if ferr := leaveDirect(f); ferr != nil {
+			return unavailable("put: leave direct I/O", ferr)
+		}
+		direct = false
+		return nil
+	}
 
 	var off int64 // file offset of slot
-	direct := s.direct
 	// The chunks the caller read already go first.
 	for slot := 0; slot < filled/chunkSize; slot++ {
 		w.jobs <- writeJob{slot: slot, n: chunkSize, off: off}
@@ -186,17 +207,10 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 			}
 		}
 		if direct && off >= directLimit {
-			// The rest through the page cache, once no direct write
-			// is in flight.
-			for inflight > 0 {
-				if err := wait(); err != nil {
-					return tmp, 0, err
-				}
+			// The rest through the page cache.
+			if err := toPageCache(); err != nil {
+				return tmp, 0, err
 			}
-			if ferr := leaveDirect(f); ferr != nil {
-				return tmp, 0, unavailable("put: leave direct I/O", ferr)
-			}
-			direct = false
 		}
 		n, rerr := fill(ctx, r, ring[slot*chunkSize:(slot+1)*chunkSize])
 		if rerr != nil {
@@ -219,15 +233,13 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 			w.jobs <- writeJob{slot: slot, n: whole, off: off}
 			inflight++
 		}
-		for inflight > 0 {
-			if err := wait(); err != nil {
-				return tmp, 0, err
-			}
+		if err := drain(); err != nil {
+			return tmp, 0, err
 		}
 		size = off + int64(n)
 		if whole < n {
-			if ferr := leaveDirect(f); ferr != nil {
-				return tmp, 0, unavailable("put: leave direct I/O", ferr)
+			if err := toPageCache(); err != nil {
+				return tmp, 0, err
 			}
 			tail := ring[slot*chunkSize+whole : slot*chunkSize+n]
 			if _, werr := f.WriteAt(tail, off+int64(whole)); werr != nil {
