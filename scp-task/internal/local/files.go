@@ -73,11 +73,18 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 	if err != nil {
 		return pipeline.ObjectInfo{}, err
 	}
-	st, err := os.Stat(p)
-	if err != nil {
-		return pipeline.ObjectInfo{}, notFound(err)
+	held, isHeld := f.held.view(key)
+	var info pipeline.ObjectInfo
+	if isHeld && held.size >= 0 {
+		// The SCP placed it a moment ago, and said how big it is.
+		info = pipeline.ObjectInfo{Key: key, Size: held.size, LastModified: held.at.UTC()}
+	} else {
+		st, err := os.Stat(p)
+		if err != nil {
+			return pipeline.ObjectInfo{}, notFound(err)
+		}
+		info = pipeline.ObjectInfo{Key: key, Size: st.Size(), LastModified: st.ModTime().UTC()}
 	}
-	info := pipeline.ObjectInfo{Key: key, Size: st.Size(), LastModified: st.ModTime().UTC()}
 	if isCopy(key) {
 		_, md, ok, err := f.db.CopyOf(ctx, key)
 		if err != nil {
@@ -88,14 +95,14 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 			return info, nil
 		}
 	}
-	md, held := f.held.metadata(key)
-	if !held {
+	md := held.metadata
+	if !isHeld {
 		if md, err = f.db.Handoff().Metadata(ctx, key); err != nil {
 			return info, err
 		}
 	}
 	if len(md) == 0 && strings.HasSuffix(key, ".dcm") {
-		md, err = rebuildMetadata(p, st.ModTime())
+		md, err = rebuildMetadata(p, info.LastModified)
 		if err != nil {
 			return info, err
 		}
@@ -187,6 +194,11 @@ func (f *files) OpenRange(ctx context.Context, key string, offset, length int64)
 			return io.NopCloser(bytes.NewReader(body)), nil
 		case !errors.Is(err, pipeline.ErrNotFound):
 			return nil, err
+		}
+	}
+	if held, ok := f.held.view(key); ok {
+		if b, ok := held.bytes(offset, length); ok {
+			return io.NopCloser(bytes.NewReader(b)), nil
 		}
 	}
 	fh, err := os.Open(p)

@@ -34,26 +34,52 @@ type heldObject struct {
 	handed  localstore.Handed
 	release func() // the record's
 	busy    bool   // a worker has it, or it is being spilled
+	// size is the object's size, head its first bytes (see heldHead);
+	// both unknown (-1, nil) for a record a restart replayed.
+	size int64
+	head []byte
 }
+
+// heldHead is how much of a held object's start is kept in memory: the
+// pipeline's first read of an object (its header, up to the pixel data)
+// is of this many bytes, and so is served from memory instead of by a
+// stat, an open and a read of the file the SCP wrote a moment before.
+// maxHeldHeads bounds the memory all heads take (a backlog of 256
+// objects); past it, objects are read from their files.
+const (
+	heldHead     = 32 << 10
+	maxHeldHeads = 8 << 20
+)
 
 // heldObjects are the keys whose journal records the pipeline holds.
 type heldObjects struct {
-	mu sync.Mutex
-	m  map[string]*heldObject
+	mu    sync.Mutex
+	m     map[string]*heldObject
+	heads int // bytes of the heads kept
 }
 
 func newHeldObjects() *heldObjects { return &heldObjects{m: map[string]*heldObject{}} }
 
-// add holds key's record. A key held already (a replay of a record whose
-// key a later Put holds too) keeps its first record and releases this one.
-func (h *heldObjects) add(handed localstore.Handed, release func()) {
+// add holds key's record; object is the object's bytes (valid during the
+// call only), nil for a record a restart replayed. A key held already (a
+// replay of a record whose key a later Put holds too) keeps its first
+// record and releases this one.
+func (h *heldObjects) add(handed localstore.Handed, object []byte, release func()) {
 	h.mu.Lock()
 	if _, ok := h.m[handed.Key]; ok {
 		h.mu.Unlock()
 		release()
 		return
 	}
-	h.m[handed.Key] = &heldObject{handed: handed, release: release}
+	o := &heldObject{handed: handed, release: release, size: -1}
+	if object != nil {
+		o.size = int64(len(object))
+		if n := min(len(object), heldHead); h.heads+n <= maxHeldHeads {
+			o.head = bytes.Clone(object[:n])
+			h.heads += n
+		}
+	}
+	h.m[handed.Key] = o
 	h.mu.Unlock()
 }
 
@@ -84,22 +110,52 @@ func (h *heldObjects) unclaim(key string) {
 	}
 }
 
-// metadata returns what the SCP knew of key, if its record is held.
-func (h *heldObjects) metadata(key string) (map[string]string, bool) {
+// heldView is what local mode knows of a held object without reading its
+// file: what the SCP knew of it, when it was handed off, and, unless a
+// restart replayed it, its size and first bytes (head: never changed,
+// shared with the other views).
+type heldView struct {
+	metadata map[string]string
+	at       time.Time
+	size     int64
+	head     []byte
+}
+
+// view returns what is known of key, if its record is held.
+func (h *heldObjects) view(key string) (heldView, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	o, ok := h.m[key]
 	if !ok {
+		return heldView{}, false
+	}
+	return heldView{metadata: o.handed.Metadata, at: o.handed.At, size: o.size, head: o.head}, true
+}
+
+// bytes returns length bytes of the object from offset (length < 0: to
+// its end), as a read of its file would, if its head holds them.
+func (v heldView) bytes(offset, length int64) ([]byte, bool) {
+	if v.head == nil || offset < 0 || offset > v.size {
 		return nil, false
 	}
-	return o.handed.Metadata, true
+	end := v.size
+	if length >= 0 {
+		end = min(offset+length, v.size)
+	}
+	if end > int64(len(v.head)) {
+		return nil, false
+	}
+	return v.head[offset:end], true
 }
 
 // release lets key's record go: the pipeline's outcome for it is durable.
 func (h *heldObjects) release(key string) {
 	h.mu.Lock()
 	o, ok := h.m[key]
-	delete(h.m, key)
+	if ok {
+		delete(h.m, key)
+		h.heads -= len(o.head)
+	}
 	h.mu.Unlock()
 	if ok {
 		o.release()

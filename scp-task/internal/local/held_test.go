@@ -1,7 +1,9 @@
 package local
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -80,7 +82,7 @@ func TestSpill(t *testing.T) {
 		key string
 		at  time.Time
 	}{{"incoming/old.dcm", old}, {"incoming/young.dcm", now}, {"incoming/busy.dcm", old}, {"incoming/done.dcm", old}} {
-		h.add(localstore.Handed{Key: k.key, At: k.at, Metadata: md}, func() { released[k.key]++ })
+		h.add(localstore.Handed{Key: k.key, At: k.at, Metadata: md}, nil, func() { released[k.key]++ })
 	}
 	if handed, _ := h.claim("incoming/busy.dcm"); handed == nil {
 		t.Fatal("busy key not held")
@@ -139,5 +141,67 @@ func TestHeldKeyDoneAlready(t *testing.T) {
 	getJSON(t, l, "/api/audit?outcome=stored", &audit)
 	if len(audit.Records) != 1 {
 		t.Errorf("%d audit records, want 1", len(audit.Records))
+	}
+}
+
+// TestHeldHead: a held object's first bytes answer the reads they cover,
+// without its file; others, and a replayed record's, go to the file. The
+// heads' memory is bounded and given back at release.
+func TestHeldHead(t *testing.T) {
+	small := bytes.Repeat([]byte("s"), 1000)
+	large := make([]byte, heldHead+100)
+	for i := range large {
+		large[i] = byte(i)
+	}
+	h := newHeldObjects()
+	h.add(localstore.Handed{Key: "small"}, small, func() {})
+	h.add(localstore.Handed{Key: "large"}, large, func() {})
+	h.add(localstore.Handed{Key: "replayed"}, nil, func() {})
+	tests := []struct {
+		key            string
+		offset, length int64
+		want           []byte // nil: not from memory
+	}{
+		{"small", 0, heldHead, small},
+		{"small", 10, -1, small[10:]},
+		{"small", 990, 100, small[990:]},
+		{"small", 1000, 10, []byte{}},
+		{"small", 1001, 10, nil},
+		{"large", 0, heldHead, large[:heldHead]},
+		{"large", 100, 50, large[100:150]},
+		{"large", 0, heldHead + 1, nil},
+		{"large", 0, -1, nil},
+		{"large", heldHead, 10, nil},
+		{"replayed", 0, 10, nil},
+		{"absent", 0, 10, nil},
+	}
+	for _, tt := range tests {
+		v, _ := h.view(tt.key)
+		got, ok := v.bytes(tt.offset, tt.length)
+		if ok != (tt.want != nil) || !bytes.Equal(got, tt.want) {
+			t.Errorf("%s [%d,+%d): got %d bytes (from memory %v), want %d (from memory %v)",
+				tt.key, tt.offset, tt.length, len(got), ok, len(tt.want), tt.want != nil)
+		}
+	}
+	if v, _ := h.view("replayed"); v.size != -1 {
+		t.Errorf("a replayed record's size is %d, want unknown (-1)", v.size)
+	}
+	if want := len(small) + heldHead; h.heads != want {
+		t.Errorf("heads hold %d bytes, want %d", h.heads, want)
+	}
+	h.release("large")
+	h.release("small")
+	if h.heads != 0 {
+		t.Errorf("heads hold %d bytes after release, want 0", h.heads)
+	}
+	// Past the bound, objects are held without a head.
+	for i := 0; i <= maxHeldHeads/heldHead; i++ {
+		h.add(localstore.Handed{Key: fmt.Sprint(i)}, large, func() {})
+	}
+	if h.heads > maxHeldHeads {
+		t.Errorf("heads hold %d bytes, more than the bound %d", h.heads, maxHeldHeads)
+	}
+	if v, _ := h.view(fmt.Sprint(maxHeldHeads / heldHead)); v.head != nil || v.size != int64(len(large)) {
+		t.Errorf("the object past the bound: head of %d bytes, size %d; want none, %d", len(v.head), v.size, len(large))
 	}
 }

@@ -429,7 +429,7 @@ func (l *Local) recover(ctx context.Context, back []heldRecord) error {
 			settled = append(settled, r.release)
 			continue
 		}
-		l.held.add(r.handed, r.release)
+		l.held.add(r.handed, nil, r.release)
 		l.queue.push(r.handed.Key)
 		again++
 	}
@@ -874,12 +874,12 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 			}
 			return nil, nil
 		},
-		Hold: func(key string, release func()) {
+		Hold: func(key string, body []byte, release func()) {
 			if s.crash == "before-ack" {
 				s.log.Warn("fault injection: exiting with the object handed off, before its C-STORE is answered", "env", CrashEnv)
 				os.Exit(CrashExitCode)
 			}
-			s.held.add(localstore.Handed{Key: key, At: time.Now(), Metadata: decided, MetadataJSON: note}, release)
+			s.held.add(localstore.Handed{Key: key, At: time.Now(), Metadata: decided, MetadataJSON: note}, body, release)
 		},
 	})
 	if err != nil {

@@ -252,8 +252,10 @@ type Hooks struct {
 	// journal, and New replays the object and hands it back
 	// (WithReplayHeld) after a crash, until release is called. Without
 	// Hold a record is released at once. Duplicates and objects stored
-	// by the file recipe have no record.
-	Hold func(key string, release func())
+	// by the file recipe have no record. body is the object's bytes,
+	// valid only during the call (its buffer is reused): a caller that
+	// reads the object again soon may keep a copy of what it needs.
+	Hold func(key string, body []byte, release func())
 	// SHA256 asks for Stored.SHA256 of the object, duplicates included,
 	// taken off the receiving path: for a journaled object while its
 	// record is committed, for the file recipe by the goroutine that

@@ -724,12 +724,19 @@ func TestHeldRecordsHandedBack(t *testing.T) {
 			ctx := context.Background()
 			body := []byte("held object")
 			var releases []func()
+			var held []byte
 			st, err := s.PutWith(ctx, object("1.2.3.4.9"), bytes.NewReader(body), Hooks{
 				Before: func(context.Context, objectstore.Stored, bool) ([]byte, error) { return []byte("note-1"), nil },
-				Hold:   func(_ string, release func()) { releases = append(releases, release) },
+				Hold: func(_ string, b []byte, release func()) {
+					held = bytes.Clone(b)
+					releases = append(releases, release)
+				},
 			})
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !bytes.Equal(held, body) {
+				t.Errorf("Hold saw %q, want the object's bytes %q", held, body)
 			}
 			if len(releases) != 1 {
 				t.Fatalf("Hold called %d times, want 1", len(releases))

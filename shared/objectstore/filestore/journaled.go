@@ -265,7 +265,7 @@ func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int,
 	}
 	crashPoint("placed")
 	if hooks.Hold != nil {
-		hooks.Hold(st.Key, releaseOnce(s.j, rec))
+		hooks.Hold(st.Key, body, releaseOnce(s.j, rec))
 	} else {
 		s.j.Release(rec)
 	}
