@@ -40,12 +40,13 @@ type heldObject struct {
 	head []byte
 }
 
-// heldHead is how much of a held object's start is kept in memory: the
-// pipeline's first read of an object (its header, up to the pixel data)
-// is of this many bytes, and so is served from memory instead of by a
-// stat, an open and a read of the file the SCP wrote a moment before.
-// maxHeldHeads bounds the memory all heads take (a backlog of 256
-// objects); past it, objects are read from their files.
+// heldHead is how much of a held object's start is kept in memory, from
+// its Put until a worker has processed it: the pipeline's first read of
+// an object (its header, up to the pixel data) is of this many bytes, and
+// so is served from memory instead of by a stat, an open and a read of
+// the file the SCP wrote a moment before. maxHeldHeads bounds the memory
+// all heads take (a backlog of 256 objects); past it, objects are read
+// from their files.
 const (
 	heldHead     = 32 << 10
 	maxHeldHeads = 8 << 20
@@ -130,6 +131,17 @@ func (h *heldObjects) view(key string) (heldView, bool) {
 		return heldView{}, false
 	}
 	return heldView{metadata: o.handed.Metadata, at: o.handed.At, size: o.size, head: o.head}, true
+}
+
+// dropHead lets key's head go once the pipeline has read what it needs:
+// the record stays held until the outcome is durable, its head need not.
+func (h *heldObjects) dropHead(key string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if o, ok := h.m[key]; ok {
+		h.heads -= len(o.head)
+		o.head = nil
+	}
 }
 
 // bytes returns length bytes of the object from offset (length < 0: to

@@ -146,7 +146,8 @@ func TestHeldKeyDoneAlready(t *testing.T) {
 
 // TestHeldHead: a held object's first bytes answer the reads they cover,
 // without its file; others, and a replayed record's, go to the file. The
-// heads' memory is bounded and given back at release.
+// heads' memory is bounded and given back once the pipeline has read the
+// object, or at release.
 func TestHeldHead(t *testing.T) {
 	small := bytes.Repeat([]byte("s"), 1000)
 	large := make([]byte, heldHead+100)
@@ -188,6 +189,13 @@ func TestHeldHead(t *testing.T) {
 	}
 	if want := len(small) + heldHead; h.heads != want {
 		t.Errorf("heads hold %d bytes, want %d", h.heads, want)
+	}
+	h.dropHead("large")
+	if v, ok := h.view("large"); !ok || v.head != nil || v.size != int64(len(large)) {
+		t.Errorf("after dropHead: held %v, head of %d bytes, size %d; want held, no head, size %d", ok, len(v.head), v.size, len(large))
+	}
+	if h.heads != len(small) {
+		t.Errorf("heads hold %d bytes after dropHead, want %d", h.heads, len(small))
 	}
 	h.release("large")
 	h.release("small")

@@ -490,6 +490,9 @@ func (l *Local) worker(ctx context.Context) {
 			l.files.sums.Delete(k)
 			l.pub.Notify()
 		})
+		// What the pipeline reads of the object it has read; a retry
+		// reads the file.
+		l.held.dropHead(k)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
