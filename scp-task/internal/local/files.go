@@ -31,13 +31,15 @@ import (
 type files struct {
 	root string
 	db   *localstore.DB
-	held *heldObjects // metadata of the keys handed off by their journal records
+	// held is what the SCP handed off with each journaled object: its
+	// metadata, size and first bytes (heldView).
+	held *heldObjects
 	// sums holds the SHA-256 the file store took of each object as it
 	// arrived (Hooks.SHA256), by key, until the pipeline has processed
-	// it: reading the object
-	// back to hash it was a disk read of every byte (the file store writes
-	// around the page cache), which slowed the SCP's own writes. After a
-	// restart it is empty and Head hashes the file.
+	// it: reading the object back to hash it was a disk read of every
+	// byte (the file store writes around the page cache), which slowed
+	// the SCP's own writes. After a restart it is empty and Head hashes
+	// the file.
 	sums sync.Map
 }
 

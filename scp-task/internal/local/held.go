@@ -139,9 +139,14 @@ func (h *heldObjects) dropHead(key string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if o, ok := h.m[key]; ok {
-		h.heads -= len(o.head)
-		o.head = nil
+		h.forgetHead(o)
 	}
+}
+
+// forgetHead gives o's head back to the bound; the caller holds mu.
+func (h *heldObjects) forgetHead(o *heldObject) {
+	h.heads -= len(o.head)
+	o.head = nil
 }
 
 // bytes returns length bytes of the object from offset (length < 0: to
@@ -166,7 +171,7 @@ func (h *heldObjects) release(key string) {
 	o, ok := h.m[key]
 	if ok {
 		delete(h.m, key)
-		h.heads -= len(o.head)
+		h.forgetHead(o)
 	}
 	h.mu.Unlock()
 	if ok {

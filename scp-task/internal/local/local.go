@@ -490,8 +490,8 @@ func (l *Local) worker(ctx context.Context) {
 			l.files.sums.Delete(k)
 			l.pub.Notify()
 		})
-		// What the pipeline reads of the object it has read; a retry
-		// reads the file.
+		// The pipeline has read the object's header: its head goes (a
+		// retry reads the file).
 		l.held.dropHead(k)
 		if err != nil {
 			if ctx.Err() != nil {
