@@ -421,6 +421,47 @@ func TestIdempotentTwice(t *testing.T) {
 	}
 }
 
+// The publish ledger is read only for a content the index had counted
+// already: a redelivery, or a retry after the event failed to go out.
+func TestPublishLedgerReads(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	add(f, key(sop1), ct(sop1).Build(), sop1)
+	add(f, key(sop2), ct(sop2).Build(), sop2)
+	p := f.Pipeline()
+	steps := []struct {
+		name        string
+		key         string
+		eventsDown  bool
+		wantErr     bool
+		wantOutcome pipeline.UpsertOutcome
+		wantReads   int // ledger reads so far
+		wantEvents  int // events published so far
+	}{
+		{"new content", key(sop1), false, false, pipeline.InstanceNew, 0, 1},
+		{"redelivery", key(sop1), false, false, pipeline.InstanceDuplicate, 1, 1},
+		{"new content, events down", key(sop2), true, true, 0, 1, 1},
+		{"its retry", key(sop2), false, false, pipeline.InstanceDuplicate, 2, 2},
+		{"its redelivery", key(sop2), false, false, pipeline.InstanceDuplicate, 3, 2},
+	}
+	for _, s := range steps {
+		f.Events.Err = nil
+		if s.eventsDown {
+			f.Events.Err = errors.New("eventbridge down")
+		}
+		res, err := p.ProcessObject(ctx, s.key)
+		if (err != nil) != s.wantErr || (!s.wantErr && res.Outcome != s.wantOutcome) {
+			t.Fatalf("%s: %v, %v", s.name, res.Outcome, err)
+		}
+		if n := f.Index.LedgerReads(); n != s.wantReads {
+			t.Errorf("%s: %d ledger reads, want %d", s.name, n, s.wantReads)
+		}
+		if n := len(f.Events.All()); n != s.wantEvents {
+			t.Errorf("%s: %d events, want %d", s.name, n, s.wantEvents)
+		}
+	}
+}
+
 func TestConflictingResend(t *testing.T) {
 	ctx := context.Background()
 	f := pt.New()

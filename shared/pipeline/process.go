@@ -304,7 +304,14 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	// resend under another key announces nothing new.
 	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
 	detail.EventID = id
-	return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+	if up.Outcome == InstanceDuplicate {
+		return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+	}
+	// This call counted the content, and the index counts a content once
+	// (IndexStore.UpsertInstance): no earlier call got this far with it,
+	// so its event cannot be in the ledger yet. A retry after this point
+	// finds the content counted and reads the ledger.
+	return up.Outcome, p.publishNew(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
 }
 
 // bulkURIs returns how the DICOM JSON of the object at key names a bulk
@@ -349,6 +356,12 @@ func (p *Pipeline) publishOnce(ctx context.Context, id, detailType string, detai
 	if done {
 		return nil
 	}
+	return p.publishNew(ctx, id, detailType, detail, resources)
+}
+
+// publishNew publishes an event the ledger cannot hold yet and records it
+// there.
+func (p *Pipeline) publishNew(ctx context.Context, id, detailType string, detail any, resources []string) error {
 	body, err := json.Marshal(detail)
 	if err != nil {
 		return fmt.Errorf("pipeline: marshal %s: %w", detailType, err)

@@ -227,9 +227,18 @@ type Index struct {
 	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
 	first     map[string]string                             // sop -> first content indexed, in any study
 	published map[string]time.Time
+	// ledgerReads counts EventPublished calls.
+	ledgerReads int
 }
 
 var _ pipeline.IndexStore = (*Index)(nil)
+
+// LedgerReads returns how many times EventPublished was called.
+func (x *Index) LedgerReads() int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.ledgerReads
+}
 
 // NewIndex returns an empty index.
 func NewIndex() *Index {
@@ -364,6 +373,7 @@ func (x *Index) MarkAnnounced(_ context.Context, uid string, revision, version i
 func (x *Index) EventPublished(_ context.Context, id string) (bool, error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	x.ledgerReads++
 	_, ok := x.published[id]
 	return ok, nil
 }
