@@ -148,7 +148,8 @@ def report(results, relay_stats):
     staged = [(k, x) for k in scenarios for x in receivers if any(r.get("stagingOpsPerObject") for r in runs.get((k, x), []))]
     if staged:
         print()
-        print("Staging file-system operations per object staged (each an NFS round trip on EFS; write and sync are the")
+        print("Staging file-system operations per object staged (each an NFS round trip on EFS but syncstable, an fdatasync")
+        print("after only direct writes that fit in one WRITE, which owes no COMMIT; write and the syncs are the")
         print("acknowledgement's, audit records and segment headers included; read is the uploads'), medians of the rounds:")
         print()
         for key, rec in staged:

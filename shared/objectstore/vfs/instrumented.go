@@ -16,25 +16,31 @@ type Op int
 
 // The operations, named as in ParseLatencies.
 const (
-	OpOpen     Op = iota // open an existing file
-	OpCreate             // open with O_CREATE (a new name on the server)
-	OpRead               // one ReadAt
-	OpWrite              // one WriteAt
-	OpSync               // fdatasync: the data commit
-	OpRename             // rename, with or without replacing
-	OpRemove             // unlink
-	OpMkdir              // mkdir
-	OpReadDir            // list a directory
-	OpStat               // stat a name or an open file
-	OpSyncDir            // fsync of a directory
-	OpSyncFS             // syncfs
-	OpLock               // take a lock
-	OpClose              // close a file
-	OpTruncate           // set a file's size
+	OpOpen       Op = iota // open an existing file
+	OpCreate               // open with O_CREATE (a new name on the server)
+	OpRead                 // one ReadAt
+	OpWrite                // one WriteAt
+	OpSync                 // fdatasync owing a commit (after a write NFS sends unstable)
+	OpRename               // rename, with or without replacing
+	OpRemove               // unlink
+	OpMkdir                // mkdir
+	OpReadDir              // list a directory
+	OpStat                 // stat a name or an open file
+	OpSyncDir              // fsync of a directory
+	OpSyncFS               // syncfs
+	OpLock                 // take a lock
+	OpClose                // close a file
+	OpTruncate             // set a file's size
+	OpSyncStable           // fdatasync with nothing to commit: only stable writes since the last one
 	NumOps
 )
 
-var opNames = [NumOps]string{"open", "create", "read", "write", "sync", "rename", "remove", "mkdir", "readdir", "stat", "syncdir", "syncfs", "lock", "close", "truncate"}
+var opNames = [NumOps]string{"open", "create", "read", "write", "sync", "rename", "remove", "mkdir", "readdir", "stat", "syncdir", "syncfs", "lock", "close", "truncate", "syncstable"}
+
+// NFSWriteSize is the most one NFS WRITE carries: wsize=1048576, the EFS
+// mount helper's option ("Mount settings used by EFS mount helper",
+// https://docs.aws.amazon.com/efs/latest/ug/mount-helper-setting.html).
+const NFSWriteSize = 1 << 20
 
 func (o Op) String() string {
 	if o < 0 || o >= NumOps {
@@ -57,7 +63,16 @@ type Latencies [NumOps]time.Duration
 // is counted as a write operation; lookups, reads and listings as read
 // operations. A directory fsync costs nothing extra on NFS (the server
 // commits metadata changes before it answers them), nor does close of a
-// file written directly.
+// file written directly. Nor does an fdatasync after only direct writes
+// of at most NFSWriteSize (OpSyncStable): Linux's NFS client sends a
+// direct write that fits in one WRITE as FILE_SYNC, which the server
+// answers once the data is stable (fs/nfs/direct.c passes
+// FLUSH_COND_STABLE, which fs/nfs/pagelist.c keeps when no other RPC
+// follows and nothing waits for a commit), so the fdatasync has no COMMIT
+// to send; EFS counts a synchronous (O_DIRECT) write as durably stored
+// across Availability Zones ("Data consistency in Amazon EFS",
+// https://docs.aws.amazon.com/efs/latest/ug/features.html). Such a write
+// is held for the published write latency like any other.
 var EFS = Latencies{
 	OpOpen: time.Millisecond, OpRead: time.Millisecond, OpReadDir: time.Millisecond, OpStat: time.Millisecond,
 	OpCreate: 2700 * time.Microsecond, OpWrite: 2700 * time.Microsecond, OpSync: 2700 * time.Microsecond,
@@ -137,7 +152,7 @@ func (i *Instrumented) OpenFile(name string, flag int, perm fs.FileMode) (File, 
 	if err != nil {
 		return nil, err
 	}
-	return &instrumentedFile{File: f, i: i}, nil
+	return &instrumentedFile{File: f, i: i, direct: Direct != 0 && flag&Direct != 0}, nil
 }
 
 func (i *Instrumented) Rename(oldpath, newpath string) error {
@@ -169,7 +184,12 @@ func (i *Instrumented) Lock(name string) (io.Closer, error)   { i.op(OpLock); re
 
 type instrumentedFile struct {
 	File
-	i *Instrumented
+	i      *Instrumented
+	direct bool
+	// owed is set by a write NFS would send unstable (through the page
+	// cache, or direct but larger than one WRITE), which the next
+	// fdatasync has to commit.
+	owed atomic.Bool
 }
 
 func (f *instrumentedFile) ReadAt(p []byte, off int64) (int, error) {
@@ -179,10 +199,22 @@ func (f *instrumentedFile) ReadAt(p []byte, off int64) (int, error) {
 
 func (f *instrumentedFile) WriteAt(p []byte, off int64) (int, error) {
 	f.i.op(OpWrite)
-	return f.File.WriteAt(p, off)
+	n, err := f.File.WriteAt(p, off)
+	if !f.direct || len(p) > NFSWriteSize {
+		f.owed.Store(true)
+	}
+	return n, err
 }
 
-func (f *instrumentedFile) Sync() error                { f.i.op(OpSync); return f.File.Sync() }
+func (f *instrumentedFile) Sync() error {
+	if f.owed.Swap(false) {
+		f.i.op(OpSync)
+	} else {
+		f.i.op(OpSyncStable)
+	}
+	return f.File.Sync()
+}
+
 func (f *instrumentedFile) Stat() (fs.FileInfo, error) { f.i.op(OpStat); return f.File.Stat() }
 func (f *instrumentedFile) Close() error               { f.i.op(OpClose); return f.File.Close() }
 
