@@ -8,12 +8,12 @@
 // staging directory (package journal: one direct write per object and one
 // fdatasync per group of objects, which on NFS has nothing to commit after
 // a write that fits in one WRITE, where creating, renaming and removing a
-// file per object would cost an EFS round trip each); objects too large for a record (1 MiB) are
-// written to a file of their own next to it, fsynced, then recorded. A
-// pool of uploaders hands every staged object to the S3 store (s3store:
-// conditional writes, CRC64NVME verified by S3, the same keys and metadata
-// as a direct upload), each read back with its staging checksum verified,
-// and releases it only once S3 holds it.
+// file per object would cost an EFS round trip each); objects too large
+// for a record (1 MiB) are written to a file of their own next to it,
+// fsynced, then recorded. A pool of uploaders hands every staged object
+// to the S3 store (s3store: conditional writes, CRC64NVME verified by S3,
+// the same keys and metadata as a direct upload), each read back with its
+// staging checksum verified, and releases it only once S3 holds it.
 //
 // Layout under the staging directory:
 //
