@@ -304,14 +304,16 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	// resend under another key announces nothing new.
 	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
 	detail.EventID = id
-	if up.Outcome == InstanceDuplicate {
-		return up.Outcome, p.publishOnce(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+	publish := p.publishOnce
+	if up.Outcome != InstanceDuplicate {
+		// This call counted the content, and the index counts a content
+		// once (IndexStore.UpsertInstance): no earlier call got this far
+		// with it, so its event cannot be in the ledger yet. A retry
+		// after this point finds the content counted and reads the
+		// ledger.
+		publish = p.publishNew
 	}
-	// This call counted the content, and the index counts a content once
-	// (IndexStore.UpsertInstance): no earlier call got this far with it,
-	// so its event cannot be in the ledger yet. A retry after this point
-	// finds the content counted and reads the ledger.
-	return up.Outcome, p.publishNew(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+	return up.Outcome, publish(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
 }
 
 // bulkURIs returns how the DICOM JSON of the object at key names a bulk

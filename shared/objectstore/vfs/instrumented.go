@@ -152,7 +152,7 @@ func (i *Instrumented) OpenFile(name string, flag int, perm fs.FileMode) (File, 
 	if err != nil {
 		return nil, err
 	}
-	return &instrumentedFile{File: f, i: i, direct: Direct != 0 && flag&Direct != 0}, nil
+	return &instrumentedFile{File: f, i: i, direct: flag&Direct != 0}, nil
 }
 
 func (i *Instrumented) Rename(oldpath, newpath string) error {
