@@ -24,15 +24,10 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// anyPort asks the kernel for a free port when the process listens. A port
+// picked by the test and passed in could be taken, between the pick and a
+// restart, by any outgoing connection's ephemeral port (CI saw it happen).
+const anyPort = "127.0.0.1:0"
 
 func need(t *testing.T, tools ...string) {
 	t.Helper()
@@ -69,19 +64,23 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 }
 
 func newNode(t *testing.T, dataDir string, extra ...string) *node {
-	return &node{t: t, dataDir: dataDir, dicom: freePort(t), portal: freePort(t), health: freePort(t), extra: extra,
-		log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	return &node{t: t, dataDir: dataDir, extra: extra, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
 }
 
-// start runs the process and waits for the portal's /healthz.
+// start runs the process on ports the kernel picks, learns them from its
+// log, and waits for the portal's /healthz.
 func (n *node) start(env ...string) {
 	t := n.t
 	t.Helper()
-	args := append([]string{"--local", "--data-dir", n.dataDir, "--listen", n.dicom, "--portal-listen", n.portal,
-		"--health-listen", n.health, "--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--quiet-period", "2s",
+	args := append([]string{"--local", "--data-dir", n.dataDir, "--listen", anyPort, "--portal-listen", anyPort,
+		"--health-listen", anyPort, "--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--quiet-period", "2s",
 		"--log-level", "debug"}, n.extra...)
 	n.cmd = exec.Command(testenv.SCPTask(t), args...)
 	n.cmd.Env = append(os.Environ(), env...)
+	n.logMu.Lock()
+	logStart := n.log.Len()
+	n.logMu.Unlock()
+	n.dicom, n.portal, n.health = "", "", ""
 	n.cmd.Stdout = lockedWriter{n.logMu, n.log}
 	n.cmd.Stderr = lockedWriter{n.logMu, n.log}
 	if err := n.cmd.Start(); err != nil {
@@ -109,6 +108,9 @@ func (n *node) start(env ...string) {
 			t.Fatalf("scp-task exited with %d during start:\n%s", n.exitCode, n.log.String())
 		default:
 		}
+		if n.portal == "" && !n.learnAddresses(logStart) {
+			continue
+		}
 		resp, err := http.Get("http://" + n.portal + "/healthz")
 		if err == nil {
 			resp.Body.Close()
@@ -118,6 +120,37 @@ func (n *node) start(env ...string) {
 		}
 	}
 	t.Fatal("scp-task did not come up")
+}
+
+// learnAddresses reads the addresses the process logged since logStart,
+// reporting whether it has logged them all yet.
+func (n *node) learnAddresses(logStart int) bool {
+	n.logMu.Lock()
+	lines := strings.Split(n.log.String()[logStart:], "\n")
+	n.logMu.Unlock()
+	var dicom, portal, health string
+	for _, line := range lines {
+		var m struct {
+			Msg    string `json:"msg"`
+			DICOM  string `json:"dicom"`
+			Portal string `json:"portal"`
+			Health string `json:"health"`
+		}
+		if json.Unmarshal([]byte(line), &m) != nil {
+			continue
+		}
+		switch m.Msg {
+		case "local mode":
+			portal = strings.TrimPrefix(m.Portal, "http://")
+		case "scp-task listening":
+			dicom, health = m.DICOM, m.Health
+		}
+	}
+	if dicom == "" || portal == "" || health == "" {
+		return false
+	}
+	n.dicom, n.portal, n.health = dicom, portal, health
+	return true
 }
 
 func (n *node) dicomUp() bool {

@@ -312,8 +312,8 @@ func TestLocalEndToEnd(t *testing.T) {
 		second := newNode(t, n.dataDir)
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, testenv.SCPTask(t), "--local", "--data-dir", second.dataDir, "--listen", second.dicom,
-			"--portal-listen", second.portal, "--health-listen", second.health)
+		cmd := exec.CommandContext(ctx, testenv.SCPTask(t), "--local", "--data-dir", second.dataDir, "--listen", anyPort,
+			"--portal-listen", anyPort, "--health-listen", anyPort)
 		out, err := cmd.CombinedOutput()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
