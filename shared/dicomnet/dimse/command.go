@@ -289,10 +289,7 @@ func NewCEchoRSP(rq *Command, status Status) *Command {
 		CommandDataSetType:        NoDataSet,
 		Status:                    status.Code,
 	}
-	if status.Comment != "" {
-		c.Present |= HasErrorComment
-		c.ErrorComment = status.Comment
-	}
+	c.setErrorComment(status)
 	return c
 }
 

@@ -75,6 +75,44 @@ func TestCStoreRSPFields(t *testing.T) {
 	}
 }
 
+// TestErrorCommentOnlyOnFailure: every response builder carries Error
+// Comment (0000,0902) on a failure and leaves it out on a success.
+func TestErrorCommentOnlyOnFailure(t *testing.T) {
+	builders := []struct {
+		name  string
+		build func(Status) *Command
+	}{
+		{"C-ECHO-RSP", func(st Status) *Command { return NewCEchoRSP(NewCEchoRQ(1), st) }},
+		{"C-STORE-RSP", func(st Status) *Command {
+			return NewCStoreRSP(NewCStoreRQ(1, "1.2.840.10008.5.1.4.1.1.4", "1.2.3", PriorityMedium), st)
+		}},
+		{"N-ACTION-RSP", func(st Status) *Command {
+			return NewNActionRSP(NewNActionRQ(1, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1), st)
+		}},
+		{"N-EVENT-REPORT-RSP", func(st Status) *Command {
+			return NewNEventReportRSP(NewNEventReportRQ(1, "1.2.840.10008.1.20.1", "1.2.840.10008.1.20.1.1", 1), st)
+		}},
+	}
+	for _, b := range builders {
+		for _, c := range []struct {
+			status      Status
+			wantComment string
+		}{
+			{Status{Code: StatusSuccess, Comment: "ignored"}, ""},
+			{Status{Code: StatusProcessingFailure, Comment: "disk full"}, "disk full"},
+		} {
+			rsp, err := Decode(b.build(c.status).Encode())
+			if err != nil {
+				t.Fatalf("%s: %v", b.name, err)
+			}
+			if rsp.Has(HasErrorComment) != (c.wantComment != "") || rsp.ErrorComment != c.wantComment {
+				t.Errorf("%s with status %#04x: Error Comment %q (present %v), want %q",
+					b.name, c.status.Code, rsp.ErrorComment, rsp.Has(HasErrorComment), c.wantComment)
+			}
+		}
+	}
+}
+
 func TestDecodeErrors(t *testing.T) {
 	tests := map[string][]byte{
 		"truncated header": {0, 0, 0, 1},
