@@ -11,6 +11,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func collector(t *testing.T, pki *auditfeedtest.PKI, addr string, client bool) *auditfeed.Collector {
@@ -72,7 +73,7 @@ func TestCollectorRefusals(t *testing.T) {
 			return &auditfeed.Collector{Addr: rs.Addr, TLS: cfg, Timeout: 5 * time.Second}
 		}, "certificate"},
 		{"no client certificate where the collector asks for one", func() *auditfeed.Collector { return collector(t, pki, rs.Addr, false) }, ""},
-		{"nobody listening", func() *auditfeed.Collector { return collector(t, pki, auditfeedtest.FreeAddr(t), false) }, "connect"},
+		{"nobody listening", func() *auditfeed.Collector { return collector(t, pki, testenv.FreeAddr(t), false) }, "connect"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func record(i int) pipeline.AuditRecord {
@@ -151,7 +152,7 @@ func TestSpool(t *testing.T) {
 // down reach it once it is up, every one, in order.
 func TestFeederToRsyslogAfterOutage(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
-	addr := auditfeedtest.FreeAddr(t)
+	addr := testenv.FreeAddr(t)
 	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -91,7 +92,7 @@ func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, 
 // minutes; a request naming an instance never sent gets Failure, reason 0112 (274), once the wait is over.
 func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	orthanc.Require(t)
-	scpPort := orthanc.FreePort(t)
+	scpPort := testenv.FreePort(t)
 	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
 	dataDir := t.TempDir()
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
@@ -198,7 +199,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		t.Skip("starts scp-task")
 	}
 	report := dicomnettest.ListenParrot(t)
-	closed := orthanc.FreePort(t) // nothing listens there
+	closed := testenv.FreePort(t) // nothing listens there
 	dataDir := t.TempDir()
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
 		"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--ae-title", "INGEST",

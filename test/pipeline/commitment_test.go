@@ -13,6 +13,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -28,7 +29,7 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 	orthanc.Require(t)
 	srv := s3test.NewServer(t, bucket)
 	e := newEnvS3(t, "10m", srv.URL)
-	scpPort := orthanc.FreePort(t)
+	scpPort := testenv.FreePort(t)
 	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
 	e.startFunction(e.rie, "commitment", "commitment", "AE_TITLE=INGEST", "COMMITMENT_PEERS=ORTHANC="+pacs.DICOMAddr,
 		"COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1")

@@ -57,15 +57,6 @@ func findTool(candidates ...string) string {
 	return ""
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	addr, err := awsemu.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // env is one set of emulators and running functions.
 type env struct {
 	t        *testing.T

@@ -141,7 +141,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	// down, and with its key from Secrets Manager.
 	resets := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.ResetBefore}})
 	e.startFunction(e.rie, "validate-s3-resets", "validate", "AWS_ENDPOINT_URL_S3="+resets.URL, "AWS_MAX_ATTEMPTS=2")
-	e.startFunction(e.rie, "validate-ddb-down", "validate", "AWS_ENDPOINT_URL_DYNAMODB=http://"+freeAddr(t), "AWS_MAX_ATTEMPTS=2")
+	e.startFunction(e.rie, "validate-ddb-down", "validate", "AWS_ENDPOINT_URL_DYNAMODB=http://"+testenv.FreeAddr(t), "AWS_MAX_ATTEMPTS=2")
 	sm := secretsManager(t, testLogKey)
 	e.startFunction(e.rie, "validate-secret", "validate", logname.EnvKey+"=",
 		logname.SecretARNEnv+"=arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf",

@@ -136,20 +136,6 @@ func RequireRsyslog(t testing.TB) string {
 	return bin
 }
 
-// FreeAddr returns a loopback address nothing listens on right now.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
-}
-
 // Options for StartRsyslog.
 type Options struct {
 	PKI  *PKI
@@ -196,7 +182,7 @@ func StartRsyslog(t testing.TB, o Options) *Rsyslog {
 	bin := RequireRsyslog(t)
 	dir := t.TempDir()
 	if o.Addr == "" {
-		o.Addr = FreeAddr(t)
+		o.Addr = testenv.FreeAddr(t)
 	}
 	if o.Out == "" {
 		o.Out = filepath.Join(dir, "received.log")

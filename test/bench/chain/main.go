@@ -51,6 +51,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/awsmeter"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/latency"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
@@ -351,11 +352,11 @@ func run(ctx context.Context, o options) (*results, error) {
 	}()
 
 	// scp-task, as the stack runs it but for the endpoint.
-	scpAddr, err := awsemu.FreeAddr()
+	scpAddr, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	health, err := awsemu.FreeAddr()
+	health, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, err
 	}

@@ -16,16 +16,6 @@ import (
 	"time"
 )
 
-// FreeAddr returns a loopback address nothing listens on at the moment.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("awsemu: free address: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // WaitTCP returns once addr accepts connections, or an error after within.
 func WaitTCP(addr string, within time.Duration) error {
 	deadline := time.Now().Add(within)

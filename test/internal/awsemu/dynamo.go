@@ -11,12 +11,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // StartDynalite runs dynalite (in memory) on a free loopback port and
 // returns it with its endpoint URL; its errors go to stderr.
 func StartDynalite(node, script string, stderr io.Writer) (*Process, string, error) {
-	addr, err := FreeAddr()
+	addr, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, "", err
 	}

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Function is one function binary running under its own runtime interface
@@ -27,11 +29,11 @@ type Function struct {
 // name, and returns once it accepts invocations. The function's output
 // (its logs) goes to logs, from one goroutine at a time.
 func StartFunction(rie, name, bootstrap string, env []string, logs io.Writer) (*Function, error) {
-	addr, err := FreeAddr()
+	addr, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	api, err := FreeAddr()
+	api, err := testenv.PickFreeAddr()
 	if err != nil {
 		return nil, err
 	}

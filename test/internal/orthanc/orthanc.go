@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -47,24 +46,12 @@ type Orthanc struct {
 	exited    chan struct{}
 }
 
-// FreePort is a loopback port nothing listens on at the moment: Orthanc's own ports, and the port of a peer
-// (the SCP under test) that Orthanc must know as a modality before that peer starts.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // Start runs Orthanc with AE title aet, knowing modalities by name, until the test ends.
 func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 	t.Helper()
 	bin := Require(t)
 	dir := t.TempDir()
-	dicomPort, httpPort := FreePort(t), FreePort(t)
+	dicomPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
 	cfg := map[string]any{
 		"Name": "test-pacs", "StorageDirectory": filepath.Join(dir, "storage"), "IndexDirectory": filepath.Join(dir, "index"),
 		"DicomAet": aet, "DicomPort": dicomPort, "HttpPort": httpPort, "RemoteAccessAllowed": false,
