@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // ErrUnsafeUID is returned by Key when a UID could not be used in a key.
@@ -42,13 +44,27 @@ func Key(obj Object) (string, error) {
 }
 
 // ConflictKey is where an object goes when key already holds different
-// content: beside it, named after the new content's SHA-256.
-func ConflictKey(key, sha256hex string) string {
-	short := sha256hex
+// content: beside it, named after the new content (ChecksumConflictKey)
+// or, where that is not known yet, a random id of at least 16 hex digits.
+func ConflictKey(key, hexID string) string {
+	short := hexID
 	if len(short) > 16 {
 		short = short[:16]
 	}
 	return strings.TrimSuffix(key, ".dcm") + ".conflict-" + short + ".dcm"
+}
+
+// ChecksumConflictKey is ConflictKey named after the new content's
+// CRC-64/NVME.
+func ChecksumConflictKey(key string, crc64nvme uint64) string {
+	return ConflictKey(key, fmt.Sprintf("%016x", crc64nvme))
+}
+
+// ContentChecksum returns b's CRC-64/NVME, and its base64 form as
+// Stored.CRC64NVME and S3 carry it.
+func ContentChecksum(b []byte) (uint64, string) {
+	crc := crcnvme.Checksum(b)
+	return crc, crcnvme.Encode(crc)
 }
 
 // KeySafeUID reports whether uid can be used as a key component.

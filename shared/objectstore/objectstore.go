@@ -33,11 +33,12 @@ type Object struct {
 type Stored struct {
 	Key  string // the key the object is stored under, relative to the store root/prefix
 	Size int64  // bytes of the whole Part 10 file
-	// SHA256 is the lowercase hex SHA-256 of the whole Part 10 file, or
-	// empty where the store computes none: the S3 store, whose content
-	// identity is S3's verified CRC64NVME, and the file store, which leaves
-	// hashing to whoever reads the object (except for a conflict).
-	SHA256 string
+	// CRC64NVME is the whole Part 10 file's CRC-64/NVME, base64 as S3
+	// reports it (ChecksumCRC64NVME): the object's content identity, the
+	// same in local mode as in AWS. The file store sets it when asked
+	// (filestore.Hooks.Checksum) and for a conflict, whose key is named
+	// after it; the S3 store leaves it to S3, which holds and verifies it.
+	CRC64NVME string
 	// Duplicate is set when an identical object (same key, same bytes)
 	// was already stored: nothing new was written.
 	Duplicate bool

@@ -33,9 +33,10 @@ type ObjectInfo struct {
 	Key  string
 	Size int64
 	ETag string
-	// ChecksumCRC64NVME is S3's full-object CRC64NVME checksum (base64, as
-	// S3 reports it), empty when the store reports none. The SCP's
-	// multipart uploads carry it instead of sha256 metadata.
+	// ChecksumCRC64NVME is the full-object CRC64NVME checksum (base64, as
+	// S3 reports it), empty when the store reports none: the content
+	// identity of every object the SCP stores, in S3 and in local mode's
+	// file store, in place of the sha256 metadata of earlier versions.
 	ChecksumCRC64NVME string
 	LastModified      time.Time
 	// Metadata is the object's user metadata with lowercase keys (the SCP

@@ -131,9 +131,9 @@ func transactionOf(info ObjectInfo) transaction {
 }
 
 // contentIDWithoutSHA256 identifies an object's content when its metadata
-// carries no SHA-256 (every object the S3 store writes now, multipart or
-// not; sha256 metadata is left only on objects stored by earlier versions
-// and on local mode's files): S3's verified full-object CRC64NVME as
+// carries no SHA-256 (every object the SCP stores now, in S3 or in local
+// mode's file store; sha256 metadata is left only on objects stored by
+// earlier versions): the full-object CRC64NVME as
 // "crc64nvme-<16 hex digits>", or else the ETag as "etag-<etag>".
 func contentIDWithoutSHA256(info ObjectInfo) string {
 	if b, err := base64.StdEncoding.DecodeString(info.ChecksumCRC64NVME); err == nil && len(b) == 8 {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -213,12 +212,12 @@ func TestLocalEndToEnd(t *testing.T) {
 				t.Errorf("no audit record for %s", s.sop)
 			}
 		}
-		// The file store does not hash on the C-STORE's path: the pipeline
-		// takes the SHA-256 of the stored file, which the record must carry.
+		// The content identity is the stored file's CRC-64/NVME, as in
+		// AWS, which the record must carry.
 		for _, r := range recs {
-			b := n.object(r.ObjectKey)
-			if sum := sha256.Sum256(b); r.SHA256 != hex.EncodeToString(sum[:]) {
-				t.Errorf("audit record of %s: sha256 %q, the stored file's is %x", r.SOPInstanceUID, r.SHA256, sum)
+			crc, _ := objectstore.ContentChecksum(n.object(r.ObjectKey))
+			if want := fmt.Sprintf("crc64nvme-%016x", crc); r.SHA256 != want {
+				t.Errorf("audit record of %s: content identity %q, the stored file's is %s", r.SOPInstanceUID, r.SHA256, want)
 			}
 		}
 		if got := n.audit("outcome=stored"); len(got) != len(synthInstances)+len(real) {

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,12 +33,12 @@ type files struct {
 	// held is what the SCP handed off with each journaled object: its
 	// metadata, size and first bytes (heldView).
 	held *heldObjects
-	// sums holds the SHA-256 the file store took of each object as it
-	// arrived (Hooks.SHA256), by key, until the pipeline has processed
-	// it: reading the object back to hash it was a disk read of every
-	// byte (the file store writes around the page cache), which slowed
-	// the SCP's own writes. After a restart it is empty and Head hashes
-	// the file.
+	// sums holds the CRC-64/NVME the file store took of each object as
+	// it arrived (Hooks.Checksum), by key, until the pipeline has
+	// processed it: reading the object back to checksum it was a disk
+	// read of every byte (the file store writes around the page cache),
+	// which slowed the SCP's own writes. After a restart it is empty and
+	// Head reads the file.
 	sums sync.Map
 }
 
@@ -110,21 +109,21 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		}
 	}
 	if md["sha256"] == "" && strings.HasSuffix(key, ".dcm") {
-		// The file store does not hash: the SCP took the hash as the
-		// object arrived, or else it is taken here.
+		// The content identity, as S3 reports it: the SCP's file store
+		// took the CRC-64/NVME as the object arrived, or else it is taken
+		// here. (Objects stored by earlier versions carry a
+		// SHA-256 in their metadata instead, which stays their identity.)
 		sum, ok := f.sums.Load(key)
 		if !ok {
-			h, err := filestore.FileSHA256(p)
+			h, err := filestore.FileCRC64NVME(p)
 			if err != nil {
 				return info, notFound(fmt.Errorf("checksum %s: %w", filepath.Base(p), err))
 			}
 			sum = h
 		}
-		md = maps.Clone(md)
-		md["sha256"] = sum.(string)
+		info.ChecksumCRC64NVME = sum.(string)
 	}
 	info.Metadata = md
-	info.ETag = md["sha256"]
 	return info, nil
 }
 

@@ -2,37 +2,37 @@ package local
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 )
 
-// TestHeadChecksum: the file store does not hash what it stores, so Head
-// gives the pipeline the SHA-256 of the file whenever the hand-off did not
-// record one, and keeps one it did record.
+// TestHeadChecksum: Head gives the pipeline the object's content identity
+// as S3 would, its CRC-64/NVME, reading the file when the SCP's store did
+// not hand one over; an object stored by an earlier version keeps the
+// SHA-256 its hand-off recorded, and is not read.
 func TestHeadChecksum(t *testing.T) {
 	ctx := context.Background()
 	store, db, f := newTestFiles(t)
 	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
 	body := in.Build()
-	file := sha256.Sum256(body)
-	fileSum := hex.EncodeToString(file[:])
+	_, fileCRC := objectstore.ContentChecksum(body)
 
 	tests := []struct {
-		name     string
-		handoff  map[string]string // nil: no hand-off record at all
-		wantSum  string
-		wantMeta map[string]string // other entries Head must report
+		name       string
+		handoff    map[string]string // nil: no hand-off record at all
+		wantCRC    string
+		wantSHA256 string
+		wantMeta   map[string]string // other entries Head must report
 	}{
-		{"hand-off without a checksum", map[string]string{"calling-ae": "LOCAL_AE", "sha256": ""}, fileSum, map[string]string{"calling-ae": "LOCAL_AE"}},
-		{"hand-off with a checksum", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}, "ab12", map[string]string{"calling-ae": "LOCAL_AE"}},
-		{"no hand-off record", nil, fileSum, map[string]string{"recovered": "true", "calling-ae": "LOCAL_AE"}},
+		{"hand-off without a checksum", map[string]string{"calling-ae": "LOCAL_AE"}, fileCRC, "", map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"hand-off with an earlier version's SHA-256", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}, "", "ab12", map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"no hand-off record", nil, fileCRC, "", map[string]string{"recovered": "true", "calling-ae": "LOCAL_AE"}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,11 +53,9 @@ func TestHeadChecksum(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Head: %v", err)
 			}
-			if got := info.Metadata["sha256"]; got != tt.wantSum {
-				t.Errorf("sha256 = %q, want %q", got, tt.wantSum)
-			}
-			if info.ETag != tt.wantSum {
-				t.Errorf("ETag = %q, want the checksum %q", info.ETag, tt.wantSum)
+			if info.ChecksumCRC64NVME != tt.wantCRC || info.Metadata["sha256"] != tt.wantSHA256 {
+				t.Errorf("CRC64NVME %q and sha256 %q, want %q and %q",
+					info.ChecksumCRC64NVME, info.Metadata["sha256"], tt.wantCRC, tt.wantSHA256)
 			}
 			for k, v := range tt.wantMeta {
 				if got := info.Metadata[k]; got != v {

@@ -842,12 +842,11 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 	md := handoffMetadata(obj)
 	var decided map[string]string // the metadata handed off with the key taken
 	var note []byte               // decided, as a journaled object's record carries it
-	// The pipeline needs the object's SHA-256: the store takes it off the
-	// receiving path (while the journal commits, or as its chunks are
-	// written), on bytes it holds in memory, where the pipeline would
-	// read them back from the disk.
+	// The pipeline needs the object's content identity, its CRC-64/NVME
+	// (as in AWS): the store takes it on bytes it holds in memory, where
+	// the pipeline would read them back from the disk.
 	st, err := s.inner.PutWith(ctx, obj, part10, filestore.Hooks{
-		SHA256: true,
+		Checksum: true,
 		Before: func(ctx context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
 			decided = md
 			if st.Conflict {
@@ -855,7 +854,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 				// it, under a key named after its content, handed off in
 				// turn.
 				decided = maps.Clone(md)
-				decided["sha256"], decided["conflict"] = st.SHA256, "true"
+				decided["conflict"] = "true"
 			}
 			if s.crash == "before-handoff" {
 				s.log.Warn("fault injection: exiting before the hand-off", "env", CrashEnv)
@@ -895,8 +894,8 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 		s.log.Warn("fault injection: exiting after the store and hand-off, before the pipeline", "env", CrashEnv)
 		os.Exit(CrashExitCode)
 	}
-	if st.SHA256 != "" {
-		s.sums.Store(st.Key, st.SHA256)
+	if st.CRC64NVME != "" {
+		s.sums.Store(st.Key, st.CRC64NVME)
 	}
 	// Also for a duplicate: its first delivery may still be queued, or
 	// done (the worker then skips it).

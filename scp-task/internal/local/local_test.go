@@ -3,9 +3,7 @@ package local
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,15 +45,15 @@ func (s dirStore) PutWith(ctx context.Context, obj objectstore.Object, r io.Read
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
-	sum := sha256.Sum256(b)
-	st := objectstore.Stored{Key: key, Size: int64(len(b)), SHA256: hex.EncodeToString(sum[:])}
+	crc, crcB64 := objectstore.ContentChecksum(b)
+	st := objectstore.Stored{Key: key, Size: int64(len(b)), CRC64NVME: crcB64}
 	p, _ := s.f.path(key)
 	if old, err := os.ReadFile(p); err == nil {
 		if bytes.Equal(old, b) {
 			st.Duplicate = true
 			return st, nil
 		}
-		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
+		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
 	}
 	if hooks.Before != nil {
 		if _, err := hooks.Before(ctx, st, false); err != nil {

@@ -3,8 +3,6 @@ package filestore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -155,8 +153,7 @@ func checkAfterCrash(t *testing.T, at string, mem *vfstest.Mem, acked map[string
 		got, _ := mem.Read(f)
 		sop := strings.TrimSuffix(path.Base(rel), ".dcm")
 		if i := strings.Index(sop, ".conflict-"); i >= 0 {
-			h := sha256.Sum256(got)
-			if !strings.HasPrefix(sop[i+len(".conflict-"):], hex.EncodeToString(h[:])[:16]) {
+			if conflictKey(rel[:len(rel)-len(path.Base(rel))]+sop[:i]+".dcm", got) != rel {
 				t.Errorf("%s: %s does not hold the object it is named after", at, rel)
 			}
 			sop = sop[:i]

@@ -3,8 +3,6 @@ package filestore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -52,9 +50,13 @@ var writeModes = []struct {
 	{"no-journal", []Option{WithoutJournal()}},
 }
 
-func sum(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
+// sum is b's CRC-64/NVME as Stored.CRC64NVME holds it.
+func sum(b []byte) string { _, b64 := objectstore.ContentChecksum(b); return b64 }
+
+// conflictKey is where b goes when key holds other content.
+func conflictKey(key string, b []byte) string {
+	crc, _ := objectstore.ContentChecksum(b)
+	return objectstore.ChecksumConflictKey(key, crc)
 }
 
 // files lists every regular file under root (relative, slash-separated),
@@ -108,9 +110,9 @@ func TestPutSequence(t *testing.T) {
 	}{
 		{"first", a, objectstore.Stored{Key: key, Size: int64(len(a))}},
 		{"same again is a duplicate", a, objectstore.Stored{Key: key, Size: int64(len(a)), Duplicate: true}},
-		{"different content is a conflict", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true}},
-		{"the conflicting one again", b, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(b)), Size: int64(len(b)), SHA256: sum(b), Conflict: true, Duplicate: true}},
-		{"same size, other content", c, objectstore.Stored{Key: objectstore.ConflictKey(key, sum(c)), Size: int64(len(c)), SHA256: sum(c), Conflict: true}},
+		{"different content is a conflict", b, objectstore.Stored{Key: conflictKey(key, b), Size: int64(len(b)), CRC64NVME: sum(b), Conflict: true}},
+		{"the conflicting one again", b, objectstore.Stored{Key: conflictKey(key, b), Size: int64(len(b)), CRC64NVME: sum(b), Conflict: true, Duplicate: true}},
+		{"same size, other content", c, objectstore.Stored{Key: conflictKey(key, c), Size: int64(len(c)), CRC64NVME: sum(c), Conflict: true}},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -129,7 +131,7 @@ func TestPutSequence(t *testing.T) {
 	if body := readKey(t, s, key); !bytes.Equal(body, a) {
 		t.Errorf("original overwritten: %q", body)
 	}
-	want := []string{key, objectstore.ConflictKey(key, sum(b)), objectstore.ConflictKey(key, sum(c))}
+	want := []string{key, conflictKey(key, b), conflictKey(key, c)}
 	sort.Strings(want)
 	if d := cmp.Diff(want, files(t, s.Root())); d != "" {
 		t.Errorf("files (-want +got):\n%s", d)
@@ -664,7 +666,7 @@ func TestPutWithHook(t *testing.T) {
 					}
 				}
 				var calls []bool
-				st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), Hooks{SHA256: true, Before: func(_ context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
+				st, err := s.PutWith(ctx, obj, bytes.NewReader(tt.body), Hooks{Checksum: true, Before: func(_ context.Context, st objectstore.Stored, journaled bool) ([]byte, error) {
 					calls = append(calls, st.Conflict)
 					if want := mode.name != "no-journal"; journaled != want {
 						t.Errorf("hook says journaled %v, want %v", journaled, want)
@@ -681,8 +683,8 @@ func TestPutWithHook(t *testing.T) {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("PutWith = %+v, %v; want %v", st, err, tt.wantErr)
 				}
-				if err == nil && st.SHA256 != sum(tt.body) {
-					t.Errorf("Stored SHA-256 %q, want the body's %q", st.SHA256, sum(tt.body))
+				if err == nil && st.CRC64NVME != sum(tt.body) {
+					t.Errorf("Stored CRC-64/NVME %q, want the body's %q", st.CRC64NVME, sum(tt.body))
 				}
 				if d := cmp.Diff(tt.wantCalls, calls); d != "" {
 					t.Errorf("hook calls, conflict flag each (-want +got):\n%s", d)

@@ -3,8 +3,6 @@ package filestore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
@@ -215,17 +214,10 @@ func (s *Store) Close() error {
 // putJournaled stores the n bytes at buf[journal.BlockSize:] under key.
 func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, hooks Hooks) (st objectstore.Stored, err error) {
 	body := buf[journal.BlockSize : journal.BlockSize+n]
-	if hooks.SHA256 {
-		// The hash runs while the record is written and committed, and
-		// is in before the buffer goes back to the pool.
-		sum := make(chan string, 1)
-		go func() {
-			h := sha256.Sum256(body)
-			sum <- hex.EncodeToString(h[:])
-		}()
+	if hooks.Checksum {
 		defer func() {
-			if h := <-sum; err == nil {
-				st.SHA256 = h
+			if err == nil && st.CRC64NVME == "" {
+				st.CRC64NVME = crcnvme.Base64(body)
 			}
 		}()
 	}
@@ -307,13 +299,13 @@ func (s *Store) claim(ctx context.Context, key string, body []byte, before func(
 			return st, nil, nil, nil
 		}
 		if attempt == 1 {
-			// A different object holds the conflict key too: its name
-			// shares the first 64 bits of our SHA-256. Never overwrite.
+			// A different object holds the conflict key too: it has
+			// our CRC-64/NVME. Never overwrite.
 			return objectstore.Stored{}, nil, nil, fmt.Errorf("filestore: put: conflict key taken by other content")
 		}
-		h := sha256.Sum256(body)
-		st.SHA256 = hex.EncodeToString(h[:])
-		st.Key, st.Conflict = objectstore.ConflictKey(key, st.SHA256), true
+		crc := crcnvme.Checksum(body)
+		st.CRC64NVME = crcnvme.Encode(crc)
+		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
 	}
 }
 

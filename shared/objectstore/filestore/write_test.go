@@ -52,15 +52,15 @@ func TestWriteSizes(t *testing.T) {
 						want[k] = byte(rng.Uint32())
 					}
 					obj := object(fmt.Sprintf("1.2.3.%d.%d", i, j))
-					// One of the reads asks for the SHA-256, which the
-					// store takes off the receiving path.
+					// One of the reads asks for the checksum, which the
+					// store takes as it writes.
 					withSum := j == 1
-					st, err := s.PutWith(context.Background(), obj, &oddReader{b: want, sizes: rs}, Hooks{SHA256: withSum})
+					st, err := s.PutWith(context.Background(), obj, &oddReader{b: want, sizes: rs}, Hooks{Checksum: withSum})
 					if err != nil {
 						t.Fatal(err)
 					}
-					if wantSum := sum(want); withSum && st.SHA256 != wantSum || !withSum && st.SHA256 != "" {
-						t.Errorf("Stored SHA-256 %q (asked: %v), want %q", st.SHA256, withSum, wantSum)
+					if wantSum := sum(want); withSum && st.CRC64NVME != wantSum || !withSum && st.CRC64NVME != "" {
+						t.Errorf("Stored CRC-64/NVME %q (asked: %v), want %q", st.CRC64NVME, withSum, wantSum)
 					}
 					if st.Size != int64(size) {
 						t.Errorf("Stored size %d, want %d", st.Size, size)

@@ -174,7 +174,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	}
 	// A different object holds the key: keep this one beside it, named
 	// after its own checksum.
-	st.Key = objectstore.ConflictKey(rel, fmt.Sprintf("%016x", crc))
+	st.Key = objectstore.ChecksumConflictKey(rel, crc)
 	st.Conflict = true
 	full = s.opts.Prefix + st.Key
 	meta[MetaConflict] = "true"

@@ -3,8 +3,6 @@ package stagedstore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -63,8 +61,8 @@ func (f *fakeS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (
 			st.Duplicate = true
 			return st, nil
 		}
-		h := sha256.Sum256(b)
-		st.Key, st.Conflict = objectstore.ConflictKey(key, hex.EncodeToString(h[:])), true
+		crc, _ := objectstore.ContentChecksum(b)
+		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
 	}
 	f.objects[st.Key] = b
 	return st, nil

@@ -7,8 +7,6 @@ package storetest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
 
 // Harness gives the suite a fresh store and a way to read what it holds.
@@ -88,10 +87,10 @@ func data(seed uint64, size int64) []byte {
 	return b
 }
 
-func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+func sum(b []byte) string { return crcnvme.Base64(b) }
 
-// sumOrEmpty reports whether got is b's SHA-256 or empty (a store that
-// leaves hashing to the reader).
+// sumOrEmpty reports whether got is b's CRC-64/NVME (base64) or empty (a
+// store that leaves the checksum to its backend).
 func sumOrEmpty(got string, b []byte) bool { return got == "" || got == sum(b) }
 
 func testPutStoresBytes(t *testing.T, h Harness) {
@@ -105,8 +104,8 @@ func testPutStoresBytes(t *testing.T, h Harness) {
 				t.Fatal(err)
 			}
 			key, _ := objectstore.Key(obj)
-			if got.Key != key || got.Size != size || got.Duplicate || got.Conflict || !sumOrEmpty(got.SHA256, want) {
-				t.Errorf("Stored = %+v, want key %s size %d sha256 %s or none", got, key, size, sum(want))
+			if got.Key != key || got.Size != size || got.Duplicate || got.Conflict || !sumOrEmpty(got.CRC64NVME, want) {
+				t.Errorf("Stored = %+v, want key %s size %d crc64nvme %s or none", got, key, size, sum(want))
 			}
 			b, err := h.Read(t, key)
 			if err != nil || !bytes.Equal(b, want) {
@@ -135,7 +134,7 @@ func testDuplicateAndConflict(t *testing.T, h Harness) {
 				if err != nil {
 					t.Errorf("identical resend: %v", err)
 				}
-			} else if err != nil || !dup.Duplicate || dup.Conflict || dup.Key != key || !sumOrEmpty(dup.SHA256, orig) {
+			} else if err != nil || !dup.Duplicate || dup.Conflict || dup.Key != key || !sumOrEmpty(dup.CRC64NVME, orig) {
 				t.Errorf("identical resend = %+v, %v; want a duplicate under %s", dup, err, key)
 			}
 			conf, err := st.Put(ctx, obj, bytes.NewReader(other))
@@ -150,7 +149,7 @@ func testDuplicateAndConflict(t *testing.T, h Harness) {
 					t.Fatalf("conflict keys beside %s: %q, want one", key, ks)
 				}
 				conf.Key = ks[0]
-			} else if err != nil || !conf.Conflict || conf.Key == key || !sumOrEmpty(conf.SHA256, other) {
+			} else if err != nil || !conf.Conflict || conf.Key == key || !sumOrEmpty(conf.CRC64NVME, other) {
 				t.Fatalf("different object = %+v, %v; want a conflict under another key", conf, err)
 			}
 			if b, err := h.Read(t, conf.Key); err != nil || !bytes.Equal(b, other) {

@@ -8,6 +8,7 @@ package crcnvme
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"hash"
 
 	"github.com/minio/crc64nvme"
 )
@@ -17,6 +18,10 @@ const nvmePoly = 0x9a6c9329ac4bc9b5
 
 // Checksum returns the CRC-64/NVME of b.
 func Checksum(b []byte) uint64 { return crc64nvme.Checksum(b) }
+
+// New returns a hash.Hash64 computing the CRC-64/NVME of what is written
+// to it.
+func New() hash.Hash64 { return crc64nvme.New() }
 
 // Update returns the CRC-64/NVME of the bytes crc covered followed by p.
 func Update(crc uint64, p []byte) uint64 { return crc64nvme.Update(crc, p) }
