@@ -64,8 +64,9 @@ func PickFreeAddr() (string, error) {
 	return "", errors.New("testenv: free address: 100 ports below the ephemeral range were all in use")
 }
 
-// ephemeralLow is the first port of the kernel's ephemeral range (Linux's
-// default, 32768, where it cannot be read).
+// ephemeralLow is the first port of the kernel's ephemeral range, or
+// Linux's default, 32768, where it cannot be read or leaves too little
+// room below it.
 func ephemeralLow() int {
 	const fallback = 32768
 	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")

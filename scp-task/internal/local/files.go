@@ -111,8 +111,8 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 	if md["sha256"] == "" && strings.HasSuffix(key, ".dcm") {
 		// The content identity, as S3 reports it: the SCP's file store
 		// took the CRC-64/NVME as the object arrived, or else it is taken
-		// here. (Objects stored by earlier versions carry a
-		// SHA-256 in their metadata instead, which stays their identity.)
+		// here. (Objects stored by earlier versions carry a SHA-256 in
+		// their metadata instead, which stays their identity.)
 		sum, ok := f.sums.Load(key)
 		if !ok {
 			h, err := filestore.FileCRC64NVME(p)

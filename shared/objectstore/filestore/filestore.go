@@ -258,8 +258,8 @@ type Hooks struct {
 	Hold func(key string, body []byte, release func())
 	// Checksum asks for Stored.CRC64NVME of the object, duplicates
 	// included: for a journaled object from the bytes in memory, for the
-	// file recipe by the goroutine that writes its chunks. (At tens of
-	// GB/s it costs a few microseconds an image, where a SHA-256 cost
+	// file recipe by the goroutine that writes its chunks. (About 20 µs of
+	// CPU for a 130 KB MR image on the bench machine, where a SHA-256 cost
 	// about 115.)
 	Checksum bool
 }
