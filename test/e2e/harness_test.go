@@ -22,6 +22,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
 
 // anyPort asks the kernel for a free port when the process listens. A port
@@ -128,28 +129,17 @@ func (n *node) learnAddresses(logStart int) bool {
 	n.logMu.Lock()
 	lines := strings.Split(n.log.String()[logStart:], "\n")
 	n.logMu.Unlock()
-	var dicom, portal, health string
+	var a scptest.Addresses
 	for _, line := range lines {
-		var m struct {
-			Msg    string `json:"msg"`
-			DICOM  string `json:"dicom"`
-			Portal string `json:"portal"`
-			Health string `json:"health"`
-		}
-		if json.Unmarshal([]byte(line), &m) != nil {
-			continue
-		}
-		switch m.Msg {
-		case "local mode":
-			portal = strings.TrimPrefix(m.Portal, "http://")
-		case "scp-task listening":
-			dicom, health = m.DICOM, m.Health
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil {
+			a.Learn(m)
 		}
 	}
-	if dicom == "" || portal == "" || health == "" {
+	if a.DICOMAddr == "" || a.PortalAddr == "" || a.HealthAddr == "" {
 		return false
 	}
-	n.dicom, n.portal, n.health = dicom, portal, health
+	n.dicom, n.portal, n.health = a.DICOMAddr, a.PortalAddr, a.HealthAddr
 	return true
 }
 

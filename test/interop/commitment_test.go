@@ -265,12 +265,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 			t.Errorf("an AE title without a report address: N-ACTION-RSP %+v, want 0124", rsp)
 		}
 		// Each refusal is in the audit trail, as no transaction will be.
-		var portal string
-		for _, e := range scp.LogEntries() {
-			if e["msg"] == "local mode" {
-				portal, _ = e["portal"].(string)
-			}
-		}
+		portal := "http://" + scp.PortalAddr
 		refused := func(callingAE string) []string {
 			resp, err := http.Get(portal + "/api/audit?outcome=commitment-refused&callingAe=" + callingAE)
 			if err != nil {

@@ -437,15 +437,10 @@ func TestDICOMTLSLocalMode(t *testing.T) {
 	args := append([]string{"--local", "--data-dir", t.TempDir(), "--portal-listen", "127.0.0.1:0", "--listen", "off",
 		"--ae-title", "REMOTE_AE", "--calling-aes", "SITE_A#" + sitepki.SiteA}, p.SCPArgs("127.0.0.1:0")...)
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: args})
-	var portal string
-	for _, e := range scp.LogEntries() {
-		if e["msg"] == "local mode" {
-			portal, _ = e["portal"].(string)
-		}
+	if scp.PortalAddr == "" || scp.DICOMAddr != "" {
+		t.Fatalf("portal %q, plain listener %q", scp.PortalAddr, scp.DICOMAddr)
 	}
-	if portal == "" || scp.DICOMAddr != "" {
-		t.Fatalf("portal %q, plain listener %q", portal, scp.DICOMAddr)
-	}
+	portal := "http://" + scp.PortalAddr
 	file := filepath.Join(t.TempDir(), "ct.dcm")
 	const study = "1.2.826.0.1.3680043.2.1125.9.2"
 	obj := synth.Object{StudyUID: study, SeriesUID: study + ".1", SOPInstanceUID: study + ".1.1", PatientID: "TLS2", PatientName: "Test^Local", PixelBytes: 4096}

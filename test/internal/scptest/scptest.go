@@ -23,18 +23,42 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
-// SCP is a running scp-task.
-type SCP struct {
+// Addresses are the listeners scp-task bound, as its log announces them
+// (it listens on port 0 in tests).
+type Addresses struct {
 	DICOMAddr  string // host:port of the DICOM listener; "" when it is off
 	TLSAddr    string // host:port of the DICOM-over-TLS listener, when there is one
 	HealthAddr string // host:port of /healthz, /readyz, /metrics
-	DataDir    string // the file store's directory (file:// stores)
-	cmd        *exec.Cmd
-	logMu      sync.Mutex
-	logs       []map[string]any
-	raw        strings.Builder
-	exited     chan struct{}
-	waitErr    error
+	PortalAddr string // host:port of the portal, in local mode
+}
+
+// Learn takes the addresses from one decoded log record of scp-task: the
+// portal's from "local mode", the others from "scp-task listening", which
+// comes after it. It reports whether the record was "scp-task listening".
+func (a *Addresses) Learn(m map[string]any) bool {
+	switch m["msg"] {
+	case "local mode":
+		portal, _ := m["portal"].(string)
+		a.PortalAddr = strings.TrimPrefix(portal, "http://")
+	case "scp-task listening":
+		a.DICOMAddr, _ = m["dicom"].(string)
+		a.TLSAddr, _ = m["dicom_tls"].(string)
+		a.HealthAddr, _ = m["health"].(string)
+		return true
+	}
+	return false
+}
+
+// SCP is a running scp-task.
+type SCP struct {
+	Addresses
+	DataDir string // the file store's directory (file:// stores)
+	cmd     *exec.Cmd
+	logMu   sync.Mutex
+	logs    []map[string]any
+	raw     strings.Builder
+	exited  chan struct{}
+	waitErr error
 }
 
 // Options for Start.
@@ -107,10 +131,7 @@ func (s *SCP) readLogs(r io.Reader, ready chan struct{}) {
 		s.raw.WriteString(line + "\n")
 		if json.Unmarshal([]byte(line), &m) == nil {
 			s.logs = append(s.logs, m)
-			if m["msg"] == "scp-task listening" && !signalled {
-				s.DICOMAddr, _ = m["dicom"].(string)
-				s.TLSAddr, _ = m["dicom_tls"].(string)
-				s.HealthAddr, _ = m["health"].(string)
+			if !signalled && s.Learn(m) {
 				signalled = true
 				close(ready)
 			}
