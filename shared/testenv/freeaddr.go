@@ -17,51 +17,51 @@ import (
 // finds none.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	addr, err := PickFreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return loopback(FreePort(t))
 }
 
 // FreePort is FreeAddr's port, for a peer configured by port alone.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	_, port, err := net.SplitHostPort(FreeAddr(t))
+	port, err := pickFreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return port
 }
 
 // PickFreeAddr is FreeAddr for a command (a bench) rather than a test.
-//
-// The port lies below the kernel's ephemeral range, so that between the
-// pick and the child's bind neither an outgoing connection's source port
-// nor another listener on port 0 can take it; a port from the kernel's
-// own pick (listening on port 0 and closing) can be, and was, in CI. A
-// process that can report the address it bound should listen on port 0
-// instead.
 func PickFreeAddr() (string, error) {
+	port, err := pickFreePort()
+	if err != nil {
+		return "", err
+	}
+	return loopback(port), nil
+}
+
+func loopback(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// pickFreePort returns a loopback port on which nothing listens. It lies
+// below the kernel's ephemeral range, so that between the pick and the
+// child's bind neither an outgoing connection's source port nor another
+// listener on port 0 can take it; a port from the kernel's own pick
+// (listening on port 0 and closing) can be, and was, in CI. A process
+// that can report the address it bound should listen on port 0 instead.
+func pickFreePort() (int, error) {
 	low := ephemeralLow()
 	const base = 10000
 	for range 100 {
 		port := base + rand.IntN(low-base)
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		l, err := net.Listen("tcp", loopback(port))
 		if err != nil {
 			continue // in use
 		}
-		addr := l.Addr().String()
 		if err := l.Close(); err != nil {
-			return "", fmt.Errorf("testenv: free address: %w", err)
+			return 0, fmt.Errorf("testenv: free address: %w", err)
 		}
-		return addr, nil
+		return port, nil
 	}
-	return "", errors.New("testenv: free address: 100 ports below the ephemeral range were all in use")
+	return 0, errors.New("testenv: free address: 100 ports below the ephemeral range were all in use")
 }
 
 // ephemeralLow is the first port of the kernel's ephemeral range, or
