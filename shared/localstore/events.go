@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -214,6 +216,7 @@ type Poster interface {
 type Publisher struct {
 	DB      *DB
 	LogPath string // events.log; "" disables the log
+	FS      vfs.FS // the log's file system; nil means the operating system's
 	Client  Poster // nil: an http.Client with a 10 s timeout
 	Logger  *slog.Logger
 
@@ -230,6 +233,11 @@ type Publisher struct {
 	// downUntil pauses a webhook that just failed, so one dead receiver
 	// costs one timeout per backoff period, not one per queued event.
 	downUntil map[string]time.Time
+	// logUnsure says that the log may hold events past the watermark, or
+	// an unfinished line: at the start, and after an append whose
+	// watermark could not be moved or whose failure could not be undone.
+	// The next Flush reconciles the log first (reconcileLog).
+	logUnsure bool
 }
 
 type retryKey struct{ id, url string }
@@ -240,6 +248,10 @@ func (p *Publisher) init() {
 		p.attempts = map[retryKey]int{}
 		p.nextTry = map[retryKey]time.Time{}
 		p.downUntil = map[string]time.Time{}
+		p.logUnsure = true
+		if p.FS == nil {
+			p.FS = vfs.OS()
+		}
 		if p.Client == nil {
 			p.Client = &http.Client{Timeout: 10 * time.Second}
 		}
@@ -311,8 +323,13 @@ const notifyCoalesce = 50 * time.Millisecond
 // that the log holds: an event after a gap is logged again rather than
 // never.
 func (p *Publisher) reconcileLog(ctx context.Context) error {
+	p.init()
 	if p.LogPath == "" {
+		p.logUnsure = false
 		return nil
+	}
+	if err := p.cutUnfinishedLine(); err != nil {
+		return err
 	}
 	from, err := p.loggedSeq(ctx)
 	if err != nil {
@@ -340,9 +357,10 @@ func (p *Publisher) reconcileLog(ctx context.Context) error {
 		return fmt.Errorf("localstore: reconcile event log: %w", err)
 	}
 	if len(unlogged) == 0 {
+		p.logUnsure = false
 		return nil
 	}
-	lines, err := lastLines(p.LogPath, len(unlogged))
+	lines, err := lastLines(p.FS, p.LogPath, len(unlogged))
 	if err != nil {
 		return fmt.Errorf("localstore: read event log: %w", err)
 	}
@@ -362,10 +380,64 @@ func (p *Publisher) reconcileLog(ctx context.Context) error {
 		}
 		to = e.seq
 	}
-	if to == from {
+	if to > from {
+		if err := p.markLogged(ctx, from, to); err != nil {
+			return err
+		}
+	}
+	p.logUnsure = false
+	return nil
+}
+
+// cutUnfinishedLine cuts the log after its last newline. What follows it
+// is the part of a line that an append left unfinished: a crash or power
+// loss during the append. The line's event, not in the log, is past the
+// watermark and is appended again; left in place, the part would run into
+// the next line and spoil it.
+func (p *Publisher) cutUnfinishedLine() error {
+	f, err := p.FS.OpenFile(p.LogPath, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	return p.markLogged(ctx, from, to)
+	if err != nil {
+		return fmt.Errorf("localstore: open event log: %w", err)
+	}
+	err = func() error {
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		size := st.Size()
+		end := int64(-1) // after the last newline
+		for chunk := int64(4 << 10); end < 0; chunk *= 2 {
+			off := max(size-chunk, 0)
+			buf := make([]byte, size-off)
+			if _, err := f.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+				return err
+			}
+			if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+				end = off + int64(i) + 1
+			} else if off == 0 {
+				end = 0
+			}
+		}
+		if end == size {
+			return nil
+		}
+		p.Logger.Warn("event log ended in an unfinished line, left by a crash or a failed append; cut it, its event is appended again",
+			"bytes", size-end)
+		if err := f.Truncate(end); err != nil {
+			return err
+		}
+		return f.Sync()
+	}()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localstore: cut the event log's unfinished line: %w", err)
+	}
+	return nil
 }
 
 // loggedSeq returns the log's watermark: every event up to it is in the
@@ -380,8 +452,8 @@ func (p *Publisher) loggedSeq(ctx context.Context) (int64, error) {
 
 // lastLines returns up to n complete lines from the end of the file at
 // path (none when it does not exist), reading backwards in growing chunks.
-func lastLines(path string, n int) ([][]byte, error) {
-	f, err := os.Open(path)
+func lastLines(fsys vfs.FS, path string, n int) ([][]byte, error) {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -486,6 +558,11 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	if err := p.DB.Sync(ctx); err != nil {
 		return err
 	}
+	if p.logUnsure {
+		if err := p.reconcileLog(ctx); err != nil {
+			return err
+		}
+	}
 	logged, err := p.loggedSeq(ctx)
 	if err != nil {
 		return err
@@ -514,6 +591,9 @@ func (p *Publisher) Flush(ctx context.Context) error {
 		// any committed before it (AUTOINCREMENT, one writer).
 		last := todo[len(todo)-1].seq
 		if err := p.markLogged(ctx, logged, last); err != nil {
+			// The events are in the log: the next round finds them
+			// there rather than appending them again.
+			p.logUnsure = true
 			return err
 		}
 		logged = last
@@ -622,18 +702,36 @@ func (p *Publisher) post(ctx context.Context, id, u string, body []byte) error {
 }
 
 // appendLog appends lines (each ending in a newline) to the log and
-// fsyncs it.
+// fsyncs it, and the directory when it created the log. An append that
+// fails is undone: a part of a line (a full disk writes what fits) would
+// run into the next line, and whole lines would be appended again by the
+// next round.
 func (p *Publisher) appendLog(lines []byte) error {
 	if p.LogPath == "" {
 		return nil
 	}
-	f, err := os.OpenFile(p.LogPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	_, serr := p.FS.Stat(p.LogPath)
+	created := errors.Is(serr, os.ErrNotExist)
+	f, err := p.FS.OpenFile(p.LogPath, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("localstore: open event log: %w", err)
 	}
-	_, err = f.Write(lines)
+	st, err := f.Stat()
 	if err == nil {
-		err = f.Sync()
+		end := st.Size()
+		_, err = f.WriteAt(lines, end)
+		if err == nil {
+			err = f.Sync()
+		}
+		if err == nil && created {
+			err = p.FS.SyncDir(filepath.Dir(p.LogPath))
+		}
+		if err != nil {
+			if terr := f.Truncate(end); terr != nil {
+				p.logUnsure = true
+				err = errors.Join(err, fmt.Errorf("undo the append: %w", terr))
+			}
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

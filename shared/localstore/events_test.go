@@ -7,14 +7,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -175,28 +178,27 @@ func TestFlushLogsEachEventOnce(t *testing.T) {
 
 // TestReconcileLog: after a crash between a round's append and its
 // watermark, the publisher moves the watermark past what the log holds
-// and logs the rest, each event once.
+// and logs the rest, each event once. A line the crash left unfinished
+// is cut, even one missing only its newline.
 func TestReconcileLog(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
-		lines int   // lines of the five events the log kept
+		lines int   // whole lines of the five events the log kept
+		part  int   // bytes kept of the next line: -1 all but its newline
 		want  int64 // watermark after reconciling
 	}{
-		{"all appended", 5, 5},
-		{"append cut short", 3, 3},
-		{"nothing appended", 2, 2},
+		{"all appended", 5, 0, 5},
+		{"append cut short", 3, 0, 3},
+		{"nothing appended", 2, 0, 2},
+		{"append cut inside a line", 3, 100, 3},
+		{"append cut before a newline", 3, -1, 3},
+		{"append cut after one byte", 2, 1, 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			db := openTest(t)
 			ctx := context.Background()
 			logPath := filepath.Join(t.TempDir(), "events.log")
-			var evs []pipeline.Event
-			for i := range 5 {
-				evs = append(evs, pipeline.Event{ID: fmt.Sprintf("e%d", i+1), DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)})
-			}
-			if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
-				t.Fatal(err)
-			}
+			publishNumbered(t, db, 0, 5)
 			if err := (&Publisher{DB: db, LogPath: logPath}).Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -206,8 +208,15 @@ func TestReconcileLog(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kept := bytes.SplitAfter(body, []byte("\n"))[:tt.lines]
-			if err := os.WriteFile(logPath, bytes.Join(kept, nil), 0o600); err != nil {
+			all := bytes.SplitAfter(body, []byte("\n"))
+			kept := bytes.Join(all[:tt.lines], nil)
+			switch next := all[tt.lines]; {
+			case tt.part > 0:
+				kept = append(kept, next[:tt.part]...)
+			case tt.part < 0:
+				kept = append(kept, next[:len(next)-1]...)
+			}
+			if err := os.WriteFile(logPath, kept, 0o600); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := db.sql.Exec(`UPDATE outbox_log SET logged_seq = 2`); err != nil {
@@ -224,15 +233,7 @@ func TestReconcileLog(t *testing.T) {
 			if err := p.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			lines := readLog(t, logPath)
-			if len(lines) != 5 {
-				t.Fatalf("%d lines in the log, want each of 5 events once", len(lines))
-			}
-			for i, l := range lines {
-				if want := fmt.Sprintf("e%d", i+1); l["id"] != want {
-					t.Errorf("line %d: %v, want %s", i, l["id"], want)
-				}
-			}
+			wantEachEventOnce(t, logPath, 5)
 		})
 	}
 }
@@ -275,4 +276,136 @@ func TestLogWatermarkFromOlderDatabase(t *testing.T) {
 	if len(lines) != 2 || lines[0]["id"] != "e3" || lines[1]["id"] != "e4" {
 		t.Errorf("log after the upgrade: %v, want e3 and e4", lines)
 	}
+}
+
+// TestFailedAppendIsUndone: an append to the log that fails (a full disk
+// writing half of it, a failed fsync) leaves the log as it was, and one
+// whose watermark cannot be moved is found in the log by the next round:
+// either way each event is in the log once, on a line of its own.
+func TestFailedAppendIsUndone(t *testing.T) {
+	for _, fault := range []string{"disk full midway", "fsync fails", "watermark not moved"} {
+		t.Run(fault, func(t *testing.T) {
+			db := openTest(t)
+			ctx := context.Background()
+			logPath := filepath.Join(t.TempDir(), "events.log")
+			fsys := &faultyLogFS{FS: vfs.OS(), fault: fault}
+			p := &Publisher{DB: db, LogPath: logPath, FS: fsys}
+			publishNumbered(t, db, 0, 2)
+			if err := p.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.ReadFile(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			publishNumbered(t, db, 2, 5)
+			fsys.armed = true
+			fsys.moveWatermark = func() {
+				if _, err := db.sql.Exec(`UPDATE outbox_log SET logged_seq = logged_seq + 1`); err != nil {
+					t.Error(err)
+				}
+			}
+			if err := p.Flush(ctx); err == nil {
+				t.Fatal("the round with the fault succeeded")
+			}
+			if !fsys.fired {
+				t.Fatal("the fault never happened")
+			}
+			if fault != "watermark not moved" {
+				after, err := os.ReadFile(logPath)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(after, before) {
+					t.Errorf("the failed append left %q in the log", after[len(before):])
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			wantEachEventOnce(t, logPath, 5)
+		})
+	}
+}
+
+// publishNumbered publishes events e<from+1> to e<to>.
+func publishNumbered(t *testing.T, db *DB, from, to int) {
+	t.Helper()
+	var evs []pipeline.Event
+	for i := from; i < to; i++ {
+		evs = append(evs, pipeline.Event{ID: fmt.Sprintf("e%d", i+1), DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)})
+	}
+	if _, err := db.Outbox(nil).Publish(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantEachEventOnce checks that the log holds e1 to e<n>, in order, each
+// on a line of its own.
+func wantEachEventOnce(t *testing.T, logPath string, n int) {
+	t.Helper()
+	lines := readLog(t, logPath)
+	if len(lines) != n {
+		t.Fatalf("%d lines in the log, want each of %d events once", len(lines), n)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("e%d", i+1); l["id"] != want {
+			t.Errorf("line %d: %v, want %s", i, l["id"], want)
+		}
+	}
+}
+
+// faultyLogFS fails the first append to the log once armed: its write
+// stops halfway with ENOSPC, its fsync fails, or its fsync succeeds while
+// the watermark moves under the publisher, so that moving it fails.
+type faultyLogFS struct {
+	vfs.FS
+	fault         string
+	armed, fired  bool
+	moveWatermark func()
+}
+
+func (f *faultyLogFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil || flag&os.O_WRONLY == 0 {
+		return file, err
+	}
+	return &faultyLogFile{File: file, fs: f}, nil
+}
+
+type faultyLogFile struct {
+	vfs.File
+	fs *faultyLogFS
+}
+
+func (f *faultyLogFile) fire(fault string) bool {
+	if !f.fs.armed || f.fs.fired || f.fs.fault != fault {
+		return false
+	}
+	f.fs.fired = true
+	return true
+}
+
+func (f *faultyLogFile) WriteAt(b []byte, off int64) (int, error) {
+	if f.fire("disk full midway") {
+		n, err := f.File.WriteAt(b[:len(b)/2], off)
+		if err != nil {
+			return n, err
+		}
+		return n, syscall.ENOSPC
+	}
+	return f.File.WriteAt(b, off)
+}
+
+func (f *faultyLogFile) Sync() error {
+	if err := f.File.Sync(); err != nil {
+		return err
+	}
+	if f.fire("fsync fails") {
+		return syscall.EIO
+	}
+	if f.fire("watermark not moved") {
+		f.fs.moveWatermark()
+	}
+	return nil
 }

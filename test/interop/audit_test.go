@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -188,7 +189,7 @@ func TestAuditWithFullDisk(t *testing.T) {
 	const sends = 1300
 	for _, mode := range storeModes {
 		t.Run(mode.name, func(t *testing.T) {
-			disk := mountTmpfs(t, 64<<20)
+			disk := testenv.MountTmpfs(t, 64<<20)
 			scp, root := mode.start(t, filepath.Join(disk, "data"))
 			ctx := scptest.Context(t)
 			as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("OTHER_AE"))

@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+	synthobj "github.com/dicom-ingest/dicom-ingest/test/internal/synth"
+)
+
+// TestLocalModeFullDisk: local mode on a disk that fills while a PACS
+// sends, as a data directory on a small volume does. Once the disk is
+// full a C-STORE is refused with Out of Resources (A7xx), never answered
+// with success for an object that is not kept. When space returns, sends
+// succeed again without a restart, and every object whose C-STORE
+// succeeded is indexed once and announced once: events.log holds whole
+// lines, one Instance Stored event for each (a full disk once left half a
+// line in it, which spoiled the next, and appended events again).
+func TestLocalModeFullDisk(t *testing.T) {
+	need(t)
+	// The journal takes 32 MiB of it at the start.
+	disk := testenv.MountTmpfs(t, 48<<20)
+	n := newNode(t, filepath.Join(disk, "data"))
+	n.start()
+	ctx := scptest.Context(t)
+	as, err := dicomnet.Dial(ctx, n.dicom, dicomnet.ClientConfig{CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
+		Contexts: []dicomnet.ProposedContext{{AbstractSyntax: synthobj.SOPClassUID, TransferSyntaxes: []string{synthobj.TransferSyntaxUID}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const study = "1.2.826.0.1.3680043.10.543.77"
+	var acked []string
+	send := func(i int) uint16 {
+		t.Helper()
+		uid := fmt.Sprintf("%s.1.%d", study, i)
+		obj := synthobj.Object{StudyUID: study, SeriesUID: study + ".1", SOPInstanceUID: uid, PatientID: "E2E-FULL",
+			PatientName: "Test^Full", PixelBytes: 48 << 10}
+		st, err := as.Store(ctx, synthobj.SOPClassUID, uid, synthobj.TransferSyntaxUID, obj.Dataset())
+		if err != nil {
+			t.Fatalf("C-STORE %d: %v", i, err)
+		}
+		if st.Code == 0 {
+			acked = append(acked, uid)
+		} else if st.Code&0xff00 != 0xa700 {
+			t.Fatalf("C-STORE %d on a full disk: status %04X, want success or Out of Resources (A7xx)", i, st.Code)
+		}
+		return st.Code
+	}
+	// Send until the disk is full, and on for a while.
+	i, refused := 0, 0
+	for ; refused < 30; i++ {
+		if i == 2000 {
+			t.Fatalf("the disk never filled: %d objects acknowledged", len(acked))
+		}
+		if send(i) != 0 {
+			refused++
+		}
+	}
+	t.Logf("%d C-STOREs acknowledged before the disk filled, %d refused", len(acked), refused)
+	// Space returns: sends succeed again, without a restart.
+	testenv.ResizeTmpfs(t, disk, 256<<20)
+	eventually(t, 10*time.Second, "a C-STORE succeeding once space returned", func() bool {
+		i++
+		return send(i) == 0
+	})
+	for range 20 {
+		i++
+		if code := send(i); code != 0 {
+			t.Fatalf("C-STORE %d after space returned: status %04X", i, code)
+		}
+	}
+	if err := as.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var c struct {
+		PendingPipeline int64 `json:"pendingPipeline"`
+		FailedPipeline  int64 `json:"failedPipeline"`
+	}
+	eventually(t, 30*time.Second, "the pipeline to catch up", func() bool {
+		n.getJSON("/api/counters", &c)
+		return c.PendingPipeline == 0
+	})
+	if c.FailedPipeline != 0 {
+		t.Errorf("%d objects failed in the pipeline", c.FailedPipeline)
+	}
+	var page apiStudyPage
+	n.getJSON("/api/studies/"+study, &page)
+	if page.InstanceCount != len(acked) {
+		t.Errorf("%d instances indexed, want the %d acknowledged", page.InstanceCount, len(acked))
+	}
+	eventually(t, 10*time.Second, "every Instance Stored event in events.log", func() bool {
+		return len(instanceStoredInLog(t, n.dataDir)) >= len(acked)
+	})
+	n.stop()
+	logged := instanceStoredInLog(t, n.dataDir)
+	for _, uid := range acked {
+		if logged[uid] != 1 {
+			t.Errorf("%d Instance Stored events in events.log for an acknowledged object, want 1", logged[uid])
+		}
+	}
+	if len(logged) != len(acked) {
+		t.Errorf("events.log announces %d instances, want the %d acknowledged", len(logged), len(acked))
+	}
+}
+
+// instanceStoredInLog counts the Instance Stored events in the data
+// directory's events.log by SOP Instance UID, failing the test on a line
+// that is not a whole event.
+func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "events.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		t.Errorf("events.log ends in an unfinished line")
+	}
+	out := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(nil, 1<<20)
+	for line := 1; sc.Scan(); line++ {
+		var ev apiEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			t.Fatalf("events.log line %d is not an event (%v): %.200s", line, err, sc.Bytes())
+		}
+		if ev.DetailType != pipeline.DetailTypeInstanceStored {
+			continue
+		}
+		var d pipeline.InstanceStoredDetail
+		if err := json.Unmarshal(ev.Detail, &d); err != nil {
+			t.Fatalf("events.log line %d: %v", line, err)
+		}
+		out[d.SOPInstanceUID]++
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
