@@ -238,6 +238,9 @@ type Publisher struct {
 	// watermark could not be moved or whose failure could not be undone.
 	// The next Flush reconciles the log first (reconcileLog).
 	logUnsure bool
+	// logDirSynced says that the log's directory was synced since the
+	// start, so that the log's name is durable.
+	logDirSynced bool
 }
 
 type retryKey struct{ id, url string }
@@ -702,16 +705,14 @@ func (p *Publisher) post(ctx context.Context, id, u string, body []byte) error {
 }
 
 // appendLog appends lines (each ending in a newline) to the log and
-// fsyncs it, and the directory when it created the log. An append that
-// fails is undone: a part of a line (a full disk writes what fits) would
-// run into the next line, and whole lines would be appended again by the
-// next round.
+// fsyncs it, and once after the start its directory, which may have just
+// got the log. An append that fails is undone: a part of a line (a full
+// disk writes what fits) would run into the next line, and whole lines
+// would be appended again by the next round.
 func (p *Publisher) appendLog(lines []byte) error {
 	if p.LogPath == "" {
 		return nil
 	}
-	_, serr := p.FS.Stat(p.LogPath)
-	created := errors.Is(serr, os.ErrNotExist)
 	f, err := p.FS.OpenFile(p.LogPath, os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("localstore: open event log: %w", err)
@@ -723,8 +724,10 @@ func (p *Publisher) appendLog(lines []byte) error {
 		if err == nil {
 			err = f.Sync()
 		}
-		if err == nil && created {
-			err = p.FS.SyncDir(filepath.Dir(p.LogPath))
+		if err == nil && !p.logDirSynced {
+			if err = p.FS.SyncDir(filepath.Dir(p.LogPath)); err == nil {
+				p.logDirSynced = true
+			}
 		}
 		if err != nil {
 			if terr := f.Truncate(end); terr != nil {
@@ -733,8 +736,10 @@ func (p *Publisher) appendLog(lines []byte) error {
 			}
 		}
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := f.Close(); err == nil && cerr != nil {
+		// Written and synced: the next round finds the lines.
 		err = cerr
+		p.logUnsure = true
 	}
 	if err != nil {
 		return fmt.Errorf("localstore: append event log: %w", err)
