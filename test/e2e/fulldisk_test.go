@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	synthobj "github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -24,7 +24,8 @@ import (
 // succeed again without a restart, and every object whose C-STORE
 // succeeded is indexed once and announced once: events.log holds whole
 // lines, one Instance Stored event for each (a full disk once left half a
-// line in it, which spoiled the next, and appended events again).
+// line in it, which spoiled the next, and appended events again). The
+// errors a full disk causes on every path name no patient or UID.
 func TestLocalModeFullDisk(t *testing.T) {
 	need(t)
 	// The journal takes 32 MiB of it at the start.
@@ -37,13 +38,19 @@ func TestLocalModeFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const study = "1.2.826.0.1.3680043.10.543.77"
+	study, series := logleak.UID(60), logleak.UID(60, 1)
+	var ids logleak.Identifiers
+	ids.AddUID(study)
+	ids.AddUID(series)
+	ids.AddName("Fulldisk^Frieda")
+	ids.AddID("patient id", "E2E-FULL-4711")
 	var acked []string
 	send := func(i int) uint16 {
 		t.Helper()
-		uid := fmt.Sprintf("%s.1.%d", study, i)
-		obj := synthobj.Object{StudyUID: study, SeriesUID: study + ".1", SOPInstanceUID: uid, PatientID: "E2E-FULL",
-			PatientName: "Test^Full", PixelBytes: 48 << 10}
+		uid := logleak.UID(60, 1, i+1)
+		ids.AddUID(uid)
+		obj := synthobj.Object{StudyUID: study, SeriesUID: series, SOPInstanceUID: uid, PatientID: "E2E-FULL-4711",
+			PatientName: "Fulldisk^Frieda", PixelBytes: 48 << 10}
 		st, err := as.Store(ctx, synthobj.SOPClassUID, uid, synthobj.TransferSyntaxUID, obj.Dataset())
 		if err != nil {
 			t.Fatalf("C-STORE %d: %v", i, err)
@@ -111,6 +118,11 @@ func TestLocalModeFullDisk(t *testing.T) {
 	if len(logged) != len(acked) {
 		t.Errorf("events.log announces %d instances, want the %d acknowledged", len(logged), len(acked))
 	}
+	n.logMu.Lock()
+	log := n.log.String()
+	n.logMu.Unlock()
+	lines := ids.Check(t, "scp-task --local on a full disk", log)
+	t.Logf("%d log lines checked for %d identifiers", lines, ids.Len())
 }
 
 // instanceStoredInLog counts the Instance Stored events in the data
