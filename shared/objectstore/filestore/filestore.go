@@ -51,6 +51,11 @@ const TempDir = ".tmp"
 // visible components (no "..", no leading dot, no backslash).
 var ErrInvalidKey = errors.New("filestore: invalid key")
 
+// ErrReserve is returned (wrapped with objectstore.ErrUnavailable) by Put
+// and Ready while the filesystem holds less free space than the store
+// keeps in reserve (WithMinFreeBytes).
+var ErrReserve = errors.New("filestore: free space below the reserve")
+
 // Store is a filesystem object store. It is safe for concurrent use.
 type Store struct {
 	root    string
@@ -58,6 +63,9 @@ type Store struct {
 	log     *slog.Logger
 	names   *logname.Namer
 	minFree uint64
+	// freeBytes reports the free space of the filesystem holding a
+	// directory (tests replace it).
+	freeBytes func(dir string) (uint64, error)
 	// bufs holds a journal header block followed by a ring of ringSize,
 	// aligned for direct I/O.
 	bufs sync.Pool
@@ -105,10 +113,17 @@ func WithLogger(l *slog.Logger) Option {
 // key drawn for this process, see logname).
 func WithNames(n *logname.Namer) Option { return func(s *Store) { s.names = n } }
 
-// WithMinFreeBytes makes Ready fail while the filesystem has fewer free
-// bytes (for an unprivileged user) than n, so the SCP refuses associations
-// ("temporary congestion") instead of failing objects. 0 disables the
-// check; it costs one statfs call per Ready.
+// WithMinFreeBytes keeps n bytes of the filesystem (free for an
+// unprivileged user) in reserve for what comes after an object is
+// stored: records (PutRecord), and in local mode the pipeline's database
+// and event log, which would otherwise fail on a full disk with objects
+// acknowledged and not yet processed. Below it Ready fails, so the SCP
+// refuses associations ("temporary congestion"), and Put refuses objects
+// (ErrReserve, with objectstore.ErrUnavailable: A700 on the wire). Put
+// checks as it starts (one statfs call, about a microsecond), so the
+// objects in flight at that moment may take their size out of the
+// reserve. The journal adds no segment file that would eat into it. 0
+// disables the check.
 func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
 
 // WithBufferedWrites writes objects through the page cache even where the
@@ -126,7 +141,7 @@ func New(root string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
 	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler),
-		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}}
+		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}, freeBytes: freeBytes}
 	for _, o := range opts {
 		o(s)
 	}
@@ -280,6 +295,9 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 	defer func() { err = s.names.Redact(err, key) }()
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
+	}
+	if err := s.reserve("put"); err != nil {
+		return objectstore.Stored{}, err
 	}
 	bufp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bufp)
@@ -627,14 +645,34 @@ func (s *Store) probe() error {
 	if err != nil {
 		return unavailable("ready", err)
 	}
-	if s.minFree > 0 {
-		free, err := freeBytes(s.root)
-		if err != nil {
-			return unavailable("ready: statfs", err)
-		}
-		if free < s.minFree {
-			return unavailable("ready", fmt.Errorf("%d bytes free, want at least %d", free, s.minFree))
-		}
+	return s.reserve("ready")
+}
+
+// mayGrow tells the journal whether it may add a segment file of n bytes:
+// not where that would leave less than the reserve free.
+func (s *Store) mayGrow(n int64) bool {
+	if s.minFree == 0 {
+		return true
+	}
+	free, err := s.freeBytes(s.root)
+	if err != nil {
+		return true // the file's creation reports what is wrong
+	}
+	return free >= s.minFree+uint64(max(n, 0))
+}
+
+// reserve reports, for op, whether the filesystem's free space is below
+// the reserve (WithMinFreeBytes).
+func (s *Store) reserve(op string) error {
+	if s.minFree == 0 {
+		return nil
+	}
+	free, err := s.freeBytes(s.root)
+	if err != nil {
+		return unavailable(op+": statfs", err)
+	}
+	if free < s.minFree {
+		return unavailable(op, fmt.Errorf("%w: %d bytes free, the store keeps %d (--min-free-bytes)", ErrReserve, free, s.minFree))
 	}
 	return nil
 }

@@ -341,6 +341,56 @@ func TestTempDirRecreated(t *testing.T) {
 	}
 }
 
+// TestReserve: below the reserve (WithMinFreeBytes) Put refuses objects
+// and Ready fails, both as ErrUnavailable and ErrReserve, while records
+// still go; once space returns objects go again.
+func TestReserve(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		minFree uint64
+		free    uint64
+		refused bool
+	}{
+		{"no reserve", 0, 0, false},
+		{"above the reserve", 1 << 20, 2 << 20, false},
+		{"at the reserve", 1 << 20, 1 << 20, false},
+		{"below the reserve", 1 << 20, 1<<20 - 1, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, mode := range writeModes {
+				var mu sync.Mutex
+				free := tt.free
+				s := newStore(t, append([]Option{WithMinFreeBytes(tt.minFree)}, mode.opts...)...)
+				s.freeBytes = func(string) (uint64, error) { mu.Lock(); defer mu.Unlock(); return free, nil }
+				ctx := context.Background()
+				_, err := s.Put(ctx, object("1.2.3.4.1"), strings.NewReader("x"))
+				if got := errors.Is(err, ErrReserve) && errors.Is(err, objectstore.ErrUnavailable); got != tt.refused {
+					t.Errorf("%s: Put = %v, refused %v, want %v", mode.name, err, got, tt.refused)
+				}
+				if !tt.refused && err != nil {
+					t.Fatalf("%s: Put: %v", mode.name, err)
+				}
+				if err := s.Ready(ctx); errors.Is(err, ErrReserve) != tt.refused {
+					t.Errorf("%s: Ready = %v, want refused %v", mode.name, err, tt.refused)
+				}
+				if err := s.PutRecord(ctx, "audit/2026/03/08/r-"+mode.name+".json", []byte("{}")); err != nil {
+					t.Errorf("%s: PutRecord below the reserve: %v", mode.name, err)
+				}
+				if !tt.refused {
+					continue
+				}
+				// Space returns: objects go in again.
+				mu.Lock()
+				free = tt.minFree
+				mu.Unlock()
+				if _, err := s.Put(ctx, object("1.2.3.4.2"), strings.NewReader("x")); err != nil {
+					t.Errorf("%s: Put once space returned: %v", mode.name, err)
+				}
+			}
+		})
+	}
+}
+
 func TestNewRemovesLeftovers(t *testing.T) {
 	root := t.TempDir()
 	s, err := New(root)

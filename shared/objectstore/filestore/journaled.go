@@ -104,6 +104,7 @@ func (s *Store) openJournal() error {
 	o.Prefill = true
 	o.Buffered = o.Buffered || s.buffered
 	o.FS, o.Logger, o.Checkpoint = s.fs, s.log, s.checkpoint
+	o.MayGrow = s.mayGrow
 	j, recs, err := journal.Open(filepath.Join(s.root, JournalDir), o)
 	if err != nil {
 		return fmt.Errorf("filestore: new: %w", err)

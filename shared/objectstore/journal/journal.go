@@ -69,6 +69,11 @@ type Options struct {
 	// Buffered writes through the page cache even where the file system
 	// takes direct I/O.
 	Buffered bool
+	// MayGrow, when set, is asked before a segment file beyond Segments is
+	// added, with its size: false keeps the journal at the segments it
+	// has, and appends wait for one to be reclaimed (a store keeping free
+	// space in reserve says false when the new file would eat into it).
+	MayGrow func(bytes int64) bool
 	// IdleSeal seals the segment being appended to once all its records
 	// were released and nothing was appended for this long, so that it
 	// is reclaimed and a restart has nothing to replay (default 2 s;
@@ -586,6 +591,9 @@ func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *tic
 // grow and none is being added; the caller holds mu.
 func (j *Journal) startGrow() {
 	if j.creating || len(j.segs) >= j.o.MaxSegments || j.closed {
+		return
+	}
+	if j.o.MayGrow != nil && !j.o.MayGrow(j.o.SegmentSize) {
 		return
 	}
 	j.creating = true

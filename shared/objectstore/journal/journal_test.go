@@ -204,6 +204,48 @@ func TestFullWaitsThenFails(t *testing.T) {
 	}
 }
 
+// TestMayGrow: a journal whose MayGrow says no keeps its segments and
+// fills (here, at once: FullWait 50 ms); one that may grows to MaxSegments.
+func TestMayGrow(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		may      bool
+		segments int // segment files once full
+	}{
+		{"may not grow", false, 2},
+		{"may grow", true, 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var asked []int64
+			var mu sync.Mutex
+			j, _, err := Open("/j", Options{SegmentSize: 64 << 10, Segments: 2, MaxSegments: 4, FullWait: 50 * time.Millisecond,
+				FS: vfstest.NewMem(), MayGrow: func(n int64) bool { mu.Lock(); defer mu.Unlock(); asked = append(asked, n); return tt.may }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			for i := 0; ; i++ {
+				if _, err := appendBytes(t, j, "x", payload(i, 20_000)); errors.Is(err, ErrFull) {
+					break
+				} else if err != nil {
+					t.Fatal(err)
+				}
+				if i > 20 {
+					t.Fatal("never full")
+				}
+			}
+			if got := j.Stats().Segments; got != tt.segments {
+				t.Errorf("%d segment files once full, want %d", got, tt.segments)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(asked) == 0 || asked[0] != 64<<10 {
+				t.Errorf("MayGrow asked %v, want the segment size", asked)
+			}
+		})
+	}
+}
+
 func TestCancelledRecordNotRecovered(t *testing.T) {
 	mem := vfstest.NewMem()
 	j, _, err := Open("/j", Options{SegmentSize: 1 << 20, FS: mem})
