@@ -131,7 +131,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, PortalListener: lns.portal, Webhooks: cfg.Webhooks,
 			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
 			CommitmentWait: cfg.CommitmentWait, CommitmentReportFor: cfg.CommitmentReportFor,
-			CommitmentQuarantined: cfg.CommitmentQuarantined,
+			CommitmentQuarantined: cfg.CommitmentQuarantined, MinFreeBytes: cfg.MinFreeBytes,
 		})
 		if err != nil {
 			return startError{fmt.Errorf("start local mode: %w", err)}

@@ -24,7 +24,8 @@ import (
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *logname.Namer, reg prometheus.Registerer) (objectstore.Store, error) {
 	switch {
 	case strings.HasPrefix(cfg.Store, "file://"):
-		s, err := filestore.New(config.StoreDir(cfg.Store), filestore.WithLogger(log), filestore.WithNames(names))
+		s, err := filestore.New(config.StoreDir(cfg.Store), filestore.WithLogger(log), filestore.WithNames(names),
+			filestore.WithMinFreeBytes(uint64(max(cfg.MinFreeBytes, 0))))
 		if err != nil {
 			return nil, fmt.Errorf("open file store: %w", err)
 		}

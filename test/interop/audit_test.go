@@ -190,7 +190,8 @@ func TestAuditWithFullDisk(t *testing.T) {
 	for _, mode := range storeModes {
 		t.Run(mode.name, func(t *testing.T) {
 			disk := testenv.MountTmpfs(t, 64<<20)
-			scp, root := mode.start(t, filepath.Join(disk, "data"))
+			// The whole disk fills: no reserve.
+			scp, root := mode.start(t, filepath.Join(disk, "data"), "--min-free-bytes", "0")
 			ctx := scptest.Context(t)
 			as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("OTHER_AE"))
 			if err != nil {

@@ -65,6 +65,10 @@ type Config struct {
 	S3KMSKey    string
 	S3PartSize  int64
 
+	// MinFreeBytes is the free space a file store (and local mode) keeps
+	// in reserve on its disk; 0 keeps none.
+	MinFreeBytes int64
+
 	// StagingDir, with an s3:// store, is where objects are made durable
 	// before C-STORE success and uploaded from afterwards; empty uploads
 	// before answering.
@@ -124,6 +128,7 @@ var settings = []Setting{
 	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
 	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate whose subject CN or a DNS SAN is NAME; others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
+	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); 0 = none"},
 	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
 	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
 	{"max-associations-per-ae", "SCP_MAX_ASSOCIATIONS_PER_AE", "16", "concurrent associations per calling AE title; 0 = unlimited"},
@@ -344,6 +349,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		AuditSyslog:              get("audit-syslog"),
 		AuditSpool:               get("audit-spool"),
 		AuditSpoolMax:            count("audit-spool-max"),
+	}
+	if b, err := strconv.ParseInt(get("min-free-bytes"), 10, 64); err != nil || b < 0 {
+		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", named("min-free-bytes"), get("min-free-bytes")))
+	} else {
+		c.MinFreeBytes = b
 	}
 	c.StagingDir = get("staging")
 	c.StagingMaxAge = duration("staging-max-age")
@@ -570,6 +580,7 @@ var placeholders = map[string]string{
 	"staging-latency":     "LATENCIES",
 	"max-pdu-length":      "BYTES",
 	"min-progress-bytes":  "BYTES",
+	"min-free-bytes":      "BYTES",
 }
 
 // placeholder is the word the help shows for a setting's value: named in

@@ -86,6 +86,10 @@ type Config struct {
 	// Workers is how many objects the pipeline processes at once; 0
 	// means DefaultWorkers.
 	Workers int
+	// MinFreeBytes is the free space the file store keeps in reserve on
+	// the data directory's disk for the pipeline's database and event log
+	// (filestore.WithMinFreeBytes); 0 keeps none.
+	MinFreeBytes int64
 
 	// PatientData is the event content policy ("" means none): events
 	// leave the machine through webhooks.
@@ -174,7 +178,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ObjectStore == nil {
-		cfg.ObjectStore = defaultObjectStore(cfg.Names)
+		cfg.ObjectStore = defaultObjectStore(cfg.Names, cfg.MinFreeBytes)
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
