@@ -120,10 +120,11 @@ func WithNames(n *logname.Namer) Option { return func(s *Store) { s.names = n } 
 // acknowledged and not yet processed. Below it Ready fails, so the SCP
 // refuses associations ("temporary congestion"), and Put refuses objects
 // (ErrReserve, with objectstore.ErrUnavailable: A700 on the wire). Put
-// checks as it starts (one statfs call, about a microsecond), so the
-// objects in flight at that moment may take their size out of the
-// reserve. The journal adds no segment file that would eat into it. 0
-// disables the check.
+// checks as it starts (one statfs call, about 2 µs), so the objects in
+// flight at that moment may take their size out of the reserve. The
+// journal adds no segment file that would eat into it. 0 disables the
+// check, and so does a system where the free space is not measured
+// (only Linux's is).
 func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
 
 // WithBufferedWrites writes objects through the page cache even where the
@@ -668,6 +669,9 @@ func (s *Store) reserve(op string) error {
 		return nil
 	}
 	free, err := s.freeBytes(s.root)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return nil
+	}
 	if err != nil {
 		return unavailable(op+": statfs", err)
 	}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench-diskfloor is `make bench`'s disk floor: it makes every file
 // of a corpus durable the way the file store does before C-STORE success,
 // from memory, as bare system calls, over N parallel workers, and reports

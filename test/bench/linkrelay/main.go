@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench-linkrelay is the wide-area link of `make bench`'s site-link
 // scenarios: it joins two network namespaces with a tun device in each and
 // carries every IP packet from one to the other after holding it for half
