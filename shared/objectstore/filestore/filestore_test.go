@@ -346,22 +346,31 @@ func TestTempDirRecreated(t *testing.T) {
 // still go; once space returns objects go again.
 func TestReserve(t *testing.T) {
 	for _, tt := range []struct {
-		name    string
-		minFree uint64
-		free    uint64
-		refused bool
+		name     string
+		minFree  uint64
+		free     uint64
+		measured bool // false: the system does not tell the free space
+		refused  bool
 	}{
-		{"no reserve", 0, 0, false},
-		{"above the reserve", 1 << 20, 2 << 20, false},
-		{"at the reserve", 1 << 20, 1 << 20, false},
-		{"below the reserve", 1 << 20, 1<<20 - 1, true},
+		{"no reserve", 0, 0, true, false},
+		{"above the reserve", 1 << 20, 2 << 20, true, false},
+		{"at the reserve", 1 << 20, 1 << 20, true, false},
+		{"below the reserve", 1 << 20, 1<<20 - 1, true, true},
+		{"free space not measured", 1 << 20, 0, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, mode := range writeModes {
 				var mu sync.Mutex
 				free := tt.free
 				s := newStore(t, append([]Option{WithMinFreeBytes(tt.minFree)}, mode.opts...)...)
-				s.freeBytes = func(string) (uint64, error) { mu.Lock(); defer mu.Unlock(); return free, nil }
+				s.freeBytes = func(string) (uint64, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					if !tt.measured {
+						return 0, errors.ErrUnsupported
+					}
+					return free, nil
+				}
 				ctx := context.Background()
 				_, err := s.Put(ctx, object("1.2.3.4.1"), strings.NewReader("x"))
 				if got := errors.Is(err, ErrReserve) && errors.Is(err, objectstore.ErrUnavailable); got != tt.refused {
