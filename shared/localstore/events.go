@@ -225,7 +225,8 @@ type Publisher struct {
 	MaxBackoff  time.Duration // 0 means 1 minute
 	Poll        time.Duration // how often the outbox is re-read without a Notify; 0 means 1s
 
-	notify   chan struct{}
+	notify   chan struct{} // the log's loop
+	notifyWH chan struct{} // the webhooks' loop
 	once     sync.Once
 	mu       sync.Mutex
 	attempts map[retryKey]int
@@ -248,6 +249,7 @@ type retryKey struct{ id, url string }
 func (p *Publisher) init() {
 	p.once.Do(func() {
 		p.notify = make(chan struct{}, 1)
+		p.notifyWH = make(chan struct{}, 1)
 		p.attempts = map[retryKey]int{}
 		p.nextTry = map[retryKey]time.Time{}
 		p.downUntil = map[string]time.Time{}
@@ -279,34 +281,52 @@ func (p *Publisher) init() {
 // Notify wakes the publisher after new events were committed.
 func (p *Publisher) Notify() {
 	p.init()
-	select {
-	case p.notify <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{p.notify, p.notifyWH} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Run delivers events until ctx is done. It first reconciles the log with
-// the outbox, so an event appended just before a crash is not appended again.
+// the outbox, so an event appended just before a crash is not appended
+// again. The log and the webhooks are served by two loops, so that a
+// webhook that hangs (up to the client's timeout a try) never holds up
+// the log.
 func (p *Publisher) Run(ctx context.Context) error {
 	p.init()
 	if err := p.reconcileLog(ctx); err != nil {
 		return err
 	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.loop(ctx, p.notifyWH, "webhook delivery", p.flushWebhooks)
+	}()
+	p.loop(ctx, p.notify, "event delivery", p.flushLog)
+	<-done
+	return nil
+}
+
+// loop runs flush now, on each notification (after letting more gather)
+// and every Poll, until ctx is done, logging its errors as what.
+func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what string, flush func(context.Context) error) {
 	t := time.NewTicker(p.Poll)
 	defer t.Stop()
 	for {
-		if err := p.Flush(ctx); err != nil && ctx.Err() == nil {
-			p.Logger.Warn("event delivery", "err", err)
+		if err := flush(ctx); err != nil && ctx.Err() == nil {
+			p.Logger.Warn(what, "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil
-		case <-p.notify:
+			return
+		case <-notify:
 			// Commits come in streams: one flush, one fsync of the log
 			// and of the database, for what a stream commits meanwhile.
 			select {
 			case <-ctx.Done():
-				return nil
+				return
 			case <-time.After(notifyCoalesce):
 			}
 		case <-t.C:
@@ -548,17 +568,38 @@ func (p *Publisher) undelivered(ctx context.Context, where string, from, through
 // append and one fsync per round, and pending webhook deliveries whose
 // backoff has passed. It delivers only events whose commit is durable: an
 // event whose commit a power loss could still undo would be announced
-// again, when its work is redone after the restart.
+// again, when its work is redone after the restart. Run does the two in
+// loops of their own; Flush is for one caller at a time.
 func (p *Publisher) Flush(ctx context.Context) error {
+	return errors.Join(p.flushLog(ctx), p.flushWebhooks(ctx))
+}
+
+// durableThrough returns the last seq of the outbox's events that meet
+// where (all of them when where is empty) once every event up to it is
+// durable; false when there is none.
+func (p *Publisher) durableThrough(ctx context.Context, where string) (int64, bool, error) {
 	p.init()
+	q := `SELECT MAX(seq) FROM outbox`
+	if where != "" {
+		q += ` WHERE ` + where // a partial index's condition, see schema
+	}
 	var through sql.NullInt64
-	if err := p.DB.read.QueryRowContext(ctx, `SELECT MAX(seq) FROM outbox`).Scan(&through); err != nil {
-		return fmt.Errorf("localstore: read outbox: %w", err)
+	if err := p.DB.read.QueryRowContext(ctx, q).Scan(&through); err != nil {
+		return 0, false, fmt.Errorf("localstore: read outbox: %w", err)
 	}
 	if !through.Valid {
-		return nil
+		return 0, false, nil
 	}
 	if err := p.DB.Sync(ctx); err != nil {
+		return 0, false, err
+	}
+	return through.Int64, true, nil
+}
+
+// flushLog appends the events past the watermark to the log.
+func (p *Publisher) flushLog(ctx context.Context) error {
+	through, ok, err := p.durableThrough(ctx, "")
+	if err != nil || !ok {
 		return err
 	}
 	if p.logUnsure {
@@ -570,8 +611,8 @@ func (p *Publisher) Flush(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for logged < through.Int64 {
-		todo, err := p.undelivered(ctx, `true`, logged, through.Int64)
+	for logged < through {
+		todo, err := p.undelivered(ctx, `true`, logged, through)
 		if err != nil {
 			return err
 		}
@@ -601,7 +642,16 @@ func (p *Publisher) Flush(ctx context.Context) error {
 		}
 		logged = last
 	}
-	todo, err := p.undelivered(ctx, `webhooks_left != '[]'`, 0, through.Int64)
+	return nil
+}
+
+// flushWebhooks tries the webhook deliveries whose backoff has passed.
+func (p *Publisher) flushWebhooks(ctx context.Context) error {
+	through, ok, err := p.durableThrough(ctx, `webhooks_left != '[]'`)
+	if err != nil || !ok {
+		return err
+	}
+	todo, err := p.undelivered(ctx, `webhooks_left != '[]'`, 0, through)
 	if err != nil {
 		return err
 	}

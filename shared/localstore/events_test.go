@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -408,4 +409,71 @@ func (f *faultyLogFile) Sync() error {
 		f.fs.moveWatermark()
 	}
 	return nil
+}
+
+// TestHungWebhookDoesNotHoldUpTheLog: while a webhook hangs (here until
+// the test ends; in life up to the client's timeout a try), events still
+// reach the log at once.
+func TestHungWebhookDoesNotHoldUpTheLog(t *testing.T) {
+	db := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	logPath := filepath.Join(t.TempDir(), "events.log")
+	hung := &hungPoster{entered: make(chan struct{}, 16), release: make(chan struct{})}
+	p := &Publisher{DB: db, LogPath: logPath, Client: hung, Poll: 20 * time.Millisecond}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		close(hung.release)
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	publish := func(id string) {
+		t.Helper()
+		ev := pipeline.Event{ID: id, DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)}
+		if _, err := db.Outbox([]string{"http://hook.invalid/events"}).Publish(ctx, []pipeline.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+		p.Notify()
+	}
+	publish("e1")
+	select {
+	case <-hung.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the webhook was never tried")
+	}
+	publish("e2")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, err := os.ReadFile(logPath)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(`"id":"e2"`)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an event did not reach the log in 5 s while a webhook hung; the log: %q", b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// hungPoster is a webhook that answers nothing until released.
+type hungPoster struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (h *hungPoster) Do(req *http.Request) (*http.Response, error) {
+	select {
+	case h.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-h.release:
+	case <-req.Context().Done():
+	}
+	return nil, errors.New("webhook hung")
 }
