@@ -30,6 +30,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -144,6 +145,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		if err != nil {
 			return startError{err}
 		}
+	}
+	if err := store.Ready(ctx); errors.Is(err, filestore.ErrReserve) {
+		log.Warn("the store's disk is short of free space: associations are refused (02 03 01) until space is freed or --min-free-bytes (SCP_MIN_FREE_BYTES) is lowered",
+			"err", err)
 	}
 
 	if cfg.ScaleInProtection && cfg.ECSAgentURI != "" {

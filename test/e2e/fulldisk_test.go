@@ -155,6 +155,31 @@ func TestLocalModeFullDisk(t *testing.T) {
 	}
 }
 
+// TestShortDiskAtStart: local mode started with the default reserve
+// (256 MiB) on a disk with less free space says so at the start, naming
+// the flag and the variable, and refuses associations as temporary
+// congestion rather than failing objects.
+func TestShortDiskAtStart(t *testing.T) {
+	need(t)
+	disk := testenv.MountTmpfs(t, 96<<20)
+	n := newNode(t, filepath.Join(disk, "data"))
+	n.start()
+	ctx := scptest.Context(t)
+	_, err := dicomnet.Dial(ctx, n.dicom, dicomnet.ClientConfig{CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
+		Contexts: []dicomnet.ProposedContext{{AbstractSyntax: synthobj.SOPClassUID, TransferSyntaxes: []string{synthobj.TransferSyntaxUID}}}})
+	if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
+		t.Fatalf("association on a disk short of the reserve: %v, want A-ASSOCIATE-RJ 02 03 01", err)
+	}
+	n.logMu.Lock()
+	log := n.log.String()
+	n.logMu.Unlock()
+	for _, want := range []string{`"msg":"the store's disk is short of free space`, "--min-free-bytes (SCP_MIN_FREE_BYTES)", "the store keeps 268435456"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log at the start does not say %q", want)
+		}
+	}
+}
+
 // waitProcessed waits until the pipeline has nothing pending and checks
 // that it indexed the study's acked instances and announced each in
 // events.log.
