@@ -650,35 +650,41 @@ func (s *Store) probe() error {
 }
 
 // mayGrow tells the journal whether it may add a segment file of n bytes:
-// not where that would leave less than the reserve free.
+// not where that would leave less than the reserve free. A failed statfs
+// lets it try: the file's creation reports what is wrong.
 func (s *Store) mayGrow(n int64) bool {
-	if s.minFree == 0 {
-		return true
-	}
-	free, err := s.freeBytes(s.root)
-	if err != nil {
-		return true // the file's creation reports what is wrong
-	}
-	return free >= s.minFree+uint64(max(n, 0))
+	_, below, err := s.belowReserve(uint64(max(n, 0)))
+	return err != nil || !below
 }
 
 // reserve reports, for op, whether the filesystem's free space is below
 // the reserve (WithMinFreeBytes).
 func (s *Store) reserve(op string) error {
-	if s.minFree == 0 {
-		return nil
-	}
-	free, err := s.freeBytes(s.root)
-	if errors.Is(err, errors.ErrUnsupported) {
-		return nil
-	}
+	free, below, err := s.belowReserve(0)
 	if err != nil {
 		return unavailable(op+": statfs", err)
 	}
-	if free < s.minFree {
+	if below {
 		return unavailable(op, fmt.Errorf("%w: %d bytes free, the store keeps %d (--min-free-bytes)", ErrReserve, free, s.minFree))
 	}
 	return nil
+}
+
+// belowReserve reports whether the filesystem's free space, less extra
+// bytes, is below the reserve, and the free space: never where there is
+// no reserve or the system does not measure free space.
+func (s *Store) belowReserve(extra uint64) (free uint64, below bool, err error) {
+	if s.minFree == 0 {
+		return 0, false, nil
+	}
+	free, err = s.freeBytes(s.root)
+	if errors.Is(err, errors.ErrUnsupported) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	return free, free < s.minFree+extra, nil
 }
 
 // Open opens the object or record at key for reading; errors.Is(err,
