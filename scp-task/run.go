@@ -30,7 +30,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -138,6 +137,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 			return startError{fmt.Errorf("start local mode: %w", err)}
 		}
 		store = lm.Store()
+		warnIfShortOfSpace(ctx, store, log)
 		observers = append(observers, lm.Observer())
 		log.Info("local mode", "data_dir", cfg.DataDir, "portal", "http://"+lm.PortalAddr())
 	} else {
@@ -145,10 +145,6 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		if err != nil {
 			return startError{err}
 		}
-	}
-	if err := store.Ready(ctx); errors.Is(err, filestore.ErrReserve) {
-		log.Warn("the store's disk is short of free space: associations are refused (02 03 01) until space is freed or --min-free-bytes (SCP_MIN_FREE_BYTES) is lowered",
-			"err", err)
 	}
 
 	if cfg.ScaleInProtection && cfg.ECSAgentURI != "" {

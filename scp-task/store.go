@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		if err != nil {
 			return nil, fmt.Errorf("open file store: %w", err)
 		}
+		warnIfShortOfSpace(ctx, s, log)
 		return s, nil
 	case strings.HasPrefix(cfg.Store, "s3://"):
 		bucket, prefix, err := s3store.ParseURL(cfg.Store)
@@ -81,4 +83,15 @@ func logNames(cfg config.Config, getenv func(string) string, log *slog.Logger) (
 	}
 	log.Warn("no log-name key: object names in logs hold only until this process exits", "env", logname.EnvKey)
 	return nil, nil
+}
+
+// warnIfShortOfSpace says at the start that a file store's disk is already
+// below its reserve (--min-free-bytes), which otherwise shows only as
+// associations refused. For file stores alone: another store's Ready is a
+// network call.
+func warnIfShortOfSpace(ctx context.Context, store objectstore.Store, log *slog.Logger) {
+	if err := store.Ready(ctx); errors.Is(err, filestore.ErrReserve) {
+		log.Warn("the store's disk is short of free space: associations are refused (02 03 01) until space is freed or --min-free-bytes (SCP_MIN_FREE_BYTES) is lowered",
+			"err", err)
+	}
 }
