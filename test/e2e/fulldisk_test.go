@@ -20,6 +20,10 @@ import (
 	synthobj "github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
 
+// synthClient is the project's own SCU, storing synthesized objects.
+var synthClient = dicomnet.ClientConfig{CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
+	Contexts: []dicomnet.ProposedContext{{AbstractSyntax: synthobj.SOPClassUID, TransferSyntaxes: []string{synthobj.TransferSyntaxUID}}}}
+
 // TestLocalModeFullDisk: local mode on a disk that fills while a PACS
 // sends, as a data directory on a small volume does.
 //
@@ -52,9 +56,7 @@ func TestLocalModeFullDisk(t *testing.T) {
 			n := newNode(t, filepath.Join(disk, "data"), "--min-free-bytes", strconv.FormatInt(tt.reserve, 10))
 			n.start()
 			ctx := scptest.Context(t)
-			config := dicomnet.ClientConfig{CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
-				Contexts: []dicomnet.ProposedContext{{AbstractSyntax: synthobj.SOPClassUID, TransferSyntaxes: []string{synthobj.TransferSyntaxUID}}}}
-			as, err := dicomnet.Dial(ctx, n.dicom, config)
+			as, err := dicomnet.Dial(ctx, n.dicom, synthClient)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +99,7 @@ func TestLocalModeFullDisk(t *testing.T) {
 				// Short of space: new associations are refused as
 				// temporary congestion, and the pipeline goes on.
 				eventually(t, 10*time.Second, "a new association refused", func() bool {
-					extra, err := dicomnet.Dial(ctx, n.dicom, config)
+					extra, err := dicomnet.Dial(ctx, n.dicom, synthClient)
 					if err == nil {
 						if err := extra.Release(ctx); err != nil {
 							t.Fatal(err)
@@ -138,9 +140,7 @@ func TestLocalModeFullDisk(t *testing.T) {
 			if len(logged) != len(acked) {
 				t.Errorf("events.log announces %d instances, want the %d acknowledged", len(logged), len(acked))
 			}
-			n.logMu.Lock()
-			log := n.log.String()
-			n.logMu.Unlock()
+			log := n.logText()
 			if tt.reserve > 0 {
 				// The reserve kept room for the pipeline and the event log.
 				for _, msg := range []string{"pipeline failed; will retry", "event delivery"} {
@@ -165,14 +165,11 @@ func TestShortDiskAtStart(t *testing.T) {
 	n := newNode(t, filepath.Join(disk, "data"))
 	n.start()
 	ctx := scptest.Context(t)
-	_, err := dicomnet.Dial(ctx, n.dicom, dicomnet.ClientConfig{CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE",
-		Contexts: []dicomnet.ProposedContext{{AbstractSyntax: synthobj.SOPClassUID, TransferSyntaxes: []string{synthobj.TransferSyntaxUID}}}})
+	_, err := dicomnet.Dial(ctx, n.dicom, synthClient)
 	if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
 		t.Fatalf("association on a disk short of the reserve: %v, want A-ASSOCIATE-RJ 02 03 01", err)
 	}
-	n.logMu.Lock()
-	log := n.log.String()
-	n.logMu.Unlock()
+	log := n.logText()
 	for _, want := range []string{`"msg":"the store's disk is short of free space`, "--min-free-bytes (SCP_MIN_FREE_BYTES)", "the store keeps 268435456"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("the log at the start does not say %q", want)

@@ -96,17 +96,13 @@ func (n *node) start(env ...string) {
 	t.Cleanup(func() {
 		n.stop()
 		if t.Failed() {
-			n.logMu.Lock()
-			t.Logf("scp-task log:\n%s", n.log.String())
-			n.logMu.Unlock()
+			t.Logf("scp-task log:\n%s", n.logText())
 		}
 	})
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		select {
 		case <-n.done:
-			n.logMu.Lock()
-			defer n.logMu.Unlock()
-			t.Fatalf("scp-task exited with %d during start:\n%s", n.exitCode, n.log.String())
+			t.Fatalf("scp-task exited with %d during start:\n%s", n.exitCode, n.logText())
 		default:
 		}
 		if n.portal == "" && !n.learnAddresses(logStart) {
@@ -123,12 +119,17 @@ func (n *node) start(env ...string) {
 	t.Fatal("scp-task did not come up")
 }
 
+// logText is what the process has logged so far, in all its starts.
+func (n *node) logText() string {
+	n.logMu.Lock()
+	defer n.logMu.Unlock()
+	return n.log.String()
+}
+
 // learnAddresses reads the addresses the process logged since logStart,
 // reporting whether it has logged them all yet.
 func (n *node) learnAddresses(logStart int) bool {
-	n.logMu.Lock()
-	lines := strings.Split(n.log.String()[logStart:], "\n")
-	n.logMu.Unlock()
+	lines := strings.Split(n.logText()[logStart:], "\n")
 	var a scptest.Addresses
 	for _, line := range lines {
 		var m map[string]any

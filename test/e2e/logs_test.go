@@ -103,9 +103,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	eventually(t, 20*time.Second, "the quarantine and a pipeline failure", func() bool {
 		var out struct{ Records []pipeline.AuditRecord }
 		n.getJSON("/api/quarantine", &out)
-		n.logMu.Lock()
-		failed := strings.Contains(n.log.String(), "pipeline failed; will retry")
-		n.logMu.Unlock()
+		failed := strings.Contains(n.logText(), "pipeline failed; will retry")
 		return len(out.Records) == 2 && failed
 	})
 	eventually(t, 20*time.Second, "every stored object processed", func() bool {
@@ -114,9 +112,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		return c.PendingPipeline <= 1 // the stalled one
 	})
 	n.stop()
-	n.logMu.Lock()
-	log := n.log.String()
-	n.logMu.Unlock()
+	log := n.logText()
 
 	lines := ids.Check(t, "scp-task --local", log)
 	t.Logf("%d log lines checked for %d identifiers", lines, ids.Len())
