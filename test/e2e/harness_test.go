@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,23 +47,11 @@ type node struct {
 	cmd      *exec.Cmd
 	done     chan struct{}
 	exitCode int
-	log      *bytes.Buffer
-	logMu    *sync.Mutex
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+	log      *testenv.LogBuffer // its output, in all its starts
 }
 
 func newNode(t *testing.T, dataDir string, extra ...string) *node {
-	return &node{t: t, dataDir: dataDir, extra: extra, log: &bytes.Buffer{}, logMu: &sync.Mutex{}}
+	return &node{t: t, dataDir: dataDir, extra: extra, log: &testenv.LogBuffer{}}
 }
 
 // start runs the process on ports the kernel picks, learns them from its
@@ -78,12 +64,9 @@ func (n *node) start(env ...string) {
 		"--log-level", "debug"}, n.extra...)
 	n.cmd = exec.Command(testenv.SCPTask(t), args...)
 	n.cmd.Env = append(os.Environ(), env...)
-	n.logMu.Lock()
 	logStart := n.log.Len()
-	n.logMu.Unlock()
 	n.dicom, n.portal, n.health = "", "", ""
-	n.cmd.Stdout = lockedWriter{n.logMu, n.log}
-	n.cmd.Stderr = lockedWriter{n.logMu, n.log}
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -120,11 +103,7 @@ func (n *node) start(env ...string) {
 }
 
 // logText is what the process has logged so far, in all its starts.
-func (n *node) logText() string {
-	n.logMu.Lock()
-	defer n.logMu.Unlock()
-	return n.log.String()
-}
+func (n *node) logText() string { return n.log.String() }
 
 // learnAddresses reads the addresses the process logged since logStart,
 // reporting whether it has logged them all yet.

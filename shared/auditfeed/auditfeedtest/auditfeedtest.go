@@ -21,7 +21,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -154,25 +153,7 @@ type Rsyslog struct {
 	Out  string
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *syncBuffer
-}
-
-// syncBuffer collects rsyslogd's output while the test may read it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testenv.LogBuffer // rsyslogd's output
 }
 
 // StartRsyslog starts rsyslogd in the foreground and waits until it
@@ -209,7 +190,7 @@ ruleset(name="audit") {
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	r := &Rsyslog{Addr: o.Addr, Out: o.Out, done: make(chan struct{}), logs: &syncBuffer{}}
+	r := &Rsyslog{Addr: o.Addr, Out: o.Out, done: make(chan struct{}), logs: &testenv.LogBuffer{}}
 	r.cmd = exec.Command(bin, "-n", "-f", confPath, "-i", filepath.Join(dir, "rsyslogd.pid"))
 	r.cmd.Stdout, r.cmd.Stderr = r.logs, r.logs
 	if err := r.cmd.Start(); err != nil {

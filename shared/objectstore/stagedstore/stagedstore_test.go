@@ -23,6 +23,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // fakeS3 is an Uploader that keeps objects in memory, create-only as S3's
@@ -478,24 +479,6 @@ func objectMeta(m map[string]string) map[string]string {
 	return out
 }
 
-// lockedBuffer is a log destination the uploaders and the test share.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // keyedErrS3 fails every upload with an error quoting the object's key, as
 // lower layers' errors do (paths, request URLs).
 type keyedErrS3 struct{ *fakeS3 }
@@ -513,7 +496,7 @@ func TestLogsNameObjectsByDigest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs lockedBuffer
+	var logs testenv.LogBuffer
 	st := newStore(t, Options{Dir: t.TempDir(), Uploader: keyedErrS3{newFakeS3()}, Names: names, NamePrefix: "p/",
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	obj := object(1)
