@@ -166,8 +166,9 @@ var errLegacyStudy = errors.New("awsadapters: study item predates index version 
 // to the claimant. A count therefore happens once: the claimant's step 3
 // fails on a pending content, a fenced one on any count since its read,
 // and a content leaves the pending set only after its instance item
-// exists. The price of a claimant dying after step 3: its content stays
-// in the pending set (a 32-character entry per crash).
+// exists. The price of a claimant dying after step 1 or 3: its content
+// stays in the pending set (a 32-character entry per crash); Instances
+// lists it all the same once its instance item exists.
 func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" {
 		return pipeline.UpsertResult{}, errors.New("awsadapters: upsert instance: study and SOP instance UID are required")
@@ -724,8 +725,11 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 // Instances implements pipeline.IndexStore: the SOP item names the studies
 // that claimed a content under the UID (items written before it kept that
 // set name their first study only); each study's instance items under the
-// UID are read, and a content still in its study's pending set (its upsert
-// not complete) is left out.
+// UID are read. A content is listed once its instance item is written
+// (step 4), whether or not it left its study's pending set: an upsert that
+// died after step 1 or 3 leaves it there for good (its retry completes the
+// index but only the claimant removes it), and a content listed only after
+// step 5 was, after such a crash, never listed at all.
 func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
 	item, err := x.get(ctx, "SOP#"+sop, "SOP")
 	if err != nil || item == nil {
@@ -742,10 +746,6 @@ func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 	}
 	var out []pipeline.InstanceRecord
 	for _, study := range slices.Sorted(maps.Keys(studies)) {
-		st, err := x.get(ctx, studyPK(study), "STUDY")
-		if err != nil {
-			return nil, err
-		}
 		q, err := x.Client.Query(ctx, &dynamodb.QueryInput{
 			TableName: &x.Table, KeyConditionExpression: aws.String("pk = :pk AND begins_with(sk, :sk)"),
 			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":pk": sv(studyPK(study)), ":sk": sv("INSTANCE#" + sop + "#")},
@@ -759,9 +759,7 @@ func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 			if err != nil {
 				return nil, err
 			}
-			if !inSet(st, "pending", contentID(in)) {
-				out = append(out, in)
-			}
+			out = append(out, in)
 		}
 	}
 	return out, nil

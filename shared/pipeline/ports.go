@@ -117,8 +117,9 @@ type IndexStore interface {
 	GetStudy(ctx context.Context, studyUID string) (StudyDetail, error)
 	// Instances returns every content indexed under a SOP Instance UID, in
 	// any study (more than one after a conflicting resend); none, and no
-	// error, when it is not indexed. A content counts once its upsert is
-	// complete. It only reads.
+	// error, when it is not indexed. A content is listed once its record is
+	// written, also when its upsert was interrupted after that and retried.
+	// It only reads.
 	Instances(ctx context.Context, sopInstanceUID string) ([]InstanceRecord, error)
 	// ListStudies returns study summaries, most recently received first.
 	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)

@@ -505,6 +505,15 @@ func testInterrupted(t *testing.T, h IndexHarness) {
 					}
 					again := upsert(t, ix, tc.in, pipeline.InstanceDuplicate)
 					checkStudy(t, ix, again.Study, tc.want)
+					listed, err := ix.Instances(ctx, tc.in.SOPInstanceUID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.ContainsFunc(listed, func(in pipeline.InstanceRecord) bool {
+						return in.SHA256 == tc.in.SHA256 && in.StudyInstanceUID == tc.in.StudyInstanceUID
+					}) {
+						t.Errorf("%s: Instances leaves the retried content out: %d listed", where, len(listed))
+					}
 				}
 			}
 			t.Fatal("the upsert still crashes after 20 calls")
