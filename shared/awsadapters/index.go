@@ -184,7 +184,7 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 	if err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: claim content: %w", err)
 	}
-	outcome := pipeline.ContentOutcome(str(out.Attributes, "firstSha"), in.SHA256)
+	outcome := pipeline.ContentOutcome(firstContent(out.Attributes), in)
 	claimant := !inSet(out.Attributes, "shas", in.SHA256)
 	if claimant {
 		res, err := x.claimed(ctx, in, outcome)
@@ -196,6 +196,11 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 		}
 	}
 	return x.fenced(ctx, in, outcome, claimant)
+}
+
+// firstContent is the first content a SOP item names.
+func firstContent(sop map[string]ddbtypes.AttributeValue) pipeline.FirstContent {
+	return pipeline.FirstContent{SHA256: str(sop, "firstSha"), StudyInstanceUID: str(sop, "firstStudy")}
 }
 
 // contentID names a content in the study's pending set and on the series
@@ -254,7 +259,7 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 			if err != nil {
 				return pipeline.UpsertResult{}, err
 			}
-			outcome = pipeline.ContentOutcome(str(sop, "firstSha"), in.SHA256)
+			outcome = pipeline.ContentOutcome(firstContent(sop), in)
 			continue
 		}
 		prevItem, err := x.get(ctx, pk, instanceSK(in))

@@ -200,6 +200,28 @@ var schema = []string{
 	INSERT INTO outbox_log(id, logged_seq) VALUES (1, COALESCE(
 		(SELECT MIN(seq) - 1 FROM outbox WHERE logged = 0), (SELECT MAX(seq) FROM outbox), 0));
 	DROP INDEX outbox_unlogged;`,
+
+	// 9: an instance is one content in one study: the same SOP Instance
+	// UID and content identity naming another study is indexed in that
+	// study too, as the index contract has it (pipelinetest's
+	// SameContentOtherStudy). The key was (sop_uid, sha256), which made
+	// such a record a duplicate of the first study's. The rows keep their
+	// rowids: the first content under a SOP Instance UID is the lowest.
+	`CREATE TABLE instances_by_study (
+		sop_uid      TEXT NOT NULL,
+		sha256       TEXT NOT NULL,
+		study_uid    TEXT NOT NULL,
+		series_uid   TEXT NOT NULL,
+		object_key   TEXT NOT NULL,
+		received_at  INTEGER NOT NULL,
+		record       TEXT NOT NULL,
+		PRIMARY KEY (sop_uid, sha256, study_uid)
+	);
+	INSERT INTO instances_by_study(rowid, sop_uid, sha256, study_uid, series_uid, object_key, received_at, record)
+		SELECT rowid, sop_uid, sha256, study_uid, series_uid, object_key, received_at, record FROM instances;
+	DROP TABLE instances;
+	ALTER TABLE instances_by_study RENAME TO instances;
+	CREATE INDEX instances_study ON instances(study_uid, series_uid);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

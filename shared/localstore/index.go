@@ -32,21 +32,23 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 }
 
 // upsertRead is everything an upsert decides on, in one statement: the
-// content first indexed under the SOP Instance UID (the conflict rule),
-// the record already indexed for this content (a duplicate), whether the
-// series has an instance in the study, and the study's summary. ?1..?4:
-// SOP Instance UID, SHA-256, Study and Series Instance UID.
+// content first indexed under the SOP Instance UID in any study and the
+// study it named (the conflict rule), the record already indexed for this
+// content in this study (a duplicate), whether the series has an instance
+// in the study, and the study's summary. ?1..?4: SOP Instance UID,
+// SHA-256, Study and Series Instance UID.
 const upsertRead = `SELECT
 	(SELECT sha256 FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
-	(SELECT record FROM instances WHERE sop_uid = ?1 AND sha256 = ?2),
+	(SELECT study_uid FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
+	(SELECT record FROM instances WHERE sop_uid = ?1 AND sha256 = ?2 AND study_uid = ?3),
 	EXISTS (SELECT 1 FROM instances WHERE study_uid = ?3 AND series_uid = ?4),
 	(SELECT record FROM studies WHERE study_uid = ?3)`
 
 func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
-	var first, prevBody, studyBody sql.NullString
+	var firstSHA, firstStudy, prevBody, studyBody sql.NullString
 	var seriesKnown bool
 	err := tx.QueryRowContext(ctx, upsertRead, in.SOPInstanceUID, in.SHA256, in.StudyInstanceUID, in.SeriesInstanceUID).
-		Scan(&first, &prevBody, &seriesKnown, &studyBody)
+		Scan(&firstSHA, &firstStudy, &prevBody, &seriesKnown, &studyBody)
 	if err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
@@ -55,19 +57,14 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 		if err := json.Unmarshal([]byte(prevBody.String), &prev); err != nil {
 			return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 		}
-		var st pipeline.StudySummary
-		if prev.StudyInstanceUID == in.StudyInstanceUID {
-			st, err = decodeRecord[pipeline.StudySummary]("study", studyBody)
-		} else {
-			st, err = getSummary(ctx, tx, prev.StudyInstanceUID)
-		}
+		st, err := decodeRecord[pipeline.StudySummary]("study", studyBody)
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
 	}
 	// The first content indexed under this SOP Instance UID, in any study.
-	outcome := pipeline.ContentOutcome(first.String, in.SHA256)
+	outcome := pipeline.ContentOutcome(pipeline.FirstContent{SHA256: firstSHA.String, StudyInstanceUID: firstStudy.String}, in)
 	st, err := decodeRecord[pipeline.StudySummary]("study", studyBody)
 	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
 	if err != nil && !isNewStudy {

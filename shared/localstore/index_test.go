@@ -2,6 +2,8 @@ package localstore
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,35 +26,55 @@ func TestCommitmentConformance(t *testing.T) {
 	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore { return openTest(t).CommitmentStore() })
 }
 
-// TestUpsertDuplicateUnderAnotherStudy: content already indexed under its
-// SOP Instance UID is a duplicate even when it names another study, and
-// reports the study it was indexed in (the upsert's one read fetches the
-// study it names; this is the case that reads the other one).
-func TestUpsertDuplicateUnderAnotherStudy(t *testing.T) {
+// TestInstancesByStudyFromOlderDatabase: a database whose instances were
+// keyed by SOP Instance UID and content alone (schema 8) keeps what it
+// indexed through the move to one instance per content and study; the
+// same content naming another study is then indexed there.
+func TestInstancesByStudyFromOlderDatabase(t *testing.T) {
 	ctx := context.Background()
-	ix := openTest(t).IndexStore()
-	in := pipelinetest.Record(1, 1, 1, "aa", 0)
-	first, err := ix.UpsertInstance(ctx, in)
+	path := filepath.Join(t.TempDir(), "old.db")
+	sdb, err := openSQLite(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	moved := pipelinetest.Record(2, 1, 1, "aa", time.Hour)
-	moved.SOPInstanceUID = in.SOPInstanceUID
-	for _, other := range []bool{false, true} {
-		if other {
-			// The study it names exists too: still the first study's.
-			if _, err := ix.UpsertInstance(ctx, pipelinetest.Record(2, 1, 2, "bb", 0)); err != nil {
-				t.Fatal(err)
-			}
+	if err := migrate(ctx, sdb, schema[:8]); err != nil {
+		t.Fatal(err)
+	}
+	first := pipelinetest.Record(1, 1, 1, "bb", 0)
+	later := pipelinetest.Record(1, 1, 1, "aa", time.Second)
+	tx, err := sdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range []pipeline.InstanceRecord{first, later} {
+		if _, err := upsertInstance(ctx, &querier{tx: tx}, in); err != nil {
+			t.Fatalf("upsert %d into the old schema: %v", i, err)
 		}
-		r, err := ix.UpsertInstance(ctx, moved)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Outcome != pipeline.InstanceDuplicate || r.Study.StudyInstanceUID != in.StudyInstanceUID ||
-			r.Study.Revision != first.Study.Revision || r.Instance.StudyInstanceUID != in.StudyInstanceUID {
-			t.Errorf("study 2 exists %v: outcome %v, study %s revision %d, instance in %s; want the duplicate of the first study's",
-				other, r.Outcome, r.Study.StudyInstanceUID, r.Study.Revision, r.Instance.StudyInstanceUID)
-		}
+	}
+	if err := errors.Join(tx.Commit(), sdb.Close()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ix := db.IndexStore()
+	d, err := ix.GetStudy(ctx, first.StudyInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.InstanceCount != 1 || d.ConflictCount != 1 || len(d.Instances) != 2 {
+		t.Errorf("study after the upgrade: %d instances, %d conflicts, %d records; want 1, 1, 2", d.InstanceCount, d.ConflictCount, len(d.Instances))
+	}
+	if r, err := ix.UpsertInstance(ctx, later); err != nil || r.Outcome != pipeline.InstanceDuplicate {
+		t.Errorf("a content indexed before the upgrade, again: %v (%v), want a duplicate", r.Outcome, err)
+	}
+	// The first content, naming another study: indexed there, as a
+	// conflict (see pipeline.ContentOutcome).
+	moved := pipelinetest.Record(2, 1, 1, "bb", time.Hour)
+	moved.SOPInstanceUID = first.SOPInstanceUID
+	if r, err := ix.UpsertInstance(ctx, moved); err != nil || r.Outcome != pipeline.InstanceConflict || r.Study.StudyInstanceUID != moved.StudyInstanceUID {
+		t.Errorf("the first content under another study: %v in %s (%v), want a conflict in %s", r.Outcome, r.Study.StudyInstanceUID, err, moved.StudyInstanceUID)
 	}
 }

@@ -18,10 +18,20 @@ import (
 // indexed into, and on that study.
 const CodePatientMismatch = "patient-mismatch"
 
+// FirstContent is the content first indexed under a SOP Instance UID, in
+// any study: its identity and the study it named.
+type FirstContent struct {
+	SHA256           string // "" if none was indexed
+	StudyInstanceUID string
+}
+
 // ContentOutcome is the conflict rule: the first content indexed under a
 // SOP Instance UID, in any study, is new; any other content under that
-// UID is a conflict, in the same study or in another one. firstSHA256 is
-// the content identity first indexed under the UID ("" if none).
+// UID is a conflict, in the same study or in another one. The first
+// content's identity naming another study is other content too: the
+// identity is a checksum of bytes that hold the Study Instance UID, so
+// equal identities naming two studies are two objects whose checksums
+// collide.
 //
 // The rule is global because a SOP Instance UID names one instance world
 // wide (PS3.5 section 9): a second content under it, wherever its Study
@@ -29,11 +39,16 @@ const CodePatientMismatch = "patient-mismatch"
 // consumer keyed on the UID (a viewer, a DICOMweb store) would replace or
 // mix the two. Counting it new in the other study would also count one
 // instance twice across the archive.
-func ContentOutcome(firstSHA256, sha256 string) UpsertOutcome {
-	if firstSHA256 == "" || firstSHA256 == sha256 {
+func ContentOutcome(first FirstContent, in InstanceRecord) UpsertOutcome {
+	switch {
+	case first.SHA256 == "":
 		return InstanceNew
+	case first.SHA256 != in.SHA256:
+		return InstanceConflict
+	case first.StudyInstanceUID != "" && first.StudyInstanceUID != in.StudyInstanceUID:
+		return InstanceConflict
 	}
-	return InstanceConflict
+	return InstanceNew
 }
 
 // patientCheck is one patient attribute on which a study's instances must

@@ -61,6 +61,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("Duplicate", func(t *testing.T) { testDuplicate(t, h) })
 	t.Run("ConflictSameStudy", func(t *testing.T) { testConflictSameStudy(t, h) })
 	t.Run("ConflictOtherStudy", func(t *testing.T) { testConflictOtherStudy(t, h) })
+	t.Run("SameContentOtherStudy", func(t *testing.T) { testSameContentOtherStudy(t, h) })
 	t.Run("FillIn", func(t *testing.T) { testFillIn(t, h) })
 	t.Run("PatientMismatch", func(t *testing.T) { testPatientMismatch(t, h) })
 	t.Run("ReceivedOutOfOrder", func(t *testing.T) { testReceivedOutOfOrder(t, h) })
@@ -301,6 +302,45 @@ func testConflictOtherStudy(t *testing.T, h IndexHarness) {
 		t.Errorf("the first study changed: %+v", d.StudySummary)
 	}
 	upsert(t, ix, moved, pipeline.InstanceDuplicate)
+}
+
+func testSameContentOtherStudy(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	in := Record(1, 1, 1, "aa", 0)
+	first := upsert(t, ix, in, pipeline.InstanceNew)
+	// The first content's SOP Instance UID and identity, naming another
+	// study: other bytes (the identity is a checksum of bytes holding the
+	// Study Instance UID), so a conflict, indexed in the study it names. A
+	// study never loses an instance to another's index, and the instance
+	// is not counted new twice across the archive. See
+	// pipeline.ContentOutcome.
+	moved := in
+	moved.StudyInstanceUID, moved.SeriesInstanceUID = studyUID(2), studyUID(2)+".1"
+	moved.ReceivedAt, moved.IndexedAt = T0.Add(time.Minute), T0.Add(time.Minute+time.Second)
+	r := upsert(t, ix, moved, pipeline.InstanceConflict)
+	if !r.Instance.Conflict || r.Study.StudyInstanceUID != studyUID(2) || r.Instance.StudyInstanceUID != studyUID(2) {
+		t.Errorf("result = %+v", r)
+	}
+	checkStudy(t, ix, r.Study, counts{Conflicts: 1, Series: 1, Bytes: 100, Revision: 1})
+	if d := getStudy(t, ix, studyUID(1)); !cmp.Equal(first.Study, d.StudySummary, cmpOpts) {
+		t.Errorf("the first study changed: %+v", d.StudySummary)
+	}
+	// Each is a duplicate in its own study from then on.
+	if again := upsert(t, ix, moved, pipeline.InstanceDuplicate); again.Study.StudyInstanceUID != studyUID(2) {
+		t.Errorf("a duplicate in the second study reports study %s", again.Study.StudyInstanceUID)
+	}
+	if again := upsert(t, ix, in, pipeline.InstanceDuplicate); again.Study.StudyInstanceUID != studyUID(1) {
+		t.Errorf("a duplicate in the first study reports study %s", again.Study.StudyInstanceUID)
+	}
+	got, err := ix.Instances(ctx, in.SOPInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b pipeline.InstanceRecord) int { return strings.Compare(a.StudyInstanceUID, b.StudyInstanceUID) })
+	if d := cmp.Diff([]pipeline.InstanceRecord{first.Instance, r.Instance}, got, cmpOpts); d != "" {
+		t.Errorf("Instances (-want +got):\n%s", d)
+	}
 }
 
 func testFillIn(t *testing.T, h IndexHarness) {

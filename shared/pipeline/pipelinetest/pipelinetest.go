@@ -225,7 +225,7 @@ type Index struct {
 	studies   map[string]*pipeline.StudySummary
 	series    map[string]map[string]bool                    // study -> series -> seen
 	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
-	first     map[string]string                             // sop -> first content indexed, in any study
+	first     map[string]pipeline.FirstContent              // sop -> first content indexed, in any study
 	published map[string]time.Time
 	// ledgerReads counts EventPublished calls.
 	ledgerReads int
@@ -244,7 +244,7 @@ func (x *Index) LedgerReads() int {
 func NewIndex() *Index {
 	return &Index{
 		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]bool{},
-		instances: map[string]map[string]pipeline.InstanceRecord{}, first: map[string]string{},
+		instances: map[string]map[string]pipeline.InstanceRecord{}, first: map[string]pipeline.FirstContent{},
 		published: map[string]time.Time{},
 	}
 }
@@ -268,9 +268,9 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 		x.instances[in.StudyInstanceUID] = map[string]pipeline.InstanceRecord{}
 	}
 	if _, ok := x.first[in.SOPInstanceUID]; !ok {
-		x.first[in.SOPInstanceUID] = in.SHA256
+		x.first[in.SOPInstanceUID] = pipeline.FirstContent{SHA256: in.SHA256, StudyInstanceUID: in.StudyInstanceUID}
 	}
-	outcome := pipeline.ContentOutcome(x.first[in.SOPInstanceUID], in.SHA256)
+	outcome := pipeline.ContentOutcome(x.first[in.SOPInstanceUID], in)
 	newSeries := !x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
 	x.series[in.StudyInstanceUID][in.SeriesInstanceUID] = true
 	st.Count(in, outcome, newSeries)
