@@ -19,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 func TestParsePeers(t *testing.T) {
@@ -132,8 +133,16 @@ func TestReportOnANewAssociation(t *testing.T) {
 		r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
 		done := report(r, "gone-1")
 		p := pl.Accept()
-		if rq := p.AcceptAssociation(scpRole); rq.CallingAE != "INGEST" || rq.CalledAE != "PACS" {
+		rq := p.AcceptAssociation(scpRole)
+		if rq.CallingAE != "INGEST" || rq.CalledAE != "PACS" {
 			t.Errorf("association from %q to %q", rq.CallingAE, rq.CalledAE)
+		}
+		// The identity the conformance statement gives, as in the SCP's
+		// A-ASSOCIATE-AC and the stored File Meta Information.
+		if ui := rq.UserInformation; ui.ImplementationClassUID != version.ImplementationClassUID ||
+			ui.ImplementationVersionName != version.ImplementationVersionName {
+			t.Errorf("implementation %q %q, want %q %q", ui.ImplementationClassUID, ui.ImplementationVersionName,
+				version.ImplementationClassUID, version.ImplementationVersionName)
 		}
 		expectReport(t, p, 1, dimse.StatusSuccess)
 		p.Expect(pdu.TypeReleaseRQ)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 // Defaults applied when the corresponding Server (or ClientConfig) field is zero.
@@ -42,10 +43,12 @@ const (
 	DefaultMinProgressBytes int64 = 1 << 10
 	// DefaultMaxMessageTime bounds the waiting for one whole message: 4 GiB at 10 Mbit/s takes under an hour.
 	DefaultMaxMessageTime = 2 * time.Hour
-	// DefaultImplementationClassUID identifies this implementation (a UUID-derived 2.25 UID).
-	DefaultImplementationClassUID = "2.25.83826006163843923062513905027421110478"
-	// DefaultImplementationVersionName is sent in item 55 (at most 16 characters).
-	DefaultImplementationVersionName = "DICOM_INGEST_1"
+	// DefaultImplementationClassUID and DefaultImplementationVersionName
+	// identify this implementation in items 52 and 55, as an acceptor and as
+	// a requestor: dicom-ingest's one identity (package version), the one the
+	// conformance statement gives and stored objects' File Meta carries.
+	DefaultImplementationClassUID    = version.ImplementationClassUID
+	DefaultImplementationVersionName = version.ImplementationVersionName
 
 	// maxAssociatePDU bounds A-ASSOCIATE-RQ/AC bodies (and any other non-P-DATA PDU) we read whole.
 	maxAssociatePDU = 1 << 20
