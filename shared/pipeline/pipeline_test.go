@@ -194,6 +194,22 @@ func TestValidationCases(t *testing.T) {
 				pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]byte, 64*64*3*3))}
 			return i.Build()
 		}, valid: true},
+		{name: "no rows: no layout holds the pixel data", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x10), 0), pt.Str(pt.Tag(0x28, 0x08), "IS", "4000000000"),
+				pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", nil)}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
+		{name: "no samples per pixel", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.U16(pt.Tag(0x28, 0x02), 0), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2))}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
+		{name: "a frame count past 32 bits", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "8589934593"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2))}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
 		{name: "multi-frame pixel data missing a frame", data: func() []byte {
 			i := good
 			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "3"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2*2))}

@@ -58,6 +58,12 @@ func (in *inspection) checkPixelData() {
 	if !ok {
 		samples = 1
 	}
+	if rows == 0 || cols == 0 || samples == 0 {
+		// No layout holds pixel data: readers that size frames from
+		// the attributes take any frame count for it.
+		in.add(CodePixelDataLength, SeverityError, pd.Tag, "holds %d bytes for %d×%d×%d samples", pd.Len, rows, cols, samples)
+		return
+	}
 	if samples == 3 && in.dec.first(&h.Data, tagPhotometric) == "YBR_FULL_422" {
 		samples = 2 // two Y, one CB and one CR per pair of pixels (PS3.3 C.7.6.3.1.2)
 	}
@@ -65,11 +71,12 @@ func (in *inspection) checkPixelData() {
 	if s := strings.TrimSpace(in.dec.first(&h.Data, tagNumberOfFrames)); s != "" {
 		n, err := strconv.ParseUint(s, 10, 32)
 		if err != nil || n == 0 {
-			return // not an IS count: the frames cannot be told
+			in.add(CodePixelDataLength, SeverityError, tagNumberOfFrames, "Number of Frames %q is not a count of frames", s)
+			return
 		}
 		frames = n
 	}
-	want, ok := pixelBytes(rows, cols, samples, frames, bitsAlloc)
+	want, ok := NativePixelBytes(rows, cols, samples, frames, bitsAlloc)
 	got := uint64(pd.Len)
 	switch {
 	case !ok || got < want:
@@ -81,9 +88,11 @@ func (in *inspection) checkPixelData() {
 	}
 }
 
-// pixelBytes is the byte length of native pixel data; ok is false when it
-// exceeds what a value length can say.
-func pixelBytes(rows, cols, samples, frames, bitsAlloc uint64) (uint64, bool) {
+// NativePixelBytes is the byte length of native pixel data of rows ×
+// columns × samples per pixel × frames × bits allocated bits, frames
+// packed without padding; ok is false when it exceeds what a value length
+// can say. The product cannot overflow.
+func NativePixelBytes(rows, cols, samples, frames, bitsAlloc uint64) (uint64, bool) {
 	n := uint64(1)
 	for _, f := range []uint64{rows, cols, samples, frames, bitsAlloc} {
 		hi, lo := bits.Mul64(n, f)

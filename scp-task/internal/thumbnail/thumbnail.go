@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"container/list"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -25,7 +26,6 @@ import (
 	"sync"
 
 	"github.com/suyashkumar/dicom"
-	"github.com/suyashkumar/dicom/pkg/frame"
 	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
@@ -187,13 +187,34 @@ func Render(r io.Reader, size int64, edge int) (png []byte, err error) {
 	if err := checkStructure(obj); err != nil {
 		return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 	}
-	ds, err := dicom.Parse(bytes.NewReader(obj), int64(len(obj)), nil)
+	// Parsed without decoding the pixel data: a native frame is cut from
+	// the element by its attributes (nativeGeometry); JPEG Baseline frames
+	// are the element's fragments, parsed again for them.
+	ds, err := dicom.Parse(bytes.NewReader(obj), int64(len(obj)), nil, dicom.SkipProcessingPixelDataValue())
 	if err != nil {
 		return nil, fmt.Errorf("thumbnail: %w: %v", ErrNoPreview, err)
 	}
 	ts := str(&ds, tag.TransferSyntaxUID)
 	if !Renderable(ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, ts)
+	}
+	if ts != tsJPEGBaseline {
+		l, err := nativeGeometry(&ds)
+		if err != nil {
+			return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
+		}
+		var order binary.ByteOrder = binary.LittleEndian
+		if ts == tsExplicitBE {
+			order = binary.BigEndian
+		}
+		img, err := native(&ds, l, order)
+		if err != nil {
+			return nil, err
+		}
+		return encode(shrink(img, edge))
+	}
+	if ds, err = dicom.Parse(bytes.NewReader(obj), int64(len(obj)), nil); err != nil {
+		return nil, fmt.Errorf("thumbnail: %w: %v", ErrNoPreview, err)
 	}
 	el, err := ds.FindElementByTag(tag.PixelData)
 	if err != nil {
@@ -204,23 +225,15 @@ func Render(r io.Reader, size int64, edge int) (png []byte, err error) {
 		return nil, fmt.Errorf("thumbnail: %w: pixel data not decodable", ErrNoPreview)
 	}
 	f := info.Frames[len(info.Frames)/2]
-	var img image.Image
-	if f.Encapsulated {
-		if ts != tsJPEGBaseline {
-			return nil, fmt.Errorf("thumbnail: %w: encapsulated %s", ErrNoPreview, ts)
-		}
-		img, err = jpeg.Decode(bytes.NewReader(f.EncapsulatedData.Data))
-		if err != nil {
-			return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
-		}
-		if g, ok := img.(*image.Gray); ok {
-			img = windowed(grayValues(g), g.Rect.Dx(), g.Rect.Dy(), params(&ds, 8))
-		}
-	} else {
-		img, err = native(&ds, f.NativeData)
-		if err != nil {
-			return nil, err
-		}
+	if !f.Encapsulated {
+		return nil, fmt.Errorf("thumbnail: %w: native pixel data in %s", ErrNoPreview, ts)
+	}
+	img, err := jpeg.Decode(bytes.NewReader(f.EncapsulatedData.Data))
+	if err != nil {
+		return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
+	}
+	if g, ok := img.(*image.Gray); ok {
+		img = windowed(grayValues(g), g.Rect.Dx(), g.Rect.Dy(), params(&ds, 8))
 	}
 	return encode(shrink(img, edge))
 }
@@ -257,47 +270,41 @@ func params(ds *dicom.Dataset, bitsAllocated int) pixelParams {
 	return p
 }
 
-// native turns a native frame into an image: windowed greyscale, or RGB.
-func native(ds *dicom.Dataset, nf frame.INativeFrame) (image.Image, error) {
-	if nf == nil || nf.Rows() <= 0 || nf.Cols() <= 0 {
-		return nil, fmt.Errorf("thumbnail: %w: empty frame", ErrNoPreview)
-	}
-	w, h := nf.Cols(), nf.Rows()
+// native renders the middle frame of native pixel data: 8-bit RGB (either
+// planar configuration), or one sample per pixel windowed to grey.
+func native(ds *dicom.Dataset, l nativeLayout, order binary.ByteOrder) (image.Image, error) {
+	raw := l.frame(l.frames / 2)
+	w, h := int(l.cols), int(l.rows)
+	n := w * h
 	photometric := strings.TrimSpace(str(ds, tag.PhotometricInterpretation))
-	switch spp := nf.SamplesPerPixel(); {
-	case spp == 3 && photometric == "RGB" && nf.BitsPerSample() == 8:
-		raw, ok := nf.RawDataSlice().([]uint8)
-		if !ok || len(raw) < w*h*3 {
-			return nil, fmt.Errorf("thumbnail: %w: short RGB frame", ErrNoPreview)
-		}
+	switch {
+	case l.samples == 3 && photometric == "RGB" && l.bits == 8:
+		planar, _ := ints(ds, tag.PlanarConfiguration)
 		img := image.NewRGBA(image.Rect(0, 0, w, h))
-		for i := 0; i < w*h; i++ {
-			img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = raw[3*i], raw[3*i+1], raw[3*i+2], 255
+		for i := range n {
+			r, g, b := raw[3*i], raw[3*i+1], raw[3*i+2]
+			if planar == 1 {
+				r, g, b = raw[i], raw[n+i], raw[2*n+i]
+			}
+			img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = r, g, b, 255
 		}
 		return img, nil
-	case spp != 1:
-		return nil, fmt.Errorf("thumbnail: %w: %d samples per pixel (%s)", ErrNoPreview, spp, photometric)
+	case l.samples != 1:
+		return nil, fmt.Errorf("thumbnail: %w: %d samples per pixel (%s)", ErrNoPreview, l.samples, photometric)
 	}
-	p := params(ds, nf.BitsPerSample())
-	vals := make([]float64, 0, w*h)
-	switch raw := nf.RawDataSlice().(type) {
-	case []uint8:
-		for _, v := range raw {
-			vals = append(vals, p.value(uint32(v)))
+	p := params(ds, int(l.bits))
+	vals := make([]float64, n)
+	for i := range vals {
+		var v uint32
+		switch l.bits {
+		case 8:
+			v = uint32(raw[i])
+		case 16:
+			v = uint32(order.Uint16(raw[2*i:]))
+		default:
+			v = order.Uint32(raw[4*i:])
 		}
-	case []uint16:
-		for _, v := range raw {
-			vals = append(vals, p.value(uint32(v)))
-		}
-	case []uint32:
-		for _, v := range raw {
-			vals = append(vals, p.value(v))
-		}
-	default:
-		return nil, fmt.Errorf("thumbnail: %w: %d bits per sample", ErrNoPreview, nf.BitsPerSample())
-	}
-	if len(vals) < w*h {
-		return nil, fmt.Errorf("thumbnail: %w: short frame", ErrNoPreview)
+		vals[i] = p.value(v)
 	}
 	return windowed(vals, w, h, p), nil
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -204,4 +205,61 @@ func FuzzRender(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRenderRefusesImpossibleGeometry: Image Pixel attributes that the
+// pixel data cannot hold are refused before the parser decodes it. The
+// parser makes a slot per frame from Number of Frames before reading
+// any, and with Rows 0 its length check passes for any count: a 3 KB
+// object with 4,000,000,000 frames ended the process (out of memory, which
+// recover cannot catch). 1-bit data, which it unpacks at 16 bytes a pixel,
+// is not rendered at all.
+func TestRenderRefusesImpossibleGeometry(t *testing.T) {
+	type geometry struct {
+		rows, cols, samples, bits uint16
+		frames                    string // "" leaves Number of Frames out
+		pixels                    int
+	}
+	tests := []struct {
+		name string
+		g    geometry
+		why  string
+	}{
+		{"no rows, 4e9 frames", geometry{0, 512, 1, 8, "4000000000", 0}, "Rows 0"},
+		{"one pixel, 2^33+1 frames", geometry{1, 1, 1, 8, "8589934593", 2}, "Number of Frames"},
+		{"no samples", geometry{16, 16, 0, 8, "", 256}, "Samples per Pixel 0"},
+		{"frames past the data", geometry{16, 16, 1, 8, "1000", 256}, "need"},
+		{"frames not a number", geometry{16, 16, 1, 8, "3.5", 256 * 3}, "Number of Frames"},
+		{"no frames", geometry{16, 16, 1, 8, "0", 256}, "Number of Frames"},
+		{"1-bit", geometry{64, 64, 1, 1, "", 512}, "1 bits"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := tt.g
+			ds := []pipelinetest.Elem{
+				pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0016), "UI", "1.2.840.10008.5.1.4.1.1.7"),
+				pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0018), "UI", "2.25.7"),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0002), g.samples),
+				pipelinetest.Str(pipelinetest.Tag(0x0028, 0x0004), "CS", "MONOCHROME2"),
+			}
+			if g.frames != "" {
+				ds = append(ds, pipelinetest.Str(pipelinetest.Tag(0x0028, 0x0008), "IS", g.frames))
+			}
+			ds = append(ds,
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0010), g.rows),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0011), g.cols),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0100), g.bits),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0101), g.bits),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0102), g.bits-1),
+				pipelinetest.U16(pipelinetest.Tag(0x0028, 0x0103), 0),
+				pipelinetest.Raw(pipelinetest.Tag(0x7FE0, 0x0010), "OB", make([]byte, g.pixels+g.pixels%2)),
+			)
+			obj := pipelinetest.Part10(pipelinetest.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID: "2.25.7",
+				TransferSyntaxUID: tsExplicitLE}, ds)
+			_, err := Render(bytes.NewReader(obj), int64(len(obj)), 32)
+			if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.why) {
+				t.Fatalf("Render = %v, want no preview naming %q", err, tt.why)
+			}
+		})
+	}
 }
