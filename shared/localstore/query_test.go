@@ -127,9 +127,11 @@ func TestSearchStudies(t *testing.T) {
 		uid, name, id, acc, date, mod, ae string
 	}
 	studies := []st{
-		{"1.1", "DOE^JOHN", "P1", "A100", "20240105", "CT", "SITE_A"},
-		{"1.2", "ROE^JANE", "P2", "A200", "20240210", "MR", "SITE_B"},
-		{"1.3", "DOE^JANE", "Q3", "A300", "20240315", "MR", "SITE_A"},
+		// Study dates as the pipeline indexes them (ISO 8601), searched
+		// as DICOM DA values: they compared as text, so none matched.
+		{"1.1", "DOE^JOHN", "P1", "A100", "2024-01-05", "CT", "SITE_A"},
+		{"1.2", "ROE^JANE", "P2", "A200", "2024-02-10", "MR", "SITE_B"},
+		{"1.3", "DOE^JANE", "Q3", "A300", "2024-03-15", "MR", "SITE_A"},
 	}
 	for i, s := range studies {
 		in := pipeline.InstanceRecord{StudyInstanceUID: s.uid, SeriesInstanceUID: s.uid + ".1", SOPInstanceUID: s.uid + ".1.1", SHA256: "x",
@@ -156,6 +158,11 @@ func TestSearchStudies(t *testing.T) {
 		{"one name word", StudySearch{Patient: "JANE"}, []string{"1.3", "1.2"}},
 		{"accession", StudySearch{Accession: "A100"}, []string{"1.1"}},
 		{"date range", StudySearch{DateFrom: "20240201", DateTo: "20240310"}, []string{"1.2"}},
+		{"one day", StudySearch{DateFrom: "20240210", DateTo: "20240210"}, []string{"1.2"}},
+		{"from a day", StudySearch{DateFrom: "20240210"}, []string{"1.3", "1.2"}},
+		{"to a day", StudySearch{DateTo: "20240105"}, []string{"1.1"}},
+		{"patient name as DICOM writes it", StudySearch{Patient: "Doe^Jane"}, []string{"1.3"}},
+		{"a word twice", StudySearch{Patient: "jane jane doe"}, []string{"1.3"}},
 		{"modality", StudySearch{Modality: "mr"}, []string{"1.3", "1.2"}},
 		{"calling AE", StudySearch{CallingAE: "SITE_A"}, []string{"1.3", "1.1"}},
 		{"stable", StudySearch{Status: StatusStable}, []string{"1.1"}},

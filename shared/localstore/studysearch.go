@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -30,13 +31,30 @@ type StudySearch struct {
 	StudyUID  string // one study
 	Patient   string // in the patient's name (either name order) or ID, any case
 	Accession string // accession number, exactly
-	DateFrom  string // study date on or after, yyyymmdd
-	DateTo    string // study date on or before, yyyymmdd
+	DateFrom  string // study date on or after, yyyymmdd (a DA value)
+	DateTo    string // study date on or before, yyyymmdd (a DA value)
 	Modality  string // one of the study's modalities
 	CallingAE string // one of the AE titles that sent it
 	Status    string // StatusReceiving, StatusStable or StatusHasRejects
 	Limit     int    // 0: 50
 	Cursor    string // StudyPage.Next of the previous page
+}
+
+// MaxPatientWords bounds the words of a patient search: each is a clause
+// run against every study's name, and SQLite refuses an expression past
+// 1,000 deep (993 words failed).
+const MaxPatientWords = 16
+
+// PatientWords are the distinct words of a patient search, carets (name
+// components) counting as spaces.
+func PatientWords(s string) []string {
+	var out []string
+	for _, w := range strings.Fields(strings.ReplaceAll(s, "^", " ")) {
+		if !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // StudyRow is a study with its status and its count of quarantined
@@ -69,11 +87,11 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	if p := strings.ToLower(strings.TrimSpace(q.Patient)); p != "" {
 		// The ID holds the text, or the name holds every word of it: the
 		// name is searched with its components' carets as spaces, so
-		// "doe john" and "john doe" both find DOE^JOHN.
+		// "doe john", "john doe" and "DOE^JOHN" all find DOE^JOHN.
 		name := `lower(replace(ifnull(json_extract(s.record, '$.patientName'), ''), '^', ' '))`
 		vals := []any{p}
 		var words []string
-		for _, w := range strings.Fields(p) {
+		for _, w := range PatientWords(p) {
 			words = append(words, "instr("+name+", ?) > 0")
 			vals = append(vals, w)
 		}
@@ -82,11 +100,14 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	if v := strings.TrimSpace(q.Accession); v != "" {
 		add("json_extract(s.record, '$.accessionNumber') = ?", v)
 	}
+	// The index holds study dates as the pipeline normalizes them
+	// (yyyy-mm-dd); compared without the dashes, as DA values.
+	studyDate := `replace(json_extract(s.record, '$.studyDate'), '-', '')`
 	if v := q.DateFrom; v != "" {
-		add("json_extract(s.record, '$.studyDate') >= ?", v)
+		add(studyDate+" >= ?", v)
 	}
 	if v := q.DateTo; v != "" {
-		add("json_extract(s.record, '$.studyDate') <= ?", v)
+		add(studyDate+" <= ?", v)
 	}
 	if v := strings.ToUpper(strings.TrimSpace(q.Modality)); v != "" {
 		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.modalities') WHERE value = ?)", v)

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"sort"
@@ -85,6 +86,9 @@ func studySearch(v url.Values) (localstore.StudySearch, error) {
 	if q.Patient == "" {
 		q.Patient = strings.TrimSpace(v.Get("patientId"))
 	}
+	if n := len(localstore.PatientWords(q.Patient)); n > localstore.MaxPatientWords {
+		return q, badRequest{fmt.Errorf("portal: a patient search has at most %d words, not %d", localstore.MaxPatientWords, n)}
+	}
 	var err error
 	if q.DateFrom, err = studyDate(v.Get("from")); err != nil {
 		return q, err
@@ -106,8 +110,8 @@ func studyDate(s string) (string, error) {
 	if s == "" {
 		return "", nil
 	}
-	if len(s) != 8 || strings.Trim(s, "0123456789") != "" {
-		return "", badRequest{errors.New("portal: a study date is yyyy-mm-dd or yyyymmdd")}
+	if _, err := time.Parse("20060102", s); len(s) != 8 || err != nil {
+		return "", badRequest{errors.New("portal: a study date is a date, yyyy-mm-dd or yyyymmdd")}
 	}
 	return s, nil
 }
