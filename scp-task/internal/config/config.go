@@ -264,13 +264,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		}
 	}
 	fs.Visit(func(f *flag.Flag) { origins[f.Name] = FromFlag })
-	// named is how an error names the setting: by what the user wrote.
-	named := func(name string) string {
-		if origins[name] == FromEnv {
-			return envOf(name)
-		}
-		return "--" + name
-	}
+	named := func(name string) string { return namedBy(origins, name) }
 	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
 	var errs []error
 	boolean := func(name string) bool {
@@ -393,10 +387,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		c.S3PartSize = ps
 	}
 	if c.MinProgressBytes < 1 {
-		errs = append(errs, fmt.Errorf("--min-progress-bytes: %q must be at least 1", get("min-progress-bytes")))
+		errs = append(errs, fmt.Errorf("%s: %q must be at least 1", named("min-progress-bytes"), get("min-progress-bytes")))
 	}
 	if c.MaxMessageTime > 0 && c.ProgressWindow > 0 && c.MaxMessageTime < c.ProgressWindow {
-		errs = append(errs, fmt.Errorf("--max-message-time: %v is shorter than --progress-window %v", c.MaxMessageTime, c.ProgressWindow))
+		errs = append(errs, fmt.Errorf("%s: %v is shorter than %s %v", named("max-message-time"), c.MaxMessageTime, named("progress-window"), c.ProgressWindow))
 	}
 	if c.AETitle == "" || len(c.AETitle) > accesscontrol.MaxAETitleLength {
 		errs = append(errs, fmt.Errorf("%s: %q must be 1 to 16 characters", named("ae-title"), c.AETitle))
@@ -439,14 +433,14 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	if c.AuditSyslog == "" {
 		if caFile != "" || certFile != "" || keyFile != "" {
-			return []error{errors.New("--audit-syslog-ca, --audit-syslog-cert and --audit-syslog-key need --audit-syslog")}
+			return []error{fmt.Errorf("%s, %s and %s need %s", c.named("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), c.named("audit-syslog"))}
 		}
 		return nil
 	}
 	var errs []error
 	addr, host, err := auditfeed.ParseURL(c.AuditSyslog)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("--audit-syslog: %w", err))
+		errs = append(errs, fmt.Errorf("%s: %w", c.named("audit-syslog"), err))
 	}
 	c.AuditSyslogAddr = addr
 	read := func(flag, path string) []byte {
@@ -455,15 +449,15 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("--%s: %w", flag, err))
+			errs = append(errs, fmt.Errorf("%s: %w", c.named(flag), err))
 		}
 		return b
 	}
 	if caFile == "" {
-		errs = append(errs, errors.New("--audit-syslog-ca: required with --audit-syslog (the CA the collector's certificate chains to)"))
+		errs = append(errs, fmt.Errorf("%s: required with %s (the CA the collector's certificate chains to)", c.named("audit-syslog-ca"), c.named("audit-syslog")))
 	}
 	if (certFile == "") != (keyFile == "") {
-		errs = append(errs, errors.New("--audit-syslog-cert and --audit-syslog-key go together"))
+		errs = append(errs, fmt.Errorf("%s and %s go together", c.named("audit-syslog-cert"), c.named("audit-syslog-key")))
 	}
 	ca, cert, key := read("audit-syslog-ca", caFile), read("audit-syslog-cert", certFile), read("audit-syslog-key", keyFile)
 	if len(errs) > 0 {
@@ -471,7 +465,7 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	}
 	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
 	if err != nil {
-		return []error{fmt.Errorf("--audit-syslog-ca/--audit-syslog-cert/--audit-syslog-key: %w", err)}
+		return []error{fmt.Errorf("%s/%s/%s: %w", c.named("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
 	}
 	c.AuditTLS = cfg
 	return nil
@@ -481,24 +475,24 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 func (c *Config) checkTLS() []error {
 	var errs []error
 	if c.Listen == "" && c.TLSListen == "" {
-		errs = append(errs, errors.New("--listen: the plain listener is off and no --tls-listen is set: nothing would accept associations"))
+		errs = append(errs, fmt.Errorf("%s: the plain listener is off and no %s is set: nothing would accept associations", c.named("listen"), c.named("tls-listen")))
 	}
 	if c.TLSListen != "" {
 		if c.TLSCert == "" || c.TLSKey == "" {
-			errs = append(errs, errors.New("--tls-listen: needs --tls-cert and --tls-key (the server certificate and its key)"))
+			errs = append(errs, fmt.Errorf("%s: needs %s and %s (the server certificate and its key)", c.named("tls-listen"), c.named("tls-cert"), c.named("tls-key")))
 		}
 	} else {
 		for flag, v := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA, "tls-client-crl": c.TLSClientCRL} {
 			if v != "" {
-				errs = append(errs, fmt.Errorf("--%s: set without --tls-listen, which it is for", flag))
+				errs = append(errs, fmt.Errorf("%s: set without %s, which it is for", c.named(flag), c.named("tls-listen")))
 			}
 		}
 	}
 	if c.TLSClientCRL != "" && c.TLSClientCA == "" {
-		errs = append(errs, errors.New("--tls-client-crl: needs --tls-client-ca, the CAs whose revocation lists it holds"))
+		errs = append(errs, fmt.Errorf("%s: needs %s, the CAs whose revocation lists it holds", c.named("tls-client-crl"), c.named("tls-client-ca")))
 	}
 	if c.CallingAEs.BindsCertificates() && (c.TLSListen == "" || c.TLSClientCA == "") {
-		errs = append(errs, errors.New("--calling-aes: entries with #NAME admit their AE title only with a verified client certificate: set --tls-listen and --tls-client-ca"))
+		errs = append(errs, fmt.Errorf("%s: entries with #NAME admit their AE title only with a verified client certificate: set %s and %s", c.named("calling-aes"), c.named("tls-listen"), c.named("tls-client-ca")))
 	}
 	return errs
 }
@@ -532,6 +526,18 @@ func StoreDir(store string) string {
 
 // Origin reports where the setting of flag name got its value.
 func (c Config) Origin(name string) Origin { return c.origins[name] }
+
+// namedBy is how an error names a setting: by what the user wrote, the
+// environment variable when that set it, else the flag.
+func namedBy(origins map[string]Origin, name string) string {
+	if origins[name] == FromEnv {
+		return envOf(name)
+	}
+	return "--" + name
+}
+
+// named is namedBy for c's settings.
+func (c *Config) named(name string) string { return namedBy(c.origins, name) }
 
 // Describe names a setting for a person: its flag and its environment
 // variable, the one that gave the value first ("PORTAL_LISTEN (or
