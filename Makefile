@@ -20,7 +20,9 @@ SITE ?=
 
 ## run: the SCP, the pipeline and the portal in one process on embedded defaults (./data)
 run:
-	$(GO) run ./scp-task --local
+	@echo "building scp-task (the first build takes a minute) ..."
+	@$(GO) build -o $(BIN)/scp-task ./scp-task
+	@exec $(BIN)/scp-task --local
 
 ## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN), then -race over shared/ and scp-task/;
 ##   installs missing tools when root. Each run ends with what was skipped and why: a test that lacks a tool skips on a
