@@ -281,7 +281,18 @@ func (a *association) readEvent() rxEvent {
 			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: short A-ABORT")}
 		}
 		return rxEvent{ev: evt16, abortSource: body[2], abortReason: body[3]}
-	case pdu.TypeAssociateAC, pdu.TypeAssociateRJ, pdu.TypeReleaseRQ, pdu.TypeReleaseRP:
+	case pdu.TypeAssociateRJ, pdu.TypeReleaseRQ, pdu.TypeReleaseRP:
+		// Their length is 4, fixed (PS3.8 9.3.4, 9.3.6, 9.3.7): another
+		// is an invalid PDU, whose end cannot be told.
+		if h.Length != 4 {
+			r.inSync = false
+			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: fmt.Errorf("dicomnet: %s of %d bytes, not 4", h.Type, h.Length)}
+		}
+		if _, err := a.br.Discard(4); err != nil {
+			return a.readErrEvent(err)
+		}
+		return rxEvent{ev: receivedAs[h.Type], err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
+	case pdu.TypeAssociateAC:
 		if h.Length > maxAssociatePDU {
 			r.inSync = false
 		} else if _, err := a.br.Discard(int(h.Length)); err != nil {

@@ -217,6 +217,12 @@ func TestProtocolViolations(t *testing.T) {
 		}, 2, pdu.AbortReasonUnexpectedPDU},
 		{"A-RELEASE-RP", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.ReleaseRP{}) }, 2, pdu.AbortReasonUnexpectedPDU},
 		{"unknown PDU type", func(p *dicomnettest.Parrot) { p.Send([]byte{0x09, 0, 0, 0, 0, 2, 0, 0}) }, 2, pdu.AbortReasonUnrecognizedPDU},
+		// A-RELEASE-RQ's length is 4, fixed (PS3.8 9.3.6): another is an
+		// invalid PDU (Evt19, AA-8), not a release; its bytes were taken
+		// for a release's, and one of 100 waited for 96 more.
+		{"A-RELEASE-RQ of 0xFFFFFFFF bytes", func(p *dicomnettest.Parrot) { p.Send([]byte{5, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0}) }, 2, pdu.AbortReasonInvalidParamValue},
+		{"A-RELEASE-RQ of 12 bytes", func(p *dicomnettest.Parrot) { p.Send([]byte{5, 0, 0, 0, 0, 12, 0, 0, 0, 0, 4, 0, 0, 0, 0, 8, 0, 0}) }, 2, pdu.AbortReasonInvalidParamValue},
+		{"A-RELEASE-RQ of 100 bytes", func(p *dicomnettest.Parrot) { p.Send([]byte{5, 0, 0, 0, 0, 100, 0, 0, 0, 0}) }, 2, pdu.AbortReasonInvalidParamValue},
 		{"release in the middle of a data set", func(p *dicomnettest.Parrot) {
 			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("xx")))
 			p.SendPDU(&pdu.ReleaseRQ{})
