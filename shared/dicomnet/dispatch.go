@@ -158,12 +158,19 @@ func (a *association) discardDataSet(pc *AcceptedContext, cmd *dimse.Command) rx
 	return ds.end
 }
 
+// cecho answers C-ECHO on the Verification context; on another (a storage
+// context, say) it is refused 0122, as a C-STORE on the Verification
+// context is: a request's SOP class is its context's abstract syntax.
 func (a *association) cecho(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
 		return rx
 	}
-	rx := a.sendCommand(pc.ID, dimse.NewCEchoRSP(cmd, dimse.Status{}))
-	if rx.ev == evtNone {
+	var st dimse.Status
+	if pc.AbstractSyntax != dicomuid.Verification {
+		st = dimse.Status{Code: dimse.StatusSOPClassNotSupported}
+	}
+	rx := a.sendCommand(pc.ID, dimse.NewCEchoRSP(cmd, st))
+	if rx.ev == evtNone && st.Code == 0 {
 		a.srv.observe(Event{Type: EventEcho, Association: &a.info})
 	}
 	return rx
@@ -188,6 +195,8 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	switch {
 	case !cmd.HasDataSet():
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "C-STORE-RQ without a data set"}
+	case cmd.AffectedSOPClassUID == "":
+		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing Affected SOP Class UID"}
 	case cmd.AffectedSOPClassUID != pc.AbstractSyntax:
 		st = dimse.Status{Code: dimse.StatusSOPClassNotSupported, Comment: "SOP class differs from the presentation context"}
 	case !dicomuid.ValidUID(cmd.AffectedSOPInstanceUID):

@@ -468,6 +468,7 @@ func TestHandlerStatuses(t *testing.T) {
 			return &dimse.Status{Code: dimse.StatusDataSetDoesNotMatchSOPClass}
 		}, "", "", 0xA900, dicomnet.EventStoreFailed},
 		{"class differs from context", nil, dicomuid.MRImageStorage, "", 0x0122, dicomnet.EventStoreFailed},
+		{"no class", nil, "-", "", 0xC000, dicomnet.EventStoreFailed},
 		{"invalid instance UID", nil, "", "../../etc/passwd", 0xC000, dicomnet.EventStoreFailed},
 	}
 	for _, tc := range tests {
@@ -480,7 +481,11 @@ func TestHandlerStatuses(t *testing.T) {
 			p, _ := startParrot(t, s)
 			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 			rq := storeRQ(4)
-			if tc.class != "" {
+			switch tc.class {
+			case "":
+			case "-":
+				rq.AffectedSOPClassUID = ""
+			default:
 				rq.AffectedSOPClassUID = tc.class
 			}
 			if tc.inst != "" {
@@ -504,6 +509,22 @@ func TestHandlerStatuses(t *testing.T) {
 				t.Errorf("echo after failure: %04X", rsp.Status)
 			}
 		})
+	}
+}
+
+// TestEchoOnAStorageContext: C-ECHO belongs on the Verification context;
+// on a storage context it is refused 0122, as a C-STORE on the
+// Verification context is (it was answered 0000).
+func TestEchoOnAStorageContext(t *testing.T) {
+	p, _ := startParrot(t, &dicomnet.Server{})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCEchoRQ(1)))
+	if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusSOPClassNotSupported || rsp.MessageIDBeingRespondedTo != 1 {
+		t.Errorf("C-ECHO on the CT context: status %04X for message %d, want 0122 for 1", rsp.Status, rsp.MessageIDBeingRespondedTo)
+	}
+	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
+	if rsp := p.ExpectCommand(); rsp.Status != 0 {
+		t.Errorf("C-ECHO on the Verification context: %04X", rsp.Status)
 	}
 }
 
