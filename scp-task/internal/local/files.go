@@ -206,6 +206,15 @@ func (f *files) OpenRange(ctx context.Context, key string, offset, length int64)
 	if err != nil {
 		return nil, notFound(err)
 	}
+	// Only a regular file is an object: a key naming a directory of the
+	// store (objects/incoming/2026) is not found, not an empty object.
+	if st, err := fh.Stat(); err != nil || !st.Mode().IsRegular() {
+		_ = fh.Close() // opened only to be looked at
+		if err == nil {
+			err = fmt.Errorf("local: %s: %w", key, pipeline.ErrNotFound)
+		}
+		return nil, err
+	}
 	if length >= 0 {
 		noReadahead(fh)
 	}

@@ -2,6 +2,7 @@ package local
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // TestHeadChecksum: Head gives the pipeline the object's content identity
@@ -128,4 +130,32 @@ func newTestFiles(t *testing.T) (*filestore.Store, *localstore.DB, *files) {
 		t.Fatal(err)
 	}
 	return store, db, &files{root: store.Root(), db: db, held: newHeldObjects()}
+}
+
+// TestOpenDirectory: a key naming one of the store's directories is not
+// found; it was opened, and the portal served it as an empty object.
+func TestOpenDirectory(t *testing.T) {
+	ctx := context.Background()
+	store, _, f := newTestFiles(t)
+	key := "incoming/2026/11/27/1.2/1.2.3/1.2.3.1.dcm"
+	path := filepath.Join(store.Root(), filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, instance("1.2.3", "1.2.3.1").Build(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{"incoming/2026", "incoming/2026/11/27/1.2/1.2.3"} {
+		if r, err := f.Open(ctx, dir); !errors.Is(err, pipeline.ErrNotFound) {
+			if r != nil {
+				_ = r.Close()
+			}
+			t.Errorf("Open %s = %v, want not found", dir, err)
+		}
+	}
+	r, err := f.Open(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Close()
 }

@@ -290,6 +290,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		code, msg = http.StatusBadRequest, bad.Error()
 	case errors.Is(err, pipeline.ErrBadCursor):
 		code, msg = http.StatusBadRequest, "bad cursor: use the next value of the previous page"
+	case r.Context().Err() != nil:
+		// The client went away (a browser navigating on): nobody reads
+		// the answer, and nothing failed on our side.
+		s.logger().Debug("portal: request ended by the client", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
 	default:
 		s.logger().Error("portal: request failed", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
 	}

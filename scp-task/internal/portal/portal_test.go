@@ -388,3 +388,18 @@ func TestCommitmentStateShown(t *testing.T) {
 		}
 	}
 }
+
+// TestClientGoneIsNoError: a request whose client went away (its context
+// ended) is not the portal's error: it was logged at error level for every
+// browser that navigated on during a slow search.
+func TestClientGoneIsNoError(t *testing.T) {
+	s := &Server{Logger: slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/api/studies", nil)
+	w := httptest.NewRecorder()
+	s.fail(w, r, fmt.Errorf("search studies: %w", context.Canceled))
+	if w.Code != http.StatusInternalServerError {
+		t.Errorf("status %d", w.Code)
+	}
+}
