@@ -73,10 +73,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 	}
-	limit := q.Limit
-	if limit <= 0 || limit > 500 {
-		limit = 50
-	}
+	limit := pageLimit(q.Limit, 50, 500)
 	page := AssociationPage{Associations: []Association{}}
 	// An outcome filter is applied to the gathered rows: read on until the
 	// page is full or the trail ends.
@@ -214,9 +211,7 @@ func (db *DB) Association(ctx context.Context, id string) (Association, error) {
 // AssociationRecords lists the audit records of one association, oldest
 // first, a page at a time (cursor: the previous page's Next).
 func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit int) (pipeline.AuditPage, error) {
-	if limit <= 0 || limit > 1000 {
-		limit = 100
-	}
+	limit = pageLimit(limit, 100, 1000)
 	args := []any{id}
 	cond := ""
 	if cursor != "" {

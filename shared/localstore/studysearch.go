@@ -130,10 +130,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		}
 		add("(s.last_received < ? OR (s.last_received = ? AND s.study_uid > ?))", last, last, uid)
 	}
-	limit := q.Limit
-	if limit <= 0 || limit > 1000 {
-		limit = 50
-	}
+	limit := pageLimit(q.Limit, 50, 1000)
 	stmt := `SELECT s.record, s.last_received, ` + statusSQL + `,
 		(SELECT COUNT(*) FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = 'rejected')
 		FROM studies s`

@@ -1,9 +1,11 @@
 package portal
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -22,6 +24,11 @@ func auditQuery(v url.Values) (pipeline.AuditQuery, error) {
 		Day:              strings.TrimSpace(v.Get("day")),
 		Limit:            atoi(v.Get("limit")),
 		Cursor:           v.Get("cursor"),
+	}
+	if q.Day != "" {
+		if _, err := time.Parse(time.DateOnly, q.Day); err != nil {
+			return q, badRequest{errors.New("portal: day is a date, yyyy-mm-dd")}
+		}
 	}
 	var err error
 	if q.From, err = parseTime(v.Get("from"), false); err != nil {

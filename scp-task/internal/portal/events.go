@@ -2,6 +2,7 @@ package portal
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -22,6 +23,15 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 		Study:      strings.TrimSpace(v.Get("study")),
 		Contains:   v.Get("contains"),
 		Limit:      atoi(v.Get("limit")),
+	}
+	switch f.DetailType {
+	case "", pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected, pipeline.DetailTypeStudyReceived,
+		pipeline.DetailTypeStudyUpdated, pipeline.DetailTypeCommitmentCompleted:
+	default:
+		return f, badRequest{errors.New("portal: type is an event type: Instance Stored, Instance Rejected, Study Received, Study Updated or Storage Commitment Completed")}
+	}
+	if v.Get("before") != "" && v.Get("after") != "" {
+		return f, badRequest{errors.New("portal: before and after are two directions: give one")}
 	}
 	var err error
 	for name, dst := range map[string]*int64{"before": &f.Before, "after": &f.After} {
