@@ -278,8 +278,11 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
 		pos[ss.SeriesInstanceUID] = i
 		d.Series = append(d.Series, *ss)
 	}
+	// In series order, and in a series by Instance Number (as a viewer
+	// shows them; the order of arrival is a sender's directory order),
+	// then by arrival.
 	slices.SortStableFunc(d.Instances, func(a, b InstanceRecord) int {
-		return cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID])
+		return cmp.Or(cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID]), compareNumbers(a.InstanceNumber, b.InstanceNumber))
 	})
 	return d
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -242,14 +240,8 @@ func middleInstance(all []pipeline.InstanceRecord, series string) (pipeline.Inst
 	if len(in) == 0 {
 		return pipeline.InstanceRecord{}, false
 	}
-	sort.SliceStable(in, func(a, b int) bool {
-		x, errX := strconv.Atoi(strings.TrimSpace(in[a].InstanceNumber))
-		y, errY := strconv.Atoi(strings.TrimSpace(in[b].InstanceNumber))
-		if errX == nil && errY == nil && x != y {
-			return x < y
-		}
-		return in[a].ReceivedAt.Before(in[b].ReceivedAt)
-	})
+	// A study's instances come in Instance Number order
+	// (pipeline.NewStudyDetail).
 	return in[len(in)/2], true
 }
 
