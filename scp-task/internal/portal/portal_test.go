@@ -403,3 +403,22 @@ func TestClientGoneIsNoError(t *testing.T) {
 		t.Errorf("status %d", w.Code)
 	}
 }
+
+// TestNoPreview: a series of a class that holds no image says so on the
+// page, where it showed a broken image (its preview was a 404), and a
+// transfer syntax the renderer does not decode is named.
+func TestNoPreview(t *testing.T) {
+	for _, tt := range []struct {
+		class, ts, want string
+	}{
+		{"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1", ""},
+		{"1.2.840.10008.5.1.4.1.1.88.11", "1.2.840.10008.1.2.1", "no preview (Basic Text SR Storage)"},
+		{"1.2.840.10008.5.1.4.1.1.104.1", "1.2.840.10008.1.2.1", "no preview (Encapsulated PDF Storage)"},
+		{"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.5", "no preview (RLE Lossless)"},
+		{"1.2.840.10008.5.1.4.1.1.9999", "1.2.840.10008.1.2.1", ""}, // unknown class: tried
+	} {
+		if got := noPreview(pipeline.InstanceRecord{SOPClassUID: tt.class, TransferSyntaxUID: tt.ts}); got != tt.want {
+			t.Errorf("noPreview(%s, %s) = %q, want %q", tt.class, tt.ts, got, tt.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -218,14 +219,28 @@ func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case s.Thumbnails == nil || !ok:
 			row.NoPreviewIs = "no preview"
-		case !thumbnail.Renderable(mid.TransferSyntaxUID):
-			row.NoPreviewIs = "no preview (" + tsName(mid.TransferSyntaxUID) + ")"
+		case noPreview(mid) != "":
+			row.NoPreviewIs = noPreview(mid)
 		default:
 			row.Preview = "/studies/" + url.PathEscape(p.StudyInstanceUID) + "/series/" + url.PathEscape(se.SeriesInstanceUID) + "/thumbnail.png"
 		}
 		sv.SeriesViews = append(sv.SeriesViews, row)
 	}
 	s.render(w, r, "study.html", view{Title: "Study " + p.StudyInstanceUID, Nav: "studies", Data: sv})
+}
+
+// noPreview says why an instance gets no preview, "" when it may get
+// one: a SOP class that holds no image (a structured report, a PDF: its
+// preview could only be a 404, a broken image on the page), or a transfer
+// syntax the renderer does not decode.
+func noPreview(in pipeline.InstanceRecord) string {
+	if n := dicomuid.Name(in.SOPClassUID); dicomuid.IsStorageSOPClass(in.SOPClassUID) && n != "" && !strings.Contains(n, "Image") {
+		return "no preview (" + n + ")"
+	}
+	if !thumbnail.Renderable(in.TransferSyntaxUID) {
+		return "no preview (" + tsName(in.TransferSyntaxUID) + ")"
+	}
+	return ""
 }
 
 // middleInstance picks the series' middle instance by Instance Number
