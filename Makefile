@@ -83,10 +83,11 @@ node-tools: .tools/node/node_modules/.installed
 	touch $@
 
 ## onboarding: the kit for SITE in ENV from `cdk deploy -c env=ENV --outputs-file cdk-outputs.json`
-##   (make onboarding ENV=dev SITE=example-hospital; see docs/operations/onboarding.md for a kit without AWS)
+##   (make onboarding ENV=dev SITE=test-hospital; see docs/operations/onboarding.md for a kit without AWS)
 OUTPUTS ?= cdk-outputs.json
 ONBOARDING_FLAGS ?=
 onboarding:
+	@test -n "$(SITE)" || { echo "make onboarding: set SITE to a site of infra/config/$(ENV).json (sites[].name)" >&2; exit 2; }
 	$(GO) run ./infra/onboarding/cmd/onboarding -env $(ENV) -site $(SITE) -outputs $(OUTPUTS) -out build/onboarding/$(ENV)/$(SITE) $(ONBOARDING_FLAGS)
 
 ## fuzz: run every fuzz target for FUZZTIME (default 20s); FUZZJOBS, FUZZPARALLEL, FUZZMATCH: see test/fuzz.sh

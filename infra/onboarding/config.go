@@ -30,6 +30,9 @@ type EnvConfig struct {
 	// CommitmentReportMinutes is how long a result is retried before it is
 	// given up and alarmed.
 	CommitmentReportMinutes int
+	// Staged reports whether the tasks answer C-STORE once an object is
+	// durable in the staging file system (scp.staging), not once S3 has it.
+	Staged bool
 }
 
 // TLSConfig is the environment's DICOM-over-TLS endpoint.
@@ -76,6 +79,7 @@ func FromConfig(c *config.Config) EnvConfig {
 
 		CommitmentWaitSeconds:   c.Commitment.WaitSeconds,
 		CommitmentReportMinutes: c.Commitment.ReportMinutes,
+		Staged:                  c.Scp.Staging != nil,
 	}
 	if t := c.Dicom.TLS; t != nil {
 		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}

@@ -129,6 +129,9 @@ type Kit struct {
 	CommitmentWaitSeconds   int
 	CommitmentReportMinutes int
 	QuarantinedCommitted    bool
+	// Staged: C-STORE success once an object is durable in the staging
+	// file system (EFS, every zone), not once S3 has it.
+	Staged bool
 }
 
 // KitTLS is what a site needs for DICOM over TLS.
@@ -207,6 +210,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		PacsHost: site.PacsHost, PacsPort: site.PacsPort,
 		CommitmentWaitSeconds: env.CommitmentWaitSeconds, CommitmentReportMinutes: env.CommitmentReportMinutes,
 		QuarantinedCommitted: site.QuarantinedCommitted,
+		Staged:               env.Staged,
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort
@@ -250,7 +254,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		if ok1 && ok2 {
 			endpoints = []string{t1, t2}
 		} else {
-			errs = append(errs, fmt.Errorf("%w: tunnel outside addresses of %s: CloudFormation cannot export them; pass the output of `aws ec2 describe-vpn-connections` (see ParseVPNConnections)", ErrMissingOutput, site.Name))
+			errs = append(errs, fmt.Errorf("%w: tunnel outside addresses of %s: CloudFormation cannot export them; pass the output of 'aws ec2 describe-vpn-connections --output json' with -vpn-connections, or let the onboarding command ask the AWS CLI (-aws-cli)", ErrMissingOutput, site.Name))
 		}
 	}
 	if len(endpoints) != 0 && len(endpoints) != 2 {

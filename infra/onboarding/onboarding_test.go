@@ -516,3 +516,33 @@ func TestParseNLBAddresses(t *testing.T) {
 		})
 	}
 }
+
+// TestSendingSpeedFollowsStaging: with scp.staging the kit says success
+// comes once an image is durable on EFS, not once S3 has it (it said S3
+// whatever the environment).
+func TestSendingSpeedFollowsStaging(t *testing.T) {
+	env, outs := loadExample(t)
+	for _, staged := range []bool{false, true} {
+		env.Staged = staged
+		k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := k.Render()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if f.Name != "README.md" {
+				continue
+			}
+			text := string(f.Data)
+			if got := strings.Contains(text, "Amazon EFS"); got != staged {
+				t.Errorf("staged %v: the kit names EFS: %v", staged, got)
+			}
+			if got := strings.Contains(text, "stored durably in the cloud (Amazon S3)"); got == staged {
+				t.Errorf("staged %v: the kit says success waits for S3: %v", staged, got)
+			}
+		}
+	}
+}
