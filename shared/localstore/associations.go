@@ -28,10 +28,15 @@ type Association struct {
 	Reason  string `json:"reason,omitempty"`
 	// Instances counts the instance records (stored, duplicate, conflict,
 	// rejected, store-failed); Rejected those quarantined, Failed those
-	// the store refused.
+	// the store refused. An identical resend gets no record of its own (its
+	// content's record is the first delivery's), so an association that
+	// only resent has none.
 	Instances int `json:"instances"`
 	Rejected  int `json:"rejected"`
 	Failed    int `json:"failed"`
+	// Stored is how many C-STOREs the SCP stored and acknowledged on it,
+	// identical resends included, from its end record (0 while open).
+	Stored int `json:"stored"`
 }
 
 // Duration is how long the association lasted (zero while open).
@@ -158,9 +163,10 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
 			var r struct {
 				Reason string `json:"reason"`
+				Stored int    `json:"storedInstances"`
 			}
 			if json.Unmarshal([]byte(body), &r) == nil {
-				a.Reason = r.Reason
+				a.Reason, a.Stored = r.Reason, r.Stored
 			}
 		default:
 			a.Instances++

@@ -226,8 +226,13 @@ func TestAssociations(t *testing.T) {
 	add := func(assoc, outcome, ae string, at time.Duration) {
 		t.Helper()
 		n++
-		if _, err := a.Append(ctx, pipeline.AuditRecord{ID: fmt.Sprint("r", n), Time: t0.Add(at), Outcome: outcome, AssociationID: assoc, CallingAE: ae,
-			CalledAE: "REMOTE_AE", PeerAddr: "10.0.0.1:4000"}); err != nil {
+		rec := pipeline.AuditRecord{ID: fmt.Sprint("r", n), Time: t0.Add(at), Outcome: outcome, AssociationID: assoc, CallingAE: ae,
+			CalledAE: "REMOTE_AE", PeerAddr: "10.0.0.1:4000"}
+		if outcome == "association-released" {
+			// The SCP stored 5 (3 identical resends, which get no record).
+			rec.StoredInstances = 5
+		}
+		if _, err := a.Append(ctx, rec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -245,15 +250,15 @@ func TestAssociations(t *testing.T) {
 		t.Fatal(err)
 	}
 	type row struct {
-		ID, Outcome         string
-		Instances, Rejected int
-		Duration            time.Duration
+		ID, Outcome                 string
+		Instances, Rejected, Stored int
+		Duration                    time.Duration
 	}
 	var got []row
 	for _, x := range p.Associations {
-		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Duration()})
+		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Stored, x.Duration()})
 	}
-	want := []row{{"a3", "open", 1, 0, 0}, {"a2", "association-rejected", 0, 0, 0}, {"a1", "association-released", 2, 1, 3 * time.Second}}
+	want := []row{{"a3", "open", 1, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0}, {"a1", "association-released", 2, 1, 5, 3 * time.Second}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("associations (-want +got):\n%s", d)
 	}

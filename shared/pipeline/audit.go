@@ -131,7 +131,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
 		SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
 		Participants: participants(r.CallingAE, r.CalledAE, r.PeerAddr),
-		TLS:          r.TLS,
+		TLS:          r.TLS, StoredInstances: r.Instances, StoredBytes: r.Bytes,
 	}
 	switch r.Event {
 	case associationaudit.EventAccepted, associationaudit.EventReleased:

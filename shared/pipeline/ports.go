@@ -395,6 +395,11 @@ type AuditRecord struct {
 	// TLS is the requesting peer's certificate identity when TLS
 	// authenticated it (association records only); nil otherwise.
 	TLS *associationaudit.TLSPeer `json:"tls,omitempty"`
+	// StoredInstances and StoredBytes are what the SCP stored and
+	// acknowledged on the association, identical resends included, on its
+	// association-released and -aborted records.
+	StoredInstances int   `json:"storedInstances,omitempty"`
+	StoredBytes     int64 `json:"storedBytes,omitempty"`
 }
 
 // CodedValue is a DICOM code (e.g. 110104, DCM, "DICOM Instances Transferred").
