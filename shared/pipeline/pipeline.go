@@ -67,6 +67,10 @@ type Pipeline struct {
 	AuditSourceID string
 	// BucketName, when set, is put into events' S3 pointers (s3://bucket/key).
 	BucketName string
+	// ObjectURLBase, when set and BucketName is not, is put before a key in
+	// events' pointers: local mode's portal, which serves every object and
+	// document under /objects/ (http://127.0.0.1:8080/objects/).
+	ObjectURLBase string
 
 	// Storage Commitment (commitment.go): Commitments keeps the
 	// transactions and Reporter delivers their results; both are needed

@@ -97,10 +97,13 @@ func (p *Pipeline) sourceID() string {
 }
 
 func (p *Pipeline) uri(key string) string {
-	if p.BucketName == "" {
-		return key
+	switch {
+	case p.BucketName != "":
+		return "s3://" + p.BucketName + "/" + key
+	case p.ObjectURLBase != "":
+		return p.ObjectURLBase + key
 	}
-	return "s3://" + p.BucketName + "/" + key
+	return key
 }
 
 // transaction is what the SCP recorded about the C-STORE in metadata.

@@ -137,6 +137,9 @@ type Local struct {
 	// pipelineLog is the pipeline's logger, made once: each object's
 	// pipeline would otherwise format its attribute again.
 	pipelineLog *slog.Logger
+	// objectURLBase is where events point for an object or document: the
+	// portal's /objects/.
+	objectURLBase string
 
 	processed *prometheus.CounterVec
 	feed      *localstore.AuditFeed
@@ -196,6 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		return nil, errors.Join(err, ln.Close())
 	}
 	l.ln = ln
+	l.objectURLBase = objectURLBase(ln.Addr())
 	db := l.db
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: l.files,
@@ -310,6 +314,20 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	}
 	log.Info("data directory opened", "data_dir", cfg.DataDir, "took", time.Since(started))
 	return l, nil
+}
+
+// objectURLBase is the portal's /objects/ at addr, as a client on this
+// machine reaches it: an unspecified address (listening on every
+// interface) by loopback.
+func objectURLBase(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/objects/"
 }
 
 func isLoopback(host string) bool {
@@ -578,6 +596,7 @@ func (l *Local) pipeline(tx *localstore.Tx) *pipeline.Pipeline {
 func (l *Local) settings() *pipeline.Pipeline {
 	return &pipeline.Pipeline{
 		QuietPeriod: l.cfg.QuietPeriod, PatientData: l.cfg.PatientData, AuditSourceID: "dicom-ingest-local", Names: l.cfg.Names,
+		ObjectURLBase:  l.objectURLBase,
 		CommitmentWait: l.cfg.CommitmentWait, CommitmentReportFor: l.cfg.CommitmentReportFor,
 		QuarantinedCommitted: l.quarantinedCommitted,
 	}

@@ -227,6 +227,30 @@ func TestLocalFlow(t *testing.T) {
 	if err != nil || !strings.Contains(string(logged), `"detail-type":"Study Received"`) {
 		t.Errorf("event log: %v\n%s", err, logged)
 	}
+	// An instance event points at the object and its metadata through the
+	// portal, where a subscriber on this machine can fetch them (it carried
+	// the bare key, which nothing resolves).
+	getJSON(t, l, "/api/events?type=Instance+Stored&limit=1", &events)
+	var stored struct {
+		Detail pipeline.InstanceStoredDetail `json:"detail"`
+	}
+	if len(events.Events) != 1 || json.Unmarshal(events.Events[0], &stored) != nil {
+		t.Fatalf("Instance Stored events: %s", events.Events)
+	}
+	for _, u := range []string{stored.Detail.ObjectURI, stored.Detail.MetadataURI} {
+		if !strings.HasPrefix(u, "http://"+l.ln.Addr().String()+"/objects/") {
+			t.Errorf("event points at %q, not the portal's /objects/", u)
+			continue
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s", u, resp.Status)
+		}
+	}
 }
 
 // TestRestartProcessesOnce stages, by hand, what a crash leaves in each
