@@ -332,6 +332,12 @@ func DecodeAssociateRQ(body []byte) (*AssociateRQ, error) {
 			}
 		}
 	}
+	// One or more presentation context items (Table 9-11); an A-ASSOCIATE-AC
+	// needs one too (Table 9-17), so a request without any cannot be
+	// answered within the standard: an invalid PDU, as an even id is.
+	if len(p.PresentationContexts) == 0 {
+		return nil, fmt.Errorf("pdu: A-ASSOCIATE-RQ: no presentation context item: %w", ErrMalformed)
+	}
 	return p, nil
 }
 

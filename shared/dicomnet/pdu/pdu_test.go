@@ -100,6 +100,13 @@ func mustHex(s string) []byte {
 }
 
 // assocBody builds an A-ASSOCIATE-RQ body: fixed fields then the given items.
+// rqBody is an A-ASSOCIATE-RQ body with one presentation context (id 1,
+// no sub-items) before items, so a case fails on its items, not on the
+// missing context.
+func rqBody(items ...[]byte) []byte {
+	return assocBody(append([][]byte{itemBytes(0x20, []byte{1, 0, 0, 0})}, items...)...)
+}
+
 func assocBody(items ...[]byte) []byte {
 	b := []byte{0, 1, 0, 0}
 	b = append(b, []byte("CALLED          CALLING         ")...)
@@ -143,6 +150,7 @@ func TestAETitleTrimming(t *testing.T) {
 	body = append(body, []byte("  SCP  \x00\x00\x00\x00\x00\x00\x00\x00\x00")...)
 	body = append(body, []byte("                ")...) // all spaces
 	body = append(body, make([]byte, 32)...)
+	body = append(body, itemBytes(0x20, []byte{1, 0, 0, 0})...)
 	rq, err := DecodeAssociateRQ(body)
 	if err != nil {
 		t.Fatal(err)
@@ -159,17 +167,18 @@ func TestDecodeErrors(t *testing.T) {
 		body []byte
 	}{
 		{"rq too short", TypeAssociateRQ, make([]byte, 67)},
-		{"item runs past pdu", TypeAssociateRQ, assocBody([]byte{0x10, 0, 0xFF, 0xFF, '1'})},
-		{"truncated item header", TypeAssociateRQ, assocBody([]byte{0x10, 0})},
+		{"item runs past pdu", TypeAssociateRQ, rqBody([]byte{0x10, 0, 0xFF, 0xFF, '1'})},
+		{"truncated item header", TypeAssociateRQ, rqBody([]byte{0x10, 0})},
 		{"pc sub-item runs past item", TypeAssociateRQ, assocBody(itemBytes(0x20, []byte{1, 0, 0, 0, 0x30, 0, 0, 9, '1'}))},
 		{"pc item too short", TypeAssociateRQ, assocBody(itemBytes(0x20, []byte{1, 0}))},
-		{"max length sub-item short", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x51, []byte{0, 1})))},
-		{"role uid runs past", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x54, []byte{0, 50, '1', 1, 1})))},
-		{"role without roles", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x54, []byte{0, 1, '1'})))},
-		{"async short", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x53, []byte{0, 1})))},
-		{"user identity short", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x58, []byte{1})))},
-		{"user identity primary runs past", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x58, []byte{1, 0, 0, 9, 'u'})))},
-		{"common ext related runs past", TypeAssociateRQ, assocBody(itemBytes(0x50, itemBytes(0x57, []byte{0, 1, '1', 0, 1, '2', 0, 9, 0, 1})))},
+		{"max length sub-item short", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x51, []byte{0, 1})))},
+		{"role uid runs past", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x54, []byte{0, 50, '1', 1, 1})))},
+		{"role without roles", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x54, []byte{0, 1, '1'})))},
+		{"async short", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x53, []byte{0, 1})))},
+		{"user identity short", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x58, []byte{1})))},
+		{"user identity primary runs past", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x58, []byte{1, 0, 0, 9, 'u'})))},
+		{"common ext related runs past", TypeAssociateRQ, rqBody(itemBytes(0x50, itemBytes(0x57, []byte{0, 1, '1', 0, 1, '2', 0, 9, 0, 1})))},
+		{"no presentation context", TypeAssociateRQ, assocBody(itemBytes(0x10, []byte("1.2.840.10008.3.1.1.1")))},
 		{"ac pc short", TypeAssociateAC, assocBody(itemBytes(0x21, []byte{1}))},
 		{"rj short", TypeAssociateRJ, []byte{0, 1, 1}},
 		{"abort short", TypeAbort, []byte{0, 0}},
