@@ -108,6 +108,7 @@ func inUse(dir string) error {
 			}
 		}
 	}
-	return fmt.Errorf("local: %w: %s holds %s; one scp-task per data directory: stop it, or give this one another --data-dir",
+	return fmt.Errorf("local: %w: %s holds %s; one scp-task per data directory: stop it, or give this one another "+
+		"--data-dir (DATA_DIR) and listen addresses of its own (--listen, --portal-listen, --health-listen)",
 		ErrDataDirInUse, who, filepath.Join(dir, LockFile))
 }
