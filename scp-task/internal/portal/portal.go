@@ -6,6 +6,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -412,11 +413,30 @@ type view struct {
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v view) {
 	v.Counters = s.counters(r.Context())
 	v.Query = r.URL.Query()
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	if err := pages.ExecuteTemplate(w, name, v); err != nil {
+	var page bytes.Buffer
+	if err := pages.ExecuteTemplate(&page, name, v); err != nil {
 		s.logger().Error("portal: render", "page", name, "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if _, err := bidiControls.WriteString(w, page.String()); err != nil {
+		s.logger().Debug("portal: write page", "page", name, "err", err)
 	}
 }
+
+// bidiControls shows the Unicode direction controls (embeddings,
+// overrides, isolates) that stored values carry as visible text: the
+// templates hold none, so any on a page came from an object, and a
+// right-to-left override in a Patient ID displayed CS7<U+202E>54321 as "CS712345",
+// and in a name reversed the text after it.
+var bidiControls = func() *strings.Replacer {
+	var pairs []string
+	for _, r := range []rune{0x202A, 0x202B, 0x202C, 0x202D, 0x202E, 0x2066, 0x2067, 0x2068, 0x2069} {
+		pairs = append(pairs, string(r), fmt.Sprintf("[U+%04X]", r))
+	}
+	return strings.NewReplacer(pairs...)
+}()
 
 // tsName names a transfer syntax ("JPEG Baseline (Process 1)"), or
 // returns its UID when the registry does not know it.

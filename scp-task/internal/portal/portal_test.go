@@ -422,3 +422,23 @@ func TestNoPreview(t *testing.T) {
 		}
 	}
 }
+
+// TestBidiControlsShown: Unicode direction controls in a stored value
+// are shown as text on the page, not obeyed: a right-to-left override in
+// a Patient ID displayed CS7<U+202E>54321 as "CS712345".
+func TestBidiControlsShown(t *testing.T) {
+	s := &Server{}
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	w := httptest.NewRecorder()
+	s.render(w, r, "study.html", view{Title: "Study", Data: studyView{StudyPage: StudyPage{StudyDetail: pipeline.StudyDetail{
+		StudySummary: pipeline.StudySummary{StudyInstanceUID: "1.2.3", PatientID: "CS7\u202e54321", PatientName: "DOE^JOHN\u2066"}}}}})
+	body := w.Body.String()
+	if strings.ContainsAny(body, "\u202e\u2066") {
+		t.Error("the page carries a raw direction control")
+	}
+	for _, want := range []string{"CS7[U+202E]54321", "[U+2066]"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page does not show %q", want)
+		}
+	}
+}
