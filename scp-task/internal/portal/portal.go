@@ -112,6 +112,8 @@ type Server struct {
 	// Names names objects in logs: request paths and queries hold UIDs,
 	// which the portal shows but its log lines must not (see logname).
 	Names *logname.Namer
+
+	previews previewCache
 }
 
 var funcs = template.FuncMap{

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,7 +205,8 @@ func TestThumbnails(t *testing.T) {
 		}
 	}
 	objects := dirOpener(dir)
-	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
+	studies := &countingStudies{StudyReader: db.IndexStore()}
+	s := &Server{Studies: studies, Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
 		Thumbnails: thumbnail.New(objects.Open, thumbnail.Options{})}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
@@ -218,6 +220,22 @@ func TestThumbnails(t *testing.T) {
 	code, h, body := get(t, srv.URL+"/studies/1.5/series/1.5.1/thumbnail.png", "")
 	if code != 200 || h.Get("Content-Type") != "image/png" {
 		t.Fatalf("thumbnail: %d %s", code, h.Get("Content-Type"))
+	}
+	// The page picked the preview's instance: the preview reads the
+	// study's summary, not the whole study again.
+	if n := studies.reads.Load(); n != 1 {
+		t.Errorf("%d whole-study reads for the page and its preview, want 1", n)
+	}
+	// A new instance moves the study's revision: the preview is picked
+	// again.
+	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: "1.5.1",
+		SOPInstanceUID: "1.5.9.99", SHA256: "y", InstanceNumber: "99", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: "none",
+		ReceivedAt: t0.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	get(t, srv.URL+"/studies/1.5/series/1.5.1/thumbnail.png", "")
+	if n := studies.reads.Load(); n != 2 {
+		t.Errorf("%d whole-study reads after the study moved on, want 2", n)
 	}
 	img, err := png.Decode(strings.NewReader(body))
 	if err != nil {
@@ -238,4 +256,15 @@ func TestThumbnails(t *testing.T) {
 func grey(c interface{ RGBA() (r, g, b, a uint32) }) uint8 {
 	r, g, b, _ := c.RGBA()
 	return uint8((r + g + b) / 3 >> 8)
+}
+
+// countingStudies counts the whole-study reads.
+type countingStudies struct {
+	StudyReader
+	reads atomic.Int64
+}
+
+func (c *countingStudies) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
+	c.reads.Add(1)
+	return c.StudyReader.GetStudy(ctx, uid)
 }
