@@ -124,6 +124,12 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
 	"join":   func(s []string) string { return strings.Join(s, ", ") },
+	// quarantined is where the pipeline keeps a rejected object's copy
+	// and its findings document.
+	"quarantined": func(key string) []string {
+		object, findings := pipeline.QuarantineKeys(key)
+		return []string{object, findings}
+	},
 	"pname":  func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "^", " ")), " ") },
 	"path":   url.PathEscape,
 	"tsname": tsName,

@@ -59,6 +59,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 		{ID: "1", Time: t0, Outcome: "stored", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", PatientID: "PID<1>", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.1.1"},
 		{ID: "2", Time: t0.Add(time.Second), Outcome: "association-rejected", CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", Reason: "calling AE not allowed"},
 		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: RejectedOutcome, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
+			ObjectKey: "incoming/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm",
 			Findings: []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
 	} {
 		if _, err := au.Append(ctx, r); err != nil {
@@ -199,7 +200,9 @@ func TestPagesEscapeAndLink(t *testing.T) {
 		{"/", []string{`href="/studies/1.2.3"`, "Doe &lt;script&gt;alert(1)&lt;/script&gt;", "Brain &amp; spine", "has rejects", "<b>7</b> accepted", "2.5"}},
 		{"/studies/1.2.3", []string{`data-series-uid="1.2.3.1"`, `data-series-uid="1.2.3.2"`, `href="/objects/metadata/1.2.3.1.1.json"`, "bad &lt;uid&gt;"}},
 		{"/audit/records?callingAe=EVIL_AE", []string{"association-rejected", "EVIL_AE", `value="EVIL_AE"`}},
-		{"/quarantine", []string{"uid-syntax", "(0008,0018)"}},
+		// The quarantined copy and its findings, not the incoming object.
+		{"/quarantine", []string{"uid-syntax", "(0008,0018)", `href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm"`,
+			`href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.findings.json"`}},
 		{"/events", []string{"Study Received"}},
 	}
 	for _, p := range pages {
