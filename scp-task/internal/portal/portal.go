@@ -123,7 +123,7 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"join":   func(s []string) string { return strings.Join(s, ", ") },
+	"join": func(s []string) string { return strings.Join(s, ", ") },
 	// quarantined is where the pipeline keeps a rejected object's copy
 	// and its findings document.
 	"quarantined": func(key string) []string {

@@ -60,7 +60,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 		{ID: "2", Time: t0.Add(time.Second), Outcome: "association-rejected", CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", Reason: "calling AE not allowed"},
 		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: RejectedOutcome, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
 			ObjectKey: "incoming/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm",
-			Findings: []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
+			Findings:  []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
 	} {
 		if _, err := au.Append(ctx, r); err != nil {
 			t.Fatal(err)
