@@ -1597,3 +1597,30 @@ func TestStorageCommitment(t *testing.T) {
 		})
 	})
 }
+
+// TestAlarmsMayPublish: the alarm topic's policy (which EnforceSSL writes,
+// replacing SNS's default one) lets CloudWatch publish this account's
+// alarms; with the deny alone, no alarm reached anyone.
+func TestAlarmsMayPublish(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		found := false
+		for id, p := range s.resources("AWS::SNS::TopicPolicy") {
+			doc := props(p)["PolicyDocument"].(map[string]any)
+			for _, st := range doc["Statement"].([]any) {
+				st := st.(map[string]any)
+				principal, _ := st["Principal"].(map[string]any)
+				if st["Effect"] != "Allow" || principal["Service"] != "cloudwatch.amazonaws.com" || st["Action"] != "sns:Publish" {
+					continue
+				}
+				cond, _ := st["Condition"].(map[string]any)
+				if cond["StringEquals"] == nil || cond["ArnLike"] == nil {
+					t.Errorf("%s: CloudWatch may publish without the account's conditions: %v", id, cond)
+				}
+				found = true
+			}
+		}
+		if !found {
+			t.Error("no topic policy lets CloudWatch publish the alarms")
+		}
+	})
+}
