@@ -199,15 +199,46 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		})
 	}
 	out.BusDlq = newDlq("BusDlq")
+	// Events carry UIDs, and patient data as eventPatientData allows: the
+	// bus and its archive encrypt them with the stack's key, as every other
+	// store of patient data does. The bus's dead-letter queue receives the
+	// events it could not encrypt or decrypt (a KMS failure); a subscriber's
+	// failed deliveries go to that subscriber's own target dead-letter queue.
 	bus := awsevents.NewEventBus(self, jsii.String("Bus"), &awsevents.EventBusProps{
 		Description:     jsii.String("dicom-ingest " + c.Name + ": Instance Stored/Rejected, Study Received/Updated (source " + EventSource + ")"),
 		DeadLetterQueue: out.BusDlq,
+		KmsKey:          key,
 	})
 	out.Archive = bus.Archive(jsii.String("Archive"), &awsevents.BaseArchiveProps{
 		Description:  jsii.String("every dicom-ingest event, for replay to new subscribers"),
 		EventPattern: &awsevents.EventPattern{Source: jsii.Strings(EventSource)},
 		Retention:    awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.ArchiveRetentionDays))),
 	})
+	// The archive's key is set on the resource itself: CDK's KmsKey for an
+	// archive (which bus.Archive drops) conditions the key policy on the
+	// bus's ARN by reference, a dependency cycle with the bus, which
+	// references the key. The key policy names the account's buses in
+	// this region instead.
+	out.Archive.Node().DefaultChild().(awsevents.CfnArchive).SetKmsKeyIdentifier(key.KeyArn())
+	busesHere := awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":events:"),
+		awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":event-bus/*")})
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("AllowTheEventArchive"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt", "kms:ReEncrypt*"),
+		Resources:  jsii.Strings("*"),
+		Conditions: &map[string]any{
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+			"StringLike":   map[string]any{"kms:EncryptionContext:aws:events:event-bus:arn": busesHere},
+		},
+	}), nil)
+	out.BusDlq.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("AllowTheBusDeadLetters"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("sqs:SendMessage"),
+		Resources:  &[]*string{out.BusDlq.QueueArn()},
+		Conditions: &map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": bus.EventBusArn()}},
+	}))
 	out.Bus = bus
 
 	// Queues. Visibility is six times the consumer's timeout, as Lambda's

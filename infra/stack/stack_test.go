@@ -1624,3 +1624,32 @@ func TestAlarmsMayPublish(t *testing.T) {
 		}
 	})
 }
+
+// TestEventsUnderTheKey: the bus and its archive hold events (UIDs, patient
+// data as configured) under the stack's key like every other store of
+// patient data, and the bus may dead-letter into its queue; without a key
+// the bus's dead-letter queue could never receive anything.
+func TestEventsUnderTheKey(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for _, typ := range []string{"AWS::Events::EventBus", "AWS::Events::Archive"} {
+			for id, r := range s.resources(typ) {
+				if props(r)["KmsKeyIdentifier"] == nil || props(r)["KmsKeyIdentifier"] == "" {
+					t.Errorf("%s %s is not encrypted with the stack's key", typ, id)
+				}
+			}
+		}
+		allowed := false
+		for _, p := range s.resources("AWS::SQS::QueuePolicy") {
+			for _, st := range props(p)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				principal, _ := st["Principal"].(map[string]any)
+				if st["Effect"] == "Allow" && principal["Service"] == "events.amazonaws.com" && st["Action"] == "sqs:SendMessage" {
+					allowed = true
+				}
+			}
+		}
+		if !allowed {
+			t.Error("no queue policy lets the bus dead-letter its events")
+		}
+	})
+}
