@@ -189,6 +189,12 @@ type Site struct {
 	// QuarantinedCommitted counts the site's quarantined instances as
 	// committed (their objects are kept); by default they fail (0110).
 	QuarantinedCommitted bool `json:"quarantinedCommitted,omitempty"`
+	// PublicCidrs admits site networks outside the private ranges (RFC 1918
+	// and 100.64.0.0/10): a hospital that numbers its network from public
+	// space it owns. Without it such a CIDR is refused, so a slip (8.8.8.0/24,
+	// 128.0.0.0/1) cannot open the DICOM ports to the internet's addresses
+	// and route them down a site's VPN.
+	PublicCidrs bool `json:"publicCidrs,omitempty"`
 }
 
 // Pacs is a site PACS's DICOM listener, reached through the VPN.

@@ -52,6 +52,12 @@ func TestParseValidation(t *testing.T) {
 		{"vpc cidr host bits", func(c *Config) { c.VpcCidr = "10.40.1.0/16" }, []string{"vpcCidr: 10.40.1.0/16 has host bits set; did you mean 10.40.0.0/16?"}},
 		{"bad site cidr", func(c *Config) { c.Sites[0].Cidrs = []string{"192.168.1.0"} }, []string{`sites[0].cidrs[0]: "192.168.1.0" is not a CIDR`}},
 		{"ipv6 site cidr", func(c *Config) { c.Sites[0].Cidrs = []string{"2001:db8::/32"} }, []string{"sites[0].cidrs[0]: 2001:db8::/32 is not IPv4"}},
+		// A public range opens the DICOM ports to it and routes it down the
+		// site's VPN: refused unless the site says it owns public space.
+		{"public site cidr", func(c *Config) { c.Sites[0].Cidrs = []string{"8.8.8.0/24"} }, []string{"sites[0].cidrs[0]: 8.8.8.0/24 is not a private range", "set publicCidrs"}},
+		{"half the internet", func(c *Config) { c.Sites[0].Cidrs = []string{"128.0.0.0/1"} }, []string{"sites[0].cidrs[0]: 128.0.0.0/1 is not a private range"}},
+		{"public site cidr, owned", func(c *Config) { c.Sites[0].Cidrs, c.Sites[0].PublicCidrs = []string{"198.51.100.0/24"}, true }, nil},
+		{"shared address space", func(c *Config) { c.Sites[0].Cidrs = []string{"100.64.10.0/24"} }, nil},
 		{"no site cidr", func(c *Config) { c.Sites[0].Cidrs = nil }, []string{"sites[0].cidrs: at least one CIDR is needed"}},
 		{"overlapping site cidrs", func(c *Config) { c.Sites[1].Cidrs = []string{"192.168.0.0/16"} }, []string{"sites[1].cidrs[0]: 192.168.0.0/16 overlaps 192.168.1.0/24 (sites[0].cidrs[0])"}},
 		{"overlap within a site", func(c *Config) { c.Sites[0].Cidrs = []string{"192.168.1.0/24", "192.168.1.128/25"} }, []string{"sites[0].cidrs[1]: 192.168.1.128/25 overlaps 192.168.1.0/24 (sites[0].cidrs[0])"}},

@@ -281,6 +281,9 @@ func (c *Config) validateSites(p *problems, vpc netip.Prefix, vpcOK bool) {
 		for j, cidr := range s.Cidrs {
 			cf := fmt.Sprintf("%s.cidrs[%d]", f, j)
 			if pr, ok := parseCidr(p, cf, cidr); ok {
+				if !s.PublicCidrs && !isPrivate(pr) && !isShared(pr) {
+					p.addf(cf, "%s is not a private range (10/8, 172.16/12, 192.168/16, 100.64/10): the DICOM ports would open to it and it would route down this site's VPN; set publicCidrs if the site numbers its network from public space it owns", pr)
+				}
 				claim(cf, pr)
 			}
 		}
@@ -383,6 +386,13 @@ func isPrivate(pr netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// isShared reports whether pr is within 100.64.0.0/10, the shared address
+// space (RFC 6598) some networks use internally.
+func isShared(pr netip.Prefix) bool {
+	rp := netip.MustParsePrefix("100.64.0.0/10")
+	return rp.Bits() <= pr.Bits() && rp.Contains(pr.Addr())
 }
 
 func validAmazonAsn(asn int64) bool {
