@@ -45,6 +45,13 @@ const (
 	// finalizeAttempts bounds the optimistic retries of a study's
 	// attribute update under contention.
 	finalizeAttempts = 50
+	// pendingGrace is how long a study with a content still pending (counted
+	// in step 3, its upsert not complete) is held back from announcement
+	// after its last count: an upsert completes in milliseconds, and one cut
+	// short is retried within the queue's redelivery horizon (six function
+	// timeouts a receive, five receives: an hour). A claimant that died
+	// leaves its entry for good, so the hold cannot wait for it forever.
+	pendingGrace = time.Hour
 )
 
 // IndexTable is the study index in DynamoDB.
@@ -398,9 +405,10 @@ func (x *IndexTable) countUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 	default:
 		cond = "indexVersion = :v AND attribute_not_exists(revision) AND NOT contains(pending, :ids)"
 	}
+	vals[":counted"] = sv(ts(time.Now()))
 	return &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key(studyPK(in.StudyInstanceUID), "STUDY"),
-		UpdateExpression:          aws.String("SET studyInstanceUid = :uid, #kind = :kind, gsi1pk = :pending, indexVersion = :v ADD " + strings.Join(add, ", ")),
+		UpdateExpression:          aws.String("SET studyInstanceUid = :uid, #kind = :kind, gsi1pk = :pending, indexVersion = :v, countedAt = :counted ADD " + strings.Join(add, ", ")),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  map[string]string{"#kind": "kind"},
 		ExpressionAttributeValues: vals,
@@ -841,19 +849,43 @@ func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, li
 	}
 	var out []pipeline.StudySummary
 	for _, k := range res.Items {
-		pk := str(k, "pk")
-		s, err := x.study(ctx, strings.TrimPrefix(pk, "STUDY#"))
+		item, err := x.get(ctx, str(k, "pk"), "STUDY")
+		if err != nil {
+			return nil, err
+		}
+		if item == nil {
+			continue
+		}
+		s, err := decodeStudy(item)
 		if err != nil {
 			return nil, err
 		}
 		// The index is eventually consistent: re-check on the item
 		// (Quiet falls back to lastReceived on items without lastActivity).
-		if s.Revision > s.AnnouncedRevision && !s.Quiet().After(quietSince) {
-			out = append(out, s)
+		if s.Revision <= s.AnnouncedRevision || s.Quiet().After(quietSince) {
+			continue
 		}
+		// A content counted (step 3) but not yet listed (step 4) would be
+		// announced missing, and once announced at its revision the study
+		// is never announced again when the content's retry lists it.
+		if upsertInFlight(item, time.Now()) {
+			continue
+		}
+		out = append(out, s)
 	}
 	slices.SortFunc(out, pipeline.CompareStable)
 	return out, nil
+}
+
+// upsertInFlight reports whether the study item holds a content between its
+// count and its completion, counted within pendingGrace of now.
+func upsertInFlight(item map[string]ddbtypes.AttributeValue, now time.Time) bool {
+	set, ok := item["pending"].(*ddbtypes.AttributeValueMemberSS)
+	if !ok || len(set.Value) == 0 {
+		return false
+	}
+	counted, err := time.Parse(tsFormat, str(item, "countedAt"))
+	return err == nil && now.Sub(counted) < pendingGrace
 }
 
 // MarkAnnounced implements pipeline.IndexStore.

@@ -523,6 +523,9 @@ func testInterrupted(t *testing.T, h IndexHarness) {
 						t.Logf("crashed the upsert after each of its %d calls, and its retries after each of theirs: %d runs", n-1, runs)
 						return
 					}
+					if m == 0 {
+						checkStableListed(t, ix, fmt.Sprintf("crash after call %d", n))
+					}
 					if m > 0 && !crashed(ix, tc.in, m) {
 						break
 					}
@@ -558,6 +561,25 @@ func testInterrupted(t *testing.T, h IndexHarness) {
 			}
 			t.Fatal("the upsert still crashes after 20 calls")
 		})
+	}
+}
+
+// checkStableListed checks that every study StableStudies offers for
+// announcement lists each content its counters count: a study announced
+// with a counted content missing from its listing (an upsert cut short
+// between its count and its instance record) was never announced again
+// once the retry listed it.
+func checkStableListed(t *testing.T, ix pipeline.IndexStore, where string) {
+	t.Helper()
+	stable, err := ix.StableStudies(context.Background(), T0.Add(24*time.Hour), 100)
+	if err != nil {
+		t.Fatalf("%s: StableStudies: %v", where, err)
+	}
+	for _, st := range stable {
+		d := getStudy(t, ix, st.StudyInstanceUID)
+		if counted := d.InstanceCount + d.ConflictCount; len(d.Instances) != counted {
+			t.Errorf("%s: study %s offered for announcement with %d of its %d counted contents listed", where, st.StudyInstanceUID, len(d.Instances), counted)
+		}
 	}
 }
 
