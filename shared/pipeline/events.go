@@ -116,10 +116,17 @@ type EventInstance struct {
 	MetadataURI    string `json:"metadataUri"`
 }
 
-// maxEventInstances bounds the instance pointers in a study event so it
-// stays under EventBridge's 256 KiB entry limit; larger studies list
-// series only and subscribers read the index.
-const maxEventInstances = 500
+// maxEventPointerBytes bounds the instance pointers in a study event so it
+// stays under EventBridge's 256 KiB entry limit with the rest of the event;
+// a study whose pointers do not fit lists series only, and subscribers
+// read the index. A count could not bound it: 450 instances of 64-character
+// UIDs came to 300 KB, an event PutEvents refused on every run.
+const maxEventPointerBytes = 192 << 10
+
+// eventPointerBytes is an instance pointer's size in a study event's JSON.
+func eventPointerBytes(p EventInstance) int {
+	return len(`{"sopInstanceUid":"","objectUri":"","metadataUri":""},`) + len(p.SOPInstanceUID) + len(p.ObjectURI) + len(p.MetadataURI)
+}
 
 func (p *Pipeline) patient(in InstanceRecord) *EventPatient {
 	switch p.PatientData {
@@ -153,13 +160,17 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		idx[se.SeriesInstanceUID] = len(d.Series)
 		d.Series = append(d.Series, EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount})
 	}
-	if len(full.Instances) <= maxEventInstances {
-		for _, in := range full.Instances {
-			i, ok := idx[in.SeriesInstanceUID]
-			if !ok {
-				continue
+	pointers := make([]EventInstance, len(full.Instances))
+	size := 0
+	for j, in := range full.Instances {
+		pointers[j] = EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey)}
+		size += eventPointerBytes(pointers[j])
+	}
+	if size <= maxEventPointerBytes {
+		for j, in := range full.Instances {
+			if i, ok := idx[in.SeriesInstanceUID]; ok {
+				d.Series[i].Instances = append(d.Series[i].Instances, pointers[j])
 			}
-			d.Series[i].Instances = append(d.Series[i].Instances, EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey)})
 		}
 	}
 	if len(full.Instances) > 0 {
