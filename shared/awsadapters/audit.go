@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -78,7 +79,7 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 	dropEmpty(item)
 	sortKey := ts(rec.Time) + "#" + rec.ID
 	s := func(v string) ddbtypes.AttributeValue { return &ddbtypes.AttributeValueMemberS{Value: v} }
-	item["pk"], item["sk"] = s("AUDIT#"+rec.ID), s(auditSK)
+	item["pk"], item["sk"] = s(keyValue("AUDIT#", rec.ID)), s(auditSK)
 	item["eventTime"] = s(ts(rec.Time))
 	if rec.PeerAddr != "" {
 		item["peer"] = s(rec.PeerAddr)
@@ -86,17 +87,17 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 	item["eventId"] = s(rec.EventID.Display)
 	item["eventIdCode"] = s(rec.EventID.Code + "^" + rec.EventID.System)
 	if rec.PatientID != "" {
-		item["gsi1pk"], item["gsi1sk"] = s("PATIENT#"+rec.PatientID), s(sortKey)
+		item["gsi1pk"], item["gsi1sk"] = s(keyValue("PATIENT#", rec.PatientID)), s(sortKey)
 	}
 	if rec.StudyInstanceUID != "" {
-		item["gsi2pk"], item["gsi2sk"] = s("STUDY#"+rec.StudyInstanceUID), s(sortKey)
+		item["gsi2pk"], item["gsi2sk"] = s(keyValue("STUDY#", rec.StudyInstanceUID)), s(sortKey)
 	}
 	if rec.CallingAE != "" {
-		item["gsi3pk"], item["gsi3sk"] = s("AE#"+rec.CallingAE), s(sortKey)
+		item["gsi3pk"], item["gsi3sk"] = s(keyValue("AE#", rec.CallingAE)), s(sortKey)
 	}
 	item["gsi4pk"], item["gsi4sk"] = s("DAY#"+rec.Day), s(sortKey)
 	if rec.SOPInstanceUID != "" {
-		item["gsi5pk"], item["gsi5sk"] = s("SOP#"+rec.SOPInstanceUID), s(sortKey)
+		item["gsi5pk"], item["gsi5sk"] = s(keyValue("SOP#", rec.SOPInstanceUID)), s(sortKey)
 	}
 	_, err = a.Client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: &a.Table, Item: item,
@@ -119,13 +120,13 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	var index, pkAttr, skAttr, pk string
 	switch {
 	case q.SOPInstanceUID != "":
-		index, pkAttr, skAttr, pk = gsiBySop, "gsi5pk", "gsi5sk", "SOP#"+q.SOPInstanceUID
+		index, pkAttr, skAttr, pk = gsiBySop, "gsi5pk", "gsi5sk", keyValue("SOP#", q.SOPInstanceUID)
 	case q.PatientID != "":
-		index, pkAttr, skAttr, pk = gsiByPatient, "gsi1pk", "gsi1sk", "PATIENT#"+q.PatientID
+		index, pkAttr, skAttr, pk = gsiByPatient, "gsi1pk", "gsi1sk", keyValue("PATIENT#", q.PatientID)
 	case q.StudyInstanceUID != "":
-		index, pkAttr, skAttr, pk = gsiByStudy, "gsi2pk", "gsi2sk", "STUDY#"+q.StudyInstanceUID
+		index, pkAttr, skAttr, pk = gsiByStudy, "gsi2pk", "gsi2sk", keyValue("STUDY#", q.StudyInstanceUID)
 	case q.CallingAE != "":
-		index, pkAttr, skAttr, pk = gsiByCallingAE, "gsi3pk", "gsi3sk", "AE#"+q.CallingAE
+		index, pkAttr, skAttr, pk = gsiByCallingAE, "gsi3pk", "gsi3sk", keyValue("AE#", q.CallingAE)
 	default:
 		day := q.Day
 		if day == "" {
@@ -254,9 +255,8 @@ func decodeAudit(item map[string]ddbtypes.AttributeValue) (pipeline.AuditRecord,
 		rec.Outcome, rec.CallingAE, rec.CalledAE = str("outcome"), str("callingAe"), str("calledAe")
 		rec.PeerAddr, rec.AssociationID, rec.Reason = str("peer"), str("associationId"), str("reason")
 	}
-	rec.ID = str("pk")
-	if len(rec.ID) > len("AUDIT#") {
-		rec.ID = rec.ID[len("AUDIT#"):]
+	if rec.ID == "" { // a projection: the key's (a digest for an id too long for a key, see keyValue)
+		rec.ID = strings.TrimPrefix(str("pk"), "AUDIT#")
 	}
 	if t, err := time.Parse(tsFormat, str("eventTime")); err == nil {
 		rec.Time = t

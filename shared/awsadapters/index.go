@@ -478,7 +478,7 @@ func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipel
 	fillIn("studyDescription", seen.StudyDescription, want.StudyDescription)
 	fillIn("accessionNumber", seen.AccessionNumber, want.AccessionNumber)
 	if seen.PatientID == "" && want.PatientID != "" {
-		vals[":gsi2pk"] = sv("PATIENT#" + want.PatientID)
+		vals[":gsi2pk"] = sv(keyValue("PATIENT#", want.PatientID))
 		set = append(set, "gsi2pk = :gsi2pk")
 	}
 	move := func(attrs []string, was, v time.Time, op string) {
@@ -794,7 +794,7 @@ func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 		if q.PatientID != "" {
 			res, err := x.Client.Query(ctx, &dynamodb.QueryInput{
 				TableName: &x.Table, IndexName: aws.String("byPatient"), KeyConditionExpression: aws.String("gsi2pk = :p"),
-				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": sv("PATIENT#" + q.PatientID)},
+				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": sv(keyValue("PATIENT#", q.PatientID))},
 				ScanIndexForward:          aws.Bool(false), ExclusiveStartKey: start,
 			})
 			if err != nil {

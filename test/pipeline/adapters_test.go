@@ -2,6 +2,7 @@ package pipelinee2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -176,5 +177,41 @@ func TestIndexQuietPeriodOnDynalite(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLongValuesAsKeys: values from objects past what DynamoDB takes as a
+// key (a Patient ID or Study Instance UID of 3,000 characters, and a record
+// id holding such a key) are written and found again: every write of such a
+// record failed, and its message went to the dead-letter queue with nothing
+// audited. dynalite checks table keys; the index keys are built the same way.
+func TestLongValuesAsKeys(t *testing.T) {
+	c := dynaliteOnly(t)
+	ctx := context.Background()
+	a := &awsadapters.AuditTable{Client: c, Table: auditTable}
+	long := strings.Repeat("Q", 3000)
+	longUID := "1.2." + strings.Repeat("3", 2996)
+	rec := pipeline.AuditRecord{
+		ID: "rejected:incoming/" + longUID + "/x.dcm:abc", SchemaVersion: 1, Time: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC), Day: "2026-01-15",
+		EventID: pipeline.CodedValue{Code: "110104", System: "DCM", Display: "DICOM Instances Transferred"}, EventActionCode: "C",
+		Outcome: "rejected", AuditSourceID: "test", CallingAE: "MODALITY1", StudyInstanceUID: longUID, PatientID: long,
+	}
+	for attempt := range 2 {
+		ok, err := a.Append(ctx, rec)
+		if err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		if ok != (attempt == 0) {
+			t.Errorf("attempt %d: appended=%v (the long id must stay idempotent)", attempt, ok)
+		}
+	}
+	for _, q := range []pipeline.AuditQuery{{PatientID: long}, {StudyInstanceUID: longUID}} {
+		page, err := a.Query(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Records) != 1 || page.Records[0].ID != rec.ID || page.Records[0].PatientID != long {
+			t.Errorf("query %+v: %d records", q, len(page.Records))
+		}
 	}
 }
