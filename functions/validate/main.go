@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 )
 
 func main() {
@@ -26,7 +27,9 @@ func main() {
 		log.Error("wiring", "err", err)
 		os.Exit(1)
 	}
-	h := &lambdaio.ObjectHandler{Bucket: cfg.Bucket, Logger: log, Process: func(ctx context.Context, key string) error {
+	// An object's header may hold dataset.MaxHeldBytes of values, read into
+	// memory: the batch reads one such at a time.
+	h := &lambdaio.ObjectHandler{Bucket: cfg.Bucket, Logger: log, ReadBudget: dataset.MaxHeldBytes, Process: func(ctx context.Context, key string) error {
 		_, err := p.ProcessObject(ctx, key)
 		return err
 	}}

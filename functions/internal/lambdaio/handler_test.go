@@ -139,6 +139,75 @@ func TestObjectHandlerConcurrency(t *testing.T) {
 	}
 }
 
+// message is an SQS message of one S3 notification for key of size bytes.
+func message(id, key string, size int64) events.SQSMessage {
+	return events.SQSMessage{MessageId: id, Body: fmt.Sprintf(`{"Records":[{"eventName":"ObjectCreated:Put","s3":{"bucket":{"name":"b"},"object":{"key":%q,"size":%d}}}]}`, key, size)}
+}
+
+// TestObjectHandlerBadLuck: JSON that is no S3 notification fails its
+// message (it was acknowledged without a trace: an SNS envelope would drop
+// every object); a message that hangs fails alone before the invocation's
+// deadline, the rest of the batch acknowledged (the whole invocation timed
+// out, and the batch's completed messages came back); and the objects read
+// at once stay within ReadBudget by their sizes, one alone always running.
+func TestObjectHandlerBadLuck(t *testing.T) {
+	t.Run("not an S3 notification", func(t *testing.T) {
+		h := &ObjectHandler{Process: func(context.Context, string) error { return nil }}
+		ev := events.SQSEvent{Records: []events.SQSMessage{
+			{MessageId: "sns", Body: `{"Type":"Notification","Message":"{\"Records\":[]}"}`},
+			{MessageId: "other", Body: `{"hello":"world"}`},
+			message("ok", "incoming/a.dcm", 10),
+		}}
+		resp, _ := h.Handle(context.Background(), ev)
+		if d := cmp.Diff([]events.SQSBatchItemFailure{{ItemIdentifier: "sns"}, {ItemIdentifier: "other"}}, resp.BatchItemFailures); d != "" {
+			t.Errorf("failures (-want +got):\n%s", d)
+		}
+	})
+	t.Run("a message that hangs", func(t *testing.T) {
+		h := &ObjectHandler{Process: func(ctx context.Context, key string) error {
+			if key == "incoming/stalled.dcm" {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		}}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		start := time.Now()
+		resp, _ := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{message("good", "incoming/good.dcm", 10), message("stalled", "incoming/stalled.dcm", 10)}})
+		if d := cmp.Diff([]events.SQSBatchItemFailure{{ItemIdentifier: "stalled"}}, resp.BatchItemFailures); d != "" {
+			t.Errorf("failures (-want +got):\n%s", d)
+		}
+		if took := time.Since(start); took > 2500*time.Millisecond {
+			t.Errorf("the batch answered %v after it began, past its 3 s deadline's reserve", took)
+		}
+	})
+	t.Run("read budget", func(t *testing.T) {
+		var mu sync.Mutex
+		var inFlight, peak int64
+		sizes := map[string]int64{"incoming/big1.dcm": 60 << 20, "incoming/big2.dcm": 60 << 20, "incoming/small.dcm": 1 << 20, "incoming/huge.dcm": 1 << 30}
+		h := &ObjectHandler{ReadBudget: 64 << 20, Process: func(_ context.Context, key string) error {
+			mu.Lock()
+			inFlight += min(sizes[key], 64<<20)
+			peak = max(peak, inFlight)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			mu.Lock()
+			inFlight -= min(sizes[key], 64<<20)
+			mu.Unlock()
+			return nil
+		}}
+		var ev events.SQSEvent
+		for k, n := range sizes {
+			ev.Records = append(ev.Records, message(k, k, n))
+		}
+		resp, _ := h.Handle(context.Background(), ev)
+		if len(resp.BatchItemFailures) != 0 || peak > 64<<20 {
+			t.Errorf("failures %v; %d bytes read at once, budget %d", resp.BatchItemFailures, peak, 64<<20)
+		}
+	})
+}
+
 func TestScheduleHandler(t *testing.T) {
 	at := time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC)
 	var got time.Time
