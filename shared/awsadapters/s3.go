@@ -127,6 +127,14 @@ func (s *S3Objects) Put(ctx context.Context, key string, body []byte, contentTyp
 // Copy implements pipeline.ObjectWriter: a server-side copy keeping the
 // source's metadata and adding metadata. Objects above 5 GiB would need a
 // multipart copy; DICOM instances that large are not expected.
+// copySourceKey escapes key for x-amz-copy-source: as a URL path, and '+'
+// too, which S3 decodes there as a space (a key holding '+' was copied
+// from another, absent key: 404, and its message went to the dead-letter
+// queue).
+func copySourceKey(key string) string {
+	return strings.ReplaceAll((&url.URL{Path: key}).EscapedPath(), "+", "%2B")
+}
+
 func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
 	head, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &src})
 	if err != nil {
@@ -137,7 +145,7 @@ func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[stri
 		md = map[string]string{}
 	}
 	maps.Copy(md, metadata)
-	source := s.Bucket + "/" + (&url.URL{Path: src}).EscapedPath()
+	source := s.Bucket + "/" + copySourceKey(src)
 	_, err = s.Client.CopyObject(ctx, &s3.CopyObjectInput{
 		Bucket: &s.Bucket, Key: &dst, CopySource: &source,
 		MetadataDirective: s3types.MetadataDirectiveReplace, Metadata: md, ContentType: head.ContentType,
