@@ -140,6 +140,28 @@ func TestValidationCases(t *testing.T) {
 		codes []string
 	}{
 		{name: "valid", data: good.Build, valid: true},
+		// Indexed values past their VR are kept, with a warning.
+		{name: "a Patient ID of 3,000 characters", data: func() []byte {
+			i := good
+			i.PatientID = strings.Repeat("Q", 3000)
+			return i.Build()
+		}, valid: true, codes: []string{"warning:vr-violation"}},
+		{name: "a Modality in no DICOM repertoire", data: func() []byte {
+			i := good
+			i.Modality = "<b>"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:vr-violation"}},
+		{name: "a name group of 65 characters", data: func() []byte {
+			i := good
+			i.PatientName = strings.Repeat("A", 65) + "=Doe^Jane"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:vr-violation"}},
+		// A SOP class that stores nothing: the SCP refuses it, the pipeline too.
+		{name: "Verification as the SOP class", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Str(pt.Tag(8, 0x16), "UI", "1.2.840.10008.1.1")}
+			return i.Build()
+		}, codes: []string{"error:meta-mismatch", "error:not-storage-class", "error:transaction-mismatch"}},
 		{name: "missing SOP Instance UID", data: func() []byte {
 			i := good
 			i.Drop = []uint32{pt.Tag(8, 0x18)}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
@@ -27,6 +28,8 @@ const (
 	CodeMissingType2        = "missing-type2"     // type 2 absent
 	CodeEmptyType2          = "empty-type2"       // type 2 present, empty
 	CodeUIDSyntax           = "uid-syntax"
+	CodeNotStorageClass     = "not-storage-class" // the SOP class stores nothing (Verification, ...)
+	CodeVRViolation         = "vr-violation"      // an indexed value breaks its VR's length or repertoire
 	CodeTransactionMismatch = "transaction-mismatch"
 	CodeCharsetUnknown      = "charset-unknown"
 	CodeCharsetMismatch     = "charset-mismatch"
@@ -174,6 +177,10 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 			}
 		}
 	}
+	if c := uids[tagSOPClassUID]; c != "" && dicomuid.SyntaxError(c) == "" && !dicomuid.IsStorageSOPClass(c) {
+		in.add(CodeNotStorageClass, SeverityError, tagSOPClassUID, "not a storage SOP class: the SCP accepts none such")
+	}
+	in.checkIndexedValues()
 	if mClass != "" && uids[tagSOPClassUID] != "" && mClass != uids[tagSOPClassUID] {
 		in.add(CodeMetaMismatch, SeverityError, tagSOPClassUID, "SOP Class UID differs from Media Storage SOP Class UID")
 	}
@@ -254,5 +261,53 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		PatientName:       d.first(&h.Data, tagPatientName),
 		PatientBirthDate:  birth,
 		PatientSex:        d.first(&h.Data, tagPatientSex),
+	}
+}
+
+// indexedValueRules are the VR limits (PS3.5 6.2) of the values the study
+// index, the audit trail and the events carry: a value past them is kept as
+// sent and indexed, with a warning, since a 3,000-character Patient ID or a
+// Modality of "<b>" says the sender's data are not what they claim.
+var indexedValueRules = []struct {
+	tag      uint32
+	vr       string
+	maxChars int
+	allowed  func(r rune) bool // nil: any character but backslash and controls
+}{
+	{tagPatientID, "LO", 64, nil},
+	{tagAccessionNumber, "SH", 16, nil},
+	{tagModality, "CS", 16, func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ' ' || r == '_' }},
+	{tagStudyDescription, "LO", 64, nil},
+	{tagSeriesDescription, "LO", 64, nil},
+	{tagPatientName, "PN", 64, nil}, // per component group (PS3.5 6.2: 64 characters each)
+}
+
+// checkIndexedValues warns of indexed values that break their VR.
+func (in *inspection) checkIndexedValues() {
+	for _, r := range indexedValueRules {
+		v := in.dec.first(&in.h.Data, r.tag)
+		if v == "" {
+			continue
+		}
+		parts := []string{v}
+		if r.vr == "PN" {
+			parts = strings.Split(v, "=")
+		}
+		for _, part := range parts {
+			if n := utf8.RuneCountInString(part); n > r.maxChars {
+				in.add(CodeVRViolation, SeverityWarning, r.tag, "%d characters; %s allows %d", n, r.vr, r.maxChars)
+				break
+			}
+			bad := strings.IndexFunc(part, func(c rune) bool {
+				if r.allowed != nil {
+					return !r.allowed(c)
+				}
+				return c == '\\' && r.vr != "PN" || c < 0x20 && c != 0x1B
+			})
+			if bad >= 0 {
+				in.add(CodeVRViolation, SeverityWarning, r.tag, "a character %s does not allow (%U)", r.vr, []rune(part[bad:])[0])
+				break
+			}
+		}
 	}
 }
