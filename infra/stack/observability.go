@@ -145,6 +145,17 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	storeFailures := ScpMetric(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	active := ScpMetric(c.Name, MetricActiveAssociations, "Sum", minute)
 	stored := ScpMetric(c.Name, MetricObjectsStored, "Sum", minute)
+	// The SCP's own alarms treat missing data as fine (no rejects, no
+	// failures): were its metrics to stop (the metrics agent down), they
+	// would all go quiet. This one sounds when they stop: every task
+	// publishes its open associations each scrape, 0 included.
+	add(ScpMetric(c.Name, MetricActiveAssociations, "SampleCount", awscdk.Duration_Minutes(jsii.Number(5))).CreateAlarm(self, jsii.String("ScpMetricsMissing"), &awscloudwatch.CreateAlarmOptions{
+		AlarmDescription:   jsii.String("No SCP metrics for 10 minutes: the tasks' metrics agent is down (or every task is), so the SCP's other alarms cannot sound (docs/operations/alarms.md)"),
+		Threshold:          jsii.Number(1),
+		ComparisonOperator: lt,
+		EvaluationPeriods:  jsii.Number(2),
+		TreatMissingData:   awscloudwatch.TreatMissingData_BREACHING,
+	}))
 	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured or something unknown is knocking")
 	alarm("ScpStoreFailures", storeFailures, 0, gt, 1, "C-STORE requests answered with a failure status (S3 unreachable or refusing writes)")
 	if c.Dicom.TLS != nil {
