@@ -48,7 +48,8 @@ func suppress(s *IngestStack) {
 			"replication needs a second region's key and bucket and is an operator decision, not a default"})
 	suppressOn(s.Storage.LogBucket,
 		nagRule{id: "HIPAA.Security-S3BucketReplicationEnabled", reason: "Server access logs of the DICOM bucket; replicating them is not required"},
-		nagRule{id: "HIPAA.Security-S3DefaultEncryptionKMS", reason: "S3 server access logs can only be delivered to buckets encrypted with SSE-S3; the logs hold no patient data"},
+		nagRule{id: "HIPAA.Security-S3DefaultEncryptionKMS", reason: "S3 server access logs can only be delivered to buckets encrypted with SSE-S3. The logs name every object key, " +
+			"and keys hold Study/Series/SOP Instance UIDs: read access to this bucket is to be granted like access to the data (docs/operations/deploy.md)"},
 	)
 
 	// VPN pre-shared keys.
