@@ -148,16 +148,28 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 		t.Errorf("SA counters did not grow by the C-STORE: before %+v, after %+v, object %d bytes", before, after, size)
 	}
 
-	// Every packet the SA counted crossed the outer link as ESP-in-UDP. tcpdump
+	// What the SA counted crossed the outer link as ESP-in-UDP. tcpdump
 	// writes each packet as it reads it (-U), a little behind the kernel:
-	// wait until the capture holds them all before stopping it.
+	// wait until the capture holds them all before stopping it. A packet
+	// can be counted by the site's SA and still not reach the capture: on a
+	// loaded machine the receiving veth's backlog drops it before any tap
+	// sees it, and TCP sends it again (counted twice, captured once); a CI
+	// run missed one of 131 so. A shortfall of at most one packet in fifty
+	// (two at least) is that; more would be traffic beside the tunnel, which
+	// the checks below look for directly (no TCP, no inner address).
 	sent := after.PacketsIn - before.PacketsIn + after.PacketsOut - before.PacketsOut
+	slack := max(sent/50, 2)
 	var esp int64
-	waitFor(t, 10*time.Second, fmt.Sprintf("%d ESP-in-UDP packets in the outer capture", sent), func() (bool, string) {
-		esp = countPackets(t, pcap, "udp port 4500")
-		return esp >= sent, fmt.Sprintf("%d captured; SA counters %+v -> %+v", esp, before, after)
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for esp = countPackets(t, pcap, "udp port 4500"); esp < sent && time.Now().Before(deadline); esp = countPackets(t, pcap, "udp port 4500") {
+		time.Sleep(20 * time.Millisecond)
+	}
 	dump.stop(t)
+	if esp < sent-slack {
+		t.Errorf("the outer capture holds %d ESP-in-UDP packets; the SA counted %d (%+v -> %+v)", esp, sent, before, after)
+	} else if esp < sent {
+		t.Logf("the outer capture holds %d ESP-in-UDP packets of the %d the SA counted (within the link's loss allowance)", esp, sent)
+	}
 	for filter, what := range map[string]string{
 		"tcp":            "TCP (DICOM in the clear)",
 		"net 10.0.0.0/8": "inner addresses",
