@@ -445,3 +445,28 @@ func TestBidiControlsShown(t *testing.T) {
 		}
 	}
 }
+
+// TestStudyPageBoundsInstances: the study page lists the first 1,000
+// instances and says how many more the JSON API lists (a study of 2,000
+// made a page of 1.1 MB).
+func TestStudyPageBoundsInstances(t *testing.T) {
+	db := openDB(t)
+	ctx := context.Background()
+	for i := range maxInstancesShown + 5 {
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.7", SeriesInstanceUID: "1.7.1",
+			SOPInstanceUID: fmt.Sprint("1.7.1.", i), SHA256: "x", InstanceNumber: fmt.Sprint(i), ObjectKey: fmt.Sprint("k", i),
+			ReceivedAt: time.Unix(int64(i), 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	code, _, body := get(t, srv.URL+"/studies/1.7", "")
+	if rows := strings.Count(body, `<a href="/objects/k`); code != 200 || rows != maxInstancesShown {
+		t.Errorf("%d: %d instance rows, want %d", code, rows, maxInstancesShown)
+	}
+	if !strings.Contains(body, "5 more instances") || !strings.Contains(body, `href="/api/studies/1.7"`) {
+		t.Error("the page does not say how many more instances there are, or where")
+	}
+}

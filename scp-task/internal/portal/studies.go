@@ -206,7 +206,15 @@ type seriesView struct {
 type studyView struct {
 	StudyPage
 	SeriesViews []seriesView
+	// Shown are the instances listed on the page, the first
+	// maxInstancesShown; Hidden counts the rest, which the JSON API lists.
+	Shown  []pipeline.InstanceRecord
+	Hidden int
 }
+
+// maxInstancesShown bounds the study page's instance table: a study of
+// 2,000 instances made a page of 1.1 MB.
+const maxInstancesShown = 1000
 
 func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
 	p, err := s.study(r)
@@ -214,7 +222,10 @@ func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	sv := studyView{StudyPage: p}
+	sv := studyView{StudyPage: p, Shown: p.Instances}
+	if len(sv.Shown) > maxInstancesShown {
+		sv.Shown, sv.Hidden = sv.Shown[:maxInstancesShown], len(sv.Shown)-maxInstancesShown
+	}
 	for _, se := range p.Series {
 		row := seriesView{SeriesSummary: se}
 		mid, ok := middleInstance(p.Instances, se.SeriesInstanceUID)
