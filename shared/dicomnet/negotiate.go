@@ -72,8 +72,11 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 		case pc.AbstractSyntax == "" || !supports(pc.AbstractSyntax):
 			res.Result = pdu.ResultAbstractSyntaxNotSupported
 		default:
+			// What we store is kept in its sender's syntax; what we read and
+			// answer ourselves (a C-ECHO, a commitment request) is in a
+			// little endian one every implementation has.
 			choose := chooseTransferSyntax
-			if pc.AbstractSyntax == dicomuid.StorageCommitment {
+			if pc.AbstractSyntax == dicomuid.StorageCommitment || pc.AbstractSyntax == dicomuid.Verification {
 				choose = chooseReadSyntax
 			}
 			ts, ok := choose(pc.TransferSyntaxes, opt.AcceptExplicitBigEndian)

@@ -30,6 +30,10 @@ func TestNegotiateContexts(t *testing.T) {
 		chosen   string
 	}{
 		{"verification", dicomuid.Verification, []string{impl}, 1, false, 0, impl},
+		// A C-ECHO is answered by us: a little endian syntax, never the
+		// compressed one a storage context keeps.
+		{"verification prefers explicit", dicomuid.Verification, []string{jpeg, impl, expl}, 1, false, 0, expl},
+		{"verification, compressed only", dicomuid.Verification, []string{jpeg}, 1, false, 4, impl},
 		{"compressed preferred", ct, []string{impl, expl, jpeg}, 1, false, 0, jpeg},
 		{"first compressed as offered", ct, []string{expl, j2k, rle}, 1, false, 0, j2k},
 		{"deflated counts as compressed", ct, []string{expl, defl}, 1, false, 0, defl},
