@@ -220,6 +220,17 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.Event = associationaudit.EventCommitmentRefused
 		r.Status = fmt.Sprintf("%04X", ev.Status)
 		r.SOPClassUID = ev.SOPClassUID
+	case dicomnet.EventHandshakeFailed:
+		// Refused before any association: a node that failed to
+		// authenticate (no, an expired, a revoked or a foreign client
+		// certificate), which the trail records as the Security Alert a
+		// refused association is (110113, 110126 Node Authentication). It
+		// was only logged and counted.
+		r.Event = associationaudit.EventRejected
+		r.Reason = "TLS handshake failed"
+		if ev.Err != nil {
+			r.Reason += ": " + ev.Err.Error()
+		}
 	default:
 		return r, false
 	}

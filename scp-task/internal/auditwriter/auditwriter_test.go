@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 type recordStore struct {
@@ -205,5 +206,33 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestHandshakeFailureIsAudited: a connection refused in its TLS handshake
+// (no, an expired, a revoked or a foreign client certificate) is a refused
+// association in the trail, a Security Alert; it was only logged and counted.
+func TestHandshakeFailureIsAudited(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{Implementation: "TEST 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventHandshakeFailed, Time: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC),
+		Association: &dicomnet.AssociationInfo{ID: "t1", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 9, 8, 7), Port: 4000}},
+		Err:         errors.New("remote error: tls: bad certificate")})
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(store.got) != 1 {
+		t.Fatalf("records: %v", store.got)
+	}
+	for _, r := range store.got {
+		if r.Event != associationaudit.EventRejected || r.PeerAddr != "10.9.8.7:4000" || r.Reason != "TLS handshake failed: remote error: tls: bad certificate" {
+			t.Errorf("record %+v", r)
+		}
+		if rec := pipeline.AssociationAuditRecord(r, "test"); rec.EventID.Code != "110113" {
+			t.Errorf("audited as %+v, want a Security Alert", rec.EventID)
+		}
 	}
 }
