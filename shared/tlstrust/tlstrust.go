@@ -123,6 +123,26 @@ func (r Revocations) Len() int {
 	return n
 }
 
+// CheckClientLeaf fails a handshake whose client certificate is not one a
+// client may authenticate with, which Go's verification leaves to its
+// caller: a CA certificate (basic constraints), or one whose key usage,
+// when it has one, does not allow signing (RFC 8446 4.4.2.3, RFC 5280
+// 4.2.1.3). A certificate the site CA issued with cA=TRUE, or the CA
+// itself, was accepted.
+func CheckClientLeaf(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // none is the handshake's own refusal
+	}
+	leaf := cs.PeerCertificates[0]
+	switch {
+	case leaf.IsCA:
+		return fmt.Errorf("tlstrust: certificate %q is a CA certificate, not a client's", leaf.Subject.String())
+	case leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0:
+		return fmt.Errorf("tlstrust: certificate %q: its key usage does not allow signing (digitalSignature)", leaf.Subject.String())
+	}
+	return nil
+}
+
 // Check fails a handshake whose verified client chain holds a certificate a
 // CRL lists: a tls.Config's VerifyConnection, which runs on every handshake,
 // resumed ones included.

@@ -86,3 +86,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestCheckClientLeaf: a CA certificate, or one whose key usage does not
+// allow signing, is no client certificate; Go's verification accepted both.
+func TestCheckClientLeaf(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		leaf x509.Certificate
+		ok   bool
+	}{
+		{"client", x509.Certificate{KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment}, true},
+		{"no key usage", x509.Certificate{}, true},
+		{"CA", x509.Certificate{IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}, false},
+		{"cannot sign", x509.Certificate{KeyUsage: x509.KeyUsageKeyEncipherment}, false},
+	} {
+		leaf := tt.leaf
+		if err := CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{&leaf}}); (err == nil) != tt.ok {
+			t.Errorf("%s: %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
+}

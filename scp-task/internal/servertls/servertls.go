@@ -290,6 +290,8 @@ func load(src Source) (*loaded, error) {
 			return nil, fmt.Errorf("servertls: --tls-client-ca %s: %w", describe(src.ClientCA), err)
 		}
 		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, len(cas)
+		// VerifyConnection runs on every handshake, resumed ones included.
+		cfg.VerifyConnection = tlstrust.CheckClientLeaf
 		if src.ClientCRL != "" {
 			crlPEM, err := read("tls-client-crl", src.ClientCRL)
 			if err != nil {
@@ -301,8 +303,9 @@ func load(src Source) (*loaded, error) {
 				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
 			}
 			l.revoked, l.staleCRLs = revoked.Len(), stale
-			// VerifyConnection runs on every handshake, resumed ones included.
-			cfg.VerifyConnection = revoked.Check
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				return errors.Join(tlstrust.CheckClientLeaf(cs), revoked.Check(cs))
+			}
 		}
 	} else if src.ClientCRL != "" {
 		return nil, errors.New("servertls: --tls-client-crl: needs --tls-client-ca, the CAs whose lists it holds")
