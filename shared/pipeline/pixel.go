@@ -67,14 +67,11 @@ func (in *inspection) checkPixelData() {
 	if samples == 3 && in.dec.first(&h.Data, tagPhotometric) == "YBR_FULL_422" {
 		samples = 2 // two Y, one CB and one CR per pair of pixels (PS3.3 C.7.6.3.1.2)
 	}
-	frames := uint64(1)
-	if s := strings.TrimSpace(in.dec.first(&h.Data, tagNumberOfFrames)); s != "" {
-		n, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || n == 0 {
-			in.add(CodePixelDataLength, SeverityError, tagNumberOfFrames, "Number of Frames %q is not a count of frames", s)
-			return
-		}
-		frames = n
+	nf := in.dec.first(&h.Data, tagNumberOfFrames)
+	frames, ok := FrameCount(nf)
+	if !ok {
+		in.add(CodePixelDataLength, SeverityError, tagNumberOfFrames, "Number of Frames %q is not a count of frames", strings.TrimSpace(nf))
+		return
 	}
 	want, ok := NativePixelBytes(rows, cols, samples, frames, bitsAlloc)
 	got := uint64(pd.Len)
@@ -86,6 +83,19 @@ func (in *inspection) checkPixelData() {
 		in.add(CodePixelDataLength, SeverityWarning, pd.Tag,
 			"holds %d bytes; %d×%d×%d samples × %d frames × %d bits need %d", got, rows, cols, samples, frames, bitsAlloc, want)
 	}
+}
+
+// FrameCount reads a Number of Frames (0028,0008) value: 1 when it is
+// absent or empty, else a whole number from 1 to 2^32-1; ok is false for
+// anything else (0, a fraction, a count past 32 bits, which a reader that
+// cuts it to 32 bits takes for another).
+func FrameCount(s string) (n uint64, ok bool) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 1, true
+	}
+	n, err := strconv.ParseUint(s, 10, 32)
+	return n, err == nil && n > 0
 }
 
 // NativePixelBytes is the byte length of native pixel data of rows ×

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 
 	"github.com/suyashkumar/dicom"
@@ -48,9 +47,10 @@ type nativeLayout struct {
 	data                              []byte // the Pixel Data value
 }
 
-// frame returns frame i's bytes.
+// frame returns frame i's bytes (nativeGeometry checked that the data
+// holds them).
 func (l nativeLayout) frame(i uint64) []byte {
-	n := l.rows * l.cols * l.samples * l.bits / 8
+	n, _ := pipeline.NativePixelBytes(l.rows, l.cols, l.samples, 1, l.bits)
 	return l.data[i*n : (i+1)*n]
 }
 
@@ -97,12 +97,9 @@ func nativeGeometry(ds *dicom.Dataset) (nativeLayout, error) {
 	case rows*cols > maxFramePixels:
 		return l, fmt.Errorf("%d × %d pixels, above the %d previewed", cols, rows, maxFramePixels)
 	}
-	if s := strings.TrimSpace(str(ds, tag.NumberOfFrames)); s != "" {
-		n, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || n == 0 {
-			return l, fmt.Errorf("frame count %q (Number of Frames) not a count", s)
-		}
-		l.frames = n
+	nf := str(ds, tag.NumberOfFrames)
+	if l.frames, ok = pipeline.FrameCount(nf); !ok {
+		return l, fmt.Errorf("frame count %q (Number of Frames) not a count", strings.TrimSpace(nf))
 	}
 	need, ok := pipeline.NativePixelBytes(rows, cols, samples, l.frames, bits)
 	if have := uint64(len(l.data)); !ok || need > have {
