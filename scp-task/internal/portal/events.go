@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,11 +25,8 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 		Contains:   v.Get("contains"),
 		Limit:      atoi(v.Get("limit")),
 	}
-	switch f.DetailType {
-	case "", pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected, pipeline.DetailTypeStudyReceived,
-		pipeline.DetailTypeStudyUpdated, pipeline.DetailTypeCommitmentCompleted:
-	default:
-		return f, badRequest{errors.New("portal: type is an event type: Instance Stored, Instance Rejected, Study Received, Study Updated or Storage Commitment Completed")}
+	if f.DetailType != "" && !slices.Contains(eventTypes, f.DetailType) {
+		return f, badRequest{errors.New("portal: type is an event type: " + strings.Join(eventTypes, ", "))}
 	}
 	if v.Get("before") != "" && v.Get("after") != "" {
 		return f, badRequest{errors.New("portal: before and after are two directions: give one")}

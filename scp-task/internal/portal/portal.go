@@ -153,11 +153,13 @@ var funcs = template.FuncMap{
 			"commitment-requested", "committed", "commitment-failures", "commitment-reported", "commitment-undeliverable",
 			"commitment-refused"}
 	},
-	"eventTypes": func() []string {
-		return []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected,
-			pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated}
-	},
+	"eventTypes": func() []string { return eventTypes },
 }
+
+// eventTypes are the detail-types the pipeline publishes, as the Events
+// page offers them and its filter accepts them.
+var eventTypes = []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected,
+	pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated, pipeline.DetailTypeCommitmentCompleted}
 
 var pages = template.Must(template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html"))
 

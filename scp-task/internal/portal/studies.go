@@ -232,11 +232,11 @@ func (s *Server) pageStudy(w http.ResponseWriter, r *http.Request) {
 		if ok {
 			s.previews.put(p.StudyInstanceUID, se.SeriesInstanceUID, p.Revision, mid)
 		}
-		switch {
+		switch why := noPreview(mid); {
 		case s.Thumbnails == nil || !ok:
 			row.NoPreviewIs = "no preview"
-		case noPreview(mid) != "":
-			row.NoPreviewIs = noPreview(mid)
+		case why != "":
+			row.NoPreviewIs = why
 		default:
 			row.Preview = "/studies/" + url.PathEscape(p.StudyInstanceUID) + "/series/" + url.PathEscape(se.SeriesInstanceUID) + "/thumbnail.png"
 		}
