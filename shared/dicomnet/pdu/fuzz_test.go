@@ -22,6 +22,21 @@ func seedPDUs(f *testing.F) {
 func FuzzRead(f *testing.F) {
 	seedPDUs(f)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The buffers a body is read into, as the caller is told of them: never past the announced length,
+		// and under three times it in all (doubling from 64 KiB).
+		if h, err := ParseHeader(b); err == nil {
+			total := 0
+			_, err := ReadBodyFunc(bytes.NewReader(b[HeaderLen:]), h.Length, 1<<20, func(n int) error {
+				if n > int(h.Length) {
+					t.Fatalf("buffer of %d bytes for a body of %d", n, h.Length)
+				}
+				total += n
+				return nil
+			})
+			if err == nil && total > 3*int(h.Length) {
+				t.Fatalf("%d bytes of buffers for a body of %d", total, h.Length)
+			}
+		}
 		p, err := Read(bytes.NewReader(b), 1<<16)
 		if err != nil {
 			return

@@ -120,13 +120,37 @@ func Encode(p PDU) ([]byte, error) { return Append(nil, p) }
 // ReadBody reads exactly n bytes from r, limited to max. Memory grows only as bytes actually arrive (doubling
 // from 64 KiB), so a peer that announces a large length and sends little cannot make us allocate it.
 func ReadBody(r io.Reader, n, max uint32) ([]byte, error) {
+	return ReadBodyFunc(r, n, max, nil)
+}
+
+// ReadBodyFunc is ReadBody that calls grow, when not nil, with the size of every buffer before it allocates it,
+// so that a caller can account for the memory a peer makes it hold (and refuse it: grow's error ends the read,
+// wrapped, before the allocation).
+func ReadBodyFunc(r io.Reader, n, max uint32, grow func(bytes int) error) ([]byte, error) {
 	if n > max {
 		return nil, fmt.Errorf("pdu: body of %d bytes (limit %d): %w", n, max, ErrTooLong)
 	}
-	buf := make([]byte, 0, min(n, 64<<10))
+	alloc := func(size uint64) error {
+		if grow == nil {
+			return nil
+		}
+		if err := grow(int(size)); err != nil {
+			return fmt.Errorf("pdu: read body: buffer of %d bytes: %w", size, err)
+		}
+		return nil
+	}
+	first := uint64(min(n, 64<<10))
+	if err := alloc(first); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 0, first)
 	for uint32(len(buf)) < n {
 		if len(buf) == cap(buf) {
-			nb := make([]byte, len(buf), min(uint64(n), 2*uint64(cap(buf))))
+			size := min(uint64(n), 2*uint64(cap(buf)))
+			if err := alloc(size); err != nil {
+				return nil, err
+			}
+			nb := make([]byte, len(buf), size)
 			copy(nb, buf)
 			buf = nb
 		}

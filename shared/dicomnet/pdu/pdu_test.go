@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -266,5 +267,44 @@ func BenchmarkDecodeAssociateRQ(b *testing.B) {
 		if _, err := DecodeAssociateRQ(enc[HeaderLen:]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReadBodyFunc: the caller is told of every buffer before it is allocated, and its refusal ends the read.
+func TestReadBodyFunc(t *testing.T) {
+	errFull := errors.New("full")
+	for _, tc := range []struct {
+		name      string
+		n, sent   int
+		limit     int // grow refuses past this many bytes in all; 0 = never
+		wantSizes []int
+		wantErr   error
+	}{
+		{name: "small body", n: 100, sent: 100, wantSizes: []int{100}},
+		{name: "doubling to the length", n: 200 << 10, sent: 200 << 10, wantSizes: []int{64 << 10, 128 << 10, 200 << 10}},
+		{name: "announced, not sent: one buffer", n: 1 << 20, sent: 1000, wantSizes: []int{64 << 10}, wantErr: io.ErrUnexpectedEOF},
+		{name: "refused growth", n: 200 << 10, sent: 200 << 10, limit: 100 << 10, wantSizes: []int{64 << 10}, wantErr: errFull},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sizes []int
+			total := 0
+			body, err := ReadBodyFunc(bytes.NewReader(make([]byte, tc.sent)), uint32(tc.n), 1<<20, func(n int) error {
+				if tc.limit > 0 && total+n > tc.limit {
+					return errFull
+				}
+				total += n
+				sizes = append(sizes, n)
+				return nil
+			})
+			if tc.wantErr == nil && (err != nil || len(body) != tc.n) {
+				t.Fatalf("read %d bytes, %v; want %d", len(body), err, tc.n)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if !slices.Equal(sizes, tc.wantSizes) {
+				t.Errorf("buffers %v, want %v", sizes, tc.wantSizes)
+			}
+		})
 	}
 }
