@@ -201,6 +201,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		IdleTimeout:               cfg.IdleTimeout,
 		MaxUnassociated:           maxUnassociated,
 		MaxUnassociatedPerAddr:    maxUnassociatedPerAddr,
+		MaxPreAssociationBytes:    cfg.MaxPreAssociationBytes,
 		ProgressWindow:            cfg.ProgressWindow,
 		MinProgressBytes:          cfg.MinProgressBytes,
 		MaxMessageTime:            cfg.MaxMessageTime,
@@ -220,6 +221,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_unassociated_connections", Help: "Connections that hold no association: not yet requested, or rejected and not yet closed.",
 	}, func() float64 { return float64(srv.UnassociatedConnections()) })); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	if err := reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "dicom_ingest_preassociation_bytes", Help: "Memory charged to connections that hold no association, within --max-preassociation-bytes.",
+	}, func() float64 { return float64(srv.PreAssociationBytes()) })); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
 

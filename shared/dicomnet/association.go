@@ -47,6 +47,7 @@ type association struct {
 
 	hasSlot bool         // guarded by srv.mu
 	unassoc unassocEntry // place among the connections without an association; guarded by srv.mu
+	preHeld int64        // bytes charged to MaxPreAssociationBytes (memory.go); guarded by srv.mu
 
 	// timers (see pduread.go, timedReader)
 	artimOn       bool

@@ -83,6 +83,7 @@ func (a *association) decide() rxEvent {
 	a.ac = b
 	a.accepted = true
 	s.leaveUnassociated(a)
+	a.releaseCharge() // from now on its memory counts under MaxAssociations
 	return rxEvent{ev: evt7}
 }
 

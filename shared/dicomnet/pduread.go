@@ -260,7 +260,16 @@ func (a *association) readEvent() rxEvent {
 		r.pduLeft = h.Length
 		return rxEvent{ev: evt10}
 	case pdu.TypeAssociateRQ:
-		body, err := pdu.ReadBody(a.br, h.Length, maxAssociatePDU)
+		var grow func(int) error
+		if st == sta2 {
+			// Charged to MaxPreAssociationBytes as the buffer grows: a request that arrives slowly is held.
+			grow = func(n int) error { return a.charge(int64(n)) }
+		}
+		body, err := pdu.ReadBodyFunc(a.br, h.Length, maxAssociatePDU, grow)
+		if errors.Is(err, ErrShedMemory) {
+			a.shedForMemory()
+			return a.readFailed(err)
+		}
 		if err != nil {
 			return a.bodyErr(err)
 		}

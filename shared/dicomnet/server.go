@@ -83,6 +83,11 @@ type Server struct {
 	// A-ASSOCIATE-RQ is closed; a new connection from an address at the second is closed at once. Keep both below
 	// the process's file descriptor limit, less what the associations themselves need (see unassociated.go).
 	MaxUnassociated, MaxUnassociatedPerAddr int
+	// MaxPreAssociationBytes bounds the memory those connections may hold, in all (0 = unlimited): each is
+	// charged PreAssociationConnBytes before anything is read from it, PreAssociationTLSBytes more over TLS, and
+	// its A-ASSOCIATE-RQ as it arrives. When it is in use, the oldest connections still waiting are closed to
+	// make room, or the newcomer when they cannot (EventShed, ErrShedMemory). See memory.go.
+	MaxPreAssociationBytes int64
 
 	MaxPDULength uint32 // largest P-DATA-TF we accept (item 51); default DefaultMaxPDULength
 	// MaxObjectSize bounds one C-STORE data set (0 = unlimited). Past it the handler's reader fails with
@@ -119,6 +124,7 @@ type Server struct {
 	active     int
 	perAE      map[string]int
 	unassoc    unassociated
+	preBytes   atomic.Int64 // charged to connections without an association (memory.go); changed under mu
 	inShutdown atomic.Bool
 	idPrefix   string
 	nextID     atomic.Uint64
@@ -376,11 +382,19 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn, tlsConfig *tls.Confi
 		a.closeOutbox()
 		s.releaseSlot(a)
 		s.leaveUnassociated(a)
+		a.releaseCharge()
 		s.mu.Lock()
 		delete(s.assocs, a)
 		s.mu.Unlock()
 	}()
 	if s.admitUnassociated(a) != nil {
+		a.cancel()
+		c.Close()
+		return
+	}
+	// Nothing is read before the connection has the memory it may hold until it associates.
+	if err := a.charge(preAssociationCost(tlsConfig != nil)); err != nil {
+		a.shedForMemory()
 		a.cancel()
 		c.Close()
 		return

@@ -21,13 +21,20 @@ import (
 //     A-ASSOCIATE-RQ (or for its peer to close after a rejection). A real peer sends its request as soon as it
 //     has connected and is answered within milliseconds, so it is never the oldest for long: the headroom goes to
 //     whoever asks, not to whoever waits.
+//
+// A third bound is on the memory they hold (MaxPreAssociationBytes, memory.go): a count alone lets each of them
+// hold a read buffer, a part of an A-ASSOCIATE-RQ or an unfinished TLS handshake.
+//
 // PS3.8 §9.1.4 Note 1 allows closing a transport connection in "situations such as temporary lack of resources".
 
 // ErrShedTotal and ErrShedPerAddr are the Event.Err of an EventShed: the connection was closed before it
 // associated, to keep MaxUnassociated (the oldest waiting one made room) or MaxUnassociatedPerAddr.
+// ErrShedMemory is the Event.Err of a connection closed to keep MaxPreAssociationBytes: one of the oldest waiting
+// ones, to make room, or a newcomer for which none could.
 var (
 	ErrShedTotal   = errors.New("dicomnet: connection shed: too many connections without an association")
 	ErrShedPerAddr = errors.New("dicomnet: connection refused: too many connections without an association from its address")
+	ErrShedMemory  = errors.New("dicomnet: connection refused: the memory for connections without an association is in use")
 )
 
 // unassociated is the server's list of connections without an association, oldest first.
@@ -76,7 +83,7 @@ func (s *Server) admitUnassociated(a *association) error {
 		key = addrKey(a.info.RemoteAddr)
 	}
 	if key != "" && s.MaxUnassociatedPerAddr > 0 && u.byAddr[key] >= s.MaxUnassociatedPerAddr {
-		shed = append(shed, s.noteShedLocked(a, ErrShedPerAddr))
+		shed = append(shed, s.noteShedLocked(a.info, ErrShedPerAddr))
 		return ErrShedPerAddr
 	}
 	a.unassoc = unassocEntry{elem: u.list.PushBack(a), addr: key}
@@ -109,7 +116,7 @@ func (s *Server) rekeyUnassociated(a *association) error {
 	if s.MaxUnassociatedPerAddr > 0 && u.byAddr[key] >= s.MaxUnassociatedPerAddr {
 		u.list.Remove(a.unassoc.elem)
 		a.unassoc = unassocEntry{}
-		shed = append(shed, s.noteShedLocked(a, ErrShedPerAddr))
+		shed = append(shed, s.noteShedLocked(a.info, ErrShedPerAddr))
 		return ErrShedPerAddr
 	}
 	a.unassoc.addr = key
@@ -157,7 +164,7 @@ func (s *Server) shedOldestLocked(newcomer *association) (Event, bool) {
 			continue
 		}
 		s.leaveUnassociatedLocked(old)
-		ev := s.noteShedLocked(old, ErrShedTotal)
+		ev := s.noteShedLocked(old.info, ErrShedTotal)
 		old.nc.Close() // its goroutine reads Evt17 and ends
 		return ev, true
 	}
@@ -166,7 +173,7 @@ func (s *Server) shedOldestLocked(newcomer *association) (Event, bool) {
 
 // noteShedLocked counts a shed connection for the log line, written at most every shedLogInterval with the counts
 // since the last, and returns the Event to report once s.mu is released.
-func (s *Server) noteShedLocked(a *association, why error) Event {
+func (s *Server) noteShedLocked(info AssociationInfo, why error) Event {
 	u := &s.unassoc
 	if u.shed == nil {
 		u.shed = map[error]int{}
@@ -174,12 +181,13 @@ func (s *Server) noteShedLocked(a *association, why error) Event {
 	u.shed[why]++
 	if now := time.Now(); now.Sub(u.shedLast) >= shedLogInterval {
 		s.logger().Warn("dicomnet: connections without an association closed to keep headroom",
-			"over_total", u.shed[ErrShedTotal], "over_address", u.shed[ErrShedPerAddr], "last_peer", addrString(a.info.RemoteAddr),
-			"unassociated", u.list.Len(), "max_unassociated", s.MaxUnassociated, "max_unassociated_per_addr", s.MaxUnassociatedPerAddr)
+			"over_total", u.shed[ErrShedTotal], "over_address", u.shed[ErrShedPerAddr], "over_memory", u.shed[ErrShedMemory],
+			"last_peer", addrString(info.RemoteAddr), "unassociated", u.list.Len(), "max_unassociated", s.MaxUnassociated,
+			"max_unassociated_per_addr", s.MaxUnassociatedPerAddr,
+			"preassociation_bytes", s.PreAssociationBytes(), "max_preassociation_bytes", s.MaxPreAssociationBytes)
 		u.shedLast = now
 		clear(u.shed)
 	}
-	info := a.info
 	return Event{Type: EventShed, Association: &info, Err: why}
 }
 

@@ -46,6 +46,9 @@ type Config struct {
 	// without an association; 0 derives them from the descriptor limit.
 	MaxUnassociated        int
 	MaxUnassociatedPerAddr int
+	// MaxPreAssociationBytes bounds the memory those connections hold;
+	// 0 = unlimited.
+	MaxPreAssociationBytes int64
 	// ProgressWindow, MinProgressBytes and MaxMessageTime are the progress
 	// deadlines of a message being received.
 	ProgressWindow   time.Duration
@@ -138,6 +141,7 @@ var settings = []Setting{
 	{"idle-timeout", "SCP_IDLE_TIMEOUT", "5m", "abort an association silent for this long between messages"},
 	{"max-unassociated", "SCP_MAX_UNASSOCIATED", "0", "connections without an association (not yet requested, or rejected and not yet closed) in all; past it the oldest one waiting for its request is closed; 0 = derived from the file descriptor limit"},
 	{"max-unassociated-per-address", "SCP_MAX_UNASSOCIATED_PER_ADDRESS", "0", "connections without an association per source address (the PROXY v2 source with --proxy-protocol); a new one over it is closed at once; 0 = derived from the file descriptor limit"},
+	{"max-preassociation-bytes", "SCP_MAX_PREASSOCIATION_BYTES", "134217728", "memory the connections without an association may hold in all: each is charged 80 KiB on connecting (1104 KiB on the TLS listener, for its handshake) and its A-ASSOCIATE-RQ as it arrives; past it the oldest one waiting is closed to make room; 0 = unlimited"},
 	{"progress-window", "SCP_PROGRESS_WINDOW", "60s", "while a message is being received, at least --min-progress-bytes must arrive in every such stretch of waiting, or the association is aborted"},
 	{"min-progress-bytes", "SCP_MIN_PROGRESS_BYTES", "1024", "bytes a message being received must bring in every --progress-window"},
 	{"max-message-time", "SCP_MAX_MESSAGE_TIME", "2h", "waiting allowed for one whole message (command and data set) before the association is aborted"},
@@ -343,6 +347,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		AuditSyslog:              get("audit-syslog"),
 		AuditSpool:               get("audit-spool"),
 		AuditSpoolMax:            count("audit-spool-max"),
+	}
+	if b, err := strconv.ParseInt(get("max-preassociation-bytes"), 10, 64); err != nil || b < 0 || b > 0 && b < 2<<20 {
+		errs = append(errs, fmt.Errorf("%s: %q is not 0 or a byte count of at least 2097152 (one TLS handshake)", named("max-preassociation-bytes"), get("max-preassociation-bytes")))
+	} else {
+		c.MaxPreAssociationBytes = b
 	}
 	if b, err := strconv.ParseInt(get("min-free-bytes"), 10, 64); err != nil || b < 0 {
 		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", named("min-free-bytes"), get("min-free-bytes")))

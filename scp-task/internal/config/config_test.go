@@ -22,8 +22,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.MinFreeBytes}
-	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), int64(256 << 20)}
+	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.MinFreeBytes, c.MaxPreAssociationBytes}
+	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), int64(256 << 20), int64(128 << 20)}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -72,6 +72,8 @@ func TestErrors(t *testing.T) {
 		{"small backlog", []string{"--store", "s3://b/p", "--staging", "/x", "--staging-max-backlog", "10"}, nil, "at least 1048576"},
 		{"negative reserve", nil, map[string]string{"SCP_MIN_FREE_BYTES": "-1"}, `SCP_MIN_FREE_BYTES: "-1" is not a byte count ≥ 0`},
 		{"reserve with a unit", []string{"--min-free-bytes", "256MiB"}, nil, `--min-free-bytes: "256MiB" is not a byte count ≥ 0`},
+		{"pre-association memory below one TLS handshake", []string{"--max-preassociation-bytes", "1048576"}, nil, "at least 2097152"},
+		{"pre-association memory with a unit", nil, map[string]string{"SCP_MAX_PREASSOCIATION_BYTES": "128MiB"}, `SCP_MAX_PREASSOCIATION_BYTES: "128MiB" is not 0`},
 		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY: vfs: latency \"write=fast\""},
 	}
 	for _, tt := range tests {

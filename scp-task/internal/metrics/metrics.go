@@ -64,7 +64,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_connections_shed_total",
-			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound).",
+			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound; memory: the oldest waiting one made room in --max-preassociation-bytes, or a newcomer got none within ARTIM).",
 		}, []string{"reason"}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_tls_handshake_failures_total",
@@ -101,8 +101,11 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 		o.failures.WithLabelValues(fmt.Sprintf("%04X", ev.Status)).Inc()
 	case dicomnet.EventShed:
 		reason := "total"
-		if errors.Is(ev.Err, dicomnet.ErrShedPerAddr) {
+		switch {
+		case errors.Is(ev.Err, dicomnet.ErrShedPerAddr):
 			reason = "per_address"
+		case errors.Is(ev.Err, dicomnet.ErrShedMemory):
+			reason = "memory"
 		}
 		o.shed.WithLabelValues(reason).Inc()
 	case dicomnet.EventEcho:

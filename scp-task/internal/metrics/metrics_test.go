@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -24,6 +25,9 @@ func TestObserver(t *testing.T) {
 		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
 		{Type: dicomnet.EventAborted},
 		{Type: dicomnet.EventHandshakeFailed},
+		{Type: dicomnet.EventShed, Err: dicomnet.ErrShedTotal},
+		{Type: dicomnet.EventShed, Err: dicomnet.ErrShedPerAddr},
+		{Type: dicomnet.EventShed, Err: fmt.Errorf("charge: %w", dicomnet.ErrShedMemory)},
 	} {
 		o.ObserveAssociation(ev)
 	}
@@ -41,6 +45,9 @@ func TestObserver(t *testing.T) {
 		{"failures", o.failures.WithLabelValues("A900"), 1},
 		{"aborted", o.aborted, 1},
 		{"TLS handshake failures", o.tlsFailures, 1},
+		{"shed for the total", o.shed.WithLabelValues("total"), 1},
+		{"shed per address", o.shed.WithLabelValues("per_address"), 1},
+		{"shed for memory", o.shed.WithLabelValues("memory"), 1},
 	}
 	for _, c := range checks {
 		if got := testutil.ToFloat64(c.c); got != c.want {
