@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,9 +213,38 @@ func TestSearchStudies(t *testing.T) {
 	if _, err := db.SearchStudies(ctx, StudySearch{Cursor: "garbage"}); !errors.Is(err, pipeline.ErrBadCursor) {
 		t.Errorf("bad cursor: %v", err)
 	}
-	if _, err := db.SearchStudies(ctx, StudySearch{Status: "lost"}); err == nil {
-		t.Error("unknown status accepted")
+	// Searches the store refuses are the searcher's to mend (a
+	// SearchError, which the portal answers with a 400), whoever calls.
+	refused := []struct {
+		name string
+		q    StudySearch
+	}{
+		{"unknown status", StudySearch{Status: "lost"}},
+		{"one word more than the limit", StudySearch{Patient: words(MaxPatientWords + 1)}},
+		{"993 patient words", StudySearch{Patient: words(993)}},
 	}
+	for _, tt := range refused {
+		var se *SearchError
+		if _, err := db.SearchStudies(ctx, tt.q); !errors.As(err, &se) {
+			t.Errorf("%s: %v, want a SearchError", tt.name, err)
+		}
+	}
+	// As many distinct words as the limit: searched (SQLite's expression
+	// depth is the limit's reason); repeated words count once.
+	for _, patient := range []string{words(MaxPatientWords), strings.Repeat("w ", 993)} {
+		if _, err := db.SearchStudies(ctx, StudySearch{Patient: patient}); err != nil {
+			t.Errorf("patient search of %d characters: %v", len(patient), err)
+		}
+	}
+}
+
+// words returns n distinct words.
+func words(n int) string {
+	w := make([]string, n)
+	for i := range w {
+		w[i] = "w" + strconv.Itoa(i)
+	}
+	return strings.Join(w, " ")
 }
 
 // TestAssociations groups the trail per association: one row each with

@@ -45,6 +45,12 @@ type StudySearch struct {
 // 1,000 deep (993 words failed).
 const MaxPatientWords = 16
 
+// SearchError is a search SearchStudies refuses: the searcher's to mend,
+// as Reason says (the portal answers it with a 400).
+type SearchError struct{ Reason string }
+
+func (e *SearchError) Error() string { return "localstore: search studies: " + e.Reason }
+
 // PatientWords are the distinct words of a patient search, carets (name
 // components) counting as spaces.
 func PatientWords(s string) []string {
@@ -91,7 +97,11 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		name := `lower(replace(ifnull(json_extract(s.record, '$.patientName'), ''), '^', ' '))`
 		vals := []any{p}
 		var words []string
-		for _, w := range PatientWords(p) {
+		pw := PatientWords(p)
+		if len(pw) > MaxPatientWords {
+			return StudyPage{}, &SearchError{fmt.Sprintf("a patient search has at most %d words, not %d", MaxPatientWords, len(pw))}
+		}
+		for _, w := range pw {
 			words = append(words, "instr("+name+", ?) > 0")
 			vals = append(vals, w)
 		}
@@ -119,7 +129,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		switch v {
 		case StatusReceiving, StatusStable, StatusHasRejects:
 		default:
-			return StudyPage{}, fmt.Errorf("localstore: search studies: status %q is not %s, %s or %s", v, StatusReceiving, StatusStable, StatusHasRejects)
+			return StudyPage{}, &SearchError{fmt.Sprintf("status is %s, %s or %s", StatusReceiving, StatusStable, StatusHasRejects)}
 		}
 		add("("+statusSQL+") = ?", v)
 	}

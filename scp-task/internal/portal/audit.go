@@ -84,8 +84,8 @@ func (s *Server) userError(w http.ResponseWriter, r *http.Request, err error, v 
 	if err == nil {
 		return true
 	}
-	if isBadRequest(err) {
-		v.Error = err.Error()
+	if msg, ok := requestFault(err); ok {
+		v.Error = msg
 		return true
 	}
 	s.fail(w, r, err)

@@ -293,14 +293,12 @@ func (s *Server) writeJSON(w http.ResponseWriter, v any) {
 
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := http.StatusInternalServerError, "internal error"
-	var bad badRequest
+	fault, isFault := requestFault(err)
 	switch {
 	case errors.Is(err, pipeline.ErrNotFound):
 		code, msg = http.StatusNotFound, "not found"
-	case errors.As(err, &bad):
-		code, msg = http.StatusBadRequest, bad.Error()
-	case errors.Is(err, pipeline.ErrBadCursor):
-		code, msg = http.StatusBadRequest, "bad cursor: use the next value of the previous page"
+	case isFault:
+		code, msg = http.StatusBadRequest, fault
 	case r.Context().Err() != nil:
 		// The client went away (a browser navigating on): nobody reads
 		// the answer, and nothing failed on our side.
@@ -319,11 +317,20 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 type badRequest struct{ error }
 
-// isBadRequest reports whether err is the request's fault (a bad filter
-// or cursor): a page shows it, the API answers 400.
-func isBadRequest(err error) bool {
+// requestFault returns what to tell of an error that is the request's
+// fault (a bad filter or cursor): a page shows it, the API answers 400.
+func requestFault(err error) (string, bool) {
 	var bad badRequest
-	return errors.As(err, &bad) || errors.Is(err, pipeline.ErrBadCursor)
+	var search *localstore.SearchError
+	switch {
+	case errors.As(err, &bad):
+		return bad.Error(), true
+	case errors.As(err, &search):
+		return "portal: " + search.Reason, true
+	case errors.Is(err, pipeline.ErrBadCursor):
+		return "bad cursor: use the next value of the previous page", true
+	}
+	return "", false
 }
 
 func (s *Server) apiCounters(w http.ResponseWriter, r *http.Request) {

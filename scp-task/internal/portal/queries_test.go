@@ -36,7 +36,7 @@ func TestBadRequests(t *testing.T) {
 		{"/api/audit?from=yesterday", 400, "bad time"},
 		{"/api/quarantine?cursor=x", 400, "bad cursor"},
 		{"/api/studies?cursor=x", 400, "bad cursor"},
-		{"/api/studies?status=lost", 400, "status must be"},
+		{"/api/studies?status=lost", 400, "status is receiving, stable or has rejects"},
 		{"/api/studies?from=2024-13", 400, "yyyy-mm-dd"},
 		{"/api/studies?from=2020-13-45", 400, "yyyy-mm-dd"},
 		{"/api/studies?patient=" + strings.Join(strings.Fields("a b c d e f g h i j k l m n o p q"), "+"), 400, "at most 16 words"},
@@ -54,7 +54,9 @@ func TestBadRequests(t *testing.T) {
 		{"/api/audit/associations/none", 404, "not found"},
 		{"/audit/records?cursor=x", 200, "bad cursor"},
 		{"/events?before=x", 200, "bad cursor"},
-		{"/?status=lost", 200, "status must be"},
+		{"/?status=lost", 200, "status is receiving, stable or has rejects"},
+		{"/?patient=" + strings.Join(strings.Fields("a b c d e f g h i j k l m n o p q"), "+"), 200, "at most 16 words"},
+		{"/?cursor=x", 200, "bad cursor: use the next value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

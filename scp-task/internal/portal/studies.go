@@ -3,7 +3,6 @@ package portal
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -87,20 +86,12 @@ func studySearch(v url.Values) (localstore.StudySearch, error) {
 	if q.Patient == "" {
 		q.Patient = strings.TrimSpace(v.Get("patientId"))
 	}
-	if n := len(localstore.PatientWords(q.Patient)); n > localstore.MaxPatientWords {
-		return q, badRequest{fmt.Errorf("portal: a patient search has at most %d words, not %d", localstore.MaxPatientWords, n)}
-	}
 	var err error
 	if q.DateFrom, err = studyDate(v.Get("from")); err != nil {
 		return q, err
 	}
 	if q.DateTo, err = studyDate(v.Get("to")); err != nil {
 		return q, err
-	}
-	switch q.Status {
-	case "", localstore.StatusReceiving, localstore.StatusStable, localstore.StatusHasRejects:
-	default:
-		return q, badRequest{errors.New("portal: status must be receiving, stable or has rejects")}
 	}
 	return q, nil
 }
