@@ -318,16 +318,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			MaxConcurrency: jsii.Number(float64(c.Pipeline.ReservedConcurrency)),
 		}))
 	}
-	putAudit := func(fn awslambda.Function) {
-		// Append-only: PutItem (with a condition in code) and reads; no
-		// UpdateItem or DeleteItem on the audit trail.
-		fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-			Sid:       jsii.String("AppendAudit"),
-			Actions:   jsii.Strings("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:DescribeTable"),
-			Resources: jsii.Strings(*audit.TableArn(), *audit.TableArn()+"/index/*"),
-		}))
-		key.GrantEncryptDecrypt(fn)
-	}
+	targets := accessTargets{key: key, bucket: bucket, index: index, audit: audit, bus: bus}
+	grant := func(name string, fn awslambda.Function) { grantAccess(fn, targets, functionAccess[name]) }
 
 	// validate: incoming/ → validate queue.
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
@@ -341,12 +333,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// handle none.
 	props.Storage.LogNameKey.GrantRead(validate, nil)
 	consume(validate, vq)
-	bucket.GrantRead(validate, jsii.String(PrefixIncoming+"*"))
-	bucket.GrantPut(validate, jsii.String(PrefixQuarantine+"*"))
-	bucket.GrantPut(validate, jsii.String(PrefixMetadata+"*"))
-	index.GrantReadWriteData(validate)
-	putAudit(validate)
-	bus.GrantPutEventsTo(validate, nil)
+	grant(FnValidate, validate)
 	out.Queues[FnValidate] = vq
 
 	// audit: audit/ → audit queue → audit table.
@@ -356,8 +343,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	auditFn := newFunction(FnAudit, aTimeout, 256, nil, fnSG)
 	out.Functions[FnAudit] = auditFn
 	consume(auditFn, aq)
-	bucket.GrantRead(auditFn, jsii.String(PrefixAudit+"*"))
-	putAudit(auditFn)
+	grant(FnAudit, auditFn)
 	out.Queues[FnAudit] = aq
 
 	// notify: every minute, announce studies quiet for the quiet period.
@@ -365,15 +351,14 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		"QUIET_PERIOD_SECONDS": jsii.String(strconv.Itoa(c.Pipeline.QuietPeriodSeconds)),
 	}, fnSG)
 	out.Functions[FnNotify] = notify
-	index.GrantReadWriteData(notify)
-	bus.GrantPutEventsTo(notify, nil)
+	grant(FnNotify, notify)
 	out.NotifyDlq = newDlq("NotifyDlq")
 	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq)
 
 	if c.Audit.Syslog != nil {
 		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, newDlq, newFunction)
 	}
-	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, putAudit)
+	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, grant)
 	return out
 }
 
@@ -400,8 +385,8 @@ func everyMinute(scope constructs.Construct, id, desc string, fn awslambda.Funct
 func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, props *PipelineProps,
 	newQueue func(string, awscdk.Duration) *Queue, newDlq func(string) awssqs.Queue,
 	newFunction func(string, awscdk.Duration, float64, map[string]*string, awsec2.ISecurityGroup) awslambda.Function,
-	consume func(awslambda.Function, *Queue), putAudit func(awslambda.Function)) {
-	bucket, index, bus := props.Storage.Bucket, out.IndexTable, out.Bus
+	consume func(awslambda.Function, *Queue), grant func(string, awslambda.Function)) {
+	bucket := props.Storage.Bucket
 	sg := awsec2.NewSecurityGroup(self, jsii.String("CommitmentSG"), &awsec2.SecurityGroupProps{
 		Vpc:              props.Network.Vpc,
 		Description:      jsii.String("commitment function: no inbound; HTTPS to the AWS endpoints and the DICOM port of each site PACS through the VPN"),
@@ -431,13 +416,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	consume(fn, q)
 	// It reads the requests, the incoming objects (are they there?), and its
 	// own results; writes results only.
-	bucket.GrantRead(fn, jsii.String(PrefixCommitmentRequests+"*"))
-	bucket.GrantRead(fn, jsii.String(PrefixIncoming+"*"))
-	bucket.GrantRead(fn, jsii.String(PrefixCommitmentResults+"*"))
-	bucket.GrantPut(fn, jsii.String(PrefixCommitmentResults+"*"))
-	index.GrantReadWriteData(fn)
-	putAudit(fn)
-	bus.GrantPutEventsTo(fn, nil)
+	grant(FnCommitment, fn)
 	out.Queues[FnCommitment] = q
 
 	out.CommitmentScheduleDlq = newDlq("CommitmentScheduleDlq")

@@ -1,0 +1,172 @@
+package stack
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// tableAccess is what a function calls on one table: the DynamoDB actions
+// on the table itself, and the indexes it queries.
+type tableAccess struct {
+	actions []string
+	queries []string
+}
+
+// fnAccess is what a function's code calls (functions/<name> through
+// shared/awsadapters), and so all it may do. grantAccess turns it into the
+// role's statements; nothing else grants a pipeline function data access.
+type fnAccess struct {
+	index, audit tableAccess
+	// read and write are key prefixes of the DICOM bucket: s3:GetObject
+	// (GET and HEAD) on read, s3:PutObject on write.
+	read, write []string
+	// copyTags: the function copies objects (CopyObject copies the source's
+	// tags by default), so it may read the tags of what it reads and set
+	// them on what it writes.
+	copyTags bool
+	// listBucket lets S3 answer 404, not 403, to a HEAD of a missing key,
+	// for a function that asks whether an object exists.
+	listBucket bool
+	putEvents  bool
+}
+
+// functionAccess lists per function the calls its code makes; the comment
+// of each names the code paths.
+var functionAccess = map[string]fnAccess{
+	// validate (pipeline.ProcessObject): HEAD and ranged GET of the
+	// incoming object; PUT of the sidecars (metadata/) and findings, and
+	// CopyObject of an invalid object (quarantine/); the index's
+	// UpsertInstance (GetItem, UpdateItem, PutItem, Query of the study's
+	// partition); the audit record (a conditional PutItem); the published
+	// marks (GetItem, PutItem); PutEvents.
+	FnValidate: {
+		index:    tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}},
+		audit:    tableAccess{actions: []string{"dynamodb:PutItem"}},
+		read:     []string{PrefixIncoming},
+		write:    []string{PrefixMetadata, PrefixQuarantine},
+		copyTags: true, putEvents: true,
+	},
+	// audit (pipeline.ProcessAuditRecord): GET of the association record;
+	// the audit record (a conditional PutItem).
+	FnAudit: {
+		audit: tableAccess{actions: []string{"dynamodb:PutItem"}},
+		read:  []string{PrefixAudit},
+	},
+	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
+	// byPending, GetItem), the study's detail (Query of its partition), the
+	// published marks (GetItem, PutItem), MarkAnnounced (UpdateItem);
+	// PutEvents. No object access.
+	FnNotify: {
+		index:     tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, queries: []string{"byPending"}},
+		putEvents: true,
+	},
+	// commitment (ProcessCommitmentRequest, RunCommitments): GET of the
+	// request and of its results, PUT of results; HEAD of the instances'
+	// incoming objects, where a missing object is an answer (not stored),
+	// not an error: S3 says 404 only to a caller that may list the bucket.
+	// The transactions in the index table (PutItem, GetItem, Query of
+	// byPending), the instances and studies (Query, GetItem), MarkAnnounced
+	// and the published marks (UpdateItem, GetItem, PutItem); the audit
+	// trail's bySop index (Query) and its own records (PutItem); PutEvents.
+	FnCommitment: {
+		index:      tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, queries: []string{"byPending"}},
+		audit:      tableAccess{actions: []string{"dynamodb:PutItem"}, queries: []string{"bySop"}},
+		read:       []string{PrefixCommitmentRequests, PrefixIncoming, PrefixCommitmentResults},
+		write:      []string{PrefixCommitmentResults},
+		listBucket: true, putEvents: true,
+	},
+}
+
+// accessTargets are the resources grantAccess scopes statements to.
+type accessTargets struct {
+	key          awskms.IKey
+	bucket       awss3.IBucket
+	index, audit awsdynamodb.ITable
+	bus          awsevents.IEventBus
+}
+
+// grantAccess adds a function's statements: exactly the DynamoDB actions
+// on exactly the tables and indexes its code uses, exactly the S3 actions
+// on its prefixes, and the key only through the services that use it on
+// the function's behalf (kms:ViaService), each with the actions it needs.
+func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
+	add := func(sid string, actions []string, resources []*string, conditions map[string]any) {
+		ps := &awsiam.PolicyStatementProps{Sid: jsii.String(sid), Actions: jsii.Strings(actions...), Resources: &resources}
+		if conditions != nil {
+			ps.Conditions = &conditions
+		}
+		fn.AddToRolePolicy(awsiam.NewPolicyStatement(ps))
+	}
+	region := *awscdk.Aws_REGION()
+	// via: each service that uses the key for this function, with the
+	// actions it asks for. Lambda decrypts the function's environment.
+	via := map[string][]string{"lambda": {"kms:Decrypt"}}
+	for _, tb := range []struct {
+		sid   string
+		table awsdynamodb.ITable
+		a     tableAccess
+	}{{"IndexTable", t.index, a.index}, {"AuditTable", t.audit, a.audit}} {
+		if len(tb.a.actions) == 0 && len(tb.a.queries) == 0 {
+			continue
+		}
+		if len(tb.a.actions) > 0 {
+			add(tb.sid, tb.a.actions, []*string{tb.table.TableArn()}, nil)
+		}
+		if len(tb.a.queries) > 0 {
+			var res []*string
+			for _, ix := range tb.a.queries {
+				res = append(res, jsii.String(*tb.table.TableArn()+"/index/"+ix))
+			}
+			add("Query"+tb.sid+"Indexes", []string{"dynamodb:Query"}, res, nil)
+		}
+		// DynamoDB decrypts the table key for each caller, and checks the
+		// key, on the caller's behalf.
+		via["dynamodb"] = []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"}
+	}
+	// Reads decrypt through S3; writes have S3 generate a data key.
+	for _, o := range []struct {
+		sid, action, tags, keyAction string
+		prefixes                     []string
+	}{
+		{"ReadObjects", "s3:GetObject", "s3:GetObjectTagging", "kms:Decrypt", a.read},
+		{"WriteObjects", "s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey", a.write},
+	} {
+		if len(o.prefixes) == 0 {
+			continue
+		}
+		var res []*string
+		for _, p := range o.prefixes {
+			res = append(res, t.bucket.ArnForObjects(jsii.String(p+"*")))
+		}
+		actions := []string{o.action}
+		if a.copyTags {
+			actions = append(actions, o.tags)
+		}
+		add(o.sid, actions, res, nil)
+		via["s3"] = append(via["s3"], o.keyAction)
+	}
+	if a.listBucket {
+		// No s3:prefix condition: a HEAD carries no prefix, so a condition
+		// on it would never match and S3 would answer 403 again.
+		add("MissingObjectsAre404", []string{"s3:ListBucket"}, []*string{t.bucket.BucketArn()}, nil)
+	}
+	if a.putEvents {
+		add("PutEvents", []string{"events:PutEvents"}, []*string{t.bus.EventBusArn()}, nil)
+		// The bus encrypts events with the key.
+		via["events"] = []string{"kms:GenerateDataKey"}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(via)) {
+		add("KeyVia"+svc, via[svc], []*string{t.key.KeyArn()}, map[string]any{
+			"StringEquals": map[string]any{"kms:ViaService": svc + "." + region + ".amazonaws.com"},
+		})
+	}
+}

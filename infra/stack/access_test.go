@@ -1,0 +1,126 @@
+package stack
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// roleStatements returns the Allow statements of the policies attached to
+// a role (by its logical id).
+func (s *synthesized) roleStatements(roleID string) []map[string]any {
+	var out []map[string]any
+	for _, pol := range s.resources("AWS::IAM::Policy") {
+		if !slices.ContainsFunc(props(pol)["Roles"].([]any), func(r any) bool { return refID(r) == roleID }) {
+			continue
+		}
+		for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+			if m := st.(map[string]any); m["Effect"] == "Allow" {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// regionalService matches "<service>.<region>.amazonaws.com" built from
+// the AWS::Region pseudo parameter.
+var regionalService = regexp.MustCompile(`\{"Fn::Join":\["",\["([a-z0-9-]+)\.",\{"Ref":"AWS::Region"\},"\.amazonaws\.com"\]\]\}`)
+
+// grants renders a role's data-plane statements (DynamoDB, S3, EventBridge,
+// KMS) as "action resource[ condition]" lines, resources named by what
+// they are (bucket, index, audit, bus, key) rather than logical ids.
+func (s *synthesized) grants(t *testing.T, roleID string) []string {
+	t.Helper()
+	p := s.stack.Pipeline
+	names := map[string]string{
+		s.stack.logicalID(s.stack.Storage.Bucket): "bucket", s.stack.logicalID(s.stack.Storage.Key): "key",
+		s.stack.logicalID(p.IndexTable): "index", s.stack.logicalID(p.AuditTable): "audit", s.stack.logicalID(p.Bus): "bus",
+	}
+	name := func(r any) string {
+		if id := refID(r); id != "" && names[id] != "" {
+			return names[id]
+		}
+		if j, ok := r.(map[string]any)["Fn::Join"].([]any); ok {
+			parts := j[1].([]any)
+			if len(parts) == 2 && names[refID(parts[0])] != "" {
+				return names[refID(parts[0])] + fmt.Sprint(parts[1])
+			}
+		}
+		return js(r)
+	}
+	var out []string
+	for _, st := range s.roleStatements(roleID) {
+		res := st["Resource"]
+		if _, many := res.([]any); !many {
+			res = []any{res}
+		}
+		cond := ""
+		if c, ok := st["Condition"]; ok {
+			cond = " " + regionalService.ReplaceAllString(js(c), `"$1"`)
+		}
+		for _, a := range asStrings(st["Action"]) {
+			if !slices.ContainsFunc([]string{"dynamodb:", "s3:", "events:", "kms:"}, func(p string) bool { return strings.HasPrefix(a, p) }) {
+				continue
+			}
+			for _, r := range res.([]any) {
+				out = append(out, a+" "+name(r)+cond)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestFunctionRolesLeastPrivilege: each pipeline function's role holds
+// exactly what its code calls (functionAccess): no DeleteItem, Scan or
+// batch writes, object actions on its prefixes only, listing only where S3
+// must answer 404, and the key only through the services that use it on
+// the function's behalf.
+func TestFunctionRolesLeastPrivilege(t *testing.T) {
+	via := func(svc string) string { return ` {"StringEquals":{"kms:ViaService":"` + svc + `"}}` }
+	lambdaKey := "kms:Decrypt key" + via("lambda")
+	dynamoKey := []string{"kms:Decrypt key" + via("dynamodb"), "kms:DescribeKey key" + via("dynamodb"), "kms:Encrypt key" + via("dynamodb"), "kms:GenerateDataKey* key" + via("dynamodb")}
+	indexRW := []string{"dynamodb:GetItem index", "dynamodb:PutItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}
+	events := []string{"events:PutEvents bus", "kms:GenerateDataKey key" + via("events")}
+	for _, tc := range []struct {
+		fn   string
+		want [][]string
+	}{
+		{FnValidate, [][]string{indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
+			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
+			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
+		{FnAudit, [][]string{{"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
+			{"s3:GetObject bucket/audit/*", "kms:Decrypt key" + via("s3")}}},
+		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}}},
+		{FnCommitment, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
+			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
+			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
+	} {
+		forEachEnv(t, func(t *testing.T, s *synthesized) {
+			t.Run(tc.fn, func(t *testing.T) {
+				role := refID(props(s.res[s.stack.logicalID(s.stack.Pipeline.Functions[tc.fn])])["Role"])
+				got := s.grants(t, role)
+				want := slices.Sorted(slices.Values(slices.Concat(tc.want...)))
+				if d := cmp.Diff(want, got); d != "" {
+					t.Errorf("%s role (-want +got):\n%s", tc.fn, d)
+				}
+				for _, g := range got {
+					action, _, _ := strings.Cut(g, " ")
+					switch {
+					case slices.Contains([]string{"dynamodb:DeleteItem", "dynamodb:Scan", "dynamodb:BatchWriteItem", "dynamodb:UpdateItem audit"}, action):
+						t.Errorf("%s may %s", tc.fn, g)
+					case strings.HasPrefix(action, "kms:") && !strings.Contains(g, "kms:ViaService"):
+						t.Errorf("%s may use the key directly: %s", tc.fn, g)
+					case strings.HasPrefix(action, "s3:List") && (tc.fn != FnCommitment || action != "s3:ListBucket"):
+						t.Errorf("%s may list the bucket: %s", tc.fn, g)
+					}
+				}
+			})
+		})
+	}
+}
