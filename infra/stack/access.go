@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/jsii-runtime-go"
 )
 
@@ -106,7 +107,6 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 		}
 		fn.AddToRolePolicy(awsiam.NewPolicyStatement(ps))
 	}
-	region := *awscdk.Aws_REGION()
 	// via: each service that uses the key for this function, with the
 	// actions it asks for. Lambda decrypts the function's environment.
 	via := map[string][]string{"lambda": {"kms:Decrypt"}}
@@ -165,8 +165,53 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 		via["events"] = []string{"kms:GenerateDataKey"}
 	}
 	for _, svc := range slices.Sorted(maps.Keys(via)) {
-		add("KeyVia"+svc, via[svc], []*string{t.key.KeyArn()}, map[string]any{
-			"StringEquals": map[string]any{"kms:ViaService": svc + "." + region + ".amazonaws.com"},
-		})
+		grantKeyVia(fn, t.key, svc, via[svc]...)
 	}
+}
+
+// roleHolder is a function whose role statements can be added to.
+type roleHolder interface {
+	AddToRolePolicy(statement awsiam.PolicyStatement)
+}
+
+// grantKeyVia lets fn use the key only through service, which uses it on
+// the function's behalf.
+func grantKeyVia(fn roleHolder, key awskms.IKey, service string, actions ...string) {
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("KeyVia" + service),
+		Actions:    jsii.Strings(actions...),
+		Resources:  &[]*string{key.KeyArn()},
+		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": service + "." + *awscdk.Aws_REGION() + ".amazonaws.com"}},
+	}))
+}
+
+// grantConsume lets the function's event source mapping (which polls with
+// the function's role) receive and delete the queue's messages, and SQS
+// decrypt them with the key.
+func grantConsume(fn awslambda.Function, key awskms.IKey, q awssqs.IQueue) {
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String("ConsumeQueue"),
+		Actions:   jsii.Strings("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+		Resources: &[]*string{q.QueueArn()},
+	}))
+	grantKeyVia(fn, key, "sqs", "kms:Decrypt")
+}
+
+// queueOnFailure is an event source mapping's on-failure queue, like CDK's
+// SqsDlq without its grant on the queue's key (which has no
+// kms:ViaService): Lambda sends with the function's role, and SQS
+// encrypts with the key on its behalf.
+type queueOnFailure struct {
+	queue awssqs.IQueue
+	key   awskms.IKey
+}
+
+func (d *queueOnFailure) Bind(_ awslambda.IEventSourceMapping, fn awslambda.IFunction) *awslambda.DlqDestinationConfig {
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String("SendOnFailure"),
+		Actions:   jsii.Strings("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+		Resources: &[]*string{d.queue.QueueArn()},
+	}))
+	grantKeyVia(fn, d.key, "sqs", "kms:GenerateDataKey", "kms:Decrypt")
+	return &awslambda.DlqDestinationConfig{Destination: d.queue.QueueArn()}
 }

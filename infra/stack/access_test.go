@@ -32,7 +32,7 @@ func (s *synthesized) roleStatements(roleID string) []map[string]any {
 var regionalService = regexp.MustCompile(`\{"Fn::Join":\["",\["([a-z0-9-]+)\.",\{"Ref":"AWS::Region"\},"\.amazonaws\.com"\]\]\}`)
 
 // grants renders a role's data-plane statements (DynamoDB, S3, EventBridge,
-// KMS) as "action resource[ condition]" lines, resources named by what
+// SQS, KMS) as "action resource[ condition]" lines, resources named by what
 // they are (bucket, index, audit, bus, key) rather than logical ids.
 func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	t.Helper()
@@ -40,6 +40,9 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	names := map[string]string{
 		s.stack.logicalID(s.stack.Storage.Bucket): "bucket", s.stack.logicalID(s.stack.Storage.Key): "key",
 		s.stack.logicalID(p.IndexTable): "index", s.stack.logicalID(p.AuditTable): "audit", s.stack.logicalID(p.Bus): "bus",
+	}
+	for _, q := range p.Queues {
+		names[s.stack.logicalID(q.Queue)] = "queue"
 	}
 	name := func(r any) string {
 		if id := refID(r); id != "" && names[id] != "" {
@@ -64,7 +67,7 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 			cond = " " + regionalService.ReplaceAllString(js(c), `"$1"`)
 		}
 		for _, a := range asStrings(st["Action"]) {
-			if !slices.ContainsFunc([]string{"dynamodb:", "s3:", "events:", "kms:"}, func(p string) bool { return strings.HasPrefix(a, p) }) {
+			if !slices.ContainsFunc([]string{"dynamodb:", "s3:", "events:", "kms:", "sqs:"}, func(p string) bool { return strings.HasPrefix(a, p) }) {
 				continue
 			}
 			for _, r := range res.([]any) {
@@ -87,17 +90,20 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 	dynamoKey := []string{"kms:Decrypt key" + via("dynamodb"), "kms:DescribeKey key" + via("dynamodb"), "kms:Encrypt key" + via("dynamodb"), "kms:GenerateDataKey* key" + via("dynamodb")}
 	indexRW := []string{"dynamodb:GetItem index", "dynamodb:PutItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}
 	events := []string{"events:PutEvents bus", "kms:GenerateDataKey key" + via("events")}
+	// The work queue, polled by the event source mapping with the role.
+	consume := []string{"sqs:ChangeMessageVisibility queue", "sqs:DeleteMessage queue", "sqs:GetQueueAttributes queue", "sqs:GetQueueUrl queue",
+		"sqs:ReceiveMessage queue", "kms:Decrypt key" + via("sqs")}
 	for _, tc := range []struct {
 		fn   string
 		want [][]string
 	}{
-		{FnValidate, [][]string{indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
+		{FnValidate, [][]string{consume, indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
-		{FnAudit, [][]string{{"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
+		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/audit/*", "kms:Decrypt key" + via("s3")}}},
 		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}}},
-		{FnCommitment, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
+		{FnCommitment, [][]string{consume, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
 			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
 	} {
@@ -123,4 +129,67 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestServicesConfinedToTheAccount: every resource policy statement that
+// lets an AWS service in (the queues', the alarm topic's, the key's)
+// carries aws:SourceAccount or, for CloudWatch Logs, the log groups' ARN
+// in the encryption context, against the confused deputy; where the
+// queues' sender is known, also its ARN.
+func TestServicesConfinedToTheAccount(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for typ, doc := range map[string]string{"AWS::SQS::QueuePolicy": "PolicyDocument", "AWS::SNS::TopicPolicy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy"} {
+			for id, r := range s.resources(typ) {
+				for _, st := range props(r)[doc].(map[string]any)["Statement"].([]any) {
+					st := st.(map[string]any)
+					principal, _ := st["Principal"].(map[string]any)
+					svc, _ := principal["Service"].(string)
+					if st["Effect"] != "Allow" || svc == "" {
+						continue
+					}
+					cond := js(st["Condition"])
+					switch {
+					case strings.HasPrefix(svc, "logs."):
+						if !strings.Contains(cond, "kms:EncryptionContext:aws:logs:arn") {
+							t.Errorf("%s: %s without the log groups' encryption context: %s", id, svc, cond)
+						}
+					case exactRuleSource(s, st):
+						// CDK's statement for a schedule rule's dead-letter
+						// queue: the rule's own ARN, which names the account.
+					case !strings.Contains(cond, `"aws:SourceAccount"`):
+						t.Errorf("%s: %s without aws:SourceAccount: %s", id, svc, cond)
+					}
+					if typ == "AWS::SQS::QueuePolicy" && !strings.Contains(cond, `"aws:SourceArn"`) {
+						t.Errorf("%s: %s without aws:SourceArn: %s", id, svc, cond)
+					}
+				}
+			}
+		}
+	})
+}
+
+// exactRuleSource reports whether a statement's only source condition is
+// the exact ARN of one of the stack's rules (an ARN holding the account,
+// so it confines the service to this account as aws:SourceAccount would).
+func exactRuleSource(s *synthesized, st map[string]any) bool {
+	c, _ := st["Condition"].(map[string]any)
+	eq, _ := c["ArnEquals"].(map[string]any)
+	r, ok := s.res[refID(eq["aws:SourceArn"])]
+	return ok && len(c) == 1 && r["Type"] == "AWS::Events::Rule"
+}
+
+// TestKeyOnlyThroughServices: no role anywhere in the stack may use the
+// key directly; every KMS statement names the service that uses the key
+// on the role's behalf.
+func TestKeyOnlyThroughServices(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for id, pol := range s.resources("AWS::IAM::Policy") {
+			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				if strings.Contains(js(st["Action"]), `"kms:`) && !strings.Contains(js(st["Condition"]), `"kms:ViaService"`) {
+					t.Errorf("%s: %s without kms:ViaService", id, js(st))
+				}
+			}
+		}
+	})
 }

@@ -7,8 +7,9 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsec2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
@@ -55,7 +56,7 @@ type AuditFeed struct {
 
 // newAuditFeed builds the feed with the pipeline's function and queue
 // factories, so it shares their logging, encryption and VPC placement.
-func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network, table awsdynamodb.Table,
+func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network, table awsdynamodb.Table, key awskms.IKey,
 	newDlq func(string) awssqs.Queue,
 	newFunction func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function,
 ) *AuditFeed {
@@ -91,7 +92,11 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	out.Function = fn
 
 	out.Dlq = newDlq("AuditFeedDlq")
-	fn.AddEventSource(awslambdaeventsources.NewDynamoEventSource(table, &awslambdaeventsources.DynamoEventSourceProps{
+	// Not CDK's DynamoEventSource and SqsDlq: their grants on the key have
+	// no kms:ViaService. The id is DynamoEventSource's, so the mapping
+	// keeps its logical id.
+	fn.AddEventSourceMapping(jsii.String("DynamoDBEventSource:"+*awscdk.Names_NodeUniqueId(table.Node())), &awslambda.EventSourceMappingOptions{
+		EventSourceArn:    table.TableStreamArn(),
 		StartingPosition:  awslambda.StartingPosition_TRIM_HORIZON,
 		BatchSize:         jsii.Number(100),
 		MaxBatchingWindow: awscdk.Duration_Seconds(jsii.Number(1)),
@@ -102,7 +107,7 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 		ParallelizationFactor:   jsii.Number(1),
 		ReportBatchItemFailures: jsii.Bool(true),
 		MaxRecordAge:            awscdk.Duration_Hours(jsii.Number(auditFeedMaxRecordAgeHours)),
-		OnFailure:               awslambdaeventsources.NewSqsDlq(out.Dlq),
+		OnFailure:               &queueOnFailure{queue: out.Dlq, key: key},
 		// Only new audit records: not the publish ledger's items, and no
 		// updates or removals (the trail is append-only anyway).
 		Filters: &[]*map[string]any{awslambda.FilterCriteria_Filter(&map[string]any{
@@ -111,7 +116,18 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 				"S": awslambda.FilterRule_IsEqual(jsii.String("RECORD")),
 			}}},
 		})},
+	})
+	// The stream, as CDK's stream read grant has it (ListStreams takes no
+	// resource), and the table's key through DynamoDB only.
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid: jsii.String("ListStreams"), Actions: jsii.Strings("dynamodb:ListStreams"), Resources: jsii.Strings("*"),
 	}))
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String("ReadAuditStream"),
+		Actions:   jsii.Strings("dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"),
+		Resources: &[]*string{table.TableStreamArn()},
+	}))
+	grantKeyVia(fn, key, "dynamodb", "kms:Decrypt")
 
 	filter := awslogs.NewMetricFilter(self, jsii.String("UnsendableFilter"), &awslogs.MetricFilterProps{
 		LogGroup:        fn.LogGroup(),

@@ -146,7 +146,7 @@ func suppress(s *IngestStack) {
 					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
 					"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole",
 				}},
-			nagRule{id: "AwsSolutions-IAM5", reason: "dynamodb:ListStreams takes no resource (CDK's stream read grant); the stream actions are scoped to the audit table's streams",
+			nagRule{id: "AwsSolutions-IAM5", reason: "dynamodb:ListStreams takes no resource; the stream actions are scoped to the audit table's stream",
 				appliesTo: []string{"Resource::*"}},
 		)
 	}

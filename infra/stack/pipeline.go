@@ -13,10 +13,8 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awslambdaeventsources"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awss3notifications"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -191,13 +189,14 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// Event bus with archive and dead-letter queue.
 	newDlq := func(name string) awssqs.Queue {
 		return awssqs.NewQueue(self, jsii.String(name), &awssqs.QueueProps{
-			// SQS-managed keys: S3 notifications and EventBridge can deliver
-			// without a key-policy dependency on the bucket's key.
-			Encryption:      awssqs.QueueEncryption_SQS_MANAGED,
-			EnforceSSL:      jsii.Bool(true),
-			RetentionPeriod: awscdk.Duration_Days(jsii.Number(14)),
+			// Under the stack's key: see allowQueueDelivery.
+			Encryption:          awssqs.QueueEncryption_KMS,
+			EncryptionMasterKey: key,
+			EnforceSSL:          jsii.Bool(true),
+			RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
 		})
 	}
+	allowQueueDelivery(key)
 	out.BusDlq = newDlq("BusDlq")
 	// Events carry UIDs, and patient data as eventPatientData allows: the
 	// bus and its archive encrypt them with the stack's key, as every other
@@ -237,7 +236,10 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
 		Actions:    jsii.Strings("sqs:SendMessage"),
 		Resources:  &[]*string{out.BusDlq.QueueArn()},
-		Conditions: &map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": bus.EventBusArn()}},
+		Conditions: &map[string]any{
+			"ArnEquals":    map[string]any{"aws:SourceArn": bus.EventBusArn()},
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+		},
 	}))
 	out.Bus = bus
 
@@ -246,11 +248,12 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	newQueue := func(name string, timeout awscdk.Duration) *Queue {
 		dlq := newDlq(name + "Dlq")
 		q := awssqs.NewQueue(self, jsii.String(name+"Queue"), &awssqs.QueueProps{
-			Encryption:        awssqs.QueueEncryption_SQS_MANAGED,
-			EnforceSSL:        jsii.Bool(true),
-			VisibilityTimeout: awscdk.Duration_Seconds(jsii.Number(6 * *timeout.ToSeconds(nil))),
-			RetentionPeriod:   awscdk.Duration_Days(jsii.Number(4)),
-			DeadLetterQueue:   &awssqs.DeadLetterQueue{Queue: dlq, MaxReceiveCount: jsii.Number(float64(c.Pipeline.MaxReceiveCount))},
+			Encryption:          awssqs.QueueEncryption_KMS,
+			EncryptionMasterKey: key,
+			EnforceSSL:          jsii.Bool(true),
+			VisibilityTimeout:   awscdk.Duration_Seconds(jsii.Number(6 * *timeout.ToSeconds(nil))),
+			RetentionPeriod:     awscdk.Duration_Days(jsii.Number(4)),
+			DeadLetterQueue:     &awssqs.DeadLetterQueue{Queue: dlq, MaxReceiveCount: jsii.Number(float64(c.Pipeline.MaxReceiveCount))},
 		})
 		return &Queue{Queue: q, Dlq: dlq}
 	}
@@ -308,15 +311,21 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		})
 		return fn
 	}
+	// consume maps the queue to the function. Not CDK's SqsEventSource:
+	// its grant on the queue's key has no kms:ViaService; grantConsume
+	// makes the same grant through SQS only. The id is SqsEventSource's,
+	// so the mapping keeps its logical id.
 	consume := func(fn awslambda.Function, q *Queue) {
-		fn.AddEventSource(awslambdaeventsources.NewSqsEventSource(q.Queue, &awslambdaeventsources.SqsEventSourceProps{
+		fn.AddEventSourceMapping(jsii.String("SqsEventSource:"+*awscdk.Names_NodeUniqueId(q.Queue.Node())), &awslambda.EventSourceMappingOptions{
+			EventSourceArn:          q.Queue.QueueArn(),
 			BatchSize:               jsii.Number(10),
 			MaxBatchingWindow:       awscdk.Duration_Seconds(jsii.Number(1)),
 			ReportBatchItemFailures: jsii.Bool(true),
 			// Never more pollers than reserved concurrency: throttled
 			// batches would count as receives and reach the DLQ.
 			MaxConcurrency: jsii.Number(float64(c.Pipeline.ReservedConcurrency)),
-		}))
+		})
+		grantConsume(fn, key, q.Queue)
 	}
 	targets := accessTargets{key: key, bucket: bucket, index: index, audit: audit, bus: bus}
 	grant := func(name string, fn awslambda.Function) { grantAccess(fn, targets, functionAccess[name]) }
@@ -324,7 +333,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// validate: incoming/ → validate queue.
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
 	vq := newQueue("Validate", vTimeout)
-	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(vq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: vq.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
 	validate := newFunction(FnValidate, vTimeout, 512, map[string]*string{
 		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
 	}, fnSG)
@@ -339,7 +348,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// audit: audit/ → audit queue → audit table.
 	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
 	aq := newQueue("Audit", aTimeout)
-	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(aq.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: aq.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
 	auditFn := newFunction(FnAudit, aTimeout, 256, nil, fnSG)
 	out.Functions[FnAudit] = auditFn
 	consume(auditFn, aq)
@@ -356,7 +365,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq)
 
 	if c.Audit.Syslog != nil {
-		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, newDlq, newFunction)
+		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, key, newDlq, newFunction)
 	}
 	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, grant)
 	return out
@@ -404,7 +413,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 
 	timeout := awscdk.Duration_Seconds(jsii.Number(60))
 	q := newQueue("Commitment", timeout)
-	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, awss3notifications.NewSqsDestination(q.Queue), &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
+	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: q.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
 	fn := newFunction(FnCommitment, timeout, 256, map[string]*string{
 		"AE_TITLE":                         jsii.String(c.Dicom.AETitle),
 		"COMMITMENT_PEERS":                 jsii.String(c.CommitmentPeers()),

@@ -520,8 +520,9 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 		}
 		for id, q := range queues {
 			p := props(q)
-			if p["SqsManagedSseEnabled"] != true {
-				t.Errorf("queue %s is not encrypted (SqsManagedSseEnabled=%v)", id, p["SqsManagedSseEnabled"])
+			// Notifications name object keys, events UIDs: the stack's key.
+			if refID(p["KmsMasterKeyId"]) != s.stack.logicalID(s.stack.Storage.Key) {
+				t.Errorf("queue %s is not encrypted with the stack's key (KmsMasterKeyId=%v)", id, js(p["KmsMasterKeyId"]))
 			}
 			if _, hasDLQ := p["RedrivePolicy"]; !hasDLQ && !dlqs[id] {
 				t.Errorf("queue %s has no dead-letter queue and is none", id)

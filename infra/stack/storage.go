@@ -36,7 +36,7 @@ type StorageProps struct {
 type Storage struct {
 	constructs.Construct
 	// Key encrypts the bucket, tables, secrets, log groups, the alarm topic,
-	// the event bus and the backup vault.
+	// the event bus, the queues and the backup vault.
 	Key       awskms.Key
 	Bucket    awss3.Bucket
 	LogBucket awss3.Bucket

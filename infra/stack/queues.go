@@ -1,0 +1,81 @@
+package stack
+
+import (
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawss3"
+	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
+)
+
+// The queues hold object keys (S3 notifications) and events, both naming
+// DICOM UIDs, so they are encrypted with the stack's key like every other
+// store of them. S3 and EventBridge then need the key to deliver: the key
+// policy lets them use it for this account's queues only. Neither
+// statement can name the bucket, the rules or the bus by reference: each
+// of those depends on the key (directly or through a queue), and the key
+// policy naming them would be a dependency cycle. The queues' own policies
+// name the exact source.
+func allowQueueDelivery(key awskms.Key) {
+	arn := func(service, resource string) *string {
+		return awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":" + service + ":"),
+			awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":" + resource)})
+	}
+	queuesHere := arn("sqs", "*")
+	for _, d := range []struct {
+		sid, service string
+		sourceArns   []*string
+	}{
+		// S3 sends ObjectCreated notifications; it also sends a test message
+		// when the notification is configured, which fails the deployment
+		// if it cannot encrypt.
+		{"S3NotificationsToQueues", "s3.amazonaws.com", nil},
+		// EventBridge dead-letters undeliverable events: the bus's own, and
+		// the schedule rules' targets'.
+		{"EventBridgeDeadLetters", "events.amazonaws.com", []*string{arn("events", "rule/*"), arn("events", "event-bus/*")}},
+	} {
+		cond := map[string]any{
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+			"StringLike":   map[string]any{"kms:EncryptionContext:aws:sqs:arn": queuesHere},
+		}
+		if d.sourceArns != nil {
+			cond["ArnLike"] = map[string]any{"aws:SourceArn": d.sourceArns}
+		}
+		key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:        jsii.String(d.sid),
+			Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String(d.service), nil)},
+			Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt"),
+			Resources:  jsii.Strings("*"),
+			Conditions: &cond,
+		}), nil)
+	}
+}
+
+// queueDestination is a bucket notification destination like CDK's
+// SqsDestination, without its key grant: that one conditions the key
+// policy on the bucket's ARN (the cycle above). The queue policy lets S3
+// send for this bucket in this account only (aws:SourceArn alone names no
+// account: bucket ARNs have none).
+type queueDestination struct{ queue awssqs.IQueue }
+
+func (d *queueDestination) Bind(_ constructs.Construct, bucket interfacesawss3.IBucketRef) *awss3.BucketNotificationDestinationConfig {
+	d.queue.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("S3Notifications"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("s3.amazonaws.com"), nil)},
+		Actions:    jsii.Strings("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+		Resources:  &[]*string{d.queue.QueueArn()},
+		Conditions: &map[string]any{
+			"ArnLike":      map[string]any{"aws:SourceArn": bucket.BucketRef().BucketArn},
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+		},
+	}))
+	return &awss3.BucketNotificationDestinationConfig{
+		Arn:  d.queue.QueueArn(),
+		Type: awss3.BucketNotificationDestinationType_QUEUE,
+		// The queue's policy must exist before S3 sends its test message.
+		Dependencies: &[]constructs.IDependable{d.queue},
+	}
+}
