@@ -246,6 +246,19 @@ type Pipeline struct {
 	MaxReceiveCount int `json:"maxReceiveCount,omitempty"`
 	// BackupRetentionDays of the tables' daily backups (default 35).
 	BackupRetentionDays int `json:"backupRetentionDays,omitempty"`
+	// BackupVaultLock, if set, locks the backup vault (AWS Backup Vault
+	// Lock); off by default.
+	BackupVaultLock *BackupVaultLock `json:"backupVaultLock,omitempty"`
+}
+
+// BackupVaultLock: no one, the account's administrators included, can
+// delete a recovery point before MinRetentionDays, nor store one kept for
+// less. Without ChangeableForDays the lock is in governance mode (whoever
+// may delete the lock configuration can lift it); with it, the lock
+// becomes immutable that many days after deployment (compliance mode).
+type BackupVaultLock struct {
+	MinRetentionDays  int `json:"minRetentionDays"`
+	ChangeableForDays int `json:"changeableForDays,omitempty"`
 }
 
 // ProxyProtocolEnabled reports the effective PROXY protocol setting.

@@ -101,6 +101,13 @@ func TestParseValidation(t *testing.T) {
 			`vpn.clientVpn.serverCertificateArn: "nope" is not an ACM certificate ARN`,
 			`vpn.clientVpn.callingAETitles[0]: duplicate AE title "B_PACS" (also sites[1].callingAETitle)`,
 		}},
+		{"backup vault lock", func(c *Config) {
+			c.Pipeline.BackupRetentionDays = 7
+			c.Pipeline.BackupVaultLock = &BackupVaultLock{MinRetentionDays: 30, ChangeableForDays: 1}
+		}, []string{
+			"pipeline.backupVaultLock.minRetentionDays: 30 must be between 1 and backupRetentionDays (7)",
+			"pipeline.backupVaultLock.changeableForDays: 1 must be at least 3 (or unset, for governance mode)",
+		}},
 		{"object lock mode", func(c *Config) { c.Storage.ObjectLock = &ObjectLock{Mode: "forever", Days: 10} }, []string{`storage.objectLock.mode: "forever" must be GOVERNANCE or COMPLIANCE`}},
 		{"object lock vs noncurrent expiry", func(c *Config) {
 			c.Storage.ObjectLock = &ObjectLock{Mode: "GOVERNANCE", Days: 100}

@@ -202,6 +202,17 @@ func (c *Config) Validate() error {
 	if pl.BackupRetentionDays < 1 {
 		p.addf("pipeline.backupRetentionDays", "%d must be at least 1", pl.BackupRetentionDays)
 	}
+	if l := pl.BackupVaultLock; l != nil {
+		// The daily backups must be kept at least as long as the lock
+		// demands, or AWS Backup refuses them.
+		if l.MinRetentionDays < 1 || l.MinRetentionDays > pl.BackupRetentionDays {
+			p.addf("pipeline.backupVaultLock.minRetentionDays", "%d must be between 1 and backupRetentionDays (%d)", l.MinRetentionDays, pl.BackupRetentionDays)
+		}
+		// AWS Backup's least grace period before a compliance lock sets.
+		if l.ChangeableForDays != 0 && l.ChangeableForDays < 3 {
+			p.addf("pipeline.backupVaultLock.changeableForDays", "%d must be at least 3 (or unset, for governance mode)", l.ChangeableForDays)
+		}
+	}
 
 	c.validateAudit(&p, vpc, vpcOK)
 	// Storage Commitment.

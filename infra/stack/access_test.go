@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
 
 // roleStatements returns the Allow statements of the policies attached to
@@ -192,4 +194,29 @@ func TestKeyOnlyThroughServices(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestBackupVaultLock: the vault is locked only where the config asks, in
+// governance mode unless changeableForDays is set.
+func TestBackupVaultLock(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for id, v := range s.resources("AWS::Backup::BackupVault") {
+			if lc, ok := props(v)["LockConfiguration"]; ok {
+				t.Errorf("%s: locked without pipeline.backupVaultLock: %s", id, js(lc))
+			}
+		}
+	})
+	if testing.Short() {
+		t.Skip("one more synthesis; skipped with -short")
+	}
+	s := synthEnv(t, "vaultlock", variant("dev", "vaultlock", func(c *config.Config) {
+		c.Pipeline.BackupVaultLock = &config.BackupVaultLock{MinRetentionDays: 7, ChangeableForDays: 3}
+	}))
+	v := props(first(s.resources("AWS::Backup::BackupVault")))
+	if got := js(v["LockConfiguration"]); got != `{"ChangeableForDays":3,"MinRetentionDays":7}` {
+		t.Errorf("vault lock %s", got)
+	}
+	if refID(v["EncryptionKeyArn"]) != s.stack.logicalID(s.stack.Storage.Key) {
+		t.Errorf("vault key %s, want the stack's key", js(v["EncryptionKeyArn"]))
+	}
 }

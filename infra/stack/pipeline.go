@@ -164,10 +164,18 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	})
 	out.AuditTable, out.IndexTable = audit, index
 
-	vault := awsbackup.NewBackupVault(self, jsii.String("BackupVault"), &awsbackup.BackupVaultProps{
+	vaultProps := &awsbackup.BackupVaultProps{
 		EncryptionKey: key,
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
-	})
+	}
+	if l := c.Pipeline.BackupVaultLock; l != nil {
+		lock := &awsbackup.LockConfiguration{MinRetention: awscdk.Duration_Days(jsii.Number(float64(l.MinRetentionDays)))}
+		if l.ChangeableForDays > 0 {
+			lock.ChangeableFor = awscdk.Duration_Days(jsii.Number(float64(l.ChangeableForDays)))
+		}
+		vaultProps.LockConfiguration = lock
+	}
+	vault := awsbackup.NewBackupVault(self, jsii.String("BackupVault"), vaultProps)
 	plan := awsbackup.NewBackupPlan(self, jsii.String("BackupPlan"), &awsbackup.BackupPlanProps{
 		BackupVault: vault,
 		BackupPlanRules: &[]awsbackup.BackupPlanRule{

@@ -145,6 +145,20 @@ func example(env string) func() (*config.Config, error) {
 	return func() (*config.Config, error) { return config.Load("../config", env) }
 }
 
+// variant is the example environment env named name and changed by change,
+// validated.
+func variant(env, name string, change func(c *config.Config)) func() (*config.Config, error) {
+	return func() (*config.Config, error) {
+		c, err := config.Load("../config", env)
+		if err != nil {
+			return nil, err
+		}
+		c.Name = name
+		change(c)
+		return c, c.Validate()
+	}
+}
+
 // envs are the example environments every template test runs against.
 var envs = []string{"dev", "prod"}
 
@@ -483,10 +497,14 @@ func TestBucket(t *testing.T) {
 			t.Errorf("encryption denies (-want +got):\n%s", d)
 		}
 		s.check(t, func(tpl assertions.Template) {
+			// The one key of everything here: kept with the stack's
+			// deletion, and a scheduled deletion can still be cancelled
+			// for 30 days.
 			tpl.HasResource(jsii.String("AWS::KMS::Key"), map[string]any{
-				"DeletionPolicy": "Retain",
-				"Properties":     map[string]any{"EnableKeyRotation": true},
+				"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
+				"Properties": map[string]any{"EnableKeyRotation": true, "PendingWindowInDays": 30},
 			})
+			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(1))
 		})
 	})
 }
@@ -1143,17 +1161,11 @@ func TestClientIPPreservation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("one more synthesis; skipped with -short")
 	}
-	s := synthEnv(t, "noproxy", func() (*config.Config, error) {
-		c, err := config.Load("../config", "dev")
-		if err != nil {
-			return nil, err
-		}
+	s := synthEnv(t, "noproxy", variant("dev", "noproxy", func(c *config.Config) {
 		off := false
-		c.Name = "noproxy"
 		c.Dicom.ProxyProtocol = &off
 		c.Sites[0].Routing, c.Sites[0].BgpAsn = config.RoutingBGP, 65020
-		return c, c.Validate()
-	})
+	}))
 	s.check(t, func(tpl assertions.Template) {
 		tpl.HasResourceProperties(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"), map[string]any{
 			"TargetGroupAttributes": assertions.Match_ArrayWith(&[]any{
@@ -1488,14 +1500,7 @@ func TestWithoutStaging(t *testing.T) {
 	if testing.Short() {
 		t.Skip("one more synthesis; skipped with -short")
 	}
-	s := synthEnv(t, "direct", func() (*config.Config, error) {
-		c, err := config.Load("../config", "dev")
-		if err != nil {
-			return nil, err
-		}
-		c.Name, c.Scp.Staging = "direct", nil
-		return c, c.Validate()
-	})
+	s := synthEnv(t, "direct", variant("dev", "direct", func(c *config.Config) { c.Scp.Staging = nil }))
 	if n := len(s.resources("AWS::EFS::FileSystem")); n != 0 || s.stack.Ingest.Staging != nil {
 		t.Errorf("%d file systems without scp.staging", n)
 	}
