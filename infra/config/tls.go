@@ -160,10 +160,15 @@ func (c *Config) loadTLSFiles(dir string) error {
 	if t.ClientCrlFile != "" && clientCAs != nil {
 		if b := read("dicom.tls.clientCrlFile", t.ClientCrlFile); b != nil {
 			t.ClientCrlPEM = string(b)
-			if _, stale, err := tlstrust.ParseCRLs(b, clientCAs, now); err != nil {
+			_, lists, err := tlstrust.ParseCRLs(b, clientCAs)
+			if err != nil {
 				p.addf("dicom.tls.clientCrlFile", "%s: %v", t.ClientCrlFile, err)
-			} else if stale > 0 {
-				p.addf("dicom.tls.clientCrlFile", "%s: %d list(s) past their next update: publish a fresh CRL", t.ClientCrlFile, stale)
+			}
+			for _, l := range lists {
+				if l.Stale(now) {
+					p.addf("dicom.tls.clientCrlFile", "%s: the list of %s is past its next update (%s): publish a fresh CRL",
+						t.ClientCrlFile, l.Issuer, l.NextUpdate.UTC().Format(time.RFC3339))
+				}
 			}
 		}
 	}

@@ -94,7 +94,7 @@ func TestLoadTLSFiles(t *testing.T) {
 		want string
 	}{
 		"fresh":        {ca.CRL(t, time.Now().Add(7*24*time.Hour), leaf), ""},
-		"stale":        {ca.CRL(t, time.Now().Add(-time.Hour), leaf), "past their next update"},
+		"stale":        {ca.CRL(t, time.Now().Add(-time.Hour), leaf), "past its next update"},
 		"another CA's": {short.CRL(t, time.Now().Add(time.Hour)), "not signed by any of the given CA certificates"},
 	} {
 		t.Run("CRL "+name, func(t *testing.T) {

@@ -70,14 +70,29 @@ func EachPEM(b []byte, typ string, f func(der []byte) error) error {
 // subject of the CA that issued them.
 type Revocations map[string]map[string]bool
 
+// CRL is what a certificate revocation list says of itself: the CA that
+// issued it and when the next one is due.
+type CRL struct {
+	Issuer string // the issuing CA's subject, for messages
+	// NextUpdate is zero when the list names none (RFC 5280 requires it;
+	// a list without one is never stale).
+	NextUpdate time.Time
+}
+
+// Stale reports whether the list is past its next update at now. This is
+// the one rule for a stale list: the CDK app's config check refuses such a
+// list, the SCP keeps applying it (better a stale list than none) and says
+// so, at load and when it goes stale while in use.
+func (c CRL) Stale(now time.Time) bool { return !c.NextUpdate.IsZero() && now.After(c.NextUpdate) }
+
 // ParseCRLs reads PEM X.509 CRLs, each of which must be signed by one of
-// cas. A list past its next update at now still counts (better a stale list
-// than none); stale says how many are, for the log.
-func ParseCRLs(b []byte, cas []*x509.Certificate, now time.Time) (r Revocations, stale int, err error) {
-	r = Revocations{}
-	n := 0
-	err = EachPEM(b, "X509 CRL", func(der []byte) error {
-		n++
+// cas, and returns the serials they list and the lists themselves, in the
+// order of b (for their issuers and next updates).
+func ParseCRLs(b []byte, cas []*x509.Certificate) (Revocations, []CRL, error) {
+	r := Revocations{}
+	var lists []CRL
+	err := EachPEM(b, "X509 CRL", func(der []byte) error {
+		n := len(lists) + 1
 		crl, err := x509.ParseRevocationList(der)
 		if err != nil {
 			return fmt.Errorf("CRL %d: %w", n, err)
@@ -92,9 +107,7 @@ func ParseCRLs(b []byte, cas []*x509.Certificate, now time.Time) (r Revocations,
 		if signer == nil {
 			return fmt.Errorf("CRL %d (issuer %s) is not signed by any of the given CA certificates", n, crl.Issuer)
 		}
-		if !crl.NextUpdate.IsZero() && now.After(crl.NextUpdate) {
-			stale++
-		}
+		lists = append(lists, CRL{Issuer: crl.Issuer.String(), NextUpdate: crl.NextUpdate})
 		set := r[string(crl.RawIssuer)]
 		if set == nil {
 			set = map[string]bool{}
@@ -106,12 +119,12 @@ func ParseCRLs(b []byte, cas []*x509.Certificate, now time.Time) (r Revocations,
 		return nil
 	})
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
-	if n == 0 {
-		return nil, 0, errors.New("no CRL in it")
+	if len(lists) == 0 {
+		return nil, nil, errors.New("no CRL in it")
 	}
-	return r, stale, nil
+	return r, lists, nil
 }
 
 // Len counts the revoked serial numbers.

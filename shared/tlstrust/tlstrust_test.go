@@ -46,12 +46,15 @@ func TestCRLs(t *testing.T) {
 	gone, kept := a.Client(t, testpki.Options{CommonName: "gone"}), a.Client(t, testpki.Options{CommonName: "kept"})
 	// Same serial under another CA: not revoked.
 	now := time.Now()
-	r, stale, err := ParseCRLs(append(a.CRL(t, now.Add(time.Hour), gone), b.CRL(t, now.Add(-time.Minute))...), []*x509.Certificate{a.Cert, b.Cert}, now)
+	r, lists, err := ParseCRLs(append(a.CRL(t, now.Add(time.Hour), gone), b.CRL(t, now.Add(-time.Minute))...), []*x509.Certificate{a.Cert, b.Cert})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Len() != 1 || stale != 1 {
-		t.Errorf("Len %d, stale %d", r.Len(), stale)
+	if r.Len() != 1 || len(lists) != 2 || lists[0].Issuer != "CN=A,O=dicom-ingest tests" || lists[1].Issuer != "CN=B,O=dicom-ingest tests" {
+		t.Errorf("Len %d, lists %+v", r.Len(), lists)
+	}
+	if lists[0].Stale(now) || !lists[1].Stale(now) {
+		t.Errorf("stale: A %v (due in an hour), B %v (due a minute ago)", lists[0].Stale(now), lists[1].Stale(now))
 	}
 	state := func(c *testpki.Cert, ca *testpki.CA) tls.ConnectionState {
 		return tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c.Cert, ca.Cert}}}
@@ -62,11 +65,31 @@ func TestCRLs(t *testing.T) {
 	if err := r.Check(state(kept, a)); err != nil {
 		t.Errorf("not revoked: %v", err)
 	}
-	if _, _, err := ParseCRLs(b.CRL(t, now.Add(time.Hour)), []*x509.Certificate{a.Cert}, now); err == nil || !strings.Contains(err.Error(), "not signed by any of the given CA certificates") {
+	if _, _, err := ParseCRLs(b.CRL(t, now.Add(time.Hour)), []*x509.Certificate{a.Cert}); err == nil || !strings.Contains(err.Error(), "not signed by any of the given CA certificates") {
 		t.Errorf("foreign CRL: %v", err)
 	}
-	if _, _, err := ParseCRLs(nil, []*x509.Certificate{a.Cert}, now); err == nil {
+	if _, _, err := ParseCRLs(nil, []*x509.Certificate{a.Cert}); err == nil {
 		t.Error("an empty CRL file passed")
+	}
+}
+
+// TestCRLStale: a list is stale once its next update has passed, not at it; one without a next update never is.
+func TestCRLStale(t *testing.T) {
+	due := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tt := range []struct {
+		name  string
+		crl   CRL
+		now   time.Time
+		stale bool
+	}{
+		{"before", CRL{NextUpdate: due}, due.Add(-time.Second), false},
+		{"at", CRL{NextUpdate: due}, due, false},
+		{"after", CRL{NextUpdate: due}, due.Add(time.Second), true},
+		{"no next update", CRL{}, due, false},
+	} {
+		if got := tt.crl.Stale(tt.now); got != tt.stale {
+			t.Errorf("%s: Stale %v, want %v", tt.name, got, tt.stale)
+		}
 	}
 }
 
@@ -80,7 +103,7 @@ func FuzzParse(f *testing.F) {
 		if _, cas, err := ParseCAs(b); err == nil && len(cas) == 0 {
 			t.Fatal("a bundle without certificates parsed")
 		}
-		r, _, err := ParseCRLs(b, []*x509.Certificate{ca.Cert}, time.Now())
+		r, _, err := ParseCRLs(b, []*x509.Certificate{ca.Cert})
 		if err == nil && r == nil {
 			t.Fatal("nil revocations without an error")
 		}

@@ -298,11 +298,16 @@ func load(src Source) (*loaded, error) {
 				return nil, err
 			}
 			h.Write(crlPEM)
-			revoked, stale, err := tlstrust.ParseCRLs(crlPEM, cas, time.Now())
+			revoked, crls, err := tlstrust.ParseCRLs(crlPEM, cas)
 			if err != nil {
 				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
 			}
-			l.revoked, l.staleCRLs = revoked.Len(), stale
+			l.revoked = revoked.Len()
+			for _, c := range crls {
+				if c.Stale(time.Now()) {
+					l.staleCRLs++
+				}
+			}
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				return errors.Join(tlstrust.CheckClientLeaf(cs), revoked.Check(cs))
 			}
