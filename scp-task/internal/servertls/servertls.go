@@ -64,31 +64,42 @@ const PollInterval = time.Minute
 type Reloader struct {
 	src     Source
 	log     *slog.Logger
-	mu      sync.Mutex // one load at a time
+	now     func() time.Time // time.Now; a test's clock
+	mu      sync.Mutex       // one load, or one check of the CRLs, at a time
 	current atomic.Pointer[loaded]
+	// staleCRLs are the client CRLs in use already reported stale, so
+	// that each is reported once (guarded by mu).
+	staleCRLs map[crlKey]tlstrust.CRL
 
 	expiresIn prometheus.GaugeFunc
+	crlDue    *crlCollector
 	reloads   *prometheus.CounterVec
 }
 
 // loaded is one configuration and the bytes it was made from.
 type loaded struct {
-	config    *tls.Config
-	leaf      *x509.Certificate
-	cas       int
-	revoked   int               // serials listed by the client CRLs
-	staleCRLs int               // of them past their next update
-	digest    [sha256.Size]byte // of the certificate, key, CA and CRL bytes
+	config  *tls.Config
+	leaf    *x509.Certificate
+	cas     int
+	revoked int               // serials listed by the client CRLs
+	crls    []tlstrust.CRL    // the client CRLs, for their next updates
+	digest  [sha256.Size]byte // of the certificate, key, CA and CRL bytes
 }
 
 // New loads src and returns a Reloader serving it. Metrics (the server
-// certificate's expiry and the reloads) go to reg when it is not nil.
+// certificate's expiry, the client CRLs' next updates and the reloads) go
+// to reg when it is not nil.
 func New(src Source, log *slog.Logger, reg prometheus.Registerer) (*Reloader, error) {
+	return newReloader(src, log, reg, time.Now)
+}
+
+// newReloader is New with a clock, so that tests can let a CRL go stale.
+func newReloader(src Source, log *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*Reloader, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	r := &Reloader{
-		src: src, log: log,
+		src: src, log: log, now: now, staleCRLs: map[crlKey]tlstrust.CRL{},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_tls_reloads_total",
 			Help: "Loads of the DICOM TLS certificate and client CA after the first, by result (loaded, failed).",
@@ -99,20 +110,42 @@ func New(src Source, log *slog.Logger, reg prometheus.Registerer) (*Reloader, er
 	r.expiresIn = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_tls_certificate_expires_in_seconds",
 		Help: "Seconds until the DICOM TLS server certificate in use expires.",
-	}, func() float64 { return time.Until(r.Certificate().NotAfter).Seconds() })
+	}, func() float64 { return r.Certificate().NotAfter.Sub(r.now()).Seconds() })
+	r.crlDue = &crlCollector{r: r, desc: prometheus.NewDesc("dicom_ingest_tls_client_crl_next_update_in_seconds",
+		"Seconds until the next update of the client CRL in use of each issuing CA (negative once past it: the list is stale but still applied).",
+		[]string{"issuer"}, nil)}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{r.expiresIn, r.reloads} {
+		for _, c := range []prometheus.Collector{r.expiresIn, r.crlDue, r.reloads} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("servertls: register metrics: %w", err)
 			}
 		}
 	}
-	l, err := load(src)
+	l, err := load(src, now())
 	if err != nil {
 		return nil, err
 	}
 	r.use(l)
 	return r, nil
+}
+
+// crlCollector exports, per client CRL in use, the seconds until its next
+// update: seconds rather than a timestamp for the same reason as the
+// certificate's expiry, and nothing at all without client CRLs.
+type crlCollector struct {
+	r    *Reloader
+	desc *prometheus.Desc
+}
+
+func (c *crlCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *crlCollector) Collect(ch chan<- prometheus.Metric) {
+	now := c.r.now()
+	for _, l := range c.r.current.Load().crls {
+		if !l.NextUpdate.IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, l.NextUpdate.Sub(now).Seconds(), l.Issuer)
+		}
+	}
 }
 
 // Config is the configuration to serve with: every handshake takes the
@@ -136,7 +169,7 @@ func (r *Reloader) Certificate() *x509.Certificate { return r.current.Load().lea
 func (r *Reloader) Reload() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l, err := load(r.src)
+	l, err := load(r.src, r.now())
 	if err != nil {
 		r.reloads.WithLabelValues("failed").Inc()
 		return err
@@ -155,15 +188,61 @@ func (r *Reloader) use(l *loaded) {
 	r.log.Info("TLS certificate loaded", "subject", l.leaf.Subject.String(), "issuer", l.leaf.Issuer.String(),
 		"sha256", hex.EncodeToString(sum[:]), "not_after", l.leaf.NotAfter.UTC().Format(time.RFC3339),
 		"client_cas", l.cas, "client_certificate_required", l.cas > 0, "revoked_client_certificates", l.revoked)
-	if l.staleCRLs > 0 {
-		r.log.Warn("client CRLs past their next update: still applied, but a newer list is due", "stale_crls", l.staleCRLs)
+	r.checkCRLs()
+}
+
+// checkCRLs reports, once each, the client CRLs in use that are past their
+// next update, whether they were loaded so or went stale since, and the
+// issuers whose stale list a fresh one replaced. A stale list stays in use,
+// as at load: it still refuses what it lists, and refusing every site of
+// its CA instead would stop the hospital's imaging over a calendar date
+// (the SCP cannot fetch a newer list itself). Callers hold r.mu.
+func (r *Reloader) checkCRLs() {
+	now := r.now()
+	stale := map[crlKey]tlstrust.CRL{}
+	fresh := map[string]tlstrust.CRL{} // by issuer, when none of its lists is stale
+	for _, l := range r.current.Load().crls {
+		if !l.Stale(now) {
+			fresh[l.Issuer] = l
+			continue
+		}
+		k := crlKey{l.Issuer, l.NextUpdate.UnixNano()}
+		stale[k] = l
+		if _, reported := r.staleCRLs[k]; !reported {
+			r.log.Warn("client CRL past its next update: still applied, but revocations since are unknown until a fresh list is loaded",
+				"crl_issuer", l.Issuer, "next_update", l.NextUpdate.UTC().Format(time.RFC3339))
+		}
 	}
+	for _, l := range stale {
+		delete(fresh, l.Issuer)
+	}
+	// An issuer whose list is no longer loaded at all is not "fresh again":
+	// the load's own log line says what is in use.
+	for _, l := range r.staleCRLs {
+		if f, ok := fresh[l.Issuer]; ok {
+			delete(fresh, l.Issuer) // once per issuer
+			r.log.Info("client CRL fresh again", "crl_issuer", l.Issuer, "next_update", f.NextUpdate.UTC().Format(time.RFC3339),
+				"stale_next_update", l.NextUpdate.UTC().Format(time.RFC3339))
+		}
+	}
+	r.staleCRLs = stale
+}
+
+// crlKey tells lists apart for checkCRLs: a new stale list of the same CA
+// is reported again, the same one reloaded is not. (A time.Time is no
+// reliable map key: equal instants may differ in location.)
+type crlKey struct {
+	issuer     string
+	nextUpdate int64 // Unix nanoseconds
 }
 
 // Watch reloads whenever a file of the source changes, until ctx ends: it
 // watches the files' directories (so a file replaced by a rename, or a
 // Kubernetes-style symlink swap, is seen) and also compares the files every
-// PollInterval. Changes arriving together are loaded once.
+// PollInterval. Changes arriving together are loaded once. Every
+// PollInterval it also checks whether a client CRL in use went stale,
+// PEM text included (as in ECS, where the list cannot change but time
+// passes).
 func (r *Reloader) Watch(ctx context.Context) {
 	dirs := map[string]bool{}
 	for _, v := range []string{r.src.Cert, r.src.Key, r.src.ClientCA, r.src.ClientCRL} {
@@ -171,13 +250,17 @@ func (r *Reloader) Watch(ctx context.Context) {
 			dirs[filepath.Dir(v)] = true
 		}
 	}
-	if len(dirs) == 0 {
-		return // PEM text only: nothing can change
+	if len(dirs) == 0 && r.src.ClientCRL == "" {
+		return // PEM text only and no CRL: nothing can change
 	}
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
-	w, err := fsnotify.NewWatcher()
-	if err == nil {
+	var w *fsnotify.Watcher
+	var err error
+	if len(dirs) > 0 {
+		w, err = fsnotify.NewWatcher()
+	}
+	if w != nil {
 		defer w.Close()
 		for d := range dirs {
 			if err = w.Add(d); err != nil {
@@ -206,9 +289,19 @@ func (r *Reloader) Watch(ctx context.Context) {
 			settle = nil
 			r.reloadLogged()
 		case <-poll.C:
-			r.reloadLogged()
+			if len(dirs) > 0 {
+				r.reloadLogged()
+			}
+			r.pollCRLs()
 		}
 	}
+}
+
+// pollCRLs is checkCRLs for the watch, between loads.
+func (r *Reloader) pollCRLs() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checkCRLs()
 }
 
 // reloadLogged is Reload for the watch, which has nobody to return an error to.
@@ -245,7 +338,7 @@ func describe(v string) string {
 	return v
 }
 
-func load(src Source) (*loaded, error) {
+func load(src Source, now time.Time) (*loaded, error) {
 	certPEM, err := read("tls-cert", src.Cert)
 	if err != nil {
 		return nil, err
@@ -264,7 +357,7 @@ func load(src Source) (*loaded, error) {
 			return nil, fmt.Errorf("servertls: --tls-cert %s: %w", describe(src.Cert), err)
 		}
 	}
-	if now := time.Now(); now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
+	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
 		return nil, fmt.Errorf("servertls: --tls-cert %s: certificate %q is valid from %s to %s, not now",
 			describe(src.Cert), leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
@@ -302,12 +395,7 @@ func load(src Source) (*loaded, error) {
 			if err != nil {
 				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
 			}
-			l.revoked = revoked.Len()
-			for _, c := range crls {
-				if c.Stale(time.Now()) {
-					l.staleCRLs++
-				}
-			}
+			l.revoked, l.crls = revoked.Len(), crls
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				return errors.Join(tlstrust.CheckClientLeaf(cs), revoked.Check(cs))
 			}

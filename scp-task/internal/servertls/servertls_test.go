@@ -1,14 +1,20 @@
 package servertls
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,5 +322,139 @@ func TestClientCRL(t *testing.T) {
 				t.Fatalf("New = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// clock is a test's time, set by hand.
+type clock struct{ ns atomic.Int64 }
+
+func (c *clock) now() time.Time  { return time.Unix(0, c.ns.Load()) }
+func (c *clock) set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// logLines are the JSON log records written to a buffer.
+type logLines struct{ buf bytes.Buffer }
+
+// next returns the records written since the last call.
+func (l *logLines) next(t *testing.T) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	dec := json.NewDecoder(&l.buf)
+	for dec.More() {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// crlDue is the next-update gauge by issuer.
+func crlDue(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "dicom_ingest_tls_client_crl_next_update_in_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+		}
+	}
+	return out
+}
+
+// TestCRLGoesStale: a client CRL whose next update passes while in use is reported once (a warning naming its
+// issuer and next update, the gauge below zero) and still applied, as a stale list is at load; a fresh list
+// reloaded clears it, said once at info.
+func TestCRLGoesStale(t *testing.T) {
+	p := newPKI(t)
+	revoked := p.clientCA.Client(t, testpki.Options{CommonName: "pacs.stolen.example"})
+	start := time.Now().Truncate(time.Second) // as a CRL keeps its dates
+	due := start.Add(time.Hour)
+	crlFile := filepath.Join(p.dir, "client.crl")
+	testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, due, revoked))
+	var clk clock
+	clk.set(start)
+	var logs logLines
+	reg := prometheus.NewRegistry()
+	r, err := newReloader(Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile, ClientCRL: crlFile},
+		slog.New(slog.NewJSONHandler(&logs.buf, nil)), reg, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, r)
+	issuer := p.clientCA.Cert.Subject.String()
+	// The server certificate is valid for a day: every step stays within it.
+	tests := []struct {
+		name string
+		at   time.Time
+		crl  time.Time // when set, a list due then is published and reloaded
+		log  []string  // "level msg next_update" of the records the step writes
+		due  time.Duration
+	}{
+		{name: "fresh", at: start, due: time.Hour},
+		{name: "a second before its next update", at: due.Add(-time.Second), due: time.Second},
+		{name: "at its next update", at: due, due: 0},
+		{name: "past its next update", at: due.Add(time.Second), due: -time.Second,
+			log: []string{"WARN client CRL past its next update: still applied, but revocations since are unknown until a fresh list is loaded " + due.UTC().Format(time.RFC3339)}},
+		{name: "reported once", at: due.Add(time.Minute), due: -time.Minute},
+		{name: "a fresh list", at: due.Add(time.Minute), crl: start.Add(3 * time.Hour), due: 2*time.Hour - time.Minute,
+			log: []string{"INFO TLS certificate loaded ", "INFO client CRL fresh again " + start.Add(3*time.Hour).UTC().Format(time.RFC3339)}},
+		{name: "said once", at: due.Add(2 * time.Minute), due: 2*time.Hour - 2*time.Minute},
+		{name: "a stale list loaded", at: start.Add(4 * time.Hour), crl: start.Add(2 * time.Hour), due: -2 * time.Hour,
+			log: []string{"INFO TLS certificate loaded ", "WARN client CRL past its next update: still applied, but revocations since are unknown until a fresh list is loaded " + start.Add(2*time.Hour).UTC().Format(time.RFC3339)}},
+		{name: "still reported once", at: start.Add(5 * time.Hour), due: -3 * time.Hour},
+	}
+	logs.next(t) // the first load's
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk.set(tt.at)
+			if !tt.crl.IsZero() {
+				testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, tt.crl, revoked))
+				if err := r.Reload(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			r.pollCRLs()
+			var got []string
+			for _, m := range logs.next(t) {
+				line := fmt.Sprint(m["level"], " ", m["msg"], " ", m["next_update"])
+				if m["msg"] == "TLS certificate loaded" {
+					line = fmt.Sprint(m["level"], " ", m["msg"], " ")
+				} else {
+					// The lists' issuer and dates, nothing else.
+					for k := range m {
+						if !slices.Contains([]string{"time", "level", "msg", "crl_issuer", "next_update", "stale_next_update"}, k) {
+							t.Errorf("log record %v: field %q", m, k)
+						}
+					}
+					if m["crl_issuer"] != issuer {
+						t.Errorf("log record %v: crl_issuer, want %q", m, issuer)
+					}
+				}
+				got = append(got, line)
+			}
+			if !slices.Equal(got, tt.log) {
+				t.Errorf("log\n%q\nwant\n%q", got, tt.log)
+			}
+			if got := crlDue(t, reg); len(got) != 1 || got[issuer] != tt.due.Seconds() {
+				t.Errorf("next-update gauge %v, want %s: %v", got, issuer, tt.due.Seconds())
+			}
+			// Fresh or stale, the list in use refuses what it lists and nothing else.
+			if _, err := handshake(addr, p.clientConfig(p.client)); err != nil {
+				t.Errorf("a certificate the list does not name: %v", err)
+			}
+			if _, err := handshake(addr, p.clientConfig(revoked)); err == nil || !strings.Contains(err.Error(), "bad certificate") {
+				t.Errorf("a certificate the list names: %v", err)
+			}
+		})
+	}
+	if problems, err := testutil.CollectAndLint(r.crlDue); err != nil || len(problems) > 0 {
+		t.Errorf("metric lint: %v %v", problems, err)
 	}
 }
