@@ -42,6 +42,9 @@ const (
 	// With dicom.tls only.
 	MetricTLSHandshakeFailures   = "dicom_ingest_tls_handshake_failures_total"
 	MetricTLSCertificateExpireIn = "dicom_ingest_tls_certificate_expires_in_seconds"
+	// MetricTLSClientCRLNextUpdateIn is, per client CRL (label issuer),
+	// the seconds until its next update; none without dicom.tls.clientCrlFile.
+	MetricTLSClientCRLNextUpdateIn = "dicom_ingest_tls_client_crl_next_update_in_seconds"
 	// MetricStagingBacklogAge is how long the oldest staged object has
 	// waited for its upload (stagedstore.MetricBacklogAge).
 	MetricStagingBacklogAge = "dicom_ingest_staging_backlog_age_seconds"
@@ -543,7 +546,7 @@ func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus str
 	selectors := []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$",
 		"^" + MetricStagingBacklogAge + "$", "^" + MetricStagingBacklogBytes + "$"}
 	if withTLS {
-		selectors = append(selectors, "^"+MetricTLSHandshakeFailures+"$", "^"+MetricTLSCertificateExpireIn+"$")
+		selectors = append(selectors, "^"+MetricTLSHandshakeFailures+"$", "^"+MetricTLSCertificateExpireIn+"$", "^"+MetricTLSClientCRLNextUpdateIn+"$")
 	}
 	cfg := map[string]any{
 		"agent": map[string]any{"metrics_collection_interval": 60},

@@ -165,6 +165,14 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			"More than 10 DICOM TLS handshakes failed in 5 minutes: a site's certificate expired, was revoked or is not ours, or a site speaks plain DICOM to the TLS port (the SCP's log names the reason)")
 		alarm("ScpTlsCertificateExpiring", ScpMetric(c.Name, MetricTLSCertificateExpireIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 30*24*3600, lt, 1,
 			"The DICOM TLS server certificate expires within 30 days: rotate it (docs/operations/certificates.md)")
+		if c.Dicom.TLS.ClientCrlPEM != "" {
+			// The list reaches the tasks only with a deployment, which
+			// refuses a stale one; one deployed goes stale while in use
+			// (still applied, but blind to later revocations). Minimum:
+			// the earliest list of any CA, any task.
+			alarm("ScpTlsClientCrlDue", ScpMetric(c.Name, MetricTLSClientCRLNextUpdateIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 3*24*3600, lt, 1,
+				"A client CRL of dicom.tls.clientCrlFile is due for its next update within 3 days (negative: past it): publish a fresh CRL and deploy (docs/operations/certificates.md)")
+		}
 	}
 
 	ing := props.Ingest

@@ -155,6 +155,9 @@ func TestDicomTLSOnly(t *testing.T) {
 	if env := s.containerEnv(t, "scp"); env["SCP_TLS_CLIENT_CRL"] != s.cfg.Dicom.TLS.ClientCrlPEM {
 		t.Errorf("SCP_TLS_CLIENT_CRL = %v", env["SCP_TLS_CLIENT_CRL"])
 	}
+	if !hasAlarmOn(s, MetricTLSClientCRLNextUpdateIn) {
+		t.Error("no alarm on the client CRL's next update")
+	}
 	s.check(t, func(tpl assertions.Template) {
 		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::Listener"), jsii.Number(1))
 		tpl.ResourceCountIs(jsii.String("AWS::ElasticLoadBalancingV2::TargetGroup"), jsii.Number(1))
@@ -190,7 +193,7 @@ func TestDicomTLSOnly(t *testing.T) {
 func TestDicomTLSAlarms(t *testing.T) {
 	agent, _ := agentConfigs("prod", "g", true)
 	plain, _ := agentConfigs("dev", "g", false)
-	for _, m := range []string{MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn} {
+	for _, m := range []string{MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn} {
 		if !strings.Contains(agent, m) || strings.Contains(plain, m) {
 			t.Errorf("agent selector for %s: with TLS %v, without %v", m, strings.Contains(agent, m), strings.Contains(plain, m))
 		}
@@ -209,5 +212,20 @@ func TestDicomTLSAlarms(t *testing.T) {
 				t.Errorf("alarm on %s: %v with dicom.tls %v", m, found, s.cfg.Dicom.TLS != nil)
 			}
 		}
+		// The examples publish no client CRL (TestDicomTLSOnly does).
+		withCRL := s.cfg.Dicom.TLS != nil && s.cfg.Dicom.TLS.ClientCrlPEM != ""
+		if found := hasAlarmOn(s, MetricTLSClientCRLNextUpdateIn); found != withCRL {
+			t.Errorf("alarm on %s: %v with a client CRL %v", MetricTLSClientCRLNextUpdateIn, found, withCRL)
+		}
 	})
+}
+
+// hasAlarmOn says whether an alarm watches the metric.
+func hasAlarmOn(s *synthesized, metric string) bool {
+	for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+		if props(a)["MetricName"] == metric {
+			return true
+		}
+	}
+	return false
 }
