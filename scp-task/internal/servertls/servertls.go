@@ -221,7 +221,11 @@ func (r *Reloader) checkCRLs() {
 	for _, l := range r.staleCRLs {
 		if f, ok := fresh[l.Issuer]; ok {
 			delete(fresh, l.Issuer) // once per issuer
-			r.log.Info("client CRL fresh again", "crl_issuer", l.Issuer, "next_update", f.NextUpdate.UTC().Format(time.RFC3339),
+			next := "none"          // a list without a next update never goes stale
+			if !f.NextUpdate.IsZero() {
+				next = f.NextUpdate.UTC().Format(time.RFC3339)
+			}
+			r.log.Info("client CRL fresh again", "crl_issuer", l.Issuer, "next_update", next,
 				"stale_next_update", l.NextUpdate.UTC().Format(time.RFC3339))
 		}
 	}
