@@ -180,8 +180,29 @@ func IsRedacted(err error) bool {
 // UIDs returns the UIDs inside an object key: every run of digits and
 // dots with at least one dot between digits (the study, series and SOP
 // Instance UIDs of incoming/<date>/<study>/<series>/<sop>.dcm and the keys
-// derived from it). Date components carry no dot and are left alone.
+// derived from it), and every path component of digits alone (before its
+// suffix, such as .dcm) at least minDotlessUID long: a UID of a single
+// component is valid, and a sender chooses its UIDs. Date components are
+// shorter and are left alone, and so are dotless UIDs as short: replaced
+// wherever they occur, they would take numbers out of every message.
 func UIDs(key string) []string {
+	out := dottedUIDs(key)
+	for part := range strings.SplitSeq(key, "/") {
+		if i := strings.IndexByte(part, '.'); i >= 0 {
+			part = part[:i]
+		}
+		if len(part) >= minDotlessUID && strings.Trim(part, "0123456789") == "" && !slices.Contains(out, part) {
+			out = append(out, part)
+		}
+	}
+	return out
+}
+
+// minDotlessUID is the shortest dotless UID UIDs finds: longer than a
+// date's year.
+const minDotlessUID = 5
+
+func dottedUIDs(key string) []string {
 	var out []string
 	for i := 0; i < len(key); {
 		if !isDigit(key[i]) {

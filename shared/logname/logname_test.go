@@ -118,6 +118,8 @@ func TestRedact(t *testing.T) {
 		{"conflict key", fmt.Errorf("put %s: %w", conflict, sentinel),
 			"put incoming/2026/03/04/" + name + "/" + name + "/" + name + ".conflict-0123456789abcdef.dcm: sentinel"},
 		{"study alone", fmt.Errorf("study %s: %w", study, sentinel), "study " + name + ": sentinel"},
+		{"a directory of the key", &fs.PathError{Op: "mkdir", Path: "/data/objects/incoming/2026/03/04/" + study, Err: fs.ErrPermission},
+			"mkdir /data/objects/incoming/2026/03/04/" + name + ": permission denied"},
 		{"nothing to redact", fmt.Errorf("disk full: %w", sentinel), "disk full: sentinel"},
 	}
 	for _, c := range cases {
@@ -131,7 +133,7 @@ func TestRedact(t *testing.T) {
 					t.Errorf("%s prints the UID: %s", verb, s)
 				}
 			}
-			if c.name != "nothing to redact" && !errors.Is(got, sentinel) && !errors.Is(got, fs.ErrNotExist) {
+			if c.name != "nothing to redact" && !errors.Is(got, sentinel) && !errors.Is(got, fs.ErrNotExist) && !errors.Is(got, fs.ErrPermission) {
 				t.Errorf("the chain was lost: %v", got)
 			}
 			if !IsRedacted(got) {
@@ -141,6 +143,13 @@ func TestRedact(t *testing.T) {
 	}
 	if n.Redact(nil, key) != nil {
 		t.Error("Redact(nil) is not nil")
+	}
+	// A sender's UIDs of one component: the study's directory alone in a
+	// mkdir's error (found by a probe: only the whole key was replaced).
+	dotless := "incoming/2026/03/04/12345678/87654321/1122334455.dcm"
+	err := n.Redact(&fs.PathError{Op: "mkdir", Path: "/data/objects/incoming/2026/03/04/12345678", Err: fs.ErrPermission}, dotless)
+	if want := "mkdir /data/objects/incoming/2026/03/04/" + n.Name(dotless) + ": permission denied"; err.Error() != want {
+		t.Errorf("dotless UID: %q, want %q", err, want)
 	}
 }
 
@@ -153,6 +162,9 @@ func TestUIDs(t *testing.T) {
 		{"site-a/metadata/2026/03/04/1.2/1.2.3/1.2.3.4.summary.json", []string{"1.2", "1.2.3", "1.2.3.4"}},
 		{"incoming/2026/03/04/unknown-study/unknown-series/1.2.3.conflict-0123abcd.dcm", []string{"1.2.3"}},
 		{"audit/2026/03/04/assoc-7.json", nil},
+		// UIDs of one component, as a sender may choose them.
+		{"incoming/2026/03/04/12345/123456/1234567.dcm", []string{"12345", "123456", "1234567"}},
+		{"incoming/2026/03/04/1.2.3/98765/1234.conflict-0123abcd.dcm", []string{"1.2.3", "98765"}},
 		{"v2.dcm", nil},
 		{"", nil},
 	}

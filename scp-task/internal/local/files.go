@@ -49,13 +49,14 @@ var (
 )
 
 // path maps a key to its file, refusing anything that could leave root.
+// Its errors leave the key out (it holds UIDs): callers name the object.
 func (f *files) path(key string) (string, error) {
 	if key == "" || strings.HasPrefix(key, "/") || strings.Contains(key, "\\") {
-		return "", fmt.Errorf("local: unsafe key %q", key)
+		return "", errors.New("local: unsafe key")
 	}
 	for _, part := range strings.Split(key, "/") {
 		if part == "" || part == "." || part == ".." {
-			return "", fmt.Errorf("local: unsafe key %q", key)
+			return "", errors.New("local: unsafe key")
 		}
 	}
 	return filepath.Join(f.root, filepath.FromSlash(key)), nil

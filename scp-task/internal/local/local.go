@@ -419,13 +419,14 @@ func (l *Local) recover(ctx context.Context, back []heldRecord) error {
 	for _, k := range keys {
 		p, err := l.files.path(k)
 		if err != nil {
-			return err
+			return fmt.Errorf("local: recover %v: %w", l.cfg.Names.Key(k), err)
 		}
 		if _, err := os.Stat(p); absent(err) {
 			never = append(never, k)
 			continue
 		} else if err != nil {
-			return fmt.Errorf("local: recover: %w", err)
+			// The error carries the file's path, which holds the key.
+			return l.cfg.Names.Redact(fmt.Errorf("local: recover %v: %w", l.cfg.Names.Key(k), err), k)
 		}
 		l.queue.push(k)
 	}

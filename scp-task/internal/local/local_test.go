@@ -330,6 +330,41 @@ func TestRestartProcessesOnce(t *testing.T) {
 	}
 }
 
+// TestRecoverFailureNamesNoUID: a start that cannot look at a handed-off
+// object says so without its key or UIDs, which the file's path holds
+// (found by a probe: "scp-task cannot start" printed the whole key).
+func TestRecoverFailureNamesNoUID(t *testing.T) {
+	dir := t.TempDir()
+	l := startTest(t, dir)
+	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.77")
+	obj := objectstore.Object{SOPInstanceUID: in.SOPUID, StudyInstanceUID: in.StudyUID, SeriesInstanceUID: in.SeriesUID, ReceivedAt: time.Now()}
+	key, _ := objectstore.Key(obj)
+	if _, err := l.db.Handoff().Enqueue(context.Background(), key, time.Now(), handoffMetadata(obj)); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, l)
+	p := filepath.Join(dir, ObjectsDir, filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(p, p); err != nil { // a loop: its stat fails, naming the path
+		t.Fatal(err)
+	}
+	l, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0",
+		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
+			return dirStore{&files{root: d}}, nil
+		}})
+	if err == nil {
+		stop(t, l)
+		t.Fatal("started with an object it cannot look at")
+	}
+	for _, secret := range []string{key, in.SOPUID, in.SeriesUID} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("the start's error names %q: %v", secret, err)
+		}
+	}
+}
+
 // stageQueueRow puts key back in the hand-off queue of the database at
 // path, as a crash between a unit's commit and its queue row's removal
 // leaves it.

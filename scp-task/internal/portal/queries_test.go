@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"image/png"
+	"log/slog"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestBadRequests: filters and cursors the user got wrong answer 400 with
@@ -269,4 +271,45 @@ type countingStudies struct {
 func (c *countingStudies) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
 	c.reads.Add(1)
 	return c.StudyReader.GetStudy(ctx, uid)
+}
+
+// TestThumbnailFailureNamesNoUID: a preview whose object cannot be read
+// fails without the instance's key or SOP Instance UID in the log (found
+// by a probe: the request's URL, which the log line was redacted by,
+// names the study and series only).
+func TestThumbnailFailureNamesNoUID(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	dir := t.TempDir()
+	const sop = "1.6.1.77701"
+	key := "incoming/2026/01/15/1.6/1.6.1/" + sop + ".dcm"
+	p := filepath.Join(dir, filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(p, p); err != nil { // a loop: every open fails, naming the path
+		t.Fatal(err)
+	}
+	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.6", SeriesInstanceUID: "1.6.1",
+		SOPInstanceUID: sop, SHA256: "x", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: key, Size: 1000, ReceivedAt: t0}); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	objects := dirOpener(dir)
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
+		Thumbnails: thumbnail.New(objects.Open, thumbnail.Options{}), Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	if code, _, _ := get(t, srv.URL+"/studies/1.6/series/1.6.1/thumbnail.png", ""); code != 500 {
+		t.Errorf("thumbnail of an unreadable object: %d, want 500", code)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "request failed") {
+		t.Fatalf("the failure was not logged:\n%s", out)
+	}
+	for _, secret := range []string{sop, key, "77701"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the log names %q:\n%s", secret, out)
+		}
+	}
 }

@@ -285,6 +285,9 @@ func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	png, err := s.Thumbnails.PNG(r.Context(), mid.ObjectKey, mid.Size, mid.TransferSyntaxUID)
+	// The request names the study and series; the instance's key, which
+	// names its SOP Instance UID too, is in a failed read's path.
+	err = s.Names.Redact(err, mid.ObjectKey)
 	if errors.Is(err, thumbnail.ErrNoPreview) {
 		s.logger().Debug("portal: no preview", "err", err)
 		http.Error(w, "no preview", http.StatusNotFound)

@@ -3,7 +3,9 @@ package filestore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -172,3 +174,56 @@ func checkAfterCrash(t *testing.T, at string, mem *vfstest.Mem, acked map[string
 }
 
 var _ = objectstore.Key
+
+// TestReplayErrorNamesNoUID: a replay of the journal that fails at start
+// (the object's file cannot take its name) says so without the object's
+// key or UIDs, which the rename's error holds in its paths (found by a
+// probe: "scp-task cannot start" printed the whole key).
+func TestReplayErrorNamesNoUID(t *testing.T) {
+	const sop = "1.2.3.4.987654321"
+	key := "incoming/" + at.Format("2006/01/02") + "/1.2.3/1.2.3.4/" + sop + ".dcm"
+	failed := 0
+	for cut := 1; cut < 400 && failed == 0; cut++ {
+		mem := vfstest.NewMem()
+		s, err := New("/s", crashOpts(mem)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem.CutAfter(cut)
+		_, putErr := s.Put(context.Background(), object(sop), bytes.NewReader(body(1, 4096)))
+		_ = s.Close() // fails on the cut disk; only the disk matters
+		if putErr != nil {
+			continue // cut before the object was durable: nothing to replay
+		}
+		after := mem.Crash(vfstest.KeepNone, rand.New(rand.NewPCG(uint64(cut), 1)))
+		s2, err := New("/s", withFS(renameRefused{after}), WithJournalSize(minSegmentSize, 2))
+		if err == nil {
+			_ = s2.Close()
+			continue // the object was in place already
+		}
+		failed++
+		for _, secret := range []string{key, sop, "1.2.3.4/"} {
+			if strings.Contains(err.Error(), secret) {
+				t.Errorf("cut %d: the start's error names %q: %v", cut, secret, err)
+			}
+		}
+		if !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("cut %d: the cause was lost: %v", cut, err)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no cut left an acknowledged object to replay")
+	}
+}
+
+// renameRefused is a disk on which every rename fails as the kernel's
+// does, naming both paths.
+type renameRefused struct{ *vfstest.Mem }
+
+func (r renameRefused) Rename(oldpath, newpath string) error {
+	return &os.LinkError{Op: "rename", Old: oldpath, New: newpath, Err: fs.ErrPermission}
+}
+
+func (r renameRefused) RenameNoReplace(oldpath, newpath string) (bool, error) {
+	return false, r.Rename(oldpath, newpath)
+}

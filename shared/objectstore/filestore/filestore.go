@@ -196,7 +196,9 @@ func (s *Store) Root() string { return s.root }
 // reach the temporary directory.
 func (s *Store) Path(key string) (string, error) {
 	if !validKey(key) {
-		return "", s.names.Redact(fmt.Errorf("%w: %q", ErrInvalidKey, clip(key)), key)
+		// Named by its name: a clipped key would keep a UID cut short,
+		// which Redact no longer finds whole.
+		return "", fmt.Errorf("%w (%v)", ErrInvalidKey, s.names.Key(key))
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }

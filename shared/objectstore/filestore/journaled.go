@@ -135,12 +135,15 @@ func (s *Store) openJournal() error {
 	return nil
 }
 
-// replay writes a journal record's object to its key again.
-func (s *Store) replay(j *journal.Journal, r journal.Record) error {
+// replay writes a journal record's object to its key again. Its errors
+// name the object by its name: a file operation's error carries the path,
+// which holds the key (and so the object's UIDs).
+func (s *Store) replay(j *journal.Journal, r journal.Record) (err error) {
 	key, _ := splitMeta(r.Meta)
 	if !validKey(key) {
-		return fmt.Errorf("record names an invalid key %q", clip(key))
+		return fmt.Errorf("record names an invalid key (%v)", s.names.Key(key))
 	}
+	defer func() { err = s.names.Redact(err, key) }()
 	p, err := j.Payload(r)
 	if err != nil {
 		return err
