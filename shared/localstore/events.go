@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -728,7 +729,7 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 	p.attempts[k]++
 	n := p.attempts[k]
 	if n >= p.MaxAttempts {
-		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", redactURL(u), "attempts", n, "err", err)
+		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", redactURL(u), "attempts", n, "err", webhookError(err))
 		delete(p.attempts, k)
 		delete(p.nextTry, k)
 		return true
@@ -739,7 +740,7 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 	}
 	p.nextTry[k] = time.Now().Add(d)
 	p.downUntil[u] = time.Now().Add(min(d, p.BaseBackoff))
-	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", redactURL(u), "attempt", n, "retry_in", d, "err", err)
+	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", redactURL(u), "attempt", n, "retry_in", d, "err", webhookError(err))
 	return false
 }
 
@@ -807,6 +808,17 @@ func (p *Publisher) appendLog(lines []byte) error {
 
 // redactURL drops credentials and query strings from a webhook URL before it
 // is logged (they often carry tokens).
+// webhookError is a delivery error for the log: the HTTP client's errors
+// quote the request's URL, whose query or user info may hold a token.
+func webhookError(err error) string {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.URL != "" {
+		msg = strings.ReplaceAll(msg, ue.URL, redactURL(ue.URL))
+	}
+	return msg
+}
+
 func redactURL(u string) string {
 	if i := strings.IndexAny(u, "?#"); i >= 0 {
 		u = u[:i]

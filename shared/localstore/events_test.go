@@ -11,8 +11,10 @@ import (
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -126,6 +128,32 @@ func TestRedactURL(t *testing.T) {
 		t.Run(in, func(t *testing.T) {
 			if got := redactURL(in); got != want {
 				t.Errorf("redactURL(%q) = %q", in, got)
+			}
+		})
+	}
+}
+
+// TestWebhookErrorHidesSecrets: a delivery error, as the HTTP client
+// quotes the URL in it, reaches the log without the URL's query or user
+// info (a token).
+func TestWebhookErrorHidesSecrets(t *testing.T) {
+	refused := errors.New("connection refused")
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"client error", &url.Error{Op: "Post", URL: "https://hook.example/x?token=s3cret", Err: refused},
+			`Post "https://hook.example/x": connection refused`},
+		{"wrapped", fmt.Errorf("localstore: webhook: %w", &url.Error{Op: "Post", URL: "https://user:s3cret@hook.example/x", Err: refused}),
+			`localstore: webhook: Post "https://hook.example/x": connection refused`},
+		{"no URL in it", errors.New("webhook answered 500"), "webhook answered 500"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := webhookError(tt.err)
+			if got != tt.want || strings.Contains(got, "s3cret") {
+				t.Errorf("webhookError = %q, want %q", got, tt.want)
 			}
 		})
 	}
