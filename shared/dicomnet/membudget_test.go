@@ -89,7 +89,7 @@ func TestPreAssociationMemory(t *testing.T) {
 			if tc.overTLS {
 				addr, start = ts.tlsAddr, partialClientHello()
 			}
-			// The server's accounting is sampled throughout; the semaphore must keep it within the budget.
+			// The server's accounting is sampled throughout: it must stay within the budget.
 			var peak int64
 			stop := make(chan struct{})
 			var sampler sync.WaitGroup
