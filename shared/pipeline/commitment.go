@@ -641,7 +641,8 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 		log.Error("storage commitment report undeliverable", "err", rerr, "calling_ae", tx.CallingAE)
 	default:
 		tx.LastError = rerr.Error()
-		tx.NextAttempt = now.Add(reportBackoff(tx.Attempts))
+		// The last attempt comes at the deadline, not a backoff past it.
+		tx.NextAttempt = minTime(now.Add(reportBackoff(tx.Attempts)), tx.ReportDeadline)
 		log.Warn("storage commitment report failed; will retry", "err", rerr, "next_attempt", tx.NextAttempt)
 		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)

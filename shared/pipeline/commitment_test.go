@@ -419,6 +419,26 @@ func TestCommitmentReportRetries(t *testing.T) {
 	}
 }
 
+// TestCommitmentGivesUpAtTheDeadline: the last retry comes at the report
+// deadline, not one backoff past it (found by a probe: with a 40 s
+// deadline the attempts came at 0, 10, 30 and 70 s).
+func TestCommitmentGivesUpAtTheDeadline(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.CommitmentReportFor = 40 * time.Second
+	c.f.Reporter.Err = errors.New("dial PACS: connection refused")
+	c.store(sop1)
+	c.request(txnUID, ctRef(sop1))
+	for range 40 {
+		c.at(time.Second)
+	}
+	if n := len(c.reports()); n != 4 {
+		t.Errorf("%d attempts by the deadline, want 4 (0, 10, 30, 40 s)", n)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-undeliverable"}, c.outcomes()); d != "" {
+		t.Errorf("audit at the deadline (-want +got):\n%s", d)
+	}
+}
+
 // TestCommitmentRequestDocument: what ParseCommitmentRequest refuses.
 func TestCommitmentRequestDocument(t *testing.T) {
 	ok := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txnUID, Refs: []commitment.Ref{ctRef(sop1)},
