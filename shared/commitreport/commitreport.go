@@ -141,6 +141,12 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	a, err := dicomnet.Dial(ctx, addr, cfg)
 	if err != nil {
+		if errors.Is(err, dicomnet.ErrAborted) {
+			// PACSs that check a peer's address against its AE title abort
+			// rather than reject: ours is not the address the site sends to.
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w (the PACS may not accept our AE title %s from this address, or over plain DICOM)",
+				rep.CallingAE, addr, err, r.AETitle)
+		}
 		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w", rep.CallingAE, addr, err)
 	}
 	st, err := a.SendEventReport(ctx, ev)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -175,6 +176,20 @@ func TestReportOnANewAssociation(t *testing.T) {
 		p.SendPDU(&pdu.ReleaseRP{})
 		if got := <-done; !errors.Is(got.err, dicomnet.ErrRoleNotHeld) {
 			t.Fatalf("Report error %v, want ErrRoleNotHeld", got.err)
+		}
+	})
+	t.Run("aborted by the PACS", func(t *testing.T) {
+		// As Orthanc does when our address is not the one it has for
+		// our AE title: the error says what to look at.
+		pl := dicomnettest.ListenParrot(t)
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		done := report(r, "")
+		p := pl.Accept()
+		p.Expect(pdu.TypeAssociateRQ)
+		p.SendPDU(&pdu.Abort{})
+		got := <-done
+		if !errors.Is(got.err, dicomnet.ErrAborted) || !strings.Contains(got.err.Error(), "may not accept our AE title INGEST from this address") {
+			t.Fatalf("Report error %v, want an abort that says what to check", got.err)
 		}
 	})
 	t.Run("peer unreachable", func(t *testing.T) {
