@@ -217,7 +217,7 @@ func (a *association) step(rx rxEvent) rxEvent {
 			return a.decide()
 		}
 		// The provider refused the request (protocol version, application context): A-ASSOCIATE-RJ sent.
-		a.log.Info("dicomnet: association rejected by provider", "result", a.rj.Result, "source", a.rj.Source, "reason", a.rj.Reason)
+		a.log.Info("dicomnet: association rejected by provider", rejectionAttrs(a.rj)...)
 		a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: a.rj})
 	case ae7:
 		if a.m.state == sta6 {

@@ -2,6 +2,7 @@ package dicomnet
 
 import (
 	"errors"
+	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
@@ -90,8 +91,15 @@ func (a *association) decide() rxEvent {
 // reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.
 func (a *association) reject(rj *RejectError) rxEvent {
 	a.rj = rj
-	a.log.Info("dicomnet: association rejected", "result", rj.Result, "source", rj.Source, "reason", rj.Reason)
+	a.log.Info("dicomnet: association rejected", rejectionAttrs(rj)...)
 	return rxEvent{ev: evt8}
+}
+
+// rejectionAttrs are a rejection's log attributes: its codes, and in words
+// what they mean, as the audit trail gives them.
+func rejectionAttrs(rj *RejectError) []any {
+	return []any{"result", rj.Result, "source", rj.Source, "reason", rj.Reason,
+		"rejection", strings.TrimPrefix(rj.Error(), "dicomnet: association rejected: ")}
 }
 
 func (a *association) acceptedCount() int {

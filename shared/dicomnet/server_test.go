@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // recorder is an Observer that keeps every event.
@@ -353,7 +356,9 @@ func TestRejections(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := newRecorder()
-			p, srv := startParrot(t, &dicomnet.Server{AETitle: "SCP", Accept: policy, Observer: rec, ARTIMTimeout: 200 * time.Millisecond})
+			var logs testenv.LogBuffer
+			p, srv := startParrot(t, &dicomnet.Server{AETitle: "SCP", Accept: policy, Observer: rec, ARTIMTimeout: 200 * time.Millisecond,
+				Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 			rq := dicomnettest.AssociateRQ("SCU", "SCP")
 			tc.mutate(rq)
 			p.SendPDU(rq)
@@ -366,6 +371,11 @@ func TestRejections(t *testing.T) {
 			p.ExpectClosed()
 			if srv.ActiveAssociations() != 0 {
 				t.Error("slot leaked")
+			}
+			// The log says why in words, as the audit trail does.
+			words := strings.TrimPrefix(ev.Reject.Error(), "dicomnet: association rejected: ")
+			if !strings.Contains(logs.String(), `"rejection":"`+words+`"`) {
+				t.Errorf("log lacks the rejection %q:\n%s", words, logs.String())
 			}
 		})
 	}
