@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -34,6 +35,10 @@ type Association struct {
 	Instances int `json:"instances"`
 	Rejected  int `json:"rejected"`
 	Failed    int `json:"failed"`
+	// CommitmentRequests counts the Storage Commitment requests (N-ACTIONs)
+	// made on it, refused ones included; their records (requested,
+	// evaluated, reported) are not instances.
+	CommitmentRequests int `json:"commitmentRequests"`
 	// Stored is how many C-STOREs the SCP stored and acknowledged on it,
 	// identical resends included, from its end record (0 while open).
 	Stored int `json:"stored"`
@@ -168,6 +173,10 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 			if json.Unmarshal([]byte(body), &r) == nil {
 				a.Reason, a.Stored = r.Reason, r.Stored
 			}
+		case pipeline.OutcomeCommitmentRequested, associationaudit.EventCommitmentRefused:
+			a.CommitmentRequests++
+		case pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures, pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
+			// The requests' later steps: counted by their request.
 		default:
 			a.Instances++
 			switch outcome {

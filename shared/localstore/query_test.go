@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -270,6 +271,13 @@ func TestAssociations(t *testing.T) {
 	add("a1", "association-accepted", "SITE_A", 0)
 	add("a1", "stored", "SITE_A", time.Second)
 	add("a1", "rejected", "SITE_A", 2*time.Second)
+	// A Storage Commitment request and its later steps are no instances
+	// (found by a probe: one request showed as 3 instances), and one
+	// refused is a request too.
+	add("a1", pipeline.OutcomeCommitmentRequested, "SITE_A", 2*time.Second)
+	add("a1", pipeline.OutcomeCommitmentFailures, "SITE_A", 2*time.Second)
+	add("a1", pipeline.OutcomeCommitmentReported, "SITE_A", 2*time.Second)
+	add("a1", associationaudit.EventCommitmentRefused, "SITE_A", 2*time.Second)
 	add("a1", "association-released", "SITE_A", 3*time.Second)
 	add("a2", "association-rejected", "EVIL", 10*time.Second)
 	add("a3", "association-accepted", "SITE_B", 20*time.Second)
@@ -281,15 +289,15 @@ func TestAssociations(t *testing.T) {
 		t.Fatal(err)
 	}
 	type row struct {
-		ID, Outcome                 string
-		Instances, Rejected, Stored int
-		Duration                    time.Duration
+		ID, Outcome                              string
+		Instances, Rejected, Stored, Commitments int
+		Duration                                 time.Duration
 	}
 	var got []row
 	for _, x := range p.Associations {
-		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Stored, x.Duration()})
+		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Stored, x.CommitmentRequests, x.Duration()})
 	}
-	want := []row{{"a3", "open", 1, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0}, {"a1", "association-released", 2, 1, 5, 3 * time.Second}}
+	want := []row{{"a3", "open", 1, 0, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0, 0}, {"a1", "association-released", 2, 1, 5, 2, 3 * time.Second}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("associations (-want +got):\n%s", d)
 	}
@@ -320,12 +328,12 @@ func TestAssociations(t *testing.T) {
 			}
 		}
 	}
-	recs, err := db.AssociationRecords(ctx, "a1", "", 3)
-	if err != nil || len(recs.Records) != 3 || recs.Next == "" {
+	recs, err := db.AssociationRecords(ctx, "a1", "", 5)
+	if err != nil || len(recs.Records) != 5 || recs.Next == "" {
 		t.Fatalf("records page 1: %d, next %q, %v", len(recs.Records), recs.Next, err)
 	}
-	recs, err = db.AssociationRecords(ctx, "a1", recs.Next, 3)
-	if err != nil || len(recs.Records) != 1 || recs.Records[0].Outcome != "association-released" {
+	recs, err = db.AssociationRecords(ctx, "a1", recs.Next, 5)
+	if err != nil || len(recs.Records) != 3 || recs.Records[2].Outcome != "association-released" || recs.Next != "" {
 		t.Errorf("records page 2: %+v %v", recs, err)
 	}
 	if _, err := db.Association(ctx, "nope"); !errors.Is(err, pipeline.ErrNotFound) {

@@ -185,6 +185,16 @@ const (
 // codeTransactionUID identifies a Storage Commitment transaction as a participant object.
 var codeTransactionUID = localCode("transaction-uid", "Storage Commitment Transaction UID")
 
+// The outcomes of a Storage Commitment transaction's audit records: its
+// request, its result (all committed, or failures), its delivery.
+const (
+	OutcomeCommitmentRequested     = "commitment-requested"
+	OutcomeCommitted               = "committed"
+	OutcomeCommitmentFailures      = "commitment-failures"
+	OutcomeCommitmentReported      = "commitment-reported"
+	OutcomeCommitmentUndeliverable = "commitment-undeliverable"
+)
+
 // auditCommitment appends the record of one step of a transaction, shaped after PS3.15 A.5.3.7 (DICOM
 // Instances Transferred, action R: the instances were transferred before; what is recorded is our taking
 // responsibility for them) with our event type codes for the step. One record per request and step: its id
@@ -200,26 +210,26 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 	id := "commitment:" + tx.ID + ":" + digest(tx.RequestKey)
 	switch step {
 	case commitmentRequested:
-		rec.ID, rec.Outcome, rec.EventOutcome = id+":requested", "commitment-requested", outcomeSuccess
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":requested", OutcomeCommitmentRequested, outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-requested", "Storage Commitment requested")}
 		rec.Reason = fmt.Sprintf("N-ACTION for %d instances", tx.RefCount)
 		if tx.DuplicateOf != "" {
 			rec.Reason += "; Transaction UID reused with other instances: all fail (0131)"
 		}
 	case commitmentEvaluated:
-		rec.ID, rec.Outcome, rec.EventOutcome = id+":result", "committed", outcomeSuccess
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":result", OutcomeCommitted, outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-result", "Storage Commitment result")}
 		rec.Reason = fmt.Sprintf("%d of %d instances committed", tx.Committed, tx.RefCount)
 		if tx.Failed > 0 {
-			rec.Outcome, rec.EventOutcome = "commitment-failures", outcomeMinorFailure
+			rec.Outcome, rec.EventOutcome = OutcomeCommitmentFailures, outcomeMinorFailure
 			rec.Reason += "; failures " + failureSummary(doc.Result.Failed)
 		}
 	case commitmentReported:
-		rec.ID, rec.Outcome, rec.EventOutcome = id+":reported", "commitment-reported", outcomeSuccess
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":reported", OutcomeCommitmentReported, outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-reported", "Storage Commitment result delivered")}
 		rec.Reason = fmt.Sprintf("N-EVENT-REPORT answered 0000 after %d attempts (same association: %v)", tx.Attempts, tx.SameAssociation)
 	case commitmentUndeliverable:
-		rec.ID, rec.Outcome, rec.EventOutcome = id+":undeliverable", "commitment-undeliverable", outcomeSerious
+		rec.ID, rec.Outcome, rec.EventOutcome = id+":undeliverable", OutcomeCommitmentUndeliverable, outcomeSerious
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-undeliverable", "Storage Commitment result not delivered")}
 		rec.Reason = fmt.Sprintf("N-EVENT-REPORT not delivered after %d attempts", tx.Attempts)
 	}

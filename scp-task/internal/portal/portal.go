@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
@@ -150,8 +151,8 @@ var funcs = template.FuncMap{
 	"outcomes": func() []string {
 		return []string{"stored", "duplicate", "conflict", RejectedOutcome, "association-accepted",
 			"association-rejected", "association-released", "association-aborted", "store-failed",
-			"commitment-requested", "committed", "commitment-failures", "commitment-reported", "commitment-undeliverable",
-			"commitment-refused"}
+			pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
+			pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable, associationaudit.EventCommitmentRefused}
 	},
 	"eventTypes": func() []string { return eventTypes },
 }
