@@ -28,6 +28,7 @@ type flaky struct {
 	failN   map[string]int // op -> failures still to inject before the call
 	always  map[string]bool
 	loseN   map[string]int // op -> answers still to drop after the call
+	stallN  map[string]int // op -> calls still to hold until their attempt's context ends
 	failErr error
 	badCRC  bool
 	calls   map[string]int
@@ -36,7 +37,8 @@ type flaky struct {
 }
 
 func newFlaky(next s3store.Client) *flaky {
-	return &flaky{next: next, failN: map[string]int{}, always: map[string]bool{}, loseN: map[string]int{}, calls: map[string]int{}, failErr: apiErr(503, "SlowDown")}
+	return &flaky{next: next, failN: map[string]int{}, always: map[string]bool{}, loseN: map[string]int{}, stallN: map[string]int{},
+		calls: map[string]int{}, failErr: apiErr(503, "SlowDown")}
 }
 
 func apiErr(status int, code string) error {
@@ -72,8 +74,27 @@ func (f *flaky) after(op string, err error) error {
 
 func (f *flaky) count(op string) int { f.mu.Lock(); defer f.mu.Unlock(); return f.calls[op] }
 
+// stall holds a call of op, while stallN says so, until its context ends,
+// as a connection S3 stopped answering does.
+func (f *flaky) stall(ctx context.Context, op string) error {
+	f.mu.Lock()
+	n := f.stallN[op]
+	if n > 0 {
+		f.stallN[op]--
+	}
+	f.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	<-ctx.Done()
+	return &smithyhttp.RequestSendError{Err: ctx.Err()}
+}
+
 func (f *flaky) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	if err := f.before("PutObject"); err != nil {
+		return nil, err
+	}
+	if err := f.stall(ctx, "PutObject"); err != nil {
 		return nil, err
 	}
 	out, err := f.next.PutObject(ctx, in, o...)
@@ -320,5 +341,40 @@ func TestReadyIsCached(t *testing.T) {
 	}
 	if n := f.count("HeadBucket"); n != 1 {
 		t.Errorf("HeadBucket called %d times within the TTL, want 1", n)
+	}
+}
+
+// TestStalledRequestIsRetried: an attempt S3 stops answering ends at its
+// timeout and is retried within the retry deadline (found by a probe: the
+// attempt timeout, 2 min, was past the 20 s deadline, so a stalled
+// PutObject was never retried and the C-STORE was answered after 2 min,
+// when the PACS had given up at 60 s).
+func TestStalledRequestIsRetried(t *testing.T) {
+	// The defaults leave room for a retry of every request, the largest
+	// default part included, and answer well within a PACS's 60 s.
+	for _, body := range []int64{0, s3store.DefaultPartSize} {
+		attempt := s3store.DefaultAttemptTimeout + time.Duration(body)*time.Second/s3store.MinAttemptRate
+		if 2*attempt >= s3store.DefaultRetryDeadline {
+			t.Errorf("an attempt with %d bytes may take %s: no retry within the %s deadline", body, attempt, s3store.DefaultRetryDeadline)
+		}
+		if s3store.DefaultRetryDeadline+attempt >= 60*time.Second {
+			t.Errorf("a failing request with %d bytes answers after %s", body, s3store.DefaultRetryDeadline+attempt)
+		}
+	}
+	// The same, scaled down: the first attempt stalls, the second stores.
+	srv := s3test.NewServer(t, bucket)
+	f := newFlaky(s3test.Client(srv.URL))
+	f.stallN["PutObject"] = 1
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
+		AttemptTimeout: 200 * time.Millisecond, RetryDeadline: 5 * time.Second, ReadyTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := s3test.Bytes(21, 3000)
+	if _, err := st.Put(context.Background(), testObject("1.2.3.4.5.21"), bytes.NewReader(data)); err != nil {
+		t.Fatalf("Put after a stalled attempt: %v", err)
+	}
+	if n := f.count("PutObject"); n < 2 {
+		t.Errorf("%d PutObject calls, want the stalled one and a retry", n)
 	}
 }

@@ -25,8 +25,18 @@ const (
 	MaxPartSize = 5 << 30
 
 	DefaultRetryDeadline  = 20 * time.Second
-	DefaultAttemptTimeout = 2 * time.Minute
+	DefaultAttemptTimeout = 5 * time.Second
 	DefaultReadyTTL       = 5 * time.Second
+
+	// MinAttemptRate is the slowest an attempt may send its body: an
+	// attempt carrying one has AttemptTimeout plus the body's time at this
+	// rate (an 8 MiB part: 9 s). S3 through a VPC endpoint sends tens of
+	// MB/s on one connection.
+	MinAttemptRate = 2 << 20
+	// completeAttempts is how many AttemptTimeouts a
+	// CompleteMultipartUpload attempt may take: S3 may take a while to
+	// assemble a large upload, keeping the connection alive meanwhile.
+	completeAttempts = 6
 )
 
 // Client is the subset of the S3 API the store uses; *s3.Client implements
@@ -65,8 +75,11 @@ type Options struct {
 	// RetryDeadline bounds how long one S3 request is retried on transient
 	// errors before Put fails with objectstore.ErrUnavailable (default 20 s).
 	RetryDeadline time.Duration
-	// AttemptTimeout bounds a single S3 request attempt, so a stalled
-	// connection becomes a retry (default 2 min).
+	// AttemptTimeout bounds a single S3 request attempt without a body
+	// (a body adds its time at MinAttemptRate), so a stalled connection
+	// becomes a retry within RetryDeadline (default 5 s). It was 2 min,
+	// past the deadline: a stalled request was never retried, and the
+	// C-STORE answered after the PACS had given up (DCMTK waits 60 s).
 	AttemptTimeout time.Duration
 	// ReadyTTL is how long a Ready answer is cached (default 5 s).
 	ReadyTTL time.Duration

@@ -31,11 +31,11 @@ const (
 //
 // Errors name key by its digest (logname): the SDK's own messages can carry
 // the request URL, and with it the key and its UIDs.
-func (s *Store) do(ctx context.Context, op, key string, deadline time.Duration, fn func(ctx context.Context) error) error {
+func (s *Store) do(ctx context.Context, op, key string, body int64, deadline time.Duration, fn func(ctx context.Context) error) error {
 	start := time.Now()
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, s.opts.AttemptTimeout)
+		actx, cancel := context.WithTimeout(ctx, s.attemptTimeout(op, body))
 		err := fn(actx)
 		attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
@@ -66,6 +66,15 @@ func (s *Store) do(ctx context.Context, op, key string, deadline time.Duration, 
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// attemptTimeout is how long one attempt of op, sending body bytes, may
+// take (see Options.AttemptTimeout).
+func (s *Store) attemptTimeout(op string, body int64) time.Duration {
+	if op == "CompleteMultipartUpload" {
+		return completeAttempts * s.opts.AttemptTimeout
+	}
+	return s.opts.AttemptTimeout + time.Duration(body)*time.Second/MinAttemptRate
 }
 
 var retryables = retry.IsErrorRetryables(retry.DefaultRetryables)
