@@ -356,9 +356,13 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer rc.Close()
+	_, section, _, _ := pipeline.SplitKey(key)
 	switch {
-	case strings.HasSuffix(key, ".json"):
+	case strings.HasSuffix(key, ".json") && section == pipeline.MetadataPrefix && !strings.HasSuffix(key, ".summary.json"):
 		w.Header().Set("Content-Type", "application/dicom+json")
+	case strings.HasSuffix(key, ".json"):
+		// A summary, findings or a Storage Commitment result: our own JSON.
+		w.Header().Set("Content-Type", "application/json")
 	default:
 		w.Header().Set("Content-Type", "application/dicom")
 		name := key[strings.LastIndex(key, "/")+1:]

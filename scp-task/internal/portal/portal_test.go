@@ -366,6 +366,7 @@ func TestCommitmentStateShown(t *testing.T) {
 		tx.State, tx.Studies, tx.Committed, tx.Failed, tx.Attempts = state, []string{"1.2.7"}, 1, 1, 1
 		if state == pipeline.CommitmentReported {
 			tx.ReportedAt, tx.SameAssociation = t0.Add(time.Second), true
+			tx.ResultKey = "commitment/results/tx0.json"
 		}
 		if _, err := cs.UpdateCommitment(ctx, tx); err != nil {
 			t.Fatal(err)
@@ -385,7 +386,10 @@ func TestCommitmentStateShown(t *testing.T) {
 		t.Errorf("reported transaction %+v", c)
 	}
 	_, _, html := get(t, srv.URL+"/studies/1.2.7", "")
-	for _, want := range []string{`id="commitments"`, `class="commitment waiting"`, "on the same association", "<code>1.2.8.0</code>"} {
+	// Which instances failed and why is in the result, linked (a PACS
+	// administrator saw the count and nothing else).
+	for _, want := range []string{`id="commitments"`, `class="commitment waiting"`, "on the same association", "<code>1.2.8.0</code>",
+		`<a href="/objects/commitment/results/tx0.json"`} {
 		if !strings.Contains(html, want) {
 			t.Errorf("study page lacks %s:\n%s", want, html)
 		}

@@ -51,6 +51,9 @@ type Commitment struct {
 	Attempts       int       `json:"attempts"`
 	LastError      string    `json:"lastError,omitempty"`
 	DuplicateOfUID bool      `json:"duplicateTransactionUid,omitempty"`
+	// ResultURL is the result document's (each instance committed or
+	// failed with its reason), once decided.
+	ResultURL string `json:"resultUrl,omitempty"`
 }
 
 func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
@@ -59,6 +62,9 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != ""}
 	if tx.State == pipeline.CommitmentPending {
 		c.State = "waiting"
+	}
+	if tx.ResultKey != "" {
+		c.ResultURL = "/objects/" + tx.ResultKey
 	}
 	if tx.State == pipeline.CommitmentReported {
 		c.Association = "new"
