@@ -54,9 +54,8 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	full := s.opts.Prefix + st.Key
 	sse, kms := s.sse()
 	var uploadID string
-	createStart, createAttempts := time.Now(), 0
+	createStart, mayHaveOrphans := time.Now(), false
 	err = s.do(ctx, "CreateMultipartUpload", full, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
-		createAttempts++
 		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(full),
@@ -68,6 +67,10 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			SSEKMSKeyId:          kms,
 		})
 		if err != nil {
+			// An attempt S3 answered with an error created nothing; one
+			// without an answer (a reset, a timeout) may have created an
+			// upload whose id we never learnt.
+			mayHaveOrphans = mayHaveOrphans || httpStatus(err) == 0
 			return err
 		}
 		uploadID = aws.ToString(out.UploadId)
@@ -80,9 +83,11 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		return st, err
 	}
 	log := s.log.With("object", s.name(st.Key), "upload_id", uploadID, "association", obj.AssociationID)
-	if createAttempts > 1 {
+	if mayHaveOrphans {
 		// An earlier attempt may have created an upload whose answer was
-		// lost; nobody would ever complete or abort it.
+		// lost; nobody would ever complete or abort it. Looking for it may
+		// catch another association's upload of the same object (see
+		// dropOrphans), so it is done only then, not after S3's 503s.
 		s.dropOrphans(ctx, full, uploadID, createStart, log)
 	}
 	completed := false
