@@ -48,9 +48,13 @@ type Record struct {
 	Status         string    `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed and commitment-refused
 	SOPClassUID    string    `json:"sopClassUid,omitempty"`
 	SOPInstanceUID string    `json:"sopInstanceUid,omitempty"`
-	Instances      int       `json:"instances,omitempty"` // instances stored, on released/aborted
-	Bytes          int64     `json:"bytes,omitempty"`     // dataset bytes stored, on released/aborted
-	Implementation string    `json:"implementationVersion"`
+	// StudyInstanceUID and SeriesInstanceUID, on store-failed, are those
+	// the data set's header named, when it was read.
+	StudyInstanceUID  string `json:"studyInstanceUid,omitempty"`
+	SeriesInstanceUID string `json:"seriesInstanceUid,omitempty"`
+	Instances         int    `json:"instances,omitempty"` // instances stored, on released/aborted
+	Bytes             int64  `json:"bytes,omitempty"`     // dataset bytes stored, on released/aborted
+	Implementation    string `json:"implementationVersion"`
 	// Seq orders the records of one association.
 	Seq uint64 `json:"seq"`
 	// TLS describes the peer's client certificate when the association

@@ -130,6 +130,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		Outcome:        r.Event, Reason: r.Reason, AuditSourceID: auditSourceID,
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
 		SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
+		StudyInstanceUID: r.StudyInstanceUID, SeriesInstanceUID: r.SeriesInstanceUID,
 		Participants: participants(r.CallingAE, r.CalledAE, r.PeerAddr),
 		TLS:          r.TLS, StoredInstances: r.Instances, StoredBytes: r.Bytes,
 	}
@@ -154,6 +155,10 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
 		rec.Reason = fmt.Sprintf("N-ACTION status %s: %s", r.Status, r.Reason)
+	}
+	if r.StudyInstanceUID != "" {
+		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
+			TypeCode: 2, TypeRole: 3, IDTypeCode: codeStudyInstanceUID, ID: r.StudyInstanceUID})
 	}
 	if r.SOPInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{

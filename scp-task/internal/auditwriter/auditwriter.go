@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 )
@@ -216,6 +217,10 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.Event = associationaudit.EventStoreFailed
 		r.Status = fmt.Sprintf("%04X", ev.Status)
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
+		var named *ingest.ObjectRefused
+		if errors.As(ev.Err, &named) {
+			r.StudyInstanceUID, r.SeriesInstanceUID = named.StudyInstanceUID, named.SeriesInstanceUID
+		}
 	case dicomnet.EventCommitmentRefused:
 		r.Event = associationaudit.EventCommitmentRefused
 		r.Status = fmt.Sprintf("%04X", ev.Status)

@@ -13,8 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -64,7 +66,8 @@ func TestRecordsForEveryEvent(t *testing.T) {
 		{Type: dicomnet.EventAccepted, Time: at, Association: info},
 		{Type: dicomnet.EventStored, Time: at, Association: info, Bytes: 100},
 		{Type: dicomnet.EventStored, Time: at, Association: info, Bytes: 50},
-		{Type: dicomnet.EventStoreFailed, Time: at, Association: info, Status: 0xA700, SOPClassUID: "1.2", SOPInstanceUID: "1.2.3"},
+		{Type: dicomnet.EventStoreFailed, Time: at, Association: info, Status: 0xA700, SOPClassUID: "1.2", SOPInstanceUID: "1.2.3",
+			Err: &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}, StudyInstanceUID: "1.9", SeriesInstanceUID: "1.9.1"}},
 		{Type: dicomnet.EventAborted, Time: at, Association: info, AbortSource: 2, AbortReason: 6},
 	}
 	for _, ev := range evs {
@@ -86,7 +89,10 @@ func TestRecordsForEveryEvent(t *testing.T) {
 	if r := byEvent[associationaudit.EventRejected]; r.RejectResult != 1 || r.RejectSource != 1 || r.RejectReason != 3 || r.CallingAE != "EVIL" || r.Reason == "" {
 		t.Errorf("rejected = %+v", r)
 	}
-	if r := byEvent[associationaudit.EventStoreFailed]; r.Status != "A700" || r.SOPInstanceUID != "1.2.3" || r.PeerAddr != "10.1.2.3:99" {
+	// The study and series its header named, for the study's page (a
+	// C-STORE refused for its pixel data was audited without them).
+	if r := byEvent[associationaudit.EventStoreFailed]; r.Status != "A700" || r.SOPInstanceUID != "1.2.3" || r.PeerAddr != "10.1.2.3:99" ||
+		r.StudyInstanceUID != "1.9" || r.SeriesInstanceUID != "1.9.1" {
 		t.Errorf("store-failed = %+v", r)
 	}
 	if r := byEvent[associationaudit.EventAborted]; r.Instances != 2 || r.Bytes != 150 || r.AbortSource == nil || *r.AbortSource != 2 || *r.AbortReason != 6 {

@@ -76,6 +76,19 @@ func New(store objectstore.Store, opts Options) *Handler {
 	return &Handler{store: store, log: opts.Logger, now: opts.Now}
 }
 
+// ObjectRefused is the error of a C-STORE refused, or failed, once its
+// data set's header was read: its status, and the study and series the
+// header named, for the audit record (a C-STORE refused for a cut-short
+// pixel data was audited without them, so its study never showed it). Its
+// message is the status's and names no UID: it reaches the log.
+type ObjectRefused struct {
+	Status                              dimse.Status
+	StudyInstanceUID, SeriesInstanceUID string
+}
+
+func (e *ObjectRefused) Error() string { return e.Status.Error() }
+func (e *ObjectRefused) Unwrap() error { return e.Status }
+
 // ServeCStore implements dicomnet.Handler.
 func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, data io.Reader) error {
 	received := h.now()
@@ -89,9 +102,12 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		return fmt.Errorf("ingest: read dataset header: %w", err)
 	}
 	hdr := in.Header()
+	named := func(st dimse.Status) error {
+		return &ObjectRefused{Status: st, StudyInstanceUID: hdr.StudyInstanceUID, SeriesInstanceUID: hdr.SeriesInstanceUID}
+	}
 	if st, bad := refusal(req, hdr, in.Err()); bad {
 		log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
-		return st
+		return named(st)
 	}
 	obj := objectstore.Object{
 		SOPClassUID:       req.AffectedSOPClassUID,
@@ -108,7 +124,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		obj.PeerAddr = a.String()
 	}
 	if _, err := objectstore.Key(obj); err != nil {
-		return dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "Affected SOP Instance UID is not a valid UID"}
+		return named(dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "Affected SOP Instance UID is not a valid UID"})
 	}
 	meta := part10.Meta{
 		MediaStorageSOPClassUID:      req.AffectedSOPClassUID,
@@ -119,7 +135,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		SourceApplicationEntityTitle: req.Association.CallingAE,
 	}
 	if err := meta.Validate(); err != nil {
-		return dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "SOP Class UID or transfer syntax UID is not a valid UID"}
+		return named(dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "SOP Class UID or transfer syntax UID is not a valid UID"})
 	}
 	part10File := io.MultiReader(bytes.NewReader(part10.AppendHeader(nil, meta)), body)
 	stored, err := h.store.Put(ctx, obj, part10File)
@@ -128,13 +144,13 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 			// The reader's verdict failed the Put: nothing is stored.
 			st := verdictStatus(v)
 			log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
-			return st
+			return named(st)
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("ingest: store abandoned: %w", err)
 		}
 		log.Error("store failed", "err", err)
-		return dimse.Status{Code: dimse.StatusOutOfResources, Comment: "storage failed, please retry"}
+		return named(dimse.Status{Code: dimse.StatusOutOfResources, Comment: "storage failed, please retry"})
 	}
 	// Lines name the object by association and message id: keys hold
 	// UIDs (the stores log the key's digest, see logname).

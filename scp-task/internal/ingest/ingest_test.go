@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,9 @@ func TestServeCStore(t *testing.T) {
 		wantStatus uint16 // 0 with wantKey set: stored
 		wantKey    string
 		wantData   []byte // dataset bytes expected after the File Meta
+		// refusedIn: the study the refusal names for the audit record (a
+		// failure once the header was read).
+		refusedIn string
 	}{
 		{name: "stored", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good,
 			wantKey: "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm", wantData: good},
@@ -89,12 +93,12 @@ func TestServeCStore(t *testing.T) {
 		{name: "unparseable", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1, 0, 0}, wantStatus: StatusUnreadable},
 		{name: "cut inside a header", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: []byte{8, 0, 0x16, 0, 'x', '?', 1}, wantStatus: StatusTruncated},
 		{name: "unreadable after the header", class: ctClass, sop: "1.2.3.4", ts: explicitL,
-			data: ds(good, []byte{0x28, 0, 0x10, 0, 1, 2, 0, 0}), wantStatus: StatusUnreadable},
+			data: ds(good, []byte{0x28, 0, 0x10, 0, 1, 2, 0, 0}), wantStatus: StatusUnreadable, refusedIn: "1.2.3"},
 		{name: "pixel data shorter than declared", class: ctClass, sop: "1.2.3.4", ts: explicitL,
-			data: ds(good, []byte{0xE0, 0x7F, 0x10, 0, 'O', 'W', 0, 0, 0, 0, 8, 0}, make([]byte, 100)), wantStatus: StatusTruncated},
+			data: ds(good, []byte{0xE0, 0x7F, 0x10, 0, 'O', 'W', 0, 0, 0, 0, 8, 0}, make([]byte, 100)), wantStatus: StatusTruncated, refusedIn: "1.2.3"},
 		{name: "path in UID", class: ctClass, sop: "../../x", ts: explicitL,
 			data: ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "../../x")), wantStatus: dimse.StatusCannotUnderstand},
-		{name: "store down", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good, storeErr: objectstore.ErrUnavailable, wantStatus: dimse.StatusOutOfResources},
+		{name: "store down", class: ctClass, sop: "1.2.3.4", ts: explicitL, data: good, storeErr: objectstore.ErrUnavailable, wantStatus: dimse.StatusOutOfResources, refusedIn: "1.2.3"},
 		{name: "private syntax read as its first element says", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: good,
 			wantKey: "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm", wantData: good},
 		{name: "private syntax that cannot be read", class: ctClass, sop: "1.2.3.4", ts: "1.2.826.0.1.3680043.999.1", data: []byte{1, 2, 3, 4},
@@ -116,6 +120,15 @@ func TestServeCStore(t *testing.T) {
 			}
 			if st.Code != tt.wantStatus {
 				t.Fatalf("status %04X (%s), want %04X", st.Code, st.Comment, tt.wantStatus)
+			}
+			if tt.refusedIn != "" {
+				var named *ObjectRefused
+				if !errors.As(err, &named) || named.StudyInstanceUID != tt.refusedIn || named.SeriesInstanceUID != "1.2.3.9" {
+					t.Errorf("refusal %#v names no study %s and series 1.2.3.9 for the audit record", err, tt.refusedIn)
+				}
+				if strings.Contains(err.Error(), "1.2.3.9") {
+					t.Errorf("the refusal's message, which is logged, names the series: %v", err)
+				}
 			}
 			if len(st.Comment) > dimse.MaxCommentLen {
 				t.Errorf("comment longer than %d: %q", dimse.MaxCommentLen, st.Comment)

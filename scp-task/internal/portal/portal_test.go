@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -372,12 +373,23 @@ func TestCommitmentStateShown(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A C-STORE of the study refused for its pixel data: the page says so
+	// (it showed nothing, and commitment failed the instance 0110 there).
+	if _, err := db.AuditStore().Append(ctx, pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1,
+		Event: associationaudit.EventStoreFailed, Time: t0, AssociationID: "as1", CallingAE: "PACS", Seq: 3, Status: "C001",
+		Reason: "dataset ends inside an element at (7FE0,0010)", SOPInstanceUID: "1.2.7.1.9", StudyInstanceUID: "1.2.7", SeriesInstanceUID: "1.2.7.1"},
+		"test")); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer((&Server{Studies: ix, Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: cs}).Handler())
 	t.Cleanup(srv.Close)
 	_, _, body := get(t, srv.URL+"/api/studies/1.2.7", "")
 	var p StudyPage
 	if err := json.Unmarshal([]byte(body), &p); err != nil || len(p.Commitments) != 2 {
 		t.Fatalf("/api/studies/1.2.7: %v %s", err, body)
+	}
+	if len(p.Refused) != 1 || p.Refused[0].SOPInstanceUID != "1.2.7.1.9" {
+		t.Errorf("refused C-STOREs %+v, want the one of 1.2.7.1.9", p.Refused)
 	}
 	if c := p.Commitments[0]; c.State != "waiting" || c.TransactionUID != "1.2.8.1" {
 		t.Errorf("newest transaction %+v, want the waiting one", c)
@@ -389,7 +401,7 @@ func TestCommitmentStateShown(t *testing.T) {
 	// Which instances failed and why is in the result, linked (a PACS
 	// administrator saw the count and nothing else).
 	for _, want := range []string{`id="commitments"`, `class="commitment waiting"`, "on the same association", "<code>1.2.8.0</code>",
-		`<a href="/objects/commitment/results/tx0.json"`} {
+		`<a href="/objects/commitment/results/tx0.json"`, `id="refused"`, "C-STORE status C001: dataset ends inside an element at (7FE0,0010)"} {
 		if !strings.Contains(html, want) {
 			t.Errorf("study page lacks %s:\n%s", want, html)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -28,6 +29,10 @@ type StudyPage struct {
 	// study's findings say on what; the instances' findings say which).
 	PatientMismatch bool                   `json:"patientMismatch"`
 	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
+	// Refused are the C-STOREs of the study's instances the SCP refused
+	// or failed after reading their header (nothing of them is stored:
+	// the sender was told, and a Storage Commitment fails them 0110).
+	Refused []pipeline.AuditRecord `json:"refused"`
 	// Commitments are the Storage Commitment transactions that named
 	// instances of the study, newest first.
 	Commitments []Commitment `json:"commitments"`
@@ -128,7 +133,8 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	if err != nil {
 		return StudyPage{}, err
 	}
-	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}, Commitments: []Commitment{}}
+	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}, Refused: []pipeline.AuditRecord{},
+		Commitments: []Commitment{}}
 	if rows, err := s.Search.SearchStudies(r.Context(), localstore.StudySearch{StudyUID: uid}); err != nil {
 		return StudyPage{}, err
 	} else if len(rows.Studies) == 1 {
@@ -141,6 +147,11 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 		}
 		p.Quarantined = page.Records
 	}
+	refused, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: associationaudit.EventStoreFailed, Limit: 1000})
+	if err != nil {
+		return StudyPage{}, err
+	}
+	p.Refused = refused.Records
 	if s.Commitments != nil {
 		txs, err := s.Commitments.StudyCommitments(r.Context(), uid)
 		if err != nil {
