@@ -124,9 +124,6 @@ func (s *S3Objects) Put(ctx context.Context, key string, body []byte, contentTyp
 	return nil
 }
 
-// Copy implements pipeline.ObjectWriter: a server-side copy keeping the
-// source's metadata and adding metadata. Objects above 5 GiB would need a
-// multipart copy; DICOM instances that large are not expected.
 // copySourceKey escapes key for x-amz-copy-source: as a URL path, and '+'
 // too, which S3 decodes there as a space (a key holding '+' was copied
 // from another, absent key: 404, and its message went to the dead-letter
@@ -135,6 +132,9 @@ func copySourceKey(key string) string {
 	return strings.ReplaceAll((&url.URL{Path: key}).EscapedPath(), "+", "%2B")
 }
 
+// Copy implements pipeline.ObjectWriter: a server-side copy keeping the
+// source's metadata and adding metadata. Objects above 5 GiB would need a
+// multipart copy; DICOM instances that large are not expected.
 func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
 	head, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &src})
 	if err != nil {
