@@ -71,16 +71,22 @@ func (dirStore) Ready(context.Context) error { return nil }
 
 func startTest(t *testing.T, dir string, webhooks ...string) *Local {
 	t.Helper()
-	l, err := Start(context.Background(), Config{
-		DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: 300 * time.Millisecond, Webhooks: webhooks,
-		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
-			return dirStore{&files{root: d}}, nil
-		},
-	})
+	l, err := Start(context.Background(), testConfig(dir, webhooks...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// testConfig is the tests' local mode on dir: a portal on a free port, a
+// short quiet period and the plain file writer as its object store.
+func testConfig(dir string, webhooks ...string) Config {
+	return Config{
+		DataDir: dir, PortalListen: "127.0.0.1:0", QuietPeriod: 300 * time.Millisecond, Webhooks: webhooks,
+		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
+			return dirStore{&files{root: d}}, nil
+		},
+	}
 }
 
 func stop(t *testing.T, l *Local) {
@@ -350,10 +356,7 @@ func TestRecoverFailureNamesNoUID(t *testing.T) {
 	if err := os.Symlink(p, p); err != nil { // a loop: its stat fails, naming the path
 		t.Fatal(err)
 	}
-	l, err := Start(context.Background(), Config{DataDir: dir, PortalListen: "127.0.0.1:0",
-		ObjectStore: func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
-			return dirStore{&files{root: d}}, nil
-		}})
+	l, err := Start(context.Background(), testConfig(dir))
 	if err == nil {
 		stop(t, l)
 		t.Fatal("started with an object it cannot look at")
