@@ -161,9 +161,9 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		a.CallingAE = cmpOr(a.CallingAE, calling)
 		a.CalledAE = cmpOr(a.CalledAE, called)
 		switch outcome {
-		case "association-accepted":
+		case associationaudit.EventAccepted:
 			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
-		case "association-released", "association-aborted", "association-rejected":
+		case associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected:
 			a.End, a.Outcome = at, outcome
 			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
 			var r struct {
@@ -182,7 +182,7 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 			switch outcome {
 			case "rejected":
 				a.Rejected++
-			case "store-failed":
+			case associationaudit.EventStoreFailed:
 				a.Failed++
 			}
 		}

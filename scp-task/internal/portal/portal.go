@@ -141,7 +141,7 @@ var funcs = template.FuncMap{
 		return d.Round(time.Millisecond).String()
 	},
 	"assocOutcomes": func() []string {
-		return []string{"open", "association-released", "association-aborted", "association-rejected"}
+		return []string{"open", associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected}
 	},
 	"statuses": func() []string {
 		return []string{localstore.StatusReceiving, localstore.StatusStable, localstore.StatusHasRejects}
@@ -149,8 +149,8 @@ var funcs = template.FuncMap{
 	"bytes": humanBytes,
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	"outcomes": func() []string {
-		return []string{"stored", "duplicate", "conflict", RejectedOutcome, "association-accepted",
-			"association-rejected", "association-released", "association-aborted", "store-failed",
+		return []string{"stored", "duplicate", "conflict", RejectedOutcome, associationaudit.EventAccepted,
+			associationaudit.EventRejected, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventStoreFailed,
 			pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
 			pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable, associationaudit.EventCommitmentRefused}
 	},
