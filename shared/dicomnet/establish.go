@@ -2,7 +2,6 @@ package dicomnet
 
 import (
 	"errors"
-	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
@@ -98,8 +97,7 @@ func (a *association) reject(rj *RejectError) rxEvent {
 // rejectionAttrs are a rejection's log attributes: its codes, and in words
 // what they mean, as the audit trail gives them.
 func rejectionAttrs(rj *RejectError) []any {
-	return []any{"result", rj.Result, "source", rj.Source, "reason", rj.Reason,
-		"rejection", strings.TrimPrefix(rj.Error(), "dicomnet: association rejected: ")}
+	return []any{"result", rj.Result, "source", rj.Source, "reason", rj.Reason, "rejection", rj.words()}
 }
 
 func (a *association) acceptedCount() int {

@@ -24,7 +24,10 @@ var (
 )
 
 // Error describes the rejection in DCMTK's words.
-func (e *RejectError) Error() string {
+func (e *RejectError) Error() string { return "dicomnet: association rejected: " + e.words() }
+
+// words are the result, source and reason in DCMTK's words, and the codes.
+func (e *RejectError) words() string {
 	result := "Rejected Permanent"
 	if e.Result == 2 {
 		result = "Rejected Transient"
@@ -66,7 +69,7 @@ func (e *RejectError) Error() string {
 	if reason == "" {
 		reason = fmt.Sprintf("reason %d", e.Reason)
 	}
-	return fmt.Sprintf("dicomnet: association rejected: %s, %s, %s (%02x %02x %02x)", result, source, reason, e.Result, e.Source, e.Reason)
+	return fmt.Sprintf("%s, %s, %s (%02x %02x %02x)", result, source, reason, e.Result, e.Source, e.Reason)
 }
 
 // Is makes errors.Is(err, RejectTooManyAssociations) compare by value.
