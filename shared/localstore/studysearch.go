@@ -51,9 +51,9 @@ type SearchError struct{ Reason string }
 
 func (e *SearchError) Error() string { return "localstore: search studies: " + e.Reason }
 
-// PatientWords are the distinct words of a patient search, carets (name
+// patientWords are the distinct words of a patient search, carets (name
 // components) counting as spaces.
-func PatientWords(s string) []string {
+func patientWords(s string) []string {
 	var out []string
 	for _, w := range strings.Fields(strings.ReplaceAll(s, "^", " ")) {
 		if !slices.Contains(out, w) {
@@ -97,7 +97,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		name := `lower(replace(ifnull(json_extract(s.record, '$.patientName'), ''), '^', ' '))`
 		vals := []any{p}
 		var words []string
-		pw := PatientWords(p)
+		pw := patientWords(p)
 		if len(pw) > MaxPatientWords {
 			return StudyPage{}, &SearchError{fmt.Sprintf("a patient search has at most %d words, not %d", MaxPatientWords, len(pw))}
 		}
