@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 )
 
@@ -49,8 +50,8 @@ func body(seed, n int) []byte {
 	return b
 }
 
-func crashOpts(mem *vfstest.Mem) []Option {
-	return []Option{withFS(mem), WithJournalSize(minSegmentSize, 2)}
+func crashOpts(fsys vfs.FS) []Option {
+	return []Option{withFS(fsys), WithJournalSize(minSegmentSize, 2)}
 }
 
 // TestJournalPowerLossAtEveryStep runs the workload on an in-memory disk,
@@ -196,7 +197,7 @@ func TestReplayErrorNamesNoUID(t *testing.T) {
 			continue // cut before the object was durable: nothing to replay
 		}
 		after := mem.Crash(vfstest.KeepNone, rand.New(rand.NewPCG(uint64(cut), 1)))
-		s2, err := New("/s", withFS(renameRefused{after}), WithJournalSize(minSegmentSize, 2))
+		s2, err := New("/s", crashOpts(renameRefused{after})...)
 		if err == nil {
 			_ = s2.Close()
 			continue // the object was in place already
