@@ -55,7 +55,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	sse, kms := s.sse()
 	var uploadID string
 	createStart, mayHaveOrphans := time.Now(), false
-	err = s.do(ctx, "CreateMultipartUpload", full, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, "CreateMultipartUpload", full, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		out, err := s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(full),
@@ -164,7 +164,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 	var preconditionErr, goneErr error
 	attempts := 0
-	err = s.do(ctx, "CompleteMultipartUpload", full, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, "CompleteMultipartUpload", full, completeAttempts*s.opts.AttemptTimeout, s.opts.RetryDeadline, func(ctx context.Context) error {
 		attempts++
 		out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 			Bucket:            aws.String(s.opts.Bucket),
@@ -238,7 +238,7 @@ func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full,
 func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int32, body []byte, crc uint64) (types.CompletedPart, error) {
 	crcB64 := crcnvme.Encode(crc)
 	var etag *string
-	err := s.do(ctx, "UploadPart", key, int64(len(body)), s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "UploadPart", key, s.attemptTimeout(int64(len(body))), s.opts.RetryDeadline, func(ctx context.Context) error {
 		out, err := s.client.UploadPart(ctx, &s3.UploadPartInput{
 			Bucket:            aws.String(s.opts.Bucket),
 			Key:               aws.String(key),
@@ -268,7 +268,7 @@ func (s *Store) uploadPart(ctx context.Context, key, uploadID string, partNo int
 // Put then fails and the sender's resend finds the object stored.
 func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Time, log *slog.Logger) {
 	var out *s3.ListMultipartUploadsOutput
-	err := s.do(ctx, "ListMultipartUploads", key, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "ListMultipartUploads", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		out, err = s.client.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(s.opts.Bucket), Prefix: aws.String(key)})
 		return err
@@ -289,7 +289,7 @@ func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Ti
 // exists reports whether key holds an object.
 func (s *Store) exists(ctx context.Context, key string) (bool, error) {
 	found := false
-	err := s.do(ctx, "HeadObject", key, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		_, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
 		if notFound(err) {
 			found = false
@@ -314,7 +314,7 @@ func randomID() (string, error) {
 // uploaded: same size and checksum, same association and receive time.
 func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Object, size int64, crcB64 string) (bool, error) {
 	var head *s3.HeadObjectOutput
-	err := s.do(ctx, "HeadObject", key, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
 			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), ChecksumMode: types.ChecksumModeEnabled,
@@ -341,7 +341,7 @@ func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logge
 	s.metrics.aborts.Inc()
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
 	defer cancel()
-	err := s.do(actx, "AbortMultipartUpload", key, 0, abortDeadline, func(ctx context.Context) error {
+	err := s.do(actx, "AbortMultipartUpload", key, s.attemptTimeout(0), abortDeadline, func(ctx context.Context) error {
 		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
 		})

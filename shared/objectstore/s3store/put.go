@@ -207,7 +207,7 @@ func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB6
 	sse, kms := s.sse()
 	var precondition error
 	attempts := 0
-	err = s.do(ctx, op, key, int64(len(body)), s.opts.RetryDeadline, func(ctx context.Context) error {
+	err = s.do(ctx, op, key, s.attemptTimeout(int64(len(body))), s.opts.RetryDeadline, func(ctx context.Context) error {
 		attempts++
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket:               aws.String(s.opts.Bucket),
@@ -253,7 +253,7 @@ func checkCRC(got *string, want string) error {
 // same, since nothing was compared.
 func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 string) (bool, error) {
 	var head *s3.HeadObjectOutput
-	err := s.do(ctx, "HeadObject", key, 0, s.opts.RetryDeadline, func(ctx context.Context) error {
+	err := s.do(ctx, "HeadObject", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
 		head, err = s.client.HeadObject(ctx, &s3.HeadObjectInput{
 			Bucket:       aws.String(s.opts.Bucket),

@@ -25,17 +25,17 @@ const (
 )
 
 // do runs fn until it succeeds, fails permanently, ctx ends or the retry
-// deadline passes. Each attempt gets its own timeout so a stalled
+// deadline passes. Each attempt gets perAttempt (attemptTimeout) so a stalled
 // connection turns into a retry rather than a hang. Exhausted retries wrap
 // objectstore.ErrUnavailable; a cancelled ctx is returned as is (wrapped).
 //
 // Errors name key by its digest (logname): the SDK's own messages can carry
 // the request URL, and with it the key and its UIDs.
-func (s *Store) do(ctx context.Context, op, key string, body int64, deadline time.Duration, fn func(ctx context.Context) error) error {
+func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline time.Duration, fn func(ctx context.Context) error) error {
 	start := time.Now()
 	backoff := firstBackoff
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, s.attemptTimeout(op, body))
+		actx, cancel := context.WithTimeout(ctx, perAttempt)
 		err := fn(actx)
 		attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
@@ -68,12 +68,9 @@ func (s *Store) do(ctx context.Context, op, key string, body int64, deadline tim
 	}
 }
 
-// attemptTimeout is how long one attempt of op, sending body bytes, may
-// take (see Options.AttemptTimeout).
-func (s *Store) attemptTimeout(op string, body int64) time.Duration {
-	if op == "CompleteMultipartUpload" {
-		return completeAttempts * s.opts.AttemptTimeout
-	}
+// attemptTimeout is how long one attempt sending body bytes may take (see
+// Options.AttemptTimeout).
+func (s *Store) attemptTimeout(body int64) time.Duration {
 	return s.opts.AttemptTimeout + time.Duration(body)*time.Second/MinAttemptRate
 }
 
