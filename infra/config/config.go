@@ -180,7 +180,8 @@ type Site struct {
 	TunnelInsideCidrs []string `json:"tunnelInsideCidrs,omitempty"`
 	// CertificateName, if set, binds the site's AE title to its TLS client
 	// certificate: the SCP admits it only over TLS, with a certificate (from
-	// dicom.tls's client CA) whose subject CN or a DNS SAN is this name.
+	// dicom.tls's client CA) that has this name as a DNS SAN (or as its subject
+	// CN when it has no SANs).
 	CertificateName string `json:"certificateName,omitempty"`
 	// Pacs is where the site's PACS takes Storage Commitment results: an
 	// address in one of Cidrs and the port of its DICOM listener. Without

@@ -58,7 +58,8 @@ type SiteConfig struct {
 	// BGPASN is the site's ASN when the VPN uses BGP; zero means static routes.
 	BGPASN int64
 	// CertificateName binds the site's AE title to its TLS client
-	// certificate's subject CN or DNS SAN; empty when it is not bound.
+	// certificate's DNS SAN (or subject CN, without SANs); empty when it is
+	// not bound.
 	CertificateName string
 	// PacsHost and PacsPort are where Storage Commitment results go (no
 	// host: the site cannot ask for commitment); QuarantinedCommitted counts

@@ -55,8 +55,9 @@ type rule struct {
 //
 // An entry without networks admits its AE title from any source. An entry
 // with #NAME admits it only over TLS with a verified client certificate
-// whose subject common name or one of whose DNS subject alternative names
-// equals NAME (ASCII case-insensitively, no wildcard matching).
+// one of whose DNS subject alternative names equals NAME, or whose subject
+// common name does in a certificate without alternative names
+// (CertificateHasName: ASCII case-insensitively, no wildcard matching).
 //
 // Spaces around entries, AE titles and names are not significant (as on
 // the wire). The same AE title may appear more than once: entries with the
@@ -229,12 +230,17 @@ func (a *Allowlist) Check(callingAE string, src netip.Addr) error {
 	return err
 }
 
-// CertificateHasName reports whether name is c's subject common name or one
-// of its DNS subject alternative names, compared ASCII case-insensitively.
-// Wildcard names are compared as written, never expanded.
+// CertificateHasName reports whether name is one of c's DNS subject
+// alternative names or, in a certificate with neither DNS nor URI
+// alternative names, its subject common name, compared ASCII
+// case-insensitively. As in RFC 6125 (section 6.4.4) and Go's own host
+// name check, a certificate that carries alternative names is named by
+// them alone: a CA that puts a host's names in the SAN and something
+// else in the CN does not vouch for the CN. Wildcard names are compared
+// as written, never expanded.
 func CertificateHasName(c *x509.Certificate, name string) bool {
-	if strings.EqualFold(c.Subject.CommonName, name) {
-		return true
+	if len(c.DNSNames) == 0 && len(c.URIs) == 0 {
+		return strings.EqualFold(c.Subject.CommonName, name)
 	}
 	return slices.ContainsFunc(c.DNSNames, func(n string) bool { return strings.EqualFold(n, name) })
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -121,6 +122,14 @@ func TestAdmit(t *testing.T) {
 	cert := func(cn string, dns ...string) *x509.Certificate {
 		return &x509.Certificate{Subject: pkix.Name{CommonName: cn, Organization: []string{"Site"}}, DNSNames: dns}
 	}
+	withURI := func(c *x509.Certificate, uri string) *x509.Certificate {
+		u, err := url.Parse(uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.URIs = append(c.URIs, u)
+		return c
+	}
 	tests := []struct {
 		name     string
 		peer     Peer
@@ -137,6 +146,8 @@ func TestAdmit(t *testing.T) {
 		{"other entry's name from this network", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs2.site-a.example")}, "", ErrCertificateMismatch},
 		{"bound AE without a certificate", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9")}, "", ErrCertificateRequired},
 		{"bound AE with the wrong certificate", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs.site-b.example", "site-b.example")}, "", ErrCertificateMismatch},
+		{"subject CN beside DNS SANs that do not name it", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("pacs.site-a.example", "host7.site-b.example")}, "", ErrCertificateMismatch},
+		{"subject CN beside a URI SAN", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: withURI(cert("pacs.site-a.example"), "urn:site-b")}, "", ErrCertificateMismatch},
 		{"wildcard SAN is not expanded", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.1.0.9"), Certificate: cert("x", "*.site-a.example")}, "", ErrCertificateMismatch},
 		{"bound AE from outside its networks", Peer{CallingAE: "SITE_A", Source: netip.MustParseAddr("10.9.0.9"), Certificate: cert("pacs.site-a.example")}, "", ErrSourceNotAllowed},
 		{"bound AE from anywhere", Peer{CallingAE: "ANY_TLS", Certificate: cert("gateway.example")}, "Gateway.Example", nil},

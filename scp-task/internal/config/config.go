@@ -129,7 +129,7 @@ var settings = []Setting{
 	{"tls-client-ca", "SCP_TLS_CLIENT_CA", "", "CA certificates (PEM file or text) a client certificate must chain to; when set, TLS associations without one fail the handshake. Needed for `#NAME` entries in --calling-aes"},
 	{"tls-client-crl", "SCP_TLS_CLIENT_CRL", "", "certificate revocation lists (PEM file or text) of the --tls-client-ca CAs, reloaded like them: a client certificate they list fails the handshake"},
 	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
-	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate whose subject CN or a DNS SAN is NAME; others are rejected (01 01 03)"},
+	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate that has NAME as a DNS SAN (or, without SANs, as its subject CN); others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
 	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); 0 = none"},
 	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
