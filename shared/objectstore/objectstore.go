@@ -29,6 +29,47 @@ type Object struct {
 	ReceivedAt    time.Time
 }
 
+// Metadata keys: what the SCP records of a C-STORE beside the object it
+// stored (S3 user metadata, x-amz-meta-<key>; local mode's hand-off), and
+// what the pipeline reads back to check the object against its transaction
+// and to name where it came from.
+const (
+	MetaCallingAE             = "calling-ae"
+	MetaCalledAE              = "called-ae"
+	MetaPeerAddr              = "peer-addr"
+	MetaAssociationID         = "association-id"
+	MetaReceivedAt            = "received-at" // RFC 3339 with nanoseconds, UTC
+	MetaSOPClassUID           = "sop-class-uid"
+	MetaSOPInstanceUID        = "sop-instance-uid"
+	MetaStudyInstanceUID      = "study-instance-uid"
+	MetaSeriesInstanceUID     = "series-instance-uid"
+	MetaTransferSyntaxUID     = "transfer-syntax-uid"
+	MetaImplementationVersion = "implementation-version"
+	// MetaConflict is "true" on an object kept under a conflict key.
+	MetaConflict = "conflict"
+	// MetaRecovered is "true" on metadata local mode rebuilt from a stored
+	// file after its record of the C-STORE was lost.
+	MetaRecovered = "recovered"
+)
+
+// Metadata returns what the SCP records of obj's C-STORE, under the keys
+// above, for an SCP of implementationVersion.
+func (obj Object) Metadata(implementationVersion string) map[string]string {
+	return map[string]string{
+		MetaCallingAE:             obj.CallingAE,
+		MetaCalledAE:              obj.CalledAE,
+		MetaPeerAddr:              obj.PeerAddr,
+		MetaAssociationID:         obj.AssociationID,
+		MetaReceivedAt:            obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
+		MetaSOPClassUID:           obj.SOPClassUID,
+		MetaSOPInstanceUID:        obj.SOPInstanceUID,
+		MetaStudyInstanceUID:      obj.StudyInstanceUID,
+		MetaSeriesInstanceUID:     obj.SeriesInstanceUID,
+		MetaTransferSyntaxUID:     obj.TransferSyntaxUID,
+		MetaImplementationVersion: implementationVersion,
+	}
+}
+
 // Stored is what a Store reports once an object is durable.
 type Stored struct {
 	Key  string // the key the object is stored under, relative to the store root/prefix

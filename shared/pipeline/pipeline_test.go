@@ -1,6 +1,8 @@
 package pipeline_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -18,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -79,7 +83,12 @@ func TestProcessObjectDicomTestdata(t *testing.T) {
 			}
 			f := pt.New()
 			k := "incoming/2026/01/15/x/y/" + tt.file
-			f.Objects.Add(k, data, map[string]string{"sha256": sha(data)})
+			// Sent by the AE that wrote it, as a PACS sends what it made.
+			md := pt.SCPMetadata("", "", "", sha(data))
+			if m, err := part10.ReadMeta(bufio.NewReader(bytes.NewReader(data))); err == nil && m.SourceApplicationEntityTitle != "" {
+				md[objectstore.MetaCallingAE] = m.SourceApplicationEntityTitle
+			}
+			f.Objects.Add(k, data, md)
 			res, err := f.Pipeline().ProcessObject(context.Background(), k)
 			if err != nil {
 				t.Fatal(err)
@@ -282,6 +291,18 @@ func TestValidationCases(t *testing.T) {
 		{name: "source AE differs from calling AE", data: good.Build, meta: func(m map[string]string) {
 			m["calling-ae"] = "OTHER"
 		}, valid: true, codes: []string{"warning:source-ae-mismatch"}},
+		{name: "no record of the C-STORE", data: good.Build, meta: func(m map[string]string) {
+			delete(m, objectstore.MetaAssociationID)
+			delete(m, objectstore.MetaCallingAE)
+			delete(m, objectstore.MetaReceivedAt)
+		}, valid: true, codes: []string{"warning:unknown-provenance"}},
+		{name: "received time not a time", data: good.Build, meta: func(m map[string]string) {
+			m[objectstore.MetaReceivedAt] = "yesterday"
+		}, valid: true, codes: []string{"warning:unknown-provenance"}},
+		{name: "record rebuilt by local mode's recovery", data: good.Build, meta: func(m map[string]string) {
+			delete(m, objectstore.MetaAssociationID)
+			m[objectstore.MetaRecovered] = "true"
+		}, valid: true, codes: []string{"warning:unknown-provenance"}},
 		{name: "meta SOP instance differs from dataset", data: func() []byte {
 			i := good
 			i.Extra = []pt.Elem{pt.Str(pt.Tag(8, 0x18), "UI", sop2)}

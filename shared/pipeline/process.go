@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
 // Object layout (see docs/pipeline.md, "S3 layout").
@@ -117,12 +118,12 @@ type transaction struct {
 func transactionOf(info ObjectInfo) transaction {
 	md := info.Metadata
 	t := transaction{
-		CallingAE: md["calling-ae"], CalledAE: md["called-ae"], PeerAddr: md["peer-addr"],
-		AssociationID: md["association-id"], SHA256: strings.ToLower(md["sha256"]),
-		SOPClassUID: md["sop-class-uid"], SOPInstanceUID: md["sop-instance-uid"],
-		Conflict: md["conflict"] == "true",
+		CallingAE: md[objectstore.MetaCallingAE], CalledAE: md[objectstore.MetaCalledAE], PeerAddr: md[objectstore.MetaPeerAddr],
+		AssociationID: md[objectstore.MetaAssociationID], SHA256: strings.ToLower(md["sha256"]),
+		SOPClassUID: md[objectstore.MetaSOPClassUID], SOPInstanceUID: md[objectstore.MetaSOPInstanceUID],
+		Conflict: md[objectstore.MetaConflict] == "true",
 	}
-	if at, err := time.Parse(time.RFC3339Nano, md["received-at"]); err == nil {
+	if at, err := time.Parse(time.RFC3339Nano, md[objectstore.MetaReceivedAt]); err == nil {
 		t.ReceivedAt = at.UTC()
 	} else {
 		t.ReceivedAt = info.LastModified.UTC()

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
@@ -36,6 +38,7 @@ const (
 	CodeBadDate             = "bad-date"
 	CodeTagOrder            = "tag-order"
 	CodeSourceAEMismatch    = "source-ae-mismatch"
+	CodeUnknownProvenance   = "unknown-provenance" // no record of the C-STORE that brought it
 	CodeConflict            = "conflicting-resend"
 )
 
@@ -64,6 +67,25 @@ func (in *inspection) add(code string, sev Severity, t uint32, format string, ar
 		f.Tag = tagString(t)
 	}
 	in.findings = append(in.findings, f)
+}
+
+// missingProvenance lists what md lacks of the SCP's record of a C-STORE:
+// its association, when it was received and from which calling AE. An
+// object without them in the incoming prefix was not stored by the SCP
+// (or lost its metadata on a copy).
+func missingProvenance(md map[string]string) []string {
+	var missing []string
+	for _, k := range []string{objectstore.MetaAssociationID, objectstore.MetaCallingAE, objectstore.MetaReceivedAt} {
+		if md[k] == "" {
+			missing = append(missing, k)
+		}
+	}
+	if at := md[objectstore.MetaReceivedAt]; at != "" {
+		if _, err := time.Parse(time.RFC3339Nano, at); err != nil {
+			missing = append(missing, "a valid "+objectstore.MetaReceivedAt)
+		}
+	}
+	return missing
 }
 
 func (in *inspection) valid() bool {
@@ -219,16 +241,23 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		key, got string
 		t        uint32
 	}{
-		{"sop-instance-uid", uids[tagSOPInstanceUID], tagSOPInstanceUID},
-		{"sop-class-uid", uids[tagSOPClassUID], tagSOPClassUID},
-		{"transfer-syntax-uid", h.TransferSyntax, tagTransferSyntax},
+		{objectstore.MetaSOPInstanceUID, uids[tagSOPInstanceUID], tagSOPInstanceUID},
+		{objectstore.MetaSOPClassUID, uids[tagSOPClassUID], tagSOPClassUID},
+		{objectstore.MetaTransferSyntaxUID, h.TransferSyntax, tagTransferSyntax},
 	} {
 		if want := md[c.key]; want != "" && c.got != "" && want != c.got {
 			in.add(CodeTransactionMismatch, SeverityError, c.t, "differs from the C-STORE transaction (%s)", c.key)
 		}
 	}
-	if ae, src := md["calling-ae"], h.Meta.SourceApplicationEntityTitle; ae != "" && src != "" && ae != src {
+	if ae, src := md[objectstore.MetaCallingAE], h.Meta.SourceApplicationEntityTitle; ae != "" && src != "" && ae != src {
 		in.add(CodeSourceAEMismatch, SeverityWarning, tagSourceAE, "Source AE Title differs from the calling AE")
+	}
+	if missing := missingProvenance(md); len(missing) > 0 {
+		if md[objectstore.MetaRecovered] == "true" {
+			in.add(CodeUnknownProvenance, SeverityWarning, 0, "the SCP's record of its C-STORE was lost in a crash; rebuilt from the file without %s", strings.Join(missing, ", "))
+		} else {
+			in.add(CodeUnknownProvenance, SeverityWarning, 0, "no record of the C-STORE that brought it: metadata without %s", strings.Join(missing, ", "))
+		}
 	}
 
 	// Walk the whole header once so every text value is decoded and

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -154,12 +155,12 @@ func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 		return nil, notFound(err)
 	}
 	defer fh.Close()
-	md := map[string]string{"received-at": mtime.UTC().Format(time.RFC3339Nano), "recovered": "true"}
+	md := map[string]string{objectstore.MetaReceivedAt: mtime.UTC().Format(time.RFC3339Nano), objectstore.MetaRecovered: "true"}
 	if m, err := part10.ReadMeta(bufio.NewReader(fh)); err == nil {
-		md["calling-ae"] = m.SourceApplicationEntityTitle
-		md["sop-class-uid"] = m.MediaStorageSOPClassUID
-		md["sop-instance-uid"] = m.MediaStorageSOPInstanceUID
-		md["transfer-syntax-uid"] = m.TransferSyntaxUID
+		md[objectstore.MetaCallingAE] = m.SourceApplicationEntityTitle
+		md[objectstore.MetaSOPClassUID] = m.MediaStorageSOPClassUID
+		md[objectstore.MetaSOPInstanceUID] = m.MediaStorageSOPInstanceUID
+		md[objectstore.MetaTransferSyntaxUID] = m.TransferSyntaxUID
 	}
 	return md, nil
 }

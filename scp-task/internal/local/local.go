@@ -878,7 +878,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 				// it, under a key named after its content, handed off in
 				// turn.
 				decided = maps.Clone(md)
-				decided["conflict"] = "true"
+				decided[objectstore.MetaConflict] = "true"
 			}
 			if s.crash == "before-handoff" {
 				s.log.Warn("fault injection: exiting before the hand-off", "env", CrashEnv)
@@ -931,13 +931,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 // its hand-off for the pipeline (the object's SHA-256 reaches the pipeline
 // beside it, from the store: see Put).
 func handoffMetadata(obj objectstore.Object) map[string]string {
-	return map[string]string{
-		"calling-ae": obj.CallingAE, "called-ae": obj.CalledAE, "peer-addr": obj.PeerAddr,
-		"association-id": obj.AssociationID, "received-at": obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
-		"sop-class-uid": obj.SOPClassUID, "sop-instance-uid": obj.SOPInstanceUID,
-		"transfer-syntax-uid":    obj.TransferSyntaxUID,
-		"implementation-version": version.ImplementationVersionName,
-	}
+	return obj.Metadata(version.ImplementationVersionName)
 }
 
 // PutRecord hands an association record to the pipeline and stores it.

@@ -49,7 +49,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		}
 		st.Key = objectstore.ConflictKey(rel, id)
 		st.Conflict = true
-		meta[MetaConflict] = "true"
+		meta[objectstore.MetaConflict] = "true"
 	}
 	full := s.opts.Prefix + st.Key
 	sse, kms := s.sse()
@@ -331,8 +331,8 @@ func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Obj
 	crc := aws.ToString(head.ChecksumCRC64NVME)
 	return aws.ToInt64(head.ContentLength) == size &&
 		(crc == "" || crc == crcB64) &&
-		head.Metadata[MetaAssociationID] == want[MetaAssociationID] &&
-		head.Metadata[MetaReceivedAt] == want[MetaReceivedAt], nil
+		head.Metadata[objectstore.MetaAssociationID] == want[objectstore.MetaAssociationID] &&
+		head.Metadata[objectstore.MetaReceivedAt] == want[objectstore.MetaReceivedAt], nil
 }
 
 // abort drops an unfinished upload so no part of it stays billable or

@@ -177,7 +177,7 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	st.Key = objectstore.ChecksumConflictKey(rel, crc)
 	st.Conflict = true
 	full = s.opts.Prefix + st.Key
-	meta[MetaConflict] = "true"
+	meta[objectstore.MetaConflict] = "true"
 	s.log.Warn("different object already holds the key; storing under conflict key", "object", s.name(rel), "conflict_object", s.name(st.Key), "association", obj.AssociationID)
 	_, err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {

@@ -69,22 +69,6 @@ type Store struct {
 
 var _ objectstore.Store = (*Store)(nil)
 
-// Metadata keys (x-amz-meta-*) written on every object.
-const (
-	MetaCallingAE             = "calling-ae"
-	MetaCalledAE              = "called-ae"
-	MetaPeerAddr              = "peer-addr"
-	MetaAssociationID         = "association-id"
-	MetaReceivedAt            = "received-at" // RFC 3339 with nanoseconds, UTC
-	MetaSOPClassUID           = "sop-class-uid"
-	MetaSOPInstanceUID        = "sop-instance-uid"
-	MetaStudyInstanceUID      = "study-instance-uid"
-	MetaSeriesInstanceUID     = "series-instance-uid"
-	MetaTransferSyntaxUID     = "transfer-syntax-uid"
-	MetaImplementationVersion = "implementation-version"
-	MetaConflict              = "conflict" // "true" on objects kept under a conflict key
-)
-
 // ContentType is the Content-Type of stored objects (PS3.18 media type).
 const ContentType = "application/dicom"
 
@@ -132,19 +116,7 @@ func (s *Store) Bucket() string { return s.opts.Bucket }
 func (s *Store) Prefix() string { return s.opts.Prefix }
 
 func (s *Store) metadata(obj objectstore.Object) map[string]string {
-	m := map[string]string{
-		MetaCallingAE:             obj.CallingAE,
-		MetaCalledAE:              obj.CalledAE,
-		MetaPeerAddr:              obj.PeerAddr,
-		MetaAssociationID:         obj.AssociationID,
-		MetaReceivedAt:            obj.ReceivedAt.UTC().Format(time.RFC3339Nano),
-		MetaSOPClassUID:           obj.SOPClassUID,
-		MetaSOPInstanceUID:        obj.SOPInstanceUID,
-		MetaStudyInstanceUID:      obj.StudyInstanceUID,
-		MetaSeriesInstanceUID:     obj.SeriesInstanceUID,
-		MetaTransferSyntaxUID:     obj.TransferSyntaxUID,
-		MetaImplementationVersion: s.opts.ImplementationVersion,
-	}
+	m := obj.Metadata(s.opts.ImplementationVersion)
 	for k, v := range m {
 		m[k] = metaValue(v)
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"sort"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
 // Elem is an element for the synthesizer. Items makes it a sequence.
@@ -236,9 +238,9 @@ func pixels(n int) []byte {
 // SCPMetadata returns the S3 user metadata the SCP writes for data.
 func SCPMetadata(sopClass, sopInstance, ts, sha string) map[string]string {
 	return map[string]string{
-		"calling-ae": "MODALITY1", "called-ae": "INGEST", "peer-addr": "10.1.2.3:40000",
-		"association-id": "assoc1", "received-at": "2026-01-15T10:20:30.123456789Z",
-		"sop-class-uid": sopClass, "sop-instance-uid": sopInstance, "transfer-syntax-uid": ts,
-		"sha256": sha, "implementation-version": "TEST_1",
+		objectstore.MetaCallingAE: "MODALITY1", objectstore.MetaCalledAE: "INGEST", objectstore.MetaPeerAddr: "10.1.2.3:40000",
+		objectstore.MetaAssociationID: "assoc1", objectstore.MetaReceivedAt: "2026-01-15T10:20:30.123456789Z",
+		objectstore.MetaSOPClassUID: sopClass, objectstore.MetaSOPInstanceUID: sopInstance, objectstore.MetaTransferSyntaxUID: ts,
+		"sha256": sha, objectstore.MetaImplementationVersion: "TEST_1",
 	}
 }
