@@ -68,7 +68,7 @@ type AssociationPage struct {
 
 // associationStart is the outcome of the record that opens an
 // association in the trail: accepted, or rejected (which also ends it).
-const associationStartSQL = `outcome IN ('association-accepted', 'association-rejected')`
+const associationStartSQL = `outcome IN ('` + associationaudit.EventAccepted + `', '` + associationaudit.EventRejected + `')`
 
 // Associations lists associations newest first, one row each. A page
 // reads its associations' start records through the time index, then
@@ -180,7 +180,7 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		default:
 			a.Instances++
 			switch outcome {
-			case "rejected":
+			case pipeline.OutcomeRejected:
 				a.Rejected++
 			case associationaudit.EventStoreFailed:
 				a.Failed++

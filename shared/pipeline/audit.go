@@ -76,15 +76,15 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		Participants: participants(tx.CallingAE, tx.CalledAE, tx.PeerAddr),
 	}
 	switch outcome {
-	case "stored":
+	case OutcomeStored:
 		rec.ID = "instance:" + sop + ":" + tx.SHA256
 		rec.EventOutcome = outcomeSuccess
-	case "conflict":
+	case OutcomeConflict:
 		rec.ID = "instance:" + sop + ":" + tx.SHA256
 		rec.EventOutcome = outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("conflicting-resend", "Conflicting resend kept")}
 		rec.Reason = "a different object with this SOP Instance UID was stored before; both are kept"
-	case "rejected":
+	case OutcomeRejected:
 		rec.ID = "rejected:" + in.info.Key + ":" + tx.SHA256
 		rec.EventOutcome = outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("quarantined", "Quarantined by validation")}
@@ -189,6 +189,16 @@ const (
 
 // codeTransactionUID identifies a Storage Commitment transaction as a participant object.
 var codeTransactionUID = localCode("transaction-uid", "Storage Commitment Transaction UID")
+
+// The outcomes of an instance's audit record: stored, stored beside a
+// different object of its SOP Instance UID (both kept), or quarantined by
+// validation. A C-STORE the SCP refused has an association record instead
+// (associationaudit.EventStoreFailed).
+const (
+	OutcomeStored   = "stored"
+	OutcomeConflict = "conflict"
+	OutcomeRejected = "rejected"
+)
 
 // The outcomes of a Storage Commitment transaction's audit records: its
 // request, its result (all committed, or failures), its delivery.

@@ -543,7 +543,7 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 	refused := false
 	for _, r := range page.Records {
 		switch r.Outcome {
-		case "rejected":
+		case OutcomeRejected:
 			v.study = r.StudyInstanceUID
 			if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
 				return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil

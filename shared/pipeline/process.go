@@ -224,7 +224,7 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	if err := p.Writer.Copy(ctx, key, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
 		return qKey, fmt.Errorf("pipeline: quarantine copy: %w", err)
 	}
-	rec := p.instanceAudit(in, tx, "rejected")
+	rec := p.instanceAudit(in, tx, OutcomeRejected)
 	rec.ObjectKey = key
 	if _, err := p.Audit.Append(ctx, rec); err != nil {
 		return qKey, fmt.Errorf("pipeline: audit: %w", err)
@@ -281,9 +281,9 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	// findings (patient-mismatch), the same on a redelivery.
 	indexed := up.Instance
 	conflict := tx.Conflict || indexed.Conflict
-	outcome := "stored"
+	outcome := OutcomeStored
 	if conflict {
-		outcome = "conflict"
+		outcome = OutcomeConflict
 	}
 	rec := p.instanceAudit(in, tx, outcome)
 	rec.ObjectKey = key

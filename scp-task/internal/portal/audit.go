@@ -173,7 +173,7 @@ func (s *Server) pageAssociation(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
-	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: RejectedOutcome, Limit: atoi(r.URL.Query().Get("limit")), Cursor: r.URL.Query().Get("cursor")})
+	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: pipeline.OutcomeRejected, Limit: atoi(r.URL.Query().Get("limit")), Cursor: r.URL.Query().Get("cursor")})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -182,6 +182,6 @@ func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pageQuarantine(w http.ResponseWriter, r *http.Request) {
-	q := pipeline.AuditQuery{Outcome: RejectedOutcome, Cursor: r.URL.Query().Get("cursor")}
+	q := pipeline.AuditQuery{Outcome: pipeline.OutcomeRejected, Cursor: r.URL.Query().Get("cursor")}
 	s.auditRecords(w, r, view{Title: "Quarantine", Nav: "quarantine"}, q, nil, "/quarantine", "quarantine.html")
 }

@@ -149,7 +149,7 @@ var funcs = template.FuncMap{
 	"bytes": humanBytes,
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	"outcomes": func() []string {
-		return []string{"stored", "duplicate", "conflict", RejectedOutcome, associationaudit.EventAccepted,
+		return []string{pipeline.OutcomeStored, "duplicate", pipeline.OutcomeConflict, pipeline.OutcomeRejected, associationaudit.EventAccepted,
 			associationaudit.EventRejected, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventStoreFailed,
 			pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
 			pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable, associationaudit.EventCommitmentRefused}

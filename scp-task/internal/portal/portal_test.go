@@ -59,7 +59,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 	for _, r := range []pipeline.AuditRecord{
 		{ID: "1", Time: t0, Outcome: "stored", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", PatientID: "PID<1>", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.1.1"},
 		{ID: "2", Time: t0.Add(time.Second), Outcome: "association-rejected", CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", Reason: "calling AE not allowed"},
-		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: RejectedOutcome, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
+		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: pipeline.OutcomeRejected, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
 			ObjectKey: "incoming/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm",
 			Findings:  []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
 	} {

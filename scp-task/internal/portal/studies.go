@@ -141,7 +141,7 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 		p.Status, p.Rejects = rows.Studies[0].Status, rows.Studies[0].Rejects
 	}
 	if p.Rejects > 0 {
-		page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: RejectedOutcome, Limit: 1000})
+		page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: pipeline.OutcomeRejected, Limit: 1000})
 		if err != nil {
 			return StudyPage{}, err
 		}
@@ -163,9 +163,6 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	}
 	return p, nil
 }
-
-// RejectedOutcome is the audit outcome of a quarantined object.
-const RejectedOutcome = "rejected"
 
 func (s *Server) apiStudies(w http.ResponseWriter, r *http.Request) {
 	page, err := s.studies(r)
