@@ -240,6 +240,76 @@ func TestSearchStudies(t *testing.T) {
 }
 
 // words returns n distinct words.
+// TestStudyRejects: a study "has rejects" when an instance of it was
+// quarantined or a C-STORE of it was refused once its header was read
+// (store-failed, which names the study: a probe saw a study with a C-STORE
+// refused C001 listed as stable with 0 rejects); its count is of both, and
+// the status filter agrees with the status. Other records of the study
+// (stored, a Storage Commitment's failures) and a refusal of another study
+// or of none do not count.
+func TestStudyRejects(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	refused := func(id, study string) pipeline.AuditRecord {
+		return pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
+			AssociationID: id, CallingAE: "PACS", Seq: 2, Status: "C001", Reason: "dataset ends inside an element",
+			SOPInstanceUID: study + ".1.9", StudyInstanceUID: study}, "test")
+	}
+	quarantined := func(id, study string) pipeline.AuditRecord {
+		return pipeline.AuditRecord{ID: id, Time: t0, Outcome: pipeline.OutcomeRejected, StudyInstanceUID: study}
+	}
+	tests := []struct {
+		study   string
+		records []pipeline.AuditRecord
+		status  string
+		rejects int
+	}{
+		{"2.1", nil, StatusStable, 0},
+		{"2.2", []pipeline.AuditRecord{quarantined("q2", "2.2")}, StatusHasRejects, 1},
+		{"2.3", []pipeline.AuditRecord{refused("as3", "2.3")}, StatusHasRejects, 1},
+		{"2.4", []pipeline.AuditRecord{quarantined("q4", "2.4"), refused("as4a", "2.4"), refused("as4b", "2.4")}, StatusHasRejects, 3},
+		{"2.5", []pipeline.AuditRecord{
+			{ID: "s5", Time: t0, Outcome: pipeline.OutcomeStored, StudyInstanceUID: "2.5"},
+			{ID: "c5", Time: t0, Outcome: pipeline.OutcomeCommitmentFailures, StudyInstanceUID: "2.5"},
+			refused("as5", "9.9"), refused("as5b", ""),
+		}, StatusStable, 0},
+	}
+	for _, tt := range tests {
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: tt.study, SeriesInstanceUID: tt.study + ".1",
+			SOPInstanceUID: tt.study + ".1.1", SHA256: "x", ReceivedAt: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.IndexStore().MarkAnnounced(ctx, tt.study, 1, 1, t0); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range tt.records {
+			if _, err := db.AuditStore().Append(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.study, func(t *testing.T) {
+			p, err := db.SearchStudies(ctx, StudySearch{StudyUID: tt.study})
+			if err != nil || len(p.Studies) != 1 {
+				t.Fatalf("%+v, %v", p, err)
+			}
+			if s := p.Studies[0]; s.Status != tt.status || s.Rejects != tt.rejects {
+				t.Errorf("status %q with %d rejects, want %q with %d", s.Status, s.Rejects, tt.status, tt.rejects)
+			}
+			for _, status := range []string{StatusStable, StatusHasRejects} {
+				p, err := db.SearchStudies(ctx, StudySearch{StudyUID: tt.study, Status: status})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if found := len(p.Studies) == 1; found != (status == tt.status) {
+					t.Errorf("status filter %q found it: %v", status, found)
+				}
+			}
+		})
+	}
+}
+
 func words(n int) string {
 	w := make([]string, n)
 	for i := range w {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -15,15 +16,24 @@ import (
 const (
 	StatusReceiving  = "receiving"   // instances not yet announced
 	StatusStable     = "stable"      // everything announced
-	StatusHasRejects = "has rejects" // some instances were quarantined
+	StatusHasRejects = "has rejects" // some of its instances were rejected (rejectsSQL)
 )
 
+// rejectsSQL selects a study's rejects in the audit trail: its instances
+// quarantined by validation (pipeline.OutcomeRejected) and its C-STOREs
+// the SCP refused, or failed, once it had read their header
+// (associationaudit.EventStoreFailed, which names the study the header
+// gave): nothing of those was stored. Each counts, a later good resend of
+// the instance notwithstanding: the study page lists them.
+const rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome IN ('` +
+	pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')`
+
 // statusSQL is the one definition of a study's status, over a studies row
-// s and the audit trail's rejected records of it.
+// s and the audit trail's rejects of it.
 const statusSQL = `CASE
-	WHEN EXISTS (SELECT 1 FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = 'rejected') THEN 'has rejects'
-	WHEN s.revision > s.announced_revision THEN 'receiving'
-	ELSE 'stable' END`
+	WHEN EXISTS (SELECT 1 ` + rejectsSQL + `) THEN '` + StatusHasRejects + `'
+	WHEN s.revision > s.announced_revision THEN '` + StatusReceiving + `'
+	ELSE '` + StatusStable + `' END`
 
 // StudySearch selects studies the way a PACS administrator looks for
 // them. Empty fields do not filter.
@@ -63,8 +73,8 @@ func patientWords(s string) []string {
 	return out
 }
 
-// StudyRow is a study with its status and its count of quarantined
-// instances.
+// StudyRow is a study with its status and its count of rejects
+// (instances quarantined, C-STOREs refused).
 type StudyRow struct {
 	pipeline.StudySummary
 	Status  string `json:"status"`
@@ -142,7 +152,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	}
 	limit := pageLimit(q.Limit, 50, 1000)
 	stmt := `SELECT s.record, s.last_received, ` + statusSQL + `,
-		(SELECT COUNT(*) FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = 'rejected')
+		(SELECT COUNT(*) ` + rejectsSQL + `)
 		FROM studies s`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")

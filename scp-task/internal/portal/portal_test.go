@@ -85,6 +85,19 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 	return srv, db
 }
 
+// appendRefused appends the audit record of a C-STORE of sop, in study,
+// that the SCP refused C001 for its pixel data cut short, as the audit
+// function appends it.
+func appendRefused(t *testing.T, db *localstore.DB, association, study, sop string) {
+	t.Helper()
+	if _, err := db.AuditStore().Append(context.Background(), pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1,
+		Event: associationaudit.EventStoreFailed, Time: t0, AssociationID: association, CallingAE: "PACS", Seq: 3, Status: "C001",
+		Reason: "dataset ends inside an element at (7FE0,0010)", SOPInstanceUID: sop, StudyInstanceUID: study, SeriesInstanceUID: study + ".1"},
+		"test")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // errorLog fails the test on every line logged to it: nothing the tests
 // ask of the portal is an error of the portal's (a bad cursor or filter
 // is the request's, answered 400 and not logged).
@@ -375,12 +388,7 @@ func TestCommitmentStateShown(t *testing.T) {
 	}
 	// A C-STORE of the study refused for its pixel data: the page says so
 	// (it showed nothing, and commitment failed the instance 0110 there).
-	if _, err := db.AuditStore().Append(ctx, pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1,
-		Event: associationaudit.EventStoreFailed, Time: t0, AssociationID: "as1", CallingAE: "PACS", Seq: 3, Status: "C001",
-		Reason: "dataset ends inside an element at (7FE0,0010)", SOPInstanceUID: "1.2.7.1.9", StudyInstanceUID: "1.2.7", SeriesInstanceUID: "1.2.7.1"},
-		"test")); err != nil {
-		t.Fatal(err)
-	}
+	appendRefused(t, db, "as1", "1.2.7", "1.2.7.1.9")
 	srv := httptest.NewServer((&Server{Studies: ix, Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: cs}).Handler())
 	t.Cleanup(srv.Close)
 	_, _, body := get(t, srv.URL+"/api/studies/1.2.7", "")

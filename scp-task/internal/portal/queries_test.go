@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -311,5 +312,71 @@ func TestThumbnailFailureNamesNoUID(t *testing.T) {
 		if strings.Contains(out, secret) {
 			t.Errorf("the log names %q:\n%s", secret, out)
 		}
+	}
+}
+
+// TestRejectsAgree: a study whose only reject is a C-STORE the SCP
+// refused (C001, nothing stored) is "has rejects" with its count on the
+// studies page, in /api/studies and its status filter, and on the study
+// page and its JSON, which list the refusal (it was listed on the study
+// page while the status said stable and the count 0). The study with a
+// quarantined instance is the other kind of reject.
+func TestRejectsAgree(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.4", SeriesInstanceUID: "1.4.1",
+		SOPInstanceUID: "1.4.1.1", SHA256: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.4.1.1.dcm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.IndexStore().MarkAnnounced(ctx, "1.4", 1, 1, t0); err != nil {
+		t.Fatal(err)
+	}
+	appendRefused(t, db, "as9", "1.4", "1.4.1.2")
+	for _, tt := range []struct {
+		study                string
+		rejects              int
+		quarantined, refused int
+	}{
+		{"1.4", 1, 0, 1},
+		{"1.2.3", 1, 1, 0},
+	} {
+		t.Run(tt.study, func(t *testing.T) {
+			var list localstore.StudyPage
+			_, _, body := get(t, srv.URL+"/api/studies?status=has+rejects", "")
+			if err := json.Unmarshal([]byte(body), &list); err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, s := range list.Studies {
+				if s.StudyInstanceUID == tt.study {
+					found = s.Status == localstore.StatusHasRejects && s.Rejects == tt.rejects
+				}
+			}
+			if !found {
+				t.Errorf("/api/studies?status=has+rejects: %s", body)
+			}
+			if _, _, body := get(t, srv.URL+"/api/studies?status=stable", ""); strings.Contains(body, `"studyInstanceUid": "`+tt.study+`"`) {
+				t.Errorf("/api/studies?status=stable lists it: %s", body)
+			}
+			_, _, html := get(t, srv.URL+"/?status=has+rejects", "")
+			row := regexp.MustCompile(`(?s)<tr class="study" data-study-uid="` + regexp.QuoteMeta(tt.study) + `">.*?</tr>`).FindString(html)
+			if !strings.Contains(row, `<span class="status has rejects">has rejects</span> (<span class="rejects"`) ||
+				!strings.Contains(row, fmt.Sprintf(">%d</span>)", tt.rejects)) || !strings.Contains(html, `id="status-help"`) {
+				t.Errorf("studies page row %q", row)
+			}
+			var p StudyPage
+			_, _, body = get(t, srv.URL+"/api/studies/"+tt.study, "")
+			if err := json.Unmarshal([]byte(body), &p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Status != localstore.StatusHasRejects || p.Rejects != tt.rejects || len(p.Quarantined) != tt.quarantined || len(p.Refused) != tt.refused {
+				t.Errorf("/api/studies/%s: %s with %d rejects, %d quarantined, %d refused", tt.study, p.Status, p.Rejects, len(p.Quarantined), len(p.Refused))
+			}
+			_, _, html = get(t, srv.URL+"/studies/"+tt.study, "")
+			want := fmt.Sprintf("%d rejected: %d quarantined, %d C-STOREs refused", tt.rejects, tt.quarantined, tt.refused)
+			if !strings.Contains(html, `<span class="status has rejects">has rejects</span>`) || !strings.Contains(html, want) {
+				t.Errorf("study page lacks its status or %q", want)
+			}
+		})
 	}
 }

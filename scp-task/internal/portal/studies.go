@@ -17,10 +17,12 @@ import (
 )
 
 // Study is a study summary with its status ("receiving", "stable" or
-// "has rejects") and its count of quarantined instances.
+// "has rejects") and its count of rejects: instances quarantined and
+// C-STOREs refused (localstore.StatusHasRejects).
 type Study = localstore.StudyRow
 
-// StudyPage is a study's detail with its status and quarantined objects.
+// StudyPage is a study's detail with its status and its rejects: the
+// objects quarantined and the C-STOREs refused, which Rejects counts.
 type StudyPage struct {
 	pipeline.StudyDetail
 	Status  string `json:"status"`
