@@ -32,7 +32,8 @@ const (
 	CommitmentPrefix = "commitment/"
 	// CommitmentRequestsPrefix is where the SCP puts requests, relative to the store root.
 	CommitmentRequestsPrefix = CommitmentPrefix + "requests/"
-	commitmentResults        = "results/"
+	// CommitmentResultsPrefix is where the results go, relative to the store root.
+	CommitmentResultsPrefix = CommitmentPrefix + "results/"
 
 	// DefaultCommitmentWait is how long instances named in a request may still be in flight (stored but not
 	// yet indexed, or not yet sent) before they fail with 0112.
@@ -255,7 +256,7 @@ func contentDigest(r CommitmentRequest) string {
 // CommitmentResultKey is where the result of transaction id goes, under the request's store root.
 func CommitmentResultKey(requestKey, id string) string {
 	root, _, _, _ := SplitKey(requestKey)
-	return root + CommitmentPrefix + commitmentResults + id + ".json"
+	return root + CommitmentResultsPrefix + id + ".json"
 }
 
 // ProcessCommitmentRequest registers the request stored at key (under commitment/requests/), due at once:

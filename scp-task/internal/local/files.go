@@ -329,13 +329,10 @@ func (w *txFiles) Copy(ctx context.Context, src, dst string, metadata map[string
 // results of Storage Commitment transactions and nothing else.
 type resultFiles struct{ *files }
 
-// commitmentResults is where results go.
-const commitmentResults = pipeline.CommitmentPrefix + "results/"
-
 // Put writes a result document.
 func (w resultFiles) Put(_ context.Context, key string, body []byte, _ string, _ map[string]string) error {
-	if !strings.HasPrefix(key, commitmentResults) {
-		return fmt.Errorf("local: put %s: the commitment worker writes only under %s", key, commitmentResults)
+	if !strings.HasPrefix(key, pipeline.CommitmentResultsPrefix) {
+		return fmt.Errorf("local: put %s: the commitment worker writes only under %s", key, pipeline.CommitmentResultsPrefix)
 	}
 	return w.writeFile(key, strings.NewReader(string(body)))
 }

@@ -77,6 +77,14 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 	if err := os.WriteFile(filepath.Join(dir, "metadata", "1.2.3.1.1.json"), []byte(`{"00080018":{"vr":"UI"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	for _, part := range []string{"results", "requests"} {
+		if err := os.MkdirAll(filepath.Join(dir, "commitment", part), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "commitment", part, "tx0.json"), []byte(`{"transactionUid":"1.2.8.0"}`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir),
 		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} },
 		Logger:   slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))}
@@ -269,7 +277,14 @@ func TestObjects(t *testing.T) {
 	if code != 200 || h.Get("Content-Type") != "application/dicom+json" || !strings.Contains(body, "00080018") {
 		t.Errorf("metadata: %d %s %q", code, h.Get("Content-Type"), body)
 	}
-	for _, p := range []string{"/objects/metadata/none.json", "/objects/audit/x.json", "/objects/metadata/..%2F..%2Fetc%2Fpasswd"} {
+	// A Storage Commitment result, which the study page links: it was
+	// refused (404), its link dead.
+	code, h, body = get(t, srv.URL+"/objects/commitment/results/tx0.json", "")
+	if code != 200 || h.Get("Content-Type") != "application/json" || !strings.Contains(body, "transactionUid") {
+		t.Errorf("commitment result: %d %s %q", code, h.Get("Content-Type"), body)
+	}
+	for _, p := range []string{"/objects/metadata/none.json", "/objects/audit/x.json", "/objects/metadata/..%2F..%2Fetc%2Fpasswd",
+		"/objects/commitment/requests/tx0.json"} {
 		if code, _, _ := get(t, srv.URL+p, ""); code != 404 {
 			t.Errorf("%s: %d", p, code)
 		}
@@ -281,6 +296,9 @@ func TestSafeKey(t *testing.T) {
 		"incoming/2026/01/02/1.2/1.3/1.4.dcm": true,
 		"quarantine/x/y.dcm":                  true,
 		"metadata/1.2.json":                   true,
+		"commitment/results/0a1b.json":        true,
+		"commitment/requests/0a1b.json":       false,
+		"commitment/x.json":                   false,
 		"audit/2026/x.json":                   false,
 		"incoming/../audit/x":                 false,
 		"incoming//x":                         false,
