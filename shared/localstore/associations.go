@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -129,7 +128,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 			}
 			if len(page.Associations) == limit {
 				if i < len(starts)-1 || len(starts) == limit {
-					page.Next = strconv.FormatInt(ct, 10) + "." + strconv.FormatInt(cs, 10)
+					page.Next = formatCursor(ct, cs)
 				}
 				return page, nil
 			}

@@ -102,37 +102,52 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	return page, nil
 }
 
-// readAuditPage reads up to limit rows of (seq, time, record) into a page,
-// and closes rows. A row past limit means there is more: Next is then the
-// cursor of the last record kept ("<time>.<seq>", parseCursor's).
+// readAuditPage reads up to limit rows of (seq, time, record) into a page
+// of audit records, and closes rows (readPage).
 func readAuditPage(rows *sql.Rows, limit int) (pipeline.AuditPage, error) {
+	recs, next, err := readPage[pipeline.AuditRecord](rows, limit)
+	if err != nil {
+		return pipeline.AuditPage{}, err
+	}
+	return pipeline.AuditPage{Records: recs, Next: next}, nil
+}
+
+// readPage reads up to limit rows of (seq, time, JSON record), and closes
+// rows. A row past limit means there is more: next is then the cursor of
+// the last record kept (formatCursor's).
+func readPage[T any](rows *sql.Rows, limit int) ([]T, string, error) {
 	defer rows.Close()
-	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
+	out := []T{}
 	var lastSeq, lastTime int64
 	for rows.Next() {
 		var seq, t int64
 		var body string
 		if err := rows.Scan(&seq, &t, &body); err != nil {
-			return pipeline.AuditPage{}, err
+			return nil, "", err
 		}
-		if len(page.Records) == limit {
-			page.Next = strconv.FormatInt(lastTime, 10) + "." + strconv.FormatInt(lastSeq, 10)
-			break
+		if len(out) == limit {
+			return out, formatCursor(lastTime, lastSeq), nil
 		}
-		var rec pipeline.AuditRecord
+		var rec T
 		if err := json.Unmarshal([]byte(body), &rec); err != nil {
-			return pipeline.AuditPage{}, fmt.Errorf("record %d: %w", seq, err)
+			return nil, "", fmt.Errorf("record %d: %w", seq, err)
 		}
-		page.Records = append(page.Records, rec)
+		out = append(out, rec)
 		lastSeq, lastTime = seq, t
 	}
 	if err := rows.Err(); err != nil {
-		return pipeline.AuditPage{}, err
+		return nil, "", err
 	}
-	return page, nil
+	return out, "", nil
 }
 
-// parseCursor reads the "<time>.<seq>" cursor Query hands out.
+// formatCursor is the "<time>.<seq>" cursor of a row, newest-first pages
+// of the audit trail and of the commitments hand out; parseCursor reads it.
+func formatCursor(t, seq int64) string {
+	return strconv.FormatInt(t, 10) + "." + strconv.FormatInt(seq, 10)
+}
+
+// parseCursor reads the "<time>.<seq>" cursor formatCursor writes.
 func parseCursor(c string) (t, seq int64, ok bool) {
 	ts, ss, found := strings.Cut(c, ".")
 	if !found {

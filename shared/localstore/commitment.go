@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -112,6 +113,90 @@ func (c *CommitmentStore) DueCommitments(ctx context.Context, now time.Time, lim
 func (c *CommitmentStore) StudyCommitments(ctx context.Context, studyUID string) ([]pipeline.CommitmentTransaction, error) {
 	return c.list(ctx, `SELECT c.record FROM commitment_studies s JOIN commitments c ON c.id = s.id
 		WHERE s.study_uid = ? ORDER BY c.received_at DESC, c.id LIMIT ?`, studyUID, 100)
+}
+
+// Commitment outcomes, as Commitments filters by them: the result decided
+// with every instance committed, or with failures. A transaction whose
+// instances are still waited for has neither yet.
+const (
+	CommitmentSuccess = "success"
+	CommitmentFailure = "failure"
+)
+
+// CommitmentOutcome is tx's outcome as Commitments filters by it:
+// CommitmentSuccess or CommitmentFailure once its result is decided, ""
+// while its instances are waited for.
+func CommitmentOutcome(tx pipeline.CommitmentTransaction) string {
+	switch {
+	case tx.State == pipeline.CommitmentPending:
+		return ""
+	case tx.Failed > 0:
+		return CommitmentFailure
+	}
+	return CommitmentSuccess
+}
+
+// CommitmentQuery selects Storage Commitment transactions, newest first.
+// Empty fields do not filter.
+type CommitmentQuery struct {
+	CallingAE string
+	Outcome   string // CommitmentSuccess or CommitmentFailure
+	Limit     int    // 0: 50; at most 500
+	Cursor    string // CommitmentPage.Next of the previous page
+}
+
+// CommitmentPage is one page of Commitments.
+type CommitmentPage struct {
+	Transactions []pipeline.CommitmentTransaction `json:"transactions"`
+	Next         string                           `json:"next,omitempty"`
+}
+
+// Commitments lists the transactions q selects, most recently received
+// first, a page at a time: those that named no indexed study too, which
+// no study's page shows.
+func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (CommitmentPage, error) {
+	var where []string
+	var args []any
+	if q.CallingAE != "" {
+		where, args = append(where, "json_extract(record, '$.callingAe') = ?"), append(args, q.CallingAE)
+	}
+	// As CommitmentOutcome has it.
+	decided := "state != '" + string(pipeline.CommitmentPending) + "'"
+	switch q.Outcome {
+	case "":
+	case CommitmentSuccess:
+		where = append(where, decided, "json_extract(record, '$.failed') = 0")
+	case CommitmentFailure:
+		where = append(where, decided, "json_extract(record, '$.failed') > 0")
+	default:
+		return CommitmentPage{}, fmt.Errorf("localstore: commitments: outcome %q: want %s or %s", clipped(q.Outcome), CommitmentSuccess, CommitmentFailure)
+	}
+	if q.Cursor != "" {
+		ct, cs, ok := parseCursor(q.Cursor)
+		if !ok {
+			return CommitmentPage{}, fmt.Errorf("localstore: commitments: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+		}
+		where, args = append(where, "(received_at < ? OR (received_at = ? AND rowid < ?))"), append(args, ct, ct, cs)
+	}
+	limit := pageLimit(q.Limit, 50, 500)
+	stmt := `SELECT rowid, received_at, record FROM commitments`
+	if len(where) > 0 {
+		stmt += " WHERE " + strings.Join(where, " AND ")
+	}
+	stmt += " ORDER BY received_at DESC, rowid DESC LIMIT ?"
+	db, err := c.b.q()
+	if err != nil {
+		return CommitmentPage{}, err
+	}
+	rows, err := db.QueryContext(ctx, stmt, append(args, limit+1)...)
+	if err != nil {
+		return CommitmentPage{}, fmt.Errorf("localstore: commitments: %w", err)
+	}
+	txs, next, err := readPage[pipeline.CommitmentTransaction](rows, limit)
+	if err != nil {
+		return CommitmentPage{}, fmt.Errorf("localstore: commitments: %w", err)
+	}
+	return CommitmentPage{Transactions: txs, Next: next}, nil
 }
 
 func (c *CommitmentStore) list(ctx context.Context, stmt string, args ...any) ([]pipeline.CommitmentTransaction, error) {

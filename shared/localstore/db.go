@@ -222,6 +222,10 @@ var schema = []string{
 	DROP TABLE instances;
 	ALTER TABLE instances_by_study RENAME TO instances;
 	CREATE INDEX instances_study ON instances(study_uid, series_uid);`,
+
+	// 10: the portal's list of Storage Commitment transactions, newest
+	// first (Commitments) reads them through this index.
+	`CREATE INDEX commitments_received ON commitments(received_at);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -420,3 +420,86 @@ func TestPageLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestCommitments: the transactions newest first (those of the same
+// instant too, by the cursor's tie-break), paged, filtered by calling AE
+// and by outcome (decided, with or without failures; a waiting one has
+// none yet), a transaction naming no indexed study among them.
+func TestCommitments(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	cs := db.CommitmentStore()
+	for _, tx := range []struct {
+		id, ae  string
+		at      time.Duration
+		state   pipeline.CommitmentState
+		failed  int
+		studies []string
+	}{
+		{"t1", "PACS_A", 0, pipeline.CommitmentReported, 0, []string{"1.1"}},
+		{"t2", "PACS_B", time.Minute, pipeline.CommitmentReported, 2, nil}, // no known study
+		{"t3", "PACS_A", 2 * time.Minute, pipeline.CommitmentUndeliverable, 1, []string{"1.1"}},
+		{"t4", "PACS_A", 2 * time.Minute, pipeline.CommitmentPending, 0, nil}, // the same instant as t3
+		{"t5", "PACS_B", 3 * time.Minute, pipeline.CommitmentReporting, 0, []string{"1.2"}},
+	} {
+		created, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: tx.id, TransactionUID: "2.25." + tx.id[1:], CallingAE: tx.ae,
+			RefCount: 2, ReceivedAt: t0.Add(tx.at), State: pipeline.CommitmentPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.State, created.Failed, created.Committed, created.Studies = tx.state, tx.failed, 2-tx.failed, tx.studies
+		if _, err := cs.UpdateCommitment(ctx, created); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name string
+		q    CommitmentQuery
+		want []string
+	}{
+		{"all, newest first", CommitmentQuery{}, []string{"t5", "t4", "t3", "t2", "t1"}},
+		{"calling AE", CommitmentQuery{CallingAE: "PACS_B"}, []string{"t5", "t2"}},
+		{"success", CommitmentQuery{Outcome: CommitmentSuccess}, []string{"t5", "t1"}},
+		{"failure", CommitmentQuery{Outcome: CommitmentFailure}, []string{"t3", "t2"}},
+		{"failure of one AE", CommitmentQuery{Outcome: CommitmentFailure, CallingAE: "PACS_A"}, []string{"t3"}},
+		{"unknown AE", CommitmentQuery{CallingAE: "NOBODY"}, nil},
+		{"paged by 2", CommitmentQuery{Limit: 2}, []string{"t5", "t4", "t3", "t2", "t1"}},
+		{"paged by 1, failures", CommitmentQuery{Limit: 1, Outcome: CommitmentFailure}, []string{"t3", "t2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			q := tt.q
+			for pages := 0; ; pages++ {
+				p, err := cs.Commitments(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if q.Limit > 0 && len(p.Transactions) > q.Limit || pages > 5 {
+					t.Fatalf("page %d of %d, limit %d", pages, len(p.Transactions), q.Limit)
+				}
+				for _, tx := range p.Transactions {
+					got = append(got, tx.ID)
+					if o := CommitmentOutcome(tx); q.Outcome != "" && o != q.Outcome {
+						t.Errorf("%s: outcome %q under the filter %q", tx.ID, o, q.Outcome)
+					}
+				}
+				if p.Next == "" {
+					break
+				}
+				q.Cursor = p.Next
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("transactions (-want +got):\n%s", d)
+			}
+		})
+	}
+	for _, q := range []CommitmentQuery{{Cursor: "garbage"}, {Cursor: "1.0"}} {
+		if _, err := cs.Commitments(ctx, q); !errors.Is(err, pipeline.ErrBadCursor) {
+			t.Errorf("cursor %q: %v, want ErrBadCursor", q.Cursor, err)
+		}
+	}
+	if _, err := cs.Commitments(ctx, CommitmentQuery{Outcome: "maybe"}); err == nil {
+		t.Error("outcome maybe: no error")
+	}
+}
