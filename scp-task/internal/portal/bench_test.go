@@ -16,8 +16,8 @@ import (
 )
 
 // BenchmarkPages renders each page over a database of 50 studies (20
-// instances each, in two series), their audit records in 50 associations
-// and 10,000 events: the bound is under 300 ms a page. make bench
+// instances each, in two series), their audit records in 50 associations,
+// a Storage Commitment transaction each and 10,000 events: the bound is under 300 ms a page. make bench
 // prints it; go test -bench Pages ./scp-task/internal/portal runs it.
 func BenchmarkPages(b *testing.B) {
 	ctx := context.Background()
@@ -27,7 +27,7 @@ func BenchmarkPages(b *testing.B) {
 	}
 	b.Cleanup(func() { _ = db.Close() })
 	seed(b, db)
-	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db,
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: db.CommitmentStore(),
 		Counters: func(context.Context) Counters { return Counters{} }}
 	srv := httptest.NewServer(s.Handler())
 	b.Cleanup(srv.Close)
@@ -36,7 +36,8 @@ func BenchmarkPages(b *testing.B) {
 		"/", "/?patient=patient+7", "/?status=receiving", "/studies/" + study,
 		"/audit", "/audit/associations/assoc-25", "/audit/records", "/quarantine",
 		"/events", "/events?study=" + study, "/events?type=Study+Received",
-		"/api/studies", "/api/events", "/api/audit",
+		"/commitments", "/commitments?outcome=failure",
+		"/api/studies", "/api/events", "/api/audit", "/api/commitments",
 	} {
 		b.Run(page, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
@@ -85,7 +86,21 @@ func seed(b *testing.B, db *localstore.DB) {
 					return err
 				}
 			}
-			_, err := au.Append(ctx, pipeline.AuditRecord{ID: assoc + "-r", Time: t0.Add(time.Hour), Outcome: "association-released", AssociationID: assoc, CallingAE: "SITE_A"})
+			if _, err := au.Append(ctx, pipeline.AuditRecord{ID: assoc + "-r", Time: t0.Add(time.Hour), Outcome: "association-released", AssociationID: assoc, CallingAE: "SITE_A"}); err != nil {
+				return err
+			}
+			// Each study's Storage Commitment, every fifth with failures.
+			cs := tx.CommitmentStore()
+			c, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: "tx" + study, TransactionUID: "2.25." + fmt.Sprint(st), CallingAE: "SITE_A",
+				RefCount: 20, ReceivedAt: t0.Add(time.Duration(st)*time.Minute + time.Hour), State: pipeline.CommitmentPending})
+			if err != nil {
+				return err
+			}
+			c.State, c.Committed, c.Studies, c.ResultKey = pipeline.CommitmentReported, 20, []string{study}, pipeline.CommitmentResultsPrefix+c.ID+".json"
+			if st%5 == 0 {
+				c.Committed, c.Failed = 19, 1
+			}
+			_, err = cs.UpdateCommitment(ctx, c)
 			return err
 		})
 		if err != nil {

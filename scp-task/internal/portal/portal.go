@@ -1,5 +1,6 @@
 // Package portal serves the local mode's web portal and its JSON API: the
-// studies, the audit trail, quarantine, events and live ingest counters. It
+// studies, the audit trail, quarantine, events, Storage Commitment
+// transactions and live ingest counters. It
 // is server-rendered with html/template (everything escaped), embeds its
 // templates and stylesheet, and loads nothing from elsewhere, so it works
 // offline.
@@ -62,10 +63,11 @@ type EventReader interface {
 	Events(ctx context.Context, f localstore.EventFilter) (localstore.EventPage, error)
 }
 
-// CommitmentReader lists the Storage Commitment transactions that named
-// instances of a study.
+// CommitmentReader lists Storage Commitment transactions: those that named
+// instances of a study, and all of them a page at a time.
 type CommitmentReader interface {
 	StudyCommitments(ctx context.Context, studyUID string) ([]pipeline.CommitmentTransaction, error)
+	Commitments(ctx context.Context, q localstore.CommitmentQuery) (localstore.CommitmentPage, error)
 }
 
 // ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar).
@@ -99,8 +101,8 @@ type Server struct {
 	Events       EventReader
 	Objects      ObjectOpener        // nil: object links answer 404
 	Thumbnails   *thumbnail.Renderer // nil: series show no preview
-	// Commitments shows each study's Storage Commitment transactions; nil
-	// shows none.
+	// Commitments shows the Storage Commitment transactions, on their page
+	// and each study's; nil shows none.
 	Commitments CommitmentReader
 	// Counters returns live counters; nil shows none.
 	Counters func(ctx context.Context) Counters
@@ -154,7 +156,9 @@ var funcs = template.FuncMap{
 			pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
 			pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable, associationaudit.EventCommitmentRefused}
 	},
-	"eventTypes": func() []string { return eventTypes },
+	"eventTypes":         func() []string { return eventTypes },
+	"commitmentOutcomes": func() []string { return commitmentOutcomes },
+	"commitmentRefused":  func() string { return associationaudit.EventCommitmentRefused },
 }
 
 // eventTypes are the detail-types the pipeline publishes, as the Events
@@ -175,6 +179,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/audit/associations/{id}", s.apiAssociation)
 	mux.HandleFunc("GET /api/quarantine", s.apiQuarantine)
 	mux.HandleFunc("GET /api/events", s.apiEvents)
+	mux.HandleFunc("GET /api/commitments", s.apiCommitments)
 	mux.HandleFunc("GET /api/counters", s.apiCounters)
 	mux.HandleFunc("GET /objects/{key...}", s.object)
 	mux.HandleFunc("GET /static/portal.css", s.static)
@@ -186,6 +191,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /audit/records", s.pageAudit)
 	mux.HandleFunc("GET /quarantine", s.pageQuarantine)
 	mux.HandleFunc("GET /events", s.pageEvents)
+	mux.HandleFunc("GET /commitments", s.pageCommitments)
 	return s.guard(mux)
 }
 

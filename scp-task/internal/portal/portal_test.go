@@ -85,9 +85,9 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 			t.Fatal(err)
 		}
 	}
-	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir),
+	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir), Commitments: db.CommitmentStore(),
 		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} },
-		Logger:   slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))}
+		Logger:   errorLogger(t)}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv, db
@@ -110,6 +110,11 @@ func appendRefused(t *testing.T, db *localstore.DB, association, study, sop stri
 // ask of the portal is an error of the portal's (a bad cursor or filter
 // is the request's, answered 400 and not logged).
 type errorLog struct{ t *testing.T }
+
+// errorLogger is a JSON logger that fails t on each error it logs.
+func errorLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))
+}
 
 func (e errorLog) Write(p []byte) (int, error) {
 	e.t.Errorf("portal logged an error: %s", p)
@@ -438,7 +443,7 @@ func TestCommitmentStateShown(t *testing.T) {
 // ended) is not the portal's error: it was logged at error level for every
 // browser that navigated on during a slow search.
 func TestClientGoneIsNoError(t *testing.T) {
-	s := &Server{Logger: slog.New(slog.NewJSONHandler(errorLog{t}, &slog.HandlerOptions{Level: slog.LevelError}))}
+	s := &Server{Logger: errorLogger(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := httptest.NewRequestWithContext(ctx, http.MethodGet, "/api/studies", nil)

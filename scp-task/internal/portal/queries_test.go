@@ -55,6 +55,13 @@ func TestBadRequests(t *testing.T) {
 		{"/api/events?since=3000-01-01", 200, `"events": []`},
 		{"/api/audit/associations?cursor=x", 400, "bad cursor"},
 		{"/api/audit/associations/none", 404, "not found"},
+		{"/api/commitments?outcome=maybe", 400, "outcome is success or failure"},
+		{"/api/commitments?limit=ten", 400, "limit is a number"},
+		{"/api/commitments?limit=-1", 400, "limit is a number"},
+		{"/api/commitments?limit=99999999999999999999", 200, `"commitments"`},
+		{"/api/commitments?cursor=x", 400, "bad cursor"},
+		{"/commitments?outcome=maybe", 200, "outcome is success or failure"},
+		{"/commitments?cursor=x", 200, "bad cursor"},
 		{"/audit/records?cursor=x", 200, "bad cursor"},
 		{"/events?before=x", 200, "bad cursor"},
 		{"/?status=lost", 200, "status is receiving, stable or has rejects"},
@@ -112,6 +119,36 @@ func TestEventsNewestFirst(t *testing.T) {
 	}
 }
 
+// pageCheck is a page and what it must and must not show.
+type pageCheck struct {
+	path       string
+	want, lack []string
+}
+
+// checkPages gets each page from the portal at base: a 200 showing what it
+// wants and nothing it lacks.
+func checkPages(t *testing.T, base string, pages []pageCheck) {
+	t.Helper()
+	for _, p := range pages {
+		t.Run(p.path, func(t *testing.T) {
+			code, _, body := get(t, base+p.path, "")
+			if code != 200 {
+				t.Fatalf("%d %s", code, body)
+			}
+			for _, w := range p.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("lacks %q", w)
+				}
+			}
+			for _, w := range p.lack {
+				if strings.Contains(body, w) {
+					t.Errorf("has %q", w)
+				}
+			}
+		})
+	}
+}
+
 // TestStudySearchAndAssociations: the studies page searches and pages;
 // the audit trail groups per association with its records on demand.
 func TestStudySearchAndAssociations(t *testing.T) {
@@ -133,10 +170,7 @@ func TestStudySearchAndAssociations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pages := []struct {
-		path       string
-		want, lack []string
-	}{
+	checkPages(t, srv.URL, []pageCheck{
 		{"/?patient=richard+roe&limit=2", []string{"1.3.2", "1.3.1", `id="next"`}, []string{"1.3.0", `data-study-uid="1.2.3"`}},
 		{"/?accession=ACC0", []string{"1.3.0"}, []string{"1.3.1"}},
 		{"/?modality=MR", []string{`data-study-uid="1.2.3"`}, []string{"1.3.0"}},
@@ -144,25 +178,7 @@ func TestStudySearchAndAssociations(t *testing.T) {
 		{"/?patient=nobody", []string{"No study matches."}, nil},
 		{"/audit", []string{`data-association-id="assoc-7"`, "association-released", "2s", `href="/audit/associations/assoc-7"`}, nil},
 		{"/audit/associations/assoc-7", []string{"lasted 2s", "stored", `href="/studies/1.3.0"`}, nil},
-	}
-	for _, p := range pages {
-		t.Run(p.path, func(t *testing.T) {
-			code, _, body := get(t, srv.URL+p.path, "")
-			if code != 200 {
-				t.Fatalf("%d %s", code, body)
-			}
-			for _, w := range p.want {
-				if !strings.Contains(body, w) {
-					t.Errorf("lacks %q", w)
-				}
-			}
-			for _, w := range p.lack {
-				if strings.Contains(body, w) {
-					t.Errorf("has %q", w)
-				}
-			}
-		})
-	}
+	})
 	var out struct {
 		Associations []localstore.Association
 	}

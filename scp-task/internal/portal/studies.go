@@ -61,17 +61,26 @@ type Commitment struct {
 	// ResultURL is the result document's (each instance committed or
 	// failed with its reason), once decided.
 	ResultURL string `json:"resultUrl,omitempty"`
+	// Outcome is the result's, once decided: success (every instance
+	// committed) or failure (some failed).
+	Outcome string `json:"outcome,omitempty"`
+	// Studies are the studies of its committed instances; none when it
+	// named no instance the archive holds.
+	Studies []string `json:"studies"`
 }
 
 func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	c := Commitment{TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: string(tx.State),
 		Instances: tx.RefCount, Committed: tx.Committed, Failed: tx.Failed, WaitUntil: tx.WaitUntil, ReportedAt: tx.ReportedAt,
-		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != ""}
+		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != "", Outcome: localstore.CommitmentOutcome(tx)}
 	if tx.State == pipeline.CommitmentPending {
 		c.State = "waiting"
 	}
 	if tx.ResultKey != "" {
 		c.ResultURL = "/objects/" + tx.ResultKey
+	}
+	if c.Studies = tx.Studies; c.Studies == nil {
+		c.Studies = []string{}
 	}
 	if tx.State == pipeline.CommitmentReported {
 		c.Association = "new"

@@ -1,0 +1,122 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// TestCommitmentsPage: every Storage Commitment transaction, newest first,
+// on the Commitments page and /api/commitments, filtered by calling AE and
+// outcome and paged by cursor, each with its counts, its result's link
+// and its studies: one that named no indexed study (shown on no study
+// page, which was where a PACS administrator looked for it) and one
+// whose Transaction UID was reused (0131) too.
+func TestCommitmentsPage(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	cs := db.CommitmentStore()
+	for i, tx := range []struct {
+		ae      string
+		state   pipeline.CommitmentState
+		failed  int
+		studies []string
+		reused  bool
+	}{
+		{"PACS_A", pipeline.CommitmentReported, 0, []string{"1.2.7"}, false},
+		{"PACS_B", pipeline.CommitmentReported, 2, nil, false},     // named no instance the archive holds
+		{"PACS_A", pipeline.CommitmentUndeliverable, 2, nil, true}, // Transaction UID reused: all fail 0131
+		{"PACS_B", pipeline.CommitmentPending, 0, nil, false},      // waiting
+	} {
+		id := fmt.Sprint("tx", i)
+		created, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: id, TransactionUID: fmt.Sprint("1.2.8.", i),
+			CallingAE: tx.ae, RefCount: 2, ReceivedAt: t0.Add(time.Duration(i) * time.Minute), WaitUntil: t0.Add(time.Hour), State: pipeline.CommitmentPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created.State, created.Failed, created.Committed, created.Studies = tx.state, tx.failed, 2-tx.failed, tx.studies
+		if tx.reused {
+			created.DuplicateOf = "tx0"
+		}
+		if tx.state != pipeline.CommitmentPending {
+			created.ResultKey = pipeline.CommitmentResultKey(pipeline.CommitmentRequestsPrefix+id+".json", id)
+		}
+		if _, err := cs.UpdateCommitment(ctx, created); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer((&Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: cs,
+		Logger: errorLogger(t)}).Handler())
+	t.Cleanup(srv.Close)
+
+	api := []struct {
+		query string
+		want  []string // Transaction UIDs, newest first, over all pages
+	}{
+		{"", []string{"1.2.8.3", "1.2.8.2", "1.2.8.1", "1.2.8.0"}},
+		{"?callingAe=PACS_B", []string{"1.2.8.3", "1.2.8.1"}},
+		{"?outcome=success", []string{"1.2.8.0"}},
+		{"?outcome=failure", []string{"1.2.8.2", "1.2.8.1"}},
+		{"?outcome=failure&callingAe=PACS_A", []string{"1.2.8.2"}},
+		{"?limit=1", []string{"1.2.8.3", "1.2.8.2", "1.2.8.1", "1.2.8.0"}},
+		{"?limit=3&outcome=failure", []string{"1.2.8.2", "1.2.8.1"}},
+	}
+	for _, tt := range api {
+		t.Run("api"+tt.query, func(t *testing.T) {
+			var got []string
+			next := srv.URL + "/api/commitments" + tt.query
+			for pages := 0; next != ""; pages++ {
+				code, _, body := get(t, next, "")
+				var p commitmentsPage
+				if err := json.Unmarshal([]byte(body), &p); err != nil || code != 200 || pages > 4 {
+					t.Fatalf("%d %v %s", code, err, body)
+				}
+				for _, c := range p.Commitments {
+					got = append(got, c.TransactionUID)
+				}
+				next = ""
+				if p.Next != "" {
+					sep := "?"
+					if tt.query != "" {
+						sep = "&"
+					}
+					next = srv.URL + "/api/commitments" + tt.query + sep + "cursor=" + p.Next
+				}
+			}
+			if strings.Join(got, " ") != strings.Join(tt.want, " ") {
+				t.Errorf("transactions %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	_, _, body := get(t, srv.URL+"/api/commitments?callingAe=PACS_A", "")
+	var p commitmentsPage
+	if err := json.Unmarshal([]byte(body), &p); err != nil || len(p.Commitments) != 2 {
+		t.Fatalf("%v %s", err, body)
+	}
+	reused, reported := p.Commitments[0], p.Commitments[1]
+	if reused.State != "undeliverable" || !reused.DuplicateOfUID || reused.Failed != 2 || reused.Outcome != "failure" || len(reused.Studies) != 0 ||
+		reused.ResultURL != "/objects/commitment/results/tx2.json" {
+		t.Errorf("the reused transaction %+v", reused)
+	}
+	if reported.Outcome != "success" || reported.Committed != 2 || strings.Join(reported.Studies, " ") != "1.2.7" || reported.ResultURL == "" {
+		t.Errorf("the reported transaction %+v", reported)
+	}
+
+	checkPages(t, srv.URL, []pageCheck{
+		{"/commitments", []string{`href="/commitments" class="on"`, `data-transaction-uid="1.2.8.1"`, `data-transaction-uid="1.2.8.3"`,
+			`<a href="/objects/commitment/results/tx1.json"`, "none in the archive", `<a href="/studies/1.2.7"><code>1.2.7</code></a>`,
+			"Transaction UID reused", `class="commitment waiting"`, `href="/audit/records?outcome=commitment-refused"`}, nil},
+		{"/commitments?outcome=failure", []string{`data-transaction-uid="1.2.8.1"`, `data-transaction-uid="1.2.8.2"`},
+			[]string{`data-transaction-uid="1.2.8.0"`, `data-transaction-uid="1.2.8.3"`}},
+		{"/commitments?limit=1", []string{`data-transaction-uid="1.2.8.3"`, `id="next"`}, []string{`data-transaction-uid="1.2.8.2"`}},
+		{"/commitments?callingAe=NOBODY", []string{"No transaction matches."}, nil},
+		{"/", []string{`<a href="/commitments">Storage Commitment</a>`}, nil},
+	})
+}
