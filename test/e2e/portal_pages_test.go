@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -17,12 +24,16 @@ import (
 // thumbnail fixtures and the synthesized study were sent: the studies
 // search, a study's series previews (rendered server side from its middle
 // instance), the audit trail one association per row with its records on
-// demand, and the events newest first in readable rows. Screenshots of each
-// are saved in test/artifacts/.
+// demand, the events newest first in readable rows, and the Storage
+// Commitment transactions, one of them of no study in the archive.
+// Screenshots of each are saved in test/artifacts/.
 func TestPortalPagesInBrowser(t *testing.T) {
 	need(t, "dcmsend", "chromium")
 	dir := t.TempDir()
-	n := newNode(t, filepath.Join(dir, "data"))
+	// LOCAL_AE may ask for Storage Commitment; its reports go on its
+	// association, kept open for them.
+	report := dicomnettest.ListenParrot(t)
+	n := newNode(t, filepath.Join(dir, "data"), "--commitment-peers", "LOCAL_AE="+report.Addr, "--commitment-wait", "1s")
 	n.start()
 	real := testenv.DICOMTestdataFiles(t)
 	fixtures, _ := filepath.Glob(filepath.Join(testenv.ModuleRoot(t), "scp-task", "internal", "thumbnail", "testdata", "*.dcm"))
@@ -105,6 +116,67 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("storage commitment", func(t *testing.T) {
+		// One transaction of a stored instance and one never sent, one of
+		// an instance never sent only: a study's page shows the first, no
+		// study page the second.
+		txn := func(n int) string { return fmt.Sprintf("2.25.9100%d", n) }
+		p := dicomnettest.DialParrot(t, n.dicom)
+		p.Associate(dicomnettest.CommitmentAssociateRQ("LOCAL_AE", "REMOTE_AE", dicomuid.ImplicitVRLittleEndian))
+		for i, refs := range [][]commitment.Ref{
+			{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: synthInstances[0].sop}, {SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "2.25.9199"}},
+			{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "2.25.9198"}},
+		} {
+			ds, err := commitment.AppendRequest(nil, &commitment.Request{TransactionUID: txn(i + 1), Refs: refs}, dicomuid.ImplicitVRLittleEndian)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.SendMessage(5, dimse.NewNActionRQ(uint16(i+1), dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), ds)
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.NActionRSP || rsp.Status != dimse.StatusSuccess {
+				t.Fatalf("N-ACTION-RSP %+v", rsp)
+			}
+		}
+		p.Timeout = 20 * time.Second
+		for range 2 {
+			cmd, _ := p.ExpectMessage()
+			if cmd.CommandField != dimse.NEventReportRQ {
+				t.Fatalf("want an N-EVENT-REPORT, got %+v", cmd)
+			}
+			p.SendMessage(5, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+		}
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+
+		var dom string
+		eventually(t, 10*time.Second, "both transactions reported", func() bool {
+			dom = chromium(t, []string{"--dump-dom"}, base+"/commitments")
+			return strings.Count(dom, `<tr class="commitment reported"`) == 2
+		})
+		for _, want := range []string{`data-transaction-uid="` + txn(1) + `"`, `data-transaction-uid="` + txn(2) + `"`, "none in the archive",
+			`<a href="/studies/` + synthStudy + `">`, `href="/commitments" class="on"`} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("commitments page lacks %s:\n%s", want, dom)
+			}
+		}
+		// Each result is linked, and opens.
+		results := regexp.MustCompile(`<a href="(/objects/commitment/results/[^"]+)"`).FindAllStringSubmatch(dom, -1)
+		if len(results) != 2 {
+			t.Fatalf("result links %v, want 2", results)
+		}
+		resp, err := http.Get(base + results[0][1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("result %s: %d %s", results[0][1], resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		dom = chromium(t, []string{"--dump-dom"}, base+"/commitments?outcome=failure&callingAe=LOCAL_AE")
+		if got := strings.Count(dom, `<tr class="commitment`); got != 2 {
+			t.Errorf("%d transactions with failures from LOCAL_AE, want 2", got)
+		}
+	})
+
 	art := artifactsDir(t)
 	for name, url := range map[string]string{
 		"portal-search.png":       base + "/?modality=MR",
@@ -112,6 +184,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		"portal-fixtures.png":     base + "/studies/2.25.1",
 		"portal-associations.png": base + "/audit",
 		"portal-events.png":       base + "/events",
+		"portal-commitments.png":  base + "/commitments",
 	} {
 		path := filepath.Join(art, name)
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
