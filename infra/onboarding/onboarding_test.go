@@ -82,7 +82,9 @@ func TestGolden(t *testing.T) {
 }
 
 // checkGolden compares the kit's files with testdata/golden/<name>/ (rewritten
-// first with -update), the set of files included.
+// first with -update), the set of files included. The conformance
+// statement has no golden copy (docs/conformance.md is its one copy in the
+// repository): TestKitShipsConformance checks it.
 func checkGolden(t *testing.T, k *Kit, name string) {
 	t.Helper()
 	dir := filepath.Join("testdata", "golden", name)
@@ -93,6 +95,9 @@ func checkGolden(t *testing.T, k *Kit, name string) {
 		if _, err := k.WriteDir(dir); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Remove(filepath.Join(dir, ConformanceFileName)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	files, err := k.Render()
 	if err != nil {
@@ -100,6 +105,9 @@ func checkGolden(t *testing.T, k *Kit, name string) {
 	}
 	var names []string
 	for _, f := range files {
+		if f.Name == ConformanceFileName {
+			continue
+		}
 		names = append(names, f.Name)
 		want, err := os.ReadFile(filepath.Join(dir, f.Name))
 		if err != nil {
@@ -150,6 +158,66 @@ func renderExample(t *testing.T, env EnvConfig, outs Outputs) map[string]string 
 		byName[f.Name] = string(f.Data)
 	}
 	return byName
+}
+
+// TestKitShipsConformance: every kit carries the DICOM conformance
+// statement, the repository's docs/conformance.md as it is, and its README
+// lists it and sends the reader to it (it said to ask us for a copy).
+func TestKitShipsConformance(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join("..", "..", "docs", "conformance.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, outs := loadExample(t)
+	tlsEnv, tlsOuts := loadTLSExample(t)
+	cases := []struct {
+		name, site string
+		env        EnvConfig
+		outs       Outputs
+		routing    Routing
+	}{
+		{"route", "example-hospital", env, outs, RouteBased},
+		{"policy", "example-hospital", env, outs, PolicyBased},
+		{"bgp", "bgp-clinic", env, outs, RouteBased},
+		{"tls", "example-hospital", tlsEnv, tlsOuts, RouteBased},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			opts := exampleOpts(t, c.outs, c.site)
+			opts.Routing = c.routing
+			k, err := Build(c.env, c.site, c.outs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			if _, err := k.WriteDir(dir); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, ConformanceFileName))
+			if err != nil {
+				t.Fatalf("the kit has no conformance statement: %v", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Error("the kit's conformance.md is not docs/conformance.md")
+			}
+			if st, err := os.Stat(filepath.Join(dir, ConformanceFileName)); err != nil || st.Mode().Perm() != 0o644 {
+				t.Errorf("conformance.md: %v %v, want mode 0644", st.Mode(), err)
+			}
+			readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range []string{"- `conformance.md`: our DICOM conformance statement", "section 3.2.4.1, `conformance.md` in this kit",
+				"conformance statement, `conformance.md` in this kit."} {
+				if !strings.Contains(string(readme), w) {
+					t.Errorf("README.md lacks %q", w)
+				}
+			}
+			if strings.Contains(string(readme), "ask us for the copy") {
+				t.Error("README.md still has the reader ask for the statement")
+			}
+		})
+	}
 }
 
 // TestKitContent checks the properties the issue asks for directly, so a bad

@@ -8,10 +8,16 @@ import (
 	"path/filepath"
 	"strings"
 	"text/template"
+
+	"github.com/dicom-ingest/dicom-ingest/docs"
 )
 
 //go:embed templates/*.tmpl
 var templateFS embed.FS
+
+// ConformanceFileName is the kit's copy of the DICOM conformance statement
+// (docs/conformance.md of the build that made the kit).
+const ConformanceFileName = "conformance.md"
 
 // File is one generated file of a kit.
 type File struct {
@@ -21,10 +27,11 @@ type File struct {
 }
 
 var templates = template.Must(template.New("kit").Option("missingkey=error").Funcs(template.FuncMap{
-	"join":        strings.Join,
-	"sh":          shellJoin,
-	"mul":         func(a, b int) int { return a * b },
-	"secretsFile": func() string { return SecretsFileName },
+	"join":            strings.Join,
+	"sh":              shellJoin,
+	"mul":             func(a, b int) int { return a * b },
+	"secretsFile":     func() string { return SecretsFileName },
+	"conformanceFile": func() string { return ConformanceFileName },
 	// portsText lists the DICOM ports the site sends to: the plain port (p)
 	// when it is open, the TLS port when there is one.
 	"portsText": func(k *Kit, p int) string {
@@ -78,6 +85,7 @@ func (k *Kit) Render() ([]File, error) {
 	if k.TLS != nil {
 		files = append(files, File{Name: ServerCAFileName, Mode: 0o644, Data: []byte(k.TLS.ServerCAPEM)})
 	}
+	files = append(files, File{Name: ConformanceFileName, Mode: 0o644, Data: docs.Conformance})
 	return files, nil
 }
 

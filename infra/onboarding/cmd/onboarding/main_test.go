@@ -36,18 +36,18 @@ func TestRun(t *testing.T) {
 		wantFetched bool
 		wantFiles   []string
 	}{
-		{name: "kit without secrets", args: nil, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
-		{name: "policy routing", args: []string{"-routing", "policy"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh"}},
-		{name: "show secrets", args: []string{"-show-secrets"}, wantFetched: true, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
+		{name: "kit without secrets", args: nil, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
+		{name: "policy routing", args: []string{"-routing", "policy"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "conformance.md"}},
+		{name: "show secrets", args: []string{"-show-secrets"}, wantFetched: true, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
 		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
 		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
 		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "cdk deploy --outputs-file"},
 		{name: "no tunnel addresses and no AWS CLI", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
 		{name: "no NLB addresses and no AWS CLI", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
-		{name: "AWS CLI fills the gaps", noFiles: true, cli: fakeCLI(t), wantFiles: []string{"README.md", "swanctl.conf"}},
+		{name: "AWS CLI fills the gaps", noFiles: true, cli: fakeCLI(t), wantFiles: []string{"README.md", "swanctl.conf", "conformance.md"}},
 		{name: "AWS CLI disabled", noFiles: true, cli: fakeCLI(t), args: []string{"-aws-cli=false"}, wantErr: "describe-vpn-connections"},
 		{name: "AWS CLI fails", noFiles: true, cli: func(context.Context, ...string) ([]byte, error) { return nil, errors.New("ExpiredToken") }, wantErr: "ExpiredToken"},
-		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh"}},
+		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -83,6 +83,9 @@ func TestRun(t *testing.T) {
 			for _, f := range c.wantFiles {
 				if !strings.Contains(stdout.String(), filepath.Join(out, f)) {
 					t.Errorf("stdout does not list %s:\n%s", f, stdout.String())
+				}
+				if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+					t.Errorf("the kit lacks %s: %v", f, err)
 				}
 			}
 			secretsFile, err := os.ReadFile(filepath.Join(out, "swanctl-secrets.conf"))
