@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
@@ -129,16 +128,7 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	}))
 	grantKeyVia(fn, key, "dynamodb", "kms:Decrypt")
 
-	filter := awslogs.NewMetricFilter(self, jsii.String("UnsendableFilter"), &awslogs.MetricFilterProps{
-		LogGroup:        fn.LogGroup(),
-		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$.msg"), jsii.String("="), jsii.String(auditfeed.UnsendableLog)),
-		MetricNamespace: jsii.String(MetricsNamespace),
-		MetricName:      jsii.String(MetricAuditFeedUnsendable),
-		MetricValue:     jsii.String("1"),
-		DefaultValue:    jsii.Number(0),
-		Dimensions:      &map[string]*string{"Environment": jsii.String(c.Name)},
-	})
-	out.Unsendable = filter.Metric(&awscloudwatch.MetricOptions{Statistic: jsii.String("Sum"), Period: awscdk.Duration_Minutes(jsii.Number(5))})
+	out.Unsendable = logLineMetric(self, "UnsendableFilter", fn, c.Name, auditfeed.UnsendableLog, MetricAuditFeedUnsendable)
 	return out
 }
 

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"log/slog"
 	"path/filepath"
 	"strconv"
 
@@ -20,7 +21,9 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // EventSource is the source of every event on the bus.
@@ -440,18 +443,29 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq)
 
 	// The alarm's signal: the function logs each result it gives up on.
-	filter := awslogs.NewMetricFilter(self, jsii.String("CommitmentUndeliverableFilter"), &awslogs.MetricFilterProps{
+	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn, c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)
+}
+
+// logLineMetric counts the lines of fn's log whose message is msg as the
+// metric name in MetricsNamespace, with the dimension Environment taken from
+// the line (lambdaio.Logger writes it on every line), and returns that
+// metric for environment env as an alarm must name it: with the dimension,
+// or the alarm watches a metric nothing publishes. A filter with dimensions
+// takes no default value, and a dimension's value must be a field of the
+// line, so the metric has data only where such a line was logged.
+func logLineMetric(scope constructs.Construct, id string, fn awslambda.Function, env, msg, name string) awscloudwatch.Metric {
+	filter := awslogs.NewMetricFilter(scope, jsii.String(id), &awslogs.MetricFilterProps{
 		LogGroup:        fn.LogGroup(),
-		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$.msg"), jsii.String("="), jsii.String("storage commitment report undeliverable")),
+		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$."+slog.MessageKey), jsii.String("="), jsii.String(msg)),
 		MetricNamespace: jsii.String(MetricsNamespace),
-		MetricName:      jsii.String(MetricCommitmentUndeliverable),
+		MetricName:      jsii.String(name),
 		MetricValue:     jsii.String("1"),
-		Dimensions:      &map[string]*string{"Environment": jsii.String("$.environment")},
+		Dimensions:      &map[string]*string{"Environment": jsii.String("$." + jsonlog.EnvironmentKey)},
 	})
-	out.CommitmentUndeliverable = filter.Metric(&awscloudwatch.MetricOptions{
+	return filter.Metric(&awscloudwatch.MetricOptions{
 		Statistic:     jsii.String("Sum"),
 		Period:        awscdk.Duration_Minutes(jsii.Number(5)),
-		DimensionsMap: &map[string]*string{"Environment": jsii.String(c.Name)},
+		DimensionsMap: &map[string]*string{"Environment": jsii.String(env)},
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // Synthesis through jsii takes tens of seconds, so each environment is
@@ -1590,7 +1591,7 @@ func TestStorageCommitment(t *testing.T) {
 		}
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
-				"FilterPattern": `{ $.msg = "storage commitment report undeliverable" }`,
+				"FilterPattern": `{ $.msg = "` + pipeline.UndeliverableLog + `" }`,
 				"MetricTransformations": []any{map[string]any{
 					"MetricName": MetricCommitmentUndeliverable, "MetricNamespace": MetricsNamespace, "MetricValue": "1",
 					"Dimensions": []any{map[string]any{"Key": "Environment", "Value": "$.environment"}},

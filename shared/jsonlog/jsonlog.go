@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// EnvironmentKey is the attribute naming the deployment environment on
+// every line of a Lambda function's log; the stack's metric filters take it
+// as their Environment dimension.
+const EnvironmentKey = "environment"
+
 // New returns a JSON logger writing to w at level.
 func New(w io.Writer, level slog.Leveler) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: humanDurations}))

@@ -128,6 +128,11 @@ const (
 	CommitmentUndeliverable CommitmentState = "undeliverable"
 )
 
+// UndeliverableLog is the log message of a Storage Commitment result given
+// up on (its report deadline passed): the CommitmentUndeliverable alarm's
+// metric filter matches it.
+const UndeliverableLog = "storage commitment report undeliverable"
+
 // CommitmentTransaction is the state of one Storage Commitment transaction, as the CommitmentStore keeps it.
 // The request itself stays in its document (RequestKey); the result goes to ResultKey.
 type CommitmentTransaction struct {
@@ -638,8 +643,8 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 	case !now.Before(tx.ReportDeadline):
 		tx.State, tx.LastError = CommitmentUndeliverable, rerr.Error()
 		step = commitmentUndeliverable
-		// The alarm watches this line (metric filter on "storage commitment report undeliverable").
-		log.Error("storage commitment report undeliverable", "err", rerr, "calling_ae", tx.CallingAE)
+		// The alarm watches this line (a metric filter on UndeliverableLog).
+		log.Error(UndeliverableLog, "err", rerr, "calling_ae", tx.CallingAE)
 	default:
 		tx.LastError = rerr.Error()
 		// The last attempt comes at the deadline, not a backoff past it.

@@ -343,7 +343,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		}
 		undeliverable := false
 		for _, e := range scp.LogEntries() {
-			if e["msg"] == "storage commitment report undeliverable" && e["level"] == "ERROR" {
+			if e["msg"] == pipeline.UndeliverableLog && e["level"] == "ERROR" {
 				undeliverable = true
 			}
 		}

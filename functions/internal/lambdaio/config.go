@@ -223,7 +223,7 @@ func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (
 func Logger(function string) *slog.Logger {
 	log := jsonlog.New(os.Stdout, slog.LevelInfo).With("function", function)
 	if env := os.Getenv("ENVIRONMENT"); env != "" {
-		log = log.With("environment", env)
+		log = log.With(jsonlog.EnvironmentKey, env)
 	}
 	return log
 }
