@@ -299,7 +299,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 
 // exitGrace bounds what follows the drain at exit: aborted associations
 // ending and the audit records being flushed. The stack leaves 10 s between
-// the drain timeout and the stop timeout's SIGKILL.
+// the drain timeout and the stop timeout's SIGKILL (infra/config's
+// DrainMarginSeconds, which must stay above it).
 const exitGrace = 8 * time.Second
 
 // readiness is whether the SCP can take a new association: the store must

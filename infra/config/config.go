@@ -95,6 +95,17 @@ type Dicom struct {
 	TLS *DicomTLS `json:"tls,omitempty"`
 }
 
+// DrainMarginSeconds is what the stack leaves between scp-task's drain
+// timeout (SCP_DRAIN_TIMEOUT) and the stop timeout's SIGKILL: scp-task's
+// exit grace (8 s, for the aborted associations to end and their audit
+// records to be written) and 2 s to exit. A stop timeout shorter than the
+// margin and a second of drain would kill the task with records unwritten.
+const DrainMarginSeconds = 10
+
+// DrainTimeoutSeconds is scp-task's drain timeout (SCP_DRAIN_TIMEOUT): the
+// stop timeout less DrainMarginSeconds.
+func (s Scp) DrainTimeoutSeconds() int { return s.StopTimeoutSeconds - DrainMarginSeconds }
+
 // Scp sizes the Fargate service.
 type Scp struct {
 	Cpu       int `json:"cpu,omitempty"`       // task CPU units (default 1024)
@@ -108,8 +119,8 @@ type Scp struct {
 	// TargetAssociationsPerTask for the active-association target tracking
 	// (default MaxAssociations/2).
 	TargetAssociationsPerTask int `json:"targetAssociationsPerTask,omitempty"`
-	// StopTimeoutSeconds the container gets after SIGTERM to drain (2..120,
-	// default 120, Fargate's maximum).
+	// StopTimeoutSeconds the container gets after SIGTERM to drain
+	// (DrainMarginSeconds+1..120, default 120, Fargate's maximum).
 	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
 	// DeregistrationDelaySeconds of the target group (default 120).
 	DeregistrationDelaySeconds int `json:"deregistrationDelaySeconds,omitempty"`

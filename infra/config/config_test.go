@@ -91,7 +91,11 @@ func TestParseValidation(t *testing.T) {
 		{"one task", func(c *Config) { c.Scp.MinTasks = 1 }, []string{"scp.minTasks: 1: at least 2 tasks"}},
 		{"max below min", func(c *Config) { c.Scp.MinTasks, c.Scp.MaxTasks = 4, 3 }, []string{"scp.maxTasks: 3 is less than minTasks 4"}},
 		{"task size", func(c *Config) { c.Scp.Cpu, c.Scp.MemoryMiB = 256, 4096 }, []string{"scp: cpu 256 with memoryMiB 4096 is not a Fargate task size"}},
-		{"stop timeout", func(c *Config) { c.Scp.StopTimeoutSeconds = 300 }, []string{"scp.stopTimeoutSeconds: 300 is outside Fargate's range 2..120"}},
+		{"stop timeout", func(c *Config) { c.Scp.StopTimeoutSeconds = 300 }, []string{"scp.stopTimeoutSeconds: 300 is outside 11..120"}},
+		// Fargate takes 2 s, but the SCP needs its drain and its exit grace.
+		{"stop timeout under the drain margin", func(c *Config) { c.Scp.StopTimeoutSeconds = 5 }, []string{"scp.stopTimeoutSeconds: 5 is outside 11..120"}},
+		{"stop timeout of the drain margin", func(c *Config) { c.Scp.StopTimeoutSeconds = 10 }, []string{"scp.stopTimeoutSeconds: 10 is outside 11..120"}},
+		{"stop timeout of the drain margin and a second", func(c *Config) { c.Scp.StopTimeoutSeconds = 11 }, nil},
 		{"association target", func(c *Config) { c.Scp.MaxAssociations, c.Scp.TargetAssociationsPerTask = 10, 20 }, []string{"scp.targetAssociationsPerTask: 20 must be between 1 and maxAssociations (10)"}},
 		{"amazon asn", func(c *Config) { c.Vpn.AmazonSideAsn = 100 }, []string{"vpn.amazonSideAsn: 100 is not a private ASN"}},
 		{"client vpn", func(c *Config) {

@@ -126,8 +126,9 @@ func (c *Config) Validate() error {
 	if s.TargetAssociationsPerTask < 1 || (s.MaxAssociations >= 1 && s.TargetAssociationsPerTask > s.MaxAssociations) {
 		p.addf("scp.targetAssociationsPerTask", "%d must be between 1 and maxAssociations (%d)", s.TargetAssociationsPerTask, s.MaxAssociations)
 	}
-	if s.StopTimeoutSeconds < 2 || s.StopTimeoutSeconds > 120 {
-		p.addf("scp.stopTimeoutSeconds", "%d is outside Fargate's range 2..120", s.StopTimeoutSeconds)
+	if s.StopTimeoutSeconds < DrainMarginSeconds+1 || s.StopTimeoutSeconds > 120 {
+		p.addf("scp.stopTimeoutSeconds", "%d is outside %d..120 (Fargate allows at most 120; scp-task drains for %d s less, and at least 1 s)",
+			s.StopTimeoutSeconds, DrainMarginSeconds+1, DrainMarginSeconds)
 	}
 	if s.DeregistrationDelaySeconds < 0 || s.DeregistrationDelaySeconds > 3600 {
 		p.addf("scp.deregistrationDelaySeconds", "%d is outside 0..3600", s.DeregistrationDelaySeconds)

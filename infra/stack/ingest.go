@@ -340,7 +340,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		// report address (the commitment function reports to it).
 		"SCP_COMMITMENT_PEERS": jsii.String(c.CommitmentPeers()),
 		// Finish draining before Fargate's SIGKILL at the stop timeout.
-		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", max(1, c.Scp.StopTimeoutSeconds-10))),
+		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", c.Scp.DrainTimeoutSeconds())),
 		"AWS_REGION":        jsii.String(c.Region),
 	}
 	out.Secrets = map[string]awsecs.Secret{

@@ -1003,6 +1003,8 @@ func TestFargateService(t *testing.T) {
 			"SCP_AE_TITLE":         c.Dicom.AETitle,
 			"SCP_CALLING_AES":      c.CallingAEs(),
 			"SCP_MAX_ASSOCIATIONS": fmt.Sprint(c.Scp.MaxAssociations),
+			// The drain ends the margin before the stop timeout's SIGKILL.
+			"SCP_DRAIN_TIMEOUT": fmt.Sprintf("%ds", c.Scp.StopTimeoutSeconds-config.DrainMarginSeconds),
 		}
 		for k, v := range want {
 			if env[k] != v {
