@@ -30,6 +30,13 @@ const (
 	HealthPort = 8081  // /healthz, /readyz, /metrics (SCP_HEALTH_LISTEN)
 )
 
+// Target group attributes of the NLB's handling of a target that fails its
+// health check.
+const (
+	TargetUnhealthyConnectionTermination = "target_health_state.unhealthy.connection_termination.enabled"
+	TargetUnhealthyDrainingInterval      = "target_health_state.unhealthy.draining_interval_seconds"
+)
+
 // SCP metrics as the CloudWatch agent sidecar publishes them from the SCP's
 // Prometheus endpoint (scp-task/internal/metrics), in MetricsNamespace with
 // the single dimension Environment=<env name>.
@@ -227,6 +234,13 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 				HealthyHttpCodes:        jsii.String("200"),
 			},
 		})
+		// A task failing /readyz (store or audit trail unreachable, disk
+		// short of its reserve, staging backlog too old) refuses new
+		// associations but finishes the ones it holds, as draining does: by
+		// default the NLB would reset them all once the target turned
+		// unhealthy. They get the deregistration delay instead.
+		tg.SetAttribute(jsii.String(TargetUnhealthyConnectionTermination), jsii.String("false"))
+		tg.SetAttribute(jsii.String(TargetUnhealthyDrainingInterval), jsii.String(strconv.Itoa(c.Scp.DeregistrationDelaySeconds)))
 		listener := nlb.AddListener(jsii.String(id), &awselasticloadbalancingv2.BaseNetworkListenerProps{
 			Port:     jsii.Number(float64(nlbPort)),
 			Protocol: awselasticloadbalancingv2.Protocol_TCP,
