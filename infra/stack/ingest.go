@@ -21,6 +21,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // Ports of the scp-task container.
@@ -42,22 +43,18 @@ const (
 // the single dimension Environment=<env name>.
 const (
 	MetricsNamespace          = "DicomIngest/SCP"
-	MetricActiveAssociations  = "dicom_ingest_associations_active"
-	MetricRejectedAssociation = "dicom_ingest_associations_rejected_total"
-	MetricStoreFailures       = "dicom_ingest_store_failures_total"
-	MetricObjectsStored       = "dicom_ingest_objects_stored_total"
+	MetricActiveAssociations  = metricnames.AssociationsActive
+	MetricRejectedAssociation = metricnames.AssociationsRejected
+	MetricStoreFailures       = metricnames.StoreFailures
+	MetricObjectsStored       = metricnames.ObjectsStored
 	// With dicom.tls only.
-	MetricTLSHandshakeFailures   = "dicom_ingest_tls_handshake_failures_total"
-	MetricTLSCertificateExpireIn = "dicom_ingest_tls_certificate_expires_in_seconds"
-	// MetricTLSClientCRLNextUpdateIn is, per client CRL (label issuer),
-	// the seconds until its next update; none without dicom.tls.clientCrlFile.
-	MetricTLSClientCRLNextUpdateIn = "dicom_ingest_tls_client_crl_next_update_in_seconds"
-	// MetricStagingBacklogAge is how long the oldest staged object has
-	// waited for its upload (stagedstore.MetricBacklogAge).
-	MetricStagingBacklogAge = "dicom_ingest_staging_backlog_age_seconds"
-	// MetricStagingBacklogBytes is what a task has staged and not
-	// uploaded (stagedstore.MetricBacklogBytes).
-	MetricStagingBacklogBytes = "dicom_ingest_staging_backlog_bytes"
+	MetricTLSHandshakeFailures   = metricnames.TLSHandshakeFailures
+	MetricTLSCertificateExpireIn = metricnames.TLSCertificateExpiresIn
+	// MetricTLSClientCRLNextUpdateIn: none without dicom.tls.clientCrlFile.
+	MetricTLSClientCRLNextUpdateIn = metricnames.TLSClientCRLNextUpdateIn
+	// With scp.staging only.
+	MetricStagingBacklogAge   = metricnames.StagingBacklogAge
+	MetricStagingBacklogBytes = metricnames.StagingBacklogBytes
 )
 
 // IngestProps configures NewIngest.

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // Observer records association events as metrics. It is safe for
@@ -35,19 +36,19 @@ var _ dicomnet.Observer = (*Observer)(nil)
 func New(reg prometheus.Registerer) (*Observer, error) {
 	o := &Observer{
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dicom_ingest_associations_active", Help: "Associations currently established.",
+			Name: metricnames.AssociationsActive, Help: "Associations currently established.",
 		}),
 		associations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_associations_total", Help: "Association requests by outcome (accepted, rejected).",
 		}, []string{"outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dicom_ingest_associations_rejected_total", Help: "Rejected association requests by reason.",
+			Name: metricnames.AssociationsRejected, Help: "Rejected association requests by reason.",
 		}, []string{"reason"}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_associations_aborted_total", Help: "Associations that ended in an A-ABORT or a dropped connection.",
 		}),
 		objects: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_objects_stored_total", Help: "Instances durably stored and acknowledged.",
+			Name: metricnames.ObjectsStored, Help: "Instances durably stored and acknowledged.",
 		}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_bytes_stored_total", Help: "Dataset bytes of acknowledged instances.",
@@ -57,7 +58,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dicom_ingest_store_failures_total", Help: "C-STORE requests answered with a failure, by DIMSE status.",
+			Name: metricnames.StoreFailures, Help: "C-STORE requests answered with a failure, by DIMSE status.",
 		}, []string{"status"}),
 		echoes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_echoes_total", Help: "C-ECHO requests answered.",
@@ -67,7 +68,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound; memory: the oldest waiting one made room in --max-preassociation-bytes, or a newcomer got none within ARTIM).",
 		}, []string{"reason"}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_tls_handshake_failures_total",
+			Name: metricnames.TLSHandshakeFailures,
 			Help: "Connections to the TLS listener whose handshake failed (no or an untrusted client certificate, an old TLS version, plain DICOM on the TLS port).",
 		}),
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 func TestObserver(t *testing.T) {
@@ -56,5 +57,35 @@ func TestObserver(t *testing.T) {
 	}
 	if _, err := New(reg); err == nil {
 		t.Error("registering twice must fail, not panic")
+	}
+}
+
+// TestPublishedNames: the metrics the CloudWatch agent publishes and the
+// stack alarms on are registered under metricnames' names, the ones
+// infra/stack selects.
+func TestPublishedNames(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	o, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Vectors appear once they have a child.
+	o.rejected.WithLabelValues("test")
+	o.failures.WithLabelValues("test")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, mf := range mfs {
+		have[mf.GetName()] = true
+	}
+	for _, name := range []string{
+		metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
+		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures,
+	} {
+		if !have[name] {
+			t.Errorf("%s is not registered", name)
+		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
@@ -108,10 +109,10 @@ func newReloader(src Source, log *slog.Logger, reg prometheus.Registerer, now fu
 	// Seconds, not a timestamp, so an alarm can compare it with a threshold
 	// (CloudWatch has no "now" to subtract a timestamp from).
 	r.expiresIn = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dicom_ingest_tls_certificate_expires_in_seconds",
+		Name: metricnames.TLSCertificateExpiresIn,
 		Help: "Seconds until the DICOM TLS server certificate in use expires.",
 	}, func() float64 { return r.Certificate().NotAfter.Sub(r.now()).Seconds() })
-	r.crlDue = &crlCollector{r: r, desc: prometheus.NewDesc("dicom_ingest_tls_client_crl_next_update_in_seconds",
+	r.crlDue = &crlCollector{r: r, desc: prometheus.NewDesc(metricnames.TLSClientCRLNextUpdateIn,
 		"Seconds until the next update of the client CRL in use of each issuing CA (negative once past it: the list is stale but still applied).",
 		[]string{"issuer"}, nil)}
 	if reg != nil {

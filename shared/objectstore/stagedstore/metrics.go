@@ -6,13 +6,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
-// Metric names the infrastructure alarms on.
+// Metric names of the backlog (the infrastructure alarms on those of
+// metricnames).
 const (
-	MetricBacklogAge     = "dicom_ingest_staging_backlog_age_seconds"
-	MetricBacklogBytes   = "dicom_ingest_staging_backlog_bytes"
+	MetricBacklogAge     = metricnames.StagingBacklogAge
+	MetricBacklogBytes   = metricnames.StagingBacklogBytes
 	MetricBacklogObjects = "dicom_ingest_staging_backlog_objects"
 	MetricParked         = "dicom_ingest_staging_parked_objects"
 )
