@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
@@ -26,8 +27,11 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
-// EventSource is the source of every event on the bus.
-const EventSource = "dicom.ingest"
+// busDescription describes the event bus of environment env: what it
+// carries, under which source, as the pipeline names them.
+func busDescription(env string) string {
+	return "dicom-ingest " + env + ": " + strings.Join(pipeline.DetailTypes, ", ") + " (source " + pipeline.EventSource + ")"
+}
 
 // Function names: functions/<name> built into <FunctionsDir>/<name>/bootstrap.
 const (
@@ -215,13 +219,13 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// events it could not encrypt or decrypt (a KMS failure); a subscriber's
 	// failed deliveries go to that subscriber's own target dead-letter queue.
 	bus := awsevents.NewEventBus(self, jsii.String("Bus"), &awsevents.EventBusProps{
-		Description:     jsii.String("dicom-ingest " + c.Name + ": Instance Stored/Rejected, Study Received/Updated (source " + EventSource + ")"),
+		Description:     jsii.String(busDescription(c.Name)),
 		DeadLetterQueue: out.BusDlq,
 		KmsKey:          key,
 	})
 	out.Archive = bus.Archive(jsii.String("Archive"), &awsevents.BaseArchiveProps{
 		Description:  jsii.String("every dicom-ingest event, for replay to new subscribers"),
-		EventPattern: &awsevents.EventPattern{Source: jsii.Strings(EventSource)},
+		EventPattern: &awsevents.EventPattern{Source: jsii.Strings(pipeline.EventSource)},
 		Retention:    awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.ArchiveRetentionDays))),
 	})
 	// The archive's key is set on the resource itself: CDK's KmsKey for an
@@ -284,7 +288,6 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		"AUDIT_TABLE":        audit.TableName(),
 		"INDEX_TABLE":        index.TableName(),
 		"EVENT_BUS_NAME":     bus.EventBusName(),
-		"EVENT_SOURCE":       jsii.String(EventSource),
 		"EVENT_PATIENT_DATA": jsii.String(c.Pipeline.EventPatientData),
 		"ENVIRONMENT":        jsii.String(c.Name),
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // Props configures NewIngestStack.
@@ -158,7 +159,7 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("LogNameKeyArn", s.Storage.LogNameKey.SecretArn(), "Secrets Manager ARN of the key logs name objects with (docs/operations/logging.md)")
 	s.output("AuditTableName", s.Pipeline.AuditTable.TableName(), "Append-only audit table")
 	s.output("IndexTableName", s.Pipeline.IndexTable.TableName(), "Study/series/instance index table")
-	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+EventSource)
+	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+pipeline.EventSource)
 	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
 	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
 	if f := s.Pipeline.AuditFeed; f != nil {

@@ -573,10 +573,27 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 		}
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::Events::Archive"), map[string]any{
-				"EventPattern":  map[string]any{"source": []any{EventSource}},
+				"EventPattern":  map[string]any{"source": []any{pipeline.EventSource}},
 				"RetentionDays": s.cfg.Pipeline.ArchiveRetentionDays,
 			})
 		})
+	})
+}
+
+// TestEventBus: the bus says what a subscriber finds on it, every
+// detail-type and the source, as the pipeline names them.
+func TestEventBus(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		buses := s.resources("AWS::Events::EventBus")
+		if len(buses) != 1 {
+			t.Fatalf("%d event buses, want 1", len(buses))
+		}
+		desc, _ := props(first(buses))["Description"].(string)
+		for _, want := range append([]string{pipeline.EventSource}, pipeline.DetailTypes...) {
+			if !strings.Contains(desc, want) {
+				t.Errorf("bus description %q does not name %q", desc, want)
+			}
+		}
 	})
 }
 
@@ -604,8 +621,13 @@ func TestFunctions(t *testing.T) {
 					t.Errorf("%s: no %s in the environment", id, k)
 				}
 			}
-			if env["EVENT_SOURCE"] != EventSource || env["EVENT_PATIENT_DATA"] != s.cfg.Pipeline.EventPatientData {
-				t.Errorf("%s: EVENT_SOURCE %v EVENT_PATIENT_DATA %v", id, env["EVENT_SOURCE"], env["EVENT_PATIENT_DATA"])
+			if env["EVENT_PATIENT_DATA"] != s.cfg.Pipeline.EventPatientData {
+				t.Errorf("%s: EVENT_PATIENT_DATA %v", id, env["EVENT_PATIENT_DATA"])
+			}
+			// The source is pipeline.EventSource, in the code: a variable
+			// no function reads would only look like a setting.
+			if v, ok := env["EVENT_SOURCE"]; ok {
+				t.Errorf("%s: EVENT_SOURCE %v in the environment, which no function reads", id, v)
 			}
 		}
 		if n != len(FunctionNames)+feeds(s) {

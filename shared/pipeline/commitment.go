@@ -62,10 +62,6 @@ const (
 	CompletionStorageCommitment = "storage-commitment"
 )
 
-// DetailTypeCommitmentCompleted is the event of a Storage Commitment transaction whose result was delivered
-// to the requesting AE or given up on (schemas/storage-commitment-completed.v1.json).
-const DetailTypeCommitmentCompleted = "Storage Commitment Completed"
-
 // CommitmentRequest is the durable record of an N-ACTION-RQ, written by the SCP.
 type CommitmentRequest struct {
 	SchemaVersion  int              `json:"schemaVersion"`

@@ -322,14 +322,22 @@ type Event struct {
 	Resources []string
 }
 
-// Event source and detail-types. Schemas: shared/pipeline/schemas/.
+// Event source and detail-types: the one definition of the names, which
+// the schemas (shared/pipeline/schemas, one file per detail-type), the
+// portal and the event bus's description take from here.
 const (
-	EventSource                = "dicom.ingest"
-	DetailTypeInstanceStored   = "Instance Stored"
-	DetailTypeInstanceRejected = "Instance Rejected"
-	DetailTypeStudyReceived    = "Study Received"
-	DetailTypeStudyUpdated     = "Study Updated"
+	EventSource                   = "dicom.ingest"
+	DetailTypeInstanceStored      = "Instance Stored"
+	DetailTypeInstanceRejected    = "Instance Rejected"
+	DetailTypeStudyReceived       = "Study Received"
+	DetailTypeStudyUpdated        = "Study Updated"
+	DetailTypeCommitmentCompleted = "Storage Commitment Completed"
 )
+
+// DetailTypes are every detail-type the pipeline publishes, in the order
+// docs/pipeline.md lists them.
+var DetailTypes = []string{DetailTypeInstanceStored, DetailTypeInstanceRejected, DetailTypeStudyReceived,
+	DetailTypeStudyUpdated, DetailTypeCommitmentCompleted}
 
 // Severity of a validation finding.
 type Severity string

@@ -175,3 +175,34 @@ func TestSchemasRejectWrongShapes(t *testing.T) {
 		}
 	}
 }
+
+// TestSchemaPerDetailType: every detail-type the pipeline publishes has
+// one schema, and no schema names a detail-type the pipeline does not
+// publish; each schema's title and description name its detail-type and
+// the source, as a subscriber reads them.
+func TestSchemaPerDetailType(t *testing.T) {
+	if len(schemas.File) != len(pipeline.DetailTypes) {
+		t.Errorf("%d schema files for %d detail-types", len(schemas.File), len(pipeline.DetailTypes))
+	}
+	for _, dt := range pipeline.DetailTypes {
+		file, ok := schemas.File[dt]
+		if !ok {
+			t.Errorf("no schema for %q", dt)
+			continue
+		}
+		b, err := schemas.FS.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct{ Title, Description string }
+		if err := json.Unmarshal(b, &s); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if !strings.HasPrefix(s.Title, dt+" (") {
+			t.Errorf("%s: title %q, want it to start with %q", file, s.Title, dt)
+		}
+		if want := fmt.Sprintf("source: %s; detail-type: %q", pipeline.EventSource, dt); !strings.Contains(s.Description, want) {
+			t.Errorf("%s: description does not say %s", file, want)
+		}
+	}
+}

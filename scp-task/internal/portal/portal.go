@@ -163,8 +163,7 @@ var funcs = template.FuncMap{
 
 // eventTypes are the detail-types the pipeline publishes, as the Events
 // page offers them and its filter accepts them.
-var eventTypes = []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected,
-	pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated, pipeline.DetailTypeCommitmentCompleted}
+var eventTypes = pipeline.DetailTypes
 
 var pages = template.Must(template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html"))
 

@@ -3,19 +3,23 @@
 // and version: <detail-type slug>.v<N>.json.
 package schemas
 
-import "embed"
+import (
+	"embed"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
 
 // FS holds the schema files.
 //
 //go:embed *.json
 var FS embed.FS
 
-// File maps a detail-type to its current schema file.
+// File maps each detail-type (pipeline.DetailTypes) to its current schema
+// file.
 var File = map[string]string{
-	"Instance Stored":   "instance-stored.v1.json",
-	"Instance Rejected": "instance-rejected.v1.json",
-	"Study Received":    "study-received.v1.json",
-	"Study Updated":     "study-updated.v1.json",
-
-	"Storage Commitment Completed": "storage-commitment-completed.v1.json",
+	pipeline.DetailTypeInstanceStored:      "instance-stored.v1.json",
+	pipeline.DetailTypeInstanceRejected:    "instance-rejected.v1.json",
+	pipeline.DetailTypeStudyReceived:       "study-received.v1.json",
+	pipeline.DetailTypeStudyUpdated:        "study-updated.v1.json",
+	pipeline.DetailTypeCommitmentCompleted: "storage-commitment-completed.v1.json",
 }
