@@ -226,6 +226,11 @@ var schema = []string{
 	// 10: the portal's list of Storage Commitment transactions, newest
 	// first (Commitments) reads them through this index.
 	`CREATE INDEX commitments_received ON commitments(received_at);`,
+
+	// 11: an event's resources (the objects it is about), which the log
+	// and the webhooks carry as EventBridge's envelope does. Events of
+	// older databases have none.
+	`ALTER TABLE outbox ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

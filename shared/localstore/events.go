@@ -30,28 +30,50 @@ var ErrNotPending = errors.New("localstore: key is not pending")
 // Event is one announcement, shaped like an EventBridge event so a webhook
 // receiver sees what an EventBridge rule target would see in the cloud.
 type Event struct {
-	ID         string          `json:"id"`
-	Time       time.Time       `json:"time"`
-	Source     string          `json:"source"`
-	DetailType string          `json:"detail-type"`
-	Detail     json.RawMessage `json:"detail"`
+	ID         string    `json:"id"`
+	Time       time.Time `json:"time"`
+	Source     string    `json:"source"`
+	DetailType string    `json:"detail-type"`
+	// Resources are what the event is about (pipeline.Event's), never
+	// nil: EventBridge's envelope has an empty list when there is none.
+	Resources []string        `json:"resources"`
+	Detail    json.RawMessage `json:"detail"`
 }
 
-// wireEvent is Event as written to the log and POSTed to webhooks.
+// wireEvent is Event as written to the log and POSTed to webhooks: the
+// fields of EventBridge's envelope in its order, less account and region,
+// which local mode has none of.
 type wireEvent struct {
 	Version    string          `json:"version"`
 	ID         string          `json:"id"`
 	DetailType string          `json:"detail-type"`
 	Source     string          `json:"source"`
 	Time       string          `json:"time"`
+	Resources  []string        `json:"resources"`
 	Detail     json.RawMessage `json:"detail"`
 }
 
 func (e Event) wire() ([]byte, error) {
 	return json.Marshal(wireEvent{
 		Version: "0", ID: e.ID, DetailType: e.DetailType, Source: e.Source,
-		Time: e.Time.UTC().Format(time.RFC3339Nano), Detail: e.Detail,
+		Time: e.Time.UTC().Format(time.RFC3339Nano), Resources: nonNil(e.Resources), Detail: e.Detail,
 	})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// readResources reads an outbox row's resources column.
+func readResources(col string) ([]string, error) {
+	var r []string
+	if err := json.Unmarshal([]byte(col), &r); err != nil {
+		return nil, fmt.Errorf("localstore: event resources: %w", err)
+	}
+	return nonNil(r), nil
 }
 
 // NewEventID returns a random event id.
@@ -81,10 +103,14 @@ func addEvent(ctx context.Context, tx *querier, ev Event, webhooks []string) err
 	if webhooks == nil {
 		left = []byte("[]")
 	}
+	res, err := json.Marshal(nonNil(ev.Resources))
+	if err != nil {
+		return fmt.Errorf("localstore: add event: %w", err)
+	}
 	_, err = tx.ExecContext(ctx,
-		`INSERT INTO outbox(id, time, source, detail_type, detail, webhooks_left) VALUES (?, ?, ?, ?, ?, ?)
+		`INSERT INTO outbox(id, time, source, detail_type, detail, webhooks_left, resources) VALUES (?, ?, ?, ?, ?, ?, ?)
 		 ON CONFLICT(id) DO NOTHING`,
-		ev.ID, unixNano(ev.Time), ev.Source, ev.DetailType, string(ev.Detail), string(left))
+		ev.ID, unixNano(ev.Time), ev.Source, ev.DetailType, string(ev.Detail), string(left), string(res))
 	if err != nil {
 		return fmt.Errorf("localstore: add event: %w", err)
 	}
@@ -158,7 +184,7 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	case f.Before > 0:
 		add("seq < ?", f.Before)
 	}
-	q := `SELECT seq, id, time, source, detail_type, detail FROM outbox`
+	q := `SELECT seq, id, time, source, detail_type, detail, resources FROM outbox`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -174,13 +200,16 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	for rows.Next() {
 		var e StoredEvent
 		var t int64
-		var detail string
-		if err := rows.Scan(&e.Seq, &e.ID, &t, &e.Source, &e.DetailType, &detail); err != nil {
+		var detail, res string
+		if err := rows.Scan(&e.Seq, &e.ID, &t, &e.Source, &e.DetailType, &detail, &res); err != nil {
 			return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 		}
 		if len(page.Events) == limit {
 			page.Next = strconv.FormatInt(page.Events[limit-1].Seq, 10)
 			break
+		}
+		if e.Resources, err = readResources(res); err != nil {
+			return EventPage{}, err
 		}
 		e.Time, e.Detail = fromNano(t), json.RawMessage(detail)
 		page.Events = append(page.Events, e)
@@ -548,7 +577,7 @@ type outboxEvent struct {
 // and up to through, that meet where.
 func (p *Publisher) undelivered(ctx context.Context, where string, from, through int64) ([]outboxEvent, error) {
 	rows, err := p.DB.read.QueryContext(ctx,
-		`SELECT seq, id, time, source, detail_type, detail, webhooks_left FROM outbox WHERE `+where+` AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`, from, through, flushBatch)
+		`SELECT seq, id, time, source, detail_type, detail, webhooks_left, resources FROM outbox WHERE `+where+` AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`, from, through, flushBatch)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: read outbox: %w", err)
 	}
@@ -557,9 +586,12 @@ func (p *Publisher) undelivered(ctx context.Context, where string, from, through
 	for rows.Next() {
 		var pe outboxEvent
 		var t int64
-		var detail, left string
-		if err := rows.Scan(&pe.seq, &pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left); err != nil {
+		var detail, left, res string
+		if err := rows.Scan(&pe.seq, &pe.ev.ID, &t, &pe.ev.Source, &pe.ev.DetailType, &detail, &left, &res); err != nil {
 			return nil, fmt.Errorf("localstore: read outbox: %w", err)
+		}
+		if pe.ev.Resources, err = readResources(res); err != nil {
+			return nil, err
 		}
 		pe.ev.Time, pe.ev.Detail = fromNano(t), json.RawMessage(detail)
 		if err := json.Unmarshal([]byte(left), &pe.left); err != nil {

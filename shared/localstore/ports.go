@@ -242,7 +242,7 @@ type Outbox struct {
 func (o *Outbox) Publish(ctx context.Context, events []pipeline.Event) ([]int, error) {
 	err := o.b.write(ctx, func(tx *querier) error {
 		for _, e := range events {
-			ev := Event{ID: e.ID, Time: e.Time, Source: pipeline.EventSource, DetailType: e.DetailType, Detail: e.Detail}
+			ev := Event{ID: e.ID, Time: e.Time, Source: pipeline.EventSource, DetailType: e.DetailType, Resources: e.Resources, Detail: e.Detail}
 			if err := addEvent(ctx, tx, ev, o.webhooks); err != nil {
 				return err
 			}

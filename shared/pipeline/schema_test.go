@@ -41,81 +41,92 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 	return out
 }
 
+// everyEvent runs the pipeline, on the fakes, through every detail-type
+// under the patient-data policy: instances stored, rejected, with a
+// warning and of another patient, a study received and updated, Storage
+// Commitment results with and without failures, one undeliverable. It
+// returns the events published, in order.
+func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy) []pipeline.Event {
+	t.Helper()
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	p.PatientData, p.BucketName = policy, "bucket"
+	// Indexed as soon as received (10:20:30), before t0.
+	p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
+	add(f, key(sop1), ct(sop1).Build(), sop1)
+	bad := ct(sop2)
+	bad.SeriesUID = "1.02"
+	add(f, key(sop2), bad.Build(), sop2)
+	w := ct("1.2.826.0.1.3680043.10.1.1.3")
+	w.PatientID = ""
+	add(f, key(w.SOPUID), w.Build(), w.SOPUID)
+	other := ct("1.2.826.0.1.3680043.10.1.1.5")
+	other.PatientID = "ANOTHER-PATIENT"
+	add(f, key(other.SOPUID), other.Build(), other.SOPUID)
+	for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID), key(other.SOPUID)} {
+		if _, err := p.ProcessObject(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC)
+	if _, err := p.AnnounceStableStudies(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	late := ct("1.2.826.0.1.3680043.10.1.1.4")
+	add(f, key(late.SOPUID), late.Build(), late.SOPUID)
+	if _, err := p.ProcessObject(ctx, key(late.SOPUID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.AnnounceStableStudies(ctx, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Storage Commitment: a study completed by commitment, a result with failures, one undeliverable.
+	p.Now = func() time.Time { return t0.Add(2 * time.Hour) }
+	c2 := "1.2.826.0.1.3680043.10.2"
+	for i, inst := range []pt.Instance{{StudyUID: c2, SeriesUID: c2 + ".1", SOPUID: c2 + ".1.1", PatientID: "PID-2", Rows: 8, Columns: 8, SourceAE: "PACS"}} {
+		k := fmt.Sprintf("incoming/2026/01/15/%s/%s/%d.dcm", inst.StudyUID, inst.SeriesUID, i)
+		add(f, k, inst.Build(), inst.SOPUID)
+		if _, err := p.ProcessObject(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(txn string, refs ...commitment.Ref) {
+		t.Helper()
+		r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
+			AssociationID: "a-" + txn, MessageID: 1, ReceivedAt: t0.Add(2 * time.Hour)}
+		body, _ := json.Marshal(r)
+		if err := f.Objects.Put(ctx, r.Key(), body, "application/json", nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ProcessCommitmentRequest(ctx, r.Key()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.RunCommitments(ctx, p.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit("1.2.826.0.1.3680043.10.9.1", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: c2 + ".1.1"})
+	commit("1.2.826.0.1.3680043.10.9.2", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1},
+		commitment.Ref{SOPClassUID: "1.2.840.10008.1.1", SOPInstanceUID: "1.2.3"})
+	f.Reporter.Err, p.CommitmentReportFor = errors.New("unreachable"), time.Nanosecond
+	commit("1.2.826.0.1.3680043.10.9.3", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1})
+	p.Now = func() time.Time { return t0.Add(3 * time.Hour) }
+	if _, err := p.RunCommitments(ctx, t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	return f.Events.All()
+}
+
 // TestEventsMatchSchemas runs the pipeline through every detail-type, under
 // every patient-data policy, and validates each detail against its schema.
 func TestEventsMatchSchemas(t *testing.T) {
 	sch := compileSchemas(t)
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataID, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {
-			ctx := context.Background()
-			f := pt.New()
-			p := f.Pipeline()
-			p.PatientData, p.BucketName = policy, "bucket"
-			// Indexed as soon as received (10:20:30), before t0.
-			p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
-			add(f, key(sop1), ct(sop1).Build(), sop1)
-			bad := ct(sop2)
-			bad.SeriesUID = "1.02"
-			add(f, key(sop2), bad.Build(), sop2)
-			w := ct("1.2.826.0.1.3680043.10.1.1.3")
-			w.PatientID = ""
-			add(f, key(w.SOPUID), w.Build(), w.SOPUID)
-			other := ct("1.2.826.0.1.3680043.10.1.1.5")
-			other.PatientID = "ANOTHER-PATIENT"
-			add(f, key(other.SOPUID), other.Build(), other.SOPUID)
-			for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID), key(other.SOPUID)} {
-				if _, err := p.ProcessObject(ctx, k); err != nil {
-					t.Fatal(err)
-				}
-			}
-			t0 := time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC)
-			if _, err := p.AnnounceStableStudies(ctx, t0); err != nil {
-				t.Fatal(err)
-			}
-			late := ct("1.2.826.0.1.3680043.10.1.1.4")
-			add(f, key(late.SOPUID), late.Build(), late.SOPUID)
-			if _, err := p.ProcessObject(ctx, key(late.SOPUID)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := p.AnnounceStableStudies(ctx, t0.Add(time.Hour)); err != nil {
-				t.Fatal(err)
-			}
-			// Storage Commitment: a study completed by commitment, a result with failures, one undeliverable.
-			p.Now = func() time.Time { return t0.Add(2 * time.Hour) }
-			c2 := "1.2.826.0.1.3680043.10.2"
-			for i, inst := range []pt.Instance{{StudyUID: c2, SeriesUID: c2 + ".1", SOPUID: c2 + ".1.1", PatientID: "PID-2", Rows: 8, Columns: 8, SourceAE: "PACS"}} {
-				k := fmt.Sprintf("incoming/2026/01/15/%s/%s/%d.dcm", inst.StudyUID, inst.SeriesUID, i)
-				add(f, k, inst.Build(), inst.SOPUID)
-				if _, err := p.ProcessObject(ctx, k); err != nil {
-					t.Fatal(err)
-				}
-			}
-			commit := func(txn string, refs ...commitment.Ref) {
-				t.Helper()
-				r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
-					AssociationID: "a-" + txn, MessageID: 1, ReceivedAt: t0.Add(2 * time.Hour)}
-				body, _ := json.Marshal(r)
-				if err := f.Objects.Put(ctx, r.Key(), body, "application/json", nil); err != nil {
-					t.Fatal(err)
-				}
-				if err := p.ProcessCommitmentRequest(ctx, r.Key()); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := p.RunCommitments(ctx, p.Now()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			commit("1.2.826.0.1.3680043.10.9.1", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: c2 + ".1.1"})
-			commit("1.2.826.0.1.3680043.10.9.2", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1},
-				commitment.Ref{SOPClassUID: "1.2.840.10008.1.1", SOPInstanceUID: "1.2.3"})
-			f.Reporter.Err, p.CommitmentReportFor = errors.New("unreachable"), time.Nanosecond
-			commit("1.2.826.0.1.3680043.10.9.3", commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1})
-			p.Now = func() time.Time { return t0.Add(3 * time.Hour) }
-			if _, err := p.RunCommitments(ctx, t0.Add(3*time.Hour)); err != nil {
-				t.Fatal(err)
-			}
+			events := everyEvent(t, policy)
 			seen := map[string]int{}
-			for _, ev := range f.Events.All() {
+			for _, ev := range events {
 				s := sch[ev.DetailType]
 				if s == nil {
 					t.Fatalf("no schema for %q", ev.DetailType)

@@ -1,0 +1,183 @@
+package pipeline_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// putEventsCapture is an EventBridge client that accepts every entry.
+type putEventsCapture struct {
+	entries []ebtypes.PutEventsRequestEntry
+}
+
+func (c *putEventsCapture) PutEvents(_ context.Context, in *eventbridge.PutEventsInput, _ ...func(*eventbridge.Options)) (*eventbridge.PutEventsOutput, error) {
+	c.entries = append(c.entries, in.Entries...)
+	return &eventbridge.PutEventsOutput{Entries: make([]ebtypes.PutEventsResultEntry, len(in.Entries))}, nil
+}
+
+// delivered is an event as a subscriber receives it: the fields of
+// EventBridge's envelope.
+type delivered struct {
+	Version    string          `json:"version"`
+	ID         string          `json:"id"`
+	DetailType string          `json:"detail-type"`
+	Source     string          `json:"source"`
+	Account    string          `json:"account"`
+	Time       string          `json:"time"`
+	Region     string          `json:"region"`
+	Resources  []string        `json:"resources"`
+	Detail     json.RawMessage `json:"detail"`
+}
+
+// viaEventBridge publishes events with the AWS adapter and returns them as
+// a rule's target receives them: EventBridge gives each entry an id of its
+// own, its account and region, resources (empty when none) and the time to
+// the second.
+func viaEventBridge(t *testing.T, events []pipeline.Event) []delivered {
+	t.Helper()
+	c := &putEventsCapture{}
+	pub := &awsadapters.EventBridgePublisher{Client: c, BusName: "dicom-ingest-test"}
+	for chunk := range slices.Chunk(events, 10) {
+		if failed, err := pub.Publish(context.Background(), chunk); err != nil || len(failed) > 0 {
+			t.Fatalf("publish: failed %v, %v", failed, err)
+		}
+	}
+	out := make([]delivered, len(c.entries))
+	for i, e := range c.entries {
+		res := e.Resources
+		if res == nil {
+			res = []string{}
+		}
+		out[i] = delivered{Version: "0", ID: "eventbridge-assigned", DetailType: aws.ToString(e.DetailType),
+			Source: aws.ToString(e.Source), Account: "123456789012", Time: aws.ToTime(e.Time).UTC().Format(time.RFC3339),
+			Region: "eu-west-1", Resources: res, Detail: json.RawMessage(aws.ToString(e.Detail))}
+	}
+	return out
+}
+
+// viaLocalMode publishes events with the local outbox and returns the
+// lines of the event log (what webhooks are POSTed too).
+func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[string]any) {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	db, err := localstore.Open(ctx, filepath.Join(dir, "ingest.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Outbox(nil).Publish(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "events.log")
+	if err := (&localstore.Publisher{DB: db, LogPath: logPath}).Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []delivered
+	var raw []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var d delivered
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		out, raw = append(out, d), append(raw, m)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out, raw
+}
+
+// TestEventsInBothModes: every event the pipeline emits reaches a
+// subscriber in the same shape in AWS (the EventBridge adapter) and in
+// local mode (the outbox, its log and webhooks), and matches its schema
+// there; the envelopes differ only where docs/pipeline.md says (id,
+// account, region, the time's precision).
+func TestEventsInBothModes(t *testing.T) {
+	sch := compileSchemas(t)
+	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataFull} {
+		t.Run(string(policy), func(t *testing.T) {
+			events := everyEvent(t, policy)
+			eb := viaEventBridge(t, events)
+			local, raw := viaLocalMode(t, events)
+			if len(eb) != len(events) || len(local) != len(events) {
+				t.Fatalf("%d events: %d through EventBridge, %d in the event log", len(events), len(eb), len(local))
+			}
+			seen := map[string]bool{}
+			for i, ev := range events {
+				a, l := eb[i], local[i]
+				seen[ev.DetailType] = true
+				for mode, d := range map[string]delivered{"aws": a, "local": l} {
+					if d.Source != pipeline.EventSource || d.DetailType != ev.DetailType || d.Version != "0" {
+						t.Errorf("%s: source %q detail-type %q version %q", mode, d.Source, d.DetailType, d.Version)
+					}
+					var v any
+					if err := json.Unmarshal(d.Detail, &v); err != nil {
+						t.Fatal(err)
+					}
+					if err := sch[d.DetailType].Validate(v); err != nil {
+						t.Errorf("%s: %s detail does not match its schema: %v", mode, d.DetailType, err)
+					}
+				}
+				var ad, ld any
+				if err := json.Unmarshal(a.Detail, &ad); err != nil {
+					t.Fatal(err)
+				}
+				if err := json.Unmarshal(l.Detail, &ld); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(ad, ld) {
+					t.Errorf("%s: detail differs between modes:\naws   %s\nlocal %s", ev.DetailType, a.Detail, l.Detail)
+				}
+				if !slices.Equal(a.Resources, l.Resources) || l.Resources == nil {
+					t.Errorf("%s: resources %q in AWS, %q in local mode", ev.DetailType, a.Resources, l.Resources)
+				}
+				if at, err := time.Parse(time.RFC3339, a.Time); err != nil {
+					t.Errorf("aws time %q: %v", a.Time, err)
+				} else if lt, err := time.Parse(time.RFC3339Nano, l.Time); err != nil || !lt.Truncate(time.Second).Equal(at) {
+					t.Errorf("time %q in local mode, %q in AWS (%v)", l.Time, a.Time, err)
+				}
+				// The one id both modes share is the detail's eventId.
+				if l.ID != ev.ID {
+					t.Errorf("local envelope id %q, want the event id %q", l.ID, ev.ID)
+				}
+				for k := range raw[i] {
+					if _, ok := map[string]bool{"version": true, "id": true, "detail-type": true, "source": true, "time": true, "resources": true, "detail": true}[k]; !ok {
+						t.Errorf("local envelope has %q, which EventBridge's has not", k)
+					}
+				}
+			}
+			for _, dt := range pipeline.DetailTypes {
+				if !seen[dt] {
+					t.Errorf("no %q event", dt)
+				}
+			}
+		})
+	}
+}
