@@ -109,11 +109,15 @@ type EventSeries struct {
 	Instances         []EventInstance `json:"instances,omitempty"`
 }
 
-// EventInstance points at one instance's object and metadata.
+// EventInstance points at one content's object and metadata. A series
+// lists every content of the study: a conflicting resend is listed under
+// its SOP Instance UID a second time, with Conflict (the first content has
+// none), while the series' InstanceCount counts SOP Instances.
 type EventInstance struct {
 	SOPInstanceUID string `json:"sopInstanceUid"`
 	ObjectURI      string `json:"objectUri"`
 	MetadataURI    string `json:"metadataUri"`
+	Conflict       bool   `json:"conflict,omitempty"`
 }
 
 // maxEventPointerBytes bounds the instance pointers in a study event so it
@@ -125,7 +129,11 @@ const maxEventPointerBytes = 192 << 10
 
 // eventPointerBytes is an instance pointer's size in a study event's JSON.
 func eventPointerBytes(p EventInstance) int {
-	return len(`{"sopInstanceUid":"","objectUri":"","metadataUri":""},`) + len(p.SOPInstanceUID) + len(p.ObjectURI) + len(p.MetadataURI)
+	n := len(`{"sopInstanceUid":"","objectUri":"","metadataUri":""},`) + len(p.SOPInstanceUID) + len(p.ObjectURI) + len(p.MetadataURI)
+	if p.Conflict {
+		n += len(`,"conflict":true`)
+	}
+	return n
 }
 
 func (p *Pipeline) patient(in InstanceRecord) *EventPatient {
@@ -163,7 +171,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	pointers := make([]EventInstance, len(full.Instances))
 	size := 0
 	for j, in := range full.Instances {
-		pointers[j] = EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey)}
+		pointers[j] = EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey), Conflict: in.Conflict}
 		size += eventPointerBytes(pointers[j])
 	}
 	if size <= maxEventPointerBytes {

@@ -568,6 +568,37 @@ func TestConflictingResend(t *testing.T) {
 			t.Errorf("%s missing", k)
 		}
 	}
+	// The study event points at both contents, and says which is the
+	// conflicting resend: a subscriber fetching a series' instances would
+	// otherwise get two objects under one SOP Instance UID and no way to
+	// tell them apart but the key's spelling.
+	if _, err := p.AnnounceStableStudies(ctx, time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	ev = f.Events.All()
+	var sd struct {
+		Series []struct {
+			InstanceCount int              `json:"instanceCount"`
+			Instances     []map[string]any `json:"instances"`
+		} `json:"series"`
+	}
+	if len(ev) != 3 || ev[2].DetailType != pipeline.DetailTypeStudyReceived {
+		t.Fatalf("%d events, the last %q; want a Study Received third", len(ev), ev[len(ev)-1].DetailType)
+	}
+	if err := json.Unmarshal(ev[2].Detail, &sd); err != nil || len(sd.Series) != 1 {
+		t.Fatalf("study event %s (%v)", ev[2].Detail, err)
+	}
+	se := sd.Series[0]
+	if se.InstanceCount != 1 || len(se.Instances) != 2 {
+		t.Fatalf("series counts %d instances and lists %d pointers; want 1 and 2", se.InstanceCount, len(se.Instances))
+	}
+	for _, in := range se.Instances {
+		uri, _ := in["objectUri"].(string)
+		conflicting := strings.HasSuffix(uri, ck)
+		if in["sopInstanceUid"] != sop1 || (in["conflict"] == true) != conflicting || (!conflicting && in["conflict"] != nil) {
+			t.Errorf("pointer %v: conflict %v, want it only on the conflicting content's", in, in["conflict"])
+		}
+	}
 }
 
 // TestPatientMismatch sends a study whose second instance names another

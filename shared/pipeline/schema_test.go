@@ -64,7 +64,15 @@ func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy) []pipeline.Even
 	other := ct("1.2.826.0.1.3680043.10.1.1.5")
 	other.PatientID = "ANOTHER-PATIENT"
 	add(f, key(other.SOPUID), other.Build(), other.SOPUID)
-	for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID), key(other.SOPUID)} {
+	// A conflicting resend of sop1: other content under its UID.
+	resent := ct(sop1)
+	resent.Rows = 32
+	data := resent.Build()
+	ck := strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-" + sha(data)[:16] + ".dcm"
+	m := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+	m["conflict"] = "true"
+	f.Objects.Add(ck, data, m)
+	for _, k := range []string{key(sop1), key(sop2), key(w.SOPUID), key(other.SOPUID), ck} {
 		if _, err := p.ProcessObject(ctx, k); err != nil {
 			t.Fatal(err)
 		}
