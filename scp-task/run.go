@@ -129,7 +129,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	if cfg.Local {
 		lm, err = local.Start(ctx, local.Config{
 			DataDir: cfg.DataDir, PortalListen: cfg.PortalListen, PortalListener: lns.portal, Webhooks: cfg.Webhooks,
-			QuietPeriod: cfg.QuietPeriod, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
+			QuietPeriod: cfg.QuietPeriod, PatientData: cfg.EventPatientData, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
 			CommitmentWait: cfg.CommitmentWait, CommitmentReportFor: cfg.CommitmentReportFor,
 			CommitmentQuarantined: cfg.CommitmentQuarantined, MinFreeBytes: cfg.MinFreeBytes,
 		})

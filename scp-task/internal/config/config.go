@@ -19,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // Config is everything scp-task can be told.
@@ -87,6 +88,8 @@ type Config struct {
 	PortalListen string
 	Webhooks     []string
 	QuietPeriod  time.Duration
+	// EventPatientData is how much patient data local mode's events carry.
+	EventPatientData pipeline.PatientDataPolicy
 
 	// AuditSyslog is the audit feed's collector (tls://host[:port]), ""
 	// when the feed is off; AuditSyslogAddr its host:port and AuditTLS the
@@ -161,6 +164,7 @@ var settings = []Setting{
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
 	{"quiet-period", "QUIET_PERIOD", "60s", "a study is announced as received once this long has passed since its last instance was received or indexed"},
+	{"event-patient-data", "EVENT_PATIENT_DATA", "none", "local mode: patient data events carry, as the functions' EVENT_PATIENT_DATA: none, id (Patient ID, accession number) or full (also name, birth date, sex)"},
 	{"audit-syslog", "SCP_AUDIT_SYSLOG", "", "send the audit trail as DICOM audit messages (PS3.15 A.5) over syslog TLS to this collector: tls://host[:port], port 6514 by default; empty: off"},
 	{"audit-syslog-ca", "SCP_AUDIT_SYSLOG_CA", "", "PEM file of the CA the collector's certificate must chain to (required with --audit-syslog)"},
 	{"audit-syslog-cert", "SCP_AUDIT_SYSLOG_CERT", "", "PEM file of our client certificate, when the collector asks for one (mutual TLS; with --audit-syslog-key)"},
@@ -377,6 +381,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		errs = append(errs, fmt.Errorf("%s: %w", named("commitment-peers"), err))
 	} else {
 		c.CommitmentPeers = peers
+	}
+	if p, err := pipeline.ParsePatientDataPolicy(get("event-patient-data")); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %w", named("event-patient-data"), err))
+	} else {
+		c.EventPatientData = p
 	}
 	c.CommitmentWait = duration("commitment-wait")
 	c.CommitmentReportFor = duration("commitment-report-for")

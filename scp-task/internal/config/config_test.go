@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 func env(m map[string]string) func(string) string {
@@ -75,6 +76,7 @@ func TestErrors(t *testing.T) {
 		{"pre-association memory below one TLS handshake", []string{"--max-preassociation-bytes", "1048576"}, nil, "at least 2097152"},
 		{"pre-association memory with a unit", nil, map[string]string{"SCP_MAX_PREASSOCIATION_BYTES": "128MiB"}, `SCP_MAX_PREASSOCIATION_BYTES: "128MiB" is not 0`},
 		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY: vfs: latency \"write=fast\""},
+		{"bad patient data", nil, map[string]string{"EVENT_PATIENT_DATA": "names"}, `EVENT_PATIENT_DATA: pipeline: unknown patient data policy "names"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +85,29 @@ func TestErrors(t *testing.T) {
 				t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestEventPatientData: local mode's events carry the patient data the
+// functions' would under the same EVENT_PATIENT_DATA, so a subscriber can
+// try the deployment's policy with make run; none by default, as there.
+func TestEventPatientData(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want pipeline.PatientDataPolicy
+	}{
+		{nil, nil, pipeline.PatientDataNone},
+		{nil, map[string]string{"EVENT_PATIENT_DATA": "id"}, pipeline.PatientDataID},
+		{[]string{"--event-patient-data", "full"}, map[string]string{"EVENT_PATIENT_DATA": "id"}, pipeline.PatientDataFull},
+	} {
+		c, err := Load(tt.args, env(tt.env), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.EventPatientData != tt.want {
+			t.Errorf("%v %v: policy %q, want %q", tt.args, tt.env, c.EventPatientData, tt.want)
+		}
 	}
 }
 
