@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -195,6 +198,30 @@ func TestSchemasRejectWrongShapes(t *testing.T) {
 	}
 }
 
+// schemaDoc is what the tests read of a schema file besides validating.
+type schemaDoc struct {
+	Title, Description string
+	Properties         map[string]any
+}
+
+// schemaOf reads the schema of detail-type dt; false when it has none.
+func schemaOf(t *testing.T, dt string) (schemaDoc, bool) {
+	t.Helper()
+	file, ok := schemas.File[dt]
+	if !ok {
+		return schemaDoc{}, false
+	}
+	b, err := schemas.FS.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s schemaDoc
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("%s: %v", file, err)
+	}
+	return s, true
+}
+
 // TestSchemaPerDetailType: every detail-type the pipeline publishes has
 // one schema, and no schema names a detail-type the pipeline does not
 // publish; each schema's title and description name its detail-type and
@@ -204,24 +231,66 @@ func TestSchemaPerDetailType(t *testing.T) {
 		t.Errorf("%d schema files for %d detail-types", len(schemas.File), len(pipeline.DetailTypes))
 	}
 	for _, dt := range pipeline.DetailTypes {
-		file, ok := schemas.File[dt]
+		s, ok := schemaOf(t, dt)
 		if !ok {
 			t.Errorf("no schema for %q", dt)
 			continue
 		}
-		b, err := schemas.FS.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var s struct{ Title, Description string }
-		if err := json.Unmarshal(b, &s); err != nil {
-			t.Fatalf("%s: %v", file, err)
-		}
+		file := schemas.File[dt]
 		if !strings.HasPrefix(s.Title, dt+" (") {
 			t.Errorf("%s: title %q, want it to start with %q", file, s.Title, dt)
 		}
 		if want := fmt.Sprintf("source: %s; detail-type: %q", pipeline.EventSource, dt); !strings.Contains(s.Description, want) {
 			t.Errorf("%s: description does not say %s", file, want)
+		}
+	}
+}
+
+// TestDocsEventNames: docs/pipeline.md's events table lists every
+// detail-type with its schema file, and its example rule in Subscribing
+// matches the source, detail-types the pipeline publishes and fields
+// their schemas have: a subscriber writes the rule from the docs alone.
+func TestDocsEventNames(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, dt := range pipeline.DetailTypes {
+		if row := fmt.Sprintf("| `%s` | `%s` |", dt, schemas.File[dt]); !strings.Contains(doc, row) {
+			t.Errorf("docs/pipeline.md has no events table row %q", row)
+		}
+	}
+	_, sub, ok := strings.Cut(doc, "\n### Subscribing\n")
+	if !ok {
+		t.Fatal("docs/pipeline.md has no Subscribing section")
+	}
+	_, block, ok := strings.Cut(sub, "```json\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("Subscribing has no JSON event pattern")
+	}
+	var pattern struct {
+		Source     []string                   `json:"source"`
+		DetailType []string                   `json:"detail-type"`
+		Detail     map[string]json.RawMessage `json:"detail"`
+	}
+	if err := json.Unmarshal([]byte(block), &pattern); err != nil {
+		t.Fatalf("the example pattern is no JSON: %v", err)
+	}
+	if !slices.Equal(pattern.Source, []string{pipeline.EventSource}) {
+		t.Errorf("example source %q", pattern.Source)
+	}
+	for _, dt := range pattern.DetailType {
+		s, ok := schemaOf(t, dt)
+		if !ok {
+			t.Errorf("example detail-type %q is none the pipeline publishes", dt)
+			continue
+		}
+		for field := range pattern.Detail {
+			if _, ok := s.Properties[field]; !ok {
+				t.Errorf("example matches detail field %q, which %s has not", field, dt)
+			}
 		}
 	}
 }
