@@ -1,6 +1,7 @@
 // Package docs gives the programs the documents they ship: the DICOM
 // conformance statement, which every site's onboarding kit carries. The
 // Markdown here is the one source; nothing copies it into the repository.
+// Its tests hold the documents to the code they describe.
 package docs
 
 import _ "embed"
