@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 
@@ -114,18 +116,94 @@ func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[str
 	return out, raw
 }
 
+// objectKeyOf returns the key of the object event ev of deployment d is
+// about, by its detail: objectKey for instance events (whose objectUri is
+// d's pointer to it), the result's key for Storage Commitment Completed;
+// "" for study events, which are about no one object.
+func objectKeyOf(t *testing.T, d deployment, ev pipeline.Event) string {
+	t.Helper()
+	var detail struct{ ObjectKey, ObjectURI, ResultURI string }
+	if err := json.Unmarshal(ev.Detail, &detail); err != nil {
+		t.Fatal(err)
+	}
+	switch ev.DetailType {
+	case pipeline.DetailTypeInstanceStored, pipeline.DetailTypeInstanceRejected:
+		if detail.ObjectURI != d.pointers+detail.ObjectKey {
+			t.Errorf("%s: objectUri %q for key %q, want it under %q", ev.DetailType, detail.ObjectURI, detail.ObjectKey, d.pointers)
+		}
+		return detail.ObjectKey
+	case pipeline.DetailTypeCommitmentCompleted:
+		key, ok := strings.CutPrefix(detail.ResultURI, d.pointers)
+		if !ok {
+			t.Errorf("%s: resultUri %q, want it under %q", ev.DetailType, detail.ResultURI, d.pointers)
+		}
+		return key
+	}
+	return ""
+}
+
+// keysOf returns the keys that resources name under deployment d's base,
+// failing for one that is not under it.
+func keysOf(t *testing.T, d deployment, resources []string) []string {
+	t.Helper()
+	keys := []string{}
+	for _, r := range resources {
+		key, ok := strings.CutPrefix(r, d.resources)
+		if !ok {
+			t.Errorf("%s: resource %q is not under %q", d.name, r, d.resources)
+		}
+		keys = append(keys, key)
+	}
+	return keys
+}
+
+// TestEventResourcesNameObjects: an event's resources name the object it
+// is about (the result, for Storage Commitment Completed; nothing for a
+// study event), as EventBridge asks, by ARN in AWS, in the stack's
+// partition; in local mode, which has no ARN, by its URI, the detail's.
+// In both, a resource is the deployment's base followed by the key.
+func TestEventResourcesNameObjects(t *testing.T) {
+	for _, d := range []deployment{inAWS("aws"), inAWS("aws-cn"), inAWS("aws-us-gov"), inLocalMode} {
+		t.Run(d.name, func(t *testing.T) {
+			for _, ev := range everyEvent(t, pipeline.PatientDataNone, d) {
+				var want []string
+				if key := objectKeyOf(t, d, ev); key != "" {
+					want = []string{d.resources + key}
+				}
+				if !slices.Equal(ev.Resources, want) {
+					t.Errorf("%s: resources %q, want %q", ev.DetailType, ev.Resources, want)
+				}
+				for _, r := range ev.Resources {
+					a, err := arn.Parse(r)
+					switch {
+					case d.partition == "" && arn.IsARN(r):
+						t.Errorf("%s: resource %q looks like an ARN in local mode", ev.DetailType, r)
+					case d.partition == "":
+					case err != nil:
+						t.Errorf("%s: resource %q is no ARN: %v", ev.DetailType, r, err)
+					case a.Partition != d.partition || a.Service != "s3" || a.Region != "" || a.AccountID != "" || !strings.HasPrefix(a.Resource, "bucket/"):
+						t.Errorf("%s: resource %q, want an object of bucket in partition %s", ev.DetailType, r, d.partition)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestEventsInBothModes: every event the pipeline emits reaches a
 // subscriber in the same shape in AWS (the EventBridge adapter) and in
 // local mode (the outbox, its log and webhooks), and matches its schema
 // there; the envelopes differ only where docs/pipeline.md says (id,
-// account, region, the time's precision).
+// account, region, the time's precision), and the detail's pointers and
+// the resources only in the base before the key.
 func TestEventsInBothModes(t *testing.T) {
 	sch := compileSchemas(t)
+	cloud := inAWS("aws")
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {
-			events := everyEvent(t, policy)
+			events, localEvents := everyEvent(t, policy, cloud), everyEvent(t, policy, inLocalMode)
 			eb := viaEventBridge(t, events)
-			local, raw := viaLocalMode(t, events)
+			local, raw := viaLocalMode(t, localEvents)
 			if len(eb) != len(events) || len(local) != len(events) {
 				t.Fatalf("%d events: %d through EventBridge, %d in the event log", len(events), len(eb), len(local))
 			}
@@ -145,17 +223,19 @@ func TestEventsInBothModes(t *testing.T) {
 						t.Errorf("%s: %s detail does not match its schema: %v", mode, d.DetailType, err)
 					}
 				}
+				// The same detail but for the pointers' base.
 				var ad, ld any
-				if err := json.Unmarshal(a.Detail, &ad); err != nil {
+				if err := json.Unmarshal([]byte(strings.ReplaceAll(string(a.Detail), cloud.pointers, "<base>")), &ad); err != nil {
 					t.Fatal(err)
 				}
-				if err := json.Unmarshal(l.Detail, &ld); err != nil {
+				if err := json.Unmarshal([]byte(strings.ReplaceAll(string(l.Detail), inLocalMode.pointers, "<base>")), &ld); err != nil {
 					t.Fatal(err)
 				}
 				if !reflect.DeepEqual(ad, ld) {
 					t.Errorf("%s: detail differs between modes:\naws   %s\nlocal %s", ev.DetailType, a.Detail, l.Detail)
 				}
-				if !slices.Equal(a.Resources, l.Resources) || l.Resources == nil {
+				// The same keys in resources, under each mode's base.
+				if ak, lk := keysOf(t, cloud, a.Resources), keysOf(t, inLocalMode, l.Resources); !slices.Equal(ak, lk) || l.Resources == nil {
 					t.Errorf("%s: resources %q in AWS, %q in local mode", ev.DetailType, a.Resources, l.Resources)
 				}
 				if at, err := time.Parse(time.RFC3339, a.Time); err != nil {

@@ -323,5 +323,5 @@ func (p *Pipeline) publishCommitment(ctx context.Context, tx CommitmentTransacti
 	}
 	id := eventID(DetailTypeCommitmentCompleted, tx.ID, tx.RequestKey)
 	d.EventID = id
-	return p.publishOnce(ctx, id, DetailTypeCommitmentCompleted, d, []string{p.uri(tx.ResultKey)})
+	return p.publishOnce(ctx, id, DetailTypeCommitmentCompleted, d, []string{p.resource(tx.ResultKey)})
 }

@@ -67,6 +67,10 @@ type Pipeline struct {
 	AuditSourceID string
 	// BucketName, when set, is put into events' S3 pointers (s3://bucket/key).
 	BucketName string
+	// BucketARN, when set, is the bucket's ARN (arn:<partition>:s3:::<bucket>,
+	// from the stack, which knows the partition): events' resources then
+	// name objects by their ARN (see resource).
+	BucketARN string
 	// ObjectURLBase, when set and BucketName is not, is put before a key in
 	// events' pointers: local mode's portal, which serves every object and
 	// document under /objects/ (http://127.0.0.1:8080/objects/).

@@ -318,7 +318,8 @@ type Event struct {
 	DetailType string // DetailTypeInstanceStored, ...
 	Time       time.Time
 	Detail     json.RawMessage
-	// Resources are the ARNs or keys the event is about (may be empty).
+	// Resources name the objects the event is about (may be empty): their
+	// S3 ARNs in AWS, their URIs in local mode (Pipeline.resource).
 	Resources []string
 }
 

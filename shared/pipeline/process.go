@@ -107,6 +107,24 @@ func (p *Pipeline) uri(key string) string {
 	return key
 }
 
+// resource names the object at key in an event's resources, the one
+// place that does. EventBridge defines a PutEvents entry's Resources as
+// "Amazon Web Services resources, identified by Amazon Resource Name (ARN),
+// which the event primarily concerns"
+// (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_PutEventsRequestEntry.html,
+// and types.PutEventsRequestEntry in the SDK): in AWS it is the object's
+// ARN, arn:<partition>:s3:::<bucket>/<key>, the bucket's ARN with the key,
+// so the partition is the stack's in aws-cn and aws-us-gov too. Local mode
+// has no ARN: there it is the object's URI, as in the detail (the portal's
+// /objects/<key>). In both modes a resource is a base that names the
+// store, then the key.
+func (p *Pipeline) resource(key string) string {
+	if p.BucketARN != "" {
+		return p.BucketARN + "/" + key
+	}
+	return p.uri(key)
+}
+
 // transaction is what the SCP recorded about the C-STORE in metadata.
 type transaction struct {
 	CallingAE, CalledAE, PeerAddr, AssociationID string
@@ -238,7 +256,7 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	}
 	id := eventID(DetailTypeInstanceRejected, key, tx.SHA256)
 	detail.EventID = id
-	return qKey, p.publishOnce(ctx, id, DetailTypeInstanceRejected, detail, []string{p.uri(key)})
+	return qKey, p.publishOnce(ctx, id, DetailTypeInstanceRejected, detail, []string{p.resource(key)})
 }
 
 // accept writes sidecars, indexes, audits and announces a valid object.
@@ -317,7 +335,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 		// ledger.
 		publish = p.publishNew
 	}
-	return up.Outcome, publish(ctx, id, DetailTypeInstanceStored, detail, []string{objURI})
+	return up.Outcome, publish(ctx, id, DetailTypeInstanceStored, detail, []string{p.resource(key)})
 }
 
 // bulkURIs returns how the DICOM JSON of the object at key names a bulk

@@ -44,17 +44,43 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 	return out
 }
 
-// everyEvent runs the pipeline, on the fakes, through every detail-type
-// under the patient-data policy: instances stored, rejected, with a
-// warning and of another patient, a study received and updated, Storage
-// Commitment results with and without failures, one undeliverable. It
-// returns the events published, in order.
-func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy) []pipeline.Event {
+// deployment is how a pipeline is configured to name objects in its
+// events: in AWS by the bucket (s3:// pointers, ARN resources), in local
+// mode by the portal's /objects/.
+type deployment struct {
+	name string
+	// pointers and resources are what precede an object's key in the
+	// detail's URIs and in the envelope's resources.
+	pointers, resources string
+	// partition is the resources' ARN partition; "" when they are no ARNs.
+	partition string
+	configure func(*pipeline.Pipeline)
+}
+
+// inAWS is a deployment in partition (aws, aws-cn, aws-us-gov), whose
+// stack passes the bucket's ARN.
+func inAWS(partition string) deployment {
+	arn := "arn:" + partition + ":s3:::bucket"
+	return deployment{name: partition, pointers: "s3://bucket/", resources: arn + "/", partition: partition,
+		configure: func(p *pipeline.Pipeline) { p.BucketName, p.BucketARN = "bucket", arn }}
+}
+
+// inLocalMode is scp-task --local with its portal on the default address.
+var inLocalMode = deployment{name: "local", pointers: "http://127.0.0.1:8080/objects/", resources: "http://127.0.0.1:8080/objects/",
+	configure: func(p *pipeline.Pipeline) { p.ObjectURLBase = "http://127.0.0.1:8080/objects/" }}
+
+// everyEvent runs the pipeline, on the fakes and configured as in
+// deployment d, through every detail-type under the patient-data policy:
+// instances stored, rejected, with a warning and of another patient, a
+// study received and updated, Storage Commitment results with and without
+// failures, one undeliverable. It returns the events published, in order.
+func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy, d deployment) []pipeline.Event {
 	t.Helper()
 	ctx := context.Background()
 	f := pt.New()
 	p := f.Pipeline()
-	p.PatientData, p.BucketName = policy, "bucket"
+	p.PatientData = policy
+	d.configure(p)
 	// Indexed as soon as received (10:20:30), before t0.
 	p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
 	add(f, key(sop1), ct(sop1).Build(), sop1)
@@ -135,7 +161,7 @@ func TestEventsMatchSchemas(t *testing.T) {
 	sch := compileSchemas(t)
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataID, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {
-			events := everyEvent(t, policy)
+			events := everyEvent(t, policy, inAWS("aws"))
 			seen := map[string]int{}
 			for _, ev := range events {
 				s := sch[ev.DetailType]
