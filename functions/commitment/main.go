@@ -19,7 +19,7 @@ import (
 
 func main() {
 	log := lambdaio.Logger("commitment")
-	cfg, err := lambdaio.ConfigFromEnv(os.Getenv, "BUCKET", "AUDIT_TABLE", "INDEX_TABLE", "EVENT_BUS_NAME", "AE_TITLE")
+	cfg, err := lambdaio.ConfigFromEnv(os.Getenv, "BUCKET", "BUCKET_ARN", "AUDIT_TABLE", "INDEX_TABLE", "EVENT_BUS_NAME", "AE_TITLE")
 	if err != nil {
 		log.Error("configuration", "err", err)
 		os.Exit(1)

@@ -17,7 +17,7 @@ import (
 
 func main() {
 	log := lambdaio.Logger("validate")
-	cfg, err := lambdaio.ConfigFromEnv(os.Getenv, "BUCKET", "AUDIT_TABLE", "INDEX_TABLE", "EVENT_BUS_NAME")
+	cfg, err := lambdaio.ConfigFromEnv(os.Getenv, "BUCKET", "BUCKET_ARN", "AUDIT_TABLE", "INDEX_TABLE", "EVENT_BUS_NAME")
 	if err != nil {
 		log.Error("configuration", "err", err)
 		os.Exit(1)

@@ -283,8 +283,12 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	allowAWSEndpoints(fnSG, props.Network)
 	out.FunctionsSG = fnSG
 
+	// BUCKET_ARN is the bucket's ARN in the partition CloudFormation
+	// deploys to (arn:aws-cn:…, arn:aws-us-gov:…): events name objects by
+	// ARN.
 	common := map[string]*string{
 		"BUCKET":             bucket.BucketName(),
+		"BUCKET_ARN":         bucket.BucketArn(),
 		"AUDIT_TABLE":        audit.TableName(),
 		"INDEX_TABLE":        index.TableName(),
 		"EVENT_BUS_NAME":     bus.EventBusName(),

@@ -621,6 +621,12 @@ func TestFunctions(t *testing.T) {
 					t.Errorf("%s: no %s in the environment", id, k)
 				}
 			}
+			// Events name objects by ARN: the bucket's, as CloudFormation
+			// gives it, in the partition deployed to.
+			bucketID := s.stack.logicalID(s.stack.Storage.Bucket)
+			if got, want := js(env["BUCKET_ARN"]), `{"Fn::GetAtt":["`+bucketID+`","Arn"]}`; got != want || refID(env["BUCKET"]) != bucketID {
+				t.Errorf("%s: BUCKET %s, BUCKET_ARN %s, want the ARN of %s", id, js(env["BUCKET"]), got, bucketID)
+			}
 			if env["EVENT_PATIENT_DATA"] != s.cfg.Pipeline.EventPatientData {
 				t.Errorf("%s: EVENT_PATIENT_DATA %v", id, env["EVENT_PATIENT_DATA"])
 			}

@@ -2,8 +2,10 @@ package pipelinee2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -138,6 +140,16 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 			stored++
 		case pipeline.DetailTypeInstanceRejected:
 			rejectedEv++
+		default:
+			continue
+		}
+		// The envelope names the object by its ARN (BUCKET_ARN's partition).
+		var d struct{ ObjectKey string }
+		if err := json.Unmarshal([]byte(ev.Detail), &d); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"arn:aws:s3:::" + bucket + "/" + d.ObjectKey}; !slices.Equal(ev.Resources, want) {
+			t.Errorf("%s: resources %q, want %q", ev.DetailType, ev.Resources, want)
 		}
 	}
 	if stored != len(files)-1 || rejectedEv != 1 {

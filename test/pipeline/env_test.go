@@ -123,7 +123,7 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	e.index = &awsadapters.IndexTable{Client: e.ddb, Table: indexTable}
 
 	e.fnEnv = append(os.Environ(),
-		"BUCKET="+bucket, "AUDIT_TABLE="+auditTable, "INDEX_TABLE="+indexTable, "EVENT_BUS_NAME="+busName,
+		"BUCKET="+bucket, "BUCKET_ARN=arn:aws:s3:::"+bucket, "AUDIT_TABLE="+auditTable, "INDEX_TABLE="+indexTable, "EVENT_BUS_NAME="+busName,
 		"QUIET_PERIOD="+quietPeriod, "EVENT_PATIENT_DATA=id", "S3_FORCE_PATH_STYLE=true",
 		"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
 		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -26,6 +27,9 @@ import (
 // Config is read from the environment:
 //
 //	BUCKET              bucket holding incoming/, audit/, quarantine/, metadata/
+//	BUCKET_ARN          its ARN, arn:<partition>:s3:::<BUCKET> (the stack's,
+//	                    which knows the partition): events name objects in
+//	                    their resources by ARN (validate, commitment)
 //	AUDIT_TABLE         DynamoDB audit table
 //	INDEX_TABLE         DynamoDB index table
 //	EVENT_BUS_NAME      EventBridge bus
@@ -47,9 +51,11 @@ import (
 // Endpoints follow the SDK's own variables (AWS_ENDPOINT_URL_S3, ...).
 type Config struct {
 	Bucket, AuditTable, IndexTable, EventBus string
-	QuietPeriod                              time.Duration
-	PatientData                              pipeline.PatientDataPolicy
-	PathStyle                                bool
+	// BucketARN is Bucket's ARN, checked to name it.
+	BucketARN   string
+	QuietPeriod time.Duration
+	PatientData pipeline.PatientDataPolicy
+	PathStyle   bool
 	// LogKey and LogKeySecretARN: the log-name key, or where it is.
 	LogKey, LogKeySecretARN string
 
@@ -65,7 +71,7 @@ type Config struct {
 // function requires.
 func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	c := Config{
-		Bucket: getenv("BUCKET"), AuditTable: getenv("AUDIT_TABLE"), IndexTable: getenv("INDEX_TABLE"),
+		Bucket: getenv("BUCKET"), BucketARN: getenv("BUCKET_ARN"), AuditTable: getenv("AUDIT_TABLE"), IndexTable: getenv("INDEX_TABLE"),
 		EventBus: getenv("EVENT_BUS_NAME"), QuietPeriod: pipeline.DefaultQuietPeriod,
 		PathStyle: getenv("S3_FORCE_PATH_STYLE") == "true",
 		LogKey:    getenv(logname.EnvKey), LogKeySecretARN: getenv(logname.SecretARNEnv),
@@ -73,6 +79,11 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	for _, n := range need {
 		if getenv(n) == "" {
 			return c, fmt.Errorf("lambdaio: environment variable %s is required", n)
+		}
+	}
+	if c.BucketARN != "" {
+		if err := checkBucketARN(c.BucketARN, c.Bucket); err != nil {
+			return c, err
 		}
 	}
 	if v := getenv("QUIET_PERIOD"); v != "" {
@@ -97,6 +108,22 @@ func ConfigFromEnv(getenv func(string) string, need ...string) (Config, error) {
 	}
 	c.PatientData = p
 	return c, nil
+}
+
+// checkBucketARN checks that v is an S3 bucket's ARN, bucket's when that
+// is set: arn:<partition>:s3:::<bucket>, with no region, account or key.
+// The pipeline puts it before a key to name an object in events'
+// resources.
+func checkBucketARN(v, bucket string) error {
+	a, err := arn.Parse(v)
+	if err != nil {
+		return fmt.Errorf("lambdaio: BUCKET_ARN %q: %w", v, err)
+	}
+	if a.Service != "s3" || a.Region != "" || a.AccountID != "" || a.Resource == "" || strings.Contains(a.Resource, "/") ||
+		(bucket != "" && a.Resource != bucket) {
+		return fmt.Errorf("lambdaio: BUCKET_ARN %q: want the ARN of bucket %q, arn:<partition>:s3:::<bucket>", v, bucket)
+	}
+	return nil
 }
 
 // commitmentFromEnv reads the commitment function's settings.
@@ -181,6 +208,7 @@ func newPipeline(awsCfg aws.Config, c Config, names *logname.Namer, log *slog.Lo
 		Audit:  &awsadapters.AuditTable{Client: ddb, Table: c.AuditTable},
 		Events: &awsadapters.EventBridgePublisher{Client: eb, BusName: c.EventBus},
 		Logger: log, Names: names, QuietPeriod: c.QuietPeriod, PatientData: c.PatientData, BucketName: c.Bucket,
+		BucketARN: c.BucketARN,
 	}, ddb
 }
 

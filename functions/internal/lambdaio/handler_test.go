@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
@@ -241,7 +243,12 @@ func TestConfigFromEnv(t *testing.T) {
 			Config{Bucket: "b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone, AETitle: "INGEST",
 				CommitmentPeers: commitreport.Peers{"PACS": "10.1.0.5:104"}, CommitmentWait: time.Minute, CommitmentReportFor: 15 * time.Minute,
 				CommitmentQuarantined: map[string]bool{"PACS": true}}, false},
+		{"bucket arn", map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws-cn:s3:::b"}, withCommitment(Config{Bucket: "b", BucketARN: "arn:aws-cn:s3:::b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone}), false},
 		{"missing bucket", map[string]string{}, Config{}, true},
+		{"bucket arn of another bucket", map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws:s3:::other"}, Config{}, true},
+		{"bucket arn of an object", map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws:s3:::b/incoming"}, Config{}, true},
+		{"bucket arn of a queue", map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws:sqs:eu-west-1:123456789012:b"}, Config{}, true},
+		{"bucket arn no arn", map[string]string{"BUCKET": "b", "BUCKET_ARN": "s3://b"}, Config{}, true},
 		{"bad quiet period", map[string]string{"BUCKET": "b", "QUIET_PERIOD": "soon"}, Config{}, true},
 		{"bad policy", map[string]string{"BUCKET": "b", "EVENT_PATIENT_DATA": "all"}, Config{}, true},
 		{"bad peers", map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": "PACS"}, Config{}, true},
@@ -259,6 +266,22 @@ func TestConfigFromEnv(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPipelineNamesBucket: the pipeline the functions wire names the
+// bucket as the environment does, by name in the detail's pointers and by
+// ARN (its partition) in events' resources.
+func TestPipelineNamesBucket(t *testing.T) {
+	c, err := ConfigFromEnv(func(k string) string {
+		return map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws-us-gov:s3:::b"}[k]
+	}, "BUCKET", "BUCKET_ARN")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := newPipeline(aws.Config{Region: "us-gov-west-1"}, c, nil, slog.New(slog.DiscardHandler))
+	if p.BucketName != "b" || p.BucketARN != "arn:aws-us-gov:s3:::b" {
+		t.Errorf("pipeline bucket %q, ARN %q", p.BucketName, p.BucketARN)
 	}
 }
 
