@@ -197,7 +197,7 @@ func TestEventResourcesNameObjects(t *testing.T) {
 // account, region, the time's precision), and the detail's pointers and
 // the resources only in the base before the key.
 func TestEventsInBothModes(t *testing.T) {
-	sch := compileSchemas(t)
+	sch := compileStrictSchemas(t)
 	cloud := inAWS("aws")
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {

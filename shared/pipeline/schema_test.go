@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,7 +22,33 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/schemas"
 )
 
+// compileSchemas compiles every detail-type's schema as published: open to
+// properties it does not list, as a consumer validates with it.
 func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
+	t.Helper()
+	return compileSchemasWith(t, nil)
+}
+
+// compileStrictSchemas compiles every detail-type's schema closed: each
+// object schema rejects the properties it does not list. The tests hold
+// the pipeline's events to these, so a field the code emits but the schema
+// does not declare fails a test; they are derived from the published
+// files, not kept as a second copy.
+func compileStrictSchemas(t *testing.T) map[string]*jsonschema.Schema {
+	t.Helper()
+	return compileSchemasWith(t, func(m map[string]any) {
+		if _, ok := m["properties"]; !ok {
+			return
+		}
+		if _, set := m["additionalProperties"]; !set {
+			m["additionalProperties"] = false
+		}
+	})
+}
+
+// compileSchemasWith compiles the schemas, each subschema passed to edit
+// first unless it is nil.
+func compileSchemasWith(t *testing.T, edit func(map[string]any)) map[string]*jsonschema.Schema {
 	t.Helper()
 	c := jsonschema.NewCompiler()
 	c.Draft = jsonschema.Draft2020
@@ -31,6 +58,16 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 		b, err := schemas.FS.ReadFile(file)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if edit != nil {
+			var doc any
+			if err := json.Unmarshal(b, &doc); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			eachSubschema(doc, edit)
+			if b, err = json.Marshal(doc); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if err := c.AddResource(file, bytes.NewReader(b)); err != nil {
 			t.Fatal(err)
@@ -42,6 +79,35 @@ func compileSchemas(t *testing.T) map[string]*jsonschema.Schema {
 		out[dt] = s
 	}
 	return out
+}
+
+// eachSubschema calls f with schema and every schema within it, through
+// draft 2020-12's applicators. (A schema that spread an object's
+// properties over allOf branches would need unevaluatedProperties to be
+// closed; ours list each object's properties in one place.)
+func eachSubschema(schema any, f func(map[string]any)) {
+	m, ok := schema.(map[string]any)
+	if !ok {
+		return
+	}
+	f(m)
+	for _, kw := range []string{"properties", "patternProperties", "$defs", "dependentSchemas"} {
+		if sub, ok := m[kw].(map[string]any); ok {
+			for _, v := range sub {
+				eachSubschema(v, f)
+			}
+		}
+	}
+	for _, kw := range []string{"items", "contains", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "propertyNames", "not", "if", "then", "else"} {
+		eachSubschema(m[kw], f)
+	}
+	for _, kw := range []string{"prefixItems", "allOf", "anyOf", "oneOf"} {
+		if l, ok := m[kw].([]any); ok {
+			for _, v := range l {
+				eachSubschema(v, f)
+			}
+		}
+	}
 }
 
 // deployment is how a pipeline is configured to name objects in its
@@ -156,9 +222,10 @@ func everyEvent(t *testing.T, policy pipeline.PatientDataPolicy, d deployment) [
 }
 
 // TestEventsMatchSchemas runs the pipeline through every detail-type, under
-// every patient-data policy, and validates each detail against its schema.
+// every patient-data policy, and validates each detail against its schema,
+// strict: every property the detail has is one the schema declares.
 func TestEventsMatchSchemas(t *testing.T) {
-	sch := compileSchemas(t)
+	sch := compileStrictSchemas(t)
 	for _, policy := range []pipeline.PatientDataPolicy{pipeline.PatientDataNone, pipeline.PatientDataID, pipeline.PatientDataFull} {
 		t.Run(string(policy), func(t *testing.T) {
 			events := everyEvent(t, policy, inAWS("aws"))
@@ -200,6 +267,83 @@ func TestEventsMatchSchemas(t *testing.T) {
 				t.Errorf("%d studies completed by commitment, %d transactions completed; want some and 3", seen["by commitment"], seen[pipeline.DetailTypeCommitmentCompleted])
 			}
 		})
+	}
+}
+
+// TestSchemasOpenToAdditions: the published schemas close no object to
+// properties they do not list. A detail with a property added to any of
+// its objects passes the published schema, so a consumer that validates
+// with it survives version 1's additions, and fails the strict variant,
+// so the tests catch a field the code emits and the schema does not
+// declare.
+func TestSchemasOpenToAdditions(t *testing.T) {
+	for dt, file := range schemas.File {
+		b, err := schemas.FS.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc any
+		if err := json.Unmarshal(b, &doc); err != nil {
+			t.Fatal(err)
+		}
+		eachSubschema(doc, func(m map[string]any) {
+			for _, kw := range []string{"additionalProperties", "unevaluatedProperties"} {
+				if m[kw] == false {
+					t.Errorf("%s (%s): an object schema has %s: false", file, dt, kw)
+				}
+			}
+		})
+	}
+	published, strict := compileSchemas(t), compileStrictSchemas(t)
+	tried := map[string]int{}
+	for _, ev := range everyEvent(t, pipeline.PatientDataFull, inAWS("aws")) {
+		// The detail with a property added to its i-th object, until it
+		// has no i-th.
+		for i := 0; ; i++ {
+			var v any
+			if err := json.Unmarshal(ev.Detail, &v); err != nil {
+				t.Fatal(err)
+			}
+			var target map[string]any
+			n := 0
+			eachObject(v, func(m map[string]any) {
+				if n == i {
+					target = m
+				}
+				n++
+			})
+			if target == nil {
+				break
+			}
+			target["addedLater"] = true
+			if err := published[ev.DetailType].Validate(v); err != nil {
+				t.Errorf("%s: the published schema rejects a property added to object %d: %v", ev.DetailType, i, err)
+			}
+			if strict[ev.DetailType].Validate(v) == nil {
+				t.Errorf("%s: the strict schema accepts a property added to object %d", ev.DetailType, i)
+			}
+			tried[ev.DetailType]++
+		}
+	}
+	for _, dt := range pipeline.DetailTypes {
+		if tried[dt] < 2 {
+			t.Errorf("%s: %d objects tried, want the detail and some within it", dt, tried[dt])
+		}
+	}
+}
+
+// eachObject calls f with every JSON object in v, v first.
+func eachObject(v any, f func(map[string]any)) {
+	switch v := v.(type) {
+	case map[string]any:
+		f(v)
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			eachObject(v[k], f)
+		}
+	case []any:
+		for _, e := range v {
+			eachObject(e, f)
+		}
 	}
 }
 

@@ -1,6 +1,10 @@
 // Package schemas embeds the versioned JSON Schemas (draft 2020-12) of the
 // detail of every event the pipeline publishes, one file per detail-type
-// and version: <detail-type slug>.v<N>.json.
+// and version: <detail-type slug>.v<N>.json. They are open to additions:
+// an object may hold properties its schema does not list (a consumer
+// validating with them survives version 1's additions), while the tests
+// validate the pipeline's events against a strict variant derived from
+// these files (see docs/pipeline.md, Compatibility).
 package schemas
 
 import (
