@@ -169,7 +169,7 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 	case CommitmentFailure:
 		where = append(where, decided, "json_extract(record, '$.failed') > 0")
 	default:
-		return CommitmentPage{}, fmt.Errorf("localstore: commitments: outcome %q: want %s or %s", clipped(q.Outcome), CommitmentSuccess, CommitmentFailure)
+		return CommitmentPage{}, &SearchError{"commitments", fmt.Sprintf("outcome is %s or %s", CommitmentSuccess, CommitmentFailure)}
 	}
 	if q.Cursor != "" {
 		ct, cs, ok := parseCursor(q.Cursor)

@@ -226,8 +226,8 @@ func TestSearchStudies(t *testing.T) {
 	}
 	for _, tt := range refused {
 		var se *SearchError
-		if _, err := db.SearchStudies(ctx, tt.q); !errors.As(err, &se) {
-			t.Errorf("%s: %v, want a SearchError", tt.name, err)
+		if _, err := db.SearchStudies(ctx, tt.q); !errors.As(err, &se) || !strings.HasPrefix(err.Error(), "localstore: search studies: ") {
+			t.Errorf("%s: %v, want a SearchError of search studies", tt.name, err)
 		}
 	}
 	// As many distinct words as the limit: searched (SQLite's expression
@@ -501,5 +501,28 @@ func TestCommitments(t *testing.T) {
 	}
 	if _, err := cs.Commitments(ctx, CommitmentQuery{Outcome: "maybe"}); err == nil {
 		t.Error("outcome maybe: no error")
+	}
+}
+
+// TestSearchErrorNamesItsSearch: each search the store refuses says which
+// search refused it (every SearchError said "search studies").
+func TestSearchErrorNamesItsSearch(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	for _, tt := range []struct {
+		search string
+		run    func() error
+	}{
+		{"search studies", func() error { _, err := db.SearchStudies(ctx, StudySearch{Status: "lost"}); return err }},
+		{"commitments", func() error {
+			_, err := db.CommitmentStore().Commitments(ctx, CommitmentQuery{Outcome: "maybe"})
+			return err
+		}},
+	} {
+		err := tt.run()
+		var se *SearchError
+		if !errors.As(err, &se) || se.Search != tt.search || !strings.HasPrefix(err.Error(), "localstore: "+tt.search+": ") {
+			t.Errorf("%s: %v, want a SearchError naming it", tt.search, err)
+		}
 	}
 }

@@ -55,11 +55,15 @@ type StudySearch struct {
 // 1,000 deep (993 words failed).
 const MaxPatientWords = 16
 
-// SearchError is a search SearchStudies refuses: the searcher's to mend,
-// as Reason says (the portal answers it with a 400).
-type SearchError struct{ Reason string }
+// SearchError is a search the store refuses (SearchStudies, Commitments):
+// the searcher's to mend, as Reason says (the portal answers it with a
+// 400). Search names the search that refused it.
+type SearchError struct{ Search, Reason string }
 
-func (e *SearchError) Error() string { return "localstore: search studies: " + e.Reason }
+func (e *SearchError) Error() string { return "localstore: " + e.Search + ": " + e.Reason }
+
+// searchStudies names SearchStudies in its errors.
+const searchStudies = "search studies"
 
 // patientWords are the distinct words of a patient search, carets (name
 // components) counting as spaces.
@@ -109,7 +113,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		var words []string
 		pw := patientWords(p)
 		if len(pw) > MaxPatientWords {
-			return StudyPage{}, &SearchError{fmt.Sprintf("a patient search has at most %d words, not %d", MaxPatientWords, len(pw))}
+			return StudyPage{}, &SearchError{searchStudies, fmt.Sprintf("a patient search has at most %d words, not %d", MaxPatientWords, len(pw))}
 		}
 		for _, w := range pw {
 			words = append(words, "instr("+name+", ?) > 0")
@@ -139,7 +143,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		switch v {
 		case StatusReceiving, StatusStable, StatusHasRejects:
 		default:
-			return StudyPage{}, &SearchError{fmt.Sprintf("status is %s, %s or %s", StatusReceiving, StatusStable, StatusHasRejects)}
+			return StudyPage{}, &SearchError{searchStudies, fmt.Sprintf("status is %s, %s or %s", StatusReceiving, StatusStable, StatusHasRejects)}
 		}
 		add("("+statusSQL+") = ?", v)
 	}
