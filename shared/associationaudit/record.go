@@ -29,6 +29,10 @@ const (
 	EventCommitmentRefused = "commitment-refused"
 )
 
+// Events are every event name a Record carries, as the audit trail's
+// outcomes list them (pipeline.AuditOutcomes).
+var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused}
+
 // Record is one association event. It holds no patient data: AE titles,
 // addresses and UIDs only.
 type Record struct {

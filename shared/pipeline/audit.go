@@ -210,6 +210,22 @@ const (
 	OutcomeCommitmentUndeliverable = "commitment-undeliverable"
 )
 
+// OutcomeUnparseableRecord is the outcome of the trace an SCP association
+// record the pipeline could not parse leaves in the trail.
+const OutcomeUnparseableRecord = "unparseable-record"
+
+// AuditOutcomes are every outcome an audit record is written with, in the
+// order the portal's filter offers them: an instance's, an association's
+// (its SCP records' events), a Storage Commitment transaction's, and an
+// unparseable association record's. pipelinetest's trail refuses any
+// other, so the pipeline's tests hold the code to this list.
+var AuditOutcomes = slices.Concat(
+	[]string{OutcomeStored, OutcomeConflict, OutcomeRejected},
+	associationaudit.Events,
+	[]string{OutcomeCommitmentRequested, OutcomeCommitted, OutcomeCommitmentFailures, OutcomeCommitmentReported, OutcomeCommitmentUndeliverable},
+	[]string{OutcomeUnparseableRecord},
+)
+
 // auditCommitment appends the record of one step of a transaction, shaped after PS3.15 A.5.3.7 (DICOM
 // Instances Transferred, action R: the instances were transferred before; what is recorded is our taking
 // responsibility for them) with our event type codes for the step. One record per request and step: its id

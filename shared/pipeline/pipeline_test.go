@@ -829,6 +829,7 @@ func TestProcessAuditRecord(t *testing.T) {
 		{associationaudit.Record{Event: associationaudit.EventAborted}, "110102", 8},
 		{associationaudit.Record{Event: associationaudit.EventRejected, RejectResult: 1, RejectSource: 1, RejectReason: 3, Reason: "calling AE not allowed"}, "110113", 4},
 		{associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: "A700", SOPInstanceUID: sop1, SOPClassUID: pt.CTStorage}, "110104", 8},
+		{associationaudit.Record{Event: associationaudit.EventCommitmentRefused, Status: "0124", Reason: "no commitment peer"}, "110104", 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.rec.Event, func(t *testing.T) {

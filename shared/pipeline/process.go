@@ -465,7 +465,7 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 		sum := sha256.Sum256(body)
 		rec := AuditRecord{
 			ID: "assoc-unparseable:" + hex.EncodeToString(sum[:16]), SchemaVersion: 1, Time: p.now(),
-			EventID: codeSecurityAlert, EventActionCode: "E", EventOutcome: 4, Outcome: "unparseable-record",
+			EventID: codeSecurityAlert, EventActionCode: "E", EventOutcome: 4, Outcome: OutcomeUnparseableRecord,
 			Reason: "association record could not be parsed", AuditSourceID: p.sourceID(), ObjectKey: key,
 		}
 		rec.Day = rec.Time.Format(time.DateOnly)

@@ -150,12 +150,9 @@ var funcs = template.FuncMap{
 	},
 	"bytes": humanBytes,
 	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-	"outcomes": func() []string {
-		return []string{pipeline.OutcomeStored, "duplicate", pipeline.OutcomeConflict, pipeline.OutcomeRejected, associationaudit.EventAccepted,
-			associationaudit.EventRejected, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventStoreFailed,
-			pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
-			pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable, associationaudit.EventCommitmentRefused}
-	},
+	// outcomes are those the audit trail writes (it offered
+	// "duplicate", which no record has).
+	"outcomes":           func() []string { return pipeline.AuditOutcomes },
 	"eventTypes":         func() []string { return eventTypes },
 	"commitmentOutcomes": func() []string { return commitmentOutcomes },
 	"commitmentRefused":  func() string { return associationaudit.EventCommitmentRefused },

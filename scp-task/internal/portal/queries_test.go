@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -394,5 +395,24 @@ func TestRejectsAgree(t *testing.T) {
 				t.Errorf("study page lacks its status or %q", want)
 			}
 		})
+	}
+}
+
+// TestAuditOutcomeChoices: the audit records page offers as outcomes
+// exactly those the audit trail writes (pipeline.AuditOutcomes, which the
+// pipeline's tests hold its code to), in their order; it offered
+// "duplicate", which no record has, and not "unparseable-record".
+func TestAuditOutcomeChoices(t *testing.T) {
+	srv, _ := newTestServer(t)
+	_, _, html := get(t, srv.URL+"/audit/records", "")
+	sel := regexp.MustCompile(`(?s)<select name="outcome">.*?</select>`).FindString(html)
+	var offered []string
+	for _, m := range regexp.MustCompile(`<option[^>]*>([^<]*)</option>`).FindAllStringSubmatch(sel, -1) {
+		if m[1] != "any" {
+			offered = append(offered, m[1])
+		}
+	}
+	if !slices.Equal(offered, pipeline.AuditOutcomes) {
+		t.Errorf("offered %q\nwant %q", offered, pipeline.AuditOutcomes)
 	}
 }

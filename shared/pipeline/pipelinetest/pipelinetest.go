@@ -174,6 +174,10 @@ func (a *Audit) Append(_ context.Context, rec pipeline.AuditRecord) (bool, error
 	if rec.ID == "" {
 		return false, fmt.Errorf("pipelinetest: audit record without id")
 	}
+	if !slices.Contains(pipeline.AuditOutcomes, rec.Outcome) {
+		return false, fmt.Errorf("pipelinetest: audit outcome %q is not one of pipeline.AuditOutcomes, which the portal offers", rec.Outcome)
+	}
+	writtenOutcomes.Store(rec.Outcome, true)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.records[rec.ID]; ok {
@@ -182,6 +186,22 @@ func (a *Audit) Append(_ context.Context, rec pipeline.AuditRecord) (bool, error
 	a.records[rec.ID] = rec
 	a.order = append(a.order, rec.ID)
 	return true, nil
+}
+
+// writtenOutcomes are the outcomes any Audit of this process was written
+// with.
+var writtenOutcomes sync.Map
+
+// WrittenOutcomes returns the outcomes any Audit of this process was
+// written with, sorted: after a package's tests, those its code wrote.
+func WrittenOutcomes() []string {
+	var out []string
+	writtenOutcomes.Range(func(k, _ any) bool {
+		out = append(out, k.(string))
+		return true
+	})
+	slices.Sort(out)
+	return out
 }
 
 // All returns every record in append order.
