@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,10 +52,17 @@ func (a Association) Duration() time.Duration {
 	return a.End.Sub(a.Start)
 }
 
+// AssociationOpen is the outcome of an association without an end record.
+const AssociationOpen = "open"
+
+// AssociationOutcomes are the outcomes an Association has, as Associations
+// filters by them: open, or how it ended.
+var AssociationOutcomes = []string{AssociationOpen, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected}
+
 // AssociationQuery selects associations, newest first.
 type AssociationQuery struct {
 	CallingAE string
-	Outcome   string // how they ended (association-released, ...), or "open"
+	Outcome   string // one of AssociationOutcomes
 	Limit     int    // 0: 50
 	Cursor    string // AssociationPage.Next of the previous page
 }
@@ -74,6 +82,10 @@ const associationStartSQL = `outcome IN ('` + associationaudit.EventAccepted + `
 // each one's records through the association index: it costs the page,
 // not the trail.
 func (db *DB) Associations(ctx context.Context, q AssociationQuery) (AssociationPage, error) {
+	if q.Outcome != "" && !slices.Contains(AssociationOutcomes, q.Outcome) {
+		// Unknown, it would match none: the search would read the whole trail.
+		return AssociationPage{}, &SearchError{"associations", "outcome is " + OneOf(AssociationOutcomes)}
+	}
 	var ct, cs int64
 	after := q.Cursor != ""
 	if after {
@@ -146,7 +158,7 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		return Association{}, fmt.Errorf("localstore: association: %w", err)
 	}
 	defer rows.Close()
-	a := Association{ID: id, Outcome: "open"}
+	a := Association{ID: id, Outcome: AssociationOpen}
 	for rows.Next() {
 		var t int64
 		var outcome, calling, called, body string

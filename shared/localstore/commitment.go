@@ -123,6 +123,9 @@ const (
 	CommitmentFailure = "failure"
 )
 
+// CommitmentOutcomes are the outcomes Commitments filters by.
+var CommitmentOutcomes = []string{CommitmentSuccess, CommitmentFailure}
+
 // CommitmentOutcome is tx's outcome as Commitments filters by it:
 // CommitmentSuccess or CommitmentFailure once its result is decided, ""
 // while its instances are waited for.
@@ -169,7 +172,7 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 	case CommitmentFailure:
 		where = append(where, decided, "json_extract(record, '$.failed') > 0")
 	default:
-		return CommitmentPage{}, &SearchError{"commitments", fmt.Sprintf("outcome is %s or %s", CommitmentSuccess, CommitmentFailure)}
+		return CommitmentPage{}, &SearchError{"commitments", "outcome is " + OneOf(CommitmentOutcomes)}
 	}
 	if q.Cursor != "" {
 		ct, cs, ok := parseCursor(q.Cursor)

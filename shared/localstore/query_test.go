@@ -514,6 +514,7 @@ func TestSearchErrorNamesItsSearch(t *testing.T) {
 		run    func() error
 	}{
 		{"search studies", func() error { _, err := db.SearchStudies(ctx, StudySearch{Status: "lost"}); return err }},
+		{"associations", func() error { _, err := db.Associations(ctx, AssociationQuery{Outcome: "closed"}); return err }},
 		{"commitments", func() error {
 			_, err := db.CommitmentStore().Commitments(ctx, CommitmentQuery{Outcome: "maybe"})
 			return err

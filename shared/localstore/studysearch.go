@@ -19,6 +19,9 @@ const (
 	StatusHasRejects = "has rejects" // some of its instances were rejected (rejectsSQL)
 )
 
+// Statuses are the study statuses, as SearchStudies filters by them.
+var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
+
 // rejectsSQL selects a study's rejects in the audit trail: its instances
 // quarantined by validation (pipeline.OutcomeRejected) and its C-STOREs
 // the SCP refused, or failed, once it had read their header
@@ -64,6 +67,14 @@ func (e *SearchError) Error() string { return "localstore: " + e.Search + ": " +
 
 // searchStudies names SearchStudies in its errors.
 const searchStudies = "search studies"
+
+// OneOf words a choice among values: "a", "a or b", "a, b or c".
+func OneOf(values []string) string {
+	if len(values) < 2 {
+		return strings.Join(values, "")
+	}
+	return strings.Join(values[:len(values)-1], ", ") + " or " + values[len(values)-1]
+}
 
 // patientWords are the distinct words of a patient search, carets (name
 // components) counting as spaces.
@@ -140,10 +151,8 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.callingAes') WHERE value = ?)", v)
 	}
 	if v := q.Status; v != "" {
-		switch v {
-		case StatusReceiving, StatusStable, StatusHasRejects:
-		default:
-			return StudyPage{}, &SearchError{searchStudies, fmt.Sprintf("status is %s, %s or %s", StatusReceiving, StatusStable, StatusHasRejects)}
+		if !slices.Contains(Statuses, v) {
+			return StudyPage{}, &SearchError{searchStudies, "status is " + OneOf(Statuses)}
 		}
 		add("("+statusSQL+") = ?", v)
 	}

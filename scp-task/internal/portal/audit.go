@@ -1,43 +1,32 @@
 package portal
 
 import (
-	"errors"
 	"net/http"
 	"net/url"
-	"strings"
-	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // auditQuery reads the audit filters shared by the records page and the
-// API: patientId, studyUid, callingAe, outcome, day, from, to (RFC 3339 or
-// yyyy-mm-dd; bounds outside the years 1678–2262 select from the
-// beginning or to the end), limit, cursor.
+// API: patientId, studyUid, callingAe, outcome (one of
+// pipeline.AuditOutcomes), day, from, to (RFC 3339 or yyyy-mm-dd; bounds
+// outside the years 1678–2262 select from the beginning or to the end),
+// limit, cursor.
 func auditQuery(v url.Values) (pipeline.AuditQuery, error) {
+	p := newParams(v)
 	q := pipeline.AuditQuery{
-		PatientID:        strings.TrimSpace(v.Get("patientId")),
-		StudyInstanceUID: strings.TrimSpace(v.Get("studyUid")),
-		CallingAE:        strings.TrimSpace(v.Get("callingAe")),
-		Outcome:          strings.TrimSpace(v.Get("outcome")),
-		Day:              strings.TrimSpace(v.Get("day")),
-		Limit:            atoi(v.Get("limit")),
-		Cursor:           v.Get("cursor"),
+		PatientID:        p.text("patientId"),
+		StudyInstanceUID: p.text("studyUid"),
+		CallingAE:        p.text("callingAe"),
+		Outcome:          p.oneOf("outcome", pipeline.AuditOutcomes),
+		Day:              p.day("day"),
+		From:             p.time("from", false),
+		To:               p.time("to", true),
+		Limit:            p.limit(),
+		Cursor:           p.raw("cursor"),
 	}
-	if q.Day != "" {
-		if _, err := time.Parse(time.DateOnly, q.Day); err != nil {
-			return q, badRequest{errors.New("portal: day is a date, yyyy-mm-dd")}
-		}
-	}
-	var err error
-	if q.From, err = parseTime(v.Get("from"), false); err != nil {
-		return q, badRequest{err}
-	}
-	if q.To, err = parseTime(v.Get("to"), true); err != nil {
-		return q, badRequest{err}
-	}
-	return q, nil
+	return q, p.err()
 }
 
 func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request) {
@@ -93,18 +82,29 @@ func (s *Server) userError(w http.ResponseWriter, r *http.Request, err error, v 
 }
 
 // associationQuery reads the associations' filters: callingAe, outcome
-// (association-released, -aborted, -rejected, or open), limit, cursor.
-func associationQuery(v url.Values) localstore.AssociationQuery {
-	return localstore.AssociationQuery{
-		CallingAE: strings.TrimSpace(v.Get("callingAe")),
-		Outcome:   strings.TrimSpace(v.Get("outcome")),
-		Limit:     atoi(v.Get("limit")),
-		Cursor:    v.Get("cursor"),
+// (one of localstore.AssociationOutcomes: open, or how it ended), limit,
+// cursor.
+func associationQuery(v url.Values) (localstore.AssociationQuery, error) {
+	p := newParams(v)
+	q := localstore.AssociationQuery{
+		CallingAE: p.text("callingAe"),
+		Outcome:   p.oneOf("outcome", localstore.AssociationOutcomes),
+		Limit:     p.limit(),
+		Cursor:    p.raw("cursor"),
 	}
+	return q, p.err()
+}
+
+func (s *Server) associations(r *http.Request) (localstore.AssociationPage, error) {
+	q, err := associationQuery(r.URL.Query())
+	if err != nil {
+		return localstore.AssociationPage{Associations: []localstore.Association{}}, err
+	}
+	return s.Associations.Associations(r.Context(), q)
 }
 
 func (s *Server) apiAssociations(w http.ResponseWriter, r *http.Request) {
-	page, err := s.Associations.Associations(r.Context(), associationQuery(r.URL.Query()))
+	page, err := s.associations(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -114,7 +114,7 @@ func (s *Server) apiAssociations(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) pageAssociations(w http.ResponseWriter, r *http.Request) {
 	v := view{Title: "Audit trail", Nav: "audit", Refresh: 10, Data: []localstore.Association{}}
-	page, err := s.Associations.Associations(r.Context(), associationQuery(r.URL.Query()))
+	page, err := s.associations(r)
 	if err == nil {
 		v.Data = page.Associations
 		if page.Next != "" {
@@ -139,11 +139,16 @@ type associationPage struct {
 
 func (s *Server) association(r *http.Request) (associationPage, error) {
 	id := r.PathValue("id")
+	p := newParams(r.URL.Query())
+	cursor, limit := p.raw("cursor"), p.limit()
+	if err := p.err(); err != nil {
+		return associationPage{}, err
+	}
 	a, err := s.Associations.Association(r.Context(), id)
 	if err != nil {
 		return associationPage{}, err
 	}
-	recs, err := s.Associations.AssociationRecords(r.Context(), id, r.URL.Query().Get("cursor"), atoi(r.URL.Query().Get("limit")))
+	recs, err := s.Associations.AssociationRecords(r.Context(), id, cursor, limit)
 	if err != nil {
 		return associationPage{}, err
 	}
@@ -172,8 +177,20 @@ func (s *Server) pageAssociation(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, "association.html", v)
 }
 
+// quarantineQuery reads the quarantine's parameters: limit, cursor.
+func quarantineQuery(v url.Values) (pipeline.AuditQuery, error) {
+	p := newParams(v)
+	q := pipeline.AuditQuery{Outcome: pipeline.OutcomeRejected, Limit: p.limit(), Cursor: p.raw("cursor")}
+	return q, p.err()
+}
+
 func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
-	page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{Outcome: pipeline.OutcomeRejected, Limit: atoi(r.URL.Query().Get("limit")), Cursor: r.URL.Query().Get("cursor")})
+	q, err := quarantineQuery(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	page, err := s.Audit.Query(r.Context(), q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -182,6 +199,6 @@ func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) pageQuarantine(w http.ResponseWriter, r *http.Request) {
-	q := pipeline.AuditQuery{Outcome: pipeline.OutcomeRejected, Cursor: r.URL.Query().Get("cursor")}
-	s.auditRecords(w, r, view{Title: "Quarantine", Nav: "quarantine"}, q, nil, "/quarantine", "quarantine.html")
+	q, err := quarantineQuery(r.URL.Query())
+	s.auditRecords(w, r, view{Title: "Quarantine", Nav: "quarantine"}, q, err, "/quarantine", "quarantine.html")
 }

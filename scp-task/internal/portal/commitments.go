@@ -1,51 +1,27 @@
 package portal
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 )
 
 // commitmentOutcomes are the outcomes the Commitments page and API filter
 // by.
-var commitmentOutcomes = []string{localstore.CommitmentSuccess, localstore.CommitmentFailure}
+var commitmentOutcomes = localstore.CommitmentOutcomes
 
 // commitmentQuery reads the commitments' filters, shared by the page and
 // the API: callingAe, outcome (success or failure), limit, cursor.
 func commitmentQuery(v url.Values) (localstore.CommitmentQuery, error) {
+	p := newParams(v)
 	q := localstore.CommitmentQuery{
-		CallingAE: strings.TrimSpace(v.Get("callingAe")),
-		Outcome:   strings.TrimSpace(v.Get("outcome")),
-		Cursor:    v.Get("cursor"),
+		CallingAE: p.text("callingAe"),
+		Outcome:   p.oneOf("outcome", commitmentOutcomes),
+		Limit:     p.limit(),
+		Cursor:    p.raw("cursor"),
 	}
-	if q.Outcome != "" && q.Outcome != localstore.CommitmentSuccess && q.Outcome != localstore.CommitmentFailure {
-		return q, badRequest{fmt.Errorf("portal: outcome is %s", strings.Join(commitmentOutcomes, " or "))}
-	}
-	var err error
-	q.Limit, err = limitParam(v)
-	return q, err
-}
-
-// limitParam reads limit: none is 0 (the page's default); a page's
-// largest caps it where it is used.
-func limitParam(v url.Values) (int, error) {
-	s := strings.TrimSpace(v.Get("limit"))
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil && errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
-		return 0, nil // past any page's largest: the largest
-	}
-	if err != nil || n < 0 {
-		return 0, badRequest{errors.New("portal: limit is a number of rows, 0 or more")}
-	}
-	return n, nil
+	return q, p.err()
 }
 
 // commitmentsPage is a page of Storage Commitment transactions.

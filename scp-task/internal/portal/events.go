@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -15,35 +14,27 @@ import (
 )
 
 // eventFilter reads the events' filters, shared by the page and the API:
-// type, study (Study Instance UID), contains (text in the detail), since,
-// until, limit, and a cursor: before (the next value of the previous
-// page, newest first) or after (events newer than it, oldest first).
+// type (one of eventTypes), study (Study Instance UID), contains (text in
+// the detail), since, until, limit, and a cursor: before (the next value
+// of the previous page, newest first) or after (events newer than it,
+// oldest first).
 func eventFilter(v url.Values) (localstore.EventFilter, error) {
+	p := newParams(v)
 	f := localstore.EventFilter{
-		DetailType: strings.TrimSpace(v.Get("type")),
-		Study:      strings.TrimSpace(v.Get("study")),
-		Contains:   v.Get("contains"),
-		Limit:      atoi(v.Get("limit")),
+		DetailType: p.oneOf("type", eventTypes),
+		Study:      p.text("study"),
+		Contains:   p.raw("contains"),
+		Since:      p.time("since", false),
+		Until:      p.time("until", true),
+		Before:     p.eventCursor("before"),
+		After:      p.eventCursor("after"),
+		Limit:      p.limit(),
 	}
-	if f.DetailType != "" && !slices.Contains(eventTypes, f.DetailType) {
-		return f, badRequest{errors.New("portal: type is an event type: " + strings.Join(eventTypes, ", "))}
+	if err := p.err(); err != nil {
+		return f, err
 	}
-	if v.Get("before") != "" && v.Get("after") != "" {
+	if f.Before != 0 && f.After != 0 {
 		return f, badRequest{errors.New("portal: before and after are two directions: give one")}
-	}
-	var err error
-	for name, dst := range map[string]*int64{"before": &f.Before, "after": &f.After} {
-		if c := v.Get(name); c != "" {
-			if *dst, err = localstore.ParseEventCursor(c); err != nil {
-				return f, badRequest{fmt.Errorf("portal: %s: %w", name, err)}
-			}
-		}
-	}
-	if f.Since, err = parseTime(v.Get("since"), false); err != nil {
-		return f, badRequest{err}
-	}
-	if f.Until, err = parseTime(v.Get("until"), true); err != nil {
-		return f, badRequest{err}
 	}
 	return f, nil
 }

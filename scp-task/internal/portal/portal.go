@@ -142,14 +142,10 @@ var funcs = template.FuncMap{
 		}
 		return d.Round(time.Millisecond).String()
 	},
-	"assocOutcomes": func() []string {
-		return []string{"open", associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected}
-	},
-	"statuses": func() []string {
-		return []string{localstore.StatusReceiving, localstore.StatusStable, localstore.StatusHasRejects}
-	},
-	"bytes": humanBytes,
-	"f1":    func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+	"assocOutcomes": func() []string { return localstore.AssociationOutcomes },
+	"statuses":      func() []string { return localstore.Statuses },
+	"bytes":         humanBytes,
+	"f1":            func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 	// outcomes are those the audit trail writes (it offered
 	// "duplicate", which no record has).
 	"outcomes":           func() []string { return pipeline.AuditOutcomes },
@@ -164,30 +160,47 @@ var eventTypes = pipeline.DetailTypes
 
 var pages = template.Must(template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html"))
 
+// route is one of the portal's routes: a pattern of http.ServeMux and
+// what serves it.
+type route struct {
+	pattern string
+	handler http.HandlerFunc
+}
+
+// routes are every route of the portal. Those that read query parameters
+// read them through params.
+func (s *Server) routes() []route {
+	return []route{
+		{"GET /healthz", s.healthz},
+		{"GET /api/studies", s.apiStudies},
+		{"GET /api/studies/{uid}", s.apiStudy},
+		{"GET /api/audit", s.apiAudit},
+		{"GET /api/audit/associations", s.apiAssociations},
+		{"GET /api/audit/associations/{id}", s.apiAssociation},
+		{"GET /api/quarantine", s.apiQuarantine},
+		{"GET /api/events", s.apiEvents},
+		{"GET /api/commitments", s.apiCommitments},
+		{"GET /api/counters", s.apiCounters},
+		{"GET /objects/{key...}", s.object},
+		{"GET /static/portal.css", s.static},
+		{"GET /{$}", s.pageStudies},
+		{"GET /studies/{uid}", s.pageStudy},
+		{"GET /studies/{uid}/series/{series}/thumbnail.png", s.thumbnail},
+		{"GET /audit", s.pageAssociations},
+		{"GET /audit/associations/{id}", s.pageAssociation},
+		{"GET /audit/records", s.pageAudit},
+		{"GET /quarantine", s.pageQuarantine},
+		{"GET /events", s.pageEvents},
+		{"GET /commitments", s.pageCommitments},
+	}
+}
+
 // Handler returns the portal's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", s.healthz)
-	mux.HandleFunc("GET /api/studies", s.apiStudies)
-	mux.HandleFunc("GET /api/studies/{uid}", s.apiStudy)
-	mux.HandleFunc("GET /api/audit", s.apiAudit)
-	mux.HandleFunc("GET /api/audit/associations", s.apiAssociations)
-	mux.HandleFunc("GET /api/audit/associations/{id}", s.apiAssociation)
-	mux.HandleFunc("GET /api/quarantine", s.apiQuarantine)
-	mux.HandleFunc("GET /api/events", s.apiEvents)
-	mux.HandleFunc("GET /api/commitments", s.apiCommitments)
-	mux.HandleFunc("GET /api/counters", s.apiCounters)
-	mux.HandleFunc("GET /objects/{key...}", s.object)
-	mux.HandleFunc("GET /static/portal.css", s.static)
-	mux.HandleFunc("GET /{$}", s.pageStudies)
-	mux.HandleFunc("GET /studies/{uid}", s.pageStudy)
-	mux.HandleFunc("GET /studies/{uid}/series/{series}/thumbnail.png", s.thumbnail)
-	mux.HandleFunc("GET /audit", s.pageAssociations)
-	mux.HandleFunc("GET /audit/associations/{id}", s.pageAssociation)
-	mux.HandleFunc("GET /audit/records", s.pageAudit)
-	mux.HandleFunc("GET /quarantine", s.pageQuarantine)
-	mux.HandleFunc("GET /events", s.pageEvents)
-	mux.HandleFunc("GET /commitments", s.pageCommitments)
+	for _, rt := range s.routes() {
+		mux.HandleFunc(rt.pattern, rt.handler)
+	}
 	return s.guard(mux)
 }
 
@@ -243,36 +256,6 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok\n")
-}
-
-// parseTime accepts RFC 3339, yyyy-mm-ddThh:mm (an HTML datetime-local
-// input, taken as UTC) or yyyy-mm-dd; a bare day as an upper bound means
-// its end.
-func parseTime(s string, end bool) (time.Time, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return time.Time{}, nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04"} {
-		if t, err := time.Parse(layout, s); err == nil {
-			return t, nil
-		}
-	}
-	if t, err := time.Parse("2006-01-02", s); err == nil {
-		if end {
-			t = t.Add(24*time.Hour - time.Nanosecond)
-		}
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("portal: bad time %q (want RFC 3339 or yyyy-mm-dd)", s)
-}
-
-func atoi(s string) int {
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
 }
 
 func (s *Server) counters(ctx context.Context) *Counters {
@@ -331,7 +314,7 @@ func requestFault(err error) (string, bool) {
 	case errors.As(err, &search):
 		return "portal: " + search.Reason, true
 	case errors.Is(err, pipeline.ErrBadCursor):
-		return "bad cursor: use the next value of the previous page", true
+		return cursorFault, true
 	}
 	return "", false
 }
@@ -445,6 +428,11 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v v
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if v.Error != "" {
+		// A bad parameter: the page says which, and answers 400 as the
+		// API does.
+		w.WriteHeader(http.StatusBadRequest)
+	}
 	if _, err := bidiControls.WriteString(w, page.String()); err != nil {
 		s.logger().Debug("portal: write page", "page", name, "err", err)
 	}

@@ -23,7 +23,7 @@ import (
 )
 
 // TestBadRequests: filters and cursors the user got wrong answer 400 with
-// a message (the API) or show it (the pages), never 500; time bounds
+// a message (the API) or show it (the pages, 400 too), never 500; time bounds
 // beyond what nanoseconds since 1970 hold select what they say.
 func TestBadRequests(t *testing.T) {
 	srv, _ := newTestServer(t)
@@ -32,42 +32,42 @@ func TestBadRequests(t *testing.T) {
 		code int
 		want string
 	}{
-		{"/api/audit?cursor=not-a-cursor", 400, "bad cursor"},
-		{"/api/audit?cursor=1.0", 400, "bad cursor"},
+		{"/api/audit?cursor=not-a-cursor", 400, "portal: cursor is the next value"},
+		{"/api/audit?cursor=1.0", 400, "portal: cursor is the next value"},
 		{"/api/audit?from=0001-01-01&to=9999-12-31", 200, `"id": "1"`},
 		{"/api/audit?to=1500-01-01", 200, `"records": []`},
 		{"/api/audit?from=3000-01-01", 200, `"records": []`},
-		{"/api/audit?from=yesterday", 400, "bad time"},
-		{"/api/quarantine?cursor=x", 400, "bad cursor"},
-		{"/api/studies?cursor=x", 400, "bad cursor"},
+		{"/api/audit?from=yesterday", 400, "is a time: RFC 3339 or yyyy-mm-dd"},
+		{"/api/quarantine?cursor=x", 400, "portal: cursor is the next value"},
+		{"/api/studies?cursor=x", 400, "portal: cursor is the next value"},
 		{"/api/studies?status=lost", 400, "status is receiving, stable or has rejects"},
 		{"/api/studies?from=2024-13", 400, "yyyy-mm-dd"},
 		{"/api/studies?from=2020-13-45", 400, "yyyy-mm-dd"},
 		{"/api/studies?patient=" + strings.Join(strings.Fields("a b c d e f g h i j k l m n o p q"), "+"), 400, "at most 16 words"},
 		{"/api/studies?patient=" + strings.Repeat("w+", 993), 200, `"studies"`},
-		{"/api/events?before=x", 400, "bad cursor"},
-		{"/api/events?type=study-received", 400, "is an event type"},
+		{"/api/events?before=x", 400, "portal: before is an event's seq"},
+		{"/api/events?type=study-received", 400, "portal: type is Instance Stored, "},
 		{"/api/events?before=1&after=1", 400, "give one"},
 		{"/api/audit?day=2026-13-01", 400, "yyyy-mm-dd"},
 		{"/api/studies?limit=1001", 200, `"studies"`},
-		{"/api/events?since=soon", 400, "bad time"},
+		{"/api/events?since=soon", 400, "is a time: RFC 3339 or yyyy-mm-dd"},
 		{"/api/events?since=0001-01-01&until=9999-12-31", 200, `"id": "e1"`},
 		{"/api/events?until=1500-01-01", 200, `"events": []`},
 		{"/api/events?since=3000-01-01", 200, `"events": []`},
-		{"/api/audit/associations?cursor=x", 400, "bad cursor"},
+		{"/api/audit/associations?cursor=x", 400, "portal: cursor is the next value"},
 		{"/api/audit/associations/none", 404, "not found"},
 		{"/api/commitments?outcome=maybe", 400, "outcome is success or failure"},
 		{"/api/commitments?limit=ten", 400, "limit is a number"},
 		{"/api/commitments?limit=-1", 400, "limit is a number"},
 		{"/api/commitments?limit=99999999999999999999", 200, `"commitments"`},
-		{"/api/commitments?cursor=x", 400, "bad cursor"},
-		{"/commitments?outcome=maybe", 200, "outcome is success or failure"},
-		{"/commitments?cursor=x", 200, "bad cursor"},
-		{"/audit/records?cursor=x", 200, "bad cursor"},
-		{"/events?before=x", 200, "bad cursor"},
-		{"/?status=lost", 200, "status is receiving, stable or has rejects"},
-		{"/?patient=" + strings.Join(strings.Fields("a b c d e f g h i j k l m n o p q"), "+"), 200, "at most 16 words"},
-		{"/?cursor=x", 200, "bad cursor: use the next value"},
+		{"/api/commitments?cursor=x", 400, "portal: cursor is the next value"},
+		{"/commitments?outcome=maybe", 400, "outcome is success or failure"},
+		{"/commitments?cursor=x", 400, "portal: cursor is the next value"},
+		{"/audit/records?cursor=x", 400, "portal: cursor is the next value"},
+		{"/events?before=x", 400, "portal: before is an event&#39;s seq"},
+		{"/?status=lost", 400, "status is receiving, stable or has rejects"},
+		{"/?patient=" + strings.Join(strings.Fields("a b c d e f g h i j k l m n o p q"), "+"), 400, "at most 16 words"},
+		{"/?cursor=x", 400, "portal: cursor is the next value"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
@@ -93,41 +94,22 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 
 // studySearch reads the studies' filters, shared by the page and the API:
 // patient (name or ID; patientId is the same), accession, from and to
-// (study date, yyyy-mm-dd or yyyymmdd), modality, callingAe, status,
-// limit, cursor.
+// (study date, yyyy-mm-dd or yyyymmdd), modality, callingAe, status (one
+// of localstore.Statuses), limit, cursor.
 func studySearch(v url.Values) (localstore.StudySearch, error) {
+	p := newParams(v)
 	q := localstore.StudySearch{
-		Patient:   strings.TrimSpace(v.Get("patient")),
-		Accession: strings.TrimSpace(v.Get("accession")),
-		Modality:  strings.TrimSpace(v.Get("modality")),
-		CallingAE: strings.TrimSpace(v.Get("callingAe")),
-		Status:    strings.TrimSpace(v.Get("status")),
-		Limit:     atoi(v.Get("limit")),
-		Cursor:    v.Get("cursor"),
+		Patient:   cmp.Or(p.text("patient"), p.text("patientId")),
+		Accession: p.text("accession"),
+		DateFrom:  p.studyDate("from"),
+		DateTo:    p.studyDate("to"),
+		Modality:  p.text("modality"),
+		CallingAE: p.text("callingAe"),
+		Status:    p.oneOf("status", localstore.Statuses),
+		Limit:     p.limit(),
+		Cursor:    p.raw("cursor"),
 	}
-	if q.Patient == "" {
-		q.Patient = strings.TrimSpace(v.Get("patientId"))
-	}
-	var err error
-	if q.DateFrom, err = studyDate(v.Get("from")); err != nil {
-		return q, err
-	}
-	if q.DateTo, err = studyDate(v.Get("to")); err != nil {
-		return q, err
-	}
-	return q, nil
-}
-
-// studyDate reads a study date bound as a DICOM DA value (yyyymmdd).
-func studyDate(s string) (string, error) {
-	s = strings.ReplaceAll(strings.TrimSpace(s), "-", "")
-	if s == "" {
-		return "", nil
-	}
-	if _, err := time.Parse("20060102", s); len(s) != 8 || err != nil {
-		return "", badRequest{errors.New("portal: a study date is a date, yyyy-mm-dd or yyyymmdd")}
-	}
-	return s, nil
+	return q, p.err()
 }
 
 func (s *Server) studies(r *http.Request) (localstore.StudyPage, error) {

@@ -1,0 +1,133 @@
+package portal
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+)
+
+// params reads a request's query parameters, every page and API alike,
+// each kind through one rule: a value that is malformed or out of range
+// is the request's fault (a 400, on a page with its message), named by
+// the parameter and what it accepts; an absent or empty one is no filter
+// (the default); a parameter no route reads is ignored. The first fault
+// is kept: err returns it once every parameter has been read.
+type params struct {
+	v     url.Values
+	fault error
+}
+
+func newParams(v url.Values) *params { return &params{v: v} }
+
+// err is the first bad parameter's fault, nil when every one was good.
+func (p *params) err() error { return p.fault }
+
+// refuse records that name accepts what it says, not the value given.
+func (p *params) refuse(name, accepts string) {
+	if p.fault == nil {
+		p.fault = badRequest{fmt.Errorf("portal: %s is %s", name, accepts)}
+	}
+}
+
+// text is name's value, trimmed: any text is good.
+func (p *params) text(name string) string { return strings.TrimSpace(p.v.Get(name)) }
+
+// raw is name's value as given (a text to look for, a cursor).
+func (p *params) raw(name string) string { return p.v.Get(name) }
+
+// oneOf is name's value, which must be one of choices.
+func (p *params) oneOf(name string, choices []string) string {
+	s := p.text(name)
+	if s != "" && !slices.Contains(choices, s) {
+		p.refuse(name, localstore.OneOf(choices))
+	}
+	return s
+}
+
+// limit is the number of rows a page asks for: 0 or none is the page's
+// default, and a number past the page's largest gets the largest (the
+// store caps it), even one past what an int holds.
+func (p *params) limit() int {
+	const name = "limit"
+	s := p.text(name)
+	if s == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(s)
+	if errors.Is(err, strconv.ErrRange) && !strings.HasPrefix(s, "-") {
+		return int(^uint(0) >> 1)
+	}
+	if err != nil || n < 0 {
+		p.refuse(name, "a number of rows, 0 or more")
+		return 0
+	}
+	return n
+}
+
+// eventCursor is an events page's cursor (before, after): an event's seq,
+// as a page's next gives it.
+func (p *params) eventCursor(name string) int64 {
+	s := p.text(name)
+	if s == "" {
+		return 0
+	}
+	n, err := localstore.ParseEventCursor(s)
+	if err != nil {
+		p.refuse(name, "an event's seq, as the next value of a page gives it")
+	}
+	return n
+}
+
+// time is a time bound: RFC 3339, yyyy-mm-ddThh:mm[:ss] (an HTML
+// datetime-local input, taken as UTC) or yyyy-mm-dd, which as an upper
+// bound (end) means the day's end.
+func (p *params) time(name string, end bool) time.Time {
+	s := p.text(name)
+	if s == "" {
+		return time.Time{}
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02T15:04"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t
+		}
+	}
+	t, err := time.Parse(time.DateOnly, s)
+	if err != nil {
+		p.refuse(name, "a time: RFC 3339 or yyyy-mm-dd")
+		return time.Time{}
+	}
+	if end {
+		t = t.Add(24*time.Hour - time.Nanosecond)
+	}
+	return t
+}
+
+// day is a day, yyyy-mm-dd, as given.
+func (p *params) day(name string) string {
+	s := p.text(name)
+	if _, err := time.Parse(time.DateOnly, s); s != "" && err != nil {
+		p.refuse(name, "a date, yyyy-mm-dd")
+	}
+	return s
+}
+
+// studyDate is a study date bound, yyyy-mm-dd or yyyymmdd, as a DICOM DA
+// value (yyyymmdd).
+func (p *params) studyDate(name string) string {
+	s := strings.ReplaceAll(p.text(name), "-", "")
+	if _, err := time.Parse("20060102", s); s != "" && (len(s) != 8 || err != nil) {
+		p.refuse(name, "a study date, yyyy-mm-dd or yyyymmdd")
+		return ""
+	}
+	return s
+}
+
+// cursorFault is what a page's cursor the store does not know
+// (pipeline.ErrBadCursor) tells: every store's page reads it from cursor.
+const cursorFault = "portal: cursor is the next value of a previous page, as the portal handed it out"
