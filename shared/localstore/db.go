@@ -231,6 +231,13 @@ var schema = []string{
 	// and the webhooks carry as EventBridge's envelope does. Events of
 	// older databases have none.
 	`ALTER TABLE outbox ADD COLUMN resources TEXT NOT NULL DEFAULT '[]';`,
+
+	// 12: a study's rejects (rejectsSQL), which every studies page reads
+	// for each study it lists, by study and outcome: through audit_study
+	// they read every record of the study. It serves what audit_study
+	// did, so that one goes.
+	`CREATE INDEX audit_study_outcome ON audit(study_uid, outcome);
+	DROP INDEX audit_study;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

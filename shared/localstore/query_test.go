@@ -258,21 +258,47 @@ func TestStudyRejects(t *testing.T) {
 	quarantined := func(id, study string) pipeline.AuditRecord {
 		return pipeline.AuditRecord{ID: id, Time: t0, Outcome: pipeline.OutcomeRejected, StudyInstanceUID: study}
 	}
+	// A700: the store failed (a disk short of its reserve), the sender
+	// will resend; sop names the instance.
+	failed := func(id, study, sop string) pipeline.AuditRecord {
+		r := refused(id, study)
+		r.SOPInstanceUID, r.Reason = sop, "C-STORE status A700: out of resources"
+		return r
+	}
+	quarantinedSOP := func(id, study, sop string) pipeline.AuditRecord {
+		r := quarantined(id, study)
+		r.SOPInstanceUID = sop
+		return r
+	}
 	tests := []struct {
 		study   string
 		records []pipeline.AuditRecord
 		status  string
 		rejects int
+		// stored are instances (SOP Instance UID, study) stored after
+		// the records: a sender's resends.
+		stored [][2]string
 	}{
-		{"2.1", nil, StatusStable, 0},
-		{"2.2", []pipeline.AuditRecord{quarantined("q2", "2.2")}, StatusHasRejects, 1},
-		{"2.3", []pipeline.AuditRecord{refused("as3", "2.3")}, StatusHasRejects, 1},
-		{"2.4", []pipeline.AuditRecord{quarantined("q4", "2.4"), refused("as4a", "2.4"), refused("as4b", "2.4")}, StatusHasRejects, 3},
+		{"2.1", nil, StatusStable, 0, nil},
+		{"2.2", []pipeline.AuditRecord{quarantined("q2", "2.2")}, StatusHasRejects, 1, nil},
+		{"2.3", []pipeline.AuditRecord{refused("as3", "2.3")}, StatusHasRejects, 1, nil},
+		{"2.4", []pipeline.AuditRecord{quarantined("q4", "2.4"), refused("as4a", "2.4"), refused("as4b", "2.4")}, StatusHasRejects, 3, nil},
 		{"2.5", []pipeline.AuditRecord{
 			{ID: "s5", Time: t0, Outcome: pipeline.OutcomeStored, StudyInstanceUID: "2.5"},
 			{ID: "c5", Time: t0, Outcome: pipeline.OutcomeCommitmentFailures, StudyInstanceUID: "2.5"},
 			refused("as5", "9.9"), refused("as5b", ""),
-		}, StatusStable, 0},
+		}, StatusStable, 0, nil},
+		// A reject counts while the study holds no instance of its SOP
+		// Instance UID: a good resend clears it, in that study only (it
+		// counted for ever, even the A700 of a disk short of space).
+		{"2.6", []pipeline.AuditRecord{failed("as6", "2.6", "2.6.1.9")}, StatusStable, 0, [][2]string{{"2.6.1.9", "2.6"}}},
+		{"2.7", []pipeline.AuditRecord{quarantinedSOP("q7", "2.7", "2.7.1.8"), failed("as7", "2.7", "2.7.1.9")}, StatusHasRejects, 1,
+			[][2]string{{"2.7.1.8", "2.7"}}},
+		{"2.8", []pipeline.AuditRecord{failed("as8", "2.8", "2.8.1.9")}, StatusHasRejects, 1, [][2]string{{"2.8.1.9", "9.8"}}},
+		// A C-STORE of an instance the study held already, refused: the
+		// study misses nothing (an identical resend, stored after it,
+		// writes no audit record of its own).
+		{"2.9", []pipeline.AuditRecord{failed("as9", "2.9", "2.9.1.1")}, StatusStable, 0, nil},
 	}
 	for _, tt := range tests {
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: tt.study, SeriesInstanceUID: tt.study + ".1",
@@ -284,6 +310,19 @@ func TestStudyRejects(t *testing.T) {
 		}
 		for _, r := range tt.records {
 			if _, err := db.AuditStore().Append(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, in := range tt.stored {
+			if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: in[1], SeriesInstanceUID: in[1] + ".1",
+				SOPInstanceUID: in[0], SHA256: "y", ReceivedAt: t0.Add(time.Minute)}); err != nil {
+				t.Fatal(err)
+			}
+			n := int64(1) // a new study's first announcement, or the test's study's second
+			if in[1] == tt.study {
+				n = 2
+			}
+			if err := db.IndexStore().MarkAnnounced(ctx, in[1], n, n, t0.Add(time.Minute)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -307,6 +346,40 @@ func TestStudyRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStudyRejectsPlan: a studies page reads each study's rejects through
+// the audit trail's study and outcome index and the index's key, not
+// through every audit record of the study, nor a scan.
+func TestStudyRejectsPlan(t *testing.T) {
+	db := openTest(t)
+	rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN SELECT `+statusSQL+`, (SELECT COUNT(*) `+rejectsSQL+`)
+		FROM studies s WHERE (`+statusSQL+`) = ? ORDER BY s.last_received DESC LIMIT 51`, StatusHasRejects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	all := strings.Join(plan, "\n")
+	for _, want := range []string{"SEARCH a USING INDEX audit_study_outcome (study_uid=? AND outcome=?)", "SEARCH i USING COVERING INDEX sqlite_autoindex_instances_1 (sop_uid=?)"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("plan lacks %q:\n%s", want, all)
+		}
+	}
+	if strings.Contains(all, "SCAN a") || strings.Contains(all, "SCAN i") {
+		t.Errorf("plan scans the audit trail or the index:\n%s", all)
 	}
 }
 

@@ -16,20 +16,25 @@ import (
 const (
 	StatusReceiving  = "receiving"   // instances not yet announced
 	StatusStable     = "stable"      // everything announced
-	StatusHasRejects = "has rejects" // some of its instances were rejected (rejectsSQL)
+	StatusHasRejects = "has rejects" // some of its instances were rejected and not stored since (rejectsSQL)
 )
 
 // Statuses are the study statuses, as SearchStudies filters by them.
 var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 
-// rejectsSQL selects a study's rejects in the audit trail: its instances
-// quarantined by validation (pipeline.OutcomeRejected) and its C-STOREs
-// the SCP refused, or failed, once it had read their header
+// rejectsSQL selects a study's outstanding rejects in the audit trail:
+// its instances quarantined by validation (pipeline.OutcomeRejected) and
+// its C-STOREs the SCP refused, or failed, once it had read their header
 // (associationaudit.EventStoreFailed, which names the study the header
-// gave): nothing of those was stored. Each counts, a later good resend of
-// the instance notwithstanding: the study page lists them.
+// gave: C001, A700, ...), while the study holds no instance of that SOP
+// Instance UID. A good resend clears its rejects (the index holds it
+// then), and so does one the study held already (an identical resend
+// writes no audit record of its own); the study page lists every reject,
+// cleared or not, with its time. The audit trail is read through
+// audit_study_outcome, the index through its key (sop_uid first).
 const rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome IN ('` +
-	pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')`
+	pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')
+	AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = a.sop_uid AND i.study_uid = a.study_uid)`
 
 // statusSQL is the one definition of a study's status, over a studies row
 // s and the audit trail's rejects of it.

@@ -390,7 +390,8 @@ func TestRejectsAgree(t *testing.T) {
 				t.Errorf("/api/studies/%s: %s with %d rejects, %d quarantined, %d refused", tt.study, p.Status, p.Rejects, len(p.Quarantined), len(p.Refused))
 			}
 			_, _, html = get(t, srv.URL+"/studies/"+tt.study, "")
-			want := fmt.Sprintf("%d rejected: %d quarantined, %d C-STOREs refused", tt.rejects, tt.quarantined, tt.refused)
+			want := fmt.Sprintf("%d rejected and not stored since</span>; <span id=\"reject-history\">rejects received: %d quarantined, %d C-STOREs refused",
+				tt.rejects, tt.quarantined, tt.refused)
 			if !strings.Contains(html, `<span class="status has rejects">has rejects</span>`) || !strings.Contains(html, want) {
 				t.Errorf("study page lacks its status or %q", want)
 			}
@@ -414,5 +415,57 @@ func TestAuditOutcomeChoices(t *testing.T) {
 	}
 	if !slices.Equal(offered, pipeline.AuditOutcomes) {
 		t.Errorf("offered %q\nwant %q", offered, pipeline.AuditOutcomes)
+	}
+}
+
+// TestResentRejectClears: a study whose refused C-STORE (C001 here; an
+// A700 of a store short of space alike) the sender resent, now stored, is
+// not "has rejects"
+// (it said so for ever), while its page and JSON still list the refusal
+// with its time; one not resent still is.
+func TestResentRejectClears(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	store := func(sop string, at time.Time, revision int64) {
+		t.Helper()
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.7", SeriesInstanceUID: "1.7.1",
+			SOPInstanceUID: sop, SHA256: sop, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + ".dcm"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.IndexStore().MarkAnnounced(ctx, "1.7", revision, revision, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store("1.7.1.1", t0, 1)
+	appendRefused(t, db, "as7", "1.7", "1.7.1.2")
+	status := func() (StudyPage, string) {
+		t.Helper()
+		var p StudyPage
+		_, _, body := get(t, srv.URL+"/api/studies/1.7", "")
+		if err := json.Unmarshal([]byte(body), &p); err != nil {
+			t.Fatal(err)
+		}
+		_, _, html := get(t, srv.URL+"/studies/1.7", "")
+		return p, html
+	}
+	if p, _ := status(); p.Status != localstore.StatusHasRejects || p.Rejects != 1 {
+		t.Fatalf("before the resend: %s with %d rejects", p.Status, p.Rejects)
+	}
+	store("1.7.1.2", t0.Add(time.Minute), 2) // the good resend
+	p, html := status()
+	if p.Status != localstore.StatusStable || p.Rejects != 0 || len(p.Refused) != 1 || !p.Refused[0].Time.Equal(t0) {
+		t.Errorf("after the resend: %s with %d rejects, %d refused", p.Status, p.Rejects, len(p.Refused))
+	}
+	for _, want := range []string{`<span class="status stable">stable</span>`, "rejects received: 0 quarantined, 1 C-STOREs refused", `id="refused"`,
+		"<td>2026-11-26 10:00:00Z</td><td><code>1.7.1.2</code>"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("study page lacks %q", want)
+		}
+	}
+	if strings.Contains(html, `id="rejects"`) {
+		t.Error("study page counts the cleared reject")
+	}
+	if _, _, body := get(t, srv.URL+"/api/studies?status=has+rejects", ""); strings.Contains(body, `"studyInstanceUid": "1.7"`) {
+		t.Errorf("has rejects lists it: %s", body)
 	}
 }

@@ -18,12 +18,13 @@ import (
 )
 
 // Study is a study summary with its status ("receiving", "stable" or
-// "has rejects") and its count of rejects: instances quarantined and
-// C-STOREs refused (localstore.StatusHasRejects).
+// "has rejects") and its count of rejects not stored since: instances
+// quarantined and C-STOREs refused (localstore.StatusHasRejects).
 type Study = localstore.StudyRow
 
-// StudyPage is a study's detail with its status and its rejects: the
-// objects quarantined and the C-STOREs refused, which Rejects counts.
+// StudyPage is a study's detail with its status and its rejects: every
+// object quarantined and C-STORE refused, and Rejects, the count of those
+// whose SOP Instance UID the study does not hold (rejectsSQL).
 type StudyPage struct {
 	pipeline.StudyDetail
 	Status  string `json:"status"`
@@ -133,13 +134,12 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	} else if len(rows.Studies) == 1 {
 		p.Status, p.Rejects = rows.Studies[0].Status, rows.Studies[0].Rejects
 	}
-	if p.Rejects > 0 {
-		page, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: pipeline.OutcomeRejected, Limit: 1000})
-		if err != nil {
-			return StudyPage{}, err
-		}
-		p.Quarantined = page.Records
+	// Every reject, cleared by a resend or not: the study's history.
+	quarantined, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: pipeline.OutcomeRejected, Limit: 1000})
+	if err != nil {
+		return StudyPage{}, err
 	}
+	p.Quarantined = quarantined.Records
 	refused, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: associationaudit.EventStoreFailed, Limit: 1000})
 	if err != nil {
 		return StudyPage{}, err
