@@ -231,9 +231,17 @@ func description(rec pipeline.AuditRecord) string {
 func participantsOf(rec pipeline.AuditRecord) []activeParticipant {
 	var out []activeParticipant
 	for _, p := range rec.Participants {
+		if p.UserID == "" && p.NetworkAccess == "" {
+			// Records appended before the pipeline left out an AE
+			// title no peer named have a destination naming no one.
+			continue
+		}
 		ap := activeParticipant{
 			UserID: p.UserID, AlternativeUserID: p.AlternativeID, UserIsRequestor: p.UserIsRequestor,
 			NetworkAccess: p.NetworkAccess,
+		}
+		if ap.AlternativeUserID == "AETITLES=" {
+			ap.AlternativeUserID = ""
 		}
 		if p.NetworkAccess != "" && p.NetworkType != 0 {
 			ap.NetworkType = strconv.Itoa(p.NetworkType)

@@ -341,6 +341,42 @@ func TestRenderEvents(t *testing.T) {
 	})
 }
 
+// TestRenderNamesEveryParticipant: every ActiveParticipant of every
+// message has a UserID, and AE titles (A.5.2.2) only where there is one. A
+// connection refused before it named an AE title (a failed TLS handshake,
+// a PDU that is no A-ASSOCIATE-RQ) gave a destination participant with
+// UserID "" and AlternativeUserID "AETITLES=", which names nobody.
+func TestRenderNamesEveryParticipant(t *testing.T) {
+	recs := allRecords(t)
+	// A record the pipeline appended before it left such participants
+	// out, as the audit table still holds it.
+	legacy := recs["association-rejected-unnamed"]
+	src, dst := pipeline.CodedValue{Code: "110153", System: "DCM"}, pipeline.CodedValue{Code: "110152", System: "DCM"}
+	legacy.Participants = []pipeline.AuditParticipant{
+		{AlternativeID: "AETITLES=", UserIsRequestor: true, NetworkAccess: "10.1.2.3", NetworkType: 2, RoleIDCode: &src},
+		{AlternativeID: "AETITLES=", RoleIDCode: &dst},
+	}
+	recs["legacy-association-rejected-unnamed"] = legacy
+	for name, rec := range recs {
+		t.Run(name, func(t *testing.T) {
+			msgs, err := auditmessage.Render(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, raw := range msgs {
+				for i, p := range parse(t, raw.XML).Participants {
+					if p.UserID == "" {
+						t.Errorf("%s: participant %d has no UserID", raw.ID, i)
+					}
+					if p.AlternativeID == "AETITLES=" {
+						t.Errorf("%s: participant %d (%s) names an empty AE title", raw.ID, i, p.UserID)
+					}
+				}
+			}
+		})
+	}
+}
+
 // TestRenderWithholdsPatientName: the patient appears by ID, which A.5
 // requires, and never by name.
 func TestRenderWithholdsPatientName(t *testing.T) {
@@ -413,6 +449,7 @@ type parsedMessage struct {
 	} `xml:"EventIdentification"`
 	Participants []struct {
 		UserID          string `xml:"UserID,attr"`
+		AlternativeID   string `xml:"AlternativeUserID,attr"`
 		UserIsRequestor bool   `xml:"UserIsRequestor,attr"`
 		NetworkAccess   string `xml:"NetworkAccessPointID,attr"`
 	} `xml:"ActiveParticipant"`

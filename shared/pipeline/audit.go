@@ -39,6 +39,12 @@ const (
 	outcomeSerious      = 8
 )
 
+// participants are the calling AE (the requestor, with its network
+// address) and the called AE. A peer refused before it named an AE title
+// (a failed TLS handshake, a PDU that is no A-ASSOCIATE-RQ) has no AE
+// title: it is known by its address alone, and no destination is named,
+// since it called none (a participant needs a UserID, and "AETITLES="
+// with nothing after it names no AE).
 func participants(callingAE, calledAE, peer string) []AuditParticipant {
 	host := peer
 	if h, _, err := net.SplitHostPort(peer); err == nil {
@@ -49,11 +55,22 @@ func participants(callingAE, calledAE, peer string) []AuditParticipant {
 		typ = 2
 	}
 	src, dst := codeSourceRole, codeDestinationRole
-	out := []AuditParticipant{{UserID: callingAE, AlternativeID: "AETITLES=" + callingAE, UserIsRequestor: true, RoleIDCode: &src}}
-	if host != "" {
-		out[0].NetworkAccess, out[0].NetworkType = host, typ
+	var out []AuditParticipant
+	if callingAE != "" || host != "" {
+		p := AuditParticipant{UserID: callingAE, UserIsRequestor: true, RoleIDCode: &src}
+		if callingAE == "" {
+			p.UserID = host
+		} else {
+			p.AlternativeID = "AETITLES=" + callingAE
+		}
+		if host != "" {
+			p.NetworkAccess, p.NetworkType = host, typ
+		}
+		out = append(out, p)
 	}
-	out = append(out, AuditParticipant{UserID: calledAE, AlternativeID: "AETITLES=" + calledAE, RoleIDCode: &dst})
+	if calledAE != "" {
+		out = append(out, AuditParticipant{UserID: calledAE, AlternativeID: "AETITLES=" + calledAE, RoleIDCode: &dst})
+	}
 	return out
 }
 
