@@ -238,6 +238,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
 	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
+	audit.Started(srv.InstanceID(), cfg.AETitle)
 
 	errc := make(chan error, 3)
 	if dicomLn != nil {
@@ -272,6 +273,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	if err := srv.Wait(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("end aborted associations: %w", err))
 	}
+	stopReason := "shutdown requested"
+	if runErr != nil {
+		stopReason = "server failed: " + runErr.Error()
+	}
+	audit.Stopping(stopReason)
 	if err := audit.Close(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}

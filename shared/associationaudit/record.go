@@ -1,7 +1,7 @@
 // Package associationaudit defines the small JSON records the SCP writes
 // under the store's audit/ prefix for association events that never become
 // objects (accepted, rejected, released, aborted, C-STORE failed, Storage
-// Commitment request refused), so the
+// Commitment request refused) and for the SCP's own start and stop, so the
 // audit trail also covers what was refused or lost in transit. The SCP
 // writes them; the pipeline's audit function reads them.
 package associationaudit
@@ -27,11 +27,18 @@ const (
 	// EventCommitmentRefused: a Storage Commitment request (N-ACTION)
 	// answered with a failure status, so no transaction exists for it.
 	EventCommitmentRefused = "commitment-refused"
+	// EventApplicationStart and EventApplicationStop: the SCP started
+	// serving and stopped (PS3.15 A.5.3.1 Application Activity). Their
+	// AssociationID is the SCP process's instance id, the prefix of the
+	// ids of the associations it served; CalledAE is its AE title.
+	EventApplicationStart = "application-start"
+	EventApplicationStop  = "application-stop"
 )
 
 // Events are every event name a Record carries, as the audit trail's
 // outcomes list them (pipeline.AuditOutcomes).
-var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused}
+var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused,
+	EventApplicationStart, EventApplicationStop}
 
 // Record is one association event. It holds no patient data: AE titles,
 // addresses and UIDs only.
@@ -90,7 +97,8 @@ func Key(r Record) (string, error) {
 		return "", fmt.Errorf("associationaudit: association id %q is not key-safe", r.AssociationID)
 	}
 	switch r.Event {
-	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused:
+	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused,
+		EventApplicationStart, EventApplicationStop:
 	default:
 		return "", fmt.Errorf("associationaudit: unknown event %q", r.Event)
 	}

@@ -133,6 +133,12 @@ func associationRecords() map[string]pipeline.AuditRecord {
 			r.Event, r.Status, r.Reason = associationaudit.EventCommitmentRefused, "0124", "no report address for this AE title"
 			r.SOPClassUID = dicomuid.StorageCommitment
 		}),
+		"application-start": with(10, func(r *associationaudit.Record) {
+			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr = associationaudit.EventApplicationStart, "5eed", "", ""
+		}),
+		"application-stop": with(11, func(r *associationaudit.Record) {
+			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr, r.Reason = associationaudit.EventApplicationStop, "5eed", "", "", "shutdown requested"
+		}),
 		"association-accepted-tls": with(7, func(r *associationaudit.Record) {
 			r.Event, r.TLS = associationaudit.EventAccepted, tlsPeer
 		}),
@@ -289,6 +295,8 @@ func TestRenderEvents(t *testing.T) {
 		{"commitment-refused", []string{"110104"}},
 		{"association-accepted-tls", []string{"110102", "110114"}},
 		{"association-rejected-tls", []string{"110113", "110114"}},
+		{"application-start", []string{"110100"}},
+		{"application-stop", []string{"110100"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.record, func(t *testing.T) {
@@ -310,6 +318,19 @@ func TestRenderEvents(t *testing.T) {
 		m := parse(t, msgs[0].XML)
 		if len(m.Event.TypeCodes) == 0 || m.Event.TypeCodes[0].Code != "110126" || m.Event.Outcome != "4" {
 			t.Errorf("event = %+v", m.Event)
+		}
+	})
+	t.Run("start and stop: Application Activity of our AE, no peer", func(t *testing.T) {
+		for name, want := range map[string]string{"application-start": "110120", "application-stop": "110121"} {
+			msgs, _ := auditmessage.Render(recs[name])
+			m := parse(t, msgs[0].XML)
+			if len(m.Event.TypeCodes) != 1 || m.Event.TypeCodes[0].Code != want || m.Event.Outcome != "0" {
+				t.Errorf("%s: event = %+v", name, m.Event)
+			}
+			if len(m.Participants) != 1 || m.Participants[0].UserID != "INGEST" || m.Participants[0].UserIsRequestor ||
+				m.Participants[0].NetworkAccess != "" || m.Participants[0].Role.Code != "110150" {
+				t.Errorf("%s: participants = %+v", name, m.Participants)
+			}
 		}
 	})
 	t.Run("TLS identity: login message, certificate named everywhere", func(t *testing.T) {
@@ -452,6 +473,9 @@ type parsedMessage struct {
 		AlternativeID   string `xml:"AlternativeUserID,attr"`
 		UserIsRequestor bool   `xml:"UserIsRequestor,attr"`
 		NetworkAccess   string `xml:"NetworkAccessPointID,attr"`
+		Role            struct {
+			Code string `xml:"csd-code,attr"`
+		} `xml:"RoleIDCode"`
 	} `xml:"ActiveParticipant"`
 	Objects []parsedObject `xml:"ParticipantObjectIdentification"`
 }

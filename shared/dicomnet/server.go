@@ -541,6 +541,17 @@ func (s *Server) abortAll() {
 	wg.Wait()
 }
 
+// InstanceID names this server for as long as the process runs: the
+// prefix of every association id it gives (<instance>-<n>), so a record
+// of the process (its start and stop in the audit trail) relates to the
+// associations it served.
+func (s *Server) InstanceID() string {
+	s.init()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.idPrefix
+}
+
 func (s *Server) newID() string {
 	return fmt.Sprintf("%s-%d", s.idPrefix, s.nextID.Add(1))
 }

@@ -24,6 +24,10 @@ var (
 	codeDestinationRole      = CodedValue{Code: "110152", System: "DCM", Display: "Destination Role ID"}
 	codeStudyInstanceUID     = CodedValue{Code: "110180", System: "DCM", Display: "Study Instance UID"}
 	codePatientNumber        = CodedValue{Code: "2", System: "RFC-3881", Display: "Patient Number"}
+	codeApplicationActivity  = CodedValue{Code: "110100", System: "DCM", Display: "Application Activity"}
+	codeApplicationStart     = CodedValue{Code: "110120", System: "DCM", Display: "Application Start"}
+	codeApplicationStop      = CodedValue{Code: "110121", System: "DCM", Display: "Application Stop"}
+	codeApplicationRole      = CodedValue{Code: "110150", System: "DCM", Display: "Application"}
 )
 
 // Our own event type codes (scheme "dicom-ingest") refine the standard
@@ -167,6 +171,16 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		if r.Status != "" {
 			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
 		}
+	case associationaudit.EventApplicationStart, associationaudit.EventApplicationStop:
+		// A.5.3.1: the application started or stopped is the one
+		// participant (what launched it is not known to it).
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeApplicationActivity, "E", outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{codeApplicationStart}
+		if r.Event == associationaudit.EventApplicationStop {
+			rec.EventTypeCodes = []CodedValue{codeApplicationStop}
+		}
+		app := codeApplicationRole
+		rec.Participants = []AuditParticipant{{UserID: r.CalledAE, AlternativeID: "AETITLES=" + r.CalledAE, RoleIDCode: &app}}
 	case associationaudit.EventCommitmentRefused:
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure

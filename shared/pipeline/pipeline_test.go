@@ -865,6 +865,39 @@ func TestProcessAuditRecord(t *testing.T) {
 			}
 		})
 	}
+	// The SCP's start and stop (A.5.3.1 Application Activity): the SCP is
+	// the one participant, named by its AE title.
+	for _, tt := range []struct {
+		event, typeCode string
+	}{
+		{associationaudit.EventApplicationStart, "110120"},
+		{associationaudit.EventApplicationStop, "110121"},
+	} {
+		t.Run(tt.event, func(t *testing.T) {
+			r := associationaudit.Record{Event: tt.event, Time: at, AssociationID: "5eed", CalledAE: "INGEST", Seq: 1}
+			body, err := associationaudit.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, _ := associationaudit.Key(r)
+			f := pt.New()
+			f.Objects.Add(k, body, nil)
+			if err := f.Pipeline().ProcessAuditRecord(context.Background(), k); err != nil {
+				t.Fatal(err)
+			}
+			recs := f.Audit.All()
+			if len(recs) != 1 {
+				t.Fatalf("%d records", len(recs))
+			}
+			got := recs[0]
+			if got.EventID.Code != "110100" || len(got.EventTypeCodes) != 1 || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.event {
+				t.Errorf("record = %+v", got)
+			}
+			if len(got.Participants) != 1 || got.Participants[0].UserID != "INGEST" {
+				t.Errorf("participants = %+v", got.Participants)
+			}
+		})
+	}
 	t.Run("a newer schema version is left for a newer pipeline", func(t *testing.T) {
 		f := pt.New()
 		k := "audit/2026/01/15/x-000001-association-accepted.json"

@@ -374,7 +374,8 @@ type AuditRecord struct {
 	// Outcome is our short outcome: stored, duplicate, conflict,
 	// rejected (quarantined), association-accepted, association-rejected,
 	// association-released, association-aborted, store-failed,
-	// commitment-refused; a Storage Commitment transaction's
+	// commitment-refused, application-start, application-stop (the
+	// SCP's); a Storage Commitment transaction's
 	// commitment-requested, committed, commitment-failures,
 	// commitment-reported, commitment-undeliverable.
 	Outcome string `json:"outcome"`

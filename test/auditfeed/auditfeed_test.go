@@ -57,12 +57,13 @@ func (m mode) start(t *testing.T, pki *auditfeedtest.PKI, collector string) *scp
 	return scptest.Start(t, scptest.Options{Args: args, NoStore: m.local})
 }
 
-// wanted lists the messages a run of transfer must produce: the
-// association's begin and end, a rejected association's security alert,
-// and, where the pipeline runs (local mode), one DICOM Instances
-// Transferred per stored instance.
+// wanted lists the messages a start of the SCP and a run of transfer must
+// produce: the SCP's start (Application Activity), the association's begin
+// and end, a rejected association's security alert, and, where the
+// pipeline runs (local mode), one DICOM Instances Transferred per stored
+// instance.
 func (m mode) wanted(instances int) map[string]int {
-	want := map[string]int{"110102/association-accepted": 1, "110102/association-released": 1, "110113/association-rejected": 1}
+	want := map[string]int{"110100/": 1, "110102/association-accepted": 1, "110102/association-released": 1, "110113/association-rejected": 1}
 	if m.local {
 		want["110104/"] = instances
 	}

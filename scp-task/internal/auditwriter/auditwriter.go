@@ -1,6 +1,7 @@
 // Package auditwriter writes an associationaudit record to the object store
 // for every association event that never becomes an object: accepted,
-// rejected, released, aborted and C-STORE failed. Records are written in
+// rejected, released, aborted and C-STORE failed, and for the SCP's own
+// start and stop. Records are written in
 // order by a background worker from a bounded queue. Nothing is dropped: a
 // full queue holds up the association that has something to record
 // (back-pressure), a record that cannot be written is retried until it is,
@@ -56,6 +57,8 @@ type Writer struct {
 	counts  map[string]*tally // per association: instances and bytes stored
 	closed  bool
 	senders sync.WaitGroup // ObserveAssociation calls that may still enqueue
+	// instance and aeTitle name the SCP in its start and stop records.
+	instance, aeTitle string
 
 	// giveUp cancels stopped when Close gives up: the worker stops retrying
 	// and counts the rest as lost.
@@ -132,6 +135,45 @@ func (w *Writer) ObserveAssociation(ev dicomnet.Event) {
 	if !ok {
 		return
 	}
+	w.enqueue(r)
+}
+
+// Started records that the SCP started serving (PS3.15 A.5.3.1
+// Application Activity, Application Start) as the process instance
+// (dicomnet.Server.InstanceID) with AE title aeTitle; Stopping records its
+// stop. Both are queued as association events are, so a start or stop is
+// never lost quietly: it is written or counted as lost.
+func (w *Writer) Started(instance, aeTitle string) {
+	w.mu.Lock()
+	w.instance, w.aeTitle = instance, aeTitle
+	w.mu.Unlock()
+	w.enqueue(w.applicationRecord(associationaudit.EventApplicationStart, ""))
+}
+
+// Stopping records the SCP's stop, with why it stops (the signal, the
+// server's failure). Call it once the associations have ended, before
+// Close; it does nothing without Started.
+func (w *Writer) Stopping(reason string) {
+	w.mu.Lock()
+	started := w.instance != ""
+	w.mu.Unlock()
+	if started {
+		w.enqueue(w.applicationRecord(associationaudit.EventApplicationStop, reason))
+	}
+}
+
+func (w *Writer) applicationRecord(event, reason string) associationaudit.Record {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return associationaudit.Record{
+		Event: event, Time: time.Now(), AssociationID: w.instance, CalledAE: w.aeTitle,
+		Reason: reason, Implementation: w.implementation, Seq: w.seq.Add(1),
+	}
+}
+
+// enqueue queues r, waiting for room while the queue is full; a record
+// after Close, or one still waiting when Close gives up, is lost.
+func (w *Writer) enqueue(r associationaudit.Record) {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()

@@ -242,3 +242,50 @@ func TestHandshakeFailureIsAudited(t *testing.T) {
 		}
 	}
 }
+
+// TestStartAndStopAreRecorded: the SCP's start and stop are in the trail
+// (PS3.15 A.5.3.1 Application Activity), named by the instance id its
+// associations' ids start with, before and after their records. Nothing
+// recorded them: a gap in the trail could not be told from a stopped SCP.
+func TestStartAndStopAreRecorded(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{Implementation: "TEST 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Stopping("before start") // nothing started: nothing to record
+	w.Started("5eed", "REMOTE_AE")
+	w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Time: time.Now(),
+		Association: &dicomnet.AssociationInfo{ID: "5eed-1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE"}})
+	w.Stopping("shutdown requested")
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	byEvent := map[string]associationaudit.Record{}
+	for _, r := range store.got {
+		byEvent[r.Event] = r
+	}
+	tests := []struct {
+		event, reason string
+	}{
+		{associationaudit.EventApplicationStart, ""},
+		{associationaudit.EventApplicationStop, "shutdown requested"},
+	}
+	for _, tt := range tests {
+		r, ok := byEvent[tt.event]
+		if !ok {
+			t.Errorf("no %s record in %v", tt.event, store.got)
+			continue
+		}
+		if r.AssociationID != "5eed" || r.CalledAE != "REMOTE_AE" || r.Reason != tt.reason || r.Implementation != "TEST 1" || r.CallingAE != "" {
+			t.Errorf("%s = %+v", tt.event, r)
+		}
+	}
+	if len(store.got) != 3 {
+		t.Errorf("%d records, want start, accepted, stop: %v", len(store.got), store.got)
+	}
+	start, accepted, stop := byEvent[associationaudit.EventApplicationStart], byEvent[associationaudit.EventAccepted], byEvent[associationaudit.EventApplicationStop]
+	if start.Seq >= accepted.Seq || accepted.Seq >= stop.Seq {
+		t.Errorf("seq start %d, accepted %d, stop %d: not in order", start.Seq, accepted.Seq, stop.Seq)
+	}
+}
