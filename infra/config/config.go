@@ -258,10 +258,19 @@ type Pipeline struct {
 	MaxReceiveCount int `json:"maxReceiveCount,omitempty"`
 	// BackupRetentionDays of the tables' daily backups (default 35).
 	BackupRetentionDays int `json:"backupRetentionDays,omitempty"`
+	// AuditBackupRetentionDays of the audit table's monthly backups
+	// (default 2192, six years: HIPAA §164.316(b)(2)), so the trail can be
+	// restored as it was long after point-in-time recovery (35 days) and
+	// the daily backups have expired.
+	AuditBackupRetentionDays int `json:"auditBackupRetentionDays,omitempty"`
 	// BackupVaultLock, if set, locks the backup vault (AWS Backup Vault
 	// Lock); off by default.
 	BackupVaultLock *BackupVaultLock `json:"backupVaultLock,omitempty"`
 }
+
+// DefaultAuditBackupRetentionDays is six years (two of them leap years):
+// HIPAA §164.316(b)(2)(i) keeps documentation six years.
+const DefaultAuditBackupRetentionDays = 6*365 + 2
 
 // BackupVaultLock: no one, the account's administrators included, can
 // delete a recovery point before MinRetentionDays, nor store one kept for
@@ -431,6 +440,7 @@ func (c *Config) applyDefaults() {
 	def(&c.Pipeline.ReservedConcurrency, 10)
 	def(&c.Pipeline.MaxReceiveCount, 5)
 	def(&c.Pipeline.BackupRetentionDays, 35)
+	def(&c.Pipeline.AuditBackupRetentionDays, DefaultAuditBackupRetentionDays)
 	c.Audit.applyDefaults()
 	def(&c.Commitment.WaitSeconds, 300)
 	def(&c.Commitment.ReportMinutes, 60)

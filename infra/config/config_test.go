@@ -112,6 +112,9 @@ func TestParseValidation(t *testing.T) {
 			"pipeline.backupVaultLock.minRetentionDays: 30 must be between 1 and backupRetentionDays (7)",
 			"pipeline.backupVaultLock.changeableForDays: 1 must be at least 3 (or unset, for governance mode)",
 		}},
+		{"audit backups kept shorter than the daily ones", func(c *Config) { c.Pipeline.AuditBackupRetentionDays = 30 }, []string{
+			"pipeline.auditBackupRetentionDays: 30 must be at least backupRetentionDays (35)",
+		}},
 		{"object lock mode", func(c *Config) { c.Storage.ObjectLock = &ObjectLock{Mode: "forever", Days: 10} }, []string{`storage.objectLock.mode: "forever" must be GOVERNANCE or COMPLIANCE`}},
 		{"object lock vs noncurrent expiry", func(c *Config) {
 			c.Storage.ObjectLock = &ObjectLock{Mode: "GOVERNANCE", Days: 100}

@@ -203,6 +203,9 @@ func (c *Config) Validate() error {
 	if pl.BackupRetentionDays < 1 {
 		p.addf("pipeline.backupRetentionDays", "%d must be at least 1", pl.BackupRetentionDays)
 	}
+	if pl.AuditBackupRetentionDays < pl.BackupRetentionDays {
+		p.addf("pipeline.auditBackupRetentionDays", "%d must be at least backupRetentionDays (%d)", pl.AuditBackupRetentionDays, pl.BackupRetentionDays)
+	}
 	if l := pl.BackupVaultLock; l != nil {
 		// The daily backups must be kept at least as long as the lock
 		// demands, or AWS Backup refuses them.

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
@@ -154,9 +155,11 @@ func suppress(s *IngestStack) {
 		suppressOn(st.FileSystem, nagRule{id: "HIPAA.Security-EFSInBackupPlan",
 			reason: "scp.staging.backups is off in this environment's config: staged objects stay there only until S3 holds them (seconds to minutes), and S3 is the copy that is kept and versioned"})
 	}
-	suppressOn(p.BackupPlan, nagRule{id: "AwsSolutions-IAM4",
-		reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables (and the staging file system)",
-		appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"}})
+	for _, plan := range []awsbackup.BackupPlan{p.BackupPlan, p.AuditBackupPlan} {
+		suppressOn(plan, nagRule{id: "AwsSolutions-IAM4",
+			reason:    "AWSBackupServiceRolePolicyForBackup is the AWS-maintained policy AWS Backup needs to back up the tables (and the staging file system)",
+			appliesTo: []string{"Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSBackupServiceRolePolicyForBackup"}})
+	}
 
 	// The deploy-time look-up of S3's prefix list (CDK's AwsCustomResource)
 	// and the singleton function CDK runs it with.

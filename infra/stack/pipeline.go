@@ -86,6 +86,7 @@ type Pipeline struct {
 	BusDlq                  awssqs.Queue
 	Archive                 awsevents.Archive
 	BackupPlan              awsbackup.BackupPlan
+	AuditBackupPlan         awsbackup.BackupPlan // the audit table's long-kept backups
 	FunctionsSG             awsec2.SecurityGroup
 	// AuditFeed is the audit table's feed to the hospital's syslog
 	// collector; nil unless audit.syslog is configured.
@@ -199,7 +200,23 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			awsbackup.BackupResource_FromDynamoDbTable(index),
 		},
 	})
-	out.BackupPlan = plan
+	// The audit trail is kept six years (pipeline.auditBackupRetentionDays):
+	// a monthly backup of the audit table alone, in the same vault (its
+	// lock applies), outlives PITR and the daily backups.
+	auditPlan := awsbackup.NewBackupPlan(self, jsii.String("AuditRetentionPlan"), &awsbackup.BackupPlanProps{
+		BackupVault: vault,
+		BackupPlanRules: &[]awsbackup.BackupPlanRule{
+			awsbackup.NewBackupPlanRule(&awsbackup.BackupPlanRuleProps{
+				RuleName:           jsii.String("audit-monthly"),
+				ScheduleExpression: awsevents.Schedule_Cron(&awsevents.CronOptions{Day: jsii.String("1"), Hour: jsii.String("4"), Minute: jsii.String("0")}),
+				DeleteAfter:        awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.AuditBackupRetentionDays))),
+			}),
+		},
+	})
+	auditPlan.AddSelection(jsii.String("AuditTable"), &awsbackup.BackupSelectionOptions{
+		Resources: &[]awsbackup.BackupResource{awsbackup.BackupResource_FromDynamoDbTable(audit)},
+	})
+	out.BackupPlan, out.AuditBackupPlan = plan, auditPlan
 
 	// Event bus with archive and dead-letter queue.
 	newDlq := func(name string) awssqs.Queue {

@@ -706,6 +706,41 @@ func TestTables(t *testing.T) {
 	})
 }
 
+// TestAuditTrailKeptSixYears: the audit table has backups kept for
+// pipeline.auditBackupRetentionDays (six years by default, HIPAA
+// §164.316(b)(2)), in a plan that selects it alone. The trail could be
+// restored only within PITR's 35 days and the daily backups' retention (7
+// days in dev, 35 in prod), so an item overwritten or deleted by hand was
+// gone for good after five weeks.
+func TestAuditTrailKeptSixYears(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		want := s.cfg.Pipeline.AuditBackupRetentionDays
+		if want < config.DefaultAuditBackupRetentionDays {
+			t.Errorf("%s keeps audit backups %d days, less than six years", s.cfg.Name, want)
+		}
+		auditID := s.stack.logicalID(s.stack.Pipeline.AuditTable)
+		plans := s.resources("AWS::Backup::BackupPlan")
+		var found []string
+		for selID, sel := range s.resources("AWS::Backup::BackupSelection") {
+			p := props(sel)
+			planID := refID(p["BackupPlanId"])
+			res := js(p["BackupSelection"].(map[string]any)["Resources"])
+			if !strings.Contains(res, auditID) || strings.Contains(res, s.stack.logicalID(s.stack.Pipeline.IndexTable)) {
+				continue
+			}
+			for _, r := range props(plans[planID])["BackupPlan"].(map[string]any)["BackupPlanRule"].([]any) {
+				lc, _ := r.(map[string]any)["Lifecycle"].(map[string]any)
+				if days, _ := lc["DeleteAfterDays"].(float64); int(days) == want {
+					found = append(found, selID)
+				}
+			}
+		}
+		if len(found) != 1 {
+			t.Errorf("backups of the audit table alone kept %d days: %v, want one selection", want, found)
+		}
+	})
+}
+
 func asStrings(v any) []string {
 	switch x := v.(type) {
 	case string:
