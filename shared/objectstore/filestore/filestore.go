@@ -53,8 +53,9 @@ var ErrInvalidKey = errors.New("filestore: invalid key")
 
 // ErrReserve is returned (wrapped with objectstore.ErrUnavailable) by Put
 // and Ready while the filesystem holds less free space than the store
-// keeps in reserve (WithMinFreeBytes).
-var ErrReserve = errors.New("filestore: free space below the reserve")
+// keeps in reserve (WithMinFreeBytes). It is vfs.ErrReserve, which the
+// staged store's readiness wraps too.
+var ErrReserve = vfs.ErrReserve
 
 // Store is a filesystem object store. It is safe for concurrent use.
 type Store struct {
@@ -64,7 +65,7 @@ type Store struct {
 	names   *logname.Namer
 	minFree uint64
 	// freeBytes reports the free space of the filesystem holding a
-	// directory (tests replace it).
+	// directory (default: the file system's FreeBytes; tests replace it).
 	freeBytes func(dir string) (uint64, error)
 	// bufs holds a journal header block followed by a ring of ringSize,
 	// aligned for direct I/O.
@@ -142,10 +143,11 @@ func New(root string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
 	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler),
-		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}, freeBytes: freeBytes}
+		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}}
 	for _, o := range opts {
 		o(s)
 	}
+	s.freeBytes = s.fs.FreeBytes
 	s.bufs.New = func() any { b := alignedBuf(journal.BlockSize + ringSize); return &b }
 	// A new root's name must survive a crash like what is stored in it.
 	syncParent := func(dir string) error { return s.fs.SyncDir(filepath.Dir(dir)) }
@@ -673,20 +675,11 @@ func (s *Store) reserve(op string) error {
 }
 
 // belowReserve reports whether the filesystem's free space, less extra
-// bytes, is below the reserve, and the free space: never where there is
-// no reserve or the system does not measure free space.
+// bytes, is below the reserve, and the free space: vfs.Reserve's rule,
+// which the staged store keeps too.
 func (s *Store) belowReserve(extra uint64) (free uint64, below bool, err error) {
-	if s.minFree == 0 {
-		return 0, false, nil
-	}
-	free, err = s.freeBytes(s.root)
-	if errors.Is(err, errors.ErrUnsupported) {
-		return 0, false, nil
-	}
-	if err != nil {
-		return 0, false, err
-	}
-	return free, free < s.minFree+extra, nil
+	r := vfs.Reserve{Bytes: s.minFree, Free: func() (uint64, error) { return s.freeBytes(s.root) }}
+	return r.Below(extra)
 }
 
 // Open opens the object or record at key for reading; errors.Is(err,

@@ -32,10 +32,11 @@ const (
 	OpClose                // close a file
 	OpTruncate             // set a file's size
 	OpSyncStable           // fdatasync with nothing to commit: only stable writes since the last one
+	OpStatFS               // measure the free space (statfs)
 	NumOps
 )
 
-var opNames = [NumOps]string{"open", "create", "read", "write", "sync", "rename", "remove", "mkdir", "readdir", "stat", "syncdir", "syncfs", "lock", "close", "truncate", "syncstable"}
+var opNames = [NumOps]string{"open", "create", "read", "write", "sync", "rename", "remove", "mkdir", "readdir", "stat", "syncdir", "syncfs", "lock", "close", "truncate", "syncstable", "statfs"}
 
 // NFSWriteSize is the most one NFS WRITE carries: wsize=1048576, the EFS
 // mount helper's option ("Mount settings used by EFS mount helper",
@@ -60,9 +61,10 @@ type Latencies [NumOps]time.Duration
 // ~2.7 ms. Every operation that changes the file system (a data write, a
 // commit, and each metadata change: create, rename, unlink, mkdir,
 // truncate, lock)
-// is counted as a write operation; lookups, reads and listings as read
-// operations. A directory fsync costs nothing extra on NFS (the server
-// commits metadata changes before it answers them), nor does close of a
+// is counted as a write operation; lookups, reads, listings and statfs
+// (an NFS FSSTAT) as read operations. A directory fsync costs nothing
+// extra on NFS (the server commits metadata changes before it answers
+// them), nor does close of a
 // file written directly. Nor does an fdatasync after only direct writes
 // of at most NFSWriteSize (OpSyncStable): Linux's NFS client sends a
 // direct write that fits in one WRITE as FILE_SYNC, which the server
@@ -75,6 +77,7 @@ type Latencies [NumOps]time.Duration
 // is held for the published write latency like any other.
 var EFS = Latencies{
 	OpOpen: time.Millisecond, OpRead: time.Millisecond, OpReadDir: time.Millisecond, OpStat: time.Millisecond,
+	OpStatFS: time.Millisecond,
 	OpCreate: 2700 * time.Microsecond, OpWrite: 2700 * time.Microsecond, OpSync: 2700 * time.Microsecond,
 	OpRename: 2700 * time.Microsecond, OpRemove: 2700 * time.Microsecond, OpMkdir: 2700 * time.Microsecond,
 	OpLock: 2700 * time.Microsecond, OpTruncate: 2700 * time.Microsecond,
@@ -181,6 +184,11 @@ func (i *Instrumented) Stat(name string) (fs.FileInfo, error) { i.op(OpStat); re
 func (i *Instrumented) SyncDir(dir string) error              { i.op(OpSyncDir); return i.fs.SyncDir(dir) }
 func (i *Instrumented) SyncFS(name string) error              { i.op(OpSyncFS); return i.fs.SyncFS(name) }
 func (i *Instrumented) Lock(name string) (io.Closer, error)   { i.op(OpLock); return i.fs.Lock(name) }
+
+func (i *Instrumented) FreeBytes(name string) (uint64, error) {
+	i.op(OpStatFS)
+	return i.fs.FreeBytes(name)
+}
 
 type instrumentedFile struct {
 	File

@@ -38,6 +38,7 @@ func (osFS) Stat(name string) (fs.FileInfo, error)      { return os.Stat(name) }
 func (osFS) SyncDir(dir string) error                   { return SyncDir(dir) }
 func (osFS) SyncFS(name string) error                   { return syncFS(name) }
 func (osFS) Lock(name string) (io.Closer, error)        { return lockFile(name) }
+func (osFS) FreeBytes(name string) (uint64, error)      { return FreeBytes(name) }
 
 // SyncDir fsyncs dir, so that the entries just created, renamed or
 // removed in it survive a crash.

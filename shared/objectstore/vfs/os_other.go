@@ -24,3 +24,9 @@ func syncFS(string) error { return errors.New("vfs: syncfs: not supported on thi
 func lockFile(name string) (io.Closer, error) {
 	return nil, fmt.Errorf("vfs: lock %s: %w", name, errors.ErrUnsupported)
 }
+
+// FreeBytes is not measured here: a reserve of free space (Reserve) is
+// not kept on this system.
+func FreeBytes(string) (uint64, error) {
+	return 0, fmt.Errorf("vfs: free space: %w on this system", errors.ErrUnsupported)
+}

@@ -52,6 +52,10 @@ type FS interface {
 	// fs.ErrNotExist when name was removed while it was being locked. The
 	// lock lasts until the returned closer is closed or the process ends.
 	Lock(name string) (io.Closer, error)
+	// FreeBytes returns the bytes an unprivileged user may still write on
+	// the file system holding name (statfs's f_bavail × f_bsize), or an
+	// error wrapping errors.ErrUnsupported where that is not measured.
+	FreeBytes(name string) (uint64, error)
 }
 
 // ErrLocked is returned by FS.Lock while another holder has the lock.

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
@@ -41,6 +42,9 @@ type Mem struct {
 	cut    bool
 	locks  map[uint64]bool
 	faults map[string]error // an op name's injected error (see Fail)
+	// capacity bounds the bytes the files it names may hold (see
+	// SetCapacity); <0: none, and the free space is not measured.
+	capacity int64
 }
 
 type inode struct {
@@ -74,7 +78,7 @@ func (ino *inode) sync() {
 
 // NewMem returns an empty file system.
 func NewMem() *Mem {
-	m := &Mem{nodes: map[uint64]*inode{}, next: rootIno + 1, cutAt: -1, locks: map[uint64]bool{}, faults: map[string]error{}}
+	m := &Mem{nodes: map[uint64]*inode{}, next: rootIno + 1, cutAt: -1, locks: map[uint64]bool{}, faults: map[string]error{}, capacity: -1}
 	m.nodes[rootIno] = newDir()
 	return m
 }
@@ -123,6 +127,67 @@ func (m *Mem) Fail(op vfs.Op, err error) {
 	m.faults[op.String()] = err
 }
 
+// SetCapacity makes the disk hold at most n bytes of file data (counted
+// in whole blocks, over the files a name reaches): a write or truncate
+// that would grow the files past it fails with ENOSPC, and FreeBytes
+// tells what is left. A negative n lifts the bound (FreeBytes then
+// reports errors.ErrUnsupported, as a system that does not measure).
+func (m *Mem) SetCapacity(n int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capacity = n
+}
+
+// used is the bytes the named files hold, in whole blocks; the caller
+// holds mu.
+func (m *Mem) used() int64 {
+	var n int64
+	var walk func(id uint64)
+	walk = func(id uint64) {
+		ino := m.nodes[id]
+		if !ino.dir {
+			n += blocks(int64(len(ino.data))) * blockSize
+			return
+		}
+		for _, c := range ino.entries {
+			walk(c)
+		}
+	}
+	walk(rootIno)
+	return n
+}
+
+func blocks(n int64) int64 { return (n + blockSize - 1) / blockSize }
+
+// grow checks that ino may grow to size within the capacity; the caller
+// holds mu.
+func (m *Mem) grow(op, name string, ino *inode, size int64) error {
+	if m.capacity < 0 || blocks(size) <= blocks(int64(len(ino.data))) {
+		return nil
+	}
+	if m.used()+(blocks(size)-blocks(int64(len(ino.data))))*blockSize > m.capacity {
+		return &fs.PathError{Op: op, Path: name, Err: syscall.ENOSPC}
+	}
+	return nil
+}
+
+// FreeBytes returns what the capacity leaves (SetCapacity), counted as a
+// statfs.
+func (m *Mem) FreeBytes(name string) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.begin(vfs.OpStatFS); err != nil {
+		return 0, err
+	}
+	if _, err := m.lookup("statfs", name); err != nil {
+		return 0, err
+	}
+	if m.capacity < 0 {
+		return 0, fmt.Errorf("vfstest: free space: %w without a capacity", errors.ErrUnsupported)
+	}
+	return uint64(max(0, m.capacity-m.used())), nil
+}
+
 // begin counts an operation, refusing it once the power is cut; the
 // caller holds mu.
 func (m *Mem) begin(op vfs.Op) error {
@@ -161,7 +226,7 @@ func (m *Mem) Crash(mode Mode, rng *rand.Rand) *Mem {
 	defer m.mu.Unlock()
 	m.cut = true
 	n := NewMem()
-	n.next = m.next
+	n.next, n.capacity = m.next, m.capacity
 	keep := func() bool {
 		switch mode {
 		case KeepAll:
@@ -655,6 +720,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 		return 0, &fs.PathError{Op: "write", Path: f.name, Err: errors.New("is a directory")}
 	}
 	if end := off + int64(len(p)); end > int64(len(ino.data)) {
+		if err := f.m.grow("write", f.name, ino, end); err != nil {
+			return 0, err
+		}
 		f.m.resize(ino, end)
 	}
 	copy(ino.data[off:], p)
@@ -680,6 +748,9 @@ func (f *memFile) Truncate(size int64) error {
 	defer f.m.mu.Unlock()
 	ino, err := f.file(vfs.OpTruncate)
 	if err != nil {
+		return err
+	}
+	if err := f.m.grow("truncate", f.name, ino, size); err != nil {
 		return err
 	}
 	f.m.resize(ino, size)
