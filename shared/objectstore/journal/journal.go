@@ -5,7 +5,8 @@
 // fdatasync (group commit). Consumers then take each record out (the file
 // store materializes it as a file, the staged store uploads it) and
 // release it; a segment whose records are all released is checkpointed
-// (Options.Checkpoint: what the consumers did is made durable) and reused.
+// (Options.Checkpoint: what the consumers did is made durable) and reused,
+// or, past the segments the journal keeps, removed (Options.Shrink).
 //
 // Where a write costs a disk's cache flush or a network file system's
 // round trip, one commit per group instead of several metadata operations
@@ -23,6 +24,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,6 +76,13 @@ type Options struct {
 	// has, and appends wait for one to be reclaimed (a store keeping free
 	// space in reserve says false when the new file would eat into it).
 	MayGrow func(bytes int64) bool
+	// Shrink removes the segment files added beyond Segments once they
+	// are free again (their records released and checkpointed), keeping
+	// one free segment beyond those in use, so that the space a backlog
+	// took comes back once it drains, without a restart. For a journal
+	// whose segments are cheap to add again (not Prefill): a free segment
+	// removed is one created again when the backlog grows back.
+	Shrink bool
 	// IdleSeal seals the segment being appended to once all its records
 	// were released and nothing was appended for this long, so that it
 	// is reclaimed and a restart has nothing to replay (default 2 s;
@@ -164,6 +173,9 @@ type Journal struct {
 	creating bool  // a segment file is being added
 	growErr  error // why the last one could not be
 	closed   bool
+	// removing holds the slots of segment files being removed (Shrink),
+	// and of those whose removal failed: no new segment takes them.
+	removing map[int]bool
 
 	commitWake, reclaimWake chan struct{}
 	stop                    chan struct{}
@@ -202,7 +214,7 @@ func Open(dir string, o Options) (*Journal, []Record, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	j := &Journal{
-		dir: dir, o: o, fs: o.FS, log: o.Logger, bySeq: map[uint64]*segment{}, space: make(chan struct{}),
+		dir: dir, o: o, fs: o.FS, log: o.Logger, bySeq: map[uint64]*segment{}, space: make(chan struct{}), removing: map[int]bool{},
 		commitWake: make(chan struct{}, 1), reclaimWake: make(chan struct{}, 1), stop: make(chan struct{}),
 	}
 	if err := vfs.MkdirAll(j.fs, dir, 0o750, j.syncParent); err != nil {
@@ -317,9 +329,11 @@ func (j *Journal) load() ([]Record, error) {
 		}
 		j.segs = append(j.segs, s)
 	}
-	// Segments scanned empty (all cancelled, or nothing valid) are free.
+	// Segments scanned empty (all cancelled, or nothing valid) are free;
+	// segment files beyond Segments (a backlog's, a crash before their
+	// removal was durable) are removed once free.
 	for _, s := range j.segs {
-		if s.state == segSealed && s.live == 0 {
+		if s.state == segSealed && s.live == 0 || j.o.Shrink && len(j.segs) > j.o.Segments {
 			j.wakeReclaimer()
 		}
 	}
@@ -370,12 +384,18 @@ func (j *Journal) openSegment(slot int, create bool) (*segment, error) {
 	return s, nil
 }
 
-// nextSlot is the number of the next segment file; the caller holds mu
-// (or is Open).
+// nextSlot is the number of the next segment file: the lowest no
+// segment file has or is losing, so that numbers stay within what
+// parseSlot reads however often segments are removed and added again;
+// the caller holds mu (or is Open).
 func (j *Journal) nextSlot() int {
-	slot := 0
+	used := maps.Clone(j.removing)
 	for _, s := range j.segs {
-		slot = max(slot, s.slot+1)
+		used[s.slot] = true
+	}
+	slot := 0
+	for used[slot] {
+		slot++
 	}
 	return slot
 }
@@ -948,6 +968,7 @@ func (j *Journal) reclaim() error {
 	}
 	j.mu.Unlock()
 	if len(rs) == 0 {
+		j.shrink()
 		return nil
 	}
 	if j.o.Checkpoint != nil {
@@ -986,7 +1007,82 @@ func (j *Journal) reclaim() error {
 	}
 	j.signalSpace()
 	j.mu.Unlock()
+	j.shrink()
 	return nil
+}
+
+// shrink removes free segment files beyond those the journal keeps
+// (Options.Shrink): Segments, and one free beyond those in use. A free
+// segment holds nothing owed: its records were all released and
+// checkpointed before it was freed. A crash before its removal is durable
+// leaves the file as it was, free (or, where its free header was not
+// written, with released records that the next Open hands back again, as
+// for any segment), and the next Open removes it again.
+func (j *Journal) shrink() {
+	if !j.o.Shrink || j.o.ReadOnly {
+		return
+	}
+	j.mu.Lock()
+	if j.creating {
+		// A segment is being added for appends that found none free.
+		j.mu.Unlock()
+		return
+	}
+	inUse := 0
+	var free []*segment
+	for _, s := range j.segs {
+		if s.state == segFree {
+			free = append(free, s)
+		} else {
+			inUse++
+		}
+	}
+	keep := max(j.o.Segments, inUse+1)
+	// The highest numbers go first.
+	slices.SortFunc(free, func(a, b *segment) int { return b.slot - a.slot })
+	var rm []*segment
+	for _, s := range free {
+		if len(j.segs)-len(rm) <= keep {
+			break
+		}
+		rm = append(rm, s)
+		j.removing[s.slot] = true
+	}
+	if len(rm) == 0 {
+		j.mu.Unlock()
+		return
+	}
+	j.segs = slices.DeleteFunc(j.segs, func(s *segment) bool { return slices.Contains(rm, s) })
+	left := len(j.segs)
+	j.mu.Unlock()
+	removed := 0
+	for _, s := range rm {
+		// Closed first: on NFS, removing an open file renames it
+		// (.nfsXXXX) until its last close.
+		err := s.close()
+		if err == nil {
+			err = j.fs.Remove(s.name)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// Its number stays taken until the next Open, which
+			// finds the file free and removes it then.
+			j.log.Warn("journal: remove a free segment file", "segment", s.name, "err", err)
+			continue
+		}
+		removed++
+		j.mu.Lock()
+		delete(j.removing, s.slot)
+		j.mu.Unlock()
+	}
+	if removed == 0 {
+		return
+	}
+	if err := j.fs.SyncDir(j.dir); err != nil {
+		// The files are gone; a crash may bring their names back,
+		// free, and the next Open removes them again.
+		j.log.Warn("journal: sync the directory after removing free segments", "err", err)
+	}
+	j.log.Info("journal: removed free segment files the backlog had added", "removed", removed, "segments", left)
 }
 
 // Close stops the journal. Appends still waiting fail; records not

@@ -46,6 +46,30 @@ func readAll(t *testing.T, j *Journal, r Record) []byte {
 	return b
 }
 
+// checkRecovered checks the records a journal recovered after a crash,
+// whose metas number them and whose payloads are payload(i, size(i)):
+// in order, each with its bytes. It returns the numbers seen.
+func checkRecovered(t *testing.T, at string, j *Journal, recs []Record, size func(i int) int) map[int]bool {
+	t.Helper()
+	seen := map[int]bool{}
+	last := -1
+	for _, r := range recs {
+		var i int
+		if _, err := fmt.Sscan(string(r.Meta), &i); err != nil {
+			t.Fatalf("%s: recovered meta %q", at, r.Meta)
+		}
+		if i <= last {
+			t.Errorf("%s: record %d recovered after %d", at, i, last)
+		}
+		last = i
+		seen[i] = true
+		if b := readAll(t, j, r); !bytes.Equal(b, payload(i, size(i))) {
+			t.Errorf("%s: record %d recovered with other bytes", at, i)
+		}
+	}
+	return seen
+}
+
 func TestAppendRecoverRelease(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -324,22 +348,7 @@ func TestPowerLossAtEveryStep(t *testing.T) {
 			if err != nil {
 				t.Fatalf("cut %d mode %d: reopen: %v", cut, mode, err)
 			}
-			seen := map[int]bool{}
-			last := -1
-			for _, r := range recs {
-				var i int
-				if _, err := fmt.Sscan(string(r.Meta), &i); err != nil {
-					t.Fatalf("cut %d: recovered meta %q", cut, r.Meta)
-				}
-				if i <= last {
-					t.Errorf("cut %d mode %d: record %d recovered after %d", cut, mode, i, last)
-				}
-				last = i
-				seen[i] = true
-				if b := readAll(t, j2, r); !bytes.Equal(b, payload(i, 1000+i*397)) {
-					t.Errorf("cut %d mode %d: record %d recovered with other bytes", cut, mode, i)
-				}
-			}
+			seen := checkRecovered(t, fmt.Sprintf("cut %d mode %d", cut, mode), j2, recs, func(i int) int { return 1000 + i*397 })
 			// A record still held (i%3 == 0) must come back if it was
 			// acknowledged; one released may be gone (no checkpoint
 			// contract here: Checkpoint is nil).
