@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -81,33 +82,160 @@ func TestPowerLossAtEveryStep(t *testing.T) {
 		if err != nil {
 			t.Fatalf("cut %d: the next task: %v", cut, err)
 		}
-		at := fmt.Sprintf("cut %d mode %d", cut, mode)
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			missing := 0
-			for k := range acked {
-				if _, ok := up.get(k); !ok {
-					missing++
-				}
-			}
-			if missing == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d acknowledged objects never reached S3", at, missing)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		drain(t, next)
-		up.mu.Lock()
-		for k, b := range up.objects {
-			if !bytes.Equal(b, bodies[k]) {
-				t.Errorf("%s: %s reached S3 with %d bytes that were never sent", at, k, len(b))
-			}
-		}
-		up.mu.Unlock()
+		reachS3(t, fmt.Sprintf("cut %d mode %d", cut, mode), next, up, acked, bodies)
 		if err := next.Close(); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestPowerLossWhileFreeing stages objects on an in-memory disk while S3
+// is down, so that the journal grows, then brings S3 back and cuts the
+// power before each file-system operation in turn of what follows: the
+// uploads, the releases, the segments freed and their files removed, and
+// the close. Another task starts on what the disk could hold, with the
+// same S3: every acknowledged object reaches S3 whole, nothing reaches
+// it that is not whole, and the staging directory is back to one
+// journal of two segments.
+func TestPowerLossWhileFreeing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("dozens of runs")
+	}
+	bodies := map[string][]byte{}
+	var objs []objectstore.Object
+	for i := range 14 {
+		n := 150_000 + i*1000
+		if i == 5 {
+			n = 1_200_000 // one large object, in a file of its own
+		}
+		objs = append(objs, object(i))
+		bodies[key(t, object(i))] = data(i, n)
+	}
+	opts := func(mem *vfstest.Mem, up Uploader, id string) Options {
+		return Options{Dir: "/st", FS: mem, Uploader: up, TaskID: id, SegmentSize: 1<<20 + 3*4096, AdoptEvery: 10 * time.Millisecond, Uploaders: 4}
+	}
+	// stage stages every object while the uploads wait (S3 not
+	// answering), so that the journal grows; S3 then answers, with the
+	// power cut after cut more operations (<0: never), and stage waits
+	// for the journal to shrink or the power to go.
+	stage := func(mem *vfstest.Mem, s3 *fakeS3, cut int) (*Store, int) {
+		gate := make(chan struct{})
+		st, err := New(opts(mem, gatedS3{s3, gate}, "first"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if _, err := st.Put(context.Background(), o, bytes.NewReader(bodies[key(t, o)])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := st.own.Stats().Segments; n < 3 {
+			t.Fatalf("the journal grew to %d segments only", n)
+		}
+		start := mem.Ops()
+		mem.CutAfter(cut)
+		close(gate)
+		deadline := time.Now().Add(10 * time.Second)
+		for !mem.IsCut() && (st.q.pending() > 0 || len(segmentFiles(mem, st.ownDir)) != 2) {
+			if time.Now().After(deadline) {
+				t.Fatalf("cut %d: neither drained and shrunk nor cut", cut)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		return st, mem.Ops() - start
+	}
+	mem := vfstest.NewMem()
+	st, total := stage(mem, newFakeS3(), -1)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	total += 10 // the close, and whatever ran late
+	t.Logf("about %d operations while draining and freeing", total)
+	for cut := 0; cut <= total; cut++ {
+		mode := []vfstest.Mode{vfstest.KeepNone, vfstest.KeepAll, vfstest.KeepSome}[cut%3]
+		at := fmt.Sprintf("cut %d mode %d", cut, mode)
+		mem := vfstest.NewMem()
+		s3 := newFakeS3()
+		st, _ := stage(mem, s3, cut)
+		_ = st.Close() // fails on the cut disk; only the disk matters
+		after := mem.Crash(mode, rand.New(rand.NewPCG(uint64(cut), 11)))
+		next, err := New(opts(after, s3, "next"))
+		if err != nil {
+			t.Fatalf("%s: the next task: %v", at, err)
+		}
+		acked := map[string]bool{}
+		for k := range bodies {
+			acked[k] = true // all were staged before the power could go
+		}
+		reachS3(t, at, next, s3, acked, bodies)
+		// The dead task's journal is taken over and removed, the next
+		// one's is at its two segments.
+		var segs []string
+		for deadline := time.Now().Add(5 * time.Second); ; {
+			if segs = segmentFiles(after, "/st/journals"); len(segs) == 2 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		if len(segs) != 2 {
+			t.Errorf("%s: %d segment files left in the staging directory, want the next task's 2: %v", at, len(segs), segs)
+		}
+		if err := next.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// reachS3 waits until every acknowledged key is in up, lets next drain,
+// and checks that whatever up holds is whole: one of bodies.
+func reachS3(t *testing.T, at string, next *Store, up *fakeS3, acked map[string]bool, bodies map[string][]byte) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := 0
+		for k := range acked {
+			if _, ok := up.get(k); !ok {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d acknowledged objects never reached S3", at, missing)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	drain(t, next)
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	for k, b := range up.objects {
+		if !bytes.Equal(b, bodies[k]) {
+			t.Errorf("%s: %s reached S3 with %d bytes that were never sent", at, k, len(b))
+		}
+	}
+}
+
+// gatedS3 is a fake S3 that answers no upload until open is closed.
+type gatedS3 struct {
+	*fakeS3
+	open chan struct{}
+}
+
+func (g gatedS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return objectstore.Stored{}, ctx.Err()
+	}
+	return g.fakeS3.Put(ctx, obj, r)
+}
+
+func (g gatedS3) PutRecord(ctx context.Context, key string, body []byte) error {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.fakeS3.PutRecord(ctx, key, body)
 }

@@ -22,6 +22,7 @@ const (
 type metrics struct {
 	staged  prometheus.Counter
 	refused prometheus.Counter
+	noSpace prometheus.Counter
 	adopted prometheus.Counter
 	uploads *prometheus.CounterVec
 	latency prometheus.Histogram
@@ -34,6 +35,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 		}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_refused_total", Help: "Objects and readiness checks refused because the backlog was over its bound.",
+		}),
+		noSpace: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "dicom_ingest_staging_no_space_total",
+			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT); readiness is off until space is back.",
 		}),
 		adopted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_adopted_total", Help: "Staged objects taken over from tasks that stopped.",
@@ -51,13 +56,15 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	cs := []prometheus.Collector{m.staged, m.refused, m.adopted, m.uploads, m.latency,
+	cs := []prometheus.Collector{m.staged, m.refused, m.noSpace, m.adopted, m.uploads, m.latency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklogObjects, Help: "Staged objects and records not yet uploaded (parked ones included)."},
 			func() float64 { return float64(s.q.objects()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklogBytes, Help: "Bytes staged and not yet uploaded."},
 			func() float64 { return float64(s.q.bytes()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricBacklogAge, Help: "How long the oldest staged object has waited for its upload (0 when none)."},
 			func() float64 { return s.q.oldestAge(time.Now()).Seconds() }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "dicom_ingest_staging_journal_segments", Help: "Segment files in this task's journal (2 at rest; more while a backlog holds them, removed once it drains)."},
+			func() float64 { return float64(s.own.Stats().Segments) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: MetricParked, Help: "Staged objects whose upload keeps failing other than transiently (retried every minute)."},
 			func() float64 { return float64(s.q.parkedCount()) }),
 	}

@@ -46,6 +46,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -92,6 +94,15 @@ type Options struct {
 	// objectstore.ErrUnavailable (C-STORE A700) and Ready too (new
 	// associations refused, 02 03 01). Default 8 GiB.
 	MaxBacklogBytes int64
+	// MinFreeBytes is free space kept in reserve on the staging file
+	// system (the file store's rule, vfs.Reserve): below it Ready fails
+	// (new associations refused, 02 03 01), checked at most once a
+	// second with Ready's look at the staging directory. 0 keeps none.
+	// Put is not checked (a statfs is a round trip on EFS): a write that
+	// finds no space fails (C-STORE A700) and turns Ready off until a
+	// later write succeeds or the reserve and a record's worth are free
+	// again (see Ready).
+	MinFreeBytes int64
 	// MaxBacklogAge turns Ready off while the oldest object not yet
 	// uploaded is older (S3 unreachable for that long): default 15 min.
 	MaxBacklogAge time.Duration
@@ -135,6 +146,11 @@ type Store struct {
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
+	// noSpace is set after a staging write failed for lack of space
+	// (cause: the errno), until a later write succeeds or the free
+	// space is back; cause is guarded by readyMu.
+	noSpace atomic.Bool
+	cause   error
 
 	stop   context.CancelFunc
 	ctx    context.Context
@@ -213,9 +229,11 @@ func New(o Options) (*Store, error) {
 	s.lock = lock
 	// The journal grows while uploads lag, up to the backlog bound (and
 	// a little more: the bound is checked before an append).
+	// It shrinks back once uploads catch up (Shrink: segments are not
+	// prefilled, so adding one again costs a create and a header).
 	maxSegs := int(o.MaxBacklogBytes/o.SegmentSize) + 4
 	own, recs, err := journal.Open(s.ownDir, journal.Options{
-		SegmentSize: o.SegmentSize, Segments: 2, MaxSegments: maxSegs, FullWait: -1,
+		SegmentSize: o.SegmentSize, Segments: 2, MaxSegments: maxSegs, FullWait: -1, Shrink: true,
 		FS: s.fs, Logger: s.log,
 	})
 	if err != nil {
@@ -296,8 +314,9 @@ func (s *Store) Operations(op vfs.Op) int64 { return s.fs.Count(op) }
 // Put stages part10 under objectstore.Key(obj) and returns once it is
 // durable in the staging directory; the upload follows. It fails with
 // objectstore.ErrUnavailable while the backlog is over its bound or the
-// staging directory fails.
-func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (objectstore.Stored, error) {
+// staging directory fails (out of space included).
+func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (_ objectstore.Stored, err error) {
+	defer func() { s.noteSpace(err) }()
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w", err)
@@ -422,7 +441,8 @@ func (s *Store) removeLarge(dir, name string) {
 // key, which must start with objectstore.AuditPrefix. A record is never
 // replaced: a different record already under key in S3 is reported by
 // the upload (it stays staged, see Parked), not here.
-func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
+func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err error) {
+	defer func() { s.noteSpace(err) }()
 	if !objectstore.IsRecordKey(key) || strings.Contains(key, "..") {
 		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, strings.Join(objectstore.RecordPrefixes, " or "))
 	}
@@ -451,7 +471,11 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 const readyTTL = time.Second
 
 // Ready fails (objectstore.ErrUnavailable) while the backlog is over its
-// bound in bytes or age, or the staging directory cannot be reached.
+// bound in bytes or age, the staging directory cannot be reached, its
+// file system has less free space than MinFreeBytes (vfs.ErrReserve), or
+// a staging write failed for lack of space (ENOSPC, EDQUOT) and neither
+// has a later write succeeded nor is the reserve and a record's worth
+// free again.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("stagedstore: ready: %w", err)
@@ -468,9 +492,73 @@ func (s *Store) Ready(ctx context.Context) error {
 		s.readyErr, s.readyAt = nil, now
 		if _, err := s.fs.Stat(s.ownDir); err != nil {
 			s.readyErr = fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
+		} else {
+			s.readyErr = s.space()
 		}
 	}
 	return s.readyErr
+}
+
+// recordSpace is what one more journal record may take: its header block
+// and the largest payload.
+const recordSpace = journal.BlockSize + recordBytes
+
+// space checks the staging file system's free space against the reserve
+// (vfs.Reserve, the file store's rule) and, after a write failed for lack
+// of space, whether space is back: the reserve and a record's worth free.
+// The caller holds readyMu.
+func (s *Store) space() error {
+	reserve := vfs.Reserve{Bytes: uint64(max(s.o.MinFreeBytes, 0)), Free: func() (uint64, error) { return s.fs.FreeBytes(s.ownDir) }}
+	if s.noSpace.Load() {
+		back := reserve
+		back.Bytes += recordSpace
+		free, below, err := back.Below(0)
+		// Not measured (free 0 and not below, since Bytes > 0): only a
+		// write that succeeds tells.
+		if err != nil || below || free == 0 {
+			return fmt.Errorf("stagedstore: ready: %w: a staging write failed: %w; ready once a write succeeds or %d bytes are free (%d measured)",
+				objectstore.ErrUnavailable, s.cause, back.Bytes, free)
+		}
+		s.noSpace.Store(false)
+		s.log.Info("space is back on the staging file system: ready again", "free_bytes", free)
+	}
+	free, below, err := reserve.Below(0)
+	if err != nil {
+		return fmt.Errorf("stagedstore: ready: statfs: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	if below {
+		return fmt.Errorf("stagedstore: ready: %w: %w: %d bytes free on the staging file system, the store keeps %d (--min-free-bytes)",
+			objectstore.ErrUnavailable, vfs.ErrReserve, free, reserve.Bytes)
+	}
+	return nil
+}
+
+// noteSpace follows what a Put or PutRecord did to the staging file
+// system: a failure for lack of space turns readiness off (new
+// associations are refused while the task cannot stage), and a success
+// after one turns it back on.
+func (s *Store) noteSpace(err error) {
+	switch {
+	case err == nil && s.noSpace.Load():
+		s.readyMu.Lock()
+		defer s.readyMu.Unlock()
+		if s.noSpace.Swap(false) {
+			s.readyAt = time.Time{} // look again at the next Ready
+			s.log.Info("a staging write succeeded after the staging file system ran out of space: ready again")
+		}
+	case err != nil && vfs.NoSpace(err):
+		s.m.noSpace.Inc()
+		s.readyMu.Lock()
+		defer s.readyMu.Unlock()
+		var errno syscall.Errno
+		if !errors.As(err, &errno) {
+			errno = syscall.ENOSPC
+		}
+		s.cause, s.readyAt = errno, time.Time{}
+		if !s.noSpace.Swap(true) {
+			s.log.Error("the staging file system is out of space: readiness off (associations refused) until space is back", "err", errno)
+		}
+	}
 }
 
 // Drain waits until everything staged so far (parked records excepted) is

@@ -138,6 +138,14 @@ func (m *Mem) SetCapacity(n int64) {
 	m.capacity = n
 }
 
+// Used returns the bytes the named files hold, in whole blocks, outside
+// the operation count and the power cut (for tests' checks).
+func (m *Mem) Used() int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.used()
+}
+
 // used is the bytes the named files hold, in whole blocks; the caller
 // holds mu.
 func (m *Mem) used() int64 {

@@ -1,0 +1,275 @@
+package stagedstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// noUIDs fails the test if msg names an object of the test's (its key,
+// or any of its UIDs).
+func noUIDs(t *testing.T, what, msg string, objs ...objectstore.Object) {
+	t.Helper()
+	for _, o := range objs {
+		for _, s := range []string{key(t, o), o.SOPInstanceUID, o.StudyInstanceUID, o.SeriesInstanceUID} {
+			if strings.Contains(msg, s) {
+				t.Errorf("%s names an object (%q): %s", what, s, msg)
+			}
+		}
+	}
+}
+
+// waitReady waits for Ready to say ready (nil) or not, past its one-second
+// cache.
+func waitReady(t *testing.T, st *Store, ready bool, within time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := st.Ready(context.Background())
+		if (err == nil) == ready {
+			return err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready = %v after %s, want ready %v", err, within, ready)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestOutOfSpace: a staging write that finds no space fails the C-STORE
+// as unavailable (A700, as the file store's full disk) and turns
+// readiness off (associations refused, 02 03 01), with a message naming
+// the cause and no object; readiness comes back once a later write
+// succeeds, or once a statfs shows the reserve and a record's worth free.
+// A reserve (MinFreeBytes) turns it off before any write fails.
+func TestOutOfSpace(t *testing.T) {
+	ctx := context.Background()
+	largeOnFullDisk := func(mem *vfstest.Mem, st *Store) error {
+		mem.SetCapacity(2 << 20)
+		_, err := st.Put(ctx, object(1), bytes.NewReader(data(1, 3<<20)))
+		return err
+	}
+	for _, tc := range []struct {
+		name    string
+		reserve int64
+		// full makes the disk short of space and returns the Put that
+		// then fails (nil: none fails; readiness goes off by the
+		// reserve alone).
+		full func(mem *vfstest.Mem, st *Store) error
+		// free gives space back.
+		free func(mem *vfstest.Mem)
+		// back is how readiness comes back: "write" (a Put succeeds,
+		// at once) or "check" (Ready's statfs, within its cache).
+		back      string
+		wantCause error
+	}{
+		{
+			name:      "large object on a full disk",
+			full:      largeOnFullDisk,
+			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
+			back:      "check",
+			wantCause: syscall.ENOSPC,
+		},
+		{
+			name: "journaled object on a full disk",
+			full: func(mem *vfstest.Mem, st *Store) error {
+				mem.SetCapacity(mem.Used() + 8<<10) // a header block and a little
+				_, err := st.Put(ctx, object(1), bytes.NewReader(data(1, 200_000)))
+				return err
+			},
+			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
+			back:      "check",
+			wantCause: syscall.ENOSPC,
+		},
+		{
+			name: "space back by a write that succeeds",
+			full: largeOnFullDisk,
+			free: func(*vfstest.Mem) {}, // a small object still fits
+			back: "write", wantCause: syscall.ENOSPC,
+		},
+		{
+			// ENOSPC injected where the free space is not measured:
+			// only a write that succeeds tells that space is back.
+			name: "quota, free space not measured",
+			full: func(mem *vfstest.Mem, st *Store) error {
+				mem.Fail(vfs.OpWrite, &osPathError{syscall.EDQUOT})
+				_, err := st.Put(ctx, object(1), bytes.NewReader(data(1, 3<<20)))
+				return err
+			},
+			free:      func(mem *vfstest.Mem) { mem.Fail(vfs.OpWrite, nil) },
+			back:      "write",
+			wantCause: syscall.EDQUOT,
+		},
+		{
+			name:    "below the reserve",
+			reserve: 4 << 20,
+			full: func(mem *vfstest.Mem, st *Store) error {
+				mem.SetCapacity(mem.Used() + 3<<20)
+				return nil
+			},
+			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
+			back:      "check",
+			wantCause: vfs.ErrReserve,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfstest.NewMem()
+			s3 := newFakeS3()
+			st := newStore(t, Options{Dir: "/st", FS: mem, Uploader: s3, SegmentSize: 2 << 20, MinFreeBytes: tc.reserve})
+			if err := st.Ready(ctx); err != nil {
+				t.Fatalf("Ready before: %v", err)
+			}
+			err := tc.full(mem, st)
+			if tc.wantCause != vfs.ErrReserve {
+				if !errors.Is(err, objectstore.ErrUnavailable) || !vfs.NoSpace(err) {
+					t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space", err)
+				}
+				noUIDs(t, "Put's error", err.Error(), object(1))
+				if n := testutil.ToFloat64(st.m.noSpace); n != 1 {
+					t.Errorf("no_space_total = %v, want 1", n)
+				}
+			}
+			rerr := waitReady(t, st, false, 2*time.Second)
+			if !errors.Is(rerr, objectstore.ErrUnavailable) || !errors.Is(rerr, tc.wantCause) {
+				t.Errorf("Ready = %v, want ErrUnavailable naming %v", rerr, tc.wantCause)
+			}
+			noUIDs(t, "Ready's error", rerr.Error(), object(1))
+			tc.free(mem)
+			switch tc.back {
+			case "write":
+				if _, err := st.Put(ctx, object(2), bytes.NewReader(data(2, 1000))); err != nil {
+					t.Fatalf("Put once space is back: %v", err)
+				}
+				if err := st.Ready(ctx); err != nil {
+					t.Errorf("Ready right after a write succeeded: %v", err)
+				}
+			case "check":
+				waitReady(t, st, true, 3*readyTTL)
+			}
+			drain(t, st)
+		})
+	}
+}
+
+// osPathError is an error from the file system carrying errno, as the
+// operating system's are.
+type osPathError struct{ errno syscall.Errno }
+
+func (e *osPathError) Error() string { return "write /st/journals/x/seg-0000: " + e.errno.Error() }
+func (e *osPathError) Unwrap() error { return e.errno }
+
+// TestSegmentsFreedAfterDrain: a journal that grew while S3 was down
+// gives its segment files back once the uploads have drained, without a
+// restart: the staging file system's free space comes back.
+func TestSegmentsFreedAfterDrain(t *testing.T) {
+	mem := vfstest.NewMem()
+	mem.SetCapacity(1 << 30)
+	s3 := newFakeS3()
+	s3.setDown(true)
+	st := newStore(t, Options{Dir: "/st", FS: mem, Uploader: s3, SegmentSize: 1<<20 + 2*4096 + 512<<10})
+	ctx := context.Background()
+	before := mem.Used()
+	for i := range 24 {
+		if _, err := st.Put(ctx, object(i), bytes.NewReader(data(i, 300_000))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grown := st.own.Stats().Segments
+	if grown < 5 {
+		t.Fatalf("the journal grew to %d segments only", grown)
+	}
+	s3.setDown(false)
+	drain(t, st)
+	deadline := time.Now().Add(10 * time.Second)
+	for segs := len(segmentFiles(mem, st.ownDir)); segs != 2; segs = len(segmentFiles(mem, st.ownDir)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d segment files %s after the uploads drained (%d at the peak), want 2", segs, 10*time.Second, grown)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if used := mem.Used(); used > before+2*(st.o.SegmentSize) {
+		t.Errorf("%d bytes used once drained, %d before: the segments' space did not come back", used, before)
+	}
+}
+
+// segmentFiles returns the journal segment files under dir on mem.
+func segmentFiles(mem *vfstest.Mem, dir string) []string {
+	var segs []string
+	for _, f := range mem.Files(dir) {
+		if strings.HasPrefix(filepath.Base(f), "seg-") {
+			segs = append(segs, f)
+		}
+	}
+	return segs
+}
+
+// TestFullDiskThenDrained stages objects while S3 is down until the
+// staging file system is full (an in-memory disk with a capacity, and a
+// real 8 MiB tmpfs): the C-STORE that finds no space fails unavailable
+// and readiness goes off; once S3 is back and the uploads drain, the
+// journal's segments are freed and readiness comes back without a
+// restart, and a large object fits again.
+func TestFullDiskThenDrained(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fs   func(t *testing.T) (vfs.FS, string)
+	}{
+		{"mem", func(t *testing.T) (vfs.FS, string) {
+			mem := vfstest.NewMem()
+			mem.SetCapacity(8 << 20)
+			return mem, "/st"
+		}},
+		{"tmpfs", func(t *testing.T) (vfs.FS, string) { return vfs.OS(), testenv.MountTmpfs(t, 8<<20) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys, dir := tc.fs(t)
+			s3 := newFakeS3()
+			s3.setDown(true)
+			st := newStore(t, Options{Dir: dir, FS: fsys, Uploader: s3, SegmentSize: 2 << 20})
+			ctx := context.Background()
+			var err error
+			var objs []objectstore.Object
+			for i := 0; err == nil; i++ {
+				if i > 100 {
+					t.Fatal("the disk never filled")
+				}
+				objs = append(objs, object(i))
+				_, err = st.Put(ctx, object(i), bytes.NewReader(data(i, 400_000)))
+			}
+			if !errors.Is(err, objectstore.ErrUnavailable) || !vfs.NoSpace(err) {
+				t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space", err)
+			}
+			// The next large one fails too, and readiness is off.
+			if _, err := st.Put(ctx, object(500), bytes.NewReader(data(500, 2<<20))); !vfs.NoSpace(err) {
+				t.Errorf("large Put on a full disk = %v, want no space", err)
+			}
+			rerr := waitReady(t, st, false, time.Second)
+			if !errors.Is(rerr, syscall.ENOSPC) {
+				t.Errorf("Ready on a full disk = %v, want ENOSPC named", rerr)
+			}
+			noUIDs(t, "Ready's error", rerr.Error(), objs...)
+			s3.setDown(false)
+			drain(t, st)
+			waitReady(t, st, true, 10*time.Second)
+			if _, err := st.Put(ctx, object(501), bytes.NewReader(data(501, 2<<20))); err != nil {
+				t.Errorf("large Put once drained: %v", err)
+			}
+			drain(t, st)
+			if b, ok := s3.get(key(t, object(501))); !ok || len(b) != 2<<20 {
+				t.Errorf("the large object did not reach S3 whole")
+			}
+		})
+	}
+}
