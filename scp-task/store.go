@@ -51,7 +51,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		// Acknowledge once staged (EFS), upload afterwards; see
 		// docs/design/staged-store.md for the trade-off.
 		staged, err := stagedstore.New(stagedstore.Options{
-			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge,
+			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge, MinFreeBytes: cfg.MinFreeBytes,
 			Latencies: cfg.StagingLatency, Names: names, NamePrefix: prefix, Logger: log, Metrics: reg,
 		})
 		if err != nil {
