@@ -272,7 +272,7 @@ func (s *Server) init() {
 		s.listeners = map[*net.Listener]struct{}{}
 		s.perAE = map[string]int{}
 		var b [4]byte
-		_, _ = rand.Read(b[:])
+		rand.Read(b[:]) // crypto/rand: never returns an error (it crashes the program instead)
 		s.idPrefix = hex.EncodeToString(b[:])
 		s.doneCh = make(chan struct{})
 	}
