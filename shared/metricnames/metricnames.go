@@ -2,8 +2,18 @@
 // task: the CloudWatch agent sidecar publishes them (infra/stack selects
 // them by these names) and the stack's alarms, dashboard and autoscaling
 // use them. scp-task registers its metrics under the same constants, so a
-// metric renamed in one place is renamed in both.
+// metric renamed in one place is renamed in both, and Kinds says for each
+// whether it is a counter or a gauge, which decides the statistic
+// CloudWatch must read it with.
 package metricnames
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	dto "github.com/prometheus/client_model/go"
+)
 
 const (
 	// AssociationsActive is the gauge of associations established.
@@ -14,8 +24,17 @@ const (
 	StoreFailures = "dicom_ingest_store_failures_total"
 	// ObjectsStored counts instances durably stored and acknowledged.
 	ObjectsStored = "dicom_ingest_objects_stored_total"
+	// AuditRecordsLost counts association audit records never written
+	// (still queued when the process had to exit, or not encodable).
+	AuditRecordsLost = "dicom_ingest_audit_records_lost_total"
+	// TaskProtectionFailures counts failed calls to the ECS agent's
+	// scale-in protection endpoint (each is retried).
+	TaskProtectionFailures = "dicom_ingest_task_protection_failures_total"
 	// TLSHandshakeFailures counts failed handshakes on the TLS listener.
 	TLSHandshakeFailures = "dicom_ingest_tls_handshake_failures_total"
+	// TLSReloads counts loads of the TLS certificate and client CA after
+	// the first, by result (TLSReloadLoaded, TLSReloadFailed).
+	TLSReloads = "dicom_ingest_tls_reloads_total"
 	// TLSCertificateExpiresIn is the seconds until the served TLS
 	// certificate expires.
 	TLSCertificateExpiresIn = "dicom_ingest_tls_certificate_expires_in_seconds"
@@ -28,3 +47,77 @@ const (
 	// StagingBacklogBytes is what a task has staged and not uploaded.
 	StagingBacklogBytes = "dicom_ingest_staging_backlog_bytes"
 )
+
+// The label of TLSReloads and its values.
+const (
+	TLSReloadResult = "result"
+	TLSReloadLoaded = "loaded"
+	TLSReloadFailed = "failed"
+)
+
+// Kind is how a metric's samples add up in CloudWatch. The agent publishes
+// one sample per task per scrape (every 30 s): a counter as its increase
+// since the last scrape, so the Sum over a period is what happened in it;
+// a gauge as its value, so a Sum over a minute adds two samples of every
+// task and means nothing, and the value is read with Maximum, Minimum or
+// Average (SampleCount counts the samples, for an alarm on their absence).
+type Kind string
+
+const (
+	Counter Kind = "counter"
+	Gauge   Kind = "gauge"
+)
+
+// Kinds is the kind of each metric above: every metric the agent may
+// publish.
+var Kinds = map[string]Kind{
+	AssociationsActive:       Gauge,
+	AssociationsRejected:     Counter,
+	StoreFailures:            Counter,
+	ObjectsStored:            Counter,
+	AuditRecordsLost:         Counter,
+	TaskProtectionFailures:   Counter,
+	TLSHandshakeFailures:     Counter,
+	TLSReloads:               Counter,
+	TLSCertificateExpiresIn:  Gauge,
+	TLSClientCRLNextUpdateIn: Gauge,
+	StagingBacklogAge:        Gauge,
+	StagingBacklogBytes:      Gauge,
+}
+
+// Statistics are the CloudWatch statistics that read a metric of each
+// kind.
+var Statistics = map[Kind][]string{
+	Counter: {"Sum"},
+	Gauge:   {"Maximum", "Minimum", "Average", "SampleCount"},
+}
+
+// StatisticFits reports whether statistic reads a metric of kind k.
+func StatisticFits(k Kind, statistic string) bool {
+	return slices.Contains(Statistics[k], statistic)
+}
+
+// CheckRegistered reports each of names missing from the gathered families
+// or registered as another kind than Kinds says (a test's check that the
+// code registers what the stack publishes).
+func CheckRegistered(mfs []*dto.MetricFamily, names ...string) error {
+	got := map[string]dto.MetricType{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = mf.GetType()
+	}
+	want := map[Kind]dto.MetricType{Counter: dto.MetricType_COUNTER, Gauge: dto.MetricType_GAUGE}
+	var errs []error
+	for _, name := range names {
+		k, ok := Kinds[name]
+		typ, registered := got[name]
+		switch {
+		case !ok:
+			errs = append(errs, fmt.Errorf("metricnames: %s has no kind", name))
+		case !registered:
+			errs = append(errs, fmt.Errorf("metricnames: %s is not registered", name))
+		case typ != want[k]:
+			errs = append(errs, fmt.Errorf("metricnames: %s is registered as a %s, Kinds says %s", name, typ, k))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 type recordPutter interface {
@@ -434,7 +435,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 			Name: "dicom_ingest_audit_queue_waits_total", Help: "Association events that waited for room in the full audit record queue.",
 		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_audit_records_lost_total", Help: "Association audit records never written (still queued at exit, or not encodable).",
+			Name: metricnames.AuditRecordsLost, Help: "Association audit records never written (still queued at exit, or not encodable).",
 		}),
 	}
 	m.writable.Set(1)

@@ -17,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -171,6 +172,14 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(w.metrics.writable); got != 1 {
 		t.Errorf("dicom_ingest_audit_writable = %v after recovery", got)
+	}
+	// The stack publishes and alarms on the lost records by this name.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metricnames.CheckRegistered(mfs, metricnames.AuditRecordsLost); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -76,16 +76,8 @@ func TestPublishedNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	have := map[string]bool{}
-	for _, mf := range mfs {
-		have[mf.GetName()] = true
-	}
-	for _, name := range []string{
-		metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
-		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures,
-	} {
-		if !have[name] {
-			t.Errorf("%s is not registered", name)
-		}
+	if err := metricnames.CheckRegistered(mfs, metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
+		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures); err != nil {
+		t.Error(err)
 	}
 }

@@ -102,9 +102,9 @@ func newReloader(src Source, log *slog.Logger, reg prometheus.Registerer, now fu
 	r := &Reloader{
 		src: src, log: log, now: now, staleCRLs: map[crlKey]tlstrust.CRL{},
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dicom_ingest_tls_reloads_total",
+			Name: metricnames.TLSReloads,
 			Help: "Loads of the DICOM TLS certificate and client CA after the first, by result (loaded, failed).",
-		}, []string{"result"}),
+		}, []string{metricnames.TLSReloadResult}),
 	}
 	// Seconds, not a timestamp, so an alarm can compare it with a threshold
 	// (CloudWatch has no "now" to subtract a timestamp from).
@@ -172,13 +172,13 @@ func (r *Reloader) Reload() error {
 	defer r.mu.Unlock()
 	l, err := load(r.src, r.now())
 	if err != nil {
-		r.reloads.WithLabelValues("failed").Inc()
+		r.reloads.WithLabelValues(metricnames.TLSReloadFailed).Inc()
 		return err
 	}
 	if l.digest == r.current.Load().digest {
 		return nil
 	}
-	r.reloads.WithLabelValues("loaded").Inc()
+	r.reloads.WithLabelValues(metricnames.TLSReloadLoaded).Inc()
 	r.use(l)
 	return nil
 }

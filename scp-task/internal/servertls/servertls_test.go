@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
@@ -234,6 +235,14 @@ func TestReload(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(r.reloads.WithLabelValues("loaded")); n != 1 {
 		t.Errorf("reloads %v", n)
+	}
+	// The stack publishes and alarms on these by metricnames' names.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metricnames.CheckRegistered(mfs, metricnames.TLSReloads, metricnames.TLSCertificateExpiresIn); err != nil {
+		t.Error(err)
 	}
 	if e := testutil.ToFloat64(r.expiresIn); math.Abs(e-time.Until(next.Cert.NotAfter).Seconds()) > 60 {
 		t.Errorf("expires-in gauge %v, the certificate expires in %v", e, time.Until(next.Cert.NotAfter))

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // StatePath is the endpoint's path below $ECS_AGENT_URI.
@@ -122,7 +123,7 @@ func New(opts Options) (*Protector, error) {
 			Name: "dicom_ingest_task_protection_updates_total", Help: "Scale-in protection set (enabled, renewals included) or released (disabled).",
 		}, []string{"state"}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_task_protection_failures_total", Help: "Failed calls to the ECS agent's task protection endpoint (each is retried).",
+			Name: metricnames.TaskProtectionFailures, Help: "Failed calls to the ECS agent's task protection endpoint (each is retried).",
 		}),
 	}
 	if opts.Metrics != nil {

@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // agent is a stand-in for the ECS agent's task protection endpoint.
@@ -176,7 +178,8 @@ func TestStudyAfterStudyDoesNotFlap(t *testing.T) {
 func TestEndpointFailing(t *testing.T) {
 	a, uri := newAgent(t)
 	a.setFailing(true)
-	p := start(t, Options{AgentURI: uri, ReleaseAfter: time.Hour})
+	reg := prometheus.NewRegistry()
+	p := start(t, Options{AgentURI: uri, ReleaseAfter: time.Hour, Metrics: reg})
 	begin := time.Now()
 	for range 1000 {
 		p.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: assoc})
@@ -185,6 +188,14 @@ func TestEndpointFailing(t *testing.T) {
 		t.Fatalf("observing took %v", d)
 	}
 	eventually(t, "failures counted and retried", func() bool { return testutil.ToFloat64(p.failures) >= 2 })
+	// The stack publishes and alarms on the failures by this name.
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metricnames.CheckRegistered(mfs, metricnames.TaskProtectionFailures); err != nil {
+		t.Error(err)
+	}
 	if testutil.ToFloat64(p.protected) != 0 {
 		t.Error("protected although every call failed")
 	}
