@@ -40,6 +40,12 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 2
 	}
 	log := jsonlog.New(stderr, jsonlog.ParseLevel(cfg.LogLevel)).With("service", "scp-task")
+	// On AWS every line names the environment (ENVIRONMENT, as the
+	// functions' lines do): the stack's metric filters on this log take it
+	// as their Environment dimension.
+	if env := getenv("ENVIRONMENT"); env != "" {
+		log = log.With(jsonlog.EnvironmentKey, env)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	if err := run(ctx, cfg, log); err != nil {

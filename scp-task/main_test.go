@@ -71,7 +71,7 @@ func TestFailFast(t *testing.T) {
 			errHas: []string{"portal: cannot listen on " + taken.Addr().String(), "--portal-listen (or PORTAL_LISTEN)"}},
 		{name: "DICOM port taken, set by the environment", code: 1, dataDir: "x",
 			args:   []string{"--local", "--health-listen", free, "--portal-listen", free},
-			env:    map[string]string{"SCP_LISTEN": taken.Addr().String()},
+			env:    map[string]string{"SCP_LISTEN": taken.Addr().String(), "ENVIRONMENT": "dev"},
 			errHas: []string{"DICOM: cannot listen on", "SCP_LISTEN (or --listen)"}},
 		{name: "data directory in use", code: 1, args: append([]string{"--local", "--data-dir", held}, base...),
 			errHas: []string{"data directory in use", "process " + strconv.Itoa(os.Getpid()), "another --data-dir"}},
@@ -107,6 +107,11 @@ func TestFailFast(t *testing.T) {
 				}
 				if line["level"] != "ERROR" {
 					t.Errorf("log line %v", line)
+				}
+				// The stack's metric filters on the SCP's log take it as
+				// their Environment dimension.
+				if env := tt.env["ENVIRONMENT"]; env != "" && line["environment"] != env {
+					t.Errorf("log line %v does not name the environment %s", line, env)
 				}
 			}
 			if dir != "" {

@@ -3,6 +3,7 @@ package stack
 import (
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
@@ -214,4 +215,22 @@ func (d *queueOnFailure) Bind(_ awslambda.IEventSourceMapping, fn awslambda.IFun
 	}))
 	grantKeyVia(fn, d.key, "sqs", "kms:GenerateDataKey", "kms:Decrypt")
 	return &awslambda.DlqDestinationConfig{Destination: d.queue.QueueArn()}
+}
+
+// tableOperations lists the DynamoDB operations the functions call on one
+// table (which picks its access out of a function's), named as CloudWatch's
+// Operation dimension names them: DynamoDB publishes ThrottledRequests per
+// table and operation, for the operations called on it only.
+func tableOperations(which func(fnAccess) tableAccess) []string {
+	set := map[string]bool{}
+	for _, a := range functionAccess {
+		ta := which(a)
+		for _, action := range ta.actions {
+			set[strings.TrimPrefix(action, "dynamodb:")] = true
+		}
+		if len(ta.queries) > 0 {
+			set["Query"] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(set))
 }

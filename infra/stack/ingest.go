@@ -47,6 +47,10 @@ const (
 	MetricRejectedAssociation = metricnames.AssociationsRejected
 	MetricStoreFailures       = metricnames.StoreFailures
 	MetricObjectsStored       = metricnames.ObjectsStored
+	// MetricAuditRecordsLost: association audit records never written.
+	MetricAuditRecordsLost = metricnames.AuditRecordsLost
+	// MetricTaskProtectionFailures: failed scale-in protection calls.
+	MetricTaskProtectionFailures = metricnames.TaskProtectionFailures
 	// With dicom.tls only.
 	MetricTLSHandshakeFailures   = metricnames.TLSHandshakeFailures
 	MetricTLSCertificateExpireIn = metricnames.TLSCertificateExpiresIn
@@ -353,6 +357,8 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		// Finish draining before Fargate's SIGKILL at the stop timeout.
 		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", c.Scp.DrainTimeoutSeconds())),
 		"AWS_REGION":        jsii.String(c.Region),
+		// Named on every log line, for the metric filters' Environment.
+		"ENVIRONMENT": jsii.String(c.Name),
 	}
 	out.Secrets = map[string]awsecs.Secret{
 		logname.EnvKey: awsecs.Secret_FromSecretsManager(props.Storage.LogNameKey, nil),
@@ -550,14 +556,50 @@ func ScpMetric(env, name, statistic string, period awscdk.Duration) awscloudwatc
 	})
 }
 
+// scpDeclaration is one metric declaration of the agent: the SCP metrics
+// it publishes, with the dimensions they carry (Environment, from the
+// scrape's label, and the metric's own labels named).
+type scpDeclaration struct {
+	dimensions []string
+	metrics    []string
+}
+
+// scpDeclarations lists what the agent publishes of the SCP's metrics; a
+// metric's labels not among its dimensions are summed over (rejects by
+// reason reach CloudWatch as one sum). Not published:
+// dicom_ingest_tls_reloads_total, which cannot move in these tasks: their
+// certificate, key, CAs and CRLs arrive as PEM text in the environment,
+// which servertls never reloads (only files are), and nothing can send a
+// Fargate task SIGHUP. A certificate that does not load fails the task's
+// start instead, which the deployment circuit breaker rolls back.
+func scpDeclarations(withTLS bool) []scpDeclaration {
+	d := scpDeclaration{
+		dimensions: []string{"Environment"},
+		metrics: []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
+			MetricAuditRecordsLost, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes},
+	}
+	if withTLS {
+		d.metrics = append(d.metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)
+	}
+	return []scpDeclaration{d}
+}
+
 // agentConfigs renders the CloudWatch agent's JSON configuration and its
 // Prometheus scrape configuration. The scrape target is the SCP's health
 // port on localhost (tasks share one network namespace in awsvpc mode).
 func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus string) {
-	selectors := []string{"^" + MetricActiveAssociations + "$", "^" + MetricRejectedAssociation + "$", "^" + MetricStoreFailures + "$", "^" + MetricObjectsStored + "$",
-		"^" + MetricStagingBacklogAge + "$", "^" + MetricStagingBacklogBytes + "$"}
-	if withTLS {
-		selectors = append(selectors, "^"+MetricTLSHandshakeFailures+"$", "^"+MetricTLSCertificateExpireIn+"$", "^"+MetricTLSClientCRLNextUpdateIn+"$")
+	var declarations []any
+	for _, d := range scpDeclarations(withTLS) {
+		var selectors []string
+		for _, m := range d.metrics {
+			selectors = append(selectors, "^"+m+"$")
+		}
+		declarations = append(declarations, map[string]any{
+			"source_labels":    []string{"job"},
+			"label_matcher":    "^scp$",
+			"dimensions":       [][]string{d.dimensions},
+			"metric_selectors": selectors,
+		})
 	}
 	cfg := map[string]any{
 		"agent": map[string]any{"metrics_collection_interval": 60},
@@ -570,12 +612,7 @@ func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus str
 					"emf_processor": map[string]any{
 						"metric_declaration_dedup": true,
 						"metric_namespace":         MetricsNamespace,
-						"metric_declaration": []any{map[string]any{
-							"source_labels":    []string{"job"},
-							"label_matcher":    "^scp$",
-							"dimensions":       [][]string{{"Environment"}},
-							"metric_selectors": selectors,
-						}},
+						"metric_declaration":       declarations,
 					},
 				},
 			},

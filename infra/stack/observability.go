@@ -2,10 +2,12 @@ package stack
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
@@ -14,7 +16,23 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
+
+// MetricAuditRecordLostLogLines counts the SCP's "audit record lost" log
+// lines (a metric filter on its log group, in MetricsNamespace).
+const MetricAuditRecordLostLogLines = "ScpAuditRecordLostLogLines"
+
+// dynamoOperations are the values of CloudWatch's Operation dimension the
+// functions' DynamoDB actions appear under (tableOperations).
+var dynamoOperations = map[string]awsdynamodb.Operation{
+	"GetItem":    awsdynamodb.Operation_GET_ITEM,
+	"PutItem":    awsdynamodb.Operation_PUT_ITEM,
+	"UpdateItem": awsdynamodb.Operation_UPDATE_ITEM,
+	"DeleteItem": awsdynamodb.Operation_DELETE_ITEM,
+	"Query":      awsdynamodb.Operation_QUERY,
+	"Scan":       awsdynamodb.Operation_SCAN,
+}
 
 // ObservabilityProps configures NewObservability.
 type ObservabilityProps struct {
@@ -128,6 +146,40 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
 	}
 
+	// The tables are on demand, yet DynamoDB still throttles: a partition
+	// over its limits (hot keys), the account's per-table quota, or a
+	// table's maximum on-demand throughput. ThrottledRequests counts a
+	// request once whatever caused it, GSI writes included, and is
+	// published per table and operation, so the alarm adds up the
+	// operations the functions call on the table ("CloudWatch throttling
+	// metrics", Amazon DynamoDB Developer Guide,
+	// https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/TroubleshootingThrottling-cloudwatch.html;
+	// the cause-specific ...ThrottleEvents metrics there tell which).
+	var throttleMetrics []awscloudwatch.IMetric
+	for _, t := range []struct {
+		id    string
+		table awsdynamodb.Table
+		which func(fnAccess) tableAccess
+	}{
+		{"AuditTableThrottled", p.AuditTable, func(a fnAccess) tableAccess { return a.audit }},
+		{"IndexTableThrottled", p.IndexTable, func(a fnAccess) tableAccess { return a.index }},
+	} {
+		var ops []awsdynamodb.Operation
+		for _, op := range tableOperations(t.which) {
+			ops = append(ops, dynamoOperations[op])
+		}
+		m := t.table.MetricThrottledRequestsForOperations(&awsdynamodb.OperationsMetricOptions{Operations: &ops, Period: minute})
+		throttleMetrics = append(throttleMetrics, m)
+		add(awscloudwatch.NewAlarm(self, jsii.String(t.id), &awscloudwatch.AlarmProps{
+			Metric:             m,
+			AlarmDescription:   jsii.String("DynamoDB throttled requests to the " + strings.TrimSuffix(t.id, "Throttled") + " every minute for 5 minutes: records wait in their queues (docs/operations/alarms.md)"),
+			Threshold:          jsii.Number(0),
+			ComparisonOperator: gt,
+			EvaluationPeriods:  jsii.Number(5),
+			TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
+		}))
+	}
+
 	// Storage Commitment: a result the site's PACS never took (unreachable
 	// through the VPN, refusing our association or the report) until
 	// commitment.reportMinutes passed.
@@ -141,6 +193,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 
 	// SCP: rejected associations (unknown AE, wrong source, over limits) and
 	// C-STORE failures, from the SCP's own metrics.
+	ing := props.Ingest
 	rejects := ScpMetric(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	storeFailures := ScpMetric(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	active := ScpMetric(c.Name, MetricActiveAssociations, "Sum", minute)
@@ -157,6 +210,19 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		TreatMissingData:   awscloudwatch.TreatMissingData_BREACHING,
 	}))
 	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured or something unknown is knocking")
+	// Audit records lost: a compliance event, whatever the count. The
+	// agent sees a loss while the task runs (a record not encodable); a
+	// task losing records at its exit is gone before the next scrape, so
+	// the log line each loss writes is counted as well, which the log
+	// driver ships after the process ends.
+	alarm("ScpAuditRecordsLost", ScpMetric(c.Name, MetricAuditRecordsLost, "Sum", minute), 0, gt, 1,
+		"scp-task lost association audit records (never written to audit/): a compliance event (docs/operations/alarms.md)")
+	alarm("ScpAuditRecordLostLogged", logLineMetric(self, "ScpAuditRecordLostFilter", ing.LogGroup, c.Name, associationaudit.LostLog, MetricAuditRecordLostLogLines), 0, gt, 1,
+		"scp-task logged an audit record lost (never written to audit/), at its exit or while running: a compliance event (docs/operations/alarms.md)")
+	// Scale-in protection lasts 15 minutes past its last renewal: failing
+	// that long, a busy task may be stopped by a scale-in or deployment.
+	alarm("ScpTaskProtectionFailures", ScpMetric(c.Name, MetricTaskProtectionFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5))), 0, gt, 3,
+		"scp-task's scale-in protection calls to the ECS agent failed for 15 minutes: a busy task may be stopped mid-study (docs/operations/alarms.md)")
 	alarm("ScpStoreFailures", storeFailures, 0, gt, 1, "C-STORE requests answered with a failure status (S3 unreachable or refusing writes)")
 	if c.Dicom.TLS != nil {
 		// A site whose certificate expired, or was revoked, fails every
@@ -175,7 +241,6 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		}
 	}
 
-	ing := props.Ingest
 	var stagingWidgets []awscloudwatch.IWidget
 	if st := c.Scp.Staging; st != nil {
 		// Staged objects are acknowledged and not yet in S3: an old
@@ -232,7 +297,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	dash.AddWidgets(queueWidgets...)
 	dash.AddWidgets(stagingWidgets...)
 	dash.AddWidgets(
-		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Function errors"), Left: &fnErrors, Width: jsii.Number(12)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Function errors"), Left: &fnErrors, Width: jsii.Number(6)}),
+		// One graph each: both expressions name their metrics by operation.
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Audit table throttled"), Left: &[]awscloudwatch.IMetric{throttleMetrics[0]}, Width: jsii.Number(3)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Index table throttled"), Left: &[]awscloudwatch.IMetric{throttleMetrics[1]}, Width: jsii.Number(3)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("scp-task CPU / memory"), Left: &[]awscloudwatch.IMetric{
 			ing.Service.MetricCpuUtilization(nil), ing.Service.MetricMemoryUtilization(nil),
 		}, Width: jsii.Number(12)}),

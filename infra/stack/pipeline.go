@@ -467,19 +467,20 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq)
 
 	// The alarm's signal: the function logs each result it gives up on.
-	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn, c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)
+	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)
 }
 
-// logLineMetric counts the lines of fn's log whose message is msg as the
+// logLineMetric counts the lines of a log group whose message is msg as the
 // metric name in MetricsNamespace, with the dimension Environment taken from
-// the line (lambdaio.Logger writes it on every line), and returns that
+// the line (lambdaio.Logger, and scp-task with ENVIRONMENT, write it on
+// every line), and returns that
 // metric for environment env as an alarm must name it: with the dimension,
 // or the alarm watches a metric nothing publishes. A filter with dimensions
 // takes no default value, and a dimension's value must be a field of the
 // line, so the metric has data only where such a line was logged.
-func logLineMetric(scope constructs.Construct, id string, fn awslambda.Function, env, msg, name string) awscloudwatch.Metric {
+func logLineMetric(scope constructs.Construct, id string, logGroup awslogs.ILogGroup, env, msg, name string) awscloudwatch.Metric {
 	filter := awslogs.NewMetricFilter(scope, jsii.String(id), &awslogs.MetricFilterProps{
-		LogGroup:        fn.LogGroup(),
+		LogGroup:        logGroup,
 		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$."+slog.MessageKey), jsii.String("="), jsii.String(msg)),
 		MetricNamespace: jsii.String(MetricsNamespace),
 		MetricName:      jsii.String(name),

@@ -17,6 +17,12 @@ import (
 // SchemaVersion is bumped on any incompatible change of Record.
 const SchemaVersion = 1
 
+// LostLog is the message of the SCP's log line for each record it will
+// never write (still queued when it had to exit, or not encodable); the
+// stack's metric filter counts these lines for the ScpAuditRecordLostLogged
+// alarm.
+const LostLog = "audit record lost"
+
 // Event names, as they appear in Record.Event and in keys.
 const (
 	EventAccepted    = "association-accepted"

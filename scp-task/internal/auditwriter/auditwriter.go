@@ -312,7 +312,7 @@ func (w *Writer) Lost() uint64 { return w.lost.Load() }
 func (w *Writer) lose(r associationaudit.Record, why string) {
 	w.lost.Add(1)
 	w.metrics.lost.Inc()
-	w.log.Error("audit record lost", "why", why, "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time)
+	w.log.Error(associationaudit.LostLog, "why", why, "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time)
 }
 
 func (w *Writer) run() {
