@@ -196,7 +196,11 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	ing := props.Ingest
 	rejects := ScpMetric(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	storeFailures := ScpMetric(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
-	active := ScpMetric(c.Name, MetricActiveAssociations, "Sum", minute)
+	// Gauges are published per task per scrape (every 30 s): a Sum over a
+	// minute counted each association about twice. The busiest task, and
+	// the mean per task (what the association scaling tracks).
+	activeMax := ScpMetric(c.Name, MetricActiveAssociations, "Maximum", minute).With(&awscloudwatch.MetricOptions{Label: jsii.String("busiest task")})
+	activeAvg := ScpMetric(c.Name, MetricActiveAssociations, "Average", minute).With(&awscloudwatch.MetricOptions{Label: jsii.String("mean per task")})
 	stored := ScpMetric(c.Name, MetricObjectsStored, "Sum", minute)
 	// The SCP's own alarms treat missing data as fine (no rejects, no
 	// failures): were its metrics to stop (the metrics agent down), they
@@ -250,9 +254,9 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		alarm("StagingBacklogAge", age, float64(st.AlarmAgeSeconds), gt, 2,
 			fmt.Sprintf("A staged object has waited over %d s for its upload to S3 (tasks refuse associations after %d min)", st.AlarmAgeSeconds, st.MaxAgeMinutes))
 		stagingWidgets = append(stagingWidgets, awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
-			Title: jsii.String("Staging backlog (age s / bytes)"),
+			Title: jsii.String("Staging backlog, largest task (age s / bytes)"),
 			Left:  &[]awscloudwatch.IMetric{age},
-			Right: &[]awscloudwatch.IMetric{ScpMetric(c.Name, MetricStagingBacklogBytes, "Sum", minute)},
+			Right: &[]awscloudwatch.IMetric{ScpMetric(c.Name, MetricStagingBacklogBytes, "Maximum", minute)},
 			Width: jsii.Number(12),
 		}))
 	}
@@ -290,7 +294,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	)
 	dash.AddWidgets(
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("VPN tunnel state (1 = all up)"), Left: &tunnelMetrics, Width: jsii.Number(6)}),
-		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations"), Left: &[]awscloudwatch.IMetric{active}, Right: &[]awscloudwatch.IMetric{rejects}, Width: jsii.Number(6)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations open (per task) / rejected"), Left: &[]awscloudwatch.IMetric{activeMax, activeAvg}, Right: &[]awscloudwatch.IMetric{rejects}, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Instances stored / failures"), Left: &[]awscloudwatch.IMetric{stored}, Right: &[]awscloudwatch.IMetric{storeFailures}, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &[]awscloudwatch.IMetric{healthy, unhealthy}, Width: jsii.Number(6)}),
 	)

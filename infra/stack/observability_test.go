@@ -247,3 +247,50 @@ func TestFailureModesAlarmed(t *testing.T) {
 		}
 	})
 }
+
+// TestDashboardReadsGaugesAsGauges: a graph of one of the SCP's gauges
+// reads it with a gauge's statistic, and a counter with Sum. The agent
+// publishes a gauge once per task per scrape (every 30 s), so the
+// Associations graph's Sum over a minute showed about twice the
+// associations there were.
+func TestDashboardReadsGaugesAsGauges(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		dash := first(s.resources("AWS::CloudWatch::Dashboard"))
+		var body struct {
+			Widgets []struct {
+				Properties struct {
+					Title   string  `json:"title"`
+					Metrics [][]any `json:"metrics"`
+				} `json:"properties"`
+			} `json:"widgets"`
+		}
+		if err := json.Unmarshal([]byte(rendered(props(dash)["DashboardBody"])), &body); err != nil {
+			t.Fatal(err)
+		}
+		var seen int
+		for _, w := range body.Widgets {
+			for _, m := range w.Properties.Metrics {
+				if len(m) < 3 || m[0] != MetricsNamespace {
+					continue
+				}
+				name, _ := m[1].(string)
+				opts, _ := m[len(m)-1].(map[string]any)
+				stat, _ := opts["stat"].(string)
+				if stat == "" {
+					stat = "Average" // a graph's default, which CDK leaves out
+				}
+				k, ok := metricnames.Kinds[name]
+				if !ok {
+					continue // a metric filter's count
+				}
+				seen++
+				if !metricnames.StatisticFits(k, stat) {
+					t.Errorf("graph %q reads the %s %s with %q", w.Properties.Title, k, name, stat)
+				}
+			}
+		}
+		if seen == 0 {
+			t.Error("no graph of an SCP metric found on the dashboard")
+		}
+	})
+}
