@@ -16,6 +16,8 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsbackup"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/cdklabs/cdk-nag-go/cdknag/v2"
@@ -102,8 +104,47 @@ func NewIngestStack(scope constructs.Construct, id string, props *Props) (*Inges
 		Config: c, Storage: out.Storage, Vpn: out.Vpn, Ingest: out.Ingest, Pipeline: out.Pipeline,
 	})
 	out.outputs(c)
+	providerLogs(out)
 	suppress(out)
 	return out, nil
+}
+
+// providerLogs gives each Lambda function without a log group of its own a
+// log group with the environment's retention under the stack's key: the
+// functions of CDK's custom-resource providers (the S3 notifications'
+// handler, AwsCustomResource's singleton, the default security group's
+// restriction), which would otherwise log to /aws/lambda/<name>, created by
+// Lambda on first use, never expiring and not under the key. Their
+// LoggingConfig names the group (Lambda sends a function's logs to the log
+// group LoggingConfig.LogGroup names: "Configuring CloudWatch log groups",
+// AWS Lambda Developer Guide,
+// https://docs.aws.amazon.com/lambda/latest/dg/monitoring-cloudwatchlogs-loggroups.html);
+// their roles already may write any log group (AWSLambdaBasicExecutionRole).
+// CDK's logRetention prop would not do: it adds a custom resource, a
+// function of its own, to set the retention, and sets no key. Run once
+// every construct exists: a function added later is not covered, which
+// TestEveryFunctionLogsUnderRetentionAndKey reports.
+func providerLogs(s *IngestStack) {
+	c := s.Config
+	for _, node := range *s.Stack.Node().FindAll(constructs.ConstructOrder_PREORDER) {
+		res, ok := node.(awscdk.CfnResource)
+		if !ok || *res.CfnResourceType() != "AWS::Lambda::Function" {
+			continue
+		}
+		if fn, ok := node.(awslambda.CfnFunction); ok && fn.LoggingConfig() != nil {
+			continue // one of ours, with its own log group
+		}
+		scope, ok := node.Node().Scope().(constructs.Construct)
+		if !ok {
+			continue // the function is a construct's child; never at the top
+		}
+		logs := awslogs.NewLogGroup(scope, jsii.String("Logs"), &awslogs.LogGroupProps{
+			EncryptionKey: s.Storage.Key,
+			Retention:     retention(c.LogRetentionDays),
+			RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
+		})
+		res.AddPropertyOverride(jsii.String("LoggingConfig.LogGroup"), logs.LogGroupName())
+	}
 }
 
 // checkAssets reports missing build outputs as errors; jsii would panic on

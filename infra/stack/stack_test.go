@@ -1725,3 +1725,32 @@ func TestEventsUnderTheKey(t *testing.T) {
 		}
 	})
 }
+
+// TestEveryFunctionLogsUnderRetentionAndKey: every Lambda function of the
+// template, CDK's custom-resource providers included, logs to a log group of
+// the stack kept logRetentionDays and encrypted with the stack's key. The
+// providers' functions logged to /aws/lambda/<name>, which Lambda creates on
+// first use, never expiring and under no key of ours.
+func TestEveryFunctionLogsUnderRetentionAndKey(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		keyID := s.stack.logicalID(s.stack.Storage.Key)
+		fns := s.resources("AWS::Lambda::Function")
+		if len(fns) <= len(FunctionNames) {
+			t.Fatalf("%d functions: the providers' are missing from the template", len(fns))
+		}
+		for id, fn := range fns {
+			lc, _ := props(fn)["LoggingConfig"].(map[string]any)
+			groupID := refID(lc["LogGroup"])
+			group, ok := s.res[groupID]
+			if !ok || group["Type"] != "AWS::Logs::LogGroup" {
+				t.Errorf("function %s logs to %v, not a log group of the stack", id, js(lc))
+				continue
+			}
+			g := props(group)
+			if g["RetentionInDays"] != float64(s.cfg.LogRetentionDays) || refID(g["KmsKeyId"]) != keyID {
+				t.Errorf("function %s: log group %s keeps %v days under %v; want %d days under the stack's key %s",
+					id, groupID, g["RetentionInDays"], js(g["KmsKeyId"]), s.cfg.LogRetentionDays, keyID)
+			}
+		}
+	})
+}
