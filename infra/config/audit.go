@@ -41,15 +41,15 @@ var (
 	dnsNameRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 )
 
-func (a *Audit) applyDefaults() {
+func (a *Audit) applyDefaults(g settings) {
 	s := a.Syslog
 	if s == nil {
 		return
 	}
-	if s.Port == 0 {
+	if !g["audit.syslog.port"] {
 		s.Port = 6514
 	}
-	if s.Address == "" {
+	if !g["audit.syslog.address"] {
 		if ip, err := netip.ParseAddr(s.Host); err == nil && ip.Is4() {
 			s.Address = s.Host
 		}
@@ -75,7 +75,9 @@ func (c *Config) validateAudit(p *problems, vpc netip.Prefix, vpcOK bool) {
 		p.addf(f+".port", "%d is not a TCP port", s.Port)
 	}
 	if s.Address == "" {
-		if s.Host != "" && hostErr != nil {
+		if s.Host != "" && hostErr == nil {
+			p.addf(f+".address", "is empty: leave it out to use host's address")
+		} else if s.Host != "" {
 			p.addf(f+".address", "required when host is a DNS name: the function's security group lets it reach only this IPv4 address")
 		}
 	} else if addr, err := netip.ParseAddr(s.Address); err != nil || !addr.Is4() {

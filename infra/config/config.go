@@ -36,7 +36,11 @@ const (
 )
 
 // Config is one environment. Field names are the JSON keys in camelCase.
-// Zero values of optional fields take the defaults applied by Parse.
+// Optional settings absent from the file take the defaults applied by
+// Parse; one given keeps its value, so a 0, false or "" written out is
+// never silently the default: where it means something (a deregistration
+// delay of 0, an archive kept forever) it is a pointer field, and
+// elsewhere Validate refuses it, naming the setting.
 type Config struct {
 	// Name is the environment name; it must equal the file's base name.
 	Name string `json:"name"`
@@ -122,8 +126,10 @@ type Scp struct {
 	// StopTimeoutSeconds the container gets after SIGTERM to drain
 	// (DrainMarginSeconds+1..120, default 120, Fargate's maximum).
 	StopTimeoutSeconds int `json:"stopTimeoutSeconds,omitempty"`
-	// DeregistrationDelaySeconds of the target group (default 120).
-	DeregistrationDelaySeconds int `json:"deregistrationDelaySeconds,omitempty"`
+	// DeregistrationDelaySeconds of the target group (0..3600, default
+	// 120; 0: the NLB resets a deregistered task's associations at once).
+	// Read it with DeregistrationDelay.
+	DeregistrationDelaySeconds *int `json:"deregistrationDelaySeconds,omitempty"`
 	// Staging, when present, makes the tasks answer C-STORE once an
 	// object is durable on an EFS file system they all mount, and upload
 	// it to S3 afterwards; absent, they answer once S3 holds it (see
@@ -249,8 +255,10 @@ type Pipeline struct {
 	QuietPeriodSeconds int `json:"quietPeriodSeconds,omitempty"`
 	// EventPatientData is the event-content policy (default "none").
 	EventPatientData string `json:"eventPatientData,omitempty"`
-	// ArchiveRetentionDays of the event archive (default 365).
-	ArchiveRetentionDays int `json:"archiveRetentionDays,omitempty"`
+	// ArchiveRetentionDays of the event archive (default 365; 0 keeps
+	// events forever, EventBridge's meaning of 0). Read it with
+	// ArchiveRetention.
+	ArchiveRetentionDays *int `json:"archiveRetentionDays,omitempty"`
 	// ReservedConcurrency per function (default 10).
 	ReservedConcurrency int `json:"reservedConcurrency,omitempty"`
 	// MaxReceiveCount before a message goes to its dead-letter queue
@@ -278,8 +286,32 @@ const DefaultAuditBackupRetentionDays = 6*365 + 2
 // may delete the lock configuration can lift it); with it, the lock
 // becomes immutable that many days after deployment (compliance mode).
 type BackupVaultLock struct {
-	MinRetentionDays  int `json:"minRetentionDays"`
-	ChangeableForDays int `json:"changeableForDays,omitempty"`
+	MinRetentionDays  int  `json:"minRetentionDays"`
+	ChangeableForDays *int `json:"changeableForDays,omitempty"`
+}
+
+// Defaults of the settings whose 0 means something.
+const (
+	DefaultDeregistrationDelaySeconds = 120
+	DefaultArchiveRetentionDays       = 365
+)
+
+// DeregistrationDelay is the target group's deregistration delay in
+// seconds: scp.deregistrationDelaySeconds, 0 included, or its default.
+func (s Scp) DeregistrationDelay() int {
+	if s.DeregistrationDelaySeconds == nil {
+		return DefaultDeregistrationDelaySeconds
+	}
+	return *s.DeregistrationDelaySeconds
+}
+
+// ArchiveRetention is how many days the event archive keeps events (0:
+// forever): pipeline.archiveRetentionDays, 0 included, or its default.
+func (p Pipeline) ArchiveRetention() int {
+	if p.ArchiveRetentionDays == nil {
+		return DefaultArchiveRetentionDays
+	}
+	return *p.ArchiveRetentionDays
 }
 
 // ProxyProtocolEnabled reports the effective PROXY protocol setting.
@@ -386,62 +418,102 @@ func Parse(data []byte) (*Config, error) {
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("config: parse: trailing data after the JSON object")
 	}
-	cfg.applyDefaults()
+	var tree any
+	if err := json.Unmarshal(data, &tree); err != nil {
+		return nil, fmt.Errorf("config: parse: %w", err)
+	}
+	g := settings{}
+	g.collect("", tree)
+	cfg.applyDefaults(g)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-func (c *Config) applyDefaults() {
-	def := func(p *int, v int) {
-		if *p == 0 {
+// settings are the paths of the settings a file gives, null ones excepted,
+// in lower case as encoding/json matches keys to fields: "scp.cpu",
+// "sites[0].bgpasn".
+type settings map[string]bool
+
+func (g settings) collect(path string, v any) {
+	switch v := v.(type) {
+	case nil:
+	case map[string]any:
+		for k, e := range v {
+			p := strings.ToLower(k)
+			if path != "" {
+				p = path + "." + p
+			}
+			g.collect(p, e)
+		}
+	case []any:
+		g[path] = true
+		for i, e := range v {
+			g.collect(fmt.Sprintf("%s[%d]", path, i), e)
+		}
+	default:
+		g[path] = true
+	}
+}
+
+// applyDefaults sets each optional setting the file does not give (g) to
+// its default. One given keeps its value, 0 and "" included, for Validate
+// to refuse where it means nothing.
+func (c *Config) applyDefaults(g settings) {
+	def := func(path string, p *int, v int) {
+		if !g[strings.ToLower(path)] {
 			*p = v
 		}
 	}
-	def(&c.LogRetentionDays, 365)
-	def(&c.Dicom.Port, 104)
-	def(&c.Dicom.IdleTimeoutSeconds, 3600)
+	def("logRetentionDays", &c.LogRetentionDays, 365)
+	def("dicom.port", &c.Dicom.Port, 104)
+	def("dicom.idleTimeoutSeconds", &c.Dicom.IdleTimeoutSeconds, 3600)
 	if c.Dicom.TLS != nil {
-		def(&c.Dicom.TLS.Port, DefaultTLSPort)
+		def("dicom.tls.port", &c.Dicom.TLS.Port, DefaultTLSPort)
 	}
-	def(&c.Scp.Cpu, 1024)
-	def(&c.Scp.MemoryMiB, 2048)
-	def(&c.Scp.MinTasks, 2)
-	def(&c.Scp.MaxTasks, 2*c.Scp.MinTasks)
-	def(&c.Scp.MaxAssociations, 64)
-	def(&c.Scp.TargetCpuPercent, 60)
-	def(&c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
-	def(&c.Scp.StopTimeoutSeconds, 120)
-	def(&c.Scp.DeregistrationDelaySeconds, 120)
+	def("scp.cpu", &c.Scp.Cpu, 1024)
+	def("scp.memoryMiB", &c.Scp.MemoryMiB, 2048)
+	def("scp.minTasks", &c.Scp.MinTasks, 2)
+	def("scp.maxTasks", &c.Scp.MaxTasks, 2*c.Scp.MinTasks)
+	def("scp.maxAssociations", &c.Scp.MaxAssociations, 64)
+	def("scp.targetCpuPercent", &c.Scp.TargetCpuPercent, 60)
+	def("scp.targetAssociationsPerTask", &c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
+	def("scp.stopTimeoutSeconds", &c.Scp.StopTimeoutSeconds, 120)
+	if c.Scp.DeregistrationDelaySeconds == nil {
+		c.Scp.DeregistrationDelaySeconds = new(DefaultDeregistrationDelaySeconds)
+	}
 	if st := c.Scp.Staging; st != nil {
-		def(&st.MaxBacklogGiB, 8)
-		def(&st.MaxAgeMinutes, 15)
-		def(&st.AlarmAgeSeconds, 300)
+		def("scp.staging.maxBacklogGiB", &st.MaxBacklogGiB, 8)
+		def("scp.staging.maxAgeMinutes", &st.MaxAgeMinutes, 15)
+		def("scp.staging.alarmAgeSeconds", &st.AlarmAgeSeconds, 300)
 	}
-	if c.Vpn.AmazonSideAsn == 0 {
+	if !g["vpn.amazonsideasn"] {
 		c.Vpn.AmazonSideAsn = 64512
 	}
 	for i := range c.Sites {
 		s := &c.Sites[i]
-		if s.Routing == "" {
+		f := fmt.Sprintf("sites[%d].", i)
+		if !g[f+"routing"] {
 			s.Routing = RoutingStatic
 		}
-		if s.BgpAsn == 0 && s.Routing == RoutingStatic {
+		if !g[f+"bgpasn"] && s.Routing == RoutingStatic {
 			s.BgpAsn = 65000
 		}
 	}
-	def(&c.Storage.AccessLogRetentionDays, 365)
-	def(&c.Pipeline.QuietPeriodSeconds, 60)
-	if c.Pipeline.EventPatientData == "" {
+	def("storage.accessLogRetentionDays", &c.Storage.AccessLogRetentionDays, 365)
+	def("pipeline.quietPeriodSeconds", &c.Pipeline.QuietPeriodSeconds, 60)
+	if !g["pipeline.eventpatientdata"] {
 		c.Pipeline.EventPatientData = PatientDataNone
 	}
-	def(&c.Pipeline.ArchiveRetentionDays, 365)
-	def(&c.Pipeline.ReservedConcurrency, 10)
-	def(&c.Pipeline.MaxReceiveCount, 5)
-	def(&c.Pipeline.BackupRetentionDays, 35)
-	def(&c.Pipeline.AuditBackupRetentionDays, DefaultAuditBackupRetentionDays)
-	c.Audit.applyDefaults()
-	def(&c.Commitment.WaitSeconds, 300)
-	def(&c.Commitment.ReportMinutes, 60)
+	if c.Pipeline.ArchiveRetentionDays == nil {
+		c.Pipeline.ArchiveRetentionDays = new(DefaultArchiveRetentionDays)
+	}
+	def("pipeline.reservedConcurrency", &c.Pipeline.ReservedConcurrency, 10)
+	def("pipeline.maxReceiveCount", &c.Pipeline.MaxReceiveCount, 5)
+	def("pipeline.backupRetentionDays", &c.Pipeline.BackupRetentionDays, 35)
+	def("pipeline.auditBackupRetentionDays", &c.Pipeline.AuditBackupRetentionDays, DefaultAuditBackupRetentionDays)
+	c.Audit.applyDefaults(g)
+	def("commitment.waitSeconds", &c.Commitment.WaitSeconds, 300)
+	def("commitment.reportMinutes", &c.Commitment.ReportMinutes, 60)
 }

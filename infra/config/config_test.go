@@ -107,10 +107,10 @@ func TestParseValidation(t *testing.T) {
 		}},
 		{"backup vault lock", func(c *Config) {
 			c.Pipeline.BackupRetentionDays = 7
-			c.Pipeline.BackupVaultLock = &BackupVaultLock{MinRetentionDays: 30, ChangeableForDays: 1}
+			c.Pipeline.BackupVaultLock = &BackupVaultLock{MinRetentionDays: 30, ChangeableForDays: new(1)}
 		}, []string{
 			"pipeline.backupVaultLock.minRetentionDays: 30 must be between 1 and backupRetentionDays (7)",
-			"pipeline.backupVaultLock.changeableForDays: 1 must be at least 3 (or unset, for governance mode)",
+			"pipeline.backupVaultLock.changeableForDays: 1 must be at least 3 (or left out, for governance mode)",
 		}},
 		{"audit backups kept shorter than the daily ones", func(c *Config) { c.Pipeline.AuditBackupRetentionDays = 30 }, []string{
 			"pipeline.auditBackupRetentionDays: 30 must be at least backupRetentionDays (35)",
@@ -341,5 +341,115 @@ func TestCommitmentSettings(t *testing.T) {
 	}
 	if got.Commitment.WaitSeconds != 300 || got.Commitment.ReportMinutes != 60 {
 		t.Errorf("commitment defaults %+v", got.Commitment)
+	}
+}
+
+// TestExplicitZero: a setting given as 0 (or "") is never silently its
+// default. Where 0 means something it is kept: a deregistration delay of 0
+// (documented as allowed, and impossible to set while 0 read as unset), an
+// event archive kept forever. Everywhere else it is refused, naming the
+// setting.
+func TestExplicitZero(t *testing.T) {
+	with := func(t *testing.T, path string, v any) []byte {
+		t.Helper()
+		c := valid()
+		c.Scp.Staging = &Staging{}
+		var tree map[string]any
+		if err := json.Unmarshal(marshal(t, c), &tree); err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(path, ".")
+		m := tree
+		for _, p := range parts[:len(parts)-1] {
+			if i := strings.Index(p, "["); i > 0 { // sites[0]
+				m = m[p[:i]].([]any)[0].(map[string]any)
+				continue
+			}
+			next, ok := m[p].(map[string]any)
+			if !ok {
+				next = map[string]any{}
+				m[p] = next
+			}
+			m = next
+		}
+		m[parts[len(parts)-1]] = v
+		b, err := json.Marshal(tree)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	t.Run("kept", func(t *testing.T) {
+		c, err := Parse(with(t, "scp.deregistrationDelaySeconds", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Scp.DeregistrationDelay() != 0 {
+			t.Errorf("scp.deregistrationDelaySeconds 0 reads %d", c.Scp.DeregistrationDelay())
+		}
+		c, err = Parse(with(t, "pipeline.archiveRetentionDays", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Pipeline.ArchiveRetention() != 0 {
+			t.Errorf("pipeline.archiveRetentionDays 0 reads %d", c.Pipeline.ArchiveRetention())
+		}
+		// Absent, they take their defaults, and an accepted config
+		// survives a round trip with its zeros.
+		c, err = Parse(marshal(t, valid()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Scp.DeregistrationDelay() != 120 || c.Pipeline.ArchiveRetention() != 365 {
+			t.Errorf("defaults %d, %d", c.Scp.DeregistrationDelay(), c.Pipeline.ArchiveRetention())
+		}
+		zero, err := Parse(with(t, "scp.deregistrationDelaySeconds", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Parse(marshal(t, zero))
+		if err != nil || again.Scp.DeregistrationDelay() != 0 {
+			t.Errorf("round trip: %v, %d", err, again.Scp.DeregistrationDelay())
+		}
+	})
+	for _, tc := range []struct {
+		path string
+		v    any
+		want string
+	}{
+		{"logRetentionDays", 0, "logRetentionDays: 0 is not a CloudWatch Logs retention value"},
+		{"dicom.port", 0, "dicom.port: 0 is not a TCP port"},
+		{"dicom.idleTimeoutSeconds", 0, "dicom.idleTimeoutSeconds: 0 is outside"},
+		{"scp.cpu", 0, "scp: cpu 0 with memoryMiB 2048"},
+		{"scp.memoryMiB", 0, "scp: cpu 1024 with memoryMiB 0"},
+		{"scp.minTasks", 0, "scp.minTasks: 0"},
+		{"scp.maxTasks", 0, "scp.maxTasks: 0"},
+		{"scp.maxAssociations", 0, "scp.maxAssociations: 0 must be at least 1"},
+		{"scp.targetCpuPercent", 0, "scp.targetCpuPercent: 0 is outside"},
+		{"scp.targetAssociationsPerTask", 0, "scp.targetAssociationsPerTask: 0 must be between 1"},
+		{"scp.stopTimeoutSeconds", 0, "scp.stopTimeoutSeconds: 0 is outside"},
+		{"scp.deregistrationDelaySeconds", -1, "scp.deregistrationDelaySeconds: -1 is outside 0..3600"},
+		{"scp.staging.maxBacklogGiB", 0, "scp.staging.maxBacklogGiB: 0 is outside"},
+		{"scp.staging.maxAgeMinutes", 0, "scp.staging.maxAgeMinutes: 0 is outside"},
+		{"scp.staging.alarmAgeSeconds", 0, "scp.staging.alarmAgeSeconds: 0 must be between"},
+		{"vpn.amazonSideAsn", 0, "vpn.amazonSideAsn: 0 is not a private ASN"},
+		{"sites[0].routing", "", `sites[0].routing: "" must be static or bgp`},
+		{"sites[0].bgpAsn", 0, "sites[0].bgpAsn: 0 is outside"},
+		{"storage.accessLogRetentionDays", 0, "storage.accessLogRetentionDays: 0 must be at least 1"},
+		{"pipeline.quietPeriodSeconds", 0, "pipeline.quietPeriodSeconds: 0 is outside"},
+		{"pipeline.eventPatientData", "", `pipeline.eventPatientData: "" must be one of`},
+		{"pipeline.archiveRetentionDays", -1, "pipeline.archiveRetentionDays: -1 must be 0"},
+		{"pipeline.reservedConcurrency", 0, "pipeline.reservedConcurrency: 0 is outside"},
+		{"pipeline.maxReceiveCount", 0, "pipeline.maxReceiveCount: 0 is outside"},
+		{"pipeline.backupRetentionDays", 0, "pipeline.backupRetentionDays: 0 must be at least 1"},
+		{"commitment.waitSeconds", 0, "commitment.waitSeconds: 0 is outside"},
+		{"commitment.reportMinutes", 0, "commitment.reportMinutes: 0 is outside"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			_, err := Parse(with(t, tc.path, tc.v))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s = %v: got %v, want an error containing %q", tc.path, tc.v, err, tc.want)
+			}
+		})
 	}
 }

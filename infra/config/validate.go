@@ -130,8 +130,13 @@ func (c *Config) Validate() error {
 		p.addf("scp.stopTimeoutSeconds", "%d is outside %d..120 (Fargate allows at most 120; scp-task drains for %d s less, and at least 1 s)",
 			s.StopTimeoutSeconds, DrainMarginSeconds+1, DrainMarginSeconds)
 	}
-	if s.DeregistrationDelaySeconds < 0 || s.DeregistrationDelaySeconds > 3600 {
-		p.addf("scp.deregistrationDelaySeconds", "%d is outside 0..3600", s.DeregistrationDelaySeconds)
+	// deregistration_delay.timeout_seconds: "The range is 0-3600 seconds"
+	// (Elastic Load Balancing API Reference, TargetGroupAttribute). 0
+	// resets a draining task's associations at once; the stack uses the
+	// same value as the unhealthy draining interval, whose range was not
+	// checked here (an account would say).
+	if d := s.DeregistrationDelay(); d < 0 || d > 3600 {
+		p.addf("scp.deregistrationDelaySeconds", "%d is outside 0..3600", d)
 	}
 	if st := s.Staging; st != nil {
 		if st.MaxBacklogGiB < 1 || st.MaxBacklogGiB > 1024 {
@@ -190,8 +195,8 @@ func (c *Config) Validate() error {
 	if !slices.Contains([]string{PatientDataNone, PatientDataIdentifiers, PatientDataFull}, pl.EventPatientData) {
 		p.addf("pipeline.eventPatientData", "%q must be one of none, id, full", pl.EventPatientData)
 	}
-	if pl.ArchiveRetentionDays < 1 {
-		p.addf("pipeline.archiveRetentionDays", "%d must be at least 1", pl.ArchiveRetentionDays)
+	if pl.ArchiveRetention() < 0 {
+		p.addf("pipeline.archiveRetentionDays", "%d must be 0 (keep events forever) or more", pl.ArchiveRetention())
 	}
 	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 1000 {
 		// 2 is the least an SQS event source's maximum concurrency can be.
@@ -213,8 +218,8 @@ func (c *Config) Validate() error {
 			p.addf("pipeline.backupVaultLock.minRetentionDays", "%d must be between 1 and backupRetentionDays (%d)", l.MinRetentionDays, pl.BackupRetentionDays)
 		}
 		// AWS Backup's least grace period before a compliance lock sets.
-		if l.ChangeableForDays != 0 && l.ChangeableForDays < 3 {
-			p.addf("pipeline.backupVaultLock.changeableForDays", "%d must be at least 3 (or unset, for governance mode)", l.ChangeableForDays)
+		if l.ChangeableForDays != nil && *l.ChangeableForDays < 3 {
+			p.addf("pipeline.backupVaultLock.changeableForDays", "%d must be at least 3 (or left out, for governance mode)", *l.ChangeableForDays)
 		}
 	}
 

@@ -210,7 +210,7 @@ func TestBackupVaultLock(t *testing.T) {
 		t.Skip("one more synthesis; skipped with -short")
 	}
 	s := synthEnv(t, "vaultlock", variant("dev", "vaultlock", func(c *config.Config) {
-		c.Pipeline.BackupVaultLock = &config.BackupVaultLock{MinRetentionDays: 7, ChangeableForDays: 3}
+		c.Pipeline.BackupVaultLock = &config.BackupVaultLock{MinRetentionDays: 7, ChangeableForDays: new(3)}
 	}))
 	v := props(first(s.resources("AWS::Backup::BackupVault")))
 	if got := js(v["LockConfiguration"]); got != `{"ChangeableForDays":3,"MinRetentionDays":7}` {

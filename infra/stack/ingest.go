@@ -222,7 +222,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			// Draining: the NLB stops new associations at once and lets running
 			// ones finish for the delay; the task gets SIGTERM and drains in its
 			// stop timeout, so both are the same order of magnitude.
-			DeregistrationDelay:   awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.DeregistrationDelaySeconds))),
+			DeregistrationDelay:   awscdk.Duration_Seconds(jsii.Number(float64(c.Scp.DeregistrationDelay()))),
 			ConnectionTermination: jsii.Bool(true),
 			HealthCheck: &awselasticloadbalancingv2.HealthCheck{
 				Protocol:                awselasticloadbalancingv2.Protocol_HTTP,
@@ -241,7 +241,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		// default the NLB would reset them all once the target turned
 		// unhealthy. They get the deregistration delay instead.
 		tg.SetAttribute(jsii.String(TargetUnhealthyConnectionTermination), jsii.String("false"))
-		tg.SetAttribute(jsii.String(TargetUnhealthyDrainingInterval), jsii.String(strconv.Itoa(c.Scp.DeregistrationDelaySeconds)))
+		tg.SetAttribute(jsii.String(TargetUnhealthyDrainingInterval), jsii.String(strconv.Itoa(c.Scp.DeregistrationDelay())))
 		listener := nlb.AddListener(jsii.String(id), &awselasticloadbalancingv2.BaseNetworkListenerProps{
 			Port:     jsii.Number(float64(nlbPort)),
 			Protocol: awselasticloadbalancingv2.Protocol_TCP,

@@ -17,8 +17,8 @@ func TestUnreadyTaskKeepsItsAssociations(t *testing.T) {
 		}
 		want := map[string]string{
 			TargetUnhealthyConnectionTermination:                  "false",
-			TargetUnhealthyDrainingInterval:                       strconv.Itoa(s.cfg.Scp.DeregistrationDelaySeconds),
-			"deregistration_delay.timeout_seconds":                strconv.Itoa(s.cfg.Scp.DeregistrationDelaySeconds),
+			TargetUnhealthyDrainingInterval:                       strconv.Itoa(s.cfg.Scp.DeregistrationDelay()),
+			"deregistration_delay.timeout_seconds":                strconv.Itoa(s.cfg.Scp.DeregistrationDelay()),
 			"deregistration_delay.connection_termination.enabled": "true",
 		}
 		for id, tg := range tgs {

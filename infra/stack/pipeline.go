@@ -178,8 +178,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	}
 	if l := c.Pipeline.BackupVaultLock; l != nil {
 		lock := &awsbackup.LockConfiguration{MinRetention: awscdk.Duration_Days(jsii.Number(float64(l.MinRetentionDays)))}
-		if l.ChangeableForDays > 0 {
-			lock.ChangeableFor = awscdk.Duration_Days(jsii.Number(float64(l.ChangeableForDays)))
+		if l.ChangeableForDays != nil {
+			lock.ChangeableFor = awscdk.Duration_Days(jsii.Number(float64(*l.ChangeableForDays)))
 		}
 		vaultProps.LockConfiguration = lock
 	}
@@ -243,7 +243,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	out.Archive = bus.Archive(jsii.String("Archive"), &awsevents.BaseArchiveProps{
 		Description:  jsii.String("every dicom-ingest event, for replay to new subscribers"),
 		EventPattern: &awsevents.EventPattern{Source: jsii.Strings(pipeline.EventSource)},
-		Retention:    awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.ArchiveRetentionDays))),
+		// 0 days: EventBridge keeps the events forever (RetentionDays 0,
+		// AWS::Events::Archive), as CDK's Archive does without a retention.
+		Retention: archiveRetention(c.Pipeline.ArchiveRetention()),
 	})
 	// The archive's key is set on the resource itself: CDK's KmsKey for an
 	// archive (which bus.Archive drops) conditions the key policy on the
@@ -504,4 +506,13 @@ func allowAWSEndpoints(sg awsec2.SecurityGroup, network *Network) {
 		jsii.String("HTTPS to the interface endpoints"), nil)
 	sg.AddEgressRule(network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
 	sg.AddEgressRule(network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+}
+
+// archiveRetention is the event archive's retention: none (forever) for 0
+// days.
+func archiveRetention(days int) awscdk.Duration {
+	if days == 0 {
+		return nil
+	}
+	return awscdk.Duration_Days(jsii.Number(float64(days)))
 }

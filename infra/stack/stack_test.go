@@ -260,7 +260,7 @@ func TestListenerAndTargetGroup(t *testing.T) {
 			wantAttrs := map[string]string{
 				"proxy_protocol_v2.enabled":            proxy,
 				"preserve_client_ip.enabled":           fmt.Sprint(!c.ProxyProtocolEnabled()),
-				"deregistration_delay.timeout_seconds": fmt.Sprint(c.Scp.DeregistrationDelaySeconds),
+				"deregistration_delay.timeout_seconds": fmt.Sprint(c.Scp.DeregistrationDelay()),
 			}
 			for k, v := range wantAttrs {
 				if attrs[k] != v {
@@ -574,7 +574,7 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::Events::Archive"), map[string]any{
 				"EventPattern":  map[string]any{"source": []any{pipeline.EventSource}},
-				"RetentionDays": s.cfg.Pipeline.ArchiveRetentionDays,
+				"RetentionDays": s.cfg.Pipeline.ArchiveRetention(),
 			})
 		})
 	})
