@@ -48,6 +48,35 @@ var (
 	badCommitmentQuery = concat(badLimits, badCursor, []badParam{{"outcome", "maybe", "success or failure"}})
 )
 
+// routeTable is, for each route of the portal, a path to it and its bad
+// parameters (nil: it reads none).
+var routeTable = map[string]struct {
+	path string
+	bad  []badParam
+}{
+	"GET /healthz":                     {"/healthz", nil},
+	"GET /api/studies":                 {"/api/studies", badStudyQuery},
+	"GET /api/studies/{uid}":           {"/api/studies/1.2.3", nil},
+	"GET /api/audit":                   {"/api/audit", badAuditQuery},
+	"GET /api/audit/associations":      {"/api/audit/associations", badAssociationQuery},
+	"GET /api/audit/associations/{id}": {"/api/audit/associations/assoc-1", concat(badLimits, badCursor)},
+	"GET /api/quarantine":              {"/api/quarantine", concat(badLimits, badCursor)},
+	"GET /api/events":                  {"/api/events", badEventQuery},
+	"GET /api/commitments":             {"/api/commitments", badCommitmentQuery},
+	"GET /api/counters":                {"/api/counters", nil},
+	"GET /objects/{key...}":            {"/objects/metadata/1.2.3.1.1.json", nil},
+	"GET /static/portal.css":           {"/static/portal.css", nil},
+	"GET /{$}":                         {"/", badStudyQuery},
+	"GET /studies/{uid}":               {"/studies/1.2.3", nil},
+	"GET /studies/{uid}/series/{series}/thumbnail.png": {"/studies/1.2.3/series/1.2.3.1/thumbnail.png", nil},
+	"GET /audit":                   {"/audit", badAssociationQuery},
+	"GET /audit/associations/{id}": {"/audit/associations/assoc-1", concat(badLimits, badCursor)},
+	"GET /audit/records":           {"/audit/records", badAuditQuery},
+	"GET /quarantine":              {"/quarantine", concat(badLimits, badCursor)},
+	"GET /events":                  {"/events", badEventQuery},
+	"GET /commitments":             {"/commitments", badCommitmentQuery},
+}
+
 func concat(lists ...[]badParam) []badParam {
 	var out []badParam
 	for _, l := range lists {
@@ -71,35 +100,8 @@ func TestEveryRouteRefusesBadParameters(t *testing.T) {
 		AssociationID: "assoc-1", CallingAE: "LOCAL_AE"}); err != nil {
 		t.Fatal(err)
 	}
-	// Each route: a path to it and its bad parameters (nil: it reads none).
-	table := map[string]struct {
-		path string
-		bad  []badParam
-	}{
-		"GET /healthz":                     {"/healthz", nil},
-		"GET /api/studies":                 {"/api/studies", badStudyQuery},
-		"GET /api/studies/{uid}":           {"/api/studies/1.2.3", nil},
-		"GET /api/audit":                   {"/api/audit", badAuditQuery},
-		"GET /api/audit/associations":      {"/api/audit/associations", badAssociationQuery},
-		"GET /api/audit/associations/{id}": {"/api/audit/associations/assoc-1", concat(badLimits, badCursor)},
-		"GET /api/quarantine":              {"/api/quarantine", concat(badLimits, badCursor)},
-		"GET /api/events":                  {"/api/events", badEventQuery},
-		"GET /api/commitments":             {"/api/commitments", badCommitmentQuery},
-		"GET /api/counters":                {"/api/counters", nil},
-		"GET /objects/{key...}":            {"/objects/metadata/1.2.3.1.1.json", nil},
-		"GET /static/portal.css":           {"/static/portal.css", nil},
-		"GET /{$}":                         {"/", badStudyQuery},
-		"GET /studies/{uid}":               {"/studies/1.2.3", nil},
-		"GET /studies/{uid}/series/{series}/thumbnail.png": {"/studies/1.2.3/series/1.2.3.1/thumbnail.png", nil},
-		"GET /audit":                   {"/audit", badAssociationQuery},
-		"GET /audit/associations/{id}": {"/audit/associations/assoc-1", concat(badLimits, badCursor)},
-		"GET /audit/records":           {"/audit/records", badAuditQuery},
-		"GET /quarantine":              {"/quarantine", concat(badLimits, badCursor)},
-		"GET /events":                  {"/events", badEventQuery},
-		"GET /commitments":             {"/commitments", badCommitmentQuery},
-	}
 	for _, rt := range (&Server{}).routes() {
-		tt, ok := table[rt.pattern]
+		tt, ok := routeTable[rt.pattern]
 		if !ok {
 			t.Errorf("route %q has no row: add its path and the parameters it reads (nil for none)", rt.pattern)
 			continue

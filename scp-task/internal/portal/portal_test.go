@@ -29,7 +29,7 @@ func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
 }
 
-func openDB(t *testing.T) *localstore.DB {
+func openDB(t testing.TB) *localstore.DB {
 	t.Helper()
 	db, err := localstore.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))
 	if err != nil {
@@ -40,6 +40,12 @@ func openDB(t *testing.T) *localstore.DB {
 }
 
 func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
+	t.Helper()
+	return newTestServerLogging(t, errorLogger(t))
+}
+
+// newTestServerLogging is newTestServer logging to logger.
+func newTestServerLogging(t testing.TB, logger *slog.Logger) (*httptest.Server, *localstore.DB) {
 	t.Helper()
 	ctx := context.Background()
 	db := openDB(t)
@@ -87,7 +93,7 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 	}
 	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir), Commitments: db.CommitmentStore(),
 		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} },
-		Logger:   errorLogger(t)}
+		Logger:   logger}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv, db
