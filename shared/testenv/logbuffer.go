@@ -32,3 +32,12 @@ func (l *LogBuffer) Len() int {
 	defer l.mu.Unlock()
 	return l.b.Len()
 }
+
+// Take returns what was written since the last Take, and forgets it.
+func (l *LogBuffer) Take() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.b.String()
+	l.b.Reset()
+	return out
+}

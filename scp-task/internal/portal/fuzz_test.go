@@ -7,8 +7,9 @@ import (
 	"net/url"
 	"path"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // FuzzSafeKey: a key the portal accepts can never leave its prefix.
@@ -55,7 +56,7 @@ func FuzzQueries(f *testing.F) {
 // without a panic, a 5xx or an error logged: whatever a client sends in a
 // query is the client's 400 at worst (routeTable names a path to each).
 func FuzzRoutes(f *testing.F) {
-	var logged syncBuffer
+	var logged testenv.LogBuffer
 	srv, _ := newTestServerLogging(f, slog.New(slog.NewJSONHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError})))
 	for _, s := range []string{"limit=5&cursor=x", "from=2026-01-02&to=2026-01-01&status=has+rejects", "before=9223372036854775807&type=Instance+Stored",
 		"since=0001-01-01&until=9999-12-31", "day=2026-02-29&outcome=stored", "patient=%2A%25_&accession=%27%3B--", "limit=1e9&cursor=1.1.1", "%zz&a=%"} {
@@ -81,29 +82,8 @@ func FuzzRoutes(f *testing.F) {
 				t.Errorf("%s?%s: %d", rt.path, raw, resp.StatusCode)
 			}
 		}
-		if s := logged.take(); s != "" {
+		if s := logged.Take(); s != "" {
 			t.Errorf("query %q: the portal logged an error: %s", raw, s)
 		}
 	})
-}
-
-// syncBuffer is a log's destination that many requests write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// take returns what was written since the last take.
-func (s *syncBuffer) take() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := s.b.String()
-	s.b.Reset()
-	return out
 }
