@@ -38,13 +38,12 @@ func TestShrink(t *testing.T) {
 		fs     func(t *testing.T) (vfs.FS, string)
 		shrink bool
 		hold   bool // keep the second record's segment in use
-		want   func(grown int) int
 	}{
-		{"mem, shrink", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, true, false, func(int) int { return 2 }},
-		{"os, shrink", func(t *testing.T) (vfs.FS, string) { return vfs.OS(), t.TempDir() }, true, false, func(int) int { return 2 }},
+		{"mem, shrink", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, true, false},
+		{"os, shrink", func(t *testing.T) (vfs.FS, string) { return vfs.OS(), t.TempDir() }, true, false},
 		// One segment in use: it and one free one.
-		{"mem, shrink, one segment held", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, true, true, func(int) int { return 2 }},
-		{"mem, no shrink", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, false, false, func(grown int) int { return grown }},
+		{"mem, shrink, one segment held", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, true, true},
+		{"mem, no shrink", func(t *testing.T) (vfs.FS, string) { return vfstest.NewMem(), "/j" }, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fsys, dir := tc.fs(t)
@@ -70,13 +69,21 @@ func TestShrink(t *testing.T) {
 					j.Release(r)
 				}
 			}
-			want := tc.want(grown)
-			deadline := time.Now().Add(5 * time.Second)
-			for j.Stats().Segments != want || segmentFiles(t, fsys, dir) != want {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d segments (%d files) after the release, want %d", j.Stats().Segments, segmentFiles(t, fsys, dir), want)
+			if tc.shrink {
+				deadline := time.Now().Add(5 * time.Second)
+				for j.Stats().Segments != 2 || segmentFiles(t, fsys, dir) != 2 {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d segments (%d files) after the release, want 2", j.Stats().Segments, segmentFiles(t, fsys, dir))
+					}
+					time.Sleep(5 * time.Millisecond)
 				}
-				time.Sleep(5 * time.Millisecond)
+			} else {
+				// Reclaiming runs (IdleSeal is 10 ms), and a segment being
+				// added when the count was read may still arrive: none goes.
+				time.Sleep(200 * time.Millisecond)
+				if n, files := j.Stats().Segments, segmentFiles(t, fsys, dir); n < grown || files != n {
+					t.Fatalf("%d segments (%d files) after the release without Shrink, want the %d or more it grew to", n, files, grown)
+				}
 			}
 			// It still takes records, growing again, and a restart
 			// finds only the one held.
