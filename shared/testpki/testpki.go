@@ -28,6 +28,9 @@ type CA struct {
 	Key  crypto.Signer
 	// PEM is the CA certificate, PEM-encoded.
 	PEM []byte
+	// chain is, for an intermediate CA, its certificate and those above it
+	// up to (not including) the root: what a peer presents after its own.
+	chain []*x509.Certificate
 }
 
 // Cert is an issued certificate with its key.
@@ -36,6 +39,9 @@ type Cert struct {
 	Key     crypto.Signer
 	CertPEM []byte // the certificate, PEM-encoded
 	KeyPEM  []byte // the private key, PKCS #8, PEM-encoded
+	// Chain are the intermediate CA certificates presented after Cert
+	// (those of an Intermediate that issued it); none for a root's.
+	Chain []*x509.Certificate
 }
 
 // Options shape an issued certificate.
@@ -47,6 +53,9 @@ type Options struct {
 	NotBefore, NotAfter time.Time
 	// RSA issues an RSA 2048 key instead of ECDSA P-256.
 	RSA bool
+	// KeyUsage, when set, replaces the key usage (digitalSignature, and
+	// keyEncipherment for RSA).
+	KeyUsage x509.KeyUsage
 }
 
 // NewCA makes a self-signed CA named name, valid for ten years, as a real
@@ -59,6 +68,20 @@ func NewCA(t testing.TB, name string) *CA {
 // NewCAUntil makes a self-signed CA named name valid until notAfter.
 func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 	t.Helper()
+	return newCA(t, name, notAfter, nil)
+}
+
+// Intermediate issues a CA certificate named name under ca, valid as long
+// as ca: the certificates it issues carry it (and ca's own chain) in
+// Cert.Chain, as a site presents a chain.
+func (ca *CA) Intermediate(t testing.TB, name string) *CA {
+	t.Helper()
+	return newCA(t, name, ca.Cert.NotAfter, ca)
+}
+
+// newCA makes a CA signed by parent, or self-signed when parent is nil.
+func newCA(t testing.TB, name string, notAfter time.Time, parent *CA) *CA {
+	t.Helper()
 	key := newKey(t, false)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(t),
@@ -69,7 +92,11 @@ func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		t.Fatalf("testpki: create CA: %v", err)
 	}
@@ -77,7 +104,11 @@ func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 	if err != nil {
 		t.Fatalf("testpki: parse CA: %v", err)
 	}
-	return &CA{Cert: c, Key: key, PEM: pemBlock("CERTIFICATE", der)}
+	ca := &CA{Cert: c, Key: key, PEM: pemBlock("CERTIFICATE", der)}
+	if parent != nil {
+		ca.chain = append([]*x509.Certificate{c}, parent.chain...)
+	}
+	return ca
 }
 
 // Server issues a TLS server certificate (for 127.0.0.1 and localhost unless
@@ -113,6 +144,9 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	if o.RSA {
 		ku |= x509.KeyUsageKeyEncipherment
 	}
+	if o.KeyUsage != 0 {
+		ku = o.KeyUsage
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: o.CommonName, Organization: []string{"dicom-ingest tests"}},
@@ -135,7 +169,7 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	if err != nil {
 		t.Fatalf("testpki: marshal key: %v", err)
 	}
-	return &Cert{Cert: c, Key: key, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", pk)}
+	return &Cert{Cert: c, Key: key, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", pk), Chain: ca.chain}
 }
 
 // SignCSR issues a client certificate for a PEM certificate signing request,
@@ -190,9 +224,13 @@ func (ca *CA) CRL(t testing.TB, nextUpdate time.Time, revoked ...*Cert) []byte {
 	return pemBlock("X509 CRL", der)
 }
 
-// TLS is the certificate as crypto/tls takes it.
+// TLS is the certificate, followed by its Chain, as crypto/tls takes it.
 func (c *Cert) TLS() tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{c.Cert.Raw}, PrivateKey: c.Key, Leaf: c.Cert}
+	der := [][]byte{c.Cert.Raw}
+	for _, ic := range c.Chain {
+		der = append(der, ic.Raw)
+	}
+	return tls.Certificate{Certificate: der, PrivateKey: c.Key, Leaf: c.Cert}
 }
 
 // ClientConfig is a TLS client's configuration that trusts ca for
