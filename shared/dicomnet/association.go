@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -181,8 +182,17 @@ func (a *association) handshake() bool {
 	}
 	a.log.Warn("dicomnet: TLS handshake failed", "err", err)
 	info := a.info
-	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err})
+	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err, PeerCertificates: refusedChain(err)})
 	return false
+}
+
+// refusedChain is the certificate chain a failed handshake refused, from the *tls.CertificateVerificationError it
+// failed with; nil when it failed for another reason.
+func refusedChain(err error) []*x509.Certificate {
+	if cve, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return cve.UnverifiedCertificates
+	}
+	return nil
 }
 
 func addrString(a net.Addr) string {

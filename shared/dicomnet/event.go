@@ -1,6 +1,9 @@
 package dicomnet
 
-import "time"
+import (
+	"crypto/x509"
+	"time"
+)
 
 // Observer receives association lifecycle events (for metrics and audit). ObserveAssociation is called
 // synchronously from the association's goroutine and should return quickly: while it blocks, that association
@@ -30,7 +33,7 @@ const (
 	EventShed
 	// EventHandshakeFailed: a ServeTLS connection's TLS handshake failed (no or an untrusted client certificate,
 	// an old protocol version, no common cipher suite, plain DICOM on the TLS port); Err says why; Association has
-	// the ID and addresses only.
+	// the ID and addresses only; PeerCertificates holds the client certificates it refused, if that was why.
 	EventHandshakeFailed
 	// EventCommitmentRefused: an N-ACTION (Storage Commitment request) answered with a failure status; Status,
 	// SOPClassUID (the requested class) and Err (why) are set.
@@ -79,4 +82,10 @@ type Event struct {
 	Bytes                    int64
 	Duration                 time.Duration
 	Err                      error
+	// PeerCertificates, on EventHandshakeFailed, is the chain the client presented (its certificate first) when
+	// the handshake failed because the configuration's verification refused it: Err (or an error it wraps) is a
+	// *tls.CertificateVerificationError, as crypto/tls returns for a chain that does not verify and as a
+	// VerifyConnection or VerifyPeerCertificate may return to refuse one. The client has not proven that it holds
+	// the certificate's key (its CertificateVerify comes later): the chain is what it claimed, never an identity.
+	PeerCertificates []*x509.Certificate
 }

@@ -1,6 +1,7 @@
 package dicomnet_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -265,4 +266,45 @@ func TestServeTLSRefusals(t *testing.T) {
 			t.Errorf("handshake failure %v, want the ARTIM deadline", ev.Err)
 		}
 	})
+}
+
+// TestServeTLSRefusalNamesTheChain: a handshake that failed because verification refused the client's chain
+// reports that chain (as presented, certificate first); one that failed for another reason reports none.
+func TestServeTLSRefusalNamesTheChain(t *testing.T) {
+	p := newTLSPeers(t)
+	failed := newEvents(dicomnet.EventHandshakeFailed)
+	s := &dicomnet.Server{ARTIMTimeout: 500 * time.Millisecond, Observer: failed, Accept: func(context.Context, *dicomnet.AssociationInfo) error {
+		return dicomnet.RejectNoReason
+	}}
+	srv := startTLSServer(t, s, p.serverConfig())
+	chained := p.otherCA.Intermediate(t, "Other intermediate CA").Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
+	for _, tc := range []struct {
+		name string
+		cert *testpki.Cert
+	}{
+		{"certificate from another CA", p.stranger},
+		{"chain through another CA's intermediate", chained},
+		{"no client certificate", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := dicomnet.Dial(context.Background(), srv.tlsAddr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B", Dial: tlsDial(p.clientConfig(tc.cert), nil)})
+			if err == nil {
+				a.Abort()
+				t.Fatal("associated")
+			}
+			ev := failed.next(t)
+			var want [][]byte
+			if tc.cert != nil {
+				want = tc.cert.TLS().Certificate
+			}
+			if len(ev.PeerCertificates) != len(want) {
+				t.Fatalf("%d certificates reported, want %d", len(ev.PeerCertificates), len(want))
+			}
+			for i, c := range ev.PeerCertificates {
+				if !bytes.Equal(c.Raw, want[i]) {
+					t.Errorf("certificate %d is %s, not the one presented", i, c.Subject)
+				}
+			}
+		})
+	}
 }
