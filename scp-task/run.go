@@ -338,7 +338,7 @@ func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func
 				// title: the audit record is a security alert; say so here too.
 				p := associationaudit.CertificatePeer(cert, "")
 				log.Warn("security alert: client certificate does not match the calling AE title", "association", a.ID,
-					"calling_ae", a.CallingAE, "subject", p.Subject, "issuer", p.Issuer, "sha256", p.SHA256)
+					"calling_ae", a.CallingAE, "subject", p.Subject, "issuer", p.Issuer, "serial", p.Serial, "sha256", p.SHA256)
 			}
 			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, err)
 		}

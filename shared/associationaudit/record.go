@@ -79,13 +79,21 @@ type Record struct {
 	TLS *TLSPeer `json:"tls,omitempty"`
 }
 
-// TLSPeer is the identity TLS established for a peer: its client
-// certificate, named so an audit reader can find it again (subject, issuer,
-// SHA-256 fingerprint of the DER encoding, lower-case hex), and the name the
-// calling-AE allowlist bound to it, if any.
+// TLSPeer names a peer's client certificate so an audit reader can find it
+// again (subject, issuer, serial number, SHA-256 fingerprint of the DER
+// encoding, lower-case hex), with the name the calling-AE allowlist bound
+// to it, if any. On an association it is the certificate TLS verified; on
+// a refused handshake (association-rejected, reason "TLS handshake
+// failed…") the one the client presented and verification refused, which
+// names what was tried, not who tried it: the client never proved it holds
+// the certificate's key.
 type TLSPeer struct {
-	Subject         string `json:"subject"`
-	Issuer          string `json:"issuer"`
+	Subject string `json:"subject"`
+	Issuer  string `json:"issuer"`
+	// Serial is the serial number in upper-case hexadecimal, as
+	// `openssl x509 -noout -serial` prints it; empty in records written
+	// before it was recorded.
+	Serial          string `json:"serial,omitempty"`
 	SHA256          string `json:"sha256"`
 	CertificateName string `json:"certificateName,omitempty"`
 }
