@@ -279,6 +279,16 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		if ev.Err != nil {
 			r.Reason += ": " + ev.Err.Error()
 		}
+		// A certificate verification refused (another CA's, expired,
+		// revoked, not for client authentication) is named as presented,
+		// in the record and in a security alert on the log, like one that
+		// does not match its AE title (never the certificate itself).
+		if len(ev.PeerCertificates) > 0 {
+			r.TLS = associationaudit.CertificatePeer(ev.PeerCertificates[0], "")
+			w.log.Warn("security alert: client certificate refused in the TLS handshake", "association", r.AssociationID,
+				"peer", r.PeerAddr, "subject", r.TLS.Subject, "issuer", r.TLS.Issuer, "serial", r.TLS.Serial,
+				"sha256", r.TLS.SHA256, "chain_length", len(ev.PeerCertificates), "err", ev.Err)
+		}
 	default:
 		return r, false
 	}

@@ -389,7 +389,7 @@ func load(src Source, now time.Time) (*loaded, error) {
 		}
 		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, len(cas)
 		// VerifyConnection runs on every handshake, resumed ones included.
-		cfg.VerifyConnection = tlstrust.CheckClientLeaf
+		cfg.VerifyConnection = refusing(tlstrust.CheckClientLeaf)
 		if src.ClientCRL != "" {
 			crlPEM, err := read("tls-client-crl", src.ClientCRL)
 			if err != nil {
@@ -401,13 +401,29 @@ func load(src Source, now time.Time) (*loaded, error) {
 				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
 			}
 			l.revoked, l.crls = revoked.Len(), crls
-			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			cfg.VerifyConnection = refusing(func(cs tls.ConnectionState) error {
 				return errors.Join(tlstrust.CheckClientLeaf(cs), revoked.Check(cs))
-			}
+			})
 		}
 	} else if src.ClientCRL != "" {
 		return nil, errors.New("servertls: --tls-client-crl: needs --tls-client-ca, the CAs whose lists it holds")
 	}
 	copy(l.digest[:], h.Sum(nil))
 	return l, nil
+}
+
+// refusing returns check as a VerifyConnection whose refusal carries the
+// chain the client presented, as crypto/tls's own verification does
+// (RequireAndVerifyClientCert fails with a *tls.CertificateVerificationError
+// holding it), so that a refused certificate can be named in the audit
+// trail and the log (dicomnet.Event.PeerCertificates). It changes nothing
+// of what check refuses: its error, wrapped, fails the handshake as before.
+func refusing(check func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		err := check(cs)
+		if err == nil || len(cs.PeerCertificates) == 0 {
+			return err
+		}
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
 }

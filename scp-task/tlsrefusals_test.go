@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/auditwriter"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+// memoryRecords keeps the audit records the writer puts.
+type memoryRecords struct {
+	mu   sync.Mutex
+	recs []associationaudit.Record
+}
+
+func (m *memoryRecords) PutRecord(_ context.Context, _ string, body []byte) error {
+	r, err := associationaudit.Parse(body)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.recs = append(m.recs, r)
+	return nil
+}
+
+// TestTLSRefusalsNameThePresentedCertificate: every client certificate the
+// TLS listener's verification refuses (the site CA's own, as the SCP loads
+// it with its CRL) is still refused in the handshake, and the refusal is
+// audited and logged with the certificate that was presented: its subject,
+// issuer, serial and SHA-256 fingerprint. What verification accepts is
+// still accepted. The listener, the association server and the audit
+// writer are those scp-task runs.
+func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	serverCA, siteCA, otherCA := testpki.NewCA(t, "Server CA"), testpki.NewCA(t, "Site CA"), testpki.NewCA(t, "Other CA")
+	serverF := serverCA.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
+	site := siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
+	revoked := siteCA.Client(t, testpki.Options{CommonName: "pacs.stolen.example"})
+	caFile, crlFile := filepath.Join(dir, "site-ca.pem"), filepath.Join(dir, "site-ca.crl")
+	testpki.WriteFile(t, caFile, siteCA.PEM)
+	testpki.WriteFile(t, crlFile, siteCA.CRL(t, time.Now().Add(24*time.Hour), revoked))
+	reloader, err := servertls.New(servertls.Source{Cert: serverF.Cert, Key: serverF.Key, ClientCA: caFile, ClientCRL: crlFile}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var logs testenv.LogBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	store := &memoryRecords{}
+	audit, err := auditwriter.New(store, auditwriter.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &dicomnet.Server{
+		ARTIMTimeout: 2 * time.Second, Observer: audit, Logger: log,
+		Accept: func(context.Context, *dicomnet.AssociationInfo) error { return nil },
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.ServeTLS(l, reloader.Config()) }()
+
+	hour := time.Hour
+	tests := []struct {
+		name   string
+		cert   *testpki.Cert // presented; nil presents none
+		reason string        // in the audit record; "" when accepted
+	}{
+		{"site certificate", site, ""},
+		{"TLS 1.2, site certificate", site, ""},
+		{"untrusted CA", otherCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example"}), "unknown authority"},
+		{"expired", siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example",
+			NotBefore: time.Now().Add(-48 * hour), NotAfter: time.Now().Add(-24 * hour)}), "expired"},
+		{"not yet valid", siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example",
+			NotBefore: time.Now().Add(24 * hour), NotAfter: time.Now().Add(48 * hour)}), "not yet valid"},
+		{"revoked by the CRL", revoked, "is revoked by its CA's CRL"},
+		{"serverAuth only", siteCA.Server(t, testpki.Options{CommonName: "pacs.site-a.example"}), "incompatible key usage"},
+		{"key usage without digitalSignature", siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example", RSA: true,
+			KeyUsage: x509.KeyUsageKeyEncipherment}), "does not allow signing"},
+		{"the CA certificate itself", &testpki.Cert{Cert: siteCA.Cert, Key: siteCA.Key}, "is a CA certificate"},
+		{"chain through an untrusted intermediate", otherCA.Intermediate(t, "Other intermediate CA").
+			Client(t, testpki.Options{CommonName: "pacs.site-a.example"}), "unknown authority"},
+		{"no certificate", nil, "didn't provide a certificate"},
+	}
+	dialed := map[string]string{} // the SHA-256 fingerprint of each case's certificate
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := serverCA.ClientConfig(tt.cert)
+			if strings.HasPrefix(tt.name, "TLS 1.2") {
+				cfg.MaxVersion = tls.VersionTLS12
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			a, err := dicomnet.Dial(ctx, l.Addr().String(), dicomnet.ClientConfig{CallingAE: "SITE_A", CalledAE: "REMOTE_AE",
+				Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+					return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
+				}})
+			switch {
+			case tt.reason == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.reason == "":
+				if err := a.Release(ctx); err != nil {
+					t.Fatal(err)
+				}
+			case err == nil:
+				a.Abort()
+				t.Fatal("associated")
+			}
+			if tt.cert != nil {
+				dialed[tt.name] = associationaudit.CertificatePeer(tt.cert.Cert, "").SHA256
+			}
+		})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != dicomnet.ErrServerClosed {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := audit.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The audit trail: one record per case, naming the certificate presented.
+	for _, tt := range tests {
+		t.Run("audited: "+tt.name, func(t *testing.T) {
+			var found []associationaudit.Record
+			for _, r := range store.recs {
+				if want := associationaudit.EventRejected; tt.reason == "" {
+					want = associationaudit.EventAccepted
+					if r.Event != want {
+						continue
+					}
+				} else if r.Event != want || !strings.Contains(r.Reason, tt.reason) {
+					continue
+				}
+				if tt.cert == nil || (r.TLS != nil && r.TLS.SHA256 == dialed[tt.name]) {
+					found = append(found, r)
+				}
+			}
+			if len(found) == 0 {
+				t.Fatalf("no %q record naming the certificate; records: %s", tt.reason, recordsText(store.recs))
+			}
+			r := found[0]
+			if tt.cert == nil {
+				if r.TLS != nil {
+					t.Errorf("no certificate was presented, yet the record names %+v", *r.TLS)
+				}
+				return
+			}
+			if want := associationaudit.CertificatePeer(tt.cert.Cert, ""); r.TLS.Subject != want.Subject ||
+				r.TLS.Issuer != want.Issuer || r.TLS.Serial != want.Serial || r.TLS.Serial == "" {
+				t.Errorf("record names %+v, want %+v", *r.TLS, *want)
+			}
+		})
+	}
+
+	// The log: each refused certificate named in a security alert, with why.
+	refusedLines := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if e["msg"] == "security alert: client certificate refused in the TLS handshake" {
+			if fp, ok := e["sha256"].(string); ok {
+				refusedLines[fp] = e
+			}
+		}
+	}
+	for _, tt := range tests {
+		if tt.reason == "" || tt.cert == nil {
+			continue
+		}
+		e, ok := refusedLines[dialed[tt.name]]
+		if !ok {
+			t.Errorf("%s: no log line names the certificate", tt.name)
+			continue
+		}
+		if want := associationaudit.CertificatePeer(tt.cert.Cert, ""); e["subject"] != want.Subject ||
+			e["issuer"] != want.Issuer || e["serial"] != want.Serial || !strings.Contains(e["err"].(string), tt.reason) {
+			t.Errorf("%s: log line %v", tt.name, e)
+		}
+	}
+	if strings.Contains(logs.String(), "BEGIN CERTIFICATE") {
+		t.Error("a whole certificate in the log")
+	}
+}
+
+func recordsText(recs []associationaudit.Record) string {
+	var b strings.Builder
+	for _, r := range recs {
+		b.WriteString("\n  " + r.Event + " " + r.Reason)
+		if r.TLS != nil {
+			b.WriteString(" [" + r.TLS.Subject + " " + r.TLS.SHA256 + "]")
+		}
+	}
+	return b.String()
+}
