@@ -48,6 +48,11 @@ var (
 	// The certificate TLS authenticated: no PS3.16 code names a
 	// certificate fingerprint, so ours does (scheme "dicom-ingest").
 	codeCertificate = code{Code: "x509-sha256", System: "dicom-ingest", Display: "X.509 certificate SHA-256 fingerprint"}
+	// A Security Alert's subject (A.5.3.11) is named by a node ID or a
+	// URI: the certificate's is the RFC 6920 "nih" URI of its SHA-256
+	// fingerprint, which holds the same lower-case hex.
+	codeURI           = code{Code: "12", System: "RFC-3881", Display: "URI"}
+	codeSecurityAlert = "110113"
 )
 
 // auditSourceApplicationServer is AuditSourceTypeCode 4 (A.5.1.2.1):
@@ -300,14 +305,18 @@ func objectsOf(rec pipeline.AuditRecord) []participantObject {
 		}
 		out = append(out, po)
 	}
-	if rec.TLS != nil {
+	switch {
+	case rec.TLS == nil:
+	case rec.EventID.Code == codeSecurityAlert:
+		out = append(out, alertSubject(rec))
+	default:
 		out = append(out, certificateObject(rec.TLS))
 	}
 	return out
 }
 
-// certificateObject names the certificate TLS authenticated the peer with:
-// its fingerprint as the ID, its subject as the name, the issuer (and the
+// certificateObject names the peer's client certificate: its fingerprint as
+// the ID, its subject as the name, the issuer, the serial number (and the
 // certificate name the allowlist bound it to) as details.
 func certificateObject(c *associationaudit.TLSPeer) participantObject {
 	po := participantObject{
@@ -315,8 +324,25 @@ func certificateObject(c *associationaudit.TLSPeer) participantObject {
 		IDType: codeCertificate, Name: c.Subject,
 		Details: []valuePair{detail("Issuer", c.Issuer)},
 	}
+	if c.Serial != "" {
+		po.Details = append(po.Details, detail("SerialNumber", c.Serial))
+	}
 	if c.CertificateName != "" {
 		po.Details = append(po.Details, detail("CertificateName", c.CertificateName))
+	}
+	return po
+}
+
+// alertSubject is the certificate a Security Alert is about, as A.5.3.11's
+// Alert Subject: a system object (2) in the role of a security resource
+// (13), identified by a URI (the nih URI of its fingerprint), with an
+// Alert Description of what it was refused for: presented in a handshake
+// that verification failed, or valid but not the calling AE title's.
+func alertSubject(rec pipeline.AuditRecord) participantObject {
+	po := certificateObject(rec.TLS)
+	po.ID, po.IDType = "nih:sha-256;"+rec.TLS.SHA256, codeURI
+	if rec.Reason != "" {
+		po.Details = append(po.Details, detail("Alert Description", rec.Reason))
 	}
 	return po
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
@@ -93,8 +94,15 @@ func instanceRecords(t *testing.T) map[string]pipeline.AuditRecord {
 }
 
 var tlsPeer = &associationaudit.TLSPeer{
-	Subject: "CN=pacs.site-a.example,O=Site A", Issuer: "CN=Site CA,O=Hospital",
+	Subject: "CN=pacs.site-a.example,O=Site A", Issuer: "CN=Site CA,O=Hospital", Serial: "1A2B3C4D",
 	SHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", CertificateName: "pacs.site-a.example",
+}
+
+// refusedPeer is a certificate the TLS handshake refused (another CA's), as
+// presented: no name was bound to it.
+var refusedPeer = &associationaudit.TLSPeer{
+	Subject: "CN=pacs.site-a.example,O=Elsewhere", Issuer: "CN=Some CA,O=Elsewhere", Serial: "00FF",
+	SHA256: "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752",
 }
 
 // associationRecords maps SCP association records through the pipeline's
@@ -141,6 +149,10 @@ func associationRecords() map[string]pipeline.AuditRecord {
 		}),
 		"association-accepted-tls": with(7, func(r *associationaudit.Record) {
 			r.Event, r.TLS = associationaudit.EventAccepted, tlsPeer
+		}),
+		"association-rejected-tls-handshake": with(12, func(r *associationaudit.Record) {
+			r.Event, r.CallingAE, r.CalledAE, r.TLS = associationaudit.EventRejected, "", "", refusedPeer
+			r.Reason = "TLS handshake failed: tls: failed to verify certificate: x509: certificate signed by unknown authority"
 		}),
 		"association-rejected-tls": with(8, func(r *associationaudit.Record) {
 			r.Event, r.RejectResult, r.RejectSource, r.RejectReason, r.TLS = associationaudit.EventRejected, 1, 1, 3, tlsPeer
@@ -295,6 +307,7 @@ func TestRenderEvents(t *testing.T) {
 		{"commitment-refused", []string{"110104"}},
 		{"association-accepted-tls", []string{"110102", "110114"}},
 		{"association-rejected-tls", []string{"110113", "110114"}},
+		{"association-rejected-tls-handshake", []string{"110113", "110114"}},
 		{"application-start", []string{"110100"}},
 		{"application-stop", []string{"110100"}},
 	}
@@ -360,6 +373,29 @@ func TestRenderEvents(t *testing.T) {
 			t.Error("a refused certificate is not a failed login")
 		}
 	})
+	// A.5.3.11: the certificate a Security Alert is about is its Alert
+	// Subject, a system object named by a URI, with an Alert Description;
+	// whether the handshake refused it or it did not match the AE title.
+	for name, peer := range map[string]*associationaudit.TLSPeer{
+		"association-rejected-tls-handshake": refusedPeer, "association-rejected-tls": tlsPeer,
+	} {
+		t.Run("alert subject: "+name, func(t *testing.T) {
+			msgs, _ := auditmessage.Render(recs[name])
+			m := parse(t, msgs[0].XML)
+			if m.Event.EventID.Code != "110113" || len(m.Objects) != 1 {
+				t.Fatalf("message = %+v", m)
+			}
+			o := m.Objects[0]
+			if o.ID != "nih:sha-256;"+peer.SHA256 || o.TypeCode != "2" || o.Role != "13" || o.IDType.Code != "12" ||
+				o.IDType.System != "RFC-3881" || o.Name != peer.Subject {
+				t.Errorf("alert subject = %+v", o)
+			}
+			if o.detail(t, "Issuer") != peer.Issuer || o.detail(t, "SerialNumber") != peer.Serial ||
+				o.detail(t, "Alert Description") != recs[name].Reason {
+				t.Errorf("alert subject details = %+v", o.Details)
+			}
+		})
+	}
 }
 
 // TestRenderNamesEveryParticipant: every ActiveParticipant of every
@@ -484,7 +520,30 @@ type parsedObject struct {
 	ID       string `xml:"ParticipantObjectID,attr"`
 	TypeCode string `xml:"ParticipantObjectTypeCode,attr"`
 	Role     string `xml:"ParticipantObjectTypeCodeRole,attr"`
-	Name     string `xml:"ParticipantObjectName"`
+	IDType   struct {
+		Code   string `xml:"csd-code,attr"`
+		System string `xml:"codeSystemName,attr"`
+	} `xml:"ParticipantObjectIDTypeCode"`
+	Name    string `xml:"ParticipantObjectName"`
+	Details []struct {
+		Type  string `xml:"type,attr"`
+		Value []byte `xml:"value,attr"` // base64 in the document
+	} `xml:"ParticipantObjectDetail"`
+}
+
+// detail is the decoded value of the object's detail of type typ.
+func (o parsedObject) detail(t *testing.T, typ string) string {
+	t.Helper()
+	for _, d := range o.Details {
+		if d.Type == typ {
+			v, err := base64.StdEncoding.DecodeString(string(d.Value))
+			if err != nil {
+				t.Fatalf("detail %s: %v", typ, err)
+			}
+			return string(v)
+		}
+	}
+	return ""
 }
 
 func parse(t *testing.T, doc []byte) parsedMessage {
