@@ -489,3 +489,60 @@ func TestDICOMTLSLocalMode(t *testing.T) {
 		return alert && login
 	})
 }
+
+// TestDICOMTLSRefusedCertificatesAreAudited: a DCMTK client whose certificate the handshake refuses (another CA's,
+// expired, revoked) is audited as a refused association naming the certificate it presented, and logged as a
+// security alert with it; one without a certificate is audited naming none.
+func TestDICOMTLSRefusedCertificatesAreAudited(t *testing.T) {
+	testenv.RequireTools(t, "echoscu")
+	p := sitepki.New(t)
+	scp := startTLSSCP(t, p)
+	presented := map[string]*testpki.Files{"another CA": &p.Stranger, "expired": &p.Expired, "revoked": &p.Revoked, "none": nil}
+	for name, f := range presented {
+		args := append(append([]string{"-v"}, p.DCMTK(f, "+py")...), "-aet", "SITE_A", "-aec", "REMOTE_AE", "127.0.0.1", scp.TLSPort())
+		if r := dcmtk.Run(t, 30*time.Second, "echoscu", args...); strings.Contains(r.Output, "Echo Response (Success)") {
+			t.Fatalf("%s: associated\n%s", name, r.Output)
+		}
+	}
+	scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(len(presented)), 5*time.Second)
+	scp.Stop(t)
+
+	named := map[string]associationaudit.Record{}
+	unnamed := 0
+	for _, r := range auditRecords(t, scp.DataDir) {
+		if r.Event != associationaudit.EventRejected || !strings.HasPrefix(r.Reason, "TLS handshake failed") {
+			continue
+		}
+		if r.TLS == nil {
+			unnamed++
+			continue
+		}
+		named[r.TLS.SHA256] = r
+	}
+	alerts := map[string]map[string]any{}
+	for _, e := range scp.LogEntries() {
+		if e["msg"] == "security alert: client certificate refused in the TLS handshake" {
+			if fp, ok := e["sha256"].(string); ok {
+				alerts[fp] = e
+			}
+		}
+	}
+	for name, f := range presented {
+		if f == nil {
+			continue
+		}
+		want := associationaudit.CertificatePeer(readCert(t, f.Cert), "")
+		if r, ok := named[want.SHA256]; !ok || *r.TLS != *want {
+			t.Errorf("%s: no refused-handshake record naming %+v (%d named)", name, *want, len(named))
+		}
+		if e := alerts[want.SHA256]; e == nil || e["subject"] != want.Subject || e["serial"] != want.Serial || e["issuer"] != want.Issuer {
+			t.Errorf("%s: security alert log line %v", name, e)
+		}
+	}
+	if unnamed != 1 {
+		t.Errorf("%d refused handshakes audited without a certificate, want 1 (the one that presented none)", unnamed)
+	}
+	if strings.Contains(scp.Logs(), "BEGIN CERTIFICATE") {
+		t.Error("a whole certificate in the log")
+	}
+}
