@@ -18,9 +18,10 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
+// record is a rejected association's record, which gives one message.
 func record(i int) pipeline.AuditRecord {
 	return pipeline.AssociationAuditRecord(associationaudit.Record{
-		Event: associationaudit.EventAccepted, Time: time.Date(2026, 1, 15, 10, 0, i, 0, time.UTC),
+		Event: associationaudit.EventRejected, Time: time.Date(2026, 1, 15, 10, 0, i, 0, time.UTC),
 		AssociationID: fmt.Sprintf("a%d", i), CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:4000", Seq: uint64(i),
 	}, "dicom-ingest-test")
 }
@@ -53,6 +54,23 @@ func (f *flaky) sent() int {
 	return n
 }
 
+// runFeeder runs a feeder of sp to snd in batches of batch records until
+// cancel; done gives Run's result.
+func runFeeder(t *testing.T, sp *auditfeed.Spool, snd auditfeed.Sender, batch int) (*prometheus.Registry, context.CancelFunc, chan error) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	m, err := auditfeed.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &auditfeed.Feeder{Outbox: sp, Sender: snd, Metrics: m, Batch: batch, Poll: 10 * time.Millisecond,
+		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx) }()
+	return reg, cancel, done
+}
+
 func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
 	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
 	if err != nil {
@@ -63,17 +81,8 @@ func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reg := prometheus.NewRegistry()
-	m, err := auditfeed.NewMetrics(reg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	snd := &flaky{fail: 3}
-	f := &auditfeed.Feeder{Outbox: sp, Sender: snd, Metrics: m, Batch: 2, Poll: 10 * time.Millisecond,
-		MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- f.Run(ctx) }()
+	reg, cancel, done := runFeeder(t, sp, snd, 2)
 	deadline := time.Now().Add(10 * time.Second)
 	for snd.sent() < 5 || gauge(t, reg, "dicom_ingest_audit_feed_backlog_records") != 0 {
 		if time.Now().After(deadline) {
@@ -98,11 +107,47 @@ func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
 			ids = append(ids, strings.SplitN(strings.SplitN(string(msg), `id="`, 2)[1], `"`, 2)[0])
 		}
 	}
-	if want := "assoc:a0:0:association-accepted,assoc:a1:1:association-accepted,assoc:a2:2:association-accepted,assoc:a3:3:association-accepted,assoc:a4:4:association-accepted"; strings.Join(ids, ",") != want {
+	if want := "assoc:a0:0:association-rejected,assoc:a1:1:association-rejected,assoc:a2:2:association-rejected,assoc:a3:3:association-rejected,assoc:a4:4:association-rejected"; strings.Join(ids, ",") != want {
 		t.Errorf("ids = %v", ids)
 	}
 	if got := gauge(t, reg, "dicom_ingest_audit_feed_send_failures_total"); got != 3 {
 		t.Errorf("failures = %v", got)
+	}
+}
+
+// TestFeederPassesOverRecordsWithoutMessage: a record that gives no message
+// (an association accepted without TLS: A.5.3 has no message it can fill)
+// leaves the outbox as delivered, sending and counting nothing.
+func TestFeederPassesOverRecordsWithoutMessage(t *testing.T) {
+	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := record(0)
+	accepted = pipeline.AssociationAuditRecord(associationaudit.Record{Event: associationaudit.EventAccepted, Time: accepted.Time,
+		AssociationID: "a0", CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:4000"}, "dicom-ingest-test")
+	for _, r := range []pipeline.AuditRecord{accepted, record(1)} {
+		if err := sp.Add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snd := &flaky{}
+	reg, cancel, done := runFeeder(t, sp, snd, 10)
+	deadline := time.Now().Add(10 * time.Second)
+	for b, _ := sp.Backlog(context.Background()); b.Count != 0; b, _ = sp.Backlog(context.Background()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d", b.Count)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if snd.sent() != 1 || gauge(t, reg, "dicom_ingest_audit_feed_messages_sent_total") != 1 ||
+		gauge(t, reg, "dicom_ingest_audit_feed_records_dropped_total") != 0 {
+		t.Errorf("sent %d, counted %v sent and %v dropped; want the rejection's message alone", snd.sent(),
+			gauge(t, reg, "dicom_ingest_audit_feed_messages_sent_total"), gauge(t, reg, "dicom_ingest_audit_feed_records_dropped_total"))
 	}
 }
 

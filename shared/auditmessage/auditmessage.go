@@ -2,11 +2,14 @@
 // as DICOM PS3.15 A.5 AuditMessage XML, the format ATNA audit repositories
 // and security information and event management systems (SIEMs) read.
 //
-// One record gives one message, plus a User Authentication message (110114)
-// when TLS identified the peer of an accepted or rejected association. The
-// messages carry what PS3.15 A.5.3 asks of their events and nothing more of
-// the patient: a patient appears by its ID only (the participant object's
-// name, which the schema requires, is left empty), never by name.
+// A record gives the message of its event when that event's table in
+// PS3.15 A.5.3 can be met (requirements.go), plus a User Authentication
+// message (110114) when TLS identified the peer of an accepted or rejected
+// association. Records of events no A.5.3 message can describe stay in the
+// audit trail only (see sent). The messages carry what PS3.15 A.5.3 asks of
+// their events and nothing more of the patient: a patient appears by its ID
+// only (the participant object's name, which the schema requires, is left
+// empty), never by name.
 package auditmessage
 
 import (
@@ -14,6 +17,7 @@ import (
 	"encoding/xml"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,14 +49,21 @@ var (
 	codeUserAuthentication = code{Code: "110114", System: "DCM", Display: "User Authentication"}
 	codeLogin              = code{Code: "110122", System: "DCM", Display: "Login"}
 	codeStudyInstanceUID   = "110180"
+	codeApplicationRole    = code{Code: "110150", System: "DCM", Display: "Application"}
+	codeDestinationRole    = code{Code: "110152", System: "DCM", Display: "Destination Role ID"}
+	codePatientNumber      = code{Code: "2", System: "RFC-3881", Display: "Patient Number"}
+	codeStudyUID           = code{Code: codeStudyInstanceUID, System: "DCM", Display: "Study Instance UID"}
+	// The Security Alert of an association record the trail could not
+	// read: CID 403 (Security Alert type codes) is extensible and has no
+	// code for it.
+	codeUnparseableRecord = code{Code: "unparseable-record", System: "dicom-ingest", Display: "Association record could not be read"}
 	// The certificate TLS authenticated: no PS3.16 code names a
 	// certificate fingerprint, so ours does (scheme "dicom-ingest").
 	codeCertificate = code{Code: "x509-sha256", System: "dicom-ingest", Display: "X.509 certificate SHA-256 fingerprint"}
 	// A Security Alert's subject (A.5.3.11) is named by a node ID or a
 	// URI: the certificate's is the RFC 6920 "nih" URI of its SHA-256
 	// fingerprint, which holds the same lower-case hex.
-	codeURI           = code{Code: "12", System: "RFC-3881", Display: "URI"}
-	codeSecurityAlert = "110113"
+	codeURI = code{Code: "12", System: "RFC-3881", Display: "URI"}
 )
 
 // auditSourceApplicationServer is AuditSourceTypeCode 4 (A.5.1.2.1):
@@ -63,12 +74,25 @@ const auditSourceApplicationServer = "4"
 const (
 	objectPerson           = 1
 	objectSystem           = 2
+	rolePatient            = 1
+	roleReport             = 3
 	roleSecurityResource   = 13
 	defaultAuditSourceName = "dicom-ingest"
 )
 
-// Render renders rec. It fails only on a record no message can be made of
-// (one without an ID or an event ID).
+// EventIDs whose messages Render shapes beyond what the record holds.
+const (
+	eventInstancesTransferred = "110104"
+	eventSecurityAlert        = "110113"
+)
+
+// alertDescription is the detail A.5.3.11 requires of an alert subject.
+const alertDescription = "Alert Description"
+
+// Render renders rec: none, one or two messages (see sent and
+// userAuthentication). It fails on a record no message can be made of (one
+// without an ID or an event ID) and on one whose message would not meet its
+// event's table in A.5.3: that is a bug, never sent.
 func Render(rec pipeline.AuditRecord) ([]Message, error) {
 	if rec.ID == "" {
 		return nil, fmt.Errorf("auditmessage: render: record without id")
@@ -76,18 +100,20 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 	if rec.EventID.Code == "" {
 		return nil, fmt.Errorf("auditmessage: render %s record: no event id", idKind(rec.ID))
 	}
-	main := auditMessage{
-		Event:        eventOf(rec),
-		Participants: participantsOf(rec),
-		Source:       sourceOf(rec),
-		Objects:      objectsOf(rec),
-	}
 	out := make([]Message, 0, 2)
-	m, err := encode(rec.ID, rec.EventOutcome, rec.Time, main)
-	if err != nil {
-		return nil, err
+	if sent(rec) {
+		main := auditMessage{
+			Event:        eventOf(rec),
+			Participants: participantsOf(rec),
+			Source:       sourceOf(rec),
+			Objects:      objectsOf(rec),
+		}
+		m, err := encode(rec.ID, rec.EventOutcome, rec.Time, main)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
 	}
-	out = append(out, m)
 	if ua, ok := userAuthentication(rec); ok {
 		m, err := encode(rec.ID+UserAuthenticationSuffix, ua.Event.outcome, rec.Time, ua)
 		if err != nil {
@@ -96,6 +122,45 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 		out = append(out, m)
 	}
 	return out, nil
+}
+
+// sent tells whether a record's own message is sent. A.5.3 lets a system
+// report an activity without sending a message "each time the activity
+// reported by that audit message occurs"; it does not let it send a
+// message short of its event's table. These records stay in the audit
+// trail (the portal, the table) and are not sent:
+//
+//   - an association accepted, released or aborted: A.5.3.3 (Begin
+//     Transferring) and A.5.3.7 (Instances Transferred) require the studies
+//     transferred and the patient, which an association's record does not
+//     have (the SCP's records hold no patient data); each instance received
+//     is sent as its own Instances Transferred. An accepted association TLS
+//     identified still gives its User Authentication message.
+//   - a C-STORE the SCP refused and a Storage Commitment request it
+//     refused: no instance was transferred, and the record has no patient.
+//   - the steps of a Storage Commitment transaction: A.5.3 has no Storage
+//     Commitment event, and Instances Transferred requires the patient,
+//     which the transaction's records do not name.
+//   - an instance whose sender is unknown (no calling AE, no peer address:
+//     its SCP metadata was lost), since A.5.3.7 requires the process that
+//     sent the data.
+//
+// Records already in the trail render the same way: what is sent is
+// decided here, from the record's outcome, not from what was stored.
+func sent(rec pipeline.AuditRecord) bool {
+	switch rec.Outcome {
+	case associationaudit.EventAccepted, associationaudit.EventReleased, associationaudit.EventAborted,
+		associationaudit.EventStoreFailed, associationaudit.EventCommitmentRefused,
+		pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
+		pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
+		return false
+	}
+	if rec.EventID.Code == eventInstancesTransferred {
+		return slices.ContainsFunc(rec.Participants, func(p pipeline.AuditParticipant) bool {
+			return p.UserIsRequestor && (p.UserID != "" || p.NetworkAccess != "")
+		})
+	}
+	return true
 }
 
 // idKind is what errors say of a record: the kind its id starts with
@@ -107,6 +172,9 @@ func idKind(id string) string {
 }
 
 func encode(id string, outcome int, at time.Time, m auditMessage) (Message, error) {
+	if err := check(m); err != nil {
+		return Message{}, fmt.Errorf("auditmessage: render %s record: %w", idKind(id), err)
+	}
 	body, err := xml.Marshal(m)
 	if err != nil {
 		return Message{}, fmt.Errorf("auditmessage: render %s record: %w", idKind(id), err)
@@ -210,6 +278,9 @@ func eventOf(rec pipeline.AuditRecord) eventIdentification {
 	for _, c := range rec.EventTypeCodes {
 		ev.TypeCodes = append(ev.TypeCodes, codeOf(c))
 	}
+	if rec.EventID.Code == eventSecurityAlert && len(ev.TypeCodes) == 0 && rec.Outcome == pipeline.OutcomeUnparseableRecord {
+		ev.TypeCodes = []code{codeUnparseableRecord}
+	}
 	return ev
 }
 
@@ -263,12 +334,42 @@ func participantsOf(rec pipeline.AuditRecord) []activeParticipant {
 		}
 		out = append(out, ap)
 	}
+	switch rec.EventID.Code {
+	case eventSecurityAlert:
+		return alertParticipants(rec, out)
+	case eventInstancesTransferred:
+		if !slices.ContainsFunc(out, func(p activeParticipant) bool { return !p.UserIsRequestor }) {
+			// The called AE is unknown (metadata rebuilt from the file):
+			// the process that received the data is still us.
+			out = append(out, activeParticipant{UserID: sourceID(rec), Roles: []code{codeDestinationRole}})
+		}
+	}
 	if len(out) == 0 {
-		// The schema needs one participant: without a peer (a record
-		// about our own trail) it is the reporting process, us.
+		// The schema needs one participant: without a peer it is the
+		// reporting process, us.
 		out = append(out, activeParticipant{UserID: sourceID(rec)})
 	}
 	return out
+}
+
+// alertParticipants recasts an association's participants for a Security
+// Alert (A.5.3.11): the reporting process is our AE (the called AE, or the
+// audit source when the peer called none), named with role 110150
+// Application; the peer is a performing process, whose UserIsRequestor
+// "shall be FALSE", and has no role there. The trail's records keep the
+// peer as the requestor with role Source and our AE as Destination.
+func alertParticipants(rec pipeline.AuditRecord, ps []activeParticipant) []activeParticipant {
+	reporter := activeParticipant{UserID: sourceID(rec), Roles: []code{codeApplicationRole}}
+	var others []activeParticipant
+	for _, p := range ps {
+		if !p.UserIsRequestor && rec.CalledAE != "" && p.UserID == rec.CalledAE {
+			reporter.UserID, reporter.AlternativeUserID = p.UserID, p.AlternativeUserID
+			continue
+		}
+		p.UserIsRequestor, p.Roles = false, nil
+		others = append(others, p)
+	}
+	return append([]activeParticipant{reporter}, others...)
 }
 
 func sourceID(rec pipeline.AuditRecord) string {
@@ -305,14 +406,54 @@ func objectsOf(rec pipeline.AuditRecord) []participantObject {
 		}
 		out = append(out, po)
 	}
+	if rec.EventID.Code == eventInstancesTransferred {
+		out = transferObjects(rec, out)
+	}
 	switch {
 	case rec.TLS == nil:
-	case rec.EventID.Code == codeSecurityAlert:
+	case rec.EventID.Code == eventSecurityAlert:
 		out = append(out, alertSubject(rec))
 	default:
 		out = append(out, certificateObject(rec.TLS))
 	}
 	return out
+}
+
+// transferObjects completes an instance's Instances Transferred (A.5.3.7):
+// the study and the patient are required. The pipeline leaves them out of
+// the record when the instance did not name them (a quarantined instance
+// without a Study Instance UID; Patient ID and Patient's Name are type 2,
+// so may be empty), and records written before it always named the
+// patient are in the trail: the message names them with an empty ID, which
+// is what the instance said.
+func transferObjects(rec pipeline.AuditRecord, objs []participantObject) []participantObject {
+	hasStudy := slices.ContainsFunc(objs, func(o participantObject) bool { return o.IDType.Code == codeStudyInstanceUID })
+	hasPatient := slices.ContainsFunc(objs, func(o participantObject) bool {
+		return o.TypeCode == strconv.Itoa(objectPerson) && o.Role == strconv.Itoa(rolePatient)
+	})
+	if !hasStudy {
+		study := participantObject{ID: rec.StudyInstanceUID, TypeCode: strconv.Itoa(objectSystem), Role: strconv.Itoa(roleReport), IDType: codeStudyUID}
+		if rec.SOPClassUID != "" {
+			sc := sopClass{UID: rec.SOPClassUID, Count: 1}
+			if rec.SOPInstanceUID != "" {
+				sc.Instances = []instance{{UID: rec.SOPInstanceUID}}
+			}
+			study.Descriptions = []objectDescription{{SOPClasses: []sopClass{sc}}}
+		}
+		objs = append([]participantObject{study}, objs...)
+	}
+	if !hasPatient {
+		objs = append(objs, participantObject{ID: rec.PatientID, TypeCode: strconv.Itoa(objectPerson), Role: strconv.Itoa(rolePatient), IDType: codePatientNumber})
+	}
+	return objs
+}
+
+// alertText describes a Security Alert: the record's reason, or its outcome.
+func alertText(rec pipeline.AuditRecord) string {
+	if d := description(rec); d != "" {
+		return d
+	}
+	return rec.Outcome
 }
 
 // certificateObject names the peer's client certificate: its fingerprint as
@@ -341,17 +482,28 @@ func certificateObject(c *associationaudit.TLSPeer) participantObject {
 func alertSubject(rec pipeline.AuditRecord) participantObject {
 	po := certificateObject(rec.TLS)
 	po.ID, po.IDType = "nih:sha-256;"+rec.TLS.SHA256, codeURI
-	if rec.Reason != "" {
-		po.Details = append(po.Details, detail("Alert Description", rec.Reason))
-	}
+	po.Details = append([]valuePair{detail(alertDescription, alertText(rec))}, po.Details...)
 	return po
 }
 
 // userAuthentication is the User Authentication message (A.5.3.12) of an
 // association TLS identified the peer of: a login, successful when the
-// association was accepted, failed when it was rejected.
+// association was accepted, failed when it was rejected. The user is the
+// certificate (its subject; its allowlist name or fingerprint when the
+// subject is empty) at the peer's address, both of which A.5.3.12 requires:
+// without an address there is no message.
 func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
-	if rec.TLS == nil {
+	host := hostOf(rec.PeerAddr)
+	if rec.TLS == nil || host == "" {
+		return auditMessage{}, false
+	}
+	userID := rec.TLS.Subject
+	for _, alt := range []string{rec.TLS.CertificateName, rec.TLS.SHA256} {
+		if userID == "" {
+			userID = alt
+		}
+	}
+	if userID == "" {
 		return auditMessage{}, false
 	}
 	outcome := 0
@@ -363,16 +515,14 @@ func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
 		return auditMessage{}, false
 	}
 	user := activeParticipant{
-		UserID: rec.TLS.Subject, UserName: rec.TLS.CertificateName, UserIsRequestor: true,
+		UserID: userID, UserName: rec.TLS.CertificateName, UserIsRequestor: true,
+		NetworkAccess: host, NetworkType: "1",
+	}
+	if net.ParseIP(host) != nil {
+		user.NetworkType = "2"
 	}
 	if rec.CallingAE != "" {
 		user.AlternativeUserID = "AETITLES=" + rec.CallingAE
-	}
-	if host := hostOf(rec.PeerAddr); host != "" {
-		user.NetworkAccess, user.NetworkType = host, "1"
-		if net.ParseIP(host) != nil {
-			user.NetworkType = "2"
-		}
 	}
 	parts := []activeParticipant{user}
 	if rec.CalledAE != "" {

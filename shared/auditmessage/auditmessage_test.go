@@ -251,8 +251,10 @@ func allRecords(t *testing.T) map[string]pipeline.AuditRecord {
 }
 
 // TestRenderEveryRecordType renders one record of every kind the audit
-// trail holds, checks each message against the PS3.15 A.5.1 schema and
-// against its golden file (go test -update rewrites them).
+// trail holds, checks each message against the PS3.15 A.5.1 schema and its
+// event's table in A.5.3 (auditmessagetest.Validate), and against its
+// golden file (go test -update rewrites them). A record that gives no
+// message has a golden file saying so.
 func TestRenderEveryRecordType(t *testing.T) {
 	for name, rec := range allRecords(t) {
 		t.Run(name, func(t *testing.T) {
@@ -261,6 +263,9 @@ func TestRenderEveryRecordType(t *testing.T) {
 				t.Fatal(err)
 			}
 			var golden bytes.Buffer
+			if len(msgs) == 0 {
+				golden.WriteString("<!-- no message: kept in the audit trail only -->\n")
+			}
 			for _, m := range msgs {
 				auditmessagetest.Validate(t, m.XML)
 				if bytes.ContainsAny(m.XML, "\r\n") {
@@ -299,13 +304,21 @@ func TestRenderEvents(t *testing.T) {
 		{"instance-stored", []string{"110104"}},
 		{"instance-conflict", []string{"110104"}},
 		{"instance-rejected", []string{"110104"}},
-		{"association-accepted", []string{"110102"}},
-		{"association-released", []string{"110102"}},
-		{"association-aborted", []string{"110102"}},
+		// No study, no patient: neither A.5.3.3 nor A.5.3.7 can be met.
+		{"association-accepted", nil},
+		{"association-released", nil},
+		{"association-aborted", nil},
 		{"association-rejected", []string{"110113"}},
-		{"store-failed", []string{"110104"}},
-		{"commitment-refused", []string{"110104"}},
-		{"association-accepted-tls", []string{"110102", "110114"}},
+		{"association-rejected-unnamed", []string{"110113"}},
+		{"store-failed", nil},
+		{"commitment-refused", nil},
+		{"commitment-requested", nil},
+		{"commitment-committed", nil},
+		{"commitment-failures", nil},
+		{"commitment-reported", nil},
+		{"commitment-undeliverable", nil},
+		{"unparseable-record", []string{"110113"}},
+		{"association-accepted-tls", []string{"110114"}},
 		{"association-rejected-tls", []string{"110113", "110114"}},
 		{"association-rejected-tls-handshake", []string{"110113", "110114"}},
 		{"application-start", []string{"110100"}},
@@ -346,10 +359,18 @@ func TestRenderEvents(t *testing.T) {
 			}
 		}
 	})
+	t.Run("rejected association: our AE reports, the peer performed", func(t *testing.T) {
+		msgs, _ := auditmessage.Render(recs["association-rejected"])
+		m := parse(t, msgs[0].XML)
+		if len(m.Participants) != 2 || m.Participants[0].UserID != "INGEST" || m.Participants[0].Role.Code != "110150" ||
+			m.Participants[1].UserID != "EVIL" || m.Participants[1].UserIsRequestor || m.Participants[1].NetworkAccess != "10.1.2.3" {
+			t.Errorf("participants = %+v", m.Participants)
+		}
+	})
 	t.Run("TLS identity: login message, certificate named everywhere", func(t *testing.T) {
 		msgs, _ := auditmessage.Render(recs["association-accepted-tls"])
-		if msgs[1].ID != recs["association-accepted-tls"].ID+auditmessage.UserAuthenticationSuffix {
-			t.Errorf("user authentication id = %q", msgs[1].ID)
+		if msgs[0].ID != recs["association-accepted-tls"].ID+auditmessage.UserAuthenticationSuffix {
+			t.Errorf("user authentication id = %q", msgs[0].ID)
 		}
 		for _, raw := range msgs {
 			m := parse(t, raw.XML)
@@ -363,7 +384,7 @@ func TestRenderEvents(t *testing.T) {
 				t.Errorf("%s: no certificate object: %+v", raw.ID, m.Objects)
 			}
 		}
-		ua := parse(t, msgs[1].XML)
+		ua := parse(t, msgs[0].XML)
 		if ua.Event.TypeCodes[0].Code != "110122" || ua.Event.Outcome != "0" || ua.Participants[0].UserID != tlsPeer.Subject ||
 			ua.Participants[0].NetworkAccess != "10.1.2.3" || !ua.Participants[0].UserIsRequestor {
 			t.Errorf("user authentication = %+v", ua)
@@ -473,6 +494,7 @@ func TestRenderRefusesRecordsWithoutIdentity(t *testing.T) {
 func FuzzRender(f *testing.F) {
 	f.Add("MODALITY1", "10.1.2.3:40000", "calling AE not allowed", "CN=x")
 	f.Add("\x00<&>\"'", "[::1]:1", "\n\r\t]]>", "\xff\xfe")
+	f.Add("", "", "", "")
 	f.Fuzz(func(t *testing.T, ae, peer, reason, subject string) {
 		r := pipeline.AssociationAuditRecord(associationaudit.Record{
 			Event: associationaudit.EventAccepted, AssociationID: "a", CallingAE: ae, CalledAE: ae, PeerAddr: peer,
@@ -558,14 +580,14 @@ func parse(t *testing.T, doc []byte) parsedMessage {
 // TestSchemaCatchesBrokenMessages keeps the schema check honest: messages
 // missing what A.5.1 requires fail it.
 func TestSchemaCatchesBrokenMessages(t *testing.T) {
-	msgs, err := auditmessage.Render(associationRecords()["association-accepted"])
+	msgs, err := auditmessage.Render(associationRecords()["association-rejected"])
 	if err != nil {
 		t.Fatal(err)
 	}
 	good := string(msgs[0].XML)
 	for name, broken := range map[string]string{
 		"no audit source":      cut(good, "<AuditSourceIdentification", "</AuditSourceIdentification>"),
-		"outcome out of range": strings.Replace(good, `EventOutcomeIndicator="0"`, `EventOutcomeIndicator="3"`, 1),
+		"outcome out of range": strings.Replace(good, `EventOutcomeIndicator="4"`, `EventOutcomeIndicator="3"`, 1),
 		"no participant":       cut(cut(good, "<ActiveParticipant", "</ActiveParticipant>"), "<ActiveParticipant", "</ActiveParticipant>"),
 		"bad date":             strings.Replace(good, `EventDateTime="2026-01-15T10:20:30.123Z"`, `EventDateTime="yesterday"`, 1),
 	} {
@@ -589,4 +611,104 @@ func cut(s, start, end string) string {
 		return s
 	}
 	return s[:i] + s[i+j+len(end):]
+}
+
+// TestCheckCatchesWhatA53Requires keeps the table honest: a message short
+// of what its event's table in PS3.15 A.5.3 requires fails Check, and every
+// event the table lists but 110102 (which no record can fill) is sent by
+// some record.
+func TestCheckCatchesWhatA53Requires(t *testing.T) {
+	recs := allRecords(t)
+	render := func(name string, i int) string {
+		msgs, err := auditmessage.Render(recs[name])
+		if err != nil || len(msgs) <= i {
+			t.Fatalf("%s: %d messages, %v", name, len(msgs), err)
+		}
+		if err := auditmessage.Check(msgs[i].XML); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return string(msgs[i].XML)
+	}
+	stored, alert, tlsAlert, login, start := render("instance-stored", 0), render("association-rejected", 0),
+		render("association-rejected-tls", 0), render("association-accepted-tls", 0), render("application-start", 0)
+	for name, broken := range map[string]string{
+		"transfer without patient":          cut(stored, `<ParticipantObjectIdentification ParticipantObjectID="PID-1"`, "</ParticipantObjectIdentification>"),
+		"transfer without study":            cut(stored, `<ParticipantObjectIdentification ParticipantObjectID="1.2.826.0.1.3680043.10.1"`, "</ParticipantObjectIdentification>"),
+		"transfer with two patients":        strings.Replace(stored, "</AuditMessage>", `<ParticipantObjectIdentification ParticipantObjectID="PID-2" ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"><ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number"></ParticipantObjectIDTypeCode><ParticipantObjectName></ParticipantObjectName></ParticipantObjectIdentification></AuditMessage>`, 1),
+		"transfer study not a report":       strings.Replace(stored, `ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3"`, `ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="4"`, 1),
+		"transfer without destination":      strings.Replace(stored, `csd-code="110152"`, `csd-code="110151"`, 1),
+		"transfer action E":                 strings.Replace(stored, `EventActionCode="C"`, `EventActionCode="E"`, 1),
+		"begin transferring, no objects":    strings.Replace(cut(cut(stored, "<ParticipantObjectIdentification", "</ParticipantObjectIdentification>"), "<ParticipantObjectIdentification", "</ParticipantObjectIdentification>"), `EventActionCode="C" EventDateTime="2026-01-15T10:20:30.123Z" EventOutcomeIndicator="0"><EventID csd-code="110104"`, `EventActionCode="E" EventDateTime="2026-01-15T10:20:30.123Z" EventOutcomeIndicator="0"><EventID csd-code="110102"`, 1),
+		"alert without type code":           cut(cut(alert, "<EventTypeCode", "</EventTypeCode>"), "<EventTypeCode", "</EventTypeCode>"),
+		"alert without reporting process":   strings.Replace(alert, `csd-code="110150"`, `csd-code="110152"`, 1),
+		"alert with the peer as requestor":  strings.Replace(alert, `UserID="EVIL" AlternativeUserID="AETITLES=EVIL" UserIsRequestor="false"`, `UserID="EVIL" AlternativeUserID="AETITLES=EVIL" UserIsRequestor="true"`, 1),
+		"alert subject without description": strings.Replace(tlsAlert, `type="Alert Description"`, `type="Description"`, 1),
+		"login without network access":      strings.Replace(login, `NetworkAccessPointID="10.1.2.3"`, ``, 1),
+		"login without login type":          strings.Replace(login, `csd-code="110122"`, `csd-code="110126"`, 1),
+		"start without application role":    strings.Replace(start, `csd-code="110150"`, `csd-code="110151"`, 1),
+		"start without AE title":            strings.Replace(start, ` AlternativeUserID="AETITLES=INGEST"`, ``, 1),
+		"unknown event":                     strings.Replace(start, `csd-code="110100"`, `csd-code="110106"`, 1),
+	} {
+		t.Run(name, func(t *testing.T) {
+			if broken == stored || broken == alert || broken == tlsAlert || broken == login || broken == start {
+				t.Fatal("mutation did not apply")
+			}
+			if err := auditmessage.Check([]byte(broken)); err == nil {
+				t.Errorf("Check accepted\n%s", broken)
+			}
+		})
+	}
+	sentEvents := map[string]bool{}
+	for _, rec := range recs {
+		msgs, err := auditmessage.Render(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			sentEvents[parse(t, m.XML).Event.EventID.Code] = true
+		}
+	}
+	for _, want := range []string{"110100", "110104", "110113", "110114"} {
+		if !sentEvents[want] {
+			t.Errorf("no record renders a %s message", want)
+		}
+	}
+	if sentEvents["110102"] {
+		t.Error("a record renders 110102 Begin Transferring DICOM Instances, which no record can fill")
+	}
+}
+
+// TestRenderRecordsAlreadyInTheTrail: records written before the mapping
+// followed A.5.3 (association records with EventID 110102, instance
+// records without a patient object or a called AE) render to what A.5.3
+// requires, or to nothing.
+func TestRenderRecordsAlreadyInTheTrail(t *testing.T) {
+	recs := allRecords(t)
+	begin := pipeline.CodedValue{Code: "110102", System: "DCM", Display: "Begin Transferring DICOM Instances"}
+	for _, name := range []string{"association-accepted", "association-released", "association-aborted"} {
+		rec := recs[name]
+		rec.EventID = begin
+		if msgs, err := auditmessage.Render(rec); err != nil || len(msgs) != 0 {
+			t.Errorf("%s as stored with 110102: %d messages, %v", name, len(msgs), err)
+		}
+	}
+	old := recs["instance-stored"]
+	old.ParticipantObjects, old.PatientID, old.CalledAE = nil, "", ""
+	old.Participants = old.Participants[:1]
+	msgs, err := auditmessage.Render(old)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("old instance record: %d messages, %v", len(msgs), err)
+	}
+	auditmessagetest.Validate(t, msgs[0].XML)
+	m := parse(t, msgs[0].XML)
+	if len(m.Objects) != 2 || m.Objects[0].ID != study || m.Objects[1].TypeCode != "1" || m.Objects[1].ID != "" {
+		t.Errorf("objects = %+v, want the study and a patient without ID", m.Objects)
+	}
+	if len(m.Participants) != 2 || m.Participants[1].UserID != "dicom-ingest" || m.Participants[1].Role.Code != "110152" {
+		t.Errorf("participants = %+v, want us as the receiving process", m.Participants)
+	}
+	old.Participants = nil
+	if msgs, err := auditmessage.Render(old); err != nil || len(msgs) != 0 {
+		t.Errorf("instance record naming no sender: %d messages, %v", len(msgs), err)
+	}
 }

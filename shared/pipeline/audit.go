@@ -156,6 +156,10 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		TLS:          r.TLS, StoredInstances: r.Instances, StoredBytes: r.Bytes,
 	}
 	switch r.Event {
+	// Accepted, released and aborted keep the EventID they always had in
+	// the trail; the audit feed sends no message of them, since 110102
+	// requires the studies and the patient, which these records do not
+	// name (see auditmessage.sent).
 	case associationaudit.EventAccepted, associationaudit.EventReleased:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeBeginTransferring, "E", outcomeSuccess
 	case associationaudit.EventAborted:

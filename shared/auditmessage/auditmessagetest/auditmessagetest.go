@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -27,11 +28,15 @@ func Xmllint(t testing.TB) string {
 	return testenv.LookPath(t, "xmllint")
 }
 
-// Validate fails t unless doc is valid against the schema.
+// Validate fails t unless doc is valid against the schema and meets the
+// table of its event in PS3.15 A.5.3 (auditmessage.Check).
 func Validate(t testing.TB, doc []byte) {
 	t.Helper()
 	if err := Check(t, doc); err != nil {
 		t.Errorf("not a valid DICOM audit message: %v\n%s", err, doc)
+	}
+	if err := auditmessage.Check(doc); err != nil {
+		t.Errorf("not what PS3.15 A.5.3 requires of its event: %v\n%s", err, doc)
 	}
 }
 
