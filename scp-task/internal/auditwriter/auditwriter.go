@@ -92,9 +92,11 @@ type Options struct {
 	// writability, records written, failed attempts, waits, records lost).
 	Metrics prometheus.Registerer
 	// Feed, when set, is called from the writer's own goroutine with every
-	// record once its store write is over (done or given up), so the audit
-	// feed's outbox gets exactly the trail's records without holding up
-	// the DICOM conversation.
+	// record once the store has durably written it, in the order written,
+	// so the audit feed's outbox gets the trail's records without holding
+	// up the DICOM conversation. A record that was never written (Close
+	// gave up on it, or it could not be encoded) is counted and logged as
+	// lost and never fed: the feed holds nothing the trail lacks.
 	Feed func(associationaudit.Record)
 }
 
@@ -328,8 +330,7 @@ func (w *Writer) lose(r associationaudit.Record, why string) {
 func (w *Writer) run() {
 	defer close(w.done)
 	for r := range w.queue {
-		w.write(r)
-		if w.feed != nil {
+		if w.write(r) && w.feed != nil {
 			w.feed(r)
 		}
 		if len(w.queue) < cap(w.queue)/2 && w.waiting.CompareAndSwap(true, false) {
@@ -338,8 +339,9 @@ func (w *Writer) run() {
 	}
 }
 
-// write puts r, retrying until it is written or Close gives up.
-func (w *Writer) write(r associationaudit.Record) {
+// write puts r, retrying until it is written (true) or Close gives up
+// (false: it is counted and logged as lost).
+func (w *Writer) write(r associationaudit.Record) bool {
 	key, err := associationaudit.Key(r)
 	var body []byte
 	if err == nil {
@@ -348,13 +350,13 @@ func (w *Writer) write(r associationaudit.Record) {
 	if err != nil {
 		// A record we cannot encode will not encode on a retry either.
 		w.lose(r, err.Error())
-		return
+		return false
 	}
 	backoff := 100 * time.Millisecond
 	for {
 		if w.stopped.Err() != nil {
 			w.lose(r, "writer stopped")
-			return
+			return false
 		}
 		err := w.attempt(key, body)
 		if err == nil {
@@ -363,7 +365,7 @@ func (w *Writer) write(r associationaudit.Record) {
 				w.metrics.writable.Set(1)
 				w.log.Info("audit records are written again", "queued", len(w.queue))
 			}
-			return
+			return true
 		}
 		w.metrics.failures.Inc()
 		w.lastErr.Store(&err)
