@@ -2,7 +2,8 @@
 // for every association event that never becomes an object: accepted,
 // rejected, released, aborted and C-STORE failed, and for the SCP's own
 // start and stop. Records are written in
-// order by a background worker from a bounded queue. Nothing is dropped: a
+// order from a bounded queue by a background worker (a few at a time, fed
+// to the audit feed in queue order). Nothing is dropped: a
 // full queue holds up the association that has something to record
 // (back-pressure), a record that cannot be written is retried until it is,
 // and Ready reports the trouble so the SCP refuses new associations rather
@@ -41,13 +42,14 @@ type Writer struct {
 	implementation string
 	attemptTimeout time.Duration
 	maxBackoff     time.Duration
+	parallel       int
 	queue          chan associationaudit.Record
 	seq            atomic.Uint64
 	metrics        *metrics
 	feed           func(associationaudit.Record)
 
-	// failing is set while the record at the head of the queue cannot be
-	// written; lastErr is the latest failure, for Ready.
+	// failing is set while a record cannot be written (the last attempt
+	// failed); lastErr is the latest failure, for Ready.
 	failing atomic.Bool
 	lastErr atomic.Pointer[error]
 	// waiting is set while an association waits for room in the queue, so
@@ -86,6 +88,9 @@ type Options struct {
 	// or Close gives up.
 	AttemptTimeout time.Duration
 	MaxBackoff     time.Duration
+	// Parallel bounds the records being written at once (default 16);
+	// they are fed in queue order whatever order their writes end in.
+	Parallel       int
 	Implementation string // our implementation version, stamped on every record
 	Logger         *slog.Logger
 	// Metrics, when set, receives the writer's metrics (queue length,
@@ -111,12 +116,15 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 5 * time.Second
 	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 16
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	w := &Writer{
 		store: store, log: opts.Logger, implementation: opts.Implementation,
-		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff,
+		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff, parallel: opts.Parallel,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
 		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
 	}
@@ -327,16 +335,38 @@ func (w *Writer) lose(r associationaudit.Record, why string) {
 	w.log.Error(associationaudit.LostLog, "why", why, "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time)
 }
 
+// run writes the queued records, up to w.parallel at a time (a store's
+// latency, tens of milliseconds for S3, would otherwise bound the records
+// written per second and let the queue, what a crash loses, grow), and
+// feeds each written one in queue order.
 func (w *Writer) run() {
 	defer close(w.done)
-	for r := range w.queue {
-		if w.write(r) && w.feed != nil {
-			w.feed(r)
-		}
-		if len(w.queue) < cap(w.queue)/2 && w.waiting.CompareAndSwap(true, false) {
-			w.log.Info("audit record queue has room again", "queued", len(w.queue))
-		}
+	type writing struct {
+		r       associationaudit.Record
+		written chan bool
 	}
+	// inFlight holds the records being written in queue order: the one
+	// the feeder waits on and w.parallel-1 buffered behind it.
+	inFlight := make(chan writing, w.parallel-1)
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for x := range inFlight {
+			if <-x.written && w.feed != nil {
+				w.feed(x.r)
+			}
+			if len(w.queue) < cap(w.queue)/2 && w.waiting.CompareAndSwap(true, false) {
+				w.log.Info("audit record queue has room again", "queued", len(w.queue))
+			}
+		}
+	}()
+	for r := range w.queue {
+		x := writing{r: r, written: make(chan bool, 1)}
+		inFlight <- x
+		go func() { x.written <- w.write(x.r) }()
+	}
+	close(inFlight)
+	<-fed
 }
 
 // write puts r, retrying until it is written (true) or Close gives up
@@ -361,6 +391,7 @@ func (w *Writer) write(r associationaudit.Record) bool {
 		err := w.attempt(key, body)
 		if err == nil {
 			w.metrics.written.Inc()
+			w.metrics.wait.Observe(time.Since(r.Time).Seconds())
 			if w.failing.CompareAndSwap(true, false) {
 				w.metrics.writable.Set(1)
 				w.log.Info("audit records are written again", "queued", len(w.queue))
@@ -429,6 +460,7 @@ type metrics struct {
 	failures prometheus.Counter
 	waits    prometheus.Counter
 	lost     prometheus.Counter
+	wait     prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
@@ -450,6 +482,11 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 			Name: metricnames.AuditRecordsLost, Help: "Association audit records never written (still queued at exit, or not encodable).",
 		}),
 	}
+	m.wait = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "dicom_ingest_audit_record_wait_seconds",
+		Help:    "From an association event to its audit record durably written: how long the record was only in memory, what a crash would lose.",
+		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	})
 	m.writable.Set(1)
 	if reg == nil {
 		return m, nil
@@ -457,7 +494,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records waiting to be written.",
 	}, func() float64 { return float64(len(w.queue)) })
-	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, queued} {
+	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("auditwriter: register metrics: %w", err)
 		}

@@ -128,7 +128,7 @@ func failedEvent(id string, i int) dicomnet.Event {
 func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
 	reg := prometheus.NewRegistry()
-	w, err := New(store, Options{QueueSize: 4, MaxBackoff: 10 * time.Millisecond, Metrics: reg})
+	w, err := New(store, Options{QueueSize: 4, Parallel: 1, MaxBackoff: 10 * time.Millisecond, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 // could not write is counted as lost, none silently.
 func TestCloseGivesUpAndCounts(t *testing.T) {
 	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
-	w, err := New(store, Options{QueueSize: 2, MaxBackoff: 10 * time.Millisecond})
+	w, err := New(store, Options{QueueSize: 2, Parallel: 1, MaxBackoff: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,3 +82,72 @@ func TestFeedNeverGetsWhatWasNotWritten(t *testing.T) {
 		t.Errorf("fed %v and wrote %d records the trail never got", fed, store.count())
 	}
 }
+
+// slowStore takes each put after a delay that shrinks with the record's
+// sequence number, so writes started in order finish out of order.
+type slowStore struct {
+	mu       sync.Mutex
+	inFlight int
+	most     int
+	written  map[uint64]bool
+}
+
+func (s *slowStore) PutRecord(ctx context.Context, key string, body []byte) error {
+	r, err := associationaudit.Parse(body)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.inFlight++
+	s.most = max(s.most, s.inFlight)
+	s.mu.Unlock()
+	time.Sleep(time.Duration(20-r.Seq%20) * time.Millisecond)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inFlight--
+	s.written[r.Seq] = true
+	return nil
+}
+
+// TestParallelWritesFedInQueueOrder: records are written several at a time
+// (a store's latency does not bound the records written per second) and fed
+// in queue order, each only once written, whatever order the writes end in.
+func TestParallelWritesFedInQueueOrder(t *testing.T) {
+	store := &slowStore{written: map[uint64]bool{}}
+	var fed []uint64
+	w, err := New(store, Options{Parallel: 8, Feed: func(r associationaudit.Record) {
+		store.mu.Lock()
+		written := store.written[r.Seq]
+		store.mu.Unlock()
+		if !written {
+			t.Errorf("record %d fed before it was written", r.Seq)
+		}
+		fed = append(fed, r.Seq)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 64
+	start := time.Now()
+	for i := range n {
+		w.ObserveAssociation(failedEvent("p", i))
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(fed) != n {
+		t.Fatalf("fed %d of %d records", len(fed), n)
+	}
+	for i, seq := range fed {
+		if seq != uint64(i+1) {
+			t.Fatalf("fed out of queue order: %v", fed)
+		}
+	}
+	if store.most < 2 || store.most > 8 {
+		t.Errorf("at most %d writes at once, want 2..8", store.most)
+	}
+	// One at a time would take n × ~10 ms.
+	if d := time.Since(start); d > n*10*time.Millisecond/2 {
+		t.Errorf("%d records took %v", n, d)
+	}
+}
