@@ -173,7 +173,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	defer feed.stop()
 	audit, err := auditwriter.New(store, auditwriter.Options{
 		Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log, Metrics: reg,
-		Feed: feed.feedHook(),
+		Feed: feed.feedHook(), RunDir: runDir(cfg),
 	})
 	if err != nil {
 		return err
@@ -308,6 +308,20 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 // the drain timeout and the stop timeout's SIGKILL (infra/config's
 // DrainMarginSeconds, which must stay above it).
 const exitGrace = 8 * time.Second
+
+// runDir is where the audit writer keeps its run marker, so that the next
+// start tells what a crash may have lost: a directory that outlives the
+// process, local mode's data directory or the staging directory ("" for a
+// direct S3 or file store, where only a start without its stop tells).
+func runDir(cfg config.Config) string {
+	switch {
+	case cfg.Local:
+		return cfg.DataDir
+	case cfg.StagingDir != "":
+		return cfg.StagingDir
+	}
+	return ""
+}
 
 // readiness is whether the SCP can take a new association: the store must
 // take objects and the audit trail must take records, since an association

@@ -23,6 +23,11 @@ const SchemaVersion = 1
 // alarm.
 const LostLog = "audit record lost"
 
+// UncleanStopLog is the message of the SCP's log line, at start, for each
+// earlier run found to have stopped uncleanly (killed, crashed): the audit
+// records it had not yet written are lost, and its start record says which.
+const UncleanStopLog = "previous run stopped uncleanly: audit records may be lost"
+
 // Event names, as they appear in Record.Event and in keys.
 const (
 	EventAccepted    = "association-accepted"

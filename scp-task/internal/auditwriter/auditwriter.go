@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +70,13 @@ type Writer struct {
 	giveUp  context.CancelFunc
 	done    chan struct{} // closed when the worker has finished
 	lost    atomic.Uint64
+	written atomic.Uint64
+
+	runDir  string
+	thisRun runState
+	marker  *runMarker
+	hbStop  chan struct{}
+	hbDone  chan struct{}
 }
 
 type tally struct {
@@ -96,6 +104,13 @@ type Options struct {
 	// Metrics, when set, receives the writer's metrics (queue length,
 	// writability, records written, failed attempts, waits, records lost).
 	Metrics prometheus.Registerer
+	// RunDir, when set, is a directory that outlives the process (local
+	// mode's data directory, the staging directory) where Started keeps a
+	// marker of this run, brought up to date every second and removed by
+	// Close. A marker whose process is gone is a run that did not stop
+	// cleanly: the next Started takes it over and says in its start record
+	// what records that run may have lost.
+	RunDir string
 	// Feed, when set, is called from the writer's own goroutine with every
 	// record once the store has durably written it, in the order written,
 	// so the audit feed's outbox gets the trail's records without holding
@@ -126,7 +141,7 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		store: store, log: opts.Logger, implementation: opts.Implementation,
 		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff, parallel: opts.Parallel,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
-		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
+		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed, runDir: opts.RunDir,
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)
@@ -158,7 +173,73 @@ func (w *Writer) Started(instance, aeTitle string) {
 	w.mu.Lock()
 	w.instance, w.aeTitle = instance, aeTitle
 	w.mu.Unlock()
-	w.enqueue(w.applicationRecord(associationaudit.EventApplicationStart, ""))
+	r := w.applicationRecord(associationaudit.EventApplicationStart, "")
+	if w.runDir != "" {
+		r.Reason = w.openRun(instance, aeTitle, r.Time)
+	}
+	w.enqueue(r)
+}
+
+// openRun takes over the markers of runs that stopped uncleanly, logs each,
+// starts this run's marker and returns what the start record says of them.
+func (w *Writer) openRun(instance, aeTitle string, started time.Time) string {
+	w.thisRun = runState{Instance: instance, AETitle: aeTitle, Started: started}
+	marker, unclean, err := openRun(w.runDir, w.state())
+	if err != nil {
+		w.log.Error("audit run marker unavailable: an unclean stop of this run will not be detected at the next start", "err", err)
+		return ""
+	}
+	for _, u := range unclean {
+		w.metrics.unclean.Inc()
+		w.log.Warn(associationaudit.UncleanStopLog, "what", u)
+	}
+	w.marker, w.hbStop, w.hbDone = marker, make(chan struct{}), make(chan struct{})
+	go w.heartbeat()
+	return strings.Join(unclean, "; ")
+}
+
+// state is this run as its marker tells it: the counts are read before the
+// highest sequence number, which only grows, so that none exceeds it.
+func (w *Writer) state() runState {
+	st := w.thisRun
+	st.Heartbeat = time.Now()
+	st.Written, st.Lost = w.written.Load(), w.lost.Load()
+	st.Assigned = w.seq.Load()
+	return st
+}
+
+func (w *Writer) heartbeat() {
+	defer close(w.hbDone)
+	t := time.NewTicker(heartbeatEvery)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-w.hbStop:
+			return
+		case <-t.C:
+		}
+		err := w.marker.update(w.state())
+		switch {
+		case err != nil && !failing:
+			w.log.Error("audit run marker not updated: after a crash the next start tells less of what may be lost", "err", err)
+		case err == nil && failing:
+			w.log.Info("audit run marker updated again")
+		}
+		failing = err != nil
+	}
+}
+
+// closeRun ends the run cleanly: its marker goes.
+func (w *Writer) closeRun() error {
+	if w.marker == nil {
+		return nil
+	}
+	close(w.hbStop)
+	<-w.hbDone
+	err := w.marker.remove()
+	w.marker = nil
+	return err
 }
 
 // Stopping records the SCP's stop, with why it stops (the signal, the
@@ -391,6 +472,7 @@ func (w *Writer) write(r associationaudit.Record) bool {
 		err := w.attempt(key, body)
 		if err == nil {
 			w.metrics.written.Inc()
+			w.written.Add(1)
 			w.metrics.wait.Observe(time.Since(r.Time).Seconds())
 			if w.failing.CompareAndSwap(true, false) {
 				w.metrics.writable.Set(1)
@@ -447,10 +529,17 @@ func (w *Writer) Close(ctx context.Context) error {
 		<-w.done
 	}
 	w.giveUp()
+	var errs []error
 	if n := w.lost.Load(); n > 0 {
-		return fmt.Errorf("auditwriter: close: %d records not written", n)
+		errs = append(errs, fmt.Errorf("auditwriter: close: %d records not written", n))
 	}
-	return nil
+	if first {
+		// Every record was written or counted lost: a clean stop.
+		if err := w.closeRun(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // metrics of the writer, registered when Options.Metrics is set.
@@ -461,6 +550,7 @@ type metrics struct {
 	waits    prometheus.Counter
 	lost     prometheus.Counter
 	wait     prometheus.Histogram
+	unclean  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
@@ -487,6 +577,10 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		Help:    "From an association event to its audit record durably written: how long the record was only in memory, what a crash would lose.",
 		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
+	m.unclean = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dicom_ingest_audit_unclean_stops_total",
+		Help: "Previous runs found at start to have stopped uncleanly (killed, crashed): the start record says which audit records they may have lost.",
+	})
 	m.writable.Set(1)
 	if reg == nil {
 		return m, nil
@@ -494,7 +588,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records waiting to be written.",
 	}, func() float64 { return float64(len(w.queue)) })
-	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, queued} {
+	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, m.unclean, queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("auditwriter: register metrics: %w", err)
 		}

@@ -1,0 +1,193 @@
+package auditwriter
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// RunsDir is where, under Options.RunDir, each running SCP keeps its run
+// marker: <instance>.json, locked (flock) for as long as the process lives.
+const RunsDir = "audit-runs"
+
+// heartbeatEvery is how often the marker is brought up to date: the events
+// of the last interval before a crash are the ones no marker counts.
+const heartbeatEvery = time.Second
+
+// markerSize is the marker's fixed size: it is rewritten in place, padded
+// with spaces, so an update never shortens it.
+const markerSize = 512
+
+// runState is what a run marker says of its run as of its last heartbeat.
+type runState struct {
+	Instance  string    `json:"instance"`
+	AETitle   string    `json:"aeTitle"`
+	Started   time.Time `json:"started"`
+	Heartbeat time.Time `json:"heartbeat"`
+	// Assigned is the highest sequence number given to a record so far:
+	// the records observed are seq 1..Assigned.
+	Assigned uint64 `json:"assigned"`
+	Written  uint64 `json:"written"`
+	Lost     uint64 `json:"lost"`
+}
+
+// runMarker is this process's marker.
+type runMarker struct {
+	f    *os.File
+	path string
+}
+
+// openRun takes over the markers of runs that ended without a clean stop
+// (their lock is free) and returns what each says, then creates and locks
+// this run's marker.
+func openRun(dir string, st runState) (*runMarker, []string, error) {
+	runs := filepath.Join(dir, RunsDir)
+	if err := os.MkdirAll(runs, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	names, err := os.ReadDir(runs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	var unclean []string
+	for _, e := range names {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		what, err := takeOver(filepath.Join(runs, e.Name()))
+		if err != nil {
+			return nil, nil, err
+		}
+		if what != "" {
+			unclean = append(unclean, what)
+		}
+	}
+	path := filepath.Join(runs, st.Instance+".json")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	m := &runMarker{f: f, path: path}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("auditwriter: lock the run marker: %w", err), m.remove())
+	}
+	if err := m.update(st); err != nil {
+		return nil, nil, errors.Join(err, m.remove())
+	}
+	// The marker's name must survive a power loss too.
+	if err := syncDir(runs); err != nil {
+		return nil, nil, errors.Join(err, m.remove())
+	}
+	return m, unclean, nil
+}
+
+// takeOver describes and removes the marker at path when its run is over
+// ("" while another process holds it).
+func takeOver(path string) (string, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil // another process took it over meanwhile
+	}
+	if err != nil {
+		return "", fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	what, err := takeOverLocked(f, path)
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("auditwriter: close a run marker: %w", cerr)
+	}
+	return what, err
+}
+
+func takeOverLocked(f *os.File, path string) (string, error) {
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return "", nil // its process lives
+		}
+		return "", fmt.Errorf("auditwriter: lock a run marker: %w", err)
+	}
+	// Another process may have taken it over and removed it between our
+	// open and our lock.
+	held, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	if now, err := os.Stat(path); err != nil || !os.SameFile(held, now) {
+		return "", nil
+	}
+	body := make([]byte, markerSize)
+	n, err := f.ReadAt(body, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("auditwriter: read a run marker: %w", err)
+	}
+	what := describeUnclean(body[:n], strings.TrimSuffix(filepath.Base(path), ".json"))
+	if err := os.Remove(path); err != nil {
+		return "", fmt.Errorf("auditwriter: remove a run marker: %w", err)
+	}
+	return what, nil
+}
+
+// describeUnclean says what a dead run's marker tells of the records it
+// may have lost.
+func describeUnclean(body []byte, instance string) string {
+	var st runState
+	if err := json.Unmarshal([]byte(strings.TrimRight(string(body), " \x00")), &st); err != nil {
+		return fmt.Sprintf("previous run %s stopped uncleanly (its marker is unreadable): any of its records may be missing", instance)
+	}
+	pending := st.Assigned - min(st.Assigned, st.Written+st.Lost)
+	return fmt.Sprintf("previous run %s (AE %s, started %s) stopped uncleanly, last alive %s: "+
+		"of its records seq 1-%d, %d written and %d counted lost by then, %d not yet written; "+
+		"those of seq 1-%d missing from the trail and any after seq %d (events until its death) are lost",
+		st.Instance, st.AETitle, st.Started.UTC().Format(time.RFC3339Nano), st.Heartbeat.UTC().Format(time.RFC3339Nano),
+		st.Assigned, st.Written, st.Lost, pending, st.Assigned, st.Assigned)
+}
+
+// update rewrites the marker in place (no fsync: a killed process's page
+// cache survives it; a host lost within a second of an update leaves an
+// older state, or an unreadable one, which says as much).
+func (m *runMarker) update(st runState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	if len(b) > markerSize {
+		return fmt.Errorf("auditwriter: run marker of %d bytes", len(b))
+	}
+	b = append(b, []byte(strings.Repeat(" ", markerSize-len(b)))...)
+	if _, err := m.f.WriteAt(b, 0); err != nil {
+		return fmt.Errorf("auditwriter: update the run marker: %w", err)
+	}
+	return nil
+}
+
+// remove ends the run cleanly: the marker goes, then its lock.
+func (m *runMarker) remove() error {
+	var errs []error
+	if err := os.Remove(m.path); err != nil {
+		errs = append(errs, fmt.Errorf("auditwriter: remove the run marker: %w", err))
+	}
+	if err := m.f.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("auditwriter: close the run marker: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err)
+	}
+	return nil
+}

@@ -1,0 +1,72 @@
+package auditwriter
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+)
+
+// startRecord starts a writer on dir as instance and returns it with the
+// reason of its start record.
+func startRecord(t *testing.T, dir, instance string) (*Writer, string) {
+	t.Helper()
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{RunDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Started(instance, "REMOTE_AE")
+	waitFor(t, func() bool { return store.count() == 1 })
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for _, r := range store.got {
+		return w, r.Reason
+	}
+	return w, ""
+}
+
+// TestRunMarkers: a live run's marker is left alone, a clean stop removes
+// its own, and a dead run's marker (its lock free) is reported once, by the
+// next start, with the counts it holds.
+func TestRunMarkers(t *testing.T) {
+	dir := t.TempDir()
+	live, reason := startRecord(t, dir, "aaaa")
+	if reason != "" {
+		t.Errorf("first start says %q", reason)
+	}
+	other, reason := startRecord(t, dir, "bbbb")
+	if reason != "" {
+		t.Errorf("a start beside a live run says %q", reason)
+	}
+	for _, w := range []*Writer{live, other} {
+		if err := w.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, RunsDir, "*")); len(left) != 0 {
+		t.Errorf("clean stops left %v", left)
+	}
+	// A run killed after its marker said 7 records, 5 written, 1 lost.
+	dead := `{"instance":"dead1","aeTitle":"REMOTE_AE","assigned":7,"written":5,"lost":1}`
+	if err := os.WriteFile(filepath.Join(dir, RunsDir, "dead1.json"), []byte(dead+strings.Repeat(" ", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next, reason := startRecord(t, dir, "cccc")
+	if !strings.Contains(reason, "previous run dead1 ") || !strings.Contains(reason, "seq 1-7, 5 written and 1 counted lost by then, 1 not yet written") {
+		t.Errorf("start after a dead run says %q", reason)
+	}
+	if err := next.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last, reason := startRecord(t, dir, "dddd")
+	if reason != "" {
+		t.Errorf("a dead run reported twice: %q", reason)
+	}
+	if err := last.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
