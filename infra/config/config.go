@@ -274,6 +274,35 @@ type Pipeline struct {
 	// BackupVaultLock, if set, locks the backup vault (AWS Backup Vault
 	// Lock); off by default.
 	BackupVaultLock *BackupVaultLock `json:"backupVaultLock,omitempty"`
+	// BackupCopy, if set, copies every recovery point of the tables (and
+	// of the staging file system) to another vault, in another Region or
+	// account, where neither this account's keys nor its administrators
+	// reach; off by default. See docs/operations/deploy.md (backups).
+	BackupCopy *BackupCopy `json:"backupCopy,omitempty"`
+}
+
+// BackupCopy names the vault recovery points are copied to. Copies are
+// kept as long as their originals (pipeline.backupRetentionDays, and the
+// audit table's monthly ones pipeline.auditBackupRetentionDays) and are
+// encrypted under the destination vault's key. The destination is not
+// created by this stack: its account must be in this account's AWS
+// Organization with cross-account backup turned on, and its vault access
+// policy must allow backup:CopyIntoBackupVault from this account.
+type BackupCopy struct {
+	// VaultArn: arn:<partition>:backup:<region>:<account>:backup-vault:<name>.
+	VaultArn string `json:"vaultArn"`
+}
+
+// Partition is the ARN partition of region: aws-cn for China, aws-us-gov
+// for GovCloud, aws otherwise.
+func Partition(region string) string {
+	switch {
+	case strings.HasPrefix(region, "cn-"):
+		return "aws-cn"
+	case strings.HasPrefix(region, "us-gov-"):
+		return "aws-us-gov"
+	}
+	return "aws"
 }
 
 // DefaultAuditBackupRetentionDays is six years (two of them leap years):

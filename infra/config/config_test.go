@@ -112,6 +112,30 @@ func TestParseValidation(t *testing.T) {
 			"pipeline.backupVaultLock.minRetentionDays: 30 must be between 1 and backupRetentionDays (7)",
 			"pipeline.backupVaultLock.changeableForDays: 1 must be at least 3 (or left out, for governance mode)",
 		}},
+		{"backup copy to another region and account", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws:backup:eu-central-1:210987654321:backup-vault:dicom-ingest-copies"}
+		}, nil},
+		{"backup copy to a vault of this account and region", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws:backup:eu-west-1:123456789012:backup-vault:air-gapped"}
+		}, nil},
+		{"backup copy without a vault", func(c *Config) { c.Pipeline.BackupCopy = &BackupCopy{} }, []string{
+			`pipeline.backupCopy.vaultArn: "" is not a backup vault ARN`,
+		}},
+		{"backup copy to a vault name", func(c *Config) { c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "dicom-ingest-copies"} }, []string{
+			`pipeline.backupCopy.vaultArn: "dicom-ingest-copies" is not a backup vault ARN`,
+		}},
+		{"backup copy to a recovery point", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws:backup:eu-central-1:210987654321:recovery-point:1EB3B5E7-9EB0-435A-A80B-108B488B0D45"}
+		}, []string{"is not a backup vault ARN"}},
+		{"backup copy to a bad region", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws:backup:europe:210987654321:backup-vault:copies"}
+		}, []string{"is not a backup vault ARN"}},
+		{"backup copy to another partition", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws-cn:backup:cn-north-1:210987654321:backup-vault:copies"}
+		}, []string{`pipeline.backupCopy.vaultArn: "arn:aws-cn:backup:cn-north-1:210987654321:backup-vault:copies" is not in partition aws, this deployment's (region eu-west-1)`}},
+		{"backup copy naming a region of another partition", func(c *Config) {
+			c.Pipeline.BackupCopy = &BackupCopy{VaultArn: "arn:aws:backup:us-gov-west-1:210987654321:backup-vault:copies"}
+		}, []string{"is not in partition aws"}},
 		{"audit backups kept shorter than the daily ones", func(c *Config) { c.Pipeline.AuditBackupRetentionDays = 30 }, []string{
 			"pipeline.auditBackupRetentionDays: 30 must be at least backupRetentionDays (35)",
 		}},

@@ -14,6 +14,8 @@ var (
 	regionRE   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$`)
 	siteNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9-]{0,31}$`)
 	acmArnRE   = regexp.MustCompile(`^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[A-Za-z0-9-]+$`)
+	// vaultArnRE: a backup vault's ARN (names as CreateBackupVault allows).
+	vaultArnRE = regexp.MustCompile(`^arn:(aws[a-z-]*):backup:([a-z0-9-]+):([0-9]{12}):backup-vault:([A-Za-z0-9_-]{2,50})$`)
 	emailRE    = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
 )
 
@@ -220,6 +222,15 @@ func (c *Config) Validate() error {
 		// AWS Backup's least grace period before a compliance lock sets.
 		if l.ChangeableForDays != nil && *l.ChangeableForDays < 3 {
 			p.addf("pipeline.backupVaultLock.changeableForDays", "%d must be at least 3 (or left out, for governance mode)", *l.ChangeableForDays)
+		}
+	}
+
+	if bc := pl.BackupCopy; bc != nil {
+		if m := vaultArnRE.FindStringSubmatch(bc.VaultArn); m == nil || !regionRE.MatchString(m[2]) {
+			p.addf("pipeline.backupCopy.vaultArn", "%q is not a backup vault ARN (arn:<partition>:backup:<region>:<account>:backup-vault:<name>)", bc.VaultArn)
+		} else if want := Partition(c.Region); m[1] != want || Partition(m[2]) != want {
+			// AWS Backup copies only within a partition.
+			p.addf("pipeline.backupCopy.vaultArn", "%q is not in partition %s, this deployment's (region %s)", bc.VaultArn, want, c.Region)
 		}
 	}
 
