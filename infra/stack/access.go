@@ -175,6 +175,13 @@ type roleHolder interface {
 	AddToRolePolicy(statement awsiam.PolicyStatement)
 }
 
+// viaService is the kms:ViaService value of an AWS service in the stack's
+// Region: the service's regional endpoint, which calls KMS on a
+// principal's behalf.
+func viaService(service string) string {
+	return service + "." + *awscdk.Aws_REGION() + ".amazonaws.com"
+}
+
 // grantKeyVia lets fn use the key only through service, which uses it on
 // the function's behalf.
 func grantKeyVia(fn roleHolder, key awskms.IKey, service string, actions ...string) {
@@ -182,8 +189,26 @@ func grantKeyVia(fn roleHolder, key awskms.IKey, service string, actions ...stri
 		Sid:        jsii.String("KeyVia" + service),
 		Actions:    jsii.Strings(actions...),
 		Resources:  &[]*string{key.KeyArn()},
-		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": service + "." + *awscdk.Aws_REGION() + ".amazonaws.com"}},
+		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": viaService(service)}},
 	}))
+}
+
+// keyPolicyVia is grantKeyVia's counterpart in a key policy: it lets the
+// principals of account use the key, with the actions given, only through
+// service in the stack's Region (and, with more, under further
+// conditions, by operator). Their IAM policies must allow it too.
+func keyPolicyVia(sid, account, service string, actions []string, more map[string]map[string]any) awsiam.PolicyStatement {
+	conditions := map[string]any{"StringEquals": map[string]any{"kms:CallerAccount": account, "kms:ViaService": viaService(service)}}
+	for op, c := range more {
+		conditions[op] = c
+	}
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String(sid),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewAccountRootPrincipal()},
+		Actions:    jsii.Strings(actions...),
+		Resources:  jsii.Strings("*"),
+		Conditions: &conditions,
+	})
 }
 
 // grantConsume lets the function's event source mapping (which polls with

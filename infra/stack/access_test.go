@@ -216,7 +216,7 @@ func TestBackupVaultLock(t *testing.T) {
 	if got := js(v["LockConfiguration"]); got != `{"ChangeableForDays":3,"MinRetentionDays":7}` {
 		t.Errorf("vault lock %s", got)
 	}
-	if refID(v["EncryptionKeyArn"]) != s.stack.logicalID(s.stack.Storage.Key) {
-		t.Errorf("vault key %s, want the stack's key", js(v["EncryptionKeyArn"]))
+	if refID(v["EncryptionKeyArn"]) != s.stack.logicalID(s.stack.Storage.BackupKey) {
+		t.Errorf("vault key %s, want the backup key", js(v["EncryptionKeyArn"]))
 	}
 }

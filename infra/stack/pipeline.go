@@ -85,6 +85,7 @@ type Pipeline struct {
 	Bus                     awsevents.EventBus
 	BusDlq                  awssqs.Queue
 	Archive                 awsevents.Archive
+	BackupVault             awsbackup.BackupVault // under Storage.BackupKey
 	BackupPlan              awsbackup.BackupPlan
 	AuditBackupPlan         awsbackup.BackupPlan // the audit table's long-kept backups
 	FunctionsSG             awsec2.SecurityGroup
@@ -172,8 +173,13 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	})
 	out.AuditTable, out.IndexTable = audit, index
 
+	// The vault is under a key of its own (Storage.BackupKey), not the
+	// data's. A vault's key is fixed when it is created, so this vault
+	// replaced the one under the data's key (construct "BackupVault"),
+	// which CloudFormation retains with its recovery points: see
+	// docs/operations/deploy.md (upgrading).
 	vaultProps := &awsbackup.BackupVaultProps{
-		EncryptionKey: key,
+		EncryptionKey: props.Storage.BackupKey,
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	}
 	if l := c.Pipeline.BackupVaultLock; l != nil {
@@ -183,15 +189,26 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		}
 		vaultProps.LockConfiguration = lock
 	}
-	vault := awsbackup.NewBackupVault(self, jsii.String("BackupVault"), vaultProps)
+	vault := awsbackup.NewBackupVault(self, jsii.String("RecoveryPointVault"), vaultProps)
+	// pipeline.backupCopy: each rule also copies its recovery points to
+	// that vault (another Region or account, under its own key), kept as
+	// long as the originals.
+	var copyTo awsbackup.IBackupVault
+	if bc := c.Pipeline.BackupCopy; bc != nil {
+		copyTo = awsbackup.BackupVault_FromBackupVaultArn(self, jsii.String("CopyVault"), jsii.String(bc.VaultArn))
+	}
+	rule := func(name string, schedule awsevents.Schedule, keepDays int) awsbackup.BackupPlanRule {
+		deleteAfter := awscdk.Duration_Days(jsii.Number(float64(keepDays)))
+		rp := &awsbackup.BackupPlanRuleProps{RuleName: jsii.String(name), ScheduleExpression: schedule, DeleteAfter: deleteAfter}
+		if copyTo != nil {
+			rp.CopyActions = &[]*awsbackup.BackupPlanCopyActionProps{{DestinationBackupVault: copyTo, DeleteAfter: deleteAfter}}
+		}
+		return awsbackup.NewBackupPlanRule(rp)
+	}
 	plan := awsbackup.NewBackupPlan(self, jsii.String("BackupPlan"), &awsbackup.BackupPlanProps{
 		BackupVault: vault,
 		BackupPlanRules: &[]awsbackup.BackupPlanRule{
-			awsbackup.NewBackupPlanRule(&awsbackup.BackupPlanRuleProps{
-				RuleName:           jsii.String("daily"),
-				ScheduleExpression: awsevents.Schedule_Cron(&awsevents.CronOptions{Hour: jsii.String("3"), Minute: jsii.String("0")}),
-				DeleteAfter:        awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.BackupRetentionDays))),
-			}),
+			rule("daily", awsevents.Schedule_Cron(&awsevents.CronOptions{Hour: jsii.String("3"), Minute: jsii.String("0")}), c.Pipeline.BackupRetentionDays),
 		},
 	})
 	plan.AddSelection(jsii.String("Tables"), &awsbackup.BackupSelectionOptions{
@@ -206,17 +223,13 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	auditPlan := awsbackup.NewBackupPlan(self, jsii.String("AuditRetentionPlan"), &awsbackup.BackupPlanProps{
 		BackupVault: vault,
 		BackupPlanRules: &[]awsbackup.BackupPlanRule{
-			awsbackup.NewBackupPlanRule(&awsbackup.BackupPlanRuleProps{
-				RuleName:           jsii.String("audit-monthly"),
-				ScheduleExpression: awsevents.Schedule_Cron(&awsevents.CronOptions{Day: jsii.String("1"), Hour: jsii.String("4"), Minute: jsii.String("0")}),
-				DeleteAfter:        awscdk.Duration_Days(jsii.Number(float64(c.Pipeline.AuditBackupRetentionDays))),
-			}),
+			rule("audit-monthly", awsevents.Schedule_Cron(&awsevents.CronOptions{Day: jsii.String("1"), Hour: jsii.String("4"), Minute: jsii.String("0")}), c.Pipeline.AuditBackupRetentionDays),
 		},
 	})
 	auditPlan.AddSelection(jsii.String("AuditTable"), &awsbackup.BackupSelectionOptions{
 		Resources: &[]awsbackup.BackupResource{awsbackup.BackupResource_FromDynamoDbTable(audit)},
 	})
-	out.BackupPlan, out.AuditBackupPlan = plan, auditPlan
+	out.BackupVault, out.BackupPlan, out.AuditBackupPlan = vault, plan, auditPlan
 
 	// Event bus with archive and dead-letter queue.
 	newDlq := func(name string) awssqs.Queue {

@@ -197,6 +197,8 @@ func (s *IngestStack) outputs(c *config.Config) {
 	}
 	s.output("BucketName", s.Storage.Bucket.BucketName(), "DICOM bucket (incoming/, audit/, metadata/, quarantine/)")
 	s.output("KeyArn", s.Storage.Key.KeyArn(), "KMS key of the bucket, tables and logs")
+	s.output("BackupVaultName", s.Pipeline.BackupVault.BackupVaultName(), "AWS Backup vault of the tables' (and the staging file system's) recovery points")
+	s.output("BackupKeyArn", s.Storage.BackupKey.KeyArn(), "KMS key of the backup vault, used by AWS Backup only")
 	s.output("LogNameKeyArn", s.Storage.LogNameKey.SecretArn(), "Secrets Manager ARN of the key logs name objects with (docs/operations/logging.md)")
 	s.output("AuditTableName", s.Pipeline.AuditTable.TableName(), "Append-only audit table")
 	s.output("IndexTableName", s.Pipeline.IndexTable.TableName(), "Study/series/instance index table")

@@ -497,15 +497,19 @@ func TestBucket(t *testing.T) {
 		if d := cmp.Diff(wantDenies, denies); d != "" {
 			t.Errorf("encryption denies (-want +got):\n%s", d)
 		}
+		// The key of everything here but the backups (which have their
+		// own, TestBackupVaultUnderItsOwnKey): kept with the stack's
+		// deletion, and a scheduled deletion can still be cancelled for 30
+		// days.
+		k := s.res[keyID]
+		if k["DeletionPolicy"] != "Retain" || k["UpdateReplacePolicy"] != "Retain" {
+			t.Errorf("key deletion policy %v/%v, want Retain", k["DeletionPolicy"], k["UpdateReplacePolicy"])
+		}
+		if kp := props(k); kp["EnableKeyRotation"] != true || kp["PendingWindowInDays"] != float64(30) {
+			t.Errorf("key rotation %v, deletion window %v, want rotation and 30 days", kp["EnableKeyRotation"], kp["PendingWindowInDays"])
+		}
 		s.check(t, func(tpl assertions.Template) {
-			// The one key of everything here: kept with the stack's
-			// deletion, and a scheduled deletion can still be cancelled
-			// for 30 days.
-			tpl.HasResource(jsii.String("AWS::KMS::Key"), map[string]any{
-				"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain",
-				"Properties": map[string]any{"EnableKeyRotation": true, "PendingWindowInDays": 30},
-			})
-			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(1))
+			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(2))
 		})
 	})
 }
@@ -1141,7 +1145,7 @@ func TestNetwork(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn", "LogNameKeyArn"} {
+		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn", "LogNameKeyArn", "BackupVaultName", "BackupKeyArn"} {
 			if _, ok := s.outputs[k]; !ok {
 				t.Errorf("no output %s", k)
 			}

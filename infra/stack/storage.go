@@ -36,8 +36,11 @@ type StorageProps struct {
 type Storage struct {
 	constructs.Construct
 	// Key encrypts the bucket, tables, secrets, log groups, the alarm topic,
-	// the event bus, the queues and the backup vault.
-	Key       awskms.Key
+	// the event bus and the queues.
+	Key awskms.Key
+	// BackupKey encrypts the backup vault's recovery points, and nothing
+	// else: see newBackupKey.
+	BackupKey awskms.Key
 	Bucket    awss3.Bucket
 	LogBucket awss3.Bucket
 	// LogNameKey is the deployment's log-name key: logs name an object by
@@ -190,5 +193,53 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 		RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 	})
 
-	return &Storage{Construct: self, Key: key, Bucket: bucket, LogBucket: logBucket, LogNameKey: logNameKey}
+	return &Storage{Construct: self, Key: key, BackupKey: newBackupKey(self, c), Bucket: bucket, LogBucket: logBucket, LogNameKey: logNameKey}
+}
+
+// newBackupKey creates the key of the backup vault. Recovery points under
+// the key of the data they protect share its fate: disabling that key,
+// scheduling its deletion or changing its policy would make the backups
+// unrestorable along with the data. This key is used by AWS Backup alone,
+// in this Region, for this account (kms:ViaService, kms:CallerAccount):
+// no role of the stack may use it, and its policy has no kms:* for the
+// account, so IAM policies (AdministratorAccess included) cannot let
+// anyone encrypt or decrypt with it directly. The account administers it
+// but may not disable it or schedule its deletion without first changing
+// this policy (PutKeyPolicy), a step of its own in CloudTrail.
+//
+// The statements carry no encryption-context condition: AWS Backup does
+// not document the context it uses, and a wrong one would refuse every
+// backup. Backups of resource types fully managed by AWS Backup are
+// encrypted with the vault's key: EFS, and DynamoDB with advanced
+// DynamoDB backup; without it, DynamoDB's recovery points stay under the
+// table's key ("Encryption for backups in AWS Backup", AWS Backup
+// Developer Guide). See docs/operations/deploy.md (backups).
+func newBackupKey(scope constructs.Construct, c *config.Config) awskms.Key {
+	admin := awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("KeyAdministration"),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewAccountRootPrincipal()},
+		// Not kms:DisableKey, kms:ScheduleKeyDeletion, nor any
+		// cryptographic operation or kms:CreateGrant.
+		Actions: jsii.Strings("kms:CancelKeyDeletion", "kms:CreateAlias", "kms:DeleteAlias", "kms:DescribeKey",
+			"kms:EnableKey", "kms:EnableKeyRotation", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
+			"kms:ListGrants", "kms:ListKeyPolicies", "kms:ListKeyRotations", "kms:ListResourceTags",
+			"kms:PutKeyPolicy", "kms:RevokeGrant", "kms:RotateKeyOnDemand", "kms:TagResource",
+			"kms:UntagResource", "kms:UpdateAlias", "kms:UpdateKeyDescription"),
+		Resources: jsii.Strings("*"),
+	})
+	// What creating the vault, and the backup, copy and restore jobs ask
+	// of the key: AWS Backup calls KMS on the caller's (or the job role's)
+	// behalf, and creates grants for its own use of the key.
+	use := keyPolicyVia("UseThroughBackup", c.Account, "backup",
+		[]string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*", "kms:RetireGrant"}, nil)
+	grants := keyPolicyVia("GrantsForBackup", c.Account, "backup", []string{"kms:CreateGrant"},
+		map[string]map[string]any{"Bool": {"kms:GrantIsForAWSResource": "true"}})
+	return awskms.NewKey(scope, jsii.String("BackupKey"), &awskms.KeyProps{
+		Description:       jsii.String("dicom-ingest " + c.Name + ": the backup vault's recovery points (AWS Backup only)"),
+		EnableKeyRotation: jsii.Bool(true),
+		PendingWindow:     awscdk.Duration_Days(jsii.Number(30)),
+		RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
+		// A policy given replaces CDK's default one (the account's kms:*).
+		Policy: awsiam.NewPolicyDocument(&awsiam.PolicyDocumentProps{Statements: &[]awsiam.PolicyStatement{admin, use, grants}}),
+	})
 }
