@@ -130,6 +130,9 @@ func TestBackupCopy(t *testing.T) {
 	copying := synthEnv(t, "prod-copy", variant("prod", "prodcopy", func(c *config.Config) {
 		c.Pipeline.BackupCopy = &config.BackupCopy{VaultArn: dest}
 	}))
+	for _, f := range nagFindings(copying) {
+		t.Error(f)
+	}
 	for _, s := range []*synthesized{synthEnv(t, "dev", example("dev")), synthEnv(t, "prod", example("prod")), copying} {
 		t.Run(s.cfg.Name, func(t *testing.T) {
 			plans := s.resources("AWS::Backup::BackupPlan")
