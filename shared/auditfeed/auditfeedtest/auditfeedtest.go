@@ -5,7 +5,7 @@
 package auditfeedtest
 
 import (
-	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -249,28 +249,29 @@ var line = regexp.MustCompile(`^<(\d+)>1 (\S+) (\S+) (\S+) (\S+) (\S+) \[dicom-i
 // feed message fails t.
 func (r *Rsyslog) Messages(t testing.TB) []Received {
 	t.Helper()
-	f, err := os.Open(r.Out)
+	b, err := os.ReadFile(r.Out)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	// rsyslog may be writing the last line: only whole lines are
+	// messages, the rest is read on the next call.
+	b = b[:bytes.LastIndexByte(b, '\n')+1]
 	var out []Received
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		m := line.FindStringSubmatch(sc.Text())
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		l = strings.TrimSuffix(l, "\n")
+		if l == "" {
+			continue
+		}
+		m := line.FindStringSubmatch(l)
 		if m == nil {
-			t.Fatalf("collector received a line that is not an audit feed message: %q", sc.Text())
+			t.Fatalf("collector received a line that is not an audit feed message: %q", l)
 		}
 		pri, _ := strconv.Atoi(m[1])
 		id := strings.NewReplacer(`\\`, `\`, `\"`, `"`, `\]`, `]`).Replace(m[7])
 		out = append(out, Received{Raw: m[0], PRI: pri, Hostname: m[3], AppName: m[4], MsgID: m[6], ID: id, XML: []byte(m[8])})
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }
