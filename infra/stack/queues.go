@@ -11,6 +11,44 @@ import (
 	"github.com/aws/jsii-runtime-go"
 )
 
+// regionalArn is the ARN of a resource of this account and Region:
+// arn:<partition>:<service>:<region>:<account>:<resource>.
+func regionalArn(service, resource string) *string {
+	return awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":" + service + ":"),
+		awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":" + resource)})
+}
+
+// serviceDelivery lets an AWS service deliver into this account's
+// encrypted queues or topics: the key policy lets the service's principal
+// use the key for this account (aws:SourceAccount), only for what the
+// encryption context names (contextKey, a kms:EncryptionContext: key,
+// matching contextArn), and with sourceArns only on behalf of those
+// resources (aws:SourceArn).
+type serviceDelivery struct {
+	sid, service string
+	actions      []string
+	contextKey   string
+	contextArn   *string
+	sourceArns   []*string
+}
+
+func allowServiceDelivery(key awskms.Key, d serviceDelivery) {
+	cond := map[string]any{
+		"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+		"StringLike":   map[string]any{d.contextKey: d.contextArn},
+	}
+	if d.sourceArns != nil {
+		cond["ArnLike"] = map[string]any{"aws:SourceArn": d.sourceArns}
+	}
+	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String(d.sid),
+		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String(d.service), nil)},
+		Actions:    jsii.Strings(d.actions...),
+		Resources:  jsii.Strings("*"),
+		Conditions: &cond,
+	}), nil)
+}
+
 // The queues hold object keys (S3 notifications) and events, both naming
 // DICOM UIDs, so they are encrypted with the stack's key like every other
 // store of them. S3 and EventBridge then need the key to deliver: the key
@@ -20,37 +58,19 @@ import (
 // policy naming them would be a dependency cycle. The queues' own policies
 // name the exact source.
 func allowQueueDelivery(key awskms.Key) {
-	arn := func(service, resource string) *string {
-		return awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":" + service + ":"),
-			awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":" + resource)})
-	}
-	queuesHere := arn("sqs", "*")
-	for _, d := range []struct {
-		sid, service string
-		sourceArns   []*string
-	}{
+	queuesHere := regionalArn("sqs", "*")
+	for _, d := range []serviceDelivery{
 		// S3 sends ObjectCreated notifications; it also sends a test message
 		// when the notification is configured, which fails the deployment
 		// if it cannot encrypt.
-		{"S3NotificationsToQueues", "s3.amazonaws.com", nil},
+		{sid: "S3NotificationsToQueues", service: "s3.amazonaws.com"},
 		// EventBridge dead-letters undeliverable events: the bus's own, and
 		// the schedule rules' targets'.
-		{"EventBridgeDeadLetters", "events.amazonaws.com", []*string{arn("events", "rule/*"), arn("events", "event-bus/*")}},
+		{sid: "EventBridgeDeadLetters", service: "events.amazonaws.com", sourceArns: []*string{regionalArn("events", "rule/*"), regionalArn("events", "event-bus/*")}},
 	} {
-		cond := map[string]any{
-			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
-			"StringLike":   map[string]any{"kms:EncryptionContext:aws:sqs:arn": queuesHere},
-		}
-		if d.sourceArns != nil {
-			cond["ArnLike"] = map[string]any{"aws:SourceArn": d.sourceArns}
-		}
-		key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-			Sid:        jsii.String(d.sid),
-			Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String(d.service), nil)},
-			Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt"),
-			Resources:  jsii.Strings("*"),
-			Conditions: &cond,
-		}), nil)
+		d.actions = []string{"kms:GenerateDataKey", "kms:Decrypt"}
+		d.contextKey, d.contextArn = "kms:EncryptionContext:aws:sqs:arn", queuesHere
+		allowServiceDelivery(key, d)
 	}
 }
 
