@@ -2,6 +2,7 @@ package stack
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
@@ -156,6 +157,172 @@ func TestBackupCopy(t *testing.T) {
 					if d := cmp.Diff(want, plain(t, got)); d != "" {
 						t.Errorf("plan %s rule %v copy actions (-want +got):\n%s", pid, rule["RuleName"], d)
 					}
+				}
+			}
+		})
+	}
+}
+
+// backupRule returns the logical id and properties of the one rule of the
+// template matching AWS Backup's events of detailType.
+func (s *synthesized) backupRule(t *testing.T, detailType string) (string, map[string]any) {
+	t.Helper()
+	var id string
+	var found map[string]any
+	for rid, r := range s.resources("AWS::Events::Rule") {
+		pat, _ := props(r)["EventPattern"].(map[string]any)
+		if pat == nil || !slices.Contains(asStrings(pat["detail-type"]), detailType) {
+			continue
+		}
+		if found != nil {
+			t.Fatalf("rules %s and %s both match %q", id, rid, detailType)
+		}
+		id, found = rid, props(r)
+	}
+	if found == nil {
+		t.Fatalf("no rule matches AWS Backup's %q events", detailType)
+	}
+	return id, found
+}
+
+// TestBackupFailuresAlert: a backup job into the stack's vault that ends
+// FAILED, ABORTED or EXPIRED, and a copy job out of it that ends FAILED,
+// reach the alarm topic as AWS Backup's event (the field names are those
+// of the example events in "Monitoring AWS Backup events using Amazon
+// EventBridge"). The topic's policy lets EventBridge publish for these
+// rules only, its key lets EventBridge encrypt for this account's topics,
+// and a rule that cannot deliver sounds an alarm through CloudWatch.
+// Nothing alerted on a failed backup or copy job.
+func TestBackupFailuresAlert(t *testing.T) {
+	copying := synthEnv(t, "prod-copy", variant("prod", "prodcopy", func(c *config.Config) {
+		c.Pipeline.BackupCopy = &config.BackupCopy{VaultArn: "arn:aws:backup:eu-central-1:210987654321:backup-vault:dicom-ingest-copies"}
+	}))
+	for _, s := range []*synthesized{synthEnv(t, "dev", example("dev")), synthEnv(t, "prod", example("prod")), copying} {
+		t.Run(s.cfg.Name, func(t *testing.T) {
+			vaultID, _ := s.backupVault(t)
+			vaultArn := map[string]any{"Fn::GetAtt": []any{vaultID, "BackupVaultArn"}}
+			topicID := s.stack.logicalID(s.stack.Observability.Topic)
+			var ruleIDs []string
+			for _, c := range []struct {
+				detailType, vaultField string
+				states                 []string
+			}{
+				{"Backup Job State Change", "backupVaultArn", []string{"FAILED", "ABORTED", "EXPIRED"}},
+				{"Copy Job State Change", "sourceBackupVaultArn", []string{"FAILED"}},
+			} {
+				id, r := s.backupRule(t, c.detailType)
+				ruleIDs = append(ruleIDs, id)
+				want := plain(t, map[string]any{
+					"source":      []string{"aws.backup"},
+					"detail-type": []string{c.detailType},
+					"detail":      map[string]any{"state": c.states, c.vaultField: []any{vaultArn}},
+				})
+				if d := cmp.Diff(want, plain(t, r["EventPattern"])); d != "" {
+					t.Errorf("rule %s pattern (-want +got):\n%s", id, d)
+				}
+				if r["State"] != "ENABLED" {
+					t.Errorf("rule %s is %v", id, r["State"])
+				}
+				if r["EventBusName"] != nil {
+					t.Errorf("rule %s is on bus %s; AWS Backup sends to the default bus", id, js(r["EventBusName"]))
+				}
+				targets := asAnySlice(r["Targets"])
+				if len(targets) != 1 {
+					t.Fatalf("rule %s has %d targets, want the alarm topic", id, len(targets))
+				}
+				tg := targets[0].(map[string]any)
+				if refID(tg["Arn"]) != topicID {
+					t.Errorf("rule %s targets %s, want the alarm topic %s", id, js(tg["Arn"]), topicID)
+				}
+				if tg["RoleArn"] != nil {
+					t.Errorf("rule %s publishes with role %s; an encrypted topic wants its resource policy", id, js(tg["RoleArn"]))
+				}
+			}
+
+			// The topic's policy: EventBridge may publish for these two
+			// rules, and no statement lets it publish otherwise.
+			wantRules := plain(t, []any{
+				map[string]any{"Fn::GetAtt": []any{ruleIDs[0], "Arn"}},
+				map[string]any{"Fn::GetAtt": []any{ruleIDs[1], "Arn"}},
+			})
+			allowed := 0
+			for pid, p := range s.resources("AWS::SNS::TopicPolicy") {
+				for _, st := range props(p)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+					st := st.(map[string]any)
+					principal, _ := st["Principal"].(map[string]any)
+					if st["Effect"] != "Allow" || principal["Service"] != "events.amazonaws.com" {
+						continue
+					}
+					want := plain(t, map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": wantRules}})
+					if d := cmp.Diff(want, plain(t, st["Condition"])); d != "" || st["Action"] != "sns:Publish" || refID(st["Resource"]) != topicID {
+						t.Errorf("%s: EventBridge may %v on %s under %s, want sns:Publish on the alarm topic for the backup rules only (-want +got):\n%s",
+							pid, st["Action"], js(st["Resource"]), js(st["Condition"]), d)
+					}
+					allowed++
+				}
+			}
+			if allowed != 1 {
+				t.Errorf("%d topic policy statements let EventBridge publish, want 1", allowed)
+			}
+
+			// The topic's key: EventBridge may encrypt for (and decrypt
+			// from) this account's topics, by SNS's encryption context.
+			topic := props(s.res[topicID])
+			keyID := refID(topic["KmsMasterKeyId"])
+			if keyID == "" {
+				t.Fatalf("the alarm topic is not under a key of the stack: %s", js(topic["KmsMasterKeyId"]))
+			}
+			found := false
+			for _, st := range props(s.res[keyID])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				principal, _ := st["Principal"].(map[string]any)
+				if st["Effect"] != "Allow" || principal["Service"] != "events.amazonaws.com" {
+					continue
+				}
+				cond, _ := st["Condition"].(map[string]any)
+				like, _ := cond["StringLike"].(map[string]any)
+				ctx, ok := like["kms:EncryptionContext:aws:sns:topicArn"]
+				if !ok {
+					// Another of EventBridge's uses (the bus, its archive,
+					// the dead-letter queues): for what its context names.
+					if !strings.Contains(js(cond), `"kms:EncryptionContext:`) {
+						t.Errorf("key %s lets EventBridge use it for anything: %s", keyID, js(st))
+					}
+					continue
+				}
+				found = true
+				if got := asStrings(st["Action"]); !slices.Equal(got, []string{"kms:Decrypt", "kms:GenerateDataKey*"}) {
+					t.Errorf("key %s lets EventBridge %v on topics, want kms:Decrypt and kms:GenerateDataKey*", keyID, got)
+				}
+				if got := rendered(ctx); got != "arn:TOKEN:sns:TOKEN:TOKEN:*" {
+					t.Errorf("key %s: EventBridge may use it for topics %s, want this account's in this Region", keyID, got)
+				}
+				acct := plain(t, map[string]any{"aws:SourceAccount": map[string]any{"Ref": "AWS::AccountId"}})
+				if d := cmp.Diff(acct, plain(t, cond["StringEquals"])); d != "" {
+					t.Errorf("key %s: EventBridge's use for topics is not this account's only (-want +got):\n%s", keyID, d)
+				}
+			}
+			if !found {
+				t.Errorf("key %s has no statement letting EventBridge encrypt for the alarm topic", keyID)
+			}
+
+			// A rule that cannot deliver sounds through CloudWatch.
+			undelivered := map[string]bool{}
+			for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+				p := props(a)
+				for _, m := range alarmMetrics(p) {
+					if m.namespace != "AWS/Events" || m.name != "FailedInvocations" || len(m.dims) != 1 {
+						continue
+					}
+					if refID(p["AlarmActions"].([]any)[0]) != topicID {
+						t.Errorf("the alarm on %s's FailedInvocations goes to %s", refID(m.dims["RuleName"]), js(p["AlarmActions"]))
+					}
+					undelivered[refID(m.dims["RuleName"])] = true
+				}
+			}
+			for _, id := range ruleIDs {
+				if !undelivered[id] {
+					t.Errorf("no alarm on rule %s's FailedInvocations", id)
 				}
 			}
 		})

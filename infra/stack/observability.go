@@ -49,6 +49,8 @@ type Observability struct {
 	Topic     awssns.Topic
 	Alarms    []awscloudwatch.Alarm
 	Dashboard awscloudwatch.Dashboard
+	// BackupAlerts send failed backup and copy jobs of the vault to Topic.
+	BackupAlerts *BackupAlerts
 }
 
 // NewObservability creates alarms on every failure signal the system has
@@ -179,6 +181,12 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			TreatMissingData:   awscloudwatch.TreatMissingData_NOT_BREACHING,
 		}))
 	}
+
+	// Backups: a failed backup or copy job of the vault goes to the topic
+	// as AWS Backup's own event, whose documented example events give the
+	// fields matched (the vault, and a copy's source vault); nothing else
+	// would tell that the tables are not being backed up (newBackupAlerts).
+	out.BackupAlerts = newBackupAlerts(self, topic, props.Storage.Key, p.BackupVault, alarm)
 
 	// Storage Commitment: a result the site's PACS never took (unreachable
 	// through the VPN, refusing our association or the report) until
