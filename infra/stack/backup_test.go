@@ -253,7 +253,8 @@ func TestBackupFailuresAlert(t *testing.T) {
 					if st["Effect"] != "Allow" || principal["Service"] != "events.amazonaws.com" {
 						continue
 					}
-					want := plain(t, map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": wantRules}})
+					want := plain(t, map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": wantRules},
+						"StringEquals": map[string]any{"aws:SourceAccount": map[string]any{"Ref": "AWS::AccountId"}}})
 					if d := cmp.Diff(want, plain(t, st["Condition"])); d != "" || st["Action"] != "sns:Publish" || refID(st["Resource"]) != topicID {
 						t.Errorf("%s: EventBridge may %v on %s under %s, want sns:Publish on the alarm topic for the backup rules only (-want +got):\n%s",
 							pid, st["Action"], js(st["Resource"]), js(st["Condition"]), d)

@@ -99,7 +99,12 @@ func newBackupAlerts(scope constructs.Construct, topic awssns.Topic, key awskms.
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
 		Actions:    jsii.Strings("sns:Publish"),
 		Resources:  &[]*string{topic.TopicArn()},
-		Conditions: &map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": []*string{out.JobFailed.RuleArn(), out.CopyFailed.RuleArn()}}},
+		// The rules' ARNs name the account; aws:SourceAccount says so as
+		// every other service statement of the stack does.
+		Conditions: &map[string]any{
+			"ArnEquals":    map[string]any{"aws:SourceArn": []*string{out.JobFailed.RuleArn(), out.CopyFailed.RuleArn()}},
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+		},
 	}))
 	// A rule that cannot publish (the topic's policy or the key's refusing
 	// it) would be as silent as no rule: FailedInvocations counts what
