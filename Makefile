@@ -16,7 +16,7 @@ RACE_PKGS ?= ./shared/... ./scp-task/...
 ENV ?= dev
 SITE ?=
 
-.PHONY: run test test-deps test-corpus unit-test bench build build-functions build-scp lint synth deploy node-tools onboarding fuzz corpus clean
+.PHONY: run help test test-deps test-corpus unit-test bench build build-functions build-scp lint synth deploy node-tools onboarding fuzz corpus clean
 
 ## run: the SCP, the pipeline and the portal in one process on embedded defaults (./data)
 run:
@@ -24,22 +24,28 @@ run:
 	@$(GO) build -o $(BIN)/scp-task ./scp-task
 	@exec $(BIN)/scp-task --local
 
+## help: what each target does (these ## lines of the Makefile)
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
+
 ## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN), then -race over shared/ and scp-task/;
-##   installs missing tools when root. Each run ends with what was skipped and why: a test that lacks a tool skips on a
-##   developer's machine and fails under CI=true (shared/testenv).
+##   installs missing tools (the Debian packages only as root). Each run ends with what was skipped and why: a test
+##   that lacks a tool skips on a developer's machine and fails under CI=true (shared/testenv).
 test: test-deps test-corpus
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
 	$(GOTESTSUM) -- -timeout 25m $(TEST_PKGS)
 	$(if $(RACE_PKGS),CGO_ENABLED=1 $(GOTESTSUM) -- -race -timeout 15m $(RACE_PKGS))
 
+## test-deps: what the tests need, from .ci/install-deps.sh (Debian packages when root; npm tools, the Lambda emulator)
 test-deps:
 	@bash .ci/install-deps.sh
 
-# The corpus's mixed set (seconds to build): the tests compare our readers with DCMTK on it.
+## test-corpus: the corpus's mixed set in DICOM_CORPUS (seconds): the tests compare our readers with DCMTK on it
 test-corpus:
 	@bash test/corpus/make-corpus.sh $(DICOM_CORPUS) mixed >/dev/null
 
+## unit-test: go test -short ./... (no peers started; seconds to a minute)
 unit-test:
 	$(GO) test -short ./...
 
@@ -52,10 +58,12 @@ bench: test-deps build-scp
 ## build: scp-task and the Lambda bootstraps (linux/arm64, static)
 build: build-scp build-functions
 
+## build-scp: bin/scp-task and bin/dicom-loadgen for this machine
 build-scp:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/scp-task ./scp-task
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/dicom-loadgen ./test/loadgen
 
+## build-functions: build/functions/<name>/bootstrap for Lambda (linux/arm64), which synth and deploy package
 build-functions:
 	@for f in $(FUNCTIONS); do \
 	  echo "build functions/$$f -> build/functions/$$f/bootstrap"; \
@@ -77,6 +85,7 @@ synth: build-functions node-tools
 deploy: build-functions node-tools
 	.tools/node/node_modules/.bin/cdk deploy -c env=$(ENV) --outputs-file cdk-outputs.json
 
+## node-tools: the CDK CLI and dynalite in .tools/node (npm ci, pinned by its lock file)
 node-tools: .tools/node/node_modules/.installed
 .tools/node/node_modules/.installed: .tools/node/package.json .tools/node/package-lock.json
 	cd .tools/node && npm ci --no-audit --no-fund --loglevel=error
@@ -94,8 +103,10 @@ onboarding:
 fuzz:
 	@bash test/fuzz.sh
 
+## corpus: the whole corpus (ct, mr, big, mixed) in DICOM_CORPUS (default /tmp/dicom-corpus), as the bench uses it
 corpus:
-	bash test/corpus/make-corpus.sh $${CORPUS_DIR:-/tmp/dicom-corpus}
+	bash test/corpus/make-corpus.sh $(DICOM_CORPUS)
 
+## clean: remove bin/, build/, cdk.out and cdk-outputs.json
 clean:
 	rm -rf $(BIN) build cdk.out cdk-outputs.json

@@ -71,3 +71,34 @@ func TestLogQueriesNameLoggedMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeTargetsDocumented: every target of the Makefile (not a file it
+// makes) has its "## name: …" line, which `make help` prints.
+func TestMakeTargetsDocumented(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := regexp.MustCompile(`^([a-z][a-z-]*):`)
+	helped := map[string]bool{}
+	var targets []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if name, ok := strings.CutPrefix(l, "## "); ok {
+			if n, _, ok := strings.Cut(name, ":"); ok {
+				helped[n] = true
+			}
+			continue
+		}
+		if m := rule.FindStringSubmatch(l); m != nil {
+			targets = append(targets, m[1])
+		}
+	}
+	if len(targets) < 5 {
+		t.Fatalf("found %d targets only: the pattern no longer matches the Makefile's rules", len(targets))
+	}
+	for _, name := range targets {
+		if !helped[name] {
+			t.Errorf("make %s has no \"## %s: …\" line for make help", name, name)
+		}
+	}
+}

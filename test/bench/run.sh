@@ -16,7 +16,7 @@
 # deleted inodes on every create, which slowed whichever receiver ran next
 # by up to a third.
 #
-#   CORPUS_DIR  where the corpus is (built by test/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
+#   DICOM_CORPUS  where the corpus is (built by test/corpus/make-corpus.sh if missing; default /tmp/dicom-corpus)
 #   SCALE       corpus scale passed to make-corpus.sh (default 1)
 #   BENCH_OUT   results directory (default test/artifacts/bench)
 #   ROUNDS      rounds of every scenario and receiver (default 3)
@@ -34,7 +34,7 @@ case $BENCH in
   *) echo "bench: unknown BENCH=$BENCH: loopback, sitelink, chain or all" >&2; exit 2 ;;
 esac
 export TCP_NODELAY=1
-export CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
+export DICOM_CORPUS=${DICOM_CORPUS:-/tmp/dicom-corpus}
 OUT=${BENCH_OUT:-test/artifacts/bench}
 ROUNDS=${ROUNDS:-3}
 mkdir -p "$OUT" bin
@@ -44,9 +44,9 @@ scenario=0
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-if [ ! -d "$CORPUS_DIR/ct" ]; then
-  echo "bench: building the corpus in $CORPUS_DIR (once)"
-  SCALE=${SCALE:-1} bash test/corpus/make-corpus.sh "$CORPUS_DIR"
+if [ ! -d "$DICOM_CORPUS/ct" ]; then
+  echo "bench: building the corpus in $DICOM_CORPUS (once)"
+  SCALE=${SCALE:-1} bash test/corpus/make-corpus.sh "$DICOM_CORPUS"
 fi
 go build -o bin/scp-task ./scp-task
 go build -o bin/dicom-loadgen ./test/loadgen
@@ -155,16 +155,16 @@ for round in $(seq "$ROUNDS"); do
     for kind in "${kinds[@]}"; do
       if [ "$kind" = diskfloor ]; then
         scenario=$((scenario + 1))
-        bin/bench-diskfloor -store "$WORK/store-$scenario" -n "$n" -label "diskfloor $name" "$CORPUS_DIR/$dir" >> "$OUT/results.jsonl"
+        bin/bench-diskfloor -store "$WORK/store-$scenario" -n "$n" -label "diskfloor $name" "$DICOM_CORPUS/$dir" >> "$OUT/results.jsonl"
         tail -n1 "$OUT/results.jsonl"; sync
         continue
       fi
       target "$kind"
       if [ "$kind" = local ]; then
-        load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir" "$WORK/timings-$scenario"
+        load "$kind $name" "$P" "$n" "$DICOM_CORPUS/$dir" "$WORK/timings-$scenario"
         drained "$kind $name" "$WORK/store-$scenario" "$WORK/timings-$scenario"
       else
-        load "$kind $name" "$P" "$n" "$CORPUS_DIR/$dir"
+        load "$kind $name" "$P" "$n" "$DICOM_CORPUS/$dir"
       fi
       [ "$kind" != storescp ] && [ "$kind" != discard ] && [ "$kind" != orthanc ] && echo "$kind $name: peak RSS $(rss "$RPID") MiB" | tee -a "$OUT/rss.txt"
       untarget

@@ -8,7 +8,7 @@
 # empty store; receivers take turns scenario by scenario. Reports instances/s, the C-STORE round trip
 # (p50/p99, from storescu's log) and each receiver's ratio to storescp writing to local disk.
 #
-#   CORPUS_DIR, SCALE, BENCH_OUT    as test/bench/run.sh
+#   DICOM_CORPUS, SCALE, BENCH_OUT    as test/bench/run.sh
 #   SITELINK_RTTS                   round trips in ms (default "2 20")
 #   SITELINK_ASSOCS                 parallel associations (default "1 4 8")
 #   SITELINK_CORPORA                sub-corpora of the bench corpus (default "ct mr")
@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export TCP_NODELAY=1
-export CORPUS_DIR=${CORPUS_DIR:-/tmp/dicom-corpus}
+export DICOM_CORPUS=${DICOM_CORPUS:-/tmp/dicom-corpus}
 OUT=${BENCH_OUT:-test/artifacts/bench}
 RTTS=${SITELINK_RTTS:-2 20}
 ASSOCS=${SITELINK_ASSOCS:-1 4 8}
@@ -87,9 +87,9 @@ for ns in $(ip netns list | awk '{print $1}' | grep -E '^dib-(site|aws)-[0-9]+$'
   kill -0 "${ns##*-}" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
 done
 
-if [ ! -d "$CORPUS_DIR/ct" ] || [ ! -d "$CORPUS_DIR/mr" ]; then
-  echo "sitelink: building the corpus in $CORPUS_DIR (once)"
-  SCALE=${SCALE:-1} bash test/corpus/make-corpus.sh "$CORPUS_DIR" ct mr
+if [ ! -d "$DICOM_CORPUS/ct" ] || [ ! -d "$DICOM_CORPUS/mr" ]; then
+  echo "sitelink: building the corpus in $DICOM_CORPUS (once)"
+  SCALE=${SCALE:-1} bash test/corpus/make-corpus.sh "$DICOM_CORPUS" ct mr
 fi
 go build -o bin/scp-task ./scp-task
 go build -o bin/bench-s3 ./test/bench/s3server
@@ -185,7 +185,7 @@ receiver_stop() {
 # round-robin), then one JSON line in sitelink.jsonl.
 send() {
   local label=$1 receiver=$2 rtt=$3 assocs=$4 corpus=$5 port=$6 i logs=() spids=()
-  mapfile -t files < <(find "$CORPUS_DIR/$corpus" -type f -name '*.dcm' | sort | head -n "$N")
+  mapfile -t files < <(find "$DICOM_CORPUS/$corpus" -type f -name '*.dcm' | sort | head -n "$N")
   for ((i = 0; i < assocs; i++)); do
     local mine=()
     for ((j = i; j < ${#files[@]}; j += assocs)); do mine+=("${files[$j]}"); done

@@ -17,7 +17,7 @@
 // replacing, both directories fsynced (through the store's own
 // filestore.SyncDir).
 //
-//	bench-diskfloor -store DIR -n 4 -label "diskfloor MR x4" CORPUS_DIR
+//	bench-diskfloor -store DIR -n 4 -label "diskfloor MR x4" CORPUS
 package main
 
 import (
@@ -70,7 +70,7 @@ func main() {
 	label := flag.String("label", "", "label for the report")
 	flag.Parse()
 	if *store == "" || flag.NArg() != 1 || *workers < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench-diskfloor -store DIR [-n N] [-label L] CORPUS_DIR")
+		fmt.Fprintln(os.Stderr, "usage: bench-diskfloor -store DIR [-n N] [-label L] CORPUS")
 		os.Exit(2)
 	}
 	rep, err := run(*store, flag.Arg(0), *workers)

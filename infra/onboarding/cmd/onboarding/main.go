@@ -100,7 +100,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	}
 	f, err := os.Open(*outputsPath)
 	if err != nil {
-		return fmt.Errorf("onboarding: open outputs (deploy with `cdk deploy --outputs-file %s`): %w", *outputsPath, err)
+		return fmt.Errorf("onboarding: open outputs (`make deploy ENV=<env>` writes cdk-outputs.json; or give -outputs, OUTPUTS= to make onboarding): %w", err)
 	}
 	outs, err := onboarding.ParseOutputs(f)
 	f.Close()

@@ -41,7 +41,7 @@ func TestRun(t *testing.T) {
 		{name: "show secrets", args: []string{"-show-secrets"}, wantFetched: true, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
 		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
 		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
-		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "cdk deploy --outputs-file"},
+		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "make deploy ENV=<env>"},
 		{name: "no tunnel addresses and no AWS CLI", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
 		{name: "no NLB addresses and no AWS CLI", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
 		{name: "AWS CLI fills the gaps", noFiles: true, cli: fakeCLI(t), wantFiles: []string{"README.md", "swanctl.conf", "conformance.md"}},
