@@ -244,7 +244,8 @@ func TestSearchStudies(t *testing.T) {
 // quarantined or a C-STORE of it was refused once its header was read
 // (store-failed, which names the study: a probe saw a study with a C-STORE
 // refused C001 listed as stable with 0 rejects); its count is of both, and
-// the status filter agrees with the status. Other records of the study
+// the status filter agrees with the status, and the study's list of its
+// rejects (StudyRejects) holds them all, those not cleared being the count. Other records of the study
 // (stored, a Storage Commitment's failures) and a refusal of another study
 // or of none do not count.
 func TestStudyRejects(t *testing.T) {
@@ -336,6 +337,32 @@ func TestStudyRejects(t *testing.T) {
 			if s := p.Studies[0]; s.Status != tt.status || s.Rejects != tt.rejects {
 				t.Errorf("status %q with %d rejects, want %q with %d", s.Status, s.Rejects, tt.status, tt.rejects)
 			}
+			// The study page's list (StudyRejects) holds every reject of
+			// the study, those not cleared being the count.
+			listed, missing, want := 0, 0, 0
+			for _, r := range tt.records {
+				if r.StudyInstanceUID == tt.study && (r.Outcome == pipeline.OutcomeRejected || r.Outcome == associationaudit.EventStoreFailed) {
+					want++
+				}
+			}
+			for _, outcome := range []string{pipeline.OutcomeRejected, associationaudit.EventStoreFailed} {
+				rs, err := db.StudyRejects(ctx, tt.study, outcome, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range rs {
+					if r.Outcome != outcome || r.StudyInstanceUID != tt.study {
+						t.Errorf("%s rejects list %+v", outcome, r.AuditRecord)
+					}
+					listed++
+					if !r.Cleared {
+						missing++
+					}
+				}
+			}
+			if listed != want || missing != tt.rejects {
+				t.Errorf("the study's rejects list %d, %d not cleared; want %d, %d", listed, missing, want, tt.rejects)
+			}
 			for _, status := range []string{StatusStable, StatusHasRejects} {
 				p, err := db.SearchStudies(ctx, StudySearch{StudyUID: tt.study, Status: status})
 				if err != nil {
@@ -349,37 +376,49 @@ func TestStudyRejects(t *testing.T) {
 	}
 }
 
-// TestStudyRejectsPlan: a studies page reads each study's rejects through
-// the audit trail's study and outcome index and the index's key, not
-// through every audit record of the study, nor a scan.
+// TestStudyRejectsPlan: a studies page reads each study's rejects, and a
+// study page its list of them, through the audit trail's study and outcome
+// index and the index's key, not through every audit record of the study,
+// nor a scan.
 func TestStudyRejectsPlan(t *testing.T) {
 	db := openTest(t)
-	rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN SELECT `+statusSQL+`, (SELECT COUNT(*) `+rejectsSQL+`)
-		FROM studies s WHERE (`+statusSQL+`) = ? ORDER BY s.last_received DESC LIMIT 51`, StatusHasRejects)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	all := strings.Join(plan, "\n")
-	for _, want := range []string{"SEARCH a USING INDEX audit_study_outcome (study_uid=? AND outcome=?)", "SEARCH i USING COVERING INDEX sqlite_autoindex_instances_1 (sop_uid=?)"} {
-		if !strings.Contains(all, want) {
-			t.Errorf("plan lacks %q:\n%s", want, all)
-		}
-	}
-	if strings.Contains(all, "SCAN a") || strings.Contains(all, "SCAN i") {
-		t.Errorf("plan scans the audit trail or the index:\n%s", all)
+	for _, q := range []struct {
+		name, stmt string
+		args       []any
+	}{
+		{"studies page", `SELECT ` + statusSQL + `, (SELECT COUNT(*) ` + rejectsSQL + `)
+		FROM studies s WHERE (` + statusSQL + `) = ? ORDER BY s.last_received DESC LIMIT 51`, []any{StatusHasRejects}},
+		// The study page's list of its rejects, each marked cleared or not.
+		{"study rejects", studyRejectsSQL, []any{"1.2.3", pipeline.OutcomeRejected, 1000}},
+	} {
+		t.Run(q.name, func(t *testing.T) {
+			rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q.stmt, q.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			all := strings.Join(plan, "\n")
+			for _, want := range []string{"SEARCH a USING INDEX audit_study_outcome (study_uid=? AND outcome=?)", "SEARCH i USING COVERING INDEX sqlite_autoindex_instances_1 (sop_uid=?)"} {
+				if !strings.Contains(all, want) {
+					t.Errorf("plan lacks %q:\n%s", want, all)
+				}
+			}
+			if strings.Contains(all, "SCAN a") || strings.Contains(all, "SCAN i") {
+				t.Errorf("plan scans the audit trail or the index:\n%s", all)
+			}
+		})
 	}
 }
 

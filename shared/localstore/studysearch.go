@@ -22,19 +22,28 @@ const (
 // Statuses are the study statuses, as SearchStudies filters by them.
 var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 
-// rejectsSQL selects a study's outstanding rejects in the audit trail:
-// its instances quarantined by validation (pipeline.OutcomeRejected) and
-// its C-STOREs the SCP refused, or failed, once it had read their header
+// rejectOutcomesSQL: audit record a is a reject of its study: an
+// instance quarantined by validation (pipeline.OutcomeRejected) or a
+// C-STORE the SCP refused, or failed, once it had read its header
 // (associationaudit.EventStoreFailed, which names the study the header
-// gave: C001, A700, ...), while the study holds no instance of that SOP
-// Instance UID. A good resend clears its rejects (the index holds it
-// then), and so does one the study held already (an identical resend
-// writes no audit record of its own); the study page lists every reject,
-// cleared or not, with its time. The audit trail is read through
-// audit_study_outcome, the index through its key (sop_uid first).
-const rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome IN ('` +
-	pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')
-	AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = a.sop_uid AND i.study_uid = a.study_uid)`
+// gave: C001, A700, ...).
+const rejectOutcomesSQL = `a.outcome IN ('` + pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')`
+
+// clearedSQL is the one definition of a reject cleared: the study of
+// audit record a holds an instance of its SOP Instance UID. A good resend
+// clears its rejects (the index holds it then), and so does one the study
+// held already (an identical resend writes no audit record of its own).
+// The status and count of rejectsSQL and the study page's marks
+// (StudyRejects) both read it. The index is read through its key (sop_uid
+// first).
+const clearedSQL = `EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = a.sop_uid AND i.study_uid = a.study_uid)`
+
+// rejectsSQL selects a study's outstanding rejects in the audit trail:
+// its rejects (rejectOutcomesSQL) not cleared (clearedSQL). The study
+// page lists every reject, cleared or not, with its time and its mark.
+// The audit trail is read through audit_study_outcome.
+const rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND ` + rejectOutcomesSQL + `
+	AND NOT ` + clearedSQL
 
 // statusSQL is the one definition of a study's status, over a studies row
 // s and the audit trail's rejects of it.
@@ -217,4 +226,53 @@ func parseStudyCursor(c string) (int64, string, bool) {
 	}
 	n, err := strconv.ParseInt(ns, 10, 64)
 	return n, uid, err == nil
+}
+
+// Reject is a reject of a study (rejectOutcomesSQL) as its page lists it:
+// the audit record, and whether the study holds an instance of its SOP
+// Instance UID now (Cleared, clearedSQL: a good resend was stored, or the
+// study held one already). One not cleared is counted by the study's
+// status and rejects (rejectsSQL): the instance is still missing.
+type Reject struct {
+	pipeline.AuditRecord
+	Cleared bool `json:"cleared"`
+}
+
+// studyRejectsSQL lists a study's rejects of one outcome, newest first,
+// each with clearedSQL.
+const studyRejectsSQL = `SELECT a.seq, a.record, ` + clearedSQL + ` FROM audit a
+	WHERE a.study_uid = ? AND a.outcome = ? AND ` + rejectOutcomesSQL + `
+	ORDER BY a.time DESC, a.seq DESC LIMIT ?`
+
+// studyRejects names StudyRejects in its errors.
+const studyRejects = "study rejects"
+
+// StudyRejects lists up to limit (0: 1,000) of a study's rejects of one
+// kind, outcome (pipeline.OutcomeRejected: quarantined, or
+// associationaudit.EventStoreFailed: refused), newest first, cleared or
+// not: the study's history of them, each marked by clearedSQL. Another
+// outcome lists nothing (rejectOutcomesSQL).
+func (db *DB) StudyRejects(ctx context.Context, studyUID, outcome string, limit int) ([]Reject, error) {
+	rows, err := db.read.QueryContext(ctx, studyRejectsSQL, studyUID, outcome, pageLimit(limit, 1000, 1000))
+	if err != nil {
+		return nil, fmt.Errorf("localstore: %s: %w", studyRejects, err)
+	}
+	defer rows.Close()
+	out := []Reject{}
+	for rows.Next() {
+		var seq int64
+		var body string
+		var r Reject
+		if err := rows.Scan(&seq, &body, &r.Cleared); err != nil {
+			return nil, fmt.Errorf("localstore: %s: %w", studyRejects, err)
+		}
+		if err := json.Unmarshal([]byte(body), &r.AuditRecord); err != nil {
+			return nil, fmt.Errorf("localstore: %s: record %d: %w", studyRejects, seq, err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: %s: %w", studyRejects, err)
+	}
+	return out, nil
 }
