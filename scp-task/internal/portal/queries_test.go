@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -467,5 +468,121 @@ func TestResentRejectClears(t *testing.T) {
 	}
 	if _, _, body := get(t, srv.URL+"/api/studies?status=has+rejects", ""); strings.Contains(body, `"studyInstanceUid": "1.7"`) {
 		t.Errorf("has rejects lists it: %s", body)
+	}
+}
+
+// TestRejectMarksAgree: the study page and its JSON mark each reject
+// cleared (the study holds an instance of its SOP Instance UID) or still
+// missing, as the status and its count say (one SQL definition): a
+// quarantined instance resent good, a C-STORE refused A700 (a store short
+// of space) resent good, one refused and not resent, and an instance
+// quarantined (content B) while the study holds another content (A) of
+// its SOP Instance UID. The page listed every reject unmarked.
+func TestRejectMarksAgree(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	store := func(study, sop, sha string, at time.Time, revision int64) {
+		t.Helper()
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: study + ".1",
+			SOPInstanceUID: sop, SHA256: sha, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + "." + sha + ".dcm"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.IndexStore().MarkAnnounced(ctx, study, revision, revision, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendRec := func(r pipeline.AuditRecord) {
+		t.Helper()
+		if _, err := db.AuditStore().Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	quarantined := func(id, study, sop string) {
+		appendRec(pipeline.AuditRecord{ID: id, Time: t0, Outcome: pipeline.OutcomeRejected, CallingAE: "PACS", StudyInstanceUID: study,
+			SOPInstanceUID: sop, Reason: "validation failed"})
+	}
+	refusedA700 := func(id, study, sop string) {
+		appendRec(pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
+			AssociationID: id, CallingAE: "PACS", Seq: 3, Status: "A700", Reason: "C-STORE status A700: out of resources",
+			SOPInstanceUID: sop, StudyInstanceUID: study, SeriesInstanceUID: study + ".1"}, "test"))
+	}
+	later := t0.Add(time.Minute)
+	tests := []struct {
+		name, study, sop string
+		kind             string // the table listing it: quarantined or refused
+		setup            func()
+		cleared          bool
+	}{
+		{"quarantined then resent", "3.1", "3.1.1.2", "quarantined", func() {
+			store("3.1", "3.1.1.1", "a", t0, 1)
+			quarantined("q31", "3.1", "3.1.1.2")
+			store("3.1", "3.1.1.2", "good", later, 2)
+		}, true},
+		{"refused A700 then resent", "3.2", "3.2.1.2", "refused", func() {
+			store("3.2", "3.2.1.1", "a", t0, 1)
+			refusedA700("as32", "3.2", "3.2.1.2")
+			store("3.2", "3.2.1.2", "good", later, 2)
+		}, true},
+		{"refused, not resent", "3.3", "3.3.1.2", "refused", func() {
+			store("3.3", "3.3.1.1", "a", t0, 1)
+			refusedA700("as33", "3.3", "3.3.1.2")
+		}, false},
+		// The study holds the SOP Instance UID (content A) from before the
+		// quarantine of content B: cleared, by the definition the status
+		// reads (the study misses no instance).
+		{"quarantined B while A held", "3.4", "3.4.1.1", "quarantined", func() {
+			store("3.4", "3.4.1.1", "contentA", t0, 1)
+			quarantined("q34", "3.4", "3.4.1.1")
+		}, true},
+	}
+	for _, tt := range tests {
+		tt.setup()
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantStatus, wantRejects, wantMark, wantClass := localstore.StatusStable, 0, "cleared", "cleared"
+			if !tt.cleared {
+				wantStatus, wantRejects, wantMark, wantClass = localstore.StatusHasRejects, 1, "still missing", "missing"
+			}
+			// The JSON, read as a client reads it.
+			type reject struct {
+				SOPInstanceUID string `json:"sopInstanceUid"`
+				Cleared        *bool  `json:"cleared"`
+			}
+			var p struct {
+				Status      string   `json:"status"`
+				Rejects     int      `json:"rejects"`
+				Quarantined []reject `json:"quarantined"`
+				Refused     []reject `json:"refused"`
+			}
+			_, _, body := get(t, srv.URL+"/api/studies/"+tt.study, "")
+			if err := json.Unmarshal([]byte(body), &p); err != nil {
+				t.Fatal(err)
+			}
+			list := p.Quarantined
+			if tt.kind == "refused" {
+				list = p.Refused
+			}
+			if p.Status != wantStatus || p.Rejects != wantRejects || len(p.Quarantined)+len(p.Refused) != 1 || len(list) != 1 ||
+				list[0].SOPInstanceUID != tt.sop || list[0].Cleared == nil || *list[0].Cleared != tt.cleared {
+				t.Errorf("/api/studies/%s: %s", tt.study, body)
+			}
+			// The studies list and its status filter.
+			_, _, body = get(t, srv.URL+"/api/studies?status="+strings.ReplaceAll(wantStatus, " ", "+"), "")
+			if !strings.Contains(body, `"studyInstanceUid": "`+tt.study+`"`) {
+				t.Errorf("/api/studies?status=%s lacks it: %s", wantStatus, body)
+			}
+			// The study page: the reject's row and mark, and the count.
+			_, _, html := get(t, srv.URL+"/studies/"+tt.study, "")
+			table := regexp.MustCompile(`(?s)<table id="` + tt.kind + `">.*?</table>`).FindString(html)
+			row := regexp.MustCompile(`<tr class="reject ([a-z]+)"><td>[^<]*</td><td><code>` + regexp.QuoteMeta(tt.sop) +
+				`</code></td><td><span class="mark [a-z]+" title="[^"]*">([^<]*)</span></td>`).FindStringSubmatch(table)
+			if row == nil || row[1] != wantClass || row[2] != wantMark {
+				t.Errorf("study page's %s table marks it %q, want %q (class %q):\n%s", tt.kind, row, wantMark, wantClass, table)
+			}
+			if !strings.Contains(html, `<span class="status `+wantStatus+`">`+wantStatus+`</span>`) || strings.Contains(html, `id="rejects"`) == tt.cleared {
+				t.Errorf("study page's status is not %s with %d rejects", wantStatus, wantRejects)
+			}
+		})
 	}
 }

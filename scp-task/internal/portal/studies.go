@@ -23,20 +23,22 @@ import (
 type Study = localstore.StudyRow
 
 // StudyPage is a study's detail with its status and its rejects: every
-// object quarantined and C-STORE refused, and Rejects, the count of those
-// whose SOP Instance UID the study does not hold (rejectsSQL).
+// object quarantined and C-STORE refused, each marked cleared (the study
+// holds an instance of its SOP Instance UID) or not, and Rejects, the
+// count of those not cleared (localstore's clearedSQL, the one
+// definition of both).
 type StudyPage struct {
 	pipeline.StudyDetail
 	Status  string `json:"status"`
 	Rejects int    `json:"rejects"`
 	// PatientMismatch: the study's instances disagree on the patient (the
 	// study's findings say on what; the instances' findings say which).
-	PatientMismatch bool                   `json:"patientMismatch"`
-	Quarantined     []pipeline.AuditRecord `json:"quarantined"`
+	PatientMismatch bool                `json:"patientMismatch"`
+	Quarantined     []localstore.Reject `json:"quarantined"`
 	// Refused are the C-STOREs of the study's instances the SCP refused
 	// or failed after reading their header (nothing of them is stored:
 	// the sender was told, and a Storage Commitment fails them 0110).
-	Refused []pipeline.AuditRecord `json:"refused"`
+	Refused []localstore.Reject `json:"refused"`
 	// Commitments are the Storage Commitment transactions that named
 	// instances of the study, newest first.
 	Commitments []Commitment `json:"commitments"`
@@ -127,24 +129,21 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	if err != nil {
 		return StudyPage{}, err
 	}
-	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []pipeline.AuditRecord{}, Refused: []pipeline.AuditRecord{},
+	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []localstore.Reject{}, Refused: []localstore.Reject{},
 		Commitments: []Commitment{}}
 	if rows, err := s.Search.SearchStudies(r.Context(), localstore.StudySearch{StudyUID: uid}); err != nil {
 		return StudyPage{}, err
 	} else if len(rows.Studies) == 1 {
 		p.Status, p.Rejects = rows.Studies[0].Status, rows.Studies[0].Rejects
 	}
-	// Every reject, cleared by a resend or not: the study's history.
-	quarantined, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: pipeline.OutcomeRejected, Limit: 1000})
-	if err != nil {
+	// Every reject, cleared or not (the store marks which): the study's
+	// history.
+	if p.Quarantined, err = s.Search.StudyRejects(r.Context(), uid, pipeline.OutcomeRejected, 1000); err != nil {
 		return StudyPage{}, err
 	}
-	p.Quarantined = quarantined.Records
-	refused, err := s.Audit.Query(r.Context(), pipeline.AuditQuery{StudyInstanceUID: uid, Outcome: associationaudit.EventStoreFailed, Limit: 1000})
-	if err != nil {
+	if p.Refused, err = s.Search.StudyRejects(r.Context(), uid, associationaudit.EventStoreFailed, 1000); err != nil {
 		return StudyPage{}, err
 	}
-	p.Refused = refused.Records
 	if s.Commitments != nil {
 		txs, err := s.Commitments.StudyCommitments(r.Context(), uid)
 		if err != nil {
