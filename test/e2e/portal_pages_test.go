@@ -25,7 +25,8 @@ import (
 // search, a study's series previews (rendered server side from its middle
 // instance), the audit trail one association per row with its records on
 // demand, the events newest first in readable rows, and the Storage
-// Commitment transactions, one of them of no study in the archive.
+// Commitment transactions, one of them of no study in the archive, and a
+// study's rejects marked cleared or still missing.
 // Screenshots of each are saved in test/artifacts/.
 func TestPortalPagesInBrowser(t *testing.T) {
 	need(t, "dcmsend", "chromium")
@@ -177,6 +178,55 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		}
 	})
 
+	// A study's rejects, each marked cleared or still missing as its
+	// status counts them: content B of an instance it holds quarantined
+	// (cleared: it holds the UID), and a new instance quarantined (still
+	// missing) until a good resend of it is stored (cleared).
+	const rejectStudy = synthStudy + ".77"
+	rejectsURL := base + "/studies/" + rejectStudy
+	t.Run("rejects marked", func(t *testing.T) {
+		inst := func(name, sop string, bad bool) string {
+			in := pipelinetest.Instance{StudyUID: rejectStudy, SeriesUID: rejectStudy + ".1", SOPUID: sop, PatientID: synthPatient,
+				PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 2, Columns: 2, SourceAE: "LOCAL_AE"}
+			if bad {
+				in.Drop = []uint32{pipelinetest.Tag(0x08, 0x60)} // no Modality: quarantined
+			}
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, in.Build(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		}
+		held, missing := rejectStudy+".1.1", rejectStudy+".1.2"
+		marks := func() map[string]string {
+			dom := chromium(t, []string{"--dump-dom"}, rejectsURL)
+			m := map[string]string{}
+			for _, r := range regexp.MustCompile(`<tr class="reject ([a-z]+)"><td>[^<]*</td><td><code>([0-9.]+)</code>`).FindAllStringSubmatch(dom, -1) {
+				m[r[2]] = r[1]
+			}
+			return m
+		}
+		if out, err := n.dcmsend("LOCAL_AE", inst("held.dcm", held, false)); err != nil {
+			t.Fatalf("dcmsend: %v\n%s", err, out)
+		}
+		eventually(t, 10*time.Second, "the held instance indexed", func() bool { return len(n.studies()) == len(real)+3 })
+		if out, err := n.dcmsend("LOCAL_AE", inst("held-b.dcm", held, true), inst("missing.dcm", missing, true)); err != nil {
+			t.Fatalf("dcmsend: %v\n%s", err, out)
+		}
+		var m map[string]string
+		eventually(t, 10*time.Second, "both quarantined", func() bool { m = marks(); return len(m) == 2 })
+		if m[held] != "cleared" || m[missing] != "missing" {
+			t.Errorf("marks %v, want the held instance's cleared, the new one's missing", m)
+		}
+		if out, err := n.dcmsend("LOCAL_AE", inst("resent.dcm", missing, false)); err != nil {
+			t.Fatalf("dcmsend: %v\n%s", err, out)
+		}
+		eventually(t, 10*time.Second, "the resend clears its reject", func() bool { m = marks(); return m[missing] == "cleared" })
+		if m[held] != "cleared" {
+			t.Errorf("marks after the resend %v", m)
+		}
+	})
+
 	art := artifactsDir(t)
 	for name, url := range map[string]string{
 		"portal-search.png":       base + "/?modality=MR",
@@ -185,12 +235,17 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		"portal-associations.png": base + "/audit",
 		"portal-events.png":       base + "/events",
 		"portal-commitments.png":  base + "/commitments",
+		"portal-rejects.png":      rejectsURL,
 	} {
 		path := filepath.Join(art, name)
 		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 			t.Fatal(err)
 		}
-		chromium(t, []string{"--screenshot=" + path, "--hide-scrollbars", "--virtual-time-budget=3000"}, url)
+		args := []string{"--screenshot=" + path, "--hide-scrollbars", "--virtual-time-budget=3000"}
+		if url == rejectsURL {
+			args = append(args, "--window-size=1400,1500") // down to its rejects, marked
+		}
+		chromium(t, args, url)
 		if st, err := os.Stat(path); err != nil || st.Size() < 1000 {
 			t.Errorf("screenshot %s: %v", path, err)
 			continue
