@@ -82,6 +82,66 @@ type Record struct {
 	// TLS describes the peer's client certificate when the association
 	// came over TLS and the peer presented one; nil otherwise.
 	TLS *TLSPeer `json:"tls,omitempty"`
+	// PreviousRuns, on an application-start, are the earlier runs its
+	// start found to have stopped uncleanly (killed, crashed: their run
+	// markers' locks were free), with what each may have lost; Reason says
+	// the same in words. Absent from records written before it was
+	// recorded, whose Reason alone said so.
+	PreviousRuns []UncleanRun `json:"previousRuns,omitempty"`
+	// Lost, on an application-stop, are the records of its run counted
+	// lost before the stop record was written (given up at Close, not
+	// encodable); nil when none was.
+	Lost *LostRecords `json:"lost,omitempty"`
+}
+
+// UncleanRun is what a dead run's marker said of it as of its last update
+// (at most a second before its death).
+type UncleanRun struct {
+	// Instance is the run's instance id: its start and stop records'
+	// AssociationID and the prefix of its associations' ids.
+	Instance string `json:"instance"`
+	AETitle  string `json:"aeTitle,omitempty"`
+	// Started and LastAlive are the run's start and its marker's last
+	// update; zero when the marker was unreadable.
+	Started   time.Time `json:"started,omitzero"`
+	LastAlive time.Time `json:"lastAlive,omitzero"`
+	// LastSeq is the highest sequence number the run had given a record:
+	// its records were seq 1..LastSeq, and any after LastSeq (events in
+	// its last second) are lost without a number.
+	LastSeq uint64 `json:"lastSeq"`
+	// Written and CountedLost are the records of seq 1..LastSeq written
+	// and counted lost by then; NotWritten the rest, still queued or being
+	// written: those of them missing from the trail the crash lost.
+	Written     uint64 `json:"written"`
+	CountedLost uint64 `json:"countedLost"`
+	NotWritten  uint64 `json:"notWritten"`
+	// Unreadable: the marker could not be read, so any record of the run
+	// may be missing.
+	Unreadable bool `json:"unreadable,omitempty"`
+}
+
+// PossiblyLost says which of the run's records may be missing from the
+// trail: the gaps among seq 1..LastSeq (at most NotWritten+CountedLost of
+// them) and any after LastSeq.
+func (u UncleanRun) PossiblyLost() string {
+	switch {
+	case u.Unreadable:
+		return "any"
+	case u.LastSeq == 0:
+		return "any (it had numbered none)"
+	}
+	return fmt.Sprintf("up to %d of seq 1-%d, and any after seq %d", u.NotWritten+u.CountedLost, u.LastSeq, u.LastSeq)
+}
+
+// MaxLostSeqs bounds the sequence numbers a LostRecords names.
+const MaxLostSeqs = 256
+
+// LostRecords are records of a run never written: how many, and the
+// sequence numbers of the first MaxLostSeqs of them in the order they were
+// given up (Count says how many more there were).
+type LostRecords struct {
+	Count uint64   `json:"count"`
+	Seqs  []uint64 `json:"seqs,omitempty"`
 }
 
 // TLSPeer names a peer's client certificate so an audit reader can find it

@@ -64,3 +64,64 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestRunFacts: a start's unclean previous runs and a stop's lost records
+// are fields of the record, round-tripped; records written before them
+// (schema version 1 all the same) still parse, without them.
+func TestRunFacts(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	tests := []struct {
+		name string
+		in   string // a stored record; empty: Marshal(want)
+		want Record
+	}{
+		{name: "start naming a dead run", want: Record{Event: EventApplicationStart, Time: at, AssociationID: "cccc", CalledAE: "REMOTE_AE", Seq: 1,
+			Reason: "previous run dead1 …", PreviousRuns: []UncleanRun{{Instance: "dead1", AETitle: "REMOTE_AE", Started: at.Add(-time.Hour),
+				LastAlive: at.Add(-time.Minute), LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}}},
+		{name: "start after an unreadable marker", want: Record{Event: EventApplicationStart, Time: at, AssociationID: "cccc", Seq: 1,
+			PreviousRuns: []UncleanRun{{Instance: "dead2", Unreadable: true}}}},
+		{name: "stop with records lost", want: Record{Event: EventApplicationStop, Time: at, AssociationID: "cccc", Seq: 9,
+			Lost: &LostRecords{Count: 2, Seqs: []uint64{4, 6}}}},
+		{name: "start written before the fields", in: `{"schemaVersion":1,"event":"application-start","time":"2026-03-04T05:06:07Z",` +
+			`"associationId":"cccc","reason":"previous run dead1 (AE REMOTE_AE) stopped uncleanly","seq":1}`,
+			want: Record{SchemaVersion: 1, Event: EventApplicationStart, Time: at, AssociationID: "cccc", Seq: 1,
+				Reason: "previous run dead1 (AE REMOTE_AE) stopped uncleanly"}},
+		{name: "stop written before the fields", in: `{"schemaVersion":1,"event":"application-stop","time":"2026-03-04T05:06:07Z","associationId":"cccc","seq":9}`,
+			want: Record{SchemaVersion: 1, Event: EventApplicationStop, Time: at, AssociationID: "cccc", Seq: 9}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := []byte(tt.in)
+			if tt.in == "" {
+				var err error
+				if b, err = Marshal(tt.want); err != nil {
+					t.Fatal(err)
+				}
+				tt.want.SchemaVersion = SchemaVersion
+			}
+			got, err := Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("parsed (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPossiblyLost(t *testing.T) {
+	tests := []struct {
+		run  UncleanRun
+		want string
+	}{
+		{UncleanRun{LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}, "up to 2 of seq 1-7, and any after seq 7"},
+		{UncleanRun{}, "any (it had numbered none)"},
+		{UncleanRun{Unreadable: true}, "any"},
+	}
+	for _, tt := range tests {
+		if got := tt.run.PossiblyLost(); got != tt.want {
+			t.Errorf("PossiblyLost(%+v) = %q, want %q", tt.run, got, tt.want)
+		}
+	}
+}
