@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,13 @@ type Writer struct {
 	done    chan struct{} // closed when the worker has finished
 	lost    atomic.Uint64
 	written atomic.Uint64
+	// lostSeqs are the sequence numbers of the first records lost
+	// (associationaudit.MaxLostSeqs at most), for the stop record.
+	lostMu   sync.Mutex
+	lostSeqs []uint64
+	// stop is the stop record Stopping made, written by Close after every
+	// other record has been written or given up, naming those lost.
+	stop *associationaudit.Record
 
 	runDir  string
 	thisRun runState
@@ -111,10 +119,11 @@ type Options struct {
 	// cleanly: the next Started takes it over and says in its start record
 	// what records that run may have lost.
 	RunDir string
-	// Feed, when set, is called from the writer's own goroutine with every
-	// record once the store has durably written it, in the order written,
-	// so the audit feed's outbox gets the trail's records without holding
-	// up the DICOM conversation. A record that was never written (Close
+	// Feed, when set, is called from the writer's own goroutine (Close's,
+	// for the stop record, the last) with every record once the store has
+	// durably written it, in the order written, so the audit feed's outbox
+	// gets the trail's records without holding up the DICOM conversation.
+	// A record that was never written (Close
 	// gave up on it, or it could not be encoded) is counted and logged as
 	// lost and never fed: the feed holds nothing the trail lacks.
 	Feed func(associationaudit.Record)
@@ -175,27 +184,34 @@ func (w *Writer) Started(instance, aeTitle string) {
 	w.mu.Unlock()
 	r := w.applicationRecord(associationaudit.EventApplicationStart, "")
 	if w.runDir != "" {
-		r.Reason = w.openRun(instance, aeTitle, r.Time)
+		r.PreviousRuns = w.openRun(instance, aeTitle, r.Time)
+		whats := make([]string, len(r.PreviousRuns))
+		for i, u := range r.PreviousRuns {
+			whats[i] = describeUnclean(u)
+		}
+		r.Reason = strings.Join(whats, "; ")
 	}
 	w.enqueue(r)
 }
 
 // openRun takes over the markers of runs that stopped uncleanly, logs each,
 // starts this run's marker and returns what the start record says of them.
-func (w *Writer) openRun(instance, aeTitle string, started time.Time) string {
+func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associationaudit.UncleanRun {
 	w.thisRun = runState{Instance: instance, AETitle: aeTitle, Started: started}
 	marker, unclean, err := openRun(w.runDir, w.state())
 	if err != nil {
 		w.log.Error("audit run marker unavailable: an unclean stop of this run will not be detected at the next start", "err", err)
-		return ""
+		return nil
 	}
 	for _, u := range unclean {
 		w.metrics.unclean.Inc()
-		w.log.Warn(associationaudit.UncleanStopLog, "what", u)
+		w.log.Warn(associationaudit.UncleanStopLog, "what", describeUnclean(u), "previous_run", u.Instance,
+			"last_seq", u.LastSeq, "written", u.Written, "counted_lost", u.CountedLost, "not_written", u.NotWritten,
+			"unreadable", u.Unreadable)
 	}
 	w.marker, w.hbStop, w.hbDone = marker, make(chan struct{}), make(chan struct{})
 	go w.heartbeat()
-	return strings.Join(unclean, "; ")
+	return unclean
 }
 
 // state is this run as its marker tells it: the counts are read before the
@@ -244,14 +260,24 @@ func (w *Writer) closeRun() error {
 
 // Stopping records the SCP's stop, with why it stops (the signal, the
 // server's failure). Call it once the associations have ended, before
-// Close; it does nothing without Started.
+// Close; it does nothing without Started. The record is written by Close,
+// last, naming the records of the run lost before it (Record.Lost).
 func (w *Writer) Stopping(reason string) {
 	w.mu.Lock()
 	started := w.instance != ""
 	w.mu.Unlock()
-	if started {
-		w.enqueue(w.applicationRecord(associationaudit.EventApplicationStop, reason))
+	if !started {
+		return
 	}
+	r := w.applicationRecord(associationaudit.EventApplicationStop, reason)
+	w.mu.Lock()
+	if w.closed || w.stop != nil {
+		w.mu.Unlock()
+		w.lose(r, "event after close")
+		return
+	}
+	w.stop = &r
+	w.mu.Unlock()
 }
 
 func (w *Writer) applicationRecord(event, reason string) associationaudit.Record {
@@ -411,6 +437,11 @@ func (w *Writer) Lost() uint64 { return w.lost.Load() }
 // lose counts and reports a record that will never be written. The log
 // line names the association and the event, never the UIDs.
 func (w *Writer) lose(r associationaudit.Record, why string) {
+	w.lostMu.Lock()
+	if len(w.lostSeqs) < associationaudit.MaxLostSeqs {
+		w.lostSeqs = append(w.lostSeqs, r.Seq)
+	}
+	w.lostMu.Unlock()
 	w.lost.Add(1)
 	w.metrics.lost.Inc()
 	w.log.Error(associationaudit.LostLog, "why", why, "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time)
@@ -444,15 +475,15 @@ func (w *Writer) run() {
 	for r := range w.queue {
 		x := writing{r: r, written: make(chan bool, 1)}
 		inFlight <- x
-		go func() { x.written <- w.write(x.r) }()
+		go func() { x.written <- w.write(w.stopped, x.r) }()
 	}
 	close(inFlight)
 	<-fed
 }
 
-// write puts r, retrying until it is written (true) or Close gives up
-// (false: it is counted and logged as lost).
-func (w *Writer) write(r associationaudit.Record) bool {
+// write puts r, retrying until it is written (true) or life ends (Close
+// gave up: false, it is counted and logged as lost).
+func (w *Writer) write(life context.Context, r associationaudit.Record) bool {
 	key, err := associationaudit.Key(r)
 	var body []byte
 	if err == nil {
@@ -465,11 +496,11 @@ func (w *Writer) write(r associationaudit.Record) bool {
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		if w.stopped.Err() != nil {
+		if life.Err() != nil {
 			w.lose(r, "writer stopped")
 			return false
 		}
-		err := w.attempt(key, body)
+		err := w.attempt(life, key, body)
 		if err == nil {
 			w.metrics.written.Inc()
 			w.written.Add(1)
@@ -489,16 +520,16 @@ func (w *Writer) write(r associationaudit.Record) bool {
 			w.log.Debug("audit record retry failed", "event", r.Event, "association", r.AssociationID, "err", err)
 		}
 		select {
-		case <-w.stopped.Done():
+		case <-life.Done():
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, w.maxBackoff)
 	}
 }
 
-// attempt is one bounded PutRecord, abandoned early if Close gives up.
-func (w *Writer) attempt(key string, body []byte) error {
-	ctx, cancel := context.WithTimeout(w.stopped, w.attemptTimeout)
+// attempt is one bounded PutRecord, abandoned early if life ends.
+func (w *Writer) attempt(life context.Context, key string, body []byte) error {
+	ctx, cancel := context.WithTimeout(life, w.attemptTimeout)
 	defer cancel()
 	if err := w.store.PutRecord(ctx, key, body); err != nil {
 		return fmt.Errorf("auditwriter: put %s: %w", key, err)
@@ -507,12 +538,15 @@ func (w *Writer) attempt(key string, body []byte) error {
 }
 
 // Close stops accepting records and waits until every queued one is
-// written or ctx ends; then it gives up on the rest, logs each as lost and
-// returns an error saying how many.
+// written or ctx nears its end; then it gives up on the rest, logs each as
+// lost, writes the stop record (Stopping's) naming them in what is left of
+// ctx, and returns an error saying how many records were lost.
 func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Lock()
 	first := !w.closed
 	w.closed = true
+	stop := w.stop
+	w.stop = nil
 	w.mu.Unlock()
 	if first {
 		go func() {
@@ -522,13 +556,22 @@ func (w *Writer) Close(ctx context.Context) error {
 			close(w.queue)
 		}()
 	}
+	flush := ctx
+	if stop != nil {
+		var cancel context.CancelFunc
+		flush, cancel = reserveForStop(ctx)
+		defer cancel()
+	}
 	select {
 	case <-w.done:
-	case <-ctx.Done():
+	case <-flush.Done():
 		w.giveUp()
 		<-w.done
 	}
 	w.giveUp()
+	if stop != nil {
+		w.writeStop(ctx, *stop)
+	}
 	var errs []error
 	if n := w.lost.Load(); n > 0 {
 		errs = append(errs, fmt.Errorf("auditwriter: close: %d records not written", n))
@@ -540,6 +583,36 @@ func (w *Writer) Close(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stopReserve is the time of Close's ctx kept for the stop record, which
+// is written once the queue is flushed or given up (a quarter of what is
+// left, when that is less).
+const stopReserve = time.Second
+
+// reserveForStop is ctx ending stopReserve early: the queue's share of it.
+func reserveForStop(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(stopReserve, time.Until(deadline)/4)))
+}
+
+// writeStop writes the stop record last, once every other record of the
+// run is written or counted lost, naming those lost; a stop record not
+// written is itself lost, logged and counted.
+func (w *Writer) writeStop(ctx context.Context, r associationaudit.Record) {
+	if n := w.lost.Load(); n > 0 {
+		w.lostMu.Lock()
+		seqs := slices.Clone(w.lostSeqs)
+		w.lostMu.Unlock()
+		slices.Sort(seqs)
+		r.Lost = &associationaudit.LostRecords{Count: n, Seqs: seqs}
+	}
+	if w.write(ctx, r) && w.feed != nil {
+		w.feed(r)
+	}
 }
 
 // metrics of the writer, registered when Options.Metrics is set.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -27,6 +28,7 @@ type recordStore struct {
 	down     bool // fail every put while set
 	got      map[string]associationaudit.Record
 	block    chan struct{}
+	refuse   string // fail every put of a key holding it
 }
 
 func (s *recordStore) PutRecord(ctx context.Context, key string, body []byte) error {
@@ -39,7 +41,7 @@ func (s *recordStore) PutRecord(ctx context.Context, key string, body []byte) er
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.down {
+	if s.down || (s.refuse != "" && strings.Contains(key, s.refuse)) {
 		return errors.New("no space left on device")
 	}
 	if s.failures > 0 {
@@ -296,5 +298,63 @@ func TestStartAndStopAreRecorded(t *testing.T) {
 	start, accepted, stop := byEvent[associationaudit.EventApplicationStart], byEvent[associationaudit.EventAccepted], byEvent[associationaudit.EventApplicationStop]
 	if start.Seq >= accepted.Seq || accepted.Seq >= stop.Seq {
 		t.Errorf("seq start %d, accepted %d, stop %d: not in order", start.Seq, accepted.Seq, stop.Seq)
+	}
+}
+
+// TestStopRecordNamesLost: records of a run lost before its stop (not
+// encodable, or given up at Close) are named by the stop record, written
+// last: how many and their sequence numbers. They were only counted and
+// logged, and the stop record, queued before Close gave up, said nothing.
+func TestStopRecordNamesLost(t *testing.T) {
+	accepted := func(id string) dicomnet.Event {
+		return dicomnet.Event{Type: dicomnet.EventAccepted, Time: time.Now(),
+			Association: &dicomnet.AssociationInfo{ID: id, CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE"}}
+	}
+	tests := []struct {
+		name   string
+		refuse string // the store refuses these keys
+		events []dicomnet.Event
+		want   *associationaudit.LostRecords
+	}{
+		{"none lost", "", []dicomnet.Event{accepted("5eed-1")}, nil},
+		{"not encodable", "", []dicomnet.Event{accepted("5eed-1"), accepted("bad/id"), accepted("5eed-3")},
+			&associationaudit.LostRecords{Count: 1, Seqs: []uint64{3}}},
+		{"given up at close", "5eed-2-", []dicomnet.Event{accepted("5eed-1"), accepted("5eed-2"), accepted("5eed-3"), accepted("5eed-2")},
+			&associationaudit.LostRecords{Count: 2, Seqs: []uint64{3, 5}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &recordStore{got: map[string]associationaudit.Record{}, refuse: tt.refuse}
+			w, err := New(store, Options{MaxBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Started("5eed", "REMOTE_AE")
+			for _, ev := range tt.events {
+				w.ObserveAssociation(ev)
+			}
+			w.Stopping("shutdown requested")
+			ctx, cancel := context.WithTimeout(context.Background(), 800*time.Millisecond)
+			defer cancel()
+			err = w.Close(ctx)
+			if (err != nil) != (tt.want != nil) {
+				t.Errorf("Close = %v", err)
+			}
+			var stop *associationaudit.Record
+			for _, r := range store.got {
+				if r.Event == associationaudit.EventApplicationStop {
+					stop = &r
+				}
+			}
+			if stop == nil {
+				t.Fatalf("no stop record in %v", store.got)
+			}
+			if d := cmp.Diff(tt.want, stop.Lost); d != "" {
+				t.Errorf("stop record's lost records (-want +got):\n%s", d)
+			}
+			if want := uint64(len(tt.events) + 2); stop.Seq != want {
+				t.Errorf("stop record seq %d, want %d (the last)", stop.Seq, want)
+			}
+		})
 	}
 }

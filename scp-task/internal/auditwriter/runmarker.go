@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
 // RunsDir is where, under Options.RunDir, each running SCP keeps its run
@@ -46,7 +48,7 @@ type runMarker struct {
 // openRun takes over the markers of runs that ended without a clean stop
 // (their lock is free) and returns what each says, then creates and locks
 // this run's marker.
-func openRun(dir string, st runState) (*runMarker, []string, error) {
+func openRun(dir string, st runState) (*runMarker, []associationaudit.UncleanRun, error) {
 	runs := filepath.Join(dir, RunsDir)
 	if err := os.MkdirAll(runs, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
@@ -55,17 +57,17 @@ func openRun(dir string, st runState) (*runMarker, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
 	}
-	var unclean []string
+	var unclean []associationaudit.UncleanRun
 	for _, e := range names {
 		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		what, err := takeOver(filepath.Join(runs, e.Name()))
+		dead, err := takeOver(filepath.Join(runs, e.Name()))
 		if err != nil {
 			return nil, nil, err
 		}
-		if what != "" {
-			unclean = append(unclean, what)
+		if dead != nil {
+			unclean = append(unclean, *dead)
 		}
 	}
 	path := filepath.Join(runs, st.Instance+".json")
@@ -87,15 +89,15 @@ func openRun(dir string, st runState) (*runMarker, []string, error) {
 	return m, unclean, nil
 }
 
-// takeOver describes and removes the marker at path when its run is over
-// ("" while another process holds it).
-func takeOver(path string) (string, error) {
+// takeOver reads and removes the marker at path when its run is over (nil
+// while another process holds it).
+func takeOver(path string) (*associationaudit.UncleanRun, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil // another process took it over meanwhile
+		return nil, nil // another process took it over meanwhile
 	}
 	if err != nil {
-		return "", fmt.Errorf("auditwriter: run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
 	what, err := takeOverLocked(f, path)
 	if cerr := f.Close(); cerr != nil && err == nil {
@@ -104,47 +106,62 @@ func takeOver(path string) (string, error) {
 	return what, err
 }
 
-func takeOverLocked(f *os.File, path string) (string, error) {
+func takeOverLocked(f *os.File, path string) (*associationaudit.UncleanRun, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return "", nil // its process lives
+			return nil, nil // its process lives
 		}
-		return "", fmt.Errorf("auditwriter: lock a run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: lock a run marker: %w", err)
 	}
 	// Another process may have taken it over and removed it between our
 	// open and our lock.
 	held, err := f.Stat()
 	if err != nil {
-		return "", fmt.Errorf("auditwriter: run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
 	if now, err := os.Stat(path); err != nil || !os.SameFile(held, now) {
-		return "", nil
+		return nil, nil
 	}
 	body := make([]byte, markerSize)
 	n, err := f.ReadAt(body, 0)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("auditwriter: read a run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: read a run marker: %w", err)
 	}
-	what := describeUnclean(body[:n], strings.TrimSuffix(filepath.Base(path), ".json"))
+	dead := readUnclean(body[:n], strings.TrimSuffix(filepath.Base(path), ".json"))
 	if err := os.Remove(path); err != nil {
-		return "", fmt.Errorf("auditwriter: remove a run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: remove a run marker: %w", err)
 	}
-	return what, nil
+	return &dead, nil
 }
 
-// describeUnclean says what a dead run's marker tells of the records it
-// may have lost.
-func describeUnclean(body []byte, instance string) string {
+// readUnclean is what a dead run's marker tells of the records it may have
+// lost.
+func readUnclean(body []byte, instance string) associationaudit.UncleanRun {
 	var st runState
 	if err := json.Unmarshal([]byte(strings.TrimRight(string(body), " \x00")), &st); err != nil {
-		return fmt.Sprintf("previous run %s stopped uncleanly (its marker is unreadable): any of its records may be missing", instance)
+		return associationaudit.UncleanRun{Instance: instance, Unreadable: true}
 	}
-	pending := st.Assigned - min(st.Assigned, st.Written+st.Lost)
+	if st.Instance == "" {
+		st.Instance = instance
+	}
+	return associationaudit.UncleanRun{
+		Instance: st.Instance, AETitle: st.AETitle, Started: st.Started.UTC(), LastAlive: st.Heartbeat.UTC(),
+		LastSeq: st.Assigned, Written: st.Written, CountedLost: st.Lost,
+		NotWritten: st.Assigned - min(st.Assigned, st.Written+st.Lost),
+	}
+}
+
+// describeUnclean says in words what a dead run's marker tells, for the
+// start record's reason and the log.
+func describeUnclean(u associationaudit.UncleanRun) string {
+	if u.Unreadable {
+		return fmt.Sprintf("previous run %s stopped uncleanly (its marker is unreadable): any of its records may be missing", u.Instance)
+	}
 	return fmt.Sprintf("previous run %s (AE %s, started %s) stopped uncleanly, last alive %s: "+
 		"of its records seq 1-%d, %d written and %d counted lost by then, %d not yet written; "+
 		"those of seq 1-%d missing from the trail and any after seq %d (events until its death) are lost",
-		st.Instance, st.AETitle, st.Started.UTC().Format(time.RFC3339Nano), st.Heartbeat.UTC().Format(time.RFC3339Nano),
-		st.Assigned, st.Written, st.Lost, pending, st.Assigned, st.Assigned)
+		u.Instance, u.AETitle, u.Started.Format(time.RFC3339Nano), u.LastAlive.Format(time.RFC3339Nano),
+		u.LastSeq, u.Written, u.CountedLost, u.NotWritten, u.LastSeq, u.LastSeq)
 }
 
 // update rewrites the marker in place (no fsync: a killed process's page

@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
@@ -13,6 +16,13 @@ import (
 // startRecord starts a writer on dir as instance and returns it with the
 // reason of its start record.
 func startRecord(t *testing.T, dir, instance string) (*Writer, string) {
+	w, r := startFull(t, dir, instance)
+	return w, r.Reason
+}
+
+// startFull starts a writer on dir as instance and returns it with its
+// start record.
+func startFull(t *testing.T, dir, instance string) (*Writer, associationaudit.Record) {
 	t.Helper()
 	store := &recordStore{got: map[string]associationaudit.Record{}}
 	w, err := New(store, Options{RunDir: dir})
@@ -24,9 +34,9 @@ func startRecord(t *testing.T, dir, instance string) (*Writer, string) {
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	for _, r := range store.got {
-		return w, r.Reason
+		return w, r
 	}
-	return w, ""
+	return w, associationaudit.Record{}
 }
 
 // TestRunMarkers: a live run's marker is left alone, a clean stop removes
@@ -68,5 +78,44 @@ func TestRunMarkers(t *testing.T) {
 	}
 	if err := last.Close(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUncleanRunFields: what a dead run's marker says is in the start
+// record's fields (previousRuns), not only in words in its reason.
+func TestUncleanRunFields(t *testing.T) {
+	started := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	tests := []struct {
+		name, marker string
+		want         []associationaudit.UncleanRun
+	}{
+		{"readable", `{"instance":"dead1","aeTitle":"REMOTE_AE","started":"2026-03-04T05:06:07Z","heartbeat":"2026-03-04T05:07:07Z","assigned":7,"written":5,"lost":1}`,
+			[]associationaudit.UncleanRun{{Instance: "dead1", AETitle: "REMOTE_AE", Started: started, LastAlive: started.Add(time.Minute),
+				LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}},
+		{"unreadable", `{"instance":"dea`, []associationaudit.UncleanRun{{Instance: "dead1", Unreadable: true}}},
+		{"none", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.marker != "" {
+				if err := os.MkdirAll(filepath.Join(dir, RunsDir), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, RunsDir, "dead1.json"), []byte(tt.marker+strings.Repeat(" ", 100)), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			w, r := startFull(t, dir, "cccc")
+			if d := cmp.Diff(tt.want, r.PreviousRuns); d != "" {
+				t.Errorf("start record's previous runs (-want +got):\n%s", d)
+			}
+			if (r.Reason != "") != (tt.want != nil) {
+				t.Errorf("start record's reason %q", r.Reason)
+			}
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
