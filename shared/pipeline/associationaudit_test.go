@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -19,5 +20,50 @@ func TestAssociationEndCarriesWhatWasStored(t *testing.T) {
 		if rec.StoredInstances != 18 || rec.StoredBytes != 9000 {
 			t.Errorf("%s: stored %d instances, %d bytes; want 18, 9000", ev, rec.StoredInstances, rec.StoredBytes)
 		}
+	}
+}
+
+// TestRunFactsInTheTrail: an SCP start that found earlier runs stopped
+// uncleanly, and a stop whose run lost records, are findings of the trail
+// (their own outcome or type code, a minor failure, the facts as fields);
+// they were a success with the facts in words at most.
+func TestRunFactsInTheTrail(t *testing.T) {
+	dead := associationaudit.UncleanRun{Instance: "dead1", AETitle: "INGEST", LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}
+	tests := []struct {
+		name         string
+		rec          associationaudit.Record
+		outcome      string
+		eventOutcome int
+		typeCodes    []string
+		reason       string
+	}{
+		{"start", associationaudit.Record{Event: associationaudit.EventApplicationStart},
+			associationaudit.EventApplicationStart, 0, []string{"110120"}, ""},
+		{"start after an unclean stop", associationaudit.Record{Event: associationaudit.EventApplicationStart,
+			Reason: "previous run dead1 …", PreviousRuns: []associationaudit.UncleanRun{dead}},
+			pipeline.OutcomeUncleanStop, 4, []string{"110120", "unclean-stop"}, "previous run dead1 …"},
+		{"stop", associationaudit.Record{Event: associationaudit.EventApplicationStop, Reason: "shutdown requested"},
+			associationaudit.EventApplicationStop, 0, []string{"110121"}, "shutdown requested"},
+		{"stop with records lost", associationaudit.Record{Event: associationaudit.EventApplicationStop, Reason: "shutdown requested",
+			Lost: &associationaudit.LostRecords{Count: 5, Seqs: []uint64{3, 4, 5, 9}}},
+			associationaudit.EventApplicationStop, 4, []string{"110121", "audit-records-lost"},
+			"shutdown requested; 5 audit records of this run lost before its stop: seq 3-5, 9 and 1 more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.rec.Time, tt.rec.AssociationID, tt.rec.CalledAE, tt.rec.Seq = time.Unix(0, 0), "5eed", "INGEST", 1
+			rec := pipeline.AssociationAuditRecord(tt.rec, "test")
+			var codes []string
+			for _, c := range rec.EventTypeCodes {
+				codes = append(codes, c.Code)
+			}
+			if rec.Outcome != tt.outcome || rec.EventOutcome != tt.eventOutcome || !slices.Equal(codes, tt.typeCodes) || rec.Reason != tt.reason {
+				t.Errorf("outcome %q (%d), type codes %v, reason %q; want %q (%d), %v, %q",
+					rec.Outcome, rec.EventOutcome, codes, rec.Reason, tt.outcome, tt.eventOutcome, tt.typeCodes, tt.reason)
+			}
+			if !slices.Equal(rec.PreviousRuns, tt.rec.PreviousRuns) || rec.LostRecords != tt.rec.Lost {
+				t.Errorf("previous runs %+v, lost %+v; want %+v, %+v", rec.PreviousRuns, rec.LostRecords, tt.rec.PreviousRuns, tt.rec.Lost)
+			}
+		})
 	}
 }

@@ -185,6 +185,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		}
 		app := codeApplicationRole
 		rec.Participants = []AuditParticipant{{UserID: r.CalledAE, AlternativeID: "AETITLES=" + r.CalledAE, RoleIDCode: &app}}
+		runFacts(&rec, r)
 	case associationaudit.EventCommitmentRefused:
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
@@ -201,6 +202,54 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		})
 	}
 	return rec
+}
+
+// runFacts marks an SCP start that found earlier runs stopped uncleanly,
+// and a stop whose run lost records, as minor failures (A.5.3.1 leaves
+// EventOutcomeIndicator unspecialized): the application started, or
+// stopped, but the trail of its runs has holes. Each carries the facts as
+// fields and an event type code of ours beside A.5.3.1's; a stop's reason
+// (why it stopped) also says what was lost, a start's says it already.
+func runFacts(rec *AuditRecord, r associationaudit.Record) {
+	if r.Event == associationaudit.EventApplicationStart && len(r.PreviousRuns) > 0 {
+		rec.Outcome, rec.EventOutcome, rec.PreviousRuns = OutcomeUncleanStop, outcomeMinorFailure, r.PreviousRuns
+		rec.EventTypeCodes = append(rec.EventTypeCodes, codeUncleanStop)
+	}
+	if r.Event == associationaudit.EventApplicationStop && r.Lost != nil && r.Lost.Count > 0 {
+		rec.EventOutcome, rec.LostRecords = outcomeMinorFailure, r.Lost
+		rec.EventTypeCodes = append(rec.EventTypeCodes, codeRecordsLost)
+		lost := fmt.Sprintf("%d audit records of this run lost before its stop", r.Lost.Count)
+		if len(r.Lost.Seqs) > 0 {
+			lost += ": seq " + seqList(r.Lost.Seqs)
+			if n := uint64(len(r.Lost.Seqs)); n < r.Lost.Count {
+				lost += fmt.Sprintf(" and %d more", r.Lost.Count-n)
+			}
+		}
+		rec.Reason = strings.Join(slices.DeleteFunc([]string{rec.Reason, lost}, func(s string) bool { return s == "" }), "; ")
+	}
+}
+
+var (
+	codeUncleanStop = localCode(OutcomeUncleanStop, "Previous run stopped uncleanly")
+	codeRecordsLost = localCode("audit-records-lost", "Audit records lost")
+)
+
+// seqList writes sequence numbers with runs shortened: "3-5, 9".
+func seqList(seqs []uint64) string {
+	var parts []string
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", seqs[i], seqs[j]))
+		} else {
+			parts = append(parts, fmt.Sprint(seqs[i]))
+		}
+		i = j + 1
+	}
+	return strings.Join(parts, ", ")
 }
 
 func firstNonEmpty(s ...string) string {
@@ -245,18 +294,26 @@ const (
 	OutcomeCommitmentUndeliverable = "commitment-undeliverable"
 )
 
+// OutcomeUncleanStop is the outcome of an SCP start record that names
+// earlier runs found stopped uncleanly (associationaudit.Record's
+// PreviousRuns): an application-start that is a finding too, so the trail
+// can be filtered for it. A start without it keeps application-start.
+const OutcomeUncleanStop = "unclean-stop"
+
 // OutcomeUnparseableRecord is the outcome of the trace an SCP association
 // record the pipeline could not parse leaves in the trail.
 const OutcomeUnparseableRecord = "unparseable-record"
 
 // AuditOutcomes are every outcome an audit record is written with, in the
 // order the portal's filter offers them: an instance's, an association's
-// (its SCP records' events), a Storage Commitment transaction's, and an
+// (its SCP records' events), an SCP start's that found unclean stops, a
+// Storage Commitment transaction's, and an
 // unparseable association record's. pipelinetest's trail refuses any
 // other, so the pipeline's tests hold the code to this list.
 var AuditOutcomes = slices.Concat(
 	[]string{OutcomeStored, OutcomeConflict, OutcomeRejected},
 	associationaudit.Events,
+	[]string{OutcomeUncleanStop},
 	[]string{OutcomeCommitmentRequested, OutcomeCommitted, OutcomeCommitmentFailures, OutcomeCommitmentReported, OutcomeCommitmentUndeliverable},
 	[]string{OutcomeUnparseableRecord},
 )

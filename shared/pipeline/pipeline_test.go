@@ -867,14 +867,18 @@ func TestProcessAuditRecord(t *testing.T) {
 	}
 	// The SCP's start and stop (A.5.3.1 Application Activity): the SCP is
 	// the one participant, named by its AE title.
+	// A start that found an earlier run stopped uncleanly is an outcome
+	// of its own, so the trail can be filtered for it.
 	for _, tt := range []struct {
-		event, typeCode string
+		event, typeCode, outcome string
+		previous                 []associationaudit.UncleanRun
 	}{
-		{associationaudit.EventApplicationStart, "110120"},
-		{associationaudit.EventApplicationStop, "110121"},
+		{associationaudit.EventApplicationStart, "110120", associationaudit.EventApplicationStart, nil},
+		{associationaudit.EventApplicationStop, "110121", associationaudit.EventApplicationStop, nil},
+		{associationaudit.EventApplicationStart, "110120", pipeline.OutcomeUncleanStop, []associationaudit.UncleanRun{{Instance: "dead1", LastSeq: 3, Written: 3}}},
 	} {
-		t.Run(tt.event, func(t *testing.T) {
-			r := associationaudit.Record{Event: tt.event, Time: at, AssociationID: "5eed", CalledAE: "INGEST", Seq: 1}
+		t.Run(tt.outcome, func(t *testing.T) {
+			r := associationaudit.Record{Event: tt.event, Time: at, AssociationID: "5eed", CalledAE: "INGEST", Seq: 1, PreviousRuns: tt.previous}
 			body, err := associationaudit.Marshal(r)
 			if err != nil {
 				t.Fatal(err)
@@ -890,11 +894,14 @@ func TestProcessAuditRecord(t *testing.T) {
 				t.Fatalf("%d records", len(recs))
 			}
 			got := recs[0]
-			if got.EventID.Code != "110100" || len(got.EventTypeCodes) != 1 || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.event {
+			if got.EventID.Code != "110100" || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.outcome {
 				t.Errorf("record = %+v", got)
 			}
 			if len(got.Participants) != 1 || got.Participants[0].UserID != "INGEST" {
 				t.Errorf("participants = %+v", got.Participants)
+			}
+			if page, _ := f.Audit.Query(context.Background(), pipeline.AuditQuery{Outcome: tt.outcome}); len(page.Records) != 1 {
+				t.Errorf("query by outcome %s: %d records", tt.outcome, len(page.Records))
 			}
 		})
 	}

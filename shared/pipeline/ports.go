@@ -375,7 +375,8 @@ type AuditRecord struct {
 	// rejected (quarantined), association-accepted, association-rejected,
 	// association-released, association-aborted, store-failed,
 	// commitment-refused, application-start, application-stop (the
-	// SCP's); a Storage Commitment transaction's
+	// SCP's), unclean-stop (an SCP start that found earlier runs stopped
+	// uncleanly); a Storage Commitment transaction's
 	// commitment-requested, committed, commitment-failures,
 	// commitment-reported, commitment-undeliverable.
 	Outcome string `json:"outcome"`
@@ -410,6 +411,13 @@ type AuditRecord struct {
 	// association-released and -aborted records.
 	StoredInstances int   `json:"storedInstances,omitempty"`
 	StoredBytes     int64 `json:"storedBytes,omitempty"`
+	// PreviousRuns, on an SCP start that found earlier runs stopped
+	// uncleanly (outcome unclean-stop), are those runs and the records
+	// each may have lost.
+	PreviousRuns []associationaudit.UncleanRun `json:"previousRuns,omitempty"`
+	// LostRecords, on an SCP stop, are its run's records never written
+	// (given up at its exit, not encodable): how many, which.
+	LostRecords *associationaudit.LostRecords `json:"lostRecords,omitempty"`
 }
 
 // CodedValue is a DICOM code (e.g. 110104, DCM, "DICOM Instances Transferred").
