@@ -147,6 +147,15 @@ func associationRecords() map[string]pipeline.AuditRecord {
 		"application-stop": with(11, func(r *associationaudit.Record) {
 			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr, r.Reason = associationaudit.EventApplicationStop, "5eed", "", "", "shutdown requested"
 		}),
+		"application-start-unclean": with(13, func(r *associationaudit.Record) {
+			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr = associationaudit.EventApplicationStart, "5eee", "", ""
+			r.PreviousRuns = []associationaudit.UncleanRun{{Instance: "5eed", AETitle: "INGEST", LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}
+			r.Reason = "previous run 5eed (AE INGEST, …) stopped uncleanly, …"
+		}),
+		"application-stop-lost": with(14, func(r *associationaudit.Record) {
+			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr, r.Reason = associationaudit.EventApplicationStop, "5eed", "", "", "shutdown requested"
+			r.Lost = &associationaudit.LostRecords{Count: 2, Seqs: []uint64{4, 6}}
+		}),
 		"association-accepted-tls": with(7, func(r *associationaudit.Record) {
 			r.Event, r.TLS = associationaudit.EventAccepted, tlsPeer
 		}),
@@ -323,6 +332,8 @@ func TestRenderEvents(t *testing.T) {
 		{"association-rejected-tls-handshake", []string{"110113", "110114"}},
 		{"application-start", []string{"110100"}},
 		{"application-stop", []string{"110100"}},
+		{"application-start-unclean", []string{"110100"}},
+		{"application-stop-lost", []string{"110100"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.record, func(t *testing.T) {
@@ -356,6 +367,30 @@ func TestRenderEvents(t *testing.T) {
 			if len(m.Participants) != 1 || m.Participants[0].UserID != "INGEST" || m.Participants[0].UserIsRequestor ||
 				m.Participants[0].NetworkAccess != "" || m.Participants[0].Role.Code != "110150" {
 				t.Errorf("%s: participants = %+v", name, m.Participants)
+			}
+		}
+	})
+	// A.5.3.1 leaves EventOutcomeIndicator unspecialized, requires its
+	// type code and has no participant objects: a start after an unclean
+	// stop, a stop with records lost, are minor failures with our type
+	// code beside it and the facts in EventOutcomeDescription.
+	t.Run("start after an unclean stop, stop with records lost: minor failures", func(t *testing.T) {
+		for _, tt := range []struct {
+			record, typeCode, ours, says string
+		}{
+			{"application-start-unclean", "110120", "unclean-stop", "previous run 5eed"},
+			{"application-stop-lost", "110121", "audit-records-lost", "shutdown requested; 2 audit records of this run lost before its stop: seq 4, 6"},
+		} {
+			msgs, err := auditmessage.Render(recs[tt.record])
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := parse(t, msgs[0].XML)
+			if len(m.Event.TypeCodes) != 2 || m.Event.TypeCodes[0].Code != tt.typeCode || m.Event.TypeCodes[1].Code != tt.ours || m.Event.Outcome != "4" {
+				t.Errorf("%s: event = %+v", tt.record, m.Event)
+			}
+			if !strings.Contains(string(msgs[0].XML), tt.says) || len(m.Objects) != 0 {
+				t.Errorf("%s: message %s", tt.record, msgs[0].XML)
 			}
 		}
 	})
