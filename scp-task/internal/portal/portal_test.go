@@ -523,3 +523,30 @@ func TestStudyPageBoundsInstances(t *testing.T) {
 		t.Error("the page does not say how many more instances there are, or where")
 	}
 }
+
+// TestAuditShowsUncleanStops: the audit page filters the SCP starts that
+// found earlier runs stopped uncleanly and shows, for each such run, the
+// range of its records that may be lost; the stop of a run that lost
+// records names them.
+func TestAuditShowsUncleanStops(t *testing.T) {
+	srv, db := newTestServer(t)
+	for _, r := range []associationaudit.Record{
+		{Event: associationaudit.EventApplicationStart, Time: t0, AssociationID: "5eee", CalledAE: "REMOTE_AE", Seq: 1,
+			Reason: "previous run 5eed stopped uncleanly", PreviousRuns: []associationaudit.UncleanRun{{Instance: "5eed", AETitle: "REMOTE_AE",
+				LastAlive: t0.Add(-time.Minute), LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}},
+		{Event: associationaudit.EventApplicationStart, Time: t0.Add(time.Second), AssociationID: "5eef", CalledAE: "REMOTE_AE", Seq: 1},
+		{Event: associationaudit.EventApplicationStop, Time: t0.Add(2 * time.Second), AssociationID: "5eef", CalledAE: "REMOTE_AE", Seq: 9,
+			Reason: "shutdown requested", Lost: &associationaudit.LostRecords{Count: 2, Seqs: []uint64{4, 6}}},
+	} {
+		if _, err := db.AuditStore().Append(context.Background(), pipeline.AssociationAuditRecord(r, "test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkPages(t, srv.URL, []pageCheck{
+		{"/audit/records?outcome=unclean-stop", []string{"run <code>5eed</code> (AE REMOTE_AE) stopped uncleanly",
+			"records possibly lost <b>up to 2 of seq 1-7, and any after seq 7</b> (5 written, 1 counted lost, 1 not yet written)"},
+			[]string{`class="outcome-application-start"`}},
+		{"/audit/records?outcome=application-start", []string{`class="outcome-application-start"`}, []string{"previous-runs", `class="outcome-unclean-stop"`}},
+		{"/audit/records?outcome=application-stop", []string{"shutdown requested; 2 audit records of this run lost before its stop: seq 4, 6"}, nil},
+	})
+}
