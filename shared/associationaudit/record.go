@@ -26,6 +26,8 @@ const LostLog = "audit record lost"
 // UncleanStopLog is the message of the SCP's log line, at start, for each
 // earlier run found to have stopped uncleanly (killed, crashed): the audit
 // records it had not yet written are lost, and its start record says which.
+// The stack's metric filter counts these lines for the ScpUncleanStopLogged
+// alarm (with scp.staging).
 const UncleanStopLog = "previous run stopped uncleanly: audit records may be lost"
 
 // Event names, as they appear in Record.Event and in keys.
@@ -137,8 +139,8 @@ func (u UncleanRun) PossiblyLost() string {
 const MaxLostSeqs = 256
 
 // LostRecords are records of a run never written: how many, and the
-// sequence numbers of the first MaxLostSeqs of them in the order they were
-// given up (Count says how many more there were).
+// sequence numbers of the first MaxLostSeqs of them given up, in ascending
+// order (Count says how many more there were).
 type LostRecords struct {
 	Count uint64   `json:"count"`
 	Seqs  []uint64 `json:"seqs,omitempty"`
