@@ -49,6 +49,9 @@ const (
 	MetricObjectsStored       = metricnames.ObjectsStored
 	// MetricAuditRecordsLost: association audit records never written.
 	MetricAuditRecordsLost = metricnames.AuditRecordsLost
+	// MetricAuditUncleanStops: earlier runs a task's start found stopped
+	// uncleanly (moves with scp.staging only: the run markers live there).
+	MetricAuditUncleanStops = metricnames.AuditUncleanStops
 	// MetricTaskProtectionFailures: failed scale-in protection calls.
 	MetricTaskProtectionFailures = metricnames.TaskProtectionFailures
 	// With dicom.tls only.
@@ -576,7 +579,7 @@ func scpDeclarations(withTLS bool) []scpDeclaration {
 	d := scpDeclaration{
 		dimensions: []string{"Environment"},
 		metrics: []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
-			MetricAuditRecordsLost, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes},
+			MetricAuditRecordsLost, MetricAuditUncleanStops, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes},
 	}
 	if withTLS {
 		d.metrics = append(d.metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)

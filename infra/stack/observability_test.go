@@ -248,6 +248,39 @@ func TestFailureModesAlarmed(t *testing.T) {
 	})
 }
 
+// alarmedMetrics are the names of the metrics the stack's alarms watch.
+func (s *synthesized) alarmedMetrics() map[string]bool {
+	out := map[string]bool{}
+	for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+		for _, m := range alarmMetrics(props(a)) {
+			out[m.name] = true
+		}
+	}
+	return out
+}
+
+// TestUncleanStopAlarmed: with scp.staging (the run markers live on its
+// file system), a task killed or crashed is an alarm, from the agent's
+// counter the next start raises and from the log line it writes, which
+// the agent may miss (the counter rises before the first scrape). The
+// counter was not published, and nothing alarmed.
+func TestUncleanStopAlarmed(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		if s.cfg.Scp.Staging == nil {
+			t.Fatal("the example configs stage objects on EFS")
+		}
+		if dims, ok := agentPublishes(t, s.agentDeclarations(t), MetricAuditUncleanStops); !ok || !slices.Equal(dims, []string{"Environment"}) {
+			t.Errorf("the agent publishes %s: %v with %v", MetricAuditUncleanStops, ok, dims)
+		}
+		alarmed := s.alarmedMetrics()
+		for _, name := range []string{MetricAuditUncleanStops, MetricAuditUncleanStopLogLines} {
+			if !alarmed[name] {
+				t.Errorf("no alarm on %s", name)
+			}
+		}
+	})
+}
+
 // TestDashboardReadsGaugesAsGauges: a graph of one of the SCP's gauges
 // reads it with a gauge's statistic, and a counter with Sum. The agent
 // publishes a gauge once per task per scrape (every 30 s), so the

@@ -1577,6 +1577,13 @@ func TestWithoutStaging(t *testing.T) {
 	if env := s.containerEnv(t, "scp"); env["SCP_STAGING_DIR"] != nil {
 		t.Errorf("SCP_STAGING_DIR = %v without scp.staging", env["SCP_STAGING_DIR"])
 	}
+	// No run marker outlives a task without it: nothing to alarm on.
+	alarmed := s.alarmedMetrics()
+	for _, name := range []string{MetricAuditUncleanStops, MetricAuditUncleanStopLogLines} {
+		if alarmed[name] {
+			t.Errorf("an alarm on %s without scp.staging", name)
+		}
+	}
 	for _, f := range nagFindings(s) {
 		t.Error(f)
 	}

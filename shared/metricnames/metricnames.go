@@ -27,6 +27,11 @@ const (
 	// AuditRecordsLost counts association audit records never written
 	// (still queued when the process had to exit, or not encodable).
 	AuditRecordsLost = "dicom_ingest_audit_records_lost_total"
+	// AuditUncleanStops counts earlier runs a start found to have stopped
+	// uncleanly (killed, crashed), whose unwritten audit records are lost;
+	// it moves only where a run marker can outlive the process (local
+	// mode, the staged store).
+	AuditUncleanStops = "dicom_ingest_audit_unclean_stops_total"
 	// TaskProtectionFailures counts failed calls to the ECS agent's
 	// scale-in protection endpoint (each is retried).
 	TaskProtectionFailures = "dicom_ingest_task_protection_failures_total"
@@ -76,6 +81,7 @@ var Kinds = map[string]Kind{
 	StoreFailures:            Counter,
 	ObjectsStored:            Counter,
 	AuditRecordsLost:         Counter,
+	AuditUncleanStops:        Counter,
 	TaskProtectionFailures:   Counter,
 	TLSHandshakeFailures:     Counter,
 	TLSReloads:               Counter,

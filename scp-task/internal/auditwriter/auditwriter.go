@@ -651,7 +651,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
 	m.unclean = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "dicom_ingest_audit_unclean_stops_total",
+		Name: metricnames.AuditUncleanStops,
 		Help: "Previous runs found at start to have stopped uncleanly (killed, crashed): the start record says which audit records they may have lost.",
 	})
 	m.writable.Set(1)

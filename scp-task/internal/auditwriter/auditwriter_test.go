@@ -180,7 +180,7 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := metricnames.CheckRegistered(mfs, metricnames.AuditRecordsLost); err != nil {
+	if err := metricnames.CheckRegistered(mfs, metricnames.AuditRecordsLost, metricnames.AuditUncleanStops); err != nil {
 		t.Error(err)
 	}
 }
