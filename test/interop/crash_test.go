@@ -2,7 +2,9 @@ package interop
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
 
@@ -105,6 +108,24 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 	if assigned == 0 || written == 0 || written+lost+pending != assigned {
 		t.Errorf("assigned %d, written %d, lost %d, pending %d", assigned, written, lost, pending)
 	}
+	// The same facts as fields of the start record, not only as words.
+	if len(start.PreviousRuns) != 1 {
+		t.Fatalf("start record's previous runs: %+v", start.PreviousRuns)
+	}
+	dead := start.PreviousRuns[0]
+	if want := (associationaudit.UncleanRun{Instance: instance, AETitle: "REMOTE_AE", Started: dead.Started, LastAlive: dead.LastAlive,
+		LastSeq: assigned, Written: written, CountedLost: lost, NotWritten: pending}); dead != want {
+		t.Errorf("previous run %+v, want %+v", dead, want)
+	}
+	if dead.Started.IsZero() || dead.LastAlive.Before(dead.Started) || dead.LastAlive.After(start.Time) {
+		t.Errorf("previous run started %v, last alive %v, the start record at %v", dead.Started, dead.LastAlive, start.Time)
+	}
+	// The trail (local mode's pipeline) has it as an unclean-stop the
+	// portal filters.
+	waitUntil(t, "the unclean-stop record in the trail", func() bool {
+		recs := portalAudit(t, second.PortalAddr, "unclean-stop")
+		return len(recs) == 1 && recs[0].EventOutcome == 4 && len(recs[0].PreviousRuns) == 1 && recs[0].PreviousRuns[0].Instance == instance
+	})
 	// The guarantee: of seq 1..assigned, the trail lacks at most pending.
 	have := map[uint64]bool{}
 	for _, r := range before {
@@ -136,4 +157,23 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 	if starts != 1 {
 		t.Errorf("%d starts after the clean stop, want 1", starts)
 	}
+}
+
+// portalAudit gets the audit records of an outcome from the portal's API.
+func portalAudit(t *testing.T, portal, outcome string) []pipeline.AuditRecord {
+	t.Helper()
+	resp, err := http.Get("http://" + portal + "/api/audit?outcome=" + outcome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := resp.Body.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var out struct{ Records []pipeline.AuditRecord }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Records
 }
