@@ -817,6 +817,30 @@ func TestPatientDataPolicy(t *testing.T) {
 	}
 }
 
+// processAuditRecord stores the SCP's record r, has the pipeline process it
+// times times, and returns the fakes and the one audit record written.
+func processAuditRecord(t *testing.T, r associationaudit.Record, times int) (*pt.Fakes, pipeline.AuditRecord) {
+	t.Helper()
+	body, err := associationaudit.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := associationaudit.Key(r)
+	f := pt.New()
+	f.Objects.Add(k, body, nil)
+	p := f.Pipeline()
+	for range times {
+		if err := p.ProcessAuditRecord(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := f.Audit.All()
+	if len(recs) != 1 {
+		t.Fatalf("%d records", len(recs))
+	}
+	return f, recs[0]
+}
+
 func TestProcessAuditRecord(t *testing.T) {
 	at := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
 	tests := []struct {
@@ -835,24 +859,7 @@ func TestProcessAuditRecord(t *testing.T) {
 		t.Run(tt.rec.Event, func(t *testing.T) {
 			r := tt.rec
 			r.Time, r.AssociationID, r.CallingAE, r.CalledAE, r.PeerAddr, r.Seq = at, "assoc7", "EVIL", "INGEST", "192.0.2.7:1234", 2
-			body, err := associationaudit.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			k, _ := associationaudit.Key(r)
-			f := pt.New()
-			f.Objects.Add(k, body, nil)
-			p := f.Pipeline()
-			for range 2 {
-				if err := p.ProcessAuditRecord(context.Background(), k); err != nil {
-					t.Fatal(err)
-				}
-			}
-			recs := f.Audit.All()
-			if len(recs) != 1 {
-				t.Fatalf("%d records", len(recs))
-			}
-			got := recs[0]
+			f, got := processAuditRecord(t, r, 2)
 			if got.EventID.Code != tt.eventID || got.EventOutcome != tt.outcome || got.CallingAE != "EVIL" || got.Day != "2026-01-15" || got.Outcome != r.Event {
 				t.Errorf("record = %+v", got)
 			}
@@ -879,21 +886,7 @@ func TestProcessAuditRecord(t *testing.T) {
 	} {
 		t.Run(tt.outcome, func(t *testing.T) {
 			r := associationaudit.Record{Event: tt.event, Time: at, AssociationID: "5eed", CalledAE: "INGEST", Seq: 1, PreviousRuns: tt.previous}
-			body, err := associationaudit.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			k, _ := associationaudit.Key(r)
-			f := pt.New()
-			f.Objects.Add(k, body, nil)
-			if err := f.Pipeline().ProcessAuditRecord(context.Background(), k); err != nil {
-				t.Fatal(err)
-			}
-			recs := f.Audit.All()
-			if len(recs) != 1 {
-				t.Fatalf("%d records", len(recs))
-			}
-			got := recs[0]
+			f, got := processAuditRecord(t, r, 1)
 			if got.EventID.Code != "110100" || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.outcome {
 				t.Errorf("record = %+v", got)
 			}
