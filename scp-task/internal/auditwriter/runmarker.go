@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 // RunsDir is where, under Options.RunDir, each running SCP keeps its run
@@ -83,8 +84,8 @@ func openRun(dir string, st runState) (*runMarker, []associationaudit.UncleanRun
 		return nil, nil, errors.Join(err, m.remove())
 	}
 	// The marker's name must survive a power loss too.
-	if err := syncDir(runs); err != nil {
-		return nil, nil, errors.Join(err, m.remove())
+	if err := vfs.SyncDir(runs); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err), m.remove())
 	}
 	return m, unclean, nil
 }
@@ -192,19 +193,4 @@ func (m *runMarker) remove() error {
 		errs = append(errs, fmt.Errorf("auditwriter: close the run marker: %w", err))
 	}
 	return errors.Join(errs...)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err)
-	}
-	return nil
 }
