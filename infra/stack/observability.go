@@ -79,7 +79,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		Resources:  &[]*string{topic.TopicArn()},
 		Conditions: &map[string]any{
 			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
-			"ArnLike":      map[string]any{"aws:SourceArn": awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":cloudwatch:"), awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":alarm:*")})},
+			"ArnLike":      map[string]any{"aws:SourceArn": regionalArn("cloudwatch", "alarm:*")},
 		},
 	}))
 	if c.AlarmEmail != "" {

@@ -266,8 +266,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	// references the key. The key policy names the account's buses in
 	// this region instead.
 	out.Archive.Node().DefaultChild().(awsevents.CfnArchive).SetKmsKeyIdentifier(key.KeyArn())
-	busesHere := awscdk.Fn_Join(jsii.String(""), &[]*string{jsii.String("arn:"), awscdk.Aws_PARTITION(), jsii.String(":events:"),
-		awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":event-bus/*")})
+	busesHere := regionalArn("events", "event-bus/*")
 	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:        jsii.String("AllowTheEventArchive"),
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("events.amazonaws.com"), nil)},
