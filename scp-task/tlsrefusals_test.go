@@ -196,9 +196,14 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 			t.Errorf("%s: no log line names the certificate", tt.name)
 			continue
 		}
-		if want := associationaudit.CertificatePeer(tt.cert.Cert, ""); e["subject"] != want.Subject ||
+		want := associationaudit.CertificatePeer(tt.cert.Cert, "")
+		if e["subject"] != want.Subject ||
 			e["issuer"] != want.Issuer || e["serial"] != want.Serial || !strings.Contains(e["err"].(string), tt.reason) {
 			t.Errorf("%s: log line %v", tt.name, e)
+		}
+		// The CRL's refusal names the serial as the record and the alert do.
+		if strings.Contains(tt.reason, "revoked") && !strings.Contains(e["err"].(string), "(serial "+want.Serial+")") {
+			t.Errorf("%s: the refusal %q does not name serial %s", tt.name, e["err"], want.Serial)
 		}
 	}
 	if strings.Contains(logs.String(), "BEGIN CERTIFICATE") {

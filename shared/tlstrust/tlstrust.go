@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"time"
 )
 
@@ -163,9 +164,27 @@ func (r Revocations) Check(cs tls.ConnectionState) error {
 	for _, chain := range cs.VerifiedChains {
 		for _, c := range chain {
 			if r[string(c.RawIssuer)][c.SerialNumber.String()] {
-				return fmt.Errorf("tlstrust: certificate %q (serial %s) is revoked by its CA's CRL", c.Subject.String(), c.SerialNumber)
+				return fmt.Errorf("tlstrust: certificate %q (serial %s) is revoked by its CA's CRL", c.Subject.String(), SerialText(c.SerialNumber))
 			}
 		}
 	}
 	return nil
+}
+
+// SerialText is a certificate serial number in upper-case hexadecimal with
+// an even number of digits, as `openssl x509 -noout -serial` prints it ("" for
+// none; a negative one, which RFC 5280 forbids, keeps its sign): how the
+// audit trail, the log and the errors all name a serial number.
+func SerialText(n *big.Int) string {
+	if n == nil {
+		return ""
+	}
+	s := fmt.Sprintf("%X", new(big.Int).Abs(n))
+	if len(s)%2 == 1 {
+		s = "0" + s
+	}
+	if n.Sign() < 0 {
+		s = "-" + s
+	}
+	return s
 }

@@ -3,6 +3,7 @@ package tlstrust
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"math/big"
 	"strings"
 	"testing"
 	"time"
@@ -59,7 +60,9 @@ func TestCRLs(t *testing.T) {
 	state := func(c *testpki.Cert, ca *testpki.CA) tls.ConnectionState {
 		return tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{c.Cert, ca.Cert}}}
 	}
-	if err := r.Check(state(gone, a)); err == nil || !strings.Contains(err.Error(), `"CN=gone,O=dicom-ingest tests"`) {
+	// The serial in hex, as the audit record and the security alert name it.
+	if err := r.Check(state(gone, a)); err == nil || !strings.Contains(err.Error(), `"CN=gone,O=dicom-ingest tests"`) ||
+		!strings.Contains(err.Error(), "(serial "+SerialText(gone.Cert.SerialNumber)+")") {
 		t.Errorf("revoked: %v", err)
 	}
 	if err := r.Check(state(kept, a)); err != nil {
@@ -126,6 +129,25 @@ func TestCheckClientLeaf(t *testing.T) {
 		leaf := tt.leaf
 		if err := CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{&leaf}}); (err == nil) != tt.ok {
 			t.Errorf("%s: %v, want ok %v", tt.name, err, tt.ok)
+		}
+	}
+}
+
+// TestSerialText: the serial number as `openssl x509 -noout -serial`
+// prints it, upper-case hexadecimal in whole bytes.
+func TestSerialText(t *testing.T) {
+	for _, tt := range []struct {
+		serial *big.Int
+		want   string
+	}{
+		{big.NewInt(1), "01"},
+		{big.NewInt(0xabc), "0ABC"},
+		{new(big.Int).SetBytes([]byte{0x7f, 0x00, 0x10}), "7F0010"},
+		{big.NewInt(-0x1234), "-1234"},
+		{nil, ""},
+	} {
+		if got := SerialText(tt.serial); got != tt.want {
+			t.Errorf("serial %v: %q, want %q", tt.serial, got, tt.want)
 		}
 	}
 }
