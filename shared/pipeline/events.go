@@ -44,6 +44,8 @@ type InstanceStoredDetail struct {
 	StudySeriesCount   int       `json:"studySeriesCount"`
 	// PatientMismatch: this instance's Patient ID, Name or Birth Date
 	// differs from its study's (a patient-mismatch warning says which).
+	// Never omitted, though the schema has it optional for archived events
+	// from before it (emittedAlways in the schema tests).
 	PatientMismatch bool          `json:"patientMismatch"`
 	Warnings        []Finding     `json:"warnings,omitempty"`
 	Patient         *EventPatient `json:"patient,omitempty"`
@@ -85,6 +87,8 @@ type StudyDetailEvent struct {
 	SeriesCount      int    `json:"seriesCount"`
 	ConflictCount    int    `json:"conflictCount"`
 	// PatientMismatch: the study's instances disagree on the patient.
+	// PatientMismatch and Completion are never omitted, though the schemas
+	// have them optional for archived events from before them.
 	PatientMismatch bool      `json:"patientMismatch"`
 	TotalBytes      int64     `json:"totalBytes"`
 	Modalities      []string  `json:"modalities"`

@@ -245,6 +245,11 @@ func TestEventsMatchSchemas(t *testing.T) {
 				if !strings.Contains(string(ev.Detail), `"eventId":"`+ev.ID+`"`) {
 					t.Errorf("detail eventId differs from the event id")
 				}
+				for _, name := range emittedAlways[ev.DetailType] {
+					if _, ok := v.(map[string]any)[name]; !ok {
+						t.Errorf("%s detail without %s, which the pipeline always emits: %s", ev.DetailType, name, ev.Detail)
+					}
+				}
 				seen[ev.DetailType]++
 				if strings.Contains(string(ev.Detail), `"completion":"storage-commitment"`) {
 					seen["by commitment"]++
@@ -265,6 +270,54 @@ func TestEventsMatchSchemas(t *testing.T) {
 			}
 			if seen["by commitment"] == 0 || seen[pipeline.DetailTypeCommitmentCompleted] != 3 {
 				t.Errorf("%d studies completed by commitment, %d transactions completed; want some and 3", seen["by commitment"], seen[pipeline.DetailTypeCommitmentCompleted])
+			}
+		})
+	}
+}
+
+// emittedAlways are the properties version 1 added after events were
+// archived that the pipeline still emits on every event: optional in the
+// schema, so that an archived event replayed still validates, yet never
+// left out, so a consumer of today's events can count on them.
+var emittedAlways = map[string][]string{
+	pipeline.DetailTypeInstanceStored: {"patientMismatch"},
+	pipeline.DetailTypeStudyReceived:  {"patientMismatch", "completion"},
+	pipeline.DetailTypeStudyUpdated:   {"patientMismatch", "completion"},
+}
+
+// TestArchivedEventsMatchSchemas validates, against the published schemas,
+// the details earlier producers wrote, as the bus's archive holds and
+// replays them (testdata/archived-events/<commit>/: each produced by that
+// commit's TestEventsMatchSchemas; see its README): version 1 only grows
+// compatibly, so every one of them still validates.
+func TestArchivedEventsMatchSchemas(t *testing.T) {
+	sch := compileSchemas(t)
+	files, err := filepath.Glob(filepath.Join("testdata", "archived-events", "*", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no archived event in testdata/archived-events")
+	}
+	for _, file := range files {
+		t.Run(filepath.ToSlash(file), func(t *testing.T) {
+			b, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ev struct {
+				DetailType string `json:"detail-type"`
+				Detail     any    `json:"detail"`
+			}
+			if err := json.Unmarshal(b, &ev); err != nil {
+				t.Fatal(err)
+			}
+			s := sch[ev.DetailType]
+			if s == nil {
+				t.Fatalf("no schema for %q", ev.DetailType)
+			}
+			if err := s.Validate(ev.Detail); err != nil {
+				t.Errorf("an archived %s detail fails %s: %v", ev.DetailType, schemas.File[ev.DetailType], err)
 			}
 		})
 	}
@@ -351,7 +404,6 @@ func TestSchemasRejectWrongShapes(t *testing.T) {
 	sch := compileSchemas(t)
 	for _, tt := range []struct{ dt, detail string }{
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":2}`},
-		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false}`},
 		{pipeline.DetailTypeInstanceStored, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","objectUri":"u","metadataKey":"m","sopClassUid":"1.2","sopInstanceUid":"1.2","studyInstanceUid":"1.2","seriesInstanceUid":"1.2","size":1,"sha256":"s","receivedAt":"2026-01-01T00:00:00Z","conflict":false,"patientMismatch":"yes"}`},
 		{pipeline.DetailTypeStudyReceived, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","studyInstanceUid":"1.2","version":2,"revision":1,"instanceCount":1,"seriesCount":1,"firstReceived":"2026-01-01T00:00:00Z","lastReceived":"2026-01-01T00:00:00Z","series":[]}`},
 		{pipeline.DetailTypeInstanceRejected, `{"schemaVersion":1,"eventId":"00000000000000000000000000000000","objectKey":"k","quarantineKey":"q","findingsKey":"f","findings":[],"receivedAt":"2026-01-01T00:00:00Z"}`},
