@@ -120,17 +120,25 @@ type UncleanRun struct {
 	// Unreadable: the marker could not be read, so any record of the run
 	// may be missing.
 	Unreadable bool `json:"unreadable,omitempty"`
+	// StopNotWritten: the run stopped, but its stop record could not be
+	// written (it is counted in CountedLost), so nothing in the trail
+	// confirms the stop or names the records lost before it; the counts
+	// are as of the stop, nothing came after.
+	StopNotWritten bool `json:"stopNotWritten,omitempty"`
 }
 
 // PossiblyLost says which of the run's records may be missing from the
 // trail: the gaps among seq 1..LastSeq (at most NotWritten+CountedLost of
-// them) and any after LastSeq.
+// them) and, unless the run's marker was written at its stop, any after
+// LastSeq.
 func (u UncleanRun) PossiblyLost() string {
 	switch {
 	case u.Unreadable:
 		return "any"
 	case u.LastSeq == 0:
 		return "any (it had numbered none)"
+	case u.StopNotWritten: // its marker was brought up to date at the stop
+		return fmt.Sprintf("up to %d of seq 1-%d", u.NotWritten+u.CountedLost, u.LastSeq)
 	}
 	return fmt.Sprintf("up to %d of seq 1-%d, and any after seq %d", u.NotWritten+u.CountedLost, u.LastSeq, u.LastSeq)
 }

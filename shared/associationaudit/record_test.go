@@ -116,6 +116,7 @@ func TestPossiblyLost(t *testing.T) {
 		want string
 	}{
 		{UncleanRun{LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}, "up to 2 of seq 1-7, and any after seq 7"},
+		{UncleanRun{LastSeq: 9, Written: 8, CountedLost: 1, StopNotWritten: true}, "up to 1 of seq 1-9"},
 		{UncleanRun{}, "any (it had numbered none)"},
 		{UncleanRun{Unreadable: true}, "any"},
 	}

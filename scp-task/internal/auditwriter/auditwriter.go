@@ -80,11 +80,11 @@ type Writer struct {
 	// other record has been written or given up, naming those lost.
 	stop *associationaudit.Record
 
-	runDir  string
-	thisRun runState
-	marker  *runMarker
-	hbStop  chan struct{}
-	hbDone  chan struct{}
+	runMarkers markers // nil: no run marker
+	thisRun    runState
+	marking    bool // this run's marker exists
+	hbStop     chan struct{}
+	hbDone     chan struct{}
 }
 
 type tally struct {
@@ -150,7 +150,10 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		store: store, log: opts.Logger, implementation: opts.Implementation,
 		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff, parallel: opts.Parallel,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
-		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed, runDir: opts.RunDir,
+		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
+	}
+	if opts.RunDir != "" {
+		w.runMarkers = &dirMarkers{dir: opts.RunDir}
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)
@@ -183,7 +186,7 @@ func (w *Writer) Started(instance, aeTitle string) {
 	w.instance, w.aeTitle = instance, aeTitle
 	w.mu.Unlock()
 	r := w.applicationRecord(associationaudit.EventApplicationStart, "")
-	if w.runDir != "" {
+	if w.runMarkers != nil {
 		r.PreviousRuns = w.openRun(instance, aeTitle, r.Time)
 		whats := make([]string, len(r.PreviousRuns))
 		for i, u := range r.PreviousRuns {
@@ -198,7 +201,9 @@ func (w *Writer) Started(instance, aeTitle string) {
 // starts this run's marker and returns what the start record says of them.
 func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associationaudit.UncleanRun {
 	w.thisRun = runState{Instance: instance, AETitle: aeTitle, Started: started}
-	marker, unclean, err := openRun(w.runDir, w.state())
+	ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
+	defer cancel()
+	unclean, err := w.runMarkers.open(ctx, w.state())
 	if err != nil {
 		w.log.Error("audit run marker unavailable: an unclean stop of this run will not be detected at the next start", "err", err)
 		return nil
@@ -209,10 +214,13 @@ func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associat
 			"last_seq", u.LastSeq, "written", u.Written, "counted_lost", u.CountedLost, "not_written", u.NotWritten,
 			"unreadable", u.Unreadable)
 	}
-	w.marker, w.hbStop, w.hbDone = marker, make(chan struct{}), make(chan struct{})
+	w.marking, w.hbStop, w.hbDone = true, make(chan struct{}), make(chan struct{})
 	go w.heartbeat()
 	return unclean
 }
+
+// markerTimeout bounds one operation on the run markers.
+const markerTimeout = 30 * time.Second
 
 // state is this run as its marker tells it: the counts are read before the
 // highest sequence number, which only grows, so that none exceeds it.
@@ -226,7 +234,7 @@ func (w *Writer) state() runState {
 
 func (w *Writer) heartbeat() {
 	defer close(w.hbDone)
-	t := time.NewTicker(heartbeatEvery)
+	t := time.NewTicker(w.runMarkers.every())
 	defer t.Stop()
 	failing := false
 	for {
@@ -235,7 +243,9 @@ func (w *Writer) heartbeat() {
 			return
 		case <-t.C:
 		}
-		err := w.marker.update(w.state())
+		ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
+		err := w.runMarkers.update(ctx, w.state())
+		cancel()
 		switch {
 		case err != nil && !failing:
 			w.log.Error("audit run marker not updated: after a crash the next start tells less of what may be lost", "err", err)
@@ -246,16 +256,26 @@ func (w *Writer) heartbeat() {
 	}
 }
 
-// closeRun ends the run cleanly: its marker goes.
-func (w *Writer) closeRun() error {
-	if w.marker == nil {
+// closeRun ends the run's marker: it goes on a clean stop; when the stop
+// record could not be written it stays, saying so, for the next start to
+// report the stop as unconfirmed.
+func (w *Writer) closeRun(ctx context.Context, clean bool) error {
+	if !w.marking {
 		return nil
 	}
 	close(w.hbStop)
 	<-w.hbDone
-	err := w.marker.remove()
-	w.marker = nil
-	return err
+	w.marking = false
+	st := w.state()
+	st.StopNotWritten = !clean
+	// Within Close's ctx, but never less than a moment: the marker must
+	// say how the run ended even when the flush took all of it.
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markerTimeout)
+	defer cancel()
+	if err := w.runMarkers.end(mctx, st, clean); err != nil {
+		return fmt.Errorf("auditwriter: end the run marker: %w", err)
+	}
+	return nil
 }
 
 // Stopping records the SCP's stop, with why it stops (the signal, the
@@ -569,16 +589,18 @@ func (w *Writer) Close(ctx context.Context) error {
 		<-w.done
 	}
 	w.giveUp()
+	stopWritten := true
 	if stop != nil {
-		w.writeStop(ctx, *stop)
+		stopWritten = w.writeStop(ctx, *stop)
 	}
 	var errs []error
 	if n := w.lost.Load(); n > 0 {
 		errs = append(errs, fmt.Errorf("auditwriter: close: %d records not written", n))
 	}
 	if first {
-		// Every record was written or counted lost: a clean stop.
-		if err := w.closeRun(); err != nil {
+		// Every record was written or counted lost, and named by the stop
+		// record: a clean stop, unless that record is itself lost.
+		if err := w.closeRun(ctx, stopWritten); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -601,8 +623,8 @@ func reserveForStop(ctx context.Context) (context.Context, context.CancelFunc) {
 
 // writeStop writes the stop record last, once every other record of the
 // run is written or counted lost, naming those lost; a stop record not
-// written is itself lost, logged and counted.
-func (w *Writer) writeStop(ctx context.Context, r associationaudit.Record) {
+// written is itself lost, logged and counted (false).
+func (w *Writer) writeStop(ctx context.Context, r associationaudit.Record) bool {
 	if n := w.lost.Load(); n > 0 {
 		w.lostMu.Lock()
 		seqs := slices.Clone(w.lostSeqs)
@@ -610,9 +632,13 @@ func (w *Writer) writeStop(ctx context.Context, r associationaudit.Record) {
 		slices.Sort(seqs)
 		r.Lost = &associationaudit.LostRecords{Count: n, Seqs: seqs}
 	}
-	if w.write(ctx, r) && w.feed != nil {
+	if !w.write(ctx, r) {
+		return false
+	}
+	if w.feed != nil {
 		w.feed(r)
 	}
+	return true
 }
 
 // metrics of the writer, registered when Options.Metrics is set.

@@ -1,6 +1,7 @@
 package auditwriter
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,24 @@ const heartbeatEvery = time.Second
 // with spaces, so an update never shortens it.
 const markerSize = 512
 
+// markers is where runs keep their markers: a directory that outlives the
+// process (dirMarkers) or, where none does, the S3 bucket (s3Markers).
+type markers interface {
+	// open takes over the markers of runs that ended without a clean
+	// stop, returning what each says, then creates this run's, saying st.
+	open(ctx context.Context, st runState) ([]associationaudit.UncleanRun, error)
+	// update brings this run's marker up to date.
+	update(ctx context.Context, st runState) error
+	// end ends this run's marker: removed on a clean stop, else left
+	// saying st for a later start to report.
+	end(ctx context.Context, st runState, clean bool) error
+	// reported is called once the start record naming the runs open took
+	// over is written: their markers may go.
+	reported(ctx context.Context) error
+	// every is how often the marker is brought up to date.
+	every() time.Duration
+}
+
 // runState is what a run marker says of its run as of its last heartbeat.
 type runState struct {
 	Instance  string    `json:"instance"`
@@ -38,7 +57,43 @@ type runState struct {
 	Assigned uint64 `json:"assigned"`
 	Written  uint64 `json:"written"`
 	Lost     uint64 `json:"lost"`
+	// StopNotWritten: the run stopped, but its stop record could not be
+	// written (counted in Lost): the marker stays, so the next start
+	// reports the stop as unconfirmed.
+	StopNotWritten bool `json:"stopNotWritten,omitempty"`
 }
+
+// dirMarkers keeps run markers in RunsDir under a directory, each locked
+// (flock) for as long as its process lives.
+type dirMarkers struct {
+	dir string
+	m   *runMarker
+}
+
+func (d *dirMarkers) open(_ context.Context, st runState) ([]associationaudit.UncleanRun, error) {
+	m, unclean, err := openRun(d.dir, st)
+	d.m = m
+	return unclean, err
+}
+
+func (d *dirMarkers) update(_ context.Context, st runState) error { return d.m.update(st) }
+
+func (d *dirMarkers) end(_ context.Context, st runState, clean bool) error {
+	if clean {
+		return d.m.remove()
+	}
+	// Left behind, its lock released with the file: the next start takes
+	// it over as a run that did not stop cleanly.
+	err := d.m.update(st)
+	if cerr := d.m.f.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("auditwriter: close the run marker: %w", cerr))
+	}
+	return err
+}
+
+func (d *dirMarkers) reported(context.Context) error { return nil }
+
+func (d *dirMarkers) every() time.Duration { return heartbeatEvery }
 
 // runMarker is this process's marker.
 type runMarker struct {
@@ -148,7 +203,7 @@ func readUnclean(body []byte, instance string) associationaudit.UncleanRun {
 	return associationaudit.UncleanRun{
 		Instance: st.Instance, AETitle: st.AETitle, Started: st.Started.UTC(), LastAlive: st.Heartbeat.UTC(),
 		LastSeq: st.Assigned, Written: st.Written, CountedLost: st.Lost,
-		NotWritten: st.Assigned - min(st.Assigned, st.Written+st.Lost),
+		NotWritten: st.Assigned - min(st.Assigned, st.Written+st.Lost), StopNotWritten: st.StopNotWritten,
 	}
 }
 
@@ -157,6 +212,13 @@ func readUnclean(body []byte, instance string) associationaudit.UncleanRun {
 func describeUnclean(u associationaudit.UncleanRun) string {
 	if u.Unreadable {
 		return fmt.Sprintf("previous run %s stopped uncleanly (its marker is unreadable): any of its records may be missing", u.Instance)
+	}
+	if u.StopNotWritten {
+		return fmt.Sprintf("previous run %s (AE %s, started %s) stopped at %s but its stop record could not be written, so its stop is unconfirmed: "+
+			"of its records seq 1-%d, %d written and %d counted lost (its stop record among them), %d not written; "+
+			"those of seq 1-%d missing from the trail are lost",
+			u.Instance, u.AETitle, u.Started.Format(time.RFC3339Nano), u.LastAlive.Format(time.RFC3339Nano),
+			u.LastSeq, u.Written, u.CountedLost, u.NotWritten, u.LastSeq)
 	}
 	return fmt.Sprintf("previous run %s (AE %s, started %s) stopped uncleanly, last alive %s: "+
 		"of its records seq 1-%d, %d written and %d counted lost by then, %d not yet written; "+

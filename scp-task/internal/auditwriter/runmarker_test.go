@@ -119,3 +119,50 @@ func TestUncleanRunFields(t *testing.T) {
 		})
 	}
 }
+
+// TestLostStopKeepsTheMarker: a run whose stop record cannot be written
+// (the disk full, S3 refusing it) leaves its marker, saying so, and the
+// next start reports the stop as unconfirmed; it removed the marker as if
+// the stop had been recorded, and nothing in the trail told of it.
+func TestLostStopKeepsTheMarker(t *testing.T) {
+	tests := []struct {
+		name   string
+		refuse string // the store refuses these keys
+		want   []associationaudit.UncleanRun
+	}{
+		{"stop record written", "", nil},
+		{"stop record lost", "-application-stop", []associationaudit.UncleanRun{{Instance: "aaaa", AETitle: "REMOTE_AE",
+			LastSeq: 2, Written: 1, CountedLost: 1, StopNotWritten: true}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			store := &recordStore{got: map[string]associationaudit.Record{}, refuse: tt.refuse}
+			w, err := New(store, Options{RunDir: dir, MaxBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Started("aaaa", "REMOTE_AE")
+			w.Stopping("shutdown requested")
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if err := w.Close(ctx); (err != nil) != (tt.want != nil) {
+				t.Errorf("Close = %v", err)
+			}
+			next, r := startFull(t, dir, "bbbb")
+			got := r.PreviousRuns
+			for i := range got { // the times are the run's own
+				got[i].Started, got[i].LastAlive = time.Time{}, time.Time{}
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("next start's previous runs (-want +got):\n%s", d)
+			}
+			if tt.want != nil && !strings.Contains(r.Reason, "its stop record could not be written, so its stop is unconfirmed") {
+				t.Errorf("next start says %q", r.Reason)
+			}
+			if err := next.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
