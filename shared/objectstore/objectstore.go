@@ -115,6 +115,17 @@ const (
 	CommitmentRequestsPrefix = "commitment/requests/"
 )
 
+// RunMarkersPrefix is where the SCP keeps its run markers in a store with
+// no directory that outlives the process (S3): one small document per
+// running SCP process, rewritten while it lives and removed at its clean
+// stop (scp-task/internal/auditwriter). Nothing else reads it: no pipeline
+// function is notified of it, and it holds no patient data.
+const RunMarkersPrefix = "audit-runs/"
+
+// ErrMarkerChanged is what a conditional run marker write returns when the
+// marker changed (or went) since it was read: another process wrote it.
+var ErrMarkerChanged = errors.New("objectstore: the run marker changed")
+
 // RecordPrefixes are where PutRecord writes.
 var RecordPrefixes = []string{AuditPrefix, CommitmentRequestsPrefix}
 

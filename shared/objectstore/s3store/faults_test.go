@@ -381,3 +381,16 @@ func TestStalledRequestIsRetried(t *testing.T) {
 		t.Errorf("%d PutObject calls, want the stalled one and a retry", n)
 	}
 }
+
+// The run markers' calls pass through untouched.
+func (f *flaky) ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, o ...func(*s3.Options)) (*s3.ListObjectsV2Output, error) {
+	return f.next.ListObjectsV2(ctx, in, o...)
+}
+
+func (f *flaky) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	return f.next.GetObject(ctx, in, o...)
+}
+
+func (f *flaky) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, o ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
+	return f.next.DeleteObject(ctx, in, o...)
+}

@@ -24,6 +24,7 @@
 //	<prefix>incoming/<yyyy>/<mm>/<dd>/<study>/<series>/<sop>.dcm
 //	<prefix>incoming/.../<sop>.conflict-<16 hex>.dcm   a different object under a taken key
 //	<prefix>audit/...                                   PutRecord documents
+//	<prefix>audit-runs/<instance>.json                  the SCP's run markers (markers.go), replaced and deleted
 //
 // The bucket should carry a lifecycle rule aborting incomplete multipart
 // uploads after a day: the store aborts every upload it gives up, but an
