@@ -301,6 +301,17 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			*bucket.ArnForObjects(jsii.String(PrefixCommitmentRequests + "*")),
 		),
 	}))
+	if c.Scp.Staging == nil {
+		// Without a staging file system the run markers live in the
+		// bucket: each task rewrites its own, and a starting task reads,
+		// claims (a conditional put) and deletes a dead task's
+		// (docs/operations/audit-feed.md, Crashes).
+		taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid:       jsii.String("RunMarkers"),
+			Actions:   jsii.Strings("s3:PutObject", "s3:GetObject", "s3:DeleteObject"),
+			Resources: jsii.Strings(*bucket.ArnForObjects(jsii.String(PrefixRunMarkers + "*"))),
+		}))
+	}
 	// HeadBucket (readiness; and a missing key reads 404, not 403) and
 	// finding multipart uploads orphaned by a lost CreateMultipartUpload
 	// answer, so they are aborted rather than left to the lifecycle rule.

@@ -99,9 +99,10 @@ func suppress(s *IngestStack) {
 		reason: "The environment variables are the SCP's non-secret settings (listen addresses, AE titles, bucket, key ARN, the public client CA " +
 			"certificates); its secrets, the log-name key and the TLS certificate and key, come from Secrets Manager through the container's secrets, not the environment"})
 	suppressOn(s.Ingest.TaskRole, nagRule{id: "AwsSolutions-IAM5",
-		reason: "Objects are written under generated keys below the incoming/, audit/ and commitment/requests/ prefixes; the wildcard is limited to those prefixes",
+		reason: "Objects are written under generated keys below the incoming/, audit/ and commitment/requests/ prefixes, and run markers named by process instance ids below audit-runs/; the wildcard is limited to those prefixes",
 		appliesTo: []string{"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/incoming/*", "Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/audit/*",
-			"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/" + PrefixCommitmentRequests + "*"}},
+			"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/" + PrefixCommitmentRequests + "*",
+			"Resource::<" + s.logicalID(s.Storage.Bucket) + ".Arn>/" + PrefixRunMarkers + "*"}},
 		nagRule{id: "AwsSolutions-IAM5",
 			reason: "ecs:UpdateTaskProtection, for the task to protect itself from scale-in while it holds associations (through the ECS agent, " +
 				"with the task role); task ARNs are known only at run time, so the wildcard is limited to the tasks of this service's cluster",

@@ -1577,7 +1577,27 @@ func TestWithoutStaging(t *testing.T) {
 	if env := s.containerEnv(t, "scp"); env["SCP_STAGING_DIR"] != nil {
 		t.Errorf("SCP_STAGING_DIR = %v without scp.staging", env["SCP_STAGING_DIR"])
 	}
-	// No run marker outlives a task without it: nothing to alarm on.
+	// The run markers live in the bucket: the task may put, read and
+	// delete those, under their prefix only, and their replaced versions
+	// expire.
+	roleID := s.stack.logicalID(s.stack.Ingest.TaskRole)
+	var markers []string
+	for _, st := range s.policyStatements(roleID) {
+		if st["Sid"] == "RunMarkers" {
+			markers = append(markers, js(st["Action"]), js(st["Resource"]))
+		}
+	}
+	bucketID := s.stack.logicalID(s.stack.Storage.Bucket)
+	want := []string{`["s3:DeleteObject","s3:GetObject","s3:PutObject"]`, `{"Fn::Join":["",[{"Fn::GetAtt":["` + bucketID + `","Arn"]},"/audit-runs/*"]]}`}
+	if d := cmp.Diff(want, markers); d != "" {
+		t.Errorf("task role's run marker statement (-want +got):\n%s", d)
+	}
+	if lc := js(props(s.res[bucketID])["LifecycleConfiguration"]); !strings.Contains(lc, `"NoncurrentVersionExpiration":{"NoncurrentDays":1},"Prefix":"audit-runs/"`) {
+		t.Errorf("no rule expiring replaced run markers: %s", lc)
+	}
+	// The unclean-stop alarms are still made with scp.staging only
+	// (observability.go), though the markers in the bucket now find
+	// unclean stops without it too.
 	alarmed := s.alarmedMetrics()
 	for _, name := range []string{MetricAuditUncleanStops, MetricAuditUncleanStopLogLines} {
 		if alarmed[name] {

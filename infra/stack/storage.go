@@ -23,6 +23,10 @@ const (
 	// results.
 	PrefixCommitmentRequests = "commitment/requests/"
 	PrefixCommitmentResults  = "commitment/results/"
+	// PrefixRunMarkers: without scp.staging, each task's run marker
+	// (objectstore.RunMarkersPrefix), rewritten while it lives; no
+	// function is notified of it.
+	PrefixRunMarkers = "audit-runs/"
 )
 
 // StorageProps configures NewStorage.
@@ -130,6 +134,16 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 			Id:         jsii.String("expire-scp-audit-records"),
 			Prefix:     jsii.String(PrefixAudit),
 			Expiration: awscdk.Duration_Days(jsii.Number(float64(lc.AuditExpirationDays))),
+		})
+	}
+	if c.Scp.Staging == nil {
+		// Each rewrite of a run marker leaves a noncurrent version (a
+		// task rewrites its own every 5 s), of no use once replaced.
+		rules = append(rules, &awss3.LifecycleRule{
+			Id:                          jsii.String("expire-replaced-run-markers"),
+			Prefix:                      jsii.String(PrefixRunMarkers),
+			NoncurrentVersionExpiration: awscdk.Duration_Days(jsii.Number(1)),
+			ExpiredObjectDeleteMarker:   jsii.Bool(true),
 		})
 	}
 	if lc.NoncurrentVersionExpirationDays > 0 {
