@@ -171,10 +171,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 		return err
 	}
 	defer feed.stop()
-	audit, err := auditwriter.New(store, auditwriter.Options{
+	auditOpts := auditwriter.Options{
 		Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log, Metrics: reg,
 		Feed: feed.feedHook(), RunDir: runDir(cfg),
-	})
+	}
+	if m, ok := store.(auditwriter.MarkerStore); ok && auditOpts.RunDir == "" {
+		// A direct S3 store: the run markers live in the bucket.
+		auditOpts.Markers, auditOpts.MarkersStaleAfter = m, cfg.RunMarkerStaleAfter
+	}
+	audit, err := auditwriter.New(store, auditOpts)
 	if err != nil {
 		return err
 	}
@@ -312,7 +317,8 @@ const exitGrace = 8 * time.Second
 // runDir is where the audit writer keeps its run marker, so that the next
 // start tells what a crash may have lost: a directory that outlives the
 // process, local mode's data directory or the staging directory ("" for a
-// direct S3 or file store, where only a start without its stop tells).
+// direct S3 store, whose markers live in its bucket, and a file store,
+// where only a start without its stop tells).
 func runDir(cfg config.Config) string {
 	switch {
 	case cfg.Local:

@@ -106,18 +106,7 @@ func TestAuditFailureRefusesAssociations(t *testing.T) {
 	}
 	scp.Stop(t)
 
-	var recs []associationaudit.Record
-	for _, k := range auditKeys(t, srv) {
-		body, _, err := srv.Object(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := associationaudit.Parse(body)
-		if err != nil {
-			t.Fatalf("%s: %v", k, err)
-		}
-		recs = append(recs, r)
-	}
+	recs := s3Records(t, srv)
 	count := map[string]int{}
 	for _, r := range recs {
 		count[r.Event]++

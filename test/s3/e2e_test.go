@@ -166,13 +166,19 @@ func auditEvents(t *testing.T, srv *s3test.Server, keys []string) map[string]int
 
 func auditKeys(t *testing.T, srv *s3test.Server) []string {
 	t.Helper()
+	return keysUnder(t, srv, storePrefix+"audit/")
+}
+
+// keysUnder lists the bucket's keys that start with prefix.
+func keysUnder(t *testing.T, srv *s3test.Server, prefix string) []string {
+	t.Helper()
 	keys, err := srv.Keys(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, k := range keys {
-		if strings.HasPrefix(k, storePrefix+"audit/") {
+		if strings.HasPrefix(k, prefix) {
 			out = append(out, k)
 		}
 	}

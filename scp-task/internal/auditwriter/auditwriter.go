@@ -11,6 +11,7 @@
 package auditwriter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -119,6 +120,14 @@ type Options struct {
 	// cleanly: the next Started takes it over and says in its start record
 	// what records that run may have lost.
 	RunDir string
+	// Markers, when set and RunDir is not, keeps the run markers in the
+	// store (the S3 store, where no directory outlives the process),
+	// shared by every SCP writing to it: a marker not rewritten for
+	// MarkersStaleAfter (default 1 min; each run rewrites its own every
+	// twelfth of it) is a run that did not stop cleanly, which the next
+	// start of any SCP on the store reports.
+	Markers           MarkerStore
+	MarkersStaleAfter time.Duration
 	// Feed, when set, is called from the writer's own goroutine (Close's,
 	// for the stop record, the last) with every record once the store has
 	// durably written it, in the order written, so the audit feed's outbox
@@ -152,8 +161,12 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
 		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
 	}
-	if opts.RunDir != "" {
+	switch {
+	case opts.RunDir != "":
 		w.runMarkers = &dirMarkers{dir: opts.RunDir}
+	case opts.Markers != nil:
+		stale := cmp.Or(opts.MarkersStaleAfter, storeStaleAfter)
+		w.runMarkers = &storeMarkers{store: opts.Markers, staleAfter: stale, interval: stale / (storeStaleAfter / storeHeartbeatEvery)}
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)
@@ -217,6 +230,16 @@ func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associat
 	w.marking, w.hbStop, w.hbDone = true, make(chan struct{}), make(chan struct{})
 	go w.heartbeat()
 	return unclean
+}
+
+// startReported lets the markers of the dead runs the start record names
+// go, now that the record is written.
+func (w *Writer) startReported() {
+	ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
+	defer cancel()
+	if err := w.runMarkers.reported(ctx); err != nil {
+		w.log.Error("reported run markers not removed: a later start reports those runs again", "err", err)
+	}
 }
 
 // markerTimeout bounds one operation on the run markers.
@@ -522,6 +545,9 @@ func (w *Writer) write(life context.Context, r associationaudit.Record) bool {
 		}
 		err := w.attempt(life, key, body)
 		if err == nil {
+			if r.Event == associationaudit.EventApplicationStart && len(r.PreviousRuns) > 0 {
+				w.startReported()
+			}
 			w.metrics.written.Inc()
 			w.written.Add(1)
 			w.metrics.wait.Observe(time.Since(r.Time).Seconds())

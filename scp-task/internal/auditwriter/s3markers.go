@@ -1,0 +1,160 @@
+package auditwriter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// MarkerStore keeps run markers where no directory outlives the process:
+// the S3 store (s3store.Store), under objectstore.RunMarkersPrefix.
+type MarkerStore interface {
+	ListMarkers(ctx context.Context) ([]string, error)
+	// GetMarker and a PutMarker with ifMatch its ETag are a compare and
+	// swap: objectstore.ErrMarkerChanged when another process wrote first.
+	GetMarker(ctx context.Context, name string) (body []byte, etag string, err error)
+	PutMarker(ctx context.Context, name string, body []byte, ifMatch string) error
+	DeleteMarker(ctx context.Context, name string) error
+}
+
+// S3 has no lock that dies with its process: a run proves it lives by
+// rewriting its marker every storeHeartbeatEvery, and a marker not
+// rewritten for storeStaleAfter is a run that ended without a clean stop.
+// The margin covers S3 refusing writes for a while (which also stops the
+// SCP taking associations); a live run reported dead by a start meanwhile
+// shows its own stop record later in the trail.
+const (
+	storeHeartbeatEvery = 5 * time.Second
+	storeStaleAfter     = time.Minute
+)
+
+// storeMarkers keeps run markers in a MarkerStore. Every SCP writing to
+// the same bucket and prefix shares them, so any later start takes over a
+// dead run's marker, whichever task it was: Fargate replaces a task with
+// one of another id, on another host.
+type storeMarkers struct {
+	store      MarkerStore
+	staleAfter time.Duration
+	interval   time.Duration
+	name       string
+	// taken are the markers of dead runs this run claimed, deleted once
+	// its start record naming them is written.
+	taken []string
+}
+
+// storeState is a marker in the store: the run's state and, once a start
+// claimed it as a dead run's, which run did and when.
+type storeState struct {
+	runState
+	TakenBy string    `json:"takenBy,omitempty"`
+	TakenAt time.Time `json:"takenAt,omitzero"`
+}
+
+func (m *storeMarkers) every() time.Duration { return m.interval }
+
+func (m *storeMarkers) open(ctx context.Context, st runState) ([]associationaudit.UncleanRun, error) {
+	m.name = st.Instance + ".json"
+	names, err := m.store.ListMarkers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	var unclean []associationaudit.UncleanRun
+	for _, name := range names {
+		if name == m.name || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		dead, err := m.claim(ctx, name, st.Instance)
+		if err != nil {
+			return nil, err
+		}
+		if dead != nil {
+			unclean = append(unclean, *dead)
+			m.taken = append(m.taken, name)
+		}
+	}
+	if err := m.update(ctx, st); err != nil {
+		return nil, err
+	}
+	return unclean, nil
+}
+
+// claim takes over the marker name if its run is over (stopped with its
+// stop record lost, or silent for staleAfter) and no other start is
+// reporting it: nil when it is not this run's to report.
+func (m *storeMarkers) claim(ctx context.Context, name, by string) (*associationaudit.UncleanRun, error) {
+	body, etag, err := m.store.GetMarker(ctx, name)
+	if errors.Is(err, objectstore.ErrMarkerChanged) {
+		return nil, nil // gone meanwhile: stopped cleanly, or taken over
+	}
+	if err != nil {
+		return nil, fmt.Errorf("auditwriter: read a run marker: %w", err)
+	}
+	instance := strings.TrimSuffix(name, ".json")
+	var s storeState
+	if json.Unmarshal(body, &s) != nil {
+		// Unreadable: its time cannot be told, and an unreadable one is
+		// never a live run's (they are written whole).
+		s = storeState{}
+	} else {
+		now := time.Now()
+		switch {
+		case s.TakenBy != "" && now.Sub(s.TakenAt) < m.staleAfter:
+			return nil, nil // another start reports it
+		case !s.StopNotWritten && s.TakenBy == "" && now.Sub(s.Heartbeat) < m.staleAfter:
+			return nil, nil // its run lives
+		}
+	}
+	s.TakenBy, s.TakenAt = by, time.Now()
+	claimed, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	if err := m.store.PutMarker(ctx, name, claimed, etag); errors.Is(err, objectstore.ErrMarkerChanged) {
+		return nil, nil // its run wrote it (alive after all), or another start claimed it
+	} else if err != nil {
+		return nil, fmt.Errorf("auditwriter: take over a run marker: %w", err)
+	}
+	dead := readUnclean(body, instance)
+	return &dead, nil
+}
+
+func (m *storeMarkers) update(ctx context.Context, st runState) error {
+	b, err := json.Marshal(storeState{runState: st})
+	if err != nil {
+		return fmt.Errorf("auditwriter: run marker: %w", err)
+	}
+	if err := m.store.PutMarker(ctx, m.name, b, ""); err != nil {
+		return fmt.Errorf("auditwriter: update the run marker: %w", err)
+	}
+	return nil
+}
+
+func (m *storeMarkers) end(ctx context.Context, st runState, clean bool) error {
+	if !clean {
+		return m.update(ctx, st)
+	}
+	if err := m.store.DeleteMarker(ctx, m.name); err != nil {
+		return fmt.Errorf("auditwriter: remove the run marker: %w", err)
+	}
+	return nil
+}
+
+// reported deletes the markers this run's start record reported. Until
+// then they stay, claimed: a run that dies before its start record is
+// written leaves them to a later start once the claim is stale.
+func (m *storeMarkers) reported(ctx context.Context) error {
+	var errs []error
+	for _, name := range m.taken {
+		if err := m.store.DeleteMarker(ctx, name); err != nil {
+			errs = append(errs, fmt.Errorf("auditwriter: remove a reported run marker: %w", err))
+		}
+	}
+	m.taken = nil
+	return errors.Join(errs...)
+}
