@@ -3,11 +3,13 @@ package s3test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/xml"
 	"fmt"
 	"hash"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,9 +22,11 @@ import (
 // would (parts and full object), computes each object's SHA-256 (unless
 // WithoutSHA256) and size,
 // and keeps only those, plus the bytes of small objects (audit records).
-// It answers PutObject, the multipart calls, HeadObject (with the size and
-// checksum of what it holds), HeadBucket and ListMultipartUploads' count
-// via Pending. Parts must arrive in order, as the store sends them.
+// It answers PutObject (If-None-Match and If-Match), the multipart calls,
+// HeadObject (with the size and checksum of what it holds), HeadBucket,
+// and for small documents (the SCP's run markers) GetObject,
+// ListObjectsV2 and DeleteObject; ListMultipartUploads' count via
+// Pending. Parts must arrive in order, as the store sends them.
 type Sink struct {
 	URL string
 
@@ -207,8 +211,25 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Amz-Checksum-Crc64nvme", o.CRC64)
 			w.Header().Set("X-Amz-Checksum-Type", "FULL_OBJECT")
 		}
+	case r.Method == http.MethodGet && isBucket && q.Get("list-type") == "2":
+		k.list(w, path, q.Get("prefix"))
+	case r.Method == http.MethodGet && !isBucket:
+		o, ok := k.objects[path]
+		switch {
+		case !ok:
+			writeError(w, http.StatusNotFound, "NoSuchKey", "no such key")
+		case o.Body == nil && o.Size > 0:
+			k.fail(w, http.StatusNotImplemented, "NotImplemented", fmt.Errorf("sink: GET of %s, an object too large to keep", path))
+		default:
+			w.Header().Set("ETag", etagOf(o))
+			w.Header().Set("Content-Length", strconv.Itoa(len(o.Body)))
+			_, _ = w.Write(o.Body) //nolint:errcheck // the client's loss
+		}
+	case r.Method == http.MethodDelete && !q.Has("uploadId"):
+		delete(k.objects, path)
+		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodPut && !q.Has("partNumber"):
-		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
+		if !k.preconditionsHold(path, r.Header) {
 			_, _ = io.Copy(io.Discard, r.Body)
 			writePreconditionFailed(w)
 			return
@@ -223,13 +244,14 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			k.fail(w, http.StatusBadRequest, "BadDigest", fmt.Errorf("put %s: checksum %q, body %q (%v)", path, want, crcnvme.Encode(bodyCRC), err))
 			return
 		}
-		if _, taken := k.objects[path]; taken && r.Header.Get("If-None-Match") == "*" {
-			// Another request created the key while this body arrived.
+		if !k.preconditionsHold(path, r.Header) {
+			// Another request wrote the key while this body arrived.
 			writePreconditionFailed(w)
 			return
 		}
 		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small}
 		w.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(bodyCRC))
+		w.Header().Set("ETag", etagOf(k.objects[path]))
 	case r.Method == http.MethodPost && q.Has("uploads"):
 		k.nextID++
 		id := fmt.Sprintf("upload-%d", k.nextID)
@@ -287,4 +309,47 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		k.fail(w, http.StatusNotImplemented, "NotImplemented", fmt.Errorf("sink: unexpected %s %s", r.Method, r.URL))
 	}
+}
+
+// preconditionsHold applies a PutObject's If-None-Match: * and If-Match.
+func (k *Sink) preconditionsHold(path string, h http.Header) bool {
+	o, taken := k.objects[path]
+	if taken && h.Get("If-None-Match") == "*" {
+		return false
+	}
+	if m := h.Get("If-Match"); m != "" && (!taken || m != etagOf(o)) {
+		return false
+	}
+	return true
+}
+
+// etagOf is the ETag the sink gives an object: its CRC64NVME, quoted.
+func etagOf(o SinkObject) string { return `"` + o.CRC64 + `"` }
+
+// list answers ListObjectsV2 with every key under prefix, in one page.
+func (k *Sink) list(w http.ResponseWriter, bucketPath, prefix string) {
+	bucket := strings.Trim(bucketPath, "/")
+	var keys []string
+	for p := range k.objects {
+		if key, ok := strings.CutPrefix(p, "/"+bucket+"/"); ok && strings.HasPrefix(key, prefix) {
+			keys = append(keys, key)
+		}
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<ListBucketResult><Name>%s</Name><Prefix>%s</Prefix><KeyCount>%d</KeyCount><IsTruncated>false</IsTruncated>`, xmlText(bucket), xmlText(prefix), len(keys))
+	for _, key := range keys {
+		o := k.objects["/"+bucket+"/"+key]
+		fmt.Fprintf(&b, `<Contents><Key>%s</Key><Size>%d</Size><ETag>%s</ETag></Contents>`, xmlText(key), o.Size, xmlText(etagOf(o)))
+	}
+	b.WriteString(`</ListBucketResult>`)
+	w.Header().Set("Content-Type", "application/xml")
+	_, _ = io.WriteString(w, b.String()) //nolint:errcheck // the client's loss
+}
+
+// xmlText escapes s for an XML element's text.
+func xmlText(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s)) //nolint:errcheck // a strings.Builder does not fail
+	return b.String()
 }
