@@ -140,9 +140,11 @@ type segment struct {
 	// payload bytes.
 	live      int
 	liveBytes int64
-	// broken is set after a write or commit failed: nothing after that
-	// point is acknowledged, and the segment takes no more records.
-	broken     bool
+	// broken is the failed write or commit after which nothing in the
+	// segment is acknowledged, and it takes no more records; the records
+	// behind it fail with it, so that their callers see the cause (a full
+	// disk, ENOSPC) as the first one's did.
+	broken     error
 	lastAppend time.Time
 }
 
@@ -552,7 +554,7 @@ func (j *Journal) reserve(ctx context.Context, size, payload int64) (t, act *tic
 			j.mu.Unlock()
 			return nil, nil, ErrClosed
 		}
-		if s := j.active; s != nil && !s.broken && s.tail+size <= j.o.SegmentSize {
+		if s := j.active; s != nil && s.broken == nil && s.tail+size <= j.o.SegmentSize {
 			t = &ticket{seg: s, off: s.tail, end: s.tail + size, done: make(chan error, 1)}
 			s.tail += size
 			s.live++
@@ -664,7 +666,7 @@ func (j *Journal) activate(s *segment) *ticket {
 	rand.Read(salt[:]) // never fails: crypto/rand crashes the program instead
 	s.hdr = segHeader{state: stateActive, blocks: uint32(j.o.SegmentSize / BlockSize), seq: j.nextSeq, salt: salt}
 	j.nextSeq++
-	s.state, s.tail, s.live, s.liveBytes, s.broken = segActive, BlockSize, 0, 0, false
+	s.state, s.tail, s.live, s.liveBytes, s.broken = segActive, BlockSize, 0, 0, nil
 	j.bySeq[s.hdr.seq] = s
 	j.active = s
 	t := &ticket{seg: s, off: 0, end: BlockSize, done: make(chan error, 1)}
@@ -704,15 +706,15 @@ func (j *Journal) written(t *ticket, err error) {
 	i := 0
 	for ; i < len(j.inflight) && j.inflight[i].written; i++ {
 		u := j.inflight[i]
-		if u.err != nil || u.seg.broken {
+		if u.err != nil || u.seg.broken != nil {
 			// Nothing after a failed write is acknowledged in its
 			// segment: a scan would stop there.
-			if !u.seg.broken {
-				u.seg.broken = true
+			if u.seg.broken == nil {
+				u.seg.broken = u.err
 				j.log.Error("journal: write failed; the segment takes no more records", "segment", u.seg.name, "err", u.err)
 			}
 			if u.err == nil {
-				u.err = fmt.Errorf("journal: an earlier write in %s failed", u.seg.name)
+				u.err = fmt.Errorf("journal: an earlier write in %s failed: %w", u.seg.name, u.seg.broken)
 			}
 			if j.active == u.seg {
 				j.seal(u.seg)
@@ -750,8 +752,8 @@ func (j *Journal) committer() {
 		// its disk unknown, and a scan may stop before these records.
 		j.mu.Lock()
 		for _, t := range batch {
-			if t.err == nil && t.seg.broken {
-				t.err = fmt.Errorf("journal: an earlier commit in %s failed", t.seg.name)
+			if t.err == nil && t.seg.broken != nil {
+				t.err = fmt.Errorf("journal: an earlier write or commit in %s failed: %w", t.seg.name, t.seg.broken)
 			}
 		}
 		j.mu.Unlock()
@@ -764,10 +766,10 @@ func (j *Journal) committer() {
 		}
 		j.mu.Lock()
 		for s, err := range errs {
-			if err != nil && !s.broken {
+			if err != nil && s.broken == nil {
 				// After a failed fdatasync what reached the disk is
 				// unknown: nothing in s is acknowledged from here on.
-				s.broken = true
+				s.broken = err
 				j.log.Error("journal: commit failed; the segment takes no more records", "segment", s.name, "err", err)
 				if j.active == s {
 					j.seal(s)

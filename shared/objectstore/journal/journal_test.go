@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,5 +440,73 @@ func TestPowerLossConcurrent(t *testing.T) {
 		if err := j2.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// stallFS holds the next write once armed until release is closed, then
+// fails it with err; other writes go through and are counted.
+type stallFS struct {
+	vfs.FS
+	armed            atomic.Bool
+	entered, release chan struct{}
+	err              error
+	writes           atomic.Int64
+}
+
+type stallFile struct {
+	vfs.File
+	fs *stallFS
+}
+
+func (f *stallFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	file, err := f.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return stallFile{file, f}, nil
+}
+
+func (f stallFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.fs.armed.CompareAndSwap(true, false) {
+		close(f.fs.entered)
+		<-f.fs.release
+		return 0, &fs.PathError{Op: "write", Path: "seg", Err: f.fs.err}
+	}
+	defer f.fs.writes.Add(1)
+	return f.File.WriteAt(p, off)
+}
+
+// TestLaterAppendsCarryTheCause: the records behind a write that failed
+// for lack of space in the same segment fail with that cause too, not
+// with a bare "an earlier write failed": their callers (the staged store
+// counting and turning readiness off on ENOSPC, the SCP's log line)
+// told a full disk only for the first of them.
+func TestLaterAppendsCarryTheCause(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+		t.Run(errno.Error(), func(t *testing.T) {
+			sfs := &stallFS{FS: vfstest.NewMem(), entered: make(chan struct{}), release: make(chan struct{}), err: errno}
+			j, _, err := Open("/j", Options{SegmentSize: 256 << 10, Segments: 2, FS: sfs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			if _, err := appendBytes(t, j, "0", payload(0, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			sfs.armed.Store(true)
+			first := make(chan error, 1)
+			go func() { _, err := appendBytes(t, j, "1", payload(1, 1000)); first <- err }()
+			<-sfs.entered
+			before := sfs.writes.Load()
+			second := make(chan error, 1)
+			go func() { _, err := appendBytes(t, j, "2", payload(2, 1000)); second <- err }()
+			waitFor(t, func() bool { return sfs.writes.Load() > before }, "the second record's write")
+			close(sfs.release)
+			for i, ch := range []chan error{first, second} {
+				if err := <-ch; !errors.Is(err, errno) {
+					t.Errorf("append %d behind the failed write = %v, want %v in its chain", i+1, err, errno)
+				}
+			}
+		})
 	}
 }
