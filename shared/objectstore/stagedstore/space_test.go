@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -269,6 +271,42 @@ func TestFullDiskThenDrained(t *testing.T) {
 			drain(t, st)
 			if b, ok := s3.get(key(t, object(501))); !ok || len(b) != 2<<20 {
 				t.Errorf("the large object did not reach S3 whole")
+			}
+		})
+	}
+}
+
+// TestFailedLargeWriteLeavesNothing: a large object whose write fails
+// (no space, the sender gone) leaves no partial file under large/. Its
+// removal named the file by the result the error return had emptied:
+// the partial file stayed, and every attempt of an object larger than
+// the free space lost its size to the staging file system.
+func TestFailedLargeWriteLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		put  func(mem *vfstest.Mem, st *Store) error
+	}{
+		{"no space", func(mem *vfstest.Mem, st *Store) error {
+			mem.SetCapacity(mem.Used() + 2<<20)
+			_, err := st.Put(ctx, object(1), bytes.NewReader(data(1, 3<<20)))
+			return err
+		}},
+		{"sender gone", func(mem *vfstest.Mem, st *Store) error {
+			_, err := st.Put(ctx, object(1), io.MultiReader(bytes.NewReader(data(1, 2<<20)), iotest.ErrReader(io.ErrUnexpectedEOF)))
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfstest.NewMem()
+			st := newStore(t, Options{Dir: "/st", FS: mem, Uploader: newFakeS3(), SegmentSize: 2 << 20})
+			if err := tc.put(mem, st); err == nil {
+				t.Fatal("Put succeeded")
+			}
+			for _, f := range mem.Files(st.ownDir) {
+				if strings.Contains(f, "/"+largeDir+"/") {
+					t.Errorf("%s left behind by a failed Put", f)
+				}
 			}
 		})
 	}

@@ -395,7 +395,10 @@ func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name 
 			err = errors.Join(err, f.Close())
 		}
 		if err != nil {
-			s.removeLarge(s.ownDir, name)
+			// Not name: the error returns have set it to "", and the
+			// partial file stayed, its space lost to the staging file
+			// system until another task took the journal over.
+			s.removeLarge(s.ownDir, filepath.Base(path))
 		}
 	}()
 	chunk := ring
