@@ -53,9 +53,11 @@ func waitReady(t *testing.T, st *Store, ready bool, within time.Duration) error 
 // TestOutOfSpace: a staging write that finds no space fails the C-STORE
 // as unavailable (A700, as the file store's full disk) and turns
 // readiness off (associations refused, 02 03 01), with a message naming
-// the cause and no object; readiness comes back once a later write
-// succeeds, or once a statfs shows the reserve and a record's worth free.
-// A reserve (MinFreeBytes) turns it off before any write fails.
+// the cause and no object; readiness comes back once a statfs shows the
+// reserve and what the write needed free, or, where the free space is not
+// measured, once a later write succeeds (a small write on a measured disk
+// does not: TestReadinessStableWhileTooLarge). A reserve (MinFreeBytes)
+// turns it off before any write fails.
 func TestOutOfSpace(t *testing.T) {
 	ctx := context.Background()
 	largeOnFullDisk := func(mem *vfstest.Mem, st *Store) error {
@@ -94,12 +96,6 @@ func TestOutOfSpace(t *testing.T) {
 			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
 			back:      "check",
 			wantCause: syscall.ENOSPC,
-		},
-		{
-			name: "space back by a write that succeeds",
-			full: largeOnFullDisk,
-			free: func(*vfstest.Mem) {}, // a small object still fits
-			back: "write", wantCause: syscall.ENOSPC,
 		},
 		{
 			// ENOSPC injected where the free space is not measured:
@@ -308,6 +304,73 @@ func TestFailedLargeWriteLeavesNothing(t *testing.T) {
 					t.Errorf("%s left behind by a failed Put", f)
 				}
 			}
+		})
+	}
+}
+
+// TestReadinessStableWhileTooLarge: an object larger than the free space,
+// sent again and again (a PACS retrying its A700), keeps readiness off
+// until the space it needs is free; neither its failed attempt's space
+// coming back nor a small object that still fits turns readiness on.
+// Readiness came back within a second of each failure (the reserve and
+// a record's worth were free once the partial file was removed) and went
+// off at the next attempt: the load balancer added and removed the task
+// about once a second. On a real 8 MiB tmpfs and an in-memory disk.
+func TestReadinessStableWhileTooLarge(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// fs returns the file system and directory, and how to give it
+		// 64 MiB of room.
+		fs func(t *testing.T) (vfs.FS, string, func())
+	}{
+		{"mem", func(t *testing.T) (vfs.FS, string, func()) {
+			mem := vfstest.NewMem()
+			mem.SetCapacity(8 << 20)
+			return mem, "/st", func() { mem.SetCapacity(64 << 20) }
+		}},
+		{"tmpfs", func(t *testing.T) (vfs.FS, string, func()) {
+			dir := testenv.MountTmpfs(t, 8<<20)
+			return vfs.OS(), dir, func() { testenv.ResizeTmpfs(t, dir, 64<<20) }
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			fsys, dir, grow := tc.fs(t)
+			st := newStore(t, Options{Dir: dir, FS: fsys, Uploader: newFakeS3(), SegmentSize: 2 << 20})
+			if err := st.Ready(ctx); err != nil {
+				t.Fatalf("Ready before: %v", err)
+			}
+			tooLarge := data(1, 10<<20)
+			if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !vfs.NoSpace(err) {
+				t.Fatalf("Put of an object larger than the free space = %v, want no space", err)
+			}
+			var readyAt []time.Duration
+			start := time.Now()
+			for i := 0; time.Since(start) < 3*readyTTL; i++ {
+				if err := st.Ready(ctx); err == nil {
+					readyAt = append(readyAt, time.Since(start).Round(time.Millisecond))
+				}
+				if i%5 == 4 { // the sender tries again
+					if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !vfs.NoSpace(err) {
+						t.Fatalf("Put again = %v, want no space", err)
+					}
+				}
+				if i%5 == 2 { // a small object still fits
+					if _, err := st.Put(ctx, object(2+i), bytes.NewReader(data(2, 1000))); err != nil {
+						t.Fatalf("small Put: %v", err)
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if len(readyAt) > 0 {
+				t.Errorf("ready again at %v while the object still did not fit", readyAt)
+			}
+			grow()
+			waitReady(t, st, true, 3*readyTTL)
+			if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); err != nil {
+				t.Errorf("Put once there is room: %v", err)
+			}
+			drain(t, st)
 		})
 	}
 }

@@ -46,7 +46,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -99,9 +98,8 @@ type Options struct {
 	// (new associations refused, 02 03 01), checked at most once a
 	// second with Ready's look at the staging directory. 0 keeps none.
 	// Put is not checked (a statfs is a round trip on EFS): a write that
-	// finds no space fails (C-STORE A700) and turns Ready off until a
-	// later write succeeds or the reserve and a record's worth are free
-	// again (see Ready).
+	// finds no space fails (C-STORE A700) and turns Ready off until the
+	// reserve and what that write needed are free (see Ready).
 	MinFreeBytes int64
 	// MaxBacklogAge turns Ready off while the oldest object not yet
 	// uploaded is older (S3 unreachable for that long): default 15 min.
@@ -146,11 +144,10 @@ type Store struct {
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
-	// noSpace is set after a staging write failed for lack of space
-	// (cause: the errno), until a later write succeeds or the free
-	// space is back; cause is guarded by readyMu.
-	noSpace atomic.Bool
-	cause   error
+	// noSpace is on after a staging write failed for lack of space, until
+	// the space it needed is free again (or, where the free space is not
+	// measured, a write succeeds).
+	noSpace vfs.Shortage
 
 	stop   context.CancelFunc
 	ctx    context.Context
@@ -316,7 +313,8 @@ func (s *Store) Operations(op vfs.Op) int64 { return s.fs.Count(op) }
 // objectstore.ErrUnavailable while the backlog is over its bound or the
 // staging directory fails (out of space included).
 func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (_ objectstore.Stored, err error) {
-	defer func() { s.noteSpace(err) }()
+	need := int64(recordSpace) // and a large object's size
+	defer func() { s.noteSpace(err, need) }()
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w", err)
@@ -337,7 +335,9 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if n == len(ring) {
 		// Maybe more: a file of its own.
 		md.Kind = kindLarge
-		if large, md.Size, md.CRC, err = s.writeLarge(ctx, ring, part10); err != nil {
+		large, md.Size, md.CRC, err = s.writeLarge(ctx, ring, part10)
+		need += md.Size
+		if err != nil {
 			return objectstore.Stored{}, err
 		}
 		md.Large, n = large, 0
@@ -380,7 +380,8 @@ func (s *Store) append(ctx context.Context, md meta, buf []byte, n int) (journal
 
 // writeLarge writes an object that did not fit a record (ring full, the
 // rest in r) to a new file under large/, durable with its name; it
-// returns the name, size and CRC-64/NVME. On error nothing is left.
+// returns the name, size and CRC-64/NVME. On error nothing is left, and
+// size is how far the write got (what it needed at least).
 func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name string, size int64, crc uint64, err error) {
 	var id [12]byte
 	rand.Read(id[:]) // never fails: crypto/rand crashes the program instead
@@ -404,7 +405,7 @@ func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name 
 	chunk := ring
 	for {
 		if _, werr := f.WriteAt(chunk, size); werr != nil {
-			return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, werr)
+			return "", size + int64(len(chunk)), 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, werr)
 		}
 		crc = crcnvme.Update(crc, chunk)
 		size += int64(len(chunk))
@@ -418,7 +419,7 @@ func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name 
 		chunk = ring[:n]
 	}
 	if err := f.Sync(); err != nil {
-		return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+		return "", size, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
 	}
 	err = f.Close()
 	f = nil
@@ -429,7 +430,7 @@ func (s *Store) writeLarge(ctx context.Context, ring []byte, r io.Reader) (name 
 		err = s.fs.SyncDir(filepath.Join(s.ownDir, largeDir))
 	}
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+		return "", size, 0, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
 	}
 	return name, size, crc, nil
 }
@@ -445,7 +446,7 @@ func (s *Store) removeLarge(dir, name string) {
 // replaced: a different record already under key in S3 is reported by
 // the upload (it stays staged, see Parked), not here.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err error) {
-	defer func() { s.noteSpace(err) }()
+	defer func() { s.noteSpace(err, recordSpace) }()
 	if !objectstore.IsRecordKey(key) || strings.Contains(key, "..") {
 		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, strings.Join(objectstore.RecordPrefixes, " or "))
 	}
@@ -476,9 +477,10 @@ const readyTTL = time.Second
 // Ready fails (objectstore.ErrUnavailable) while the backlog is over its
 // bound in bytes or age, the staging directory cannot be reached, its
 // file system has less free space than MinFreeBytes (vfs.ErrReserve), or
-// a staging write failed for lack of space (ENOSPC, EDQUOT) and neither
-// has a later write succeeded nor is the reserve and a record's worth
-// free again.
+// a staging write failed for lack of space (ENOSPC, EDQUOT) and the
+// reserve and what that write needed (a record, and a large object's
+// bytes written when it failed) are not free again (vfs.Shortage: where
+// the free space is not measured, until a later write succeeds).
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("stagedstore: ready: %w", err)
@@ -508,21 +510,15 @@ const recordSpace = journal.BlockSize + recordBytes
 
 // space checks the staging file system's free space against the reserve
 // (vfs.Reserve, the file store's rule) and, after a write failed for lack
-// of space, whether space is back: the reserve and a record's worth free.
-// The caller holds readyMu.
+// of space, whether the space it needed is back (vfs.Shortage). The
+// caller holds readyMu.
 func (s *Store) space() error {
-	reserve := vfs.Reserve{Bytes: uint64(max(s.o.MinFreeBytes, 0)), Free: func() (uint64, error) { return s.fs.FreeBytes(s.ownDir) }}
-	if s.noSpace.Load() {
-		back := reserve
-		back.Bytes += recordSpace
-		free, below, err := back.Below(0)
-		// Not measured (free 0 and not below, since Bytes > 0): only a
-		// write that succeeds tells.
-		if err != nil || below || free == 0 {
-			return fmt.Errorf("stagedstore: ready: %w: a staging write failed: %w; ready once a write succeeds or %d bytes are free (%d measured)",
-				objectstore.ErrUnavailable, s.cause, back.Bytes, free)
-		}
-		s.noSpace.Store(false)
+	reserve := s.reserve()
+	back, free, err := s.noSpace.Check(reserve)
+	if err != nil {
+		return fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	if back {
 		s.log.Info("space is back on the staging file system: ready again", "free_bytes", free)
 	}
 	free, below, err := reserve.Below(0)
@@ -536,30 +532,34 @@ func (s *Store) space() error {
 	return nil
 }
 
-// noteSpace follows what a Put or PutRecord did to the staging file
-// system: a failure for lack of space turns readiness off (new
-// associations are refused while the task cannot stage), and a success
-// after one turns it back on.
-func (s *Store) noteSpace(err error) {
+func (s *Store) reserve() vfs.Reserve {
+	return vfs.Reserve{Bytes: uint64(max(s.o.MinFreeBytes, 0)), Free: func() (uint64, error) { return s.fs.FreeBytes(s.ownDir) }}
+}
+
+// noteSpace follows what a Put or PutRecord that needed need bytes did to
+// the staging file system: a failure for lack of space turns readiness
+// off (new associations are refused while the task cannot stage), and a
+// success after one may turn it back on (vfs.Shortage.Wrote).
+func (s *Store) noteSpace(err error, need int64) {
 	switch {
-	case err == nil && s.noSpace.Load():
-		s.readyMu.Lock()
-		defer s.readyMu.Unlock()
-		if s.noSpace.Swap(false) {
+	case err == nil && s.noSpace.On():
+		if s.noSpace.Wrote(s.reserve(), uint64(need)) {
+			s.readyMu.Lock()
+			defer s.readyMu.Unlock()
 			s.readyAt = time.Time{} // look again at the next Ready
 			s.log.Info("a staging write succeeded after the staging file system ran out of space: ready again")
 		}
 	case err != nil && vfs.NoSpace(err):
 		s.m.noSpace.Inc()
-		s.readyMu.Lock()
-		defer s.readyMu.Unlock()
 		var errno syscall.Errno
 		if !errors.As(err, &errno) {
 			errno = syscall.ENOSPC
 		}
-		s.cause, s.readyAt = errno, time.Time{}
-		if !s.noSpace.Swap(true) {
-			s.log.Error("the staging file system is out of space: readiness off (associations refused) until space is back", "err", errno)
+		s.readyMu.Lock()
+		defer s.readyMu.Unlock()
+		s.readyAt = time.Time{}
+		if s.noSpace.Fail(errno, uint64(need)) {
+			s.log.Error("the staging file system is out of space: readiness off (associations refused) until space is back", "err", errno, "needed_bytes", need)
 		}
 	}
 }

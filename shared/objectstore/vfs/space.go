@@ -2,6 +2,9 @@ package vfs
 
 import (
 	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -43,4 +46,92 @@ func (r Reserve) Below(extra uint64) (free uint64, below bool, err error) {
 // space: ENOSPC, or EDQUOT (a quota).
 func NoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// Shortage remembers that a write failed for lack of space, and how much
+// it needed, until that much is free again above the reserve: a store's
+// readiness is off meanwhile. Readiness that came back as soon as the
+// failed write's partial file was removed (the free space back above the
+// reserve and a record) went off again at the sender's next attempt of
+// the same object, about once a second for an object larger than the
+// free space: the load balancer added and removed the task each time.
+// The zero value has no shortage; it is safe for concurrent use.
+type Shortage struct {
+	on    atomic.Bool
+	mu    sync.Mutex
+	need  uint64
+	cause error
+}
+
+// Fail notes a write that failed for lack of space (cause) after needing
+// at least need bytes; a shortage already on needs the larger of the
+// two. It reports whether the shortage starts.
+func (s *Shortage) Fail(cause error, need uint64) (started bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	started = !s.on.Load()
+	if started {
+		s.need = 0
+	}
+	s.need, s.cause = max(s.need, need), cause
+	s.on.Store(true)
+	return started
+}
+
+// On reports whether a shortage is on, without a lock.
+func (s *Shortage) On() bool { return s.on.Load() }
+
+// Check ends the shortage once r's reserve and the bytes the failed
+// write needed are free (free then is what was measured), and otherwise
+// reports it: the cause, the bytes awaited, the free space measured (0
+// where it is not measured: only a write that succeeds tells, Wrote).
+func (s *Shortage) Check(r Reserve) (ended bool, free uint64, err error) {
+	if !s.on.Load() {
+		return false, 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.on.Load() {
+		return false, 0, nil
+	}
+	back := r
+	back.Bytes += s.need
+	free, below, err := back.Below(0)
+	// Not measured: free 0 and not below (back.Bytes > 0).
+	if err != nil {
+		return false, 0, fmt.Errorf("a write failed: %w; statfs: %w", s.cause, err)
+	}
+	if below || free == 0 {
+		return false, free, fmt.Errorf("a write failed: %w; ready once %d bytes are free (%d measured) or, where the free space is not measured, once a write succeeds",
+			s.cause, back.Bytes, free)
+	}
+	s.on.Store(false)
+	return true, free, nil
+}
+
+// Wrote notes a write of n bytes that succeeded: it ends the shortage if
+// the write was at least as large as the one that failed, or where the
+// free space is not measured (a quota), which nothing but a write that
+// succeeds can tell. A smaller write on a measured file system leaves it
+// to Check: a small object that fits says nothing of the large one that
+// did not. It reports whether the shortage ended.
+func (s *Shortage) Wrote(r Reserve, n uint64) (ended bool) {
+	if !s.on.Load() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.on.Load() {
+		return false
+	}
+	if n < s.need {
+		probe := r
+		probe.Bytes++ // measure even without a reserve
+		free, below, err := probe.Below(0)
+		if measured := err != nil || below || free > 0; measured {
+			return false
+		}
+	}
+	s.on.Store(false)
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
@@ -79,5 +80,48 @@ func TestMemCapacity(t *testing.T) {
 	}
 	if free, err := m.FreeBytes("/"); err != nil || free != 4*4096 {
 		t.Errorf("FreeBytes once removed = %d, %v; want %d", free, err, 4*4096)
+	}
+}
+
+// TestShortage: after a write failed for lack of space, readiness stays
+// off until the reserve and what the largest failed write needed are
+// free; a smaller write that succeeds ends it only where the free space
+// is not measured.
+func TestShortage(t *testing.T) {
+	unsupported := fmt.Errorf("statfs: %w", errors.ErrUnsupported)
+	for _, tc := range []struct {
+		name    string
+		needs   []uint64 // writes that failed, in turn
+		free    uint64
+		freeErr error
+		wrote   uint64 // a write that then succeeded (0: none)
+		wantOn  bool
+	}{
+		{"no failure", nil, 0, nil, 0, false},
+		{"short of the failed write", []uint64{1000}, 1009, nil, 0, true},
+		{"the failed write and the reserve free", []uint64{1000}, 1010, nil, 0, false},
+		{"the largest failed write counts", []uint64{5000, 1000}, 4000, nil, 0, true},
+		{"not measured", []uint64{1000}, 0, unsupported, 0, true},
+		{"a smaller write succeeds, measured", []uint64{1000}, 500, nil, 200, true},
+		{"a smaller write succeeds, not measured", []uint64{1000}, 0, unsupported, 200, false},
+		{"a write as large succeeds", []uint64{1000}, 500, nil, 1000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := vfs.Reserve{Bytes: 10, Free: func() (uint64, error) { return tc.free, tc.freeErr }}
+			var s vfs.Shortage
+			for _, n := range tc.needs {
+				s.Fail(syscall.ENOSPC, n)
+			}
+			if tc.wrote > 0 {
+				s.Wrote(r, tc.wrote)
+			}
+			_, _, err := s.Check(r)
+			if on := err != nil; on != tc.wantOn || s.On() != tc.wantOn {
+				t.Errorf("Check = %v, On %v; want on %v", err, s.On(), tc.wantOn)
+			}
+			if err != nil && !errors.Is(err, syscall.ENOSPC) {
+				t.Errorf("Check = %v, want the cause in its chain", err)
+			}
+		})
 	}
 }
