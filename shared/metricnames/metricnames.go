@@ -51,7 +51,49 @@ const (
 	StagingBacklogAge = "dicom_ingest_staging_backlog_age_seconds"
 	// StagingBacklogBytes is what a task has staged and not uploaded.
 	StagingBacklogBytes = "dicom_ingest_staging_backlog_bytes"
+	// StagingNoSpace counts objects and records that could not be staged
+	// for lack of space on the staging file system (ENOSPC, EDQUOT).
+	StagingNoSpace = "dicom_ingest_staging_no_space_total"
 )
+
+// The labels published as CloudWatch dimensions (Dimensions).
+const (
+	// RejectReason is AssociationsRejected's label: why an association
+	// was rejected, one of RejectReasons.
+	RejectReason = "reason"
+	// FailureStatus is StoreFailures' label: the DIMSE status sent, one
+	// of FailureStatuses.
+	FailureStatus = "status"
+	// StatusNone is FailureStatus for a C-STORE that got no response: the
+	// association ended while its data set arrived.
+	StatusNone = "none"
+)
+
+// RejectReasons are RejectReason's values (scp-task's metrics.RejectLabel
+// of every rejection the SCP sends; result1_source1_reason1 is "no reason
+// given", sent for a malformed request).
+var RejectReasons = []string{
+	"calling_ae_not_recognized", "called_ae_not_recognized", "too_many_associations", "temporary_congestion",
+	"application_context_not_supported", "protocol_version_not_supported", "result1_source1_reason1", "unknown",
+}
+
+// FailureStatuses are FailureStatus's values: the failure statuses the
+// SCP answers a C-STORE with (docs/conformance.md), four upper-case hex
+// digits, and StatusNone.
+var FailureStatuses = []string{"0110", "0122", "A700", "A900", "C000", "C001", "C002", StatusNone}
+
+// Dimensions names, for each metric published with one of its labels as
+// a CloudWatch dimension, that label. The agent publishes such a metric
+// twice: by Environment and the label (one metric per value, for the
+// on-call engineer to see which), and by Environment alone, which
+// CloudWatch sums over the label's values (what the alarms watch: an
+// alarm cannot read a SEARCH expression). Only labels with few values
+// fixed by the code belong here: each value is a CloudWatch metric of
+// its own, billed and kept 15 months.
+var Dimensions = map[string]string{
+	AssociationsRejected: RejectReason,
+	StoreFailures:        FailureStatus,
+}
 
 // The label of TLSReloads and its values.
 const (
@@ -89,6 +131,7 @@ var Kinds = map[string]Kind{
 	TLSClientCRLNextUpdateIn: Gauge,
 	StagingBacklogAge:        Gauge,
 	StagingBacklogBytes:      Gauge,
+	StagingNoSpace:           Counter,
 }
 
 // Statistics are the CloudWatch statistics that read a metric of each

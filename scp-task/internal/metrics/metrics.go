@@ -43,7 +43,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		}, []string{"outcome"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.AssociationsRejected, Help: "Rejected association requests by reason.",
-		}, []string{"reason"}),
+		}, []string{metricnames.RejectReason}),
 		aborted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_associations_aborted_total", Help: "Associations that ended in an A-ABORT or a dropped connection.",
 		}),
@@ -59,7 +59,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.StoreFailures, Help: "C-STORE requests answered with a failure, by DIMSE status.",
-		}, []string{"status"}),
+		}, []string{metricnames.FailureStatus}),
 		echoes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_echoes_total", Help: "C-ECHO requests answered.",
 		}),
@@ -99,7 +99,7 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 		o.bytes.Add(float64(ev.Bytes))
 		o.storeDuration.Observe(ev.Duration.Seconds())
 	case dicomnet.EventStoreFailed:
-		o.failures.WithLabelValues(fmt.Sprintf("%04X", ev.Status)).Inc()
+		o.failures.WithLabelValues(StatusLabel(ev.Status)).Inc()
 	case dicomnet.EventShed:
 		reason := "total"
 		switch {
@@ -114,6 +114,17 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 	case dicomnet.EventHandshakeFailed:
 		o.tlsFailures.Inc()
 	}
+}
+
+// StatusLabel names a C-STORE failure's status for metrics: four
+// upper-case hex digits, or metricnames.StatusNone for one that got no
+// response (status 0: the association ended while its data set arrived),
+// which "0000", success, misnamed.
+func StatusLabel(status uint16) string {
+	if status == 0 {
+		return metricnames.StatusNone
+	}
+	return fmt.Sprintf("%04X", status)
 }
 
 // RejectLabel names a rejection for metrics and logs.

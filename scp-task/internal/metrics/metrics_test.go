@@ -2,13 +2,16 @@ package metrics
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
@@ -24,6 +27,7 @@ func TestObserver(t *testing.T) {
 		{Type: dicomnet.EventRejected, Reject: &dicomnet.RejectError{Result: 2, Source: 2, Reason: 1}},
 		{Type: dicomnet.EventStored, Bytes: 1000, Duration: time.Millisecond},
 		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
+		{Type: dicomnet.EventStoreFailed}, // cut short: no response
 		{Type: dicomnet.EventAborted},
 		{Type: dicomnet.EventHandshakeFailed},
 		{Type: dicomnet.EventShed, Err: dicomnet.ErrShedTotal},
@@ -44,6 +48,7 @@ func TestObserver(t *testing.T) {
 		{"bytes", o.bytes, 1000},
 		{"objects", o.objects, 1},
 		{"failures", o.failures.WithLabelValues("A900"), 1},
+		{"failures without a response", o.failures.WithLabelValues(metricnames.StatusNone), 1},
 		{"aborted", o.aborted, 1},
 		{"TLS handshake failures", o.tlsFailures, 1},
 		{"shed for the total", o.shed.WithLabelValues("total"), 1},
@@ -79,5 +84,25 @@ func TestPublishedNames(t *testing.T) {
 	if err := metricnames.CheckRegistered(mfs, metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
 		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestLabelValuesBounded: the labels published as CloudWatch dimensions
+// (metricnames.Dimensions) take only the values metricnames lists: each
+// value is a CloudWatch metric of its own. Every rejection the SCP sends
+// (dicomnet's) and every failure status a C-STORE is answered with has
+// its listed name; a C-STORE cut short counted as "0000", success.
+func TestLabelValuesBounded(t *testing.T) {
+	for _, r := range []*dicomnet.RejectError{nil, dicomnet.RejectNoReason, dicomnet.RejectApplicationContext, dicomnet.RejectCallingAENotRecognized,
+		dicomnet.RejectCalledAENotRecognized, dicomnet.RejectProtocolVersion, dicomnet.RejectTemporaryCongestion, dicomnet.RejectTooManyAssociations} {
+		if l := RejectLabel(r); !slices.Contains(metricnames.RejectReasons, l) {
+			t.Errorf("RejectLabel(%v) = %q, not one of metricnames.RejectReasons", r, l)
+		}
+	}
+	for _, st := range []uint16{0, dimse.StatusProcessingFailure, dimse.StatusSOPClassNotSupported, dimse.StatusOutOfResources,
+		dimse.StatusDataSetDoesNotMatchSOPClass, ingest.StatusUnreadable, ingest.StatusTruncated, ingest.StatusOverLimit} {
+		if l := StatusLabel(st); !slices.Contains(metricnames.FailureStatuses, l) {
+			t.Errorf("StatusLabel(%04X) = %q, not one of metricnames.FailureStatuses", st, l)
+		}
 	}
 }

@@ -37,7 +37,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: "dicom_ingest_staging_refused_total", Help: "Objects and readiness checks refused because the backlog was over its bound.",
 		}),
 		noSpace: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_staging_no_space_total",
+			Name: metricnames.StagingNoSpace,
 			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT); readiness is off until space is back.",
 		}),
 		adopted: prometheus.NewCounter(prometheus.CounterOpts{

@@ -12,8 +12,10 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
@@ -372,5 +374,20 @@ func TestReadinessStableWhileTooLarge(t *testing.T) {
 			}
 			drain(t, st)
 		})
+	}
+}
+
+// TestPublishedNames: the staging metrics the CloudWatch agent publishes
+// (the backlog's age and bytes, the writes that found no space) are
+// registered under metricnames' names, which infra/stack selects.
+func TestPublishedNames(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	newStore(t, Options{Dir: "/st", FS: vfstest.NewMem(), Uploader: newFakeS3(), Metrics: reg})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := metricnames.CheckRegistered(mfs, metricnames.StagingBacklogAge, metricnames.StagingBacklogBytes, metricnames.StagingNoSpace); err != nil {
+		t.Error(err)
 	}
 }
