@@ -40,7 +40,8 @@ const (
 
 // SCP metrics as the CloudWatch agent sidecar publishes them from the SCP's
 // Prometheus endpoint (scp-task/internal/metrics), in MetricsNamespace with
-// the single dimension Environment=<env name>.
+// the dimension Environment=<env name>; those of metricnames.Dimensions
+// also with their label (scpDeclarations).
 const (
 	MetricsNamespace          = "DicomIngest/SCP"
 	MetricActiveAssociations  = metricnames.AssociationsActive
@@ -62,6 +63,7 @@ const (
 	// With scp.staging only.
 	MetricStagingBacklogAge   = metricnames.StagingBacklogAge
 	MetricStagingBacklogBytes = metricnames.StagingBacklogBytes
+	MetricStagingNoSpace      = metricnames.StagingNoSpace
 )
 
 // IngestProps configures NewIngest.
@@ -570,32 +572,62 @@ func ScpMetric(env, name, statistic string, period awscdk.Duration) awscloudwatc
 	})
 }
 
+// ScpMetricByLabel is a metric of metricnames.Dimensions in CloudWatch for
+// environment env, one series per value of its label: a SEARCH
+// expression, for graphs (an alarm cannot read one; alarms watch the sum,
+// ScpMetric).
+func ScpMetricByLabel(env, name, statistic string, period awscdk.Duration) awscloudwatch.MathExpression {
+	return awscloudwatch.NewMathExpression(&awscloudwatch.MathExpressionProps{
+		Expression: jsii.String(fmt.Sprintf(`SEARCH('{%s,Environment,%s} MetricName="%s" Environment="%s"', '%s', %d)`,
+			MetricsNamespace, metricnames.Dimensions[name], name, env, statistic, int(*period.ToSeconds(nil)))),
+		Label:        jsii.String(""), // each series by its label's value alone
+		Period:       period,
+		UsingMetrics: &map[string]awscloudwatch.IMetric{},
+	})
+}
+
 // scpDeclaration is one metric declaration of the agent: the SCP metrics
-// it publishes, with the dimensions they carry (Environment, from the
-// scrape's label, and the metric's own labels named).
+// it publishes, with the dimension sets they carry (Environment, from the
+// scrape's label, and the metric's own labels named), each set a metric
+// of its own in CloudWatch.
 type scpDeclaration struct {
-	dimensions []string
+	dimensions [][]string
 	metrics    []string
 }
 
-// scpDeclarations lists what the agent publishes of the SCP's metrics; a
-// metric's labels not among its dimensions are summed over (rejects by
-// reason reach CloudWatch as one sum). Not published:
-// dicom_ingest_tls_reloads_total, which cannot move in these tasks: their
-// certificate, key, CAs and CRLs arrive as PEM text in the environment,
-// which servertls never reloads (only files are), and nothing can send a
-// Fargate task SIGHUP. A certificate that does not load fails the task's
-// start instead, which the deployment circuit breaker rolls back.
+// scpDeclarations lists what the agent publishes of the SCP's metrics. A
+// metric's labels not among a set's dimensions are summed over by
+// CloudWatch: a metric of metricnames.Dimensions (rejects by reason,
+// C-STORE failures by status) is published both by Environment and its
+// label, for the on-call engineer, and by Environment alone, its sum over
+// the label, which the alarms watch (an alarm cannot read a SEARCH
+// expression, and a metric math SUM of one metric per value would have to
+// list every value). The agent sends a declaration's metrics once per
+// dimension set ("Specifies two sets of dimensions for each metric name",
+// CloudWatch agent Prometheus configuration, Amazon CloudWatch User
+// Guide). Not published: dicom_ingest_tls_reloads_total, which cannot
+// move in these tasks: their certificate, key, CAs and CRLs arrive as PEM
+// text in the environment, which servertls never reloads (only files
+// are), and nothing can send a Fargate task SIGHUP. A certificate that
+// does not load fails the task's start instead, which the deployment
+// circuit breaker rolls back.
 func scpDeclarations(withTLS bool) []scpDeclaration {
-	d := scpDeclaration{
-		dimensions: []string{"Environment"},
-		metrics: []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
-			MetricAuditRecordsLost, MetricAuditUncleanStops, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes},
-	}
+	metrics := []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
+		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes,
+		MetricStagingNoSpace}
 	if withTLS {
-		d.metrics = append(d.metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)
+		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)
 	}
-	return []scpDeclaration{d}
+	plain := scpDeclaration{dimensions: [][]string{{"Environment"}}}
+	var labelled []scpDeclaration
+	for _, m := range metrics {
+		if label, ok := metricnames.Dimensions[m]; ok {
+			labelled = append(labelled, scpDeclaration{dimensions: [][]string{{"Environment"}, {"Environment", label}}, metrics: []string{m}})
+			continue
+		}
+		plain.metrics = append(plain.metrics, m)
+	}
+	return append([]scpDeclaration{plain}, labelled...)
 }
 
 // agentConfigs renders the CloudWatch agent's JSON configuration and its
@@ -611,7 +643,7 @@ func agentConfigs(env, logGroupName string, withTLS bool) (agent, prometheus str
 		declarations = append(declarations, map[string]any{
 			"source_labels":    []string{"job"},
 			"label_matcher":    "^scp$",
-			"dimensions":       [][]string{d.dimensions},
+			"dimensions":       d.dimensions,
 			"metric_selectors": selectors,
 		})
 	}

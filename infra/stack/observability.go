@@ -209,6 +209,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	ing := props.Ingest
 	rejects := ScpMetric(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	storeFailures := ScpMetric(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
+	// The same by reason and by status, for the on-call engineer: the
+	// alarms above watch the sums.
+	rejectsByReason := ScpMetricByLabel(c.Name, MetricRejectedAssociation, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
+	failuresByStatus := ScpMetricByLabel(c.Name, MetricStoreFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))
 	// Gauges are published per task per scrape (every 30 s): a Sum over a
 	// minute counted each association about twice. The busiest task, and
 	// the mean per task (what the association scaling tracks).
@@ -275,6 +279,13 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		// backlog means S3 uploads are failing; the tasks refuse new
 		// associations at maxAgeMinutes.
 		age := ScpMetric(c.Name, MetricStagingBacklogAge, "Maximum", minute)
+		// A staging write that found no space (ENOSPC, EDQUOT) failed
+		// its C-STORE (A700) and turned the task unready until the space
+		// it needed is back; the tasks share the staging file system, so
+		// when it is full every task is unready and every site's
+		// associations are refused (02 03 01).
+		alarm("StagingNoSpace", ScpMetric(c.Name, MetricStagingNoSpace, "Sum", minute), 0, gt, 1,
+			"A staging write found no space on the staging file system: C-STOREs fail A700 and the task refuses associations until space is back (docs/operations/alarms.md)")
 		alarm("StagingBacklogAge", age, float64(st.AlarmAgeSeconds), gt, 2,
 			fmt.Sprintf("A staged object has waited over %d s for its upload to S3 (tasks refuse associations after %d min)", st.AlarmAgeSeconds, st.MaxAgeMinutes))
 		stagingWidgets = append(stagingWidgets, awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
@@ -321,6 +332,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations open (per task) / rejected"), Left: &[]awscloudwatch.IMetric{activeMax, activeAvg}, Right: &[]awscloudwatch.IMetric{rejects}, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Instances stored / failures"), Left: &[]awscloudwatch.IMetric{stored}, Right: &[]awscloudwatch.IMetric{storeFailures}, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &[]awscloudwatch.IMetric{healthy, unhealthy}, Width: jsii.Number(6)}),
+	)
+	dash.AddWidgets(
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations rejected, by reason"), Left: &[]awscloudwatch.IMetric{rejectsByReason}, Width: jsii.Number(12)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("C-STORE failures, by status"), Left: &[]awscloudwatch.IMetric{failuresByStatus}, Width: jsii.Number(12)}),
 	)
 	dash.AddWidgets(queueWidgets...)
 	dash.AddWidgets(stagingWidgets...)

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -100,21 +101,29 @@ func (s *synthesized) agentDeclarations(t *testing.T) []agentDeclaration {
 	return cfg.Logs.MetricsCollected.Prometheus.EMF.Declarations
 }
 
-// agentPublishes says with which dimensions the agent publishes an SCP
-// metric, if it does.
-func agentPublishes(t *testing.T, decls []agentDeclaration, name string) ([]string, bool) {
+// agentPublishes says with which dimension sets (each sorted) the agent
+// publishes an SCP metric, if it does: each set is a metric of its own.
+func agentPublishes(t *testing.T, decls []agentDeclaration, name string) ([][]string, bool) {
+	var sets [][]string
 	for _, d := range decls {
 		for _, sel := range d.Selectors {
 			re, err := regexp.Compile(sel)
 			if err != nil {
 				t.Fatalf("selector %q: %v", sel, err)
 			}
-			if re.MatchString(name) && len(d.Dimensions) == 1 {
-				return slices.Sorted(slices.Values(d.Dimensions[0])), true
+			if re.MatchString(name) {
+				for _, dims := range d.Dimensions {
+					sets = append(sets, slices.Sorted(slices.Values(dims)))
+				}
 			}
 		}
 	}
-	return nil, false
+	return sets, len(sets) > 0
+}
+
+// publishedWith reports whether names is one of the dimension sets.
+func publishedWith(sets [][]string, names []string) bool {
+	return slices.ContainsFunc(sets, func(dims []string) bool { return slices.Equal(dims, names) })
 }
 
 // TestAlarmsWatchWhatIsPublished: every alarm watches metrics something
@@ -126,8 +135,10 @@ func agentPublishes(t *testing.T, decls []agentDeclaration, name string) ([]stri
 //     alarm named no dimension while its filter published Environment: it
 //     could never fire.
 //   - an SCP metric: one the metrics agent's declarations select, with
-//     their dimensions, that scp-task registers (metricnames, whose tests
-//     hold scp-task to it), read with a statistic that fits its kind.
+//     one of their dimension sets (a labelled metric is published by
+//     Environment alone as well as by its label), that scp-task registers
+//     (metricnames, whose tests hold scp-task to it), read with a
+//     statistic that fits its kind.
 //   - DynamoDB's ThrottledRequests: published per table and operation, for
 //     operations something calls; so a table of the stack and an operation
 //     the functions' roles are granted on it.
@@ -181,12 +192,12 @@ func TestAlarmsWatchWhatIsPublished(t *testing.T) {
 						}
 						continue
 					}
-					dims, ok := agentPublishes(t, decls, m.name)
+					sets, ok := agentPublishes(t, decls, m.name)
 					switch {
 					case !ok:
 						t.Errorf("alarm %s watches %s, which no filter and no agent declaration publishes", aid, m.name)
-					case !slices.Equal(names, dims):
-						t.Errorf("alarm %s on %s names dimensions %v; the agent publishes %v", aid, m.name, names, dims)
+					case !publishedWith(sets, names):
+						t.Errorf("alarm %s on %s names dimensions %v; the agent publishes %v", aid, m.name, names, sets)
 					}
 					if k, ok := metricnames.Kinds[m.name]; !ok {
 						t.Errorf("alarm %s watches %s, which is not one of scp-task's published metrics (metricnames)", aid, m.name)
@@ -259,26 +270,43 @@ func (s *synthesized) alarmedMetrics() map[string]bool {
 	return out
 }
 
-// TestUncleanStopAlarmed: with scp.staging (the run markers live on its
-// file system), a task killed or crashed is an alarm, from the agent's
-// counter the next start raises and from the log line it writes, which
-// the agent may miss (the counter rises before the first scrape). The
-// counter was not published, and nothing alarmed.
-func TestUncleanStopAlarmed(t *testing.T) {
-	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		if s.cfg.Scp.Staging == nil {
-			t.Fatal("the example configs stage objects on EFS")
-		}
-		if dims, ok := agentPublishes(t, s.agentDeclarations(t), MetricAuditUncleanStops); !ok || !slices.Equal(dims, []string{"Environment"}) {
-			t.Errorf("the agent publishes %s: %v with %v", MetricAuditUncleanStops, ok, dims)
-		}
-		alarmed := s.alarmedMetrics()
-		for _, name := range []string{MetricAuditUncleanStops, MetricAuditUncleanStopLogLines} {
-			if !alarmed[name] {
-				t.Errorf("no alarm on %s", name)
-			}
-		}
-	})
+// TestStagingCountersAlarmed: with scp.staging, the agent publishes each
+// staging counter below by Environment and an alarm watches it (and the
+// log line counted beside it, if any). Neither counter was published, and
+// nothing alarmed.
+func TestStagingCountersAlarmed(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		counter string
+		alarmed []string
+	}{
+		// A task killed or crashed (the run markers live on the staging
+		// file system): the agent's counter the next start raises, and
+		// the log line it writes, which the agent may miss (the counter
+		// rises before the first scrape).
+		{"unclean stop", MetricAuditUncleanStops, []string{MetricAuditUncleanStops, MetricAuditUncleanStopLogLines}},
+		// A staging write that found no space: that C-STORE failed A700
+		// and the task refuses associations until space is back, on a
+		// file system every task shares.
+		{"no space", MetricStagingNoSpace, []string{MetricStagingNoSpace}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forEachEnv(t, func(t *testing.T, s *synthesized) {
+				if s.cfg.Scp.Staging == nil {
+					t.Fatal("the example configs stage objects on EFS")
+				}
+				if sets, ok := agentPublishes(t, s.agentDeclarations(t), tc.counter); !ok || !publishedWith(sets, []string{"Environment"}) {
+					t.Errorf("the agent publishes %s: %v with %v", tc.counter, ok, sets)
+				}
+				alarmed := s.alarmedMetrics()
+				for _, name := range tc.alarmed {
+					if !alarmed[name] {
+						t.Errorf("no alarm on %s", name)
+					}
+				}
+			})
+		})
+	}
 }
 
 // TestDashboardReadsGaugesAsGauges: a graph of one of the SCP's gauges
@@ -324,6 +352,65 @@ func TestDashboardReadsGaugesAsGauges(t *testing.T) {
 		}
 		if seen == 0 {
 			t.Error("no graph of an SCP metric found on the dashboard")
+		}
+	})
+}
+
+// TestLabelledMetricsPublishedByLabel: the counters whose label the
+// on-call engineer needs (rejects by reason, C-STORE failures by status:
+// metricnames.Dimensions) reach CloudWatch with that label as a dimension,
+// and by Environment alone, their sum, which is what the alarms on them
+// watch; the dashboard graphs them by the label with a SEARCH over the
+// published dimension set. No other label becomes a dimension: each value
+// is a CloudWatch metric of its own, so only labels with a small, fixed
+// value set (metricnames.RejectReasons, FailureStatuses) may. The agent
+// published their sums alone.
+func TestLabelledMetricsPublishedByLabel(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		decls := s.agentDeclarations(t)
+		for _, d := range decls {
+			for _, dims := range d.Dimensions {
+				for _, dim := range dims {
+					if dim == "Environment" {
+						continue
+					}
+					for _, sel := range d.Selectors {
+						name := strings.TrimSuffix(strings.TrimPrefix(sel, "^"), "$")
+						if metricnames.Dimensions[name] != dim {
+							t.Errorf("the agent publishes %s with dimension %q, which metricnames.Dimensions does not name for it", sel, dim)
+						}
+					}
+				}
+			}
+		}
+		dash := first(s.resources("AWS::CloudWatch::Dashboard"))
+		body := rendered(props(dash)["DashboardBody"])
+		alarms := s.resources("AWS::CloudWatch::Alarm")
+		for name, label := range metricnames.Dimensions {
+			sets, ok := agentPublishes(t, decls, name)
+			want := [][]string{{"Environment"}, slices.Sorted(slices.Values([]string{"Environment", label}))}
+			if !ok || len(sets) != len(want) || !publishedWith(sets, want[0]) || !publishedWith(sets, want[1]) {
+				t.Errorf("the agent publishes %s with %v, want %v", name, sets, want)
+			}
+			var alarmed bool
+			for aid, a := range alarms {
+				for _, m := range alarmMetrics(props(a)) {
+					if m.name != name {
+						continue
+					}
+					alarmed = true
+					if _, byLabel := m.dims[label]; byLabel || len(m.dims) != 1 {
+						t.Errorf("alarm %s watches %s by %v; want its sum, by Environment alone", aid, name, m.dims)
+					}
+				}
+			}
+			if !alarmed {
+				t.Errorf("no alarm watches %s", name)
+			}
+			search := fmt.Sprintf(`SEARCH('{%s,Environment,%s} MetricName=\"%s\" Environment=\"%s\"'`, MetricsNamespace, label, name, s.cfg.Name)
+			if !strings.Contains(body, search) {
+				t.Errorf("the dashboard has no graph of %s by %s (%s)", name, label, search)
+			}
 		}
 	})
 }

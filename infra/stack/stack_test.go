@@ -23,6 +23,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -1366,7 +1367,9 @@ func TestAgentConfigs(t *testing.T) {
 	if p.LogGroupName != "the-log-group" || p.ConfigPath != "env:PROMETHEUS_CONFIG_CONTENT" || p.EMF.Namespace != MetricsNamespace {
 		t.Errorf("agent config %+v", p)
 	}
-	if len(p.EMF.Declarations) != 1 || !slices.Contains(p.EMF.Declarations[0].Selectors, "^"+MetricActiveAssociations+"$") ||
+	// The first publishes by Environment alone; one more per labelled
+	// metric (TestLabelledMetricsPublishedByLabel).
+	if len(p.EMF.Declarations) != 1+len(metricnames.Dimensions) || !slices.Contains(p.EMF.Declarations[0].Selectors, "^"+MetricActiveAssociations+"$") ||
 		!cmp.Equal(p.EMF.Declarations[0].Dimensions, [][]string{{"Environment"}}) {
 		t.Errorf("metric declarations %+v", p.EMF.Declarations)
 	}
