@@ -262,19 +262,20 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		}
 	}
 
+	// A task that was killed or crashed (out of memory, a lost host, the
+	// stop timeout's SIGKILL) lost the audit records it had not written:
+	// a later start finds its run marker (on the staging file system, or
+	// without scp.staging in the bucket under audit-runs/) and says so, in
+	// its start record, its log and its counter. The counter rises at that
+	// task's start, maybe before the agent's first scrape of it, which
+	// publishes no increase; the log line is counted as well.
+	alarm("ScpUncleanStop", ScpMetric(c.Name, MetricAuditUncleanStops, "Sum", minute), 0, gt, 1,
+		"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the next start record names the run and the range (docs/operations/alarms.md)")
+	alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, associationaudit.UncleanStopLog, MetricAuditUncleanStopLogLines), 0, gt, 1,
+		"scp-task logged that a previous run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event (docs/operations/alarms.md)")
+
 	var stagingWidgets []awscloudwatch.IWidget
 	if st := c.Scp.Staging; st != nil {
-		// A task that was killed or crashed (out of memory, a lost host,
-		// the stop timeout's SIGKILL) lost the audit records it had not
-		// written: the next task to start on the staging file system finds
-		// its run marker and says so, in its start record, its log and
-		// its counter. The counter rises at that task's start, maybe
-		// before the agent's first scrape of it, which publishes no
-		// increase; the log line is counted as well.
-		alarm("ScpUncleanStop", ScpMetric(c.Name, MetricAuditUncleanStops, "Sum", minute), 0, gt, 1,
-			"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the next start record names the run and the range (docs/operations/alarms.md)")
-		alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, associationaudit.UncleanStopLog, MetricAuditUncleanStopLogLines), 0, gt, 1,
-			"scp-task logged that a previous run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event (docs/operations/alarms.md)")
 		// Staged objects are acknowledged and not yet in S3: an old
 		// backlog means S3 uploads are failing; the tasks refuse new
 		// associations at maxAgeMinutes.
