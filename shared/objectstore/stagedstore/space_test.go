@@ -17,40 +17,11 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
-
-// noUIDs fails the test if msg names an object of the test's (its key,
-// or any of its UIDs).
-func noUIDs(t *testing.T, what, msg string, objs ...objectstore.Object) {
-	t.Helper()
-	for _, o := range objs {
-		for _, s := range []string{key(t, o), o.SOPInstanceUID, o.StudyInstanceUID, o.SeriesInstanceUID} {
-			if strings.Contains(msg, s) {
-				t.Errorf("%s names an object (%q): %s", what, s, msg)
-			}
-		}
-	}
-}
-
-// waitReady waits for Ready to say ready (nil) or not, past its one-second
-// cache.
-func waitReady(t *testing.T, st *Store, ready bool, within time.Duration) error {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := st.Ready(context.Background())
-		if (err == nil) == ready {
-			return err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Ready = %v after %s, want ready %v", err, within, ready)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestOutOfSpace: a staging write that finds no space fails the C-STORE
 // as unavailable (A700, as the file store's full disk) and turns
@@ -136,16 +107,16 @@ func TestOutOfSpace(t *testing.T) {
 				if !errors.Is(err, objectstore.ErrUnavailable) || !vfs.NoSpace(err) {
 					t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space", err)
 				}
-				noUIDs(t, "Put's error", err.Error(), object(1))
+				storetest.NoUIDs(t, "Put's error", err.Error(), object(1))
 				if n := testutil.ToFloat64(st.m.noSpace); n != 1 {
 					t.Errorf("no_space_total = %v, want 1", n)
 				}
 			}
-			rerr := waitReady(t, st, false, 2*time.Second)
+			rerr := storetest.WaitReady(t, st, false, 2*time.Second)
 			if !errors.Is(rerr, objectstore.ErrUnavailable) || !errors.Is(rerr, tc.wantCause) {
 				t.Errorf("Ready = %v, want ErrUnavailable naming %v", rerr, tc.wantCause)
 			}
-			noUIDs(t, "Ready's error", rerr.Error(), object(1))
+			storetest.NoUIDs(t, "Ready's error", rerr.Error(), object(1))
 			tc.free(mem)
 			switch tc.back {
 			case "write":
@@ -156,7 +127,7 @@ func TestOutOfSpace(t *testing.T) {
 					t.Errorf("Ready right after a write succeeded: %v", err)
 				}
 			case "check":
-				waitReady(t, st, true, 3*readyTTL)
+				storetest.WaitReady(t, st, true, 3*readyTTL)
 			}
 			drain(t, st)
 		})
@@ -255,14 +226,14 @@ func TestFullDiskThenDrained(t *testing.T) {
 			if _, err := st.Put(ctx, object(500), bytes.NewReader(data(500, 2<<20))); !vfs.NoSpace(err) {
 				t.Errorf("large Put on a full disk = %v, want no space", err)
 			}
-			rerr := waitReady(t, st, false, time.Second)
+			rerr := storetest.WaitReady(t, st, false, time.Second)
 			if !errors.Is(rerr, syscall.ENOSPC) {
 				t.Errorf("Ready on a full disk = %v, want ENOSPC named", rerr)
 			}
-			noUIDs(t, "Ready's error", rerr.Error(), objs...)
+			storetest.NoUIDs(t, "Ready's error", rerr.Error(), objs...)
 			s3.setDown(false)
 			drain(t, st)
-			waitReady(t, st, true, 10*time.Second)
+			storetest.WaitReady(t, st, true, 10*time.Second)
 			if _, err := st.Put(ctx, object(501), bytes.NewReader(data(501, 2<<20))); err != nil {
 				t.Errorf("large Put once drained: %v", err)
 			}
@@ -346,12 +317,7 @@ func TestReadinessStableWhileTooLarge(t *testing.T) {
 			if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !vfs.NoSpace(err) {
 				t.Fatalf("Put of an object larger than the free space = %v, want no space", err)
 			}
-			var readyAt []time.Duration
-			start := time.Now()
-			for i := 0; time.Since(start) < 3*readyTTL; i++ {
-				if err := st.Ready(ctx); err == nil {
-					readyAt = append(readyAt, time.Since(start).Round(time.Millisecond))
-				}
+			readyAt := storetest.ReadyDuring(st, 3*readyTTL, func(i int) {
 				if i%5 == 4 { // the sender tries again
 					if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !vfs.NoSpace(err) {
 						t.Fatalf("Put again = %v, want no space", err)
@@ -362,13 +328,12 @@ func TestReadinessStableWhileTooLarge(t *testing.T) {
 						t.Fatalf("small Put: %v", err)
 					}
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			})
 			if len(readyAt) > 0 {
 				t.Errorf("ready again at %v while the object still did not fit", readyAt)
 			}
 			grow()
-			waitReady(t, st, true, 3*readyTTL)
+			storetest.WaitReady(t, st, true, 3*readyTTL)
 			if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); err != nil {
 				t.Errorf("Put once there is room: %v", err)
 			}

@@ -46,7 +46,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -541,27 +540,16 @@ func (s *Store) reserve() vfs.Reserve {
 // off (new associations are refused while the task cannot stage), and a
 // success after one may turn it back on (vfs.Shortage.Wrote).
 func (s *Store) noteSpace(err error, need int64) {
-	switch {
-	case err == nil && s.noSpace.On():
-		if s.noSpace.Wrote(s.reserve(), uint64(need)) {
-			s.readyMu.Lock()
-			defer s.readyMu.Unlock()
-			s.readyAt = time.Time{} // look again at the next Ready
-			s.log.Info("a staging write succeeded after the staging file system ran out of space: ready again")
-		}
-	case err != nil && vfs.NoSpace(err):
+	turn := s.noSpace.Note(s.reserve(), err, uint64(need))
+	if turn.NoSpace {
 		s.m.noSpace.Inc()
-		var errno syscall.Errno
-		if !errors.As(err, &errno) {
-			errno = syscall.ENOSPC
-		}
-		s.readyMu.Lock()
-		defer s.readyMu.Unlock()
-		s.readyAt = time.Time{}
-		if s.noSpace.Fail(errno, uint64(need)) {
-			s.log.Error("the staging file system is out of space: readiness off (associations refused) until space is back", "err", errno, "needed_bytes", need)
-		}
 	}
+	if turn.Stale() {
+		s.readyMu.Lock()
+		s.readyAt = time.Time{} // look again at the next Ready
+		s.readyMu.Unlock()
+	}
+	turn.Log(s.log, "the staging file system", need)
 }
 
 // Drain waits until everything staged so far (parked records excepted) is

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,6 +64,55 @@ func Run(t *testing.T, h Harness) {
 			t.Errorf("Ready on a fresh store: %v", err)
 		}
 	})
+}
+
+// WaitReady waits for s's Ready to say ready (nil) or not, past the
+// second a store reuses its answer for, and returns Ready's last answer.
+func WaitReady(t testing.TB, s interface{ Ready(context.Context) error }, ready bool, within time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := s.Ready(context.Background())
+		if (err == nil) == ready {
+			return err
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready = %v after %s, want ready %v", err, within, ready)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// ReadyDuring asks s's Ready every 50 ms for d, calling step with the
+// round's number after each question (a sender's retries, other writes),
+// and returns when, since it started, Ready said ready.
+func ReadyDuring(s interface{ Ready(context.Context) error }, d time.Duration, step func(i int)) (readyAt []time.Duration) {
+	start := time.Now()
+	for i := 0; time.Since(start) < d; i++ {
+		if err := s.Ready(context.Background()); err == nil {
+			readyAt = append(readyAt, time.Since(start).Round(time.Millisecond))
+		}
+		step(i)
+		time.Sleep(50 * time.Millisecond)
+	}
+	return readyAt
+}
+
+// NoUIDs fails the test if msg (an error, a log) names one of objs: its
+// key or any of its UIDs.
+func NoUIDs(t testing.TB, what, msg string, objs ...objectstore.Object) {
+	t.Helper()
+	for _, o := range objs {
+		key, err := objectstore.Key(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{key, o.SOPInstanceUID, o.StudyInstanceUID, o.SeriesInstanceUID} {
+			if strings.Contains(msg, s) {
+				t.Errorf("%s names an object (%q): %s", what, s, msg)
+			}
+		}
+	}
 }
 
 // Object returns a valid object description numbered n.

@@ -3,6 +3,7 @@ package vfs
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -134,4 +135,50 @@ func (s *Shortage) Wrote(r Reserve, n uint64) (ended bool) {
 	}
 	s.on.Store(false)
 	return true
+}
+
+// A Turn is what a write did to a Shortage (Note).
+type Turn struct {
+	// NoSpace: the write failed for lack of space; Cause is its errno
+	// (ENOSPC or EDQUOT).
+	NoSpace bool
+	Cause   error
+	// Started: a shortage started with this failure. Ended: the write
+	// succeeded and ended the shortage (Wrote).
+	Started, Ended bool
+}
+
+// Note follows a write that needed at least need bytes (or, if it
+// succeeded, wrote need bytes) and returned err: a failure for lack of
+// space starts the shortage or raises what it awaits (Fail), a success
+// may end it (Wrote), and any other failure changes nothing. The cause
+// kept is the errno alone: the error itself may carry a file's path, and
+// so an object's key.
+func (s *Shortage) Note(r Reserve, err error, need uint64) Turn {
+	switch {
+	case err == nil:
+		return Turn{Ended: s.Wrote(r, need)}
+	case NoSpace(err):
+		var errno syscall.Errno
+		if !errors.As(err, &errno) {
+			errno = syscall.ENOSPC
+		}
+		return Turn{NoSpace: true, Cause: errno, Started: s.Fail(errno, need)}
+	}
+	return Turn{}
+}
+
+// Stale reports whether a store's cached readiness no longer holds: a
+// write failed for lack of space, or ended the shortage.
+func (t Turn) Stale() bool { return t.NoSpace || t.Ended }
+
+// Log tells log that the file system named where ("the store's disk")
+// ran out of space, with what the write needed, or has space again.
+func (t Turn) Log(log *slog.Logger, where string, need int64) {
+	switch {
+	case t.Started:
+		log.Error(where+" is out of space: readiness off (associations refused) until space is back", "err", t.Cause, "needed_bytes", need)
+	case t.Ended:
+		log.Info("a write succeeded after " + where + " ran out of space: ready again")
+	}
 }

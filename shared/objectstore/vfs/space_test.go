@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -121,6 +122,47 @@ func TestShortage(t *testing.T) {
 			}
 			if err != nil && !errors.Is(err, syscall.ENOSPC) {
 				t.Errorf("Check = %v, want the cause in its chain", err)
+			}
+		})
+	}
+}
+
+// TestShortageNote: how a write's outcome turns a shortage, the cause
+// kept being the errno alone (a write's error may name a file, and so an
+// object).
+func TestShortageNote(t *testing.T) {
+	measured := vfs.Reserve{Bytes: 10, Free: func() (uint64, error) { return 500, nil }}
+	pathErr := func(errno syscall.Errno) error {
+		return fmt.Errorf("put: %w", &os.PathError{Op: "write", Path: "/store/incoming/1.2.3/obj", Err: errno})
+	}
+	for _, tc := range []struct {
+		name   string
+		before []uint64 // writes that failed earlier for lack of space
+		err    error
+		need   uint64
+		want   vfs.Turn
+		wantOn bool
+	}{
+		{"success, no shortage", nil, nil, 100, vfs.Turn{}, false},
+		{"other failure", nil, errors.New("sender gone"), 100, vfs.Turn{}, false},
+		{"no space starts it", nil, pathErr(syscall.ENOSPC), 1000, vfs.Turn{NoSpace: true, Cause: syscall.ENOSPC, Started: true}, true},
+		{"a quota starts it", nil, pathErr(syscall.EDQUOT), 1000, vfs.Turn{NoSpace: true, Cause: syscall.EDQUOT, Started: true}, true},
+		{"no space again", []uint64{1000}, pathErr(syscall.ENOSPC), 2000, vfs.Turn{NoSpace: true, Cause: syscall.ENOSPC}, true},
+		{"other failure leaves it", []uint64{1000}, errors.New("sender gone"), 2000, vfs.Turn{}, true},
+		{"a smaller success leaves it", []uint64{1000}, nil, 100, vfs.Turn{}, true},
+		{"as large a success ends it", []uint64{1000}, nil, 1000, vfs.Turn{Ended: true}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s vfs.Shortage
+			for _, n := range tc.before {
+				s.Fail(syscall.ENOSPC, n)
+			}
+			got := s.Note(measured, tc.err, tc.need)
+			if got != tc.want || s.On() != tc.wantOn {
+				t.Errorf("Note = %+v, on %v; want %+v, on %v", got, s.On(), tc.want, tc.wantOn)
+			}
+			if _, _, err := s.Check(measured); err != nil && strings.Contains(err.Error(), "/store/") {
+				t.Errorf("Check = %v, names a file", err)
 			}
 		})
 	}
