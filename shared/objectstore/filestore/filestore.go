@@ -88,6 +88,10 @@ type Store struct {
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
+	// noSpace is on after a write failed for lack of space, until the
+	// reserve and what that write needed are free again (or, where the
+	// free space is not measured, a write succeeds).
+	noSpace vfs.Shortage
 }
 
 // readyTTL is how long a Ready result is reused: the SCP asks on every
@@ -125,7 +129,9 @@ func WithNames(n *logname.Namer) Option { return func(s *Store) { s.names = n } 
 // flight at that moment may take their size out of the reserve. The
 // journal adds no segment file that would eat into it. 0 disables the
 // check, and so does a system where the free space is not measured
-// (only Linux's is).
+// (only Linux's is). Whatever the reserve, a write that finds the disk
+// full turns Ready off until the reserve and what that write needed are
+// free (see Ready).
 func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
 
 // WithBufferedWrites writes objects through the page cache even where the
@@ -292,12 +298,16 @@ const MaxNote = journal.MaxMeta - 1 - maxKeyLen
 // object's key holds other content), and Hold takes a journaled object's
 // record. Local mode hands its objects to the pipeline there, so that
 // every object that ever appears under a key was handed off first.
-func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, hooks Hooks) (_ objectstore.Stored, err error) {
+func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.Reader, hooks Hooks) (st objectstore.Stored, err error) {
 	key, err := objectstore.Key(obj)
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
 	defer func() { err = s.names.Redact(err, key) }()
+	// need is what the object wrote or, if it failed, needed at least:
+	// its size, as far as it had arrived.
+	var need int64
+	defer func() { s.noteSpace(err, need) }()
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
@@ -314,24 +324,31 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 		if err != nil {
 			return objectstore.Stored{}, err
 		}
+		need = int64(n)
 		if n < len(ring) {
-			return s.putJournaled(ctx, key, buf, n, hooks)
+			st, err = s.putJournaled(ctx, key, buf, n, hooks)
+			if st.Duplicate {
+				need = 0 // nothing written
+			}
+			return st, err
 		}
 		filled = n // maybe more: the file recipe takes it from here
 	}
-	return s.putFile(ctx, key, part10, ring, filled, hooks)
-}
-
-// putFile stores an object by the file recipe.
-func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring []byte, filled int, hooks Hooks) (objectstore.Stored, error) {
 	var sum hash.Hash64
 	if hooks.Checksum {
 		sum = crcnvme.New()
 	}
 	tmp, size, err := s.writeTemp(ctx, part10, ring, filled, sum)
+	need = max(size, need)
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
+	return s.putFile(ctx, key, tmp, size, sum, hooks)
+}
+
+// putFile stores an object by the file recipe: its temporary file, tmp,
+// written whole (size bytes, sum its checksum if asked), is placed.
+func (s *Store) putFile(ctx context.Context, key, tmp string, size int64, sum hash.Hash64, hooks Hooks) (objectstore.Stored, error) {
 	before := hooks.Before
 	placed := false
 	defer func() {
@@ -400,6 +417,23 @@ func (s *Store) putFile(ctx context.Context, key string, part10 io.Reader, ring 
 		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
 		final = filepath.Join(s.root, filepath.FromSlash(st.Key))
 	}
+}
+
+// noteSpace follows what a Put or PutRecord that wrote or needed need
+// bytes did to the disk: a failure for lack of space turns readiness off
+// (new associations are refused while objects cannot be stored), and a
+// success after one may turn it back on (vfs.Shortage).
+func (s *Store) noteSpace(err error, need int64) {
+	if err == nil && need == 0 {
+		return // nothing written tells nothing of the space
+	}
+	turn := s.noSpace.Note(s.spaceReserve(), err, uint64(max(need, 0)))
+	if turn.Stale() {
+		s.readyMu.Lock()
+		s.readyAt = time.Time{} // look again at the next Ready
+		s.readyMu.Unlock()
+	}
+	turn.Log(s.log, "the store's disk", need)
 }
 
 // removeTemp removes a temporary file that was not placed, logging a
@@ -565,7 +599,8 @@ func placeNoReplace(tmp, final string) (bool, error) { return vfs.OS().RenameNoR
 // PutRecord durably writes body at key (which must be under one of
 // objectstore.RecordPrefixes). It never replaces a record: writing the same
 // bytes again succeeds, other bytes under an existing key fail.
-func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
+func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err error) {
+	defer func() { s.noteSpace(err, int64(len(body))) }()
 	if !objectstore.IsRecordKey(key) {
 		return fmt.Errorf("%w: record key %q outside %s", ErrInvalidKey, clip(key), strings.Join(objectstore.RecordPrefixes, " and "))
 	}
@@ -620,8 +655,12 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	return nil
 }
 
-// Ready checks that a file can be created in the store (and, with
-// WithMinFreeBytes, that space remains). A result is reused for a second.
+// Ready checks that a file can be created in the store, that no write
+// failed for lack of space (ENOSPC, EDQUOT) since the reserve and what
+// that write needed (its object's size, as far as it had arrived) were
+// last free (vfs.Shortage: where the free space is not measured, until a
+// later write succeeds), and, with WithMinFreeBytes, that the reserve is
+// free. A result is reused for a second.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: ready: %w", err)
@@ -649,6 +688,13 @@ func (s *Store) probe() error {
 	}
 	if err != nil {
 		return unavailable("ready", err)
+	}
+	back, free, err := s.noSpace.Check(s.spaceReserve())
+	if err != nil {
+		return unavailable("ready", err)
+	}
+	if back {
+		s.log.Info("space is back on the store's disk: ready again", "free_bytes", free)
 	}
 	return s.reserve("ready")
 }
@@ -678,8 +724,11 @@ func (s *Store) reserve(op string) error {
 // bytes, is below the reserve, and the free space: vfs.Reserve's rule,
 // which the staged store keeps too.
 func (s *Store) belowReserve(extra uint64) (free uint64, below bool, err error) {
-	r := vfs.Reserve{Bytes: s.minFree, Free: func() (uint64, error) { return s.freeBytes(s.root) }}
-	return r.Below(extra)
+	return s.spaceReserve().Below(extra)
+}
+
+func (s *Store) spaceReserve() vfs.Reserve {
+	return vfs.Reserve{Bytes: s.minFree, Free: func() (uint64, error) { return s.freeBytes(s.root) }}
 }
 
 // Open opens the object or record at key for reading; errors.Is(err,

@@ -131,7 +131,9 @@ func (w *chunkWriter) run() {
 }
 
 // writeTemp streams an object into a new, fsynced temporary file and
-// returns its name and size; on error nothing is left. The object is the
+// returns its name and size; on error nothing is left, and size is how
+// far the object had come (what it needs at least: a write that finds no
+// space tells readiness, see Store.Ready). The object is the
 // first filled bytes of ring (whole chunks) followed by the rest of r; ring
 // (ringSize bytes, aligned for direct I/O) is the caller's, and no write
 // from it is in flight once writeTemp returns. If sum is set, the object's
@@ -142,6 +144,7 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 		return "", 0, unavailable("put", err)
 	}
 	tmp = f.Name()
+	var off int64 // file offset of the next chunk
 	defer func() {
 		if f != nil {
 			if cerr := f.Close(); cerr != nil && err == nil {
@@ -150,6 +153,7 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 		}
 		if err != nil {
 			s.removeTemp(tmp)
+			size = max(size, off)
 		}
 	}()
 
@@ -193,7 +197,6 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 		return nil
 	}
 
-	var off int64 // file offset of slot
 	// The chunks the caller read already go first.
 	for slot := 0; slot < filled/chunkSize; slot++ {
 		w.jobs <- writeJob{slot: slot, n: chunkSize, off: off}
@@ -203,18 +206,18 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 	for slot := (filled / chunkSize) % chunks; ; slot = (slot + 1) % chunks {
 		if inflight == chunks {
 			if err := wait(); err != nil {
-				return tmp, 0, err
+				return tmp, size, err
 			}
 		}
 		if direct && off >= directLimit {
 			// The rest through the page cache.
 			if err := toPageCache(); err != nil {
-				return tmp, 0, err
+				return tmp, size, err
 			}
 		}
 		n, rerr := fill(ctx, r, ring[slot*chunkSize:(slot+1)*chunkSize])
 		if rerr != nil {
-			return tmp, 0, rerr
+			return tmp, size, rerr
 		}
 		if n == chunkSize {
 			w.jobs <- writeJob{slot: slot, n: n, off: off}
@@ -234,16 +237,16 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 			inflight++
 		}
 		if err := drain(); err != nil {
-			return tmp, 0, err
+			return tmp, size, err
 		}
 		size = off + int64(n)
 		if whole < n {
 			if err := toPageCache(); err != nil {
-				return tmp, 0, err
+				return tmp, size, err
 			}
 			tail := ring[slot*chunkSize+whole : slot*chunkSize+n]
 			if _, werr := f.WriteAt(tail, off+int64(whole)); werr != nil {
-				return tmp, 0, unavailable("put: write", werr)
+				return tmp, size, unavailable("put: write", werr)
 			}
 			if sum != nil {
 				sum.Write(tail)
@@ -252,12 +255,12 @@ func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled 
 		break
 	}
 	if err := f.Sync(); err != nil {
-		return tmp, 0, unavailable("put: sync", err)
+		return tmp, size, unavailable("put: sync", err)
 	}
 	err = f.Close()
 	f = nil
 	if err != nil {
-		return tmp, 0, unavailable("put: close", err)
+		return tmp, size, unavailable("put: close", err)
 	}
 	return tmp, size, nil
 }
