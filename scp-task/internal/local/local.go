@@ -181,7 +181,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.ObjectStore == nil {
-		cfg.ObjectStore = defaultObjectStore(cfg.Names, cfg.MinFreeBytes)
+		cfg.ObjectStore = defaultObjectStore(cfg.Names, cfg.MinFreeBytes, cfg.Logger.With("component", "store"))
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
