@@ -138,7 +138,7 @@ var settings = []Setting{
 	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
 	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate that has NAME as a DNS SAN (or, without SANs, as its subject CN); others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
-	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); with --staging: kept on the staging directory's file system, below it associations are refused; 0 = none"},
+	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); with --staging: kept on the staging directory's file system, below it associations are refused; after a write found no space, associations stay refused until this and what that write needed are free; 0 = none"},
 	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
 	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
 	{"max-associations-per-ae", "SCP_MAX_ASSOCIATIONS_PER_AE", "16", "concurrent associations per calling AE title; 0 = unlimited"},
