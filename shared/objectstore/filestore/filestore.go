@@ -433,7 +433,10 @@ func (s *Store) noteSpace(err error, need int64) {
 		s.readyAt = time.Time{} // look again at the next Ready
 		s.readyMu.Unlock()
 	}
-	turn.Log(s.log, "the store's disk", need)
+	turn.Log(s.log, vfs.ShortageLog{
+		OutOfSpace: "the store's disk is out of space: readiness off (associations refused) until space is back",
+		SpaceBack:  "a write succeeded after the store's disk ran out of space: ready again",
+	}, need)
 }
 
 // removeTemp removes a temporary file that was not placed, logging a

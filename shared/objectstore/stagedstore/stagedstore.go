@@ -549,7 +549,10 @@ func (s *Store) noteSpace(err error, need int64) {
 		s.readyAt = time.Time{} // look again at the next Ready
 		s.readyMu.Unlock()
 	}
-	turn.Log(s.log, "the staging file system", need)
+	turn.Log(s.log, vfs.ShortageLog{
+		OutOfSpace: "the staging file system is out of space: readiness off (associations refused) until space is back",
+		SpaceBack:  "a staging write succeeded after the staging file system ran out of space: ready again",
+	}, need)
 }
 
 // Drain waits until everything staged so far (parked records excepted) is

@@ -172,13 +172,20 @@ func (s *Shortage) Note(r Reserve, err error, need uint64) Turn {
 // write failed for lack of space, or ended the shortage.
 func (t Turn) Stale() bool { return t.NoSpace || t.Ended }
 
-// Log tells log that the file system named where ("the store's disk")
-// ran out of space, with what the write needed, or has space again.
-func (t Turn) Log(log *slog.Logger, where string, need int64) {
+// ShortageLog is what a store logs when a write finds its file system
+// out of space and when a write succeeds after that: whole messages, each
+// a literal in the store, so that a log query can filter on it.
+type ShortageLog struct {
+	OutOfSpace, SpaceBack string
+}
+
+// Log tells log that the file system ran out of space, with what the
+// write needed, or has space again.
+func (t Turn) Log(log *slog.Logger, msgs ShortageLog, need int64) {
 	switch {
 	case t.Started:
-		log.Error(where+" is out of space: readiness off (associations refused) until space is back", "err", t.Cause, "needed_bytes", need)
+		log.Error(msgs.OutOfSpace, "err", t.Cause, "needed_bytes", need)
 	case t.Ended:
-		log.Info("a write succeeded after " + where + " ran out of space: ready again")
+		log.Info(msgs.SpaceBack)
 	}
 }
