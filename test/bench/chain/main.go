@@ -307,7 +307,7 @@ func run(ctx context.Context, o options) (*results, error) {
 			return nil, err
 		}
 		fnEnv[fn] = append(os.Environ(),
-			"BUCKET="+bucket, "AUDIT_TABLE="+auditTable, "INDEX_TABLE="+indexTable, "EVENT_BUS_NAME="+busName,
+			"BUCKET="+bucket, "BUCKET_ARN=arn:aws:s3:::"+bucket, "AUDIT_TABLE="+auditTable, "INDEX_TABLE="+indexTable, "EVENT_BUS_NAME="+busName,
 			"QUIET_PERIOD="+o.quietPeriod.String(), "EVENT_PATIENT_DATA=none", "S3_FORCE_PATH_STYLE=true",
 			"AWS_REGION="+region, "AWS_ACCESS_KEY_ID=bench", "AWS_SECRET_ACCESS_KEY=bench", "AWS_EC2_METADATA_DISABLED=true",
 			"AWS_ENDPOINT_URL_S3="+fnS3, "AWS_ENDPOINT_URL_DYNAMODB="+fnDDB, "AWS_ENDPOINT_URL_EVENTBRIDGE="+fnEB,
