@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -54,10 +55,13 @@ const (
 	pendingGrace = time.Hour
 )
 
-// IndexTable is the study index in DynamoDB.
+// IndexTable is the study index in DynamoDB. Use it through a pointer: it
+// remembers the series markers it has seen.
 type IndexTable struct {
 	Client DynamoAPI
 	Table  string
+
+	markers markerCreators
 }
 
 var _ pipeline.IndexStore = (*IndexTable)(nil)
@@ -143,15 +147,18 @@ var errLegacyStudy = errors.New("awsadapters: study item predates index version 
 // and on DynamoDB a transaction costs two write units per item and is
 // cancelled (TransactionConflict) whenever another one touches the same
 // study item, which concurrent deliveries of one study do all the time,
-// while a single-item update just queues. A new instance costs five
-// calls:
+// while a single-item update just queues. A new instance costs four
+// calls, five or six for the first instance of a series an execution
+// environment meets:
 //
 //  1. the claim: an update adding the content's hash to the set of
 //     contents indexed under the SOP Instance UID (in any study), which
 //     returns the item as it was: the first content decides new or
 //     conflict, and exactly one call ever finds its content absent, the
 //     claimant;
-//  2. the series marker is created unless present (newSeries);
+//  2. the series marker is created unless present (newSeries); its
+//     creator never changes, so the IndexTable remembers it and reads or
+//     writes the marker only on the first instance of the series it meets;
 //  3. the study's counters move in one update that also adds the content
 //     to the study's pending set, conditioned on it not being there: the
 //     study item remembers which contents it counted until their upsert is
@@ -309,15 +316,50 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 }
 
 // seriesMarker is step 2; it reports whether in's content created (or
-// creates) the marker.
+// creates) the marker. A marker's creator never changes and nothing deletes
+// a marker, so once this environment has seen one it decides from memory:
+// every instance of a series after the first costs no call, where a
+// conditional put on every instance cost a write, failed for all but the
+// first, and queued on the marker's item behind the series' other
+// instances. An unknown marker is read first (most are already there,
+// created in another environment) and put only when absent.
 func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecord) (bool, error) {
-	id := contentID(in)
+	id, pk, sk := contentID(in), studyPK(in.StudyInstanceUID), "SERIES#"+in.SeriesInstanceUID
+	if creator, ok := x.markers.get(pk, sk); ok {
+		return creator == id, nil
+	}
+	item, err := x.get(ctx, pk, sk)
+	if err != nil {
+		return false, err
+	}
+	if item == nil {
+		created, err := x.putSeriesMarker(ctx, in, id)
+		if err != nil || created {
+			return created, err
+		}
+		// Created meanwhile by another content: read whose it is.
+		if item, err = x.get(ctx, pk, sk); err != nil {
+			return false, err
+		}
+		if item == nil {
+			return false, errors.New("awsadapters: series: marker exists for the put, absent for the read")
+		}
+	}
+	// Markers written before creators were recorded have none: no content
+	// created them, as the conditional put also decides.
+	creator := str(item, "creator")
+	x.markers.put(pk, sk, creator)
+	return creator == id, nil
+}
+
+// putSeriesMarker creates the marker unless present; the content that
+// created it sees it as new on a retry too.
+func (x *IndexTable) putSeriesMarker(ctx context.Context, in pipeline.InstanceRecord, id string) (bool, error) {
 	s := map[string]ddbtypes.AttributeValue{"pk": sv(studyPK(in.StudyInstanceUID)), "sk": sv("SERIES#" + in.SeriesInstanceUID),
 		"seriesInstanceUid": sv(in.SeriesInstanceUID), "creator": sv(id)}
 	dropEmpty(s)
 	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName: &x.Table, Item: s,
-		// The content that created the marker sees it as new on a retry too.
 		ConditionExpression:       aws.String("attribute_not_exists(pk) OR creator = :id"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":id": sv(id)},
 	})
@@ -327,7 +369,35 @@ func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecor
 	case err != nil:
 		return false, fmt.Errorf("awsadapters: series: %w", err)
 	}
+	x.markers.put(str(s, "pk"), str(s, "sk"), id)
 	return true, nil
+}
+
+// markerCreators remembers the creators of the series markers an
+// IndexTable has read or written. Bounded: it forgets everything when
+// full, which costs a read per series afterwards.
+type markerCreators struct {
+	mu sync.Mutex
+	m  map[string]string // pk NUL sk → creator
+}
+
+// maxMarkers bounds markerCreators: about 250 bytes an entry.
+const maxMarkers = 4096
+
+func (c *markerCreators) get(pk, sk string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	creator, ok := c.m[pk+"\x00"+sk]
+	return creator, ok
+}
+
+func (c *markerCreators) put(pk, sk, creator string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxMarkers {
+		c.m = make(map[string]string)
+	}
+	c.m[pk+"\x00"+sk] = creator
 }
 
 // complete runs steps 4 and 5 for a counted content, deciding on the
