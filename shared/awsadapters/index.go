@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -322,34 +323,50 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 // conditional put on every instance cost a write, failed for all but the
 // first, and queued on the marker's item behind the series' other
 // instances. An unknown marker is read first (most are already there,
-// created in another environment) and put only when absent.
+// created in another environment) and put only when absent; the messages
+// of a batch that meet it together share that lookup.
 func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecord) (bool, error) {
-	id, pk, sk := contentID(in), studyPK(in.StudyInstanceUID), "SERIES#"+in.SeriesInstanceUID
-	if creator, ok := x.markers.get(pk, sk); ok {
+	id, k := contentID(in), markerKey(in)
+	if creator, ok := x.markers.get(k); ok {
 		return creator == id, nil
 	}
-	item, err := x.get(ctx, pk, sk)
+	creator, err, _ := x.markers.lookups.Do(k, func() (any, error) { return x.lookUpMarker(ctx, in, id) })
 	if err != nil {
 		return false, err
 	}
+	return creator.(string) == id, nil
+}
+
+// lookUpMarker reads the marker's creator, creating the marker with id
+// as its creator if absent, and remembers it.
+func (x *IndexTable) lookUpMarker(ctx context.Context, in pipeline.InstanceRecord, id string) (string, error) {
+	pk, sk := studyPK(in.StudyInstanceUID), "SERIES#"+in.SeriesInstanceUID
+	item, err := x.get(ctx, pk, sk)
+	if err != nil {
+		return "", err
+	}
 	if item == nil {
 		created, err := x.putSeriesMarker(ctx, in, id)
-		if err != nil || created {
-			return created, err
+		if err != nil {
+			return "", err
+		}
+		if created {
+			x.markers.put(markerKey(in), id)
+			return id, nil
 		}
 		// Created meanwhile by another content: read whose it is.
 		if item, err = x.get(ctx, pk, sk); err != nil {
-			return false, err
+			return "", err
 		}
 		if item == nil {
-			return false, errors.New("awsadapters: series: marker exists for the put, absent for the read")
+			return "", errors.New("awsadapters: series: marker exists for the put, absent for the read")
 		}
 	}
 	// Markers written before creators were recorded have none: no content
 	// created them, as the conditional put also decides.
 	creator := str(item, "creator")
-	x.markers.put(pk, sk, creator)
-	return creator == id, nil
+	x.markers.put(markerKey(in), creator)
+	return creator, nil
 }
 
 // putSeriesMarker creates the marker unless present; the content that
@@ -369,7 +386,6 @@ func (x *IndexTable) putSeriesMarker(ctx context.Context, in pipeline.InstanceRe
 	case err != nil:
 		return false, fmt.Errorf("awsadapters: series: %w", err)
 	}
-	x.markers.put(str(s, "pk"), str(s, "sk"), id)
 	return true, nil
 }
 
@@ -377,27 +393,32 @@ func (x *IndexTable) putSeriesMarker(ctx context.Context, in pipeline.InstanceRe
 // IndexTable has read or written. Bounded: it forgets everything when
 // full, which costs a read per series afterwards.
 type markerCreators struct {
-	mu sync.Mutex
-	m  map[string]string // pk NUL sk → creator
+	mu      sync.Mutex
+	m       map[string]string // markerKey → creator
+	lookups singleflight.Group
 }
 
 // maxMarkers bounds markerCreators: about 250 bytes an entry.
 const maxMarkers = 4096
 
-func (c *markerCreators) get(pk, sk string) (string, bool) {
+func markerKey(in pipeline.InstanceRecord) string {
+	return in.StudyInstanceUID + "\x00" + in.SeriesInstanceUID
+}
+
+func (c *markerCreators) get(k string) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	creator, ok := c.m[pk+"\x00"+sk]
+	creator, ok := c.m[k]
 	return creator, ok
 }
 
-func (c *markerCreators) put(pk, sk, creator string) {
+func (c *markerCreators) put(k, creator string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxMarkers {
 		c.m = make(map[string]string)
 	}
-	c.m[pk+"\x00"+sk] = creator
+	c.m[k] = creator
 }
 
 // complete runs steps 4 and 5 for a counted content, deciding on the
