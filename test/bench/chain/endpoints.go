@@ -131,14 +131,29 @@ func dynamoProxy(target *url.URL, c *capacity) http.Handler {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		var out struct {
 			ConsumedCapacity json.RawMessage
+			Type             string `json:"__type"`
 		}
-		if json.Unmarshal(body, &out) == nil && len(out.ConsumedCapacity) > 0 {
-			c.add("DynamoDB "+op(resp.Request), consumedUnits(out.ConsumedCapacity))
+		if json.Unmarshal(body, &out) != nil {
+			return nil
+		}
+		switch o := op(resp.Request); {
+		case len(out.ConsumedCapacity) > 0:
+			c.add("DynamoDB "+o, consumedUnits(out.ConsumedCapacity))
+		case singleWriteOps[o] && strings.HasSuffix(out.Type, "#ConditionalCheckFailedException"):
+			// DynamoDB bills a write whose condition fails by the larger
+			// of the existing and the new item (Developer Guide, read and
+			// write operations); dynalite's error says nothing of
+			// capacity. Count the least it costs, a unit.
+			c.add("DynamoDB "+o, 1)
 		}
 		return nil
 	}
 	return rp
 }
+
+// singleWriteOps are the writes of one item, which a failed condition
+// still bills.
+var singleWriteOps = map[string]bool{"PutItem": true, "UpdateItem": true, "DeleteItem": true}
 
 func op(r *http.Request) string { return awsmeter.Operation(r) }
 
