@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 )
 
@@ -23,11 +24,11 @@ const SchemaVersion = 1
 // alarm.
 const LostLog = "audit record lost"
 
-// UncleanStopLog is the message of the SCP's log line, at start, for each
-// earlier run found to have stopped uncleanly (killed, crashed): the audit
-// records it had not yet written are lost, and its start record says which.
-// The stack's metric filter counts these lines for the ScpUncleanStopLogged
-// alarm (with scp.staging).
+// UncleanStopLog is the message of the SCP's log line for each earlier run
+// found to have stopped uncleanly (killed, crashed), at start or while it
+// runs: the audit records it had not yet written are lost, and the start
+// record, or the unclean-stop-found record, says which. The stack's metric
+// filter counts these lines for the ScpUncleanStopLogged alarm.
 const UncleanStopLog = "previous run stopped uncleanly: audit records may be lost"
 
 // Event names, as they appear in Record.Event and in keys.
@@ -46,12 +47,17 @@ const (
 	// ids of the associations it served; CalledAE is its AE title.
 	EventApplicationStart = "application-start"
 	EventApplicationStop  = "application-stop"
+	// EventUncleanStopFound: a running SCP found other runs stopped
+	// uncleanly (their run markers went stale, or their locks free) and
+	// reports them in PreviousRuns, as a start would. Its AssociationID
+	// and CalledAE are the reporting run's, as on its start record.
+	EventUncleanStopFound = "unclean-stop-found"
 )
 
 // Events are every event name a Record carries, as the audit trail's
 // outcomes list them (pipeline.AuditOutcomes).
 var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused,
-	EventApplicationStart, EventApplicationStop}
+	EventApplicationStart, EventApplicationStop, EventUncleanStopFound}
 
 // Record is one association event. It holds no patient data: AE titles,
 // addresses and UIDs only.
@@ -86,9 +92,10 @@ type Record struct {
 	TLS *TLSPeer `json:"tls,omitempty"`
 	// PreviousRuns, on an application-start, are the earlier runs its
 	// start found to have stopped uncleanly (killed, crashed: their run
-	// markers' locks were free), with what each may have lost; Reason says
-	// the same in words. Absent from records written before it was
-	// recorded, whose Reason alone said so.
+	// markers' locks were free, or the markers stale), with what each may
+	// have lost; Reason says the same in words. Absent from records
+	// written before it was recorded, whose Reason alone said so. On an
+	// unclean-stop-found, the runs a running SCP found so.
 	PreviousRuns []UncleanRun `json:"previousRuns,omitempty"`
 	// Lost, on an application-stop, are the records of its run counted
 	// lost before the stop record was written (given up at Close, not
@@ -185,10 +192,7 @@ func Key(r Record) (string, error) {
 	if !idPattern.MatchString(r.AssociationID) {
 		return "", fmt.Errorf("associationaudit: association id %q is not key-safe", r.AssociationID)
 	}
-	switch r.Event {
-	case EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused,
-		EventApplicationStart, EventApplicationStop:
-	default:
+	if !slices.Contains(Events, r.Event) {
 		return "", fmt.Errorf("associationaudit: unknown event %q", r.Event)
 	}
 	t := r.Time.UTC()

@@ -80,6 +80,9 @@ func TestRunFacts(t *testing.T) {
 				LastAlive: at.Add(-time.Minute), LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}}},
 		{name: "start after an unreadable marker", want: Record{Event: EventApplicationStart, Time: at, AssociationID: "cccc", Seq: 1,
 			PreviousRuns: []UncleanRun{{Instance: "dead2", Unreadable: true}}}},
+		{name: "a running SCP's report of a dead run", want: Record{Event: EventUncleanStopFound, Time: at, AssociationID: "cccc", CalledAE: "REMOTE_AE", Seq: 42,
+			Reason: "previous run dead1 …", PreviousRuns: []UncleanRun{{Instance: "dead1", AETitle: "REMOTE_AE", Started: at.Add(-time.Hour),
+				LastAlive: at.Add(-time.Minute), LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}}},
 		{name: "stop with records lost", want: Record{Event: EventApplicationStop, Time: at, AssociationID: "cccc", Seq: 9,
 			Lost: &LostRecords{Count: 2, Seqs: []uint64{4, 6}}}},
 		{name: "start written before the fields", in: `{"schemaVersion":1,"event":"application-start","time":"2026-03-04T05:06:07Z",` +

@@ -152,6 +152,11 @@ func associationRecords() map[string]pipeline.AuditRecord {
 			r.PreviousRuns = []associationaudit.UncleanRun{{Instance: "5eed", AETitle: "INGEST", LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}
 			r.Reason = "previous run 5eed (AE INGEST, …) stopped uncleanly, …"
 		}),
+		"unclean-stop-found": with(15, func(r *associationaudit.Record) {
+			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr = associationaudit.EventUncleanStopFound, "5eee", "", ""
+			r.PreviousRuns = []associationaudit.UncleanRun{{Instance: "5eed", AETitle: "INGEST", LastSeq: 7, Written: 5, CountedLost: 1, NotWritten: 1}}
+			r.Reason = "previous run 5eed (AE INGEST, …) stopped uncleanly, …"
+		}),
 		"application-stop-lost": with(14, func(r *associationaudit.Record) {
 			r.Event, r.AssociationID, r.CallingAE, r.PeerAddr, r.Reason = associationaudit.EventApplicationStop, "5eed", "", "", "shutdown requested"
 			r.Lost = &associationaudit.LostRecords{Count: 2, Seqs: []uint64{4, 6}}
@@ -334,6 +339,7 @@ func TestRenderEvents(t *testing.T) {
 		{"application-stop", []string{"110100"}},
 		{"application-start-unclean", []string{"110100"}},
 		{"application-stop-lost", []string{"110100"}},
+		{"unclean-stop-found", []string{"110113"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.record, func(t *testing.T) {
@@ -392,6 +398,28 @@ func TestRenderEvents(t *testing.T) {
 			if !strings.Contains(string(msgs[0].XML), tt.says) || len(m.Objects) != 0 {
 				t.Errorf("%s: message %s", tt.record, msgs[0].XML)
 			}
+		}
+	})
+	// A running SCP's report of a dead run is no Application Activity
+	// (nothing started): a Security Alert our AE reports, 110133 Audit
+	// Recording Stopped with our type code, a minor failure as the start's
+	// is, the runs named in EventOutcomeDescription (an alert subject is
+	// optional, and named by a URI or node ID, which a run has not).
+	t.Run("unclean stop found by a running SCP: Security Alert, Audit Recording Stopped", func(t *testing.T) {
+		msgs, err := auditmessage.Render(recs["unclean-stop-found"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := parse(t, msgs[0].XML)
+		if len(m.Event.TypeCodes) != 2 || m.Event.TypeCodes[0].Code != "110133" || m.Event.TypeCodes[1].Code != "unclean-stop-found" ||
+			m.Event.Outcome != "4" {
+			t.Errorf("event = %+v", m.Event)
+		}
+		if len(m.Participants) != 1 || m.Participants[0].UserID != "INGEST" || m.Participants[0].UserIsRequestor || m.Participants[0].Role.Code != "110150" {
+			t.Errorf("participants = %+v", m.Participants)
+		}
+		if !strings.Contains(string(msgs[0].XML), "previous run 5eed") || len(m.Objects) != 0 {
+			t.Errorf("message %s", msgs[0].XML)
 		}
 	})
 	t.Run("rejected association: our AE reports, the peer performed", func(t *testing.T) {

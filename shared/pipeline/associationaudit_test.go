@@ -24,7 +24,8 @@ func TestAssociationEndCarriesWhatWasStored(t *testing.T) {
 }
 
 // TestRunFactsInTheTrail: an SCP start that found earlier runs stopped
-// uncleanly, and a stop whose run lost records, are findings of the trail
+// uncleanly, a running SCP's report of such runs (a Security Alert, 110133
+// Audit Recording Stopped), and a stop whose run lost records, are findings of the trail
 // (their own outcome or type code, a minor failure, the facts as fields);
 // they were a success with the facts in words at most.
 func TestRunFactsInTheTrail(t *testing.T) {
@@ -42,6 +43,9 @@ func TestRunFactsInTheTrail(t *testing.T) {
 		{"start after an unclean stop", associationaudit.Record{Event: associationaudit.EventApplicationStart,
 			Reason: "previous run dead1 …", PreviousRuns: []associationaudit.UncleanRun{dead}},
 			pipeline.OutcomeUncleanStop, 4, []string{"110120", "unclean-stop"}, "previous run dead1 …"},
+		{"unclean stop found by a running SCP", associationaudit.Record{Event: associationaudit.EventUncleanStopFound,
+			Reason: "previous run dead1 …", PreviousRuns: []associationaudit.UncleanRun{dead}},
+			associationaudit.EventUncleanStopFound, 4, []string{"110133", "unclean-stop-found"}, "previous run dead1 …"},
 		{"stop", associationaudit.Record{Event: associationaudit.EventApplicationStop, Reason: "shutdown requested"},
 			associationaudit.EventApplicationStop, 0, []string{"110121"}, "shutdown requested"},
 		{"stop with records lost", associationaudit.Record{Event: associationaudit.EventApplicationStop, Reason: "shutdown requested",

@@ -28,6 +28,7 @@ var (
 	codeApplicationStart     = CodedValue{Code: "110120", System: "DCM", Display: "Application Start"}
 	codeApplicationStop      = CodedValue{Code: "110121", System: "DCM", Display: "Application Stop"}
 	codeApplicationRole      = CodedValue{Code: "110150", System: "DCM", Display: "Application"}
+	codeAuditRecordingStop   = CodedValue{Code: "110133", System: "DCM", Display: "Audit Recording Stopped"}
 )
 
 // Our own event type codes (scheme "dicom-ingest") refine the standard
@@ -186,6 +187,19 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		app := codeApplicationRole
 		rec.Participants = []AuditParticipant{{UserID: r.CalledAE, AlternativeID: "AETITLES=" + r.CalledAE, RoleIDCode: &app}}
 		runFacts(&rec, r)
+	case associationaudit.EventUncleanStopFound:
+		// A running SCP found other runs' audit recording stopped
+		// uncleanly: a Security Alert (A.5.3.11) of type 110133 Audit
+		// Recording Stopped that our AE reports, a minor failure as the
+		// start's unclean-stop is. It is no Application Activity: nothing
+		// started. A.5.3.11's alert subject (optional) is named by a URI
+		// or a node ID, neither of which names a run: the reason names
+		// the runs, as the start's does, and PreviousRuns has the facts.
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeSecurityAlert, "E", outcomeMinorFailure
+		rec.EventTypeCodes = []CodedValue{codeAuditRecordingStop, codeUncleanStopFound}
+		app := codeApplicationRole
+		rec.Participants = []AuditParticipant{{UserID: r.CalledAE, AlternativeID: "AETITLES=" + r.CalledAE, RoleIDCode: &app}}
+		rec.PreviousRuns = r.PreviousRuns
 	case associationaudit.EventCommitmentRefused:
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
@@ -230,8 +244,9 @@ func runFacts(rec *AuditRecord, r associationaudit.Record) {
 }
 
 var (
-	codeUncleanStop = localCode(OutcomeUncleanStop, "Previous run stopped uncleanly")
-	codeRecordsLost = localCode("audit-records-lost", "Audit records lost")
+	codeUncleanStop      = localCode(OutcomeUncleanStop, "Previous run stopped uncleanly")
+	codeUncleanStopFound = localCode(associationaudit.EventUncleanStopFound, "Run found stopped uncleanly by a running SCP")
+	codeRecordsLost      = localCode("audit-records-lost", "Audit records lost")
 )
 
 // seqList writes sequence numbers with runs shortened: "3-5, 9".
@@ -306,7 +321,8 @@ const OutcomeUnparseableRecord = "unparseable-record"
 
 // AuditOutcomes are every outcome an audit record is written with, in the
 // order the portal's filter offers them: an instance's, an association's
-// (its SCP records' events), an SCP start's that found unclean stops, a
+// (its SCP records' events, among them unclean-stop-found: a running SCP
+// found unclean stops), an SCP start's that found unclean stops, a
 // Storage Commitment transaction's, and an
 // unparseable association record's. pipelinetest's trail refuses any
 // other, so the pipeline's tests hold the code to this list.

@@ -875,19 +875,23 @@ func TestProcessAuditRecord(t *testing.T) {
 	// The SCP's start and stop (A.5.3.1 Application Activity): the SCP is
 	// the one participant, named by its AE title.
 	// A start that found an earlier run stopped uncleanly is an outcome
-	// of its own, so the trail can be filtered for it.
+	// of its own, so the trail can be filtered for it; a running SCP that
+	// found one reports it as a Security Alert (110133 Audit Recording
+	// Stopped), named the same way.
 	for _, tt := range []struct {
-		event, typeCode, outcome string
-		previous                 []associationaudit.UncleanRun
+		event, eventID, typeCode, outcome string
+		previous                          []associationaudit.UncleanRun
 	}{
-		{associationaudit.EventApplicationStart, "110120", associationaudit.EventApplicationStart, nil},
-		{associationaudit.EventApplicationStop, "110121", associationaudit.EventApplicationStop, nil},
-		{associationaudit.EventApplicationStart, "110120", pipeline.OutcomeUncleanStop, []associationaudit.UncleanRun{{Instance: "dead1", LastSeq: 3, Written: 3}}},
+		{associationaudit.EventApplicationStart, "110100", "110120", associationaudit.EventApplicationStart, nil},
+		{associationaudit.EventApplicationStop, "110100", "110121", associationaudit.EventApplicationStop, nil},
+		{associationaudit.EventApplicationStart, "110100", "110120", pipeline.OutcomeUncleanStop, []associationaudit.UncleanRun{{Instance: "dead1", LastSeq: 3, Written: 3}}},
+		{associationaudit.EventUncleanStopFound, "110113", "110133", associationaudit.EventUncleanStopFound, []associationaudit.UncleanRun{{Instance: "dead1", LastSeq: 3, Written: 3}}},
 	} {
 		t.Run(tt.outcome, func(t *testing.T) {
 			r := associationaudit.Record{Event: tt.event, Time: at, AssociationID: "5eed", CalledAE: "INGEST", Seq: 1, PreviousRuns: tt.previous}
 			f, got := processAuditRecord(t, r, 1)
-			if got.EventID.Code != "110100" || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.outcome {
+			if got.EventID.Code != tt.eventID || got.EventTypeCodes[0].Code != tt.typeCode || got.Outcome != tt.outcome ||
+				!slices.Equal(got.PreviousRuns, tt.previous) {
 				t.Errorf("record = %+v", got)
 			}
 			if len(got.Participants) != 1 || got.Participants[0].UserID != "INGEST" {
