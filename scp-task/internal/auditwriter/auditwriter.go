@@ -86,6 +86,13 @@ type Writer struct {
 	marking    bool // this run's marker exists
 	hbStop     chan struct{}
 	hbDone     chan struct{}
+	// sweepEvery is how often the running SCP looks for dead runs; the
+	// sweep stops (stopSweep) before the stop record is made, so that no
+	// report comes after it.
+	sweepEvery time.Duration
+	sweepStop  chan struct{}
+	sweepDone  chan struct{}
+	sweepOnce  sync.Once
 }
 
 type tally struct {
@@ -125,7 +132,9 @@ type Options struct {
 	// shared by every SCP writing to it: a marker not rewritten for
 	// MarkersStaleAfter (default 1 min; each run rewrites its own every
 	// twelfth of it) is a run that did not stop cleanly, which the next
-	// start of any SCP on the store reports.
+	// start of any SCP on the store reports, or a running one: with either
+	// kind of marker, a running SCP looks for dead runs every quarter of
+	// MarkersStaleAfter and reports each in an unclean-stop-found record.
 	Markers           MarkerStore
 	MarkersStaleAfter time.Duration
 	// Feed, when set, is called from the writer's own goroutine (Close's,
@@ -161,11 +170,12 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
 		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
 	}
+	stale := cmp.Or(opts.MarkersStaleAfter, storeStaleAfter)
+	w.sweepEvery = max(stale/sweepsPerStale, 10*time.Millisecond)
 	switch {
 	case opts.RunDir != "":
 		w.runMarkers = &dirMarkers{dir: opts.RunDir}
 	case opts.Markers != nil:
-		stale := cmp.Or(opts.MarkersStaleAfter, storeStaleAfter)
 		w.runMarkers = &storeMarkers{store: opts.Markers, staleAfter: stale, interval: stale / (storeStaleAfter / storeHeartbeatEvery)}
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
@@ -201,17 +211,14 @@ func (w *Writer) Started(instance, aeTitle string) {
 	r := w.applicationRecord(associationaudit.EventApplicationStart, "")
 	if w.runMarkers != nil {
 		r.PreviousRuns = w.openRun(instance, aeTitle, r.Time)
-		whats := make([]string, len(r.PreviousRuns))
-		for i, u := range r.PreviousRuns {
-			whats[i] = describeUnclean(u)
-		}
-		r.Reason = strings.Join(whats, "; ")
+		r.Reason = describeAll(r.PreviousRuns)
 	}
 	w.enqueue(r)
 }
 
 // openRun takes over the markers of runs that stopped uncleanly, logs each,
-// starts this run's marker and returns what the start record says of them.
+// starts this run's marker and returns what the start record says of them;
+// from then on it looks for dead runs periodically (sweep).
 func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associationaudit.UncleanRun {
 	w.thisRun = runState{Instance: instance, AETitle: aeTitle, Started: started}
 	ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
@@ -221,24 +228,102 @@ func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associat
 		w.log.Error("audit run marker unavailable: an unclean stop of this run will not be detected at the next start", "err", err)
 		return nil
 	}
+	w.logUnclean(unclean)
+	w.marking, w.hbStop, w.hbDone = true, make(chan struct{}), make(chan struct{})
+	go w.heartbeat()
+	w.sweepStop, w.sweepDone = make(chan struct{}), make(chan struct{})
+	go w.sweep()
+	return unclean
+}
+
+// logUnclean logs and counts each dead run found, at start or by a sweep:
+// the same line and counter either way, which the alarms watch.
+func (w *Writer) logUnclean(unclean []associationaudit.UncleanRun) {
 	for _, u := range unclean {
 		w.metrics.unclean.Inc()
 		w.log.Warn(associationaudit.UncleanStopLog, "what", describeUnclean(u), "previous_run", u.Instance,
 			"last_seq", u.LastSeq, "written", u.Written, "counted_lost", u.CountedLost, "not_written", u.NotWritten,
 			"unreadable", u.Unreadable)
 	}
-	w.marking, w.hbStop, w.hbDone = true, make(chan struct{}), make(chan struct{})
-	go w.heartbeat()
-	return unclean
 }
 
-// startReported lets the markers of the dead runs the start record names
-// go, now that the record is written.
-func (w *Writer) startReported() {
+// sweepsPerStale: a running SCP looks for dead runs every quarter of
+// MarkersStaleAfter, so an S3 marker is reported within 1.25 times it of
+// its run's death, a directory's (its lock free at once) within a quarter.
+const sweepsPerStale = 4
+
+// sweep looks for runs that died while this one runs (a rolling
+// deployment's old task killed by the stop timeout after the new ones
+// started, a task lost while others serve): without it they waited for
+// the next start anywhere, maybe days. Each found is reported as a start
+// reports one: the log line, the counter and a record,
+// unclean-stop-found, naming it.
+func (w *Writer) sweep() {
+	defer close(w.sweepDone)
+	w.periodically(w.sweepStop, w.sweepEvery, "audit run markers not checked: runs that stopped uncleanly are reported later",
+		"audit run markers checked again", func(ctx context.Context) error {
+			unclean, err := w.runMarkers.sweep(ctx, w.thisRun.Instance)
+			if len(unclean) > 0 {
+				w.logUnclean(unclean)
+				r := w.applicationRecord(associationaudit.EventUncleanStopFound, describeAll(unclean))
+				r.PreviousRuns = unclean
+				w.enqueue(r)
+			}
+			return err
+		})
+}
+
+// periodically calls op every period until stop, logging failed when it
+// starts failing and ok when it works again.
+func (w *Writer) periodically(stop <-chan struct{}, period time.Duration, failed, ok string, op func(context.Context) error) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
+		err := op(ctx)
+		cancel()
+		switch {
+		case err != nil && !failing:
+			w.log.Error(failed, "err", err)
+		case err == nil && failing:
+			w.log.Info(ok)
+		}
+		failing = err != nil
+	}
+}
+
+// stopSweep ends the sweep (once); a sweep under way finishes first.
+func (w *Writer) stopSweep() {
+	w.sweepOnce.Do(func() {
+		if w.sweepStop != nil {
+			close(w.sweepStop)
+			<-w.sweepDone
+		}
+	})
+}
+
+// describeAll says in words what the markers of dead runs tell.
+func describeAll(unclean []associationaudit.UncleanRun) string {
+	whats := make([]string, len(unclean))
+	for i, u := range unclean {
+		whats[i] = describeUnclean(u)
+	}
+	return strings.Join(whats, "; ")
+}
+
+// runsReported lets the markers of the dead runs a record names go, now
+// that the record is written.
+func (w *Writer) runsReported(runs []associationaudit.UncleanRun) {
 	ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
 	defer cancel()
-	if err := w.runMarkers.reported(ctx); err != nil {
-		w.log.Error("reported run markers not removed: a later start reports those runs again", "err", err)
+	if err := w.runMarkers.reported(ctx, runs); err != nil {
+		w.log.Error("reported run markers not removed: those runs are reported again", "err", err)
 	}
 }
 
@@ -257,26 +342,8 @@ func (w *Writer) state() runState {
 
 func (w *Writer) heartbeat() {
 	defer close(w.hbDone)
-	t := time.NewTicker(w.runMarkers.every())
-	defer t.Stop()
-	failing := false
-	for {
-		select {
-		case <-w.hbStop:
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
-		err := w.runMarkers.update(ctx, w.state())
-		cancel()
-		switch {
-		case err != nil && !failing:
-			w.log.Error("audit run marker not updated: after a crash the next start tells less of what may be lost", "err", err)
-		case err == nil && failing:
-			w.log.Info("audit run marker updated again")
-		}
-		failing = err != nil
-	}
+	w.periodically(w.hbStop, w.runMarkers.every(), "audit run marker not updated: after a crash the next start tells less of what may be lost",
+		"audit run marker updated again", func(ctx context.Context) error { return w.runMarkers.update(ctx, w.state()) })
 }
 
 // closeRun ends the run's marker: it goes on a clean stop; when the stop
@@ -306,6 +373,7 @@ func (w *Writer) closeRun(ctx context.Context, clean bool) error {
 // Close; it does nothing without Started. The record is written by Close,
 // last, naming the records of the run lost before it (Record.Lost).
 func (w *Writer) Stopping(reason string) {
+	w.stopSweep()
 	w.mu.Lock()
 	started := w.instance != ""
 	w.mu.Unlock()
@@ -545,8 +613,8 @@ func (w *Writer) write(life context.Context, r associationaudit.Record) bool {
 		}
 		err := w.attempt(life, key, body)
 		if err == nil {
-			if r.Event == associationaudit.EventApplicationStart && len(r.PreviousRuns) > 0 {
-				w.startReported()
+			if len(r.PreviousRuns) > 0 {
+				w.runsReported(r.PreviousRuns)
 			}
 			w.metrics.written.Inc()
 			w.written.Add(1)
@@ -588,6 +656,7 @@ func (w *Writer) attempt(life context.Context, key string, body []byte) error {
 // lost, writes the stop record (Stopping's) naming them in what is left of
 // ctx, and returns an error saying how many records were lost.
 func (w *Writer) Close(ctx context.Context) error {
+	w.stopSweep()
 	w.mu.Lock()
 	first := !w.closed
 	w.closed = true
@@ -704,7 +773,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 	})
 	m.unclean = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: metricnames.AuditUncleanStops,
-		Help: "Previous runs found at start to have stopped uncleanly (killed, crashed): the start record says which audit records they may have lost.",
+		Help: "Runs found to have stopped uncleanly (killed, crashed), at start or by a running SCP: the start record, or the unclean-stop-found record, says which audit records they may have lost.",
 	})
 	m.writable.Set(1)
 	if reg == nil {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,18 +32,26 @@ const markerSize = 512
 
 // markers is where runs keep their markers: a directory that outlives the
 // process (dirMarkers) or, where none does, the S3 bucket (s3Markers).
+// Every process sharing them claims a dead run's marker once: the claim
+// holds until the record naming the run is written (reported), and one
+// that dies first leaves it to another process.
 type markers interface {
-	// open takes over the markers of runs that ended without a clean
-	// stop, returning what each says, then creates this run's, saying st.
+	// open claims the markers of runs that ended without a clean stop,
+	// returning what each says, then creates this run's, saying st.
 	open(ctx context.Context, st runState) ([]associationaudit.UncleanRun, error)
+	// sweep claims the markers of runs that ended without a clean stop
+	// since, other than self's: a running SCP looks for them periodically.
+	// It returns the runs it claimed even with an error (about others).
+	sweep(ctx context.Context, self string) ([]associationaudit.UncleanRun, error)
 	// update brings this run's marker up to date.
 	update(ctx context.Context, st runState) error
 	// end ends this run's marker: removed on a clean stop, else left
-	// saying st for a later start to report.
+	// saying st for a later start to report. Claims not yet reported are
+	// let go, for another process to report.
 	end(ctx context.Context, st runState, clean bool) error
-	// reported is called once the start record naming the runs open took
-	// over is written: their markers may go.
-	reported(ctx context.Context) error
+	// reported is called once the record naming runs it claimed is
+	// written: their markers may go.
+	reported(ctx context.Context, runs []associationaudit.UncleanRun) error
 	// every is how often the marker is brought up to date.
 	every() time.Duration
 }
@@ -64,34 +74,145 @@ type runState struct {
 }
 
 // dirMarkers keeps run markers in RunsDir under a directory, each locked
-// (flock) for as long as its process lives.
+// (flock) for as long as its process lives. A dead run's marker is claimed
+// by locking it: the lock is held, the file kept, until the record naming
+// the run is written, so a process that dies in between leaves it to the
+// next.
 type dirMarkers struct {
 	dir string
 	m   *runMarker
+
+	mu sync.Mutex
+	// held are the markers of dead runs this process claimed, by path,
+	// locked until reported (or let go by end).
+	held map[string]heldMarker
 }
 
-func (d *dirMarkers) open(_ context.Context, st runState) ([]associationaudit.UncleanRun, error) {
-	m, unclean, err := openRun(d.dir, st)
-	d.m = m
-	return unclean, err
+type heldMarker struct {
+	f        *os.File
+	instance string
+}
+
+func (d *dirMarkers) open(ctx context.Context, st runState) ([]associationaudit.UncleanRun, error) {
+	runs := filepath.Join(d.dir, RunsDir)
+	if err := os.MkdirAll(runs, 0o700); err != nil {
+		return nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	unclean, err := d.sweep(ctx, st.Instance)
+	if err == nil {
+		d.m, err = createRun(runs, st)
+	}
+	if err != nil {
+		return nil, errors.Join(err, d.letGo())
+	}
+	return unclean, nil
+}
+
+// sweep claims every marker whose lock is free, but this run's own and
+// those it holds already. Both are skipped by name, not left to the lock:
+// where flock is emulated with POSIX locks (NFS), a process's lock never
+// conflicts with its own, and closing a second descriptor of the file
+// would release it.
+func (d *dirMarkers) sweep(_ context.Context, self string) ([]associationaudit.UncleanRun, error) {
+	runs := filepath.Join(d.dir, RunsDir)
+	entries, err := os.ReadDir(runs)
+	if err != nil {
+		return nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if !e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return claimEach(names, self, func(name string) (*associationaudit.UncleanRun, error) {
+		path := filepath.Join(runs, name)
+		if _, ok := d.held[path]; ok {
+			return nil, nil
+		}
+		dead, f, err := claimFile(path)
+		if dead != nil {
+			if d.held == nil {
+				d.held = map[string]heldMarker{}
+			}
+			d.held[path] = heldMarker{f: f, instance: dead.Instance}
+		}
+		return dead, err
+	})
+}
+
+// claimEach claims, with claim, each run marker of names but self's (nil:
+// not this run's to report); an error about one does not stop the others.
+func claimEach(names []string, self string, claim func(name string) (*associationaudit.UncleanRun, error)) ([]associationaudit.UncleanRun, error) {
+	var unclean []associationaudit.UncleanRun
+	var errs []error
+	for _, name := range names {
+		if name == self+".json" || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		dead, err := claim(name)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if dead != nil {
+			unclean = append(unclean, *dead)
+		}
+	}
+	return unclean, errors.Join(errs...)
 }
 
 func (d *dirMarkers) update(_ context.Context, st runState) error { return d.m.update(st) }
 
 func (d *dirMarkers) end(_ context.Context, st runState, clean bool) error {
+	err := d.letGo()
 	if clean {
-		return d.m.remove()
+		return errors.Join(err, d.m.remove())
 	}
 	// Left behind, its lock released with the file: the next start takes
 	// it over as a run that did not stop cleanly.
-	err := d.m.update(st)
+	err = errors.Join(err, d.m.update(st))
 	if cerr := d.m.f.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("auditwriter: close the run marker: %w", cerr))
 	}
 	return err
 }
 
-func (d *dirMarkers) reported(context.Context) error { return nil }
+// reported removes the markers of runs, then lets their locks go.
+func (d *dirMarkers) reported(_ context.Context, runs []associationaudit.UncleanRun) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for path, h := range d.held {
+		if !slices.ContainsFunc(runs, func(u associationaudit.UncleanRun) bool { return u.Instance == h.instance }) {
+			continue
+		}
+		if err := os.Remove(path); err != nil {
+			errs = append(errs, fmt.Errorf("auditwriter: remove a reported run marker: %w", err))
+		}
+		if err := h.f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("auditwriter: close a reported run marker: %w", err))
+		}
+		delete(d.held, path)
+	}
+	return errors.Join(errs...)
+}
+
+// letGo releases the claims not reported: their markers stay, for another
+// process (or the next start) to report.
+func (d *dirMarkers) letGo() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	for path, h := range d.held {
+		if err := h.f.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("auditwriter: close a claimed run marker: %w", err))
+		}
+		delete(d.held, path)
+	}
+	return errors.Join(errs...)
+}
 
 func (d *dirMarkers) every() time.Duration { return heartbeatEvery }
 
@@ -101,75 +222,56 @@ type runMarker struct {
 	path string
 }
 
-// openRun takes over the markers of runs that ended without a clean stop
-// (their lock is free) and returns what each says, then creates and locks
-// this run's marker.
-func openRun(dir string, st runState) (*runMarker, []associationaudit.UncleanRun, error) {
-	runs := filepath.Join(dir, RunsDir)
-	if err := os.MkdirAll(runs, 0o700); err != nil {
-		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
-	}
-	names, err := os.ReadDir(runs)
-	if err != nil {
-		return nil, nil, fmt.Errorf("auditwriter: run markers: %w", err)
-	}
-	var unclean []associationaudit.UncleanRun
-	for _, e := range names {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".json") {
-			continue
-		}
-		dead, err := takeOver(filepath.Join(runs, e.Name()))
-		if err != nil {
-			return nil, nil, err
-		}
-		if dead != nil {
-			unclean = append(unclean, *dead)
-		}
-	}
+// createRun creates and locks this run's marker in runs.
+func createRun(runs string, st runState) (*runMarker, error) {
 	path := filepath.Join(runs, st.Instance+".json")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, nil, fmt.Errorf("auditwriter: run marker: %w", err)
+		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
 	m := &runMarker{f: f, path: path}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		return nil, nil, errors.Join(fmt.Errorf("auditwriter: lock the run marker: %w", err), m.remove())
+		return nil, errors.Join(fmt.Errorf("auditwriter: lock the run marker: %w", err), m.remove())
 	}
 	if err := m.update(st); err != nil {
-		return nil, nil, errors.Join(err, m.remove())
+		return nil, errors.Join(err, m.remove())
 	}
 	// The marker's name must survive a power loss too.
 	if err := vfs.SyncDir(runs); err != nil {
-		return nil, nil, errors.Join(fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err), m.remove())
+		return nil, errors.Join(fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err), m.remove())
 	}
-	return m, unclean, nil
+	return m, nil
 }
 
-// takeOver reads and removes the marker at path when its run is over (nil
-// while another process holds it).
-func takeOver(path string) (*associationaudit.UncleanRun, error) {
+// claimFile locks the marker at path when its run is over and returns what
+// it says with the file, still locked; nil while another process holds it
+// (its run, or another claim).
+func claimFile(path string) (*associationaudit.UncleanRun, *os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil // another process took it over meanwhile
+		return nil, nil, nil // reported by another process meanwhile, or stopped cleanly
 	}
 	if err != nil {
-		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
+		return nil, nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
-	what, err := takeOverLocked(f, path)
+	dead, err := claimLocked(f, path)
+	if dead != nil && err == nil {
+		return dead, f, nil
+	}
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("auditwriter: close a run marker: %w", cerr)
 	}
-	return what, err
+	return nil, nil, err
 }
 
-func takeOverLocked(f *os.File, path string) (*associationaudit.UncleanRun, error) {
+func claimLocked(f *os.File, path string) (*associationaudit.UncleanRun, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, nil // its process lives
+			return nil, nil // its process lives, or another claimed it
 		}
 		return nil, fmt.Errorf("auditwriter: lock a run marker: %w", err)
 	}
-	// Another process may have taken it over and removed it between our
+	// Another process may have reported it and removed it between our
 	// open and our lock.
 	held, err := f.Stat()
 	if err != nil {
@@ -184,9 +286,6 @@ func takeOverLocked(f *os.File, path string) (*associationaudit.UncleanRun, erro
 		return nil, fmt.Errorf("auditwriter: read a run marker: %w", err)
 	}
 	dead := readUnclean(body[:n], strings.TrimSuffix(filepath.Base(path), ".json"))
-	if err := os.Remove(path); err != nil {
-		return nil, fmt.Errorf("auditwriter: remove a run marker: %w", err)
-	}
 	return &dead, nil
 }
 

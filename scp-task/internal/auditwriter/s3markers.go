@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
@@ -43,9 +45,11 @@ type storeMarkers struct {
 	staleAfter time.Duration
 	interval   time.Duration
 	name       string
-	// taken are the markers of dead runs this run claimed, deleted once
-	// its start record naming them is written.
-	taken []string
+
+	mu sync.Mutex
+	// taken are the markers of dead runs this run claimed, by name, with
+	// the run's instance: deleted once the record naming them is written.
+	taken map[string]string
 }
 
 // storeState is a marker in the store: the run's state and, once a start
@@ -60,28 +64,39 @@ func (m *storeMarkers) every() time.Duration { return m.interval }
 
 func (m *storeMarkers) open(ctx context.Context, st runState) ([]associationaudit.UncleanRun, error) {
 	m.name = st.Instance + ".json"
-	names, err := m.store.ListMarkers(ctx)
+	unclean, err := m.sweep(ctx, st.Instance)
 	if err != nil {
-		return nil, fmt.Errorf("auditwriter: run markers: %w", err)
-	}
-	var unclean []associationaudit.UncleanRun
-	for _, name := range names {
-		if name == m.name || !strings.HasSuffix(name, ".json") {
-			continue
-		}
-		dead, err := m.claim(ctx, name, st.Instance)
-		if err != nil {
-			return nil, err
-		}
-		if dead != nil {
-			unclean = append(unclean, *dead)
-			m.taken = append(m.taken, name)
-		}
+		return nil, err
 	}
 	if err := m.update(ctx, st); err != nil {
 		return nil, err
 	}
 	return unclean, nil
+}
+
+// sweep claims the markers of runs that are over, but this run's own and
+// those it claimed already (a claim of its own waiting for its record is
+// not stale to it).
+func (m *storeMarkers) sweep(ctx context.Context, self string) ([]associationaudit.UncleanRun, error) {
+	names, err := m.store.ListMarkers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("auditwriter: run markers: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return claimEach(names, self, func(name string) (*associationaudit.UncleanRun, error) {
+		if _, ok := m.taken[name]; ok {
+			return nil, nil
+		}
+		dead, err := m.claim(ctx, name, self)
+		if dead != nil {
+			if m.taken == nil {
+				m.taken = map[string]string{}
+			}
+			m.taken[name] = dead.Instance
+		}
+		return dead, err
+	})
 }
 
 // claim takes over the marker name if its run is over (stopped with its
@@ -136,6 +151,11 @@ func (m *storeMarkers) update(ctx context.Context, st runState) error {
 }
 
 func (m *storeMarkers) end(ctx context.Context, st runState, clean bool) error {
+	// Claims not reported stay claimed until the claim is stale: then
+	// another process reports them.
+	m.mu.Lock()
+	m.taken = nil
+	m.mu.Unlock()
 	if !clean {
 		return m.update(ctx, st)
 	}
@@ -145,16 +165,23 @@ func (m *storeMarkers) end(ctx context.Context, st runState, clean bool) error {
 	return nil
 }
 
-// reported deletes the markers this run's start record reported. Until
-// then they stay, claimed: a run that dies before its start record is
-// written leaves them to a later start once the claim is stale.
-func (m *storeMarkers) reported(ctx context.Context) error {
+// reported deletes the markers of runs, once the record naming them is
+// written. Until then they stay, claimed: a run that dies before its
+// record is written leaves them to another process once the claim is
+// stale.
+func (m *storeMarkers) reported(ctx context.Context, runs []associationaudit.UncleanRun) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	var errs []error
-	for _, name := range m.taken {
+	for name, instance := range m.taken {
+		if !slices.ContainsFunc(runs, func(u associationaudit.UncleanRun) bool { return u.Instance == instance }) {
+			continue
+		}
 		if err := m.store.DeleteMarker(ctx, name); err != nil {
 			errs = append(errs, fmt.Errorf("auditwriter: remove a reported run marker: %w", err))
+			continue // a later sweep of another process reports it again
 		}
+		delete(m.taken, name)
 	}
-	m.taken = nil
 	return errors.Join(errs...)
 }

@@ -106,7 +106,9 @@ func TestStoreRunMarkers(t *testing.T) {
 
 // TestStoreRunMarkerGoesStale: a run that ends without a clean stop (its
 // heartbeat stops) is reported by a later start once its marker is stale,
-// not before; the reported marker is reported once.
+// not before; the reported marker is reported once. (The runs started
+// beside it have their sweeps stopped: TestSweepReportsDeadRun has a
+// running SCP report it.)
 func TestStoreRunMarkerGoesStale(t *testing.T) {
 	const stale = 2 * time.Second
 	srv := s3test.NewServer(t, "bucket")
@@ -122,6 +124,7 @@ func TestStoreRunMarkerGoesStale(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.Started(instance, "REMOTE_AE")
+		w.stopSweep()
 		waitFor(t, func() bool { return records.count() == 1 })
 		return w, records.only(t)
 	}

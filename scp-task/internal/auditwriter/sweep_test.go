@@ -1,0 +1,236 @@
+package auditwriter
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// markerKinds are the two places run markers live, each set up fresh for
+// a test: a directory (locks) and an S3 bucket (staleness).
+var markerKinds = []struct {
+	name string
+	// options are the writer options of a run on the shared markers.
+	options func(t *testing.T) func() Options
+	// newMarkers is one process's view of the shared markers.
+	newMarkers func(t *testing.T) func() markers
+}{
+	{"directory", func(t *testing.T) func() Options {
+		dir := t.TempDir()
+		return func() Options { return Options{RunDir: dir, MarkersStaleAfter: time.Second} }
+	}, func(t *testing.T) func() markers {
+		dir := t.TempDir()
+		return func() markers { return &dirMarkers{dir: dir} }
+	}},
+	{"S3", func(t *testing.T) func() Options {
+		s3 := bucket(t)
+		return func() Options { return Options{Markers: s3, MarkersStaleAfter: time.Second} }
+	}, func(t *testing.T) func() markers {
+		s3 := bucket(t)
+		return func() markers {
+			return &storeMarkers{store: s3, staleAfter: 500 * time.Millisecond, interval: 500 * time.Millisecond / 12}
+		}
+	}},
+}
+
+func bucket(t *testing.T) *s3store.Store {
+	t.Helper()
+	srv := s3test.NewServer(t, "bucket")
+	s3, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s3
+}
+
+// kill ends a writer's run as a SIGKILL would: its heartbeat and sweeps
+// stop, its marker's lock goes with its file, nothing removes the marker.
+func kill(t *testing.T, w *Writer) {
+	t.Helper()
+	w.stopSweep()
+	close(w.hbStop)
+	<-w.hbDone
+	w.marking = false
+	if d, ok := w.runMarkers.(*dirMarkers); ok {
+		if err := errors.Join(d.m.f.Close(), d.letGo()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestSweepReportsDeadRun: of two runs sharing their markers, one killed
+// is reported by the other while it runs, within the stale time and a
+// sweep (no start in between): an unclean-stop-found record naming it,
+// the log line and the counter, as a start reports one; once, its marker
+// gone. Before, only the next start anywhere reported it.
+func TestSweepReportsDeadRun(t *testing.T) {
+	for _, kind := range markerKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			opts := kind.options(t)
+			start := func(instance string) (*Writer, *recordStore, *testenv.LogBuffer) {
+				records := &recordStore{got: map[string]associationaudit.Record{}}
+				logs := &testenv.LogBuffer{}
+				o := opts()
+				o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+				w, err := New(records, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Started(instance, "REMOTE_AE")
+				waitFor(t, func() bool { return records.count() == 1 })
+				return w, records, logs
+			}
+			dead, _, _ := start("aaaa")
+			survivor, records, logs := start("bbbb")
+			kill(t, dead)
+			killed := time.Now()
+			var found associationaudit.Record
+			waitFor(t, func() bool {
+				for _, r := range records.all() {
+					if r.Event == associationaudit.EventUncleanStopFound {
+						found = r
+						return true
+					}
+				}
+				return false
+			})
+			// The stale time (S3) and a sweep, with a margin for the machine.
+			if took, limit := time.Since(killed), time.Second+time.Second/sweepsPerStale+time.Second; took > limit {
+				t.Errorf("reported %s after the kill, over %s", took, limit)
+			}
+			if len(found.PreviousRuns) != 1 || found.PreviousRuns[0].Instance != "aaaa" || found.AssociationID != "bbbb" ||
+				found.CalledAE != "REMOTE_AE" || !strings.HasPrefix(found.Reason, "previous run aaaa ") {
+				t.Fatalf("unclean-stop-found record %+v", found)
+			}
+			if u := found.PreviousRuns[0]; u.LastSeq != 1 || u.Written+u.NotWritten != 1 || u.AETitle != "REMOTE_AE" {
+				t.Errorf("previous run %+v", u)
+			}
+			if got := testutil.ToFloat64(survivor.metrics.unclean); got != 1 {
+				t.Errorf("unclean stops counted %v, want 1", got)
+			}
+			if n := strings.Count(logs.String(), associationaudit.UncleanStopLog); n != 1 {
+				t.Errorf("%d log lines %q, want 1:\n%s", n, associationaudit.UncleanStopLog, logs)
+			}
+			// More sweeps report nothing more, and a later start finds nothing.
+			time.Sleep(2 * time.Second / sweepsPerStale)
+			later, laterRecords, _ := start("cccc")
+			if r := laterRecords.all(); len(r[0].PreviousRuns) != 0 {
+				t.Errorf("reported again at a start: %+v", r[0].PreviousRuns)
+			}
+			for _, w := range []*Writer{survivor, later} {
+				if err := w.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			n := 0
+			for _, r := range append(records.all(), laterRecords.all()...) {
+				n += len(r.PreviousRuns)
+			}
+			if n != 1 {
+				t.Errorf("the dead run reported %d times, want 1", n)
+			}
+		})
+	}
+}
+
+// TestClaimOnce: processes sweeping the same markers at once claim a dead
+// run once between them; a claim reported removes the marker, and one let
+// go unreported (its process died before its record was written) is
+// claimed again by another: reported at least once, never by two at once.
+func TestClaimOnce(t *testing.T) {
+	for _, kind := range markerKinds {
+		for _, reporters := range []int{2, 8} {
+			for _, reported := range []bool{true, false} {
+				name := kind.name + "/" + strings.Repeat("r", reporters)
+				if !reported {
+					name += "/claimer died"
+				}
+				t.Run(name, func(t *testing.T) {
+					view := kind.newMarkers(t)
+					ctx := context.Background()
+					dead := view()
+					if _, err := dead.open(ctx, runState{Instance: "dead", AETitle: "REMOTE_AE", Started: time.Now(), Heartbeat: time.Now(), Assigned: 3, Written: 2}); err != nil {
+						t.Fatal(err)
+					}
+					// Killed an hour ago: its lock is free, its marker stale.
+					if err := dead.end(ctx, runState{Instance: "dead", Heartbeat: time.Now().Add(-time.Hour), Assigned: 3, Written: 2}, false); err != nil {
+						t.Fatal(err)
+					}
+					views := make([]markers, reporters)
+					claims := make([][]associationaudit.UncleanRun, reporters)
+					var wg sync.WaitGroup
+					for i := range views {
+						views[i] = view()
+						wg.Go(func() {
+							var err error
+							if claims[i], err = views[i].sweep(ctx, "r"+string(rune('a'+i))); err != nil {
+								t.Error(err)
+							}
+						})
+					}
+					wg.Wait()
+					claimer := -1
+					for i, c := range claims {
+						if len(c) == 0 {
+							continue
+						}
+						if claimer >= 0 || len(c) != 1 || c[0].Instance != "dead" || c[0].LastSeq != 3 {
+							t.Fatalf("claims %+v", claims)
+						}
+						claimer = i
+					}
+					if claimer < 0 {
+						t.Fatal("nobody claimed the dead run")
+					}
+					other := views[(claimer+1)%reporters]
+					if reported {
+						if err := views[claimer].reported(ctx, claims[claimer]); err != nil {
+							t.Fatal(err)
+						}
+					} else if d, ok := views[claimer].(*dirMarkers); ok {
+						// Its lock goes with its process; a claim in S3
+						// stays until it is stale.
+						if err := d.letGo(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if s, ok := other.(*storeMarkers); ok && !reported {
+						time.Sleep(s.staleAfter) // the dead claimer's claim goes stale
+					}
+					again, err := other.sweep(ctx, "rz")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if want := map[bool]int{true: 0, false: 1}[reported]; len(again) != want {
+						t.Errorf("swept after the claim was %s: %+v, want %d", map[bool]string{true: "reported", false: "let go"}[reported], again, want)
+					}
+				})
+			}
+		}
+	}
+}
+
+// all is every record s holds, in sequence order.
+func (s *recordStore) all() []associationaudit.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]associationaudit.Record, 0, len(s.got))
+	for _, r := range s.got {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b associationaudit.Record) int { return cmp.Compare(a.Seq, b.Seq) })
+	return out
+}
