@@ -1,15 +1,14 @@
 package s3
 
 import (
-	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
-	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -19,15 +18,31 @@ import (
 // every twelfth of it.
 const staleAfter = 2 * time.Second
 
-// startMarkedS3SCP is startS3SCP with the run markers' staleness shortened.
-func startMarkedS3SCP(t *testing.T, endpoint string) *scptest.SCP {
+// startMarkedS3SCP is startS3SCP with the run markers' staleness shortened
+// (and any extra flags).
+func startMarkedS3SCP(t *testing.T, endpoint string, extra ...string) *scptest.SCP {
 	t.Helper()
 	return scptest.Start(t, scptest.Options{
 		NoStore: true,
-		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"),
-			"--s3-path-style", "--run-marker-stale-after", staleAfter.String()},
+		Args: append([]string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"),
+			"--s3-path-style", "--run-marker-stale-after", staleAfter.String()}, extra...),
 		Env: s3test.Env(t, endpoint),
 	})
+}
+
+// runOf waits for the start record of a run other than those of others.
+func runOf(t *testing.T, srv *s3test.Server, others ...string) associationaudit.Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if start, ok := scptest.StartOf(s3Records(t, srv), others...); ok {
+			return start
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no start record of the new run")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // s3Records reads the audit records in the bucket.
@@ -70,59 +85,19 @@ func TestKilledS3SCPIsReported(t *testing.T) {
 	srv := s3test.NewServer(t, bucket)
 	first := startMarkedS3SCP(t, srv.URL)
 
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				as, err := dicomnet.Dial(ctx, first.DICOMAddr, auditClient())
-				if err != nil {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				if err := as.Release(context.Background()); err != nil {
-					return
-				}
-			}
-		})
-	}
-	time.Sleep(1500 * time.Millisecond) // past a few of the marker's rewrites
-	if err := syscall.Kill(first.PID(), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	wg.Wait()
-	for syscall.Kill(first.PID(), 0) == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
-	var instance string
-	for _, r := range s3Records(t, srv) {
-		if r.Event == associationaudit.EventApplicationStart {
-			instance = r.AssociationID
-		}
-	}
-	if instance == "" {
+	first.KillDuringChurn(t, auditClient(), 1500*time.Millisecond) // past a few of the marker's rewrites
+	killed, ok := scptest.StartOf(s3Records(t, srv))
+	if !ok {
 		t.Fatal("no start record of the killed run")
 	}
+	instance := killed.AssociationID
 	if got := markerKeys(t, srv); len(got) != 1 || got[0] != instance+".json" {
 		t.Fatalf("markers after the kill: %v, want the killed run's", got)
 	}
 
 	time.Sleep(staleAfter) // the replacement starts once the marker is stale
 	second := startMarkedS3SCP(t, srv.URL)
-	var start associationaudit.Record
-	deadline := time.Now().Add(20 * time.Second)
-	for start.AssociationID == "" {
-		for _, r := range s3Records(t, srv) {
-			if r.Event == associationaudit.EventApplicationStart && r.AssociationID != instance {
-				start = r
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no start record of the second run")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	start := runOf(t, srv, instance)
 	if len(start.PreviousRuns) != 1 || start.PreviousRuns[0].Instance != instance || !strings.Contains(start.Reason, "previous run "+instance+" ") {
 		t.Fatalf("the start after the kill says %q, %+v", start.Reason, start.PreviousRuns)
 	}
@@ -156,5 +131,62 @@ func TestKilledS3SCPIsReported(t *testing.T) {
 	second.Stop(t)
 	if got := markerKeys(t, srv); len(got) != 0 {
 		t.Errorf("markers after the report and a clean stop: %v", got)
+	}
+}
+
+// TestKilledSCPReportedByARunningOne kills (SIGKILL, during association
+// churn) one of two scp-tasks sharing their run markers, in the bucket (a
+// direct S3 store) or on a shared staging directory (EFS in AWS), and no
+// other task starts: the survivor reports the dead run while it runs,
+// within the stale time and a sweep (a quarter of it), once, with its log
+// line, its counter and an unclean-stop-found record; the reported marker
+// goes. Before, only the next start anywhere reported it (a rolling
+// deployment's old task killed by the stop timeout after its replacements
+// started waited for the next deployment).
+func TestKilledSCPReportedByARunningOne(t *testing.T) {
+	tests := []struct {
+		name    string
+		staging bool
+	}{
+		{"markers in the bucket", false},
+		{"markers on a shared staging directory", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := s3test.NewServer(t, bucket)
+			var extra []string
+			staging := t.TempDir()
+			if tt.staging {
+				extra = []string{"--staging", staging}
+			}
+			first := startMarkedS3SCP(t, srv.URL, extra...)
+			dead := runOf(t, srv).AssociationID
+			second := startMarkedS3SCP(t, srv.URL, extra...)
+			survivor := runOf(t, srv, dead).AssociationID
+
+			first.KillDuringChurn(t, auditClient(), time.Second)
+			killed := time.Now()
+			// The stale time (S3; a directory's lock is free at once), a
+			// sweep, and a margin for a loaded machine.
+			limit := staleAfter + staleAfter/4 + 3*time.Second
+			scptest.ExpectReportedByRunning(t, second, survivor, dead, killed, limit, func() []associationaudit.Record { return s3Records(t, srv) })
+
+			wantLeft := []string{survivor + ".json"}
+			left := markerKeys(t, srv)
+			if tt.staging {
+				left = nil
+				entries, err := os.ReadDir(filepath.Join(staging, strings.TrimSuffix(objectstore.RunMarkersPrefix, "/")))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, e := range entries {
+					left = append(left, e.Name())
+				}
+			}
+			if !slices.Equal(left, wantLeft) {
+				t.Errorf("markers after the report: %v, want %v", left, wantLeft)
+			}
+			second.Stop(t)
+		})
 	}
 }
