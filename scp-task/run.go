@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -173,11 +174,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	defer feed.stop()
 	auditOpts := auditwriter.Options{
 		Implementation: version.ImplementationVersionName + " " + version.Version, Logger: log, Metrics: reg,
-		Feed: feed.feedHook(), RunDir: runDir(cfg),
+		Feed: feed.feedHook(), RunDir: runDir(cfg), MarkersStaleAfter: cfg.RunMarkerStaleAfter,
 	}
 	if m, ok := store.(auditwriter.MarkerStore); ok && auditOpts.RunDir == "" {
 		// A direct S3 store: the run markers live in the bucket.
-		auditOpts.Markers, auditOpts.MarkersStaleAfter = m, cfg.RunMarkerStaleAfter
+		auditOpts.Markers = m
 	}
 	audit, err := auditwriter.New(store, auditOpts)
 	if err != nil {
@@ -314,17 +315,20 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 // DrainMarginSeconds, which must stay above it).
 const exitGrace = 8 * time.Second
 
-// runDir is where the audit writer keeps its run marker, so that the next
-// start tells what a crash may have lost: a directory that outlives the
-// process, local mode's data directory or the staging directory ("" for a
-// direct S3 store, whose markers live in its bucket, and a file store,
-// where only a start without its stop tells).
+// runDir is where the audit writer keeps its run marker, so that another
+// run tells what a crash may have lost: a directory that outlives the
+// process, local mode's data directory, the staging directory or a file
+// store's directory, beside its objects as the bucket's markers are ("" for
+// a direct S3 store, whose markers live in its bucket). Every SCP sharing
+// the directory reports the others' deaths.
 func runDir(cfg config.Config) string {
 	switch {
 	case cfg.Local:
 		return cfg.DataDir
 	case cfg.StagingDir != "":
 		return cfg.StagingDir
+	case strings.HasPrefix(cfg.Store, "file://"):
+		return config.StoreDir(cfg.Store)
 	}
 	return ""
 }

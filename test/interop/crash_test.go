@@ -1,19 +1,15 @@
 package interop
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
-	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
@@ -36,36 +32,9 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 	objects := filepath.Join(dataDir, "objects")
 	first := startLocal(t, dataDir)
 
-	// Association churn: each gives an accepted and a released record.
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				as, err := dicomnet.Dial(ctx, first.DICOMAddr, scClient("LOCAL_AE"))
-				if err != nil {
-					// Refused (temporary congestion while records queue)
-					// is a record too; refused connections end it once
-					// the SCP is killed and ctx ends.
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				if err := as.Release(context.Background()); err != nil {
-					return
-				}
-			}
-		})
-	}
-	// Past a heartbeat or two of the run marker, then kill it mid-churn.
-	time.Sleep(2500 * time.Millisecond)
-	if err := syscall.Kill(first.PID(), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	stop()
-	wg.Wait()
-	for syscall.Kill(first.PID(), 0) == nil { // until it is reaped and its locks are free
-		time.Sleep(10 * time.Millisecond)
-	}
+	// Association churn, each giving an accepted and a released record,
+	// past a heartbeat or two of the run marker; killed mid-churn.
+	first.KillDuringChurn(t, scClient("LOCAL_AE"), 2500*time.Millisecond)
 
 	var instance string
 	byInstance := map[string][]associationaudit.Record{}
@@ -82,16 +51,7 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 	t.Logf("killed run %s wrote %d records", instance, len(before))
 
 	second := startLocal(t, dataDir)
-	var start associationaudit.Record
-	waitUntil(t, "the start record after the kill", func() bool {
-		for _, r := range auditRecords(t, objects) {
-			if r.Event == associationaudit.EventApplicationStart && r.AssociationID != instance {
-				start = r
-				return true
-			}
-		}
-		return false
-	})
+	start := startAfter(t, objects, instance)
 	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
 		t.Errorf("dicom_ingest_audit_unclean_stops_total = %v, want 1", got)
 	}
@@ -176,4 +136,55 @@ func portalAudit(t *testing.T, portal, outcome string) []pipeline.AuditRecord {
 		t.Fatal(err)
 	}
 	return out.Records
+}
+
+// TestKilledFileStoreSCPIsReported: scp-task on a plain file store
+// (--store file://DIR, not --local) keeps its run marker in DIR, as local
+// mode does in its data directory, so a start after a SIGKILL reports the
+// killed run and what it may have lost. Before, a file store had no marker:
+// an unclean stop showed only as a start without its stop, its losses
+// uncounted.
+func TestKilledFileStoreSCPIsReported(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *scptest.SCP {
+		return scptest.Start(t, scptest.Options{NoStore: true, Args: []string{"--store", "file://" + dir,
+			"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE"}})
+	}
+	first := start()
+	first.KillDuringChurn(t, scClient("LOCAL_AE"), 1500*time.Millisecond) // past a heartbeat of the run marker
+	killed, ok := scptest.StartOf(auditRecords(t, dir))
+	if !ok {
+		t.Fatal("no start record of the killed run")
+	}
+	dead := killed.AssociationID
+
+	second := start()
+	next := startAfter(t, dir, dead)
+	if len(next.PreviousRuns) != 1 || next.PreviousRuns[0].Instance != dead || !strings.HasPrefix(next.Reason, "previous run "+dead+" ") {
+		t.Fatalf("the start after the kill says %q, %+v", next.Reason, next.PreviousRuns)
+	}
+	if u := next.PreviousRuns[0]; u.LastSeq == 0 || u.Written == 0 || u.Written+u.CountedLost+u.NotWritten != u.LastSeq {
+		t.Errorf("previous run %+v", u)
+	}
+	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
+		t.Errorf("dicom_ingest_audit_unclean_stops_total = %v, want 1", got)
+	}
+	// The reported marker went; a clean stop removes the second's.
+	second.Stop(t)
+	if left, err := filepath.Glob(filepath.Join(dir, "audit-runs", "*")); err != nil || len(left) != 0 {
+		t.Errorf("markers after the report and a clean stop: %v %v", left, err)
+	}
+}
+
+// startAfter waits for the start record, in the file store at root, of a
+// run other than before's.
+func startAfter(t *testing.T, root, before string) associationaudit.Record {
+	t.Helper()
+	var start associationaudit.Record
+	waitUntil(t, "the start record after the kill", func() bool {
+		var ok bool
+		start, ok = scptest.StartOf(auditRecords(t, root), before)
+		return ok
+	})
+	return start
 }

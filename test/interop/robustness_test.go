@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
@@ -94,8 +95,9 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 	}
 }
 
-// partialBytes sums what lies in the store outside incoming/ and audit/:
-// the file store's temporary files while an object is being received.
+// partialBytes sums what lies in the store outside incoming/, audit/ and
+// audit-runs/: the file store's temporary files while an object is being
+// received.
 func partialBytes(root string) int64 {
 	var n int64
 	_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error { // a vanished temp file is fine
@@ -104,8 +106,9 @@ func partialBytes(root string) int64 {
 		}
 		rel, _ := filepath.Rel(root, p)
 		// The journal's segment files are preallocated whole, ahead of
-		// need: their size says nothing of what a transfer left.
-		if d.IsDir() && (rel == "incoming" || rel == "audit" || rel == filestore.JournalDir) {
+		// need: their size says nothing of what a transfer left. The run
+		// markers are the SCP's, one per run.
+		if d.IsDir() && (rel == "incoming" || rel == "audit" || rel == filestore.JournalDir || rel+"/" == objectstore.RunMarkersPrefix) {
 			return filepath.SkipDir
 		}
 		if !d.IsDir() {

@@ -162,7 +162,7 @@ var settings = []Setting{
 	{"staging", "SCP_STAGING_DIR", "", "with an s3:// store: a directory every task mounts (EFS) where each object is made durable before C-STORE success, then uploaded to S3; empty: answer once S3 holds it"},
 	{"staging-max-backlog", "SCP_STAGING_MAX_BACKLOG", "8589934592", "bytes staged and not yet uploaded past which C-STOREs fail (A700) and associations are refused (02 03 01)"},
 	{"staging-max-age", "SCP_STAGING_MAX_AGE", "15m", "associations are refused (02 03 01) while the oldest staged object has waited longer than this for its upload"},
-	{"run-marker-stale-after", "SCP_RUN_MARKER_STALE_AFTER", "1m", "with an s3:// store and no --staging: a run marker in the bucket not rewritten for this long (each run rewrites its own every twelfth of it) is a run that stopped uncleanly, which the next start reports"},
+	{"run-marker-stale-after", "SCP_RUN_MARKER_STALE_AFTER", "1m", "with an s3:// store and no --staging: a run marker in the bucket not rewritten for this long (each run rewrites its own every twelfth of it) is a run that stopped uncleanly, which the next start, or a running SCP, reports; with any store, a running SCP looks for runs that stopped uncleanly every quarter of it"},
 	{"staging-latency", "SCP_STAGING_LATENCY", "", "benchmarks only: hold every staging file-system operation, `efs` (EFS's published latencies) or `op=duration,…`"},
 	{"local", "SCP_LOCAL", "false", "run the whole flow in this process: file store, pipeline, SQLite, event log and portal"},
 	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
