@@ -50,8 +50,8 @@ const (
 	MetricObjectsStored       = metricnames.ObjectsStored
 	// MetricAuditRecordsLost: association audit records never written.
 	MetricAuditRecordsLost = metricnames.AuditRecordsLost
-	// MetricAuditUncleanStops: earlier runs a task's start found stopped
-	// uncleanly (moves with scp.staging only: the run markers live there).
+	// MetricAuditUncleanStops: runs a task found stopped uncleanly, at its
+	// start or while it runs.
 	MetricAuditUncleanStops = metricnames.AuditUncleanStops
 	// MetricTaskProtectionFailures: failed scale-in protection calls.
 	MetricTaskProtectionFailures = metricnames.TaskProtectionFailures

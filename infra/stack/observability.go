@@ -266,11 +266,13 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// stop timeout's SIGKILL) lost the audit records it had not written:
 	// a later start finds its run marker (on the staging file system, or
 	// without scp.staging in the bucket under audit-runs/) and says so, in
-	// its start record, its log and its counter. The counter rises at that
-	// task's start, maybe before the agent's first scrape of it, which
-	// publishes no increase; the log line is counted as well.
+	// its start record, its log and its counter; a running task that finds
+	// one (it looks every quarter of the stale time) says so in an
+	// unclean-stop-found record, its log and its counter. A start's count
+	// may come before the agent's first scrape of it, which publishes no
+	// increase; the log line is counted as well.
 	alarm("ScpUncleanStop", ScpMetric(c.Name, MetricAuditUncleanStops, "Sum", minute), 0, gt, 1,
-		"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the next start record names the run and the range (docs/operations/alarms.md)")
+		"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the record of the task that found it (a start's unclean-stop, a running task's unclean-stop-found) names the run and the range (docs/operations/alarms.md)")
 	alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, associationaudit.UncleanStopLog, MetricAuditUncleanStopLogLines), 0, gt, 1,
 		"scp-task logged that a previous run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event (docs/operations/alarms.md)")
 

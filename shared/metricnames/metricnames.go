@@ -27,10 +27,11 @@ const (
 	// AuditRecordsLost counts association audit records never written
 	// (still queued when the process had to exit, or not encodable).
 	AuditRecordsLost = "dicom_ingest_audit_records_lost_total"
-	// AuditUncleanStops counts earlier runs a start found to have stopped
-	// uncleanly (killed, crashed), whose unwritten audit records are lost;
-	// it moves only where a run marker can outlive the process (local
-	// mode, the staged store).
+	// AuditUncleanStops counts runs found to have stopped uncleanly
+	// (killed, crashed), whose unwritten audit records are lost, by a start
+	// or by a running SCP sharing their run markers (local mode's data
+	// directory, the staging directory, a file store's directory, a direct
+	// S3 store's bucket).
 	AuditUncleanStops = "dicom_ingest_audit_unclean_stops_total"
 	// TaskProtectionFailures counts failed calls to the ECS agent's
 	// scale-in protection endpoint (each is retried).

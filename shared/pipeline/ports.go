@@ -376,7 +376,8 @@ type AuditRecord struct {
 	// association-released, association-aborted, store-failed,
 	// commitment-refused, application-start, application-stop (the
 	// SCP's), unclean-stop (an SCP start that found earlier runs stopped
-	// uncleanly); a Storage Commitment transaction's
+	// uncleanly), unclean-stop-found (a running SCP that found one); a
+	// Storage Commitment transaction's
 	// commitment-requested, committed, commitment-failures,
 	// commitment-reported, commitment-undeliverable.
 	Outcome string `json:"outcome"`
@@ -412,8 +413,9 @@ type AuditRecord struct {
 	StoredInstances int   `json:"storedInstances,omitempty"`
 	StoredBytes     int64 `json:"storedBytes,omitempty"`
 	// PreviousRuns, on an SCP start that found earlier runs stopped
-	// uncleanly (outcome unclean-stop), are those runs and the records
-	// each may have lost.
+	// uncleanly (outcome unclean-stop) or a running SCP's report of them
+	// (unclean-stop-found), are those runs and the records each may have
+	// lost.
 	PreviousRuns []associationaudit.UncleanRun `json:"previousRuns,omitempty"`
 	// LostRecords, on an SCP stop, are its run's records never written
 	// (given up at its exit, not encodable): how many, which.
