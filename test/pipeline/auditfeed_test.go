@@ -30,6 +30,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu/awsemutest"
 )
 
 var recordStream = flag.Bool("record-stream-event", false, "rewrite functions/auditfeed/testdata/stream-event.json from this test's dynalite items")
@@ -177,7 +178,7 @@ func auditRecords(t *testing.T, audit *awsadapters.AuditTable) map[string]bool {
 // runtime interface emulator on a stream batch built from the items the
 // audit adapter wrote to dynalite (dynalite has no streams), against rsyslog.
 func TestAuditFeedFunction(t *testing.T) {
-	rie := rieBinary(t)
+	rie := awsemutest.RIE(t)
 	pki := auditfeedtest.NewPKI(t)
 	auditfeedtest.RequireRsyslog(t)
 	ddb := dynaliteOnly(t)

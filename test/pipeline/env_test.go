@@ -11,9 +11,6 @@ import (
 	"context"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -28,6 +25,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu/awsemutest"
 )
 
 const (
@@ -37,25 +35,6 @@ const (
 	busName    = "dicom-ingest-test"
 	region     = "eu-west-1"
 )
-
-// findTool returns the first existing path among candidates, or "".
-func findTool(candidates ...string) string {
-	for _, c := range candidates {
-		if c == "" {
-			continue
-		}
-		if !strings.Contains(c, "/") {
-			if p, err := exec.LookPath(c); err == nil {
-				return p
-			}
-			continue
-		}
-		if st, err := os.Stat(c); err == nil && !st.IsDir() {
-			return c
-		}
-	}
-	return ""
-}
 
 // env is one set of emulators and running functions.
 type env struct {
@@ -89,8 +68,8 @@ func newEnv(t *testing.T, quietPeriod string) *env {
 // (s3URL != ""), such as the one scp-task stores into.
 func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	t.Helper()
-	rie := rieBinary(t)
-	node, dynalite := requireDynalite(t)
+	rie := awsemutest.RIE(t)
+	node, dynalite := awsemutest.Dynalite(t)
 	e := &env{t: t, fnURL: map[string]string{}, quietEnv: quietPeriod, rie: rie}
 
 	// S3: gofakes3 in process.
@@ -136,34 +115,6 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 	return e
 }
 
-// rieBinary finds the Lambda runtime interface emulator (see testenv.Missing).
-func rieBinary(t *testing.T) string {
-	t.Helper()
-	testenv.RequireLinux(t, "the Lambda runtime interface emulator runs linux binaries")
-	home, _ := os.UserHomeDir()
-	gopath := os.Getenv("GOPATH")
-	if gopath == "" {
-		gopath = filepath.Join(home, "go")
-	}
-	rie := findTool(os.Getenv("RIE_BIN"), filepath.Join(testenv.ModuleRoot(t), "bin/tools/aws-lambda-rie"), "aws-lambda-rie", filepath.Join(gopath, "bin", "aws-lambda-rie"))
-	if rie == "" {
-		testenv.Missing(t, "aws-lambda-rie (the Lambda runtime interface emulator)",
-			"make test-deps, which go installs the pinned version into bin/tools (or set RIE_BIN)")
-	}
-	return rie
-}
-
-// requireDynalite returns node and dynalite's command-line script.
-func requireDynalite(t *testing.T) (node, cli string) {
-	t.Helper()
-	node = testenv.LookPath(t, "node")
-	cli = findTool(os.Getenv("DYNALITE_BIN"), filepath.Join(testenv.ModuleRoot(t), ".tools/node/node_modules/dynalite/cli.js"))
-	if cli == "" {
-		testenv.Missing(t, "dynalite (DynamoDB emulator)", "make node-tools, which installs the pinned dynalite into .tools/node (or set DYNALITE_BIN)")
-	}
-	return node, cli
-}
-
 // startDynalite runs dynalite on a free port until the test ends.
 func startDynalite(t *testing.T, node, dynalite string) string {
 	t.Helper()
@@ -186,7 +137,7 @@ func dynaliteOnly(t *testing.T) *dynamodb.Client {
 // dynaliteURL starts dynalite, without tables, and returns its endpoint.
 func dynaliteURL(t *testing.T) string {
 	t.Helper()
-	node, dynalite := requireDynalite(t)
+	node, dynalite := awsemutest.Dynalite(t)
 	return startDynalite(t, node, dynalite)
 }
 
