@@ -25,7 +25,8 @@ done
 command -v node >/dev/null || { echo "chain: needs node (apt-get install nodejs)" >&2; exit 1; }
 mkdir -p "$OUT" bin
 WORK=$(mktemp -d /var/tmp/dicom-chain-XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+keep_work=0   # a failed run keeps its work directory: the functions' and emulators' logs say why
+trap 'if [ "$keep_work" = 1 ]; then echo "chain: kept $WORK for its logs" >&2; else rm -rf "$WORK"; fi' EXIT
 go build -o bin/scp-task ./scp-task
 go build -o bin/bench-chain ./test/bench/chain
 # The functions as the deployment builds them (make build-functions), for this machine's architecture.
@@ -40,5 +41,13 @@ fi
 # shellcheck disable=SC2086 # CHAIN_FLAGS is a list of flags
 bin/bench-chain -scp-task bin/scp-task -rie "$RIE" -dynalite "$DYNALITE" -functions "$WORK/functions" -work "$WORK" \
   -rate "${CHAIN_RATE:-100}" -duration "${CHAIN_DURATION:-60s}" -associations "${CHAIN_ASSOCIATIONS:-8}" \
-  -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "$scp_args" ${CHAIN_FLAGS:-} -out "$OUT/chain.json"
-python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"
+  -study-size "${CHAIN_STUDY_SIZE:-200}" -scp-args "$scp_args" ${CHAIN_FLAGS:-} -out "$OUT/chain.json" || rc=$?
+# bench-chain writes its results also for a run the chain did not complete (then exits 1): report them, then fail.
+if [ -s "$OUT/chain.json" ]; then
+  python3 test/bench/chain.py "$OUT/chain.json" test/bench/prices.json | tee "$OUT/chain.md"
+fi
+if [ "${rc:-0}" != 0 ]; then
+  keep_work=1
+  echo "chain: bench-chain failed (exit $rc): the figures above are not a measurement" >&2
+  exit "$rc"
+fi

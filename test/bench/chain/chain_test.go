@@ -95,3 +95,33 @@ func TestConsumedUnits(t *testing.T) {
 		}
 	}
 }
+
+// TestIncomplete: a run in which the chain did not deliver everything it
+// was sent fails, naming what is missing. Since 8aa9b63 validate needed a
+// variable the bench did not pass: every invocation failed its start, and
+// the bench reported empty latencies as a run.
+func TestIncomplete(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    results
+		want []string // in the error; none: complete
+	}{
+		{"complete", results{Planned: 10, Sent: 10, Stored: 9, Rejected: 1, Studies: 1, StudiesSeen: 1}, nil},
+		{"nothing stored", results{Planned: 10}, []string{"no instance was stored (10 planned)"}},
+		{"functions failing", results{Planned: 10, Sent: 10, Unannounced: 10, BatchFailed: 30, Studies: 1},
+			[]string{"10 of 10 instances sent reached no consumer", "30 batch item failures", "1 of 1 studies were not announced"}},
+		{"a study short", results{Planned: 10, Sent: 10, Stored: 10, Studies: 2, StudiesSeen: 1}, []string{"1 of 2 studies"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.r.incomplete()
+			if (err != nil) != (tc.want != nil) {
+				t.Fatalf("incomplete() = %v, want an error: %v", err, tc.want != nil)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("incomplete() = %q, want it to say %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -150,6 +150,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench-chain: write results:", err)
 		os.Exit(1)
 	}
+	// The results are written either way, to read what happened; a run
+	// the chain did not complete is not a measurement.
+	if err := res.incomplete(); err != nil {
+		fmt.Fprintf(os.Stderr, "bench-chain: %v (the functions' logs are in %s)\n", err, o.work)
+		os.Exit(1)
+	}
 }
 
 // dists are the latencies injected.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -181,4 +183,23 @@ func (b *bench) results(planned, sent int, elapsed time.Duration, studies map[st
 		r.LogBytes[name] = w.count()
 	}
 	return r
+}
+
+// incomplete says why a run measured less than it sent, nil when every
+// instance sent was announced (stored or rejected) and every study
+// received: a function that fails its initialization (a variable the
+// bench did not pass) gets every message back, and the latencies of a
+// run where nothing arrived are empty, not slow.
+func (r *results) incomplete() error {
+	var errs []error
+	if r.Sent == 0 {
+		errs = append(errs, fmt.Errorf("no instance was stored (%d planned)", r.Planned))
+	}
+	if r.Unannounced > 0 {
+		errs = append(errs, fmt.Errorf("%d of %d instances sent reached no consumer as Instance Stored or Rejected before -drain ran out (%d batch item failures)", r.Unannounced, r.Sent, r.BatchFailed))
+	}
+	if r.StudiesSeen < r.Studies {
+		errs = append(errs, fmt.Errorf("%d of %d studies were not announced as received before -drain ran out", r.Studies-r.StudiesSeen, r.Studies))
+	}
+	return errors.Join(errs...)
 }
