@@ -10,23 +10,25 @@ import (
 	"github.com/aws/jsii-runtime-go"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
-// S3 key prefixes of the DICOM bucket. The SCP writes incoming/ and audit/,
-// the pipeline writes metadata/ and quarantine/.
+// S3 key prefixes of the DICOM bucket, as shared/objectstore defines its
+// layout. The SCP writes incoming/ and audit/, the pipeline writes
+// metadata/ and quarantine/.
 const (
-	PrefixIncoming   = "incoming/"
-	PrefixAudit      = "audit/"
-	PrefixMetadata   = "metadata/"
-	PrefixQuarantine = "quarantine/"
+	PrefixIncoming   = objectstore.IncomingPrefix
+	PrefixAudit      = objectstore.AuditPrefix
+	PrefixMetadata   = objectstore.MetadataPrefix
+	PrefixQuarantine = objectstore.QuarantinePrefix
 	// Storage Commitment: the SCP's requests and the commitment function's
 	// results.
-	PrefixCommitmentRequests = "commitment/requests/"
-	PrefixCommitmentResults  = "commitment/results/"
+	PrefixCommitmentRequests = objectstore.CommitmentRequestsPrefix
+	PrefixCommitmentResults  = objectstore.CommitmentResultsPrefix
 	// PrefixRunMarkers: without scp.staging, each task's run marker
 	// (objectstore.RunMarkersPrefix), rewritten while it lives; no
 	// function is notified of it.
-	PrefixRunMarkers = "audit-runs/"
+	PrefixRunMarkers = objectstore.RunMarkersPrefix
 )
 
 // StorageProps configures NewStorage.

@@ -105,14 +105,20 @@ type Store interface {
 	Ready(ctx context.Context) error
 }
 
-// Prefixes under the store root.
+// Prefixes under the store root (docs/pipeline.md, "S3 layout"): the one
+// definition of the bucket's layout, which the pipeline and the CDK stack
+// (its notifications, IAM statements and lifecycle rules) use.
 const (
 	IncomingPrefix   = "incoming/"
 	AuditPrefix      = "audit/"
 	QuarantinePrefix = "quarantine/"
-	// CommitmentRequestsPrefix holds the Storage Commitment requests the SCP
-	// makes durable before it answers them.
-	CommitmentRequestsPrefix = "commitment/requests/"
+	MetadataPrefix   = "metadata/"
+	// CommitmentPrefix holds Storage Commitment: the requests the SCP
+	// makes durable before it answers them, and the commitment function's
+	// results.
+	CommitmentPrefix         = "commitment/"
+	CommitmentRequestsPrefix = CommitmentPrefix + "requests/"
+	CommitmentResultsPrefix  = CommitmentPrefix + "results/"
 )
 
 // RunMarkersPrefix is where the SCP keeps its run markers in a store with

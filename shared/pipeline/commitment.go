@@ -23,17 +23,18 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
 // Storage Commitment layout and timing.
 const (
 	// CommitmentPrefix holds the SCP's requests (requests/, written before N-ACTION-RSP) and the results
 	// (results/<transaction id>.json) under the store root.
-	CommitmentPrefix = "commitment/"
+	CommitmentPrefix = objectstore.CommitmentPrefix
 	// CommitmentRequestsPrefix is where the SCP puts requests, relative to the store root.
-	CommitmentRequestsPrefix = CommitmentPrefix + "requests/"
+	CommitmentRequestsPrefix = objectstore.CommitmentRequestsPrefix
 	// CommitmentResultsPrefix is where the results go, relative to the store root.
-	CommitmentResultsPrefix = CommitmentPrefix + "results/"
+	CommitmentResultsPrefix = objectstore.CommitmentResultsPrefix
 
 	// DefaultCommitmentWait is how long instances named in a request may still be in flight (stored but not
 	// yet indexed, or not yet sent) before they fail with 0112.

@@ -19,10 +19,10 @@ import (
 
 // Object layout (see docs/pipeline.md, "S3 layout").
 const (
-	IncomingPrefix   = "incoming/"
-	AuditPrefix      = "audit/"
-	QuarantinePrefix = "quarantine/"
-	MetadataPrefix   = "metadata/"
+	IncomingPrefix   = objectstore.IncomingPrefix
+	AuditPrefix      = objectstore.AuditPrefix
+	QuarantinePrefix = objectstore.QuarantinePrefix
+	MetadataPrefix   = objectstore.MetadataPrefix
 )
 
 // ObjectResult reports what ProcessObject did with one object.
