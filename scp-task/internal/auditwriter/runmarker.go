@@ -222,20 +222,34 @@ type runMarker struct {
 	path string
 }
 
-// createRun creates and locks this run's marker in runs.
+// createRun creates and locks this run's marker in runs. It is made
+// under a name no sweep looks at (not .json), locked and written there,
+// then linked to its own name: created there and locked after, a sweep
+// of another process could lock it in between, take the live run for a
+// dead one with an empty marker and report it, and the start, its lock
+// refused, ran with no marker.
 func createRun(runs string, st runState) (*runMarker, error) {
 	path := filepath.Join(runs, st.Instance+".json")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.OpenFile(path+".new", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
-	m := &runMarker{f: f, path: path}
+	m := &runMarker{f: f, path: path + ".new"}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		return nil, errors.Join(fmt.Errorf("auditwriter: lock the run marker: %w", err), m.remove())
 	}
 	if err := m.update(st); err != nil {
 		return nil, errors.Join(err, m.remove())
 	}
+	// A link, not a rename: like O_EXCL, it never replaces a marker.
+	if err := os.Link(m.path, path); err != nil {
+		return nil, errors.Join(fmt.Errorf("auditwriter: run marker: %w", err), m.remove())
+	}
+	if err := os.Remove(m.path); err != nil {
+		m.path = path
+		return nil, errors.Join(fmt.Errorf("auditwriter: run marker: %w", err), m.remove())
+	}
+	m.path = path
 	// The marker's name must survive a power loss too.
 	if err := vfs.SyncDir(runs); err != nil {
 		return nil, errors.Join(fmt.Errorf("auditwriter: sync %s: %w", RunsDir, err), m.remove())

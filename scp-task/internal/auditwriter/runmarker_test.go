@@ -2,6 +2,7 @@ package auditwriter
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -164,5 +165,56 @@ func TestLostStopKeepsTheMarker(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestSweepNeverClaimsAMarkerBeingCreated: a running SCP sweeping the
+// directory while another starts never takes the starting run's marker
+// for a dead one. A marker created under its final name and locked after
+// could be locked first by a sweep, between the two: read empty, it was
+// reported as an unreadable dead run, and the start, its lock refused,
+// ran with no marker at all.
+func TestSweepNeverClaimsAMarkerBeingCreated(t *testing.T) {
+	dir := t.TempDir()
+	runs := filepath.Join(dir, RunsDir)
+	if err := os.MkdirAll(runs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	sweeper := &dirMarkers{dir: dir}
+	stop := make(chan struct{})
+	found := make(chan []associationaudit.UncleanRun, 1)
+	go func() {
+		var all []associationaudit.UncleanRun
+		defer func() { found <- all }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			unclean, _ := sweeper.sweep(context.Background(), "sweeper")
+			all = append(all, unclean...)
+			if err := sweeper.letGo(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	var started []*runMarker
+	for i := range 2000 {
+		m, err := createRun(runs, runState{Instance: fmt.Sprintf("run%04d", i), AETitle: "REMOTE_AE", Started: time.Now()})
+		if err != nil {
+			t.Errorf("start %d: %v", i, err)
+			continue
+		}
+		started = append(started, m)
+	}
+	close(stop)
+	if all := <-found; len(all) != 0 {
+		t.Errorf("a sweep reported %d live runs as dead, the first %+v", len(all), all[0])
+	}
+	for _, m := range started {
+		if err := m.remove(); err != nil {
+			t.Error(err)
+		}
 	}
 }
