@@ -93,6 +93,9 @@ type Writer struct {
 	sweepStop  chan struct{}
 	sweepDone  chan struct{}
 	sweepOnce  sync.Once
+	// sweepCancel ends a sweep under way: stopping does not wait for its
+	// calls (up to markerTimeout on a slow S3) to run out.
+	sweepCancel context.CancelFunc
 }
 
 type tally struct {
@@ -232,7 +235,9 @@ func (w *Writer) openRun(instance, aeTitle string, started time.Time) []associat
 	w.marking, w.hbStop, w.hbDone = true, make(chan struct{}), make(chan struct{})
 	go w.heartbeat()
 	w.sweepStop, w.sweepDone = make(chan struct{}), make(chan struct{})
-	go w.sweep()
+	var sweepCtx context.Context
+	sweepCtx, w.sweepCancel = context.WithCancel(context.Background())
+	go w.sweep(sweepCtx)
 	return unclean
 }
 
@@ -258,9 +263,9 @@ const sweepsPerStale = 4
 // the next start anywhere, maybe days. Each found is reported as a start
 // reports one: the log line, the counter and a record,
 // unclean-stop-found, naming it.
-func (w *Writer) sweep() {
+func (w *Writer) sweep(life context.Context) {
 	defer close(w.sweepDone)
-	w.periodically(w.sweepStop, w.sweepEvery, "audit run markers not checked: runs that stopped uncleanly are reported later",
+	w.periodically(life, w.sweepStop, w.sweepEvery, "audit run markers not checked: runs that stopped uncleanly are reported later",
 		"audit run markers checked again", func(ctx context.Context) error {
 			unclean, err := w.runMarkers.sweep(ctx, w.thisRun.Instance)
 			if len(unclean) > 0 {
@@ -273,9 +278,10 @@ func (w *Writer) sweep() {
 		})
 }
 
-// periodically calls op every period until stop, logging failed when it
-// starts failing and ok when it works again.
-func (w *Writer) periodically(stop <-chan struct{}, period time.Duration, failed, ok string, op func(context.Context) error) {
+// periodically calls op every period until stop, each call within life
+// and markerTimeout, logging failed when it starts failing and ok when it
+// works again.
+func (w *Writer) periodically(life context.Context, stop <-chan struct{}, period time.Duration, failed, ok string, op func(context.Context) error) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	failing := false
@@ -285,9 +291,12 @@ func (w *Writer) periodically(stop <-chan struct{}, period time.Duration, failed
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), markerTimeout)
+		ctx, cancel := context.WithTimeout(life, markerTimeout)
 		err := op(ctx)
 		cancel()
+		if life.Err() != nil {
+			return // cut short by the stop: not a failure to tell
+		}
 		switch {
 		case err != nil && !failing:
 			w.log.Error(failed, "err", err)
@@ -298,10 +307,14 @@ func (w *Writer) periodically(stop <-chan struct{}, period time.Duration, failed
 	}
 }
 
-// stopSweep ends the sweep (once); a sweep under way finishes first.
+// stopSweep ends the sweep (once); a sweep under way is cut short, and
+// what it claimed already is reported. A claim cut short is another
+// process's to report once it is stale (S3) or its lock free (a
+// directory).
 func (w *Writer) stopSweep() {
 	w.sweepOnce.Do(func() {
 		if w.sweepStop != nil {
+			w.sweepCancel()
 			close(w.sweepStop)
 			<-w.sweepDone
 		}
@@ -342,7 +355,9 @@ func (w *Writer) state() runState {
 
 func (w *Writer) heartbeat() {
 	defer close(w.hbDone)
-	w.periodically(w.hbStop, w.runMarkers.every(), "audit run marker not updated: after a crash the next start tells less of what may be lost",
+	// Not cut short at the stop: an update in flight ends before the
+	// marker's last word (end), which it could otherwise follow.
+	w.periodically(context.Background(), w.hbStop, w.runMarkers.every(), "audit run marker not updated: after a crash the next start tells less of what may be lost",
 		"audit run marker updated again", func(ctx context.Context) error { return w.runMarkers.update(ctx, w.state()) })
 }
 

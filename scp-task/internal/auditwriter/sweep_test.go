@@ -234,3 +234,69 @@ func (s *recordStore) all() []associationaudit.Record {
 	slices.SortFunc(out, func(a, b associationaudit.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	return out
 }
+
+// hangingMarkers is a MarkerStore with no markers whose listings, after
+// the start's, hang until their context ends (S3 slow or unreachable).
+type hangingMarkers struct {
+	mu      sync.Mutex
+	lists   int
+	hanging chan struct{} // closed when a sweep's listing hangs
+}
+
+func (h *hangingMarkers) ListMarkers(ctx context.Context) ([]string, error) {
+	h.mu.Lock()
+	h.lists++
+	n := h.lists
+	h.mu.Unlock()
+	if n == 2 {
+		close(h.hanging)
+	}
+	if n >= 2 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, nil
+}
+
+func (h *hangingMarkers) GetMarker(context.Context, string) ([]byte, string, error) {
+	return nil, "", errors.New("none")
+}
+func (h *hangingMarkers) PutMarker(context.Context, string, []byte, string) error { return nil }
+func (h *hangingMarkers) DeleteMarker(context.Context, string) error              { return nil }
+
+// TestStopNotHeldBySweep: a sweep under way when the SCP stops (its
+// listing hanging on a slow S3) is cut short: Stopping returned only once
+// the sweep's own timeout (30 s) ran out, past the stop timeout's SIGKILL
+// (10 s after the drain), so the stop record was never written.
+func TestStopNotHeldBySweep(t *testing.T) {
+	h := &hangingMarkers{hanging: make(chan struct{})}
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{Markers: h, MarkersStaleAfter: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Started("live", "REMOTE_AE")
+	select {
+	case <-h.hanging:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no sweep")
+	}
+	stopped := make(chan struct{})
+	go func() {
+		w.Stopping("shutdown requested")
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Stopping waits for a hung sweep")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := store.all(); len(r) != 2 || r[1].Event != associationaudit.EventApplicationStop {
+		t.Errorf("records %+v, want the start and the stop", r)
+	}
+}
