@@ -140,6 +140,9 @@ func TestParseValidation(t *testing.T) {
 			"pipeline.auditBackupRetentionDays: 30 must be at least backupRetentionDays (35)",
 		}},
 		{"object lock mode", func(c *Config) { c.Storage.ObjectLock = &ObjectLock{Mode: "forever", Days: 10} }, []string{`storage.objectLock.mode: "forever" must be GOVERNANCE or COMPLIANCE`}},
+		{"object lock without staging", func(c *Config) {
+			c.Storage.ObjectLock, c.Scp.Staging = &ObjectLock{Mode: "COMPLIANCE", Days: 2555}, nil
+		}, []string{"storage.objectLock: needs scp.staging: without it each task rewrites its run marker in the bucket every 5 s"}},
 		{"object lock vs noncurrent expiry", func(c *Config) {
 			c.Storage.ObjectLock = &ObjectLock{Mode: "GOVERNANCE", Days: 100}
 			c.Storage.Lifecycle.NoncurrentVersionExpirationDays = 30

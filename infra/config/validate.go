@@ -167,6 +167,13 @@ func (c *Config) Validate() error {
 		if ol.Days < 1 || ol.Days > 36500 {
 			p.addf("storage.objectLock.days", "%d is outside 1..36500", ol.Days)
 		}
+		// Without staging the tasks keep their run markers in the bucket
+		// (audit-runs/), each rewritten every 5 s: every replaced version
+		// would be retained for the lock's days, which no lifecycle rule
+		// and, in COMPLIANCE mode, nobody could remove.
+		if c.Scp.Staging == nil {
+			p.addf("storage.objectLock", "needs scp.staging: without it each task rewrites its run marker in the bucket every 5 s (about 17,000 versions a day), and Object Lock would retain every version for %d days", ol.Days)
+		}
 	}
 	lc := c.Storage.Lifecycle
 	for name, v := range map[string]int{
