@@ -71,11 +71,11 @@ const (
 )
 
 // RejectReasons are RejectReason's values (scp-task's metrics.RejectLabel
-// of every rejection the SCP sends; result1_source1_reason1 is "no reason
-// given", sent for a malformed request).
+// of every rejection the SCP sends; no_reason_given is sent for a
+// malformed request).
 var RejectReasons = []string{
 	"calling_ae_not_recognized", "called_ae_not_recognized", "too_many_associations", "temporary_congestion",
-	"application_context_not_supported", "protocol_version_not_supported", "result1_source1_reason1", "unknown",
+	"application_context_not_supported", "protocol_version_not_supported", "no_reason_given", "unknown",
 }
 
 // FailureStatuses are FailureStatus's values: the failure statuses the

@@ -127,7 +127,7 @@ func StatusLabel(status uint16) string {
 	return fmt.Sprintf("%04X", status)
 }
 
-// RejectLabel names a rejection for metrics and logs.
+// RejectLabel names a rejection for the rejected-associations counter.
 func RejectLabel(r *dicomnet.RejectError) string {
 	if r == nil {
 		return "unknown"
@@ -145,6 +145,8 @@ func RejectLabel(r *dicomnet.RejectError) string {
 		return "application_context_not_supported"
 	case *dicomnet.RejectProtocolVersion:
 		return "protocol_version_not_supported"
+	case *dicomnet.RejectNoReason:
+		return "no_reason_given"
 	}
 	return fmt.Sprintf("result%d_source%d_reason%d", r.Result, r.Source, r.Reason)
 }
