@@ -330,7 +330,7 @@ func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecor
 	if creator, ok := x.markers.get(k); ok {
 		return creator == id, nil
 	}
-	creator, err, _ := x.markers.lookups.Do(k, func() (any, error) { return x.lookUpMarker(ctx, in, id) })
+	creator, err, _ := x.markers.lookups.Do(k, func() (any, error) { return x.lookUpMarker(ctx, in, id, k) })
 	if err != nil {
 		return false, err
 	}
@@ -338,9 +338,9 @@ func (x *IndexTable) seriesMarker(ctx context.Context, in pipeline.InstanceRecor
 }
 
 // lookUpMarker reads the marker's creator, creating the marker with id
-// as its creator if absent, and remembers it.
-func (x *IndexTable) lookUpMarker(ctx context.Context, in pipeline.InstanceRecord, id string) (string, error) {
-	pk, sk := studyPK(in.StudyInstanceUID), "SERIES#"+in.SeriesInstanceUID
+// as its creator if absent, and remembers it under k (markerKey).
+func (x *IndexTable) lookUpMarker(ctx context.Context, in pipeline.InstanceRecord, id, k string) (string, error) {
+	pk, sk := studyPK(in.StudyInstanceUID), seriesSK(in)
 	item, err := x.get(ctx, pk, sk)
 	if err != nil {
 		return "", err
@@ -351,7 +351,7 @@ func (x *IndexTable) lookUpMarker(ctx context.Context, in pipeline.InstanceRecor
 			return "", err
 		}
 		if created {
-			x.markers.put(markerKey(in), id)
+			x.markers.put(k, id)
 			return id, nil
 		}
 		// Created meanwhile by another content: read whose it is.
@@ -365,14 +365,14 @@ func (x *IndexTable) lookUpMarker(ctx context.Context, in pipeline.InstanceRecor
 	// Markers written before creators were recorded have none: no content
 	// created them, as the conditional put also decides.
 	creator := str(item, "creator")
-	x.markers.put(markerKey(in), creator)
+	x.markers.put(k, creator)
 	return creator, nil
 }
 
 // putSeriesMarker creates the marker unless present; the content that
 // created it sees it as new on a retry too.
 func (x *IndexTable) putSeriesMarker(ctx context.Context, in pipeline.InstanceRecord, id string) (bool, error) {
-	s := map[string]ddbtypes.AttributeValue{"pk": sv(studyPK(in.StudyInstanceUID)), "sk": sv("SERIES#" + in.SeriesInstanceUID),
+	s := map[string]ddbtypes.AttributeValue{"pk": sv(studyPK(in.StudyInstanceUID)), "sk": sv(seriesSK(in)),
 		"seriesInstanceUid": sv(in.SeriesInstanceUID), "creator": sv(id)}
 	dropEmpty(s)
 	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
@@ -400,6 +400,9 @@ type markerCreators struct {
 
 // maxMarkers bounds markerCreators: about 250 bytes an entry.
 const maxMarkers = 4096
+
+// seriesSK is the sort key of a series' marker under its study.
+func seriesSK(in pipeline.InstanceRecord) string { return "SERIES#" + in.SeriesInstanceUID }
 
 func markerKey(in pipeline.InstanceRecord) string {
 	return in.StudyInstanceUID + "\x00" + in.SeriesInstanceUID
