@@ -143,6 +143,12 @@ func (d *dirMarkers) sweep(_ context.Context, self string) ([]associationaudit.U
 	})
 }
 
+// reportedIn reports whether runs names the run instance: a record naming it
+// is written, and its claimed marker may go.
+func reportedIn(runs []associationaudit.UncleanRun, instance string) bool {
+	return slices.ContainsFunc(runs, func(u associationaudit.UncleanRun) bool { return u.Instance == instance })
+}
+
 // claimEach claims, with claim, each run marker of names but self's (nil:
 // not this run's to report); an error about one does not stop the others.
 func claimEach(names []string, self string, claim func(name string) (*associationaudit.UncleanRun, error)) ([]associationaudit.UncleanRun, error) {
@@ -185,7 +191,7 @@ func (d *dirMarkers) reported(_ context.Context, runs []associationaudit.Unclean
 	defer d.mu.Unlock()
 	var errs []error
 	for path, h := range d.held {
-		if !slices.ContainsFunc(runs, func(u associationaudit.UncleanRun) bool { return u.Instance == h.instance }) {
+		if !reportedIn(runs, h.instance) {
 			continue
 		}
 		if err := os.Remove(path); err != nil {

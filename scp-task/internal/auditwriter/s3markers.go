@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -174,7 +173,7 @@ func (m *storeMarkers) reported(ctx context.Context, runs []associationaudit.Unc
 	defer m.mu.Unlock()
 	var errs []error
 	for name, instance := range m.taken {
-		if !slices.ContainsFunc(runs, func(u associationaudit.UncleanRun) bool { return u.Instance == instance }) {
+		if !reportedIn(runs, instance) {
 			continue
 		}
 		if err := m.store.DeleteMarker(ctx, name); err != nil {
