@@ -4,6 +4,7 @@ package dicomuid
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -156,7 +157,7 @@ var storageOutsideRoot = map[string]string{
 	"1.2.840.10008.5.1.4.45.1":   "Implant Template Group Storage",
 	"1.2.840.10008.5.1.4.34.7":   "RT Beams Delivery Instruction Storage",
 	"1.2.840.10008.5.1.4.34.10":  "RT Brachy Application Setup Delivery Instruction Storage",
-	"1.2.840.10008.5.1.4.1.1.40": "Standalone Modality LUT Storage (Retired)", // under root; listed for the name
+	"1.2.840.10008.5.1.4.1.1.40": "MR Image Storage Zero Padded (Retired)", // under root; listed for the name
 }
 
 // storageNames names the common storage SOP classes, for logs and tests; it is not the acceptance rule.
@@ -198,6 +199,23 @@ func IsStorageSOPClass(uid string) bool {
 		return false
 	}
 	return ValidUID(uid)
+}
+
+// NamedStorageSOPClasses returns, sorted, the storage SOP classes this registry names: every one allocated
+// outside the storage root and the common ones under it. It is what the conformance statement lists; the
+// acceptance rule is IsStorageSOPClass, which accepts every other UID under the root as well.
+func NamedStorageSOPClasses() []string {
+	out := make([]string, 0, len(storageNames)+len(storageOutsideRoot))
+	for uid := range storageNames {
+		out = append(out, uid)
+	}
+	for uid := range storageOutsideRoot {
+		if _, dup := storageNames[uid]; !dup {
+			out = append(out, uid)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Name returns a human-readable name for a known UID, or "" if unknown.

@@ -1,6 +1,9 @@
 package dicomuid
 
-import "testing"
+import (
+	"slices"
+	"testing"
+)
 
 func TestIsStorageSOPClass(t *testing.T) {
 	tests := []struct {
@@ -98,5 +101,23 @@ func TestSyntaxError(t *testing.T) {
 func TestName(t *testing.T) {
 	if Name(CTImageStorage) != "CT Image Storage" || Name(JPEGBaseline8Bit) == "" || Name(Verification) == "" || Name("1.2.3") != "" {
 		t.Error("names")
+	}
+}
+
+func TestNamedStorageSOPClasses(t *testing.T) {
+	named := NamedStorageSOPClasses()
+	if len(named) < 30 {
+		t.Errorf("only %d named storage SOP classes", len(named))
+	}
+	for _, uid := range named {
+		if !IsStorageSOPClass(uid) {
+			t.Errorf("%s is named as a storage SOP class but IsStorageSOPClass refuses it", uid)
+		}
+		if Name(uid) == "" {
+			t.Errorf("%s has no name", uid)
+		}
+	}
+	if !slices.IsSorted(named) {
+		t.Error("not sorted")
 	}
 }
