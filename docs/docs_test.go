@@ -1,6 +1,7 @@
 package docs
 
 import (
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -8,6 +9,14 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 // TestLogQueriesNameLoggedMessages: every `msg = "…"` a document's Logs
@@ -101,4 +110,301 @@ func TestMakeTargetsDocumented(t *testing.T) {
 			t.Errorf("make %s has no \"## %s: …\" line for make help", name, name)
 		}
 	}
+}
+
+// TestConformanceStatementFacts: each fact a PACS administrator configures
+// from, taken from the code that decides it, is stated in conformance.md
+// where a reader looks for it (a table row). A value changed in the code
+// fails here until the statement says it too.
+func TestConformanceStatementFacts(t *testing.T) {
+	doc := string(Conformance)
+	for _, tc := range []struct {
+		what   string
+		header string // the table the fact is a row of
+		row    string // how the row's first cell begins
+		want   string // what another cell of that row says
+	}{
+		{"implementation class UID", "| | Value |", "Implementation Class UID", "`" + version.ImplementationClassUID + "`"},
+		{"implementation version name", "| | Value |", "Implementation Version Name", "`" + version.ImplementationVersionName + "`"},
+		{"default max PDU length received", "| Parameter | Setting | Default |", "Maximum PDU size received", thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"},
+		{"ARTIM", "| Timeout | Setting | Default |", "ARTIM", duration(dicomnet.DefaultARTIMTimeout)},
+		{"idle timeout", "| Timeout | Setting | Default |", "Idle", duration(dicomnet.DefaultIdleTimeout)},
+		{"progress window", "| Timeout | Setting | Default |", "Progress", duration(dicomnet.DefaultProgressWindow) + ", " + thousands(dicomnet.DefaultMinProgressBytes) + " bytes"},
+		{"message time", "| Timeout | Setting | Default |", "One whole message", duration(dicomnet.DefaultMaxMessageTime)},
+		{"write timeout", "| Timeout | Setting | Default |", "Each write", duration(dicomnet.DefaultWriteTimeout)},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			row := rowOf(t, doc, tc.header, tc.row)
+			if row == nil {
+				return
+			}
+			if !hasCell(row[1:], tc.want) {
+				t.Errorf("conformance.md's row %q says %q, want a cell %q (from the code)", tc.row, row[1:], tc.want)
+			}
+		})
+	}
+}
+
+// TestConformanceStatementLists: the lists in conformance.md are the
+// code's, both ways: every Storage SOP class the code names, every transfer
+// syntax it knows (with whether negotiation accepts it for storage), every
+// status a C-STORE is answered with and every A-ASSOCIATE-RJ it sends is a
+// row, and no row names one the code does not have.
+func TestConformanceStatementLists(t *testing.T) {
+	doc := string(Conformance)
+
+	t.Run("storage SOP classes", func(t *testing.T) {
+		rows := tableRows(t, doc, "| Storage SOP Class | UID |")
+		listed := map[string]bool{}
+		for _, r := range rows {
+			uid := unquote(r[1])
+			listed[uid] = true
+			if !dicomuid.IsStorageSOPClass(uid) {
+				t.Errorf("conformance.md lists %s (%s) as a Storage SOP Class, which the SCP does not accept as one", uid, r[0])
+			}
+			if n := dicomuid.Name(uid); n != "" && n != r[0] {
+				t.Errorf("conformance.md names %s %q, the code %q", uid, r[0], n)
+			}
+		}
+		for _, uid := range dicomuid.NamedStorageSOPClasses() {
+			if !listed[uid] {
+				t.Errorf("conformance.md does not list the storage SOP class %s (%s)", uid, dicomuid.Name(uid))
+			}
+		}
+	})
+
+	t.Run("SOP classes other than storage", func(t *testing.T) {
+		rows := tableRows(t, doc, "| SOP Class | UID | SCU | SCP |")
+		for _, uid := range []string{dicomuid.Verification, dicomuid.StorageCommitment} {
+			var found bool
+			for _, r := range rows {
+				if unquote(r[1]) == uid {
+					found = true
+					if r[3] != "Yes" {
+						t.Errorf("conformance.md's SOP class table says SCP %q for %s", r[3], uid)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("conformance.md's SOP class table has no row for %s (%s)", uid, dicomuid.Name(uid))
+			}
+			if !accepts(uid, dicomuid.ExplicitVRLittleEndian, false) {
+				t.Errorf("the SCP does not negotiate %s", uid)
+			}
+		}
+	})
+
+	t.Run("transfer syntaxes", func(t *testing.T) {
+		rows := map[string][]string{}
+		for _, r := range tableRows(t, doc, "| Transfer Syntax | UID | Accepted for storage |") {
+			uid := unquote(r[1])
+			if _, known := dicomuid.LookupTransferSyntax(uid); !known {
+				t.Errorf("conformance.md lists %s (%s), a transfer syntax the code does not know (it gets result 4)", uid, r[0])
+			}
+			rows[uid] = r
+		}
+		for _, uid := range dicomuid.TransferSyntaxes() {
+			ts, _ := dicomuid.LookupTransferSyntax(uid)
+			r, ok := rows[uid]
+			if !ok {
+				t.Errorf("conformance.md's transfer syntax table has no row for %s (%s)", uid, ts.Name)
+				continue
+			}
+			if r[0] != ts.Name {
+				t.Errorf("conformance.md names %s %q, the code %q", uid, r[0], ts.Name)
+			}
+			want := "No"
+			switch {
+			case accepts(dicomuid.CTImageStorage, uid, false):
+				want = "Yes"
+			case accepts(dicomuid.CTImageStorage, uid, true):
+				want = "With `--accept-big-endian`"
+			}
+			if r[2] != want {
+				t.Errorf("conformance.md says %q for storage in %s (%s); negotiation says %q", r[2], uid, ts.Name, want)
+			}
+		}
+	})
+
+	t.Run("C-STORE statuses", func(t *testing.T) {
+		// What the SCP answers a C-STORE with: success, the one warning
+		// (group 0002 dropped), every failure the metrics count
+		// (metricnames.FailureStatuses, held to the handler's statuses by
+		// scp-task's metrics tests), and 0211 for a C-STORE in a role the
+		// requestor did not keep, answered by dicomnet's dispatcher.
+		want := map[uint16]bool{dimse.StatusSuccess: true, dimse.StatusElementsDiscarded: true, dimse.StatusUnrecognizedOperation: true}
+		for _, s := range metricnames.FailureStatuses {
+			if s == metricnames.StatusNone {
+				continue
+			}
+			code, err := strconv.ParseUint(s, 16, 16)
+			if err != nil {
+				t.Fatalf("metricnames.FailureStatuses: %q: %v", s, err)
+			}
+			want[uint16(code)] = true
+		}
+		listed := map[uint16]bool{}
+		for _, r := range tableRows(t, doc, "| Service status | Further meaning | Status | Related fields | When |") {
+			code, err := strconv.ParseUint(unquote(r[2]), 16, 16)
+			if err != nil {
+				t.Errorf("conformance.md's C-STORE status %q: %v", r[2], err)
+				continue
+			}
+			st := dimse.Status{Code: uint16(code)}
+			listed[st.Code] = true
+			if !want[st.Code] {
+				t.Errorf("conformance.md lists C-STORE status %04X, which the SCP never sends", st.Code)
+			}
+			if service := serviceStatus(st); r[0] != service {
+				t.Errorf("conformance.md calls %04X %q, the code %q", st.Code, r[0], service)
+			}
+			if !strings.Contains(strings.ToLower(dimse.StatusText(st.Code)), strings.ToLower(r[1])) {
+				t.Errorf("conformance.md says %04X means %q, the code %q", st.Code, r[1], dimse.StatusText(st.Code))
+			}
+		}
+		for code := range want {
+			if !listed[code] {
+				t.Errorf("conformance.md's C-STORE status table has no row for %04X (%s)", code, dimse.StatusText(code))
+			}
+		}
+	})
+
+	t.Run("A-ASSOCIATE-RJ", func(t *testing.T) {
+		want := map[string]bool{}
+		for _, rj := range []*dicomnet.RejectError{dicomnet.RejectNoReason, dicomnet.RejectApplicationContext,
+			dicomnet.RejectCallingAENotRecognized, dicomnet.RejectCalledAENotRecognized, dicomnet.RejectProtocolVersion,
+			dicomnet.RejectTemporaryCongestion, dicomnet.RejectTooManyAssociations} {
+			want[fmt.Sprintf("%02x %02x %02x", rj.Result, rj.Source, rj.Reason)] = true
+		}
+		listed := map[string]bool{}
+		for _, r := range tableRows(t, doc, "| Condition | A-ASSOCIATE-RJ result / source / reason |") {
+			code := strings.Fields(unquote(strings.SplitN(r[1], "` ", 2)[0]))
+			c := strings.Join(code, " ")
+			listed[c] = true
+			if !want[c] {
+				t.Errorf("conformance.md lists the rejection %q, which the SCP never sends", c)
+			}
+		}
+		for c := range want {
+			if !listed[c] {
+				t.Errorf("conformance.md's rejection table has no row for %s", c)
+			}
+		}
+	})
+}
+
+// accepts reports whether the SCP's negotiation accepts abstractSyntax in
+// transferSyntax, with or without --accept-big-endian.
+func accepts(abstractSyntax, transferSyntax string, bigEndian bool) bool {
+	rq := &pdu.AssociateRQ{PresentationContexts: []pdu.PresentationContextRQ{{ID: 1, AbstractSyntax: abstractSyntax, TransferSyntaxes: []string{transferSyntax}}}}
+	n := dicomnet.Negotiate(rq, dicomnet.NegotiationOptions{AcceptExplicitBigEndian: bigEndian, StorageCommitment: true})
+	return len(n.Accepted) == 1 && n.Accepted[0].TransferSyntax == transferSyntax
+}
+
+// serviceStatus is a status's class as PS3.2's status tables name it.
+func serviceStatus(st dimse.Status) string {
+	switch {
+	case st.IsSuccess():
+		return "Success"
+	case st.IsWarning():
+		return "Warning"
+	}
+	return "Failure"
+}
+
+// tableRows returns the cells of the rows of every Markdown table in doc
+// whose header line is header, each with as many cells as the header.
+func tableRows(t *testing.T, doc, header string) [][]string {
+	t.Helper()
+	var rows [][]string
+	lines := strings.Split(doc, "\n")
+	width := len(cells(header))
+	for i, l := range lines {
+		if strings.TrimSpace(l) != header {
+			continue
+		}
+		for _, r := range lines[min(i+2, len(lines)):] {
+			if !strings.HasPrefix(r, "|") {
+				break
+			}
+			c := cells(r)
+			if len(c) != width {
+				t.Errorf("conformance.md: row %q has %d cells, its header %d", r, len(c), width)
+				continue
+			}
+			rows = append(rows, c)
+		}
+	}
+	if len(rows) == 0 {
+		t.Fatalf("conformance.md has no table headed %q", header)
+	}
+	return rows
+}
+
+// rowOf returns the row of a table headed header whose first cell begins
+// with first, or nil (having failed the test).
+func rowOf(t *testing.T, doc, header, first string) []string {
+	t.Helper()
+	for _, r := range tableRows(t, doc, header) {
+		if strings.HasPrefix(r[0], first) {
+			return r
+		}
+	}
+	t.Errorf("conformance.md: no row %q in a table headed %q", first, header)
+	return nil
+}
+
+// cells splits a Markdown table row; an escaped \| stays in its cell.
+func cells(row string) []string {
+	row = strings.TrimSpace(row)
+	row = strings.TrimSuffix(strings.TrimPrefix(row, "|"), "|")
+	var out []string
+	var cur strings.Builder
+	for i := 0; i < len(row); i++ {
+		switch {
+		case row[i] == '\\' && i+1 < len(row) && row[i+1] == '|':
+			cur.WriteByte('|')
+			i++
+		case row[i] == '|':
+			out = append(out, strings.TrimSpace(cur.String()))
+			cur.Reset()
+		default:
+			cur.WriteByte(row[i])
+		}
+	}
+	return append(out, strings.TrimSpace(cur.String()))
+}
+
+// unquote strips a cell's code quotes.
+func unquote(cell string) string { return strings.Trim(cell, "` ") }
+
+// hasCell reports whether one of cells says want, alone or followed by a
+// remark ("262,144 bytes (`--max-pdu-length`)").
+func hasCell(cells []string, want string) bool {
+	for _, c := range cells {
+		if c == want || strings.HasPrefix(c, want+" ") || strings.HasPrefix(c, want+";") {
+			return true
+		}
+	}
+	return false
+}
+
+// thousands writes n as the statement does: 262,144.
+func thousands(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+// duration writes d as the statement does: 30 s, 60 s, 5 min, 2 h.
+func duration(d time.Duration) string {
+	switch {
+	case d < 2*time.Minute:
+		return fmt.Sprintf("%d s", d/time.Second)
+	case d%time.Hour == 0:
+		return fmt.Sprintf("%d h", d/time.Hour)
+	}
+	return fmt.Sprintf("%d min", d/time.Minute)
 }
