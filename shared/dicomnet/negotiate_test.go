@@ -49,6 +49,7 @@ func TestNegotiateContexts(t *testing.T) {
 		{"no TS", ct, nil, 1, false, 4, impl},
 		{"storage commitment", dicomuid.StorageCommitment, []string{impl}, 1, false, 3, impl},
 		{"query/retrieve", "1.2.840.10008.5.1.4.1.2.2.1", []string{impl}, 1, false, 3, impl},
+		{"query class under the storage root", "1.2.840.10008.5.1.4.1.1.200.4", []string{impl}, 1, false, 3, impl},
 		{"empty abstract syntax", "", []string{impl}, 1, false, 3, impl},
 		{"id 255", ct, []string{impl}, 255, false, 0, impl},
 	}

@@ -171,6 +171,20 @@ var storageOutsideRoot = map[string]string{
 	"1.2.840.10008.5.1.4.1.1.40": "MR Image Storage Zero Padded (Retired)", // under root; listed for the name
 }
 
+// notStorageUnderRoot lists the SOP classes the standard allocated under storageRoot that are not storage
+// classes (PS3.6 Annex A): query, retrieve and creation services of PS3.4 Annexes HH and II. A C-STORE in their
+// presentation context would store a query; they get presentation context result 3 like any other non-storage class.
+var notStorageUnderRoot = map[string]string{
+	"1.2.840.10008.5.1.4.1.1.200.4": "Protocol Approval Information Model - FIND",
+	"1.2.840.10008.5.1.4.1.1.200.5": "Protocol Approval Information Model - MOVE",
+	"1.2.840.10008.5.1.4.1.1.200.6": "Protocol Approval Information Model - GET",
+	"1.2.840.10008.5.1.4.1.1.201.2": "Inventory - FIND",
+	"1.2.840.10008.5.1.4.1.1.201.3": "Inventory - MOVE",
+	"1.2.840.10008.5.1.4.1.1.201.4": "Inventory - GET",
+	"1.2.840.10008.5.1.4.1.1.201.5": "Inventory Creation",
+	"1.2.840.10008.5.1.4.1.1.201.6": "Repository Query",
+}
+
 // storageNames names the common storage SOP classes, for logs and tests; it is not the acceptance rule.
 var storageNames = map[string]string{
 	"1.2.840.10008.5.1.4.1.1.1":     "Computed Radiography Image Storage",
@@ -200,13 +214,17 @@ var storageNames = map[string]string{
 // IsStorageSOPClass reports whether uid is a Storage Service Class SOP class (PS3.4 Annex B and the retired and
 // newer storage classes allocated outside its UID subtree). Storage Commitment, Verification and Query/Retrieve
 // are not storage classes. The rule is deliberately generous: every UID under 1.2.840.10008.5.1.4.1.1. is
-// accepted, so storage classes added to the standard after this registry was written are still received.
+// accepted but the query and retrieval classes allocated there (notStorageUnderRoot), so storage classes added
+// to the standard after this registry was written are still received.
 func IsStorageSOPClass(uid string) bool {
 	uid = Trim(uid)
 	if _, ok := storageOutsideRoot[uid]; ok {
 		return true
 	}
 	if !strings.HasPrefix(uid, storageRoot) || len(uid) == len(storageRoot) {
+		return false
+	}
+	if _, query := notStorageUnderRoot[uid]; query {
 		return false
 	}
 	return ValidUID(uid)
@@ -244,6 +262,9 @@ func Name(uid string) string {
 		return "DICOM Application Context Name"
 	}
 	if n, ok := storageNames[uid]; ok {
+		return n
+	}
+	if n, ok := notStorageUnderRoot[uid]; ok {
 		return n
 	}
 	return storageOutsideRoot[uid]

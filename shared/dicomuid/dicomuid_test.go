@@ -21,8 +21,14 @@ func TestIsStorageSOPClass(t *testing.T) {
 		{"1.2.840.10008.5.1.4.34.7", true},       // RT Beams Delivery Instruction
 		{StorageCommitment, false},
 		{Verification, false},
-		{"1.2.840.10008.5.1.4.1.2.1.1", false}, // Patient Root Q/R FIND
-		{"1.2.840.10008.5.1.4.34.6.1", false},  // UPS Push
+		{"1.2.840.10008.5.1.4.1.2.1.1", false},   // Patient Root Q/R FIND
+		{"1.2.840.10008.5.1.4.34.6.1", false},    // UPS Push
+		{"1.2.840.10008.5.1.4.1.1.200.3", true},  // Protocol Approval Storage
+		{"1.2.840.10008.5.1.4.1.1.200.4", false}, // Protocol Approval Information Model - FIND, under the root
+		{"1.2.840.10008.5.1.4.1.1.200.6", false}, // Protocol Approval Information Model - GET
+		{"1.2.840.10008.5.1.4.1.1.201.1", true},  // Inventory Storage
+		{"1.2.840.10008.5.1.4.1.1.201.2", false}, // Inventory - FIND
+		{"1.2.840.10008.5.1.4.1.1.201.6", false}, // Repository Query
 		{"1.2.840.10008.5.1.4.1.1.", false},
 		{"1.2.840.10008.5.1.4.1.1", false},
 		{"1.2.840.10008.5.1.4.1.1.02", false}, // leading zero
