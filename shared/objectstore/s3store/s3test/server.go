@@ -12,12 +12,21 @@
 //     CompleteMultipartUpload the full-object checksum is verified against
 //     the parts' and returned in the XML answer; HEAD and GET return the
 //     stored full-object checksum, of single PutObjects and completed
-//     uploads alike.
+//     uploads alike;
+//   - If-Match on DeleteObject deletes only the current version of that
+//     ETag (412 PreconditionFailed on another, 404 NoSuchKey where none
+//     is): gofakes3 ignores it;
+//   - the server keeps a clock of its own (Server.Clock), as S3 does: each
+//     object's Last-Modified and each answer's Date come from it, so a
+//     test ages stored objects by advancing it. Request signatures are not
+//     checked against it (S3 refuses a request signed over 15 minutes off
+//     its clock, and the SDK corrects its signing time from S3's answers).
 package s3test
 
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -46,6 +55,8 @@ type Server struct {
 	Bucket string
 	// Backend holds the objects, for direct inspection.
 	Backend *s3mem.Backend
+	// Clock is the server's time: Last-Modified and Date.
+	Clock *Clock
 
 	faker *gofakes3.GoFakeS3
 	http  *httptest.Server
@@ -78,14 +89,17 @@ func NewServer(t testing.TB, bucket string) *Server {
 // serving yet (URL is empty), for a command that serves it behind
 // handlers of its own, as the chain bench does.
 func NewHandler(bucket string) (*Server, error) {
-	backend := s3mem.New()
+	clock := &Clock{}
+	backend := s3mem.New(s3mem.WithTimeSource(clock))
 	if err := backend.CreateBucket(bucket); err != nil {
 		return nil, fmt.Errorf("s3test: create bucket: %w", err)
 	}
 	return &Server{
-		Bucket:    bucket,
-		Backend:   backend,
-		faker:     gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog())),
+		Bucket:  bucket,
+		Backend: backend,
+		Clock:   clock,
+		faker: gofakes3.New(backend, gofakes3.WithLogger(gofakes3.DiscardLog()),
+			gofakes3.WithTimeSource(clock), gofakes3.WithTimeSkewLimit(0)),
 		parts:     map[string]map[int]partCRC{},
 		objectCRC: map[string]string{},
 	}, nil
@@ -184,6 +198,7 @@ func (s *Server) PendingUploads(ctx context.Context) (int, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	q := r.URL.Query()
+	s.Clock.date(w)
 	switch {
 	case key == "":
 		s.faker.Server().ServeHTTP(w, r)
@@ -203,13 +218,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		s.faker.Server().ServeHTTP(w, r)
 	case r.Method == http.MethodDelete && !q.Has("uploadId"):
-		s.mu.Lock()
-		delete(s.objectCRC, bucket+"/"+key)
-		s.mu.Unlock()
-		s.faker.Server().ServeHTTP(w, r)
+		s.deleteObject(w, r, bucket, key)
 	default:
 		s.faker.Server().ServeHTTP(w, r)
 	}
+}
+
+// deleteObject deletes a key, with If-Match only the current version of
+// that ETag. Serialised with putObject, so that a conditional delete and a
+// write of the same key do not interleave.
+func (s *Server) deleteObject(w http.ResponseWriter, r *http.Request, bucket, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := r.Header.Get("If-Match"); m != "" {
+		obj, err := s.Backend.HeadObject(bucket, key)
+		if err != nil {
+			writeError(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+			return
+		}
+		_ = obj.Contents.Close() //nolint:errcheck // an in-memory reader
+		if m != "*" && m != `"`+hex.EncodeToString(obj.Hash)+`"` {
+			writePreconditionFailed(w)
+			return
+		}
+	}
+	delete(s.objectCRC, bucket+"/"+key)
+	s.faker.Server().ServeHTTP(w, r)
 }
 
 // readChecked reads a request body and checks it against the request's
@@ -367,8 +401,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	_, _ = fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>%s</Code><Message>%s</Message></Error>`, code, msg)
 }
 
-// writePreconditionFailed answers a conditional write (If-None-Match: *)
-// whose key is taken, as S3 does.
+// writePreconditionFailed answers a conditional request whose condition
+// does not hold (If-None-Match: * on a taken key, If-Match on another
+// ETag), as S3 does.
 func writePreconditionFailed(w http.ResponseWriter) {
 	writeError(w, http.StatusPreconditionFailed, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold")
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 )
@@ -25,10 +26,13 @@ import (
 // It answers PutObject (If-None-Match and If-Match), the multipart calls,
 // HeadObject (with the size and checksum of what it holds), HeadBucket,
 // and for small documents (the SCP's run markers) GetObject,
-// ListObjectsV2 and DeleteObject; ListMultipartUploads' count via
-// Pending. Parts must arrive in order, as the store sends them.
+// ListObjectsV2 and DeleteObject (If-Match); ListMultipartUploads' count
+// via Pending. Parts must arrive in order, as the store sends them.
+// Last-Modified and Date come from its Clock, as Server's.
 type Sink struct {
 	URL string
+	// Clock is the sink's time: Last-Modified and Date.
+	Clock *Clock
 
 	mu      sync.Mutex
 	objects map[string]SinkObject // path /bucket/key -> what was stored
@@ -45,6 +49,8 @@ type SinkObject struct {
 	CRC64    string
 	Metadata map[string]string // x-amz-meta-* of the request, lowercase keys
 	Body     []byte            // only for objects up to SmallBody
+	// LastModified is when it was stored, by the sink's Clock.
+	LastModified time.Time
 }
 
 // SmallBody is the largest object whose bytes the sink keeps.
@@ -83,7 +89,7 @@ func WithoutSHA256() SinkOption { return func(k *Sink) { k.noSHA = true } }
 // NewSinkHandler returns a sink to serve yourself (make bench does, from
 // a separate process); URL stays empty.
 func NewSinkHandler(opts ...SinkOption) *Sink {
-	k := &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}}
+	k := &Sink{objects: map[string]SinkObject{}, uploads: map[string]*sinkUpload{}, Clock: &Clock{}}
 	for _, o := range opts {
 		o(k)
 	}
@@ -193,6 +199,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	path := r.URL.Path
 	isBucket := strings.Count(strings.Trim(path, "/"), "/") == 0
+	k.Clock.date(w)
 	switch {
 	case r.Method == http.MethodHead && isBucket:
 		w.WriteHeader(http.StatusOK)
@@ -206,6 +213,7 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Amz-Meta-"+m, v)
 		}
 		w.Header().Set("Content-Length", strconv.FormatInt(o.Size, 10))
+		w.Header().Set("Last-Modified", o.LastModified.Format(http.TimeFormat))
 		if strings.EqualFold(r.Header.Get("X-Amz-Checksum-Mode"), "ENABLED") {
 			// As S3: checksums only for a request that asks for them.
 			w.Header().Set("X-Amz-Checksum-Crc64nvme", o.CRC64)
@@ -222,10 +230,23 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			k.fail(w, http.StatusNotImplemented, "NotImplemented", fmt.Errorf("sink: GET of %s, an object too large to keep", path))
 		default:
 			w.Header().Set("ETag", etagOf(o))
+			w.Header().Set("Last-Modified", o.LastModified.Format(http.TimeFormat))
 			w.Header().Set("Content-Length", strconv.Itoa(len(o.Body)))
 			_, _ = w.Write(o.Body) //nolint:errcheck // the client's loss
 		}
 	case r.Method == http.MethodDelete && !q.Has("uploadId"):
+		// If-Match: only the version of that ETag, as S3 (404 where none is).
+		if m := r.Header.Get("If-Match"); m != "" {
+			o, ok := k.objects[path]
+			if !ok {
+				writeError(w, http.StatusNotFound, "NoSuchKey", "no such key")
+				return
+			}
+			if m != "*" && m != etagOf(o) {
+				writePreconditionFailed(w)
+				return
+			}
+		}
 		delete(k.objects, path)
 		w.WriteHeader(http.StatusNoContent)
 	case r.Method == http.MethodPut && !q.Has("partNumber"):
@@ -249,7 +270,8 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writePreconditionFailed(w)
 			return
 		}
-		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small}
+		k.objects[path] = SinkObject{Size: n, SHA256: hex.EncodeToString(sha.Sum(nil)), CRC64: crcnvme.Encode(bodyCRC), Metadata: metaOf(r.Header), Body: small,
+			LastModified: k.Clock.Now()}
 		w.Header().Set("X-Amz-Checksum-Crc64nvme", crcnvme.Encode(bodyCRC))
 		w.Header().Set("ETag", etagOf(k.objects[path]))
 	case r.Method == http.MethodPost && q.Has("uploads"):
@@ -301,7 +323,8 @@ func (k *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		delete(k.uploads, id)
-		k.objects[path] = SinkObject{Size: u.size, SHA256: hex.EncodeToString(u.sha.Sum(nil)), CRC64: crcnvme.Encode(u.crc), Metadata: u.meta}
+		k.objects[path] = SinkObject{Size: u.size, SHA256: hex.EncodeToString(u.sha.Sum(nil)), CRC64: crcnvme.Encode(u.crc), Metadata: u.meta,
+			LastModified: k.Clock.Now()}
 		fmt.Fprintf(w, `<CompleteMultipartUploadResult><Bucket>b</Bucket><Key>k</Key><ETag>"x-%d"</ETag><ChecksumCRC64NVME>%s</ChecksumCRC64NVME></CompleteMultipartUploadResult>`, u.parts, crcnvme.Encode(u.crc))
 	case r.Method == http.MethodDelete && q.Has("uploadId"):
 		delete(k.uploads, q.Get("uploadId"))
@@ -340,7 +363,8 @@ func (k *Sink) list(w http.ResponseWriter, bucketPath, prefix string) {
 	fmt.Fprintf(&b, `<ListBucketResult><Name>%s</Name><Prefix>%s</Prefix><KeyCount>%d</KeyCount><IsTruncated>false</IsTruncated>`, xmlText(bucket), xmlText(prefix), len(keys))
 	for _, key := range keys {
 		o := k.objects["/"+bucket+"/"+key]
-		fmt.Fprintf(&b, `<Contents><Key>%s</Key><Size>%d</Size><ETag>%s</ETag></Contents>`, xmlText(key), o.Size, xmlText(etagOf(o)))
+		fmt.Fprintf(&b, `<Contents><Key>%s</Key><LastModified>%s</LastModified><Size>%d</Size><ETag>%s</ETag></Contents>`,
+			xmlText(key), o.LastModified.UTC().Format("2006-01-02T15:04:05.000Z"), o.Size, xmlText(etagOf(o)))
 	}
 	b.WriteString(`</ListBucketResult>`)
 	w.Header().Set("Content-Type", "application/xml")
