@@ -132,6 +132,19 @@ const RunMarkersPrefix = "audit-runs/"
 // marker changed (or went) since it was read: another process wrote it.
 var ErrMarkerChanged = errors.New("objectstore: the run marker changed")
 
+// Marker is a run marker as read from the store.
+type Marker struct {
+	Body []byte
+	ETag string
+	// Written is when the marker was last written and Read when it was
+	// read, both by the store's own clock (S3's: the object's
+	// Last-Modified and the answer's Date), never by a process's: how long
+	// a marker went unrewritten is told by the one clock that stamped each
+	// write, whatever the clocks of the tasks that wrote and read it say.
+	// S3 gives both in whole seconds.
+	Written, Read time.Time
+}
+
 // RecordPrefixes are where PutRecord writes.
 var RecordPrefixes = []string{AuditPrefix, CommitmentRequestsPrefix}
 

@@ -95,7 +95,9 @@ func TestKilledS3SCPIsReported(t *testing.T) {
 		t.Fatalf("markers after the kill: %v, want the killed run's", got)
 	}
 
-	time.Sleep(staleAfter) // the replacement starts once the marker is stale
+	// The replacement starts once the marker is stale by S3's clock, which
+	// counts whole seconds (a second more); the tasks' clocks play no part.
+	srv.Clock.Advance(staleAfter + time.Second)
 	second := startMarkedS3SCP(t, srv.URL)
 	start := runOf(t, srv, instance)
 	if len(start.PreviousRuns) != 1 || start.PreviousRuns[0].Instance != instance || !strings.Contains(start.Reason, "previous run "+instance+" ") {
@@ -166,9 +168,10 @@ func TestKilledSCPReportedByARunningOne(t *testing.T) {
 
 			first.KillDuringChurn(t, auditClient(), time.Second)
 			killed := time.Now()
-			// The stale time (S3; a directory's lock is free at once), a
-			// sweep, and a margin for a loaded machine.
-			limit := staleAfter + staleAfter/4 + 3*time.Second
+			// The stale time and a second by S3's clock, which counts whole
+			// seconds (a directory's lock is free at once), a sweep, and a
+			// margin for a loaded machine.
+			limit := staleAfter + time.Second + staleAfter/4 + 2*time.Second
 			scptest.ExpectReportedByRunning(t, second, survivor, dead, killed, limit, func() []associationaudit.Record { return s3Records(t, srv) })
 
 			wantLeft := []string{survivor + ".json"}

@@ -82,10 +82,15 @@ type Writer struct {
 	stop *associationaudit.Record
 
 	runMarkers markers // nil: no run marker
-	thisRun    runState
-	marking    bool // this run's marker exists
-	hbStop     chan struct{}
-	hbDone     chan struct{}
+	// now is this process's clock, for the times a marker tells (its
+	// heartbeat, a claim's) as information; whether a marker in the store
+	// is stale is told by the store's clock (stale), and a test skews
+	// this one to show it.
+	now     func() time.Time
+	thisRun runState
+	marking bool // this run's marker exists
+	hbStop  chan struct{}
+	hbDone  chan struct{}
 	// sweepEvery is how often the running SCP looks for dead runs; the
 	// sweep stops (stopSweep) before the stop record is made, so that no
 	// report comes after it.
@@ -134,10 +139,11 @@ type Options struct {
 	// store (the S3 store, where no directory outlives the process),
 	// shared by every SCP writing to it: a marker not rewritten for
 	// MarkersStaleAfter (default 1 min; each run rewrites its own every
-	// twelfth of it) is a run that did not stop cleanly, which the next
-	// start of any SCP on the store reports, or a running one: with either
-	// kind of marker, a running SCP looks for dead runs every quarter of
-	// MarkersStaleAfter and reports each in an unclean-stop-found record.
+	// twelfth of it), by the store's clock and never a task's, is a run
+	// that did not stop cleanly, which the next start of any SCP on the
+	// store reports, or a running one: with either kind of marker, a
+	// running SCP looks for dead runs every quarter of MarkersStaleAfter
+	// and reports each in an unclean-stop-found record.
 	Markers           MarkerStore
 	MarkersStaleAfter time.Duration
 	// Feed, when set, is called from the writer's own goroutine (Close's,
@@ -171,7 +177,7 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		store: store, log: opts.Logger, implementation: opts.Implementation,
 		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff, parallel: opts.Parallel,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
-		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed,
+		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed, now: time.Now,
 	}
 	stale := cmp.Or(opts.MarkersStaleAfter, storeStaleAfter)
 	w.sweepEvery = max(stale/sweepsPerStale, 10*time.Millisecond)
@@ -179,7 +185,8 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 	case opts.RunDir != "":
 		w.runMarkers = &dirMarkers{dir: opts.RunDir}
 	case opts.Markers != nil:
-		w.runMarkers = &storeMarkers{store: opts.Markers, staleAfter: stale, interval: stale / (storeStaleAfter / storeHeartbeatEvery)}
+		w.runMarkers = &storeMarkers{store: opts.Markers, staleAfter: stale, interval: stale / (storeStaleAfter / storeHeartbeatEvery),
+			now: func() time.Time { return w.now() }}
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)
@@ -253,8 +260,9 @@ func (w *Writer) logUnclean(unclean []associationaudit.UncleanRun) {
 }
 
 // sweepsPerStale: a running SCP looks for dead runs every quarter of
-// MarkersStaleAfter, so an S3 marker is reported within 1.25 times it of
-// its run's death, a directory's (its lock free at once) within a quarter.
+// MarkersStaleAfter, so an S3 marker is reported within 1.25 times it and
+// a second (S3's clock counts seconds: stale) of its run's death, a
+// directory's (its lock free at once) within a quarter.
 const sweepsPerStale = 4
 
 // sweep looks for runs that died while this one runs (a rolling
@@ -347,7 +355,7 @@ const markerTimeout = 30 * time.Second
 // highest sequence number, which only grows, so that none exceeds it.
 func (w *Writer) state() runState {
 	st := w.thisRun
-	st.Heartbeat = time.Now()
+	st.Heartbeat = w.now()
 	st.Written, st.Lost = w.written.Load(), w.lost.Load()
 	st.Assigned = w.seq.Load()
 	return st

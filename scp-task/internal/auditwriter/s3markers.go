@@ -19,7 +19,8 @@ type MarkerStore interface {
 	ListMarkers(ctx context.Context) ([]string, error)
 	// GetMarker and a PutMarker with ifMatch its ETag are a compare and
 	// swap: objectstore.ErrMarkerChanged when another process wrote first.
-	GetMarker(ctx context.Context, name string) (body []byte, etag string, err error)
+	// The marker read tells its age by the store's clock.
+	GetMarker(ctx context.Context, name string) (objectstore.Marker, error)
 	PutMarker(ctx context.Context, name string, body []byte, ifMatch string) error
 	DeleteMarker(ctx context.Context, name string) error
 }
@@ -35,6 +36,21 @@ const (
 	storeStaleAfter     = time.Minute
 )
 
+// storeClockResolution is the unit of the store's times: S3 gives
+// Last-Modified and Date in whole seconds, so an age told by them may
+// exceed the time elapsed by up to a second.
+const storeClockResolution = time.Second
+
+// stale is the one rule for how long a marker in the store went
+// unrewritten: written and read are when it was last written and when it
+// was read, both by the store's clock (objectstore.Marker), never by the
+// clock of the task that wrote it or of the one reading it, which may be
+// off by more than staleAfter. Past staleAfter by the clock's resolution,
+// the time elapsed surely is past staleAfter.
+func stale(written, read time.Time, staleAfter time.Duration) bool {
+	return read.Sub(written) >= staleAfter+storeClockResolution
+}
+
 // storeMarkers keeps run markers in a MarkerStore. Every SCP writing to
 // the same bucket and prefix shares them, so any later start takes over a
 // dead run's marker, whichever task it was: Fargate replaces a task with
@@ -44,6 +60,9 @@ type storeMarkers struct {
 	staleAfter time.Duration
 	interval   time.Duration
 	name       string
+	// now is this process's clock, for what a claim says of when it was
+	// made (information only: staleness is the store's clock's).
+	now func() time.Time
 
 	mu sync.Mutex
 	// taken are the markers of dead runs this run claimed, by name, with
@@ -52,7 +71,8 @@ type storeMarkers struct {
 }
 
 // storeState is a marker in the store: the run's state and, once a start
-// claimed it as a dead run's, which run did and when.
+// claimed it as a dead run's, which run did and when (by the claimer's
+// clock, for a reader; the claim's age is its write's, by the store's).
 type storeState struct {
 	runState
 	TakenBy string    `json:"takenBy,omitempty"`
@@ -100,9 +120,11 @@ func (m *storeMarkers) sweep(ctx context.Context, self string) ([]associationaud
 
 // claim takes over the marker name if its run is over (stopped with its
 // stop record lost, or silent for staleAfter) and no other start is
-// reporting it: nil when it is not this run's to report.
+// reporting it: nil when it is not this run's to report. Silent is by the
+// store's clock: the marker's last write, its run's heartbeat or a claim,
+// against the read.
 func (m *storeMarkers) claim(ctx context.Context, name, by string) (*associationaudit.UncleanRun, error) {
-	body, etag, err := m.store.GetMarker(ctx, name)
+	mk, err := m.store.GetMarker(ctx, name)
 	if errors.Is(err, objectstore.ErrMarkerChanged) {
 		return nil, nil // gone meanwhile: stopped cleanly, or taken over
 	}
@@ -111,30 +133,28 @@ func (m *storeMarkers) claim(ctx context.Context, name, by string) (*association
 	}
 	instance := strings.TrimSuffix(name, ".json")
 	var s storeState
-	if json.Unmarshal(body, &s) != nil {
-		// Unreadable: its time cannot be told, and an unreadable one is
-		// never a live run's (they are written whole).
+	if json.Unmarshal(mk.Body, &s) != nil {
+		// Unreadable: never a live run's (they are written whole).
 		s = storeState{}
-	} else {
-		now := time.Now()
+	} else if !stale(mk.Written, mk.Read, m.staleAfter) {
 		switch {
-		case s.TakenBy != "" && now.Sub(s.TakenAt) < m.staleAfter:
+		case s.TakenBy != "":
 			return nil, nil // another start reports it
-		case !s.StopNotWritten && s.TakenBy == "" && now.Sub(s.Heartbeat) < m.staleAfter:
+		case !s.StopNotWritten:
 			return nil, nil // its run lives
 		}
 	}
-	s.TakenBy, s.TakenAt = by, time.Now()
+	s.TakenBy, s.TakenAt = by, m.now()
 	claimed, err := json.Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
 	}
-	if err := m.store.PutMarker(ctx, name, claimed, etag); errors.Is(err, objectstore.ErrMarkerChanged) {
+	if err := m.store.PutMarker(ctx, name, claimed, mk.ETag); errors.Is(err, objectstore.ErrMarkerChanged) {
 		return nil, nil // its run wrote it (alive after all), or another start claimed it
 	} else if err != nil {
 		return nil, fmt.Errorf("auditwriter: take over a run marker: %w", err)
 	}
-	dead := readUnclean(body, instance)
+	dead := readUnclean(mk.Body, instance)
 	return &dead, nil
 }
 

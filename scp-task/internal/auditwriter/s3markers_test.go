@@ -3,6 +3,7 @@ package auditwriter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -17,47 +18,42 @@ import (
 
 // TestStoreRunMarkers: with the run markers in an S3 bucket (a direct S3
 // store, no directory outliving the process), a start reports the runs
-// whose markers went stale or say their stop record was lost, once, and
-// leaves alone those rewritten lately or claimed lately by another start;
-// the markers it reported go once its start record is written, and a clean
-// stop removes its own.
+// whose markers went stale by S3's clock or say their stop record was
+// lost, once, and leaves alone those rewritten lately or claimed lately by
+// another start; the markers it reported go once its start record is
+// written, and a clean stop removes its own. The times the markers say
+// (their writers' clocks) play no part.
 func TestStoreRunMarkers(t *testing.T) {
 	const stale = 2 * time.Second
 	now := time.Now()
-	dead := func(heartbeat time.Time) storeState {
-		return storeState{runState: runState{Instance: "dead1", AETitle: "REMOTE_AE", Started: now.Add(-time.Hour), Heartbeat: heartbeat,
-			Assigned: 7, Written: 5, Lost: 1}}
-	}
-	claimed := dead(now.Add(-time.Hour))
+	dead := storeState{runState: runState{Instance: "dead1", AETitle: "REMOTE_AE", Started: now.Add(-time.Hour), Heartbeat: now,
+		Assigned: 7, Written: 5, Lost: 1}}
+	claimed := dead
 	claimed.TakenBy, claimed.TakenAt = "other", now
-	claimedLongAgo := dead(now.Add(-time.Hour))
-	claimedLongAgo.TakenBy, claimedLongAgo.TakenAt = "other", now.Add(-time.Hour)
-	stopLost := dead(now)
+	stopLost := dead
 	stopLost.StopNotWritten = true
 	tests := []struct {
 		name     string
 		marker   *storeState // under dead1.json; nil: none
 		raw      string      // or these bytes
+		silent   bool        // not rewritten for longer than stale by S3's clock
 		reported bool
 	}{
-		{"none", nil, "", false},
-		{"alive (rewritten lately)", ptr(dead(now)), "", false},
-		{"silent for longer than stale", ptr(dead(now.Add(-time.Minute))), "", true},
-		{"stop record lost", &stopLost, "", true},
-		{"claimed lately by another start", &claimed, "", false},
-		{"claimed long ago by a start that died", &claimedLongAgo, "", true},
-		{"unreadable", nil, `{"instance":"dea`, true},
+		{"none", nil, "", false, false},
+		{"alive (rewritten lately)", &dead, "", false, false},
+		{"silent for longer than stale", &dead, "", true, true},
+		{"stop record lost", &stopLost, "", false, true},
+		{"claimed lately by another start", &claimed, "", false, false},
+		{"claimed long ago by a start that died", &claimed, "", true, true},
+		{"unreadable", nil, `{"instance":"dea`, false, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := s3test.NewServer(t, "bucket")
-			s3, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			s3 := newBucket(t)
 			ctx := context.Background()
 			body := []byte(tt.raw)
 			if tt.marker != nil {
+				var err error
 				if body, err = json.Marshal(tt.marker); err != nil {
 					t.Fatal(err)
 				}
@@ -66,6 +62,9 @@ func TestStoreRunMarkers(t *testing.T) {
 				if err := s3.PutMarker(ctx, "dead1.json", body, ""); err != nil {
 					t.Fatal(err)
 				}
+			}
+			if tt.silent {
+				s3.age(t, stale+storeClockResolution)
 			}
 			records := &recordStore{got: map[string]associationaudit.Record{}}
 			w, err := New(records, Options{Markers: s3, MarkersStaleAfter: stale})
@@ -105,17 +104,13 @@ func TestStoreRunMarkers(t *testing.T) {
 }
 
 // TestStoreRunMarkerGoesStale: a run that ends without a clean stop (its
-// heartbeat stops) is reported by a later start once its marker is stale,
-// not before; the reported marker is reported once. (The runs started
-// beside it have their sweeps stopped: TestSweepReportsDeadRun has a
-// running SCP report it.)
+// heartbeat stops) is reported by a later start once its marker is stale
+// by S3's clock, not before; the reported marker is reported once. (The
+// runs started beside it have their sweeps stopped: TestSweepReportsDeadRun
+// has a running SCP report it.)
 func TestStoreRunMarkerGoesStale(t *testing.T) {
 	const stale = 2 * time.Second
-	srv := s3test.NewServer(t, "bucket")
-	s3, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Client: s3test.Client(srv.URL)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s3 := newBucket(t)
 	start := func(instance string) (*Writer, associationaudit.Record) {
 		t.Helper()
 		records := &recordStore{got: map[string]associationaudit.Record{}}
@@ -136,23 +131,110 @@ func TestStoreRunMarkerGoesStale(t *testing.T) {
 	if len(r.PreviousRuns) != 0 {
 		t.Errorf("a run silent for less than %s reported: %+v", stale, r.PreviousRuns)
 	}
-	time.Sleep(stale + 500*time.Millisecond)
-	late, r := start("cccc")
+	// Just short of stale by S3's clock (S3 counts whole seconds): not yet.
+	s3.age(t, stale-storeClockResolution, "bbbb")
+	notYet, r := start("cccc")
+	if len(r.PreviousRuns) != 0 {
+		t.Errorf("a run silent for less than %s reported: %+v", stale, r.PreviousRuns)
+	}
+	s3.age(t, 2*storeClockResolution, "bbbb", "cccc")
+	late, r := start("dddd")
 	if len(r.PreviousRuns) != 1 || r.PreviousRuns[0].Instance != "aaaa" || !strings.Contains(r.Reason, "previous run aaaa ") {
 		t.Errorf("the start after the marker went stale says %q, %+v", r.Reason, r.PreviousRuns)
 	}
-	again, r := start("dddd")
+	again, r := start("eeee")
 	if len(r.PreviousRuns) != 0 {
 		t.Errorf("reported twice: %+v", r.PreviousRuns)
 	}
-	for _, w := range []*Writer{early, late, again} {
+	for _, w := range []*Writer{early, notYet, late, again} {
 		if err := w.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
 }
 
-func ptr[T any](v T) *T { return &v }
+// TestStoreMarkersIgnoreTaskClocks: a start whose own clock is an hour
+// off either way, beside a live run whose clock is an hour off the other
+// way, leaves the live run alone, at its start and in its sweeps, and
+// reports the dead one once: staleness is S3's clock's (Last-Modified
+// against the answer's Date), not the tasks'. Before, a clock an hour
+// ahead reported every live run as dead, and one an hour behind never
+// reported a dead one.
+func TestStoreMarkersIgnoreTaskClocks(t *testing.T) {
+	const stale = 2 * time.Second
+	for _, skew := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(fmt.Sprintf("reader %+v", skew), func(t *testing.T) {
+			s3 := newBucket(t)
+			start := func(instance string, skew time.Duration) (*Writer, *recordStore) {
+				t.Helper()
+				records := &recordStore{got: map[string]associationaudit.Record{}}
+				w, err := New(records, Options{Markers: s3, MarkersStaleAfter: stale})
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.now = func() time.Time { return time.Now().Add(skew) }
+				w.Started(instance, "REMOTE_AE")
+				waitFor(t, func() bool { return records.count() == 1 })
+				return w, records
+			}
+			dead, _ := start("dead", 0)
+			kill(t, dead)
+			live, _ := start("live", -skew)
+			live.stopSweep() // the reader is the one to report
+			s3.age(t, stale+storeClockResolution, "live")
+			reader, records := start("reader", skew)
+			// Sweeps enough to report the live run, were it taken for dead.
+			time.Sleep(stale)
+			if err := reader.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var reported []string
+			for _, r := range records.all() {
+				for _, u := range r.PreviousRuns {
+					reported = append(reported, u.Instance)
+				}
+			}
+			if d := cmp.Diff([]string{"dead"}, reported); d != "" {
+				t.Errorf("runs reported (-want +got):\n%s", d)
+			}
+			if err := live.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// s3Bucket is run markers in an S3 emulator's bucket: the store, and the
+// emulator, whose clock tells the markers' ages.
+type s3Bucket struct {
+	*s3store.Store
+	srv *s3test.Server
+}
+
+func newBucket(t *testing.T) s3Bucket {
+	t.Helper()
+	srv := s3test.NewServer(t, "bucket")
+	s3, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s3Bucket{Store: s3, srv: srv}
+}
+
+// age advances S3's clock by d, which makes every marker in the bucket d
+// older, then waits for the runs live to rewrite theirs: until then a live
+// run's marker is as old as a dead one's.
+func (b s3Bucket) age(t *testing.T, d time.Duration, live ...string) {
+	t.Helper()
+	before := b.srv.Clock.Now()
+	b.srv.Clock.Advance(d)
+	for _, instance := range live {
+		waitFor(t, func() bool {
+			m, err := b.GetMarker(context.Background(), instance+".json")
+			return err == nil && m.Written.After(before)
+		})
+	}
+}
 
 // only is the one record s holds.
 func (s *recordStore) only(t *testing.T) associationaudit.Record {

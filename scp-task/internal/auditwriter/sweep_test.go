@@ -14,46 +14,47 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
-	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // markerKinds are the two places run markers live, each set up fresh for
 // a test: a directory (locks) and an S3 bucket (staleness).
 var markerKinds = []struct {
-	name string
-	// options are the writer options of a run on the shared markers.
-	options func(t *testing.T) func() Options
-	// newMarkers is one process's view of the shared markers.
-	newMarkers func(t *testing.T) func() markers
+	name  string
+	fresh func(t *testing.T) sharedMarkers
 }{
-	{"directory", func(t *testing.T) func() Options {
+	{"directory", func(t *testing.T) sharedMarkers {
 		dir := t.TempDir()
-		return func() Options { return Options{RunDir: dir, MarkersStaleAfter: time.Second} }
-	}, func(t *testing.T) func() markers {
-		dir := t.TempDir()
-		return func() markers { return &dirMarkers{dir: dir} }
+		return sharedMarkers{
+			options: func() Options { return Options{RunDir: dir, MarkersStaleAfter: time.Second} },
+			view:    func() markers { return &dirMarkers{dir: dir} },
+			// A dead run's lock is free at once: its age plays no part.
+			age: func(*testing.T, time.Duration, ...string) {},
+		}
 	}},
-	{"S3", func(t *testing.T) func() Options {
-		s3 := bucket(t)
-		return func() Options { return Options{Markers: s3, MarkersStaleAfter: time.Second} }
-	}, func(t *testing.T) func() markers {
-		s3 := bucket(t)
-		return func() markers {
-			return &storeMarkers{store: s3, staleAfter: 500 * time.Millisecond, interval: 500 * time.Millisecond / 12}
+	{"S3", func(t *testing.T) sharedMarkers {
+		s3 := newBucket(t)
+		return sharedMarkers{
+			options: func() Options { return Options{Markers: s3, MarkersStaleAfter: time.Second} },
+			view: func() markers {
+				return &storeMarkers{store: s3, staleAfter: time.Second, interval: time.Second / 12, now: time.Now}
+			},
+			age: s3.age,
 		}
 	}},
 }
 
-func bucket(t *testing.T) *s3store.Store {
-	t.Helper()
-	srv := s3test.NewServer(t, "bucket")
-	s3, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s3
+// sharedMarkers are run markers that processes share.
+type sharedMarkers struct {
+	// options are the writer options of a run on them (MarkersStaleAfter
+	// 1 s).
+	options func() Options
+	// view is one process's view of them, as a writer with options has.
+	view func() markers
+	// age makes them d older, then waits for the runs live to rewrite
+	// theirs (s3Bucket.age).
+	age func(t *testing.T, d time.Duration, live ...string)
 }
 
 // kill ends a writer's run as a SIGKILL would: its heartbeat and sweeps
@@ -72,18 +73,19 @@ func kill(t *testing.T, w *Writer) {
 }
 
 // TestSweepReportsDeadRun: of two runs sharing their markers, one killed
-// is reported by the other while it runs, within the stale time and a
-// sweep (no start in between): an unclean-stop-found record naming it,
-// the log line and the counter, as a start reports one; once, its marker
-// gone. Before, only the next start anywhere reported it.
+// is reported by the other while it runs, within a sweep of its marker
+// going stale (S3, by S3's clock) or its lock free (a directory), with no
+// start in between: an unclean-stop-found record naming it, the log line
+// and the counter, as a start reports one; once, its marker gone. Before,
+// only the next start anywhere reported it.
 func TestSweepReportsDeadRun(t *testing.T) {
 	for _, kind := range markerKinds {
 		t.Run(kind.name, func(t *testing.T) {
-			opts := kind.options(t)
+			shared := kind.fresh(t)
 			start := func(instance string) (*Writer, *recordStore, *testenv.LogBuffer) {
 				records := &recordStore{got: map[string]associationaudit.Record{}}
 				logs := &testenv.LogBuffer{}
-				o := opts()
+				o := shared.options()
 				o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 				w, err := New(records, o)
 				if err != nil {
@@ -96,6 +98,7 @@ func TestSweepReportsDeadRun(t *testing.T) {
 			dead, _, _ := start("aaaa")
 			survivor, records, logs := start("bbbb")
 			kill(t, dead)
+			shared.age(t, time.Second+storeClockResolution, "bbbb")
 			killed := time.Now()
 			var found associationaudit.Record
 			waitFor(t, func() bool {
@@ -107,9 +110,9 @@ func TestSweepReportsDeadRun(t *testing.T) {
 				}
 				return false
 			})
-			// The stale time (S3) and a sweep, with a margin for the machine.
-			if took, limit := time.Since(killed), time.Second+time.Second/sweepsPerStale+time.Second; took > limit {
-				t.Errorf("reported %s after the kill, over %s", took, limit)
+			// A sweep, with a margin for the machine.
+			if took, limit := time.Since(killed), time.Second/sweepsPerStale+time.Second; took > limit {
+				t.Errorf("reported %s after the marker was stale, over %s", took, limit)
 			}
 			if len(found.PreviousRuns) != 1 || found.PreviousRuns[0].Instance != "aaaa" || found.AssociationID != "bbbb" ||
 				found.CalledAE != "REMOTE_AE" || !strings.HasPrefix(found.Reason, "previous run aaaa ") {
@@ -159,16 +162,18 @@ func TestClaimOnce(t *testing.T) {
 					name += "/claimer died"
 				}
 				t.Run(name, func(t *testing.T) {
-					view := kind.newMarkers(t)
+					shared := kind.fresh(t)
+					view := shared.view
 					ctx := context.Background()
 					dead := view()
 					if _, err := dead.open(ctx, runState{Instance: "dead", AETitle: "REMOTE_AE", Started: time.Now(), Heartbeat: time.Now(), Assigned: 3, Written: 2}); err != nil {
 						t.Fatal(err)
 					}
 					// Killed an hour ago: its lock is free, its marker stale.
-					if err := dead.end(ctx, runState{Instance: "dead", Heartbeat: time.Now().Add(-time.Hour), Assigned: 3, Written: 2}, false); err != nil {
+					if err := dead.end(ctx, runState{Instance: "dead", Heartbeat: time.Now(), Assigned: 3, Written: 2}, false); err != nil {
 						t.Fatal(err)
 					}
+					shared.age(t, time.Hour)
 					views := make([]markers, reporters)
 					claims := make([][]associationaudit.UncleanRun, reporters)
 					var wg sync.WaitGroup
@@ -207,8 +212,9 @@ func TestClaimOnce(t *testing.T) {
 							t.Fatal(err)
 						}
 					}
-					if s, ok := other.(*storeMarkers); ok && !reported {
-						time.Sleep(s.staleAfter) // the dead claimer's claim goes stale
+					if !reported {
+						// The dead claimer's claim goes stale (S3).
+						shared.age(t, time.Second+storeClockResolution)
 					}
 					again, err := other.sweep(ctx, "rz")
 					if err != nil {
@@ -258,8 +264,8 @@ func (h *hangingMarkers) ListMarkers(ctx context.Context) ([]string, error) {
 	return nil, nil
 }
 
-func (h *hangingMarkers) GetMarker(context.Context, string) ([]byte, string, error) {
-	return nil, "", errors.New("none")
+func (h *hangingMarkers) GetMarker(context.Context, string) (objectstore.Marker, error) {
+	return objectstore.Marker{}, errors.New("none")
 }
 func (h *hangingMarkers) PutMarker(context.Context, string, []byte, string) error { return nil }
 func (h *hangingMarkers) DeleteMarker(context.Context, string) error              { return nil }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -58,27 +59,37 @@ func (s *Store) ListMarkers(ctx context.Context) ([]string, error) {
 	}
 }
 
-// GetMarker returns a run marker's body and ETag; a marker gone meanwhile
-// is objectstore.ErrMarkerChanged.
-func (s *Store) GetMarker(ctx context.Context, name string) (body []byte, etag string, err error) {
+// GetMarker returns a run marker with its ETag, when it was last written
+// (Last-Modified) and when it was read (the answer's Date), both by S3's
+// clock; a marker gone meanwhile is objectstore.ErrMarkerChanged.
+func (s *Store) GetMarker(ctx context.Context, name string) (objectstore.Marker, error) {
 	key, err := s.markerKey(name)
 	if err != nil {
-		return nil, "", err
+		return objectstore.Marker{}, err
 	}
+	var m objectstore.Marker
 	err = s.do(ctx, "GetObject", key, s.attemptTimeout(maxMarker), s.opts.RetryDeadline, func(ctx context.Context) error {
 		out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
 		if err != nil {
 			return err
 		}
 		defer out.Body.Close() //nolint:errcheck // a read body: nothing to report
-		body, err = io.ReadAll(io.LimitReader(out.Body, maxMarker))
-		etag = aws.ToString(out.ETag)
+		m.Body, err = io.ReadAll(io.LimitReader(out.Body, maxMarker))
+		m.ETag, m.Written = aws.ToString(out.ETag), aws.ToTime(out.LastModified)
+		m.Read, _ = awsmiddleware.GetServerTime(out.ResultMetadata)
 		return err
 	})
-	if notFound(err) {
-		return nil, "", fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
+	switch {
+	case notFound(err):
+		return objectstore.Marker{}, fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
+	case err != nil:
+		return objectstore.Marker{}, err
+	case m.Written.IsZero() || m.Read.IsZero():
+		// Without both, its age cannot be told on S3's clock, and no
+		// other clock may tell it.
+		return objectstore.Marker{}, fmt.Errorf("s3store: run marker %s: the answer lacks Last-Modified or Date", name)
 	}
-	return body, etag, err
+	return m, nil
 }
 
 // PutMarker writes a run marker: unconditionally when ifMatch is "", else
