@@ -186,7 +186,7 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		w.runMarkers = &dirMarkers{dir: opts.RunDir}
 	case opts.Markers != nil:
 		w.runMarkers = &storeMarkers{store: opts.Markers, staleAfter: stale, interval: stale / (storeStaleAfter / storeHeartbeatEvery),
-			now: func() time.Time { return w.now() }}
+			now: func() time.Time { return w.now() }, log: w.log}
 	}
 	w.stopped, w.giveUp = context.WithCancel(context.Background())
 	m, err := newMetrics(opts.Metrics, w)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -21,8 +22,11 @@ type MarkerStore interface {
 	// swap: objectstore.ErrMarkerChanged when another process wrote first.
 	// The marker read tells its age by the store's clock.
 	GetMarker(ctx context.Context, name string) (objectstore.Marker, error)
-	PutMarker(ctx context.Context, name string, body []byte, ifMatch string) error
-	DeleteMarker(ctx context.Context, name string) error
+	// PutMarker returns the ETag of what it wrote.
+	PutMarker(ctx context.Context, name string, body []byte, ifMatch string) (etag string, err error)
+	// DeleteMarker with ifMatch deletes only the version whose ETag it
+	// is: objectstore.ErrMarkerChanged when another was written since.
+	DeleteMarker(ctx context.Context, name, ifMatch string) error
 }
 
 // S3 has no lock that dies with its process: a run proves it lives by
@@ -63,11 +67,18 @@ type storeMarkers struct {
 	// now is this process's clock, for what a claim says of when it was
 	// made (information only: staleness is the store's clock's).
 	now func() time.Time
+	log *slog.Logger
 
 	mu sync.Mutex
-	// taken are the markers of dead runs this run claimed, by name, with
-	// the run's instance: deleted once the record naming them is written.
-	taken map[string]string
+	// taken are the markers of dead runs this run claimed, by name:
+	// deleted once the record naming them is written, if still claimed.
+	taken map[string]takenMarker
+}
+
+// takenMarker is a dead run's marker this run claimed: the run's instance,
+// and the ETag of the claim's write, over which the marker is deleted.
+type takenMarker struct {
+	instance, etag string
 }
 
 // storeState is a marker in the store: the run's state and, once a start
@@ -107,12 +118,12 @@ func (m *storeMarkers) sweep(ctx context.Context, self string) ([]associationaud
 		if _, ok := m.taken[name]; ok {
 			return nil, nil
 		}
-		dead, err := m.claim(ctx, name, self)
+		dead, etag, err := m.claim(ctx, name, self)
 		if dead != nil {
 			if m.taken == nil {
-				m.taken = map[string]string{}
+				m.taken = map[string]takenMarker{}
 			}
-			m.taken[name] = dead.Instance
+			m.taken[name] = takenMarker{instance: dead.Instance, etag: etag}
 		}
 		return dead, err
 	})
@@ -122,14 +133,14 @@ func (m *storeMarkers) sweep(ctx context.Context, self string) ([]associationaud
 // stop record lost, or silent for staleAfter) and no other start is
 // reporting it: nil when it is not this run's to report. Silent is by the
 // store's clock: the marker's last write, its run's heartbeat or a claim,
-// against the read.
-func (m *storeMarkers) claim(ctx context.Context, name, by string) (*associationaudit.UncleanRun, error) {
+// against the read. It returns the ETag of the claim's write.
+func (m *storeMarkers) claim(ctx context.Context, name, by string) (*associationaudit.UncleanRun, string, error) {
 	mk, err := m.store.GetMarker(ctx, name)
 	if errors.Is(err, objectstore.ErrMarkerChanged) {
-		return nil, nil // gone meanwhile: stopped cleanly, or taken over
+		return nil, "", nil // gone meanwhile: stopped cleanly, or taken over
 	}
 	if err != nil {
-		return nil, fmt.Errorf("auditwriter: read a run marker: %w", err)
+		return nil, "", fmt.Errorf("auditwriter: read a run marker: %w", err)
 	}
 	instance := strings.TrimSuffix(name, ".json")
 	var s storeState
@@ -139,23 +150,24 @@ func (m *storeMarkers) claim(ctx context.Context, name, by string) (*association
 	} else if !stale(mk.Written, mk.Read, m.staleAfter) {
 		switch {
 		case s.TakenBy != "":
-			return nil, nil // another start reports it
+			return nil, "", nil // another start reports it
 		case !s.StopNotWritten:
-			return nil, nil // its run lives
+			return nil, "", nil // its run lives
 		}
 	}
 	s.TakenBy, s.TakenAt = by, m.now()
 	claimed, err := json.Marshal(s)
 	if err != nil {
-		return nil, fmt.Errorf("auditwriter: run marker: %w", err)
+		return nil, "", fmt.Errorf("auditwriter: run marker: %w", err)
 	}
-	if err := m.store.PutMarker(ctx, name, claimed, mk.ETag); errors.Is(err, objectstore.ErrMarkerChanged) {
-		return nil, nil // its run wrote it (alive after all), or another start claimed it
+	etag, err := m.store.PutMarker(ctx, name, claimed, mk.ETag)
+	if errors.Is(err, objectstore.ErrMarkerChanged) {
+		return nil, "", nil // its run wrote it (alive after all), or another start claimed it
 	} else if err != nil {
-		return nil, fmt.Errorf("auditwriter: take over a run marker: %w", err)
+		return nil, "", fmt.Errorf("auditwriter: take over a run marker: %w", err)
 	}
 	dead := readUnclean(mk.Body, instance)
-	return &dead, nil
+	return &dead, etag, nil
 }
 
 func (m *storeMarkers) update(ctx context.Context, st runState) error {
@@ -163,7 +175,7 @@ func (m *storeMarkers) update(ctx context.Context, st runState) error {
 	if err != nil {
 		return fmt.Errorf("auditwriter: run marker: %w", err)
 	}
-	if err := m.store.PutMarker(ctx, m.name, b, ""); err != nil {
+	if _, err := m.store.PutMarker(ctx, m.name, b, ""); err != nil {
 		return fmt.Errorf("auditwriter: update the run marker: %w", err)
 	}
 	return nil
@@ -178,7 +190,7 @@ func (m *storeMarkers) end(ctx context.Context, st runState, clean bool) error {
 	if !clean {
 		return m.update(ctx, st)
 	}
-	if err := m.store.DeleteMarker(ctx, m.name); err != nil {
+	if err := m.store.DeleteMarker(ctx, m.name, ""); err != nil {
 		return fmt.Errorf("auditwriter: remove the run marker: %w", err)
 	}
 	return nil
@@ -187,16 +199,24 @@ func (m *storeMarkers) end(ctx context.Context, st runState, clean bool) error {
 // reported deletes the markers of runs, once the record naming them is
 // written. Until then they stay, claimed: a run that dies before its
 // record is written leaves them to another process once the claim is
-// stale.
+// stale. Each is deleted only while it is the claim's write (If-Match):
+// rewritten since, by its run (alive after all: cut off from S3 for
+// longer than the stale time) or by another task's claim (this one's went
+// stale before its record was written), it is that run's or that task's,
+// and stays.
 func (m *storeMarkers) reported(ctx context.Context, runs []associationaudit.UncleanRun) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
-	for name, instance := range m.taken {
-		if !reportedIn(runs, instance) {
+	for name, t := range m.taken {
+		if !reportedIn(runs, t.instance) {
 			continue
 		}
-		if err := m.store.DeleteMarker(ctx, name); err != nil {
+		err := m.store.DeleteMarker(ctx, name, t.etag)
+		switch {
+		case errors.Is(err, objectstore.ErrMarkerChanged):
+			m.log.Warn("reported run marker rewritten since it was claimed: left in place", "previous_run", t.instance)
+		case err != nil:
 			errs = append(errs, fmt.Errorf("auditwriter: remove a reported run marker: %w", err))
 			continue // a later sweep of another process reports it again
 		}

@@ -3,7 +3,9 @@ package auditwriter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +14,10 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestStoreRunMarkers: with the run markers in an S3 bucket (a direct S3
@@ -59,7 +63,7 @@ func TestStoreRunMarkers(t *testing.T) {
 				}
 			}
 			if len(body) > 0 {
-				if err := s3.PutMarker(ctx, "dead1.json", body, ""); err != nil {
+				if _, err := s3.PutMarker(ctx, "dead1.json", body, ""); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -199,6 +203,78 @@ func TestStoreMarkersIgnoreTaskClocks(t *testing.T) {
 			}
 			if err := live.Close(context.Background()); err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestReportedDeletesOnlyItsClaim: a run that reported a dead run deletes
+// its marker only while the marker is still its claim's write (If-Match on
+// the ETag the claim's write gave). Rewritten since, by the run itself,
+// alive after all (cut off from S3 for longer than the stale time), or by
+// another task's claim over this one gone stale, the marker is theirs: it
+// stays, with a warning, and no error. Before, the delete was
+// unconditional and could remove a live run's marker.
+func TestReportedDeletesOnlyItsClaim(t *testing.T) {
+	const stale = 2 * time.Second
+	tests := []struct {
+		name string
+		// meanwhile happens between the claim and the record's write.
+		meanwhile func(t *testing.T, s3 s3Bucket, dead, other *storeMarkers)
+		left      bool
+	}{
+		{"still the claim", func(*testing.T, s3Bucket, *storeMarkers, *storeMarkers) {}, false},
+		{"its run alive after all", func(t *testing.T, _ s3Bucket, dead, _ *storeMarkers) {
+			if err := dead.update(context.Background(), runState{Instance: "dead", Assigned: 4, Written: 4}); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"claimed by another once this claim was stale", func(t *testing.T, s3 s3Bucket, _, other *storeMarkers) {
+			s3.age(t, stale+storeClockResolution)
+			if runs, err := other.sweep(context.Background(), "other"); err != nil || len(runs) != 1 {
+				t.Fatalf("the other task's sweep: %+v, %v", runs, err)
+			}
+		}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			s3 := newBucket(t)
+			logs := &testenv.LogBuffer{}
+			view := func() *storeMarkers {
+				return &storeMarkers{store: s3, staleAfter: stale, interval: stale / 12, now: time.Now,
+					log: slog.New(slog.NewJSONHandler(logs, nil))}
+			}
+			dead, claimer, other := view(), view(), view()
+			if _, err := dead.open(ctx, runState{Instance: "dead", Assigned: 3, Written: 2}); err != nil {
+				t.Fatal(err)
+			}
+			s3.age(t, stale+storeClockResolution)
+			runs, err := claimer.sweep(ctx, "claimer")
+			if err != nil || len(runs) != 1 || runs[0].Instance != "dead" {
+				t.Fatalf("claims %+v, %v", runs, err)
+			}
+			tt.meanwhile(t, s3, dead, other)
+			before, err := s3.GetMarker(ctx, "dead.json")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := claimer.reported(ctx, runs); err != nil {
+				t.Fatalf("reported: %v", err)
+			}
+			after, err := s3.GetMarker(ctx, "dead.json")
+			switch {
+			case tt.left && (err != nil || after.ETag != before.ETag):
+				t.Errorf("the marker rewritten after the claim: %q, %v; want it left as %q", after.Body, err, before.Body)
+			case !tt.left && !errors.Is(err, objectstore.ErrMarkerChanged):
+				t.Errorf("the reported marker still the claim: %q, %v; want it gone", after.Body, err)
+			}
+			const warning = "reported run marker rewritten since it was claimed: left in place"
+			if n := strings.Count(logs.String(), warning); n != map[bool]int{true: 1, false: 0}[tt.left] {
+				t.Errorf("%d warnings %q:\n%s", n, warning, logs)
+			}
+			if len(claimer.taken) != 0 {
+				t.Errorf("claims kept after the report: %+v", claimer.taken)
 			}
 		})
 	}

@@ -38,7 +38,7 @@ var markerKinds = []struct {
 		return sharedMarkers{
 			options: func() Options { return Options{Markers: s3, MarkersStaleAfter: time.Second} },
 			view: func() markers {
-				return &storeMarkers{store: s3, staleAfter: time.Second, interval: time.Second / 12, now: time.Now}
+				return &storeMarkers{store: s3, staleAfter: time.Second, interval: time.Second / 12, now: time.Now, log: slog.New(slog.DiscardHandler)}
 			},
 			age: s3.age,
 		}
@@ -267,8 +267,10 @@ func (h *hangingMarkers) ListMarkers(ctx context.Context) ([]string, error) {
 func (h *hangingMarkers) GetMarker(context.Context, string) (objectstore.Marker, error) {
 	return objectstore.Marker{}, errors.New("none")
 }
-func (h *hangingMarkers) PutMarker(context.Context, string, []byte, string) error { return nil }
-func (h *hangingMarkers) DeleteMarker(context.Context, string) error              { return nil }
+func (h *hangingMarkers) PutMarker(context.Context, string, []byte, string) (string, error) {
+	return "", nil
+}
+func (h *hangingMarkers) DeleteMarker(context.Context, string, string) error { return nil }
 
 // TestStopNotHeldBySweep: a sweep under way when the SCP stops (its
 // listing hanging on a slow S3) is cut short: Stopping returned only once

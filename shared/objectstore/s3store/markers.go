@@ -92,13 +92,14 @@ func (s *Store) GetMarker(ctx context.Context, name string) (objectstore.Marker,
 	return m, nil
 }
 
-// PutMarker writes a run marker: unconditionally when ifMatch is "", else
-// only over the version whose ETag it is (objectstore.ErrMarkerChanged when
-// another was written, or it went, since).
-func (s *Store) PutMarker(ctx context.Context, name string, body []byte, ifMatch string) error {
+// PutMarker writes a run marker and returns the ETag of what it wrote:
+// unconditionally when ifMatch is "", else only over the version whose ETag
+// it is (objectstore.ErrMarkerChanged when another was written, or it
+// went, since).
+func (s *Store) PutMarker(ctx context.Context, name string, body []byte, ifMatch string) (etag string, err error) {
 	key, err := s.markerKey(name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	sse, kms := s.sse()
 	err = s.do(ctx, "PutObject", key, s.attemptTimeout(int64(len(body))), s.opts.RetryDeadline, func(ctx context.Context) error {
@@ -110,27 +111,41 @@ func (s *Store) PutMarker(ctx context.Context, name string, body []byte, ifMatch
 		if ifMatch != "" {
 			in.IfMatch = aws.String(ifMatch)
 		}
-		_, err := s.client.PutObject(ctx, in, unsignedPayload)
+		out, err := s.client.PutObject(ctx, in, unsignedPayload)
+		if err == nil {
+			etag = aws.ToString(out.ETag)
+		}
 		return err
 	})
 	if ifMatch != "" && (preconditionFailed(err) || notFound(err)) {
-		return fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
+		return "", fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
 	}
-	return err
+	return etag, err
 }
 
-// DeleteMarker removes a run marker (none is no error).
-func (s *Store) DeleteMarker(ctx context.Context, name string) error {
+// DeleteMarker removes a run marker (none is no error): unconditionally
+// when ifMatch is "", else only the version whose ETag it is (If-Match,
+// S3's conditional delete: objectstore.ErrMarkerChanged when another was
+// written since). It needs no permission beyond s3:DeleteObject and the
+// s3:GetObject the markers are read with.
+func (s *Store) DeleteMarker(ctx context.Context, name, ifMatch string) error {
 	key, err := s.markerKey(name)
 	if err != nil {
 		return err
 	}
 	err = s.do(ctx, "DeleteObject", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
-		_, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)})
+		in := &s3.DeleteObjectInput{Bucket: aws.String(s.opts.Bucket), Key: aws.String(key)}
+		if ifMatch != "" {
+			in.IfMatch = aws.String(ifMatch)
+		}
+		_, err := s.client.DeleteObject(ctx, in)
 		return err
 	})
-	if notFound(err) {
+	switch {
+	case notFound(err):
 		return nil
+	case ifMatch != "" && preconditionFailed(err):
+		return fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
 	}
 	return err
 }

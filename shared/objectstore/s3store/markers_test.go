@@ -14,27 +14,25 @@ import (
 
 // TestMarkers: run markers are listed, read with their ETag, replaced
 // only over the version read when asked (a compare and swap between SCP
-// tasks), and deleted; they live under the prefix's audit-runs/, apart from
-// the records the pipeline reads.
+// tasks), and deleted; a write gives the ETag of what it wrote. They live
+// under the prefix's audit-runs/, apart from the records the pipeline
+// reads.
 func TestMarkers(t *testing.T) {
 	ctx := context.Background()
-	srv := s3test.NewServer(t, "bucket")
-	s, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Prefix: "site", Client: s3test.Client(srv.URL)})
+	srv, s := markerStore(t, "site")
+	written, err := s.PutMarker(ctx, "a.json", []byte(`{"v":1}`), "")
 	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutMarker(ctx, "a.json", []byte(`{"v":1}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := srv.Object("site/" + objectstore.RunMarkersPrefix + "a.json"); err != nil {
 		t.Fatalf("marker not under the prefix's %s: %v", objectstore.RunMarkersPrefix, err)
 	}
 	m, err := s.GetMarker(ctx, "a.json")
-	if err != nil || string(m.Body) != `{"v":1}` || m.ETag == "" {
-		t.Fatalf("GetMarker = %q, %q, %v", m.Body, m.ETag, err)
+	if err != nil || string(m.Body) != `{"v":1}` || m.ETag == "" || m.ETag != written {
+		t.Fatalf("GetMarker = %q, %q, %v; PutMarker's ETag %q", m.Body, m.ETag, err, written)
 	}
 	etag := m.ETag
-	if err := s.PutMarker(ctx, "a.json", []byte(`{"v":2}`), ""); err != nil {
+	if _, err := s.PutMarker(ctx, "a.json", []byte(`{"v":2}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -53,7 +51,7 @@ func TestMarkers(t *testing.T) {
 				}
 				ifMatch = m.ETag
 			}
-			if err := s.PutMarker(ctx, "a.json", []byte(`{"v":3}`), ifMatch); !errors.Is(err, tt.want) {
+			if _, err := s.PutMarker(ctx, "a.json", []byte(`{"v":3}`), ifMatch); !errors.Is(err, tt.want) {
 				t.Errorf("PutMarker = %v, want %v", err, tt.want)
 			}
 		})
@@ -61,17 +59,50 @@ func TestMarkers(t *testing.T) {
 	if names, err := s.ListMarkers(ctx); err != nil || !slices.Equal(names, []string{"a.json"}) {
 		t.Errorf("ListMarkers = %v, %v", names, err)
 	}
-	if err := s.DeleteMarker(ctx, "a.json"); err != nil {
+	if err := s.DeleteMarker(ctx, "a.json", ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetMarker(ctx, "a.json"); !errors.Is(err, objectstore.ErrMarkerChanged) {
 		t.Errorf("GetMarker of a deleted marker = %v", err)
 	}
-	if err := s.DeleteMarker(ctx, "a.json"); err != nil {
+	if err := s.DeleteMarker(ctx, "a.json", ""); err != nil {
 		t.Errorf("deleting a marker twice: %v", err)
 	}
-	if err := s.PutMarker(ctx, "../audit/x.json", nil, ""); err == nil {
+	if _, err := s.PutMarker(ctx, "../audit/x.json", nil, ""); err == nil {
 		t.Error("a marker name that is a path was written")
+	}
+}
+
+// TestConditionalDeleteMarker: a marker deleted over a version (If-Match
+// on the ETag its claim's write gave) goes only while that version is the
+// marker: rewritten since (its run alive after all, or claimed again by
+// another task), it stays and the delete says objectstore.ErrMarkerChanged;
+// gone since, the delete has nothing to do.
+func TestConditionalDeleteMarker(t *testing.T) {
+	ctx := context.Background()
+	_, s := markerStore(t, "")
+	claimed, err := s.PutMarker(ctx, "a.json", []byte(`{"takenBy":"me"}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutMarker(ctx, "a.json", []byte(`{"instance":"a"}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteMarker(ctx, "a.json", claimed); !errors.Is(err, objectstore.ErrMarkerChanged) {
+		t.Errorf("DeleteMarker over a version since replaced = %v, want %v", err, objectstore.ErrMarkerChanged)
+	}
+	m, err := s.GetMarker(ctx, "a.json")
+	if err != nil || string(m.Body) != `{"instance":"a"}` {
+		t.Fatalf("the marker rewritten after the claim: %q, %v", m.Body, err)
+	}
+	if err := s.DeleteMarker(ctx, "a.json", m.ETag); err != nil {
+		t.Errorf("DeleteMarker over the version read = %v", err)
+	}
+	if names, err := s.ListMarkers(ctx); err != nil || len(names) != 0 {
+		t.Errorf("markers after the delete: %v, %v", names, err)
+	}
+	if err := s.DeleteMarker(ctx, "a.json", m.ETag); err != nil {
+		t.Errorf("DeleteMarker over a version gone = %v, want nil", err)
 	}
 }
 
@@ -80,12 +111,8 @@ func TestMarkers(t *testing.T) {
 // S3's clock an hour on, it reads an hour old.
 func TestMarkerAgeOnS3sClock(t *testing.T) {
 	ctx := context.Background()
-	srv := s3test.NewServer(t, "bucket")
-	s, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Client: s3test.Client(srv.URL)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.PutMarker(ctx, "a.json", []byte(`{}`), ""); err != nil {
+	srv, s := markerStore(t, "")
+	if _, err := s.PutMarker(ctx, "a.json", []byte(`{}`), ""); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
@@ -110,4 +137,15 @@ func TestMarkerAgeOnS3sClock(t *testing.T) {
 			}
 		})
 	}
+}
+
+// markerStore is a store on a fresh S3 emulator's bucket, under prefix.
+func markerStore(t *testing.T, prefix string) (*s3test.Server, *s3store.Store) {
+	t.Helper()
+	srv := s3test.NewServer(t, "bucket")
+	s, err := s3store.New(context.Background(), s3store.Options{Bucket: "bucket", Prefix: prefix, Client: s3test.Client(srv.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, s
 }
