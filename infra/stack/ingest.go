@@ -306,7 +306,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	if c.Scp.Staging == nil {
 		// Without a staging file system the run markers live in the
 		// bucket: each task rewrites its own, and a starting task reads,
-		// claims (a conditional put) and deletes a dead task's
+		// claims (a conditional put) and deletes a dead task's (a
+		// conditional delete, If-Match on the claim's ETag, which S3
+		// allows with s3:DeleteObject and s3:GetObject: no other action)
 		// (docs/operations/audit-feed.md, Crashes).
 		taskRole.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 			Sid:       jsii.String("RunMarkers"),
