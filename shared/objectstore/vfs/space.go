@@ -51,7 +51,11 @@ func NoSpace(err error) bool {
 
 // Shortage remembers that a write failed for lack of space, and how much
 // it needed, until that much is free again above the reserve: a store's
-// readiness is off meanwhile. Readiness that came back as soon as the
+// readiness is off meanwhile, and its writes are refused before they
+// write a byte (Admit, Ready: one rule). A write that was let try, on an
+// association already open, failed only once it had streamed the whole
+// object, again at each of the sender's attempts, and filled the disk to
+// its last byte each time. Readiness that came back as soon as the
 // failed write's partial file was removed (the free space back above the
 // reserve and a record) went off again at the sender's next attempt of
 // the same object, about once a second for an object larger than the
@@ -110,12 +114,95 @@ func (s *Shortage) Check(r Reserve) (ended bool, free uint64, err error) {
 	return true, free, nil
 }
 
+// A ReserveError is Admit's and Ready's refusal for lack of free space:
+// the free space measured is below the reserve, raised during a shortage
+// by what the write that failed needed. It is (errors.Is) ErrReserve, and
+// names a shortage's cause without wrapping it: the write refused found
+// no full disk, and must not be noted as one that did (Note).
+type ReserveError struct {
+	// Free is the free space measured, Reserve the reserve (Reserve.Bytes).
+	Free, Reserve uint64
+	// Need is what a shortage awaits besides the reserve (0: none is on),
+	// Cause the errno of the write that started it.
+	Need  uint64
+	Cause error
+}
+
+func (e *ReserveError) Error() string {
+	msg := fmt.Sprintf("%v: %d bytes free, the store keeps %d (--min-free-bytes)", ErrReserve, e.Free, e.Reserve)
+	if e.Cause == nil {
+		return msg
+	}
+	return fmt.Sprintf("%s and, since a write failed (%v), the %d bytes it needed", msg, e.Cause, e.Need)
+}
+
+// Is makes a ReserveError ErrReserve.
+func (e *ReserveError) Is(target error) bool { return target == ErrReserve }
+
+// Admit is the rule for a write about to start: refused (*ReserveError)
+// while the free space is below r's reserve, raised during a shortage by
+// the bytes the failed write needed (a write the reserve is kept for, a
+// record, does not ask). A shortage whose space is back ends (one
+// statfs; logged as msgs.Checked), and the write goes on. Where the free
+// space is not measured nothing is refused: only a write that succeeds
+// can tell that space is back (Wrote). A failed statfs refuses, naming
+// it. Ready applies the same rule.
+func (s *Shortage) Admit(r Reserve, log *slog.Logger, msgs ShortageLog) error {
+	_, err := s.admit(r, log, msgs)
+	return err
+}
+
+// Ready is Admit's rule for a store's readiness, which, besides, stays off
+// during a shortage where the free space is not measured, until a write
+// succeeds: the error then wraps the failed write's cause (ENOSPC,
+// EDQUOT).
+func (s *Shortage) Ready(r Reserve, log *slog.Logger, msgs ShortageLog) error {
+	unmeasured, err := s.admit(r, log, msgs)
+	if err != nil {
+		return err
+	}
+	return unmeasured
+}
+
+// admit is Admit; unmeasured is, where it lets a write through a shortage
+// because the free space is not measured, why the store is not ready.
+func (s *Shortage) admit(r Reserve, log *slog.Logger, msgs ShortageLog) (unmeasured, err error) {
+	on := false
+	if s.on.Load() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		on = s.on.Load()
+	}
+	kept := r
+	if on {
+		kept.Bytes += s.need
+	}
+	free, below, err := kept.Below(0)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("statfs: %w", err)
+	case below && on:
+		return nil, &ReserveError{Free: free, Reserve: r.Bytes, Need: s.need, Cause: s.cause}
+	case below:
+		return nil, &ReserveError{Free: free, Reserve: r.Bytes}
+	case on && free == 0:
+		// Not measured (kept.Bytes is not 0 after a write failed that
+		// needed a byte).
+		return fmt.Errorf("a write failed: %w; the free space is not measured: ready once a write succeeds", s.cause), nil
+	case on:
+		s.on.Store(false)
+		log.Info(msgs.Checked, "free_bytes", free)
+	}
+	return nil, nil
+}
+
 // Wrote notes a write of n bytes that succeeded: it ends the shortage if
 // the write was at least as large as the one that failed, or where the
 // free space is not measured (a quota), which nothing but a write that
-// succeeds can tell. A smaller write on a measured file system leaves it
-// to Check: a small object that fits says nothing of the large one that
-// did not. It reports whether the shortage ended.
+// succeeds can tell. A smaller write on a measured file system (a record:
+// Admit refuses the others) leaves it to Admit and Ready: a small object
+// that fits says nothing of the large one that did not. It reports
+// whether the shortage ended.
 func (s *Shortage) Wrote(r Reserve, n uint64) (ended bool) {
 	if !s.on.Load() {
 		return false
@@ -173,10 +260,11 @@ func (s *Shortage) Note(r Reserve, err error, need uint64) Turn {
 func (t Turn) Stale() bool { return t.NoSpace || t.Ended }
 
 // ShortageLog is what a store logs when a write finds its file system
-// out of space and when a write succeeds after that: whole messages, each
-// a literal in the store, so that a log query can filter on it.
+// out of space, when a write succeeds after that, and when a check
+// (Admit, Ready) finds the space back: whole messages, each a literal in
+// the store, so that a log query can filter on it.
 type ShortageLog struct {
-	OutOfSpace, SpaceBack string
+	OutOfSpace, SpaceBack, Checked string
 }
 
 // Log tells log that the file system ran out of space, with what the

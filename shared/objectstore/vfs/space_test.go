@@ -3,6 +3,7 @@ package vfs_test
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"syscall"
@@ -84,46 +85,75 @@ func TestMemCapacity(t *testing.T) {
 	}
 }
 
-// TestShortage: after a write failed for lack of space, readiness stays
-// off until the reserve and what the largest failed write needed are
-// free; a smaller write that succeeds ends it only where the free space
-// is not measured.
+// TestShortage: after a write failed for lack of space, a write about to
+// start is refused (Admit) and readiness is off (Ready), by one rule,
+// until the reserve and what the largest failed write needed are free;
+// the check that finds them free ends the shortage and says so. A refusal
+// is ErrReserve and names the cause without wrapping it: the write it
+// refuses found no full disk. Where the free space is not measured a
+// write may try, and only one that succeeds ends it; readiness stays off
+// until then. A smaller write that succeeds ends it only there.
 func TestShortage(t *testing.T) {
 	unsupported := fmt.Errorf("statfs: %w", errors.ErrUnsupported)
+	errStatfs := errors.New("statfs failed")
 	for _, tc := range []struct {
-		name    string
-		needs   []uint64 // writes that failed, in turn
-		free    uint64
-		freeErr error
-		wrote   uint64 // a write that then succeeded (0: none)
-		wantOn  bool
+		name      string
+		needs     []uint64 // writes that failed, in turn
+		free      uint64
+		freeErr   error
+		wrote     uint64 // a write that then succeeded (0: none)
+		wantAdmit error  // nil: the write goes on
+		wantReady error
+		wantOn    bool
+		wantBack  bool // the check ended the shortage, and logged it
 	}{
-		{"no failure", nil, 0, nil, 0, false},
-		{"short of the failed write", []uint64{1000}, 1009, nil, 0, true},
-		{"the failed write and the reserve free", []uint64{1000}, 1010, nil, 0, false},
-		{"the largest failed write counts", []uint64{5000, 1000}, 4000, nil, 0, true},
-		{"not measured", []uint64{1000}, 0, unsupported, 0, true},
-		{"a smaller write succeeds, measured", []uint64{1000}, 500, nil, 200, true},
-		{"a smaller write succeeds, not measured", []uint64{1000}, 0, unsupported, 200, false},
-		{"a write as large succeeds", []uint64{1000}, 500, nil, 1000, false},
+		{"no failure", nil, 100, nil, 0, nil, nil, false, false},
+		{"no failure, below the reserve", nil, 9, nil, 0, vfs.ErrReserve, vfs.ErrReserve, false, false},
+		{"short of the failed write", []uint64{1000}, 1009, nil, 0, vfs.ErrReserve, vfs.ErrReserve, true, false},
+		{"the failed write and the reserve free", []uint64{1000}, 1010, nil, 0, nil, nil, false, true},
+		{"the largest failed write counts", []uint64{5000, 1000}, 4000, nil, 0, vfs.ErrReserve, vfs.ErrReserve, true, false},
+		{"not measured", []uint64{1000}, 0, unsupported, 0, nil, syscall.ENOSPC, true, false},
+		{"statfs fails", []uint64{1000}, 0, errStatfs, 0, errStatfs, errStatfs, true, false},
+		{"a smaller write succeeds, measured", []uint64{1000}, 500, nil, 200, vfs.ErrReserve, vfs.ErrReserve, true, false},
+		{"a smaller write succeeds, not measured", []uint64{1000}, 0, unsupported, 200, nil, nil, false, false},
+		{"a write as large succeeds", []uint64{1000}, 500, nil, 1000, nil, nil, false, false},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := vfs.Reserve{Bytes: 10, Free: func() (uint64, error) { return tc.free, tc.freeErr }}
-			var s vfs.Shortage
-			for _, n := range tc.needs {
-				s.Fail(syscall.ENOSPC, n)
-			}
-			if tc.wrote > 0 {
-				s.Wrote(r, tc.wrote)
-			}
-			_, _, err := s.Check(r)
-			if on := err != nil; on != tc.wantOn || s.On() != tc.wantOn {
-				t.Errorf("Check = %v, On %v; want on %v", err, s.On(), tc.wantOn)
-			}
-			if err != nil && !errors.Is(err, syscall.ENOSPC) {
-				t.Errorf("Check = %v, want the cause in its chain", err)
-			}
-		})
+		for _, check := range []string{"Admit", "Ready"} {
+			t.Run(tc.name+"/"+check, func(t *testing.T) {
+				r := vfs.Reserve{Bytes: 10, Free: func() (uint64, error) { return tc.free, tc.freeErr }}
+				var s vfs.Shortage
+				for _, n := range tc.needs {
+					s.Fail(syscall.ENOSPC, n)
+				}
+				if tc.wrote > 0 {
+					s.Wrote(r, tc.wrote)
+				}
+				var logs strings.Builder
+				log := slog.New(slog.NewTextHandler(&logs, nil))
+				msgs := vfs.ShortageLog{Checked: "space is back"}
+				err, want := s.Admit(r, log, msgs), tc.wantAdmit
+				if check == "Ready" {
+					err, want = s.Ready(r, log, msgs), tc.wantReady
+				}
+				if !errors.Is(err, want) || (err == nil) != (want == nil) {
+					t.Errorf("%s = %v, want %v", check, err, want)
+				}
+				if s.On() != tc.wantOn {
+					t.Errorf("On = %v after %s, want %v", s.On(), check, tc.wantOn)
+				}
+				if back := strings.Contains(logs.String(), "space is back"); back != tc.wantBack {
+					t.Errorf("%s logged %q, want the space back logged: %v", check, logs.String(), tc.wantBack)
+				}
+				if errors.Is(err, vfs.ErrReserve) && len(tc.needs) > 0 {
+					if errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
+						t.Errorf("%s = %v, want the cause named and not wrapped", check, err)
+					}
+					if got := s.Note(r, err, 1); got != (vfs.Turn{}) {
+						t.Errorf("Note(%s's refusal) = %+v, want nothing noted", check, got)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -161,8 +191,8 @@ func TestShortageNote(t *testing.T) {
 			if got != tc.want || s.On() != tc.wantOn {
 				t.Errorf("Note = %+v, on %v; want %+v, on %v", got, s.On(), tc.want, tc.wantOn)
 			}
-			if _, _, err := s.Check(measured); err != nil && strings.Contains(err.Error(), "/store/") {
-				t.Errorf("Check = %v, names a file", err)
+			if err := s.Ready(measured, slog.New(slog.DiscardHandler), vfs.ShortageLog{}); err != nil && strings.Contains(err.Error(), "/store/") {
+				t.Errorf("Ready = %v, names a file", err)
 			}
 		})
 	}
