@@ -53,8 +53,9 @@ var ErrInvalidKey = errors.New("filestore: invalid key")
 
 // ErrReserve is returned (wrapped with objectstore.ErrUnavailable) by Put
 // and Ready while the filesystem holds less free space than the store
-// keeps in reserve (WithMinFreeBytes). It is vfs.ErrReserve, which the
-// staged store's readiness wraps too.
+// keeps in reserve (WithMinFreeBytes), and after a write found the disk
+// full, until the reserve and what that write needed are free (see
+// Ready). It is vfs.ErrReserve, which the staged store's errors wrap too.
 var ErrReserve = vfs.ErrReserve
 
 // Store is a filesystem object store. It is safe for concurrent use.
@@ -130,8 +131,10 @@ func WithNames(n *logname.Namer) Option { return func(s *Store) { s.names = n } 
 // journal adds no segment file that would eat into it. 0 disables the
 // check, and so does a system where the free space is not measured
 // (only Linux's is). Whatever the reserve, a write that finds the disk
-// full turns Ready off until the reserve and what that write needed are
-// free (see Ready).
+// full turns Ready off, and Put refuses objects (ErrReserve too) before
+// writing a byte, until the reserve and what that write needed are free
+// (see Ready): a sender resending on an association already open filled
+// the disk to its end with each attempt.
 func WithMinFreeBytes(n uint64) Option { return func(s *Store) { s.minFree = n } }
 
 // WithBufferedWrites writes objects through the page cache even where the
@@ -311,8 +314,10 @@ func (s *Store) PutWith(ctx context.Context, obj objectstore.Object, part10 io.R
 	if err := ctx.Err(); err != nil {
 		return objectstore.Stored{}, fmt.Errorf("filestore: put: %w", err)
 	}
-	if err := s.reserve("put"); err != nil {
-		return objectstore.Stored{}, err
+	// Refused before a byte is written: during a shortage an object
+	// written anyway failed only once it had filled the disk.
+	if err := s.noSpace.Admit(s.spaceReserve(), s.log, spaceLog); err != nil {
+		return objectstore.Stored{}, unavailable("put", err)
 	}
 	bufp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bufp)
@@ -433,10 +438,14 @@ func (s *Store) noteSpace(err error, need int64) {
 		s.readyAt = time.Time{} // look again at the next Ready
 		s.readyMu.Unlock()
 	}
-	turn.Log(s.log, vfs.ShortageLog{
-		OutOfSpace: "the store's disk is out of space: readiness off (associations refused) until space is back",
-		SpaceBack:  "a write succeeded after the store's disk ran out of space: ready again",
-	}, need)
+	turn.Log(s.log, spaceLog, need)
+}
+
+// spaceLog is what the store logs of its disk's shortage (vfs.Shortage).
+var spaceLog = vfs.ShortageLog{
+	OutOfSpace: "the store's disk is out of space: readiness off (associations refused) until space is back",
+	SpaceBack:  "a write succeeded after the store's disk ran out of space: ready again",
+	Checked:    "space is back on the store's disk: ready again",
 }
 
 // removeTemp removes a temporary file that was not placed, logging a
@@ -658,12 +667,13 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 	return nil
 }
 
-// Ready checks that a file can be created in the store, that no write
-// failed for lack of space (ENOSPC, EDQUOT) since the reserve and what
-// that write needed (its object's size, as far as it had arrived) were
-// last free (vfs.Shortage: where the free space is not measured, until a
-// later write succeeds), and, with WithMinFreeBytes, that the reserve is
-// free. A result is reused for a second.
+// Ready checks that a file can be created in the store and that Put
+// would not refuse an object for lack of space (vfs.Shortage.Ready, Put's
+// rule): with WithMinFreeBytes, that the reserve is free, and, after a
+// write failed for lack of space (ENOSPC, EDQUOT), that the reserve and
+// what that write needed (its object's size, as far as it had arrived)
+// are free again (where the free space is not measured, until a later
+// write succeeds). A result is reused for a second.
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: ready: %w", err)
@@ -692,44 +702,22 @@ func (s *Store) probe() error {
 	if err != nil {
 		return unavailable("ready", err)
 	}
-	back, free, err := s.noSpace.Check(s.spaceReserve())
-	if err != nil {
+	if err := s.noSpace.Ready(s.spaceReserve(), s.log, spaceLog); err != nil {
 		return unavailable("ready", err)
 	}
-	if back {
-		s.log.Info("space is back on the store's disk: ready again", "free_bytes", free)
-	}
-	return s.reserve("ready")
+	return nil
 }
 
 // mayGrow tells the journal whether it may add a segment file of n bytes:
 // not where that would leave less than the reserve free. A failed statfs
 // lets it try: the file's creation reports what is wrong.
 func (s *Store) mayGrow(n int64) bool {
-	_, below, err := s.belowReserve(uint64(max(n, 0)))
+	_, below, err := s.spaceReserve().Below(uint64(max(n, 0)))
 	return err != nil || !below
 }
 
-// reserve reports, for op, whether the filesystem's free space is below
-// the reserve (WithMinFreeBytes).
-func (s *Store) reserve(op string) error {
-	free, below, err := s.belowReserve(0)
-	if err != nil {
-		return unavailable(op+": statfs", err)
-	}
-	if below {
-		return unavailable(op, fmt.Errorf("%w: %d bytes free, the store keeps %d (--min-free-bytes)", ErrReserve, free, s.minFree))
-	}
-	return nil
-}
-
-// belowReserve reports whether the filesystem's free space, less extra
-// bytes, is below the reserve, and the free space: vfs.Reserve's rule,
-// which the staged store keeps too.
-func (s *Store) belowReserve(extra uint64) (free uint64, below bool, err error) {
-	return s.spaceReserve().Below(extra)
-}
-
+// spaceReserve is the store's reserve (WithMinFreeBytes): vfs.Reserve's
+// rule, which the staged store keeps too.
 func (s *Store) spaceReserve() vfs.Reserve {
 	return vfs.Reserve{Bytes: s.minFree, Free: func() (uint64, error) { return s.freeBytes(s.root) }}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
 
 // Harness gives the suite a fresh store and a way to read what it holds.
@@ -96,6 +97,25 @@ func ReadyDuring(s interface{ Ready(context.Context) error }, d time.Duration, s
 		time.Sleep(50 * time.Millisecond)
 	}
 	return readyAt
+}
+
+// RefusedUnread calls put with a body of size bytes and fails the test
+// unless put refuses it for lack of space (vfs.ErrReserve, with
+// objectstore.ErrUnavailable: A700 on the wire) before reading a byte of
+// it, and so before writing one, as a store in a shortage does
+// (vfs.Shortage.Admit); nor may the error be a write's own lack of space
+// (vfs.NoSpace), which would count as another write that found the disk
+// full.
+func RefusedUnread(t testing.TB, what string, size int64, put func(body io.Reader) error) {
+	t.Helper()
+	body := bytes.NewReader(make([]byte, size))
+	err := put(body)
+	if !errors.Is(err, vfs.ErrReserve) || !errors.Is(err, objectstore.ErrUnavailable) || vfs.NoSpace(err) {
+		t.Errorf("%s = %v, want ErrUnavailable and ErrReserve, not a write's lack of space", what, err)
+	}
+	if read := size - int64(body.Len()); read > 0 {
+		t.Errorf("%s read %d of the object's %d bytes before it failed, want none", what, read, size)
+	}
 }
 
 // NoUIDs fails the test if msg (an error, a log) names one of objs: its
