@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,7 +28,9 @@ import (
 // TestOutOfSpace: a staging write that finds no space fails the C-STORE
 // as unavailable (A700, as the file store's full disk) and turns
 // readiness off (associations refused, 02 03 01), with a message naming
-// the cause and no object; readiness comes back once a statfs shows the
+// the cause and no object (the reserve's error, ErrReserve, where the free
+// space is measured: Put refuses by the same rule, TestPutRefusedDuringShortage);
+// readiness comes back once a statfs shows the
 // reserve and what the write needed free, or, where the free space is not
 // measured, once a later write succeeds (a small write on a measured disk
 // does not: TestReadinessStableWhileTooLarge). A reserve (MinFreeBytes)
@@ -49,8 +53,10 @@ func TestOutOfSpace(t *testing.T) {
 		free func(mem *vfstest.Mem)
 		// back is how readiness comes back: "write" (a Put succeeds,
 		// at once) or "check" (Ready's statfs, within its cache).
-		back      string
-		wantCause error
+		back string
+		// wantCause is the failed Put's (nil: none fails), wantReady
+		// what Ready's error is then.
+		wantCause, wantReady error
 	}{
 		{
 			name:      "large object on a full disk",
@@ -58,6 +64,7 @@ func TestOutOfSpace(t *testing.T) {
 			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
 			back:      "check",
 			wantCause: syscall.ENOSPC,
+			wantReady: vfs.ErrReserve,
 		},
 		{
 			name: "journaled object on a full disk",
@@ -69,6 +76,7 @@ func TestOutOfSpace(t *testing.T) {
 			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
 			back:      "check",
 			wantCause: syscall.ENOSPC,
+			wantReady: vfs.ErrReserve,
 		},
 		{
 			// ENOSPC injected where the free space is not measured:
@@ -82,6 +90,7 @@ func TestOutOfSpace(t *testing.T) {
 			free:      func(mem *vfstest.Mem) { mem.Fail(vfs.OpWrite, nil) },
 			back:      "write",
 			wantCause: syscall.EDQUOT,
+			wantReady: syscall.EDQUOT,
 		},
 		{
 			name:    "below the reserve",
@@ -92,7 +101,7 @@ func TestOutOfSpace(t *testing.T) {
 			},
 			free:      func(mem *vfstest.Mem) { mem.SetCapacity(64 << 20) },
 			back:      "check",
-			wantCause: vfs.ErrReserve,
+			wantReady: vfs.ErrReserve,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -103,9 +112,9 @@ func TestOutOfSpace(t *testing.T) {
 				t.Fatalf("Ready before: %v", err)
 			}
 			err := tc.full(mem, st)
-			if tc.wantCause != vfs.ErrReserve {
-				if !errors.Is(err, objectstore.ErrUnavailable) || !vfs.NoSpace(err) {
-					t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space", err)
+			if tc.wantCause != nil {
+				if !errors.Is(err, objectstore.ErrUnavailable) || !errors.Is(err, tc.wantCause) {
+					t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space (%v)", err, tc.wantCause)
 				}
 				storetest.NoUIDs(t, "Put's error", err.Error(), object(1))
 				if n := testutil.ToFloat64(st.m.noSpace); n != 1 {
@@ -113,8 +122,11 @@ func TestOutOfSpace(t *testing.T) {
 				}
 			}
 			rerr := storetest.WaitReady(t, st, false, 2*time.Second)
-			if !errors.Is(rerr, objectstore.ErrUnavailable) || !errors.Is(rerr, tc.wantCause) {
-				t.Errorf("Ready = %v, want ErrUnavailable naming %v", rerr, tc.wantCause)
+			if !errors.Is(rerr, objectstore.ErrUnavailable) || !errors.Is(rerr, tc.wantReady) {
+				t.Errorf("Ready = %v, want ErrUnavailable and %v", rerr, tc.wantReady)
+			}
+			if tc.wantCause != nil && !strings.Contains(rerr.Error(), tc.wantCause.Error()) {
+				t.Errorf("Ready = %v, want the cause (%v) named", rerr, tc.wantCause)
 			}
 			storetest.NoUIDs(t, "Ready's error", rerr.Error(), object(1))
 			tc.free(mem)
@@ -188,8 +200,9 @@ func segmentFiles(mem *vfstest.Mem, dir string) []string {
 
 // TestFullDiskThenDrained stages objects while S3 is down until the
 // staging file system is full (an in-memory disk with a capacity, and a
-// real 8 MiB tmpfs): the C-STORE that finds no space fails unavailable
-// and readiness goes off; once S3 is back and the uploads drain, the
+// real 8 MiB tmpfs): the C-STORE that finds no space fails unavailable,
+// readiness goes off and the next C-STORE is refused before it writes;
+// once S3 is back and the uploads drain, the
 // journal's segments are freed and readiness comes back without a
 // restart, and a large object fits again.
 func TestFullDiskThenDrained(t *testing.T) {
@@ -222,13 +235,14 @@ func TestFullDiskThenDrained(t *testing.T) {
 			if !errors.Is(err, objectstore.ErrUnavailable) || !vfs.NoSpace(err) {
 				t.Fatalf("Put on a full disk = %v, want ErrUnavailable for lack of space", err)
 			}
-			// The next large one fails too, and readiness is off.
-			if _, err := st.Put(ctx, object(500), bytes.NewReader(data(500, 2<<20))); !vfs.NoSpace(err) {
-				t.Errorf("large Put on a full disk = %v, want no space", err)
-			}
+			// The next large one is refused, and readiness is off.
+			storetest.RefusedUnread(t, "large Put on a full disk", 2<<20, func(body io.Reader) error {
+				_, err := st.Put(ctx, object(500), body)
+				return err
+			})
 			rerr := storetest.WaitReady(t, st, false, time.Second)
-			if !errors.Is(rerr, syscall.ENOSPC) {
-				t.Errorf("Ready on a full disk = %v, want ENOSPC named", rerr)
+			if !errors.Is(rerr, vfs.ErrReserve) || !strings.Contains(rerr.Error(), syscall.ENOSPC.Error()) {
+				t.Errorf("Ready on a full disk = %v, want ErrReserve naming ENOSPC", rerr)
 			}
 			storetest.NoUIDs(t, "Ready's error", rerr.Error(), objs...)
 			s3.setDown(false)
@@ -281,31 +295,35 @@ func TestFailedLargeWriteLeavesNothing(t *testing.T) {
 	}
 }
 
+// smallDisks are 8 MiB staging file systems: an in-memory disk and a real
+// tmpfs (which needs root). fs returns the file system and directory, and
+// how to give it 64 MiB of room.
+var smallDisks = []struct {
+	name string
+	fs   func(t *testing.T) (vfs.FS, string, func())
+}{
+	{"mem", func(t *testing.T) (vfs.FS, string, func()) {
+		mem := vfstest.NewMem()
+		mem.SetCapacity(8 << 20)
+		return mem, "/st", func() { mem.SetCapacity(64 << 20) }
+	}},
+	{"tmpfs", func(t *testing.T) (vfs.FS, string, func()) {
+		dir := testenv.MountTmpfs(t, 8<<20)
+		return vfs.OS(), dir, func() { testenv.ResizeTmpfs(t, dir, 64<<20) }
+	}},
+}
+
 // TestReadinessStableWhileTooLarge: an object larger than the free space,
 // sent again and again (a PACS retrying its A700), keeps readiness off
 // until the space it needs is free; neither its failed attempt's space
-// coming back nor a small object that still fits turns readiness on.
+// coming back nor its retries or a small object, refused before they
+// write (TestPutRefusedDuringShortage), turn readiness on.
 // Readiness came back within a second of each failure (the reserve and
 // a record's worth were free once the partial file was removed) and went
 // off at the next attempt: the load balancer added and removed the task
 // about once a second. On a real 8 MiB tmpfs and an in-memory disk.
 func TestReadinessStableWhileTooLarge(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		// fs returns the file system and directory, and how to give it
-		// 64 MiB of room.
-		fs func(t *testing.T) (vfs.FS, string, func())
-	}{
-		{"mem", func(t *testing.T) (vfs.FS, string, func()) {
-			mem := vfstest.NewMem()
-			mem.SetCapacity(8 << 20)
-			return mem, "/st", func() { mem.SetCapacity(64 << 20) }
-		}},
-		{"tmpfs", func(t *testing.T) (vfs.FS, string, func()) {
-			dir := testenv.MountTmpfs(t, 8<<20)
-			return vfs.OS(), dir, func() { testenv.ResizeTmpfs(t, dir, 64<<20) }
-		}},
-	} {
+	for _, tc := range smallDisks {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			fsys, dir, grow := tc.fs(t)
@@ -319,13 +337,13 @@ func TestReadinessStableWhileTooLarge(t *testing.T) {
 			}
 			readyAt := storetest.ReadyDuring(st, 3*readyTTL, func(i int) {
 				if i%5 == 4 { // the sender tries again
-					if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !vfs.NoSpace(err) {
-						t.Fatalf("Put again = %v, want no space", err)
+					if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); !errors.Is(err, vfs.ErrReserve) {
+						t.Fatalf("Put again = %v, want ErrReserve", err)
 					}
 				}
-				if i%5 == 2 { // a small object still fits
-					if _, err := st.Put(ctx, object(2+i), bytes.NewReader(data(2, 1000))); err != nil {
-						t.Fatalf("small Put: %v", err)
+				if i%5 == 2 { // a small object that would fit
+					if _, err := st.Put(ctx, object(2+i), bytes.NewReader(data(2, 1000))); !errors.Is(err, vfs.ErrReserve) {
+						t.Fatalf("small Put = %v, want ErrReserve", err)
 					}
 				}
 			})
@@ -337,6 +355,77 @@ func TestReadinessStableWhileTooLarge(t *testing.T) {
 			if _, err := st.Put(ctx, object(1), bytes.NewReader(tooLarge)); err != nil {
 				t.Errorf("Put once there is room: %v", err)
 			}
+			drain(t, st)
+		})
+	}
+}
+
+// TestPutRefusedDuringShortage: once a staging write found no space, Put
+// refuses every object (a small one, a journal record's; a large one,
+// with a file of its own; the one that did not fit) before it reads a
+// byte: no file under large/, no journal record, nothing queued for
+// upload, the free space unchanged, and the reserve's error (ErrReserve,
+// with ErrUnavailable: A700 on the wire), not counted as a write that
+// found no space. Once the space the failed write needed is free, the
+// next Put's own check ends the shortage and stages, without waiting for
+// Ready. (Where the free space is not measured a Put tries: TestOutOfSpace's
+// quota.) A sender retrying on an association already open wrote each
+// attempt until the file system was full, and failed only then. On an
+// in-memory disk and a real 8 MiB tmpfs.
+func TestPutRefusedDuringShortage(t *testing.T) {
+	for _, tc := range smallDisks {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			fsys, dir, grow := tc.fs(t)
+			var logs testenv.LogBuffer
+			st := newStore(t, Options{Dir: dir, FS: fsys, Uploader: newFakeS3(), SegmentSize: 2 << 20,
+				Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if _, err := st.Put(ctx, object(1), bytes.NewReader(data(1, 10<<20))); !vfs.NoSpace(err) {
+				t.Fatalf("Put of an object larger than the free space = %v, want no space", err)
+			}
+			// what the store holds: its large files, journal records, queue.
+			held := func() string {
+				t.Helper()
+				large, err := fsys.ReadDir(filepath.Join(st.ownDir, largeDir))
+				if err != nil {
+					t.Fatal(err)
+				}
+				free, err := fsys.FreeBytes(dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return fmt.Sprintf("%d large files, %d journal records, %d queued, %d bytes free",
+					len(large), st.own.Stats().Appends, st.q.objects(), free)
+			}
+			before := held()
+			for i, size := range []int64{1000, 2 << 20, 10 << 20} {
+				obj := object(2 + i)
+				if size == 10<<20 {
+					obj = object(1)
+				}
+				storetest.RefusedUnread(t, fmt.Sprintf("Put of %d bytes", size), size, func(body io.Reader) error {
+					_, err := st.Put(ctx, obj, body)
+					if err != nil {
+						storetest.NoUIDs(t, "Put's error", err.Error(), obj)
+					}
+					return err
+				})
+			}
+			if after := held(); after != before {
+				t.Errorf("the refused Puts changed what the store holds: %s, before %s", after, before)
+			}
+			if n := testutil.ToFloat64(st.m.noSpace); n != 1 {
+				t.Errorf("no_space_total = %v, want 1: a refusal is no write that found no space", n)
+			}
+
+			grow()
+			if _, err := st.Put(ctx, object(5), bytes.NewReader(data(5, 1000))); err != nil {
+				t.Fatalf("Put once space is back: %v", err)
+			}
+			if !strings.Contains(logs.String(), "space is back on the staging file system: ready again") {
+				t.Errorf("the store's log does not say space is back:\n%s", logs.String())
+			}
+			storetest.WaitReady(t, st, true, 2*readyTTL)
 			drain(t, st)
 		})
 	}

@@ -96,9 +96,11 @@ type Options struct {
 	// system (the file store's rule, vfs.Reserve): below it Ready fails
 	// (new associations refused, 02 03 01), checked at most once a
 	// second with Ready's look at the staging directory. 0 keeps none.
-	// Put is not checked (a statfs is a round trip on EFS): a write that
-	// finds no space fails (C-STORE A700) and turns Ready off until the
-	// reserve and what that write needed are free (see Ready).
+	// Put does not check it (a statfs is a round trip on EFS) but
+	// during a shortage: a write that finds no space fails (C-STORE
+	// A700) and turns Ready off until the reserve and what that write
+	// needed are free (see Ready); meanwhile Put checks, and refuses
+	// objects before writing a byte (A700 too).
 	MinFreeBytes int64
 	// MaxBacklogAge turns Ready off while the oldest object not yet
 	// uploaded is older (S3 unreachable for that long): default 15 min.
@@ -310,7 +312,9 @@ func (s *Store) Operations(op vfs.Op) int64 { return s.fs.Count(op) }
 // Put stages part10 under objectstore.Key(obj) and returns once it is
 // durable in the staging directory; the upload follows. It fails with
 // objectstore.ErrUnavailable while the backlog is over its bound or the
-// staging directory fails (out of space included).
+// staging directory fails (out of space included), and, after a write
+// found no space, before writing a byte, until the reserve and what that
+// write needed are free (vfs.ErrReserve; see Ready).
 func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reader) (_ objectstore.Stored, err error) {
 	need := int64(recordSpace) // and a large object's size
 	defer func() { s.noteSpace(err, need) }()
@@ -320,6 +324,14 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	}
 	if err := s.admit(); err != nil {
 		return objectstore.Stored{}, err
+	}
+	// Only during a shortage, as the statfs is an EFS round trip: an
+	// object written anyway failed only once it had filled the file
+	// system.
+	if s.noSpace.On() {
+		if err := s.noSpace.Admit(s.reserve(), s.log, spaceLog); err != nil {
+			return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w: %w", objectstore.ErrUnavailable, err)
+		}
 	}
 	bufp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bufp)
@@ -474,12 +486,14 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 const readyTTL = time.Second
 
 // Ready fails (objectstore.ErrUnavailable) while the backlog is over its
-// bound in bytes or age, the staging directory cannot be reached, its
-// file system has less free space than MinFreeBytes (vfs.ErrReserve), or
-// a staging write failed for lack of space (ENOSPC, EDQUOT) and the
-// reserve and what that write needed (a record, and a large object's
-// bytes written when it failed) are not free again (vfs.Shortage: where
-// the free space is not measured, until a later write succeeds).
+// bound in bytes or age, the staging directory cannot be reached, or Put
+// would refuse an object for lack of space (vfs.Shortage.Ready, Put's
+// rule): while the file system has less free space than MinFreeBytes
+// (vfs.ErrReserve), or after a staging write failed for lack of space
+// (ENOSPC, EDQUOT) until the reserve and what that write needed (a
+// record, and a large object's bytes written when it failed) are free
+// again (where the free space is not measured, until a later write
+// succeeds).
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("stagedstore: ready: %w", err)
@@ -496,8 +510,8 @@ func (s *Store) Ready(ctx context.Context) error {
 		s.readyErr, s.readyAt = nil, now
 		if _, err := s.fs.Stat(s.ownDir); err != nil {
 			s.readyErr = fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
-		} else {
-			s.readyErr = s.space()
+		} else if err := s.noSpace.Ready(s.reserve(), s.log, spaceLog); err != nil {
+			s.readyErr = fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
 		}
 	}
 	return s.readyErr
@@ -507,30 +521,8 @@ func (s *Store) Ready(ctx context.Context) error {
 // and the largest payload.
 const recordSpace = journal.BlockSize + recordBytes
 
-// space checks the staging file system's free space against the reserve
-// (vfs.Reserve, the file store's rule) and, after a write failed for lack
-// of space, whether the space it needed is back (vfs.Shortage). The
-// caller holds readyMu.
-func (s *Store) space() error {
-	reserve := s.reserve()
-	back, free, err := s.noSpace.Check(reserve)
-	if err != nil {
-		return fmt.Errorf("stagedstore: ready: %w: %w", objectstore.ErrUnavailable, err)
-	}
-	if back {
-		s.log.Info("space is back on the staging file system: ready again", "free_bytes", free)
-	}
-	free, below, err := reserve.Below(0)
-	if err != nil {
-		return fmt.Errorf("stagedstore: ready: statfs: %w: %w", objectstore.ErrUnavailable, err)
-	}
-	if below {
-		return fmt.Errorf("stagedstore: ready: %w: %w: %d bytes free on the staging file system, the store keeps %d (--min-free-bytes)",
-			objectstore.ErrUnavailable, vfs.ErrReserve, free, reserve.Bytes)
-	}
-	return nil
-}
-
+// reserve is the staging file system's reserve (MinFreeBytes): the file
+// store's rule, vfs.Reserve.
 func (s *Store) reserve() vfs.Reserve {
 	return vfs.Reserve{Bytes: uint64(max(s.o.MinFreeBytes, 0)), Free: func() (uint64, error) { return s.fs.FreeBytes(s.ownDir) }}
 }
@@ -549,10 +541,15 @@ func (s *Store) noteSpace(err error, need int64) {
 		s.readyAt = time.Time{} // look again at the next Ready
 		s.readyMu.Unlock()
 	}
-	turn.Log(s.log, vfs.ShortageLog{
-		OutOfSpace: "the staging file system is out of space: readiness off (associations refused) until space is back",
-		SpaceBack:  "a staging write succeeded after the staging file system ran out of space: ready again",
-	}, need)
+	turn.Log(s.log, spaceLog, need)
+}
+
+// spaceLog is what the store logs of the staging file system's shortage
+// (vfs.Shortage).
+var spaceLog = vfs.ShortageLog{
+	OutOfSpace: "the staging file system is out of space: readiness off (associations refused) until space is back",
+	SpaceBack:  "a staging write succeeded after the staging file system ran out of space: ready again",
+	Checked:    "space is back on the staging file system: ready again",
 }
 
 // Drain waits until everything staged so far (parked records excepted) is

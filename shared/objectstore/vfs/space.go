@@ -86,34 +86,6 @@ func (s *Shortage) Fail(cause error, need uint64) (started bool) {
 // On reports whether a shortage is on, without a lock.
 func (s *Shortage) On() bool { return s.on.Load() }
 
-// Check ends the shortage once r's reserve and the bytes the failed
-// write needed are free (free then is what was measured), and otherwise
-// reports it: the cause, the bytes awaited, the free space measured (0
-// where it is not measured: only a write that succeeds tells, Wrote).
-func (s *Shortage) Check(r Reserve) (ended bool, free uint64, err error) {
-	if !s.on.Load() {
-		return false, 0, nil
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.on.Load() {
-		return false, 0, nil
-	}
-	back := r
-	back.Bytes += s.need
-	free, below, err := back.Below(0)
-	// Not measured: free 0 and not below (back.Bytes > 0).
-	if err != nil {
-		return false, 0, fmt.Errorf("a write failed: %w; statfs: %w", s.cause, err)
-	}
-	if below || free == 0 {
-		return false, free, fmt.Errorf("a write failed: %w; ready once %d bytes are free (%d measured) or, where the free space is not measured, once a write succeeds",
-			s.cause, back.Bytes, free)
-	}
-	s.on.Store(false)
-	return true, free, nil
-}
-
 // A ReserveError is Admit's and Ready's refusal for lack of free space:
 // the free space measured is below the reserve, raised during a shortage
 // by what the write that failed needed. It is (errors.Is) ErrReserve, and
