@@ -4,12 +4,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -18,14 +20,19 @@ import (
 
 // TestObjectLargerThanTheDisk: scp-task on a file store (and in local
 // mode) with --min-free-bytes, sent an object larger than its disk's free
-// space again and again, as a PACS retries its A700. Each attempt is
-// answered A700 (counted as such), its partial file is removed, and the
-// C-STORE failed line and the store's own say why without naming the
-// object; /readyz stays off through the retries, while a small object on
-// the open association is still stored, and comes back once the disk has
-// room for the object, which is then stored. /readyz used to come back
-// once each attempt's partial file was removed and go off at the next:
-// the load balancer added and removed the task with every retry.
+// space on an open association, then again and again on it, as a PACS
+// retries its A700. The first attempt fails for lack of space, its
+// partial file removed; every later C-STORE on the association, the
+// object again or a small one that would fit, is answered A700 without
+// the store writing a byte of it: the disk's free space does not fall
+// while they arrive (each retry was streamed into the disk until it was
+// full, and failed only then). Each is counted as A700, the C-STORE
+// failed line and the store's own say why without naming the object, and
+// the association stays usable. /readyz stays off through the retries and
+// comes back once the disk has room for the object, which is then stored
+// on the same association. /readyz used to come back once each attempt's
+// partial file was removed and go off at the next: the load balancer
+// added and removed the task with every retry.
 func TestObjectLargerThanTheDisk(t *testing.T) {
 	for _, mode := range storeModes {
 		t.Run(mode.name, func(t *testing.T) {
@@ -58,6 +65,9 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 				if err != nil {
 					t.Fatalf("C-STORE: %v", err)
 				}
+				if st.Code == dimse.StatusOutOfResources && st.Comment == "" {
+					t.Errorf("C-STORE answered A700 without a comment")
+				}
 				return st.Code
 			}
 			// tmpLeft lists the store's temporary files, waiting a while
@@ -81,23 +91,30 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 				}
 			}
 
-			attempts := 0
+			if code := store(large); code != dimse.StatusOutOfResources {
+				t.Fatalf("C-STORE of an object larger than the free space: status %04X, want A700", code)
+			}
+			if left := tmpLeft(); len(left) > 0 {
+				t.Errorf("a failed C-STORE left %v in %s", left, filestore.TempDir)
+			}
+			// From here on nothing is written but records: the disk's free
+			// space, looked at every 2 ms, stays where it is.
+			lowest := watchFreeSpace(t, disk)
+			attempts, small := 1, 0
 			var readyAt []time.Duration
 			start := time.Now()
-			for i := 0; time.Since(start) < 4*time.Second; i++ {
+			for i := 1; time.Since(start) < 4*time.Second; i++ {
 				if i%10 == 0 { // the PACS tries again
 					if code := store(large); code != dimse.StatusOutOfResources {
-						t.Fatalf("C-STORE of an object larger than the free space: status %04X, want A700", code)
+						t.Fatalf("C-STORE of an object larger than the free space, again: status %04X, want A700", code)
 					}
 					attempts++
-					if left := tmpLeft(); len(left) > 0 {
-						t.Errorf("a failed C-STORE left %v in %s", left, filestore.TempDir)
-					}
 				}
-				if i%10 == 5 { // a small object still fits
-					if code := store(object(100+i, 4096)); code != 0 {
-						t.Fatalf("C-STORE of a small object: status %04X", code)
+				if i%10 == 5 { // a small object that would fit
+					if code := store(object(100+i, 4096)); code != dimse.StatusOutOfResources {
+						t.Fatalf("C-STORE of a small object on a store short of space: status %04X, want A700", code)
 					}
+					small++
 				}
 				if readyz(t, scp) == 200 && attempts > 0 {
 					readyAt = append(readyAt, time.Since(start).Round(time.Millisecond))
@@ -107,8 +124,14 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 			if len(readyAt) > 0 {
 				t.Errorf("/readyz 200 at %v while the object still did not fit (%d attempts)", readyAt, attempts)
 			}
-			if got := scp.Metric(t, `dicom_ingest_store_failures_total{status="A700"}`); got != float64(attempts) {
-				t.Errorf("A700 failures counted %v, want %d", got, attempts)
+			if before, low := lowest(); before-low > 1<<20 {
+				t.Errorf("the disk's free space fell from %d to %d bytes while C-STOREs were refused: the store wrote them", before, low)
+			}
+			if left := tmpLeft(); len(left) > 0 {
+				t.Errorf("the refused C-STOREs left %v in %s", left, filestore.TempDir)
+			}
+			if got := scp.Metric(t, `dicom_ingest_store_failures_total{status="A700"}`); got != float64(attempts+small) {
+				t.Errorf("A700 failures counted %v, want %d", got, attempts+small)
 			}
 
 			testenv.ResizeTmpfs(t, disk, 256<<20)
@@ -128,13 +151,49 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 
 			logs := scp.Logs()
 			for _, want := range []string{`"msg":"dicomnet: C-STORE failed"`, `"status":"0xA700"`, "no space left on device",
-				`"msg":"the store's disk is out of space`, `"msg":"space is back on the store's disk: ready again"`} {
+				`"msg":"the store's disk is out of space`, "free space below the reserve",
+				`"msg":"space is back on the store's disk: ready again"`} {
 				if !strings.Contains(logs, want) {
 					t.Errorf("the log does not say %s", want)
 				}
 			}
 			lines := ids.Check(t, "scp-task on a disk too small for an object", logs)
-			t.Logf("%d attempts; %d log lines checked for %d identifiers", attempts, lines, ids.Len())
+			t.Logf("%d attempts, %d small objects refused; %d log lines checked for %d identifiers", attempts, small, lines, ids.Len())
 		})
 	}
+}
+
+// watchFreeSpace looks at the free space of the file system holding dir
+// every 2 ms until the test ends or the returned function is called,
+// which reports the free space when it started and the lowest it saw.
+func watchFreeSpace(t *testing.T, dir string) (lowest func() (start, low uint64)) {
+	t.Helper()
+	freeBytes := func() uint64 {
+		n, err := vfs.OS().FreeBytes(dir)
+		if err != nil {
+			t.Error(err)
+		}
+		return n
+	}
+	first := freeBytes()
+	low := first
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				low = min(low, freeBytes())
+			}
+		}
+	}()
+	var once sync.Once
+	lowest = func() (uint64, uint64) {
+		once.Do(func() { close(stop); <-done })
+		return first, low
+	}
+	t.Cleanup(func() { lowest() })
+	return lowest
 }
