@@ -424,6 +424,18 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	// Stage only what the image build reads, so the asset hash (and the
 	// image) changes only when scp-task or shared code does.
 	exclude := *jsii.Strings("*", "!go.mod", "!go.sum", "!shared", "!scp-task")
+	// Neither container keeps a Linux capability: scp-task listens on
+	// ports above 1023 and touches only files its user owns, the agent
+	// (root, see below) only files root owns. Fargate refuses privileged
+	// and dockerSecurityOptions (no-new-privileges), so an empty bounding
+	// set is what stops a process gaining privileges (a setuid binary
+	// keeps none). Each container gets its own: a LinuxParameters renders
+	// into the one container that names it.
+	noCapabilities := func(id string) awsecs.LinuxParameters {
+		lp := awsecs.NewLinuxParameters(self, jsii.String(id), &awsecs.LinuxParametersProps{})
+		lp.DropCapabilities(awsecs.Capability_ALL)
+		return lp
+	}
 	scp := taskDef.AddContainer(jsii.String("scp"), &awsecs.ContainerDefinitionOptions{
 		// Staged at synth, built by `cdk deploy` (no Docker at synth).
 		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.ScpContextDir), &awsecs.AssetImageProps{
@@ -432,8 +444,13 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 			Exclude:    &exclude,
 			IgnoreMode: awscdk.IgnoreMode_DOCKER,
 		}),
-		Essential:   jsii.Bool(true),
-		Environment: &out.Environment,
+		Essential: jsii.Bool(true),
+		// The image's own user (distroless nonroot), named here too so the
+		// task definition says it (and a rebuilt image cannot silently run
+		// as root); the staging access point writes as the same user.
+		User:            jsii.String(fmt.Sprintf("%d:%d", stagingUID, stagingUID)),
+		LinuxParameters: noCapabilities("ScpLinuxParameters"),
+		Environment:     &out.Environment,
 		// ECS reads the secrets with the execution role when the task
 		// starts; the task's own role gets no access to them.
 		Secrets:                &out.Secrets,
@@ -455,17 +472,40 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	// association autoscaling and the reject/failure alarms use. Its image
 	// is mirrored into the CDK asset repository at deploy time because the
 	// isolated subnets cannot reach public registries.
+	//
+	// It runs as root with a writable root file system, because the
+	// official image cannot do otherwise with this configuration: it is
+	// built FROM scratch (no /etc/passwd, no shell), and its entry point,
+	// start-amazon-cloudwatch-agent, runs config-translator, which writes
+	// amazon-cloudwatch-agent.toml, .yaml, env-config.json and the
+	// Prometheus configuration taken from PROMETHEUS_CONFIG_CONTENT into
+	// /opt/aws/amazon-cloudwatch-agent/etc/, then execs the agent, which
+	// writes its pid file into /opt/aws/amazon-cloudwatch-agent/var/; both
+	// directories are root's, mode 0755, in the image (the RPM's files,
+	// copied by the image's Dockerfile, localal2). Another user fails at
+	// the first write ("permission denied"), and a read-only root file
+	// system fails everyone (aws/amazon-cloudwatch-agent#276, open). What
+	// limits it instead: no Linux capability (so root cannot write what it
+	// does not own, nor gain anything), not essential (its failure never
+	// stops the SCP), no port published, the task role's only grant for it
+	// is writing the metrics log group, and it shares the task's network
+	// namespace with nothing but scp-task. Making it non-root needs an
+	// image of our own with those directories owned by that user (and, for
+	// a read-only root, declared as volumes with bind mounts over them):
+	// see docs/operations/deploy.md (What runs where).
 	agentConfig, promConfig := agentConfigs(c.Name, *metricsLogGroup.LogGroupName(), c.Dicom.TLS != nil)
 	taskDef.AddContainer(jsii.String("metrics-agent"), &awsecs.ContainerDefinitionOptions{
 		Image: awsecs.ContainerImage_FromAsset(jsii.String(props.AgentContextDir), &awsecs.AssetImageProps{
 			Platform: awsecrassets.Platform_LINUX_ARM64(),
 		}),
-		Essential:      jsii.Bool(false),
-		Cpu:            jsii.Number(64),
-		MemoryLimitMiB: jsii.Number(256),
-		Environment:    &map[string]*string{"CW_CONFIG_CONTENT": jsii.String(agentConfig), "PROMETHEUS_CONFIG_CONTENT": jsii.String(promConfig)},
-		Logging:        awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{LogGroup: logGroup, StreamPrefix: jsii.String("metrics-agent")}),
-		StopTimeout:    awscdk.Duration_Seconds(jsii.Number(10)),
+		Essential:              jsii.Bool(false),
+		ReadonlyRootFilesystem: jsii.Bool(false),
+		LinuxParameters:        noCapabilities("AgentLinuxParameters"),
+		Cpu:                    jsii.Number(64),
+		MemoryLimitMiB:         jsii.Number(256),
+		Environment:            &map[string]*string{"CW_CONFIG_CONTENT": jsii.String(agentConfig), "PROMETHEUS_CONFIG_CONTENT": jsii.String(promConfig)},
+		Logging:                awsecs.LogDriver_AwsLogs(&awsecs.AwsLogDriverProps{LogGroup: logGroup, StreamPrefix: jsii.String("metrics-agent")}),
+		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(10)),
 	})
 	metricsLogGroup.GrantWrite(taskRole)
 	grantSecretKey(taskDef.ObtainExecutionRole(), c.Dicom.TLS, c.Region)
