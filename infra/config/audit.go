@@ -34,6 +34,10 @@ type AuditSyslog struct {
 	// certificate and its private key (PEM, in one SecretString), for a
 	// collector that asks for mutual TLS.
 	ClientCertificateSecretArn string `json:"clientCertificateSecretArn,omitempty"`
+	// SecretKmsKeyArn is the KMS key the secrets are encrypted with, when
+	// it is a customer-managed key (the function must be allowed to
+	// decrypt with it, through Secrets Manager only).
+	SecretKmsKeyArn string `json:"secretKmsKeyArn,omitempty"`
 }
 
 var (
@@ -92,6 +96,11 @@ func (c *Config) validateAudit(p *problems, vpc netip.Prefix, vpcOK bool) {
 	}
 	if s.ClientCertificateSecretArn != "" && !secretArnRE.MatchString(s.ClientCertificateSecretArn) {
 		p.addf(f+".clientCertificateSecretArn", "%q is not a Secrets Manager secret ARN", s.ClientCertificateSecretArn)
+	}
+	if s.SecretKmsKeyArn != "" {
+		if m := kmsKeyArnRE.FindStringSubmatch(s.SecretKmsKeyArn); m == nil || m[1] != c.Region {
+			p.addf(f+".secretKmsKeyArn", "%q is not a KMS key ARN in %s", s.SecretKmsKeyArn, c.Region)
+		}
 	}
 }
 

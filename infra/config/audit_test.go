@@ -37,6 +37,13 @@ func TestAuditSyslog(t *testing.T) {
 				`audit.syslog.caSecretArn: "arn:aws:acm:x" is not a Secrets Manager secret ARN`,
 				`audit.syslog.clientCertificateSecretArn: "secret" is not a Secrets Manager secret ARN`,
 			}, nil},
+		{"customer-managed key of the secrets", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn,
+			SecretKmsKeyArn: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, nil, nil},
+		{"key in another region", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn,
+			SecretKmsKeyArn: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"},
+			[]string{`audit.syslog.secretKmsKeyArn: "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" is not a KMS key ARN in eu-west-1`}, nil},
+		{"key alias", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn, SecretKmsKeyArn: "alias/siem"},
+			[]string{`audit.syslog.secretKmsKeyArn: "alias/siem" is not a KMS key ARN in eu-west-1`}, nil},
 		{"ipv6 host", &AuditSyslog{Host: "2001:db8::1", Address: "192.168.1.20", CaSecretArn: caArn}, []string{"audit.syslog.host: 2001:db8::1 is not IPv4"}, nil},
 		{"no host", &AuditSyslog{CaSecretArn: caArn}, []string{"audit.syslog.host: the collector's DNS name or IPv4 address is required"}, nil},
 	}

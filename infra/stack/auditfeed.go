@@ -88,6 +88,10 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	if s.ClientCertificateSecretArn != "" {
 		awssecretsmanager.Secret_FromSecretCompleteArn(self, jsii.String("ClientCertificateSecret"), jsii.String(s.ClientCertificateSecretArn)).GrantRead(fn, nil)
 	}
+	// Secrets under a customer-managed key need its decrypt too; granted
+	// here rather than by hand on the role, where the next deployment
+	// would not know of it.
+	grantSecretKey(fn.Role(), "AuditFeedSecretsKeyViaSecretsManager", s.SecretKmsKeyArn, c.Region)
 	out.Function = fn
 
 	out.Dlq = newDlq("AuditFeedDlq")

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 )
 
@@ -148,4 +150,55 @@ func TestAuditFeed(t *testing.T) {
 			})
 		})
 	})
+}
+
+// TestAuditFeedSecrets: the audit feed's role reads exactly its secrets
+// and, when they are under a customer-managed key (secretKmsKeyArn), may
+// decrypt with that key through Secrets Manager only; under
+// aws/secretsmanager it gets no KMS statement for them at all.
+func TestAuditFeedSecrets(t *testing.T) {
+	const (
+		keyArn    = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+		clientArn = "arn:aws:secretsmanager:eu-west-1:222222222222:secret:dicom-ingest/siem-client-Zz9Yy8"
+	)
+	for _, tc := range []struct {
+		name      string
+		mk        func() (*config.Config, error)
+		secrets   []string // besides the CA's
+		keyGrants []string
+	}{
+		{name: "prod", mk: example("prod")},
+		{name: "cmk", mk: variant("prod", "feedcmk", func(c *config.Config) {
+			c.Audit.Syslog.ClientCertificateSecretArn = clientArn
+			c.Audit.Syslog.SecretKmsKeyArn = keyArn
+		}), secrets: []string{clientArn},
+			keyGrants: []string{`kms:Decrypt ` + keyArn + ` {"StringEquals":{"kms:ViaService":"secretsmanager.eu-west-1.amazonaws.com"}}`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := synthEnv(t, "feed-"+tc.name, tc.mk)
+			role := refID(props(s.res[s.stack.logicalID(s.stack.Pipeline.AuditFeed.Function)])["Role"])
+			var secrets, keyGrants []string
+			for _, st := range s.roleStatements(role) {
+				for _, a := range asStrings(st["Action"]) {
+					switch {
+					case a == "secretsmanager:GetSecretValue":
+						secrets = append(secrets, asStrings(st["Resource"])...)
+					case strings.HasPrefix(a, "kms:") && strings.Contains(js(st["Condition"]), "secretsmanager."):
+						for _, r := range asStrings(st["Resource"]) {
+							keyGrants = append(keyGrants, a+" "+r+" "+js(st["Condition"]))
+						}
+					}
+				}
+			}
+			want := append([]string{s.cfg.Audit.Syslog.CaSecretArn}, tc.secrets...)
+			slices.Sort(want)
+			slices.Sort(secrets)
+			if d := cmp.Diff(want, secrets); d != "" {
+				t.Errorf("secrets read (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.keyGrants, keyGrants); d != "" {
+				t.Errorf("key grants through Secrets Manager (-want +got):\n%s", d)
+			}
+		})
+	}
 }

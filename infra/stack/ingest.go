@@ -508,7 +508,9 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(10)),
 	})
 	metricsLogGroup.GrantWrite(taskRole)
-	grantSecretKey(taskDef.ObtainExecutionRole(), c.Dicom.TLS, c.Region)
+	if t := c.Dicom.TLS; t != nil {
+		grantSecretKey(taskDef.ObtainExecutionRole(), "DicomTlsSecretKeyViaSecretsManager", t.SecretKmsKeyArn, c.Region)
+	}
 	out.TaskDefinition = taskDef
 
 	cluster := awsecs.NewCluster(self, jsii.String("Cluster"), &awsecs.ClusterProps{
@@ -588,17 +590,19 @@ func tlsSecret(scope constructs.Construct, t *config.DicomTLS) awssecretsmanager
 		&awssecretsmanager.SecretAttributes{SecretCompleteArn: jsii.String(t.ServerCertificateSecretArn)})
 }
 
-// grantSecretKey lets role decrypt with the secret's customer-managed key,
-// through Secrets Manager only. CDK's grant on an imported key would go to
-// the key's policy, which a stack cannot change, and be dropped.
-func grantSecretKey(role awsiam.IRole, t *config.DicomTLS, region string) {
-	if t == nil || t.SecretKmsKeyArn == "" {
+// grantSecretKey lets role decrypt with keyArn, a secret's
+// customer-managed key (none: the secret is under aws/secretsmanager, whose
+// policy already lets the account decrypt through Secrets Manager), through
+// Secrets Manager only. CDK's grant on an imported key would go to the
+// key's policy, which a stack cannot change, and be dropped.
+func grantSecretKey(role awsiam.IRole, sid, keyArn, region string) {
+	if keyArn == "" {
 		return
 	}
 	role.AddToPrincipalPolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("DicomTlsSecretKeyViaSecretsManager"),
+		Sid:        jsii.String(sid),
 		Actions:    jsii.Strings("kms:Decrypt"),
-		Resources:  jsii.Strings(t.SecretKmsKeyArn),
+		Resources:  jsii.Strings(keyArn),
 		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": "secretsmanager." + region + ".amazonaws.com"}},
 	}))
 }
