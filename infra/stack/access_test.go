@@ -220,3 +220,58 @@ func TestBackupVaultLock(t *testing.T) {
 		t.Errorf("vault key %s, want the backup key", js(v["EncryptionKeyArn"]))
 	}
 }
+
+// TestKeyPolicyServiceStatements: the key policy lets CloudWatch Logs and
+// CloudWatch alarms use the key only as they need it: Logs for this
+// account's log groups in this Region (the encryption context), with each
+// action named where one is meant; alarms only for this account's alarms
+// (aws:SourceAccount, aws:SourceArn) publishing to this account's topics
+// (the SNS encryption context). Neither statement names the account or
+// Region by a literal: both come from the deployment, as every other
+// statement's do.
+func TestKeyPolicyServiceStatements(t *testing.T) {
+	regional := func(service, resource string) string {
+		return `{"Fn::Join":["",["arn:",{"Ref":"AWS::Partition"},":` + service + `:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":` + resource + `"]]}`
+	}
+	cases := []struct {
+		sid, principal string
+		actions        []string
+		condition      string
+	}{
+		{sid: "CloudWatchLogs", principal: "logs.%s.amazonaws.com",
+			actions:   []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"},
+			condition: `{"ArnLike":{"kms:EncryptionContext:aws:logs:arn":` + regional("logs", "log-group:*") + `}}`},
+		{sid: "CloudWatchAlarms", principal: "cloudwatch.amazonaws.com",
+			actions: []string{"kms:Decrypt", "kms:GenerateDataKey*"},
+			condition: `{"ArnLike":{"aws:SourceArn":` + regional("cloudwatch", "alarm:*") + `},` +
+				`"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}},` +
+				`"StringLike":{"kms:EncryptionContext:aws:sns:topicArn":` + regional("sns", "*") + `}}`},
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for _, tc := range cases {
+			t.Run(tc.sid, func(t *testing.T) {
+				var st map[string]any
+				for _, x := range props(s.res[s.stack.logicalID(s.stack.Storage.Key)])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+					if m := x.(map[string]any); m["Sid"] == tc.sid {
+						st = m
+					}
+				}
+				if st == nil {
+					t.Fatalf("no statement %s in the key policy", tc.sid)
+				}
+				if got, want := js(st["Principal"]), `{"Service":"`+strings.ReplaceAll(tc.principal, "%s", s.cfg.Region)+`"}`; got != want {
+					t.Errorf("principal %s, want %s", got, want)
+				}
+				if d := cmp.Diff(tc.actions, slices.Sorted(slices.Values(asStrings(st["Action"])))); d != "" {
+					t.Errorf("actions (-want +got):\n%s", d)
+				}
+				if got := js(st["Condition"]); got != tc.condition {
+					t.Errorf("condition\n got %s\nwant %s", got, tc.condition)
+				}
+				if strings.Contains(js(st), s.cfg.Account) {
+					t.Errorf("statement names the account %s literally: %s", s.cfg.Account, js(st))
+				}
+			})
+		}
+	})
+}

@@ -60,7 +60,6 @@ type Storage struct {
 func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Storage {
 	c := props.Config
 	self := constructs.NewConstruct(scope, jsii.String(id))
-	stack := awscdk.Stack_Of(self)
 
 	key := awskms.NewKey(self, jsii.String("Key"), &awskms.KeyProps{
 		Description:       jsii.String("dicom-ingest " + c.Name + ": DICOM objects, audit trail, index, logs"),
@@ -69,25 +68,34 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 		RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
 	})
 	// CloudWatch Logs encrypts log groups with the key only when the key
-	// policy lets the regional logs service use it for this account's groups.
+	// policy lets the regional logs service use it for this account's
+	// groups (the encryption context names the group). The actions are
+	// those CloudWatch Logs documents ("Encrypt log data in CloudWatch Logs
+	// using AWS KMS"), each by its own name where its wildcard stood for
+	// one action; ReEncrypt* (From, To) and GenerateDataKey* as documented.
 	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:        jsii.String("CloudWatchLogs"),
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("logs."+c.Region+".amazonaws.com"), nil)},
-		Actions:    jsii.Strings("kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"),
+		Actions:    jsii.Strings("kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:DescribeKey"),
 		Resources:  jsii.Strings("*"),
 		Conditions: &map[string]any{
-			"ArnLike": map[string]any{
-				"kms:EncryptionContext:aws:logs:arn": "arn:" + *stack.Partition() + ":logs:" + c.Region + ":" + c.Account + ":log-group:*",
-			},
+			"ArnLike": map[string]any{"kms:EncryptionContext:aws:logs:arn": regionalArn("logs", "log-group:*")},
 		},
 	}), jsii.Bool(true))
-	// Alarms publish to the encrypted alarm topic.
+	// Alarms publish to the encrypted alarm topic: SNS asks KMS on the
+	// alarm's behalf, for a topic (its ARN in the encryption context) of
+	// this account, as the topic's own policy requires of the alarm
+	// (aws:SourceArn). Not the key for anything else CloudWatch does.
 	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:        jsii.String("CloudWatchAlarms"),
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
 		Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
 		Resources:  jsii.Strings("*"),
-		Conditions: &map[string]any{"StringEquals": map[string]any{"aws:SourceAccount": c.Account}},
+		Conditions: &map[string]any{
+			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+			"ArnLike":      map[string]any{"aws:SourceArn": regionalArn("cloudwatch", "alarm:*")},
+			"StringLike":   map[string]any{"kms:EncryptionContext:aws:sns:topicArn": regionalArn("sns", "*")},
+		},
 	}), jsii.Bool(true))
 
 	logBucket := awss3.NewBucket(self, jsii.String("AccessLogs"), &awss3.BucketProps{
