@@ -144,10 +144,11 @@ func (a *association) serve(parent context.Context) {
 func (a *association) readProxyHeader() bool {
 	h, err := proxyproto.Read(a.raw)
 	if err != nil {
-		if errors.Is(err, io.EOF) {
+		switch {
+		case errors.Is(err, io.EOF):
 			// Connected and closed without a byte: a load balancer's TCP health check.
 			a.log.Debug("dicomnet: connection closed before the PROXY header")
-		} else {
+		case !a.wasShed():
 			a.log.Warn("dicomnet: PROXY protocol header", "err", err)
 		}
 		return false
@@ -178,6 +179,11 @@ func (a *association) handshake() bool {
 	if errors.Is(err, io.EOF) {
 		// Connected and closed without a byte: a TCP health check.
 		a.log.Debug("dicomnet: connection closed before the TLS handshake")
+		return false
+	}
+	if a.wasShed() {
+		// Closed by us to keep the bounds: no failure of the peer's to log, audit or alarm on, once per connection
+		// of a flood.
 		return false
 	}
 	a.log.Warn("dicomnet: TLS handshake failed", "err", err)

@@ -33,7 +33,8 @@ const (
 	EventShed
 	// EventHandshakeFailed: a ServeTLS connection's TLS handshake failed (no or an untrusted client certificate,
 	// an old protocol version, no common cipher suite, plain DICOM on the TLS port); Err says why; Association has
-	// the ID and addresses only; PeerCertificates holds the client certificates it refused, if that was why.
+	// the ID and addresses only; PeerCertificates holds the client certificates it refused, if that was why. A
+	// connection shed during its handshake is an EventShed only.
 	EventHandshakeFailed
 	// EventCommitmentRefused: an N-ACTION (Storage Commitment request) answered with a failure status; Status,
 	// SOPClassUID (the requested class) and Err (why) are set.

@@ -5,12 +5,17 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // shedCounter counts EventShed by error, without ever blocking the server.
@@ -166,4 +171,58 @@ func tlsEcho(t *testing.T, addr string, config *tls.Config) error {
 		return err
 	}
 	return as.Release(ctx)
+}
+
+// TestShedIsNotAHandshakeFailure: a TLS connection shed while its handshake (or the PROXY header before it) waits
+// is reported once, as shed, and logged with the others: not also as a failed handshake (or a bad PROXY header),
+// which the SCP logs per connection, audits as a refused node and alarms on. A flood of half-open TLS connections wrote a warning and an audit record for each
+// one shed.
+func TestShedIsNotAHandshakeFailure(t *testing.T) {
+	p := newTLSPeers(t)
+	tlsCost := dicomnet.PreAssociationConnBytes + dicomnet.PreAssociationTLSBytes
+	proxyHeader := proxyproto.Append(nil, &net.TCPAddr{IP: net.IPv4(198, 51, 100, 7), Port: 40000}, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2762})
+	for _, tc := range []struct {
+		name  string
+		srv   *dicomnet.Server
+		start []byte // what each idle connection sends
+	}{
+		{"over the total", &dicomnet.Server{MaxUnassociated: 2}, partialClientHello()},
+		{"over the memory", &dicomnet.Server{MaxPreAssociationBytes: 2 * tlsCost}, partialClientHello()},
+		{"waiting for the PROXY header", &dicomnet.Server{MaxUnassociated: 2, ProxyProtocol: true}, proxyHeader[:4]},
+		{"handshake after the PROXY header", &dicomnet.Server{MaxUnassociated: 2, ProxyProtocol: true}, append(proxyHeader, partialClientHello()...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			var logs testenv.LogBuffer
+			srv := tc.srv
+			srv.Observer, srv.Logger = rec, slog.New(slog.NewJSONHandler(&logs, nil))
+			ts := startTLSServer(t, srv, p.serverConfig())
+			const conns = 6
+			for i := range conns {
+				dialFrom(t, "127.0.0.2", ts.tlsAddr, tc.start)
+				// One at a time, so that which are shed is the server's choice, not the scheduler's.
+				until(t, "the connection counted", func() bool {
+					rec.mu.Lock()
+					defer rec.mu.Unlock()
+					return srv.UnassociatedConnections()+len(rec.events) >= i+1
+				})
+			}
+			until(t, "the connections over the bound shed", func() bool { return srv.UnassociatedConnections() == 2 })
+			time.Sleep(100 * time.Millisecond) // for any further event of the shed connections' goroutines
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			var kinds []string
+			for _, ev := range rec.events {
+				kinds = append(kinds, ev.Type.String())
+			}
+			want := slices.Repeat([]string{dicomnet.EventShed.String()}, conns-2)
+			if !slices.Equal(kinds, want) {
+				t.Errorf("events %v, want %v", kinds, want)
+			}
+			// The shedding is logged once, at most every 10 s, not per connection.
+			if n := strings.Count(logs.String(), `"level":"WARN"`); n != 1 {
+				t.Errorf("%d warnings, want the one line about the shedding:\n%s", n, logs.String())
+			}
+		})
+	}
 }

@@ -137,6 +137,15 @@ func (s *Server) leaveUnassociated(a *association) {
 	s.leaveUnassociatedLocked(a)
 }
 
+// wasShed reports whether a, which has not associated, was shed: taken off the list and its connection closed by
+// the server. What its goroutine then reads is that close, already reported (EventShed, the shedding's log line),
+// and not something the peer did.
+func (a *association) wasShed() bool {
+	a.srv.mu.Lock()
+	defer a.srv.mu.Unlock()
+	return a.unassoc.elem == nil
+}
+
 func (s *Server) leaveUnassociatedLocked(a *association) {
 	if a.unassoc.elem == nil {
 		return
