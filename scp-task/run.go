@@ -96,6 +96,12 @@ func listenAll(cfg config.Config) (listeners, error) {
 		l.close()
 		return listeners{}, errors.Join(errs...)
 	}
+	// The HTTP servers take their connections from the descriptors the
+	// associations need: unbounded, idle ones took them all.
+	l.health = descriptors.Limit(l.health, descriptors.HealthConnections)
+	if l.portal != nil {
+		l.portal = descriptors.Limit(l.portal, descriptors.PortalConnections)
+	}
 	return l, nil
 }
 
@@ -242,6 +248,9 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	dicomLn, tlsLn, healthLn := lns.dicom, lns.tls, lns.health
 	var draining atomic.Bool
 	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
+	// A load balancer's check and a scrape each open their own connection;
+	// an idle kept-alive one would hold one of the few slots for ever.
+	health.SetKeepAlivesEnabled(false)
 	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
 	audit.Started(srv.InstanceID(), cfg.AETitle)

@@ -1,6 +1,11 @@
 package descriptors
 
-import "testing"
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+)
 
 func TestPlan(t *testing.T) {
 	tests := []struct {
@@ -30,5 +35,80 @@ func TestRaise(t *testing.T) {
 	}
 	if soft == 0 {
 		t.Fatal("soft limit 0")
+	}
+}
+
+// TestHTTPShares: the HTTP servers' connections fit in the reserve, with room for what else it is for.
+func TestHTTPShares(t *testing.T) {
+	if n := HealthConnections + PortalConnections; n > reserved/2 {
+		t.Errorf("the HTTP servers may hold %d connections, more than half of the %d reserved", n, reserved)
+	}
+}
+
+// TestLimit: past n connections Accept waits, a closed connection lets the next in (once, however often it is
+// closed), and Close ends a waiting Accept.
+func TestLimit(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := Limit(inner, 2)
+	accepted := make(chan net.Conn)
+	acceptErr := make(chan error, 1)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				acceptErr <- err
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for range 4 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	next := func() net.Conn {
+		select {
+		case c := <-accepted:
+			return c
+		case <-time.After(200 * time.Millisecond):
+			return nil
+		}
+	}
+	first, second := next(), next()
+	if first == nil || second == nil {
+		t.Fatal("the first two connections were not accepted")
+	}
+	if c := next(); c != nil {
+		t.Fatal("a third connection accepted while two are open")
+	}
+	first.Close()
+	first.Close()
+	if next() == nil {
+		t.Fatal("no connection accepted once one closed")
+	}
+	if c := next(); c != nil {
+		t.Fatal("a second close gave back a second slot")
+	}
+	second.Close()
+	l.Close()
+	select {
+	case err := <-acceptErr:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case c := <-accepted:
+		// The freed slot may have been taken by the fourth connection before Close: the next Accept fails.
+		c.Close()
+		if err := <-acceptErr; !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept still waiting after Close")
 	}
 }
