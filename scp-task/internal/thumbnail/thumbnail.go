@@ -171,7 +171,8 @@ func (r *Renderer) keep(key string, b []byte, err error) {
 
 // Render decodes the middle frame of the Part 10 object in r (size bytes)
 // and returns it as a PNG whose longer side is at most edge pixels.
-// Anything it cannot render is ErrNoPreview, never a panic.
+// Anything it cannot render is ErrNoPreview, never a panic. It allocates
+// size bytes before reading: the caller bounds size.
 func Render(r io.Reader, size int64, edge int) (png []byte, err error) {
 	defer func() {
 		// The parser reads bytes from outside; a panic in it must cost
@@ -180,10 +181,15 @@ func Render(r io.Reader, size int64, edge int) (png []byte, err error) {
 			png, err = nil, fmt.Errorf("thumbnail: %w: the parser failed: %v", ErrNoPreview, p)
 		}
 	}()
-	obj, err := io.ReadAll(io.LimitReader(r, size))
-	if err != nil {
+	// One buffer of the object's size (the Renderer refuses objects above
+	// its limit before reading): io.ReadAll grew its buffer by copying, to
+	// about twice that in all.
+	obj := make([]byte, max(size, 0))
+	n, err := io.ReadFull(r, obj)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
 		return nil, fmt.Errorf("thumbnail: read: %w", err)
 	}
+	obj = obj[:n] // a shorter object is checked as it is
 	if err := checkStructure(obj); err != nil {
 		return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 	}
