@@ -117,6 +117,10 @@ type Server struct {
 	// Names names objects in logs: request paths and queries hold UIDs,
 	// which the portal shows but its log lines must not (see logname).
 	Names *logname.Namer
+	// WriteStall is how long an answer may wait for the client to take
+	// more of it before its connection is closed; default
+	// DefaultWriteStall. A download goes on as long as the client reads.
+	WriteStall time.Duration
 
 	previews previewCache
 }
@@ -206,10 +210,31 @@ func (s *Server) Handler() http.Handler {
 	return s.guard(mux)
 }
 
-// guard adds the headers every answer carries and refuses Host names a
-// DNS-rebinding page could use to reach a loopback portal.
+// DefaultWriteStall is Server.WriteStall's default.
+const DefaultWriteStall = 30 * time.Second
+
+// guard adds the headers every answer carries, refuses Host names a
+// DNS-rebinding page could use to reach a loopback portal, and keeps a
+// connection only while its client takes part: the portal holds few
+// (descriptors.PortalConnections).
 func (s *Server) guard(next http.Handler) http.Handler {
+	stall := s.WriteStall
+	if stall <= 0 {
+		stall = DefaultWriteStall
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			// No route takes a body (-1 is a chunked one). net/http waits
+			// for a body declared and not yet read before it answers, with
+			// no deadline: one never sent held the connection for ever.
+			// Closing after the answer spares the wait.
+			w.Header().Set("Connection", "close")
+			http.Error(w, "portal: requests carry no body", http.StatusBadRequest)
+			return
+		}
+		sw := stallWriter{ResponseWriter: w, rc: http.NewResponseController(w), stall: stall}
+		_ = sw.rc.SetWriteDeadline(time.Now().Add(stall)) // a test's recorder has no deadline to set
+		w = sw
 		if !s.hostAllowed(r.Host) {
 			http.Error(w, "host not allowed", http.StatusMisdirectedRequest)
 			return
@@ -223,6 +248,24 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// stallWriter moves the connection's write deadline on before each write:
+// an answer of any length goes on while the client takes it, and one the
+// client stops taking ends with its connection after stall (a download
+// nobody read held its connection for ever).
+type stallWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (w stallWriter) Write(b []byte) (int, error) {
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.stall))
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w stallWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (s *Server) hostAllowed(hostport string) bool {
 	host := hostport

@@ -1,0 +1,121 @@
+package portal
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+// zeros is a stored object of n zero bytes whose Close is seen: the object
+// handler has returned.
+type zeros struct {
+	n      int64
+	closed chan struct{}
+}
+
+func (z zeros) Open(context.Context, string) (io.ReadCloser, error) {
+	return readCloser{io.LimitReader(zeroReader{}, z.n), z.closed}, nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+type readCloser struct {
+	io.Reader
+	closed chan struct{}
+}
+
+func (r readCloser) Close() error {
+	close(r.closed)
+	return nil
+}
+
+const objectPath = "/objects/incoming/2026/11/26/1.2.3/1.2.3.1/1.2.3.1.1.dcm"
+
+// TestSlowClients: a connection is held only while its client takes part.
+// The portal holds few connections (descriptors.PortalConnections), and
+// each of these held one for ever: a request declaring a body it never
+// sent (the server waited to discard the body before answering), and a
+// download the client stopped reading (nothing bounded the write). A
+// download read slowly but steadily goes on past the stall.
+func TestSlowClients(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	start := func(t *testing.T, size int64) (addr string, handlerDone chan struct{}) {
+		z := zeros{n: size, closed: make(chan struct{})}
+		srv := httptest.NewServer((&Server{Objects: z, WriteStall: stall, Logger: errorLogger(t)}).Handler())
+		t.Cleanup(srv.Close)
+		return srv.Listener.Addr().String(), z.closed
+	}
+	dial := func(t *testing.T, addr, request string) net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, request); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct{ name, headers string }{
+		{"declared body never sent", "Content-Length: 1000\r\n"},
+		{"chunked body never ended", "Transfer-Encoding: chunked\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := start(t, 10)
+			c := dial(t, addr, "GET "+objectPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n"+tc.headers+"\r\n")
+			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !resp.Close {
+				t.Errorf("answer %s, close %v; want 400 and the connection closed", resp.Status, resp.Close)
+			}
+		})
+	}
+	t.Run("download no longer read", func(t *testing.T) {
+		addr, done := start(t, 256<<20)
+		dial(t, addr, "GET "+objectPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the object handler still writes to a client that stopped reading 10 s ago")
+		}
+	})
+	t.Run("download read slowly", func(t *testing.T) {
+		const size = 32 << 20
+		addr, _ := start(t, size)
+		c := dial(t, addr, "GET "+objectPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		began := time.Now()
+		var got int64
+		for {
+			n, err := io.CopyN(io.Discard, resp.Body, 4<<20)
+			got += n
+			if err != nil {
+				break
+			}
+			time.Sleep(stall / 2)
+		}
+		if got != size || time.Since(began) < 2*stall {
+			t.Errorf("read %d of %d bytes in %v", got, size, time.Since(began))
+		}
+	})
+}
