@@ -30,6 +30,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
@@ -247,7 +248,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	}
 	dicomLn, tlsLn, healthLn := lns.dicom, lns.tls, lns.health
 	var draining atomic.Bool
-	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second}
+	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second, ErrorLog: jsonlog.ServerErrors(log, "health")}
 	// A load balancer's check and a scrape each open their own connection;
 	// an idle kept-alive one would hold one of the few slots for ever.
 	health.SetKeepAlivesEnabled(false)

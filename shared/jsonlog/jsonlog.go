@@ -6,7 +6,9 @@ package jsonlog
 
 import (
 	"io"
+	"log"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -36,4 +38,21 @@ func ParseLevel(name string) slog.Level {
 		return slog.LevelInfo
 	}
 	return l
+}
+
+// ServerErrors returns the logger for an http.Server's ErrorLog: what
+// net/http reports on its own (an accept that failed, a handler's panic
+// with its stack, a malformed request it answered itself) becomes one
+// JSON line each, with the fixed message "http server error", the server's
+// name and net/http's text under err, instead of a plain-text line on
+// standard error that no log query parses.
+func ServerErrors(l *slog.Logger, server string) *log.Logger {
+	return log.New(serverErrors{l.With("server", server)}, "", 0)
+}
+
+type serverErrors struct{ l *slog.Logger }
+
+func (w serverErrors) Write(p []byte) (int, error) {
+	w.l.Warn("http server error", "err", strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
 }

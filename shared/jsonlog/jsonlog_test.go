@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -59,4 +63,50 @@ func TestParseLevel(t *testing.T) {
 			t.Errorf("ParseLevel(%q) = %v, want %v", in, got, want)
 		}
 	}
+}
+
+// TestServerErrors: what net/http logs on its own, here a handler's panic,
+// is one JSON line with the fixed message, not plain text on stderr.
+func TestServerErrors(t *testing.T) {
+	var b syncBuffer
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	srv.Config.ErrorLog = ServerErrors(New(&b, slog.LevelInfo), "portal")
+	srv.Start()
+	defer srv.Close()
+	if resp, err := http.Get(srv.URL); err == nil {
+		resp.Body.Close()
+	}
+	srv.Close() // the panic's line is written before the connection closes
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want one line, got %d: %q", len(lines), b.String())
+	}
+	var got map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil {
+		t.Fatalf("not JSON: %v: %q", err, lines[0])
+	}
+	if got["msg"] != "http server error" || got["server"] != "portal" || got["level"] != "WARN" {
+		t.Errorf("line %v: want msg %q, server portal, level WARN", got, "http server error")
+	}
+	if err, _ := got["err"].(string); !strings.Contains(err, "panic serving") || !strings.Contains(err, "boom") || strings.HasSuffix(err, "\n") {
+		t.Errorf("err %q: want net/http's text of the panic, without its newline", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer for a logger written from a server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -43,6 +43,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -210,7 +211,8 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		Names:       cfg.Names,
 		Commitments: db.CommitmentStore(),
 	}
-	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
+		ErrorLog: jsonlog.ServerErrors(log, "portal")}
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {
 		log.Warn("portal is reachable beyond this machine and shows patient data", "listen", cfg.PortalListen)
 	}
