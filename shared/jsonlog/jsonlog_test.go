@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func TestFormat(t *testing.T) {
@@ -68,7 +69,7 @@ func TestParseLevel(t *testing.T) {
 // TestServerErrors: what net/http logs on its own, here a handler's panic,
 // is one JSON line with the fixed message, not plain text on stderr.
 func TestServerErrors(t *testing.T) {
-	var b syncBuffer
+	var b testenv.LogBuffer
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") }))
 	srv.Config.ErrorLog = ServerErrors(New(&b, slog.LevelInfo), "portal")
 	srv.Start()
@@ -91,22 +92,4 @@ func TestServerErrors(t *testing.T) {
 	if err, _ := got["err"].(string); !strings.Contains(err, "panic serving") || !strings.Contains(err, "boom") || strings.HasSuffix(err, "\n") {
 		t.Errorf("err %q: want net/http's text of the panic, without its newline", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer for a logger written from a server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
