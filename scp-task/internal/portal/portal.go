@@ -398,6 +398,11 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		name := key[strings.LastIndex(key, "/")+1:]
 		w.Header().Set("Content-Disposition", mimeAttachment(name))
 	}
+	if r.Method == http.MethodHead {
+		// net/http drops a HEAD's body: reading the object (up to the
+		// largest stored) for it would be work for nothing.
+		return
+	}
 	if _, err := io.Copy(w, rc); err != nil {
 		s.logger().Debug("portal: stream object", "object", s.Names.Key(key), "err", s.Names.Redact(err, key))
 	}

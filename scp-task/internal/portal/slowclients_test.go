@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -118,4 +119,59 @@ func TestSlowClients(t *testing.T) {
 			t.Errorf("read %d of %d bytes in %v", got, size, time.Since(began))
 		}
 	})
+}
+
+// countingOpener is a stored object whose bytes read are counted.
+type countingOpener struct {
+	n    int64
+	read *atomic.Int64
+}
+
+func (o countingOpener) Open(context.Context, string) (io.ReadCloser, error) {
+	return io.NopCloser(countingReader{io.LimitReader(zeroReader{}, o.n), o.read}), nil
+}
+
+type countingReader struct {
+	r    io.Reader
+	read *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+// TestHeadReadsNoObject: a HEAD of an object answers its headers without
+// reading the object, which a GET streams whole.
+func TestHeadReadsNoObject(t *testing.T) {
+	const size = 64 << 20
+	for _, tc := range []struct {
+		method string
+		want   int64
+	}{{http.MethodHead, 0}, {http.MethodGet, size}} {
+		t.Run(tc.method, func(t *testing.T) {
+			var read atomic.Int64
+			srv := httptest.NewServer((&Server{Objects: countingOpener{size, &read}, Logger: errorLogger(t)}).Handler())
+			defer srv.Close()
+			req, err := http.NewRequest(tc.method, srv.URL+objectPath, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/dicom" {
+				t.Errorf("%s: %s, Content-Type %q; want 200 application/dicom", tc.method, resp.Status, resp.Header.Get("Content-Type"))
+			}
+			if got := read.Load(); got != tc.want {
+				t.Errorf("%s read %d bytes of the object, want %d", tc.method, got, tc.want)
+			}
+		})
+	}
 }
