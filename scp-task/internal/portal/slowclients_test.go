@@ -45,7 +45,8 @@ const objectPath = "/objects/incoming/2026/11/26/1.2.3/1.2.3.1/1.2.3.1.1.dcm"
 // TestSlowClients: a connection is held only while its client takes part.
 // The portal holds few connections (descriptors.PortalConnections), and
 // each of these held one for ever: a request declaring a body it never
-// sent (the server waited to discard the body before answering), and a
+// sent (the server waited to discard the body before answering, and, once
+// it answered and said it would close, still read it before closing), and a
 // download the client stopped reading (nothing bounded the write). A
 // download read slowly but steadily goes on past the stall.
 func TestSlowClients(t *testing.T) {
@@ -77,13 +78,23 @@ func TestSlowClients(t *testing.T) {
 			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 				t.Fatal(err)
 			}
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
 			if err != nil {
 				t.Fatalf("no answer: %v", err)
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				t.Fatal(err)
 			}
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusBadRequest || !resp.Close {
 				t.Errorf("answer %s, close %v; want 400 and the connection closed", resp.Status, resp.Close)
+			}
+			// Closed by the server, not merely said to be: net/http read
+			// the body it never got after answering, and held the
+			// connection for ever.
+			if rest, err := io.ReadAll(br); len(rest) != 0 || err != nil {
+				t.Errorf("after the answer: read %q, %v; want the connection closed by the server (EOF)", rest, err)
 			}
 		})
 	}
