@@ -248,10 +248,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	}
 	dicomLn, tlsLn, healthLn := lns.dicom, lns.tls, lns.health
 	var draining atomic.Bool
-	health := &http.Server{Handler: healthMux(reg, ready, &draining), ReadHeaderTimeout: 5 * time.Second, ErrorLog: jsonlog.ServerErrors(log, "health")}
-	// A load balancer's check and a scrape each open their own connection;
-	// an idle kept-alive one would hold one of the few slots for ever.
-	health.SetKeepAlivesEnabled(false)
+	health := healthServer(healthMux(reg, ready, &draining), log)
 	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
 	audit.Started(srv.InstanceID(), cfg.AETitle)
@@ -404,6 +401,27 @@ func addrOf(a net.Addr) netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// healthServer serves the health port's handler h. Its listener holds
+// few connections (descriptors.HealthConnections), so none may stay with
+// a client that does not take part: a load balancer's check and a scrape
+// each open their own connection (an idle kept-alive one held a slot for
+// ever); a request is read whole within healthReadTimeout (net/http reads
+// a body declared and never sent after answering, with no deadline
+// otherwise); and its answer is written within healthWriteTimeout (a
+// scrape nobody reads held its slot for ever), which /readyz's 3 s leaves
+// room for.
+func healthServer(h http.Handler, log *slog.Logger) *http.Server {
+	s := &http.Server{Handler: h, ReadHeaderTimeout: healthReadTimeout, ReadTimeout: healthReadTimeout,
+		WriteTimeout: healthWriteTimeout, ErrorLog: jsonlog.ServerErrors(log, "health")}
+	s.SetKeepAlivesEnabled(false)
+	return s
+}
+
+const (
+	healthReadTimeout  = 5 * time.Second
+	healthWriteTimeout = 10 * time.Second
+)
 
 func healthMux(reg *prometheus.Registry, ready readiness, draining *atomic.Bool) *http.ServeMux {
 	mux := http.NewServeMux()
