@@ -72,27 +72,30 @@ func TestLimit(t *testing.T) {
 		}
 		defer c.Close()
 	}
-	next := func() net.Conn {
+	// An accept that should come is waited for long enough for a loaded
+	// machine; one that should not, for a while.
+	const come, notCome = 10 * time.Second, 200 * time.Millisecond
+	next := func(wait time.Duration) net.Conn {
 		select {
 		case c := <-accepted:
 			return c
-		case <-time.After(200 * time.Millisecond):
+		case <-time.After(wait):
 			return nil
 		}
 	}
-	first, second := next(), next()
+	first, second := next(come), next(come)
 	if first == nil || second == nil {
 		t.Fatal("the first two connections were not accepted")
 	}
-	if c := next(); c != nil {
+	if c := next(notCome); c != nil {
 		t.Fatal("a third connection accepted while two are open")
 	}
 	first.Close()
 	first.Close()
-	if next() == nil {
+	if next(come) == nil {
 		t.Fatal("no connection accepted once one closed")
 	}
-	if c := next(); c != nil {
+	if c := next(notCome); c != nil {
 		t.Fatal("a second close gave back a second slot")
 	}
 	second.Close()
