@@ -3,6 +3,7 @@ package s3store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
@@ -88,6 +89,8 @@ func (s *Store) GetMarker(ctx context.Context, name string) (objectstore.Marker,
 		// Without both, its age cannot be told on S3's clock, and no
 		// other clock may tell it.
 		return objectstore.Marker{}, fmt.Errorf("s3store: run marker %s: the answer lacks Last-Modified or Date", name)
+	case m.ETag == "":
+		return objectstore.Marker{}, fmt.Errorf("s3store: run marker %s: %w", name, errNoETag)
 	}
 	return m, nil
 }
@@ -120,8 +123,17 @@ func (s *Store) PutMarker(ctx context.Context, name string, body []byte, ifMatch
 	if ifMatch != "" && (preconditionFailed(err) || notFound(err)) {
 		return "", fmt.Errorf("s3store: run marker %s: %w", name, objectstore.ErrMarkerChanged)
 	}
+	if err == nil && etag == "" {
+		return "", fmt.Errorf("s3store: run marker %s: %w", name, errNoETag)
+	}
 	return etag, err
 }
+
+// errNoETag is an answer about a run marker without its ETag, which S3
+// always gives: the conditional writes and deletes that let one task claim
+// a dead run's marker, and remove only its claim, go by it, and an empty
+// If-Match would make them unconditional.
+var errNoETag = errors.New("the answer lacks an ETag, which claims and deletes of run markers are conditional on")
 
 // DeleteMarker removes a run marker (none is no error): unconditionally
 // when ifMatch is "", else only the version whose ETag it is (If-Match,

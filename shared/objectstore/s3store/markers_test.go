@@ -3,7 +3,12 @@ package s3store_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,4 +153,47 @@ func markerStore(t *testing.T, prefix string) (*s3test.Server, *s3store.Store) {
 		t.Fatal(err)
 	}
 	return srv, s
+}
+
+// TestMarkerWithoutETag: an S3 that answers a run marker's read or write
+// without its ETag (a proxy dropping it, a store that is not S3) is an
+// error, not a marker whose claim and delete would go unconditionally.
+func TestMarkerWithoutETag(t *testing.T) {
+	ctx := context.Background()
+	srv := s3test.NewServer(t, "bucket")
+	target, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		r.Header.Del("ETag")
+		return nil
+	}
+	front := httptest.NewServer(proxy)
+	t.Cleanup(front.Close)
+	direct, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Client: s3test.Client(srv.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stripped, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Client: s3test.Client(front.URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag, err := direct.PutMarker(ctx, "a.json", []byte(`{"v":1}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stripped.GetMarker(ctx, "a.json"); err == nil || !strings.Contains(err.Error(), "ETag") {
+		t.Errorf("GetMarker without an ETag = %v, want an error naming the ETag", err)
+	}
+	for _, conditional := range []bool{true, false} {
+		ifMatch := ""
+		if conditional {
+			ifMatch = etag
+		}
+		if _, err := stripped.PutMarker(ctx, "a.json", []byte(`{"v":2}`), ifMatch); err == nil || !strings.Contains(err.Error(), "ETag") {
+			t.Errorf("PutMarker (If-Match %q) answered without an ETag = %v, want an error naming the ETag", ifMatch, err)
+		}
+	}
 }
