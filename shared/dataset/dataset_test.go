@@ -1,10 +1,13 @@
 package dataset
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"errors"
+	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -410,3 +413,58 @@ func TestEncodingOf(t *testing.T) {
 		})
 	}
 }
+
+// TestFragments: the items of encapsulated Pixel Data are reported with
+// where their values lie, at the top level and in an icon's sequence, and a
+// fragment's value can be captured (a Basic Offset Table) or skipped
+// through a Source that small reads make split anywhere.
+func TestFragments(t *testing.T) {
+	e := explicitLE
+	bot := []byte{0, 0, 0, 0, 16, 0, 0, 0}
+	icon := e.seqU(0x00880200, "SQ", e.itemU(e.seqU(tPixel, "OB", e.itemD(), e.itemD([]byte("icon")))))
+	head := cat(e.el(tSOPInst, "UI", "1.2"), icon)
+	in := cat(head, e.seqU(tPixel, "OB", e.itemD(bot), e.itemD([]byte("frame1..")), e.itemD([]byte("frame2.."))))
+	top := int64(len(head)) + 12 // the first fragment's item header
+	want := []string{
+		"icon depth 1 {Offset:" + itoa(int64(len(e.el(tSOPInst, "UI", "1.2"))+12+8+12+8)) + " Length:0}",
+		"icon depth 1 {Offset:" + itoa(int64(len(e.el(tSOPInst, "UI", "1.2"))+12+8+12+8+8)) + " Length:4}",
+		"pixel depth 0 {Offset:" + itoa(top+8) + " Length:8} BOT [0 0 0 0 16 0 0 0]",
+		"pixel depth 0 {Offset:" + itoa(top+24) + " Length:8}",
+		"pixel depth 0 {Offset:" + itoa(top+40) + " Length:8}",
+	}
+	for _, size := range []int{16, 64, 4096} {
+		d := NewDecoder(bufio.NewReaderSize(bytes.NewReader(in), size), tsExplicit)
+		var got []string
+		var captured []byte
+		for {
+			k, err := d.Next()
+			if k == KindEnd {
+				break
+			}
+			if err != nil {
+				t.Fatalf("Next: %v", err)
+			}
+			switch k {
+			case KindFragment:
+				name := "icon"
+				if d.Element().Depth == 0 {
+					name = "pixel"
+				}
+				got = append(got, fmt.Sprintf("%s depth %d %+v", name, d.Element().Depth, d.Fragment()))
+				if f := d.Fragment(); f.Offset == top+8 {
+					captured = make([]byte, f.Length)
+					d.Capture(captured)
+				}
+			case KindValue:
+				if captured != nil {
+					got[len(got)-1] += fmt.Sprintf(" BOT %v", captured)
+				}
+			}
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("bufio.Reader of %d: fragments (-want +got):\n%s", size, diff)
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

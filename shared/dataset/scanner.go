@@ -90,6 +90,10 @@ const (
 	KindEnd
 	// KindError: Err says why reading stopped. Nothing follows.
 	KindError
+	// KindFragment: an item of encapsulated Pixel Data (a fragment, the
+	// first being the Basic Offset Table) starts; see Scanner.Fragment.
+	// Its value is skipped like an element's unless Capture is called now.
+	KindFragment
 )
 
 // Element is a data element header as read.
@@ -110,8 +114,18 @@ type Element struct {
 	// whose items are Implicit VR Little Endian per PS3.5 §6.2.2).
 	Sequence bool
 	// Encapsulated is set for Pixel Data of undefined length: fragments
-	// follow, which the Scanner skips, then KindSequenceEnd.
+	// follow (KindFragment), then KindSequenceEnd.
 	Encapsulated bool
+}
+
+// Fragment is an item of encapsulated Pixel Data as read: where its value
+// lies, so that a reader of one frame can fetch that frame's fragments
+// and skip the others (PS3.5 A.4).
+type Fragment struct {
+	// Offset is that of the value, counted like Element.Offset; its item
+	// header starts 8 bytes before.
+	Offset int64
+	Length uint32
 }
 
 // VR is a value representation, two upper-case letters.
@@ -177,6 +191,7 @@ type Scanner struct {
 	elements int
 	held     int64
 	elem     Element
+	frag     Fragment
 	err      error
 }
 
@@ -187,6 +202,10 @@ func (s *Scanner) init(enc Encoding, known bool) {
 
 // Element returns the header of the last KindElement.
 func (s *Scanner) Element() Element { return s.elem }
+
+// Fragment returns the last KindFragment; the encapsulated element is
+// still Element.
+func (s *Scanner) Fragment() Fragment { return s.frag }
 
 // Offset is the number of bytes consumed.
 func (s *Scanner) Offset() int64 { return s.n }
@@ -212,9 +231,9 @@ func (s *Scanner) AtBoundary() bool {
 func (s *Scanner) InHeader() bool { return s.state == stHeader }
 
 // Capture asks for the first len(dst) bytes of the value of the element
-// just reported (KindElement, neither Sequence nor Encapsulated) to be
-// copied into dst; the rest of the value is skipped. KindValue follows
-// once dst is full.
+// just reported (KindElement, neither Sequence nor Encapsulated), or of
+// the fragment (KindFragment), to be copied into dst; the rest of the
+// value is skipped. KindValue follows once dst is full.
 func (s *Scanner) Capture(dst []byte) {
 	if s.state != stSkip || uint64(len(dst)) > s.skip || len(dst) == 0 {
 		return
@@ -535,10 +554,11 @@ func (s *Scanner) item(top *frame, tag, length uint32) Kind {
 		if length == UndefinedLength {
 			return s.fail(ErrMalformed, top.tag, "fragment of undefined length in")
 		}
+		s.frag = Fragment{Offset: s.n, Length: length}
 		if length > 0 {
 			s.state, s.skip = stSkip, uint64(length)
 		}
-		return KindNone
+		return KindFragment
 	case tag == tagItemDelim && top.kind == inItem && top.end < 0,
 		tag == tagSeqDelim && top.kind != inItem && top.end < 0:
 		// A delimiter's length should be 0; DCMTK and the standard's own
