@@ -29,6 +29,18 @@ func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
 }
 
+// OpenRange is the thumbnail renderer's Opener.
+func (d dirOpener) OpenRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	f, err := os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
+	if err != nil {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(f, offset, length), f}, nil
+}
+
 func openDB(t testing.TB) *localstore.DB {
 	t.Helper()
 	db, err := localstore.Open(context.Background(), filepath.Join(t.TempDir(), "p.db"))

@@ -230,7 +230,7 @@ func TestThumbnails(t *testing.T) {
 	objects := dirOpener(dir)
 	studies := &countingStudies{StudyReader: db.IndexStore()}
 	s := &Server{Studies: studies, Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
-		Thumbnails: thumbnail.New(objects.Open, thumbnail.Options{})}
+		Thumbnails: thumbnail.New(objects.OpenRange, thumbnail.Options{})}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 
@@ -316,7 +316,7 @@ func TestThumbnailFailureNamesNoUID(t *testing.T) {
 	var logs testenv.LogBuffer
 	objects := dirOpener(dir)
 	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: objects,
-		Thumbnails: thumbnail.New(objects.Open, thumbnail.Options{}), Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		Thumbnails: thumbnail.New(objects.OpenRange, thumbnail.Options{}), Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
 	if code, _, _ := get(t, srv.URL+"/studies/1.6/series/1.6.1/thumbnail.png", ""); code != 500 {

@@ -1,18 +1,18 @@
 // Package thumbnail renders the portal's series previews: one frame of a
 // stored object as a small PNG, so that an operator can see that images
-// arrived intact. It decodes native pixel data and JPEG Baseline with
-// github.com/suyashkumar/dicom and the standard library, windows greyscale
-// from Window Center/Width (after the modality rescale), and says "no
-// preview" for anything else. Work is bounded: objects above a size limit
-// are refused before a byte is read, one frame is decoded per request, a
-// few requests decode at a time, and PNGs are cached.
+// arrived intact. It decodes native pixel data and JPEG Baseline, windows
+// greyscale from Window Center/Width (after the modality rescale), and
+// says "no preview" for anything else. Work is bounded by the frame, not
+// the object: the header is read with the one element reader (package
+// dataset) through ranged reads that skip bulk data, then only the middle
+// frame's bytes (MaxFrameBytes at most); a few requests render at a time,
+// and PNGs are cached.
 package thumbnail
 
 import (
 	"bytes"
 	"container/list"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"image"
@@ -21,25 +21,20 @@ import (
 	"image/png"
 	"io"
 	"math"
-	"strconv"
 	"strings"
 	"sync"
-
-	"github.com/suyashkumar/dicom"
-	"github.com/suyashkumar/dicom/pkg/tag"
 )
 
 // ErrNoPreview is returned (wrapped, with the reason) for an object this
-// package does not render: its transfer syntax, its size, its pixel
-// layout, or a parse failure.
+// package does not render: its transfer syntax, its pixel layout, the
+// size of its frame, or bytes that do not read as they say.
 var ErrNoPreview = errors.New("no preview")
 
 // Defaults of a Renderer.
 const (
-	DefaultMaxObjectBytes = 64 << 20
-	DefaultEdge           = 192
-	DefaultConcurrency    = 2
-	DefaultCacheEntries   = 512
+	DefaultEdge         = 192
+	DefaultConcurrency  = 2
+	DefaultCacheEntries = 512
 )
 
 // Transfer syntaxes rendered: native pixel data, and JPEG Baseline.
@@ -60,16 +55,17 @@ func Renderable(ts string) bool {
 	return false
 }
 
-// Opener opens a stored object by key.
-type Opener func(ctx context.Context, key string) (io.ReadCloser, error)
+// Opener opens length bytes of a stored object from offset, as
+// pipeline.ObjectReader.OpenRange does. A render asks for the header in a
+// few growing ranges, then for the middle frame's bytes.
+type Opener func(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
 
 // Renderer renders and caches thumbnails. The zero value is not usable:
 // make one with New.
 type Renderer struct {
-	open           Opener
-	maxObjectBytes int64
-	edge           int
-	slots          chan struct{}
+	open  Opener
+	edge  int
+	slots chan struct{}
 
 	mu      sync.Mutex
 	cache   map[string]*list.Element // key → entry in lru
@@ -85,17 +81,13 @@ type entry struct {
 
 // Options tune a Renderer; zero fields take the defaults.
 type Options struct {
-	MaxObjectBytes int64 // larger objects get no preview
-	Edge           int   // the longer side of a thumbnail, in pixels
-	Concurrency    int   // renders at a time; more wait
-	CacheEntries   int   // PNGs (and no-preview answers) kept
+	Edge         int // the longer side of a thumbnail, in pixels
+	Concurrency  int // renders at a time; more wait
+	CacheEntries int // PNGs (and no-preview answers) kept
 }
 
 // New returns a Renderer reading objects through open.
 func New(open Opener, o Options) *Renderer {
-	if o.MaxObjectBytes <= 0 {
-		o.MaxObjectBytes = DefaultMaxObjectBytes
-	}
 	if o.Edge <= 0 {
 		o.Edge = DefaultEdge
 	}
@@ -105,7 +97,7 @@ func New(open Opener, o Options) *Renderer {
 	if o.CacheEntries <= 0 {
 		o.CacheEntries = DefaultCacheEntries
 	}
-	return &Renderer{open: open, maxObjectBytes: o.MaxObjectBytes, edge: o.Edge, slots: make(chan struct{}, o.Concurrency),
+	return &Renderer{open: open, edge: o.Edge, slots: make(chan struct{}, o.Concurrency),
 		cache: map[string]*list.Element{}, lru: list.New(), maxKeep: o.CacheEntries}
 }
 
@@ -119,9 +111,6 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 	if !Renderable(ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, ts)
 	}
-	if size > r.maxObjectBytes {
-		return nil, fmt.Errorf("thumbnail: %w: object of %d bytes is above the %d byte limit", ErrNoPreview, size, r.maxObjectBytes)
-	}
 	select {
 	case r.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -131,12 +120,7 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 	if b, err, ok := r.cached(key); ok { // rendered while this one waited
 		return b, err
 	}
-	rc, err := r.open(ctx, key)
-	if err != nil {
-		return nil, fmt.Errorf("thumbnail: open: %w", err)
-	}
-	defer rc.Close()
-	b, err := Render(io.LimitReader(rc, size), size, r.edge)
+	b, err := Render(objectAt{ctx: ctx, open: r.open, key: key}, size, r.edge)
 	if err == nil || errors.Is(err, ErrNoPreview) {
 		r.keep(key, b, err)
 	}
@@ -169,77 +153,60 @@ func (r *Renderer) keep(key string, b []byte, err error) {
 	}
 }
 
-// Render decodes the middle frame of the Part 10 object in r (size bytes)
-// and returns it as a PNG whose longer side is at most edge pixels.
-// Anything it cannot render is ErrNoPreview, never a panic. It allocates
-// size bytes before reading: the caller bounds size.
-func Render(r io.Reader, size int64, edge int) (png []byte, err error) {
+// Render decodes the middle frame of the Part 10 object of size bytes in
+// r and returns it as a PNG whose longer side is at most edge pixels. It
+// reads the header up to Pixel Data, skipping bulk values, then the
+// frame's bytes alone (a deflated data set is inflated up to the frame):
+// memory and reads are bounded by the frame, whatever the object's size.
+// Anything it cannot render is ErrNoPreview, never a panic; an error of r
+// is returned as it is.
+func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 	defer func() {
-		// The parser reads bytes from outside; a panic in it must cost
+		// The renderer reads bytes from outside; a panic in it must cost
 		// this preview, not the portal.
 		if p := recover(); p != nil {
-			png, err = nil, fmt.Errorf("thumbnail: %w: the parser failed: %v", ErrNoPreview, p)
+			png, err = nil, fmt.Errorf("thumbnail: %w: the renderer failed: %v", ErrNoPreview, p)
 		}
 	}()
-	// One buffer of the object's size (the Renderer refuses objects above
-	// its limit before reading): io.ReadAll grew its buffer by copying, to
-	// about twice that in all.
-	obj := make([]byte, max(size, 0))
-	n, err := io.ReadFull(r, obj)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, fmt.Errorf("thumbnail: read: %w", err)
-	}
-	obj = obj[:n] // a shorter object is checked as it is
-	if err := checkStructure(obj); err != nil {
-		return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
-	}
-	// Parsed without decoding the pixel data: a native frame is cut from
-	// the element by its attributes (nativeGeometry); JPEG Baseline frames
-	// are the element's fragments, parsed again for them.
-	ds, err := dicom.Parse(bytes.NewReader(obj), int64(len(obj)), nil, dicom.SkipProcessingPixelDataValue())
+	o, err := readObject(r, size)
 	if err != nil {
-		return nil, fmt.Errorf("thumbnail: %w: %v", ErrNoPreview, err)
+		return nil, err
 	}
-	ts := str(&ds, tag.TransferSyntaxUID)
-	if !Renderable(ts) {
-		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, ts)
-	}
-	if ts != tsJPEGBaseline {
-		l, err := nativeGeometry(&ds)
+	if o.ts != tsJPEGBaseline {
+		l, err := o.nativeGeometry()
 		if err != nil {
 			return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 		}
-		var order binary.ByteOrder = binary.LittleEndian
-		if ts == tsExplicitBE {
-			order = binary.BigEndian
-		}
-		img, err := native(&ds, l, order)
+		img, err := native(o, l)
 		if err != nil {
 			return nil, err
 		}
 		return encode(shrink(img, edge))
 	}
-	if ds, err = dicom.Parse(bytes.NewReader(obj), int64(len(obj)), nil); err != nil {
-		return nil, fmt.Errorf("thumbnail: %w: %v", ErrNoPreview, err)
-	}
-	el, err := ds.FindElementByTag(tag.PixelData)
+	frames, err := o.frames()
 	if err != nil {
-		return nil, fmt.Errorf("thumbnail: %w: no pixel data", ErrNoPreview)
+		return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 	}
-	info, ok := el.Value.GetValue().(dicom.PixelDataInfo)
-	if !ok || len(info.Frames) == 0 || info.ParseErr != nil {
-		return nil, fmt.Errorf("thumbnail: %w: pixel data not decodable", ErrNoPreview)
+	data, err := o.jpegFrame(frames, frames/2)
+	if err != nil {
+		return nil, err
 	}
-	f := info.Frames[len(info.Frames)/2]
-	if !f.Encapsulated {
-		return nil, fmt.Errorf("thumbnail: %w: native pixel data in %s", ErrNoPreview, ts)
+	// The header says how large the image is: refuse one that would not
+	// fit the bound before decoding allocates it.
+	cfg, err := jpeg.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
 	}
-	img, err := jpeg.Decode(bytes.NewReader(f.EncapsulatedData.Data))
+	if uint64(cfg.Width)*uint64(cfg.Height) > maxFramePixels {
+		return nil, fmt.Errorf("thumbnail: %w: JPEG of %d × %d pixels, above the %d previewed", ErrNoPreview, cfg.Width, cfg.Height, maxFramePixels)
+	}
+	img, err := jpeg.Decode(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
 	}
 	if g, ok := img.(*image.Gray); ok {
-		img = windowed(grayValues(g), g.Rect.Dx(), g.Rect.Dy(), params(&ds, 8))
+		w := g.Rect.Dx()
+		img = windowed(w, g.Rect.Dy(), func(i int) float64 { return float64(g.Pix[(i/w)*g.Stride+i%w]) }, params(o, 8))
 	}
 	return encode(shrink(img, edge))
 }
@@ -253,39 +220,46 @@ type pixelParams struct {
 	invert           bool // MONOCHROME1
 }
 
-func params(ds *dicom.Dataset, bitsAllocated int) pixelParams {
+func params(o *object, bitsAllocated int) pixelParams {
 	p := pixelParams{slope: 1, bitsStored: bitsAllocated}
-	if v, ok := num(ds, tag.RescaleSlope); ok && v != 0 {
+	if v, ok := o.num(tagRescaleSlope); ok && v != 0 {
 		p.slope = v
 	}
-	if v, ok := num(ds, tag.RescaleIntercept); ok {
+	if v, ok := o.num(tagRescaleIntercept); ok {
 		p.intercept = v
 	}
-	if c, ok := num(ds, tag.WindowCenter); ok {
-		if w, ok := num(ds, tag.WindowWidth); ok && w >= 1 {
+	if c, ok := o.num(tagWindowCenter); ok {
+		if w, ok := o.num(tagWindowWidth); ok && w >= 1 {
 			p.center, p.width = c, w
 		}
 	}
-	if v, ok := ints(ds, tag.PixelRepresentation); ok && v == 1 {
+	if v, ok := o.int(tagPixelRepresentation); ok && v == 1 {
 		p.signed = true
 	}
-	if v, ok := ints(ds, tag.BitsStored); ok && v > 0 && v <= bitsAllocated {
+	if v, ok := o.int(tagBitsStored); ok && v > 0 && v <= bitsAllocated {
 		p.bitsStored = v
 	}
-	p.invert = strings.TrimSpace(str(ds, tag.PhotometricInterpretation)) == "MONOCHROME1"
+	p.invert = strings.TrimSpace(o.str(tagPhotometric)) == "MONOCHROME1"
 	return p
 }
 
 // native renders the middle frame of native pixel data: 8-bit RGB (either
-// planar configuration), or one sample per pixel windowed to grey.
-func native(ds *dicom.Dataset, l nativeLayout, order binary.ByteOrder) (image.Image, error) {
-	raw := l.frame(l.frames / 2)
+// planar configuration), or one sample per pixel windowed to grey. The
+// layout is checked before the frame is read.
+func native(o *object, l nativeLayout) (image.Image, error) {
 	w, h := int(l.cols), int(l.rows)
 	n := w * h
-	photometric := strings.TrimSpace(str(ds, tag.PhotometricInterpretation))
-	switch {
-	case l.samples == 3 && photometric == "RGB" && l.bits == 8:
-		planar, _ := ints(ds, tag.PlanarConfiguration)
+	photometric := strings.TrimSpace(o.str(tagPhotometric))
+	rgb := l.samples == 3 && photometric == "RGB" && l.bits == 8
+	if !rgb && l.samples != 1 {
+		return nil, fmt.Errorf("thumbnail: %w: %d samples per pixel (%s)", ErrNoPreview, l.samples, photometric)
+	}
+	raw, err := o.nativeFrame(l, l.frames/2)
+	if err != nil {
+		return nil, err
+	}
+	if rgb {
+		planar, _ := o.int(tagPlanarConfiguration)
 		img := image.NewRGBA(image.Rect(0, 0, w, h))
 		for i := range n {
 			r, g, b := raw[3*i], raw[3*i+1], raw[3*i+2]
@@ -295,24 +269,18 @@ func native(ds *dicom.Dataset, l nativeLayout, order binary.ByteOrder) (image.Im
 			img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = r, g, b, 255
 		}
 		return img, nil
-	case l.samples != 1:
-		return nil, fmt.Errorf("thumbnail: %w: %d samples per pixel (%s)", ErrNoPreview, l.samples, photometric)
 	}
-	p := params(ds, int(l.bits))
-	vals := make([]float64, n)
-	for i := range vals {
-		var v uint32
-		switch l.bits {
-		case 8:
-			v = uint32(raw[i])
-		case 16:
-			v = uint32(order.Uint16(raw[2*i:]))
-		default:
-			v = order.Uint32(raw[4*i:])
-		}
-		vals[i] = p.value(v)
+	p := params(o, int(l.bits))
+	var stored func(i int) uint32
+	switch l.bits {
+	case 8:
+		stored = func(i int) uint32 { return uint32(raw[i]) }
+	case 16:
+		stored = func(i int) uint32 { return uint32(o.order.Uint16(raw[2*i:])) }
+	default:
+		stored = func(i int) uint32 { return o.order.Uint32(raw[4*i:]) }
 	}
-	return windowed(vals, w, h, p), nil
+	return windowed(w, h, func(i int) float64 { return p.value(stored(i)) }, p), nil
 }
 
 // value is a stored value in modality units (rescaled, sign-extended
@@ -329,24 +297,17 @@ func (p pixelParams) value(v uint32) float64 {
 	return x*p.slope + p.intercept
 }
 
-func grayValues(g *image.Gray) []float64 {
-	w, h := g.Rect.Dx(), g.Rect.Dy()
-	out := make([]float64, 0, w*h)
-	for y := 0; y < h; y++ {
-		for _, v := range g.Pix[y*g.Stride : y*g.Stride+w] {
-			out = append(out, float64(v))
-		}
-	}
-	return out
-}
-
-// windowed maps values to grey levels through the window (PS3.3
-// C.11.2.1.2.1, linear), or over the values' own range without one.
-func windowed(vals []float64, w, h int, p pixelParams) *image.Gray {
+// windowed maps the values of w × h pixels (value(i) of pixel i, in row
+// order) to grey levels through the window (PS3.3 C.11.2.1.2.1, linear),
+// or over the values' own range without one. Values are computed where
+// they are needed, twice without a window, rather than held: a float64
+// per pixel was 128 MiB at maxFramePixels.
+func windowed(w, h int, value func(i int) float64, p pixelParams) *image.Gray {
 	lo, hi := p.center-p.width/2, p.center+p.width/2
 	if p.width == 0 {
 		lo, hi = math.Inf(1), math.Inf(-1)
-		for _, v := range vals {
+		for i := 0; i < w*h; i++ {
+			v := value(i)
 			lo, hi = min(lo, v), max(hi, v)
 		}
 		if hi <= lo {
@@ -355,7 +316,7 @@ func windowed(vals []float64, w, h int, p pixelParams) *image.Gray {
 	}
 	img := image.NewGray(image.Rect(0, 0, w, h))
 	for i := 0; i < w*h; i++ {
-		g := (vals[i] - lo) / (hi - lo) * 255
+		g := (value(i) - lo) / (hi - lo) * 255
 		g = math.Max(0, math.Min(255, g))
 		if p.invert {
 			g = 255 - g
@@ -398,36 +359,4 @@ func encode(img image.Image) ([]byte, error) {
 		return nil, fmt.Errorf("thumbnail: encode: %w", err)
 	}
 	return b.Bytes(), nil
-}
-
-func str(ds *dicom.Dataset, t tag.Tag) string {
-	el, err := ds.FindElementByTag(t)
-	if err != nil {
-		return ""
-	}
-	if s, ok := el.Value.GetValue().([]string); ok && len(s) > 0 {
-		return strings.TrimRight(s[0], " \x00")
-	}
-	return ""
-}
-
-// num reads the first value of a decimal or integer string attribute.
-func num(ds *dicom.Dataset, t tag.Tag) (float64, bool) {
-	s := strings.TrimSpace(str(ds, t))
-	if i := strings.IndexByte(s, '\\'); i >= 0 {
-		s = s[:i]
-	}
-	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-	return v, err == nil && !math.IsNaN(v) && !math.IsInf(v, 0)
-}
-
-func ints(ds *dicom.Dataset, t tag.Tag) (int, bool) {
-	el, err := ds.FindElementByTag(t)
-	if err != nil {
-		return 0, false
-	}
-	if v, ok := el.Value.GetValue().([]int); ok && len(v) > 0 {
-		return v[0], true
-	}
-	return 0, false
 }

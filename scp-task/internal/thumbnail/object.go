@@ -1,0 +1,527 @@
+package thumbnail
+
+import (
+	"bufio"
+	"compress/flate"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// Bounds of what is read for a preview. The header is bounded by the one
+// element reader's limits (dataset.MaxElements, MaxHeldBytes), of which
+// only the few attributes below are kept; pixel data is read one frame at
+// a time, the middle one.
+const (
+	// MaxFrameBytes bounds the frame read: native pixel data or the
+	// JPEG fragments of one frame.
+	MaxFrameBytes = 64 << 20
+	// maxFramePixels bounds the frame decoded: its pixels are held once
+	// as stored or decoded, once as grey levels (16 MiB at the bound,
+	// 4096 × 4096 pixels), and for RGB once more as an image.
+	maxFramePixels = 1 << 24
+	// maxFrameFragments bounds the fragments a frame is gathered from
+	// (each is a read); real encoders split a frame into a few at most.
+	maxFrameFragments = 4096
+	// maxInflatedBytes bounds the bytes inflated to reach the frame of a
+	// deflated data set, which cannot be skipped: about a second of CPU.
+	maxInflatedBytes = 256 << 20
+)
+
+// errInflateLimit ends the inflated stream at maxInflatedBytes.
+var errInflateLimit = fmt.Errorf("deflated data set longer than %d bytes before the frame ends", maxInflatedBytes)
+
+// objectAt reads a stored object through its Opener, one range per read:
+// the header in growing chunks, then one frame.
+type objectAt struct {
+	ctx  context.Context
+	open Opener
+	key  string
+}
+
+func (o objectAt) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	rc, err := o.open(o.ctx, o.key, off, int64(len(p)))
+	if err != nil {
+		return 0, fmt.Errorf("open: %w", err)
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF // io.ReaderAt: fewer bytes at the end of the object
+	}
+	return n, err
+}
+
+// atSource is a dataset.Source over the first size bytes of an
+// io.ReaderAt. It reads ahead in chunks that double while reading goes on
+// (a header is a few reads), and skips a value beyond them by moving on
+// without reading it, starting small again after: past pixel data or
+// between fragments the next thing read is an 8-byte header.
+type atSource struct {
+	r     io.ReaderAt
+	size  int64
+	buf   []byte // bytes [at, at+len(buf)) of the object
+	off   int    // read position in buf
+	at    int64
+	chunk int
+}
+
+const (
+	firstChunk = 512
+	maxChunk   = 256 << 10
+)
+
+func newAtSource(r io.ReaderAt, size int64) *atSource {
+	return &atSource{r: r, size: max(size, 0), chunk: firstChunk}
+}
+
+// pos is the offset in the object of the next byte.
+func (s *atSource) pos() int64 { return s.at + int64(s.off) }
+
+// Peek implements dataset.Source.
+func (s *atSource) Peek(n int) ([]byte, error) {
+	if len(s.buf)-s.off < n {
+		if err := s.fill(n); err != nil {
+			return nil, err
+		}
+	}
+	avail := s.buf[s.off:]
+	if len(avail) < n {
+		return avail, io.EOF
+	}
+	return avail[:n], nil
+}
+
+// fill keeps the unread bytes and reads what follows them, at least n in
+// all unless the object ends first.
+func (s *atSource) fill(n int) error {
+	s.at += int64(s.off)
+	s.buf = append(s.buf[:0], s.buf[s.off:]...)
+	s.off = 0
+	end := s.at + int64(len(s.buf))
+	want := min(int64(max(n-len(s.buf), s.chunk)), s.size-end)
+	if want <= 0 {
+		return nil
+	}
+	s.chunk = min(2*s.chunk, maxChunk)
+	have := len(s.buf)
+	s.buf = slices.Grow(s.buf, int(want))[:have+int(want)]
+	got, err := s.r.ReadAt(s.buf[have:], end)
+	s.buf = s.buf[:have+got]
+	if int64(got) < want {
+		if err != nil && err != io.EOF {
+			return fmt.Errorf("read at %d: %w", end, err)
+		}
+		s.size = end + int64(got) // shorter than the index said: it ends here
+	}
+	return nil
+}
+
+// Discard implements dataset.Source: it moves past n bytes, reading none
+// that are not held already.
+func (s *atSource) Discard(n int) (int, error) {
+	if n < 0 {
+		return 0, errors.New("negative skip")
+	}
+	pos := s.pos()
+	if rest := s.size - pos; int64(n) > rest {
+		s.at, s.buf, s.off = s.size, s.buf[:0], 0
+		return int(rest), io.EOF
+	}
+	if n <= len(s.buf)-s.off {
+		s.off += n
+		return n, nil
+	}
+	s.at, s.buf, s.off, s.chunk = pos+int64(n), s.buf[:0], 0, firstChunk
+	return n, nil
+}
+
+// Top-level attributes the renderer reads.
+const (
+	tagSamplesPerPixel     = 0x00280002
+	tagPhotometric         = 0x00280004
+	tagPlanarConfiguration = 0x00280006
+	tagNumberOfFrames      = 0x00280008
+	tagRows                = 0x00280010
+	tagColumns             = 0x00280011
+	tagBitsAllocated       = 0x00280100
+	tagBitsStored          = 0x00280101
+	tagPixelRepresentation = 0x00280103
+	tagWindowCenter        = 0x00281050
+	tagWindowWidth         = 0x00281051
+	tagRescaleIntercept    = 0x00281052
+	tagRescaleSlope        = 0x00281053
+)
+
+// maxAttrBytes is how much of an attribute's value is kept: its first
+// value (a DS or IS has at most 16 characters, a CS 16) with room for
+// padding.
+const maxAttrBytes = 64
+
+// object is a stored object read up to its Pixel Data: the attributes
+// that lay out and window a frame, and where the pixel data lies.
+type object struct {
+	r        io.ReaderAt
+	size     int64
+	ts       string
+	order    binary.ByteOrder // of the data set's binary values
+	attrs    map[uint32]attr
+	pixel    dataset.Element // the top-level Pixel Data element
+	base     int64           // where the data set starts in the object
+	dec      *dataset.Decoder
+	deflated *bufio.Reader // the inflated data set, for a deflated one
+}
+
+type attr struct {
+	vr    dataset.VR
+	value []byte // at most maxAttrBytes
+}
+
+// readObject reads the File Meta and the data set up to its top-level
+// Pixel Data (7FE0,0010) with the one element reader, keeping the
+// attributes the renderer needs. A verdict on the bytes is ErrNoPreview;
+// a read error is returned as it is.
+func readObject(r io.ReaderAt, size int64) (*object, error) {
+	src := newAtSource(r, size)
+	meta, err := part10.ReadMeta(src)
+	if err != nil {
+		if errors.Is(err, part10.ErrNotPart10) || errors.Is(err, part10.ErrMalformedMeta) {
+			return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
+		}
+		return nil, fmt.Errorf("thumbnail: read: %w", err)
+	}
+	o := &object{r: r, size: src.size, ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
+		attrs: map[uint32]attr{}, base: src.pos()}
+	if !Renderable(o.ts) {
+		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, o.ts)
+	}
+	enc, _ := dataset.EncodingOf(o.ts)
+	if enc.BigEndian {
+		o.order = binary.BigEndian
+	}
+	var ds dataset.Source = src
+	if enc.Deflated {
+		// A deflated data set is read as a stream from its start: its
+		// pixel data cannot be reached without inflating what precedes it.
+		compressed := bufio.NewReaderSize(io.NewSectionReader(r, o.base, o.size-o.base), 64<<10)
+		o.deflated = bufio.NewReaderSize(&limitedReader{r: flate.NewReader(compressed), n: maxInflatedBytes}, 64<<10)
+		ds = o.deflated
+	}
+	o.dec = dataset.NewDecoder(ds, o.ts)
+	for {
+		k, err := o.dec.Next()
+		switch k {
+		case dataset.KindError:
+			return nil, o.failed(err)
+		case dataset.KindEnd:
+			return nil, fmt.Errorf("thumbnail: %w: no pixel data", ErrNoPreview)
+		case dataset.KindElement:
+			e := o.dec.Element()
+			if e.Depth > 0 {
+				continue
+			}
+			if e.Tag == dataset.TagPixelData {
+				o.pixel = e
+				return o, nil
+			}
+			if e.Sequence || e.Length == 0 || !wanted(e.Tag) {
+				continue
+			}
+			if _, dup := o.attrs[e.Tag]; dup {
+				continue // the first one counts
+			}
+			a := attr{vr: e.VR, value: make([]byte, min(e.Length, maxAttrBytes))}
+			o.attrs[e.Tag] = a
+			o.dec.Capture(a.value)
+		}
+	}
+}
+
+func wanted(tag uint32) bool {
+	switch tag {
+	case tagSamplesPerPixel, tagPhotometric, tagPlanarConfiguration, tagNumberOfFrames, tagRows, tagColumns,
+		tagBitsAllocated, tagBitsStored, tagPixelRepresentation, tagWindowCenter, tagWindowWidth,
+		tagRescaleIntercept, tagRescaleSlope:
+		return true
+	}
+	return false
+}
+
+// failed turns the Decoder's error into no preview (a verdict on the
+// bytes, or a deflated data set too long) or a read error.
+func (o *object) failed(err error) error {
+	var verdict *dataset.Error
+	switch {
+	case errors.As(err, &verdict):
+		return fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
+	case errors.Is(err, errInflateLimit):
+		return fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, errInflateLimit)
+	case errors.As(err, new(flate.CorruptInputError)):
+		return fmt.Errorf("thumbnail: %w: inflate: %w", ErrNoPreview, err)
+	}
+	return fmt.Errorf("thumbnail: read: %w", err)
+}
+
+// str is the first value of a text attribute, without padding.
+func (o *object) str(tag uint32) string {
+	s := string(o.attrs[tag].value)
+	if i := strings.IndexByte(s, '\\'); i >= 0 {
+		s = s[:i]
+	}
+	return strings.TrimRight(s, " \x00")
+}
+
+// num reads the first value of a decimal or integer string attribute.
+func (o *object) num(tag uint32) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(o.str(tag)), 64)
+	return v, err == nil && !math.IsNaN(v) && !math.IsInf(v, 0)
+}
+
+// int reads the first value of a binary integer attribute (US, SS, UL,
+// SL), as encoded.
+func (o *object) int(tag uint32) (int, bool) {
+	a, ok := o.attrs[tag]
+	switch {
+	case !ok:
+		return 0, false
+	case a.vr.Is("US") && len(a.value) >= 2:
+		return int(o.order.Uint16(a.value)), true
+	case a.vr.Is("SS") && len(a.value) >= 2:
+		return int(int16(o.order.Uint16(a.value))), true
+	case a.vr.Is("UL") && len(a.value) >= 4:
+		return int(o.order.Uint32(a.value)), true
+	case a.vr.Is("SL") && len(a.value) >= 4:
+		return int(int32(o.order.Uint32(a.value))), true
+	}
+	return 0, false
+}
+
+// uint is int for a count, 0 when absent or negative.
+func (o *object) uint(tag uint32) uint64 {
+	v, ok := o.int(tag)
+	if !ok || v < 0 {
+		return 0
+	}
+	return uint64(v)
+}
+
+// frames is Number of Frames (1 when absent).
+func (o *object) frames() (uint64, error) {
+	nf := o.str(tagNumberOfFrames)
+	n, ok := pipeline.FrameCount(nf)
+	if !ok {
+		return 0, fmt.Errorf("frame count %q (Number of Frames) not a count", strings.TrimSpace(nf))
+	}
+	return n, nil
+}
+
+// nativeLayout is the layout of native pixel data.
+type nativeLayout struct {
+	rows, cols, samples, bits, frames uint64
+	frameBytes                        uint64
+}
+
+// nativeGeometry reads the layout of native pixel data and refuses one
+// the renderer does not read or the element cannot hold: Rows, Columns and
+// Samples per Pixel must be set, Bits Allocated one the renderer reads (8,
+// 16 or 32), Number of Frames a count, the frame within maxFramePixels and
+// MaxFrameBytes, and the element must hold the frames.
+func (o *object) nativeGeometry() (nativeLayout, error) {
+	l := nativeLayout{rows: o.uint(tagRows), cols: o.uint(tagColumns), samples: o.uint(tagSamplesPerPixel), bits: o.uint(tagBitsAllocated)}
+	switch {
+	case o.pixel.Encapsulated:
+		return l, fmt.Errorf("encapsulated pixel data in %s", o.ts)
+	case l.rows == 0:
+		return l, errors.New("no rows (Rows 0)")
+	case l.cols == 0:
+		return l, errors.New("no columns (Columns 0)")
+	case l.samples == 0:
+		return l, errors.New("no samples (Samples per Pixel 0)")
+	case l.bits != 8 && l.bits != 16 && l.bits != 32:
+		return l, fmt.Errorf("%d bits per sample", l.bits)
+	case l.rows*l.cols > maxFramePixels:
+		return l, fmt.Errorf("%d × %d pixels, above the %d previewed", l.cols, l.rows, maxFramePixels)
+	}
+	var err error
+	if l.frames, err = o.frames(); err != nil {
+		return l, err
+	}
+	l.frameBytes, _ = pipeline.NativePixelBytes(l.rows, l.cols, l.samples, 1, l.bits)
+	if l.frameBytes > MaxFrameBytes {
+		return l, fmt.Errorf("a frame of %d bytes, above the %d byte limit", l.frameBytes, MaxFrameBytes)
+	}
+	need, ok := pipeline.NativePixelBytes(l.rows, l.cols, l.samples, l.frames, l.bits)
+	if have := uint64(o.pixel.Length); !ok || need > have {
+		return l, fmt.Errorf("%d bytes of pixel data; %d × %d × %d samples × %d frames × %d bits need more", have, l.rows, l.cols, l.samples, l.frames, l.bits)
+	}
+	return l, nil
+}
+
+// nativeFrame reads frame i of native pixel data: at its offset in the
+// object, once the one element reader has moved past the whole value
+// (without reading it) and found that the object holds it; in a deflated
+// data set, by inflating up to it.
+func (o *object) nativeFrame(l nativeLayout, i uint64) ([]byte, error) {
+	frame := make([]byte, l.frameBytes)
+	if o.deflated != nil {
+		if _, err := o.deflated.Discard(int(i * l.frameBytes)); err != nil {
+			return nil, o.frameFailed(err, "the frame")
+		}
+		if _, err := io.ReadFull(o.deflated, frame); err != nil {
+			return nil, o.frameFailed(err, "the frame")
+		}
+		return frame, nil
+	}
+	if k, err := o.dec.Next(); k == dataset.KindError {
+		return nil, o.failed(err)
+	}
+	if _, err := o.r.ReadAt(frame, o.base+o.pixel.Offset+int64(i*l.frameBytes)); err != nil {
+		return nil, o.frameFailed(err, "the frame")
+	}
+	return frame, nil
+}
+
+// frameFailed is failed for a read of what: the end of the object there
+// is a data set cut short (the object is shorter than the index says).
+func (o *object) frameFailed(err error, what string) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("thumbnail: %w: %w: the object ends inside %s", ErrNoPreview, dataset.ErrTruncated, what)
+	}
+	return o.failed(err)
+}
+
+// jpegFrame gathers the fragments of frame i of encapsulated pixel data
+// (PS3.5 A.4). The one element reader walks the item headers, skipping
+// their values, up to the first fragment after the frame; only the
+// frame's fragments are read. The Basic Offset Table, when it has an
+// entry per frame, says where each frame's fragments start; without one,
+// a single frame is all the fragments and a frame of several is one
+// fragment each (what JPEG Baseline encoders write; a frame split over
+// fragments without an offset table is found only by decoding, and gets
+// no preview).
+func (o *object) jpegFrame(frames, i uint64) ([]byte, error) {
+	if !o.pixel.Encapsulated {
+		return nil, fmt.Errorf("thumbnail: %w: native pixel data in %s", ErrNoPreview, o.ts)
+	}
+	var (
+		seen       uint64         // fragments, the offset table included
+		table      bool           // the offset table locates the frame
+		start, end int64  = 0, -1 // the frame's fragments, from the first fragment's item header; end -1: to the last
+		first      int64          // where the first fragment's item header is
+		found      bool           // a fragment starts at start
+		parts      []dataset.Fragment
+		total      int64
+	)
+walk:
+	for {
+		k, err := o.dec.Next()
+		switch k {
+		case dataset.KindError:
+			return nil, o.failed(err)
+		case dataset.KindSequenceEnd, dataset.KindEnd:
+			break walk
+		case dataset.KindFragment:
+		default:
+			continue
+		}
+		f := o.dec.Fragment()
+		seen++
+		if seen == 1 { // the Basic Offset Table: an entry per frame, or none
+			if f.Length > 0 && uint64(f.Length) == 4*frames {
+				if start, end, err = o.offsets(f, frames, i); err != nil {
+					return nil, err
+				}
+				table = true
+			}
+			continue
+		}
+		if seen == 2 {
+			first = f.Offset - 8
+		}
+		at := f.Offset - 8 - first
+		switch {
+		case table && end >= 0 && at >= end:
+			break walk
+		case table && !found && at < start:
+			continue
+		case table && !found && at > start:
+			return nil, fmt.Errorf("thumbnail: %w: offset table entry %d (%d) is not where a fragment starts", ErrNoPreview, i, start)
+		case table:
+			found = true
+		case frames == 1:
+		case seen-2 > i:
+			break walk
+		case seen-2 < i:
+			continue
+		}
+		if f.Length == 0 {
+			continue
+		}
+		if total += int64(f.Length); total > MaxFrameBytes {
+			return nil, fmt.Errorf("thumbnail: %w: frame %d of %d is above the %d byte limit", ErrNoPreview, i+1, frames, MaxFrameBytes)
+		}
+		if len(parts) == maxFrameFragments {
+			return nil, fmt.Errorf("thumbnail: %w: frame %d of %d has more than %d fragments", ErrNoPreview, i+1, frames, maxFrameFragments)
+		}
+		parts = append(parts, f)
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("thumbnail: %w: frame %d of %d not among the %d fragments", ErrNoPreview, i+1, frames, max(seen, 1)-1)
+	}
+	data := make([]byte, total)
+	rest := data
+	for _, f := range parts {
+		if _, err := o.r.ReadAt(rest[:f.Length], o.base+f.Offset); err != nil {
+			return nil, o.frameFailed(err, "a fragment")
+		}
+		rest = rest[f.Length:]
+	}
+	return data, nil
+}
+
+// offsets reads the Basic Offset Table's entries for frame i and the one
+// after it (little endian, as every encapsulated syntax is).
+func (o *object) offsets(table dataset.Fragment, frames, i uint64) (start, end int64, err error) {
+	var b [8]byte
+	n := 8
+	if i+1 == frames {
+		n = 4
+	}
+	if _, err := o.r.ReadAt(b[:n], o.base+table.Offset+int64(4*i)); err != nil {
+		return 0, 0, o.frameFailed(err, "the offset table")
+	}
+	start, end = int64(binary.LittleEndian.Uint32(b[:])), -1
+	if n == 8 {
+		end = int64(binary.LittleEndian.Uint32(b[4:]))
+	}
+	return start, end, nil
+}
+
+// limitedReader is io.LimitReader ending with errInflateLimit, not io.EOF,
+// which would read as a data set cut short.
+type limitedReader struct {
+	r io.Reader
+	n int64
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.n <= 0 {
+		return 0, errInflateLimit
+	}
+	n, err := l.r.Read(p[:min(int64(len(p)), l.n)])
+	l.n -= int64(n)
+	return n, err
+}
