@@ -14,7 +14,10 @@
 //   - the pipeline, with a Decoder over ranged reads of the stored object:
 //     it keeps the header up to Pixel Data and skips large values without
 //     fetching them;
-//   - File Meta reading (package part10), with a Decoder over the file.
+//   - File Meta reading (package part10), with a Decoder over the file;
+//   - the portal's thumbnails, with a Decoder over ranged reads: the
+//     header up to Pixel Data, then the item headers of encapsulated
+//     fragments (KindFragment) up to the frame shown, skipping the rest.
 //
 // So what the SCP acknowledges, the pipeline can read: both apply the same
 // rules and limits to the same bytes.
