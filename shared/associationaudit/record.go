@@ -97,6 +97,17 @@ type Record struct {
 	// written before it was recorded, whose Reason alone said so. On an
 	// unclean-stop-found, the runs a running SCP found so.
 	PreviousRuns []UncleanRun `json:"previousRuns,omitempty"`
+	// Count, on an association-rejected, is how many refusals the record
+	// stands for when more than one: refusals alike in all but their time,
+	// port and association id (the same peer address, AE titles, A-ASSOCIATE-RJ
+	// fields and presented certificate) that came while refusals had used
+	// their share of the writer's queue, or after one from the same peer
+	// and alike was written in the same window (a flood of unauthenticated
+	// connections), folded into one record: the first of them at Time, the
+	// last at Until; PeerAddr is then the address without a port, and
+	// Reason is the first one's with the count. 0 on a record of one event.
+	Count int       `json:"count,omitempty"`
+	Until time.Time `json:"until,omitzero"`
 	// Lost, on an application-stop, are the records of its run counted
 	// lost before the stop record was written (given up at Close, not
 	// encodable); nil when none was.

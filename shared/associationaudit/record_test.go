@@ -129,3 +129,46 @@ func TestPossiblyLost(t *testing.T) {
 		}
 	}
 }
+
+// TestFoldedRefusal: a record standing for several refusals keeps its count
+// and the last one's time; a record of one event says neither.
+func TestFoldedRefusal(t *testing.T) {
+	first := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name   string
+		r      Record
+		fields []string // in the JSON
+		absent []string // not in the JSON
+	}{
+		{"one refusal", Record{Event: EventRejected, Time: first, AssociationID: "a1", PeerAddr: "10.0.0.1:5000", Seq: 1},
+			nil, []string{`"count"`, `"until"`}},
+		{"folded", Record{Event: EventRejected, Time: first, AssociationID: "a1", PeerAddr: "10.0.0.1", Seq: 2,
+			Count: 4711, Until: first.Add(10 * time.Second)}, []string{`"count":4711`, `"until":"2026-01-02T03:04:15Z"`}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := Marshal(tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range tt.fields {
+				if !strings.Contains(string(b), f) {
+					t.Errorf("%s lacks %s", b, f)
+				}
+			}
+			for _, f := range tt.absent {
+				if strings.Contains(string(b), f) {
+					t.Errorf("%s has %s", b, f)
+				}
+			}
+			got, err := Parse(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.r.SchemaVersion = SchemaVersion
+			if d := cmp.Diff(tt.r, got); d != "" {
+				t.Errorf("round trip (-want +got):\n%s", d)
+			}
+		})
+	}
+}
