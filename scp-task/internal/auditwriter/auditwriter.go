@@ -101,6 +101,8 @@ type Writer struct {
 	// sweepCancel ends a sweep under way: stopping does not wait for its
 	// calls (up to markerTimeout on a slow S3) to run out.
 	sweepCancel context.CancelFunc
+
+	refusals refusals // refusal records' share of the queue, and folding (refusals.go)
 }
 
 type tally struct {
@@ -178,6 +180,7 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 		attemptTimeout: opts.AttemptTimeout, maxBackoff: opts.MaxBackoff, parallel: opts.Parallel,
 		queue:  make(chan associationaudit.Record, opts.QueueSize),
 		counts: map[string]*tally{}, done: make(chan struct{}), feed: opts.Feed, now: time.Now,
+		refusals: refusals{share: refusalShare(opts.QueueSize), window: refusalWindow},
 	}
 	stale := cmp.Or(opts.MarkersStaleAfter, storeStaleAfter)
 	w.sweepEvery = max(stale/sweepsPerStale, 10*time.Millisecond)
@@ -200,13 +203,27 @@ func New(store recordPutter, opts Options) (*Writer, error) {
 
 // ObserveAssociation implements dicomnet.Observer. It returns as soon as
 // the record is queued; while the queue is full it waits for room, which
-// holds up only the association the event belongs to.
+// holds up only the association the event belongs to. A refusal never
+// waits: past its share of the queue it is folded (refusals.go).
 func (w *Writer) ObserveAssociation(ev dicomnet.Event) {
 	r, ok := w.record(ev)
 	if !ok {
 		return
 	}
-	w.enqueue(r)
+	if r.Event != associationaudit.EventRejected {
+		w.enqueue(r)
+		return
+	}
+	if w.refused(r) && ev.Type == dicomnet.EventHandshakeFailed && r.TLS != nil {
+		// A certificate verification refused (another CA's, expired,
+		// revoked, not for client authentication) is named as presented,
+		// in the record and in a security alert on the log, like one that
+		// does not match its AE title (never the certificate itself); a
+		// refusal folded is counted instead.
+		w.log.Warn("security alert: client certificate refused in the TLS handshake", "association", r.AssociationID,
+			"peer", r.PeerAddr, "subject", r.TLS.Subject, "issuer", r.TLS.Issuer, "serial", r.TLS.Serial,
+			"sha256", r.TLS.SHA256, "chain_length", len(ev.PeerCertificates), "err", ev.Err)
+	}
 }
 
 // Started records that the SCP started serving (PS3.15 A.5.3.1
@@ -397,6 +414,7 @@ func (w *Writer) closeRun(ctx context.Context, clean bool) error {
 // last, naming the records of the run lost before it (Record.Lost).
 func (w *Writer) Stopping(reason string) {
 	w.stopSweep()
+	w.flushRefusals()
 	w.mu.Lock()
 	started := w.instance != ""
 	w.mu.Unlock()
@@ -424,20 +442,20 @@ func (w *Writer) applicationRecord(event, reason string) associationaudit.Record
 }
 
 // enqueue queues r, waiting for room while the queue is full; a record
-// after Close, or one still waiting when Close gives up, is lost.
-func (w *Writer) enqueue(r associationaudit.Record) {
+// after Close, or one still waiting when Close gives up, is lost (false).
+func (w *Writer) enqueue(r associationaudit.Record) bool {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
 		w.lose(r, "event after close")
-		return
+		return false
 	}
 	w.senders.Add(1)
 	w.mu.Unlock()
 	defer w.senders.Done()
 	select {
 	case w.queue <- r:
-		return
+		return true
 	default:
 	}
 	w.metrics.waits.Inc()
@@ -446,8 +464,10 @@ func (w *Writer) enqueue(r associationaudit.Record) {
 	}
 	select {
 	case w.queue <- r:
+		return true
 	case <-w.stopped.Done():
 		w.lose(r, "writer stopped")
+		return false
 	}
 }
 
@@ -530,20 +550,15 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		if ev.Err != nil {
 			r.Reason += ": " + ev.Err.Error()
 		}
-		// A certificate verification refused (another CA's, expired,
-		// revoked, not for client authentication) is named as presented,
-		// in the record and in a security alert on the log, like one that
-		// does not match its AE title (never the certificate itself).
 		if len(ev.PeerCertificates) > 0 {
 			r.TLS = associationaudit.CertificatePeer(ev.PeerCertificates[0], "")
-			w.log.Warn("security alert: client certificate refused in the TLS handshake", "association", r.AssociationID,
-				"peer", r.PeerAddr, "subject", r.TLS.Subject, "issuer", r.TLS.Issuer, "serial", r.TLS.Serial,
-				"sha256", r.TLS.SHA256, "chain_length", len(ev.PeerCertificates), "err", ev.Err)
 		}
 	default:
 		return r, false
 	}
-	r.Seq = w.seq.Add(1)
+	if r.Event != associationaudit.EventRejected { // a refusal is numbered when it is written on its own (refused)
+		r.Seq = w.seq.Add(1)
+	}
 	return r, true
 }
 
@@ -609,7 +624,13 @@ func (w *Writer) run() {
 	for r := range w.queue {
 		x := writing{r: r, written: make(chan bool, 1)}
 		inFlight <- x
-		go func() { x.written <- w.write(w.stopped, x.r) }()
+		go func() {
+			written := w.write(w.stopped, x.r)
+			if x.r.Event == associationaudit.EventRejected {
+				w.refusalDone()
+			}
+			x.written <- written
+		}()
 	}
 	close(inFlight)
 	<-fed
@@ -680,6 +701,7 @@ func (w *Writer) attempt(life context.Context, key string, body []byte) error {
 // ctx, and returns an error saying how many records were lost.
 func (w *Writer) Close(ctx context.Context) error {
 	w.stopSweep()
+	w.flushRefusals()
 	w.mu.Lock()
 	first := !w.closed
 	w.closed = true
@@ -768,6 +790,7 @@ type metrics struct {
 	lost     prometheus.Counter
 	wait     prometheus.Histogram
 	unclean  prometheus.Counter
+	folded   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
@@ -798,6 +821,10 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		Name: metricnames.AuditUncleanStops,
 		Help: "Runs found to have stopped uncleanly (killed, crashed), at start or by a running SCP: the start record, or the unclean-stop-found record, says which audit records they may have lost.",
 	})
+	m.folded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "dicom_ingest_audit_refusals_folded_total",
+		Help: "Refused connections (failed TLS handshakes, rejected associations) folded into a record standing for several (its count), not written one by one: a flood of refusals, past their share of the audit record queue or repeated by a peer within the window.",
+	})
 	m.writable.Set(1)
 	if reg == nil {
 		return m, nil
@@ -805,7 +832,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records waiting to be written.",
 	}, func() float64 { return float64(len(w.queue)) })
-	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, m.unclean, queued} {
+	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, m.unclean, m.folded, queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("auditwriter: register metrics: %w", err)
 		}
