@@ -129,6 +129,8 @@ type Server struct {
 	idPrefix   string
 	nextID     atomic.Uint64
 	doneCh     chan struct{} // closed by Shutdown/Close
+	// handshakeLog limits the lines of failed TLS handshakes (loglimit.go).
+	handshakeLog logLimiter
 }
 
 // Handler stores C-STORE datasets.
