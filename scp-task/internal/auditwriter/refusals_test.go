@@ -58,7 +58,7 @@ func TestRefusalsFold(t *testing.T) {
 		// records standing for several, in the order written.
 		own, alone int
 		folded     []int
-		check  func(t *testing.T, rejected []associationaudit.Record)
+		check      func(t *testing.T, rejected []associationaudit.Record)
 	}{
 		{name: "distinct refusals are each written", queue: 16, events: func() []dicomnet.Event {
 			return []dicomnet.Event{handshakeFailed(0, "10.0.0.1"), unknownAE(1, "10.0.0.1"), handshakeFailed(2, "10.0.0.2")}
