@@ -297,7 +297,11 @@ func (w *Writer) sweep(life context.Context) {
 				w.logUnclean(unclean)
 				r := w.applicationRecord(associationaudit.EventUncleanStopFound, describeAll(unclean))
 				r.PreviousRuns = unclean
-				w.enqueue(r)
+				// Not past the stop: a queue full while the store refuses
+				// records has no room until Close gives up, and the stop
+				// waits for the sweep. Lost then, the run's claim goes
+				// stale and another process reports it.
+				w.enqueueWithin(life.Done(), r)
 			}
 			return err
 		})
@@ -443,7 +447,10 @@ func (w *Writer) applicationRecord(event, reason string) associationaudit.Record
 
 // enqueue queues r, waiting for room while the queue is full; a record
 // after Close, or one still waiting when Close gives up, is lost (false).
-func (w *Writer) enqueue(r associationaudit.Record) bool {
+func (w *Writer) enqueue(r associationaudit.Record) bool { return w.enqueueWithin(nil, r) }
+
+// enqueueWithin is enqueue giving up, r lost, when cut is closed.
+func (w *Writer) enqueueWithin(cut <-chan struct{}, r associationaudit.Record) bool {
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
@@ -467,6 +474,9 @@ func (w *Writer) enqueue(r associationaudit.Record) bool {
 		return true
 	case <-w.stopped.Done():
 		w.lose(r, "writer stopped")
+		return false
+	case <-cut:
+		w.lose(r, "stopping with the queue full")
 		return false
 	}
 }

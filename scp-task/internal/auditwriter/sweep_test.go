@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -306,5 +308,62 @@ func TestStopNotHeldBySweep(t *testing.T) {
 	}
 	if r := store.all(); len(r) != 2 || r[1].Event != associationaudit.EventApplicationStop {
 		t.Errorf("records %+v, want the start and the stop", r)
+	}
+}
+
+// TestStopWithSweepWaitingForRoom: a sweep that finds a dead run while the
+// store refuses every record and the queue is full does not hold up the
+// stop: Stopping returns at once and Close gives up at its deadline,
+// counting the sweep's record lost with the rest (the dead run's claim goes
+// stale and another process reports it). Before, the sweep waited for
+// room that never came and Stopping waited for the sweep: the stop hung
+// until the stop timeout's SIGKILL.
+func TestStopWithSweepWaitingForRoom(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{RunDir: dir, MarkersStaleAfter: 200 * time.Millisecond, QueueSize: 1, Parallel: 1, MaxBackoff: 10 * time.Millisecond}
+	dead, err := New(&recordStore{got: map[string]associationaudit.Record{}}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.Started("aaaa", "REMOTE_AE")
+	logs := &testenv.LogBuffer{}
+	opts.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
+	w, err := New(store, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Started("bbbb", "REMOTE_AE")
+	// One record being written, one waiting for the feeder, one in the
+	// queue: full.
+	for i := range 2 {
+		w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: &dicomnet.AssociationInfo{ID: fmt.Sprintf("s%d", i)}})
+	}
+	waitFor(t, func() bool { return w.Ready(context.Background()) != nil && len(w.queue) == cap(w.queue) })
+	kill(t, dead)
+	waitFor(t, func() bool { return strings.Contains(logs.String(), associationaudit.UncleanStopLog) })
+	time.Sleep(50 * time.Millisecond) // the sweep waits for room
+
+	stopped := make(chan struct{})
+	go func() { w.Stopping("test"); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Stopping waits for the sweep, which waits for room in the queue")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Error("Close reports no record lost")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not give up at its deadline")
+	}
+	if !strings.Contains(logs.String(), `"event":"unclean-stop-found"`) {
+		t.Errorf("the sweep's record is not logged lost:\n%s", logs.String())
 	}
 }
