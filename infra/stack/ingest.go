@@ -50,6 +50,10 @@ const (
 	MetricObjectsStored       = metricnames.ObjectsStored
 	// MetricAuditRecordsLost: association audit records never written.
 	MetricAuditRecordsLost = metricnames.AuditRecordsLost
+	// MetricAuditRefusalsFolded: refused connections written as part of a
+	// record standing for several (a flood; ScpRejects and
+	// ScpTlsHandshakeFailures alarm on the refusals themselves).
+	MetricAuditRefusalsFolded = metricnames.AuditRefusalsFolded
 	// MetricAuditUncleanStops: runs a task found stopped uncleanly, at its
 	// start or while it runs.
 	MetricAuditUncleanStops = metricnames.AuditUncleanStops
@@ -659,7 +663,7 @@ type scpDeclaration struct {
 // circuit breaker rolls back.
 func scpDeclarations(withTLS bool) []scpDeclaration {
 	metrics := []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
-		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes,
+		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes,
 		MetricStagingNoSpace}
 	if withTLS {
 		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)

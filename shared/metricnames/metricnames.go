@@ -33,6 +33,10 @@ const (
 	// directory, the staging directory, a file store's directory, a direct
 	// S3 store's bucket).
 	AuditUncleanStops = "dicom_ingest_audit_unclean_stops_total"
+	// AuditRefusalsFolded counts refused connections (failed TLS
+	// handshakes, rejected associations) written as part of a record
+	// standing for several, not one by one: the size of a flood.
+	AuditRefusalsFolded = "dicom_ingest_audit_refusals_folded_total"
 	// TaskProtectionFailures counts failed calls to the ECS agent's
 	// scale-in protection endpoint (each is retried).
 	TaskProtectionFailures = "dicom_ingest_task_protection_failures_total"
@@ -125,6 +129,7 @@ var Kinds = map[string]Kind{
 	ObjectsStored:            Counter,
 	AuditRecordsLost:         Counter,
 	AuditUncleanStops:        Counter,
+	AuditRefusalsFolded:      Counter,
 	TaskProtectionFailures:   Counter,
 	TLSHandshakeFailures:     Counter,
 	TLSReloads:               Counter,

@@ -832,7 +832,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		Help: "Runs found to have stopped uncleanly (killed, crashed), at start or by a running SCP: the start record, or the unclean-stop-found record, says which audit records they may have lost.",
 	})
 	m.folded = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "dicom_ingest_audit_refusals_folded_total",
+		Name: metricnames.AuditRefusalsFolded,
 		Help: "Refused connections (failed TLS handshakes, rejected associations) folded into a record standing for several (its count), not written one by one: a flood of refusals, past their share of the audit record queue or repeated by a peer within the window.",
 	})
 	m.writable.Set(1)
