@@ -11,11 +11,11 @@
 //     unchanged while its top-level identifiers are picked up and its
 //     structure is checked to the last byte, so a dataset that ends inside
 //     an element, or cannot be followed, is refused rather than stored;
-//   - the pipeline, with a Decoder over ranged reads of the stored object:
-//     it keeps the header up to Pixel Data and skips large values without
-//     fetching them;
+//   - the pipeline, with a Decoder over ranged reads of the stored object
+//     (a RangeSource): it keeps the header up to Pixel Data and skips
+//     large values without fetching them;
 //   - File Meta reading (package part10), with a Decoder over the file;
-//   - the portal's thumbnails, with a Decoder over ranged reads: the
+//   - the portal's thumbnails, with a Decoder over a RangeSource: the
 //     header up to Pixel Data, then the item headers of encapsulated
 //     fragments (KindFragment) up to the frame shown, skipping the rest.
 //

@@ -1,0 +1,163 @@
+package dataset
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+)
+
+// RangeOptions set how a RangeSource reads ahead. The zero value reads
+// 32 KiB first, doubling to 1 MiB, and keeps growing across skips.
+type RangeOptions struct {
+	// First is the size of the first read, and of the next one after a
+	// skip when ResetOnSkip is set. Small costs requests on a large
+	// header; large costs bytes fetched and never used.
+	First int
+	// Max bounds the growth: each read doubles the next one up to Max
+	// (a read is larger only when a Peek asks for more).
+	Max int
+	// ResetOnSkip starts over at First after a Discard past what is held:
+	// what follows a skipped value is often a small header (an item's
+	// 8 bytes between fragments), not more of a large one.
+	ResetOnSkip bool
+}
+
+// Defaults of RangeOptions.
+const (
+	defaultFirstRead = 32 << 10
+	defaultMaxRead   = 1 << 20
+)
+
+// RangeSource is a Source over the first size bytes of an io.ReaderAt
+// (a stored object read by ranges): it reads ahead in chunks that grow
+// while reading goes on, so a header is a few reads, and Discard moves
+// past a value without reading the bytes it does not hold.
+type RangeSource struct {
+	r       io.ReaderAt
+	size    int64
+	opt     RangeOptions
+	buf     []byte // bytes [at, at+len(buf)) of the object
+	off     int    // read position in buf
+	at      int64
+	chunk   int
+	fetched int64
+}
+
+var _ Source = (*RangeSource)(nil)
+
+// NewRangeSource returns a RangeSource over the first size bytes of r,
+// from offset 0. An error of r is returned as it is: r says what it read.
+func NewRangeSource(r io.ReaderAt, size int64, o RangeOptions) *RangeSource {
+	if o.First <= 0 {
+		o.First = defaultFirstRead
+	}
+	if o.Max <= 0 {
+		o.Max = defaultMaxRead
+	}
+	o.Max = max(o.Max, o.First)
+	return &RangeSource{r: r, size: max(size, 0), opt: o, chunk: o.First}
+}
+
+// Pos is the offset in the object of the next byte.
+func (s *RangeSource) Pos() int64 { return s.at + int64(s.off) }
+
+// Size is the object's size: as given, or where a read found it to end.
+func (s *RangeSource) Size() int64 { return s.size }
+
+// Fetched is the number of bytes read from r so far.
+func (s *RangeSource) Fetched() int64 { return s.fetched }
+
+// Peek implements Source: the next n bytes, fewer only with an error
+// (io.EOF at the end of the object).
+func (s *RangeSource) Peek(n int) ([]byte, error) {
+	if len(s.buf)-s.off < n {
+		if err := s.fill(n); err != nil {
+			return nil, err
+		}
+	}
+	avail := s.buf[s.off:]
+	if len(avail) < n {
+		return avail, io.EOF
+	}
+	return avail[:n], nil
+}
+
+// fill keeps the unread bytes and reads what follows them in one read, at
+// least n in all unless the object ends first. A short read ends the
+// object there (an io.ReaderAt reads fewer bytes only at its end or with
+// an error).
+func (s *RangeSource) fill(n int) error {
+	s.at += int64(s.off)
+	s.buf = append(s.buf[:0], s.buf[s.off:]...)
+	s.off = 0
+	end := s.at + int64(len(s.buf))
+	want := min(int64(max(n-len(s.buf), s.chunk)), s.size-end)
+	if want <= 0 {
+		return nil
+	}
+	s.chunk = min(2*s.chunk, s.opt.Max)
+	have := len(s.buf)
+	s.buf = slices.Grow(s.buf, int(want))[:have+int(want)]
+	got, err := s.r.ReadAt(s.buf[have:], end)
+	got = max(min(got, int(want)), 0)
+	s.fetched += int64(got)
+	s.buf = s.buf[:have+got]
+	if int64(got) < want {
+		if err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		s.size = end + int64(got)
+	}
+	return nil
+}
+
+// Discard implements Source: it moves past n bytes, reading none that
+// are not held already; fewer only at the end of the object, with
+// io.EOF.
+func (s *RangeSource) Discard(n int) (int, error) {
+	if n < 0 {
+		return 0, errors.New("dataset: negative skip")
+	}
+	pos := s.Pos()
+	if rest := s.size - pos; int64(n) > rest {
+		s.at, s.buf, s.off = s.size, s.buf[:0], 0
+		return int(rest), io.EOF
+	}
+	if n <= len(s.buf)-s.off {
+		s.off += n
+		return n, nil
+	}
+	s.at, s.buf, s.off = pos+int64(n), s.buf[:0], 0
+	if s.opt.ResetOnSkip {
+		s.chunk = s.opt.First
+	}
+	return n, nil
+}
+
+// RangeOpener opens n bytes of an object from off (fewer at its end), as
+// a store's ranged GET does; the error of an open is the opener's to
+// word. As an io.ReaderAt it makes one request per read.
+type RangeOpener func(off, n int64) (io.ReadCloser, error)
+
+// ReadAt implements io.ReaderAt: io.EOF when the object ends before p is
+// full.
+func (f RangeOpener) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	rc, err := f(off, int64(len(p)))
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	n, err := io.ReadFull(rc, p)
+	switch {
+	case err == nil:
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		err = io.EOF
+	default:
+		err = fmt.Errorf("read %d bytes at %d: %w", len(p), off, err)
+	}
+	return n, err
+}
