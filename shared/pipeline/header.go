@@ -103,7 +103,7 @@ var (
 // part10.ErrNotPart10, part10.ErrMalformedMeta or a dataset verdict
 // (ErrMalformed, ErrTruncated, ErrLimit); any other is the store's. The
 // header is returned with what was read whenever the File Meta was.
-func readHeader(src *rangeSource) (*header, error) {
+func readHeader(src *dataset.RangeSource) (*header, error) {
 	meta, err := part10.ReadMeta(src)
 	if err != nil {
 		return nil, err
@@ -121,8 +121,8 @@ func readHeader(src *rangeSource) (*header, error) {
 	err = h.read(d, base)
 	h.Implicit = d.Implicit()
 	if err == nil && h.PixelData != nil && !h.Deflated && h.PixelData.Len != dataset.UndefinedLength {
-		if end := h.PixelData.Offset + int64(h.PixelData.Len); end > src.size {
-			h.PixelShort = end - src.size
+		if end := h.PixelData.Offset + int64(h.PixelData.Len); end > src.Size() {
+			h.PixelShort = end - src.Size()
 		}
 	}
 	return h, err

@@ -104,7 +104,7 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	in := &inspection{info: info}
 	src := newRangeSource(ctx, p.Objects, info.Key, info.Size)
 	h, err := readHeader(src)
-	in.bytesRead = src.fetched
+	in.bytesRead = src.Fetched()
 	in.h = h
 	if err != nil {
 		var corrupt flate.CorruptInputError
