@@ -3,13 +3,11 @@ package thumbnail
 import (
 	"bufio"
 	"compress/flate"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -41,113 +39,14 @@ const (
 // errInflateLimit ends the inflated stream at maxInflatedBytes.
 var errInflateLimit = fmt.Errorf("deflated data set longer than %d bytes before the frame ends", maxInflatedBytes)
 
-// objectAt reads a stored object through its Opener, one range per read:
-// the header in growing chunks, then one frame.
-type objectAt struct {
-	ctx  context.Context
-	open Opener
-	key  string
-}
-
-func (o objectAt) ReadAt(p []byte, off int64) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	rc, err := o.open(o.ctx, o.key, off, int64(len(p)))
-	if err != nil {
-		return 0, fmt.Errorf("open: %w", err)
-	}
-	defer rc.Close()
-	n, err := io.ReadFull(rc, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF // io.ReaderAt: fewer bytes at the end of the object
-	}
-	return n, err
-}
-
-// atSource is a dataset.Source over the first size bytes of an
-// io.ReaderAt. It reads ahead in chunks that double while reading goes on
-// (a header is a few reads), and skips a value beyond them by moving on
-// without reading it, starting small again after: past pixel data or
-// between fragments the next thing read is an 8-byte header.
-type atSource struct {
-	r     io.ReaderAt
-	size  int64
-	buf   []byte // bytes [at, at+len(buf)) of the object
-	off   int    // read position in buf
-	at    int64
-	chunk int
-}
-
+// The header is read in chunks of firstChunk doubling to maxChunk; a
+// value skipped beyond them is moved past without reading it, and the
+// chunk starts small again after it: past pixel data or between
+// fragments, the next thing read is an 8-byte header.
 const (
 	firstChunk = 512
 	maxChunk   = 256 << 10
 )
-
-func newAtSource(r io.ReaderAt, size int64) *atSource {
-	return &atSource{r: r, size: max(size, 0), chunk: firstChunk}
-}
-
-// pos is the offset in the object of the next byte.
-func (s *atSource) pos() int64 { return s.at + int64(s.off) }
-
-// Peek implements dataset.Source.
-func (s *atSource) Peek(n int) ([]byte, error) {
-	if len(s.buf)-s.off < n {
-		if err := s.fill(n); err != nil {
-			return nil, err
-		}
-	}
-	avail := s.buf[s.off:]
-	if len(avail) < n {
-		return avail, io.EOF
-	}
-	return avail[:n], nil
-}
-
-// fill keeps the unread bytes and reads what follows them, at least n in
-// all unless the object ends first.
-func (s *atSource) fill(n int) error {
-	s.at += int64(s.off)
-	s.buf = append(s.buf[:0], s.buf[s.off:]...)
-	s.off = 0
-	end := s.at + int64(len(s.buf))
-	want := min(int64(max(n-len(s.buf), s.chunk)), s.size-end)
-	if want <= 0 {
-		return nil
-	}
-	s.chunk = min(2*s.chunk, maxChunk)
-	have := len(s.buf)
-	s.buf = slices.Grow(s.buf, int(want))[:have+int(want)]
-	got, err := s.r.ReadAt(s.buf[have:], end)
-	s.buf = s.buf[:have+got]
-	if int64(got) < want {
-		if err != nil && err != io.EOF {
-			return fmt.Errorf("read at %d: %w", end, err)
-		}
-		s.size = end + int64(got) // shorter than the index said: it ends here
-	}
-	return nil
-}
-
-// Discard implements dataset.Source: it moves past n bytes, reading none
-// that are not held already.
-func (s *atSource) Discard(n int) (int, error) {
-	if n < 0 {
-		return 0, errors.New("negative skip")
-	}
-	pos := s.pos()
-	if rest := s.size - pos; int64(n) > rest {
-		s.at, s.buf, s.off = s.size, s.buf[:0], 0
-		return int(rest), io.EOF
-	}
-	if n <= len(s.buf)-s.off {
-		s.off += n
-		return n, nil
-	}
-	s.at, s.buf, s.off, s.chunk = pos+int64(n), s.buf[:0], 0, firstChunk
-	return n, nil
-}
 
 // Top-level attributes the renderer reads.
 const (
@@ -195,7 +94,7 @@ type attr struct {
 // attributes the renderer needs. A verdict on the bytes is ErrNoPreview;
 // a read error is returned as it is.
 func readObject(r io.ReaderAt, size int64) (*object, error) {
-	src := newAtSource(r, size)
+	src := dataset.NewRangeSource(r, size, dataset.RangeOptions{First: firstChunk, Max: maxChunk, ResetOnSkip: true})
 	meta, err := part10.ReadMeta(src)
 	if err != nil {
 		if errors.Is(err, part10.ErrNotPart10) || errors.Is(err, part10.ErrMalformedMeta) {
@@ -203,8 +102,8 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		}
 		return nil, fmt.Errorf("thumbnail: read: %w", err)
 	}
-	o := &object{r: r, size: src.size, ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
-		attrs: map[uint32]attr{}, base: src.pos()}
+	o := &object{r: r, size: src.Size(), ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
+		attrs: map[uint32]attr{}, base: src.Pos()}
 	if !Renderable(o.ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, o.ts)
 	}

@@ -23,6 +23,8 @@ import (
 	"math"
 	"strings"
 	"sync"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 )
 
 // ErrNoPreview is returned (wrapped, with the reason) for an object this
@@ -120,7 +122,10 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 	if b, err, ok := r.cached(key); ok { // rendered while this one waited
 		return b, err
 	}
-	b, err := Render(objectAt{ctx: ctx, open: r.open, key: key}, size, r.edge)
+	// One range request a read: the header in growing chunks, then the
+	// frame.
+	at := dataset.RangeOpener(func(off, n int64) (io.ReadCloser, error) { return r.open(ctx, key, off, n) })
+	b, err := Render(at, size, r.edge)
 	if err == nil || errors.Is(err, ErrNoPreview) {
 		r.keep(key, b, err)
 	}
