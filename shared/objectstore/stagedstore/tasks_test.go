@@ -146,6 +146,9 @@ func TestTasksKilled(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// S3 holds an object before its task prints "uploaded"; the journal
+	// goes only once every upload of it has returned, so every line is
+	// in the pipes when the tasks are killed.
 	waitGone(t, filepath.Join(dir, journalsDir, writer.name))
 	a.kill(t)
 	b.kill(t)
@@ -185,10 +188,15 @@ func task(t *testing.T, dir, role, s3 string, n int) *taskProc {
 			p.lines <- sc.Text()
 		}
 	}()
-	// Its journal is the directory that appears.
+	// Its journal is the directory that appears under a task's own name:
+	// it appears first under a starting name (lockOwnDir), which is gone
+	// at once, and waiting for that to go would wait for nothing.
 	for deadline := time.Now().Add(30 * time.Second); p.name == ""; time.Sleep(5 * time.Millisecond) {
 		after, _ := os.ReadDir(filepath.Join(dir, journalsDir))
 		for _, e := range after {
+			if strings.HasPrefix(e.Name(), startingPrefix) {
+				continue
+			}
 			known := false
 			for _, b := range before {
 				known = known || b.Name() == e.Name()
