@@ -114,6 +114,10 @@ type Record struct {
 	Lost *LostRecords `json:"lost,omitempty"`
 }
 
+// Events is how many events r stands for: its Count when refusals were
+// folded into it, else one.
+func (r Record) Events() int { return max(r.Count, 1) }
+
 // UncleanRun is what a dead run's marker said of it as of its last update
 // (at most a second before its death).
 type UncleanRun struct {
