@@ -108,9 +108,11 @@ func TestSlowClients(t *testing.T) {
 		}
 	})
 	t.Run("download read slowly", func(t *testing.T) {
-		// A pause between reads a quarter of the stall: a loaded machine's
-		// scheduler may add to it without the write deadline passing.
-		const size, stall = 32 << 20, 1200 * time.Millisecond
+		// Pauses between reads a fifteenth of the stall: a loaded
+		// machine's scheduler may add seconds to them (a CI run under
+		// load took 850 ms a read) without the write deadline passing,
+		// and all of them outlast it.
+		const size, stall = 64 << 20, 3 * time.Second
 		addr, _ := start(t, size, stall)
 		c := dial(t, addr, "GET "+objectPath+" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -126,7 +128,7 @@ func TestSlowClients(t *testing.T) {
 			if err != nil {
 				break
 			}
-			time.Sleep(stall / 4)
+			time.Sleep(stall / 15)
 		}
 		if got != size || time.Since(began) < stall {
 			t.Errorf("read %d of %d bytes in %v", got, size, time.Since(began))
