@@ -186,13 +186,7 @@ func (a *association) handshake() bool {
 		// of a flood.
 		return false
 	}
-	if ok, suppressed := a.srv.handshakeLog.allow(time.Now()); ok {
-		attrs := []any{"err", err}
-		if suppressed > 0 {
-			attrs = append(attrs, "suppressed", suppressed)
-		}
-		a.log.Warn("dicomnet: TLS handshake failed", attrs...)
-	}
+	a.srv.handshakeLog.log(a.log, slog.LevelWarn, "dicomnet: TLS handshake failed", "err", err)
 	info := a.info
 	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err, PeerCertificates: refusedChain(err)})
 	return false

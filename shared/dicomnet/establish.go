@@ -2,6 +2,7 @@ package dicomnet
 
 import (
 	"errors"
+	"log/slog"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
@@ -90,7 +91,7 @@ func (a *association) decide() rxEvent {
 // reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.
 func (a *association) reject(rj *RejectError) rxEvent {
 	a.rj = rj
-	a.log.Info("dicomnet: association rejected", rejectionAttrs(rj)...)
+	a.srv.rejectLog.log(a.log, slog.LevelInfo, "dicomnet: association rejected", rejectionAttrs(rj)...)
 	return rxEvent{ev: evt8}
 }
 

@@ -1,14 +1,17 @@
 package dicomnet
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
 )
 
-// A peer that has not authenticated can fail TLS handshakes as fast as it connects: one log line each made
-// hundreds of kilobytes a second of logs. The lines of such failures are limited to logBurst in each logWindow;
-// those held back are counted (dicom_ingest_tls_handshake_failures_total counts every failure anyway) and the
-// next line let through says how many (suppressed).
+// A peer that has not authenticated can fail TLS handshakes, or have its associations rejected, as fast as it
+// connects: one log line each made hundreds of kilobytes a second of logs. The lines of such failures are limited to
+// logBurst in each logWindow, per kind; those held back are counted (dicom_ingest_tls_handshake_failures_total and
+// dicom_ingest_associations_rejected_total count every one anyway, and the audit trail has them) and the next line
+// let through says how many (suppressed).
 const (
 	logWindow = 10 * time.Second
 	logBurst  = 10
@@ -36,4 +39,16 @@ func (l *logLimiter) allow(now time.Time) (ok bool, suppressed int) {
 	l.lines++
 	suppressed, l.suppressed = l.suppressed, 0
 	return true, suppressed
+}
+
+// log logs msg at level when l lets a line through, saying how many were held back before it.
+func (l *logLimiter) log(log *slog.Logger, level slog.Level, msg string, attrs ...any) {
+	ok, suppressed := l.allow(time.Now())
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	log.Log(context.Background(), level, msg, attrs...)
 }

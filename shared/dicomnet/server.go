@@ -131,6 +131,8 @@ type Server struct {
 	doneCh     chan struct{} // closed by Shutdown/Close
 	// handshakeLog limits the lines of failed TLS handshakes (loglimit.go).
 	handshakeLog logLimiter
+	// rejectLog limits the lines of rejected associations (loglimit.go).
+	rejectLog logLimiter
 }
 
 // Handler stores C-STORE datasets.

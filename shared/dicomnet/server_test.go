@@ -379,6 +379,24 @@ func TestRejections(t *testing.T) {
 			}
 		})
 	}
+	// A flood of rejected requests logs at most a burst of lines in a window (the events, which the metric and
+	// the audit trail count, are all observed): one line each made megabytes of logs a flood.
+	t.Run("flood logged within a burst", func(t *testing.T) {
+		rec := newRecorder()
+		var logs testenv.LogBuffer
+		srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP", Accept: policy, Observer: rec,
+			Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		const n = 30
+		for range n {
+			if _, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "STRANGER", CalledAE: "SCP"}); !errors.Is(err, dicomnet.RejectCallingAENotRecognized) {
+				t.Fatalf("Dial = %v", err)
+			}
+			rec.waitFor(t, dicomnet.EventRejected)
+		}
+		if lines := strings.Count(logs.String(), `"msg":"dicomnet: association rejected"`); lines < 1 || lines > 10 {
+			t.Errorf("%d of %d rejections logged, want 1 to 10", lines, n)
+		}
+	})
 	t.Run("Dial returns RejectError", func(t *testing.T) {
 		srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP"})
 		_, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B"})
