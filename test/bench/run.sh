@@ -54,8 +54,9 @@ go build -o bin/bench-s3 ./test/bench/s3server
 go build -o bin/bench-discard ./test/bench/discard
 go build -o bin/bench-diskfloor ./test/bench/diskfloor
 go build -o bin/bench-startup ./test/bench/startup
+go build -o bin/bench-freeport ./test/bench/freeport
 
-port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1]);s.close()'; }
+port() { bin/bench-freeport; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "nothing listening on $1" >&2; return 1; }
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 rss() { awk '/VmHWM/ {printf "%.1f", $2/1024}' /proc/$1/status; }
