@@ -418,7 +418,7 @@ func (w *Writer) closeRun(ctx context.Context, clean bool) error {
 // last, naming the records of the run lost before it (Record.Lost).
 func (w *Writer) Stopping(reason string) {
 	w.stopSweep()
-	w.flushRefusals()
+	w.flushRefusals(false)
 	w.mu.Lock()
 	started := w.instance != ""
 	w.mu.Unlock()
@@ -460,6 +460,11 @@ func (w *Writer) enqueueWithin(cut <-chan struct{}, r associationaudit.Record) b
 	w.senders.Add(1)
 	w.mu.Unlock()
 	defer w.senders.Done()
+	return w.send(cut, r)
+}
+
+// send is enqueueWithin for a sender already counted in w.senders.
+func (w *Writer) send(cut <-chan struct{}, r associationaudit.Record) bool {
 	select {
 	case w.queue <- r:
 		return true
@@ -711,7 +716,7 @@ func (w *Writer) attempt(life context.Context, key string, body []byte) error {
 // ctx, and returns an error saying how many records were lost.
 func (w *Writer) Close(ctx context.Context) error {
 	w.stopSweep()
-	w.flushRefusals()
+	w.flushRefusals(true)
 	w.mu.Lock()
 	first := !w.closed
 	w.closed = true

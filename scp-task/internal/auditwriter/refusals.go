@@ -113,6 +113,7 @@ type refusals struct {
 	other  *foldedRefusals                // beyond maxRefusalKeys groups
 	timer  *time.Timer                    // ends the window
 	warned bool                           // the window's folding is logged
+	ended  bool                           // Close has made the last window's records: no more folding
 }
 
 // refused writes r (a refusal, not yet numbered) as its own record or
@@ -122,8 +123,13 @@ func (w *Writer) refused(r associationaudit.Record) bool {
 	k := keyOf(r)
 	rf.mu.Lock()
 	f, seen := rf.seen[k]
-	if !seen && rf.queued < rf.share && len(w.queue) < cap(w.queue) && len(rf.seen) < maxRefusalKeys {
-		rf.track(w, k, nil)
+	// After Close's last window a refusal is never folded into a window no
+	// one writes: it is queued if the queue is still open, else counted
+	// lost, as any event after Close.
+	if rf.ended || !seen && rf.queued < rf.share && len(w.queue) < cap(w.queue) && len(rf.seen) < maxRefusalKeys {
+		if !rf.ended {
+			rf.track(w, k, nil)
+		}
 		rf.queued++
 		rf.mu.Unlock()
 		r.Seq = w.seq.Add(1)
@@ -157,7 +163,7 @@ func (rf *refusals) track(w *Writer, k refusalKey, f *foldedRefusals) {
 	}
 	rf.seen[k] = f
 	if rf.timer == nil {
-		rf.timer = time.AfterFunc(rf.window, w.flushRefusals)
+		rf.timer = time.AfterFunc(rf.window, func() { w.flushRefusals(false) })
 	}
 }
 
@@ -170,10 +176,14 @@ func (w *Writer) refusalDone() {
 }
 
 // flushRefusals ends the window: every group with refusals folded becomes
-// a record, queued (it waits for room: it holds up no association).
-func (w *Writer) flushRefusals() {
+// a record, queued in order by a goroutine of its own that waits for room
+// (it holds up no association, nor the stop: Close gives up on it as on
+// any sender) or counted lost after Close. final is Close's: refusals
+// after it are no longer folded.
+func (w *Writer) flushRefusals(final bool) {
 	rf := &w.refusals
 	rf.mu.Lock()
+	rf.ended = rf.ended || final
 	if rf.timer != nil {
 		rf.timer.Stop()
 		rf.timer = nil
@@ -190,12 +200,39 @@ func (w *Writer) flushRefusals() {
 		recs = append(recs, rf.other.record(true))
 	}
 	rf.seen, rf.other, rf.warned = nil, nil, false
-	rf.queued += len(recs)
-	rf.mu.Unlock()
-	for _, r := range recs {
-		r.Seq = w.seq.Add(1)
-		if !w.enqueue(r) {
-			w.refusalDone()
-		}
+	if len(recs) == 0 {
+		rf.mu.Unlock()
+		return
 	}
+	for i := range recs {
+		recs[i].Seq = w.seq.Add(1)
+	}
+	// Admitted as a sender under rf.mu, so that Close, whose final flush
+	// comes after this one, waits for these records before it closes the
+	// queue: a window ending as Close starts has its records queued or
+	// counted lost before the stop record counts what was lost.
+	w.mu.Lock()
+	closed := w.closed
+	if !closed {
+		w.senders.Add(1)
+	}
+	w.mu.Unlock()
+	if !closed {
+		rf.queued += len(recs)
+	}
+	rf.mu.Unlock()
+	if closed {
+		for _, r := range recs {
+			w.lose(r, "event after close")
+		}
+		return
+	}
+	go func() {
+		defer w.senders.Done()
+		for _, r := range recs {
+			if !w.send(nil, r) {
+				w.refusalDone()
+			}
+		}
+	}()
 }

@@ -251,3 +251,44 @@ func TestRefusedCertificateAlertOncePerRecord(t *testing.T) {
 		t.Errorf("%d lines telling of folding, want 1\n%s", n, logs.String())
 	}
 }
+
+// TestStopWithFoldedRefusalsAndQueueFull: the records of a window's folded
+// refusals, made at the stop while the store refuses every record and the
+// queue is full (an outage: the SCP refuses the sites' associations 02 03
+// 01, each a refusal), do not hold up the stop: Stopping returns at once
+// and Close gives up at its deadline, counting them lost with the rest.
+// Before, Stopping's flush waited for room that only Close's giving up
+// makes: the stop hung until the stop timeout's SIGKILL, and Close alone
+// hung whatever its deadline.
+func TestStopWithFoldedRefusalsAndQueueFull(t *testing.T) {
+	for _, stopping := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stopping=%v", stopping), func(t *testing.T) {
+			store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
+			w, err := New(store, Options{QueueSize: 4, Parallel: 1, MaxBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Started("bbbb", "REMOTE_AE")
+			for i := range 3 {
+				w.ObserveAssociation(unknownAE(i, "10.0.0.1")) // one own record, two folded
+			}
+			// The rest of the queue: the sites' associations, until the
+			// worker holds the two it can (one being written, one waiting
+			// for the feeder: every record numbered so far is queued) and
+			// the queue is full for good.
+			i := 0
+			waitFor(t, func() bool {
+				for ; len(w.queue) < cap(w.queue); i++ {
+					w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: &dicomnet.AssociationInfo{ID: fmt.Sprintf("s%d", i)}})
+				}
+				return int(w.seq.Load())-len(w.queue) == 2
+			})
+			stopGivingUp(t, w, stopping, "Stopping waits for room in the queue for the folded refusals")
+			// The start, the refusal written on its own, the record of the
+			// two folded, the sites' and the stop: all numbered, all lost.
+			if w.Lost() != w.seq.Load() || len(store.got) != 0 {
+				t.Errorf("%d records lost of %d, %d written", w.Lost(), w.seq.Load(), len(store.got))
+			}
+		})
+	}
+}
