@@ -144,13 +144,13 @@ func (w *Writer) refused(r associationaudit.Record) bool {
 	default:
 		rf.other = rf.other.add(r)
 	}
-	warn := !rf.warned
+	warn, queued := !rf.warned, rf.queued
 	rf.warned = true
 	rf.mu.Unlock()
 	w.metrics.folded.Inc()
 	if warn {
 		w.log.Warn("audit: refusals folded into one record per peer: refused connections come faster than the audit trail writes them one by one",
-			"window", rf.window.String(), "queued_refusals", rf.queued)
+			"window", rf.window.String(), "queued_refusals", queued)
 	}
 	return false
 }
