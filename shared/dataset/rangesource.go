@@ -140,8 +140,11 @@ func (s *RangeSource) Discard(n int) (int, error) {
 // word. As an io.ReaderAt it makes one request per read.
 type RangeOpener func(off, n int64) (io.ReadCloser, error)
 
-// ReadAt implements io.ReaderAt: io.EOF when the object ends before p is
-// full.
+// ReadAt implements io.ReaderAt: io.EOF when the body ends (io.EOF) before
+// p is full, the object ending there. A body that breaks off instead
+// (io.ErrUnexpectedEOF: an HTTP body whose connection closed before its
+// Content-Length) is a failed read, not the object's end: taken for its
+// end, a dropped connection made an object truncated.
 func (f RangeOpener) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -151,13 +154,24 @@ func (f RangeOpener) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	defer rc.Close()
-	n, err := io.ReadFull(rc, p)
-	switch {
-	case err == nil:
-	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
-		err = io.EOF
-	default:
-		err = fmt.Errorf("read %d bytes at %d: %w", len(p), off, err)
+	n := 0
+	for n < len(p) {
+		var m int
+		m, err = rc.Read(p[n:])
+		n += m
+		if err != nil {
+			break
+		}
 	}
-	return n, err
+	switch {
+	case n == len(p):
+		return n, nil
+	case err == io.EOF:
+		return n, io.EOF
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		// Not wrapped: the readers of a data set take io.ErrUnexpectedEOF
+		// for the object's end.
+		return n, fmt.Errorf("read %d bytes at %d: the body broke off after %d bytes (%v)", len(p), off, n, err)
+	}
+	return n, fmt.Errorf("read %d bytes at %d: %w", len(p), off, err)
 }
