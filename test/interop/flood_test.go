@@ -135,6 +135,7 @@ func TestRefusalFloodDoesNotStarveSites(t *testing.T) {
 	t.Logf("storescu sent %d objects during the flood in %s", len(files), time.Since(sent).Round(time.Millisecond))
 	wg.Wait()
 	flood := stopFlood()
+	floodFor := time.Since(floodStarted)
 	t.Logf("flood: %d connections in %s; site associations: %d accepted, %d refused 02 03 01; /readyz not ready %d of %d times",
 		flood, time.Since(floodStarted).Round(time.Millisecond), accepted.Load(), refused.Load(), notReady.Load(), probes.Load())
 	if refused.Load() > 0 || accepted.Load() == 0 {
@@ -217,7 +218,10 @@ func TestRefusalFloodDoesNotStarveSites(t *testing.T) {
 			lines++
 		}
 	}
-	if lines > 20 {
-		t.Errorf("%d lines of failed handshakes for a flood of %s, want at most 10 in each 10 s", lines, time.Since(floodStarted).Round(time.Second))
+	// The flood lasts until storescu is done, which a loaded machine can
+	// take past a window: at most a burst in each window it touches, and
+	// one more for a handshake failing as it stops.
+	if want := 10 * (int(floodFor/(10*time.Second)) + 2); lines > want {
+		t.Errorf("%d lines of failed handshakes for a flood of %s, want at most 10 in each 10 s (%d)", lines, floodFor.Round(time.Second), want)
 	}
 }
