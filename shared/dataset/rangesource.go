@@ -21,6 +21,13 @@ type RangeOptions struct {
 	// what follows a skipped value is often a small header (an item's
 	// 8 bytes between fragments), not more of a large one.
 	ResetOnSkip bool
+	// KeepBehind keeps the last KeepBehind bytes before the read position
+	// held (Held), and reads them again with what follows a Discard past
+	// what is held: a reader of item headers can look at the end of the
+	// value it just skipped (a JPEG fragment's EOI) in the read it makes
+	// anyway, not in a request of its own. It costs KeepBehind bytes a
+	// read after a skip.
+	KeepBehind int
 }
 
 // Defaults of RangeOptions.
@@ -42,6 +49,7 @@ type RangeSource struct {
 	at      int64
 	chunk   int
 	fetched int64
+	behind  int // bytes before at that the next read starts with: the end of a skipped value
 }
 
 var _ Source = (*RangeSource)(nil)
@@ -83,33 +91,57 @@ func (s *RangeSource) Peek(n int) ([]byte, error) {
 	return avail[:n], nil
 }
 
-// fill keeps the unread bytes and reads what follows them in one read, at
-// least n in all unless the object ends first. A short read ends the
-// object there (an io.ReaderAt reads fewer bytes only at its end or with
-// an error).
+// fill keeps the unread bytes (and KeepBehind read ones) and reads what
+// follows them in one read, at least n unread in all unless the object
+// ends first; after a skip, the read starts with the skipped value's
+// last KeepBehind bytes. A short read ends the object there (an
+// io.ReaderAt reads fewer bytes only at its end or with an error).
 func (s *RangeSource) fill(n int) error {
-	s.at += int64(s.off)
-	s.buf = append(s.buf[:0], s.buf[s.off:]...)
-	s.off = 0
+	keep := min(s.off, s.opt.KeepBehind)
+	s.at += int64(s.off - keep)
+	s.buf = append(s.buf[:0], s.buf[s.off-keep:]...)
+	s.off = keep
+	back := 0
+	if len(s.buf) == 0 {
+		back = s.behind
+	}
+	s.behind = 0
 	end := s.at + int64(len(s.buf))
-	want := min(int64(max(n-len(s.buf), s.chunk)), s.size-end)
+	want := min(int64(max(n-(len(s.buf)-s.off), s.chunk)), s.size-end)
 	if want <= 0 {
 		return nil
 	}
 	s.chunk = min(2*s.chunk, s.opt.Max)
 	have := len(s.buf)
-	s.buf = slices.Grow(s.buf, int(want))[:have+int(want)]
-	got, err := s.r.ReadAt(s.buf[have:], end)
-	got = max(min(got, int(want)), 0)
+	s.buf = slices.Grow(s.buf, back+int(want))[:have+back+int(want)]
+	got, err := s.r.ReadAt(s.buf[have:], end-int64(back))
+	got = max(min(got, back+int(want)), 0)
 	s.fetched += int64(got)
 	s.buf = s.buf[:have+got]
-	if int64(got) < want {
+	if got < back {
+		// Not even the bytes before end: the object ends at end.
+		s.buf = s.buf[:have]
+		got, back = 0, 0
+	}
+	s.at -= int64(back)
+	s.off += back
+	if int64(got-back) < want {
 		if err != nil && !errors.Is(err, io.EOF) {
 			return err
 		}
-		s.size = end + int64(got)
+		s.size = end + int64(got-back)
 	}
 	return nil
+}
+
+// Held returns bytes [at, at+n) of the object if they are held, as when
+// they are among the KeepBehind bytes before the read position. The
+// slice is valid until the next Peek or Discard.
+func (s *RangeSource) Held(at int64, n int) ([]byte, bool) {
+	if n < 0 || at < s.at || at+int64(n) > s.at+int64(len(s.buf)) {
+		return nil, false
+	}
+	return s.buf[at-s.at:][:n], true
 }
 
 // Discard implements Source: it moves past n bytes, reading none that
@@ -129,6 +161,7 @@ func (s *RangeSource) Discard(n int) (int, error) {
 		return n, nil
 	}
 	s.at, s.buf, s.off = pos+int64(n), s.buf[:0], 0
+	s.behind = min(s.opt.KeepBehind, n)
 	if s.opt.ResetOnSkip {
 		s.chunk = s.opt.First
 	}

@@ -201,6 +201,70 @@ func TestRangeSource(t *testing.T) {
 	}
 }
 
+// TestRangeSourceKeepBehind: with KeepBehind, the end of a value skipped
+// past what is held comes in the read that follows the skip (no request of
+// its own), and the last bytes read stay held across a read; without it,
+// nothing behind the read position is held once a read has moved on.
+func TestRangeSourceKeepBehind(t *testing.T) {
+	data := make([]byte, 10000)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	tests := []struct {
+		name  string
+		keep  int
+		ops   []op
+		reads [][2]int64
+		held  [2]int64 // {offset, length} asked of Held at the end
+		ok    bool
+	}{
+		{"the end of a skipped value", 3, []op{peek(8, 8, nil), discard(5000, 5000, nil), peek(8, 8, nil), discard(8, 8, nil)},
+			[][2]int64{{0, 512}, {4997, 515}}, [2]int64{4997, 3}, true},
+		{"a skip shorter than KeepBehind reads it again", 3, []op{peek(8, 8, nil), discard(511, 511, nil), discard(2, 2, nil), peek(8, 8, nil)},
+			[][2]int64{{0, 512}, {511, 514}}, [2]int64{511, 2}, true},
+		{"bytes read before a fill", 3, []op{peek(8, 8, nil), discard(510, 510, nil), peek(8, 8, nil)},
+			[][2]int64{{0, 512}, {512, 1024}}, [2]int64{507, 3}, true},
+		{"no more than KeepBehind", 3, []op{peek(8, 8, nil), discard(510, 510, nil), peek(8, 8, nil)},
+			[][2]int64{{0, 512}, {512, 1024}}, [2]int64{506, 4}, false},
+		{"without KeepBehind", 0, []op{peek(8, 8, nil), discard(5000, 5000, nil), peek(8, 8, nil)},
+			[][2]int64{{0, 512}, {5000, 512}}, [2]int64{4997, 3}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &recordingAt{data: data}
+			s := dataset.NewRangeSource(r, int64(len(data)), dataset.RangeOptions{First: 512, Max: 2048, ResetOnSkip: true, KeepBehind: tt.keep})
+			for i, o := range tt.ops {
+				var n int
+				var err error
+				if o.discard {
+					n, err = s.Discard(o.n)
+				} else {
+					at := s.Pos()
+					var b []byte
+					b, err = s.Peek(o.n)
+					n = len(b)
+					if !bytes.Equal(b, data[at:at+int64(n)]) {
+						t.Errorf("op %d: Peek(%d) at %d gave other bytes than the object's", i, o.n, at)
+					}
+				}
+				if n != o.want || !sameErr(err, o.err) {
+					t.Errorf("op %d: %d, %v; want %d, %v", i, n, err, o.want, o.err)
+				}
+			}
+			if d := cmp.Diff(tt.reads, r.reads); d != "" {
+				t.Errorf("reads (-want +got):\n%s", d)
+			}
+			b, ok := s.Held(tt.held[0], int(tt.held[1]))
+			if ok != tt.ok || ok && !bytes.Equal(b, data[tt.held[0]:tt.held[0]+tt.held[1]]) {
+				t.Errorf("Held(%d, %d) = %x, %v; want held %v", tt.held[0], tt.held[1], b, ok, tt.ok)
+			}
+			if s.Fetched() != r.served {
+				t.Errorf("Fetched %d, served %d", s.Fetched(), r.served)
+			}
+		})
+	}
+}
+
 // errAny stands for an error whatever it is.
 var errAny = errors.New("any error")
 
@@ -286,11 +350,13 @@ func TestRangeOpener(t *testing.T) {
 // the object is shorter than stated, a skip cannot know it, so only the
 // bytes it gives are checked.
 func FuzzRangeSource(f *testing.F) {
-	f.Add([]byte("0123456789abcdef"), uint16(4), uint16(8), true, int32(16), []byte{3, 0x85, 2, 0x9f, 7})
-	f.Add(make([]byte, 3000), uint16(512), uint16(1024), false, int32(5000), []byte{0xff, 0x7f, 0x10, 0xff, 0xff, 1})
-	f.Fuzz(func(t *testing.T, data []byte, first, maxRead uint16, reset bool, size int32, steps []byte) {
+	f.Add([]byte("0123456789abcdef"), uint16(4), uint16(8), true, uint8(0), int32(16), []byte{3, 0x85, 2, 0x9f, 7})
+	f.Add(make([]byte, 3000), uint16(512), uint16(1024), false, uint8(0), int32(5000), []byte{0xff, 0x7f, 0x10, 0xff, 0xff, 1})
+	f.Add([]byte("0123456789abcdefghijklmnopqrstuvwxyz"), uint16(4), uint16(8), true, uint8(3), int32(36), []byte{0x81, 2, 0x83, 1, 0x81, 0x80, 4})
+	f.Fuzz(func(t *testing.T, data []byte, first, maxRead uint16, reset bool, behind uint8, size int32, steps []byte) {
 		r := &recordingAt{data: data}
-		s := dataset.NewRangeSource(r, int64(size), dataset.RangeOptions{First: int(first), Max: int(maxRead), ResetOnSkip: reset})
+		keep := int(behind % 8)
+		s := dataset.NewRangeSource(r, int64(size), dataset.RangeOptions{First: int(first), Max: int(maxRead), ResetOnSkip: reset, KeepBehind: keep})
 		whole := data[:max(0, min(int(size), len(data)))]
 		exact := int(size) <= len(data)
 		ref := bufio.NewReaderSize(bytes.NewReader(whole), 4096)
@@ -323,16 +389,24 @@ func FuzzRangeSource(f *testing.F) {
 			if !bytes.Equal(got, want) || (err == nil) != (werr == nil) {
 				t.Fatalf("step %d: Peek(%d) = %d bytes, %v; bufio %d bytes, %v", i, n, len(got), err, len(want), werr)
 			}
+			// What is held behind the read position is the object's.
+			for k := 1; k <= keep && int64(k) <= at; k++ {
+				if b, ok := s.Held(at-int64(k), k); ok && !bytes.Equal(b, whole[at-int64(k):at]) {
+					t.Fatalf("step %d: Held(%d, %d) = %x, not the object's %x", i, at-int64(k), k, b, whole[at-int64(k):at])
+				}
+			}
 		}
+		// No byte is read twice but the KeepBehind bytes a read after a
+		// skip starts with.
 		var next int64
 		for _, rd := range r.reads {
-			if rd[0] < next {
+			if rd[0] < next-int64(keep) {
 				t.Fatalf("read at %d after a read up to %d (reads %v)", rd[0], next, r.reads)
 			}
 			next = rd[0] + rd[1]
 		}
-		if s.Fetched() > int64(len(whole)) {
-			t.Fatalf("fetched %d bytes of a %d-byte object", s.Fetched(), len(whole))
+		if s.Fetched() > int64(len(whole)+keep*len(r.reads)) {
+			t.Fatalf("fetched %d bytes of a %d-byte object in %d reads", s.Fetched(), len(whole), len(r.reads))
 		}
 	})
 }
