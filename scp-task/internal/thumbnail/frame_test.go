@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,7 +39,7 @@ var tag = pipelinetest.Tag
 // imageHeader is a Part 10 object up to Pixel Data: an 8-bit greyscale
 // image of cols × rows × frames, windowed so a stored value v shows as
 // about v.
-func imageHeader(ts string, cols, rows uint16, frames string) []byte {
+func imageHeader(ts string, cols, rows uint16, frames string, more ...pipelinetest.Elem) []byte {
 	ds := []pipelinetest.Elem{
 		pipelinetest.Str(tag(0x0008, 0x0016), "UI", "1.2.840.10008.5.1.4.1.1.7.2"),
 		pipelinetest.Str(tag(0x0008, 0x0018), "UI", "2.25.8"),
@@ -54,6 +55,7 @@ func imageHeader(ts string, cols, rows uint16, frames string) []byte {
 		pipelinetest.Str(tag(0x0028, 0x1050), "DS", "128"),
 		pipelinetest.Str(tag(0x0028, 0x1051), "DS", "256"),
 	}
+	ds = append(ds, more...)
 	return pipelinetest.Part10(pipelinetest.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7.2", SOPInstanceUID: "2.25.8", TransferSyntaxUID: ts}, ds)
 }
 
@@ -147,42 +149,74 @@ func jpegFrame(t testing.TB, cols, rows, v int, rnd *rand.Rand) []byte {
 	return b.Bytes()
 }
 
-// encapsulated builds a JPEG Baseline object of the frames, each split into
-// split fragments, with a Basic Offset Table or an empty one.
-func encapsulated(frames [][]byte, split int, table bool) []byte {
-	obj := imageHeader(tsJPEGBaseline, 0, 0, strconv.Itoa(len(frames)))
-	item := func(b []byte, v []byte) []byte {
-		b = append(b, 0xFE, 0xFF, 0x00, 0xE0)
-		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
-		return append(b, v...)
-	}
-	var body, bot []byte
+// layout is where an encapsulated test object says its frames lie.
+type layout int
+
+const (
+	noTable       layout = iota // an empty Basic Offset Table
+	basicTable                  // a Basic Offset Table
+	extendedTable               // an empty Basic Offset Table and an Extended Offset Table
+)
+
+// item appends an item of value v to b.
+func item(b []byte, v []byte) []byte {
+	b = append(b, 0xFE, 0xFF, 0x00, 0xE0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+	return append(b, v...)
+}
+
+// encapsulatedParts builds a JPEG Baseline object of the frames, each split
+// into n fragments (split), repeated times over, in three
+// parts: the header through the Basic Offset Table, the frames' items
+// (once: the object holds them times over), and the sequence delimiter.
+func encapsulatedParts(frames [][]byte, n int, l layout, times int) (head, body, tail []byte) {
+	var starts []int
 	for _, f := range frames {
-		bot = binary.LittleEndian.AppendUint32(bot, uint32(len(body)))
-		size := (len(f)/split + 1) &^ 1
-		for i := 0; i < len(f); i += size {
-			body = item(body, f[i:min(i+size, len(f))])
+		starts = append(starts, len(body))
+		for _, piece := range split(f, n) {
+			body = item(body, piece)
 		}
 	}
-	if !table {
-		bot = nil
+	var bot, offsets, lengths []byte
+	for r := range times {
+		for k, f := range frames {
+			at := r*len(body) + starts[k]
+			bot = binary.LittleEndian.AppendUint32(bot, uint32(at))
+			offsets = binary.LittleEndian.AppendUint64(offsets, uint64(at))
+			lengths = binary.LittleEndian.AppendUint64(lengths, uint64(len(f)))
+		}
 	}
-	obj = append(obj, 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF)
-	obj = append(item(obj, bot), body...)
-	return append(obj, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
+	var more []pipelinetest.Elem
+	switch l {
+	case noTable:
+		bot = nil
+	case extendedTable:
+		bot = nil
+		more = []pipelinetest.Elem{pipelinetest.Raw(tag(0x7FE0, 0x0001), "OV", offsets), pipelinetest.Raw(tag(0x7FE0, 0x0002), "OV", lengths)}
+	}
+	head = imageHeader(tsJPEGBaseline, 0, 0, strconv.Itoa(len(frames)*times), more...)
+	head = append(head, 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF)
+	return item(head, bot), body, []byte{0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0}
+}
+
+// encapsulated builds a JPEG Baseline object of the frames, each split
+// into n fragments, laid out as l says.
+func encapsulated(frames [][]byte, n int, l layout) []byte {
+	head, body, tail := encapsulatedParts(frames, n, l, 1)
+	return slices.Concat(head, body, tail)
 }
 
 // jpegObject is a JPEG Baseline object of n 256 × 256 frames whose corner
 // shows 20 × the frame's number (Rows and Columns 0: the renderer reads
 // the JPEG's own size), and its frames.
-func jpegObject(t testing.TB, n, split int, table bool) ([]byte, [][]byte) {
+func jpegObject(t testing.TB, n, split int, l layout) ([]byte, [][]byte) {
 	t.Helper()
 	rnd := rand.New(rand.NewPCG(1, 2))
 	frames := make([][]byte, n)
 	for i := range frames {
 		frames[i] = jpegFrame(t, 256, 256, 20*i, rnd)
 	}
-	return encapsulated(frames, split, table), frames
+	return encapsulated(frames, split, l), frames
 }
 
 // TestRenderJPEGReadsOneFrame: in encapsulated JPEG Baseline the middle
@@ -194,16 +228,17 @@ func TestRenderJPEGReadsOneFrame(t *testing.T) {
 		name   string
 		frames int
 		split  int
-		table  bool
+		layout layout
 	}{
-		{"offset table", 15, 1, true},
-		{"no offset table", 15, 1, false},
-		{"offset table, frames of three fragments", 15, 3, true},
-		{"one frame of three fragments", 1, 3, false},
+		{"offset table", 15, 1, basicTable},
+		{"no offset table", 15, 1, noTable},
+		{"offset table, frames of three fragments", 15, 3, basicTable},
+		{"one frame of three fragments", 1, 3, noTable},
+		{"extended offset table", 15, 1, extendedTable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			obj, frames := jpegObject(t, tt.frames, tt.split, tt.table)
+			obj, frames := jpegObject(t, tt.frames, tt.split, tt.layout)
 			at := &countingAt{r: bytes.NewReader(obj)}
 			out, err := Render(at, int64(len(obj)), 64)
 			if err != nil {
@@ -227,7 +262,7 @@ func TestRenderJPEGReadsOneFrame(t *testing.T) {
 // that do not hold give no preview, never a panic or an allocation of
 // what they declare.
 func TestRenderRefusesLyingOffsets(t *testing.T) {
-	obj, frames := jpegObject(t, 5, 1, true)
+	obj, frames := jpegObject(t, 5, 1, basicTable)
 	pixel := bytes.Index(obj, []byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'B'}) + 12
 	bot := pixel + 8                                     // the offset table's value
 	first := bot + 4*len(frames)                         // the first fragment's item header
@@ -252,7 +287,7 @@ func TestRenderRefusesLyingOffsets(t *testing.T) {
 		{"truncated in the frame", func(b []byte) []byte { return b[:mid+100] }, "ends inside", dataset.ErrTruncated},
 		{"4e9 frames", func(b []byte) []byte {
 			return bytes.Replace(b, []byte("IS\x02\x005 "), []byte("IS\x0a\x004000000000"), 1)
-		}, "frame 2000000001 of 4000000000 not among the 5 fragments", nil},
+		}, "5 frames found by their JPEG markers, 4000000000 in Number of Frames", nil},
 		{"JPEG of 65535 × 65535", func(b []byte) []byte {
 			sof := mid + 8 + bytes.Index(b[mid+8:], []byte{0xFF, 0xC0}) // height and width follow length and precision
 			copy(b[sof+5:], []byte{0xFF, 0xFF, 0xFF, 0xFF})

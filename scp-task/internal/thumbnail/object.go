@@ -63,7 +63,15 @@ const (
 	tagWindowWidth         = 0x00281051
 	tagRescaleIntercept    = 0x00281052
 	tagRescaleSlope        = 0x00281053
+	// The Extended Offset Table and its lengths (PS3.3 C.7.6.3), before
+	// Pixel Data: where each frame's fragments start, 64 bits an entry.
+	tagExtendedOffsetTable        = 0x7FE00001
+	tagExtendedOffsetTableLengths = 0x7FE00002
 )
+
+// jpegTail is how much of a fragment's end the frame reader looks at: an
+// EOI (FFD9) and the pad byte after it of a fragment of odd data.
+const jpegTail = 3
 
 // maxAttrBytes is how much of an attribute's value is kept: its first
 // value (a DS or IS has at most 16 characters, a CS 16) with room for
@@ -81,7 +89,11 @@ type object struct {
 	pixel    dataset.Element // the top-level Pixel Data element
 	base     int64           // where the data set starts in the object
 	dec      *dataset.Decoder
-	deflated *bufio.Reader // the inflated data set, for a deflated one
+	src      *dataset.RangeSource // what dec reads, but for a deflated data set
+	deflated *bufio.Reader        // the inflated data set, for a deflated one
+	// The top-level Extended Offset Table and its lengths (Length 0 when
+	// absent): where they are, read only if the Basic Offset Table is empty.
+	extOffsets, extLengths dataset.Element
 }
 
 type attr struct {
@@ -94,7 +106,9 @@ type attr struct {
 // attributes the renderer needs. A verdict on the bytes is ErrNoPreview;
 // a read error is returned as it is.
 func readObject(r io.ReaderAt, size int64) (*object, error) {
-	src := dataset.NewRangeSource(r, size, dataset.RangeOptions{First: firstChunk, Max: maxChunk, ResetOnSkip: true})
+	// KeepBehind: the end of a fragment skipped comes with the read of the
+	// next item header, for the frame reader to find a JPEG's EOI.
+	src := dataset.NewRangeSource(r, size, dataset.RangeOptions{First: firstChunk, Max: maxChunk, ResetOnSkip: true, KeepBehind: jpegTail})
 	meta, err := part10.ReadMeta(src)
 	if err != nil {
 		if errors.Is(err, part10.ErrNotPart10) || errors.Is(err, part10.ErrMalformedMeta) {
@@ -103,7 +117,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		return nil, fmt.Errorf("thumbnail: read: %w", err)
 	}
 	o := &object{r: r, size: src.Size(), ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
-		attrs: map[uint32]attr{}, base: src.Pos()}
+		attrs: map[uint32]attr{}, base: src.Pos(), src: src}
 	if !Renderable(o.ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, o.ts)
 	}
@@ -117,7 +131,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		// pixel data cannot be reached without inflating what precedes it.
 		compressed := bufio.NewReaderSize(io.NewSectionReader(r, o.base, o.size-o.base), 64<<10)
 		o.deflated = bufio.NewReaderSize(&limitedReader{r: flate.NewReader(compressed), n: maxInflatedBytes}, 64<<10)
-		ds = o.deflated
+		ds, o.src = o.deflated, nil
 	}
 	o.dec = dataset.NewDecoder(ds, o.ts)
 	for {
@@ -132,9 +146,16 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 			if e.Depth > 0 {
 				continue
 			}
-			if e.Tag == dataset.TagPixelData {
+			switch e.Tag {
+			case dataset.TagPixelData:
 				o.pixel = e
 				return o, nil
+			case tagExtendedOffsetTable:
+				o.extOffsets = e
+				continue
+			case tagExtendedOffsetTableLengths:
+				o.extLengths = e
+				continue
 			}
 			if e.Sequence || e.Length == 0 || !wanted(e.Tag) {
 				continue
@@ -305,22 +326,36 @@ func (o *object) frameFailed(err error, what string) error {
 // jpegFrame gathers the fragments of frame i of encapsulated pixel data
 // (PS3.5 A.4). The one element reader walks the item headers, skipping
 // their values, up to the first fragment after the frame; only the
-// frame's fragments are read. The Basic Offset Table, when it has an
-// entry per frame, says where each frame's fragments start; without one,
-// a single frame is all the fragments and a frame of several is one
-// fragment each (what JPEG Baseline encoders write; a frame split over
-// fragments without an offset table is found only by decoding, and gets
-// no preview).
+// frame's fragments are read. Where the frame lies:
+//   - a single frame is all the fragments;
+//   - the Basic Offset Table, when it has an entry per frame, or when it
+//     is empty, an Extended Offset Table (7FE0,0001) with an entry per
+//     frame, says where the frame's fragments start, and the next entry
+//     where they end;
+//   - without either, the frame is found by its JPEG markers (jpegMarks):
+//     the first two bytes of each fragment come with the read of its item
+//     header, and the last three with that of the next one (KeepBehind),
+//     so the markers cost no request of their own. When every frame up to
+//     the one shown is one fragment (what JPEG Baseline encoders write),
+//     the walk stops after it, as it did when it counted fragments; when
+//     frames span several, it goes on to the last fragment and the frames
+//     found must be Number of Frames.
+//
+// Whatever the frame cannot be told from is no preview, never another
+// frame.
 func (o *object) jpegFrame(frames, i uint64) ([]byte, error) {
 	if !o.pixel.Encapsulated {
 		return nil, fmt.Errorf("thumbnail: %w: native pixel data in %s", ErrNoPreview, o.ts)
 	}
 	var (
-		seen       uint64         // fragments, the offset table included
-		table      bool           // the offset table locates the frame
-		start, end int64  = 0, -1 // the frame's fragments, from the first fragment's item header; end -1: to the last
-		first      int64          // where the first fragment's item header is
-		found      bool           // a fragment starts at start
+		seen       uint64             // fragments, the offset table included
+		table      bool               // an offset table locates the frame
+		start, end int64      = 0, -1 // the frame's fragments, from the first fragment's item header; end -1: to the last
+		length     int64      = -1    // the frame's length, from the Extended Offset Table Lengths
+		first      int64              // where the first fragment's item header is
+		found      bool               // a fragment starts at start
+		marks      *jpegMarks         // neither table: the frame is found by its markers
+		prev       dataset.Fragment
 		parts      []dataset.Fragment
 		total      int64
 	)
@@ -331,6 +366,14 @@ walk:
 		case dataset.KindError:
 			return nil, o.failed(err)
 		case dataset.KindSequenceEnd, dataset.KindEnd:
+			if marks != nil && seen > 1 {
+				if err := o.ended(marks, prev); err != nil {
+					return nil, err
+				}
+				if err := marks.finish(); err != nil {
+					return nil, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
+				}
+			}
 			break walk
 		case dataset.KindFragment:
 		default:
@@ -339,11 +382,21 @@ walk:
 		f := o.dec.Fragment()
 		seen++
 		if seen == 1 { // the Basic Offset Table: an entry per frame, or none
-			if f.Length > 0 && uint64(f.Length) == 4*frames {
-				if start, end, err = o.offsets(f, frames, i); err != nil {
-					return nil, err
+			switch {
+			case f.Length > 0 && uint64(f.Length) == 4*frames:
+				start, end, err = o.entries(o.base+f.Offset, 4, frames, i, "the offset table")
+				table = true
+			case f.Length == 0 && uint64(o.extOffsets.Length) == 8*frames && uint64(o.extLengths.Length) == 8*frames:
+				if start, end, err = o.entries(o.base+o.extOffsets.Offset, 8, frames, i, "the extended offset table"); err == nil {
+					// Entry i alone: a table of i+1 entries.
+					length, _, err = o.entries(o.base+o.extLengths.Offset, 8, i+1, i, "the extended offset table lengths")
 				}
 				table = true
+			case frames > 1:
+				marks = &jpegMarks{frames: frames, want: i, whole: true}
+			}
+			if err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -360,11 +413,26 @@ walk:
 			return nil, fmt.Errorf("thumbnail: %w: offset table entry %d (%d) is not where a fragment starts", ErrNoPreview, i, start)
 		case table:
 			found = true
-		case frames == 1:
-		case seen-2 > i:
-			break walk
-		case seen-2 < i:
-			continue
+		case marks != nil:
+			if seen > 2 {
+				if err := o.ended(marks, prev); err != nil {
+					return nil, err
+				}
+			}
+			prev = f
+			if marks.done() {
+				break walk
+			}
+			if !marks.whole && seen-1 > maxFrameFragments {
+				return nil, fmt.Errorf("thumbnail: %w: more than %d fragments to find frames in by their markers", ErrNoPreview, maxFrameFragments)
+			}
+			in, err := o.started(marks, f)
+			if err != nil {
+				return nil, err
+			}
+			if !in {
+				continue
+			}
 		}
 		if f.Length == 0 {
 			continue
@@ -380,6 +448,9 @@ walk:
 	if len(parts) == 0 {
 		return nil, fmt.Errorf("thumbnail: %w: frame %d of %d not among the %d fragments", ErrNoPreview, i+1, frames, max(seen, 1)-1)
 	}
+	if length >= 0 && (total < length || total-length > 1) {
+		return nil, fmt.Errorf("thumbnail: %w: frame %d of %d is %d bytes, its extended offset table length %d", ErrNoPreview, i+1, frames, total, length)
+	}
 	data := make([]byte, total)
 	rest := data
 	for _, f := range parts {
@@ -391,22 +462,72 @@ walk:
 	return data, nil
 }
 
-// offsets reads the Basic Offset Table's entries for frame i and the one
-// after it (little endian, as every encapsulated syntax is).
-func (o *object) offsets(table dataset.Fragment, frames, i uint64) (start, end int64, err error) {
-	var b [8]byte
-	n := 8
+// entries reads entry i of a table of frames entries of width bytes (4:
+// the Basic Offset Table, 8: the Extended one) at off in the object, and
+// entry i+1 when there is one (end -1 when not), in one read. Entries are
+// little endian, as every encapsulated syntax is; one past 2^62 is taken
+// as 2^62, past any object.
+func (o *object) entries(off int64, width int, frames, i uint64, what string) (start, end int64, err error) {
+	var b [16]byte
+	n := 2 * width
 	if i+1 == frames {
-		n = 4
+		n = width
 	}
-	if _, err := o.r.ReadAt(b[:n], o.base+table.Offset+int64(4*i)); err != nil {
-		return 0, 0, o.frameFailed(err, "the offset table")
+	if _, err := o.r.ReadAt(b[:n], off+int64(width)*int64(i)); err != nil {
+		return 0, 0, o.frameFailed(err, what)
 	}
-	start, end = int64(binary.LittleEndian.Uint32(b[:])), -1
-	if n == 8 {
-		end = int64(binary.LittleEndian.Uint32(b[4:]))
+	entry := func(b []byte) int64 {
+		if width == 4 {
+			return int64(binary.LittleEndian.Uint32(b))
+		}
+		return int64(min(binary.LittleEndian.Uint64(b), 1<<62))
+	}
+	start, end = entry(b[:]), -1
+	if n == 2*width {
+		end = entry(b[width:])
 	}
 	return start, end, nil
+}
+
+// started reads the first bytes of fragment f, the walk at its item
+// header, and tells marks: whether f is one of the frame's fragments.
+// They are captured from the read of the item header.
+func (o *object) started(m *jpegMarks, f dataset.Fragment) (bool, error) {
+	var head []byte
+	if f.Length >= 2 {
+		head = m.head[:2]
+		o.dec.Capture(head)
+		if k, err := o.dec.Next(); k == dataset.KindError {
+			return false, o.failed(err)
+		} else if k != dataset.KindValue {
+			return false, fmt.Errorf("thumbnail: %w: the first bytes of a fragment not read", ErrNoPreview)
+		}
+	}
+	in, err := m.start(head)
+	if err != nil {
+		return false, fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
+	}
+	return in, nil
+}
+
+// ended reads the last jpegTail bytes of fragment f, the walk past it
+// (held from the read of the next item header, read on their own
+// otherwise), and tells marks.
+func (o *object) ended(m *jpegMarks, f dataset.Fragment) error {
+	n := min(int(f.Length), jpegTail)
+	at := o.base + f.Offset + int64(f.Length) - int64(n)
+	tail, ok := []byte(nil), false
+	if o.src != nil {
+		tail, ok = o.src.Held(at, n)
+	}
+	if !ok {
+		tail = m.tail[:n]
+		if _, err := o.r.ReadAt(tail, at); err != nil {
+			return o.frameFailed(err, "a fragment")
+		}
+	}
+	m.end(tail)
+	return nil
 }
 
 // limitedReader is io.LimitReader ending with errInflateLimit, not io.EOF,

@@ -202,9 +202,12 @@ func FuzzRender(f *testing.F) {
 	}
 	rnd := rand.New(rand.NewPCG(3, 4))
 	small := [][]byte{jpegFrame(f, 16, 16, 40, rnd), jpegFrame(f, 16, 16, 80, rnd), jpegFrame(f, 16, 16, 120, rnd)}
-	f.Add(encapsulated(small, 1, true))
-	f.Add(encapsulated(small, 2, true))
-	f.Add(encapsulated(small, 1, false))
+	f.Add(encapsulated(small, 1, basicTable))
+	f.Add(encapsulated(small, 2, basicTable))
+	f.Add(encapsulated(small, 1, noTable))
+	f.Add(encapsulated(small, 2, noTable))
+	f.Add(encapsulated(small, 3, noTable))
+	f.Add(encapsulated(small, 1, extendedTable))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		at := &countingAt{r: bytes.NewReader(b)}
 		out, err := Render(at, int64(len(b)), 32)
