@@ -17,7 +17,10 @@
 //   - File Meta reading (package part10), with a Decoder over the file;
 //   - the portal's thumbnails, with a Decoder over a RangeSource: the
 //     header up to Pixel Data, then the item headers of encapsulated
-//     fragments (KindFragment) up to the frame shown, skipping the rest.
+//     fragments (KindFragment) up to the frame shown, skipping the rest
+//     (with no offset table, their first and last bytes too, for the
+//     JPEG markers that delimit frames: Capture, and RangeSource's
+//     KeepBehind).
 //
 // So what the SCP acknowledges, the pipeline can read: both apply the same
 // rules and limits to the same bytes.
