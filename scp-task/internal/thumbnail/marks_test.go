@@ -7,6 +7,8 @@ import (
 	"image"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -142,6 +144,42 @@ func TestRenderJPEGFramesByMarkers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRenderDCMTKFragmented: DCMTK's dcmcjpeg, asked for fragments of
+// 1 KiB and an empty offset table (testdata/make-fixtures.py), writes
+// frames the renderer finds by their markers: the middle one renders as
+// from one fragment a frame with an offset table (dcmcjpeg's default).
+func TestRenderDCMTKFragmented(t *testing.T) {
+	read := func(name string) []byte {
+		b, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	fragmented, whole := read("jpeg-fragmented.dcm"), read("jpeg-multiframe.dcm")
+	items := []byte{0xFE, 0xFF, 0x00, 0xE0}
+	if n := bytes.Count(fragmented, items); n <= 6 || !bytes.Contains(fragmented, append(items, 0, 0, 0, 0)) {
+		t.Fatalf("%d items, want more than 5 frames' and an empty offset table", n)
+	}
+	at := &countingAt{r: bytes.NewReader(fragmented)}
+	got, err := Render(at, int64(len(fragmented)), 192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Render(bytes.NewReader(whole), int64(len(whole)), 192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := decodePNG(t, got)
+	if !samePixels(img, decodePNG(t, want)) {
+		t.Error("the middle frame differs from the one rendered from one fragment a frame")
+	}
+	if g := grey(img.At(5, 5)); g < 92 || g > 108 {
+		t.Errorf("corner grey %d, want the middle frame's ~100", g)
+	}
+	t.Logf("read %d bytes of %d in %d reads", at.bytes.Load(), len(fragmented), at.reads.Load())
 }
 
 func samePixels(a, b image.Image) bool {

@@ -193,7 +193,7 @@ func TestRendererBounds(t *testing.T) {
 // PNG or no preview; no byte is read twice but where the header's
 // read-ahead overlaps the frame (or the offset table's entries).
 func FuzzRender(f *testing.F) {
-	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm"} {
+	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm", "jpeg-fragmented.dcm"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)

@@ -8,7 +8,15 @@ python3-pydicom, python3-numpy and DCMTK's dcmcjpeg and dcmcrle):
   rgb.dcm              40x30 RGB 8-bit (source of the JPEG fixture)
   jpeg-baseline.dcm    rgb.dcm in JPEG Baseline (dcmcjpeg +eb)
   rle.dcm              native-ct.dcm in RLE Lossless (dcmcrle): no preview
+  multiframe-8bit.dcm  5 frames of 96x96, 8-bit, textured, frame k's corner 50*k
+                       (source of the two below, removed once they are made)
+  jpeg-multiframe.dcm  multiframe-8bit.dcm in JPEG Baseline, one fragment a
+                       frame and a Basic Offset Table (dcmcjpeg +eb)
+  jpeg-fragmented.dcm  the same in fragments of 1 KiB with an empty Basic
+                       Offset Table (dcmcjpeg +eb +fs 1 -ot): frames found
+                       by their JPEG markers
 """
+import os
 import subprocess
 import numpy as np
 import pydicom
@@ -68,5 +76,19 @@ rgb[15:, :, 2] = 200                                                     # lower
 us.PixelData = rgb.tobytes()
 save(us, "rgb.dcm")
 
+m8 = base("1.2.840.10008.5.1.4.1.1.7.2", "OT", 96, 96, 5)
+m8.SamplesPerPixel, m8.PhotometricInterpretation = 1, "MONOCHROME2"
+m8.BitsAllocated, m8.BitsStored, m8.HighBit, m8.PixelRepresentation = 8, 8, 7, 0
+m8.NumberOfFrames = 5
+rng = np.random.default_rng(8)
+m8frames = rng.integers(0, 256, (5, 96, 96), dtype=np.uint8)         # texture: frames of several KiB
+for k in range(5):
+    m8frames[k, :24, :24] = 50 * k                                       # the middle frame's corner: 100
+m8.PixelData = m8frames.tobytes()
+save(m8, "multiframe-8bit.dcm")
+
 subprocess.run(["dcmcjpeg", "+eb", "rgb.dcm", "jpeg-baseline.dcm"], check=True)
+subprocess.run(["dcmcjpeg", "+eb", "multiframe-8bit.dcm", "jpeg-multiframe.dcm"], check=True)
+subprocess.run(["dcmcjpeg", "+eb", "+fs", "1", "-ot", "multiframe-8bit.dcm", "jpeg-fragmented.dcm"], check=True)
+os.remove("multiframe-8bit.dcm")
 subprocess.run(["dcmcrle", "native-ct.dcm", "rle.dcm"], check=True)
