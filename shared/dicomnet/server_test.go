@@ -233,6 +233,18 @@ func TestProtocolViolations(t *testing.T) {
 		{"command inside a data set", func(p *dicomnettest.Parrot) {
 			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("xx")), dicomnettest.CommandPDV(3, storeRQ(2)))
 		}, 2, pdu.AbortReasonInvalidParamValue},
+		// Command Field (0000,0100) is mandatory in every command (the
+		// message tables of PS3.7 9.3 and 10.3): without it the message is
+		// neither a request nor a response; it was answered 0211 in a
+		// "response" whose Command Field was 8000H.
+		{"command set without a Command Field", func(p *dicomnettest.Parrot) {
+			c := dimse.NewCEchoRQ(5)
+			c.Present &^= dimse.HasCommandField
+			p.SendPDVs(dicomnettest.CommandPDV(1, c))
+		}, 2, pdu.AbortReasonInvalidParamValue},
+		{"empty command set", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.PDV(1, pdu.ControlCommand|pdu.ControlLast, nil))
+		}, 2, pdu.AbortReasonInvalidParamValue},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -110,11 +110,18 @@ func (c *Command) HasDataSet() bool {
 func (c *Command) Has(mask uint32) bool { return c.Present&mask == mask }
 
 // Decode parses an Implicit VR Little Endian group 0000 command set. Unknown elements are skipped; an element
-// outside group 0000 or a length running past the end is an error. UIDs lose trailing NUL/space padding, AE
-// titles their surrounding spaces.
+// outside group 0000, a length running past the end, or no Command Field (0000,0100), which every command has
+// (PS3.7 9.3, 10.3) and without which a message is neither a request nor a response, is an error. UIDs lose
+// trailing NUL/space padding, AE titles their surrounding spaces.
 func Decode(b []byte) (*Command, error) {
 	c := &Command{}
-	return c, c.decode(b)
+	if err := c.decode(b); err != nil {
+		return c, err
+	}
+	if !c.Has(HasCommandField) {
+		return c, fmt.Errorf("dimse: decode: no Command Field (0000,0100): %w", ErrMalformed)
+	}
+	return c, nil
 }
 
 func (c *Command) decode(b []byte) error {

@@ -120,6 +120,9 @@ func TestDecodeErrors(t *testing.T) {
 		"other group":      {8, 0, 0x18, 0, 0, 0, 0, 0},
 		"US with 4 bytes":  {0, 0, 0, 1, 4, 0, 0, 0, 1, 0, 0, 0},
 		"huge length":      {0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF},
+		"empty":            {},
+		// Message ID (0000,0110) 1 alone: no Command Field.
+		"no Command Field": {0, 0, 0x10, 1, 2, 0, 0, 0, 1, 0},
 	}
 	for name, b := range tests {
 		t.Run(name, func(t *testing.T) {
