@@ -202,7 +202,18 @@ func (a *association) nextEvent() rxEvent {
 		}
 		return a.readErrEvent(err)
 	}
-	return a.readEvent()
+	rx := a.readEvent()
+	if rx.ev == evt12 && a.m.state == sta6 && a.cmd.open {
+		// The message's command set began in an earlier P-DATA-TF.
+		return releaseInMessage()
+	}
+	return rx
+}
+
+// releaseInMessage is what an A-RELEASE-RQ received in the middle of a message (its command set or its data set
+// not complete) stands for: not a valid release, an unexpected PDU (AA-8, A-ABORT 2/2).
+func releaseInMessage() rxEvent {
+	return rxEvent{ev: evt19, reason: pdu.AbortReasonUnexpectedPDU, err: errors.New("dicomnet: A-RELEASE-RQ in the middle of a message")}
 }
 
 // readErrEvent classifies a read error: ARTIM expiry, idle timeout (a local abort) or transport closed.
@@ -356,8 +367,7 @@ func (a *association) nextPDataTF() rxEvent {
 		a.fire(evt10, rxEvent{}) // DT-2, Sta6 → Sta6
 		return rxEvent{}
 	case rx.ev == evt12:
-		// A-RELEASE-RQ in the middle of a message is not a valid release: abort.
-		return rxEvent{ev: evt19, reason: pdu.AbortReasonUnexpectedPDU, err: errors.New("dicomnet: A-RELEASE-RQ in the middle of a message")}
+		return releaseInMessage()
 	}
 	return rx
 }

@@ -233,6 +233,14 @@ func TestProtocolViolations(t *testing.T) {
 		{"command inside a data set", func(p *dicomnettest.Parrot) {
 			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, []byte("xx")), dicomnettest.CommandPDV(3, storeRQ(2)))
 		}, 2, pdu.AbortReasonInvalidParamValue},
+		// A message begins with its command set: an A-RELEASE-RQ after the
+		// command's first fragment is in the middle of a message, as one
+		// inside its data set is (A-RELEASE-RP was sent, the command dropped).
+		{"release in the middle of a command set", func(p *dicomnettest.Parrot) {
+			enc := storeRQ(1).Encode()
+			p.SendPDVs(dicomnettest.PDV(3, pdu.ControlCommand, enc[:20]))
+			p.SendPDU(&pdu.ReleaseRQ{})
+		}, 2, pdu.AbortReasonUnexpectedPDU},
 		// Command Field (0000,0100) is mandatory in every command (the
 		// message tables of PS3.7 9.3 and 10.3): without it the message is
 		// neither a request nor a response; it was answered 0211 in a
