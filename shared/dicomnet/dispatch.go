@@ -100,7 +100,7 @@ func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
 	}
 	svc, ok := services[cmd.CommandField]
 	if ok && !pc.grants(svc.invoker) {
-		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
+		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
 		ok = false
 	}
 	if !ok {
@@ -127,7 +127,7 @@ func (a *association) onResponse(pc *AcceptedContext, cmd *dimse.Command) rxEven
 		return rx
 	}
 	if !a.answered(cmd) {
-		a.log.Info("dicomnet: DIMSE response to no request of ours", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+		a.log.Info("dicomnet: DIMSE response to no request of ours", "message_id_being_responded_to", cmd.MessageIDBeingRespondedTo, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
 	}
 	return rxEvent{}
 }
@@ -144,7 +144,7 @@ func (a *association) unrecognized(pc *AcceptedContext, cmd *dimse.Command) rxEv
 		MessageIDBeingRespondedTo: cmd.MessageID, CommandDataSetType: dimse.NoDataSet,
 		Status: dimse.StatusUnrecognizedOperation,
 	}
-	a.log.Info("dicomnet: unsupported DIMSE command", "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
+	a.log.Info("dicomnet: unsupported DIMSE command", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
 	return a.sendCommand(pc.ID, rsp)
 }
 
@@ -202,7 +202,7 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	case !dicomuid.ValidUID(cmd.AffectedSOPInstanceUID):
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing or invalid Affected SOP Instance UID"}
 	default:
-		st, herr = a.srv.callHandler(a.ctx, req, ds, a.log)
+		st, herr = a.srv.callHandler(a.ctx, req, ds, a.log.With("message_id", cmd.MessageID))
 		ds.closed.Store(true)
 		switch {
 		case ds.tooLarge:
@@ -215,7 +215,7 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	}
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
-			a.log.Info("dicomnet: C-STORE incomplete", "err", err, "bytes", ds.n)
+			a.log.Info("dicomnet: C-STORE incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
 			a.srv.observe(Event{Type: EventStoreFailed, Association: &a.info, SOPClassUID: req.AffectedSOPClassUID,
 				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: err})
 			return ds.end
@@ -229,9 +229,9 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: herr}
 	if st.IsFailure() {
 		ev.Type = EventStoreFailed
-		a.log.Info("dicomnet: C-STORE failed", "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+		a.log.Info("dicomnet: C-STORE failed", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
 	} else {
-		a.log.Debug("dicomnet: C-STORE", "status", fmt.Sprintf("0x%04X", st.Code), "bytes", ds.n)
+		a.log.Debug("dicomnet: C-STORE", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "bytes", ds.n)
 	}
 	a.srv.observe(ev)
 	return rx
@@ -301,7 +301,7 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	default:
 		req := &CommitmentRequest{Association: &a.info, PresentationContextID: pc.ID, MessageID: cmd.MessageID,
 			TransferSyntaxUID: pc.TransferSyntax, ReceivedAt: time.Now()}
-		st, herr = callSafely(a.log, "N-ACTION", func() error { return a.srv.Commitment.ServeCommitment(a.ctx, req, ds) })
+		st, herr = callSafely(a.log.With("message_id", cmd.MessageID), "N-ACTION", func() error { return a.srv.Commitment.ServeCommitment(a.ctx, req, ds) })
 		ds.closed.Store(true)
 		if ds.tooLarge {
 			st = dimse.Status{Code: dimse.StatusResourceLimitation, Comment: "Action Information exceeds the size we take"}
@@ -310,12 +310,12 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	}
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
-			a.log.Info("dicomnet: N-ACTION incomplete", "err", err, "bytes", ds.n)
+			a.log.Info("dicomnet: N-ACTION incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
 			return ds.end
 		}
 	}
 	if st.IsFailure() {
-		a.log.Info("dicomnet: N-ACTION refused", "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+		a.log.Info("dicomnet: N-ACTION refused", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
 		why := herr
 		if why == nil {
 			why = errors.New(st.Comment)

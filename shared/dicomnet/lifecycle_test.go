@@ -2,6 +2,7 @@ package dicomnet_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"strings"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -68,5 +71,105 @@ func TestLifecycleEventsAndLogs(t *testing.T) {
 		if !strings.Contains(out, attr) {
 			t.Errorf("logs lack %s:\n%s", attr, out)
 		}
+	}
+}
+
+// TestMessageLinesNameTheMessage: every line about one DIMSE message names it by its Message ID (message_id),
+// beside the association (assoc), and never by a UID (docs/operations/logging.md): the lines the server writes
+// itself, for a request it refuses or that breaks off, are the only ones there are of it.
+func TestMessageLinesNameTheMessage(t *testing.T) {
+	const instance = "1.2.826.0.1.3680043.9.7777.1" // Affected SOP Instance UID: never logged
+	ctStore := func(id uint16) *dimse.Command {
+		return dimse.NewCStoreRQ(id, dicomuid.CTImageStorage, instance, dimse.PriorityMedium)
+	}
+	tests := []struct {
+		name    string
+		send    func(p *dicomnettest.Parrot)
+		line    string           // the message of the line about message 42
+		handler dicomnet.Handler // nil: one that reads the data set
+	}{
+		{"stored", func(p *dicomnettest.Parrot) {
+			p.SendMessage(3, ctStore(42), []byte("ab"))
+			p.ExpectCommand()
+		}, "dicomnet: C-STORE", nil},
+		{"refused: SOP class differs from the context", func(p *dicomnettest.Parrot) {
+			p.SendMessage(3, dimse.NewCStoreRQ(42, dicomuid.MRImageStorage, instance, dimse.PriorityMedium), []byte("ab"))
+			p.ExpectCommand()
+		}, "dicomnet: C-STORE failed", nil},
+		{"handler panicked", func(p *dicomnettest.Parrot) {
+			p.SendMessage(3, ctStore(42), []byte("ab"))
+			p.ExpectCommand()
+		}, "dicomnet: C-STORE handler panicked", dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			panic("store broke")
+		})},
+		{"broken off", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.CommandPDV(3, ctStore(42)), dicomnettest.PDV(3, 0, []byte("ab")))
+			p.SendPDU(&pdu.Abort{})
+		}, "dicomnet: C-STORE incomplete", nil},
+		{"unsupported", func(p *dicomnettest.Parrot) {
+			c := dimse.NewCEchoRQ(42)
+			c.CommandField = dimse.CFindRQ
+			p.SendPDVs(dicomnettest.CommandPDV(1, c))
+			p.ExpectCommand()
+		}, "dicomnet: unsupported DIMSE command", nil},
+		{"N-ACTION on a storage context", func(p *dicomnettest.Parrot) {
+			c := dimse.NewCEchoRQ(42)
+			c.CommandField = dimse.NActionRQ
+			p.SendPDVs(dicomnettest.CommandPDV(3, c))
+			p.ExpectCommand()
+		}, "dicomnet: N-ACTION refused", nil},
+		{"in a role not negotiated", func(p *dicomnettest.Parrot) {
+			p.SendMessage(3, ctStore(42), []byte("ab"))
+			p.ExpectCommand()
+		}, "dicomnet: DIMSE request in a role not negotiated", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			var logs testenv.LogBuffer
+			h := tc.handler
+			if h == nil {
+				h = dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+					_, err := io.Copy(io.Discard, r)
+					return err
+				})
+			}
+			p, _ := startParrot(t, &dicomnet.Server{Observer: rec, Handler: h,
+				Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			rq := dicomnettest.AssociateRQ("SCU", "ANY")
+			if strings.Contains(tc.name, "role") {
+				rq.UserInformation.RoleSelections = []pdu.RoleSelection{{SOPClassUID: dicomuid.CTImageStorage, SCU: 0, SCP: 1}}
+			}
+			p.Associate(rq)
+			tc.send(p)
+			if tc.line == "dicomnet: C-STORE incomplete" {
+				rec.waitFor(t, dicomnet.EventAborted)
+			} else {
+				p.SendPDU(&pdu.ReleaseRQ{})
+				p.Expect(pdu.TypeReleaseRP)
+				rec.waitFor(t, dicomnet.EventReleased)
+			}
+			out := logs.String()
+			if strings.Contains(out, instance) {
+				t.Errorf("logs name the SOP Instance UID:\n%s", out)
+			}
+			found := false
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("log line %q: %v", l, err)
+				}
+				if m["msg"] != tc.line {
+					continue
+				}
+				found = true
+				if m["message_id"] != float64(42) || m["assoc"] == nil {
+					t.Errorf("line %q names message %v in association %v, want 42", tc.line, m["message_id"], m["assoc"])
+				}
+			}
+			if !found {
+				t.Errorf("no line %q:\n%s", tc.line, out)
+			}
+		})
 	}
 }
