@@ -258,12 +258,20 @@ func (a *association) readEvent() rxEvent {
 	st := a.m.state
 	switch h.Type {
 	case pdu.TypePDataTF:
+		if h.Length > a.srv.maxPDU() && st != sta2 {
+			return a.protocolError(fmt.Errorf("dicomnet: P-DATA-TF of %d bytes exceeds our maximum %d", h.Length, a.srv.maxPDU()))
+		}
+		if st == sta13 {
+			// Ignored (AA-6), and read past, under ARTIM: what follows is read as the PDU it is (an A-ABORT
+			// closes, an A-ASSOCIATE-RQ or an unrecognized PDU is answered, AA-7).
+			if _, err := a.br.Discard(int(h.Length)); err != nil {
+				return a.readErrEvent(err)
+			}
+			return rxEvent{ev: evt10}
+		}
 		if st != sta6 {
 			r.inSync = false
 			return rxEvent{ev: evt10}
-		}
-		if h.Length > a.srv.maxPDU() {
-			return a.protocolError(fmt.Errorf("dicomnet: P-DATA-TF of %d bytes exceeds our maximum %d", h.Length, a.srv.maxPDU()))
 		}
 		if h.Length == 0 {
 			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: empty P-DATA-TF")}

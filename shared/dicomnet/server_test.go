@@ -280,6 +280,51 @@ func TestProtocolViolations(t *testing.T) {
 	}
 }
 
+// TestAfterRelease: once the A-RELEASE-RP is sent (Sta13) the server waits for the peer to close, and answers what
+// still comes as PS3.8 Table 9-10 says: P-DATA-TF and another A-RELEASE-RQ are ignored (AA-6), an A-ASSOCIATE-RQ
+// or an unrecognized PDU is answered with an A-ABORT (AA-7, 02 02 and 02 01), an A-ABORT closes (AA-2). What
+// follows an ignored PDU is read as the PDU it is: a P-DATA-TF left the read position unknown, and the server read
+// nothing more until ARTIM closed the connection.
+func TestAfterRelease(t *testing.T) {
+	unknown := []byte{0x09, 0, 0, 0, 0, 2, 0, 0}
+	pdata := func() []byte {
+		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(7))}})
+		return b
+	}
+	encode := func(x pdu.PDU) []byte { b, _ := pdu.Encode(x); return b }
+	tests := []struct {
+		name   string
+		send   [][]byte
+		reason byte // of the A-ABORT expected; 0xFF for none, the connection closed
+	}{
+		{"A-ASSOCIATE-RQ", [][]byte{encode(dicomnettest.AssociateRQ("SCU", "ANY"))}, pdu.AbortReasonUnexpectedPDU},
+		{"unrecognized PDU", [][]byte{unknown}, pdu.AbortReasonUnrecognizedPDU},
+		{"P-DATA-TF, then an A-ASSOCIATE-RQ", [][]byte{pdata(), encode(dicomnettest.AssociateRQ("SCU", "ANY"))}, pdu.AbortReasonUnexpectedPDU},
+		{"P-DATA-TF, then an unrecognized PDU", [][]byte{pdata(), unknown}, pdu.AbortReasonUnrecognizedPDU},
+		{"P-DATA-TF over our maximum", [][]byte{{4, 0, 1, 0, 0, 0}}, pdu.AbortReasonInvalidParamValue},
+		{"A-RELEASE-RQ again, then an unrecognized PDU", [][]byte{encode(&pdu.ReleaseRQ{}), unknown}, pdu.AbortReasonUnrecognizedPDU},
+		{"A-ABORT", [][]byte{encode(&pdu.Abort{})}, 0xFF},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each waits for ARTIM
+			p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 2 * time.Second})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+			for _, b := range tc.send {
+				p.Send(b)
+			}
+			if tc.reason != 0xFF {
+				p.Timeout = time.Second // well before ARTIM
+				p.ExpectAbort(2, tc.reason)
+			}
+			p.Timeout = 5 * time.Second
+			p.ExpectClosed()
+		})
+	}
+}
+
 func TestSta2Violations(t *testing.T) {
 	tests := []struct {
 		name string
