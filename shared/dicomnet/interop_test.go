@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -344,5 +345,49 @@ func TestClientAgainstStorescp(t *testing.T) {
 		if !found {
 			t.Errorf("%s: data set matches none of the sent files", w.Name())
 		}
+	}
+}
+
+// TestDCMTKUserIdentity: User Identity Negotiation (PS3.7 D.3.3.7) is not supported: the sub-item is ignored and
+// never answered. storescu sending a user name and password stores as without them; with --pos-response it asks
+// for the answer, does not get it and gives up before sending anything. The credentials are never logged.
+func TestDCMTKUserIdentity(t *testing.T) {
+	storescu := testenv.LookPath(t, "storescu")
+	dir := testenv.DICOMTestdataDir(t)
+	h := &hashingHandler{}
+	var logs testenv.LogBuffer
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: h,
+		Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	host, port, _ := strings.Cut(srv.Addr, ":")
+	identity := []string{"-usr", "alice", "-pwd", "s3cr3t-pw"}
+	tests := []struct {
+		name   string
+		opts   []string
+		stored int
+		output string // in storescu's output
+	}{
+		{"user and password", identity, 1, "Association Accepted"},
+		{"positive response requested", append(append([]string{}, identity...), "--pos-response"), 0,
+			"Positive response requested but none received"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h.mu.Lock()
+			h.got = nil
+			h.mu.Unlock()
+			args := append(append([]string{"-v", "-R"}, tc.opts...), "-aet", "DCMTK", "-aec", "INGEST", host, port, filepath.Join(dir, "1.dcm"))
+			out, err := runDCMTK(t, storescu, args...)
+			if (err == nil) != (tc.stored == 1) || !strings.Contains(out, tc.output) {
+				t.Fatalf("storescu %v: %v, output lacks %q:\n%s", tc.opts, err, tc.output, out)
+			}
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if len(h.got) != tc.stored {
+				t.Errorf("received %d objects, want %d", len(h.got), tc.stored)
+			}
+		})
+	}
+	if s := logs.String(); strings.Contains(s, "s3cr3t-pw") || strings.Contains(s, "alice") {
+		t.Errorf("the logs hold the credentials:\n%s", s)
 	}
 }
