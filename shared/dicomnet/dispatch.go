@@ -199,6 +199,9 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing Affected SOP Class UID"}
 	case cmd.AffectedSOPClassUID != pc.AbstractSyntax:
 		st = dimse.Status{Code: dimse.StatusSOPClassNotSupported, Comment: "SOP class differs from the presentation context"}
+	case !dicomuid.IsStorageSOPClass(pc.AbstractSyntax):
+		// The Verification or Storage Commitment context: C-STORE is no operation of theirs (PS3.4 B).
+		st = dimse.Status{Code: dimse.StatusSOPClassNotSupported, Comment: "not a storage SOP class"}
 	case !dicomuid.ValidUID(cmd.AffectedSOPInstanceUID):
 		st = dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "missing or invalid Affected SOP Instance UID"}
 	default:

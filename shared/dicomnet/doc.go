@@ -33,7 +33,7 @@
 // return an error wrapping ErrIncomplete; nothing is answered and the slot is freed.
 //
 // C-STORE statuses: the handler's result (see Handler); 0122 when the command's SOP class differs from the
-// presentation context's; C000 when the Affected SOP Instance UID is missing or not a valid UID (so no handler
+// presentation context's, or that context is not a storage SOP class's (Verification, Storage Commitment); C000 when the Affected SOP Instance UID is missing or not a valid UID (so no handler
 // ever sees an unusable one); 0110 for a handler error, panic, or nil returned before reading the whole data set.
 //
 // With ProxyProtocol, the PROXY protocol v2 header (AWS NLB) is read before the first PDU and its source becomes

@@ -621,6 +621,48 @@ func TestEchoOnAStorageContext(t *testing.T) {
 	}
 }
 
+// TestStoreOnlyOnStorageContexts: C-STORE is an operation of the storage SOP classes alone (PS3.4 B). One on the
+// Verification or the Storage Commitment context is refused 0122 (SOP class not supported) as one whose class
+// differs from its context's is, also when its Affected SOP Class UID is that context's own: it reached the
+// handler, and scp-task stored its data set as an object of class Verification or Storage Commitment.
+func TestStoreOnlyOnStorageContexts(t *testing.T) {
+	tests := []struct {
+		name  string
+		ctxID byte
+		class string
+	}{
+		{"Verification", 1, dicomuid.Verification},
+		{"Storage Commitment", 5, dicomuid.StorageCommitment},
+		{"CT Image Storage on the Verification context", 1, dicomuid.CTImageStorage},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan result, 1)
+			rec := newRecorder()
+			p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec,
+				Commitment: &commitments{seen: make(chan nactionSeen, 1)}})
+			p.Associate(dicomnettest.CommitmentAssociateRQ("SCU", "ANY", dicomuid.ImplicitVRLittleEndian))
+			p.SendMessage(tc.ctxID, dimse.NewCStoreRQ(3, tc.class, "1.2.3.4", dimse.PriorityMedium), pattern(100))
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CStoreRSP || rsp.Status != dimse.StatusSOPClassNotSupported || rsp.MessageIDBeingRespondedTo != 3 {
+				t.Errorf("C-STORE of %s on context %d: %04X %04X for message %d, want C-STORE-RSP 0122 for 3", tc.class, tc.ctxID, rsp.CommandField, rsp.Status, rsp.MessageIDBeingRespondedTo)
+			}
+			if ev := rec.waitFor(t, dicomnet.EventStoreFailed); ev.Status != dimse.StatusSOPClassNotSupported {
+				t.Errorf("event status %04X", ev.Status)
+			}
+			select {
+			case r := <-ch:
+				t.Errorf("the handler was given the data set (%d bytes, class %s)", len(r.data), r.req.AffectedSOPClassUID)
+			default:
+			}
+			// The data set was read past: the association goes on.
+			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(4)))
+			if rsp := p.ExpectCommand(); rsp.Status != 0 || rsp.MessageIDBeingRespondedTo != 4 {
+				t.Errorf("C-ECHO after it: %+v", rsp)
+			}
+		})
+	}
+}
+
 // TestBrokenTransfers: A-ABORT or TCP close mid-object reach the handler as a read error, nothing is answered,
 // and the slot is freed.
 func TestBrokenTransfers(t *testing.T) {
