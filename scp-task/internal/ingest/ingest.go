@@ -149,6 +149,11 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		if ctx.Err() != nil {
 			return fmt.Errorf("ingest: store abandoned: %w", err)
 		}
+		if errors.Is(err, dicomnet.ErrIncomplete) {
+			// The sender broke the data set off (A-ABORT, A-RELEASE-RQ, closed connection, timeout): the
+			// store has nothing, no status can be sent, and the server logs it ("C-STORE incomplete").
+			return fmt.Errorf("ingest: data set incomplete: %w", err)
+		}
 		log.Error("store failed", "err", err)
 		return named(dimse.Status{Code: dimse.StatusOutOfResources, Comment: "storage failed, please retry"})
 	}

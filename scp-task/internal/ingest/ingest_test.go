@@ -6,7 +6,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // memStore keeps what was put, or fails every Put with err.
@@ -181,6 +184,36 @@ func TestBrokenTransfer(t *testing.T) {
 		t.Fatal("broken transfer stored")
 	}
 }
+
+// TestSenderBrokeOff: a data set the sender breaks off (A-ABORT, A-RELEASE-RQ or a closed connection in the
+// middle of it: dicomnet's reader fails with ErrIncomplete) is no store failure: nothing is stored, no status can
+// be answered, and dicomnet logs it ("C-STORE incomplete"). It was logged at ERROR as "store failed", beside the
+// line that said what happened.
+func TestSenderBrokeOff(t *testing.T) {
+	store := &memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}
+	var logs testenv.LogBuffer
+	h := New(store, Options{Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	req := &dicomnet.CStoreRequest{Association: &dicomnet.AssociationInfo{ID: "a"}, MessageID: 7, AffectedSOPClassUID: ctClass,
+		AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+	// The header is whole (its identifiers read, the object's Put begun); the break comes in what follows it.
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"), el(0x0020, 0x000D, "UI", "1.2.3"),
+		el(0x0020, 0x000E, "UI", "1.2.3.9"), el(0x0028, 0x0010, "US", "\x00\x02"))
+	brokeOff := io.MultiReader(bytes.NewReader(good), errReader{fmt.Errorf("%w: %w", dicomnet.ErrIncomplete, &dicomnet.AbortError{})})
+	err := h.ServeCStore(context.Background(), req, brokeOff)
+	if !errors.Is(err, dicomnet.ErrIncomplete) {
+		t.Fatalf("ServeCStore = %v, want ErrIncomplete", err)
+	}
+	if len(store.objs) != 0 {
+		t.Fatal("a data set broken off was stored")
+	}
+	if out := logs.String(); strings.Contains(out, `"level":"ERROR"`) {
+		t.Errorf("a sender's abort logged as an error:\n%s", out)
+	}
+}
+
+type errReader struct{ err error }
+
+func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
 type iotestErr struct{}
 
