@@ -226,6 +226,7 @@ func (a *association) tlsState() *tls.ConnectionState {
 // from that (the user's answer to an indication, or what interrupted the P-DATA it processed), or the zero
 // rxEvent when the next event is to be read from the connection.
 func (a *association) step(rx rxEvent) rxEvent {
+	prev := a.m.state
 	act := a.fire(rx.ev, rx)
 	switch act {
 	case ae6:
@@ -256,8 +257,15 @@ func (a *association) step(rx rxEvent) rxEvent {
 		a.released = true
 		return rxEvent{ev: evt14}
 	case aa1, aa7, aa8:
-		if rx.err != nil {
-			a.log.Info("dicomnet: association aborted", "err", rx.err, "state", a.m.state.String())
+		switch {
+		case rx.err == nil:
+		case established(prev):
+			// ended() has logged it, with the error, source and reason.
+		case prev == sta13:
+			// A stray PDU after the association ended (released, rejected or aborted, and logged then).
+			a.log.Debug("dicomnet: A-ABORT sent after the association ended", "err", rx.err)
+		default: // before an association
+			a.log.Info("dicomnet: association aborted", "err", rx.err, "state", prev.String())
 		}
 	}
 	return rxEvent{}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
@@ -169,6 +170,56 @@ func TestMessageLinesNameTheMessage(t *testing.T) {
 			}
 			if !found {
 				t.Errorf("no line %q:\n%s", tc.line, out)
+			}
+		})
+	}
+}
+
+// TestOneLinePerAbort: an association's end is logged once. An A-ABORT we send on an established association was
+// logged twice ("association aborted" with the state after it, Sta13, and again with source and reason); one
+// answering a stray PDU after a release said "association aborted" of an association released in good order.
+func TestOneLinePerAbort(t *testing.T) {
+	encode := func(x pdu.PDU) []byte { b, _ := pdu.Encode(x); return b }
+	tests := []struct {
+		name              string
+		associate         bool
+		send              [][]byte
+		aborted, released int // lines "dicomnet: association aborted" and "… released"
+	}{
+		{"protocol error in data transfer", true, [][]byte{{0x09, 0, 0, 0, 0, 0}}, 1, 0},
+		{"invalid A-ASSOCIATE-RQ", false, [][]byte{{1, 0, 0, 0, 0, 4, 0, 1, 0, 0}}, 1, 0},
+		{"A-ASSOCIATE-RQ after the release", true, [][]byte{encode(&pdu.ReleaseRQ{}), encode(dicomnettest.AssociateRQ("SCU", "ANY"))}, 0, 1},
+		{"unrecognized PDU after the release", true, [][]byte{encode(&pdu.ReleaseRQ{}), {0x09, 0, 0, 0, 0, 0}}, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			p, srv := startParrot(t, &dicomnet.Server{ARTIMTimeout: 200 * time.Millisecond,
+				Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+			if tc.associate {
+				p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			}
+			for _, b := range tc.send {
+				p.Send(b)
+			}
+			for { // an A-RELEASE-RP first, where released
+				x, err := p.Next()
+				if err != nil {
+					t.Fatalf("no A-ABORT: %v", err)
+				}
+				if x.Type() == pdu.TypeAbort {
+					break
+				}
+			}
+			p.ExpectClosed()
+			waitActive(t, srv.Server, 0)
+			time.Sleep(50 * time.Millisecond) // the lines written as the connection closes
+			out := logs.String()
+			if n := strings.Count(out, `"msg":"dicomnet: association aborted"`); n != tc.aborted {
+				t.Errorf("%d lines 'association aborted', want %d:\n%s", n, tc.aborted, out)
+			}
+			if n := strings.Count(out, `"msg":"dicomnet: association released"`); n != tc.released {
+				t.Errorf("%d lines 'association released', want %d:\n%s", n, tc.released, out)
 			}
 		})
 	}
