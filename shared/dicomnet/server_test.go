@@ -621,6 +621,28 @@ func TestEchoOnAStorageContext(t *testing.T) {
 	}
 }
 
+// TestStoreOfAMove: a C-STORE sub-operation of a C-MOVE carries Move Originator AE Title and Message ID
+// (0000,1030)/(0000,1031) (PS3.7 9.1.1.1, PS3.4 C.4.2.2): it is stored as any C-STORE, the handler is told the
+// originator, and the response (PS3.7 Table 9.3-2) carries neither: a PACS answering a workstation's C-MOVE with
+// our AE as the destination sends such C-STOREs.
+func TestStoreOfAMove(t *testing.T) {
+	ch := make(chan result, 1)
+	p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch)})
+	p.Associate(dicomnettest.AssociateRQ("PACS", "ANY"))
+	rq := storeRQ(12)
+	rq.Present |= dimse.HasMoveOriginatorAETitle | dimse.HasMoveOriginatorMessageID
+	rq.MoveOriginatorAETitle, rq.MoveOriginatorMessageID = "WORKSTATION", 77
+	p.SendMessage(3, rq, []byte("abcd"))
+	rsp := p.ExpectCommand()
+	if rsp.Status != 0 || rsp.MessageIDBeingRespondedTo != 12 || rsp.Has(dimse.HasMoveOriginatorAETitle) || rsp.Has(dimse.HasMoveOriginatorMessageID) {
+		t.Errorf("response %+v", rsp)
+	}
+	got := <-ch
+	if string(got.data) != "abcd" || got.req.MoveOriginatorAETitle != "WORKSTATION" || got.req.MoveOriginatorMessageID != 77 {
+		t.Errorf("handler saw %q from %q/%d", got.data, got.req.MoveOriginatorAETitle, got.req.MoveOriginatorMessageID)
+	}
+}
+
 // TestStoreOnlyOnStorageContexts: C-STORE is an operation of the storage SOP classes alone (PS3.4 B). One on the
 // Verification or the Storage Commitment context is refused 0122 (SOP class not supported) as one whose class
 // differs from its context's is, also when its Affected SOP Class UID is that context's own: it reached the
