@@ -196,7 +196,7 @@ func TestConformanceStatementLists(t *testing.T) {
 
 	t.Run("transfer syntaxes", func(t *testing.T) {
 		rows := map[string][]string{}
-		for _, r := range tableRows(t, doc, "| Transfer Syntax | UID | Accepted for storage |") {
+		for _, r := range tableRows(t, doc, "| Transfer Syntax | UID | Accepted for storage | Pixel data |") {
 			uid := unquote(r[1])
 			if _, known := dicomuid.LookupTransferSyntax(uid); !known {
 				t.Errorf("conformance.md lists %s (%s), a transfer syntax the code does not know (it gets result 4)", uid, r[0])
@@ -222,6 +222,9 @@ func TestConformanceStatementLists(t *testing.T) {
 			}
 			if r[2] != want {
 				t.Errorf("conformance.md says %q for storage in %s (%s); negotiation says %q", r[2], uid, ts.Name, want)
+			}
+			if f := ts.Fidelity.String(); !strings.EqualFold(r[3], f) {
+				t.Errorf("conformance.md says %q of %s's pixel data (%s); the code %q", r[3], uid, ts.Name, f)
 			}
 		}
 	})

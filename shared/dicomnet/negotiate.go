@@ -47,9 +47,11 @@ type Negotiation struct {
 //   - Abstract syntax: Verification and storage SOP classes are supported; anything else gets result 3.
 //   - Transfer syntax: among the proposed syntaxes we can store as received (every registered syntax except
 //     MIME/XML/real-time video; Explicit VR Big Endian only with AcceptExplicitBigEndian), prefer the first
-//     compressed or deflated one in the proposer's order, then Explicit VR LE, then Implicit VR LE, then Big
-//     Endian. Unknown (e.g. private) syntaxes are not accepted: without knowing the encoding we cannot check the
-//     dataset or write a correct file meta. None acceptable: result 4. Storage Commitment's data sets are read
+//     lossless compressed, deflated or encapsulated one in the proposer's order, then Explicit VR LE, then
+//     Implicit VR LE, then Big Endian, and only then the first that may be lossy, then a JPIP one (pixel data
+//     by reference): a sender offering a lossy syntax beside a lossless one in one context would compress at
+//     a quality it alone chooses (dicomuid.Fidelity). Unknown (e.g. private) syntaxes are not accepted: without
+//     knowing the encoding we cannot check the dataset or write a correct file meta. None acceptable: result 4. Storage Commitment's data sets are read
 //     and written here, not stored: Explicit VR LE, else Implicit VR LE, nothing else.
 //   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
 //     §7.1.1.13), and the server aborts it as an invalid PDU.
@@ -120,6 +122,8 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 func chooseTransferSyntax(proposed []string, acceptBE bool) (string, bool) {
 	const (
 		rankNone = iota
+		rankReferenced
+		rankLossy
 		rankBE
 		rankImplicit
 		rankExplicit
@@ -133,6 +137,10 @@ func chooseTransferSyntax(proposed []string, acceptBE bool) (string, bool) {
 		}
 		r := rankNone
 		switch {
+		case ts.Fidelity == dicomuid.Referenced:
+			r = rankReferenced
+		case ts.Fidelity == dicomuid.MayBeLossy:
+			r = rankLossy
 		case ts.BigEndian:
 			if acceptBE {
 				r = rankBE

@@ -19,6 +19,9 @@ func TestNegotiateContexts(t *testing.T) {
 		j2k  = dicomuid.JPEG2000
 		rle  = dicomuid.RLELossless
 		defl = dicomuid.DeflatedExplicitVRLittleEndian
+		jls  = "1.2.840.10008.1.2.4.80"  // JPEG-LS Lossless
+		mpeg = "1.2.840.10008.1.2.4.100" // MPEG2 Main Profile / Main Level
+		jpip = "1.2.840.10008.1.2.4.94"  // JPIP Referenced
 	)
 	tests := []struct {
 		name     string
@@ -34,8 +37,19 @@ func TestNegotiateContexts(t *testing.T) {
 		// compressed one a storage context keeps.
 		{"verification prefers explicit", dicomuid.Verification, []string{jpeg, impl, expl}, 1, false, 0, expl},
 		{"verification, compressed only", dicomuid.Verification, []string{jpeg}, 1, false, 4, impl},
-		{"compressed preferred", ct, []string{impl, expl, jpeg}, 1, false, 0, jpeg},
-		{"first compressed as offered", ct, []string{expl, j2k, rle}, 1, false, 0, j2k},
+		{"lossless compressed preferred", ct, []string{impl, expl, rle}, 1, false, 0, rle},
+		{"first lossless compressed as offered", ct, []string{expl, jls, rle}, 1, false, 0, jls},
+		// A syntax that may be lossy lets the sender choose the quality:
+		// taken only when nothing lossless is offered beside it.
+		{"lossless over lossy", ct, []string{jpeg, j2k, rle}, 1, false, 0, rle},
+		{"explicit over lossy", ct, []string{jpeg, expl}, 1, false, 0, expl},
+		{"implicit over lossy", ct, []string{j2k, impl}, 1, false, 0, impl},
+		{"big endian over lossy", ct, []string{jpeg, be}, 1, true, 0, be},
+		{"lossy when nothing else", ct, []string{jpeg}, 1, false, 0, jpeg},
+		{"first lossy as offered", ct, []string{j2k, jpeg}, 1, false, 0, j2k},
+		{"video", "1.2.840.10008.5.1.4.1.1.77.1.1.1", []string{mpeg}, 1, false, 0, mpeg}, // Video Endoscopic Image Storage
+		{"lossy over referenced", ct, []string{jpip, j2k}, 1, false, 0, j2k},
+		{"referenced when nothing else", ct, []string{jpip}, 1, false, 0, jpip},
 		{"deflated counts as compressed", ct, []string{expl, defl}, 1, false, 0, defl},
 		{"explicit over implicit", ct, []string{impl, expl}, 1, false, 0, expl},
 		{"implicit only", ct, []string{impl}, 1, false, 0, impl},

@@ -51,6 +51,34 @@ type TransferSyntax struct {
 	// Storable is false for syntaxes that are not used to exchange stored objects over DIMSE
 	// (MIME/XML encodings, SMPTE ST 2110 real-time video).
 	Storable bool
+	// Fidelity says what the syntax lets a sender do to pixel data.
+	Fidelity Fidelity
+}
+
+// Fidelity says what a transfer syntax lets a sender do to pixel data (PS3.5 Annex A, 8.2).
+type Fidelity int
+
+const (
+	// Lossless: native pixel data, deflated, or compressed losslessly (JPEG Lossless, JPEG-LS Lossless,
+	// JPEG 2000 and HTJ2K Lossless Only, RLE, JPEG XL Lossless and JPEG Recompression, Deflated Image Frame).
+	Lossless Fidelity = iota
+	// MayBeLossy: the sender may compress lossily, at a quality it alone chooses (JPEG's lossy processes,
+	// JPEG-LS Near-Lossless, JPEG 2000, HTJ2K, JPEG XL, MPEG-2, H.264, HEVC).
+	MayBeLossy
+	// Referenced: JPIP, the pixel data is not in the object but served by a JPIP server.
+	Referenced
+)
+
+func (f Fidelity) String() string {
+	switch f {
+	case Lossless:
+		return "lossless"
+	case MayBeLossy:
+		return "may be lossy"
+	case Referenced:
+		return "referenced (JPIP)"
+	}
+	return fmt.Sprintf("Fidelity(%d)", int(f))
 }
 
 // Compressed reports whether the syntax changes the dataset bytes relative to native Explicit/Implicit VR
@@ -58,6 +86,12 @@ type TransferSyntax struct {
 func (ts TransferSyntax) Compressed() bool { return ts.Deflated || ts.Encapsulated }
 
 var transferSyntaxes = map[string]TransferSyntax{}
+
+func setFidelity(uid string, f Fidelity) {
+	ts := transferSyntaxes[uid]
+	ts.Fidelity = f
+	transferSyntaxes[uid] = ts
+}
 
 func addTS(uid, name string, explicit, be, deflated, encaps, retired, storable bool) {
 	transferSyntaxes[uid] = TransferSyntax{UID: uid, Name: name, ExplicitVR: explicit, BigEndian: be,
@@ -70,59 +104,62 @@ func init() {
 	addTS(EncapsulatedUncompressedExplicit, "Encapsulated Uncompressed Explicit VR Little Endian", true, false, false, true, false, true)
 	addTS(DeflatedExplicitVRLittleEndian, "Deflated Explicit VR Little Endian", true, false, true, false, false, true)
 	addTS(ExplicitVRBigEndian, "Explicit VR Big Endian (Retired)", true, true, false, false, true, true)
-	enc := func(suffix, name string, retired bool) {
+	enc := func(suffix, name string, retired bool, f Fidelity) {
 		addTS("1.2.840.10008.1.2.4."+suffix, name, true, false, false, true, retired, true)
+		setFidelity("1.2.840.10008.1.2.4."+suffix, f)
 	}
-	enc("50", "JPEG Baseline (Process 1)", false)
-	enc("51", "JPEG Extended (Process 2 & 4)", false)
-	enc("52", "JPEG Extended (Process 3 & 5) (Retired)", true)
-	enc("53", "JPEG Spectral Selection, Non-Hierarchical (Process 6 & 8) (Retired)", true)
-	enc("54", "JPEG Spectral Selection, Non-Hierarchical (Process 7 & 9) (Retired)", true)
-	enc("55", "JPEG Full Progression, Non-Hierarchical (Process 10 & 12) (Retired)", true)
-	enc("56", "JPEG Full Progression, Non-Hierarchical (Process 11 & 13) (Retired)", true)
-	enc("58", "JPEG Lossless, Non-Hierarchical (Process 15) (Retired)", true)
-	enc("59", "JPEG Extended, Hierarchical (Process 16 & 18) (Retired)", true)
-	enc("60", "JPEG Extended, Hierarchical (Process 17 & 19) (Retired)", true)
-	enc("61", "JPEG Spectral Selection, Hierarchical (Process 20 & 22) (Retired)", true)
-	enc("62", "JPEG Spectral Selection, Hierarchical (Process 21 & 23) (Retired)", true)
-	enc("63", "JPEG Full Progression, Hierarchical (Process 24 & 26) (Retired)", true)
-	enc("64", "JPEG Full Progression, Hierarchical (Process 25 & 27) (Retired)", true)
-	enc("65", "JPEG Lossless, Hierarchical (Process 28) (Retired)", true)
-	enc("66", "JPEG Lossless, Hierarchical (Process 29) (Retired)", true)
-	enc("57", "JPEG Lossless, Non-Hierarchical (Process 14)", false)
-	enc("70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])", false)
-	enc("80", "JPEG-LS Lossless", false)
-	enc("81", "JPEG-LS Lossy (Near-Lossless)", false)
-	enc("90", "JPEG 2000 (Lossless Only)", false)
-	enc("91", "JPEG 2000", false)
-	enc("92", "JPEG 2000 Part 2 Multi-component (Lossless Only)", false)
-	enc("93", "JPEG 2000 Part 2 Multi-component", false)
-	enc("94", "JPIP Referenced", false)
+	enc("50", "JPEG Baseline (Process 1)", false, MayBeLossy)
+	enc("51", "JPEG Extended (Process 2 & 4)", false, MayBeLossy)
+	enc("52", "JPEG Extended (Process 3 & 5) (Retired)", true, MayBeLossy)
+	enc("53", "JPEG Spectral Selection, Non-Hierarchical (Process 6 & 8) (Retired)", true, MayBeLossy)
+	enc("54", "JPEG Spectral Selection, Non-Hierarchical (Process 7 & 9) (Retired)", true, MayBeLossy)
+	enc("55", "JPEG Full Progression, Non-Hierarchical (Process 10 & 12) (Retired)", true, MayBeLossy)
+	enc("56", "JPEG Full Progression, Non-Hierarchical (Process 11 & 13) (Retired)", true, MayBeLossy)
+	enc("58", "JPEG Lossless, Non-Hierarchical (Process 15) (Retired)", true, Lossless)
+	enc("59", "JPEG Extended, Hierarchical (Process 16 & 18) (Retired)", true, MayBeLossy)
+	enc("60", "JPEG Extended, Hierarchical (Process 17 & 19) (Retired)", true, MayBeLossy)
+	enc("61", "JPEG Spectral Selection, Hierarchical (Process 20 & 22) (Retired)", true, MayBeLossy)
+	enc("62", "JPEG Spectral Selection, Hierarchical (Process 21 & 23) (Retired)", true, MayBeLossy)
+	enc("63", "JPEG Full Progression, Hierarchical (Process 24 & 26) (Retired)", true, MayBeLossy)
+	enc("64", "JPEG Full Progression, Hierarchical (Process 25 & 27) (Retired)", true, MayBeLossy)
+	enc("65", "JPEG Lossless, Hierarchical (Process 28) (Retired)", true, Lossless)
+	enc("66", "JPEG Lossless, Hierarchical (Process 29) (Retired)", true, Lossless)
+	enc("57", "JPEG Lossless, Non-Hierarchical (Process 14)", false, Lossless)
+	enc("70", "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])", false, Lossless)
+	enc("80", "JPEG-LS Lossless", false, Lossless)
+	enc("81", "JPEG-LS Lossy (Near-Lossless)", false, MayBeLossy)
+	enc("90", "JPEG 2000 (Lossless Only)", false, Lossless)
+	enc("91", "JPEG 2000", false, MayBeLossy)
+	enc("92", "JPEG 2000 Part 2 Multi-component (Lossless Only)", false, Lossless)
+	enc("93", "JPEG 2000 Part 2 Multi-component", false, MayBeLossy)
+	enc("94", "JPIP Referenced", false, Referenced)
 	addTS("1.2.840.10008.1.2.4.95", "JPIP Referenced Deflate", true, false, true, false, false, true)
-	enc("100", "MPEG2 Main Profile / Main Level", false)
-	enc("100.1", "Fragmentable MPEG2 Main Profile / Main Level", false)
-	enc("101", "MPEG2 Main Profile / High Level", false)
-	enc("101.1", "Fragmentable MPEG2 Main Profile / High Level", false)
-	enc("102", "MPEG-4 AVC/H.264 High Profile / Level 4.1", false)
-	enc("102.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.1", false)
-	enc("103", "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false)
-	enc("103.1", "Fragmentable MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false)
-	enc("104", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false)
-	enc("104.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false)
-	enc("105", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false)
-	enc("105.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false)
-	enc("106", "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false)
-	enc("106.1", "Fragmentable MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false)
-	enc("107", "HEVC/H.265 Main Profile / Level 5.1", false)
-	enc("108", "HEVC/H.265 Main 10 Profile / Level 5.1", false)
-	enc("110", "JPEG XL Lossless", false)
-	enc("111", "JPEG XL JPEG Recompression", false)
-	enc("112", "JPEG XL", false)
-	enc("201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)", false)
-	enc("202", "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", false)
-	enc("203", "High-Throughput JPEG 2000 Image Compression", false)
-	enc("204", "JPIP HTJ2K Referenced", false)
+	setFidelity("1.2.840.10008.1.2.4.95", Referenced)
+	enc("100", "MPEG2 Main Profile / Main Level", false, MayBeLossy)
+	enc("100.1", "Fragmentable MPEG2 Main Profile / Main Level", false, MayBeLossy)
+	enc("101", "MPEG2 Main Profile / High Level", false, MayBeLossy)
+	enc("101.1", "Fragmentable MPEG2 Main Profile / High Level", false, MayBeLossy)
+	enc("102", "MPEG-4 AVC/H.264 High Profile / Level 4.1", false, MayBeLossy)
+	enc("102.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.1", false, MayBeLossy)
+	enc("103", "MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false, MayBeLossy)
+	enc("103.1", "Fragmentable MPEG-4 AVC/H.264 BD-compatible High Profile / Level 4.1", false, MayBeLossy)
+	enc("104", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false, MayBeLossy)
+	enc("104.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 2D Video", false, MayBeLossy)
+	enc("105", "MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false, MayBeLossy)
+	enc("105.1", "Fragmentable MPEG-4 AVC/H.264 High Profile / Level 4.2 For 3D Video", false, MayBeLossy)
+	enc("106", "MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false, MayBeLossy)
+	enc("106.1", "Fragmentable MPEG-4 AVC/H.264 Stereo High Profile / Level 4.2", false, MayBeLossy)
+	enc("107", "HEVC/H.265 Main Profile / Level 5.1", false, MayBeLossy)
+	enc("108", "HEVC/H.265 Main 10 Profile / Level 5.1", false, MayBeLossy)
+	enc("110", "JPEG XL Lossless", false, Lossless)
+	enc("111", "JPEG XL JPEG Recompression", false, Lossless)
+	enc("112", "JPEG XL", false, MayBeLossy)
+	enc("201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)", false, Lossless)
+	enc("202", "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", false, Lossless)
+	enc("203", "High-Throughput JPEG 2000 Image Compression", false, MayBeLossy)
+	enc("204", "JPIP HTJ2K Referenced", false, Referenced)
 	addTS("1.2.840.10008.1.2.4.205", "JPIP HTJ2K Referenced Deflate", true, false, true, false, false, true)
+	setFidelity("1.2.840.10008.1.2.4.205", Referenced)
 	addTS(RLELossless, "RLE Lossless", true, false, false, true, false, true)
 	addTS("1.2.840.10008.1.2.6.1", "RFC 2557 MIME encapsulation (Retired)", false, false, false, false, true, false)
 	addTS("1.2.840.10008.1.2.6.2", "XML Encoding (Retired)", false, false, false, false, true, false)

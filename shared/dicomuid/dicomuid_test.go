@@ -127,3 +127,44 @@ func TestNamedStorageSOPClasses(t *testing.T) {
 		t.Error("not sorted")
 	}
 }
+
+// TestFidelity: what a syntax lets a sender do to pixel data, after PS3.5
+// Annex A (8.2.1–8.2.4 and 8.4–8.5: lossless-only processes and the
+// "Lossless Only" profiles are lossless; the others let the encoder choose).
+func TestFidelity(t *testing.T) {
+	tests := []struct {
+		uid  string
+		want Fidelity
+	}{
+		{ImplicitVRLittleEndian, Lossless},
+		{DeflatedExplicitVRLittleEndian, Lossless},
+		{RLELossless, Lossless},
+		{JPEGBaseline8Bit, MayBeLossy},
+		{"1.2.840.10008.1.2.4.51", MayBeLossy},  // JPEG Extended
+		{JPEGLossless, Lossless},                // Process 14
+		{JPEGLosslessSV1, Lossless},             // Process 14, SV1
+		{"1.2.840.10008.1.2.4.65", Lossless},    // JPEG Lossless, Hierarchical
+		{"1.2.840.10008.1.2.4.80", Lossless},    // JPEG-LS Lossless
+		{"1.2.840.10008.1.2.4.81", MayBeLossy},  // JPEG-LS Near-Lossless
+		{JPEG2000Lossless, Lossless},            // Lossless Only
+		{JPEG2000, MayBeLossy},                  // lossless or lossy
+		{HTJ2KLossless, Lossless},               // Lossless Only
+		{HTJ2K, MayBeLossy},                     // lossless or lossy
+		{"1.2.840.10008.1.2.4.110", Lossless},   // JPEG XL Lossless
+		{"1.2.840.10008.1.2.4.111", Lossless},   // JPEG XL JPEG Recompression: the JPEG as it was
+		{"1.2.840.10008.1.2.4.112", MayBeLossy}, // JPEG XL
+		{"1.2.840.10008.1.2.4.102", MayBeLossy}, // H.264
+		{"1.2.840.10008.1.2.4.94", Referenced},  // JPIP Referenced
+		{"1.2.840.10008.1.2.4.205", Referenced}, // JPIP HTJ2K Referenced Deflate
+		{"1.2.840.10008.1.2.8.1", Lossless},     // Deflated Image Frame Compression
+	}
+	for _, tc := range tests {
+		ts, ok := LookupTransferSyntax(tc.uid)
+		if !ok {
+			t.Fatalf("%s unknown", tc.uid)
+		}
+		if ts.Fidelity != tc.want {
+			t.Errorf("%s (%s): %v, want %v", tc.uid, ts.Name, ts.Fidelity, tc.want)
+		}
+	}
+}
