@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
+	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 )
 
@@ -240,6 +241,32 @@ func (d *queueOnFailure) Bind(_ awslambda.IEventSourceMapping, fn awslambda.IFun
 	}))
 	grantKeyVia(fn, d.key, "sqs", "kms:GenerateDataKey", "kms:Decrypt")
 	return &awslambda.DlqDestinationConfig{Destination: d.queue.QueueArn()}
+}
+
+// asyncOnFailure is a function's on-failure destination for its
+// asynchronous invocations, like CDK's SqsDestination without its grant on
+// the queue's key (which has no kms:ViaService): Lambda sends the failed
+// invocation's record with the function's role, and SQS encrypts it with
+// the key on its behalf. The key statement has a Sid of its own: a
+// function that also consumes a queue has KeyViasqs already.
+type asyncOnFailure struct {
+	queue awssqs.IQueue
+	key   awskms.IKey
+}
+
+func (d *asyncOnFailure) Bind(_ constructs.Construct, fn awslambda.IFunction, _ *awslambda.DestinationOptions) *awslambda.DestinationConfig {
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:       jsii.String("SendFailedInvocations"),
+		Actions:   jsii.Strings("sqs:SendMessage"),
+		Resources: &[]*string{d.queue.QueueArn()},
+	}))
+	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String("KeyViasqsToSendFailedInvocations"),
+		Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt"),
+		Resources:  &[]*string{d.key.KeyArn()},
+		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": viaService("sqs")}},
+	}))
+	return &awslambda.DestinationConfig{Destination: d.queue.QueueArn()}
 }
 
 // tableOperations lists the DynamoDB operations the functions call on one

@@ -46,6 +46,8 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	for _, q := range p.Queues {
 		names[s.stack.logicalID(q.Queue)] = "queue"
 	}
+	names[s.stack.logicalID(p.NotifyDlq)] = "scheduleDlq"
+	names[s.stack.logicalID(p.CommitmentScheduleDlq)] = "scheduleDlq"
 	name := func(r any) string {
 		if id := refID(r); id != "" && names[id] != "" {
 			return names[id]
@@ -95,6 +97,9 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 	// The work queue, polled by the event source mapping with the role.
 	consume := []string{"sqs:ChangeMessageVisibility queue", "sqs:DeleteMessage queue", "sqs:GetQueueAttributes queue", "sqs:GetQueueUrl queue",
 		"sqs:ReceiveMessage queue", "kms:Decrypt key" + via("sqs")}
+	// A scheduled function's failed runs, sent by Lambda with the role
+	// (TestScheduledFunctions).
+	failedRuns := []string{"sqs:SendMessage scheduleDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}
 	for _, tc := range []struct {
 		fn   string
 		want [][]string
@@ -104,8 +109,8 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/audit/*", "kms:Decrypt key" + via("s3")}}},
-		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}}},
-		{FnCommitment, [][]string{consume, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
+		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}, failedRuns}},
+		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
 			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
 	} {

@@ -113,8 +113,8 @@ func suppress(s *IngestStack) {
 	// Pipeline.
 	p := s.Pipeline
 	suppressOn(p.BusDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the event bus's dead-letter queue"})
-	suppressOn(p.NotifyDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the notify schedule target"})
-	suppressOn(p.CommitmentScheduleDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the commitment schedule target"})
+	suppressOn(p.NotifyDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the notify schedule target and the notify function's on-failure destination"})
+	suppressOn(p.CommitmentScheduleDlq, nagRule{id: "AwsSolutions-SQS3", reason: "This queue is the dead-letter queue of the commitment schedule target and the commitment function's on-failure destination for its scheduled runs"})
 	bucketArn := "<" + s.logicalID(s.Storage.Bucket) + ".Arn>"
 	for name, fn := range p.Functions {
 		suppressOn(fn,

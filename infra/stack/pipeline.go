@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awseventstargets"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
@@ -69,8 +70,8 @@ type Queue struct {
 type Pipeline struct {
 	constructs.Construct
 	// Queues by function name (notify has none: it runs on a schedule and
-	// its failed invocations go to NotifyDlq; commitment's scheduled ones
-	// go to CommitmentScheduleDlq).
+	// its failed runs go to NotifyDlq; commitment's scheduled ones go to
+	// CommitmentScheduleDlq; see everyMinute).
 	Queues                map[string]*Queue
 	NotifyDlq             awssqs.Queue
 	CommitmentScheduleDlq awssqs.Queue
@@ -411,7 +412,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	out.Functions[FnNotify] = notify
 	grant(FnNotify, notify)
 	out.NotifyDlq = newDlq("NotifyDlq")
-	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq)
+	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq, key)
 
 	if c.Audit.Syslog != nil {
 		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, key, newDlq, newFunction)
@@ -420,9 +421,20 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	return out
 }
 
-// everyMinute invokes fn every minute, its failed invocations (after two
-// retries) going to dlq.
-func everyMinute(scope constructs.Construct, id, desc string, fn awslambda.Function, dlq awssqs.Queue) {
+// everyMinute invokes fn every minute, its failed runs going to dlq.
+// EventBridge invokes a function asynchronously: the target's dead-letter
+// queue receives only the events EventBridge could not hand to Lambda (the
+// function gone, its permission refused); a run the function fails (an
+// error, a timeout) or that waited past its age (throttled) goes where the
+// function's asynchronous invocation config sends it, and without one
+// nowhere. Both go to dlq, so its alarm sounds for either. Lambda retries
+// no run: the next minute's does the same work.
+func everyMinute(scope constructs.Construct, id, desc string, fn awslambda.Function, dlq awssqs.Queue, key awskms.IKey) {
+	fn.ConfigureAsyncInvoke(&awslambda.EventInvokeConfigOptions{
+		OnFailure:     &asyncOnFailure{queue: dlq, key: key},
+		RetryAttempts: jsii.Number(0),
+		MaxEventAge:   awscdk.Duration_Minutes(jsii.Number(5)),
+	})
 	awsevents.NewRule(scope, jsii.String(id), &awsevents.RuleProps{
 		Description: jsii.String(desc),
 		Schedule:    awsevents.Schedule_Rate(awscdk.Duration_Minutes(jsii.Number(1))),
@@ -478,7 +490,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	out.Queues[FnCommitment] = q
 
 	out.CommitmentScheduleDlq = newDlq("CommitmentScheduleDlq")
-	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq)
+	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq, props.Storage.Key)
 
 	// The alarm's signal: the function logs each result it gives up on.
 	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)

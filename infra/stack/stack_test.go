@@ -585,6 +585,69 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 	})
 }
 
+// TestScheduledFunctions: a schedule invokes its function asynchronously.
+// The rule target's dead-letter queue receives only the events EventBridge
+// could not hand to Lambda (the function gone, its permission refused);
+// what the function does with an invocation it accepted (an error, a
+// timeout, a throttled invocation that waited past its age) is up to the
+// function's asynchronous invocation config. So the alarm on that queue
+// sounds when the function fails, the function's on-failure destination
+// is the same queue, with no retries (the next minute's run is the retry).
+func TestScheduledFunctions(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		invokeConfigs := map[string]map[string]any{} // by function
+		for _, c := range s.resources("AWS::Lambda::EventInvokeConfig") {
+			invokeConfigs[refID(props(c)["FunctionName"])] = props(c)
+		}
+		schedules := s.schedules()
+		for _, name := range []string{FnNotify, FnCommitment} {
+			if fn := s.stack.logicalID(s.stack.Pipeline.Functions[name]); len(schedules[fn]) == 0 {
+				t.Errorf("%s is not scheduled", name)
+			}
+		}
+		for fn, targets := range schedules {
+			for _, tg := range targets {
+				dl, _ := tg["DeadLetterConfig"].(map[string]any)
+				dlq := refID(dl["Arn"])
+				if dlq == "" {
+					t.Errorf("%s: its schedule's target has no dead-letter queue", fn)
+				}
+				ic, ok := invokeConfigs[fn]
+				if !ok {
+					t.Errorf("%s has no asynchronous invocation config: its failed runs reach no queue, and the alarm on %s never sounds for them", fn, dlq)
+					continue
+				}
+				dest, _ := ic["DestinationConfig"].(map[string]any)
+				onFailure, _ := dest["OnFailure"].(map[string]any)
+				if got := refID(onFailure["Destination"]); got != dlq {
+					t.Errorf("%s: failed runs go to %q, want the schedule's dead-letter queue %s", fn, got, dlq)
+				}
+				if ic["MaximumRetryAttempts"] != 0.0 {
+					t.Errorf("%s retries a failed run %v times, want 0: the next minute's run does the same work", fn, ic["MaximumRetryAttempts"])
+				}
+			}
+		}
+	})
+}
+
+// schedules returns the targets of the schedule rules that are functions,
+// by the function's logical id.
+func (s *synthesized) schedules() map[string][]map[string]any {
+	out := map[string][]map[string]any{}
+	for _, rule := range s.resources("AWS::Events::Rule") {
+		if _, ok := props(rule)["ScheduleExpression"]; !ok {
+			continue
+		}
+		for _, tg := range props(rule)["Targets"].([]any) {
+			tg := tg.(map[string]any)
+			if fn := refID(tg["Arn"]); s.res[fn]["Type"] == "AWS::Lambda::Function" {
+				out[fn] = append(out[fn], tg)
+			}
+		}
+	}
+	return out
+}
+
 // TestEventBus: the bus says what a subscriber finds on it, every
 // detail-type and the source, as the pipeline names them.
 func TestEventBus(t *testing.T) {
