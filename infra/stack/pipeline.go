@@ -483,6 +483,12 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 		"COMMITMENT_QUARANTINED_COMMITTED": jsii.String(c.QuarantinedCommitted()),
 	}, sg)
 	out.Functions[FnCommitment] = fn
+	// The schedule's run holds a slot while it moves transactions on (up
+	// to 50 s a minute, while some are pending) beside the queue's pollers,
+	// which take the configured reservation (consume): one more, or a
+	// poller's batch is throttled, and a throttled batch counts as a
+	// receive on its way to the dead-letter queue.
+	fn.Node().DefaultChild().(awslambda.CfnFunction).SetReservedConcurrentExecutions(jsii.Number(float64(c.Pipeline.ReservedConcurrency + 1)))
 	consume(fn, q)
 	// It reads the requests, the incoming objects (are they there?), and its
 	// own results; writes results only.

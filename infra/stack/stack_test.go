@@ -648,6 +648,30 @@ func (s *synthesized) schedules() map[string][]map[string]any {
 	return out
 }
 
+// TestPollersFitTheReservation: a function's queue pollers
+// (MaximumConcurrency) and its schedule's run, which holds a slot while it
+// lasts (commitment's, up to 50 s of moving transactions on), fit in its
+// reserved concurrency together. Were they to exceed it, the pollers'
+// batches would be throttled, and a throttled batch counts as a receive on
+// its way to the dead-letter queue.
+func TestPollersFitTheReservation(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		pollers := map[string]float64{} // by function
+		for _, esm := range s.resources("AWS::Lambda::EventSourceMapping") {
+			if sc, ok := props(esm)["ScalingConfig"].(map[string]any); ok {
+				pollers[refID(props(esm)["FunctionName"])] += sc["MaximumConcurrency"].(float64)
+			}
+		}
+		schedules := s.schedules()
+		for fn, p := range pollers {
+			n := float64(len(schedules[fn]))
+			if r := props(s.res[fn])["ReservedConcurrentExecutions"]; r != p+n {
+				t.Errorf("%s: reserved concurrency %v, want its pollers' %v and %v for its schedule", fn, r, p, n)
+			}
+		}
+	})
+}
+
 // TestEventBus: the bus says what a subscriber finds on it, every
 // detail-type and the source, as the pipeline names them.
 func TestEventBus(t *testing.T) {
@@ -677,8 +701,14 @@ func TestFunctions(t *testing.T) {
 			if p["Runtime"] != "provided.al2023" || js(p["Architectures"]) != `["arm64"]` {
 				t.Errorf("%s: runtime %v architectures %v, want provided.al2023 arm64", id, p["Runtime"], p["Architectures"])
 			}
-			if p["ReservedConcurrentExecutions"] != float64(s.cfg.Pipeline.ReservedConcurrency) {
-				t.Errorf("%s: reserved concurrency %v", id, p["ReservedConcurrentExecutions"])
+			// commitment's schedule holds one slot beside its queue's
+			// pollers (TestScheduledFunctions).
+			reserved := s.cfg.Pipeline.ReservedConcurrency
+			if id == s.stack.logicalID(s.stack.Pipeline.Functions[FnCommitment]) {
+				reserved++
+			}
+			if p["ReservedConcurrentExecutions"] != float64(reserved) {
+				t.Errorf("%s: reserved concurrency %v, want %d", id, p["ReservedConcurrentExecutions"], reserved)
 			}
 			if _, ok := p["VpcConfig"]; !ok {
 				t.Errorf("%s: not in the VPC", id)
