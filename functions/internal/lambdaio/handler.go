@@ -204,6 +204,14 @@ func (h *CommitmentHandler) Handle(ctx context.Context, raw json.RawMessage) (ev
 		if resp, err = h.Requests.Handle(ctx, ev); err != nil {
 			return resp, err
 		}
+		// The batch's requests are registered, or failed each on its own:
+		// a transaction that cannot be moved on is the schedule's to retry
+		// (its failed runs reach the schedule's dead-letter queue). Failing
+		// the invocation would return every message of the batch to the
+		// queue, and with a transaction that keeps failing send requests
+		// registered long since to the requests' dead-letter queue.
+		_ = h.drive(ctx) // logged
+		return resp, nil
 	}
 	return resp, h.drive(ctx)
 }
@@ -222,11 +230,18 @@ func (h *CommitmentHandler) drive(ctx context.Context) error {
 		end = d.Add(-margin)
 	}
 	finished := 0
+	fail := func(err error) error {
+		err = fmt.Errorf("lambdaio: storage commitment: %w", err)
+		if h.Logger != nil {
+			h.Logger.Error("storage commitment transactions not moved on", "finished", finished, "err", err)
+		}
+		return err
+	}
 	for {
 		n, err := h.Run(ctx, time.Now())
 		finished += n
 		if err != nil {
-			return fmt.Errorf("lambdaio: storage commitment: %w", err)
+			return fail(err)
 		}
 		next := time.Now().Add(poll)
 		if next.After(end) {
@@ -234,7 +249,7 @@ func (h *CommitmentHandler) drive(ctx context.Context) error {
 		}
 		pending, err := h.Pending(ctx, end)
 		if err != nil {
-			return fmt.Errorf("lambdaio: storage commitment: %w", err)
+			return fail(err)
 		}
 		if !pending {
 			break

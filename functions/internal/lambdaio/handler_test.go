@@ -1,6 +1,7 @@
 package lambdaio
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -325,9 +326,51 @@ func TestCommitmentHandler(t *testing.T) {
 			}
 		})
 	}
-	h := &CommitmentHandler{Requests: &ObjectHandler{}, Run: func(context.Context, time.Time) (int, error) { return 0, errors.New("table gone") },
-		Pending: func(context.Context, time.Time) (bool, error) { return true, nil }}
-	if _, err := h.Handle(context.Background(), json.RawMessage(`{}`)); err == nil {
-		t.Error("a failing run was not reported")
+}
+
+// TestCommitmentHandlerRunFails: a run that fails fails a scheduled
+// invocation (its failed runs reach the schedule's dead-letter queue), but
+// not a batch of requests: those registered stay acknowledged, or every
+// message of the batch would come back and, with a transaction that keeps
+// failing, requests registered long since would reach the requests' DLQ.
+// The failure is logged either way.
+func TestCommitmentHandlerRunFails(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		payload  any
+		wantErr  bool
+		wantFail []string
+	}{
+		{"schedule", events.EventBridgeEvent{Source: "aws.events", DetailType: "Scheduled Event", Detail: json.RawMessage(`{}`)}, true, nil},
+		// The fixture's fourth message is no S3 notification: it fails alone.
+		{"sqs", loadSQS(t), false, []string{"0f7a3c2e-1111-4a5b-9c3d-000000000004"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			h := &CommitmentHandler{
+				Requests: &ObjectHandler{Process: func(context.Context, string) error { return nil }},
+				Run:      func(context.Context, time.Time) (int, error) { return 0, errors.New("table gone") },
+				Pending:  func(context.Context, time.Time) (bool, error) { return true, nil },
+				Logger:   slog.New(slog.NewJSONHandler(&logs, nil)),
+			}
+			raw, err := json.Marshal(tc.payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := h.Handle(context.Background(), raw)
+			if (err != nil) != tc.wantErr {
+				t.Errorf("error %v, want one: %v", err, tc.wantErr)
+			}
+			var failed []string
+			for _, f := range resp.BatchItemFailures {
+				failed = append(failed, f.ItemIdentifier)
+			}
+			if d := cmp.Diff(tc.wantFail, failed); d != "" {
+				t.Errorf("failed messages (-want +got):\n%s", d)
+			}
+			if !strings.Contains(logs.String(), "table gone") {
+				t.Errorf("the run's failure is not logged: %s", logs.String())
+			}
+		})
 	}
 }
