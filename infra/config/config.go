@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 )
@@ -442,6 +443,11 @@ func Parse(data []byte) (*Config, error) {
 	dec.DisallowUnknownFields()
 	var cfg Config
 	if err := dec.Decode(&cfg); err != nil {
+		if path := unknownFieldPath(data); path != "" && strings.HasPrefix(err.Error(), "json: unknown field ") {
+			// encoding/json names the key alone, which may be right
+			// elsewhere (port, host) or be in any of the sites.
+			return nil, fmt.Errorf("config: parse: %s: %s", path, strings.TrimPrefix(err.Error(), "json: "))
+		}
 		return nil, fmt.Errorf("config: parse: %w", err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
@@ -545,4 +551,97 @@ func (c *Config) applyDefaults(g settings) {
 	c.Audit.applyDefaults(g)
 	def("commitment.waitSeconds", &c.Commitment.WaitSeconds, 300)
 	def("commitment.reportMinutes", &c.Commitment.ReportMinutes, 60)
+}
+
+// unknownFieldPath returns the path (sites[1].cidr) of the first key in
+// data, in document order, that names no field of Config where it stands,
+// as Decode with DisallowUnknownFields matches them (by json tag, or
+// without regard to case); "" if there is none or data is not JSON.
+func unknownFieldPath(data []byte) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	path, _ := unknownIn(dec, reflect.TypeFor[Config](), "")
+	return path
+}
+
+// unknownIn reads the next value from dec as one of type t and returns the
+// path of the first unknown key in it.
+func unknownIn(dec *json.Decoder, t reflect.Type, path string) (string, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map, reflect.Slice, reflect.Array:
+	default:
+		var skip json.RawMessage
+		return "", dec.Decode(&skip)
+	}
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	switch tok {
+	case json.Delim('{'):
+		if t.Kind() != reflect.Struct && t.Kind() != reflect.Map {
+			return "", errors.New("config: an object where none belongs")
+		}
+		for dec.More() {
+			k, err := dec.Token()
+			if err != nil {
+				return "", err
+			}
+			key, _ := k.(string)
+			sub := key
+			if path != "" {
+				sub = path + "." + key
+			}
+			elem := t
+			if t.Kind() == reflect.Map {
+				elem = t.Elem()
+			} else if f, ok := jsonField(t, key); ok {
+				elem = f.Type
+			} else {
+				return sub, nil
+			}
+			if p, err := unknownIn(dec, elem, sub); p != "" || err != nil {
+				return p, err
+			}
+		}
+	case json.Delim('['):
+		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+			return "", errors.New("config: a list where none belongs")
+		}
+		for i := 0; dec.More(); i++ {
+			if p, err := unknownIn(dec, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" || err != nil {
+				return p, err
+			}
+		}
+	default:
+		return "", nil // null, or a scalar: not ours to judge here
+	}
+	_, err = dec.Token() // the closing delimiter
+	return "", err
+}
+
+// jsonField is struct type t's field that key names, as encoding/json
+// matches it: its json tag's name (or the field's name without one), or
+// failing that the same without regard to case.
+func jsonField(t reflect.Type, key string) (reflect.StructField, bool) {
+	var fold reflect.StructField
+	found := false
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return f, true
+		}
+		if !found && strings.EqualFold(name, key) {
+			fold, found = f, true
+		}
+	}
+	return fold, found
 }

@@ -226,7 +226,13 @@ func TestParseSyntax(t *testing.T) {
 	cases := []struct {
 		name, in, want string
 	}{
-		{"unknown field", `{"name":"x","acount":"1"}`, `unknown field "acount"`},
+		{"unknown field", `{"name":"x","acount":"1"}`, `acount: unknown field "acount"`},
+		// A typo deep inside says where it is: the same key may be right
+		// elsewhere (port, host), and sites are many.
+		{"unknown nested field", `{"name":"x","pipeline":{"reservedConcurency":3}}`, `pipeline.reservedConcurency: unknown field`},
+		{"unknown field in a list", `{"name":"x","sites":[{"name":"a"},{"name":"b","cidr":[]}]}`, `sites[1].cidr: unknown field`},
+		{"unknown field deeper in a list", `{"sites":[{"name":"a","pacs":{"host":"10.0.0.1","prot":104}}]}`, `sites[0].pacs.prot: unknown field`},
+		{"unknown field after a skipped value", `{"vpcCidr":"10.0.0.0/16","sites":[{"cidrs":["10.1.0.0/16"],"pacs":{"host":"10.1.0.1","port":104}}],"scp":{"staging":{"maxAgeMinute":1}}}`, `scp.staging.maxAgeMinute: unknown field`},
 		{"trailing data", `{"name":"x"} {}`, "trailing data"},
 		{"not json", `name: x`, "config: parse:"},
 		{"wrong type", `{"sites":"a"}`, "cannot unmarshal"},
