@@ -163,7 +163,11 @@ func (h *ScheduleHandler) Handle(ctx context.Context, _ json.RawMessage) (map[st
 	}
 	n, err := h.Tick(ctx, now)
 	if h.Logger != nil {
-		h.Logger.Info("announced stable studies", "count", n, "err", err)
+		if err != nil {
+			h.Logger.Error("stable studies not all announced", "count", n, "err", err)
+		} else {
+			h.Logger.Info("announced stable studies", "count", n)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: announce: %w", err)

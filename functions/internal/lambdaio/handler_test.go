@@ -222,9 +222,18 @@ func TestScheduleHandler(t *testing.T) {
 	if err != nil || out["announced"] != 2 || !got.Equal(at) {
 		t.Errorf("Handle = %v, %v (now %v)", out, err, got)
 	}
-	h.Tick = func(context.Context, time.Time) (int, error) { return 0, errors.New("ddb down") }
+	// A failed run is returned, so that it reaches the schedule's
+	// dead-letter queue, and logged as an error, which the runbook has the
+	// on-call engineer look for.
+	var logs bytes.Buffer
+	h.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	h.Tick = func(context.Context, time.Time) (int, error) { return 1, errors.New("ddb down") }
 	if _, err := h.Handle(context.Background(), nil); err == nil {
-		t.Error("want the error returned so the schedule retries")
+		t.Error("want the error returned: the run failed")
+	}
+	var line struct{ Level, Err string }
+	if err := json.Unmarshal(logs.Bytes(), &line); err != nil || line.Level != "ERROR" || line.Err != "ddb down" {
+		t.Errorf("the failed run's log line is %s, want one at level ERROR with its err", logs.String())
 	}
 }
 
