@@ -110,8 +110,8 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 		fn.AddToRolePolicy(awsiam.NewPolicyStatement(ps))
 	}
 	// via: each service that uses the key for this function, with the
-	// actions it asks for. Lambda decrypts the function's environment.
-	via := map[string][]string{"lambda": {"kms:Decrypt"}}
+	// actions it asks for (Lambda's, for the environment, is newFunction's).
+	via := map[string][]string{}
 	for _, tb := range []struct {
 		sid   string
 		table awsdynamodb.ITable

@@ -138,6 +138,36 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 	}
 }
 
+// TestEnvironmentsDecryptable: a function whose environment is encrypted
+// with a key (KmsKeyArn) starts only if its role may decrypt with that key
+// through Lambda, which decrypts the environment with the role's
+// credentials; without it every cold start fails (KMSAccessDeniedException).
+func TestEnvironmentsDecryptable(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		n := 0
+		for id, f := range s.resources("AWS::Lambda::Function") {
+			key := refID(props(f)["KmsKeyArn"])
+			if key == "" {
+				continue
+			}
+			n++
+			ok := false
+			for _, st := range s.roleStatements(refID(props(f)["Role"])) {
+				if slices.Contains(asStrings(st["Action"]), "kms:Decrypt") && refID(st["Resource"]) == key &&
+					regionalService.ReplaceAllString(js(st["Condition"]), `"$1"`) == `{"StringEquals":{"kms:ViaService":"lambda"}}` {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s: its environment is under %s, which its role may not decrypt through Lambda", id, key)
+			}
+		}
+		if want := len(FunctionNames) + feeds(s); n != want {
+			t.Errorf("%d functions with an encrypted environment, want %d", n, want)
+		}
+	})
+}
+
 // TestServicesConfinedToTheAccount: every resource policy statement that
 // lets an AWS service in (the queues', the alarm topic's, the key's)
 // carries aws:SourceAccount or, for CloudWatch Logs, the log groups' ARN

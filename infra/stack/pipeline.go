@@ -359,6 +359,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			Tracing:                      awslambda.Tracing_DISABLED,
 			RecursiveLoop:                awslambda.RecursiveLoop_TERMINATE,
 		})
+		// Lambda decrypts the environment with the role's credentials:
+		// without this no cold start gets past it.
+		grantKeyVia(fn, key, "lambda", "kms:Decrypt")
 		return fn
 	}
 	// consume maps the queue to the function. Not CDK's SqsEventSource:
