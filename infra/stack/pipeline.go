@@ -359,8 +359,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			Tracing:                      awslambda.Tracing_DISABLED,
 			RecursiveLoop:                awslambda.RecursiveLoop_TERMINATE,
 		})
-		// Lambda decrypts the environment with the role's credentials:
-		// without this no cold start gets past it.
+		// Lambda decrypts the environment (under the key) with the role's
+		// credentials when an execution environment starts.
 		grantKeyVia(fn, key, "lambda", "kms:Decrypt")
 		return fn
 	}
