@@ -3,12 +3,17 @@ package stack
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // watched is one metric an alarm watches: its own, or one its math
@@ -411,6 +416,51 @@ func TestLabelledMetricsPublishedByLabel(t *testing.T) {
 			if !strings.Contains(body, search) {
 				t.Errorf("the dashboard has no graph of %s by %s (%s)", name, label, search)
 			}
+		}
+	})
+}
+
+// TestEveryAlarmHasARunbookRow: each alarm the stack creates has a row in
+// docs/operations/alarms.md, where the on-call engineer looks it up by
+// its name (a site's alarm as <site>/…, a function's as <function>…).
+func TestEveryAlarmHasARunbookRow(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", "alarms.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if first, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " |"); ok && strings.HasPrefix(line, "| `") {
+			for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+				documented[m[1]] = true
+			}
+		}
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		n := 0
+		for _, c := range *s.stack.Stack.Node().FindAll(constructs.ConstructOrder_PREORDER) {
+			r, ok := c.(awscdk.CfnResource)
+			if !ok || *r.CfnResourceType() != "AWS::CloudWatch::Alarm" {
+				continue
+			}
+			n++
+			alarm := c.Node().Scope().Node()
+			id := *alarm.Id()
+			names := []string{id}
+			if strings.HasPrefix(*alarm.Scope().Node().Id(), "Site-") {
+				names = []string{"<site>/" + id}
+			}
+			for _, fn := range append(slices.Clone(FunctionNames), FnAuditFeed) {
+				if rest, ok := strings.CutPrefix(id, fn); ok && rest != "" {
+					names = append(names, "<function>"+rest)
+				}
+			}
+			if !slices.ContainsFunc(names, func(n string) bool { return documented[n] }) {
+				t.Errorf("alarm %s (%s) has no row in docs/operations/alarms.md", id, *alarm.Path())
+			}
+		}
+		if n == 0 {
+			t.Fatal("no alarms found in the construct tree")
 		}
 	})
 }
