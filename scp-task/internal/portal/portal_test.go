@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -269,6 +270,41 @@ func TestPagesEscapeAndLink(t *testing.T) {
 			}
 			if strings.Contains(body, "http://") || strings.Contains(body, "https://") {
 				t.Error("page references an external URL")
+			}
+		})
+	}
+}
+
+// TestEmptyTablesSpanTheirColumns: on a portal with nothing in it, each
+// list page's "nothing yet" row spans every column of its table (the
+// audit trail's spanned 8 of its 10).
+func TestEmptyTablesSpanTheirColumns(t *testing.T) {
+	db := openDB(t)
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db,
+		Objects: dirOpener(t.TempDir()), Commitments: db.CommitmentStore(), Logger: errorLogger(t)}
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	tables := regexp.MustCompile(`(?s)<table[ >].*?</table>`)
+	emptyRow := regexp.MustCompile(`<td colspan="(\d+)" class="empty">`)
+	for _, path := range []string{"/", "/audit", "/audit/records", "/quarantine", "/events", "/commitments"} {
+		t.Run(path, func(t *testing.T) {
+			code, _, body := get(t, srv.URL+path, "")
+			if code != http.StatusOK {
+				t.Fatalf("%d", code)
+			}
+			empty := 0
+			for _, table := range tables.FindAllString(body, -1) {
+				m := emptyRow.FindStringSubmatch(table)
+				if m == nil {
+					continue
+				}
+				empty++
+				if cols := strings.Count(table, "<th>") + strings.Count(table, "<th "); m[1] != strconv.Itoa(cols) {
+					t.Errorf("the empty row spans %s columns of %d", m[1], cols)
+				}
+			}
+			if empty != 1 {
+				t.Errorf("%d empty rows, want 1", empty)
 			}
 		})
 	}
