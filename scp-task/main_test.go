@@ -32,8 +32,9 @@ func logLine(t *testing.T, stderr string) map[string]any {
 }
 
 // TestFailFast: help and version answer on stdout; a bad setting, a taken
-// port and a data directory in use each fail at once with a JSON line
-// naming what to change, and leave the data directory uncreated.
+// port, a data directory in use and one that cannot be made each fail at
+// once with a JSON line naming what to change, and leave the data
+// directory uncreated.
 func TestFailFast(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -53,6 +54,10 @@ func TestFailFast(t *testing.T) {
 	free := "127.0.0.1:0"
 	base := []string{"--listen", free, "--health-listen", free, "--portal-listen", free}
 	fresh := func() string { return filepath.Join(t.TempDir(), "data") }
+	aFile := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(aFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -75,6 +80,12 @@ func TestFailFast(t *testing.T) {
 			errHas: []string{"DICOM: cannot listen on", "SCP_LISTEN (or --listen)"}},
 		{name: "data directory in use", code: 1, args: append([]string{"--local", "--data-dir", held}, base...),
 			errHas: []string{"data directory in use", "process " + strconv.Itoa(os.Getpid()), "another --data-dir"}},
+		// Root may write anywhere: a path through a file fails for everyone.
+		{name: "data directory that cannot be made", code: 1, args: append([]string{"--local", "--data-dir", filepath.Join(aFile, "data")}, base...),
+			errHas: []string{"not a directory", "choose a data directory this user can create and write with --data-dir (or DATA_DIR)"}},
+		{name: "data directory that cannot be made, set by the environment", code: 1, args: append([]string{"--local"}, base...),
+			env:    map[string]string{"DATA_DIR": filepath.Join(aFile, "data")},
+			errHas: []string{"not a directory", "with DATA_DIR (or --data-dir)"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,6 +118,10 @@ func TestFailFast(t *testing.T) {
 				}
 				if line["level"] != "ERROR" {
 					t.Errorf("log line %v", line)
+				}
+				// Every failure here comes before anything was served.
+				if want := map[int]string{1: "scp-task cannot start", 2: "scp-task cannot start: bad setting"}[tt.code]; line["msg"] != want {
+					t.Errorf("log line says %q, want %q", line["msg"], want)
 				}
 				// The stack's metric filters on the SCP's log take it as
 				// their Environment dimension.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -50,6 +51,9 @@ func (e startError) Unwrap() error { return e.error }
 func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Local {
 		if err := local.CheckDataDir(cfg.DataDir); err != nil {
+			if !errors.Is(err, local.ErrDataDirInUse) { // which names the setting already
+				err = dataDirError(cfg, err)
+			}
 			return startError{err}
 		}
 	}
@@ -58,6 +62,12 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return startError{err}
 	}
 	return serve(ctx, cfg, log, lns)
+}
+
+// dataDirError is err, a failure to create, lock or write local mode's
+// data directory, with the setting that chose the directory.
+func dataDirError(cfg config.Config, err error) error {
+	return fmt.Errorf("%w; choose a data directory this user can create and write with %s", err, cfg.Describe("data-dir"))
 }
 
 // listeners are scp-task's sockets, opened before anything else.
@@ -129,7 +139,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	observers := observerList{metricsObserver}
 	names, err := logNames(cfg, os.Getenv, log)
 	if err != nil {
-		return err
+		return startError{err}
 	}
 
 	var store objectstore.Store
@@ -142,7 +152,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 			CommitmentQuarantined: cfg.CommitmentQuarantined, MinFreeBytes: cfg.MinFreeBytes,
 		})
 		if err != nil {
-			return startError{fmt.Errorf("start local mode: %w", err)}
+			err = fmt.Errorf("start local mode: %w", err)
+			if errors.Is(err, fs.ErrPermission) {
+				err = dataDirError(cfg, err)
+			}
+			return startError{err}
 		}
 		store = lm.Store()
 		warnIfShortOfSpace(ctx, store, log)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -77,9 +78,13 @@ func logNames(cfg config.Config, getenv func(string) string, log *slog.Logger) (
 		return n, nil
 	case cfg.Local:
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, fmt.Errorf("data dir: %w", err)
+			return nil, dataDirError(cfg, fmt.Errorf("data dir: %w", err))
 		}
-		return logname.LoadOrCreate(filepath.Join(cfg.DataDir, logname.KeyFile))
+		n, err := logname.LoadOrCreate(filepath.Join(cfg.DataDir, logname.KeyFile))
+		if errors.Is(err, fs.ErrPermission) {
+			err = dataDirError(cfg, err)
+		}
+		return n, err
 	}
 	log.Warn("no log-name key: object names in logs hold only until this process exits", "env", logname.EnvKey)
 	return nil, nil
