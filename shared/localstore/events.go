@@ -53,11 +53,13 @@ type wireEvent struct {
 	Detail     json.RawMessage `json:"detail"`
 }
 
-func (e Event) wire() ([]byte, error) {
-	return json.Marshal(wireEvent{
+func (e Event) wire() ([]byte, error) { return json.Marshal(e.envelope()) }
+
+func (e Event) envelope() wireEvent {
+	return wireEvent{
 		Version: "0", ID: e.ID, DetailType: e.DetailType, Source: e.Source,
 		Time: e.Time.UTC().Format(time.RFC3339Nano), Resources: nonNil(e.Resources), Detail: e.Detail,
-	})
+	}
 }
 
 func nonNil(s []string) []string {
@@ -135,6 +137,16 @@ type EventFilter struct {
 type StoredEvent struct {
 	Seq int64 `json:"seq"`
 	Event
+}
+
+// MarshalJSON writes the event's seq and then its envelope as the log and
+// the webhooks have it (version "0" included): /api/events serves the same
+// envelope.
+func (e StoredEvent) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Seq int64 `json:"seq"`
+		wireEvent
+	}{e.Seq, e.envelope()})
 }
 
 // EventPage is one page of events and the cursor of the next (older, or

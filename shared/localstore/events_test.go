@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -116,6 +117,55 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	}
 	if lines := readLog(t, logPath); len(lines) != 1 {
 		t.Errorf("event logged %d times after reconcile", len(lines))
+	}
+}
+
+// TestServedEventIsTheLoggedEnvelope: what Events returns, as /api/events
+// serves it, is the envelope of the event log's line (its version "0"
+// included), with its seq beside it.
+func TestServedEventIsTheLoggedEnvelope(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	logPath := filepath.Join(t.TempDir(), "events.log")
+	for _, ev := range []pipeline.Event{
+		{ID: "e1", DetailType: pipeline.DetailTypeStudyReceived, Time: t0, Detail: json.RawMessage(`{"studyInstanceUid":"1.2"}`)},
+		{ID: "e2", DetailType: pipeline.DetailTypeInstanceStored, Time: t0.Add(time.Nanosecond), Resources: []string{"http://127.0.0.1:8080/objects/incoming/k.dcm"},
+			Detail: json.RawMessage(`{"objectKey":"incoming/k.dcm"}`)},
+	} {
+		if _, err := db.Outbox(nil).Publish(ctx, []pipeline.Event{ev}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := (&Publisher{DB: db, LogPath: logPath}).Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logged := map[any]map[string]any{}
+	for _, line := range readLog(t, logPath) {
+		logged[line["id"]] = line
+	}
+	page, err := db.Events(ctx, EventFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Events) != len(logged) || len(logged) != 2 {
+		t.Fatalf("%d events served, %d logged", len(page.Events), len(logged))
+	}
+	for _, e := range page.Events {
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var served map[string]any
+		if err := json.Unmarshal(b, &served); err != nil {
+			t.Fatal(err)
+		}
+		if served["seq"] != float64(e.Seq) {
+			t.Errorf("served %s without its seq %d", b, e.Seq)
+		}
+		delete(served, "seq")
+		if !reflect.DeepEqual(served, logged[e.ID]) {
+			t.Errorf("served %s\nlogged %v", b, logged[e.ID])
+		}
 	}
 }
 
