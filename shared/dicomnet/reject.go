@@ -78,11 +78,28 @@ func (e *RejectError) Is(target error) bool {
 	return ok && t != nil && *t == *e
 }
 
-// AbortError reports an A-ABORT received from (or sent to) the peer.
+// AbortError reports an A-ABORT received from the peer.
 type AbortError struct{ Source, Reason byte }
 
+// Error says that the peer aborted, with the source and, from a service
+// provider, the reason in PS3.8's words (Table 9-26), and the codes: the
+// audit trail's reason for the association's end.
 func (e *AbortError) Error() string {
-	return fmt.Sprintf("dicomnet: association aborted (source %d, reason %d)", e.Source, e.Reason)
+	var words string
+	switch e.Source {
+	case 0:
+		words = "Service User" // the reason is not significant
+	case 2:
+		reason, ok := map[byte]string{0: "Reason Not Specified", 1: "Unrecognized PDU", 2: "Unexpected PDU",
+			4: "Unrecognized PDU Parameter", 5: "Unexpected PDU Parameter", 6: "Invalid PDU Parameter Value"}[e.Reason]
+		if !ok {
+			reason = fmt.Sprintf("reason %d", e.Reason)
+		}
+		words = "Service Provider, " + reason
+	default:
+		words = fmt.Sprintf("source %d, reason %d", e.Source, e.Reason)
+	}
+	return fmt.Sprintf("dicomnet: association aborted by the peer: %s (%02x %02x)", words, e.Source, e.Reason)
 }
 
 // ErrAborted is matched (errors.Is) by every *AbortError.

@@ -692,14 +692,19 @@ func TestBrokenTransfers(t *testing.T) {
 		name    string
 		break_  func(p *dicomnettest.Parrot)
 		isAbort bool
+		why     string // the event's error, the audit trail's reason: who aborted, in words
 	}{
-		{"peer A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 0}) }, true},
-		{"peer A-ABORT reserved source", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 1}) }, true},
-		{"TCP close", func(p *dicomnettest.Parrot) { p.Conn.Close() }, false},
+		{"peer A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 0}) }, true,
+			"dicomnet: association aborted by the peer: Service User (00 00)"},
+		{"peer A-ABORT reserved source", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 1}) }, true,
+			"dicomnet: association aborted by the peer: source 1, reason 0 (01 00)"},
+		{"peer's provider A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 2, Reason: 2}) }, true,
+			"dicomnet: association aborted by the peer: Service Provider, Unexpected PDU (02 02)"},
+		{"TCP close", func(p *dicomnettest.Parrot) { p.Conn.Close() }, false, ""},
 		{"half a PDU then close", func(p *dicomnettest.Parrot) {
 			p.Send([]byte{4, 0, 0, 0, 0x10, 0, 0, 0, 0x0f, 0xfc, 3, 0, 1, 2, 3})
 			p.Conn.Close()
-		}, false},
+		}, false, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -720,6 +725,9 @@ func TestBrokenTransfers(t *testing.T) {
 			ev := rec.waitFor(t, dicomnet.EventAborted)
 			if ev.AbortLocal {
 				t.Errorf("abort attributed to us: %+v", ev)
+			}
+			if tc.why != "" && (ev.Err == nil || ev.Err.Error() != tc.why) {
+				t.Errorf("abort error %v, want %q", ev.Err, tc.why)
 			}
 			waitActive(t, srv.Server, 0)
 			if tc.isAbort {
