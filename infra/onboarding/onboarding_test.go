@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -253,6 +256,15 @@ func TestKitContent(t *testing.T) {
 	} {
 		if !strings.Contains(readme, want) {
 			t.Errorf("README.md lacks %q", want)
+		}
+	}
+	// Each rejection a site can meet is named in the words DCMTK prints
+	// (dicomnet's), which the PACS administrator looks for in its log.
+	for _, rj := range []*dicomnet.RejectError{dicomnet.RejectCallingAENotRecognized, dicomnet.RejectCalledAENotRecognized,
+		dicomnet.RejectTemporaryCongestion, dicomnet.RejectTooManyAssociations} {
+		words := strings.Split(strings.TrimSuffix(rj.Error(), fmt.Sprintf(" (%02x %02x %02x)", rj.Result, rj.Source, rj.Reason)), ", ")
+		if reason := words[len(words)-1]; !strings.Contains(readme, "reason `"+reason+"`") {
+			t.Errorf("README.md's troubleshooting lacks reason `%s` (%s)", reason, rj)
 		}
 	}
 	if !strings.Contains(byName[SecretsFileName], `secret = "REPLACE_WITH_TUNNEL1_PSK"`) {
