@@ -3,6 +3,7 @@ package dicomnet
 import (
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
@@ -91,8 +92,30 @@ func (a *association) decide() rxEvent {
 // reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.
 func (a *association) reject(rj *RejectError) rxEvent {
 	a.rj = rj
-	a.srv.rejectLog.log(a.log, slog.LevelInfo, "dicomnet: association rejected", rejectionAttrs(rj)...)
+	attrs := rejectionAttrs(rj)
+	if why := policyReason(a.rejectBy); why != "" {
+		attrs = append(attrs, "why", why)
+	}
+	a.srv.rejectLog.log(a.log, slog.LevelInfo, "dicomnet: association rejected", attrs...)
 	return rxEvent{ev: evt8}
+}
+
+// policyReason is what the association policy said beside the rejection it
+// chose (Accept's fmt.Errorf("%w (%w)", rj, why)): which of the reasons a
+// code stands for (01 01 03 for an AE title not allowed, from the wrong
+// network or without its certificate), as the audit trail records it.
+func policyReason(err error) string {
+	m, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return ""
+	}
+	var why []string
+	for _, e := range m.Unwrap() {
+		if _, isRJ := e.(*RejectError); !isRJ && e != nil {
+			why = append(why, e.Error())
+		}
+	}
+	return strings.Join(why, "; ")
 }
 
 // rejectionAttrs are a rejection's log attributes: its codes, and in words

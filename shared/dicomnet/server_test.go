@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -403,6 +404,8 @@ func TestRejections(t *testing.T) {
 			return errors.New("database down")
 		case "BUSY":
 			return dicomnet.RejectTemporaryCongestion
+		case "ELSEWHERE":
+			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, errors.New("source address not allowed"))
 		}
 		return nil
 	}
@@ -410,13 +413,15 @@ func TestRejections(t *testing.T) {
 		name   string
 		mutate func(rq *pdu.AssociateRQ)
 		want   [3]byte
+		why    string // the policy's reason beside the code, logged as why
 	}{
-		{"called AE", func(rq *pdu.AssociateRQ) { rq.CalledAE = "OTHER" }, [3]byte{1, 1, 7}},
-		{"calling AE", func(rq *pdu.AssociateRQ) { rq.CallingAE = "STRANGER" }, [3]byte{1, 1, 3}},
-		{"policy error", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BROKEN" }, [3]byte{1, 1, 1}},
-		{"congestion", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BUSY" }, [3]byte{2, 3, 1}},
-		{"protocol version", func(rq *pdu.AssociateRQ) { rq.ProtocolVersion = 2 }, [3]byte{1, 2, 2}},
-		{"application context", func(rq *pdu.AssociateRQ) { rq.ApplicationContext = "1.2.3" }, [3]byte{1, 1, 2}},
+		{"called AE", func(rq *pdu.AssociateRQ) { rq.CalledAE = "OTHER" }, [3]byte{1, 1, 7}, ""},
+		{"calling AE", func(rq *pdu.AssociateRQ) { rq.CallingAE = "STRANGER" }, [3]byte{1, 1, 3}, ""},
+		{"calling AE from another network", func(rq *pdu.AssociateRQ) { rq.CallingAE = "ELSEWHERE" }, [3]byte{1, 1, 3}, "source address not allowed"},
+		{"policy error", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BROKEN" }, [3]byte{1, 1, 1}, ""},
+		{"congestion", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BUSY" }, [3]byte{2, 3, 1}, ""},
+		{"protocol version", func(rq *pdu.AssociateRQ) { rq.ProtocolVersion = 2 }, [3]byte{1, 2, 2}, ""},
+		{"application context", func(rq *pdu.AssociateRQ) { rq.ApplicationContext = "1.2.3" }, [3]byte{1, 1, 2}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -441,6 +446,10 @@ func TestRejections(t *testing.T) {
 			words := strings.TrimPrefix(ev.Reject.Error(), "dicomnet: association rejected: ")
 			if !strings.Contains(logs.String(), `"rejection":"`+words+`"`) {
 				t.Errorf("log lacks the rejection %q:\n%s", words, logs.String())
+			}
+			// And, where the policy gave one, which reason the code stands for.
+			if tc.why == "" && strings.Contains(logs.String(), `"why":`) || tc.why != "" && !strings.Contains(logs.String(), `"why":"`+tc.why+`"`) {
+				t.Errorf("log's why, want %q:\n%s", tc.why, logs.String())
 			}
 		})
 	}
