@@ -341,7 +341,7 @@ func describeUnclean(u associationaudit.UncleanRun) string {
 	}
 	return fmt.Sprintf("previous run %s (AE %s, started %s) stopped uncleanly, last alive %s: "+
 		"of its records seq 1-%d, %d written and %d counted lost by then, %d not yet written; "+
-		"those of seq 1-%d missing from the trail and any after seq %d (events until its death) are lost",
+		"those of seq 1-%d missing from the trail are lost, and records after seq %d (events until its death) may be",
 		u.Instance, u.AETitle, u.Started.Format(time.RFC3339Nano), u.LastAlive.Format(time.RFC3339Nano),
 		u.LastSeq, u.Written, u.CountedLost, u.NotWritten, u.LastSeq, u.LastSeq)
 }
