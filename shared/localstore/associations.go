@@ -24,7 +24,8 @@ type Association struct {
 	// (or its end was never recorded).
 	End time.Time `json:"end,omitempty"`
 	// Outcome is how it ended: association-released, -aborted or
-	// -rejected; "open" without an end record.
+	// -rejected; unclean-stop without an end record when its run stopped
+	// uncleanly; "open" without an end record otherwise.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
 	// Instances counts the instance records (stored, duplicate, conflict,
@@ -55,9 +56,72 @@ func (a Association) Duration() time.Duration {
 // AssociationOpen is the outcome of an association without an end record.
 const AssociationOpen = "open"
 
+// AssociationRunStopped is the outcome of an association without an end
+// record whose run (the process that served it) stopped uncleanly, as a
+// later start or a running SCP reported (an unclean-stop or
+// unclean-stop-found record names the run): it ended with its run, and
+// its end record was never written.
+const AssociationRunStopped = pipeline.OutcomeUncleanStop
+
 // AssociationOutcomes are the outcomes an Association has, as Associations
 // filters by them: open, or how it ended.
-var AssociationOutcomes = []string{AssociationOpen, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected}
+var AssociationOutcomes = []string{AssociationOpen, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected,
+	AssociationRunStopped}
+
+// deadRunsSQL selects the records that report runs which stopped
+// uncleanly (their previousRuns), which the audit_unclean index holds.
+const (
+	deadRunsSQL   = `outcome IN ('` + pipeline.OutcomeUncleanStop + `', '` + associationaudit.EventUncleanStopFound + `')`
+	deadRunsQuery = `SELECT record FROM audit WHERE ` + deadRunsSQL
+)
+
+// deadRuns reads the instances of the runs the trail reports as stopped
+// uncleanly.
+func (db *DB) deadRuns(ctx context.Context) (map[string]bool, error) {
+	rows, err := db.read.QueryContext(ctx, deadRunsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: dead runs: %w", err)
+	}
+	defer rows.Close()
+	dead := map[string]bool{}
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, fmt.Errorf("localstore: dead runs: %w", err)
+		}
+		var r struct {
+			PreviousRuns []associationaudit.UncleanRun `json:"previousRuns"`
+		}
+		if json.Unmarshal([]byte(body), &r) == nil {
+			for _, run := range r.PreviousRuns {
+				dead[run.Instance] = true
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("localstore: dead runs: %w", err)
+	}
+	return dead, nil
+}
+
+// endedWithRun gives a, open, the outcome AssociationRunStopped when its
+// run is among dead (read once, by the caller's first open association).
+func (db *DB) endedWithRun(ctx context.Context, a *Association, dead *map[string]bool) error {
+	if a.Outcome != AssociationOpen {
+		return nil
+	}
+	if *dead == nil {
+		d, err := db.deadRuns(ctx)
+		if err != nil {
+			return err
+		}
+		*dead = d
+	}
+	if i := strings.LastIndexByte(a.ID, '-'); i > 0 && (*dead)[a.ID[:i]] {
+		a.Outcome, a.Reason = AssociationRunStopped, "no end record: the SCP serving it stopped uncleanly (its run "+a.ID[:i]+")"
+	}
+	return nil
+}
 
 // AssociationQuery selects associations, newest first.
 type AssociationQuery struct {
@@ -96,6 +160,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 	}
 	limit := pageLimit(q.Limit, 50, 500)
 	page := AssociationPage{Associations: []Association{}}
+	var dead map[string]bool
 	// An outcome filter is applied to the gathered rows: read on until the
 	// page is full or the trail ends.
 	for {
@@ -132,6 +197,9 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 		for i, s := range starts {
 			a, err := db.association(ctx, s.id)
 			if err != nil {
+				return AssociationPage{}, err
+			}
+			if err := db.endedWithRun(ctx, &a, &dead); err != nil {
 				return AssociationPage{}, err
 			}
 			ct, cs, after = s.time, s.seq, true
@@ -230,6 +298,10 @@ func (db *DB) Association(ctx context.Context, id string) (Association, error) {
 	}
 	if a.Start.IsZero() {
 		return Association{}, fmt.Errorf("localstore: association: %w", pipeline.ErrNotFound)
+	}
+	var dead map[string]bool
+	if err := db.endedWithRun(ctx, &a, &dead); err != nil {
+		return Association{}, err
 	}
 	return a, nil
 }

@@ -238,6 +238,11 @@ var schema = []string{
 	// did, so that one goes.
 	`CREATE INDEX audit_study_outcome ON audit(study_uid, outcome);
 	DROP INDEX audit_study;`,
+
+	// 13: the records that report runs which stopped uncleanly, few, which
+	// the audit trail's associations read to tell an association that
+	// ended with its run from one still open (deadRunsSQL).
+	`CREATE INDEX audit_unclean ON audit(outcome) WHERE ` + deadRunsSQL + `;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -431,7 +431,10 @@ func words(n int) string {
 }
 
 // TestAssociations groups the trail per association: one row each with
-// its instances, outcome and duration; filters and paging.
+// its instances, outcome and duration; filters and paging. An association
+// without an end record whose run a later start reported stopped
+// uncleanly ended with it (outcome unclean-stop): it was listed as open
+// for ever, under a portal saying no association was open.
 func TestAssociations(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
@@ -462,9 +465,15 @@ func TestAssociations(t *testing.T) {
 	add("a1", associationaudit.EventCommitmentRefused, "SITE_A", 2*time.Second)
 	add("a1", "association-released", "SITE_A", 3*time.Second)
 	add("a2", "association-rejected", "EVIL", 10*time.Second)
+	add("dead1-1", "association-accepted", "SITE_B", 15*time.Second)
+	add("dead1-1", "stored", "SITE_B", 16*time.Second)
 	add("a3", "association-accepted", "SITE_B", 20*time.Second)
 	add("a3", "stored", "SITE_B", 21*time.Second)
 	add("", "unparseable-record", "", 22*time.Second)
+	if _, err := a.Append(ctx, pipeline.AuditRecord{ID: "start-live", Time: t0.Add(30 * time.Second), Outcome: pipeline.OutcomeUncleanStop,
+		AssociationID: "live", PreviousRuns: []associationaudit.UncleanRun{{Instance: "dead1", LastSeq: 1}}}); err != nil {
+		t.Fatal(err)
+	}
 
 	p, err := db.Associations(ctx, AssociationQuery{})
 	if err != nil {
@@ -479,7 +488,8 @@ func TestAssociations(t *testing.T) {
 	for _, x := range p.Associations {
 		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Stored, x.CommitmentRequests, x.Duration()})
 	}
-	want := []row{{"a3", "open", 1, 0, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0, 0}, {"a1", "association-released", 2, 1, 5, 2, 3 * time.Second}}
+	want := []row{{"a3", "open", 1, 0, 0, 0, 0}, {"dead1-1", "unclean-stop", 1, 0, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0, 0},
+		{"a1", "association-released", 2, 1, 5, 2, 3 * time.Second}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("associations (-want +got):\n%s", d)
 	}
@@ -490,7 +500,8 @@ func TestAssociations(t *testing.T) {
 	}{
 		{"by calling AE", AssociationQuery{CallingAE: "SITE_A"}, []string{"a1"}},
 		{"by outcome", AssociationQuery{Outcome: "open"}, []string{"a3"}},
-		{"page 1", AssociationQuery{Limit: 2}, []string{"a3", "a2"}},
+		{"ended with its run", AssociationQuery{Outcome: AssociationRunStopped}, []string{"dead1-1"}},
+		{"page 1", AssociationQuery{Limit: 3}, []string{"a3", "dead1-1", "a2"}},
 	} {
 		p, err := db.Associations(ctx, tt.q)
 		if err != nil {
@@ -504,7 +515,7 @@ func TestAssociations(t *testing.T) {
 			t.Errorf("%s (-want +got):\n%s", tt.name, d)
 		}
 		if tt.name == "page 1" {
-			p2, err := db.Associations(ctx, AssociationQuery{Limit: 2, Cursor: p.Next})
+			p2, err := db.Associations(ctx, AssociationQuery{Limit: 3, Cursor: p.Next})
 			if err != nil || len(p2.Associations) != 1 || p2.Associations[0].ID != "a1" || p2.Next != "" {
 				t.Errorf("page 2: %+v %v", p2, err)
 			}
@@ -520,6 +531,27 @@ func TestAssociations(t *testing.T) {
 	}
 	if _, err := db.Association(ctx, "nope"); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Errorf("unknown association: %v", err)
+	}
+	if d, err := db.Association(ctx, "dead1-1"); err != nil || d.Outcome != AssociationRunStopped || !strings.Contains(d.Reason, "run dead1") {
+		t.Errorf("an association of a dead run: %+v, %v", d, err)
+	}
+	// The dead runs are read through their index, not a scan of the trail.
+	var plan string
+	rows, err := db.read.QueryContext(ctx, `EXPLAIN QUERY PLAN `+deadRunsQuery)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan += detail + "\n"
+	}
+	if !strings.Contains(plan, "USING INDEX audit_unclean") {
+		t.Errorf("dead runs' plan:\n%s", plan)
 	}
 }
 

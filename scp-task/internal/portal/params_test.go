@@ -35,7 +35,7 @@ var (
 		{"outcome", "duplicate", "stored, conflict, rejected, association-accepted"},
 	})
 	badAssociationQuery = concat(badLimits, badCursor, []badParam{
-		{"outcome", "closed", "open, association-released, association-aborted or association-rejected"},
+		{"outcome", "closed", "open, association-released, association-aborted, association-rejected or unclean-stop"},
 	})
 	badEventQuery = concat(badLimits, []badParam{
 		{"before", "x", "an event's seq"},
