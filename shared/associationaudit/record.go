@@ -131,7 +131,7 @@ type UncleanRun struct {
 	LastAlive time.Time `json:"lastAlive,omitzero"`
 	// LastSeq is the highest sequence number the run had given a record:
 	// its records were seq 1..LastSeq, and any after LastSeq (events in
-	// its last second) are lost without a number.
+	// its last second) may be lost without a number.
 	LastSeq uint64 `json:"lastSeq"`
 	// Written and CountedLost are the records of seq 1..LastSeq written
 	// and counted lost by then; NotWritten the rest, still queued or being
