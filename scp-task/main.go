@@ -46,9 +46,11 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 	if env := getenv("ENVIRONMENT"); env != "" {
 		log = log.With(jsonlog.EnvironmentKey, env)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, hurry := stopSignals(sigs)
+	if err := run(ctx, hurry, cfg, log); err != nil {
 		var se startError
 		if errors.As(err, &se) {
 			log.Error("scp-task cannot start", "err", err)
@@ -58,4 +60,20 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 		return 1
 	}
 	return 0
+}
+
+// stopSignals turns SIGTERM and SIGINT into the two stages of a stop: the
+// first ends ctx (drain: in-flight associations may finish within
+// --drain-timeout), a second ends hurry (abort them now, as at the drain
+// timeout, and stop: a second Ctrl-C of make run's user).
+func stopSignals(sigs <-chan os.Signal) (ctx, hurry context.Context) {
+	ctx, stop := context.WithCancel(context.Background())
+	hurry, stopNow := context.WithCancel(context.Background())
+	go func() {
+		<-sigs
+		stop()
+		<-sigs
+		stopNow()
+	}()
+	return ctx, hurry
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +134,47 @@ func TestFailFast(t *testing.T) {
 				if _, err := os.Stat(dir); !os.IsNotExist(err) {
 					t.Errorf("the data directory was created: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// TestStopSignals: the first signal starts the drain (ctx), a second cuts
+// it short (hurry); a second Ctrl-C did nothing, leaving make run's user
+// waiting out the drain timeout.
+func TestStopSignals(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		signals        []os.Signal
+		drain, stopNow bool
+	}{
+		{"none", nil, false, false},
+		{"one", []os.Signal{syscall.SIGTERM}, true, false},
+		{"two", []os.Signal{syscall.SIGINT, syscall.SIGINT}, true, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sigs := make(chan os.Signal, 2)
+			ctx, hurry := stopSignals(sigs)
+			for _, s := range tt.signals {
+				sigs <- s
+			}
+			done := func(c context.Context, want bool) bool {
+				if !want {
+					time.Sleep(20 * time.Millisecond)
+					return c.Err() != nil
+				}
+				select {
+				case <-c.Done():
+					return true
+				case <-time.After(5 * time.Second):
+					return false
+				}
+			}
+			if got := done(ctx, tt.drain); got != tt.drain {
+				t.Errorf("drain started: %v, want %v", got, tt.drain)
+			}
+			if got := done(hurry, tt.stopNow); got != tt.stopNow {
+				t.Errorf("drain cut short: %v, want %v", got, tt.stopNow)
 			}
 		})
 	}

@@ -48,7 +48,7 @@ func (e startError) Unwrap() error { return e.error }
 // It fails fast: a data directory held by another process and every
 // listen address are checked before anything is created in the data
 // directory, and each failure names the setting to change.
-func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func run(ctx, hurry context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Local {
 		if err := local.CheckDataDir(cfg.DataDir); err != nil {
 			if !errors.Is(err, local.ErrDataDirInUse) { // which names the setting already
@@ -61,7 +61,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return startError{err}
 	}
-	return serve(ctx, cfg, log, lns)
+	return serve(ctx, hurry, cfg, log, lns)
 }
 
 // dataDirError is err, a failure to create, lock or write local mode's
@@ -124,7 +124,7 @@ func (l listeners) close() {
 	}
 }
 
-func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listeners) (err error) {
+func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns listeners) (err error) {
 	defer func() {
 		if err != nil {
 			lns.close()
@@ -279,17 +279,22 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, lns listene
 	var runErr error
 	select {
 	case <-ctx.Done():
-		log.Info("draining", "timeout", cfg.DrainTimeout.String(), "active_associations", srv.ActiveAssociations())
+		log.Info("draining", "timeout", cfg.DrainTimeout.String(), "active_associations", srv.ActiveAssociations(),
+			"stop_now", "a second SIGINT (Ctrl-C) or SIGTERM aborts the associations still open and stops")
 	case runErr = <-errc:
 		log.Error("server failed", "err", runErr)
 	}
 	// Readiness goes first so the load balancer stops sending new
 	// associations while the in-flight ones finish.
 	draining.Store(true)
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	drainCtx, cancel := context.WithTimeout(hurry, cfg.DrainTimeout)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
-		log.Warn("drain timeout: remaining associations aborted", "err", err)
+		if hurry.Err() != nil {
+			log.Warn("drain cut short by a second signal: remaining associations aborted", "err", err)
+		} else {
+			log.Warn("drain timeout: remaining associations aborted", "err", err)
+		}
 	}
 	// The aborted associations end on their own goroutines: their last
 	// records (the C-STORE cut short, the abort) must be queued before the
