@@ -240,7 +240,7 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		_ = sw.rc.SetWriteDeadline(time.Now().Add(stall)) // a test's recorder has no deadline to set
 		w = sw
 		if !s.hostAllowed(r.Host) {
-			http.Error(w, "host not allowed", http.StatusMisdirectedRequest)
+			http.Error(w, "portal: host name not allowed (a guard against DNS rebinding): open the portal by its IP address or localhost", http.StatusMisdirectedRequest)
 			return
 		}
 		h := w.Header()

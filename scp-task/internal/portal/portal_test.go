@@ -323,8 +323,14 @@ func TestHostGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host, func(t *testing.T) {
-			if code, _, _ := get(t, srv.URL+"/api/studies", tt.host); code != tt.want {
+			code, _, body := get(t, srv.URL+"/api/studies", tt.host)
+			if code != tt.want {
 				t.Errorf("code %d, want %d", code, tt.want)
+			}
+			// Who opened a --portal-listen 0.0.0.0 portal by the machine's
+			// name learns how to reach it ("host not allowed" said not).
+			if code == http.StatusMisdirectedRequest && !strings.Contains(body, "open the portal by its IP address or localhost") {
+				t.Errorf("refusal %q does not say how to reach the portal", body)
 			}
 		})
 	}
