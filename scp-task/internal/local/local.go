@@ -235,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 			log.Error("portal stopped", "err", err)
 		}
 	})
-	log.Info("local mode started", "data_dir", cfg.DataDir, "portal", "http://"+ln.Addr().String()+"/", "quiet_period", cfg.QuietPeriod, "webhooks", len(cfg.Webhooks))
+	log.Info("local mode started", "data_dir", cfg.DataDir, "portal", portalURL(ln.Addr()), "quiet_period", cfg.QuietPeriod, "webhooks", len(cfg.Webhooks))
 	return l, nil
 }
 
@@ -319,9 +319,19 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 }
 
 // objectURLBase is the portal's /objects/ at addr, as a client on this
-// machine reaches it: an unspecified address (listening on every
-// interface) by loopback.
+// machine reaches it (portalURL).
 func objectURLBase(addr net.Addr) string {
+	u := portalURL(addr)
+	if u == "" {
+		return ""
+	}
+	return u + "objects/"
+}
+
+// portalURL is the portal at addr as a client on this machine reaches it:
+// an unspecified address (listening on every interface) by loopback, which
+// a browser opens where it refuses http://[::]:8080/ and 0.0.0.0.
+func portalURL(addr net.Addr) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
 		return ""
@@ -329,7 +339,7 @@ func objectURLBase(addr net.Addr) string {
 	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/objects/"
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 func isLoopback(host string) bool {
@@ -356,6 +366,11 @@ func (l *Local) Observer() dicomnet.Observer { return l.counters }
 
 // PortalAddr is the portal's listening address (host:port).
 func (l *Local) PortalAddr() string { return l.ln.Addr().String() }
+
+// PortalURL is the portal's URL as a client on this machine opens it
+// ("http://127.0.0.1:8080/"; by loopback when it listens on every
+// interface).
+func (l *Local) PortalURL() string { return portalURL(l.ln.Addr()) }
 
 // Shutdown stops the portal, lets the worker finish the object in hand and
 // flushes what events it can, then closes the database.

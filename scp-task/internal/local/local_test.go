@@ -444,3 +444,26 @@ func TestOneProcessPerDataDir(t *testing.T) {
 	}
 	stop(t, startTest(t, dir))
 }
+
+// TestPortalURL: the portal's URL in the start log and the events' object
+// URLs are ones a browser on this machine opens: a portal listening on
+// every interface is named by loopback (the log said http://[::]:8092/).
+func TestPortalURL(t *testing.T) {
+	for _, tt := range []struct{ listen, want string }{
+		{"127.0.0.1:8080", "http://127.0.0.1:8080/"},
+		{"[::1]:8080", "http://[::1]:8080/"},
+		{"0.0.0.0:8092", "http://127.0.0.1:8092/"},
+		{"[::]:8092", "http://127.0.0.1:8092/"},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", tt.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := portalURL(addr); got != tt.want {
+			t.Errorf("%s: portal %q, want %q", tt.listen, got, tt.want)
+		}
+		if got := objectURLBase(addr); got != tt.want+"objects/" {
+			t.Errorf("%s: objects at %q, want %q", tt.listen, got, tt.want+"objects/")
+		}
+	}
+}
