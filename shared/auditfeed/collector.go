@@ -114,7 +114,16 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	if err := w.Flush(); err != nil {
 		return fmt.Errorf("auditfeed: send to %s: %w", c.Addr, err)
 	}
+	// tls.Conn.CloseWrite sends only the close_notify; the TCP half-close
+	// (our FIN) is the socket's.
 	if err := conn.CloseWrite(); err != nil {
+		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
+	}
+	tcp, ok := conn.NetConn().(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("auditfeed: %s: not a TCP connection (%T)", c.Addr, conn.NetConn())
+	}
+	if err := tcp.CloseWrite(); err != nil {
 		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
 	}
 	// Whatever the collector says before closing is ignored; only a clean
