@@ -75,14 +75,31 @@ type Collector struct {
 }
 
 // Send delivers msgs (RFC 5424 messages, unframed) over one new TLS
-// connection and reports success only when the collector confirmed it.
+// connection and reports success only when the collector confirmed it, as
+// far as TCP can tell.
 //
-// Syslog over TLS has no acknowledgements, and a write that succeeded may
-// still never reach a collector whose connection just died. So a batch ends
-// with our TLS close_notify and a half-close, and counts as delivered only
-// when the collector, having read everything before them, closes its side
-// in turn. A connection that breaks instead fails the whole batch, which is
-// then sent again: duplicates, never losses.
+// Syslog over TLS has no application acknowledgement, and a write that
+// succeeded may still never reach a collector whose connection just died.
+// So a batch ends with our TLS close_notify and a TCP half-close (our FIN),
+// and counts as delivered only when the collector's TLS stream then ends
+// cleanly (its close_notify, or its FIN at a record boundary; whatever it
+// sent before is ignored) and, on Linux, the connection then closes without
+// a reset: the collector acknowledged our FIN, so every byte before it, and
+// sent its own. Linux resets a connection instead of closing it when its
+// application closes the socket with bytes unread, or bytes come after it
+// closed; so a clean close confirms that the collector's TCP received the
+// whole batch and that its application read all of it out of the socket
+// before closing.
+//
+// It confirms no more. A collector that reads the batch and drops it (one
+// whose TLS library read it ahead, then refused our client certificate),
+// or that shut down only its sending side and never read, closes as
+// cleanly as one that kept it. Outside Linux the close is not checked: a
+// collector that closed before the batch reached it, whose reset then
+// comes after its end of stream, is taken for one that read it (Go's TLS
+// reads a FIN at a record boundary as a clean end). A connection that
+// breaks, resets or stalls fails the whole batch, which is then sent
+// again: duplicates, never losses.
 func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	if len(msgs) == 0 {
 		return nil
@@ -102,7 +119,8 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
-	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+	deadline := time.Now().Add(timeout)
+	if err := conn.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("auditfeed: %s: %w", c.Addr, err)
 	}
 	w := bufio.NewWriterSize(conn, 64<<10)
@@ -126,9 +144,12 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	if err := tcp.CloseWrite(); err != nil {
 		return fmt.Errorf("auditfeed: close to %s: %w", c.Addr, err)
 	}
-	// Whatever the collector says before closing is ignored; only a clean
-	// end of stream confirms the batch.
+	// Whatever the collector says before closing is ignored; a clean end
+	// of stream, then a clean close, confirm the batch.
 	if _, err := io.Copy(io.Discard, conn); err != nil {
+		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
+	}
+	if err := confirmClosed(ctx, tcp, deadline); err != nil {
 		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
 	}
 	return nil
