@@ -151,3 +151,47 @@ func TestDrainOnSIGTERM(t *testing.T) {
 		t.Errorf("stored %d objects, want 1", n)
 	}
 }
+
+// TestSecondSignalCutsTheDrainShort: a second SIGTERM during the drain
+// aborts the association still open at once, as the drain timeout would,
+// and the SCP stops cleanly with the abort audited; without it the stop
+// waits out --drain-timeout. TestStopSignals checks only the two
+// contexts, not that the drain heeds the second.
+func TestSecondSignalCutsTheDrainShort(t *testing.T) {
+	scp := startSCP(t, "--drain-timeout", "10m")
+	ctx := scptest.Context(t)
+	as, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer as.Abort()
+	obj := synth.Object{StudyUID: "1.2.6", SeriesUID: "1.2.6.1", SOPInstanceUID: "1.2.6.1.1", PatientID: "P6", PatientName: "Test^Hurry", PixelBytes: 1 << 10}
+	if st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, obj.Dataset()); err != nil || !st.IsSuccess() {
+		t.Fatalf("C-STORE: %v %v", st, err)
+	}
+	if err := syscall.Kill(scp.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(scp.Logs(), `"msg":"draining"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain 5s after SIGTERM\n%s", scp.Logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	scp.Stop(t) // the second SIGTERM; an error if the SCP is not gone within 20 s
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("stopped %v after the second signal", took)
+	}
+	if !strings.Contains(scp.Logs(), "drain cut short by a second signal") {
+		t.Errorf("the stop does not say the drain was cut short\n%s", scp.Logs())
+	}
+	recs := auditRecords(t, scp.DataDir)
+	if findRecord(recs, associationaudit.EventAborted, "LOCAL_AE") == nil {
+		t.Errorf("no association-aborted record: %+v", recs)
+	}
+	if n := len(storedFiles(t, scp.DataDir)); n != 1 {
+		t.Errorf("stored %d objects, want the acknowledged one", n)
+	}
+}
