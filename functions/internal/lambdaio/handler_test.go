@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,15 +309,17 @@ func TestCommitmentHandler(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		payload  any
-		wantKeys int
+		wantKeys int64
 	}{
 		{"sqs", loadSQS(t), 2},
 		{"schedule", events.EventBridgeEvent{Source: "aws.events", DetailType: "Scheduled Event", Detail: json.RawMessage(`{}`)}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var keys, runs int
+			// The batch's messages are processed concurrently.
+			var keys atomic.Int64
+			var runs int
 			h := &CommitmentHandler{
-				Requests: &ObjectHandler{Process: func(context.Context, string) error { keys++; return nil }},
+				Requests: &ObjectHandler{Process: func(context.Context, string) error { keys.Add(1); return nil }},
 				Run:      func(context.Context, time.Time) (int, error) { runs++; return 1, nil },
 				Pending:  func(context.Context, time.Time) (bool, error) { return runs < 3, nil },
 				Poll:     time.Millisecond,
@@ -330,8 +333,8 @@ func TestCommitmentHandler(t *testing.T) {
 			if _, err := h.Handle(ctx, raw); err != nil {
 				t.Fatal(err)
 			}
-			if keys != tc.wantKeys || runs != 3 {
-				t.Errorf("%d requests registered and %d runs, want %d and 3", keys, runs, tc.wantKeys)
+			if keys.Load() != tc.wantKeys || runs != 3 {
+				t.Errorf("%d requests registered and %d runs, want %d and 3", keys.Load(), runs, tc.wantKeys)
 			}
 		})
 	}
