@@ -12,7 +12,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0 --format pkgname
 export DICOM_CORPUS ?= /tmp/dicom-corpus
 # make test TEST_PKGS=./test/pipeline/ RACE_PKGS= narrows a run to some packages (RACE_PKGS empty: no -race run).
 TEST_PKGS ?= ./...
-RACE_PKGS ?= ./shared/... ./scp-task/...
+RACE_PKGS ?= ./shared/... ./scp-task/... ./functions/...
 ENV ?= dev
 SITE ?=
 
@@ -28,7 +28,7 @@ run:
 help:
 	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
 
-## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN), then -race over shared/ and scp-task/;
+## test: everything (unit, fuzz seeds, DCMTK interop, emulated AWS, browser, VPN), then -race over shared/, scp-task/ and functions/;
 ##   installs missing tools (the Debian packages only as root). Each run ends with what was skipped and why: a test
 ##   that lacks a tool skips on a developer's machine and fails under CI=true (shared/testenv).
 test: test-deps test-corpus
