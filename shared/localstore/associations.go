@@ -22,7 +22,7 @@ type Association struct {
 	Start     time.Time `json:"start"`
 	// End is the time of the record that ended it; zero while it is open
 	// (or its end was never recorded).
-	End time.Time `json:"end,omitempty"`
+	End time.Time `json:"end,omitzero"`
 	// Outcome is how it ended: association-released, -aborted or
 	// -rejected; unclean-stop without an end record when its run stopped
 	// uncleanly; "open" without an end record otherwise.

@@ -671,3 +671,32 @@ func TestSearchErrorNamesItsSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAssociationHasNoEnd: an association without an end record is
+// served without "end" (it was "0001-01-01T00:00:00Z", omitempty being no
+// use on a time.Time); one that ended has its time.
+func TestOpenAssociationHasNoEnd(t *testing.T) {
+	at := time.Date(2026, 12, 6, 17, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		a    Association
+		want string // the "end" member, "" for none
+	}{
+		{"open", Association{ID: "a1", Start: at, Outcome: AssociationOpen}, ""},
+		{"released", Association{ID: "a2", Start: at, End: at.Add(time.Second), Outcome: "association-released"}, `"2026-12-06T17:00:01Z"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := json.Marshal(tc.a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			if got := string(m["end"]); got != tc.want {
+				t.Errorf("end %q, want %q (%s)", got, tc.want, b)
+			}
+		})
+	}
+}
