@@ -50,6 +50,10 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	ctx, hurry := stopSignals(sigs)
+	// After the second signal the next one has its default action: a
+	// third Ctrl-C ends a stop that hangs (the next start reports it as
+	// unclean) without a kill -9.
+	defer context.AfterFunc(hurry, func() { signal.Stop(sigs) })()
 	if err := run(ctx, hurry, cfg, log); err != nil {
 		var se startError
 		if errors.As(err, &se) {
