@@ -22,6 +22,7 @@ func TestNegotiateContexts(t *testing.T) {
 		jls  = "1.2.840.10008.1.2.4.80"  // JPEG-LS Lossless
 		mpeg = "1.2.840.10008.1.2.4.100" // MPEG2 Main Profile / Main Level
 		jpip = "1.2.840.10008.1.2.4.94"  // JPIP Referenced
+		jxlr = "1.2.840.10008.1.2.4.111" // JPEG XL JPEG Recompression
 	)
 	tests := []struct {
 		name     string
@@ -43,6 +44,7 @@ func TestNegotiateContexts(t *testing.T) {
 		// taken only when nothing lossless is offered beside it.
 		{"lossless over lossy", ct, []string{jpeg, j2k, rle}, 1, false, 0, rle},
 		{"explicit over lossy", ct, []string{jpeg, expl}, 1, false, 0, expl},
+		{"explicit over a recompressed JPEG", ct, []string{jxlr, expl}, 1, false, 0, expl},
 		{"implicit over lossy", ct, []string{j2k, impl}, 1, false, 0, impl},
 		{"big endian over lossy", ct, []string{jpeg, be}, 1, true, 0, be},
 		{"lossy when nothing else", ct, []string{jpeg}, 1, false, 0, jpeg},

@@ -60,10 +60,11 @@ type Fidelity int
 
 const (
 	// Lossless: native pixel data, deflated, or compressed losslessly (JPEG Lossless, JPEG-LS Lossless,
-	// JPEG 2000 and HTJ2K Lossless Only, RLE, JPEG XL Lossless and JPEG Recompression, Deflated Image Frame).
+	// JPEG 2000 and HTJ2K Lossless Only, RLE, JPEG XL Lossless, Deflated Image Frame).
 	Lossless Fidelity = iota
 	// MayBeLossy: the sender may compress lossily, at a quality it alone chooses (JPEG's lossy processes,
-	// JPEG-LS Near-Lossless, JPEG 2000, HTJ2K, JPEG XL, MPEG-2, H.264, HEVC).
+	// JPEG-LS Near-Lossless, JPEG 2000, HTJ2K, JPEG XL, MPEG-2, H.264, HEVC); JPEG XL JPEG Recompression too,
+	// which keeps the bits of a lossy JPEG encoding, not of the image (PS3.5 8.2.15).
 	MayBeLossy
 	// Referenced: JPIP, the pixel data is not in the object but served by a JPIP server.
 	Referenced
@@ -152,7 +153,7 @@ func init() {
 	enc("107", "HEVC/H.265 Main Profile / Level 5.1", false, MayBeLossy)
 	enc("108", "HEVC/H.265 Main 10 Profile / Level 5.1", false, MayBeLossy)
 	enc("110", "JPEG XL Lossless", false, Lossless)
-	enc("111", "JPEG XL JPEG Recompression", false, Lossless)
+	enc("111", "JPEG XL JPEG Recompression", false, MayBeLossy)
 	enc("112", "JPEG XL", false, MayBeLossy)
 	enc("201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)", false, Lossless)
 	enc("202", "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", false, Lossless)

@@ -130,7 +130,9 @@ func TestNamedStorageSOPClasses(t *testing.T) {
 
 // TestFidelity: what a syntax lets a sender do to pixel data, after PS3.5
 // Annex A (8.2.1–8.2.4 and 8.4–8.5: lossless-only processes and the
-// "Lossless Only" profiles are lossless; the others let the encoder choose).
+// "Lossless Only" profiles are lossless; the others let the encoder choose;
+// JPEG XL JPEG Recompression keeps the bits of a JPEG encoding, not of the
+// image: a sender holding the image would first compress it as JPEG).
 func TestFidelity(t *testing.T) {
 	tests := []struct {
 		uid  string
@@ -151,7 +153,7 @@ func TestFidelity(t *testing.T) {
 		{HTJ2KLossless, Lossless},               // Lossless Only
 		{HTJ2K, MayBeLossy},                     // lossless or lossy
 		{"1.2.840.10008.1.2.4.110", Lossless},   // JPEG XL Lossless
-		{"1.2.840.10008.1.2.4.111", Lossless},   // JPEG XL JPEG Recompression: the JPEG as it was
+		{"1.2.840.10008.1.2.4.111", MayBeLossy}, // JPEG XL JPEG Recompression: a lossy JPEG's bits (8.2.15)
 		{"1.2.840.10008.1.2.4.112", MayBeLossy}, // JPEG XL
 		{"1.2.840.10008.1.2.4.102", MayBeLossy}, // H.264
 		{"1.2.840.10008.1.2.4.94", Referenced},  // JPIP Referenced
