@@ -265,6 +265,52 @@ func TestDCMTKStorescuVariants(t *testing.T) {
 	}
 }
 
+// TestDCMTKLossyObject: a JPEG Baseline object (the thumbnail package's fixture) under the lossless-first rule.
+// storescu -xy proposes JPEG Baseline in a context of its own beside the uncompressed ones, and the object is
+// stored as it is. With +C it proposes JPEG Baseline and the uncompressed syntaxes in one context: the SCP chooses
+// Explicit VR Little Endian there, and storescu, which cannot decompress, fails to send the object (conformance.md
+// says so; the SCP cannot tell a sender holding a lossy object from one holding the image).
+func TestDCMTKLossyObject(t *testing.T) {
+	storescu := testenv.LookPath(t, "storescu")
+	jpeg := filepath.Join("..", "..", "scp-task", "internal", "thumbnail", "testdata", "jpeg-baseline.dcm")
+	h := &hashingHandler{}
+	srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "INGEST", Handler: h})
+	host, port, _ := strings.Cut(srv.Addr, ":")
+	tests := []struct {
+		name   string
+		opts   []string
+		stored bool
+	}{
+		{"JPEG Baseline in a context of its own", []string{"-R", "-xy"}, true},
+		{"JPEG Baseline beside the uncompressed syntaxes", []string{"-R", "-xy", "+C"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h.mu.Lock()
+			h.got = nil
+			h.mu.Unlock()
+			args := append(append([]string{"-v"}, tc.opts...), "-aet", "DCMTK", "-aec", "INGEST", host, port, jpeg)
+			out, err := runDCMTK(t, storescu, args...)
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if !tc.stored {
+				if err == nil || len(h.got) != 0 || !strings.Contains(out, "JPEG Baseline -> Little Endian Explicit") {
+					t.Fatalf("storescu %v: %v, %d objects received; want Explicit VR LE chosen and nothing sent\n%s", tc.opts, err, len(h.got), out)
+				}
+				return
+			}
+			if err != nil || len(h.got) != 1 {
+				t.Fatalf("storescu %v: %v, %d objects received, want 1\n%s", tc.opts, err, len(h.got), out)
+			}
+			for _, rec := range h.got {
+				if rec.tsUID != dicomuid.JPEGBaseline8Bit {
+					t.Errorf("stored in %s, want JPEG Baseline", rec.tsUID)
+				}
+			}
+		})
+	}
+}
+
 // TestClientAgainstStorescp sends every testdata file with our client to DCMTK's storescp (small PDUs, so the
 // client must fragment within the peer's maximum) and checks storescp accepted and wrote each one.
 func TestClientAgainstStorescp(t *testing.T) {
