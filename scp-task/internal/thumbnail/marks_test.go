@@ -85,7 +85,9 @@ func TestRenderJPEGFramesByMarkers(t *testing.T) {
 		obj    []byte
 		frame  []byte // the middle frame's data, the last byte a pad or not
 		noPrev string // ErrNoPreview with this in the reason
+		half   bool   // the walk stops after the middle frame: about half the item headers read
 	}{
+		{name: "one fragment a frame", obj: encapsulated(frames, 1, noTable), half: true},
 		{name: "two fragments a frame", obj: encapsulated(frames, 2, noTable)},
 		{name: "three fragments a frame", obj: encapsulated(frames, 3, noTable)},
 		{name: "one, two or three fragments a frame", obj: withFrames(t, encapsulated(pieces, 1, noTable), len(pieces), 15)},
@@ -141,6 +143,9 @@ func TestRenderJPEGFramesByMarkers(t *testing.T) {
 			}
 			if reads := at.reads.Load(); reads > fragments+8 {
 				t.Errorf("%d reads for %d items: more than one an item and the header's", reads, fragments)
+			}
+			if reads := at.reads.Load(); tt.half && reads > fragments/2+4 {
+				t.Errorf("%d reads for %d items: the walk went on past the middle frame", reads, fragments)
 			}
 		})
 	}
