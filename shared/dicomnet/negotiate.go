@@ -46,13 +46,16 @@ type Negotiation struct {
 //
 //   - Abstract syntax: Verification and storage SOP classes are supported; anything else gets result 3.
 //   - Transfer syntax: among the proposed syntaxes we can store as received (every registered syntax except
-//     MIME/XML/real-time video; Explicit VR Big Endian only with AcceptExplicitBigEndian), prefer the first
-//     lossless compressed, deflated or encapsulated one in the proposer's order, then Explicit VR LE, then
-//     Implicit VR LE, then Big Endian, and only then the first that may be lossy, then a JPIP one (pixel data
-//     by reference): a sender offering a lossy syntax beside a lossless one in one context would compress at
-//     a quality it alone chooses (dicomuid.Fidelity). Unknown (e.g. private) syntaxes are not accepted: without
-//     knowing the encoding we cannot check the dataset or write a correct file meta. None acceptable: result 4. Storage Commitment's data sets are read
-//     and written here, not stored: Explicit VR LE, else Implicit VR LE, nothing else.
+//     MIME/XML/real-time video; Explicit VR Big Endian only with AcceptExplicitBigEndian), the first lossless
+//     compressed, deflated or encapsulated one (dicomuid.Fidelity), wherever it is in the list; else the
+//     proposer's first: an uncompressed one (then Explicit VR LE if proposed, else Implicit VR LE, else Big
+//     Endian), or one that may be lossy, or a JPIP one, as the proposer prefers. A sender lists first what it
+//     holds or wants to send: asking for a lossy syntax it listed after an uncompressed one would have it
+//     compress at a quality it alone chooses, and refusing one it listed first would fail a sender that holds
+//     a lossy object and cannot decompress it (DCMTK's storescu -xy +C). Unknown (e.g. private) syntaxes are
+//     not accepted: without knowing the encoding we cannot check the data set or write a correct file meta.
+//     None acceptable: result 4. Storage Commitment's and Verification's data sets are read and answered here,
+//     not stored: Explicit VR LE, else Implicit VR LE, nothing else.
 //   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
 //     §7.1.1.13), and the server aborts it as an invalid PDU.
 //   - Roles (54): answered only for SOP classes proposed in an accepted context, never widening the proposal: the
@@ -122,41 +125,42 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 func chooseTransferSyntax(proposed []string, acceptBE bool) (string, bool) {
 	const (
 		rankNone = iota
-		rankReferenced
-		rankLossy
 		rankBE
 		rankImplicit
 		rankExplicit
-		rankCompressed
 	)
-	best, bestRank := "", rankNone
+	first, uncompressed, rank := "", "", rankNone
+	firstUncompressed := false
 	for _, uid := range proposed {
 		ts, ok := dicomuid.LookupTransferSyntax(uid)
-		if !ok || !ts.Storable {
+		if !ok || !ts.Storable || ts.BigEndian && !acceptBE {
 			continue
+		}
+		native := !ts.Compressed() && ts.Fidelity == dicomuid.Lossless
+		switch {
+		case ts.Fidelity == dicomuid.Lossless && !native:
+			return ts.UID, true
+		case first == "":
+			first, firstUncompressed = ts.UID, native
 		}
 		r := rankNone
 		switch {
-		case ts.Fidelity == dicomuid.Referenced:
-			r = rankReferenced
-		case ts.Fidelity == dicomuid.MayBeLossy:
-			r = rankLossy
+		case !native:
 		case ts.BigEndian:
-			if acceptBE {
-				r = rankBE
-			}
-		case ts.Compressed():
-			r = rankCompressed
+			r = rankBE
 		case ts.UID == dicomuid.ExplicitVRLittleEndian:
 			r = rankExplicit
 		case ts.UID == dicomuid.ImplicitVRLittleEndian:
 			r = rankImplicit
 		}
-		if r > bestRank {
-			best, bestRank = ts.UID, r
+		if r > rank {
+			uncompressed, rank = ts.UID, r
 		}
 	}
-	return best, bestRank != rankNone
+	if firstUncompressed {
+		return uncompressed, true
+	}
+	return first, first != ""
 }
 
 // chooseReadSyntax picks the syntax of a data set we read and answer ourselves: Explicit VR Little Endian,

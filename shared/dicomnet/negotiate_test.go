@@ -40,17 +40,25 @@ func TestNegotiateContexts(t *testing.T) {
 		{"verification, compressed only", dicomuid.Verification, []string{jpeg}, 1, false, 4, impl},
 		{"lossless compressed preferred", ct, []string{impl, expl, rle}, 1, false, 0, rle},
 		{"first lossless compressed as offered", ct, []string{expl, jls, rle}, 1, false, 0, jls},
-		// A syntax that may be lossy lets the sender choose the quality:
-		// taken only when nothing lossless is offered beside it.
+		// A syntax that may be lossy lets the sender choose the quality: a
+		// lossless compressed one goes first.
 		{"lossless over lossy", ct, []string{jpeg, j2k, rle}, 1, false, 0, rle},
-		{"explicit over lossy", ct, []string{jpeg, expl}, 1, false, 0, expl},
-		{"explicit over a recompressed JPEG", ct, []string{jxlr, expl}, 1, false, 0, expl},
-		{"implicit over lossy", ct, []string{j2k, impl}, 1, false, 0, impl},
-		{"big endian over lossy", ct, []string{jpeg, be}, 1, true, 0, be},
+		{"lossless compressed wherever listed", ct, []string{impl, jpeg, expl, jls}, 1, false, 0, jls},
+		// Else the proposer's first decides: it lists first what it holds
+		// or wants to send.
+		{"uncompressed listed first", ct, []string{expl, jpeg}, 1, false, 0, expl},
+		{"uncompressed first, explicit taken", ct, []string{impl, jpeg, expl}, 1, false, 0, expl},
+		{"lossy listed first", ct, []string{jpeg, expl, impl}, 1, false, 0, jpeg},
+		{"a recompressed JPEG listed first", ct, []string{jxlr, expl}, 1, false, 0, jxlr},
+		{"explicit before a recompressed JPEG", ct, []string{expl, jxlr}, 1, false, 0, expl},
+		{"implicit before lossy", ct, []string{impl, j2k}, 1, false, 0, impl},
+		{"big endian before lossy", ct, []string{be, jpeg}, 1, true, 0, be},
+		{"big endian not accepted, lossy after it", ct, []string{be, jpeg}, 1, false, 0, jpeg},
 		{"lossy when nothing else", ct, []string{jpeg}, 1, false, 0, jpeg},
 		{"first lossy as offered", ct, []string{j2k, jpeg}, 1, false, 0, j2k},
 		{"video", "1.2.840.10008.5.1.4.1.1.77.1.1.1", []string{mpeg}, 1, false, 0, mpeg}, // Video Endoscopic Image Storage
-		{"lossy over referenced", ct, []string{jpip, j2k}, 1, false, 0, j2k},
+		{"lossy before referenced", ct, []string{j2k, jpip}, 1, false, 0, j2k},
+		{"referenced listed first", ct, []string{jpip, expl}, 1, false, 0, jpip},
 		{"referenced when nothing else", ct, []string{jpip}, 1, false, 0, jpip},
 		{"deflated counts as compressed", ct, []string{expl, defl}, 1, false, 0, defl},
 		{"explicit over implicit", ct, []string{impl, expl}, 1, false, 0, expl},
