@@ -99,6 +99,12 @@ func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
 		return a.onResponse(pc, cmd)
 	}
 	svc, ok := services[cmd.CommandField]
+	if cmd.CommandField == dimse.CCancelRQ {
+		// No response, whatever the role (PS3.7 9.3.2.3): there is
+		// nothing to cancel, every request being answered before the next
+		// is read.
+		return svc.serve(a, pc, cmd)
+	}
 	if ok && !pc.grants(svc.invoker) {
 		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
 		ok = false

@@ -38,6 +38,17 @@ func TestRequestsNeedTheNegotiatedRole(t *testing.T) {
 	if rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != 8 || rsp.Status != dimse.StatusUnrecognizedOperation {
 		t.Fatalf("response %+v, want C-ECHO-RSP to 8 with 0211", rsp)
 	}
+	// A C-CANCEL has no response (PS3.7 9.3.2.3), in whatever role: the
+	// next command answered is the C-ECHO after it (it got a 0211
+	// "response", 8FFFH, before).
+	p.SendPDVs(dicomnettest.CommandPDV(1, &dimse.Command{
+		Present:      dimse.HasCommandField | dimse.HasMessageIDBeingRespondedTo | dimse.HasCommandDataSetType,
+		CommandField: dimse.CCancelRQ, MessageIDBeingRespondedTo: 8, CommandDataSetType: dimse.NoDataSet,
+	}))
+	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(9)))
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != 9 {
+		t.Fatalf("response %+v, want C-ECHO-RSP to 9: nothing for the C-CANCEL", rsp)
+	}
 	p.SendPDU(&pdu.ReleaseRQ{})
 	p.Expect(pdu.TypeReleaseRP)
 }
