@@ -24,6 +24,9 @@ type role uint8
 const (
 	roleSCU role = iota + 1
 	roleSCP
+	// roleAny: either role, or none kept (a C-CANCEL, which has no
+	// response to refuse it with, PS3.7 9.3.2.3).
+	roleAny
 )
 
 // service is what the acceptor does with one kind of DIMSE request. Adding a service is adding its request's
@@ -39,7 +42,7 @@ type service struct {
 var services = map[uint16]service{
 	dimse.CStoreRQ:  {roleSCU, (*association).cstore},
 	dimse.CEchoRQ:   {roleSCU, (*association).cecho},
-	dimse.CCancelRQ: {roleSCU, (*association).ccancel},
+	dimse.CCancelRQ: {roleAny, (*association).ccancel},
 	dimse.NActionRQ: {roleSCU, (*association).naction},
 }
 
@@ -99,12 +102,6 @@ func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
 		return a.onResponse(pc, cmd)
 	}
 	svc, ok := services[cmd.CommandField]
-	if cmd.CommandField == dimse.CCancelRQ {
-		// No response, whatever the role (PS3.7 9.3.2.3): there is
-		// nothing to cancel, every request being answered before the next
-		// is read.
-		return svc.serve(a, pc, cmd)
-	}
 	if ok && !pc.grants(svc.invoker) {
 		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
 		ok = false
@@ -122,6 +119,8 @@ func (pc *AcceptedContext) grants(r role) bool {
 		return pc.RequestorSCU
 	case roleSCP:
 		return pc.RequestorSCP
+	case roleAny:
+		return true
 	}
 	return false
 }
