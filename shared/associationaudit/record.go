@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"slices"
 	"time"
@@ -117,6 +118,15 @@ type Record struct {
 // Events is how many events r stands for: its Count when refusals were
 // folded into it, else one.
 func (r Record) Events() int { return max(r.Count, 1) }
+
+// PeerHost is a record's peer address (PeerAddr) without its port, as it
+// is already in a folded record, or addr as it is when it has none.
+func PeerHost(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
 
 // UncleanRun is what a dead run's marker said of it as of its last update
 // (at most a second before its death).

@@ -493,7 +493,7 @@ func alertSubject(rec pipeline.AuditRecord) participantObject {
 // subject is empty) at the peer's address, both of which A.5.3.12 requires:
 // without an address there is no message.
 func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
-	host := hostOf(rec.PeerAddr)
+	host := associationaudit.PeerHost(rec.PeerAddr)
 	if rec.TLS == nil || host == "" {
 		return auditMessage{}, false
 	}
@@ -537,11 +537,4 @@ func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
 		Source:       sourceOf(rec),
 		Objects:      []participantObject{certificateObject(rec.TLS)},
 	}, true
-}
-
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }

@@ -2,7 +2,6 @@ package auditwriter
 
 import (
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -50,19 +49,12 @@ type refusalKey struct {
 }
 
 func keyOf(r associationaudit.Record) refusalKey {
-	k := refusalKey{peer: hostOf(r.PeerAddr), callingAE: r.CallingAE, calledAE: r.CalledAE,
+	k := refusalKey{peer: associationaudit.PeerHost(r.PeerAddr), callingAE: r.CallingAE, calledAE: r.CalledAE,
 		result: r.RejectResult, source: r.RejectSource, reason: r.RejectReason}
 	if r.TLS != nil {
 		k.cert = r.TLS.SHA256
 	}
 	return k
-}
-
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }
 
 // foldedRefusals are the refusals of one group folded in a window.
@@ -89,7 +81,7 @@ func (f *foldedRefusals) record(other bool) associationaudit.Record {
 		return r
 	}
 	r.Count, r.Until = f.count, f.last
-	from := hostOf(r.PeerAddr)
+	from := associationaudit.PeerHost(r.PeerAddr)
 	r.PeerAddr = from
 	if other {
 		// Refusals of many peers: the first one's names stand for none.
