@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/netutil"
+
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/descriptors"
 )
 
@@ -41,7 +43,7 @@ func TestHealthServerFreesItsConnections(t *testing.T) {
 				}
 			})
 			srv := healthServer(mux, slog.New(slog.DiscardHandler))
-			go srv.Serve(descriptors.Limit(inner, descriptors.HealthConnections)) //nolint:errcheck // ends with Close
+			go srv.Serve(netutil.LimitListener(inner, descriptors.HealthConnections)) //nolint:errcheck // ends with Close
 			t.Cleanup(func() { srv.Close() })
 
 			addr := inner.Addr().String()

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/auditwriter"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/commitments"
@@ -109,9 +110,9 @@ func listenAll(cfg config.Config) (listeners, error) {
 	}
 	// The HTTP servers take their connections from the descriptors the
 	// associations need: unbounded, idle ones took them all.
-	l.health = descriptors.Limit(l.health, descriptors.HealthConnections)
+	l.health = netutil.LimitListener(l.health, descriptors.HealthConnections)
 	if l.portal != nil {
-		l.portal = descriptors.Limit(l.portal, descriptors.PortalConnections)
+		l.portal = netutil.LimitListener(l.portal, descriptors.PortalConnections)
 	}
 	return l, nil
 }

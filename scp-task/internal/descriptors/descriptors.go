@@ -5,8 +5,6 @@ package descriptors
 
 import (
 	"fmt"
-	"net"
-	"sync"
 	"syscall"
 )
 
@@ -16,8 +14,9 @@ const (
 	// connections, SQLite in local mode.
 	reserved = 128
 	// HealthConnections and PortalConnections bound the connections the health and metrics server and the local
-	// portal hold at once (Limit): a load balancer's checks and a scraper, an operator's browser tabs. Together
-	// they take less than half of reserved.
+	// portal hold at once (netutil.LimitListener: past them Accept waits until one is closed, and new connections
+	// wait in the kernel's backlog, which holds no descriptor of ours): a load balancer's checks and a scraper, an
+	// operator's browser tabs. Together they take less than half of reserved.
 	HealthConnections = 8
 	PortalConnections = 48
 	// perAssociation is what one association may hold at once: its socket, the object's temporary file or the
@@ -61,50 +60,4 @@ func Plan(limit uint64, maxAssociations int) (total, perAddr int) {
 	total = max(total, minUnassociated)
 	perAddr = max(total/8, 2)
 	return total, perAddr
-}
-
-// Limit returns a listener that holds at most n of l's connections at once: past them Accept waits until one is
-// closed, and new connections wait in the kernel's backlog, which holds no descriptor of ours. Whoever holds all
-// n holds up that server, never the SCP; an HTTP server on it needs timeouts that end idle and slow connections.
-func Limit(l net.Listener, n int) net.Listener {
-	return &limitListener{Listener: l, slots: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-type limitListener struct {
-	net.Listener
-	slots     chan struct{}
-	done      chan struct{} // closed by Close: a waiting Accept returns
-	closeOnce sync.Once
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.slots <- struct{}{}:
-	case <-l.done:
-		return nil, fmt.Errorf("descriptors: accept: %w", net.ErrClosed)
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.slots
-		return nil, err
-	}
-	return &limitConn{Conn: c, release: func() { <-l.slots }}, nil
-}
-
-func (l *limitListener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-// limitConn gives its slot back when it is first closed.
-type limitConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
 func TestPlan(t *testing.T) {
@@ -45,14 +47,15 @@ func TestHTTPShares(t *testing.T) {
 	}
 }
 
-// TestLimit: past n connections Accept waits, a closed connection lets the next in (once, however often it is
-// closed), and Close ends a waiting Accept.
+// TestLimit: the listener the HTTP servers hold their connections with (netutil.LimitListener): past n connections
+// Accept waits, a closed connection lets the next in (once, however often it is closed), and Close ends a waiting
+// Accept.
 func TestLimit(t *testing.T) {
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := Limit(inner, 2)
+	l := netutil.LimitListener(inner, 2)
 	accepted := make(chan net.Conn)
 	acceptErr := make(chan error, 1)
 	go func() {
