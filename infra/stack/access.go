@@ -186,12 +186,17 @@ func viaService(service string) string {
 // grantKeyVia lets fn use the key only through service, which uses it on
 // the function's behalf.
 func grantKeyVia(fn roleHolder, key awskms.IKey, service string, actions ...string) {
-	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("KeyVia" + service),
+	fn.AddToRolePolicy(keyVia("KeyVia"+service, key, service, actions...))
+}
+
+// keyVia is grantKeyVia's statement, under sid.
+func keyVia(sid string, key awskms.IKey, service string, actions ...string) awsiam.PolicyStatement {
+	return awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+		Sid:        jsii.String(sid),
 		Actions:    jsii.Strings(actions...),
 		Resources:  &[]*string{key.KeyArn()},
 		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": viaService(service)}},
-	}))
+	})
 }
 
 // keyPolicyVia is grantKeyVia's counterpart in a key policy: it lets the
@@ -260,12 +265,7 @@ func (d *asyncOnFailure) Bind(_ constructs.Construct, fn awslambda.IFunction, _ 
 		Actions:   jsii.Strings("sqs:SendMessage"),
 		Resources: &[]*string{d.queue.QueueArn()},
 	}))
-	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("KeyViasqsToSendFailedInvocations"),
-		Actions:    jsii.Strings("kms:GenerateDataKey", "kms:Decrypt"),
-		Resources:  &[]*string{d.key.KeyArn()},
-		Conditions: &map[string]any{"StringEquals": map[string]any{"kms:ViaService": viaService("sqs")}},
-	}))
+	fn.AddToRolePolicy(keyVia("KeyViasqsToSendFailedInvocations", d.key, "sqs", "kms:GenerateDataKey", "kms:Decrypt"))
 	return &awslambda.DestinationConfig{Destination: d.queue.QueueArn()}
 }
 
