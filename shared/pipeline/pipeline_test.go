@@ -271,6 +271,18 @@ func TestValidationCases(t *testing.T) {
 			i.CharacterSet = "ISO_IR 999"
 			return i.Build()
 		}, codes: []string{"error:charset-unknown"}},
+		// A faulty sender's value of another element where a code is
+		// expected: the finding names the element, not the value.
+		{name: "a charset value that is no term", data: func() []byte {
+			i := good
+			i.CharacterSet = "Doe^Jane"
+			return i.Build()
+		}, codes: []string{"error:charset-unknown"}},
+		{name: "a Number of Frames that is no number", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "Doe^Jane"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2))}
+			return i.Build()
+		}, codes: []string{"error:pixel-data-length"}},
 		{name: "wrong charset: latin-1 bytes declared UTF-8", data: func() []byte {
 			i := good
 			i.CharacterSet = "ISO_IR 192"

@@ -164,7 +164,14 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		in.add(CodeTagOrder, SeverityWarning, 0, "top-level tags are not in ascending order")
 	}
 	for _, t := range cs.unknown {
-		in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
+		// A finding's message holds no value of the data set: a term is
+		// named only when it has the form of one (a CS value), so a value
+		// of another element written here by a faulty sender is not.
+		if len(t) <= 16 && strings.IndexFunc(t, func(r rune) bool { return !csChar(r) }) < 0 {
+			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
+		} else {
+			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown character set: the value is not a defined term (CS)")
+		}
 	}
 
 	// File meta.
@@ -305,11 +312,15 @@ var indexedValueRules = []struct {
 }{
 	{tagPatientID, "LO", 64, nil},
 	{tagAccessionNumber, "SH", 16, nil},
-	{tagModality, "CS", 16, func(r rune) bool { return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ' ' || r == '_' }},
+	{tagModality, "CS", 16, csChar},
 	{tagStudyDescription, "LO", 64, nil},
 	{tagSeriesDescription, "LO", 64, nil},
 	{tagPatientName, "PN", 64, nil}, // per component group (PS3.5 6.2: 64 characters each)
 }
+
+// csChar reports whether r is in the repertoire of a Code String (PS3.5
+// 6.2: upper case letters, digits, space and underscore).
+func csChar(r rune) bool { return r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == ' ' || r == '_' }
 
 // checkIndexedValues warns of indexed values that break their VR.
 func (in *inspection) checkIndexedValues() {
