@@ -24,8 +24,8 @@ import (
 // and after its UIDs, quarantined when handed off before a crash and found
 // in the queue at start), a store failure, a pipeline failure (an object
 // handed off before a crash that cannot be read), an unknown AE, portal
-// misses and shutdown. Its whole log must name objects only by
-// association, message id and keyed digest.
+// misses, a portal failure and shutdown. Its whole log must name objects
+// only by association, message id and keyed digest.
 func TestLogsCarryNoIdentifiers(t *testing.T) {
 	need(t, "dcmsend", "dcmdump")
 	dir := t.TempDir()
@@ -89,14 +89,20 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	if out, err := n.dcmsend("INTRUDER_AE", objs.Study[0]); err == nil {
 		t.Errorf("dcmsend from an unknown AE succeeded:\n%s", out)
 	}
-	for _, path := range []string{"/api/studies/" + objs.StudyUID[objs.Blocked], "/objects/incoming/2000/01/01/" + objs.StudyUID[objs.Blocked] + "/x.dcm"} {
+	// Portal misses, and a failure (a path below a stored object) with
+	// the dots of its UIDs escaped, which the URL then does not spell as
+	// the store's error does.
+	below := "/objects/" + strings.ReplaceAll(objs.Key(objs.Study[1], time.Now()), ".", "%2E") + "/x"
+	for path, want := range map[string]int{"/api/studies/" + objs.StudyUID[objs.Blocked]: http.StatusNotFound,
+		"/objects/incoming/2000/01/01/" + objs.StudyUID[objs.Blocked] + "/x.dcm": http.StatusNotFound,
+		below: http.StatusInternalServerError} {
 		resp, err := http.Get("http://" + n.portal + path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusNotFound {
-			t.Errorf("GET %s: %d, want 404", path, resp.StatusCode)
+		if resp.StatusCode != want {
+			t.Errorf("GET %s: %d, want %d", path, resp.StatusCode, want)
 		}
 	}
 
@@ -125,7 +131,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	// Every path above logged, or the check proves nothing about it.
 	for _, msg := range []string{`"msg":"store failed"`, `"msg":"C-STORE refused"`, `"msg":"object rejected"`,
 		`"msg":"pipeline failed; will retry"`, `"msg":"object stored"`, `"outcome":"conflict"`,
-		`"duplicate":true`, `"msg":"dicomnet: association rejected"`, `"msg":"scp-task stopped"`} {
+		`"duplicate":true`, `"msg":"dicomnet: association rejected"`, `"msg":"portal: request failed"`, `"msg":"scp-task stopped"`} {
 		if !strings.Contains(log, msg) {
 			t.Errorf("no %s line: the path went unchecked", msg)
 		}

@@ -337,9 +337,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case r.Context().Err() != nil:
 		// The client went away (a browser navigating on): nobody reads
 		// the answer, and nothing failed on our side.
-		s.logger().Debug("portal: request ended by the client", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
+		s.logger().Debug("portal: request ended by the client", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI(), r.URL.Path))
 	default:
-		s.logger().Error("portal: request failed", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI()))
+		// The URL as sent and its path decoded: a lower layer's error
+		// quotes the decoded key (a file path), which the URL as sent
+		// need not spell alike (1%2E2 for 1.2).
+		s.logger().Error("portal: request failed", "route", r.Pattern, "err", s.Names.Redact(err, r.URL.RequestURI(), r.URL.Path))
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {
 		w.Header().Set("Content-Type", "application/json")

@@ -292,10 +292,10 @@ func (c *countingStudies) GetStudy(ctx context.Context, uid string) (pipeline.St
 	return c.StudyReader.GetStudy(ctx, uid)
 }
 
-// TestThumbnailFailureNamesNoUID: a preview whose object cannot be read
-// fails without the instance's key or SOP Instance UID in the log (found
-// by a probe: the request's URL, which the log line was redacted by,
-// names the study and series only).
+// TestThumbnailFailureNamesNoUID: a preview whose object cannot be read,
+// and the object itself, fail without the instance's key or SOP Instance
+// UID in the log (found by a probe: the request's URL, which the log line
+// was redacted by, names the study and series only).
 func TestThumbnailFailureNamesNoUID(t *testing.T) {
 	ctx := context.Background()
 	db := openDB(t)
@@ -319,16 +319,22 @@ func TestThumbnailFailureNamesNoUID(t *testing.T) {
 		Thumbnails: thumbnail.New(objects.OpenRange, thumbnail.Options{}), Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	if code, _, _ := get(t, srv.URL+"/studies/1.6/series/1.6.1/thumbnail.png", ""); code != 500 {
-		t.Errorf("thumbnail of an unreadable object: %d, want 500", code)
-	}
-	out := logs.String()
-	if !strings.Contains(out, "request failed") {
-		t.Fatalf("the failure was not logged:\n%s", out)
-	}
-	for _, secret := range []string{sop, key, "77701"} {
-		if strings.Contains(out, secret) {
-			t.Errorf("the log names %q:\n%s", secret, out)
+	// The object itself, its dots escaped: the request's URL then names
+	// no UID as the decoded path does, which the store's error quotes
+	// (found by a probe: the line named the study UID whole).
+	escaped := "/objects/" + strings.ReplaceAll(key, ".", "%2E")
+	for _, path := range []string{"/studies/1.6/series/1.6.1/thumbnail.png", escaped} {
+		if code, _, _ := get(t, srv.URL+path, ""); code != 500 {
+			t.Errorf("GET %s of an unreadable object: %d, want 500", path, code)
+		}
+		out := logs.Take()
+		if !strings.Contains(out, "request failed") {
+			t.Fatalf("GET %s: the failure was not logged:\n%s", path, out)
+		}
+		for _, secret := range []string{sop, key, "77701", "1.6/1.6.1"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("GET %s: the log names %q:\n%s", path, secret, out)
+			}
 		}
 	}
 }
