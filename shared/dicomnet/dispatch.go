@@ -221,6 +221,11 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			herr = errors.New("dicomnet: handler returned success without reading the whole data set")
 		}
 	}
+	if herr == nil && st.IsFailure() {
+		// Refused before any handler: the status says why, for the log
+		// line and the audit record's reason (they said nothing of it).
+		herr = st
+	}
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
 			a.log.Info("dicomnet: C-STORE incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)

@@ -602,8 +602,13 @@ func TestHandlerStatuses(t *testing.T) {
 			if len(rsp.ErrorComment) > 64 {
 				t.Errorf("comment too long")
 			}
-			if ev := rec.waitFor(t, tc.event); ev.Status != tc.want {
+			ev := rec.waitFor(t, tc.event)
+			if ev.Status != tc.want {
 				t.Errorf("event status %04X", ev.Status)
+			}
+			// A failure says why: the error is the audit record's reason.
+			if tc.event == dicomnet.EventStoreFailed && ev.Err == nil {
+				t.Errorf("failure %04X without an error: its log line and audit record do not say why", ev.Status)
 			}
 			// The association survives: echo still works.
 			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(5)))
