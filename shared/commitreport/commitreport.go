@@ -19,7 +19,9 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -119,7 +121,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 		case err == nil && !st.IsFailure():
 			return pipeline.CommitmentDelivery{SameAssociation: true}, nil
 		case err == nil:
-			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: the AE answered the report with %w", st)
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: the AE answered the report with %w", peerStatus{st})
 		case errors.Is(err, dicomnet.ErrNoAssociation), errors.Is(err, dicomnet.ErrRoleNotHeld), errors.Is(err, dicomnet.ErrAssociationEnded),
 			errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
 			log.Debug("commitreport: not on the requestor's association", "reason", err)
@@ -161,11 +163,31 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 		log.Info("commitreport: release after the report", "err", rerr)
 	}
 	if st.IsFailure() {
-		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: %s answered the report with %w", rep.CallingAE, st)
+		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: %s answered the report with %w", rep.CallingAE, peerStatus{st})
 	}
 	log.Info("commitreport: result delivered on a new association", "event_type", res.EventTypeID())
 	return pipeline.CommitmentDelivery{}, nil
 }
+
+// peerStatus is a failure status a PACS answered a report with. Its Error
+// Comment is the PACS's own text, which may name the UIDs the report named
+// (the transaction's, the instances'), and the error reaches logs
+// (docs/operations/logging.md): its message has each UID in the comment
+// replaced. The status, comment whole, stays in the chain for errors.As.
+type peerStatus struct{ st dimse.Status }
+
+func (p peerStatus) Error() string {
+	st := p.st
+	uids := logname.UIDs(st.Comment)
+	// Longest first: one UID may begin another.
+	slices.SortFunc(uids, func(a, b string) int { return len(b) - len(a) })
+	for _, uid := range uids {
+		st.Comment = strings.ReplaceAll(st.Comment, uid, "<uid>")
+	}
+	return st.Error()
+}
+
+func (p peerStatus) Unwrap() error { return p.st }
 
 func durOr(d, def time.Duration) time.Duration {
 	if d > 0 {

@@ -82,7 +82,13 @@ func expectReport(t *testing.T, p *dicomnettest.Parrot, ctxID byte, st uint16) {
 	if d := cmp.Diff(&result, got); d != "" {
 		t.Errorf("result (-want +got):\n%s", d)
 	}
-	p.SendMessage(ctxID, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: st}), nil)
+	answer := dimse.Status{Code: st}
+	if answer.IsFailure() {
+		// As a PACS may word it: its own text, naming the UIDs the report
+		// named.
+		answer.Comment = "no transaction " + result.TransactionUID + " for " + result.Failed[0].SOPInstanceUID
+	}
+	p.SendMessage(ctxID, dimse.NewNEventReportRSP(cmd, answer), nil)
 }
 
 type accept struct{}
@@ -162,8 +168,19 @@ func TestReportOnANewAssociation(t *testing.T) {
 		p.Expect(pdu.TypeReleaseRQ)
 		p.SendPDU(&pdu.ReleaseRP{})
 		var st dimse.Status
-		if got := <-done; !errors.As(got.err, &st) || st.Code != dimse.StatusProcessingFailure {
+		got := <-done
+		if !errors.As(got.err, &st) || st.Code != dimse.StatusProcessingFailure {
 			t.Fatalf("Report error %v, want the PACS's 0110", got.err)
+		}
+		// The error reaches the log: the PACS's comment is kept, its UIDs
+		// are not.
+		for _, uid := range []string{result.TransactionUID, result.Failed[0].SOPInstanceUID} {
+			if strings.Contains(got.err.Error(), uid) {
+				t.Errorf("Report error %q names %s", got.err, uid)
+			}
+		}
+		if !strings.Contains(got.err.Error(), "no transaction") || st.Comment == "" {
+			t.Errorf("Report error %q, status comment %q: want the PACS's comment", got.err, st.Comment)
 		}
 	})
 	t.Run("SCP role turned down", func(t *testing.T) {
