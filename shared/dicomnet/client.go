@@ -17,7 +17,8 @@ import (
 // ClientConfig configures Dial.
 type ClientConfig struct {
 	CallingAE, CalledAE string
-	// MaxPDULength is what we accept from the peer (item 51); default DefaultMaxPDULength.
+	// MaxPDULength is what we accept from the peer (item 51): a P-DATA-TF longer is aborted (A-ABORT 02 06, PS3.8
+	// D.1); default DefaultMaxPDULength.
 	MaxPDULength uint32
 	// MaxSendPDULength caps the PDUs we send even if the peer accepts more (0 = 256 KiB). The peer's own limit
 	// always applies.
@@ -74,6 +75,7 @@ type ClientAssociation struct {
 	br       *bufio.Reader
 	m        machine
 	artimOn  bool
+	lost     bool   // the read position is not at a PDU boundary (readPDU stopped inside a PDU)
 	out      []byte // the PDU(s) the next sending action writes
 	accepted []AcceptedContext
 	peerMax  uint32
@@ -275,7 +277,13 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 			}
 		}
 	}
-	p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
+	var p pdu.PDU
+	var err error
+	if a.lost {
+		err = discardAll(a.br) // only the close or ARTIM can follow
+	} else {
+		p, err = a.readPDU()
+	}
 	if err != nil {
 		var ne net.Error
 		switch {
@@ -297,6 +305,36 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 	return p, rx
 }
 
+// readPDU reads one whole PDU: a P-DATA-TF within the Maximum Length Received we advertised (cfg.MaxPDULength;
+// pdataTooLong, the server's rule too), any other within maxAssociatePDU. When it stops inside a PDU (a read
+// error after the header's first byte, a body refused or cut short), the read position is lost with it.
+func (a *ClientAssociation) readPDU() (pdu.PDU, error) {
+	var hb [pdu.HeaderLen]byte
+	if n, err := io.ReadFull(a.br, hb[:]); err != nil {
+		a.lost = n > 0
+		return nil, fmt.Errorf("read PDU header: %w", err)
+	}
+	h, _ := pdu.ParseHeader(hb[:])
+	limit := uint32(maxAssociatePDU)
+	var err error
+	switch {
+	case !h.Type.Known():
+		err = fmt.Errorf("PDU type 0x%02x: %w", uint8(h.Type), pdu.ErrUnknownType)
+	case h.Type == pdu.TypePDataTF:
+		limit, err = a.cfg.MaxPDULength, pdataTooLong(h.Length, a.cfg.MaxPDULength)
+	}
+	if err != nil {
+		a.lost = true
+		return nil, err
+	}
+	body, err := pdu.ReadBody(a.br, h.Length, limit)
+	if err != nil {
+		a.lost = true
+		return nil, err
+	}
+	return pdu.Decode(h.Type, body)
+}
+
 // PeerMaxPDULength is the peer's maximum PDU length (0 = unlimited).
 func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
 
@@ -316,8 +354,8 @@ func (a *ClientAssociation) peerAbort() rxEvent {
 	if err := a.nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 		return rxEvent{} // closed: nothing more to read, the write error stands
 	}
-	for {
-		p, err := pdu.Read(a.br, max(a.cfg.MaxPDULength, maxAssociatePDU))
+	for !a.lost {
+		p, err := a.readPDU()
 		if err != nil {
 			return rxEvent{}
 		}
@@ -325,6 +363,7 @@ func (a *ClientAssociation) peerAbort() rxEvent {
 			return rxEvent{ev: evt16, abortSource: ab.Source, abortReason: ab.Reason, err: &AbortError{Source: ab.Source, Reason: ab.Reason}}
 		}
 	}
+	return rxEvent{}
 }
 
 // Abort sends an A-ABORT (Evt15, AA-1), waits up to ARTIMTimeout for the peer to close and closes the connection.

@@ -128,11 +128,54 @@ func TestClientRunsTheStateTable(t *testing.T) {
 			PresentationContexts: []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: dicomuid.ImplicitVRLittleEndian}},
 			UserInformation:      pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3"}})
 	}
+	// echoAnswer is a P-DATA-TF whose PDU-length is n, answering the C-ECHO-RQ rq: a data set PDV of filler, then
+	// the response.
+	echoAnswer := func(rq *dimse.Command, n int) []byte {
+		rsp := dicomnettest.CommandPDV(1, dimse.NewCEchoRSP(rq, dimse.Status{}))
+		filler := make([]byte, n-2*pdu.PDVHeaderLen-len(rsp.Data))
+		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.PDV(1, pdu.ControlLast, filler), rsp}})
+		return b
+	}
+	// The Maximum Length Received the client advertises, and ARTIM short: after an abort it closes within it.
+	limited := dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "ANY", MaxPDULength: 16384, ARTIMTimeout: 300 * time.Millisecond}
 	tests := []struct {
 		name   string
 		peer   func(p *dicomnettest.Parrot) // the acceptor's script
 		client func(ctx context.Context, addr string) error
 	}{
+		// PS3.8 D.1: a P-DATA-TF longer than the Maximum Length Received we advertised is a protocol error (it
+		// took up to 1 MiB). Its body is left unread: nothing of it is taken for a PDU in Sta13 (its first PDV
+		// header was, as a PDU of type 0, and answered with a second A-ABORT, 02 01).
+		{"Evt19 in Sta6: a P-DATA-TF over our maximum is AA-8, 02 06", func(p *dicomnettest.Parrot) {
+			accept(p)
+			p.Send(echoAnswer(p.ExpectCommand(), 16385))
+			p.ExpectAbort(2, pdu.AbortReasonInvalidParamValue)
+			p.ExpectClosed()
+		}, func(ctx context.Context, addr string) error {
+			a, err := dicomnet.Dial(ctx, addr, limited)
+			if err != nil {
+				return nil
+			}
+			return a.Echo(ctx)
+		}},
+		{"Evt10 in Sta6: a P-DATA-TF at our maximum is DT-2", func(p *dicomnettest.Parrot) {
+			accept(p)
+			p.Send(echoAnswer(p.ExpectCommand(), 16384))
+			p.Expect(pdu.TypeReleaseRQ)
+			p.SendPDU(&pdu.ReleaseRP{})
+		}, func(ctx context.Context, addr string) error {
+			a, err := dicomnet.Dial(ctx, addr, limited)
+			if err != nil {
+				return nil
+			}
+			if err := a.Echo(ctx); err != nil {
+				t.Errorf("echo answered in a P-DATA-TF of our maximum: %v", err)
+			}
+			if err := a.Release(ctx); err != nil {
+				t.Errorf("release: %v", err)
+			}
+			return errors.New("released")
+		}},
 		{"Evt13 in Sta5 is AA-8", func(p *dicomnettest.Parrot) {
 			p.Expect(pdu.TypeAssociateRQ)
 			p.SendPDU(&pdu.ReleaseRP{})

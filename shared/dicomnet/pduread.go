@@ -1,6 +1,7 @@
 package dicomnet
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -196,11 +197,7 @@ func (a *association) nextEvent() rxEvent {
 	}
 	if !a.reader.inSync {
 		// The stream position is unknown (after a protocol error): only closure or ARTIM can follow.
-		_, err := a.br.Discard(1 << 30)
-		for err == nil {
-			_, err = a.br.Discard(1 << 30)
-		}
-		return a.readErrEvent(err)
+		return a.readErrEvent(discardAll(a.br))
 	}
 	rx := a.readEvent()
 	if rx.ev == evt12 && a.m.state == sta6 && a.cmd.open {
@@ -208,6 +205,27 @@ func (a *association) nextEvent() rxEvent {
 		return releaseInMessage()
 	}
 	return rx
+}
+
+// discardAll reads and drops everything until a read fails, and returns that failure: what a side whose read
+// position is lost does, until the peer closes or ARTIM expires.
+func discardAll(br *bufio.Reader) error {
+	for {
+		if _, err := br.Discard(1 << 30); err != nil {
+			return err
+		}
+	}
+}
+
+// pdataTooLong is PS3.8 D.1's rule for a P-DATA-TF we receive, on both sides (the server's readEvent, the
+// client's readPDU): its PDU-length "shall never" exceed the Maximum Length Received we advertised in item 51
+// ("Otherwise, it shall be a protocol error", Tables D.1-1 and D.1-2), an invalid PDU: Evt19, A-ABORT 02 06. The
+// error wraps pdu.ErrTooLong.
+func pdataTooLong(length, advertised uint32) error {
+	if length <= advertised {
+		return nil
+	}
+	return fmt.Errorf("P-DATA-TF of %d bytes exceeds our maximum %d: %w", length, advertised, pdu.ErrTooLong)
 }
 
 // releaseInMessage is what an A-RELEASE-RQ received in the middle of a message (its command set or its data set
@@ -258,8 +276,8 @@ func (a *association) readEvent() rxEvent {
 	st := a.m.state
 	switch h.Type {
 	case pdu.TypePDataTF:
-		if h.Length > a.srv.maxPDU() && st != sta2 {
-			return a.protocolError(fmt.Errorf("dicomnet: P-DATA-TF of %d bytes exceeds our maximum %d", h.Length, a.srv.maxPDU()))
+		if err := pdataTooLong(h.Length, a.srv.maxPDU()); err != nil && st != sta2 {
+			return a.protocolError(fmt.Errorf("dicomnet: %w", err))
 		}
 		if st == sta13 {
 			// Ignored (AA-6), and read past, under ARTIM: what follows is read as the PDU it is (an A-ABORT
