@@ -71,7 +71,7 @@ func (a *association) decide() rxEvent {
 	}
 	a.peerMax = rq.UserInformation.MaxPDULength
 	ac := &pdu.AssociateAC{
-		ProtocolVersion: pdu.ProtocolVersion, CalledAE: a.info.CalledAE, CallingAE: a.info.CallingAE,
+		ProtocolVersion: pdu.ProtocolVersion, CalledAE: a.info.CalledAE, CallingAE: a.info.CallingAE, Echo: &rq.Echo,
 		ApplicationContext: dicomuid.ApplicationContext, PresentationContexts: n.Results,
 		UserInformation: pdu.UserInformation{MaxPDULength: s.maxPDU(), ImplementationClassUID: s.implClassUID(),
 			ImplementationVersionName: s.implVersion(), AsyncOperations: n.Async, RoleSelections: n.Roles},

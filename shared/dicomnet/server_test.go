@@ -345,6 +345,41 @@ func TestSta2Violations(t *testing.T) {
 	}
 }
 
+// TestAssociateACEchoesTheRequest: the A-ASSOCIATE-AC's bytes 11-74 are the A-ASSOCIATE-RQ's as received (PS3.8
+// Table 9-17: "a value identical to the value received in the same field"). They were the AE titles trimmed and
+// padded anew with spaces, and 32 zero bytes.
+func TestAssociateACEchoesTheRequest(t *testing.T) {
+	field := func(s string) string { return s + strings.Repeat(" ", 16-len(s)) }
+	tests := []struct {
+		name                   string
+		called, calling, extra string // bytes 11-26, 27-42, 43-74 of the request
+	}{
+		{"space padded", field("ANY"), field("SCU"), strings.Repeat("\x00", 32)},
+		{"leading spaces", field("  ANY"), field(" SCU"), strings.Repeat("\x00", 32)},
+		{"NUL padded", "ANY" + strings.Repeat("\x00", 13), "SCU" + strings.Repeat("\x00", 13), strings.Repeat("\x00", 32)},
+		{"reserved bytes set", field("ANY"), field("SCU"), strings.Repeat("r", 32)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, _ := startParrot(t, &dicomnet.Server{})
+			rq, err := pdu.Encode(dicomnettest.AssociateRQ("SCU", "ANY"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent := tc.called + tc.calling + tc.extra
+			copy(rq[10:74], sent)
+			p.Send(rq)
+			ac, err := p.NextRaw()
+			if err != nil || pdu.Type(ac[0]) != pdu.TypeAssociateAC {
+				t.Fatalf("answer % x, %v; want an A-ASSOCIATE-AC", ac, err)
+			}
+			if got := string(ac[10:74]); got != sent {
+				t.Errorf("A-ASSOCIATE-AC bytes 11-74 %q, want %q as sent", got, sent)
+			}
+		})
+	}
+}
+
 // TestPresentationContextIDs: an A-ASSOCIATE-RQ whose presentation context ids are not odd and unique is an
 // invalid PDU (PS3.8 Table 9-13: "odd integers between 1 and 255"; 7.1.1.13: an "unused identifier for each
 // proposed presentation context"), Evt19, which in Sta2 is AA-1: A-ABORT, and nothing is negotiated. Odd, unique

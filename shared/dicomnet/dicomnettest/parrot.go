@@ -66,6 +66,18 @@ func (p *Parrot) Next() (pdu.PDU, error) {
 	return pdu.Read(p.br, 1<<24)
 }
 
+// NextRaw reads the next PDU as the bytes it came in, header included.
+func (p *Parrot) NextRaw() ([]byte, error) {
+	_ = p.Conn.SetReadDeadline(time.Now().Add(p.Timeout))
+	b := make([]byte, pdu.HeaderLen)
+	if _, err := io.ReadFull(p.br, b); err != nil {
+		return nil, err
+	}
+	h, _ := pdu.ParseHeader(b)
+	body, err := pdu.ReadBody(p.br, h.Length, 1<<24)
+	return append(b, body...), err
+}
+
 // Expect reads the next PDU and fails unless it has type t.
 func (p *Parrot) Expect(t pdu.Type) pdu.PDU {
 	p.tb.Helper()

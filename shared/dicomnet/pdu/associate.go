@@ -79,6 +79,12 @@ type UserInformation struct {
 	UserIdentityAC             *UserIdentityAC
 }
 
+// EchoFields are bytes 11-74 of an A-ASSOCIATE-RQ: its Called-AE-title and Calling-AE-title fields as sent,
+// padding and all, and 32 reserved bytes. An A-ASSOCIATE-AC carries them back unchanged: PS3.8 Table 9-17 has
+// its bytes 11-74 "sent with a value identical to the value received in the same field of the A-ASSOCIATE-RQ
+// PDU", and not tested when received.
+type EchoFields [64]byte
+
 // AssociateRQ is the A-ASSOCIATE-RQ PDU.
 type AssociateRQ struct {
 	ProtocolVersion      uint16
@@ -86,6 +92,8 @@ type AssociateRQ struct {
 	ApplicationContext   string
 	PresentationContexts []PresentationContextRQ
 	UserInformation      UserInformation
+	// Echo is what DecodeAssociateRQ found in bytes 11-74, for the answer (AssociateAC.Echo); encoding ignores it.
+	Echo EchoFields
 }
 
 // AssociateAC is the A-ASSOCIATE-AC PDU.
@@ -95,6 +103,9 @@ type AssociateAC struct {
 	ApplicationContext   string
 	PresentationContexts []PresentationContextAC
 	UserInformation      UserInformation
+	// Echo, when set, is sent as bytes 11-74 (the request's, as received) in place of CalledAE and CallingAE
+	// space padded and 32 zero bytes.
+	Echo *EchoFields
 }
 
 func (*AssociateRQ) Type() Type { return TypeAssociateRQ }
@@ -102,7 +113,7 @@ func (*AssociateAC) Type() Type { return TypeAssociateAC }
 
 // AppendBody encodes the RQ's variable field.
 func (p *AssociateRQ) AppendBody(dst []byte) ([]byte, error) {
-	dst, err := appendAssocHeader(dst, p.ProtocolVersion, p.CalledAE, p.CallingAE, p.ApplicationContext)
+	dst, err := appendAssocHeader(dst, p.ProtocolVersion, p.CalledAE, p.CallingAE, nil, p.ApplicationContext)
 	if err != nil {
 		return dst, err
 	}
@@ -122,7 +133,7 @@ func (p *AssociateRQ) AppendBody(dst []byte) ([]byte, error) {
 
 // AppendBody encodes the AC's variable field.
 func (p *AssociateAC) AppendBody(dst []byte) ([]byte, error) {
-	dst, err := appendAssocHeader(dst, p.ProtocolVersion, p.CalledAE, p.CallingAE, p.ApplicationContext)
+	dst, err := appendAssocHeader(dst, p.ProtocolVersion, p.CalledAE, p.CallingAE, p.Echo, p.ApplicationContext)
 	if err != nil {
 		return dst, err
 	}
@@ -148,17 +159,23 @@ func appendAE(dst []byte, ae string) ([]byte, error) {
 	return dst, nil
 }
 
-func appendAssocHeader(dst []byte, version uint16, called, calling, appCtx string) ([]byte, error) {
+// appendAssocHeader appends the fixed fields of an A-ASSOCIATE-RQ or -AC and its application context item; bytes
+// 11-74 are echo when it is set.
+func appendAssocHeader(dst []byte, version uint16, called, calling string, echo *EchoFields, appCtx string) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint16(dst, version)
 	dst = append(dst, 0, 0)
-	var err error
-	if dst, err = appendAE(dst, called); err != nil {
-		return dst, err
+	if echo != nil {
+		dst = append(dst, echo[:]...)
+	} else {
+		var err error
+		if dst, err = appendAE(dst, called); err != nil {
+			return dst, err
+		}
+		if dst, err = appendAE(dst, calling); err != nil {
+			return dst, err
+		}
+		dst = append(dst, make([]byte, 32)...)
 	}
-	if dst, err = appendAE(dst, calling); err != nil {
-		return dst, err
-	}
-	dst = append(dst, make([]byte, 32)...)
 	return appendStringItem(dst, ItemApplicationContext, appCtx), nil
 }
 
@@ -299,6 +316,7 @@ func DecodeAssociateRQ(body []byte) (*AssociateRQ, error) {
 		return nil, err
 	}
 	p := &AssociateRQ{ProtocolVersion: v, CalledAE: called, CallingAE: calling}
+	copy(p.Echo[:], body[4:assocFixedLen])
 	var seen [256]bool
 	rest := body[assocFixedLen:]
 	for len(rest) > 0 {

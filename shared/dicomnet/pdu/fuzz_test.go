@@ -71,6 +71,10 @@ func FuzzAssociateRQ(f *testing.F) {
 		if len(rq.CalledAE) > 16 || len(rq.CallingAE) > 16 {
 			t.Fatalf("AE title longer than its field")
 		}
+		ac, err := Encode(&AssociateAC{ProtocolVersion: 1, Echo: &rq.Echo})
+		if err != nil || !bytes.Equal(ac[10:74], body[4:68]) {
+			t.Fatalf("A-ASSOCIATE-AC bytes 11-74 % x (%v), want the request's % x", ac[10:74], err, body[4:68])
+		}
 	})
 }
 
