@@ -81,7 +81,8 @@ type ClientAssociation struct {
 	peerMax  uint32
 	msgID    uint16
 	buf      [2][]byte // double buffer for streaming data sets
-	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC.
+	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC, bounded as the
+	// server's AssociationInfo's are.
 	PeerImplementationClassUID, PeerImplementationVersionName string
 
 	// for AE-1
@@ -160,8 +161,7 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 	case ae3: // A-ASSOCIATE confirmation (accept) → Sta6
 		ac := p.(*pdu.AssociateAC)
 		a.peerMax = ac.UserInformation.MaxPDULength
-		a.PeerImplementationClassUID = ac.UserInformation.ImplementationClassUID
-		a.PeerImplementationVersionName = ac.UserInformation.ImplementationVersionName
+		a.PeerImplementationClassUID, a.PeerImplementationVersionName = peerImplementation(&ac.UserInformation)
 		proposed := map[byte]ProposedContext{}
 		for i, pc := range cfg.Contexts {
 			proposed[byte(2*i+1)] = pc

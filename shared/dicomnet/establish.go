@@ -37,8 +37,7 @@ func (a *association) associateAcceptable() bool {
 func (a *association) decide() rxEvent {
 	s, rq := a.srv, a.rq
 	a.info.CallingAE, a.info.CalledAE = trimAE(rq.CallingAE), trimAE(rq.CalledAE)
-	a.info.PeerImplementationClassUID = rq.UserInformation.ImplementationClassUID
-	a.info.PeerImplementationVersionName = rq.UserInformation.ImplementationVersionName
+	a.info.PeerImplementationClassUID, a.info.PeerImplementationVersionName = peerImplementation(&rq.UserInformation)
 	a.info.PeerMaxPDULength = rq.UserInformation.MaxPDULength
 	a.info.TLS = a.tlsState()
 	a.log = a.log.With("calling_ae", a.info.CallingAE, "called_ae", a.info.CalledAE)
@@ -87,6 +86,36 @@ func (a *association) decide() rxEvent {
 	s.leaveUnassociated(a)
 	a.releaseCharge() // from now on its memory counts under MaxAssociations
 	return rxEvent{ev: evt7}
+}
+
+// Bounds of a peer's implementation identifiers as we keep and log them: a UID is at most 64 characters (PS3.5
+// 9.1; item 52's value "is structured as a UID as defined in PS3.5", PS3.7 D.3.3.2.1 and D.3.3.2.2), a version
+// name "a string of 1 to 16 ISO 646:1990 (basic G0 set) characters" (item 55, D.3.3.2.3 and D.3.3.2.4).
+const (
+	maxImplementationClassUID    = 64
+	maxImplementationVersionName = 16
+)
+
+// peerImplementation is the peer's Implementation Class UID and Version Name (items 52 and 55) as we keep and log
+// them, on both sides: cut to their bounds, every byte outside printable ASCII (G0, which both are drawn from)
+// replaced by '?', so a peer cannot put control characters or a 64 KiB item into our logs. A value out of bounds
+// is not refused: PS3.7 D.3.3.2 has the identification serve to tell implementations apart "in the event of
+// communication problems", nothing of the association depends on it, and refusing a peer that interoperates
+// today over it would stop its images; the prefix kept still names the vendor's root.
+func peerImplementation(u *pdu.UserInformation) (classUID, versionName string) {
+	return printableASCII(u.ImplementationClassUID, maxImplementationClassUID),
+		printableASCII(u.ImplementationVersionName, maxImplementationVersionName)
+}
+
+// printableASCII is s cut to n bytes, each outside 0x20-0x7E replaced by '?'.
+func printableASCII(s string, n int) string {
+	b := []byte(s[:min(len(s), n)])
+	for i, c := range b {
+		if c < 0x20 || c > 0x7E {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }
 
 // reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.

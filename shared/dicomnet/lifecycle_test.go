@@ -224,3 +224,69 @@ func TestOneLinePerAbort(t *testing.T) {
 		})
 	}
 }
+
+// TestPeerImplementationBounded: the peer's Implementation Class UID and Version Name, as both sides keep them and
+// the server logs them (peer_impl), are cut to 64 and 16 bytes (PS3.5 9.1, PS3.7 D.3.3.2) and hold no control
+// characters; the association goes on. They were kept and logged as sent, up to an item's 64 KiB.
+func TestPeerImplementationBounded(t *testing.T) {
+	long := "1.2." + strings.Repeat("9", 70)
+	tests := []struct {
+		name                 string
+		uid, version         string // sent
+		wantUID, wantVersion string
+	}{
+		{"DCMTK's", "1.2.276.0.7230010.3.0.3.6.7", "OFFIS_DCMTK_367", "1.2.276.0.7230010.3.0.3.6.7", "OFFIS_DCMTK_367"},
+		{"a UID of 74 bytes, a version name of 17", long, "ABCDEFGHIJKLMNOPQ", long[:64], "ABCDEFGHIJKLMNOP"},
+		{"a UID of 60,000 bytes", strings.Repeat("1", 60000), "V", strings.Repeat("1", 64), "V"},
+		{"control characters and bytes past ASCII", "1.2.3\n\x1b[31m4", "A\tB\x7fC\xc3\xa9", "1.2.3??[31m4", "A?B?C??"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name+", server", func(t *testing.T) {
+			var logs testenv.LogBuffer
+			got := make(chan dicomnet.AssociationInfo, 1)
+			p, _ := startParrot(t, &dicomnet.Server{Accept: func(_ context.Context, info *dicomnet.AssociationInfo) error {
+				got <- *info
+				return nil
+			}, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			rq := dicomnettest.AssociateRQ("SCU", "ANY")
+			rq.UserInformation.ImplementationClassUID, rq.UserInformation.ImplementationVersionName = tc.uid, tc.version
+			p.Associate(rq)
+			info := <-got
+			if info.PeerImplementationClassUID != tc.wantUID || info.PeerImplementationVersionName != tc.wantVersion {
+				t.Errorf("kept %q %q, want %q %q", info.PeerImplementationClassUID, info.PeerImplementationVersionName, tc.wantUID, tc.wantVersion)
+			}
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+			var line struct {
+				PeerImpl *string `json:"peer_impl"`
+			}
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				if strings.Contains(l, `"msg":"dicomnet: association accepted"`) {
+					if err := json.Unmarshal([]byte(l), &line); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if line.PeerImpl == nil || *line.PeerImpl != tc.wantUID {
+				t.Errorf("logged peer_impl %v, want %q:\n%s", line.PeerImpl, tc.wantUID, logs.String())
+			}
+		})
+		t.Run(tc.name+", client", func(t *testing.T) {
+			pl := dicomnettest.ListenParrot(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// No ARTIM: Abort, at the end, does not wait for the peer to close.
+			dialed := dial(ctx, pl.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "ANY", ARTIMTimeout: -1})
+			p := pl.Accept()
+			rq := p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ)
+			p.SendPDU(&pdu.AssociateAC{ProtocolVersion: 1, Echo: &rq.Echo, ApplicationContext: dicomuid.ApplicationContext,
+				PresentationContexts: []pdu.PresentationContextAC{{ID: 1, TransferSyntax: dicomuid.ImplicitVRLittleEndian}},
+				UserInformation:      pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: tc.uid, ImplementationVersionName: tc.version}})
+			a := (<-dialed).get(t)
+			defer a.Abort()
+			if a.PeerImplementationClassUID != tc.wantUID || a.PeerImplementationVersionName != tc.wantVersion {
+				t.Errorf("kept %q %q, want %q %q", a.PeerImplementationClassUID, a.PeerImplementationVersionName, tc.wantUID, tc.wantVersion)
+			}
+		})
+	}
+}

@@ -188,6 +188,8 @@ type AssociationInfo struct {
 	CallingAE, CalledAE   string // spaces trimmed
 	RemoteAddr, LocalAddr net.Addr
 	// RemoteAddr is the true source: from the PROXY v2 header when Server.ProxyProtocol is on.
+	// PeerImplementationClassUID and PeerImplementationVersionName are the peer's items 52 and 55, cut to 64 and
+	// 16 bytes, each byte outside printable ASCII replaced by '?' (see peerImplementation).
 	PeerImplementationClassUID, PeerImplementationVersionName string
 	PeerMaxPDULength                                          uint32
 	// TLS is the connection's TLS state (the peer's verified certificate chains among it) when the association
