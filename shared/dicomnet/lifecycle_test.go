@@ -188,6 +188,10 @@ func TestOneLinePerAbort(t *testing.T) {
 	}{
 		{"protocol error in data transfer", true, [][]byte{{0x09, 0, 0, 0, 0, 0}}, 1, 0},
 		{"invalid A-ASSOCIATE-RQ", false, [][]byte{{1, 0, 0, 0, 0, 4, 0, 1, 0, 0}}, 1, 0},
+		// Before the association (Sta2), each first PDU of TestSta2Violations: the P-DATA-TF's A-ABORT went unlogged.
+		{"P-DATA-TF before the association", false, [][]byte{{4, 0, 0, 0, 0, 6, 0, 0, 0, 2, 1, 3}}, 1, 0},
+		{"A-RELEASE-RQ before the association", false, [][]byte{encode(&pdu.ReleaseRQ{})}, 1, 0},
+		{"unrecognized PDU before the association", false, [][]byte{{0x09, 0, 0, 0, 0, 0}}, 1, 0},
 		{"A-ASSOCIATE-RQ after the release", true, [][]byte{encode(&pdu.ReleaseRQ{}), encode(dicomnettest.AssociateRQ("SCU", "ANY"))}, 0, 1},
 		{"unrecognized PDU after the release", true, [][]byte{encode(&pdu.ReleaseRQ{}), {0x09, 0, 0, 0, 0, 0}}, 0, 1},
 	}

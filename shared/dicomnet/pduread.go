@@ -288,8 +288,9 @@ func (a *association) readEvent() rxEvent {
 			return rxEvent{ev: evt10}
 		}
 		if st != sta6 {
+			// Sta2: before the A-ASSOCIATE-RQ (AA-1), its body left unread.
 			r.inSync = false
-			return rxEvent{ev: evt10}
+			return rxEvent{ev: evt10, err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
 		}
 		if h.Length == 0 {
 			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: empty P-DATA-TF")}
