@@ -266,11 +266,16 @@ func (a *association) protocolError(err error) rxEvent {
 }
 
 // readEvent reads a PDU header and classifies it. A P-DATA-TF body is left unread in Sta6 (it is streamed);
-// other bodies are read or skipped.
+// other bodies are read or skipped. A read that fails once the header's first byte is in (an idle timeout in
+// Sta6, AA-1) loses the read position: the rest of that PDU is not read as the next one in Sta13. (In Sta13 itself
+// a read times out only when ARTIM expires, and AA-2 closes: there the position no longer matters.)
 func (a *association) readEvent() rxEvent {
 	r := &a.reader
-	if _, err := io.ReadFull(a.br, r.hdr[:]); err != nil {
-		return a.readErrEvent(err)
+	if n, err := io.ReadFull(a.br, r.hdr[:]); err != nil {
+		if n > 0 {
+			return a.readFailed(err)
+		}
+		return a.readErrEvent(err) // between PDUs: in Sta13 the peer's A-ABORT or close is still read as such
 	}
 	h, _ := pdu.ParseHeader(r.hdr[:])
 	st := a.m.state
@@ -283,7 +288,7 @@ func (a *association) readEvent() rxEvent {
 			// Ignored (AA-6), and read past, under ARTIM: what follows is read as the PDU it is (an A-ABORT
 			// closes, an A-ASSOCIATE-RQ or an unrecognized PDU is answered, AA-7).
 			if _, err := a.br.Discard(int(h.Length)); err != nil {
-				return a.readErrEvent(err)
+				return a.readFailed(err)
 			}
 			return rxEvent{ev: evt10}
 		}
@@ -336,14 +341,14 @@ func (a *association) readEvent() rxEvent {
 			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: fmt.Errorf("dicomnet: %s of %d bytes, not 4", h.Type, h.Length)}
 		}
 		if _, err := a.br.Discard(4); err != nil {
-			return a.readErrEvent(err)
+			return a.readFailed(err)
 		}
 		return rxEvent{ev: receivedAs[h.Type], err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
 	case pdu.TypeAssociateAC:
 		if h.Length > maxAssociatePDU {
 			r.inSync = false
 		} else if _, err := a.br.Discard(int(h.Length)); err != nil {
-			return a.readErrEvent(err)
+			return a.readFailed(err)
 		}
 		return rxEvent{ev: receivedAs[h.Type], err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
 	}
@@ -352,11 +357,12 @@ func (a *association) readEvent() rxEvent {
 }
 
 // bodyErr classifies a failure to read a PDU body: too long for us is a protocol error, anything else a read error.
+// Either loses the read position.
 func (a *association) bodyErr(err error) rxEvent {
 	if errors.Is(err, pdu.ErrTooLong) {
 		return a.protocolError(err)
 	}
-	return a.readErrEvent(err)
+	return a.readFailed(err)
 }
 
 type pdvHeader struct {

@@ -854,6 +854,32 @@ func TestTimeouts(t *testing.T) {
 	})
 }
 
+// TestIdleTimeoutInsideAPDU: an idle timeout that stops a read inside a PDU (its header, a body, a PDV header)
+// aborts (AA-1), and what the peer sends afterwards, in Sta13, is not parsed from there: the read position is
+// lost, and only the close or ARTIM follows. After a header or a body cut short the position was kept, the rest
+// of the PDU was read as the next one, and a PDU of type 0 drew a second A-ABORT (AA-7, 02 01).
+func TestIdleTimeoutInsideAPDU(t *testing.T) {
+	tests := []struct {
+		name        string
+		first, rest []byte // sent before the idle timeout and after its A-ABORT
+	}{
+		{"PDU header", []byte{5, 0, 0}, []byte{0, 0, 4, 0, 0, 0, 0}},
+		{"A-RELEASE-RQ body", []byte{5, 0, 0, 0, 0, 4, 0, 0}, []byte{0, 0, 0, 0, 0, 0, 0, 0}},
+		{"PDV header", []byte{4, 0, 0, 0, 0, 10, 0, 0}, []byte{0, 4, 1, 3, 0, 0, 0, 0, 0, 0, 0, 0}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each waits for ARTIM
+			p, _ := startParrot(t, &dicomnet.Server{IdleTimeout: 100 * time.Millisecond, ARTIMTimeout: 500 * time.Millisecond})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			p.Send(tc.first)
+			p.ExpectAbort(0, 0)
+			p.Send(tc.rest)
+			p.ExpectClosed()
+		})
+	}
+}
+
 func TestProxyProtocol(t *testing.T) {
 	src := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 40000}
 	dst := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 11112}
