@@ -162,9 +162,13 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 		add("MissingObjectsAre404", []string{"s3:ListBucket"}, []*string{t.bucket.BucketArn()}, nil)
 	}
 	if a.putEvents {
+		// No key statement: the bus encrypts events with the key as
+		// events.amazonaws.com, which the key policy lets in (CDK's
+		// statement for the bus's KmsKey), never with the caller's
+		// credentials ("Authorizing EventBridge to use a customer managed
+		// key", EventBridge User Guide); CDK's own grantPutEventsTo grants
+		// events:PutEvents alone too.
 		add("PutEvents", []string{"events:PutEvents"}, []*string{t.bus.EventBusArn()}, nil)
-		// The bus encrypts events with the key.
-		via["events"] = []string{"kms:GenerateDataKey"}
 	}
 	for _, svc := range slices.Sorted(maps.Keys(via)) {
 		grantKeyVia(fn, t.key, svc, via[svc]...)
@@ -219,20 +223,26 @@ func keyPolicyVia(sid, account, service string, actions []string, more map[strin
 
 // grantConsume lets the function's event source mapping (which polls with
 // the function's role) receive and delete the queue's messages, and SQS
-// decrypt them with the key.
+// decrypt them with the key. The actions are those the Lambda Developer
+// Guide lists for an SQS event source ("Execution role permissions",
+// Using Lambda with Amazon SQS): not CDK's grantConsumeMessages, which adds
+// ChangeMessageVisibility and GetQueueUrl, which neither the mapping nor
+// the functions' code (no SQS client at all) calls.
 func grantConsume(fn awslambda.Function, key awskms.IKey, q awssqs.IQueue) {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:       jsii.String("ConsumeQueue"),
-		Actions:   jsii.Strings("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+		Actions:   jsii.Strings("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"),
 		Resources: &[]*string{q.QueueArn()},
 	}))
 	grantKeyVia(fn, key, "sqs", "kms:Decrypt")
 }
 
 // queueOnFailure is an event source mapping's on-failure queue, like CDK's
-// SqsDlq without its grant on the queue's key (which has no
-// kms:ViaService): Lambda sends with the function's role, and SQS
-// encrypts with the key on its behalf.
+// SqsDlq without its grants: grantSendMessages' GetQueueAttributes and
+// GetQueueUrl (Lambda needs sqs:SendMessage alone for an SQS destination
+// of a stream's failed batches: "Using AWS Lambda with Amazon DynamoDB",
+// Lambda Developer Guide), and the key without kms:ViaService. Lambda sends
+// with the function's role, and SQS encrypts with the key on its behalf.
 type queueOnFailure struct {
 	queue awssqs.IQueue
 	key   awskms.IKey
@@ -241,7 +251,7 @@ type queueOnFailure struct {
 func (d *queueOnFailure) Bind(_ awslambda.IEventSourceMapping, fn awslambda.IFunction) *awslambda.DlqDestinationConfig {
 	fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:       jsii.String("SendOnFailure"),
-		Actions:   jsii.Strings("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
+		Actions:   jsii.Strings("sqs:SendMessage"),
 		Resources: &[]*string{d.queue.QueueArn()},
 	}))
 	grantKeyVia(fn, d.key, "sqs", "kms:GenerateDataKey", "kms:Decrypt")

@@ -48,14 +48,19 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	}
 	names[s.stack.logicalID(p.NotifyDlq)] = "scheduleDlq"
 	names[s.stack.logicalID(p.CommitmentScheduleDlq)] = "scheduleDlq"
+	if p.AuditFeed != nil {
+		names[s.stack.logicalID(p.AuditFeed.Dlq)] = "onFailureDlq"
+	}
 	name := func(r any) string {
 		if id := refID(r); id != "" && names[id] != "" {
 			return names[id]
 		}
-		if j, ok := r.(map[string]any)["Fn::Join"].([]any); ok {
-			parts := j[1].([]any)
-			if len(parts) == 2 && names[refID(parts[0])] != "" {
-				return names[refID(parts[0])] + fmt.Sprint(parts[1])
+		if m, _ := r.(map[string]any); m != nil {
+			if j, ok := m["Fn::Join"].([]any); ok {
+				parts := j[1].([]any)
+				if len(parts) == 2 && names[refID(parts[0])] != "" {
+					return names[refID(parts[0])] + fmt.Sprint(parts[1])
+				}
 			}
 		}
 		return js(r)
@@ -93,10 +98,10 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 	lambdaKey := "kms:Decrypt key" + via("lambda")
 	dynamoKey := []string{"kms:Decrypt key" + via("dynamodb"), "kms:DescribeKey key" + via("dynamodb"), "kms:Encrypt key" + via("dynamodb"), "kms:GenerateDataKey* key" + via("dynamodb")}
 	indexRW := []string{"dynamodb:GetItem index", "dynamodb:PutItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}
-	events := []string{"events:PutEvents bus", "kms:GenerateDataKey key" + via("events")}
+	// The bus uses the key as EventBridge, not with the caller's credentials.
+	events := []string{"events:PutEvents bus"}
 	// The work queue, polled by the event source mapping with the role.
-	consume := []string{"sqs:ChangeMessageVisibility queue", "sqs:DeleteMessage queue", "sqs:GetQueueAttributes queue", "sqs:GetQueueUrl queue",
-		"sqs:ReceiveMessage queue", "kms:Decrypt key" + via("sqs")}
+	consume := []string{"sqs:DeleteMessage queue", "sqs:GetQueueAttributes queue", "sqs:ReceiveMessage queue", "kms:Decrypt key" + via("sqs")}
 	// A scheduled function's failed runs, sent by Lambda with the role
 	// (TestScheduledFunctions).
 	failedRuns := []string{"sqs:SendMessage scheduleDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}
@@ -113,10 +118,22 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
 			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
+		// The audit table's stream, read by the event source mapping, and
+		// the on-failure queue, sent to by Lambda, both with the role.
+		{FnAuditFeed, [][]string{{lambdaKey}, {"dynamodb:ListStreams \"*\""},
+			{"dynamodb:DescribeStream audit", "dynamodb:GetRecords audit", "dynamodb:GetShardIterator audit", "kms:Decrypt key" + via("dynamodb")},
+			{"sqs:SendMessage onFailureDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}}},
 	} {
 		forEachEnv(t, func(t *testing.T, s *synthesized) {
 			t.Run(tc.fn, func(t *testing.T) {
-				role := refID(props(s.res[s.stack.logicalID(s.stack.Pipeline.Functions[tc.fn])])["Role"])
+				fn := s.stack.Pipeline.Functions[tc.fn]
+				if tc.fn == FnAuditFeed {
+					if s.stack.Pipeline.AuditFeed == nil {
+						t.Skip("no audit.syslog")
+					}
+					fn = s.stack.Pipeline.AuditFeed.Function
+				}
+				role := refID(props(s.res[s.stack.logicalID(fn)])["Role"])
 				got := s.grants(t, role)
 				want := slices.Sorted(slices.Values(slices.Concat(tc.want...)))
 				if d := cmp.Diff(want, got); d != "" {
