@@ -175,6 +175,22 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 	}
 }
 
+// grantSecretValue lets grantee read the values of the secrets by their
+// complete ARNs: secretsmanager:GetSecretValue, all that the code (the
+// log-name key, lambdaio; the collector's certificates, auditfeed) and ECS
+// (a task's secrets: "Required IAM permissions for Amazon ECS secrets",
+// Amazon ECS Developer Guide) call. Not CDK's GrantRead, which adds
+// secretsmanager:DescribeSecret (nothing calls it) and grants a secret's
+// key in the key policy without naming the service. A secret under the
+// stack's key needs keyVia through Secrets Manager beside it.
+func grantSecretValue(grantee awsiam.IGrantable, arns ...*string) awsiam.Grant {
+	return awsiam.Grant_AddToPrincipal(&awsiam.GrantOnPrincipalOptions{
+		Grantee:      grantee,
+		Actions:      jsii.Strings("secretsmanager:GetSecretValue"),
+		ResourceArns: &arns,
+	})
+}
+
 // roleHolder is a function whose role statements can be added to.
 type roleHolder interface {
 	AddToRolePolicy(statement awsiam.PolicyStatement)

@@ -34,8 +34,9 @@ func (s *synthesized) roleStatements(roleID string) []map[string]any {
 var regionalService = regexp.MustCompile(`\{"Fn::Join":\["",\["([a-z0-9-]+)\.",\{"Ref":"AWS::Region"\},"\.amazonaws\.com"\]\]\}`)
 
 // grants renders a role's data-plane statements (DynamoDB, S3, EventBridge,
-// SQS, KMS) as "action resource[ condition]" lines, resources named by what
-// they are (bucket, index, audit, bus, key) rather than logical ids.
+// SQS, KMS, Secrets Manager) as "action resource[ condition]" lines,
+// resources named by what they are (bucket, index, audit, bus, key,
+// logNameKey, caSecret) rather than logical ids.
 func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	t.Helper()
 	p := s.stack.Pipeline
@@ -48,10 +49,14 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 	}
 	names[s.stack.logicalID(p.NotifyDlq)] = "scheduleDlq"
 	names[s.stack.logicalID(p.CommitmentScheduleDlq)] = "scheduleDlq"
+	names[s.stack.logicalID(s.stack.Storage.LogNameKey)] = "logNameKey"
 	if p.AuditFeed != nil {
 		names[s.stack.logicalID(p.AuditFeed.Dlq)] = "onFailureDlq"
 	}
 	name := func(r any) string {
+		if s.cfg.Audit.Syslog != nil && r == s.cfg.Audit.Syslog.CaSecretArn {
+			return "caSecret"
+		}
 		if id := refID(r); id != "" && names[id] != "" {
 			return names[id]
 		}
@@ -76,7 +81,7 @@ func (s *synthesized) grants(t *testing.T, roleID string) []string {
 			cond = " " + regionalService.ReplaceAllString(js(c), `"$1"`)
 		}
 		for _, a := range asStrings(st["Action"]) {
-			if !slices.ContainsFunc([]string{"dynamodb:", "s3:", "events:", "kms:", "sqs:"}, func(p string) bool { return strings.HasPrefix(a, p) }) {
+			if !slices.ContainsFunc([]string{"dynamodb:", "s3:", "events:", "kms:", "sqs:", "secretsmanager:"}, func(p string) bool { return strings.HasPrefix(a, p) }) {
 				continue
 			}
 			for _, r := range res.([]any) {
@@ -109,7 +114,9 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 		fn   string
 		want [][]string
 	}{
+		// validate reads the log-name key, under the stack's key.
 		{FnValidate, [][]string{consume, indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
+			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
@@ -120,7 +127,7 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
 		// The audit table's stream, read by the event source mapping, and
 		// the on-failure queue, sent to by Lambda, both with the role.
-		{FnAuditFeed, [][]string{{lambdaKey}, {"dynamodb:ListStreams \"*\""},
+		{FnAuditFeed, [][]string{{lambdaKey}, {"secretsmanager:GetSecretValue caSecret"}, {"dynamodb:ListStreams \"*\""},
 			{"dynamodb:DescribeStream audit", "dynamodb:GetRecords audit", "dynamodb:GetShardIterator audit", "kms:Decrypt key" + via("dynamodb")},
 			{"sqs:SendMessage onFailureDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}}},
 	} {
@@ -324,6 +331,149 @@ func TestKeyPolicyServiceStatements(t *testing.T) {
 					t.Errorf("statement names the account %s literally: %s", s.cfg.Account, js(st))
 				}
 			})
+		}
+	})
+}
+
+// callers names, for each IAM action a role of the stack may hold, who
+// calls it: the functions' and scp-task's code (SDK calls), or the AWS
+// service that calls it with the role's credentials, as its documentation
+// lists. An action nothing calls is a grant to remove, not a row to add.
+// The queue actions (sqsConsume, sqsSend) and the key (keyVia) are checked
+// against their resources instead.
+var callers = map[string]string{
+	"dynamodb:GetItem":                  "shared/awsadapters (the index, published marks)",
+	"dynamodb:PutItem":                  "shared/awsadapters (audit records, the index, published marks)",
+	"dynamodb:UpdateItem":               "shared/awsadapters (UpsertInstance, MarkAnnounced)",
+	"dynamodb:Query":                    "shared/awsadapters (a study's partition, byPending, bySop)",
+	"dynamodb:DescribeStream":           "Lambda's stream event source mapping (the audit feed)",
+	"dynamodb:GetRecords":               "Lambda's stream event source mapping (the audit feed)",
+	"dynamodb:GetShardIterator":         "Lambda's stream event source mapping (the audit feed)",
+	"dynamodb:ListStreams":              "Lambda's stream event source mapping (the audit feed)",
+	"s3:GetObject":                      "the functions' GETs and HEADs; scp-task's HEAD of what it wrote",
+	"s3:GetObjectTagging":               "validate's quarantine CopyObject (copies the source's tags)",
+	"s3:PutObject":                      "the functions' and scp-task's uploads",
+	"s3:PutObjectTagging":               "validate's quarantine CopyObject",
+	"s3:AbortMultipartUpload":           "scp-task (an upload cut short)",
+	"s3:ListBucket":                     "scp-task's HeadBucket (readiness); 404 rather than 403 for a missing object",
+	"s3:ListBucketMultipartUploads":     "scp-task (unfinished uploads at start)",
+	"s3:PutBucketNotification":          "CDK's bucket notifications custom resource",
+	"events:PutEvents":                  "shared/awsadapters (EventBridge publisher)",
+	"secretsmanager:GetSecretValue":     "lambdaio (the log-name key), auditfeed (its certificates), ECS (the task's secrets)",
+	"ecr:GetAuthorizationToken":         "ECS pulling the task's images (execution role)",
+	"ecr:BatchCheckLayerAvailability":   "ECS pulling the task's images (execution role)",
+	"ecr:BatchGetImage":                 "ECS pulling the task's images (execution role)",
+	"ecr:GetDownloadUrlForLayer":        "ECS pulling the task's images (execution role)",
+	"logs:CreateLogStream":              "the awslogs driver, the metrics agent, VPC flow logs",
+	"logs:PutLogEvents":                 "the awslogs driver, the metrics agent, VPC flow logs",
+	"logs:DescribeLogStreams":           "VPC flow logs (CDK's FlowLog role)",
+	"elasticfilesystem:ClientMount":     "the staging file system's mount (IAM authorization)",
+	"elasticfilesystem:ClientWrite":     "the staging file system's mount (IAM authorization)",
+	"ecs:UpdateTaskProtection":          "scp-task's scale-in protection (ECS agent endpoint)",
+	"ec2:DescribeManagedPrefixLists":    "CDK's prefix list look-up custom resource",
+	"ec2:AuthorizeSecurityGroupIngress": "CDK's default security group restriction",
+	"ec2:AuthorizeSecurityGroupEgress":  "CDK's default security group restriction",
+	"ec2:RevokeSecurityGroupIngress":    "CDK's default security group restriction",
+	"ec2:RevokeSecurityGroupEgress":     "CDK's default security group restriction",
+}
+
+// sqsConsume are what an SQS event source mapping calls with the
+// function's role ("Execution role permissions", Using Lambda with Amazon
+// SQS, AWS Lambda Developer Guide), and sqsSend what Lambda calls to send a
+// failed batch or invocation to an SQS on-failure destination (Using AWS
+// Lambda with Amazon DynamoDB; Asynchronous invocation): SendMessage alone.
+var (
+	sqsConsume = []string{"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+	sqsSend    = []string{"sqs:SendMessage"}
+)
+
+// keyViaServices lists the services that use the stack's key with a role's
+// credentials (kms:ViaService): EventBridge is not among them, its bus and
+// archive use the key as events.amazonaws.com, under the key policy
+// ("Authorizing EventBridge to use a customer managed key").
+var keyViaServices = []string{"dynamodb", "lambda", "s3", "secretsmanager", "sqs"}
+
+// TestNoGrantWithoutACaller: every action of every role in the stack has a
+// caller (callers); the queue actions only on the queues the role's
+// function polls or sends its failures to; the key only through a service
+// that uses it with the role's credentials. CDK's helper grants add
+// actions nothing calls (GrantRead's secretsmanager:DescribeSecret,
+// grantConsumeMessages' ChangeMessageVisibility and GetQueueUrl,
+// grantSendMessages' GetQueueAttributes and GetQueueUrl), which this
+// catches wherever one comes back.
+func TestNoGrantWithoutACaller(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		// The queues each role's function polls and sends failures to.
+		polls, sends := map[string][]string{}, map[string][]string{}
+		roleOf := func(fn any) string { return refID(props(s.res[refID(fn)])["Role"]) }
+		for _, m := range s.resources("AWS::Lambda::EventSourceMapping") {
+			p := props(m)
+			if src := refID(p["EventSourceArn"]); s.res[src]["Type"] == "AWS::SQS::Queue" {
+				polls[roleOf(p["FunctionName"])] = append(polls[roleOf(p["FunctionName"])], src)
+			}
+			if d, ok := p["DestinationConfig"].(map[string]any); ok {
+				q := refID(d["OnFailure"].(map[string]any)["Destination"])
+				sends[roleOf(p["FunctionName"])] = append(sends[roleOf(p["FunctionName"])], q)
+			}
+		}
+		for _, c := range s.resources("AWS::Lambda::EventInvokeConfig") {
+			p := props(c)
+			q := refID(p["DestinationConfig"].(map[string]any)["OnFailure"].(map[string]any)["Destination"])
+			sends[roleOf(p["FunctionName"])] = append(sends[roleOf(p["FunctionName"])], q)
+		}
+		statements := map[string][]map[string]any{} // by role
+		for _, pol := range s.resources("AWS::IAM::Policy") {
+			for _, r := range props(pol)["Roles"].([]any) {
+				for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+					statements[refID(r)] = append(statements[refID(r)], st.(map[string]any))
+				}
+			}
+		}
+		for id, role := range s.resources("AWS::IAM::Role") {
+			for _, pol := range asAnySlice(props(role)["Policies"]) {
+				for _, st := range pol.(map[string]any)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+					statements[id] = append(statements[id], st.(map[string]any))
+				}
+			}
+		}
+		for role, sts := range statements {
+			for _, st := range sts {
+				if st["Effect"] != "Allow" {
+					continue
+				}
+				res := asAnySlice(st["Resource"])
+				if res == nil {
+					res = []any{st["Resource"]}
+				}
+				for _, a := range asStrings(st["Action"]) {
+					var queues []string
+					switch {
+					case slices.Contains(sqsConsume, a):
+						queues = polls[role]
+					case slices.Contains(sqsSend, a):
+						queues = sends[role]
+					case strings.HasPrefix(a, "kms:"):
+						via := regionalService.ReplaceAllString(js(st["Condition"]), `"$1"`)
+						if !slices.ContainsFunc(keyViaServices, func(svc string) bool {
+							// "svc" (the stack's Region) or "svc.<region>.amazonaws.com" (a secret's own key, grantSecretKey)
+							return strings.Contains(via, `"kms:ViaService":"`+svc+`"`) || strings.Contains(via, `"kms:ViaService":"`+svc+`.`)
+						}) {
+							t.Errorf("%s: %s %s: no service uses the key with this role's credentials", role, a, via)
+						}
+						continue
+					case callers[a] != "":
+						continue
+					default:
+						t.Errorf("%s: %s on %s: nothing calls it", role, a, js(res))
+						continue
+					}
+					for _, r := range res {
+						if !slices.Contains(queues, refID(r)) {
+							t.Errorf("%s: %s on %s, which its function neither polls nor sends its failures to (%v, %v)", role, a, js(r), polls[role], sends[role])
+						}
+					}
+				}
+			}
 		}
 	})
 }

@@ -10,7 +10,6 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
-	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -84,10 +83,11 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 		env["SYSLOG_CLIENT_CERT_SECRET_ARN"] = jsii.String(s.ClientCertificateSecretArn)
 	}
 	fn := newFunction(FnAuditFeed, awscdk.Duration_Seconds(jsii.Number(60)), 256, env, sg)
-	awssecretsmanager.Secret_FromSecretCompleteArn(self, jsii.String("CaSecret"), jsii.String(s.CaSecretArn)).GrantRead(fn, nil)
+	secrets := []*string{jsii.String(s.CaSecretArn)}
 	if s.ClientCertificateSecretArn != "" {
-		awssecretsmanager.Secret_FromSecretCompleteArn(self, jsii.String("ClientCertificateSecret"), jsii.String(s.ClientCertificateSecretArn)).GrantRead(fn, nil)
+		secrets = append(secrets, jsii.String(s.ClientCertificateSecretArn))
 	}
+	grantSecretValue(fn, secrets...)
 	// Secrets under a customer-managed key need its decrypt too; granted
 	// here rather than by hand on the role, where the next deployment
 	// would not know of it.

@@ -383,7 +383,7 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		"ENVIRONMENT": jsii.String(c.Name),
 	}
 	out.Secrets = map[string]awsecs.Secret{
-		logname.EnvKey: awsecs.Secret_FromSecretsManager(props.Storage.LogNameKey, nil),
+		logname.EnvKey: newECSSecret(props.Storage.LogNameKey.SecretArn(), ""),
 	}
 	if !c.PlainListenerEnabled() {
 		out.Environment["SCP_LISTEN"] = jsii.String("off")
@@ -403,8 +403,8 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		if t.ClientCrlPEM != "" {
 			out.Environment["SCP_TLS_CLIENT_CRL"] = jsii.String(t.ClientCrlPEM)
 		}
-		out.Secrets["SCP_TLS_CERT"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretCertificateKey))
-		out.Secrets["SCP_TLS_KEY"] = awsecs.Secret_FromSecretsManager(out.TLSSecret, jsii.String(TLSSecretPrivateKeyKey))
+		out.Secrets["SCP_TLS_CERT"] = newECSSecret(out.TLSSecret.SecretArn(), TLSSecretCertificateKey)
+		out.Secrets["SCP_TLS_KEY"] = newECSSecret(out.TLSSecret.SecretArn(), TLSSecretPrivateKeyKey)
 		portMappings = append(portMappings, &awsecs.PortMapping{ContainerPort: jsii.Number(ScpTLSPort), Protocol: awsecs.Protocol_TCP})
 	}
 	if st := c.Scp.Staging; st != nil {
@@ -512,6 +512,8 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		StopTimeout:            awscdk.Duration_Seconds(jsii.Number(10)),
 	})
 	metricsLogGroup.GrantWrite(taskRole)
+	// The log-name key's secret is under the stack's key.
+	taskDef.ObtainExecutionRole().AddToPrincipalPolicy(keyVia("LogNameKeyViaSecretsManager", key, "secretsmanager", "kms:Decrypt"))
 	if t := c.Dicom.TLS; t != nil {
 		grantSecretKey(taskDef.ObtainExecutionRole(), "DicomTlsSecretKeyViaSecretsManager", t.SecretKmsKeyArn, c.Region)
 	}
@@ -592,6 +594,37 @@ const (
 func tlsSecret(scope constructs.Construct, t *config.DicomTLS) awssecretsmanager.ISecret {
 	return awssecretsmanager.Secret_FromSecretAttributes(scope, jsii.String("DicomTlsSecret"),
 		&awssecretsmanager.SecretAttributes{SecretCompleteArn: jsii.String(t.ServerCertificateSecretArn)})
+}
+
+// ecsSecret is a container's secret from Secrets Manager, like
+// awsecs.Secret_FromSecretsManager, whose grant to the execution role is
+// grantSecretValue's (GetSecretValue alone, what ECS calls to resolve it)
+// rather than the secret's GrantRead.
+type ecsSecret struct {
+	awsecs.Secret
+	arn   *string // the secret's complete ARN
+	field string  // the JSON key of its value to inject, or "" for all of it
+}
+
+func newECSSecret(arn *string, field string) awsecs.Secret {
+	s := &ecsSecret{arn: arn, field: field}
+	awsecs.NewSecret_Override(s)
+	return s
+}
+
+// Arn is what the task definition's ValueFrom names: the secret, or one
+// JSON key of its current version (arn:key::).
+func (s *ecsSecret) Arn() *string {
+	if s.field == "" {
+		return s.arn
+	}
+	return jsii.String(*s.arn + ":" + s.field + "::")
+}
+
+func (s *ecsSecret) HasField() *bool { return jsii.Bool(s.field != "") }
+
+func (s *ecsSecret) GrantRead(grantee awsiam.IGrantable) awsiam.Grant {
+	return grantSecretValue(grantee, s.arn)
 }
 
 // grantSecretKey lets role decrypt with keyArn, a secret's

@@ -392,8 +392,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	}, fnSG)
 	out.Functions[FnValidate] = validate
 	// validate names objects in its logs; audit, notify and the audit feed
-	// handle none.
-	props.Storage.LogNameKey.GrantRead(validate, nil)
+	// handle none. The secret is under the stack's key.
+	grantSecretValue(validate, props.Storage.LogNameKey.SecretArn())
+	grantKeyVia(validate, key, "secretsmanager", "kms:Decrypt")
 	consume(validate, vq)
 	grant(FnValidate, validate)
 	out.Queues[FnValidate] = vq

@@ -1563,6 +1563,22 @@ func TestLogNameKey(t *testing.T) {
 		if readers[s.stack.logicalID(s.stack.Ingest.TaskRole)] {
 			t.Error("the SCP's task role may read the log-name key")
 		}
+		// Each reader may also decrypt it: the secret is under the stack's
+		// key, which Secrets Manager uses with the reader's credentials.
+		// Without it ECS cannot start a task, nor validate a cold start.
+		keyID := s.stack.logicalID(s.stack.Storage.Key)
+		for role := range want {
+			ok := false
+			for _, st := range s.roleStatements(role) {
+				if slices.Contains(asStrings(st["Action"]), "kms:Decrypt") && refID(st["Resource"]) == keyID &&
+					regionalService.ReplaceAllString(js(st["Condition"]), `"$1"`) == `{"StringEquals":{"kms:ViaService":"secretsmanager"}}` {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s may read the log-name key but not decrypt it through Secrets Manager", role)
+			}
+		}
 	})
 }
 
