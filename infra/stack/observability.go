@@ -138,7 +138,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	}{
 		{"NotifyDlqNotEmpty", "Failed scheduled notify invocations", p.NotifyDlq},
 		{"CommitmentScheduleDlqNotEmpty", "Failed scheduled commitment invocations", p.CommitmentScheduleDlq},
-		{"BusDlqNotEmpty", "Events the bus could not encrypt or decrypt with the stack's key (a KMS failure); a subscriber's failed deliveries go to its own target dead-letter queue", p.BusDlq},
+		{"BusDlqNotEmpty", "Events the bus could not encrypt or decrypt with the stack's key (a KMS failure), kept under a key of their own; a subscriber's failed deliveries go to its own target dead-letter queue", p.BusDlq},
 	} {
 		alarm(d.id, d.q.MetricApproximateNumberOfMessagesVisible(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Maximum")}), 0, gt, 1, d.desc)
 	}

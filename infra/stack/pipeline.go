@@ -85,6 +85,7 @@ type Pipeline struct {
 	IndexTable              awsdynamodb.Table
 	Bus                     awsevents.EventBus
 	BusDlq                  awssqs.Queue
+	BusDlqKey               awskms.Key // BusDlq's, used by nothing else
 	Archive                 awsevents.Archive
 	BackupVault             awsbackup.BackupVault // under Storage.BackupKey
 	BackupPlan              awsbackup.BackupPlan
@@ -233,17 +234,28 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	out.BackupVault, out.BackupPlan, out.AuditBackupPlan = vault, plan, auditPlan
 
 	// Event bus with archive and dead-letter queue.
-	newDlq := func(name string) awssqs.Queue {
+	dlqUnder := func(name string, k awskms.IKey) awssqs.Queue {
 		return awssqs.NewQueue(self, jsii.String(name), &awssqs.QueueProps{
-			// Under the stack's key: see allowQueueDelivery.
 			Encryption:          awssqs.QueueEncryption_KMS,
-			EncryptionMasterKey: key,
+			EncryptionMasterKey: k,
 			EnforceSSL:          jsii.Bool(true),
 			RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
 		})
 	}
+	// Under the stack's key: see allowQueueDelivery.
+	newDlq := func(name string) awssqs.Queue { return dlqUnder(name, key) }
 	allowQueueDelivery(key)
-	out.BusDlq = newDlq("BusDlq")
+	// The bus's dead-letter queue receives the events the bus could not
+	// encrypt or decrypt with the stack's key (the key disabled, pending
+	// deletion, its policy broken): under that key, the queue would refuse
+	// them for the same reason, and the archive, under it too, misses
+	// them, so they would be lost. It has a key of its own (BusDlqKey),
+	// not SQS-managed encryption: events carry UIDs, and patient data as
+	// eventPatientData allows, which the stack keeps under
+	// customer-managed keys only. See docs/operations/alarms.md
+	// (BusDlqNotEmpty).
+	out.BusDlqKey = newBusDlqKey(self, c)
+	out.BusDlq = dlqUnder("BusDlq", out.BusDlqKey)
 	// Events carry UIDs, and patient data as eventPatientData allows: the
 	// bus and its archive encrypt them with the stack's key, as every other
 	// store of patient data does. The bus's dead-letter queue receives the
@@ -540,6 +552,28 @@ func allowAWSEndpoints(sg awsec2.SecurityGroup, network *Network) {
 		jsii.String("HTTPS to the interface endpoints"), nil)
 	sg.AddEgressRule(network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
 	sg.AddEgressRule(network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+}
+
+// newBusDlqKey creates the key of the bus's dead-letter queue: CDK's
+// default policy (the account's kms:*, so IAM decides who reads the
+// queue, through SQS) and EventBridge's delivery to this account's queues
+// for this account's buses. The statement cannot name the bus or the
+// queue: the bus references the queue, the queue the key (a dependency
+// cycle); the queue's policy names the bus.
+func newBusDlqKey(scope constructs.Construct, c *config.Config) awskms.Key {
+	k := awskms.NewKey(scope, jsii.String("BusDlqKey"), &awskms.KeyProps{
+		Description:       jsii.String("dicom-ingest " + c.Name + ": the event bus's dead-letter queue (events the stack's key failed)"),
+		EnableKeyRotation: jsii.Bool(true),
+		PendingWindow:     awscdk.Duration_Days(jsii.Number(30)),
+		RemovalPolicy:     awscdk.RemovalPolicy_RETAIN,
+	})
+	allowServiceDelivery(k, serviceDelivery{
+		sid: "EventBridgeDeadLetters", service: "events.amazonaws.com",
+		actions:    []string{"kms:GenerateDataKey", "kms:Decrypt"},
+		contextKey: "kms:EncryptionContext:aws:sqs:arn", contextArn: regionalArn("sqs", "*"),
+		sourceArns: []*string{regionalArn("events", "event-bus/*")},
+	})
+	return k
 }
 
 // archiveRetention is the event archive's retention: none (forever) for 0

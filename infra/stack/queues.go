@@ -51,7 +51,7 @@ func allowServiceDelivery(key awskms.Key, d serviceDelivery) {
 
 // The queues hold object keys (S3 notifications) and events, both naming
 // DICOM UIDs, so they are encrypted with the stack's key like every other
-// store of them. S3 and EventBridge then need the key to deliver: the key
+// store of them (but for the bus's dead-letter queue: newBusDlqKey). S3 and EventBridge then need the key to deliver: the key
 // policy lets them use it for this account's queues only. Neither
 // statement can name the bucket, the rules or the bus by reference: each
 // of those depends on the key (directly or through a queue), and the key
@@ -64,9 +64,10 @@ func allowQueueDelivery(key awskms.Key) {
 		// when the notification is configured, which fails the deployment
 		// if it cannot encrypt.
 		{sid: "S3NotificationsToQueues", service: "s3.amazonaws.com"},
-		// EventBridge dead-letters undeliverable events: the bus's own, and
-		// the schedule rules' targets'.
-		{sid: "EventBridgeDeadLetters", service: "events.amazonaws.com", sourceArns: []*string{regionalArn("events", "rule/*"), regionalArn("events", "event-bus/*")}},
+		// EventBridge dead-letters the schedule rules' undeliverable
+		// events. Not the bus's: its dead-letter queue is under a key of
+		// its own (newBusDlqKey).
+		{sid: "EventBridgeDeadLetters", service: "events.amazonaws.com", sourceArns: []*string{regionalArn("events", "rule/*")}},
 	} {
 		d.actions = []string{"kms:GenerateDataKey", "kms:Decrypt"}
 		d.contextKey, d.contextArn = "kms:EncryptionContext:aws:sqs:arn", queuesHere

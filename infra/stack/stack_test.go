@@ -510,7 +510,8 @@ func TestBucket(t *testing.T) {
 			t.Errorf("key rotation %v, deletion window %v, want rotation and 30 days", kp["EnableKeyRotation"], kp["PendingWindowInDays"])
 		}
 		s.check(t, func(tpl assertions.Template) {
-			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(2))
+			// The stack's, the backup vault's, the bus dead-letter queue's.
+			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(3))
 		})
 	})
 }
@@ -544,9 +545,14 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 		}
 		for id, q := range queues {
 			p := props(q)
-			// Notifications name object keys, events UIDs: the stack's key.
-			if refID(p["KmsMasterKeyId"]) != s.stack.logicalID(s.stack.Storage.Key) {
-				t.Errorf("queue %s is not encrypted with the stack's key (KmsMasterKeyId=%v)", id, js(p["KmsMasterKeyId"]))
+			// Notifications name object keys, events UIDs: the stack's key
+			// (the bus's dead-letter queue: its own, TestBusDlqUnderItsOwnKey).
+			want := s.stack.logicalID(s.stack.Storage.Key)
+			if id == s.stack.logicalID(s.stack.Pipeline.BusDlq) {
+				want = s.stack.logicalID(s.stack.Pipeline.BusDlqKey)
+			}
+			if refID(p["KmsMasterKeyId"]) != want {
+				t.Errorf("queue %s is not encrypted with %s (KmsMasterKeyId=%v)", id, want, js(p["KmsMasterKeyId"]))
 			}
 			if _, hasDLQ := p["RedrivePolicy"]; !hasDLQ && !dlqs[id] {
 				t.Errorf("queue %s has no dead-letter queue and is none", id)
@@ -684,6 +690,46 @@ func TestEventBus(t *testing.T) {
 		for _, want := range append([]string{pipeline.EventSource}, pipeline.DetailTypes...) {
 			if !strings.Contains(desc, want) {
 				t.Errorf("bus description %q does not name %q", desc, want)
+			}
+		}
+	})
+}
+
+// TestBusDlqUnderItsOwnKey: the bus's dead-letter queue, which catches the
+// events the bus could not encrypt or decrypt with the stack's key, is
+// under a key of its own (rotated, retained), which EventBridge may use to
+// deliver to this account's queues for this account's buses only; the
+// stack's key no longer lets EventBridge deliver for buses at all.
+func TestBusDlqUnderItsOwnKey(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		p := s.stack.Pipeline
+		dlq := props(s.res[s.stack.logicalID(p.BusDlq)])
+		keyID := refID(dlq["KmsMasterKeyId"])
+		if keyID == "" || keyID == s.stack.logicalID(s.stack.Storage.Key) {
+			t.Fatalf("bus dead-letter queue under %s, want a key of its own", js(dlq["KmsMasterKeyId"]))
+		}
+		key := s.res[keyID]
+		if props(key)["EnableKeyRotation"] != true || key["DeletionPolicy"] != "Retain" {
+			t.Errorf("its key: rotation %v, deletion policy %v; want rotated and retained", props(key)["EnableKeyRotation"], key["DeletionPolicy"])
+		}
+		sources := func(k map[string]any, service string) []string {
+			var out []string
+			for _, st := range props(k)["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+				m := st.(map[string]any)
+				if js(m["Principal"]) == `{"Service":"`+service+`"}` {
+					out = append(out, js(m["Condition"]))
+				}
+			}
+			return out
+		}
+		got := sources(key, "events.amazonaws.com")
+		if len(got) != 1 || !strings.Contains(got[0], `"aws:SourceAccount"`) || !strings.Contains(got[0], `:event-bus/*"`) ||
+			!strings.Contains(got[0], `"kms:EncryptionContext:aws:sqs:arn"`) {
+			t.Errorf("EventBridge's statements in the dead-letter queue's key policy: %v", got)
+		}
+		for _, c := range sources(s.res[s.stack.logicalID(s.stack.Storage.Key)], "events.amazonaws.com") {
+			if strings.Contains(c, `"kms:EncryptionContext:aws:sqs:arn"`) && strings.Contains(c, "event-bus/") {
+				t.Errorf("the stack's key still lets EventBridge deliver to queues for buses: %s", c)
 			}
 		}
 	})
