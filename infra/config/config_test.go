@@ -152,7 +152,10 @@ func TestParseValidation(t *testing.T) {
 		}, []string{"storage.lifecycle.glacierInstantRetrievalDays: 30 must be later than intelligentTieringDays 90"}},
 		{"negative lifecycle", func(c *Config) { c.Storage.Lifecycle.AuditExpirationDays = -1 }, []string{"storage.lifecycle.auditExpirationDays: -1 must not be negative"}},
 		{"patient data policy", func(c *Config) { c.Pipeline.EventPatientData = "everything" }, []string{`pipeline.eventPatientData: "everything" must be one of none, id, full`}},
-		{"reserved concurrency", func(c *Config) { c.Pipeline.ReservedConcurrency = 1 }, []string{"pipeline.reservedConcurrency: 1 is outside 2..1000"}},
+		{"reserved concurrency", func(c *Config) { c.Pipeline.ReservedConcurrency = 1 }, []string{"pipeline.reservedConcurrency: 1 is outside 2..999"}},
+		// commitment would reserve 1001: one more than its pollers.
+		{"reserved concurrency with commitment's one more", func(c *Config) { c.Pipeline.ReservedConcurrency = 1000 }, []string{"pipeline.reservedConcurrency: 1000 is outside 2..999"}},
+		{"reserved concurrency at its most", func(c *Config) { c.Pipeline.ReservedConcurrency = 999 }, nil},
 		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
 		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
 		// DICOM over TLS (tls_test.go has withTLS).

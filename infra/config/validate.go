@@ -207,9 +207,12 @@ func (c *Config) Validate() error {
 	if pl.ArchiveRetention() < 0 {
 		p.addf("pipeline.archiveRetentionDays", "%d must be 0 (keep events forever) or more", pl.ArchiveRetention())
 	}
-	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 1000 {
-		// 2 is the least an SQS event source's maximum concurrency can be.
-		p.addf("pipeline.reservedConcurrency", "%d is outside 2..1000", pl.ReservedConcurrency)
+	// Each function reserves it and its queue's pollers take it (an SQS
+	// event source's maximum concurrency: 2..1000); commitment reserves
+	// one more, for its schedule's run beside its pollers. 999 keeps that
+	// reservation, like every other, within 2..1000.
+	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 999 {
+		p.addf("pipeline.reservedConcurrency", "%d is outside 2..999 (commitment reserves one more, at most 1000)", pl.ReservedConcurrency)
 	}
 	if pl.MaxReceiveCount < 1 || pl.MaxReceiveCount > 1000 {
 		p.addf("pipeline.maxReceiveCount", "%d is outside 1..1000", pl.MaxReceiveCount)
