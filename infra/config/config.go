@@ -448,6 +448,14 @@ func Parse(data []byte) (*Config, error) {
 			// elsewhere (port, host) or be in any of the sites.
 			return nil, fmt.Errorf("config: parse: %s: %s", path, strings.TrimPrefix(err.Error(), "json: "))
 		}
+		// And a value of the wrong type by its fields' Go path
+		// (sites.pacs.port), not which of the sites it is in.
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			if path := valuePath(data, te.Offset); path != "" {
+				return nil, fmt.Errorf("config: parse: %s: cannot unmarshal %s into %v", path, te.Value, te.Type)
+			}
+		}
 		return nil, fmt.Errorf("config: parse: %w", err)
 	}
 	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
@@ -620,6 +628,52 @@ func unknownIn(dec *json.Decoder, t reflect.Type, path string) (string, error) {
 	}
 	_, err = dec.Token() // the closing delimiter
 	return "", err
+}
+
+// valuePath returns the path (sites[1].pacs.port) of the value in data
+// that an UnmarshalTypeError's offset points at: the offset just after it
+// if it is a scalar, just after its opening delimiter if an object or a
+// list; "" if none is there.
+func valuePath(data []byte, offset int64) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func(path string) (string, error)
+	walk = func(path string) (string, error) {
+		tok, err := dec.Token()
+		if err != nil || dec.InputOffset() == offset {
+			return path, err
+		}
+		switch tok {
+		case json.Delim('{'):
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					return "", err
+				}
+				key, _ := k.(string)
+				if path != "" {
+					key = path + "." + key
+				}
+				if p, err := walk(key); p != "" || err != nil {
+					return p, err
+				}
+			}
+		case json.Delim('['):
+			for i := 0; dec.More(); i++ {
+				if p, err := walk(fmt.Sprintf("%s[%d]", path, i)); p != "" || err != nil {
+					return p, err
+				}
+			}
+		default:
+			return "", nil
+		}
+		_, err = dec.Token() // the closing delimiter
+		return "", err
+	}
+	path, err := walk("")
+	if err != nil {
+		return ""
+	}
+	return path
 }
 
 // jsonField is struct type t's field that key names, as encoding/json

@@ -238,7 +238,13 @@ func TestParseSyntax(t *testing.T) {
 		{"unknown field after a skipped value", `{"vpcCidr":"10.0.0.0/16","sites":[{"cidrs":["10.1.0.0/16"],"pacs":{"host":"10.1.0.1","port":104}}],"scp":{"staging":{"maxAgeMinute":1}}}`, `scp.staging.maxAgeMinute: unknown field`},
 		{"trailing data", `{"name":"x"} {}`, "trailing data"},
 		{"not json", `name: x`, "config: parse:"},
-		{"wrong type", `{"sites":"a"}`, "cannot unmarshal"},
+		{"wrong type", `{"sites":"a"}`, "sites: cannot unmarshal string into []config.Site"},
+		// A value of the wrong type says where it is too, list index and all.
+		{"wrong type in a list", `{"name":"x","sites":[{"name":"a"},{"name":1}]}`, "sites[1].name: cannot unmarshal number into string"},
+		{"wrong type deeper in a list", `{"sites":[{"name":"a"},{"pacs":{"host":"10.1.0.1","port":"104"}}]}`, "sites[1].pacs.port: cannot unmarshal string into int"},
+		{"wrong type in a list in a list", `{"sites":[{"name":"a","cidrs":["10.1.0.0/16",2]}]}`, "sites[0].cidrs[1]: cannot unmarshal number into string"},
+		{"a list where an object belongs", `{"sites":[{"name":"a"},{"pacs":[104]}]}`, "sites[1].pacs: cannot unmarshal array into config.Pacs"},
+		{"a fraction where an integer belongs", `{"scp":{"cpu":1.5}}`, "scp.cpu: cannot unmarshal number 1.5 into int"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
