@@ -148,7 +148,13 @@ func sorted(s []string) []string {
 // renderExample renders example-hospital's kit and returns its files by name.
 func renderExample(t *testing.T, env EnvConfig, outs Outputs) map[string]string {
 	t.Helper()
-	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
+	return renderSite(t, env, outs, "example-hospital")
+}
+
+// renderSite renders the kit of one site of env, file name to content.
+func renderSite(t *testing.T, env EnvConfig, outs Outputs, site string) map[string]string {
+	t.Helper()
+	k, err := Build(env, site, outs, exampleOpts(t, outs, site))
 	if err != nil {
 		t.Fatal(err)
 	}

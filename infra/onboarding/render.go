@@ -33,10 +33,11 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"secretsFile":     func() string { return SecretsFileName },
 	"conformanceFile": func() string { return ConformanceFileName },
 	// portsText lists the DICOM ports the site sends to: the plain port (p)
-	// when it is open, the TLS port when there is one.
+	// when it is open and the site may use it (a site bound to its
+	// certificate is refused there), the TLS port when there is one.
 	"portsText": func(k *Kit, p int) string {
 		var ports []string
-		if k.Plain {
+		if k.PlainUsable() {
 			ports = append(ports, fmt.Sprint(p))
 		}
 		if k.TLS != nil {

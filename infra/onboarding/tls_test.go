@@ -76,7 +76,7 @@ func TestTLSKitContent(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"| Remote port for DICOM over TLS | `2762`", "`pacs.example-hospital.example` (your AE title is bound to it)",
-		"port 104 and 2762, through the tunnels only", "on port 104 it is refused"} {
+		"port 2762, through the tunnels only", "on port 104 it is refused"} {
 		if !strings.Contains(byName["README.md"], want) {
 			t.Errorf("README.md lacks %q", want)
 		}
@@ -138,5 +138,50 @@ func TestTLSBuildErrors(t *testing.T) {
 	}
 	if _, err := Build(plainEnv, "example-hospital", tlsOuts, exampleOpts(t, outs, "example-hospital")); err == nil || !strings.Contains(err.Error(), "deployed DICOM TLS port is 2762, the config has no dicom.tls") {
 		t.Errorf("TLS deployed, not configured: %v", err)
+	}
+}
+
+// TestBoundSiteOffersOnlyTheTLSPort: a site whose AE title is bound to its certificate is refused on the plain port
+// (01 01 03), so every value of its kit that an administrator types into the PACS or the firewall names the TLS port
+// alone, and the troubleshooting row for that refusal says the plain port is a cause. The kit listed "Remote port
+// 104" among the parameters and "port 104 and 2762" for the Storage Commitment SCP: a PACS configured from them was
+// refused with "Calling AE Title Not Recognized", and the row for it spoke only of the AE title and the source
+// address. A site that is not bound keeps both ports.
+func TestBoundSiteOffersOnlyTheTLSPort(t *testing.T) {
+	env, outs := loadTLSExample(t)
+	env.Sites = append([]SiteConfig(nil), env.Sites...)
+	for i := range env.Sites {
+		env.Sites[i].PacsHost, env.Sites[i].PacsPort = "192.168.10.20", 11112
+		if env.Sites[i].Name == "bgp-clinic" {
+			env.Sites[i].PacsHost = "172.16.5.20"
+		}
+	}
+	readme := func(site string) string { return renderSite(t, env, outs, site)["README.md"] }
+	bound := readme("example-hospital")
+	for _, want := range []string{
+		"| Storage Commitment SCP | AE `DICOM_INGEST` at `10.20.1.10` port 2762:",
+		"to 10.20.1.10, 10.20.2.10 port 2762, through the tunnels only",
+		"| 10.20.1.10, 10.20.2.10 | TCP 2762 |",
+		"on port 104 it is refused",
+		"| `Association Rejected` with reason `Calling AE Title Not Recognized` | Wrong calling AE title, the source address is outside the site CIDRs, or plain DICOM to port 104",
+	} {
+		if !strings.Contains(bound, want) {
+			t.Errorf("bound site's README lacks %q", want)
+		}
+	}
+	for _, unwanted := range []string{"| Remote port | `104`", "104 and 2762"} {
+		if strings.Contains(bound, unwanted) {
+			t.Errorf("bound site's README offers the plain port: %q", unwanted)
+		}
+	}
+	unbound := readme("bgp-clinic")
+	for _, want := range []string{"| Remote port | `104`", "| Storage Commitment SCP | AE `DICOM_INGEST` at `10.20.1.10` port 104 and 2762:",
+		"port 104 and 2762, through the tunnels only"} {
+		if !strings.Contains(unbound, want) {
+			t.Errorf("unbound site's README lacks %q", want)
+		}
+	}
+	if strings.Contains(unbound, "or plain DICOM to port") {
+		t.Error("unbound site's README says the plain port is refused")
 	}
 }
