@@ -619,3 +619,41 @@ func TestSendingSpeedFollowsStaging(t *testing.T) {
 		}
 	}
 }
+
+// TestKitTransferSyntaxTroubles: what a PACS needs to pick a transfer syntax we accept, in the words DCMTK prints
+// when it picks one we do not. The kit said we accept "uncompressed" syntaxes, and the retired Explicit VR Big Endian,
+// uncompressed, is refused (the stack never sets --accept-big-endian): a PACS proposing only it got "No Acceptable
+// Presentation Contexts", which the troubleshooting table did not name. Its advice for a compressed file that
+// storescu stops at was dcmsend, which has no TLS: a TLS site needs storescu's option for the file's syntax.
+func TestKitTransferSyntaxTroubles(t *testing.T) {
+	plainEnv, outs := loadExample(t)
+	tlsEnv, _ := loadTLSExample(t)
+	for _, c := range []struct {
+		name    string
+		env     EnvConfig
+		send    string // the advice for a compressed file
+		notSend string
+	}{
+		{"plain", plainEnv, "Send with `dcmsend`", "-xs"},
+		{"tls", tlsEnv, "`storescu +tls site.key site.crt +cf server-ca.pem` with the option of the file's transfer syntax", "Send with `dcmsend`"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			readme := renderExample(t, c.env, outs)["README.md"]
+			for _, want := range []string{
+				"uncompressed little endian (not the retired Explicit VR Big Endian)",
+				"`No Acceptable Presentation Contexts`",
+				"`unable to convert dataset`",
+				"propose Explicit or Implicit VR Little Endian",
+				"`test.dcm`: an image in an uncompressed little endian transfer syntax",
+				c.send,
+			} {
+				if !strings.Contains(readme, want) {
+					t.Errorf("README.md lacks %q", want)
+				}
+			}
+			if strings.Contains(readme, c.notSend) {
+				t.Errorf("README.md has %q", c.notSend)
+			}
+		})
+	}
+}
