@@ -3,6 +3,7 @@ package dicomnet
 import (
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
@@ -69,6 +70,7 @@ func (a *association) decide() rxEvent {
 		a.ctxs[pc.ID] = &pc
 	}
 	a.peerMax = rq.UserInformation.MaxPDULength
+	a.refused = refusedContexts(rq.PresentationContexts, n.Results)
 	ac := &pdu.AssociateAC{
 		ProtocolVersion: pdu.ProtocolVersion, CalledAE: a.info.CalledAE, CallingAE: a.info.CallingAE, Echo: &rq.Echo,
 		ApplicationContext: dicomuid.ApplicationContext, PresentationContexts: n.Results,
@@ -86,6 +88,57 @@ func (a *association) decide() rxEvent {
 	s.leaveUnassociated(a)
 	a.releaseCharge() // from now on its memory counts under MaxAssociations
 	return rxEvent{ev: evt7}
+}
+
+// maxRefusedUIDs bounds each list of refusedContexts: enough to name what a PACS proposes in vain (often one
+// syntax, or a few classes), while a peer's 128 contexts of many syntaxes each cannot fill a log line.
+const maxRefusedUIDs = 8
+
+// refusedContexts are the log attributes of the proposed contexts that results refuse, none when it refuses none:
+// how many, the transfer syntaxes proposed in those refused for them (result 4) and the abstract syntaxes refused
+// (result 3), each UID once, at most maxRefusedUIDs, cut and made printable as the peer's implementation identifiers
+// are. Whoever reads the log can then tell a PACS what to propose instead: without them a PACS that proposed only
+// Explicit VR Big Endian showed as an association that accepted nothing and ended.
+func refusedContexts(proposed []pdu.PresentationContextRQ, results []pdu.PresentationContextAC) []any {
+	byID := make(map[byte]*pdu.PresentationContextRQ, len(proposed))
+	for i := range proposed {
+		byID[proposed[i].ID] = &proposed[i]
+	}
+	var n int
+	var transfer, abstract []string
+	add := func(list []string, uid string) []string {
+		uid = printableASCII(uid, maxImplementationClassUID)
+		if len(list) == maxRefusedUIDs || slices.Contains(list, uid) {
+			return list
+		}
+		return append(list, uid)
+	}
+	for _, r := range results {
+		pc := byID[r.ID]
+		if r.Result == pdu.ResultAcceptance || pc == nil {
+			continue
+		}
+		n++
+		switch r.Result {
+		case pdu.ResultTransferSyntaxesNotSupported:
+			for _, ts := range pc.TransferSyntaxes {
+				transfer = add(transfer, ts)
+			}
+		case pdu.ResultAbstractSyntaxNotSupported:
+			abstract = add(abstract, pc.AbstractSyntax)
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	attrs := []any{"refused_contexts", n}
+	if transfer != nil {
+		attrs = append(attrs, "unsupported_transfer_syntaxes", transfer)
+	}
+	if abstract != nil {
+		attrs = append(attrs, "unsupported_abstract_syntaxes", abstract)
+	}
+	return attrs
 }
 
 // Bounds of a peer's implementation identifiers as we keep and log them: a UID is at most 64 characters (PS3.5

@@ -3,11 +3,14 @@ package dicomnet_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
@@ -290,6 +293,71 @@ func TestPeerImplementationBounded(t *testing.T) {
 			defer a.Abort()
 			if a.PeerImplementationClassUID != tc.wantUID || a.PeerImplementationVersionName != tc.wantVersion {
 				t.Errorf("kept %q %q, want %q %q", a.PeerImplementationClassUID, a.PeerImplementationVersionName, tc.wantUID, tc.wantVersion)
+			}
+		})
+	}
+}
+
+// TestRefusedContextsLogged: the line of an accepted association names what it refused, so that whoever reads the
+// log can tell a PACS which transfer syntax or SOP class to propose. It said "accepted":0 and nothing more for a PACS
+// that proposed only the retired Explicit VR Big Endian, whose association then ended "connection closed: EOF"
+// (found onboarding a site). The lists hold each UID once, at most eight of them, cut and made printable as the
+// peer's implementation identifiers are; a line of an association that refused nothing carries none of this.
+func TestRefusedContextsLogged(t *testing.T) {
+	many := func(n int) []string {
+		var ts []string
+		for i := range n {
+			ts = append(ts, fmt.Sprintf("1.2.3.%d", i))
+		}
+		return ts
+	}
+	const qr = "1.2.840.10008.5.1.4.1.2.1.1" // Patient Root Query/Retrieve FIND
+	tests := []struct {
+		name     string
+		contexts []pdu.PresentationContextRQ
+		want     string // the attributes of the line, as JSON
+	}{
+		{"only Big Endian, and a query", []pdu.PresentationContextRQ{
+			{ID: 1, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRBigEndian}},
+			{ID: 3, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRBigEndian}},
+			{ID: 5, AbstractSyntax: qr, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+		}, `{"accepted":0,"refused_contexts":3,"unsupported_transfer_syntaxes":["1.2.840.10008.1.2.2"],"unsupported_abstract_syntaxes":["` + qr + `"]}`},
+		{"ten unknown syntaxes, one too long and one twice", []pdu.PresentationContextRQ{
+			{ID: 1, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: append([]string{"1.2.\n" + strings.Repeat("9", 70)}, many(9)...)},
+			{ID: 3, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 5, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: many(1)},
+		}, `{"accepted":1,"refused_contexts":2,"unsupported_transfer_syntaxes":["1.2.?` + strings.Repeat("9", 59) +
+			`","1.2.3.0","1.2.3.1","1.2.3.2","1.2.3.3","1.2.3.4","1.2.3.5","1.2.3.6"]}`},
+		{"nothing refused", dicomnettest.AssociateRQ("SCU", "ANY").PresentationContexts, `{"accepted":2}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			p, _ := startParrot(t, &dicomnet.Server{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			rq := dicomnettest.AssociateRQ("SCU", "ANY")
+			rq.PresentationContexts = tc.contexts
+			p.Associate(rq)
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+			var line struct {
+				Accepted *int     `json:"accepted"`
+				Refused  int      `json:"refused_contexts,omitempty"`
+				Transfer []string `json:"unsupported_transfer_syntaxes,omitempty"`
+				Abstract []string `json:"unsupported_abstract_syntaxes,omitempty"`
+			}
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				if strings.Contains(l, `"msg":"dicomnet: association accepted"`) {
+					if err := json.Unmarshal([]byte(l), &line); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			got, err := json.Marshal(line)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, string(got)); diff != "" {
+				t.Errorf("line's attributes (-want +got):\n%s\n%s", diff, logs.String())
 			}
 		})
 	}
