@@ -264,6 +264,13 @@ func TestKitContent(t *testing.T) {
 			t.Errorf("README.md lacks %q", want)
 		}
 	}
+	// A PACS that hides the reason (Orthanc's REST API and log said only
+	// "DUL Association Rejected" for a wrong calling AE, a wrong called AE
+	// and the plain port of a bound site alike) is sent to the DCMTK
+	// commands, which print it, or to us.
+	if !strings.Contains(readme, "A PACS may log a rejection without its reason (Orthanc logs `DUL Association Rejected`)") {
+		t.Error("README.md does not say where to find a rejection's reason when the PACS does not show it")
+	}
 	// Each rejection a site can meet is named in the words DCMTK prints
 	// (dicomnet's), which the PACS administrator looks for in its log.
 	for _, rj := range []*dicomnet.RejectError{dicomnet.RejectCallingAENotRecognized, dicomnet.RejectCalledAENotRecognized,
