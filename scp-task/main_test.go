@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -177,5 +182,50 @@ func TestStopSignals(t *testing.T) {
 				t.Errorf("drain cut short: %v, want %v", got, tt.stopNow)
 			}
 		})
+	}
+}
+
+// TestStartLogNamesThePortalOnce: a new user of make run reads the start
+// log for where the portal is. Two lines named it ("local mode started"
+// and "local mode", one with a trailing slash), so it read as two
+// portals.
+func TestStartLogNamesThePortalOnce(t *testing.T) {
+	free := "127.0.0.1:0"
+	cfg, err := config.Load([]string{"--local", "--data-dir", t.TempDir(), "--listen", free, "--health-listen", free, "--portal-listen", free}, envOf(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.LogBuffer
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, context.Background(), cfg, jsonlog.New(&logs, slog.LevelInfo)) }()
+	for !strings.Contains(logs.String(), `"msg":"scp-task listening"`) {
+		select {
+		case err := <-done:
+			t.Fatalf("run ended: %v\n%s", err, logs.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var naming []string
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if _, ok := m["portal"]; ok {
+			naming = append(naming, line)
+		}
+	}
+	if len(naming) != 1 {
+		t.Fatalf("%d start lines name the portal, want 1:\n%s", len(naming), strings.Join(naming, "\n"))
+	}
+	var m map[string]any
+	_ = json.Unmarshal([]byte(naming[0]), &m)
+	if url, _ := m["portal"].(string); !strings.HasPrefix(url, "http://127.0.0.1:") {
+		t.Errorf("portal %q is not a URL to open", url)
 	}
 }

@@ -162,7 +162,6 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		store = lm.Store()
 		warnIfShortOfSpace(ctx, store, log)
 		observers = append(observers, lm.Observer())
-		log.Info("local mode", "data_dir", cfg.DataDir, "portal", strings.TrimSuffix(lm.PortalURL(), "/"))
 	} else {
 		store, err = openStore(ctx, cfg, log, names, reg)
 		if err != nil {

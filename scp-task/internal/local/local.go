@@ -367,11 +367,6 @@ func (l *Local) Observer() dicomnet.Observer { return l.counters }
 // PortalAddr is the portal's listening address (host:port).
 func (l *Local) PortalAddr() string { return l.ln.Addr().String() }
 
-// PortalURL is the portal's URL as a client on this machine opens it
-// ("http://127.0.0.1:8080/"; by loopback when it listens on every
-// interface).
-func (l *Local) PortalURL() string { return portalURL(l.ln.Addr()) }
-
 // Shutdown stops the portal, lets the worker finish the object in hand and
 // flushes what events it can, then closes the database.
 func (l *Local) Shutdown(ctx context.Context) error {

@@ -33,13 +33,13 @@ type Addresses struct {
 }
 
 // Learn takes the addresses from one decoded log record of scp-task: the
-// portal's from "local mode", the others from "scp-task listening", which
+// portal's from "local mode started", the others from "scp-task listening", which
 // comes after it. It reports whether the record was "scp-task listening".
 func (a *Addresses) Learn(m map[string]any) bool {
 	switch m["msg"] {
-	case "local mode":
+	case "local mode started":
 		portal, _ := m["portal"].(string)
-		a.PortalAddr = strings.TrimPrefix(portal, "http://")
+		a.PortalAddr = strings.TrimSuffix(strings.TrimPrefix(portal, "http://"), "/")
 	case "scp-task listening":
 		a.DICOMAddr, _ = m["dicom"].(string)
 		a.TLSAddr, _ = m["dicom_tls"].(string)
