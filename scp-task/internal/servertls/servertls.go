@@ -248,7 +248,11 @@ type crlKey struct {
 // PollInterval it also checks whether a client CRL in use went stale,
 // PEM text included (as in ECS, where the list cannot change but time
 // passes).
-func (r *Reloader) Watch(ctx context.Context) {
+func (r *Reloader) Watch(ctx context.Context) { r.watch(ctx, func() {}) }
+
+// watch is Watch calling watching once the files are watched (or, when
+// they cannot be, polled): a change from then on is seen.
+func (r *Reloader) watch(ctx context.Context, watching func()) {
 	dirs := map[string]bool{}
 	for _, v := range []string{r.src.Cert, r.src.Key, r.src.ClientCA, r.src.ClientCRL} {
 		if v != "" && !isPEM(v) {
@@ -280,6 +284,7 @@ func (r *Reloader) Watch(ctx context.Context) {
 	}
 	poll := time.NewTicker(PollInterval)
 	defer poll.Stop()
+	watching()
 	var settle <-chan time.Time
 	for {
 		select {

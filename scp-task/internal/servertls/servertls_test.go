@@ -257,11 +257,13 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { r.Watch(ctx); close(done) }()
+	done, watching := make(chan struct{}), make(chan struct{})
+	go func() { r.watch(ctx, func() { close(watching) }); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	addr := serve(t, r)
-	time.Sleep(100 * time.Millisecond) // the watch is set up
+	// A change before the directories are watched would be seen only at the next poll, a minute on (a 100 ms
+	// sleep stood for this).
+	<-watching
 	next := p.ca.Server(t, testpki.Options{})
 	// Key first, then certificate, as a renewal script would: in between the pair does not match and is not
 	// loaded; once both are there it is.
