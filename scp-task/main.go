@@ -46,14 +46,8 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 	if env := getenv("ENVIRONMENT"); env != "" {
 		log = log.With(jsonlog.EnvironmentKey, env)
 	}
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	ctx, hurry := stopSignals(sigs)
-	// After the second signal the next one has its default action: a
-	// third Ctrl-C ends a stop that hangs (the next start reports it as
-	// unclean) without a kill -9.
-	defer context.AfterFunc(hurry, func() { signal.Stop(sigs) })()
+	ctx, hurry, release := notifyStops()
+	defer release()
 	if err := run(ctx, hurry, cfg, log); err != nil {
 		var se startError
 		if errors.As(err, &se) {
@@ -66,18 +60,43 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 	return 0
 }
 
+// notifyStops is stopSignals on the process's SIGTERM and SIGINT.
+func notifyStops() (ctx, hurry context.Context, release func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	return stopSignals(sigs)
+}
+
 // stopSignals turns SIGTERM and SIGINT into the two stages of a stop: the
 // first ends ctx (drain: in-flight associations may finish within
 // --drain-timeout), a second ends hurry (abort them now, as at the drain
-// timeout, and stop: a second Ctrl-C of make run's user).
-func stopSignals(sigs <-chan os.Signal) (ctx, hurry context.Context) {
+// timeout, and stop: a second Ctrl-C of make run's user). Before hurry
+// ends, sigs is taken off the signals (signal.Stop), so the next one has
+// its default action: a third Ctrl-C ends a stop that hangs (the next
+// start reports it as unclean) without a kill -9. release does the same
+// and ends the goroutine that waits for the signals.
+func stopSignals(sigs chan os.Signal) (ctx, hurry context.Context, release func()) {
 	ctx, stop := context.WithCancel(context.Background())
 	hurry, stopNow := context.WithCancel(context.Background())
+	quit, ended := make(chan struct{}), make(chan struct{})
 	go func() {
-		<-sigs
-		stop()
-		<-sigs
-		stopNow()
+		defer close(ended)
+		select {
+		case <-sigs:
+			stop()
+		case <-quit:
+			return
+		}
+		select {
+		case <-sigs:
+			signal.Stop(sigs)
+			stopNow()
+		case <-quit:
+		}
 	}()
-	return ctx, hurry
+	return ctx, hurry, func() {
+		signal.Stop(sigs)
+		close(quit)
+		<-ended
+	}
 }

@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,7 +163,8 @@ func TestStopSignals(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sigs := make(chan os.Signal, 2)
-			ctx, hurry := stopSignals(sigs)
+			ctx, hurry, release := stopSignals(sigs)
+			defer release()
 			for _, s := range tt.signals {
 				sigs <- s
 			}
@@ -183,6 +188,78 @@ func TestStopSignals(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMainWithEndsItsSignalWait: mainWith waits for stop signals on a
+// goroutine of its own, which outlived it (in a test; the process ends
+// with it otherwise).
+func TestMainWithEndsItsSignalWait(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	free := "127.0.0.1:0"
+	args := []string{"--local", "--data-dir", t.TempDir(), "--listen", free, "--health-listen", free, "--portal-listen", taken.Addr().String()}
+	if code := mainWith(args, envOf(nil), io.Discard, io.Discard); code != 1 {
+		t.Fatalf("exit %d, want 1 (the portal's port is taken)", code)
+	}
+	var stacks bytes.Buffer
+	if err := pprof.Lookup("goroutine").WriteTo(&stacks, 1); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(stacks.String(), ".stopSignals.func") {
+		t.Errorf("mainWith returned and left its signal goroutine:\n%s", stacks.String())
+	}
+}
+
+// TestThirdStopSignal: after the second signal (which ends the drain)
+// the next has its default action and ends the process, so that a stop
+// that hangs ends without a kill -9. It runs in a child process (this test
+// binary again), which the third signal kills.
+func TestThirdStopSignal(t *testing.T) {
+	if os.Getenv("SCP_TASK_TEST_STOP_SIGNALS") != "" {
+		thirdStopSignalChild()
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestThirdStopSignal$")
+	cmd.Env = append(os.Environ(), "SCP_TASK_TEST_STOP_SIGNALS=1")
+	out, err := cmd.CombinedOutput()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() && ws.Signal() == syscall.SIGTERM {
+		return
+	}
+	if cmd.ProcessState.ExitCode() == childSIGTERMIgnored {
+		t.Skip("SIGTERM is ignored in this environment: it has no default action to restore")
+	}
+	t.Fatalf("the third SIGTERM did not end the process (%v):\n%s", err, out)
+}
+
+const childSIGTERMIgnored = 3
+
+// thirdStopSignalChild is TestThirdStopSignal's child: it takes the stop
+// signals as mainWith does and sends itself three SIGTERMs.
+func thirdStopSignalChild() {
+	if signal.Ignored(syscall.SIGTERM) {
+		os.Exit(childSIGTERMIgnored)
+	}
+	ctx, hurry, release := notifyStops()
+	defer release()
+	for _, stage := range []context.Context{ctx, hurry} {
+		if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		select {
+		case <-stage.Done():
+		case <-time.After(10 * time.Second):
+			fmt.Println("a stop signal did not end its stage")
+			os.Exit(1)
+		}
+	}
+	_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	time.Sleep(10 * time.Second)
+	fmt.Println("still running 10 s after the third SIGTERM")
+	os.Exit(1)
 }
 
 // TestStartLogNamesThePortalOnce: a new user of make run reads the start
