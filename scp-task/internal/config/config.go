@@ -116,6 +116,9 @@ type Config struct {
 	origins map[string]Origin // by flag name; absent: the default
 }
 
+// LocalHealthListen is --health-listen's default in local mode.
+const LocalHealthListen = "127.0.0.1:8081"
+
 // Setting describes one flag: its name, environment variable, default and
 // meaning. docs/configuration.md's flags table is checked against the same list
 // (see Settings), so the two cannot drift apart.
@@ -139,7 +142,7 @@ var settings = []Setting{
 	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate that has NAME as a DNS SAN (or, without SANs, as its subject CN); others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
 	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); with --staging: kept on the staging directory's file system, below it associations are refused; after a write found no space, associations are refused and objects fail (A700) before a byte of them is written, until this and what that write needed are free; 0 = none"},
-	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics"},
+	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics; with --local the default is " + LocalHealthListen + ", this machine only, as the portal's"},
 	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
 	{"max-associations-per-ae", "SCP_MAX_ASSOCIATIONS_PER_AE", "16", "concurrent associations per calling AE title; 0 = unlimited"},
 	{"max-pdu-length", "SCP_MAX_PDU_LENGTH", "262144", "largest PDU we accept (advertised to peers)"},
@@ -437,6 +440,12 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		c.CallingAEs = acl
 	}
 	errs = append(errs, c.checkTLS()...)
+	if c.Local && origins["health-listen"] == FromDefault {
+		// Local mode runs on someone's own machine, maybe on a café's
+		// network: its health port serves that person (curl, a local
+		// Prometheus), not a load balancer as on Fargate.
+		c.HealthListen = LocalHealthListen
+	}
 	if c.Local && origins["store"] != FromDefault {
 		errs = append(errs, fmt.Errorf("%s: local mode keeps objects under --data-dir; drop %s or --local", named("store"), named("store")))
 	} else if err := checkStoreURL(named("store"), c.Store); err != nil {

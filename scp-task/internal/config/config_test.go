@@ -134,6 +134,35 @@ func TestLocalStoreDefault(t *testing.T) {
 	}
 }
 
+// TestLocalHealthListen: local mode's health port is on loopback unless
+// chosen, as the portal is (it listened on every interface, so a laptop
+// on a café's network served its /metrics to the café); without --local
+// (Fargate, where the load balancer checks it) it stays on every
+// interface.
+func TestLocalHealthListen(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string
+	}{
+		{"local", []string{"--local"}, nil, "127.0.0.1:8081"},
+		{"local, chosen by flag", []string{"--local", "--health-listen", ":8081"}, nil, ":8081"},
+		{"local, chosen by the environment", nil, map[string]string{"SCP_LOCAL": "true", "SCP_HEALTH_LISTEN": ":9091"}, ":9091"},
+		{"not local", nil, nil, ":8081"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, env(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.HealthListen != tt.want {
+				t.Errorf("HealthListen = %q, want %q", c.HealthListen, tt.want)
+			}
+		})
+	}
+}
+
 func FuzzLoad(f *testing.F) {
 	f.Add("--calling-aes", "A@10.0.0.0/8", "SCP_LISTEN", ":1")
 	f.Add("--store", "s3://b/p", "SCP_MAX_ASSOCIATIONS", "x")
