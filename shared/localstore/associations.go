@@ -41,7 +41,9 @@ type Association struct {
 	// evaluated, reported) are not instances.
 	CommitmentRequests int `json:"commitmentRequests"`
 	// Stored is how many C-STOREs the SCP stored and acknowledged on it,
-	// identical resends included, from its end record (0 while open).
+	// identical resends included, from its end record (0 while open). One
+	// that ended with its run (AssociationRunStopped) has no end record:
+	// its Instances less Failed, identical resends not included.
 	Stored int `json:"stored"`
 }
 
@@ -119,6 +121,9 @@ func (db *DB) endedWithRun(ctx context.Context, a *Association, dead *map[string
 	}
 	if i := strings.LastIndexByte(a.ID, '-'); i > 0 && (*dead)[a.ID[:i]] {
 		a.Outcome, a.Reason = AssociationRunStopped, "no end record: the SCP serving it stopped uncleanly (its run "+a.ID[:i]+")"
+		// The end record counts the C-STOREs stored; without one, its
+		// instance records do, less those the SCP refused.
+		a.Stored = a.Instances - a.Failed
 	}
 	return nil
 }

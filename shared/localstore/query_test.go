@@ -467,6 +467,8 @@ func TestAssociations(t *testing.T) {
 	add("a2", "association-rejected", "EVIL", 10*time.Second)
 	add("dead1-1", "association-accepted", "SITE_B", 15*time.Second)
 	add("dead1-1", "stored", "SITE_B", 16*time.Second)
+	add("dead1-1", "rejected", "SITE_B", 16*time.Second)
+	add("dead1-1", associationaudit.EventStoreFailed, "SITE_B", 17*time.Second)
 	add("a3", "association-accepted", "SITE_B", 20*time.Second)
 	add("a3", "stored", "SITE_B", 21*time.Second)
 	add("", "unparseable-record", "", 22*time.Second)
@@ -480,16 +482,19 @@ func TestAssociations(t *testing.T) {
 		t.Fatal(err)
 	}
 	type row struct {
-		ID, Outcome                              string
-		Instances, Rejected, Stored, Commitments int
-		Duration                                 time.Duration
+		ID, Outcome                                      string
+		Instances, Rejected, Failed, Stored, Commitments int
+		Duration                                         time.Duration
 	}
 	var got []row
 	for _, x := range p.Associations {
-		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Stored, x.CommitmentRequests, x.Duration()})
+		got = append(got, row{x.ID, x.Outcome, x.Instances, x.Rejected, x.Failed, x.Stored, x.CommitmentRequests, x.Duration()})
 	}
-	want := []row{{"a3", "open", 1, 0, 0, 0, 0}, {"dead1-1", "unclean-stop", 1, 0, 0, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0, 0},
-		{"a1", "association-released", 2, 1, 5, 2, 3 * time.Second}}
+	// An association that ended with its run has no end record to count
+	// what it stored (it showed 0): its instance records do, less the
+	// C-STOREs the SCP refused.
+	want := []row{{"a3", "open", 1, 0, 0, 0, 0, 0}, {"dead1-1", "unclean-stop", 3, 1, 1, 2, 0, 0}, {"a2", "association-rejected", 0, 0, 0, 0, 0, 0},
+		{"a1", "association-released", 2, 1, 0, 5, 2, 3 * time.Second}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("associations (-want +got):\n%s", d)
 	}
@@ -532,7 +537,7 @@ func TestAssociations(t *testing.T) {
 	if _, err := db.Association(ctx, "nope"); !errors.Is(err, pipeline.ErrNotFound) {
 		t.Errorf("unknown association: %v", err)
 	}
-	if d, err := db.Association(ctx, "dead1-1"); err != nil || d.Outcome != AssociationRunStopped || !strings.Contains(d.Reason, "run dead1") {
+	if d, err := db.Association(ctx, "dead1-1"); err != nil || d.Outcome != AssociationRunStopped || !strings.Contains(d.Reason, "run dead1") || d.Stored != 2 {
 		t.Errorf("an association of a dead run: %+v, %v", d, err)
 	}
 	// The dead runs are read through their index, not a scan of the trail.

@@ -151,6 +151,16 @@ func (n *node) stop() {
 	}
 }
 
+// kill ends the process with SIGKILL, as an out-of-memory kill or a lost
+// host does, and waits until it is reaped.
+func (n *node) kill() {
+	n.t.Helper()
+	if err := n.cmd.Process.Kill(); err != nil {
+		n.t.Fatal(err)
+	}
+	<-n.done
+}
+
 // wait waits for the process to exit by itself and returns its exit code.
 func (n *node) wait(d time.Duration) int {
 	n.t.Helper()
