@@ -39,6 +39,12 @@ const (
 	EventReleased    = "association-released"
 	EventAborted     = "association-aborted"
 	EventStoreFailed = "store-failed"
+	// EventDuplicate: a C-STORE stored and acknowledged whose object the
+	// store already held, byte for byte, under its key (an identical
+	// resend the same day): nothing new was written, so no object
+	// notification reaches the pipeline, and this record is the
+	// transfer's trace. ObjectKey names the object held.
+	EventDuplicate = "duplicate"
 	// EventCommitmentRefused: a Storage Commitment request (N-ACTION)
 	// answered with a failure status, so no transaction exists for it.
 	EventCommitmentRefused = "commitment-refused"
@@ -57,7 +63,7 @@ const (
 
 // Events are every event name a Record carries, as the audit trail's
 // outcomes list them (pipeline.AuditOutcomes).
-var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventCommitmentRefused,
+var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted, EventStoreFailed, EventDuplicate, EventCommitmentRefused,
 	EventApplicationStart, EventApplicationStop, EventUncleanStopFound}
 
 // Record is one association event. It holds no patient data: AE titles,
@@ -83,9 +89,12 @@ type Record struct {
 	// the data set's header named, when it was read.
 	StudyInstanceUID  string `json:"studyInstanceUid,omitempty"`
 	SeriesInstanceUID string `json:"seriesInstanceUid,omitempty"`
-	Instances         int    `json:"instances,omitempty"` // instances stored, on released/aborted
-	Bytes             int64  `json:"bytes,omitempty"`     // dataset bytes stored, on released/aborted
-	Implementation    string `json:"implementationVersion"`
+	// ObjectKey, on duplicate, is the key of the object held, relative to
+	// the store's root (as objectstore.Stored.Key).
+	ObjectKey      string `json:"objectKey,omitempty"`
+	Instances      int    `json:"instances,omitempty"` // instances stored, on released/aborted
+	Bytes          int64  `json:"bytes,omitempty"`     // dataset bytes stored, on released/aborted
+	Implementation string `json:"implementationVersion"`
 	// Seq orders the records of one association.
 	Seq uint64 `json:"seq"`
 	// TLS describes the peer's client certificate when the association

@@ -141,6 +141,10 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 //   - the steps of a Storage Commitment transaction: A.5.3 has no Storage
 //     Commitment event, and Instances Transferred requires the patient,
 //     which the transaction's records do not name.
+//   - a resend as the SCP alone records it (scp-task without the
+//     pipeline: no patient); the pipeline's record of it, which names the
+//     patient of the object held, is sent as the Instances Transferred of
+//     that transfer.
 //   - an instance whose sender is unknown (no calling AE, no peer address:
 //     its SCP metadata was lost), since A.5.3.7 requires the process that
 //     sent the data.
@@ -153,6 +157,11 @@ func sent(rec pipeline.AuditRecord) bool {
 		associationaudit.EventStoreFailed, associationaudit.EventCommitmentRefused,
 		pipeline.OutcomeCommitmentRequested, pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures,
 		pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
+		return false
+	}
+	if rec.Outcome == pipeline.OutcomeDuplicate && !slices.ContainsFunc(rec.ParticipantObjects, func(o pipeline.AuditParticipantObject) bool {
+		return o.TypeCode == 1 && o.TypeRole == 1
+	}) {
 		return false
 	}
 	if rec.EventID.Code == eventInstancesTransferred {

@@ -81,11 +81,20 @@ func instanceRecords(t *testing.T) map[string]pipeline.AuditRecord {
 	if _, err := p.ProcessObject(ctx, key(sop2)); err != nil {
 		t.Fatal(err)
 	}
+	// An identical resend, received on another day under another key.
+	data = ct(sop1).Build()
+	rk := strings.Replace(key(sop1), "/01/15/", "/01/16/", 1)
+	m = pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+	m["received-at"], m["association-id"] = "2026-01-16T08:00:00Z", "assoc8"
+	f.Objects.Add(rk, data, m)
+	if _, err := p.ProcessObject(ctx, rk); err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]pipeline.AuditRecord{}
 	for _, r := range f.Audit.All() {
 		out["instance-"+r.Outcome] = r
 	}
-	for _, want := range []string{"instance-stored", "instance-conflict", "instance-rejected"} {
+	for _, want := range []string{"instance-stored", "instance-conflict", "instance-duplicate", "instance-rejected"} {
 		if _, ok := out[want]; !ok {
 			t.Fatalf("the pipeline wrote no %s record: %v", want, out)
 		}
@@ -135,6 +144,12 @@ func associationRecords() map[string]pipeline.AuditRecord {
 		}),
 		"store-failed": with(6, func(r *associationaudit.Record) {
 			r.Event, r.Status, r.Reason = associationaudit.EventStoreFailed, "A700", "storage failed, please retry"
+			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
+		}),
+		// A resend the SCP found held, as the SCP alone records it (the
+		// pipeline's record of it is an instance's: instance-duplicate).
+		"duplicate": with(7, func(r *associationaudit.Record) {
+			r.Event, r.ObjectKey = associationaudit.EventDuplicate, key(sop1)
 			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
 		}),
 		"commitment-refused": with(9, func(r *associationaudit.Record) {
@@ -318,6 +333,10 @@ func TestRenderEvents(t *testing.T) {
 		{"instance-stored", []string{"110104"}},
 		{"instance-conflict", []string{"110104"}},
 		{"instance-rejected", []string{"110104"}},
+		{"instance-duplicate", []string{"110104"}},
+		// The SCP's own record of a resend names no patient: the
+		// pipeline's does, and is sent.
+		{"duplicate", nil},
 		// No study, no patient: neither A.5.3.3 nor A.5.3.7 can be met.
 		{"association-accepted", nil},
 		{"association-released", nil},

@@ -29,13 +29,13 @@ type Association struct {
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
 	// Instances counts the instance records (stored, duplicate, conflict,
-	// rejected, store-failed); Rejected those quarantined, Failed those
-	// the store refused. An identical resend gets no record of its own (its
-	// content's record is the first delivery's), so an association that
-	// only resent has none.
-	Instances int `json:"instances"`
-	Rejected  int `json:"rejected"`
-	Failed    int `json:"failed"`
+	// rejected, store-failed); Duplicates those of identical resends (each
+	// transfer of content already held has its record), Rejected those
+	// quarantined, Failed those the store refused.
+	Instances  int `json:"instances"`
+	Duplicates int `json:"duplicates"`
+	Rejected   int `json:"rejected"`
+	Failed     int `json:"failed"`
 	// CommitmentRequests counts the Storage Commitment requests (N-ACTIONs)
 	// made on it, refused ones included; their records (requested,
 	// evaluated, reported) are not instances.
@@ -43,7 +43,8 @@ type Association struct {
 	// Stored is how many C-STOREs the SCP stored and acknowledged on it,
 	// identical resends included, from its end record (0 while open). One
 	// that ended with its run (AssociationRunStopped) has no end record:
-	// its Instances less Failed, identical resends not included.
+	// its Instances less Failed (identical resends among them, each with
+	// its duplicate record, once the record was written).
 	Stored int `json:"stored"`
 }
 
@@ -266,6 +267,8 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 			switch outcome {
 			case pipeline.OutcomeRejected:
 				a.Rejected++
+			case pipeline.OutcomeDuplicate:
+				a.Duplicates++
 			case associationaudit.EventStoreFailed:
 				a.Failed++
 			}

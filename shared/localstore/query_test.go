@@ -446,7 +446,8 @@ func TestAssociations(t *testing.T) {
 		rec := pipeline.AuditRecord{ID: fmt.Sprint("r", n), Time: t0.Add(at), Outcome: outcome, AssociationID: assoc, CallingAE: ae,
 			CalledAE: "REMOTE_AE", PeerAddr: "10.0.0.1:4000"}
 		if outcome == "association-released" {
-			// The SCP stored 5 (3 identical resends, which get no record).
+			// The SCP stored 5 (3 identical resends, whose duplicate
+			// records this test leaves out).
 			rec.StoredInstances = 5
 		}
 		if _, err := a.Append(ctx, rec); err != nil {

@@ -32,7 +32,7 @@ const rejectOutcomesSQL = `a.outcome IN ('` + pipeline.OutcomeRejected + `', '` 
 // clearedSQL is the one definition of a reject cleared: the study of
 // audit record a holds an instance of its SOP Instance UID. A good resend
 // clears its rejects (the index holds it then), and so does one the study
-// held already (an identical resend writes no audit record of its own).
+// held already (an identical resend: its record is a duplicate, no reject).
 // The status and count of rejectsSQL and the study page's marks
 // (StudyRejects) both read it. The index is read through its key (sop_uid
 // first).

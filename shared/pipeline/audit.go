@@ -106,6 +106,11 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		rec.EventOutcome = outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("conflicting-resend", "Conflicting resend kept")}
 		rec.Reason = "a different object with this SOP Instance UID was stored before; both are kept"
+	case OutcomeDuplicate:
+		// The caller names the transfer in the id: each resend has a
+		// record of its own, a redelivery of one none.
+		rec.EventOutcome = outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{codeIdenticalResend}
 	case OutcomeRejected:
 		rec.ID = "rejected:" + in.info.Key + ":" + tx.SHA256
 		rec.EventOutcome = outcomeMinorFailure
@@ -176,6 +181,13 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		if r.Status != "" {
 			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
 		}
+	case associationaudit.EventDuplicate:
+		// The resend as the SCP alone knows it: the pipeline's record of
+		// it (resentAudit) adds the study and the patient from the
+		// object held.
+		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSuccess
+		rec.EventTypeCodes = []CodedValue{codeIdenticalResend}
+		rec.Reason = resentReason
 	case associationaudit.EventApplicationStart, associationaudit.EventApplicationStop:
 		// A.5.3.1: the application started or stopped is the one
 		// participant (what launched it is not known to it).
@@ -290,14 +302,25 @@ const (
 var codeTransactionUID = localCode("transaction-uid", "Storage Commitment Transaction UID")
 
 // The outcomes of an instance's audit record: stored, stored beside a
-// different object of its SOP Instance UID (both kept), or quarantined by
-// validation. A C-STORE the SCP refused has an association record instead
-// (associationaudit.EventStoreFailed).
+// different object of its SOP Instance UID (both kept), an identical copy
+// of an object already held (a resend: nothing new stored, indexed or
+// announced), or quarantined by validation. A C-STORE the SCP refused has
+// an association record instead (associationaudit.EventStoreFailed).
 const (
-	OutcomeStored   = "stored"
-	OutcomeConflict = "conflict"
-	OutcomeRejected = "rejected"
+	OutcomeStored    = "stored"
+	OutcomeConflict  = "conflict"
+	OutcomeDuplicate = associationaudit.EventDuplicate
+	OutcomeRejected  = "rejected"
 )
+
+// codeIdenticalResend marks an instance's record as a resend of content
+// already held (OutcomeDuplicate).
+var codeIdenticalResend = localCode("identical-resend", "Identical resend of an instance already held")
+
+// resentReason is a duplicate record's reason. It names no object: a
+// key holds UIDs, and the reason is projected where the trail promises no
+// patient data (the byCallingAe and byDay indexes).
+const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 
 // The outcomes of a Storage Commitment transaction's audit records: its
 // request, its result (all committed, or failures), its delivery.
@@ -320,15 +343,16 @@ const OutcomeUncleanStop = "unclean-stop"
 const OutcomeUnparseableRecord = "unparseable-record"
 
 // AuditOutcomes are every outcome an audit record is written with, in the
-// order the portal's filter offers them: an instance's, an association's
+// order the portal's filter offers them: an instance's (duplicate also
+// being the event of the SCP's record of a resend it found held), an association's
 // (its SCP records' events, among them unclean-stop-found: a running SCP
 // found unclean stops), an SCP start's that found unclean stops, a
 // Storage Commitment transaction's, and an
 // unparseable association record's. pipelinetest's trail refuses any
 // other, so the pipeline's tests hold the code to this list.
 var AuditOutcomes = slices.Concat(
-	[]string{OutcomeStored, OutcomeConflict, OutcomeRejected},
-	associationaudit.Events,
+	[]string{OutcomeStored, OutcomeConflict, OutcomeDuplicate, OutcomeRejected},
+	slices.DeleteFunc(slices.Clone(associationaudit.Events), func(e string) bool { return e == OutcomeDuplicate }),
 	[]string{OutcomeUncleanStop},
 	[]string{OutcomeCommitmentRequested, OutcomeCommitted, OutcomeCommitmentFailures, OutcomeCommitmentReported, OutcomeCommitmentUndeliverable},
 	[]string{OutcomeUnparseableRecord},

@@ -474,12 +474,22 @@ func TestIdempotentTwice(t *testing.T) {
 		t.Errorf("%d events, want 2", n)
 	}
 	// An identical resend stored under another key (another day) is the
-	// same content: no new audit record, count or event.
+	// same content: no new count or event, the instance row as it was,
+	// but a transfer of its own: a duplicate record naming who sent it
+	// over which association, once however often it is redelivered.
+	before, err := f.Index.Instances(ctx, sop1)
+	if err != nil {
+		t.Fatal(err)
+	}
 	other := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
-	add(f, other, data, sop1)
-	res, err := p.ProcessObject(ctx, other)
-	if err != nil || res.Outcome != pipeline.InstanceDuplicate {
-		t.Fatalf("resend: %+v %v", res, err)
+	md := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data))
+	md["association-id"], md["calling-ae"], md["received-at"] = "assoc9", "PACS2", "2026-01-16T08:00:00Z"
+	f.Objects.Add(other, data, md)
+	for range 2 {
+		res, err := p.ProcessObject(ctx, other)
+		if err != nil || res.Outcome != pipeline.InstanceDuplicate {
+			t.Fatalf("resend: %+v %v", res, err)
+		}
 	}
 	got := state(t, f).(struct {
 		Keys    []string
@@ -487,8 +497,24 @@ func TestIdempotentTwice(t *testing.T) {
 		Studies []pipeline.StudySummary
 		Events  []string
 	})
-	if len(got.Audit) != 2 || len(got.Events) != 2 || got.Studies[0].InstanceCount != 1 {
-		t.Errorf("after identical resend: %d audit, %d events, %d instances", len(got.Audit), len(got.Events), got.Studies[0].InstanceCount)
+	if len(got.Audit) != 3 || len(got.Events) != 2 || got.Studies[0].InstanceCount != 1 || got.Studies[0].Revision != 1 {
+		t.Errorf("after identical resend: %d audit, %d events, %d instances, revision %d", len(got.Audit), len(got.Events),
+			got.Studies[0].InstanceCount, got.Studies[0].Revision)
+	}
+	after, err := f.Index.Instances(ctx, sop1)
+	if err != nil || !cmp.Equal(before, after) {
+		t.Errorf("the resend changed the instance row: %v\n%+v\n%+v", err, before, after)
+	}
+	page, err := f.Audit.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: sop1})
+	if err != nil || len(page.Records) != 2 {
+		t.Fatalf("records of the instance: %v, %+v", err, page.Records)
+	}
+	dup, stored := page.Records[0], page.Records[1]
+	if stored.Outcome != pipeline.OutcomeStored || dup.Outcome != pipeline.OutcomeDuplicate || dup.EventID.Code != "110104" ||
+		dup.EventOutcome != 0 || dup.AssociationID != "assoc9" || dup.CallingAE != "PACS2" || dup.ObjectKey != other ||
+		!dup.Time.Equal(time.Date(2026, 1, 16, 8, 0, 0, 0, time.UTC)) || dup.PatientID != "PID-1" || dup.SHA256 != stored.SHA256 ||
+		dup.ID == stored.ID || strings.Contains(dup.Reason, sop1) {
+		t.Errorf("resend's record %+v\nfirst's %+v", dup, stored)
 	}
 }
 
@@ -914,6 +940,43 @@ func TestProcessAuditRecord(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a resend the SCP found held", func(t *testing.T) {
+		// The SCP's store held the resend's bytes under its key: its
+		// record is the transfer's trace, named as an instance's by the
+		// object held (study, patient) and by the resend (association,
+		// sender, time).
+		data := ct(sop1).Build()
+		r := associationaudit.Record{Event: associationaudit.EventDuplicate, Time: at, AssociationID: "assoc7", CallingAE: "PACS2",
+			CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 3, SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1,
+			StudyInstanceUID: study, SeriesInstanceUID: series, ObjectKey: key(sop1)}
+		body, _ := associationaudit.Marshal(r)
+		k, _ := associationaudit.Key(r)
+		f := pt.New()
+		add(f, "site-a/"+key(sop1), data, sop1)
+		f.Objects.Add("site-a/"+k, body, nil)
+		p := f.Pipeline()
+		for range 2 {
+			if err := p.ProcessAuditRecord(context.Background(), "site-a/"+k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs := f.Audit.All()
+		if len(recs) != 1 {
+			t.Fatalf("%d records", len(recs))
+		}
+		got := recs[0]
+		if got.ID != "assoc:assoc7:3:duplicate" || got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" ||
+			got.EventActionCode != "C" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
+			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
+			got.SHA256 != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
+			t.Errorf("record = %+v", got)
+		}
+		// Without the object (not ours, or gone) the SCP's record stands.
+		_, got = processAuditRecord(t, r, 2)
+		if got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" || got.PatientID != "" || got.StudyInstanceUID != study {
+			t.Errorf("record without the object = %+v", got)
+		}
+	})
 	t.Run("a newer schema version is left for a newer pipeline", func(t *testing.T) {
 		f := pt.New()
 		k := "audit/2026/01/15/x-000001-association-accepted.json"

@@ -300,11 +300,20 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	indexed := up.Instance
 	conflict := tx.Conflict || indexed.Conflict
 	outcome := OutcomeStored
-	if conflict {
+	switch {
+	case up.Outcome == InstanceDuplicate && Resent(indexed, inst):
+		// Another transfer of content the archive held already: audited
+		// as such, announced by nothing (its content's event is out).
+		outcome = OutcomeDuplicate
+	case conflict:
 		outcome = OutcomeConflict
 	}
 	rec := p.instanceAudit(in, tx, outcome)
 	rec.ObjectKey = key
+	if outcome == OutcomeDuplicate {
+		rec.ID = "duplicate:" + key + ":" + tx.SHA256
+		rec.Reason = resentReason
+	}
 	if mismatch := findingsWith(indexed.Findings, CodePatientMismatch); len(mismatch) > 0 {
 		rec.EventTypeCodes = append(rec.EventTypeCodes, localCode(CodePatientMismatch, "Patient attributes differ within the study"))
 		rec.Findings = append(rec.Findings, mismatch...)
@@ -474,10 +483,53 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 	}
 	rec := p.associationAudit(r)
 	rec.ObjectKey = key
+	if r.Event == associationaudit.EventDuplicate {
+		if rec, err = p.resentAudit(ctx, key, r, rec); err != nil {
+			return err
+		}
+	}
 	if _, err := p.Audit.Append(ctx, rec); err != nil {
 		return fmt.Errorf("pipeline: audit: %w", err)
 	}
 	return nil
+}
+
+// resentAudit is the record of a resend the SCP found held, byte for
+// byte, under its key (r, an associationaudit.EventDuplicate record
+// stored at recordKey; no object notification follows such a resend): the
+// record a resend under another key gets (accept), built from the held
+// object's header (its study and patient, which the SCP's record does not
+// name) with the resend's own transfer, under the SCP record's id, so a
+// redelivery writes nothing new. Without the object (gone, or not under
+// incoming/), the SCP record's own mapping, rec, stands.
+func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associationaudit.Record, rec AuditRecord) (AuditRecord, error) {
+	root, _, _, _ := SplitKey(recordKey)
+	key := root + r.ObjectKey
+	if _, sec, _, ok := SplitKey(key); r.ObjectKey == "" || !ok || sec != IncomingPrefix {
+		return rec, nil
+	}
+	info, err := p.Objects.Head(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return rec, nil
+	}
+	if err != nil {
+		return rec, p.Names.Redact(fmt.Errorf("pipeline: head the object a resend duplicates: %w", err), key)
+	}
+	info.Key = key
+	in, err := p.inspect(ctx, info)
+	if err != nil {
+		return rec, p.Names.Redact(fmt.Errorf("pipeline: read the object a resend duplicates: %w", err), key)
+	}
+	tx := transaction{
+		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
+		ReceivedAt: r.Time.UTC(), SHA256: transactionOf(info).SHA256, SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
+	}
+	out := p.instanceAudit(in, tx, OutcomeDuplicate)
+	out.ID, out.ObjectKey, out.TLS, out.Reason = rec.ID, key, rec.TLS, resentReason
+	if !in.valid() {
+		out.Reason += "; that object was quarantined by validation"
+	}
+	return out, nil
 }
 
 // AnnounceStableStudies publishes Study Received / Study Updated for every

@@ -51,6 +51,17 @@ func ContentOutcome(first FirstContent, in InstanceRecord) UpsertOutcome {
 	return InstanceNew
 }
 
+// Resent is the resend rule: a delivery the index found a duplicate of
+// (UpsertResult.Instance, the record indexed first, unchanged) is another
+// transfer of content already held when it comes under another object key
+// (an identical resend the store kept, received on another day), and the
+// same transfer again when it comes under the indexed record's key (a
+// redelivery, a retry). Each transfer gets its own audit record; a
+// redelivery writes nothing new.
+func Resent(indexed, delivered InstanceRecord) bool {
+	return delivered.ObjectKey != "" && indexed.ObjectKey != delivered.ObjectKey
+}
+
 // patientCheck is one patient attribute on which a study's instances must
 // agree.
 type patientCheck struct {

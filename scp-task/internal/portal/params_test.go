@@ -32,7 +32,7 @@ var (
 		{"from", "yesterday", "a time: RFC 3339 or yyyy-mm-dd"},
 		{"to", "2026-02-30", "a time: RFC 3339 or yyyy-mm-dd"},
 		{"day", "2026-13-01", "a date, yyyy-mm-dd"},
-		{"outcome", "duplicate", "stored, conflict, rejected, association-accepted"},
+		{"outcome", "resent", "stored, conflict, duplicate, rejected, association-accepted"},
 	})
 	badAssociationQuery = concat(badLimits, badCursor, []badParam{
 		{"outcome", "closed", "open, association-released, association-aborted, association-rejected or unclean-stop"},

@@ -152,8 +152,7 @@ var funcs = template.FuncMap{
 	"statuses":      func() []string { return localstore.Statuses },
 	"bytes":         humanBytes,
 	"f1":            func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-	// outcomes are those the audit trail writes (it offered
-	// "duplicate", which no record has).
+	// outcomes are those the audit trail writes.
 	"outcomes":           func() []string { return pipeline.AuditOutcomes },
 	"eventTypes":         func() []string { return eventTypes },
 	"commitmentOutcomes": func() []string { return commitmentOutcomes },

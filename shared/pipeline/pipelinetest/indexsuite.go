@@ -254,7 +254,23 @@ func testDuplicate(t *testing.T, h IndexHarness) {
 	if diff := cmp.Diff(in, r.Instance, cmpOpts); diff != "" {
 		t.Errorf("a duplicate reports the record indexed first (-want +got):\n%s", diff)
 	}
-	checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+	d := checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+	// The resend is another transfer (pipeline.Resent: its key is not the
+	// indexed one) and its own audit record says so; the instance row
+	// stays the first transfer's: key, receipt, sender.
+	if diff := cmp.Diff([]pipeline.InstanceRecord{in}, d.Instances, cmpOpts); diff != "" {
+		t.Errorf("the instance row after a resend (-want +got):\n%s", diff)
+	}
+	if got, err := ix.Instances(context.Background(), in.SOPInstanceUID); err != nil || !cmp.Equal([]pipeline.InstanceRecord{in}, got, cmpOpts) {
+		t.Errorf("Instances after a resend = %+v, %v", got, err)
+	}
+	// A redelivery of the first (its key) reports that key: the same
+	// transfer, which writes nothing new.
+	redelivered := in
+	redelivered.IndexedAt = T0.Add(2 * time.Hour)
+	if r := upsert(t, ix, redelivered, pipeline.InstanceDuplicate); r.Instance.ObjectKey != in.ObjectKey || r.Instance.ReceivedAt != in.ReceivedAt {
+		t.Errorf("a redelivery reports %s received %v, want the first's %s %v", r.Instance.ObjectKey, r.Instance.ReceivedAt, in.ObjectKey, in.ReceivedAt)
+	}
 }
 
 func testConflictSameStudy(t *testing.T, h IndexHarness) {
