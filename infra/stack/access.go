@@ -59,10 +59,12 @@ var functionAccess = map[string]fnAccess{
 		copyTags: true, putEvents: true,
 	},
 	// audit (pipeline.ProcessAuditRecord): GET of the association record;
-	// the audit record (a conditional PutItem).
+	// HEAD and ranged GET of the incoming object a resend duplicates (its
+	// study and patient name the resend's record); the audit record (a
+	// conditional PutItem).
 	FnAudit: {
 		audit: tableAccess{actions: []string{"dynamodb:PutItem"}},
-		read:  []string{PrefixAudit},
+		read:  []string{PrefixAudit, PrefixIncoming},
 	},
 	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
 	// byPending, GetItem), the study's detail (Query of its partition), the

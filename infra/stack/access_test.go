@@ -120,7 +120,7 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
-			{"s3:GetObject bucket/audit/*", "kms:Decrypt key" + via("s3")}}},
+			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "kms:Decrypt key" + via("s3")}}},
 		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}, failedRuns}},
 		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},

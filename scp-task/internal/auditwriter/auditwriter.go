@@ -541,7 +541,15 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 			t.bytes += ev.Bytes
 		}
 		w.mu.Unlock()
-		return r, false
+		// A resend the store found held: no object notification will
+		// follow, so this record is the transfer's trace.
+		var held *ingest.AlreadyHeld
+		if !errors.As(ev.Err, &held) {
+			return r, false
+		}
+		r.Event, r.Reason = associationaudit.EventDuplicate, ""
+		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
+		r.StudyInstanceUID, r.SeriesInstanceUID, r.ObjectKey = held.StudyInstanceUID, held.SeriesInstanceUID, held.Key
 	case dicomnet.EventStoreFailed:
 		r.Event = associationaudit.EventStoreFailed
 		r.Status = fmt.Sprintf("%04X", ev.Status)

@@ -69,6 +69,8 @@ func TestRecordsForEveryEvent(t *testing.T) {
 		{Type: dicomnet.EventAccepted, Time: at, Association: info},
 		{Type: dicomnet.EventStored, Time: at, Association: info, Bytes: 100},
 		{Type: dicomnet.EventStored, Time: at, Association: info, Bytes: 50},
+		{Type: dicomnet.EventStored, Time: at, Association: info, Bytes: 50, SOPClassUID: "1.2", SOPInstanceUID: "1.2.4",
+			Err: &ingest.AlreadyHeld{Key: "incoming/2026/02/03/1.9/1.9.1/1.2.4.dcm", StudyInstanceUID: "1.9", SeriesInstanceUID: "1.9.1"}},
 		{Type: dicomnet.EventStoreFailed, Time: at, Association: info, Status: 0xA700, SOPClassUID: "1.2", SOPInstanceUID: "1.2.3",
 			Err: &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}, StudyInstanceUID: "1.9", SeriesInstanceUID: "1.9.1"}},
 		{Type: dicomnet.EventAborted, Time: at, Association: info, AbortSource: 2, AbortReason: 6},
@@ -86,7 +88,7 @@ func TestRecordsForEveryEvent(t *testing.T) {
 		}
 		byEvent[r.Event] = r
 	}
-	if len(byEvent) != 4 {
+	if len(byEvent) != 5 {
 		t.Fatalf("records: %v", store.got)
 	}
 	if r := byEvent[associationaudit.EventRejected]; r.RejectResult != 1 || r.RejectSource != 1 || r.RejectReason != 3 || r.CallingAE != "EVIL" || r.Reason == "" {
@@ -98,7 +100,13 @@ func TestRecordsForEveryEvent(t *testing.T) {
 		r.StudyInstanceUID != "1.9" || r.SeriesInstanceUID != "1.9.1" {
 		t.Errorf("store-failed = %+v", r)
 	}
-	if r := byEvent[associationaudit.EventAborted]; r.Instances != 2 || r.Bytes != 150 || r.AbortSource == nil || *r.AbortSource != 2 || *r.AbortReason != 6 {
+	// A resend the store held: its own record, and a C-STORE the end
+	// record counts.
+	if r := byEvent[associationaudit.EventDuplicate]; r.SOPInstanceUID != "1.2.4" || r.StudyInstanceUID != "1.9" || r.Reason != "" ||
+		r.ObjectKey != "incoming/2026/02/03/1.9/1.9.1/1.2.4.dcm" || r.CallingAE != "LOCAL_AE" || r.Seq == 0 {
+		t.Errorf("duplicate = %+v", r)
+	}
+	if r := byEvent[associationaudit.EventAborted]; r.Instances != 3 || r.Bytes != 200 || r.AbortSource == nil || *r.AbortSource != 2 || *r.AbortReason != 6 {
 		t.Errorf("aborted = %+v", r)
 	}
 	if r := byEvent[associationaudit.EventAccepted]; r.Implementation != "TEST 1" || r.Seq == 0 {

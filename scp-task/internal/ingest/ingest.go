@@ -89,6 +89,22 @@ type ObjectRefused struct {
 func (e *ObjectRefused) Error() string { return e.Status.Error() }
 func (e *ObjectRefused) Unwrap() error { return e.Status }
 
+// AlreadyHeld is the result of a C-STORE whose object the store already
+// held, byte for byte, under its key (objectstore.Stored.Duplicate): it
+// succeeded with Status (success, or B006), and nothing new was written,
+// so no object notification follows. It travels as the handler's error,
+// as a warning status does, so that the audit writer records the
+// transfer (associationaudit.EventDuplicate), with the key of the object
+// held and the study and series the header named. Its message names no
+// UID: it reaches the log.
+type AlreadyHeld struct {
+	Status                                   dimse.Status
+	Key, StudyInstanceUID, SeriesInstanceUID string
+}
+
+func (e *AlreadyHeld) Error() string { return "ingest: identical object already held" }
+func (e *AlreadyHeld) Unwrap() error { return e.Status }
+
 // ServeCStore implements dicomnet.Handler.
 func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, data io.Reader) error {
 	received := h.now()
@@ -163,8 +179,15 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	if stored.Conflict {
 		log.Warn("different content resent for an already stored instance: kept beside it")
 	}
+	st := dimse.Status{Code: dimse.StatusSuccess}
 	if hdr.Group0002Dropped {
-		return dimse.Status{Code: dimse.StatusElementsDiscarded, Comment: "group 0002 elements in the dataset were discarded"}
+		st = dimse.Status{Code: dimse.StatusElementsDiscarded, Comment: "group 0002 elements in the dataset were discarded"}
+	}
+	if stored.Duplicate {
+		return &AlreadyHeld{Status: st, Key: stored.Key, StudyInstanceUID: hdr.StudyInstanceUID, SeriesInstanceUID: hdr.SeriesInstanceUID}
+	}
+	if hdr.Group0002Dropped {
+		return st
 	}
 	return nil
 }

@@ -40,6 +40,9 @@ func (m *memStore) Put(_ context.Context, obj objectstore.Object, r io.Reader) (
 	if err != nil {
 		return objectstore.Stored{}, err
 	}
+	if held, ok := m.objs[key]; ok && bytes.Equal(held, b) {
+		return objectstore.Stored{Key: key, Size: int64(len(b)), Duplicate: true}, nil
+	}
 	m.objs[key], m.meta[key] = b, obj
 	return objectstore.Stored{Key: key, Size: int64(len(b))}, nil
 }
@@ -165,6 +168,32 @@ func TestServeCStore(t *testing.T) {
 				t.Errorf("object metadata = %+v", o)
 			}
 		})
+	}
+}
+
+// An identical resend succeeds, and says so to the audit writer: the
+// object held, the study and series its header named.
+func TestResendAlreadyHeld(t *testing.T) {
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"),
+		el(0x0010, 0x0020, "LO", "PAT1"), el(0x0020, 0x000D, "UI", "1.2.3"), el(0x0020, 0x000E, "UI", "1.2.3.9"))
+	store := &memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}
+	h := New(store, Options{Now: func() time.Time { return time.Date(2026, 5, 4, 3, 2, 1, 0, time.UTC) }})
+	req := &dicomnet.CStoreRequest{Association: &dicomnet.AssociationInfo{ID: "a1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE"},
+		AffectedSOPClassUID: ctClass, AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+	if err := h.ServeCStore(context.Background(), req, bytes.NewReader(good)); err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	err := h.ServeCStore(context.Background(), req, bytes.NewReader(good))
+	var held *AlreadyHeld
+	var st dimse.Status
+	if !errors.As(err, &held) || !errors.As(err, &st) || !st.IsSuccess() {
+		t.Fatalf("resend = %v, want a success naming the object held", err)
+	}
+	if held.Key != "incoming/2026/05/04/1.2.3/1.2.3.9/1.2.3.4.dcm" || held.StudyInstanceUID != "1.2.3" || held.SeriesInstanceUID != "1.2.3.9" {
+		t.Errorf("held = %+v", held)
+	}
+	if strings.Contains(err.Error(), "1.2.3") {
+		t.Errorf("its message, which is logged, names a UID: %v", err)
 	}
 }
 
