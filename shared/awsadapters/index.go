@@ -1018,6 +1018,32 @@ func (x *IndexTable) MarkAnnounced(ctx context.Context, uid string, revision, ve
 	return nil
 }
 
+// DeferAnnouncement implements pipeline.IndexStore: lastActivity and the
+// byPending sort key move to at together, as an upsert's step 5 moves them,
+// and on the same condition (only forward), so neither write can move the
+// other's time back whichever lands first. gsi1pk is left alone: a study
+// announced meanwhile does not return to the index, and one still pending
+// stays in it.
+func (x *IndexTable) DeferAnnouncement(ctx context.Context, uid string, at time.Time) error {
+	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(studyPK(uid), "STUDY"),
+		UpdateExpression:          aws.String("SET lastActivity = :at, gsi1sk = :at"),
+		ConditionExpression:       aws.String("attribute_exists(pk) AND (attribute_not_exists(lastActivity) OR lastActivity < :at)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(ts(at))},
+	})
+	if isCondFailed(err) {
+		// Active at or after at already, or no such study.
+		if _, err := x.study(ctx, uid); err != nil {
+			return fmt.Errorf("awsadapters: defer announcement: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("awsadapters: defer announcement: %w", err)
+	}
+	return nil
+}
+
 // EventPublished implements pipeline.IndexStore.
 func (x *IndexTable) EventPublished(ctx context.Context, id string) (bool, error) {
 	item, err := x.get(ctx, "EVENT#"+id, "EVENT")

@@ -213,6 +213,23 @@ func (s *IndexStore) MarkAnnounced(ctx context.Context, studyUID string, revisio
 	})
 }
 
+// DeferAnnouncement moves the study's last activity forward to at, which
+// StableStudies orders and filters by (last_activity, no column of its own:
+// a failed announcement restarts the quiet period as an instance does).
+func (s *IndexStore) DeferAnnouncement(ctx context.Context, studyUID string, at time.Time) error {
+	return s.b.write(ctx, func(tx *querier) error {
+		st, err := getSummary(ctx, tx, studyUID)
+		if err != nil {
+			return err
+		}
+		if !at.After(st.LastActivity) {
+			return nil
+		}
+		st.LastActivity = at
+		return putSummary(ctx, tx, st, false)
+	})
+}
+
 // EventPublished reports whether eventID is in the publish ledger.
 func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, error) {
 	q, err := s.b.q()

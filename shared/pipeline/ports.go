@@ -137,6 +137,14 @@ type IndexStore interface {
 	// that arrived meanwhile keep Revision above AnnouncedRevision, so they
 	// are announced next time as Study Updated.
 	MarkAnnounced(ctx context.Context, studyUID string, revision, version int64, at time.Time) error
+	// DeferAnnouncement restarts the study's quiet period at at, after an
+	// announcement of it failed: LastActivity moves forward to at, never
+	// back, so StableStudies offers the study again a quiet period later,
+	// behind the studies that went quiet before at. It leaves the study
+	// pending (counts, Revision and the announced fields stay), and an
+	// instance indexed in any order around it still moves LastActivity to
+	// its own activity when that is later. ErrNotFound for an unknown study.
+	DeferAnnouncement(ctx context.Context, studyUID string, at time.Time) error
 	// EventPublished and MarkEventPublished are the publish ledger that
 	// keeps a redelivered message from publishing an event twice.
 	EventPublished(ctx context.Context, eventID string) (bool, error)
@@ -249,6 +257,8 @@ type StudySummary struct {
 	// duplicate delivery is not activity, or a retried message would keep
 	// postponing the announcement). The quiet period runs from it, so an
 	// instance received early but indexed late still holds the study back.
+	// A failed announcement moves it too (DeferAnnouncement), so a study
+	// whose announcement fails every time goes behind the others.
 	// Zero for studies last written before it existed: see Quiet.
 	LastActivity time.Time `json:"lastActivity,omitempty"`
 	// Revision goes up by one with every new or conflicting instance.

@@ -68,6 +68,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("InterruptedUpsert", func(t *testing.T) { testInterrupted(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("PendingAndAnnounced", func(t *testing.T) { testPendingAnnounced(t, h) })
+	t.Run("DeferAnnouncement", func(t *testing.T) { testDeferAnnouncement(t, h) })
 	t.Run("Listing", func(t *testing.T) { testListing(t, h) })
 	t.Run("PublishLedger", func(t *testing.T) { testLedger(t, h) })
 	t.Run("RequiredUIDs", func(t *testing.T) { testRequiredUIDs(t, h) })
@@ -670,13 +671,7 @@ func testPendingAnnounced(t *testing.T, h IndexHarness) {
 		}
 		return out
 	}
-	uids := func(list []pipeline.StudySummary) []string {
-		var out []string
-		for _, s := range list {
-			out = append(out, s.StudyInstanceUID)
-		}
-		return out
-	}
+	uids := studyUIDs
 	in := Record(1, 1, 1, "aa", 0) // indexed at T0+1s
 	upsert(t, ix, in, pipeline.InstanceNew)
 	if got := stable(T0, 10); len(got) != 0 {
@@ -738,6 +733,126 @@ func testPendingAnnounced(t *testing.T, h IndexHarness) {
 	}
 }
 
+// studyUIDs lists the studies' UIDs in order.
+func studyUIDs(list []pipeline.StudySummary) []string {
+	var out []string
+	for _, s := range list {
+		out = append(out, s.StudyInstanceUID)
+	}
+	return out
+}
+
+// testDeferAnnouncement: a study whose announcement failed goes quiet again
+// from the failure, behind the studies quiet before it, and stays pending;
+// its clock moves only forward, whether the deferral or an instance's
+// upsert lands first.
+func testDeferAnnouncement(t *testing.T, h IndexHarness) {
+	ctx := context.Background()
+	stable := func(t *testing.T, ix pipeline.IndexStore, quietSince time.Time, limit int) []string {
+		t.Helper()
+		out, err := ix.StableStudies(ctx, quietSince, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return studyUIDs(out)
+	}
+	deferTo := func(t *testing.T, ix pipeline.IndexStore, s int, at time.Time) {
+		t.Helper()
+		if err := ix.DeferAnnouncement(ctx, studyUID(s), at); err != nil {
+			t.Fatalf("defer study %d to %v: %v", s, at, err)
+		}
+	}
+	activity := func(t *testing.T, ix pipeline.IndexStore, s int) time.Time {
+		t.Helper()
+		return getStudy(t, ix, studyUID(s)).LastActivity
+	}
+	t.Run("order", func(t *testing.T) {
+		ix := h.New(t)
+		upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceNew)           // active at T0+1s
+		upsert(t, ix, Record(2, 1, 1, "bb", time.Minute), pipeline.InstanceNew) // T0+61s
+		upsert(t, ix, Record(3, 1, 1, "cc", 2*time.Minute), pipeline.InstanceNew)
+		failed := T0.Add(time.Hour)
+		deferTo(t, ix, 1, failed)
+		if diff := cmp.Diff([]string{studyUID(2), studyUID(3)}, stable(t, ix, failed.Add(-time.Second), 10)); diff != "" {
+			t.Errorf("stable before the deferral's quiet time (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{studyUID(2), studyUID(3), studyUID(1)}, stable(t, ix, failed, 10)); diff != "" {
+			t.Errorf("stable order after a deferral (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]string{studyUID(2), studyUID(3)}, stable(t, ix, failed.Add(time.Hour), 2)); diff != "" {
+			t.Errorf("stable with limit 2 (-want +got):\n%s", diff)
+		}
+		// Never back; everything else as it was.
+		deferTo(t, ix, 1, T0.Add(30*time.Minute))
+		d := getStudy(t, ix, studyUID(1))
+		checkStudy(t, ix, d.StudySummary, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+		if !d.LastActivity.Equal(failed) || !d.LastReceived.Equal(T0) || d.AnnouncedRevision != 0 || d.AnnouncedVersion != 0 {
+			t.Errorf("deferred study = %+v", d.StudySummary)
+		}
+		// An instance indexed later than the deferral restarts the quiet
+		// period from its own activity, as any instance does.
+		upsert(t, ix, Record(1, 1, 2, "dd", 2*time.Hour), pipeline.InstanceNew)
+		if got := activity(t, ix, 1); !got.Equal(T0.Add(2*time.Hour + time.Second)) {
+			t.Errorf("activity after a later instance = %v", got)
+		}
+		// One whose activity is before the deferral (its upsert began before
+		// the announcement failed) leaves the deferral in place, but counts.
+		deferTo(t, ix, 1, T0.Add(3*time.Hour))
+		r := upsert(t, ix, Record(1, 1, 3, "ee", 150*time.Minute), pipeline.InstanceNew)
+		if r.Study.Revision != 3 {
+			t.Errorf("revision %d after a third instance", r.Study.Revision)
+		}
+		if got := activity(t, ix, 1); !got.Equal(T0.Add(3 * time.Hour)) {
+			t.Errorf("an earlier instance moved the deferred activity to %v", got)
+		}
+		// An announced study stays announced.
+		if err := ix.MarkAnnounced(ctx, studyUID(2), 1, 1, failed); err != nil {
+			t.Fatal(err)
+		}
+		deferTo(t, ix, 2, T0.Add(4*time.Hour))
+		if diff := cmp.Diff([]string{studyUID(3), studyUID(1)}, stable(t, ix, T0.Add(5*time.Hour), 10)); diff != "" {
+			t.Errorf("stable after announcing a deferred study (-want +got):\n%s", diff)
+		}
+		if err := ix.DeferAnnouncement(ctx, studyUID(99), failed); !errors.Is(err, pipeline.ErrNotFound) {
+			t.Errorf("deferring an unknown study: %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("concurrent with upserts", func(t *testing.T) {
+		// Upserts of new instances (active at T0+1s … T0+8s) race a
+		// deferral to T0+5s and one to T0+30m: the latest time wins.
+		ix := h.New(t)
+		upsert(t, ix, Record(1, 1, 0, "c", -time.Second), pipeline.InstanceNew)
+		const n = 8
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				if _, err := ix.UpsertInstance(ctx, Record(1, 1+i%2, i+1, fmt.Sprint("c", i), time.Duration(i)*time.Second)); err != nil {
+					t.Errorf("upsert %d: %v", i, err)
+				}
+			})
+		}
+		for _, at := range []time.Duration{5 * time.Second, 30 * time.Minute} {
+			wg.Go(func() {
+				if err := ix.DeferAnnouncement(ctx, studyUID(1), T0.Add(at)); err != nil {
+					t.Errorf("defer to T0+%v: %v", at, err)
+				}
+			})
+		}
+		wg.Wait()
+		d := getStudy(t, ix, studyUID(1))
+		checkStudy(t, ix, d.StudySummary, counts{Instances: n + 1, Series: 2, Bytes: 100 * (n + 1), Revision: n + 1})
+		if !d.LastActivity.Equal(T0.Add(30 * time.Minute)) {
+			t.Errorf("activity %v, want T0+30m", d.LastActivity)
+		}
+		if got := stable(t, ix, T0.Add(30*time.Minute-time.Second), 10); len(got) != 0 {
+			t.Errorf("stable before the deferral's quiet time: %v", got)
+		}
+		if diff := cmp.Diff([]string{studyUID(1)}, stable(t, ix, T0.Add(30*time.Minute), 10)); diff != "" {
+			t.Errorf("stable (-want +got):\n%s", diff)
+		}
+	})
+}
+
 func testListing(t *testing.T, h IndexHarness) {
 	ix := h.New(t)
 	ctx := context.Background()
@@ -756,11 +871,7 @@ func testListing(t *testing.T, h IndexHarness) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var uids []string
-		for _, s := range out {
-			uids = append(uids, s.StudyInstanceUID)
-		}
-		return uids
+		return studyUIDs(out)
 	}
 	for _, tc := range []struct {
 		name string

@@ -389,6 +389,20 @@ func (x *Index) MarkAnnounced(_ context.Context, uid string, revision, version i
 	return nil
 }
 
+// DeferAnnouncement implements pipeline.IndexStore.
+func (x *Index) DeferAnnouncement(_ context.Context, uid string, at time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	st := x.studies[uid]
+	if st == nil {
+		return fmt.Errorf("pipelinetest: defer announcement: %w", pipeline.ErrNotFound)
+	}
+	if at.After(st.LastActivity) {
+		st.LastActivity = at
+	}
+	return nil
+}
+
 // EventPublished implements pipeline.IndexStore.
 func (x *Index) EventPublished(_ context.Context, id string) (bool, error) {
 	x.mu.Lock()
