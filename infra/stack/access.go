@@ -68,8 +68,9 @@ var functionAccess = map[string]fnAccess{
 	},
 	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
 	// byPending, GetItem), the study's detail (Query of its partition), the
-	// published marks (GetItem, PutItem), MarkAnnounced (UpdateItem);
-	// PutEvents. No object access.
+	// published marks (GetItem, PutItem), MarkAnnounced and, after a failed
+	// announcement, DeferAnnouncement (UpdateItem); PutEvents. No object
+	// access.
 	FnNotify: {
 		index:     tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, queries: []string{"byPending"}},
 		putEvents: true,

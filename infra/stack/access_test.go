@@ -344,7 +344,7 @@ func TestKeyPolicyServiceStatements(t *testing.T) {
 var callers = map[string]string{
 	"dynamodb:GetItem":                  "shared/awsadapters (the index, published marks)",
 	"dynamodb:PutItem":                  "shared/awsadapters (audit records, the index, published marks)",
-	"dynamodb:UpdateItem":               "shared/awsadapters (UpsertInstance, MarkAnnounced)",
+	"dynamodb:UpdateItem":               "shared/awsadapters (UpsertInstance, MarkAnnounced, DeferAnnouncement)",
 	"dynamodb:Query":                    "shared/awsadapters (a study's partition, byPending, bySop)",
 	"dynamodb:DescribeStream":           "Lambda's stream event source mapping (the audit feed)",
 	"dynamodb:GetRecords":               "Lambda's stream event source mapping (the audit feed)",

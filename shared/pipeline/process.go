@@ -535,7 +535,10 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 // AnnounceStableStudies publishes Study Received / Study Updated for every
 // study quiet since now-QuietPeriod with unannounced instances, and returns
 // how many it announced. Quiet means no instance received or indexed
-// (StudySummary.LastActivity) in the period.
+// (StudySummary.LastActivity) in the period. A run takes at most 100
+// studies, quiet the longest first; a study whose announcement fails is
+// deferred (IndexStore.DeferAnnouncement) to be quiet from now, so studies
+// that fail every time cannot keep the others out of the runs.
 func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (int, error) {
 	quiet := p.QuietPeriod
 	if quiet <= 0 {
@@ -550,6 +553,10 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	for _, s := range studies {
 		if err := p.announce(ctx, s, CompletionQuietPeriod); err != nil {
 			errs = append(errs, err)
+			if err := p.Index.DeferAnnouncement(ctx, s.StudyInstanceUID, now); err != nil {
+				// It keeps its place and is tried first again.
+				errs = append(errs, fmt.Errorf("pipeline: defer announcement: %w", err))
+			}
 			continue
 		}
 		n++
