@@ -753,11 +753,17 @@ func every(ctx context.Context, d time.Duration, fn func()) {
 func (l *Local) announcer(ctx context.Context) {
 	every(ctx, min(max(l.cfg.QuietPeriod/4, 100*time.Millisecond), 5*time.Second), func() {
 		var n int
+		var runErr error
 		err := l.db.InTx(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
-			var err error
-			n, err = l.pipeline(tx).AnnounceStableStudies(ctx, time.Now())
-			return err
+			// The unit is committed whatever the run's error: its steps are
+			// each idempotent, as they are in AWS, and undoing them would
+			// undo the other studies' announcements and the failed ones'
+			// deferrals, so a study failing every time would hold every
+			// other back.
+			n, runErr = l.pipeline(tx).AnnounceStableStudies(ctx, time.Now())
+			return nil
 		})
+		err = errors.Join(runErr, err)
 		if err != nil && ctx.Err() == nil {
 			l.log.Warn("announce stable studies", "err", err)
 		}

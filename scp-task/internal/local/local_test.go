@@ -385,6 +385,65 @@ func stageQueueRow(t *testing.T, path, key string) {
 	}
 }
 
+// TestFailingAnnouncementHoldsNoneBack: the announcer runs in one unit of
+// work; a study whose announcement fails every time (an instance record
+// that does not decode) must not undo the other studies' announcements,
+// nor its own deferral.
+func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	cfg.QuietPeriod = time.Hour // nothing announced before the record breaks
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
+	put(t, l, broken)
+	var studies struct{ Studies []portal.Study }
+	eventually(t, "study indexed", func() bool {
+		getJSON(t, l, "/api/studies", &studies)
+		return len(studies.Studies) == 1
+	})
+	stop(t, l)
+	db, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`UPDATE instances SET record = '{' WHERE study_uid = ?`, broken.StudyUID); err != nil {
+		t.Fatal(err)
+	}
+	var failedAt int64
+	if err := db.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, broken.StudyUID).Scan(&failedAt); err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Close()
+
+	l = startTest(t, dir)
+	defer stop(t, l)
+	good := instance("1.2.826.0.1.3680043.2.2.1", "1.2.826.0.1.3680043.2.2.1.1")
+	good.StudyUID = "1.2.826.0.1.3680043.2.2"
+	put(t, l, good)
+	var events struct{ Events []json.RawMessage }
+	eventually(t, "the good study's Study Received", func() bool {
+		getJSON(t, l, "/api/events?type=Study+Received", &events)
+		return len(events.Events) == 1
+	})
+	if !strings.Contains(string(events.Events[0]), good.StudyUID) {
+		t.Errorf("Study Received of another study: %s", events.Events[0])
+	}
+	// The broken study's failures were kept: its quiet period restarted.
+	eventually(t, "the broken study deferred", func() bool {
+		q, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		var at int64
+		err = q.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, broken.StudyUID).Scan(&at)
+		return err == nil && at > failedAt
+	})
+}
+
 func TestHandoffStoreFailures(t *testing.T) {
 	dir := t.TempDir()
 	boom := fmt.Errorf("disk full: %w", objectstore.ErrUnavailable)
