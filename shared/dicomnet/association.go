@@ -72,7 +72,7 @@ type association struct {
 	rejectBy error // the association policy's own reason for rj, for the Event (never sent)
 	ac       []byte
 	accepted bool
-	refused  []any // log attributes of the contexts the A-ASSOCIATE-AC refused (refusedContexts)
+	contexts ContextSummary // what the A-ASSOCIATE-AC answered to the contexts proposed
 
 	// data transfer (pduread.go, dispatch.go)
 	ctxs    [256]*AcceptedContext
@@ -244,10 +244,10 @@ func (a *association) step(rx rxEvent) rxEvent {
 				log = log.With("tls", tls.VersionName(st.Version), "tls_cipher", tls.CipherSuiteName(st.CipherSuite),
 					"peer_identity", a.info.PeerIdentity)
 			}
-			attrs := append([]any{"accepted", a.acceptedCount()}, a.refused...)
-			attrs = append(attrs, "peer_impl", a.info.PeerImplementationClassUID, "peer_max_pdu", a.peerMax)
+			attrs := append(a.contexts.logAttrs(), "peer_impl", a.info.PeerImplementationClassUID, "peer_max_pdu", a.peerMax)
 			log.Info("dicomnet: association accepted", attrs...)
-			a.srv.observe(Event{Type: EventAccepted, Association: &a.info})
+			contexts := a.contexts
+			a.srv.observe(Event{Type: EventAccepted, Association: &a.info, Contexts: &contexts})
 		}
 	case ae8:
 		a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: a.rj, Err: a.rejectBy})

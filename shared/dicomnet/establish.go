@@ -70,7 +70,7 @@ func (a *association) decide() rxEvent {
 		a.ctxs[pc.ID] = &pc
 	}
 	a.peerMax = rq.UserInformation.MaxPDULength
-	a.refused = refusedContexts(rq.PresentationContexts, n.Results)
+	a.contexts = summarizeContexts(rq.PresentationContexts, n.Results)
 	ac := &pdu.AssociateAC{
 		ProtocolVersion: pdu.ProtocolVersion, CalledAE: a.info.CalledAE, CallingAE: a.info.CallingAE, Echo: &rq.Echo,
 		ApplicationContext: dicomuid.ApplicationContext, PresentationContexts: n.Results,
@@ -90,22 +90,31 @@ func (a *association) decide() rxEvent {
 	return rxEvent{ev: evt7}
 }
 
-// maxRefusedUIDs bounds each list of refusedContexts: enough to name what a PACS proposes in vain (often one
-// syntax, or a few classes), while a peer's 128 contexts of many syntaxes each cannot fill a log line.
+// maxRefusedUIDs bounds each list of a ContextSummary: enough to name what a PACS proposes in vain (often one
+// syntax, or a few classes), while a peer's 128 contexts of many syntaxes each cannot fill a log line or a record.
 const maxRefusedUIDs = 8
 
-// refusedContexts are the log attributes of the proposed contexts that results refuse, none when it refuses none:
-// how many, the transfer syntaxes proposed in those refused for them (result 4) and the abstract syntaxes refused
-// (result 3), each UID once, at most maxRefusedUIDs, cut and made printable as the peer's implementation identifiers
-// are. Whoever reads the log can then tell a PACS what to propose instead: without them a PACS that proposed only
-// Explicit VR Big Endian showed as an association that accepted nothing and ended.
-func refusedContexts(proposed []pdu.PresentationContextRQ, results []pdu.PresentationContextAC) []any {
+// ContextSummary is what an A-ASSOCIATE-AC answered to the presentation contexts proposed: how many it accepted
+// and refused, and what it refused them for. The log line of the accepted association and its EventAccepted
+// (hence the audit trail) are both made from it, so that whoever reads either can tell a PACS what to propose
+// instead: without it a PACS that proposed only Explicit VR Big Endian showed as an association that accepted
+// nothing and ended.
+type ContextSummary struct {
+	Accepted, Refused int
+	// UnsupportedTransferSyntaxes are the transfer syntaxes proposed in the contexts refused for them (result
+	// 4), UnsupportedAbstractSyntaxes the abstract syntaxes refused (result 3): SOP class and transfer syntax
+	// UIDs as the peer sent them, each once, at most maxRefusedUIDs, cut and made printable as the peer's
+	// implementation identifiers are. Nil when none was refused so.
+	UnsupportedTransferSyntaxes, UnsupportedAbstractSyntaxes []string
+}
+
+// summarizeContexts is the ContextSummary of results, the answers to proposed.
+func summarizeContexts(proposed []pdu.PresentationContextRQ, results []pdu.PresentationContextAC) ContextSummary {
 	byID := make(map[byte]*pdu.PresentationContextRQ, len(proposed))
 	for i := range proposed {
 		byID[proposed[i].ID] = &proposed[i]
 	}
-	var n int
-	var transfer, abstract []string
+	var s ContextSummary
 	add := func(list []string, uid string) []string {
 		uid = printableASCII(uid, maxImplementationClassUID)
 		if len(list) == maxRefusedUIDs || slices.Contains(list, uid) {
@@ -115,28 +124,39 @@ func refusedContexts(proposed []pdu.PresentationContextRQ, results []pdu.Present
 	}
 	for _, r := range results {
 		pc := byID[r.ID]
-		if r.Result == pdu.ResultAcceptance || pc == nil {
+		switch {
+		case pc == nil:
+			continue
+		case r.Result == pdu.ResultAcceptance:
+			s.Accepted++
 			continue
 		}
-		n++
+		s.Refused++
 		switch r.Result {
 		case pdu.ResultTransferSyntaxesNotSupported:
 			for _, ts := range pc.TransferSyntaxes {
-				transfer = add(transfer, ts)
+				s.UnsupportedTransferSyntaxes = add(s.UnsupportedTransferSyntaxes, ts)
 			}
 		case pdu.ResultAbstractSyntaxNotSupported:
-			abstract = add(abstract, pc.AbstractSyntax)
+			s.UnsupportedAbstractSyntaxes = add(s.UnsupportedAbstractSyntaxes, pc.AbstractSyntax)
 		}
 	}
-	if n == 0 {
-		return nil
+	return s
+}
+
+// logAttrs are s as attributes of the log line: the contexts accepted and, when some were refused, how many and
+// the UIDs they were refused for.
+func (s ContextSummary) logAttrs() []any {
+	attrs := []any{"accepted", s.Accepted}
+	if s.Refused == 0 {
+		return attrs
 	}
-	attrs := []any{"refused_contexts", n}
-	if transfer != nil {
-		attrs = append(attrs, "unsupported_transfer_syntaxes", transfer)
+	attrs = append(attrs, "refused_contexts", s.Refused)
+	if s.UnsupportedTransferSyntaxes != nil {
+		attrs = append(attrs, "unsupported_transfer_syntaxes", s.UnsupportedTransferSyntaxes)
 	}
-	if abstract != nil {
-		attrs = append(attrs, "unsupported_abstract_syntaxes", abstract)
+	if s.UnsupportedAbstractSyntaxes != nil {
+		attrs = append(attrs, "unsupported_abstract_syntaxes", s.UnsupportedAbstractSyntaxes)
 	}
 	return attrs
 }
@@ -204,16 +224,6 @@ func policyReason(err error) string {
 // what they mean, as the audit trail gives them.
 func rejectionAttrs(rj *RejectError) []any {
 	return []any{"result", rj.Result, "source", rj.Source, "reason", rj.Reason, "rejection", rj.words()}
-}
-
-func (a *association) acceptedCount() int {
-	n := 0
-	for _, pc := range a.ctxs {
-		if pc != nil {
-			n++
-		}
-	}
-	return n
 }
 
 func (a *association) sendAssociateAC() error { return a.write(a.ac) }

@@ -21,7 +21,7 @@ type EventType int
 
 // Event types.
 const (
-	EventAccepted    EventType = iota + 1 // A-ASSOCIATE-AC sent
+	EventAccepted    EventType = iota + 1 // A-ASSOCIATE-AC sent; Contexts is set
 	EventRejected                         // A-ASSOCIATE-RJ sent; Reject is set
 	EventReleased                         // orderly release completed
 	EventAborted                          // aborted by either side or the connection broke; AbortSource/Reason, Err
@@ -89,4 +89,8 @@ type Event struct {
 	// VerifyConnection or VerifyPeerCertificate may return to refuse one. The client has not proven that it holds
 	// the certificate's key (its CertificateVerify comes later): the chain is what it claimed, never an identity.
 	PeerCertificates []*x509.Certificate
+	// Contexts, on EventAccepted, is what the A-ASSOCIATE-AC answered to the presentation contexts proposed, as
+	// the "association accepted" log line gives it: an association whose every context was refused is accepted
+	// and then ends, and this says why.
+	Contexts *ContextSummary
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,7 +300,8 @@ func TestPeerImplementationBounded(t *testing.T) {
 }
 
 // TestRefusedContextsLogged: the line of an accepted association names what it refused, so that whoever reads the
-// log can tell a PACS which transfer syntax or SOP class to propose. It said "accepted":0 and nothing more for a PACS
+// log can tell a PACS which transfer syntax or SOP class to propose, and its EventAccepted carries the same (Contexts),
+// for the audit trail, which said no more than "association-accepted" then "association-aborted … EOF". It said "accepted":0 and nothing more for a PACS
 // that proposed only the retired Explicit VR Big Endian, whose association then ended "connection closed: EOF"
 // (found onboarding a site). The lists hold each UID once, at most eight of them, cut and made printable as the
 // peer's implementation identifiers are; a line of an association that refused nothing carries none of this.
@@ -333,18 +335,41 @@ func TestRefusedContextsLogged(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs testenv.LogBuffer
-			p, _ := startParrot(t, &dicomnet.Server{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			var mu sync.Mutex
+			var observed []*dicomnet.ContextSummary
+			p, _ := startParrot(t, &dicomnet.Server{Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+				Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+					if ev.Type == dicomnet.EventAccepted {
+						mu.Lock()
+						observed = append(observed, ev.Contexts)
+						mu.Unlock()
+					}
+				})})
 			rq := dicomnettest.AssociateRQ("SCU", "ANY")
 			rq.PresentationContexts = tc.contexts
 			p.Associate(rq)
 			p.SendPDU(&pdu.ReleaseRQ{})
-			p.Expect(pdu.TypeReleaseRP)
-			var line struct {
+			p.Expect(pdu.TypeReleaseRP) // the accepted event was observed before the release was answered
+			type attrs struct {
 				Accepted *int     `json:"accepted"`
 				Refused  int      `json:"refused_contexts,omitempty"`
 				Transfer []string `json:"unsupported_transfer_syntaxes,omitempty"`
 				Abstract []string `json:"unsupported_abstract_syntaxes,omitempty"`
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(observed) != 1 || observed[0] == nil {
+				t.Fatalf("EventAccepted's Contexts: %v, want one", observed)
+			}
+			ev := observed[0]
+			evJSON, err := json.Marshal(attrs{&ev.Accepted, ev.Refused, ev.UnsupportedTransferSyntaxes, ev.UnsupportedAbstractSyntaxes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, string(evJSON)); diff != "" {
+				t.Errorf("EventAccepted's Contexts (-want +got):\n%s", diff)
+			}
+			var line attrs
 			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 				if strings.Contains(l, `"msg":"dicomnet: association accepted"`) {
 					if err := json.Unmarshal([]byte(l), &line); err != nil {
