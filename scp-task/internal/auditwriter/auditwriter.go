@@ -1,7 +1,7 @@
 // Package auditwriter writes an associationaudit record to the object store
-// for every association event that never becomes an object: accepted,
-// rejected, released, aborted and C-STORE failed, and for the SCP's own
-// start and stop. Records are written in
+// for every association event that never becomes an object: accepted (with
+// the presentation contexts it refused), rejected, released, aborted and
+// C-STORE failed, and for the SCP's own start and stop. Records are written in
 // order from a bounded queue by a background worker (a few at a time, fed
 // to the audit feed in queue order). Nothing is dropped: a
 // full queue holds up the association that has something to record
@@ -27,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
@@ -510,6 +511,7 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 	switch ev.Type {
 	case dicomnet.EventAccepted:
 		r.Event = associationaudit.EventAccepted
+		r.Reason = contextsReason(ev.Contexts)
 		w.mu.Lock()
 		w.counts[r.AssociationID] = &tally{}
 		w.mu.Unlock()
@@ -583,6 +585,49 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.Seq = w.seq.Add(1)
 	}
 	return r, true
+}
+
+// contextsReason says in words what the A-ASSOCIATE-AC of an accepted
+// association refused, for its record's Reason: "" when it refused
+// nothing. An association whose every context was refused is accepted and
+// then ends without a transfer ("association-aborted … EOF", as DCMTK's
+// storescu closes it); this is what tells the reader of the trail why, and
+// what the PACS should propose instead. It names SOP class and transfer
+// syntax UIDs only (with their registry names), at most dicomnet's bound
+// of each, so the text stays within a few KiB whatever the peer proposed.
+func contextsReason(s *dicomnet.ContextSummary) string {
+	if s == nil || s.Refused == 0 {
+		return ""
+	}
+	head := fmt.Sprintf("%d of %d presentation contexts refused", s.Refused, s.Accepted+s.Refused)
+	if s.Accepted == 0 {
+		head = fmt.Sprintf("no presentation context accepted (%d proposed)", s.Refused)
+	}
+	var why []string
+	if s.UnsupportedTransferSyntaxes != nil {
+		why = append(why, "transfer syntax not supported ("+namedUIDs(s.UnsupportedTransferSyntaxes)+")")
+	}
+	if s.UnsupportedAbstractSyntaxes != nil {
+		why = append(why, "abstract syntax (SOP class) not supported ("+namedUIDs(s.UnsupportedAbstractSyntaxes)+")")
+	}
+	if why == nil {
+		return head
+	}
+	return head + ": " + strings.Join(why, "; ")
+}
+
+// namedUIDs lists uids each after its name when the registry knows it:
+// "Explicit VR Big Endian 1.2.840.10008.1.2.2; 1.2.3". Names hold commas,
+// so the list is cut by semicolons.
+func namedUIDs(uids []string) string {
+	named := make([]string, len(uids))
+	for i, uid := range uids {
+		named[i] = uid
+		if n := dicomuid.Name(uid); n != "" {
+			named[i] = n + " " + uid
+		}
+	}
+	return strings.Join(named, "; ")
 }
 
 // Ready reports whether audit records are being written: an error wrapping

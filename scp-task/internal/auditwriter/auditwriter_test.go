@@ -389,3 +389,54 @@ type deadlineOnly struct {
 }
 
 func (c deadlineOnly) Deadline() (time.Time, bool) { return c.deadline, true }
+
+// TestAcceptedRecordNamesRefusedContexts: the association-accepted record
+// says what the A-ASSOCIATE-AC refused, in words and by UID, from the
+// event's dicomnet.ContextSummary. A PACS that proposed only Explicit VR Big
+// Endian left an association-accepted record and an association-aborted one
+// ("connection closed: EOF", no instances), and nothing said why (found
+// onboarding a site with Orthanc).
+func TestAcceptedRecordNamesRefusedContexts(t *testing.T) {
+	const qr = "1.2.840.10008.5.1.4.1.2.1.1" // Patient Root Query/Retrieve FIND, which the registry does not name
+	tests := []struct {
+		name     string
+		contexts *dicomnet.ContextSummary
+		want     string
+	}{
+		{"only Big Endian", &dicomnet.ContextSummary{Refused: 1, UnsupportedTransferSyntaxes: []string{"1.2.840.10008.1.2.2"}},
+			"no presentation context accepted (1 proposed): transfer syntax not supported (Explicit VR Big Endian (Retired) 1.2.840.10008.1.2.2)"},
+		{"some refused, for both reasons", &dicomnet.ContextSummary{Accepted: 2, Refused: 3,
+			UnsupportedTransferSyntaxes: []string{"1.2.840.10008.1.2.4.57", "1.2.3.4"}, UnsupportedAbstractSyntaxes: []string{qr}},
+			"3 of 5 presentation contexts refused: transfer syntax not supported (JPEG Lossless, Non-Hierarchical (Process 14) 1.2.840.10008.1.2.4.57; 1.2.3.4); " +
+				"abstract syntax (SOP class) not supported (" + qr + ")"},
+		{"only a query", &dicomnet.ContextSummary{Refused: 1, UnsupportedAbstractSyntaxes: []string{qr}},
+			"no presentation context accepted (1 proposed): abstract syntax (SOP class) not supported (" + qr + ")"},
+		{"nothing refused", &dicomnet.ContextSummary{Accepted: 2}, ""},
+		{"no summary", nil, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &recordStore{got: map[string]associationaudit.Record{}}
+			w, err := New(store, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Time: time.Now(), Contexts: tc.contexts,
+				Association: &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE"}})
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(store.got) != 1 {
+				t.Fatalf("records: %v", store.got)
+			}
+			for _, r := range store.got {
+				if r.Event != associationaudit.EventAccepted {
+					t.Errorf("event %q", r.Event)
+				}
+				if diff := cmp.Diff(tc.want, r.Reason); diff != "" {
+					t.Errorf("reason (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
