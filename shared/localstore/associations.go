@@ -28,6 +28,12 @@ type Association struct {
 	// uncleanly; "open" without an end record otherwise.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"`
+	// RefusedContexts is the reason of its association-accepted record:
+	// which presentation contexts its A-ASSOCIATE-AC refused and why;
+	// empty when it refused none. An association that accepted none ends
+	// without a transfer, its Reason the peer's (a connection closed), and
+	// this says why.
+	RefusedContexts string `json:"refusedContexts,omitempty"`
 	// Instances counts the instance records (stored, duplicate, conflict,
 	// rejected, store-failed); Duplicates those of identical resends (each
 	// transfer of content already held has its record), Rejected those
@@ -247,7 +253,13 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		a.CalledAE = cmpOr(a.CalledAE, called)
 		switch outcome {
 		case associationaudit.EventAccepted:
-			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
+			var r struct {
+				PeerAddr string `json:"peerAddr"`
+				Reason   string `json:"reason"`
+			}
+			if json.Unmarshal([]byte(body), &r) == nil {
+				a.PeerAddr, a.RefusedContexts = cmpOr(a.PeerAddr, r.PeerAddr), r.Reason
+			}
 		case associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected:
 			a.End, a.Outcome = at, outcome
 			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))

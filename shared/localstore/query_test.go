@@ -706,3 +706,43 @@ func TestOpenAssociationHasNoEnd(t *testing.T) {
 		})
 	}
 }
+
+// TestAssociationNamesRefusedContexts: an association's row carries what
+// its A-ASSOCIATE-AC refused (its association-accepted record's reason)
+// beside how it ended. A PACS that proposed only Explicit VR Big Endian
+// showed as accepted, then aborted "connection closed: EOF" with no
+// instances, and the row did not say why (found onboarding a site with
+// Orthanc).
+func TestAssociationNamesRefusedContexts(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	const refused = "no presentation context accepted (1 proposed): transfer syntax not supported (Explicit VR Big Endian (Retired) 1.2.840.10008.1.2.2)"
+	for i, rec := range []pipeline.AuditRecord{
+		{Outcome: associationaudit.EventAccepted, AssociationID: "be", Reason: refused, PeerAddr: "10.0.0.1:4000"},
+		{Outcome: associationaudit.EventAborted, AssociationID: "be", Reason: "dicomnet: connection closed: EOF"},
+		{Outcome: associationaudit.EventAccepted, AssociationID: "ok"},
+		{Outcome: associationaudit.EventReleased, AssociationID: "ok"},
+	} {
+		rec.ID, rec.Time, rec.CallingAE, rec.CalledAE = fmt.Sprint("r", i), t0.Add(time.Duration(i)*time.Second), "SITE_A", "REMOTE_AE"
+		if _, err := db.AuditStore().Append(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := db.Associations(ctx, AssociationQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct{ ID, Outcome, Reason, RefusedContexts, PeerAddr string }
+	var got []row
+	for _, a := range p.Associations {
+		got = append(got, row{a.ID, a.Outcome, a.Reason, a.RefusedContexts, a.PeerAddr})
+	}
+	want := []row{{"ok", associationaudit.EventReleased, "", "", ""},
+		{"be", associationaudit.EventAborted, "dicomnet: connection closed: EOF", refused, "10.0.0.1:4000"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("associations (-want +got):\n%s", d)
+	}
+	if a, err := db.Association(ctx, "be"); err != nil || a.RefusedContexts != refused {
+		t.Errorf("association be: %+v, %v", a, err)
+	}
+}

@@ -190,6 +190,35 @@ func TestStudySearchAndAssociations(t *testing.T) {
 	}
 }
 
+// TestAssociationRowNamesRefusedContexts: the audit trail's row of an
+// association, and its page, say what its A-ASSOCIATE-AC refused beside
+// how it ended: a PACS that proposed only Explicit VR Big Endian showed as
+// aborted "connection closed: EOF", and nothing on the page said why.
+func TestAssociationRowNamesRefusedContexts(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	const refused = "no presentation context accepted (1 proposed): transfer syntax not supported (Explicit VR Big Endian (Retired) 1.2.840.10008.1.2.2)"
+	for i, r := range []pipeline.AuditRecord{
+		{Outcome: "association-accepted", Reason: refused}, {Outcome: "association-aborted", Reason: "dicomnet: connection closed: EOF"},
+	} {
+		r.ID, r.Time, r.AssociationID, r.CallingAE, r.CalledAE = fmt.Sprint("be", i), t0.Add(time.Duration(i)*time.Second), "assoc-be", "SITE_B", "REMOTE_AE"
+		if _, err := db.AuditStore().Append(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkPages(t, srv.URL, []pageCheck{
+		{"/audit", []string{`data-association-id="assoc-be"`, "connection closed: EOF", `<small class="refused-contexts">` + refused + "</small>"}, nil},
+		{"/audit/associations/assoc-be", []string{`<dd class="refused-contexts">` + refused + "</dd>"}, nil},
+	})
+	var out struct {
+		Association localstore.Association
+	}
+	_, _, body := get(t, srv.URL+"/api/audit/associations/assoc-be", "")
+	if err := json.Unmarshal([]byte(body), &out); err != nil || out.Association.RefusedContexts != refused {
+		t.Errorf("association API: %s", body)
+	}
+}
+
 // TestThumbnails: a series' middle instance as a PNG, "no preview" for a
 // transfer syntax not rendered, transfer syntaxes shown by name.
 func TestThumbnails(t *testing.T) {
