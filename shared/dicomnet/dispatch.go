@@ -235,7 +235,14 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		}
 	}
 	rx := a.sendCommand(pc.ID, dimse.NewCStoreRSP(cmd, st))
-	if rx.ev != evtNone {
+	switch {
+	case rx.ev == evtNone:
+	case herr != nil:
+		// The object is stored whatever became of the response: what the
+		// handler said of it (an object the store held already, which
+		// the audit writer records) stays beside why it was not answered.
+		herr = fmt.Errorf("%w; %w", rx.err, herr)
+	default:
 		herr = rx.err
 	}
 	ev := Event{Type: EventStored, Association: &a.info, Status: st.Code, SOPClassUID: req.AffectedSOPClassUID,

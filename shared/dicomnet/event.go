@@ -82,7 +82,9 @@ type Event struct {
 	SOPInstanceUID           string
 	Bytes                    int64
 	Duration                 time.Duration
-	Err                      error
+	// Err, on EventStored, is what the handler returned (a warning status, or what it reports of the object),
+	// beside why the response was not sent when it was not.
+	Err error
 	// PeerCertificates, on EventHandshakeFailed, is the chain the client presented (its certificate first) when
 	// the handshake failed because the configuration's verification refused it: Err (or an error it wraps) is a
 	// *tls.CertificateVerificationError, as crypto/tls returns for a chain that does not verify and as a

@@ -1082,3 +1082,39 @@ func TestShutdownCancelsHandlerContext(t *testing.T) {
 	}
 	waitActive(t, s, 0)
 }
+
+// heldResult is a handler's success that reports something of the object, as ingest.AlreadyHeld does: its
+// observer (the audit writer) records the transfer from it.
+type heldResult struct{ st dimse.Status }
+
+func (h *heldResult) Error() string { return "held" }
+func (h *heldResult) Unwrap() error { return h.st }
+
+// TestStoredEventKeepsHandlerResultWhenResponseFails: an object stored whole whose C-STORE-RSP cannot be sent (the
+// association broke after its last byte) is still an EventStored carrying what its handler returned, beside why the
+// response was not sent. The handler's result was replaced by the write error, so the audit writer never saw that
+// the store already held the object, and that resend had no record (docs/pipeline.md: every transfer has one).
+func TestStoredEventKeepsHandlerResultWhenResponseFails(t *testing.T) {
+	rec := newRecorder()
+	s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond, Observer: rec,
+		Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			if _, err := io.Copy(io.Discard, r); err != nil {
+				return err
+			}
+			return &heldResult{}
+		})}
+	c1, c2 := net.Pipe()
+	go s.ServeConn(context.Background(), c1)
+	p := dicomnettest.NewParrot(t, c2)
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	// Over net.Pipe a write blocks until the peer reads: the response is never read, and its write times out.
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+	ev := rec.waitFor(t, dicomnet.EventStored)
+	var held *heldResult
+	if !errors.As(ev.Err, &held) {
+		t.Errorf("EventStored error %v: the handler's result is lost", ev.Err)
+	}
+	if ev.Err == nil || !strings.Contains(ev.Err.Error(), "ended while sending") {
+		t.Errorf("EventStored error %v: does not say the response was not sent", ev.Err)
+	}
+}
