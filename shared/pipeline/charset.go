@@ -279,3 +279,14 @@ func textVR(vr string) bool {
 	}
 	return false
 }
+
+// charsetTermForm reports whether t has the form of a defined term of
+// Specific Character Set (PS3.3 C.12.1.1.2): "ISO_IR" or "ISO 2022 IR", a
+// space and a registration number. The others, GB18030 and GBK, are known.
+func charsetTermForm(t string) bool {
+	n, ok := strings.CutPrefix(t, "ISO_IR ")
+	if !ok {
+		n, ok = strings.CutPrefix(t, "ISO 2022 IR ")
+	}
+	return ok && len(n) >= 1 && len(n) <= 3 && strings.Trim(n, "0123456789") == ""
+}

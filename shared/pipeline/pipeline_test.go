@@ -278,6 +278,13 @@ func TestValidationCases(t *testing.T) {
 			i.CharacterSet = "Doe^Jane"
 			return i.Build()
 		}, codes: []string{"error:charset-unknown"}},
+		// Upper case letters, digits and spaces are a code's repertoire, and
+		// many a name or patient ID's too: only a defined term's form is quoted.
+		{name: "a charset value in a code's repertoire that is no term", data: func() []byte {
+			i := good
+			i.CharacterSet = "DOE JANE"
+			return i.Build()
+		}, codes: []string{"error:charset-unknown"}},
 		{name: "a Number of Frames that is no number", data: func() []byte {
 			i := good
 			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "Doe^Jane"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2))}
@@ -362,7 +369,7 @@ func TestValidationCases(t *testing.T) {
 				t.Errorf("findings (-want +got):\n%s%+v", d, res.Findings)
 			}
 			for _, fd := range res.Findings {
-				if strings.Contains(fd.Message, "Doe") || strings.Contains(fd.Message, "PID-1") {
+				if strings.Contains(fd.Message, "Doe") || strings.Contains(strings.ToUpper(fd.Message), "JANE") || strings.Contains(fd.Message, "PID-1") {
 					t.Errorf("finding leaks patient data: %+v", fd)
 				}
 			}

@@ -165,12 +165,14 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	}
 	for _, t := range cs.unknown {
 		// A finding's message holds no value of the data set: a term is
-		// named only when it has the form of one (a CS value), so a value
-		// of another element written here by a faulty sender is not.
-		if len(t) <= 16 && strings.IndexFunc(t, func(r rune) bool { return !csChar(r) }) < 0 {
+		// named only when it has the form of a defined term, so a value of
+		// another element written here by a faulty sender is not (a CS
+		// value's repertoire, capitals, digits and spaces, is also many a
+		// name's and patient ID's).
+		if charsetTermForm(t) {
 			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
 		} else {
-			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown character set: the value is not a defined term (CS)")
+			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown character set: the value is not in the form of a defined term (ISO_IR n, ISO 2022 IR n)")
 		}
 	}
 
