@@ -178,12 +178,7 @@ type peerStatus struct{ st dimse.Status }
 
 func (p peerStatus) Error() string {
 	st := p.st
-	uids := logname.UIDs(st.Comment)
-	// Longest first: one UID may begin another.
-	slices.SortFunc(uids, func(a, b string) int { return len(b) - len(a) })
-	for _, uid := range uids {
-		st.Comment = strings.ReplaceAll(st.Comment, uid, "<uid>")
-	}
+	st.Comment = logname.ReplaceUIDs(st.Comment, "<uid>")
 	return st.Error()
 }
 

@@ -131,25 +131,42 @@ func (n *Namer) Redact(err error, keys ...string) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	type repl struct{ old, new string }
-	var rs []repl
+	var rs []replacement
 	for _, k := range keys {
 		if k == "" {
 			continue
 		}
 		name := n.Name(k)
-		rs = append(rs, repl{k, name})
+		rs = append(rs, replacement{k, name})
 		for _, uid := range UIDs(k) {
-			rs = append(rs, repl{uid, name})
+			rs = append(rs, replacement{uid, name})
 		}
 	}
-	// Longest first: a study UID is often a prefix of its series UID.
-	slices.SortStableFunc(rs, func(a, b repl) int { return len(b.old) - len(a.old) })
-	for _, r := range rs {
-		msg = strings.ReplaceAll(msg, r.old, r.new)
+	return &redacted{msg: replaceLongestFirst(err.Error(), rs), err: err}
+}
+
+// ReplaceUIDs returns text with each UID in it (as UIDs finds them)
+// replaced by with: for text from outside, such as a peer's error comment,
+// which may name the UIDs it was asked about.
+func ReplaceUIDs(text, with string) string {
+	var rs []replacement
+	for _, uid := range UIDs(text) {
+		rs = append(rs, replacement{uid, with})
 	}
-	return &redacted{msg: msg, err: err}
+	return replaceLongestFirst(text, rs)
+}
+
+type replacement struct{ old, new string }
+
+// replaceLongestFirst makes the replacements in s, the longest old string
+// first: a study UID is often a prefix of its series UID, and one UID may
+// begin another.
+func replaceLongestFirst(s string, rs []replacement) string {
+	slices.SortStableFunc(rs, func(a, b replacement) int { return len(b.old) - len(a.old) })
+	for _, r := range rs {
+		s = strings.ReplaceAll(s, r.old, r.new)
+	}
+	return s
 }
 
 // redacted is an error whose message no longer names an object by its key.

@@ -175,6 +175,22 @@ func TestUIDs(t *testing.T) {
 	}
 }
 
+// TestReplaceUIDs: every UID in a text from outside is replaced, the
+// longest first, so a UID that begins another leaves no tail of it.
+func TestReplaceUIDs(t *testing.T) {
+	cases := []struct{ text, want string }{
+		{"no transaction 1.2.3 for 1.2.3.4", "no transaction <uid> for <uid>"},
+		{"instance 1.2.3.4 of transaction 1.2.3", "instance <uid> of transaction <uid>"},
+		{"Processing failure", "Processing failure"},
+		{"", ""},
+	}
+	for _, c := range cases {
+		if got := ReplaceUIDs(c.text, "<uid>"); got != c.want {
+			t.Errorf("ReplaceUIDs(%q) = %q, want %q", c.text, got, c.want)
+		}
+	}
+}
+
 func TestLoadOrCreate(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, KeyFile)
