@@ -142,9 +142,9 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 //     Commitment event, and Instances Transferred requires the patient,
 //     which the transaction's records do not name.
 //   - a resend as the SCP alone records it (scp-task without the
-//     pipeline: no patient); the pipeline's record of it, which names the
-//     patient of the object held, is sent as the Instances Transferred of
-//     that transfer.
+//     pipeline: no study object); the pipeline's record of it, which
+//     names the study and the patient of the object held, is sent as the
+//     Instances Transferred of that transfer.
 //   - an instance whose sender is unknown (no calling AE, no peer address:
 //     its SCP metadata was lost), since A.5.3.7 requires the process that
 //     sent the data.
@@ -159,8 +159,11 @@ func sent(rec pipeline.AuditRecord) bool {
 		pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
 		return false
 	}
+	// The SCP's own record of a resend names no study as a participant
+	// object; the pipeline's names it (and the patient, when the object
+	// does), and is sent as a stored record of that object would be.
 	if rec.Outcome == pipeline.OutcomeDuplicate && !slices.ContainsFunc(rec.ParticipantObjects, func(o pipeline.AuditParticipantObject) bool {
-		return o.TypeCode == 1 && o.TypeRole == 1
+		return o.TypeCode == 2 && o.TypeRole == 3
 	}) {
 		return false
 	}

@@ -326,6 +326,15 @@ func TestRenderEveryRecordType(t *testing.T) {
 
 func TestRenderEvents(t *testing.T) {
 	recs := allRecords(t)
+	// A resend of an object that names no patient (Patient ID and Name
+	// are type 2): the pipeline's record of it is sent as the stored
+	// record of such an object is, with an empty patient.
+	anonymous := recs["instance-duplicate"]
+	anonymous.PatientID, anonymous.PatientName = "", ""
+	anonymous.ParticipantObjects = slices.DeleteFunc(slices.Clone(anonymous.ParticipantObjects), func(o pipeline.AuditParticipantObject) bool {
+		return o.TypeCode == 1 && o.TypeRole == 1
+	})
+	recs["instance-duplicate-no-patient"] = anonymous
 	tests := []struct {
 		record string
 		events []string // EventID of each message, in order
@@ -334,6 +343,7 @@ func TestRenderEvents(t *testing.T) {
 		{"instance-conflict", []string{"110104"}},
 		{"instance-rejected", []string{"110104"}},
 		{"instance-duplicate", []string{"110104"}},
+		{"instance-duplicate-no-patient", []string{"110104"}},
 		// The SCP's own record of a resend names no patient: the
 		// pipeline's does, and is sent.
 		{"duplicate", nil},
