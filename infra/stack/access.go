@@ -60,11 +60,15 @@ var functionAccess = map[string]fnAccess{
 	},
 	// audit (pipeline.ProcessAuditRecord): GET of the association record;
 	// HEAD and ranged GET of the incoming object a resend duplicates (its
-	// study and patient name the resend's record); the audit record (a
-	// conditional PutItem).
+	// study and patient name the resend's record), where a missing object
+	// is an answer (the SCP's record stands alone), not an error: S3 says
+	// 404 only to a caller that may list the bucket, and a 403 would fail
+	// the record at every receive; the audit record (a conditional
+	// PutItem).
 	FnAudit: {
-		audit: tableAccess{actions: []string{"dynamodb:PutItem"}},
-		read:  []string{PrefixAudit, PrefixIncoming},
+		audit:      tableAccess{actions: []string{"dynamodb:PutItem"}},
+		read:       []string{PrefixAudit, PrefixIncoming},
+		listBucket: true,
 	},
 	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
 	// byPending, GetItem), the study's detail (Query of its partition), the

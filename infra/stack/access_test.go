@@ -120,7 +120,9 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
-			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "kms:Decrypt key" + via("s3")}}},
+			// ListBucket: the incoming object a resend duplicates may be
+			// gone, which S3 says with a 404 only to a caller that may list.
+			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "s3:ListBucket bucket", "kms:Decrypt key" + via("s3")}}},
 		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}, failedRuns}},
 		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
@@ -153,7 +155,7 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 						t.Errorf("%s may %s", tc.fn, g)
 					case strings.HasPrefix(action, "kms:") && !strings.Contains(g, "kms:ViaService"):
 						t.Errorf("%s may use the key directly: %s", tc.fn, g)
-					case strings.HasPrefix(action, "s3:List") && (tc.fn != FnCommitment || action != "s3:ListBucket"):
+					case strings.HasPrefix(action, "s3:List") && (!functionAccess[tc.fn].listBucket || action != "s3:ListBucket"):
 						t.Errorf("%s may list the bucket: %s", tc.fn, g)
 					}
 				}
