@@ -119,7 +119,9 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
+		// audit too: it names the incoming object a resend duplicates.
 		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
+			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			// ListBucket: the incoming object a resend duplicates may be
 			// gone, which S3 says with a 404 only to a caller that may list.
 			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "s3:ListBucket bucket", "kms:Decrypt key" + via("s3")}}},

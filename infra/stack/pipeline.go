@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslogs"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awss3"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awssecretsmanager"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
@@ -403,10 +404,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
 	}, fnSG)
 	out.Functions[FnValidate] = validate
-	// validate names objects in its logs; audit, notify and the audit feed
-	// handle none. The secret is under the stack's key.
-	grantSecretValue(validate, props.Storage.LogNameKey.SecretArn())
-	grantKeyVia(validate, key, "secretsmanager", "kms:Decrypt")
+	readLogNameKey(validate, props.Storage.LogNameKey, key)
 	consume(validate, vq)
 	grant(FnValidate, validate)
 	out.Queues[FnValidate] = vq
@@ -415,8 +413,11 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
 	aq := newQueue("Audit", aTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: aq.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
-	auditFn := newFunction(FnAudit, aTimeout, 256, nil, fnSG)
+	auditFn := newFunction(FnAudit, aTimeout, 256, map[string]*string{
+		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
+	}, fnSG)
 	out.Functions[FnAudit] = auditFn
+	readLogNameKey(auditFn, props.Storage.LogNameKey, key)
 	consume(auditFn, aq)
 	grant(FnAudit, auditFn)
 	out.Queues[FnAudit] = aq
@@ -552,6 +553,16 @@ func allowAWSEndpoints(sg awsec2.SecurityGroup, network *Network) {
 		jsii.String("HTTPS to the interface endpoints"), nil)
 	sg.AddEgressRule(network.S3PrefixList, https, jsii.String("HTTPS to S3 through the gateway endpoint"), nil)
 	sg.AddEgressRule(network.DynamoDBPrefixList, https, jsii.String("HTTPS to DynamoDB through the gateway endpoint"), nil)
+}
+
+// readLogNameKey lets fn read the log-name key (secret, under the stack's
+// key), which a function naming objects in its logs needs so that its
+// names are scp-task's and the other functions': validate (the object it
+// validates) and audit (the incoming object a resend duplicates); notify
+// and the audit feed name none.
+func readLogNameKey(fn awslambda.Function, secret awssecretsmanager.ISecret, key awskms.IKey) {
+	grantSecretValue(fn, secret.SecretArn())
+	grantKeyVia(fn, key, "secretsmanager", "kms:Decrypt")
 }
 
 // newBusDlqKey creates the key of the bus's dead-letter queue: CDK's
