@@ -205,6 +205,8 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+pipeline.EventSource)
 	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
 	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
+	s.output("BusDlqUrl", s.Pipeline.BusDlq.QueueUrl(), "Events the bus could not encrypt or decrypt with KeyArn (alarm BusDlqNotEmpty)")
+	s.output("BusDlqKeyArn", s.Pipeline.BusDlqKey.KeyArn(), "KMS key of BusDlqUrl's queue: who re-sends its events needs kms:Decrypt on it through SQS")
 	if f := s.Pipeline.AuditFeed; f != nil {
 		s.output("AuditFeedFunctionName", f.Function.FunctionName(), "Audit feed function (audit table stream to the syslog collector); invoke it to re-send records")
 		s.output("AuditFeedDlqUrl", f.Dlq.QueueUrl(), "Stream batches the audit feed could not deliver within 23 hours")

@@ -1285,7 +1285,7 @@ func TestNetwork(t *testing.T) {
 
 func TestOutputs(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn", "LogNameKeyArn", "BackupVaultName", "BackupKeyArn"} {
+		for _, k := range []string{"NlbDnsName", "NlbAddresses", "DicomPort", "CalledAETitle", "VpcCidr", "BucketName", "AuditTableName", "IndexTableName", "EventBusName", "AlarmTopicArn", "LogNameKeyArn", "BackupVaultName", "BackupKeyArn", "BusDlqUrl", "BusDlqKeyArn"} {
 			if _, ok := s.outputs[k]; !ok {
 				t.Errorf("no output %s", k)
 			}
