@@ -260,7 +260,8 @@ func (r *Reloader) watch(ctx context.Context, watching func()) {
 		}
 	}
 	if len(dirs) == 0 && r.src.ClientCRL == "" {
-		return // PEM text only and no CRL: nothing can change
+		watching() // PEM text only and no CRL: nothing can change
+		return
 	}
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
