@@ -3,7 +3,6 @@ package dicomnet
 import (
 	"errors"
 	"log/slog"
-	"slices"
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
@@ -106,6 +105,9 @@ type ContextSummary struct {
 	// UIDs as the peer sent them, each once, at most maxRefusedUIDs, cut and made printable as the peer's
 	// implementation identifiers are. Nil when none was refused so.
 	UnsupportedTransferSyntaxes, UnsupportedAbstractSyntaxes []string
+	// MoreTransferSyntaxes and MoreAbstractSyntaxes count the UIDs of each
+	// kind left out of its list by the bound.
+	MoreTransferSyntaxes, MoreAbstractSyntaxes int
 }
 
 // summarizeContexts is the ContextSummary of results, the answers to proposed.
@@ -115,12 +117,18 @@ func summarizeContexts(proposed []pdu.PresentationContextRQ, results []pdu.Prese
 		byID[proposed[i].ID] = &proposed[i]
 	}
 	var s ContextSummary
-	add := func(list []string, uid string) []string {
+	seen := map[string]bool{}
+	add := func(list []string, more *int, kind, uid string) []string {
 		uid = printableASCII(uid, maxImplementationClassUID)
-		if len(list) == maxRefusedUIDs || slices.Contains(list, uid) {
-			return list
+		switch {
+		case seen[kind+uid]:
+		case len(list) == maxRefusedUIDs:
+			*more++
+		default:
+			list = append(list, uid)
 		}
-		return append(list, uid)
+		seen[kind+uid] = true
+		return list
 	}
 	for _, r := range results {
 		pc := byID[r.ID]
@@ -135,10 +143,10 @@ func summarizeContexts(proposed []pdu.PresentationContextRQ, results []pdu.Prese
 		switch r.Result {
 		case pdu.ResultTransferSyntaxesNotSupported:
 			for _, ts := range pc.TransferSyntaxes {
-				s.UnsupportedTransferSyntaxes = add(s.UnsupportedTransferSyntaxes, ts)
+				s.UnsupportedTransferSyntaxes = add(s.UnsupportedTransferSyntaxes, &s.MoreTransferSyntaxes, "t", ts)
 			}
 		case pdu.ResultAbstractSyntaxNotSupported:
-			s.UnsupportedAbstractSyntaxes = add(s.UnsupportedAbstractSyntaxes, pc.AbstractSyntax)
+			s.UnsupportedAbstractSyntaxes = add(s.UnsupportedAbstractSyntaxes, &s.MoreAbstractSyntaxes, "a", pc.AbstractSyntax)
 		}
 	}
 	return s
@@ -155,8 +163,14 @@ func (s ContextSummary) logAttrs() []any {
 	if s.UnsupportedTransferSyntaxes != nil {
 		attrs = append(attrs, "unsupported_transfer_syntaxes", s.UnsupportedTransferSyntaxes)
 	}
+	if s.MoreTransferSyntaxes > 0 {
+		attrs = append(attrs, "unsupported_transfer_syntaxes_more", s.MoreTransferSyntaxes)
+	}
 	if s.UnsupportedAbstractSyntaxes != nil {
 		attrs = append(attrs, "unsupported_abstract_syntaxes", s.UnsupportedAbstractSyntaxes)
+	}
+	if s.MoreAbstractSyntaxes > 0 {
+		attrs = append(attrs, "unsupported_abstract_syntaxes_more", s.MoreAbstractSyntaxes)
 	}
 	return attrs
 }

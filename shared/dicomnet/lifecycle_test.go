@@ -329,7 +329,7 @@ func TestRefusedContextsLogged(t *testing.T) {
 			{ID: 3, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
 			{ID: 5, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: many(1)},
 		}, `{"accepted":1,"refused_contexts":2,"unsupported_transfer_syntaxes":["1.2.?` + strings.Repeat("9", 59) +
-			`","1.2.3.0","1.2.3.1","1.2.3.2","1.2.3.3","1.2.3.4","1.2.3.5","1.2.3.6"]}`},
+			`","1.2.3.0","1.2.3.1","1.2.3.2","1.2.3.3","1.2.3.4","1.2.3.5","1.2.3.6"],"unsupported_transfer_syntaxes_more":2}`},
 		{"nothing refused", dicomnettest.AssociateRQ("SCU", "ANY").PresentationContexts, `{"accepted":2}`},
 	}
 	for _, tc := range tests {
@@ -351,10 +351,12 @@ func TestRefusedContextsLogged(t *testing.T) {
 			p.SendPDU(&pdu.ReleaseRQ{})
 			p.Expect(pdu.TypeReleaseRP) // the accepted event was observed before the release was answered
 			type attrs struct {
-				Accepted *int     `json:"accepted"`
-				Refused  int      `json:"refused_contexts,omitempty"`
-				Transfer []string `json:"unsupported_transfer_syntaxes,omitempty"`
-				Abstract []string `json:"unsupported_abstract_syntaxes,omitempty"`
+				Accepted     *int     `json:"accepted"`
+				Refused      int      `json:"refused_contexts,omitempty"`
+				Transfer     []string `json:"unsupported_transfer_syntaxes,omitempty"`
+				TransferMore int      `json:"unsupported_transfer_syntaxes_more,omitempty"`
+				Abstract     []string `json:"unsupported_abstract_syntaxes,omitempty"`
+				AbstractMore int      `json:"unsupported_abstract_syntaxes_more,omitempty"`
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -362,7 +364,8 @@ func TestRefusedContextsLogged(t *testing.T) {
 				t.Fatalf("EventAccepted's Contexts: %v, want one", observed)
 			}
 			ev := observed[0]
-			evJSON, err := json.Marshal(attrs{&ev.Accepted, ev.Refused, ev.UnsupportedTransferSyntaxes, ev.UnsupportedAbstractSyntaxes})
+			evJSON, err := json.Marshal(attrs{&ev.Accepted, ev.Refused, ev.UnsupportedTransferSyntaxes, ev.MoreTransferSyntaxes,
+				ev.UnsupportedAbstractSyntaxes, ev.MoreAbstractSyntaxes})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -605,10 +605,10 @@ func contextsReason(s *dicomnet.ContextSummary) string {
 	}
 	var why []string
 	if s.UnsupportedTransferSyntaxes != nil {
-		why = append(why, "transfer syntax not supported ("+namedUIDs(s.UnsupportedTransferSyntaxes)+")")
+		why = append(why, "transfer syntax not supported ("+namedUIDs(s.UnsupportedTransferSyntaxes, s.MoreTransferSyntaxes)+")")
 	}
 	if s.UnsupportedAbstractSyntaxes != nil {
-		why = append(why, "abstract syntax (SOP class) not supported ("+namedUIDs(s.UnsupportedAbstractSyntaxes)+")")
+		why = append(why, "abstract syntax (SOP class) not supported ("+namedUIDs(s.UnsupportedAbstractSyntaxes, s.MoreAbstractSyntaxes)+")")
 	}
 	if why == nil {
 		return head
@@ -616,16 +616,20 @@ func contextsReason(s *dicomnet.ContextSummary) string {
 	return head + ": " + strings.Join(why, "; ")
 }
 
-// namedUIDs lists uids each after its name when the registry knows it:
-// "Explicit VR Big Endian 1.2.840.10008.1.2.2; 1.2.3". Names hold commas,
-// so the list is cut by semicolons.
-func namedUIDs(uids []string) string {
-	named := make([]string, len(uids))
+// namedUIDs lists uids each after its name when the registry knows it,
+// and how many more the list left out: "Explicit VR Big Endian
+// 1.2.840.10008.1.2.2; 1.2.3; and 2 more". Names hold commas, so the list
+// is cut by semicolons.
+func namedUIDs(uids []string, more int) string {
+	named := make([]string, len(uids), len(uids)+1)
 	for i, uid := range uids {
 		named[i] = uid
 		if n := dicomuid.Name(uid); n != "" {
 			named[i] = n + " " + uid
 		}
+	}
+	if more > 0 {
+		named = append(named, fmt.Sprintf("and %d more", more))
 	}
 	return strings.Join(named, "; ")
 }

@@ -411,6 +411,8 @@ func TestAcceptedRecordNamesRefusedContexts(t *testing.T) {
 				"abstract syntax (SOP class) not supported (" + qr + ")"},
 		{"only a query", &dicomnet.ContextSummary{Refused: 1, UnsupportedAbstractSyntaxes: []string{qr}},
 			"no presentation context accepted (1 proposed): abstract syntax (SOP class) not supported (" + qr + ")"},
+		{"more than the bound", &dicomnet.ContextSummary{Refused: 2, UnsupportedTransferSyntaxes: []string{"1.2.840.10008.1.2.2"}, MoreTransferSyntaxes: 3},
+			"no presentation context accepted (2 proposed): transfer syntax not supported (Explicit VR Big Endian (Retired) 1.2.840.10008.1.2.2; and 3 more)"},
 		{"nothing refused", &dicomnet.ContextSummary{Accepted: 2}, ""},
 		{"no summary", nil, ""},
 	}
