@@ -83,6 +83,13 @@ type Stored struct {
 	// Duplicate is set when an identical object (same key, same bytes)
 	// was already stored: nothing new was written.
 	Duplicate bool
+	// SameTransfer, with Duplicate, says the object held is this very
+	// C-STORE's (the same association and receive time in its metadata),
+	// written by an earlier upload of it: a staged object uploaded again
+	// after its task died between the upload and its release. That is no
+	// resend, and gets no duplicate record. Stores that cannot tell
+	// leave it false.
+	SameTransfer bool
 	// Conflict is set when a different object already held the key: the new
 	// one was kept under a distinct key (Key) and nothing was overwritten.
 	Conflict bool

@@ -152,13 +152,13 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	st.Size = hr.n
 	crcB64 := crcnvme.Encode(fullCRC)
 	if st.Conflict {
-		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64)
+		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, &obj)
 		if err != nil {
 			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 		}
-		if same {
+		if same != heldOther {
 			log.Info("identical object already stored")
-			return objectstore.Stored{Key: rel, Size: st.Size, Duplicate: true}, nil
+			return objectstore.Stored{Key: rel, Size: st.Size, Duplicate: true, SameTransfer: same == heldThisTransfer}, nil
 		}
 		log.Warn("different object already holds the key; storing under conflict key", "taken_object", s.name(rel))
 	}
@@ -210,10 +210,10 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), herr)
 		}
 		if !mine {
-			return s.duplicateOrConflict(ctx, log, full, rel, st, crcB64)
+			return s.duplicateOrConflict(ctx, log, obj, full, rel, st, crcB64)
 		}
 	case preconditionErr != nil:
-		return s.duplicateOrConflict(ctx, log, full, rel, st, crcB64)
+		return s.duplicateOrConflict(ctx, log, obj, full, rel, st, crcB64)
 	}
 	completed = true
 	s.metrics.bytes.Add(float64(st.Size))
@@ -222,15 +222,15 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 
 // duplicateOrConflict decides what a refused Complete meant; the caller's
 // deferred abort drops the upload either way.
-func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, full, rel string, st objectstore.Stored, crcB64 string) (objectstore.Stored, error) {
-	same, herr := s.sameObject(ctx, full, st.Size, crcB64)
+func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, obj objectstore.Object, full, rel string, st objectstore.Stored, crcB64 string) (objectstore.Stored, error) {
+	same, herr := s.sameObject(ctx, full, st.Size, crcB64, &obj)
 	if herr != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), herr)
 	}
-	if !same {
+	if same == heldOther {
 		return st, fmt.Errorf("s3store: put %v (crc64nvme %s): %w: %w", s.name(rel), crcB64, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
 	}
-	st.Duplicate = true
+	st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
 	log.Info("identical object already stored")
 	return st, nil
 }

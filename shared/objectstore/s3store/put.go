@@ -163,12 +163,12 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 			return st, nil
 		}
 	}
-	same, err := s.sameObject(ctx, full, st.Size, crcB64)
+	same, err := s.sameObject(ctx, full, st.Size, crcB64, &obj)
 	if err != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
 	}
-	if same {
-		st.Duplicate = true
+	if same != heldOther {
+		st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
 		s.log.Info("identical object already stored", "object", s.name(rel), "association", obj.AssociationID)
 		return st, nil
 	}
@@ -187,14 +187,14 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	if !preconditionFailed(err) {
 		return st, err
 	}
-	same, err = s.sameObject(ctx, full, st.Size, crcB64)
+	same, err = s.sameObject(ctx, full, st.Size, crcB64, &obj)
 	if err != nil {
 		return st, fmt.Errorf("s3store: put %v: %w", s.name(st.Key), err)
 	}
-	if !same {
+	if same == heldOther {
 		return st, fmt.Errorf("s3store: put %v: conflict key also holds a different object", s.name(st.Key))
 	}
-	st.Duplicate = true
+	st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
 	return st, nil
 }
 
@@ -247,11 +247,22 @@ func checkCRC(got *string, want string) error {
 	return fmt.Errorf("%w: sent CRC64NVME %s, S3 answered %s", errChecksumMismatch, want, *got)
 }
 
+// held is what a key found taken holds, beside the object that was to be
+// put there.
+type held int
+
+const (
+	heldOther        held = iota // other bytes
+	heldSame                     // the same bytes, from another transfer
+	heldThisTransfer             // the same bytes from this very C-STORE (its association and receive time): an earlier upload of it
+)
+
 // sameObject reports whether key holds exactly the object described by
-// size and full-object CRC64NVME. Objects written by this store always
-// carry one; an object without (written by something else) is never the
-// same, since nothing was compared.
-func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 string) (bool, error) {
+// size and full-object CRC64NVME, and, for an object obj (nil for a
+// record), whether it was this very transfer's. Objects written by this
+// store always carry one; an object without (written by something else) is
+// never the same, since nothing was compared.
+func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 string, obj *objectstore.Object) (held, error) {
 	var head *s3.HeadObjectOutput
 	err := s.do(ctx, "HeadObject", key, s.attemptTimeout(0), s.opts.RetryDeadline, func(ctx context.Context) error {
 		var err error
@@ -265,14 +276,20 @@ func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 s
 	if notFound(err) {
 		// Taken a moment ago, gone now (deleted or a lifecycle rule):
 		// let the sender try again rather than guess.
-		return false, fmt.Errorf("existing object vanished: %w: %w", objectstore.ErrUnavailable, err)
+		return heldOther, fmt.Errorf("existing object vanished: %w: %w", objectstore.ErrUnavailable, err)
 	}
 	if err != nil {
-		return false, err
+		return heldOther, err
 	}
-	if head.ContentLength == nil || *head.ContentLength != size {
-		return false, nil
+	if existing := aws.ToString(head.ChecksumCRC64NVME); head.ContentLength == nil || *head.ContentLength != size || existing == "" || existing != crcB64 {
+		return heldOther, nil
 	}
-	existing := aws.ToString(head.ChecksumCRC64NVME)
-	return existing != "" && existing == crcB64, nil
+	if obj != nil {
+		want := s.metadata(*obj)
+		if head.Metadata[objectstore.MetaAssociationID] == want[objectstore.MetaAssociationID] &&
+			head.Metadata[objectstore.MetaReceivedAt] == want[objectstore.MetaReceivedAt] {
+			return heldThisTransfer, nil
+		}
+	}
+	return heldSame, nil
 }

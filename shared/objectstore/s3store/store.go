@@ -165,11 +165,11 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 	defer func() { s.observe("record", outcome, start) }()
 	_, err := s.putBytes(ctx, "PutRecord", full, body, crc, nil, "application/json")
 	if preconditionFailed(err) {
-		same, herr := s.sameObject(ctx, full, int64(len(body)), crc)
+		same, herr := s.sameObject(ctx, full, int64(len(body)), crc, nil)
 		if herr != nil {
 			return fmt.Errorf("s3store: put record %s: %w", key, herr)
 		}
-		if !same {
+		if same == heldOther {
 			return fmt.Errorf("s3store: put record %s: a different record already holds the key", key)
 		}
 		outcome = "duplicate"

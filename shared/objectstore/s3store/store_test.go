@@ -182,13 +182,25 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			if _, err := st.Put(ctx, obj, bytes.NewReader(orig)); err != nil {
 				t.Fatal(err)
 			}
-			// An identical resend stores nothing new.
-			got, err := st.Put(ctx, obj, bytes.NewReader(orig))
+			// An identical resend (another C-STORE, the same day) stores
+			// nothing new.
+			resend := obj
+			resend.AssociationID, resend.ReceivedAt = "resend", obj.ReceivedAt.Add(time.Second)
+			got, err := st.Put(ctx, resend, bytes.NewReader(orig))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if d := cmp.Diff(objectstore.Stored{Key: key, Size: tc.size, Duplicate: true}, got); d != "" {
 				t.Errorf("resend (-want +got):\n%s", d)
+			}
+			// The same C-STORE uploaded again (a staged object whose task
+			// died before its release) is told from a resend.
+			got, err = st.Put(ctx, obj, bytes.NewReader(orig))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(objectstore.Stored{Key: key, Size: tc.size, Duplicate: true, SameTransfer: true}, got); d != "" {
+				t.Errorf("upload again (-want +got):\n%s", d)
 			}
 			// A different object under the same key never overwrites it.
 			other := s3test.Bytes(2, tc.size)
@@ -230,8 +242,8 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			}
 			// An identical resend of the original is still a duplicate,
 			// whatever the size.
-			got, err = st.Put(ctx, obj, bytes.NewReader(orig))
-			if err != nil || !got.Duplicate || got.Conflict || got.Key != key {
+			got, err = st.Put(ctx, resend, bytes.NewReader(orig))
+			if err != nil || !got.Duplicate || got.SameTransfer || got.Conflict || got.Key != key {
 				t.Errorf("original resend = %+v, %v", got, err)
 			}
 			if b := get(t, srv, prefix+key); !bytes.Equal(b, orig) {
