@@ -216,6 +216,20 @@ type TLSPeer struct {
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// Duplicate makes r, which names its association, time and sequence
+// number, the record of a C-STORE stored and acknowledged whose object
+// the store already held, byte for byte, under heldKey (relative to the
+// store's root): the one shape of an EventDuplicate record, whether the
+// audit writer learns of the resend as the store answers (a direct
+// store) or another writer does.
+// study and series are those the resend's header named.
+func Duplicate(r Record, sopClassUID, sopInstanceUID, study, series, heldKey string) Record {
+	r.Event, r.Reason = EventDuplicate, ""
+	r.SOPClassUID, r.SOPInstanceUID = sopClassUID, sopInstanceUID
+	r.StudyInstanceUID, r.SeriesInstanceUID, r.ObjectKey = study, series, heldKey
+	return r
+}
+
 // Key returns where r is stored:
 //
 //	audit/<yyyy>/<mm>/<dd>/<association-id>-<seq>-<event>.json

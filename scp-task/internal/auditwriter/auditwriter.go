@@ -549,9 +549,7 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		if !errors.As(ev.Err, &held) {
 			return r, false
 		}
-		r.Event, r.Reason = associationaudit.EventDuplicate, ""
-		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
-		r.StudyInstanceUID, r.SeriesInstanceUID, r.ObjectKey = held.StudyInstanceUID, held.SeriesInstanceUID, held.Key
+		r = associationaudit.Duplicate(r, ev.SOPClassUID, ev.SOPInstanceUID, held.StudyInstanceUID, held.SeriesInstanceUID, held.Key)
 	case dicomnet.EventStoreFailed:
 		r.Event = associationaudit.EventStoreFailed
 		r.Status = fmt.Sprintf("%04X", ev.Status)
