@@ -38,9 +38,10 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		if err != nil {
 			return nil, err
 		}
+		impl := version.ImplementationVersionName + " " + version.Version
 		s, err := s3store.New(ctx, s3store.Options{
 			Bucket: bucket, Prefix: prefix, PathStyle: cfg.S3PathStyle, KMSKeyID: cfg.S3KMSKey, PartSize: cfg.S3PartSize,
-			ImplementationVersion: version.ImplementationVersionName + " " + version.Version,
+			ImplementationVersion: impl,
 			Logger:                log, Names: names, Metrics: reg,
 		})
 		if err != nil {
@@ -54,6 +55,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		staged, err := stagedstore.New(stagedstore.Options{
 			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge, MinFreeBytes: cfg.MinFreeBytes,
 			Latencies: cfg.StagingLatency, Names: names, NamePrefix: prefix, Logger: log, Metrics: reg,
+			Implementation: impl,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open the staging directory: %w", err)

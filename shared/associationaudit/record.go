@@ -221,7 +221,7 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // the store already held, byte for byte, under heldKey (relative to the
 // store's root): the one shape of an EventDuplicate record, whether the
 // audit writer learns of the resend as the store answers (a direct
-// store) or another writer does.
+// store) or the staged store's uploader does at upload (see StagedSeq).
 // study and series are those the resend's header named.
 func Duplicate(r Record, sopClassUID, sopInstanceUID, study, series, heldKey string) Record {
 	r.Event, r.Reason = EventDuplicate, ""
@@ -229,6 +229,17 @@ func Duplicate(r Record, sopClassUID, sopInstanceUID, study, series, heldKey str
 	r.StudyInstanceUID, r.SeriesInstanceUID, r.ObjectKey = study, series, heldKey
 	return r
 }
+
+// StagedSeq is the sequence number of a duplicate record the staged
+// store's uploader writes: its C-STORE's receive time in Unix
+// nanoseconds. The resend is found at upload, after the C-STORE was
+// answered, maybe by another task after a crash, and the record must come
+// out the same however often the upload is tried again (one key, the same
+// bytes), so it cannot take the writer's next number; no two C-STOREs of
+// one association are received in the same nanosecond. It lies far above
+// the writer's numbers, which count a run's records from 1, so a run's
+// LastSeq and the records it may have lost (UncleanRun) never count it.
+func StagedSeq(receivedAt time.Time) uint64 { return uint64(max(receivedAt.UnixNano(), 0)) }
 
 // Key returns where r is stored:
 //

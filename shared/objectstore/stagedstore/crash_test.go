@@ -3,12 +3,14 @@ package stagedstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 )
@@ -96,23 +98,60 @@ func TestPowerLossAtEveryStep(t *testing.T) {
 // the close. Another task starts on what the disk could hold, with the
 // same S3: every acknowledged object reaches S3 whole, nothing reaches
 // it that is not whole, and the staging directory is back to one
-// journal of two segments.
+// journal of two segments. Three of the objects (the large one among
+// them) are identical resends of objects S3 already holds from earlier
+// C-STOREs, and S3 dies with the power (every call fails once it is cut,
+// and a cut may fall between an upload and the record that follows it):
+// each resend gets its duplicate association record exactly once, the
+// same bytes under the same key, and no other object gets one, though
+// some are uploaded again after S3 took them.
 func TestPowerLossWhileFreeing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("dozens of runs")
 	}
 	bodies := map[string][]byte{}
 	var objs []objectstore.Object
+	resends := map[int]bool{2: true, 5: true, 9: true}
 	for i := range 14 {
 		n := 150_000 + i*1000
 		if i == 5 {
 			n = 1_200_000 // one large object, in a file of its own
 		}
-		objs = append(objs, object(i))
-		bodies[key(t, object(i))] = data(i, n)
+		o := object(i)
+		o.ReceivedAt = o.ReceivedAt.Add(time.Duration(i) * time.Millisecond) // one association's C-STOREs, one after another
+		objs = append(objs, o)
+		bodies[key(t, o)] = data(i, n)
+		if resends[i] {
+			// Its record, as the audit writer would have written it had
+			// the store answered the C-STORE a duplicate.
+			rec := associationaudit.Record{
+				Event: associationaudit.EventDuplicate, Time: o.ReceivedAt, AssociationID: o.AssociationID,
+				CallingAE: o.CallingAE, CalledAE: o.CalledAE, PeerAddr: o.PeerAddr, Implementation: "dicom-ingest test",
+				SOPClassUID: o.SOPClassUID, SOPInstanceUID: o.SOPInstanceUID, StudyInstanceUID: o.StudyInstanceUID,
+				SeriesInstanceUID: o.SeriesInstanceUID, ObjectKey: key(t, o), Seq: associationaudit.StagedSeq(o.ReceivedAt),
+			}
+			k, err := associationaudit.Key(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bodies[k], err = associationaudit.Marshal(rec); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// S3 holds the resends from an earlier association.
+	newS3 := func() *fakeS3 {
+		s3 := newFakeS3()
+		for i := range resends {
+			earlier := objs[i]
+			earlier.AssociationID, earlier.ReceivedAt = "earlier", earlier.ReceivedAt.Add(-time.Hour)
+			s3.hold(earlier, bodies[key(t, objs[i])])
+		}
+		return s3
 	}
 	opts := func(mem *vfstest.Mem, up Uploader, id string) Options {
-		return Options{Dir: "/st", FS: mem, Uploader: up, TaskID: id, SegmentSize: 1<<20 + 3*4096, AdoptEvery: 10 * time.Millisecond, Uploaders: 4}
+		return Options{Dir: "/st", FS: mem, Uploader: up, TaskID: id, SegmentSize: 1<<20 + 3*4096, AdoptEvery: 10 * time.Millisecond, Uploaders: 4,
+			Implementation: "dicom-ingest test"}
 	}
 	// stage stages every object while the uploads wait (S3 not
 	// answering), so that the journal grows; S3 then answers, with the
@@ -120,7 +159,7 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 	// for the journal to shrink or the power to go.
 	stage := func(mem *vfstest.Mem, s3 *fakeS3, cut int) (*Store, int) {
 		gate := make(chan struct{})
-		st, err := New(opts(mem, gatedS3{s3, gate}, "first"))
+		st, err := New(opts(mem, dyingS3{gatedS3{s3, gate}, mem}, "first"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -145,7 +184,7 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 		return st, mem.Ops() - start
 	}
 	mem := vfstest.NewMem()
-	st, total := stage(mem, newFakeS3(), -1)
+	st, total := stage(mem, newS3(), -1)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +194,7 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 		mode := []vfstest.Mode{vfstest.KeepNone, vfstest.KeepAll, vfstest.KeepSome}[cut%3]
 		at := fmt.Sprintf("cut %d mode %d", cut, mode)
 		mem := vfstest.NewMem()
-		s3 := newFakeS3()
+		s3 := newS3()
 		st, _ := stage(mem, s3, cut)
 		_ = st.Close() // fails on the cut disk; only the disk matters
 		after := mem.Crash(mode, rand.New(rand.NewPCG(uint64(cut), 11)))
@@ -214,6 +253,37 @@ func reachS3(t *testing.T, at string, next *Store, up *fakeS3, acked map[string]
 			t.Errorf("%s: %s reached S3 with %d bytes that were never sent", at, k, len(b))
 		}
 	}
+}
+
+// dyingS3 is S3 as a task sees it that dies with the power of its
+// disk: each call is an operation on the disk before and after (so that a
+// cut may fall between two calls), and none is made, or answered, once the
+// power is cut.
+type dyingS3 struct {
+	Uploader
+	mem *vfstest.Mem
+}
+
+func (d dyingS3) alive() error {
+	if _, err := d.mem.Stat("/"); err != nil {
+		return fmt.Errorf("the task died: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (d dyingS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	if err := d.alive(); err != nil {
+		return objectstore.Stored{}, err
+	}
+	st, err := d.Uploader.Put(ctx, obj, r)
+	return st, errors.Join(err, d.alive())
+}
+
+func (d dyingS3) PutRecord(ctx context.Context, key string, body []byte) error {
+	if err := d.alive(); err != nil {
+		return err
+	}
+	return errors.Join(d.Uploader.PutRecord(ctx, key, body), d.alive())
 }
 
 // gatedS3 is a fake S3 that answers no upload until open is closed.

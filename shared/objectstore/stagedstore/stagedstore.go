@@ -29,7 +29,12 @@
 // EFS past its lease while still uploading) a harmless duplicate.
 //
 // Duplicates and conflicts are decided at upload, not when the object is
-// acknowledged: Put reports neither, and the SCP only logs them.
+// acknowledged: Put reports neither. An identical resend (S3 already held
+// the same bytes under its key, from another C-STORE) gets its duplicate
+// association record from the uploader, which writes it to S3 before the
+// object is released, under a key and with bytes the staged object alone
+// decides (associationaudit.Duplicate, StagedSeq), so that an upload tried
+// again after a crash writes the same record, not a second one.
 package stagedstore
 
 import (
@@ -125,8 +130,12 @@ type Options struct {
 	// that logs name an object by its S3 key's digest, as the S3 store
 	// and the functions do.
 	NamePrefix string
-	Logger     *slog.Logger
-	Metrics    prometheus.Registerer
+	// Implementation is our implementation version, staged with each
+	// object and stamped on the duplicate record its upload may write,
+	// as the audit writer stamps its records.
+	Implementation string
+	Logger         *slog.Logger
+	Metrics        prometheus.Registerer
 }
 
 // Store is a staged objectstore.Store. It is safe for concurrent use.
@@ -173,6 +182,7 @@ type meta struct {
 	Large    string              `json:"large,omitempty"` // file name under large/
 	Size     int64               `json:"size,omitempty"`  // large
 	CRC      uint64              `json:"crc,omitempty"`   // large: CRC-64/NVME
+	Impl     string              `json:"impl,omitempty"`  // objects: the version that received it, for its duplicate record
 	StagedAt time.Time           `json:"t"`
 }
 
@@ -341,7 +351,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	if err != nil {
 		return objectstore.Stored{}, fmt.Errorf("stagedstore: put: %w", err)
 	}
-	md := meta{Kind: kindObject, Object: &obj, StagedAt: time.Now().UTC()}
+	md := meta{Kind: kindObject, Object: &obj, Impl: s.o.Implementation, StagedAt: time.Now().UTC()}
 	var large string
 	if n == len(ring) {
 		// Maybe more: a file of its own.

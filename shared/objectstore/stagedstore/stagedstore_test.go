@@ -31,11 +31,27 @@ import (
 type fakeS3 struct {
 	mu      sync.Mutex
 	objects map[string][]byte
-	calls   map[string]int // Put and PutRecord calls by key
+	from    map[string]string // the transfer (association, receive time) each object came from, as S3's metadata says
+	calls   map[string]int    // Put and PutRecord calls by key
 	down    bool
 }
 
-func newFakeS3() *fakeS3 { return &fakeS3{objects: map[string][]byte{}, calls: map[string]int{}} }
+func newFakeS3() *fakeS3 {
+	return &fakeS3{objects: map[string][]byte{}, from: map[string]string{}, calls: map[string]int{}}
+}
+
+// transfer names obj's C-STORE as the S3 store tells it in its metadata.
+func transfer(obj objectstore.Object) string {
+	return obj.AssociationID + " " + obj.ReceivedAt.UTC().Format(time.RFC3339Nano)
+}
+
+// hold stores b under obj's key as S3 would have it from obj's C-STORE.
+func (f *fakeS3) hold(obj objectstore.Object, b []byte) {
+	k, _ := objectstore.Key(obj)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.objects[k], f.from[k] = bytes.Clone(b), transfer(obj)
+}
 
 var errDown = fmt.Errorf("fake S3 down: %w", objectstore.ErrUnavailable)
 
@@ -59,13 +75,13 @@ func (f *fakeS3) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (
 	st := objectstore.Stored{Key: key, Size: int64(len(b))}
 	if old, ok := f.objects[key]; ok {
 		if bytes.Equal(old, b) {
-			st.Duplicate = true
+			st.Duplicate, st.SameTransfer = true, f.from[key] == transfer(obj)
 			return st, nil
 		}
 		crc, _ := objectstore.ContentChecksum(b)
 		st.Key, st.Conflict = objectstore.ChecksumConflictKey(key, crc), true
 	}
-	f.objects[st.Key] = b
+	f.objects[st.Key], f.from[st.Key] = b, transfer(obj)
 	return st, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
@@ -323,6 +324,9 @@ func (s *Store) upload(it *item) (outcome string, err error) {
 			return "", err
 		}
 		st, err := s.o.Uploader.Put(ctx, *it.md.Object, r)
+		if err == nil {
+			err = s.recordResend(it, st)
+		}
 		return storedOutcome(st), err
 	case kindLarge:
 		f, err := s.fs.OpenFile(filepath.Join(it.dir, largeDir, it.md.Large), os.O_RDONLY, 0)
@@ -339,6 +343,9 @@ func (s *Store) upload(it *item) (outcome string, err error) {
 		if cerr := f.Close(); err == nil && cerr != nil {
 			s.log.Warn("close a staged large object", "err", cerr)
 		}
+		if err == nil {
+			err = s.recordResend(it, st)
+		}
 		return storedOutcome(st), err
 	case kindRecord:
 		r, err := it.j.Payload(it.rec)
@@ -352,6 +359,44 @@ func (s *Store) upload(it *item) (outcome string, err error) {
 		return "stored", s.o.Uploader.PutRecord(ctx, it.md.Key, body)
 	}
 	return "", fmt.Errorf("stagedstore: upload: unknown kind %q", it.md.Kind)
+}
+
+// recordResend writes the duplicate association record of an object S3
+// already held, the same bytes under its key, from another C-STORE (an
+// identical resend the same day): with a direct store the audit writer
+// writes it as the C-STORE is answered (ingest.AlreadyHeld); staged, the
+// resend is known only now. It is written to S3 before the object is
+// released, and everything in it comes from the staged object (its time
+// is the C-STORE's receive time, its number StagedSeq), so an upload
+// tried again after a crash writes the same record under the same key,
+// which S3 takes as the no-op it is: one record per resend. An upload of
+// this very C-STORE found held (st.SameTransfer: it was uploaded before
+// its task died) is no resend and gets none.
+func (s *Store) recordResend(it *item, st objectstore.Stored) error {
+	if !st.Duplicate || st.SameTransfer {
+		return nil
+	}
+	o := it.md.Object
+	r := associationaudit.Duplicate(associationaudit.Record{
+		Time: o.ReceivedAt.UTC(), AssociationID: o.AssociationID, CallingAE: o.CallingAE, CalledAE: o.CalledAE, PeerAddr: o.PeerAddr,
+		Implementation: it.md.Impl, Seq: associationaudit.StagedSeq(o.ReceivedAt),
+	}, o.SOPClassUID, o.SOPInstanceUID, o.StudyInstanceUID, o.SeriesInstanceUID, st.Key)
+	key, err := associationaudit.Key(r)
+	var body []byte
+	if err == nil {
+		body, err = associationaudit.Marshal(r)
+	}
+	if err != nil {
+		// It will not encode on a retry either: the object is uploaded,
+		// and the record's loss is said as the audit writer says its own.
+		s.log.Error(associationaudit.LostLog, "why", "not encodable", "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time, "err", err)
+		return nil
+	}
+	if err := s.o.Uploader.PutRecord(s.ctx, key, body); err != nil {
+		return fmt.Errorf("stagedstore: upload: the duplicate record of an identical resend: %w", err)
+	}
+	s.log.Info("identical object already held: duplicate record written", "association", r.AssociationID, "object", s.name(it))
+	return nil
 }
 
 func storedOutcome(st objectstore.Stored) string {
