@@ -86,8 +86,10 @@ func (d *queueDestination) Bind(_ constructs.Construct, bucket interfacesawss3.I
 	d.queue.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
 		Sid:        jsii.String("S3Notifications"),
 		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("s3.amazonaws.com"), nil)},
-		Actions:    jsii.Strings("sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"),
-		Resources:  &[]*string{d.queue.QueueArn()},
+		// SendMessage alone, as S3's documented queue policy (CDK's
+		// SqsDestination adds GetQueueAttributes and GetQueueUrl).
+		Actions:   jsii.Strings("sqs:SendMessage"),
+		Resources: &[]*string{d.queue.QueueArn()},
 		Conditions: &map[string]any{
 			"ArnLike":      map[string]any{"aws:SourceArn": bucket.BucketRef().BucketArn},
 			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},

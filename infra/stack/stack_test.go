@@ -1917,6 +1917,29 @@ func TestEventsUnderTheKey(t *testing.T) {
 	})
 }
 
+// TestQueuePoliciesLetServicesSendOnly: the queue policies let S3 and
+// EventBridge send messages and nothing else. S3's documented queue policy
+// ("Granting permissions to publish event notification messages to a
+// destination", Amazon S3 User Guide) names sqs:SendMessage alone; the S3
+// notifications' statement also held GetQueueAttributes and GetQueueUrl,
+// after CDK's SqsDestination.
+func TestQueuePoliciesLetServicesSendOnly(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for id, p := range s.resources("AWS::SQS::QueuePolicy") {
+			for _, st := range props(p)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				principal, _ := st["Principal"].(map[string]any)
+				if st["Effect"] != "Allow" || principal["Service"] == nil {
+					continue
+				}
+				if got := asStrings(st["Action"]); !slices.Equal(got, []string{"sqs:SendMessage"}) {
+					t.Errorf("queue policy %s lets %v %v, want sqs:SendMessage alone", id, principal["Service"], got)
+				}
+			}
+		}
+	})
+}
+
 // TestEveryFunctionLogsUnderRetentionAndKey: every Lambda function of the
 // template, CDK's custom-resource providers included, logs to a log group of
 // the stack kept logRetentionDays and encrypted with the stack's key. The
