@@ -142,8 +142,9 @@ func Render(rec pipeline.AuditRecord) ([]Message, error) {
 //     Commitment event, and Instances Transferred requires the patient,
 //     which the transaction's records do not name.
 //   - a resend as the SCP alone records it (scp-task without the
-//     pipeline: no study object); the pipeline's record of it, which
-//     names the study and the patient of the object held, is sent as the
+//     pipeline, or the object held gone: it never read that object, so
+//     names no patient); the pipeline's record of it, which names the
+//     study and the patient of the object held, is sent as the
 //     Instances Transferred of that transfer.
 //   - an instance whose sender is unknown (no calling AE, no peer address:
 //     its SCP metadata was lost), since A.5.3.7 requires the process that
@@ -159,12 +160,14 @@ func sent(rec pipeline.AuditRecord) bool {
 		pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
 		return false
 	}
-	// The SCP's own record of a resend names no study as a participant
-	// object; the pipeline's names it (and the patient, when the object
-	// does), and is sent as a stored record of that object would be.
-	if rec.Outcome == pipeline.OutcomeDuplicate && !slices.ContainsFunc(rec.ParticipantObjects, func(o pipeline.AuditParticipantObject) bool {
-		return o.TypeCode == 2 && o.TypeRole == 3
-	}) {
+	// The SCP's own record of a resend never read the object held, so it
+	// has no content identity (SHA256), and no patient: the study it names
+	// is the one the resend's header named. The pipeline's record read
+	// that object (its content identity, its study and the patient, when
+	// the object names one), and is sent as a stored record of it would
+	// be. Neither a patient nor a study tells them apart: an object may
+	// name no patient, and the SCP's record names the study.
+	if rec.Outcome == pipeline.OutcomeDuplicate && rec.SHA256 == "" {
 		return false
 	}
 	if rec.EventID.Code == eventInstancesTransferred {

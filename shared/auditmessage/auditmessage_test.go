@@ -147,10 +147,11 @@ func associationRecords() map[string]pipeline.AuditRecord {
 			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
 		}),
 		// A resend the SCP found held, as the SCP alone records it (the
-		// pipeline's record of it is an instance's: instance-duplicate).
+		// pipeline's record of it is an instance's: instance-duplicate),
+		// with the study and series its header named, as the audit
+		// writer and the staged store's uploader write it.
 		"duplicate": with(7, func(r *associationaudit.Record) {
-			r.Event, r.ObjectKey = associationaudit.EventDuplicate, key(sop1)
-			r.SOPClassUID, r.SOPInstanceUID = pt.CTStorage, sop1
+			*r = associationaudit.Duplicate(*r, pt.CTStorage, sop1, study, series, key(sop1))
 		}),
 		"commitment-refused": with(9, func(r *associationaudit.Record) {
 			r.Event, r.Status, r.Reason = associationaudit.EventCommitmentRefused, "0124", "no report address for this AE title"
