@@ -283,18 +283,24 @@ var errAny = errors.New("any error")
 // while a multipart upload is under way: an identical object makes the
 // Put a duplicate, a different one makes it fail as unavailable (the
 // resend is then kept under a conflict key); nothing is overwritten and
-// no upload is left.
+// no upload is left. The other writer may be another task uploading this
+// very C-STORE's staged object (its lock lapsed with its EFS lease): a
+// duplicate with SameTransfer, which gets no duplicate record. The writer may be another task uploading this very
+// C-STORE's staged object (its lock lapsed with its EFS lease): a
+// duplicate with SameTransfer, which gets no duplicate record.
 func TestKeyTakenDuringMultipartUpload(t *testing.T) {
 	data := s3test.Bytes(21, partSize+500)
 	for _, tc := range []struct {
-		name     string
-		other    []byte
-		wantDup  bool
-		wantErr  error
-		wantKept []byte
+		name         string
+		other        []byte
+		sameTransfer bool // the other writer uploads this very C-STORE
+		wantDup      bool
+		wantErr      error
+		wantKept     []byte
 	}{
-		{"identical object", data, true, nil, data},
-		{"different object", s3test.Bytes(22, partSize+500), false, s3store.ErrKeyTakenConcurrently, s3test.Bytes(22, partSize+500)},
+		{"identical object", data, false, true, nil, data},
+		{"this very C-STORE", data, true, true, nil, data},
+		{"different object", s3test.Bytes(22, partSize+500), false, false, s3store.ErrKeyTakenConcurrently, s3test.Bytes(22, partSize+500)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			obj := testObject("1.2.3.4.200")
@@ -313,7 +319,9 @@ func TestKeyTakenDuringMultipartUpload(t *testing.T) {
 						return
 					}
 					obj2 := obj
-					obj2.AssociationID = "assoc-other"
+					if !tc.sameTransfer {
+						obj2.AssociationID = "assoc-other"
+					}
 					if _, err := other.Put(context.Background(), obj2, bytes.NewReader(tc.other)); err != nil {
 						t.Error(err)
 					}
@@ -324,8 +332,8 @@ func TestKeyTakenDuringMultipartUpload(t *testing.T) {
 				if !errors.Is(err, tc.wantErr) || !errors.Is(err, objectstore.ErrUnavailable) {
 					t.Fatalf("err = %v, want %v and ErrUnavailable", err, tc.wantErr)
 				}
-			} else if err != nil || got.Duplicate != tc.wantDup {
-				t.Fatalf("Put = %+v, %v; want Duplicate %v", got, err, tc.wantDup)
+			} else if err != nil || got.Duplicate != tc.wantDup || got.SameTransfer != tc.sameTransfer {
+				t.Fatalf("Put = %+v, %v; want Duplicate %v, SameTransfer %v", got, err, tc.wantDup, tc.sameTransfer)
 			}
 			if b, _, err := srv.Object(prefix + key); err != nil || !bytes.Equal(b, tc.wantKept) {
 				t.Errorf("key holds something else than the first writer's object (%v)", err)

@@ -232,9 +232,17 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			}
 			// The same conflicting object again: a duplicate of the
 			// single-part conflict copy; another flagged copy for a
-			// multipart one, never an overwrite.
+			// multipart one, never an overwrite. From this very C-STORE
+			// (a staged object uploaded again) it is no resend.
 			got, err = st.Put(ctx, obj, bytes.NewReader(other))
 			if err != nil || !got.Conflict {
+				t.Errorf("conflict upload again = %+v, %v", got, err)
+			}
+			if tc.size <= partSize && (!got.Duplicate || !got.SameTransfer || got.Key != ck) {
+				t.Errorf("single-part conflict upload again = %+v", got)
+			}
+			got, err = st.Put(ctx, resend, bytes.NewReader(other))
+			if err != nil || !got.Conflict || got.SameTransfer {
 				t.Errorf("conflict resend = %+v, %v", got, err)
 			}
 			if tc.size <= partSize && (!got.Duplicate || got.Key != ck) {
