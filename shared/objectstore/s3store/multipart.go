@@ -327,12 +327,8 @@ func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Obj
 	if err != nil {
 		return false, err
 	}
-	want := s.metadata(obj)
 	crc := aws.ToString(head.ChecksumCRC64NVME)
-	return aws.ToInt64(head.ContentLength) == size &&
-		(crc == "" || crc == crcB64) &&
-		head.Metadata[objectstore.MetaAssociationID] == want[objectstore.MetaAssociationID] &&
-		head.Metadata[objectstore.MetaReceivedAt] == want[objectstore.MetaReceivedAt], nil
+	return aws.ToInt64(head.ContentLength) == size && (crc == "" || crc == crcB64) && s.fromTransfer(head.Metadata, obj), nil
 }
 
 // abort drops an unfinished upload so no part of it stays billable or

@@ -284,12 +284,18 @@ func (s *Store) sameObject(ctx context.Context, key string, size int64, crcB64 s
 	if existing := aws.ToString(head.ChecksumCRC64NVME); head.ContentLength == nil || *head.ContentLength != size || existing == "" || existing != crcB64 {
 		return heldOther, nil
 	}
-	if obj != nil {
-		want := s.metadata(*obj)
-		if head.Metadata[objectstore.MetaAssociationID] == want[objectstore.MetaAssociationID] &&
-			head.Metadata[objectstore.MetaReceivedAt] == want[objectstore.MetaReceivedAt] {
-			return heldThisTransfer, nil
-		}
+	if obj != nil && s.fromTransfer(head.Metadata, *obj) {
+		return heldThisTransfer, nil
 	}
 	return heldSame, nil
+}
+
+// fromTransfer reports whether an object's metadata md names obj's very
+// C-STORE (its association and receive time, as this store writes them):
+// what tells an earlier upload of this transfer from another transfer's
+// identical bytes.
+func (s *Store) fromTransfer(md map[string]string, obj objectstore.Object) bool {
+	want := s.metadata(obj)
+	return md[objectstore.MetaAssociationID] == want[objectstore.MetaAssociationID] &&
+		md[objectstore.MetaReceivedAt] == want[objectstore.MetaReceivedAt]
 }
