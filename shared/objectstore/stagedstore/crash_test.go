@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 )
@@ -122,21 +121,8 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 		objs = append(objs, o)
 		bodies[key(t, o)] = data(i, n)
 		if resends[i] {
-			// Its record, as the audit writer would have written it had
-			// the store answered the C-STORE a duplicate.
-			rec := associationaudit.Record{
-				Event: associationaudit.EventDuplicate, Time: o.ReceivedAt, AssociationID: o.AssociationID,
-				CallingAE: o.CallingAE, CalledAE: o.CalledAE, PeerAddr: o.PeerAddr, Implementation: "dicom-ingest test",
-				SOPClassUID: o.SOPClassUID, SOPInstanceUID: o.SOPInstanceUID, StudyInstanceUID: o.StudyInstanceUID,
-				SeriesInstanceUID: o.SeriesInstanceUID, ObjectKey: key(t, o), Seq: associationaudit.StagedSeq(o.ReceivedAt),
-			}
-			k, err := associationaudit.Key(rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if bodies[k], err = associationaudit.Marshal(rec); err != nil {
-				t.Fatal(err)
-			}
+			k, b := resendRecord(t, o)
+			bodies[k] = b
 		}
 	}
 	// S3 holds the resends from an earlier association.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
@@ -417,6 +418,111 @@ func TestParkedRecord(t *testing.T) {
 	}
 	if st.q.parkedCount() != 1 || st.q.objects() != 1 {
 		t.Errorf("parked %d, backlog %d; want the second record parked and counted", st.q.parkedCount(), st.q.objects())
+	}
+}
+
+// recordsRefused is fakeS3 refusing records alone with err (nil: taking
+// them), while objects go through, and counting the records tried.
+type recordsRefused struct {
+	*fakeS3
+	mu    sync.Mutex
+	err   error
+	tries int
+}
+
+func (r *recordsRefused) PutRecord(ctx context.Context, key string, body []byte) error {
+	r.mu.Lock()
+	r.tries++
+	err := r.err
+	r.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return r.fakeS3.PutRecord(ctx, key, body)
+}
+
+func (r *recordsRefused) refuse(err error) { r.mu.Lock(); r.err = err; r.mu.Unlock() }
+
+func (r *recordsRefused) tried() int { r.mu.Lock(); defer r.mu.Unlock(); return r.tries }
+
+// resendRecord is the key and bytes of the duplicate record of obj's
+// C-STORE, an identical resend of an object S3 holds under its key, as
+// the audit writer would have written it had the store answered the
+// C-STORE a duplicate (the tests' Implementation "dicom-ingest test").
+func resendRecord(t testing.TB, obj objectstore.Object) (string, []byte) {
+	t.Helper()
+	rec := associationaudit.Duplicate(associationaudit.Record{
+		Time: obj.ReceivedAt, AssociationID: obj.AssociationID, CallingAE: obj.CallingAE, CalledAE: obj.CalledAE,
+		PeerAddr: obj.PeerAddr, Implementation: "dicom-ingest test", Seq: associationaudit.StagedSeq(obj.ReceivedAt),
+	}, obj.SOPClassUID, obj.SOPInstanceUID, obj.StudyInstanceUID, obj.SeriesInstanceUID, key(t, obj))
+	k, err := associationaudit.Key(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := associationaudit.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, b
+}
+
+// TestResendKeptUntilItsRecord: an identical resend found at upload keeps
+// its staged object until S3 has taken its duplicate record, the object
+// itself being held there already: a record S3 refuses for a while (a
+// transient failure) is tried again, one refused for good parks the
+// object, and neither releases it (with S3's failures alone, the disk
+// well: TestPowerLossWhileFreeing cuts both at once).
+func TestResendKeptUntilItsRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		size      int
+		permanent bool
+	}{
+		{"journaled", 150_000, false},
+		{"large", 1_200_000, false},
+		{"journaled, refused for good", 150_000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj, body := object(1), data(1, tc.size)
+			earlier := obj
+			earlier.AssociationID, earlier.ReceivedAt = "earlier", obj.ReceivedAt.Add(-time.Hour)
+			s3 := &recordsRefused{fakeS3: newFakeS3(), err: errDown}
+			if tc.permanent {
+				s3.err = errors.New("fake S3: access denied")
+			}
+			s3.hold(earlier, body)
+			st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, Implementation: "dicom-ingest test"})
+			if _, err := st.Put(context.Background(), obj, bytes.NewReader(body)); err != nil {
+				t.Fatal(err)
+			}
+			// Tried again after a transient refusal, parked after a
+			// permanent one: either way the refusal did not release the
+			// object.
+			refused := func() bool { return s3.tried() >= 2 }
+			if tc.permanent {
+				refused = func() bool { return st.q.parkedCount() == 1 }
+			}
+			for deadline := time.Now().Add(10 * time.Second); !refused(); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the record was tried %d times and %d objects parked: the object was released without its record", s3.tried(), st.q.parkedCount())
+				}
+			}
+			if n := st.q.objects(); n != 1 {
+				t.Fatalf("backlog %d objects while S3 refuses the resend's record, want its object kept", n)
+			}
+			if tc.permanent {
+				return
+			}
+			s3.refuse(nil)
+			drain(t, st)
+			k, want := resendRecord(t, obj)
+			if got, ok := s3.get(k); !ok || !bytes.Equal(got, want) {
+				t.Errorf("record %s:\n%s\nwant\n%s", k, got, want)
+			}
+			if n := st.q.objects(); n != 0 {
+				t.Errorf("backlog %d objects once the record is written", n)
+			}
+		})
 	}
 }
 
