@@ -105,7 +105,7 @@ type Store interface {
 	// record, a Storage Commitment request) under key, which always starts
 	// with one of RecordPrefixes. A record is
 	// never replaced: the same bytes again succeed (a retry), other bytes
-	// under an existing key fail.
+	// under an existing key fail with ErrRecordHeld.
 	PutRecord(ctx context.Context, key string, body []byte) error
 	// Ready reports whether the store can accept objects now; the SCP
 	// refuses new associations with "temporary congestion" while it cannot.
@@ -138,6 +138,10 @@ const RunMarkersPrefix = "audit-runs/"
 // ErrMarkerChanged is what a conditional run marker write returns when the
 // marker changed (or went) since it was read: another process wrote it.
 var ErrMarkerChanged = errors.New("objectstore: the run marker changed")
+
+// ErrRecordHeld is what PutRecord returns when a record with other bytes
+// already holds the key: records are never replaced.
+var ErrRecordHeld = errors.New("objectstore: a different record already holds the key")
 
 // Marker is a run marker as read from the store.
 type Marker struct {

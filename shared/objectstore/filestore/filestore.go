@@ -657,7 +657,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 			return unavailable("put record: compare", err)
 		}
 		if !same {
-			return fmt.Errorf("filestore: put record %s: a different record already holds the key", key)
+			return fmt.Errorf("filestore: put record %s: %w", key, objectstore.ErrRecordHeld)
 		}
 		return nil
 	}

@@ -170,7 +170,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) error {
 			return fmt.Errorf("s3store: put record %s: %w", key, herr)
 		}
 		if same == heldOther {
-			return fmt.Errorf("s3store: put record %s: a different record already holds the key", key)
+			return fmt.Errorf("s3store: put record %s: %w", key, objectstore.ErrRecordHeld)
 		}
 		outcome = "duplicate"
 		return nil

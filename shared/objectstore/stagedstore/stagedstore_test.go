@@ -94,7 +94,7 @@ func (f *fakeS3) PutRecord(ctx context.Context, key string, body []byte) error {
 		return errDown
 	}
 	if old, ok := f.objects[key]; ok && !bytes.Equal(old, body) {
-		return errors.New("fake S3: a different record already holds the key")
+		return fmt.Errorf("fake S3: %w", objectstore.ErrRecordHeld)
 	}
 	f.objects[key] = bytes.Clone(body)
 	return nil
@@ -523,6 +523,37 @@ func TestResendKeptUntilItsRecord(t *testing.T) {
 				t.Errorf("backlog %d objects once the record is written", n)
 			}
 		})
+	}
+}
+
+// TestResendRecordOfAnotherVersion: an upload tried again by a newer task
+// after a crash (a rolling deploy) finds the resend's record written by the
+// older one, in other bytes. The key names the association, the C-STORE's
+// receive time and the event, so it is this transfer's record: the object
+// is released and the record left as it is. It was parked for good ("a
+// different record already holds the key"), its age then turning the
+// task's readiness off (found by the review).
+func TestResendRecordOfAnotherVersion(t *testing.T) {
+	obj, body := object(1), data(1, 150_000)
+	earlier := obj
+	earlier.AssociationID, earlier.ReceivedAt = "earlier", obj.ReceivedAt.Add(-time.Hour)
+	s3 := newFakeS3()
+	s3.hold(earlier, body)
+	k, _ := resendRecord(t, obj)
+	older := []byte(`{"schemaVersion":1,"event":"duplicate","implementationVersion":"dicom-ingest older"}`)
+	if err := s3.PutRecord(context.Background(), k, older); err != nil {
+		t.Fatal(err)
+	}
+	st := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, Implementation: "dicom-ingest test"})
+	if _, err := st.Put(context.Background(), obj, bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, st)
+	if n, parked := st.q.objects(), st.q.parkedCount(); n != 0 || parked != 0 {
+		t.Errorf("backlog %d objects, %d parked: the resend's object was kept over its record", n, parked)
+	}
+	if got, _ := s3.get(k); !bytes.Equal(got, older) {
+		t.Errorf("record %s rewritten: %s", k, got)
 	}
 }
 

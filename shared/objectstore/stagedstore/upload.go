@@ -392,7 +392,17 @@ func (s *Store) recordResend(it *item, st objectstore.Stored) error {
 		s.log.Error(associationaudit.LostLog, "why", "not encodable", "event", r.Event, "association", r.AssociationID, "seq", r.Seq, "time", r.Time, "err", err)
 		return nil
 	}
-	if err := s.o.Uploader.PutRecord(s.ctx, key, body); err != nil {
+	err = s.o.Uploader.PutRecord(s.ctx, key, body)
+	if errors.Is(err, objectstore.ErrRecordHeld) {
+		// The key names the association, the C-STORE's receive time and
+		// the event: what holds it is this transfer's record, as another
+		// version wrote it (an upload tried again by a newer task after a
+		// crash, during a rolling deploy). Parking the object over it would
+		// hold it for ever.
+		s.log.Warn("duplicate record of an identical resend already written, by another version", "association", r.AssociationID, "object", s.name(it))
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("stagedstore: upload: the duplicate record of an identical resend: %w", err)
 	}
 	s.log.Info("identical object already held: duplicate record written", "association", r.AssociationID, "object", s.name(it))
