@@ -1,6 +1,7 @@
 // Package logleak checks captured logs for the identifiers of the objects a
 // test sent: their UIDs (whole, their distinctive components and their
-// tails), the names and ids of the people in them, and their object keys.
+// tails), the names and ids of the people in them, the other identifying
+// text the objects it writes carry (identifying), and their object keys.
 // Logs leave the protected stores, so none of these may appear in them
 // (see docs/operations/logging.md).
 package logleak
@@ -98,15 +99,17 @@ func registered(uid string) bool {
 
 // AddName adds a person name (PN): the whole value and each of its
 // components of three or more characters, as whole words.
-func (ids *Identifiers) AddName(pn string) {
+func (ids *Identifiers) AddName(pn string) { ids.addName("person name", pn) }
+
+func (ids *Identifiers) addName(kind, pn string) {
 	pn = strings.TrimSpace(pn)
 	if !strings.ContainsFunc(pn, isAlnum) {
 		return
 	}
-	ids.add("person name", pn, substring)
+	ids.add(kind, pn, substring)
 	for _, part := range strings.FieldsFunc(pn, func(r rune) bool { return r == '^' || r == '=' }) {
 		if part = strings.TrimSpace(part); len(part) >= 3 && part != pn {
-			ids.add("part of person name "+pn, part, word)
+			ids.add("part of "+kind+" "+pn, part, word)
 		}
 	}
 }

@@ -72,7 +72,8 @@ var patients = []patient{
 }
 
 // WriteObjects writes the objects into dir and adds their identifiers
-// (and the birth date and accession number every one carries) to ids.
+// (and the birth date and the identifying values every one carries) to
+// ids.
 func WriteObjects(t testing.TB, dir string, ids *Identifiers) Objects {
 	t.Helper()
 	o := Objects{StudyUID: map[string]string{}, uids: map[string][3]string{}}
@@ -81,6 +82,7 @@ func WriteObjects(t testing.TB, dir string, ids *Identifiers) Objects {
 		p := patients[study%len(patients)]
 		in.StudyUID, in.PatientName, in.PatientID, in.CharacterSet = UID(study), p.name, p.id, p.charset
 		in.SourceAE = "LOCAL_AE"
+		in.Extra = append(identifyingElems(), in.Extra...) // the caller's replace them
 		if in.Rows == 0 {
 			in.Rows, in.Columns = 8, 8
 		}
@@ -98,6 +100,7 @@ func WriteObjects(t testing.TB, dir string, ids *Identifiers) Objects {
 		return path
 	}
 	ids.AddID("birth date", "19700101") // pipelinetest's for every instance
+	ids.addIdentifying()
 	for i, s := range [][2]int{{1, 1}, {1, 2}, {2, 1}} {
 		o.Study = append(o.Study, write(fmt.Sprintf("study-%d.dcm", i), 1,
 			pt.Instance{SeriesUID: UID(1, s[0]), SOPUID: UID(1, s[0], s[1])}))
