@@ -253,22 +253,13 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		a.CalledAE = cmpOr(a.CalledAE, called)
 		switch outcome {
 		case associationaudit.EventAccepted:
-			var r struct {
-				PeerAddr string `json:"peerAddr"`
-				Reason   string `json:"reason"`
-			}
-			if json.Unmarshal([]byte(body), &r) == nil {
+			if r, ok := associationFieldsOf(body); ok {
 				a.PeerAddr, a.RefusedContexts = cmpOr(a.PeerAddr, r.PeerAddr), r.Reason
 			}
 		case associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected:
 			a.End, a.Outcome = at, outcome
-			a.PeerAddr = cmpOr(a.PeerAddr, peerOf(body))
-			var r struct {
-				Reason string `json:"reason"`
-				Stored int    `json:"storedInstances"`
-			}
-			if json.Unmarshal([]byte(body), &r) == nil {
-				a.Reason, a.Stored = r.Reason, r.Stored
+			if r, ok := associationFieldsOf(body); ok {
+				a.PeerAddr, a.Reason, a.Stored = cmpOr(a.PeerAddr, r.PeerAddr), r.Reason, r.Stored
 			}
 		case pipeline.OutcomeCommitmentRequested, associationaudit.EventCommitmentRefused:
 			a.CommitmentRequests++
@@ -299,14 +290,17 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func peerOf(record string) string {
-	var r struct {
-		PeerAddr string `json:"peerAddr"`
-	}
-	if json.Unmarshal([]byte(record), &r) != nil {
-		return ""
-	}
-	return r.PeerAddr
+// associationFields are the fields of an association's record (an audit
+// record's JSON) its summary reads, decoded once.
+type associationFields struct {
+	PeerAddr string `json:"peerAddr"`
+	Reason   string `json:"reason"`
+	Stored   int    `json:"storedInstances"`
+}
+
+func associationFieldsOf(record string) (associationFields, bool) {
+	var r associationFields
+	return r, json.Unmarshal([]byte(record), &r) == nil
 }
 
 // Association returns one association's summary; the error wraps
