@@ -565,111 +565,92 @@ func (c *Config) applyDefaults(g settings) {
 // data, in document order, that names no field of Config where it stands,
 // as Decode with DisallowUnknownFields matches them (by json tag, or
 // without regard to case); "" if there is none or data is not JSON.
-func unknownFieldPath(data []byte) string {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	path, _ := unknownIn(dec, reflect.TypeFor[Config](), "")
-	return path
-}
-
-// unknownIn reads the next value from dec as one of type t and returns the
-// path of the first unknown key in it.
-func unknownIn(dec *json.Decoder, t reflect.Type, path string) (string, error) {
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.Struct, reflect.Map, reflect.Slice, reflect.Array:
-	default:
-		var skip json.RawMessage
-		return "", dec.Decode(&skip)
-	}
-	tok, err := dec.Token()
-	if err != nil {
-		return "", err
-	}
-	switch tok {
-	case json.Delim('{'):
-		if t.Kind() != reflect.Struct && t.Kind() != reflect.Map {
-			return "", errors.New("config: an object where none belongs")
-		}
-		for dec.More() {
-			k, err := dec.Token()
-			if err != nil {
-				return "", err
-			}
-			key, _ := k.(string)
-			sub := key
-			if path != "" {
-				sub = path + "." + key
-			}
-			elem := t
-			if t.Kind() == reflect.Map {
-				elem = t.Elem()
-			} else if f, ok := jsonField(t, key); ok {
-				elem = f.Type
-			} else {
-				return sub, nil
-			}
-			if p, err := unknownIn(dec, elem, sub); p != "" || err != nil {
-				return p, err
-			}
-		}
-	case json.Delim('['):
-		if t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
-			return "", errors.New("config: a list where none belongs")
-		}
-		for i := 0; dec.More(); i++ {
-			if p, err := unknownIn(dec, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); p != "" || err != nil {
-				return p, err
-			}
-		}
-	default:
-		return "", nil // null, or a scalar: not ours to judge here
-	}
-	_, err = dec.Token() // the closing delimiter
-	return "", err
-}
+func unknownFieldPath(data []byte) string { return configPath(data, true, -1) }
 
 // valuePath returns the path (sites[1].pacs.port) of the value in data
 // that an UnmarshalTypeError's offset points at: the offset just after it
 // if it is a scalar, just after its opening delimiter if an object or a
 // list; "" if none is there.
-func valuePath(data []byte, offset int64) string {
+func valuePath(data []byte, offset int64) string { return configPath(data, false, offset) }
+
+// configPath walks data as Decode reads it into Config, each value with
+// the type Config gives it where it has one, and returns the path of the
+// first place found: with unknown, a key naming no field of the struct it
+// stands in; a value whose first token ends at offset. "" if there is none
+// or data is not JSON (or not shaped as Config where it has a type: an
+// object for a list, a list for an object).
+func configPath(data []byte, unknown bool, offset int64) string {
 	dec := json.NewDecoder(bytes.NewReader(data))
-	var walk func(path string) (string, error)
-	walk = func(path string) (string, error) {
+	var walk func(t reflect.Type, path string) (string, error)
+	walk = func(t reflect.Type, path string) (string, error) {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t != nil {
+			switch t.Kind() {
+			case reflect.Struct, reflect.Map, reflect.Slice, reflect.Array:
+			default:
+				t = nil // a scalar's (or an interface's): nothing inside is Config's to name
+			}
+		}
 		tok, err := dec.Token()
-		if err != nil || dec.InputOffset() == offset {
-			return path, err
+		if err != nil {
+			return "", err
+		}
+		if dec.InputOffset() == offset {
+			return path, nil
 		}
 		switch tok {
 		case json.Delim('{'):
+			if t != nil && t.Kind() != reflect.Struct && t.Kind() != reflect.Map {
+				return "", errors.New("config: an object where none belongs")
+			}
 			for dec.More() {
 				k, err := dec.Token()
 				if err != nil {
 					return "", err
 				}
 				key, _ := k.(string)
+				sub := key
 				if path != "" {
-					key = path + "." + key
+					sub = path + "." + key
 				}
-				if p, err := walk(key); p != "" || err != nil {
+				var elem reflect.Type
+				switch {
+				case t == nil:
+				case t.Kind() == reflect.Map:
+					elem = t.Elem()
+				default:
+					f, ok := jsonField(t, key)
+					if !ok && unknown {
+						return sub, nil
+					}
+					elem = f.Type
+				}
+				if p, err := walk(elem, sub); p != "" || err != nil {
 					return p, err
 				}
 			}
 		case json.Delim('['):
+			if t != nil && t.Kind() != reflect.Slice && t.Kind() != reflect.Array {
+				return "", errors.New("config: a list where none belongs")
+			}
+			var elem reflect.Type
+			if t != nil {
+				elem = t.Elem()
+			}
 			for i := 0; dec.More(); i++ {
-				if p, err := walk(fmt.Sprintf("%s[%d]", path, i)); p != "" || err != nil {
+				if p, err := walk(elem, fmt.Sprintf("%s[%d]", path, i)); p != "" || err != nil {
 					return p, err
 				}
 			}
 		default:
-			return "", nil
+			return "", nil // null, or a scalar
 		}
 		_, err = dec.Token() // the closing delimiter
 		return "", err
 	}
-	path, err := walk("")
+	path, err := walk(reflect.TypeFor[Config](), "")
 	if err != nil {
 		return ""
 	}
