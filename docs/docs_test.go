@@ -127,6 +127,7 @@ func TestConformanceStatementFacts(t *testing.T) {
 		{"implementation class UID", "| | Value |", "Implementation Class UID", "`" + version.ImplementationClassUID + "`"},
 		{"implementation version name", "| | Value |", "Implementation Version Name", "`" + version.ImplementationVersionName + "`"},
 		{"default max PDU length received", "| Parameter | Setting | Default |", "Maximum PDU size received", thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"},
+		{"default max PDU length sent", "| Parameter | Setting | Default |", "Maximum PDU size sent", thousands(int64(dicomnet.DefaultMaxSendPDULength)) + " bytes"},
 		{"ARTIM", "| Timeout | Setting | Default |", "ARTIM", duration(dicomnet.DefaultARTIMTimeout)},
 		{"idle timeout", "| Timeout | Setting | Default |", "Idle", duration(dicomnet.DefaultIdleTimeout)},
 		{"progress window", "| Timeout | Setting | Default |", "Progress", duration(dicomnet.DefaultProgressWindow) + ", " + thousands(dicomnet.DefaultMinProgressBytes) + " bytes"},

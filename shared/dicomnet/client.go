@@ -20,8 +20,8 @@ type ClientConfig struct {
 	// MaxPDULength is what we accept from the peer (item 51): a P-DATA-TF longer is aborted (A-ABORT 02 06, PS3.8
 	// D.1); default DefaultMaxPDULength.
 	MaxPDULength uint32
-	// MaxSendPDULength caps the PDUs we send even if the peer accepts more (0 = 256 KiB). The peer's own limit
-	// always applies.
+	// MaxSendPDULength caps the PDUs we send even if the peer accepts more (0 = DefaultMaxSendPDULength). The
+	// peer's own limit always applies.
 	MaxSendPDULength uint32
 	// Contexts are proposed in order with ids 1, 3, 5…; nil proposes Verification only.
 	Contexts []ProposedContext
@@ -425,16 +425,7 @@ func (a *ClientAssociation) nextMessageID() uint16 {
 }
 
 // maxSend is the largest PDU body we send.
-func (a *ClientAssociation) maxSend() uint32 {
-	m := a.cfg.MaxSendPDULength
-	if m == 0 {
-		m = 256 << 10
-	}
-	if a.peerMax != 0 && a.peerMax < m {
-		m = a.peerMax
-	}
-	return max(m, 8)
-}
+func (a *ClientAssociation) maxSend() uint32 { return maxSendPDU(a.peerMax, a.cfg.MaxSendPDULength) }
 
 func (a *ClientAssociation) sendCommand(ctxID byte, cmd *dimse.Command) error {
 	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, cmd.Encode(), a.maxSend())

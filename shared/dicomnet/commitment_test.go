@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
 	"time"
@@ -439,4 +440,65 @@ func TestClientEventReport(t *testing.T) {
 			t.Fatalf("SendEventReport error %v, want ErrRoleNotHeld", err)
 		}
 	})
+}
+
+// TestEventReportWithinOurMaxSend: to a peer that gives no maximum PDU length (0, unlimited), a result larger than
+// DefaultMaxSendPDULength goes in PDUs of at most that length, as the client sends (one rule, maxSendPDU): it went
+// in one PDU of the whole message's size.
+func TestEventReportWithinOurMaxSend(t *testing.T) {
+	h := &commitments{seen: make(chan nactionSeen, 1)}
+	p, srv := startParrot(t, &dicomnet.Server{Commitment: h})
+	rq := commitmentRQ(pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 1, SCP: 0})
+	rq.UserInformation.MaxPDULength = 0
+	p.Associate(rq)
+	p.SendMessage(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), sampleRequest(t))
+	if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusSuccess {
+		t.Fatalf("N-ACTION-RSP %+v", rsp)
+	}
+	id := (<-h.seen).req.Association.ID
+
+	res := &commitment.Result{TransactionUID: "1.2.3.99"}
+	for i := range 5000 {
+		res.Committed = append(res.Committed, commitment.Ref{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: fmt.Sprintf("1.2.3.4.%d", i)})
+	}
+	want, err := commitment.AppendResult(nil, res, dicomuid.ImplicitVRLittleEndian)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) <= int(dicomnet.DefaultMaxSendPDULength) {
+		t.Fatalf("result of %d bytes fits one PDU", len(want))
+	}
+	sent := make(chan sendResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := srv.SendEventReport(ctx, id, dicomnet.EventReport{SOPClassUID: dicomuid.StorageCommitment,
+			SOPInstanceUID: dicomuid.StorageCommitmentInstance, EventTypeID: res.EventTypeID(),
+			DataSet: func(ts string) ([]byte, error) { return commitment.AppendResult(nil, res, ts) }})
+		sent <- sendResult{st, err}
+	}()
+	var cmd, ds []byte
+	for done := false; !done; {
+		x := p.Expect(pdu.TypePDataTF).(*pdu.PDataTF)
+		b, _ := pdu.Encode(x)
+		if n := len(b) - pdu.HeaderLen; n > int(dicomnet.DefaultMaxSendPDULength) {
+			t.Errorf("PDU of %d bytes, want at most %d", n, dicomnet.DefaultMaxSendPDULength)
+		}
+		for _, v := range x.PDVs {
+			if v.IsCommand() {
+				cmd = append(cmd, v.Data...)
+				continue
+			}
+			ds = append(ds, v.Data...)
+			done = v.IsLast()
+		}
+	}
+	c, err := dimse.Decode(cmd)
+	if err != nil || !bytes.Equal(ds, want) {
+		t.Fatalf("report %+v (%v) with %d bytes, want %d", c, err, len(ds), len(want))
+	}
+	p.SendMessage(5, dimse.NewNEventReportRSP(c, dimse.Status{}), nil)
+	if r := <-sent; r.err != nil || !r.st.IsSuccess() {
+		t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+	}
 }

@@ -260,12 +260,12 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 // errEndedWhileSending is the error of a response that could not be sent because the association ended.
 var errEndedWhileSending = errors.New("dicomnet: association ended while sending")
 
-// sendCommand sends a command set as P-DATA (DT-1), fragmented within the peer's maximum PDU length. When the
+// sendCommand sends a command set as P-DATA (DT-1), fragmented within maxSendPDU. When the
 // association ends instead (the write failed), it returns an event with the error; the state machine is already
 // in Sta1 then, so the serve loop stops without firing it.
 func (a *association) sendCommand(ctxID byte, cmd *dimse.Command) rxEvent {
 	body := cmd.Encode()
-	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, body, a.peerMax)
+	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, body, maxSendPDU(a.peerMax, 0))
 	a.fire(evt9, rxEvent{})
 	if a.m.state != sta6 {
 		return rxEvent{ev: evt17, err: errEndedWhileSending}
@@ -273,12 +273,25 @@ func (a *association) sendCommand(ctxID byte, cmd *dimse.Command) rxEvent {
 	return rxEvent{}
 }
 
+// maxSendPDU is the one rule for the largest PDU body we send, as acceptor and as requestor: within the peer's
+// Maximum Length (0 = unlimited) and at most ours (0 = DefaultMaxSendPDULength), and never below 8 bytes, the
+// least that carries a PDV of two (fragments but the last are of even length).
+func maxSendPDU(peerMax, ours uint32) uint32 {
+	if ours == 0 {
+		ours = DefaultMaxSendPDULength
+	}
+	if peerMax != 0 && peerMax < ours {
+		ours = peerMax
+	}
+	return max(ours, 8)
+}
+
 // appendMessage appends P-DATA-TF PDUs carrying data as one message part (command or data set), each PDU within
-// peerMax (0 = unlimited) and each fragment of even length but the last.
-func appendMessage(dst []byte, ctxID, control byte, data []byte, peerMax uint32) []byte {
+// limit (maxSendPDU's; 0 = unlimited) and each fragment of even length but the last.
+func appendMessage(dst []byte, ctxID, control byte, data []byte, limit uint32) []byte {
 	maxFrag := len(data)
-	if peerMax != 0 {
-		maxFrag = int(peerMax) - pdu.PDVHeaderLen
+	if limit != 0 {
+		maxFrag = int(limit) - pdu.PDVHeaderLen
 		maxFrag &^= 1
 		if maxFrag < 2 {
 			maxFrag = 2

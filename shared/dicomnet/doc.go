@@ -23,7 +23,7 @@
 //   - bounds on the connections that hold no association, per source address and in total
 //     (MaxUnassociatedPerAddr refuses, MaxUnassociated sheds the oldest waiting one; see unassociated.go);
 //   - our maximum PDU length enforced on receipt (MaxPDULength, default 256 KiB, A-ABORT 2/6 when exceeded) and
-//     the peer's honoured when sending (0 = unlimited).
+//     the peer's honoured when sending, with at most DefaultMaxSendPDULength (256 KiB) in one PDU (maxSendPDU).
 //
 // Protocol errors abort with the reasons of PS3.8 §9.3.8: an unrecognized PDU type 2/1, an unexpected PDU 2/2,
 // malformed contents (lying lengths, a data set PDV without a command or on another context, a command on a

@@ -69,7 +69,8 @@ func TestServeReturnsWhenListenerClosed(t *testing.T) {
 	}
 }
 
-// TestResponsesWithinPeerMax: the server sizes what it sends by the peer's maximum (item 51), 0 meaning unlimited.
+// TestResponsesWithinPeerMax: the server sizes what it sends by the peer's maximum (item 51), 0 meaning unlimited (a
+// response then fits one PDU; TestEventReportWithinOurMaxSend holds our own cap).
 func TestResponsesWithinPeerMax(t *testing.T) {
 	for _, peerMax := range []uint32{0, 16, 40} {
 		p, _ := startParrot(t, &dicomnet.Server{})

@@ -95,8 +95,9 @@ func (s *Server) SendEventReport(ctx context.Context, associationID string, rq E
 	}
 	ob.msgID = a.outbox.msgID
 	cmd := dimse.NewNEventReportRQ(ob.msgID, rq.SOPClassUID, rq.SOPInstanceUID, rq.EventTypeID)
-	ob.msg = appendMessage(nil, pc.ID, pdu.ControlCommand, cmd.Encode(), a.peerMax)
-	ob.msg = appendMessage(ob.msg, pc.ID, 0, ds, a.peerMax)
+	limit := maxSendPDU(a.peerMax, 0)
+	ob.msg = appendMessage(nil, pc.ID, pdu.ControlCommand, cmd.Encode(), limit)
+	ob.msg = appendMessage(ob.msg, pc.ID, 0, ds, limit)
 	a.outbox.queue = append(a.outbox.queue, ob)
 	a.outbox.pending = true
 	a.outbox.mu.Unlock()

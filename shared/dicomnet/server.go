@@ -27,6 +27,10 @@ const (
 	// whole, so this does not size any buffer; it only bounds what a peer may send in one PDU. 256 KiB keeps the
 	// per-PDU overhead negligible for large objects.
 	DefaultMaxPDULength uint32 = 256 << 10
+	// DefaultMaxSendPDULength is the largest PDU we send, as acceptor and as requestor, to a peer whose Maximum
+	// Length is larger or unlimited (0): no larger than what we accept by default, so that a peer that advertises
+	// no limit still gets PDUs of the size a DICOM implementation expects (maxSendPDU).
+	DefaultMaxSendPDULength = DefaultMaxPDULength
 	// DefaultARTIMTimeout bounds the wait for the A-ASSOCIATE-RQ after connect and for the peer to close after a
 	// release, reject or abort (PS3.8 §9.1.5).
 	DefaultARTIMTimeout = 30 * time.Second
