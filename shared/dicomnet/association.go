@@ -244,7 +244,8 @@ func (a *association) step(rx rxEvent) rxEvent {
 				log = log.With("tls", tls.VersionName(st.Version), "tls_cipher", tls.CipherSuiteName(st.CipherSuite),
 					"peer_identity", a.info.PeerIdentity)
 			}
-			attrs := append(a.contexts.logAttrs(), "peer_impl", a.info.PeerImplementationClassUID, "peer_max_pdu", a.peerMax)
+			attrs := append(a.contexts.logAttrs(), "peer_impl", a.info.PeerImplementationClassUID,
+				"peer_impl_version", a.info.PeerImplementationVersionName, "peer_max_pdu", a.peerMax)
 			log.Info("dicomnet: association accepted", attrs...)
 			contexts := a.contexts
 			a.srv.observe(Event{Type: EventAccepted, Association: &a.info, Contexts: &contexts})

@@ -2,6 +2,7 @@ package dicomnet
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -27,7 +28,7 @@ func (a *association) associateAcceptable() bool {
 		return true
 	}
 	if rq != nil {
-		a.info.CallingAE, a.info.CalledAE = trimAE(rq.CallingAE), trimAE(rq.CalledAE)
+		a.info.CallingAE, a.info.CalledAE, _, _ = peerAETitles(rq)
 	}
 	return false
 }
@@ -36,7 +37,8 @@ func (a *association) associateAcceptable() bool {
 // A-ASSOCIATE-AC prepared) or Evt8 (reject, with a.rj set).
 func (a *association) decide() rxEvent {
 	s, rq := a.srv, a.rq
-	a.info.CallingAE, a.info.CalledAE = trimAE(rq.CallingAE), trimAE(rq.CalledAE)
+	var callingValid, calledValid bool
+	a.info.CallingAE, a.info.CalledAE, callingValid, calledValid = peerAETitles(rq)
 	a.info.PeerImplementationClassUID, a.info.PeerImplementationVersionName = peerImplementation(&rq.UserInformation)
 	a.info.PeerMaxPDULength = rq.UserInformation.MaxPDULength
 	a.info.TLS = a.tlsState()
@@ -46,8 +48,12 @@ func (a *association) decide() rxEvent {
 	switch {
 	case s.inShutdown.Load():
 		rj = RejectTemporaryCongestion
-	case s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
+	case !calledValid || s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
 		rj = RejectCalledAENotRecognized
+	case !callingValid:
+		// Not an AE title, whatever the policy's list: kept with '?', it could read as one that is listed.
+		a.rejectBy = fmt.Errorf("%w (%w)", RejectCallingAENotRecognized, errNotAETitle)
+		rj = RejectCallingAENotRecognized
 	case !s.reserveSlot(a):
 		rj = RejectTooManyAssociations
 	case s.Accept != nil:
@@ -192,6 +198,22 @@ const (
 func peerImplementation(u *pdu.UserInformation) (classUID, versionName string) {
 	return printableASCII(u.ImplementationClassUID, maxImplementationClassUID),
 		printableASCII(u.ImplementationVersionName, maxImplementationVersionName)
+}
+
+// maxAETitle bounds an AE title (PS3.5 AE: 16 bytes), as the A-ASSOCIATE-RQ's fields do.
+const maxAETitle = 16
+
+// errNotAETitle is why a calling AE title holding a byte an AE title cannot hold is refused.
+var errNotAETitle = errors.New("calling AE title has a byte outside printable ASCII")
+
+// peerAETitles is the calling and called AE titles of rq as we keep, log and record them: padding trimmed, by the
+// rule of peerImplementation (printableASCII), and whether each was so as received. An AE title is printable ASCII
+// (PS3.5 AE), so one that had a byte replaced is no AE title: decide refuses it (the called one as not ours), so
+// that 'CT\x01', kept as 'CT?', is not taken for a listed 'CT?'.
+func peerAETitles(rq *pdu.AssociateRQ) (calling, called string, callingValid, calledValid bool) {
+	rawCalling, rawCalled := trimAE(rq.CallingAE), trimAE(rq.CalledAE)
+	calling, called = printableASCII(rawCalling, maxAETitle), printableASCII(rawCalled, maxAETitle)
+	return calling, called, calling == rawCalling, called == rawCalled
 }
 
 // printableASCII is s cut to n bytes, each outside 0x20-0x7E replaced by '?'.

@@ -234,7 +234,8 @@ func TestOneLinePerAbort(t *testing.T) {
 }
 
 // TestPeerImplementationBounded: the peer's Implementation Class UID and Version Name, as both sides keep them and
-// the server logs them (peer_impl), are cut to 64 and 16 bytes (PS3.5 9.1, PS3.7 D.3.3.2) and hold no control
+// the server logs them on the accepted association's line (peer_impl, peer_impl_version; the name was not logged),
+// are cut to 64 and 16 bytes (PS3.5 9.1, PS3.7 D.3.3.2) and hold no control
 // characters; the association goes on. They were kept and logged as sent, up to an item's 64 KiB.
 func TestPeerImplementationBounded(t *testing.T) {
 	long := "1.2." + strings.Repeat("9", 70)
@@ -266,7 +267,8 @@ func TestPeerImplementationBounded(t *testing.T) {
 			p.SendPDU(&pdu.ReleaseRQ{})
 			p.Expect(pdu.TypeReleaseRP)
 			var line struct {
-				PeerImpl *string `json:"peer_impl"`
+				PeerImpl        *string `json:"peer_impl"`
+				PeerImplVersion *string `json:"peer_impl_version"`
 			}
 			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 				if strings.Contains(l, `"msg":"dicomnet: association accepted"`) {
@@ -277,6 +279,9 @@ func TestPeerImplementationBounded(t *testing.T) {
 			}
 			if line.PeerImpl == nil || *line.PeerImpl != tc.wantUID {
 				t.Errorf("logged peer_impl %v, want %q:\n%s", line.PeerImpl, tc.wantUID, logs.String())
+			}
+			if line.PeerImplVersion == nil || *line.PeerImplVersion != tc.wantVersion {
+				t.Errorf("logged peer_impl_version %v, want %q:\n%s", line.PeerImplVersion, tc.wantVersion, logs.String())
 			}
 		})
 		t.Run(tc.name+", client", func(t *testing.T) {
@@ -386,6 +391,70 @@ func TestRefusedContextsLogged(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, string(got)); diff != "" {
 				t.Errorf("line's attributes (-want +got):\n%s\n%s", diff, logs.String())
+			}
+		})
+	}
+}
+
+// TestPeerAETitlesPrintable: the AE titles of an A-ASSOCIATE-RQ are kept, logged and recorded by the implementation
+// identifiers' rule (each byte outside printable ASCII as '?'; the RQ's fields bound them to 16 bytes), and one
+// that had a byte replaced is no AE title: refused, calling or called, even where the policy lists what it reads
+// as ('CT?'). They were kept and logged as received.
+func TestPeerAETitlesPrintable(t *testing.T) {
+	tests := []struct {
+		name                    string
+		calling, called         string // sent
+		serverAE                string
+		wantCalling, wantCalled string // kept and logged
+		wantReason              byte   // A-ASSOCIATE-RJ reason (source 1); 0 = accepted
+	}{
+		{"printable", "CT?", "ANY", "", "CT?", "ANY", 0},
+		{"a control character in the calling AE title", "CT\x01", "ANY", "", "CT?", "ANY", 3},
+		{"a byte past ASCII in the calling AE title", "CT\xc3\xa9", "ANY", "", "CT??", "ANY", 3},
+		{"an escape sequence in the called AE title, any accepted", "CT?", "AN\x1b[31mY", "", "CT?", "AN?[31mY", 7},
+		{"the called AE title ours with a byte replaced", "CT?", "OURS\x7f", "OURS?", "CT?", "OURS?", 7},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			got := make(chan dicomnet.AssociationInfo, 1)
+			p, _ := startParrot(t, &dicomnet.Server{AETitle: tc.serverAE, Accept: func(_ context.Context, info *dicomnet.AssociationInfo) error {
+				got <- *info
+				if info.CallingAE != "CT?" {
+					return dicomnet.RejectCallingAENotRecognized
+				}
+				return nil
+			}, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+			p.SendPDU(dicomnettest.AssociateRQ(tc.calling, tc.called))
+			if tc.wantReason == 0 {
+				p.Expect(pdu.TypeAssociateAC)
+				if info := <-got; info.CallingAE != tc.wantCalling || info.CalledAE != tc.wantCalled {
+					t.Errorf("the policy saw %q %q, want %q %q", info.CallingAE, info.CalledAE, tc.wantCalling, tc.wantCalled)
+				}
+				p.SendPDU(&pdu.ReleaseRQ{})
+				p.Expect(pdu.TypeReleaseRP)
+			} else {
+				p.ExpectReject(1, 1, tc.wantReason)
+			}
+			var lines int
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var line struct {
+					CallingAE *string `json:"calling_ae"`
+					CalledAE  *string `json:"called_ae"`
+				}
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatal(err)
+				}
+				if line.CallingAE == nil {
+					continue
+				}
+				lines++
+				if *line.CallingAE != tc.wantCalling || line.CalledAE == nil || *line.CalledAE != tc.wantCalled {
+					t.Errorf("logged %s, want %q %q", l, tc.wantCalling, tc.wantCalled)
+				}
+			}
+			if lines == 0 {
+				t.Errorf("no line names the AE titles:\n%s", logs.String())
 			}
 		})
 	}

@@ -189,7 +189,7 @@ func (f HandlerFunc) ServeCStore(ctx context.Context, req *CStoreRequest, datase
 // AssociationInfo describes an association (or a requested one, in Accept).
 type AssociationInfo struct {
 	ID                    string // unique per association, safe for logs
-	CallingAE, CalledAE   string // spaces trimmed
+	CallingAE, CalledAE   string // spaces trimmed, each byte outside printable ASCII replaced by '?' (peerAETitles)
 	RemoteAddr, LocalAddr net.Addr
 	// RemoteAddr is the true source: from the PROXY v2 header when Server.ProxyProtocol is on.
 	// PeerImplementationClassUID and PeerImplementationVersionName are the peer's items 52 and 55, cut to 64 and
