@@ -262,13 +262,15 @@ func thirdStopSignalChild() {
 	os.Exit(1)
 }
 
-// TestStartLogNamesThePortalOnce: a new user of make run reads the start
-// log for where the portal is. Two lines named it ("local mode started"
-// and "local mode", one with a trailing slash), so it read as two
-// portals.
-func TestStartLogNamesThePortalOnce(t *testing.T) {
+// TestStartLogNamesEachPlaceOnce: a new user of make run reads the start
+// log for where the portal is and where the data goes. Two lines named the
+// portal ("local mode started" and "local mode", one with a trailing
+// slash), so it read as two portals; two named the data directory (the
+// open's timing, "data directory opened", and "local mode started").
+func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 	free := "127.0.0.1:0"
-	cfg, err := config.Load([]string{"--local", "--data-dir", t.TempDir(), "--listen", free, "--health-listen", free, "--portal-listen", free}, envOf(nil), io.Discard)
+	dataDir := t.TempDir()
+	cfg, err := config.Load([]string{"--local", "--data-dir", dataDir, "--listen", free, "--health-listen", free, "--portal-listen", free}, envOf(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,22 +289,29 @@ func TestStartLogNamesThePortalOnce(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	var naming []string
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("not JSON: %q", line)
+	for _, tc := range []struct {
+		key  string
+		good func(v string) bool
+	}{
+		{"portal", func(url string) bool { return strings.HasPrefix(url, "http://127.0.0.1:") }},
+		{"data_dir", func(dir string) bool { return dir == dataDir }},
+	} {
+		var naming []string
+		var value string
+		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("not JSON: %q", line)
+			}
+			if v, ok := m[tc.key]; ok {
+				naming = append(naming, line)
+				value, _ = v.(string)
+			}
 		}
-		if _, ok := m["portal"]; ok {
-			naming = append(naming, line)
+		if len(naming) != 1 {
+			t.Errorf("%d start lines name %s, want 1:\n%s", len(naming), tc.key, strings.Join(naming, "\n"))
+		} else if !tc.good(value) {
+			t.Errorf("%s %q is not what to open", tc.key, value)
 		}
-	}
-	if len(naming) != 1 {
-		t.Fatalf("%d start lines name the portal, want 1:\n%s", len(naming), strings.Join(naming, "\n"))
-	}
-	var m map[string]any
-	_ = json.Unmarshal([]byte(naming[0]), &m)
-	if url, _ := m["portal"].(string); !strings.HasPrefix(url, "http://127.0.0.1:") {
-		t.Errorf("portal %q is not a URL to open", url)
 	}
 }

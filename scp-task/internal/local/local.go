@@ -314,7 +314,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	if err := l.recover(ctx, back.recs); err != nil {
 		return nil, err
 	}
-	log.Info("data directory opened", "data_dir", cfg.DataDir, "took", time.Since(started))
+	log.Info("data directory opened", "took", time.Since(started)) // "local mode started" names it
 	return l, nil
 }
 
