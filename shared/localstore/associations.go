@@ -34,8 +34,8 @@ type Association struct {
 	// without a transfer, its Reason the peer's (a connection closed), and
 	// this says why.
 	RefusedContexts string `json:"refusedContexts,omitempty"`
-	// Instances counts the instance records (stored, duplicate, conflict,
-	// rejected, store-failed); Duplicates those of identical resends (each
+	// Instances counts the instance records (instanceOutcomes: stored,
+	// duplicate, conflict, rejected, store-failed); Duplicates those of identical resends (each
 	// transfer of content already held has its record), Rejected those
 	// quarantined, Failed those the store refused.
 	Instances  int `json:"instances"`
@@ -76,6 +76,12 @@ const AssociationRunStopped = pipeline.OutcomeUncleanStop
 // filters by them: open, or how it ended.
 var AssociationOutcomes = []string{AssociationOpen, associationaudit.EventReleased, associationaudit.EventAborted, associationaudit.EventRejected,
 	AssociationRunStopped}
+
+// instanceOutcomes are the outcomes of the records an association's row
+// counts as its instances: the pipeline's of each object and the SCP's of
+// a C-STORE it failed. No other record is one, whatever it names: an
+// unparseable-record (its association id empty), a run's start or stop.
+var instanceOutcomes = append(slices.Clip(pipeline.InstanceOutcomes), associationaudit.EventStoreFailed)
 
 // deadRunsSQL selects the records that report runs which stopped
 // uncleanly (their previousRuns), which the audit_unclean index holds.
@@ -266,6 +272,9 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 		case pipeline.OutcomeCommitted, pipeline.OutcomeCommitmentFailures, pipeline.OutcomeCommitmentReported, pipeline.OutcomeCommitmentUndeliverable:
 			// The requests' later steps: counted by their request.
 		default:
+			if !slices.Contains(instanceOutcomes, outcome) {
+				continue
+			}
 			a.Instances++
 			switch outcome {
 			case pipeline.OutcomeRejected:

@@ -678,6 +678,42 @@ func TestSearchErrorNamesItsSearch(t *testing.T) {
 	}
 }
 
+// TestAssociationCountsInstanceRecordsOnly: of every outcome the trail has,
+// a record naming an association counts as one of its instances only when
+// it is an instance's (stored, conflict, duplicate, rejected, store-failed).
+// Any other counted as an instance by default: an unparseable-record, a
+// run's start or stop, which name no association today, would each have
+// shown as an instance the day one did.
+func TestAssociationCountsInstanceRecordsOnly(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	instances := map[string]bool{pipeline.OutcomeStored: true, pipeline.OutcomeConflict: true, pipeline.OutcomeDuplicate: true,
+		pipeline.OutcomeRejected: true, associationaudit.EventStoreFailed: true}
+	for i, outcome := range pipeline.AuditOutcomes {
+		t.Run(outcome, func(t *testing.T) {
+			id := fmt.Sprint("assoc-", i)
+			for j, o := range []string{associationaudit.EventAccepted, outcome} {
+				rec := pipeline.AuditRecord{ID: fmt.Sprint(id, "-", j), Time: t0.Add(time.Duration(j) * time.Second), Outcome: o,
+					AssociationID: id, CallingAE: "SITE_A", CalledAE: "REMOTE_AE"}
+				if _, err := db.AuditStore().Append(ctx, rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := db.Association(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if instances[outcome] {
+				want = 1
+			}
+			if a.Instances != want {
+				t.Errorf("a %s record counts as %d instances, want %d", outcome, a.Instances, want)
+			}
+		})
+	}
+}
+
 // TestOpenAssociationHasNoEnd: an association without an end record is
 // served without "end" (it was "0001-01-01T00:00:00Z", omitempty being no
 // use on a time.Time); one that ended has its time.

@@ -342,6 +342,10 @@ const OutcomeUncleanStop = "unclean-stop"
 // record the pipeline could not parse leaves in the trail.
 const OutcomeUnparseableRecord = "unparseable-record"
 
+// InstanceOutcomes are the outcomes of the pipeline's record of each object
+// it processed (duplicate also the SCP's of a resend it found held).
+var InstanceOutcomes = []string{OutcomeStored, OutcomeConflict, OutcomeDuplicate, OutcomeRejected}
+
 // AuditOutcomes are every outcome an audit record is written with, in the
 // order the portal's filter offers them: an instance's (duplicate also
 // being the event of the SCP's record of a resend it found held), an association's
@@ -351,7 +355,7 @@ const OutcomeUnparseableRecord = "unparseable-record"
 // unparseable association record's. pipelinetest's trail refuses any
 // other, so the pipeline's tests hold the code to this list.
 var AuditOutcomes = slices.Concat(
-	[]string{OutcomeStored, OutcomeConflict, OutcomeDuplicate, OutcomeRejected},
+	InstanceOutcomes,
 	slices.DeleteFunc(slices.Clone(associationaudit.Events), func(e string) bool { return e == OutcomeDuplicate }),
 	[]string{OutcomeUncleanStop},
 	[]string{OutcomeCommitmentRequested, OutcomeCommitted, OutcomeCommitmentFailures, OutcomeCommitmentReported, OutcomeCommitmentUndeliverable},
