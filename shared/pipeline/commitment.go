@@ -335,16 +335,20 @@ func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (Commi
 }
 
 // RunCommitments moves every due transaction on (evaluation, report, retries) and returns how many it
-// finished (reported or given up).
+// finished (reported or given up). A study a transaction completes whose announcement fails is deferred to the
+// quiet period's runs, as theirs are (announcer), and the transaction goes on to its report; once the event
+// bus has failed maxPublishFailures announcements in a row, the run's later transactions leave their studies
+// to the quiet period untried.
 func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, error) {
 	due, err := p.Commitments.DueCommitments(ctx, now, 100)
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: due commitments: %w", err)
 	}
+	a := p.announcer(now)
 	n := 0
 	var errs []error
 	for _, tx := range due {
-		done, err := p.advance(ctx, tx.ID)
+		done, err := p.advance(ctx, a, tx.ID)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -352,12 +356,12 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 			n++
 		}
 	}
-	return n, errors.Join(errs...)
+	return n, errors.Join(append(errs, a.failed...)...)
 }
 
 // advance takes the transaction for a lease and does what is due: evaluate, report. It reports whether the
 // transaction finished.
-func (p *Pipeline) advance(ctx context.Context, id string) (bool, error) {
+func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, error) {
 	tx, err := p.Commitments.GetCommitment(ctx, id)
 	if err != nil {
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
@@ -374,7 +378,7 @@ func (p *Pipeline) advance(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}
 	if tx.State == CommitmentPending {
-		if tx, err = p.evaluateCommitment(ctx, tx); err != nil || tx.State == CommitmentPending {
+		if tx, err = p.evaluateCommitment(ctx, a, tx); err != nil || tx.State == CommitmentPending {
 			return false, err
 		}
 	}
@@ -389,8 +393,9 @@ type refVerdict struct {
 }
 
 // evaluateCommitment decides the instances; once every one is decided (or the wait is over) it writes the
-// result, announces the studies it completes and moves to reporting.
-func (p *Pipeline) evaluateCommitment(ctx context.Context, tx CommitmentTransaction) (CommitmentTransaction, error) {
+// result, announces the studies it completes (a failed announcement is a's to keep, and holds the report
+// back no more than the other studies') and moves to reporting.
+func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx CommitmentTransaction) (CommitmentTransaction, error) {
 	req, err := p.readCommitmentRequest(ctx, tx.RequestKey)
 	if err != nil {
 		return tx, err
@@ -466,8 +471,11 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, tx CommitmentTransact
 		return tx, fmt.Errorf("pipeline: put commitment result: %w", err)
 	}
 	for _, s := range complete {
-		if err := p.announceCommitted(ctx, s); err != nil {
-			return tx, err
+		if a.stopped(ctx) != nil {
+			break // the quiet period's runs announce them
+		}
+		if err := p.announceCommitted(ctx, a, s); err != nil {
+			a.failed = append(a.failed, err)
 		}
 	}
 	tx.Committed, tx.Failed = len(res.Committed), len(res.Failed)
@@ -607,7 +615,7 @@ func (p *Pipeline) stored(ctx context.Context, key string) (bool, error) {
 
 // announceCommitted announces a study every named instance of which a commitment request found committed,
 // unless nothing of it is unannounced.
-func (p *Pipeline) announceCommitted(ctx context.Context, studyUID string) error {
+func (p *Pipeline) announceCommitted(ctx context.Context, a *announcer, studyUID string) error {
 	d, err := p.Index.GetStudy(ctx, studyUID)
 	if errors.Is(err, ErrNotFound) {
 		return nil // its instances are committed as quarantined: the study itself is not indexed
@@ -618,7 +626,7 @@ func (p *Pipeline) announceCommitted(ctx context.Context, studyUID string) error
 	if d.Revision <= d.AnnouncedRevision {
 		return nil
 	}
-	return p.announce(ctx, d.StudySummary, CompletionStorageCommitment)
+	return a.announce(ctx, d.StudySummary, CompletionStorageCommitment)
 }
 
 // deliverCommitment sends the result of a transaction in reporting, and records how it went: reported;

@@ -54,8 +54,16 @@ func ctRef(sop string) commitment.Ref {
 	return commitment.Ref{SOPClassUID: pt.CTStorage, SOPInstanceUID: sop}
 }
 
-// request writes a request document as the SCP does and processes it.
+// request writes a request document as the SCP does, processes it and runs the due transactions.
 func (c *commitmentFixture) request(txn string, refs ...commitment.Ref) string {
+	c.t.Helper()
+	k := c.put(txn, refs...)
+	c.at(0)
+	return k
+}
+
+// put writes a request document as the SCP does and processes it.
+func (c *commitmentFixture) put(txn string, refs ...commitment.Ref) string {
 	c.t.Helper()
 	c.n++
 	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
@@ -71,7 +79,6 @@ func (c *commitmentFixture) request(txn string, refs ...commitment.Ref) string {
 	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
 		c.t.Fatal(err)
 	}
-	c.at(0)
 	return k
 }
 
@@ -466,5 +473,58 @@ func TestCommitmentRequestDocument(t *testing.T) {
 	}
 	if k := ok.Key(); k != "commitment/requests/1970/01/01/a-1-0.json" {
 		t.Errorf("key %q", k)
+	}
+}
+
+// refusing is an event bus that rejects every event of one detail type.
+type refusing struct {
+	*pt.Events
+	detailType string
+}
+
+func (r refusing) Publish(ctx context.Context, events []pipeline.Event) ([]int, error) {
+	for _, e := range events {
+		if e.DetailType == r.detailType {
+			return nil, errors.New("event refused")
+		}
+	}
+	return r.Events.Publish(ctx, events)
+}
+
+// TestCommitmentReportedWhenAnnouncementFails: a request whose study's announcement fails is reported to the
+// PACS all the same, and the study is deferred to the quiet period, as a failed announcement of it there is;
+// the evaluation failed with it, so the transaction stayed pending, re-evaluated and never reported, for as
+// long as the announcement failed.
+func TestCommitmentReportedWhenAnnouncementFails(t *testing.T) {
+	ctx := context.Background()
+	c := newCommitmentFixture(t)
+	c.p.QuietPeriod = time.Minute
+	c.store(sop1, sop2)
+	c.p.Events = refusing{Events: c.f.Events, detailType: pipeline.DetailTypeStudyReceived}
+	c.put(txnUID, ctRef(sop1), ctRef(sop2))
+	if _, err := c.p.RunCommitments(ctx, c.now); err == nil || !strings.Contains(err.Error(), "event refused") {
+		t.Errorf("run's error %v, want the announcement's failure", err)
+	}
+	if len(c.reports()) != 1 || len(c.events(pipeline.DetailTypeCommitmentCompleted)) != 1 {
+		t.Fatalf("%d reports, %d Storage Commitment Completed events; want the request reported", len(c.reports()),
+			len(c.events(pipeline.DetailTypeCommitmentCompleted)))
+	}
+	d, err := c.f.Index.GetStudy(ctx, study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.LastActivity.Equal(c.now) || d.AnnouncedVersion != 0 {
+		t.Errorf("study after the failed announcement: activity %v (want the run's time, deferred), announced version %d",
+			d.LastActivity, d.AnnouncedVersion)
+	}
+	// The quiet period announces it, as completed by the quiet period.
+	c.p.Events = c.f.Events
+	if n, err := c.p.AnnounceStableStudies(ctx, c.now.Add(time.Minute)); n != 1 || err != nil {
+		t.Fatalf("quiet period announced %d (%v), want the study", n, err)
+	}
+	var sd pipeline.StudyDetailEvent
+	if rec := c.events(pipeline.DetailTypeStudyReceived); len(rec) != 1 || json.Unmarshal(rec[0], &sd) != nil ||
+		sd.Completion != pipeline.CompletionQuietPeriod {
+		t.Errorf("Study Received %+v", sd)
 	}
 }

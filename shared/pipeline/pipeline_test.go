@@ -1271,3 +1271,49 @@ func TestQuietPeriodRunsFromIndexing(t *testing.T) {
 		})
 	}
 }
+
+// TestBusDownStopsTheRun: with the event bus failing every call, a run
+// stops after maxPublishFailures (3) announcements in a row failed to
+// publish, each deferred, and leaves the other studies untried where they
+// are: about 70 tries, each with the publish's retries, used up the notify
+// function's timeout. Once the bus is back, the next run announces every
+// study.
+func TestBusDownStopsTheRun(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	p.QuietPeriod = time.Minute
+	const studies = 10
+	for s := 1; s <= studies; s++ {
+		if _, err := f.Index.UpsertInstance(ctx, pt.Record(s, 1, 1, "aa", time.Duration(s)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	down := errors.New("event bus down")
+	f.Events.Err = down
+	now := pt.T0.Add(time.Hour)
+	n, err := p.AnnounceStableStudies(ctx, now)
+	if n != 0 || !errors.Is(err, down) || !strings.Contains(err.Error(), "7 of 10 studies left for the next run") {
+		t.Errorf("announced %d, err %v; want none, the bus's failures and the studies left", n, err)
+	}
+	if f.Events.Calls != 3*5 {
+		t.Errorf("%d publish calls, want 3 announcements' 5 tries", f.Events.Calls)
+	}
+	deferred := 0
+	for s := 1; s <= studies; s++ {
+		d, err := f.Index.GetStudy(ctx, pt.Record(s, 1, 1, "", 0).StudyInstanceUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.LastActivity.Equal(now) {
+			deferred++
+		}
+	}
+	if deferred != 3 {
+		t.Errorf("%d studies deferred, want the 3 tried", deferred)
+	}
+	f.Events.Err = nil
+	if n, err := p.AnnounceStableStudies(ctx, now.Add(time.Minute)); n != studies || err != nil {
+		t.Errorf("once the bus is back: announced %d (%v), want %d", n, err, studies)
+	}
+}

@@ -441,10 +441,17 @@ func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 		if lastErr == nil {
 			lastErr = errors.New("entries rejected")
 		}
-		return fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)
+		return busError{fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)}
 	}
 	return nil
 }
+
+// busError is the event bus failing to take events (the call failing, or
+// its entries rejected, after the retries), as opposed to a study's own
+// failure or the index's.
+type busError struct{ error }
+
+func (e busError) Unwrap() error { return e.error }
 
 // ProcessAuditRecord turns an SCP association record stored at key (under
 // audit/) into an audit trail record. Idempotent.
@@ -537,8 +544,10 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 // how many it announced. Quiet means no instance received or indexed
 // (StudySummary.LastActivity) in the period. A run takes at most 100
 // studies, quiet the longest first; a study whose announcement fails is
-// deferred (IndexStore.DeferAnnouncement) to be quiet from now, so studies
-// that fail every time cannot keep the others out of the runs.
+// deferred (announcer), so studies that fail every time cannot keep the
+// others out of the runs, and a run stops once the event bus has failed
+// maxPublishFailures announcements in a row, leaving the rest where they
+// are for the next run.
 func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (int, error) {
 	quiet := p.QuietPeriod
 	if quiet <= 0 {
@@ -548,20 +557,78 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: stable studies: %w", err)
 	}
+	a := p.announcer(now)
 	n := 0
 	var errs []error
-	for _, s := range studies {
-		if err := p.announce(ctx, s, CompletionQuietPeriod); err != nil {
+	for i, s := range studies {
+		if err := a.stopped(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %d of %d studies left for the next run", err, len(studies)-i, len(studies)))
+			break
+		}
+		if err := a.announce(ctx, s, CompletionQuietPeriod); err != nil {
 			errs = append(errs, err)
-			if err := p.Index.DeferAnnouncement(ctx, s.StudyInstanceUID, now); err != nil {
-				// It keeps its place and is tried first again.
-				errs = append(errs, fmt.Errorf("pipeline: defer announcement: %w", err))
-			}
 			continue
 		}
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// maxPublishFailures is how many announcements in a row may fail to publish
+// before a run takes the event bus for down and tries no more: each such
+// attempt costs the publish's retries (seconds, with the SDK's own), and
+// about 70 of them used up the notify function's timeout.
+const maxPublishFailures = 3
+
+// errBusDown stops a run's announcements.
+var errBusDown = fmt.Errorf("pipeline: %d announcements in a row failed to publish: the event bus is taken for down", maxPublishFailures)
+
+// announcer is one run's announcements (of quiet studies, or of the studies
+// a Storage Commitment request completes). A study whose announcement fails
+// is deferred (IndexStore.DeferAnnouncement at the run's time): tried again
+// a quiet period later, behind the studies quiet before it, by the quiet
+// period's runs. Failures to publish in a row stop the run (stopped); a
+// study's own failure (its detail unreadable) does not count towards them.
+type announcer struct {
+	p              *Pipeline
+	now            time.Time
+	publishFailing int // announcements in a row that failed to publish
+	// failed holds the failures a caller leaves to the end of its run (a
+	// Storage Commitment's announcements).
+	failed []error
+}
+
+func (p *Pipeline) announcer(now time.Time) *announcer { return &announcer{p: p, now: now} }
+
+// stopped returns why the run should try no more announcements: the event
+// bus failed maxPublishFailures in a row, or ctx is done.
+func (a *announcer) stopped(ctx context.Context) error {
+	if a.publishFailing >= maxPublishFailures {
+		return errBusDown
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("pipeline: announcements: %w", err)
+	}
+	return nil
+}
+
+// announce announces s, or defers it when that fails.
+func (a *announcer) announce(ctx context.Context, s StudySummary, completion string) error {
+	err := a.p.announce(ctx, s, completion)
+	if err == nil {
+		a.publishFailing = 0
+		return nil
+	}
+	if errors.As(err, new(busError)) {
+		a.publishFailing++
+	} else {
+		a.publishFailing = 0
+	}
+	if derr := a.p.Index.DeferAnnouncement(ctx, s.StudyInstanceUID, a.now); derr != nil {
+		// It keeps its place and is tried first again.
+		err = errors.Join(err, fmt.Errorf("pipeline: defer announcement: %w", derr))
+	}
+	return err
 }
 
 // announce publishes Study Received (or Study Updated) for the study's current revision, saying what
