@@ -927,48 +927,81 @@ func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 // StableStudies implements pipeline.IndexStore through the sparse
 // byPending index, sorted by last activity. Items written before
 // lastActivity existed keep gsi1sk = lastReceived, which is what they are
-// judged on.
+// judged on. The query reads on, a page at a time, until it has limit
+// studies to offer: the entries it passes over take no place, and those it
+// would pass over at every run are moved out of the way (offered).
 func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]pipeline.StudySummary, error) {
 	if limit <= 0 {
 		limit = defaultPageLimit
 	}
-	res, err := x.Client.Query(ctx, &dynamodb.QueryInput{
+	in := &dynamodb.QueryInput{
 		TableName: &x.Table, IndexName: aws.String(gsiByPending),
 		KeyConditionExpression:    aws.String("gsi1pk = :p AND gsi1sk <= :t"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": sv(pending), ":t": sv(ts(quietSince))},
 		Limit:                     aws.Int32(int32(limit)),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("awsadapters: stable studies: %w", err)
 	}
 	var out []pipeline.StudySummary
-	for _, k := range res.Items {
-		item, err := x.get(ctx, str(k, "pk"), "STUDY")
+	for len(out) < limit {
+		res, err := x.Client.Query(ctx, in)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("awsadapters: stable studies: %w", err)
 		}
-		if item == nil {
-			continue
+		for _, k := range res.Items {
+			if len(out) == limit {
+				break
+			}
+			s, ok, err := x.offered(ctx, str(k, "pk"), quietSince)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out = append(out, s)
+			}
 		}
-		s, err := decodeStudy(item)
-		if err != nil {
-			return nil, err
+		if len(res.LastEvaluatedKey) == 0 {
+			break
 		}
-		// The index is eventually consistent: re-check on the item
-		// (Quiet falls back to lastReceived on items without lastActivity).
-		if s.Revision <= s.AnnouncedRevision || s.Quiet().After(quietSince) {
-			continue
-		}
-		// A content counted (step 3) but not yet listed (step 4) would be
-		// announced missing, and once announced at its revision the study
-		// is never announced again when the content's retry lists it.
-		if upsertInFlight(item, time.Now()) {
-			continue
-		}
-		out = append(out, s)
+		in.ExclusiveStartKey = res.LastEvaluatedKey
 	}
 	slices.SortFunc(out, pipeline.CompareStable)
 	return out, nil
+}
+
+// offered reads a study the byPending index lists as quiet and tells
+// whether StableStudies offers it. Of the ones it does not, those every
+// later run would meet again are moved out of the way: an announced study
+// still in the index (MarkAnnounced's process died before its REMOVE of
+// gsi1pk) leaves it, as MarkAnnounced would have it; one with an upsert in
+// flight is deferred (DeferAnnouncement) to now, to be looked at again a
+// quiet period later, as a study whose announcement failed is. The others
+// (the index lagging the item) are passed over.
+func (x *IndexTable) offered(ctx context.Context, pk string, quietSince time.Time) (pipeline.StudySummary, bool, error) {
+	item, err := x.get(ctx, pk, "STUDY")
+	if err != nil || item == nil {
+		return pipeline.StudySummary{}, false, err
+	}
+	s, err := decodeStudy(item)
+	if err != nil {
+		return s, false, err
+	}
+	_, listed := item["gsi1pk"]
+	switch {
+	case s.Revision <= s.AnnouncedRevision:
+		if listed {
+			return s, false, x.leavePending(ctx, s.StudyInstanceUID, s.Revision)
+		}
+		return s, false, nil
+	case s.Quiet().After(quietSince):
+		// The index is eventually consistent: re-checked on the item
+		// (Quiet falls back to lastReceived on items without lastActivity).
+		return s, false, nil
+	case upsertInFlight(item, time.Now()):
+		// A content counted (step 3) but not yet listed (step 4) would be
+		// announced missing, and once announced at its revision the study
+		// is never announced again when the content's retry lists it.
+		return s, false, x.DeferAnnouncement(ctx, s.StudyInstanceUID, time.Now())
+	}
+	return s, true, nil
 }
 
 // upsertInFlight reports whether the study item holds a content between its
@@ -1005,15 +1038,20 @@ func (x *IndexTable) MarkAnnounced(ctx context.Context, uid string, revision, ve
 	if err != nil {
 		return fmt.Errorf("awsadapters: mark announced: %w", err)
 	}
-	// Leave the pending index only if nothing arrived since.
-	_, err = x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	return x.leavePending(ctx, uid, revision)
+}
+
+// leavePending takes an announced study out of the byPending index, only if
+// nothing arrived since its announced revision.
+func (x *IndexTable) leavePending(ctx context.Context, uid string, revision int64) error {
+	_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key(studyPK(uid), "STUDY"),
 		UpdateExpression:          aws.String("REMOVE gsi1pk"),
 		ConditionExpression:       aws.String("revision = :r"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":r": nv(revision)},
 	})
 	if err != nil && !isCondFailed(err) {
-		return fmt.Errorf("awsadapters: mark announced: %w", err)
+		return fmt.Errorf("awsadapters: leave the pending index: %w", err)
 	}
 	return nil
 }

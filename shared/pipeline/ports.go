@@ -128,7 +128,10 @@ type IndexStore interface {
 	// existed) is not after quietSince and whose Revision is above
 	// AnnouncedRevision. Judging on activity rather than receipt keeps a
 	// backed-up validate queue from making a study look quiet while some
-	// of its instances still wait to be indexed.
+	// of its instances still wait to be indexed. limit counts the studies
+	// returned: one passed over (announced after all, an upsert of it in
+	// flight) takes no place, so however many there are, they cannot keep
+	// the others out of a run.
 	StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]StudySummary, error)
 	// MarkAnnounced records that version (1 = Study Received, 2+ = Study
 	// Updated) was announced describing revision: it sets AnnouncedVersion

@@ -282,3 +282,65 @@ func TestIndexMigratesLegacyStudy(t *testing.T) {
 func n(v int64) ddbtypes.AttributeValue {
 	return &ddbtypes.AttributeValueMemberN{Value: fmt.Sprint(v)}
 }
+
+// TestStableStudiesClearTheWay: the byPending entries StableStudies passes
+// over for good are moved out of the way, not read again at every run: an
+// announced study still listed (its MarkAnnounced cut short before the
+// REMOVE of gsi1pk) leaves the index, one with an upsert in flight (cut
+// short after its count) is deferred past the query's quiet time.
+func TestStableStudiesClearTheWay(t *testing.T) {
+	tables := newIndexTables(t)
+	x := tables.table(t)
+	ctx := context.Background()
+	crashed := func(n int) *awsadapters.IndexTable {
+		return &awsadapters.IndexTable{Client: dynamoClient(tables.url, crashAfter(n)), Table: x.Table}
+	}
+	// A study's first upsert writes its byPending sort key at its end: the
+	// study in flight is one a second instance of which is cut short.
+	announced, inFlight, quiet := pipelinetest.Record(1, 1, 1, "aa", 0), pipelinetest.Record(2, 1, 2, "bb", time.Second),
+		pipelinetest.Record(3, 1, 1, "cc", 2*time.Second)
+	for _, in := range []pipeline.InstanceRecord{announced, pipelinetest.Record(2, 1, 1, "bb", 0), quiet} {
+		if _, err := x.UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := crashed(1).MarkAnnounced(ctx, announced.StudyInstanceUID, 1, 1, pipelinetest.T0); !errors.Is(err, pipelinetest.ErrCrash) {
+		t.Fatalf("mark announced on a crashing index: %v", err)
+	}
+	// The claim, the series marker's read, the count: then it dies.
+	if _, err := crashed(3).UpsertInstance(ctx, inFlight); !errors.Is(err, pipelinetest.ErrCrash) {
+		t.Fatalf("upsert on a crashing index: %v", err)
+	}
+	quietSince := pipelinetest.T0.Add(time.Hour)
+	listed := func() []string {
+		t.Helper()
+		res, err := x.Client.Query(ctx, &dynamodb.QueryInput{
+			TableName: aws.String(x.Table), IndexName: aws.String("byPending"),
+			KeyConditionExpression:    aws.String("gsi1pk = :p AND gsi1sk <= :t"),
+			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": s("PENDING"), ":t": s(quietSince.Format(time.RFC3339Nano))},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, item := range res.Items {
+			out = append(out, strings.TrimPrefix(item["pk"].(*ddbtypes.AttributeValueMemberS).Value, "STUDY#"))
+		}
+		return out
+	}
+	want := []string{announced.StudyInstanceUID, inFlight.StudyInstanceUID, quiet.StudyInstanceUID}
+	if diff := cmp.Diff(want, listed()); diff != "" {
+		t.Fatalf("listed as quiet before (-want +got):\n%s", diff)
+	}
+	got, err := x.StableStudies(ctx, quietSince, 10)
+	if err != nil || len(got) != 1 || got[0].StudyInstanceUID != quiet.StudyInstanceUID {
+		t.Fatalf("StableStudies = %v (%v), want the quiet study", got, err)
+	}
+	if diff := cmp.Diff([]string{quiet.StudyInstanceUID}, listed()); diff != "" {
+		t.Errorf("listed as quiet after (-want +got):\n%s", diff)
+	}
+	d, err := x.GetStudy(ctx, inFlight.StudyInstanceUID)
+	if err != nil || d.Revision != 2 || d.AnnouncedRevision != 0 || !d.LastActivity.After(quietSince) {
+		t.Errorf("study in flight = %+v (%v), want it pending and deferred", d.StudySummary, err)
+	}
+}
