@@ -124,3 +124,29 @@ func TestRunNeedsEnv(t *testing.T) {
 		t.Fatalf("run with an unknown env = %v, want the missing file named", err)
 	}
 }
+
+// TestRunRefusesReservationsOverTheAccount: a reserved concurrency Lambda
+// would refuse at deployment (4 × 300 + 1 of a default account's 1,000,
+// leaving fewer than 100 unreserved) stops `cdk synth`, naming the key.
+func TestRunRefusesReservationsOverTheAccount(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("config", "dev.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["pipeline"].(map[string]any)["reservedConcurrency"] = 300
+	if b, err = json.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "dev.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = run(newApp(t.TempDir(), map[string]any{"env": "dev", "configDir": dir}))
+	if err == nil || !strings.Contains(err.Error(), "pipeline.reservedConcurrency: 300 × 4 functions + 1 for commitment's schedule = 1201 reserved of pipeline.accountConcurrency 1000") {
+		t.Fatalf("run = %v, want the reservation refused", err)
+	}
+}

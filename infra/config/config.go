@@ -262,6 +262,12 @@ type Pipeline struct {
 	ArchiveRetentionDays *int `json:"archiveRetentionDays,omitempty"`
 	// ReservedConcurrency per function (default 10).
 	ReservedConcurrency int `json:"reservedConcurrency,omitempty"`
+	// AccountConcurrency is the Lambda concurrent executions the stack's
+	// reservations come out of (default 1000, a new account's quota in a
+	// region): the account's quota less what its other functions in the
+	// region reserve. Lambda refuses a reservation that leaves fewer than
+	// LambdaUnreservedMin of it unreserved (ReservedConcurrencyTotal).
+	AccountConcurrency int `json:"accountConcurrency,omitempty"`
 	// MaxReceiveCount before a message goes to its dead-letter queue
 	// (default 5).
 	MaxReceiveCount int `json:"maxReceiveCount,omitempty"`
@@ -347,6 +353,30 @@ func (p Pipeline) ArchiveRetention() int {
 // ProxyProtocolEnabled reports the effective PROXY protocol setting.
 func (c *Config) ProxyProtocolEnabled() bool {
 	return c.Dicom.ProxyProtocol == nil || *c.Dicom.ProxyProtocol
+}
+
+// LambdaUnreservedMin is the concurrency Lambda keeps unreserved in an
+// account and region for the functions that reserve none: it refuses a
+// reservation that leaves less ("You can reserve up to the Unreserved
+// account concurrency value that is shown, minus 100", AWS Lambda,
+// Configuring reserved concurrency).
+const LambdaUnreservedMin = 100
+
+// CommitmentReservedConcurrency is what the commitment function reserves:
+// its queue's pollers' ReservedConcurrency, and one for its schedule's run
+// beside them.
+func (p Pipeline) CommitmentReservedConcurrency() int { return p.ReservedConcurrency + 1 }
+
+// ReservedConcurrencyTotal is what the stack's functions reserve together,
+// and how many of them reserve it: validate, audit, notify (and auditfeed,
+// with audit.syslog) pipeline.reservedConcurrency each, commitment
+// CommitmentReservedConcurrency.
+func (c *Config) ReservedConcurrencyTotal() (total, functions int) {
+	functions = 4
+	if c.Audit.Syslog != nil {
+		functions++
+	}
+	return (functions-1)*c.Pipeline.ReservedConcurrency + c.Pipeline.CommitmentReservedConcurrency(), functions
 }
 
 // CallingAEs renders the SCP's allowlist (SCP_CALLING_AES): comma-separated
@@ -553,6 +583,7 @@ func (c *Config) applyDefaults(g settings) {
 		c.Pipeline.ArchiveRetentionDays = new(DefaultArchiveRetentionDays)
 	}
 	def("pipeline.reservedConcurrency", &c.Pipeline.ReservedConcurrency, 10)
+	def("pipeline.accountConcurrency", &c.Pipeline.AccountConcurrency, 1000)
 	def("pipeline.maxReceiveCount", &c.Pipeline.MaxReceiveCount, 5)
 	def("pipeline.backupRetentionDays", &c.Pipeline.BackupRetentionDays, 35)
 	def("pipeline.auditBackupRetentionDays", &c.Pipeline.AuditBackupRetentionDays, DefaultAuditBackupRetentionDays)

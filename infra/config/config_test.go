@@ -155,7 +155,24 @@ func TestParseValidation(t *testing.T) {
 		{"reserved concurrency", func(c *Config) { c.Pipeline.ReservedConcurrency = 1 }, []string{"pipeline.reservedConcurrency: 1 is outside 2..999"}},
 		// commitment would reserve 1001: one more than its pollers.
 		{"reserved concurrency with commitment's one more", func(c *Config) { c.Pipeline.ReservedConcurrency = 1000 }, []string{"pipeline.reservedConcurrency: 1000 is outside 2..999"}},
-		{"reserved concurrency at its most", func(c *Config) { c.Pipeline.ReservedConcurrency = 999 }, nil},
+		{"reserved concurrency at its most", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 999, 4097 }, nil},
+		// Lambda keeps 100 of the account's concurrency unreserved: 4 × 300 + 1 passed, and the deployment failed.
+		{"reserved concurrency over the account's", func(c *Config) { c.Pipeline.ReservedConcurrency = 300 }, []string{
+			"pipeline.reservedConcurrency: 300 × 4 functions + 1 for commitment's schedule = 1201 reserved of pipeline.accountConcurrency 1000 leaves -201 unreserved; " +
+				"Lambda refuses to leave fewer than 100: at most 224 here, or raise the account's quota and pipeline.accountConcurrency",
+		}},
+		{"reserved concurrency at the account's most", func(c *Config) { c.Pipeline.ReservedConcurrency = 224 }, nil},
+		{"reserved concurrency just over the account's", func(c *Config) { c.Pipeline.ReservedConcurrency = 225 }, []string{
+			"= 901 reserved of pipeline.accountConcurrency 1000 leaves 99 unreserved",
+		}},
+		{"reserved concurrency with the audit feed's function", func(c *Config) {
+			c.Audit.Syslog = &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn}
+			c.Pipeline.ReservedConcurrency = 180
+		}, []string{"180 × 5 functions + 1 for commitment's schedule = 901 reserved", "at most 179 here"}},
+		{"reserved concurrency within a larger account", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 300, 1302 }, nil},
+		{"reserved concurrency over a larger account's", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 300, 1300 }, []string{
+			"leaves 99 unreserved; Lambda refuses to leave fewer than 100: at most 299 here",
+		}},
 		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
 		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
 		// DICOM over TLS (tls_test.go has withTLS).
@@ -482,6 +499,7 @@ func TestExplicitZero(t *testing.T) {
 		{"pipeline.eventPatientData", "", `pipeline.eventPatientData: "" must be one of`},
 		{"pipeline.archiveRetentionDays", -1, "pipeline.archiveRetentionDays: -1 must be 0"},
 		{"pipeline.reservedConcurrency", 0, "pipeline.reservedConcurrency: 0 is outside"},
+		{"pipeline.accountConcurrency", 0, "pipeline.accountConcurrency: 0 must be positive"},
 		{"pipeline.maxReceiveCount", 0, "pipeline.maxReceiveCount: 0 is outside"},
 		{"pipeline.backupRetentionDays", 0, "pipeline.backupRetentionDays: 0 must be at least 1"},
 		{"commitment.waitSeconds", 0, "commitment.waitSeconds: 0 is outside"},

@@ -214,6 +214,15 @@ func (c *Config) Validate() error {
 	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 999 {
 		p.addf("pipeline.reservedConcurrency", "%d is outside 2..999 (commitment reserves one more, at most 1000)", pl.ReservedConcurrency)
 	}
+	if pl.AccountConcurrency < 1 {
+		p.addf("pipeline.accountConcurrency", "%d must be positive", pl.AccountConcurrency)
+	} else if total, n := c.ReservedConcurrencyTotal(); pl.AccountConcurrency-total < LambdaUnreservedMin {
+		// n functions reserve it, commitment one more.
+		most := (pl.AccountConcurrency - LambdaUnreservedMin - 1) / n
+		p.addf("pipeline.reservedConcurrency", "%d × %d functions + 1 for commitment's schedule = %d reserved of pipeline.accountConcurrency %d leaves %d unreserved; "+
+			"Lambda refuses to leave fewer than %d: at most %d here, or raise the account's quota and pipeline.accountConcurrency",
+			pl.ReservedConcurrency, n, total, pl.AccountConcurrency, pl.AccountConcurrency-total, LambdaUnreservedMin, max(most, 0))
+	}
 	if pl.MaxReceiveCount < 1 || pl.MaxReceiveCount > 1000 {
 		p.addf("pipeline.maxReceiveCount", "%d is outside 1..1000", pl.MaxReceiveCount)
 	}

@@ -505,7 +505,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	// which take the configured reservation (consume): one more, or a
 	// poller's batch is throttled, and a throttled batch counts as a
 	// receive on its way to the dead-letter queue.
-	fn.Node().DefaultChild().(awslambda.CfnFunction).SetReservedConcurrentExecutions(jsii.Number(float64(c.Pipeline.ReservedConcurrency + 1)))
+	fn.Node().DefaultChild().(awslambda.CfnFunction).SetReservedConcurrentExecutions(jsii.Number(float64(c.Pipeline.CommitmentReservedConcurrency())))
 	consume(fn, q)
 	// It reads the requests, the incoming objects (are they there?), and its
 	// own results; writes results only.

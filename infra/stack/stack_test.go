@@ -738,8 +738,12 @@ func TestBusDlqUnderItsOwnKey(t *testing.T) {
 func TestFunctions(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		n := 0
+		reservedAll := 0.0 // by any function of the stack, CDK's own too
 		for id, f := range s.resources("AWS::Lambda::Function") {
 			p := props(f)
+			if r, ok := p["ReservedConcurrentExecutions"].(float64); ok {
+				reservedAll += r
+			}
 			if p["Handler"] != "bootstrap" {
 				continue // CDK's own custom-resource handlers
 			}
@@ -751,7 +755,7 @@ func TestFunctions(t *testing.T) {
 			// pollers (TestScheduledFunctions).
 			reserved := s.cfg.Pipeline.ReservedConcurrency
 			if id == s.stack.logicalID(s.stack.Pipeline.Functions[FnCommitment]) {
-				reserved++
+				reserved = s.cfg.Pipeline.CommitmentReservedConcurrency()
 			}
 			if p["ReservedConcurrentExecutions"] != float64(reserved) {
 				t.Errorf("%s: reserved concurrency %v, want %d", id, p["ReservedConcurrentExecutions"], reserved)
@@ -782,6 +786,11 @@ func TestFunctions(t *testing.T) {
 		}
 		if n != len(FunctionNames)+feeds(s) {
 			t.Errorf("%d pipeline functions, want %d", n, len(FunctionNames)+feeds(s))
+		}
+		// What config.Validate holds against the account's concurrency
+		// (pipeline.accountConcurrency) is what the stack reserves.
+		if total, fns := s.cfg.ReservedConcurrencyTotal(); reservedAll != float64(total) || fns != n {
+			t.Errorf("the stack reserves %v over %d functions, the configuration counts %d over %d", reservedAll, n, total, fns)
 		}
 	})
 }
