@@ -13,11 +13,14 @@ import (
 )
 
 // roleStatements returns the Allow statements of the policies attached to
-// a role (by its logical id).
+// a role (by its logical id): what the role may do. The stack's Deny
+// statements are in resource policies (the bucket's, the file system's),
+// none in a role's.
 func (s *synthesized) roleStatements(roleID string) []map[string]any {
 	var out []map[string]any
 	for _, pol := range s.resources("AWS::IAM::Policy") {
-		if !slices.ContainsFunc(props(pol)["Roles"].([]any), func(r any) bool { return refID(r) == roleID }) {
+		roles, _ := props(pol)["Roles"].([]any)
+		if !slices.ContainsFunc(roles, func(r any) bool { return refID(r) == roleID }) {
 			continue
 		}
 		for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {

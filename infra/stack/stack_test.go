@@ -1752,7 +1752,7 @@ func TestWithoutStaging(t *testing.T) {
 	// expire.
 	roleID := s.stack.logicalID(s.stack.Ingest.TaskRole)
 	var markers []string
-	for _, st := range s.policyStatements(roleID) {
+	for _, st := range s.roleStatements(roleID) {
 		if st["Sid"] == "RunMarkers" {
 			markers = append(markers, js(st["Action"]), js(st["Resource"]))
 		}

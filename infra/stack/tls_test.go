@@ -24,27 +24,6 @@ func (s *synthesized) containerDef(t *testing.T, name string) map[string]any {
 	return nil
 }
 
-// policyStatements lists the statements of the IAM policies attached to a role.
-func (s *synthesized) policyStatements(roleID string) []map[string]any {
-	var out []map[string]any
-	for _, p := range s.resources("AWS::IAM::Policy") {
-		pp := props(p)
-		attached := false
-		for _, r := range pp["Roles"].([]any) {
-			if refID(r) == roleID {
-				attached = true
-			}
-		}
-		if !attached {
-			continue
-		}
-		for _, st := range pp["PolicyDocument"].(map[string]any)["Statement"].([]any) {
-			out = append(out, st.(map[string]any))
-		}
-	}
-	return out
-}
-
 // TestDicomTLS: with dicom.tls (the prod example) the NLB forwards the TLS port as TCP to the tasks' TLS port, the
 // task gets the certificate and key as ECS secrets (read by the execution role, from exactly that secret), the
 // client CA bundle as a variable, and the sites bound to certificate names carry #NAME in the allowlist.
@@ -100,7 +79,7 @@ func TestDicomTLS(t *testing.T) {
 	// role, which the SCP's code runs as, cannot read any secret.
 	execRole := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
 	found := false
-	for _, st := range s.policyStatements(execRole) {
+	for _, st := range s.roleStatements(execRole) {
 		if !strings.Contains(js(st["Action"]), "secretsmanager:") {
 			continue
 		}
@@ -123,7 +102,7 @@ func TestDicomTLS(t *testing.T) {
 	if !found {
 		t.Error("the execution role cannot read the TLS secret")
 	}
-	for _, st := range s.policyStatements(s.stack.logicalID(s.stack.Ingest.TaskRole)) {
+	for _, st := range s.roleStatements(s.stack.logicalID(s.stack.Ingest.TaskRole)) {
 		if strings.Contains(js(st["Action"]), "secretsmanager:") {
 			t.Errorf("task role has secret access: %s", js(st))
 		}
@@ -175,7 +154,7 @@ func TestDicomTLSOnly(t *testing.T) {
 	checkIngress(t, s)
 	execRole := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
 	decrypt := false
-	for _, st := range s.policyStatements(execRole) {
+	for _, st := range s.roleStatements(execRole) {
 		if strings.Contains(js(st["Action"]), "kms:Decrypt") {
 			decrypt = st["Resource"] == keyArn && strings.Contains(js(st["Condition"]), "secretsmanager.eu-west-1.amazonaws.com")
 		}
