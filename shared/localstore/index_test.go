@@ -20,6 +20,11 @@ func TestIndexConformance(t *testing.T) {
 	})
 }
 
+// TestAnnouncements runs the announcement scenarios on SQLite.
+func TestAnnouncements(t *testing.T) {
+	pipelinetest.RunAnnouncements(t, func(t *testing.T) pipeline.IndexStore { return openTest(t).IndexStore() })
+}
+
 // TestCommitmentConformance runs the Storage Commitment store's suite on
 // SQLite.
 func TestCommitmentConformance(t *testing.T) {

@@ -1126,79 +1126,6 @@ func BenchmarkValidateNormalize(b *testing.B) {
 // TestQuietPeriodRunsFromIndexing: an instance that waited in a backed-up
 // validate queue holds its study back for a full quiet period after it was
 // indexed, not after it was received; a duplicate delivery does not.
-// unreadableStudies is an index whose listed studies' details cannot be
-// read: their announcements fail every time.
-type unreadableStudies struct {
-	*pt.Index
-	bad map[string]bool
-}
-
-var errUnreadable = errors.New("study cannot be read")
-
-func (x unreadableStudies) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
-	if x.bad[uid] {
-		return pipeline.StudyDetail{}, errUnreadable
-	}
-	return x.Index.GetStudy(ctx, uid)
-}
-
-// TestFailingAnnouncementsHoldNoneBack: more studies than a run takes whose
-// announcements fail every time, all quiet longer than a good one, delay it
-// by one run, not for ever: each failure restarts its study's quiet period,
-// behind the good study, and the failed studies stay pending.
-func TestFailingAnnouncementsHoldNoneBack(t *testing.T) {
-	ctx := context.Background()
-	f := pt.New()
-	x := unreadableStudies{Index: f.Index, bad: map[string]bool{}}
-	p := f.Pipeline()
-	p.Index = x
-	p.QuietPeriod = time.Minute
-	const failing = 120 // a run takes 100
-	for s := 1; s <= failing; s++ {
-		in := pt.Record(s, 1, 1, "aa", 0) // active at T0+1s
-		x.bad[in.StudyInstanceUID] = true
-		if _, err := x.UpsertInstance(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-	}
-	good := pt.Record(failing+1, 1, 1, "bb", 10*time.Second)
-	if _, err := x.UpsertInstance(ctx, good); err != nil {
-		t.Fatal(err)
-	}
-	received := func() int {
-		n := 0
-		for _, e := range f.Events.All() {
-			if e.DetailType == pipeline.DetailTypeStudyReceived {
-				n++
-			}
-		}
-		return n
-	}
-	// The first run, a minute after, takes the 100 studies quiet the
-	// longest: all fail. The next takes the 20 others, the good one, and 79
-	// of the first hundred again.
-	for run, want := range []int{0, 1} {
-		now := pt.T0.Add(time.Duration(run+2) * time.Minute)
-		n, err := p.AnnounceStableStudies(ctx, now)
-		if !errors.Is(err, errUnreadable) {
-			t.Errorf("run %d: err %v, want the failures", run+1, err)
-		}
-		if n != want || received() != want {
-			t.Fatalf("run %d announced %d (%d events), want %d", run+1, n, received(), want)
-		}
-	}
-	d, err := x.Index.GetStudy(ctx, good.StudyInstanceUID)
-	if err != nil || d.AnnouncedVersion != 1 {
-		t.Errorf("good study = %+v, %v", d.StudySummary, err)
-	}
-	// None of the failing studies is lost: all still wait for an
-	// announcement.
-	pending, err := x.StableStudies(ctx, pt.T0.Add(time.Hour), 1000)
-	if err != nil || len(pending) != failing {
-		t.Errorf("%d studies still pending, want %d (%v)", len(pending), failing, err)
-	}
-}
-
 func TestQuietPeriodRunsFromIndexing(t *testing.T) {
 	t0 := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) // received-at in SCPMetadata is 10:20:30.123456789
 	type step struct {
@@ -1272,48 +1199,8 @@ func TestQuietPeriodRunsFromIndexing(t *testing.T) {
 	}
 }
 
-// TestBusDownStopsTheRun: with the event bus failing every call, a run
-// stops after maxPublishFailures (3) announcements in a row failed to
-// publish, each deferred, and leaves the other studies untried where they
-// are: about 70 tries, each with the publish's retries, used up the notify
-// function's timeout. Once the bus is back, the next run announces every
-// study.
-func TestBusDownStopsTheRun(t *testing.T) {
-	ctx := context.Background()
-	f := pt.New()
-	p := f.Pipeline()
-	p.QuietPeriod = time.Minute
-	const studies = 10
-	for s := 1; s <= studies; s++ {
-		if _, err := f.Index.UpsertInstance(ctx, pt.Record(s, 1, 1, "aa", time.Duration(s)*time.Second)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	down := errors.New("event bus down")
-	f.Events.Err = down
-	now := pt.T0.Add(time.Hour)
-	n, err := p.AnnounceStableStudies(ctx, now)
-	if n != 0 || !errors.Is(err, down) || !strings.Contains(err.Error(), "7 of 10 studies left for the next run") {
-		t.Errorf("announced %d, err %v; want none, the bus's failures and the studies left", n, err)
-	}
-	if f.Events.Calls != 3*5 {
-		t.Errorf("%d publish calls, want 3 announcements' 5 tries", f.Events.Calls)
-	}
-	deferred := 0
-	for s := 1; s <= studies; s++ {
-		d, err := f.Index.GetStudy(ctx, pt.Record(s, 1, 1, "", 0).StudyInstanceUID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if d.LastActivity.Equal(now) {
-			deferred++
-		}
-	}
-	if deferred != 3 {
-		t.Errorf("%d studies deferred, want the 3 tried", deferred)
-	}
-	f.Events.Err = nil
-	if n, err := p.AnnounceStableStudies(ctx, now.Add(time.Minute)); n != studies || err != nil {
-		t.Errorf("once the bus is back: announced %d (%v), want %d", n, err, studies)
-	}
+// TestAnnouncements runs the announcement scenarios on the fake index (the
+// DynamoDB and SQLite indexes run them too).
+func TestAnnouncements(t *testing.T) {
+	pt.RunAnnouncements(t, func(*testing.T) pipeline.IndexStore { return pt.NewIndex() })
 }

@@ -105,6 +105,13 @@ func TestIndexConformanceOnDynalite(t *testing.T) {
 	})
 }
 
+// TestAnnouncementsOnDynalite runs the announcement scenarios on the
+// DynamoDB adapter.
+func TestAnnouncementsOnDynalite(t *testing.T) {
+	tables := newIndexTables(t)
+	pipelinetest.RunAnnouncements(t, func(t *testing.T) pipeline.IndexStore { return tables.table(t) })
+}
+
 // TestIndexCallsOnDynalite counts the DynamoDB calls of the index's
 // common paths.
 func TestIndexCallsOnDynalite(t *testing.T) {

@@ -1,0 +1,133 @@
+package pipelinetest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// RunAnnouncements runs the announcement scenarios of
+// Pipeline.AnnounceStableStudies on an index of one implementation (the
+// fake, SQLite, DynamoDB on an emulator), with the fake bus: what a run
+// does when announcements fail, which each index's DeferAnnouncement and
+// StableStudies decide with it.
+func RunAnnouncements(t *testing.T, newIndex func(t *testing.T) pipeline.IndexStore) {
+	t.Run("FailingAnnouncementsHoldNoneBack", func(t *testing.T) { testFailingAnnouncements(t, newIndex(t)) })
+	t.Run("BusDownStopsTheRun", func(t *testing.T) { testBusDown(t, newIndex(t)) })
+}
+
+// announcing returns fakes whose pipeline announces from ix, quiet period
+// a minute.
+func announcing(ix pipeline.IndexStore) (*Fakes, *pipeline.Pipeline) {
+	f := New()
+	p := f.Pipeline()
+	p.Index, p.QuietPeriod = ix, time.Minute
+	return f, p
+}
+
+// unreadableStudies is an index whose listed studies' details cannot be
+// read: their announcements fail every time.
+type unreadableStudies struct {
+	pipeline.IndexStore
+	bad map[string]bool
+}
+
+var errUnreadable = errors.New("study cannot be read")
+
+func (x unreadableStudies) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
+	if x.bad[uid] {
+		return pipeline.StudyDetail{}, errUnreadable
+	}
+	return x.IndexStore.GetStudy(ctx, uid)
+}
+
+// testFailingAnnouncements: more studies than a run takes whose
+// announcements fail every time, all quiet longer than a good one, delay it
+// by one run, not for ever: each failure restarts its study's quiet period,
+// behind the good study, and the failed studies stay pending. A study's own
+// failures do not stop the run, however many in a row.
+func testFailingAnnouncements(t *testing.T, ix pipeline.IndexStore) {
+	ctx := context.Background()
+	x := unreadableStudies{IndexStore: ix, bad: map[string]bool{}}
+	f, p := announcing(x)
+	const failing = 120 // a run takes 100
+	for s := 1; s <= failing; s++ {
+		in := Record(s, 1, 1, "aa", 0) // active at T0+1s
+		x.bad[in.StudyInstanceUID] = true
+		upsert(t, x, in, pipeline.InstanceNew)
+	}
+	good := Record(failing+1, 1, 1, "bb", 10*time.Second)
+	upsert(t, x, good, pipeline.InstanceNew)
+	received := func() int {
+		n := 0
+		for _, e := range f.Events.All() {
+			if e.DetailType == pipeline.DetailTypeStudyReceived {
+				n++
+			}
+		}
+		return n
+	}
+	// The first run, a minute after, takes the 100 studies quiet the
+	// longest: all fail. The next takes the 20 others, the good one, and 79
+	// of the first hundred again.
+	for run, want := range []int{0, 1} {
+		now := T0.Add(time.Duration(run+2) * time.Minute)
+		n, err := p.AnnounceStableStudies(ctx, now)
+		if !errors.Is(err, errUnreadable) {
+			t.Errorf("run %d: err %v, want the failures", run+1, err)
+		}
+		if n != want || received() != want {
+			t.Fatalf("run %d announced %d (%d events), want %d", run+1, n, received(), want)
+		}
+	}
+	if d := getStudy(t, ix, good.StudyInstanceUID); d.AnnouncedVersion != 1 {
+		t.Errorf("good study = %+v", d.StudySummary)
+	}
+	// None of the failing studies is lost: all still wait for an
+	// announcement.
+	pending, err := ix.StableStudies(ctx, T0.Add(time.Hour), 1000)
+	if err != nil || len(pending) != failing {
+		t.Errorf("%d studies still pending, want %d (%v)", len(pending), failing, err)
+	}
+}
+
+// testBusDown: with the event bus failing every call, a run stops after
+// three announcements in a row failed to publish, each deferred, and leaves
+// the other studies untried where they are: about 70 tries, each with the
+// publish's retries, used up the notify function's timeout. Once the bus is
+// back, the next run announces every study.
+func testBusDown(t *testing.T, ix pipeline.IndexStore) {
+	ctx := context.Background()
+	f, p := announcing(ix)
+	const studies = 10
+	for s := 1; s <= studies; s++ {
+		upsert(t, ix, Record(s, 1, 1, "aa", time.Duration(s)*time.Second), pipeline.InstanceNew)
+	}
+	down := errors.New("event bus down")
+	f.Events.Err = down
+	now := T0.Add(time.Hour)
+	n, err := p.AnnounceStableStudies(ctx, now)
+	if n != 0 || !errors.Is(err, down) || err == nil || !strings.Contains(err.Error(), "7 of 10 studies left for the next run") {
+		t.Errorf("announced %d, err %v; want none, the bus's failures and the studies left", n, err)
+	}
+	if f.Events.Calls != 3*5 {
+		t.Errorf("%d publish calls, want 3 announcements' 5 tries", f.Events.Calls)
+	}
+	deferred := 0
+	for s := 1; s <= studies; s++ {
+		if getStudy(t, ix, studyUID(s)).LastActivity.Equal(now) {
+			deferred++
+		}
+	}
+	if deferred != 3 {
+		t.Errorf("%d studies deferred, want the 3 tried", deferred)
+	}
+	f.Events.Err = nil
+	if n, err := p.AnnounceStableStudies(ctx, now.Add(time.Minute)); n != studies || err != nil {
+		t.Errorf("once the bus is back: announced %d (%v), want %d", n, err, studies)
+	}
+}
