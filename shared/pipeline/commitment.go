@@ -293,6 +293,8 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 		// A retransmission: report again, on the newer association, once any delivery in progress is done.
 		if !stored.Done() {
 			stored.AssociationID, stored.MessageID, stored.RequestKey = tx.AssociationID, tx.MessageID, key
+			// Reported on the older one already (its record or event still owed): again.
+			stored.ReportedAt = time.Time{}
 			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil && !errors.Is(err, ErrConditionFailed) {
 				return fmt.Errorf("pipeline: commitment: %w", err)
 			}
@@ -636,15 +638,27 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 	if err != nil {
 		return false, err
 	}
+	step := commitmentReported
+	if !tx.ReportedAt.IsZero() {
+		// Reported by an earlier run, whose audit record or event failed: they are what is left to do.
+		tx.State = CommitmentReported
+		return p.finishCommitment(ctx, step, tx, doc)
+	}
 	tx.Attempts++
 	delivery, rerr := p.Reporter.Report(ctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
 	now := p.now()
 	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
-	step := commitmentReported
 	switch {
 	case rerr == nil:
-		tx.State, tx.ReportedAt, tx.SameAssociation, tx.LastError = CommitmentReported, now, delivery.SameAssociation, ""
+		tx.ReportedAt, tx.SameAssociation, tx.LastError = now, delivery.SameAssociation, ""
 		log.Info("storage commitment reported", "same_association", delivery.SameAssociation)
+		// Recorded before the audit record and the event, still in reporting (due when the lease runs out): were
+		// either to fail (the event bus down), the next run would otherwise report to the PACS again, every lease
+		// for as long as it failed.
+		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+			return false, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		tx.State = CommitmentReported
 	case !now.Before(tx.ReportDeadline):
 		tx.State, tx.LastError = CommitmentUndeliverable, rerr.Error()
 		step = commitmentUndeliverable
@@ -660,6 +674,11 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 		}
 		return false, nil
 	}
+	return p.finishCommitment(ctx, step, tx, doc)
+}
+
+// finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done.
+func (p *Pipeline) finishCommitment(ctx context.Context, step commitmentStep, tx CommitmentTransaction, doc CommitmentResultDoc) (bool, error) {
 	if err := p.auditCommitment(ctx, step, tx, &doc); err != nil {
 		return false, err
 	}

@@ -528,3 +528,59 @@ func TestCommitmentReportedWhenAnnouncementFails(t *testing.T) {
 		t.Errorf("Study Received %+v", sd)
 	}
 }
+
+// TestCommitmentReportedOnceWhileTheBusFails: a report delivered whose Storage Commitment Completed event fails
+// (the event bus down) is not delivered again: the transaction stayed in reporting unrecorded, and each run after
+// the lease reported to the PACS again, for as long as the bus failed. The event is published once it is back.
+func TestCommitmentReportedOnceWhileTheBusFails(t *testing.T) {
+	ctx := context.Background()
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	c.f.Events.Err = errors.New("event bus down")
+	c.put(txnUID, ctRef(sop1))
+	for run := range 3 {
+		if _, err := c.p.RunCommitments(ctx, c.now); !errors.Is(err, c.f.Events.Err) {
+			t.Errorf("run %d: err %v, want the bus's", run+1, err)
+		}
+		c.now = c.now.Add(3 * time.Minute) // past the lease
+	}
+	if n := len(c.reports()); n != 1 {
+		t.Errorf("%d reports while the bus failed, want 1", n)
+	}
+	c.f.Events.Err = nil
+	c.at(0)
+	c.at(3 * time.Minute)
+	if n, done := len(c.reports()), len(c.events(pipeline.DetailTypeCommitmentCompleted)); n != 1 || done != 1 {
+		t.Errorf("%d reports, %d Storage Commitment Completed events once the bus is back; want 1 and 1", n, done)
+	}
+	var cd pipeline.CommitmentCompletedDetail
+	if err := json.Unmarshal(c.events(pipeline.DetailTypeCommitmentCompleted)[0], &cd); err != nil || !cd.Report.Delivered || cd.Report.Attempts != 1 {
+		t.Errorf("Storage Commitment Completed %+v (%v)", cd, err)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-reported"}, c.outcomes()); d != "" {
+		t.Errorf("audit (-want +got):\n%s", d)
+	}
+}
+
+// TestCommitmentRetransmittedWhileTheBusFails: a retransmission of a request reported whose event is still owed
+// (the bus down) is reported again, on the newer association, as one arriving before its report is.
+func TestCommitmentRetransmittedWhileTheBusFails(t *testing.T) {
+	ctx := context.Background()
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	c.f.Events.Err = errors.New("event bus down")
+	c.put(txnUID, ctRef(sop1))
+	if _, err := c.p.RunCommitments(ctx, c.now); !errors.Is(err, c.f.Events.Err) {
+		t.Fatalf("run: err %v, want the bus's", err)
+	}
+	c.put(txnUID, ctRef(sop1)) // the same request on a new association
+	c.f.Events.Err = nil
+	c.at(3 * time.Minute)
+	reps := c.reports()
+	if len(reps) != 2 || reps[1].AssociationID != "abcd1234-2" {
+		t.Fatalf("reports %+v, want the second on the retransmission's association", reps)
+	}
+	if n := len(c.events(pipeline.DetailTypeCommitmentCompleted)); n != 1 {
+		t.Errorf("%d Storage Commitment Completed events, want 1", n)
+	}
+}
