@@ -25,13 +25,14 @@ const storePrefix = "site-a/"
 
 // startS3SCP runs scp-task with --store s3://bucket/site-a against
 // endpoint, configured only through the environment a Fargate task would
-// have (AWS_ENDPOINT_URL_S3, AWS_REGION, credentials).
-func startS3SCP(t *testing.T, endpoint string) *scptest.SCP {
+// have (AWS_ENDPOINT_URL_S3, AWS_REGION, credentials), and any extra flags.
+func startS3SCP(t *testing.T, endpoint string, extra ...string) *scptest.SCP {
 	t.Helper()
 	return scptest.Start(t, scptest.Options{
 		NoStore: true,
-		Args:    []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"), "--s3-path-style"},
-		Env:     s3test.Env(t, endpoint),
+		Args: append([]string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"),
+			"--s3-path-style"}, extra...),
+		Env: s3test.Env(t, endpoint),
 	})
 }
 

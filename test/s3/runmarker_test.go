@@ -22,12 +22,7 @@ const staleAfter = 2 * time.Second
 // (and any extra flags).
 func startMarkedS3SCP(t *testing.T, endpoint string, extra ...string) *scptest.SCP {
 	t.Helper()
-	return scptest.Start(t, scptest.Options{
-		NoStore: true,
-		Args: append([]string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"),
-			"--s3-path-style", "--run-marker-stale-after", staleAfter.String()}, extra...),
-		Env: s3test.Env(t, endpoint),
-	})
+	return startS3SCP(t, endpoint, append([]string{"--run-marker-stale-after", staleAfter.String()}, extra...)...)
 }
 
 // runOf waits for the start record of a run other than those of others.

@@ -13,7 +13,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
-	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
 
 // TestStagedStoreAcknowledgesWhileS3IsDown runs scp-task with --staging:
@@ -27,12 +26,7 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
 	staging := t.TempDir()
-	scp := scptest.Start(t, scptest.Options{
-		NoStore: true,
-		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE", "--s3-path-style",
-			"--store", "s3://" + bucket + "/" + strings.TrimSuffix(storePrefix, "/"), "--staging", staging},
-		Env: s3test.Env(t, proxy.URL),
-	})
+	scp := startS3SCP(t, proxy.URL, "--staging", staging)
 	files := testenv.DICOMTestdataFiles(t)
 
 	const outage = 15 * time.Second
