@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -202,6 +203,15 @@ type AssociationInfo struct {
 	// PeerIdentity is the name the association policy authenticated the peer under, e.g. the certificate name
 	// its calling AE title is bound to; Accept may set it, and the events of the association then carry it.
 	PeerIdentity string
+}
+
+// PeerCertificate is the client certificate the peer presented and TLS verified (the first of TLS.PeerCertificates):
+// nil when the association does not run over TLS or the peer presented none.
+func (a *AssociationInfo) PeerCertificate() *x509.Certificate {
+	if a.TLS == nil || len(a.TLS.PeerCertificates) == 0 {
+		return nil
+	}
+	return a.TLS.PeerCertificates[0]
 }
 
 // CStoreRequest is a received C-STORE-RQ.

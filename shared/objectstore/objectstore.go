@@ -10,6 +10,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
 // Object describes one received instance. Every field comes from the
@@ -27,6 +29,12 @@ type Object struct {
 	PeerAddr      string
 	AssociationID string
 	ReceivedAt    time.Time
+	// TLS names the client certificate of an association over TLS, as its
+	// audit records do (associationaudit.CertificatePeer); nil otherwise.
+	// No store keeps it with the object (it is not in Metadata): the
+	// staged store journals it for the duplicate record its uploader may
+	// write. Absent from what earlier versions staged.
+	TLS *associationaudit.TLSPeer `json:",omitempty"`
 }
 
 // Metadata keys: what the SCP records of a C-STORE beside the object it

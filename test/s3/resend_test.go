@@ -3,6 +3,8 @@ package s3
 import (
 	"fmt"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/stagedstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/sitepki"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
 
@@ -24,26 +27,40 @@ import (
 // records, counting every object, and one duplicate record per object,
 // written by the staged uploader, on the second association: naming its
 // sender, the object held, and numbered by the C-STORE's receive time
-// (associationaudit.StagedSeq). Only the uploader's unit tests held this.
-// It holds whether the first transfer was uploaded before the resend came,
-// or S3 was down through both, the resend staged behind the original.
+// (associationaudit.StagedSeq) and, over TLS, naming the client
+// certificate as the association's own records do. Only the uploader's
+// unit tests held this (and the record named no certificate). It holds
+// whether the first transfer was uploaded before the resend came, or S3
+// was down through both, the resend staged behind the original.
 func TestStagedResendAudited(t *testing.T) {
 	testenv.RequireTools(t, "storescu")
 	for _, tc := range []struct {
-		name   string
-		s3Down bool
+		name        string
+		s3Down, tls bool
 	}{
-		{"uploaded before the resend", false},
-		{"both staged while S3 is down", true},
+		{"uploaded before the resend", false, false},
+		{"both staged while S3 is down", true, false},
+		{"over TLS", false, true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { stagedResend(t, tc.s3Down) })
+		t.Run(tc.name, func(t *testing.T) { stagedResend(t, tc.s3Down, tc.tls) })
 	}
 }
 
-func stagedResend(t *testing.T, s3Down bool) {
+func stagedResend(t *testing.T, s3Down, overTLS bool) {
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
-	scp := startS3SCP(t, proxy.URL, "--staging", t.TempDir())
+	args := []string{"--staging", t.TempDir()}
+	var tlsArgs []string
+	if overTLS { // LOCAL_AE bound to site A's certificate
+		p := sitepki.New(t)
+		tlsArgs = p.DCMTK(&p.A, "+py")
+		args = append(append(args, "--calling-aes", "LOCAL_AE#"+sitepki.SiteA), p.SCPArgs("127.0.0.1:0")...)
+	}
+	scp := startS3SCP(t, proxy.URL, args...)
+	port := scp.Port()
+	if overTLS {
+		port = scp.TLSPort()
+	}
 
 	dir := t.TempDir()
 	var files []string
@@ -64,7 +81,7 @@ func stagedResend(t *testing.T, s3Down bool) {
 	}
 	send := func(what string) {
 		t.Helper()
-		args := append([]string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port()}, files...)
+		args := slices.Concat(tlsArgs, []string{"-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), port}, files)
 		if r := dcmtk.Run(t, time.Minute, "storescu", args...); r.Err != nil {
 			t.Fatalf("storescu, %s: %v\n%s", what, r.Err, r.Output)
 		}
@@ -120,6 +137,9 @@ func stagedResend(t *testing.T, s3Down bool) {
 		switch r.Event {
 		case associationaudit.EventReleased:
 			assocs[r.AssociationID] = r
+			if overTLS && (r.TLS == nil || r.TLS.CertificateName != sitepki.SiteA) {
+				t.Errorf("released record over TLS names the certificate %+v", r.TLS)
+			}
 		case associationaudit.EventDuplicate:
 			dups = append(dups, r)
 		case associationaudit.EventAccepted, associationaudit.EventApplicationStart, associationaudit.EventApplicationStop:
@@ -142,11 +162,11 @@ func stagedResend(t *testing.T, s3Down bool) {
 	seen := map[string]int{}
 	for _, d := range dups {
 		seen[d.SOPInstanceUID]++
-		if d.AssociationID != second || d.CallingAE != "LOCAL_AE" || d.CalledAE != "REMOTE_AE" || d.PeerAddr == "" ||
+		if d.AssociationID != second || d.CallingAE != "LOCAL_AE" || !reflect.DeepEqual(d.TLS, assocs[second].TLS) || d.CalledAE != "REMOTE_AE" || d.PeerAddr == "" ||
 			d.ObjectKey != held[d.SOPInstanceUID] || d.SOPClassUID != synth.SOPClassUID ||
 			d.StudyInstanceUID != "1.2.826.0.1.3680043.2.9" || d.Implementation == "" ||
 			d.Seq != associationaudit.StagedSeq(d.Time) {
-			t.Errorf("duplicate record %+v; want the second association %s's, naming the object held %s", d, second, held[d.SOPInstanceUID])
+			t.Errorf("duplicate record %+v (TLS %+v); want the second association %s's, naming the object held %s", d, d.TLS, second, held[d.SOPInstanceUID])
 		}
 	}
 	for sop := range sops {

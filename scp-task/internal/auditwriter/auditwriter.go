@@ -500,10 +500,10 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 			r.PeerAddr = a.RemoteAddr.String()
 		}
 		// Every record of a TLS association names the client certificate,
-		// so the trail shows who was let in (or refused) by which one.
-		if a.TLS != nil && len(a.TLS.PeerCertificates) > 0 {
-			r.TLS = associationaudit.CertificatePeer(a.TLS.PeerCertificates[0], a.PeerIdentity)
-		}
+		// so the trail shows who was let in (or refused) by which one (the
+		// staged store's duplicate records too: ingest stages it with the
+		// object).
+		r.TLS = associationaudit.CertificatePeer(a.PeerCertificate(), a.PeerIdentity)
 	}
 	if ev.Err != nil {
 		r.Reason = ev.Err.Error()

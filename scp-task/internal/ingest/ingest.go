@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
@@ -135,6 +136,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		CalledAE:          req.Association.CalledAE,
 		AssociationID:     req.Association.ID,
 		ReceivedAt:        received,
+		TLS:               associationaudit.CertificatePeer(req.Association.PeerCertificate(), req.Association.PeerIdentity),
 	}
 	if a := req.Association.RemoteAddr; a != nil {
 		obj.PeerAddr = a.String()

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,11 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 // memStore keeps what was put, or fails every Put with err.
@@ -247,3 +253,43 @@ func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 type iotestErr struct{}
 
 func (iotestErr) Read([]byte) (int, error) { return 0, errors.New("association aborted") }
+
+// TestObjectNamesTLSPeer: the object handed to the store names the client
+// certificate of a TLS association as the association's audit records do
+// (with the certificate name the allowlist bound, if any), so that the
+// staged store's duplicate record, written at upload from the staged
+// object alone, names it too; a plain association's names none.
+func TestObjectNamesTLSPeer(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	site := ca.Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
+	state := &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{site.Cert}}
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"), el(0x0020, 0x000D, "UI", "1.2.3"))
+	for _, tc := range []struct {
+		name string
+		as   dicomnet.AssociationInfo
+		want *associationaudit.TLSPeer
+	}{
+		{"bound", dicomnet.AssociationInfo{TLS: state, PeerIdentity: "pacs.site-a.example"}, associationaudit.CertificatePeer(site.Cert, "pacs.site-a.example")},
+		{"unbound", dicomnet.AssociationInfo{TLS: state}, associationaudit.CertificatePeer(site.Cert, "")},
+		{"no client certificate", dicomnet.AssociationInfo{TLS: &tls.ConnectionState{HandshakeComplete: true}}, nil},
+		{"plain", dicomnet.AssociationInfo{}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			store := &memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}
+			as := tc.as
+			as.ID, as.CallingAE, as.CalledAE = "a1", "SITE_A", "REMOTE_AE"
+			req := &dicomnet.CStoreRequest{Association: &as, AffectedSOPClassUID: ctClass, AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+			if err := New(store, Options{}).ServeCStore(context.Background(), req, bytes.NewReader(good)); err != nil {
+				t.Fatal(err)
+			}
+			for _, obj := range store.meta {
+				if diff := cmp.Diff(tc.want, obj.TLS); diff != "" || (tc.want != nil && tc.want.Subject == "") {
+					t.Errorf("object's TLS peer (-want +got):\n%s", diff)
+				}
+			}
+			if len(store.meta) != 1 {
+				t.Fatalf("%d objects stored", len(store.meta))
+			}
+		})
+	}
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/journal"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
@@ -453,7 +454,7 @@ func resendRecord(t testing.TB, obj objectstore.Object) (string, []byte) {
 	t.Helper()
 	rec := associationaudit.Duplicate(associationaudit.Record{
 		Time: obj.ReceivedAt, AssociationID: obj.AssociationID, CallingAE: obj.CallingAE, CalledAE: obj.CalledAE,
-		PeerAddr: obj.PeerAddr, Implementation: "dicom-ingest test", Seq: associationaudit.StagedSeq(obj.ReceivedAt),
+		PeerAddr: obj.PeerAddr, TLS: obj.TLS, Implementation: "dicom-ingest test", Seq: associationaudit.StagedSeq(obj.ReceivedAt),
 	}, obj.SOPClassUID, obj.SOPInstanceUID, obj.StudyInstanceUID, obj.SeriesInstanceUID, key(t, obj))
 	k, err := associationaudit.Key(rec)
 	if err != nil {
@@ -554,6 +555,96 @@ func TestResendRecordOfAnotherVersion(t *testing.T) {
 	}
 	if got, _ := s3.get(k); !bytes.Equal(got, older) {
 		t.Errorf("record %s rewritten: %s", k, got)
+	}
+}
+
+// TestResendRecordNamesTLSPeer: the duplicate record the uploader writes
+// names the client certificate of the resend's TLS association, as the
+// audit writer's records of that association do (ingest stages it with the
+// object), journaled or large; a certificate whose names would not fit the
+// journal record's header is named by its fingerprint, serial number and
+// certificate name, and the C-STORE not failed for it; an object staged by
+// the previous version, whose record has no such field, is uploaded, its
+// record naming none. The record named no certificate at all.
+func TestResendRecordNamesTLSPeer(t *testing.T) {
+	peer := &associationaudit.TLSPeer{Subject: "CN=pacs.site-a.example,O=Site A", Issuer: "CN=Site CA", Serial: "1F2E",
+		SHA256: strings.Repeat("ab", 32), CertificateName: "pacs.site-a.example"}
+	long := *peer
+	long.Subject, long.Issuer = "CN=pacs,O="+strings.Repeat("x", 3000), "CN=ca,O="+strings.Repeat("y", 3000)
+	short := long
+	short.Subject, short.Issuer = "", ""
+	for _, tc := range []struct {
+		name     string
+		peer     *associationaudit.TLSPeer
+		size     int
+		want     *associationaudit.TLSPeer
+		previous bool // staged by the previous version
+	}{
+		{"journaled", peer, 150_000, peer, false},
+		{"large", peer, 1_200_000, peer, false},
+		{"plain association", nil, 150_000, nil, false},
+		{"names too long for the record's header", &long, 150_000, &short, false},
+		{"staged by the previous version", nil, 150_000, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj, body := object(1), data(1, tc.size)
+			obj.TLS = tc.peer
+			earlier := obj
+			earlier.AssociationID, earlier.ReceivedAt, earlier.TLS = "earlier", obj.ReceivedAt.Add(-time.Hour), nil
+			s3 := newFakeS3()
+			s3.hold(earlier, body)
+			dir := t.TempDir()
+			o := Options{Dir: dir, Uploader: s3, Implementation: "dicom-ingest test"}
+			if tc.previous {
+				o.TaskID = "previous"
+				stagePrevious(t, filepath.Join(dir, journalsDir, o.TaskID), obj, body)
+			}
+			st := newStore(t, o)
+			if !tc.previous {
+				if _, err := st.Put(context.Background(), obj, bytes.NewReader(body)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			drain(t, st)
+			want := obj
+			want.TLS = tc.want
+			k, b := resendRecord(t, want)
+			if got, ok := s3.get(k); !ok || !bytes.Equal(got, b) {
+				t.Errorf("record %s:\n%s\nwant\n%s", k, got, b)
+			}
+			if n, parked := st.q.objects(), st.q.parkedCount(); n != 0 || parked != 0 {
+				t.Errorf("backlog %d objects, %d parked", n, parked)
+			}
+		})
+	}
+}
+
+// stagePrevious writes obj's C-STORE into the journal at dir as the
+// previous version staged it: its meta without the TLS peer.
+func stagePrevious(t *testing.T, dir string, obj objectstore.Object, body []byte) {
+	t.Helper()
+	if obj.TLS != nil {
+		t.Fatal("the previous version staged no TLS peer")
+	}
+	at := func(x time.Time) string { return x.UTC().Format(time.RFC3339Nano) }
+	md := fmt.Sprintf(`{"k":"object","o":{"SOPClassUID":%q,"SOPInstanceUID":%q,"StudyInstanceUID":%q,"SeriesInstanceUID":%q,`+
+		`"TransferSyntaxUID":%q,"CallingAE":%q,"CalledAE":%q,"PeerAddr":%q,"AssociationID":%q,"ReceivedAt":%q},"impl":"dicom-ingest test","t":%q}`,
+		obj.SOPClassUID, obj.SOPInstanceUID, obj.StudyInstanceUID, obj.SeriesInstanceUID, obj.TransferSyntaxUID,
+		obj.CallingAE, obj.CalledAE, obj.PeerAddr, obj.AssociationID, at(obj.ReceivedAt), at(obj.ReceivedAt))
+	if err := os.MkdirAll(filepath.Join(dir, largeDir), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	j, _, err := journal.Open(dir, journal.Options{SegmentSize: DefaultSegmentSize, Segments: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := journal.NewBuffer(len(body))
+	copy(buf[journal.BlockSize:], body)
+	if _, err := j.Append(context.Background(), []byte(md), buf, len(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -367,7 +367,9 @@ func (s *Store) upload(it *item) (outcome string, err error) {
 // writes it as the C-STORE is answered (ingest.AlreadyHeld); staged, the
 // resend is known only now. It is written to S3 before the object is
 // released, and everything in it comes from the staged object (its time
-// is the C-STORE's receive time, its number StagedSeq), so an upload
+// is the C-STORE's receive time, its number StagedSeq; over TLS it names
+// the client certificate the audit writer's records of the association
+// name, none when an earlier version staged the object), so an upload
 // tried again after a crash writes the same record under the same key,
 // which S3 takes as the no-op it is: one record per resend. An upload of
 // this very C-STORE found held (st.SameTransfer: it was uploaded before
@@ -379,7 +381,7 @@ func (s *Store) recordResend(it *item, st objectstore.Stored) error {
 	o := it.md.Object
 	r := associationaudit.Duplicate(associationaudit.Record{
 		Time: o.ReceivedAt.UTC(), AssociationID: o.AssociationID, CallingAE: o.CallingAE, CalledAE: o.CalledAE, PeerAddr: o.PeerAddr,
-		Implementation: it.md.Impl, Seq: associationaudit.StagedSeq(o.ReceivedAt),
+		TLS: o.TLS, Implementation: it.md.Impl, Seq: associationaudit.StagedSeq(o.ReceivedAt),
 	}, o.SOPClassUID, o.SOPInstanceUID, o.StudyInstanceUID, o.SeriesInstanceUID, st.Key)
 	key, err := associationaudit.Key(r)
 	var body []byte
