@@ -45,7 +45,8 @@ func Key(obj Object) (string, error) {
 
 // ConflictKey is where an object goes when key already holds different
 // content: beside it, named after the new content (ChecksumConflictKey)
-// or, where that is not known yet, a random id of at least 16 hex digits.
+// or, where that is not known yet, another id of at least 16 hex digits
+// (s3store names a multipart upload's after its C-STORE).
 func ConflictKey(key, hexID string) string {
 	short := hexID
 	if len(short) > 16 {

@@ -3,7 +3,7 @@ package s3store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,8 +33,8 @@ const abortDeadline = time.Minute
 // before the upload starts: when it is taken, the upload goes to a fresh
 // conflict key and, once the whole object is known, is either dropped (an
 // identical resend) or completed there, flagged. A multipart conflict key
-// is named after a random id rather than the checksum, which is unknown
-// until the end.
+// is named after the transfer (transferID) rather than the checksum, which
+// is unknown until the end.
 func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel string, hr *countingReader, first, next []byte, readErr error) (st objectstore.Stored, err error) {
 	st = objectstore.Stored{Key: rel}
 	taken, err := s.exists(ctx, s.opts.Prefix+rel)
@@ -43,11 +43,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 	meta := s.metadata(obj)
 	if taken {
-		id, err := randomID()
-		if err != nil {
-			return st, fmt.Errorf("s3store: put %v: %w", s.name(rel), err)
-		}
-		st.Key = objectstore.ConflictKey(rel, id)
+		st.Key = objectstore.ConflictKey(rel, transferID(meta))
 		st.Conflict = true
 		meta[objectstore.MetaConflict] = "true"
 	}
@@ -301,13 +297,17 @@ func (s *Store) exists(ctx context.Context, key string) (bool, error) {
 	return found, err
 }
 
-// randomID names a multipart conflict key: 16 hex digits.
-func randomID() (string, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("random id: %w", err)
-	}
-	return hex.EncodeToString(b[:]), nil
+// transferID names a multipart conflict key after the C-STORE whose
+// metadata meta is: its association and receive time as the metadata says
+// them (what fromTransfer compares), hashed to 16 hex digits. An upload of
+// the same C-STORE tried again (a staged object whose task died after S3
+// took it and before its release) goes to the same key, finds its earlier
+// upload there and tells it is this transfer's (SameTransfer); a random id
+// gave it a second conflict copy. Another C-STORE's conflicting object
+// goes to a key of its own, as before.
+func transferID(meta map[string]string) string {
+	sum := sha256.Sum256([]byte(meta[objectstore.MetaAssociationID] + "\n" + meta[objectstore.MetaReceivedAt]))
+	return hex.EncodeToString(sum[:8])
 }
 
 // isOurUpload reports whether key holds the object this association just

@@ -16,8 +16,9 @@
 // CRC64NVME) is reported as a duplicate, a different object under a taken
 // key is kept beside it under objectstore.ConflictKey named after its
 // checksum, flagged with conflict=true metadata. (A multipart object's
-// conflict key is named after a random id: its checksum is unknown when
-// the upload must choose its key.)
+// conflict key is named after its C-STORE, its association and receive
+// time hashed: its checksum is unknown when the upload must choose its
+// key.)
 //
 // Keys are Prefix + objectstore.Key(obj):
 //

@@ -210,7 +210,7 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			}
 			ck := objectstore.ConflictKey(key, crcHex(t, other))
 			if tc.size > partSize {
-				// Named after a random id: the checksum is unknown when
+				// Named after the C-STORE: the checksum is unknown when
 				// the upload starts.
 				if !conflictKeyPattern(key).MatchString(got.Key) {
 					t.Errorf("multipart conflict key %q, want %s", got.Key, conflictKeyPattern(key))
@@ -230,23 +230,27 @@ func TestPutDuplicateAndConflict(t *testing.T) {
 			if _, ok := h.Metadata["sha256"]; ok {
 				t.Errorf("sha256 metadata %v: the content identity is the CRC64NVME", h.Metadata)
 			}
-			// The same conflicting object again: a duplicate of the
-			// single-part conflict copy; another flagged copy for a
-			// multipart one, never an overwrite. From this very C-STORE
-			// (a staged object uploaded again) it is no resend.
+			// The same conflicting object from this very C-STORE again (a
+			// staged object uploaded again after its task died): its
+			// conflict copy is found, and it is no resend. A multipart
+			// one was uploaded to a second random conflict key.
 			got, err = st.Put(ctx, obj, bytes.NewReader(other))
-			if err != nil || !got.Conflict {
-				t.Errorf("conflict upload again = %+v, %v", got, err)
+			if d := cmp.Diff(objectstore.Stored{Key: ck, Size: tc.size, Conflict: true, Duplicate: true, SameTransfer: true}, got); err != nil || d != "" {
+				t.Errorf("conflict upload again (-want +got):\n%s%v", d, err)
 			}
-			if tc.size <= partSize && (!got.Duplicate || !got.SameTransfer || got.Key != ck) {
-				t.Errorf("single-part conflict upload again = %+v", got)
-			}
+			// From another C-STORE: a duplicate of the single-part
+			// conflict copy; another flagged copy for a multipart one
+			// (its checksum unknown when its key is chosen), never an
+			// overwrite.
 			got, err = st.Put(ctx, resend, bytes.NewReader(other))
 			if err != nil || !got.Conflict || got.SameTransfer {
 				t.Errorf("conflict resend = %+v, %v", got, err)
 			}
 			if tc.size <= partSize && (!got.Duplicate || got.Key != ck) {
 				t.Errorf("single-part conflict resend = %+v", got)
+			}
+			if tc.size > partSize && (got.Duplicate || got.Key == ck || !conflictKeyPattern(key).MatchString(got.Key)) {
+				t.Errorf("multipart conflict resend = %+v", got)
 			}
 			// An identical resend of the original is still a duplicate,
 			// whatever the size.
