@@ -619,6 +619,58 @@ func TestResendRecordNamesTLSPeer(t *testing.T) {
 	}
 }
 
+// TestResendUploadedBeforeTheOriginal: a task dies with an object staged,
+// and the PACS's resend, staged by another task, is uploaded before the
+// dead task's journal is taken over. Decided at upload, the roles follow
+// the uploads (staged-store.md): S3 holds the object once, from the
+// resend's C-STORE, and the original's upload gets the duplicate record,
+// dated by its own receive time; the resend gets none. Nothing is lost or
+// doubled.
+func TestResendUploadedBeforeTheOriginal(t *testing.T) {
+	original, body := object(1), data(1, 150_000)
+	resend := original
+	resend.AssociationID, resend.ReceivedAt = "resend", original.ReceivedAt.Add(time.Minute)
+	dir := t.TempDir()
+	s3 := newFakeS3()
+	s3.setDown(true)
+	dead, err := New(Options{Dir: dir, Uploader: s3, TaskID: "dead", AdoptEvery: time.Hour, Implementation: "dicom-ingest test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dead.Put(context.Background(), original, bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s3.setDown(false)
+	other := newStore(t, Options{Dir: t.TempDir(), Uploader: s3, Implementation: "dicom-ingest test"})
+	if _, err := other.Put(context.Background(), resend, bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	drain(t, other)
+	next := newStore(t, Options{Dir: dir, Uploader: s3, Implementation: "dicom-ingest test"})
+	waitGone(t, filepath.Join(dir, journalsDir, "dead"))
+	drain(t, next)
+
+	k := key(t, original)
+	s3.mu.Lock()
+	defer s3.mu.Unlock()
+	if !bytes.Equal(s3.objects[k], body) || s3.from[k] != transfer(resend) {
+		t.Errorf("S3 holds %s from %q, want the resend's", k, s3.from[k])
+	}
+	var records []string
+	for key := range s3.objects {
+		if strings.HasPrefix(key, objectstore.AuditPrefix) {
+			records = append(records, key)
+		}
+	}
+	rk, rb := resendRecord(t, original)
+	if len(records) != 1 || records[0] != rk || !bytes.Equal(s3.objects[rk], rb) {
+		t.Errorf("records %q, want the original's duplicate record %s alone", records, rk)
+	}
+}
+
 // stagePrevious writes obj's C-STORE into the journal at dir as the
 // previous version staged it: its meta without the TLS peer.
 func stagePrevious(t *testing.T, dir string, obj objectstore.Object, body []byte) {
