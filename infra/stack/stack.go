@@ -205,6 +205,29 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+pipeline.EventSource)
 	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
 	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
+	// What the runbook's commands name (docs/operations/alarms.md): the
+	// service and its target groups (UnhealthyTargets, TooFewHealthyTargets,
+	// ScpTaskProtectionFailures), the SCP's log group, and each queue a
+	// dead-letter alarm has the operator redrive, purge or send to.
+	ing := s.Ingest
+	s.output("ScpClusterName", ing.Cluster.ClusterName(), "ECS cluster of the scp-task service")
+	s.output("ScpServiceName", ing.Service.ServiceName(), "ECS service of the scp-task tasks")
+	s.output("ScpTargetGroupArn", ing.TargetGroup.TargetGroupArn(), "NLB target group of the tasks (its health check calls /readyz)")
+	if ing.TLSTargetGroup != nil && ing.TLSTargetGroup != ing.TargetGroup {
+		s.output("ScpTlsTargetGroupArn", ing.TLSTargetGroup.TargetGroupArn(), "NLB target group of the tasks' DICOM TLS port (its health check calls /readyz)")
+	}
+	s.output("ScpLogGroupName", ing.LogGroup.LogGroupName(), "Log group of scp-task and its metrics agent")
+	for _, name := range FunctionNames {
+		q, ok := s.Pipeline.Queues[name]
+		if !ok {
+			continue
+		}
+		fn := strings.ToUpper(name[:1]) + name[1:]
+		s.output(fn+"QueueUrl", q.Queue.QueueUrl(), "Queue of the "+name+" function (S3 notifications)")
+		s.output(fn+"DlqUrl", q.Dlq.QueueUrl(), "Dead-letter queue of "+fn+"QueueUrl (alarm "+name+"DlqNotEmpty)")
+	}
+	s.output("NotifyDlqUrl", s.Pipeline.NotifyDlq.QueueUrl(), "Failed scheduled notify runs (alarm NotifyDlqNotEmpty)")
+	s.output("CommitmentScheduleDlqUrl", s.Pipeline.CommitmentScheduleDlq.QueueUrl(), "Failed scheduled commitment runs (alarm CommitmentScheduleDlqNotEmpty)")
 	s.output("BusDlqUrl", s.Pipeline.BusDlq.QueueUrl(), "Events the bus could not encrypt or decrypt with KeyArn (alarm BusDlqNotEmpty)")
 	s.output("BusDlqKeyArn", s.Pipeline.BusDlqKey.KeyArn(), "KMS key of BusDlqUrl's queue: who re-sends its events needs kms:Decrypt on it through SQS")
 	if f := s.Pipeline.AuditFeed; f != nil {

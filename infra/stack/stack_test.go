@@ -25,6 +25,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Synthesis through jsii takes tens of seconds, so each environment is
@@ -1305,7 +1306,105 @@ func TestOutputs(t *testing.T) {
 		if (s.outputs["ClientVpnEndpoint"] != nil) != (s.cfg.Vpn.ClientVpn != nil) {
 			t.Errorf("ClientVpnEndpoint output %v with client VPN config %v", s.outputs["ClientVpnEndpoint"], s.cfg.Vpn.ClientVpn)
 		}
+		// What the runbook's commands name, and what each must point at:
+		// the service, its target groups and log group, each queue a
+		// dead-letter alarm has the operator redrive, purge or send to.
+		want := map[string]string{
+			"ScpClusterName":           "AWS::ECS::Cluster",
+			"ScpServiceName":           "AWS::ECS::Service",
+			"ScpTargetGroupArn":        "AWS::ElasticLoadBalancingV2::TargetGroup",
+			"ScpLogGroupName":          "AWS::Logs::LogGroup",
+			"NotifyDlqUrl":             "AWS::SQS::Queue",
+			"CommitmentScheduleDlqUrl": "AWS::SQS::Queue",
+		}
+		if len(s.resources("AWS::ElasticLoadBalancingV2::TargetGroup")) > 1 {
+			want["ScpTlsTargetGroupArn"] = "AWS::ElasticLoadBalancingV2::TargetGroup"
+		}
+		for name, q := range s.stack.Pipeline.Queues {
+			fn := strings.ToUpper(name[:1]) + name[1:]
+			want[fn+"QueueUrl"] = "AWS::SQS::Queue"
+			want[fn+"DlqUrl"] = "AWS::SQS::Queue"
+			// Each names its own queue, not another function's.
+			for suffix, queue := range map[string]awscdk.CfnResource{"QueueUrl": q.Queue.Node().DefaultChild().(awscdk.CfnResource), "DlqUrl": q.Dlq.Node().DefaultChild().(awscdk.CfnResource)} {
+				if o, ok := s.outputs[fn+suffix].(map[string]any); ok {
+					if got, want := refID(o["Value"]), *s.stack.Stack.GetLogicalId(queue); got != want {
+						t.Errorf("output %s names %s, want %s", fn+suffix, got, want)
+					}
+				}
+			}
+		}
+		for k, typ := range want {
+			o, ok := s.outputs[k].(map[string]any)
+			if !ok {
+				t.Errorf("no output %s", k)
+				continue
+			}
+			if r := s.res[refID(o["Value"])]; r == nil || r["Type"] != typ {
+				t.Errorf("output %s is %s, want a %s's", k, js(o["Value"]), typ)
+			}
+		}
 	})
+}
+
+// TestDocumentedOutputs: every stack output the operations docs name (a
+// command's <Placeholder> ending in Name, Arn or Url, "output `X`") is
+// one the stack has, and deploy.md's list of the outputs names every one
+// the stack has (a site's by VpnConnection<site> and VpnPsk<site>).
+func TestDocumentedOutputs(t *testing.T) {
+	dir := filepath.Join(testenv.ModuleRoot(t), "docs")
+	files, err := filepath.Glob(filepath.Join(dir, "operations", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, filepath.Join(dir, "configuration.md"))
+	// Placeholders that are no output: a field of another command's answer.
+	notOutputs := map[string]bool{"SourceRecoveryPointArn": true}
+	named := map[string][]string{} // output -> files naming it
+	placeholder := regexp.MustCompile("<([A-Z][A-Za-z0-9]*(?:Name|Arn|Url))>")
+	mention := regexp.MustCompile("outputs? `([A-Z][A-Za-z0-9]*)`")
+	var deployList string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, re := range []*regexp.Regexp{placeholder, mention} {
+			for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+				if !notOutputs[m[1]] {
+					named[m[1]] = append(named[m[1]], filepath.Base(f))
+				}
+			}
+		}
+		if filepath.Base(f) == "deploy.md" {
+			_, after, _ := strings.Cut(string(b), "\nOutputs: ")
+			deployList, _, _ = strings.Cut(after, "\n\n")
+		}
+	}
+	if deployList == "" {
+		t.Fatal("deploy.md has no paragraph starting \"Outputs: \"")
+	}
+	// An output some environments have (audit.syslog's, dicom.tls's) may
+	// be named: the docs say when it exists.
+	outputs := map[string]bool{}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for name := range s.outputs {
+			outputs[name] = true
+			doc := name
+			for _, site := range s.cfg.Sites {
+				if n, ok := strings.CutSuffix(name, strings.ReplaceAll(site.Name, "-", "")); ok && (n == "VpnConnection" || n == "VpnPsk") {
+					doc = n + "<site>"
+				}
+			}
+			if !strings.Contains(deployList, "`"+doc+"`") {
+				t.Errorf("output %s is not in deploy.md's list of the outputs", doc)
+			}
+		}
+	})
+	for name, where := range named {
+		if !outputs[name] {
+			t.Errorf("%v name output %s, which the stack does not have", slices.Compact(where), name)
+		}
+	}
 }
 
 // TestNag asserts that no AwsSolutions or HIPAA Security finding is left
