@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -262,7 +263,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	}
 	dicomLn, tlsLn, healthLn := lns.dicom, lns.tls, lns.health
 	var draining atomic.Bool
-	health := healthServer(healthMux(reg, ready, &draining), log)
+	health := healthServer(healthMux(reg, ready, &draining, log), log)
 	log.Info("scp-task listening", "dicom", addrText(dicomLn), "dicom_tls", addrText(tlsLn), "health", healthLn.Addr().String(),
 		"ae_title", cfg.AETitle, "calling_aes", len(cfg.CallingAEs.AETitles()), "version", version.Version)
 	audit.Started(srv.InstanceID(), cfg.AETitle)
@@ -442,11 +443,12 @@ const (
 	healthWriteTimeout = 10 * time.Second
 )
 
-func healthMux(reg *prometheus.Registry, ready readiness, draining *atomic.Bool) *http.ServeMux {
+func healthMux(reg *prometheus.Registry, ready interface{ Ready(context.Context) error }, draining *atomic.Bool, log *slog.Logger) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	checks := &readinessLog{log: log}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if draining.Load() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
@@ -454,18 +456,52 @@ func healthMux(reg *prometheus.Registry, ready readiness, draining *atomic.Bool)
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 		defer cancel()
-		if err := ready.Ready(ctx); err != nil {
-			msg := "store not ready"
-			if errors.Is(err, auditwriter.ErrUnavailable) {
-				msg = "audit records cannot be written"
-			}
-			http.Error(w, msg, http.StatusServiceUnavailable)
+		err := ready.Ready(ctx)
+		checks.record(err)
+		if err != nil {
+			http.Error(w, unreadyReason(err), http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	return mux
+}
+
+// unreadyReason is /readyz's answer for a readiness error.
+func unreadyReason(err error) string {
+	if errors.Is(err, auditwriter.ErrUnavailable) {
+		return "audit records cannot be written"
+	}
+	return "store not ready"
+}
+
+// readinessLog logs /readyz's answer when it changes. Once the load
+// balancer's check fails it sends the task no association, so no
+// "not ready, association refused" line says why; and a check the store
+// answers too slowly for (its caller's 3 s) logs nothing of its own.
+type readinessLog struct {
+	log  *slog.Logger
+	mu   sync.Mutex
+	last string // the reason of the last failed check; "" while ready
+}
+
+func (l *readinessLog) record(err error) {
+	reason := ""
+	if err != nil {
+		reason = unreadyReason(err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if reason == l.last {
+		return
+	}
+	l.last = reason
+	if err != nil {
+		l.log.Warn("health check failed: not ready, the load balancer sends this task no new association", "reason", reason, "err", err)
+		return
+	}
+	l.log.Info("health check passes again: ready")
 }
 
 // observerList fans association events out to several observers.
