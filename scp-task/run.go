@@ -28,6 +28,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/metrics"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/taskprotection"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
@@ -208,6 +209,12 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	}
 	observers = append(observers, audit)
 	ready := readiness{store: store, audit: audit}
+	var clientExpiry *servertls.ClientExpiry
+	if cfg.TLSListen != "" {
+		if clientExpiry, err = servertls.NewClientExpiry(log, reg); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
 
 	maxUnassociated, maxUnassociatedPerAddr, err := unassociatedBounds(cfg, log)
 	if err != nil {
@@ -222,7 +229,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		AETitle:                   cfg.AETitle,
 		Handler:                   ingest.New(store, ingest.Options{Logger: log}),
 		Commitment:                &commitments.Handler{Store: store, CanReport: reporter.CanReport, Logger: log},
-		Accept:                    admit(cfg.CallingAEs, ready, log),
+		Accept:                    admit(cfg.CallingAEs, ready, clientExpiry, log),
 		MaxAssociations:           cfg.MaxAssociations,
 		MaxAssociationsPerAE:      cfg.MaxAssociationsPerAE,
 		MaxPDULength:              uint32(cfg.MaxPDULength),
@@ -379,7 +386,7 @@ func (r readiness) Ready(ctx context.Context) error {
 // their networks, with the client certificate their entry names if it names
 // one, and only while the store and the audit trail are ready (otherwise
 // "temporary congestion", so PACS retry later instead of failing images).
-func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
+func admit(acl *accesscontrol.Allowlist, ready readiness, clientExpiry *servertls.ClientExpiry, log *slog.Logger) func(context.Context, *dicomnet.AssociationInfo) error {
 	return func(ctx context.Context, a *dicomnet.AssociationInfo) error {
 		cert := verifiedClientCert(a.TLS)
 		name, err := acl.Admit(accesscontrol.Peer{CallingAE: a.CallingAE, Source: addrOf(a.RemoteAddr), Certificate: cert})
@@ -394,6 +401,9 @@ func admit(acl *accesscontrol.Allowlist, ready readiness, log *slog.Logger) func
 			return fmt.Errorf("%w (%w)", dicomnet.RejectCallingAENotRecognized, err)
 		}
 		a.PeerIdentity = name
+		if clientExpiry != nil {
+			clientExpiry.Presented(a.CallingAE, cert)
+		}
 		readyCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := ready.Ready(readyCtx); err != nil {

@@ -64,6 +64,9 @@ const (
 	MetricTLSCertificateExpireIn = metricnames.TLSCertificateExpiresIn
 	// MetricTLSClientCRLNextUpdateIn: none without dicom.tls.clientCrlFile.
 	MetricTLSClientCRLNextUpdateIn = metricnames.TLSClientCRLNextUpdateIn
+	// MetricTLSClientCertificateExpiresIn: none until a site presented a
+	// client certificate (within the last 7 days).
+	MetricTLSClientCertificateExpiresIn = metricnames.TLSClientCertificateExpiresIn
 	// With scp.staging only.
 	MetricStagingBacklogAge   = metricnames.StagingBacklogAge
 	MetricStagingBacklogBytes = metricnames.StagingBacklogBytes
@@ -699,7 +702,7 @@ func scpDeclarations(withTLS bool) []scpDeclaration {
 		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes,
 		MetricStagingNoSpace}
 	if withTLS {
-		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn)
+		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn, MetricTLSClientCertificateExpiresIn)
 	}
 	plain := scpDeclaration{dimensions: [][]string{{"Environment"}}}
 	var labelled []scpDeclaration

@@ -252,6 +252,12 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			"More than 10 DICOM TLS handshakes failed in 5 minutes: a site's certificate expired, was revoked or is not ours, or a site speaks plain DICOM to the TLS port (the SCP's log names the reason)")
 		alarm("ScpTlsCertificateExpiring", ScpMetric(c.Name, MetricTLSCertificateExpireIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 30*24*3600, lt, 1,
 			"The DICOM TLS server certificate expires within 30 days: rotate it (docs/operations/certificates.md)")
+		// The sites' certificates are theirs, not ours: the SCP sees each
+		// when the site associates. Minimum: the soonest of any site, any
+		// task; its log names the site (missing data: no site presented
+		// one lately, nothing to warn of).
+		alarm("ScpTlsClientCertificateExpiring", ScpMetric(c.Name, MetricTLSClientCertificateExpiresIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 30*24*3600, lt, 1,
+			"A site's DICOM TLS client certificate expires within 30 days: issue the site a new one (docs/operations/certificates.md)")
 		if c.Dicom.TLS.ClientCrlPEM != "" {
 			// The list reaches the tasks only with a deployment, which
 			// refuses a stale one; one deployed goes stale while in use

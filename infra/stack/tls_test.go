@@ -167,18 +167,19 @@ func TestDicomTLSOnly(t *testing.T) {
 	}
 }
 
-// TestDicomTLSAlarms: with dicom.tls the agent publishes the TLS metrics and alarms watch failed handshakes and the
-// server certificate's expiry; without it, neither.
+// TestDicomTLSAlarms: with dicom.tls the agent publishes the TLS metrics and alarms watch failed handshakes, the
+// server certificate's expiry and the sites' certificates' (which had no warning at all before they expired); without
+// it, none.
 func TestDicomTLSAlarms(t *testing.T) {
 	agent, _ := agentConfigs("prod", "g", true)
 	plain, _ := agentConfigs("dev", "g", false)
-	for _, m := range []string{MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn} {
+	for _, m := range []string{MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn, MetricTLSClientCertificateExpiresIn} {
 		if !strings.Contains(agent, m) || strings.Contains(plain, m) {
 			t.Errorf("agent selector for %s: with TLS %v, without %v", m, strings.Contains(agent, m), strings.Contains(plain, m))
 		}
 	}
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		want := map[string]bool{MetricTLSHandshakeFailures: false, MetricTLSCertificateExpireIn: false}
+		want := map[string]bool{MetricTLSHandshakeFailures: false, MetricTLSCertificateExpireIn: false, MetricTLSClientCertificateExpiresIn: false}
 		for _, a := range s.resources("AWS::CloudWatch::Alarm") {
 			if m, ok := props(a)["MetricName"].(string); ok {
 				if _, tls := want[m]; tls {

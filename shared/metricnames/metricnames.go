@@ -51,6 +51,10 @@ const (
 	// TLSClientCRLNextUpdateIn is, per client CRL (label issuer), the
 	// seconds until its next update.
 	TLSClientCRLNextUpdateIn = "dicom_ingest_tls_client_crl_next_update_in_seconds"
+	// TLSClientCertificateExpiresIn is the seconds until the soonest
+	// expiry among the client certificates each calling AE presented last
+	// (within the last 7 days).
+	TLSClientCertificateExpiresIn = "dicom_ingest_tls_client_certificate_expires_in_seconds"
 	// StagingBacklogAge is how long the oldest staged object has waited
 	// for its upload.
 	StagingBacklogAge = "dicom_ingest_staging_backlog_age_seconds"
@@ -123,21 +127,22 @@ const (
 // Kinds is the kind of each metric above: every metric the agent may
 // publish.
 var Kinds = map[string]Kind{
-	AssociationsActive:       Gauge,
-	AssociationsRejected:     Counter,
-	StoreFailures:            Counter,
-	ObjectsStored:            Counter,
-	AuditRecordsLost:         Counter,
-	AuditUncleanStops:        Counter,
-	AuditRefusalsFolded:      Counter,
-	TaskProtectionFailures:   Counter,
-	TLSHandshakeFailures:     Counter,
-	TLSReloads:               Counter,
-	TLSCertificateExpiresIn:  Gauge,
-	TLSClientCRLNextUpdateIn: Gauge,
-	StagingBacklogAge:        Gauge,
-	StagingBacklogBytes:      Gauge,
-	StagingNoSpace:           Counter,
+	AssociationsActive:            Gauge,
+	AssociationsRejected:          Counter,
+	StoreFailures:                 Counter,
+	ObjectsStored:                 Counter,
+	AuditRecordsLost:              Counter,
+	AuditUncleanStops:             Counter,
+	AuditRefusalsFolded:           Counter,
+	TaskProtectionFailures:        Counter,
+	TLSHandshakeFailures:          Counter,
+	TLSReloads:                    Counter,
+	TLSCertificateExpiresIn:       Gauge,
+	TLSClientCRLNextUpdateIn:      Gauge,
+	TLSClientCertificateExpiresIn: Gauge,
+	StagingBacklogAge:             Gauge,
+	StagingBacklogBytes:           Gauge,
+	StagingNoSpace:                Counter,
 }
 
 // Statistics are the CloudWatch statistics that read a metric of each

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,6 +22,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
@@ -124,7 +126,21 @@ func TestDICOMTLSWithDCMTK(t *testing.T) {
 		})
 	}
 	scp.WaitMetric(t, "dicom_ingest_associations_active", 0, 5*time.Second)
+	// The sites' certificates expire within a day: the gauge reads the
+	// soonest, and each site admitted with one is warned of.
+	if left := scp.Metric(t, metricnames.TLSClientCertificateExpiresIn); left <= 0 || left > 24*3600 {
+		t.Errorf("%s %v, want the sites' certificates' day at most", metricnames.TLSClientCertificateExpiresIn, left)
+	}
 	scp.Stop(t)
+	warned := map[string]bool{}
+	for _, e := range scp.LogEntries() {
+		if e["msg"] == "site certificate expires soon: issue the site a new one" {
+			warned[fmt.Sprint(e["calling_ae"])] = true
+		}
+	}
+	if !warned["SITE_A"] {
+		t.Errorf("site A's certificate expires within a day and was not warned of (warned of %v)", warned)
+	}
 
 	a, b := readCert(t, p.A.Cert), readCert(t, p.B.Cert)
 	recs := auditRecords(t, scp.DataDir)
