@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
@@ -299,17 +300,21 @@ func TestKeyPolicyServiceStatements(t *testing.T) {
 	regional := func(service, resource string) string {
 		return `{"Fn::Join":["",["arn:",{"Ref":"AWS::Partition"},":` + service + `:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":` + resource + `"]]}`
 	}
+	stackKey := func(s *IngestStack) awskms.Key { return s.Storage.Key }
 	cases := []struct {
 		sid, principal string
+		key            func(*IngestStack) awskms.Key // whose policy holds it
 		actions        []string
 		condition      string
 	}{
-		{sid: "CloudWatchLogs", principal: "logs.%s.amazonaws.com",
+		{sid: "CloudWatchLogs", principal: "logs.%s.amazonaws.com", key: stackKey,
 			actions:   []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"},
 			condition: `{"ArnLike":{"kms:EncryptionContext:aws:logs:arn":` + regional("logs", "log-group:*") + `}}`},
-		{sid: "CloudWatchAlarms", principal: "cloudwatch.amazonaws.com",
+		// The alarm topic's own key: alarms reach the on-call engineer
+		// whatever befell the stack's key (TestAlarmTopicOutlivesTheStacksKey).
+		{sid: "CloudWatchAlarms", principal: "cloudwatch.amazonaws.com", key: func(s *IngestStack) awskms.Key { return s.Observability.TopicKey },
 			actions: []string{"kms:Decrypt", "kms:GenerateDataKey*"},
-			condition: `{"ArnLike":{"aws:SourceArn":` + regional("cloudwatch", "alarm:*") + `},` +
+			condition: `{"ArnLike":{"aws:SourceArn":[` + regional("cloudwatch", "alarm:*") + `]},` +
 				`"StringEquals":{"aws:SourceAccount":{"Ref":"AWS::AccountId"}},` +
 				`"StringLike":{"kms:EncryptionContext:aws:sns:topicArn":` + regional("sns", "*") + `}}`},
 	}
@@ -317,7 +322,7 @@ func TestKeyPolicyServiceStatements(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.sid, func(t *testing.T) {
 				var st map[string]any
-				for _, x := range props(s.res[s.stack.logicalID(s.stack.Storage.Key)])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+				for _, x := range props(s.res[s.stack.logicalID(tc.key(s.stack))])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
 					if m := x.(map[string]any); m["Sid"] == tc.sid {
 						st = m
 					}
@@ -338,6 +343,50 @@ func TestKeyPolicyServiceStatements(t *testing.T) {
 					t.Errorf("statement names the account %s literally: %s", s.cfg.Account, js(st))
 				}
 			})
+		}
+	})
+}
+
+// TestAlarmTopicOutlivesTheStacksKey: the alarm topic is under a key of its
+// own, which encrypts nothing else, and the stack's key lets no service use
+// it for a topic. Under the stack's key, a failure of that key (disabled,
+// pending deletion, its policy changed), which fails the SCP's writes, the
+// functions and the bus, kept every alarm from reaching anyone: SNS needs a
+// data key under the topic's key for each message, BusDlqNotEmpty's
+// included, whose queue has a key of its own for exactly that failure
+// (found by the operator drill).
+func TestAlarmTopicOutlivesTheStacksKey(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		stackKey := s.stack.logicalID(s.stack.Storage.Key)
+		topics := s.resources("AWS::SNS::Topic")
+		if len(topics) != 1 {
+			t.Fatalf("%d topics, want the alarm topic alone", len(topics))
+		}
+		var topicKey string
+		for id, tp := range topics {
+			topicKey = refID(props(tp)["KmsMasterKeyId"])
+			if topicKey == "" || topicKey == stackKey || s.res[topicKey]["Type"] != "AWS::KMS::Key" {
+				t.Errorf("topic %s is under %s, want a key of its own (the stack's is %s)", id, js(props(tp)["KmsMasterKeyId"]), stackKey)
+			}
+		}
+		// Nothing else is under the topic's key.
+		for id, r := range s.res {
+			if id == topicKey || r["Type"] == "AWS::SNS::Topic" {
+				continue
+			}
+			if p := js(props(r)); strings.Contains(p, `"Ref":"`+topicKey+`"`) || strings.Contains(p, `["`+topicKey+`","Arn"]`) {
+				if r["Type"] != "AWS::CloudFormation::Output" && !strings.HasPrefix(r["Type"].(string), "AWS::IAM::") {
+					t.Errorf("%s (%s) uses the alarm topic's key", id, r["Type"])
+				}
+			}
+		}
+		for _, st := range props(s.res[stackKey])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+			if strings.Contains(js(st), "aws:sns:topicArn") {
+				t.Errorf("the stack's key lets a service use it for topics: %s", js(st))
+			}
+		}
+		if _, ok := s.outputs["AlarmTopicKeyArn"]; !ok {
+			t.Error("no output AlarmTopicKeyArn")
 		}
 	})
 }

@@ -62,7 +62,7 @@ type BackupAlerts struct {
 // SNS permissions: "do not specify a RoleArn ... particularly for Amazon
 // SQS and Amazon SNS targets with AWS KMS encryption enabled",
 // https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-use-resource-based.html).
-// The topic is under the stack's key, so the key policy must let
+// The topic is under a key of its own (newAlarmTopicKey), so its policy must let
 // EventBridge use it for this account's topics ("Key management", Amazon
 // SNS Developer Guide, events from AWS services to encrypted topics,
 // https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html). It

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
@@ -51,7 +52,9 @@ type ObservabilityProps struct {
 // Observability holds the alarm topic, the alarms and the dashboard.
 type Observability struct {
 	constructs.Construct
-	Topic     awssns.Topic
+	Topic awssns.Topic
+	// TopicKey encrypts Topic and nothing else (newAlarmTopicKey).
+	TopicKey  awskms.Key
 	Alarms    []awscloudwatch.Alarm
 	Dashboard awscloudwatch.Dashboard
 	// BackupAlerts send failed backup and copy jobs of the vault to Topic.
@@ -64,8 +67,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	c := props.Config
 	self := constructs.NewConstruct(scope, jsii.String(id))
 	out := &Observability{Construct: self}
+	topicKey := newAlarmTopicKey(self, c)
+	out.TopicKey = topicKey
 	topic := awssns.NewTopic(self, jsii.String("Alarms"), &awssns.TopicProps{
-		MasterKey:  props.Storage.Key,
+		MasterKey:  topicKey,
 		EnforceSSL: jsii.Bool(true),
 	})
 	// EnforceSSL writes the topic's resource policy, which replaces SNS's
@@ -191,7 +196,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// as AWS Backup's own event, whose documented example events give the
 	// fields matched (the vault, and a copy's source vault); nothing else
 	// would tell that the tables are not being backed up (newBackupAlerts).
-	out.BackupAlerts = newBackupAlerts(self, topic, props.Storage.Key, p.BackupVault, alarm)
+	out.BackupAlerts = newBackupAlerts(self, topic, topicKey, p.BackupVault, alarm)
 
 	// Storage Commitment: a result the site's PACS never took (unreachable
 	// through the VPN, refusing our association or the report) until
@@ -364,6 +369,37 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	}
 	out.Dashboard = dash
 	return out
+}
+
+// newAlarmTopicKey is the alarm topic's key, used for nothing else. SNS
+// asks KMS for a data key under the topic's key for every message it
+// takes, so a topic under the stack's key would lose every alarm the
+// moment that key failed (disabled, pending deletion, its policy changed):
+// the very failure that fails the SCP's writes, the functions and the bus,
+// and that BusDlqNotEmpty is there to report (design/bus-dead-letter-key.md
+// gave the bus's dead letters a key of their own for the same reason).
+// Its policy is CDK's default (the account's kms:*) and the two services
+// that publish to the topic: CloudWatch for this account's alarms, and
+// EventBridge for the backup rules (newBackupAlerts); neither can name the
+// topic (it depends on the key: a cycle), so both name this account's
+// topics by SNS's encryption context.
+func newAlarmTopicKey(scope constructs.Construct, c *config.Config) awskms.Key {
+	k := awskms.NewKey(scope, jsii.String("AlarmTopicKey"), &awskms.KeyProps{
+		Description:       jsii.String("dicom-ingest " + c.Name + ": the alarm topic (alarms must reach the on-call engineer whatever befell the stack's key)"),
+		EnableKeyRotation: jsii.Bool(true),
+		PendingWindow:     awscdk.Duration_Days(jsii.Number(30)),
+	})
+	// Alarms publish to the encrypted topic: SNS asks KMS on the alarm's
+	// behalf, for a topic (its ARN in the encryption context) of this
+	// account, as the topic's own policy requires of the alarm
+	// (aws:SourceArn).
+	allowServiceDelivery(k, serviceDelivery{
+		sid: "CloudWatchAlarms", service: "cloudwatch.amazonaws.com",
+		actions:    []string{"kms:Decrypt", "kms:GenerateDataKey*"},
+		contextKey: "kms:EncryptionContext:aws:sns:topicArn", contextArn: regionalArn("sns", "*"),
+		sourceArns: []*string{regionalArn("cloudwatch", "alarm:*")},
+	})
+	return k
 }
 
 func alarmRefs(alarms []awscloudwatch.Alarm) *[]interfacesawscloudwatch.IAlarmRef {

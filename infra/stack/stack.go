@@ -205,6 +205,7 @@ func (s *IngestStack) outputs(c *config.Config) {
 	s.output("EventBusName", s.Pipeline.Bus.EventBusName(), "Event bus; rules match source "+pipeline.EventSource)
 	s.output("EventBusArn", s.Pipeline.Bus.EventBusArn(), "Event bus ARN")
 	s.output("AlarmTopicArn", s.Observability.Topic.TopicArn(), "SNS topic receiving every alarm")
+	s.output("AlarmTopicKeyArn", s.Observability.TopicKey.KeyArn(), "KMS key of AlarmTopicArn's topic, used for nothing else")
 	// What the runbook's commands name (docs/operations/alarms.md): the
 	// service and its target groups (UnhealthyTargets, TooFewHealthyTargets,
 	// ScpTaskProtectionFailures), the SCP's log group, and each queue a

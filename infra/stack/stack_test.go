@@ -511,8 +511,9 @@ func TestBucket(t *testing.T) {
 			t.Errorf("key rotation %v, deletion window %v, want rotation and 30 days", kp["EnableKeyRotation"], kp["PendingWindowInDays"])
 		}
 		s.check(t, func(tpl assertions.Template) {
-			// The stack's, the backup vault's, the bus dead-letter queue's.
-			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(3))
+			// The stack's, the backup vault's, the bus dead-letter queue's,
+			// the alarm topic's.
+			tpl.ResourceCountIs(jsii.String("AWS::KMS::Key"), jsii.Number(4))
 		})
 	})
 }

@@ -41,8 +41,8 @@ type StorageProps struct {
 // deleted: it holds patient data, or (the log-name key) what links logs to it.
 type Storage struct {
 	constructs.Construct
-	// Key encrypts the bucket, tables, secrets, log groups, the alarm topic,
-	// the event bus and the queues.
+	// Key encrypts the bucket, tables, secrets, log groups, the event bus
+	// and the queues (not the alarm topic: newAlarmTopicKey).
 	Key awskms.Key
 	// BackupKey encrypts the backup vault's recovery points, and nothing
 	// else: see newBackupKey.
@@ -80,21 +80,6 @@ func NewStorage(scope constructs.Construct, id string, props *StorageProps) *Sto
 		Resources:  jsii.Strings("*"),
 		Conditions: &map[string]any{
 			"ArnLike": map[string]any{"kms:EncryptionContext:aws:logs:arn": regionalArn("logs", "log-group:*")},
-		},
-	}), jsii.Bool(true))
-	// Alarms publish to the encrypted alarm topic: SNS asks KMS on the
-	// alarm's behalf, for a topic (its ARN in the encryption context) of
-	// this account, as the topic's own policy requires of the alarm
-	// (aws:SourceArn). Not the key for anything else CloudWatch does.
-	key.AddToResourcePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
-		Sid:        jsii.String("CloudWatchAlarms"),
-		Principals: &[]awsiam.IPrincipal{awsiam.NewServicePrincipal(jsii.String("cloudwatch.amazonaws.com"), nil)},
-		Actions:    jsii.Strings("kms:Decrypt", "kms:GenerateDataKey*"),
-		Resources:  jsii.Strings("*"),
-		Conditions: &map[string]any{
-			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
-			"ArnLike":      map[string]any{"aws:SourceArn": regionalArn("cloudwatch", "alarm:*")},
-			"StringLike":   map[string]any{"kms:EncryptionContext:aws:sns:topicArn": regionalArn("sns", "*")},
 		},
 	}), jsii.Bool(true))
 
