@@ -138,7 +138,7 @@ var settings = []Setting{
 	{"tls-key", "SCP_TLS_KEY", "", "the private key of --tls-cert: a PEM file (reloaded with it) or the PEM text itself"},
 	{"tls-client-ca", "SCP_TLS_CLIENT_CA", "", "CA certificates (PEM file or text) a client certificate must chain to; when set, TLS associations without one fail the handshake. Needed for `#NAME` entries in --calling-aes"},
 	{"tls-client-crl", "SCP_TLS_CLIENT_CRL", "", "certificate revocation lists (PEM file or text) of the --tls-client-ca CAs, reloaded like them: a client certificate they list fails the handshake"},
-	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title; associations called to any other title are rejected (01 01 07)"},
+	{"ae-title", "SCP_AE_TITLE", "REMOTE_AE", "our AE title (1 to 16 printable ASCII characters, no backslash, as PS3.5 has it); associations called to any other title are rejected (01 01 07)"},
 	{"calling-aes", "SCP_CALLING_AES", "LOCAL_AE", "allowed calling AE titles: comma-separated `AE[@CIDR|CIDR…][#NAME]`; `#NAME` admits the AE title only over TLS with a client certificate that has NAME as a DNS SAN (or, without SANs, as its subject CN); others are rejected (01 01 03)"},
 	{"store", "SCP_STORE", "file://./data/objects", "where objects go: file://DIR or s3://bucket/prefix"},
 	{"min-free-bytes", "SCP_MIN_FREE_BYTES", "268435456", "with a file:// store or --local: free space kept in reserve on the store's disk for the audit trail and the pipeline; below it associations are refused (02 03 01) and objects fail (A700); with --staging: kept on the staging directory's file system, below it associations are refused; after a write found no space, associations are refused and objects fail (A700) before a byte of them is written, until this and what that write needed are free; 0 = none"},
@@ -421,8 +421,10 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	if c.MaxMessageTime > 0 && c.ProgressWindow > 0 && c.MaxMessageTime < c.ProgressWindow {
 		errs = append(errs, fmt.Errorf("%s: %v is shorter than %s %v", named("max-message-time"), c.MaxMessageTime, named("progress-window"), c.ProgressWindow))
 	}
-	if c.AETitle == "" || len(c.AETitle) > accesscontrol.MaxAETitleLength {
-		errs = append(errs, fmt.Errorf("%s: %q must be 1 to 16 characters", named("ae-title"), c.AETitle))
+	// The SCP's own AE title by the rule of the ones it admits: it refuses a called AE title that is not one
+	// (01 01 07), so with such a title it would refuse every association.
+	if err := accesscontrol.CheckAETitle(c.AETitle); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %q: %w", named("ae-title"), c.AETitle, err))
 	}
 	if c.MaxPDULength != 0 && (c.MaxPDULength < 4096 || c.MaxPDULength > 16<<20) {
 		errs = append(errs, fmt.Errorf("%s: %d must be between 4096 and 16777216", named("max-pdu-length"), c.MaxPDULength))

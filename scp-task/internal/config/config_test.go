@@ -53,6 +53,10 @@ func TestErrors(t *testing.T) {
 	}{
 		{"bad listen", []string{"--listen", "11112"}, nil, `--listen: "11112" is not host:port`},
 		{"long ae", []string{"--ae-title", "ABCDEFGHIJKLMNOPQ"}, nil, "--ae-title"},
+		// The SCP refuses a called AE title outside printable ASCII (01 01 07), even one equal to its own: an
+		// AE title it cannot be called by is refused at start, by the allowlist's rule (accesscontrol.CheckAETitle).
+		{"ae past ASCII", []string{"--ae-title", "\u00c9CHO"}, nil, `--ae-title: "ÉCHO": AE title has a character not allowed in an AE title at position 1`},
+		{"ae with a control character", nil, map[string]string{"SCP_AE_TITLE": "IN\tGEST"}, `SCP_AE_TITLE: "IN\tGEST": AE title has a character not allowed in an AE title at position 3`},
 		{"no calling aes", []string{"--calling-aes", " , "}, nil, "no calling AE title allowed"},
 		{"bad cidr", nil, map[string]string{"SCP_CALLING_AES": "A@10.0.0.0/99"}, "not a CIDR"},
 		{"bad store", []string{"--store", "ftp://x"}, nil, "must start with file:// or s3://"},
