@@ -68,6 +68,14 @@ func ContentChecksum(b []byte) (uint64, string) {
 	return crc, crcnvme.Encode(crc)
 }
 
+// SuffixChecksum returns the CRC-64/NVME of what follows head in an object
+// of size bytes whose whole CRC-64/NVME is whole (crcnvme.Suffix): the data
+// set's of a Part 10 object whose File Meta Information head is, from the
+// checksum S3 verified and the store reports, without reading the data set.
+func SuffixChecksum(whole uint64, head []byte, size int64) uint64 {
+	return crcnvme.Suffix(whole, crcnvme.Checksum(head), size-int64(len(head)))
+}
+
 // KeySafeUID reports whether uid can be used as a key component.
 func KeySafeUID(uid string) bool {
 	if len(uid) == 0 || len(uid) > 64 {

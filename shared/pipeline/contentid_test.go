@@ -1,33 +1,68 @@
 package pipeline
 
-import "testing"
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"hash/crc64"
+	"testing"
+)
 
-func TestTransactionContentIdentity(t *testing.T) {
+// nvme is CRC-64/NVME by hash/crc64 (its polynomial, bit-reversed): an
+// implementation of its own to hold the derived data set checksum to.
+var nvme = crc64.MakeTable(0x9a6c9329ac4bc9b5)
+
+func crcB64(b []byte) string {
+	return base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, crc64.Checksum(b, nvme)))
+}
+
+func TestContentIdentity(t *testing.T) {
+	head := append(make([]byte, 128), "DICM\x02\x00\x00\x00UL\x04\x00\x00\x00\x00\x00"...)
+	set := []byte("the data set's bytes, whatever they are")
+	object := append(append([]byte(nil), head...), set...)
+	whole := fmt.Sprintf("crc64nvme-%016x", crc64.Checksum(object, nvme))
+	parsed := &header{MetaEnd: int64(len(head)), MetaHead: head}
 	tests := []struct {
-		name string
-		info ObjectInfo
-		want string
+		name  string
+		info  ObjectInfo
+		h     *header
+		want  string
+		whole string
 	}{
-		{"the SCP's SHA-256 wins",
-			ObjectInfo{Metadata: map[string]string{"sha256": "ABCDEF"}, ChecksumCRC64NVME: "rosUhgp5mIg=", ETag: `"e"`},
-			"abcdef"},
-		{"multipart: S3's full-object CRC64NVME",
-			ObjectInfo{Metadata: map[string]string{}, ChecksumCRC64NVME: "rosUhgp5mIg=", ETag: `"d41d8cd9-2"`},
-			"crc64nvme-ae8b14860a799888"},
+		{"the data set's CRC-64/NVME, derived from the whole's",
+			ObjectInfo{Size: int64(len(object)), ChecksumCRC64NVME: crcB64(object), ETag: `"e"`}, parsed,
+			fmt.Sprintf("dataset-crc64nvme-%016x", crc64.Checksum(set, nvme)), whole},
+		{"an empty data set",
+			ObjectInfo{Size: int64(len(head)), ChecksumCRC64NVME: crcB64(head)}, parsed,
+			"dataset-crc64nvme-0000000000000000", fmt.Sprintf("crc64nvme-%016x", crc64.Checksum(head, nvme))},
+		{"an earlier version's SHA-256 stays the identity",
+			ObjectInfo{Metadata: map[string]string{"sha256": "ABCDEF"}, Size: int64(len(object)), ChecksumCRC64NVME: crcB64(object)}, parsed,
+			"abcdef", "abcdef"},
+		{"no File Meta Information read (not Part 10): the whole file's",
+			ObjectInfo{Size: int64(len(object)), ChecksumCRC64NVME: crcB64(object)}, nil,
+			whole, whole},
+		{"a meta end past the object's end: the whole file's",
+			ObjectInfo{Size: 10, ChecksumCRC64NVME: crcB64(object)}, parsed,
+			whole, whole},
 		{"no checksum at all: the ETag",
-			ObjectInfo{ETag: `"d41d8cd9-2"`},
-			"etag-d41d8cd9-2"},
+			ObjectInfo{ETag: `"d41d8cd9-2"`}, parsed,
+			"etag-d41d8cd9-2", "etag-d41d8cd9-2"},
 		{"a checksum that is not 8 bytes is not used",
-			ObjectInfo{ChecksumCRC64NVME: "AAAA", ETag: `"x"`},
-			"etag-x"},
+			ObjectInfo{ChecksumCRC64NVME: "AAAA", ETag: `"x"`}, parsed,
+			"etag-x", "etag-x"},
 		{"nor one that is not base64",
-			ObjectInfo{ChecksumCRC64NVME: "not base64!", ETag: `"x"`},
-			"etag-x"},
+			ObjectInfo{ChecksumCRC64NVME: "not base64!", ETag: `"x"`}, parsed,
+			"etag-x", "etag-x"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := transactionOf(tt.info).SHA256; got != tt.want {
-				t.Errorf("content identity %q, want %q", got, tt.want)
+			got, err := (&Pipeline{}).contentIdentity(context.Background(), tt.info, tt.h)
+			if err != nil || got.ID != tt.want || got.Whole != tt.whole {
+				t.Errorf("content identity %q (whole %q), %v; want %q (whole %q)", got.ID, got.Whole, err, tt.want, tt.whole)
+			}
+			if tx := transactionOf(tt.info, got); tx.SHA256 != got.ID {
+				t.Errorf("transaction's identity %q, want %q", tx.SHA256, got.ID)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bufio"
+	"bytes"
 	"compress/flate"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
@@ -42,7 +43,13 @@ func (d *dataSet) find(t uint32) *dataElement {
 // header is a parsed Part 10 header: File Meta Information and the dataset
 // up to (not including) Pixel Data.
 type header struct {
-	Meta           part10.Meta
+	Meta part10.Meta
+	// MetaEnd is where the File Meta Information ends (the data set's
+	// first byte); MetaHead is the object's bytes before it, nil when the
+	// header read no longer held them (a meta header larger than its
+	// first range).
+	MetaEnd        int64
+	MetaHead       []byte
 	Data           dataSet
 	TransferSyntax string
 	BigEndian      bool
@@ -104,14 +111,14 @@ var (
 // (ErrMalformed, ErrTruncated, ErrLimit); any other is the store's. The
 // header is returned with what was read whenever the File Meta was.
 func readHeader(src *dataset.RangeSource) (*header, error) {
-	meta, err := part10.ReadMeta(src)
+	meta, head, err := readMeta(src)
 	if err != nil {
 		return nil, err
 	}
-	h := &header{Meta: meta, TransferSyntax: meta.TransferSyntaxUID}
+	base := src.Pos()
+	h := &header{Meta: meta, MetaEnd: base, MetaHead: head, TransferSyntax: meta.TransferSyntaxUID}
 	enc, _ := dataset.EncodingOf(h.TransferSyntax)
 	h.BigEndian, h.Deflated = enc.BigEndian, enc.Deflated
-	base := src.Pos()
 	var ds dataset.Source = src
 	if enc.Deflated {
 		ds = bufio.NewReaderSize(flate.NewReader(sourceReader{src}), 64<<10)
@@ -126,6 +133,22 @@ func readHeader(src *dataset.RangeSource) (*header, error) {
 		}
 	}
 	return h, err
+}
+
+// readMeta reads the File Meta Information by part10's rule and returns
+// it with the object's bytes up to its end (the preamble, "DICM" and the
+// meta group), when src still holds them, for the content identity
+// (contentIdentity): src is left at the data set's first byte.
+func readMeta(src *dataset.RangeSource) (part10.Meta, []byte, error) {
+	meta, err := part10.ReadMeta(src)
+	if err != nil {
+		return meta, nil, err
+	}
+	head, ok := src.Held(0, int(src.Pos()))
+	if !ok {
+		return meta, nil, nil
+	}
+	return meta, bytes.Clone(head), nil
 }
 
 // read builds the header tree from the Decoder's tokens, up to top-level

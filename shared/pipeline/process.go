@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -125,43 +124,28 @@ func (p *Pipeline) resource(key string) string {
 	return p.uri(key)
 }
 
-// transaction is what the SCP recorded about the C-STORE in metadata.
+// transaction is what the SCP recorded about the C-STORE in metadata,
+// with the object's content identity (SHA256: contentIdentity's, as
+// indexed once accept has looked).
 type transaction struct {
 	CallingAE, CalledAE, PeerAddr, AssociationID string
 	ReceivedAt                                   time.Time
 	SHA256, SOPClassUID, SOPInstanceUID          string
-	Conflict                                     bool
 }
 
-func transactionOf(info ObjectInfo) transaction {
+func transactionOf(info ObjectInfo, id identity) transaction {
 	md := info.Metadata
 	t := transaction{
 		CallingAE: md[objectstore.MetaCallingAE], CalledAE: md[objectstore.MetaCalledAE], PeerAddr: md[objectstore.MetaPeerAddr],
-		AssociationID: md[objectstore.MetaAssociationID], SHA256: strings.ToLower(md["sha256"]),
+		AssociationID: md[objectstore.MetaAssociationID], SHA256: id.ID,
 		SOPClassUID: md[objectstore.MetaSOPClassUID], SOPInstanceUID: md[objectstore.MetaSOPInstanceUID],
-		Conflict: md[objectstore.MetaConflict] == "true",
 	}
 	if at, err := time.Parse(time.RFC3339Nano, md[objectstore.MetaReceivedAt]); err == nil {
 		t.ReceivedAt = at.UTC()
 	} else {
 		t.ReceivedAt = info.LastModified.UTC()
 	}
-	if t.SHA256 == "" {
-		t.SHA256 = contentIDWithoutSHA256(info)
-	}
 	return t
-}
-
-// contentIDWithoutSHA256 identifies an object's content when its metadata
-// carries no SHA-256 (every object the SCP stores now, in S3 or in local
-// mode's file store; sha256 metadata is left only on objects stored by
-// earlier versions): the full-object CRC64NVME as
-// "crc64nvme-<16 hex digits>", or else the ETag as "etag-<etag>".
-func contentIDWithoutSHA256(info ObjectInfo) string {
-	if b, err := base64.StdEncoding.DecodeString(info.ChecksumCRC64NVME); err == nil && len(b) == 8 {
-		return "crc64nvme-" + hex.EncodeToString(b)
-	}
-	return "etag-" + strings.Trim(info.ETag, `"`)
 }
 
 // ProcessObject validates, normalizes, indexes, audits and announces the
@@ -195,7 +179,11 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		return res, fmt.Errorf("pipeline: read %s: %w", key, err)
 	}
 	res.BytesRead, res.Findings, res.Valid = in.bytesRead, in.findings, in.valid()
-	tx := transactionOf(info)
+	id, err := p.contentIdentity(ctx, info, in.h)
+	if err != nil {
+		return res, err
+	}
+	tx := transactionOf(info, id)
 	// The object's attributes go with each line rather than into a
 	// logger made for the object: With formats them at once, for every
 	// object, also at a level that writes no line.
@@ -207,7 +195,7 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		p.log().Info("object rejected", about("findings", len(in.findings), "bytesRead", in.bytesRead)...)
 		return res, err
 	}
-	res.Outcome, err = p.accept(ctx, in, tx)
+	res.Outcome, err = p.accept(ctx, in, tx, id)
 	if err == nil {
 		p.log().Info("object stored", about("outcome", res.Outcome.String(), "bytesRead", in.bytesRead)...)
 	}
@@ -260,8 +248,12 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 }
 
 // accept writes sidecars, indexes, audits and announces a valid object.
-func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (UpsertOutcome, error) {
+func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, id identity) (UpsertOutcome, error) {
 	key := in.info.Key
+	var err error
+	if tx.SHA256, err = p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, id); err != nil {
+		return 0, err
+	}
 	jsonKey, summaryKey := MetadataKeys(key)
 	objURI := p.uri(key)
 	dj := in.dicomJSON
@@ -277,7 +269,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	}
 	inst := in.instance
 	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.SHA256 = key, jsonKey, in.info.Size, tx.SHA256
-	inst.CallingAE, inst.ReceivedAt, inst.Conflict = tx.CallingAE, tx.ReceivedAt, tx.Conflict
+	inst.CallingAE, inst.ReceivedAt = tx.CallingAE, tx.ReceivedAt
 	inst.Findings = in.findings
 	sum := p.summary(in, inst)
 	if body, err = json.MarshalIndent(sum, "", "  "); err != nil {
@@ -296,9 +288,14 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 		return 0, fmt.Errorf("pipeline: index: %w", err)
 	}
 	// The record as indexed: the index's verdict on conflict and its
-	// findings (patient-mismatch), the same on a redelivery.
+	// findings (patient-mismatch), the same on a redelivery. The index
+	// alone decides a conflict, by content identity: an object the store
+	// put under a conflict key (other bytes than the object its key held
+	// that day) whose data set is the held one's is an identical resend
+	// (Resent), and one whose data set differs is a conflict of the
+	// index's, in whichever order the two are processed.
 	indexed := up.Instance
-	conflict := tx.Conflict || indexed.Conflict
+	conflict := indexed.Conflict
 	outcome := OutcomeStored
 	switch {
 	case up.Outcome == InstanceDuplicate && Resent(indexed, inst):
@@ -333,8 +330,8 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	}
 	// One event per distinct content: a duplicate delivery or an identical
 	// resend under another key announces nothing new.
-	id := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
-	detail.EventID = id
+	evID := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
+	detail.EventID = evID
 	publish := p.publishOnce
 	if up.Outcome != InstanceDuplicate {
 		// This call counted the content, and the index counts a content
@@ -344,7 +341,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 		// ledger.
 		publish = p.publishNew
 	}
-	return up.Outcome, publish(ctx, id, DetailTypeInstanceStored, detail, []string{p.resource(key)})
+	return up.Outcome, publish(ctx, evID, DetailTypeInstanceStored, detail, []string{p.resource(key)})
 }
 
 // bulkURIs returns how the DICOM JSON of the object at key names a bulk
@@ -527,9 +524,20 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	if err != nil {
 		return rec, p.Names.Redact(fmt.Errorf("pipeline: read the object a resend duplicates: %w", err), key)
 	}
+	id, err := p.contentIdentity(ctx, info, in.h)
+	if err != nil {
+		return rec, p.Names.Redact(err, key)
+	}
+	sha := id.ID
+	if in.valid() {
+		// The identity the held object was indexed under.
+		if sha, err = p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, id); err != nil {
+			return rec, p.Names.Redact(err, key)
+		}
+	}
 	tx := transaction{
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
-		ReceivedAt: r.Time.UTC(), SHA256: transactionOf(info).SHA256, SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
+		ReceivedAt: r.Time.UTC(), SHA256: sha, SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
 	}
 	out := p.instanceAudit(in, tx, OutcomeDuplicate)
 	out.ID, out.ObjectKey, out.TLS, out.Reason = rec.ID, key, rec.TLS, resentReason

@@ -73,6 +73,19 @@ func Combine(crc1, crc2 uint64, len2 int64) uint64 {
 	return crc1 ^ crc2
 }
 
+// Suffix returns the CRC of B from crc(A||B), crc(A) and len(B): Combine
+// solved for crc(B). Combine's result is crc(B) XORed with crc(A) carried
+// over len(B) bytes, which is Combine(crc(A), 0, len(B)); XOR is its own
+// inverse. So the checksum of an object's tail costs O(log len(B)) and no
+// data once the whole object's checksum (S3's, verified on upload) and its
+// head's are known.
+func Suffix(whole, prefix uint64, suffixLen int64) uint64 {
+	if suffixLen <= 0 {
+		return Checksum(nil)
+	}
+	return whole ^ Combine(prefix, 0, suffixLen)
+}
+
 func times(mat *[64]uint64, vec uint64) uint64 {
 	var sum uint64
 	for i := 0; vec != 0; i, vec = i+1, vec>>1 {

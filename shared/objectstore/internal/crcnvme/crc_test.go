@@ -61,3 +61,30 @@ func TestChecksumAndUpdateMatchReference(t *testing.T) {
 		}
 	}
 }
+
+func TestSuffixMatchesDirectChecksum(t *testing.T) {
+	data := randomBytes(70_001, 9)
+	for _, cut := range []int{0, 1, 128, 132, 700, 65_536, 69_999, 70_000, 70_001} {
+		head, tail := data[:cut], data[cut:]
+		want := crc64.Checksum(tail, reference)
+		if got := Suffix(Checksum(data), Checksum(head), int64(len(tail))); got != want {
+			t.Errorf("cut %d: Suffix %x, checksum of the tail %x", cut, got, want)
+		}
+	}
+}
+
+// FuzzSuffix holds Suffix to a direct computation: for any bytes cut
+// anywhere, the tail's checksum derived from the whole's and the head's
+// is the tail's own.
+func FuzzSuffix(f *testing.F) {
+	f.Add([]byte("123456789"), uint16(3))
+	f.Add([]byte{}, uint16(0))
+	f.Add(randomBytes(300, 1), uint16(132))
+	f.Fuzz(func(t *testing.T, data []byte, cut uint16) {
+		c := int(cut) % (len(data) + 1)
+		head, tail := data[:c], data[c:]
+		if got, want := Suffix(Checksum(data), Checksum(head), int64(len(tail))), crc64.Checksum(tail, reference); got != want {
+			t.Errorf("len %d cut %d: Suffix %x, checksum of the tail %x", len(data), c, got, want)
+		}
+	})
+}

@@ -1,0 +1,189 @@
+package pipeline
+
+// The content identity of an object, in one place: what tells an identical
+// resend (the same content again: a duplicate) from a conflicting one
+// (other content under the same SOP Instance UID). See docs/pipeline.md,
+// "Duplicates".
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
+)
+
+// Forms of a content identity. An identity is recorded in index rows, in
+// audit record ids and in events (their sha256 field, an opaque string);
+// its prefix says which form it is.
+const (
+	// DataSetIdentityPrefix is the identity of every Part 10 object the
+	// pipeline reads now: the CRC-64/NVME of its data set, the bytes
+	// after the File Meta Information, as 16 hex digits. The File Meta
+	// Information is ours (written by the SCP, naming the sending AE and
+	// our release), so two objects with the same data set are the same
+	// content whatever their meta headers say.
+	DataSetIdentityPrefix = "dataset-crc64nvme-"
+	// wholeIdentityPrefix is the CRC-64/NVME of the whole stored file,
+	// the identity of objects indexed before data set identities, and of
+	// an object whose File Meta Information cannot be read (not Part 10:
+	// it has no data set to tell apart).
+	wholeIdentityPrefix = "crc64nvme-"
+	// etagIdentityPrefix is the ETag, for an object whose store reports
+	// no CRC-64/NVME. A bare 64-hex-digit identity is the SHA-256 that
+	// objects stored by earlier versions carry in their metadata.
+	etagIdentityPrefix = "etag-"
+)
+
+// identity is a delivered object's content identity and what compares it
+// with identities indexed in the older forms.
+type identity struct {
+	// ID is the identity recorded for the object (contentIdentity).
+	ID string
+	// Whole names the object's bytes in the form identities had before
+	// data set identities: the SHA-256 in its metadata, or else its
+	// whole-file CRC-64/NVME, or else its ETag. Equal to ID when the
+	// object has no data set identity.
+	Whole string
+	// dataSet is the data set's CRC-64/NVME, when ID is one.
+	dataSet uint64
+	hasSet  bool
+}
+
+// contentIdentity is the one rule that decides an object's content
+// identity, from the store's report (info) and its File Meta
+// Information's bytes as the header read found them (h):
+//
+//   - an object whose metadata carries a SHA-256 (stored by an earlier
+//     version) keeps it: it was indexed under it;
+//   - else, with the whole file's CRC-64/NVME (S3's verified full-object
+//     checksum, the file store's own in local mode) and a File Meta
+//     Information read, the data set's CRC-64/NVME, derived from the
+//     whole's, the object's size and the meta header's bytes
+//     (objectstore.SuffixChecksum): no second pass over the data;
+//   - else the whole file's: its CRC-64/NVME or else its ETag.
+func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *header) (identity, error) {
+	if sha := strings.ToLower(info.Metadata["sha256"]); sha != "" {
+		return identity{ID: sha, Whole: sha}, nil
+	}
+	whole, ok := decodeCRC(info.ChecksumCRC64NVME)
+	if !ok {
+		id := etagIdentityPrefix + strings.Trim(info.ETag, `"`)
+		return identity{ID: id, Whole: id}, nil
+	}
+	wholeID := wholeIdentityPrefix + fmt.Sprintf("%016x", whole)
+	if h == nil || h.MetaEnd <= 0 || h.MetaEnd > info.Size {
+		return identity{ID: wholeID, Whole: wholeID}, nil
+	}
+	head := h.MetaHead
+	if int64(len(head)) != h.MetaEnd {
+		// A meta header larger than the header read's first range (not
+		// one we write): read it again.
+		var err error
+		if head, err = p.readHead(ctx, info.Key, h.MetaEnd); err != nil {
+			return identity{}, err
+		}
+	}
+	set := objectstore.SuffixChecksum(whole, head, info.Size)
+	return identity{ID: dataSetID(set), Whole: wholeID, dataSet: set, hasSet: true}, nil
+}
+
+func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("%016x", crc) }
+
+// decodeCRC decodes a CRC-64/NVME as S3 reports it (base64 of 8 bytes).
+func decodeCRC(b64 string) (uint64, bool) {
+	b, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(b) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(b), true
+}
+
+// readHead reads the first n bytes of the object at key.
+func (p *Pipeline) readHead(ctx context.Context, key string, n int64) ([]byte, error) {
+	rc, err := p.Objects.OpenRange(ctx, key, 0, n)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: read the file meta information: %w", err)
+	}
+	defer rc.Close()
+	head := make([]byte, n)
+	if _, err := io.ReadFull(rc, head); err != nil {
+		return nil, fmt.Errorf("pipeline: read the file meta information: %w", err)
+	}
+	return head, nil
+}
+
+// sameContent is the one comparison of a delivered object's identity (d)
+// with one indexed (rec, its identity in rec.SHA256, in whatever form was
+// current when it was indexed): the same content when
+//
+//   - the identities are equal;
+//   - the indexed one is in the older whole-file form of d's bytes (d.Whole:
+//     the same bytes, indexed before data set identities, as on a
+//     redelivery of an object indexed before the upgrade);
+//   - the indexed one is a whole-file CRC-64/NVME and d has a data set
+//     identity: compared in the data set form, which the indexed object's
+//     whole CRC, size and meta header give (one ranged read of its head;
+//     an indexed object no longer stored is not the same content).
+//
+// A SHA-256 or ETag indexed compares by bytes only: no data set identity
+// can be derived from it.
+func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identity) (bool, error) {
+	switch {
+	case rec.SHA256 == d.ID || rec.SHA256 == d.Whole:
+		return true, nil
+	case !d.hasSet || !strings.HasPrefix(rec.SHA256, wholeIdentityPrefix):
+		return false, nil
+	}
+	var whole uint64
+	if _, err := fmt.Sscanf(strings.TrimPrefix(rec.SHA256, wholeIdentityPrefix), "%016x", &whole); err != nil {
+		return false, nil
+	}
+	src := newRangeSource(ctx, p.Objects, rec.ObjectKey, rec.Size)
+	_, head, err := readMeta(src)
+	if head == nil && err == nil {
+		head, err = p.readHead(ctx, rec.ObjectKey, src.Pos())
+	}
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, part10.ErrNotPart10), errors.Is(err, part10.ErrMalformedMeta):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("pipeline: read the object indexed: %w", err)
+	}
+	return objectstore.SuffixChecksum(whole, head, rec.Size) == d.dataSet, nil
+}
+
+// asIndexed returns the identity under which the index holds the content
+// of d in study (the instance's SOP Instance UID sop), or d.ID when it
+// holds it under none: an object indexed in an older form and delivered
+// again, or resent, is then a duplicate of that record, not a conflict, and
+// its audit record and event ids are the first delivery's.
+func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity) (string, error) {
+	recs, err := p.Index.Instances(ctx, sop)
+	if err != nil {
+		return "", fmt.Errorf("pipeline: index: %w", err)
+	}
+	for _, r := range recs {
+		if r.StudyInstanceUID == study && r.SHA256 == d.ID {
+			return d.ID, nil
+		}
+	}
+	for _, r := range recs {
+		if r.StudyInstanceUID != study {
+			continue
+		}
+		same, err := p.sameContent(ctx, r, d)
+		if err != nil {
+			return "", err
+		}
+		if same {
+			return r.SHA256, nil
+		}
+	}
+	return d.ID, nil
+}

@@ -1,0 +1,153 @@
+package pipeline_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash/crc64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// storedAs stores data as the SCP stores an object now: its transaction
+// in metadata and no SHA-256, the store's CRC-64/NVME its checksum.
+func storedAs(f *pt.Fakes, k string, data []byte, callingAE, assoc, at string) {
+	md := pt.SCPMetadata(pt.CTStorage, sop1, tsELE, "")
+	delete(md, "sha256")
+	md[objectstore.MetaCallingAE], md[objectstore.MetaAssociationID], md[objectstore.MetaReceivedAt] = callingAE, assoc, at
+	f.Objects.Add(k, data, md)
+}
+
+// wholeCRC is an object's identity as it was before data set identities:
+// its whole file's CRC-64/NVME.
+func wholeCRC(data []byte) string {
+	return fmt.Sprintf("crc64nvme-%016x", crc64.Checksum(data, crc64.MakeTable(0x9a6c9329ac4bc9b5)))
+}
+
+// TestContentIdentityIsTheDataSet: the content identity that tells an
+// identical resend from a conflicting one is the data set's, not the
+// stored file's, whose File Meta Information we write and which names the
+// sending AE: the same data set from another AE (a PACS and a VNA both
+// forwarding a study) is a duplicate, also when the store put it under a
+// conflict key (other bytes than the object its key held that day); other
+// data set bytes under the SOP Instance UID are a conflict; an object
+// indexed before this change (its identity the whole file's CRC-64/NVME)
+// is found identical to a resend of its bytes or of its data set.
+func TestContentIdentityIsTheDataSet(t *testing.T) {
+	first := ct(sop1)
+	first.SourceAE = "MODALITY1"
+	firstData := first.Build()
+	otherAE := ct(sop1)
+	otherAE.SourceAE = "VNA_FORWARDER"
+	sameSet := otherAE.Build()
+	changed := ct(sop1)
+	changed.PatientName = "Doe^John"
+	changed.SourceAE = "MODALITY1"
+	otherSet := changed.Build()
+	if string(sameSet) == string(firstData) {
+		t.Fatal("the resend's meta header is the first's: the test tells nothing")
+	}
+	nextDay := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
+	conflictKey := objectstore.ConflictKey(key(sop1), "00000000000000aa")
+	tests := []struct {
+		name string
+		// oldForm indexes the first object as a version before data set
+		// identities did: under its whole file's CRC-64/NVME.
+		oldForm bool
+		key     string
+		data    []byte
+		want    pipeline.UpsertOutcome
+		outcome string // the delivery's audit record's; "" for none new
+	}{
+		{"the same data set from another AE, another day", false, nextDay, sameSet, pipeline.InstanceDuplicate, pipeline.OutcomeDuplicate},
+		{"the same data set from another AE the same day, under a conflict key", false, conflictKey, sameSet, pipeline.InstanceDuplicate, pipeline.OutcomeDuplicate},
+		{"the same bytes again, another day", false, nextDay, firstData, pipeline.InstanceDuplicate, pipeline.OutcomeDuplicate},
+		{"another data set under the SOP Instance UID", false, nextDay, otherSet, pipeline.InstanceConflict, pipeline.OutcomeConflict},
+		{"another data set under a conflict key", false, conflictKey, otherSet, pipeline.InstanceConflict, pipeline.OutcomeConflict},
+		{"a redelivery of the object itself", false, key(sop1), firstData, pipeline.InstanceDuplicate, ""},
+		{"old form indexed: the same bytes again, another day", true, nextDay, firstData, pipeline.InstanceDuplicate, pipeline.OutcomeDuplicate},
+		{"old form indexed: the same data set from another AE", true, nextDay, sameSet, pipeline.InstanceDuplicate, pipeline.OutcomeDuplicate},
+		{"old form indexed: another data set", true, nextDay, otherSet, pipeline.InstanceConflict, pipeline.OutcomeConflict},
+		{"old form indexed: a redelivery of the object itself", true, key(sop1), firstData, pipeline.InstanceDuplicate, pipeline.OutcomeStored},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			storedAs(f, key(sop1), firstData, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+			if tt.oldForm {
+				rec := pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+					SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), SHA256: wholeCRC(firstData)}
+				if _, err := f.Index.UpsertInstance(ctx, rec); err != nil {
+					t.Fatal(err)
+				}
+				// And its Instance Stored event, announced then.
+				id := sha256.Sum256([]byte(pipeline.DetailTypeInstanceStored + "\x00" + sop1 + "\x00" + rec.SHA256))
+				if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(id[:16]), time.Now()); err != nil {
+					t.Fatal(err)
+				}
+			} else if res, err := p.ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
+				t.Fatalf("first delivery: %+v, %v", res, err)
+			}
+			indexed, err := f.Index.Instances(ctx, sop1)
+			if err != nil || len(indexed) != 1 {
+				t.Fatalf("indexed %+v, %v", indexed, err)
+			}
+			if !tt.oldForm && !strings.HasPrefix(indexed[0].SHA256, pipeline.DataSetIdentityPrefix) {
+				t.Errorf("indexed under %q, want a data set identity", indexed[0].SHA256)
+			}
+			records, events := len(f.Audit.All()), len(f.Events.All())
+			if tt.key != key(sop1) {
+				storedAs(f, tt.key, tt.data, "VNA_FORWARDER", "assoc2", "2026-01-16T08:00:00Z")
+			}
+			want := tt.want
+			for range 2 { // and a redelivery of it: nothing new
+				res, err := p.ProcessObject(ctx, tt.key)
+				if err != nil || res.Outcome != want {
+					t.Fatalf("delivery: outcome %v, %v; want %v", res.Outcome, err, want)
+				}
+				want = pipeline.InstanceDuplicate
+			}
+			recs := f.Audit.All()
+			switch {
+			case tt.outcome == "" && len(recs) != records:
+				t.Errorf("%d audit records, want the %d there were", len(recs), records)
+			case tt.outcome != "" && (len(recs) != records+1 || recs[len(recs)-1].Outcome != tt.outcome):
+				t.Errorf("audit records %+v; want one more, %s", recs[records:], tt.outcome)
+			}
+			after, err := f.Index.Instances(ctx, sop1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := f.Index.GetStudy(ctx, study)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newEvents := len(f.Events.All()) - events
+			if tt.want == pipeline.InstanceConflict {
+				if len(after) != 2 || st.ConflictCount != 1 || newEvents != 1 {
+					t.Errorf("conflict: %d contents, %d conflicts, %d new events", len(after), st.ConflictCount, newEvents)
+				}
+				return
+			}
+			if d := cmp.Diff(indexed, after); d != "" || st.ConflictCount != 0 || st.InstanceCount != 1 {
+				t.Errorf("the index changed (-before +after):\n%s\n%d conflicts, %d instances", d, st.ConflictCount, st.InstanceCount)
+			}
+			if newEvents != 0 {
+				t.Errorf("%d new events, want none", newEvents)
+			}
+			if tt.outcome != "" && recs[len(recs)-1].SHA256 != indexed[0].SHA256 {
+				t.Errorf("the record names content %q, want %q as indexed", recs[len(recs)-1].SHA256, indexed[0].SHA256)
+			}
+		})
+	}
+}
