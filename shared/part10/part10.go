@@ -63,9 +63,29 @@ type Meta struct {
 	// (0002,0013). Empty values are written as the package defaults.
 	ImplementationClassUID    string
 	ImplementationVersionName string
-	// SourceApplicationEntityTitle (0002,0016): the calling AE title for a
-	// received object. Omitted when empty.
+	// SourceApplicationEntityTitle (0002,0016): the AE that wrote the
+	// file's content (PS3.10 Table 7.1-1), for a received object ours, the
+	// called AE; files written before (0002,0017) was, by us and by others,
+	// name the calling AE here (SenderAE). Omitted when empty.
 	SourceApplicationEntityTitle string
+	// SendingApplicationEntityTitle (0002,0017) and
+	// ReceivingApplicationEntityTitle (0002,0018): the AEs that sent and
+	// received the file's content over a network, for a received object
+	// the calling and the called AE. Omitted when empty.
+	SendingApplicationEntityTitle   string
+	ReceivingApplicationEntityTitle string
+}
+
+// SenderAE is the AE title that sent the file's content over a network as
+// the file names it: (0002,0017) Sending Application Entity Title, or, in a
+// file without it (written before it was defined, or before we wrote it),
+// (0002,0016) Source Application Entity Title, which such files use for
+// the sender.
+func (m Meta) SenderAE() string {
+	if ae := trimText(m.SendingApplicationEntityTitle); ae != "" {
+		return ae
+	}
+	return trimText(m.SourceApplicationEntityTitle)
 }
 
 // Validate reports whether m can be written as is: mandatory UIDs present,
@@ -86,8 +106,12 @@ func (m Meta) Validate() error {
 	if v := trimText(m.implVersionName()); len(v) > maxSH || !validText(v) {
 		return fmt.Errorf("%w: implementation version name %q", ErrInvalidMeta, clip(v))
 	}
-	if v := trimText(m.SourceApplicationEntityTitle); len(v) > maxAE || !validText(v) {
-		return fmt.Errorf("%w: source AE title %q", ErrInvalidMeta, clip(v))
+	for _, ae := range []struct{ name, v string }{
+		{"source", m.SourceApplicationEntityTitle}, {"sending", m.SendingApplicationEntityTitle}, {"receiving", m.ReceivingApplicationEntityTitle},
+	} {
+		if v := trimText(ae.v); len(v) > maxAE || !validText(v) {
+			return fmt.Errorf("%w: %s AE title %q", ErrInvalidMeta, ae.name, clip(v))
+		}
 	}
 	return nil
 }

@@ -34,6 +34,7 @@ func sampleMeta() Meta {
 func TestAppendHeaderLayout(t *testing.T) {
 	m := sampleMeta()
 	m.SourceApplicationEntityTitle = "SCU" // odd: needs a space pad
+	m.SendingApplicationEntityTitle, m.ReceivingApplicationEntityTitle = "PACS", "ARCHIVE"
 	got := AppendHeader(nil, m)
 
 	var want []byte
@@ -46,7 +47,9 @@ func TestAppendHeaderLayout(t *testing.T) {
 		"\x02\x00\x10\x00UI\x14\x00" + "1.2.840.10008.1.2.1\x00" +
 		"\x02\x00\x12\x00UI\x06\x00" + "1.2.3\x00" +
 		"\x02\x00\x13\x00SH\x06\x00" + "TEST_1" +
-		"\x02\x00\x16\x00AE\x04\x00" + "SCU "
+		"\x02\x00\x16\x00AE\x04\x00" + "SCU " +
+		"\x02\x00\x17\x00AE\x04\x00" + "PACS" +
+		"\x02\x00\x18\x00AE\x08\x00" + "ARCHIVE "
 	want = append(want, "\x02\x00\x00\x00UL\x04\x00"...)
 	want = binary.LittleEndian.AppendUint32(want, uint32(len(body)))
 	want = append(want, body...)
@@ -115,6 +118,9 @@ func TestValidate(t *testing.T) {
 		{"AE of 17", func(m *Meta) { m.SourceApplicationEntityTitle = strings.Repeat("A", 17) }, false},
 		{"AE with backslash", func(m *Meta) { m.SourceApplicationEntityTitle = `A\B` }, false},
 		{"AE with control char", func(m *Meta) { m.SourceApplicationEntityTitle = "A\nB" }, false},
+		{"sending and receiving AEs", func(m *Meta) { m.SendingApplicationEntityTitle, m.ReceivingApplicationEntityTitle = "PACS", "ARCHIVE" }, true},
+		{"sending AE of 17", func(m *Meta) { m.SendingApplicationEntityTitle = strings.Repeat("A", 17) }, false},
+		{"receiving AE with backslash", func(m *Meta) { m.ReceivingApplicationEntityTitle = `A\B` }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,12 +175,14 @@ func TestReadMetaTestdata(t *testing.T) {
 				t.Fatalf("dicom.ParseFile: %v", err)
 			}
 			want := Meta{
-				MediaStorageSOPClassUID:      metaString(t, ds, tag.MediaStorageSOPClassUID),
-				MediaStorageSOPInstanceUID:   metaString(t, ds, tag.MediaStorageSOPInstanceUID),
-				TransferSyntaxUID:            metaString(t, ds, tag.TransferSyntaxUID),
-				ImplementationClassUID:       metaString(t, ds, tag.ImplementationClassUID),
-				ImplementationVersionName:    metaString(t, ds, tag.ImplementationVersionName),
-				SourceApplicationEntityTitle: metaString(t, ds, tag.SourceApplicationEntityTitle),
+				MediaStorageSOPClassUID:         metaString(t, ds, tag.MediaStorageSOPClassUID),
+				MediaStorageSOPInstanceUID:      metaString(t, ds, tag.MediaStorageSOPInstanceUID),
+				TransferSyntaxUID:               metaString(t, ds, tag.TransferSyntaxUID),
+				ImplementationClassUID:          metaString(t, ds, tag.ImplementationClassUID),
+				ImplementationVersionName:       metaString(t, ds, tag.ImplementationVersionName),
+				SourceApplicationEntityTitle:    metaString(t, ds, tag.SourceApplicationEntityTitle),
+				SendingApplicationEntityTitle:   metaString(t, ds, tag.SendingApplicationEntityTitle),
+				ReceivingApplicationEntityTitle: metaString(t, ds, tag.ReceivingApplicationEntityTitle),
 			}
 			if d := cmp.Diff(want, got); d != "" {
 				t.Errorf("meta (-dicom +ReadMeta):\n%s", d)
@@ -214,7 +222,9 @@ func TestWrittenHeaderParses(t *testing.T) {
 				{tag.TransferSyntaxUID, orig.TransferSyntaxUID},
 				{tag.ImplementationClassUID, DefaultImplementationClassUID},
 				{tag.ImplementationVersionName, DefaultImplementationVersionName},
-				{tag.SourceApplicationEntityTitle, "SCU"},
+				{tag.SourceApplicationEntityTitle, "SCP"},
+				{tag.SendingApplicationEntityTitle, "SCU"},
+				{tag.ReceivingApplicationEntityTitle, "SCP"},
 				{tag.SOPInstanceUID, orig.MediaStorageSOPInstanceUID},
 			} {
 				if got := metaString(t, ds, c.tag); got != c.want {
@@ -237,7 +247,8 @@ func rewrap(t *testing.T, f string) (file, out []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.ImplementationClassUID, m.ImplementationVersionName, m.SourceApplicationEntityTitle = "", "", "SCU"
+	m.ImplementationClassUID, m.ImplementationVersionName = "", ""
+	m.SourceApplicationEntityTitle, m.SendingApplicationEntityTitle, m.ReceivingApplicationEntityTitle = "SCP", "SCU", "SCP"
 	var buf bytes.Buffer
 	if err := WriteHeader(&buf, m); err != nil {
 		t.Fatal(err)
@@ -266,7 +277,7 @@ func TestWrittenHeaderDcmdump(t *testing.T) {
 				t.Fatalf("dcmdump: %v\n%s", err, dump)
 			}
 			for _, want := range []string{"(0002,0012) UI [" + DefaultImplementationClassUID + "]",
-				"(0002,0013) SH [" + DefaultImplementationVersionName + "]", "(0002,0016) AE [SCU]"} {
+				"(0002,0013) SH [" + DefaultImplementationVersionName + "]", "(0002,0016) AE [SCP]", "(0002,0017) AE [SCU]", "(0002,0018) AE [SCP]"} {
 				if !strings.Contains(string(dump), want) {
 					t.Errorf("dcmdump output lacks %q", want)
 				}
@@ -414,5 +425,27 @@ func BenchmarkAppendHeader(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		buf = AppendHeader(buf[:0], m)
+	}
+}
+
+// TestSenderAE: the sender a file names is (0002,0017), or in a file
+// without it (0002,0016), which files written before it name the sender in.
+func TestSenderAE(t *testing.T) {
+	tests := []struct {
+		name string
+		m    Meta
+		want string
+	}{
+		{"sending AE", Meta{SourceApplicationEntityTitle: "ARCHIVE", SendingApplicationEntityTitle: "PACS", ReceivingApplicationEntityTitle: "ARCHIVE"}, "PACS"},
+		{"source AE only, as files written before", Meta{SourceApplicationEntityTitle: " PACS "}, "PACS"},
+		{"a blank sending AE", Meta{SourceApplicationEntityTitle: "PACS", SendingApplicationEntityTitle: "  "}, "PACS"},
+		{"none", Meta{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.m.SenderAE(); got != tt.want {
+				t.Errorf("SenderAE() = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

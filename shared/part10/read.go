@@ -98,7 +98,7 @@ func ReadMeta(r dataset.Source) (Meta, error) {
 				return m, fmt.Errorf("%w: group longer than %d bytes", ErrMalformedMeta, MaxMetaLen)
 			}
 			switch elem {
-			case 0x0000, 0x0002, 0x0003, 0x0010, 0x0012, 0x0013, 0x0016:
+			case 0x0000, 0x0002, 0x0003, 0x0010, 0x0012, 0x0013, 0x0016, 0x0017, 0x0018:
 				if e.Length > uint32(len(valueBuf)) {
 					return m, fmt.Errorf("%w: element (0002,%04X) length %d", ErrMalformedMeta, elem, e.Length)
 				}
@@ -136,6 +136,10 @@ func (m *Meta) set(elem uint16, val []byte, e dataset.Element, groupEnd *int64) 
 		m.ImplementationVersionName = trimText(string(val))
 	case 0x0016:
 		m.SourceApplicationEntityTitle = trimText(string(val))
+	case 0x0017:
+		m.SendingApplicationEntityTitle = trimText(string(val))
+	case 0x0018:
+		m.ReceivingApplicationEntityTitle = trimText(string(val))
 	}
 }
 

@@ -41,8 +41,13 @@ func AppendHeader(dst []byte, m Meta) []byte {
 	dst = appendUI(dst, 0x0010, m.TransferSyntaxUID)
 	dst = appendUI(dst, 0x0012, m.implClassUID())
 	dst = appendText(dst, 0x0013, "SH", m.implVersionName(), maxSH)
-	if ae := trimText(m.SourceApplicationEntityTitle); ae != "" {
-		dst = appendText(dst, 0x0016, "AE", ae, maxAE)
+	for _, ae := range []struct {
+		elem uint16
+		v    string
+	}{{0x0016, m.SourceApplicationEntityTitle}, {0x0017, m.SendingApplicationEntityTitle}, {0x0018, m.ReceivingApplicationEntityTitle}} {
+		if v := trimText(ae.v); v != "" {
+			dst = appendText(dst, ae.elem, "AE", v, maxAE)
+		}
 	}
 	binary.LittleEndian.PutUint32(dst[lenAt:], uint32(len(dst)-start))
 	return dst

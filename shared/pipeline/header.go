@@ -76,6 +76,7 @@ var (
 	tagMediaSOPClass            = tagOf(0x0002, 0x0002)
 	tagMediaSOPInstance         = tagOf(0x0002, 0x0003)
 	tagSourceAE                 = tagOf(0x0002, 0x0016)
+	tagSendingAE                = tagOf(0x0002, 0x0017)
 	tagSpecificCharSet          = tagOf(0x0008, 0x0005)
 	tagSOPClassUID              = tagOf(0x0008, 0x0016)
 	tagSOPInstanceUID           = tagOf(0x0008, 0x0018)

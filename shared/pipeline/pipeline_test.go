@@ -310,6 +310,16 @@ func TestValidationCases(t *testing.T) {
 		{name: "source AE differs from calling AE", data: good.Build, meta: func(m map[string]string) {
 			m["calling-ae"] = "OTHER"
 		}, valid: true, codes: []string{"warning:source-ae-mismatch"}},
+		{name: "written as the SCP writes: source AE ours, sending AE the calling AE", data: func() []byte {
+			i := good
+			i.SourceAE, i.SendingAE, i.ReceivingAE = "INGEST", "MODALITY1", "INGEST"
+			return i.Build()
+		}, valid: true},
+		{name: "sending AE differs from calling AE", data: func() []byte {
+			i := good
+			i.SourceAE, i.SendingAE, i.ReceivingAE = "INGEST", "OTHER", "INGEST"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:source-ae-mismatch"}},
 		{name: "no record of the C-STORE", data: good.Build, meta: func(m map[string]string) {
 			delete(m, objectstore.MetaAssociationID)
 			delete(m, objectstore.MetaCallingAE)

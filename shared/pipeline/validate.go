@@ -258,8 +258,14 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 			in.add(CodeTransactionMismatch, SeverityError, c.t, "differs from the C-STORE transaction (%s)", c.key)
 		}
 	}
-	if ae, src := md[objectstore.MetaCallingAE], h.Meta.SourceApplicationEntityTitle; ae != "" && src != "" && ae != src {
-		in.add(CodeSourceAEMismatch, SeverityWarning, tagSourceAE, "Source AE Title differs from the calling AE")
+	if ae, src := md[objectstore.MetaCallingAE], h.Meta.SenderAE(); ae != "" && src != "" && ae != src {
+		// The sender the file names: (0002,0017), or in a file without
+		// it (0002,0016), which named the sender before.
+		if h.Meta.SendingApplicationEntityTitle != "" {
+			in.add(CodeSourceAEMismatch, SeverityWarning, tagSendingAE, "Sending AE Title differs from the calling AE")
+		} else {
+			in.add(CodeSourceAEMismatch, SeverityWarning, tagSourceAE, "Source AE Title differs from the calling AE")
+		}
 	}
 	if missing := missingProvenance(md); len(missing) > 0 {
 		if md[objectstore.MetaRecovered] == "true" {

@@ -109,8 +109,11 @@ func TestDcmsendTestdata(t *testing.T) {
 			if !tsOK || got.MediaStorageSOPClassUID != sent.MediaStorageSOPClassUID {
 				t.Errorf("meta: got TS %s class %s, sent TS %s class %s", got.TransferSyntaxUID, got.MediaStorageSOPClassUID, sent.TransferSyntaxUID, sent.MediaStorageSOPClassUID)
 			}
-			if got.SourceApplicationEntityTitle != "LOCAL_AE" {
-				t.Errorf("Source AE = %q, want the calling AE LOCAL_AE", got.SourceApplicationEntityTitle)
+			// PS3.10: the Source AE wrote the file (we did), the Sending
+			// and Receiving AEs are the network's.
+			if got.SourceApplicationEntityTitle != "REMOTE_AE" || got.SendingApplicationEntityTitle != "LOCAL_AE" || got.ReceivingApplicationEntityTitle != "REMOTE_AE" {
+				t.Errorf("Source AE %q, Sending AE %q, Receiving AE %q; want ours REMOTE_AE, the calling AE LOCAL_AE, ours",
+					got.SourceApplicationEntityTitle, got.SendingApplicationEntityTitle, got.ReceivingApplicationEntityTitle)
 			}
 			if d := cmp.Diff(dcmtk.Elements(t, f), dcmtk.Elements(t, p)); d != "" {
 				t.Errorf("stored dataset differs from the sent one (dcmdump, -sent +stored):\n%s", d)

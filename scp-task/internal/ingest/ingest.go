@@ -145,12 +145,19 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		return named(dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "Affected SOP Instance UID is not a valid UID"})
 	}
 	meta := part10.Meta{
-		MediaStorageSOPClassUID:      req.AffectedSOPClassUID,
-		MediaStorageSOPInstanceUID:   req.AffectedSOPInstanceUID,
-		TransferSyntaxUID:            req.TransferSyntaxUID,
-		ImplementationClassUID:       version.ImplementationClassUID,
-		ImplementationVersionName:    version.ImplementationVersionName,
-		SourceApplicationEntityTitle: req.Association.CallingAE,
+		MediaStorageSOPClassUID:    req.AffectedSOPClassUID,
+		MediaStorageSOPInstanceUID: req.AffectedSOPInstanceUID,
+		TransferSyntaxUID:          req.TransferSyntaxUID,
+		ImplementationClassUID:     version.ImplementationClassUID,
+		ImplementationVersionName:  version.ImplementationVersionName,
+		// PS3.10 Table 7.1-1: the Source AE wrote the file (we did, as
+		// the called AE); the Sending and Receiving AEs are the network's.
+		// The content identity is the data set's, so what the meta
+		// header names changes no object's identity (docs/pipeline.md,
+		// "Duplicates").
+		SourceApplicationEntityTitle:    req.Association.CalledAE,
+		SendingApplicationEntityTitle:   req.Association.CallingAE,
+		ReceivingApplicationEntityTitle: req.Association.CalledAE,
 	}
 	if err := meta.Validate(); err != nil {
 		return named(dimse.Status{Code: dimse.StatusCannotUnderstand, Comment: "SOP Class UID or transfer syntax UID is not a valid UID"})

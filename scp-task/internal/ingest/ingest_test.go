@@ -160,7 +160,8 @@ func TestServeCStore(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if meta.TransferSyntaxUID != tt.ts || meta.MediaStorageSOPInstanceUID != tt.sop || meta.SourceApplicationEntityTitle != "LOCAL_AE" {
+			if meta.TransferSyntaxUID != tt.ts || meta.MediaStorageSOPInstanceUID != tt.sop || meta.SourceApplicationEntityTitle != "REMOTE_AE" ||
+				meta.SendingApplicationEntityTitle != "LOCAL_AE" || meta.ReceivingApplicationEntityTitle != "REMOTE_AE" {
 				t.Errorf("meta = %+v", meta)
 			}
 			rest, err := io.ReadAll(r)

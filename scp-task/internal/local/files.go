@@ -146,9 +146,11 @@ func (f *files) Exists(_ context.Context, key string) (bool, error) {
 }
 
 // rebuildMetadata derives what it can from the stored file when the SCP's
-// own record of the transaction was lost: the calling AE (Source AE title),
-// UIDs and transfer syntax from the File Meta Information (Head adds the
-// checksum). Called AE, peer and association id are unknown.
+// own record of the transaction was lost: the calling AE (the Sending AE
+// Title, or in a file written before it the Source AE Title: SenderAE), the
+// called AE (the Receiving AE Title, in files that have it), UIDs and
+// transfer syntax from the File Meta Information (Head adds the checksum).
+// Peer and association id are unknown.
 func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 	fh, err := os.Open(path)
 	if err != nil {
@@ -157,7 +159,10 @@ func rebuildMetadata(path string, mtime time.Time) (map[string]string, error) {
 	defer fh.Close()
 	md := map[string]string{objectstore.MetaReceivedAt: mtime.UTC().Format(time.RFC3339Nano), objectstore.MetaRecovered: "true"}
 	if m, err := part10.ReadMeta(bufio.NewReader(fh)); err == nil {
-		md[objectstore.MetaCallingAE] = m.SourceApplicationEntityTitle
+		md[objectstore.MetaCallingAE] = m.SenderAE()
+		if m.ReceivingApplicationEntityTitle != "" {
+			md[objectstore.MetaCalledAE] = m.ReceivingApplicationEntityTitle
+		}
 		md[objectstore.MetaSOPClassUID] = m.MediaStorageSOPClassUID
 		md[objectstore.MetaSOPInstanceUID] = m.MediaStorageSOPInstanceUID
 		md[objectstore.MetaTransferSyntaxUID] = m.TransferSyntaxUID

@@ -159,3 +159,36 @@ func TestOpenDirectory(t *testing.T) {
 	}
 	_ = r.Close()
 }
+
+// TestRebuildMetadataNamesTheSender: an object whose hand-off was lost in
+// a crash gets its calling AE back from the file: the Sending AE Title the
+// SCP writes now (its Source AE Title is ours, the AE that wrote the
+// file), with the called AE from the Receiving AE Title; a file written
+// before names the sender in its Source AE Title.
+func TestRebuildMetadataNamesTheSender(t *testing.T) {
+	tests := []struct {
+		name                       string
+		source, sending, receiving string
+		wantCalling, wantCalled    string
+	}{
+		{"as written now", "REMOTE_AE", "LOCAL_AE", "REMOTE_AE", "LOCAL_AE", "REMOTE_AE"},
+		{"written before the Sending AE Title", "LOCAL_AE", "", "", "LOCAL_AE", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
+			in.SourceAE, in.SendingAE, in.ReceivingAE = tt.source, tt.sending, tt.receiving
+			p := filepath.Join(t.TempDir(), "x.dcm")
+			if err := os.WriteFile(p, in.Build(), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			md, err := rebuildMetadata(p, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if md[objectstore.MetaCallingAE] != tt.wantCalling || md[objectstore.MetaCalledAE] != tt.wantCalled || md[objectstore.MetaRecovered] != "true" {
+				t.Errorf("rebuilt %v; want calling AE %q, called AE %q", md, tt.wantCalling, tt.wantCalled)
+			}
+		})
+	}
+}

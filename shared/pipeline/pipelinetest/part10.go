@@ -50,6 +50,9 @@ func Seq(tag uint32, undefined bool, items ...[]Elem) Elem {
 // Meta is the File Meta Information to write.
 type Meta struct {
 	SOPClassUID, SOPInstanceUID, TransferSyntaxUID, SourceAE string
+	// SendingAE and ReceivingAE are (0002,0017) and (0002,0018), written
+	// when set.
+	SendingAE, ReceivingAE string
 }
 
 // Part10 encodes a Part 10 file: preamble, DICM, file meta and the dataset
@@ -64,8 +67,13 @@ func Part10(m Meta, ds []Elem) []byte {
 		Str(Tag(2, 0x10), "UI", m.TransferSyntaxUID),
 		Str(Tag(2, 0x12), "UI", "1.2.3.4"),
 	}
-	if m.SourceAE != "" {
-		metaElems = append(metaElems, Str(Tag(2, 0x16), "AE", m.SourceAE))
+	for _, ae := range []struct {
+		elem uint16
+		v    string
+	}{{0x16, m.SourceAE}, {0x17, m.SendingAE}, {0x18, m.ReceivingAE}} {
+		if ae.v != "" {
+			metaElems = append(metaElems, Str(Tag(2, ae.elem), "AE", ae.v))
+		}
 	}
 	for _, e := range metaElems {
 		writeElem(&meta, e, false)
@@ -161,6 +169,7 @@ type Instance struct {
 	Rows, Columns               int    // pixel data size; 0: no pixel data
 	TransferSyntaxUID           string // default explicit VR little endian
 	SourceAE                    string
+	SendingAE, ReceivingAE      string // (0002,0017), (0002,0018): none when empty
 	// Extra elements are merged in (replacing same tags).
 	Extra []Elem
 	// Drop removes these tags.
@@ -224,7 +233,8 @@ func (in Instance) Build() []byte {
 	for _, t := range tags {
 		ds = append(ds, els[t])
 	}
-	return Part10(Meta{SOPClassUID: CTStorage, SOPInstanceUID: in.SOPUID, TransferSyntaxUID: ts, SourceAE: in.SourceAE}, ds)
+	return Part10(Meta{SOPClassUID: CTStorage, SOPInstanceUID: in.SOPUID, TransferSyntaxUID: ts, SourceAE: in.SourceAE,
+		SendingAE: in.SendingAE, ReceivingAE: in.ReceivingAE}, ds)
 }
 
 func pixels(n int) []byte {
