@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,12 +213,15 @@ func TestLocalEndToEnd(t *testing.T) {
 				t.Errorf("no audit record for %s", s.sop)
 			}
 		}
-		// The content identity is the stored file's CRC-64/NVME, as in
-		// AWS, which the record must carry.
+		// The content identity is the CRC-64/NVME of the stored file's
+		// data set, the bytes after the File Meta Information (its group
+		// length at 140 counts from 144), as in AWS, which the record
+		// must carry.
 		for _, r := range recs {
-			crc, _ := objectstore.ContentChecksum(n.object(r.ObjectKey))
-			if want := fmt.Sprintf("crc64nvme-%016x", crc); r.SHA256 != want {
-				t.Errorf("audit record of %s: content identity %q, the stored file's is %s", r.SOPInstanceUID, r.SHA256, want)
+			obj := n.object(r.ObjectKey)
+			crc, _ := objectstore.ContentChecksum(obj[144+binary.LittleEndian.Uint32(obj[140:144]):])
+			if want := fmt.Sprintf("dataset-crc64nvme-%016x", crc); r.SHA256 != want {
+				t.Errorf("audit record of %s: content identity %q, the stored data set's is %s", r.SOPInstanceUID, r.SHA256, want)
 			}
 		}
 		if got := n.audit("outcome=stored"); len(got) != len(synthInstances)+len(real) {
