@@ -132,6 +132,11 @@ func FuzzReadHeader(f *testing.F) {
 		if err == nil && h == nil {
 			t.Fatal("no header and no error")
 		}
+		// The meta header the content identity is derived with is the
+		// object's bytes up to the data set.
+		if h != nil && h.MetaHead != nil && (int64(len(h.MetaHead)) != h.MetaEnd || !bytes.Equal(h.MetaHead, data[:h.MetaEnd])) {
+			t.Fatalf("meta head of %d bytes, meta end %d: not the object's first bytes", len(h.MetaHead), h.MetaEnd)
+		}
 	})
 }
 
