@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc64"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -65,5 +67,25 @@ func TestContentIdentity(t *testing.T) {
 				t.Errorf("transaction's identity %q, want %q", tx.SHA256, got.ID)
 			}
 		})
+	}
+}
+
+// throttled is a store whose reads fail, naming the key as S3's errors do.
+type throttled struct{ ObjectReader }
+
+func (throttled) OpenRange(_ context.Context, key string, _, _ int64) (io.ReadCloser, error) {
+	return nil, fmt.Errorf("s3: get %s: SlowDown", key)
+}
+
+// TestSameContentRedactsTheIndexedKey: comparing with an identity indexed
+// in the whole-file form reads the indexed object's head; a failed read is
+// retried (an error) and names that object by its keyed digest, not by its
+// key's UIDs, which are not the delivered object's the caller redacts.
+func TestSameContentRedactsTheIndexedKey(t *testing.T) {
+	const series = "1.2.826.0.1.3680043.10.9.77"
+	rec := InstanceRecord{ObjectKey: "incoming/2026/01/15/1.2.3/" + series + "/1.2.3.4.dcm", Size: 1000, SHA256: "crc64nvme-00000000000000ab"}
+	_, err := (&Pipeline{Objects: throttled{}}).sameContent(context.Background(), rec, identity{ID: "dataset-crc64nvme-00000000000000cd", hasSet: true})
+	if err == nil || strings.Contains(err.Error(), series) {
+		t.Errorf("error %v; want one that names no UID of the indexed key", err)
 	}
 }

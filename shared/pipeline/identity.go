@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -140,8 +141,8 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 	case !d.hasSet || !strings.HasPrefix(rec.SHA256, wholeIdentityPrefix):
 		return false, nil
 	}
-	var whole uint64
-	if _, err := fmt.Sscanf(strings.TrimPrefix(rec.SHA256, wholeIdentityPrefix), "%016x", &whole); err != nil {
+	whole, err := strconv.ParseUint(strings.TrimPrefix(rec.SHA256, wholeIdentityPrefix), 16, 64)
+	if err != nil {
 		return false, nil
 	}
 	src := newRangeSource(ctx, p.Objects, rec.ObjectKey, rec.Size)
@@ -153,7 +154,9 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 	case errors.Is(err, ErrNotFound), errors.Is(err, part10.ErrNotPart10), errors.Is(err, part10.ErrMalformedMeta):
 		return false, nil
 	case err != nil:
-		return false, fmt.Errorf("pipeline: read the object indexed: %w", err)
+		// The store's error names the indexed object's key, which is
+		// not the one the caller redacts.
+		return false, p.Names.Redact(fmt.Errorf("pipeline: read the object indexed: %w", err), rec.ObjectKey)
 	}
 	return objectstore.SuffixChecksum(whole, head, rec.Size) == d.dataSet, nil
 }
