@@ -151,3 +151,43 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 		})
 	}
 }
+
+// TestConflictKeyCopyProcessedFirst: the store's conflict key says only
+// that the copy's bytes differ from what its key held; processed before
+// the object its key held, a copy whose data set is that object's is
+// stored, and the other becomes its identical resend: no conflict either
+// way, the index alone decides.
+func TestConflictKeyCopyProcessedFirst(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	first, other := ct(sop1), ct(sop1)
+	first.SourceAE, other.SourceAE = "MODALITY1", "VNA_FORWARDER"
+	copyKey := objectstore.ConflictKey(key(sop1), "00000000000000aa")
+	storedAs(f, key(sop1), first.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	storedAs(f, copyKey, other.Build(), "VNA_FORWARDER", "assoc2", "2026-01-15T10:21:00Z")
+	f.Objects.Add(copyKey, other.Build(), func() map[string]string {
+		_, md, _ := f.Objects.Get(copyKey)
+		md[objectstore.MetaConflict] = "true"
+		return md
+	}())
+	for _, step := range []struct {
+		key  string
+		want pipeline.UpsertOutcome
+	}{{copyKey, pipeline.InstanceNew}, {key(sop1), pipeline.InstanceDuplicate}} {
+		if res, err := p.ProcessObject(ctx, step.key); err != nil || res.Outcome != step.want {
+			t.Fatalf("%s: outcome %v, %v; want %v", step.key, res.Outcome, err, step.want)
+		}
+	}
+	var outcomes []string
+	for _, r := range f.Audit.All() {
+		outcomes = append(outcomes, r.Outcome)
+	}
+	if d := cmp.Diff([]string{pipeline.OutcomeStored, pipeline.OutcomeDuplicate}, outcomes); d != "" {
+		t.Errorf("records' outcomes (-want +got):\n%s", d)
+	}
+	st, err := f.Index.GetStudy(ctx, study)
+	if err != nil || st.InstanceCount != 1 || st.ConflictCount != 0 || len(st.Instances) != 1 || st.Instances[0].Conflict {
+		t.Errorf("study: %d instances, %d conflicts, %+v, %v", st.InstanceCount, st.ConflictCount, st.Instances, err)
+	}
+}
