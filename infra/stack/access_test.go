@@ -203,8 +203,10 @@ func TestEnvironmentsDecryptable(t *testing.T) {
 // TestServicesConfinedToTheAccount: every resource policy statement that
 // lets an AWS service in (the queues', the alarm topic's, the key's)
 // carries aws:SourceAccount or, for CloudWatch Logs, the log groups' ARN
-// in the encryption context, against the confused deputy; where the
-// queues' sender is known, also its ARN.
+// in the encryption context, and for EventBridge's use of the alarm
+// topic's key (whose KMS calls carry no aws:SourceAccount) this account's
+// topics in it, against the confused deputy; where the queues' sender is
+// known, also its ARN.
 func TestServicesConfinedToTheAccount(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		for typ, doc := range map[string]string{"AWS::SQS::QueuePolicy": "PolicyDocument", "AWS::SNS::TopicPolicy": "PolicyDocument", "AWS::KMS::Key": "KeyPolicy"} {
@@ -222,6 +224,10 @@ func TestServicesConfinedToTheAccount(t *testing.T) {
 						if !strings.Contains(cond, "kms:EncryptionContext:aws:logs:arn") {
 							t.Errorf("%s: %s without the log groups' encryption context: %s", id, svc, cond)
 						}
+					case svc == "events.amazonaws.com" && typ == "AWS::KMS::Key" &&
+						strings.Contains(cond, `{"StringLike":{"kms:EncryptionContext:aws:sns:topicArn":{"Fn::Join":["",["arn:",{"Ref":"AWS::Partition"},":sns:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":*"]]}}}`):
+						// EventBridge to encrypted topics: SNS's KMS calls
+						// for it name no source (TestBackupFailuresAlert).
 					case exactRuleSource(s, st):
 						// CDK's statement for a schedule rule's dead-letter
 						// queue: the rule's own ARN, which names the account.

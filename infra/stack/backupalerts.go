@@ -68,13 +68,19 @@ type BackupAlerts struct {
 // https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html). It
 // cannot name the topic or the rules (both depend on the key: a cycle), so
 // it names this account's topics by the encryption context SNS uses
-// (aws:sns:topicArn) and the topic's policy names the rules.
+// (aws:sns:topicArn) and the topic's policy names the rules. It asks for
+// no aws:SourceAccount or aws:SourceArn: SNS's KMS calls for EventBridge
+// carry neither ("Adding the aws:SourceAccount and aws:SourceArn to a AWS
+// KMS policy is not supported for EventBridge-to-encrypted topics", same
+// page), so asking for aws:SourceAccount refused every event (the key
+// serves the alarm topic alone).
 func newBackupAlerts(scope constructs.Construct, topic awssns.Topic, key awskms.Key, vault awsbackup.IBackupVault,
 	alarm func(id string, m awscloudwatch.Metric, threshold float64, op awscloudwatch.ComparisonOperator, periods float64, desc string)) *BackupAlerts {
 	allowServiceDelivery(key, serviceDelivery{
 		sid: "EventBridgeToTopics", service: "events.amazonaws.com",
 		actions:    []string{"kms:GenerateDataKey*", "kms:Decrypt"},
 		contextKey: "kms:EncryptionContext:aws:sns:topicArn", contextArn: regionalArn("sns", "*"),
+		noSource: true,
 	})
 	target := &alarmTopicTarget{topic: topic}
 	rule := func(id, desc, detailType string, detail map[string]any) awsevents.Rule {

@@ -23,19 +23,22 @@ func regionalArn(service, resource string) *string {
 // use the key for this account (aws:SourceAccount), only for what the
 // encryption context names (contextKey, a kms:EncryptionContext: key,
 // matching contextArn), and with sourceArns only on behalf of those
-// resources (aws:SourceArn).
+// resources (aws:SourceArn). noSource is for a service whose KMS calls
+// carry neither aws:SourceAccount nor aws:SourceArn, which would then
+// refuse every call: the encryption context alone bounds it.
 type serviceDelivery struct {
 	sid, service string
 	actions      []string
 	contextKey   string
 	contextArn   *string
 	sourceArns   []*string
+	noSource     bool
 }
 
 func allowServiceDelivery(key awskms.Key, d serviceDelivery) {
-	cond := map[string]any{
-		"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
-		"StringLike":   map[string]any{d.contextKey: d.contextArn},
+	cond := map[string]any{"StringLike": map[string]any{d.contextKey: d.contextArn}}
+	if !d.noSource {
+		cond["StringEquals"] = map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()}
 	}
 	if d.sourceArns != nil {
 		cond["ArnLike"] = map[string]any{"aws:SourceArn": d.sourceArns}
