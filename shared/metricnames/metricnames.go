@@ -53,7 +53,7 @@ const (
 	TLSClientCRLNextUpdateIn = "dicom_ingest_tls_client_crl_next_update_in_seconds"
 	// TLSClientCertificateExpiresIn is the seconds until the soonest
 	// expiry among the client certificates each calling AE presented last
-	// (within the last 7 days).
+	// under each subject (within the last 7 days).
 	TLSClientCertificateExpiresIn = "dicom_ingest_tls_client_certificate_expires_in_seconds"
 	// StagingBacklogAge is how long the oldest staged object has waited
 	// for its upload.

@@ -27,7 +27,11 @@ const (
 // else tells that it is about to expire (after which every TLS
 // association of that site fails the handshake). It exports the seconds
 // until the soonest expiry among the certificates last presented by each
-// calling AE within ClientSeenWithin (nothing when there are none), and
+// calling AE under each subject within ClientSeenWithin (nothing when
+// there are none): a renewed certificate (the same subject) replaces the
+// old one, while another node's calling as the same AE (the allowlist
+// may bind an AE title to several certificate names) keeps its own, which
+// the busier node's associations would otherwise hide from the metric. It
 // logs a warning once per certificate, per process, when one presented
 // expires within ClientExpiryWarning. It is safe for concurrent use.
 type ClientExpiry struct {
@@ -36,9 +40,12 @@ type ClientExpiry struct {
 	desc *prometheus.Desc
 
 	mu     sync.Mutex
-	last   map[string]presented // by calling AE title
-	warned map[string]bool      // certificates warned of, by SHA-256
+	last   map[presenter]presented
+	warned map[string]bool // certificates warned of, by SHA-256
 }
+
+// presenter is a calling AE title and a certificate subject (DER).
+type presenter struct{ ae, subject string }
 
 type presented struct {
 	notAfter, at time.Time
@@ -51,9 +58,9 @@ func NewClientExpiry(log *slog.Logger, reg prometheus.Registerer) (*ClientExpiry
 }
 
 func newClientExpiry(log *slog.Logger, reg prometheus.Registerer, now func() time.Time) (*ClientExpiry, error) {
-	c := &ClientExpiry{log: log, now: now, last: map[string]presented{}, warned: map[string]bool{},
+	c := &ClientExpiry{log: log, now: now, last: map[presenter]presented{}, warned: map[string]bool{},
 		desc: prometheus.NewDesc(metricnames.TLSClientCertificateExpiresIn,
-			"Seconds until the soonest expiry among the client certificates each calling AE presented last, within the last 7 days.", nil, nil)}
+			"Seconds until the soonest expiry among the client certificates each calling AE presented last under each subject, within the last 7 days.", nil, nil)}
 	if reg != nil {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -71,7 +78,7 @@ func (c *ClientExpiry) Presented(callingAE string, cert *x509.Certificate) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.last[callingAE] = presented{notAfter: cert.NotAfter, at: now}
+	c.last[presenter{callingAE, string(cert.RawSubject)}] = presented{notAfter: cert.NotAfter, at: now}
 	if left := cert.NotAfter.Sub(now); left < ClientExpiryWarning {
 		p := associationaudit.CertificatePeer(cert, "")
 		if !c.warned[p.SHA256] {
@@ -91,9 +98,9 @@ func (c *ClientExpiry) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	c.mu.Lock()
 	var soonest time.Time
-	for ae, p := range c.last {
+	for k, p := range c.last {
 		if now.Sub(p.at) > ClientSeenWithin {
-			delete(c.last, ae)
+			delete(c.last, k)
 			continue
 		}
 		if soonest.IsZero() || p.notAfter.Before(soonest) {

@@ -19,8 +19,9 @@ import (
 // warned of before every TLS association of that site fails its handshake
 // (the server certificate had a metric and an alarm; the sites' had
 // nothing): the metric is the soonest expiry among the certificates each
-// calling AE presented last, within 7 days, and a certificate expiring
-// within 30 days is logged once.
+// calling AE presented last under each subject (a renewed certificate
+// replaces the old; another node's, bound to the same AE, does not),
+// within 7 days, and a certificate expiring within 30 days is logged once.
 func TestSiteCertificateExpiry(t *testing.T) {
 	start := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
 	ca := testpki.NewCA(t, "Site CA")
@@ -29,6 +30,7 @@ func TestSiteCertificateExpiry(t *testing.T) {
 			NotBefore: start.Add(-time.Hour), NotAfter: start.Add(time.Duration(days) * 24 * time.Hour)})
 	}
 	stmary, stmaryRenewed, north := cert("pacs.st-mary.example", 20), cert("pacs.st-mary.example", 365), cert("pacs.north.example", 90)
+	stmary2 := cert("pacs2.st-mary.example", 300) // another node calling as the same AE (an AE title may be bound to several names)
 	type step struct {
 		after    time.Duration // since start
 		ae       string
@@ -53,6 +55,11 @@ func TestSiteCertificateExpiry(t *testing.T) {
 			{ae: "STMARY_PACS", cert: stmary, wantDays: 20, warned: []string{"STMARY_PACS"}},
 			{ae: "NORTH_PACS", cert: north, wantDays: 20},
 			{ae: "STMARY_PACS", cert: stmaryRenewed, wantDays: 90},
+		}},
+		{"two certificates of one calling AE: the other one's later association hides neither", []step{
+			{ae: "STMARY_PACS", cert: stmary, wantDays: 20, warned: []string{"STMARY_PACS"}},
+			{after: time.Minute, ae: "STMARY_PACS", cert: stmary2, wantDays: 20 - 1.0/24/60},
+			{after: 2 * time.Minute, ae: "STMARY_PACS", cert: stmaryRenewed, wantDays: 300 - 2.0/24/60},
 		}},
 		{"a site not seen for 7 days no longer counts", []step{
 			{ae: "STMARY_PACS", cert: stmary, wantDays: 20, warned: []string{"STMARY_PACS"}},
