@@ -38,39 +38,16 @@ func Encode(sum uint64) string {
 
 // Combine returns the CRC of A||B from crc(A), crc(B) and len(B), as
 // zlib's crc32_combine does, for a reflected CRC-64 whose initial value and
-// final XOR are all ones. It costs O(log len2) and no data.
+// final XOR are all ones: crc(A) carried over len(B) zero bytes (multiplied
+// by x^(8·len(B)) modulo the polynomial) XOR crc(B). It costs O(log len2)
+// multiplications of 64 steps each and no data (a few hundred
+// nanoseconds; the matrix squaring zlib used before 1.2.12 took 55 µs for
+// 128 KiB, paid on every object by the content identity).
 func Combine(crc1, crc2 uint64, len2 int64) uint64 {
 	if len2 <= 0 {
 		return crc1
 	}
-	var even, odd [64]uint64
-	odd[0] = nvmePoly // the operator for one zero bit
-	row := uint64(1)
-	for n := 1; n < 64; n++ {
-		odd[n] = row
-		row <<= 1
-	}
-	square(&even, &odd) // two zero bits
-	square(&odd, &even) // four zero bits
-	for {
-		square(&even, &odd)
-		if len2&1 != 0 {
-			crc1 = times(&even, crc1)
-		}
-		len2 >>= 1
-		if len2 == 0 {
-			break
-		}
-		square(&odd, &even)
-		if len2&1 != 0 {
-			crc1 = times(&odd, crc1)
-		}
-		len2 >>= 1
-		if len2 == 0 {
-			break
-		}
-	}
-	return crc1 ^ crc2
+	return multModP(xPow8n(uint64(len2)), crc1) ^ crc2
 }
 
 // Suffix returns the CRC of B from crc(A||B), crc(A) and len(B): Combine
@@ -86,18 +63,46 @@ func Suffix(whole, prefix uint64, suffixLen int64) uint64 {
 	return whole ^ Combine(prefix, 0, suffixLen)
 }
 
-func times(mat *[64]uint64, vec uint64) uint64 {
-	var sum uint64
-	for i := 0; vec != 0; i, vec = i+1, vec>>1 {
-		if vec&1 != 0 {
-			sum ^= mat[i]
+// In the reflected representation the polynomial x^0 is the top bit and
+// x^63 the lowest; multModP multiplies two polynomials modulo nvmePoly.
+const xPow0 = uint64(1) << 63
+
+func multModP(a, b uint64) uint64 {
+	var p uint64
+	for m := xPow0; ; m >>= 1 {
+		if a&m != 0 {
+			p ^= b
+			if a&(m-1) == 0 {
+				return p
+			}
+		}
+		if b&1 != 0 {
+			b = b>>1 ^ nvmePoly
+		} else {
+			b >>= 1
 		}
 	}
-	return sum
 }
 
-func square(dst, mat *[64]uint64) {
-	for n := range dst {
-		dst[n] = times(mat, mat[n])
+// xPow2n[k] is x^(2^k) modulo nvmePoly, for every k xPow8n needs: 3 (one
+// byte) up to 3+62 (the highest bit of a positive int64).
+var xPow2n = func() (t [66]uint64) {
+	p := xPow0 >> 1 // x^1
+	t[0] = p
+	for k := 1; k < len(t); k++ {
+		p = multModP(p, p)
+		t[k] = p
 	}
+	return t
+}()
+
+// xPow8n returns x^(8n) modulo nvmePoly: n zero bytes.
+func xPow8n(n uint64) uint64 {
+	p := xPow0
+	for k := 3; n != 0; k, n = k+1, n>>1 {
+		if n&1 != 0 {
+			p = multModP(xPow2n[k], p)
+		}
+	}
+	return p
 }

@@ -2,6 +2,7 @@ package crcnvme
 
 import (
 	"hash/crc64"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -87,4 +88,30 @@ func FuzzSuffix(f *testing.F) {
 			t.Errorf("len %d cut %d: Suffix %x, checksum of the tail %x", len(data), c, got, want)
 		}
 	})
+}
+
+// TestCombineOverLongRuns holds Combine to a direct computation over long
+// runs of zero bytes, where each bit of the length takes a power of x of
+// its own: crc(A || n zeros) computed, against Combine(crc(A),
+// crc(n zeros), n).
+func TestCombineOverLongRuns(t *testing.T) {
+	head := randomBytes(1000, 3)
+	for _, n := range []int{1, 2, 3, 255, 256, 4097, 1<<20 + 1, 3<<22 - 5} {
+		zeros := make([]byte, n)
+		want := crc64.Checksum(append(append([]byte(nil), head...), zeros...), reference)
+		if got := Combine(Checksum(head), Checksum(zeros), int64(n)); got != want {
+			t.Errorf("%d zero bytes: Combine %x, direct %x", n, got, want)
+		}
+	}
+	// The largest length: every entry of the table is reached without
+	// going past it.
+	if got := Combine(1, 0, math.MaxInt64); got == 0 {
+		t.Errorf("Combine over MaxInt64 bytes = 0")
+	}
+}
+
+func BenchmarkSuffix(b *testing.B) {
+	for b.Loop() {
+		Suffix(0x1234, 0x5678, 130_000)
+	}
 }
