@@ -3,12 +3,15 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 )
 
 // valid returns a small valid configuration for mutation by the cases.
@@ -64,12 +67,12 @@ func TestParseValidation(t *testing.T) {
 		{"site overlaps vpc", func(c *Config) { c.Sites[0].Cidrs = []string{"10.40.3.0/24"} }, []string{"sites[0].cidrs[0]: 10.40.3.0/24 overlaps the VPC CIDR 10.40.0.0/20"}},
 		{"duplicate AE", func(c *Config) { c.Sites[1].CallingAETitle = "A_PACS" }, []string{`sites[1].callingAETitle: duplicate AE title "A_PACS" (also sites[0].callingAETitle)`}},
 		{"duplicate AE up to padding", func(c *Config) { c.Sites[1].CallingAETitle = "A_PACS  " }, []string{`duplicate AE title "A_PACS  "`}},
-		{"AE too long", func(c *Config) { c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQ" }, []string{`sites[0].callingAETitle: AE title "ABCDEFGHIJKLMNOPQ" is 17 characters, AE titles have at most 16`}},
+		{"AE too long", func(c *Config) { c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOPQ" }, []string{`sites[0].callingAETitle: "ABCDEFGHIJKLMNOPQ": AE title is 17 characters, AE titles have at most 16`}},
 		{"AE of 16 is fine", func(c *Config) { c.Sites[0].CallingAETitle = "ABCDEFGHIJKLMNOP" }, nil},
-		{"AE empty", func(c *Config) { c.Sites[0].CallingAETitle = "   " }, []string{"sites[0].callingAETitle: AE title is empty"}},
-		{"AE backslash", func(c *Config) { c.Sites[0].CallingAETitle = `A\B` }, []string{`sites[0].callingAETitle: AE title "A\\B" contains '\\'`}},
+		{"AE empty", func(c *Config) { c.Sites[0].CallingAETitle = "   " }, []string{`sites[0].callingAETitle: "   ": empty AE title`}},
+		{"AE backslash", func(c *Config) { c.Sites[0].CallingAETitle = `A\B` }, []string{`sites[0].callingAETitle: "A\\B": AE title has "\\" at position 2`}},
 		{"AE allowlist separator", func(c *Config) { c.Sites[0].CallingAETitle = "A@B" }, []string{"reserves"}},
-		{"called AE too long", func(c *Config) { c.Dicom.AETitle = "DICOM_INGEST_SERVICE" }, []string{"dicom.aeTitle: AE title \"DICOM_INGEST_SERVICE\" is 20 characters"}},
+		{"called AE too long", func(c *Config) { c.Dicom.AETitle = "DICOM_INGEST_SERVICE" }, []string{`dicom.aeTitle: "DICOM_INGEST_SERVICE": AE title is 20 characters`}},
 		{"no sites", func(c *Config) { c.Sites = nil }, []string{"sites: at least one site is needed"}},
 		{"duplicate site name", func(c *Config) { c.Sites[1].Name = "A" }, []string{`sites[1].name: duplicate site name "A" (also sites[0].name)`}},
 		{"bad site name", func(c *Config) { c.Sites[0].Name = "st mary" }, []string{`sites[0].name: "st mary" must match`}},
@@ -239,6 +242,32 @@ func TestParseValidation(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAETitles holds the stack's AE titles, its own (dicom.aeTitle) and a site's calling one, to the callers' one
+// table (accesscontrol.CheckAETitle), each refusal naming its configuration path.
+func TestAETitles(t *testing.T) {
+	for _, tc := range aetitletest.Titles {
+		for _, field := range []string{"dicom.aeTitle", "sites[0].callingAETitle"} {
+			t.Run(tc.Name+"/"+field, func(t *testing.T) {
+				c := valid()
+				if field == "dicom.aeTitle" {
+					c.Dicom.AETitle = tc.AE
+				} else {
+					c.Sites[0].CallingAETitle = tc.AE
+				}
+				_, err := Parse(marshal(t, c))
+				switch {
+				case !tc.Valid:
+					if want := fmt.Sprintf("%s: %q: %s", field, tc.AE, tc.Problem); err == nil || !strings.Contains(err.Error(), want) {
+						t.Errorf("Parse error = %v, want one containing %q", err, want)
+					}
+				case err != nil:
+					t.Errorf("%s %q refused: %v", field, tc.AE, err)
+				}
+			})
+		}
 	}
 }
 

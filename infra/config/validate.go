@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 )
 
 var (
@@ -449,21 +451,11 @@ func validAmazonAsn(asn int64) bool {
 	return (asn >= 64512 && asn <= 65534) || (asn >= 4200000000 && asn <= 4294967294)
 }
 
-// aeProblem explains what is wrong with an AE title, or returns "". PS3.5:
-// at most 16 characters of the default repertoire without backslash or
-// control characters; leading and trailing spaces are not significant, so a
-// title of only spaces is empty.
+// aeProblem explains what is wrong with an AE title, or returns "": it is not one by the rule every AE title is
+// held to (accesscontrol.CheckAETitle), or it holds a character the SCP's allowlist syntax reserves.
 func aeProblem(ae string) string {
-	if len(ae) > 16 {
-		return fmt.Sprintf("AE title %q is %d characters, AE titles have at most 16", ae, len(ae))
-	}
-	if strings.TrimSpace(ae) == "" {
-		return "AE title is empty"
-	}
-	for _, r := range ae {
-		if r < 0x20 || r > 0x7e || r == '\\' {
-			return fmt.Sprintf("AE title %q contains %q, which is not allowed (printable ASCII without backslash)", ae, r)
-		}
+	if err := accesscontrol.CheckAETitle(ae); err != nil {
+		return fmt.Sprintf("%q: %v", ae, err)
 	}
 	if strings.ContainsAny(ae, ",@|#") {
 		// These separate entries in SCP_CALLING_AES.

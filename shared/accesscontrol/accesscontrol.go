@@ -140,20 +140,22 @@ func merge(rules []rule, r rule) []rule {
 	return append(rules, r)
 }
 
-// CheckAETitle reports why ae is not an AE title (PS3.5 AE: 1 to 16
-// characters of the default repertoire, no control character or
-// backslash), or nil.
+// CheckAETitle reports why ae is not an AE title, or nil. It is the one rule of what an AE title is (PS3.5 AE
+// VR): at most 16 bytes of the default character repertoire without control characters or backslash, leading
+// and trailing spaces not significant, so a title of spaces alone is empty. The allowlist, the commitment peers,
+// the SCP's own AE title (scp-task's --ae-title, the stack's dicom.aeTitle and sites in infra/config) and the AE
+// titles an association received (dicomnet) are held to it. The error names the offending byte, not ae: each
+// caller names the title, its flag, its configuration path or the rejection as it can.
 func CheckAETitle(ae string) error {
 	switch {
-	case ae == "":
+	case strings.Trim(ae, " ") == "":
 		return errors.New("empty AE title")
 	case len(ae) > MaxAETitleLength:
-		return fmt.Errorf("AE title longer than %d characters", MaxAETitleLength)
+		return fmt.Errorf("AE title is %d characters, AE titles have at most %d", len(ae), MaxAETitleLength)
 	}
 	for i := 0; i < len(ae); i++ {
-		// AE VR: default character repertoire without control characters or backslash.
 		if c := ae[i]; c < 0x20 || c > 0x7e || c == '\\' {
-			return fmt.Errorf("AE title has a character not allowed in an AE title at position %d", i+1)
+			return fmt.Errorf("AE title has %q at position %d, which an AE title cannot hold (printable ASCII without backslash)", []byte{c}, i+1)
 		}
 	}
 	return nil

@@ -8,7 +8,35 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 )
+
+// TestAETitleRule holds CheckAETitle, and the allowlist's entries through it, to the callers' one table of AE
+// titles: a title of spaces alone was taken for one.
+func TestAETitleRule(t *testing.T) {
+	for _, tc := range aetitletest.Titles {
+		t.Run(tc.Name, func(t *testing.T) {
+			err := CheckAETitle(tc.AE)
+			if tc.Valid != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.Problem) {
+				t.Errorf("CheckAETitle(%q) = %v, want valid %v (%s)", tc.AE, err, tc.Valid, tc.Problem)
+			}
+			a, err := Parse(tc.AE + "@10.0.0.0/8")
+			switch {
+			case !tc.Valid:
+				if err == nil || !strings.Contains(err.Error(), tc.Problem) {
+					t.Errorf("Parse took %q: %v, want %s", tc.AE, err, tc.Problem)
+				}
+			case err != nil:
+				t.Errorf("Parse refused %q: %v", tc.AE, err)
+			default:
+				if _, err := a.Admit(Peer{CallingAE: tc.AE, Source: netip.MustParseAddr("10.1.2.3")}); err != nil {
+					t.Errorf("the allowlist of %q refused it: %v", tc.AE, err)
+				}
+			}
+		})
+	}
+}
 
 func TestParseErrors(t *testing.T) {
 	tests := []struct {
@@ -16,11 +44,11 @@ func TestParseErrors(t *testing.T) {
 		wantMsg string
 	}{
 		{"@10.0.0.0/8", "empty AE title"},
-		{"ABCDEFGHIJKLMNOPQ", "longer than 16"},
+		{"ABCDEFGHIJKLMNOPQ", "at most 16"},
 		{"SITE@", "no networks"},
 		{"SITE@10.0.0.300/24", "not a CIDR"},
 		{"SITE@10.0.0.1/24", "host bits set (did you mean 10.0.0.0/24?)"},
-		{"SI\\TE", "character not allowed"},
+		{"SI\\TE", "cannot hold"},
 		{"SITE@10.0.0.0/24|", "not a CIDR"},
 		{"SITE#", "empty certificate name"},
 		{"SITE@10.0.0.0/24#", "empty certificate name"},

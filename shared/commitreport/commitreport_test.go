@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
@@ -42,6 +43,25 @@ func TestParsePeers(t *testing.T) {
 		if _, err := commitreport.ParsePeers(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestParsePeersAETitles holds the peers' AE titles to the callers' one table (accesscontrol.CheckAETitle).
+func TestParsePeersAETitles(t *testing.T) {
+	for _, tc := range aetitletest.Titles {
+		t.Run(tc.Name, func(t *testing.T) {
+			p, err := commitreport.ParsePeers(tc.AE + "=h:104")
+			switch {
+			case !tc.Valid:
+				if err == nil || !strings.Contains(err.Error(), tc.Problem) {
+					t.Errorf("ParsePeers took %q: %v, want %s", tc.AE, err, tc.Problem)
+				}
+			case err != nil:
+				t.Errorf("ParsePeers refused %q: %v", tc.AE, err)
+			case p[strings.TrimSpace(tc.AE)] != "h:104":
+				t.Errorf("ParsePeers(%q) = %v", tc.AE, p)
+			}
+		})
 	}
 }
 

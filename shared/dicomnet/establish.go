@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
@@ -37,8 +38,8 @@ func (a *association) associateAcceptable() bool {
 // A-ASSOCIATE-AC prepared) or Evt8 (reject, with a.rj set).
 func (a *association) decide() rxEvent {
 	s, rq := a.srv, a.rq
-	var callingValid, calledValid bool
-	a.info.CallingAE, a.info.CalledAE, callingValid, calledValid = peerAETitles(rq)
+	var callingErr, calledErr error
+	a.info.CallingAE, a.info.CalledAE, callingErr, calledErr = peerAETitles(rq)
 	a.info.PeerImplementationClassUID, a.info.PeerImplementationVersionName = peerImplementation(&rq.UserInformation)
 	a.info.PeerMaxPDULength = rq.UserInformation.MaxPDULength
 	a.info.TLS = a.tlsState()
@@ -48,11 +49,14 @@ func (a *association) decide() rxEvent {
 	switch {
 	case s.inShutdown.Load():
 		rj = RejectTemporaryCongestion
-	case !calledValid || s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
+	case calledErr != nil:
+		a.rejectBy = fmt.Errorf("%w (%w)", RejectCalledAENotRecognized, calledErr)
 		rj = RejectCalledAENotRecognized
-	case !callingValid:
+	case s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
+		rj = RejectCalledAENotRecognized
+	case callingErr != nil:
 		// Not an AE title, whatever the policy's list: kept with '?', it could read as one that is listed.
-		a.rejectBy = fmt.Errorf("%w (%w)", RejectCallingAENotRecognized, errNotAETitle)
+		a.rejectBy = fmt.Errorf("%w (%w)", RejectCallingAENotRecognized, callingErr)
 		rj = RejectCallingAENotRecognized
 	case !s.reserveSlot(a):
 		rj = RejectTooManyAssociations
@@ -200,20 +204,20 @@ func peerImplementation(u *pdu.UserInformation) (classUID, versionName string) {
 		printableASCII(u.ImplementationVersionName, maxImplementationVersionName)
 }
 
-// maxAETitle bounds an AE title (PS3.5 AE: 16 bytes), as the A-ASSOCIATE-RQ's fields do.
-const maxAETitle = 16
-
-// errNotAETitle is why a calling AE title holding a byte an AE title cannot hold is refused.
-var errNotAETitle = errors.New("calling AE title has a byte outside printable ASCII")
+// maxAETitle bounds an AE title as we keep and log it, as the A-ASSOCIATE-RQ's 16-byte fields do
+// (accesscontrol.MaxAETitleLength).
+const maxAETitle = accesscontrol.MaxAETitleLength
 
 // peerAETitles is the calling and called AE titles of rq as we keep, log and record them: padding trimmed, by the
-// rule of peerImplementation (printableASCII), and whether each was so as received. An AE title is printable ASCII
-// (PS3.5 AE), so one that had a byte replaced is no AE title: decide refuses it (the called one as not ours), so
-// that 'CT\x01', kept as 'CT?', is not taken for a listed 'CT?'.
-func peerAETitles(rq *pdu.AssociateRQ) (calling, called string, callingValid, calledValid bool) {
+// rule of peerImplementation (printableASCII); and why each as received is no AE title, nil when it is one. What
+// an AE title is is the one rule every AE title is held to (accesscontrol.CheckAETitle: PS3.5 AE, no backslash,
+// no control characters, not empty); decide refuses one that is not (the called one as not ours), so that
+// 'CT\x01', kept as 'CT?', is not taken for a listed 'CT?', and 'A\B', which no allowlist can list, is refused
+// as not one.
+func peerAETitles(rq *pdu.AssociateRQ) (calling, called string, callingErr, calledErr error) {
 	rawCalling, rawCalled := trimAE(rq.CallingAE), trimAE(rq.CalledAE)
-	calling, called = printableASCII(rawCalling, maxAETitle), printableASCII(rawCalled, maxAETitle)
-	return calling, called, calling == rawCalling, called == rawCalled
+	return printableASCII(rawCalling, maxAETitle), printableASCII(rawCalled, maxAETitle),
+		accesscontrol.CheckAETitle(rawCalling), accesscontrol.CheckAETitle(rawCalled)
 }
 
 // printableASCII is s cut to n bytes, each outside 0x20-0x7E replaced by '?'.

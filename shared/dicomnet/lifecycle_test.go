@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
@@ -400,6 +401,50 @@ func TestRefusedContextsLogged(t *testing.T) {
 // identifiers' rule (each byte outside printable ASCII as '?'; the RQ's fields bound them to 16 bytes), and one
 // that had a byte replaced is no AE title: refused, calling or called, even where the policy lists what it reads
 // as ('CT?'). They were kept and logged as received.
+// TestPeerAETitlesByTheRule holds the AE titles an association receives to the callers' one table
+// (accesscontrol.CheckAETitle), as calling (refused 01 01 03, the rule's reason logged as why) and as called (01
+// 01 07) with any called AE title accepted: a backslash, which no allowlist can list, and an empty title were
+// taken. Titles past 16 bytes are left out: the RQ's fields hold 16.
+func TestPeerAETitlesByTheRule(t *testing.T) {
+	for _, tc := range aetitletest.Titles {
+		if len(tc.AE) > 16 {
+			continue
+		}
+		for _, called := range []bool{false, true} {
+			name := tc.Name + "/calling"
+			calling, calledAE, reason := tc.AE, "ANY", byte(3)
+			if called {
+				name, calling, calledAE, reason = tc.Name+"/called", "CT", tc.AE, 7
+			}
+			t.Run(name, func(t *testing.T) {
+				var logs testenv.LogBuffer
+				p, _ := startParrot(t, &dicomnet.Server{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+				p.SendPDU(dicomnettest.AssociateRQ(calling, calledAE))
+				if tc.Valid {
+					p.Expect(pdu.TypeAssociateAC)
+					p.SendPDU(&pdu.ReleaseRQ{})
+					p.Expect(pdu.TypeReleaseRP)
+					return
+				}
+				p.ExpectReject(1, 1, reason)
+				for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+					var line struct {
+						Msg string `json:"msg"`
+						Why string `json:"why"`
+					}
+					if err := json.Unmarshal([]byte(l), &line); err != nil {
+						t.Fatal(err)
+					}
+					if line.Msg == "dicomnet: association rejected" && strings.Contains(line.Why, tc.Problem) {
+						return
+					}
+				}
+				t.Errorf("no rejection line says why %q:\n%s", tc.Problem, logs.String())
+			})
+		}
+	}
+}
+
 func TestPeerAETitlesPrintable(t *testing.T) {
 	tests := []struct {
 		name                    string

@@ -66,7 +66,7 @@ const (
 // Fields must not be changed after serving starts.
 type Server struct {
 	Addr    string  // for ListenAndServe; default ":11112"
-	AETitle string  // the called AE we answer to; empty accepts any AE title (printable ASCII, peerAETitles); a mismatch is rejected 01 01 07
+	AETitle string  // the called AE we answer to; empty accepts any AE title (accesscontrol.CheckAETitle, peerAETitles); a mismatch is rejected 01 01 07
 	Handler Handler // receives C-STORE; nil answers every C-STORE with 0110 (processing failure)
 	// Commitment receives Storage Commitment requests (N-ACTION-RQ). Set, the Storage Commitment Push Model SOP
 	// class is negotiated, the requestor as SCU; nil, it is refused (result 3). Results go back with
