@@ -176,6 +176,20 @@ func TestParseValidation(t *testing.T) {
 		{"reserved concurrency over a larger account's", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 300, 1300 }, []string{
 			"leaves 99 unreserved; Lambda refuses to leave fewer than 100: at most 299 here",
 		}},
+		// An account too small for the least reservation: the most that fits would be below 2 (it said "at most 1"
+		// or "at most 0", which pipeline.reservedConcurrency refuses).
+		{"an account too small for any reservation", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 2, 108 }, []string{
+			"2 × 4 functions + 1 for commitment's schedule = 9 reserved of pipeline.accountConcurrency 108 leaves 99 unreserved; " +
+				"Lambda refuses to leave fewer than 100: no reservation fits, the least (2 each, 9 in all) needs a pipeline.accountConcurrency of at least 109; " +
+				"raise the account's quota and pipeline.accountConcurrency",
+		}},
+		{"an account of 100", func(c *Config) { c.Pipeline.AccountConcurrency = 100 }, []string{"no reservation fits, the least (2 each, 9 in all) needs a pipeline.accountConcurrency of at least 109"}},
+		{"an account too small with the audit feed's function", func(c *Config) {
+			c.Audit.Syslog = &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn}
+			c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 2, 110
+		}, []string{"no reservation fits, the least (2 each, 11 in all) needs a pipeline.accountConcurrency of at least 111"}},
+		{"an account just large enough for the least", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 2, 109 }, nil},
+		{"an account that fits 2, asked for 3", func(c *Config) { c.Pipeline.ReservedConcurrency, c.Pipeline.AccountConcurrency = 3, 110 }, []string{"at most 2 here"}},
 		{"log retention", func(c *Config) { c.LogRetentionDays = 42 }, []string{"logRetentionDays: 42 is not a CloudWatch Logs retention value"}},
 		{"alarm email", func(c *Config) { c.AlarmEmail = "oncall" }, []string{`alarmEmail: "oncall" is not an e-mail address`}},
 		// DICOM over TLS (tls_test.go has withTLS).

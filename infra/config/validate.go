@@ -21,6 +21,13 @@ var (
 	emailRE    = regexp.MustCompile(`^[^@\s]+@[^@\s]+\.[^@\s]+$`)
 )
 
+// minReservedConcurrency and maxReservedConcurrency bound pipeline.reservedConcurrency: an SQS event source's
+// maximum concurrency is 2..1000, and commitment reserves one more.
+const (
+	minReservedConcurrency = 2
+	maxReservedConcurrency = 999
+)
+
 // logRetentionDays are the values CloudWatch Logs accepts.
 var logRetentionDays = []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 
@@ -213,17 +220,26 @@ func (c *Config) Validate() error {
 	// event source's maximum concurrency: 2..1000); commitment reserves
 	// one more, for its schedule's run beside its pollers. 999 keeps that
 	// reservation, like every other, within 2..1000.
-	if pl.ReservedConcurrency < 2 || pl.ReservedConcurrency > 999 {
-		p.addf("pipeline.reservedConcurrency", "%d is outside 2..999 (commitment reserves one more, at most 1000)", pl.ReservedConcurrency)
+	if pl.ReservedConcurrency < minReservedConcurrency || pl.ReservedConcurrency > maxReservedConcurrency {
+		p.addf("pipeline.reservedConcurrency", "%d is outside %d..%d (commitment reserves one more, at most 1000)",
+			pl.ReservedConcurrency, minReservedConcurrency, maxReservedConcurrency)
 	}
 	if pl.AccountConcurrency < 1 {
 		p.addf("pipeline.accountConcurrency", "%d must be positive", pl.AccountConcurrency)
 	} else if total, n := c.ReservedConcurrencyTotal(); pl.AccountConcurrency-total < LambdaUnreservedMin {
+		sum := fmt.Sprintf("%d × %d functions + 1 for commitment's schedule = %d reserved of pipeline.accountConcurrency %d leaves %d unreserved; "+
+			"Lambda refuses to leave fewer than %d", pl.ReservedConcurrency, n, total, pl.AccountConcurrency, pl.AccountConcurrency-total, LambdaUnreservedMin)
 		// n functions reserve it, commitment one more.
-		most := (pl.AccountConcurrency - LambdaUnreservedMin - 1) / n
-		p.addf("pipeline.reservedConcurrency", "%d × %d functions + 1 for commitment's schedule = %d reserved of pipeline.accountConcurrency %d leaves %d unreserved; "+
-			"Lambda refuses to leave fewer than %d: at most %d here, or raise the account's quota and pipeline.accountConcurrency",
-			pl.ReservedConcurrency, n, total, pl.AccountConcurrency, pl.AccountConcurrency-total, LambdaUnreservedMin, max(most, 0))
+		if most := (pl.AccountConcurrency - LambdaUnreservedMin - 1) / n; most >= minReservedConcurrency {
+			p.addf("pipeline.reservedConcurrency", "%s: at most %d here, or raise the account's quota and pipeline.accountConcurrency", sum, most)
+		} else {
+			// Not even the least reservation fits: "at most 1" would name one below the least allowed.
+			least := *c
+			least.Pipeline.ReservedConcurrency = minReservedConcurrency
+			leastTotal, _ := least.ReservedConcurrencyTotal()
+			p.addf("pipeline.reservedConcurrency", "%s: no reservation fits, the least (%d each, %d in all) needs a pipeline.accountConcurrency of at least %d; "+
+				"raise the account's quota and pipeline.accountConcurrency", sum, minReservedConcurrency, leastTotal, leastTotal+LambdaUnreservedMin)
+		}
 	}
 	if pl.MaxReceiveCount < 1 || pl.MaxReceiveCount > 1000 {
 		p.addf("pipeline.maxReceiveCount", "%d is outside 1..1000", pl.MaxReceiveCount)
