@@ -164,6 +164,9 @@ type CommitmentTransaction struct {
 	Attempts   int       `json:"attempts"`
 	LastError  string    `json:"lastError,omitempty"`
 	ReportedAt time.Time `json:"reportedAt,omitempty"`
+	// GivenUpAt is when delivery was given up (the report deadline passed), recorded before the audit record
+	// and the event as ReportedAt is; the transaction is undeliverable once both are written.
+	GivenUpAt time.Time `json:"givenUpAt,omitempty"`
 	// SameAssociation: the report went on the association the request came on.
 	SameAssociation bool `json:"sameAssociation,omitempty"`
 	// Version moves by one with every write (UpdateCommitment's condition).
@@ -293,8 +296,8 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 		// A retransmission: report again, on the newer association, once any delivery in progress is done.
 		if !stored.Done() {
 			stored.AssociationID, stored.MessageID, stored.RequestKey = tx.AssociationID, tx.MessageID, key
-			// Reported on the older one already (its record or event still owed): again.
-			stored.ReportedAt = time.Time{}
+			// Reported on the older one already, or given up (its record or event still owed): again.
+			stored.ReportedAt, stored.GivenUpAt = time.Time{}, time.Time{}
 			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil && !errors.Is(err, ErrConditionFailed) {
 				return fmt.Errorf("pipeline: commitment: %w", err)
 			}
@@ -638,12 +641,16 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 	if err != nil {
 		return false, err
 	}
-	step := commitmentReported
-	if !tx.ReportedAt.IsZero() {
-		// Reported by an earlier run, whose audit record or event failed: they are what is left to do.
+	// Reported or given up by an earlier run, whose audit record or event failed: they are what is left to do.
+	switch {
+	case !tx.ReportedAt.IsZero():
 		tx.State = CommitmentReported
-		return p.finishCommitment(ctx, step, tx, doc)
+		return p.finishCommitment(ctx, commitmentReported, tx, doc)
+	case !tx.GivenUpAt.IsZero():
+		tx.State = CommitmentUndeliverable
+		return p.finishCommitment(ctx, commitmentUndeliverable, tx, doc)
 	}
+	step := commitmentReported
 	tx.Attempts++
 	delivery, rerr := p.Reporter.Report(ctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
 	now := p.now()
@@ -660,10 +667,16 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 		}
 		tx.State = CommitmentReported
 	case !now.Before(tx.ReportDeadline):
-		tx.State, tx.LastError = CommitmentUndeliverable, rerr.Error()
+		tx.GivenUpAt, tx.LastError = now, rerr.Error()
 		step = commitmentUndeliverable
 		// The alarm watches this line (a metric filter on UndeliverableLog).
 		log.Error(UndeliverableLog, "err", rerr, "calling_ae", tx.CallingAE)
+		// Recorded before the audit record and the event, as a delivery is: were either to fail, the next run
+		// would otherwise try the PACS and give up again, logging the line above every lease.
+		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
+			return false, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		tx.State = CommitmentUndeliverable
 	default:
 		tx.LastError = rerr.Error()
 		// The last attempt comes at the deadline, not a backoff past it.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const (
@@ -559,6 +561,65 @@ func TestCommitmentReportedOnceWhileTheBusFails(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-reported"}, c.outcomes()); d != "" {
 		t.Errorf("audit (-want +got):\n%s", d)
+	}
+}
+
+// TestCommitmentGivenUpOnceWhileTheBusFails: a report given up at its deadline whose audit record or Storage
+// Commitment Completed event fails (the audit store or the event bus down) is given up once: the transaction stayed
+// in reporting unrecorded, and each run after the lease tried the PACS again and logged UndeliverableLog again,
+// which the alarm counts, for as long as the write failed. What is left is written once it is back.
+func TestCommitmentGivenUpOnceWhileTheBusFails(t *testing.T) {
+	for _, failing := range []string{"the event bus", "the audit store"} {
+		t.Run(failing, func(t *testing.T) {
+			ctx := context.Background()
+			c := newCommitmentFixture(t)
+			var logs testenv.LogBuffer
+			c.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			c.p.CommitmentReportFor = 40 * time.Second
+			c.f.Reporter.Err = errors.New("dial PACS: connection refused")
+			c.store(sop1)
+			c.request(txnUID, ctRef(sop1))
+			c.at(10 * time.Second)
+			c.at(20 * time.Second) // attempts at 0, 10 and 30 s; the last is at the deadline, 40 s
+			down := errors.New(failing + " down")
+			setErr := func(err error) {
+				if failing == "the event bus" {
+					c.f.Events.Err = err
+				} else {
+					c.f.Audit.Err = err
+				}
+			}
+			setErr(down)
+			c.now = c.now.Add(10 * time.Second)
+			for run := range 3 {
+				if _, err := c.p.RunCommitments(ctx, c.now); !errors.Is(err, down) {
+					t.Errorf("run %d: err %v, want %s's", run+1, err, failing)
+				}
+				c.now = c.now.Add(3 * time.Minute) // past the lease
+			}
+			if n := len(c.reports()); n != 4 {
+				t.Errorf("%d attempts, want 4: none after giving up", n)
+			}
+			if n := strings.Count(logs.String(), pipeline.UndeliverableLog); n != 1 {
+				t.Errorf("%q logged %d times, want once", pipeline.UndeliverableLog, n)
+			}
+			setErr(nil)
+			c.at(0)
+			c.at(3 * time.Minute)
+			if n, done := len(c.reports()), len(c.events(pipeline.DetailTypeCommitmentCompleted)); n != 4 || done != 1 {
+				t.Errorf("%d attempts, %d Storage Commitment Completed events once %s is back; want 4 and 1", n, done, failing)
+			}
+			var cd pipeline.CommitmentCompletedDetail
+			if err := json.Unmarshal(c.events(pipeline.DetailTypeCommitmentCompleted)[0], &cd); err != nil || cd.Report.Delivered || cd.Report.Attempts != 4 {
+				t.Errorf("Storage Commitment Completed %+v (%v)", cd, err)
+			}
+			if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-undeliverable"}, c.outcomes()); d != "" {
+				t.Errorf("audit (-want +got):\n%s", d)
+			}
+			if n := strings.Count(logs.String(), pipeline.UndeliverableLog); n != 1 {
+				t.Errorf("%q logged %d times in all, want once", pipeline.UndeliverableLog, n)
+			}
+		})
 	}
 }
 

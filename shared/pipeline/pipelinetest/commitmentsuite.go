@@ -96,8 +96,31 @@ func testUpdateConditional(t *testing.T, s pipeline.CommitmentStore) {
 	if _, err := s.UpdateCommitment(ctx, stale); !errors.Is(err, pipeline.ErrConditionFailed) {
 		t.Fatalf("stale update: %v, want ErrConditionFailed", err)
 	}
-	tx.State, tx.ReportedAt, tx.SameAssociation, tx.Studies, tx.LastError = pipeline.CommitmentReported, T0.Add(time.Minute), true, nil, ""
-	if got, err := s.UpdateCommitment(ctx, tx); err != nil || got.Version != 3 || got.State != pipeline.CommitmentReported || len(got.Studies) != 0 {
+	// What a run records before the audit record and the event, still in reporting: a delivery (ReportedAt) or a
+	// give-up (GivenUpAt), each kept for the run after.
+	for _, mark := range []func(*pipeline.CommitmentTransaction){
+		func(tx *pipeline.CommitmentTransaction) {
+			tx.GivenUpAt, tx.LastError = T0.Add(time.Hour), "peer unreachable"
+		},
+		func(tx *pipeline.CommitmentTransaction) {
+			tx.GivenUpAt, tx.ReportedAt, tx.SameAssociation, tx.LastError = time.Time{}, T0.Add(time.Minute), true, ""
+		},
+	} {
+		mark(&tx)
+		updated, err := s.UpdateCommitment(ctx, tx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Version++
+		if d := cmp.Diff(tx, updated, cmpOpts); d != "" {
+			t.Errorf("updated (-want +got):\n%s", d)
+		}
+		if got, err := s.GetCommitment(ctx, tx.ID); err != nil || !cmp.Equal(tx, got, cmpOpts) {
+			t.Errorf("stored %+v (%v), want %+v", got, err, tx)
+		}
+	}
+	tx.State, tx.Studies = pipeline.CommitmentReported, nil
+	if got, err := s.UpdateCommitment(ctx, tx); err != nil || got.Version != 5 || got.State != pipeline.CommitmentReported || len(got.Studies) != 0 {
 		t.Fatalf("update = %+v, %v", got, err)
 	}
 }

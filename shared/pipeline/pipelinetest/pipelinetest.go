@@ -162,6 +162,8 @@ type Audit struct {
 	mu      sync.Mutex
 	records map[string]pipeline.AuditRecord
 	order   []string
+	// Err, when set, fails every Append.
+	Err error
 }
 
 var _ pipeline.AuditStore = (*Audit)(nil)
@@ -177,9 +179,12 @@ func (a *Audit) Append(_ context.Context, rec pipeline.AuditRecord) (bool, error
 	if !slices.Contains(pipeline.AuditOutcomes, rec.Outcome) {
 		return false, fmt.Errorf("pipelinetest: audit outcome %q is not one of pipeline.AuditOutcomes, which the portal offers", rec.Outcome)
 	}
-	writtenOutcomes.Store(rec.Outcome, true)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.Err != nil {
+		return false, a.Err
+	}
+	writtenOutcomes.Store(rec.Outcome, true)
 	if _, ok := a.records[rec.ID]; ok {
 		return false, nil
 	}
