@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
@@ -61,6 +62,8 @@ const (
 type IndexTable struct {
 	Client DynamoAPI
 	Table  string
+	// Logger receives the failed cleanups of the studies StableStudies passes over (no UIDs); nil discards.
+	Logger *slog.Logger
 
 	markers markerCreators
 }
@@ -988,7 +991,7 @@ func (x *IndexTable) offered(ctx context.Context, pk string, quietSince time.Tim
 	switch {
 	case s.Revision <= s.AnnouncedRevision:
 		if listed {
-			return s, false, x.leavePending(ctx, s.StudyInstanceUID, s.Revision)
+			x.cleanupFailed(ctx, "leave the pending index", x.leavePending(ctx, s.StudyInstanceUID, s.Revision))
 		}
 		return s, false, nil
 	case s.Quiet().After(quietSince):
@@ -999,9 +1002,28 @@ func (x *IndexTable) offered(ctx context.Context, pk string, quietSince time.Tim
 		// A content counted (step 3) but not yet listed (step 4) would be
 		// announced missing, and once announced at its revision the study
 		// is never announced again when the content's retry lists it.
-		return s, false, x.DeferAnnouncement(ctx, s.StudyInstanceUID, time.Now())
+		x.cleanupFailed(ctx, "defer", x.DeferAnnouncement(ctx, s.StudyInstanceUID, time.Now()))
+		return s, false, nil
 	}
 	return s, true, nil
+}
+
+// StableStudyCleanupFailedLog is the log message of a study StableStudies passed over whose cleanup failed.
+const StableStudyCleanupFailedLog = "stable studies: a study passed over was not cleared; the next run meets it again"
+
+// cleanupFailed logs err, a failed cleanup of a study StableStudies passes over anyway (offered's). The read goes
+// on: it failed the whole read, so one study's housekeeping (a throttled or refused write) held every other study's
+// announcement back for the run; the next run meets the study again and tries again. The error names no study:
+// leavePending's and DeferAnnouncement's wrap the SDK's, which names no key.
+func (x *IndexTable) cleanupFailed(ctx context.Context, cleanup string, err error) {
+	if err == nil {
+		return
+	}
+	log := x.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log.WarnContext(ctx, StableStudyCleanupFailedLog, "cleanup", cleanup, "err", err)
 }
 
 // upsertInFlight reports whether the study item holds a content between its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
@@ -70,6 +72,25 @@ func crashAfter(n int) func(*dynamodb.Options) {
 						}
 					}
 					return middleware.InitializeOutput{}, middleware.Metadata{}, pipelinetest.ErrCrash
+				}), middleware.Before)
+		})
+	}
+}
+
+// errRefused is the error of failOperation's calls.
+var errRefused = errors.New("test: operation refused")
+
+// failOperation makes a client's calls of operation op fail with errRefused, without retries; the others go through.
+func failOperation(op string) func(*dynamodb.Options) {
+	return func(o *dynamodb.Options) {
+		o.Retryer = aws.NopRetryer{}
+		o.APIOptions = append(o.APIOptions, func(s *middleware.Stack) error {
+			return s.Initialize.Add(middleware.InitializeMiddlewareFunc("fail",
+				func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+					if awsmiddleware.GetOperationName(ctx) == op {
+						return middleware.InitializeOutput{}, middleware.Metadata{}, errRefused
+					}
+					return next.HandleInitialize(ctx, in)
 				}), middleware.Before)
 		})
 	}
@@ -297,6 +318,86 @@ func n(v int64) ddbtypes.AttributeValue {
 // short after its count) is deferred past the query's quiet time.
 func TestStableStudiesClearTheWay(t *testing.T) {
 	tables := newIndexTables(t)
+	x, ps := passedOver(t, tables)
+	got, err := x.StableStudies(context.Background(), ps.quietSince, 10)
+	if err != nil || len(got) != 1 || got[0].StudyInstanceUID != ps.quiet {
+		t.Fatalf("StableStudies = %v (%v), want the quiet study", got, err)
+	}
+	if diff := cmp.Diff([]string{ps.quiet}, ps.listed(t)); diff != "" {
+		t.Errorf("listed as quiet after (-want +got):\n%s", diff)
+	}
+	d, err := x.GetStudy(context.Background(), ps.inFlight)
+	if err != nil || d.Revision != 2 || d.AnnouncedRevision != 0 || !d.LastActivity.After(ps.quietSince) {
+		t.Errorf("study in flight = %+v (%v), want it pending and deferred", d.StudySummary, err)
+	}
+}
+
+// TestStableStudiesPassOverAFailedCleanup: a cleanup of a study passed over that fails (leavePending,
+// DeferAnnouncement: every UpdateItem refused) is logged, naming no study, and the rest are offered: it failed the
+// whole read, so one study's housekeeping held every other study's announcement back for the run. The next read
+// clears them.
+func TestStableStudiesPassOverAFailedCleanup(t *testing.T) {
+	tables := newIndexTables(t)
+	x, ps := passedOver(t, tables)
+	var logs testenv.LogBuffer
+	faulty := &awsadapters.IndexTable{Client: dynamoClient(tables.url, failOperation("UpdateItem")), Table: x.Table,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+	got, err := faulty.StableStudies(context.Background(), ps.quietSince, 10)
+	if err != nil || len(got) != 1 || got[0].StudyInstanceUID != ps.quiet {
+		t.Fatalf("StableStudies with its cleanups failing = %v (%v), want the quiet study", got, err)
+	}
+	if n := strings.Count(logs.String(), awsadapters.StableStudyCleanupFailedLog); n != 2 {
+		t.Errorf("%d lines say a cleanup failed, want 2 (leave the pending index, defer):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), errRefused.Error()) {
+		t.Errorf("the lines do not give the error:\n%s", logs.String())
+	}
+	for _, uid := range []string{ps.announced, ps.inFlight, ps.quiet} {
+		if strings.Contains(logs.String(), uid) {
+			t.Errorf("a line names study %s:\n%s", uid, logs.String())
+		}
+	}
+	if diff := cmp.Diff([]string{ps.announced, ps.inFlight, ps.quiet}, ps.listed(t)); diff != "" {
+		t.Errorf("listed as quiet after the failed cleanups (-want +got):\n%s", diff)
+	}
+	if got, err := x.StableStudies(context.Background(), ps.quietSince, 10); err != nil || len(got) != 1 {
+		t.Fatalf("StableStudies = %v (%v), want the quiet study", got, err)
+	}
+	if diff := cmp.Diff([]string{ps.quiet}, ps.listed(t)); diff != "" {
+		t.Errorf("listed as quiet once the cleanups succeed (-want +got):\n%s", diff)
+	}
+}
+
+// passedOverStudies are three studies the byPending index lists as quiet: one announced still listed (MarkAnnounced
+// died before its REMOVE of gsi1pk), one with an upsert in flight, and one quiet, to offer.
+type passedOverStudies struct {
+	announced, inFlight, quiet string
+	quietSince                 time.Time
+	table                      string
+	c                          *dynamodb.Client
+}
+
+// listed is the studies the byPending index lists as quiet at ps.quietSince.
+func (ps passedOverStudies) listed(t *testing.T) []string {
+	t.Helper()
+	res, err := ps.c.Query(context.Background(), &dynamodb.QueryInput{
+		TableName: aws.String(ps.table), IndexName: aws.String("byPending"),
+		KeyConditionExpression:    aws.String("gsi1pk = :p AND gsi1sk <= :t"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": s("PENDING"), ":t": s(ps.quietSince.Format(time.RFC3339Nano))},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, item := range res.Items {
+		out = append(out, strings.TrimPrefix(item["pk"].(*ddbtypes.AttributeValueMemberS).Value, "STUDY#"))
+	}
+	return out
+}
+
+// passedOver writes the passedOverStudies in a fresh table.
+func passedOver(t *testing.T, tables *indexTables) (*awsadapters.IndexTable, passedOverStudies) {
+	t.Helper()
 	x := tables.table(t)
 	ctx := context.Background()
 	crashed := func(n int) *awsadapters.IndexTable {
@@ -318,36 +419,10 @@ func TestStableStudiesClearTheWay(t *testing.T) {
 	if _, err := crashed(3).UpsertInstance(ctx, inFlight); !errors.Is(err, pipelinetest.ErrCrash) {
 		t.Fatalf("upsert on a crashing index: %v", err)
 	}
-	quietSince := pipelinetest.T0.Add(time.Hour)
-	listed := func() []string {
-		t.Helper()
-		res, err := x.Client.Query(ctx, &dynamodb.QueryInput{
-			TableName: aws.String(x.Table), IndexName: aws.String("byPending"),
-			KeyConditionExpression:    aws.String("gsi1pk = :p AND gsi1sk <= :t"),
-			ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": s("PENDING"), ":t": s(quietSince.Format(time.RFC3339Nano))},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, item := range res.Items {
-			out = append(out, strings.TrimPrefix(item["pk"].(*ddbtypes.AttributeValueMemberS).Value, "STUDY#"))
-		}
-		return out
-	}
-	want := []string{announced.StudyInstanceUID, inFlight.StudyInstanceUID, quiet.StudyInstanceUID}
-	if diff := cmp.Diff(want, listed()); diff != "" {
+	ps := passedOverStudies{announced: announced.StudyInstanceUID, inFlight: inFlight.StudyInstanceUID, quiet: quiet.StudyInstanceUID,
+		quietSince: pipelinetest.T0.Add(time.Hour), table: x.Table, c: x.Client.(*dynamodb.Client)}
+	if diff := cmp.Diff([]string{ps.announced, ps.inFlight, ps.quiet}, ps.listed(t)); diff != "" {
 		t.Fatalf("listed as quiet before (-want +got):\n%s", diff)
 	}
-	got, err := x.StableStudies(ctx, quietSince, 10)
-	if err != nil || len(got) != 1 || got[0].StudyInstanceUID != quiet.StudyInstanceUID {
-		t.Fatalf("StableStudies = %v (%v), want the quiet study", got, err)
-	}
-	if diff := cmp.Diff([]string{quiet.StudyInstanceUID}, listed()); diff != "" {
-		t.Errorf("listed as quiet after (-want +got):\n%s", diff)
-	}
-	d, err := x.GetStudy(ctx, inFlight.StudyInstanceUID)
-	if err != nil || d.Revision != 2 || d.AnnouncedRevision != 0 || !d.LastActivity.After(quietSince) {
-		t.Errorf("study in flight = %+v (%v), want it pending and deferred", d.StudySummary, err)
-	}
+	return x, ps
 }

@@ -192,7 +192,7 @@ func newIndexed(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipe
 		return nil, nil, err
 	}
 	p, ddb := newPipeline(awsCfg, c, names, log)
-	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable}
+	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable, Logger: log}
 	return p, ddb, nil
 }
 
