@@ -171,9 +171,14 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 	if err != nil {
 		return "", fmt.Errorf("pipeline: index: %w", err)
 	}
+	// The content under its own identity, or its very bytes under their
+	// older one (a redelivery of an object indexed before the upgrade),
+	// before any other content of the same data set: a redelivery of a
+	// conflicting copy indexed before the upgrade is that copy again, not
+	// a resend of the content it conflicted with.
 	for _, r := range recs {
-		if r.StudyInstanceUID == study && r.SHA256 == d.ID {
-			return d.ID, nil
+		if r.StudyInstanceUID == study && (r.SHA256 == d.ID || r.SHA256 == d.Whole) {
+			return r.SHA256, nil
 		}
 	}
 	for _, r := range recs {

@@ -85,16 +85,8 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 			p := f.Pipeline()
 			storedAs(f, key(sop1), firstData, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
 			if tt.oldForm {
-				rec := pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
-					SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), SHA256: wholeCRC(firstData)}
-				if _, err := f.Index.UpsertInstance(ctx, rec); err != nil {
-					t.Fatal(err)
-				}
-				// And its Instance Stored event, announced then.
-				id := sha256.Sum256([]byte(pipeline.DetailTypeInstanceStored + "\x00" + sop1 + "\x00" + rec.SHA256))
-				if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(id[:16]), time.Now()); err != nil {
-					t.Fatal(err)
-				}
+				indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+					SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), SHA256: wholeCRC(firstData)})
 			} else if res, err := p.ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
 				t.Fatalf("first delivery: %+v, %v", res, err)
 			}
@@ -189,5 +181,77 @@ func TestConflictKeyCopyProcessedFirst(t *testing.T) {
 	st, err := f.Index.GetStudy(ctx, study)
 	if err != nil || st.InstanceCount != 1 || st.ConflictCount != 0 || len(st.Instances) != 1 || st.Instances[0].Conflict {
 		t.Errorf("study: %d instances, %d conflicts, %+v, %v", st.InstanceCount, st.ConflictCount, st.Instances, err)
+	}
+}
+
+// indexedBefore indexes rec as a version before data set identities did,
+// with its Instance Stored event announced then.
+func indexedBefore(t *testing.T, f *pt.Fakes, rec pipeline.InstanceRecord) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := f.Index.UpsertInstance(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	id := sha256.Sum256([]byte(pipeline.DetailTypeInstanceStored + "\x00" + rec.SOPInstanceUID + "\x00" + rec.SHA256))
+	if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(id[:16]), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRedeliveryAfterUpgradeOfAConflictCopy: a version before data set
+// identities indexed the same data set from two AEs as two contents, the
+// second a conflict (its whole file, the meta header naming the other AE,
+// differed). A redelivery of the second after the upgrade (an SQS message
+// in flight at the deploy, a DLQ redrive) is that transfer again: it is
+// found under its own identity, the one its bytes were indexed under, and
+// writes nothing new, whichever of the two identities the index lists
+// first. Matched first by data set to the other content, it was recorded
+// a second time, as an identical resend of it.
+func TestRedeliveryAfterUpgradeOfAConflictCopy(t *testing.T) {
+	a, b := ct(sop1), ct(sop1)
+	a.SourceAE, b.SourceAE = "MODALITY1", "VNA_FORWARDER"
+	aData, bData := a.Build(), b.Build()
+	conflictKey := objectstore.ConflictKey(key(sop1), "00000000000000aa")
+	for _, tt := range []struct {
+		name        string
+		first, copy []byte
+	}{{"the copy's identity sorts last", aData, bData}, {"the copy's identity sorts first", bData, aData}} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			storedAs(f, key(sop1), tt.first, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+			storedAs(f, conflictKey, tt.copy, "VNA_FORWARDER", "assoc2", "2026-01-15T10:21:00Z")
+			for _, o := range []struct {
+				key  string
+				data []byte
+			}{{key(sop1), tt.first}, {conflictKey, tt.copy}} {
+				indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+					SOPClassUID: pt.CTStorage, ObjectKey: o.key, Size: int64(len(o.data)), SHA256: wholeCRC(o.data)})
+			}
+			before, err := f.Index.GetStudy(ctx, study)
+			if err != nil || before.ConflictCount != 1 {
+				t.Fatalf("indexed before: %d conflicts, %v", before.ConflictCount, err)
+			}
+			res, err := p.ProcessObject(ctx, conflictKey)
+			if err != nil || res.Outcome != pipeline.InstanceDuplicate {
+				t.Fatalf("redelivery: outcome %v, %v", res.Outcome, err)
+			}
+			var ids []string
+			for _, r := range f.Audit.All() {
+				ids = append(ids, r.ID+" "+r.Outcome)
+			}
+			// The record the version before wrote for the copy, the same id.
+			if d := cmp.Diff([]string{"instance:" + sop1 + ":" + wholeCRC(tt.copy) + " " + pipeline.OutcomeConflict}, ids); d != "" {
+				t.Errorf("audit records (-want +got):\n%s", d)
+			}
+			if n := len(f.Events.All()); n != 0 {
+				t.Errorf("%d events, want none new", n)
+			}
+			after, err := f.Index.GetStudy(ctx, study)
+			if err != nil || after.Revision != before.Revision || after.ConflictCount != 1 || after.InstanceCount != before.InstanceCount {
+				t.Errorf("study after: %+v, %v; before %+v", after.StudySummary, err, before.StudySummary)
+			}
+		})
 	}
 }
