@@ -31,9 +31,10 @@ const (
 	// content whatever their meta headers say.
 	DataSetIdentityPrefix = "dataset-crc64nvme-"
 	// wholeIdentityPrefix is the CRC-64/NVME of the whole stored file,
-	// the identity of objects indexed before data set identities, and of
-	// an object whose File Meta Information cannot be read (not Part 10:
-	// it has no data set to tell apart).
+	// the identity of objects indexed before data set identities, of an
+	// object whose File Meta Information cannot be read (not Part 10: it
+	// has no data set to tell apart), and the one a rejected object's
+	// records carry (recorded).
 	wholeIdentityPrefix = "crc64nvme-"
 	// etagIdentityPrefix is the ETag, for an object whose store reports
 	// no CRC-64/NVME. A bare 64-hex-digit identity is the SHA-256 that
@@ -159,6 +160,19 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 		return false, p.Names.Redact(fmt.Errorf("pipeline: read the object indexed: %w", err), rec.ObjectKey)
 	}
 	return objectstore.SuffixChecksum(whole, head, rec.Size) == d.dataSet, nil
+}
+
+// recorded is the identity an object's records and event carry
+// (transaction.SHA256): a valid object's as the index holds its content
+// (asIndexed); a rejected object's, which is not indexed and whose record
+// and event ids name its key, its whole file's (identity.Whole), the form
+// every identity had before data set identities, so a rejection recorded
+// before the upgrade is found again on a redelivery after it.
+func (p *Pipeline) recorded(ctx context.Context, in *inspection, d identity) (string, error) {
+	if !in.valid() {
+		return d.Whole, nil
+	}
+	return p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, d)
 }
 
 // asIndexed returns the identity under which the index holds the content

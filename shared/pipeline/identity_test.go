@@ -255,3 +255,38 @@ func TestRedeliveryAfterUpgradeOfAConflictCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestRedeliveryAfterUpgradeOfARejected: an object quarantined by a
+// version before data set identities has its audit record and event named
+// by its whole file's CRC-64/NVME; redelivered after the upgrade (an SQS
+// message in flight at the deploy, a DLQ redrive) it finds both and writes
+// and publishes nothing new. Named by its data set's, it was audited and
+// announced a second time.
+func TestRedeliveryAfterUpgradeOfARejected(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	i := ct(sop1)
+	i.StudyUID = "1.2.03" // uid-syntax: rejected
+	data := i.Build()
+	k := key(sop1)
+	storedAs(f, k, data, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	// What the version before recorded: the audit record and the event.
+	if _, err := f.Audit.Append(ctx, pipeline.AuditRecord{ID: "rejected:" + k + ":" + wholeCRC(data), Outcome: pipeline.OutcomeRejected}); err != nil {
+		t.Fatal(err)
+	}
+	ev := sha256.Sum256([]byte(pipeline.DetailTypeInstanceRejected + "\x00" + k + "\x00" + wholeCRC(data)))
+	if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(ev[:16]), time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.ProcessObject(ctx, k)
+	if err != nil || res.Valid {
+		t.Fatalf("redelivery: %+v, %v", res, err)
+	}
+	if recs := f.Audit.All(); len(recs) != 1 {
+		t.Errorf("audit records %+v; want only the one recorded before", recs)
+	}
+	if evs := f.Events.All(); len(evs) != 0 {
+		t.Errorf("%d events, want none new", len(evs))
+	}
+}

@@ -125,8 +125,8 @@ func (p *Pipeline) resource(key string) string {
 }
 
 // transaction is what the SCP recorded about the C-STORE in metadata,
-// with the object's content identity (SHA256: contentIdentity's, as
-// indexed once accept has looked).
+// with the object's content identity (SHA256: contentIdentity's, in the
+// form its records carry once recorded has looked).
 type transaction struct {
 	CallingAE, CalledAE, PeerAddr, AssociationID string
 	ReceivedAt                                   time.Time
@@ -184,6 +184,9 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		return res, err
 	}
 	tx := transactionOf(info, id)
+	if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
+		return res, err
+	}
 	// The object's attributes go with each line rather than into a
 	// logger made for the object: With formats them at once, for every
 	// object, also at a level that writes no line.
@@ -195,7 +198,7 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		p.log().Info("object rejected", about("findings", len(in.findings), "bytesRead", in.bytesRead)...)
 		return res, err
 	}
-	res.Outcome, err = p.accept(ctx, in, tx, id)
+	res.Outcome, err = p.accept(ctx, in, tx)
 	if err == nil {
 		p.log().Info("object stored", about("outcome", res.Outcome.String(), "bytesRead", in.bytesRead)...)
 	}
@@ -248,12 +251,8 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 }
 
 // accept writes sidecars, indexes, audits and announces a valid object.
-func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, id identity) (UpsertOutcome, error) {
+func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (UpsertOutcome, error) {
 	key := in.info.Key
-	var err error
-	if tx.SHA256, err = p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, id); err != nil {
-		return 0, err
-	}
 	jsonKey, summaryKey := MetadataKeys(key)
 	objURI := p.uri(key)
 	dj := in.dicomJSON
@@ -528,12 +527,10 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	if err != nil {
 		return rec, p.Names.Redact(err, key)
 	}
-	sha := id.ID
-	if in.valid() {
-		// The identity the held object was indexed under.
-		if sha, err = p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, id); err != nil {
-			return rec, p.Names.Redact(err, key)
-		}
+	// The identity the held object is recorded under.
+	sha, err := p.recorded(ctx, in, id)
+	if err != nil {
+		return rec, p.Names.Redact(err, key)
 	}
 	tx := transaction{
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
