@@ -78,11 +78,13 @@ type Meta struct {
 
 // SenderAE is the AE title that sent the file's content over a network as
 // the file names it: (0002,0017) Sending Application Entity Title, or, in a
-// file without it (written before it was defined, or before we wrote it),
-// (0002,0016) Source Application Entity Title, which such files use for
-// the sender.
+// file that names neither a Sending nor a Receiving AE (written before they
+// were defined, or before we wrote them), (0002,0016) Source Application
+// Entity Title, which such files use for the sender. A file with a
+// Receiving AE and no Sending AE names no sender (ours, for a blank calling
+// AE): its Source AE is the AE that wrote it.
 func (m Meta) SenderAE() string {
-	if ae := trimText(m.SendingApplicationEntityTitle); ae != "" {
+	if ae := trimText(m.SendingApplicationEntityTitle); ae != "" || trimText(m.ReceivingApplicationEntityTitle) != "" {
 		return ae
 	}
 	return trimText(m.SourceApplicationEntityTitle)

@@ -439,6 +439,9 @@ func TestSenderAE(t *testing.T) {
 		{"sending AE", Meta{SourceApplicationEntityTitle: "ARCHIVE", SendingApplicationEntityTitle: "PACS", ReceivingApplicationEntityTitle: "ARCHIVE"}, "PACS"},
 		{"source AE only, as files written before", Meta{SourceApplicationEntityTitle: " PACS "}, "PACS"},
 		{"a blank sending AE", Meta{SourceApplicationEntityTitle: "PACS", SendingApplicationEntityTitle: "  "}, "PACS"},
+		// Written now for a blank calling AE: (0002,0017) omitted, the
+		// Source AE ours; the file names no sender, not us.
+		{"no sending AE beside a receiving AE", Meta{SourceApplicationEntityTitle: "ARCHIVE", ReceivingApplicationEntityTitle: "ARCHIVE"}, ""},
 		{"none", Meta{}, ""},
 	}
 	for _, tt := range tests {

@@ -259,8 +259,8 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		}
 	}
 	if ae, src := md[objectstore.MetaCallingAE], h.Meta.SenderAE(); ae != "" && src != "" && ae != src {
-		// The sender the file names: (0002,0017), or in a file without
-		// it (0002,0016), which named the sender before.
+		// The sender the file names (part10.Meta.SenderAE): (0002,0017),
+		// or in a file written before it (0002,0016).
 		if h.Meta.SendingApplicationEntityTitle != "" {
 			in.add(CodeSourceAEMismatch, SeverityWarning, tagSendingAE, "Sending AE Title differs from the calling AE")
 		} else {

@@ -173,6 +173,7 @@ func TestRebuildMetadataNamesTheSender(t *testing.T) {
 	}{
 		{"as written now", "REMOTE_AE", "LOCAL_AE", "REMOTE_AE", "LOCAL_AE", "REMOTE_AE"},
 		{"written before the Sending AE Title", "LOCAL_AE", "", "", "LOCAL_AE", ""},
+		{"written now for a blank calling AE", "REMOTE_AE", "", "REMOTE_AE", "", "REMOTE_AE"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
