@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash/crc64"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -288,5 +289,43 @@ func TestRedeliveryAfterUpgradeOfARejected(t *testing.T) {
 	}
 	if evs := f.Events.All(); len(evs) != 0 {
 		t.Errorf("%d events, want none new", len(evs))
+	}
+}
+
+// callOrder records the calls into the stores that, in local mode, write
+// in the unit's transaction.
+type callOrder struct {
+	pipeline.IndexStore
+	pipeline.ObjectWriter
+	calls []string
+}
+
+func (c *callOrder) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
+	c.calls = append(c.calls, "Instances")
+	return c.IndexStore.Instances(ctx, sop)
+}
+
+func (c *callOrder) Put(ctx context.Context, key string, body []byte, contentType string, md map[string]string) error {
+	c.calls = append(c.calls, "Put")
+	return c.ObjectWriter.Put(ctx, key, body, contentType, md)
+}
+
+// TestIndexLookupAfterTheFirstDocument: in local mode a unit takes the
+// database's one writer at its first statement (localstore.Tx), and the
+// pipeline's first has been the DICOM JSON document's Put, made once the
+// header is read and its DICOM JSON built. The look-up of the content as
+// indexed comes after it: made first, it took the writer before that work,
+// which then held up the other workers' units.
+func TestIndexLookupAfterTheFirstDocument(t *testing.T) {
+	f := pt.New()
+	p := f.Pipeline()
+	c := &callOrder{IndexStore: f.Index, ObjectWriter: f.Objects}
+	p.Index, p.Writer = c, c
+	storedAs(f, key(sop1), ct(sop1).Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	if res, err := p.ProcessObject(context.Background(), key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
+		t.Fatalf("outcome %v, %v", res.Outcome, err)
+	}
+	if len(c.calls) < 2 || c.calls[0] != "Put" || !slices.Contains(c.calls, "Instances") {
+		t.Errorf("calls %v; want the first document's Put first, then the look-up", c.calls)
 	}
 }

@@ -184,9 +184,6 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		return res, err
 	}
 	tx := transactionOf(info, id)
-	if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
-		return res, err
-	}
 	// The object's attributes go with each line rather than into a
 	// logger made for the object: With formats them at once, for every
 	// object, also at a level that writes no line.
@@ -194,11 +191,14 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		return append([]any{"object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE}, more...)
 	}
 	if !res.Valid {
+		if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
+			return res, err
+		}
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
 		p.log().Info("object rejected", about("findings", len(in.findings), "bytesRead", in.bytesRead)...)
 		return res, err
 	}
-	res.Outcome, err = p.accept(ctx, in, tx)
+	res.Outcome, err = p.accept(ctx, in, tx, id)
 	if err == nil {
 		p.log().Info("object stored", about("outcome", res.Outcome.String(), "bytesRead", in.bytesRead)...)
 	}
@@ -251,7 +251,7 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 }
 
 // accept writes sidecars, indexes, audits and announces a valid object.
-func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (UpsertOutcome, error) {
+func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, id identity) (UpsertOutcome, error) {
 	key := in.info.Key
 	jsonKey, summaryKey := MetadataKeys(key)
 	objURI := p.uri(key)
@@ -265,6 +265,13 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction) (
 	}
 	if err := p.Writer.Put(ctx, jsonKey, body, "application/dicom+json", nil); err != nil {
 		return 0, fmt.Errorf("pipeline: put metadata: %w", err)
+	}
+	// The content as indexed, looked up after the DICOM JSON is built and
+	// put: in local mode that put is the unit's first statement, which
+	// takes the database's one writer (localstore.Tx), and the work before
+	// it must not hold the writer.
+	if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
+		return 0, err
 	}
 	inst := in.instance
 	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.SHA256 = key, jsonKey, in.info.Size, tx.SHA256
