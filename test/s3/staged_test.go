@@ -29,6 +29,20 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 	scp := startS3SCP(t, proxy.URL, "--staging", staging)
 	files := testenv.DICOMTestdataFiles(t)
 
+	// The task's application-start record goes to S3 as soon as it
+	// starts: wait for it, so that what S3 holds before the outage is
+	// known (it raced the outage's start and was there in most runs on a
+	// quick machine).
+	var before []string
+	waitFor(t, 30*time.Second, func() bool {
+		keys, err := srv.Keys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		before = keys
+		return len(keys) > 0
+	}, "the application-start record in S3")
+
 	const outage = 15 * time.Second
 	proxy.Down(outage)
 	upAt := time.Now().Add(outage)
@@ -47,8 +61,8 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/readyz %d while S3 is down and the backlog small; staging keeps the SCP ready", resp.StatusCode)
 	}
-	if keys, _ := srv.Keys(context.Background()); len(keys) != 0 {
-		t.Fatalf("S3 holds %d objects while it was unreachable", len(keys))
+	if keys, _ := srv.Keys(context.Background()); len(keys) != len(before) {
+		t.Fatalf("S3 took %d objects while it was unreachable", len(keys)-len(before))
 	}
 
 	var incoming []string
