@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"testing"
@@ -401,4 +402,71 @@ func (f *flaky) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(
 
 func (f *flaky) DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, o ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
 	return f.next.DeleteObject(ctx, in, o...)
+}
+
+// TestReadySaysWhetherWritesSucceed: readiness follows what S3 answers to
+// the store's writes, however slowly, and looks at the bucket only when
+// it has none to go by, through the repo's fault proxy. S3 taking 3 s a
+// request while every C-STORE was stored made /readyz's 3 s run out at
+// every check, every task unready; and a bucket that answered HeadBucket
+// while it refused every write (KMS down, a policy) kept the task ready
+// (found by the operator drill).
+func TestReadySaysWhetherWritesSucceed(t *testing.T) {
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize,
+		Client: s3test.Client(proxy.URL), AttemptTimeout: 5 * time.Second, RetryDeadline: giveUpDeadline, ReadyTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// check is a caller whose patience S3 outlasts when slow (the health
+	// check's 3 s against S3's 3 s).
+	check := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		defer cancel()
+		return st.Ready(ctx)
+	}
+	put := func(n int) error {
+		_, err := st.Put(context.Background(), testObject(fmt.Sprintf("1.2.3.77.%d", n)), bytes.NewReader(s3test.Bytes(uint64(n), 3000)))
+		return err
+	}
+	writes := func(r *http.Request) bool { return r.Method == http.MethodPut || r.Method == http.MethodPost }
+	steps := []struct {
+		name   string
+		plan   s3test.Plan
+		idle   bool // no write: the cached answer runs out
+		putErr bool // the write fails
+		ready  bool
+	}{
+		{name: "S3 well", idle: true, ready: true},
+		{name: "slow S3, idle", plan: s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Slow}, SlowDelay: time.Second}, idle: true, ready: true},
+		{name: "slow S3, writes stored", plan: s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Slow}, SlowDelay: 300 * time.Millisecond}, ready: true},
+		{name: "writes fail, the bucket answers", plan: s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status503}, Match: writes}, putErr: true},
+		{name: "writes refused, the bucket answers", plan: s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status403}, Match: writes}, putErr: true},
+		{name: "recovered", ready: true},
+		{name: "S3 down, idle", plan: s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status503}}, idle: true},
+		{name: "recovered, idle", idle: true, ready: true},
+	}
+	for i, step := range steps {
+		proxy.SetPlan(step.plan)
+		st.ExpireReady()
+		if step.idle {
+			if err := check(); step.ready && err != nil {
+				t.Errorf("%s: a check that gives up before S3 answers: %v, want the last answer, ready", step.name, err)
+			}
+			// Then one that waits for S3's answer.
+			err := st.Ready(context.Background())
+			if step.ready != (err == nil) || (err != nil && !errors.Is(err, objectstore.ErrUnavailable)) {
+				t.Errorf("%s: Ready = %v, want ready %v", step.name, err, step.ready)
+			}
+			continue
+		}
+		if err := put(i); step.putErr != (err != nil) {
+			t.Fatalf("%s: Put = %v", step.name, err)
+		}
+		err := check()
+		if step.ready != (err == nil) || (err != nil && !errors.Is(err, objectstore.ErrUnavailable)) {
+			t.Errorf("%s: Ready = %v, want ready %v", step.name, err, step.ready)
+		}
+	}
 }

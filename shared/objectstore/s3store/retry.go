@@ -40,6 +40,7 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
+			s.wrote(op, nil)
 			return nil
 		}
 		err = s.opts.Names.Redact(err, key)
@@ -48,12 +49,16 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 			return fmt.Errorf("s3store: %s %v: %w (%w)", op, name, context.Cause(ctx), err)
 		}
 		if !attemptTimedOut && !transient(err) {
-			return fmt.Errorf("s3store: %s %v: %w", op, name, err)
+			err = fmt.Errorf("s3store: %s %v: %w", op, name, err)
+			s.wrote(op, err)
+			return err
 		}
 		// Full jitter keeps many SCP tasks from retrying in lockstep.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		if time.Since(start)+sleep > deadline {
-			return fmt.Errorf("s3store: %s %v: gave up after %d attempts in %s: %w: %w", op, name, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
+			err = fmt.Errorf("s3store: %s %v: gave up after %d attempts in %s: %w: %w", op, name, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
+			s.wrote(op, err)
+			return err
 		}
 		s.metrics.retries.WithLabelValues(op).Inc()
 		s.log.Debug("s3 request failed, retrying", "op", op, "object", name, "attempt", attempt, "err", err)

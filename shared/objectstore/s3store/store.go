@@ -67,6 +67,8 @@ type Store struct {
 	readyMu    sync.Mutex
 	readyUntil time.Time // the cached answer holds until then
 	readyErr   error
+	readyKnown bool          // an answer was ever cached
+	probe      chan struct{} // closed when the HeadBucket in flight ends; nil when none is
 }
 
 var _ objectstore.Store = (*Store)(nil)
@@ -201,34 +203,91 @@ func safeKey(k string) bool {
 	return true
 }
 
-// Ready reports whether the bucket answers (HeadBucket). A success is
-// cached for ReadyTTL and a failure for at most a second, so the SCP may
-// call it on every association; a failure wraps objectstore.ErrUnavailable.
+// Ready reports whether the store takes objects: what S3 answered to the
+// store's own writes (PutObject, the parts of an upload, PutRecord) while
+// it has any, however slowly it answered them, or else whether the bucket
+// answers (HeadBucket). An answer is cached for ReadyTTL, a failed
+// HeadBucket for at most a second, so the SCP may call it on every
+// association; a failure wraps objectstore.ErrUnavailable.
+//
+// A slow S3 is not a failing one: the HeadBucket runs for its own attempt
+// timeout, whoever asked, and a caller that gives up before S3 answers gets
+// the answer cached last, if it was a success. S3 taking 3 s a request
+// while every C-STORE was stored made the health check's 3 s run out at
+// every check, and every task unready (found by the operator drill).
 func (s *Store) Ready(ctx context.Context) error {
 	s.readyMu.Lock()
-	defer s.readyMu.Unlock()
 	if time.Now().Before(s.readyUntil) {
+		defer s.readyMu.Unlock()
 		return s.readyErr
 	}
-	// One quick attempt: Ready must answer while a PACS waits for the
-	// association response.
-	actx, cancel := context.WithTimeout(ctx, min(s.opts.AttemptTimeout, 5*time.Second))
-	defer cancel()
-	_, err := s.client.HeadBucket(actx, &s3.HeadBucketInput{Bucket: aws.String(s.opts.Bucket)})
-	if ctx.Err() != nil {
-		// The caller gave up; that says nothing about S3, cache nothing.
+	if s.probe == nil {
+		s.probe = make(chan struct{})
+		go s.headBucket(s.probe)
+	}
+	probe, last, known := s.probe, s.readyErr, s.readyKnown
+	s.readyMu.Unlock()
+	select {
+	case <-probe:
+		s.readyMu.Lock()
+		defer s.readyMu.Unlock()
+		return s.readyErr
+	case <-ctx.Done():
+		if known {
+			// Still ready while S3 is only slow: the HeadBucket's own
+			// timeout decides.
+			return last
+		}
 		return fmt.Errorf("s3store: ready: %w", ctx.Err())
 	}
+}
+
+// headBucket is Ready's look at the bucket, one quick attempt bounded by
+// the attempt timeout (at most 5 s) and not by the caller's context; it
+// caches its answer and closes done.
+func (s *Store) headBucket(done chan struct{}) {
+	defer close(done)
+	ctx, cancel := context.WithTimeout(context.Background(), min(s.opts.AttemptTimeout, 5*time.Second))
+	defer cancel()
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.opts.Bucket)})
 	if err != nil {
-		s.readyErr = fmt.Errorf("s3store: ready: head bucket %s: %w: %w", s.opts.Bucket, objectstore.ErrUnavailable, err)
 		s.log.Warn("s3 bucket not reachable", "bucket", s.opts.Bucket, "err", err)
-		// Recheck a failure sooner, so associations resume quickly.
-		s.readyUntil = time.Now().Add(min(s.opts.ReadyTTL, time.Second))
-	} else {
-		s.readyErr = nil
-		s.readyUntil = time.Now().Add(s.opts.ReadyTTL)
+		err = fmt.Errorf("s3store: ready: head bucket %s: %w: %w", s.opts.Bucket, objectstore.ErrUnavailable, err)
 	}
-	return s.readyErr
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.probe = nil
+	// Recheck a failure sooner, so associations resume quickly.
+	s.cacheReady(err, min(s.opts.ReadyTTL, time.Second))
+}
+
+// wrote notes what S3 answered to one of the store's writes (op, a
+// request do ran) for Ready: a write S3 took says the store takes
+// objects, one that failed but for the caller giving up (S3 failing it
+// until the retry deadline, or refusing it: a key S3 cannot use, access
+// denied) says it does not, for ReadyTTL each, until a later answer.
+func (s *Store) wrote(op string, err error) {
+	switch op {
+	case "PutObject", "PutRecord", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload":
+	default:
+		return
+	}
+	if err != nil {
+		err = fmt.Errorf("s3store: ready: a write failed: %w: %w", objectstore.ErrUnavailable, err)
+	}
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.cacheReady(err, s.opts.ReadyTTL)
+}
+
+// cacheReady caches Ready's answer, err, a success for ReadyTTL and a
+// failure for failFor; the caller holds readyMu.
+func (s *Store) cacheReady(err error, failFor time.Duration) {
+	ttl := s.opts.ReadyTTL
+	if err != nil {
+		ttl = failFor
+	}
+	s.readyErr, s.readyUntil, s.readyKnown = err, time.Now().Add(ttl), true
 }
 
 func (s *Store) observe(kind, outcome string, start time.Time) {

@@ -1,0 +1,11 @@
+package s3store
+
+import "time"
+
+// ExpireReady makes Ready's cached answer stale, as ReadyTTL passing would,
+// so that a test needs no wait.
+func (s *Store) ExpireReady() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	s.readyUntil = time.Time{}
+}
