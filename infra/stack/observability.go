@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatch"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
@@ -309,21 +310,30 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 			Width: jsii.Number(12),
 		}))
 	}
-	nlbMetric := func(name, stat string) awscloudwatch.Metric {
+	nlbMetric := func(tg awselasticloadbalancingv2.NetworkTargetGroup, name, stat string) awscloudwatch.Metric {
 		return awscloudwatch.NewMetric(&awscloudwatch.MetricProps{
 			Namespace:  jsii.String("AWS/NetworkELB"),
 			MetricName: jsii.String(name),
 			DimensionsMap: &map[string]*string{
 				"LoadBalancer": ing.LoadBalancer.LoadBalancerFullName(),
-				"TargetGroup":  ing.TargetGroup.TargetGroupFullName(),
+				"TargetGroup":  tg.TargetGroupFullName(),
 			},
 			Statistic: jsii.String(stat),
 			Period:    minute,
 		})
 	}
-	unhealthy := nlbMetric("UnHealthyHostCount", "Maximum")
-	healthy := nlbMetric("HealthyHostCount", "Minimum")
+	unhealthy := nlbMetric(ing.TargetGroup, "UnHealthyHostCount", "Maximum")
+	healthy := nlbMetric(ing.TargetGroup, "HealthyHostCount", "Minimum")
 	alarm("UnhealthyTargets", unhealthy, 0, gt, 3, "scp-task targets failing /readyz")
+	targetMetrics := []awscloudwatch.IMetric{healthy, unhealthy}
+	if tls := ing.TLSTargetGroup; tls != nil && tls != ing.TargetGroup {
+		// The DICOM TLS port's target group runs the same check on the
+		// same tasks, and is the only way in for the sites bound to a
+		// certificate: its failures alarm too.
+		unhealthyTLS := nlbMetric(tls, "UnHealthyHostCount", "Maximum")
+		alarm("UnhealthyTlsTargets", unhealthyTLS, 0, gt, 3, "scp-task targets of the DICOM TLS port failing /readyz")
+		targetMetrics = append(targetMetrics, unhealthyTLS)
+	}
 	alarm("TooFewHealthyTargets", healthy, float64(c.Scp.MinTasks), lt, 3,
 		fmt.Sprintf("Fewer than %d healthy scp-task targets: redundancy across zones lost", c.Scp.MinTasks))
 
@@ -345,7 +355,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("VPN tunnel state (1 = all up)"), Left: &tunnelMetrics, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations open (per task) / rejected"), Left: &[]awscloudwatch.IMetric{activeMax, activeAvg}, Right: &[]awscloudwatch.IMetric{rejects}, Width: jsii.Number(6)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Instances stored / failures"), Left: &[]awscloudwatch.IMetric{stored}, Right: &[]awscloudwatch.IMetric{storeFailures}, Width: jsii.Number(6)}),
-		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &[]awscloudwatch.IMetric{healthy, unhealthy}, Width: jsii.Number(6)}),
+		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("NLB targets"), Left: &targetMetrics, Width: jsii.Number(6)}),
 	)
 	dash.AddWidgets(
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations rejected, by reason"), Left: &[]awscloudwatch.IMetric{rejectsByReason}, Width: jsii.Number(12)}),

@@ -152,6 +152,7 @@ func TestDicomTLSOnly(t *testing.T) {
 		}
 	}
 	checkIngress(t, s)
+	checkUnhealthyTargetsAlarms(t, s)
 	execRole := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
 	decrypt := false
 	for _, st := range s.roleStatements(execRole) {
@@ -208,4 +209,45 @@ func hasAlarmOn(s *synthesized, metric string) bool {
 		}
 	}
 	return false
+}
+
+// TestUnhealthyTargetsAlarms: every target group of the NLB, the DICOM TLS port's too, has an alarm on its
+// unhealthy targets. UnhealthyTargets watched the plain port's alone, though the TLS port's runs the same /readyz
+// check and is the only way in for the sites bound to a certificate (found by the operator drill).
+func TestUnhealthyTargetsAlarms(t *testing.T) {
+	forEachEnv(t, checkUnhealthyTargetsAlarms)
+}
+
+// checkUnhealthyTargetsAlarms checks that each target group of s has one alarm on its UnHealthyHostCount.
+func checkUnhealthyTargetsAlarms(t *testing.T, s *synthesized) {
+	t.Helper()
+	watched := map[string]int{} // target group logical id -> alarms
+	for _, a := range s.resources("AWS::CloudWatch::Alarm") {
+		p := props(a)
+		if p["MetricName"] != "UnHealthyHostCount" {
+			continue
+		}
+		dims, _ := p["Dimensions"].([]any)
+		for _, d := range dims {
+			d, _ := d.(map[string]any)
+			if d["Name"] != "TargetGroup" {
+				continue
+			}
+			if ref, ok := d["Value"].(map[string]any)["Fn::GetAtt"].([]any); ok && len(ref) == 2 {
+				watched[ref[0].(string)]++
+			}
+		}
+	}
+	groups := s.resources("AWS::ElasticLoadBalancingV2::TargetGroup")
+	for id := range groups {
+		if watched[id] != 1 {
+			t.Errorf("target group %s: %d alarms on its unhealthy targets, want 1", id, watched[id])
+		}
+	}
+	if len(watched) != len(groups) {
+		t.Errorf("alarms on unhealthy targets of %d target groups, the NLB has %d", len(watched), len(groups))
+	}
+	if s.stack.Ingest.TLSTargetGroup != nil && watched[s.stack.logicalID(s.stack.Ingest.TLSTargetGroup)] != 1 {
+		t.Error("no alarm on the DICOM TLS port's unhealthy targets")
+	}
 }
