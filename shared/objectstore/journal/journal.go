@@ -35,6 +35,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 )
@@ -175,6 +176,10 @@ type Journal struct {
 	creating bool  // a segment file is being added
 	growErr  error // why the last one could not be
 	closed   bool
+	// growFailing and writeFailing log segments not added and writes that
+	// failed once per episode (jsonlog.Episode): a full disk failed them
+	// again at each retry of the journal's callers.
+	growFailing, writeFailing jsonlog.Episode
 	// removing holds the slots of segment files being removed (Shrink),
 	// and of those whose removal failed: no new segment takes them.
 	removing map[int]bool
@@ -639,10 +644,11 @@ func (j *Journal) grow(slot int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err != nil {
-		j.log.Error("journal: add a segment", "err", err)
+		j.growFailing.Occurred(j.log, slog.LevelError, "journal: add a segment", "err", err)
 		j.growErr = err
 	} else {
 		j.segs = append(j.segs, s)
+		j.growFailing.Clear(j.log, "journal: a segment was added after adding one failed")
 	}
 	j.creating = false
 	j.signalSpace()
@@ -711,7 +717,7 @@ func (j *Journal) written(t *ticket, err error) {
 			// segment: a scan would stop there.
 			if u.seg.broken == nil {
 				u.seg.broken = u.err
-				j.log.Error("journal: write failed; the segment takes no more records", "segment", u.seg.name, "err", u.err)
+				j.writeFailing.Occurred(j.log, slog.LevelError, "journal: write failed; the segment takes no more records", "segment", u.seg.name, "err", u.err)
 			}
 			if u.err == nil {
 				u.err = fmt.Errorf("journal: an earlier write in %s failed: %w", u.seg.name, u.seg.broken)
@@ -719,6 +725,11 @@ func (j *Journal) written(t *ticket, err error) {
 			if j.active == u.seg {
 				j.seal(u.seg)
 			}
+		} else if u.off > 0 {
+			// A record's write (a segment's header, at 0, is written
+			// over bytes the segment holds already, and succeeds on a
+			// full disk).
+			j.writeFailing.Clear(j.log, "journal: a write succeeded after writes failed")
 		}
 		j.ready = append(j.ready, u)
 	}

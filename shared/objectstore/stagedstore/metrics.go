@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 		}),
 		noSpace: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricnames.StagingNoSpace,
-			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT); readiness is off until space is back.",
+			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT), each once, however often it is retried; readiness is off until space is back.",
 		}),
 		adopted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_adopted_total", Help: "Staged objects taken over from tasks that stopped.",

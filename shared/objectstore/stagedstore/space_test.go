@@ -3,6 +3,7 @@ package stagedstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
@@ -444,4 +446,100 @@ func TestPublishedNames(t *testing.T) {
 	if err := metricnames.CheckRegistered(mfs, metricnames.StagingBacklogAge, metricnames.StagingBacklogBytes, metricnames.StagingNoSpace); err != nil {
 		t.Error(err)
 	}
+}
+
+// TestRecordRetriesOnAFullDisk: records retried on a full staging file
+// system (the audit writer retrying each until it is staged) count once
+// each in _no_space_total, and the journal says its writes fail once, and
+// once that they succeed again with how many failed, rather than at each
+// retry. With the staging disk full the operator drill saw the counter at
+// 369 for 16 failed C-STOREs and 578 ERROR lines in 90 s. On the
+// in-memory disk, which takes space as a segment is written, as EFS does:
+// on a tmpfs the records fit in what their segment holds already.
+func TestRecordRetriesOnAFullDisk(t *testing.T) {
+	for _, tc := range smallDisks[:1] {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			fsys, dir, grow := tc.fs(t)
+			var logs testenv.LogBuffer
+			s3 := newFakeS3()
+			s3.setDown(true)
+			st := newStore(t, Options{Dir: dir, FS: fsys, Uploader: s3, SegmentSize: 2 << 20,
+				Logger: jsonlog.New(&logs, slog.LevelInfo)})
+			var err error
+			for i := 0; err == nil; i++ {
+				if i > 100 {
+					t.Fatal("the disk never filled")
+				}
+				_, err = st.Put(ctx, object(i), bytes.NewReader(data(i, 400_000)))
+			}
+			if !vfs.NoSpace(err) {
+				t.Fatalf("Put on a full disk = %v, want no space", err)
+			}
+			fillUp(t, fsys) // what that Put had written is free again
+			const records, retries = 3, 20
+			body := bytes.Repeat([]byte("r"), 3000)
+			for range retries {
+				for r := range records {
+					if err := st.PutRecord(ctx, fmt.Sprintf("audit/2026/12/06/a%d.json", r), body); !vfs.NoSpace(err) {
+						t.Fatalf("PutRecord on a full disk = %v, want no space", err)
+					}
+				}
+			}
+			if n := testutil.ToFloat64(st.m.noSpace); n != 1+records {
+				t.Errorf("no_space_total = %v after an object and %d records retried %d times each, want %d", n, records, retries, 1+records)
+			}
+			grow()
+			s3.setDown(false)
+			for r := range records {
+				// As the audit writer does: the first may still find the
+				// failure of the segment the journal could not add.
+				err := st.PutRecord(ctx, fmt.Sprintf("audit/2026/12/06/a%d.json", r), body)
+				for try := 0; err != nil && try < 3; try++ {
+					err = st.PutRecord(ctx, fmt.Sprintf("audit/2026/12/06/a%d.json", r), body)
+				}
+				if err != nil {
+					t.Fatalf("PutRecord once space is back: %v", err)
+				}
+			}
+			if n := testutil.ToFloat64(st.m.noSpace); n != 1+records {
+				t.Errorf("no_space_total = %v once the records are staged, want %d", n, 1+records)
+			}
+			drain(t, st)
+			lines := map[string]int{}
+			var cleared struct{ Occurrences int }
+			for l := range strings.Lines(logs.String()) {
+				var line struct {
+					Level, Msg  string
+					Occurrences int
+				}
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatalf("%v: %s", err, l)
+				}
+				lines[line.Msg]++
+				if line.Msg == "journal: a write succeeded after writes failed" {
+					cleared.Occurrences = line.Occurrences
+				}
+			}
+			for _, msg := range []string{"journal: write failed; the segment takes no more records", "journal: add a segment"} {
+				if lines[msg] > 1 {
+					t.Errorf("%q logged %d times in one episode, want once", msg, lines[msg])
+				}
+			}
+			if lines["journal: write failed; the segment takes no more records"] == 1 &&
+				(lines["journal: a write succeeded after writes failed"] != 1 || cleared.Occurrences < 2) {
+				t.Errorf("the journal's writes failing did not end with one line counting them (%d occurrences):\n%s", cleared.Occurrences, logs.String())
+			}
+		})
+	}
+}
+
+// fillUp takes the free space left on the in-memory disk.
+func fillUp(t *testing.T, fsys vfs.FS) {
+	t.Helper()
+	mem, ok := fsys.(*vfstest.Mem)
+	if !ok {
+		t.Fatalf("fillUp on %T", fsys)
+	}
+	mem.SetCapacity(mem.Used())
 }

@@ -158,6 +158,12 @@ type Store struct {
 	// the space it needed is free again (or, where the free space is not
 	// measured, a write succeeds).
 	noSpace vfs.Shortage
+	// noSpaceRecords are the records (by key) a staging write failed for
+	// lack of space and that are not staged yet, so that one the audit
+	// writer retries counts once in _no_space_total, not at every retry
+	// (369 for 16 failed C-STOREs in the operator drill).
+	recordsMu      sync.Mutex
+	noSpaceRecords map[string]struct{}
 
 	stop   context.CancelFunc
 	ctx    context.Context
@@ -479,7 +485,15 @@ func (s *Store) removeLarge(dir, name string) {
 // replaced: a different record already under key in S3 is reported by
 // the upload (it stays staged, see Parked), not here.
 func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err error) {
-	defer func() { s.noteSpace(err, recordSpace) }()
+	defer func() {
+		if s.recordCounted(key, err) {
+			s.noteSpace(err, recordSpace)
+			return
+		}
+		// A retry of a record already counted: the shortage follows it,
+		// the counter does not.
+		s.followSpace(err, recordSpace)
+	}()
 	if !objectstore.IsRecordKey(key) || strings.Contains(key, "..") {
 		return fmt.Errorf("stagedstore: put record: key %q not under %s", key, strings.Join(objectstore.RecordPrefixes, " or "))
 	}
@@ -554,16 +568,51 @@ func (s *Store) reserve() vfs.Reserve {
 // off (new associations are refused while the task cannot stage), and a
 // success after one may turn it back on (vfs.Shortage.Wrote).
 func (s *Store) noteSpace(err error, need int64) {
-	turn := s.noSpace.Note(s.reserve(), err, uint64(need))
-	if turn.NoSpace {
+	if s.followSpace(err, need).NoSpace {
 		s.m.noSpace.Inc()
 	}
+}
+
+// followSpace is noteSpace but for the counter.
+func (s *Store) followSpace(err error, need int64) vfs.Turn {
+	turn := s.noSpace.Note(s.reserve(), err, uint64(need))
 	if turn.Stale() {
 		s.readyMu.Lock()
 		s.readyAt = time.Time{} // look again at the next Ready
 		s.readyMu.Unlock()
 	}
 	turn.Log(s.log, spaceLog, need)
+	return turn
+}
+
+// maxNoSpaceRecords bounds the records remembered by recordCounted; past
+// it a record's every failure counts. The audit writer retries at most
+// its queue's 1,024.
+const maxNoSpaceRecords = 4096
+
+// recordCounted reports whether PutRecord's result err for the record
+// under key is to be counted in _no_space_total: a failure for lack of
+// space of a record not counted yet (remembered until it is staged), and
+// anything else, which noteSpace does not count.
+func (s *Store) recordCounted(key string, err error) bool {
+	s.recordsMu.Lock()
+	defer s.recordsMu.Unlock()
+	if !vfs.NoSpace(err) {
+		if err == nil {
+			delete(s.noSpaceRecords, key)
+		}
+		return true
+	}
+	if _, counted := s.noSpaceRecords[key]; counted {
+		return false
+	}
+	if len(s.noSpaceRecords) < maxNoSpaceRecords {
+		if s.noSpaceRecords == nil {
+			s.noSpaceRecords = map[string]struct{}{}
+		}
+		s.noSpaceRecords[key] = struct{}{}
+	}
+	return true
 }
 
 // spaceLog is what the store logs of the staging file system's shortage

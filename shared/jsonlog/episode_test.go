@@ -1,0 +1,61 @@
+package jsonlog
+
+import (
+	"encoding/json"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// TestEpisode: a condition that repeats is logged when it starts and when
+// it clears, with how many times it occurred, and not at each occurrence;
+// a clear with no episode on logs nothing, and the next episode counts
+// from one.
+func TestEpisode(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		steps string // o: an occurrence, c: a clear
+		want  []string
+	}{
+		{"one", "oc", []string{"ERROR failing", "INFO clear 1"}},
+		{"repeated", "ooooc", []string{"ERROR failing", "INFO clear 4"}},
+		{"clear without an episode", "cc", nil},
+		{"two episodes", "oocoooc", []string{"ERROR failing", "INFO clear 2", "ERROR failing", "INFO clear 3"}},
+		{"not cleared", "ooo", []string{"ERROR failing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			log := New(&logs, slog.LevelInfo)
+			var e Episode
+			for _, s := range tc.steps {
+				if s == 'o' {
+					e.Occurred(log, slog.LevelError, "failing", "err", "x")
+				} else {
+					e.Clear(log, "clear")
+				}
+			}
+			var got []string
+			for l := range strings.Lines(logs.String()) {
+				var line struct {
+					Level, Msg  string
+					Occurrences *int
+				}
+				if err := json.Unmarshal([]byte(l), &line); err != nil {
+					t.Fatalf("%v: %s", err, l)
+				}
+				s := line.Level + " " + line.Msg
+				if line.Occurrences != nil {
+					s += " " + strconv.Itoa(*line.Occurrences)
+				}
+				got = append(got, s)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("logged %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
