@@ -2,7 +2,6 @@ package s3
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -27,16 +26,8 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 	ctx := scptest.Context(t)
 	readyz := func() (int, string) {
 		t.Helper()
-		resp, err := http.Get("http://" + scp.HealthAddr + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, strings.TrimSpace(string(body))
+		code, body := scp.Health(t, "/readyz")
+		return code, strings.TrimSpace(body)
 	}
 	waitReady := func(want int, within time.Duration, what string) {
 		t.Helper()

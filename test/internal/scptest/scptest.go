@@ -191,16 +191,8 @@ func (s *SCP) PeakRSS(t testing.TB) int64 {
 // A missing sample reads as 0.
 func (s *SCP) Metric(t testing.TB, sample string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.HealthAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
+	_, body := s.Health(t, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
 		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
 			if err != nil {
@@ -210,6 +202,22 @@ func (s *SCP) Metric(t testing.TB, sample string) float64 {
 		}
 	}
 	return 0
+}
+
+// Health gets path ("/readyz", "/metrics") from the health port: the
+// status code and the body.
+func (s *SCP) Health(t testing.TB, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + s.HealthAddr + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(body)
 }
 
 // WaitMetric polls until the sample equals want or the timeout passes.
