@@ -93,10 +93,25 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	}
 	e.put("site-a/"+objs.Key(objs.MalformedLate, time.Now()), malformed, pt.SCPMetadata(pt.CTStorage, logleak.UID(3, 1, 1), "1.2.840.10008.1.2.1", ""))
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
-	time.Sleep(5500 * time.Millisecond) // the store's cached readiness expires
-	proxy.Down(1500 * time.Millisecond)
+	// Not ready: S3 refuses every request (a key disabled, a policy). The
+	// store's readiness follows its writes (the task's own records and
+	// run marker among them) and asks HeadBucket when none has answered
+	// for 5 s; a short outage is ridden out by the SDK's retries.
+	proxy.SetPlan(s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status403}})
+	waitReadyz := func(ready bool) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for code, _ := scp.Health(t, "/readyz"); (code == http.StatusOK) != ready; code, _ = scp.Health(t, "/readyz") {
+			if time.Now().After(deadline) {
+				t.Fatalf("/readyz %d after 30 s, want ready %v", code, ready)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	waitReadyz(false)
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
-	time.Sleep(2 * time.Second) // S3 back, the cached readiness expired
+	proxy.SetPlan(s3test.Plan{})
+	waitReadyz(true)
 	scp.Stop(t)
 
 	keys, err := srv.Keys(context.Background())
