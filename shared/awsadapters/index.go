@@ -164,29 +164,47 @@ var errLegacyStudy = errors.New("awsadapters: study item predates index version 
 //     creator never changes, so the IndexTable remembers it and reads or
 //     writes the marker only on the first instance of the series it meets;
 //  3. the study's counters move in one update that also adds the content
-//     to the study's pending set, conditioned on it not being there: the
-//     study item remembers which contents it counted until their upsert is
-//     complete. It returns the study as updated;
+//     to the study's pending set, conditioned on it not being there, and
+//     records the counting call's object key (counterAttr): the study item
+//     remembers which contents it counted until their upsert is complete,
+//     and which transfer counted each until that transfer's record is the
+//     instance item. It returns the study as updated;
 //  4. the instance item is written, its findings decided on that study;
 //  5. the study's other attributes (received times, activity, fill-ins,
 //     patient-mismatch) are written by one update conditioned on the
 //     values the decision was made on, which also takes the content out of
-//     the pending set. Under contention it reads the study and retries.
+//     the pending set and drops its counting key. Under contention it
+//     reads the study and retries.
 //
 // Any other call for a claimed content (a redelivery, a retry after a
-// crash, a concurrent delivery) is fenced: it reads the study, then the
-// instance item. Instance item present and not pending: a duplicate.
-// Pending: counted, so it writes the instance item and the attributes
-// (step 4, step 5 without the removal) and reports a duplicate. Neither:
-// not counted yet (or the claimant died before step 3), so it runs steps
-// 2 to 5 with step 3 conditioned on the study's revision being the one it
+// crash, a concurrent delivery, another transfer of the same content under
+// another object key) is fenced: it reads the study, then the instance
+// item. Instance item present and not pending: a duplicate. Pending:
+// counted, so it writes the instance item and the attributes (step 4,
+// step 5 without the removal) and reports a duplicate. Neither: not
+// counted yet (or the claimant died before step 3), so it runs steps 2 to
+// 5 with step 3 conditioned on the study's revision being the one it
 // read, which any count moves, and leaves the removal from the pending set
-// to the claimant. A count therefore happens once: the claimant's step 3
-// fails on a pending content, a fenced one on any count since its read,
+// to the claimant (whose own step 3, finding the content pending, makes it
+// a fenced call too). A count therefore happens once: the claimant's step
+// 3 fails on a pending content, a fenced one on any count since its read,
 // and a content leaves the pending set only after its instance item
 // exists. The price of a claimant dying after step 1 or 3: its content
-// stays in the pending set (a 32-character entry per crash); Instances
-// lists it all the same once its instance item exists.
+// stays in the pending set (a 32-character entry per crash, and its
+// counting key); Instances lists it all the same once its instance item
+// exists.
+//
+// Which transfer the content's row and every duplicate name is the one
+// that counted it, whatever the order: a call of another object key writes
+// its own record only where none is (the counting call may have died
+// before step 4, and the content must be listed), never over one, and
+// while the content has a counting key it reports the record under that
+// key (asCounted), so it is audited as a resend (pipeline.Resent), not as
+// the counted transfer under the same audit id. A call of the counting key
+// (the counting call, its retry, a redelivery) writes its record whatever
+// the row holds, taking the row back, and drops the counting key once its
+// record is there. Rewrites of a record's findings (step 5) are
+// conditioned on the row still naming its key.
 func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" {
 		return pipeline.UpsertResult{}, errors.New("awsadapters: upsert instance: study and SOP instance UID are required")
@@ -240,23 +258,15 @@ func (x *IndexTable) claimed(ctx context.Context, in pipeline.InstanceRecord, ou
 	}
 	up, err := x.Client.UpdateItem(ctx, x.countUpdate(in, outcome, newSeries, false, nil))
 	if err == nil {
-		return x.complete(ctx, in, outcome, true, up.Attributes, true)
+		return x.complete(ctx, in, outcome, true, up.Attributes, true, in.ObjectKey)
 	}
 	if !isCondFailed(err) {
 		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: %w", err)
 	}
-	// Pending: a fenced call counted it meanwhile. Or an old study item.
-	item, err := x.get(ctx, studyPK(in.StudyInstanceUID), "STUDY")
-	if err != nil {
-		return pipeline.UpsertResult{}, err
-	}
-	if item != nil && item["indexVersion"] == nil {
-		return pipeline.UpsertResult{}, errLegacyStudy
-	}
-	if !inSet(item, "pending", contentID(in)) {
-		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: condition failed, content not pending")
-	}
-	return x.complete(ctx, in, outcome, false, item, true)
+	// Pending: a fenced call counted it meanwhile (or an old study item,
+	// which fenced migrates). Its record may be written, or another
+	// transfer's in its stead: read them as any other call would.
+	return x.fenced(ctx, in, outcome, true)
 }
 
 // fenced indexes a content this call did not claim; remove is whether it
@@ -280,6 +290,7 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 			outcome = pipeline.ContentOutcome(firstContent(sop), in)
 			continue
 		}
+		counter := str(item, counterAttr(in))
 		prevItem, err := x.get(ctx, pk, instanceSK(in))
 		if err != nil {
 			return pipeline.UpsertResult{}, err
@@ -293,16 +304,27 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 			if err != nil {
 				return pipeline.UpsertResult{}, err
 			}
-			if inSet(item, "pending", id) {
+			own := counter != "" && counter == in.ObjectKey
+			if own && prev.ObjectKey != in.ObjectKey {
+				// The counting transfer again (its retry), after another
+				// transfer of the content wrote its record in its stead:
+				// it takes its row back.
+				return x.complete(ctx, in, outcome, false, item, remove, counter)
+			}
+			if own || inSet(item, "pending", id) {
 				// Between steps 4 and 5, or its claimant died there.
-				if st, prev, err = x.finalize(ctx, prev, st, remove); err != nil {
+				if st, prev, err = x.finalize(ctx, prev, st, remove, own); err != nil {
 					return pipeline.UpsertResult{}, err
 				}
 			}
-			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
+			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: asCounted(prev, counter)}, nil
 		}
 		if inSet(item, "pending", id) {
-			return x.complete(ctx, in, outcome, false, item, remove)
+			res, err := x.complete(ctx, in, outcome, false, item, remove, counter)
+			if errors.Is(err, errRowTaken) {
+				continue // the counting transfer wrote its record meanwhile
+			}
+			return res, err
 		}
 		newSeries, err := x.seriesMarker(ctx, in)
 		if err != nil {
@@ -311,7 +333,7 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 		up, err := x.Client.UpdateItem(ctx, x.countUpdate(in, outcome, newSeries, true, item))
 		switch {
 		case err == nil:
-			return x.complete(ctx, in, outcome, true, up.Attributes, remove)
+			return x.complete(ctx, in, outcome, true, up.Attributes, remove, in.ObjectKey)
 		case !isCondFailed(err):
 			return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: %w", err)
 		}
@@ -428,37 +450,80 @@ func (c *markerCreators) put(k, creator string) {
 }
 
 // complete runs steps 4 and 5 for a counted content, deciding on the
-// study item as counted (or as read). It reports verdict if this call
-// counted the content, else a duplicate.
+// study item as counted (or as read). counter is the object key of the
+// call that counted it (the study item's counterAttr; in's own when this
+// call counted it, "" when counted before counters were recorded). It
+// reports verdict if this call counted the content, else a duplicate.
+//
+// A call of the counter's key (the counting call, its retry, a
+// redelivery) writes its record whatever the row holds. Another
+// transfer's call writes its own only where no record is yet (the
+// counting call may have died before step 4, and the content must be
+// listed), and fails with errRowTaken where the counter's is: its caller
+// reads that one. It reports the record under the counter's key either
+// way (asCounted), so the pipeline audits it as the resend it is.
 func (x *IndexTable) complete(ctx context.Context, in pipeline.InstanceRecord, verdict pipeline.UpsertOutcome, counted bool,
-	item map[string]ddbtypes.AttributeValue, remove bool) (pipeline.UpsertResult, error) {
+	item map[string]ddbtypes.AttributeValue, remove bool, counter string) (pipeline.UpsertResult, error) {
 	seen, err := decodeStudy(item)
 	if err != nil {
 		return pipeline.UpsertResult{}, err
 	}
+	own := counted || counter == "" || counter == in.ObjectKey
 	probe := seen // Merge copies what it changes
 	rec := in.Indexed(verdict, probe.Merge(in))
-	if err := x.putInstance(ctx, rec); err != nil {
+	if err := x.putInstance(ctx, rec, own); err != nil {
 		return pipeline.UpsertResult{}, err
 	}
-	st, rec, err := x.finalize(ctx, rec, seen, remove)
+	st, rec, err := x.finalize(ctx, rec, seen, remove, own)
 	if err != nil {
 		return pipeline.UpsertResult{}, err
 	}
 	if !counted {
 		verdict = pipeline.InstanceDuplicate
 	}
-	return pipeline.UpsertResult{Outcome: verdict, Study: st, Instance: rec}, nil
+	return pipeline.UpsertResult{Outcome: verdict, Study: st, Instance: asCounted(rec, counter)}, nil
 }
 
-func (x *IndexTable) putInstance(ctx context.Context, rec pipeline.InstanceRecord) error {
+// counterAttr names the study item's attribute that holds the object key
+// of the call that counted in's content (step 3), until a call of that key
+// has written its record and completed (step 5).
+func counterAttr(in pipeline.InstanceRecord) string { return "countedBy#" + contentID(in) }
+
+// asCounted is rec as a call reports it while the content's counting
+// transfer (counter, "" once it completed) has not completed: under the
+// counter's object key, which the row will name once that transfer
+// completes, though another transfer's record holds the row meanwhile.
+func asCounted(rec pipeline.InstanceRecord, counter string) pipeline.InstanceRecord {
+	if counter != "" {
+		rec.ObjectKey = counter
+	}
+	return rec
+}
+
+// errRowTaken: the instance item names another object key than the
+// record a call would write.
+var errRowTaken = errors.New("awsadapters: instance item holds another transfer's record")
+
+// putInstance writes rec as its content's instance item (step 4, or
+// finalize's rewrite of its findings). Unless takeOver, only where no item
+// is or the item names rec's object key: errRowTaken otherwise.
+func (x *IndexTable) putInstance(ctx context.Context, rec pipeline.InstanceRecord, takeOver bool) error {
 	item, err := attributevalue.MarshalMapWithOptions(rec, jsonTags)
 	if err != nil {
 		return fmt.Errorf("awsadapters: marshal instance: %w", err)
 	}
 	dropEmpty(item)
 	item["pk"], item["sk"] = sv(studyPK(rec.StudyInstanceUID)), sv(instanceSK(rec))
-	if _, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &x.Table, Item: item}); err != nil {
+	put := &dynamodb.PutItemInput{TableName: &x.Table, Item: item}
+	if !takeOver && rec.ObjectKey != "" {
+		put.ConditionExpression = aws.String("attribute_not_exists(pk) OR objectKey = :key")
+		put.ExpressionAttributeValues = map[string]ddbtypes.AttributeValue{":key": sv(rec.ObjectKey)}
+	}
+	_, err = x.Client.PutItem(ctx, put)
+	switch {
+	case isCondFailed(err):
+		return errRowTaken
+	case err != nil:
 		return fmt.Errorf("awsadapters: instance: %w", err)
 	}
 	return nil
@@ -503,11 +568,19 @@ func (x *IndexTable) countUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 		cond = "indexVersion = :v AND attribute_not_exists(revision) AND NOT contains(pending, :ids)"
 	}
 	vals[":counted"] = sv(ts(time.Now()))
+	set := "SET studyInstanceUid = :uid, #kind = :kind, gsi1pk = :pending, indexVersion = :v, countedAt = :counted"
+	names := map[string]string{"#kind": "kind"}
+	if in.ObjectKey != "" {
+		// The counting transfer's key, which another transfer of the
+		// content finding it pending reports (asCounted).
+		set += ", #by = :by"
+		names["#by"], vals[":by"] = counterAttr(in), sv(in.ObjectKey)
+	}
 	return &dynamodb.UpdateItemInput{
 		TableName: &x.Table, Key: key(studyPK(in.StudyInstanceUID), "STUDY"),
-		UpdateExpression:          aws.String("SET studyInstanceUid = :uid, #kind = :kind, gsi1pk = :pending, indexVersion = :v, countedAt = :counted ADD " + strings.Join(add, ", ")),
+		UpdateExpression:          aws.String(set + " ADD " + strings.Join(add, ", ")),
 		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  map[string]string{"#kind": "kind"},
+		ExpressionAttributeNames:  names,
 		ExpressionAttributeValues: vals,
 		ReturnValues:              ddbtypes.ReturnValueAllNew,
 	}
@@ -515,26 +588,40 @@ func (x *IndexTable) countUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 
 // finalize is step 5: it writes what pipeline.StudySummary.Merge decides
 // for rec on the study as seen, conditioned on the values it decided on,
-// and (remove) takes rec's content out of the pending set. When the study
-// moved in between it reads it again and decides again; should the
-// verdict on rec change (another patient's instance filled the study's
-// patient first), it rewrites rec's findings before the content can leave
-// the pending set. It returns the study and rec as they end up.
-func (x *IndexTable) finalize(ctx context.Context, rec pipeline.InstanceRecord, seen pipeline.StudySummary, remove bool) (pipeline.StudySummary, pipeline.InstanceRecord, error) {
-	outcome := pipeline.InstanceNew
-	if rec.Conflict {
-		outcome = pipeline.InstanceConflict
-	}
+// (remove) takes rec's content out of the pending set and (done: rec is
+// the counting transfer's, written) drops the content's counter
+// (counterAttr). When the study moved in between it reads it again and
+// decides again; should the verdict on rec change (another patient's
+// instance filled the study's patient first), it rewrites rec's findings
+// before the content can leave the pending set, where the row still names
+// rec's object key; where the counting transfer took the row back, it
+// goes on with that transfer's record. It returns the study and rec as
+// they end up.
+func (x *IndexTable) finalize(ctx context.Context, rec pipeline.InstanceRecord, seen pipeline.StudySummary, remove, done bool) (pipeline.StudySummary, pipeline.InstanceRecord, error) {
 	for range finalizeAttempts {
+		outcome := pipeline.InstanceNew
+		if rec.Conflict {
+			outcome = pipeline.InstanceConflict
+		}
 		want := seen // Merge copies what it changes
 		fixed := rec.Indexed(outcome, want.Merge(rec))
 		if !slices.Equal(fixed.Findings, rec.Findings) {
-			if err := x.putInstance(ctx, fixed); err != nil {
+			err := x.putInstance(ctx, fixed, false)
+			switch {
+			case errors.Is(err, errRowTaken):
+				if rec, err = x.instance(ctx, rec); err != nil {
+					return pipeline.StudySummary{}, rec, err
+				}
+				if seen, err = x.study(ctx, rec.StudyInstanceUID); err != nil {
+					return pipeline.StudySummary{}, rec, err
+				}
+				continue
+			case err != nil:
 				return pipeline.StudySummary{}, rec, err
 			}
 			rec = fixed
 		}
-		out, err := x.Client.UpdateItem(ctx, attributeUpdate(x.Table, rec, seen, want, remove))
+		out, err := x.Client.UpdateItem(ctx, attributeUpdate(x.Table, rec, seen, want, remove, done))
 		switch {
 		case err == nil:
 			st, err := decodeStudy(out.Attributes)
@@ -542,21 +629,29 @@ func (x *IndexTable) finalize(ctx context.Context, rec pipeline.InstanceRecord, 
 		case !isCondFailed(err):
 			return pipeline.StudySummary{}, rec, fmt.Errorf("awsadapters: study attributes: %w", err)
 		}
-		item, err := x.get(ctx, studyPK(rec.StudyInstanceUID), "STUDY")
-		if err != nil {
-			return pipeline.StudySummary{}, rec, err
-		}
-		if seen, err = decodeStudy(item); err != nil {
+		if seen, err = x.study(ctx, rec.StudyInstanceUID); err != nil {
 			return pipeline.StudySummary{}, rec, err
 		}
 	}
 	return pipeline.StudySummary{}, rec, fmt.Errorf("awsadapters: study attributes: still contended after %d attempts", finalizeAttempts)
 }
 
+// instance reads the instance item of rec's content, which exists.
+func (x *IndexTable) instance(ctx context.Context, rec pipeline.InstanceRecord) (pipeline.InstanceRecord, error) {
+	item, err := x.get(ctx, studyPK(rec.StudyInstanceUID), instanceSK(rec))
+	if err != nil {
+		return rec, err
+	}
+	if item == nil {
+		return rec, errors.New("awsadapters: instance: item absent after a write refused for it")
+	}
+	return decodeInstance(item)
+}
+
 // attributeUpdate writes the difference between seen and want: attributes
 // filled in only if still absent, times moved only forward (or, for
 // firstReceived, back), findings added to a set.
-func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipeline.StudySummary, remove bool) *dynamodb.UpdateItemInput {
+func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipeline.StudySummary, remove, done bool) *dynamodb.UpdateItemInput {
 	vals := map[string]ddbtypes.AttributeValue{}
 	var set, cond []string
 	fillIn := func(attr, was, v string) {
@@ -608,21 +703,30 @@ func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipel
 	}
 	if remove {
 		vals[":id"] = ssv(contentID(rec))
-		expr += "DELETE pending :id"
+		expr += "DELETE pending :id "
+	}
+	names := map[string]string{}
+	if done {
+		names["#by"] = counterAttr(rec)
+		expr += "REMOVE #by"
 	}
 	if expr == "" {
 		// Nothing to write: a no-op update still returns the study.
 		vals[":kind"] = sv("STUDY")
+		names["#kind"] = "kind"
 		expr = "SET #kind = :kind"
 	}
 	in := &dynamodb.UpdateItemInput{
 		TableName: &table, Key: key(studyPK(rec.StudyInstanceUID), "STUDY"),
-		UpdateExpression:          aws.String(expr),
+		UpdateExpression:          aws.String(strings.TrimSpace(expr)),
 		ExpressionAttributeValues: vals,
 		ReturnValues:              ddbtypes.ReturnValueAllNew,
 	}
-	if strings.Contains(expr, "#kind") {
-		in.ExpressionAttributeNames = map[string]string{"#kind": "kind"}
+	if len(names) > 0 {
+		in.ExpressionAttributeNames = names
+	}
+	if len(vals) == 0 {
+		in.ExpressionAttributeValues = nil
 	}
 	if len(cond) > 0 {
 		in.ConditionExpression = aws.String(strings.Join(cond, " AND "))

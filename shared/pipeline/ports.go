@@ -197,7 +197,12 @@ type UpsertResult struct {
 	// Instance is the record as the index keeps it: Conflict is the
 	// index's verdict and Findings include those the index added
 	// (patient-mismatch). For a duplicate it is the record indexed before,
-	// so a redelivery audits and announces what the first delivery did.
+	// so a redelivery audits and announces what the first delivery did;
+	// its ObjectKey is the key of the transfer that counted the content,
+	// also while that transfer's upsert is still under way (another
+	// transfer of the content, indexed at once, is a resend: Resent).
+	// Once the counting transfer's upsert has returned (or its retry's),
+	// the content's record is that transfer's.
 	Instance InstanceRecord
 }
 

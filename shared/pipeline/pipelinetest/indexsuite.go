@@ -66,6 +66,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("PatientMismatch", func(t *testing.T) { testPatientMismatch(t, h) })
 	t.Run("ReceivedOutOfOrder", func(t *testing.T) { testReceivedOutOfOrder(t, h) })
 	t.Run("InterruptedUpsert", func(t *testing.T) { testInterrupted(t, h) })
+	t.Run("InterruptedResend", func(t *testing.T) { testInterruptedResend(t, h) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, h) })
 	t.Run("PendingAndAnnounced", func(t *testing.T) { testPendingAnnounced(t, h) })
 	t.Run("DeferAnnouncement", func(t *testing.T) { testDeferAnnouncement(t, h) })
@@ -632,6 +633,32 @@ func testConcurrent(t *testing.T, h IndexHarness) {
 		r := upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceDuplicate)
 		checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
 	})
+	t.Run("same content, other keys", func(t *testing.T) {
+		// The same data set from several senders at once (a PACS and a
+		// VNA forwarding one study), each transfer under its own key: one
+		// counts it, the row is its record, and every other is told the
+		// content is held under that key, a resend (pipeline.Resent) with
+		// an audit record of its own, not the counted transfer again.
+		ix := h.New(t)
+		ins := make([]pipeline.InstanceRecord, n)
+		for i := range ins {
+			ins[i] = Record(1, 1, 1, "aa", time.Duration(i)*time.Second)
+			ins[i].ObjectKey = fmt.Sprintf("%s.conflict-%016x.dcm", ins[i].ObjectKey, i)
+		}
+		out := run(t, ix, ins)
+		if fresh := len(out) - countDuplicates(out); fresh != 1 {
+			t.Errorf("%d transfers counted the content, want 1", fresh)
+		}
+		counted := checkResendsName(t, ix, ins, out)
+		var again []pipeline.UpsertResult
+		for _, in := range ins {
+			again = append(again, upsert(t, ix, in, pipeline.InstanceDuplicate))
+		}
+		if c := checkResendsName(t, ix, ins, again); c != counted {
+			t.Errorf("the row named %s, then %s after redeliveries", counted, c)
+		}
+		checkStudy(t, ix, again[0].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+	})
 	t.Run("one new study, two patients", func(t *testing.T) {
 		ix := h.New(t)
 		var ins []pipeline.InstanceRecord
@@ -971,4 +998,92 @@ func testRequiredUIDs(t *testing.T, h IndexHarness) {
 			t.Errorf("upsert without study or SOP Instance UID accepted: %+v", in)
 		}
 	}
+}
+
+func countDuplicates(out []pipeline.UpsertResult) int {
+	n := 0
+	for _, r := range out {
+		if r.Outcome == pipeline.InstanceDuplicate {
+			n++
+		}
+	}
+	return n
+}
+
+// checkResendsName checks that the upserts of ins (one content under
+// several object keys), which reported out, agree with the index: the
+// content has one row, the record of one of the transfers (the one that
+// counted it, returned), every upsert names that transfer's key, and only
+// that transfer's upsert may have counted it. It returns the key.
+func checkResendsName(t *testing.T, ix pipeline.IndexStore, ins []pipeline.InstanceRecord, out []pipeline.UpsertResult) string {
+	t.Helper()
+	listed, err := ix.Instances(context.Background(), ins[0].SOPInstanceUID)
+	if err != nil || len(listed) != 1 {
+		t.Fatalf("the content's rows: %d, %v; want 1", len(listed), err)
+	}
+	counted := listed[0].ObjectKey
+	if !slices.ContainsFunc(ins, func(in pipeline.InstanceRecord) bool { return in.ObjectKey == counted }) {
+		t.Fatalf("the content's row names %s, no transfer's key", counted)
+	}
+	for i, r := range out {
+		if r.Instance.ObjectKey != counted {
+			t.Errorf("%s is told the content is held under %s, the row names %s", ins[i].ObjectKey, r.Instance.ObjectKey, counted)
+		}
+		if r.Outcome != pipeline.InstanceDuplicate && ins[i].ObjectKey != counted {
+			t.Errorf("%s counted the content (%v), the row names %s", ins[i].ObjectKey, r.Outcome, counted)
+		}
+	}
+	if fresh := len(out) - countDuplicates(out); fresh > 1 {
+		t.Errorf("%d upserts counted the content", fresh)
+	}
+	return counted
+}
+
+// testInterruptedResend: a transfer's upsert cut short after each of its
+// calls, then another transfer of the same content (the same data set
+// under another object key) cut short after each of its own or not, then
+// both retried. Whichever counted the content, its row ends as that
+// transfer's record and every call that returned names its key: the
+// counting transfer is audited as stored once and the other as a resend
+// (pipeline.Resent), also where the other wrote the row while the
+// counting one was down.
+func testInterruptedResend(t *testing.T, h IndexHarness) {
+	ctx := context.Background()
+	a := Record(1, 1, 1, "aa", 0)
+	b := Record(1, 1, 1, "aa", time.Second)
+	b.ObjectKey, b.CallingAE = a.ObjectKey+".conflict-00000000000000bb.dcm", "VNA"
+	runs := 0
+	for n := 1; n <= 20; n++ {
+		for m := 0; m <= 20; m++ {
+			ix := h.New(t)
+			if _, err := h.Crash(t, ix, n).UpsertInstance(ctx, a); err == nil {
+				if n == 1 {
+					t.Fatal("the crash hook never fired")
+				}
+				t.Logf("crashed the first transfer's upsert after each of its %d calls, the second's after each of theirs: %d runs", n-1, runs)
+				return
+			}
+			if m > 0 {
+				if _, err := h.Crash(t, ix, m).UpsertInstance(ctx, b); err == nil {
+					break // the second transfer makes fewer than m calls
+				}
+			}
+			runs++
+			where := fmt.Sprintf("first transfer crashed after call %d, second after call %d", n, m)
+			var out []pipeline.UpsertResult
+			ins := []pipeline.InstanceRecord{b, a, b, a}
+			for _, in := range ins {
+				r, err := ix.UpsertInstance(ctx, in)
+				if err != nil {
+					t.Fatalf("%s: %s: %v", where, in.ObjectKey, err)
+				}
+				out = append(out, r)
+			}
+			t.Run(where, func(t *testing.T) {
+				checkResendsName(t, ix, ins, out)
+				checkStudy(t, ix, out[len(out)-1].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+			})
+		}
+	}
+	t.Fatal("the upsert still crashes after 20 calls")
 }
