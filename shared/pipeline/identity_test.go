@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"hash/crc64"
 	"slices"
@@ -327,5 +328,59 @@ func TestIndexLookupAfterTheFirstDocument(t *testing.T) {
 	}
 	if len(c.calls) < 2 || c.calls[0] != "Put" || !slices.Contains(c.calls, "Instances") {
 		t.Errorf("calls %v; want the first document's Put first, then the look-up", c.calls)
+	}
+}
+
+// TestResendBeforeTheCountedTransferAnnounced: the transfer that counted a
+// content has not published its Instance Stored yet (its invocation
+// failed at the bus and its message waits for redelivery, or it is still
+// running: two invocations at once) when another transfer of the content,
+// the same data set from another AE under a conflict key, is processed.
+// The resend announces nothing: the content's event is the counted
+// transfer's, and its redelivery publishes it naming its own object and
+// sender. The resend published it when the ledger did not hold it yet,
+// naming the resend's key and AE, and the counted transfer's then named
+// its own under the same event id.
+func TestResendBeforeTheCountedTransferAnnounced(t *testing.T) {
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	first, other := ct(sop1), ct(sop1)
+	first.SourceAE, other.SourceAE = "MODALITY1", "VNA_FORWARDER"
+	copyKey := objectstore.ConflictKey(key(sop1), "00000000000000bb")
+	storedAs(f, key(sop1), first.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	storedAs(f, copyKey, other.Build(), "VNA_FORWARDER", "assoc2", "2026-01-15T10:20:31Z")
+	f.Events.Err = fmt.Errorf("bus down")
+	if _, err := p.ProcessObject(ctx, key(sop1)); err == nil {
+		t.Fatal("processed with the bus down")
+	}
+	f.Events.Err = nil
+	for _, step := range []struct {
+		key  string
+		want pipeline.UpsertOutcome
+	}{{copyKey, pipeline.InstanceDuplicate}, {key(sop1), pipeline.InstanceDuplicate}, {copyKey, pipeline.InstanceDuplicate}} {
+		if res, err := p.ProcessObject(ctx, step.key); err != nil || res.Outcome != step.want {
+			t.Fatalf("%s: outcome %v, %v; want %v", step.key, res.Outcome, err, step.want)
+		}
+	}
+	var published []string
+	for _, ev := range f.Events.All() {
+		if ev.DetailType == pipeline.DetailTypeInstanceStored {
+			var d pipeline.InstanceStoredDetail
+			if err := json.Unmarshal(ev.Detail, &d); err != nil {
+				t.Fatal(err)
+			}
+			published = append(published, d.ObjectKey+" from "+d.CallingAE)
+		}
+	}
+	if d := cmp.Diff([]string{key(sop1) + " from MODALITY1"}, published); d != "" {
+		t.Errorf("Instance Stored events (-want +got):\n%s", d)
+	}
+	var outcomes []string
+	for _, r := range f.Audit.All() {
+		outcomes = append(outcomes, r.ObjectKey+" "+r.Outcome)
+	}
+	if d := cmp.Diff([]string{key(sop1) + " " + pipeline.OutcomeStored, copyKey + " " + pipeline.OutcomeDuplicate}, outcomes); d != "" {
+		t.Errorf("audit records (-want +got):\n%s", d)
 	}
 }

@@ -306,7 +306,8 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	switch {
 	case up.Outcome == InstanceDuplicate && Resent(indexed, inst):
 		// Another transfer of content the archive held already: audited
-		// as such, announced by nothing (its content's event is out).
+		// as such, announced by nothing (its content's event is the
+		// counted transfer's).
 		outcome = OutcomeDuplicate
 	case conflict:
 		outcome = OutcomeConflict
@@ -323,6 +324,14 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	}
 	if _, err := p.Audit.Append(ctx, rec); err != nil {
 		return up.Outcome, fmt.Errorf("pipeline: audit: %w", err)
+	}
+	if outcome == OutcomeDuplicate {
+		// The content's event is the transfer's that counted it: published
+		// by it, or by its redelivery should it have failed before (or be
+		// running still, another invocation). Published here when the
+		// ledger did not hold it yet, it named this resend's object and
+		// sender under the content's event id.
+		return up.Outcome, nil
 	}
 	detail := InstanceStoredDetail{
 		SchemaVersion: 1, ObjectKey: key, ObjectURI: objURI, MetadataKey: jsonKey, MetadataURI: p.uri(jsonKey),
@@ -342,7 +351,9 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	if up.Outcome != InstanceDuplicate {
 		// This call counted the content, and the index counts a content
 		// once (IndexStore.UpsertInstance): no earlier call got this far
-		// with it, so its event cannot be in the ledger yet. A retry
+		// with it, and a resend of it publishes nothing, so its event can
+		// be in the ledger only if a redelivery of this very transfer ran
+		// at the same time (the event again, at least once). A retry
 		// after this point finds the content counted and reads the
 		// ledger.
 		publish = p.publishNew
