@@ -146,6 +146,22 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 	}
 }
 
+// fromTwoAEs stores one data set as the SCP stores it from two calling
+// AEs the same day: from MODALITY1 under its key, and from VNA_FORWARDER,
+// other bytes (its meta header names that AE), under the conflict key
+// named by id, which it returns.
+func fromTwoAEs(f *pt.Fakes, id string) string {
+	first, other := ct(sop1), ct(sop1)
+	first.SourceAE, other.SourceAE = "MODALITY1", "VNA_FORWARDER"
+	copyKey := objectstore.ConflictKey(key(sop1), id)
+	storedAs(f, key(sop1), first.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	storedAs(f, copyKey, other.Build(), "VNA_FORWARDER", "assoc2", "2026-01-15T10:21:00Z")
+	_, md, _ := f.Objects.Get(copyKey)
+	md[objectstore.MetaConflict] = "true"
+	f.Objects.Add(copyKey, other.Build(), md)
+	return copyKey
+}
+
 // TestConflictKeyCopyProcessedFirst: the store's conflict key says only
 // that the copy's bytes differ from what its key held; processed before
 // the object its key held, a copy whose data set is that object's is
@@ -155,16 +171,7 @@ func TestConflictKeyCopyProcessedFirst(t *testing.T) {
 	ctx := context.Background()
 	f := pt.New()
 	p := f.Pipeline()
-	first, other := ct(sop1), ct(sop1)
-	first.SourceAE, other.SourceAE = "MODALITY1", "VNA_FORWARDER"
-	copyKey := objectstore.ConflictKey(key(sop1), "00000000000000aa")
-	storedAs(f, key(sop1), first.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
-	storedAs(f, copyKey, other.Build(), "VNA_FORWARDER", "assoc2", "2026-01-15T10:21:00Z")
-	f.Objects.Add(copyKey, other.Build(), func() map[string]string {
-		_, md, _ := f.Objects.Get(copyKey)
-		md[objectstore.MetaConflict] = "true"
-		return md
-	}())
+	copyKey := fromTwoAEs(f, "00000000000000aa")
 	for _, step := range []struct {
 		key  string
 		want pipeline.UpsertOutcome
@@ -345,11 +352,7 @@ func TestResendBeforeTheCountedTransferAnnounced(t *testing.T) {
 	ctx := context.Background()
 	f := pt.New()
 	p := f.Pipeline()
-	first, other := ct(sop1), ct(sop1)
-	first.SourceAE, other.SourceAE = "MODALITY1", "VNA_FORWARDER"
-	copyKey := objectstore.ConflictKey(key(sop1), "00000000000000bb")
-	storedAs(f, key(sop1), first.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
-	storedAs(f, copyKey, other.Build(), "VNA_FORWARDER", "assoc2", "2026-01-15T10:20:31Z")
+	copyKey := fromTwoAEs(f, "00000000000000bb")
 	f.Events.Err = fmt.Errorf("bus down")
 	if _, err := p.ProcessObject(ctx, key(sop1)); err == nil {
 		t.Fatal("processed with the bus down")
