@@ -190,9 +190,12 @@ var errLegacyStudy = errors.New("awsadapters: study item predates index version 
 // 3 fails on a pending content, a fenced one on any count since its read,
 // and a content leaves the pending set only after its instance item
 // exists. The price of a claimant dying after step 1 or 3: its content
-// stays in the pending set (a 32-character entry per crash, and its
-// counting key); Instances lists it all the same once its instance item
-// exists.
+// stays in the pending set (a 32-character entry per crash); Instances
+// lists it all the same once its instance item exists. The counting key
+// (up to some 300 bytes with the object key) stays only while no call of that
+// key completes: the counting transfer's retry or redelivery drops it, a
+// transfer never processed again (its message purged from the DLQ)
+// leaves it for good.
 //
 // Which transfer the content's row and every duplicate name is the one
 // that counted it, whatever the order: a call of another object key writes

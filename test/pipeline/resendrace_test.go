@@ -161,6 +161,20 @@ func checkCountedOnce(t *testing.T, x *awsadapters.IndexTable, a, b pipeline.Ins
 			t.Errorf("study counts %d instances, revision %d, %d bytes; want the content once", r.Study.InstanceCount, r.Study.Revision, r.Study.TotalBytes)
 		}
 	}
+	// The counting key is the counting transfer's to drop once its record
+	// is the row: left on the study item, it would stay for good (no other
+	// call drops it), some 300 bytes of the item's 400 KB each.
+	study, err := x.Client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &x.Table, ConsistentRead: aws.Bool(true), Key: map[string]ddbtypes.AttributeValue{
+		"pk": &ddbtypes.AttributeValueMemberS{Value: "STUDY#" + a.StudyInstanceUID}, "sk": &ddbtypes.AttributeValueMemberS{Value: "STUDY"},
+	}})
+	if err != nil || study.Item == nil {
+		t.Fatalf("the study item: %v", err)
+	}
+	for attr := range study.Item {
+		if strings.HasPrefix(attr, "countedBy#") {
+			t.Errorf("the study item keeps %s after the counting transfer completed", attr)
+		}
+	}
 }
 
 // TestConcurrentResendOnDynalite: two transfers of one content (the same
