@@ -8,4 +8,7 @@ func (s *Store) ExpireReady() {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
 	s.readyUntil = time.Time{}
+	for i := range s.writeFailed {
+		s.writeFailed[i].until = time.Time{}
+	}
 }

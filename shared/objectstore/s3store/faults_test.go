@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -468,5 +469,73 @@ func TestReadySaysWhetherWritesSucceed(t *testing.T) {
 		if step.ready != (err == nil) || (err != nil && !errors.Is(err, objectstore.ErrUnavailable)) {
 			t.Errorf("%s: Ready = %v, want ready %v", step.name, err, step.ready)
 		}
+	}
+}
+
+// TestReadyAKindOfWriteAnswersForItself: a write failure stands until a
+// write of its kind succeeds, and a run marker's write is none. S3
+// refusing every object while it took the association's audit record,
+// written after the failed C-STORE, made the task ready again at once, the
+// latest write having succeeded (a policy or key refusing the objects'
+// prefix: no C-STORE stored, every check passing); and a run marker's
+// write refused (its heartbeat, which the audit writer only warns of) or
+// a start's claim of a dead run's marker lost to another task (412 on
+// If-Match, an answer) made it unready, every association refused
+// meanwhile (found by review).
+func TestReadyAKindOfWriteAnswersForItself(t *testing.T) {
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize,
+		Client: s3test.Client(proxy.URL), RetryDeadline: giveUpDeadline, ReadyTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	put := func(r *http.Request, under string) bool {
+		return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/"+prefix+under)
+	}
+	refuse := func(match func(*http.Request) bool) {
+		proxy.SetPlan(s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status403}, Match: match})
+	}
+
+	refuse(func(r *http.Request) bool { return put(r, objectstore.IncomingPrefix) })
+	if _, err := st.Put(ctx, testObject("1.2.3.78.1"), bytes.NewReader(s3test.Bytes(78, 3000))); err == nil {
+		t.Fatal("Put succeeded through a 403")
+	}
+	if err := st.PutRecord(ctx, objectstore.AuditPrefix+"r1.json", []byte(`{"r":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ready(ctx); !errors.Is(err, objectstore.ErrUnavailable) {
+		t.Errorf("objects refused, a record written since: Ready = %v, want unready", err)
+	}
+	proxy.SetPlan(s3test.Plan{})
+	if _, err := st.Put(ctx, testObject("1.2.3.78.2"), bytes.NewReader(s3test.Bytes(79, 3000))); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Ready(ctx); err != nil {
+		t.Errorf("an object stored again: Ready = %v, want ready", err)
+	}
+
+	refuse(func(r *http.Request) bool { return put(r, objectstore.RunMarkersPrefix) })
+	if _, err := st.PutMarker(ctx, "run.json", []byte(`{"v":1}`), ""); err == nil {
+		t.Fatal("PutMarker succeeded through a 403")
+	}
+	if err := st.Ready(ctx); err != nil {
+		t.Errorf("a run marker's write refused: Ready = %v, want ready", err)
+	}
+	proxy.SetPlan(s3test.Plan{})
+	etag, err := st.PutMarker(ctx, "run.json", []byte(`{"v":2}`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another start claims the marker first: this one's claim is refused.
+	if _, err := st.PutMarker(ctx, "run.json", []byte(`{"v":3}`), etag); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.PutMarker(ctx, "run.json", []byte(`{"v":4}`), etag); !errors.Is(err, objectstore.ErrMarkerChanged) {
+		t.Fatalf("claim over a version since replaced: %v, want ErrMarkerChanged", err)
+	}
+	if err := st.Ready(ctx); err != nil {
+		t.Errorf("a claim lost to another start: Ready = %v, want ready", err)
 	}
 }

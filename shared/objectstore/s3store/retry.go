@@ -40,7 +40,7 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		attemptTimedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		if err == nil {
-			s.wrote(op, nil)
+			s.wrote(op, key, nil)
 			return nil
 		}
 		err = s.opts.Names.Redact(err, key)
@@ -50,14 +50,14 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		}
 		if !attemptTimedOut && !transient(err) {
 			err = fmt.Errorf("s3store: %s %v: %w", op, name, err)
-			s.wrote(op, err)
+			s.wrote(op, key, err)
 			return err
 		}
 		// Full jitter keeps many SCP tasks from retrying in lockstep.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		if time.Since(start)+sleep > deadline {
 			err = fmt.Errorf("s3store: %s %v: gave up after %d attempts in %s: %w: %w", op, name, attempt, time.Since(start).Round(time.Millisecond), objectstore.ErrUnavailable, err)
-			s.wrote(op, err)
+			s.wrote(op, key, err)
 			return err
 		}
 		s.metrics.retries.WithLabelValues(op).Inc()

@@ -69,6 +69,13 @@ type Store struct {
 	readyErr   error
 	readyKnown bool          // an answer was ever cached
 	probe      chan struct{} // closed when the HeadBucket in flight ends; nil when none is
+	// writeFailed is each kind of write's latest failure, until ReadyTTL
+	// after it or a write of that kind succeeding: a success of another
+	// kind does not answer for it.
+	writeFailed [writeKinds]struct {
+		err   error
+		until time.Time
+	}
 }
 
 var _ objectstore.Store = (*Store)(nil)
@@ -206,7 +213,8 @@ func safeKey(k string) bool {
 // Ready reports whether the store takes objects: what S3 answered to the
 // store's own writes (PutObject, the parts of an upload, PutRecord) while
 // it has any, however slowly it answered them, or else whether the bucket
-// answers (HeadBucket). An answer is cached for ReadyTTL, a failed
+// answers (HeadBucket). A failed write stands until a write of its kind
+// (writeKind) succeeds. An answer is cached for ReadyTTL, a failed
 // HeadBucket for at most a second, so the SCP may call it on every
 // association; a failure wraps objectstore.ErrUnavailable.
 //
@@ -217,6 +225,10 @@ func safeKey(k string) bool {
 // every check, and every task unready (found by the operator drill).
 func (s *Store) Ready(ctx context.Context) error {
 	s.readyMu.Lock()
+	if err := s.writeFailure(); err != nil {
+		s.readyMu.Unlock()
+		return err
+	}
 	if time.Now().Before(s.readyUntil) {
 		defer s.readyMu.Unlock()
 		return s.readyErr
@@ -231,6 +243,9 @@ func (s *Store) Ready(ctx context.Context) error {
 	case <-probe:
 		s.readyMu.Lock()
 		defer s.readyMu.Unlock()
+		if err := s.writeFailure(); err != nil {
+			return err
+		}
 		return s.readyErr
 	case <-ctx.Done():
 		if known {
@@ -261,15 +276,44 @@ func (s *Store) headBucket(done chan struct{}) {
 	s.cacheReady(err, min(s.opts.ReadyTTL, time.Second))
 }
 
-// wrote notes what S3 answered to one of the store's writes (op, a
-// request do ran) for Ready: a write S3 took says the store takes
+// writeKind is what a write stores, for Ready: each kind's failure
+// stands until a write of that kind succeeds (or ReadyTTL passes), so
+// the association's audit record written after its C-STORE failed does
+// not make a store that takes no objects ready (a policy or a key
+// refusing one prefix). Run markers are none: the audit writer's
+// heartbeat failing only tells less after a crash, and a claim of a dead
+// run's marker lost to another task (412) is an answer.
+type writeKind int
+
+const (
+	writeObject writeKind = iota // PutObject of an object, the parts of an upload
+	writeRecord                  // PutRecord
+	writeKinds
+)
+
+// kindOf returns the kind of write op is, on key (the full key); false
+// for a request that is none (a read, a run marker's write).
+func (s *Store) kindOf(op, key string) (writeKind, bool) {
+	switch op {
+	case "PutRecord":
+		return writeRecord, true
+	case "PutObject":
+		return writeObject, !strings.HasPrefix(key, s.opts.Prefix+objectstore.RunMarkersPrefix)
+	case "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload":
+		return writeObject, true
+	}
+	return 0, false
+}
+
+// wrote notes what S3 answered to one of the store's writes (op, on
+// key, a request do ran) for Ready: a write S3 took says the store takes
 // objects, one that failed but for the caller giving up (S3 failing it
 // until the retry deadline, or refusing it: a key S3 cannot use, access
-// denied) says it does not, for ReadyTTL each, until a later answer.
-func (s *Store) wrote(op string, err error) {
-	switch op {
-	case "PutObject", "PutRecord", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload":
-	default:
+// denied) says it does not, for ReadyTTL each, until a later answer, and
+// a failure until a later success of its kind.
+func (s *Store) wrote(op, key string, err error) {
+	kind, ok := s.kindOf(op, key)
+	if !ok {
 		return
 	}
 	if err != nil {
@@ -278,6 +322,19 @@ func (s *Store) wrote(op string, err error) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
 	s.cacheReady(err, s.opts.ReadyTTL)
+	s.writeFailed[kind].err, s.writeFailed[kind].until = err, s.readyUntil
+}
+
+// writeFailure returns the failure of a kind of write still standing; the
+// caller holds readyMu.
+func (s *Store) writeFailure() error {
+	now := time.Now()
+	for _, f := range s.writeFailed {
+		if f.err != nil && now.Before(f.until) {
+			return f.err
+		}
+	}
+	return nil
 }
 
 // cacheReady caches Ready's answer, err, a success for ReadyTTL and a
