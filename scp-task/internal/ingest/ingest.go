@@ -186,7 +186,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	// UIDs (the stores log the key's digest, see logname).
 	log.Debug("stored", "bytes", stored.Size, "duplicate", stored.Duplicate, "conflict", stored.Conflict)
 	if stored.Conflict {
-		log.Warn("different content resent for an already stored instance: kept beside it")
+		log.Warn("other bytes sent for an already stored instance: kept beside it (another data set, or the same one from another AE or release of ours: the pipeline tells which)")
 	}
 	st := dimse.Status{Code: dimse.StatusSuccess}
 	if hdr.Group0002Dropped {

@@ -294,3 +294,53 @@ func TestObjectNamesTLSPeer(t *testing.T) {
 		})
 	}
 }
+
+// conflictStore is memStore as the S3 and staged stores answer a key held
+// by other bytes: the object is kept beside it, flagged a conflict.
+type conflictStore struct{ memStore }
+
+func (m *conflictStore) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	held, ok := m.objs[key]
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return objectstore.Stored{}, err
+	}
+	if !ok || bytes.Equal(held, b) {
+		m.objs[key] = b
+		return objectstore.Stored{Key: key, Size: int64(len(b)), Duplicate: ok}, nil
+	}
+	return objectstore.Stored{Key: key + ".conflict", Size: int64(len(b)), Conflict: true}, nil
+}
+
+// TestSameDataSetFromAnotherAEIsNoDifferentContent: the stored file's meta
+// header names the calling and the called AE, so the same data set from
+// another AE (a PACS and a VNA forwarding one study) is other bytes under
+// the instance's key and kept beside it, which the pipeline then finds to
+// be an identical resend (its data set identity). The SCP warned of it as
+// 'different content resent for an already stored instance', which it need
+// not be (found by review).
+func TestSameDataSetFromAnotherAEIsNoDifferentContent(t *testing.T) {
+	good := ds(el(0x0008, 0x0016, "UI", ctClass), el(0x0008, 0x0018, "UI", "1.2.3.4"),
+		el(0x0020, 0x000D, "UI", "1.2.3"), el(0x0020, 0x000E, "UI", "1.2.3.9"))
+	store := &conflictStore{memStore{objs: map[string][]byte{}, meta: map[string]objectstore.Object{}}}
+	var logs testenv.LogBuffer
+	h := New(store, Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	for _, calling := range []string{"PACS", "VNA"} {
+		req := &dicomnet.CStoreRequest{Association: &dicomnet.AssociationInfo{ID: calling, CallingAE: calling, CalledAE: "INGEST"},
+			AffectedSOPClassUID: ctClass, AffectedSOPInstanceUID: "1.2.3.4", TransferSyntaxUID: explicitL}
+		if err := h.ServeCStore(context.Background(), req, bytes.NewReader(good)); err != nil {
+			t.Fatalf("from %s: %v", calling, err)
+		}
+	}
+	out := logs.String()
+	if !strings.Contains(out, "kept beside it") {
+		t.Fatalf("the copy kept beside the held object is not logged:\n%s", out)
+	}
+	if strings.Contains(out, "different content") {
+		t.Errorf("the same data set from another AE logged as different content:\n%s", out)
+	}
+}

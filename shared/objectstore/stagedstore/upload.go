@@ -431,7 +431,7 @@ func (s *Store) done(it *item, outcome string) {
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
 	if outcome == "conflict" {
-		s.log.Warn("different content resent for an already stored instance: kept beside it", "association", association(it), "object", s.name(it))
+		s.log.Warn("other bytes sent for an already stored instance: kept beside it (another data set, or the same one from another AE or release of ours: the pipeline tells which)", "association", association(it), "object", s.name(it))
 	}
 	if it.ad != nil {
 		s.q.mu.Lock()
