@@ -2,6 +2,8 @@ package jsonlog
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -17,21 +19,40 @@ type Episode struct {
 	on    atomic.Bool // a fast path for Clear, which may be called on every success
 	mu    sync.Mutex
 	count int
+	cause string // the root cause of the occurrences logged last (causeOf)
 }
 
-// Occurred notes one occurrence; the first of an episode is logged (msg
-// and attrs, at level), the others only counted. It reports whether it
+// Occurred notes one occurrence of err; the first of an episode is logged
+// (msg, attrs and err, at level), the others only counted, unless their
+// root cause differs from the one logged last (an I/O error while a disk
+// is full is not hidden as one more "no space"). It reports whether it
 // was logged.
-func (e *Episode) Occurred(log *slog.Logger, level slog.Level, msg string, attrs ...any) bool {
+func (e *Episode) Occurred(log *slog.Logger, level slog.Level, err error, msg string, attrs ...any) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.count++
-	if e.on.Load() {
+	cause := causeOf(err)
+	if e.on.Load() && cause == e.cause {
 		return false
 	}
 	e.on.Store(true)
-	log.Log(context.Background(), level, msg, attrs...)
+	e.cause = cause
+	log.Log(context.Background(), level, msg, append(attrs, "err", err)...)
 	return true
+}
+
+// causeOf names the innermost error of err's chain, by type and text (a
+// syscall.Errno's "no space left on device"), without the paths and
+// operations its wrappers add.
+func causeOf(err error) string {
+	for err != nil {
+		next := errors.Unwrap(err)
+		if next == nil {
+			break
+		}
+		err = next
+	}
+	return fmt.Sprintf("%T: %v", err, err)
 }
 
 // Clear ends the episode, if one is on, logging msg at Info with attrs and

@@ -2,10 +2,13 @@ package jsonlog
 
 import (
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -18,7 +21,7 @@ import (
 func TestEpisode(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		steps string // o: an occurrence, c: a clear
+		steps string // o: an occurrence, e: one of another cause, c: a clear
 		want  []string
 	}{
 		{"one", "oc", []string{"ERROR failing", "INFO clear 1"}},
@@ -26,15 +29,19 @@ func TestEpisode(t *testing.T) {
 		{"clear without an episode", "cc", nil},
 		{"two episodes", "oocoooc", []string{"ERROR failing", "INFO clear 2", "ERROR failing", "INFO clear 3"}},
 		{"not cleared", "ooo", []string{"ERROR failing"}},
+		{"another cause is logged", "ooeeoc", []string{"ERROR failing", "ERROR failing", "ERROR failing", "INFO clear 5"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs testenv.LogBuffer
 			log := New(&logs, slog.LevelInfo)
 			var e Episode
-			for _, s := range tc.steps {
-				if s == 'o' {
-					e.Occurred(log, slog.LevelError, "failing", "err", "x")
-				} else {
+			for i, s := range tc.steps {
+				switch s {
+				case 'o':
+					e.Occurred(log, slog.LevelError, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}, "failing")
+				case 'e':
+					e.Occurred(log, slog.LevelError, fmt.Errorf("journal: %w", &fs.PathError{Op: "write", Path: "seg-1", Err: syscall.EIO}), "failing")
+				default:
 					e.Clear(log, "clear")
 				}
 			}

@@ -644,7 +644,7 @@ func (j *Journal) grow(slot int) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if err != nil {
-		j.growFailing.Occurred(j.log, slog.LevelError, "journal: add a segment", "err", err)
+		j.growFailing.Occurred(j.log, slog.LevelError, err, "journal: add a segment")
 		j.growErr = err
 	} else {
 		j.segs = append(j.segs, s)
@@ -717,7 +717,7 @@ func (j *Journal) written(t *ticket, err error) {
 			// segment: a scan would stop there.
 			if u.seg.broken == nil {
 				u.seg.broken = u.err
-				j.writeFailing.Occurred(j.log, slog.LevelError, "journal: write failed; the segment takes no more records", "segment", u.seg.name, "err", u.err)
+				j.writeFailing.Occurred(j.log, slog.LevelError, u.err, "journal: write failed; the segment takes no more records", "segment", u.seg.name)
 			}
 			if u.err == nil {
 				u.err = fmt.Errorf("journal: an earlier write in %s failed: %w", u.seg.name, u.seg.broken)
