@@ -1,8 +1,6 @@
 package s3
 
 import (
-	"fmt"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -62,18 +60,13 @@ func stagedResend(t *testing.T, s3Down, overTLS bool) {
 		port = scp.TLSPort()
 	}
 
-	dir := t.TempDir()
-	var files []string
+	files, uids, err := synth.Series(t.TempDir(), "1.2.826.0.1.3680043.2.9", "P9", "Test^Resend", 64, 4096, 64<<10, 3<<20) // the last one a large staged object
+	if err != nil {
+		t.Fatal(err)
+	}
 	sops := map[string]bool{}
-	for i, size := range []int64{64, 4096, 64 << 10, 3 << 20} { // the last one a large staged object
-		sop := fmt.Sprintf("1.2.826.0.1.3680043.2.9.1.%d", i+1)
-		f := filepath.Join(dir, fmt.Sprintf("obj%d.dcm", i))
-		o := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.9", SeriesUID: "1.2.826.0.1.3680043.2.9.1", SOPInstanceUID: sop,
-			PatientID: "P9", PatientName: "Test^Resend", PixelBytes: size}
-		if err := o.WriteFile(f); err != nil {
-			t.Fatal(err)
-		}
-		files, sops[sop] = append(files, f), true
+	for _, sop := range uids {
+		sops[sop] = true
 	}
 	incoming := func() []string { return keysUnder(t, srv, storePrefix+"incoming/") }
 	drained := func() bool {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
@@ -117,6 +118,23 @@ func (o Object) WriteFile(path string) error {
 		return fmt.Errorf("synth: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// Series writes one object of each of sizes (Pixel Data bytes) as a Part
+// 10 file in dir, obj<i>.dcm, all in study studyUID's series
+// studyUID+".1", the i-th's SOP Instance UID studyUID+".1.<i+1>", and
+// returns the files and their SOP Instance UIDs.
+func Series(dir, studyUID, patientID, patientName string, sizes ...int64) (files, sops []string, err error) {
+	for i, size := range sizes {
+		o := Object{StudyUID: studyUID, SeriesUID: studyUID + ".1", SOPInstanceUID: fmt.Sprintf("%s.1.%d", studyUID, i+1),
+			PatientID: patientID, PatientName: patientName, PixelBytes: size}
+		f := filepath.Join(dir, fmt.Sprintf("obj%d.dcm", i))
+		if err := o.WriteFile(f); err != nil {
+			return nil, nil, err
+		}
+		files, sops = append(files, f), append(sops, o.SOPInstanceUID)
+	}
+	return files, sops, nil
 }
 
 // pattern yields left bytes: a fixed pseudo-random block, repeated, with

@@ -1,0 +1,265 @@
+package pipelinee2e
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/stagedstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
+)
+
+// TestStagedResendsThroughFunctions is TestResendsThroughFunctions for an
+// SCP with a staging directory, whose duplicates are decided at upload:
+// storescu sends objects (journaled ones and one large enough for a file
+// of its own and a multipart upload), the same again from the same AE on a
+// second association and a third time from another calling AE (the same
+// data set, in a meta header naming that AE: other bytes, which the store
+// keeps under a conflict key). The validate and audit functions process
+// what landed in S3, and the audit table holds one stored record per
+// object, the first association's, and one identical-resend record per
+// object for each resend association, naming its sender and association:
+// the second's from the uploader's duplicate association record, the
+// third's from its conflict copy. SQS delivering every message again
+// changes nothing. It holds whether the first transfer was uploaded before
+// the resends came, or S3 was down through all three, the resends staged
+// behind the original, and whether the audit function meets the SCP's
+// records (the uploader's duplicate ones among them) before or after the
+// validate function meets the objects.
+func TestStagedResendsThroughFunctions(t *testing.T) {
+	testenv.RequireTools(t, "storescu")
+	for _, tc := range []struct {
+		name                 string
+		s3Down, recordsFirst bool
+	}{
+		{"uploaded before the resends", false, false},
+		{"staged behind the original while S3 is down", true, false},
+		{"records processed before the objects", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { stagedResendsThroughFunctions(t, tc.s3Down, tc.recordsFirst) })
+	}
+}
+
+func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
+	srv := s3test.NewServer(t, bucket)
+	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
+	e := newEnvS3(t, "1s", srv.URL)
+	scp := scptest.Start(t, scptest.Options{
+		NoStore: true,
+		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE,OTHER_AE", "--store", "s3://" + bucket + "/site-a", "--s3-path-style",
+			"--staging", t.TempDir()},
+		Env: s3test.Env(t, proxy.URL),
+	})
+
+	const studyUID = "1.2.826.0.1.3680043.10.89"
+	files, sops, err := synth.Series(t.TempDir(), studyUID, "PID-S", "Staged^Jane", 64, 4096, 64<<10, 3<<20) // the last one a large staged object
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func() (held, copies, audit []string) {
+		t.Helper()
+		all, err := srv.Keys(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range all {
+			switch {
+			case strings.HasPrefix(k, "site-a/incoming/") && strings.Contains(k, ".conflict-"):
+				copies = append(copies, k)
+			case strings.HasPrefix(k, "site-a/incoming/"):
+				held = append(held, k)
+			case strings.HasPrefix(k, "site-a/audit/"):
+				audit = append(audit, k)
+			}
+		}
+		return held, copies, audit
+	}
+	drained := func() bool { return scp.Metric(t, stagedstore.MetricBacklogObjects) == 0 }
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(2 * time.Minute); !cond(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s after 2m", what)
+			}
+		}
+	}
+
+	const outage = 20 * time.Second
+	upAt := time.Now().Add(outage)
+	if s3Down {
+		proxy.Down(outage)
+	}
+	for i, aet := range []string{"LOCAL_AE", "LOCAL_AE", "OTHER_AE"} {
+		args := append([]string{"-aet", aet, "-aec", "REMOTE_AE", scp.Host(), scp.Port()}, files...)
+		if r := dcmtk.Run(t, time.Minute, "storescu", args...); r.Err != nil {
+			t.Fatalf("storescu as %s, send %d: %v\n%s", aet, i+1, r.Err, r.Output)
+		}
+		if !s3Down {
+			waitUntil("upload of every staged object", func() bool { held, _, _ := keys(); return len(held) == len(files) && drained() })
+		}
+	}
+	if s3Down && time.Now().After(upAt) {
+		t.Fatal("storescu outlasted the outage: the resends may not have been staged behind the original")
+	}
+	waitUntil("upload of every staged object and record", drained)
+	scp.Stop(t)
+	held, copies, audit := keys()
+	if len(held) != len(files) || len(copies) != len(files) {
+		t.Fatalf("incoming objects %q and conflict copies %q; want %d of each", held, copies, len(files))
+	}
+
+	// What S3 would notify: the objects held, their copies, the records.
+	objects := func() {
+		t.Helper()
+		for _, k := range slices.Concat(held, copies) {
+			e.invokeBatch(t, "validate", sqsEvent(s3Notification(k, 1)))
+		}
+	}
+	records := func() {
+		t.Helper()
+		for batch := range slices.Chunk(audit, 10) {
+			var bodies []string
+			for _, k := range batch {
+				bodies = append(bodies, s3Notification(k, 1))
+			}
+			e.invokeBatch(t, "audit", sqsEvent(bodies...))
+		}
+	}
+	process := func() {
+		t.Helper()
+		if recordsFirst {
+			records()
+			objects()
+		} else {
+			objects()
+			records()
+		}
+	}
+	process()
+	first := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE")
+	checkStagedResendTrail(t, first, sops, held, copies)
+
+	// SQS delivers every message again.
+	process()
+	if again := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE"); !slices.Equal(recordIDs(first), recordIDs(again)) {
+		t.Errorf("the trail after redelivery differs:\nbefore %q\nafter  %q", recordIDs(first), recordIDs(again))
+	}
+}
+
+// checkStagedResendTrail checks the audit table's records of three
+// associations, LOCAL_AE's, LOCAL_AE's again and OTHER_AE's, each sending
+// the objects sops (held under the keys held, OTHER_AE's copies under
+// copies): each association accepted and released; per object one stored
+// record, the first association's, and one identical resend for each of
+// the others, naming its sender, its association, the object it stored or
+// found held, and a time within the association.
+func checkStagedResendTrail(t *testing.T, trail []pipeline.AuditRecord, sops, held, copies []string) {
+	t.Helper()
+	accepted, released := map[string]pipeline.AuditRecord{}, map[string]pipeline.AuditRecord{}
+	var order []pipeline.AuditRecord // the accepted records by time
+	bySOP := map[string][]pipeline.AuditRecord{}
+	for _, r := range trail {
+		switch r.Outcome {
+		case associationaudit.EventAccepted:
+			accepted[r.AssociationID] = r
+			order = append(order, r)
+		case associationaudit.EventReleased:
+			released[r.AssociationID] = r
+		case pipeline.OutcomeStored, pipeline.OutcomeDuplicate:
+			if r.SOPInstanceUID != "" { // not the calling AE's projection
+				bySOP[r.SOPInstanceUID] = append(bySOP[r.SOPInstanceUID], r)
+			}
+		default:
+			t.Errorf("unexpected record %+v", r)
+		}
+	}
+	slices.SortFunc(order, func(a, b pipeline.AuditRecord) int { return a.Time.Compare(b.Time) })
+	if len(order) != 3 || len(released) != 3 || order[0].CallingAE != "LOCAL_AE" || order[1].CallingAE != "LOCAL_AE" || order[2].CallingAE != "OTHER_AE" {
+		t.Fatalf("associations accepted %+v, %d released; want LOCAL_AE's, LOCAL_AE's and OTHER_AE's, each released", order, len(released))
+	}
+	within := func(r pipeline.AuditRecord) bool {
+		a, ok := accepted[r.AssociationID]
+		return ok && !r.Time.Before(a.Time) && !r.Time.After(released[r.AssociationID].Time)
+	}
+	keyOf := func(keys []string, sop string) string {
+		for _, k := range keys {
+			if strings.Contains(k, "/"+sop+".") {
+				return k
+			}
+		}
+		return ""
+	}
+	if len(bySOP) != len(sops) {
+		t.Errorf("records of %d instances, want %d", len(bySOP), len(sops))
+	}
+	for _, sop := range sops {
+		recs := bySOP[sop]
+		want := []struct{ outcome, assoc, key string }{
+			{pipeline.OutcomeStored, order[0].AssociationID, keyOf(held, sop)},
+			{pipeline.OutcomeDuplicate, order[1].AssociationID, keyOf(held, sop)},
+			{pipeline.OutcomeDuplicate, order[2].AssociationID, keyOf(copies, sop)},
+		}
+		if len(recs) != len(want) {
+			t.Errorf("%s: %d records, want %d: %+v", sop, len(recs), len(want), recs)
+			continue
+		}
+		for _, w := range want {
+			i := slices.IndexFunc(recs, func(r pipeline.AuditRecord) bool { return r.AssociationID == w.assoc })
+			if i < 0 {
+				t.Errorf("%s: no record of association %s: %+v", sop, w.assoc, recs)
+				continue
+			}
+			r := recs[i]
+			resend := slices.ContainsFunc(r.EventTypeCodes, func(c pipeline.CodedValue) bool { return c.Code == "identical-resend" })
+			if r.Outcome != w.outcome || resend != (w.outcome == pipeline.OutcomeDuplicate) || r.CallingAE != accepted[w.assoc].CallingAE ||
+				r.CalledAE != "REMOTE_AE" || r.PeerAddr == "" || r.ObjectKey != w.key || w.key == "" || r.SHA256 != recs[0].SHA256 || !within(r) {
+				t.Errorf("%s: record %+v; want %s by association %s (%s), of %s, content %s", sop, r, w.outcome, w.assoc, accepted[w.assoc].CallingAE, w.key, recs[0].SHA256)
+			}
+		}
+	}
+}
+
+// trailOf is the audit table's records of the instances sops and of the
+// calling AEs aes (the latter a projection naming no instance).
+func trailOf(t *testing.T, e *env, sops []string, aes ...string) []pipeline.AuditRecord {
+	t.Helper()
+	var qs []pipeline.AuditQuery
+	for _, sop := range sops {
+		qs = append(qs, pipeline.AuditQuery{SOPInstanceUID: sop})
+	}
+	for _, ae := range aes {
+		qs = append(qs, pipeline.AuditQuery{CallingAE: ae})
+	}
+	var out []pipeline.AuditRecord
+	for _, q := range qs {
+		for {
+			page, err := e.audit.Query(context.Background(), q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, page.Records...)
+			if q.Cursor = page.Next; q.Cursor == "" {
+				break
+			}
+		}
+	}
+	return out
+}
+
+// recordIDs is the sorted ids of rs.
+func recordIDs(rs []pipeline.AuditRecord) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.ID)
+	}
+	slices.Sort(out)
+	return out
+}
