@@ -2,6 +2,7 @@ package pipelinee2e
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -146,11 +147,34 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 	process()
 	first := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE")
 	checkStagedResendTrail(t, first, sops, held, copies)
+	// Indexed and announced once: the resends add no content.
+	announced := detailTypes(e.events.All())
+	if want := slices.Repeat([]string{pipeline.DetailTypeInstanceStored}, len(sops)); !slices.Equal(announced, want) {
+		t.Errorf("events %q, want %q", announced, want)
+	}
+	study := func() pipeline.StudySummary {
+		t.Helper()
+		st, err := e.index.GetStudy(context.Background(), studyUID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.InstanceCount != len(sops) || st.ConflictCount != 0 || len(st.Instances) != len(sops) {
+			t.Errorf("study: %d instances, %d conflicts, %d contents; want %d, 0, %d", st.InstanceCount, st.ConflictCount, len(st.Instances), len(sops), len(sops))
+		}
+		return st.StudySummary
+	}
+	indexed := study()
 
 	// SQS delivers every message again.
 	process()
 	if again := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE"); !slices.Equal(recordIDs(first), recordIDs(again)) {
 		t.Errorf("the trail after redelivery differs:\nbefore %q\nafter  %q", recordIDs(first), recordIDs(again))
+	}
+	if again := detailTypes(e.events.All()); !slices.Equal(again, announced) {
+		t.Errorf("events after redelivery %q, before %q", again, announced)
+	}
+	if again := study(); !reflect.DeepEqual(again, indexed) {
+		t.Errorf("study after redelivery %+v, before %+v", again, indexed)
 	}
 }
 
