@@ -32,33 +32,45 @@ import (
 // third's from its conflict copy. SQS delivering every message again
 // changes nothing. It holds whether the first transfer was uploaded before
 // the resends came, or S3 was down through all three, the resends staged
-// behind the original, and whether the audit function meets the SCP's
+// behind the original, or the task was killed with all three staged and
+// the next on its staging directory uploaded them (its start record naming
+// the killed run, once), and whether the audit function meets the SCP's
 // records (the uploader's duplicate ones among them) before or after the
 // validate function meets the objects.
 func TestStagedResendsThroughFunctions(t *testing.T) {
 	testenv.RequireTools(t, "storescu")
-	for _, tc := range []struct {
-		name                 string
-		s3Down, recordsFirst bool
-	}{
-		{"uploaded before the resends", false, false},
-		{"staged behind the original while S3 is down", true, false},
-		{"records processed before the objects", false, true},
+	for _, tc := range []stagedResendCase{
+		{name: "uploaded before the resends"},
+		{name: "staged behind the original while S3 is down", s3Down: true},
+		{name: "records processed before the objects", recordsFirst: true},
+		{name: "killed with all three staged, uploaded by the next run", s3Down: true, killed: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) { stagedResendsThroughFunctions(t, tc.s3Down, tc.recordsFirst) })
+		t.Run(tc.name, func(t *testing.T) { stagedResendsThroughFunctions(t, tc) })
 	}
 }
 
-func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
+// stagedResendCase is a case of TestStagedResendsThroughFunctions: S3 down
+// through the three sends, the audit function given the SCP's records
+// before the validate function the objects, the task killed once the
+// sends are staged and a task on the same staging directory uploading
+// them once S3 is back.
+type stagedResendCase struct {
+	name                         string
+	s3Down, recordsFirst, killed bool
+}
+
+func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
+	startDay := time.Now().UTC().Format(time.DateOnly)
 	srv := s3test.NewServer(t, bucket)
 	proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
 	e := newEnvS3(t, "1s", srv.URL)
-	scp := scptest.Start(t, scptest.Options{
+	opts := scptest.Options{
 		NoStore: true,
 		Args: []string{"--ae-title", "REMOTE_AE", "--calling-aes", "LOCAL_AE,OTHER_AE", "--store", "s3://" + bucket + "/site-a", "--s3-path-style",
 			"--staging", t.TempDir()},
 		Env: s3test.Env(t, proxy.URL),
-	})
+	}
+	scp := scptest.Start(t, opts)
 
 	const studyUID = "1.2.826.0.1.3680043.10.89"
 	files, sops, err := synth.Series(t.TempDir(), studyUID, "PID-S", "Staged^Jane", 64, 4096, 64<<10, 3<<20) // the last one a large staged object
@@ -95,7 +107,7 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 
 	const outage = 20 * time.Second
 	upAt := time.Now().Add(outage)
-	if s3Down {
+	if tc.s3Down {
 		proxy.Down(outage)
 	}
 	for i, aet := range []string{"LOCAL_AE", "LOCAL_AE", "OTHER_AE"} {
@@ -103,12 +115,17 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 		if r := dcmtk.Run(t, time.Minute, "storescu", args...); r.Err != nil {
 			t.Fatalf("storescu as %s, send %d: %v\n%s", aet, i+1, r.Err, r.Output)
 		}
-		if !s3Down {
+		if !tc.s3Down {
 			waitUntil("upload of every staged object", func() bool { held, _, _ := keys(); return len(held) == len(files) && drained() })
 		}
 	}
-	if s3Down && time.Now().After(upAt) {
+	if tc.s3Down && time.Now().After(upAt) {
 		t.Fatal("storescu outlasted the outage: the resends may not have been staged behind the original")
+	}
+	if tc.killed {
+		scp.Kill(t)
+		time.Sleep(time.Until(upAt))
+		scp = scptest.Start(t, opts)
 	}
 	waitUntil("upload of every staged object and record", drained)
 	scp.Stop(t)
@@ -136,7 +153,7 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 	}
 	process := func() {
 		t.Helper()
-		if recordsFirst {
+		if tc.recordsFirst {
 			records()
 			objects()
 		} else {
@@ -147,6 +164,25 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 	process()
 	first := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE")
 	checkStagedResendTrail(t, first, sops, held, copies)
+	// The day's records (a projection), the runs' own among them: the
+	// next run's start names the killed one.
+	day := func() []pipeline.AuditRecord {
+		qs := []pipeline.AuditQuery{{Day: startDay}}
+		if today := time.Now().UTC().Format(time.DateOnly); today != startDay {
+			qs = append(qs, pipeline.AuditQuery{Day: today})
+		}
+		return queryAll(t, e, qs...)
+	}
+	firstDay := day()
+	unclean := 0
+	for _, r := range firstDay {
+		if r.Outcome == pipeline.OutcomeUncleanStop {
+			unclean++
+		}
+	}
+	if want := map[bool]int{true: 1}[tc.killed]; unclean != want {
+		t.Errorf("%d unclean-stop records, want %d", unclean, want)
+	}
 	// Indexed and announced once: the resends add no content.
 	announced := detailTypes(e.events.All())
 	if want := slices.Repeat([]string{pipeline.DetailTypeInstanceStored}, len(sops)); !slices.Equal(announced, want) {
@@ -169,6 +205,9 @@ func stagedResendsThroughFunctions(t *testing.T, s3Down, recordsFirst bool) {
 	process()
 	if again := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE"); !slices.Equal(recordIDs(first), recordIDs(again)) {
 		t.Errorf("the trail after redelivery differs:\nbefore %q\nafter  %q", recordIDs(first), recordIDs(again))
+	}
+	if again := day(); !slices.Equal(recordIDs(firstDay), recordIDs(again)) {
+		t.Errorf("the day's records after redelivery differ:\nbefore %q\nafter  %q", recordIDs(firstDay), recordIDs(again))
 	}
 	if again := detailTypes(e.events.All()); !slices.Equal(again, announced) {
 		t.Errorf("events after redelivery %q, before %q", again, announced)
@@ -262,6 +301,12 @@ func trailOf(t *testing.T, e *env, sops []string, aes ...string) []pipeline.Audi
 	for _, ae := range aes {
 		qs = append(qs, pipeline.AuditQuery{CallingAE: ae})
 	}
+	return queryAll(t, e, qs...)
+}
+
+// queryAll is the audit table's records each of qs selects, every page.
+func queryAll(t *testing.T, e *env, qs ...pipeline.AuditQuery) []pipeline.AuditRecord {
+	t.Helper()
 	var out []pipeline.AuditRecord
 	for _, q := range qs {
 		for {
