@@ -36,13 +36,15 @@ import (
 // the next on its staging directory uploaded them (its start record naming
 // the killed run, once), and whether the audit function meets the SCP's
 // records (the uploader's duplicate ones among them) before or after the
-// validate function meets the objects.
+// validate function meets the objects, and whichever of an object and its
+// conflict copy it meets first (that one's transfer is the stored one).
 func TestStagedResendsThroughFunctions(t *testing.T) {
 	testenv.RequireTools(t, "storescu")
 	for _, tc := range []stagedResendCase{
 		{name: "uploaded before the resends"},
 		{name: "staged behind the original while S3 is down", s3Down: true},
 		{name: "records processed before the objects", recordsFirst: true},
+		{name: "conflict copies processed before the objects held", copiesFirst: true},
 		{name: "killed with all three staged, uploaded by the next run", s3Down: true, killed: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) { stagedResendsThroughFunctions(t, tc) })
@@ -53,10 +55,12 @@ func TestStagedResendsThroughFunctions(t *testing.T) {
 // through the three sends, the audit function given the SCP's records
 // before the validate function the objects, the task killed once the
 // sends are staged and a task on the same staging directory uploading
-// them once S3 is back.
+// them once S3 is back, the validate function given OTHER_AE's conflict
+// copies before the objects held (OTHER_AE's transfer is then the stored
+// one, the first association's an identical resend).
 type stagedResendCase struct {
-	name                         string
-	s3Down, recordsFirst, killed bool
+	name                                      string
+	s3Down, recordsFirst, killed, copiesFirst bool
 }
 
 func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
@@ -137,7 +141,11 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 	// What S3 would notify: the objects held, their copies, the records.
 	objects := func() {
 		t.Helper()
-		for _, k := range slices.Concat(held, copies) {
+		order := slices.Concat(held, copies)
+		if tc.copiesFirst {
+			order = slices.Concat(copies, held)
+		}
+		for _, k := range order {
 			e.invokeBatch(t, "validate", sqsEvent(s3Notification(k, 1)))
 		}
 	}
@@ -163,7 +171,11 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 	}
 	process()
 	first := trailOf(t, e, sops, "LOCAL_AE", "OTHER_AE")
-	checkStagedResendTrail(t, first, sops, held, copies)
+	storedBy := 0
+	if tc.copiesFirst {
+		storedBy = 2
+	}
+	checkStagedResendTrail(t, first, sops, held, copies, storedBy)
 	// The day's records (a projection), the runs' own among them: the
 	// next run's start names the killed one.
 	day := func() []pipeline.AuditRecord {
@@ -221,10 +233,10 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 // associations, LOCAL_AE's, LOCAL_AE's again and OTHER_AE's, each sending
 // the objects sops (held under the keys held, OTHER_AE's copies under
 // copies): each association accepted and released; per object one stored
-// record, the first association's, and one identical resend for each of
-// the others, naming its sender, its association, the object it stored or
-// found held, and a time within the association.
-func checkStagedResendTrail(t *testing.T, trail []pipeline.AuditRecord, sops, held, copies []string) {
+// record, association storedBy's (0 the first), and one identical resend
+// for each of the others, naming its sender, its association, the object
+// it stored or found held, and a time within the association.
+func checkStagedResendTrail(t *testing.T, trail []pipeline.AuditRecord, sops, held, copies []string, storedBy int) {
 	t.Helper()
 	accepted, released := map[string]pipeline.AuditRecord{}, map[string]pipeline.AuditRecord{}
 	var order []pipeline.AuditRecord // the accepted records by time
@@ -266,10 +278,11 @@ func checkStagedResendTrail(t *testing.T, trail []pipeline.AuditRecord, sops, he
 	for _, sop := range sops {
 		recs := bySOP[sop]
 		want := []struct{ outcome, assoc, key string }{
-			{pipeline.OutcomeStored, order[0].AssociationID, keyOf(held, sop)},
+			{pipeline.OutcomeDuplicate, order[0].AssociationID, keyOf(held, sop)},
 			{pipeline.OutcomeDuplicate, order[1].AssociationID, keyOf(held, sop)},
 			{pipeline.OutcomeDuplicate, order[2].AssociationID, keyOf(copies, sop)},
 		}
+		want[storedBy].outcome = pipeline.OutcomeStored
 		if len(recs) != len(want) {
 			t.Errorf("%s: %d records, want %d: %+v", sop, len(recs), len(want), recs)
 			continue
