@@ -2,9 +2,9 @@ package jsonlog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -41,16 +41,28 @@ func (e *Episode) Occurred(log *slog.Logger, level slog.Level, err error, msg st
 	return true
 }
 
-// causeOf names the innermost error of err's chain, by type and text (a
+// causeOf names the innermost errors of err's chain, by type and text (a
 // syscall.Errno's "no space left on device"), without the paths and
-// operations its wrappers add.
+// operations its wrappers add; an error joining several (errors.Join,
+// fmt.Errorf with more than one %w) by the causes of each, in order. An
+// innermost error whose own text changes from one occurrence to the next
+// (a path, a count) makes each occurrence another cause.
 func causeOf(err error) string {
-	for err != nil {
-		next := errors.Unwrap(err)
-		if next == nil {
-			break
+	switch x := err.(type) {
+	case interface{ Unwrap() []error }:
+		var causes []string
+		for _, e := range x.Unwrap() {
+			if e != nil {
+				causes = append(causes, causeOf(e))
+			}
 		}
-		err = next
+		if len(causes) > 0 {
+			return strings.Join(causes, "; ")
+		}
+	case interface{ Unwrap() error }:
+		if next := x.Unwrap(); next != nil {
+			return causeOf(next)
+		}
 	}
 	return fmt.Sprintf("%T: %v", err, err)
 }

@@ -2,6 +2,7 @@ package jsonlog
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -21,7 +22,7 @@ import (
 func TestEpisode(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		steps string // o: an occurrence, e: one of another cause, c: a clear
+		steps string // o: an occurrence, e: one of another cause, j: o joined, m: o and e in one error (two %w), c: a clear
 		want  []string
 	}{
 		{"one", "oc", []string{"ERROR failing", "INFO clear 1"}},
@@ -30,6 +31,10 @@ func TestEpisode(t *testing.T) {
 		{"two episodes", "oocoooc", []string{"ERROR failing", "INFO clear 2", "ERROR failing", "INFO clear 3"}},
 		{"not cleared", "ooo", []string{"ERROR failing"}},
 		{"another cause is logged", "ooeeoc", []string{"ERROR failing", "ERROR failing", "ERROR failing", "INFO clear 5"}},
+		// The journal's failed segment creation joins its error with
+		// the clean-up's (errors.Join), naming the segment.
+		{"a joined error's cause is its errors'", "ojjjc", []string{"ERROR failing", "INFO clear 4"}},
+		{"several %w", "mmmc", []string{"ERROR failing", "INFO clear 3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs testenv.LogBuffer
@@ -39,6 +44,10 @@ func TestEpisode(t *testing.T) {
 				switch s {
 				case 'o':
 					e.Occurred(log, slog.LevelError, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}, "failing")
+				case 'j':
+					e.Occurred(log, slog.LevelError, errors.Join(fmt.Errorf("journal: create segment seg-%d: %w", i, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}), nil, nil), "failing")
+				case 'm':
+					e.Occurred(log, slog.LevelError, fmt.Errorf("seg-%d: %w, and %w", i, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}, &fs.PathError{Op: "remove", Path: "seg-" + strconv.Itoa(i), Err: syscall.EIO}), "failing")
 				case 'e':
 					e.Occurred(log, slog.LevelError, fmt.Errorf("journal: %w", &fs.PathError{Op: "write", Path: "seg-1", Err: syscall.EIO}), "failing")
 				default:
