@@ -17,6 +17,7 @@ const (
 	MetricBacklogBytes   = metricnames.StagingBacklogBytes
 	MetricBacklogObjects = "dicom_ingest_staging_backlog_objects"
 	MetricParked         = "dicom_ingest_staging_parked_objects"
+	MetricAdopted        = "dicom_ingest_staging_adopted_total"
 )
 
 type metrics struct {
@@ -41,7 +42,7 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT), each once, however often it is retried; readiness is off until space is back.",
 		}),
 		adopted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "dicom_ingest_staging_adopted_total", Help: "Staged objects taken over from tasks that stopped.",
+			Name: MetricAdopted, Help: "Staged objects taken over from tasks that stopped.",
 		}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_uploads_total",
