@@ -110,9 +110,10 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	e.put("site-a/"+objs.Key(objs.MalformedLate, time.Now()), malformed, pt.SCPMetadata(pt.CTStorage, logleak.UID(3, 1, 1), "1.2.840.10008.1.2.1", ""))
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
 	// Not ready: S3 refuses every request (a key disabled, a policy). The
-	// store's readiness follows its writes (the task's own records and
-	// run marker among them) and asks HeadBucket when none has answered
-	// for 5 s; a short outage is ridden out by the SDK's retries.
+	// store's readiness follows its writes of objects and of audit
+	// records (a run marker's counts for neither) and asks HeadBucket
+	// when none has answered for 5 s; a short outage is ridden out by the
+	// SDK's retries.
 	proxy.SetPlan(s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status403}})
 	waitReadyz(false)
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
