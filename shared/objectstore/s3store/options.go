@@ -85,9 +85,10 @@ type Options struct {
 	// past the deadline: a stalled request was never retried, and the
 	// C-STORE answered after the PACS had given up (DCMTK waits 60 s).
 	AttemptTimeout time.Duration
-	// ReadyTTL is how long a Ready answer is cached (default 5 s): a
-	// HeadBucket's success, or what S3 answered to the store's latest
-	// write, success or failure (see Ready).
+	// ReadyTTL is how long a Ready answer stands (default 5 s): a
+	// HeadBucket's success, and what S3 answered to the store's writes,
+	// each kind (objects, records) for itself: a failure stands until a
+	// write of its kind succeeds or ReadyTTL passes (see Ready).
 	ReadyTTL time.Duration
 
 	// ImplementationVersion is recorded in every object's
