@@ -267,8 +267,8 @@ func (a *association) step(rx rxEvent) rxEvent {
 		case prev == sta13:
 			// A stray PDU after the association ended (released, rejected or aborted, and logged then).
 			a.log.Debug("dicomnet: A-ABORT sent after the association ended", "err", rx.err)
-		default: // before an association
-			a.log.Info("dicomnet: association aborted", "err", rx.err, "state", prev.String())
+		default: // before an association: as many as a peer can connect, so limited
+			a.srv.preAssociationLog.log(a.log, slog.LevelInfo, "dicomnet: association aborted", "err", rx.err, "state", prev.String())
 		}
 	}
 	return rxEvent{}

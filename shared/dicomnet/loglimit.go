@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-// A peer that has not authenticated can fail TLS handshakes, or have its associations rejected, as fast as it
-// connects: one log line each made hundreds of kilobytes a second of logs. The lines of such failures are limited to
+// A peer that has not authenticated can fail TLS handshakes, have its associations rejected, or send something
+// other than an A-ASSOCIATE-RQ, as fast as it connects: one log line each made hundreds of kilobytes a second of logs. The lines of such failures are limited to
 // logBurst in each logWindow, per kind; those held back are counted (dicom_ingest_tls_handshake_failures_total and
 // dicom_ingest_associations_rejected_total count every one anyway, and the audit trail has them) and the next line
 // let through says how many (suppressed).

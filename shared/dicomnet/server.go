@@ -138,6 +138,9 @@ type Server struct {
 	handshakeLog logLimiter
 	// rejectLog limits the lines of rejected associations (loglimit.go).
 	rejectLog logLimiter
+	// preAssociationLog limits the lines of connections aborted before any association (a first PDU other than
+	// an A-ASSOCIATE-RQ, or a malformed one: loglimit.go).
+	preAssociationLog logLimiter
 }
 
 // Handler stores C-STORE datasets.

@@ -506,6 +506,36 @@ func TestRejections(t *testing.T) {
 			t.Errorf("%d of %d rejections logged, want 1 to 10", lines, n)
 		}
 	})
+	// The same for connections aborted before any association (a P-DATA-TF first): one line each, unlimited.
+	t.Run("flood before the association logged within a burst", func(t *testing.T) {
+		var logs testenv.LogBuffer
+		srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP", Accept: policy,
+			Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		const n = 30
+		pdata := []byte{4, 0, 0, 0, 0, 6, 0, 0, 0, 2, 1, 3}
+		for range n {
+			c, err := net.Dial("tcp", srv.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Write(pdata); err != nil {
+				t.Fatal(err)
+			}
+			abort := make([]byte, 10) // the server's A-ABORT
+			if _, err := io.ReadFull(c, abort); err != nil || abort[0] != byte(pdu.TypeAbort) {
+				t.Fatalf("answer % x, %v; want an A-ABORT", abort, err)
+			}
+			c.Close()
+		}
+		count := func() int { return strings.Count(logs.String(), `"msg":"dicomnet: association aborted"`) }
+		for deadline := time.Now().Add(5 * time.Second); count() == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // any line still being written
+		if lines := count(); lines < 1 || lines > 10 {
+			t.Errorf("%d of %d aborts before an association logged, want 1 to 10", lines, n)
+		}
+	})
 	t.Run("Dial returns RejectError", func(t *testing.T) {
 		srv := dicomnettest.NewServerT(t, &dicomnet.Server{AETitle: "SCP"})
 		_, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B"})
