@@ -138,8 +138,8 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 
 // alarms adds the feed's alarms through the observability's alarm helper:
 // backlog (the stream's iterator age), the on-failure queue, records never
-// sendable, and function errors.
-func (f *AuditFeed) alarms(alarm func(id string, m awscloudwatch.Metric, threshold float64, op awscloudwatch.ComparisonOperator, periods float64, desc string)) []awscloudwatch.IMetric {
+// sendable, and those every function has (functionAlarms).
+func (f *AuditFeed) alarms(alarm alarmFunc) []awscloudwatch.IMetric {
 	minute := awscdk.Duration_Minutes(jsii.Number(1))
 	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD
 	backlog := f.Function.Metric(jsii.String("IteratorAge"), &awscloudwatch.MetricOptions{Statistic: jsii.String("Maximum"), Period: minute})
@@ -149,7 +149,6 @@ func (f *AuditFeed) alarms(alarm func(id string, m awscloudwatch.Metric, thresho
 	alarm("AuditFeedDlqNotEmpty", dlq, 0, gt, 1,
 		"Audit feed batches the collector did not take within 23 hours: their records are in the audit table but not in the SIEM (see docs/operations/audit-feed.md)")
 	alarm("AuditFeedUnsendable", f.Unsendable, 0, gt, 1, "Audit records the feed could not render and skipped (see the auditfeed function's log)")
-	errs := f.Function.MetricErrors(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")})
-	alarm("AuditFeedErrors", errs, 0, gt, 1, "The audit feed function failed (configuration or secrets); the stream waits")
+	errs := functionAlarms(alarm, "AuditFeed", FnAuditFeed, f.Function, "The audit feed function failed (configuration or secrets); the stream waits")
 	return []awscloudwatch.IMetric{backlog, dlq, errs}
 }

@@ -114,15 +114,16 @@ func TestAuditFeed(t *testing.T) {
 			t.Error("the function may not read the CA secret")
 		}
 
-		// Alarms: backlog (iterator age), DLQ, unsendable records, errors.
+		// Alarms: backlog (iterator age), DLQ, unsendable records, and
+		// errors and throttles (TestEveryFunctionHasItsAlarms).
 		alarms := map[string]map[string]any{}
 		for id, a := range s.resources("AWS::CloudWatch::Alarm") {
 			if strings.Contains(id, "AuditFeed") {
 				alarms[id] = props(a)
 			}
 		}
-		if len(alarms) != 4 {
-			t.Errorf("%d audit feed alarms, want 4", len(alarms))
+		if len(alarms) != 5 {
+			t.Errorf("%d audit feed alarms, want 5", len(alarms))
 		}
 		var sawBacklog, sawDlq bool
 		for _, a := range alarms {

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssns"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssnssubscriptions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/interfaces/interfacesawscloudwatch"
@@ -151,12 +152,8 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 
 	var fnErrors []awscloudwatch.IMetric
 	for _, name := range FunctionNames {
-		fn := p.Functions[name]
-		m := fn.MetricErrors(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")})
-		fnErrors = append(fnErrors, m)
-		alarm(name+"Errors", m, 0, gt, 1, fmt.Sprintf("The %s function failed (invocation errors, not per-message failures)", name))
-		alarm(name+"Throttles", fn.MetricThrottles(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")}),
-			0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
+		fnErrors = append(fnErrors, functionAlarms(alarm, name, name, p.Functions[name],
+			fmt.Sprintf("The %s function failed (invocation errors, not per-message failures)", name)))
 	}
 
 	// The tables are on demand, yet DynamoDB still throttles: a partition
@@ -410,6 +407,25 @@ func newAlarmTopicKey(scope constructs.Construct, c *config.Config) awskms.Key {
 		sourceArns: []*string{regionalArn("cloudwatch", "alarm:*")},
 	})
 	return k
+}
+
+// alarmFunc adds an alarm on m to the alarm topic (NewObservability's).
+type alarmFunc = func(id string, m awscloudwatch.Metric, threshold float64, op awscloudwatch.ComparisonOperator, periods float64, desc string)
+
+// functionAlarms adds the alarms every function of the stack has, named
+// id+"Errors" and id+"Throttles", and returns the errors metric: an
+// invocation failed (errorsDesc says what that means for the function),
+// and the function was throttled in each of 5 minutes, its reserved
+// concurrency (pipeline.reservedConcurrency) too low for the load. The
+// audit feed's function had no throttles alarm.
+func functionAlarms(alarm alarmFunc, id, name string, fn awslambda.IFunction, errorsDesc string) awscloudwatch.Metric {
+	minute := awscdk.Duration_Minutes(jsii.Number(1))
+	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD
+	errs := fn.MetricErrors(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")})
+	alarm(id+"Errors", errs, 0, gt, 1, errorsDesc)
+	alarm(id+"Throttles", fn.MetricThrottles(&awscloudwatch.MetricOptions{Period: minute, Statistic: jsii.String("Sum")}),
+		0, gt, 5, fmt.Sprintf("The %s function is throttled for 5 minutes: raise pipeline.reservedConcurrency", name))
+	return errs
 }
 
 func alarmRefs(alarms []awscloudwatch.Alarm) *[]interfacesawscloudwatch.IAlarmRef {

@@ -464,3 +464,51 @@ func TestEveryAlarmHasARunbookRow(t *testing.T) {
 		}
 	})
 }
+
+// TestEveryFunctionHasItsAlarms: every function of the stack (the pipeline's
+// and, with audit.syslog, the audit feed's) has the alarms every function
+// has (functionAlarms): its invocation errors in any minute, and its
+// throttles in each of 5 minutes. The audit feed's function had an errors
+// alarm and no throttles alarm.
+func TestEveryFunctionHasItsAlarms(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		fns := map[string]bool{}
+		for id, f := range s.resources("AWS::Lambda::Function") {
+			if props(f)["Handler"] == "bootstrap" {
+				fns[id] = true
+			}
+		}
+		if len(fns) != len(FunctionNames)+feeds(s) {
+			t.Fatalf("%d functions, want %d", len(fns), len(FunctionNames)+feeds(s))
+		}
+		for _, c := range []struct {
+			metric  string
+			periods float64
+		}{
+			{"Errors", 1},
+			{"Throttles", 5},
+		} {
+			alarmed := map[string]int{}
+			for aid, a := range s.resources("AWS::CloudWatch::Alarm") {
+				p := props(a)
+				for _, m := range alarmMetrics(p) {
+					if m.namespace != "AWS/Lambda" || m.name != c.metric {
+						continue
+					}
+					fn := refID(m.dims["FunctionName"])
+					alarmed[fn]++
+					if m.statistic != "Sum" || p["Threshold"] != float64(0) || p["ComparisonOperator"] != "GreaterThanThreshold" ||
+						p["EvaluationPeriods"] != c.periods || p["Period"] != float64(60) {
+						t.Errorf("alarm %s on %s's %s: %s %v %v over %v periods of %v s, want Sum > 0 over %v of 60 s",
+							aid, fn, c.metric, m.statistic, p["ComparisonOperator"], p["Threshold"], p["EvaluationPeriods"], p["Period"], c.periods)
+					}
+				}
+			}
+			for fn := range fns {
+				if alarmed[fn] != 1 {
+					t.Errorf("function %s has %d alarms on its %s, want 1", fn, alarmed[fn], c.metric)
+				}
+			}
+		}
+	})
+}
