@@ -241,10 +241,13 @@ func TestBackupFailuresAlert(t *testing.T) {
 			}
 
 			// The topic's policy: EventBridge may publish for these two
-			// rules, and no statement lets it publish otherwise.
+			// rules and the key alert's (TestKeyAlert), and no statement
+			// lets it publish otherwise.
+			ruleIDs = append(ruleIDs, s.stack.logicalID(s.stack.Observability.KeyAlert))
 			wantRules := plain(t, []any{
 				map[string]any{"Fn::GetAtt": []any{ruleIDs[0], "Arn"}},
 				map[string]any{"Fn::GetAtt": []any{ruleIDs[1], "Arn"}},
+				map[string]any{"Fn::GetAtt": []any{ruleIDs[2], "Arn"}},
 			})
 			allowed := 0
 			for pid, p := range s.resources("AWS::SNS::TopicPolicy") {
@@ -257,7 +260,7 @@ func TestBackupFailuresAlert(t *testing.T) {
 					want := plain(t, map[string]any{"ArnEquals": map[string]any{"aws:SourceArn": wantRules},
 						"StringEquals": map[string]any{"aws:SourceAccount": map[string]any{"Ref": "AWS::AccountId"}}})
 					if d := cmp.Diff(want, plain(t, st["Condition"])); d != "" || st["Action"] != "sns:Publish" || refID(st["Resource"]) != topicID {
-						t.Errorf("%s: EventBridge may %v on %s under %s, want sns:Publish on the alarm topic for the backup rules only (-want +got):\n%s",
+						t.Errorf("%s: EventBridge may %v on %s under %s, want sns:Publish on the alarm topic for the alert rules only (-want +got):\n%s",
 							pid, st["Action"], js(st["Resource"]), js(st["Condition"]), d)
 					}
 					allowed++

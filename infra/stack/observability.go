@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awscloudwatchactions"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsdynamodb"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awselasticloadbalancingv2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/awsevents"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awsiam"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
 	"github.com/aws/aws-cdk-go/awscdk/v2/awslambda"
@@ -61,6 +62,9 @@ type Observability struct {
 	Dashboard awscloudwatch.Dashboard
 	// BackupAlerts send failed backup and copy jobs of the vault to Topic.
 	BackupAlerts *BackupAlerts
+	// KeyAlert sends a key of the stack disabled, scheduled for deletion
+	// or given another policy to Topic (newKeyAlerts).
+	KeyAlert awsevents.Rule
 }
 
 // NewObservability creates alarms on every failure signal the system has
@@ -194,7 +198,18 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// as AWS Backup's own event, whose documented example events give the
 	// fields matched (the vault, and a copy's source vault); nothing else
 	// would tell that the tables are not being backed up (newBackupAlerts).
-	out.BackupAlerts = newBackupAlerts(self, topic, topicKey, p.BackupVault, alarm)
+	// Keys: a key of the stack disabled, scheduled for deletion or given
+	// another policy goes to the topic as a message naming the call, the
+	// key and the caller; until then nothing told of it before everything
+	// under the key failed (newKeyAlerts).
+	target := &alarmTopicTarget{topic: topic}
+	out.BackupAlerts = newBackupAlerts(self, target, p.BackupVault)
+	out.KeyAlert = newKeyAlerts(self, c.Name, target, props.Storage.Key, props.Storage.BackupKey, p.BusDlqKey)
+	deliverAlerts(topic, topicKey, alarm,
+		alertRule{out.BackupAlerts.JobFailed, "BackupJobAlertUndelivered", "EventBridge could not deliver a failed-backup-job event to the alarm topic (docs/operations/alarms.md)"},
+		alertRule{out.BackupAlerts.CopyFailed, "BackupCopyAlertUndelivered", "EventBridge could not deliver a failed-copy-job event to the alarm topic (docs/operations/alarms.md)"},
+		alertRule{out.KeyAlert, "KeyAlertUndelivered", "EventBridge could not deliver a message of a key of the stack disabled, scheduled for deletion or re-policied to the alarm topic (docs/operations/alarms.md)"},
+	)
 
 	// Storage Commitment: a result the site's PACS never took (unreachable
 	// through the VPN, refusing our association or the report) until
@@ -387,7 +402,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 // gave the bus's dead letters a key of their own for the same reason).
 // Its policy is CDK's default (the account's kms:*) and the two services
 // that publish to the topic: CloudWatch for this account's alarms, and
-// EventBridge for the backup rules (newBackupAlerts); neither can name the
+// EventBridge for the alert rules (deliverAlerts); neither can name the
 // topic (it depends on the key: a cycle), so both name this account's
 // topics by SNS's encryption context.
 func newAlarmTopicKey(scope constructs.Construct, c *config.Config) awskms.Key {
