@@ -110,7 +110,7 @@ func (c *Config) Validate() error {
 	if c.Dicom.Port < 1 || c.Dicom.Port > 65535 {
 		p.addf("dicom.port", "%d is not a TCP port", c.Dicom.Port)
 	}
-	if msg := aeProblem(c.Dicom.AETitle); msg != "" {
+	if msg := calledAEProblem(c.Dicom.AETitle); msg != "" {
 		p.addf("dicom.aeTitle", "%s", msg)
 	}
 	if c.Dicom.IdleTimeoutSeconds < 60 || c.Dicom.IdleTimeoutSeconds > 6000 {
@@ -311,7 +311,7 @@ func (c *Config) validateSites(p *problems, vpc netip.Prefix, vpcOK bool) {
 	gateways := map[string]string{} // customer gateway IP -> field
 	var tunnels []owned
 	claimAE := func(field, ae string) {
-		if msg := aeProblem(ae); msg != "" {
+		if msg := callingAEProblem(ae); msg != "" {
 			p.addf(field, "%s", msg)
 			return
 		}
@@ -467,15 +467,28 @@ func validAmazonAsn(asn int64) bool {
 	return (asn >= 64512 && asn <= 65534) || (asn >= 4200000000 && asn <= 4294967294)
 }
 
-// aeProblem explains what is wrong with an AE title, or returns "": it is not one by the rule every AE title is
-// held to (accesscontrol.CheckAETitle), or it holds a character the SCP's allowlist syntax reserves.
-func aeProblem(ae string) string {
+// aeProblem explains what is wrong with an AE title, or returns "": it is not one by the rule every AE title is held
+// to (accesscontrol.CheckAETitle), or it holds one of the characters reserved where it is used (why says where).
+func aeProblem(ae, reserved, why string) string {
 	if err := accesscontrol.CheckAETitle(ae); err != nil {
 		return fmt.Sprintf("%q: %v", ae, err)
 	}
-	if strings.ContainsAny(ae, ",@|#") {
-		// These separate entries in SCP_CALLING_AES.
-		return fmt.Sprintf("AE title %q contains one of , @ | # which the SCP's allowlist syntax reserves", ae)
+	if strings.ContainsAny(ae, reserved) {
+		return fmt.Sprintf("AE title %q contains one of %s %s", ae, strings.Join(strings.Split(reserved, ""), " "), why)
 	}
 	return ""
+}
+
+// callingAEProblem is aeProblem for a calling AE title (a site's, a Client VPN one): SCP_CALLING_AES lists them in
+// `AE@CIDR|CIDR…[#NAME]` entries separated by commas, so the allowlist syntax reserves , @ | and #.
+func callingAEProblem(ae string) string {
+	return aeProblem(ae, ",@|#", "which the SCP's allowlist syntax reserves")
+}
+
+// calledAEProblem is aeProblem for the SCP's own AE title (dicom.aeTitle). The allowlist syntax is no concern of
+// it: it reaches the SCP alone (SCP_AE_TITLE), as do the commitment function's AE_TITLE and the CalledAETitle
+// output, and the onboarding kit's commands quote it for the shell, so , @ and # are as good in it as in any AE
+// title. A | is not: the kit's README gives it in Markdown tables, whose cells a | ends even inside a code span.
+func calledAEProblem(ae string) string {
+	return aeProblem(ae, "|", "which would end a cell of the onboarding kit's README tables that give it")
 }
