@@ -664,3 +664,40 @@ func TestKitTransferSyntaxTroubles(t *testing.T) {
 		})
 	}
 }
+
+// TestCalledAETitleQuotedForTheShell: the SCP's AE title may hold , @ and #
+// (config: only calling AE titles are in the allowlist, whose syntax
+// reserves them); every command line of the kit that names it gives it
+// quoted for the shell as one word, the README's hint for a rejected
+// association included, where "-aec SCP#1" typed into a shell called SCP.
+func TestCalledAETitleQuotedForTheShell(t *testing.T) {
+	baseEnv, _ := loadExample(t)
+	raw, err := os.ReadFile(filepath.Join("testdata", "example-outputs.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ae := range []string{"SCP#1", "SCP,1", "SCP@1"} {
+		t.Run(ae, func(t *testing.T) {
+			env := baseEnv
+			env.CalledAETitle = ae
+			outs, err := ParseOutputs(strings.NewReader(strings.Replace(string(raw), `"DICOM_INGEST"`, fmt.Sprintf("%q", ae), 1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for name, content := range renderExample(t, env, outs) {
+				for _, line := range strings.Split(content, "\n") {
+					if _, rest, ok := strings.Cut(line, "-aec "); ok {
+						n++
+						if !strings.HasPrefix(rest, shellQuote(ae)+" ") && !strings.HasPrefix(rest, shellQuote(ae)+"`") {
+							t.Errorf("%s: %q does not give %s as %s", name, line, ae, shellQuote(ae))
+						}
+					}
+				}
+			}
+			if n == 0 {
+				t.Fatal("no -aec in the kit")
+			}
+		})
+	}
+}

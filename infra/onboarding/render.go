@@ -29,6 +29,7 @@ type File struct {
 var templates = template.Must(template.New("kit").Option("missingkey=error").Funcs(template.FuncMap{
 	"join":            strings.Join,
 	"sh":              shellJoin,
+	"shq":             shellQuote,
 	"mul":             func(a, b int) int { return a * b },
 	"secretsFile":     func() string { return SecretsFileName },
 	"conformanceFile": func() string { return ConformanceFileName },
