@@ -127,9 +127,11 @@ type EventFilter struct {
 	Until      time.Time
 	Contains   string // substring of the detail JSON
 	// Before pages back: events older than this sequence number (the Next
-	// of the previous page). After tails forward: events newer than it,
-	// oldest first. Without either, the newest events come first.
+	// of the previous page). Tail lists forward, oldest first: the events
+	// newer than After, from the first event when After is 0. Without
+	// either, the newest events come first.
 	Before, After int64
+	Tail          bool
 	Limit         int
 }
 
@@ -156,11 +158,12 @@ type EventPage struct {
 	Next   string        `json:"next,omitempty"`
 }
 
-// ParseEventCursor reads a page cursor; the error wraps
-// pipeline.ErrBadCursor.
-func ParseEventCursor(c string) (int64, error) {
+// ParseEventCursor reads a page cursor, an event's seq (1 and up); with
+// fromStart also 0, which is before the first event, so that a tail can
+// begin at the beginning. The error wraps pipeline.ErrBadCursor.
+func ParseEventCursor(c string, fromStart bool) (int64, error) {
 	n, err := strconv.ParseInt(c, 10, 64)
-	if err != nil || n <= 0 {
+	if err != nil || n < 0 || n == 0 && !fromStart {
 		return 0, fmt.Errorf("localstore: event cursor %q: %w", clipped(c), pipeline.ErrBadCursor)
 	}
 	return n, nil
@@ -190,7 +193,7 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	}
 	order := "DESC"
 	switch {
-	case f.After > 0:
+	case f.Tail:
 		add("seq > ?", f.After)
 		order = "ASC"
 	case f.Before > 0:

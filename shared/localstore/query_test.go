@@ -56,7 +56,9 @@ func TestEventsPaging(t *testing.T) {
 		{"by study", EventFilter{Study: "1.2.4"}, []int64{6, 4, 2}, ""},
 		{"by study, paged", EventFilter{Study: "1.2.3", Limit: 2}, []int64{7, 5}, "5"},
 		{"by type", EventFilter{DetailType: pipeline.DetailTypeStudyReceived}, []int64{7}, ""},
-		{"tail after", EventFilter{After: 4, Limit: 2}, []int64{5, 6}, "6"},
+		{"tail after", EventFilter{After: 4, Tail: true, Limit: 2}, []int64{5, 6}, "6"},
+		{"tail from the start", EventFilter{Tail: true, Limit: 2}, []int64{1, 2}, "2"},
+		{"tail past the end", EventFilter{After: 7, Tail: true}, nil, ""},
 		{"since far past", EventFilter{Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
 		{"until far future", EventFilter{Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
 		{"until far past", EventFilter{Until: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, nil, ""},
@@ -72,9 +74,17 @@ func TestEventsPaging(t *testing.T) {
 			}
 		})
 	}
-	for _, c := range []string{"x", "0", "-3", "1.5"} {
-		if _, err := ParseEventCursor(c); !errors.Is(err, pipeline.ErrBadCursor) {
-			t.Errorf("ParseEventCursor(%q) = %v", c, err)
+	for _, c := range []struct {
+		s         string
+		fromStart bool
+		want      int64 // -1: a bad cursor
+	}{
+		{"x", false, -1}, {"0", false, -1}, {"-3", false, -1}, {"1.5", false, -1}, {"-1", true, -1},
+		{"0", true, 0}, {"7", false, 7}, {"7", true, 7},
+	} {
+		n, err := ParseEventCursor(c.s, c.fromStart)
+		if bad := errors.Is(err, pipeline.ErrBadCursor); bad != (c.want < 0) || !bad && (err != nil || n != c.want) {
+			t.Errorf("ParseEventCursor(%q, %v) = %d, %v; want %d", c.s, c.fromStart, n, err, c.want)
 		}
 	}
 }

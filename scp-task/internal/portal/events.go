@@ -17,23 +17,26 @@ import (
 // type (one of eventTypes), study (Study Instance UID), contains (text in
 // the detail), since, until, limit, and a cursor: before (the next value
 // of the previous page, newest first) or after (events newer than it,
-// oldest first).
+// oldest first; 0 from the first event).
 func eventFilter(v url.Values) (localstore.EventFilter, error) {
 	p := newParams(v)
+	before, _ := p.eventCursor("before", false)
+	after, tail := p.eventCursor("after", true)
 	f := localstore.EventFilter{
 		DetailType: p.oneOf("type", eventTypes),
 		Study:      p.text("study"),
 		Contains:   p.raw("contains"),
 		Since:      p.time("since", false),
 		Until:      p.time("until", true),
-		Before:     p.eventCursor("before"),
-		After:      p.eventCursor("after"),
+		Before:     before,
+		After:      after,
+		Tail:       tail,
 		Limit:      p.limit(),
 	}
 	if err := p.err(); err != nil {
 		return f, err
 	}
-	if f.Before != 0 && f.After != 0 {
+	if f.Before != 0 && f.Tail {
 		return f, badRequest{errors.New("portal: before and after are two directions: give one")}
 	}
 	return f, nil
@@ -144,14 +147,14 @@ func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
 				rows = append(rows, rowOf(e))
 			}
 			v.Data = rows
-			if page.Next != "" && f.After == 0 {
+			if page.Next != "" && !f.Tail {
 				q := r.URL.Query()
 				q.Set("before", page.Next)
 				v.Next = "/events?" + q.Encode()
 			}
 		}
 	}
-	if f.Before > 0 || f.After > 0 {
+	if f.Before > 0 || f.Tail {
 		v.Refresh = 0 // reading back: do not jump to the newest
 	}
 	if !s.userError(w, r, err, &v) {

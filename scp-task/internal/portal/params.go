@@ -71,17 +71,23 @@ func (p *params) limit() int {
 }
 
 // eventCursor is an events page's cursor (before, after): an event's seq,
-// as a page's next gives it.
-func (p *params) eventCursor(name string) int64 {
+// as a page's next gives it, and with fromStart (after) also 0, before the
+// first event; given says that the parameter was, and good.
+func (p *params) eventCursor(name string, fromStart bool) (n int64, given bool) {
 	s := p.text(name)
 	if s == "" {
-		return 0
+		return 0, false
 	}
-	n, err := localstore.ParseEventCursor(s)
+	n, err := localstore.ParseEventCursor(s, fromStart)
 	if err != nil {
-		p.refuse(name, "an event's seq, as the next value of a page gives it")
+		accepts := "an event's seq, as the next value of a page gives it"
+		if fromStart {
+			accepts += ", or 0 for the first event on"
+		}
+		p.refuse(name, accepts)
+		return 0, false
 	}
-	return n
+	return n, true
 }
 
 // time is a time bound: RFC 3339, yyyy-mm-ddThh:mm[:ss] (an HTML

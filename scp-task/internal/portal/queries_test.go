@@ -49,6 +49,8 @@ func TestBadRequests(t *testing.T) {
 		{"/api/events?before=x", 400, "portal: before is an event's seq"},
 		{"/api/events?type=study-received", 400, "portal: type is Instance Stored, "},
 		{"/api/events?before=1&after=1", 400, "give one"},
+		{"/api/events?before=3&after=0", 400, "give one"},
+		{"/api/events?after=-1", 400, "portal: after is an event's seq, as the next value of a page gives it, or 0 for the first event on"},
 		{"/api/audit?day=2026-13-01", 400, "yyyy-mm-dd"},
 		{"/api/studies?limit=1001", 200, `"studies"`},
 		{"/api/events?since=soon", 400, "is a time: RFC 3339 or yyyy-mm-dd"},
@@ -118,6 +120,49 @@ func TestEventsNewestFirst(t *testing.T) {
 	}
 	if strings.Contains(html, `data-seq="4"`) {
 		t.Error("the page shows more than its limit")
+	}
+}
+
+// TestEventsTailFromTheStart: after=0 tails from the first event, oldest
+// first, and the last event's seq continues the tail: a subscriber reads
+// every event in order from the beginning (after=0 was refused, and
+// after=1 left out the first event).
+func TestEventsTailFromTheStart(t *testing.T) {
+	srv, db := newTestServer(t)
+	var evs []pipeline.Event
+	for i := 1; i <= 3; i++ {
+		evs = append(evs, pipeline.Event{ID: fmt.Sprint("t", i), DetailType: pipeline.DetailTypeStudyReceived, Time: t0.Add(time.Duration(i) * time.Minute), Detail: json.RawMessage(`{}`)})
+	}
+	if _, err := db.Outbox(nil).Publish(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	var all localstore.EventPage
+	_, _, body := get(t, srv.URL+"/api/events", "")
+	if err := json.Unmarshal([]byte(body), &all); err != nil || len(all.Events) < 4 {
+		t.Fatalf("every event %s", body)
+	}
+	var want []string // oldest first
+	for _, e := range slices.Backward(all.Events) {
+		want = append(want, e.ID)
+	}
+	var got []string
+	after := "0"
+	for range len(want) + 1 {
+		var page localstore.EventPage
+		code, _, body := get(t, srv.URL+"/api/events?limit=2&after="+after, "")
+		if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil {
+			t.Fatalf("after=%s: %d %s", after, code, body)
+		}
+		if len(page.Events) == 0 {
+			break
+		}
+		for _, e := range page.Events {
+			got = append(got, e.ID)
+		}
+		after = fmt.Sprint(page.Events[len(page.Events)-1].Seq)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("tailed from after=0: %q, want %q", got, want)
 	}
 }
 
