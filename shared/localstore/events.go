@@ -265,7 +265,9 @@ type Poster interface {
 // Publisher delivers the outbox: every event is appended once to the event
 // log (JSON lines) and POSTed to each webhook until it answers 2xx or the
 // attempts run out. Delivery to webhooks is at least once; receivers dedupe
-// on the event id (also sent as the X-Event-Id header).
+// on the event id (also sent as the X-Event-Id header). X-Event-Seq is the
+// event's seq, from which a receiver that was down catches up on
+// /api/events?after=<seq>.
 type Publisher struct {
 	DB      *DB
 	LogPath string // events.log; "" disables the log
@@ -725,7 +727,7 @@ func (p *Publisher) flushWebhooks(ctx context.Context) error {
 		}
 		var still []string
 		for _, u := range pe.left {
-			if p.deliver(ctx, pe.ev.ID, u, body) {
+			if p.deliver(ctx, pe.ev.ID, pe.seq, u, body) {
 				continue
 			}
 			still = append(still, u)
@@ -756,7 +758,7 @@ func (p *Publisher) flushWebhooks(ctx context.Context) error {
 
 // deliver tries one POST if its backoff has passed. It reports true when the
 // webhook is done with: delivered, or given up after MaxAttempts.
-func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool {
+func (p *Publisher) deliver(ctx context.Context, id string, seq int64, u string, body []byte) bool {
 	k := retryKey{id, u}
 	p.mu.Lock()
 	due, down := p.nextTry[k], p.downUntil[u]
@@ -764,7 +766,7 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 	if now := time.Now(); now.Before(due) || now.Before(down) {
 		return false
 	}
-	err := p.post(ctx, id, u, body)
+	err := p.post(ctx, id, seq, u, body)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err == nil {
@@ -791,13 +793,14 @@ func (p *Publisher) deliver(ctx context.Context, id, u string, body []byte) bool
 	return false
 }
 
-func (p *Publisher) post(ctx context.Context, id, u string, body []byte) error {
+func (p *Publisher) post(ctx context.Context, id string, seq int64, u string, body []byte) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("localstore: webhook request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Event-Id", id)
+	req.Header.Set("X-Event-Seq", strconv.FormatInt(seq, 10))
 	resp, err := p.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("localstore: webhook post: %w", err)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,11 +48,13 @@ func readLog(t *testing.T, path string) []map[string]any {
 func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	var mu sync.Mutex
 	calls := map[string]int{}
+	seqs := map[string]string{} // X-Event-Seq by X-Event-Id
 	var bodies []map[string]any
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		id := r.Header.Get("X-Event-Id")
+		seqs[id] = r.Header.Get("X-Event-Seq")
 		calls[id]++
 		if calls[id] < 3 { // fail twice, then accept
 			http.Error(w, "busy", http.StatusServiceUnavailable)
@@ -96,6 +99,11 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	}
 	if bodies[0]["detail-type"] != "Study Received" || bodies[0]["source"] != "dicom.ingest" {
 		t.Errorf("webhook body %v", bodies[0])
+	}
+	// The seq /api/events serves the event with, from which a receiver
+	// that was down catches up (after=<seq>).
+	if page, err := db.Events(ctx, EventFilter{}); err != nil || len(page.Events) != 1 || seqs["e1"] != strconv.FormatInt(page.Events[0].Seq, 10) {
+		t.Errorf("X-Event-Seq %q; the outbox has %v (%v)", seqs["e1"], page.Events, err)
 	}
 	lines := readLog(t, logPath)
 	if len(lines) != 1 || lines[0]["id"] != "e1" {
