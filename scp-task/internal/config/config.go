@@ -265,6 +265,9 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			Usage(out)
 			return Config{}, err
 		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			return Config{}, fmt.Errorf("config: unknown flag --%s%s (scp-task --help lists the flags)", name, didYouMean(fs, name))
+		}
 		return Config{}, fmt.Errorf("config: %w (scp-task --help lists the flags)", err)
 	}
 	if *version {
@@ -678,4 +681,46 @@ the variable, which wins over the default.
 	}
 	b.WriteString("  --version\n      print the version and exit\n  -h, --help\n      print this help and exit\n")
 	_, _ = io.WriteString(w, b.String()) // help to a terminal: nothing to do if it fails
+}
+
+// didYouMean names the flag of fs closest to name, a flag it does not
+// have, when one is a typo away: at most two letters to change, add or
+// drop, or name is the start of it or it the start of name followed by a
+// dash ("; did you mean --listen?" for --listn and --listen-addr).
+func didYouMean(fs *flag.FlagSet, name string) string {
+	best, bestDist := "", 3
+	fs.VisitAll(func(f *flag.Flag) {
+		d := editDistance(name, f.Name)
+		if strings.HasPrefix(f.Name, name) && len(name) >= 3 || strings.HasPrefix(name, f.Name+"-") {
+			d = min(d, 1)
+		}
+		if d < bestDist {
+			best, bestDist = f.Name, d
+		}
+	})
+	if best == "" {
+		return ""
+	}
+	return "; did you mean --" + best + "?"
+}
+
+// editDistance is the Levenshtein distance of a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }

@@ -234,7 +234,10 @@ func TestErrorNamesTheSource(t *testing.T) {
 		{name: "env count", env: map[string]string{"SCP_MAX_ASSOCIATIONS": "many"}, want: `SCP_MAX_ASSOCIATIONS: "many"`},
 		{name: "env bool", env: map[string]string{"SCP_LOCAL": "yes please"}, want: `SCP_LOCAL: "yes please" is not true or false`},
 		{name: "env store with local", args: []string{"--local"}, env: map[string]string{"SCP_STORE": "file:///x"}, want: "SCP_STORE: local mode keeps objects under --data-dir"},
-		{name: "unknown flag", args: []string{"--listn", ":1"}, want: "flag provided but not defined: -listn (scp-task --help lists the flags)"},
+		{name: "mistyped flag", args: []string{"--listn", ":1"}, want: "config: unknown flag --listn; did you mean --listen? (scp-task --help lists the flags)"},
+		{name: "flag cut short", args: []string{"--portal", ":1"}, want: "config: unknown flag --portal; did you mean --portal-listen? (scp-task --help lists the flags)"},
+		{name: "flag run on", args: []string{"--listen-addr", ":1"}, want: "config: unknown flag --listen-addr; did you mean --listen? (scp-task --help lists the flags)"},
+		{name: "unknown flag", args: []string{"--bogus"}, want: "config: unknown flag --bogus (scp-task --help lists the flags)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
