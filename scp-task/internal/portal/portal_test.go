@@ -246,9 +246,11 @@ func TestPagesEscapeAndLink(t *testing.T) {
 		{"/", []string{`href="/studies/1.2.3"`, "Doe &lt;script&gt;alert(1)&lt;/script&gt;", "Brain &amp; spine", "has rejects", "<b>7</b> accepted", "2.5"}},
 		{"/studies/1.2.3", []string{`data-series-uid="1.2.3.1"`, `data-series-uid="1.2.3.2"`, `href="/objects/metadata/1.2.3.1.1.json"`, "bad &lt;uid&gt;"}},
 		{"/audit/records?callingAe=EVIL_AE", []string{"association-rejected", "EVIL_AE", `value="EVIL_AE"`}},
-		// The quarantined copy and its findings, not the incoming object.
+		// The quarantined copy and its findings, not the incoming object;
+		// each was announced, as Instance Rejected (the page said that
+		// nothing was announced for them).
 		{"/quarantine", []string{"uid-syntax", "(0008,0018)", `href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm"`,
-			`href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.findings.json"`}},
+			`href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.findings.json"`, "<code>Instance Rejected</code> event"}},
 		{"/events", []string{"Study Received"}},
 	}
 	for _, p := range pages {
