@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -515,4 +516,98 @@ func TestDocsEventNames(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestDocsExampleDetails: each example detail docs/pipeline.md gives
+// ("Example `<detail-type>` detail") is one the pipeline could emit: it
+// matches its schema closed to the properties it lists, as the pipeline's
+// own events must, and has the properties the pipeline always emits. A
+// value elided with "…" is a placeholder, not held to its pattern.
+func TestDocsExampleDetails(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch := compileStrictSchemas(t)
+	rest, n := string(b), 0
+	for {
+		_, after, found := strings.Cut(rest, "\nExample `")
+		if !found {
+			break
+		}
+		dt, after, _ := strings.Cut(after, "`")
+		var block string
+		var ok, ok2 bool
+		_, block, ok = strings.Cut(after, "```json\n")
+		block, rest, ok2 = strings.Cut(block, "```")
+		if !ok || !ok2 {
+			t.Fatalf("example %q has no JSON block", dt)
+		}
+		n++
+		s := sch[dt]
+		if s == nil {
+			t.Errorf("docs/pipeline.md gives an example of %q, which the pipeline does not publish", dt)
+			continue
+		}
+		var v any
+		if err := json.Unmarshal([]byte(block), &v); err != nil {
+			t.Errorf("the example %s detail is no JSON: %v", dt, err)
+			continue
+		}
+		var verr *jsonschema.ValidationError
+		if err := s.Validate(v); errors.As(err, &verr) {
+			for _, leaf := range leafErrors(verr) {
+				if at, ok := pointerValue(v, leaf.InstanceLocation).(string); ok && strings.Contains(at, "…") {
+					continue
+				}
+				t.Errorf("the example %s detail does not match %s: %s: %s", dt, schemas.File[dt], leaf.InstanceLocation, leaf.Message)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range emittedAlways[dt] {
+			if _, ok := v.(map[string]any)[name]; !ok {
+				t.Errorf("the example %s detail lacks %s, which the pipeline always emits", dt, name)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("docs/pipeline.md has no example detail: the pattern no longer matches it")
+	}
+}
+
+// leafErrors are the causes at the bottom of e.
+func leafErrors(e *jsonschema.ValidationError) []*jsonschema.ValidationError {
+	if len(e.Causes) == 0 {
+		return []*jsonschema.ValidationError{e}
+	}
+	var out []*jsonschema.ValidationError
+	for _, c := range e.Causes {
+		out = append(out, leafErrors(c)...)
+	}
+	return out
+}
+
+// pointerValue is the value a JSON pointer ("/patient/patientId") names in
+// v, nil when none.
+func pointerValue(v any, pointer string) any {
+	for _, tok := range strings.Split(strings.TrimPrefix(pointer, "/"), "/") {
+		if tok == "" {
+			continue
+		}
+		tok = strings.NewReplacer("~1", "/", "~0", "~").Replace(tok)
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[tok]
+		case []any:
+			i, err := strconv.Atoi(tok)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+	}
+	return v
 }
