@@ -156,7 +156,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			log.Info("identical object already stored")
 			return objectstore.Stored{Key: rel, Size: st.Size, Duplicate: true, SameTransfer: same == heldThisTransfer}, nil
 		}
-		log.Warn("different object already holds the key; storing under conflict key", "taken_object", s.name(rel))
+		log = log.With("taken_object", s.name(rel))
 	}
 	var preconditionErr, goneErr error
 	attempts := 0
@@ -213,6 +213,9 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 	completed = true
 	s.metrics.bytes.Add(float64(st.Size))
+	if st.Conflict {
+		logConflict(log, st, false)
+	}
 	return st, nil
 }
 
@@ -227,6 +230,10 @@ func (s *Store) duplicateOrConflict(ctx context.Context, log *slog.Logger, obj o
 		return st, fmt.Errorf("s3store: put %v (crc64nvme %s): %w: %w", s.name(rel), crcB64, ErrKeyTakenConcurrently, objectstore.ErrUnavailable)
 	}
 	st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
+	if st.Conflict {
+		logConflict(log, st, false)
+		return st, nil
+	}
 	log.Info("identical object already stored")
 	return st, nil
 }

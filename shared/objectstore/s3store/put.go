@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -178,10 +179,11 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	st.Conflict = true
 	full = s.opts.Prefix + st.Key
 	meta[objectstore.MetaConflict] = "true"
-	s.log.Warn("different object already holds the key; storing under conflict key", "object", s.name(rel), "conflict_object", s.name(st.Key), "association", obj.AssociationID)
-	_, err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
+	log := s.log.With("object", s.name(rel), "conflict_object", s.name(st.Key), "association", obj.AssociationID)
+	retried, err = s.putBytes(ctx, "PutObject", full, body, crcB64, meta, ContentType)
 	if err == nil {
 		s.metrics.bytes.Add(float64(len(body)))
+		logConflict(log, st, retried)
 		return st, nil
 	}
 	if !preconditionFailed(err) {
@@ -195,7 +197,23 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 		return st, fmt.Errorf("s3store: put %v: conflict key also holds a different object", s.name(st.Key))
 	}
 	st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
+	logConflict(log, st, retried)
 	return st, nil
+}
+
+// logConflict logs a conflicting object kept under its conflict key
+// (st.Conflict), once the key holds it: warned of by the upload that put
+// it there, and at info level when the copy found there came from this
+// very C-STORE but not from this upload (st.SameTransfer, retried false:
+// the staged store uploading it again after its task died), whose first
+// upload warned. retried: an attempt of this upload lost its answer, so
+// the copy found may be its own.
+func logConflict(log *slog.Logger, st objectstore.Stored, retried bool) {
+	if st.SameTransfer && !retried {
+		log.Info("conflict copy of this C-STORE already stored")
+		return
+	}
+	log.Warn("different object already holds the key; storing under conflict key")
 }
 
 // putBytes is a conditional PutObject of an in-memory body, retried. A

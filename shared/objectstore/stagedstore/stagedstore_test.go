@@ -815,3 +815,82 @@ func TestLogsNameObjectsByDigest(t *testing.T) {
 		}
 	}
 }
+
+// TestConflictUploadedAgainWarnsOnce: a conflicting object (other bytes
+// than its key holds) uploaded, and uploaded again by its own C-STORE
+// after its task died before the journal said so (st.SameTransfer: its
+// conflict copy is found held), is warned of once: by the upload that
+// kept it beside the held one, the S3 store's line and the staged
+// store's; the upload again finds the copy its C-STORE made and logs it at
+// info level. Single-part and multipart, whose conflict key is named after
+// the C-STORE. The upload again warned of the conflict again, from both
+// the S3 store and the staged store.
+func TestConflictUploadedAgainWarnsOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int
+	}{
+		{"journaled", 150_000},
+		{"multipart", s3store.MinPartSize + 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			srv := s3test.NewServer(t, "bucket")
+			var first, again testenv.LogBuffer
+			up := func(logs *testenv.LogBuffer) *s3store.Store {
+				s, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL),
+					PartSize: s3store.MinPartSize, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			obj, body := object(1), data(1, tc.size)
+			held := obj
+			held.AssociationID, held.ReceivedAt = "earlier", obj.ReceivedAt.Add(-time.Hour)
+			if _, err := up(&first).Put(ctx, held, bytes.NewReader(data(2, tc.size))); err != nil {
+				t.Fatal(err)
+			}
+			first.Take()
+			// The first task's upload: the conflict copy is made, and the
+			// task dies before its journal says so.
+			dir := t.TempDir()
+			dead := newStore(t, Options{Dir: dir, Uploader: up(&first), TaskID: "dead", Logger: slog.New(slog.NewJSONHandler(&first, nil))})
+			if _, err := dead.Put(ctx, obj, bytes.NewReader(body)); err != nil {
+				t.Fatal(err)
+			}
+			drain(t, dead)
+			if err := dead.Close(); err != nil {
+				t.Fatal(err)
+			}
+			stagePrevious(t, filepath.Join(dir, journalsDir, "again"), obj, body)
+			next := newStore(t, Options{Dir: dir, Uploader: up(&again), Logger: slog.New(slog.NewJSONHandler(&again, nil))})
+			waitGone(t, filepath.Join(dir, journalsDir, "again"))
+			drain(t, next)
+
+			// Of the conflict, that is: a multipart upload again also
+			// warns that it aborted its upload, as any duplicate does.
+			warnings := func(logs string) (n int) {
+				for line := range strings.Lines(logs) {
+					if strings.Contains(line, `"level":"WARN"`) && !strings.Contains(line, `"msg":"multipart upload aborted"`) {
+						n++
+					}
+				}
+				return n
+			}
+			if n := warnings(first.String()); n != 2 {
+				t.Errorf("the first upload logged %d warnings, want 2 (the S3 store's and the staged store's):\n%s", n, first.String())
+			}
+			if n := warnings(again.String()); n != 0 || !strings.Contains(again.String(), `"msg":"conflict copy of this C-STORE already stored"`) {
+				t.Errorf("the upload again logged %d warnings, want none, and no info line of the copy found:\n%s", n, again.String())
+			}
+			keys, err := srv.Keys(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != 2 {
+				t.Errorf("S3 holds %q, want the object and one conflict copy", keys)
+			}
+		})
+	}
+}

@@ -279,9 +279,9 @@ func (s *Store) uploader() {
 		if !ok {
 			return
 		}
-		outcome, err := s.upload(it)
+		st, outcome, err := s.upload(it)
 		if err == nil {
-			s.done(it, outcome)
+			s.done(it, outcome, st)
 			continue
 		}
 		s.m.uploads.WithLabelValues("error").Inc()
@@ -314,51 +314,52 @@ func association(it *item) string {
 	return ""
 }
 
-// upload hands one item to the uploader; outcome names what S3 did.
-func (s *Store) upload(it *item) (outcome string, err error) {
+// upload hands one item to the uploader; outcome names what S3 did, and
+// st is what the S3 store answered of an object.
+func (s *Store) upload(it *item) (st objectstore.Stored, outcome string, err error) {
 	ctx := s.ctx
 	switch it.md.Kind {
 	case kindObject:
 		r, err := it.j.Payload(it.rec)
 		if err != nil {
-			return "", err
+			return st, "", err
 		}
-		st, err := s.o.Uploader.Put(ctx, *it.md.Object, r)
+		st, err = s.o.Uploader.Put(ctx, *it.md.Object, r)
 		if err == nil {
 			err = s.recordResend(it, st)
 		}
-		return storedOutcome(st), err
+		return st, storedOutcome(st), err
 	case kindLarge:
 		f, err := s.fs.OpenFile(filepath.Join(it.dir, largeDir, it.md.Large), os.O_RDONLY, 0)
 		if errors.Is(err, fs.ErrNotExist) {
 			// Removed only once uploaded: a task stopped between the
 			// removal and the journal's release.
-			return "gone", nil
+			return st, "gone", nil
 		}
 		if err != nil {
-			return "", fmt.Errorf("stagedstore: upload: %w: %w", objectstore.ErrUnavailable, err)
+			return st, "", fmt.Errorf("stagedstore: upload: %w: %w", objectstore.ErrUnavailable, err)
 		}
 		r := journal.Verify(io.NewSectionReader(f, 0, it.md.Size), it.md.CRC, "staged large object")
-		st, err := s.o.Uploader.Put(ctx, *it.md.Object, r)
+		st, err = s.o.Uploader.Put(ctx, *it.md.Object, r)
 		if cerr := f.Close(); err == nil && cerr != nil {
 			s.log.Warn("close a staged large object", "err", cerr)
 		}
 		if err == nil {
 			err = s.recordResend(it, st)
 		}
-		return storedOutcome(st), err
+		return st, storedOutcome(st), err
 	case kindRecord:
 		r, err := it.j.Payload(it.rec)
 		if err != nil {
-			return "", err
+			return st, "", err
 		}
 		body, err := io.ReadAll(r)
 		if err != nil {
-			return "", err
+			return st, "", err
 		}
-		return "stored", s.o.Uploader.PutRecord(ctx, it.md.Key, body)
+		return st, "stored", s.o.Uploader.PutRecord(ctx, it.md.Key, body)
 	}
-	return "", fmt.Errorf("stagedstore: upload: unknown kind %q", it.md.Kind)
+	return st, "", fmt.Errorf("stagedstore: upload: unknown kind %q", it.md.Kind)
 }
 
 // recordResend writes the duplicate association record of an object S3
@@ -421,8 +422,8 @@ func storedOutcome(st objectstore.Stored) string {
 	return "stored"
 }
 
-// done ends an item's staging: S3 holds it.
-func (s *Store) done(it *item, outcome string) {
+// done ends an item's staging: S3 holds it, as st says of an object.
+func (s *Store) done(it *item, outcome string, st objectstore.Stored) {
 	if it.md.Kind == kindLarge {
 		s.removeLarge(it.dir, it.md.Large)
 	}
@@ -430,7 +431,9 @@ func (s *Store) done(it *item, outcome string) {
 	s.m.uploads.WithLabelValues(outcome).Inc()
 	s.m.latency.Observe(time.Since(it.md.StagedAt).Seconds())
 	s.q.finish(it)
-	if outcome == "conflict" {
+	if st.Conflict && !st.SameTransfer {
+		// An upload again by its own C-STORE (its task died before the
+		// release) found the copy it made: the first upload warned.
 		s.log.Warn("other bytes sent for an already stored instance: kept beside it (another data set, or the same one from another AE or release of ours: the pipeline tells which)", "association", association(it), "object", s.name(it))
 	}
 	if it.ad != nil {
