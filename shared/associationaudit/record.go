@@ -202,7 +202,8 @@ type LostRecords struct {
 // a refused handshake (association-rejected, reason "TLS handshake
 // failed…") the one the client presented and verification refused, which
 // names what was tried, not who tried it: the client never proved it holds
-// the certificate's key.
+// the certificate's key. CertificatePeer makes it, its subject, issuer
+// and serial number cut to their bounds (MaxNameJSON, MaxSerial).
 type TLSPeer struct {
 	Subject string `json:"subject"`
 	Issuer  string `json:"issuer"`

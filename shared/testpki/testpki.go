@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -56,6 +57,22 @@ type Options struct {
 	// KeyUsage, when set, replaces the key usage (digitalSignature, and
 	// keyEncipherment for RSA).
 	KeyUsage x509.KeyUsage
+	// Serial, when set, is the serial number (default: 120 random bits).
+	Serial *big.Int
+	// OrganizationalUnits are added to the subject (a CA may put what it
+	// likes there, of any length).
+	OrganizationalUnits []string
+}
+
+// Long is Options for a certificate whose names TLS accepts but no record
+// should copy whole: a serial number of 3,000 octets and a subject of some
+// 9 KB, with characters JSON escapes (control characters, '<', quotes).
+func Long(commonName string) Options {
+	return Options{
+		CommonName:          commonName,
+		Serial:              new(big.Int).Lsh(big.NewInt(1), 8*3000-1),
+		OrganizationalUnits: []string{strings.Repeat("<\"\x01é", 1500), strings.Repeat("unit ", 300)},
+	}
 }
 
 // NewCA makes a self-signed CA named name, valid for ten years, as a real
@@ -147,9 +164,12 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	if o.KeyUsage != 0 {
 		ku = o.KeyUsage
 	}
+	if o.Serial == nil {
+		o.Serial = serial(t)
+	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(t),
-		Subject:      pkix.Name{CommonName: o.CommonName, Organization: []string{"dicom-ingest tests"}},
+		SerialNumber: o.Serial,
+		Subject:      pkix.Name{CommonName: o.CommonName, Organization: []string{"dicom-ingest tests"}, OrganizationalUnit: o.OrganizationalUnits},
 		DNSNames:     o.DNSNames,
 		IPAddresses:  o.IPs,
 		NotBefore:    o.NotBefore,

@@ -369,7 +369,7 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 		}
 		md.Large, n = large, 0
 	}
-	rec, err := s.append(ctx, &md, buf, n)
+	rec, err := s.append(ctx, md, buf, n)
 	if err != nil {
 		if large != "" {
 			s.removeLarge(s.ownDir, large)
@@ -391,19 +391,11 @@ func (s *Store) admit() error {
 }
 
 // append journals md and the n payload bytes at buf[journal.BlockSize:].
-// An object's TLS peer whose subject and issuer would not fit the record's
-// header (a certificate's names are not bounded) is journaled, and md
-// changed to say so, by its fingerprint, serial number and certificate
-// name alone, which name the certificate as surely: the C-STORE is not
-// failed for it.
-func (s *Store) append(ctx context.Context, md *meta, buf []byte, n int) (journal.Record, error) {
+// md fits the record's header (journal.MaxMeta) whatever the C-STORE: its
+// object's fields are bounded, the TLS peer's by
+// associationaudit.CertificatePeer (TestMetaFitsTheRecord).
+func (s *Store) append(ctx context.Context, md meta, buf []byte, n int) (journal.Record, error) {
 	b, err := json.Marshal(md)
-	if err == nil && len(b) > journal.MaxMeta && md.Object != nil && md.Object.TLS != nil {
-		obj, peer := *md.Object, *md.Object.TLS
-		peer.Subject, peer.Issuer = "", ""
-		obj.TLS, md.Object = &peer, &obj
-		b, err = json.Marshal(md)
-	}
 	if err != nil {
 		return journal.Record{}, fmt.Errorf("stagedstore: put: %w", err)
 	}
@@ -508,7 +500,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 	buf := *bufp
 	copy(buf[journal.BlockSize:], body)
 	md := meta{Kind: kindRecord, Key: key, StagedAt: time.Now().UTC()}
-	rec, err := s.append(ctx, &md, buf, len(body))
+	rec, err := s.append(ctx, md, buf, len(body))
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package stagedstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -26,6 +28,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/storetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 // fakeS3 is an Uploader that keeps objects in memory, create-only as S3's
@@ -561,18 +564,19 @@ func TestResendRecordOfAnotherVersion(t *testing.T) {
 // TestResendRecordNamesTLSPeer: the duplicate record the uploader writes
 // names the client certificate of the resend's TLS association, as the
 // audit writer's records of that association do (ingest stages it with the
-// object), journaled or large; a certificate whose names would not fit the
-// journal record's header is named by its fingerprint, serial number and
-// certificate name, and the C-STORE not failed for it; an object staged by
-// the previous version, whose record has no such field, is uploaded, its
-// record naming none. The record named no certificate at all.
+// object), journaled or large; a certificate with a serial number of
+// 3,000 octets and a subject of some 9 KB is named as the audit writer's
+// records name it (associationaudit.CertificatePeer cuts both), and the
+// C-STORE not failed for it; an object staged by the previous version,
+// whose record has no such field, is uploaded, its record naming none.
+// The record named no certificate at all; then such a certificate failed
+// every C-STORE of its site (A700: the journal record's header takes 4
+// KiB), and one whose subject and issuer alone were long was journaled
+// without them, its record naming it otherwise than the association's.
 func TestResendRecordNamesTLSPeer(t *testing.T) {
-	peer := &associationaudit.TLSPeer{Subject: "CN=pacs.site-a.example,O=Site A", Issuer: "CN=Site CA", Serial: "1F2E",
-		SHA256: strings.Repeat("ab", 32), CertificateName: "pacs.site-a.example"}
-	long := *peer
-	long.Subject, long.Issuer = "CN=pacs,O="+strings.Repeat("x", 3000), "CN=ca,O="+strings.Repeat("y", 3000)
-	short := long
-	short.Subject, short.Issuer = "", ""
+	ca := testpki.NewCA(t, "Site CA")
+	peer := associationaudit.CertificatePeer(ca.Client(t, testpki.Options{CommonName: "pacs.site-a.example"}).Cert, "pacs.site-a.example")
+	long := associationaudit.CertificatePeer(ca.Client(t, testpki.Long("pacs.site-a.example")).Cert, "pacs.site-a.example")
 	for _, tc := range []struct {
 		name     string
 		peer     *associationaudit.TLSPeer
@@ -583,7 +587,8 @@ func TestResendRecordNamesTLSPeer(t *testing.T) {
 		{"journaled", peer, 150_000, peer, false},
 		{"large", peer, 1_200_000, peer, false},
 		{"plain association", nil, 150_000, nil, false},
-		{"names too long for the record's header", &long, 150_000, &short, false},
+		{"a long serial number and subject", long, 150_000, long, false},
+		{"a long serial number and subject, large", long, 1_200_000, long, false},
 		{"staged by the previous version", nil, 150_000, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -893,4 +898,36 @@ func TestConflictUploadedAgainWarnsOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMetaFitsTheRecord: the meta journaled with an object fits a record's
+// header (journal.MaxMeta) whatever the C-STORE: every field at its bound,
+// in characters JSON escapes (6 bytes each): the study and series UIDs as
+// the data set's header named them (dataset keeps 128 bytes of each,
+// unchecked), AE titles of 16 '<' (dicomnet turns what is not printable
+// into '?'), the longest peer address, and a client certificate named by
+// associationaudit.CertificatePeer, whose subject and issuer it cuts as
+// JSON writes them, with the longest certificate name the allowlist takes.
+func TestMetaFitsTheRecord(t *testing.T) {
+	ca := testpki.NewCA(t, strings.Repeat("\x01", 200))
+	cert := ca.Client(t, testpki.Long(strings.Repeat("<", 64))).Cert
+	uid := strings.Repeat("1.2", 21) + "4"
+	odd := strings.Repeat("\x01", 128)
+	ae := strings.Repeat("<", 16)
+	obj := objectstore.Object{
+		SOPClassUID: uid, SOPInstanceUID: uid, StudyInstanceUID: odd, SeriesInstanceUID: odd, TransferSyntaxUID: uid,
+		CallingAE: ae, CalledAE: ae, PeerAddr: "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%" + strings.Repeat("e", 15) + "]:65535",
+		AssociationID: strings.Repeat("f", 64) + "-18446744073709551615", ReceivedAt: time.Now(),
+		TLS: associationaudit.CertificatePeer(cert, strings.Repeat("n", accesscontrol.MaxNameLength)),
+	}
+	md := meta{Kind: kindLarge, Object: &obj, Large: strings.Repeat("0", 24), Size: 1 << 40, CRC: ^uint64(0),
+		Impl: strings.Repeat("v", 64), StagedAt: time.Now()}
+	b, err := json.Marshal(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > journal.MaxMeta {
+		t.Errorf("meta of %d bytes, the record's header takes %d", len(b), journal.MaxMeta)
+	}
+	t.Logf("meta of %d bytes, at most %d", len(b), journal.MaxMeta)
 }
