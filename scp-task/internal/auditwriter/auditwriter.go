@@ -499,11 +499,6 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		if a.RemoteAddr != nil {
 			r.PeerAddr = a.RemoteAddr.String()
 		}
-		// Every record of a TLS association names the client certificate,
-		// so the trail shows who was let in (or refused) by which one (the
-		// staged store's duplicate records too: ingest stages it with the
-		// object).
-		r.TLS = associationaudit.CertificatePeer(a.PeerCertificate(), a.PeerIdentity)
 	}
 	if ev.Err != nil {
 		r.Reason = ev.Err.Error()
@@ -578,6 +573,14 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		}
 	default:
 		return r, false
+	}
+	if a := ev.Association; a != nil && r.TLS == nil { // a refused handshake names the certificate presented
+		// Every record of a TLS association names the client certificate,
+		// so the trail shows who was let in (or refused) by which one (the
+		// staged store's duplicate records too: ingest stages it with the
+		// object); named for the records written, not for every C-STORE
+		// that only counts.
+		r.TLS = associationaudit.CertificatePeer(a.PeerCertificate(), a.PeerIdentity)
 	}
 	if r.Event != associationaudit.EventRejected { // a refusal is numbered when it is written on its own (refused)
 		r.Seq = w.seq.Add(1)
