@@ -457,33 +457,98 @@ func TestEventReportWithinOurMaxSend(t *testing.T) {
 	}
 	id := (<-h.seen).req.Association.ID
 
+	report, want := largeReport(t, dicomuid.ImplicitVRLittleEndian)
+	sent := make(chan sendResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := srv.SendEventReport(ctx, id, report)
+		sent <- sendResult{st, err}
+	}()
+	c := expectReportWithin(t, p, want, dicomnet.DefaultMaxSendPDULength)
+	p.SendMessage(5, dimse.NewNEventReportRSP(c, dimse.Status{}), nil)
+	if r := <-sent; r.err != nil || !r.st.IsSuccess() {
+		t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+	}
+}
+
+// TestClientEventReportWithinMaxSend: as a requestor (commitreport's own association to the PACS), a report larger
+// than any PDU we send goes in PDUs within the peer's Maximum Length Received and at most ours: DefaultMaxSendPDULength
+// to a peer that gives 0 (unlimited), as the SCP's side does (TestEventReportWithinOurMaxSend); no test held the
+// client to it.
+func TestClientEventReportWithinMaxSend(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		peerMax, ours uint32
+		want          uint32
+	}{
+		{"peer unlimited", 0, 0, dicomnet.DefaultMaxSendPDULength},
+		{"peer unlimited, ours set", 0, 64 << 10, 64 << 10},
+		{"peer's smaller", 16384, 0, 16384},
+		{"peer's larger", 4 << 20, 0, dicomnet.DefaultMaxSendPDULength},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS", MaxSendPDULength: tc.ours,
+				Contexts: []dicomnet.ProposedContext{{AbstractSyntax: dicomuid.StorageCommitment,
+					TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}, Roles: &dicomnet.Roles{SCP: true}}}}
+			pl := dicomnettest.ListenParrot(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			dialed := dial(ctx, pl.Addr, cfg)
+			p := pl.Accept()
+			p.AcceptAssociationMax(tc.peerMax, func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+			a := (<-dialed).get(t)
+			if got := a.PeerMaxPDULength(); got != tc.peerMax {
+				t.Fatalf("PeerMaxPDULength = %d, want %d", got, tc.peerMax)
+			}
+			rq, want := largeReport(t, dicomuid.ExplicitVRLittleEndian)
+			sent := make(chan sendResult, 1)
+			go func() {
+				st, err := a.SendEventReport(ctx, rq)
+				sent <- sendResult{st, err}
+			}()
+			c := expectReportWithin(t, p, want, tc.want)
+			p.SendMessage(1, dimse.NewNEventReportRSP(c, dimse.Status{}), nil)
+			if r := <-sent; r.err != nil || !r.st.IsSuccess() {
+				t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
+			}
+		})
+	}
+}
+
+// largeReport is a commitment result of 5000 references, larger than DefaultMaxSendPDULength, and its data set in
+// ts.
+func largeReport(t *testing.T, ts string) (dicomnet.EventReport, []byte) {
+	t.Helper()
 	res := &commitment.Result{TransactionUID: "1.2.3.99"}
 	for i := range 5000 {
 		res.Committed = append(res.Committed, commitment.Ref{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: fmt.Sprintf("1.2.3.4.%d", i)})
 	}
-	want, err := commitment.AppendResult(nil, res, dicomuid.ImplicitVRLittleEndian)
+	want, err := commitment.AppendResult(nil, res, ts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(want) <= int(dicomnet.DefaultMaxSendPDULength) {
 		t.Fatalf("result of %d bytes fits one PDU", len(want))
 	}
-	sent := make(chan sendResult, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st, err := srv.SendEventReport(ctx, id, dicomnet.EventReport{SOPClassUID: dicomuid.StorageCommitment,
-			SOPInstanceUID: dicomuid.StorageCommitmentInstance, EventTypeID: res.EventTypeID(),
-			DataSet: func(ts string) ([]byte, error) { return commitment.AppendResult(nil, res, ts) }})
-		sent <- sendResult{st, err}
-	}()
+	return dicomnet.EventReport{SOPClassUID: dicomuid.StorageCommitment, SOPInstanceUID: dicomuid.StorageCommitmentInstance,
+		EventTypeID: res.EventTypeID(), DataSet: func(ts string) ([]byte, error) { return commitment.AppendResult(nil, res, ts) }}, want
+}
+
+// expectReportWithin reads a report's PDUs, checks each within limit bytes (and one at least at limit: the
+// message is cut at it, not below) and its data set want, and returns its command.
+func expectReportWithin(t *testing.T, p *dicomnettest.Parrot, want []byte, limit uint32) *dimse.Command {
+	t.Helper()
 	var cmd, ds []byte
+	largest := 0
 	for done := false; !done; {
 		x := p.Expect(pdu.TypePDataTF).(*pdu.PDataTF)
 		b, _ := pdu.Encode(x)
-		if n := len(b) - pdu.HeaderLen; n > int(dicomnet.DefaultMaxSendPDULength) {
-			t.Errorf("PDU of %d bytes, want at most %d", n, dicomnet.DefaultMaxSendPDULength)
+		n := len(b) - pdu.HeaderLen
+		if n > int(limit) {
+			t.Errorf("PDU of %d bytes, want at most %d", n, limit)
 		}
+		largest = max(largest, n)
 		for _, v := range x.PDVs {
 			if v.IsCommand() {
 				cmd = append(cmd, v.Data...)
@@ -493,12 +558,12 @@ func TestEventReportWithinOurMaxSend(t *testing.T) {
 			done = v.IsLast()
 		}
 	}
+	if largest < int(limit)-8 {
+		t.Errorf("largest PDU %d bytes, want %d (the message was cut below the limit)", largest, limit)
+	}
 	c, err := dimse.Decode(cmd)
 	if err != nil || !bytes.Equal(ds, want) {
 		t.Fatalf("report %+v (%v) with %d bytes, want %d", c, err, len(ds), len(want))
 	}
-	p.SendMessage(5, dimse.NewNEventReportRSP(c, dimse.Status{}), nil)
-	if r := <-sent; r.err != nil || !r.st.IsSuccess() {
-		t.Fatalf("SendEventReport = %v, %v", r.st, r.err)
-	}
+	return c
 }

@@ -293,10 +293,17 @@ func (pl *ParrotListener) Accept() *Parrot {
 // the request.
 func (p *Parrot) AcceptAssociation(answer func(pdu.RoleSelection) *pdu.RoleSelection) *pdu.AssociateRQ {
 	p.tb.Helper()
+	return p.AcceptAssociationMax(16384, answer)
+}
+
+// AcceptAssociationMax is AcceptAssociation advertising maxPDU as the parrot's Maximum Length Received (0:
+// unlimited).
+func (p *Parrot) AcceptAssociationMax(maxPDU uint32, answer func(pdu.RoleSelection) *pdu.RoleSelection) *pdu.AssociateRQ {
+	p.tb.Helper()
 	rq := p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ)
 	ac := &pdu.AssociateAC{ProtocolVersion: pdu.ProtocolVersion, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
 		ApplicationContext: rq.ApplicationContext,
-		UserInformation:    pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4"}}
+		UserInformation:    pdu.UserInformation{MaxPDULength: maxPDU, ImplementationClassUID: "1.2.3.4"}}
 	for _, pc := range rq.PresentationContexts {
 		ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
 	}
