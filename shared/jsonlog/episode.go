@@ -16,27 +16,36 @@ import (
 // for as long as the audit writer retried (578 in 90 s, found by the
 // operator drill). Its zero value is ready; it is safe for concurrent use.
 type Episode struct {
-	on    atomic.Bool // a fast path for Clear, which may be called on every success
-	mu    sync.Mutex
-	count int
-	cause string // the root cause of the occurrences logged last (causeOf)
+	on     atomic.Bool // a fast path for Clear, which may be called on every success
+	mu     sync.Mutex
+	count  int
+	causes map[string]bool // the root causes logged in this episode (causeOf)
 }
 
+// maxCauses bounds the causes an episode remembers, and so logs: an error
+// whose own text changes at each occurrence is another cause each time.
+const maxCauses = 8
+
 // Occurred notes one occurrence of err; the first of an episode is logged
-// (msg, attrs and err, at level), the others only counted, unless their
-// root cause differs from the one logged last (an I/O error while a disk
-// is full is not hidden as one more "no space"). It reports whether it
-// was logged.
+// (msg, attrs and err, at level), and each later one whose root cause the
+// episode has not logged yet (an I/O error while a disk is full is not
+// hidden as one more "no space"); the others are only counted. The
+// episode remembers every cause it logged, up to maxCauses, so two causes
+// alternating are logged once each, not at each turn. It reports whether
+// it was logged.
 func (e *Episode) Occurred(log *slog.Logger, level slog.Level, err error, msg string, attrs ...any) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.count++
 	cause := causeOf(err)
-	if e.on.Load() && cause == e.cause {
+	if e.causes[cause] || len(e.causes) >= maxCauses {
 		return false
 	}
+	if e.causes == nil {
+		e.causes = make(map[string]bool)
+	}
+	e.causes[cause] = true
 	e.on.Store(true)
-	e.cause = cause
 	log.Log(context.Background(), level, msg, append(attrs, "err", err)...)
 	return true
 }
@@ -81,6 +90,7 @@ func (e *Episode) Clear(log *slog.Logger, msg string, attrs ...any) bool {
 	n := e.count
 	e.on.Store(false)
 	e.count = 0
+	clear(e.causes)
 	log.Info(msg, append(attrs, "occurrences", n)...)
 	return true
 }

@@ -22,7 +22,7 @@ import (
 func TestEpisode(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
-		steps string // o: an occurrence, e: one of another cause, j: o joined, m: o and e in one error (two %w), c: a clear
+		steps string // o: an occurrence, e: one of another cause, n: one of a cause new each time, j: o joined, m: o and e in one error (two %w), c: a clear
 		want  []string
 	}{
 		{"one", "oc", []string{"ERROR failing", "INFO clear 1"}},
@@ -30,7 +30,15 @@ func TestEpisode(t *testing.T) {
 		{"clear without an episode", "cc", nil},
 		{"two episodes", "oocoooc", []string{"ERROR failing", "INFO clear 2", "ERROR failing", "INFO clear 3"}},
 		{"not cleared", "ooo", []string{"ERROR failing"}},
-		{"another cause is logged", "ooeeoc", []string{"ERROR failing", "ERROR failing", "ERROR failing", "INFO clear 5"}},
+		{"another cause is logged", "ooeeoc", []string{"ERROR failing", "ERROR failing", "INFO clear 5"}},
+		// Two causes alternating (an I/O error now and then while the
+		// disk is full) are each logged once: the episode remembers the
+		// causes it logged, not only the last.
+		{"alternating causes", "oeoeoeoc", []string{"ERROR failing", "ERROR failing", "INFO clear 7"}},
+		{"a cleared episode forgets its causes", "oecoec", []string{"ERROR failing", "ERROR failing", "INFO clear 2", "ERROR failing", "ERROR failing", "INFO clear 2"}},
+		// A leaf error whose text changes each time is another cause
+		// each time: logged up to maxCauses, then counted only.
+		{"causes beyond the bound", strings.Repeat("n", maxCauses+5) + "c", append(slices.Repeat([]string{"ERROR failing"}, maxCauses), "INFO clear "+strconv.Itoa(maxCauses+5))},
 		// The journal's failed segment creation joins its error with
 		// the clean-up's (errors.Join), naming the segment.
 		{"a joined error's cause is its errors'", "ojjjc", []string{"ERROR failing", "INFO clear 4"}},
@@ -48,6 +56,8 @@ func TestEpisode(t *testing.T) {
 					e.Occurred(log, slog.LevelError, errors.Join(fmt.Errorf("journal: create segment seg-%d: %w", i, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}), nil, nil), "failing")
 				case 'm':
 					e.Occurred(log, slog.LevelError, fmt.Errorf("seg-%d: %w, and %w", i, &fs.PathError{Op: "write", Path: "seg-" + strconv.Itoa(i), Err: syscall.ENOSPC}, &fs.PathError{Op: "remove", Path: "seg-" + strconv.Itoa(i), Err: syscall.EIO}), "failing")
+				case 'n':
+					e.Occurred(log, slog.LevelError, fmt.Errorf("journal: %w", fmt.Errorf("short write of %d bytes", i)), "failing")
 				case 'e':
 					e.Occurred(log, slog.LevelError, fmt.Errorf("journal: %w", &fs.PathError{Op: "write", Path: "seg-1", Err: syscall.EIO}), "failing")
 				default:
