@@ -180,6 +180,9 @@ type Journal struct {
 	// failed once per episode (jsonlog.Episode): a full disk failed them
 	// again at each retry of the journal's callers.
 	growFailing, writeFailing jsonlog.Episode
+	// sealedFailing counts the segments writeFailing's episode sealed:
+	// its first line names the first, its last says how many.
+	sealedFailing int
 	// removing holds the slots of segment files being removed (Shrink),
 	// and of those whose removal failed: no new segment takes them.
 	removing map[int]bool
@@ -717,6 +720,7 @@ func (j *Journal) written(t *ticket, err error) {
 			// segment: a scan would stop there.
 			if u.seg.broken == nil {
 				u.seg.broken = u.err
+				j.sealedFailing++
 				j.writeFailing.Occurred(j.log, slog.LevelError, u.err, "journal: write failed; the segment takes no more records", "segment", u.seg.name)
 			}
 			if u.err == nil {
@@ -725,11 +729,12 @@ func (j *Journal) written(t *ticket, err error) {
 			if j.active == u.seg {
 				j.seal(u.seg)
 			}
-		} else if u.off > 0 {
+		} else if u.off > 0 && j.sealedFailing > 0 {
 			// A record's write (a segment's header, at 0, is written
 			// over bytes the segment holds already, and succeeds on a
 			// full disk).
-			j.writeFailing.Clear(j.log, "journal: a write succeeded after writes failed")
+			j.writeFailing.Clear(j.log, "journal: a write succeeded after writes failed", "segments_sealed", j.sealedFailing)
+			j.sealedFailing = 0
 		}
 		j.ready = append(j.ready, u)
 	}

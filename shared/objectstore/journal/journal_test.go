@@ -3,19 +3,25 @@ package journal
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func payload(seed, n int) []byte {
@@ -444,10 +450,12 @@ func TestPowerLossConcurrent(t *testing.T) {
 }
 
 // stallFS holds the next write once armed until release is closed, then
-// fails it with err; other writes go through and are counted.
+// fails it with err; other writes go through and are counted. While full
+// is set, every record's write (past a segment's header, which a full
+// disk still takes) fails with err at once.
 type stallFS struct {
 	vfs.FS
-	armed            atomic.Bool
+	armed, full      atomic.Bool
 	entered, release chan struct{}
 	err              error
 	writes           atomic.Int64
@@ -467,6 +475,9 @@ func (f *stallFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, e
 }
 
 func (f stallFile) WriteAt(p []byte, off int64) (int, error) {
+	if off > 0 && f.fs.full.Load() {
+		return 0, &fs.PathError{Op: "write", Path: "seg", Err: f.fs.err}
+	}
 	if f.fs.armed.CompareAndSwap(true, false) {
 		close(f.fs.entered)
 		<-f.fs.release
@@ -508,5 +519,50 @@ func TestLaterAppendsCarryTheCause(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFailedWritesCountTheSegmentsSealed: writes failing in two segments,
+// one cause, are logged once (jsonlog.Episode), naming the first segment;
+// the line that ends the episode says how many segments took no more
+// records. It said only how many writes failed, so the one segment named
+// read as the only one sealed.
+func TestFailedWritesCountTheSegmentsSealed(t *testing.T) {
+	var logs testenv.LogBuffer
+	ffs := &stallFS{FS: vfstest.NewMem(), err: syscall.ENOSPC}
+	j, _, err := Open("/j", Options{SegmentSize: 256 << 10, Segments: 3, FS: ffs, Logger: jsonlog.New(&logs, slog.LevelInfo)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if _, err := appendBytes(t, j, "0", payload(0, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	ffs.full.Store(true)
+	for i := 1; i <= 2; i++ {
+		if _, err := appendBytes(t, j, strconv.Itoa(i), payload(i, 1000)); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("append %d on a full disk = %v", i, err)
+		}
+	}
+	ffs.full.Store(false)
+	if _, err := appendBytes(t, j, "3", payload(3, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	var failed, cleared []map[string]any
+	for l := range strings.Lines(logs.String()) {
+		var line map[string]any
+		if err := json.Unmarshal([]byte(l), &line); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		switch line["msg"] {
+		case "journal: write failed; the segment takes no more records":
+			failed = append(failed, line)
+		case "journal: a write succeeded after writes failed":
+			cleared = append(cleared, line)
+		}
+	}
+	if len(failed) != 1 || len(cleared) != 1 || failed[0]["segment"] == nil ||
+		cleared[0]["occurrences"] != 2.0 || cleared[0]["segments_sealed"] != 2.0 {
+		t.Fatalf("want one failure line naming a segment and one clearing line with 2 occurrences and 2 segments sealed:\n%s", logs.String())
 	}
 }
