@@ -39,10 +39,16 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 			return nil, err
 		}
 		impl := version.ImplementationVersionName + " " + version.Version
+		putTimeout := cfg.S3PutTimeout
+		if cfg.StagingDir != "" {
+			// The C-STORE is answered once staged; the uploads behind it
+			// have nobody waiting, and each request its RetryDeadline.
+			putTimeout = 0
+		}
 		s, err := s3store.New(ctx, s3store.Options{
 			Bucket: bucket, Prefix: prefix, PathStyle: cfg.S3PathStyle, KMSKeyID: cfg.S3KMSKey, PartSize: cfg.S3PartSize,
-			ImplementationVersion: impl,
-			Logger:                log, Names: names, Metrics: reg,
+			PutTimeout: putTimeout, ImplementationVersion: impl,
+			Logger: log, Names: names, Metrics: reg,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("open S3 store: %w", err)

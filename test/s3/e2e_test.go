@@ -256,19 +256,20 @@ func TestStoreFailureAnswersFailure(t *testing.T) {
 	if !strings.Contains(r.Output, "Received Store Response (Refused: OutOfResources)") {
 		t.Fatalf("want the C-STORE refused with A700 (out of resources), storescu said: %v\n%s", r.Err, r.Output)
 	}
-	keys, err := srv.Keys(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		if strings.Contains(k, "/incoming/") {
-			t.Errorf("object stored although S3 refused it: %s", k)
-		}
-	}
+	noObjects(t, srv)
 	waitFor(t, 30*time.Second, func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventStoreFailed] >= 1 },
 		"a store-failed audit record")
 	if proxy.Counts()[s3test.Status403] == 0 {
 		t.Error("the proxy refused nothing")
+	}
+}
+
+// noObjects checks that S3 holds no object under incoming/: it refused or
+// never took them.
+func noObjects(t *testing.T, srv *s3test.Server) {
+	t.Helper()
+	for _, k := range keysUnder(t, srv, storePrefix+"incoming/") {
+		t.Errorf("object stored although S3 did not take it: %s", k)
 	}
 }
 
@@ -280,5 +281,43 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string)
 			t.Fatalf("no %s after %v", what, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestAnsweredBeforeTheSenderGivesUp: with S3 answering 503 to every
+// object write, or not answering at all, a C-STORE is answered A700 within
+// --s3-put-timeout of its data set's end, before a sender waiting 10 s for
+// the response (Orthanc's DicomScuTimeout default; storescu -td 10 here)
+// gives up. Each request had its own 20 s of retries: the answer came after
+// 19-20 s, the sender had aborted the association at 10 s and, without our
+// status, counted the object failed for a reason of its own.
+func TestAnsweredBeforeTheSenderGivesUp(t *testing.T) {
+	testenv.RequireTools(t, "storescu")
+	objectWrite := func(r *http.Request) bool {
+		return r.Method != http.MethodHead && strings.Contains(r.URL.Path, "/"+storePrefix+"incoming/")
+	}
+	for _, tc := range []struct {
+		name string
+		plan s3test.Plan
+	}{
+		{"503", s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status503}, Match: objectWrite}},
+		{"S3 stops answering", s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Slow}, SlowDelay: time.Minute, Match: objectWrite}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := s3test.NewServer(t, bucket)
+			proxy := s3test.NewFaultProxy(t, srv.URL, tc.plan)
+			// Well under the sender's 10 s, so that a loaded machine does
+			// not make the test fail; the default, 8 s, leaves 2 s.
+			scp := startS3SCP(t, proxy.URL, "--s3-put-timeout", "4s")
+			file := testenv.DICOMTestdataFiles(t)[0]
+			r := dcmtk.Run(t, time.Minute, "storescu", "-v", "-td", "10", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port(), file)
+			if !strings.Contains(r.Output, "Received Store Response (Refused: OutOfResources)") {
+				t.Fatalf("want the C-STORE answered A700 within the sender's 10 s, storescu said: %v\n%s", r.Err, r.Output)
+			}
+			noObjects(t, srv)
+			if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
+				t.Errorf("%d multipart uploads left (%v)", n, err)
+			}
+		})
 	}
 }

@@ -24,8 +24,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.MinFreeBytes, c.MaxPreAssociationBytes}
-	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), int64(256 << 20), int64(128 << 20)}
+	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.S3PutTimeout, c.MinFreeBytes, c.MaxPreAssociationBytes}
+	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), 8 * time.Second, int64(256 << 20), int64(128 << 20)}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -61,6 +61,8 @@ func TestErrors(t *testing.T) {
 		{"bad bool", []string{"--proxy-protocol=maybe"}, nil, "not true or false"},
 		{"bad duration", []string{"--drain-timeout", "-1s"}, nil, "not a positive duration"},
 		{"small part", []string{"--s3-part-size", "1000"}, nil, "at least 5242880"},
+		{"short put timeout", []string{"--s3-put-timeout", "500ms"}, nil, "--s3-put-timeout: 500ms must be at least 1s"},
+		{"put timeout from the environment", nil, map[string]string{"SCP_S3_PUT_TIMEOUT": "0s"}, `SCP_S3_PUT_TIMEOUT: "0s" is not a positive duration`},
 		{"tiny pdu", []string{"--max-pdu-length", "100"}, nil, "between 4096"},
 		{"commitment peer without port", []string{"--commitment-peers", "PACS=10.0.0.1"}, nil, "--commitment-peers"},
 		{"commitment peer twice", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=h:1,PACS=h:2"}, "given twice"},

@@ -2,6 +2,9 @@ package s3store
 
 import "time"
 
+// ErrPutTimeout is errPutTimeout, for tests.
+var ErrPutTimeout = errPutTimeout
+
 // ExpireReady makes Ready's cached answer stale, as ReadyTTL passing would,
 // so that a test needs no wait.
 func (s *Store) ExpireReady() {

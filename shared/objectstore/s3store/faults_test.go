@@ -31,6 +31,7 @@ type flaky struct {
 	always  map[string]bool
 	loseN   map[string]int // op -> answers still to drop after the call
 	stallN  map[string]int // op -> calls still to hold until their attempt's context ends
+	holdN   map[string]int // op -> calls still to make, then hold their answer until their attempt's context ends
 	failErr error
 	badCRC  bool
 	calls   map[string]int
@@ -39,7 +40,7 @@ type flaky struct {
 }
 
 func newFlaky(next s3store.Client) *flaky {
-	return &flaky{next: next, failN: map[string]int{}, always: map[string]bool{}, loseN: map[string]int{}, stallN: map[string]int{},
+	return &flaky{next: next, failN: map[string]int{}, always: map[string]bool{}, loseN: map[string]int{}, stallN: map[string]int{}, holdN: map[string]int{},
 		calls: map[string]int{}, failErr: apiErr(503, "SlowDown")}
 }
 
@@ -92,6 +93,23 @@ func (f *flaky) stall(ctx context.Context, op string) error {
 	return &smithyhttp.RequestSendError{Err: ctx.Err()}
 }
 
+// hold keeps the answer of a call of op that S3 acted on, while holdN says
+// so, until its context ends: S3 took the request and the answer was too
+// slow to matter.
+func (f *flaky) hold(ctx context.Context, op string, err error) error {
+	f.mu.Lock()
+	n := f.holdN[op]
+	if n > 0 && err == nil {
+		f.holdN[op]--
+	}
+	f.mu.Unlock()
+	if n == 0 || err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return &smithyhttp.RequestSendError{Err: ctx.Err()}
+}
+
 func (f *flaky) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
 	if err := f.before("PutObject"); err != nil {
 		return nil, err
@@ -102,6 +120,9 @@ func (f *flaky) PutObject(ctx context.Context, in *s3.PutObjectInput, o ...func(
 	out, err := f.next.PutObject(ctx, in, o...)
 	if err == nil && f.badCRC {
 		out.ChecksumCRC64NVME = aws.String("AAAAAAAAAAA=")
+	}
+	if err := f.hold(ctx, "PutObject", err); err != nil {
+		return nil, err
 	}
 	return out, f.after("PutObject", err)
 }
@@ -144,7 +165,13 @@ func (f *flaky) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMult
 	if err := f.before("CompleteMultipartUpload"); err != nil {
 		return nil, err
 	}
+	if err := f.stall(ctx, "CompleteMultipartUpload"); err != nil {
+		return nil, err
+	}
 	out, err := f.next.CompleteMultipartUpload(ctx, in, o...)
+	if err := f.hold(ctx, "CompleteMultipartUpload", err); err != nil {
+		return nil, err
+	}
 	return out, f.after("CompleteMultipartUpload", err)
 }
 func (f *flaky) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, o ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
@@ -537,5 +564,74 @@ func TestReadyAKindOfWriteAnswersForItself(t *testing.T) {
 	}
 	if err := st.Ready(ctx); err != nil {
 		t.Errorf("a claim lost to another start: Ready = %v, want ready", err)
+	}
+}
+
+// TestPutTimeout: once the object's last byte is read, what is left of a
+// Put (every request, retries included) shares PutTimeout; past it the
+// Put fails with ErrUnavailable, the request in flight cancelled, and
+// Ready says so. Each request had its own RetryDeadline (20 s by
+// default), so a 503 storm answered the C-STORE A700 after 19-20 s, and
+// a multipart upload's last part and Complete after one deadline each:
+// Orthanc (DicomScuTimeout 10 s) had aborted the association long
+// before. A request S3 acted on before the timeout cut its answer leaves
+// the whole object, never part of one, and the sender's resend finds it
+// held; an unfinished upload is aborted.
+func TestPutTimeout(t *testing.T) {
+	single, multi := s3test.Bytes(31, 3000), s3test.Bytes(32, 2*partSize+3000)
+	for _, tc := range []struct {
+		name  string
+		data  []byte
+		setup func(*flaky)
+		// stored: S3 holds the whole object after the failed Put (S3
+		// acted on the request whose answer the timeout cut).
+		stored bool
+	}{
+		{"single, 503 at every attempt", single, func(f *flaky) { f.always["PutObject"] = true }, false},
+		{"single, S3 stops answering", single, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false},
+		{"single, stored, its answer too late", single, func(f *flaky) { f.holdN["PutObject"] = 1000 }, true},
+		{"multipart, Complete 503 at every attempt", multi, func(f *flaky) { f.always["CompleteMultipartUpload"] = true }, false},
+		{"multipart, S3 stops answering Complete", multi, func(f *flaky) { f.stallN["CompleteMultipartUpload"] = 1000 }, false},
+		{"multipart, completed, its answer too late", multi, func(f *flaky) { f.holdN["CompleteMultipartUpload"] = 1000 }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := s3test.NewServer(t, bucket)
+			f := newFlaky(s3test.Client(srv.URL))
+			tc.setup(f)
+			// Deadlines past the put timeout: only it ends the Put.
+			st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
+				RetryDeadline: 10 * time.Second, AttemptTimeout: 10 * time.Second, PutTimeout: time.Second, ReadyTTL: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj := testObject("1.2.3.4.5.31")
+			_, err = st.Put(context.Background(), obj, bytes.NewReader(tc.data))
+			if !errors.Is(err, objectstore.ErrUnavailable) || !errors.Is(err, s3store.ErrPutTimeout) {
+				t.Fatalf("Put = %v, want the put timeout, unavailable", err)
+			}
+			if rerr := st.Ready(context.Background()); !errors.Is(rerr, objectstore.ErrUnavailable) {
+				t.Errorf("Ready after the put timeout = %v, want unavailable", rerr)
+			}
+			assertClean(t, srv)
+			key, _ := objectstore.Key(obj)
+			if !tc.stored {
+				if keys, err := srv.Keys(context.Background()); err != nil || len(keys) != 0 {
+					t.Fatalf("objects %q (%v) after a put that failed", keys, err)
+				}
+				return
+			}
+			if got := get(t, srv, prefix+key); !bytes.Equal(got, tc.data) {
+				t.Fatalf("S3 holds %d bytes, want the whole object (%d)", len(got), len(tc.data))
+			}
+			// The sender's resend, on another association, finds it held.
+			clear(f.always)
+			clear(f.holdN)
+			again := obj
+			again.AssociationID = "assoc-resend"
+			res, err := st.Put(context.Background(), again, bytes.NewReader(tc.data))
+			if err != nil || !res.Duplicate || res.Conflict {
+				t.Fatalf("resend = %+v, %v; want a duplicate", res, err)
+			}
+		})
 	}
 }

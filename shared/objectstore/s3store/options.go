@@ -85,6 +85,20 @@ type Options struct {
 	// past the deadline: a stalled request was never retried, and the
 	// C-STORE answered after the PACS had given up (DCMTK waits 60 s).
 	AttemptTimeout time.Duration
+	// PutTimeout bounds what is left of a Put once its object's last byte
+	// has been read: every request still to make (a small object's whole
+	// PutObject, a large one's last part and CompleteMultipartUpload, the
+	// looks at a key found taken), retries included, shares it, and the
+	// request in flight when it ends is cancelled. The Put then fails with
+	// objectstore.ErrUnavailable and counts as a failed write in Ready.
+	// The sender waits for the C-STORE's answer from about the moment that
+	// byte left it: each request's RetryDeadline alone let a 503 storm
+	// answer A700 after 19-20 s (several requests: more), when Orthanc,
+	// at its DicomScuTimeout default of 10 s, had aborted the association
+	// and counted the object failed without our answer. 0: none, each
+	// request bounded by RetryDeadline only (a staged store's uploads, with
+	// nobody waiting).
+	PutTimeout time.Duration
 	// ReadyTTL is how long a Ready answer stands (default 5 s): a
 	// HeadBucket's success, and what S3 answered to the store's writes,
 	// each kind (objects, records) for itself: a failure stands until a
@@ -188,6 +202,9 @@ func (o *Options) normalize() error {
 	}
 	if o.PartSize < MinPartSize || o.PartSize > MaxPartSize {
 		return fmt.Errorf("s3store: new: part size %d outside [%d, %d]", o.PartSize, MinPartSize, MaxPartSize)
+	}
+	if o.PutTimeout < 0 {
+		return fmt.Errorf("s3store: new: put timeout %s is negative", o.PutTimeout)
 	}
 	if o.RetryDeadline <= 0 {
 		o.RetryDeadline = DefaultRetryDeadline

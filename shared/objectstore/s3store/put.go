@@ -35,16 +35,46 @@ var ErrKeyTakenConcurrently = errors.New("s3store: a different object took the k
 
 // countingReader counts the bytes read: the object's size. Its content
 // identity is S3's full-object CRC64NVME, which every request carries and
-// S3 verifies; the store hashes nothing else (see the package doc).
+// S3 verifies; the store hashes nothing else (see the package doc). atEOF,
+// when set, is called once, when the reader ends.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r     io.Reader
+	n     int64
+	atEOF func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err == io.EOF && c.atEOF != nil {
+		c.atEOF()
+		c.atEOF = nil
+	}
 	return n, err
+}
+
+// errPutTimeout is the cause of a Put's context ended by Options.PutTimeout.
+var errPutTimeout = errors.New("s3store: the put timeout passed")
+
+// putTimeout returns ctx ended PutTimeout after the object's last byte is
+// read (hr.atEOF), and the function that releases it.
+func (s *Store) putTimeout(ctx context.Context, hr *countingReader) (context.Context, func()) {
+	if s.opts.PutTimeout <= 0 {
+		return ctx, func() {}
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	var timer *time.Timer
+	hr.atEOF = func() {
+		timer = time.AfterFunc(s.opts.PutTimeout, func() {
+			cancel(fmt.Errorf("%w %s after the object's last byte: %w", errPutTimeout, s.opts.PutTimeout, objectstore.ErrUnavailable))
+		})
+	}
+	return ctx, func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		cancel(nil)
+	}
 }
 
 // smallBufSizes are the buffer classes below PartSize (which is at least
@@ -96,6 +126,8 @@ func (s *Store) Put(ctx context.Context, obj objectstore.Object, part10 io.Reade
 	defer s.metrics.inFlight.Dec()
 
 	hr := &countingReader{r: part10}
+	ctx, release := s.putTimeout(ctx, hr)
+	defer release()
 	first, n, rerr := s.readFirst(hr)
 	var next buffer // the second part's buffer, when the object needs one
 	defer func() {

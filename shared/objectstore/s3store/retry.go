@@ -46,7 +46,7 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		err = s.opts.Names.Redact(err, key)
 		name := s.opts.Names.Key(key)
 		if ctx.Err() != nil {
-			return fmt.Errorf("s3store: %s %v: %w (%w)", op, name, context.Cause(ctx), err)
+			return s.ended(ctx, op, key, err)
 		}
 		if !attemptTimedOut && !transient(err) {
 			err = fmt.Errorf("s3store: %s %v: %w", op, name, err)
@@ -66,11 +66,25 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("s3store: %s %v: %w (%w)", op, name, context.Cause(ctx), err)
+			return s.ended(ctx, op, key, err)
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// ended is do's error when ctx ended during op's attempts (last, the last
+// attempt's error, redacted): its cause, with last. A Put's timeout
+// (errPutTimeout) is S3 failing to take the write in time, a failed write
+// for Ready as exhausted retries are; a cancelled ctx (the association
+// gone) says nothing of S3.
+func (s *Store) ended(ctx context.Context, op, key string, last error) error {
+	cause := context.Cause(ctx)
+	err := fmt.Errorf("s3store: %s %v: %w (%w)", op, s.opts.Names.Key(key), cause, last)
+	if errors.Is(cause, errPutTimeout) {
+		s.wrote(op, key, err)
+	}
+	return err
 }
 
 // attemptTimeout is how long one attempt sending body bytes may take (see
