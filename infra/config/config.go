@@ -131,6 +131,11 @@ type Scp struct {
 	// 120; 0: the NLB resets a deregistered task's associations at once).
 	// Read it with DeregistrationDelay.
 	DeregistrationDelaySeconds *int `json:"deregistrationDelaySeconds,omitempty"`
+	// S3PutTimeoutSeconds, without Staging, is how long S3 may take to
+	// hold an object once its data set has arrived before its C-STORE is
+	// answered A700 (SCP_S3_PUT_TIMEOUT, 1..60, default 8): under the
+	// sites' wait for a C-STORE response (Orthanc's is 10 s).
+	S3PutTimeoutSeconds int `json:"s3PutTimeoutSeconds,omitempty"`
 	// Staging, when present, makes the tasks answer C-STORE once an
 	// object is durable on an EFS file system they all mount, and upload
 	// it to S3 afterwards; absent, they answer once S3 holds it (see
@@ -553,6 +558,7 @@ func (c *Config) applyDefaults(g settings) {
 	def("scp.targetCpuPercent", &c.Scp.TargetCpuPercent, 60)
 	def("scp.targetAssociationsPerTask", &c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
 	def("scp.stopTimeoutSeconds", &c.Scp.StopTimeoutSeconds, 120)
+	def("scp.s3PutTimeoutSeconds", &c.Scp.S3PutTimeoutSeconds, 8)
 	if c.Scp.DeregistrationDelaySeconds == nil {
 		c.Scp.DeregistrationDelaySeconds = new(DefaultDeregistrationDelaySeconds)
 	}

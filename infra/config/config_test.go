@@ -100,6 +100,7 @@ func TestParseValidation(t *testing.T) {
 		{"stop timeout of the drain margin", func(c *Config) { c.Scp.StopTimeoutSeconds = 10 }, []string{"scp.stopTimeoutSeconds: 10 is outside 11..120"}},
 		{"stop timeout of the drain margin and a second", func(c *Config) { c.Scp.StopTimeoutSeconds = 11 }, nil},
 		{"association target", func(c *Config) { c.Scp.MaxAssociations, c.Scp.TargetAssociationsPerTask = 10, 20 }, []string{"scp.targetAssociationsPerTask: 20 must be between 1 and maxAssociations (10)"}},
+		{"put timeout", func(c *Config) { c.Scp.S3PutTimeoutSeconds = 61 }, []string{"scp.s3PutTimeoutSeconds: 61 is outside 1..60"}},
 		{"amazon asn", func(c *Config) { c.Vpn.AmazonSideAsn = 100 }, []string{"vpn.amazonSideAsn: 100 is not a private ASN"}},
 		{"client vpn", func(c *Config) {
 			c.Vpn.ClientVpn = &ClientVpn{ClientCidr: "192.168.0.0/16", ServerCertificateArn: "nope", ClientRootCertificateArn: "arn:aws:acm:eu-west-1:123456789012:certificate/abc-1", CallingAETitles: []string{"B_PACS"}}
@@ -325,12 +326,13 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := struct {
-		Port, Idle, Min, Max, MaxAssoc, TargetAssoc, Stop, Quiet int
-		Proxy                                                    bool
-		Routing, Patient                                         string
-		Asn                                                      int64
-	}{104, 3600, 2, 4, 64, 32, 120, 60, true, RoutingStatic, PatientDataNone, 64512}
+		Port, Idle, Min, Max, MaxAssoc, TargetAssoc, Stop, Quiet, PutTimeout int
+		Proxy                                                                bool
+		Routing, Patient                                                     string
+		Asn                                                                  int64
+	}{104, 3600, 2, 4, 64, 32, 120, 60, 8, true, RoutingStatic, PatientDataNone, 64512}
 	got := want
+	got.PutTimeout = c.Scp.S3PutTimeoutSeconds
 	got.Port, got.Idle, got.Min, got.Max = c.Dicom.Port, c.Dicom.IdleTimeoutSeconds, c.Scp.MinTasks, c.Scp.MaxTasks
 	got.MaxAssoc, got.TargetAssoc, got.Stop, got.Quiet = c.Scp.MaxAssociations, c.Scp.TargetAssociationsPerTask, c.Scp.StopTimeoutSeconds, c.Pipeline.QuietPeriodSeconds
 	got.Proxy, got.Routing, got.Patient, got.Asn = c.ProxyProtocolEnabled(), c.Sites[0].Routing, c.Pipeline.EventPatientData, c.Vpn.AmazonSideAsn

@@ -141,6 +141,9 @@ func (c *Config) Validate() error {
 		p.addf("scp.stopTimeoutSeconds", "%d is outside %d..120 (Fargate allows at most 120; scp-task drains for %d s less, and at least 1 s)",
 			s.StopTimeoutSeconds, DrainMarginSeconds+1, DrainMarginSeconds)
 	}
+	if s.S3PutTimeoutSeconds < 1 || s.S3PutTimeoutSeconds > 60 {
+		p.addf("scp.s3PutTimeoutSeconds", "%d is outside 1..60 (keep it under the sites' wait for a C-STORE response)", s.S3PutTimeoutSeconds)
+	}
 	// deregistration_delay.timeout_seconds: "The range is 0-3600 seconds"
 	// (Elastic Load Balancing API Reference, TargetGroupAttribute). 0
 	// resets a draining task's associations at once; the stack uses the

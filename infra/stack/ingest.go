@@ -381,7 +381,10 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 		"SCP_COMMITMENT_PEERS": jsii.String(c.CommitmentPeers()),
 		// Finish draining before Fargate's SIGKILL at the stop timeout.
 		"SCP_DRAIN_TIMEOUT": jsii.String(fmt.Sprintf("%ds", c.Scp.DrainTimeoutSeconds())),
-		"AWS_REGION":        jsii.String(c.Region),
+		// Answer a C-STORE S3 does not take in time before the PACS gives
+		// up (without staging; staged objects are answered once staged).
+		"SCP_S3_PUT_TIMEOUT": jsii.String(fmt.Sprintf("%ds", c.Scp.S3PutTimeoutSeconds)),
+		"AWS_REGION":         jsii.String(c.Region),
 		// Named on every log line, for the metric filters' Environment.
 		"ENVIRONMENT": jsii.String(c.Name),
 	}

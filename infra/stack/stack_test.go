@@ -1222,7 +1222,8 @@ func TestFargateService(t *testing.T) {
 			"SCP_CALLING_AES":      c.CallingAEs(),
 			"SCP_MAX_ASSOCIATIONS": fmt.Sprint(c.Scp.MaxAssociations),
 			// The drain ends the margin before the stop timeout's SIGKILL.
-			"SCP_DRAIN_TIMEOUT": fmt.Sprintf("%ds", c.Scp.StopTimeoutSeconds-config.DrainMarginSeconds),
+			"SCP_DRAIN_TIMEOUT":  fmt.Sprintf("%ds", c.Scp.StopTimeoutSeconds-config.DrainMarginSeconds),
+			"SCP_S3_PUT_TIMEOUT": fmt.Sprintf("%ds", c.Scp.S3PutTimeoutSeconds),
 		}
 		for k, v := range want {
 			if env[k] != v {
