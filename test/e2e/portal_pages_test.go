@@ -154,7 +154,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 			return strings.Count(dom, `<tr class="commitment reported"`) == 2
 		})
 		for _, want := range []string{`data-transaction-uid="` + txn(1) + `"`, `data-transaction-uid="` + txn(2) + `"`, "none in the archive",
-			`<a href="/studies/` + synthStudy + `">`, `href="/commitments" class="on"`} {
+			`<a href="/studies/` + synthStudy + `">`, `href="/commitments" class="on"`, "on the same association"} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("commitments page lacks %s:\n%s", want, dom)
 			}

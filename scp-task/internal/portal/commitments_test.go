@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -119,4 +120,90 @@ func TestCommitmentsPage(t *testing.T) {
 		{"/commitments?callingAe=NOBODY", []string{"No transaction matches."}, nil},
 		{"/", []string{`<a href="/commitments">Storage Commitment</a>`}, nil},
 	})
+}
+
+// TestCommitmentReportShown: each transaction's report as an operator needs it, on the Commitments page and
+// /api/commitments: when it was delivered (reportedAt, also while its audit record or event is still owed, the
+// transaction still reporting), when it was given up (givenUpAt: neither the page nor the JSON said so, so a PACS
+// never told its result looked like one still being tried) and, while it is retried, until when. A given-up
+// transaction showed only its attempts.
+func TestCommitmentReportShown(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	cs := db.CommitmentStore()
+	at, deadline := t0.Add(10*time.Minute), t0.Add(time.Hour)
+	tests := []struct {
+		name string
+		tx   pipeline.CommitmentTransaction
+		// wantCell is in the transaction's report cell; wantJSON in its JSON.
+		wantCell string
+		wantJSON []string
+		lackJSON []string
+	}{
+		{"delivered", pipeline.CommitmentTransaction{State: pipeline.CommitmentReported, Attempts: 1, ReportedAt: at, SameAssociation: true},
+			"delivered 2026-11-26 10:10:00Z on the same association",
+			[]string{`"reportedAt":"2026-11-26T10:10:00Z"`, `"association":"same"`}, []string{`"givenUpAt"`}},
+		{"delivered, its record owed", pipeline.CommitmentTransaction{State: pipeline.CommitmentReporting, Attempts: 2, ReportedAt: at},
+			"delivered 2026-11-26 10:10:00Z on a new association",
+			[]string{`"reportedAt":"2026-11-26T10:10:00Z"`, `"association":"new"`}, []string{`"givenUpAt"`}},
+		{"retried", pipeline.CommitmentTransaction{State: pipeline.CommitmentReporting, Attempts: 3, LastError: "association refused"},
+			"3 attempts: association refused; retried until 2026-11-26 11:00:00Z",
+			[]string{`"reportDeadline":"2026-11-26T11:00:00Z"`}, []string{`"givenUpAt"`, `"reportedAt"`, `"association"`}},
+		{"given up", pipeline.CommitmentTransaction{State: pipeline.CommitmentUndeliverable, Attempts: 9, LastError: "connection refused", GivenUpAt: deadline},
+			`<span class="warn">given up 2026-11-26 11:00:00Z</span> after 9 attempts: connection refused`,
+			[]string{`"givenUpAt":"2026-11-26T11:00:00Z"`}, []string{`"reportedAt"`, `"association"`}},
+		{"given up, its record owed", pipeline.CommitmentTransaction{State: pipeline.CommitmentReporting, Attempts: 9, LastError: "connection refused", GivenUpAt: deadline},
+			`<span class="warn">given up 2026-11-26 11:00:00Z</span> after 9 attempts: connection refused`,
+			[]string{`"givenUpAt":"2026-11-26T11:00:00Z"`}, []string{`"reportedAt"`, `"association"`}},
+	}
+	for i, tt := range tests {
+		tx := tt.tx
+		tx.ID, tx.TransactionUID, tx.CallingAE, tx.RefCount = fmt.Sprint("tx", i), fmt.Sprint("1.2.9.", i), "PACS_A", 1
+		tx.ReceivedAt, tx.WaitUntil, tx.ReportDeadline, tx.Committed = t0.Add(time.Duration(i)*time.Second), t0, deadline, 1
+		tx.ResultKey = pipeline.CommitmentResultKey(pipeline.CommitmentRequestsPrefix+tx.ID+".json", tx.ID)
+		created, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: tx.ID, TransactionUID: tx.TransactionUID,
+			CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: pipeline.CommitmentPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Version = created.Version
+		if _, err := cs.UpdateCommitment(ctx, tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer((&Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Commitments: cs,
+		Logger: errorLogger(t)}).Handler())
+	t.Cleanup(srv.Close)
+	_, _, page := get(t, srv.URL+"/commitments", "")
+	_, _, body := get(t, srv.URL+"/api/commitments", "")
+	var p struct {
+		Commitments []json.RawMessage `json:"commitments"`
+	}
+	if err := json.Unmarshal([]byte(body), &p); err != nil || len(p.Commitments) != len(tests) {
+		t.Fatalf("%v %s", err, body)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			row := page[strings.Index(page, fmt.Sprintf(`data-transaction-uid="1.2.9.%d"`, i)):]
+			row = row[:strings.Index(row, "</tr>")]
+			if !strings.Contains(row, tt.wantCell) {
+				t.Errorf("the page's row lacks %q:\n%s", tt.wantCell, row)
+			}
+			var b bytes.Buffer
+			if err := json.Compact(&b, p.Commitments[len(tests)-1-i]); err != nil { // newest first
+				t.Fatal(err)
+			}
+			js := b.String()
+			for _, w := range tt.wantJSON {
+				if !strings.Contains(js, w) {
+					t.Errorf("the JSON lacks %s: %s", w, js)
+				}
+			}
+			for _, l := range tt.lackJSON {
+				if strings.Contains(js, l) {
+					t.Errorf("the JSON has %s: %s", l, js)
+				}
+			}
+		})
+	}
 }

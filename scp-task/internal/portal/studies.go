@@ -52,13 +52,19 @@ type Commitment struct {
 	// State is waiting (instances evaluated and waited for), reporting
 	// (result decided, delivery under way or being retried), reported or
 	// undeliverable.
-	State          string    `json:"state"`
-	Instances      int       `json:"instances"`
-	Committed      int       `json:"committed"`
-	Failed         int       `json:"failed"`
-	WaitUntil      time.Time `json:"waitUntil"`
-	ReportedAt     time.Time `json:"reportedAt,omitzero"`
-	Association    string    `json:"association,omitempty"` // same or new, once reported
+	State     string    `json:"state"`
+	Instances int       `json:"instances"`
+	Committed int       `json:"committed"`
+	Failed    int       `json:"failed"`
+	WaitUntil time.Time `json:"waitUntil"`
+	// ReportedAt is when the result was delivered (Association: on the same or a new association), also while
+	// its audit record or event is still owed (State still reporting).
+	ReportedAt  time.Time `json:"reportedAt,omitzero"`
+	Association string    `json:"association,omitempty"` // same or new, once delivered
+	// GivenUpAt is when delivery was given up (the report deadline passed), also while its audit record or event
+	// is still owed; ReportDeadline is until when a delivery is retried, once the result is decided.
+	GivenUpAt      time.Time `json:"givenUpAt,omitzero"`
+	ReportDeadline time.Time `json:"reportDeadline,omitzero"`
 	Attempts       int       `json:"attempts"`
 	LastError      string    `json:"lastError,omitempty"`
 	DuplicateOfUID bool      `json:"duplicateTransactionUid,omitempty"`
@@ -76,6 +82,7 @@ type Commitment struct {
 func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	c := Commitment{TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: string(tx.State),
 		Instances: tx.RefCount, Committed: tx.Committed, Failed: tx.Failed, WaitUntil: tx.WaitUntil, ReportedAt: tx.ReportedAt,
+		GivenUpAt: tx.GivenUpAt, ReportDeadline: tx.ReportDeadline,
 		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != "", Outcome: localstore.CommitmentOutcome(tx)}
 	if tx.State == pipeline.CommitmentPending {
 		c.State = "waiting"
@@ -86,7 +93,7 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	if c.Studies = tx.Studies; c.Studies == nil {
 		c.Studies = []string{}
 	}
-	if tx.State == pipeline.CommitmentReported {
+	if !tx.ReportedAt.IsZero() {
 		c.Association = "new"
 		if tx.SameAssociation {
 			c.Association = "same"
