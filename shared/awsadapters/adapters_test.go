@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -118,7 +119,7 @@ func TestEventBridgePublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff([]int{1}, failed); d != "" {
+	if d := cmp.Diff([]pipeline.FailedEntry{{Index: 1, Code: "ThrottlingException"}}, failed); d != "" {
 		t.Errorf("failed (-want +got):\n%s", d)
 	}
 	if len(got) != 3 || got[0]["Source"] != pipeline.EventSource || got[0]["EventBusName"] != "bus" || got[2]["DetailType"] != "Study Received" || got[0]["Detail"] != `{"a":1}` {
@@ -126,6 +127,61 @@ func TestEventBridgePublisher(t *testing.T) {
 	}
 	if _, err := p.Publish(context.Background(), make([]pipeline.Event, 11)); err == nil {
 		t.Error("11 entries accepted")
+	}
+}
+
+// TestEventBridgeRefusedOnItsOwn: an entry EventBridge refuses for what it is (invalid, malformed, too large) is
+// reported refused, which the pipeline neither retries nor counts as the bus failing; one the bus fails to take
+// (throttled, an internal failure, a bus or role refusing every entry) is not. Every failed entry was one to retry,
+// so a study whose event was refused every time counted towards the three failures in a row that stop a run.
+func TestEventBridgeRefusedOnItsOwn(t *testing.T) {
+	tests := []struct {
+		name     string
+		entries  int
+		status   int    // the call's HTTP status
+		body     string // the call's answer
+		want     []pipeline.FailedEntry
+		wantCall bool // the call failed
+	}{
+		{"an entry's invalid argument", 2, 200, `{"FailedEntryCount":1,"Entries":[{"EventId":"a"},{"ErrorCode":"InvalidArgument"}]}`,
+			[]pipeline.FailedEntry{{Index: 1, Refused: true, Code: "InvalidArgument"}}, false},
+		{"an entry's malformed detail", 1, 200, `{"FailedEntryCount":1,"Entries":[{"ErrorCode":"MalformedDetail"}]}`,
+			[]pipeline.FailedEntry{{Index: 0, Refused: true, Code: "MalformedDetail"}}, false},
+		{"throttled", 1, 200, `{"FailedEntryCount":1,"Entries":[{"ErrorCode":"ThrottlingException"}]}`,
+			[]pipeline.FailedEntry{{Index: 0, Code: "ThrottlingException"}}, false},
+		{"an internal failure", 1, 200, `{"FailedEntryCount":1,"Entries":[{"ErrorCode":"InternalFailure"}]}`,
+			[]pipeline.FailedEntry{{Index: 0, Code: "InternalFailure"}}, false},
+		{"not authorized for the source", 1, 200, `{"FailedEntryCount":1,"Entries":[{"ErrorCode":"NotAuthorizedForSourceException"}]}`,
+			[]pipeline.FailedEntry{{Index: 0, Code: "NotAuthorizedForSourceException"}}, false},
+		{"one entry too large", 1, 400, `{"__type":"ValidationException","message":"Total size of the entries in the request is over the limit."}`,
+			[]pipeline.FailedEntry{{Index: 0, Refused: true, Code: "ValidationException"}}, false},
+		{"a batch too large", 2, 400, `{"__type":"ValidationException","message":"Total size of the entries in the request is over the limit."}`,
+			nil, true},
+		{"access denied", 1, 400, `{"__type":"AccessDeniedException","message":"no"}`, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+			c := eventbridge.New(eventbridge.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL),
+				RetryMaxAttempts: 1})
+			p := &EventBridgePublisher{Client: c, BusName: "bus"}
+			evs := make([]pipeline.Event, tt.entries)
+			for i := range evs {
+				evs[i] = pipeline.Event{ID: fmt.Sprint(i), DetailType: pipeline.DetailTypeStudyReceived, Time: time.Now(), Detail: json.RawMessage(`{}`)}
+			}
+			failed, err := p.Publish(context.Background(), evs)
+			if (err != nil) != tt.wantCall {
+				t.Fatalf("err %v, want a failed call %v", err, tt.wantCall)
+			}
+			if d := cmp.Diff(tt.want, failed); d != "" {
+				t.Errorf("failed (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 

@@ -239,7 +239,7 @@ type Outbox struct {
 }
 
 // Publish queues events; they are all accepted or the call fails.
-func (o *Outbox) Publish(ctx context.Context, events []pipeline.Event) ([]int, error) {
+func (o *Outbox) Publish(ctx context.Context, events []pipeline.Event) ([]pipeline.FailedEntry, error) {
 	err := o.b.write(ctx, func(tx *querier) error {
 		for _, e := range events {
 			ev := Event{ID: e.ID, Time: e.Time, Source: pipeline.EventSource, DetailType: e.DetailType, Resources: e.Resources, Detail: e.Detail}

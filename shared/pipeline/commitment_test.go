@@ -484,7 +484,7 @@ type refusing struct {
 	detailType string
 }
 
-func (r refusing) Publish(ctx context.Context, events []pipeline.Event) ([]int, error) {
+func (r refusing) Publish(ctx context.Context, events []pipeline.Event) ([]pipeline.FailedEntry, error) {
 	for _, e := range events {
 		if e.DetailType == r.detailType {
 			return nil, errors.New("event refused")

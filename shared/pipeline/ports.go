@@ -323,9 +323,21 @@ type StudyDetail struct {
 // log and webhooks locally).
 type EventPublisher interface {
 	// Publish sends events as one batch (at most 10). failed lists the
-	// indexes of events that were not accepted and may be retried; err is
-	// for a failure of the whole call.
-	Publish(ctx context.Context, events []Event) (failed []int, err error)
+	// events that were not accepted, each refused on its own or not; err
+	// is for a failure of the whole call (the bus failing to take any).
+	Publish(ctx context.Context, events []Event) (failed []FailedEntry, err error)
+}
+
+// FailedEntry is an event of a batch the bus did not accept.
+type FailedEntry struct {
+	Index int // in the batch
+	// Refused: the event itself was refused (invalid, malformed, too
+	// large) and would be again: trying it again is no use, and it says
+	// nothing of the bus. Otherwise the bus failed to take it (throttled,
+	// an internal failure) and it may be retried.
+	Refused bool
+	// Code is the bus's reason (EventBridge's error code), for the error.
+	Code string
 }
 
 // Event is one notification. Source is always EventSource.

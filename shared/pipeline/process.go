@@ -423,11 +423,18 @@ func (p *Pipeline) publishNew(ctx context.Context, id, detailType string, detail
 	return nil
 }
 
-// publish sends events, retrying the entries that failed with backoff.
+// publish sends events, retrying the entries that failed with backoff. It is
+// the one place that tells the bus failing from an event refused on its
+// own: the call failing, or an entry the bus failed to take (throttled, an
+// internal failure), after the retries, is a busError; an entry refused on
+// its own (FailedEntry.Refused: invalid, too large) is not tried again and
+// is not, so it does not count towards a run's failures in a row
+// (announcer).
 func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 	pending := events
 	delay := 50 * time.Millisecond
 	var lastErr error
+	var refused []error
 	for attempt := 0; attempt < 5 && len(pending) > 0; attempt++ {
 		if attempt > 0 {
 			select {
@@ -443,26 +450,33 @@ func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 			continue
 		}
 		next := make([]Event, 0, len(failed))
-		for _, i := range failed {
-			if i >= 0 && i < len(pending) {
-				next = append(next, pending[i])
+		lastErr = nil
+		for _, f := range failed {
+			if f.Index < 0 || f.Index >= len(pending) {
+				continue
 			}
+			if f.Refused {
+				refused = append(refused, fmt.Errorf("pipeline: publish: %s refused by the bus (%s): the event itself, not the bus", pending[f.Index].DetailType, f.Code))
+				continue
+			}
+			next = append(next, pending[f.Index])
+			lastErr = fmt.Errorf("entries not accepted (%s)", f.Code)
 		}
 		pending = next
-		lastErr = nil
 	}
+	err := errors.Join(refused...)
 	if len(pending) > 0 {
 		if lastErr == nil {
-			lastErr = errors.New("entries rejected")
+			lastErr = errors.New("entries not accepted")
 		}
-		return busError{fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)}
+		err = errors.Join(err, busError{fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)})
 	}
-	return nil
+	return err
 }
 
 // busError is the event bus failing to take events (the call failing, or
-// its entries rejected, after the retries), as opposed to a study's own
-// failure or the index's.
+// entries it failed to take, after the retries), as opposed to an event
+// refused on its own, a study's own failure or the index's.
 type busError struct{ error }
 
 func (e busError) Unwrap() error { return e.error }

@@ -2,6 +2,7 @@ package pipelinetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 func RunAnnouncements(t *testing.T, newIndex func(t *testing.T) pipeline.IndexStore) {
 	t.Run("FailingAnnouncementsHoldNoneBack", func(t *testing.T) { testFailingAnnouncements(t, newIndex(t)) })
 	t.Run("BusDownStopsTheRun", func(t *testing.T) { testBusDown(t, newIndex(t)) })
+	t.Run("RefusedEventsDoNotStopTheRun", func(t *testing.T) { testRefusedEvents(t, newIndex(t)) })
 }
 
 // announcing returns fakes whose pipeline announces from ix, quiet period
@@ -129,5 +131,46 @@ func testBusDown(t *testing.T, ix pipeline.IndexStore) {
 	f.Events.Err = nil
 	if n, err := p.AnnounceStableStudies(ctx, now.Add(time.Minute)); n != studies || err != nil {
 		t.Errorf("once the bus is back: announced %d (%v), want %d", n, err, studies)
+	}
+}
+
+// testRefusedEvents: studies whose events the bus refuses on their own (an
+// invalid or too large entry), however many in a row, are each tried once,
+// deferred, and do not stop the run: they counted as the bus failing, each
+// tried five times, and three of them quiet the longest stopped every run
+// before the studies behind them, for as long as they were refused.
+func testRefusedEvents(t *testing.T, ix pipeline.IndexStore) {
+	ctx := context.Background()
+	f, p := announcing(ix)
+	const refused, good = 4, 3
+	bad := map[string]bool{}
+	for s := 1; s <= refused+good; s++ {
+		in := Record(s, 1, 1, "aa", time.Duration(s)*time.Second) // the refused ones quiet the longest
+		if s <= refused {
+			bad[in.StudyInstanceUID] = true
+		}
+		upsert(t, ix, in, pipeline.InstanceNew)
+	}
+	f.Events.Refuse = func(e pipeline.Event) (string, bool) {
+		var d struct {
+			StudyInstanceUID string `json:"studyInstanceUid"`
+		}
+		if err := json.Unmarshal(e.Detail, &d); err != nil {
+			t.Fatal(err)
+		}
+		return "InvalidArgument", bad[d.StudyInstanceUID]
+	}
+	now := T0.Add(time.Hour)
+	n, err := p.AnnounceStableStudies(ctx, now)
+	if n != good || err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+		t.Errorf("announced %d, err %v; want the %d others and the refusals", n, err, good)
+	}
+	if f.Events.Calls != refused+good {
+		t.Errorf("%d publish calls, want one a study: a refused event is not tried again", f.Events.Calls)
+	}
+	for s := 1; s <= refused; s++ {
+		if d := getStudy(t, ix, studyUID(s)); !d.LastActivity.Equal(now) || d.AnnouncedVersion != 0 {
+			t.Errorf("refused study %d: activity %v, announced version %d; want it deferred to the run", s, d.LastActivity, d.AnnouncedVersion)
+		}
 	}
 }

@@ -434,6 +434,10 @@ type Events struct {
 	// FailEntries makes the next calls report these many leading entries
 	// as failed (one call each), simulating PutEvents partial failures.
 	FailEntries []int
+	// Refuse, when set, names the events refused on their own (an
+	// invalid or too large entry): each is reported failed with Refused
+	// and its code, every time.
+	Refuse func(pipeline.Event) (code string, refused bool)
 	// Err, when set, fails every call.
 	Err   error
 	Calls int
@@ -442,7 +446,7 @@ type Events struct {
 var _ pipeline.EventPublisher = (*Events)(nil)
 
 // Publish implements pipeline.EventPublisher.
-func (e *Events) Publish(_ context.Context, events []pipeline.Event) ([]int, error) {
+func (e *Events) Publish(_ context.Context, events []pipeline.Event) ([]pipeline.FailedEntry, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.Calls++
@@ -453,10 +457,16 @@ func (e *Events) Publish(_ context.Context, events []pipeline.Event) ([]int, err
 	if len(e.FailEntries) > 0 {
 		fail, e.FailEntries = e.FailEntries[0], e.FailEntries[1:]
 	}
-	var failed []int
+	var failed []pipeline.FailedEntry
 	for i, ev := range events {
+		if e.Refuse != nil {
+			if code, refused := e.Refuse(ev); refused {
+				failed = append(failed, pipeline.FailedEntry{Index: i, Refused: true, Code: code})
+				continue
+			}
+		}
 		if i < fail {
-			failed = append(failed, i)
+			failed = append(failed, pipeline.FailedEntry{Index: i, Code: "ThrottlingException"})
 			continue
 		}
 		e.events = append(e.events, ev)
