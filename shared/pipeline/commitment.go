@@ -343,26 +343,42 @@ func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (Commi
 // finished (reported or given up). A study a transaction completes whose announcement fails is deferred to the
 // quiet period's runs, as theirs are (announcer), and the transaction goes on to its report; once the event
 // bus has failed maxPublishFailures announcements in a row, the run's later transactions leave their studies
-// to the quiet period untried.
+// to the quiet period untried, and its later reports leave their Storage Commitment Completed to the run after the
+// lease (the one rule of a run's events, announcer): every due result is still reported to its PACS.
 func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, error) {
 	due, err := p.Commitments.DueCommitments(ctx, now, 100)
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: due commitments: %w", err)
 	}
 	a := p.announcer(now)
-	n := 0
+	n, left := 0, 0
 	var errs []error
+	var stopped error
 	for _, tx := range due {
 		done, err := p.advance(ctx, a, tx.ID)
-		if err != nil {
+		var l eventLeft
+		switch {
+		case errors.As(err, &l):
+			left, stopped = left+1, l.why
+		case err != nil:
 			errs = append(errs, err)
 		}
 		if done {
 			n++
 		}
 	}
+	if left > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d of %d transactions' Storage Commitment Completed left for the next run", stopped, left, len(due)))
+	}
 	return n, errors.Join(append(errs, a.failed...)...)
 }
+
+// eventLeft is a transaction whose Storage Commitment Completed a run left untried, why being the run's reason
+// (announcer.stopped): RunCommitments counts them in one error.
+type eventLeft struct{ why error }
+
+func (e eventLeft) Error() string { return e.why.Error() }
+func (e eventLeft) Unwrap() error { return e.why }
 
 // advance takes the transaction for a lease and does what is due: evaluate, report. It reports whether the
 // transaction finished.
@@ -387,7 +403,7 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 			return false, err
 		}
 	}
-	return p.deliverCommitment(ctx, tx)
+	return p.deliverCommitment(ctx, a, tx)
 }
 
 // refVerdict is what evaluation found for one referenced instance.
@@ -636,7 +652,7 @@ func (p *Pipeline) announceCommitted(ctx context.Context, a *announcer, studyUID
 
 // deliverCommitment sends the result of a transaction in reporting, and records how it went: reported;
 // retried later with backoff; given up past the report deadline.
-func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransaction) (bool, error) {
+func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx CommitmentTransaction) (bool, error) {
 	doc, err := p.readCommitmentResult(ctx, tx.ResultKey)
 	if err != nil {
 		return false, err
@@ -645,10 +661,10 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 	switch {
 	case !tx.ReportedAt.IsZero():
 		tx.State = CommitmentReported
-		return p.finishCommitment(ctx, commitmentReported, tx, doc)
+		return p.finishCommitment(ctx, a, commitmentReported, tx, doc)
 	case !tx.GivenUpAt.IsZero():
 		tx.State = CommitmentUndeliverable
-		return p.finishCommitment(ctx, commitmentUndeliverable, tx, doc)
+		return p.finishCommitment(ctx, a, commitmentUndeliverable, tx, doc)
 	}
 	step := commitmentReported
 	tx.Attempts++
@@ -687,15 +703,21 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, tx CommitmentTransacti
 		}
 		return false, nil
 	}
-	return p.finishCommitment(ctx, step, tx, doc)
+	return p.finishCommitment(ctx, a, step, tx, doc)
 }
 
-// finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done.
-func (p *Pipeline) finishCommitment(ctx context.Context, step commitmentStep, tx CommitmentTransaction, doc CommitmentResultDoc) (bool, error) {
+// finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done. Once the
+// run's events have stopped (a's rule) the event is left, the transaction still reporting, to the run after the lease.
+func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step commitmentStep, tx CommitmentTransaction, doc CommitmentResultDoc) (bool, error) {
 	if err := p.auditCommitment(ctx, step, tx, &doc); err != nil {
 		return false, err
 	}
-	if err := p.publishCommitment(ctx, tx, doc); err != nil {
+	if err := a.stopped(ctx); err != nil {
+		return false, eventLeft{err}
+	}
+	err := p.publishCommitment(ctx, tx, doc)
+	a.published(err)
+	if err != nil {
 		return false, err
 	}
 	if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {

@@ -645,3 +645,35 @@ func TestCommitmentRetransmittedWhileTheBusFails(t *testing.T) {
 		t.Errorf("%d Storage Commitment Completed events, want 1", n)
 	}
 }
+
+// TestCommitmentBusDownStopsTheRun: with the event bus down, a commitment run stops publishing Storage Commitment
+// Completed once three events in a row failed, as a notify run stops announcing (announcer: one rule for both),
+// and still reports every result to its PACS; the transactions left keep their events for the run after the
+// lease. Each due transaction tried its event, with the publish's retries, however many had failed before it.
+func TestCommitmentBusDownStopsTheRun(t *testing.T) {
+	ctx := context.Background()
+	c := newCommitmentFixture(t)
+	c.p.CommitmentWait = time.Second
+	const txs = 6
+	for i := range txs {
+		c.put(fmt.Sprint(txnUID, ".", i+1), ctRef(sop1)) // never sent: 0112 at the wait, no study to announce
+	}
+	down := errors.New("event bus down")
+	c.f.Events.Err = down
+	c.now = c.now.Add(time.Minute)
+	_, err := c.p.RunCommitments(ctx, c.now)
+	if !errors.Is(err, down) || !strings.Contains(err.Error(), "3 of 6 transactions' Storage Commitment Completed left for the next run") {
+		t.Errorf("run: err %v, want the bus's failures and the events left", err)
+	}
+	if n := len(c.reports()); n != txs {
+		t.Errorf("%d reports, want every result reported whatever the bus does", n)
+	}
+	if c.f.Events.Calls != 3*5 {
+		t.Errorf("%d publish calls, want 3 events' 5 tries", c.f.Events.Calls)
+	}
+	c.f.Events.Err = nil
+	c.at(3 * time.Minute) // past the lease
+	if n, done := len(c.reports()), len(c.events(pipeline.DetailTypeCommitmentCompleted)); n != txs || done != txs {
+		t.Errorf("%d reports, %d Storage Commitment Completed events once the bus is back; want %d and %d", n, done, txs, txs)
+	}
+}

@@ -621,15 +621,18 @@ const maxPublishFailures = 3
 var errBusDown = fmt.Errorf("pipeline: %d announcements in a row failed to publish: the event bus is taken for down", maxPublishFailures)
 
 // announcer is one run's announcements (of quiet studies, or of the studies
-// a Storage Commitment request completes). A study whose announcement fails
+// a Storage Commitment request completes) and, in a commitment run, its
+// Storage Commitment Completed events. A study whose announcement fails
 // is deferred (IndexStore.DeferAnnouncement at the run's time): tried again
 // a quiet period later, behind the studies quiet before it, by the quiet
-// period's runs. Failures to publish in a row stop the run (stopped); a
-// study's own failure (its detail unreadable) does not count towards them.
+// period's runs. Failures to publish in a row, of any of the run's events,
+// stop the run's publishing (stopped, published: the one rule); a study's
+// own failure (its detail unreadable, its event refused) does not count
+// towards them.
 type announcer struct {
 	p              *Pipeline
 	now            time.Time
-	publishFailing int // announcements in a row that failed to publish
+	publishFailing int // events in a row that failed to publish
 	// failed holds the failures a caller leaves to the end of its run (a
 	// Storage Commitment's announcements).
 	failed []error
@@ -649,17 +652,24 @@ func (a *announcer) stopped(ctx context.Context) error {
 	return nil
 }
 
+// published counts an event's publication (err its outcome) towards the
+// failures in a row that stop the run: the event bus failing to take it
+// (busError) is one more; anything else, a success or the event's own
+// failure, ends the row.
+func (a *announcer) published(err error) {
+	if errors.As(err, new(busError)) {
+		a.publishFailing++
+		return
+	}
+	a.publishFailing = 0
+}
+
 // announce announces s, or defers it when that fails.
 func (a *announcer) announce(ctx context.Context, s StudySummary, completion string) error {
 	err := a.p.announce(ctx, s, completion)
+	a.published(err)
 	if err == nil {
-		a.publishFailing = 0
 		return nil
-	}
-	if errors.As(err, new(busError)) {
-		a.publishFailing++
-	} else {
-		a.publishFailing = 0
 	}
 	if derr := a.p.Index.DeferAnnouncement(ctx, s.StudyInstanceUID, a.now); derr != nil {
 		// It keeps its place and is tried first again.
