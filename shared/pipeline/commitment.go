@@ -266,8 +266,10 @@ func CommitmentResultKey(requestKey, id string) string {
 
 // ProcessCommitmentRequest registers the request stored at key (under commitment/requests/), due at once:
 // RunCommitments moves it on. It is idempotent: a redelivered key changes nothing. The same content under a
-// Transaction UID already known is a retransmission (reported again, once the first report is done); other
-// content under it fails whole with 0131.
+// Transaction UID already known is a retransmission: while the first is evaluated or reported its result is
+// reported once more, on the newer association; once the first was reported or given up (its record still owed
+// or not) it is evaluated again and reported again, with a report deadline of its own. Other content under it
+// fails whole with 0131.
 func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) error {
 	if _, sec, rest, ok := SplitKey(key); !ok || sec != CommitmentPrefix || !strings.HasPrefix(rest, "requests/") || !strings.HasSuffix(key, ".json") {
 		return nil
@@ -294,14 +296,22 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 		return nil // a redelivery: the transaction moves on by itself
 	case stored.ContentDigest == tx.ContentDigest:
 		// A retransmission: report again, on the newer association, once any delivery in progress is done.
-		if !stored.Done() {
+		if !stored.Done() && stored.GivenUpAt.IsZero() {
 			stored.AssociationID, stored.MessageID, stored.RequestKey = tx.AssociationID, tx.MessageID, key
-			// Reported on the older one already, or given up (its record or event still owed): again.
-			stored.ReportedAt, stored.GivenUpAt = time.Time{}, time.Time{}
+			// Reported on the older one already (its record or event still owed): again.
+			stored.ReportedAt = time.Time{}
 			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil && !errors.Is(err, ErrConditionFailed) {
 				return fmt.Errorf("pipeline: commitment: %w", err)
 			}
 			return nil
+		}
+		if !stored.Done() {
+			// Given up, its audit record and event still owed: it is over as much as one whose are written, and the
+			// request is evaluated again with a report deadline of its own, as after those. The give-up is audited
+			// now; its event gives way to the retransmission's Storage Commitment Completed.
+			if err := p.auditGivenUp(ctx, stored); err != nil {
+				return err
+			}
 		}
 		tx.Version = stored.Version
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
@@ -324,6 +334,16 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 	p.log().Info("storage commitment requested", "association", req.AssociationID, "message_id", req.MessageID,
 		"instances", len(req.Refs), "duplicate_transaction", tx.DuplicateOf != "")
 	return nil
+}
+
+// auditGivenUp writes the audit record of a transaction given up (GivenUpAt) whose record may still be owed.
+func (p *Pipeline) auditGivenUp(ctx context.Context, tx CommitmentTransaction) error {
+	doc, err := p.readCommitmentResult(ctx, tx.ResultKey)
+	if err != nil {
+		return err
+	}
+	tx.State = CommitmentUndeliverable
+	return p.auditCommitment(ctx, commitmentUndeliverable, tx, &doc)
 }
 
 func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (CommitmentRequest, error) {

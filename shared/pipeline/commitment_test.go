@@ -564,6 +564,22 @@ func TestCommitmentReportedOnceWhileTheBusFails(t *testing.T) {
 	}
 }
 
+// nearTheDeadline is a request whose every report fails (the PACS unreachable), its report deadline 40 s after
+// the request, attempted at 0, 10 and 30 s: its next attempt, 10 s on, is at the deadline. logs has the
+// pipeline's log.
+func nearTheDeadline(t *testing.T) (*commitmentFixture, *testenv.LogBuffer) {
+	c := newCommitmentFixture(t)
+	logs := &testenv.LogBuffer{}
+	c.p.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	c.p.CommitmentReportFor = 40 * time.Second
+	c.f.Reporter.Err = errors.New("dial PACS: connection refused")
+	c.store(sop1)
+	c.request(txnUID, ctRef(sop1))
+	c.at(10 * time.Second)
+	c.at(20 * time.Second)
+	return c, logs
+}
+
 // TestCommitmentGivenUpOnceWhileTheBusFails: a report given up at its deadline whose audit record or Storage
 // Commitment Completed event fails (the audit store or the event bus down) is given up once: the transaction stayed
 // in reporting unrecorded, and each run after the lease tried the PACS again and logged UndeliverableLog again,
@@ -572,15 +588,7 @@ func TestCommitmentGivenUpOnceWhileTheBusFails(t *testing.T) {
 	for _, failing := range []string{"the event bus", "the audit store"} {
 		t.Run(failing, func(t *testing.T) {
 			ctx := context.Background()
-			c := newCommitmentFixture(t)
-			var logs testenv.LogBuffer
-			c.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
-			c.p.CommitmentReportFor = 40 * time.Second
-			c.f.Reporter.Err = errors.New("dial PACS: connection refused")
-			c.store(sop1)
-			c.request(txnUID, ctRef(sop1))
-			c.at(10 * time.Second)
-			c.at(20 * time.Second) // attempts at 0, 10 and 30 s; the last is at the deadline, 40 s
+			c, logs := nearTheDeadline(t)
 			down := errors.New(failing + " down")
 			setErr := func(err error) {
 				if failing == "the event bus" {
@@ -675,5 +683,55 @@ func TestCommitmentBusDownStopsTheRun(t *testing.T) {
 	c.at(3 * time.Minute) // past the lease
 	if n, done := len(c.reports()), len(c.events(pipeline.DetailTypeCommitmentCompleted)); n != txs || done != txs {
 		t.Errorf("%d reports, %d Storage Commitment Completed events once the bus is back; want %d and %d", n, done, txs, txs)
+	}
+}
+
+// TestCommitmentRetransmittedAfterAGiveUp: a retransmission of a request whose report was given up is evaluated
+// again and reported again with a report deadline of its own, as conformance.md promises, whether the give-up's
+// audit record and event were written or still owed (the event bus down): in the second case it got one more
+// attempt at the old result past the old deadline, given up again at once when that failed, the alarm's line
+// logged a second time, and the PACS's new request never had its hour. The give-up is audited either way; its
+// event, when still owed, gives way to the retransmission's.
+func TestCommitmentRetransmittedAfterAGiveUp(t *testing.T) {
+	for _, tt := range []struct {
+		name          string
+		busDown       bool // at the give-up
+		wantCompleted int  // Storage Commitment Completed events in the end
+	}{
+		{"its give-up recorded", false, 2},
+		{"its give-up's record owed", true, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c, logs := nearTheDeadline(t)
+			if tt.busDown {
+				c.f.Events.Err = errors.New("event bus down")
+			}
+			c.now = c.now.Add(10 * time.Second)
+			if _, err := c.p.RunCommitments(ctx, c.now); (err != nil) != tt.busDown {
+				t.Fatalf("the give-up's run: err %v", err)
+			}
+			c.f.Events.Err = nil
+			c.put(txnUID, ctRef(sop1)) // the PACS asks again, on a new association
+			c.at(time.Second)          // its first attempt fails too: retried, not given up
+			if n := strings.Count(logs.String(), pipeline.UndeliverableLog); n != 1 {
+				t.Errorf("%q logged %d times, want once: the retransmission is not given up at its first failure", pipeline.UndeliverableLog, n)
+			}
+			c.f.Reporter.Err = nil
+			c.at(20 * time.Second)
+			reps := c.reports()
+			if len(reps) != 6 || reps[5].AssociationID != "abcd1234-2" {
+				t.Fatalf("%d reports (%+v), want 4 then 2 for the retransmission, on its association", len(reps), reps)
+			}
+			if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-undeliverable", "commitment-requested", "committed",
+				"commitment-reported"}, c.outcomes()); d != "" {
+				t.Errorf("audit (-want +got):\n%s", d)
+			}
+			done := c.events(pipeline.DetailTypeCommitmentCompleted)
+			var cd pipeline.CommitmentCompletedDetail
+			if len(done) != tt.wantCompleted || json.Unmarshal(done[len(done)-1], &cd) != nil || !cd.Report.Delivered || cd.Report.Attempts != 2 {
+				t.Errorf("%d Storage Commitment Completed events, the last %+v; want %d, the last delivered at the second attempt", len(done), cd, tt.wantCompleted)
+			}
+		})
 	}
 }
