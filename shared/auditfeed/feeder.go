@@ -159,6 +159,35 @@ func (f *Feeder) Run(ctx context.Context) error {
 	}
 }
 
+// Flush delivers what the outbox holds, batch after batch, until it is
+// empty, a batch fails or ctx ends, and returns how many records are left
+// undelivered: a stop's last delivery, once Run has returned (never
+// beside it). It does not retry a failed batch: what is left stays in
+// the outbox for the next Run.
+func (f *Feeder) Flush(ctx context.Context) (left int, err error) {
+	f.defaults()
+	for {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("auditfeed: flush: %w", context.Cause(ctx))
+			break
+		}
+		n, cerr := f.cycle(ctx)
+		if cerr != nil || n == 0 {
+			err = cerr
+			break
+		}
+	}
+	// The count is read even once ctx has ended: the outbox is local.
+	b, berr := f.Outbox.Backlog(context.WithoutCancel(ctx))
+	if berr != nil {
+		return 0, errors.Join(err, fmt.Errorf("auditfeed: backlog: %w", berr))
+	}
+	if f.Metrics != nil {
+		f.Metrics.setBacklog(b)
+	}
+	return b.Count, err
+}
+
 func (f *Feeder) sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()

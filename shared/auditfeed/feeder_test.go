@@ -26,6 +26,21 @@ func record(i int) pipeline.AuditRecord {
 	}, "dicom-ingest-test")
 }
 
+// spoolOf is a spool holding records 0 to n-1.
+func spoolOf(t *testing.T, n int) *auditfeed.Spool {
+	t.Helper()
+	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := sp.Add(record(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return sp
+}
+
 // flaky fails its first n batches.
 type flaky struct {
 	mu      sync.Mutex
@@ -72,15 +87,7 @@ func runFeeder(t *testing.T, sp *auditfeed.Spool, snd auditfeed.Sender, batch in
 }
 
 func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
-	sp, err := auditfeed.OpenSpool(t.TempDir(), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 5 {
-		if err := sp.Add(record(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sp := spoolOf(t, 5)
 	snd := &flaky{fail: 3}
 	reg, cancel, done := runFeeder(t, sp, snd, 2)
 	deadline := time.Now().Add(10 * time.Second)
@@ -148,6 +155,38 @@ func TestFeederPassesOverRecordsWithoutMessage(t *testing.T) {
 		gauge(t, reg, "dicom_ingest_audit_feed_records_dropped_total") != 0 {
 		t.Errorf("sent %d, counted %v sent and %v dropped; want the rejection's message alone", snd.sent(),
 			gauge(t, reg, "dicom_ingest_audit_feed_messages_sent_total"), gauge(t, reg, "dicom_ingest_audit_feed_records_dropped_total"))
+	}
+}
+
+// TestFeederFlush: a stop's last delivery sends what the outbox holds,
+// batch after batch, and leaves what it could not (a failing collector, a
+// stop cut short) in the outbox, counted, without retrying.
+func TestFeederFlush(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, tc := range []struct {
+		name       string
+		ctx        context.Context
+		fail       int
+		sent, left int
+		err        bool
+	}{
+		{name: "everything, in batches", ctx: context.Background(), sent: 5},
+		{name: "the collector fails", ctx: context.Background(), fail: 1, left: 5, err: true},
+		{name: "the stop is cut short", ctx: cancelled, left: 5, err: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sp := spoolOf(t, 5)
+			snd := &flaky{fail: tc.fail}
+			f := &auditfeed.Feeder{Outbox: sp, Sender: snd, Batch: 2}
+			left, err := f.Flush(tc.ctx)
+			if snd.sent() != tc.sent || left != tc.left || (err != nil) != tc.err {
+				t.Errorf("Flush sent %d, left %d, err %v; want %d sent, %d left, an error %v", snd.sent(), left, err, tc.sent, tc.left, tc.err)
+			}
+			if b, err := sp.Backlog(context.Background()); err != nil || b.Count != tc.left {
+				t.Errorf("spool backlog %d (%v), want %d", b.Count, err, tc.left)
+			}
+		})
 	}
 }
 
