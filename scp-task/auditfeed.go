@@ -100,11 +100,26 @@ func (f *auditFeed) feedHook() func(associationaudit.Record) {
 }
 
 // stop ends delivery; what is undelivered stays in the outbox for the
-// next start.
+// next start. It may be called again.
 func (f *auditFeed) stop() {
 	if f == nil {
 		return
 	}
 	f.cancel()
 	<-f.done
+}
+
+// finish ends delivery at a clean stop: it delivers what the outbox holds
+// until ctx ends (the stop's last records among it), then stops. What is
+// undelivered then stays in the outbox for the next start, and a line
+// says how many.
+func (f *auditFeed) finish(ctx context.Context) {
+	if f == nil {
+		return
+	}
+	f.stop()
+	left, err := f.feeder.Flush(ctx)
+	if left > 0 || err != nil {
+		f.log.Warn("audit records left undelivered at stop; they are delivered after restart", "undelivered", left, "err", err)
+	}
 }

@@ -306,7 +306,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	}
 	// The aborted associations end on their own goroutines: their last
 	// records (the C-STORE cut short, the abort) must be queued before the
-	// audit trail is flushed. Both share what is left of the stop timeout.
+	// audit trail is flushed. Both share what is left of the stop timeout,
+	// as what finishStop does with the records does after them.
 	flushCtx, cancelFlush := context.WithTimeout(context.Background(), exitGrace)
 	defer cancelFlush()
 	errs := []error{runErr}
@@ -321,8 +322,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	if err := audit.Close(flushCtx); err != nil {
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
-	// Before local mode closes the database the feed reads.
-	feed.stop()
+	finishStop(flushCtx, hurry, lm, feed)
 	stopCtx, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelStop()
 	if lm != nil {
@@ -343,10 +343,45 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	return errors.Join(errs...)
 }
 
+// finishStop has the stop's last records reach their readers before the
+// database closes: once the last audit record is written (the
+// application-stop), local mode's pipeline processes what it was handed,
+// that record among it (into the trail the portal shows and the feed
+// reads), then the audit feed delivers what its outbox holds. Both share
+// what is left of ctx, the exit's grace, the feed keeping feedShare of it
+// when the pipeline would use it all, and a second signal (hurry) cuts
+// both short; what either leaves is taken up at the next start, as after
+// a crash, and a line says how many. Without local mode and the feed
+// there is nothing to do.
+func finishStop(ctx, hurry context.Context, lm *local.Local, feed *auditFeed) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	cutShort := func() { cancel(errors.New("cut short by a second signal")) }
+	defer context.AfterFunc(hurry, cutShort)()
+	if hurry.Err() != nil {
+		cutShort() // at once: AfterFunc calls it on a goroutine of its own
+	}
+	if lm != nil {
+		drainCtx := ctx
+		if d, ok := ctx.Deadline(); ok && feed != nil {
+			var cancelDrain context.CancelFunc
+			drainCtx, cancelDrain = context.WithDeadline(ctx, d.Add(-feedShare))
+			defer cancelDrain()
+		}
+		lm.Drain(drainCtx)
+	}
+	feed.finish(ctx)
+}
+
+// feedShare is the part of the exit's grace the audit feed keeps from
+// local mode's pipeline at a stop (finishStop).
+const feedShare = 2 * time.Second
+
 // exitGrace bounds what follows the drain at exit: aborted associations
-// ending and the audit records being flushed. The stack leaves 10 s between
-// the drain timeout and the stop timeout's SIGKILL (infra/config's
-// DrainMarginSeconds, which must stay above it).
+// ending, the audit records being flushed, then local mode's pipeline
+// processing them and the audit feed delivering them (finishStop). The
+// stack leaves 10 s between the drain timeout and the stop timeout's
+// SIGKILL (infra/config's DrainMarginSeconds, which must stay above it).
 const exitGrace = 8 * time.Second
 
 // runDir is where the audit writer keeps its run marker, so that another

@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -119,32 +120,55 @@ func kinds(t *testing.T, msgs map[string]auditfeedtest.Received) map[string]int 
 	t.Helper()
 	out := map[string]int{}
 	for id, m := range msgs {
-		var doc struct {
-			Event struct {
-				EventID struct {
-					Code string `xml:"csd-code,attr"`
-				}
-				Types []struct {
-					Code string `xml:"csd-code,attr"`
-				} `xml:"EventTypeCode"`
-			} `xml:"EventIdentification"`
-		}
-		if err := xml.Unmarshal(m.XML, &doc); err != nil {
-			t.Fatalf("message %s: %v", id, err)
-		}
-		k := doc.Event.EventID.Code + "/"
+		eventID, types := codes(t, id, m)
+		k := eventID + "/"
 		if strings.HasPrefix(id, "instance:") {
 			out[k]++
 			continue
 		}
-		for _, c := range doc.Event.Types {
-			if strings.HasPrefix(c.Code, "association-") || c.Code == "store-failed" {
-				k += c.Code
+		for _, c := range types {
+			if strings.HasPrefix(c, "association-") || c == "store-failed" {
+				k += c
 			}
 		}
 		out[k]++
 	}
 	return out
+}
+
+// codes is message m's EventID and EventTypeCodes.
+func codes(t *testing.T, id string, m auditfeedtest.Received) (eventID string, types []string) {
+	t.Helper()
+	var doc struct {
+		Event struct {
+			EventID struct {
+				Code string `xml:"csd-code,attr"`
+			}
+			Types []struct {
+				Code string `xml:"csd-code,attr"`
+			} `xml:"EventTypeCode"`
+		} `xml:"EventIdentification"`
+	}
+	if err := xml.Unmarshal(m.XML, &doc); err != nil {
+		t.Fatalf("message %s: %v", id, err)
+	}
+	for _, c := range doc.Event.Types {
+		types = append(types, c.Code)
+	}
+	return doc.Event.EventID.Code, types
+}
+
+// applicationStops counts the Application Stop messages (110100 with
+// 110121) among msgs.
+func applicationStops(t *testing.T, msgs map[string]auditfeedtest.Received) int {
+	t.Helper()
+	n := 0
+	for id, m := range msgs {
+		if eventID, types := codes(t, id, m); eventID == "110100" && slices.Contains(types, "110121") {
+			n++
+		}
+	}
+	return n
 }
 
 func covers(got, want map[string]int) bool {
@@ -304,6 +328,34 @@ func TestFeedSurvivesCollectorOutage(t *testing.T) {
 			}
 			t.Logf("%d messages, %d duplicates", len(msgs), dups)
 			scp.WaitMetric(t, "dicom_ingest_audit_feed_backlog_records", 0, 30*time.Second)
+		})
+	}
+}
+
+// TestFeedDeliversTheStopBeforeExit: a clean stop (SIGTERM) delivers what
+// the feed has pending before the process exits, its Application Stop
+// last: the collector holds it with the process gone, not once it runs
+// again. The feed was stopped as soon as the stop record was written (and
+// in local mode before the pipeline had processed it), so the stop reached
+// the collector only at the next start.
+func TestFeedDeliversTheStopBeforeExit(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			rs := auditfeedtest.StartRsyslog(t, auditfeedtest.Options{PKI: pki})
+			scp := m.start(t, pki, rs.Addr)
+			transfer(t, scp, 2)
+			scp.Stop(t)
+			want := m.wanted(2)
+			msgs := rs.WaitFor(t, 30*time.Second, func(r []auditfeedtest.Received) bool {
+				got, _ := auditfeedtest.Unique(r)
+				return covers(kinds(t, got), want) && applicationStops(t, got) > 0
+			})
+			check(t, msgs)
+			got, _ := auditfeedtest.Unique(msgs)
+			if n := applicationStops(t, got); n != 1 {
+				t.Errorf("%d Application Stop messages, want 1", n)
+			}
 		})
 	}
 }

@@ -367,8 +367,22 @@ func (l *Local) Observer() dicomnet.Observer { return l.counters }
 // PortalAddr is the portal's listening address (host:port).
 func (l *Local) PortalAddr() string { return l.ln.Addr().String() }
 
+// Drain lets the pipeline process what it was handed until nothing is
+// pending or ctx ends: at a stop, once the SCP has written its last audit
+// record (its application-stop), so that the trail holds the stop before
+// the process ends and the next start has nothing to recover. What is
+// left stays handed off and is processed at the next start; a line says
+// how many.
+func (l *Local) Drain(ctx context.Context) {
+	if left := l.queue.drain(ctx); left > 0 {
+		l.log.Warn("pipeline work left pending at stop; it is processed at the next start", "pending", left, "err", context.Cause(ctx))
+	}
+}
+
 // Shutdown stops the portal, lets the worker finish the object in hand and
-// flushes what events it can, then closes the database.
+// flushes what events it can, then closes the database. What the pipeline
+// was handed and has not processed stays for the next start: Drain first
+// processes it.
 func (l *Local) Shutdown(ctx context.Context) error {
 	var err error
 	l.once.Do(func() {

@@ -60,6 +60,26 @@ func (q *workQueue) done(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.known, key)
+	if len(q.known) == 0 {
+		q.cond.Broadcast() // a drain waits for this
+	}
+}
+
+// drain waits until every key pushed is done (none queued, in a worker's
+// hands or waiting for a retry), the queue is closed or ctx ends, and
+// returns how many keys are left.
+func (q *workQueue) drain(ctx context.Context) int {
+	defer context.AfterFunc(ctx, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.cond.Broadcast()
+	})()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.known) > 0 && !q.closed && ctx.Err() == nil {
+		q.cond.Wait()
+	}
+	return len(q.known)
 }
 
 // retry puts key back at the end of the queue after d.
