@@ -68,6 +68,15 @@ func TestFailFast(t *testing.T) {
 	if err := os.WriteFile(aFile, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A data directory others may write in: one of them could have put
+	// a symlink where the log-name key or events.log goes.
+	openDir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(openDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(openDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		args    []string
@@ -96,6 +105,8 @@ func TestFailFast(t *testing.T) {
 		{name: "data directory that cannot be made, set by the environment", code: 1, args: append([]string{"--local"}, base...),
 			env:    map[string]string{"DATA_DIR": filepath.Join(aFile, "data")},
 			errHas: []string{"not a directory", "with DATA_DIR (or --data-dir)"}},
+		{name: "data directory others may write in", code: 1, args: append([]string{"--local", "--data-dir", openDir}, base...),
+			errHas: []string{"others than its owner may write in it (mode -rwxrwxrwx)", "chmod go-w it"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,6 +156,9 @@ func TestFailFast(t *testing.T) {
 				}
 			}
 		})
+	}
+	if ents, err := os.ReadDir(openDir); err != nil || len(ents) > 0 {
+		t.Errorf("the data directory others may write in: %v, holds %v, want nothing written", err, ents)
 	}
 }
 

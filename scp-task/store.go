@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
@@ -85,8 +85,8 @@ func logNames(cfg config.Config, getenv func(string) string, log *slog.Logger) (
 	case set:
 		return n, nil
 	case cfg.Local:
-		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-			return nil, dataDirError(cfg, fmt.Errorf("data dir: %w", err))
+		if err := local.PrepareDataDir(cfg.DataDir); err != nil {
+			return nil, dataDirError(cfg, err)
 		}
 		n, err := logname.LoadOrCreate(filepath.Join(cfg.DataDir, logname.KeyFile))
 		if errors.Is(err, fs.ErrPermission) {

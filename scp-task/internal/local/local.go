@@ -252,8 +252,8 @@ func (l *Local) AuditFeed() (*localstore.AuditFeed, error) {
 // the last run left unprocessed.
 func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err error) {
 	started := time.Now()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("local: data dir: %w", err)
+	if err := PrepareDataDir(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	lock, err := lockDataDir(cfg.DataDir, started)
 	if err != nil {

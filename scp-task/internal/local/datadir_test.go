@@ -1,0 +1,107 @@
+package local
+
+import (
+	"context"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPrepareDataDir: the data directory is private whatever state it is
+// found in. One created by hand (mkdir data: 0755, or 0777 with a lax
+// umask) was used as it was: with it writable by others, anyone could
+// put events.log there as a symlink into a file everybody reads, and
+// every event went there.
+func TestPrepareDataDir(t *testing.T) {
+	const nobody = 65534
+	tests := []struct {
+		name   string
+		mode   fs.FileMode // 0: the directory is not there
+		owner  int         // -1: this user
+		want   fs.FileMode
+		errHas string
+		root   bool // needs root (a directory of another user)
+	}{
+		{name: "created", want: 0o700, owner: -1},
+		{name: "private already", mode: 0o700, want: 0o700, owner: -1},
+		{name: "made by hand", mode: 0o755, want: 0o700, owner: -1},
+		{name: "others may write", mode: 0o777, want: 0o777, owner: -1, errHas: "others than its owner may write in it (mode -rwxrwxrwx)"},
+		{name: "group may write", mode: 0o770, want: 0o770, owner: -1, errHas: "others than its owner may write in it"},
+		{name: "sticky like /tmp", mode: 0o777 | fs.ModeSticky, want: 0o777, owner: -1, errHas: "others than its owner may write in it"},
+		{name: "another user's, others may write", mode: 0o777, owner: nobody, root: true, want: 0o777,
+			errHas: "others than its owner may write in it"},
+		{name: "another user's, its owner's alone to write", mode: 0o755, owner: nobody, root: true, want: 0o755},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.root && os.Geteuid() != 0 {
+				t.Skip("needs root to give the directory another owner")
+			}
+			dir := filepath.Join(t.TempDir(), "data")
+			if tt.mode != 0 {
+				if err := os.Mkdir(dir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Chmod(dir, tt.mode); err != nil {
+					t.Fatal(err)
+				}
+				if tt.owner >= 0 {
+					if err := os.Chown(dir, tt.owner, tt.owner); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			err := PrepareDataDir(dir)
+			switch {
+			case tt.errHas == "" && err != nil:
+				t.Fatalf("PrepareDataDir = %v", err)
+			case tt.errHas != "" && (err == nil || !strings.Contains(err.Error(), tt.errHas)):
+				t.Fatalf("PrepareDataDir = %v, want an error saying %q", err, tt.errHas)
+			}
+			st, err := os.Stat(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode().Perm() != tt.want {
+				t.Errorf("mode %v, want %v", st.Mode().Perm(), tt.want)
+			}
+		})
+	}
+}
+
+// TestStartOnADataDirOthersWrite: local mode refuses a data directory
+// others may write in, where one could have put events.log as a symlink
+// into a file everybody reads (every event was appended there), and
+// opens one made by hand (mkdir: 0755) as one it created.
+func TestStartOnADataDirOthersWrite(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	public := filepath.Join(t.TempDir(), "public.log")
+	if err := os.WriteFile(public, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(public, filepath.Join(dir, EventLogFile)); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := Start(context.Background(), testConfig(dir)); err == nil {
+		stop(t, l)
+		t.Fatal("Start on a data directory others may write in succeeded")
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, EventLogFile)); err != nil {
+		t.Fatal(err)
+	}
+	stop(t, startTest(t, dir))
+	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("data directory after Start: %v, mode %v, want 0700", err, st.Mode().Perm())
+	}
+}
