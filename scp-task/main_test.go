@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
@@ -70,13 +72,7 @@ func TestFailFast(t *testing.T) {
 	}
 	// A data directory others may write in: one of them could have put
 	// a symlink where the log-name key or events.log goes.
-	openDir := filepath.Join(t.TempDir(), "open")
-	if err := os.Mkdir(openDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(openDir, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	openDir := othersWrite(t)
 	tests := []struct {
 		name    string
 		args    []string
@@ -159,6 +155,42 @@ func TestFailFast(t *testing.T) {
 	}
 	if ents, err := os.ReadDir(openDir); err != nil || len(ents) > 0 {
 		t.Errorf("the data directory others may write in: %v, holds %v, want nothing written", err, ents)
+	}
+}
+
+// othersWrite is a new directory everybody may write in.
+func othersWrite(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "open")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestFileStoreOthersWrite: a file store's root that others may write in
+// is refused. Anyone could put incoming/ there as a symlink into a
+// directory of their own, and every object acknowledged was written there,
+// where they could delete it.
+func TestFileStoreOthersWrite(t *testing.T) {
+	root := othersWrite(t)
+	theirs := t.TempDir()
+	if err := os.Symlink(theirs, filepath.Join(root, "incoming")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Config{Store: "file://" + root}
+	s, err := openStore(context.Background(), cfg, slog.New(slog.DiscardHandler), nil, prometheus.NewRegistry())
+	if err == nil {
+		if c, ok := s.(io.Closer); ok {
+			t.Cleanup(func() { c.Close() })
+		}
+		t.Fatal("openStore on a root others may write in succeeded")
+	}
+	if !strings.Contains(err.Error(), "others than its owner may write in it (mode -rwxrwxrwx)") {
+		t.Errorf("openStore = %v, want it to say others may write in the root", err)
 	}
 }
 

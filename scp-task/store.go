@@ -26,6 +26,9 @@ import (
 func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *logname.Namer, reg prometheus.Registerer) (objectstore.Store, error) {
 	switch {
 	case strings.HasPrefix(cfg.Store, "file://"):
+		if err := local.RefuseOthersWrite(config.StoreDir(cfg.Store)); err != nil {
+			return nil, fmt.Errorf("open file store: %w", err)
+		}
 		s, err := filestore.New(config.StoreDir(cfg.Store), filestore.WithLogger(log), filestore.WithNames(names),
 			filestore.WithMinFreeBytes(uint64(max(cfg.MinFreeBytes, 0))))
 		if err != nil {
