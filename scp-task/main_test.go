@@ -171,26 +171,41 @@ func othersWrite(t *testing.T) string {
 	return dir
 }
 
-// TestFileStoreOthersWrite: a file store's root that others may write in
-// is refused. Anyone could put incoming/ there as a symlink into a
-// directory of their own, and every object acknowledged was written there,
-// where they could delete it.
-func TestFileStoreOthersWrite(t *testing.T) {
-	root := othersWrite(t)
-	theirs := t.TempDir()
-	if err := os.Symlink(theirs, filepath.Join(root, "incoming")); err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Config{Store: "file://" + root}
-	s, err := openStore(context.Background(), cfg, slog.New(slog.DiscardHandler), nil, prometheus.NewRegistry())
-	if err == nil {
-		if c, ok := s.(io.Closer); ok {
-			t.Cleanup(func() { c.Close() })
-		}
-		t.Fatal("openStore on a root others may write in succeeded")
-	}
-	if !strings.Contains(err.Error(), "others than its owner may write in it (mode -rwxrwxrwx)") {
-		t.Errorf("openStore = %v, want it to say others may write in the root", err)
+// TestStoreDirOthersWrite: a file store's root or a staging directory
+// that others may write in is refused. Anyone could put incoming/ there
+// as a symlink into a directory of their own, and every object
+// acknowledged was written there, where they could delete it.
+func TestStoreDirOthersWrite(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		cfg  func(dir string) config.Config
+	}{
+		{"file store", func(dir string) config.Config { return config.Config{Store: "file://" + dir} }},
+		{"staging directory", func(dir string) config.Config {
+			return config.Config{Store: "s3://bucket/prefix", StagingDir: dir, S3PathStyle: true}
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			// An S3 nobody answers on: no request may leave this machine.
+			for k, v := range map[string]string{"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_REGION": "us-east-1",
+				"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_EC2_METADATA_DISABLED": "true"} {
+				t.Setenv(k, v)
+			}
+			dir := othersWrite(t)
+			if err := os.Symlink(t.TempDir(), filepath.Join(dir, "incoming")); err != nil {
+				t.Fatal(err)
+			}
+			s, err := openStore(context.Background(), tt.cfg(dir), slog.New(slog.DiscardHandler), nil, prometheus.NewRegistry())
+			if err == nil {
+				if c, ok := s.(io.Closer); ok {
+					t.Cleanup(func() { c.Close() })
+				}
+				t.Fatal("openStore on a directory others may write in succeeded")
+			}
+			if !strings.Contains(err.Error(), "others than its owner may write in it (mode -rwxrwxrwx)") {
+				t.Errorf("openStore = %v, want it to say others may write in the directory", err)
+			}
+		})
 	}
 }
 

@@ -61,6 +61,9 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		}
 		// Acknowledge once staged (EFS), upload afterwards; see
 		// docs/design/staged-store.md for the trade-off.
+		if err := local.RefuseOthersWrite(cfg.StagingDir); err != nil {
+			return nil, fmt.Errorf("open the staging directory: %w", err)
+		}
 		staged, err := stagedstore.New(stagedstore.Options{
 			Dir: cfg.StagingDir, Uploader: s, MaxBacklogBytes: cfg.StagingMaxBacklog, MaxBacklogAge: cfg.StagingMaxAge, MinFreeBytes: cfg.MinFreeBytes,
 			Latencies: cfg.StagingLatency, Names: names, NamePrefix: prefix, Logger: log, Metrics: reg,
