@@ -13,8 +13,11 @@ import (
 // while a worker has it and while it waits for a retry, so no two workers
 // ever process the same key.
 type workQueue struct {
-	mu     sync.Mutex
-	cond   *sync.Cond
+	mu   sync.Mutex
+	cond *sync.Cond // the workers wait on it for a key (pop)
+	// idle is a drain's own condition: cond's Signal (push, retry) wakes
+	// one waiter, which must be a worker, never a drain.
+	idle   *sync.Cond
 	fifo   []string
 	known  map[string]bool
 	closed bool
@@ -22,7 +25,7 @@ type workQueue struct {
 
 func newWorkQueue() *workQueue {
 	q := &workQueue{known: map[string]bool{}}
-	q.cond = sync.NewCond(&q.mu)
+	q.cond, q.idle = sync.NewCond(&q.mu), sync.NewCond(&q.mu)
 	return q
 }
 
@@ -61,7 +64,7 @@ func (q *workQueue) done(key string) {
 	defer q.mu.Unlock()
 	delete(q.known, key)
 	if len(q.known) == 0 {
-		q.cond.Broadcast() // a drain waits for this
+		q.idle.Broadcast() // a drain waits for this
 	}
 }
 
@@ -72,12 +75,12 @@ func (q *workQueue) drain(ctx context.Context) int {
 	defer context.AfterFunc(ctx, func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
-		q.cond.Broadcast()
+		q.idle.Broadcast()
 	})()
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.known) > 0 && !q.closed && ctx.Err() == nil {
-		q.cond.Wait()
+		q.idle.Wait()
 	}
 	return len(q.known)
 }
@@ -102,4 +105,5 @@ func (q *workQueue) closeOnDone(ctx context.Context) {
 	q.closed = true
 	q.mu.Unlock()
 	q.cond.Broadcast()
+	q.idle.Broadcast()
 }

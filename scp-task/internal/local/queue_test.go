@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -59,4 +61,40 @@ func TestDrain(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDrainLeavesTheWorkersTheirWakeUps: a key a worker put back for a
+// retry (its hand-off moving to the queue, a failure) while a drain waits
+// is taken up by the worker, and the drain ends once it is done. The drain
+// waited on the workers' condition, whose retry (and push) wakes one
+// waiter, the longest waiting: the drain, which went back to waiting while
+// the worker slept on with the key queued, so such a stop waited out the
+// exit's grace and left the key for the next start.
+func TestDrainLeavesTheWorkersTheirWakeUps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := newWorkQueue()
+		q.push("audit/a")
+		k, _ := q.pop() // in a worker's hands
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		left := make(chan int, 1)
+		go func() { left <- q.drain(ctx) }()
+		synctest.Wait() // the drain waits
+		go func() {
+			q.retry(k, time.Millisecond) // as a worker does, then waits for a key
+			for {
+				k, ok := q.pop()
+				if !ok {
+					return
+				}
+				q.done(k)
+			}
+		}()
+		if n := <-left; n != 0 {
+			t.Errorf("the drain left %d keys a worker was waiting to take", n)
+		}
+		stopped, stop := context.WithCancel(context.Background())
+		stop()
+		q.closeOnDone(stopped) // the worker returns
+	})
 }
