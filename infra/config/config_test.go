@@ -561,18 +561,19 @@ func TestExplicitZero(t *testing.T) {
 
 // TestAllowlistSeparatorsInAETitles: the characters the SCP's allowlist
 // syntax reserves (SCP_CALLING_AES: `AE@CIDR|CIDR…[#NAME]`, comma-separated)
-// are refused in the calling AE titles it lists (a site's, a Client VPN
-// one), and , @ and # are taken in the SCP's own AE title, which no
-// allowlist holds; a | is refused there for the onboarding kit's README
-// tables. dicom.aeTitle refused all four for the allowlist's sake.
+// and the commitment peers' (`AE=host:port`) are refused in the calling AE
+// titles they list (a site's, a Client VPN one), and , @ # and = are taken
+// in the SCP's own AE title, which neither holds; a | is refused there for
+// the onboarding kit's README tables. dicom.aeTitle refused , @ | # for
+// the allowlist's sake.
 func TestAllowlistSeparatorsInAETitles(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		change func(c *Config, ae string)
 		field  string
-		taken  string // of , @ | #
+		taken  string // of , @ | # =
 	}{
-		{"own", func(c *Config, ae string) { c.Dicom.AETitle = ae }, "dicom.aeTitle", ",@#"},
+		{"own", func(c *Config, ae string) { c.Dicom.AETitle = ae }, "dicom.aeTitle", ",@#="},
 		{"site", func(c *Config, ae string) { c.Sites[0].CallingAETitle = ae }, "sites[0].callingAETitle", ""},
 		{"client vpn", func(c *Config, ae string) {
 			c.Vpn.ClientVpn = &ClientVpn{ClientCidr: "100.64.0.0/22",
@@ -581,7 +582,10 @@ func TestAllowlistSeparatorsInAETitles(t *testing.T) {
 				CallingAETitles:          []string{ae}}
 		}, "vpn.clientVpn.callingAETitles[0]", ""},
 	} {
-		for _, sep := range ",@|#" {
+		// A site's title with a = was taken, and its commitment peer
+		// (CT=1=10.1.2.3:104) read as the peer CT at the host 1=10.1.2.3:
+		// every report of the site went nowhere and was given up.
+		for _, sep := range ",@|#=" {
 			ae := "A" + string(sep) + "B"
 			t.Run(tc.name+"/"+ae, func(t *testing.T) {
 				c := valid()

@@ -483,9 +483,10 @@ func aeProblem(ae, reserved, why string) string {
 }
 
 // callingAEProblem is aeProblem for a calling AE title (a site's, a Client VPN one): SCP_CALLING_AES lists them in
-// `AE@CIDR|CIDR…[#NAME]` entries separated by commas, so the allowlist syntax reserves , @ | and #.
+// `AE@CIDR|CIDR…[#NAME]` entries separated by commas, so the allowlist syntax reserves , @ | and #, and a site's
+// with a PACS is in `AE=host:port` entries too (CommitmentPeers), which reserve =.
 func callingAEProblem(ae string) string {
-	return aeProblem(ae, ",@|#", "which the SCP's allowlist syntax reserves")
+	return aeProblem(ae, ",@|#=", "which the SCP's allowlist syntax, or its commitment peers', reserves")
 }
 
 // calledAEProblem is aeProblem for the SCP's own AE title (dicom.aeTitle). The allowlist syntax is no concern of
