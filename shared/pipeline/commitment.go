@@ -300,8 +300,10 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 			stored.AssociationID, stored.MessageID, stored.RequestKey = tx.AssociationID, tx.MessageID, key
 			// Reported on the older one already (its record or event still owed): again.
 			stored.ReportedAt = time.Time{}
-			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil && !errors.Is(err, ErrConditionFailed) {
-				return fmt.Errorf("pipeline: commitment: %w", err)
+			if _, err := p.Commitments.UpdateCommitment(ctx, stored); err != nil {
+				// Another write came first (a run reporting it, giving it up): delivered again, the request
+				// reads what that write left.
+				return retransmissionRaced(err)
 			}
 			return nil
 		}
@@ -315,10 +317,7 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 		}
 		tx.Version = stored.Version
 		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
-			if errors.Is(err, ErrConditionFailed) {
-				return fmt.Errorf("pipeline: commitment: retransmission raced another write: %w", err)
-			}
-			return fmt.Errorf("pipeline: commitment: %w", err)
+			return retransmissionRaced(err)
 		}
 	default:
 		tx.ID, tx.DuplicateOf = digest("commitment", req.TransactionUID, key), stored.ID
@@ -334,6 +333,16 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 	p.log().Info("storage commitment requested", "association", req.AssociationID, "message_id", req.MessageID,
 		"instances", len(req.Refs), "duplicate_transaction", tx.DuplicateOf != "")
 	return nil
+}
+
+// retransmissionRaced is the error of a retransmission's write of its transaction: the request fails, to be
+// delivered again (SQS, local mode's worker), also when another write came first (ErrConditionFailed), so that it
+// then reads what that write left.
+func retransmissionRaced(err error) error {
+	if errors.Is(err, ErrConditionFailed) {
+		return fmt.Errorf("pipeline: commitment: retransmission raced another write: %w", err)
+	}
+	return fmt.Errorf("pipeline: commitment: %w", err)
 }
 
 // auditGivenUp writes the audit record of a transaction given up (GivenUpAt) whose record may still be owed.

@@ -67,6 +67,16 @@ func (c *commitmentFixture) request(txn string, refs ...commitment.Ref) string {
 // put writes a request document as the SCP does and processes it.
 func (c *commitmentFixture) put(txn string, refs ...commitment.Ref) string {
 	c.t.Helper()
+	k := c.write(txn, refs...)
+	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
+		c.t.Fatal(err)
+	}
+	return k
+}
+
+// write writes a request document as the SCP does, on an association of its own, and returns its key.
+func (c *commitmentFixture) write(txn string, refs ...commitment.Ref) string {
+	c.t.Helper()
 	c.n++
 	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
 		PeerAddr: "10.1.2.3:4567", AssociationID: "abcd1234-" + fmt.Sprint(c.n), MessageID: 1, ReceivedAt: c.now}
@@ -76,9 +86,6 @@ func (c *commitmentFixture) put(txn string, refs ...commitment.Ref) string {
 	}
 	k := r.Key()
 	if err := c.f.Objects.Put(context.Background(), k, body, "application/json", nil); err != nil {
-		c.t.Fatal(err)
-	}
-	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
 		c.t.Fatal(err)
 	}
 	return k
@@ -733,5 +740,57 @@ func TestCommitmentRetransmittedAfterAGiveUp(t *testing.T) {
 				t.Errorf("%d Storage Commitment Completed events, the last %+v; want %d, the last delivered at the second attempt", len(done), cd, tt.wantCompleted)
 			}
 		})
+	}
+}
+
+// racingStore lets another write (race) come between a retransmission's read of its transaction and its write:
+// the first UpdateCommitment of the request at key runs race first.
+type racingStore struct {
+	pipeline.CommitmentStore
+	key  string
+	race func()
+}
+
+func (r *racingStore) UpdateCommitment(ctx context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, error) {
+	if race := r.race; race != nil && tx.RequestKey == r.key {
+		r.race = nil
+		race()
+	}
+	return r.CommitmentStore.UpdateCommitment(ctx, tx)
+}
+
+// TestCommitmentRetransmissionRacingAGiveUp: a retransmission arriving while a run gives the first request up
+// (the PACS's last attempt failing at the deadline) is taken up, not dropped: its write, after the run's, failed
+// its condition and was taken for done, so the request was not audited, not evaluated and never reported; it now
+// fails, for SQS (or local mode's worker) to deliver it again, and is then evaluated and reported as a
+// retransmission after a give-up is.
+func TestCommitmentRetransmissionRacingAGiveUp(t *testing.T) {
+	ctx := context.Background()
+	c, _ := nearTheDeadline(t)
+	c.now = c.now.Add(10 * time.Second) // the first request's last attempt is due
+	key := c.write(txnUID, ctRef(sop1)) // the PACS asks again, on a new association
+	c.p.Commitments = &racingStore{CommitmentStore: c.p.Commitments, key: key, race: func() {
+		if _, err := c.p.RunCommitments(ctx, c.now); err != nil { // the give-up
+			t.Errorf("the give-up's run: %v", err)
+		}
+	}}
+	for delivery := 1; ; delivery++ {
+		err := c.p.ProcessCommitmentRequest(ctx, key)
+		if err == nil {
+			break
+		}
+		if delivery == 2 {
+			t.Fatalf("delivered again: %v", err)
+		}
+	}
+	c.f.Reporter.Err = nil
+	c.at(time.Second)
+	reps := c.reports()
+	if len(reps) != 5 || reps[4].AssociationID != "abcd1234-2" {
+		t.Fatalf("%d reports (%+v), want 4 then the retransmission's, on its association", len(reps), reps)
+	}
+	if d := cmp.Diff([]string{"commitment-requested", "committed", "commitment-undeliverable", "commitment-requested", "committed",
+		"commitment-reported"}, c.outcomes()); d != "" {
+		t.Errorf("audit (-want +got):\n%s", d)
 	}
 }
