@@ -29,7 +29,8 @@ import (
 type Peers map[string]string
 
 // ParsePeers reads `AE=host:port[,AE=host:port…]` (--commitment-peers, COMMITMENT_PEERS). Spaces around
-// entries are not significant; an AE title may appear once.
+// entries are not significant; an AE title may appear once. An entry with a second = is refused: a title
+// holding one (CT=1) cannot be a peer, and no host name holds one.
 func ParsePeers(spec string) (Peers, error) {
 	p := Peers{}
 	for i, raw := range strings.Split(spec, ",") {
@@ -46,7 +47,7 @@ func ParsePeers(spec string) (Peers, error) {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %w", i+1, entry, err)
 		}
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" {
+		if err != nil || host == "" || strings.Contains(host, "=") {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not host:port", i+1, entry, addr)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {

@@ -39,7 +39,8 @@ func TestParsePeers(t *testing.T) {
 		t.Errorf("empty spec: %v, %v", p, err)
 	}
 	for _, bad := range []string{"PACS", "PACS=10.1.2.3", "=1.2.3.4:104", "WAY_TOO_LONG_AE_TITLE=h:1", "PACS=h:0", "PACS=h:70000",
-		"PACS=:104", "PACS=h:1,PACS=h:2", `BACK\SLASH=h:1`} {
+		"PACS=:104", "PACS=h:1,PACS=h:2", `BACK\SLASH=h:1`,
+		"CT=1=h:104"} { // the peer CT at the host 1=h, was taken: an AE title cannot hold the = that ends it
 		if _, err := commitreport.ParsePeers(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}

@@ -183,7 +183,7 @@ var settings = []Setting{
 	{"audit-syslog-key", "SCP_AUDIT_SYSLOG_KEY", "", "PEM file of the private key of --audit-syslog-cert"},
 	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
-	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]`; a request from an AE title not listed is refused (0124)"},
+	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]` (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
 	{"commitment-wait", "SCP_COMMITMENT_WAIT", "300s", "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
 	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", "1h", "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
 	{"commitment-quarantined-committed", "SCP_COMMITMENT_QUARANTINED_COMMITTED", "", "local mode, Storage Commitment: calling AE titles (comma-separated) whose quarantined instances count as committed; by default they fail (0110)"},
