@@ -266,8 +266,9 @@ type Poster interface {
 // log (JSON lines) and POSTed to each webhook until it answers 2xx or the
 // attempts run out. Delivery to webhooks is at least once; receivers dedupe
 // on the event id (also sent as the X-Event-Id header). X-Event-Seq is the
-// event's seq, from which a receiver that was down catches up on
-// /api/events?after=<seq>.
+// event's seq, with which a receiver that was down catches up on
+// /api/events?after=<seq>: from the last seq up to which it took every
+// event, as each event is retried on its own schedule, not in seq order.
 type Publisher struct {
 	DB      *DB
 	LogPath string // events.log; "" disables the log
