@@ -635,3 +635,50 @@ func TestPutTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestConflictCopyWhoseAnswerWasLost: a conflicting object's upload whose
+// conflict-key request S3 took but whose answer was lost, retried and
+// refused (412) by its own copy, stored the object: it is no duplicate,
+// or ingest answers it as already held and the audit writer writes a
+// duplicate record for the first storage of these bytes. The object's
+// own key had this check (isOurUpload); a single-part conflict key
+// reported Duplicate and SameTransfer.
+func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int64
+		op   string // the request whose answer is lost
+	}{
+		{"single", 3000, "PutObject"},
+		{"multipart", 2*partSize + 3000, "CompleteMultipartUpload"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, srv, f := flakyStore(t, succeedDeadline, func(*flaky) {})
+			obj := testObject("1.2.3.4.400")
+			key, _ := objectstore.Key(obj)
+			held := obj
+			held.AssociationID = "assoc-first"
+			if _, err := st.Put(context.Background(), held, bytes.NewReader(s3test.Bytes(41, tc.size))); err != nil {
+				t.Fatal(err)
+			}
+			f.mu.Lock()
+			f.loseN[tc.op] = 1
+			f.mu.Unlock()
+			data := s3test.Bytes(42, tc.size)
+			got, err := st.Put(context.Background(), obj, bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Conflict || got.Duplicate || got.SameTransfer || got.Key == key {
+				t.Errorf("Put = %+v; want stored under a conflict key, no duplicate", got)
+			}
+			if b := get(t, srv, prefix+got.Key); !bytes.Equal(b, data) {
+				t.Error("conflict key does not hold the object")
+			}
+			if f.count(tc.op) < 3 { // the first object's, the lost one, the retry
+				t.Errorf("%s called %d times: the lost answer was not retried", tc.op, f.count(tc.op))
+			}
+			assertClean(t, srv)
+		})
+	}
+}

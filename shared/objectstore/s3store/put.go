@@ -228,6 +228,14 @@ func (s *Store) putSingle(ctx context.Context, obj objectstore.Object, rel strin
 	if same == heldOther {
 		return st, fmt.Errorf("s3store: put %v: conflict key also holds a different object", s.name(st.Key))
 	}
+	if retried && same == heldThisTransfer {
+		// An attempt of this upload stored the copy and lost its answer,
+		// as isOurUpload tells for the object's own key: stored, not a
+		// duplicate (ingest would answer it as already held).
+		s.metrics.bytes.Add(float64(len(body)))
+		logConflict(log, st, retried)
+		return st, nil
+	}
 	st.Duplicate, st.SameTransfer = true, same == heldThisTransfer
 	logConflict(log, st, retried)
 	return st, nil
