@@ -37,6 +37,11 @@ type flaky struct {
 	calls   map[string]int
 	// beforeComplete runs once, before the first CompleteMultipartUpload.
 	beforeComplete func()
+	// abortGate, when set, holds every AbortMultipartUpload until it is
+	// closed or the call's context ends; abortsEnded counts the calls it
+	// let go.
+	abortGate   chan struct{}
+	abortsEnded int
 }
 
 func newFlaky(next s3store.Client) *flaky {
@@ -177,6 +182,18 @@ func (f *flaky) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMult
 func (f *flaky) AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, o ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error) {
 	if err := f.before("AbortMultipartUpload"); err != nil {
 		return nil, err
+	}
+	if f.abortGate != nil {
+		select {
+		case <-f.abortGate:
+		case <-ctx.Done():
+		}
+		f.mu.Lock()
+		f.abortsEnded++
+		f.mu.Unlock()
+		if ctx.Err() != nil {
+			return nil, &smithyhttp.RequestSendError{Err: ctx.Err()}
+		}
 	}
 	out, err := f.next.AbortMultipartUpload(ctx, in, o...)
 	return out, f.after("AbortMultipartUpload", err)
@@ -612,6 +629,7 @@ func TestPutTimeout(t *testing.T) {
 			if rerr := st.Ready(context.Background()); !errors.Is(rerr, objectstore.ErrUnavailable) {
 				t.Errorf("Ready after the put timeout = %v, want unavailable", rerr)
 			}
+			st.WaitAborts() // an unfinished upload is aborted behind the answer
 			assertClean(t, srv)
 			key, _ := objectstore.Key(obj)
 			if !tc.stored {
@@ -681,4 +699,38 @@ func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
 			assertClean(t, srv)
 		})
 	}
+}
+
+// TestPutTimeoutAnswersBeforeTheAbort: a multipart upload that the put
+// timeout ended is aborted, but the Put's answer, which the sender is
+// waiting for, does not wait for the abort: S3 failing the Complete fails
+// the Abort as well, and the abort, retried for up to a minute
+// (abortDeadline), held the A700 that long, far past the sender's 10 s.
+// The abort goes on behind the answer and leaves no upload.
+func TestPutTimeoutAnswersBeforeTheAbort(t *testing.T) {
+	srv := s3test.NewServer(t, bucket)
+	f := newFlaky(s3test.Client(srv.URL))
+	f.always["CompleteMultipartUpload"] = true
+	f.abortGate = make(chan struct{})
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
+		RetryDeadline: 10 * time.Second, AttemptTimeout: 10 * time.Second, PutTimeout: time.Second, ReadyTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = st.Put(context.Background(), testObject("1.2.3.4.5.33"), bytes.NewReader(s3test.Bytes(33, 2*partSize+3000)))
+	if !errors.Is(err, s3store.ErrPutTimeout) {
+		t.Fatalf("Put = %v, want the put timeout", err)
+	}
+	f.mu.Lock()
+	ended := f.abortsEnded
+	f.mu.Unlock()
+	if ended != 0 {
+		t.Errorf("the Put answered after %d abort attempts had ended: the abort held the answer", ended)
+	}
+	close(f.abortGate)
+	st.WaitAborts()
+	if f.count("AbortMultipartUpload") == 0 {
+		t.Error("the upload was not aborted")
+	}
+	assertClean(t, srv)
 }

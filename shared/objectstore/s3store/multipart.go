@@ -89,7 +89,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	completed := false
 	defer func() {
 		if !completed {
-			s.abort(ctx, full, uploadID, log, err)
+			s.abortUpload(ctx, full, uploadID, log, err)
 		}
 	}()
 
@@ -336,6 +336,36 @@ func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Obj
 	}
 	crc := aws.ToString(head.ChecksumCRC64NVME)
 	return aws.ToInt64(head.ContentLength) == size && (crc == "" || crc == crcB64) && s.fromTransfer(head.Metadata, obj), nil
+}
+
+// abortUpload aborts a Put's unfinished upload (abort) before the Put
+// answers, until its put timeout (Options.PutTimeout) passes: the sender
+// is then waiting for the answer, which an abort retried for up to
+// abortDeadline while S3 fails must not hold (S3 failing the Complete
+// fails the abort too), so the abort goes on behind it.
+func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog.Logger, cause error) {
+	if s.opts.PutTimeout <= 0 {
+		s.abort(ctx, key, uploadID, log, cause)
+		return
+	}
+	passed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		if errors.Is(context.Cause(ctx), errPutTimeout) {
+			close(passed)
+		}
+	})
+	defer stop()
+	done := make(chan struct{})
+	s.aborts.Add(1)
+	go func() {
+		defer s.aborts.Done()
+		defer close(done)
+		s.abort(ctx, key, uploadID, log, cause)
+	}()
+	select {
+	case <-done:
+	case <-passed:
+	}
 }
 
 // abort drops an unfinished upload so no part of it stays billable or

@@ -63,6 +63,9 @@ type Store struct {
 	// small images never touch (or, after a GC emptied the pool, allocate
 	// and zero) a part-sized buffer.
 	bufs [len(smallBufSizes) + 1]sync.Pool
+	// aborts counts the aborts going on behind a Put's answer
+	// (abortUpload).
+	aborts sync.WaitGroup
 
 	readyMu    sync.Mutex
 	readyUntil time.Time // the cached answer holds until then
