@@ -87,7 +87,8 @@ type Options struct {
 	AttemptTimeout time.Duration
 	// PutTimeout bounds what is left of a Put once its object's last byte
 	// has been read: every request still to make (a small object's whole
-	// PutObject, a large one's last part and CompleteMultipartUpload, the
+	// PutObject, a large one's last part, the rest of the part uploading
+	// then, and CompleteMultipartUpload: up to two parts to send; the
 	// looks at a key found taken), retries included, shares it, and the
 	// request in flight when it ends is cancelled. The Put then fails with
 	// objectstore.ErrUnavailable and counts as a failed write in Ready.
