@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -42,6 +43,9 @@ type flaky struct {
 	// let go.
 	abortGate   chan struct{}
 	abortsEnded int
+	// partsUploaded, when set, gets a value for every UploadPart S3 took
+	// while it has room.
+	partsUploaded chan struct{}
 }
 
 func newFlaky(next s3store.Client) *flaky {
@@ -157,6 +161,12 @@ func (f *flaky) UploadPart(ctx context.Context, in *s3.UploadPartInput, o ...fun
 		return nil, err
 	}
 	out, err := f.next.UploadPart(ctx, in, o...)
+	if err == nil && f.partsUploaded != nil {
+		select {
+		case f.partsUploaded <- struct{}{}:
+		default: // nobody waits for as many
+		}
+	}
 	return out, f.after("UploadPart", err)
 }
 func (f *flaky) CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
@@ -622,7 +632,7 @@ func TestPutTimeout(t *testing.T) {
 				t.Fatal(err)
 			}
 			obj := testObject("1.2.3.4.5.31")
-			_, err = st.Put(context.Background(), obj, bytes.NewReader(tc.data))
+			_, err = st.Put(context.Background(), obj, arriving(f, tc.data))
 			if !errors.Is(err, objectstore.ErrUnavailable) || !errors.Is(err, s3store.ErrPutTimeout) {
 				t.Fatalf("Put = %v, want the put timeout, unavailable", err)
 			}
@@ -646,7 +656,7 @@ func TestPutTimeout(t *testing.T) {
 			clear(f.holdN)
 			again := obj
 			again.AssociationID = "assoc-resend"
-			res, err := st.Put(context.Background(), again, bytes.NewReader(tc.data))
+			res, err := st.Put(context.Background(), again, arriving(f, tc.data))
 			if err != nil || !res.Duplicate || res.Conflict {
 				t.Fatalf("resend = %+v, %v; want a duplicate", res, err)
 			}
@@ -699,6 +709,33 @@ func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
 			assertClean(t, srv)
 		})
 	}
+}
+
+// arriving is data as TestPutTimeout's sender sends it: an object of more
+// than two parts ends once the first two are in S3 (f.partsUploaded), so
+// that the put timeout covers the last part and the Complete only,
+// however loaded the machine; the second part's upload, cut by it on a
+// slow machine, left no object where the case wanted one completed.
+func arriving(f *flaky, data []byte) io.Reader {
+	if len(data) <= 2*partSize {
+		return bytes.NewReader(data)
+	}
+	f.partsUploaded = make(chan struct{}, 2)
+	return io.MultiReader(bytes.NewReader(data[:2*partSize]), &afterParts{uploaded: f.partsUploaded, n: 2, r: bytes.NewReader(data[2*partSize:])})
+}
+
+// afterParts reads r once n parts were uploaded.
+type afterParts struct {
+	uploaded <-chan struct{}
+	n        int
+	r        io.Reader
+}
+
+func (a *afterParts) Read(p []byte) (int, error) {
+	for ; a.n > 0; a.n-- {
+		<-a.uploaded
+	}
+	return a.r.Read(p)
 }
 
 // TestPutTimeoutAnswersBeforeTheAbort: a multipart upload that the put
