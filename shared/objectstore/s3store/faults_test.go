@@ -2,6 +2,7 @@ package s3store_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -596,38 +597,47 @@ func TestReadyAKindOfWriteAnswersForItself(t *testing.T) {
 
 // TestPutTimeout: once the object's last byte is read, what is left of a
 // Put (every request, retries included) shares PutTimeout; past it the
-// Put fails with ErrUnavailable, the request in flight cancelled, and
-// Ready says so. Each request had its own RetryDeadline (20 s by
-// default), so a 503 storm answered the C-STORE A700 after 19-20 s, and
-// a multipart upload's last part and Complete after one deadline each:
-// Orthanc (DicomScuTimeout 10 s) had aborted the association long
-// before. A request S3 acted on before the timeout cut its answer leaves
-// the whole object, never part of one, and the sender's resend finds it
-// held; an unfinished upload is aborted.
+// Put fails with ErrUnavailable, the request in flight cancelled. Each
+// request had its own RetryDeadline (20 s by default), so a 503 storm
+// answered the C-STORE A700 after 19-20 s, and a multipart upload's last
+// part and Complete after one deadline each: Orthanc (DicomScuTimeout
+// 10 s) had aborted the association long before. A request S3 acted on
+// before the timeout cut its answer leaves the whole object, never part
+// of one, and the sender's resend finds it held; an unfinished upload is
+// aborted. Ready says the store does not take objects when S3 failed a
+// request (an error, an attempt past its own timeout), not when S3 was
+// only slower than the put timeout: that made every task unready while S3
+// took 3 s a request and stored every object, a large one's last requests
+// being three in a row.
 func TestPutTimeout(t *testing.T) {
 	single, multi := s3test.Bytes(31, 3000), s3test.Bytes(32, 2*partSize+3000)
 	for _, tc := range []struct {
-		name  string
-		data  []byte
-		setup func(*flaky)
+		name    string
+		data    []byte
+		attempt time.Duration // AttemptTimeout; 0: past the put timeout
+		setup   func(*flaky)
 		// stored: S3 holds the whole object after the failed Put (S3
 		// acted on the request whose answer the timeout cut).
 		stored bool
+		// ready: Ready after the Put (S3 failed no request)
+		ready bool
 	}{
-		{"single, 503 at every attempt", single, func(f *flaky) { f.always["PutObject"] = true }, false},
-		{"single, S3 stops answering", single, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false},
-		{"single, stored, its answer too late", single, func(f *flaky) { f.holdN["PutObject"] = 1000 }, true},
-		{"multipart, Complete 503 at every attempt", multi, func(f *flaky) { f.always["CompleteMultipartUpload"] = true }, false},
-		{"multipart, S3 stops answering Complete", multi, func(f *flaky) { f.stallN["CompleteMultipartUpload"] = 1000 }, false},
-		{"multipart, completed, its answer too late", multi, func(f *flaky) { f.holdN["CompleteMultipartUpload"] = 1000 }, true},
+		{"single, 503 at every attempt", single, 0, func(f *flaky) { f.always["PutObject"] = true }, false, false},
+		{"single, S3 stops answering, attempts time out", single, 300 * time.Millisecond, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false, false},
+		{"single, S3 slower than the put timeout", single, 0, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false, true},
+		{"single, stored, its answer too late", single, 0, func(f *flaky) { f.holdN["PutObject"] = 1000 }, true, true},
+		{"multipart, Complete 503 at every attempt", multi, 0, func(f *flaky) { f.always["CompleteMultipartUpload"] = true }, false, false},
+		{"multipart, Complete slower than the put timeout", multi, 0, func(f *flaky) { f.stallN["CompleteMultipartUpload"] = 1000 }, false, true},
+		{"multipart, completed, its answer too late", multi, 0, func(f *flaky) { f.holdN["CompleteMultipartUpload"] = 1000 }, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := s3test.NewServer(t, bucket)
 			f := newFlaky(s3test.Client(srv.URL))
 			tc.setup(f)
 			// Deadlines past the put timeout: only it ends the Put.
+			attempt := cmp.Or(tc.attempt, 10*time.Second)
 			st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
-				RetryDeadline: 10 * time.Second, AttemptTimeout: 10 * time.Second, PutTimeout: time.Second, ReadyTTL: time.Hour})
+				RetryDeadline: 10 * time.Second, AttemptTimeout: attempt, PutTimeout: time.Second, ReadyTTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -636,8 +646,8 @@ func TestPutTimeout(t *testing.T) {
 			if !errors.Is(err, objectstore.ErrUnavailable) || !errors.Is(err, s3store.ErrPutTimeout) {
 				t.Fatalf("Put = %v, want the put timeout, unavailable", err)
 			}
-			if rerr := st.Ready(context.Background()); !errors.Is(rerr, objectstore.ErrUnavailable) {
-				t.Errorf("Ready after the put timeout = %v, want unavailable", rerr)
+			if rerr := st.Ready(context.Background()); (rerr == nil) != tc.ready || (rerr != nil && !errors.Is(rerr, objectstore.ErrUnavailable)) {
+				t.Errorf("Ready after the put timeout = %v, want ready %v", rerr, tc.ready)
 			}
 			st.WaitAborts() // an unfinished upload is aborted behind the answer
 			assertClean(t, srv)

@@ -91,7 +91,8 @@ type Options struct {
 	// then, and CompleteMultipartUpload: up to two parts to send; the
 	// looks at a key found taken), retries included, shares it, and the
 	// request in flight when it ends is cancelled. The Put then fails with
-	// objectstore.ErrUnavailable and counts as a failed write in Ready.
+	// objectstore.ErrUnavailable, and counts as a failed write in Ready
+	// when S3 failed an attempt of the request it cut (see ended).
 	// The sender waits for the C-STORE's answer from about the moment that
 	// byte left it: each request's RetryDeadline alone let a 503 storm
 	// answer A700 after 19-20 s (several requests: more), when Orthanc,

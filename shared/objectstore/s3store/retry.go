@@ -34,6 +34,7 @@ const (
 func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline time.Duration, fn func(ctx context.Context) error) error {
 	start := time.Now()
 	backoff := firstBackoff
+	failed := false // an attempt failed by S3's answer or its own timeout
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, perAttempt)
 		err := fn(actx)
@@ -46,8 +47,9 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		err = s.opts.Names.Redact(err, key)
 		name := s.opts.Names.Key(key)
 		if ctx.Err() != nil {
-			return s.ended(ctx, op, key, err)
+			return s.ended(ctx, op, key, err, failed)
 		}
+		failed = true
 		if !attemptTimedOut && !transient(err) {
 			err = fmt.Errorf("s3store: %s %v: %w", op, name, err)
 			s.wrote(op, key, err)
@@ -66,7 +68,7 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return s.ended(ctx, op, key, err)
+			return s.ended(ctx, op, key, err, failed)
 		case <-t.C:
 		}
 		backoff = min(backoff*2, maxBackoff)
@@ -75,13 +77,17 @@ func (s *Store) do(ctx context.Context, op, key string, perAttempt, deadline tim
 
 // ended is do's error when ctx ended during op's attempts (last, the last
 // attempt's error, redacted): its cause, with last. A Put's timeout
-// (errPutTimeout) is S3 failing to take the write in time, a failed write
-// for Ready as exhausted retries are; a cancelled ctx (the association
-// gone) says nothing of S3.
-func (s *Store) ended(ctx context.Context, op, key string, last error) error {
+// (errPutTimeout) after S3 failed an attempt (failed: an error, or an
+// attempt past its own timeout) is a failed write for Ready, as exhausted
+// retries are; one that cut the first attempt while S3 was still on it,
+// or a cancelled ctx (the association gone), is the caller giving up and
+// says nothing of S3 but that it is slower than the caller waits: S3
+// taking 3 s a request and storing every object, a large one's three
+// last requests in a row ran past the 8 s, and each made the task unready.
+func (s *Store) ended(ctx context.Context, op, key string, last error, failed bool) error {
 	cause := context.Cause(ctx)
 	err := fmt.Errorf("s3store: %s %v: %w (%w)", op, s.opts.Names.Key(key), cause, last)
-	if errors.Is(cause, errPutTimeout) {
+	if failed && errors.Is(cause, errPutTimeout) {
 		s.wrote(op, key, err)
 	}
 	return err
