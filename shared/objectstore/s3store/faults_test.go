@@ -623,7 +623,7 @@ func TestPutTimeout(t *testing.T) {
 		ready bool
 	}{
 		{"single, 503 at every attempt", single, 0, func(f *flaky) { f.always["PutObject"] = true }, false, false},
-		{"single, S3 stops answering, attempts time out", single, 300 * time.Millisecond, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false, false},
+		{"single, S3 stops answering, attempts time out", single, 100 * time.Millisecond, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false, false},
 		{"single, S3 slower than the put timeout", single, 0, func(f *flaky) { f.stallN["PutObject"] = 1000 }, false, true},
 		{"single, stored, its answer too late", single, 0, func(f *flaky) { f.holdN["PutObject"] = 1000 }, true, true},
 		{"multipart, Complete 503 at every attempt", multi, 0, func(f *flaky) { f.always["CompleteMultipartUpload"] = true }, false, false},
