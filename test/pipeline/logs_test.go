@@ -196,7 +196,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	for _, want := range []struct{ src, msg string }{
 		{"scp-task", `"msg":"s3 request failed, retrying"`},
 		{"scp-task", `"msg":"store failed"`},
-		{"scp-task", `"msg":"multipart upload aborted"`},
+		{"scp-task", `"level":"WARN","msg":"multipart upload aborted"`}, // refused at completion, with its cause
 		{"scp-task", `"msg":"identical object already stored"`},
 		{"scp-task", `"msg":"different object already holds the key; storing under conflict key"`},
 		{"scp-task", `"msg":"not ready, association refused"`},
@@ -211,6 +211,10 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		if !strings.Contains(logs[want.src], want.msg) {
 			t.Errorf("%s logged no %s: the path went unchecked", want.src, want.msg)
 		}
+	}
+
+	if strings.Contains(logs["scp-task"], `"cause":null`) {
+		t.Error("scp-task logged a line whose cause is null: an expected outcome says its reason instead")
 	}
 
 	// One name per object: the SCP, validate, and validate with the key

@@ -89,6 +89,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	completed := false
 	defer func() {
 		if !completed {
+			// err is nil when the object was found held already.
 			s.abortUpload(ctx, full, uploadID, log, err)
 		}
 	}()
@@ -369,9 +370,17 @@ func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog
 }
 
 // abort drops an unfinished upload so no part of it stays billable or
-// visible. It runs even when ctx is cancelled (that is often why).
+// visible. It runs even when ctx is cancelled (that is often why). A nil
+// cause is the expected outcome of an upload whose object the key turned
+// out to hold already (an identical resend, the same C-STORE uploaded
+// again): logged at info level with that reason, where a failure's abort
+// is a warning naming its cause.
 func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logger, cause error) {
 	s.metrics.aborts.Inc()
+	why := slog.Any("cause", cause)
+	if cause == nil {
+		why = slog.String("reason", "the key already holds this object")
+	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
 	defer cancel()
 	err := s.do(actx, "AbortMultipartUpload", key, s.attemptTimeout(0), abortDeadline, func(ctx context.Context) error {
@@ -384,8 +393,12 @@ func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logge
 		return err
 	})
 	if err != nil {
-		log.Error("abort multipart upload failed; the bucket's lifecycle rule must clean it up", "err", err, "cause", cause)
+		log.Error("abort multipart upload failed; the bucket's lifecycle rule must clean it up", "err", err, why)
 		return
 	}
-	log.Warn("multipart upload aborted", "cause", cause)
+	if cause == nil {
+		log.Info("multipart upload aborted", why)
+		return
+	}
+	log.Warn("multipart upload aborted", why)
 }

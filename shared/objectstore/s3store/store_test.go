@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"regexp"
 	"strings"
 	"testing"
@@ -406,5 +408,65 @@ func TestMetrics(t *testing.T) {
 	// A second store on the same registry shares the collectors.
 	if _, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Metrics: reg}); err != nil {
 		t.Errorf("second store on one registry: %v", err)
+	}
+}
+
+// TestAbortSaysWhy: an upload dropped because the key already holds its
+// object (an identical resend, the same C-STORE uploaded again, its
+// conflict copy found) is the expected outcome and logged at info level
+// with the reason; one dropped for a failure is a warning naming its
+// cause. Every drop logged a warning, the duplicates with a null cause.
+func TestAbortSaysWhy(t *testing.T) {
+	var logs bytes.Buffer
+	st, _ := newStore(t, s3store.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	ctx := context.Background()
+	size := int64(partSize + 4096)
+	obj := testObject("1.2.840.98.1")
+	orig, other := s3test.Bytes(1, size), s3test.Bytes(2, size)
+	resend := obj
+	resend.AssociationID, resend.ReceivedAt = "resend", obj.ReceivedAt.Add(time.Second)
+	if _, err := st.Put(ctx, obj, bytes.NewReader(orig)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, obj, bytes.NewReader(other)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		obj    objectstore.Object
+		r      io.Reader
+		failed bool
+	}{
+		{"identical resend", resend, bytes.NewReader(orig), false},
+		{"the same C-STORE again", obj, bytes.NewReader(orig), false},
+		{"its conflict copy again", obj, bytes.NewReader(other), false},
+		{"the reader failing", testObject("1.2.840.98.2"), s3test.FailingReader(s3test.NewData(3, 3*partSize), 2*partSize+10), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Reset()
+			if _, err := st.Put(ctx, tc.obj, tc.r); (err != nil) != tc.failed {
+				t.Fatalf("put: %v, want failed %v", err, tc.failed)
+			}
+			var lines []map[string]any
+			for line := range strings.Lines(logs.String()) {
+				var l map[string]any
+				if err := json.Unmarshal([]byte(line), &l); err != nil {
+					t.Fatalf("%v: %s", err, line)
+				}
+				if l["msg"] == "multipart upload aborted" {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) != 1 {
+				t.Fatalf("%d lines of the abort, want 1:\n%s", len(lines), logs.String())
+			}
+			l := lines[0]
+			switch {
+			case tc.failed && (l["level"] != "WARN" || l["cause"] == nil || l["reason"] != nil):
+				t.Errorf("a failed upload's abort: %v, want a warning with its cause", l)
+			case !tc.failed && (l["level"] != "INFO" || l["reason"] != "the key already holds this object" || l["cause"] != nil):
+				t.Errorf("a duplicate's abort: %v, want an info line with its reason", l)
+			}
+		})
 	}
 }
