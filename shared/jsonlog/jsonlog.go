@@ -1,7 +1,8 @@
 // Package jsonlog builds the JSON logger every dicom-ingest command writes
 // with, so that one parser reads the logs of all of them: the SCP, the
-// Lambda functions and the tools. Durations are written as Go durations
-// ("1.5s", "250ms") rather than slog's nanosecond integers.
+// Lambda functions and the tools. Durations are written in human units
+// by the rule of shared/durations ("1m", "1.5s", "250ms") rather than
+// slog's nanosecond integers.
 package jsonlog
 
 import (
@@ -10,6 +11,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 )
 
 // EnvironmentKey is the attribute naming the deployment environment on
@@ -22,10 +25,10 @@ func New(w io.Writer, level slog.Leveler) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level, ReplaceAttr: humanDurations}))
 }
 
-// humanDurations writes duration attributes in Go's duration syntax.
+// humanDurations writes duration attributes as durations.Format does.
 func humanDurations(_ []string, a slog.Attr) slog.Attr {
 	if a.Value.Kind() == slog.KindDuration {
-		a.Value = slog.StringValue(a.Value.Duration().Round(time.Microsecond).String())
+		a.Value = slog.StringValue(durations.Format(a.Value.Duration().Round(time.Microsecond)))
 	}
 	return a
 }

@@ -533,8 +533,8 @@ func TestCommitmentReportedWhenAnnouncementFails(t *testing.T) {
 	}
 	var sd pipeline.StudyDetailEvent
 	if rec := c.events(pipeline.DetailTypeStudyReceived); len(rec) != 1 || json.Unmarshal(rec[0], &sd) != nil ||
-		sd.Completion != pipeline.CompletionQuietPeriod {
-		t.Errorf("Study Received %+v", sd)
+		sd.Completion != pipeline.CompletionQuietPeriod || sd.QuietPeriod != "1m" {
+		t.Errorf("Study Received %+v, want completed by the quiet period, 1m", sd)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 )
 
 // EventPatient is the patient data an event may carry, per PatientDataPolicy.
@@ -160,7 +161,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
 		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
-		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: quiet.String(),
+		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: durations.Format(quiet),
 		Completion: completion, Series: []EventSeries{},
 	}
 	full, err := p.Index.GetStudy(ctx, s.StudyInstanceUID)

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -151,6 +152,22 @@ func TestHelp(t *testing.T) {
 	for _, s := range Settings() {
 		if !strings.Contains(sb.String(), "-"+s.Flag) || !strings.Contains(sb.String(), s.Env) {
 			t.Errorf("help lacks %s / %s", s.Flag, s.Env)
+		}
+	}
+}
+
+// TestDurationDefaults: a duration's default, as --help and
+// configuration.md show it, is written as the logs, the events and the
+// portal write durations (shared/durations): --quiet-period's 60s was
+// 1m0s in the events and the log line of local mode's start.
+func TestDurationDefaults(t *testing.T) {
+	for _, s := range Settings() {
+		d, err := time.ParseDuration(s.Default)
+		if err != nil || s.Default == "0" {
+			continue
+		}
+		if want := durations.Format(d); s.Default != want {
+			t.Errorf("--%s's default %q, want %q", s.Flag, s.Default, want)
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -146,7 +147,7 @@ var funcs = template.FuncMap{
 		if d <= 0 {
 			return ""
 		}
-		return d.Round(time.Millisecond).String()
+		return durations.Format(d.Round(time.Millisecond))
 	},
 	"assocOutcomes": func() []string { return localstore.AssociationOutcomes },
 	"statuses":      func() []string { return localstore.Statuses },

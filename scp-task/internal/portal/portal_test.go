@@ -606,3 +606,23 @@ func TestAuditShowsUncleanStops(t *testing.T) {
 		{"/audit/records?outcome=application-stop", []string{"shutdown requested; 2 audit records of this run lost before its stop: seq 4, 6"}, nil},
 	})
 }
+
+// TestDurationsShown: the portal writes a duration as the logs, the events
+// and --help do (shared/durations): an association that lasted two
+// minutes read 2m0s beside a quiet period of 1m in the help.
+func TestDurationsShown(t *testing.T) {
+	dur := funcs["dur"].(func(time.Duration) string)
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, ""},
+		{1234567 * time.Microsecond, "1.235s"},
+		{2 * time.Minute, "2m"},
+		{time.Hour + 30*time.Second, "1h30s"},
+	} {
+		if got := dur(tt.d); got != tt.want {
+			t.Errorf("dur(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/awsmeter"
 )
@@ -82,9 +83,9 @@ func (b *bench) results(planned, sent int, elapsed time.Duration, studies map[st
 	o := b.o
 	r := &results{
 		Config: map[string]any{
-			"rate": o.rate, "duration": o.duration.String(), "associations": o.associations, "studySize": o.studySize,
+			"rate": o.rate, "duration": durations.Format(o.duration), "associations": o.associations, "studySize": o.studySize,
 			"seriesSize": o.seriesSz, "image": o.side, "concurrency": o.concurrency, "batchSize": o.batchSize,
-			"batchWindow": o.batchWindow.String(), "quietPeriod": o.quietPeriod.String(), "notifyEvery": o.notifyEvery.String(),
+			"batchWindow": durations.Format(o.batchWindow), "quietPeriod": durations.Format(o.quietPeriod), "notifyEvery": durations.Format(o.notifyEvery),
 			"s3WriteLatency": b.d.s3Write.Dist.String(), "s3ReadLatency": b.d.s3Read.Dist.String(),
 			"notificationLatency": b.d.notification.Dist.String(), "sqsLatency": b.d.sqs.Dist.String(),
 			"eventBridgeLatency": b.d.eventBridge.Dist.String(), "dynamodbLatency": b.d.dynamo.Dist.String(),

@@ -1,0 +1,35 @@
+package durations
+
+import (
+	"testing"
+	"time"
+)
+
+func TestFormat(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"},
+		{250 * time.Millisecond, "250ms"},
+		{1500 * time.Millisecond, "1.5s"},
+		{8 * time.Second, "8s"},
+		{time.Minute, "1m"},
+		{90 * time.Second, "1m30s"},
+		{5 * time.Minute, "5m"},
+		{2 * time.Hour, "2h"},
+		{time.Hour + 30*time.Second, "1h30s"},
+		{time.Hour + 90*time.Second, "1h1m30s"},
+		{time.Minute + 500*time.Millisecond, "1m0.5s"},
+		{-time.Minute, "-1m"},
+	} {
+		got := Format(tt.d)
+		if got != tt.want {
+			t.Errorf("Format(%d) = %q, want %q", tt.d, got, tt.want)
+		}
+		// What a person reads can be given back as a flag's value.
+		if back, err := time.ParseDuration(got); err != nil || back != tt.d {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", got, back, err, tt.d)
+		}
+	}
+}
