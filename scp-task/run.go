@@ -111,11 +111,9 @@ func listenAll(cfg config.Config) (listeners, error) {
 		return listeners{}, errors.Join(errs...)
 	}
 	// The HTTP servers take their connections from the descriptors the
-	// associations need: unbounded, idle ones took them all.
+	// associations need: unbounded, idle ones took them all. The portal's
+	// are bounded where its server is made (local.portalServer).
 	l.health = netutil.LimitListener(l.health, descriptors.HealthConnections)
-	if l.portal != nil {
-		l.portal = netutil.LimitListener(l.portal, descriptors.PortalConnections)
-	}
 	return l, nil
 }
 

@@ -14,9 +14,11 @@ const (
 	// connections, SQLite in local mode.
 	reserved = 128
 	// HealthConnections and PortalConnections bound the connections the health and metrics server and the local
-	// portal hold at once (netutil.LimitListener: past them Accept waits until one is closed, and new connections
-	// wait in the kernel's backlog, which holds no descriptor of ours): a load balancer's checks and a scraper, an
-	// operator's browser tabs. Together they take less than half of reserved.
+	// portal hold at once: a load balancer's checks and a scraper, an operator's browser tabs. The health server's
+	// listener is a netutil.LimitListener (past them Accept waits until one is closed, and new connections wait in
+	// the kernel's backlog, which holds no descriptor of ours); the portal's (local.portalServer) holds one more,
+	// accepted and waiting for a place, which the oldest connection not serving a request gives up. Together they
+	// take less than half of reserved.
 	HealthConnections = 8
 	PortalConnections = 48
 	// perAssociation is what one association may hold at once: its socket, the object's temporary file or the

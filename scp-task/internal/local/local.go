@@ -211,8 +211,8 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		Names:       cfg.Names,
 		Commitments: db.CommitmentStore(),
 	}
-	l.http = &http.Server{Handler: ps.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute,
-		ErrorLog: jsonlog.ServerErrors(log, "portal")}
+	l.http, ln = portalServer(ps.Handler(), ln)
+	l.http.ErrorLog = jsonlog.ServerErrors(log, "portal")
 	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {
 		log.Warn("portal is reachable beyond this machine and shows patient data", "listen", cfg.PortalListen)
 	}
