@@ -9,7 +9,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"net/url"
 	"os"
@@ -338,10 +337,11 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 }
 
 // privateFile creates the database file at path with mode 0600 before
-// SQLite opens it, and narrows one an older build left readable by others
-// (its write-ahead log and shared memory too): the databases hold patient
-// data. SQLite would create the file 0644 less the umask, and gives its
-// -wal and -shm files the database file's mode, so those follow.
+// SQLite opens it: the databases hold patient data. SQLite would create
+// the file 0644 less the umask, and gives its -wal and -shm files the
+// database file's mode, so those follow. A file an older build left
+// readable by others is narrowed by the data directory's rule, before
+// this (local.PrepareDataDir).
 func privateFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600)
 	if err != nil {
@@ -349,20 +349,6 @@ func privateFile(path string) error {
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("localstore: open %s: %w", path, err)
-	}
-	for _, p := range []string{path, path + "-wal", path + "-shm"} {
-		st, err := os.Stat(p)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("localstore: open %s: %w", path, err)
-		}
-		if perm := st.Mode().Perm(); perm&0o077 != 0 {
-			if err := os.Chmod(p, perm&0o700); err != nil {
-				return fmt.Errorf("localstore: open %s: keep it private: %w", path, err)
-			}
-		}
 	}
 	return nil
 }

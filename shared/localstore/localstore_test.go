@@ -182,69 +182,39 @@ func TestReopenKeepsData(t *testing.T) {
 }
 
 // TestFilesArePrivate: the databases hold patient data, so every file
-// Open leaves (both databases, their write-ahead logs and shared memory)
-// is mode 0600, also when an older build created them readable by others.
+// Open creates (both databases, their write-ahead logs and shared memory)
+// is mode 0600. Files an older build left readable by others are narrowed
+// by the data directory's rule (local's TestPrepareDataDirNarrowsItsFiles).
 func TestFilesArePrivate(t *testing.T) {
-	for _, tt := range []struct {
-		name     string
-		existing os.FileMode // files left by an older build; 0: none
-	}{
-		{"new databases", 0},
-		{"databases an older build left readable", 0o644},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			path := filepath.Join(dir, "ingest.db")
-			ctx := context.Background()
-			if tt.existing != 0 {
-				db, err := Open(ctx, path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := db.Close(); err != nil {
-					t.Fatal(err)
-				}
-				for _, p := range []string{path, QueuePath(path), path + "-shm", path + "-wal"} {
-					f, err := os.OpenFile(p, os.O_RDONLY|os.O_CREATE, 0o600) // the -wal and -shm a crash left
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := f.Close(); err != nil {
-						t.Fatal(err)
-					}
-					if err := os.Chmod(p, tt.existing); err != nil {
-						t.Fatal(err)
-					}
-				}
-			}
-			db, err := Open(ctx, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer db.Close()
-			if _, err := db.Handoff().Enqueue(ctx, "incoming/k.dcm", t0, nil); err != nil {
-				t.Fatal(err)
-			}
-			ents, err := os.ReadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := map[string]bool{"ingest.db": true, "ingest.db-wal": true, "ingest.db-shm": true,
-				"ingest-queue.db": true, "ingest-queue.db-wal": true, "ingest-queue.db-shm": true}
-			for _, e := range ents {
-				fi, err := e.Info()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fi.Mode().Perm() != 0o600 {
-					t.Errorf("%s: mode %v, want 0600", e.Name(), fi.Mode().Perm())
-				}
-				delete(want, e.Name())
-			}
-			for name := range want {
-				t.Errorf("%s: not created", name)
-			}
-		})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ingest.db")
+	ctx := context.Background()
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Handoff().Enqueue(ctx, "incoming/k.dcm", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"ingest.db": true, "ingest.db-wal": true, "ingest.db-shm": true,
+		"ingest-queue.db": true, "ingest-queue.db-wal": true, "ingest-queue.db-shm": true}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, want 0600", e.Name(), fi.Mode().Perm())
+		}
+		delete(want, e.Name())
+	}
+	for name := range want {
+		t.Errorf("%s: not created", name)
 	}
 }
 

@@ -5,14 +5,21 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // PrepareDataDir creates the data directory 0700, or makes one that is
 // there private: it holds patient data and the key that turns log names
 // back into UIDs. One that others than its owner may write in is refused
 // (RefuseOthersWrite); one of this user's that others may only read is
-// narrowed to its user. scp-task calls it before anything is written
-// there (the log-name key), and local mode when it opens the directory.
+// narrowed to its user, and so is every file of this user's in it that
+// others may read or write (the databases with their -wal and -shm, the
+// event log, the lock and its holder, the log-name key: each is created
+// 0600, but one an older build or a hand left wider kept its mode). The
+// objects are written 0600 in subdirectories only the data directory
+// leads to; they are not walked. scp-task calls it before anything is
+// written there (the log-name key), and local mode when it opens the
+// directory.
 func PrepareDataDir(dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("local: data dir: %w", err)
@@ -24,10 +31,36 @@ func PrepareDataDir(dir string) error {
 	if err := othersWrite(dir, st); err != nil {
 		return err
 	}
-	if perm := st.Mode().Perm(); perm&0o077 != 0 && ownedByUs(st) {
-		if err := os.Chmod(dir, perm&0o700); err != nil {
-			return fmt.Errorf("local: data dir: keep it private: %w", err)
+	if err := keepPrivate(dir, st); err != nil {
+		return fmt.Errorf("local: data dir: keep it private: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("local: data dir: %w", err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue // the objects' directories; a symlink is not followed
 		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = keepPrivate(filepath.Join(dir, e.Name()), fi)
+		}
+		if err != nil {
+			return fmt.Errorf("local: data dir: keep %s private: %w", e.Name(), err)
+		}
+	}
+	return nil
+}
+
+// keepPrivate narrows path, which fi describes, to its user when it is
+// this user's and others may read, write or search it.
+func keepPrivate(path string, fi fs.FileInfo) error {
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 && ownedByUs(fi) {
+		return os.Chmod(path, perm&0o700)
 	}
 	return nil
 }

@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // TestPrepareDataDir: the data directory is private whatever state it is
@@ -103,5 +106,57 @@ func TestStartOnADataDirOthersWrite(t *testing.T) {
 	stop(t, startTest(t, dir))
 	if st, err := os.Stat(dir); err != nil || st.Mode().Perm() != 0o700 {
 		t.Fatalf("data directory after Start: %v, mode %v, want 0700", err, st.Mode().Perm())
+	}
+}
+
+// TestPrepareDataDirNarrowsItsFiles: every file local mode writes in the
+// data directory is its user's alone, also one an older build or a hand
+// left readable by others: the databases were narrowed when opened, but
+// events.log, the holder and the log-name key kept the mode they were
+// found with (events.log 0644: every event, and with EVENT_PATIENT_DATA
+// the patients, readable by whoever could reach it).
+func TestPrepareDataDirNarrowsItsFiles(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]fs.FileMode{
+		EventLogFile: 0o644, DBFile: 0o644, DBFile + "-wal": 0o640, DBFile + "-shm": 0o644, localstore.QueuePath(DBFile): 0o604,
+		HolderFile: 0o644, LockFile: 0o644, logname.KeyFile: 0o640, "private already": 0o600, "read-only": 0o444,
+	}
+	want := map[string]fs.FileMode{"read-only": 0o400, "objects": 0o750}
+	for name, mode := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Objects are written 0600 in directories the data directory's mode
+	// keeps from others: the directories are left as they are.
+	if err := os.Mkdir(filepath.Join(dir, "objects"), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrepareDataDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, ok := want[e.Name()]
+		if !ok {
+			w = 0o600
+		}
+		if fi.Mode().Perm() != w {
+			t.Errorf("%s: mode %v, want %v", e.Name(), fi.Mode().Perm(), w)
+		}
 	}
 }
