@@ -562,10 +562,10 @@ func TestExplicitZero(t *testing.T) {
 // TestAllowlistSeparatorsInAETitles: the characters the SCP's allowlist
 // syntax reserves (SCP_CALLING_AES: `AE@CIDR|CIDR…[#NAME]`, comma-separated)
 // and the commitment peers' (`AE=host:port`) are refused in the calling AE
-// titles they list (a site's, a Client VPN one), and , @ # and = are taken
-// in the SCP's own AE title, which neither holds; a | is refused there for
-// the onboarding kit's README tables. dicom.aeTitle refused , @ | # for
-// the allowlist's sake.
+// titles they list (a site's, a Client VPN one), and all of them are taken
+// in the SCP's own AE title, which neither holds (the onboarding kit writes
+// any title: onboarding's TestKitWritesEveryAETitleValidationTakes).
+// dicom.aeTitle refused , @ | # for the allowlist's sake.
 func TestAllowlistSeparatorsInAETitles(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -573,7 +573,7 @@ func TestAllowlistSeparatorsInAETitles(t *testing.T) {
 		field  string
 		taken  string // of , @ | # =
 	}{
-		{"own", func(c *Config, ae string) { c.Dicom.AETitle = ae }, "dicom.aeTitle", ",@#="},
+		{"own", func(c *Config, ae string) { c.Dicom.AETitle = ae }, "dicom.aeTitle", ",@|#="},
 		{"site", func(c *Config, ae string) { c.Sites[0].CallingAETitle = ae }, "sites[0].callingAETitle", ""},
 		{"client vpn", func(c *Config, ae string) {
 			c.Vpn.ClientVpn = &ClientVpn{ClientCidr: "100.64.0.0/22",

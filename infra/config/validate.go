@@ -491,8 +491,8 @@ func callingAEProblem(ae string) string {
 
 // calledAEProblem is aeProblem for the SCP's own AE title (dicom.aeTitle). The allowlist syntax is no concern of
 // it: it reaches the SCP alone (SCP_AE_TITLE), as do the commitment function's AE_TITLE and the CalledAETitle
-// output, and the onboarding kit's commands quote it for the shell, so , @ and # are as good in it as in any AE
-// title. A | is not: the kit's README gives it in Markdown tables, whose cells a | ends even inside a code span.
+// output, and the onboarding kit writes any AE title, quoted for the shell in its commands and as a code span in its
+// README (a | escaped in its tables), so , @ # = and | are as good in it as in any AE title.
 func calledAEProblem(ae string) string {
-	return aeProblem(ae, "|", "which would end a cell of the onboarding kit's README tables that give it")
+	return aeProblem(ae, "", "")
 }

@@ -351,7 +351,8 @@ func (k *Kit) validate() []error {
 		bad("environment name %q: want letters, digits, '-', '_' or '.'", k.Env)
 	}
 	for _, ae := range []struct{ what, v string }{{"site AE title (LOCAL_AE)", k.LocalAE}, {"SCP AE title (REMOTE_AE, calledAeTitle)", k.RemoteAE}} {
-		if err := checkAETitle(ae.v); err != nil {
+		// The one AE title rule: the kit quotes any title for the shell (shq) and Markdown (code, cell).
+		if err := accesscontrol.CheckAETitle(ae.v); err != nil {
 			bad("%s %q: %v", ae.what, ae.v, err)
 		}
 	}
@@ -416,23 +417,6 @@ func (k *Kit) tlsPortText() string {
 		return "no dicom.tls"
 	}
 	return strconv.Itoa(k.TLS.Port)
-}
-
-// checkAETitle applies PS3.5's AE rules: 1-16 characters of the default
-// repertoire, no backslash or control characters, not all spaces.
-func checkAETitle(ae string) error {
-	if strings.TrimSpace(ae) == "" {
-		return errors.New("empty")
-	}
-	if len(ae) > 16 {
-		return fmt.Errorf("%d characters, at most 16", len(ae))
-	}
-	for _, r := range ae {
-		if r < 0x20 || r > 0x7e || r == '\\' || r == '"' || r == '\'' || r == '`' || r == '$' {
-			return fmt.Errorf("character %q not allowed", r)
-		}
-	}
-	return nil
 }
 
 func checkIPv4(s string) error {

@@ -30,6 +30,8 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"join":            strings.Join,
 	"sh":              shellJoin,
 	"shq":             shellQuote,
+	"code":            codeSpan,
+	"cell":            cellCodeSpan,
 	"mul":             func(a, b int) int { return a * b },
 	"secretsFile":     func() string { return SecretsFileName },
 	"conformanceFile": func() string { return ConformanceFileName },
@@ -130,4 +132,31 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// codeSpan writes s as a Markdown code span (CommonMark) whatever it holds: delimited by a run of backticks longer
+// than any in s, padded with a space on each side when s starts or ends with a backtick or a space (a code span
+// drops one of each). An AE title may hold a backtick, which would end a span of one.
+func codeSpan(s string) string {
+	longest, run := 0, 0
+	for _, r := range s {
+		if r == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	fence := strings.Repeat("`", longest+1)
+	if strings.HasPrefix(s, "`") || strings.HasSuffix(s, "`") || (strings.HasPrefix(s, " ") && strings.HasSuffix(s, " ")) {
+		s = " " + s + " "
+	}
+	return fence + s + fence
+}
+
+// cellCodeSpan is codeSpan for a cell of a Markdown table (GFM), where a | ends the cell even inside a code span
+// unless it is escaped, \|, which the table takes out before the span is read. codeSpan is not: outside a table
+// the backslash would show.
+func cellCodeSpan(s string) string {
+	return strings.ReplaceAll(codeSpan(s), "|", `\|`)
 }
