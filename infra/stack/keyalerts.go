@@ -70,11 +70,22 @@ func newKeyAlerts(scope constructs.Construct, env string, target *alarmTopicTarg
 		arns[i] = k.KeyArn()
 	}
 	field := func(path string) string { return *awsevents.EventField_FromPath(jsii.String(path)) }
-	message := fmt.Sprintf("dicom-ingest %s: %s on KMS key %s by %s (from %s) at %s. "+
+	// The caller: CloudTrail's userIdentity has an arn for an identity of
+	// IAM's (a user, an assumed role, the root) but none when an AWS service
+	// calls as itself (type AWSService), and invokedBy, the service's name,
+	// only when a service made the call, as itself or for a principal
+	// (CloudFormation with a deployer's role: arn and invokedBy both)
+	// ("CloudTrail userIdentity element", fields type, arn, invokedBy,
+	// https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-user-identity.html).
+	// EventBridge leaves a variable whose path the event lacks empty, so
+	// each is given with its name: "by  (from …)" named nobody for a
+	// service's call.
+	message := fmt.Sprintf("dicom-ingest %s: %s on KMS key %s at %s by the caller type=%s arn=%s invokedBy=%s from %s (CloudTrail's userIdentity: an AWS service's own call has no arn, a direct call no invokedBy). "+
 		"A key disabled or pending deletion fails every use at once (output KeyArn: the objects, tables, queues, logs and the bus; BackupKeyArn: backups and restores; BusDlqKeyArn: the bus's dead letters) until it is enabled again or its deletion cancelled; "+
 		"a new policy may have taken a service's use of it away. What to do: docs/operations/alarms.md, KeyDisabledOrPolicyChanged.",
-		env, field("$.detail.eventName"), field("$.detail.resources[0].ARN"), field("$.detail.userIdentity.arn"),
-		field("$.detail.sourceIPAddress"), field("$.detail.eventTime"))
+		env, field("$.detail.eventName"), field("$.detail.resources[0].ARN"), field("$.detail.eventTime"),
+		field("$.detail.userIdentity.type"), field("$.detail.userIdentity.arn"), field("$.detail.userIdentity.invokedBy"),
+		field("$.detail.sourceIPAddress"))
 	t := *target
 	t.input = awsevents.RuleTargetInput_FromText(jsii.String(message))
 	detail := map[string]any{

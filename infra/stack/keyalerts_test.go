@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -90,32 +91,47 @@ func TestKeyAlert(t *testing.T) {
 
 		// The message: each field from the CloudTrail record, rendered
 		// into one JSON string (SNS's message) with the environment and
-		// the runbook's row.
+		// the runbook's row, as EventBridge renders it: a variable whose
+		// path the record lacks is left empty. A call an AWS service made
+		// as itself has no userIdentity.arn, and the message read "by
+		// (from …)", naming nobody: it names the caller by what
+		// CloudTrail gives for each.
 		it, _ := tg["InputTransformer"].(map[string]any)
 		paths, _ := it["InputPathsMap"].(map[string]any)
 		tmpl, _ := it["InputTemplate"].(string)
-		vars := map[string]string{}
-		for name, p := range paths {
-			vars[p.(string)] = name
-		}
-		sample := tmpl
-		for _, p := range []string{"$.detail.eventName", "$.detail.resources[0].ARN", "$.detail.userIdentity.arn", "$.detail.sourceIPAddress", "$.detail.eventTime"} {
-			name, ok := vars[p]
-			if !ok || !strings.Contains(tmpl, "<"+name+">") {
-				t.Errorf("rule %s's message does not give %s (paths %s, template %s)", id, p, js(paths), tmpl)
+		for _, c := range []struct {
+			name     string
+			identity map[string]any
+			want     []string // in the message
+		}{
+			{"an IAM role", map[string]any{"type": "AssumedRole", "principalId": "AROAEXAMPLE:ops", "arn": "arn:aws:sts::111122223333:assumed-role/Ops/ops", "accountId": "111122223333"},
+				[]string{"type=AssumedRole arn=arn:aws:sts::111122223333:assumed-role/Ops/ops invokedBy= from 192.0.2.7"}},
+			{"an AWS service", map[string]any{"type": "AWSService", "invokedBy": "backup.amazonaws.com"},
+				[]string{"type=AWSService arn= invokedBy=backup.amazonaws.com from 192.0.2.7"}},
+			{"a role through a service", map[string]any{"type": "AssumedRole", "arn": "arn:aws:sts::111122223333:assumed-role/Deploy/cfn", "invokedBy": "cloudformation.amazonaws.com"},
+				[]string{"type=AssumedRole arn=arn:aws:sts::111122223333:assumed-role/Deploy/cfn invokedBy=cloudformation.amazonaws.com"}},
+		} {
+			event := map[string]any{"detail": map[string]any{
+				"eventName": "DisableKey", "eventTime": "2026-01-02T03:04:05Z", "sourceIPAddress": "192.0.2.7",
+				"resources":    []any{map[string]any{"ARN": "arn:aws:kms:eu-west-1:111122223333:key/k1", "type": "AWS::KMS::Key"}},
+				"userIdentity": c.identity,
+			}}
+			sample := tmpl
+			for name, p := range paths {
+				sample = strings.ReplaceAll(sample, "<"+name+">", jsonPathValue(event, p.(string)))
 			}
-			sample = strings.ReplaceAll(sample, "<"+name+">", "x")
-		}
-		var msg string
-		if err := json.Unmarshal([]byte(sample), &msg); err != nil {
-			t.Fatalf("rule %s's template %s is not a JSON string: %v", id, tmpl, err)
-		}
-		if rest := regexp.MustCompile(`<[^>]*>`).FindString(msg); rest != "" {
-			t.Errorf("rule %s's message has %s, a variable no path fills", id, rest)
-		}
-		for _, w := range []string{"dicom-ingest " + s.cfg.Name + ":", "docs/operations/alarms.md, KeyDisabledOrPolicyChanged"} {
-			if !strings.Contains(msg, w) {
-				t.Errorf("rule %s's message %q does not say %q", id, msg, w)
+			var msg string
+			if err := json.Unmarshal([]byte(sample), &msg); err != nil {
+				t.Fatalf("rule %s's template %s is not a JSON string: %v", id, tmpl, err)
+			}
+			if rest := regexp.MustCompile(`<[^>]*>`).FindString(msg); rest != "" {
+				t.Errorf("rule %s's message has %s, a variable no path fills", id, rest)
+			}
+			for _, w := range append([]string{"dicom-ingest " + s.cfg.Name + ":", "DisableKey on KMS key arn:aws:kms:eu-west-1:111122223333:key/k1 at 2026-01-02T03:04:05Z",
+				"docs/operations/alarms.md, KeyDisabledOrPolicyChanged"}, c.want...) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("rule %s's message for %s %q does not say %q", id, c.name, msg, w)
+				}
 			}
 		}
 
@@ -133,4 +149,31 @@ func TestKeyAlert(t *testing.T) {
 			t.Errorf("no alarm on rule %s's FailedInvocations", id)
 		}
 	})
+}
+
+// jsonPathValue is what EventBridge's input transformer puts for path
+// ($.a.b[0].c) in a text template: the string at it, or nothing when the
+// event has no such path.
+func jsonPathValue(event map[string]any, path string) string {
+	var v any = event
+	for _, part := range strings.Split(strings.TrimPrefix(path, "$."), ".") {
+		name, index, indexed := strings.Cut(strings.TrimSuffix(part, "]"), "[")
+		m, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		if v, ok = m[name]; !ok {
+			return ""
+		}
+		if indexed {
+			i, err := strconv.Atoi(index)
+			a, ok := v.([]any)
+			if err != nil || !ok || i >= len(a) {
+				return ""
+			}
+			v = a[i]
+		}
+	}
+	s, _ := v.(string)
+	return s
 }
