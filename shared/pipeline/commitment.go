@@ -53,6 +53,11 @@ const (
 	// maxEventFailures bounds the failures listed in a Storage Commitment Completed event (EventBridge's
 	// 256 KiB entry); the result document has them all.
 	maxEventFailures = 500
+	// maxEventStudies bounds the studies listed in a Storage Commitment Completed event, as maxEventFailures the
+	// failures: 1,000 of 64 characters and 500 failures of two such UIDs each come to some 180 KB, under EventBridge's
+	// 256 KiB entry (the event's studyCount and studiesTruncated say when there are more; the result document has
+	// them all). A request may name 50,000 instances, each of a study of its own.
+	maxEventStudies = 1000
 	// evaluateParallel bounds the instances looked up at once.
 	evaluateParallel = 8
 )
@@ -736,7 +741,8 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 }
 
 // finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done. Once the
-// run's events have stopped (a's rule) the event is left, the transaction still reporting, to the run after the lease.
+// run's events have stopped (a's rule) the event is left, the transaction still reporting, to the run after the lease;
+// an event the bus refuses on its own is not: the transaction is done without it, and the refusal returned with true.
 func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step commitmentStep, tx CommitmentTransaction, doc CommitmentResultDoc) (bool, error) {
 	if err := p.auditCommitment(ctx, step, tx, &doc); err != nil {
 		return false, err
@@ -746,13 +752,20 @@ func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step comm
 	}
 	err := p.publishCommitment(ctx, tx, doc)
 	a.published(err)
-	if err != nil {
+	var refused error
+	switch {
+	case errors.As(err, new(eventRefused)) && !errors.As(err, new(busError)):
+		// Refused for what it is, it would be refused again at every lease, the transaction reporting for ever:
+		// it finishes without its event, and the run fails with the refusal.
+		refused = fmt.Errorf("pipeline: commitment on association %s, message %d, finished without its event: %w",
+			tx.AssociationID, tx.MessageID, err)
+	case err != nil:
 		return false, err
 	}
 	if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}
-	return true, nil
+	return true, refused
 }
 
 // reportBackoff is the wait after the n-th failed delivery: 10 s doubling, at most 5 min.

@@ -794,3 +794,95 @@ func TestCommitmentRetransmissionRacingAGiveUp(t *testing.T) {
 		t.Errorf("audit (-want +got):\n%s", d)
 	}
 }
+
+// uid64 is a UID of 64 characters, the longest, under root: n makes it unique.
+func uid64(root string, n int) string { return fmt.Sprintf("%s1%0*d", root, 63-len(root), n) }
+
+// TestCommitmentCompletedBounded: a request committing instances of more studies than an event lists has a
+// Storage Commitment Completed that lists the first maxEventStudies (1000), counts them all (studyCount) and says
+// the list is cut (studiesTruncated), and stays under EventBridge's 256 KiB entry with 500 failures besides, every
+// UID as long as UIDs go: studies was unbounded, and some 3,900 studies made an event the bus refused.
+func TestCommitmentCompletedBounded(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.p.CommitmentWait = time.Second
+	const studies, missingRefs = 1001, 600
+	var refs []commitment.Ref
+	for i := range studies {
+		st, se, sop := uid64("1.2.826.0.1.3680043.10.9.2.", i), uid64("1.2.826.0.1.3680043.10.9.3.", i), uid64("1.2.826.0.1.3680043.10.9.4.", i)
+		in := ct(sop)
+		in.StudyUID, in.SeriesUID = st, se
+		k := "incoming/2026/01/15/" + st + "/" + se + "/" + sop + ".dcm"
+		add(c.f, k, in.Build(), sop)
+		if _, err := c.p.ProcessObject(context.Background(), k); err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ctRef(sop))
+	}
+	for i := range missingRefs { // never sent: 0112, of no known study, so no study is announced here
+		refs = append(refs, commitment.Ref{SOPClassUID: uid64("1.2.840.10008.5.1.4.1.1.", i), SOPInstanceUID: uid64("1.2.826.0.1.3680043.10.9.5.", i)})
+	}
+	c.request(txnUID, refs...)
+	c.at(time.Minute)
+	var done []pipeline.Event
+	for _, e := range c.f.Events.All() {
+		if e.DetailType == pipeline.DetailTypeCommitmentCompleted {
+			done = append(done, e)
+		}
+	}
+	if len(done) != 1 {
+		t.Fatalf("%d Storage Commitment Completed events, want 1", len(done))
+	}
+	var cd pipeline.CommitmentCompletedDetail
+	if err := json.Unmarshal(done[0].Detail, &cd); err != nil {
+		t.Fatal(err)
+	}
+	if len(cd.Studies) != 1000 || cd.StudyCount != studies || !cd.StudiesTruncated || len(cd.Failures) != 500 || cd.FailedCount != missingRefs {
+		t.Errorf("%d studies listed of %d, truncated %v, %d failures listed of %d; want 1000 of %d, truncated, 500 of %d",
+			len(cd.Studies), cd.StudyCount, cd.StudiesTruncated, len(cd.Failures), cd.FailedCount, studies, missingRefs)
+	}
+	// An entry's size as EventBridge counts it: Time (14), Source, DetailType, Detail, Resources.
+	size := 14 + len("dicom.ingest") + len(done[0].DetailType) + len(done[0].Detail)
+	for _, r := range done[0].Resources {
+		size += len(r)
+	}
+	if size >= 256<<10 {
+		t.Errorf("the event is %d bytes, over EventBridge's 256 KiB entry", size)
+	}
+	var detail any
+	if err := json.Unmarshal(done[0].Detail, &detail); err != nil {
+		t.Fatal(err)
+	}
+	if err := compileStrictSchemas(t)[pipeline.DetailTypeCommitmentCompleted].Validate(detail); err != nil {
+		t.Errorf("the event fails its schema: %v", err)
+	}
+}
+
+// TestCommitmentCompletedRefused: a transaction whose Storage Commitment Completed the bus refuses for what it is
+// (an entry over 256 KiB: ValidationException) is done without it, its run failing with the refusal: it stayed
+// reporting, the event tried again at every lease's end and refused again, for ever.
+func TestCommitmentCompletedRefused(t *testing.T) {
+	ctx := context.Background()
+	c := newCommitmentFixture(t)
+	c.f.Events.Refuse = func(e pipeline.Event) (string, bool) {
+		return "ValidationException", e.DetailType == pipeline.DetailTypeCommitmentCompleted
+	}
+	c.store(sop1)
+	c.put(txnUID, ctRef(sop1))
+	n, err := c.p.RunCommitments(ctx, c.now)
+	if n != 1 || err == nil || !strings.Contains(err.Error(), "finished without its event") || !strings.Contains(err.Error(), "ValidationException") {
+		t.Errorf("run: %d finished, err %v; want the transaction finished and the refusal", n, err)
+	}
+	if strings.Contains(fmt.Sprint(err), txnUID) {
+		t.Errorf("the run's error %q holds the transaction UID", err)
+	}
+	calls := c.f.Events.Calls
+	for _, d := range []time.Duration{3 * time.Minute, 10 * time.Minute} {
+		c.now = c.now.Add(d)
+		if n, err := c.p.RunCommitments(ctx, c.now); n != 0 || err != nil {
+			t.Errorf("a run %v later: %d finished, err %v; want nothing left to do", d, n, err)
+		}
+	}
+	if c.f.Events.Calls != calls || len(c.reports()) != 1 {
+		t.Errorf("%d more publish calls, %d reports; want none more and the one report", c.f.Events.Calls-calls, len(c.reports()))
+	}
+}

@@ -456,7 +456,7 @@ func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 				continue
 			}
 			if f.Refused {
-				refused = append(refused, fmt.Errorf("pipeline: publish: %s refused by the bus (%s): the event itself, not the bus", pending[f.Index].DetailType, f.Code))
+				refused = append(refused, eventRefused{detailType: pending[f.Index].DetailType, code: f.Code})
 				continue
 			}
 			next = append(next, pending[f.Index])
@@ -472,6 +472,13 @@ func (p *Pipeline) publish(ctx context.Context, events []Event) error {
 		err = errors.Join(err, busError{fmt.Errorf("pipeline: publish %d events: %w", len(pending), lastErr)})
 	}
 	return err
+}
+
+// eventRefused is an event the bus refused on its own (FailedEntry.Refused): it would be refused again.
+type eventRefused struct{ detailType, code string }
+
+func (e eventRefused) Error() string {
+	return fmt.Sprintf("pipeline: publish: %s refused by the bus (%s): the event itself, not the bus", e.detailType, e.code)
 }
 
 // busError is the event bus failing to take events (the call failing, or

@@ -281,9 +281,10 @@ func TestEventsMatchSchemas(t *testing.T) {
 // schema, so that an archived event replayed still validates, yet never
 // left out, so a consumer of today's events can count on them.
 var emittedAlways = map[string][]string{
-	pipeline.DetailTypeInstanceStored: {"patientMismatch"},
-	pipeline.DetailTypeStudyReceived:  {"patientMismatch", "completion"},
-	pipeline.DetailTypeStudyUpdated:   {"patientMismatch", "completion"},
+	pipeline.DetailTypeInstanceStored:      {"patientMismatch"},
+	pipeline.DetailTypeStudyReceived:       {"patientMismatch", "completion"},
+	pipeline.DetailTypeStudyUpdated:        {"patientMismatch", "completion"},
+	pipeline.DetailTypeCommitmentCompleted: {"studyCount", "studiesTruncated"},
 }
 
 // TestArchivedEventsMatchSchemas validates, against the published schemas,
