@@ -678,6 +678,9 @@ func (a *announcer) announce(ctx context.Context, s StudySummary, completion str
 	if err == nil {
 		return nil
 	}
+	// Named for the operator, by the log name of its key in the index, its Study Instance UID (never the UID:
+	// docs/operations/logging.md): the run's error was all NotifyDlqNotEmpty's reader had, with no study in it.
+	err = fmt.Errorf("pipeline: announce study %v: %w", a.p.Names.Key(s.StudyInstanceUID), err)
 	if derr := a.p.Index.DeferAnnouncement(ctx, s.StudyInstanceUID, a.now); derr != nil {
 		// It keeps its place and is tried first again.
 		err = errors.Join(err, fmt.Errorf("pipeline: defer announcement: %w", derr))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -167,6 +168,17 @@ func testRefusedEvents(t *testing.T, ix pipeline.IndexStore) {
 	}
 	if f.Events.Calls != refused+good {
 		t.Errorf("%d publish calls, want one a study: a refused event is not tried again", f.Events.Calls)
+	}
+	// The error names each refused study by the log name of its UID, never by the UID: it named none, and the
+	// operator NotifyDlqNotEmpty sends to the run's error had nothing to look for.
+	for s := 1; s <= refused+good; s++ {
+		uid := studyUID(s)
+		if named := strings.Contains(fmt.Sprint(err), p.Names.Name(uid)); named != (s <= refused) {
+			t.Errorf("study %d named %v in the run's error %q; want the refused ones named", s, named, err)
+		}
+		if strings.Contains(fmt.Sprint(err), uid) {
+			t.Errorf("the run's error %q holds study %d's UID", err, s)
+		}
 	}
 	for s := 1; s <= refused; s++ {
 		if d := getStudy(t, ix, studyUID(s)); !d.LastActivity.Equal(now) || d.AnnouncedVersion != 0 {
