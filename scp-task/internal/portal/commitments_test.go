@@ -155,6 +155,10 @@ func TestCommitmentReportShown(t *testing.T) {
 		{"given up, its record owed", pipeline.CommitmentTransaction{State: pipeline.CommitmentReporting, Attempts: 9, LastError: "connection refused", GivenUpAt: deadline},
 			`<span class="warn">given up 2026-11-26 11:00:00Z</span> after 9 attempts: connection refused`,
 			[]string{`"givenUpAt":"2026-11-26T11:00:00Z"`}, []string{`"reportedAt"`, `"association"`}},
+		// Written before givenUpAt existed: it read "9 attempts: connection refused; retried until" its deadline.
+		{"given up before givenUpAt", pipeline.CommitmentTransaction{State: pipeline.CommitmentUndeliverable, Attempts: 9, LastError: "connection refused"},
+			`<span class="warn">given up (time unknown)</span> after 9 attempts: connection refused</td>`,
+			[]string{`"state":"undeliverable"`}, []string{`"givenUpAt"`, `"reportedAt"`, `"association"`}},
 	}
 	for i, tt := range tests {
 		tx := tt.tx

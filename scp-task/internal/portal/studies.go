@@ -79,6 +79,13 @@ type Commitment struct {
 	Studies []string `json:"studies"`
 }
 
+// GivenUp reports whether delivery was given up: GivenUpAt is set, or the transaction is undeliverable, which one
+// written before GivenUpAt existed is without it (given up, when unknown): such a row read "retried until" its
+// deadline, long past, as if still tried.
+func (c Commitment) GivenUp() bool {
+	return !c.GivenUpAt.IsZero() || c.State == string(pipeline.CommitmentUndeliverable)
+}
+
 func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	c := Commitment{TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: string(tx.State),
 		Instances: tx.RefCount, Committed: tx.Committed, Failed: tx.Failed, WaitUntil: tx.WaitUntil, ReportedAt: tx.ReportedAt,
