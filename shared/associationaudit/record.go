@@ -69,22 +69,27 @@ var Events = []string{EventAccepted, EventRejected, EventReleased, EventAborted,
 // Record is one association event. It holds no patient data: AE titles,
 // addresses and UIDs only.
 type Record struct {
-	SchemaVersion  int       `json:"schemaVersion"`
-	Event          string    `json:"event"`
-	Time           time.Time `json:"time"`
-	AssociationID  string    `json:"associationId"`
-	CallingAE      string    `json:"callingAE"`
-	CalledAE       string    `json:"calledAE"`
-	PeerAddr       string    `json:"peerAddr"`
-	RejectResult   int       `json:"rejectResult,omitempty"`
-	RejectSource   int       `json:"rejectSource,omitempty"`
-	RejectReason   int       `json:"rejectReason,omitempty"`
-	AbortSource    *int      `json:"abortSource,omitempty"`
-	AbortReason    *int      `json:"abortReason,omitempty"`
-	Reason         string    `json:"reason,omitempty"`
-	Status         string    `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed and commitment-refused
-	SOPClassUID    string    `json:"sopClassUid,omitempty"`
-	SOPInstanceUID string    `json:"sopInstanceUid,omitempty"`
+	SchemaVersion int       `json:"schemaVersion"`
+	Event         string    `json:"event"`
+	Time          time.Time `json:"time"`
+	AssociationID string    `json:"associationId"`
+	CallingAE     string    `json:"callingAE"`
+	CalledAE      string    `json:"calledAE"`
+	// AETitle, on an association-rejected, is the SCP's own AE title:
+	// CalledAE is the title the peer called, which is not ours when it was
+	// refused for it (01 01 07), and empty when TLS refused it first.
+	// Absent from records written before it was recorded.
+	AETitle        string `json:"aeTitle,omitempty"`
+	PeerAddr       string `json:"peerAddr"`
+	RejectResult   int    `json:"rejectResult,omitempty"`
+	RejectSource   int    `json:"rejectSource,omitempty"`
+	RejectReason   int    `json:"rejectReason,omitempty"`
+	AbortSource    *int   `json:"abortSource,omitempty"`
+	AbortReason    *int   `json:"abortReason,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	Status         string `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed and commitment-refused
+	SOPClassUID    string `json:"sopClassUid,omitempty"`
+	SOPInstanceUID string `json:"sopInstanceUid,omitempty"`
 	// StudyInstanceUID and SeriesInstanceUID, on store-failed, are those
 	// the data set's header named, when it was read.
 	StudyInstanceUID  string `json:"studyInstanceUid,omitempty"`

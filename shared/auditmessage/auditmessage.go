@@ -368,16 +368,17 @@ func participantsOf(rec pipeline.AuditRecord) []activeParticipant {
 }
 
 // alertParticipants recasts an association's participants for a Security
-// Alert (A.5.3.11): the reporting process is our AE (the called AE, or the
-// audit source when the peer called none), named with role 110150
-// Application; the peer is a performing process, whose UserIsRequestor
-// "shall be FALSE", and has no role there. The trail's records keep the
-// peer as the requestor with role Source and our AE as Destination.
+// Alert (A.5.3.11): the reporting process is our AE (the record's
+// destination, or the audit source when it names none: the title a peer
+// called may not be ours), named with role 110150 Application; the peer is
+// a performing process, whose UserIsRequestor "shall be FALSE", and has no
+// role there. The trail's records keep the peer as the requestor with role
+// Source and our AE as Destination.
 func alertParticipants(rec pipeline.AuditRecord, ps []activeParticipant) []activeParticipant {
 	reporter := activeParticipant{UserID: sourceID(rec), Roles: []code{codeApplicationRole}}
 	var others []activeParticipant
 	for _, p := range ps {
-		if !p.UserIsRequestor && rec.CalledAE != "" && p.UserID == rec.CalledAE {
+		if !p.UserIsRequestor {
 			reporter.UserID, reporter.AlternativeUserID = p.UserID, p.AlternativeUserID
 			continue
 		}
@@ -540,8 +541,13 @@ func userAuthentication(rec pipeline.AuditRecord) (auditMessage, bool) {
 		user.AlternativeUserID = "AETITLES=" + rec.CallingAE
 	}
 	parts := []activeParticipant{user}
-	if rec.CalledAE != "" {
-		parts = append(parts, activeParticipant{UserID: rec.CalledAE, AlternativeUserID: "AETITLES=" + rec.CalledAE})
+	for _, p := range rec.Participants {
+		// Our AE, the record's destination: never the title a refused
+		// peer called, which need not be ours.
+		if !p.UserIsRequestor && p.UserID != "" {
+			parts = append(parts, activeParticipant{UserID: p.UserID, AlternativeUserID: p.AlternativeID})
+			break
+		}
 	}
 	return auditMessage{
 		Event: eventIdentification{

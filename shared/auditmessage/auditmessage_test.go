@@ -139,6 +139,22 @@ func associationRecords() map[string]pipeline.AuditRecord {
 			r.Event, r.CallingAE, r.RejectResult, r.RejectSource, r.RejectReason = associationaudit.EventRejected, "EVIL", 1, 1, 3
 			r.Reason = "calling AE title not recognized"
 		}),
+		// A peer that called another AE title than ours (01 01 07): the
+		// record names ours as the SCP's (AETitle), the title called as
+		// CalledAE.
+		"association-rejected-called-ae": with(16, func(r *associationaudit.Record) {
+			r.Event, r.CalledAE, r.AETitle, r.RejectResult, r.RejectSource, r.RejectReason = associationaudit.EventRejected, "WRONG_AE", "INGEST", 1, 1, 7
+			r.Reason = "dicomnet: association rejected: Rejected Permanent, Service User, Called AE Title Not Recognized (01 01 07)"
+		}),
+		"association-rejected-tls-called-ae": with(18, func(r *associationaudit.Record) {
+			r.Event, r.CalledAE, r.AETitle, r.RejectResult, r.RejectSource, r.RejectReason, r.TLS = associationaudit.EventRejected, "WRONG_AE", "INGEST", 1, 1, 7, tlsPeer
+			r.Reason = "dicomnet: association rejected: Rejected Permanent, Service User, Called AE Title Not Recognized (01 01 07)"
+		}),
+		// The same, written before records named our AE title.
+		"association-rejected-called-ae-legacy": with(17, func(r *associationaudit.Record) {
+			r.Event, r.CalledAE, r.RejectResult, r.RejectSource, r.RejectReason = associationaudit.EventRejected, "WRONG_AE", 1, 1, 7
+			r.Reason = "dicomnet: association rejected: Rejected Permanent, Service User, Called AE Title Not Recognized (01 01 07)"
+		}),
 		"association-rejected-unnamed": with(5, func(r *associationaudit.Record) {
 			r.Event, r.CallingAE, r.CalledAE, r.Reason = associationaudit.EventRejected, "", "", "dicomnet: not an A-ASSOCIATE-RQ"
 		}),
@@ -354,6 +370,9 @@ func TestRenderEvents(t *testing.T) {
 		{"association-aborted", nil},
 		{"association-rejected", []string{"110113"}},
 		{"association-rejected-unnamed", []string{"110113"}},
+		{"association-rejected-called-ae", []string{"110113"}},
+		{"association-rejected-called-ae-legacy", []string{"110113"}},
+		{"association-rejected-tls-called-ae", []string{"110113", "110114"}},
 		{"store-failed", nil},
 		{"commitment-refused", nil},
 		{"commitment-requested", nil},
@@ -458,6 +477,31 @@ func TestRenderEvents(t *testing.T) {
 		if len(m.Participants) != 2 || m.Participants[0].UserID != "INGEST" || m.Participants[0].Role.Code != "110150" ||
 			m.Participants[1].UserID != "EVIL" || m.Participants[1].UserIsRequestor || m.Participants[1].NetworkAccess != "10.1.2.3" {
 			t.Errorf("participants = %+v", m.Participants)
+		}
+	})
+	// A peer that called another AE title than ours: the alert was
+	// reported by an application of the title it called (Application
+	// role, UserID WRONG_AE), which is not ours and does not exist, and
+	// the failed login's system was that title too. The reporter is our AE
+	// (the audit source when the record does not name it); the title
+	// called is in the description.
+	t.Run("rejected for the called AE title: our AE reports, not the title called", func(t *testing.T) {
+		for name, reporter := range map[string]string{"association-rejected-called-ae": "INGEST", "association-rejected-called-ae-legacy": "dicom-ingest-test",
+			"association-rejected-tls-called-ae": "INGEST"} {
+			msgs, _ := auditmessage.Render(recs[name])
+			for _, raw := range msgs {
+				if strings.Contains(string(raw.XML), `UserID="WRONG_AE"`) || strings.Contains(string(raw.XML), "AETITLES=WRONG_AE") {
+					t.Errorf("%s: the title called is a participant: %s", name, raw.XML)
+				}
+			}
+			m := parse(t, msgs[0].XML)
+			if len(m.Participants) != 2 || m.Participants[0].UserID != reporter || m.Participants[0].Role.Code != "110150" ||
+				m.Participants[1].UserID != "MODALITY1" || m.Participants[1].UserIsRequestor {
+				t.Errorf("%s: participants = %+v", name, m.Participants)
+			}
+			if !strings.Contains(m.Event.OutcomeDescription, `called AE title "WRONG_AE"`) {
+				t.Errorf("%s: description %q does not name the title called", name, m.Event.OutcomeDescription)
+			}
 		}
 	})
 	t.Run("TLS identity: login message, certificate named everywhere", func(t *testing.T) {
@@ -611,8 +655,9 @@ func FuzzRender(f *testing.F) {
 
 type parsedMessage struct {
 	Event struct {
-		Outcome string `xml:"EventOutcomeIndicator,attr"`
-		EventID struct {
+		Outcome            string `xml:"EventOutcomeIndicator,attr"`
+		OutcomeDescription string `xml:"EventOutcomeDescription"`
+		EventID            struct {
 			Code string `xml:"csd-code,attr"`
 		}
 		TypeCodes []struct {

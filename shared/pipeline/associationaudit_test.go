@@ -71,3 +71,51 @@ func TestRunFactsInTheTrail(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalNamesOurAE: a refused association's record names the SCP's
+// own AE title as the destination, whatever title the peer called. A peer
+// that called another title (01 01 07) was recorded with that title as the
+// destination (role 110152), and the Security Alert sent of it named the
+// title called as the application reporting it: an auditor read that an
+// AE "WRONG_AE", which does not exist, refused the association. The title
+// called stays in calledAe and is said in the reason.
+func TestRefusalNamesOurAE(t *testing.T) {
+	const rj = "dicomnet: association rejected: Rejected Permanent, Service User, Called AE Title Not Recognized (01 01 07)"
+	tests := []struct {
+		name        string
+		rec         associationaudit.Record
+		destination string // "" for none
+		reason      string
+	}{
+		{"called another title", associationaudit.Record{CallingAE: "LOCAL_AE", CalledAE: "WRONG_AE", AETitle: "INGEST", RejectReason: 7, Reason: rj},
+			"INGEST", rj + `; called AE title "WRONG_AE", not ours`},
+		{"called another title, written before records named our AE", associationaudit.Record{CallingAE: "LOCAL_AE", CalledAE: "WRONG_AE", RejectReason: 7, Reason: rj},
+			"", rj + `; called AE title "WRONG_AE", not ours`},
+		{"unknown calling AE, our title called", associationaudit.Record{CallingAE: "EVIL", CalledAE: "INGEST", AETitle: "INGEST", RejectReason: 3, Reason: "x"},
+			"INGEST", "x"},
+		{"unknown calling AE, another title called", associationaudit.Record{CallingAE: "EVIL", CalledAE: "WRONG_AE", AETitle: "INGEST", RejectReason: 3, Reason: "x"},
+			"INGEST", `x; called AE title "WRONG_AE", not ours`},
+		{"unknown calling AE, written before records named our AE", associationaudit.Record{CallingAE: "EVIL", CalledAE: "INGEST", RejectReason: 3, Reason: "x"},
+			"INGEST", "x"},
+		{"TLS handshake refused: no title called", associationaudit.Record{AETitle: "INGEST", Reason: "TLS handshake failed: y"},
+			"INGEST", "TLS handshake failed: y"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.rec.Event, tt.rec.Time, tt.rec.AssociationID, tt.rec.PeerAddr, tt.rec.Seq = associationaudit.EventRejected, time.Unix(0, 0), "a1", "10.1.2.3:4000", 0
+			rec := pipeline.AssociationAuditRecord(tt.rec, "test")
+			var destination []string
+			for _, p := range rec.Participants {
+				if !p.UserIsRequestor {
+					destination = append(destination, p.UserID)
+				}
+			}
+			if want := slices.DeleteFunc([]string{tt.destination}, func(s string) bool { return s == "" }); !slices.Equal(destination, want) {
+				t.Errorf("destination participants %v, want %v", destination, want)
+			}
+			if rec.CalledAE != tt.rec.CalledAE || rec.Reason != tt.reason {
+				t.Errorf("calledAe %q, reason %q; want %q, %q", rec.CalledAE, rec.Reason, tt.rec.CalledAE, tt.reason)
+			}
+		})
+	}
+}

@@ -158,7 +158,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
 		SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
 		StudyInstanceUID: r.StudyInstanceUID, SeriesInstanceUID: r.SeriesInstanceUID,
-		Participants: participants(r.CallingAE, r.CalledAE, r.PeerAddr),
+		Participants: participants(r.CallingAE, ourAE(r), r.PeerAddr),
 		TLS:          r.TLS, StoredInstances: r.Instances, StoredBytes: r.Bytes,
 	}
 	switch r.Event {
@@ -175,6 +175,9 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		rec.EventTypeCodes = append([]CodedValue{codeNodeAuthentication}, rec.EventTypeCodes...)
 		if rec.Reason == "" {
 			rec.Reason = fmt.Sprintf("A-ASSOCIATE-RJ result %d source %d reason %d", r.RejectResult, r.RejectSource, r.RejectReason)
+		}
+		if r.CalledAE != "" && r.CalledAE != ourAE(r) {
+			rec.Reason += fmt.Sprintf("; called AE title %q, not ours", r.CalledAE)
 		}
 	case associationaudit.EventStoreFailed:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
@@ -228,6 +231,27 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		})
 	}
 	return rec
+}
+
+// rejectCalledAE is the A-ASSOCIATE-RJ reason "called-AE-title-not-
+// recognized" (PS3.8 9.3.4), result 1 source 1.
+const rejectCalledAE = 7
+
+// ourAE is the AE title an association record names as the SCP's, the
+// destination: the called AE, which an accepted association called; on a
+// refusal the SCP's own title (AETitle), since the peer may have called
+// another, and none when a refusal written before records named it was
+// refused for the title called (01 01 07).
+func ourAE(r associationaudit.Record) string {
+	switch {
+	case r.Event != associationaudit.EventRejected:
+		return r.CalledAE
+	case r.AETitle != "":
+		return r.AETitle
+	case r.RejectReason == rejectCalledAE:
+		return ""
+	}
+	return r.CalledAE
 }
 
 // runFacts marks an SCP start that found earlier runs stopped uncleanly,

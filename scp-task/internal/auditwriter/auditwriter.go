@@ -582,7 +582,13 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		// that only counts.
 		r.TLS = associationaudit.CertificatePeer(a.PeerCertificate(), a.PeerIdentity)
 	}
-	if r.Event != associationaudit.EventRejected { // a refusal is numbered when it is written on its own (refused)
+	if r.Event == associationaudit.EventRejected {
+		// The title called is the peer's claim (not ours on a 01 01 07,
+		// none when TLS refused it): the record names ours beside it.
+		w.mu.Lock()
+		r.AETitle = w.aeTitle
+		w.mu.Unlock()
+	} else { // a refusal is numbered when it is written on its own (refused)
 		r.Seq = w.seq.Add(1)
 	}
 	return r, true

@@ -442,3 +442,39 @@ func TestAcceptedRecordNamesRefusedContexts(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusalsNameOurAE: a refusal's record names the SCP's AE title
+// (AETitle) beside the title the peer called (CalledAE), which is not ours
+// when the peer called another (01 01 07) and empty when TLS refused it
+// first. Neither record named ours, so the trail took the title called for
+// the SCP's.
+func TestRefusalsNameOurAE(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{Implementation: "TEST 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Started("5eed", "REMOTE_AE")
+	at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+	peer := &net.TCPAddr{IP: net.IPv4(10, 9, 8, 7), Port: 4000}
+	w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventRejected, Time: at, Reject: dicomnet.RejectCalledAENotRecognized,
+		Association: &dicomnet.AssociationInfo{ID: "r1", CallingAE: "LOCAL_AE", CalledAE: "WRONG_AE", RemoteAddr: peer}})
+	w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventHandshakeFailed, Time: at.Add(time.Second),
+		Association: &dicomnet.AssociationInfo{ID: "r2", RemoteAddr: peer}, Err: errors.New("remote error: tls: bad certificate")})
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	called := map[string]string{}
+	for _, r := range store.got {
+		if r.Event != associationaudit.EventRejected {
+			continue
+		}
+		called[r.AssociationID] = r.CalledAE
+		if r.AETitle != "REMOTE_AE" {
+			t.Errorf("%s: aeTitle %q, want REMOTE_AE", r.AssociationID, r.AETitle)
+		}
+	}
+	if len(called) != 2 || called["r1"] != "WRONG_AE" || called["r2"] != "" {
+		t.Errorf("refusals' called AE titles %v", called)
+	}
+}
