@@ -504,6 +504,25 @@ func TestRenderEvents(t *testing.T) {
 			}
 		}
 	})
+	// A.5.3.7's EventActionCode: C "if the receiver did not hold copies
+	// of the instances transferred", R "if the receiver already holds
+	// copies of the SOP Instances transferred, and has determined that no
+	// changes are needed to the copies held". An identical resend is the
+	// latter (nothing new stored); it was sent and kept as C, a creation.
+	t.Run("identical resend: action R, the copy held unchanged", func(t *testing.T) {
+		for name, want := range map[string]string{"instance-duplicate": "R", "instance-duplicate-no-patient": "R", "duplicate": "R",
+			"instance-stored": "C", "instance-conflict": "C", "instance-rejected": "C"} {
+			if got := recs[name].EventActionCode; got != want {
+				t.Errorf("%s: EventActionCode %q in the trail, want %q", name, got, want)
+			}
+			msgs, _ := auditmessage.Render(recs[name])
+			if len(msgs) > 0 {
+				if got := parse(t, msgs[0].XML).Event.ActionCode; got != want {
+					t.Errorf("%s: EventActionCode %q sent, want %q", name, got, want)
+				}
+			}
+		}
+	})
 	t.Run("TLS identity: login message, certificate named everywhere", func(t *testing.T) {
 		msgs, _ := auditmessage.Render(recs["association-accepted-tls"])
 		if msgs[0].ID != recs["association-accepted-tls"].ID+auditmessage.UserAuthenticationSuffix {
@@ -656,6 +675,7 @@ func FuzzRender(f *testing.F) {
 type parsedMessage struct {
 	Event struct {
 		Outcome            string `xml:"EventOutcomeIndicator,attr"`
+		ActionCode         string `xml:"EventActionCode,attr"`
 		OutcomeDescription string `xml:"EventOutcomeDescription"`
 		EventID            struct {
 			Code string `xml:"csd-code,attr"`

@@ -109,8 +109,7 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 	case OutcomeDuplicate:
 		// The caller names the transfer in the id: each resend has a
 		// record of its own, a redelivery of one none.
-		rec.EventOutcome = outcomeSuccess
-		rec.EventTypeCodes = []CodedValue{codeIdenticalResend}
+		identicalResend(&rec)
 	case OutcomeRejected:
 		rec.ID = "rejected:" + in.info.Key + ":" + tx.SHA256
 		rec.EventOutcome = outcomeMinorFailure
@@ -188,8 +187,8 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		// The resend as the SCP alone knows it: the pipeline's record of
 		// it (resentAudit) adds the study and the patient from the
 		// object held.
-		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSuccess
-		rec.EventTypeCodes = []CodedValue{codeIdenticalResend}
+		rec.EventID = codeInstancesTransferred
+		identicalResend(&rec)
 		rec.Reason = resentReason
 	case associationaudit.EventApplicationStart, associationaudit.EventApplicationStop:
 		// A.5.3.1: the application started or stopped is the one
@@ -336,6 +335,16 @@ const (
 	OutcomeDuplicate = associationaudit.EventDuplicate
 	OutcomeRejected  = "rejected"
 )
+
+// identicalResend marks rec as the transfer of an instance already held
+// with the same content: a success, action R, which A.5.3.7 gives a
+// receiver that "already holds copies of the SOP Instances transferred,
+// and has determined that no changes are needed to the copies held" (C is
+// for instances it did not hold), with our type code.
+func identicalResend(rec *AuditRecord) {
+	rec.EventActionCode, rec.EventOutcome = "R", outcomeSuccess
+	rec.EventTypeCodes = []CodedValue{codeIdenticalResend}
+}
 
 // codeIdenticalResend marks an instance's record as a resend of content
 // already held (OutcomeDuplicate).

@@ -983,7 +983,7 @@ func TestProcessAuditRecord(t *testing.T) {
 		}
 		got := recs[0]
 		if got.ID != "assoc:assoc7:3:duplicate" || got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" ||
-			got.EventActionCode != "C" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
+			got.EventActionCode != "R" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
 			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
 			got.SHA256 != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
 			t.Errorf("record = %+v", got)
