@@ -427,11 +427,15 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 	case commitmentReported:
 		rec.ID, rec.Outcome, rec.EventOutcome = id+":reported", OutcomeCommitmentReported, outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-reported", "Storage Commitment result delivered")}
-		rec.Reason = fmt.Sprintf("N-EVENT-REPORT answered 0000 after %d attempts (same association: %v)", tx.Attempts, tx.SameAssociation)
+		on := "a new association to the requesting AE"
+		if tx.SameAssociation {
+			on = "the request's own association"
+		}
+		rec.Reason = fmt.Sprintf("N-EVENT-REPORT answered 0000 on %s, after %s", on, attempts(tx.Attempts))
 	case commitmentUndeliverable:
 		rec.ID, rec.Outcome, rec.EventOutcome = id+":undeliverable", OutcomeCommitmentUndeliverable, outcomeSerious
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-undeliverable", "Storage Commitment result not delivered")}
-		rec.Reason = fmt.Sprintf("N-EVENT-REPORT not delivered after %d attempts", tx.Attempts)
+		rec.Reason = "N-EVENT-REPORT not delivered after " + attempts(tx.Attempts)
 	}
 	if doc != nil {
 		for _, s := range doc.Studies {
@@ -449,7 +453,16 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 	return nil
 }
 
-// failureSummary counts failures by reason: "0112×3, 0110×1".
+// attempts says n attempts in words.
+func attempts(n int) string {
+	if n == 1 {
+		return "1 attempt"
+	}
+	return fmt.Sprintf("%d attempts", n)
+}
+
+// failureSummary counts failures by reason, named as events name them:
+// "0110 processing-failure ×1, 0112 no-such-object-instance ×3".
 func failureSummary(fs []commitment.Failure) string {
 	counts := map[uint16]int{}
 	for _, f := range fs {
@@ -458,7 +471,7 @@ func failureSummary(fs []commitment.Failure) string {
 	reasons := slices.Sorted(maps.Keys(counts))
 	parts := make([]string, len(reasons))
 	for i, r := range reasons {
-		parts[i] = fmt.Sprintf("%04X×%d", r, counts[r])
+		parts[i] = fmt.Sprintf("%04X %s ×%d", r, failureReasonName(r), counts[r])
 	}
 	return strings.Join(parts, ", ")
 }

@@ -886,3 +886,27 @@ func TestCommitmentCompletedRefused(t *testing.T) {
 		t.Errorf("%d more publish calls, %d reports; want none more and the one report", c.f.Events.Calls-calls, len(c.reports()))
 	}
 }
+
+// TestCommitmentRecordsInWords: a transaction's records say what happened
+// in words an auditor reads without the standard at hand: the failures by
+// their Failure Reason's name beside its code, the delivery by the
+// association it took. They said "failures 0112×1" and "N-EVENT-REPORT
+// answered 0000 after 1 attempts (same association: false)".
+func TestCommitmentRecordsInWords(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	c.request(txnUID, ctRef(sop1), ctRef("1.2.826.0.1.3680043.10.1.1.9"))
+	c.at(pipeline.DefaultCommitmentWait + time.Second)
+	reasons := map[string]string{}
+	for _, r := range c.f.Audit.All() {
+		reasons[r.Outcome] = r.Reason
+	}
+	for outcome, want := range map[string]string{
+		pipeline.OutcomeCommitmentFailures: "1 of 2 instances committed; failures 0112 no-such-object-instance ×1",
+		pipeline.OutcomeCommitmentReported: "N-EVENT-REPORT answered 0000 on a new association to the requesting AE, after 1 attempt",
+	} {
+		if reasons[outcome] != want {
+			t.Errorf("%s: reason %q, want %q", outcome, reasons[outcome], want)
+		}
+	}
+}
