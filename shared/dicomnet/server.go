@@ -369,7 +369,8 @@ func (s *Server) serve(l net.Listener, tlsConfig *tls.Config) error {
 				// make room, so try again at once.
 				continue
 			}
-			// Anything else (EMFILE, ECONNABORTED, timeouts) is treated as transient, as net/http does.
+			// Anything else (EMFILE with no connection to shed, ECONNABORTED, timeouts) is treated as
+			// transient, as net/http does.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			s.logger().Warn("dicomnet: accept failed; retrying", "err", err, "delay", delay)
 			select {
@@ -379,7 +380,12 @@ func (s *Server) serve(l net.Listener, tlsConfig *tls.Config) error {
 			continue
 		}
 		delay = 0
-		go s.serveConn(context.Background(), c, tlsConfig)
+		// The bounds are applied here, before the connection has a goroutine: a connection refused is closed
+		// before the next accept, so connections accepted faster than their goroutines run (a busy machine) hold
+		// no descriptors past the bounds.
+		if a := s.admit(context.Background(), c, tlsConfig); a != nil {
+			go s.run(context.Background(), a)
+		}
 	}
 }
 
@@ -391,38 +397,58 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 
 // serveConn serves one association on c, over TLS when tlsConfig is set.
 func (s *Server) serveConn(ctx context.Context, c net.Conn, tlsConfig *tls.Config) {
+	if a := s.admit(ctx, c, tlsConfig); a != nil {
+		s.run(ctx, a)
+	}
+}
+
+// admit counts c among the server's connections and applies the bounds on connections without an association
+// (admitUnassociated) and on their memory (charge). It returns nil when c was refused or the server is shutting
+// down, c closed; otherwise run serves the association. Nothing is read from c.
+func (s *Server) admit(ctx context.Context, c net.Conn, tlsConfig *tls.Config) *association {
 	s.init()
 	a := newAssociation(s, c, ctx, tlsConfig)
 	s.mu.Lock()
 	if s.inShutdown.Load() {
 		s.mu.Unlock()
+		a.cancel()
 		c.Close()
-		return
+		return nil
 	}
 	s.assocs[a] = struct{}{}
 	s.mu.Unlock()
-	defer func() {
-		a.closeOutbox()
-		s.releaseSlot(a)
-		s.leaveUnassociated(a)
-		a.releaseCharge()
-		s.mu.Lock()
-		delete(s.assocs, a)
-		s.mu.Unlock()
-	}()
 	if s.admitUnassociated(a) != nil {
 		a.cancel()
 		c.Close()
-		return
+		s.forget(a)
+		return nil
 	}
 	// Nothing is read before the connection has the memory it may hold until it associates.
 	if err := a.charge(preAssociationCost(tlsConfig != nil)); err != nil {
 		a.shedForMemory()
 		a.cancel()
 		c.Close()
-		return
+		s.forget(a)
+		return nil
 	}
+	return a
+}
+
+// run serves a, which admit returned, and then forgets it.
+func (s *Server) run(ctx context.Context, a *association) {
+	defer s.forget(a)
 	a.serve(ctx)
+}
+
+// forget takes a, over, out of the server's counts.
+func (s *Server) forget(a *association) {
+	a.closeOutbox()
+	s.releaseSlot(a)
+	s.leaveUnassociated(a)
+	a.releaseCharge()
+	s.mu.Lock()
+	delete(s.assocs, a)
+	s.mu.Unlock()
 }
 
 // reserveSlot applies the association limits and counts a new association.

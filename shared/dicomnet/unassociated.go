@@ -22,6 +22,11 @@ import (
 //     has connected and is answered within milliseconds, so it is never the oldest for long: the headroom goes to
 //     whoever asks, not to whoever waits.
 //
+// Both are applied in the accept loop (Server.admit), before the next connection is accepted and before this one
+// has a goroutine: applied on the connection's goroutine, they let an accept loop that outran those goroutines (a
+// busy machine, connections queued in the backlog) hold connections past them until accept failed with EMFILE,
+// with none of them on the list to shed.
+//
 // A third bound is on the memory they hold (MaxPreAssociationBytes, memory.go): a count alone lets each of them
 // hold a read buffer, a part of an A-ASSOCIATE-RQ or an unfinished TLS handshake.
 //
@@ -208,7 +213,8 @@ func (s *Server) UnassociatedConnections() int {
 }
 
 // shedForDescriptors makes room when accept fails for want of file descriptors (the bounds were set too high for
-// the process's limit): it sheds the oldest waiting connection. It reports whether one went.
+// the process's limit, or something else holds them): it sheds the oldest waiting connection. It reports whether
+// one went.
 func (s *Server) shedForDescriptors(err error) bool {
 	if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) {
 		return false

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -95,19 +98,11 @@ func TestUnassociatedBounds(t *testing.T) {
 	t.Run("total", func(t *testing.T) {
 		rec := newRecorder()
 		srv := dicomnettest.NewServerT(t, &dicomnet.Server{MaxUnassociated: 3, Observer: rec})
-		// Each connection is counted on its own goroutine: wait for one before opening the next, so the
-		// first is the oldest in the server's list too.
-		waitCount := func(n int) {
-			deadline := time.Now().Add(5 * time.Second)
-			for srv.UnassociatedConnections() < n && time.Now().Before(deadline) {
-				time.Sleep(time.Millisecond)
-			}
-		}
+		// Connections are counted in the accept loop, in the order they were accepted: the first is the
+		// oldest in the server's list.
 		oldest := dialFrom(t, "127.0.0.2", srv.Addr, nil)
-		waitCount(1)
-		for n := range 2 {
+		for range 2 {
 			dialFrom(t, "127.0.0.2", srv.Addr, nil)
-			waitCount(n + 2)
 		}
 		if err := echoFrom(t, "127.0.0.1", srv.Addr); err != nil {
 			t.Fatalf("echo past the total bound: %v", err)
@@ -142,4 +137,117 @@ func TestUnassociatedBounds(t *testing.T) {
 			t.Error("the connection from another PROXY source was closed")
 		}
 	})
+}
+
+// descriptorListener hands out n connections from one address, each holding one of limit descriptors until it is
+// closed, and fails Accept with EMFILE while all of them are held, as the kernel does.
+type descriptorListener struct {
+	mu           sync.Mutex
+	n, limit     int
+	held, failed int
+	peers        []net.Conn
+	handedOut    chan struct{} // closed once all n have been accepted and Accept is called again
+	closed       chan struct{}
+}
+
+func newDescriptorListener(n, limit int) *descriptorListener {
+	return &descriptorListener{n: n, limit: limit, handedOut: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (l *descriptorListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.n == 0 {
+		l.mu.Unlock()
+		select {
+		case <-l.handedOut:
+		default:
+			close(l.handedOut)
+		}
+		<-l.closed
+		return nil, net.ErrClosed
+	}
+	defer l.mu.Unlock()
+	if l.held >= l.limit {
+		l.failed++
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	l.held++
+	l.n--
+	server, client := net.Pipe()
+	l.peers = append(l.peers, client)
+	return &descriptorConn{Conn: server, l: l, remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 40000 + l.n}}, nil
+}
+
+func (l *descriptorListener) Close() error {
+	select {
+	case <-l.closed:
+	default:
+		close(l.closed)
+	}
+	return nil
+}
+
+func (l *descriptorListener) Addr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 11112}
+}
+
+// counts returns the descriptors held and the accepts failed.
+func (l *descriptorListener) counts() (held, failed int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held, l.failed
+}
+
+type descriptorConn struct {
+	net.Conn
+	l      *descriptorListener
+	remote net.Addr
+	once   sync.Once
+}
+
+func (c *descriptorConn) RemoteAddr() net.Addr { return c.remote }
+
+func (c *descriptorConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		c.l.held--
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// TestRefusedBeforeTheNextAccept: a connection over the per-address bound is closed before the next one is
+// accepted, so connections accepted faster than their goroutines run hold no descriptors past the bounds. One P
+// is a busy machine on which the accept loop, never waiting while connections are queued, runs before the
+// connections' goroutines: the bound was applied on each connection's goroutine, so the loop accepted until the
+// process had no descriptor left (EMFILE), with none of them on the list shedForDescriptors sheds from, and
+// logged 'accept failed; retrying' with 'too many open files' (test/interop's TestIdleConnectionsDoNotLockOutASite
+// failed so under load).
+func TestRefusedBeforeTheNextAccept(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	const perAddr = 2
+	// The descriptors: those the address may hold, and one for the connection being accepted.
+	l := newDescriptorListener(50, perAddr+1)
+	rec := newRecorder()
+	s := &dicomnet.Server{MaxUnassociatedPerAddr: perAddr, Observer: rec}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	<-l.handedOut
+	held, failed := l.counts()
+	if failed != 0 {
+		t.Errorf("accept failed %d times for want of descriptors", failed)
+	}
+	if held != perAddr {
+		t.Errorf("%d connections held once all were accepted, want the %d the address may hold", held, perAddr)
+	}
+	if n := s.UnassociatedConnections(); n != perAddr {
+		t.Errorf("%d unassociated connections, want %d", n, perAddr)
+	}
+	s.Close()
+	if err := <-served; !errors.Is(err, dicomnet.ErrServerClosed) {
+		t.Errorf("Serve = %v", err)
+	}
+	for _, c := range l.peers {
+		c.Close()
+	}
 }
