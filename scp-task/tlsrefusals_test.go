@@ -51,9 +51,12 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 	serverF := serverCA.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
 	site := siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
 	revoked := siteCA.Client(t, testpki.Options{CommonName: "pacs.stolen.example"})
+	revokedLong := siteCA.Client(t, testpki.Long("pacs.stolen.example"))
+	cannotSignLong := testpki.Long("pacs.site-a.example")
+	cannotSignLong.RSA, cannotSignLong.KeyUsage = true, x509.KeyUsageKeyEncipherment
 	caFile, crlFile := filepath.Join(dir, "site-ca.pem"), filepath.Join(dir, "site-ca.crl")
 	testpki.WriteFile(t, caFile, siteCA.PEM)
-	testpki.WriteFile(t, crlFile, siteCA.CRL(t, time.Now().Add(24*time.Hour), revoked))
+	testpki.WriteFile(t, crlFile, siteCA.CRL(t, time.Now().Add(24*time.Hour), revoked, revokedLong))
 	reloader, err := servertls.New(servertls.Source{Cert: serverF.Cert, Key: serverF.Key, ClientCA: caFile, ClientCRL: crlFile}, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -94,6 +97,9 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 		{"serverAuth only", siteCA.Server(t, testpki.Options{CommonName: "pacs.site-a.example"}), "incompatible key usage"},
 		{"key usage without digitalSignature", siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example", RSA: true,
 			KeyUsage: x509.KeyUsageKeyEncipherment}), "does not allow signing"},
+		// Subjects and serials as long as TLS takes: named within bounds.
+		{"revoked, long names", revokedLong, "is revoked by its CA's CRL"},
+		{"key usage without digitalSignature, long names", siteCA.Client(t, cannotSignLong), "does not allow signing"},
 		{"the CA certificate itself", &testpki.Cert{Cert: siteCA.Cert, Key: siteCA.Key}, "is a CA certificate"},
 		{"chain through an untrusted intermediate", otherCA.Intermediate(t, "Other intermediate CA").
 			Client(t, testpki.Options{CommonName: "pacs.site-a.example"}), "unknown authority"},
@@ -167,6 +173,12 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 				}
 				return
 			}
+			// The reason quotes the refusal, which names the certificate
+			// within bounds as the record does: a subject of 9 KB and a
+			// serial of 3,000 octets were quoted whole.
+			if len(r.Reason) > maxRefusal {
+				t.Errorf("a reason of %d bytes: %.200q…", len(r.Reason), r.Reason)
+			}
 			if want := associationaudit.CertificatePeer(tt.cert.Cert, ""); r.TLS.Subject != want.Subject ||
 				r.TLS.Issuer != want.Issuer || r.TLS.Serial != want.Serial || r.TLS.Serial == "" {
 				t.Errorf("record names %+v, want %+v", *r.TLS, *want)
@@ -201,8 +213,11 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 			e["issuer"] != want.Issuer || e["serial"] != want.Serial || !strings.Contains(e["err"].(string), tt.reason) {
 			t.Errorf("%s: log line %v", tt.name, e)
 		}
+		if n := len(e["err"].(string)); n > maxRefusal {
+			t.Errorf("%s: an error of %d bytes logged", tt.name, n)
+		}
 		// The CRL's refusal names the serial as the record and the alert do.
-		if strings.Contains(tt.reason, "revoked") && !strings.Contains(e["err"].(string), "(serial "+want.Serial+")") {
+		if strings.Contains(tt.reason, "revoked") && !strings.Contains(e["err"].(string), "(serial "+want.Serial+", SHA-256 "+want.SHA256+")") {
 			t.Errorf("%s: the refusal %q does not name serial %s", tt.name, e["err"], want.Serial)
 		}
 	}
@@ -210,6 +225,11 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 		t.Error("a whole certificate in the log")
 	}
 }
+
+// maxRefusal bounds a refused handshake's reason: a certificate named
+// within bounds (a subject of at most associationaudit.MaxNameJSON, a
+// serial of MaxSerial, its fingerprint) and what TLS says around it.
+const maxRefusal = 2048
 
 func recordsText(recs []associationaudit.Record) string {
 	var b strings.Builder

@@ -142,7 +142,8 @@ func (r Revocations) Len() int {
 // caller: a CA certificate (basic constraints), or one whose key usage,
 // when it has one, does not allow signing (RFC 8446 4.4.2.3, RFC 5280
 // 4.2.1.3). A certificate the site CA issued with cA=TRUE, or the CA
-// itself, was accepted.
+// itself, was accepted. Its error names the certificate within bounds
+// (NameOf), as the refusals below do.
 func CheckClientLeaf(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil // none is the handshake's own refusal
@@ -150,9 +151,9 @@ func CheckClientLeaf(cs tls.ConnectionState) error {
 	leaf := cs.PeerCertificates[0]
 	switch {
 	case leaf.IsCA:
-		return fmt.Errorf("tlstrust: certificate %q is a CA certificate, not a client's", leaf.Subject.String())
+		return fmt.Errorf("tlstrust: certificate %s is a CA certificate, not a client's", NameOf(leaf))
 	case leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0:
-		return fmt.Errorf("tlstrust: certificate %q: its key usage does not allow signing (digitalSignature)", leaf.Subject.String())
+		return fmt.Errorf("tlstrust: certificate %s: its key usage does not allow signing (digitalSignature)", NameOf(leaf))
 	}
 	return nil
 }
@@ -164,7 +165,7 @@ func (r Revocations) Check(cs tls.ConnectionState) error {
 	for _, chain := range cs.VerifiedChains {
 		for _, c := range chain {
 			if r[string(c.RawIssuer)][c.SerialNumber.String()] {
-				return fmt.Errorf("tlstrust: certificate %q (serial %s) is revoked by its CA's CRL", c.Subject.String(), SerialText(c.SerialNumber))
+				return fmt.Errorf("tlstrust: certificate %s is revoked by its CA's CRL", NameOf(c))
 			}
 		}
 	}

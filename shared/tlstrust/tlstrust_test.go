@@ -3,6 +3,7 @@ package tlstrust
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"strings"
 	"testing"
@@ -62,7 +63,7 @@ func TestCRLs(t *testing.T) {
 	}
 	// The serial in hex, as the audit record and the security alert name it.
 	if err := r.Check(state(gone, a)); err == nil || !strings.Contains(err.Error(), `"CN=gone,O=dicom-ingest tests"`) ||
-		!strings.Contains(err.Error(), "(serial "+SerialText(gone.Cert.SerialNumber)+")") {
+		!strings.Contains(err.Error(), "(serial "+SerialText(gone.Cert.SerialNumber)+", SHA-256 ") {
 		t.Errorf("revoked: %v", err)
 	}
 	if err := r.Check(state(kept, a)); err != nil {
@@ -149,5 +150,48 @@ func TestSerialText(t *testing.T) {
 		if got := SerialText(tt.serial); got != tt.want {
 			t.Errorf("serial %v: %q, want %q", tt.serial, got, tt.want)
 		}
+	}
+}
+
+// TestRefusalsNameWithinBounds: a refusal names the certificate as the
+// audit trail does (Name: its subject cut to MaxNameJSON, its serial to
+// MaxSerial, and the SHA-256 of the whole certificate), so a certificate
+// whose subject and serial are as long as TLS lets a client send (the
+// peer's own making) gives an error of a bounded size, which the log line
+// and the refused association's audit record quote. Both refusals quoted a
+// subject of some 9 KB and, the CRL's, a serial of 3,000 octets whole.
+func TestRefusalsNameWithinBounds(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	long := testpki.Long("pacs.site-a.example")
+	long.RSA, long.KeyUsage = true, x509.KeyUsageKeyEncipherment
+	cannotSign := ca.Client(t, long)
+	revoked := ca.Client(t, testpki.Long("pacs.stolen.example"))
+	r, _, err := ParseCRLs(ca.CRL(t, time.Now().Add(time.Hour), revoked), []*x509.Certificate{ca.Cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		cert *x509.Certificate
+		err  error
+	}{
+		{"key usage", cannotSign.Cert, CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{cannotSign.Cert}})},
+		{"revoked", revoked.Cert, r.Check(tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{revoked.Cert, ca.Cert}}})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.err == nil {
+				t.Fatal("not refused")
+			}
+			msg, n := tt.err.Error(), NameOf(tt.cert)
+			// The subject, quoted, with the serial and the fingerprint: 2 KiB is ample.
+			if len(msg) > 2048 {
+				t.Errorf("error of %d bytes: %.200q…", len(msg), msg)
+			}
+			for _, want := range []string{fmt.Sprintf("%q", n.Subject), n.Serial, n.SHA256} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error %.300q… does not name the certificate by %.100q", msg, want)
+				}
+			}
+		})
 	}
 }
