@@ -321,11 +321,10 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
 	finishStop(flushCtx, hurry, lm, feed)
-	stopCtx, cancelStop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancelStop()
+	closing := time.Now()
 	if lm != nil {
-		if err := lm.Shutdown(stopCtx); err != nil {
-			errs = append(errs, fmt.Errorf("stop local mode: %w", err))
+		if err := closeLocal(hurry, lm); err != nil {
+			errs = append(errs, err)
 		}
 	} else if c, ok := store.(io.Closer); ok {
 		// A journaled store checkpoints, so the next start has nothing to
@@ -334,7 +333,11 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			errs = append(errs, fmt.Errorf("close the store: %w", err))
 		}
 	}
-	if err := health.Shutdown(stopCtx); err != nil {
+	// The health server closes within what local mode's close left of
+	// closeGrace (its connections are probes').
+	healthCtx, cancelHealth := context.WithDeadline(context.Background(), closing.Add(closeGrace))
+	defer cancelHealth()
+	if err := health.Shutdown(healthCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop health server: %w", err))
 	}
 	log.Info("scp-task stopped")
@@ -352,13 +355,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 // a crash, and a line says how many. Without local mode and the feed
 // there is nothing to do.
 func finishStop(ctx, hurry context.Context, lm *local.Local, feed *auditFeed) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	cutShort := func() { cancel(errors.New("cut short by a second signal")) }
-	defer context.AfterFunc(hurry, cutShort)()
-	if hurry.Err() != nil {
-		cutShort() // at once: AfterFunc calls it on a goroutine of its own
-	}
+	ctx, uncut := cutBySecondSignal(ctx, hurry)
+	defer uncut()
 	if lm != nil {
 		drainCtx := ctx
 		if d, ok := ctx.Deadline(); ok && feed != nil {
@@ -371,6 +369,40 @@ func finishStop(ctx, hurry context.Context, lm *local.Local, feed *auditFeed) {
 	feed.finish(ctx)
 }
 
+// closeLocal stops local mode once finishStop is done: the portal, the
+// worker's object in hand, the events' last flush, the database. It has
+// closeGrace, and a second signal (hurry) ends it at once: what it leaves
+// is taken up at the next start, as after a crash (local.Local.Shutdown
+// says so), since the journal and the database are crash-safe.
+func closeLocal(hurry context.Context, lm interface{ Shutdown(context.Context) error }) error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+	defer cancel()
+	ctx, uncut := cutBySecondSignal(ctx, hurry)
+	defer uncut()
+	if err := lm.Shutdown(ctx); err != nil {
+		return fmt.Errorf("stop local mode: %w", err)
+	}
+	return nil
+}
+
+// closeGrace bounds local mode's close at exit (closeLocal): the 2 s the
+// stack's margin (infra/config's DrainMarginSeconds, 10 s) leaves after
+// the exit's grace.
+const closeGrace = 2 * time.Second
+
+// cutBySecondSignal returns ctx ended, with the cause "cut short by a
+// second signal", as soon as hurry ends (at once if it has); stop releases
+// it.
+func cutBySecondSignal(ctx, hurry context.Context) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	cutShort := func() { cancel(errors.New("cut short by a second signal")) }
+	stopAfter := context.AfterFunc(hurry, cutShort)
+	if hurry.Err() != nil {
+		cutShort() // at once: AfterFunc calls it on a goroutine of its own
+	}
+	return ctx, func() { stopAfter(); cancel(nil) }
+}
+
 // feedShare is the part of the exit's grace the audit feed keeps from
 // local mode's pipeline at a stop (finishStop).
 const feedShare = 2 * time.Second
@@ -379,7 +411,8 @@ const feedShare = 2 * time.Second
 // ending, the audit records being flushed, then local mode's pipeline
 // processing them and the audit feed delivering them (finishStop). The
 // stack leaves 10 s between the drain timeout and the stop timeout's
-// SIGKILL (infra/config's DrainMarginSeconds, which must stay above it).
+// SIGKILL (infra/config's DrainMarginSeconds, which must stay above it and
+// closeGrace together).
 const exitGrace = 8 * time.Second
 
 // runDir is where the audit writer keeps its run marker, so that another

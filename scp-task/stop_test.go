@@ -76,3 +76,53 @@ func TestFinishStop(t *testing.T) {
 		})
 	}
 }
+
+// blockingStop is local mode's Shutdown that takes all the time it is
+// given (a portal connection held, an event flush to a webhook that does
+// not answer): it returns once ctx ends, keeping why and its deadline.
+type blockingStop struct {
+	deadline time.Time
+	cause    error
+}
+
+func (b *blockingStop) Shutdown(ctx context.Context) error {
+	b.deadline, _ = ctx.Deadline()
+	<-ctx.Done()
+	b.cause = context.Cause(ctx)
+	return nil
+}
+
+// TestCloseLocalCutBySecondSignal: local mode's stop, after finishStop,
+// takes at most closeGrace, what the stop timeout leaves after the exit's
+// grace, and a second signal, before it or while it runs, ends it at once
+// (the journal and the database are crash-safe). It had 30 s of its own,
+// beyond the stop timeout, which no signal cut.
+func TestCloseLocalCutBySecondSignal(t *testing.T) {
+	if exitGrace+closeGrace > 10*time.Second { // infra/config's DrainMarginSeconds
+		t.Fatalf("exit grace %v and close grace %v exceed the 10 s the stack leaves", exitGrace, closeGrace)
+	}
+	for _, tc := range []struct {
+		name   string
+		signal func(hurry context.CancelFunc) // when the second signal comes
+	}{
+		{"second signal before", func(hurry context.CancelFunc) { hurry() }},
+		{"second signal during", func(hurry context.CancelFunc) { time.AfterFunc(10*time.Millisecond, hurry) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hurried, hurry := context.WithCancel(context.Background())
+			defer hurry()
+			tc.signal(hurry)
+			lm := &blockingStop{}
+			start := time.Now()
+			if err := closeLocal(hurried, lm); err != nil {
+				t.Fatal(err)
+			}
+			if lm.deadline.IsZero() || lm.deadline.After(start.Add(closeGrace+time.Second)) {
+				t.Errorf("local mode's stop had until %v, beyond the close grace (%v)", lm.deadline, closeGrace)
+			}
+			if lm.cause == nil || !strings.Contains(lm.cause.Error(), "cut short by a second signal") {
+				t.Errorf("local mode's stop ended by %v, not the second signal", lm.cause)
+			}
+		})
+	}
+}

@@ -380,25 +380,32 @@ func (l *Local) Drain(ctx context.Context) {
 }
 
 // Shutdown stops the portal, lets the worker finish the object in hand and
-// flushes what events it can, then closes the database. What the pipeline
-// was handed and has not processed stays for the next start: Drain first
-// processes it.
+// flushes what events it can, then closes the database, all within ctx.
+// What the pipeline was handed and has not processed stays for the next
+// start: Drain first processes it. When ctx ends first (its time is up, a
+// second signal), it stops there, with a line saying why: nothing
+// acknowledged is lost, since the journal and the database are
+// crash-safe, and the next start takes up what is left as after a crash.
 func (l *Local) Shutdown(ctx context.Context) error {
 	var err error
 	l.once.Do(func() {
-		err = l.http.Shutdown(ctx)
+		defer func() {
+			if ctx.Err() != nil {
+				l.log.Warn(stopCutShort, "err", context.Cause(ctx))
+			}
+		}()
+		if herr := l.http.Shutdown(ctx); ctx.Err() == nil {
+			err = herr // else the portal's connections are cut with the process
+		}
 		l.cancel()
 		done := make(chan struct{})
 		go func() { l.wg.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-ctx.Done():
-			err = errors.Join(err, ctx.Err())
 			return // leave the database open: goroutines may still use it
 		}
-		flush, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		if ferr := l.pub.Flush(flush); ferr != nil {
+		if ferr := l.pub.Flush(ctx); ferr != nil {
 			l.log.Warn("events left undelivered at shutdown; they are delivered after restart", "err", ferr)
 		}
 		// The database closes first: its last durable commit releases
@@ -416,6 +423,9 @@ func (l *Local) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
+
+// stopCutShort is Shutdown's line when its time ran out first.
+const stopCutShort = "local mode's stop cut short; nothing acknowledged is lost (the journal and the database are crash-safe): the next start takes up what is left"
 
 func (l *Local) portalCounters(ctx context.Context) portal.Counters {
 	c := l.counters.snapshot()

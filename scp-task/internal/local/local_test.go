@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // dirStore is a minimal file store for the in-process harness: whole
@@ -524,5 +526,42 @@ func TestPortalURL(t *testing.T) {
 		if got := objectURLBase(addr); got != tt.want+"objects/" {
 			t.Errorf("%s: objects at %q, want %q", tt.listen, got, tt.want+"objects/")
 		}
+	}
+}
+
+// TestShutdownCutShort: a stop whose time is up or that a second signal
+// cuts short (ctx ended, its cause the signal) while the portal still
+// holds a connection (one sending its request) ends at once without an
+// error, with a line saying nothing acknowledged is lost (the journal and
+// the database are crash-safe) and why: it failed with 'context canceled'
+// and said nothing of what a stop cut short leaves.
+func TestShutdownCutShort(t *testing.T) {
+	logs := &testenv.LogBuffer{}
+	cfg := testConfig(t.TempDir())
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", l.PortalAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\n"); err != nil { // a request under way
+		t.Fatal(err)
+	}
+	// The portal has the connection once it answers another.
+	if resp, err := http.Get("http://" + l.PortalAddr() + "/healthz"); err == nil {
+		resp.Body.Close()
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("cut short by a second signal"))
+	if err := l.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown cut short: %v", err)
+	}
+	line := `"msg":"` + stopCutShort + `"`
+	if n := strings.Count(logs.String(), line); n != 1 || !strings.Contains(logs.String(), `"err":"cut short by a second signal"`) {
+		t.Errorf("%d lines %s with the cause; log:\n%s", n, line, logs.String())
 	}
 }
