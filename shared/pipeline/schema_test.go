@@ -530,29 +530,15 @@ func TestDocsExampleDetails(t *testing.T) {
 		t.Fatal(err)
 	}
 	sch := compileStrictSchemas(t)
-	rest, n := string(b), 0
-	for {
-		_, after, found := strings.Cut(rest, "\nExample `")
-		if !found {
-			break
-		}
-		dt, after, _ := strings.Cut(after, "`")
-		var block string
-		var ok, ok2 bool
-		_, block, ok = strings.Cut(after, "```json\n")
-		block, rest, ok2 = strings.Cut(block, "```")
-		if !ok || !ok2 {
-			t.Fatalf("example %q has no JSON block", dt)
-		}
-		n++
+	examples, errs := docExamples("docs/pipeline.md", string(b))
+	for _, err := range errs {
+		t.Error(err)
+	}
+	for _, ex := range examples {
+		dt, v, at := ex.detailType, ex.detail, fmt.Sprintf("docs/pipeline.md:%d", ex.line)
 		s := sch[dt]
 		if s == nil {
-			t.Errorf("docs/pipeline.md gives an example of %q, which the pipeline does not publish", dt)
-			continue
-		}
-		var v any
-		if err := json.Unmarshal([]byte(block), &v); err != nil {
-			t.Errorf("the example %s detail is no JSON: %v", dt, err)
+			t.Errorf("%s gives an example of %q, which the pipeline does not publish", at, dt)
 			continue
 		}
 		var verr *jsonschema.ValidationError
@@ -561,19 +547,87 @@ func TestDocsExampleDetails(t *testing.T) {
 				if at, ok := pointerValue(v, leaf.InstanceLocation).(string); ok && strings.Contains(at, "…") {
 					continue
 				}
-				t.Errorf("the example %s detail does not match %s: %s: %s", dt, schemas.File[dt], leaf.InstanceLocation, leaf.Message)
+				t.Errorf("%s: the example %s detail does not match %s: %s: %s", at, dt, schemas.File[dt], leaf.InstanceLocation, leaf.Message)
 			}
 		} else if err != nil {
 			t.Fatal(err)
 		}
 		for _, name := range emittedAlways[dt] {
-			if _, ok := v.(map[string]any)[name]; !ok {
-				t.Errorf("the example %s detail lacks %s, which the pipeline always emits", dt, name)
+			if _, ok := v[name]; !ok {
+				t.Errorf("%s: the example %s detail lacks %s, which the pipeline always emits", at, dt, name)
 			}
 		}
 	}
-	if n == 0 {
+	if len(examples)+len(errs) == 0 {
 		t.Fatal("docs/pipeline.md has no example detail: the pattern no longer matches it")
+	}
+}
+
+// docExample is an example detail a doc gives ("Example `<detail-type>`
+// detail" then a JSON block): its detail type, the line its block starts
+// on, and the detail.
+type docExample struct {
+	detailType string
+	line       int
+	detail     map[string]any
+}
+
+// docExamples reads the example details of doc, named name in its errors:
+// an example without a JSON block, or whose block is no JSON object, is an
+// error naming the doc and the line (the test of the examples held each
+// to be an object, and panicked on one that was not).
+func docExamples(name, doc string) ([]docExample, []error) {
+	var out []docExample
+	var errs []error
+	lineAt := func(rest string) int { return strings.Count(doc[:len(doc)-len(rest)], "\n") + 1 }
+	rest := doc
+	for {
+		_, after, found := strings.Cut(rest, "\nExample `")
+		if !found {
+			return out, errs
+		}
+		dt, after, _ := strings.Cut(after, "`")
+		_, block, ok := strings.Cut(after, "```json\n")
+		if !ok {
+			return out, append(errs, fmt.Errorf("%s:%d: example %q has no JSON block", name, lineAt(after), dt))
+		}
+		line := lineAt(block)
+		block, rest, ok = strings.Cut(block, "```")
+		if !ok {
+			return out, append(errs, fmt.Errorf("%s:%d: example %q: its JSON block does not end", name, line, dt))
+		}
+		var v any
+		if err := json.Unmarshal([]byte(block), &v); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: the example %s detail is no JSON: %w", name, line, dt, err))
+			continue
+		}
+		detail, ok := v.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s:%d: the example %s detail is no JSON object: %.80s", name, line, dt, strings.TrimSpace(block)))
+			continue
+		}
+		out = append(out, docExample{detailType: dt, line: line, detail: detail})
+	}
+}
+
+// TestDocExamples: docExamples names the doc and the line of an example
+// that is no JSON object, or has no JSON block, and reads the others.
+func TestDocExamples(t *testing.T) {
+	const doc = "# Events\n\nExample `A` detail:\n\n```json\n{\"a\": 1}\n```\n\nExample `B` detail:\n\n```json\n[1, 2]\n```\n" +
+		"\nExample `C` detail:\n\n```json\n\"c\"\n```\n\nExample `D` detail, none.\n"
+	examples, errs := docExamples("x.md", doc)
+	if len(examples) != 1 || examples[0].detailType != "A" || examples[0].line != 6 || examples[0].detail["a"] != 1.0 {
+		t.Errorf("examples %+v, want A's at line 6", examples)
+	}
+	want := []string{`x.md:12: the example B detail is no JSON object: [1, 2]`, `x.md:18: the example C detail is no JSON object: "c"`,
+		`x.md:21: example "D" has no JSON block`}
+	if len(errs) != len(want) {
+		t.Fatalf("errors %v, want %q", errs, want)
+	}
+	for i, err := range errs {
+		if err.Error() != want[i] {
+			t.Errorf("error %q, want %q", err, want[i])
+		}
 	}
 }
 

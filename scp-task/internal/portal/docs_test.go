@@ -1,13 +1,16 @@
 package portal
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // docFiles are the documents that show the portal's routes and URLs to a
@@ -27,9 +30,7 @@ func TestDocumentedURLsAnswer(t *testing.T) {
 	for _, rt := range (&Server{}).routes() {
 		mux.HandleFunc(rt.pattern, rt.handler)
 	}
-	route := regexp.MustCompile("`GET (/[^`?]*)[^`]*`")
 	full := regexp.MustCompile("http://127\\.0\\.0\\.1:8080(/[^\\s`'\"<>)\\]]*)?")
-	placeholder := regexp.MustCompile(`\{[^}/]*\}`)
 	var routes, urls int
 	for _, name := range docFiles {
 		b, err := os.ReadFile(filepath.Join("..", "..", "..", name))
@@ -37,11 +38,14 @@ func TestDocumentedURLsAnswer(t *testing.T) {
 			t.Fatal(err)
 		}
 		doc := string(b)
-		for _, m := range route.FindAllStringSubmatch(doc, -1) {
+		found, errs := documentedRoutes(name, doc)
+		for _, err := range errs {
+			t.Error(err)
+		}
+		for _, r := range found {
 			routes++
-			path := placeholder.ReplaceAllString(m[1], "x")
-			if _, pattern := mux.Handler(httptest.NewRequest(http.MethodGet, path, nil)); pattern == "" {
-				t.Errorf("%s names %q, which no route of the portal serves", name, m[0])
+			if _, pattern := mux.Handler(httptest.NewRequest(http.MethodGet, r.path, nil)); pattern == "" {
+				t.Errorf("%s:%d names %q, which no route of the portal serves", name, r.line, r.text)
 			}
 		}
 		for _, i := range full.FindAllStringSubmatchIndex(doc, -1) {
@@ -61,5 +65,52 @@ func TestDocumentedURLsAnswer(t *testing.T) {
 	}
 	if routes < 5 || urls < 2 {
 		t.Fatalf("found %d routes and %d URLs in %v: the patterns no longer match the documents", routes, urls, docFiles)
+	}
+}
+
+// docRoute is a route a document names (`GET /api/…`): as written, with
+// its {placeholders} filled in (path), and the line it is on.
+type docRoute struct {
+	text, path string
+	line       int
+}
+
+var (
+	routePattern = regexp.MustCompile("`GET (/[^`?]*)[^`]*`")
+	placeholder  = regexp.MustCompile(`\{[^}/]*\}`)
+)
+
+// documentedRoutes reads the routes doc (named name) gives; one that is no
+// request target (a space in it, say) is an error naming the document and
+// the line (httptest.NewRequest panicked on it).
+func documentedRoutes(name, doc string) ([]docRoute, []error) {
+	var out []docRoute
+	var errs []error
+	for _, m := range routePattern.FindAllStringSubmatchIndex(doc, -1) {
+		r := docRoute{text: doc[m[0]:m[1]], path: placeholder.ReplaceAllString(doc[m[2]:m[3]], "x"),
+			line: strings.Count(doc[:m[0]], "\n") + 1}
+		if _, err := url.ParseRequestURI(r.path); err != nil || strings.ContainsFunc(r.path, func(c rune) bool {
+			return unicode.IsSpace(c) || unicode.IsControl(c)
+		}) {
+			errs = append(errs, fmt.Errorf("%s:%d names %q, whose path %q is no request target", name, r.line, r.text, r.path))
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, errs
+}
+
+// TestDocumentedRoutes: documentedRoutes fills placeholders in, names the
+// line of each route, and refuses one whose path holds a space, naming the
+// document and the line.
+func TestDocumentedRoutes(t *testing.T) {
+	const doc = "Open `GET /api/studies/{studyUid}`.\n\nOr `GET /api/audit records?limit=5`, then\n`GET /audit`.\n"
+	routes, errs := documentedRoutes("x.md", doc)
+	if len(routes) != 2 || routes[0].path != "/api/studies/x" || routes[0].line != 1 || routes[1].path != "/audit" || routes[1].line != 4 {
+		t.Errorf("routes %+v", routes)
+	}
+	want := "x.md:3 names \"`GET /api/audit records?limit=5`\", whose path \"/api/audit records\" is no request target"
+	if len(errs) != 1 || errs[0].Error() != want {
+		t.Errorf("errors %v, want %q", errs, want)
 	}
 }
