@@ -71,6 +71,11 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 	if strings.Contains(scp.Logs(), "health check failed") {
 		t.Errorf("the health check failed while S3 was slow and well:\n%s", scp.Logs())
 	}
+	// The association's last record (its release) is written after the
+	// sender has its answer: S3 must have it before it refuses writes, or
+	// that record's refusal, not the C-STORE's, turns the task unready and
+	// the next association is rejected before it can store.
+	scp.WaitMetric(t, "dicom_ingest_audit_queue_length", 0, 30*time.Second)
 
 	// S3 refuses every write (a KMS key disabled, a policy), and answers
 	// the rest.

@@ -52,6 +52,11 @@ type Writer struct {
 	metrics        *metrics
 	feed           func(associationaudit.Record)
 
+	// unwritten counts the records queued or being written (a record
+	// retried while the store refuses it has left the queue but is no
+	// more durable than one still in it): what a crash would lose now.
+	unwritten atomic.Int64
+
 	// failing is set while a record cannot be written (the last attempt
 	// failed); lastErr is the latest failure, for Ready.
 	failing atomic.Bool
@@ -466,6 +471,9 @@ func (w *Writer) enqueueWithin(cut <-chan struct{}, r associationaudit.Record) b
 
 // send is enqueueWithin for a sender already counted in w.senders.
 func (w *Writer) send(cut <-chan struct{}, r associationaudit.Record) bool {
+	// Counted before it is queued, so the count never reads lower than
+	// what is unwritten; taken back if it is lost instead.
+	w.unwritten.Add(1)
 	select {
 	case w.queue <- r:
 		return true
@@ -479,9 +487,11 @@ func (w *Writer) send(cut <-chan struct{}, r associationaudit.Record) bool {
 	case w.queue <- r:
 		return true
 	case <-w.stopped.Done():
+		w.unwritten.Add(-1)
 		w.lose(r, "writer stopped")
 		return false
 	case <-cut:
+		w.unwritten.Add(-1)
 		w.lose(r, "stopping with the queue full")
 		return false
 	}
@@ -705,6 +715,7 @@ func (w *Writer) run() {
 		inFlight <- x
 		go func() {
 			written := w.write(w.stopped, x.r)
+			w.unwritten.Add(-1)
 			if x.r.Event == associationaudit.EventRejected {
 				w.refusalDone()
 			}
@@ -909,8 +920,8 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		return m, nil
 	}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records waiting to be written.",
-	}, func() float64 { return float64(len(w.queue)) })
+		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records not yet written: queued, or being written (retried while the store refuses them). What a crash would lose now.",
+	}, func() float64 { return float64(w.unwritten.Load()) })
 	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, m.unclean, m.folded, queued} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("auditwriter: register metrics: %w", err)

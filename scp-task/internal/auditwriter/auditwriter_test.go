@@ -478,3 +478,47 @@ func TestRefusalsNameOurAE(t *testing.T) {
 		t.Errorf("refusals' called AE titles %v", called)
 	}
 }
+
+// TestQueueLengthCountsRecordsBeingWritten: a record the store keeps
+// refusing has left the queue but is not written; the gauge an operator
+// (and a test) waits on to read 0 before trusting the trail still counts
+// it. It read 0 while a record was retried, and a test that switched its
+// S3 to refuse writes after the gauge read 0 saw the earlier record refused.
+func TestQueueLengthCountsRecordsBeingWritten(t *testing.T) {
+	store := &recordStore{got: map[string]associationaudit.Record{}, down: true}
+	reg := prometheus.NewRegistry()
+	w, err := New(store, Options{QueueSize: 4, Parallel: 2, MaxBackoff: 10 * time.Millisecond, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	queueLength := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "dicom_ingest_audit_queue_length" {
+				return mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no dicom_ingest_audit_queue_length")
+		return 0
+	}
+	w.ObserveAssociation(failedEvent("q", 1))
+	waitFor(t, func() bool { return testutil.ToFloat64(w.metrics.failures) >= 2 })
+	if len(w.queue) != 0 {
+		t.Fatalf("the record is still queued (%d): this test needs it being written", len(w.queue))
+	}
+	if got := queueLength(); got != 1 {
+		t.Errorf("queue length %v while the one record is retried, want 1", got)
+	}
+	store.setDown(false)
+	waitFor(t, func() bool { return queueLength() == 0 })
+	if got := store.count(); got != 1 {
+		t.Errorf("written %d records once the gauge read 0, want 1", got)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
