@@ -21,14 +21,26 @@ import (
 // written there (the log-name key), and local mode when it opens the
 // directory.
 func PrepareDataDir(dir string) error {
+	_, err := os.Lstat(dir)
+	existed := err == nil
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		if target, lerr := os.Readlink(dir); lerr == nil && errors.Is(err, fs.ErrExist) {
+			// MkdirAll's own words for a dangling symlink, "file exists",
+			// name nothing to do.
+			return fmt.Errorf("local: data dir: %s is a symlink to %s, which is not there: create it, or remove the symlink", dir, target)
+		}
 		return fmt.Errorf("local: data dir: %w", err)
 	}
-	st, err := os.Stat(dir)
+	st, err := statDataDir(dir)
 	if err != nil {
 		return fmt.Errorf("local: data dir: %w", err)
 	}
 	if err := othersWrite(dir, st); err != nil {
+		if !existed {
+			// Created 0700 a moment ago and read back wider: chmod cannot
+			// help on this filesystem.
+			return fmt.Errorf("local: %s: created mode 0700, its filesystem reports mode %v: it does not keep Unix modes (as WSL's /mnt/c drives, FAT and SMB mounts), so others could write in it; choose a data directory on a Linux filesystem, such as one under your home", dir, st.Mode().Perm())
+		}
 		return err
 	}
 	if err := keepPrivate(dir, st); err != nil {
@@ -55,6 +67,10 @@ func PrepareDataDir(dir string) error {
 	}
 	return nil
 }
+
+// statDataDir is os.Stat; a test stands in a filesystem that does not
+// keep Unix modes.
+var statDataDir = os.Stat
 
 // keepPrivate narrows path, which fi describes, to its user when it is
 // this user's and others may read, write or search it.

@@ -160,3 +160,52 @@ func TestPrepareDataDirNarrowsItsFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestDataDirsAStartCannotUse: a data directory the start cannot use is
+// refused with what to do about it. A dangling symlink gave MkdirAll's
+// "file exists"; a directory on a filesystem that does not keep Unix modes
+// (WSL's /mnt/c, where a checkout's ./data lands) was refused with advice
+// to chmod it, which cannot work there.
+func TestDataDirsAStartCannotUse(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(t *testing.T, dir string)
+		errHas  []string
+	}{
+		{name: "dangling symlink", prepare: func(t *testing.T, dir string) {
+			if err := os.Symlink(filepath.Join(filepath.Dir(dir), "gone"), dir); err != nil {
+				t.Fatal(err)
+			}
+		}, errHas: []string{"is a symlink to", "gone, which is not there: create it, or remove the symlink"}},
+		{name: "filesystem without Unix modes", prepare: func(t *testing.T, dir string) {
+			statDataDir = func(name string) (fs.FileInfo, error) {
+				st, err := os.Stat(name)
+				if err != nil {
+					return nil, err
+				}
+				return wideMode{st}, nil
+			}
+			t.Cleanup(func() { statDataDir = os.Stat })
+		}, errHas: []string{"created mode 0700, its filesystem reports mode -rwxrwxrwx", "does not keep Unix modes", "choose a data directory on a Linux filesystem"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			tt.prepare(t, dir)
+			err := PrepareDataDir(dir)
+			if err == nil {
+				t.Fatal("PrepareDataDir succeeded")
+			}
+			for _, want := range tt.errHas {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("PrepareDataDir = %v, want it to say %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// wideMode is a directory as drvfs reports it: everybody may write.
+type wideMode struct{ fs.FileInfo }
+
+func (w wideMode) Mode() fs.FileMode { return fs.ModeDir | 0o777 }
