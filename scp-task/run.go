@@ -262,7 +262,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		return fmt.Errorf("register metrics: %w", err)
 	}
 
-	tlsConfig, err := startTLS(ctx, cfg, log, reg)
+	tlsConfig, err := startTLS(ctx, cfg, srv, log, reg)
 	if err != nil {
 		return err
 	}

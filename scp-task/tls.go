@@ -14,18 +14,27 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 )
 
 // startTLS loads the TLS listener's certificate, key and client CA and keeps
 // them current until ctx ends: reloaded on SIGHUP and when their files
-// change. It returns nil when no TLS listener is configured.
-func startTLS(ctx context.Context, cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*servertls.Reloader, error) {
+// change. The associations of srv over TLS whose client certificate the
+// trust in use no longer accepts (revoked, its CA removed, expired) are
+// aborted at each change and every poll. It returns nil when no TLS
+// listener is configured.
+func startTLS(ctx context.Context, cfg config.Config, srv *dicomnet.Server, log *slog.Logger, reg prometheus.Registerer) (*servertls.Reloader, error) {
 	if cfg.TLSListen == "" {
 		return nil, nil
 	}
 	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA, ClientCRL: cfg.TLSClientCRL}, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("start TLS listener: %w", err)
+	}
+	r.Recheck = func() {
+		if n := srv.AbortTLS(r.Refuses); n > 0 {
+			log.Warn("TLS associations aborted: their client certificate is no longer accepted", "aborted", n)
+		}
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -62,23 +62,9 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var logs testenv.LogBuffer
-	log := slog.New(slog.NewJSONHandler(&logs, nil))
-	store := &memoryRecords{}
-	audit, err := auditwriter.New(store, auditwriter.Options{Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dicomnet.Server{
-		ARTIMTimeout: 2 * time.Second, Observer: audit, Logger: log,
-		Accept: func(context.Context, *dicomnet.AssociationInfo) error { return nil },
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.ServeTLS(l, reloader.Config()) }()
+	srv := newAuditedTLS(t)
+	srv.serve(t, reloader.Config())
+	store, logs := srv.store, srv.logs
 
 	hour := time.Hour
 	tests := []struct {
@@ -114,7 +100,7 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			a, err := dicomnet.Dial(ctx, l.Addr().String(), dicomnet.ClientConfig{CallingAE: "SITE_A", CalledAE: "REMOTE_AE",
+			a, err := dicomnet.Dial(ctx, srv.addr, dicomnet.ClientConfig{CallingAE: "SITE_A", CalledAE: "REMOTE_AE",
 				Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 					return (&tls.Dialer{Config: cfg}).DialContext(ctx, network, addr)
 				}})
@@ -134,17 +120,7 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 			}
 		})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-served; err != dicomnet.ErrServerClosed {
-		t.Fatalf("serve: %v", err)
-	}
-	if err := audit.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	srv.stop(t)
 
 	// The audit trail: one record per case, naming the certificate presented.
 	for _, tt := range tests {
@@ -230,6 +206,61 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 // within bounds (a subject of at most associationaudit.MaxNameJSON, a
 // serial of MaxSerial, its fingerprint) and what TLS says around it.
 const maxRefusal = 2048
+
+// auditedTLS is scp-task's association server with its audit writer, the
+// records kept in memory and the log in a buffer, accepting every
+// association its TLS configuration lets through.
+type auditedTLS struct {
+	s      *dicomnet.Server
+	addr   string
+	store  *memoryRecords
+	logs   *testenv.LogBuffer
+	log    *slog.Logger
+	audit  *auditwriter.Writer
+	served chan error
+}
+
+func newAuditedTLS(t *testing.T) *auditedTLS {
+	t.Helper()
+	a := &auditedTLS{store: &memoryRecords{}, logs: &testenv.LogBuffer{}, served: make(chan error, 1)}
+	a.log = slog.New(slog.NewJSONHandler(a.logs, nil))
+	var err error
+	if a.audit, err = auditwriter.New(a.store, auditwriter.Options{Logger: a.log}); err != nil {
+		t.Fatal(err)
+	}
+	a.s = &dicomnet.Server{
+		ARTIMTimeout: 2 * time.Second, Observer: a.audit, Logger: a.log,
+		Accept: func(context.Context, *dicomnet.AssociationInfo) error { return nil },
+	}
+	return a
+}
+
+// serve serves TLS with cfg on a port of 127.0.0.1 (addr) until stop.
+func (a *auditedTLS) serve(t *testing.T, cfg *tls.Config) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.addr = l.Addr().String()
+	go func() { a.served <- a.s.ServeTLS(l, cfg) }()
+}
+
+// stop shuts the server down and writes out the audit records.
+func (a *auditedTLS) stop(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-a.served; err != dicomnet.ErrServerClosed {
+		t.Fatalf("serve: %v", err)
+	}
+	if err := a.audit.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
 
 func recordsText(recs []associationaudit.Record) string {
 	var b strings.Builder

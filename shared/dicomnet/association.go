@@ -64,7 +64,8 @@ type association struct {
 	// writes
 	wmu          sync.Mutex
 	outsideAbort atomic.Bool
-	out          []byte // the PDU(s) DT-1 sends
+	outsideWhy   atomic.Pointer[error] // why it was aborted from outside, when not by shutdown (AbortTLS)
+	out          []byte                // the PDU(s) DT-1 sends
 
 	// establishment (establish.go)
 	rq       *pdu.AssociateRQ
@@ -285,7 +286,7 @@ func (a *association) fire(e event, rx rxEvent) action {
 		a.recordAbort(false, rx.abortSource, rx.abortReason, &AbortError{Source: rx.abortSource, Reason: rx.abortReason})
 	case aa4: // A-P-ABORT indication: the connection closed
 		if a.outsideAbort.Load() {
-			a.recordAbort(true, 0, 0, errors.New("dicomnet: aborted by server shutdown"))
+			a.recordAbort(true, 0, 0, a.outsideAbortErr())
 		} else {
 			a.recordAbort(false, 2, 0, rx.err)
 		}
@@ -341,12 +342,29 @@ func (a *association) recordAbort(local bool, src, reason byte, err error) {
 	a.aborted, a.abortLocal, a.abortSource, a.abortReason, a.abortErr = true, local, src, reason, err
 }
 
+// errShutdownAbort is why an association aborted from outside ended, unless abortFromOutsideFor said otherwise.
+var errShutdownAbort = errors.New("dicomnet: aborted by server shutdown")
+
+func (a *association) outsideAbortErr() error {
+	if why := a.outsideWhy.Load(); why != nil {
+		return *why
+	}
+	return errShutdownAbort
+}
+
 // abortFromOutside aborts the association from another goroutine (Shutdown deadline, Close, ctx): it sends an
 // A-ABORT if no write is in progress and closes the connection, which makes the association goroutine's reads
 // (and a handler's dataset reads) fail.
-func (a *association) abortFromOutside() {
+func (a *association) abortFromOutside() { a.abortFromOutsideFor(nil) }
+
+// abortFromOutsideFor is abortFromOutside with the reason the association's end reports (its log line, its
+// Event.Err and so its audit record) when it is not shutdown; the first abort from outside decides it.
+func (a *association) abortFromOutsideFor(why error) {
 	if !a.outsideAbort.CompareAndSwap(false, true) {
 		return
+	}
+	if why != nil {
+		a.outsideWhy.Store(&why) // before the connection closes, which is when the association's goroutine reads it
 	}
 	a.cancel() // tell a handler that may be busy with something other than reading
 	if st := a.stateNow(); st >= sta3 && st <= sta12 {

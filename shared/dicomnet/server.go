@@ -590,6 +590,41 @@ func (s *Server) abortAll() {
 	wg.Wait()
 }
 
+// AbortTLS aborts every association running over TLS whose connection state refuse now refuses (the TLS
+// listener's trust changed since its handshake: its client certificate revoked, its CA no longer trusted, or
+// expired), as the drain timeout does (A-ABORT, AA-1), the object being received not stored, and returns how
+// many it aborted. Each ends with refuse's error as its reason (its log line, Event.Err and so its audit
+// record). Associations still establishing are left to their handshake, which applies the new trust.
+func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
+	type refused struct {
+		a   *association
+		err error
+	}
+	s.mu.Lock()
+	open := make([]*association, 0, len(s.assocs))
+	for a := range s.assocs {
+		open = append(open, a)
+	}
+	s.mu.Unlock()
+	var list []refused
+	for _, a := range open {
+		if !established(a.stateNow()) {
+			continue
+		}
+		if st := a.tlsState(); st != nil {
+			if err := refuse(st); err != nil {
+				list = append(list, refused{a, err})
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, r := range list {
+		wg.Go(func() { r.a.abortFromOutsideFor(fmt.Errorf("dicomnet: aborted: %w", r.err)) })
+	}
+	wg.Wait()
+	return len(list)
+}
+
 // InstanceID names this server for as long as the process runs: the
 // prefix of every association id it gives (<instance>-<n>), so a record
 // of the process (its start and stop in the audit trail) relates to the

@@ -75,6 +75,12 @@ type Reloader struct {
 	expiresIn prometheus.GaugeFunc
 	crlDue    *crlCollector
 	reloads   *prometheus.CounterVec
+
+	// Recheck, when set (before Watch runs and Reload is called), is called each time a load changes the
+	// configuration and at every PollInterval, outside the lock, so that associations established under an
+	// earlier trust are checked again with Refuses: a client certificate revoked, its CA removed or its
+	// validity ended since their handshake (scp-task aborts them).
+	Recheck func()
 }
 
 // loaded is one configuration and the bytes it was made from.
@@ -168,18 +174,63 @@ func (r *Reloader) Certificate() *x509.Certificate { return r.current.Load().lea
 // (a half-written file, a key that does not match the certificate, an
 // expired certificate) is an error, and the current configuration stays.
 func (r *Reloader) Reload() error {
+	changed, err := r.reload()
+	if changed {
+		r.recheck()
+	}
+	return err
+}
+
+// reload is Reload but the recheck, under the lock; it reports whether the configuration changed.
+func (r *Reloader) reload() (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	l, err := load(r.src, r.now())
 	if err != nil {
 		r.reloads.WithLabelValues(metricnames.TLSReloadFailed).Inc()
-		return err
+		return false, err
 	}
 	if l.digest == r.current.Load().digest {
-		return nil
+		return false, nil
 	}
 	r.reloads.WithLabelValues(metricnames.TLSReloadLoaded).Inc()
 	r.use(l)
+	return true, nil
+}
+
+func (r *Reloader) recheck() {
+	if r.Recheck != nil {
+		r.Recheck()
+	}
+}
+
+// Refuses reports why the client certificate of an established TLS connection would now fail the handshake
+// under the configuration in use: verified again, at this moment, against the client CAs, the key usage and
+// the checks of every handshake (tlstrust.CheckClientLeaf, the CRLs). Nil when it would pass, and when no
+// client certificate is required.
+func (r *Reloader) Refuses(cs *tls.ConnectionState) error {
+	cfg := r.current.Load().config
+	if cfg.ClientAuth != tls.RequireAndVerifyClientCert || cs == nil || len(cs.PeerCertificates) == 0 {
+		return nil
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		intermediates.AddCert(c)
+	}
+	chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: cfg.ClientCAs, Intermediates: intermediates,
+		CurrentTime: r.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+	if err != nil {
+		return fmt.Errorf("client certificate %s no longer accepted: %w", tlstrust.NameOf(cs.PeerCertificates[0]), err)
+	}
+	st := *cs
+	st.VerifiedChains = chains
+	if err := cfg.VerifyConnection(st); err != nil {
+		var ve *tls.CertificateVerificationError
+		if errors.As(err, &ve) {
+			err = ve.Err // refusing's wrapper carries the chain for the handshake's audit; the reason is inside
+		}
+		return fmt.Errorf("client certificate no longer accepted: %w", err)
+	}
 	return nil
 }
 
@@ -259,8 +310,8 @@ func (r *Reloader) watch(ctx context.Context, watching func()) {
 			dirs[filepath.Dir(v)] = true
 		}
 	}
-	if len(dirs) == 0 && r.src.ClientCRL == "" {
-		watching() // PEM text only and no CRL: nothing can change
+	if len(dirs) == 0 && r.src.ClientCRL == "" && r.src.ClientCA == "" {
+		watching() // PEM text only and no client certificates: nothing can change
 		return
 	}
 	var events <-chan fsnotify.Event
@@ -308,11 +359,13 @@ func (r *Reloader) watch(ctx context.Context, watching func()) {
 	}
 }
 
-// pollCRLs is checkCRLs for the watch, between loads.
+// pollCRLs is checkCRLs for the watch, between loads, then recheck: time passes for the certificates of
+// established associations too.
 func (r *Reloader) pollCRLs() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.checkCRLs()
+	r.mu.Unlock()
+	r.recheck()
 }
 
 // reloadLogged is Reload for the watch, which has nobody to return an error to.

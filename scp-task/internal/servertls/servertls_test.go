@@ -469,3 +469,84 @@ func TestCRLGoesStale(t *testing.T) {
 		t.Errorf("metric lint: %v %v", problems, err)
 	}
 }
+
+// TestRefuses: a client certificate that passed its handshake is checked
+// again, as the handshake would check it now, when the trust in use changes
+// and at every poll (Recheck): refused once past its validity, once a
+// reloaded CRL lists it, or once its CA has left the bundle; still good
+// otherwise; never refused without client certificates. Before, nothing
+// looked at it again after the handshake.
+func TestRefuses(t *testing.T) {
+	p := newPKI(t)
+	start := time.Now()
+	shortLived := p.clientCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example", NotAfter: start.Add(time.Hour)})
+	crlFile := filepath.Join(p.dir, "client.crl")
+	testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, start.Add(24*time.Hour)))
+	var clk clock
+	clk.set(start)
+	r, err := newReloader(Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile, ClientCRL: crlFile}, nil, nil, clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rechecks := 0
+	r.Recheck = func() { rechecks++ }
+	state := func(c *testpki.Cert) *tls.ConnectionState {
+		return &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{c.Cert}}
+	}
+	other := testpki.NewCA(t, "Other site CA")
+	tests := []struct {
+		name     string
+		step     func(t *testing.T)
+		cert     *testpki.Cert
+		refused  string // in the error; "" for none
+		rechecks int    // Recheck calls so far
+	}{
+		{"as at the handshake", func(*testing.T) {}, p.client, "", 0},
+		{"a minute before its expiry", func(*testing.T) { clk.set(start.Add(59 * time.Minute)) }, shortLived, "", 0},
+		{"expired since, seen at the poll", func(*testing.T) { clk.set(start.Add(61 * time.Minute)); r.pollCRLs() }, shortLived, "expired", 1},
+		{"another, still valid", func(*testing.T) {}, p.client, "", 1},
+		{"revoked by a reloaded CRL", func(t *testing.T) {
+			testpki.WriteFile(t, crlFile, p.clientCA.CRL(t, start.Add(24*time.Hour), p.client))
+			if err := r.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}, p.client, "is revoked by its CA's CRL", 2},
+		{"a reload that changes nothing rechecks nothing", func(t *testing.T) {
+			if err := r.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}, p.client, "is revoked by its CA's CRL", 2},
+		{"its CA gone from the bundle", func(t *testing.T) {
+			testpki.WriteFile(t, p.caFile, other.PEM)
+			testpki.WriteFile(t, crlFile, other.CRL(t, start.Add(24*time.Hour)))
+			if err := r.Reload(); err != nil {
+				t.Fatal(err)
+			}
+		}, p.clientCA.Client(t, testpki.Options{CommonName: "pacs.site-c.example"}), "unknown authority", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.step(t)
+			err := r.Refuses(state(tt.cert))
+			switch {
+			case tt.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.refused != "" && (err == nil || !strings.Contains(err.Error(), tt.refused) || !strings.Contains(err.Error(), "no longer accepted")):
+				t.Errorf("got %v, want a refusal for %q", err, tt.refused)
+			}
+			if rechecks != tt.rechecks {
+				t.Errorf("Recheck called %d times, want %d", rechecks, tt.rechecks)
+			}
+		})
+	}
+
+	t.Run("no client certificates", func(t *testing.T) {
+		plain, err := newReloader(Source{Cert: p.serverF.Cert, Key: p.serverF.Key}, nil, nil, clk.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := plain.Refuses(state(shortLived)); err != nil {
+			t.Errorf("refused without a client CA: %v", err)
+		}
+	})
+}
