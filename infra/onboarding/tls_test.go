@@ -1,6 +1,7 @@
 package onboarding
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -86,9 +87,9 @@ func TestTLSKitContent(t *testing.T) {
 	}
 }
 
-// TestCSRRecipeRuns runs the kit's CSR recipe with openssl and checks the request names the certificate name.
-func TestCSRRecipeRuns(t *testing.T) {
-	testenv.RequireTools(t, "openssl")
+// writeTLSExampleKit writes the TLS example's kit of example-hospital into a new directory, which it returns.
+func writeTLSExampleKit(t *testing.T) string {
+	t.Helper()
 	env, outs := loadTLSExample(t)
 	k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
 	if err != nil {
@@ -98,6 +99,13 @@ func TestCSRRecipeRuns(t *testing.T) {
 	if _, err := k.WriteDir(dir); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// TestCSRRecipeRuns runs the kit's CSR recipe with openssl and checks the request names the certificate name.
+func TestCSRRecipeRuns(t *testing.T) {
+	testenv.RequireTools(t, "openssl")
+	dir := writeTLSExampleKit(t)
 	cmd := exec.Command("sh", CSRScriptName)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
@@ -183,5 +191,62 @@ func TestBoundSiteOffersOnlyTheTLSPort(t *testing.T) {
 	}
 	if strings.Contains(unbound, "or plain DICOM to port") {
 		t.Error("unbound site's README says the plain port is refused")
+	}
+}
+
+// TestCSRRecipeKeepsTheKeyInUse: the README's rotation (repeat the steps
+// before the certificate expires) runs site-csr.sh again; where the PACS's
+// key already is, it refuses and leaves the key as it was, saying where to
+// make the new one, and there (a new directory, the script run from its
+// parent) it makes the new key and request. Before, it overwrote site.key at
+// once: the PACS's certificate in use no longer matched its key
+// (DCMTK: "Private key 'site.key' and certificate 'site.crt' do not match")
+// until the new certificate came back, with no window where both worked.
+func TestCSRRecipeKeepsTheKeyInUse(t *testing.T) {
+	testenv.RequireTools(t, "openssl")
+	dir := writeTLSExampleKit(t)
+	run := func(dir, script string) (string, error) {
+		cmd := exec.Command("sh", script)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(dir, CSRScriptName); err != nil {
+		t.Fatalf("first key: %v\n%s", err, out)
+	}
+	inUse, err := os.ReadFile(filepath.Join(dir, SiteKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := run(dir, CSRScriptName)
+	if err == nil {
+		t.Errorf("%s ran again where %s is: want a refusal\n%s", CSRScriptName, SiteKeyFile, out)
+	}
+	if !strings.Contains(out, "mkdir renew && cd renew && sh ../"+CSRScriptName) {
+		t.Errorf("the refusal does not say where to make the new key:\n%s", out)
+	}
+	if now, err := os.ReadFile(filepath.Join(dir, SiteKeyFile)); err != nil || !bytes.Equal(now, inUse) {
+		t.Errorf("the key in use was replaced (%v)", err)
+	}
+	renew := filepath.Join(dir, "renew")
+	if err := os.Mkdir(renew, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run(renew, "../"+CSRScriptName); err != nil {
+		t.Fatalf("new key in a new directory: %v\n%s", err, out)
+	}
+	if next, err := os.ReadFile(filepath.Join(renew, SiteKeyFile)); err != nil || bytes.Equal(next, inUse) {
+		t.Errorf("no new key in %s (%v)", renew, err)
+	}
+	if _, err := os.Stat(filepath.Join(renew, "example-hospital.csr")); err != nil {
+		t.Error(err)
+	}
+	// The README says how.
+	readme, err := os.ReadFile(filepath.Join(dir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "mkdir renew && cd renew && sh ../"+CSRScriptName) {
+		t.Errorf("the README's rotation does not say to make the new key in a new directory")
 	}
 }
