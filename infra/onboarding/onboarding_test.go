@@ -701,3 +701,45 @@ func TestCalledAETitleQuotedForTheShell(t *testing.T) {
 		})
 	}
 }
+
+// TestKitExplainsOurAborts: the troubleshooting table has a row for an
+// association we abort in the middle of a transfer (DCMTK: "Store Failed"
+// … "Peer aborted Association"), with its causes: our timers, a deployment,
+// and on a TLS kit a certificate expired or revoked while in use. Before,
+// the only row naming an abort was the TLS handshake's, before any
+// association: a site whose study broke off halfway (the SCP's drain at a
+// restart, its certificate revoked) found nothing to go by.
+func TestKitExplainsOurAborts(t *testing.T) {
+	plainEnv, plainOuts := loadExample(t)
+	tlsEnv, tlsOuts := loadTLSExample(t)
+	tests := []struct {
+		name    string
+		readme  string
+		want    []string
+		wantNot []string
+	}{
+		{"plain", renderExample(t, plainEnv, plainOuts)["README.md"],
+			[]string{"`Peer aborted Association` after `Association Accepted`", "silent for 5 minutes", "a deployment of ours", "our log and audit trail name the reason"},
+			[]string{"expired or was revoked while it was open"}},
+		{"TLS", renderExample(t, tlsEnv, tlsOuts)["README.md"],
+			[]string{"`Peer aborted Association` after `Association Accepted`", "a deployment of ours", "expired or was revoked while it was open"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, table, ok := strings.Cut(tt.readme, "## Troubleshooting")
+			if !ok {
+				t.Fatal("no troubleshooting section")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(table, w) {
+					t.Errorf("troubleshooting lacks %q", w)
+				}
+			}
+			for _, w := range tt.wantNot {
+				if strings.Contains(table, w) {
+					t.Errorf("troubleshooting has %q", w)
+				}
+			}
+		})
+	}
+}
