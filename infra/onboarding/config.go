@@ -33,6 +33,9 @@ type EnvConfig struct {
 	// Staged reports whether the tasks answer C-STORE once an object is
 	// durable in the staging file system (scp.staging), not once S3 has it.
 	Staged bool
+	// S3PutTimeoutSeconds (scp.s3PutTimeoutSeconds), without Staged, is how
+	// long after an object's last byte its C-STORE is answered at the latest.
+	S3PutTimeoutSeconds int
 }
 
 // TLSConfig is the environment's DICOM-over-TLS endpoint.
@@ -81,6 +84,7 @@ func FromConfig(c *config.Config) EnvConfig {
 		CommitmentWaitSeconds:   c.Commitment.WaitSeconds,
 		CommitmentReportMinutes: c.Commitment.ReportMinutes,
 		Staged:                  c.Scp.Staging != nil,
+		S3PutTimeoutSeconds:     c.Scp.S3PutTimeoutSeconds,
 	}
 	if t := c.Dicom.TLS; t != nil {
 		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}

@@ -132,6 +132,9 @@ type Kit struct {
 	// Staged: C-STORE success once an object is durable in the staging
 	// file system (EFS, every zone), not once S3 has it.
 	Staged bool
+	// S3PutTimeoutSeconds, without Staged, bounds the wait for a C-STORE
+	// response after the object's last byte (0: not known, not said).
+	S3PutTimeoutSeconds int
 }
 
 // KitTLS is what a site needs for DICOM over TLS.
@@ -211,6 +214,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		CommitmentWaitSeconds: env.CommitmentWaitSeconds, CommitmentReportMinutes: env.CommitmentReportMinutes,
 		QuarantinedCommitted: site.QuarantinedCommitted,
 		Staged:               env.Staged,
+		S3PutTimeoutSeconds:  env.S3PutTimeoutSeconds,
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort

@@ -743,3 +743,45 @@ func TestKitExplainsOurAborts(t *testing.T) {
 		})
 	}
 }
+
+// TestKitStatesOurResponseTime: without staging, the kit tells the PACS how
+// long after an image's last byte we answer its C-STORE at the latest
+// (scp.s3PutTimeoutSeconds) and so how long the PACS must wait for the
+// answer. Before, the kit said nothing of it: a PACS whose response timeout
+// was shorter than that (Orthanc's DicomScuTimeout is 10 s; the setting
+// allows up to 60 s) aborted the association while we were storing, with
+// nothing in the kit to say why. With staging the answer does not wait on S3,
+// and nothing is said.
+func TestKitStatesOurResponseTime(t *testing.T) {
+	env, outs := loadExample(t)
+	tests := []struct {
+		name    string
+		timeout int
+		staged  bool
+		want    string // "" for no such sentence
+	}{
+		{"the default", 8, false, "within 8 seconds of its last byte"},
+		{"a longer put timeout", 30, false, "at least 32 seconds"},
+		{"staged", 8, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env.S3PutTimeoutSeconds, env.Staged = tt.timeout, tt.staged
+			text := renderExample(t, env, outs)["README.md"]
+			_, speed, _ := strings.Cut(text, "## Sending speed")
+			speed, _, _ = strings.Cut(speed, "## Troubleshooting")
+			has := strings.Contains(speed, "We answer each C-STORE within")
+			switch {
+			case tt.want == "" && has:
+				t.Errorf("a staged kit states a put timeout:\n%s", speed)
+			case tt.want != "" && !strings.Contains(speed, tt.want):
+				t.Errorf("the sending speed section lacks %q:\n%s", tt.want, speed)
+			}
+		})
+	}
+	t.Run("from the environment config", func(t *testing.T) {
+		if env, _ := loadExample(t); env.S3PutTimeoutSeconds != 8 {
+			t.Errorf("scp.s3PutTimeoutSeconds read as %d, want its default 8", env.S3PutTimeoutSeconds)
+		}
+	})
+}

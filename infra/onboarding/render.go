@@ -33,6 +33,7 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"code":            codeSpan,
 	"cell":            cellCodeSpan,
 	"mul":             func(a, b int) int { return a * b },
+	"add":             func(a, b int) int { return a + b },
 	"secretsFile":     func() string { return SecretsFileName },
 	"conformanceFile": func() string { return ConformanceFileName },
 	// portsText lists the DICOM ports the site sends to: the plain port (p)
