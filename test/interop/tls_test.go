@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -264,8 +265,10 @@ func TestDICOMTLSRefusals(t *testing.T) {
 }
 
 // TestDICOMTLSReload: a new certificate and client CA are taken on SIGHUP (and, with no signal, when the files
-// change) while an association is open: that association goes on, the next one gets the new certificate and is
-// held to the new client CA.
+// change) while an association is open: the next one gets the new certificate and is held to the new client CAs.
+// The open association goes on while its certificate's CA is still in the bundle (a site CA rotation's first
+// step, certificates.md), and is aborted at the reload that takes that CA out: a certificate no longer trusted ends
+// the associations it has, not only new handshakes.
 func TestDICOMTLSReload(t *testing.T) {
 	testenv.RequireTools(t, "echoscu")
 	p := sitepki.New(t)
@@ -293,14 +296,14 @@ func TestDICOMTLSReload(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Rotate: a new server certificate from the same CA, and a new site CA that re-issued site A.
+	// Rotate: a new server certificate from the same CA, and a new site CA beside the old one, which re-issued site A.
 	next := p.ServerCA.Server(t, testpki.Options{CommonName: "dicom-ingest.test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	newSiteCA := testpki.NewCA(t, "dicom-ingest site CA 2")
 	reissued := newSiteCA.Client(t, testpki.Options{CommonName: sitepki.SiteA})
 	next.WriteFiles(t, p.Dir, "server")
-	testpki.WriteFile(t, p.SiteCAFile, newSiteCA.PEM)
-	// The CRL goes with its CA: the old one's list does not load with the new bundle.
-	testpki.WriteFile(t, p.SiteCRLFile, newSiteCA.CRL(t, time.Now().Add(time.Hour)))
+	testpki.WriteFile(t, p.SiteCAFile, append(append([]byte{}, p.SiteCA.PEM...), newSiteCA.PEM...))
+	// The CRLs go with their CAs: a list whose CA is not in the bundle does not load.
+	testpki.WriteFile(t, p.SiteCRLFile, append(p.SiteCA.CRL(t, time.Now().Add(time.Hour)), newSiteCA.CRL(t, time.Now().Add(time.Hour))...))
 	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -312,13 +315,23 @@ func TestDICOMTLSReload(t *testing.T) {
 		defer as.Release(ctx)
 		return seen[len(seen)-1].Equal(next.Cert)
 	})
-
 	if err := open.Echo(ctx); err != nil {
-		t.Fatalf("the association open across the reload broke: %v", err)
+		t.Fatalf("the association open across the reload broke, its certificate still trusted: %v", err)
 	}
-	if err := open.Release(ctx); err != nil {
+
+	// The old site CA leaves the bundle: the association open with its certificate is aborted.
+	testpki.WriteFile(t, p.SiteCAFile, newSiteCA.PEM)
+	testpki.WriteFile(t, p.SiteCRLFile, newSiteCA.CRL(t, time.Now().Add(time.Hour)))
+	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(scp.Logs(), "TLS associations aborted: their client certificate is no longer accepted")
+	})
+	if err := open.Echo(ctx); !errors.Is(err, dicomnet.ErrAborted) {
+		t.Errorf("the association of a certificate of the removed site CA: echo gave %v, want it aborted", err)
+	}
+	open.Abort()
 	if !seen[0].Equal(p.Server.Cert) {
 		t.Error("the first association did not see the first certificate")
 	}

@@ -220,7 +220,7 @@ func (r *Reloader) Refuses(cs *tls.ConnectionState) error {
 	chains, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: cfg.ClientCAs, Intermediates: intermediates,
 		CurrentTime: r.now(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	if err != nil {
-		return fmt.Errorf("client certificate %s no longer accepted: %w", tlstrust.NameOf(cs.PeerCertificates[0]), err)
+		return fmt.Errorf("client certificate no longer accepted: certificate %s: %w", tlstrust.NameOf(cs.PeerCertificates[0]), err)
 	}
 	st := *cs
 	st.VerifiedChains = chains
