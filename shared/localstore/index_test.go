@@ -31,6 +31,14 @@ func TestCommitmentConformance(t *testing.T) {
 	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore { return openTest(t).CommitmentStore() })
 }
 
+// TestCommitmentAtScale runs the largest request through SQLite's transactions and audit trail.
+func TestCommitmentAtScale(t *testing.T) {
+	pipelinetest.RunCommitmentAtScale(t, func(t *testing.T) (pipeline.CommitmentStore, pipeline.AuditStore) {
+		db := openTest(t)
+		return db.CommitmentStore(), db.AuditStore()
+	})
+}
+
 // TestInstancesByStudyFromOlderDatabase: a database whose instances were
 // keyed by SOP Instance UID and content alone (schema 8) keeps what it
 // indexed through the move to one instance per content and study; the

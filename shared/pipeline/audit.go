@@ -438,12 +438,15 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 		rec.Reason = "N-EVENT-REPORT not delivered after " + attempts(tx.Attempts)
 	}
 	if doc != nil {
-		for _, s := range doc.Studies {
+		for _, s := range listedStudies(doc.Studies) {
 			rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
 				TypeCode: 2, TypeRole: 3, IDTypeCode: codeStudyInstanceUID, ID: s})
 		}
 		if len(doc.Studies) == 1 {
 			rec.StudyInstanceUID = doc.Studies[0]
+		}
+		if len(doc.Studies) > MaxListedStudies {
+			rec.Reason += fmt.Sprintf("; %d studies, the first %d named (the result document lists them all)", len(doc.Studies), MaxListedStudies)
 		}
 	}
 	rec.Day = rec.Time.Format(time.DateOnly)

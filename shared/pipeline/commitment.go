@@ -53,11 +53,14 @@ const (
 	// maxEventFailures bounds the failures listed in a Storage Commitment Completed event (EventBridge's
 	// 256 KiB entry); the result document has them all.
 	maxEventFailures = 500
-	// maxEventStudies bounds the studies listed in a Storage Commitment Completed event, as maxEventFailures the
-	// failures: 1,000 of 64 characters and 500 failures of two such UIDs each come to some 180 KB, under EventBridge's
-	// 256 KiB entry (the event's studyCount and studiesTruncated say when there are more; the result document has
-	// them all). A request may name 50,000 instances, each of a study of its own.
-	maxEventStudies = 1000
+	// MaxListedStudies bounds the studies a transaction names wherever it is kept or told, but for its result
+	// document, which lists them all: the transaction as stored (Studies; StudyCount counts them all), its audit
+	// records and its Storage Commitment Completed event (studyCount, studiesTruncated). A request may name
+	// commitment.MaxRefs (50,000) instances, each of a study of its own, a backlog commitment after a migration: a
+	// transaction naming them all was some 3.4 MB, over DynamoDB's 400 KB item, and its audit record some 7 MB,
+	// so the request was never reported. 1,000 of 64 characters and 500 failures of two such UIDs each come to some
+	// 180 KB, under EventBridge's 256 KiB entry too.
+	MaxListedStudies = 1000
 	// evaluateParallel bounds the instances looked up at once.
 	evaluateParallel = 8
 )
@@ -164,8 +167,11 @@ type CommitmentTransaction struct {
 	ResultKey      string    `json:"resultKey,omitempty"`
 	Committed      int       `json:"committed"`
 	Failed         int       `json:"failed"`
-	// Studies holds the studies of the committed instances.
+	// Studies holds the first MaxListedStudies studies of the committed instances, in order of their UIDs;
+	// StudyCount counts them all (the result document lists them all). A transaction written before StudyCount
+	// has all its studies in Studies and no StudyCount (ListedStudyCount).
 	Studies    []string  `json:"studies,omitempty"`
+	StudyCount int       `json:"studyCount,omitempty"`
 	Attempts   int       `json:"attempts"`
 	LastError  string    `json:"lastError,omitempty"`
 	ReportedAt time.Time `json:"reportedAt,omitempty"`
@@ -177,6 +183,16 @@ type CommitmentTransaction struct {
 	// Version moves by one with every write (UpdateCommitment's condition).
 	Version int64 `json:"version"`
 }
+
+// ListedStudyCount is how many studies the transaction's committed instances are of: StudyCount, or for a
+// transaction written before it, its Studies.
+func (tx CommitmentTransaction) ListedStudyCount() int { return max(tx.StudyCount, len(tx.Studies)) }
+
+// listedStudies is the part of studies (sorted) a transaction, its audit records and its event name.
+func listedStudies(studies []string) []string { return studies[:min(len(studies), MaxListedStudies)] }
+
+// CommitmentID is the ID of the transaction of a Transaction UID (a digest: it holds no UID).
+func CommitmentID(transactionUID string) string { return digest("commitment", transactionUID) }
 
 // Done reports whether nothing more will happen to the transaction.
 func (tx CommitmentTransaction) Done() bool {
@@ -285,7 +301,7 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 	}
 	now := p.now()
 	tx := CommitmentTransaction{
-		ID: digest("commitment", req.TransactionUID), TransactionUID: req.TransactionUID, RequestKey: key,
+		ID: CommitmentID(req.TransactionUID), TransactionUID: req.TransactionUID, RequestKey: key,
 		ContentDigest: contentDigest(req), CallingAE: req.CallingAE, CalledAE: req.CalledAE, PeerAddr: req.PeerAddr,
 		AssociationID: req.AssociationID,
 		MessageID:     req.MessageID, RefCount: len(req.Refs), ReceivedAt: req.ReceivedAt.UTC(),
@@ -485,14 +501,14 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 			}
 		}
 	}
-	known := tx.Studies[:0]
+	var studies []string
 	for s := range studyOpen {
 		if s != "" {
-			known = append(known, s)
+			studies = append(studies, s)
 		}
 	}
-	tx.Studies = known
-	slices.Sort(tx.Studies)
+	slices.Sort(studies)
+	tx.Studies, tx.StudyCount = listedStudies(studies), len(studies)
 	if undecided > 0 {
 		poll := commitmentPoll
 		if now.Sub(tx.ReceivedAt) > 30*time.Second {
@@ -516,7 +532,7 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 	}
 	slices.Sort(complete)
 	doc := CommitmentResultDoc{SchemaVersion: 1, ID: tx.ID, RequestKey: tx.RequestKey, CallingAE: tx.CallingAE,
-		EvaluatedAt: now, Result: res, Studies: tx.Studies}
+		EvaluatedAt: now, Result: res, Studies: studies}
 	body, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return tx, fmt.Errorf("pipeline: marshal commitment result: %w", err)

@@ -795,11 +795,8 @@ func TestCommitmentRetransmissionRacingAGiveUp(t *testing.T) {
 	}
 }
 
-// uid64 is a UID of 64 characters, the longest, under root: n makes it unique.
-func uid64(root string, n int) string { return fmt.Sprintf("%s1%0*d", root, 63-len(root), n) }
-
 // TestCommitmentCompletedBounded: a request committing instances of more studies than an event lists has a
-// Storage Commitment Completed that lists the first maxEventStudies (1000), counts them all (studyCount) and says
+// Storage Commitment Completed that lists the first MaxListedStudies (1000), counts them all (studyCount) and says
 // the list is cut (studiesTruncated), and stays under EventBridge's 256 KiB entry with 500 failures besides, every
 // UID as long as UIDs go: studies was unbounded, and some 3,900 studies made an event the bus refused.
 func TestCommitmentCompletedBounded(t *testing.T) {
@@ -808,7 +805,7 @@ func TestCommitmentCompletedBounded(t *testing.T) {
 	const studies, missingRefs = 1001, 600
 	var refs []commitment.Ref
 	for i := range studies {
-		st, se, sop := uid64("1.2.826.0.1.3680043.10.9.2.", i), uid64("1.2.826.0.1.3680043.10.9.3.", i), uid64("1.2.826.0.1.3680043.10.9.4.", i)
+		st, se, sop := pt.UID64("1.2.826.0.1.3680043.10.9.2.", i), pt.UID64("1.2.826.0.1.3680043.10.9.3.", i), pt.UID64("1.2.826.0.1.3680043.10.9.4.", i)
 		in := ct(sop)
 		in.StudyUID, in.SeriesUID = st, se
 		k := "incoming/2026/01/15/" + st + "/" + se + "/" + sop + ".dcm"
@@ -819,7 +816,7 @@ func TestCommitmentCompletedBounded(t *testing.T) {
 		refs = append(refs, ctRef(sop))
 	}
 	for i := range missingRefs { // never sent: 0112, of no known study, so no study is announced here
-		refs = append(refs, commitment.Ref{SOPClassUID: uid64("1.2.840.10008.5.1.4.1.1.", i), SOPInstanceUID: uid64("1.2.826.0.1.3680043.10.9.5.", i)})
+		refs = append(refs, commitment.Ref{SOPClassUID: pt.UID64("1.2.840.10008.5.1.4.1.1.", i), SOPInstanceUID: pt.UID64("1.2.826.0.1.3680043.10.9.5.", i)})
 	}
 	c.request(txnUID, refs...)
 	c.at(time.Minute)
@@ -909,4 +906,11 @@ func TestCommitmentRecordsInWords(t *testing.T) {
 			t.Errorf("%s: reason %q, want %q", outcome, reasons[outcome], want)
 		}
 	}
+}
+
+// TestCommitmentAtScale runs the largest request on the fakes.
+func TestCommitmentAtScale(t *testing.T) {
+	pt.RunCommitmentAtScale(t, func(*testing.T) (pipeline.CommitmentStore, pipeline.AuditStore) {
+		return pt.NewCommitments(), pt.NewAudit()
+	})
 }

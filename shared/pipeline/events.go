@@ -259,7 +259,7 @@ type CommitmentCompletedDetail struct {
 	CommittedCount int                 `json:"committedCount"`
 	FailedCount    int                 `json:"failedCount"`
 	Failures       []CommitmentFailure `json:"failures"`
-	// Studies lists at most maxEventStudies of the committed instances' studies, StudyCount counts them all and
+	// Studies lists at most MaxListedStudies of the committed instances' studies, StudyCount counts them all and
 	// StudiesTruncated says the list is cut (the result document has them all).
 	Studies          []string            `json:"studies"`
 	StudyCount       int                 `json:"studyCount"`
@@ -311,8 +311,8 @@ func (p *Pipeline) publishCommitment(ctx context.Context, tx CommitmentTransacti
 		SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, AssociationID: tx.AssociationID,
 		ReceivedAt: tx.ReceivedAt, CompletedAt: p.now(), Outcome: "committed", EventTypeID: int(doc.Result.EventTypeID()),
 		InstanceCount: tx.RefCount, CommittedCount: len(doc.Result.Committed), FailedCount: len(doc.Result.Failed),
-		Failures: []CommitmentFailure{}, Studies: doc.Studies[:min(len(doc.Studies), maxEventStudies)], StudyCount: len(doc.Studies),
-		StudiesTruncated: len(doc.Studies) > maxEventStudies, RequestURI: p.uri(tx.RequestKey), ResultURI: p.uri(tx.ResultKey),
+		Failures: []CommitmentFailure{}, Studies: listedStudies(doc.Studies), StudyCount: len(doc.Studies),
+		StudiesTruncated: len(doc.Studies) > MaxListedStudies, RequestURI: p.uri(tx.RequestKey), ResultURI: p.uri(tx.ResultKey),
 		Report: CommitmentDelivered{Delivered: tx.State == CommitmentReported, Attempts: tx.Attempts},
 	}
 	if d.Studies == nil {

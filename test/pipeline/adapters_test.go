@@ -104,6 +104,15 @@ func TestCommitmentConformanceOnDynalite(t *testing.T) {
 	})
 }
 
+// TestCommitmentAtScaleOnDynalite runs the largest request through DynamoDB's transactions and audit trail on
+// dynalite, which holds items to DynamoDB's 400 KB as DynamoDB does.
+func TestCommitmentAtScaleOnDynalite(t *testing.T) {
+	pipelinetest.RunCommitmentAtScale(t, func(t *testing.T) (pipeline.CommitmentStore, pipeline.AuditStore) {
+		c := dynaliteOnly(t)
+		return &awsadapters.CommitmentTable{Client: c, Table: indexTable}, &awsadapters.AuditTable{Client: c, Table: auditTable}
+	})
+}
+
 // TestIndexQuietPeriodOnDynalite: the pending index sorts by last activity
 // (the later of received-at and indexed-at of the newest new or conflicting
 // instance), a duplicate delivery does not move it, and a study item from

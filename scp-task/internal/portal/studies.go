@@ -74,10 +74,16 @@ type Commitment struct {
 	// Outcome is the result's, once decided: success (every instance
 	// committed) or failure (some failed).
 	Outcome string `json:"outcome,omitempty"`
-	// Studies are the studies of its committed instances; none when it
-	// named no instance the archive holds.
-	Studies []string `json:"studies"`
+	// Studies are the studies of its committed instances, the first
+	// pipeline.MaxListedStudies in UID order; none when it named no
+	// instance the archive holds. StudyCount counts them all (the result
+	// lists them all).
+	Studies    []string `json:"studies"`
+	StudyCount int      `json:"studyCount"`
 }
+
+// MoreStudies is how many studies of its committed instances Studies leaves out.
+func (c Commitment) MoreStudies() int { return c.StudyCount - len(c.Studies) }
 
 // GivenUp reports whether delivery was given up: GivenUpAt is set, or the transaction is undeliverable, which one
 // written before GivenUpAt existed is without it (given up, when unknown): such a row read "retried until" its
@@ -97,7 +103,7 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	if tx.ResultKey != "" {
 		c.ResultURL = "/objects/" + tx.ResultKey
 	}
-	if c.Studies = tx.Studies; c.Studies == nil {
+	if c.Studies, c.StudyCount = tx.Studies, tx.ListedStudyCount(); c.Studies == nil {
 		c.Studies = []string{}
 	}
 	if !tx.ReportedAt.IsZero() {

@@ -251,6 +251,7 @@ type Index struct {
 	series    map[string]map[string]bool                    // study -> series -> seen
 	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
 	first     map[string]pipeline.FirstContent              // sop -> first content indexed, in any study
+	sopIn     map[string]map[string]bool                    // sop -> studies it is indexed in
 	published map[string]time.Time
 	// ledgerReads counts EventPublished calls.
 	ledgerReads int
@@ -270,6 +271,7 @@ func NewIndex() *Index {
 	return &Index{
 		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]bool{},
 		instances: map[string]map[string]pipeline.InstanceRecord{}, first: map[string]pipeline.FirstContent{},
+		sopIn:     map[string]map[string]bool{},
 		published: map[string]time.Time{},
 	}
 }
@@ -301,6 +303,10 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	st.Count(in, outcome, newSeries)
 	in = in.Indexed(outcome, st.Merge(in))
 	x.instances[in.StudyInstanceUID][ik] = in
+	if x.sopIn[in.SOPInstanceUID] == nil {
+		x.sopIn[in.SOPInstanceUID] = map[string]bool{}
+	}
+	x.sopIn[in.SOPInstanceUID][in.StudyInstanceUID] = true
 	return pipeline.UpsertResult{Outcome: outcome, Study: cloneStudy(st), Instance: in}, nil
 }
 
@@ -328,7 +334,7 @@ func (x *Index) Instances(_ context.Context, sop string) ([]pipeline.InstanceRec
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	var out []pipeline.InstanceRecord
-	for _, study := range slices.Sorted(maps.Keys(x.instances)) {
+	for study := range x.sopIn[sop] { // a lookup of every study made a request of 50,000 instances take minutes
 		for _, in := range x.instances[study] {
 			if in.SOPInstanceUID == sop {
 				out = append(out, in)
