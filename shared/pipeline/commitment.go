@@ -330,9 +330,12 @@ func (p *Pipeline) ProcessCommitmentRequest(ctx context.Context, key string) err
 		}
 		if !stored.Done() {
 			// Given up, its audit record and event still owed: it is over as much as one whose are written, and the
-			// request is evaluated again with a report deadline of its own, as after those. The give-up is audited
-			// now; its event gives way to the retransmission's Storage Commitment Completed.
-			if err := p.auditGivenUp(ctx, stored); err != nil {
+			// request is evaluated again with a report deadline of its own, as after those. The give-up is audited and
+			// announced now, before the transaction is replaced: a subscriber learns that the first request's result
+			// never reached the PACS, as after a give-up whose event was published (its Storage Commitment Completed
+			// was dropped). Should either fail (the bus down), the request fails, to be delivered again: the run after
+			// the lease writes what is owed meanwhile.
+			if err := p.finishGivenUp(ctx, stored); err != nil {
 				return err
 			}
 		}
@@ -366,14 +369,23 @@ func retransmissionRaced(err error) error {
 	return fmt.Errorf("pipeline: commitment: %w", err)
 }
 
-// auditGivenUp writes the audit record of a transaction given up (GivenUpAt) whose record may still be owed.
-func (p *Pipeline) auditGivenUp(ctx context.Context, tx CommitmentTransaction) error {
+// finishGivenUp writes the audit record and publishes the Storage Commitment Completed of a transaction given up
+// (GivenUpAt) whose record or event may still be owed (each is written once: the audit record by its id, the event
+// by the ledger). An event the bus refuses for what it is leaves the transaction over without it, as
+// finishCommitment has it.
+func (p *Pipeline) finishGivenUp(ctx context.Context, tx CommitmentTransaction) error {
 	doc, err := p.readCommitmentResult(ctx, tx.ResultKey)
 	if err != nil {
 		return err
 	}
 	tx.State = CommitmentUndeliverable
-	return p.auditCommitment(ctx, commitmentUndeliverable, tx, &doc)
+	if err := p.auditCommitment(ctx, commitmentUndeliverable, tx, &doc); err != nil {
+		return err
+	}
+	if err := p.publishCompleted(ctx, tx, doc); err != nil && !errors.As(err, new(completedRefused)) {
+		return err
+	}
+	return nil
 }
 
 func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (CommitmentRequest, error) {
@@ -766,15 +778,14 @@ func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step comm
 	if err := a.stopped(ctx); err != nil {
 		return false, eventLeft{err}
 	}
-	err := p.publishCommitment(ctx, tx, doc)
+	err := p.publishCompleted(ctx, tx, doc)
 	a.published(err)
 	var refused error
 	switch {
-	case errors.As(err, new(eventRefused)) && !errors.As(err, new(busError)):
+	case errors.As(err, new(completedRefused)):
 		// Refused for what it is, it would be refused again at every lease, the transaction reporting for ever:
 		// it finishes without its event, and the run fails with the refusal.
-		refused = fmt.Errorf("pipeline: commitment on association %s, message %d, finished without its event: %w",
-			tx.AssociationID, tx.MessageID, err)
+		refused = err
 	case err != nil:
 		return false, err
 	}
@@ -783,6 +794,23 @@ func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step comm
 	}
 	return true, refused
 }
+
+// publishCompleted publishes a finished transaction's Storage Commitment Completed. An event the bus refuses for
+// what it is (publish's eventRefused, without the bus failing besides) would be refused again at every try: it is
+// returned as a completedRefused, for the transaction to be over without it.
+func (p *Pipeline) publishCompleted(ctx context.Context, tx CommitmentTransaction, doc CommitmentResultDoc) error {
+	err := p.publishCommitment(ctx, tx, doc)
+	if !errors.As(err, new(eventRefused)) || errors.As(err, new(busError)) {
+		return err
+	}
+	return completedRefused{fmt.Errorf("pipeline: commitment on association %s, message %d, finished without its event: %w",
+		tx.AssociationID, tx.MessageID, err)}
+}
+
+// completedRefused is a Storage Commitment Completed the bus refused for what it is (publishCompleted).
+type completedRefused struct{ error }
+
+func (e completedRefused) Unwrap() error { return e.error }
 
 // reportBackoff is the wait after the n-th failed delivery: 10 s doubling, at most 5 min.
 func reportBackoff(n int) time.Duration {

@@ -697,16 +697,16 @@ func TestCommitmentBusDownStopsTheRun(t *testing.T) {
 // again and reported again with a report deadline of its own, as conformance.md promises, whether the give-up's
 // audit record and event were written or still owed (the event bus down): in the second case it got one more
 // attempt at the old result past the old deadline, given up again at once when that failed, the alarm's line
-// logged a second time, and the PACS's new request never had its hour. The give-up is audited either way; its
-// event, when still owed, gives way to the retransmission's.
+// logged a second time, and the PACS's new request never had its hour. The give-up is audited and announced either
+// way, before the retransmission's Storage Commitment Completed: its event, when still owed, was dropped, and a
+// subscriber never learnt that the first request's result did not reach the PACS.
 func TestCommitmentRetransmittedAfterAGiveUp(t *testing.T) {
 	for _, tt := range []struct {
-		name          string
-		busDown       bool // at the give-up
-		wantCompleted int  // Storage Commitment Completed events in the end
+		name    string
+		busDown bool // at the give-up
 	}{
-		{"its give-up recorded", false, 2},
-		{"its give-up's record owed", true, 1},
+		{"its give-up recorded", false},
+		{"its give-up's record owed", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -735,11 +735,55 @@ func TestCommitmentRetransmittedAfterAGiveUp(t *testing.T) {
 				t.Errorf("audit (-want +got):\n%s", d)
 			}
 			done := c.events(pipeline.DetailTypeCommitmentCompleted)
-			var cd pipeline.CommitmentCompletedDetail
-			if len(done) != tt.wantCompleted || json.Unmarshal(done[len(done)-1], &cd) != nil || !cd.Report.Delivered || cd.Report.Attempts != 2 {
-				t.Errorf("%d Storage Commitment Completed events, the last %+v; want %d, the last delivered at the second attempt", len(done), cd, tt.wantCompleted)
+			if len(done) != 2 {
+				t.Fatalf("%d Storage Commitment Completed events, want 2: the give-up's, then the retransmission's", len(done))
+			}
+			var first, last pipeline.CommitmentCompletedDetail
+			if json.Unmarshal(done[0], &first) != nil || first.Report.Delivered || first.Report.Attempts != 4 || first.AssociationID != "abcd1234-1" {
+				t.Errorf("the first Storage Commitment Completed %+v on %s; want the give-up after 4 attempts, of the first association", first.Report, first.AssociationID)
+			}
+			if json.Unmarshal(done[1], &last) != nil || !last.Report.Delivered || last.Report.Attempts != 2 || last.AssociationID != "abcd1234-2" {
+				t.Errorf("the last Storage Commitment Completed %+v on %s; want delivered at the second attempt, on the retransmission's", last.Report, last.AssociationID)
 			}
 		})
+	}
+}
+
+// TestCommitmentRetransmittedAfterAGiveUpWhileTheBusFails: a retransmission arriving while the give-up's Storage
+// Commitment Completed is still owed and the bus still down fails, to be delivered again, rather than replace the
+// transaction and drop the event: the run after the lease publishes the give-up's once the bus is back, and the
+// request delivered again is then evaluated and reported as after any give-up.
+func TestCommitmentRetransmittedAfterAGiveUpWhileTheBusFails(t *testing.T) {
+	ctx := context.Background()
+	c, _ := nearTheDeadline(t)
+	down := errors.New("event bus down")
+	c.f.Events.Err = down
+	c.now = c.now.Add(10 * time.Second)
+	if _, err := c.p.RunCommitments(ctx, c.now); !errors.Is(err, down) {
+		t.Fatalf("the give-up's run: err %v, want the bus's", err)
+	}
+	key := c.write(txnUID, ctRef(sop1)) // the PACS asks again, on a new association
+	if err := c.p.ProcessCommitmentRequest(ctx, key); !errors.Is(err, down) {
+		t.Fatalf("the retransmission with the bus down: err %v, want the bus's", err)
+	}
+	c.f.Events.Err = nil
+	c.at(3 * time.Minute) // past the lease: the give-up's event
+	if err := c.p.ProcessCommitmentRequest(ctx, key); err != nil {
+		t.Fatalf("the retransmission delivered again: %v", err)
+	}
+	c.f.Reporter.Err = nil
+	c.at(time.Second)
+	done := c.events(pipeline.DetailTypeCommitmentCompleted)
+	var cds []pipeline.CommitmentCompletedDetail
+	for _, d := range done {
+		var cd pipeline.CommitmentCompletedDetail
+		if err := json.Unmarshal(d, &cd); err != nil {
+			t.Fatal(err)
+		}
+		cds = append(cds, cd)
+	}
+	if len(cds) != 2 || cds[0].Report.Delivered || cds[0].AssociationID != "abcd1234-1" || !cds[1].Report.Delivered || cds[1].AssociationID != "abcd1234-2" {
+		t.Errorf("Storage Commitment Completed %+v; want the give-up's on the first association, then the retransmission's delivered", cds)
 	}
 }
 
