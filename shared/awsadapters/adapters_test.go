@@ -157,6 +157,12 @@ func TestEventBridgeRefusedOnItsOwn(t *testing.T) {
 			[]pipeline.FailedEntry{{Index: 0, Refused: true, Code: "ValidationException"}}, false},
 		{"a batch too large", 2, 400, `{"__type":"ValidationException","message":"Total size of the entries in the request is over the limit."}`,
 			nil, true},
+		// A ValidationException about the call, not the event: every event would meet it.
+		{"a bus name that fails its pattern", 1, 400, `{"__type":"ValidationException","message":"1 validation error detected: Value 'no such bus!' at 'entries.1.member.eventBusName' failed to satisfy constraint: Member must satisfy regular expression pattern: [/\\.\\-_A-Za-z0-9]+"}`,
+			nil, true},
+		{"an endpoint id that fails its pattern", 1, 400, `{"__type":"ValidationException","message":"1 validation error detected: Value 'x' at 'endpointId' failed to satisfy constraint: Member must satisfy regular expression pattern: ^[A-Za-z0-9\\-]+[\\.][A-Za-z0-9\\-]+$"}`,
+			nil, true},
+		{"a bus that does not exist", 1, 400, `{"__type":"ResourceNotFoundException","message":"Event bus nope does not exist."}`, nil, true},
 		{"access denied", 1, 400, `{"__type":"AccessDeniedException","message":"no"}`, nil, true},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
@@ -30,8 +31,10 @@ var _ pipeline.EventPublisher = (*EventBridgePublisher)(nil)
 // Publish implements pipeline.EventPublisher: each entry PutEvents reports
 // as failed is returned by index, refused on its own or not by its error
 // code (refusedOnItsOwn), for the pipeline to retry or not. A call refused
-// as invalid (ValidationException: an entry over EventBridge's 256 KiB)
-// is its one entry's refusal when the batch has one.
+// for its entries' size (entriesTooLarge: an entry over EventBridge's
+// 256 KiB) is its one entry's refusal when the batch has one; any other
+// failed call, a ValidationException about the call itself among them (an
+// event bus name that fails its pattern), is the bus failing.
 func (p *EventBridgePublisher) Publish(ctx context.Context, events []pipeline.Event) ([]pipeline.FailedEntry, error) {
 	if len(events) > 10 {
 		return nil, fmt.Errorf("awsadapters: put events: %d entries, at most 10", len(events))
@@ -47,7 +50,7 @@ func (p *EventBridgePublisher) Publish(ctx context.Context, events []pipeline.Ev
 	out, err := p.Client.PutEvents(ctx, &eventbridge.PutEventsInput{Entries: entries})
 	if err != nil {
 		var api smithy.APIError
-		if len(events) == 1 && errors.As(err, &api) && refusedOnItsOwn(api.ErrorCode()) {
+		if len(events) == 1 && errors.As(err, &api) && entriesTooLarge(api) {
 			return []pipeline.FailedEntry{{Index: 0, Refused: true, Code: api.ErrorCode()}}, nil
 		}
 		return nil, fmt.Errorf("awsadapters: put events: %w", err)
@@ -71,15 +74,29 @@ func (p *EventBridgePublisher) Publish(ctx context.Context, events []pipeline.Ev
 
 // refusedOnItsOwn tells an entry EventBridge refused for what it is
 // (PutEventsResultEntry's non-retryable codes about the entry: an invalid
-// parameter, malformed detail; ValidationException, a call's, for one too
-// large) from the bus failing to take it: throttled, an internal failure,
-// and the codes of a bus or a role that refuses every entry (access denied,
-// not authorized for the source or detail type, an unknown bus), which are
-// the bus down for the pipeline as much as an outage is.
+// parameter, malformed detail) from the bus failing to take it: throttled,
+// an internal failure, and the codes of a bus or a role that refuses every
+// entry (access denied, not authorized for the source or detail type, an
+// unknown bus), which are the bus down for the pipeline as much as an
+// outage is.
 func refusedOnItsOwn(code string) bool {
 	switch code {
-	case "InvalidArgument", "MalformedDetail", "ValidationException":
+	case "InvalidArgument", "MalformedDetail":
 		return true
 	}
 	return false
+}
+
+// entriesTooLarge tells a failed PutEvents call that refused its entries for
+// their size: a ValidationException (the common error of an input that fails
+// the API's constraints, not one of PutEvents' own) saying "Total size of
+// the entries in the request is over the limit.". Every other
+// ValidationException is about the call, not the event: an event bus name or
+// ARN, or an endpoint id, that fails its constraints, which every event
+// would meet; taken for the event's refusal, it finished each Storage
+// Commitment transaction without its event and never counted towards the
+// failures in a row that stop a run.
+func entriesTooLarge(api smithy.APIError) bool {
+	return api.ErrorCode() == "ValidationException" &&
+		strings.Contains(strings.ToLower(api.ErrorMessage()), "total size of the entries")
 }
