@@ -371,7 +371,7 @@ func retransmissionRaced(err error) error {
 
 // finishGivenUp writes the audit record and publishes the Storage Commitment Completed of a transaction given up
 // (GivenUpAt) whose record or event may still be owed (each is written once: the audit record by its id, the event
-// by the ledger). An event the bus refuses for what it is leaves the transaction over without it, as
+// by the ledger). An event the bus refuses for what it is is logged, and the transaction is over without it, as
 // finishCommitment has it.
 func (p *Pipeline) finishGivenUp(ctx context.Context, tx CommitmentTransaction) error {
 	doc, err := p.readCommitmentResult(ctx, tx.ResultKey)
@@ -795,14 +795,21 @@ func (p *Pipeline) finishCommitment(ctx context.Context, a *announcer, step comm
 	return true, refused
 }
 
+// CompletedRefusedLog is the log message of a Storage Commitment Completed the bus refused for what it is: the
+// transaction is over without it.
+const CompletedRefusedLog = "storage commitment completed event refused; transaction finished without it"
+
 // publishCompleted publishes a finished transaction's Storage Commitment Completed. An event the bus refuses for
 // what it is (publish's eventRefused, without the bus failing besides) would be refused again at every try: it is
+// logged, the transaction named by its association and message id as every line of it is (never a UID), and
 // returned as a completedRefused, for the transaction to be over without it.
 func (p *Pipeline) publishCompleted(ctx context.Context, tx CommitmentTransaction, doc CommitmentResultDoc) error {
 	err := p.publishCommitment(ctx, tx, doc)
 	if !errors.As(err, new(eventRefused)) || errors.As(err, new(busError)) {
 		return err
 	}
+	p.log().Error(CompletedRefusedLog, "association", tx.AssociationID, "message_id", tx.MessageID,
+		"state", string(tx.State), "err", err)
 	return completedRefused{fmt.Errorf("pipeline: commitment on association %s, message %d, finished without its event: %w",
 		tx.AssociationID, tx.MessageID, err)}
 }

@@ -958,3 +958,61 @@ func TestCommitmentAtScale(t *testing.T) {
 		return pt.NewCommitments(), pt.NewAudit()
 	})
 }
+
+// TestCommitmentCompletedRefusedLogged: a Storage Commitment Completed the bus refuses for what it is has an ERROR
+// line of its own, naming the transaction by the association and message id of its request (never a UID), whether a
+// run finishes the transaction or a retransmission replaces one given up: only the run's error said it, and the
+// retransmission's path said nothing at all.
+func TestCommitmentCompletedRefusedLogged(t *testing.T) {
+	refuse := func(e pipeline.Event) (string, bool) {
+		return "ValidationException", e.DetailType == pipeline.DetailTypeCommitmentCompleted
+	}
+	for _, tt := range []struct {
+		name string
+		run  func(t *testing.T) (*commitmentFixture, *testenv.LogBuffer)
+	}{
+		{"reported", func(t *testing.T) (*commitmentFixture, *testenv.LogBuffer) {
+			c := newCommitmentFixture(t)
+			logs := &testenv.LogBuffer{}
+			c.p.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			c.f.Events.Refuse = refuse
+			c.store(sop1)
+			c.put(txnUID, ctRef(sop1))
+			if _, err := c.p.RunCommitments(context.Background(), c.now); err == nil {
+				t.Error("the run: no error; want the refusal")
+			}
+			return c, logs
+		}},
+		{"given up, then asked again", func(t *testing.T) (*commitmentFixture, *testenv.LogBuffer) {
+			c, logs := nearTheDeadline(t)
+			c.f.Events.Err = errors.New("event bus down")
+			c.now = c.now.Add(10 * time.Second)
+			if _, err := c.p.RunCommitments(context.Background(), c.now); err == nil {
+				t.Error("the give-up's run: no error; want the bus's")
+			}
+			c.f.Events.Err, c.f.Events.Refuse = nil, refuse
+			c.put(txnUID, ctRef(sop1)) // the give-up's event, refused, and the retransmission registered
+			return c, logs
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, logs := tt.run(t)
+			var lines []map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				var m map[string]any
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					t.Fatalf("log line %q: %v", l, err)
+				}
+				if m["msg"] == pipeline.CompletedRefusedLog {
+					lines = append(lines, m)
+				}
+			}
+			if len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["association"] != "abcd1234-1" || lines[0]["message_id"] != 1.0 {
+				t.Errorf("lines %q: %v; want one ERROR naming association abcd1234-1, message 1", pipeline.CompletedRefusedLog, lines)
+			}
+			if s := logs.String(); strings.Contains(s, txnUID) || strings.Contains(s, sop1) {
+				t.Errorf("the log holds a UID:\n%s", s)
+			}
+		})
+	}
+}
