@@ -28,12 +28,13 @@ func TestCommitmentsPage(t *testing.T) {
 		state   pipeline.CommitmentState
 		failed  int
 		studies []string
+		count   int // StudyCount: more than it names
 		reused  bool
 	}{
-		{"PACS_A", pipeline.CommitmentReported, 0, []string{"1.2.7"}, false},
-		{"PACS_B", pipeline.CommitmentReported, 2, nil, false},     // named no instance the archive holds
-		{"PACS_A", pipeline.CommitmentUndeliverable, 2, nil, true}, // Transaction UID reused: all fail 0131
-		{"PACS_B", pipeline.CommitmentPending, 0, nil, false},      // waiting
+		{"PACS_A", pipeline.CommitmentReported, 0, []string{"1.2.7"}, 1001, false},
+		{"PACS_B", pipeline.CommitmentReported, 2, nil, 0, false},     // named no instance the archive holds
+		{"PACS_A", pipeline.CommitmentUndeliverable, 2, nil, 0, true}, // Transaction UID reused: all fail 0131
+		{"PACS_B", pipeline.CommitmentPending, 0, nil, 0, false},      // waiting
 	} {
 		id := fmt.Sprint("tx", i)
 		created, _, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: id, TransactionUID: fmt.Sprint("1.2.8.", i),
@@ -41,7 +42,7 @@ func TestCommitmentsPage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		created.State, created.Failed, created.Committed, created.Studies = tx.state, tx.failed, 2-tx.failed, tx.studies
+		created.State, created.Failed, created.Committed, created.Studies, created.StudyCount = tx.state, tx.failed, 2-tx.failed, tx.studies, tx.count
 		if tx.reused {
 			created.DuplicateOf = "tx0"
 		}
@@ -106,13 +107,14 @@ func TestCommitmentsPage(t *testing.T) {
 		reused.ResultURL != "/objects/commitment/results/tx2.json" {
 		t.Errorf("the reused transaction %+v", reused)
 	}
-	if reported.Outcome != "success" || reported.Committed != 2 || strings.Join(reported.Studies, " ") != "1.2.7" || reported.ResultURL == "" {
+	if reported.Outcome != "success" || reported.Committed != 2 || strings.Join(reported.Studies, " ") != "1.2.7" || reported.StudyCount != 1001 ||
+		reported.ResultURL == "" {
 		t.Errorf("the reported transaction %+v", reported)
 	}
 
 	checkPages(t, srv.URL, []pageCheck{
 		{"/commitments", []string{`href="/commitments" class="on"`, `data-transaction-uid="1.2.8.1"`, `data-transaction-uid="1.2.8.3"`,
-			`<a href="/objects/commitment/results/tx1.json"`, "none in the archive", `<a href="/studies/1.2.7"><code>1.2.7</code></a>`,
+			`<a href="/objects/commitment/results/tx1.json"`, "none in the archive", `<a href="/studies/1.2.7"><code>1.2.7</code></a> and 1000 more (in the result)`,
 			"Transaction UID reused", `class="commitment waiting"`, `href="/audit/records?outcome=commitment-refused"`}, nil},
 		{"/commitments?outcome=failure", []string{`data-transaction-uid="1.2.8.1"`, `data-transaction-uid="1.2.8.2"`},
 			[]string{`data-transaction-uid="1.2.8.0"`, `data-transaction-uid="1.2.8.3"`}},
