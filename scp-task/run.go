@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -322,19 +321,11 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	}
 	finishStop(flushCtx, hurry, lm, feed)
 	closing := time.Now()
-	if lm != nil {
-		if err := closeLocal(hurry, lm); err != nil {
-			errs = append(errs, err)
-		}
-	} else if c, ok := store.(io.Closer); ok {
-		// A journaled store checkpoints, so the next start has nothing to
-		// replay.
-		if err := c.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("close the store: %w", err))
-		}
+	if err := closeAtExit(hurry, closerOf(lm, store)); err != nil {
+		errs = append(errs, err)
 	}
-	// The health server closes within what local mode's close left of
-	// closeGrace (its connections are probes').
+	// The health server closes within what the close left of closeGrace
+	// (its connections are probes').
 	healthCtx, cancelHealth := context.WithDeadline(context.Background(), closing.Add(closeGrace))
 	defer cancelHealth()
 	if err := health.Shutdown(healthCtx); err != nil {
@@ -369,23 +360,41 @@ func finishStop(ctx, hurry context.Context, lm *local.Local, feed *auditFeed) {
 	feed.finish(ctx)
 }
 
-// closeLocal stops local mode once finishStop is done: the portal, the
-// worker's object in hand, the events' last flush, the database. It has
-// closeGrace, and a second signal (hurry) ends it at once: what it leaves
-// is taken up at the next start, as after a crash (local.Local.Shutdown
-// says so), since the journal and the database are crash-safe.
-func closeLocal(hurry context.Context, lm interface{ Shutdown(context.Context) error }) error {
+// closeAtExit closes what scp-task stores into once finishStop is done:
+// local mode (the portal, the worker's object in hand, the events' last
+// flush, the database, the file store), or the store alone (a journal to
+// checkpoint, a staged store's uploads in flight). It has closeGrace, and
+// a second signal (hurry) ends it at once: what it leaves is taken up at
+// the next start, as after a crash, and a line says so
+// (objectstore.Shutdowner, local.Local.Shutdown). A nil c has nothing to
+// close.
+func closeAtExit(hurry context.Context, c objectstore.Shutdowner) error {
+	if c == nil {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 	defer cancel()
 	ctx, uncut := cutBySecondSignal(ctx, hurry)
 	defer uncut()
-	if err := lm.Shutdown(ctx); err != nil {
-		return fmt.Errorf("stop local mode: %w", err)
+	if err := c.Shutdown(ctx); err != nil {
+		return fmt.Errorf("close at exit: %w", err)
 	}
 	return nil
 }
 
-// closeGrace bounds local mode's close at exit (closeLocal): the 2 s the
+// closerOf is what closeAtExit closes: local mode, which closes its store,
+// or else the store if it has something to finish.
+func closerOf(lm *local.Local, store objectstore.Store) objectstore.Shutdowner {
+	if lm != nil {
+		return lm
+	}
+	if c, ok := store.(objectstore.Shutdowner); ok {
+		return c
+	}
+	return nil
+}
+
+// closeGrace bounds the close at exit (closeAtExit): the 2 s the
 // stack's margin (infra/config's DrainMarginSeconds, 10 s) leaves after
 // the exit's grace.
 const closeGrace = 2 * time.Second

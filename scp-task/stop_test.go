@@ -10,6 +10,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -77,10 +78,13 @@ func TestFinishStop(t *testing.T) {
 	}
 }
 
-// blockingStop is local mode's Shutdown that takes all the time it is
-// given (a portal connection held, an event flush to a webhook that does
-// not answer): it returns once ctx ends, keeping why and its deadline.
+// blockingStop is a close that takes all the time it is given (local
+// mode's: a portal connection held, an event flush to a webhook that does
+// not answer; a store's: a checkpoint waiting on the disk, an upload on
+// S3): it returns once ctx ends, keeping why and its deadline. As a store
+// it stores nothing.
 type blockingStop struct {
+	objectstore.Store
 	deadline time.Time
 	cause    error
 }
@@ -92,14 +96,19 @@ func (b *blockingStop) Shutdown(ctx context.Context) error {
 	return nil
 }
 
-// TestCloseLocalCutBySecondSignal: local mode's stop, after finishStop,
-// takes at most closeGrace, what the stop timeout leaves after the exit's
-// grace, and a second signal, before it or while it runs, ends it at once
-// (the journal and the database are crash-safe). It had 30 s of its own,
-// beyond the stop timeout, which no signal cut.
-func TestCloseLocalCutBySecondSignal(t *testing.T) {
+// TestCloseAtExitCutBySecondSignal: the close after finishStop, local
+// mode's or a store's without it (a journaled file store, the staged
+// store), takes at most closeGrace, what the stop timeout leaves after the
+// exit's grace, and a second signal, before it or while it runs, ends it
+// at once (the journals and the database are crash-safe). Local mode's had
+// 30 s of its own, beyond the stop timeout, which no signal cut; a store's
+// had no time limit at all.
+func TestCloseAtExitCutBySecondSignal(t *testing.T) {
 	if exitGrace+closeGrace > 10*time.Second { // infra/config's DrainMarginSeconds
 		t.Fatalf("exit grace %v and close grace %v exceed the 10 s the stack leaves", exitGrace, closeGrace)
+	}
+	if closerOf(nil, storeWithoutClose{}) != nil {
+		t.Error("a store with nothing to finish is closed")
 	}
 	for _, tc := range []struct {
 		name   string
@@ -108,21 +117,30 @@ func TestCloseLocalCutBySecondSignal(t *testing.T) {
 		{"second signal before", func(hurry context.CancelFunc) { hurry() }},
 		{"second signal during", func(hurry context.CancelFunc) { time.AfterFunc(10*time.Millisecond, hurry) }},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			hurried, hurry := context.WithCancel(context.Background())
-			defer hurry()
-			tc.signal(hurry)
-			lm := &blockingStop{}
-			start := time.Now()
-			if err := closeLocal(hurried, lm); err != nil {
-				t.Fatal(err)
-			}
-			if lm.deadline.IsZero() || lm.deadline.After(start.Add(closeGrace+time.Second)) {
-				t.Errorf("local mode's stop had until %v, beyond the close grace (%v)", lm.deadline, closeGrace)
-			}
-			if lm.cause == nil || !strings.Contains(lm.cause.Error(), "cut short by a second signal") {
-				t.Errorf("local mode's stop ended by %v, not the second signal", lm.cause)
-			}
-		})
+		for _, what := range []string{"local mode", "store"} {
+			t.Run(tc.name+"/"+what, func(t *testing.T) {
+				hurried, hurry := context.WithCancel(context.Background())
+				defer hurry()
+				tc.signal(hurry)
+				closer := &blockingStop{}
+				var c objectstore.Shutdowner = closer
+				if what == "store" {
+					c = closerOf(nil, closer)
+				}
+				start := time.Now()
+				if err := closeAtExit(hurried, c); err != nil {
+					t.Fatal(err)
+				}
+				if closer.deadline.IsZero() || closer.deadline.After(start.Add(closeGrace+time.Second)) {
+					t.Errorf("the close had until %v, beyond the close grace (%v)", closer.deadline, closeGrace)
+				}
+				if closer.cause == nil || !strings.Contains(closer.cause.Error(), "cut short by a second signal") {
+					t.Errorf("the close ended by %v, not the second signal", closer.cause)
+				}
+			})
+		}
 	}
 }
+
+// storeWithoutClose is a store with nothing to finish at exit (S3 alone).
+type storeWithoutClose struct{ objectstore.Store }

@@ -120,6 +120,16 @@ type Store interface {
 	Ready(ctx context.Context) error
 }
 
+// Shutdowner is a store with something to finish when the process stops
+// (a journal to checkpoint, uploads in flight). Shutdown finishes within
+// ctx; when ctx ends first it returns at once, without an error, and logs
+// what it leaves for the next start, which loses nothing acknowledged:
+// what it cuts short is taken up as after a crash. Puts must have returned
+// or be abandoned.
+type Shutdowner interface {
+	Shutdown(ctx context.Context) error
+}
+
 // Prefixes under the store root (docs/pipeline.md, "S3 layout"): the one
 // definition of the bucket's layout, which the pipeline and the CDK stack
 // (its notifications, IAM statements and lifecycle rules) use.

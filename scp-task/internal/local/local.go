@@ -413,8 +413,8 @@ func (l *Local) Shutdown(ctx context.Context) error {
 		// checkpoints what was released; the records still held are
 		// handed back at the next start.
 		err = errors.Join(err, l.db.Close())
-		if c, ok := l.store.inner.(io.Closer); ok {
-			err = errors.Join(err, c.Close())
+		if c, ok := l.store.inner.(objectstore.Shutdowner); ok {
+			err = errors.Join(err, c.Shutdown(ctx))
 		}
 		err = errors.Join(err, l.lock.release())
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -16,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // crashPut is one Put of the power-loss workload.
@@ -227,4 +229,45 @@ func (r renameRefused) Rename(oldpath, newpath string) error {
 
 func (r renameRefused) RenameNoReplace(oldpath, newpath string) (bool, error) {
 	return false, r.Rename(oldpath, newpath)
+}
+
+// TestShutdownCutShort: a journaled store's close at exit ends with its
+// context when the checkpoint waits on the disk, saying what it leaves,
+// and loses nothing acknowledged: a crash then (the process's exit, ECS's
+// SIGKILL, the power) leaves every object to the next New. Close, the one
+// way to close it, waited for the disk for ever.
+func TestShutdownCutShort(t *testing.T) {
+	mem := vfstest.NewMem()
+	disk := vfstest.HeldSync{Mem: mem, Release: make(chan struct{})}
+	defer close(disk.Release)
+	logs := &testenv.LogBuffer{}
+	s, err := New("/s", append(crashOpts(disk), WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string][]byte{}
+	sent := map[string][][]byte{}
+	for i := range 3 {
+		sop, b := fmt.Sprintf("1.2.%d", i), body(i, 100_000)
+		st, err := s.Put(context.Background(), object(sop), bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked[st.Key], sent[sop] = b, [][]byte{b}
+	}
+	testenv.CloseCutShort(t, s.Shutdown)
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(logs.String(), testenv.SecondSignal.Error()) {
+		t.Errorf("the close cut short does not say so, and why:\n%s", logs.String())
+	}
+	for _, mode := range []vfstest.Mode{vfstest.KeepNone, vfstest.KeepSome, vfstest.KeepAll} {
+		after := mem.Crash(mode, rand.New(rand.NewPCG(1, uint64(mode))))
+		s2, err := New("/s", crashOpts(after)...)
+		if err != nil {
+			t.Fatalf("mode %d: New after the close cut short: %v", mode, err)
+		}
+		checkAfterCrash(t, fmt.Sprintf("mode %d", mode), after, acked, sent)
+		if err := s2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

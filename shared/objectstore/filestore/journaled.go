@@ -200,12 +200,23 @@ var crashPoint = func(step string) {}
 
 // Close makes what the journal holds durable in the store's layout and
 // closes it, so that the next New has nothing to replay. Puts must have
-// returned.
-func (s *Store) Close() error {
+// returned. It has no time limit: Shutdown is Close within a context.
+func (s *Store) Close() error { return s.Shutdown(context.Background()) }
+
+// Shutdown is Close within ctx (objectstore.Shutdowner): when ctx ends
+// first (the stop's time is up, a second signal), it returns without an
+// error and says in a line what it leaves: nothing acknowledged is lost,
+// since each object is in the synced journal until a checkpoint has made
+// its file durable, and the next New replays what it finds there.
+func (s *Store) Shutdown(ctx context.Context) error {
 	if s.j == nil {
 		return nil
 	}
-	err := s.j.Close()
+	err := s.j.Shutdown(ctx)
+	if errors.Is(err, journal.ErrCloseCutShort) {
+		s.log.Warn(CloseCutShort, "err", err)
+		return nil
+	}
 	st := s.j.Stats()
 	s.log.Info("journal closed", "appends", st.Appends, "commits", st.Commits, "waits_for_space", st.Waits,
 		"wait_seconds", st.WaitTime.Seconds(), "checkpoints", st.Checkpoints, "checkpoint_seconds", st.CheckpointTime.Seconds())
@@ -214,6 +225,9 @@ func (s *Store) Close() error {
 	}
 	return nil
 }
+
+// CloseCutShort is Shutdown's line when its time ran out first.
+const CloseCutShort = "file store's close cut short; nothing acknowledged is lost (each object is in the synced journal): the next start replays what the journal holds"
 
 // putJournaled stores the n bytes at buf[journal.BlockSize:] under key.
 func (s *Store) putJournaled(ctx context.Context, key string, buf []byte, n int, hooks Hooks) (st objectstore.Stored, err error) {

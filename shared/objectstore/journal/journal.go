@@ -1103,10 +1103,33 @@ func (j *Journal) shrink() {
 	j.log.Info("journal: removed free segment files the backlog had added", "removed", removed, "segments", left)
 }
 
+// ErrCloseCutShort is Shutdown's error when its ctx ended first.
+var ErrCloseCutShort = errors.New("journal: close cut short")
+
+// Shutdown is Close within ctx: when ctx ends first, it returns at once
+// with ErrCloseCutShort, saying how many records are held and how many
+// segments are not yet checkpointed and freed, and leaves the close going on behind it, for the process's exit to end.
+// The journal is crash-safe, so that exit loses nothing it acknowledged:
+// the next Open finds every record the checkpoint had not made needless,
+// as after a crash.
+func (j *Journal) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- j.Close() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		st := j.Stats()
+		return fmt.Errorf("%w: %d records held and %d segments not yet freed, which the next Open reads again: %w",
+			ErrCloseCutShort, st.LiveRecords, st.Segments-st.FreeSegments, context.Cause(ctx))
+	}
+}
+
 // Close stops the journal. Appends still waiting fail; records not
 // released stay in the journal for the next Open. When every record was
 // released, the segments are checkpointed and freed first, so that the
-// next Open has nothing to replay.
+// next Open has nothing to replay. It has no time limit (a checkpoint
+// waits on the disk): Shutdown bounds it.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	if j.o.ReadOnly {

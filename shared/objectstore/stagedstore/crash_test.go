@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestPowerLossAtEveryStep stages objects (journaled and large, and a
@@ -294,4 +297,58 @@ func (g gatedS3) PutRecord(ctx context.Context, key string, body []byte) error {
 		return ctx.Err()
 	}
 	return g.fakeS3.PutRecord(ctx, key, body)
+}
+
+// stuckUpload is an Uploader whose uploads do not return until released,
+// whatever their context (a read of the staging file system that hangs).
+type stuckUpload struct {
+	Uploader
+	release chan struct{}
+}
+
+func (s stuckUpload) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	<-s.release
+	return objectstore.Stored{}, errDown
+}
+
+// TestShutdownCutShort: the staged store's close at exit ends with its
+// context when an upload in flight and the journal's checkpoint both wait,
+// saying how many objects it leaves staged, and loses nothing
+// acknowledged: the task that takes the journal over after the process
+// ends uploads them. Close gave the uploads 5 s whatever the stop had left,
+// then waited for them and for the disk for ever.
+func TestShutdownCutShort(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	mem := vfstest.NewMem()
+	logs := &testenv.LogBuffer{}
+	st, err := New(Options{Dir: "/st", FS: vfstest.HeldSync{Mem: mem, Release: release}, Uploader: stuckUpload{newFakeS3(), release}, TaskID: "first",
+		SegmentSize: 2 << 20, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies, acked := map[string][]byte{}, map[string]bool{}
+	for i := range 2 {
+		b := data(i, 50_000)
+		s, err := st.Put(context.Background(), object(i), bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[s.Key], acked[s.Key] = b, true
+	}
+	testenv.CloseCutShort(t, st.Shutdown)
+	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":2`) || !strings.Contains(l, testenv.SecondSignal.Error()) {
+		t.Errorf("the close cut short does not say what it leaves, and why:\n%s", l)
+	}
+	// The process ends: its lock goes with it, as after a crash.
+	after := mem.Crash(vfstest.KeepNone, nil)
+	up := newFakeS3()
+	next, err := New(Options{Dir: "/st", FS: after, Uploader: up, TaskID: "next", SegmentSize: 2 << 20, AdoptEvery: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reachS3(t, "after the close cut short", next, up, acked, bodies)
+	if err := next.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

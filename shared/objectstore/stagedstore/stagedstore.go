@@ -49,6 +49,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -630,29 +631,56 @@ func (s *Store) Drain(ctx context.Context) error {
 	}
 }
 
-// closeGrace is how long Close lets uploads in flight finish.
+// closeGrace is how long Shutdown lets uploads in flight finish, at
+// most.
 const closeGrace = 5 * time.Second
 
-// Close stops the uploaders (giving the uploads in flight a few seconds)
-// and releases this task's journal: what it still holds is uploaded by
-// whichever task takes it over, this one's successor included.
-func (s *Store) Close() error {
-	var err error
+// Close is Shutdown without a time limit but the uploads' closeGrace.
+func (s *Store) Close() error { return s.Shutdown(context.Background()) }
+
+// Shutdown stops the uploaders (giving the uploads in flight closeGrace,
+// within ctx) and releases this task's journal and those it adopted:
+// what they still hold is uploaded by whichever task takes them over,
+// this one's successor included (objectstore.Shutdowner). When ctx ends
+// first (the stop's time is up, a second signal), it returns at once,
+// without an error, and says in a line how many objects it leaves staged:
+// nothing acknowledged is lost, since each is in a synced journal, which
+// the process's exit unlocks.
+func (s *Store) Shutdown(ctx context.Context) error {
+	var errs []error
 	s.closed.Do(func() {
 		s.q.close()
 		done := make(chan struct{})
 		go func() { s.wg.Wait(); close(done) }()
+		grace, cancel := context.WithTimeout(ctx, closeGrace)
 		select {
 		case <-done:
-		case <-time.After(closeGrace):
-			s.stop()
-			<-done
+		case <-grace.Done():
 		}
+		cancel()
 		s.stop()
-		err = errors.Join(s.q.closeAdopted(s), s.own.Close(), s.lock.Close())
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		errs = append(s.q.closeAdopted(ctx), s.own.Shutdown(ctx), s.lock.Close())
 	})
-	if err != nil {
+	var cut []error
+	errs = slices.DeleteFunc(errs, func(err error) bool {
+		if errors.Is(err, journal.ErrCloseCutShort) {
+			cut = append(cut, err)
+			return true
+		}
+		return false
+	})
+	if len(cut) > 0 {
+		s.log.Warn(CloseCutShort, "not_uploaded", s.q.objects(), "err", errors.Join(cut...))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("stagedstore: close: %w", err)
 	}
 	return nil
 }
+
+// CloseCutShort is Shutdown's line when its time ran out first.
+const CloseCutShort = "staged store's close cut short; nothing acknowledged is lost (each object is in a synced journal): the task that takes the journals over uploads what they hold"

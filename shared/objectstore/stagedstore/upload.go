@@ -2,6 +2,7 @@ package stagedstore
 
 import (
 	"container/heap"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -602,7 +603,7 @@ func (s *Store) finishAdoption(ad *adoption) {
 }
 
 // closeAdopted lets go of the journals taken over and not finished.
-func (q *queue) closeAdopted(s *Store) error {
+func (q *queue) closeAdopted(ctx context.Context) []error {
 	q.mu.Lock()
 	ads := make([]*adoption, 0, len(q.adopted))
 	for _, ad := range q.adopted {
@@ -612,9 +613,9 @@ func (q *queue) closeAdopted(s *Store) error {
 	q.mu.Unlock()
 	var errs []error
 	for _, ad := range ads {
-		errs = append(errs, ad.j.Close(), ad.lock.Close())
+		errs = append(errs, ad.j.Shutdown(ctx), ad.lock.Close())
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 func isLocked(err error) bool { return errors.Is(err, vfs.ErrLocked) }
