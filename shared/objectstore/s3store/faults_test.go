@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // flaky wraps a real client and makes chosen operations fail before or
@@ -780,4 +782,54 @@ func TestPutTimeoutAnswersBeforeTheAbort(t *testing.T) {
 		t.Error("the upload was not aborted")
 	}
 	assertClean(t, srv)
+}
+
+// TestCompletedThoughThePutTimeoutPassed: a Complete that S3 carried out
+// but whose answer came after the put timeout leaves the object held,
+// though the sender was answered a failure (A700). The abort behind the
+// answer finds no upload, because it completed: that is said as it is, at
+// info level, never as 'multipart upload aborted' (a warning, as for a
+// failure of ours, it was). The sender's resend then finds the object:
+// the same bytes are a duplicate, other bytes a conflict kept beside it.
+func TestCompletedThoughThePutTimeoutPassed(t *testing.T) {
+	srv := s3test.NewServer(t, bucket)
+	f := newFlaky(s3test.Client(srv.URL))
+	f.holdN["CompleteMultipartUpload"] = 1
+	logs := &testenv.LogBuffer{}
+	st, err := s3store.New(context.Background(), s3store.Options{Bucket: bucket, Prefix: prefix, PartSize: partSize, Client: f,
+		RetryDeadline: 10 * time.Second, AttemptTimeout: 10 * time.Second, PutTimeout: time.Second, ReadyTTL: time.Hour,
+		Logger: slog.New(slog.NewJSONHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := testObject("1.2.3.4.5.34")
+	body := s3test.Bytes(34, 2*partSize+3000)
+	if _, err := st.Put(context.Background(), obj, bytes.NewReader(body)); !errors.Is(err, s3store.ErrPutTimeout) {
+		t.Fatalf("Put = %v, want the put timeout", err)
+	}
+	st.WaitAborts()
+	if l := logs.String(); strings.Contains(l, `"msg":"multipart upload aborted"`) || !strings.Contains(l, `"level":"INFO","msg":"`+s3store.CompletedThoughPutFailed+`"`) {
+		t.Errorf("the upload that completed is not said to have completed:\n%s", l)
+	}
+	assertClean(t, srv)
+	for _, tc := range []struct {
+		name                string
+		body                []byte
+		duplicate, conflict bool
+	}{
+		{"the same bytes again", body, true, false},
+		{"other bytes", s3test.Bytes(35, 2*partSize+3000), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resend := obj
+			resend.AssociationID, resend.ReceivedAt = "resend-"+strings.ReplaceAll(tc.name, " ", "-"), obj.ReceivedAt.Add(time.Second)
+			stored, err := st.Put(context.Background(), resend, bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.Duplicate != tc.duplicate || stored.Conflict != tc.conflict {
+				t.Errorf("the resend is stored as %+v, want duplicate %v, conflict %v", stored, tc.duplicate, tc.conflict)
+			}
+		})
+	}
 }

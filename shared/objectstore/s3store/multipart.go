@@ -86,12 +86,21 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		// dropOrphans), so it is done only then, not after S3's 503s.
 		s.dropOrphans(ctx, full, uploadID, createStart, log)
 	}
-	completed := false
+	completed, completeSent := false, false
+	var crcB64 string
 	defer func() {
-		if !completed {
-			// err is nil when the object was found held already.
-			s.abortUpload(ctx, full, uploadID, log, err)
+		if completed {
+			return
 		}
+		// A Complete sent may have been carried out, its answer lost or
+		// too late (the put timeout, the association ended): the abort
+		// then finds no upload, and the key holds this object.
+		var held func(context.Context) (bool, error)
+		if completeSent {
+			held = func(ctx context.Context) (bool, error) { return s.isOurUpload(ctx, full, obj, st.Size, crcB64) }
+		}
+		// err is nil when the object was found held already.
+		s.abortUpload(ctx, full, uploadID, log, err, held)
 	}()
 
 	var parts []types.CompletedPart
@@ -147,7 +156,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 
 	st.Size = hr.n
-	crcB64 := crcnvme.Encode(fullCRC)
+	crcB64 = crcnvme.Encode(fullCRC)
 	if st.Conflict {
 		same, err := s.sameObject(ctx, s.opts.Prefix+rel, st.Size, crcB64, &obj)
 		if err != nil {
@@ -161,6 +170,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 	}
 	var preconditionErr, goneErr error
 	attempts := 0
+	completeSent = true
 	err = s.do(ctx, "CompleteMultipartUpload", full, completeAttempts*s.opts.AttemptTimeout, s.opts.RetryDeadline, func(ctx context.Context) error {
 		attempts++
 		out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
@@ -286,7 +296,7 @@ func (s *Store) dropOrphans(ctx context.Context, key, ours string, start time.Ti
 		if aws.ToString(u.Key) != key || id == ours || (u.Initiated != nil && u.Initiated.Before(start.Add(-time.Minute))) {
 			continue
 		}
-		s.abort(ctx, key, id, log.With("orphan_upload_id", id), errors.New("orphaned by a lost CreateMultipartUpload answer"))
+		s.abort(ctx, key, id, log.With("orphan_upload_id", id), errors.New("orphaned by a lost CreateMultipartUpload answer"), nil)
 	}
 }
 
@@ -344,9 +354,9 @@ func (s *Store) isOurUpload(ctx context.Context, key string, obj objectstore.Obj
 // is then waiting for the answer, which an abort retried for up to
 // abortDeadline while S3 fails must not hold (S3 failing the Complete
 // fails the abort too), so the abort goes on behind it.
-func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog.Logger, cause error) {
+func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog.Logger, cause error, held func(context.Context) (bool, error)) {
 	if s.opts.PutTimeout <= 0 {
-		s.abort(ctx, key, uploadID, log, cause)
+		s.abort(ctx, key, uploadID, log, cause, held)
 		return
 	}
 	passed := make(chan struct{})
@@ -361,7 +371,7 @@ func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog
 	go func() {
 		defer s.aborts.Done()
 		defer close(done)
-		s.abort(ctx, key, uploadID, log, cause)
+		s.abort(ctx, key, uploadID, log, cause, held)
 	}()
 	select {
 	case <-done:
@@ -374,31 +384,54 @@ func (s *Store) abortUpload(ctx context.Context, key, uploadID string, log *slog
 // cause is the expected outcome of an upload whose object the key turned
 // out to hold already (an identical resend, the same C-STORE uploaded
 // again): logged at info level with that reason, where a failure's abort
-// is a warning naming its cause.
-func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logger, cause error) {
-	s.metrics.aborts.Inc()
+// is a warning naming its cause. held, when a Complete was sent, tells
+// whether the key holds the upload's object: an upload S3 no longer knows
+// may be one that Complete finished though its Put failed
+// (CompletedThoughPutFailed), which is neither aborted nor a failure of
+// ours.
+func (s *Store) abort(ctx context.Context, key, uploadID string, log *slog.Logger, cause error, held func(context.Context) (bool, error)) {
 	why := slog.Any("cause", cause)
 	if cause == nil {
 		why = slog.String("reason", "the key already holds this object")
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortDeadline)
 	defer cancel()
+	gone := false // S3 no longer knows the upload: aborted or completed
 	err := s.do(actx, "AbortMultipartUpload", key, s.attemptTimeout(0), abortDeadline, func(ctx context.Context) error {
 		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket: aws.String(s.opts.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
 		})
 		if notFound(err) {
-			return nil // already gone
+			gone = true
+			return nil
 		}
 		return err
 	})
 	if err != nil {
+		s.metrics.aborts.Inc()
 		log.Error("abort multipart upload failed; the bucket's lifecycle rule must clean it up", "err", err, why)
 		return
 	}
+	if gone && held != nil {
+		switch mine, err := held(actx); {
+		case err != nil:
+			log.Warn("multipart upload gone, whether completed or aborted unknown: the object may be held though its Put failed", "err", err, why)
+			return
+		case mine:
+			log.Info(CompletedThoughPutFailed, why)
+			return
+		}
+	}
+	s.metrics.aborts.Inc()
 	if cause == nil {
 		log.Info("multipart upload aborted", why)
 		return
 	}
 	log.Warn("multipart upload aborted", why)
 }
+
+// CompletedThoughPutFailed is the line of an upload whose Complete S3
+// carried out though the Put failed (its answer lost or too late, past the
+// put timeout): the sender was answered a failure and will send the object
+// again, which then finds it held.
+const CompletedThoughPutFailed = "multipart upload completed though its put failed: the key holds the object the sender was answered a failure for, and its resend is a duplicate (or, other bytes, a conflict)"
