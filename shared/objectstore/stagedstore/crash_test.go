@@ -303,10 +303,15 @@ func (g gatedS3) PutRecord(ctx context.Context, key string, body []byte) error {
 // whatever their context (a read of the staging file system that hangs).
 type stuckUpload struct {
 	Uploader
+	started chan struct{} // a value for every upload that started, while it has room
 	release chan struct{}
 }
 
 func (s stuckUpload) Put(ctx context.Context, obj objectstore.Object, r io.Reader) (objectstore.Stored, error) {
+	select {
+	case s.started <- struct{}{}:
+	default:
+	}
 	<-s.release
 	return objectstore.Stored{}, errDown
 }
@@ -322,7 +327,8 @@ func TestShutdownCutShort(t *testing.T) {
 	defer close(release)
 	mem := vfstest.NewMem()
 	logs := &testenv.LogBuffer{}
-	st, err := New(Options{Dir: "/st", FS: vfstest.HeldSync{Mem: mem, Release: release}, Uploader: stuckUpload{newFakeS3(), release}, TaskID: "first",
+	stuck := stuckUpload{newFakeS3(), make(chan struct{}, 2), release}
+	st, err := New(Options{Dir: "/st", FS: vfstest.HeldSync{Mem: mem, Release: release}, Uploader: stuck, TaskID: "first",
 		SegmentSize: 2 << 20, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -336,6 +342,7 @@ func TestShutdownCutShort(t *testing.T) {
 		}
 		bodies[s.Key], acked[s.Key] = b, true
 	}
+	<-stuck.started
 	testenv.CloseCutShort(t, st.Shutdown)
 	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":2`) || !strings.Contains(l, testenv.SecondSignal.Error()) {
 		t.Errorf("the close cut short does not say what it leaves, and why:\n%s", l)

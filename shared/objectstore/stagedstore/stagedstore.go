@@ -648,6 +648,7 @@ func (s *Store) Close() error { return s.Shutdown(context.Background()) }
 // the process's exit unlocks.
 func (s *Store) Shutdown(ctx context.Context) error {
 	var errs []error
+	uploadsCut := false // uploads still going when ctx ended
 	s.closed.Do(func() {
 		s.q.close()
 		done := make(chan struct{})
@@ -662,6 +663,7 @@ func (s *Store) Shutdown(ctx context.Context) error {
 		select {
 		case <-done:
 		case <-ctx.Done():
+			uploadsCut = true
 		}
 		errs = append(s.q.closeAdopted(ctx), s.own.Shutdown(ctx), s.lock.Close())
 	})
@@ -673,8 +675,8 @@ func (s *Store) Shutdown(ctx context.Context) error {
 		}
 		return false
 	})
-	if len(cut) > 0 {
-		s.log.Warn(CloseCutShort, "not_uploaded", s.q.objects(), "err", errors.Join(cut...))
+	if uploadsCut || len(cut) > 0 {
+		s.log.Warn(CloseCutShort, "not_uploaded", s.q.objects(), "err", errors.Join(append(cut, context.Cause(ctx))...))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("stagedstore: close: %w", err)
