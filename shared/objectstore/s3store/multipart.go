@@ -66,7 +66,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			// An attempt S3 answered with an error created nothing; one
 			// without an answer (a reset, a timeout) may have created an
 			// upload whose id we never learnt.
-			mayHaveOrphans = mayHaveOrphans || httpStatus(err) == 0
+			mayHaveOrphans = mayHaveOrphans || outcomeUnknown(err)
 			return err
 		}
 		uploadID = aws.ToString(out.UploadId)
@@ -169,10 +169,9 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		log = log.With("taken_object", s.name(rel))
 	}
 	var preconditionErr, goneErr error
-	attempts := 0
+	mayHaveCompleted := false // an earlier attempt's outcome is unknown (outcomeUnknown)
 	completeSent = true
 	err = s.do(ctx, "CompleteMultipartUpload", full, completeAttempts*s.opts.AttemptTimeout, s.opts.RetryDeadline, func(ctx context.Context) error {
-		attempts++
 		out, err := s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
 			Bucket:            aws.String(s.opts.Bucket),
 			Key:               aws.String(full),
@@ -187,15 +186,16 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		case preconditionFailed(err):
 			preconditionErr = err
 			return nil
-		case notFound(err) && attempts > 1:
+		case notFound(err) && mayHaveCompleted:
 			// An earlier attempt may have completed the upload and lost
 			// only its answer.
 			goneErr = err
 			return nil
-		case err != nil:
-			return err
+		case err == nil:
+			err = checkCRC(out.ChecksumCRC64NVME, crcB64)
 		}
-		return checkCRC(out.ChecksumCRC64NVME, crcB64)
+		mayHaveCompleted = mayHaveCompleted || outcomeUnknown(err)
+		return err
 	})
 	if err != nil {
 		return st, err
@@ -209,7 +209,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		if !mine {
 			return st, fmt.Errorf("s3store: put %v: upload vanished and the key holds another object: %w: %w", s.name(rel), objectstore.ErrUnavailable, goneErr)
 		}
-	case preconditionErr != nil && attempts > 1:
+	case preconditionErr != nil && mayHaveCompleted:
 		// An earlier attempt may have completed the upload and lost only
 		// its answer; then the key holds our own object.
 		mine, herr := s.isOurUpload(ctx, full, obj, st.Size, crcB64)

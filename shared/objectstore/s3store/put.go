@@ -260,13 +260,13 @@ func logConflict(log *slog.Logger, st objectstore.Stored, retried bool) {
 // 412 is returned unwrapped-checkable with preconditionFailed.
 //
 // retried reports that an earlier attempt's outcome is unknown (it may
-// have been stored and only the answer lost), which matters after a 412.
+// have been stored and only the answer lost: outcomeUnknown), which
+// matters after a 412; an attempt S3 answered with an error (a 503)
+// stored nothing.
 func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB64 string, meta map[string]string, contentType string) (retried bool, err error) {
 	sse, kms := s.sse()
 	var precondition error
-	attempts := 0
 	err = s.do(ctx, op, key, s.attemptTimeout(int64(len(body))), s.opts.RetryDeadline, func(ctx context.Context) error {
-		attempts++
 		out, err := s.client.PutObject(ctx, &s3.PutObjectInput{
 			Bucket:               aws.String(s.opts.Bucket),
 			Key:                  aws.String(key),
@@ -284,12 +284,12 @@ func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB6
 			precondition = err
 			return nil
 		}
-		if err != nil {
-			return err
+		if err == nil {
+			err = checkCRC(out.ChecksumCRC64NVME, crcB64)
 		}
-		return checkCRC(out.ChecksumCRC64NVME, crcB64)
+		retried = retried || outcomeUnknown(err)
+		return err
 	})
-	retried = attempts > 1
 	if err != nil {
 		return retried, err
 	}

@@ -143,6 +143,14 @@ func httpStatus(err error) int {
 	return 0
 }
 
+// outcomeUnknown reports whether a write whose attempt ended in err may
+// have been carried out all the same: S3 gave no answer (a reset, a
+// timeout), or answered with a checksum other than the one sent. One S3
+// answered with an error (a 503 SlowDown) did nothing.
+func outcomeUnknown(err error) bool {
+	return err != nil && (httpStatus(err) == 0 || errors.Is(err, errChecksumMismatch))
+}
+
 // preconditionFailed reports S3's answer to If-None-Match: * on an
 // existing key.
 func preconditionFailed(err error) bool {

@@ -9,10 +9,12 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -828,22 +830,43 @@ func TestLogsNameObjectsByDigest(t *testing.T) {
 // kept it beside the held one, the S3 store's line and the staged
 // store's; the upload again finds the copy its C-STORE made and logs it at
 // info level. Single-part and multipart, whose conflict key is named after
-// the C-STORE. The upload again warned of the conflict again, from both
-// the S3 store and the staged store.
+// the C-STORE, and either after S3 answered the upload again's first
+// write of the copy 503 (SlowDown): S3 answered, so it stored nothing and
+// the copy found is still the first upload's, a duplicate of this
+// C-STORE's, not this upload's own. The upload again warned of the
+// conflict again, from both the S3 store and the staged store, and after
+// the 503 reported the copy stored by itself and warned so too.
 func TestConflictUploadedAgainWarnsOnce(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		size int
+		name       string
+		size       int
+		slowedDown bool // the upload again's first write of the copy is answered 503
 	}{
-		{"journaled", 150_000},
-		{"multipart", s3store.MinPartSize + 1000},
+		{"journaled", 150_000, false},
+		{"multipart", s3store.MinPartSize + 1000, false},
+		{"journaled after a 503", 150_000, true},
+		{"multipart after a 503", s3store.MinPartSize + 1000, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			srv := s3test.NewServer(t, "bucket")
 			var first, again testenv.LogBuffer
+			againURL := srv.URL
+			if tc.slowedDown {
+				var once atomic.Bool
+				againURL = s3test.NewFaultProxy(t, srv.URL, s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.Status503},
+					Match: func(r *http.Request) bool {
+						q := r.URL.Query()
+						write := r.Method == http.MethodPut && !q.Has("partNumber") || r.Method == http.MethodPost && q.Has("uploadId")
+						return write && strings.Contains(r.URL.Path, ".conflict-") && once.CompareAndSwap(false, true)
+					}}).URL
+			}
 			up := func(logs *testenv.LogBuffer) *s3store.Store {
-				s, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(srv.URL),
+				url := srv.URL
+				if logs == &again {
+					url = againURL
+				}
+				s, err := s3store.New(ctx, s3store.Options{Bucket: "bucket", Prefix: "p", Client: s3test.Client(url),
 					PartSize: s3store.MinPartSize, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 				if err != nil {
 					t.Fatal(err)
