@@ -32,5 +32,15 @@ func CertificatePeer(c *x509.Certificate, certificateName string) *TLSPeer {
 		return nil
 	}
 	n := tlstrust.NameOf(c)
+	return NamedPeer(&n, certificateName)
+}
+
+// NamedPeer is CertificatePeer of the certificate n names (nil gives nil):
+// for a name made once and used many times, an association's
+// (dicomnet.AssociationInfo.PeerCertificateName).
+func NamedPeer(n *tlstrust.Name, certificateName string) *TLSPeer {
+	if n == nil {
+		return nil
+	}
 	return &TLSPeer{Subject: n.Subject, Issuer: n.Issuer, Serial: n.Serial, SHA256: n.SHA256, CertificateName: certificateName}
 }

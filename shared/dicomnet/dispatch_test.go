@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // TestRequestsNeedTheNegotiatedRole: a requestor that gave up the SCU role for a SOP class by role selection
@@ -54,7 +56,8 @@ func TestRequestsNeedTheNegotiatedRole(t *testing.T) {
 }
 
 // TestAcceptSeesTLSState: over a TLS listener the association policy sees the connection state and the client's
-// certificate (what a per-site certificate check needs).
+// certificate (what a per-site certificate check needs), named once for the association (tlstrust.NameOf), which
+// ingest and the audit trail name it by.
 func TestAcceptSeesTLSState(t *testing.T) {
 	cert := selfSigned(t, "SITE_A")
 	pool := x509.NewCertPool()
@@ -69,6 +72,10 @@ func TestAcceptSeesTLSState(t *testing.T) {
 		if info.TLS == nil || len(info.TLS.PeerCertificates) == 0 {
 			seen <- ""
 			return errors.New("no client certificate")
+		}
+		if n := info.PeerCertificateName; n == nil || *n != tlstrust.NameOf(info.PeerCertificate()) {
+			seen <- fmt.Sprintf("named %+v", n)
+			return errors.New("client certificate not named")
 		}
 		seen <- info.TLS.PeerCertificates[0].Subject.CommonName
 		return nil

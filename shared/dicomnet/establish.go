@@ -9,6 +9,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // This file is the A-ASSOCIATE exchange of the acceptor: the service-provider checks of AE-6, the local user's
@@ -43,6 +44,10 @@ func (a *association) decide() rxEvent {
 	a.info.PeerImplementationClassUID, a.info.PeerImplementationVersionName = peerImplementation(&rq.UserInformation)
 	a.info.PeerMaxPDULength = rq.UserInformation.MaxPDULength
 	a.info.TLS = a.tlsState()
+	if c := a.info.PeerCertificate(); c != nil {
+		n := tlstrust.NameOf(c)
+		a.info.PeerCertificateName = &n
+	}
 	a.log = a.log.With("calling_ae", a.info.CallingAE, "called_ae", a.info.CalledAE)
 
 	var rj *RejectError

@@ -55,15 +55,22 @@ func (n Name) String() string {
 }
 
 // bound returns s when JSON writes it in at most limit bytes (quotes
-// aside), else its longest prefix, cut between characters, that does so
-// followed by Cut.
+// aside), else its longest prefix, cut between characters and never inside
+// an RFC 4514 escape (a backslash and the character it escapes, which a
+// cut would leave a lone backslash of), that does so followed by Cut.
 func bound(s string, limit int) string {
 	if jsonLen(s) <= limit {
 		return s
 	}
-	var at []int // where a character starts
-	for i := range s {
+	var at []int // where a character, or an escape, starts
+	escaped := false
+	for i, r := range s {
+		if escaped {
+			escaped = false
+			continue
+		}
 		at = append(at, i)
+		escaped = r == '\\'
 	}
 	// The first cut too long; the prefixes' lengths only grow.
 	n := sort.Search(len(at), func(k int) bool { return jsonLen(s[:at[k]]+Cut) > limit })

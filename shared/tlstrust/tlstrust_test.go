@@ -195,3 +195,35 @@ func TestRefusalsNameWithinBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestBoundCutsBeforeAnEscape: a name cut to its bound ends between RFC
+// 4514 escapes, never after the backslash of one (which would escape the
+// Cut that follows, or leave a lone backslash), at every limit, and fits
+// the limit. A cut between characters fell inside '\,' as often as not.
+func TestBoundCutsBeforeAnEscape(t *testing.T) {
+	for _, s := range []string{
+		`O=a\,b\,c\+d\\e\;f\"g\<h\>i,CN=\#j\ `,
+		strings.Repeat(`\,`, 40) + "é" + strings.Repeat(`\\`, 40),
+	} {
+		for limit := 1; limit <= jsonLen(s); limit++ {
+			got := bound(s, limit)
+			cut, ok := strings.CutSuffix(got, Cut)
+			if !ok && got != s {
+				t.Fatalf("limit %d: %q is neither %q nor cut", limit, got, s)
+			}
+			if !strings.HasPrefix(s, cut) || jsonLen(got) > limit && got != Cut {
+				t.Errorf("limit %d: %q is not a prefix of %q within the limit", limit, got, s)
+			}
+			if trailing := len(cut) - len(strings.TrimRight(cut, `\`)); trailing%2 != 0 {
+				t.Errorf("limit %d: %q ends inside an escape", limit, got)
+			}
+		}
+	}
+	for k := range 3 { // "O=" and k bytes before the commas: one of 3 cuts falls after a backslash
+		leaf := &x509.Certificate{Raw: []byte{1}, SerialNumber: big.NewInt(1)}
+		leaf.Subject.Organization = []string{strings.Repeat("x", k) + strings.Repeat(",", MaxNameJSON)}
+		if n := NameOf(leaf); strings.HasSuffix(n.Subject, `\`+Cut) {
+			t.Errorf("subject %q ends in a lone backslash", n.Subject[len(n.Subject)-20:])
+		}
+	}
+}

@@ -136,7 +136,7 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 		CalledAE:          req.Association.CalledAE,
 		AssociationID:     req.Association.ID,
 		ReceivedAt:        received,
-		TLS:               associationaudit.CertificatePeer(req.Association.PeerCertificate(), req.Association.PeerIdentity),
+		TLS:               associationaudit.NamedPeer(req.Association.PeerCertificateName, req.Association.PeerIdentity),
 	}
 	if a := req.Association.RemoteAddr; a != nil {
 		obj.PeerAddr = a.String()
