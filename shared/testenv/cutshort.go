@@ -7,18 +7,18 @@ import (
 	"time"
 )
 
-// SecondSignal is the cause CloseCutShort ends a close's context with, as
+// ErrSecondSignal is the cause CloseCutShort ends a close's context with, as
 // scp-task's second SIGINT or SIGTERM does.
-var SecondSignal = errors.New("cut short by a second signal")
+var ErrSecondSignal = errors.New("cut short by a second signal")
 
-// CloseCutShort runs close with a context that ends with SecondSignal
+// CloseCutShort runs close with a context that ends with ErrSecondSignal
 // shortly after it starts, and fails t unless close returns nil soon
 // after (a close cut short is not a failure; it says what it leaves).
 func CloseCutShort(t testing.TB, close func(context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	defer cancel(nil)
-	time.AfterFunc(20*time.Millisecond, func() { cancel(SecondSignal) })
+	time.AfterFunc(20*time.Millisecond, func() { cancel(ErrSecondSignal) })
 	done := make(chan error, 1)
 	go func() { done <- close(ctx) }()
 	select {

@@ -256,7 +256,7 @@ func TestShutdownCutShort(t *testing.T) {
 		acked[st.Key], sent[sop] = b, [][]byte{b}
 	}
 	testenv.CloseCutShort(t, s.Shutdown)
-	if !strings.Contains(logs.String(), `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(logs.String(), testenv.SecondSignal.Error()) {
+	if !strings.Contains(logs.String(), `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(logs.String(), testenv.ErrSecondSignal.Error()) {
 		t.Errorf("the close cut short does not say so, and why:\n%s", logs.String())
 	}
 	for _, mode := range []vfstest.Mode{vfstest.KeepNone, vfstest.KeepSome, vfstest.KeepAll} {

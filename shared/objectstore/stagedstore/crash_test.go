@@ -344,7 +344,7 @@ func TestShutdownCutShort(t *testing.T) {
 	}
 	<-stuck.started
 	testenv.CloseCutShort(t, st.Shutdown)
-	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":2`) || !strings.Contains(l, testenv.SecondSignal.Error()) {
+	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":2`) || !strings.Contains(l, testenv.ErrSecondSignal.Error()) {
 		t.Errorf("the close cut short does not say what it leaves, and why:\n%s", l)
 	}
 	// The process ends: its lock goes with it, as after a crash.
