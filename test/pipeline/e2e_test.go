@@ -49,31 +49,39 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	// A calling AE the SCP does not know: rejected, a security event.
 	dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "INTRUDER", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
 
+	// Every object and every record the checks below count: the SCP writes
+	// its records in parallel, so the rejection's being in S3 says nothing
+	// of dcmsend's association-released record, written after dcmsend had
+	// its A-RELEASE-RP.
 	var incoming, audit []string
+	var events map[string]int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		keys, err := srv.Keys(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		incoming, audit = nil, nil
-		rejected := false
+		incoming, audit, events = nil, nil, map[string]int{}
 		for _, k := range keys {
 			switch {
 			case strings.HasPrefix(k, "site-a/incoming/"):
 				incoming = append(incoming, k)
 			case strings.HasPrefix(k, "site-a/audit/"):
 				audit = append(audit, k)
-				rejected = rejected || strings.HasSuffix(k, associationaudit.EventRejected+".json")
+				for _, ev := range []string{associationaudit.EventAccepted, associationaudit.EventReleased, associationaudit.EventRejected} {
+					if strings.HasSuffix(k, "-"+ev+".json") {
+						events[ev]++
+					}
+				}
 			}
 		}
-		if (len(incoming) == len(files) && rejected) || time.Now().After(deadline) {
+		if (len(incoming) == len(files) && len(events) == 3) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if len(incoming) != len(files) {
-		t.Fatalf("%d objects in S3 for %d files sent", len(incoming), len(files))
+	if len(incoming) != len(files) || len(events) != 3 {
+		t.Fatalf("%d objects in S3 for %d files sent, association records %v", len(incoming), len(files), events)
 	}
 
 	// S3 would notify the queues; feed the functions the same messages.
