@@ -47,6 +47,15 @@ import (
 // TempDir is the directory under root holding files being written.
 const TempDir = ".tmp"
 
+// ObjectTempPrefix begins the name of an object's file in TempDir while
+// a Put writes it; an audit record's (PutRecord) begins with
+// RecordTempPrefix. A Put that fails removes its file before it returns;
+// a record may be written at any time, in the background.
+const (
+	ObjectTempPrefix = "put-"
+	RecordTempPrefix = "rec-"
+)
+
 // ErrInvalidKey is returned for a key that is not a clean relative path of
 // visible components (no "..", no leading dot, no backslash).
 var ErrInvalidKey = errors.New("filestore: invalid key")
@@ -623,7 +632,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: put record: %w", err)
 	}
-	f, err := s.createTemp("rec-", false)
+	f, err := s.createTemp(RecordTempPrefix, false)
 	if err != nil {
 		return unavailable("put record", err)
 	}

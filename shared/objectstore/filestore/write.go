@@ -139,7 +139,7 @@ func (w *chunkWriter) run() {
 // from it is in flight once writeTemp returns. If sum is set, the object's
 // bytes are added to it.
 func (s *Store) writeTemp(ctx context.Context, r io.Reader, ring []byte, filled int, sum hash.Hash) (tmp string, size int64, err error) {
-	f, err := s.createTemp("put-", s.direct)
+	f, err := s.createTemp(ObjectTempPrefix, s.direct)
 	if err != nil {
 		return "", 0, unavailable("put", err)
 	}
