@@ -86,16 +86,10 @@ func Start(t testing.TB, o Options) *SCP {
 	argv := append(append(append([]string{}, o.Prefix...), testenv.SCPTask(t)), args...)
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = append(os.Environ(), o.Env...)
-	stderr, err := s.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
 	ready := make(chan struct{})
-	go s.readLogs(stderr, ready)
-	go func() { s.waitErr = s.cmd.Wait(); close(s.exited) }()
+	if err := s.run(ready); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { s.Stop(t) })
 	select {
 	case <-ready:
@@ -118,6 +112,33 @@ func Start(t testing.TB, o Options) *SCP {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// run starts s.cmd with its stderr read into the logs (ready is closed at
+// "scp-task listening"), and closes s.exited once the process has exited
+// and everything it logged has been read. Wait closes the pipe when the
+// process exits, so it waits for the reader to see the pipe's end: called
+// beside it, it dropped what was still in the pipe, often the last lines
+// (the stop's), which a test that read the logs after Stop did not find.
+func (s *SCP) run(ready chan struct{}) error {
+	stderr, err := s.cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		s.readLogs(stderr, ready)
+	}()
+	go func() {
+		<-read
+		s.waitErr = s.cmd.Wait()
+		close(s.exited)
+	}()
+	return nil
 }
 
 func (s *SCP) readLogs(r io.Reader, ready chan struct{}) {
