@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -74,7 +75,13 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 	// The association's last record (its release) is written after the
 	// sender has its answer: S3 must have it before it refuses writes, or
 	// that record's refusal, not the C-STORE's, turns the task unready and
-	// the next association is rejected before it can store.
+	// the next association is rejected before it can store. The queue's
+	// gauge alone does not say so: the SCP takes the release in after its
+	// A-RELEASE-RP is sent, so the gauge may read 0 before the record is
+	// queued; S3 holding it does.
+	waitFor(t, 30*time.Second, func() bool {
+		return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventReleased] == n
+	}, "the association-released record in S3")
 	scp.WaitMetric(t, "dicom_ingest_audit_queue_length", 0, 30*time.Second)
 
 	// S3 refuses every write (a KMS key disabled, a policy), and answers
