@@ -149,6 +149,9 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 				t.Fatal(err)
 			}
 
+			// Stopped, its log is read to the end: a line logged before
+			// an answer may not have been read yet while it runs.
+			scp.Stop(t)
 			logs := scp.Logs()
 			for _, want := range []string{`"msg":"dicomnet: C-STORE failed"`, `"status":"0xA700"`, "no space left on device",
 				`"msg":"the store's disk is out of space`, "free space below the reserve",

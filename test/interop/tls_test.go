@@ -235,14 +235,21 @@ func TestDICOMTLSRefusals(t *testing.T) {
 				t.Fatalf("want a refusal mentioning %q: %v\n%s", tt.peerSays, r.Err, r.Output)
 			}
 			scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(i+1), 5*time.Second)
-			var last string
-			for _, e := range scp.LogEntries() {
-				if e["msg"] == "dicomnet: TLS handshake failed" {
-					last, _ = e["err"].(string)
+			// Its line, the i+1th: the log is read as it comes, and the
+			// last one read may still be the previous subtest's.
+			var failed []string
+			waitFor(t, 5*time.Second, func() bool {
+				failed = failed[:0]
+				for _, e := range scp.LogEntries() {
+					if e["msg"] == "dicomnet: TLS handshake failed" {
+						err, _ := e["err"].(string)
+						failed = append(failed, err)
+					}
 				}
-			}
-			if !strings.Contains(last, tt.serverSays) {
-				t.Errorf("server logged %q, want %q", last, tt.serverSays)
+				return len(failed) > i
+			})
+			if !strings.Contains(failed[i], tt.serverSays) {
+				t.Errorf("server logged %q, want %q", failed[i], tt.serverSays)
 			}
 		})
 	}
@@ -356,9 +363,11 @@ func TestDICOMTLSReload(t *testing.T) {
 		defer as.Release(ctx)
 		return seen[len(seen)-1].Equal(third.Cert)
 	})
-	if !strings.Contains(scp.Logs(), "TLS certificate loaded") {
-		t.Error("no log line for the reload")
-	}
+	// The reload logs the certificate once it is in use.
+	sum := sha256.Sum256(third.Cert.Raw)
+	scp.WaitLog(t, 10*time.Second, "the reload", func(e map[string]any) bool {
+		return e["msg"] == "TLS certificate loaded" && e["sha256"] == hex.EncodeToString(sum[:])
+	})
 }
 
 // TestDICOMTLSBehindProxyProtocol: with --proxy-protocol the load balancer's PROXY v2 header comes before the TLS

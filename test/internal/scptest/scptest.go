@@ -175,6 +175,26 @@ func (s *SCP) LogEntries() []map[string]any {
 	return append([]map[string]any(nil), s.logs...)
 }
 
+// WaitLog waits until scp-task has logged a record for which ok holds
+// and returns it; what names it in the failure. The logs are read as they
+// come: a line logged before an answer the test has may not be read yet,
+// and some (a reload's) come after what they report has taken effect.
+func (s *SCP) WaitLog(t testing.TB, timeout time.Duration, what string, ok func(map[string]any) bool) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, e := range s.LogEntries() {
+			if ok(e) {
+				return e
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line of %s after %v", what, timeout)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
 // TLSPort is the port of TLSAddr, for DCMTK's command lines.
 func (s *SCP) TLSPort() string { _, p, _ := strings.Cut(s.TLSAddr, ":"); return p }
 
