@@ -182,16 +182,8 @@ func TestShortDiskAtStart(t *testing.T) {
 // events.log.
 func waitProcessed(t *testing.T, n *node, acked int, study string) {
 	t.Helper()
-	var c struct {
-		PendingPipeline int64 `json:"pendingPipeline"`
-		FailedPipeline  int64 `json:"failedPipeline"`
-	}
-	eventually(t, 30*time.Second, "the pipeline to catch up", func() bool {
-		n.getJSON("/api/counters", &c)
-		return c.PendingPipeline == 0
-	})
-	if c.FailedPipeline != 0 {
-		t.Errorf("%d objects failed in the pipeline", c.FailedPipeline)
+	if failed := n.waitPipelineIdle(30 * time.Second); failed != 0 {
+		t.Errorf("%d objects failed in the pipeline", failed)
 	}
 	var page apiStudyPage
 	n.getJSON("/api/studies/"+study, &page)

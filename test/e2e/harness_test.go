@@ -203,6 +203,23 @@ func (n *node) dcmsend(callingAE string, files ...string) (string, error) {
 	return string(out), err
 }
 
+// waitPipelineIdle waits up to within until the pipeline has processed
+// every object acknowledged so far (/api/counters: nothing pending, held
+// ones included) and returns how many failed. The pipeline's workers run
+// in parallel: one object's being processed says nothing of another's.
+func (n *node) waitPipelineIdle(within time.Duration) (failed int64) {
+	n.t.Helper()
+	var c struct {
+		PendingPipeline int64 `json:"pendingPipeline"`
+		FailedPipeline  int64 `json:"failedPipeline"`
+	}
+	eventually(n.t, within, "the pipeline to catch up", func() bool {
+		n.getJSON("/api/counters", &c)
+		return c.PendingPipeline == 0
+	})
+	return c.FailedPipeline
+}
+
 // eventually polls cond every 100 ms for up to d.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -151,6 +151,10 @@ func TestLocalEndToEnd(t *testing.T) {
 	if out, err := n.dcmsend("INTRUDER_AE", files[0]); err == nil {
 		t.Fatalf("dcmsend from an unknown AE succeeded:\n%s", out)
 	}
+	// Every object processed, before the counts below: the synthesized
+	// study's being complete said nothing of a testdata file another
+	// worker still had.
+	n.waitPipelineIdle(10 * time.Second)
 
 	t.Run("study appears with the right counts", func(t *testing.T) {
 		var got apiStudy
@@ -442,13 +446,7 @@ func TestRestartExactlyOnce(t *testing.T) {
 				if recs[0].CalledAE != "REMOTE_AE" {
 					t.Errorf("the SCP's transaction details were lost: %+v", recs[0])
 				}
-				var c struct {
-					PendingPipeline int64 `json:"pendingPipeline"`
-				}
-				eventually(t, 5*time.Second, "an empty hand-off queue", func() bool {
-					n.getJSON("/api/counters", &c)
-					return c.PendingPipeline == 0
-				})
+				n.waitPipelineIdle(5 * time.Second)
 				n.stop()
 			}
 		})
