@@ -53,17 +53,19 @@ func TestIdenticalResendAudited(t *testing.T) {
 				}
 			}
 			// The SCP's own records, which the AWS audit function reads: one
-			// duplicate, on the second association.
+			// duplicate, on the second association. Every record counted
+			// below is waited for: the SCP writes them in parallel, so the
+			// last association's released record may be written before its
+			// accepted one.
 			var recs []associationaudit.Record
 			waitFor(t, 10*time.Second, func() bool {
 				recs = auditRecords(t, root)
-				n := 0
+				n := map[string]int{}
 				for _, r := range recs {
-					if r.Event == associationaudit.EventReleased {
-						n++
-					}
+					n[r.Event]++
 				}
-				return n == 4 && findRecord(recs, associationaudit.EventDuplicate, "LOCAL_AE") != nil
+				return n[associationaudit.EventAccepted] >= 4 && n[associationaudit.EventReleased] >= 4 &&
+					findRecord(recs, associationaudit.EventDuplicate, "LOCAL_AE") != nil
 			})
 			// The associations in the order they were sent.
 			slices.SortStableFunc(recs, func(a, b associationaudit.Record) int { return a.Time.Compare(b.Time) })
