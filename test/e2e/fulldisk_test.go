@@ -196,9 +196,26 @@ func waitProcessed(t *testing.T, n *node, acked int, study string) {
 }
 
 // instanceStoredInLog counts the Instance Stored events in the data
-// directory's events.log by SOP Instance UID, failing the test on a line
-// that is not a whole event.
+// directory's events.log by SOP Instance UID.
 func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, ev := range eventsInLog(t, dataDir) {
+		if ev.DetailType != pipeline.DetailTypeInstanceStored {
+			continue
+		}
+		var d pipeline.InstanceStoredDetail
+		if err := json.Unmarshal(ev.Detail, &d); err != nil {
+			t.Fatalf("events.log event %s: %v", ev.ID, err)
+		}
+		out[d.SOPInstanceUID]++
+	}
+	return out
+}
+
+// eventsInLog reads the data directory's events.log, failing the test on
+// a line that is not a whole event.
+func eventsInLog(t *testing.T, dataDir string) []apiEvent {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(dataDir, "events.log"))
 	if err != nil {
@@ -207,7 +224,7 @@ func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
 	if len(b) > 0 && b[len(b)-1] != '\n' {
 		t.Errorf("events.log ends in an unfinished line")
 	}
-	out := map[string]int{}
+	var out []apiEvent
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -215,14 +232,7 @@ func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
 			t.Fatalf("events.log line %d is not an event (%v): %.200s", line, err, sc.Bytes())
 		}
-		if ev.DetailType != pipeline.DetailTypeInstanceStored {
-			continue
-		}
-		var d pipeline.InstanceStoredDetail
-		if err := json.Unmarshal(ev.Detail, &d); err != nil {
-			t.Fatalf("events.log line %d: %v", line, err)
-		}
-		out[d.SOPInstanceUID]++
+		out = append(out, ev)
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
