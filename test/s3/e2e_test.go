@@ -102,11 +102,12 @@ func TestDcmsendToS3(t *testing.T) {
 			}
 		})
 	}
-	// The association's accepted and released records are in S3 too.
-	events := auditEvents(t, srv, audit)
-	if events[associationaudit.EventAccepted] == 0 || events[associationaudit.EventReleased] == 0 {
-		t.Errorf("audit records by event: %v, want accepted and released", events)
-	}
+	// The association's accepted and released records are in S3 too,
+	// the released one written after dcmsend had its A-RELEASE-RP.
+	waitFor(t, 30*time.Second, func() bool {
+		events := auditEvents(t, srv, auditKeys(t, srv))
+		return events[associationaudit.EventAccepted] > 0 && events[associationaudit.EventReleased] > 0
+	}, "the association's accepted and released records in S3")
 	if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
 		t.Errorf("pending multipart uploads: %d (%v)", n, err)
 	}
