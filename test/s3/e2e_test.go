@@ -73,13 +73,13 @@ func TestDcmsendToS3(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var incoming, audit []string
+	var incoming []string
 	for _, k := range keys {
 		switch {
 		case strings.HasPrefix(k, storePrefix+"incoming/"):
 			incoming = append(incoming, k)
 		case strings.HasPrefix(k, storePrefix+"audit/"):
-			audit = append(audit, k)
+			// the association's records, waited for below
 		case strings.HasPrefix(k, storePrefix+objectstore.RunMarkersPrefix):
 			// the SCP's run marker (docs/audit-feed.md, Crashes)
 		default:
