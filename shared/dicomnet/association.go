@@ -358,10 +358,11 @@ func (a *association) outsideAbortErr() error {
 func (a *association) abortFromOutside() { a.abortFromOutsideFor(nil) }
 
 // abortFromOutsideFor is abortFromOutside with the reason the association's end reports (its log line, its
-// Event.Err and so its audit record) when it is not shutdown; the first abort from outside decides it.
-func (a *association) abortFromOutsideFor(why error) {
+// Event.Err and so its audit record) when it is not shutdown; the first abort from outside decides it. It reports
+// whether this call aborted it (false: an earlier one did).
+func (a *association) abortFromOutsideFor(why error) bool {
 	if !a.outsideAbort.CompareAndSwap(false, true) {
-		return
+		return false
 	}
 	if why != nil {
 		a.outsideWhy.Store(&why) // before the connection closes, which is when the association's goroutine reads it
@@ -391,6 +392,7 @@ func (a *association) abortFromOutsideFor(why error) {
 	if err := a.nc.Close(); err != nil {
 		a.log.Debug("dicomnet: close", "err", err)
 	}
+	return true
 }
 
 // --- effects (see fsm.go) ---

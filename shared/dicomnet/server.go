@@ -599,7 +599,9 @@ func (s *Server) abortAll() {
 // listener's trust changed since its handshake: its client certificate revoked, its CA no longer trusted, or
 // expired), as the drain timeout does (A-ABORT, AA-1), the object being received not stored, and returns how
 // many it aborted. Each ends with refuse's error as its reason (its log line, Event.Err and so its audit
-// record). Associations still establishing are left to their handshake, which applies the new trust.
+// record). Associations still establishing are left to their handshake, which applies the new trust. One
+// aborted already (by an earlier call, or the drain) is not counted again, though it is established until its
+// handler returns.
 func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
 	type refused struct {
 		a   *association
@@ -613,7 +615,7 @@ func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
 	s.mu.Unlock()
 	var list []refused
 	for _, a := range open {
-		if !established(a.stateNow()) {
+		if !established(a.stateNow()) || a.outsideAbort.Load() {
 			continue
 		}
 		if st := a.tlsState(); st != nil {
@@ -623,11 +625,16 @@ func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
 		}
 	}
 	var wg sync.WaitGroup
+	var n atomic.Int64
 	for _, r := range list {
-		wg.Go(func() { r.a.abortFromOutsideFor(fmt.Errorf("dicomnet: aborted: %w", r.err)) })
+		wg.Go(func() {
+			if r.a.abortFromOutsideFor(fmt.Errorf("dicomnet: aborted: %w", r.err)) {
+				n.Add(1)
+			}
+		})
 	}
 	wg.Wait()
-	return len(list)
+	return int(n.Load())
 }
 
 // InstanceID names this server for as long as the process runs: the

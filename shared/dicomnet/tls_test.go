@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
@@ -306,5 +308,43 @@ func TestServeTLSRefusalNamesTheChain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAbortTLSCountsEachAssociationOnce: AbortTLS counts the associations it aborts, not those an earlier abort
+// ended whose handler has not returned yet (an S3 put finishing, up to --s3-put-timeout): they are still
+// established until it does, and a recheck meanwhile (the next poll, a SIGHUP's reload racing the watch's) counted
+// them again, logging a withdrawn certificate's association as aborted once more at each.
+func TestAbortTLSCountsEachAssociationOnce(t *testing.T) {
+	p := newTLSPeers(t)
+	entered, release := make(chan struct{}), make(chan struct{})
+	srv := &dicomnet.Server{AETitle: "SCP",
+		Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			close(entered)
+			<-release // busy with something that does not heed ctx
+			return errors.New("aborted")
+		})}
+	addrs := startTLSServer(t, srv, p.serverConfig())
+	ctx := context.Background()
+	cfg := storeCfg(0)
+	cfg.Dial = tlsDial(p.clientConfig(p.client), nil)
+	a, err := dicomnet.Dial(ctx, addrs.tlsAddr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := make(chan error, 1)
+	go func() {
+		_, err := a.Store(ctx, dicomuid.CTImageStorage, "1.2.3.9", "", strings.NewReader("ab"))
+		stored <- err
+	}()
+	<-entered
+	refuse := func(*tls.ConnectionState) error { return errors.New("client certificate no longer accepted") }
+	first, again := srv.AbortTLS(refuse), srv.AbortTLS(refuse)
+	close(release)
+	if err := <-stored; err == nil {
+		t.Error("the C-STORE of the aborted association succeeded")
+	}
+	if first != 1 || again != 0 {
+		t.Errorf("AbortTLS aborted %d, then %d more; want 1, then none", first, again)
 	}
 }
