@@ -21,8 +21,10 @@ import (
 // them current until ctx ends: reloaded on SIGHUP and when their files
 // change. The associations of srv over TLS whose client certificate the
 // trust in use no longer accepts (revoked, its CA removed, expired) are
-// aborted at each change and every poll. It returns nil when no TLS
-// listener is configured.
+// aborted at each change and every poll, and refused when they are
+// requested after a handshake the trust then in use passed (srv.Accept
+// checks it first). It returns nil when no TLS listener is configured; it
+// is called before srv serves.
 func startTLS(ctx context.Context, cfg config.Config, srv *dicomnet.Server, log *slog.Logger, reg prometheus.Registerer) (*servertls.Reloader, error) {
 	if cfg.TLSListen == "" {
 		return nil, nil
@@ -30,6 +32,20 @@ func startTLS(ctx context.Context, cfg config.Config, srv *dicomnet.Server, log 
 	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA, ClientCRL: cfg.TLSClientCRL}, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("start TLS listener: %w", err)
+	}
+	// A handshake that passed just before a reload, whose association was
+	// not yet requested when the reload's recheck ran (AbortTLS leaves those
+	// to their request), is checked against the trust in use when it is:
+	// without this it went on until the next poll's recheck, up to a minute.
+	accept := srv.Accept
+	srv.Accept = func(ctx context.Context, a *dicomnet.AssociationInfo) error {
+		if err := r.Refuses(a.TLS); err != nil {
+			return fmt.Errorf("%w (%w)", dicomnet.RejectNoReason, err)
+		}
+		if accept == nil {
+			return nil
+		}
+		return accept(ctx, a)
 	}
 	r.Recheck = func() {
 		if n := srv.AbortTLS(r.Refuses); n > 0 {

@@ -113,3 +113,63 @@ func TestWithdrawnCertificateEndsItsAssociation(t *testing.T) {
 		})
 	}
 }
+
+// TestCertificateWithdrawnBetweenHandshakeAndRequest: a client whose TLS
+// handshake passed just before its CA left the bundle, and which asks for
+// its association only after the reload, is refused (A-ASSOCIATE-RJ, the
+// reason in its audit record): the reload's recheck found no association of
+// it yet (AbortTLS checks those whose request has been read), and before, it
+// was accepted under the trust its handshake had, and went on until the next
+// minute's recheck.
+func TestCertificateWithdrawnBetweenHandshakeAndRequest(t *testing.T) {
+	serverCA := testpki.NewCA(t, "Server CA")
+	dir := t.TempDir()
+	siteCA, otherCA := testpki.NewCA(t, "Site CA"), testpki.NewCA(t, "Other site CA")
+	serverF := serverCA.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
+	withdrawn := siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
+	caFile := filepath.Join(dir, "site-ca.pem")
+	testpki.WriteFile(t, caFile, append(append([]byte{}, siteCA.PEM...), otherCA.PEM...))
+
+	srv := newAuditedTLS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reloader, err := startTLS(ctx, config.Config{TLSListen: "127.0.0.1:0", TLSCert: serverF.Cert, TLSKey: serverF.Key,
+		TLSClientCA: caFile}, srv.s, srv.log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.serve(t, reloader.Config())
+
+	a, err := dicomnet.Dial(ctx, srv.addr, dicomnet.ClientConfig{CallingAE: "SITE_A", CalledAE: "REMOTE_AE",
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&tls.Dialer{Config: serverCA.ClientConfig(withdrawn)}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			// The handshake is over (TLS 1.3: the server has the client's certificate once it reads
+			// the first record, which the A-ASSOCIATE-RQ is); the CA leaves the bundle before the request.
+			testpki.WriteFile(t, caFile, otherCA.PEM)
+			if err := reloader.Reload(); err != nil {
+				t.Error(err)
+			}
+			return c, nil
+		}})
+	if err == nil {
+		err = a.Echo(ctx)
+		if abortErr := a.Abort(); abortErr != nil {
+			t.Log(abortErr)
+		}
+		t.Errorf("SITE_A's association, requested after its CA left the bundle: accepted (echo: %v), want it rejected", err)
+	}
+	srv.stop(t)
+	var rejected []associationaudit.Record
+	for _, r := range srv.store.recs {
+		if r.Event == associationaudit.EventRejected {
+			rejected = append(rejected, r)
+		}
+	}
+	if len(rejected) != 1 || !strings.Contains(rejected[0].Reason, "client certificate no longer accepted") ||
+		!strings.Contains(rejected[0].Reason, "unknown authority") {
+		t.Errorf("want SITE_A rejected for its certificate, records: %s", recordsText(srv.store.recs))
+	}
+}

@@ -599,9 +599,11 @@ func (s *Server) abortAll() {
 // listener's trust changed since its handshake: its client certificate revoked, its CA no longer trusted, or
 // expired), as the drain timeout does (A-ABORT, AA-1), the object being received not stored, and returns how
 // many it aborted. Each ends with refuse's error as its reason (its log line, Event.Err and so its audit
-// record). Associations still establishing are left to their handshake, which applies the new trust. One
-// aborted already (by an earlier call, or the drain) is not counted again, though it is established until its
-// handler returns.
+// record). It checks every association whose A-ASSOCIATE-RQ has been read (its handshake is over; one still in it
+// is not waited for), accepted or not yet: one whose Accept passed it under the earlier trust is found here, and
+// Accept, checking the trust in use (scp-task's does), refuses one requested after the change, which this does not
+// see. One aborted already (by an earlier call, or the drain) is not counted again, though it is established until
+// its handler returns.
 func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
 	type refused struct {
 		a   *association
@@ -615,7 +617,7 @@ func (s *Server) AbortTLS(refuse func(*tls.ConnectionState) error) int {
 	s.mu.Unlock()
 	var list []refused
 	for _, a := range open {
-		if !established(a.stateNow()) || a.outsideAbort.Load() {
+		if st := a.stateNow(); st < sta3 || st > sta12 || a.outsideAbort.Load() {
 			continue
 		}
 		if st := a.tlsState(); st != nil {
