@@ -261,7 +261,12 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		return fmt.Errorf("register metrics: %w", err)
 	}
 
-	tlsConfig, err := startTLS(ctx, cfg, srv, log, reg)
+	// The TLS files are kept current (SIGHUP, their watch, the minute's recheck) until serve returns, through the
+	// drain: a SIGHUP nobody handles ends a Go process at once, and a certificate withdrawn while associations
+	// drain ends them as before.
+	tlsCtx, stopTLS := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTLS()
+	tlsConfig, err := startTLS(tlsCtx, cfg, srv, log, reg)
 	if err != nil {
 		return err
 	}

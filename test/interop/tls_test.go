@@ -370,6 +370,50 @@ func TestDICOMTLSReload(t *testing.T) {
 	})
 }
 
+// TestDICOMTLSReloadDuringTheDrain: the TLS files are reloaded on SIGHUP while scp-task drains (SIGTERM), and an
+// association open with a certificate a CRL loaded then lists is aborted, as before the drain. Before, the SIGHUP
+// handler and the file watch stopped when the drain began, and Go's default for a SIGHUP nobody handles is to end
+// the process: a SIGHUP during the drain (a certificate rotation's script, certificates.md's reload) killed
+// scp-task at once, its associations cut without an A-ABORT or their audit records.
+func TestDICOMTLSReloadDuringTheDrain(t *testing.T) {
+	p := sitepki.New(t)
+	scp := startTLSSCP(t, p, "--drain-timeout", "1m")
+	ctx := scptest.Context(t)
+	cfg := scClient("SITE_A")
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return (&tls.Dialer{Config: &tls.Config{RootCAs: p.ServerCA.Pool(), ServerName: "127.0.0.1",
+			Certificates: []tls.Certificate{p.ACert.TLS()}}}).DialContext(ctx, network, addr)
+	}
+	open, err := dicomnet.Dial(ctx, scp.TLSAddr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := open.Echo(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(scp.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scp.Logs(), `"msg":"draining"`) })
+
+	testpki.WriteFile(t, p.SiteCRLFile, p.SiteCA.CRL(t, time.Now().Add(time.Hour), p.ACert))
+	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(scp.Logs(), "TLS associations aborted: their client certificate is no longer accepted")
+	})
+	if err := open.Echo(ctx); !errors.Is(err, dicomnet.ErrAborted) {
+		t.Errorf("the association of the certificate revoked during the drain: echo gave %v, want it aborted", err)
+	}
+	open.Abort()
+	scp.Stop(t)
+	if r := findRecord(auditRecords(t, scp.DataDir), associationaudit.EventAborted, "SITE_A"); r == nil ||
+		!strings.Contains(r.Reason, "client certificate no longer accepted") {
+		t.Errorf("SITE_A's abort %+v; want its record, for its certificate", r)
+	}
+}
+
 // TestDICOMTLSBehindProxyProtocol: with --proxy-protocol the load balancer's PROXY v2 header comes before the TLS
 // handshake; the site's networks are checked against the source it carries, and its certificate is checked too.
 func TestDICOMTLSBehindProxyProtocol(t *testing.T) {
