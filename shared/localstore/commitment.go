@@ -92,9 +92,14 @@ func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 }
 
 // putCommitmentStudies records the studies a transaction committed
-// instances of, for StudyCommitments.
+// instances of, for StudyCommitments: every one (AllStudies), not only
+// those the transaction names.
 func putCommitmentStudies(ctx context.Context, t *querier, tx pipeline.CommitmentTransaction) error {
-	for _, s := range tx.Studies {
+	studies := tx.Studies
+	if tx.AllStudies != nil {
+		studies = tx.AllStudies
+	}
+	for _, s := range studies {
 		if _, err := t.ExecContext(ctx, `INSERT INTO commitment_studies(study_uid, id) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, tx.ID); err != nil {
 			return fmt.Errorf("localstore: commitment studies: %w", err)
 		}

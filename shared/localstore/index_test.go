@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
@@ -31,12 +32,23 @@ func TestCommitmentConformance(t *testing.T) {
 	pipelinetest.RunCommitmentStore(t, func(t *testing.T) pipeline.CommitmentStore { return openTest(t).CommitmentStore() })
 }
 
-// TestCommitmentAtScale runs the largest request through SQLite's transactions and audit trail.
+// TestCommitmentAtScale runs the largest request through SQLite's transactions and audit trail. Every study of
+// its committed instances finds the transaction (StudyCommitments, the portal's study page), though it names the
+// first pipeline.MaxListedStudies: before, a study past them found none, and its page said nothing of the
+// commitment that covered it.
 func TestCommitmentAtScale(t *testing.T) {
+	var store *CommitmentStore
 	pipelinetest.RunCommitmentAtScale(t, func(t *testing.T) (pipeline.CommitmentStore, pipeline.AuditStore) {
 		db := openTest(t)
-		return db.CommitmentStore(), db.AuditStore()
+		store = db.CommitmentStore()
+		return store, db.AuditStore()
 	})
+	for _, i := range []int{0, pipeline.MaxListedStudies, commitment.MaxRefs - 1} {
+		txs, err := store.StudyCommitments(context.Background(), pipelinetest.ScaleStudyUID(i))
+		if err != nil || len(txs) != 1 {
+			t.Errorf("study %d of the request: %d transactions (%v); want the one", i, len(txs), err)
+		}
+	}
 }
 
 // TestInstancesByStudyFromOlderDatabase: a database whose instances were

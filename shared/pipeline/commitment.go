@@ -170,8 +170,12 @@ type CommitmentTransaction struct {
 	// Studies holds the first MaxListedStudies studies of the committed instances, in order of their UIDs;
 	// StudyCount counts them all (the result document lists them all). A transaction written before StudyCount
 	// has all its studies in Studies and no StudyCount (ListedStudyCount).
-	Studies    []string  `json:"studies,omitempty"`
-	StudyCount int       `json:"studyCount,omitempty"`
+	Studies    []string `json:"studies,omitempty"`
+	StudyCount int      `json:"studyCount,omitempty"`
+	// AllStudies, set by the evaluation that decided Studies, are every study of the committed instances, for a
+	// store that finds a transaction by its studies (local mode's study page) to find it by each; it is not kept
+	// with the transaction (the bound above), nor read back.
+	AllStudies []string  `json:"-"`
 	Attempts   int       `json:"attempts"`
 	LastError  string    `json:"lastError,omitempty"`
 	ReportedAt time.Time `json:"reportedAt,omitempty"`
@@ -520,7 +524,7 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 		}
 	}
 	slices.Sort(studies)
-	tx.Studies, tx.StudyCount = listedStudies(studies), len(studies)
+	tx.Studies, tx.StudyCount, tx.AllStudies = listedStudies(studies), len(studies), studies
 	if undecided > 0 {
 		poll := commitmentPoll
 		if now.Sub(tx.ReceivedAt) > 30*time.Second {

@@ -15,6 +15,9 @@ import (
 // UID64 is a UID of 64 characters, the longest, under root: n makes it unique.
 func UID64(root string, n int) string { return fmt.Sprintf("%s1%0*d", root, 63-len(root), n) }
 
+// ScaleStudyUID is the study of RunCommitmentAtScale's i-th instance.
+func ScaleStudyUID(i int) string { return UID64("1.2.826.0.1.3680043.10.1002.", i) }
+
 // RunCommitmentAtScale runs the largest request PS3.4 J lets a PACS send and the SCP takes (commitment.MaxRefs
 // instances, a backlog commitment after a migration), each instance of a study of its own and every UID 64
 // characters long, through a pipeline whose transactions and audit trail are newStores' (the fakes, SQLite,
@@ -29,7 +32,7 @@ func RunCommitmentAtScale(t *testing.T, newStores func(t *testing.T) (pipeline.C
 	refs := make([]commitment.Ref, commitment.MaxRefs)
 	for i := range refs {
 		in := Record(1, 1, 1, "aa", 0)
-		in.StudyInstanceUID = UID64("1.2.826.0.1.3680043.10.1002.", i)
+		in.StudyInstanceUID = ScaleStudyUID(i)
 		in.SeriesInstanceUID = UID64("1.2.826.0.1.3680043.10.1003.", i)
 		in.SOPInstanceUID = UID64("1.2.826.0.1.3680043.10.1004.", i)
 		in.ObjectKey = fmt.Sprintf("incoming/2026/01/15/%s/%s/%s.dcm", in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID)
