@@ -128,14 +128,28 @@ type EventInstance struct {
 // maxEventPointerBytes bounds the instance pointers in a study event so it
 // stays under EventBridge's 256 KiB entry limit with the rest of the event;
 // a study whose pointers do not fit lists series only, and subscribers
-// read the index. A count could not bound it: 450 instances of 64-character
-// UIDs came to 300 KB, an event PutEvents refused on every run.
+// collect its instances from their Instance Stored events. A count could not
+// bound it: 450 instances of 64-character UIDs came to 300 KB, an event
+// PutEvents refused on every run.
 const maxEventPointerBytes = 192 << 10
 
-// eventPointerBytes is an instance pointer's size in a study event's JSON.
-func eventPointerBytes(p EventInstance) int {
-	n := len(`{"sopInstanceUid":"","objectUri":"","metadataUri":""},`) + len(p.SOPInstanceUID) + len(p.ObjectURI) + len(p.MetadataURI)
-	if p.Conflict {
+// maxURIBase is the base the pointer budget counts before each key (what
+// uri puts there): the longest an S3 base can be, "s3://", a bucket name of
+// 63 characters and "/". Counting it whatever the base in use makes the
+// listing a matter of the keys alone, the same in both modes: counted with
+// the base in use, local mode's portal base (30 characters) listed studies
+// of some 320 instances of 64-character UIDs that a deployment with a long
+// bucket name listed as series only, so a consumer tried against make run
+// met a detail without instances only in AWS.
+const maxURIBase = len("s3://") + 63 + len("/")
+
+// eventPointerBytes is what an instance pointer counts against
+// maxEventPointerBytes: its size in a study event's JSON with base bytes
+// before each of its keys.
+func eventPointerBytes(in InstanceRecord, base int) int {
+	n := len(`{"sopInstanceUid":"","objectUri":"","metadataUri":""},`) + len(in.SOPInstanceUID) +
+		len(in.ObjectKey) + len(in.MetadataKey) + 2*base
+	if in.Conflict {
 		n += len(`,"conflict":true`)
 	}
 	return n
@@ -173,16 +187,16 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		idx[se.SeriesInstanceUID] = len(d.Series)
 		d.Series = append(d.Series, EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount})
 	}
-	pointers := make([]EventInstance, len(full.Instances))
+	base := max(len(p.uri("")), maxURIBase)
 	size := 0
-	for j, in := range full.Instances {
-		pointers[j] = EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey), Conflict: in.Conflict}
-		size += eventPointerBytes(pointers[j])
+	for _, in := range full.Instances {
+		size += eventPointerBytes(in, base)
 	}
 	if size <= maxEventPointerBytes {
-		for j, in := range full.Instances {
+		for _, in := range full.Instances {
 			if i, ok := idx[in.SeriesInstanceUID]; ok {
-				d.Series[i].Instances = append(d.Series[i].Instances, pointers[j])
+				d.Series[i].Instances = append(d.Series[i].Instances,
+					EventInstance{SOPInstanceUID: in.SOPInstanceUID, ObjectURI: p.uri(in.ObjectKey), MetadataURI: p.uri(in.MetadataKey), Conflict: in.Conflict})
 			}
 		}
 	}

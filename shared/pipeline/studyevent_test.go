@@ -23,33 +23,12 @@ func (o oneStudy) GetStudy(context.Context, string) (StudyDetail, error) { retur
 // 500 let 450 instances of 64-character UIDs make a 300 KB event, which
 // PutEvents refused on every run, and the study was never announced.
 func TestStudyEventFitsEventBridge(t *testing.T) {
-	uid := func(prefix string, n int) string { // a 64-character UID
-		s := fmt.Sprintf("%s.%d", prefix, n)
-		return s + strings.Repeat("1", 64-len(s))
-	}
-	study := uid("1.2.826.0.1.3680043.10.7", 1)
 	for _, tt := range []struct {
 		instances   int
 		wantListing bool
 	}{{10, true}, {250, true}, {450, false}, {2000, false}} {
-		var ins []InstanceRecord
-		for i := range tt.instances {
-			se := uid("1.2.826.0.1.3680043.10.8", i%4)
-			sop := uid("1.2.826.0.1.3680043.10.9", i)
-			key := "incoming/2026/12/06/" + study + "/" + se + "/" + sop + ".dcm"
-			ins = append(ins, InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
-				MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)})
-		}
-		sum := StudySummary{StudyInstanceUID: study, InstanceCount: tt.instances, SeriesCount: 4}
-		p := &Pipeline{Index: oneStudy{d: NewStudyDetail(sum, ins)}, BucketName: strings.Repeat("b", 63)}
-		d, err := p.studyDetail(context.Background(), sum, 1, "quiet")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := json.Marshal(d)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p := &Pipeline{BucketName: strings.Repeat("b", 63)}
+		d, b := studyEventOf(t, p, tt.instances)
 		listed := 0
 		for _, s := range d.Series {
 			listed += len(s.Instances)
@@ -61,4 +40,69 @@ func TestStudyEventFitsEventBridge(t *testing.T) {
 			t.Errorf("%d instances: %d listed (%d bytes); want the listing: %v", tt.instances, listed, len(b), tt.wantListing)
 		}
 	}
+}
+
+// TestStudyEventListsAlikeInBothModes: whether a study event lists its
+// instances depends on its keys alone, not on the base its URIs are given
+// (local mode's portal, a short or the longest bucket name), so a consumer
+// tried against make run meets the same detail in AWS. Counted with the
+// base in use, a study of 300 instances of 64-character UIDs was listed in
+// local mode and not with a 63-character bucket, and one of 330 was listed
+// with a one-character bucket and not in local mode.
+func TestStudyEventListsAlikeInBothModes(t *testing.T) {
+	modes := []struct {
+		name string
+		p    *Pipeline
+	}{
+		{"local mode", &Pipeline{ObjectURLBase: "http://127.0.0.1:8080/objects/"}},
+		{"a one-character bucket", &Pipeline{BucketName: "b"}},
+		{"the longest bucket", &Pipeline{BucketName: strings.Repeat("b", 63)}},
+	}
+	for _, n := range []int{10, 280, 300, 330, 400} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			listed := map[bool][]string{}
+			for _, m := range modes {
+				d, b := studyEventOf(t, m.p, n)
+				if len(b) > 240<<10 {
+					t.Errorf("%s: a %d-byte event, over what EventBridge takes with the envelope", m.name, len(b))
+				}
+				l := len(d.Series[0].Instances) > 0
+				listed[l] = append(listed[l], m.name)
+			}
+			if len(listed) > 1 {
+				t.Errorf("%d instances listed with %v, series only with %v", n, listed[true], listed[false])
+			}
+		})
+	}
+}
+
+// studyEventOf is p's study event, and its JSON, of a study of n instances
+// in 4 series, every UID 64 characters long.
+func studyEventOf(t *testing.T, p *Pipeline, n int) (StudyDetailEvent, []byte) {
+	t.Helper()
+	uid := func(prefix string, n int) string { // a 64-character UID
+		s := fmt.Sprintf("%s.%d", prefix, n)
+		return s + strings.Repeat("1", 64-len(s))
+	}
+	study := uid("1.2.826.0.1.3680043.10.7", 1)
+	var ins []InstanceRecord
+	for i := range n {
+		se := uid("1.2.826.0.1.3680043.10.8", i%4)
+		sop := uid("1.2.826.0.1.3680043.10.9", i)
+		key := "incoming/2026/12/06/" + study + "/" + se + "/" + sop + ".dcm"
+		ins = append(ins, InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
+			MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)})
+	}
+	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: 4}
+	q := *p
+	q.Index = oneStudy{d: NewStudyDetail(sum, ins)}
+	d, err := q.studyDetail(context.Background(), sum, 1, "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, b
 }
