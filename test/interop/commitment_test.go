@@ -157,6 +157,29 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		len(done[1].Failures) != 1 || done[1].Failures[0].FailureReason != "0112" {
 		t.Errorf("Storage Commitment Completed events %+v", done)
 	}
+	// A subscriber on this machine fetches what the events point at through
+	// the portal: the request (requestUri) answered 404, its link dead.
+	for _, d := range done {
+		for _, u := range []string{d.RequestURI, d.ResultURI} {
+			resp, err := http.Get(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var doc struct {
+				TransactionUID string `json:"transactionUid"`
+				Result         struct {
+					TransactionUID string `json:"transactionUid"`
+				} `json:"result"`
+			}
+			err = json.NewDecoder(resp.Body).Decode(&doc)
+			if cerr := resp.Body.Close(); err == nil {
+				err = cerr
+			}
+			if resp.StatusCode != http.StatusOK || err != nil || doc.TransactionUID+doc.Result.TransactionUID != d.TransactionUID {
+				t.Errorf("GET %s: %s, %v, the document of transaction %q", u, resp.Status, err, doc.TransactionUID+doc.Result.TransactionUID)
+			}
+		}
+	}
 	checkLogs(t, scp, append([]string{txn, txn2, never.SOPInstanceUID}, scUIDs()...)...)
 }
 

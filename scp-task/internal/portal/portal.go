@@ -426,14 +426,16 @@ func mimeAttachment(name string) string {
 
 // safeKey accepts relative keys of [A-Za-z0-9._-] components, none of them
 // "." or "..", under the prefixes the pipeline writes and the Storage
-// Commitment results; never the audit/ records (they are served through
-// the audit API).
+// Commitment requests and results, which a Storage Commitment Completed
+// event points at (requestUri, resultUri); never the audit/ records (they
+// are served through the audit API).
 func safeKey(key string) bool {
 	if len(key) == 0 || len(key) > 1024 {
 		return false
 	}
 	ok := false
-	for _, p := range []string{pipeline.IncomingPrefix, pipeline.QuarantinePrefix, pipeline.MetadataPrefix, pipeline.CommitmentResultsPrefix} {
+	for _, p := range []string{pipeline.IncomingPrefix, pipeline.QuarantinePrefix, pipeline.MetadataPrefix,
+		pipeline.CommitmentRequestsPrefix, pipeline.CommitmentResultsPrefix} {
 		ok = ok || strings.HasPrefix(key, p)
 	}
 	if !ok {

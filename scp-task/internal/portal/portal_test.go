@@ -344,14 +344,17 @@ func TestObjects(t *testing.T) {
 	if code != 200 || h.Get("Content-Type") != "application/dicom+json" || !strings.Contains(body, "00080018") {
 		t.Errorf("metadata: %d %s %q", code, h.Get("Content-Type"), body)
 	}
-	// A Storage Commitment result, which the study page links: it was
-	// refused (404), its link dead.
-	code, h, body = get(t, srv.URL+"/objects/commitment/results/tx0.json", "")
-	if code != 200 || h.Get("Content-Type") != "application/json" || !strings.Contains(body, "transactionUid") {
-		t.Errorf("commitment result: %d %s %q", code, h.Get("Content-Type"), body)
+	// A Storage Commitment result, which the study page links, and its
+	// request, which a Storage Commitment Completed event points at
+	// (requestUri): each was refused (404), its link dead.
+	for _, part := range []string{"results", "requests"} {
+		code, h, body = get(t, srv.URL+"/objects/commitment/"+part+"/tx0.json", "")
+		if code != 200 || h.Get("Content-Type") != "application/json" || !strings.Contains(body, "transactionUid") {
+			t.Errorf("commitment %s: %d %s %q", part, code, h.Get("Content-Type"), body)
+		}
 	}
 	for _, p := range []string{"/objects/metadata/none.json", "/objects/audit/x.json", "/objects/metadata/..%2F..%2Fetc%2Fpasswd",
-		"/objects/commitment/requests/tx0.json"} {
+		"/objects/commitment/x.json"} {
 		if code, _, _ := get(t, srv.URL+p, ""); code != 404 {
 			t.Errorf("%s: %d", p, code)
 		}
@@ -364,7 +367,7 @@ func TestSafeKey(t *testing.T) {
 		"quarantine/x/y.dcm":                  true,
 		"metadata/1.2.json":                   true,
 		"commitment/results/0a1b.json":        true,
-		"commitment/requests/0a1b.json":       false,
+		"commitment/requests/0a1b.json":       true,
 		"commitment/x.json":                   false,
 		"audit/2026/x.json":                   false,
 		"incoming/../audit/x":                 false,
