@@ -36,10 +36,18 @@ func (p *params) refuse(name, accepts string) {
 }
 
 // text is name's value, trimmed: any text is good.
-func (p *params) text(name string) string { return strings.TrimSpace(p.v.Get(name)) }
+func (p *params) text(name string) string { return strings.TrimSpace(p.raw(name)) }
 
-// raw is name's value as given (a text to look for, a cursor).
-func (p *params) raw(name string) string { return p.v.Get(name) }
+// raw is name's value as given (a text to look for, a cursor), the one
+// place a value is read: a parameter given more than once is refused, as
+// each takes one value; url.Values.Get took the first and dropped the rest
+// unsaid, so type=Study+Received&type=Study+Updated listed no Study Updated.
+func (p *params) raw(name string) string {
+	if len(p.v[name]) > 1 {
+		p.refuse(name, "one value, given once")
+	}
+	return p.v.Get(name)
+}
 
 // oneOf is name's value, which must be one of choices.
 func (p *params) oneOf(name string, choices []string) string {

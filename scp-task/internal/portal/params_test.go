@@ -120,7 +120,36 @@ func TestEveryRouteRefusesBadParameters(t *testing.T) {
 				if code != 400 || !strings.Contains(body, msg) || !strings.Contains(body, b.name) || !strings.Contains(body, b.accepts) {
 					t.Errorf("%s: %d %.300s\nwant 400 naming %q and %q", path, code, body, b.name, b.accepts)
 				}
+				// Given twice, each value good alone: the first was taken
+				// and the second dropped unsaid.
+				path = tt.path + "?" + url.Values{b.name: {"", ""}}.Encode()
+				code, _, body = get(t, srv.URL+path, "")
+				if !strings.HasPrefix(tt.path, "/api/") {
+					body = html.UnescapeString(body)
+				}
+				if want := "portal: " + b.name + " is one value, given once"; code != 400 || !strings.Contains(body, want) {
+					t.Errorf("%s: %d %.300s\nwant 400 saying %q", path, code, body, want)
+				}
 			}
 		})
+	}
+}
+
+// TestRepeatedParameterRefused: a parameter given twice is refused, not
+// read as its first value: a consumer catching up on the study events
+// with type=Study+Received&type=Study+Updated, as its EventBridge rule
+// lists both, got the Study Received events alone.
+func TestRepeatedParameterRefused(t *testing.T) {
+	srv, _ := newTestServer(t)
+	for _, path := range []string{
+		"/api/events?after=0&type=Study+Received&type=Study+Updated",
+		"/api/studies?modality=CT&modality=MR",
+		"/api/audit?outcome=stored&outcome=rejected",
+		"/api/events?after=0&after=5",
+	} {
+		code, _, body := get(t, srv.URL+path, "")
+		if code != 400 || !strings.Contains(body, "is one value, given once") {
+			t.Errorf("%s: %d %.300s, want 400: one value, given once", path, code, body)
+		}
 	}
 }
