@@ -21,8 +21,6 @@ import (
 // written there (the log-name key), and local mode when it opens the
 // directory.
 func PrepareDataDir(dir string) error {
-	_, err := os.Lstat(dir)
-	existed := err == nil
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		if target, lerr := os.Readlink(dir); lerr == nil && errors.Is(err, fs.ErrExist) {
 			// MkdirAll's own words for a dangling symlink, "file exists",
@@ -36,11 +34,6 @@ func PrepareDataDir(dir string) error {
 		return fmt.Errorf("local: data dir: %w", err)
 	}
 	if err := othersWrite(dir, st); err != nil {
-		if !existed {
-			// Created 0700 a moment ago and read back wider: chmod cannot
-			// help on this filesystem.
-			return fmt.Errorf("local: %s: created mode 0700, its filesystem reports mode %v: it does not keep Unix modes (as WSL's /mnt/c drives, FAT and SMB mounts), so others could write in it; choose a data directory on a Linux filesystem, such as one under your home", dir, st.Mode().Perm())
-		}
 		return err
 	}
 	if err := keepPrivate(dir, st); err != nil {
@@ -68,8 +61,8 @@ func PrepareDataDir(dir string) error {
 	return nil
 }
 
-// statDataDir is os.Stat; a test stands in a filesystem that does not
-// keep Unix modes.
+// statDataDir is os.Stat of a directory othersWrite judges; a test stands
+// in a filesystem that does not keep Unix modes.
 var statDataDir = os.Stat
 
 // keepPrivate narrows path, which fi describes, to its user when it is
@@ -89,7 +82,7 @@ func keepPrivate(path string, fi fs.FileInfo) error {
 // acknowledged) or swap what is there, and may have done so before this
 // start. Checking it is up to the user, so nothing is narrowed.
 func RefuseOthersWrite(dir string) error {
-	st, err := os.Stat(dir)
+	st, err := statDataDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -99,9 +92,39 @@ func RefuseOthersWrite(dir string) error {
 	return othersWrite(dir, st)
 }
 
+// othersWrite refuses dir, which st describes, when others than its owner
+// may write in it, saying what to do: chmod go-w, or, on a filesystem
+// that does not keep Unix modes (keepsModes), where chmod cannot help,
+// another directory. Whether dir was made a moment ago (the start's first
+// on WSL's /mnt/c) or by an earlier start, the advice is the same.
 func othersWrite(dir string, st fs.FileInfo) error {
-	if perm := st.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Errorf("local: %s: others than its owner may write in it (mode %v), so what it holds could have been replaced or redirected; check what it holds and chmod go-w it", dir, perm)
+	perm := st.Mode().Perm()
+	if perm&0o022 == 0 {
+		return nil
 	}
-	return nil
+	refusal := fmt.Errorf("local: %s: others than its owner may write in it (mode %v), so what it holds could have been replaced or redirected; check what it holds and chmod go-w it", dir, perm)
+	wide, ok, err := keepsModes(dir)
+	if !ok {
+		refusal = fmt.Errorf("local: %s: others than its owner may write in it (mode %v), and a directory made mode 0700 there, reads back mode %v: its filesystem does not keep Unix modes (as WSL's /mnt/c drives, FAT and SMB mounts), so chmod cannot help; choose a data directory on a Linux filesystem, such as one under your home", dir, perm, wide)
+	}
+	return errors.Join(refusal, err)
+}
+
+// keepsModes reports whether dir's filesystem keeps Unix modes: a
+// directory made 0700 in it, and removed at once, reads back no wider
+// (else its mode, ok false). One that cannot be made tells nothing (ok);
+// err says the probe could not be removed.
+func keepsModes(dir string) (mode fs.FileMode, ok bool, err error) {
+	probe, err := os.MkdirTemp(dir, ".mode-probe-")
+	if err != nil {
+		return 0, true, nil
+	}
+	st, serr := statDataDir(probe)
+	if err := os.Remove(probe); err != nil {
+		return 0, true, fmt.Errorf("local: remove the directory made to see whether the filesystem keeps Unix modes: %w", err)
+	}
+	if serr != nil {
+		return 0, true, nil
+	}
+	return st.Mode().Perm(), st.Mode().Perm()&0o077 == 0, nil
 }

@@ -170,6 +170,7 @@ func TestDataDirsAStartCannotUse(t *testing.T) {
 	tests := []struct {
 		name    string
 		prepare func(t *testing.T, dir string)
+		start   func(dir string) error // nil: PrepareDataDir
 		errHas  []string
 	}{
 		{name: "dangling symlink", prepare: func(t *testing.T, dir string) {
@@ -178,23 +179,37 @@ func TestDataDirsAStartCannotUse(t *testing.T) {
 			}
 		}, errHas: []string{"is a symlink to", "gone, which is not there: create it, or remove the symlink"}},
 		{name: "filesystem without Unix modes", prepare: func(t *testing.T, dir string) {
-			statDataDir = func(name string) (fs.FileInfo, error) {
-				st, err := os.Stat(name)
-				if err != nil {
-					return nil, err
-				}
-				return wideMode{st}, nil
+			wideModes(t)
+		}, errHas: noUnixModes},
+		// The directory an earlier start made there (this build's, or an
+		// older one's that advised chmod) was refused with that advice,
+		// by the first check a start makes (CheckDataDir) and by
+		// PrepareDataDir alike: only a directory just created was known
+		// for what it is.
+		{name: "filesystem without Unix modes, the directory made by an earlier start", prepare: func(t *testing.T, dir string) {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
 			}
-			t.Cleanup(func() { statDataDir = os.Stat })
-		}, errHas: []string{"created mode 0700, its filesystem reports mode -rwxrwxrwx", "does not keep Unix modes", "choose a data directory on a Linux filesystem"}},
+			wideModes(t)
+		}, errHas: noUnixModes},
+		{name: "filesystem without Unix modes, checked at the start", prepare: func(t *testing.T, dir string) {
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			wideModes(t)
+		}, start: CheckDataDir, errHas: noUnixModes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "data")
 			tt.prepare(t, dir)
-			err := PrepareDataDir(dir)
+			start := PrepareDataDir
+			if tt.start != nil {
+				start = tt.start
+			}
+			err := start(dir)
 			if err == nil {
-				t.Fatal("PrepareDataDir succeeded")
+				t.Fatal("the start succeeded")
 			}
 			for _, want := range tt.errHas {
 				if !strings.Contains(err.Error(), want) {
@@ -203,6 +218,22 @@ func TestDataDirsAStartCannotUse(t *testing.T) {
 			}
 		})
 	}
+}
+
+// noUnixModes is what the refusal of a data directory on a filesystem
+// that does not keep Unix modes says.
+var noUnixModes = []string{"made mode 0700 there, reads back mode -rwxrwxrwx", "does not keep Unix modes", "choose a data directory on a Linux filesystem"}
+
+// wideModes makes every directory read as drvfs reports it until t ends.
+func wideModes(t *testing.T) {
+	statDataDir = func(name string) (fs.FileInfo, error) {
+		st, err := os.Stat(name)
+		if err != nil {
+			return nil, err
+		}
+		return wideMode{st}, nil
+	}
+	t.Cleanup(func() { statDataDir = os.Stat })
 }
 
 // wideMode is a directory as drvfs reports it: everybody may write.
