@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -325,15 +326,29 @@ func (s stuckUpload) Put(ctx context.Context, obj objectstore.Object, r io.Reade
 func TestShutdownCutShort(t *testing.T) {
 	release := make(chan struct{})
 	defer close(release)
-	mem := vfstest.NewMem()
+	bodies, acked := map[string][]byte{}, map[string]bool{}
+	// A task that died with an object staged: "first" takes its journal
+	// over.
+	deadMem := vfstest.NewMem()
+	dead, err := New(Options{Dir: "/st", FS: deadMem, Uploader: gatedS3{newFakeS3(), make(chan struct{})}, TaskID: "dead",
+		SegmentSize: 2 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := data(9, 50_000)
+	sd, err := dead.Put(context.Background(), object(9), bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies[sd.Key], acked[sd.Key] = b, true
+	mem := deadMem.Crash(vfstest.KeepNone, nil)
 	logs := &testenv.LogBuffer{}
-	stuck := stuckUpload{newFakeS3(), make(chan struct{}, 2), release}
+	stuck := stuckUpload{newFakeS3(), make(chan struct{}, 3), release}
 	st, err := New(Options{Dir: "/st", FS: vfstest.HeldSync{Mem: mem, Release: release}, Uploader: stuck, TaskID: "first",
 		SegmentSize: 2 << 20, Logger: slog.New(slog.NewJSONHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bodies, acked := map[string][]byte{}, map[string]bool{}
 	for i := range 2 {
 		b := data(i, 50_000)
 		s, err := st.Put(context.Background(), object(i), bytes.NewReader(b))
@@ -342,10 +357,26 @@ func TestShutdownCutShort(t *testing.T) {
 		}
 		bodies[s.Key], acked[s.Key] = b, true
 	}
-	<-stuck.started
+	for range 3 { // the adopted object's upload too
+		<-stuck.started
+	}
 	testenv.CloseCutShort(t, st.Shutdown)
-	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":2`) || !strings.Contains(l, testenv.ErrSecondSignal.Error()) {
+	if l := logs.String(); !strings.Contains(l, `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(l, `"not_uploaded":3`) || !strings.Contains(l, testenv.ErrSecondSignal.Error()) {
 		t.Errorf("the close cut short does not say what it leaves, and why:\n%s", l)
+	}
+	// Its uploads still going, the journals stay locked until the process
+	// ends: another task taking one over now would work on it beside this
+	// one. Both were let go at once.
+	for _, task := range []string{"first", "dead"} {
+		l, err := mem.Lock(filepath.Join("/st", journalsDir, task, lockName))
+		if err == nil {
+			t.Errorf("the journal of %q let go while its close went on", task)
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+		} else if !isLocked(err) {
+			t.Fatal(err)
+		}
 	}
 	// The process ends: its lock goes with it, as after a crash.
 	after := mem.Crash(vfstest.KeepNone, nil)

@@ -665,7 +665,15 @@ func (s *Store) Shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 			uploadsCut = true
 		}
-		errs = append(s.q.closeAdopted(ctx), s.own.Shutdown(ctx), s.lock.Close())
+		errs = s.q.closeAdopted(ctx, uploadsCut)
+		own := s.own.Shutdown(ctx)
+		errs = append(errs, own)
+		// A journal still in use (an upload going on, its close cut) is
+		// let go by the process's exit: another task taking it over now
+		// would work on it beside this one.
+		if !uploadsCut && !errors.Is(own, journal.ErrCloseCutShort) {
+			errs = append(errs, s.lock.Close())
+		}
 	})
 	var cut []error
 	errs = slices.DeleteFunc(errs, func(err error) bool {

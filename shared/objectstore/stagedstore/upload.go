@@ -602,8 +602,10 @@ func (s *Store) finishAdoption(ad *adoption) {
 	}
 }
 
-// closeAdopted lets go of the journals taken over and not finished.
-func (q *queue) closeAdopted(ctx context.Context) []error {
+// closeAdopted lets go of the journals taken over and not finished: each
+// one's lock is kept, for the process's exit to let go, while it may still
+// be in use (uploadsCut: uploads still going; its close cut short).
+func (q *queue) closeAdopted(ctx context.Context, uploadsCut bool) []error {
 	q.mu.Lock()
 	ads := make([]*adoption, 0, len(q.adopted))
 	for _, ad := range q.adopted {
@@ -613,7 +615,11 @@ func (q *queue) closeAdopted(ctx context.Context) []error {
 	q.mu.Unlock()
 	var errs []error
 	for _, ad := range ads {
-		errs = append(errs, ad.j.Shutdown(ctx), ad.lock.Close())
+		err := ad.j.Shutdown(ctx)
+		errs = append(errs, err)
+		if !uploadsCut && !errors.Is(err, journal.ErrCloseCutShort) {
+			errs = append(errs, ad.lock.Close())
+		}
 	}
 	return errs
 }
