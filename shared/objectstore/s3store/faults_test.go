@@ -37,6 +37,7 @@ type flaky struct {
 	stallN  map[string]int // op -> calls still to hold until their attempt's context ends
 	holdN   map[string]int // op -> calls still to make, then hold their answer until their attempt's context ends
 	failErr error
+	lostErr error // what a lost answer (loseN) reads as; nil: a reset
 	badCRC  bool
 	calls   map[string]int
 	// beforeComplete runs once, before the first CompleteMultipartUpload.
@@ -82,6 +83,9 @@ func (f *flaky) after(op string, err error) error {
 	defer f.mu.Unlock()
 	if err == nil && f.loseN[op] > 0 {
 		f.loseN[op]--
+		if f.lostErr != nil {
+			return f.lostErr
+		}
 		return &smithyhttp.RequestSendError{Err: errors.New("read: connection reset by peer (injected)")}
 	}
 	return err
@@ -683,17 +687,31 @@ func TestPutTimeout(t *testing.T) {
 // duplicate record for the first storage of these bytes. The object's
 // own key had this check (isOurUpload); a single-part conflict key
 // reported Duplicate and SameTransfer.
+//
+// S3 answers a Complete 200 at once and its result in the body once done
+// (whitespace until then): a body cut short or past the attempt's timeout,
+// or a 200 whose body is an error (InternalError), has S3's status but not
+// its answer, and the Complete may have been carried out all the same. It
+// was taken for an answer: the retry's 412 for another object's, and the
+// object was reported a duplicate of itself (SameTransfer), its conflict
+// warned of at info level.
 func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		size int64
 		op   string // the request whose answer is lost
+		lost error  // how; nil: a reset
 	}{
-		{"single", 3000, "PutObject"},
-		{"multipart", 2*partSize + 3000, "CompleteMultipartUpload"},
+		{"single", 3000, "PutObject", nil},
+		{"multipart", 2*partSize + 3000, "CompleteMultipartUpload", nil},
+		{"multipart, the answer's body cut", 2*partSize + 3000, "CompleteMultipartUpload", &smithyhttp.ResponseError{
+			Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 200}},
+			Err:      &smithy.DeserializationError{Err: io.ErrUnexpectedEOF},
+		}},
+		{"multipart, an error in a 200", 2*partSize + 3000, "CompleteMultipartUpload", apiErr(200, "InternalError")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st, srv, f := flakyStore(t, succeedDeadline, func(*flaky) {})
+			st, srv, f := flakyStore(t, succeedDeadline, func(f *flaky) { f.lostErr = tc.lost })
 			obj := testObject("1.2.3.4.400")
 			key, _ := objectstore.Key(obj)
 			held := obj

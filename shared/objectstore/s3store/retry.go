@@ -145,10 +145,16 @@ func httpStatus(err error) int {
 
 // outcomeUnknown reports whether a write whose attempt ended in err may
 // have been carried out all the same: S3 gave no answer (a reset, a
-// timeout), or answered with a checksum other than the one sent. One S3
-// answered with an error (a 503 SlowDown) did nothing.
+// timeout), no whole one (a 2xx status whose body was cut, timed out or
+// is an error: S3 answers a Complete 200 at once and its result only once
+// done), or answered with a checksum other than the one sent. One S3
+// answered with an error status (a 503 SlowDown) did nothing.
 func outcomeUnknown(err error) bool {
-	return err != nil && (httpStatus(err) == 0 || errors.Is(err, errChecksumMismatch))
+	if err == nil {
+		return false
+	}
+	status := httpStatus(err)
+	return status == 0 || status/100 == 2 || errors.Is(err, errChecksumMismatch)
 }
 
 // preconditionFailed reports S3's answer to If-None-Match: * on an
