@@ -415,6 +415,12 @@ func (l *Local) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, l.db.Close())
 		if c, ok := l.store.inner.(objectstore.Shutdowner); ok {
 			err = errors.Join(err, c.Shutdown(ctx))
+			if ctx.Err() != nil {
+				// The journal's close cut short goes on behind it: the
+				// lock is the process's exit's to let go, or another
+				// scp-task could replay the journal beside it.
+				return
+			}
 		}
 		err = errors.Join(err, l.lock.release())
 	})

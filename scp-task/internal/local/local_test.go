@@ -529,6 +529,49 @@ func TestPortalURL(t *testing.T) {
 	}
 }
 
+// TestShutdownCutInTheStoresClose: a stop cut short while the file store
+// closes (a second signal during its journal's checkpoint, which goes on
+// behind the close until the process ends) keeps the data directory
+// locked until the exit: it let the lock go at once, so another scp-task
+// on the directory could start and replay the journal beside that
+// checkpoint.
+func TestShutdownCutInTheStoresClose(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	cfg := testConfig(dir)
+	cfg.ObjectStore = func(d string, _ func(string, []byte, func())) (ObjectStore, error) {
+		return cutClose{dirStore{&files{root: d}}, func() { cancel(testenv.ErrSecondSignal) }}, nil
+	}
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown cut short: %v", err)
+	}
+	if err := CheckDataDir(dir); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("the data directory's lock let go while the file store's close went on: %v", err)
+	}
+	// The process's exit would let it go.
+	if err := l.lock.release(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// cutClose is a file store whose close a second signal (cut) cuts short,
+// returning as filestore.Store.Shutdown does then.
+type cutClose struct {
+	dirStore
+	cut func()
+}
+
+func (c cutClose) Shutdown(ctx context.Context) error {
+	c.cut()
+	<-ctx.Done()
+	return nil
+}
+
 // TestShutdownCutShort: a stop whose time is up or that a second signal
 // cuts short (ctx ended, its cause the signal) while the portal still
 // holds a connection (one sending its request) ends at once without an
