@@ -35,10 +35,12 @@ type dataDirLock struct {
 }
 
 // CheckDataDir reports ErrDataDirInUse, naming the holder, when another
-// process holds dir's lock. It creates nothing: scp-task calls it before
-// anything else touches the data directory, so it refuses first one that
-// others may write in (RefuseOthersWrite): the lock found there, and its
-// holder, could be anything (a FIFO waits for ever to be opened).
+// process holds dir's lock. It creates nothing (but the empty directory a
+// refusal makes and removes to tell the filesystem: keepsModes): scp-task
+// calls it before anything else touches the data directory, so it refuses
+// first one that others may write in (RefuseOthersWrite): the lock found
+// there, and its holder, could be anything (a FIFO waits for ever to be
+// opened).
 func CheckDataDir(dir string) error {
 	if err := RefuseOthersWrite(dir); err != nil {
 		return err
