@@ -342,6 +342,9 @@ func TestShutdownCutShort(t *testing.T) {
 	}
 	bodies[sd.Key], acked[sd.Key] = b, true
 	mem := deadMem.Crash(vfstest.KeepNone, nil)
+	gone, end := context.WithCancel(context.Background())
+	end()
+	_ = dead.Shutdown(gone) // its goroutines end; only the disk matters
 	logs := &testenv.LogBuffer{}
 	stuck := stuckUpload{newFakeS3(), make(chan struct{}, 3), release}
 	st, err := New(Options{Dir: "/st", FS: vfstest.HeldSync{Mem: mem, Release: release}, Uploader: stuck, TaskID: "first",
