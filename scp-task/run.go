@@ -297,7 +297,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	// Readiness goes first so the load balancer stops sending new
 	// associations while the in-flight ones finish.
 	draining.Store(true)
-	drainCtx, cancel := context.WithTimeout(hurry, cfg.DrainTimeout)
+	drainEnd := time.Now().Add(cfg.DrainTimeout)
+	drainCtx, cancel := context.WithDeadline(hurry, drainEnd)
 	defer cancel()
 	if err := srv.Shutdown(drainCtx); err != nil {
 		if hurry.Err() != nil {
@@ -310,7 +311,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	// records (the C-STORE cut short, the abort) must be queued before the
 	// audit trail is flushed. Both share what is left of the stop timeout,
 	// as what finishStop does with the records does after them.
-	flushCtx, cancelFlush := context.WithTimeout(context.Background(), exitGrace)
+	flushEnd := exitDeadline(drainEnd, time.Now(), exitGrace)
+	flushCtx, cancelFlush := context.WithDeadline(context.Background(), flushEnd)
 	defer cancelFlush()
 	errs := []error{runErr}
 	if err := srv.Wait(flushCtx); err != nil {
@@ -325,13 +327,13 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		errs = append(errs, fmt.Errorf("flush audit records: %w", err))
 	}
 	finishStop(flushCtx, hurry, lm, feed)
-	closing := time.Now()
-	if err := closeAtExit(hurry, closerOf(lm, store)); err != nil {
+	closeEnd := exitDeadline(flushEnd, time.Now(), closeGrace)
+	if err := closeAtExit(hurry, closerOf(lm, store), closeEnd); err != nil {
 		errs = append(errs, err)
 	}
 	// The health server closes within what the close left of closeGrace
 	// (its connections are probes').
-	healthCtx, cancelHealth := context.WithDeadline(context.Background(), closing.Add(closeGrace))
+	healthCtx, cancelHealth := context.WithDeadline(context.Background(), closeEnd)
 	defer cancelHealth()
 	if err := health.Shutdown(healthCtx); err != nil {
 		errs = append(errs, fmt.Errorf("stop health server: %w", err))
@@ -373,11 +375,11 @@ func finishStop(ctx, hurry context.Context, lm *local.Local, feed *auditFeed) {
 // the next start, as after a crash, and a line says so
 // (objectstore.Shutdowner, local.Local.Shutdown). A nil c has nothing to
 // close.
-func closeAtExit(hurry context.Context, c objectstore.Shutdowner) error {
+func closeAtExit(hurry context.Context, c objectstore.Shutdowner, end time.Time) error {
 	if c == nil {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
+	ctx, cancel := context.WithDeadline(context.Background(), end)
 	defer cancel()
 	ctx, uncut := cutBySecondSignal(ctx, hurry)
 	defer uncut()
@@ -385,6 +387,21 @@ func closeAtExit(hurry context.Context, c objectstore.Shutdowner) error {
 		return fmt.Errorf("close at exit: %w", err)
 	}
 	return nil
+}
+
+// exitDeadline is when a step of the stop that has grace after the step
+// before it, which was to end by prevEnd, must end, the step starting now:
+// grace from now, or from prevEnd when now is past it. A step that ran
+// over (a drain cut at its timeout returns once its aborts are sent, a
+// flush once its cancelled writes return) takes its lateness out of the
+// next step's grace, not out of the stop timeout's margin, so the stop
+// ends within the drain timeout, exitGrace and closeGrace whatever each
+// step took.
+func exitDeadline(prevEnd, now time.Time, grace time.Duration) time.Time {
+	if now.After(prevEnd) {
+		now = prevEnd
+	}
+	return now.Add(grace)
 }
 
 // closerOf is what closeAtExit closes: local mode, which closes its store,
@@ -399,9 +416,10 @@ func closerOf(lm *local.Local, store objectstore.Store) objectstore.Shutdowner {
 	return nil
 }
 
-// closeGrace bounds the close at exit (closeAtExit): the 2 s the
+// closeGrace bounds the close at exit (closeAtExit): 2 s of what the
 // stack's margin (infra/config's DrainMarginSeconds, 10 s) leaves after
-// the exit's grace.
+// the exit's grace, a second left for the process to end before the stop
+// timeout's SIGKILL.
 const closeGrace = 2 * time.Second
 
 // cutBySecondSignal returns ctx ended, with the cause "cut short by a
@@ -425,9 +443,11 @@ const feedShare = 2 * time.Second
 // ending, the audit records being flushed, then local mode's pipeline
 // processing them and the audit feed delivering them (finishStop). The
 // stack leaves 10 s between the drain timeout and the stop timeout's
-// SIGKILL (infra/config's DrainMarginSeconds, which must stay above it and
-// closeGrace together).
-const exitGrace = 8 * time.Second
+// SIGKILL (infra/config's DrainMarginSeconds), which must hold it,
+// closeGrace and a second for the process to end: with 8 s and 2 s there
+// was no second, and a stop whose flush used its grace was killed before
+// its last lines.
+const exitGrace = 7 * time.Second
 
 // runDir is where the audit writer keeps its run marker, so that another
 // run tells what a crash may have lost: a directory that outlives the

@@ -104,8 +104,8 @@ func (b *blockingStop) Shutdown(ctx context.Context) error {
 // 30 s of its own, beyond the stop timeout, which no signal cut; a store's
 // had no time limit at all.
 func TestCloseAtExitCutBySecondSignal(t *testing.T) {
-	if exitGrace+closeGrace > 10*time.Second { // infra/config's DrainMarginSeconds
-		t.Fatalf("exit grace %v and close grace %v exceed the 10 s the stack leaves", exitGrace, closeGrace)
+	if exitGrace+closeGrace+time.Second > 10*time.Second { // infra/config's DrainMarginSeconds
+		t.Fatalf("exit grace %v and close grace %v leave no second of the 10 s the stack leaves for the process to end", exitGrace, closeGrace)
 	}
 	if closerOf(nil, storeWithoutClose{}) != nil {
 		t.Error("a store with nothing to finish is closed")
@@ -128,7 +128,7 @@ func TestCloseAtExitCutBySecondSignal(t *testing.T) {
 					c = closerOf(nil, closer)
 				}
 				start := time.Now()
-				if err := closeAtExit(hurried, c); err != nil {
+				if err := closeAtExit(hurried, c, time.Now().Add(closeGrace)); err != nil {
 					t.Fatal(err)
 				}
 				if closer.deadline.IsZero() || closer.deadline.After(start.Add(closeGrace+time.Second)) {
@@ -144,3 +144,35 @@ func TestCloseAtExitCutBySecondSignal(t *testing.T) {
 
 // storeWithoutClose is a store with nothing to finish at exit (S3 alone).
 type storeWithoutClose struct{ objectstore.Store }
+
+// TestExitDeadlineCountsFromTheStepBefore: each step of the stop after the
+// drain has its grace from when the step before was to end at the latest,
+// so a drain cut at its timeout that took a while to send its aborts, or a
+// flush whose cancelled writes returned late, does not push the stop past
+// the stop timeout's SIGKILL: the flush's 8 s counted from when the
+// drain's Shutdown returned, the close's 2 s from when the flush did.
+func TestExitDeadlineCountsFromTheStepBefore(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 3, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name         string
+		prevEnd, now time.Time
+		want         time.Time
+	}{
+		{"the step before ended early", t0.Add(60 * time.Second), t0.Add(5 * time.Second), t0.Add(5*time.Second + exitGrace)},
+		{"the step before ended on time", t0, t0, t0.Add(exitGrace)},
+		{"the step before ran over", t0, t0.Add(1500 * time.Millisecond), t0.Add(exitGrace)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := exitDeadline(tc.prevEnd, tc.now, exitGrace); !got.Equal(tc.want) {
+				t.Errorf("exitDeadline = %v, want %v", got.Sub(t0), tc.want.Sub(t0))
+			}
+		})
+	}
+	// The whole stop after the drain's timeout: both graces and a second.
+	drainEnd := t0
+	flushEnd := exitDeadline(drainEnd, drainEnd.Add(900*time.Millisecond), exitGrace)
+	closeEnd := exitDeadline(flushEnd, flushEnd.Add(700*time.Millisecond), closeGrace)
+	if margin := 10 * time.Second; closeEnd.Sub(drainEnd) > margin-time.Second {
+		t.Errorf("a stop whose steps each ran over ends %v after the drain's timeout; the stack's margin is %v", closeEnd.Sub(drainEnd), margin)
+	}
+}

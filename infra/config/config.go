@@ -102,9 +102,10 @@ type Dicom struct {
 
 // DrainMarginSeconds is what the stack leaves between scp-task's drain
 // timeout (SCP_DRAIN_TIMEOUT) and the stop timeout's SIGKILL: scp-task's
-// exit grace (8 s, for the aborted associations to end and their audit
-// records to be written) and 2 s to exit. A stop timeout shorter than the
-// margin and a second of drain would kill the task with records unwritten.
+// exit grace (7 s, for the aborted associations to end and their audit
+// records to be written), 2 s to close its store and a second to exit. A
+// stop timeout shorter than the margin and a second of drain would kill the
+// task with records unwritten.
 const DrainMarginSeconds = 10
 
 // DrainTimeoutSeconds is scp-task's drain timeout (SCP_DRAIN_TIMEOUT): the
