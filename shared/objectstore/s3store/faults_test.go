@@ -709,6 +709,10 @@ func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
 			Err:      &smithy.DeserializationError{Err: io.ErrUnexpectedEOF},
 		}},
 		{"multipart, an error in a 200", 2*partSize + 3000, "CompleteMultipartUpload", apiErr(200, "InternalError")},
+		// S3 promises nothing of a write answered 500 (InternalError): it
+		// may have been carried out.
+		{"single, a 500 after S3 wrote it", 3000, "PutObject", apiErr(500, "InternalError")},
+		{"multipart, a 500 after S3 completed it", 2*partSize + 3000, "CompleteMultipartUpload", apiErr(500, "InternalError")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, srv, f := flakyStore(t, succeedDeadline, func(f *flaky) { f.lostErr = tc.lost })

@@ -147,14 +147,16 @@ func httpStatus(err error) int {
 // have been carried out all the same: S3 gave no answer (a reset, a
 // timeout), no whole one (a 2xx status whose body was cut, timed out or
 // is an error: S3 answers a Complete 200 at once and its result only once
-// done), or answered with a checksum other than the one sent. One S3
-// answered with an error status (a 503 SlowDown) did nothing.
+// done), an error of its own that promises nothing of the write (a 500
+// InternalError, or any 5xx but a 503), or answered with a checksum other
+// than the one sent. One S3 refused (a 503 SlowDown, a 4xx) did nothing.
 func outcomeUnknown(err error) bool {
 	if err == nil {
 		return false
 	}
 	status := httpStatus(err)
-	return status == 0 || status/100 == 2 || errors.Is(err, errChecksumMismatch)
+	return status == 0 || status/100 == 2 || (status/100 == 5 && status != http.StatusServiceUnavailable) ||
+		errors.Is(err, errChecksumMismatch)
 }
 
 // preconditionFailed reports S3's answer to If-None-Match: * on an
