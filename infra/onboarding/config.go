@@ -36,6 +36,10 @@ type EnvConfig struct {
 	// S3PutTimeoutSeconds (scp.s3PutTimeoutSeconds), without Staged, is how
 	// long after an object's last byte its C-STORE is answered at the latest.
 	S3PutTimeoutSeconds int
+	// NLBIdleTimeoutSeconds (dicom.idleTimeoutSeconds) is how long the load
+	// balancer keeps a silent connection; 0: not known (scp-task's idle
+	// timeout alone applies).
+	NLBIdleTimeoutSeconds int
 }
 
 // TLSConfig is the environment's DICOM-over-TLS endpoint.
@@ -85,6 +89,7 @@ func FromConfig(c *config.Config) EnvConfig {
 		CommitmentReportMinutes: c.Commitment.ReportMinutes,
 		Staged:                  c.Scp.Staging != nil,
 		S3PutTimeoutSeconds:     c.Scp.S3PutTimeoutSeconds,
+		NLBIdleTimeoutSeconds:   c.Dicom.IdleTimeoutSeconds,
 	}
 	if t := c.Dicom.TLS; t != nil {
 		e.TLS = &TLSConfig{Port: t.Port, ServerCAPEM: t.ServerCaPEM, PlainListener: c.PlainListenerEnabled()}

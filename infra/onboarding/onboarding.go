@@ -12,8 +12,11 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // Sentinel errors; match them with errors.Is.
@@ -135,6 +138,47 @@ type Kit struct {
 	// S3PutTimeoutSeconds, without Staged, bounds the wait for a C-STORE
 	// response after the object's last byte (0: not known, not said).
 	S3PutTimeoutSeconds int
+	// Limits are the DICOM limits the site meets, as scp-task applies them.
+	Limits Limits
+}
+
+// Limits are the DICOM limits and timers of our SCP a site is told of: the
+// defaults scp-task applies (shared/dicomnet's and shared/pipeline's, which
+// scp-task's settings take theirs from; the stack sets none of them), and
+// the load balancer's idle timeout where it is the shorter.
+type Limits struct {
+	// MaxPDULength is the largest PDU we receive (bytes).
+	MaxPDULength int64
+	// IdleTimeout is how long an association may be silent between
+	// messages before it is ended.
+	IdleTimeout time.Duration
+	// MinProgressBytes must arrive in every ProgressWindow while a message
+	// is being received.
+	ProgressWindow   time.Duration
+	MinProgressBytes int64
+	// CommitmentRetryFirst and CommitmentRetryMax: a Storage Commitment
+	// result the PACS did not take is sent again after CommitmentRetryFirst,
+	// the wait doubling up to CommitmentRetryMax.
+	CommitmentRetryFirst, CommitmentRetryMax time.Duration
+}
+
+// SCPLimits are the limits for an environment whose load balancer keeps a
+// silent connection for nlbIdleSeconds (0: not known).
+func SCPLimits(nlbIdleSeconds int) Limits {
+	l := Limits{
+		MaxPDULength:         int64(dicomnet.DefaultMaxPDULength),
+		IdleTimeout:          dicomnet.DefaultIdleTimeout,
+		ProgressWindow:       dicomnet.DefaultProgressWindow,
+		MinProgressBytes:     dicomnet.DefaultMinProgressBytes,
+		CommitmentRetryFirst: pipeline.CommitmentReportFirstRetry,
+		CommitmentRetryMax:   pipeline.CommitmentReportMaxRetry,
+	}
+	if nlb := time.Duration(nlbIdleSeconds) * time.Second; nlb > 0 && nlb < l.IdleTimeout {
+		// The load balancer forgets the connection first: the association
+		// is gone for the PACS as well.
+		l.IdleTimeout = nlb
+	}
+	return l
 }
 
 // KitTLS is what a site needs for DICOM over TLS.
@@ -215,6 +259,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		QuarantinedCommitted: site.QuarantinedCommitted,
 		Staged:               env.Staged,
 		S3PutTimeoutSeconds:  env.S3PutTimeoutSeconds,
+		Limits:               SCPLimits(env.NLBIdleTimeoutSeconds),
 	}
 	if k.Port == 0 {
 		k.Port = DefaultDICOMPort

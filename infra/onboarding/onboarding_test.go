@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -784,4 +786,100 @@ func TestKitStatesOurResponseTime(t *testing.T) {
 			t.Errorf("scp.s3PutTimeoutSeconds read as %d, want its default 8", env.S3PutTimeoutSeconds)
 		}
 	})
+}
+
+// TestKitStatesSCPLimits: the limits and timers the kit states are the ones
+// scp-task applies: shared/dicomnet's defaults (scp-task's settings take
+// theirs from them) and shared/pipeline's commitment retries, and the load
+// balancer's idle timeout (dicom.idleTimeoutSeconds) where it ends a silent
+// association first. The README spelt them out ("262,144 bytes", "silent
+// for 5 minutes", "1 KiB a minute", "after 10 seconds … up to 5 minutes"): a
+// change of a default, or an environment with a shorter idle timeout, left
+// the kit stating limits the site does not meet.
+func TestKitStatesSCPLimits(t *testing.T) {
+	env, outs := loadExample(t)
+	if env.NLBIdleTimeoutSeconds == 0 {
+		t.Fatal("dicom.idleTimeoutSeconds not read from the environment config")
+	}
+	states := func(l Limits) []string {
+		return []string{
+			"maximum PDU length received " + bytesText(l.MaxPDULength),
+			"an association silent for " + durationText(l.IdleTimeout) + " between messages is aborted",
+			"(" + bytesText(l.MinProgressBytes) + " " + perText(l.ProgressWindow) + " at least)",
+			"it was silent for " + durationText(l.IdleTimeout) + ", an image stalled (under " + bytesText(l.MinProgressBytes) + " " + perText(l.ProgressWindow) + ")",
+			"is sent again after " + durationText(l.CommitmentRetryFirst) + ", then at doubling intervals up to " + durationText(l.CommitmentRetryMax) + ",",
+		}
+	}
+	scp := Limits{
+		MaxPDULength: int64(dicomnet.DefaultMaxPDULength), IdleTimeout: dicomnet.DefaultIdleTimeout,
+		ProgressWindow: dicomnet.DefaultProgressWindow, MinProgressBytes: dicomnet.DefaultMinProgressBytes,
+		CommitmentRetryFirst: pipeline.CommitmentReportFirstRetry, CommitmentRetryMax: pipeline.CommitmentReportMaxRetry,
+	}
+	shortIdle := scp
+	shortIdle.IdleTimeout = 2 * time.Minute
+	other := Limits{MaxPDULength: 65536, IdleTimeout: 90 * time.Second, ProgressWindow: 30 * time.Second, MinProgressBytes: 4096,
+		CommitmentRetryFirst: 20 * time.Second, CommitmentRetryMax: 10 * time.Minute}
+	tests := []struct {
+		name    string
+		nlbIdle int     // dicom.idleTimeoutSeconds
+		limits  *Limits // replaces the kit's, when set
+		want    Limits
+	}{
+		{"scp-task's defaults", env.NLBIdleTimeoutSeconds, nil, scp},
+		{"no load balancer timeout known", 0, nil, scp},
+		{"a load balancer idle timeout shorter than scp-task's", 120, nil, shortIdle},
+		{"other limits", env.NLBIdleTimeoutSeconds, &other, other},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := env
+			env.NLBIdleTimeoutSeconds = tt.nlbIdle
+			k, err := Build(env, "example-hospital", outs, exampleOpts(t, outs, "example-hospital"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.limits != nil {
+				k.Limits = *tt.limits
+			}
+			if k.Limits != tt.want {
+				t.Fatalf("kit limits %+v, want %+v", k.Limits, tt.want)
+			}
+			files, err := k.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			readme := string(files[0].Data)
+			for _, w := range states(tt.want) {
+				if !strings.Contains(readme, w) {
+					t.Errorf("README lacks %q", w)
+				}
+			}
+		})
+	}
+}
+
+func TestLimitTexts(t *testing.T) {
+	for _, tt := range []struct {
+		got, want string
+	}{
+		{bytesText(262144), "262,144 bytes"},
+		{bytesText(1024), "1,024 bytes"},
+		{bytesText(100), "100 bytes"},
+		{bytesText(1), "1 byte"},
+		{bytesText(1234567), "1,234,567 bytes"},
+		{durationText(5 * time.Minute), "5 minutes"},
+		{durationText(time.Minute), "1 minute"},
+		{durationText(90 * time.Second), "90 seconds"},
+		{durationText(10 * time.Second), "10 seconds"},
+		{durationText(2 * time.Hour), "2 hours"},
+		{durationText(1500 * time.Millisecond), "1.5s"},
+		{perText(time.Minute), "a minute"},
+		{perText(time.Hour), "an hour"},
+		{perText(time.Second), "a second"},
+		{perText(90 * time.Second), "every 90 seconds"},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/docs"
 )
@@ -34,6 +36,9 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"cell":            cellCodeSpan,
 	"mul":             func(a, b int) int { return a * b },
 	"add":             func(a, b int) int { return a + b },
+	"bytes":           bytesText,
+	"duration":        durationText,
+	"per":             perText,
 	"secretsFile":     func() string { return SecretsFileName },
 	"conformanceFile": func() string { return ConformanceFileName },
 	// portsText lists the DICOM ports the site sends to: the plain port (p)
@@ -160,4 +165,50 @@ func codeSpan(s string) string {
 // the backslash would show.
 func cellCodeSpan(s string) string {
 	return strings.ReplaceAll(codeSpan(s), "|", `\|`)
+}
+
+// bytesText writes a size (not negative) for a person: 262,144 bytes.
+func bytesText(n int64) string {
+	digits := strconv.FormatInt(n, 10)
+	var b strings.Builder
+	for i, r := range digits {
+		if i > 0 && (len(digits)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if n == 1 {
+		return b.String() + " byte"
+	}
+	return b.String() + " bytes"
+}
+
+// durationText writes a duration for a person in its largest whole unit:
+// 5 minutes, 1 hour, 90 seconds; a fraction of a second as Go writes it.
+func durationText(d time.Duration) string {
+	for _, u := range []struct {
+		d    time.Duration
+		name string
+	}{{time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
+		if d >= u.d && d%u.d == 0 {
+			if n := int64(d / u.d); n != 1 {
+				return fmt.Sprintf("%d %ss", n, u.name)
+			}
+			return "1 " + u.name
+		}
+	}
+	return d.String()
+}
+
+// perText writes "in every d" for a person: a minute, an hour, every 90
+// seconds.
+func perText(d time.Duration) string {
+	switch t := durationText(d); t {
+	case "1 hour":
+		return "an hour"
+	case "1 minute", "1 second":
+		return "a " + strings.TrimPrefix(t, "1 ")
+	default:
+		return "every " + t
+	}
 }

@@ -1230,6 +1230,13 @@ func TestFargateService(t *testing.T) {
 				t.Errorf("%s = %v, want %q", k, env[k], v)
 			}
 		}
+		// The onboarding kit states scp-task's defaults of these to the sites
+		// (onboarding.SCPLimits): a deployment setting one must tell the kit.
+		for _, k := range []string{"SCP_MAX_PDU_LENGTH", "SCP_IDLE_TIMEOUT", "SCP_PROGRESS_WINDOW", "SCP_MIN_PROGRESS_BYTES"} {
+			if v, ok := env[k]; ok {
+				t.Errorf("%s = %v: the onboarding kit states scp-task's default", k, v)
+			}
+		}
 		if !strings.Contains(js(env["SCP_STORE"]), `"s3://"`) || !strings.Contains(js(env["SCP_S3_KMS_KEY"]), s.stack.logicalID(s.stack.Storage.Key)) {
 			t.Errorf("SCP_STORE %s SCP_S3_KMS_KEY %s", js(env["SCP_STORE"]), js(env["SCP_S3_KMS_KEY"]))
 		}

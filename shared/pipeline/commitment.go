@@ -823,13 +823,22 @@ type completedRefused struct{ error }
 
 func (e completedRefused) Unwrap() error { return e.error }
 
-// reportBackoff is the wait after the n-th failed delivery: 10 s doubling, at most 5 min.
+// A failed delivery of a Storage Commitment result is retried after CommitmentReportFirstRetry, the wait doubling
+// after each failure up to CommitmentReportMaxRetry, until the report deadline. The onboarding kit
+// (infra/onboarding) tells the sites so from these.
+const (
+	CommitmentReportFirstRetry = 10 * time.Second
+	CommitmentReportMaxRetry   = 5 * time.Minute
+)
+
+// reportBackoff is the wait after the n-th failed delivery: CommitmentReportFirstRetry doubling, at most
+// CommitmentReportMaxRetry.
 func reportBackoff(n int) time.Duration {
-	d := 10 * time.Second
-	for i := 1; i < n && d < 5*time.Minute; i++ {
+	d := CommitmentReportFirstRetry
+	for i := 1; i < n && d < CommitmentReportMaxRetry; i++ {
 		d *= 2
 	}
-	return min(d, 5*time.Minute)
+	return min(d, CommitmentReportMaxRetry)
 }
 
 func (p *Pipeline) readCommitmentResult(ctx context.Context, key string) (CommitmentResultDoc, error) {

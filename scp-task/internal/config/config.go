@@ -18,6 +18,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -130,6 +132,8 @@ type Setting struct {
 }
 
 // Settings lists every setting in the order docs/configuration.md shows them.
+// The DICOM limits' defaults are shared/dicomnet's, which the onboarding kit
+// (infra/onboarding) states to the sites too.
 func Settings() []Setting {
 	return settings
 }
@@ -148,16 +152,16 @@ var settings = []Setting{
 	{"health-listen", "SCP_HEALTH_LISTEN", ":8081", "HTTP address for /healthz, /readyz and /metrics; with --local the default is " + LocalHealthListen + ", this machine only, as the portal's"},
 	{"max-associations", "SCP_MAX_ASSOCIATIONS", "64", "concurrent associations in all; over it new ones are rejected (02 03 02); 0 = unlimited"},
 	{"max-associations-per-ae", "SCP_MAX_ASSOCIATIONS_PER_AE", "16", "concurrent associations per calling AE title; 0 = unlimited"},
-	{"max-pdu-length", "SCP_MAX_PDU_LENGTH", "262144", "largest PDU we accept (advertised to peers)"},
+	{"max-pdu-length", "SCP_MAX_PDU_LENGTH", strconv.FormatUint(uint64(dicomnet.DefaultMaxPDULength), 10), "largest PDU we accept (advertised to peers)"},
 	{"proxy-protocol", "SCP_PROXY_PROTOCOL", "false", "expect a PROXY protocol v2 header on every connection (NLB target group attribute); when off a PROXY header is a protocol error"},
 	{"accept-big-endian", "SCP_ACCEPT_BIG_ENDIAN", "false", "accept the retired Explicit VR Big Endian transfer syntax"},
-	{"idle-timeout", "SCP_IDLE_TIMEOUT", "5m", "abort an association silent for this long between messages"},
+	{"idle-timeout", "SCP_IDLE_TIMEOUT", durations.Format(dicomnet.DefaultIdleTimeout), "abort an association silent for this long between messages"},
 	{"max-unassociated", "SCP_MAX_UNASSOCIATED", "0", "connections without an association (not yet requested, or rejected and not yet closed) in all; past it the oldest one waiting for its request is closed; 0 = derived from the file descriptor limit"},
 	{"max-unassociated-per-address", "SCP_MAX_UNASSOCIATED_PER_ADDRESS", "0", "connections without an association per source address (the PROXY v2 source with --proxy-protocol); a new one over it is closed at once; 0 = derived from the file descriptor limit"},
 	{"max-preassociation-bytes", "SCP_MAX_PREASSOCIATION_BYTES", "134217728", "memory the connections without an association may hold in all: each is charged 80 KiB on connecting (1104 KiB on the TLS listener, for its handshake) and its A-ASSOCIATE-RQ as it arrives; past it the oldest one waiting is closed to make room; 0 = unlimited"},
-	{"progress-window", "SCP_PROGRESS_WINDOW", "1m", "while a message is being received, at least --min-progress-bytes must arrive in every such stretch of waiting, or the association is aborted"},
-	{"min-progress-bytes", "SCP_MIN_PROGRESS_BYTES", "1024", "bytes a message being received must bring in every --progress-window"},
-	{"max-message-time", "SCP_MAX_MESSAGE_TIME", "2h", "waiting allowed for one whole message (command and data set) before the association is aborted"},
+	{"progress-window", "SCP_PROGRESS_WINDOW", durations.Format(dicomnet.DefaultProgressWindow), "while a message is being received, at least --min-progress-bytes must arrive in every such stretch of waiting, or the association is aborted"},
+	{"min-progress-bytes", "SCP_MIN_PROGRESS_BYTES", strconv.FormatInt(dicomnet.DefaultMinProgressBytes, 10), "bytes a message being received must bring in every --progress-window"},
+	{"max-message-time", "SCP_MAX_MESSAGE_TIME", durations.Format(dicomnet.DefaultMaxMessageTime), "waiting allowed for one whole message (command and data set) before the association is aborted"},
 	{"drain-timeout", "SCP_DRAIN_TIMEOUT", "1m", "on SIGTERM, how long in-flight associations may take to finish before they are aborted"},
 	{"scale-in-protection", "SCP_SCALE_IN_PROTECTION", "true", "on ECS (ECS_AGENT_URI set), protect the task from scale-in while it holds associations"},
 	{"scale-in-protection-release", "SCP_SCALE_IN_PROTECTION_RELEASE", "2m", "release the scale-in protection once the task has held no association for this long"},

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -29,6 +30,24 @@ func TestDefaults(t *testing.T) {
 	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), 8 * time.Second, int64(256 << 20), int64(128 << 20)}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+}
+
+// TestDICOMLimitDefaultsAreShared: the DICOM limits scp-task applies by
+// default are shared/dicomnet's defaults, the values the onboarding kit
+// (infra/onboarding, which cannot import this package) states to a site and
+// the conformance statement gives. The settings table spelt them out a
+// second time ("262144", "5m", "1m", "1024", "2h"): a change to either copy
+// would have left the kit stating limits scp-task does not apply.
+func TestDICOMLimitDefaultsAreShared(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := []any{c.MaxPDULength, c.IdleTimeout, c.ProgressWindow, c.MinProgressBytes, c.MaxMessageTime}
+	want := []any{int(dicomnet.DefaultMaxPDULength), dicomnet.DefaultIdleTimeout, dicomnet.DefaultProgressWindow, dicomnet.DefaultMinProgressBytes, dicomnet.DefaultMaxMessageTime}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("DICOM limit defaults (-dicomnet +scp-task):\n%s", d)
 	}
 }
 
