@@ -32,6 +32,7 @@ var templates = template.Must(template.New("kit").Option("missingkey=error").Fun
 	"join":            strings.Join,
 	"sh":              shellJoin,
 	"shq":             shellQuote,
+	"shca":            shellJoinCAVar,
 	"code":            codeSpan,
 	"cell":            cellCodeSpan,
 	"mul":             func(a, b int) int { return a * b },
@@ -126,6 +127,21 @@ func (k *Kit) WriteDir(dir string) ([]File, error) {
 func shellJoin(args []string) string {
 	q := make([]string, len(args))
 	for i, a := range args {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// shellJoinCAVar is shellJoin for verify.sh's TLS commands: the server CA
+// they trust (+cf server-ca.pem) is the script's $ca, which finds the kit's
+// copy when the current directory has none (a renewed pair's directory).
+func shellJoinCAVar(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if i > 0 && args[i-1] == "+cf" && a == ServerCAFileName {
+			q[i] = `"$ca"`
+			continue
+		}
 		q[i] = shellQuote(a)
 	}
 	return strings.Join(q, " ")

@@ -2,13 +2,22 @@ package onboarding
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 func loadTLSExample(t *testing.T) (EnvConfig, Outputs) {
@@ -66,10 +75,10 @@ func TestTLSKitContent(t *testing.T) {
 			t.Errorf("%s lacks %q:\n%s", CSRScriptName, want, csr)
 		}
 	}
-	for _, name := range []string{"README.md", "verify.sh"} {
+	for name, ca := range map[string]string{"README.md": "server-ca.pem", "verify.sh": `"$ca"`} {
 		for _, want := range []string{
-			"echoscu -v +tls site.key site.crt +cf server-ca.pem -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
-			"storescu -v +tls site.key site.crt +cf server-ca.pem -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
+			"echoscu -v +tls site.key site.crt +cf " + ca + " -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
+			"storescu -v +tls site.key site.crt +cf " + ca + " -aet EXAMPLE_PACS -aec DICOM_INGEST 10.20.1.10 2762",
 		} {
 			if !strings.Contains(byName[name], want) {
 				t.Errorf("%s lacks %q", name, want)
@@ -249,4 +258,125 @@ func TestCSRRecipeKeepsTheKeyInUse(t *testing.T) {
 	if !strings.Contains(string(readme), "mkdir renew && cd renew && sh ../"+CSRScriptName) {
 		t.Errorf("the README's rotation does not say to make the new key in a new directory")
 	}
+}
+
+// TestRotationAsTheREADMESays follows the README's certificate steps literally, with dash as sh, against a DICOM TLS
+// server that trusts the site CA: the first key and certificate where the kit is (site-csr.sh, then verify.sh), then
+// the rotation: `mkdir renew && cd renew && sh ../site-csr.sh`, the new certificate put in renew, and the check of
+// the new pair the README gives, `sh ../verify.sh` in renew, which must reach the server with the new certificate.
+// Before, verify.sh (and the README's commands) took server-ca.pem from the current directory only, which renew
+// does not have, and the README did not say how to check the new pair: the renewed pair could not be verified as
+// the kit had it, only by copying files the README did not name. verify.sh run where no key is says where to run it.
+func TestRotationAsTheREADMESays(t *testing.T) {
+	testenv.RequireTools(t, "openssl", "echoscu", "dash")
+	serverCA, siteCA := testpki.NewCA(t, "dicom-ingest server CA"), testpki.NewCA(t, "dicom-ingest site CA")
+	server := serverCA.Server(t, testpki.Options{CommonName: "dicom-ingest.test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan *big.Int, 8) // the serials of the client certificates associations came with
+	srv := &dicomnet.Server{AETitle: "DICOM_INGEST", Accept: func(_ context.Context, a *dicomnet.AssociationInfo) error {
+		if c := a.PeerCertificate(); c != nil {
+			seen <- c.SerialNumber
+		}
+		return nil
+	}}
+	served := make(chan error, 1)
+	go func() {
+		served <- srv.ServeTLS(l, &tls.Config{Certificates: []tls.Certificate{server.TLS()}, ClientAuth: tls.RequireAndVerifyClientCert,
+			ClientCAs: siteCA.Pool(), MinVersion: tls.VersionTLS12})
+	}()
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; !errors.Is(err, dicomnet.ErrServerClosed) {
+			t.Errorf("the server: %v", err)
+		}
+	})
+
+	env, outs := loadTLSExample(t)
+	tlsConf := *env.TLS
+	tlsConf.Port, tlsConf.ServerCAPEM = l.Addr().(*net.TCPAddr).Port, string(serverCA.PEM)
+	env.TLS = &tlsConf
+	opts := exampleOpts(t, outs, "example-hospital")
+	opts.RemoteIPs = []string{"127.0.0.1"}
+	k, err := Build(env, "example-hospital", outs, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kitDir := t.TempDir()
+	if _, err := k.WriteDir(kitDir); err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(kitDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sh is dash, whatever /bin/sh is here.
+	bin := t.TempDir()
+	dash, _ := exec.LookPath("dash")
+	if err := os.Symlink(dash, filepath.Join(bin, "sh")); err != nil {
+		t.Fatal(err)
+	}
+	run := func(dir, script string) (string, error) {
+		cmd := exec.Command(dash, "-c", script)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	sign := func(dir string) *big.Int {
+		t.Helper()
+		csr, err := os.ReadFile(filepath.Join(dir, "example-hospital.csr"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		crt := siteCA.SignCSR(t, csr)
+		testpki.WriteFile(t, filepath.Join(dir, SiteCertFile), crt)
+		b, _ := pem.Decode(crt)
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.SerialNumber
+	}
+	verified := func(step, dir, script string, want *big.Int) {
+		t.Helper()
+		out, err := run(dir, script)
+		if err != nil {
+			t.Fatalf("%s: %s: %v\n%s", step, script, err, out)
+		}
+		select {
+		case got := <-seen:
+			if got.Cmp(want) != 0 {
+				t.Errorf("%s: the server saw certificate %v, want %v", step, got, want)
+			}
+		default:
+			t.Errorf("%s: no association reached the server\n%s", step, out)
+		}
+	}
+	// The README's own words for each step, as a reader reads them (its lines wrapped).
+	words := strings.Join(strings.Fields(string(readme)), " ")
+	for _, want := range []string{"Run `" + CSRScriptName + "`", "`mkdir renew && cd renew && sh ../" + CSRScriptName + "`",
+		"put the `" + SiteCertFile + "` we return in `renew` beside the new key", "`sh ../verify.sh` in `renew`"} {
+		if !strings.Contains(words, want) {
+			t.Fatalf("the README's rotation lacks %q", want)
+		}
+	}
+
+	if out, err := run(kitDir, "sh verify.sh"); err == nil || !strings.Contains(out, "no "+SiteKeyFile+" in") {
+		t.Errorf("verify.sh without a key: %v, want it to say where to run it\n%s", err, out)
+	}
+	if out, err := run(kitDir, "sh "+CSRScriptName); err != nil {
+		t.Fatalf("first key: %v\n%s", err, out)
+	}
+	verified("first certificate", kitDir, "sh verify.sh", sign(kitDir))
+
+	if out, err := run(kitDir, "mkdir renew && cd renew && sh ../"+CSRScriptName); err != nil {
+		t.Fatalf("new key: %v\n%s", err, out)
+	}
+	renew := filepath.Join(kitDir, "renew")
+	verified("renewed certificate", renew, "sh ../verify.sh", sign(renew))
 }

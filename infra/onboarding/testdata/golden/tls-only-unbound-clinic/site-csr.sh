@@ -9,7 +9,7 @@ set -eu
 umask 077
 if [ -e site.key ]; then
     echo "site-csr.sh: site.key is here already, the key your PACS may be using with site.crt; a new key would end that certificate's use now." >&2
-    echo "For a new certificate, run it in a new directory (mkdir renew && cd renew && sh ../site-csr.sh) and put its site.key and our site.crt in place together." >&2
+    echo "For a new certificate, run it in a new directory (mkdir renew && cd renew && sh ../site-csr.sh), check its site.key with our site.crt there (sh ../verify.sh) and put them in place together." >&2
     exit 1
 fi
 openssl req -new -newkey rsa:3072 -nodes -keyout site.key -out bgp-clinic.csr -subj /CN=bgp-clinic -addext subjectAltName=DNS:bgp-clinic -addext extendedKeyUsage=clientAuth -addext keyUsage=critical,digitalSignature,keyEncipherment
