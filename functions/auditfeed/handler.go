@@ -10,7 +10,6 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
-	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 )
 
@@ -31,7 +30,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	var resp events.DynamoDBEventResponse
 	var msgs [][]byte
 	for _, r := range ev.Records {
-		rendered, err := h.render(r)
+		formatted, err := h.format(r)
 		if err != nil {
 			// Never sendable (a bug, or an item edited by hand): retrying
 			// would stop the shard for good, so it is skipped, logged by
@@ -39,9 +38,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 			h.log.Error(auditfeed.UnsendableLog, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber, "err", err)
 			continue
 		}
-		for _, m := range rendered {
-			msgs = append(msgs, auditfeed.Format(m, h.header))
-		}
+		msgs = append(msgs, formatted...)
 	}
 	if len(msgs) == 0 {
 		return resp, nil
@@ -55,9 +52,9 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	return resp, nil
 }
 
-// render turns one stream record into its audit messages: none for what is
-// not a newly inserted audit record (other items, updates, removals).
-func (h *handler) render(r events.DynamoDBEventRecord) ([]auditmessage.Message, error) {
+// format turns one stream record into its syslog messages: none for what
+// is not a newly inserted audit record (other items, updates, removals).
+func (h *handler) format(r events.DynamoDBEventRecord) ([][]byte, error) {
 	if r.EventName != string(events.DynamoDBOperationTypeInsert) {
 		return nil, nil
 	}
@@ -69,7 +66,7 @@ func (h *handler) render(r events.DynamoDBEventRecord) ([]auditmessage.Message, 
 	if !ok || err != nil {
 		return nil, err
 	}
-	return auditmessage.Render(rec)
+	return auditfeed.FormatRecord(rec, h.header)
 }
 
 // attributeValues converts a stream image (Lambda's event types) to the

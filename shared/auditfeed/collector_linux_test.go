@@ -135,7 +135,7 @@ func TestCollectorCloseConfirms(t *testing.T) {
 			c := collector(t, pki, l.Addr().String(), false)
 			wrong := 0
 			for i := range runs {
-				err := c.Send(context.Background(), [][]byte{message(i)})
+				err := c.Send(context.Background(), [][]byte{message(t, i)})
 				if serr := <-served; serr != nil {
 					t.Fatalf("run %d: the collector: %v", i, serr)
 				}
@@ -177,7 +177,7 @@ func TestCollectorStalledCloseFails(t *testing.T) {
 	}()
 	c := collector(t, pki, l.Addr().String(), false)
 	c.Timeout = 300 * time.Millisecond
-	err = c.Send(context.Background(), [][]byte{message(1)})
+	err = c.Send(context.Background(), [][]byte{message(t, 1)})
 	if err == nil {
 		t.Fatal("a collector that never closed its socket confirmed the batch")
 	}

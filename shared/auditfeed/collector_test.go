@@ -28,11 +28,16 @@ func collector(t *testing.T, pki *auditfeedtest.PKI, addr string, client bool) *
 	return &auditfeed.Collector{Addr: addr, TLS: cfg, Timeout: 5 * time.Second}
 }
 
-func message(i int) []byte {
-	return auditfeed.Format(auditmessage.Message{
+func message(t *testing.T, i int) []byte {
+	t.Helper()
+	b, err := auditfeed.Format(auditmessage.Message{
 		ID: fmt.Sprintf("msg-%d", i), Time: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC),
 		XML: []byte(`<?xml version="1.0" encoding="UTF-8"?><AuditMessage/>`),
 	}, auditfeed.Header{Hostname: "test-host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestCollectorSendsToRsyslog(t *testing.T) {
@@ -43,7 +48,7 @@ func TestCollectorSendsToRsyslog(t *testing.T) {
 			c := collector(t, pki, rs.Addr, mutual)
 			var batch [][]byte
 			for i := range 50 {
-				batch = append(batch, message(i))
+				batch = append(batch, message(t, i))
 			}
 			if err := c.Send(context.Background(), batch); err != nil {
 				t.Fatal(err)
@@ -77,7 +82,7 @@ func TestCollectorRefusals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.c().Send(context.Background(), [][]byte{message(1)})
+			err := tt.c().Send(context.Background(), [][]byte{message(t, 1)})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Send = %v, want an error mentioning %q", err, tt.want)
 			}
@@ -108,7 +113,7 @@ func TestCollectorUnconfirmedBatchFails(t *testing.T) {
 	}()
 	c := collector(t, pki, l.Addr().String(), false)
 	c.Timeout = 500 * time.Millisecond
-	if err := c.Send(context.Background(), [][]byte{message(1)}); err == nil {
+	if err := c.Send(context.Background(), [][]byte{message(t, 1)}); err == nil {
 		t.Fatal("a collector that never answered confirmed the batch")
 	}
 }

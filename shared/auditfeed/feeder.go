@@ -208,7 +208,7 @@ func (f *Feeder) cycle(ctx context.Context) (int, error) {
 	}
 	var msgs [][]byte
 	for _, e := range entries {
-		rendered, err := renderEntry(e)
+		formatted, err := formatEntry(e, f.Header)
 		if err != nil {
 			// Never sendable: counted, logged by its outbox key (which
 			// carries no patient data), and passed over.
@@ -216,9 +216,7 @@ func (f *Feeder) cycle(ctx context.Context) (int, error) {
 			f.Metrics.dropped(reasonUnrenderable)
 			continue
 		}
-		for _, m := range rendered {
-			msgs = append(msgs, Format(m, f.Header))
-		}
+		msgs = append(msgs, formatted...)
 	}
 	if err := f.Sender.Send(ctx, msgs); err != nil {
 		f.Metrics.failed()
@@ -233,11 +231,30 @@ func (f *Feeder) cycle(ctx context.Context) (int, error) {
 	return len(entries), nil
 }
 
-func renderEntry(e Entry) ([]auditmessage.Message, error) {
+func formatEntry(e Entry, h Header) ([][]byte, error) {
 	if e.Err != nil {
 		return nil, e.Err
 	}
-	return auditmessage.Render(e.Record)
+	return FormatRecord(e.Record, h)
+}
+
+// FormatRecord is a record's syslog messages: none, one or two
+// (auditmessage.Render), each Formatted. It fails, sending none of them,
+// when one cannot be made.
+func FormatRecord(rec pipeline.AuditRecord, h Header) ([][]byte, error) {
+	rendered, err := auditmessage.Render(rec)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, 0, len(rendered))
+	for _, m := range rendered {
+		b, err := Format(m, h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 func (f *Feeder) refreshBacklog(ctx context.Context) {

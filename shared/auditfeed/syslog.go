@@ -12,6 +12,7 @@
 package auditfeed
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,14 @@ const (
 	SDID = "dicom-ingest@32473"
 )
 
+// MaxMessageBytes bounds every syslog message the feed sends (RFC 5424,
+// header and MSG, before the framing's length): what a collector must
+// accept whole. rsyslog's default maxMessageSize is 8k, and a collector
+// with a smaller limit truncates the XML while the batch counts as
+// delivered. Format cuts a message's longest values to fit it
+// (auditmessage.Message.Within).
+const MaxMessageBytes = 8 << 10
+
 // Header is what the sender says about itself in every message.
 type Header struct {
 	// Hostname is the syslog HOSTNAME field (the machine or task); "" is "-".
@@ -45,8 +54,10 @@ type Header struct {
 // bom starts the MSG part: RFC 5424 marks UTF-8 messages with it.
 const bom = "\ufeff"
 
-// Format returns m as one RFC 5424 syslog message (no framing).
-func Format(m auditmessage.Message, h Header) []byte {
+// Format returns m as one RFC 5424 syslog message (no framing) of at most
+// MaxMessageBytes, its XML cut to fit when it is longer (Within); it fails
+// for a message that cannot be cut to fit.
+func Format(m auditmessage.Message, h Header) ([]byte, error) {
 	sev := severityNotice
 	if m.EventOutcome != 0 {
 		sev = severityWarning
@@ -63,8 +74,12 @@ func Format(m auditmessage.Message, h Header) []byte {
 	b.WriteString(" " + headerField(h.Hostname, 255) + " " + AppName + " - " + MsgID + " ")
 	b.WriteString("[" + SDID + ` id="` + paramValue(m.ID) + `"] `)
 	b.WriteString(bom)
+	m, err := m.Within(MaxMessageBytes - b.Len())
+	if err != nil {
+		return nil, fmt.Errorf("auditfeed: format: %w", err)
+	}
 	b.Write(m.XML)
-	return []byte(b.String())
+	return []byte(b.String()), nil
 }
 
 // Frame wraps a syslog message in RFC 5425 octet-counting framing:

@@ -38,6 +38,8 @@ type Message struct {
 	Time time.Time
 	// XML is the document, with its XML declaration, on one line.
 	XML []byte
+	// doc is what XML encodes, for Within.
+	doc *auditMessage
 }
 
 // UserAuthenticationSuffix ends the ID of the User Authentication message a
@@ -190,14 +192,19 @@ func encode(id string, outcome int, at time.Time, m auditMessage) (Message, erro
 	if err := check(m); err != nil {
 		return Message{}, fmt.Errorf("auditmessage: render %s record: %w", idKind(id), err)
 	}
-	body, err := xml.Marshal(m)
+	doc, err := marshal(&m)
 	if err != nil {
 		return Message{}, fmt.Errorf("auditmessage: render %s record: %w", idKind(id), err)
 	}
-	doc := make([]byte, 0, len(xml.Header)+len(body))
-	doc = append(doc, strings.TrimSuffix(xml.Header, "\n")...)
-	doc = append(doc, body...)
-	return Message{ID: id, EventOutcome: outcome, Time: at.UTC(), XML: doc}, nil
+	return Message{ID: id, EventOutcome: outcome, Time: at.UTC(), XML: doc, doc: &m}, nil
+}
+
+func marshal(m *auditMessage) ([]byte, error) {
+	body, err := xml.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(strings.TrimSuffix(xml.Header, "\n")), body...), nil
 }
 
 // The schema's elements, in the order PS3.15 A.5.1 requires them.
@@ -261,6 +268,7 @@ type participantObject struct {
 type valuePair struct {
 	Type  string `xml:"type,attr"`
 	Value string `xml:"value,attr"` // base64, as the schema asks
+	text  string // what Value encodes
 }
 
 type objectDescription struct {
@@ -278,7 +286,7 @@ type instance struct {
 }
 
 func detail(typ, value string) valuePair {
-	return valuePair{Type: typ, Value: base64.StdEncoding.EncodeToString([]byte(value))}
+	return valuePair{Type: typ, Value: base64.StdEncoding.EncodeToString([]byte(value)), text: value}
 }
 
 // dateTime is xsd:dateTime in UTC with millisecond precision.
