@@ -2,6 +2,8 @@ package localstore
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -42,7 +44,7 @@ func (c *CommitmentStore) CreateCommitment(ctx context.Context, tx pipeline.Comm
 			return fmt.Errorf("localstore: create commitment: %w", err)
 		}
 		stored, created = tx, true
-		return putCommitmentStudies(ctx, t, tx)
+		return linkCommitmentStudies(ctx, t, tx)
 	})
 	return stored, created, err
 }
@@ -82,7 +84,7 @@ func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 			}
 			return fmt.Errorf("localstore: update commitment: %w", pipeline.ErrConditionFailed)
 		}
-		return putCommitmentStudies(ctx, t, tx)
+		return linkCommitmentStudies(ctx, t, tx)
 	})
 	if err != nil {
 		tx.Version = prev
@@ -91,20 +93,53 @@ func (c *CommitmentStore) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 	return tx, nil
 }
 
-// putCommitmentStudies records the studies a transaction committed
-// instances of, for StudyCommitments: every one (AllStudies), not only
-// those the transaction names.
-func putCommitmentStudies(ctx context.Context, t *querier, tx pipeline.CommitmentTransaction) error {
-	studies := tx.Studies
-	if tx.AllStudies != nil {
-		studies = tx.AllStudies
+// linkCommitmentStudies links a transaction to the studies of its committed
+// instances, for StudyCommitments, once for each set of them: every study
+// (AllStudies) when the evaluation has just decided them, else the studies
+// it names (Studies: a transaction created with them, or one written before
+// AllStudies). The evaluation runs again at every poll while instances are
+// awaited, and a run writes a transaction several times with the set it
+// decided: each write inserted every link again, some 50,000 for a
+// transaction of 50,000 studies. A set whose digest is the one the links
+// were written for (studies_digest) is linked already, and so is the named
+// part of a set linked whole, which a transaction read back has in place of
+// AllStudies. Links are never removed.
+func linkCommitmentStudies(ctx context.Context, t *querier, tx pipeline.CommitmentTransaction) error {
+	studies := tx.AllStudies
+	if studies == nil {
+		studies = tx.Studies
+	}
+	if len(studies) == 0 {
+		return nil
+	}
+	var linked string
+	if err := t.QueryRowContext(ctx, `SELECT studies_digest FROM commitments WHERE id = ?`, tx.ID).Scan(&linked); err != nil {
+		return fmt.Errorf("localstore: commitment studies: %w", err)
+	}
+	d := studiesDigest(studies)
+	if d == linked || (tx.AllStudies == nil && linked != "") {
+		return nil
 	}
 	for _, s := range studies {
 		if _, err := t.ExecContext(ctx, `INSERT INTO commitment_studies(study_uid, id) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, tx.ID); err != nil {
 			return fmt.Errorf("localstore: commitment studies: %w", err)
 		}
 	}
+	if _, err := t.ExecContext(ctx, `UPDATE commitments SET studies_digest = ? WHERE id = ?`, d, tx.ID); err != nil {
+		return fmt.Errorf("localstore: commitment studies: %w", err)
+	}
 	return nil
+}
+
+// studiesDigest identifies a set of studies given in order (the
+// evaluation sorts them).
+func studiesDigest(studies []string) string {
+	h := sha256.New()
+	for _, s := range studies {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // DueCommitments implements pipeline.CommitmentStore.

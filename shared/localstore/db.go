@@ -244,6 +244,12 @@ var schema = []string{
 	// every migration: databases keep the index they were given, and the
 	// query plan test fails should deadRunsSQL no longer match it.
 	`CREATE INDEX audit_unclean ON audit(outcome) WHERE outcome IN ('unclean-stop', 'unclean-stop-found');`,
+
+	// 14: the digest of the study set a Storage Commitment transaction's
+	// links were written for (linkCommitmentStudies), so that each set is
+	// linked once. Transactions of older databases have none: their next
+	// evaluation links them once more.
+	`ALTER TABLE commitments ADD COLUMN studies_digest TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

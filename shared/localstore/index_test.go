@@ -103,3 +103,69 @@ func TestInstancesByStudyFromOlderDatabase(t *testing.T) {
 		t.Errorf("the first content under another study: %v in %s (%v), want a conflict in %s", r.Outcome, r.Study.StudyInstanceUID, err, moved.StudyInstanceUID)
 	}
 }
+
+// TestCommitmentStudiesLinkedOnce: a transaction's links to its studies (StudyCommitments) are written once for each
+// set of studies, not at every write of the transaction: the evaluation runs again at every poll while instances are
+// awaited, and a run writes the transaction several times with the set it decided (the lease, the evaluation, each
+// report attempt), and each write inserted every link again, 50,000 per write for a transaction of 50,000 studies.
+// A link taken out behind the store's back shows whether a write inserted it again.
+func TestCommitmentStudiesLinkedOnce(t *testing.T) {
+	ctx := context.Background()
+	db := openTest(t)
+	cs := db.CommitmentStore()
+	found := func(study string) bool {
+		t.Helper()
+		txs, err := cs.StudyCommitments(ctx, study)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(txs) == 1
+	}
+	drop := func(study string) {
+		t.Helper()
+		if _, err := db.sql.Exec(`DELETE FROM commitment_studies WHERE study_uid = ?`, study); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, created, err := cs.CreateCommitment(ctx, pipeline.CommitmentTransaction{ID: "c1", State: pipeline.CommitmentPending, ReceivedAt: t0, NextAttempt: t0})
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	steps := []struct {
+		name    string
+		all     []string // the evaluation's AllStudies; nil: the transaction as read back
+		drop    string   // a link taken out before the write
+		want    []string // found after the write
+		wantNot []string
+	}{
+		{"evaluated", []string{"s1", "s2", "s3"}, "", []string{"s1", "s2", "s3"}, nil},
+		{"evaluated again, the same studies", []string{"s1", "s2", "s3"}, "s3", []string{"s1", "s2"}, []string{"s3"}},
+		{"read back and written (a lease, a report attempt)", nil, "s1", []string{"s2"}, []string{"s1", "s3"}},
+		{"evaluated with a study more", []string{"s1", "s2", "s3", "s4"}, "", []string{"s1", "s2", "s3", "s4"}, nil},
+	}
+	for _, st := range steps {
+		if st.drop != "" {
+			drop(st.drop)
+		}
+		if st.all == nil {
+			if tx, err = cs.GetCommitment(ctx, tx.ID); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			tx.AllStudies, tx.Studies, tx.StudyCount = st.all, st.all[:2], len(st.all)
+		}
+		if tx, err = cs.UpdateCommitment(ctx, tx); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		for _, s := range st.want {
+			if !found(s) {
+				t.Errorf("%s: study %s does not find the transaction", st.name, s)
+			}
+		}
+		for _, s := range st.wantNot {
+			if found(s) {
+				t.Errorf("%s: study %s was linked again", st.name, s)
+			}
+		}
+	}
+}
