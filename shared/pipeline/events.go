@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -125,13 +126,28 @@ type EventInstance struct {
 	Conflict       bool   `json:"conflict,omitempty"`
 }
 
-// maxEventPointerBytes bounds the instance pointers in a study event so it
-// stays under EventBridge's 256 KiB entry limit with the rest of the event;
-// a study whose pointers do not fit lists series only, and subscribers
-// collect its instances from their Instance Stored events. A count could not
+// maxEventPointerBytes bounds the series and instance pointers in a study
+// event so it stays under EventBridge's 256 KiB entry limit with the rest of
+// the event; a study whose pointers do not fit lists series only, and
+// subscribers collect its instances from their Instance Stored events; one
+// whose series do not fit lists none (seriesCount counts them). A count could not
 // bound it: 450 instances of 64-character UIDs came to 300 KB, an event
 // PutEvents refused on every run.
 const maxEventPointerBytes = 192 << 10
+
+// eventSeriesBytes is what a series, without its instances, counts against
+// maxEventPointerBytes: its size in a study event's JSON. The series count
+// as the pointers do: a study of a series per instance had no bound, and one
+// of 2,000 series of 64-character UIDs made a 215 KB event listed series
+// only, 5,000 a 535 KB one.
+func eventSeriesBytes(s EventSeries) int {
+	b, err := json.Marshal(s)
+	if err != nil {
+		// Strings and an int: never. Counted as too large to list.
+		return maxEventPointerBytes + 1
+	}
+	return len(b) + len(",")
+}
 
 // maxURIBase is the base the pointer budget counts before each key (what
 // uri puts there): the longest an S3 base can be, "s3://", a bucket name of
@@ -183,12 +199,19 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		return d, fmt.Errorf("pipeline: get study: %w", err)
 	}
 	idx := map[string]int{}
+	size := 0
 	for _, se := range full.Series {
 		idx[se.SeriesInstanceUID] = len(d.Series)
-		d.Series = append(d.Series, EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount})
+		es := EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount}
+		d.Series = append(d.Series, es)
+		size += eventSeriesBytes(es)
+	}
+	if size > maxEventPointerBytes {
+		// Some 1,800 series of 64-character UIDs: listed, they alone
+		// would take the event over EventBridge's entry limit.
+		d.Series = []EventSeries{}
 	}
 	base := max(len(p.uri("")), maxURIBase)
-	size := 0
 	for _, in := range full.Instances {
 		size += eventPointerBytes(in, base)
 	}

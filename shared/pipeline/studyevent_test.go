@@ -28,7 +28,7 @@ func TestStudyEventFitsEventBridge(t *testing.T) {
 		wantListing bool
 	}{{10, true}, {250, true}, {450, false}, {2000, false}} {
 		p := &Pipeline{BucketName: strings.Repeat("b", 63)}
-		d, b := studyEventOf(t, p, tt.instances)
+		d, b := studyEventOf(t, p, tt.instances, 4)
 		listed := 0
 		for _, s := range d.Series {
 			listed += len(s.Instances)
@@ -62,7 +62,7 @@ func TestStudyEventListsAlikeInBothModes(t *testing.T) {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			listed := map[bool][]string{}
 			for _, m := range modes {
-				d, b := studyEventOf(t, m.p, n)
+				d, b := studyEventOf(t, m.p, n, 4)
 				if len(b) > 240<<10 {
 					t.Errorf("%s: a %d-byte event, over what EventBridge takes with the envelope", m.name, len(b))
 				}
@@ -76,24 +76,57 @@ func TestStudyEventListsAlikeInBothModes(t *testing.T) {
 	}
 }
 
+// TestStudyEventOfManySeriesFitsEventBridge: the series a study event lists
+// count against its budget as its instance pointers do, so a study of a
+// series per instance stays under EventBridge's 256 KiB too, listed whole or
+// series only while its series fit, else with none (seriesCount says how
+// many). The series had no bound: one of 2,000 series of 64-character UIDs
+// made a 280 KB event, which PutEvents refused on every run.
+func TestStudyEventOfManySeriesFitsEventBridge(t *testing.T) {
+	for _, tt := range []struct {
+		instances      int
+		wantInstances  bool
+		wantSeriesList bool
+	}{{10, true, true}, {200, true, true}, {280, false, true}, {1000, false, true}, {2000, false, false}, {5000, false, false}} {
+		p := &Pipeline{BucketName: strings.Repeat("b", 63)}
+		d, b := studyEventOf(t, p, tt.instances, tt.instances)
+		if len(b) > 240<<10 {
+			t.Errorf("%d series: a %d-byte event, over what EventBridge takes with the envelope", tt.instances, len(b))
+		}
+		listed := 0
+		for _, s := range d.Series {
+			listed += len(s.Instances)
+		}
+		if got := listed == tt.instances; got != tt.wantInstances {
+			t.Errorf("%d series: %d instances listed (%d bytes); want the listing: %v", tt.instances, listed, len(b), tt.wantInstances)
+		}
+		if got := len(d.Series) == tt.instances; got != tt.wantSeriesList || (!got && len(d.Series) != 0) {
+			t.Errorf("%d series: %d listed (%d bytes); want them all: %v, else none", tt.instances, len(d.Series), len(b), tt.wantSeriesList)
+		}
+		if d.SeriesCount != tt.instances {
+			t.Errorf("%d series: seriesCount %d", tt.instances, d.SeriesCount)
+		}
+	}
+}
+
 // studyEventOf is p's study event, and its JSON, of a study of n instances
-// in 4 series, every UID 64 characters long.
-func studyEventOf(t *testing.T, p *Pipeline, n int) (StudyDetailEvent, []byte) {
+// in series series, every UID 64 characters long.
+func studyEventOf(t *testing.T, p *Pipeline, n, series int) (StudyDetailEvent, []byte) {
 	t.Helper()
 	uid := func(prefix string, n int) string { // a 64-character UID
-		s := fmt.Sprintf("%s.%d", prefix, n)
+		s := fmt.Sprintf("%s.%d.", prefix, n)
 		return s + strings.Repeat("1", 64-len(s))
 	}
 	study := uid("1.2.826.0.1.3680043.10.7", 1)
 	var ins []InstanceRecord
 	for i := range n {
-		se := uid("1.2.826.0.1.3680043.10.8", i%4)
+		se := uid("1.2.826.0.1.3680043.10.8", i%series)
 		sop := uid("1.2.826.0.1.3680043.10.9", i)
 		key := "incoming/2026/12/06/" + study + "/" + se + "/" + sop + ".dcm"
 		ins = append(ins, InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
 			MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)})
 	}
-	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: 4}
+	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: series}
 	q := *p
 	q.Index = oneStudy{d: NewStudyDetail(sum, ins)}
 	d, err := q.studyDetail(context.Background(), sum, 1, "quiet")
