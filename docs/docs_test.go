@@ -16,6 +16,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -144,6 +145,36 @@ func TestConformanceStatementFacts(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestConformanceStatementProseFacts: the limits conformance.md states in
+// its prose as well as in its tables (the onboarding kit hands every site
+// this statement beside its README, which renders them from the code) say
+// what the code does: a change of a default or of the commitment result's
+// backoff fails here until the prose says it too, as the tables do
+// (TestConformanceStatementFacts).
+func TestConformanceStatementProseFacts(t *testing.T) {
+	doc := strings.Join(strings.Fields(string(Conformance)), " ")
+	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
+	for _, want := range []string{
+		pdu + " by default (`--max-pdu-length`)",
+		"Maximum PDU length received: " + pdu + ", the library's default",
+		"`--idle-timeout` (default " + duration(dicomnet.DefaultIdleTimeout) + ")",
+		"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + duration(dicomnet.DefaultProgressWindow) + ")",
+		"retried with backoff (" + duration(pipeline.CommitmentReportFirstRetry) + " doubling to " + duration(pipeline.CommitmentReportMaxRetry) + ",",
+	} {
+		if !strings.Contains(doc, want) {
+			t.Errorf("conformance.md does not say %q (from the code)", want)
+		}
+	}
+}
+
+// kib writes a whole number of KiB as the statement does: 1 KiB.
+func kib(n int64) string {
+	if n%1024 != 0 {
+		return thousands(n) + " bytes"
+	}
+	return fmt.Sprintf("%d KiB", n/1024)
 }
 
 // TestConformanceStatementLists: the lists in conformance.md are the
