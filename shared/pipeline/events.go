@@ -91,14 +91,19 @@ type StudyDetailEvent struct {
 	// PatientMismatch: the study's instances disagree on the patient.
 	// PatientMismatch and Completion are never omitted, though the schemas
 	// have them optional for archived events from before them.
-	PatientMismatch bool      `json:"patientMismatch"`
-	TotalBytes      int64     `json:"totalBytes"`
-	Modalities      []string  `json:"modalities"`
-	CallingAEs      []string  `json:"callingAes"`
-	StudyDate       string    `json:"studyDate,omitempty"`
-	FirstReceived   time.Time `json:"firstReceived"`
-	LastReceived    time.Time `json:"lastReceived"`
-	QuietPeriod     string    `json:"quietPeriod"`
+	PatientMismatch bool  `json:"patientMismatch"`
+	TotalBytes      int64 `json:"totalBytes"`
+	// Modalities are the study's distinct modalities, sorted, those that
+	// fit maxEventPointerBytes (eventModalities); ModalityCount counts
+	// them all, never omitted (optional in the schemas for archived
+	// events from before it).
+	Modalities    []string  `json:"modalities"`
+	ModalityCount int       `json:"modalityCount"`
+	CallingAEs    []string  `json:"callingAes"`
+	StudyDate     string    `json:"studyDate,omitempty"`
+	FirstReceived time.Time `json:"firstReceived"`
+	LastReceived  time.Time `json:"lastReceived"`
+	QuietPeriod   string    `json:"quietPeriod"`
 	// Completion says what made the study complete: CompletionStorageCommitment (the sender asked for
 	// commitment of its instances and all were committed) or CompletionQuietPeriod.
 	Completion string        `json:"completion"`
@@ -126,13 +131,15 @@ type EventInstance struct {
 	Conflict       bool   `json:"conflict,omitempty"`
 }
 
-// maxEventPointerBytes bounds the series and instance pointers in a study
-// event so it stays under EventBridge's 256 KiB entry limit with the rest of
-// the event; a study whose pointers do not fit lists series only, and
-// subscribers collect its instances from their Instance Stored events; one
-// whose series do not fit lists none (seriesCount counts them). A count could not
-// bound it: 450 instances of 64-character UIDs came to 300 KB, an event
-// PutEvents refused on every run.
+// maxEventPointerBytes bounds the modalities, series and instance pointers
+// in a study event so it stays under EventBridge's 256 KiB entry limit with
+// the rest of the event, counted in that order: the modalities listed while
+// they fit (modalityCount counts them all); a study whose pointers do not
+// fit lists series only, and subscribers collect its instances from their
+// Instance Stored events; one whose series do not fit lists none
+// (seriesCount counts them). A count could not bound it: 450 instances of
+// 64-character UIDs came to 300 KB, an event PutEvents refused on every
+// run.
 const maxEventPointerBytes = 192 << 10
 
 // eventSeriesBytes is what a series, without its instances, counts against
@@ -147,6 +154,27 @@ func eventSeriesBytes(s EventSeries) int {
 		return maxEventPointerBytes + 1
 	}
 	return len(b) + len(",")
+}
+
+// eventModalities is the part of modalities (a study's, distinct and
+// sorted) a study event lists, the first of them that fit
+// maxEventPointerBytes, and the bytes they count against it: their size in
+// the event's JSON. The modalities had no bound: a sender inventing 20,000
+// Modality values of 16 characters made a 381 KB event, which PutEvents
+// refuses on every run, and the study was never announced. Those cut go
+// unlisted, as a study's series do that do not fit, but the first ones
+// stay, for the rules that match on them: a real study has a handful.
+func eventModalities(modalities []string) ([]string, int) {
+	size := 0
+	for i, m := range modalities {
+		b, err := json.Marshal(m)
+		n := len(b) + len(",")
+		if err != nil || size+n > maxEventPointerBytes {
+			return modalities[:i], size
+		}
+		size += n
+	}
+	return modalities, size
 }
 
 // maxURIBase is the base the pointer budget counts before each key (what
@@ -190,7 +218,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	d := StudyDetailEvent{
 		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
-		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, Modalities: s.Modalities, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
+		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, ModalityCount: len(s.Modalities), CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
 		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: durations.Format(quiet),
 		Completion: completion, Series: []EventSeries{},
 	}
@@ -198,8 +226,9 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	if err != nil {
 		return d, fmt.Errorf("pipeline: get study: %w", err)
 	}
+	modalities, size := eventModalities(s.Modalities)
+	d.Modalities = modalities
 	idx := map[string]int{}
-	size := 0
 	for _, se := range full.Series {
 		idx[se.SeriesInstanceUID] = len(d.Series)
 		es := EventSeries{SeriesInstanceUID: se.SeriesInstanceUID, Modality: se.Modality, InstanceCount: se.InstanceCount}
@@ -207,8 +236,9 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		size += eventSeriesBytes(es)
 	}
 	if size > maxEventPointerBytes {
-		// Some 1,800 series of 64-character UIDs: listed, they alone
-		// would take the event over EventBridge's entry limit.
+		// Some 1,800 series of 64-character UIDs (fewer with many
+		// modalities): listed, they would take the event over
+		// EventBridge's entry limit.
 		d.Series = []EventSeries{}
 	}
 	base := max(len(p.uri("")), maxURIBase)

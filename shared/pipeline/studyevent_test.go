@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,9 +110,43 @@ func TestStudyEventOfManySeriesFitsEventBridge(t *testing.T) {
 	}
 }
 
+// TestStudyEventOfManyModalitiesFitsEventBridge: a study event's modalities
+// count against its budget, first, so a sender inventing Modality values
+// (16 characters each) cannot take it past EventBridge's 256 KiB: the
+// modalities are listed while they fit, the first of them in their order,
+// and modalityCount counts them all. They had no bound: 20,000 made a
+// 381 KB event, which PutEvents refused on every run, and the study was
+// never announced.
+func TestStudyEventOfManyModalitiesFitsEventBridge(t *testing.T) {
+	for _, tt := range []struct {
+		modalities int
+		wantAll    bool
+	}{{4, true}, {5000, true}, {20000, false}} {
+		var ms []string
+		for i := range tt.modalities {
+			ms = append(ms, fmt.Sprintf("M%015d", i)) // sorted, as the index keeps them
+		}
+		p := &Pipeline{BucketName: strings.Repeat("b", 63)}
+		d, b := studyEventOf(t, p, max(tt.modalities, 10), 4, ms...)
+		if len(b) > 240<<10 {
+			t.Errorf("%d modalities: a %d-byte event, over what EventBridge takes with the envelope", tt.modalities, len(b))
+		}
+		if got := len(d.Modalities) == tt.modalities; got != tt.wantAll || len(d.Modalities) == 0 {
+			t.Errorf("%d modalities: %d listed (%d bytes); want them all: %v, else as many as fit", tt.modalities, len(d.Modalities), len(b), tt.wantAll)
+		}
+		if !slices.Equal(d.Modalities, ms[:len(d.Modalities)]) {
+			t.Errorf("%d modalities: the listed are not the first of them", tt.modalities)
+		}
+		if d.ModalityCount != tt.modalities {
+			t.Errorf("%d modalities: modalityCount %d", tt.modalities, d.ModalityCount)
+		}
+	}
+}
+
 // studyEventOf is p's study event, and its JSON, of a study of n instances
-// in series series, every UID 64 characters long.
-func studyEventOf(t *testing.T, p *Pipeline, n, series int) (StudyDetailEvent, []byte) {
+// in series series, every UID 64 characters long, of modalities (the
+// study's, and each instance's in turn) when given.
+func studyEventOf(t *testing.T, p *Pipeline, n, series int, modalities ...string) (StudyDetailEvent, []byte) {
 	t.Helper()
 	uid := func(prefix string, n int) string { // a 64-character UID
 		s := fmt.Sprintf("%s.%d.", prefix, n)
@@ -123,10 +158,14 @@ func studyEventOf(t *testing.T, p *Pipeline, n, series int) (StudyDetailEvent, [
 		se := uid("1.2.826.0.1.3680043.10.8", i%series)
 		sop := uid("1.2.826.0.1.3680043.10.9", i)
 		key := "incoming/2026/12/06/" + study + "/" + se + "/" + sop + ".dcm"
-		ins = append(ins, InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
-			MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)})
+		in := InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
+			MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)}
+		if len(modalities) > 0 {
+			in.Modality = modalities[i%len(modalities)]
+		}
+		ins = append(ins, in)
 	}
-	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: series}
+	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: series, Modalities: modalities}
 	q := *p
 	q.Index = oneStudy{d: NewStudyDetail(sum, ins)}
 	d, err := q.studyDetail(context.Background(), sum, 1, "quiet")
