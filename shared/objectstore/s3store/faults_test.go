@@ -64,6 +64,13 @@ func apiErr(status int, code string) error {
 	}
 }
 
+// bare503 is a 503 with no S3 error code: a proxy's page the SDK cannot
+// read as S3's error.
+var bare503 = &smithyhttp.ResponseError{
+	Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}},
+	Err:      &smithy.DeserializationError{Err: errors.New("<html>503 Service Temporarily Unavailable</html>: not S3's error (injected)")},
+}
+
 func (f *flaky) before(op string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -713,6 +720,14 @@ func TestConflictCopyWhoseAnswerWasLost(t *testing.T) {
 		// may have been carried out.
 		{"single, a 500 after S3 wrote it", 3000, "PutObject", apiErr(500, "InternalError")},
 		{"multipart, a 500 after S3 completed it", 2*partSize + 3000, "CompleteMultipartUpload", apiErr(500, "InternalError")},
+		// Nor of one answered 503 by something in front of S3 (a proxy, a
+		// VPC endpoint): only S3's SlowDown is a refusal. The SDK names a
+		// 503 without an S3 error body ServiceUnavailable, as it does S3's
+		// own; a body it cannot read leaves no code at all.
+		{"single, a 503 ServiceUnavailable after S3 wrote it", 3000, "PutObject", apiErr(503, "ServiceUnavailable")},
+		{"multipart, a 503 ServiceUnavailable after S3 completed it", 2*partSize + 3000, "CompleteMultipartUpload", apiErr(503, "ServiceUnavailable")},
+		{"single, a bare 503 after S3 wrote it", 3000, "PutObject", bare503},
+		{"multipart, a bare 503 after S3 completed it", 2*partSize + 3000, "CompleteMultipartUpload", bare503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, srv, f := flakyStore(t, succeedDeadline, func(f *flaky) { f.lostErr = tc.lost })

@@ -83,7 +83,7 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 		// An earlier attempt may have created an upload whose answer was
 		// lost; nobody would ever complete or abort it. Looking for it may
 		// catch another association's upload of the same object (see
-		// dropOrphans), so it is done only then, not after S3's 503s.
+		// dropOrphans), so it is done only then, not after S3's SlowDowns.
 		s.dropOrphans(ctx, full, uploadID, createStart, log)
 	}
 	completed, completeSent := false, false

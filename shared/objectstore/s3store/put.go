@@ -261,7 +261,7 @@ func logConflict(log *slog.Logger, st objectstore.Stored, retried bool) {
 //
 // retried reports that an earlier attempt's outcome is unknown (it may
 // have been stored and only the answer lost: outcomeUnknown), which
-// matters after a 412; an attempt S3 answered with an error (a 503)
+// matters after a 412; an attempt S3 refused (a 503 SlowDown, a 4xx)
 // stored nothing.
 func (s *Store) putBytes(ctx context.Context, op, key string, body []byte, crcB64 string, meta map[string]string, contentType string) (retried bool, err error) {
 	sse, kms := s.sse()

@@ -147,16 +147,31 @@ func httpStatus(err error) int {
 // have been carried out all the same: S3 gave no answer (a reset, a
 // timeout), no whole one (a 2xx status whose body was cut, timed out or
 // is an error: S3 answers a Complete 200 at once and its result only once
-// done), an error of its own that promises nothing of the write (a 500
-// InternalError, or any 5xx but a 503), or answered with a checksum other
-// than the one sent. One S3 refused (a 503 SlowDown, a 4xx) did nothing.
+// done), an error that promises nothing of the write (a 500 InternalError,
+// any 5xx but S3's SlowDown), or answered with a checksum other than the
+// one sent. One S3 refused (a 503 SlowDown, a 4xx) did nothing.
+//
+// Only SlowDown makes a 503 a refusal: S3's throttling, refusing requests
+// before it takes them. A 503 from something in front of S3 (a proxy, a
+// VPC endpoint) promises nothing, and has no S3 code to tell it by: the
+// SDK names a 503 without an S3 error body ServiceUnavailable from its
+// status, as it names S3's own ServiceUnavailable, so that code tells
+// neither. Every 503 counted as a refusal: a conflicting object's write
+// taken behind such a 503 and retried, refused by its own copy, was
+// reported a duplicate of itself.
 func outcomeUnknown(err error) bool {
 	if err == nil {
 		return false
 	}
 	status := httpStatus(err)
-	return status == 0 || status/100 == 2 || (status/100 == 5 && status != http.StatusServiceUnavailable) ||
+	return status == 0 || status/100 == 2 || (status/100 == 5 && !slowDown(err)) ||
 		errors.Is(err, errChecksumMismatch)
+}
+
+// slowDown reports S3's 503 SlowDown, its refusal of a request it did not
+// take.
+func slowDown(err error) bool {
+	return httpStatus(err) == http.StatusServiceUnavailable && apiCode(err) == "SlowDown"
 }
 
 // preconditionFailed reports S3's answer to If-None-Match: * on an
