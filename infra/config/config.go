@@ -15,6 +15,9 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
 // ErrInvalid marks a configuration that parsed but failed validation. The
@@ -134,7 +137,8 @@ type Scp struct {
 	DeregistrationDelaySeconds *int `json:"deregistrationDelaySeconds,omitempty"`
 	// S3PutTimeoutSeconds, without Staging, is how long S3 may take to
 	// hold an object once its data set has arrived before its C-STORE is
-	// answered A700 (SCP_S3_PUT_TIMEOUT, 1..60, default 8): under the
+	// answered A700 (SCP_S3_PUT_TIMEOUT, 1..60, default
+	// objectstore.DefaultPutTimeout, scp-task's own default): under the
 	// sites' wait for a C-STORE response (Orthanc's is 10 s).
 	S3PutTimeoutSeconds int `json:"s3PutTimeoutSeconds,omitempty"`
 	// Staging, when present, makes the tasks answer C-STORE once an
@@ -559,7 +563,7 @@ func (c *Config) applyDefaults(g settings) {
 	def("scp.targetCpuPercent", &c.Scp.TargetCpuPercent, 60)
 	def("scp.targetAssociationsPerTask", &c.Scp.TargetAssociationsPerTask, max(1, c.Scp.MaxAssociations/2))
 	def("scp.stopTimeoutSeconds", &c.Scp.StopTimeoutSeconds, 120)
-	def("scp.s3PutTimeoutSeconds", &c.Scp.S3PutTimeoutSeconds, 8)
+	def("scp.s3PutTimeoutSeconds", &c.Scp.S3PutTimeoutSeconds, int(objectstore.DefaultPutTimeout/time.Second))
 	if c.Scp.DeregistrationDelaySeconds == nil {
 		c.Scp.DeregistrationDelaySeconds = new(DefaultDeregistrationDelaySeconds)
 	}

@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
 // valid returns a small valid configuration for mutation by the cases.
@@ -338,6 +340,21 @@ func TestDefaults(t *testing.T) {
 	got.Proxy, got.Routing, got.Patient, got.Asn = c.ProxyProtocolEnabled(), c.Sites[0].Routing, c.Pipeline.EventPatientData, c.Vpn.AmazonSideAsn
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
+	}
+}
+
+// TestS3PutTimeoutDefaultIsShared: the stack's scp.s3PutTimeoutSeconds
+// defaults to objectstore.DefaultPutTimeout, where scp-task's
+// --s3-put-timeout takes its default too (scp-task/internal/config
+// TestS3PutTimeoutDefaultIsShared). Each spelt out 8 s: a change of one left
+// the deployed tasks and make run on different bounds.
+func TestS3PutTimeoutDefaultIsShared(t *testing.T) {
+	c, err := Parse(marshal(t, valid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := time.Duration(c.Scp.S3PutTimeoutSeconds) * time.Second; got != objectstore.DefaultPutTimeout {
+		t.Errorf("scp.s3PutTimeoutSeconds defaults to %s; objectstore.DefaultPutTimeout is %s", got, objectstore.DefaultPutTimeout)
 	}
 }
 

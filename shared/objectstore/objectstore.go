@@ -14,6 +14,15 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
 
+// DefaultPutTimeout is how long, by default, an S3 store without staging
+// may take to hold an object once its data set has arrived before its
+// C-STORE fails (s3store.Options.PutTimeout): scp-task's --s3-put-timeout
+// and the stack's scp.s3PutTimeoutSeconds both take it from here, under the
+// senders' wait for a C-STORE response (Orthanc's DicomScuTimeout: 10 s).
+// A whole number of seconds, as the stack sets it. Each spelt out 8 s, so a
+// change of one left the deployed tasks and make run on different bounds.
+const DefaultPutTimeout = 8 * time.Second
+
 // Object describes one received instance. Every field comes from the
 // association or from the DIMSE command; UIDs are validated before they
 // are ever used in a key (see Key).

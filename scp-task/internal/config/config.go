@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -169,7 +170,7 @@ var settings = []Setting{
 	{"s3-path-style", "SCP_S3_PATH_STYLE", "false", "path-style S3 addressing (S3-compatible servers); the endpoint comes from AWS_ENDPOINT_URL_S3"},
 	{"s3-kms-key", "SCP_S3_KMS_KEY", "", "KMS key id or ARN for SSE-KMS on stored objects"},
 	{"s3-part-size", "SCP_S3_PART_SIZE", "8388608", "multipart upload part size in bytes (memory per association is about two parts)"},
-	{"s3-put-timeout", "SCP_S3_PUT_TIMEOUT", "8s", "with an s3:// store and no --staging: how long S3 may take to hold an object once its data set has arrived (every request left, retries included) before its C-STORE fails (A700); keep it under the senders' wait for a C-STORE response (Orthanc's DicomScuTimeout: 10 s); at least 1s"},
+	{"s3-put-timeout", "SCP_S3_PUT_TIMEOUT", durations.Format(objectstore.DefaultPutTimeout), "with an s3:// store and no --staging: how long S3 may take to hold an object once its data set has arrived (every request left, retries included) before its C-STORE fails (A700); keep it under the senders' wait for a C-STORE response (Orthanc's DicomScuTimeout: 10 s); at least 1s"},
 	{"staging", "SCP_STAGING_DIR", "", "with an s3:// store: a directory every task mounts (EFS) where each object is made durable before C-STORE success, then uploaded to S3; empty: answer once S3 holds it"},
 	{"staging-max-backlog", "SCP_STAGING_MAX_BACKLOG", "8589934592", "bytes staged and not yet uploaded past which C-STOREs fail (A700) and associations are refused (02 03 01)"},
 	{"staging-max-age", "SCP_STAGING_MAX_AGE", "15m", "associations are refused (02 03 01) while the oldest staged object has waited longer than this for its upload"},

@@ -13,6 +13,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -48,6 +49,21 @@ func TestDICOMLimitDefaultsAreShared(t *testing.T) {
 	want := []any{int(dicomnet.DefaultMaxPDULength), dicomnet.DefaultIdleTimeout, dicomnet.DefaultProgressWindow, dicomnet.DefaultMinProgressBytes, dicomnet.DefaultMaxMessageTime}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("DICOM limit defaults (-dicomnet +scp-task):\n%s", d)
+	}
+}
+
+// TestS3PutTimeoutDefaultIsShared: scp-task's --s3-put-timeout defaults to
+// objectstore.DefaultPutTimeout, where the stack's scp.s3PutTimeoutSeconds
+// takes its default too (infra/config TestS3PutTimeoutDefaultIsShared). Each
+// spelt out 8 s: a change of one left make run and the deployed tasks on
+// different bounds.
+func TestS3PutTimeoutDefaultIsShared(t *testing.T) {
+	c, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.S3PutTimeout != objectstore.DefaultPutTimeout {
+		t.Errorf("--s3-put-timeout defaults to %s; objectstore.DefaultPutTimeout is %s", c.S3PutTimeout, objectstore.DefaultPutTimeout)
 	}
 }
 
