@@ -16,6 +16,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
@@ -147,24 +148,51 @@ func TestConformanceStatementFacts(t *testing.T) {
 	}
 }
 
-// TestConformanceStatementProseFacts: the limits conformance.md states in
-// its prose as well as in its tables (the onboarding kit hands every site
-// this statement beside its README, which renders them from the code) say
-// what the code does: a change of a default or of the commitment result's
-// backoff fails here until the prose says it too, as the tables do
+// TestProseFacts: the limits the documents state in their prose say what
+// the code does, one table of facts for every document: conformance.md's
+// (the onboarding kit hands every site this statement beside its README,
+// which renders them from the code), and the copies of the commitment
+// result's backoff and of the S3 put timeout's default in configuration.md,
+// pipeline.md and alarms.md, which nothing checked. A change of a default or
+// of the backoff fails here until the prose says it too, as the tables do
 // (TestConformanceStatementFacts).
-func TestConformanceStatementProseFacts(t *testing.T) {
-	doc := strings.Join(strings.Fields(string(Conformance)), " ")
+func TestProseFacts(t *testing.T) {
 	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
-	for _, want := range []string{
-		pdu + " by default (`--max-pdu-length`)",
-		"Maximum PDU length received: " + pdu + ", the library's default",
-		"`--idle-timeout` (default " + duration(dicomnet.DefaultIdleTimeout) + ")",
-		"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + duration(dicomnet.DefaultProgressWindow) + ")",
-		"retried with backoff (" + duration(pipeline.CommitmentReportFirstRetry) + " doubling to " + duration(pipeline.CommitmentReportMaxRetry) + ",",
+	firstRetry, maxRetry := duration(pipeline.CommitmentReportFirstRetry), duration(pipeline.CommitmentReportMaxRetry)
+	put := duration(objectstore.DefaultPutTimeout)
+	for _, f := range []struct {
+		doc  string
+		says []string
+	}{
+		{"conformance.md", []string{
+			pdu + " by default (`--max-pdu-length`)",
+			"Maximum PDU length received: " + pdu + ", the library's default",
+			"`--idle-timeout` (default " + duration(dicomnet.DefaultIdleTimeout) + ")",
+			"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + duration(dicomnet.DefaultProgressWindow) + ")",
+			"retried with backoff (" + firstRetry + " doubling to " + maxRetry + ",",
+			"`--s3-put-timeout`, " + put + " by default,",
+		}},
+		{"configuration.md", []string{
+			"how long delivering a result is retried (" + firstRetry + " doubling to " + maxRetry + ")",
+			"shares one `--s3-put-timeout`, " + put + " by default;",
+			"| `scp.s3PutTimeoutSeconds` | " + strconv.Itoa(int(objectstore.DefaultPutTimeout/time.Second)) + " |",
+		}},
+		{"pipeline.md", []string{
+			"A failed delivery is retried after " + firstRetry + ", doubling to " + maxRetry + ",",
+		}},
+		{filepath.Join("operations", "alarms.md"), []string{
+			"`--s3-put-timeout` (" + put + ")",
+		}},
 	} {
-		if !strings.Contains(doc, want) {
-			t.Errorf("conformance.md does not say %q (from the code)", want)
+		b, err := os.ReadFile(f.doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc := strings.Join(strings.Fields(string(b)), " ")
+		for _, want := range f.says {
+			if !strings.Contains(doc, want) {
+				t.Errorf("%s does not say %q (from the code)", f.doc, want)
+			}
 		}
 	}
 }
