@@ -588,9 +588,8 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		// Every record of a TLS association names the client certificate,
 		// so the trail shows who was let in (or refused) by which one (the
 		// staged store's duplicate records too: ingest stages it with the
-		// object); named for the records written, not for every C-STORE
-		// that only counts.
-		r.TLS = associationaudit.CertificatePeer(a.PeerCertificate(), a.PeerIdentity)
+		// object), by the name dicomnet made once for the association.
+		r.TLS = associationaudit.NamedPeer(a.PeerCertificateName, a.PeerIdentity)
 	}
 	if r.Event == associationaudit.EventRejected {
 		// The title called is the peer's claim (not ours on a 01 01 07,

@@ -15,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // TestTLSAssociationsNameTheCertificate: every record of an association
@@ -27,10 +28,11 @@ func TestTLSAssociationsNameTheCertificate(t *testing.T) {
 	sum := sha256.Sum256(site.Cert.Raw)
 	fingerprint := hex.EncodeToString(sum[:])
 	state := &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{site.Cert}}
+	name := tlstrust.NameOf(site.Cert) // as dicomnet names it when it decides on the association
 	addr := &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}
-	bound := &dicomnet.AssociationInfo{ID: "t1", CallingAE: "SITE_A", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state, PeerIdentity: "pacs.site-a.example"}
-	unbound := &dicomnet.AssociationInfo{ID: "t2", CallingAE: "PLAIN", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state}
-	refused := &dicomnet.AssociationInfo{ID: "t3", CallingAE: "SITE_B", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state}
+	bound := &dicomnet.AssociationInfo{ID: "t1", CallingAE: "SITE_A", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state, PeerCertificateName: &name, PeerIdentity: "pacs.site-a.example"}
+	unbound := &dicomnet.AssociationInfo{ID: "t2", CallingAE: "PLAIN", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state, PeerCertificateName: &name}
+	refused := &dicomnet.AssociationInfo{ID: "t3", CallingAE: "SITE_B", CalledAE: "REMOTE_AE", RemoteAddr: addr, TLS: state, PeerCertificateName: &name}
 	plain := &dicomnet.AssociationInfo{ID: "t4", CallingAE: "PLAIN", CalledAE: "REMOTE_AE", RemoteAddr: addr}
 
 	store := &recordStore{got: map[string]associationaudit.Record{}}
