@@ -63,9 +63,9 @@ func (s *Store) putMultipart(ctx context.Context, obj objectstore.Object, rel st
 			SSEKMSKeyId:          kms,
 		})
 		if err != nil {
-			// An attempt S3 answered with an error created nothing; one
-			// without an answer (a reset, a timeout) may have created an
-			// upload whose id we never learnt.
+			// An attempt S3 refused created nothing; one whose outcome
+			// is unknown (no answer, a 500: outcomeUnknown) may have
+			// created an upload whose id we never learnt.
 			mayHaveOrphans = mayHaveOrphans || outcomeUnknown(err)
 			return err
 		}
