@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -468,3 +469,53 @@ func TestFragments(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestInflateBound reads deflated datasets whose values inflate far beyond
+// what was sent: past InflateAllowance, more than MaxInflateRatio bytes
+// per compressed byte is a verdict (ErrLimit), whatever the reads.
+func TestInflateBound(t *testing.T) {
+	e := explicitLE
+	value := func(n int, f func(i int) byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = f(i)
+		}
+		return b
+	}
+	zeros := func(i int) byte { return 0 }
+	rnd := rand.New(rand.NewPCG(1, 2))
+	var run byte
+	runs := func(i int) byte { // runs of 32 alike: compresses about 10 times
+		if i%32 == 0 {
+			run = byte(rnd.IntN(256))
+		}
+		return run
+	}
+	tests := []struct {
+		name    string
+		value   []byte
+		wantErr error
+	}{
+		{"blank value within the allowance", value(InflateAllowance-1024, zeros), nil},
+		{"compressible value past the allowance, within the ratio", value(2*InflateAllowance, runs), nil},
+		{"blank value past the allowance", value(16*InflateAllowance, zeros), ErrLimit},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := deflate(t, cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(len(tt.value)), tt.value)))
+			for _, chunk := range []int{4096, 1 << 16} {
+				r := NewInspector(bytes.NewReader(in), tsDeflate)
+				out, err := readChunks(r, chunk)
+				if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+					t.Fatalf("chunk %d: read error %v, want %v", chunk, err, tt.wantErr)
+				}
+				if tt.wantErr == nil && !bytes.Equal(out, in) || !bytes.HasPrefix(in, out) {
+					t.Fatalf("chunk %d: bytes changed in pass-through", chunk)
+				}
+				if d := cmp.Diff(wantIDs, r.Header(), cmpopts.EquateErrors()); d != "" {
+					t.Errorf("chunk %d: header (-want +got):\n%s", chunk, d)
+				}
+			}
+		})
+	}
+}

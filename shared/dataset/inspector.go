@@ -123,8 +123,9 @@ type Inspector struct {
 	scratch   []byte
 
 	// deflated datasets
-	tap     *tapReader
-	inflate io.ReadCloser
+	tap      *tapReader
+	inflate  io.ReadCloser
+	inflated int64 // bytes the inflater gave, against MaxInflateRatio
 }
 
 // NewInspector returns an Inspector reading the dataset from r, encoded in
@@ -342,7 +343,13 @@ func (in *Inspector) release() {
 // compressed bytes the inflater read meanwhile.
 func (in *Inspector) pullInflated() {
 	n, err := in.inflate.Read(in.scratch)
-	in.feed(in.scratch[:n], false)
+	in.inflated += int64(n)
+	if in.inflated > InflateAllowance && in.inflated > MaxInflateRatio*in.tap.n {
+		in.verdict(&Error{Err: ErrLimit, Offset: in.s.Offset(),
+			What: fmt.Sprintf("deflated dataset inflating past %d bytes to more than %d times its size", InflateAllowance, MaxInflateRatio)})
+	} else {
+		in.feed(in.scratch[:n], false)
+	}
 	if err != nil && !in.done {
 		switch {
 		case err == io.EOF:
@@ -375,6 +382,7 @@ func (in *Inspector) verdict(err error) {
 type tapReader struct {
 	src io.Reader
 	buf []byte
+	n   int64 // bytes read in all
 	err error
 }
 
@@ -383,6 +391,7 @@ func (t *tapReader) Read(b []byte) (int, error) {
 		return 0, t.err
 	}
 	n, err := t.src.Read(b)
+	t.n += int64(n)
 	t.buf = append(t.buf, b[:n]...)
 	t.err = err
 	return n, err

@@ -20,7 +20,7 @@ var (
 	ErrTruncated = errors.New("dataset: dataset ends inside an element")
 	// ErrLimit means the dataset is well formed as far as it was read but
 	// exceeds one of the reader's limits (MaxDepth, MaxElements,
-	// MaxHeldBytes).
+	// MaxHeldBytes, MaxInflateRatio).
 	ErrLimit = errors.New("dataset: dataset exceeds a reader limit")
 )
 
@@ -44,6 +44,17 @@ const (
 	// MaxHeldBytes bounds the sum of the values a header reader keeps
 	// (those of at most MaxValueHeld bytes, Pixel Data excepted).
 	MaxHeldBytes = 64 << 20
+	// MaxInflateRatio bounds how much a deflated dataset may inflate:
+	// past its first InflateAllowance bytes, at most this many bytes per
+	// compressed byte read. Following the structure means inflating every
+	// byte, values skipped included, and deflate inflates up to about 1032
+	// bytes per byte: unbounded, 1 MiB received was 1 GiB to inflate, a
+	// second or more of CPU, for an object stored as sent. Real deflated
+	// datasets (SR, small images) compress a few times.
+	MaxInflateRatio = 100
+	// InflateAllowance is what a deflated dataset may inflate to before
+	// MaxInflateRatio applies: a blank 1024 × 1024 16-bit image fits.
+	InflateAllowance = 4 << 20
 )
 
 // UndefinedLength is the value length (FFFFFFFFH) of a sequence, item or
