@@ -2,7 +2,10 @@
 // Scanner follows a dataset's structure element by element (PS3.5 §7:
 // Implicit or Explicit VR, either byte order, sequences and items of
 // defined or undefined length, encapsulated Pixel Data) under one set of
-// limits (MaxDepth, MaxElements, MaxValueHeld, MaxHeldBytes) and one
+// limits (MaxDepth, MaxElements, MaxValueHeld, MaxHeldBytes; for a
+// deflated dataset the Inspector's MaxInflateRatio, which holds for every
+// prefix of what the SCP stores, so a Decoder reading one inflates within
+// it too) and one
 // transfer syntax rule (EncodingOf; a syntax it does not know is read as
 // Implicit or Explicit VR as its first element says). Everything that
 // reads DICOM bytes reads them through it:
