@@ -71,6 +71,15 @@ const (
 	MetricStagingBacklogAge   = metricnames.StagingBacklogAge
 	MetricStagingBacklogBytes = metricnames.StagingBacklogBytes
 	MetricStagingNoSpace      = metricnames.StagingNoSpace
+	// MetricStagingParked: objects whose upload keeps failing other than
+	// transiently; MetricStagingAdopted: objects taken over from a task
+	// that stopped (the runbook's StagingBacklogAge and a killed task).
+	MetricStagingParked  = metricnames.StagingParkedObjects
+	MetricStagingAdopted = metricnames.StagingAdopted
+	// MetricAuditWritable and MetricTaskProtected: the state the runbook
+	// reads for UnhealthyTargets and a deployment waiting on a busy task.
+	MetricAuditWritable = metricnames.AuditWritable
+	MetricTaskProtected = metricnames.TaskProtected
 )
 
 // IngestProps configures NewIngest.
@@ -702,8 +711,8 @@ type scpDeclaration struct {
 // circuit breaker rolls back.
 func scpDeclarations(withTLS bool) []scpDeclaration {
 	metrics := []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
-		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricTaskProtectionFailures, MetricStagingBacklogAge, MetricStagingBacklogBytes,
-		MetricStagingNoSpace}
+		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricAuditWritable, MetricTaskProtectionFailures, MetricTaskProtected,
+		MetricStagingBacklogAge, MetricStagingBacklogBytes, MetricStagingNoSpace, MetricStagingParked, MetricStagingAdopted}
 	if withTLS {
 		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn, MetricTLSClientCertificateExpiresIn)
 	}

@@ -420,6 +420,44 @@ func TestLabelledMetricsPublishedByLabel(t *testing.T) {
 	})
 }
 
+// TestRunbookMetricsArePublished: every SCP metric the runbooks name
+// (docs/operations/alarms.md, deploy.md; deploy.md shortens the prefix to
+// "…_") is one the metrics agent publishes to CloudWatch, where the
+// on-call engineer looks for it: a task's /metrics is on its health port,
+// which only the load balancer reaches. And deploy.md's list of what the
+// agent publishes names every metric it does. The runbooks named the
+// staging backlog's parked objects and adopted journals, the audit
+// trail's writable state and scale-in protection's state, none published.
+// dicom_ingest_tls_reloads_total is named as what is not published.
+func TestRunbookMetricsArePublished(t *testing.T) {
+	notPublished := map[string]bool{metricnames.TLSReloads: true}
+	var published []string
+	for _, d := range scpDeclarations(true) {
+		published = append(published, d.metrics...)
+	}
+	named := regexp.MustCompile(`(?:dicom_ingest|…)(_[a-z_]+[a-z])`)
+	inDoc := map[string]map[string]bool{}
+	for _, doc := range []string{"alarms.md", "deploy.md"} {
+		b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inDoc[doc] = map[string]bool{}
+		for _, m := range named.FindAllStringSubmatch(string(b), -1) {
+			name := "dicom_ingest" + m[1]
+			inDoc[doc][name] = true
+			if !notPublished[name] && !slices.Contains(published, name) {
+				t.Errorf("docs/operations/%s names %s, which the metrics agent does not publish (scpDeclarations)", doc, name)
+			}
+		}
+	}
+	for _, name := range published {
+		if !inDoc["deploy.md"][name] {
+			t.Errorf("the metrics agent publishes %s, which docs/operations/deploy.md's list does not name", name)
+		}
+	}
+}
+
 // TestEveryAlarmHasARunbookRow: each alarm the stack creates has a row in
 // docs/operations/alarms.md, where the on-call engineer looks it up by
 // its name (a site's alarm as <site>/…, a function's as <function>…).

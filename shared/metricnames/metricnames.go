@@ -63,6 +63,17 @@ const (
 	// StagingNoSpace counts objects and records that could not be staged
 	// for lack of space on the staging file system (ENOSPC, EDQUOT).
 	StagingNoSpace = "dicom_ingest_staging_no_space_total"
+	// StagingParkedObjects is how many staged objects a task holds whose
+	// upload keeps failing other than transiently (retried every minute).
+	StagingParkedObjects = "dicom_ingest_staging_parked_objects"
+	// StagingAdopted counts staged objects a task took over from the
+	// journal of a task that stopped (killed, crashed).
+	StagingAdopted = "dicom_ingest_staging_adopted_total"
+	// AuditWritable is 1 while a task writes association audit records,
+	// 0 while its last attempt failed (it refuses new associations).
+	AuditWritable = "dicom_ingest_audit_writable"
+	// TaskProtected is 1 while a task holds ECS scale-in protection.
+	TaskProtected = "dicom_ingest_task_protected"
 )
 
 // The labels published as CloudWatch dimensions (Dimensions).
@@ -143,6 +154,10 @@ var Kinds = map[string]Kind{
 	StagingBacklogAge:             Gauge,
 	StagingBacklogBytes:           Gauge,
 	StagingNoSpace:                Counter,
+	StagingParkedObjects:          Gauge,
+	StagingAdopted:                Counter,
+	AuditWritable:                 Gauge,
+	TaskProtected:                 Gauge,
 }
 
 // Statistics are the CloudWatch statistics that read a metric of each

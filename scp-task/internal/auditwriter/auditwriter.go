@@ -885,7 +885,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 	m := &metrics{
 		writable: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dicom_ingest_audit_writable",
+			Name: metricnames.AuditWritable,
 			Help: "1 while association audit records are being written, 0 while the last attempt failed (new associations are refused).",
 		}),
 		written: prometheus.NewCounter(prometheus.CounterOpts{

@@ -117,7 +117,7 @@ func New(opts Options) (*Protector, error) {
 		releaseAfter: opts.ReleaseAfter, client: opts.Client, log: opts.Logger.With("component", "task-protection"),
 		wake: make(chan struct{}, 1),
 		protected: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "dicom_ingest_task_protected", Help: "1 while the task holds ECS scale-in protection (as last set by the SCP).",
+			Name: metricnames.TaskProtected, Help: "1 while the task holds ECS scale-in protection (as last set by the SCP).",
 		}),
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_task_protection_updates_total", Help: "Scale-in protection set (enabled, renewals included) or released (disabled).",

@@ -193,7 +193,7 @@ func TestEndpointFailing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := metricnames.CheckRegistered(mfs, metricnames.TaskProtectionFailures); err != nil {
+	if err := metricnames.CheckRegistered(mfs, metricnames.TaskProtectionFailures, metricnames.TaskProtected); err != nil {
 		t.Error(err)
 	}
 	if testutil.ToFloat64(p.protected) != 0 {

@@ -16,8 +16,8 @@ const (
 	MetricBacklogAge     = metricnames.StagingBacklogAge
 	MetricBacklogBytes   = metricnames.StagingBacklogBytes
 	MetricBacklogObjects = "dicom_ingest_staging_backlog_objects"
-	MetricParked         = "dicom_ingest_staging_parked_objects"
-	MetricAdopted        = "dicom_ingest_staging_adopted_total"
+	MetricParked         = metricnames.StagingParkedObjects
+	MetricAdopted        = metricnames.StagingAdopted
 )
 
 type metrics struct {

@@ -443,7 +443,7 @@ func TestPublishedNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := metricnames.CheckRegistered(mfs, metricnames.StagingBacklogAge, metricnames.StagingBacklogBytes, metricnames.StagingNoSpace); err != nil {
+	if err := metricnames.CheckRegistered(mfs, metricnames.StagingBacklogAge, metricnames.StagingBacklogBytes, metricnames.StagingNoSpace, metricnames.StagingParkedObjects, metricnames.StagingAdopted); err != nil {
 		t.Error(err)
 	}
 }
