@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +88,7 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			errs[i] = h.message(mctx, m, budget)
+			errs[i] = h.recovered(m, log, func() error { return h.message(mctx, m, budget) })
 		})
 	}
 	wg.Wait()
@@ -98,6 +100,31 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 		}
 	}
 	return resp, nil
+}
+
+// recovered runs one message's handling, turning a panic into that
+// message's failure. Unrecovered, a panic in a message's goroutine ended
+// the process: the invocation failed as a whole (Runtime.ExitError), SQS
+// redelivered every message of the batch, and each receive counted towards
+// maxReceiveCount, so the batch's other messages, sharing batches with the
+// one that panics every time, could end in the dead-letter queue beside it.
+// The panic's value is logged only for a runtime error (an index out of
+// range, a nil dereference), whose text holds no data; any other value
+// could hold an object's key.
+func (h *ObjectHandler) recovered(m events.SQSMessage, log *slog.Logger, f func() error) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		what := fmt.Sprintf("a value of type %T", r)
+		if re, ok := r.(runtime.Error); ok {
+			what = re.Error()
+		}
+		log.Error("message handling panicked: a bug; the message fails alone", "messageId", m.MessageId, "panic", what, "stack", string(debug.Stack()))
+		err = fmt.Errorf("lambdaio: message handling panicked: %s", what)
+	}()
+	return f()
 }
 
 // reserveBeforeDeadline is how long before the invocation's deadline its
@@ -131,21 +158,26 @@ func (h *ObjectHandler) message(ctx context.Context, m events.SQSMessage, budget
 		if err != nil {
 			return fmt.Errorf("lambdaio: object key: %w", err)
 		}
-		if budget != nil {
-			share := min(max(r.S3.Object.Size, 1), h.ReadBudget)
-			if err := budget.Acquire(ctx, share); err != nil {
-				return fmt.Errorf("lambdaio: wait for memory to read the object: %w", err)
-			}
-			err = h.Process(ctx, key)
-			budget.Release(share)
-		} else {
-			err = h.Process(ctx, key)
-		}
-		if err != nil {
+		if err := h.process(ctx, key, r.S3.Object.Size, budget); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// process calls Process for one object within the read budget, released
+// however Process ends (a panic included, which recovered turns into the
+// message's failure).
+func (h *ObjectHandler) process(ctx context.Context, key string, size int64, budget *semaphore.Weighted) error {
+	if budget == nil {
+		return h.Process(ctx, key)
+	}
+	share := min(max(size, 1), h.ReadBudget)
+	if err := budget.Acquire(ctx, share); err != nil {
+		return fmt.Errorf("lambdaio: wait for memory to read the object: %w", err)
+	}
+	defer budget.Release(share)
+	return h.Process(ctx, key)
 }
 
 // ScheduleHandler runs Tick on each scheduled invocation.

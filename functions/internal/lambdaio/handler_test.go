@@ -41,6 +41,7 @@ func TestObjectHandler(t *testing.T) {
 		name     string
 		bucket   string
 		fail     map[string]bool
+		panics   map[string]any // the value Process panics with for a key
 		wantKeys []string
 		wantFail []string
 	}{
@@ -56,6 +57,20 @@ func TestObjectHandler(t *testing.T) {
 			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000001", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
 		},
 		{
+			// A bug that panics on one object fails its message alone: the
+			// process used to die with it, failing the whole batch.
+			name:     "a panic in processing fails only its message",
+			panics:   map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm": "incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm"},
+			wantKeys: []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
+			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000001", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
+		},
+		{
+			name:     "a runtime error in processing fails only its message",
+			panics:   map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm": nil},
+			wantKeys: []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
+			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000003", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
+		},
+		{
 			name:     "other bucket",
 			bucket:   "elsewhere",
 			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000001", "0f7a3c2e-1111-4a5b-9c3d-000000000003", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
@@ -67,10 +82,18 @@ func TestObjectHandler(t *testing.T) {
 				mu   sync.Mutex
 				keys []string
 			)
-			h := &ObjectHandler{Bucket: tt.bucket, Process: func(_ context.Context, key string) error {
+			var logs bytes.Buffer
+			h := &ObjectHandler{Bucket: tt.bucket, ReadBudget: 1, Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Process: func(_ context.Context, key string) error {
 				mu.Lock()
 				keys = append(keys, key)
 				mu.Unlock()
+				if v, ok := tt.panics[key]; ok {
+					if v == nil {
+						var m map[string]int
+						m[key]++ // a nil map: a runtime error
+					}
+					panic(v)
+				}
 				if tt.fail[key] {
 					return errors.New("boom")
 				}
@@ -79,6 +102,14 @@ func TestObjectHandler(t *testing.T) {
 			resp, err := h.Handle(context.Background(), loadSQS(t))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The read budget (one byte: one object at a time) was given
+			// back by the message that panicked, or the next one waited
+			// for it until the test's end.
+			for key := range tt.panics {
+				if strings.Contains(logs.String(), key) || strings.Contains(logs.String(), "1.2.3.4.5") {
+					t.Errorf("a panic's log names the object %q:\n%s", key, logs.String())
+				}
 			}
 			var failed []string
 			for _, f := range resp.BatchItemFailures {
