@@ -250,6 +250,29 @@ var schema = []string{
 	// linked once. Transactions of older databases have none: their next
 	// evaluation links them once more.
 	`ALTER TABLE commitments ADD COLUMN studies_digest TEXT NOT NULL DEFAULT '';`,
+
+	// 15: the studies each event names (pipeline.EventStudies), as
+	// commitment_studies links a transaction to its studies, so that the
+	// events of a study are those naming it anywhere: a Storage Commitment
+	// Completed names several, in its studies, which the study_uid column
+	// (studyInstanceUid alone) missed. addEvent links each new event; the
+	// events of older databases are linked here by the same rule, in SQL.
+	// The link replaces outbox_study; the study_uid column is no longer
+	// read (dropping it would rewrite every row).
+	`CREATE TABLE outbox_studies (
+		study_uid TEXT NOT NULL,
+		seq       INTEGER NOT NULL,
+		PRIMARY KEY (study_uid, seq)
+	) WITHOUT ROWID;
+	INSERT OR IGNORE INTO outbox_studies(study_uid, seq)
+		SELECT u, seq FROM (SELECT seq,
+			CASE WHEN json_valid(detail) THEN json_extract(detail, '$.studyInstanceUid') END AS u FROM outbox)
+		WHERE typeof(u) = 'text' AND u != '';
+	INSERT OR IGNORE INTO outbox_studies(study_uid, seq)
+		SELECT j.value, o.seq FROM outbox o, json_each(CASE WHEN json_valid(o.detail)
+			AND json_type(o.detail, '$.studies') = 'array' THEN o.detail ELSE '{}' END, '$.studies') j
+		WHERE j.type = 'text' AND j.value != '';
+	DROP INDEX outbox_study;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

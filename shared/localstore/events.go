@@ -109,23 +109,38 @@ func addEvent(ctx context.Context, tx *querier, ev Event, webhooks []string) err
 	if err != nil {
 		return fmt.Errorf("localstore: add event: %w", err)
 	}
-	_, err = tx.ExecContext(ctx,
+	var seq int64
+	err = tx.QueryRowContext(ctx,
 		`INSERT INTO outbox(id, time, source, detail_type, detail, webhooks_left, resources) VALUES (?, ?, ?, ?, ?, ?, ?)
-		 ON CONFLICT(id) DO NOTHING`,
-		ev.ID, unixNano(ev.Time), ev.Source, ev.DetailType, string(ev.Detail), string(left), string(res))
+		 ON CONFLICT(id) DO NOTHING RETURNING seq`,
+		ev.ID, unixNano(ev.Time), ev.Source, ev.DetailType, string(ev.Detail), string(left), string(res)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil // in the outbox already, with its links
+	}
 	if err != nil {
 		return fmt.Errorf("localstore: add event: %w", err)
+	}
+	for _, s := range pipeline.EventStudies(ev.Detail) {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox_studies(study_uid, seq) VALUES (?, ?) ON CONFLICT DO NOTHING`, s, seq); err != nil {
+			return fmt.Errorf("localstore: add event: link its studies: %w", err)
+		}
 	}
 	return nil
 }
 
 // EventFilter selects events for Events.
 type EventFilter struct {
-	DetailType string
-	Study      string // Study Instance UID the event is about
-	Since      time.Time
-	Until      time.Time
-	Contains   string // substring of the detail JSON
+	// DetailTypes selects events of any of these detail-types; none
+	// selects every type.
+	DetailTypes []string
+	// Study selects the events that name this Study Instance UID, wherever
+	// the event names studies (pipeline.EventStudies): the instance and
+	// study events of the study, and the Storage Commitment Completed
+	// events that list it.
+	Study    string
+	Since    time.Time
+	Until    time.Time
+	Contains string // substring of the detail JSON
 	// Before pages back: events older than this sequence number (the Next
 	// of the previous page). Tail lists forward, oldest first: the events
 	// newer than After, from the first event when After is 0. Without
@@ -170,41 +185,11 @@ func ParseEventCursor(c string, fromStart bool) (int64, error) {
 }
 
 // Events lists events in the outbox, newest first (oldest first with
-// After). Type and study go through indexes; a page costs its size, not
-// the outbox's.
+// After). Type and study go through indexes; a page of one type or of a
+// study costs its size, not the outbox's.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) { where, args = append(where, cond), append(args, v) }
-	if f.DetailType != "" {
-		add("detail_type = ?", f.DetailType)
-	}
-	if f.Study != "" {
-		add("study_uid = ?", f.Study)
-	}
-	if !f.Since.IsZero() {
-		add("time >= ?", boundNano(f.Since))
-	}
-	if !f.Until.IsZero() {
-		add("time <= ?", boundNano(f.Until))
-	}
-	if f.Contains != "" {
-		add("instr(detail, ?) > 0", f.Contains)
-	}
-	order := "DESC"
-	switch {
-	case f.Tail:
-		add("seq > ?", f.After)
-		order = "ASC"
-	case f.Before > 0:
-		add("seq < ?", f.Before)
-	}
-	q := `SELECT seq, id, time, source, detail_type, detail, resources FROM outbox`
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
+	q, args := eventsQuery(f)
 	limit := limitOr(f.Limit, 100)
-	q += " ORDER BY seq " + order + " LIMIT ?"
 	args = append(args, limit+1)
 	rows, err := db.read.QueryContext(ctx, q, args...)
 	if err != nil {
@@ -233,6 +218,54 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
 	return page, nil
+}
+
+// eventsQuery is Events' statement and its arguments, less the LIMIT's.
+// A study's events are read from its links (outbox_studies), in their
+// seq order: CROSS JOIN keeps SQLite from walking the whole outbox by
+// seq and probing each event's links instead.
+func eventsQuery(f EventFilter) (string, []any) {
+	var where []string
+	var args []any
+	add := func(cond string, v ...any) { where, args = append(where, cond), append(args, v...) }
+	from, seq := `outbox o`, `o.seq`
+	if f.Study != "" {
+		from, seq = `outbox_studies s CROSS JOIN outbox o ON o.seq = s.seq`, `s.seq`
+		add("s.study_uid = ?", f.Study)
+	}
+	switch len(f.DetailTypes) {
+	case 0:
+	case 1:
+		add("o.detail_type = ?", f.DetailTypes[0])
+	default:
+		in := make([]any, len(f.DetailTypes))
+		for i, t := range f.DetailTypes {
+			in[i] = t
+		}
+		add("o.detail_type IN (?"+strings.Repeat(", ?", len(in)-1)+")", in...)
+	}
+	if !f.Since.IsZero() {
+		add("o.time >= ?", boundNano(f.Since))
+	}
+	if !f.Until.IsZero() {
+		add("o.time <= ?", boundNano(f.Until))
+	}
+	if f.Contains != "" {
+		add("instr(o.detail, ?) > 0", f.Contains)
+	}
+	order := "DESC"
+	switch {
+	case f.Tail:
+		add(seq+" > ?", f.After)
+		order = "ASC"
+	case f.Before > 0:
+		add(seq+" < ?", f.Before)
+	}
+	q := `SELECT o.seq, o.id, o.time, o.source, o.detail_type, o.detail, o.resources FROM ` + from
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	return q + " ORDER BY " + seq + " " + order + " LIMIT ?", args
 }
 
 func clipped(s string) string {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,7 +18,9 @@ import (
 )
 
 // TestEventsPaging: newest first, a cursor to the next older page, type
-// and study filters, and After for tailing oldest first.
+// and study filters, and After for tailing oldest first. A study's events
+// are those that name it anywhere: event 8, a Storage Commitment
+// Completed, lists two studies (and had been found by neither).
 func TestEventsPaging(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
@@ -34,6 +37,8 @@ func TestEventsPaging(t *testing.T) {
 		evs = append(evs, pipeline.Event{ID: fmt.Sprint("e", i), DetailType: dt, Time: t0.Add(time.Duration(i) * time.Second),
 			Detail: json.RawMessage(fmt.Sprintf(`{"studyInstanceUid":%q,"n":%d}`, study, i))})
 	}
+	evs = append(evs, pipeline.Event{ID: "e8", DetailType: pipeline.DetailTypeCommitmentCompleted, Time: t0.Add(8 * time.Second),
+		Detail: json.RawMessage(`{"transactionUid":"9.9","studies":["1.2.4","1.2.9"],"studyCount":2,"studiesTruncated":false}`)})
 	if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
@@ -50,17 +55,27 @@ func TestEventsPaging(t *testing.T) {
 		want     []int64
 		wantNext string
 	}{
-		{"newest first", EventFilter{Limit: 3}, []int64{7, 6, 5}, "5"},
-		{"next page", EventFilter{Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
-		{"last page", EventFilter{Limit: 3, Before: 2}, []int64{1}, ""},
-		{"by study", EventFilter{Study: "1.2.4"}, []int64{6, 4, 2}, ""},
-		{"by study, paged", EventFilter{Study: "1.2.3", Limit: 2}, []int64{7, 5}, "5"},
-		{"by type", EventFilter{DetailType: pipeline.DetailTypeStudyReceived}, []int64{7}, ""},
+		{"newest first", EventFilter{Limit: 3}, []int64{8, 7, 6}, "6"},
+		{"next page", EventFilter{Limit: 3, Before: 6}, []int64{5, 4, 3}, "3"},
+		{"last page", EventFilter{Limit: 3, Before: 3}, []int64{2, 1}, ""},
+		{"by study", EventFilter{Study: "1.2.4"}, []int64{8, 6, 4, 2}, ""},
+		{"by study, paged", EventFilter{Study: "1.2.4", Limit: 2}, []int64{8, 6}, "6"},
+		{"by study, next page", EventFilter{Study: "1.2.4", Limit: 2, Before: 6}, []int64{4, 2}, ""},
+		{"by study, tail", EventFilter{Study: "1.2.4", Tail: true, After: 2, Limit: 2}, []int64{4, 6}, "6"},
+		{"by study, tail on", EventFilter{Study: "1.2.4", Tail: true, After: 6}, []int64{8}, ""},
+		{"a study only a commitment names", EventFilter{Study: "1.2.9"}, []int64{8}, ""},
+		{"by study and type", EventFilter{Study: "1.2.4", DetailTypes: []string{pipeline.DetailTypeCommitmentCompleted}}, []int64{8}, ""},
+		{"another study, paged", EventFilter{Study: "1.2.3", Limit: 2}, []int64{7, 5}, "5"},
+		{"by type", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, []int64{7}, ""},
+		{"by types", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{8, 7}, ""},
+		{"by types, paged", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3}, []int64{8, 6, 5}, "5"},
+		{"by types, next page", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
+		{"by types and study", EventFilter{Study: "1.2.3", DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{7}, ""},
 		{"tail after", EventFilter{After: 4, Tail: true, Limit: 2}, []int64{5, 6}, "6"},
 		{"tail from the start", EventFilter{Tail: true, Limit: 2}, []int64{1, 2}, "2"},
-		{"tail past the end", EventFilter{After: 7, Tail: true}, nil, ""},
-		{"since far past", EventFilter{Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
-		{"until far future", EventFilter{Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{7}, "7"},
+		{"tail past the end", EventFilter{After: 8, Tail: true}, nil, ""},
+		{"since far past", EventFilter{Since: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{8}, "8"},
+		{"until far future", EventFilter{Until: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), Limit: 1}, []int64{8}, "8"},
 		{"until far past", EventFilter{Until: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}, nil, ""},
 	}
 	for _, tt := range tests {
@@ -790,5 +805,122 @@ func TestAssociationNamesRefusedContexts(t *testing.T) {
 	}
 	if a, err := db.Association(ctx, "be"); err != nil || a.RefusedContexts != refused {
 		t.Errorf("association be: %+v, %v", a, err)
+	}
+}
+
+// TestEventStudiesFromOlderDatabase: migration 15 links the events of a
+// database from before it to their studies as addEvent links a new one
+// (pipeline.EventStudies), so a study's filter finds the Storage
+// Commitment Completed events recorded before the upgrade too.
+func TestEventStudiesFromOlderDatabase(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	sdb, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, sdb, schema[:14]); err != nil {
+		t.Fatal(err)
+	}
+	details := []string{
+		`{"studyInstanceUid":"1.2.3","sopInstanceUid":"1.2.3.4.5"}`,
+		`{"sopInstanceUid":"1.2.3.4.6"}`,
+		`{"transactionUid":"9.9","studies":["1.2.3","1.2.4"],"studyCount":2}`,
+		`{"transactionUid":"9.8","studies":[],"studyCount":0}`,
+		`{"studyInstanceUid":"1.2.4","studies":["1.2.4","","1.2.5"]}`,
+		`{"studyInstanceUid":"","studies":"1.2.6"}`,
+	} // every detail is JSON: outbox_study, on its studyInstanceUid, refused any other
+	for i, d := range details {
+		if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail) VALUES (?, 0, 's', 't', ?)`,
+			fmt.Sprintf("e%d", i+1), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sdb.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	want := map[string][]int64{}
+	for i, d := range details {
+		for _, s := range pipeline.EventStudies(json.RawMessage(d)) {
+			want[s] = append(want[s], int64(i+1))
+		}
+	}
+	got := map[string][]int64{}
+	rows, err := db.read.QueryContext(ctx, `SELECT study_uid, seq FROM outbox_studies ORDER BY study_uid, seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s string
+		var seq int64
+		if err := rows.Scan(&s, &seq); err != nil {
+			t.Fatal(err)
+		}
+		got[s] = append(got[s], seq)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("links after the upgrade (-EventStudies +migrated):\n%s", d)
+	}
+	p, err := db.Events(ctx, EventFilter{Study: "1.2.4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Events) != 2 || p.Events[0].Seq != 5 || p.Events[1].Seq != 3 {
+		t.Errorf("study 1.2.4's events after the upgrade: %+v, want 5 and 3", p.Events)
+	}
+}
+
+// TestEventsPlan: a study's events page reads the study's links in seq
+// order, not every event, and a page of one type its index.
+func TestEventsPlan(t *testing.T) {
+	db := openTest(t)
+	for _, tt := range []struct {
+		name  string
+		f     EventFilter
+		want  string
+		never []string
+	}{
+		{"study", EventFilter{Study: "1.2.3", Before: 100}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"study, tail", EventFilter{Study: "1.2.3", Tail: true}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq>?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"one type", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, "USING INDEX outbox_type_seq (detail_type=?)", []string{"SCAN o", "TEMP B-TREE"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			q, args := eventsQuery(tt.f)
+			rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q, append(args, 100)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			all := strings.Join(plan, "\n")
+			if !strings.Contains(all, tt.want) {
+				t.Errorf("plan lacks %q:\n%s", tt.want, all)
+			}
+			for _, n := range tt.never {
+				if strings.Contains(all, n) {
+					t.Errorf("plan has %q:\n%s", n, all)
+				}
+			}
+		})
 	}
 }

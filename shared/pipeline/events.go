@@ -402,3 +402,28 @@ func (p *Pipeline) publishCommitment(ctx context.Context, tx CommitmentTransacti
 	d.EventID = id
 	return p.publishOnce(ctx, id, DetailTypeCommitmentCompleted, d, []string{p.resource(tx.ResultKey)})
 }
+
+// EventStudies returns the studies an event's detail names, the one rule
+// for them: its studyInstanceUid (instance and study events; an Instance
+// Rejected whose header named one), then its studies (Storage Commitment
+// Completed: the first MaxListedStudies of its committed instances',
+// studyCount counting them all), without repeats and without empty
+// UIDs. A detail that is not a JSON object names none.
+func EventStudies(detail json.RawMessage) []string {
+	var d struct {
+		StudyInstanceUID string   `json:"studyInstanceUid"`
+		Studies          []string `json:"studies"`
+	}
+	if json.Unmarshal(detail, &d) != nil {
+		return nil
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range append([]string{d.StudyInstanceUID}, d.Studies...) {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
