@@ -173,7 +173,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 	if after {
 		var ok bool
 		if ct, cs, ok = parseCursor(q.Cursor); !ok {
-			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 	}
 	limit := pageLimit(q.Limit, 50, 500)
@@ -338,7 +338,7 @@ func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit i
 	if cursor != "" {
 		ct, cs, ok := parseCursor(cursor)
 		if !ok {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: cursor %q: %w", clipped(cursor), pipeline.ErrBadCursor)
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: cursor %q: %w", Clipped(cursor), pipeline.ErrBadCursor)
 		}
 		cond, args = " AND (time > ? OR (time = ? AND seq > ?))", append(args, ct, ct, cs)
 	}

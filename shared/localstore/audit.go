@@ -75,7 +75,7 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	if q.Cursor != "" {
 		ct, cs, ok := parseCursor(q.Cursor)
 		if !ok {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
 		args = append(args, ct, ct, cs)

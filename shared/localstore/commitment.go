@@ -217,7 +217,7 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 	if q.Cursor != "" {
 		ct, cs, ok := parseCursor(q.Cursor)
 		if !ok {
-			return CommitmentPage{}, fmt.Errorf("localstore: commitments: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+			return CommitmentPage{}, fmt.Errorf("localstore: commitments: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 		where, args = append(where, "(received_at < ? OR (received_at = ? AND rowid < ?))"), append(args, ct, ct, cs)
 	}

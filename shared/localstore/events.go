@@ -179,7 +179,7 @@ type EventPage struct {
 func ParseEventCursor(c string, fromStart bool) (int64, error) {
 	n, err := strconv.ParseInt(c, 10, 64)
 	if err != nil || n < 0 || n == 0 && !fromStart {
-		return 0, fmt.Errorf("localstore: event cursor %q: %w", clipped(c), pipeline.ErrBadCursor)
+		return 0, fmt.Errorf("localstore: event cursor %q: %w", Clipped(c), pipeline.ErrBadCursor)
 	}
 	return n, nil
 }
@@ -268,7 +268,9 @@ func eventsQuery(f EventFilter) (string, []any) {
 	return q + " ORDER BY " + seq + " " + order + " LIMIT ?", args
 }
 
-func clipped(s string) string {
+// Clipped is a value as an error message quotes it: at most 40 bytes
+// of it.
+func Clipped(s string) string {
 	if len(s) > 40 {
 		return s[:40] + "…"
 	}

@@ -173,7 +173,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	if q.Cursor != "" {
 		last, uid, ok := parseStudyCursor(q.Cursor)
 		if !ok {
-			return StudyPage{}, fmt.Errorf("localstore: search studies: cursor %q: %w", clipped(q.Cursor), pipeline.ErrBadCursor)
+			return StudyPage{}, fmt.Errorf("localstore: search studies: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 		add("(s.last_received < ? OR (s.last_received = ? AND s.study_uid > ?))", last, last, uid)
 	}

@@ -14,7 +14,8 @@ import (
 )
 
 // eventFilter reads the events' filters, shared by the page and the API:
-// type (one of eventTypes), study (Study Instance UID), contains (text in
+// type (one or more of eventTypes, comma-separated), study (Study
+// Instance UID: the events naming it anywhere), contains (text in
 // the detail), since, until, limit, and a cursor: before (the next value
 // of the previous page, newest first) or after (events newer than it,
 // oldest first; 0 from the first event).
@@ -23,15 +24,15 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 	before, _ := p.eventCursor("before", false)
 	after, tail := p.eventCursor("after", true)
 	f := localstore.EventFilter{
-		DetailType: p.oneOf("type", eventTypes),
-		Study:      p.text("study"),
-		Contains:   p.raw("contains"),
-		Since:      p.time("since", false),
-		Until:      p.time("until", true),
-		Before:     before,
-		After:      after,
-		Tail:       tail,
-		Limit:      p.limit(),
+		DetailTypes: p.someOf("type", eventTypes),
+		Study:       p.text("study"),
+		Contains:    p.raw("contains"),
+		Since:       p.time("since", false),
+		Until:       p.time("until", true),
+		Before:      before,
+		After:       after,
+		Tail:        tail,
+		Limit:       p.limit(),
 	}
 	if err := p.err(); err != nil {
 		return f, err
@@ -81,6 +82,10 @@ type eventDetail struct {
 	InstanceCount    int                    `json:"instanceCount"`
 	SeriesCount      int                    `json:"seriesCount"`
 	Version          int64                  `json:"version"`
+	CommitOutcome    string                 `json:"outcome"`
+	CommittedCount   int                    `json:"committedCount"`
+	FailedCount      int                    `json:"failedCount"`
+	StudyCount       int                    `json:"studyCount"`
 	Patient          *pipeline.EventPatient `json:"patient"`
 }
 
@@ -96,7 +101,11 @@ func rowOf(e localstore.StoredEvent) eventRow {
 		row.Outcome = "unreadable detail"
 		return row
 	}
-	row.Study = d.StudyInstanceUID
+	// The first study the event names: a Storage Commitment Completed's
+	// first listed study (its outcome counts them all).
+	if studies := pipeline.EventStudies(e.Detail); len(studies) > 0 {
+		row.Study = studies[0]
+	}
 	if p := d.Patient; p != nil {
 		row.Patient = p.PatientID
 		if p.Name != nil && p.Name.Alphabetic != nil {
@@ -130,6 +139,10 @@ func rowOf(e localstore.StoredEvent) eventRow {
 		if len(d.Modalities) > 0 {
 			row.Outcome += " · " + strings.Join(d.Modalities, ", ")
 		}
+	case pipeline.DetailTypeCommitmentCompleted:
+		row.Outcome = fmt.Sprintf("%s: %d committed, %d failed · %s", d.CommitOutcome, d.CommittedCount, d.FailedCount,
+			plural(d.StudyCount, "study", "studies"))
+		row.Bad = d.FailedCount > 0
 	default:
 		row.Outcome = "—"
 	}

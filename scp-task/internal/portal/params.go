@@ -58,6 +58,26 @@ func (p *params) oneOf(name string, choices []string) string {
 	return s
 }
 
+// someOf is name's values, a comma-separated list of choices (given
+// once, as every parameter): type=Study Received,Study Updated. Empty
+// items are skipped; an item that is not one of choices is refused,
+// named, so that a misspelt one is not a filter that finds nothing.
+func (p *params) someOf(name string, choices []string) []string {
+	var out []string
+	for item := range strings.SplitSeq(p.raw(name), ",") {
+		item = strings.TrimSpace(item)
+		switch {
+		case item == "" || slices.Contains(out, item):
+		case !slices.Contains(choices, item):
+			p.refuse(name, fmt.Sprintf("one or more of %s, comma-separated: %q is not one", localstore.OneOf(choices), localstore.Clipped(item)))
+			return nil
+		default:
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 // limit is the number of rows a page asks for: 0 or none is the page's
 // default, and a number past the page's largest gets the largest (the
 // store caps it), even one past what an int holds.

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -156,6 +157,7 @@ var funcs = template.FuncMap{
 	// outcomes are those the audit trail writes.
 	"outcomes":           func() []string { return pipeline.AuditOutcomes },
 	"eventTypes":         func() []string { return eventTypes },
+	"eventTypeFilters":   func() []string { return eventTypeFilters },
 	"commitmentOutcomes": func() []string { return commitmentOutcomes },
 	"commitmentRefused":  func() string { return associationaudit.EventCommitmentRefused },
 }
@@ -163,6 +165,12 @@ var funcs = template.FuncMap{
 // eventTypes are the detail-types the pipeline publishes, as the Events
 // page offers them and its filter accepts them.
 var eventTypes = pipeline.DetailTypes
+
+// eventTypeFilters are the Events page's choices of type: each type, and
+// the study events together (the types of pipeline.md's example rule).
+// The filter takes any comma-separated list of eventTypes; the page shows
+// one it does not offer as a choice of its own, so that it keeps it.
+var eventTypeFilters = append(slices.Clone(eventTypes), pipeline.DetailTypeStudyReceived+","+pipeline.DetailTypeStudyUpdated)
 
 var pages = template.Must(template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html"))
 

@@ -1,0 +1,70 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"html"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// TestEventsByStudyAndTypes: a study's events are every event that names
+// it, a Storage Commitment Completed listing it among its studies too
+// (study= found only the events whose studyInstanceUid it was), and type
+// takes a comma-separated list of types (one type a query, before); the
+// Events page keeps a list it does not offer as a choice.
+func TestEventsByStudyAndTypes(t *testing.T) {
+	srv, db := newTestServer(t) // its e1, seq 1: Study Received of 1.2.3
+	evs := []pipeline.Event{
+		{ID: "e2", DetailType: pipeline.DetailTypeInstanceStored, Detail: json.RawMessage(`{"studyInstanceUid":"1.2.3"}`)},
+		{ID: "e3", DetailType: pipeline.DetailTypeCommitmentCompleted, Detail: json.RawMessage(
+			`{"transactionUid":"9.9","outcome":"committed","committedCount":3,"failedCount":0,"studies":["1.2.3","1.2.4"],"studyCount":2}`)},
+		{ID: "e4", DetailType: pipeline.DetailTypeStudyUpdated, Detail: json.RawMessage(`{"studyInstanceUid":"1.2.4"}`)},
+	}
+	for i := range evs {
+		evs[i].Time = t0.Add(time.Duration(i+1) * time.Second)
+	}
+	if _, err := db.Outbox(nil).Publish(context.Background(), evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		query string
+		want  []int64
+	}{
+		{"study=1.2.3", []int64{3, 2, 1}},
+		{"study=1.2.4", []int64{4, 3}},
+		{"study=1.2.4&limit=1&before=4", []int64{3}},
+		{"study=1.2.3&after=1", []int64{2, 3}},
+		{"type=" + url.QueryEscape("Study Received,Storage Commitment Completed"), []int64{3, 1}},
+		{"type=" + url.QueryEscape("Study Received, Study Updated,") + "&study=1.2.4", []int64{4}},
+		{"type=" + url.QueryEscape("Instance Stored"), []int64{2}},
+	} {
+		t.Run(tt.query, func(t *testing.T) {
+			code, _, body := get(t, srv.URL+"/api/events?"+tt.query, "")
+			var page struct{ Events []struct{ Seq int64 } }
+			if err := json.Unmarshal([]byte(body), &page); code != 200 || err != nil {
+				t.Fatalf("%d %v %.300s", code, err, body)
+			}
+			var got []int64
+			for _, e := range page.Events {
+				got = append(got, e.Seq)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("seqs %v, want %v", got, tt.want)
+			}
+		})
+	}
+	_, _, body := get(t, srv.URL+"/events?type="+url.QueryEscape("Instance Stored,Study Updated"), "")
+	if body = html.UnescapeString(body); !strings.Contains(body, "<option selected>Instance Stored,Study Updated</option>") {
+		t.Errorf("the Events page does not keep the types it lists:\n%.2000s", body)
+	}
+	_, _, body = get(t, srv.URL+"/events?study=1.2.4", "")
+	if !strings.Contains(body, "committed: 3 committed, 0 failed · 2 studies") || !strings.Contains(body, `data-seq="3"`) {
+		t.Errorf("the study's Events page lacks the commitment naming it:\n%.3000s", body)
+	}
+}
