@@ -314,7 +314,9 @@ type Publisher struct {
 	MaxAttempts int           // per webhook and event; 0 means 8
 	BaseBackoff time.Duration // first retry delay, doubled each time; 0 means 500ms
 	MaxBackoff  time.Duration // 0 means 1 minute
-	Poll        time.Duration // how often the outbox is re-read without a Notify; 0 means 1s
+	// Poll is how often the outbox is re-read without a Notify; 0 means
+	// 1s. A webhook retry is tried when it falls due, not at the next Poll.
+	Poll time.Duration
 
 	notify   chan struct{} // the log's loop
 	notifyWH chan struct{} // the webhooks' loop
@@ -393,21 +395,34 @@ func (p *Publisher) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.loop(ctx, p.notifyWH, "webhook delivery", p.flushWebhooks)
+		p.loop(ctx, p.notifyWH, "webhook delivery", p.flushWebhooks, p.nextWebhookTry)
 	}()
-	p.loop(ctx, p.notify, "event delivery", p.flushLog)
+	p.loop(ctx, p.notify, "event delivery", p.flushLog, nil)
 	<-done
 	return nil
 }
 
-// loop runs flush now, on each notification (after letting more gather)
-// and every Poll, until ctx is done, logging its errors as what.
-func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what string, flush func(context.Context) error) {
+// loop runs flush now, on each notification (after letting more gather),
+// every Poll and, when next gives one, at the time the next delivery
+// falls due, until ctx is done, logging its errors as what. A retry due
+// in 500 ms waited for the next Poll, about a second, before next.
+func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what string, flush func(context.Context) error,
+	next func(now time.Time) (time.Time, bool)) {
 	t := time.NewTicker(p.Poll)
 	defer t.Stop()
+	due := time.NewTimer(p.Poll)
+	defer due.Stop()
 	for {
 		if err := flush(ctx); err != nil && ctx.Err() == nil {
 			p.Logger.Warn(what, "err", err)
+		}
+		due.Stop()
+		var dueC <-chan time.Time
+		if next != nil {
+			if at, ok := next(time.Now()); ok {
+				due.Reset(time.Until(at))
+				dueC = due.C
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -421,8 +436,39 @@ func (p *Publisher) loop(ctx context.Context, notify <-chan struct{}, what strin
 			case <-time.After(notifyCoalesce):
 			}
 		case <-t.C:
+		case <-dueC:
 		}
 	}
+}
+
+// nextWebhookTry is when the next webhook delivery waiting for its time
+// falls due after now: a retry at the end of its backoff, or an event
+// held back while its webhook is paused (downUntil), as deliver decides.
+// A delivery due already (a flush that failed before it) is left to the
+// next Poll, so that a failing flush is not run again at once.
+func (p *Publisher) nextWebhookTry(now time.Time) (time.Time, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var next time.Time
+	consider := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for k, t := range p.nextTry {
+		consider(later(t, p.downUntil[k.url]))
+	}
+	for _, t := range p.downUntil {
+		consider(t)
+	}
+	return next, !next.IsZero()
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // notifyCoalesce is how long the publisher lets notifications gather.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -562,4 +563,85 @@ func (h *hungPoster) Do(req *http.Request) (*http.Response, error) {
 	case <-req.Context().Done():
 	}
 	return nil, errors.New("webhook hung")
+}
+
+// TestWebhookRetriedWhenDue: a webhook that fails once is tried again
+// when its backoff ends, not at the next Poll: retries were found by the
+// once-a-second poll, so a retry_in of 500 ms came about a second later.
+// Poll is an hour here, so only the retry's own time can bring it; the
+// retry comes no earlier than its backoff after the failure.
+func TestWebhookRetriedWhenDue(t *testing.T) {
+	const backoff = 100 * time.Millisecond
+	var mu sync.Mutex
+	var tries []time.Time
+	retried := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		tries = append(tries, time.Now())
+		switch len(tries) {
+		case 1:
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		case 2:
+			close(retried)
+		}
+	}))
+	defer srv.Close()
+	db := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Publisher{DB: db, BaseBackoff: backoff, Poll: time.Hour}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	ev := pipeline.Event{ID: "e1", DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Detail: json.RawMessage(`{}`)}
+	if _, err := db.Outbox([]string{srv.URL}).Publish(ctx, []pipeline.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	p.Notify()
+	select {
+	case <-retried:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the failed delivery was not tried again within 30 s: retries wait for the hourly Poll")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if gap := tries[1].Sub(tries[0]); gap < backoff {
+		t.Errorf("retried %v after the failure, before its backoff of %v", gap, backoff)
+	}
+}
+
+// TestNextWebhookTry: the time the webhooks' loop wakes for is the
+// earliest retry, held back while its webhook is paused; none when
+// nothing waits, or only what is due already (the next Poll's).
+func TestNextWebhookTry(t *testing.T) {
+	now := t0
+	at := func(d time.Duration) time.Time { return now.Add(d) }
+	for _, tt := range []struct {
+		name    string
+		nextTry map[retryKey]time.Time
+		down    map[string]time.Time
+		want    time.Time
+	}{
+		{"nothing waits", nil, nil, time.Time{}},
+		{"earliest retry", map[retryKey]time.Time{{"a", "u"}: at(2 * time.Second), {"b", "u"}: at(500 * time.Millisecond)}, nil, at(500 * time.Millisecond)},
+		{"paused webhook", map[retryKey]time.Time{{"a", "u"}: at(100 * time.Millisecond)}, map[string]time.Time{"u": at(300 * time.Millisecond)}, at(300 * time.Millisecond)},
+		{"held back by a pause alone", nil, map[string]time.Time{"u": at(time.Second)}, at(time.Second)},
+		{"due already", map[retryKey]time.Time{{"a", "u"}: at(-time.Second)}, map[string]time.Time{"u": at(-time.Second)}, time.Time{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Publisher{}
+			p.init()
+			maps.Copy(p.nextTry, tt.nextTry)
+			maps.Copy(p.downUntil, tt.down)
+			got, ok := p.nextWebhookTry(now)
+			if ok != !tt.want.IsZero() || !got.Equal(tt.want) {
+				t.Errorf("nextWebhookTry = %v, %v; want %v", got, ok, tt.want)
+			}
+		})
+	}
 }
