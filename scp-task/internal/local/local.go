@@ -204,12 +204,13 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	db := l.db
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: l.files,
-		Thumbnails:  thumbnail.New(l.files.OpenRange, thumbnail.Options{}),
-		Counters:    l.portalCounters,
-		Health:      func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
-		Logger:      cfg.Logger.With("component", "portal"),
-		Names:       cfg.Names,
-		Commitments: db.CommitmentStore(),
+		ObjectURLBase: l.objectURLBase,
+		Thumbnails:    thumbnail.New(l.files.OpenRange, thumbnail.Options{}),
+		Counters:      l.portalCounters,
+		Health:        func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
+		Logger:        cfg.Logger.With("component", "portal"),
+		Names:         cfg.Names,
+		Commitments:   db.CommitmentStore(),
 	}
 	l.http, ln = portalServer(ps.Handler(), ln)
 	l.http.ErrorLog = jsonlog.ServerErrors(log, "portal")

@@ -54,6 +54,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	page.Rebase(s.ObjectURLBase)
 	s.writeJSON(w, page)
 }
 
@@ -155,6 +156,7 @@ func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		var page localstore.EventPage
 		if page, err = s.Events.Events(r.Context(), f); err == nil {
+			page.Rebase(s.ObjectURLBase)
 			rows := make([]eventRow, 0, len(page.Events))
 			for _, e := range page.Events {
 				rows = append(rows, rowOf(e))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"html"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
@@ -66,5 +67,32 @@ func TestEventsByStudyAndTypes(t *testing.T) {
 	_, _, body = get(t, srv.URL+"/events?study=1.2.4", "")
 	if !strings.Contains(body, "committed: 3 committed, 0 failed · 2 studies") || !strings.Contains(body, `data-seq="3"`) {
 		t.Errorf("the study's Events page lacks the commitment naming it:\n%.3000s", body)
+	}
+}
+
+// TestEventsPointAtThePortalAsItIsNow: an event recorded while the portal
+// listened on :8080 is served, once it listens on :9090, pointing at
+// :9090, so that a consumer reading /api/events can fetch what it names.
+func TestEventsPointAtThePortalAsItIsNow(t *testing.T) {
+	srv, db := newTestServer(t) // its ObjectURLBase empty
+	const old, now = "http://127.0.0.1:8080/objects/", "http://127.0.0.1:9090/objects/"
+	ev := pipeline.Event{ID: "e9", DetailType: pipeline.DetailTypeInstanceStored, Time: t0, Resources: []string{old + "incoming/a.dcm"},
+		Detail: json.RawMessage(`{"studyInstanceUid":"7.7","objectKey":"incoming/a.dcm","objectUri":"` + old + `incoming/a.dcm"}`)}
+	if _, err := db.Outbox(nil).Publish(context.Background(), []pipeline.Event{ev}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, body := get(t, srv.URL+"/api/events?study=7.7", "")
+	if strings.Count(body, old+"incoming/a.dcm") != 2 {
+		t.Fatalf("without an ObjectURLBase the event is served as recorded:\n%s", body)
+	}
+	s := &Server{Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db,
+		Logger: errorLogger(t), ObjectURLBase: now}
+	moved := httptest.NewServer(s.Handler())
+	defer moved.Close()
+	for _, path := range []string{"/api/events?study=7.7", "/events?study=7.7"} {
+		_, _, body = get(t, moved.URL+path, "")
+		if strings.Contains(body, old) || !strings.Contains(body, now+"incoming/a.dcm") {
+			t.Errorf("%s: the event points at the portal of its time:\n%.3000s", path, body)
+		}
 	}
 }

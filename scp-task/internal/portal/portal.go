@@ -103,8 +103,13 @@ type Server struct {
 	Audit        AuditReader
 	Associations AssociationReader
 	Events       EventReader
-	Objects      ObjectOpener        // nil: object links answer 404
-	Thumbnails   *thumbnail.Renderer // nil: series show no preview
+	Objects      ObjectOpener // nil: object links answer 404
+	// ObjectURLBase is the portal's /objects/ URL as clients reach it now
+	// (http://127.0.0.1:8080/objects/): the events it serves point there,
+	// whatever address the portal had when they were recorded
+	// (localstore.EventPage.Rebase). "": as recorded.
+	ObjectURLBase string
+	Thumbnails    *thumbnail.Renderer // nil: series show no preview
 	// Commitments shows the Storage Commitment transactions, on their page
 	// and each study's; nil shows none.
 	Commitments CommitmentReader
