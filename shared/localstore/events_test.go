@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -330,28 +331,15 @@ func TestReconcileLog(t *testing.T) {
 // logged event gets a watermark before its first unlogged one.
 func TestLogWatermarkFromOlderDatabase(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	sdb, err := openSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, sdb, schema[:7]); err != nil {
-		t.Fatal(err)
-	}
-	for i, logged := range []int{1, 1, 0, 0} {
-		if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail, logged) VALUES (?, 0, 's', 't', '{}', ?)`,
-			fmt.Sprintf("e%d", i+1), logged); err != nil {
-			t.Fatal(err)
+	db := openOlderDatabase(t, 7, func(sdb *sql.DB) error {
+		for i, logged := range []int{1, 1, 0, 0} {
+			if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail, logged) VALUES (?, 0, 's', 't', '{}', ?)`,
+				fmt.Sprintf("e%d", i+1), logged); err != nil {
+				return err
+			}
 		}
-	}
-	if err := sdb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+		return nil
+	})
 	logPath := filepath.Join(t.TempDir(), "events.log")
 	p := &Publisher{DB: db, LogPath: logPath}
 	if got, err := p.loggedSeq(ctx); err != nil || got != 2 {

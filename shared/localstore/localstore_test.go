@@ -2,10 +2,12 @@ package localstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +26,54 @@ func openTest(t *testing.T) *DB {
 }
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+
+// openOlderDatabase opens, with today's schema, a database that fill
+// wrote at schema version (a database of an older build): the upgrade's
+// migrations run on what fill left.
+func openOlderDatabase(t *testing.T, version int, fill func(*sql.DB) error) *DB {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "old.db")
+	sdb, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := migrate(ctx, sdb, schema[:version]); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(fill(sdb), sdb.Close()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// queryPlan is SQLite's plan for stmt, one step a line.
+func queryPlan(t *testing.T, db *DB, stmt string, args ...any) string {
+	t.Helper()
+	rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+stmt, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(plan, "\n")
+}
 
 func inst(series, sop, sha string, at time.Duration) pipeline.InstanceRecord {
 	return pipeline.InstanceRecord{

@@ -2,10 +2,10 @@ package localstore
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -417,24 +417,7 @@ func TestStudyRejectsPlan(t *testing.T) {
 		{"study rejects", studyRejectsSQL, []any{"1.2.3", pipeline.OutcomeRejected, 1000}},
 	} {
 		t.Run(q.name, func(t *testing.T) {
-			rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q.stmt, q.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			all := strings.Join(plan, "\n")
+			all := queryPlan(t, db, q.stmt, q.args...)
 			for _, want := range []string{"SEARCH a USING INDEX audit_study_outcome (study_uid=? AND outcome=?)", "SEARCH i USING COVERING INDEX sqlite_autoindex_instances_1 (sop_uid=?)"} {
 				if !strings.Contains(all, want) {
 					t.Errorf("plan lacks %q:\n%s", want, all)
@@ -567,20 +550,7 @@ func TestAssociations(t *testing.T) {
 		t.Errorf("an association of a dead run: %+v, %v", d, err)
 	}
 	// The dead runs are read through their index, not a scan of the trail.
-	var plan string
-	rows, err := db.read.QueryContext(ctx, `EXPLAIN QUERY PLAN `+deadRunsQuery)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan += detail + "\n"
-	}
+	plan := queryPlan(t, db, deadRunsQuery)
 	if !strings.Contains(plan, "USING INDEX audit_unclean") {
 		t.Errorf("dead runs' plan:\n%s", plan)
 	}
@@ -814,14 +784,6 @@ func TestAssociationNamesRefusedContexts(t *testing.T) {
 // Commitment Completed events recorded before the upgrade too.
 func TestEventStudiesFromOlderDatabase(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "old.db")
-	sdb, err := openSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, sdb, schema[:14]); err != nil {
-		t.Fatal(err)
-	}
 	details := []string{
 		`{"studyInstanceUid":"1.2.3","sopInstanceUid":"1.2.3.4.5"}`,
 		`{"sopInstanceUid":"1.2.3.4.6"}`,
@@ -830,20 +792,15 @@ func TestEventStudiesFromOlderDatabase(t *testing.T) {
 		`{"studyInstanceUid":"1.2.4","studies":["1.2.4","","1.2.5"]}`,
 		`{"studyInstanceUid":"","studies":"1.2.6"}`,
 	} // every detail is JSON: outbox_study, on its studyInstanceUid, refused any other
-	for i, d := range details {
-		if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail) VALUES (?, 0, 's', 't', ?)`,
-			fmt.Sprintf("e%d", i+1), d); err != nil {
-			t.Fatal(err)
+	db := openOlderDatabase(t, 14, func(sdb *sql.DB) error {
+		for i, d := range details {
+			if _, err := sdb.Exec(`INSERT INTO outbox(id, time, source, detail_type, detail) VALUES (?, 0, 's', 't', ?)`,
+				fmt.Sprintf("e%d", i+1), d); err != nil {
+				return err
+			}
 		}
-	}
-	if err := sdb.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
+		return nil
+	})
 	want := map[string][]int64{}
 	for i, d := range details {
 		for _, s := range pipeline.EventStudies(json.RawMessage(d)) {
@@ -895,24 +852,7 @@ func TestEventsPlan(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q, args := eventsQuery(tt.f)
-			rows, err := db.read.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+q, append(args, 100)...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			all := strings.Join(plan, "\n")
+			all := queryPlan(t, db, q, append(args, 100)...)
 			if !strings.Contains(all, tt.want) {
 				t.Errorf("plan lacks %q:\n%s", tt.want, all)
 			}
