@@ -329,8 +329,40 @@ func thirdStopSignalChild() {
 // slash), so it read as two portals; two named the data directory (the
 // open's timing, "data directory opened", and "local mode started").
 func TestStartLogNamesEachPlaceOnce(t *testing.T) {
-	free := "127.0.0.1:0"
 	dataDir := t.TempDir()
+	logs := startAndStopLocal(t, dataDir)
+	for _, tc := range []struct {
+		key  string
+		good func(v string) bool
+	}{
+		{"portal", func(url string) bool { return strings.HasPrefix(url, "http://127.0.0.1:") }},
+		{"data_dir", func(dir string) bool { return dir == dataDir }},
+	} {
+		var naming []string
+		var value string
+		for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+			var m map[string]any
+			if err := json.Unmarshal([]byte(line), &m); err != nil {
+				t.Fatalf("not JSON: %q", line)
+			}
+			if v, ok := m[tc.key]; ok {
+				naming = append(naming, line)
+				value, _ = v.(string)
+			}
+		}
+		if len(naming) != 1 {
+			t.Errorf("%d start lines name %s, want 1:\n%s", len(naming), tc.key, strings.Join(naming, "\n"))
+		} else if !tc.good(value) {
+			t.Errorf("%s %q is not what to open", tc.key, value)
+		}
+	}
+}
+
+// startAndStopLocal runs local mode on dataDir on free loopback ports until
+// it listens, stops it, and returns its log.
+func startAndStopLocal(t *testing.T, dataDir string) string {
+	t.Helper()
+	free := "127.0.0.1:0"
 	cfg, err := config.Load([]string{"--local", "--data-dir", dataDir, "--listen", free, "--health-listen", free, "--portal-listen", free}, envOf(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -350,29 +382,50 @@ func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		key  string
-		good func(v string) bool
-	}{
-		{"portal", func(url string) bool { return strings.HasPrefix(url, "http://127.0.0.1:") }},
-		{"data_dir", func(dir string) bool { return dir == dataDir }},
-	} {
-		var naming []string
-		var value string
-		for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
-			var m map[string]any
-			if err := json.Unmarshal([]byte(line), &m); err != nil {
-				t.Fatalf("not JSON: %q", line)
-			}
-			if v, ok := m[tc.key]; ok {
-				naming = append(naming, line)
-				value, _ = v.(string)
-			}
+	return logs.String()
+}
+
+// TestDataDirEntriesDocumented: every file and directory a start leaves in
+// the data directory is a row of local-mode.md's "In DATA_DIR" table, where
+// a new user of make run looks up what ./data holds (and what of it holds
+// patient data). audit-runs/, the SCP's run markers, was in ./data after
+// the first start but in no row.
+func TestDataDirEntriesDocumented(t *testing.T) {
+	dataDir := filepath.Join(t.TempDir(), "data")
+	startAndStopLocal(t, dataDir)
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "local-mode.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(string(doc), "\n") {
+		if strings.HasPrefix(l, "| `") {
+			first, _, _ := strings.Cut(strings.TrimPrefix(l, "| "), " |")
+			rows = append(rows, first)
 		}
-		if len(naming) != 1 {
-			t.Errorf("%d start lines name %s, want 1:\n%s", len(naming), tc.key, strings.Join(naming, "\n"))
-		} else if !tc.good(value) {
-			t.Errorf("%s %q is not what to open", tc.key, value)
+	}
+	if len(rows) == 0 {
+		t.Fatal("local-mode.md has no \"In DATA_DIR\" rows: the pattern no longer matches the table")
+	}
+	ents, err := os.ReadDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) < 3 {
+		t.Fatalf("the start left %d entries in the data directory", len(ents))
+	}
+	for _, e := range ents {
+		name := strings.TrimSuffix(strings.TrimSuffix(e.Name(), "-wal"), "-shm") // SQLite's companions go with their database
+		want := "`" + name + "`"
+		if e.IsDir() {
+			want = "`" + name + "/" // objects/incoming/…, audit-runs/…
+		}
+		found := false
+		for _, r := range rows {
+			found = found || strings.Contains(r, want)
+		}
+		if !found {
+			t.Errorf("the data directory holds %s, which no row of local-mode.md's \"In DATA_DIR\" table names (as %s)", e.Name(), want)
 		}
 	}
 }
