@@ -293,6 +293,51 @@ func TestKitContent(t *testing.T) {
 	}
 }
 
+// TestKeysBeforeTheEdgeIsSetUp: the README's VPN set-up says what to do
+// with the pre-shared keys before its commands install and load them. It
+// said "Edit swanctl-secrets.conf first" after them, so an administrator
+// following it in order loaded the placeholders.
+func TestKeysBeforeTheEdgeIsSetUp(t *testing.T) {
+	env, outs := loadExample(t)
+	for _, tc := range []struct {
+		name string
+		psks map[int]string
+		says string
+	}{
+		{"placeholders", nil, "First put the pre-shared keys into `" + SecretsFileName + "`: replace each `REPLACE_WITH_…` value"},
+		{"keys", map[int]string{1: "k1", 2: "k2"}, "`" + SecretsFileName + "` holds the pre-shared keys"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := exampleOpts(t, outs, "example-hospital")
+			opts.PSKs = tc.psks
+			k, err := Build(env, "example-hospital", outs, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := k.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var readme string
+			for _, f := range files {
+				if f.Name == "README.md" {
+					readme = string(f.Data)
+				}
+			}
+			setUp, _, ok := strings.Cut(readme, "install -m 600 swanctl.conf")
+			if !ok {
+				t.Fatal("README.md has no install command")
+			}
+			if _, section, _ := strings.Cut(setUp, "## Set up the VPN edge"); !strings.Contains(strings.Join(strings.Fields(section), " "), tc.says) {
+				t.Errorf("README.md's VPN set-up does not say %q before installing:\n%s", tc.says, section)
+			}
+			if strings.Contains(readme, "Edit `"+SecretsFileName+"` first") {
+				t.Error("README.md still says to edit the secrets file after the commands that install it")
+			}
+		})
+	}
+}
+
 // TestSecretsOnlyInSecretsFile: keys appear in the secrets file and nowhere else.
 func TestSecretsOnlyInSecretsFile(t *testing.T) {
 	env, outs := loadExample(t)
