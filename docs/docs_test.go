@@ -1,6 +1,7 @@
 package docs
 
 import (
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -153,13 +154,15 @@ func TestConformanceStatementFacts(t *testing.T) {
 // (the onboarding kit hands every site this statement beside its README,
 // which renders them from the code), and the copies of the commitment
 // result's backoff and of the S3 put timeout's default in configuration.md,
-// pipeline.md and alarms.md, which nothing checked. A change of a default or
-// of the backoff fails here until the prose says it too, as the tables do
+// pipeline.md and alarms.md, which nothing checked, and deploy.md's CDK CLI
+// version (.tools/node's pin). A change of a default, of the backoff or of
+// the pin fails here until the prose says it too, as the tables do
 // (TestConformanceStatementFacts).
 func TestProseFacts(t *testing.T) {
 	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
 	firstRetry, maxRetry := duration(pipeline.CommitmentReportFirstRetry), duration(pipeline.CommitmentReportMaxRetry)
 	put := duration(objectstore.DefaultPutTimeout)
+	cdkCLI := nodeToolVersion(t, "aws-cdk")
 	for _, f := range []struct {
 		doc  string
 		says []string
@@ -183,6 +186,9 @@ func TestProseFacts(t *testing.T) {
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
 		}},
+		{filepath.Join("operations", "deploy.md"), []string{
+			"the CDK CLI `aws-cdk@" + cdkCLI + "`",
+		}},
 	} {
 		b, err := os.ReadFile(f.doc)
 		if err != nil {
@@ -195,6 +201,27 @@ func TestProseFacts(t *testing.T) {
 			}
 		}
 	}
+}
+
+// nodeToolVersion is the version .tools/node/package.json pins name at, the
+// one make synth and make deploy install.
+func nodeToolVersion(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", ".tools", "node", "package.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pkg struct {
+		Dependencies map[string]string `json:"dependencies"`
+	}
+	if err := json.Unmarshal(b, &pkg); err != nil {
+		t.Fatalf(".tools/node/package.json: %v", err)
+	}
+	v := pkg.Dependencies[name]
+	if v == "" {
+		t.Fatalf(".tools/node/package.json pins no %s", name)
+	}
+	return v
 }
 
 // kib writes a whole number of KiB as the statement does: 1 KiB.

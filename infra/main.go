@@ -1,7 +1,9 @@
-// Command infra is the dicom-ingest CDK app. cdk.json runs it:
+// Command infra is the dicom-ingest CDK app. cdk.json runs it, through the
+// CDK CLI pinned in .tools/node (a bare `npx cdk` fetches whatever CLI is
+// newest):
 //
-//	npx cdk synth -c env=dev        # templates for infra/config/dev.json
-//	npx cdk deploy -c env=prod      # deploy prod
+//	make synth ENV=dev              # templates for infra/config/dev.json
+//	make deploy ENV=prod            # deploy prod
 //
 // Context keys (all optional except env): configDir (default infra/config),
 // functionsDir (default build/functions, from `make build-functions`),
