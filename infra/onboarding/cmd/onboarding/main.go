@@ -98,6 +98,11 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	if err != nil {
 		return err
 	}
+	// The site first: it needs no deployment, and a wrong one is named
+	// with the sites there are.
+	if _, err := cfg.Site(*site); err != nil {
+		return err
+	}
 	f, err := os.Open(*outputsPath)
 	if err != nil {
 		return fmt.Errorf("onboarding: open outputs (`make deploy ENV=<env>` writes cdk-outputs.json; or give -outputs, OUTPUTS= to make onboarding): %w", err)
@@ -105,9 +110,6 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	outs, err := onboarding.ParseOutputs(f)
 	f.Close()
 	if err != nil {
-		return err
-	}
-	if _, err := cfg.Site(*site); err != nil {
 		return err
 	}
 	cli := d.aws

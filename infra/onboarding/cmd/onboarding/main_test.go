@@ -41,6 +41,10 @@ func TestRun(t *testing.T) {
 		{name: "show secrets", args: []string{"-show-secrets"}, wantFetched: true, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
 		{name: "fetch fails", args: []string{"-show-secrets"}, fetchErr: errors.New("AccessDenied"), wantErr: "AccessDenied"},
 		{name: "unknown site", args: []string{"-site", "nowhere"}, wantErr: "unknown site"},
+		// Before a deploy there are no outputs: a site misspelt (or the
+		// README's SITE=name taken literally) was answered with the missing
+		// cdk-outputs.json, not with the sites there are.
+		{name: "unknown site before any deploy", args: []string{"-site", "nowhere", "-outputs", "does-not-exist.json"}, wantErr: `site "nowhere" not in environment "dev" (sites: [example-hospital bgp-clinic])`},
 		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "make deploy ENV=<env>"},
 		{name: "no tunnel addresses and no AWS CLI", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
 		{name: "no NLB addresses and no AWS CLI", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
