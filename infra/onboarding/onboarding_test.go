@@ -156,7 +156,13 @@ func renderExample(t *testing.T, env EnvConfig, outs Outputs) map[string]string 
 // renderSite renders the kit of one site of env, file name to content.
 func renderSite(t *testing.T, env EnvConfig, outs Outputs, site string) map[string]string {
 	t.Helper()
-	k, err := Build(env, site, outs, exampleOpts(t, outs, site))
+	return renderSiteWith(t, env, outs, site, exampleOpts(t, outs, site))
+}
+
+// renderSiteWith renders the kit of one site of env made with opts.
+func renderSiteWith(t *testing.T, env EnvConfig, outs Outputs, site string, opts Options) map[string]string {
+	t.Helper()
+	k, err := Build(env, site, outs, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,20 +316,7 @@ func TestKeysBeforeTheEdgeIsSetUp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := exampleOpts(t, outs, "example-hospital")
 			opts.PSKs = tc.psks
-			k, err := Build(env, "example-hospital", outs, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files, err := k.Render()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var readme string
-			for _, f := range files {
-				if f.Name == "README.md" {
-					readme = string(f.Data)
-				}
-			}
+			readme := renderSiteWith(t, env, outs, "example-hospital", opts)["README.md"]
 			setUp, _, ok := strings.Cut(readme, "install -m 600 swanctl.conf")
 			if !ok {
 				t.Fatal("README.md has no install command")
