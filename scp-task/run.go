@@ -136,7 +136,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	if err != nil {
 		return startError{err}
 	}
-	observers := observerList{metricsObserver}
+	var ahead observerList // observers the audit writer must not hold up
+	var behind observerList
 	names, err := logNames(cfg, os.Getenv, log)
 	if err != nil {
 		return startError{err}
@@ -160,7 +161,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 		}
 		store = lm.Store()
 		warnIfShortOfSpace(ctx, store, log)
-		observers = append(observers, lm.Observer())
+		behind = append(behind, lm.Observer())
 	} else {
 		store, err = openStore(ctx, cfg, log, names, reg)
 		if err != nil {
@@ -176,8 +177,8 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			return err
 		}
 		// Ahead of the audit writer, which may hold an event back while
-		// its queue is full.
-		observers = append(observers, protector)
+		// its queue is full: an association held up so is still protected.
+		ahead = append(ahead, protector)
 		log.Info("scale-in protection on", "release_after", cfg.ScaleInProtectionRelease.String())
 		// It outlives the drain: associations still open are still worth
 		// protecting until the process ends.
@@ -204,7 +205,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 	if err != nil {
 		return err
 	}
-	observers = append(observers, audit)
+	observers := auditOrder(ahead, audit, metricsObserver, behind)
 	ready := readiness{store: store, audit: audit}
 	var clientExpiry *servertls.ClientExpiry
 	if cfg.TLSListen != "" {
@@ -616,6 +617,21 @@ func (l *readinessLog) record(err error) {
 
 // observerList fans association events out to several observers.
 type observerList []dicomnet.Observer
+
+// auditOrder is the order association events go in: first the observers
+// that must see an event even while the audit writer holds it back
+// (ahead: scale-in protection), then the audit writer, then the metrics
+// and whatever else (behind). The metrics see an event only once its
+// record is queued, so dicom_ingest_associations_active at 0 and then
+// dicom_ingest_audit_queue_length at 0 mean every released association's
+// record is written; before, the gauge of associations dropped first, and
+// a release could still be on its way into the queue
+// (TestAuditOrderQueuesTheRecordBeforeTheMetricsSeeIt).
+func auditOrder(ahead observerList, audit, metrics dicomnet.Observer, behind observerList) observerList {
+	l := append(observerList{}, ahead...)
+	l = append(l, audit, metrics)
+	return append(l, behind...)
+}
 
 func (l observerList) ObserveAssociation(ev dicomnet.Event) {
 	for _, o := range l {
