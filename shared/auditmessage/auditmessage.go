@@ -163,13 +163,13 @@ func sent(rec pipeline.AuditRecord) bool {
 		return false
 	}
 	// The SCP's own record of a resend never read the object held, so it
-	// has no content identity (SHA256), and no patient: the study it names
+	// has no content identity (ContentIdentity), and no patient: the study it names
 	// is the one the resend's header named. The pipeline's record read
 	// that object (its content identity, its study and the patient, when
 	// the object names one), and is sent as a stored record of it would
 	// be. Neither a patient nor a study tells them apart: an object may
 	// name no patient, and the SCP's record names the study.
-	if rec.Outcome == pipeline.OutcomeDuplicate && rec.SHA256 == "" {
+	if rec.Outcome == pipeline.OutcomeDuplicate && rec.ContentIdentity == "" {
 		return false
 	}
 	if rec.EventID.Code == eventInstancesTransferred {

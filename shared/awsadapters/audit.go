@@ -251,6 +251,7 @@ func decodeAudit(item map[string]ddbtypes.AttributeValue) (pipeline.AuditRecord,
 		if err := attributevalue.UnmarshalMapWithOptions(clean, &rec, jsonTagsDec); err != nil {
 			return rec, fmt.Errorf("awsadapters: decode audit record: %w", err)
 		}
+		rec.ContentIdentity = pipeline.ReadLegacyContentIdentity(rec.ContentIdentity, str)
 	} else {
 		rec.Outcome, rec.CallingAE, rec.CalledAE = str("outcome"), str("callingAe"), str("calledAe")
 		rec.PeerAddr, rec.AssociationID, rec.Reason = str("peer"), str("associationId"), str("reason")

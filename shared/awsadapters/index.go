@@ -216,7 +216,7 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 		TableName: &x.Table, Key: key("SOP#"+in.SOPInstanceUID, "SOP"),
 		UpdateExpression: aws.String("SET firstSha = if_not_exists(firstSha, :sha), firstStudy = if_not_exists(firstStudy, :study) ADD shas :shas, studies :studies"),
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{
-			":sha": sv(in.SHA256), ":study": sv(in.StudyInstanceUID), ":shas": ssv(in.SHA256), ":studies": ssv(in.StudyInstanceUID),
+			":sha": sv(in.ContentIdentity), ":study": sv(in.StudyInstanceUID), ":shas": ssv(in.ContentIdentity), ":studies": ssv(in.StudyInstanceUID),
 		},
 		ReturnValues: ddbtypes.ReturnValueAllOld,
 	})
@@ -224,7 +224,7 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 		return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: claim content: %w", err)
 	}
 	outcome := pipeline.ContentOutcome(firstContent(out.Attributes), in)
-	claimant := !inSet(out.Attributes, "shas", in.SHA256)
+	claimant := !inSet(out.Attributes, "shas", in.ContentIdentity)
 	if claimant {
 		res, err := x.claimed(ctx, in, outcome)
 		if !errors.Is(err, errLegacyStudy) {
@@ -239,18 +239,18 @@ func (x *IndexTable) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 
 // firstContent is the first content a SOP item names.
 func firstContent(sop map[string]ddbtypes.AttributeValue) pipeline.FirstContent {
-	return pipeline.FirstContent{SHA256: str(sop, "firstSha"), StudyInstanceUID: str(sop, "firstStudy")}
+	return pipeline.FirstContent{ContentIdentity: str(sop, "firstSha"), StudyInstanceUID: str(sop, "firstStudy")}
 }
 
 // contentID names a content in the study's pending set and on the series
 // marker it created: a digest, to keep the set small.
 func contentID(in pipeline.InstanceRecord) string {
-	h := sha256.Sum256([]byte(in.SOPInstanceUID + "\x00" + in.SHA256))
+	h := sha256.Sum256([]byte(in.SOPInstanceUID + "\x00" + in.ContentIdentity))
 	return hex.EncodeToString(h[:16])
 }
 
 func instanceSK(in pipeline.InstanceRecord) string {
-	return "INSTANCE#" + in.SOPInstanceUID + "#" + in.SHA256
+	return "INSTANCE#" + in.SOPInstanceUID + "#" + in.ContentIdentity
 }
 
 // claimed runs steps 2 to 5 for the claimant.
@@ -758,7 +758,7 @@ func (x *IndexTable) migrate(ctx context.Context, studyUID string) error {
 				return err
 			}
 			instances = append(instances, in)
-			shas[in.SOPInstanceUID] = append(shas[in.SOPInstanceUID], in.SHA256)
+			shas[in.SOPInstanceUID] = append(shas[in.SOPInstanceUID], in.ContentIdentity)
 		}
 	}
 	var c pipeline.StudySummary
@@ -773,10 +773,10 @@ func (x *IndexTable) migrate(ctx context.Context, studyUID string) error {
 	}
 	for _, item := range items {
 		sop, ok := strings.CutPrefix(str(item, "sk"), "SOP#")
-		if !ok || str(item, "sha256") == "" {
+		if !ok || str(item, pipeline.LegacyContentIdentityField) == "" {
 			continue
 		}
-		first := str(item, "sha256")
+		first := str(item, pipeline.LegacyContentIdentityField)
 		_, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 			TableName: &x.Table, Key: key("SOP#"+sop, "SOP"),
 			UpdateExpression:    aws.String("SET firstSha = :f, firstStudy = :study ADD shas :shas, studies :studies"),
@@ -884,6 +884,7 @@ func decodeInstance(item map[string]ddbtypes.AttributeValue) (pipeline.InstanceR
 	if err := attributevalue.UnmarshalMapWithOptions(item, &in, jsonTagsDec); err != nil {
 		return in, fmt.Errorf("awsadapters: decode instance: %w", err)
 	}
+	in.ContentIdentity = pipeline.ReadLegacyContentIdentity(in.ContentIdentity, func(k string) string { return str(item, k) })
 	return in, nil
 }
 

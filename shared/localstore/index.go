@@ -47,7 +47,7 @@ const upsertRead = `SELECT
 func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	var firstSHA, firstStudy, prevBody, studyBody sql.NullString
 	var seriesKnown bool
-	err := tx.QueryRowContext(ctx, upsertRead, in.SOPInstanceUID, in.SHA256, in.StudyInstanceUID, in.SeriesInstanceUID).
+	err := tx.QueryRowContext(ctx, upsertRead, in.SOPInstanceUID, in.ContentIdentity, in.StudyInstanceUID, in.SeriesInstanceUID).
 		Scan(&firstSHA, &firstStudy, &prevBody, &seriesKnown, &studyBody)
 	if err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
@@ -64,7 +64,7 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
 	}
 	// The first content indexed under this SOP Instance UID, in any study.
-	outcome := pipeline.ContentOutcome(pipeline.FirstContent{SHA256: firstSHA.String, StudyInstanceUID: firstStudy.String}, in)
+	outcome := pipeline.ContentOutcome(pipeline.FirstContent{ContentIdentity: firstSHA.String, StudyInstanceUID: firstStudy.String}, in)
 	st, err := decodeRecord[pipeline.StudySummary]("study", studyBody)
 	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
 	if err != nil && !isNewStudy {
@@ -79,7 +79,7 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 	}
 	if _, err := tx.ExecContext(ctx,
 		`INSERT INTO instances(sop_uid, sha256, study_uid, series_uid, object_key, received_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		in.SOPInstanceUID, in.SHA256, in.StudyInstanceUID, in.SeriesInstanceUID, in.ObjectKey, unixNano(in.ReceivedAt), string(body)); err != nil {
+		in.SOPInstanceUID, in.ContentIdentity, in.StudyInstanceUID, in.SeriesInstanceUID, in.ObjectKey, unixNano(in.ReceivedAt), string(body)); err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
 	if err := putSummary(ctx, tx, st, isNewStudy); err != nil {

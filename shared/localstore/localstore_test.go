@@ -77,7 +77,7 @@ func queryPlan(t *testing.T, db *DB, stmt string, args ...any) string {
 
 func inst(series, sop, sha string, at time.Duration) pipeline.InstanceRecord {
 	return pipeline.InstanceRecord{
-		StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, SHA256: sha,
+		StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, ContentIdentity: sha,
 		Modality: "CT", PatientID: "PID1", CallingAE: "LOCAL_AE", Size: 100, ReceivedAt: t0.Add(at),
 		ObjectKey: "incoming/x/" + sop + ".dcm",
 	}

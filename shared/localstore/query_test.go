@@ -162,7 +162,7 @@ func TestSearchStudies(t *testing.T) {
 		{"1.3", "DOE^JANE", "Q3", "A300", "2024-03-15", "MR", "SITE_A"},
 	}
 	for i, s := range studies {
-		in := pipeline.InstanceRecord{StudyInstanceUID: s.uid, SeriesInstanceUID: s.uid + ".1", SOPInstanceUID: s.uid + ".1.1", SHA256: "x",
+		in := pipeline.InstanceRecord{StudyInstanceUID: s.uid, SeriesInstanceUID: s.uid + ".1", SOPInstanceUID: s.uid + ".1.1", ContentIdentity: "x",
 			PatientName: s.name, PatientID: s.id, AccessionNumber: s.acc, StudyDate: s.date, Modality: s.mod, CallingAE: s.ae,
 			ReceivedAt: t0.Add(time.Duration(i) * time.Minute)}
 		if _, err := db.IndexStore().UpsertInstance(ctx, in); err != nil {
@@ -328,7 +328,7 @@ func TestStudyRejects(t *testing.T) {
 	}
 	for _, tt := range tests {
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: tt.study, SeriesInstanceUID: tt.study + ".1",
-			SOPInstanceUID: tt.study + ".1.1", SHA256: "x", ReceivedAt: t0}); err != nil {
+			SOPInstanceUID: tt.study + ".1.1", ContentIdentity: "x", ReceivedAt: t0}); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.IndexStore().MarkAnnounced(ctx, tt.study, 1, 1, t0); err != nil {
@@ -341,7 +341,7 @@ func TestStudyRejects(t *testing.T) {
 		}
 		for _, in := range tt.stored {
 			if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: in[1], SeriesInstanceUID: in[1] + ".1",
-				SOPInstanceUID: in[0], SHA256: "y", ReceivedAt: t0.Add(time.Minute)}); err != nil {
+				SOPInstanceUID: in[0], ContentIdentity: "y", ReceivedAt: t0.Add(time.Minute)}); err != nil {
 				t.Fatal(err)
 			}
 			n := int64(1) // a new study's first announcement, or the test's study's second

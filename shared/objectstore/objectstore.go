@@ -62,6 +62,10 @@ const (
 	MetaSeriesInstanceUID     = "series-instance-uid"
 	MetaTransferSyntaxUID     = "transfer-syntax-uid"
 	MetaImplementationVersion = "implementation-version"
+	// MetaLegacySHA256 is the SHA-256 (64 hex digits) of objects stored
+	// by earlier versions, which the pipeline keeps as their content
+	// identity; nothing writes it now.
+	MetaLegacySHA256 = "sha256"
 	// MetaConflict is "true" on an object kept under a conflict key.
 	MetaConflict = "conflict"
 	// MetaRecovered is "true" on metadata local mode rebuilt from a stored

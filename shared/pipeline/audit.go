@@ -94,15 +94,15 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, PeerAddr: tx.PeerAddr, AssociationID: tx.AssociationID,
 		SOPClassUID: firstNonEmpty(inst.SOPClassUID, tx.SOPClassUID), SOPInstanceUID: sop,
 		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
-		PatientID: inst.PatientID, PatientName: inst.PatientName, SHA256: tx.SHA256, Size: in.info.Size,
+		PatientID: inst.PatientID, PatientName: inst.PatientName, ContentIdentity: tx.ContentIdentity, Size: in.info.Size,
 		Participants: participants(tx.CallingAE, tx.CalledAE, tx.PeerAddr),
 	}
 	switch outcome {
 	case OutcomeStored:
-		rec.ID = "instance:" + sop + ":" + tx.SHA256
+		rec.ID = "instance:" + sop + ":" + tx.ContentIdentity
 		rec.EventOutcome = outcomeSuccess
 	case OutcomeConflict:
-		rec.ID = "instance:" + sop + ":" + tx.SHA256
+		rec.ID = "instance:" + sop + ":" + tx.ContentIdentity
 		rec.EventOutcome = outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("conflicting-resend", "Conflicting resend kept")}
 		rec.Reason = "a different object with this SOP Instance UID was stored before; both are kept"
@@ -111,10 +111,11 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		// record of its own, a redelivery of one none.
 		identicalResend(&rec)
 	case OutcomeRejected:
-		rec.ID = "rejected:" + in.info.Key + ":" + tx.SHA256
+		rec.ID = "rejected:" + in.info.Key + ":" + tx.ContentIdentity
 		rec.EventOutcome = outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("quarantined", "Quarantined by validation")}
 		rec.Reason = "validation failed; object quarantined"
+		rec.QuarantineKey, _ = QuarantineKeys(in.info.Key)
 		for _, f := range in.findings {
 			if f.Severity == SeverityError {
 				rec.Findings = append(rec.Findings, f)

@@ -63,8 +63,8 @@ func TestContentIdentity(t *testing.T) {
 			if err != nil || got.ID != tt.want || got.Whole != tt.whole {
 				t.Errorf("content identity %q (whole %q), %v; want %q (whole %q)", got.ID, got.Whole, err, tt.want, tt.whole)
 			}
-			if tx := transactionOf(tt.info, got); tx.SHA256 != got.ID {
-				t.Errorf("transaction's identity %q, want %q", tx.SHA256, got.ID)
+			if tx := transactionOf(tt.info, got); tx.ContentIdentity != got.ID {
+				t.Errorf("transaction's identity %q, want %q", tx.ContentIdentity, got.ID)
 			}
 		})
 	}
@@ -83,7 +83,7 @@ func (throttled) OpenRange(_ context.Context, key string, _, _ int64) (io.ReadCl
 // key's UIDs, which are not the delivered object's the caller redacts.
 func TestSameContentRedactsTheIndexedKey(t *testing.T) {
 	const series = "1.2.826.0.1.3680043.10.9.77"
-	rec := InstanceRecord{ObjectKey: "incoming/2026/01/15/1.2.3/" + series + "/1.2.3.4.dcm", Size: 1000, SHA256: "crc64nvme-00000000000000ab"}
+	rec := InstanceRecord{ObjectKey: "incoming/2026/01/15/1.2.3/" + series + "/1.2.3.4.dcm", Size: 1000, ContentIdentity: "crc64nvme-00000000000000ab"}
 	_, err := (&Pipeline{Objects: throttled{}}).sameContent(context.Background(), rec, identity{ID: "dataset-crc64nvme-00000000000000cd", hasSet: true})
 	if err == nil || strings.Contains(err.Error(), series) {
 		t.Errorf("error %v; want one that names no UID of the indexed key", err)

@@ -292,7 +292,7 @@ type NormalizedSummary struct {
 
 func (p *Pipeline) summary(in *inspection, inst InstanceRecord) NormalizedSummary {
 	s := NormalizedSummary{
-		SchemaVersion: 1, ObjectKey: inst.ObjectKey, MetadataKey: inst.MetadataKey, SHA256: inst.SHA256,
+		SchemaVersion: 1, ObjectKey: inst.ObjectKey, MetadataKey: inst.MetadataKey, SHA256: inst.ContentIdentity,
 		Size: inst.Size, ReceivedAt: inst.ReceivedAt, TransferSyntaxUID: inst.TransferSyntaxUID,
 		SpecificCharacterSet: in.dec.cs.terms, SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID,
 		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID, Modality: inst.Modality,

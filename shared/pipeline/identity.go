@@ -6,9 +6,11 @@ package pipeline
 // "Duplicates".
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +21,20 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 )
 
+// The name of the field that carries a content identity in audit and index
+// records, in one place (the records' JSON tags are checked against it:
+// TestContentIdentityFieldIsOneName). Records written before it was named
+// for what it holds carry it under LegacyContentIdentityField, "sha256",
+// which it has not been since the identity became a CRC-64/NVME: each
+// reader takes either (ReadLegacyContentIdentity).
+const (
+	ContentIdentityField       = "contentIdentity"
+	LegacyContentIdentityField = "sha256"
+)
+
 // Forms of a content identity. An identity is recorded in index rows, in
-// audit record ids and in events (their sha256 field, an opaque string);
+// audit records and their ids (ContentIdentityField) and in events (their
+// sha256 field, a name kept for the v1 schemas' sake: an opaque string);
 // its prefix says which form it is.
 const (
 	// DataSetIdentityPrefix is the identity of every Part 10 object the
@@ -70,7 +84,7 @@ type identity struct {
 //     (objectstore.SuffixChecksum): no second pass over the data;
 //   - else the whole file's: its CRC-64/NVME or else its ETag.
 func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *header) (identity, error) {
-	if sha := strings.ToLower(info.Metadata["sha256"]); sha != "" {
+	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" {
 		return identity{ID: sha, Whole: sha}, nil
 	}
 	whole, ok := decodeCRC(info.ChecksumCRC64NVME)
@@ -121,7 +135,7 @@ func (p *Pipeline) readHead(ctx context.Context, key string, n int64) ([]byte, e
 }
 
 // sameContent is the one comparison of a delivered object's identity (d)
-// with one indexed (rec, its identity in rec.SHA256, in whatever form was
+// with one indexed (rec, its identity in rec.ContentIdentity, in whatever form was
 // current when it was indexed): the same content when
 //
 //   - the identities are equal;
@@ -137,12 +151,12 @@ func (p *Pipeline) readHead(ctx context.Context, key string, n int64) ([]byte, e
 // can be derived from it.
 func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identity) (bool, error) {
 	switch {
-	case rec.SHA256 == d.ID || rec.SHA256 == d.Whole:
+	case rec.ContentIdentity == d.ID || rec.ContentIdentity == d.Whole:
 		return true, nil
-	case !d.hasSet || !strings.HasPrefix(rec.SHA256, wholeIdentityPrefix):
+	case !d.hasSet || !strings.HasPrefix(rec.ContentIdentity, wholeIdentityPrefix):
 		return false, nil
 	}
-	whole, err := strconv.ParseUint(strings.TrimPrefix(rec.SHA256, wholeIdentityPrefix), 16, 64)
+	whole, err := strconv.ParseUint(strings.TrimPrefix(rec.ContentIdentity, wholeIdentityPrefix), 16, 64)
 	if err != nil {
 		return false, nil
 	}
@@ -163,7 +177,7 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 }
 
 // recorded is the identity an object's records and event carry
-// (transaction.SHA256): a valid object's as the index holds its content
+// (transaction.ContentIdentity): a valid object's as the index holds its content
 // (asIndexed); a rejected object's, which is not indexed and whose record
 // and event ids name its key, its whole file's (identity.Whole), the form
 // every identity had before data set identities, so a rejection recorded
@@ -191,8 +205,8 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 	// conflicting copy indexed before the upgrade is that copy again, not
 	// a resend of the content it conflicted with.
 	for _, r := range recs {
-		if r.StudyInstanceUID == study && (r.SHA256 == d.ID || r.SHA256 == d.Whole) {
-			return r.SHA256, nil
+		if r.StudyInstanceUID == study && (r.ContentIdentity == d.ID || r.ContentIdentity == d.Whole) {
+			return r.ContentIdentity, nil
 		}
 	}
 	for _, r := range recs {
@@ -204,8 +218,51 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 			return "", err
 		}
 		if same {
-			return r.SHA256, nil
+			return r.ContentIdentity, nil
 		}
 	}
 	return d.ID, nil
+}
+
+// UnmarshalJSON reads an index record, one written before the content
+// identity's field was named ContentIdentityField too.
+func (r *InstanceRecord) UnmarshalJSON(b []byte) error {
+	type plain InstanceRecord
+	var v struct {
+		plain
+		Legacy string `json:"sha256"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = InstanceRecord(v.plain)
+	r.ContentIdentity = cmp.Or(r.ContentIdentity, v.Legacy)
+	return nil
+}
+
+// UnmarshalJSON reads an audit record, one written before the content
+// identity's field was named ContentIdentityField too.
+func (r *AuditRecord) UnmarshalJSON(b []byte) error {
+	type plain AuditRecord
+	var v struct {
+		plain
+		Legacy string `json:"sha256"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = AuditRecord(v.plain)
+	r.ContentIdentity = cmp.Or(r.ContentIdentity, v.Legacy)
+	return nil
+}
+
+// ReadLegacyContentIdentity is what a reader of records in another form
+// than JSON (a DynamoDB item) does for one written before
+// ContentIdentityField: id, the identity read under the new name, or else
+// legacy(LegacyContentIdentityField).
+func ReadLegacyContentIdentity(id string, legacy func(field string) string) string {
+	if id != "" {
+		return id
+	}
+	return legacy(LegacyContentIdentityField)
 }

@@ -88,7 +88,7 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 			storedAs(f, key(sop1), firstData, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
 			if tt.oldForm {
 				indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
-					SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), SHA256: wholeCRC(firstData)})
+					SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), ContentIdentity: wholeCRC(firstData)})
 			} else if res, err := p.ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
 				t.Fatalf("first delivery: %+v, %v", res, err)
 			}
@@ -96,8 +96,8 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 			if err != nil || len(indexed) != 1 {
 				t.Fatalf("indexed %+v, %v", indexed, err)
 			}
-			if !tt.oldForm && !strings.HasPrefix(indexed[0].SHA256, pipeline.DataSetIdentityPrefix) {
-				t.Errorf("indexed under %q, want a data set identity", indexed[0].SHA256)
+			if !tt.oldForm && !strings.HasPrefix(indexed[0].ContentIdentity, pipeline.DataSetIdentityPrefix) {
+				t.Errorf("indexed under %q, want a data set identity", indexed[0].ContentIdentity)
 			}
 			records, events := len(f.Audit.All()), len(f.Events.All())
 			if tt.key != key(sop1) {
@@ -139,8 +139,8 @@ func TestContentIdentityIsTheDataSet(t *testing.T) {
 			if newEvents != 0 {
 				t.Errorf("%d new events, want none", newEvents)
 			}
-			if tt.outcome != "" && recs[len(recs)-1].SHA256 != indexed[0].SHA256 {
-				t.Errorf("the record names content %q, want %q as indexed", recs[len(recs)-1].SHA256, indexed[0].SHA256)
+			if tt.outcome != "" && recs[len(recs)-1].ContentIdentity != indexed[0].ContentIdentity {
+				t.Errorf("the record names content %q, want %q as indexed", recs[len(recs)-1].ContentIdentity, indexed[0].ContentIdentity)
 			}
 		})
 	}
@@ -201,7 +201,7 @@ func indexedBefore(t *testing.T, f *pt.Fakes, rec pipeline.InstanceRecord) {
 	if _, err := f.Index.UpsertInstance(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	id := sha256.Sum256([]byte(pipeline.DetailTypeInstanceStored + "\x00" + rec.SOPInstanceUID + "\x00" + rec.SHA256))
+	id := sha256.Sum256([]byte(pipeline.DetailTypeInstanceStored + "\x00" + rec.SOPInstanceUID + "\x00" + rec.ContentIdentity))
 	if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(id[:16]), time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +236,7 @@ func TestRedeliveryAfterUpgradeOfAConflictCopy(t *testing.T) {
 				data []byte
 			}{{key(sop1), tt.first}, {conflictKey, tt.copy}} {
 				indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
-					SOPClassUID: pt.CTStorage, ObjectKey: o.key, Size: int64(len(o.data)), SHA256: wholeCRC(o.data)})
+					SOPClassUID: pt.CTStorage, ObjectKey: o.key, Size: int64(len(o.data)), ContentIdentity: wholeCRC(o.data)})
 			}
 			before, err := f.Index.GetStudy(ctx, study)
 			if err != nil || before.ConflictCount != 1 {

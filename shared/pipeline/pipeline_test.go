@@ -422,7 +422,18 @@ func TestRejectQuarantines(t *testing.T) {
 	}
 	recs := f.Audit.All()
 	if len(recs) != 1 || recs[0].Outcome != "rejected" || recs[0].EventOutcome != 4 || recs[0].EventID.Code != "110104" {
-		t.Errorf("audit = %+v", recs)
+		t.Fatalf("audit = %+v", recs)
+	}
+	// The record says where the quarantined copy is, not only where the
+	// SCP stored the object (it named only the object's key, which an
+	// officer took for the quarantined copy's).
+	if recs[0].QuarantineKey != qKey || recs[0].ObjectKey != k {
+		t.Errorf("rejected record: quarantine key %q, object key %q; want %q and %q", recs[0].QuarantineKey, recs[0].ObjectKey, qKey, k)
+	}
+	// The findings document names the content identity as the records do.
+	var named map[string]any
+	if err := json.Unmarshal(body, &named); err != nil || named[pipeline.ContentIdentityField] == nil || named[pipeline.LegacyContentIdentityField] != nil {
+		t.Errorf("findings doc names the content identity other than %q: %s", pipeline.ContentIdentityField, body)
 	}
 	ev := f.Events.All()
 	if len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceRejected {
@@ -529,7 +540,7 @@ func TestIdempotentTwice(t *testing.T) {
 	dup, stored := page.Records[0], page.Records[1]
 	if stored.Outcome != pipeline.OutcomeStored || dup.Outcome != pipeline.OutcomeDuplicate || dup.EventID.Code != "110104" ||
 		dup.EventOutcome != 0 || dup.AssociationID != "assoc9" || dup.CallingAE != "PACS2" || dup.ObjectKey != other ||
-		!dup.Time.Equal(time.Date(2026, 1, 16, 8, 0, 0, 0, time.UTC)) || dup.PatientID != "PID-1" || dup.SHA256 != stored.SHA256 ||
+		!dup.Time.Equal(time.Date(2026, 1, 16, 8, 0, 0, 0, time.UTC)) || dup.PatientID != "PID-1" || dup.ContentIdentity != stored.ContentIdentity ||
 		dup.ID == stored.ID || strings.Contains(dup.Reason, sop1) {
 		t.Errorf("resend's record %+v\nfirst's %+v", dup, stored)
 	}
@@ -985,7 +996,7 @@ func TestProcessAuditRecord(t *testing.T) {
 		if got.ID != "assoc:assoc7:3:duplicate" || got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" ||
 			got.EventActionCode != "R" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
 			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
-			got.SHA256 != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
+			got.ContentIdentity != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
 			t.Errorf("record = %+v", got)
 		}
 		// Without the object (not ours, or gone) the SCP's record stands.

@@ -41,8 +41,10 @@ type ObjectInfo struct {
 	LastModified      time.Time
 	// Metadata is the object's user metadata with lowercase keys (the SCP
 	// writes calling-ae, called-ae, peer-addr, association-id, received-at,
-	// sop-class-uid, sop-instance-uid, transfer-syntax-uid, sha256,
-	// implementation-version, and conflict=true for conflicting resends).
+	// sop-class-uid, sop-instance-uid, transfer-syntax-uid,
+	// implementation-version, and conflict=true for conflicting resends;
+	// objects stored by earlier versions also carry sha256, their SHA-256:
+	// objectstore.MetaLegacySHA256).
 	Metadata map[string]string
 }
 
@@ -208,29 +210,32 @@ type UpsertResult struct {
 
 // InstanceRecord is one indexed instance (one distinct content).
 type InstanceRecord struct {
-	StudyInstanceUID  string    `json:"studyInstanceUid"`
-	SeriesInstanceUID string    `json:"seriesInstanceUid"`
-	SOPInstanceUID    string    `json:"sopInstanceUid"`
-	SOPClassUID       string    `json:"sopClassUid"`
-	TransferSyntaxUID string    `json:"transferSyntaxUid"`
-	Modality          string    `json:"modality,omitempty"`
-	InstanceNumber    string    `json:"instanceNumber,omitempty"`
-	SeriesNumber      string    `json:"seriesNumber,omitempty"`
-	SeriesDescription string    `json:"seriesDescription,omitempty"`
-	StudyDate         string    `json:"studyDate,omitempty"` // ISO 8601 yyyy-mm-dd
-	StudyTime         string    `json:"studyTime,omitempty"` // ISO 8601 hh:mm:ss[.ffffff]
-	StudyDescription  string    `json:"studyDescription,omitempty"`
-	AccessionNumber   string    `json:"accessionNumber,omitempty"`
-	PatientID         string    `json:"patientId,omitempty"`
-	PatientName       string    `json:"patientName,omitempty"` // UTF-8, DICOM ^ form
-	PatientBirthDate  string    `json:"patientBirthDate,omitempty"`
-	PatientSex        string    `json:"patientSex,omitempty"`
-	ObjectKey         string    `json:"objectKey"`
-	MetadataKey       string    `json:"metadataKey"`
-	Size              int64     `json:"size"`
-	SHA256            string    `json:"sha256"`
-	CallingAE         string    `json:"callingAe,omitempty"`
-	ReceivedAt        time.Time `json:"receivedAt"`
+	StudyInstanceUID  string `json:"studyInstanceUid"`
+	SeriesInstanceUID string `json:"seriesInstanceUid"`
+	SOPInstanceUID    string `json:"sopInstanceUid"`
+	SOPClassUID       string `json:"sopClassUid"`
+	TransferSyntaxUID string `json:"transferSyntaxUid"`
+	Modality          string `json:"modality,omitempty"`
+	InstanceNumber    string `json:"instanceNumber,omitempty"`
+	SeriesNumber      string `json:"seriesNumber,omitempty"`
+	SeriesDescription string `json:"seriesDescription,omitempty"`
+	StudyDate         string `json:"studyDate,omitempty"` // ISO 8601 yyyy-mm-dd
+	StudyTime         string `json:"studyTime,omitempty"` // ISO 8601 hh:mm:ss[.ffffff]
+	StudyDescription  string `json:"studyDescription,omitempty"`
+	AccessionNumber   string `json:"accessionNumber,omitempty"`
+	PatientID         string `json:"patientId,omitempty"`
+	PatientName       string `json:"patientName,omitempty"` // UTF-8, DICOM ^ form
+	PatientBirthDate  string `json:"patientBirthDate,omitempty"`
+	PatientSex        string `json:"patientSex,omitempty"`
+	ObjectKey         string `json:"objectKey"`
+	MetadataKey       string `json:"metadataKey"`
+	Size              int64  `json:"size"`
+	// ContentIdentity is the content's identity (docs/pipeline.md,
+	// "Duplicates"), under ContentIdentityField; records written before
+	// carry it under LegacyContentIdentityField (read by UnmarshalJSON).
+	ContentIdentity string    `json:"contentIdentity"`
+	CallingAE       string    `json:"callingAe,omitempty"`
+	ReceivedAt      time.Time `json:"receivedAt"`
 	// IndexedAt is when the pipeline indexed this content (set by
 	// ProcessObject just before UpsertInstance); zero in records written
 	// before it existed.
@@ -427,8 +432,17 @@ type AuditRecord struct {
 	PatientID         string `json:"patientId,omitempty"`
 	PatientName       string `json:"patientName,omitempty"`
 	ObjectKey         string `json:"objectKey,omitempty"`
-	SHA256            string `json:"sha256,omitempty"`
-	Size              int64  `json:"size,omitempty"`
+	// QuarantineKey, on a rejected object's record, is where its
+	// quarantined copy and, beside it, its findings (.findings.json) are:
+	// ObjectKey names the object as the SCP stored it. Empty in records
+	// written before it was recorded (QuarantineKeys gives it).
+	QuarantineKey string `json:"quarantineKey,omitempty"`
+	// ContentIdentity is the object's content identity (docs/pipeline.md,
+	// "Duplicates"): a CRC-64/NVME, a SHA-256 only for objects stored by
+	// earlier versions. Records written before carry it under
+	// LegacyContentIdentityField (read by UnmarshalJSON).
+	ContentIdentity string `json:"contentIdentity,omitempty"`
+	Size            int64  `json:"size,omitempty"`
 
 	Participants       []AuditParticipant       `json:"participants,omitempty"`
 	ParticipantObjects []AuditParticipantObject `json:"participantObjects,omitempty"`

@@ -125,19 +125,19 @@ func (p *Pipeline) resource(key string) string {
 }
 
 // transaction is what the SCP recorded about the C-STORE in metadata,
-// with the object's content identity (SHA256: contentIdentity's, in the
+// with the object's content identity (ContentIdentity: contentIdentity's, in the
 // form its records carry once recorded has looked).
 type transaction struct {
 	CallingAE, CalledAE, PeerAddr, AssociationID string
 	ReceivedAt                                   time.Time
-	SHA256, SOPClassUID, SOPInstanceUID          string
+	ContentIdentity, SOPClassUID, SOPInstanceUID string
 }
 
 func transactionOf(info ObjectInfo, id identity) transaction {
 	md := info.Metadata
 	t := transaction{
 		CallingAE: md[objectstore.MetaCallingAE], CalledAE: md[objectstore.MetaCalledAE], PeerAddr: md[objectstore.MetaPeerAddr],
-		AssociationID: md[objectstore.MetaAssociationID], SHA256: id.ID,
+		AssociationID: md[objectstore.MetaAssociationID], ContentIdentity: id.ID,
 		SOPClassUID: md[objectstore.MetaSOPClassUID], SOPInstanceUID: md[objectstore.MetaSOPInstanceUID],
 	}
 	if at, err := time.Parse(time.RFC3339Nano, md[objectstore.MetaReceivedAt]); err == nil {
@@ -191,7 +191,7 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 		return append([]any{"object", p.Names.Key(key), "association", tx.AssociationID, "callingAE", tx.CallingAE}, more...)
 	}
 	if !res.Valid {
-		if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
+		if tx.ContentIdentity, err = p.recorded(ctx, in, id); err != nil {
 			return res, err
 		}
 		res.QuarantineKey, err = p.reject(ctx, in, tx)
@@ -210,18 +210,18 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	key := in.info.Key
 	qKey, fKey := QuarantineKeys(key)
 	doc := map[string]any{
-		"schemaVersion":  1,
-		"objectKey":      key,
-		"quarantineKey":  qKey,
-		"size":           in.info.Size,
-		"sha256":         tx.SHA256,
-		"receivedAt":     tx.ReceivedAt,
-		"callingAe":      tx.CallingAE,
-		"calledAe":       tx.CalledAE,
-		"associationId":  tx.AssociationID,
-		"sopInstanceUid": tx.SOPInstanceUID,
-		"sopClassUid":    tx.SOPClassUID,
-		"findings":       in.findings,
+		"schemaVersion":      1,
+		"objectKey":          key,
+		"quarantineKey":      qKey,
+		"size":               in.info.Size,
+		ContentIdentityField: tx.ContentIdentity,
+		"receivedAt":         tx.ReceivedAt,
+		"callingAe":          tx.CallingAE,
+		"calledAe":           tx.CalledAE,
+		"associationId":      tx.AssociationID,
+		"sopInstanceUid":     tx.SOPInstanceUID,
+		"sopClassUid":        tx.SOPClassUID,
+		"findings":           in.findings,
 	}
 	body, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
@@ -243,9 +243,9 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 		FindingsKey: fKey, FindingsURI: p.uri(fKey), SOPInstanceUID: tx.SOPInstanceUID, SOPClassUID: tx.SOPClassUID,
 		StudyInstanceUID: in.instance.StudyInstanceUID, SeriesInstanceUID: in.instance.SeriesInstanceUID,
 		CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, AssociationID: tx.AssociationID,
-		ReceivedAt: tx.ReceivedAt, Size: in.info.Size, SHA256: tx.SHA256, Findings: in.findings,
+		ReceivedAt: tx.ReceivedAt, Size: in.info.Size, SHA256: tx.ContentIdentity, Findings: in.findings,
 	}
-	id := eventID(DetailTypeInstanceRejected, key, tx.SHA256)
+	id := eventID(DetailTypeInstanceRejected, key, tx.ContentIdentity)
 	detail.EventID = id
 	return qKey, p.publishOnce(ctx, id, DetailTypeInstanceRejected, detail, []string{p.resource(key)})
 }
@@ -270,11 +270,11 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	// put: in local mode that put is the unit's first statement, which
 	// takes the database's one writer (localstore.Tx), and the work before
 	// it must not hold the writer.
-	if tx.SHA256, err = p.recorded(ctx, in, id); err != nil {
+	if tx.ContentIdentity, err = p.recorded(ctx, in, id); err != nil {
 		return 0, err
 	}
 	inst := in.instance
-	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.SHA256 = key, jsonKey, in.info.Size, tx.SHA256
+	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.ContentIdentity = key, jsonKey, in.info.Size, tx.ContentIdentity
 	inst.CallingAE, inst.ReceivedAt = tx.CallingAE, tx.ReceivedAt
 	inst.Findings = in.findings
 	sum := p.summary(in, inst)
@@ -315,7 +315,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	rec := p.instanceAudit(in, tx, outcome)
 	rec.ObjectKey = key
 	if outcome == OutcomeDuplicate {
-		rec.ID = "duplicate:" + key + ":" + tx.SHA256
+		rec.ID = "duplicate:" + key + ":" + tx.ContentIdentity
 		rec.Reason = resentReason
 	}
 	if mismatch := findingsWith(indexed.Findings, CodePatientMismatch); len(mismatch) > 0 {
@@ -337,7 +337,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 		SchemaVersion: 1, ObjectKey: key, ObjectURI: objURI, MetadataKey: jsonKey, MetadataURI: p.uri(jsonKey),
 		SummaryKey: summaryKey, SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID,
 		StudyInstanceUID: inst.StudyInstanceUID, SeriesInstanceUID: inst.SeriesInstanceUID,
-		Modality: inst.Modality, TransferSyntaxUID: inst.TransferSyntaxUID, Size: inst.Size, SHA256: inst.SHA256,
+		Modality: inst.Modality, TransferSyntaxUID: inst.TransferSyntaxUID, Size: inst.Size, SHA256: inst.ContentIdentity,
 		ReceivedAt: inst.ReceivedAt, CallingAE: tx.CallingAE, CalledAE: tx.CalledAE, AssociationID: tx.AssociationID,
 		Conflict: conflict, StudyInstanceCount: up.Study.InstanceCount, StudySeriesCount: up.Study.SeriesCount,
 		PatientMismatch: HasFinding(indexed.Findings, CodePatientMismatch),
@@ -345,7 +345,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	}
 	// One event per distinct content: a duplicate delivery or an identical
 	// resend under another key announces nothing new.
-	evID := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.SHA256)
+	evID := eventID(DetailTypeInstanceStored, inst.SOPInstanceUID, inst.ContentIdentity)
 	detail.EventID = evID
 	publish := p.publishOnce
 	if up.Outcome != InstanceDuplicate {
@@ -573,7 +573,7 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	}
 	tx := transaction{
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
-		ReceivedAt: r.Time.UTC(), SHA256: sha, SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
+		ReceivedAt: r.Time.UTC(), ContentIdentity: sha, SOPClassUID: r.SOPClassUID, SOPInstanceUID: r.SOPInstanceUID,
 	}
 	out := p.instanceAudit(in, tx, OutcomeDuplicate)
 	out.ID, out.ObjectKey, out.TLS, out.Reason = rec.ID, key, rec.TLS, resentReason

@@ -21,7 +21,7 @@ const CodePatientMismatch = "patient-mismatch"
 // FirstContent is the content first indexed under a SOP Instance UID, in
 // any study: its identity and the study it named.
 type FirstContent struct {
-	SHA256           string // "" if none was indexed
+	ContentIdentity  string // "" if none was indexed
 	StudyInstanceUID string
 }
 
@@ -41,9 +41,9 @@ type FirstContent struct {
 // instance twice across the archive.
 func ContentOutcome(first FirstContent, in InstanceRecord) UpsertOutcome {
 	switch {
-	case first.SHA256 == "":
+	case first.ContentIdentity == "":
 		return InstanceNew
-	case first.SHA256 != in.SHA256:
+	case first.ContentIdentity != in.ContentIdentity:
 		return InstanceConflict
 	case first.StudyInstanceUID != "" && first.StudyInstanceUID != in.StudyInstanceUID:
 		return InstanceConflict
@@ -258,7 +258,7 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
 		ins = []InstanceRecord{}
 	}
 	slices.SortFunc(ins, func(a, b InstanceRecord) int {
-		return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), cmp.Compare(a.SOPInstanceUID, b.SOPInstanceUID), cmp.Compare(a.SHA256, b.SHA256))
+		return cmp.Or(a.ReceivedAt.Compare(b.ReceivedAt), cmp.Compare(a.SOPInstanceUID, b.SOPInstanceUID), cmp.Compare(a.ContentIdentity, b.ContentIdentity))
 	})
 	byUID := map[string]*SeriesSummary{}
 	var order []*SeriesSummary

@@ -236,8 +236,8 @@ func TestLocalEndToEnd(t *testing.T) {
 		for _, r := range recs {
 			obj := n.object(r.ObjectKey)
 			crc, _ := objectstore.ContentChecksum(obj[144+binary.LittleEndian.Uint32(obj[140:144]):])
-			if want := fmt.Sprintf("dataset-crc64nvme-%016x", crc); r.SHA256 != want {
-				t.Errorf("audit record of %s: content identity %q, the stored data set's is %s", r.SOPInstanceUID, r.SHA256, want)
+			if want := fmt.Sprintf("dataset-crc64nvme-%016x", crc); r.ContentIdentity != want {
+				t.Errorf("audit record of %s: content identity %q, the stored data set's is %s", r.SOPInstanceUID, r.ContentIdentity, want)
 			}
 		}
 		if got := n.audit("outcome=stored"); len(got) != len(synthInstances)+len(real) {

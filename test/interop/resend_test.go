@@ -100,8 +100,8 @@ func TestIdenticalResendAudited(t *testing.T) {
 			again, otherAE := byAssociation[accepted[1]], byAssociation[accepted[2]]
 			if len(stored) != 1 || len(duplicates) != 2 || len(conflicts) != 1 || stored[0].AssociationID != accepted[0] ||
 				again.CallingAE != "LOCAL_AE" || again.SOPInstanceUID != sop || otherAE.CallingAE != "OTHER_AE" ||
-				otherAE.SOPInstanceUID != sop || otherAE.SHA256 != stored[0].SHA256 ||
-				conflicts[0].AssociationID != accepted[3] || conflicts[0].SHA256 == stored[0].SHA256 {
+				otherAE.SOPInstanceUID != sop || otherAE.ContentIdentity != stored[0].ContentIdentity ||
+				conflicts[0].AssociationID != accepted[3] || conflicts[0].ContentIdentity == stored[0].ContentIdentity {
 				t.Errorf("trail: stored %+v\nduplicates %+v\nconflicts %+v", stored, duplicates, conflicts)
 			}
 		})

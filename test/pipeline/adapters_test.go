@@ -19,7 +19,7 @@ func instance(sopUID, sha string, at time.Time) pipeline.InstanceRecord {
 	return pipeline.InstanceRecord{
 		StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sopUID, SOPClassUID: "1.2.840.10008.5.1.4.1.1.2",
 		Modality: "CT", PatientID: "PID-9", PatientName: "Roe^Richard", ObjectKey: objectKey(sopUID), MetadataKey: "metadata/x.json",
-		Size: 100, SHA256: sha, CallingAE: "MODALITY1", ReceivedAt: at,
+		Size: 100, ContentIdentity: sha, CallingAE: "MODALITY1", ReceivedAt: at,
 	}
 }
 

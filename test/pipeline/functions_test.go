@@ -159,7 +159,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 			t.Errorf("%d audit records for the patient, want 3", len(page.Records))
 		}
 		for _, r := range page.Records {
-			if r.EventID.Code != "110104" || r.CallingAE != "MODALITY1" || r.SHA256 == "" {
+			if r.EventID.Code != "110104" || r.CallingAE != "MODALITY1" || r.ContentIdentity == "" {
 				t.Errorf("audit record = %+v", r)
 			}
 		}

@@ -238,7 +238,7 @@ func TestIndexSeriesMarkerRemembered(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.Outcome != tc.want || r.Study.InstanceCount != tc.instances || r.Study.SeriesCount != tc.seriesCount {
-			t.Errorf("%s: %v, %d instances in %d series; want %v, %d in %d", tc.in.SHA256, r.Outcome,
+			t.Errorf("%s: %v, %d instances in %d series; want %v, %d in %d", tc.in.ContentIdentity, r.Outcome,
 				r.Study.InstanceCount, r.Study.SeriesCount, tc.want, tc.instances, tc.seriesCount)
 		}
 	}
@@ -265,9 +265,9 @@ func TestIndexMigratesLegacyStudy(t *testing.T) {
 		{"pk": s(pk), "sk": s("SOP#" + r2.SOPInstanceUID), "sha256": s("bb")},
 	}
 	for _, r := range []pipeline.InstanceRecord{r1, r2} {
-		item := map[string]ddbtypes.AttributeValue{"pk": s(pk), "sk": s("INSTANCE#" + r.SOPInstanceUID + "#" + r.SHA256),
+		item := map[string]ddbtypes.AttributeValue{"pk": s(pk), "sk": s("INSTANCE#" + r.SOPInstanceUID + "#" + r.ContentIdentity),
 			"studyInstanceUid": s(r.StudyInstanceUID), "seriesInstanceUid": s(r.SeriesInstanceUID), "sopInstanceUid": s(r.SOPInstanceUID),
-			"sha256": s(r.SHA256), "size": n(100), "receivedAt": s(r.ReceivedAt.Format(time.RFC3339Nano)), "outcome": s("new")}
+			"sha256": s(r.ContentIdentity), "size": n(100), "receivedAt": s(r.ReceivedAt.Format(time.RFC3339Nano)), "outcome": s("new")}
 		items = append(items, item)
 	}
 	for _, item := range items {
@@ -291,7 +291,7 @@ func TestIndexMigratesLegacyStudy(t *testing.T) {
 			t.Fatal(err)
 		}
 		if r.Outcome != step.want || r.Study.InstanceCount != step.instances || r.Study.ConflictCount != step.conflicts {
-			t.Errorf("%s %s: %v, %d instances, %d conflicts; want %v, %d, %d", step.in.SOPInstanceUID, step.in.SHA256,
+			t.Errorf("%s %s: %v, %d instances, %d conflicts; want %v, %d, %d", step.in.SOPInstanceUID, step.in.ContentIdentity,
 				r.Outcome, r.Study.InstanceCount, r.Study.ConflictCount, step.want, step.instances, step.conflicts)
 		}
 	}

@@ -108,12 +108,12 @@ func TestResendsThroughFunctions(t *testing.T) {
 	callers := map[string]bool{}
 	for _, d := range dups {
 		callers[d.CallingAE] = true
-		if d.SHA256 != stored[0].SHA256 {
-			t.Errorf("a resend's record names content %q, the first %q", d.SHA256, stored[0].SHA256)
+		if d.ContentIdentity != stored[0].ContentIdentity {
+			t.Errorf("a resend's record names content %q, the first %q", d.ContentIdentity, stored[0].ContentIdentity)
 		}
 	}
-	if !callers["LOCAL_AE"] || !callers["OTHER_AE"] || !strings.HasPrefix(stored[0].SHA256, pipeline.DataSetIdentityPrefix) ||
-		conflicts[0].CallingAE != "LOCAL_AE" || conflicts[0].SHA256 == stored[0].SHA256 {
+	if !callers["LOCAL_AE"] || !callers["OTHER_AE"] || !strings.HasPrefix(stored[0].ContentIdentity, pipeline.DataSetIdentityPrefix) ||
+		conflicts[0].CallingAE != "LOCAL_AE" || conflicts[0].ContentIdentity == stored[0].ContentIdentity {
 		t.Errorf("records: stored %+v\nduplicates %+v\nconflict %+v", stored, dups, conflicts)
 	}
 	st, err := e.index.GetStudy(ctx, studyUID)

@@ -312,8 +312,8 @@ func checkStagedResendTrail(t *testing.T, trail []pipeline.AuditRecord, sops, he
 			r := recs[i]
 			resend := slices.ContainsFunc(r.EventTypeCodes, func(c pipeline.CodedValue) bool { return c.Code == "identical-resend" })
 			if r.Outcome != w.outcome || resend != (w.outcome == pipeline.OutcomeDuplicate) || r.CallingAE != accepted[w.assoc].CallingAE ||
-				r.CalledAE != "REMOTE_AE" || r.PeerAddr == "" || r.ObjectKey != w.key || w.key == "" || r.SHA256 != recs[0].SHA256 || !within(r) {
-				t.Errorf("%s: record %+v; want %s by association %s (%s), of %s, content %s", sop, r, w.outcome, w.assoc, accepted[w.assoc].CallingAE, w.key, recs[0].SHA256)
+				r.CalledAE != "REMOTE_AE" || r.PeerAddr == "" || r.ObjectKey != w.key || w.key == "" || r.ContentIdentity != recs[0].ContentIdentity || !within(r) {
+				t.Errorf("%s: record %+v; want %s by association %s (%s), of %s, content %s", sop, r, w.outcome, w.assoc, accepted[w.assoc].CallingAE, w.key, recs[0].ContentIdentity)
 			}
 		}
 	}

@@ -110,7 +110,7 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 			return info, err
 		}
 	}
-	if md["sha256"] == "" && strings.HasSuffix(key, ".dcm") {
+	if md[objectstore.MetaLegacySHA256] == "" && strings.HasSuffix(key, ".dcm") {
 		// The content identity, as S3 reports it: the SCP's file store
 		// took the CRC-64/NVME as the object arrived, or else it is taken
 		// here. (Objects stored by earlier versions carry a SHA-256 in

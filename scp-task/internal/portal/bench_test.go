@@ -76,7 +76,7 @@ func seed(b *testing.B, db *localstore.DB) {
 				sop := fmt.Sprintf("%s.%d.%d", study, i%2+1, i)
 				at := t0.Add(time.Duration(st)*time.Minute + time.Duration(i)*time.Second)
 				if _, err := tx.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: fmt.Sprintf("%s.%d", study, i%2+1),
-					SOPInstanceUID: sop, SHA256: "x", PatientName: fmt.Sprintf("PATIENT^%d", st), PatientID: fmt.Sprint("P", st), Modality: "CT",
+					SOPInstanceUID: sop, ContentIdentity: "x", PatientName: fmt.Sprintf("PATIENT^%d", st), PatientID: fmt.Sprint("P", st), Modality: "CT",
 					CallingAE: "SITE_A", InstanceNumber: fmt.Sprint(i), TransferSyntaxUID: "1.2.840.10008.1.2.1", Size: 525000, ReceivedAt: at,
 					ObjectKey: "incoming/" + sop + ".dcm"}); err != nil {
 					return err

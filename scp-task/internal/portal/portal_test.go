@@ -66,7 +66,7 @@ func newTestServerLogging(t testing.TB, logger *slog.Logger) (*httptest.Server, 
 	for i, sop := range []string{"1.2.3.1.1", "1.2.3.1.2", "1.2.3.2.1"} {
 		series := sop[:len("1.2.3.1")]
 		if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{
-			StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, SHA256: sop,
+			StudyInstanceUID: "1.2.3", SeriesInstanceUID: series, SOPInstanceUID: sop, ContentIdentity: sop,
 			Modality: "MR", SeriesNumber: series[len(series)-1:], PatientID: "PID<1>", PatientName: "Doe^<script>alert(1)</script>",
 			StudyDescription: "Brain & spine", CallingAE: "LOCAL_AE", Size: 10, ReceivedAt: t0.Add(time.Duration(i) * time.Second),
 			ObjectKey: "incoming/2026/11/26/1.2.3/" + series + "/" + sop + ".dcm", MetadataKey: "metadata/" + sop + ".json",
@@ -416,7 +416,7 @@ func TestPatientMismatchShown(t *testing.T) {
 	for i, pid := range []string{"PCT0001", "PMIX001"} {
 		sop := "1.2.9.1." + strconv.Itoa(i+1)
 		if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{
-			StudyInstanceUID: "1.2.9", SeriesInstanceUID: "1.2.9.1", SOPInstanceUID: sop, SHA256: sop, Modality: "CT",
+			StudyInstanceUID: "1.2.9", SeriesInstanceUID: "1.2.9.1", SOPInstanceUID: sop, ContentIdentity: sop, Modality: "CT",
 			PatientID: pid, Size: 10, ReceivedAt: t0, ObjectKey: "incoming/" + sop + ".dcm",
 		}); err != nil {
 			t.Fatal(err)
@@ -455,7 +455,7 @@ func TestCommitmentStateShown(t *testing.T) {
 	db := openDB(t)
 	ix := db.IndexStore()
 	if _, err := ix.UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.2.7", SeriesInstanceUID: "1.2.7.1",
-		SOPInstanceUID: "1.2.7.1.1", SHA256: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.2.7.1.1.dcm"}); err != nil {
+		SOPInstanceUID: "1.2.7.1.1", ContentIdentity: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.2.7.1.1.dcm"}); err != nil {
 		t.Fatal(err)
 	}
 	cs := db.CommitmentStore()
@@ -566,7 +566,7 @@ func TestStudyPageBoundsInstances(t *testing.T) {
 	ctx := context.Background()
 	for i := range maxInstancesShown + 5 {
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.7", SeriesInstanceUID: "1.7.1",
-			SOPInstanceUID: fmt.Sprint("1.7.1.", i), SHA256: "x", InstanceNumber: fmt.Sprint(i), ObjectKey: fmt.Sprint("k", i),
+			SOPInstanceUID: fmt.Sprint("1.7.1.", i), ContentIdentity: "x", InstanceNumber: fmt.Sprint(i), ObjectKey: fmt.Sprint("k", i),
 			ReceivedAt: time.Unix(int64(i), 0)}); err != nil {
 			t.Fatal(err)
 		}

@@ -205,7 +205,7 @@ func TestStudySearchAndAssociations(t *testing.T) {
 	for i := range 3 {
 		uid := fmt.Sprint("1.3.", i)
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", SOPInstanceUID: uid + ".1.1",
-			SHA256: "x", PatientName: "ROE^RICHARD", PatientID: "R1", AccessionNumber: fmt.Sprint("ACC", i), Modality: "US", CallingAE: "SITE_B",
+			ContentIdentity: "x", PatientName: "ROE^RICHARD", PatientID: "R1", AccessionNumber: fmt.Sprint("ACC", i), Modality: "US", CallingAE: "SITE_B",
 			ReceivedAt: t0.Add(time.Hour + time.Duration(i)*time.Minute)}); err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +297,7 @@ func TestThumbnails(t *testing.T) {
 	} {
 		key := fmt.Sprintf("incoming/1.5/%s/%d.dcm", in.series, i)
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: in.series, SeriesNumber: in.series[4:],
-			SOPInstanceUID: fmt.Sprint("1.5.9.", i), SHA256: "x", InstanceNumber: in.number, TransferSyntaxUID: in.ts, ObjectKey: key,
+			SOPInstanceUID: fmt.Sprint("1.5.9.", i), ContentIdentity: "x", InstanceNumber: in.number, TransferSyntaxUID: in.ts, ObjectKey: key,
 			Size: fixture(in.file, key), ReceivedAt: t0.Add(time.Duration(i) * time.Second)}); err != nil {
 			t.Fatal(err)
 		}
@@ -327,7 +327,7 @@ func TestThumbnails(t *testing.T) {
 	// A new instance moves the study's revision: the preview is picked
 	// again.
 	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: "1.5.1",
-		SOPInstanceUID: "1.5.9.99", SHA256: "y", InstanceNumber: "99", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: "none",
+		SOPInstanceUID: "1.5.9.99", ContentIdentity: "y", InstanceNumber: "99", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: "none",
 		ReceivedAt: t0.Add(time.Minute)}); err != nil {
 		t.Fatal(err)
 	}
@@ -385,7 +385,7 @@ func TestThumbnailFailureNamesNoUID(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.6", SeriesInstanceUID: "1.6.1",
-		SOPInstanceUID: sop, SHA256: "x", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: key, Size: 1000, ReceivedAt: t0}); err != nil {
+		SOPInstanceUID: sop, ContentIdentity: "x", TransferSyntaxUID: "1.2.840.10008.1.2.1", ObjectKey: key, Size: 1000, ReceivedAt: t0}); err != nil {
 		t.Fatal(err)
 	}
 	var logs testenv.LogBuffer
@@ -424,7 +424,7 @@ func TestRejectsAgree(t *testing.T) {
 	srv, db := newTestServer(t)
 	ctx := context.Background()
 	if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.4", SeriesInstanceUID: "1.4.1",
-		SOPInstanceUID: "1.4.1.1", SHA256: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.4.1.1.dcm"}); err != nil {
+		SOPInstanceUID: "1.4.1.1", ContentIdentity: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/1.4.1.1.dcm"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.IndexStore().MarkAnnounced(ctx, "1.4", 1, 1, t0); err != nil {
@@ -511,7 +511,7 @@ func TestResentRejectClears(t *testing.T) {
 	store := func(sop string, at time.Time, revision int64) {
 		t.Helper()
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.7", SeriesInstanceUID: "1.7.1",
-			SOPInstanceUID: sop, SHA256: sop, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + ".dcm"}); err != nil {
+			SOPInstanceUID: sop, ContentIdentity: sop, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + ".dcm"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.IndexStore().MarkAnnounced(ctx, "1.7", revision, revision, at); err != nil {
@@ -565,7 +565,7 @@ func TestRejectMarksAgree(t *testing.T) {
 	store := func(study, sop, sha string, at time.Time, revision int64) {
 		t.Helper()
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: study + ".1",
-			SOPInstanceUID: sop, SHA256: sha, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + "." + sha + ".dcm"}); err != nil {
+			SOPInstanceUID: sop, ContentIdentity: sha, Size: 10, ReceivedAt: at, ObjectKey: "incoming/" + sop + "." + sha + ".dcm"}); err != nil {
 			t.Fatal(err)
 		}
 		if err := db.IndexStore().MarkAnnounced(ctx, study, revision, revision, at); err != nil {

@@ -95,7 +95,7 @@ func testInstances(t *testing.T, h IndexHarness) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	slices.SortFunc(got, func(a, b pipeline.InstanceRecord) int { return strings.Compare(a.SHA256, b.SHA256) })
+	slices.SortFunc(got, func(a, b pipeline.InstanceRecord) int { return strings.Compare(a.ContentIdentity, b.ContentIdentity) })
 	if d := cmp.Diff([]pipeline.InstanceRecord{first, conflict}, got, cmpOpts); d != "" {
 		t.Errorf("Instances (-want +got):\n%s", d)
 	}
@@ -118,7 +118,7 @@ func Record(s, se, i int, sha string, at time.Duration) pipeline.InstanceRecord 
 		TransferSyntaxUID: "1.2.840.10008.1.2.1", Modality: "CT", InstanceNumber: fmt.Sprint(i), SeriesNumber: fmt.Sprint(se),
 		SeriesDescription: fmt.Sprintf("series %d", se), StudyDate: "2026-01-15", StudyTime: "09:30:00", StudyDescription: "CT HEAD",
 		AccessionNumber: "ACC1", PatientID: "PID-1", PatientName: "Doe^Jane", PatientBirthDate: "1970-01-01", PatientSex: "F",
-		ObjectKey: "incoming/" + sop + "-" + sha + ".dcm", MetadataKey: "metadata/" + sop + ".json", Size: 100, SHA256: sha,
+		ObjectKey: "incoming/" + sop + "-" + sha + ".dcm", MetadataKey: "metadata/" + sop + ".json", Size: 100, ContentIdentity: sha,
 		CallingAE: "MOD1", ReceivedAt: T0.Add(at), IndexedAt: T0.Add(at + time.Second),
 	}
 }
@@ -134,7 +134,7 @@ func upsert(t *testing.T, ix pipeline.IndexStore, in pipeline.InstanceRecord, wa
 		t.Fatalf("upsert %s: %v", in.SOPInstanceUID, err)
 	}
 	if r.Outcome != want {
-		t.Fatalf("upsert %s %s: outcome %v, want %v", in.SOPInstanceUID, in.SHA256, r.Outcome, want)
+		t.Fatalf("upsert %s %s: outcome %v, want %v", in.SOPInstanceUID, in.ContentIdentity, r.Outcome, want)
 	}
 	return r
 }
@@ -311,7 +311,7 @@ func testConflictOtherStudy(t *testing.T, h IndexHarness) {
 	// (a study split or merged at the PACS, a UID collision): a conflict,
 	// indexed in the study it names. See pipeline.ContentOutcome.
 	moved := in
-	moved.StudyInstanceUID, moved.SeriesInstanceUID, moved.SHA256 = studyUID(2), studyUID(2)+".1", "bb"
+	moved.StudyInstanceUID, moved.SeriesInstanceUID, moved.ContentIdentity = studyUID(2), studyUID(2)+".1", "bb"
 	r := upsert(t, ix, moved, pipeline.InstanceConflict)
 	if !r.Instance.Conflict || r.Study.StudyInstanceUID != studyUID(2) {
 		t.Errorf("result = %+v", r)
@@ -435,19 +435,19 @@ func testPatientMismatch(t *testing.T, h IndexHarness) {
 	// Another MR of the other patient, a CT with another birth date, and a
 	// CT without patient name or birth date (nothing to disagree on).
 	mr2 := mr
-	mr2.SOPInstanceUID, mr2.SHA256 = mr.SOPInstanceUID+"0", "cc"
+	mr2.SOPInstanceUID, mr2.ContentIdentity = mr.SOPInstanceUID+"0", "cc"
 	r = upsert(t, ix, mr2, pipeline.InstanceNew)
 	if len(findingTags(r.Instance.Findings, pipeline.CodePatientMismatch)) != 2 || len(r.Study.Findings) != 2 {
 		t.Errorf("second MR: %v, study %v", r.Instance.Findings, r.Study.Findings)
 	}
 	born := ct
-	born.SOPInstanceUID, born.SHA256, born.PatientBirthDate, born.Findings = ct.SOPInstanceUID+"0", "dd", "1980-02-02", nil
+	born.SOPInstanceUID, born.ContentIdentity, born.PatientBirthDate, born.Findings = ct.SOPInstanceUID+"0", "dd", "1980-02-02", nil
 	r = upsert(t, ix, born, pipeline.InstanceNew)
 	if diff := cmp.Diff(mismatch(birthTag), findingTags(r.Instance.Findings, pipeline.CodePatientMismatch), cmpOpts); diff != "" {
 		t.Errorf("birth date findings (-want +got):\n%s", diff)
 	}
 	bare := ct
-	bare.SOPInstanceUID, bare.SHA256, bare.PatientName, bare.PatientBirthDate, bare.Findings = ct.SOPInstanceUID+"1", "ee", "", "", nil
+	bare.SOPInstanceUID, bare.ContentIdentity, bare.PatientName, bare.PatientBirthDate, bare.Findings = ct.SOPInstanceUID+"1", "ee", "", "", nil
 	if r = upsert(t, ix, bare, pipeline.InstanceNew); len(r.Instance.Findings) != 0 {
 		t.Errorf("an instance with nothing to disagree on got %v", r.Instance.Findings)
 	}
@@ -572,7 +572,7 @@ func testInterrupted(t *testing.T, h IndexHarness) {
 						t.Fatal(err)
 					}
 					if !slices.ContainsFunc(listed, func(in pipeline.InstanceRecord) bool {
-						return in.SHA256 == tc.in.SHA256 && in.StudyInstanceUID == tc.in.StudyInstanceUID
+						return in.ContentIdentity == tc.in.ContentIdentity && in.StudyInstanceUID == tc.in.StudyInstanceUID
 					}) {
 						t.Errorf("%s: Instances leaves the retried content out: %d listed", where, len(listed))
 					}

@@ -251,6 +251,6 @@ func SCPMetadata(sopClass, sopInstance, ts, sha string) map[string]string {
 		objectstore.MetaCallingAE: "MODALITY1", objectstore.MetaCalledAE: "INGEST", objectstore.MetaPeerAddr: "10.1.2.3:40000",
 		objectstore.MetaAssociationID: "assoc1", objectstore.MetaReceivedAt: "2026-01-15T10:20:30.123456789Z",
 		objectstore.MetaSOPClassUID: sopClass, objectstore.MetaSOPInstanceUID: sopInstance, objectstore.MetaTransferSyntaxUID: ts,
-		"sha256": sha, objectstore.MetaImplementationVersion: "TEST_1",
+		objectstore.MetaLegacySHA256: sha, objectstore.MetaImplementationVersion: "TEST_1",
 	}
 }

@@ -283,7 +283,7 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	ik := in.SOPInstanceUID + "/" + in.SHA256
+	ik := in.SOPInstanceUID + "/" + in.ContentIdentity
 	if prev, ok := x.instances[in.StudyInstanceUID][ik]; ok {
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(x.studies[in.StudyInstanceUID]), Instance: prev}, nil
 	}
@@ -295,7 +295,7 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 		x.instances[in.StudyInstanceUID] = map[string]pipeline.InstanceRecord{}
 	}
 	if _, ok := x.first[in.SOPInstanceUID]; !ok {
-		x.first[in.SOPInstanceUID] = pipeline.FirstContent{SHA256: in.SHA256, StudyInstanceUID: in.StudyInstanceUID}
+		x.first[in.SOPInstanceUID] = pipeline.FirstContent{ContentIdentity: in.ContentIdentity, StudyInstanceUID: in.StudyInstanceUID}
 	}
 	outcome := pipeline.ContentOutcome(x.first[in.SOPInstanceUID], in)
 	newSeries := !x.series[in.StudyInstanceUID][in.SeriesInstanceUID]
@@ -342,7 +342,7 @@ func (x *Index) Instances(_ context.Context, sop string) ([]pipeline.InstanceRec
 		}
 	}
 	slices.SortFunc(out, func(a, b pipeline.InstanceRecord) int {
-		return cmp.Or(cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID), cmp.Compare(a.SHA256, b.SHA256))
+		return cmp.Or(cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID), cmp.Compare(a.ContentIdentity, b.ContentIdentity))
 	})
 	return out, nil
 }
