@@ -6,7 +6,6 @@ package pipeline
 // "Duplicates".
 
 import (
-	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -228,32 +227,37 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 // identity's field was named ContentIdentityField too.
 func (r *InstanceRecord) UnmarshalJSON(b []byte) error {
 	type plain InstanceRecord
-	var v struct {
-		plain
-		Legacy string `json:"sha256"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
 		return err
 	}
-	*r = InstanceRecord(v.plain)
-	r.ContentIdentity = cmp.Or(r.ContentIdentity, v.Legacy)
-	return nil
+	return readLegacyJSON(b, &r.ContentIdentity)
 }
 
 // UnmarshalJSON reads an audit record, one written before the content
 // identity's field was named ContentIdentityField too.
 func (r *AuditRecord) UnmarshalJSON(b []byte) error {
 	type plain AuditRecord
-	var v struct {
-		plain
-		Legacy string `json:"sha256"`
-	}
-	if err := json.Unmarshal(b, &v); err != nil {
+	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
 		return err
 	}
-	*r = AuditRecord(v.plain)
-	r.ContentIdentity = cmp.Or(r.ContentIdentity, v.Legacy)
-	return nil
+	return readLegacyJSON(b, &r.ContentIdentity)
+}
+
+// readLegacyJSON sets *id, when the record b was read into has none, to
+// the one it carries under LegacyContentIdentityField, if any.
+func readLegacyJSON(b []byte, id *string) error {
+	if *id != "" {
+		return nil
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	legacy, ok := fields[LegacyContentIdentityField]
+	if !ok {
+		return nil
+	}
+	return json.Unmarshal(legacy, id)
 }
 
 // ReadLegacyContentIdentity is what a reader of records in another form
