@@ -31,6 +31,7 @@ import (
 //	pk = "STUDY#<study>"  sk = "STUDY"                  study aggregate
 //	pk = "STUDY#<study>"  sk = "SERIES#<series>"        series marker (which content created it)
 //	pk = "STUDY#<study>"  sk = "INSTANCE#<sop>#<sha>"   one per distinct content
+//	pk = "STUDY#<study>"  sk = "REJECTED#<sop>"         an instance validation rejected (RecordRejected)
 //	pk = "EVENT#<id>"     sk = "EVENT"                  publish ledger
 //
 // GSIs: byPending (gsi1pk = "PENDING" only while a study has unannounced
@@ -549,11 +550,8 @@ func (x *IndexTable) countUpdate(in pipeline.InstanceRecord, outcome pipeline.Up
 	if newSeries {
 		add = append(add, "seriesCount :one")
 	}
-	// Set unions need no decision: pipeline.StudySummary.Merge agrees.
-	if in.Modality != "" {
-		vals[":mod"] = ssv(in.Modality)
-		add = append(add, "modalities :mod")
-	}
+	// The calling AEs' union needs no decision: pipeline.StudySummary.Merge
+	// agrees. The modalities' does (AddModality's bound): step 5 adds them.
 	if in.CallingAE != "" {
 		vals[":ae"] = ssv(in.CallingAE)
 		add = append(add, "callingAes :ae")
@@ -689,20 +687,40 @@ func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipel
 	move([]string{"firstReceived"}, seen.FirstReceived, want.FirstReceived, ">")
 	move([]string{"lastReceived", "gsi2sk"}, seen.LastReceived, want.LastReceived, "<")
 	move([]string{"lastActivity", "gsi1sk"}, seen.LastActivity, want.LastActivity, "<")
+	// A modality Merge kept: added while the set holds fewer than the
+	// bound, so that racing additions cannot take it past it (the loser
+	// decides again on the set as it is). One Merge did not keep marks the
+	// set cut.
+	for _, m := range want.Modalities {
+		if !slices.Contains(seen.Modalities, m) {
+			vals[":mods"], vals[":maxMods"] = ssv(m), nv(pipeline.MaxStudyModalities)
+			cond = append(cond, "(attribute_not_exists(modalities) OR size(modalities) < :maxMods)")
+		}
+	}
+	if want.ModalitiesTruncated && !seen.ModalitiesTruncated {
+		vals[":cut"] = &ddbtypes.AttributeValueMemberBOOL{Value: true}
+		set = append(set, "modalitiesTruncated = :cut")
+	}
 	expr := ""
 	if len(set) > 0 {
 		expr = "SET " + strings.Join(set, ", ") + " "
 	}
-	var add []string
+	var found, add []string
 	for _, f := range want.Findings {
 		if !slices.Contains(seen.Findings, f) {
 			b, _ := json.Marshal(f) // a Finding always marshals
-			add = append(add, string(b))
+			found = append(found, string(b))
 		}
 	}
+	if len(found) > 0 {
+		vals[":findings"] = ssv(found...)
+		add = append(add, "findings :findings")
+	}
+	if vals[":mods"] != nil {
+		add = append(add, "modalities :mods")
+	}
 	if len(add) > 0 {
-		vals[":findings"] = ssv(add...)
-		expr += "ADD findings :findings "
+		expr += "ADD " + strings.Join(add, ", ") + " "
 	}
 	if remove {
 		vals[":id"] = ssv(contentID(rec))
@@ -823,27 +841,29 @@ func (x *IndexTable) study(ctx context.Context, uid string) (pipeline.StudySumma
 
 // studyItem mirrors the study item's attributes.
 type studyItem struct {
-	StudyInstanceUID  string   `dynamodbav:"studyInstanceUid"`
-	PatientID         string   `dynamodbav:"patientId"`
-	PatientName       string   `dynamodbav:"patientName"`
-	PatientBirthDate  string   `dynamodbav:"patientBirthDate"`
-	PatientSex        string   `dynamodbav:"patientSex"`
-	StudyDate         string   `dynamodbav:"studyDate"`
-	StudyTime         string   `dynamodbav:"studyTime"`
-	StudyDescription  string   `dynamodbav:"studyDescription"`
-	AccessionNumber   string   `dynamodbav:"accessionNumber"`
-	Modalities        []string `dynamodbav:"modalities,stringset"`
-	CallingAEs        []string `dynamodbav:"callingAes,stringset"`
-	SeriesCount       int      `dynamodbav:"seriesCount"`
-	InstanceCount     int      `dynamodbav:"instanceCount"`
-	ConflictCount     int      `dynamodbav:"conflictCount"`
-	TotalBytes        int64    `dynamodbav:"totalBytes"`
-	FirstReceived     string   `dynamodbav:"firstReceived"`
-	LastReceived      string   `dynamodbav:"lastReceived"`
-	LastActivity      string   `dynamodbav:"lastActivity"` // absent on items written before it existed
-	Revision          int64    `dynamodbav:"revision"`
-	AnnouncedRevision int64    `dynamodbav:"announcedRevision"`
-	AnnouncedVersion  int64    `dynamodbav:"announcedVersion"`
+	StudyInstanceUID string   `dynamodbav:"studyInstanceUid"`
+	PatientID        string   `dynamodbav:"patientId"`
+	PatientName      string   `dynamodbav:"patientName"`
+	PatientBirthDate string   `dynamodbav:"patientBirthDate"`
+	PatientSex       string   `dynamodbav:"patientSex"`
+	StudyDate        string   `dynamodbav:"studyDate"`
+	StudyTime        string   `dynamodbav:"studyTime"`
+	StudyDescription string   `dynamodbav:"studyDescription"`
+	AccessionNumber  string   `dynamodbav:"accessionNumber"`
+	Modalities       []string `dynamodbav:"modalities,stringset"`
+	// ModalitiesTruncated: a modality was not kept (pipeline.StudySummary.AddModality).
+	ModalitiesTruncated bool     `dynamodbav:"modalitiesTruncated"`
+	CallingAEs          []string `dynamodbav:"callingAes,stringset"`
+	SeriesCount         int      `dynamodbav:"seriesCount"`
+	InstanceCount       int      `dynamodbav:"instanceCount"`
+	ConflictCount       int      `dynamodbav:"conflictCount"`
+	TotalBytes          int64    `dynamodbav:"totalBytes"`
+	FirstReceived       string   `dynamodbav:"firstReceived"`
+	LastReceived        string   `dynamodbav:"lastReceived"`
+	LastActivity        string   `dynamodbav:"lastActivity"` // absent on items written before it existed
+	Revision            int64    `dynamodbav:"revision"`
+	AnnouncedRevision   int64    `dynamodbav:"announcedRevision"`
+	AnnouncedVersion    int64    `dynamodbav:"announcedVersion"`
 	// Findings are JSON-encoded pipeline.Findings.
 	Findings []string `dynamodbav:"findings,stringset"`
 }
@@ -871,7 +891,7 @@ func decodeStudy(item map[string]ddbtypes.AttributeValue) (pipeline.StudySummary
 	return pipeline.StudySummary{
 		StudyInstanceUID: s.StudyInstanceUID, PatientID: s.PatientID, PatientName: s.PatientName,
 		PatientBirthDate: s.PatientBirthDate, PatientSex: s.PatientSex, StudyDate: s.StudyDate, StudyTime: s.StudyTime,
-		StudyDescription: s.StudyDescription, AccessionNumber: s.AccessionNumber, Modalities: s.Modalities,
+		StudyDescription: s.StudyDescription, AccessionNumber: s.AccessionNumber, Modalities: s.Modalities, ModalitiesTruncated: s.ModalitiesTruncated,
 		CallingAEs: s.CallingAEs, SeriesCount: s.SeriesCount, InstanceCount: s.InstanceCount, ConflictCount: s.ConflictCount,
 		TotalBytes: s.TotalBytes, FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived),
 		LastActivity: parseTS(s.LastActivity), Revision: s.Revision, AnnouncedRevision: s.AnnouncedRevision, AnnouncedVersion: s.AnnouncedVersion,
@@ -918,6 +938,7 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 	}
 	var st *pipeline.StudySummary
 	var instances []pipeline.InstanceRecord
+	var rejected []string
 	for _, item := range items {
 		switch sk := str(item, "sk"); {
 		case sk == "STUDY":
@@ -932,12 +953,33 @@ func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDe
 				return pipeline.StudyDetail{}, err
 			}
 			instances = append(instances, in)
+		case strings.HasPrefix(sk, "REJECTED#"):
+			rejected = append(rejected, str(item, "sopInstanceUid"))
 		}
 	}
 	if st == nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
 	}
-	return pipeline.NewStudyDetail(*st, instances), nil
+	return pipeline.NewStudyDetail(*st, instances, rejected), nil
+}
+
+// RecordRejected implements pipeline.IndexStore: an item per SOP Instance
+// UID in the study's partition, put again by each delivery alike, which
+// GetStudy reads with the rest of the partition. No study item: a study of
+// rejected instances only is no study.
+func (x *IndexTable) RecordRejected(ctx context.Context, r pipeline.RejectedInstance) error {
+	if !r.Valid() {
+		return errors.New("awsadapters: record rejected: invalid UIDs")
+	}
+	_, err := x.Client.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: &x.Table,
+		Item: map[string]ddbtypes.AttributeValue{"pk": sv(studyPK(r.StudyInstanceUID)), "sk": sv("REJECTED#" + r.SOPInstanceUID),
+			"sopInstanceUid": sv(r.SOPInstanceUID)},
+	})
+	if err != nil {
+		return fmt.Errorf("awsadapters: record rejected: %w", err)
+	}
+	return nil
 }
 
 // Instances implements pipeline.IndexStore: the SOP item names the studies

@@ -273,6 +273,13 @@ var schema = []string{
 			AND json_type(o.detail, '$.studies') = 'array' THEN o.detail ELSE '{}' END, '$.studies') j
 		WHERE j.type = 'text' AND j.value != '';
 	DROP INDEX outbox_study;`,
+	// 16: the instances of a study validation rejected (RecordRejected),
+	// one row per SOP Instance UID in the study, which GetStudy counts.
+	`CREATE TABLE rejected (
+		study_uid TEXT NOT NULL,
+		sop_uid   TEXT NOT NULL,
+		PRIMARY KEY (study_uid, sop_uid)
+	) WITHOUT ROWID;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

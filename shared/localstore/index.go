@@ -151,7 +151,46 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 	if err := rows.Err(); err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
-	return pipeline.NewStudyDetail(st, instances), nil
+	rejected, err := queryStrings(ctx, q, `SELECT sop_uid FROM rejected WHERE study_uid = ?`, studyUID)
+	if err != nil {
+		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
+	}
+	return pipeline.NewStudyDetail(st, instances, rejected), nil
+}
+
+// queryStrings returns the one text column of stmt's rows.
+func queryStrings(ctx context.Context, q *querier, stmt string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, stmt, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// RecordRejected implements pipeline.IndexStore: a row per SOP Instance
+// UID in the study, written once.
+func (s *IndexStore) RecordRejected(ctx context.Context, r pipeline.RejectedInstance) error {
+	if !r.Valid() {
+		return fmt.Errorf("localstore: record rejected: invalid UIDs")
+	}
+	err := s.b.write(ctx, func(tx *querier) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO rejected(study_uid, sop_uid) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+			r.StudyInstanceUID, r.SOPInstanceUID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: record rejected: %w", err)
+	}
+	return nil
 }
 
 // Instances implements pipeline.IndexStore: the rows under the UID, which an

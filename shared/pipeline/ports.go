@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
 // Sentinel errors that adapters return (wrapped) so the pipeline can tell a
@@ -154,6 +155,29 @@ type IndexStore interface {
 	// keeps a redelivered message from publishing an event twice.
 	EventPublished(ctx context.Context, eventID string) (bool, error)
 	MarkEventPublished(ctx context.Context, eventID string, at time.Time) error
+	// RecordRejected notes that validation rejected (quarantined) an
+	// instance of a study: once per SOP Instance UID in the study, whatever
+	// the number of deliveries or resends. It only notes: it creates no
+	// study, moves no count, Revision or activity (so it announces
+	// nothing), and GetStudy counts the noted instances that have no
+	// indexed content in the study (StudyDetail.RejectedCount). Both UIDs
+	// must be valid UIDs (RejectedInstance.Valid); an object whose are not
+	// names no instance of a study.
+	RecordRejected(ctx context.Context, r RejectedInstance) error
+}
+
+// RejectedInstance is an instance of a study that validation rejected.
+type RejectedInstance struct {
+	StudyInstanceUID string
+	SOPInstanceUID   string
+}
+
+// Valid reports whether r names an instance of a study RecordRejected
+// notes: both UIDs valid (syntax, at most 64 characters), as every index
+// key built from them needs.
+func (r RejectedInstance) Valid() bool {
+	return r.StudyInstanceUID != "" && r.SOPInstanceUID != "" &&
+		dicomuid.SyntaxError(r.StudyInstanceUID) == "" && dicomuid.SyntaxError(r.SOPInstanceUID) == ""
 }
 
 // StudyQuery filters ListStudies.
@@ -246,22 +270,25 @@ type InstanceRecord struct {
 
 // StudySummary is the study-level aggregate.
 type StudySummary struct {
-	StudyInstanceUID string    `json:"studyInstanceUid"`
-	PatientID        string    `json:"patientId,omitempty"`
-	PatientName      string    `json:"patientName,omitempty"`
-	PatientBirthDate string    `json:"patientBirthDate,omitempty"`
-	PatientSex       string    `json:"patientSex,omitempty"`
-	StudyDate        string    `json:"studyDate,omitempty"`
-	StudyTime        string    `json:"studyTime,omitempty"`
-	StudyDescription string    `json:"studyDescription,omitempty"`
-	AccessionNumber  string    `json:"accessionNumber,omitempty"`
-	Modalities       []string  `json:"modalities,omitempty"` // sorted, distinct
-	CallingAEs       []string  `json:"callingAes,omitempty"` // sorted, distinct
-	SeriesCount      int       `json:"seriesCount"`
-	InstanceCount    int       `json:"instanceCount"` // distinct SOP Instance UIDs
-	ConflictCount    int       `json:"conflictCount"`
-	TotalBytes       int64     `json:"totalBytes"`
-	FirstReceived    time.Time `json:"firstReceived"`
+	StudyInstanceUID string `json:"studyInstanceUid"`
+	PatientID        string `json:"patientId,omitempty"`
+	PatientName      string `json:"patientName,omitempty"`
+	PatientBirthDate string `json:"patientBirthDate,omitempty"`
+	PatientSex       string `json:"patientSex,omitempty"`
+	StudyDate        string `json:"studyDate,omitempty"`
+	StudyTime        string `json:"studyTime,omitempty"`
+	StudyDescription string `json:"studyDescription,omitempty"`
+	AccessionNumber  string `json:"accessionNumber,omitempty"`
+	// Modalities are the study's distinct modalities, sorted: those kept
+	// (AddModality's bound), with ModalitiesTruncated when some were not.
+	Modalities          []string  `json:"modalities,omitempty"`
+	ModalitiesTruncated bool      `json:"modalitiesTruncated,omitempty"`
+	CallingAEs          []string  `json:"callingAes,omitempty"` // sorted, distinct
+	SeriesCount         int       `json:"seriesCount"`
+	InstanceCount       int       `json:"instanceCount"` // distinct SOP Instance UIDs
+	ConflictCount       int       `json:"conflictCount"`
+	TotalBytes          int64     `json:"totalBytes"`
+	FirstReceived       time.Time `json:"firstReceived"`
 	// LastReceived is the SCP's received-at of the newest instance (what
 	// the portal shows).
 	LastReceived time.Time `json:"lastReceived"`
@@ -322,6 +349,10 @@ type StudyDetail struct {
 	StudySummary
 	Series    []SeriesSummary  `json:"series"`
 	Instances []InstanceRecord `json:"instances"`
+	// RejectedCount counts the study's instances validation rejected
+	// (RecordRejected) that have no indexed content in it: instances the
+	// study lacks because they were quarantined, not resent valid since.
+	RejectedCount int `json:"rejectedCount,omitempty"`
 }
 
 // EventPublisher sends events to subscribers (EventBridge in AWS, the event

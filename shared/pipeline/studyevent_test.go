@@ -167,7 +167,7 @@ func studyEventOf(t *testing.T, p *Pipeline, n, series int, modalities ...string
 	}
 	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: series, Modalities: modalities}
 	q := *p
-	q.Index = oneStudy{d: NewStudyDetail(sum, ins)}
+	q.Index = oneStudy{d: NewStudyDetail(sum, ins, nil)}
 	d, err := q.studyDetail(context.Background(), sum, 1, "quiet")
 	if err != nil {
 		t.Fatal(err)

@@ -110,7 +110,8 @@ func samePersonName(a, b string) bool {
 //
 //   - FirstReceived and LastReceived widen to include in.ReceivedAt, in any
 //     delivery order; LastActivity moves forward to in.Activity().
-//   - Modalities and CallingAEs are the union over the instances.
+//   - Modalities and CallingAEs are the union over the instances, the
+//     modalities within AddModality's bound.
 //   - A study attribute (date, time, description, accession number) keeps
 //     the first non-empty value indexed: later instances fill it in, never
 //     rewrite it.
@@ -133,7 +134,7 @@ func (s *StudySummary) Merge(in InstanceRecord) []Finding {
 	if at := in.Activity(); at.After(s.LastActivity) {
 		s.LastActivity = at
 	}
-	s.Modalities = addSorted(s.Modalities, in.Modality)
+	s.AddModality(in.Modality)
 	s.CallingAEs = addSorted(s.CallingAEs, in.CallingAE)
 	fill(&s.StudyDate, in.StudyDate)
 	fill(&s.StudyTime, in.StudyTime)
@@ -157,6 +158,51 @@ func (s *StudySummary) Merge(in InstanceRecord) []Finding {
 	}
 	fill(&s.PatientSex, in.PatientSex)
 	return nil
+}
+
+// MaxStudyModalities bounds the modalities a study record keeps, and
+// MaxStudyModalityLen the length of one it keeps (the longest value the
+// index carries, LO's 64; Modality is a CS of 16): 2 KiB at most. Modality
+// is the sender's: with no bound, a sender inventing a value per instance
+// grew the study record toward DynamoDB's 400 KB item limit, where every
+// later upsert of the study failed. A real study has a handful.
+const (
+	MaxStudyModalities  = 32
+	MaxStudyModalityLen = 64
+)
+
+// AddModality adds m to the study's modalities if it is not there and
+// fits: fewer than MaxStudyModalities kept and m at most
+// MaxStudyModalityLen bytes. One that does not fit sets
+// ModalitiesTruncated; StudyDetail.ModalityCount counts them all.
+func (s *StudySummary) AddModality(m string) {
+	if m == "" || slices.Contains(s.Modalities, m) {
+		return
+	}
+	if len(s.Modalities) >= MaxStudyModalities || len(m) > MaxStudyModalityLen {
+		s.ModalitiesTruncated = true
+		return
+	}
+	s.Modalities = addSorted(s.Modalities, m)
+}
+
+// ModalityCount is the number of the study's distinct modalities: those
+// kept, or, when some were not (ModalitiesTruncated), those of its
+// instances, which every indexed content keeps.
+func (d StudyDetail) ModalityCount() int {
+	if !d.ModalitiesTruncated {
+		return len(d.Modalities)
+	}
+	seen := map[string]bool{}
+	for _, m := range d.Modalities {
+		seen[m] = true
+	}
+	for _, in := range d.Instances {
+		if in.Modality != "" {
+			seen[in.Modality] = true
+		}
+	}
+	return len(seen)
 }
 
 // Count moves s's counters for one new or conflicting instance: Revision
@@ -241,9 +287,10 @@ func addSorted(list []string, v string) []string {
 	return slices.Insert(slices.Clone(list), i, v)
 }
 
-// NewStudyDetail assembles a study's detail from its summary and its
-// instance records (one per distinct content), computing the series from
-// the instances:
+// NewStudyDetail assembles a study's detail from its summary, its
+// instance records (one per distinct content) and the SOP Instance UIDs of
+// its rejected instances (RecordRejected), computing the series from the
+// instances and RejectedCount from the rejected UIDs with no instance:
 //
 //   - a series' InstanceCount counts its new instances (conflicting
 //     contents are not more instances), TotalBytes and the received times
@@ -252,7 +299,7 @@ func addSorted(list []string, v string) []string {
 //   - series are ordered by Series Number (numerically when both are
 //     numbers), then Series Instance UID; instances by series in that
 //     order, then receipt time, SOP Instance UID and content.
-func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
+func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []string) StudyDetail {
 	ins := slices.Clone(instances)
 	if ins == nil {
 		ins = []InstanceRecord{}
@@ -284,6 +331,15 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
 		return cmp.Or(compareNumbers(a.SeriesNumber, b.SeriesNumber), cmp.Compare(a.SeriesInstanceUID, b.SeriesInstanceUID))
 	})
 	d := StudyDetail{StudySummary: s, Series: make([]SeriesSummary, 0, len(order)), Instances: ins}
+	indexed := map[string]bool{}
+	for _, in := range ins {
+		indexed[in.SOPInstanceUID] = true
+	}
+	for _, sop := range distinct(rejected) {
+		if !indexed[sop] {
+			d.RejectedCount++
+		}
+	}
 	pos := map[string]int{}
 	for i, ss := range order {
 		pos[ss.SeriesInstanceUID] = i
@@ -296,6 +352,13 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord) StudyDetail {
 		return cmp.Or(cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID]), compareNumbers(a.InstanceNumber, b.InstanceNumber))
 	})
 	return d
+}
+
+// distinct returns v's values once each, sorted.
+func distinct(v []string) []string {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	return slices.Compact(v)
 }
 
 // compareNumbers orders IS values numerically when both are numbers.

@@ -75,6 +75,102 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("PublishLedger", func(t *testing.T) { testLedger(t, h) })
 	t.Run("RequiredUIDs", func(t *testing.T) { testRequiredUIDs(t, h) })
 	t.Run("Instances", func(t *testing.T) { testInstances(t, h) })
+	t.Run("BoundedModalities", func(t *testing.T) { testBoundedModalities(t, h) })
+	t.Run("Rejected", func(t *testing.T) { testRejected(t, h) })
+}
+
+// testBoundedModalities: a sender inventing a Modality per instance, 40
+// short values then 410 of a thousand characters (450 KB, past DynamoDB's
+// 400 KB item limit were they all kept), still has every instance indexed;
+// the study keeps the first 32 short ones (pipeline.MaxStudyModalities),
+// says the list is cut and counts them all.
+func testBoundedModalities(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	const short, total = 40, 450
+	modality := func(i int) string {
+		if i < short {
+			return fmt.Sprintf("INV%02d", i)
+		}
+		return fmt.Sprintf("%04d%s", i, strings.Repeat("X", 1000))
+	}
+	var r pipeline.UpsertResult
+	for i := range total {
+		in := Record(1, 1, i+1, fmt.Sprintf("%04x", i), time.Duration(i)*time.Millisecond)
+		in.Modality = modality(i)
+		r = upsert(t, ix, in, pipeline.InstanceNew)
+	}
+	// An instance of a kept modality and one of a cut one change nothing.
+	for i, m := range []string{modality(0), modality(short)} {
+		in := Record(1, 2, i+1, fmt.Sprintf("again%d", i), time.Second)
+		in.Modality = m
+		r = upsert(t, ix, in, pipeline.InstanceNew)
+	}
+	var want []string
+	for i := range pipeline.MaxStudyModalities {
+		want = append(want, modality(i))
+	}
+	d := checkStudy(t, ix, r.Study, counts{Instances: total + 2, Series: 2, Bytes: 100 * (total + 2), Revision: total + 2})
+	for what, s := range map[string]pipeline.StudySummary{"upsert result": r.Study, "GetStudy": d.StudySummary} {
+		if !slices.Equal(s.Modalities, want) || !s.ModalitiesTruncated {
+			t.Errorf("%s: modalities %d %.20q, truncated %v; want the first %d, truncated", what, len(s.Modalities), s.Modalities,
+				s.ModalitiesTruncated, pipeline.MaxStudyModalities)
+		}
+	}
+	if n := d.ModalityCount(); n != total {
+		t.Errorf("ModalityCount = %d, want %d", n, total)
+	}
+	// A study within the bound: not cut, counted from its list.
+	r = upsert(t, ix, Record(2, 1, 1, "b1", 0), pipeline.InstanceNew)
+	if d := getStudy(t, ix, r.Study.StudyInstanceUID); d.ModalitiesTruncated || d.ModalityCount() != 1 {
+		t.Errorf("one-modality study: truncated %v, count %d", d.ModalitiesTruncated, d.ModalityCount())
+	}
+}
+
+// testRejected: RecordRejected notes an instance of a study once, however
+// often; GetStudy counts those with no indexed content (one resent valid
+// is not missing); it makes no study of its own, moves nothing the study
+// is announced on, and refuses UIDs that name no instance.
+func testRejected(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	rejected := func(s, i int) pipeline.RejectedInstance {
+		in := Record(s, 1, i, "", 0)
+		return pipeline.RejectedInstance{StudyInstanceUID: in.StudyInstanceUID, SOPInstanceUID: in.SOPInstanceUID}
+	}
+	for _, r := range []pipeline.RejectedInstance{rejected(1, 2), rejected(1, 3), rejected(1, 2), rejected(2, 1)} {
+		if err := ix.RecordRejected(ctx, r); err != nil {
+			t.Fatalf("RecordRejected: %v", err)
+		}
+	}
+	if _, err := ix.GetStudy(ctx, studyUID(1)); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("GetStudy of a study with rejected instances only: %v, want ErrNotFound", err)
+	}
+	r := upsert(t, ix, Record(1, 1, 1, "aa", 0), pipeline.InstanceNew)
+	d := checkStudy(t, ix, r.Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+	if d.RejectedCount != 2 {
+		t.Errorf("RejectedCount = %d, want 2", d.RejectedCount)
+	}
+	// Instance 3 resent valid: no longer missing.
+	upsert(t, ix, Record(1, 1, 3, "bb", time.Second), pipeline.InstanceNew)
+	if d := getStudy(t, ix, studyUID(1)); d.RejectedCount != 1 {
+		t.Errorf("RejectedCount after a valid resend = %d, want 1", d.RejectedCount)
+	}
+	if err := ix.RecordRejected(ctx, rejected(1, 4)); err != nil {
+		t.Fatal(err)
+	}
+	if d := getStudy(t, ix, studyUID(1)); d.RejectedCount != 2 || d.Revision != 2 || d.InstanceCount != 2 {
+		t.Errorf("after another rejection: rejected %d, revision %d, instances %d; want 2, 2, 2", d.RejectedCount, d.Revision, d.InstanceCount)
+	}
+	list, err := ix.ListStudies(ctx, pipeline.StudyQuery{})
+	if err != nil || len(list) != 1 {
+		t.Errorf("ListStudies = %d studies, %v; want the one with an instance", len(list), err)
+	}
+	for _, bad := range []pipeline.RejectedInstance{{}, {StudyInstanceUID: studyUID(1)}, {StudyInstanceUID: "1.2.03", SOPInstanceUID: "1.2.3"},
+		{StudyInstanceUID: "1." + strings.Repeat("1", 70), SOPInstanceUID: "1.2.3"}} {
+		if err := ix.RecordRejected(ctx, bad); err == nil {
+			t.Errorf("RecordRejected(%.30q) took UIDs that name no instance", bad)
+		}
+	}
 }
 
 // testInstances: every content under a SOP Instance UID, in any study, as

@@ -252,6 +252,7 @@ type Index struct {
 	instances map[string]map[string]pipeline.InstanceRecord // study -> sop+"/"+sha -> record
 	first     map[string]pipeline.FirstContent              // sop -> first content indexed, in any study
 	sopIn     map[string]map[string]bool                    // sop -> studies it is indexed in
+	rejected  map[string]map[string]bool                    // study -> SOP Instance UIDs rejected (RecordRejected)
 	published map[string]time.Time
 	// ledgerReads counts EventPublished calls.
 	ledgerReads int
@@ -271,7 +272,7 @@ func NewIndex() *Index {
 	return &Index{
 		studies: map[string]*pipeline.StudySummary{}, series: map[string]map[string]bool{},
 		instances: map[string]map[string]pipeline.InstanceRecord{}, first: map[string]pipeline.FirstContent{},
-		sopIn:     map[string]map[string]bool{},
+		sopIn: map[string]map[string]bool{}, rejected: map[string]map[string]bool{},
 		published: map[string]time.Time{},
 	}
 }
@@ -326,7 +327,21 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 	if st == nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("pipelinetest: study: %w", pipeline.ErrNotFound)
 	}
-	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid]))), nil
+	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid])), slices.Collect(maps.Keys(x.rejected[uid]))), nil
+}
+
+// RecordRejected implements pipeline.IndexStore.
+func (x *Index) RecordRejected(_ context.Context, r pipeline.RejectedInstance) error {
+	if !r.Valid() {
+		return fmt.Errorf("pipelinetest: record rejected: invalid UIDs")
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.rejected[r.StudyInstanceUID] == nil {
+		x.rejected[r.StudyInstanceUID] = map[string]bool{}
+	}
+	x.rejected[r.StudyInstanceUID][r.SOPInstanceUID] = true
+	return nil
 }
 
 // Instances implements pipeline.IndexStore.
