@@ -88,15 +88,21 @@ type StudyDetailEvent struct {
 	InstanceCount    int    `json:"instanceCount"`
 	SeriesCount      int    `json:"seriesCount"`
 	ConflictCount    int    `json:"conflictCount"`
+	// RejectedCount counts the study's instances validation rejected
+	// (quarantined, each with its Instance Rejected event) and not stored
+	// since: the study is incomplete by that many. Omitted when none; a
+	// count, never a list, so any number keeps the event's size.
+	RejectedCount int `json:"rejectedCount,omitempty"`
 	// PatientMismatch: the study's instances disagree on the patient.
 	// PatientMismatch and Completion are never omitted, though the schemas
 	// have them optional for archived events from before them.
 	PatientMismatch bool  `json:"patientMismatch"`
 	TotalBytes      int64 `json:"totalBytes"`
-	// Modalities are the study's distinct modalities, sorted, those that
-	// fit maxEventPointerBytes (eventModalities); ModalityCount counts
-	// them all, never omitted (optional in the schemas for archived
-	// events from before it).
+	// Modalities are the study's distinct modalities, sorted, those the
+	// study record keeps (StudySummary.AddModality) that fit
+	// maxEventPointerBytes (eventModalities); ModalityCount counts them
+	// all (StudyDetail.ModalityCount), never omitted (optional in the
+	// schemas for archived events from before it).
 	Modalities    []string  `json:"modalities"`
 	ModalityCount int       `json:"modalityCount"`
 	CallingAEs    []string  `json:"callingAes"`
@@ -218,7 +224,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	d := StudyDetailEvent{
 		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
-		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, ModalityCount: len(s.Modalities), CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
+		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
 		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: durations.Format(quiet),
 		Completion: completion, Series: []EventSeries{},
 	}
@@ -228,6 +234,8 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 	}
 	modalities, size := eventModalities(s.Modalities)
 	d.Modalities = modalities
+	d.ModalityCount = max(len(s.Modalities), full.ModalityCount())
+	d.RejectedCount = full.RejectedCount
 	idx := map[string]int{}
 	for _, se := range full.Series {
 		idx[se.SeriesInstanceUID] = len(d.Series)

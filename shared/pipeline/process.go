@@ -233,6 +233,13 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	if err := p.Writer.Copy(ctx, key, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
 		return qKey, fmt.Errorf("pipeline: quarantine copy: %w", err)
 	}
+	// Noted in its study before the audit record and the event, so that
+	// a study announced after either counts it (rejectedCount).
+	if r := (RejectedInstance{StudyInstanceUID: in.instance.StudyInstanceUID, SOPInstanceUID: firstNonEmpty(in.instance.SOPInstanceUID, tx.SOPInstanceUID)}); r.Valid() {
+		if err := p.Index.RecordRejected(ctx, r); err != nil {
+			return qKey, fmt.Errorf("pipeline: record rejected instance: %w", err)
+		}
+	}
 	rec := p.instanceAudit(in, tx, OutcomeRejected)
 	rec.ObjectKey = key
 	if _, err := p.Audit.Append(ctx, rec); err != nil {

@@ -258,10 +258,19 @@ func TestEventsMatchSchemas(t *testing.T) {
 				if strings.Contains(string(ev.Detail), `"patientMismatch":true`) {
 					seen["patientMismatch "+ev.DetailType]++
 				}
+				if strings.Contains(string(ev.Detail), `"rejectedCount":`) {
+					seen["rejectedCount "+ev.DetailType]++
+				}
 			}
 			for _, dt := range []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated} {
 				if seen["patientMismatch "+dt] == 0 {
 					t.Errorf("no %q event with patientMismatch was produced", dt)
+				}
+			}
+			// A study with a quarantined instance says so in its announcements.
+			for _, dt := range []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated} {
+				if seen["rejectedCount "+dt] == 0 {
+					t.Errorf("no %q event with rejectedCount was produced", dt)
 				}
 			}
 			for dt := range schemas.File {
