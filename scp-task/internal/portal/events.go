@@ -76,6 +76,8 @@ type eventDetail struct {
 	StudyInstanceUID string                 `json:"studyInstanceUid"`
 	Modality         string                 `json:"modality"`
 	Modalities       []string               `json:"modalities"`
+	ModalityCount    int                    `json:"modalityCount"`
+	RejectedCount    int                    `json:"rejectedCount"`
 	CallingAE        string                 `json:"callingAe"`
 	CallingAEs       []string               `json:"callingAes"`
 	Conflict         bool                   `json:"conflict"`
@@ -137,8 +139,11 @@ func rowOf(e localstore.StoredEvent) eventRow {
 		if d.Version > 1 {
 			row.Outcome = fmt.Sprintf("version %d: %s", d.Version, row.Outcome)
 		}
-		if len(d.Modalities) > 0 {
-			row.Outcome += " · " + strings.Join(d.Modalities, ", ")
+		if m := modalityList(d.Modalities, d.ModalityCount, false); m != "" {
+			row.Outcome += " · " + m
+		}
+		if d.RejectedCount > 0 {
+			row.Outcome, row.Bad = row.Outcome+" · "+plural(d.RejectedCount, "instance", "instances")+" rejected", true
 		}
 	case pipeline.DetailTypeCommitmentCompleted:
 		row.Outcome = fmt.Sprintf("%s: %d committed, %d failed · %s", d.CommitOutcome, d.CommittedCount, d.FailedCount,
@@ -148,6 +153,28 @@ func rowOf(e localstore.StoredEvent) eventRow {
 		row.Outcome = "—"
 	}
 	return row
+}
+
+// modalityList is a study's modalities as the pages show them: those
+// listed, and when the list is cut (count, when known, above the listed;
+// or cut) an ellipsis and the count: "CT, MR, … (40 modalities)". count 0
+// (an event from before modalityCount) says nothing more than the list.
+func modalityList(listed []string, count int, cut bool) string {
+	out := strings.Join(listed, ", ")
+	if count <= len(listed) && !cut {
+		return out
+	}
+	if out != "" {
+		out += ", "
+	}
+	out += "…"
+	switch {
+	case count == 1:
+		out += " (1 modality)"
+	case count > len(listed):
+		out += fmt.Sprintf(" (%d modalities)", count)
+	}
+	return out
 }
 
 func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"html"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -94,5 +96,69 @@ func TestEventsPointAtThePortalAsItIsNow(t *testing.T) {
 		if strings.Contains(body, old) || !strings.Contains(body, now+"incoming/a.dcm") {
 			t.Errorf("%s: the event points at the portal of its time:\n%.3000s", path, body)
 		}
+	}
+}
+
+// TestStudyEventRows: an event row of a study says when its modality list
+// is cut (modalityCount above the listed) and how many instances were
+// rejected (rejectedCount); one whose list is whole, or from before
+// modalityCount, shows the list alone.
+func TestStudyEventRows(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		detail pipeline.StudyDetailEvent
+		want   string
+		bad    bool
+	}{
+		{"whole", pipeline.StudyDetailEvent{InstanceCount: 3, SeriesCount: 1, Modalities: []string{"CT", "MR"}, ModalityCount: 2},
+			"3 instances in 1 series · CT, MR", false},
+		{"cut", pipeline.StudyDetailEvent{InstanceCount: 40, SeriesCount: 2, Modalities: []string{"CT", "MR"}, ModalityCount: 40},
+			"40 instances in 2 series · CT, MR, … (40 modalities)", false},
+		{"none listed", pipeline.StudyDetailEvent{InstanceCount: 1, SeriesCount: 1, Modalities: []string{}, ModalityCount: 1},
+			"1 instance in 1 series · … (1 modality)", false},
+		{"archived, no count", pipeline.StudyDetailEvent{InstanceCount: 1, SeriesCount: 1, Modalities: []string{"CT"}},
+			"1 instance in 1 series · CT", false},
+		{"rejected", pipeline.StudyDetailEvent{Version: 2, InstanceCount: 2, SeriesCount: 1, Modalities: []string{"CT"}, ModalityCount: 1, RejectedCount: 3},
+			"version 2: 2 instances in 1 series · CT · 3 instances rejected", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := json.Marshal(c.detail)
+			if err != nil {
+				t.Fatal(err)
+			}
+			row := rowOf(localstore.StoredEvent{Event: localstore.Event{DetailType: pipeline.DetailTypeStudyReceived, Detail: b}})
+			if row.Outcome != c.want || row.Bad != c.bad {
+				t.Errorf("row %q (bad %v), want %q (bad %v)", row.Outcome, row.Bad, c.want, c.bad)
+			}
+		})
+	}
+}
+
+// TestStudyPagesSayModalitiesCut: a study whose record cut its modalities
+// (pipeline.MaxStudyModalities) shows the kept ones, an ellipsis and, on
+// its page, the count over its instances; one not cut shows its list.
+func TestStudyPagesSayModalitiesCut(t *testing.T) {
+	cut := pipeline.StudySummary{StudyInstanceUID: "1.2.3", Modalities: []string{"CT", "MR"}, ModalitiesTruncated: true}
+	whole := pipeline.StudySummary{StudyInstanceUID: "1.2.3", Modalities: []string{"CT", "MR"}}
+	ins := []pipeline.InstanceRecord{{Modality: "CT"}, {Modality: "MR"}, {Modality: "INVENTED"}}
+	for _, c := range []struct {
+		name, page string
+		data       any
+		want       string
+	}{
+		{"study cut", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(cut, ins, nil)}},
+			`<dd id="modalities">CT, MR, … (3 modalities)</dd>`},
+		{"study whole", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(whole, ins[:2], nil)}},
+			`<dd id="modalities">CT, MR</dd>`},
+		{"list cut", "studies.html", []Study{{StudySummary: cut}}, `<td>CT, MR, …</td>`},
+		{"list whole", "studies.html", []Study{{StudySummary: whole}}, `<td>CT, MR</td>`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			(&Server{}).render(w, httptest.NewRequest(http.MethodGet, "/", nil), c.page, view{Title: "Study", Data: c.data})
+			if !strings.Contains(w.Body.String(), c.want) {
+				t.Errorf("the page does not show %s", c.want)
+			}
+		})
 	}
 }

@@ -140,6 +140,12 @@ var funcs = template.FuncMap{
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
 	"join": func(s []string) string { return strings.Join(s, ", ") },
+	// modalities is a study's modalities with the count when its record
+	// cut them: modalityList.
+	"modalities": func(s pipeline.StudySummary) string { return modalityList(s.Modalities, 0, s.ModalitiesTruncated) },
+	"studyModalities": func(d pipeline.StudyDetail) string {
+		return modalityList(d.Modalities, d.ModalityCount(), d.ModalitiesTruncated)
+	},
 	// quarantined is where the pipeline keeps a rejected object's copy
 	// and its findings document.
 	"quarantined": func(key string) []string {
