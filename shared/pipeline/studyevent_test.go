@@ -143,6 +143,31 @@ func TestStudyEventOfManyModalitiesFitsEventBridge(t *testing.T) {
 	}
 }
 
+// TestStudyEventCountsModalitiesTheRecordCut: a study record keeps the
+// first MaxStudyModalities modalities and says it cut the rest; its event
+// lists those kept and modalityCount counts every modality of its
+// instances, not the kept ones only.
+func TestStudyEventCountsModalitiesTheRecordCut(t *testing.T) {
+	var ins []InstanceRecord
+	sum := StudySummary{StudyInstanceUID: "1.2.3"}
+	for i := range 100 {
+		in := InstanceRecord{StudyInstanceUID: "1.2.3", SeriesInstanceUID: "1.2.3.1", SOPInstanceUID: fmt.Sprint("1.2.3.1.", i),
+			Modality: fmt.Sprintf("M%03d", i), ObjectKey: fmt.Sprint("incoming/", i, ".dcm")}
+		sum.Count(in, InstanceNew, i == 0)
+		sum.Merge(in)
+		ins = append(ins, in)
+	}
+	p := &Pipeline{Index: oneStudy{d: NewStudyDetail(sum, ins, nil)}}
+	d, err := p.studyDetail(context.Background(), sum, 1, "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Modalities) != MaxStudyModalities || d.Modalities[0] != "M000" || d.ModalityCount != 100 {
+		t.Errorf("event lists %d modalities from %q, modalityCount %d; want the first %d and 100", len(d.Modalities),
+			d.Modalities[:min(1, len(d.Modalities))], d.ModalityCount, MaxStudyModalities)
+	}
+}
+
 // studyEventOf is p's study event, and its JSON, of a study of n instances
 // in series series, every UID 64 characters long, of modalities (the
 // study's, and each instance's in turn) when given.
