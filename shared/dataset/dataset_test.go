@@ -376,17 +376,6 @@ func TestPeek(t *testing.T) {
 	})
 }
 
-type countingReader struct {
-	r io.Reader
-	n int
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += n
-	return n, err
-}
-
 func TestEncodingOf(t *testing.T) {
 	tests := []struct {
 		ts    string

@@ -3,10 +3,10 @@
 // Implicit or Explicit VR, either byte order, sequences and items of
 // defined or undefined length, encapsulated Pixel Data) under one set of
 // limits (MaxDepth, MaxElements, MaxValueHeld, MaxHeldBytes; for a
-// deflated dataset the Inspector's MaxInflateRatio, which holds for every
-// prefix of what the SCP stores, so a Decoder reading one inflates within
-// it too) and one
-// transfer syntax rule (EncodingOf; a syntax it does not know is read as
+// deflated dataset MaxInflateRatio, applied by the one Inflater the
+// Inspector, the pipeline and the thumbnails inflate through, so an object
+// stored before the rule or by other means costs no more than one the SCP
+// accepts) and one transfer syntax rule (EncodingOf; a syntax it does not know is read as
 // Implicit or Explicit VR as its first element says). Everything that
 // reads DICOM bytes reads them through it:
 //

@@ -2,7 +2,6 @@ package dataset
 
 import (
 	"bytes"
-	"compress/flate"
 	"errors"
 	"fmt"
 	"io"
@@ -123,9 +122,8 @@ type Inspector struct {
 	scratch   []byte
 
 	// deflated datasets
-	tap      *tapReader
-	inflate  io.ReadCloser
-	inflated int64 // bytes the inflater gave, against MaxInflateRatio
+	tap     *tapReader
+	inflate *Inflater
 }
 
 // NewInspector returns an Inspector reading the dataset from r, encoded in
@@ -141,7 +139,7 @@ func NewInspector(r io.Reader, transferSyntaxUID string, opts ...Option) *Inspec
 	switch {
 	case enc.Deflated:
 		in.tap = &tapReader{src: r}
-		in.inflate = flate.NewReader(in.tap)
+		in.inflate = NewInflater(in.tap)
 		in.scratch = make([]byte, 4096)
 	case c.drop:
 		in.dropPhase = true
@@ -343,31 +341,23 @@ func (in *Inspector) release() {
 // compressed bytes the inflater read meanwhile.
 func (in *Inspector) pullInflated() {
 	n, err := in.inflate.Read(in.scratch)
-	in.inflated += int64(n)
-	if in.inflated > InflateAllowance && in.inflated > MaxInflateRatio*in.tap.n {
-		in.verdict(&Error{Err: ErrLimit, Offset: in.s.Offset(),
-			What: fmt.Sprintf("deflated dataset inflating past %d bytes to more than %d times its size", InflateAllowance, MaxInflateRatio)})
-	} else {
-		in.feed(in.scratch[:n], false)
-	}
+	in.feed(in.scratch[:n], false)
 	if err != nil && !in.done {
+		var verdict *Error
 		switch {
 		case err == io.EOF:
 			in.feed(nil, true) // end of the deflate stream; trailing bytes pass as they are
-		case in.tap.err != nil && in.tap.err != io.EOF:
-			// The source failed: that is no verdict on the dataset.
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			in.verdict(&Error{Err: ErrTruncated, Offset: in.s.Offset(), What: "deflate stream cut short"})
-		default:
-			in.verdict(&Error{Err: ErrMalformed, Offset: in.s.Offset(), What: fmt.Sprintf("inflate: %v", err)})
+		case errors.As(err, &verdict):
+			verdict.Offset = in.s.Offset()
+			in.verdict(verdict)
 		}
+		// Otherwise the source failed: that is no verdict on the dataset.
 	}
 	in.pending, in.tap.buf = in.tap.buf, in.pending[:0]
 	in.srcErr = in.tap.err // returned once pending is passed on
 	if in.done {
 		// Every byte the inflater read is in pending; from now on the
 		// source is read directly (or the verdict returned).
-		in.inflate.Close()
 		in.inflate, in.tap.buf, in.tap = nil, nil, nil
 	}
 }

@@ -1,0 +1,83 @@
+package dataset
+
+import (
+	"compress/flate"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Inflater inflates a deflated data set (PS3.5 A.5) under the one inflate
+// rule, MaxInflateRatio past InflateAllowance: every reader of a deflated
+// data set inflates through it (the Inspector on the SCP's stream, the
+// pipeline's header reader, the portal's thumbnails), so an object stored
+// before the rule, or by other means, costs a reader no more than one the
+// SCP accepts. What is wrong with the compressed bytes is a verdict, an
+// *Error: ErrLimit past the rule, ErrMalformed for a corrupt stream,
+// ErrTruncated for one cut short. A failure of the source is returned as
+// it is (SourceErr tells it from a verdict).
+// Nothing needs closing: flate's decompressor holds no resource.
+// An Inflater is not safe for concurrent use.
+type Inflater struct {
+	src      countingReader
+	fr       io.Reader
+	inflated int64
+	err      error
+}
+
+// NewInflater returns an Inflater reading the compressed data set from r.
+func NewInflater(r io.Reader) *Inflater {
+	z := &Inflater{src: countingReader{r: r}}
+	z.fr = flate.NewReader(&z.src)
+	return z
+}
+
+// Read implements io.Reader: the inflated bytes, io.EOF at the end of the
+// deflate stream. A read that would take the data set past the rule
+// returns none of its bytes.
+func (z *Inflater) Read(b []byte) (int, error) {
+	if z.err != nil {
+		return 0, z.err
+	}
+	n, err := z.fr.Read(b)
+	if z.inflated+int64(n) > InflateAllowance && z.inflated+int64(n) > MaxInflateRatio*z.src.n {
+		z.err = &Error{Err: ErrLimit, Offset: z.inflated,
+			What: fmt.Sprintf("deflated dataset inflating past %d bytes to more than %d times its size", InflateAllowance, MaxInflateRatio)}
+		return 0, z.err
+	}
+	z.inflated += int64(n)
+	switch {
+	case err == nil, err == io.EOF:
+	case z.src.err != nil && z.src.err != io.EOF:
+		// The source failed: no verdict on the data set.
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		err = &Error{Err: ErrTruncated, Offset: z.inflated, What: "deflate stream cut short"}
+	default:
+		err = &Error{Err: ErrMalformed, Offset: z.inflated, What: fmt.Sprintf("inflate: %v", err)}
+	}
+	z.err = err
+	return n, err
+}
+
+// SourceErr is the error the source returned, nil while it returns none
+// (io.EOF at its end).
+func (z *Inflater) SourceErr() error { return z.src.err }
+
+// Compressed is how many bytes were read from the source.
+func (z *Inflater) Compressed() int64 { return z.src.n }
+
+// countingReader counts the bytes read from r and keeps its error.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	if err != nil {
+		c.err = err
+	}
+	return n, err
+}
