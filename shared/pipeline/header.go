@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
@@ -122,7 +121,10 @@ func readHeader(src *dataset.RangeSource) (*header, error) {
 	h.BigEndian, h.Deflated = enc.BigEndian, enc.Deflated
 	var ds dataset.Source = src
 	if enc.Deflated {
-		ds = bufio.NewReaderSize(flate.NewReader(sourceReader{src}), 64<<10)
+		// Inflated under the SCP's rule (dataset.MaxInflateRatio): an
+		// object stored before it, or by other means, is an ErrLimit
+		// verdict, not unbounded work.
+		ds = bufio.NewReaderSize(dataset.NewInflater(sourceReader{src}), 64<<10)
 		base = 0 // offsets are in the inflated stream
 	}
 	d := dataset.NewDecoder(ds, h.TransferSyntax)

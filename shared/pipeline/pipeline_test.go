@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -451,6 +452,52 @@ func TestRejectQuarantines(t *testing.T) {
 	}
 	if len(f.Audit.All()) != 1 || len(f.Events.All()) != 1 {
 		t.Errorf("second run added records or events")
+	}
+}
+
+// TestDeflatedBombRejected: a deflated object stored before the SCP's
+// inflate rule (or written to the store by other means) is read under
+// the same rule, dataset.MaxInflateRatio past InflateAllowance: a blank
+// value inflating more than that is an over-limit finding and the object
+// is quarantined; one within it is read whole. Before, the header reader
+// built its own inflater and inflated every byte (64 MiB here, 1 GiB
+// per MiB stored at worst) and found the object valid.
+func TestDeflatedBombRejected(t *testing.T) {
+	const tsDeflated = "1.2.840.10008.1.2.1.99"
+	tests := []struct {
+		name  string
+		blank int
+		valid bool
+	}{
+		{"within the allowance", dataset.InflateAllowance / 2, true},
+		{"past the ratio", 16 * dataset.InflateAllowance, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := pt.New()
+			i := ct(sop1)
+			i.TransferSyntaxUID = tsDeflated
+			i.Extra = []pt.Elem{{Tag: pt.Tag(0x0009, 0x1010), VR: "OB", Value: make([]byte, tt.blank)}, pt.Str(pt.Tag(0x0009, 0x0010), "LO", "BOMB")}
+			data := pt.Deflated(i.Build())
+			k := key(sop1)
+			f.Objects.Add(k, data, pt.SCPMetadata(pt.CTStorage, sop1, tsDeflated, sha(data)))
+			res, err := f.Pipeline().ProcessObject(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Valid != tt.valid {
+				t.Fatalf("valid = %v, want %v (%+v)", res.Valid, tt.valid, res.Findings)
+			}
+			if tt.valid {
+				return
+			}
+			if !slices.Contains(codes(res.Findings), "error:"+pipeline.CodeOverLimit) {
+				t.Errorf("findings %+v, want %s", res.Findings, pipeline.CodeOverLimit)
+			}
+			if qKey, _ := pipeline.QuarantineKeys(k); res.QuarantineKey != qKey {
+				t.Errorf("quarantine key %q, want %q", res.QuarantineKey, qKey)
+			}
+		})
 	}
 }
 

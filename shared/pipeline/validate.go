@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"compress/flate"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -107,7 +106,6 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	in.bytesRead = src.Fetched()
 	in.h = h
 	if err != nil {
-		var corrupt flate.CorruptInputError
 		switch {
 		case errors.Is(err, part10.ErrNotPart10):
 			in.add(CodeNotPart10, SeverityError, 0, "no DICM prefix at offset 128")
@@ -116,7 +114,7 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 			in.add(CodeTruncated, SeverityError, 0, "object is %d bytes: %s", info.Size, readerText(err))
 		case errors.Is(err, dataset.ErrLimit):
 			in.add(CodeOverLimit, SeverityError, 0, "%s", readerText(err))
-		case errors.Is(err, part10.ErrMalformedMeta), errors.Is(err, dataset.ErrMalformed), errors.As(err, &corrupt):
+		case errors.Is(err, part10.ErrMalformedMeta), errors.Is(err, dataset.ErrMalformed):
 			in.add(CodeMalformed, SeverityError, 0, "%s", readerText(err))
 		default:
 			return nil, err // the store failed: retry

@@ -2,6 +2,7 @@ package pipelinetest
 
 import (
 	"bytes"
+	"compress/flate"
 	"encoding/binary"
 	"sort"
 
@@ -88,6 +89,27 @@ func Part10(m Meta, ds []Elem) []byte {
 		writeElem(&out, e, implicit)
 	}
 	return out.Bytes()
+}
+
+// Deflated returns a Part 10 file written by Part10 with its data set
+// deflated (RFC 1951), as the Deflated transfer syntaxes carry it: Part10
+// writes the data set of a Deflated syntax uncompressed, in Explicit VR
+// Little Endian, which is what is inflated.
+func Deflated(file []byte) []byte {
+	end := 144 + int(binary.LittleEndian.Uint32(file[140:144])) // (0002,0000)'s value is the meta group's length
+	var z bytes.Buffer
+	z.Write(file[:end])
+	w, err := flate.NewWriter(&z, flate.BestSpeed)
+	if err != nil {
+		panic(err) // a valid level
+	}
+	if _, err := w.Write(file[end:]); err != nil {
+		panic(err) // into memory
+	}
+	if err := w.Close(); err != nil {
+		panic(err)
+	}
+	return z.Bytes()
 }
 
 // DataSet encodes elements as a bare data set (no File Meta), in Implicit or
