@@ -2,7 +2,6 @@ package thumbnail
 
 import (
 	"bufio"
-	"compress/flate"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +32,8 @@ const (
 	maxFrameFragments = 4096
 	// maxInflatedBytes bounds the bytes inflated to reach the frame of a
 	// deflated data set, which cannot be skipped: about a second of CPU.
+	// It is the preview's own bound on work, within the one inflate rule
+	// (dataset.Inflater) every reader of a deflated data set applies.
 	maxInflatedBytes = 256 << 20
 )
 
@@ -130,7 +131,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		// A deflated data set is read as a stream from its start: its
 		// pixel data cannot be reached without inflating what precedes it.
 		compressed := bufio.NewReaderSize(io.NewSectionReader(r, o.base, o.size-o.base), 64<<10)
-		o.deflated = bufio.NewReaderSize(&limitedReader{r: flate.NewReader(compressed), n: maxInflatedBytes}, 64<<10)
+		o.deflated = bufio.NewReaderSize(&limitedReader{r: dataset.NewInflater(compressed), n: maxInflatedBytes}, 64<<10)
 		ds, o.src = o.deflated, nil
 	}
 	o.dec = dataset.NewDecoder(ds, o.ts)
@@ -181,7 +182,8 @@ func wanted(tag uint32) bool {
 }
 
 // failed turns the Decoder's error into no preview (a verdict on the
-// bytes, or a deflated data set too long) or a read error.
+// bytes, the inflater's included, or a deflated data set too long) or a
+// read error.
 func (o *object) failed(err error) error {
 	var verdict *dataset.Error
 	switch {
@@ -189,8 +191,6 @@ func (o *object) failed(err error) error {
 		return fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, err)
 	case errors.Is(err, errInflateLimit):
 		return fmt.Errorf("thumbnail: %w: %w", ErrNoPreview, errInflateLimit)
-	case errors.As(err, new(flate.CorruptInputError)):
-		return fmt.Errorf("thumbnail: %w: inflate: %w", ErrNoPreview, err)
 	}
 	return fmt.Errorf("thumbnail: read: %w", err)
 }
