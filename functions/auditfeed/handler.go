@@ -9,8 +9,10 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // handler sends the audit records of a DynamoDB stream batch to the
@@ -19,6 +21,8 @@ type handler struct {
 	sender auditfeed.Sender
 	header auditfeed.Header
 	log    *slog.Logger
+	// render renders one record (nil: auditfeed.FormatRecord).
+	render func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
 }
 
 // Handle implements the Lambda handler for the audit table's stream. It
@@ -30,7 +34,16 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	var resp events.DynamoDBEventResponse
 	var msgs [][]byte
 	for _, r := range ev.Records {
-		formatted, err := h.format(r)
+		var formatted [][]byte
+		// A record whose rendering panics (a bug) is one never sendable,
+		// as one that fails to render: unrecovered, the panic ended the
+		// process, failing the invocation, and Lambda retried the whole
+		// batch, the same record panicking each time, until the stream's
+		// retries ran out for every record of the batch.
+		err := lambdaio.Recovered(h.log, PanicLog, func() (err error) {
+			formatted, err = h.format(r)
+			return err
+		}, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber)
 		if err != nil {
 			// Never sendable (a bug, or an item edited by hand): retrying
 			// would stop the shard for good, so it is skipped, logged by
@@ -43,7 +56,8 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	if len(msgs) == 0 {
 		return resp, nil
 	}
-	if err := h.sender.Send(ctx, msgs); err != nil {
+	send := func() error { return h.sender.Send(ctx, msgs) }
+	if err := lambdaio.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
 		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
 		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
 		return resp, nil
@@ -51,6 +65,11 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", len(msgs))
 	return resp, nil
 }
+
+// PanicLog is the log message of a stream record whose rendering, or a
+// batch whose sending, panicked: a bug. The record is skipped as
+// unsendable; the batch is retried.
+const PanicLog = "audit feed: handling panicked: a bug"
 
 // format turns one stream record into its syslog messages: none for what
 // is not a newly inserted audit record (other items, updates, removals).
@@ -65,6 +84,9 @@ func (h *handler) format(r events.DynamoDBEventRecord) ([][]byte, error) {
 	rec, ok, err := awsadapters.DecodeAuditItem(item)
 	if !ok || err != nil {
 		return nil, err
+	}
+	if h.render != nil {
+		return h.render(rec, h.header)
 	}
 	return auditfeed.FormatRecord(rec, h.header)
 }

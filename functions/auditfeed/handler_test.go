@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,8 +13,10 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 func fixture(t testing.TB) events.DynamoDBEvent {
@@ -32,10 +35,15 @@ func fixture(t testing.TB) events.DynamoDBEvent {
 // sender records batches, or fails them.
 type sender struct {
 	fail    error
+	panics  bool
 	batches [][][]byte
 }
 
 func (s *sender) Send(_ context.Context, msgs [][]byte) error {
+	if s.panics {
+		var p *sender
+		return p.fail // a nil dereference: a runtime error
+	}
 	if s.fail != nil {
 		return s.fail
 	}
@@ -111,6 +119,81 @@ func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
 	resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: []events.DynamoDBEventRecord{ev.Records[0], broken, modified}})
 	if err != nil || len(resp.BatchItemFailures) != 0 || len(s.batches) != 0 {
 		t.Errorf("Handle = %+v, %v, %d batches", resp, err, len(s.batches))
+	}
+}
+
+// A bug that panics while rendering one record skips that record alone, as
+// one that cannot be rendered, and one that panics while sending fails the
+// batch for Lambda to retry: either panic ended the process before,
+// failing the invocation, so the same record panicked at every retry of
+// its batch. The log names the record by its stream position, never by
+// the panic's value, which could hold a UID.
+func TestHandleRecoversAPanic(t *testing.T) {
+	ev := fixture(t)
+	const secret = "1.2.826.0.1.3680043.10.9.1.1"
+	tests := []struct {
+		name       string
+		render     func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
+		sendPanics bool
+		wantSent   int // messages delivered
+		wantFailed bool
+		wantLog    []string
+	}{
+		{
+			name: "a record's rendering panics",
+			render: func(rec pipeline.AuditRecord, h auditfeed.Header) ([][]byte, error) {
+				if strings.HasPrefix(rec.ID, "instance:") {
+					panic(secret)
+				}
+				return auditfeed.FormatRecord(rec, h)
+			},
+			wantSent: 2,
+			wantLog:  []string{PanicLog, auditfeed.UnsendableLog, `"event_id":"ev0001","sequence_number":"10000000000000000000001"`, "a value of type string"},
+		},
+		{
+			name: "a runtime error in rendering",
+			render: func(rec pipeline.AuditRecord, h auditfeed.Header) ([][]byte, error) {
+				var m map[string]int
+				m[rec.ID]++
+				return nil, nil
+			},
+			wantLog: []string{PanicLog, auditfeed.UnsendableLog, "assignment to entry in nil map"},
+		},
+		{
+			name:       "sending panics",
+			sendPanics: true,
+			wantFailed: true,
+			wantLog:    []string{PanicLog, "batch not delivered"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s := &sender{panics: tt.sendPanics}
+			h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil)), render: tt.render}
+			resp, err := h.Handle(context.Background(), ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent := 0
+			for _, b := range s.batches {
+				sent += len(b)
+			}
+			if sent != tt.wantSent {
+				t.Errorf("%d messages sent, want %d", sent, tt.wantSent)
+			}
+			if failed := len(resp.BatchItemFailures) > 0; failed != tt.wantFailed {
+				t.Errorf("failures = %+v, want failed %v", resp.BatchItemFailures, tt.wantFailed)
+			}
+			for _, w := range tt.wantLog {
+				if !strings.Contains(logs.String(), w) {
+					t.Errorf("log lacks %q:\n%s", w, logs.String())
+				}
+			}
+			if strings.Contains(logs.String(), secret) {
+				t.Errorf("the log names a UID:\n%s", logs.String())
+			}
+		})
 	}
 }
 

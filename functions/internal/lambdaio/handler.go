@@ -108,10 +108,22 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 // redelivered every message of the batch, and each receive counted towards
 // maxReceiveCount, so the batch's other messages, sharing batches with the
 // one that panics every time, could end in the dead-letter queue beside it.
-// The panic's value is logged only for a runtime error (an index out of
-// range, a nil dereference), whose text holds no data; any other value
-// could hold an object's key.
-func (h *ObjectHandler) recovered(m events.SQSMessage, log *slog.Logger, f func() error) (err error) {
+func (h *ObjectHandler) recovered(m events.SQSMessage, log *slog.Logger, f func() error) error {
+	return Recovered(log, PanicLog, f, "messageId", m.MessageId)
+}
+
+// PanicLog is the log message of an SQS message whose handling panicked.
+const PanicLog = "message handling panicked: a bug; the message fails alone"
+
+// Recovered runs f, turning a panic in it into its error: the one rule for
+// a bug met while handling one part of a batch (an SQS message, a stream
+// record), which fails that part alone instead of ending the process and
+// with it the whole invocation. The panic is logged as logMsg with attrs
+// (the part's id, never its content) and the stack. Its value is logged
+// only for a runtime error (an index out of range, a nil dereference),
+// whose text holds no data; any other value could hold an object's key or
+// a UID.
+func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
@@ -121,8 +133,8 @@ func (h *ObjectHandler) recovered(m events.SQSMessage, log *slog.Logger, f func(
 		if re, ok := r.(runtime.Error); ok {
 			what = re.Error()
 		}
-		log.Error("message handling panicked: a bug; the message fails alone", "messageId", m.MessageId, "panic", what, "stack", string(debug.Stack()))
-		err = fmt.Errorf("lambdaio: message handling panicked: %s", what)
+		log.Error(logMsg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
+		err = fmt.Errorf("lambdaio: handling panicked: %s", what)
 	}()
 	return f()
 }
