@@ -80,6 +80,16 @@ const (
 	// reads for UnhealthyTargets and a deployment waiting on a busy task.
 	MetricAuditWritable = metricnames.AuditWritable
 	MetricTaskProtected = metricnames.TaskProtected
+	// MetricAuditQueueLength: audit records a task has not written, what
+	// its exit would lose (ScpAuditRecordsLost, UnhealthyTargets).
+	MetricAuditQueueLength = metricnames.AuditQueueLength
+	// MetricConnectionsShed: connections closed before asking for an
+	// association, which leave no audit record (a flood; ScpRejects).
+	MetricConnectionsShed = metricnames.ConnectionsShed
+	// MetricS3Retries: the S3 store's requests retried, S3 failing
+	// or throttling as the tasks see it (ScpStoreFailures,
+	// UnhealthyTargets). Its op label is summed over.
+	MetricS3Retries = metricnames.S3Retries
 )
 
 // IngestProps configures NewIngest.
@@ -711,7 +721,8 @@ type scpDeclaration struct {
 // circuit breaker rolls back.
 func scpDeclarations(withTLS bool) []scpDeclaration {
 	metrics := []string{MetricActiveAssociations, MetricRejectedAssociation, MetricStoreFailures, MetricObjectsStored,
-		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricAuditWritable, MetricTaskProtectionFailures, MetricTaskProtected,
+		MetricAuditRecordsLost, MetricAuditUncleanStops, MetricAuditRefusalsFolded, MetricAuditWritable, MetricAuditQueueLength, MetricTaskProtectionFailures, MetricTaskProtected,
+		MetricConnectionsShed, MetricS3Retries,
 		MetricStagingBacklogAge, MetricStagingBacklogBytes, MetricStagingNoSpace, MetricStagingParked, MetricStagingAdopted}
 	if withTLS {
 		metrics = append(metrics, MetricTLSHandshakeFailures, MetricTLSCertificateExpireIn, MetricTLSClientCRLNextUpdateIn, MetricTLSClientCertificateExpiresIn)

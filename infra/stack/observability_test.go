@@ -435,7 +435,7 @@ func TestRunbookMetricsArePublished(t *testing.T) {
 	for _, d := range scpDeclarations(true) {
 		published = append(published, d.metrics...)
 	}
-	named := regexp.MustCompile(`(?:dicom_ingest|…)(_[a-z_]+[a-z])`)
+	named := regexp.MustCompile(`(?:dicom_ingest|…)(_[a-z0-9_]+[a-z])`) // s3 has a digit
 	inDoc := map[string]map[string]bool{}
 	for _, doc := range []string{"alarms.md", "deploy.md"} {
 		b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", doc))
@@ -454,6 +454,43 @@ func TestRunbookMetricsArePublished(t *testing.T) {
 	for _, name := range published {
 		if !inDoc["deploy.md"][name] {
 			t.Errorf("the metrics agent publishes %s, which docs/operations/deploy.md's list does not name", name)
+		}
+	}
+	// configuration.md lists every metric of /metrics; each is published
+	// or named in its paragraph of those only on /metrics, which names no
+	// published one. A name followed by _* stands for a family.
+	b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "configuration.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(b)
+	const onlyMark = "**Only on a task's `/metrics`**"
+	start := strings.Index(conf, onlyMark)
+	if start < 0 {
+		t.Fatalf("docs/configuration.md has no paragraph %s", onlyMark)
+	}
+	end := start + strings.Index(conf[start:], "\n\n")
+	onlyLocal := map[string]bool{}
+	var families []string
+	for _, ix := range named.FindAllStringSubmatchIndex(conf[start:end], -1) {
+		name := "dicom_ingest" + conf[start+ix[2]:start+ix[3]]
+		if strings.HasPrefix(conf[start+ix[1]:], "_*") {
+			families = append(families, name+"_")
+			continue
+		}
+		onlyLocal[name] = true
+		if slices.Contains(published, name) {
+			t.Errorf("docs/configuration.md says %s is only on /metrics; the metrics agent publishes it", name)
+		}
+	}
+	for _, ix := range named.FindAllStringSubmatchIndex(conf, -1) {
+		if strings.HasPrefix(conf[ix[1]:], "_*") {
+			continue
+		}
+		name := "dicom_ingest" + conf[ix[2]:ix[3]]
+		inFamily := slices.ContainsFunc(families, func(f string) bool { return strings.HasPrefix(name, f) })
+		if !onlyLocal[name] && !inFamily && !slices.Contains(published, name) {
+			t.Errorf("docs/configuration.md names %s, neither published (scpDeclarations) nor in its paragraph of metrics only on /metrics", name)
 		}
 	}
 }

@@ -74,6 +74,18 @@ const (
 	AuditWritable = "dicom_ingest_audit_writable"
 	// TaskProtected is 1 while a task holds ECS scale-in protection.
 	TaskProtected = "dicom_ingest_task_protected"
+	// AuditQueueLength is how many association audit records a task has
+	// not yet written (queued, or retried while the store refuses them):
+	// what its exit or death would lose now.
+	AuditQueueLength = "dicom_ingest_audit_queue_length"
+	// ConnectionsShed counts connections closed before they asked for an
+	// association (bounds on such connections, by reason): nothing of them
+	// reaches the audit trail.
+	ConnectionsShed = "dicom_ingest_connections_shed_total"
+	// S3Retries counts the S3 store's requests retried after a transient
+	// error (S3's 5xx, SlowDown, a reset connection), by operation: S3 or
+	// its endpoint failing as the task sees it.
+	S3Retries = "dicom_ingest_s3_retries_total"
 )
 
 // The labels published as CloudWatch dimensions (Dimensions).
@@ -158,6 +170,9 @@ var Kinds = map[string]Kind{
 	StagingAdopted:                Counter,
 	AuditWritable:                 Gauge,
 	TaskProtected:                 Gauge,
+	AuditQueueLength:              Gauge,
+	ConnectionsShed:               Counter,
+	S3Retries:                     Counter,
 }
 
 // Statistics are the CloudWatch statistics that read a metric of each

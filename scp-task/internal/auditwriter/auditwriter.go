@@ -919,7 +919,7 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		return m, nil
 	}
 	queued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "dicom_ingest_audit_queue_length", Help: "Association audit records not yet written: queued, or being written (retried while the store refuses them). What a crash would lose now.",
+		Name: metricnames.AuditQueueLength, Help: "Association audit records not yet written: queued, or being written (retried while the store refuses them). What a crash would lose now.",
 	}, func() float64 { return float64(w.unwritten.Load()) })
 	for _, c := range []prometheus.Collector{m.writable, m.written, m.failures, m.waits, m.lost, m.wait, m.unclean, m.folded, queued} {
 		if err := reg.Register(c); err != nil {

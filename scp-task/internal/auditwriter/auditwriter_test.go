@@ -188,7 +188,7 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := metricnames.CheckRegistered(mfs, metricnames.AuditRecordsLost, metricnames.AuditUncleanStops, metricnames.AuditWritable); err != nil {
+	if err := metricnames.CheckRegistered(mfs, metricnames.AuditRecordsLost, metricnames.AuditUncleanStops, metricnames.AuditWritable, metricnames.AuditQueueLength); err != nil {
 		t.Error(err)
 	}
 }

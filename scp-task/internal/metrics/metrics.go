@@ -64,7 +64,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Name: "dicom_ingest_echoes_total", Help: "C-ECHO requests answered.",
 		}),
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dicom_ingest_connections_shed_total",
+			Name: metricnames.ConnectionsShed,
 			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound; memory: the oldest waiting one made room in --max-preassociation-bytes, or a newcomer got none within ARTIM).",
 		}, []string{"reason"}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{

@@ -77,12 +77,13 @@ func TestPublishedNames(t *testing.T) {
 	// Vectors appear once they have a child.
 	o.rejected.WithLabelValues("test")
 	o.failures.WithLabelValues("test")
+	o.shed.WithLabelValues("test")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := metricnames.CheckRegistered(mfs, metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
-		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures); err != nil {
+		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures, metricnames.ConnectionsShed); err != nil {
 		t.Error(err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // metrics are always created so the code never checks for nil; they are
@@ -24,7 +26,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 12),
 		}, []string{"kind", "outcome"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "dicom_ingest_s3_retries_total",
+			Name: metricnames.S3Retries,
 			Help: "S3 requests retried after a transient error, by operation.",
 		}, []string{"op"}),
 		aborts: prometheus.NewCounter(prometheus.CounterOpts{
