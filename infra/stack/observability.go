@@ -248,7 +248,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		EvaluationPeriods:  jsii.Number(2),
 		TreatMissingData:   awscloudwatch.TreatMissingData_BREACHING,
 	}))
-	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured or something unknown is knocking")
+	alarm("ScpRejects", rejects, 10, gt, 1, "More than 10 associations rejected in 5 minutes: a site is misconfigured, something unknown is knocking, or a task is not ready (reason temporary_congestion: S3, audit records, staging; docs/operations/alarms.md)")
 	// Audit records lost: a compliance event, whatever the count. The
 	// agent sees a loss while the task runs (a record not encodable); a
 	// task losing records at its exit is gone before the next scrape, so

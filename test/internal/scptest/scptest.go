@@ -245,6 +245,27 @@ func (s *SCP) Metric(t testing.TB, sample string) float64 {
 	return 0
 }
 
+// MetricSum reads the sum of every sample of a metric family (name, any
+// labels): a counter vector summed over its labels, as CloudWatch sums a
+// label it does not publish as a dimension. No sample reads as 0.
+func (s *SCP) MetricSum(t testing.TB, name string) float64 {
+	t.Helper()
+	_, body := s.Health(t, "/metrics")
+	sum := 0.0
+	for _, line := range strings.Split(body, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (!strings.HasPrefix(rest, " ") && !strings.HasPrefix(rest, "{")) {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest[strings.LastIndex(rest, " ")+1:], 64)
+		if err != nil {
+			t.Fatalf("metric %s: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
 // Health gets path ("/readyz", "/metrics") from the health port: the
 // status code and the body.
 func (s *SCP) Health(t testing.TB, path string) (int, string) {
