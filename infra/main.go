@@ -21,6 +21,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/infra/stack"
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 )
 
 func main() {
@@ -29,8 +30,7 @@ func main() {
 	// CDK CLI through CDK_CONTEXT_JSON and CDK_OUTDIR.
 	app := awscdk.NewApp(&awscdk.AppProps{Context: stack.AppContext()})
 	if err := run(app); err != nil {
-		fmt.Fprintln(os.Stderr, "infra:", err)
-		os.Exit(1)
+		os.Exit(cli.Exit(os.Stderr, "infra", err))
 	}
 }
 

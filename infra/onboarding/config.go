@@ -2,6 +2,7 @@ package onboarding
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
@@ -119,7 +120,7 @@ func FromConfig(c *config.Config) EnvConfig {
 func LoadEnvConfig(dir, env string) (EnvConfig, error) {
 	c, err := config.Load(dir, env)
 	if err != nil {
-		return EnvConfig{}, fmt.Errorf("onboarding: load env config: %w", err)
+		return EnvConfig{}, fmt.Errorf("load env config: %w", err)
 	}
 	return FromConfig(c), nil
 }
@@ -135,5 +136,5 @@ func (c EnvConfig) Site(name string) (SiteConfig, error) {
 	for _, s := range c.Sites {
 		names = append(names, s.Name)
 	}
-	return SiteConfig{}, fmt.Errorf("onboarding: site %q not in environment %q (sites: %v): %w", name, c.Name, names, ErrUnknownSite)
+	return SiteConfig{}, fmt.Errorf("%w %q: environment %q has sites %s", ErrUnknownSite, name, c.Name, strings.Join(names, ", "))
 }

@@ -21,8 +21,8 @@ import (
 
 // Sentinel errors; match them with errors.Is.
 var (
-	ErrUnknownSite   = errors.New("onboarding: unknown site")
-	ErrInvalidConfig = errors.New("onboarding: invalid config")
+	ErrUnknownSite   = errors.New("unknown site")
+	ErrInvalidConfig = errors.New("invalid config")
 )
 
 // Crypto parameters the kit asks the site for. They must stay within what the
@@ -380,7 +380,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	}
 	errs = append(errs, k.validate()...)
 	if len(errs) > 0 {
-		return nil, fmt.Errorf("onboarding: build kit for site %q: %w", siteName, errors.Join(errs...))
+		return nil, fmt.Errorf("build kit for site %q: %w", siteName, errors.Join(errs...))
 	}
 	return k, nil
 }

@@ -397,7 +397,7 @@ func TestBuildErrors(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{"unknown site", baseEnv, "nowhere", outs, Options{}, ErrUnknownSite, `site "nowhere" not in environment "dev"`},
+		{"unknown site", baseEnv, "nowhere", outs, Options{}, ErrUnknownSite, `unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic`},
 		{"missing outputs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnConnectionexample-hospital"},
 		{"missing key ARNs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnPskexample-hospital"},
 		{"tunnel addresses nowhere", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{}}, ErrMissingOutput, "describe-vpn-connections"},

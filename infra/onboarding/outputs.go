@@ -10,7 +10,7 @@ import (
 )
 
 // ErrMissingOutput is returned when a stack output the kit needs is absent.
-var ErrMissingOutput = errors.New("onboarding: missing stack output")
+var ErrMissingOutput = errors.New("missing stack output")
 
 // maxOutputsSize bounds what ParseOutputs reads: a real outputs file is a few
 // kilobytes, so anything near this limit is not one.
@@ -34,14 +34,14 @@ type output struct {
 func ParseOutputs(r io.Reader) (Outputs, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxOutputsSize+1))
 	if err != nil {
-		return Outputs{}, fmt.Errorf("onboarding: read outputs: %w", err)
+		return Outputs{}, fmt.Errorf("read outputs: %w", err)
 	}
 	if len(data) > maxOutputsSize {
-		return Outputs{}, fmt.Errorf("onboarding: read outputs: larger than %d bytes", maxOutputsSize)
+		return Outputs{}, fmt.Errorf("read outputs: larger than %d bytes", maxOutputsSize)
 	}
 	var stacks map[string]map[string]json.RawMessage
 	if err := json.Unmarshal(data, &stacks); err != nil {
-		return Outputs{}, fmt.Errorf("onboarding: parse outputs: %w", err)
+		return Outputs{}, fmt.Errorf("parse outputs: %w", err)
 	}
 	names := make([]string, 0, len(stacks))
 	for name := range stacks {
@@ -53,11 +53,11 @@ func ParseOutputs(r io.Reader) (Outputs, error) {
 		for key, raw := range stacks[stack] {
 			val, err := outputValue(raw)
 			if err != nil {
-				return Outputs{}, fmt.Errorf("onboarding: parse outputs: %s.%s: %w", stack, key, err)
+				return Outputs{}, fmt.Errorf("parse outputs: %s.%s: %w", stack, key, err)
 			}
 			n := normKey(key)
 			if prev, ok := o.byNorm[n]; ok && prev.value != val {
-				return Outputs{}, fmt.Errorf("onboarding: parse outputs: %s.%s and %s.%s disagree", prev.stack, prev.key, stack, key)
+				return Outputs{}, fmt.Errorf("parse outputs: %s.%s and %s.%s disagree", prev.stack, prev.key, stack, key)
 			}
 			o.byNorm[n] = output{stack: stack, key: key, value: val}
 		}
@@ -163,7 +163,7 @@ func ParsePSKSecret(s string) (map[int]string, error) {
 	if strings.HasPrefix(trimmed, "{") {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(trimmed), &obj); err != nil {
-			return nil, fmt.Errorf("onboarding: parse psk secret: %w", err)
+			return nil, fmt.Errorf("parse psk secret: %w", err)
 		}
 		psks := map[int]string{}
 		for k, v := range obj {
@@ -186,12 +186,12 @@ func ParsePSKSecret(s string) (map[int]string, error) {
 			}
 		}
 		if psks[1] == "" || psks[2] == "" {
-			return nil, errors.New("onboarding: parse psk secret: want keys tunnel1 and tunnel2")
+			return nil, errors.New("parse psk secret: want keys tunnel1 and tunnel2")
 		}
 		return psks, nil
 	}
 	if trimmed == "" {
-		return nil, errors.New("onboarding: parse psk secret: empty")
+		return nil, errors.New("parse psk secret: empty")
 	}
 	return map[int]string{1: trimmed, 2: trimmed}, nil
 }

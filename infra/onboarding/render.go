@@ -89,7 +89,7 @@ func (k *Kit) Render() ([]File, error) {
 	for _, s := range specs {
 		var buf bytes.Buffer
 		if err := templates.ExecuteTemplate(&buf, s.tmpl, k); err != nil {
-			return nil, fmt.Errorf("onboarding: render %s: %w", s.name, err)
+			return nil, fmt.Errorf("render %s: %w", s.name, err)
 		}
 		files = append(files, File{Name: s.name, Mode: s.mode, Data: buf.Bytes()})
 	}
@@ -108,16 +108,16 @@ func (k *Kit) WriteDir(dir string) ([]File, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("onboarding: write kit: %w", err)
+		return nil, fmt.Errorf("write kit: %w", err)
 	}
 	for _, f := range files {
 		p := filepath.Join(dir, f.Name)
 		// Remove first so a pre-existing file's wider mode is not kept.
 		if err := os.Remove(p); err != nil && !os.IsNotExist(err) {
-			return nil, fmt.Errorf("onboarding: write kit: %w", err)
+			return nil, fmt.Errorf("write kit: %w", err)
 		}
 		if err := os.WriteFile(p, f.Data, f.Mode); err != nil {
-			return nil, fmt.Errorf("onboarding: write kit: %w", err)
+			return nil, fmt.Errorf("write kit: %w", err)
 		}
 	}
 	return files, nil

@@ -12,7 +12,7 @@ import (
 
 // ErrNoVPNConnection is returned when a describe-vpn-connections document
 // does not hold the wanted connection or its two tunnel addresses.
-var ErrNoVPNConnection = errors.New("onboarding: VPN connection not found")
+var ErrNoVPNConnection = errors.New("VPN connection not found")
 
 // vpnConnection is the part of an EC2 VpnConnection the kit reads. The full
 // API answer also holds the tunnels' pre-shared keys (TunnelOptions[].
@@ -42,10 +42,10 @@ type vpnConnection struct {
 func ParseVPNConnections(r io.Reader, id string) ([]string, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxOutputsSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("onboarding: read vpn connections: %w", err)
+		return nil, fmt.Errorf("read vpn connections: %w", err)
 	}
 	if len(data) > maxOutputsSize {
-		return nil, fmt.Errorf("onboarding: read vpn connections: larger than %d bytes", maxOutputsSize)
+		return nil, fmt.Errorf("read vpn connections: larger than %d bytes", maxOutputsSize)
 	}
 	var conns []vpnConnection
 	var wrapped struct {
@@ -54,7 +54,7 @@ func ParseVPNConnections(r io.Reader, id string) ([]string, error) {
 	if err := json.Unmarshal(data, &wrapped); err == nil {
 		conns = wrapped.VpnConnections
 	} else if err := json.Unmarshal(data, &conns); err != nil {
-		return nil, fmt.Errorf("onboarding: parse vpn connections: want describe-vpn-connections JSON: %w", err)
+		return nil, fmt.Errorf("parse vpn connections: want describe-vpn-connections JSON: %w", err)
 	}
 	for _, c := range conns {
 		if c.VpnConnectionID != id {
@@ -76,7 +76,7 @@ func ParseVPNConnections(r io.Reader, id string) ([]string, error) {
 		}
 		for _, a := range addrs {
 			if _, err := netip.ParseAddr(a); err != nil {
-				return nil, fmt.Errorf("onboarding: parse vpn connections: %s: tunnel address %q: %w", id, a, err)
+				return nil, fmt.Errorf("parse vpn connections: %s: tunnel address %q: %w", id, a, err)
 			}
 		}
 		return addrs, nil
@@ -102,11 +102,11 @@ func NLBInterfaceDescription(arn string) (string, error) {
 	const marker = ":loadbalancer/net/"
 	i := strings.Index(arn, marker)
 	if !strings.HasPrefix(arn, "arn:") || i < 0 {
-		return "", fmt.Errorf("onboarding: %q is not a network load balancer ARN", arn)
+		return "", fmt.Errorf("%q is not a network load balancer ARN", arn)
 	}
 	rest := arn[i+len(marker):]
 	if strings.Count(rest, "/") != 1 || strings.ContainsAny(rest, " \t\n\"'*") {
-		return "", fmt.Errorf("onboarding: %q is not a network load balancer ARN", arn)
+		return "", fmt.Errorf("%q is not a network load balancer ARN", arn)
 	}
 	return "ELB net/" + rest, nil
 }
@@ -117,16 +117,16 @@ func NLBInterfaceDescription(arn string) (string, error) {
 func ParseNLBAddresses(r io.Reader) ([]string, error) {
 	var addrs []string
 	if err := json.NewDecoder(io.LimitReader(r, maxOutputsSize)).Decode(&addrs); err != nil {
-		return nil, fmt.Errorf("onboarding: parse nlb addresses: %w", err)
+		return nil, fmt.Errorf("parse nlb addresses: %w", err)
 	}
 	if len(addrs) == 0 {
-		return nil, errors.New("onboarding: parse nlb addresses: none (is the load balancer deployed?)")
+		return nil, errors.New("parse nlb addresses: none (is the load balancer deployed?)")
 	}
 	parsed := make([]netip.Addr, 0, len(addrs))
 	for _, a := range addrs {
 		ip, err := netip.ParseAddr(a)
 		if err != nil || !ip.Is4() {
-			return nil, fmt.Errorf("onboarding: parse nlb addresses: %q is not an IPv4 address", a)
+			return nil, fmt.Errorf("parse nlb addresses: %q is not an IPv4 address", a)
 		}
 		parsed = append(parsed, ip)
 	}

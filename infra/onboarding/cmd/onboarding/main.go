@@ -20,24 +20,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
+	iofs "io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
-	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 )
 
+// command prefixes what the command tells its person on stderr (the
+// repository's rule for command-line tools, shared/cli).
+const command = "onboarding"
+
 func main() {
-	log := jsonlog.New(os.Stderr, slog.LevelInfo)
-	if err := run(context.Background(), os.Args[1:], os.Stdout, log); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			log.Error("onboarding failed", "err", err)
-		}
-		os.Exit(1)
-	}
+	os.Exit(cli.Exit(os.Stderr, command, run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)))
 }
 
 // secretFetcher returns a secret's SecretString.
@@ -53,7 +51,7 @@ type deps struct {
 }
 
 // run is main without the process: flags in, kit out.
-func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	d := deps{fetch: fetchSecret}
 	if path, err := exec.LookPath("aws"); err == nil {
 		d.aws = func(ctx context.Context, args ...string) ([]byte, error) {
@@ -62,17 +60,19 @@ func run(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger)
 			cmd.Stderr = &stderr
 			out, err := cmd.Output()
 			if err != nil {
-				return nil, fmt.Errorf("onboarding: aws %s: %w: %s", strings.Join(args[:2], " "), err, strings.TrimSpace(stderr.String()))
+				return nil, fmt.Errorf("aws %s: %w: %s", strings.Join(args[:2], " "), err, strings.TrimSpace(stderr.String()))
 			}
 			return out, nil
 		}
 	}
-	return runWith(ctx, args, stdout, log, d)
+	return runWith(ctx, args, stdout, stderr, d)
 }
 
-func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Logger, d deps) error {
-	fs := flag.NewFlagSet("onboarding", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+// runWith is run with its side doors: the kit's files are listed on
+// stdout; notes and the usage go to stderr, where main reports the error.
+func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	env := fs.String("env", "", "environment name (reads <config-dir>/<env>.json)")
 	site := fs.String("site", "", "site name, as in the environment config")
 	configDir := fs.String("config-dir", filepath.Join("infra", "config"), "directory of the environment configs")
@@ -89,38 +89,41 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 	}
 	if *env == "" || *site == "" {
 		fs.Usage()
-		return errors.New("onboarding: -env and -site are required")
+		return errors.New("-env and -site are required (ENV= and SITE= to make onboarding)")
 	}
 	if *out == "" {
 		*out = filepath.Join("build", "onboarding", *env, *site)
 	}
 	cfg, err := onboarding.LoadEnvConfig(*configDir, *env)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return fmt.Errorf("%w: check -env (ENV= to make onboarding) and -config-dir", err)
+	}
 	if err != nil {
 		return err
 	}
 	// The site first: it needs no deployment, and a wrong one is named
 	// with the sites there are.
 	if _, err := cfg.Site(*site); err != nil {
-		return err
+		return fmt.Errorf("%w: check -site (SITE= to make onboarding)", err)
 	}
 	f, err := os.Open(*outputsPath)
 	if err != nil {
-		return fmt.Errorf("onboarding: open outputs (`make deploy ENV=<env>` writes cdk-outputs.json; or give -outputs, OUTPUTS= to make onboarding): %w", err)
+		return fmt.Errorf("open outputs (`make deploy ENV=<env>` writes cdk-outputs.json; or give -outputs, OUTPUTS= to make onboarding): %w", err)
 	}
 	outs, err := onboarding.ParseOutputs(f)
 	f.Close()
 	if err != nil {
 		return err
 	}
-	cli := d.aws
+	aws := d.aws
 	if !*useCLI {
-		cli = nil
+		aws = nil
 	}
 	opts := onboarding.Options{Routing: onboarding.Routing(*routing)}
-	if opts.RemoteIPs, err = nlbIPs(ctx, *nlbAddresses, cfg, outs, cli, log); err != nil {
+	if opts.RemoteIPs, err = nlbIPs(ctx, *nlbAddresses, cfg, outs, aws, stderr); err != nil {
 		return err
 	}
-	if opts.TunnelEndpoints, err = tunnelEndpoints(ctx, *labEndpoints, *vpnConnections, cfg, *site, outs, cli, log); err != nil {
+	if opts.TunnelEndpoints, err = tunnelEndpoints(ctx, *labEndpoints, *vpnConnections, cfg, *site, outs, aws, stderr); err != nil {
 		return err
 	}
 	// Build once without keys to learn the secret's ARN and validate the rest
@@ -138,7 +141,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 			}
 			psks, err := onboarding.ParsePSKSecret(raw)
 			if err != nil {
-				return fmt.Errorf("onboarding: tunnel %d key from %s: %w", t.Number, t.PSKSecretARN, err)
+				return fmt.Errorf("tunnel %d key from %s: %w", t.Number, t.PSKSecretARN, err)
 			}
 			opts.PSKs[t.Number] = psks[t.Number]
 		}
@@ -154,9 +157,9 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 		fmt.Fprintln(stdout, filepath.Join(*out, f.Name))
 	}
 	if !*showSecrets {
-		log.Info("pre-shared keys not written; the secrets file says where they are", "file", filepath.Join(*out, onboarding.SecretsFileName))
+		cli.Notef(stderr, command, "pre-shared keys not written: %s says where they are", filepath.Join(*out, onboarding.SecretsFileName))
 	} else {
-		log.Warn("the kit's secrets file holds the pre-shared keys; share it only over a secure channel", "file", filepath.Join(*out, onboarding.SecretsFileName))
+		cli.Notef(stderr, command, "%s holds the pre-shared keys: share it only over a secure channel", filepath.Join(*out, onboarding.SecretsFileName))
 	}
 	return nil
 }
@@ -164,7 +167,7 @@ func runWith(ctx context.Context, args []string, stdout io.Writer, log *slog.Log
 // tunnelEndpoints finds the tunnels' outside addresses: the lab flag, the
 // describe-vpn-connections file, nothing (when the outputs carry them), or
 // the AWS CLI.
-func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvConfig, site string, outs onboarding.Outputs, cli awsRunner, log *slog.Logger) ([]string, error) {
+func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvConfig, site string, outs onboarding.Outputs, aws awsRunner, stderr io.Writer) ([]string, error) {
 	if lab != "" {
 		return strings.Split(lab, ","), nil
 	}
@@ -180,12 +183,12 @@ func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvCo
 	case file != "":
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("onboarding: read vpn connections: %w", err)
+			return nil, fmt.Errorf("read -vpn-connections: %w", err)
 		}
 		data = b
-	case cli != nil:
-		log.Info("looking up the tunnel addresses with the AWS CLI", "vpn_connection", id, "region", cfg.Region)
-		b, err := cli(ctx, "ec2", "describe-vpn-connections", "--region", cfg.Region, "--vpn-connection-ids", id,
+	case aws != nil:
+		cli.Notef(stderr, command, "looking up the tunnel addresses of %s in %s with the AWS CLI", id, cfg.Region)
+		b, err := aws(ctx, "ec2", "describe-vpn-connections", "--region", cfg.Region, "--vpn-connection-ids", id,
 			"--query", onboarding.VPNConnectionsQuery, "--output", "json")
 		if err != nil {
 			return nil, err
@@ -199,7 +202,7 @@ func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvCo
 
 // nlbIPs finds the NLB's private addresses: the flag, nothing (when the
 // outputs carry them), or the AWS CLI via the NLB's interfaces.
-func nlbIPs(ctx context.Context, flagValue string, cfg onboarding.EnvConfig, outs onboarding.Outputs, cli awsRunner, log *slog.Logger) ([]string, error) {
+func nlbIPs(ctx context.Context, flagValue string, cfg onboarding.EnvConfig, outs onboarding.Outputs, aws awsRunner, stderr io.Writer) ([]string, error) {
 	if flagValue != "" {
 		return strings.Split(flagValue, ","), nil
 	}
@@ -207,15 +210,15 @@ func nlbIPs(ctx context.Context, flagValue string, cfg onboarding.EnvConfig, out
 		return nil, nil
 	}
 	arn, ok := outs.Lookup(onboarding.OutNLBArn)
-	if !ok || cli == nil {
+	if !ok || aws == nil {
 		return nil, nil // Build explains what is missing
 	}
 	desc, err := onboarding.NLBInterfaceDescription(arn)
 	if err != nil {
 		return nil, err
 	}
-	log.Info("looking up the NLB's private addresses with the AWS CLI", "interface_description", desc, "region", cfg.Region)
-	b, err := cli(ctx, "ec2", "describe-network-interfaces", "--region", cfg.Region,
+	cli.Notef(stderr, command, "looking up the NLB's private addresses (interfaces %q) in %s with the AWS CLI", desc, cfg.Region)
+	b, err := aws(ctx, "ec2", "describe-network-interfaces", "--region", cfg.Region,
 		"--filters", "Name=description,Values="+desc, "--query", onboarding.NLBInterfacesQuery, "--output", "json")
 	if err != nil {
 		return nil, err

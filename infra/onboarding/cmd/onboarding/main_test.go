@@ -5,13 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 )
 
 const (
@@ -44,7 +45,7 @@ func TestRun(t *testing.T) {
 		// Before a deploy there are no outputs: a site misspelt (or the
 		// README's SITE=name taken literally) was answered with the missing
 		// cdk-outputs.json, not with the sites there are.
-		{name: "unknown site before any deploy", args: []string{"-site", "nowhere", "-outputs", "does-not-exist.json"}, wantErr: `site "nowhere" not in environment "dev" (sites: [example-hospital bgp-clinic])`},
+		{name: "unknown site before any deploy", args: []string{"-site", "nowhere", "-outputs", "does-not-exist.json"}, wantErr: `unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic: check -site (SITE= to make onboarding)`},
 		{name: "missing outputs file", args: []string{"-outputs", "does-not-exist.json"}, wantErr: "make deploy ENV=<env>"},
 		{name: "no tunnel addresses and no AWS CLI", args: []string{"-vpn-connections", ""}, wantErr: "describe-vpn-connections"},
 		{name: "no NLB addresses and no AWS CLI", args: []string{"-nlb-addresses", ""}, wantErr: "NlbAddresses"},
@@ -71,7 +72,7 @@ func TestRun(t *testing.T) {
 				return v, c.fetchErr
 			}
 			var stdout, logs bytes.Buffer
-			err := runWith(context.Background(), args, &stdout, slog.New(slog.NewTextHandler(&logs, nil)), deps{fetch: fetch, aws: c.cli})
+			err := runWith(context.Background(), args, &stdout, &logs, deps{fetch: fetch, aws: c.cli})
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want it to mention %q", err, c.wantErr)
@@ -131,9 +132,59 @@ func TestRun(t *testing.T) {
 }
 
 func TestRunRequiresEnvAndSite(t *testing.T) {
-	err := runWith(context.Background(), []string{"-env", "dev"}, io.Discard, slog.New(slog.NewTextHandler(io.Discard, nil)), deps{})
+	err := runWith(context.Background(), []string{"-env", "dev"}, io.Discard, io.Discard, deps{})
 	if err == nil || !strings.Contains(err.Error(), "-env and -site are required") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestErrorsForAPerson: what the command says when it fails is what
+// main writes on stderr, plain lines for the person at the terminal, each
+// "onboarding: …" once, naming the flag or make variable to fix. It wrote
+// JSON log lines ({"level":"ERROR","msg":"onboarding failed","err":…}),
+// and its errors repeated their prefix ("…(sites: […]): onboarding:
+// unknown site").
+func TestErrorsForAPerson(t *testing.T) {
+	base := []string{"-config-dir", testConfigDir, "-outputs", testOutputs, "-aws-cli=false", "-out", t.TempDir()}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		wants []string // each in the output; the first in its first line
+	}{
+		{"no site", []string{"-env", "dev"}, []string{"onboarding: -env and -site are required (ENV= and SITE= to make onboarding)"}},
+		{"unknown site", []string{"-env", "dev", "-site", "nowhere"}, []string{`onboarding: unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic: check -site (SITE= to make onboarding)`}},
+		{"unknown environment", []string{"-env", "nope", "-site", "x"}, []string{"onboarding: load env config:", "check -env (ENV= to make onboarding) and -config-dir"}},
+		{"no outputs", []string{"-env", "dev", "-site", "example-hospital", "-outputs", "does-not-exist.json"}, []string{"onboarding: open outputs (", "give -outputs, OUTPUTS= to make onboarding"}},
+		// Two errors joined: one line each.
+		{"outputs lack the addresses", []string{"-env", "dev", "-site", "example-hospital"}, []string{
+			`onboarding: build kit for site "example-hospital": missing stack output: tunnel outside addresses`, "-vpn-connections",
+			"\nonboarding: missing stack output: NlbAddresses"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			args := append(append([]string(nil), base...), tc.args...)
+			code := cli.Exit(&stderr, command, runWith(context.Background(), args, io.Discard, &stderr, deps{}))
+			if code != 1 {
+				t.Errorf("exit status %d, want 1", code)
+			}
+			got := stderr.String()
+			// The usage, which the flag set prints for a missing -env or
+			// -site, comes first.
+			msg := got[strings.Index(got, "onboarding: "):]
+			if !strings.HasPrefix(msg, tc.wants[0]) {
+				t.Errorf("stderr:\n%s\nwant its message to start %q", got, tc.wants[0])
+			}
+			for _, w := range tc.wants[1:] {
+				if !strings.Contains(msg, w) {
+					t.Errorf("stderr:\n%s\nwant %q in it", got, w)
+				}
+			}
+			for _, line := range strings.Split(strings.TrimSpace(msg), "\n") {
+				if !strings.HasPrefix(line, "onboarding: ") || strings.Count(line, "onboarding: ") != 1 {
+					t.Errorf("line %q: want one \"onboarding: \" prefix, and nothing else", line)
+				}
+			}
+		})
 	}
 }
 

@@ -25,7 +25,7 @@ func fetchSecret(ctx context.Context, arn string) (string, error) {
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
 	if err != nil {
-		return "", fmt.Errorf("onboarding: load aws config: %w", err)
+		return "", fmt.Errorf("load aws config: %w", err)
 	}
 	return getSecret(ctx, secretsmanager.NewFromConfig(cfg), arn)
 }
@@ -33,10 +33,10 @@ func fetchSecret(ctx context.Context, arn string) (string, error) {
 func getSecret(ctx context.Context, c secretGetter, arn string) (string, error) {
 	out, err := c.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &arn})
 	if err != nil {
-		return "", fmt.Errorf("onboarding: get secret %s: %w", arn, err)
+		return "", fmt.Errorf("get secret %s: %w", arn, err)
 	}
 	if out.SecretString == nil {
-		return "", fmt.Errorf("onboarding: get secret %s: no SecretString", arn)
+		return "", fmt.Errorf("get secret %s: no SecretString", arn)
 	}
 	return *out.SecretString, nil
 }

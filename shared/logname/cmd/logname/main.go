@@ -11,23 +11,18 @@ package main
 
 import (
 	"bufio"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "logname:", err)
-		}
-		os.Exit(2)
-	}
+	os.Exit(cli.Exit(os.Stderr, "logname", run(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)))
 }
 
 func run(args []string, getenv func(string) string, in io.Reader, out, errOut io.Writer) error {
