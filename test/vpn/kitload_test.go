@@ -20,13 +20,7 @@ func TestKitLoadsIntoStrongSwan(t *testing.T) {
 	requireLab(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	ns := fmt.Sprintf("di-kit-%d", os.Getpid())
-	l := &lab{t: t, dir: dir, site: ns}
-	removeStaleNamespaces(t)
-	addNamespace(t, ns)
-	t.Cleanup(func() { l.deleteNS(ns) })
-	l.must("ip", "-n", ns, "link", "set", "lo", "up")
-	c := l.startCharon("kit", ns)
+	c := lonelyCharon(t, dir, "di-kit")
 
 	env, outs := exampleDeployment(t)
 	for _, routing := range []onboarding.Routing{onboarding.RouteBased, onboarding.PolicyBased} {
@@ -71,7 +65,13 @@ func exampleDeployment(t *testing.T) (onboarding.EnvConfig, onboarding.Outputs) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(base, "example-outputs.json"))
+	return env, readOutputs(t, filepath.Join(base, "example-outputs.json"))
+}
+
+// readOutputs reads a stack outputs file.
+func readOutputs(t *testing.T, path string) onboarding.Outputs {
+	t.Helper()
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,20 @@ func exampleDeployment(t *testing.T) (onboarding.EnvConfig, onboarding.Outputs) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return env, outs
+	return outs
+}
+
+// lonelyCharon starts a charon in a namespace of its own (named prefix and
+// the process id), with no peer: enough to load a configuration into.
+func lonelyCharon(t *testing.T, dir, prefix string) *charon {
+	t.Helper()
+	ns := fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	l := &lab{t: t, dir: dir, site: ns}
+	removeStaleNamespaces(t)
+	addNamespace(t, ns)
+	t.Cleanup(func() { l.deleteNS(ns) })
+	l.must("ip", "-n", ns, "link", "set", "lo", "up")
+	return l.startCharon("kit", ns)
 }
 
 // writeExampleKit writes the example site's kit, with lab keys, into dir.
@@ -114,14 +127,7 @@ func writeExampleKit(t *testing.T, env onboarding.EnvConfig, outs onboarding.Out
 // "loaded ike secret" lines.
 func TestKitSecretsLoadOnce(t *testing.T) {
 	requireLab(t)
-	dir := t.TempDir()
-	ns := fmt.Sprintf("di-kitsec-%d", os.Getpid())
-	l := &lab{t: t, dir: dir, site: ns}
-	removeStaleNamespaces(t)
-	addNamespace(t, ns)
-	t.Cleanup(func() { l.deleteNS(ns) })
-	l.must("ip", "-n", ns, "link", "set", "lo", "up")
-	c := l.startCharon("kit", ns)
+	c := lonelyCharon(t, t.TempDir(), "di-kitsec")
 	env, outs := exampleDeployment(t)
 
 	// The swanctl.conf strongSwan ships: this machine's, else its one

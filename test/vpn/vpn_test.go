@@ -53,15 +53,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	// namespace's outer addresses, and the keys are this run's random ones.
 	pki := sitepki.New(t, net.ParseIP(scpIP))
 	cfg := labConfig(t, l.dir, pki)
-	f, err := os.Open(filepath.Join("testdata", "lab-outputs.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	outs, err := onboarding.ParseOutputs(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	outs := readOutputs(t, filepath.Join("testdata", "lab-outputs.json"))
 	psks := map[int]string{1: randomKey(t), 2: randomKey(t)}
 	kit, err := onboarding.Build(onboarding.FromConfig(cfg), siteName, outs, onboarding.Options{
 		// kernel-libipsec has no XFRM interfaces (if_id): policy-based, tunnel 2 standby.
