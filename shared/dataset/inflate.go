@@ -1,6 +1,7 @@
 package dataset
 
 import (
+	"bufio"
 	"compress/flate"
 	"errors"
 	"fmt"
@@ -16,10 +17,17 @@ import (
 // *Error: ErrLimit past the rule, ErrMalformed for a corrupt stream,
 // ErrTruncated for one cut short. A failure of the source is returned as
 // it is (SourceErr tells it from a verdict).
+// The rule counts the compressed bytes the decompressor has used, not
+// those read ahead from the source, and is checked as the decompressor
+// empties its window: the verdict depends on the bytes alone, not on how
+// they arrive (the SCP's as the peer's PDVs split them, a stored object's
+// in range reads) or how the inflated bytes are asked for, so an object
+// the SCP accepts every reader can inflate.
 // Nothing needs closing: flate's decompressor holds no resource.
 // An Inflater is not safe for concurrent use.
 type Inflater struct {
-	src      countingReader
+	src      erringReader
+	used     countingReader // what the decompressor reads: src, buffered
 	fr       io.Reader
 	inflated int64
 	err      error
@@ -27,8 +35,12 @@ type Inflater struct {
 
 // NewInflater returns an Inflater reading the compressed data set from r.
 func NewInflater(r io.Reader) *Inflater {
-	z := &Inflater{src: countingReader{r: r}}
-	z.fr = flate.NewReader(&z.src)
+	z := &Inflater{src: erringReader{r: r}}
+	// An io.ByteReader: flate reads what it decodes from it byte by byte
+	// and does not buffer it in a reader of its own, which would count
+	// as used the bytes it read ahead.
+	z.used.r = bufio.NewReader(&z.src)
+	z.fr = flate.NewReader(&z.used)
 	return z
 }
 
@@ -40,7 +52,7 @@ func (z *Inflater) Read(b []byte) (int, error) {
 		return 0, z.err
 	}
 	n, err := z.fr.Read(b)
-	if z.inflated+int64(n) > InflateAllowance && z.inflated+int64(n) > MaxInflateRatio*z.src.n {
+	if z.inflated+int64(n) > InflateAllowance && z.inflated+int64(n) > MaxInflateRatio*z.used.n {
 		z.err = &Error{Err: ErrLimit, Offset: z.inflated,
 			What: fmt.Sprintf("deflated dataset inflating past %d bytes to more than %d times its size", InflateAllowance, MaxInflateRatio)}
 		return 0, z.err
@@ -63,21 +75,43 @@ func (z *Inflater) Read(b []byte) (int, error) {
 // (io.EOF at its end).
 func (z *Inflater) SourceErr() error { return z.src.err }
 
-// Compressed is how many bytes were read from the source.
-func (z *Inflater) Compressed() int64 { return z.src.n }
+// Compressed is how many compressed bytes the decompressor has used,
+// what the rule counts; a few KiB more may have been read from the source.
+func (z *Inflater) Compressed() int64 { return z.used.n }
 
-// countingReader counts the bytes read from r and keeps its error.
-type countingReader struct {
+// erringReader keeps the last error r returned.
+type erringReader struct {
 	r   io.Reader
-	n   int64
 	err error
+}
+
+func (e *erringReader) Read(b []byte) (int, error) {
+	n, err := e.r.Read(b)
+	if err != nil {
+		e.err = err
+	}
+	return n, err
+}
+
+// countingReader counts the bytes read from r, by Read or ReadByte.
+type countingReader struct {
+	r interface {
+		io.Reader
+		io.ByteReader
+	}
+	n int64
 }
 
 func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	c.n += int64(n)
-	if err != nil {
-		c.err = err
-	}
 	return n, err
+}
+
+func (c *countingReader) ReadByte() (byte, error) {
+	b, err := c.r.ReadByte()
+	if err == nil {
+		c.n++
+	}
+	return b, err
 }

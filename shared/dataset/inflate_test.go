@@ -1,9 +1,11 @@
 package dataset
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"testing"
 	"testing/iotest"
 )
@@ -50,6 +52,69 @@ func TestInflater(t *testing.T) {
 				t.Errorf("SourceErr %v", z.SourceErr())
 			}
 		})
+	}
+}
+
+// TestInflaterVerdictWhateverTheReads: the rule counts the compressed
+// bytes the decompressor has used, not those read ahead from the source,
+// so a data set near the bound has one verdict however its compressed
+// bytes arrive (the SCP's as the peer's PDVs split them, the pipeline's
+// and the thumbnail's in their range reads) and however its reader asks
+// for the inflated ones. The value, noise, a blank run and noise again,
+// inflates past the ratio for some of the blank lengths, in the blank run.
+func TestInflaterVerdictWhateverTheReads(t *testing.T) {
+	e := explicitLE
+	rnd := rand.New(rand.NewPCG(3, 4))
+	noise := make([]byte, 60_000)
+	for i := range noise {
+		noise[i] = byte(rnd.IntN(256))
+	}
+	sources := []struct {
+		name string
+		wrap func(io.Reader) io.Reader
+	}{
+		{"whole", func(r io.Reader) io.Reader { return r }},
+		{"one byte a read", iotest.OneByteReader},
+		{"halves", iotest.HalfReader},
+	}
+	readers := []struct {
+		name string
+		read func(io.Reader) error
+	}{
+		{"inflater, 32 KiB reads", func(r io.Reader) error {
+			_, err := io.Copy(io.Discard, NewInflater(r))
+			return err
+		}},
+		{"inflater, one byte a read", func(r io.Reader) error {
+			_, err := io.Copy(io.Discard, iotest.OneByteReader(NewInflater(r)))
+			return err
+		}},
+		{"inflater, bufio of 64 KiB (the pipeline's)", func(r io.Reader) error {
+			_, err := io.Copy(io.Discard, bufio.NewReaderSize(NewInflater(r), 64<<10))
+			return err
+		}},
+		{"inspector (the SCP's)", func(r io.Reader) error {
+			_, err := io.Copy(io.Discard, NewInspector(r, tsDeflate))
+			return err
+		}},
+	}
+	for blank := 6_700_000; blank <= 7_000_000; blank += 25_000 {
+		value := cat(noise, make([]byte, blank), noise)
+		in := deflate(t, cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(len(value)), value)))
+		var want error
+		for i, s := range sources {
+			for j, r := range readers {
+				err := r.read(s.wrap(bytes.NewReader(in)))
+				if err != nil && !errors.Is(err, ErrLimit) {
+					t.Fatalf("blank %d, source %s, %s: %v", blank, s.name, r.name, err)
+				}
+				if i == 0 && j == 0 {
+					want = err
+				} else if (err == nil) != (want == nil) {
+					t.Errorf("blank %d, source %s, %s: %v; whole, 32 KiB reads: %v", blank, s.name, r.name, err, want)
+				}
+			}
+		}
 	}
 }
 
