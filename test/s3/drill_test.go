@@ -140,6 +140,11 @@ func TestSteadySendThroughS3Errors(t *testing.T) {
 				return strings.HasPrefix(fmt.Sprint(m["msg"]), "health check passes again")
 			})
 			halt()
+			// The records of the associations the drill ended are written in
+			// the background: lost is read once none is active and none is
+			// queued, not while the last release is still on its way.
+			scp.WaitMetric(t, metricnames.AssociationsActive, 0, 30*time.Second)
+			scp.WaitMetric(t, metricnames.AuditQueueLength, 0, 30*time.Second)
 
 			// Every success is in S3, and S3 holds nothing else.
 			mu.Lock()
