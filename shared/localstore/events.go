@@ -185,7 +185,7 @@ func ParseEventCursor(c string, fromStart bool) (int64, error) {
 }
 
 // Events lists events in the outbox, newest first (oldest first with
-// After). Type and study go through indexes; a page of one type or of a
+// After). Type and study go through indexes; a page of types or of a
 // study costs its size, not the outbox's.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	q, args := eventsQuery(f)
@@ -223,7 +223,10 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 // eventsQuery is Events' statement and its arguments, less the LIMIT's.
 // A study's events are read from its links (outbox_studies), in their
 // seq order: CROSS JOIN keeps SQLite from walking the whole outbox by
-// seq and probing each event's links instead.
+// seq and probing each event's links instead. Several types without a
+// study are one branch a type, each read in seq order through
+// outbox_type_seq, merged (UNION ALL under the ORDER BY): as an IN list
+// SQLite read every event of the types and sorted them for each page.
 func eventsQuery(f EventFilter) (string, []any) {
 	var where []string
 	var args []any
@@ -232,17 +235,6 @@ func eventsQuery(f EventFilter) (string, []any) {
 	if f.Study != "" {
 		from, seq = `outbox_studies s CROSS JOIN outbox o ON o.seq = s.seq`, `s.seq`
 		add("s.study_uid = ?", f.Study)
-	}
-	switch len(f.DetailTypes) {
-	case 0:
-	case 1:
-		add("o.detail_type = ?", f.DetailTypes[0])
-	default:
-		in := make([]any, len(f.DetailTypes))
-		for i, t := range f.DetailTypes {
-			in[i] = t
-		}
-		add("o.detail_type IN (?"+strings.Repeat(", ?", len(in)-1)+")", in...)
 	}
 	if !f.Since.IsZero() {
 		add("o.time >= ?", boundNano(f.Since))
@@ -261,11 +253,36 @@ func eventsQuery(f EventFilter) (string, []any) {
 	case f.Before > 0:
 		add(seq+" < ?", f.Before)
 	}
-	q := `SELECT o.seq, o.id, o.time, o.source, o.detail_type, o.detail, o.resources FROM ` + from
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
+	sel := `SELECT o.seq, o.id, o.time, o.source, o.detail_type, o.detail, o.resources FROM ` + from
+	branch := func(types ...string) (string, []any) {
+		w, a := where, args
+		switch len(types) {
+		case 0:
+		case 1:
+			w, a = append([]string{"o.detail_type = ?"}, w...), append([]any{types[0]}, a...)
+		default:
+			in := make([]any, len(types))
+			for i, t := range types {
+				in[i] = t
+			}
+			w, a = append([]string{"o.detail_type IN (?" + strings.Repeat(", ?", len(in)-1) + ")"}, w...), append(in, a...)
+		}
+		if len(w) == 0 {
+			return sel, a
+		}
+		return sel + " WHERE " + strings.Join(w, " AND "), a
 	}
-	return q + " ORDER BY " + seq + " " + order + " LIMIT ?", args
+	if f.Study != "" || len(f.DetailTypes) < 2 {
+		q, a := branch(f.DetailTypes...)
+		return q + " ORDER BY " + seq + " " + order + " LIMIT ?", a
+	}
+	var q []string
+	var a []any
+	for _, t := range f.DetailTypes {
+		bq, ba := branch(t)
+		q, a = append(q, bq), append(a, ba...)
+	}
+	return strings.Join(q, " UNION ALL ") + " ORDER BY seq " + order + " LIMIT ?", a
 }
 
 // Clipped is a value as an error message quotes it: at most 40 bytes

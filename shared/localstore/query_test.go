@@ -70,6 +70,9 @@ func TestEventsPaging(t *testing.T) {
 		{"by types", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{8, 7}, ""},
 		{"by types, paged", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3}, []int64{8, 6, 5}, "5"},
 		{"by types, next page", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
+		{"by types, tail", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Tail: true, After: 5, Limit: 2}, []int64{6, 8}, ""},
+		{"by types, contains", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeStudyReceived}, Contains: `"1.2.3"`, Limit: 2}, []int64{7, 5}, "5"},
+		{"by types, since", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Since: t0.Add(6 * time.Second)}, []int64{8, 6}, ""},
 		{"by types and study", EventFilter{Study: "1.2.3", DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{7}, ""},
 		{"tail after", EventFilter{After: 4, Tail: true, Limit: 2}, []int64{5, 6}, "6"},
 		{"tail from the start", EventFilter{Tail: true, Limit: 2}, []int64{1, 2}, "2"},
@@ -837,9 +840,11 @@ func TestEventStudiesFromOlderDatabase(t *testing.T) {
 }
 
 // TestEventsPlan: a study's events page reads the study's links in seq
-// order, not every event, and a page of one type its index.
+// order, not every event, and a page of one type or of several the
+// types' index in seq order.
 func TestEventsPlan(t *testing.T) {
 	db := openTest(t)
+	studyTypes := []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeStudyUpdated}
 	for _, tt := range []struct {
 		name  string
 		f     EventFilter
@@ -849,6 +854,11 @@ func TestEventsPlan(t *testing.T) {
 		{"study", EventFilter{Study: "1.2.3", Before: 100}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
 		{"study, tail", EventFilter{Study: "1.2.3", Tail: true}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq>?)", []string{"SCAN o", "TEMP B-TREE"}},
 		{"one type", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, "USING INDEX outbox_type_seq (detail_type=?)", []string{"SCAN o", "TEMP B-TREE"}},
+		// The Events page's "Study Received,Study Updated": an IN list
+		// read every event of both types and sorted them for a page.
+		{"types", EventFilter{DetailTypes: studyTypes}, "USING INDEX outbox_type_seq (detail_type=?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"types, paged", EventFilter{DetailTypes: studyTypes, Before: 100}, "USING INDEX outbox_type_seq (detail_type=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"types, tail", EventFilter{DetailTypes: studyTypes, Tail: true}, "USING INDEX outbox_type_seq (detail_type=? AND seq>?)", []string{"SCAN o", "TEMP B-TREE"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			q, args := eventsQuery(tt.f)
