@@ -124,6 +124,34 @@ func testBoundedModalities(t *testing.T, h IndexHarness) {
 	if d := getStudy(t, ix, r.Study.StudyInstanceUID); d.ModalitiesTruncated || d.ModalityCount() != 1 {
 		t.Errorf("one-modality study: truncated %v, count %d", d.ModalitiesTruncated, d.ModalityCount())
 	}
+	// Racing additions at the bound: a study one short of it, then
+	// instances of new modalities at once. One is kept; the others,
+	// deciding on the set as each found it, cannot take it past the
+	// bound (DynamoDB's add is conditioned on the set's size).
+	for i := range pipeline.MaxStudyModalities - 1 {
+		in := Record(3, 1, i+1, fmt.Sprintf("k%02d", i), 0)
+		in.Modality = fmt.Sprintf("K%02d", i)
+		upsert(t, ix, in, pipeline.InstanceNew)
+	}
+	const racing = 6
+	var wg sync.WaitGroup
+	for i := range racing {
+		in := Record(3, 1, 100+i, fmt.Sprintf("r%02d", i), 0) // moving nothing else of the study
+		in.Modality = fmt.Sprintf("R%02d", i)
+		wg.Go(func() {
+			if _, err := ix.UpsertInstance(context.Background(), in); err != nil {
+				t.Errorf("racing upsert %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	d = getStudy(t, ix, studyUID(3))
+	if len(d.Modalities) != pipeline.MaxStudyModalities || !d.ModalitiesTruncated || d.ModalityCount() != pipeline.MaxStudyModalities-1+racing ||
+		d.InstanceCount != pipeline.MaxStudyModalities-1+racing {
+		t.Errorf("after racing additions at the bound: %d kept, truncated %v, counted %d, instances %d; want %d, true, %d, %d",
+			len(d.Modalities), d.ModalitiesTruncated, d.ModalityCount(), d.InstanceCount,
+			pipeline.MaxStudyModalities, pipeline.MaxStudyModalities-1+racing, pipeline.MaxStudyModalities-1+racing)
+	}
 }
 
 // testRejected: RecordRejected notes an instance of a study once, however
