@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -272,13 +273,14 @@ func eventsQuery(f EventFilter) (string, []any) {
 		}
 		return sel + " WHERE " + strings.Join(w, " AND "), a
 	}
-	if f.Study != "" || len(f.DetailTypes) < 2 {
-		q, a := branch(f.DetailTypes...)
+	types := slices.Compact(slices.Sorted(slices.Values(f.DetailTypes))) // a type twice would be its branch twice
+	if f.Study != "" || len(types) < 2 {
+		q, a := branch(types...)
 		return q + " ORDER BY " + seq + " " + order + " LIMIT ?", a
 	}
 	var q []string
 	var a []any
-	for _, t := range f.DetailTypes {
+	for _, t := range types {
 		bq, ba := branch(t)
 		q, a = append(q, bq), append(a, ba...)
 	}

@@ -70,6 +70,7 @@ func TestEventsPaging(t *testing.T) {
 		{"by types", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{8, 7}, ""},
 		{"by types, paged", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3}, []int64{8, 6, 5}, "5"},
 		{"by types, next page", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
+		{"by types, one repeated", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted, pipeline.DetailTypeStudyReceived}}, []int64{8, 7}, ""},
 		{"by types, tail", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Tail: true, After: 5, Limit: 2}, []int64{6, 8}, ""},
 		{"by types, contains", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeStudyReceived}, Contains: `"1.2.3"`, Limit: 2}, []int64{7, 5}, "5"},
 		{"by types, since", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Since: t0.Add(6 * time.Second)}, []int64{8, 6}, ""},
