@@ -188,7 +188,10 @@ func earliest(a, b time.Time) time.Time {
 // nextEvent reads the next event from the connection.
 func (a *association) nextEvent() rxEvent {
 	if a.m.state == sta6 && !a.cmd.open {
-		a.progress.active = false // at a message boundary: what comes next is a new message
+		// At a message boundary: what comes next is a new message. Bytes of it already read with the last one
+		// (a peer that pipelines) have begun it: the progress deadlines bound the wait for its rest, as they
+		// would had those bytes come in a read of their own (timedReader.read), not the idle timeout alone.
+		a.progress = progress{active: a.br.Buffered() > 0}
 		if a.queued() {
 			if rx := a.flushOutbox(); rx.ev != evtNone {
 				return rx

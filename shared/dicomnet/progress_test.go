@@ -133,3 +133,37 @@ func TestProgressDeadlineSparesHonestPeers(t *testing.T) {
 		}
 	})
 }
+
+// TestProgressDeadlineCoversBufferedStart: a message whose first bytes came in the same socket read as the end of
+// the one before (a peer that pipelines) has begun, so the progress window bounds the wait for its rest. Its start
+// was only noticed when a socket read brought bytes, so a command cut short after such a start waited out the idle
+// timeout instead (5 min by default, not 1): what a probe that stopped mid-command saw.
+func TestProgressDeadlineCoversBufferedStart(t *testing.T) {
+	echo, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(1))}})
+	next, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(2))}})
+	tests := []struct {
+		name string
+		cut  int // bytes of the next message sent with the C-ECHO
+	}{
+		{"inside the PDU header", 3},
+		{"inside the PDV header", pdu.HeaderLen + 2},
+		{"inside the command set", len(next) / 2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			p, srv := startParrot(t, &dicomnet.Server{Observer: rec, IdleTimeout: time.Minute,
+				ProgressWindow: 200 * time.Millisecond, MinProgressBytes: 1024})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			p.Send(append(append([]byte{}, echo...), next[:tc.cut]...)) // one write: one socket read takes both
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP {
+				t.Fatalf("response %+v", rsp)
+			}
+			p.ExpectAbort(0, 0) // AA-1 within the parrot's 5 s, not the idle timeout's minute
+			if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
+				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
+			}
+			waitActive(t, srv.Server, 0)
+		})
+	}
+}
