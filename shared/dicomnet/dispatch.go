@@ -234,27 +234,41 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			return ds.end
 		}
 	}
-	rx := a.sendCommand(pc.ID, dimse.NewCStoreRSP(cmd, st))
-	switch {
-	case rx.ev == evtNone:
-	case herr != nil:
-		// The object is stored whatever became of the response: what the
-		// handler said of it (an object the store held already, which
-		// the audit writer records) stays beside why it was not answered.
-		herr = fmt.Errorf("%w; %w", rx.err, herr)
-	default:
-		herr = rx.err
-	}
 	ev := Event{Type: EventStored, Association: &a.info, Status: st.Code, SOPClassUID: req.AffectedSOPClassUID,
 		SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: herr}
 	if st.IsFailure() {
 		ev.Type = EventStoreFailed
-		a.log.Info("dicomnet: C-STORE failed", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
+	}
+	// A response whose write fails ends the association inside sendCommand: ended() reports this event first,
+	// so that the association's end comes after what it stored (the audit writer counts its instances until then).
+	a.answering = &ev
+	rx := a.sendCommand(pc.ID, dimse.NewCStoreRSP(cmd, st))
+	a.reportAnswered(rx.err)
+	if st.IsFailure() {
+		a.log.Info("dicomnet: C-STORE failed", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "err", ev.Err)
 	} else {
 		a.log.Debug("dicomnet: C-STORE", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "bytes", ds.n)
 	}
-	a.srv.observe(ev)
 	return rx
+}
+
+// reportAnswered observes the event of the C-STORE whose response was just sent, unless ended() has (sendErr,
+// why it was not sent, then stands beside what the handler said of the object: an object the store held already,
+// which the audit writer records, and the object is stored whatever became of the response).
+func (a *association) reportAnswered(sendErr error) {
+	ev := a.answering
+	if ev == nil {
+		return
+	}
+	a.answering = nil
+	switch {
+	case sendErr == nil:
+	case ev.Err != nil:
+		ev.Err = fmt.Errorf("%w; %w", sendErr, ev.Err)
+	default:
+		ev.Err = sendErr
+	}
+	a.srv.observe(*ev)
 }
 
 // errEndedWhileSending is the error of a response that could not be sent because the association ended.

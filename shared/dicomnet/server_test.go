@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1145,6 +1146,42 @@ func TestStoredEventKeepsHandlerResultWhenResponseFails(t *testing.T) {
 		t.Errorf("EventStored error %v: the handler's result is lost", ev.Err)
 	}
 	if ev.Err == nil || !strings.Contains(ev.Err.Error(), "ended while sending") {
+		t.Errorf("EventStored error %v: does not say the response was not sent", ev.Err)
+	}
+}
+
+// TestStoredBeforeAbortWhenResponseFails: an object stored whose C-STORE-RSP cannot be written (the peer stopped
+// reading, the write deadline passed) is reported stored before the association's end: the audit writer counts
+// an association's instances until its end, so the aborted record left out the object stored and not answered.
+func TestStoredBeforeAbortWhenResponseFails(t *testing.T) {
+	rec := newRecorder()
+	s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond, Observer: rec, Handler: capture(make(chan result, 1))}
+	c1, c2 := net.Pipe()
+	go s.ServeConn(context.Background(), c1)
+	p := dicomnettest.NewParrot(t, c2)
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	// Over net.Pipe a write blocks until the peer reads: the response is never read, and its write times out.
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+	rec.waitFor(t, dicomnet.EventAborted)
+	var types []dicomnet.EventType
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rec.mu.Lock()
+		types = types[:0]
+		for _, ev := range rec.events {
+			types = append(types, ev.Type)
+		}
+		rec.mu.Unlock()
+		if slices.Contains(types, dicomnet.EventStored) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	want := []dicomnet.EventType{dicomnet.EventAccepted, dicomnet.EventStored, dicomnet.EventAborted}
+	if !slices.Equal(types, want) {
+		t.Fatalf("events %v, want %v", types, want)
+	}
+	if ev := rec.events[1]; ev.Err == nil || !strings.Contains(ev.Err.Error(), "ended while sending") {
 		t.Errorf("EventStored error %v: does not say the response was not sent", ev.Err)
 	}
 }
