@@ -280,6 +280,12 @@ var schema = []string{
 		sop_uid   TEXT NOT NULL,
 		PRIMARY KEY (study_uid, sop_uid)
 	) WITHOUT ROWID;`,
+	// 17: the instances' content identity column is named for what it
+	// holds (pipeline.ContentIdentityField): a CRC-64/NVME of the data
+	// set, not a SHA-256, as the records in it have said since they were
+	// renamed. RENAME COLUMN changes the schema alone, rows untouched, and
+	// carries the primary key with it.
+	`ALTER TABLE instances RENAME COLUMN sha256 TO content_identity;`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

@@ -17,7 +17,7 @@ import (
 // instances on read.
 type IndexStore struct{ b binding }
 
-// UpsertInstance indexes in once per distinct (SOP Instance UID, SHA-256).
+// UpsertInstance indexes in once per distinct (SOP Instance UID, content identity).
 func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
 	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: study and SOP instance UID are required")
@@ -36,19 +36,19 @@ func (s *IndexStore) UpsertInstance(ctx context.Context, in pipeline.InstanceRec
 // study it named (the conflict rule), the record already indexed for this
 // content in this study (a duplicate), whether the series has an instance
 // in the study, and the study's summary. ?1..?4: SOP Instance UID,
-// SHA-256, Study and Series Instance UID.
+// content identity, Study and Series Instance UID.
 const upsertRead = `SELECT
-	(SELECT sha256 FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
+	(SELECT content_identity FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
 	(SELECT study_uid FROM instances WHERE sop_uid = ?1 ORDER BY rowid LIMIT 1),
-	(SELECT record FROM instances WHERE sop_uid = ?1 AND sha256 = ?2 AND study_uid = ?3),
+	(SELECT record FROM instances WHERE sop_uid = ?1 AND content_identity = ?2 AND study_uid = ?3),
 	EXISTS (SELECT 1 FROM instances WHERE study_uid = ?3 AND series_uid = ?4),
 	(SELECT record FROM studies WHERE study_uid = ?3)`
 
 func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord) (pipeline.UpsertResult, error) {
-	var firstSHA, firstStudy, prevBody, studyBody sql.NullString
+	var firstContent, firstStudy, prevBody, studyBody sql.NullString
 	var seriesKnown bool
 	err := tx.QueryRowContext(ctx, upsertRead, in.SOPInstanceUID, in.ContentIdentity, in.StudyInstanceUID, in.SeriesInstanceUID).
-		Scan(&firstSHA, &firstStudy, &prevBody, &seriesKnown, &studyBody)
+		Scan(&firstContent, &firstStudy, &prevBody, &seriesKnown, &studyBody)
 	if err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
@@ -64,7 +64,7 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
 	}
 	// The first content indexed under this SOP Instance UID, in any study.
-	outcome := pipeline.ContentOutcome(pipeline.FirstContent{ContentIdentity: firstSHA.String, StudyInstanceUID: firstStudy.String}, in)
+	outcome := pipeline.ContentOutcome(pipeline.FirstContent{ContentIdentity: firstContent.String, StudyInstanceUID: firstStudy.String}, in)
 	st, err := decodeRecord[pipeline.StudySummary]("study", studyBody)
 	isNewStudy := errors.Is(err, pipeline.ErrNotFound)
 	if err != nil && !isNewStudy {
@@ -78,7 +78,7 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx,
-		`INSERT INTO instances(sop_uid, sha256, study_uid, series_uid, object_key, received_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		`INSERT INTO instances(sop_uid, content_identity, study_uid, series_uid, object_key, received_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		in.SOPInstanceUID, in.ContentIdentity, in.StudyInstanceUID, in.SeriesInstanceUID, in.ObjectKey, unixNano(in.ReceivedAt), string(body)); err != nil {
 		return pipeline.UpsertResult{}, fmt.Errorf("localstore: upsert instance: %w", err)
 	}
@@ -201,7 +201,7 @@ func (s *IndexStore) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 		return nil, err
 	}
 	return queryRecords[pipeline.InstanceRecord](ctx, q, "instances",
-		`SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, sha256`, sop)
+		`SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, content_identity`, sop)
 }
 
 // ListStudies returns study summaries, most recently received first.

@@ -2,8 +2,11 @@ package localstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,10 +74,8 @@ func TestInstancesByStudyFromOlderDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, in := range []pipeline.InstanceRecord{first, later} {
-		if _, err := upsertInstance(ctx, &querier{tx: tx}, in); err != nil {
-			t.Fatalf("upsert %d into the old schema: %v", i, err)
-		}
+	if err := upsertBefore17(ctx, tx, first, later); err != nil {
+		t.Fatalf("upsert into the old schema: %v", err)
 	}
 	if err := errors.Join(tx.Commit(), sdb.Close()); err != nil {
 		t.Fatal(err)
@@ -168,4 +169,71 @@ func TestCommitmentStudiesLinkedOnce(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestContentIdentityColumnRenamed: a database of schema 16 names the
+// instances' content identity column sha256; the upgrade renames it
+// content_identity (a CRC-64/NVME, not a SHA-256) and keeps what it
+// indexed: the content again is a duplicate, another content a conflict.
+func TestContentIdentityColumnRenamed(t *testing.T) {
+	ctx := context.Background()
+	first := pipelinetest.Record(1, 1, 1, "dataset-crc64nvme-00000000000000aa", 0)
+	db := openOlderDatabase(t, 16, func(sdb *sql.DB) error {
+		tx, err := sdb.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := upsertBefore17(ctx, tx, first); err != nil {
+			return errors.Join(err, tx.Rollback())
+		}
+		return tx.Commit()
+	})
+	var cols []string
+	rows, err := db.read.QueryContext(ctx, `SELECT name FROM pragma_table_info('instances')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		cols = append(cols, c)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(cols, "sha256") || !slices.Contains(cols, "content_identity") {
+		t.Errorf("instances columns after the upgrade: %v, want content_identity and no sha256", cols)
+	}
+	ix := db.IndexStore()
+	recs, err := ix.Instances(ctx, first.SOPInstanceUID)
+	if err != nil || len(recs) != 1 || recs[0].ContentIdentity != first.ContentIdentity {
+		t.Fatalf("Instances after the upgrade: %+v, %v", recs, err)
+	}
+	if r, err := ix.UpsertInstance(ctx, first); err != nil || r.Outcome != pipeline.InstanceDuplicate {
+		t.Errorf("the content indexed before the upgrade, again: %v (%v), want a duplicate", r.Outcome, err)
+	}
+	other := first
+	other.ContentIdentity = "dataset-crc64nvme-00000000000000bb"
+	if r, err := ix.UpsertInstance(ctx, other); err != nil || r.Outcome != pipeline.InstanceConflict {
+		t.Errorf("another content under its SOP Instance UID: %v (%v), want a conflict", r.Outcome, err)
+	}
+}
+
+// upsertBefore17 indexes recs, in tx, into a database of a schema before
+// 17, whose instances table names the content identity column sha256:
+// today's upsert, on the column renamed as 17 does and back.
+func upsertBefore17(ctx context.Context, tx *sql.Tx, recs ...pipeline.InstanceRecord) error {
+	q := &querier{tx: tx}
+	if _, err := q.ExecContext(ctx, `ALTER TABLE instances RENAME COLUMN sha256 TO content_identity`); err != nil {
+		return err
+	}
+	for i, in := range recs {
+		if _, err := upsertInstance(ctx, q, in); err != nil {
+			return fmt.Errorf("upsert %d: %w", i, err)
+		}
+	}
+	_, err := q.ExecContext(ctx, `ALTER TABLE instances RENAME COLUMN content_identity TO sha256`)
+	return err
 }
