@@ -90,11 +90,33 @@ func instanceRecords(t *testing.T) map[string]pipeline.AuditRecord {
 	if _, err := p.ProcessObject(ctx, rk); err != nil {
 		t.Fatal(err)
 	}
+	// Resends the SCP found held, byte for byte, under their keys: of the
+	// stored instance, and of the quarantined one.
+	for i, sop := range []string{sop1, sop2} {
+		r := associationaudit.Duplicate(associationaudit.Record{Time: time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC), AssociationID: "assoc9",
+			CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:40001", Seq: uint64(i + 1)}, pt.CTStorage, sop, study, series, key(sop))
+		body, err := associationaudit.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := associationaudit.Key(r)
+		f.Objects.Add(k, body, nil)
+		if err := p.ProcessAuditRecord(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := map[string]pipeline.AuditRecord{}
 	for _, r := range f.Audit.All() {
-		out["instance-"+r.Outcome] = r
+		name := "instance-" + r.Outcome
+		if strings.HasPrefix(r.ID, "assoc:") {
+			name += "-found-held"
+			if r.QuarantineKey != "" {
+				name = "instance-duplicate-of-quarantined"
+			}
+		}
+		out[name] = r
 	}
-	for _, want := range []string{"instance-stored", "instance-conflict", "instance-duplicate", "instance-rejected"} {
+	for _, want := range []string{"instance-stored", "instance-conflict", "instance-duplicate", "instance-rejected", "instance-duplicate-found-held", "instance-duplicate-of-quarantined"} {
 		if _, ok := out[want]; !ok {
 			t.Fatalf("the pipeline wrote no %s record: %v", want, out)
 		}
@@ -361,6 +383,8 @@ func TestRenderEvents(t *testing.T) {
 		{"instance-rejected", []string{"110104"}},
 		{"instance-duplicate", []string{"110104"}},
 		{"instance-duplicate-no-patient", []string{"110104"}},
+		{"instance-duplicate-found-held", []string{"110104"}},
+		{"instance-duplicate-of-quarantined", []string{"110104"}},
 		// The SCP's own record of a resend names no patient: the
 		// pipeline's does, and is sent.
 		{"duplicate", nil},
@@ -389,6 +413,16 @@ func TestRenderEvents(t *testing.T) {
 		{"application-start-unclean", []string{"110100"}},
 		{"application-stop-lost", []string{"110100"}},
 		{"unclean-stop-found", []string{"110113"}},
+	}
+	for name := range recs {
+		if !slices.ContainsFunc(tests, func(tt struct {
+			record string
+			events []string
+		}) bool {
+			return tt.record == name
+		}) {
+			t.Errorf("record %s: no messages listed for it", name)
+		}
 	}
 	for _, tt := range tests {
 		t.Run(tt.record, func(t *testing.T) {
@@ -870,3 +904,4 @@ func TestRenderRecordsAlreadyInTheTrail(t *testing.T) {
 		t.Errorf("instance record naming no sender: %d messages, %v", len(msgs), err)
 	}
 }
+

@@ -37,7 +37,8 @@ type Association struct {
 	// Instances counts the instance records (instanceOutcomes: stored,
 	// duplicate, conflict, rejected, store-failed); Duplicates those of identical resends (each
 	// transfer of content already held has its record), Rejected those
-	// quarantined, Failed those the store refused.
+	// quarantined (resends of a quarantined object among them), Failed
+	// those the store refused.
 	Instances  int `json:"instances"`
 	Duplicates int `json:"duplicates"`
 	Rejected   int `json:"rejected"`
@@ -280,6 +281,13 @@ func (db *DB) association(ctx context.Context, id string) (Association, error) {
 			case pipeline.OutcomeRejected:
 				a.Rejected++
 			case pipeline.OutcomeDuplicate:
+				// A resend of an object validation quarantined (its
+				// record names the quarantined copy) is quarantined too,
+				// not held.
+				if r, ok := associationFieldsOf(body); ok && r.QuarantineKey != "" {
+					a.Rejected++
+					break
+				}
 				a.Duplicates++
 			case associationaudit.EventStoreFailed:
 				a.Failed++
@@ -302,9 +310,10 @@ func cmpOr(a, b string) string {
 // associationFields are the fields of an association's record (an audit
 // record's JSON) its summary reads, decoded once.
 type associationFields struct {
-	PeerAddr string `json:"peerAddr"`
-	Reason   string `json:"reason"`
-	Stored   int    `json:"storedInstances"`
+	PeerAddr      string `json:"peerAddr"`
+	Reason        string `json:"reason"`
+	Stored        int    `json:"storedInstances"`
+	QuarantineKey string `json:"quarantineKey"`
 }
 
 func associationFieldsOf(record string) (associationFields, bool) {

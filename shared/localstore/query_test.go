@@ -713,6 +713,43 @@ func TestAssociationCountsInstanceRecordsOnly(t *testing.T) {
 	}
 }
 
+// TestAssociationCountsQuarantinedResends: a resend of an object validation
+// quarantined (a duplicate record naming the quarantined copy) counts as
+// quarantined, not as an identical resend already held, which the
+// association's page said of it.
+func TestAssociationCountsQuarantinedResends(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	for i, tt := range []struct {
+		name                 string
+		quarantineKey        string
+		duplicates, rejected int
+	}{
+		{"resend of a stored object", "", 1, 0},
+		{"resend of a quarantined object", "quarantine/2026/01/15/x.dcm", 0, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprint("assoc-q", i)
+			for j, rec := range []pipeline.AuditRecord{
+				{Outcome: associationaudit.EventAccepted},
+				{Outcome: pipeline.OutcomeDuplicate, QuarantineKey: tt.quarantineKey},
+			} {
+				rec.ID, rec.Time, rec.AssociationID, rec.CallingAE, rec.CalledAE = fmt.Sprint(id, "-", j), t0.Add(time.Duration(j)*time.Second), id, "SITE_A", "REMOTE_AE"
+				if _, err := db.AuditStore().Append(ctx, rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a, err := db.Association(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a.Instances != 1 || a.Duplicates != tt.duplicates || a.Rejected != tt.rejected {
+				t.Errorf("%d instances, %d already held, %d quarantined; want 1, %d, %d", a.Instances, a.Duplicates, a.Rejected, tt.duplicates, tt.rejected)
+			}
+		})
+	}
+}
+
 // TestOpenAssociationHasNoEnd: an association without an end record is
 // served without "end" (it was "0001-01-01T00:00:00Z", omitempty being no
 // use on a time.Time); one that ended has its time.

@@ -105,7 +105,7 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		rec.ID = "instance:" + sop + ":" + tx.ContentIdentity
 		rec.EventOutcome = outcomeSuccess
 		rec.EventTypeCodes = []CodedValue{localCode("conflicting-resend", "Conflicting resend kept")}
-		rec.Reason = "a different object with this SOP Instance UID was stored before; both are kept"
+		rec.Reason = conflictReason
 	case OutcomeDuplicate:
 		// The caller names the transfer in the id: each resend has a
 		// record of its own, a redelivery of one none.
@@ -113,14 +113,10 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 	case OutcomeRejected:
 		rec.ID = "rejected:" + in.info.Key + ":" + tx.ContentIdentity
 		rec.EventOutcome = outcomeMinorFailure
-		rec.EventTypeCodes = []CodedValue{localCode("quarantined", "Quarantined by validation")}
+		rec.EventTypeCodes = []CodedValue{codeQuarantined}
 		rec.Reason = "validation failed; object quarantined"
 		rec.QuarantineKey, _ = QuarantineKeys(in.info.Key)
-		for _, f := range in.findings {
-			if f.Severity == SeverityError {
-				rec.Findings = append(rec.Findings, f)
-			}
-		}
+		rec.Findings = errorFindings(in.findings)
 	}
 	if rec.Time.IsZero() {
 		rec.Time = p.now()
@@ -353,8 +349,49 @@ var codeIdenticalResend = localCode("identical-resend", "Identical resend of an 
 
 // resentReason is a duplicate record's reason. It names no object: a
 // key holds UIDs, and the reason is projected where the trail promises no
-// patient data (the byCallingAe and byDay indexes).
+// patient data (the byCallingAe and byDay indexes). The record's
+// heldObjectKey names it.
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
+
+// resentQuarantinedReason is the reason of a duplicate record whose held
+// copy validation quarantined: that copy is not in the archive, and
+// neither is this transfer, which the SCP answered with success.
+const resentQuarantinedReason = "an identical object (same SOP Instance UID, same content) was received before and quarantined by validation; " +
+	"nothing new was stored, and the instance is not in the archive (Storage Commitment fails it unless the site counts quarantined instances): " +
+	"the quarantined copy and its findings are at quarantineKey; the sender has to correct the object and send it again, as sent it stays quarantined"
+
+// conflictReason is a conflict record's reason; its heldObjectKey and
+// heldContentIdentity name the object held before.
+const conflictReason = "a different object with this SOP Instance UID was stored before (heldObjectKey, heldContentIdentity); both are kept"
+
+// codeQuarantined marks the record of an instance validation quarantined,
+// and that of a resend of one (beside codeIdenticalResend).
+var codeQuarantined = localCode("quarantined", "Quarantined by validation")
+
+// resentQuarantined makes rec, a duplicate's record, that of a resend of
+// an object validation quarantined, held at heldKey with findings: a
+// minor failure (the instance is not in the archive, as its first
+// transfer's rejected record says), typed quarantined beside
+// identical-resend, naming the quarantined copy and the errors that
+// quarantined it.
+func resentQuarantined(rec *AuditRecord, heldKey string, findings []Finding) {
+	rec.EventOutcome = outcomeMinorFailure
+	rec.EventTypeCodes = append(rec.EventTypeCodes, codeQuarantined)
+	rec.Reason = resentQuarantinedReason
+	rec.QuarantineKey, _ = QuarantineKeys(heldKey)
+	rec.Findings = errorFindings(findings)
+}
+
+// errorFindings are the findings that quarantine an object.
+func errorFindings(fs []Finding) []Finding {
+	var out []Finding
+	for _, f := range fs {
+		if f.Severity == SeverityError {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // The outcomes of a Storage Commitment transaction's audit records: its
 // request, its result (all committed, or failures), its delivery.

@@ -1272,3 +1272,117 @@ func TestQuietPeriodRunsFromIndexing(t *testing.T) {
 func TestAnnouncements(t *testing.T) {
 	pt.RunAnnouncements(t, func(*testing.T) pipeline.IndexStore { return pt.NewIndex() })
 }
+
+// TestResendRecordsNameTheObjectHeld: the record of a transfer whose
+// content, or SOP Instance UID, the archive held already names the object
+// held (heldObjectKey, heldContentIdentity), so that an officer ties the
+// two records without matching UIDs by hand; and a resend of an object
+// validation quarantined says so (a minor failure, typed quarantined, its
+// quarantined copy and the errors), where it read as a plain duplicate
+// of an object "already held".
+func TestResendRecordsNameTheObjectHeld(t *testing.T) {
+	ctx := context.Background()
+	bad := ct(sop1)
+	bad.StudyUID = "1.2.3.abc"
+	changed := ct(sop1)
+	changed.PatientName = "Doe^John"
+	otherDay := strings.Replace(key(sop1), "/01/15/", "/01/16/", 1)
+	for _, tt := range []struct {
+		name string
+		held []byte
+		// resend processes the resend of the object held at key(sop1)
+		// and returns its key (under which ObjectKey names it).
+		resend      func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string
+		outcome     string
+		quarantined bool
+	}{
+		{"identical resend, another day", ct(sop1).Build(), func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string {
+			add(f, otherDay, ct(sop1).Build(), sop1)
+			if _, err := p.ProcessObject(ctx, otherDay); err != nil {
+				t.Fatal(err)
+			}
+			return otherDay
+		}, pipeline.OutcomeDuplicate, false},
+		{"conflicting resend", ct(sop1).Build(), func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string {
+			data := changed.Build()
+			ck := strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-" + sha(data)[:16] + ".dcm"
+			add(f, ck, data, sop1)
+			if _, err := p.ProcessObject(ctx, ck); err != nil {
+				t.Fatal(err)
+			}
+			return ck
+		}, pipeline.OutcomeConflict, false},
+		{"identical resend found held by the SCP", ct(sop1).Build(), scpFoundHeld(ctx), pipeline.OutcomeDuplicate, false},
+		{"resend of a quarantined object found held by the SCP", bad.Build(), scpFoundHeld(ctx), pipeline.OutcomeDuplicate, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := pt.New()
+			p := f.Pipeline()
+			add(f, key(sop1), tt.held, sop1)
+			if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+				t.Fatal(err)
+			}
+			first := f.Audit.All()[0]
+			k := tt.resend(t, f, p)
+			recs := f.Audit.All()
+			if len(recs) != 2 {
+				t.Fatalf("%d records, want the first transfer's and the resend's", len(recs))
+			}
+			got := recs[1]
+			if got.Outcome != tt.outcome || got.ObjectKey != k || got.HeldObjectKey != key(sop1) || got.HeldContentIdentity != first.ContentIdentity {
+				t.Errorf("record: outcome %s, object %s, held %s (%s); want %s, %s, held %s (%s)", got.Outcome, got.ObjectKey,
+					got.HeldObjectKey, got.HeldContentIdentity, tt.outcome, k, key(sop1), first.ContentIdentity)
+			}
+			if tt.outcome == pipeline.OutcomeConflict && got.HeldContentIdentity == got.ContentIdentity {
+				t.Errorf("conflict names its own content as the one held: %s", got.HeldContentIdentity)
+			}
+			quarantined := slices.ContainsFunc(got.EventTypeCodes, func(c pipeline.CodedValue) bool { return c.Code == "quarantined" })
+			if !tt.quarantined {
+				if quarantined || got.EventOutcome != 0 || got.QuarantineKey != "" || strings.Contains(got.Reason, "quarantined") {
+					t.Errorf("record of a resend of a stored object: outcome %d, types %v, quarantine key %q, reason %q",
+						got.EventOutcome, got.EventTypeCodes, got.QuarantineKey, got.Reason)
+				}
+				return
+			}
+			if first.Outcome != pipeline.OutcomeRejected {
+				t.Fatalf("the object held: %s, want rejected", first.Outcome)
+			}
+			if !quarantined || got.EventOutcome != 4 || got.QuarantineKey != first.QuarantineKey || got.QuarantineKey == "" ||
+				got.ContentIdentity != first.ContentIdentity || !slices.Equal(findingCodes(got.Findings), findingCodes(first.Findings)) ||
+				strings.Contains(got.Reason, "already held") || !strings.Contains(got.Reason, "quarantined by validation") ||
+				!strings.Contains(got.Reason, "not in the archive") {
+				t.Errorf("record of a resend of a quarantined object: outcome %d, types %v, quarantine key %q (the first's %q), content %s (%s), findings %v (%v), reason %q",
+					got.EventOutcome, got.EventTypeCodes, got.QuarantineKey, first.QuarantineKey, got.ContentIdentity, first.ContentIdentity,
+					findingCodes(got.Findings), findingCodes(first.Findings), got.Reason)
+			}
+		})
+	}
+}
+
+// scpFoundHeld has the pipeline process the SCP's duplicate record of a
+// resend its store found held, byte for byte, under key(sop1).
+func scpFoundHeld(ctx context.Context) func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string {
+	return func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string {
+		t.Helper()
+		r := associationaudit.Duplicate(associationaudit.Record{Time: time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC), AssociationID: "assoc9",
+			CallingAE: "PACS2", CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 3}, pt.CTStorage, sop1, study, series, key(sop1))
+		body, err := associationaudit.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, _ := associationaudit.Key(r)
+		f.Objects.Add(k, body, nil)
+		if err := p.ProcessAuditRecord(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+		return key(sop1)
+	}
+}
+
+func findingCodes(fs []pipeline.Finding) []string {
+	var out []string
+	for _, f := range fs {
+		out = append(out, f.Code+" "+f.Tag)
+	}
+	return out
+}

@@ -468,6 +468,16 @@ type AuditRecord struct {
 	// ObjectKey names the object as the SCP stored it. Empty in records
 	// written before it was recorded (QuarantineKeys gives it).
 	QuarantineKey string `json:"quarantineKey,omitempty"`
+	// HeldObjectKey and HeldContentIdentity name, on a conflict's record,
+	// the object held before whose content it differs from (the first
+	// content indexed under its SOP Instance UID), and on a duplicate's,
+	// the object held whose content it repeats (its content identity is
+	// then ContentIdentity), so that the two records tie up without
+	// matching UIDs by hand. On the record of a resend of an object
+	// validation quarantined, QuarantineKey is that object's quarantined
+	// copy. Empty in records written before they were recorded.
+	HeldObjectKey       string `json:"heldObjectKey,omitempty"`
+	HeldContentIdentity string `json:"heldContentIdentity,omitempty"`
 	// ContentIdentity is the object's content identity (docs/pipeline.md,
 	// "Duplicates"): a CRC-64/NVME, a SHA-256 only for objects stored by
 	// earlier versions. Records written before carry it under

@@ -321,9 +321,17 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	}
 	rec := p.instanceAudit(in, tx, outcome)
 	rec.ObjectKey = key
-	if outcome == OutcomeDuplicate {
+	switch outcome {
+	case OutcomeDuplicate:
 		rec.ID = "duplicate:" + key + ":" + tx.ContentIdentity
 		rec.Reason = resentReason
+		rec.HeldObjectKey, rec.HeldContentIdentity = indexed.ObjectKey, indexed.ContentIdentity
+	case OutcomeConflict:
+		held, err := p.heldContent(ctx, indexed)
+		if err != nil {
+			return up.Outcome, err
+		}
+		rec.HeldObjectKey, rec.HeldContentIdentity = held.ObjectKey, held.ContentIdentity
 	}
 	if mismatch := findingsWith(indexed.Findings, CodePatientMismatch); len(mismatch) > 0 {
 		rec.EventTypeCodes = append(rec.EventTypeCodes, localCode(CodePatientMismatch, "Patient attributes differ within the study"))
@@ -366,6 +374,32 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 		publish = p.publishNew
 	}
 	return up.Outcome, publish(ctx, evID, DetailTypeInstanceStored, detail, []string{p.resource(key)})
+}
+
+// heldContent is the content a conflicting one (in, as indexed) differs
+// from: the first content indexed under its SOP Instance UID, in any
+// study, which the index's conflict rule compares with (FirstContent), the
+// one not itself a conflict; the earliest received of the others should
+// none be. Conflicts are rare: the index is read again for them alone,
+// after the upsert that decided them.
+func (p *Pipeline) heldContent(ctx context.Context, in InstanceRecord) (InstanceRecord, error) {
+	recs, err := p.Index.Instances(ctx, in.SOPInstanceUID)
+	if err != nil {
+		return InstanceRecord{}, fmt.Errorf("pipeline: index: %w", err)
+	}
+	var held InstanceRecord
+	for _, r := range recs {
+		if r.ContentIdentity == in.ContentIdentity && r.StudyInstanceUID == in.StudyInstanceUID {
+			continue
+		}
+		switch {
+		case !r.Conflict:
+			return r, nil
+		case held.ContentIdentity == "" || r.ReceivedAt.Before(held.ReceivedAt):
+			held = r
+		}
+	}
+	return held, nil
 }
 
 // bulkURIs returns how the DICOM JSON of the object at key names a bulk
@@ -584,8 +618,11 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	}
 	out := p.instanceAudit(in, tx, OutcomeDuplicate)
 	out.ID, out.ObjectKey, out.TLS, out.Reason = rec.ID, key, rec.TLS, resentReason
+	out.HeldObjectKey, out.HeldContentIdentity = key, sha
 	if !in.valid() {
-		out.Reason += "; that object was quarantined by validation"
+		// The object held is quarantined (its own record is rejected):
+		// so is this transfer of it.
+		resentQuarantined(&out, key, in.findings)
 	}
 	return out, nil
 }
