@@ -432,6 +432,9 @@ func objectsOf(rec pipeline.AuditRecord) []participantObject {
 	}
 	if rec.EventID.Code == eventInstancesTransferred {
 		out = transferObjects(rec, out)
+		if i := slices.IndexFunc(out, func(o participantObject) bool { return o.IDType.Code == codeStudyInstanceUID }); i >= 0 {
+			out[i].Details = append(out[i].Details, transferDetails(rec)...)
+		}
 	}
 	switch {
 	case rec.TLS == nil:
@@ -470,6 +473,42 @@ func transferObjects(rec pipeline.AuditRecord, objs []participantObject) []parti
 		objs = append(objs, participantObject{ID: rec.PatientID, TypeCode: strconv.Itoa(objectPerson), Role: strconv.Itoa(rolePatient), IDType: codePatientNumber})
 	}
 	return objs
+}
+
+// Detail types of the object an instance's Instances Transferred names.
+const (
+	DetailObjectKey           = "ObjectKey"
+	DetailContentIdentity     = "ContentIdentity"
+	DetailQuarantineKey       = "QuarantineKey"
+	DetailHeldObjectKey       = "HeldObjectKey"
+	DetailHeldContentIdentity = "HeldContentIdentity"
+)
+
+// transferDetails are what the trail's record of an instance says of the
+// object stored, as ParticipantObjectDetail type-value pairs of the study
+// object, which describes the instance (its SOP class and SOP Instance
+// UID): where it is stored (ObjectKey), its content identity, a rejected
+// instance's quarantined copy (QuarantineKey, also on a resend of one),
+// and the object held before that a conflict differs from or a resend
+// repeats (HeldObjectKey, HeldContentIdentity). A.5.1 has
+// ParticipantObjectDetail for implementation-defined details of the
+// object, and A.5.3.7 does not specialize it; none is patient data (a key
+// holds UIDs, which the message names anyway). A record written before a
+// field existed gives no detail of it.
+func transferDetails(rec pipeline.AuditRecord) []valuePair {
+	var out []valuePair
+	for _, d := range []struct{ typ, value string }{
+		{DetailObjectKey, rec.ObjectKey},
+		{DetailContentIdentity, rec.ContentIdentity},
+		{DetailQuarantineKey, rec.QuarantineKey},
+		{DetailHeldObjectKey, rec.HeldObjectKey},
+		{DetailHeldContentIdentity, rec.HeldContentIdentity},
+	} {
+		if d.value != "" {
+			out = append(out, detail(d.typ, d.value))
+		}
+	}
+	return out
 }
 
 // alertText describes a Security Alert: the record's reason, or its outcome.

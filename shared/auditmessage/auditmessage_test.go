@@ -905,3 +905,59 @@ func TestRenderRecordsAlreadyInTheTrail(t *testing.T) {
 	}
 }
 
+// TestTransferDetails: an instance's Instances Transferred carries what its
+// record says of the object, as ParticipantObjectDetail type-value pairs of
+// the study object describing the instance: where it is stored, its
+// content identity, a quarantined copy, the object held before that a
+// conflict differs from or a resend repeats. The feed carried neither the
+// content identity nor the quarantine key, so a SIEM could not tie a
+// message to the object, to its quarantined copy or to another message.
+func TestTransferDetails(t *testing.T) {
+	recs := allRecords(t)
+	for _, tt := range []struct {
+		record string
+		want   []string // detail types, in order
+	}{
+		{"instance-stored", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity}},
+		{"instance-rejected", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailQuarantineKey}},
+		{"instance-conflict", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailHeldObjectKey, auditmessage.DetailHeldContentIdentity}},
+		{"instance-duplicate", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailHeldObjectKey, auditmessage.DetailHeldContentIdentity}},
+		{"instance-duplicate-found-held", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailHeldObjectKey, auditmessage.DetailHeldContentIdentity}},
+		{"instance-duplicate-of-quarantined", []string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailQuarantineKey, auditmessage.DetailHeldObjectKey, auditmessage.DetailHeldContentIdentity}},
+	} {
+		t.Run(tt.record, func(t *testing.T) {
+			rec := recs[tt.record]
+			msgs, err := auditmessage.Render(rec)
+			if err != nil || len(msgs) != 1 {
+				t.Fatalf("%d messages, %v", len(msgs), err)
+			}
+			m := parse(t, msgs[0].XML)
+			i := slices.IndexFunc(m.Objects, func(o parsedObject) bool { return o.IDType.Code == "110180" })
+			if i < 0 {
+				t.Fatalf("no study object: %+v", m.Objects)
+			}
+			study := m.Objects[i]
+			var got []string
+			for _, d := range study.Details {
+				got = append(got, d.Type)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("study object details %v, want %v", got, tt.want)
+			}
+			for typ, want := range map[string]string{
+				auditmessage.DetailObjectKey: rec.ObjectKey, auditmessage.DetailContentIdentity: rec.ContentIdentity,
+				auditmessage.DetailQuarantineKey: rec.QuarantineKey, auditmessage.DetailHeldObjectKey: rec.HeldObjectKey,
+				auditmessage.DetailHeldContentIdentity: rec.HeldContentIdentity,
+			} {
+				if got := study.detail(t, typ); got != want {
+					t.Errorf("detail %s = %q, want the record's %q", typ, got, want)
+				}
+			}
+			for j, o := range m.Objects {
+				if j != i && len(o.Details) > 0 {
+					t.Errorf("object %s (%s) has details too", o.ID, o.IDType.Code)
+				}
+			}
+		})
+	}
+}
