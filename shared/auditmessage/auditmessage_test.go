@@ -415,13 +415,12 @@ func TestRenderEvents(t *testing.T) {
 		{"application-stop-lost", []string{"110100"}},
 		{"unclean-stop-found", []string{"110113"}},
 	}
+	listed := map[string]bool{}
+	for _, tt := range tests {
+		listed[tt.record] = true
+	}
 	for name := range recs {
-		if !slices.ContainsFunc(tests, func(tt struct {
-			record string
-			events []string
-		}) bool {
-			return tt.record == name
-		}) {
+		if !listed[name] {
 			t.Errorf("record %s: no messages listed for it", name)
 		}
 	}
@@ -780,8 +779,8 @@ func TestSchemaCatchesBrokenMessages(t *testing.T) {
 	date := regexp.MustCompile(`EventDateTime="[^"]*"`)
 	detailValue := regexp.MustCompile(`(<ParticipantObjectDetail type="[^"]*" value=")[^"]*"`)
 	breaks := []struct {
-		name  string
-		break_ func(string) string
+		name   string
+		mutate func(string) string
 	}{
 		{"no audit source", func(s string) string { return cut(s, "<AuditSourceIdentification", "</AuditSourceIdentification>") }},
 		{"outcome out of range", func(s string) string { return outcome.ReplaceAllString(s, `EventOutcomeIndicator="3"`) }},
@@ -816,7 +815,7 @@ func TestSchemaCatchesBrokenMessages(t *testing.T) {
 					t.Fatalf("as rendered, not valid: %v", err)
 				}
 				for _, b := range breaks {
-					broken := b.break_(good)
+					broken := b.mutate(good)
 					if broken == good {
 						// Nothing of the kind to break (an object, a
 						// detail): the other breaks stand.
