@@ -96,13 +96,7 @@ func instanceRecords(t *testing.T) map[string]pipeline.AuditRecord {
 	for i, sop := range []string{sop1, sop2} {
 		r := associationaudit.Duplicate(associationaudit.Record{Time: time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC), AssociationID: "assoc9",
 			CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:40001", Seq: uint64(i + 1)}, pt.CTStorage, sop, study, series, key(sop))
-		body, err := associationaudit.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, _ := associationaudit.Key(r)
-		f.Objects.Add(k, body, nil)
-		if err := p.ProcessAuditRecord(ctx, k); err != nil {
+		if err := f.ProcessSCPRecord(ctx, p, r); err != nil {
 			t.Fatal(err)
 		}
 	}

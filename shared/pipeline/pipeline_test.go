@@ -1366,13 +1366,7 @@ func scpFoundHeld(ctx context.Context) func(t *testing.T, f *pt.Fakes, p *pipeli
 		t.Helper()
 		r := associationaudit.Duplicate(associationaudit.Record{Time: time.Date(2026, 1, 15, 11, 0, 0, 0, time.UTC), AssociationID: "assoc9",
 			CallingAE: "PACS2", CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 3}, pt.CTStorage, sop1, study, series, key(sop1))
-		body, err := associationaudit.Marshal(r)
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, _ := associationaudit.Key(r)
-		f.Objects.Add(k, body, nil)
-		if err := p.ProcessAuditRecord(ctx, k); err != nil {
+		if err := f.ProcessSCPRecord(ctx, p, r); err != nil {
 			t.Fatal(err)
 		}
 		return key(sop1)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/minio/crc64nvme"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -516,6 +517,22 @@ type Fakes struct {
 func New() *Fakes {
 	return &Fakes{Objects: NewObjects(), Audit: NewAudit(), Index: NewIndex(), Events: &Events{},
 		Commitments: NewCommitments(), Reporter: &Reporter{}}
+}
+
+// ProcessSCPRecord stores the SCP's association record r where the SCP
+// writes it (associationaudit.Key) and has p process it, as the audit
+// function does.
+func (f *Fakes) ProcessSCPRecord(ctx context.Context, p *pipeline.Pipeline, r associationaudit.Record) error {
+	body, err := associationaudit.Marshal(r)
+	if err != nil {
+		return err
+	}
+	k, err := associationaudit.Key(r)
+	if err != nil {
+		return err
+	}
+	f.Objects.Add(k, body, nil)
+	return p.ProcessAuditRecord(ctx, k)
 }
 
 // Pipeline returns a pipeline wired to f.
