@@ -321,7 +321,13 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 					return pipeline.UpsertResult{}, err
 				}
 			}
-			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: asCounted(prev, counter)}, nil
+			reported := asCounted(prev, counter)
+			if st.NoteResend(reported, in) {
+				if st, err = x.noteResend(ctx, st); err != nil {
+					return pipeline.UpsertResult{}, err
+				}
+			}
+			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: reported}, nil
 		}
 		if inSet(item, "pending", id) {
 			res, err := x.complete(ctx, in, outcome, false, item, remove, counter)
@@ -343,6 +349,28 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 		}
 	}
 	return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: still contended after %d attempts", finalizeAttempts)
+}
+
+// noteResend writes the LastSent a resend moved st to
+// (pipeline.StudySummary.NoteResend), forward only: the one call a
+// duplicate makes beyond its three, and only a resend received after the
+// study was last sent makes it (a redelivery never does). Refused because
+// a later send was noted meanwhile, st stands as the caller's answer.
+func (x *IndexTable) noteResend(ctx context.Context, st pipeline.StudySummary) (pipeline.StudySummary, error) {
+	out, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: &x.Table, Key: key(studyPK(st.StudyInstanceUID), "STUDY"),
+		UpdateExpression:          aws.String("SET lastSent = :at"),
+		ConditionExpression:       aws.String("attribute_exists(pk) AND (attribute_not_exists(lastSent) OR lastSent < :at)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(ts(st.LastSent))},
+		ReturnValues:              ddbtypes.ReturnValueAllNew,
+	})
+	switch {
+	case isCondFailed(err):
+		return st, nil
+	case err != nil:
+		return st, fmt.Errorf("awsadapters: study last sent: %w", err)
+	}
+	return decodeStudy(out.Attributes)
 }
 
 // seriesMarker is step 2; it reports whether in's content created (or
@@ -686,6 +714,7 @@ func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipel
 	}
 	move([]string{"firstReceived"}, seen.FirstReceived, want.FirstReceived, ">")
 	move([]string{"lastReceived", "gsi2sk"}, seen.LastReceived, want.LastReceived, "<")
+	move([]string{"lastSent"}, seen.LastSent, want.LastSent, "<")
 	move([]string{"lastActivity", "gsi1sk"}, seen.LastActivity, want.LastActivity, "<")
 	// A modality Merge kept: added while the set holds fewer than the
 	// bound, so that racing additions cannot take it past it (the loser
@@ -860,6 +889,7 @@ type studyItem struct {
 	TotalBytes          int64    `dynamodbav:"totalBytes"`
 	FirstReceived       string   `dynamodbav:"firstReceived"`
 	LastReceived        string   `dynamodbav:"lastReceived"`
+	LastSent            string   `dynamodbav:"lastSent"`     // absent on items written before it existed
 	LastActivity        string   `dynamodbav:"lastActivity"` // absent on items written before it existed
 	Revision            int64    `dynamodbav:"revision"`
 	AnnouncedRevision   int64    `dynamodbav:"announcedRevision"`
@@ -893,7 +923,7 @@ func decodeStudy(item map[string]ddbtypes.AttributeValue) (pipeline.StudySummary
 		PatientBirthDate: s.PatientBirthDate, PatientSex: s.PatientSex, StudyDate: s.StudyDate, StudyTime: s.StudyTime,
 		StudyDescription: s.StudyDescription, AccessionNumber: s.AccessionNumber, Modalities: s.Modalities, ModalitiesTruncated: s.ModalitiesTruncated,
 		CallingAEs: s.CallingAEs, SeriesCount: s.SeriesCount, InstanceCount: s.InstanceCount, ConflictCount: s.ConflictCount,
-		TotalBytes: s.TotalBytes, FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived),
+		TotalBytes: s.TotalBytes, FirstReceived: parseTS(s.FirstReceived), LastReceived: parseTS(s.LastReceived), LastSent: parseTS(s.LastSent),
 		LastActivity: parseTS(s.LastActivity), Revision: s.Revision, AnnouncedRevision: s.AnnouncedRevision, AnnouncedVersion: s.AnnouncedVersion,
 		Findings: findings,
 	}, nil

@@ -61,6 +61,11 @@ func upsertInstance(ctx context.Context, tx *querier, in pipeline.InstanceRecord
 		if err != nil {
 			return pipeline.UpsertResult{}, err
 		}
+		if st.NoteResend(prev, in) {
+			if err := putSummary(ctx, tx, st, false); err != nil {
+				return pipeline.UpsertResult{}, err
+			}
+		}
 		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: prev}, nil
 	}
 	// The first content indexed under this SOP Instance UID, in any study.

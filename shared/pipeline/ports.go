@@ -289,9 +289,19 @@ type StudySummary struct {
 	ConflictCount       int       `json:"conflictCount"`
 	TotalBytes          int64     `json:"totalBytes"`
 	FirstReceived       time.Time `json:"firstReceived"`
-	// LastReceived is the SCP's received-at of the newest instance (what
-	// the portal shows).
+	// LastReceived is the SCP's received-at of the newest content indexed
+	// (new or conflicting). A resend of content held does not move it: the
+	// quiet period (Quiet), the listing order (CompareListed) and study
+	// events read it. See LastSent.
 	LastReceived time.Time `json:"lastReceived"`
+	// LastSent is the SCP's received-at of the latest transfer of any of
+	// the study's instances the index was given: a new or conflicting
+	// content (Merge), or a resend of content held (a duplicate that is
+	// another transfer, Resent: NoteResend). A redelivery of a transfer
+	// never moves it. It answers "did the site send this study again?",
+	// which LastReceived does not. Zero for studies last written before it
+	// existed: see Sent.
+	LastSent time.Time `json:"lastSent,omitempty"`
 	// LastActivity is the latest of ReceivedAt and IndexedAt over the new
 	// and conflicting instances (the same upserts that move Revision; a
 	// duplicate delivery is not activity, or a retried message would keep
@@ -319,6 +329,16 @@ type StudySummary struct {
 func (s StudySummary) Quiet() time.Time {
 	if s.LastActivity.After(s.LastReceived) {
 		return s.LastActivity
+	}
+	return s.LastReceived
+}
+
+// Sent is when the site last sent any of the study's instances:
+// LastSent, or LastReceived when LastSent is zero or earlier (studies
+// last written before LastSent existed).
+func (s StudySummary) Sent() time.Time {
+	if s.LastSent.After(s.LastReceived) {
+		return s.LastSent
 	}
 	return s.LastReceived
 }

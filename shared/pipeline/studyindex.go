@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // CodePatientMismatch is the finding on an instance whose Patient ID,
@@ -62,6 +63,26 @@ func Resent(indexed, delivered InstanceRecord) bool {
 	return delivered.ObjectKey != "" && indexed.ObjectKey != delivered.ObjectKey
 }
 
+// NoteResend folds a duplicate delivery into s, the study it names: a
+// resend (Resent(indexed, delivered): another transfer of content held)
+// received after the study was last sent moves LastSent to its receipt,
+// and nothing else moves (no count, Revision, LastReceived or activity:
+// the content is held, its announcement is the counted transfer's). A
+// redelivery moves nothing. It reports whether s changed, for the index
+// to write it.
+func (s *StudySummary) NoteResend(indexed, delivered InstanceRecord) bool {
+	return Resent(indexed, delivered) && s.noteSent(delivered.ReceivedAt)
+}
+
+// noteSent moves LastSent to at when at is after Sent().
+func (s *StudySummary) noteSent(at time.Time) bool {
+	if !at.After(s.Sent()) {
+		return false
+	}
+	s.LastSent = at
+	return true
+}
+
 // patientCheck is one patient attribute on which a study's instances must
 // agree.
 type patientCheck struct {
@@ -109,7 +130,8 @@ func samePersonName(a, b string) bool {
 // index adds to in. The rules:
 //
 //   - FirstReceived and LastReceived widen to include in.ReceivedAt, in any
-//     delivery order; LastActivity moves forward to in.Activity().
+//     delivery order; LastSent moves forward to it; LastActivity moves
+//     forward to in.Activity().
 //   - Modalities and CallingAEs are the union over the instances, the
 //     modalities within AddModality's bound.
 //   - A study attribute (date, time, description, accession number) keeps
@@ -128,6 +150,7 @@ func (s *StudySummary) Merge(in InstanceRecord) []Finding {
 	if s.FirstReceived.IsZero() || in.ReceivedAt.Before(s.FirstReceived) {
 		s.FirstReceived = in.ReceivedAt
 	}
+	s.noteSent(in.ReceivedAt)
 	if in.ReceivedAt.After(s.LastReceived) {
 		s.LastReceived = in.ReceivedAt
 	}

@@ -155,6 +155,11 @@ func TestIndexCallsOnDynalite(t *testing.T) {
 	// marker, and creates it if absent.
 	newSeries := []string{"UpdateItem", "GetItem", "PutItem", "UpdateItem", "PutItem", "UpdateItem"}
 	seriesSeen := []string{"UpdateItem", "GetItem", "UpdateItem", "PutItem", "UpdateItem"}
+	duplicate := []string{"UpdateItem", "GetItem", "GetItem"}
+	resend := func(in pipeline.InstanceRecord) pipeline.InstanceRecord {
+		in.ObjectKey = "incoming/resent/" + in.SOPInstanceUID + ".dcm"
+		return in
+	}
 	for _, tc := range []struct {
 		name string
 		x    *awsadapters.IndexTable
@@ -167,7 +172,11 @@ func TestIndexCallsOnDynalite(t *testing.T) {
 		{"conflict", x, pipelinetest.Record(1, 1, 1, "dd", 3*time.Second), newInstance},
 		{"series created in another environment", other, pipelinetest.Record(1, 1, 3, "ee", 4*time.Second), seriesSeen},
 		{"same series, other environment again", other, pipelinetest.Record(1, 1, 4, "ff", 5*time.Second), newInstance},
-		{"duplicate", x, pipelinetest.Record(1, 1, 2, "bb", time.Hour), []string{"UpdateItem", "GetItem", "GetItem"}},
+		{"duplicate", x, pipelinetest.Record(1, 1, 2, "bb", time.Hour), duplicate},
+		// A resend (another key) received after the study was last sent
+		// writes when: one call more. One received earlier writes nothing.
+		{"resend", x, resend(pipelinetest.Record(1, 1, 2, "bb", time.Hour)), append(duplicate, "UpdateItem")},
+		{"resend received earlier", x, resend(pipelinetest.Record(1, 1, 2, "bb", time.Minute)), duplicate},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if diff := cmp.Diff(tc.want, upsert(tc.x, tc.in)); diff != "" {

@@ -77,6 +77,86 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("Instances", func(t *testing.T) { testInstances(t, h) })
 	t.Run("BoundedModalities", func(t *testing.T) { testBoundedModalities(t, h) })
 	t.Run("Rejected", func(t *testing.T) { testRejected(t, h) })
+	t.Run("LastSent", func(t *testing.T) { testLastSent(t, h) })
+}
+
+// testLastSent: a study's LastSent is the receipt of its latest transfer,
+// a resend of content held included (pipeline.Resent: another object
+// key), and moves only forward; a redelivery (the indexed key) never moves
+// it, whatever time it carries. LastReceived, the listing order and the
+// quiet period stay the counted contents': a resend holds no announcement
+// back.
+func testLastSent(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	type times struct{ LastReceived, LastSent, LastActivity time.Time }
+	check := func(t *testing.T, r pipeline.UpsertResult, want times) {
+		t.Helper()
+		if diff := cmp.Diff(want, times{r.Study.LastReceived, r.Study.LastSent, r.Study.LastActivity}); diff != "" {
+			t.Errorf("upsert result (-want +got):\n%s", diff)
+		}
+		d := getStudy(t, ix, r.Study.StudyInstanceUID)
+		if diff := cmp.Diff(want, times{d.LastReceived, d.LastSent, d.LastActivity}); diff != "" {
+			t.Errorf("GetStudy (-want +got):\n%s", diff)
+		}
+		if !d.Sent().Equal(want.LastSent) {
+			t.Errorf("Sent() = %v, want %v", d.Sent(), want.LastSent)
+		}
+		checkStudy(t, ix, r.Study, counts{Instances: 2, Conflicts: 1, Series: 1, Bytes: 300, Revision: 3})
+	}
+	first := Record(1, 1, 1, "aa", 0)
+	upsert(t, ix, first, pipeline.InstanceNew)
+	upsert(t, ix, Record(1, 1, 2, "bb", time.Minute), pipeline.InstanceNew)
+	conflict := Record(1, 1, 1, "cc", 2*time.Minute)
+	r := upsert(t, ix, conflict, pipeline.InstanceConflict)
+	counted := times{T0.Add(2 * time.Minute), T0.Add(2 * time.Minute), T0.Add(2*time.Minute + time.Second)}
+	check(t, r, counted)
+
+	resend := func(in pipeline.InstanceRecord, at time.Duration, key string) pipeline.InstanceRecord {
+		in.ReceivedAt, in.IndexedAt = T0.Add(at), T0.Add(at+time.Second)
+		if key != "" {
+			in.ObjectKey = key
+		}
+		return in
+	}
+	steps := []struct {
+		name     string
+		in       pipeline.InstanceRecord
+		lastSent time.Duration
+	}{
+		{"resend the next day", resend(first, 24*time.Hour, "incoming/next-day.dcm"), 24 * time.Hour},
+		{"its redelivery", resend(first, 24*time.Hour, "incoming/next-day.dcm"), 24 * time.Hour},
+		{"a redelivery of the counted transfer carrying a later time", resend(first, 48*time.Hour, ""), 24 * time.Hour},
+		{"an earlier resend processed late", resend(first, 12*time.Hour, "incoming/half-day.dcm"), 24 * time.Hour},
+		{"a resend of the conflicting content", resend(conflict, 25*time.Hour, "incoming/conflict-again.dcm"), 25 * time.Hour},
+	}
+	for _, step := range steps {
+		r := upsert(t, ix, step.in, pipeline.InstanceDuplicate)
+		t.Run(step.name, func(t *testing.T) {
+			want := counted
+			want.LastSent = T0.Add(step.lastSent)
+			check(t, r, want)
+		})
+	}
+	// The resends announce nothing and hold nothing back: the study is
+	// quiet since its counted contents' activity.
+	stable, err := ix.StableStudies(ctx, counted.LastActivity, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{studyUID(1)}, studyUIDs(stable), cmpOpts); diff != "" {
+		t.Errorf("StableStudies after resends (-want +got):\n%s", diff)
+	}
+	// A study listed after another by LastReceived stays after it,
+	// however recently it was resent.
+	upsert(t, ix, Record(2, 1, 1, "dd", time.Hour), pipeline.InstanceNew)
+	list, err := ix.ListStudies(ctx, pipeline.StudyQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{studyUID(2), studyUID(1)}, studyUIDs(list), cmpOpts); diff != "" {
+		t.Errorf("ListStudies after resends (-want +got):\n%s", diff)
+	}
 }
 
 // testBoundedModalities: a sender inventing a Modality per instance, 40
@@ -334,7 +414,7 @@ func testNew(t *testing.T, h IndexHarness) {
 		StudyInstanceUID: studyUID(1), PatientID: "PID-1", PatientName: "Doe^Jane", PatientBirthDate: "1970-01-01",
 		PatientSex: "F", StudyDate: "2026-01-15", StudyTime: "09:30:00", StudyDescription: "CT HEAD", AccessionNumber: "ACC1",
 		Modalities: []string{"CT"}, CallingAEs: []string{"MOD1"}, SeriesCount: 1, InstanceCount: 1, TotalBytes: 100,
-		FirstReceived: T0, LastReceived: T0, LastActivity: T0.Add(time.Second), Revision: 1,
+		FirstReceived: T0, LastReceived: T0, LastSent: T0, LastActivity: T0.Add(time.Second), Revision: 1,
 	}
 	if diff := cmp.Diff(want, r.Study, cmpOpts); diff != "" {
 		t.Errorf("study after the first instance (-want +got):\n%s", diff)
@@ -371,12 +451,15 @@ func testDuplicate(t *testing.T, h IndexHarness) {
 	in := Record(1, 1, 1, "aa", 0)
 	first := upsert(t, ix, in, pipeline.InstanceNew)
 	// The same content again, later and under another key: nothing moves,
-	// not even the study's activity.
+	// not even the study's activity, but when the study was last sent
+	// (testLastSent).
 	again := in
 	again.ReceivedAt, again.IndexedAt, again.ObjectKey = T0.Add(time.Hour), T0.Add(time.Hour), "incoming/other.dcm"
 	r := upsert(t, ix, again, pipeline.InstanceDuplicate)
-	if diff := cmp.Diff(first.Study, r.Study, cmpOpts); diff != "" {
-		t.Errorf("study moved on a duplicate (-before +after):\n%s", diff)
+	want := first.Study
+	want.LastSent = again.ReceivedAt
+	if diff := cmp.Diff(want, r.Study, cmpOpts); diff != "" {
+		t.Errorf("study moved on a duplicate (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff(in, r.Instance, cmpOpts); diff != "" {
 		t.Errorf("a duplicate reports the record indexed first (-want +got):\n%s", diff)
@@ -781,7 +864,10 @@ func testConcurrent(t *testing.T, h IndexHarness) {
 		if c := checkResendsName(t, ix, ins, again); c != counted {
 			t.Errorf("the row named %s, then %s after redeliveries", counted, c)
 		}
-		checkStudy(t, ix, again[0].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+		d := checkStudy(t, ix, again[0].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+		if last := ins[n-1].ReceivedAt; !d.LastSent.Equal(last) {
+			t.Errorf("last sent %v, want the latest transfer's %v", d.LastSent, last)
+		}
 	})
 	t.Run("one new study, two patients", func(t *testing.T) {
 		ix := h.New(t)
@@ -1205,7 +1291,10 @@ func testInterruptedResend(t *testing.T, h IndexHarness) {
 			}
 			t.Run(where, func(t *testing.T) {
 				checkResendsName(t, ix, ins, out)
-				checkStudy(t, ix, out[len(out)-1].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+				d := checkStudy(t, ix, out[len(out)-1].Study, counts{Instances: 1, Series: 1, Bytes: 100, Revision: 1})
+				if !d.LastSent.Equal(b.ReceivedAt) {
+					t.Errorf("last sent %v, want the later transfer's %v", d.LastSent, b.ReceivedAt)
+				}
 			})
 		}
 	}

@@ -287,7 +287,9 @@ func (x *Index) UpsertInstance(_ context.Context, in pipeline.InstanceRecord) (p
 	defer x.mu.Unlock()
 	ik := in.SOPInstanceUID + "/" + in.ContentIdentity
 	if prev, ok := x.instances[in.StudyInstanceUID][ik]; ok {
-		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(x.studies[in.StudyInstanceUID]), Instance: prev}, nil
+		st := x.studies[in.StudyInstanceUID]
+		st.NoteResend(prev, in)
+		return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: cloneStudy(st), Instance: prev}, nil
 	}
 	st := x.studies[in.StudyInstanceUID]
 	if st == nil {
