@@ -63,9 +63,12 @@ var functionAccess = map[string]fnAccess{
 	// study and patient name the resend's record), where a missing object
 	// is an answer (the SCP's record stands alone), not an error: S3 says
 	// 404 only to a caller that may list the bucket, and a 403 would fail
-	// the record at every receive; the audit record (a conditional
-	// PutItem).
+	// the record at every receive; the index's Instances (GetItem of the
+	// SOP item, Query of a study's partition) for the identity the held
+	// object is recorded under, and NoteSent of the resend's study (a
+	// conditional UpdateItem); the audit record (a conditional PutItem).
 	FnAudit: {
+		index:      tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}},
 		audit:      tableAccess{actions: []string{"dynamodb:PutItem"}},
 		read:       []string{PrefixAudit, PrefixIncoming},
 		listBucket: true,

@@ -123,8 +123,10 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
-		// audit too: it names the incoming object a resend duplicates.
-		{FnAudit, [][]string{consume, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
+		// audit too: it names the incoming object a resend duplicates,
+		// reads the content as indexed (Instances) and notes the resend
+		// in its study (NoteSent).
+		{FnAudit, [][]string{consume, {"dynamodb:GetItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
 			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			// ListBucket: the incoming object a resend duplicates may be
 			// gone, which S3 says with a 404 only to a caller that may list.

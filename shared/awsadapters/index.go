@@ -323,8 +323,14 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 			}
 			reported := asCounted(prev, counter)
 			if st.NoteResend(reported, in) {
-				if st, err = x.noteResend(ctx, st); err != nil {
+				written, err := x.noteSent(ctx, in.StudyInstanceUID, in.ReceivedAt)
+				if err != nil {
 					return pipeline.UpsertResult{}, err
+				}
+				if written != nil {
+					if st, err = decodeStudy(written); err != nil {
+						return pipeline.UpsertResult{}, err
+					}
 				}
 			}
 			return pipeline.UpsertResult{Outcome: pipeline.InstanceDuplicate, Study: st, Instance: reported}, nil
@@ -351,26 +357,36 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 	return pipeline.UpsertResult{}, fmt.Errorf("awsadapters: study counters: still contended after %d attempts", finalizeAttempts)
 }
 
-// noteResend writes the LastSent a resend moved st to
-// (pipeline.StudySummary.NoteResend), forward only: the one call a
-// duplicate makes beyond its three, and only a resend received after the
-// study was last sent makes it (a redelivery never does). Refused because
-// a later send was noted meanwhile, st stands as the caller's answer.
-func (x *IndexTable) noteResend(ctx context.Context, st pipeline.StudySummary) (pipeline.StudySummary, error) {
+// NoteSent implements pipeline.IndexStore: one conditional UpdateItem,
+// which does nothing to a study not indexed or last sent at or after at.
+func (x *IndexTable) NoteSent(ctx context.Context, studyUID string, at time.Time) error {
+	_, err := x.noteSent(ctx, studyUID, at)
+	return err
+}
+
+// noteSent moves the study's lastSent forward to at
+// (pipeline.StudySummary.NoteSent: after both its lastSent and its
+// lastReceived) and returns the study item as written, or nil when the
+// condition refused it: the study is not indexed, or was last sent at or
+// after at (a later send noted meanwhile). For a duplicate it is the one
+// call beyond its three, made only by a resend received after the study
+// was last sent as read (a redelivery never makes it).
+func (x *IndexTable) noteSent(ctx context.Context, studyUID string, at time.Time) (map[string]ddbtypes.AttributeValue, error) {
 	out, err := x.Client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: &x.Table, Key: key(studyPK(st.StudyInstanceUID), "STUDY"),
-		UpdateExpression:          aws.String("SET lastSent = :at"),
-		ConditionExpression:       aws.String("attribute_exists(pk) AND (attribute_not_exists(lastSent) OR lastSent < :at)"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(ts(st.LastSent))},
+		TableName: &x.Table, Key: key(studyPK(studyUID), "STUDY"),
+		UpdateExpression: aws.String("SET lastSent = :at"),
+		ConditionExpression: aws.String("attribute_exists(pk) AND (attribute_not_exists(lastSent) OR lastSent < :at)" +
+			" AND (attribute_not_exists(lastReceived) OR lastReceived < :at)"),
+		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":at": sv(ts(at))},
 		ReturnValues:              ddbtypes.ReturnValueAllNew,
 	})
 	switch {
 	case isCondFailed(err):
-		return st, nil
+		return nil, nil
 	case err != nil:
-		return st, fmt.Errorf("awsadapters: study last sent: %w", err)
+		return nil, fmt.Errorf("awsadapters: study last sent: %w", err)
 	}
-	return decodeStudy(out.Attributes)
+	return out.Attributes, nil
 }
 
 // seriesMarker is step 2; it reports whether in's content created (or

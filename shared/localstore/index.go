@@ -181,6 +181,27 @@ func queryStrings(ctx context.Context, q *querier, stmt string, args ...any) ([]
 	return out, rows.Err()
 }
 
+// NoteSent implements pipeline.IndexStore: the study's row, rewritten
+// when its LastSent moves.
+func (s *IndexStore) NoteSent(ctx context.Context, studyUID string, at time.Time) error {
+	err := s.b.write(ctx, func(tx *querier) error {
+		st, err := getSummary(ctx, tx, studyUID)
+		switch {
+		case errors.Is(err, pipeline.ErrNotFound):
+			return nil
+		case err != nil:
+			return err
+		case !st.NoteSent(at):
+			return nil
+		}
+		return putSummary(ctx, tx, st, false)
+	})
+	if err != nil {
+		return fmt.Errorf("localstore: note sent: %w", err)
+	}
+	return nil
+}
+
 // RecordRejected implements pipeline.IndexStore: a row per SOP Instance
 // UID in the study, written once.
 func (s *IndexStore) RecordRejected(ctx context.Context, r pipeline.RejectedInstance) error {

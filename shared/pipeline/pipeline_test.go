@@ -501,20 +501,22 @@ func TestDeflatedBombRejected(t *testing.T) {
 	}
 }
 
-// state is everything a run leaves behind, for idempotency comparisons.
-func state(t *testing.T, f *pt.Fakes) any {
+// runState is everything a run leaves behind, for idempotency comparisons.
+type runState struct {
+	Keys    []string
+	Audit   []pipeline.AuditRecord
+	Studies []pipeline.StudySummary
+	Events  []string
+}
+
+func state(t *testing.T, f *pt.Fakes) runState {
 	t.Helper()
 	studies, _ := f.Index.ListStudies(context.Background(), pipeline.StudyQuery{})
 	var ids []string
 	for _, e := range f.Events.All() {
 		ids = append(ids, e.DetailType+"/"+e.ID)
 	}
-	return struct {
-		Keys    []string
-		Audit   []pipeline.AuditRecord
-		Studies []pipeline.StudySummary
-		Events  []string
-	}{f.Objects.Keys(), f.Audit.All(), studies, ids}
+	return runState{f.Objects.Keys(), f.Audit.All(), studies, ids}
 }
 
 func TestIdempotentTwice(t *testing.T) {
@@ -566,15 +568,15 @@ func TestIdempotentTwice(t *testing.T) {
 			t.Fatalf("resend: %+v %v", res, err)
 		}
 	}
-	got := state(t, f).(struct {
-		Keys    []string
-		Audit   []pipeline.AuditRecord
-		Studies []pipeline.StudySummary
-		Events  []string
-	})
+	got := state(t, f)
 	if len(got.Audit) != 3 || len(got.Events) != 2 || got.Studies[0].InstanceCount != 1 || got.Studies[0].Revision != 1 {
 		t.Errorf("after identical resend: %d audit, %d events, %d instances, revision %d", len(got.Audit), len(got.Events),
 			got.Studies[0].InstanceCount, got.Studies[0].Revision)
+	}
+	// The study was sent again, and says when; it was received (new
+	// content) when it was.
+	if s := got.Studies[0]; !s.LastSent.Equal(time.Date(2026, 1, 16, 8, 0, 0, 0, time.UTC)) || !s.LastReceived.Equal(first.Studies[0].LastReceived) {
+		t.Errorf("after identical resend: last sent %v, last received %v", s.LastSent, s.LastReceived)
 	}
 	after, err := f.Index.Instances(ctx, sop1)
 	if err != nil || !cmp.Equal(before, after) {
@@ -1045,6 +1047,38 @@ func TestProcessAuditRecord(t *testing.T) {
 			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
 			got.ContentIdentity != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
 			t.Errorf("record = %+v", got)
+		}
+		// Indexed, the study notes it as sent again then (LastSent), and
+		// nothing else of it moves; a study not indexed is left alone.
+		if _, err := f.Index.GetStudy(context.Background(), study); !errors.Is(err, pipeline.ErrNotFound) {
+			t.Fatalf("study indexed by a resend's record: %v", err)
+		}
+		if _, err := p.ProcessObject(context.Background(), "site-a/"+key(sop1)); err != nil {
+			t.Fatal(err)
+		}
+		summary := func() pipeline.StudySummary {
+			t.Helper()
+			d, err := f.Index.GetStudy(context.Background(), study)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.StudySummary
+		}
+		before := summary()
+		later := r
+		later.Time, later.Seq = at.Add(24*time.Hour), 4
+		body, _ = associationaudit.Marshal(later)
+		k, _ = associationaudit.Key(later)
+		f.Objects.Add("site-a/"+k, body, nil)
+		for range 2 {
+			if err := p.ProcessAuditRecord(context.Background(), "site-a/"+k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := before
+		want.LastSent = later.Time
+		if d := cmp.Diff(want, summary()); d != "" {
+			t.Errorf("study after the resend's record (-want +got):\n%s", d)
 		}
 		// Without the object (not ours, or gone) the SCP's record stands.
 		_, got = processAuditRecord(t, r, 2)

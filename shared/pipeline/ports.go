@@ -164,6 +164,12 @@ type IndexStore interface {
 	// must be valid UIDs (RejectedInstance.Valid); an object whose are not
 	// names no instance of a study.
 	RecordRejected(ctx context.Context, r RejectedInstance) error
+	// NoteSent notes that the site sent an instance of the study again at
+	// at where no object follows to index: a resend the SCP found held
+	// byte for byte under its key (ProcessAuditRecord). The study's
+	// LastSent moves forward to at (StudySummary.NoteSent), nothing else;
+	// a study not indexed is left as it is (no error, nothing created).
+	NoteSent(ctx context.Context, studyUID string, at time.Time) error
 }
 
 // RejectedInstance is an instance of a study that validation rejected.

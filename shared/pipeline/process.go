@@ -623,6 +623,12 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 		// The object held is quarantined (its own record is rejected):
 		// so is this transfer of it.
 		resentQuarantined(&out, key, in.findings)
+		return out, nil
+	}
+	// No object follows this resend to the index: the study's LastSent
+	// is noted here (a resend under another key is by the index's upsert).
+	if err := p.Index.NoteSent(ctx, in.instance.StudyInstanceUID, tx.ReceivedAt); err != nil {
+		return rec, p.Names.Redact(fmt.Errorf("pipeline: note the resend in its study: %w", err), key)
 	}
 	return out, nil
 }

@@ -71,11 +71,12 @@ func Resent(indexed, delivered InstanceRecord) bool {
 // redelivery moves nothing. It reports whether s changed, for the index
 // to write it.
 func (s *StudySummary) NoteResend(indexed, delivered InstanceRecord) bool {
-	return Resent(indexed, delivered) && s.noteSent(delivered.ReceivedAt)
+	return Resent(indexed, delivered) && s.NoteSent(delivered.ReceivedAt)
 }
 
-// noteSent moves LastSent to at when at is after Sent().
-func (s *StudySummary) noteSent(at time.Time) bool {
+// NoteSent moves LastSent to at when at is after Sent(), and reports
+// whether it did.
+func (s *StudySummary) NoteSent(at time.Time) bool {
 	if !at.After(s.Sent()) {
 		return false
 	}
@@ -150,7 +151,7 @@ func (s *StudySummary) Merge(in InstanceRecord) []Finding {
 	if s.FirstReceived.IsZero() || in.ReceivedAt.Before(s.FirstReceived) {
 		s.FirstReceived = in.ReceivedAt
 	}
-	s.noteSent(in.ReceivedAt)
+	s.NoteSent(in.ReceivedAt)
 	if in.ReceivedAt.After(s.LastReceived) {
 		s.LastReceived = in.ReceivedAt
 	}

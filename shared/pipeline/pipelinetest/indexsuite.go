@@ -138,6 +138,29 @@ func testLastSent(t *testing.T, h IndexHarness) {
 			check(t, r, want)
 		})
 	}
+	// A resend the SCP found held (NoteSent: no object follows it) moves
+	// it the same way, forward only; an unknown study is left alone.
+	for _, note := range []struct {
+		name     string
+		at       time.Duration
+		lastSent time.Duration
+	}{{"noted earlier", 24 * time.Hour, 25 * time.Hour}, {"noted later", 26 * time.Hour, 26 * time.Hour}, {"noted again", 26 * time.Hour, 26 * time.Hour}} {
+		if err := ix.NoteSent(ctx, studyUID(1), T0.Add(note.at)); err != nil {
+			t.Fatalf("%s: %v", note.name, err)
+		}
+		t.Run(note.name, func(t *testing.T) {
+			d := getStudy(t, ix, studyUID(1))
+			want := counted
+			want.LastSent = T0.Add(note.lastSent)
+			check(t, pipeline.UpsertResult{Study: d.StudySummary}, want)
+		})
+	}
+	if err := ix.NoteSent(ctx, studyUID(3), T0); err != nil {
+		t.Errorf("NoteSent of a study not indexed: %v", err)
+	}
+	if _, err := ix.GetStudy(ctx, studyUID(3)); !errors.Is(err, pipeline.ErrNotFound) {
+		t.Errorf("NoteSent of a study not indexed: GetStudy = %v, want ErrNotFound", err)
+	}
 	// The resends announce nothing and hold nothing back: the study is
 	// quiet since its counted contents' activity.
 	stable, err := ix.StableStudies(ctx, counted.LastActivity, 10)

@@ -333,6 +333,16 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid])), slices.Collect(maps.Keys(x.rejected[uid]))), nil
 }
 
+// NoteSent implements pipeline.IndexStore.
+func (x *Index) NoteSent(_ context.Context, studyUID string, at time.Time) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if st := x.studies[studyUID]; st != nil {
+		st.NoteSent(at)
+	}
+	return nil
+}
+
 // RecordRejected implements pipeline.IndexStore.
 func (x *Index) RecordRejected(_ context.Context, r pipeline.RejectedInstance) error {
 	if !r.Valid() {
