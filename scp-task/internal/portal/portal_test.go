@@ -629,3 +629,71 @@ func TestDurationsShown(t *testing.T) {
 		}
 	}
 }
+
+// TestStudyPagesSayWhenLastSent: a study the site sent again (instances
+// already held: a resend under another key, one the SCP found held) says
+// so on the list and its page, "last sent" beside "last received", which
+// stays the newest instance's; a study not sent again shows its receipt.
+func TestStudyPagesSayWhenLastSent(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t)
+	ix := db.IndexStore()
+	held := pipeline.InstanceRecord{StudyInstanceUID: "1.2.9", SeriesInstanceUID: "1.2.9.1", SOPInstanceUID: "1.2.9.1.1",
+		ContentIdentity: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/2026/11/26/1.2.9.1.1.dcm"}
+	other := pipeline.InstanceRecord{StudyInstanceUID: "1.2.10", SeriesInstanceUID: "1.2.10.1", SOPInstanceUID: "1.2.10.1.1",
+		ContentIdentity: "y", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/2026/11/26/1.2.10.1.1.dcm"}
+	resent := held
+	resent.ReceivedAt, resent.ObjectKey = t0.Add(24*time.Hour), "incoming/2026/11/27/1.2.9.1.1.dcm"
+	for _, in := range []pipeline.InstanceRecord{held, other, resent} {
+		if _, err := ix.UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewServer((&Server{Studies: ix, Search: db, Audit: db.AuditStore(), Associations: db, Events: db,
+		Commitments: db.CommitmentStore(), Logger: errorLogger(t)}).Handler())
+	t.Cleanup(srv.Close)
+	ts := func(at time.Time) string { return at.UTC().Format("2006-01-02 15:04:05Z") }
+	mark := `<span class="mark resent"`
+	page := func(path string) string {
+		t.Helper()
+		code, _, body := get(t, srv.URL+path, "")
+		if code != http.StatusOK {
+			t.Fatalf("%s: %d", path, code)
+		}
+		return body
+	}
+	row := func(body, uid string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?s)<tr class="study" data-study-uid="` + regexp.QuoteMeta(uid) + `">.*?</tr>`).FindString(body)
+		if m == "" {
+			t.Fatalf("no row of %s", uid)
+		}
+		return m
+	}
+	check := func(t *testing.T, sentAgain time.Time) {
+		t.Helper()
+		list := page("/")
+		if r := row(list, "1.2.9"); !strings.Contains(r, `<td>`+ts(t0)+`</td>`) || !strings.Contains(r, `<td class="last-sent">`+ts(sentAgain)+` `+mark) {
+			t.Errorf("the resent study's row:\n%s", r)
+		}
+		if r := row(list, "1.2.10"); !strings.Contains(r, `<td class="last-sent">`+ts(t0)+`</td>`) || strings.Contains(r, mark) {
+			t.Errorf("the other study's row:\n%s", r)
+		}
+		if !strings.Contains(list, `id="sent-help"`) {
+			t.Error("the list does not say what last sent means")
+		}
+		study := page("/studies/1.2.9")
+		if !strings.Contains(study, `<dd>`+ts(t0)+` – `+ts(t0)+`</dd>`) || !strings.Contains(study, `<dd id="last-sent">`+ts(sentAgain)+` `+mark) {
+			t.Errorf("the resent study's page does not show received %s, last sent %s", ts(t0), ts(sentAgain))
+		}
+		if study := page("/studies/1.2.10"); !strings.Contains(study, `<dd id="last-sent">`+ts(t0)+` <span class="help">`) {
+			t.Error("the other study's page does not show its last sent as its receipt")
+		}
+	}
+	t.Run("resend under another key", func(t *testing.T) { check(t, resent.ReceivedAt) })
+	// The SCP found a later resend held under its key: no object follows.
+	if err := ix.NoteSent(ctx, "1.2.9", t0.Add(48*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("resend the SCP found held", func(t *testing.T) { check(t, t0.Add(48*time.Hour)) })
+}
