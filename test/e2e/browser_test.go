@@ -49,7 +49,8 @@ func TestPortalInBrowser(t *testing.T) {
 	dir := t.TempDir()
 	n := newNode(t, filepath.Join(dir, "data"))
 	n.start()
-	if out, err := n.dcmsend("LOCAL_AE", writeSynthStudy(t, dir)...); err != nil {
+	files := writeSynthStudy(t, dir)
+	if out, err := n.dcmsend("LOCAL_AE", files...); err != nil {
 		t.Fatalf("dcmsend: %v\n%s", err, out)
 	}
 	eventually(t, 10*time.Second, "study indexed", func() bool {
@@ -60,6 +61,31 @@ func TestPortalInBrowser(t *testing.T) {
 		}
 		return false
 	})
+	// The site sends the study again: the SCP finds every instance held,
+	// nothing new is stored, and the study says it was sent again
+	// (lastSent) while last received stays the first sending's.
+	var received time.Time
+	for _, s := range n.studies() {
+		if s.StudyInstanceUID == synthStudy {
+			received = s.LastReceived
+		}
+	}
+	if out, err := n.dcmsend("LOCAL_AE", files...); err != nil {
+		t.Fatalf("dcmsend again: %v\n%s", err, out)
+	}
+	eventually(t, 10*time.Second, "the resend noted in its study", func() bool {
+		for _, s := range n.studies() {
+			if s.StudyInstanceUID == synthStudy && s.LastSent.After(received) {
+				return true
+			}
+		}
+		return false
+	})
+	for _, s := range n.studies() {
+		if s.StudyInstanceUID == synthStudy && (!s.LastReceived.Equal(received) || s.InstanceCount != len(synthInstances)) {
+			t.Errorf("after the resend: last received %v (was %v), %d instances", s.LastReceived, received, s.InstanceCount)
+		}
+	}
 	base := "http://" + n.portal
 
 	dom := chromium(t, []string{"--dump-dom"}, base+"/")
@@ -67,7 +93,7 @@ func TestPortalInBrowser(t *testing.T) {
 	if row == nil {
 		t.Fatalf("studies table has no row for the study; DOM:\n%s", dom)
 	}
-	for _, want := range []string{"Roentgen Wilhelm", synthPatient, "CT", "LOCAL_AE", `<td class="n">2</td>`, `<td class="n">5</td>`} {
+	for _, want := range []string{"Roentgen Wilhelm", synthPatient, "CT", "LOCAL_AE", `<td class="n">2</td>`, `<td class="n">5</td>`, `<span class="mark resent"`} {
 		if !strings.Contains(row[1], want) {
 			t.Errorf("study row lacks %q:\n%s", want, row[1])
 		}
@@ -82,6 +108,9 @@ func TestPortalInBrowser(t *testing.T) {
 	}
 	if want := []string{synthStudy + ".1", synthStudy + ".2"}; strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("series rows %v, want %v", got, want)
+	}
+	if !regexp.MustCompile(`<dd id="last-sent">[^<]+ <span class="mark resent"`).MatchString(dom) {
+		t.Error("the study page does not say the study was sent again")
 	}
 
 	art := artifactsDir(t)
