@@ -45,14 +45,66 @@ var chunkSizes = []int{1, 2, 3, 7, 13, 4096, 1 << 16}
 
 func deflate(t testing.TB, b []byte) []byte {
 	t.Helper()
+	return deflateFrom(t, bytes.NewReader(b))
+}
+
+// deflateFrom deflates what the readers read, one after the other,
+// streamed: a value of zeros or noise is never held. BestCompression
+// deflates zeros about 1029 times, near deflate's 1032.
+func deflateFrom(t testing.TB, r ...io.Reader) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	w, err := flate.NewWriter(&buf, flate.BestCompression)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(b)
-	w.Close()
+	if _, err := io.Copy(w, io.MultiReader(r...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 	return buf.Bytes()
+}
+
+// zeros reads n zero bytes, noise n random ones, runs n in runs of 32
+// alike (which deflate about 10 times), the same for a seed; never held.
+func zeros(n int) *io.LimitedReader {
+	return &io.LimitedReader{R: zeroReader{}, N: int64(n)}
+}
+
+func noise(seed byte, n int) *io.LimitedReader {
+	return &io.LimitedReader{R: rand.NewChaCha8([32]byte{seed}), N: int64(n)}
+}
+
+func runs(seed byte, n int) *io.LimitedReader {
+	return &io.LimitedReader{R: &runReader{src: rand.NewChaCha8([32]byte{seed})}, N: int64(n)}
+}
+
+type runReader struct {
+	src io.Reader
+	run [1]byte
+	i   int
+}
+
+func (r *runReader) Read(b []byte) (int, error) {
+	for k := range b {
+		if r.i%32 == 0 {
+			if _, err := r.src.Read(r.run[:]); err != nil {
+				return k, err
+			}
+		}
+		b[k] = r.run[0]
+		r.i++
+	}
+	return len(b), nil
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
 
 const (
@@ -460,38 +512,41 @@ func TestFragments(t *testing.T) {
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // TestInflateBound reads deflated datasets whose values inflate far beyond
-// what was sent: past InflateAllowance, more than MaxInflateRatio bytes
-// per compressed byte is a verdict (ErrLimit), whatever the reads.
+// what was sent: inflating to more than InflateAllowance plus
+// MaxInflateRatio bytes per compressed byte is a verdict (ErrLimit),
+// whatever the reads. Zeros deflate about 1029 times here, so a blank
+// value is refused past InflateAllowance / (1 - 100/1029), 1.108 times
+// it. A blank prefix is not refused for what follows it: the allowance is
+// spent by the bytes inflated past the ratio, not a threshold past which
+// the ratio alone applies, so a DX whose top rows are blank is read
+// whole. Values are streamed into the deflater, never held.
 func TestInflateBound(t *testing.T) {
 	e := explicitLE
-	value := func(n int, f func(i int) byte) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = f(i)
-		}
-		return b
-	}
-	zeros := func(i int) byte { return 0 }
-	rnd := rand.New(rand.NewPCG(1, 2))
-	var run byte
-	runs := func(i int) byte { // runs of 32 alike: compresses about 10 times
-		if i%32 == 0 {
-			run = byte(rnd.IntN(256))
-		}
-		return run
-	}
+	const dxRow = 3072 * 2 // a 3072 × 3072 16-bit DX
+	parts := func(p ...*io.LimitedReader) []*io.LimitedReader { return p }
 	tests := []struct {
 		name    string
-		value   []byte
+		value   []*io.LimitedReader
 		wantErr error
 	}{
-		{"blank value within the allowance", value(InflateAllowance-1024, zeros), nil},
-		{"compressible value past the allowance, within the ratio", value(2*InflateAllowance, runs), nil},
-		{"blank value past the allowance", value(16*InflateAllowance, zeros), ErrLimit},
+		{"blank value within the allowance", parts(zeros(InflateAllowance)), nil},
+		{"DX, its top 800 rows blank (4.9 MB, refused under a 4 MiB allowance), then noise", parts(zeros(800*dxRow), noise(1, 64<<10)), nil},
+		{"blank prefix past the allowance, within it and the ratio, then noise", parts(zeros(InflateAllowance+InflateAllowance/16), noise(2, 64<<10)), nil},
+		{"noise, then blank past the allowance and its share of the ratio", parts(noise(3, 64<<10), zeros(InflateAllowance+InflateAllowance/16)), nil},
+		{"blank to the allowance, then a compressible value past it, within the ratio", parts(zeros(InflateAllowance), runs(4, 1<<20)), nil},
+		{"blank value past the allowance and the ratio", parts(zeros(InflateAllowance + InflateAllowance/8)), ErrLimit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in := deflate(t, cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(len(tt.value)), tt.value)))
+			var n int64
+			for _, p := range tt.value {
+				n += p.N
+			}
+			src := []io.Reader{bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(n), nil)))}
+			for _, p := range tt.value {
+				src = append(src, p)
+			}
+			in := deflateFrom(t, src...)
 			for _, chunk := range []int{4096, 1 << 16} {
 				r := NewInspector(bytes.NewReader(in), tsDeflate)
 				out, err := readChunks(r, chunk)

@@ -9,7 +9,8 @@ import (
 )
 
 // Inflater inflates a deflated data set (PS3.5 A.5) under the one inflate
-// rule, MaxInflateRatio past InflateAllowance: every reader of a deflated
+// rule, at most InflateAllowance plus MaxInflateRatio bytes per
+// compressed byte, for every prefix of the stream: every reader of a deflated
 // data set inflates through it (the Inspector on the SCP's stream, the
 // pipeline's header reader, the portal's thumbnails), so an object stored
 // before the rule, or by other means, costs a reader no more than one the
@@ -26,16 +27,17 @@ import (
 // Nothing needs closing: flate's decompressor holds no resource.
 // An Inflater is not safe for concurrent use.
 type Inflater struct {
-	src      erringReader
-	used     countingReader // what the decompressor reads: src, buffered
-	fr       io.Reader
-	inflated int64
-	err      error
+	allowance int64 // InflateAllowance; smaller in this package's tests
+	src       erringReader
+	used      countingReader // what the decompressor reads: src, buffered
+	fr        io.Reader
+	inflated  int64
+	err       error
 }
 
 // NewInflater returns an Inflater reading the compressed data set from r.
 func NewInflater(r io.Reader) *Inflater {
-	z := &Inflater{src: erringReader{r: r}}
+	z := &Inflater{allowance: InflateAllowance, src: erringReader{r: r}}
 	// An io.ByteReader: flate reads what it decodes from it byte by byte
 	// and does not buffer it in a reader of its own, which would count
 	// as used the bytes it read ahead.
@@ -52,9 +54,9 @@ func (z *Inflater) Read(b []byte) (int, error) {
 		return 0, z.err
 	}
 	n, err := z.fr.Read(b)
-	if z.inflated+int64(n) > InflateAllowance && z.inflated+int64(n) > MaxInflateRatio*z.used.n {
+	if z.inflated+int64(n) > z.allowance+MaxInflateRatio*z.used.n {
 		z.err = &Error{Err: ErrLimit, Offset: z.inflated,
-			What: fmt.Sprintf("deflated dataset inflating past %d bytes to more than %d times its size", InflateAllowance, MaxInflateRatio)}
+			What: fmt.Sprintf("deflated dataset inflating to more than %d bytes plus %d times its size", z.allowance, MaxInflateRatio)}
 		return 0, z.err
 	}
 	z.inflated += int64(n)

@@ -121,7 +121,8 @@ func readHeader(src *dataset.RangeSource) (*header, error) {
 	h.BigEndian, h.Deflated = enc.BigEndian, enc.Deflated
 	var ds dataset.Source = src
 	if enc.Deflated {
-		// Inflated under the SCP's rule (dataset.MaxInflateRatio): an
+		// Inflated under the SCP's rule (dataset.InflateAllowance plus
+		// dataset.MaxInflateRatio bytes per stored byte): an
 		// object stored before it, or by other means, is an ErrLimit
 		// verdict, not unbounded work.
 		ds = bufio.NewReaderSize(dataset.NewInflater(sourceReader{src}), 64<<10)

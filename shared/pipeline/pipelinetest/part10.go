@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
+	"io"
 	"sort"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -97,19 +98,50 @@ func Part10(m Meta, ds []Elem) []byte {
 // Little Endian, which is what is inflated.
 func Deflated(file []byte) []byte {
 	end := 144 + int(binary.LittleEndian.Uint32(file[140:144])) // (0002,0000)'s value is the meta group's length
+	return deflated(file[:end], bytes.NewReader(file[end:]))
+}
+
+// DeflatedBlank is Deflated(file) with the value of file's empty OB
+// element tag (in the data set, once) n zero bytes, streamed into the
+// deflater and never held: a blank image, or a deflate bomb, of any size
+// at the cost of its compressed bytes.
+func DeflatedBlank(file []byte, tag uint32, n uint32) []byte {
+	le := binary.LittleEndian
+	h := le.AppendUint16(le.AppendUint16(nil, uint16(tag>>16)), uint16(tag))
+	h = append(h, 'O', 'B', 0, 0, 0, 0, 0, 0)
+	end := 144 + int(le.Uint32(file[140:144]))
+	i := bytes.Index(file[end:], h)
+	if i < 0 || bytes.Contains(file[end+i+1:], h) {
+		panic("pipelinetest: DeflatedBlank wants one empty OB element of the tag")
+	}
+	i += end
+	value := le.AppendUint32(bytes.Clone(file[end:i+8]), n)
+	return deflated(file[:end], io.MultiReader(bytes.NewReader(value), io.LimitReader(zeros{}, int64(n)), bytes.NewReader(file[i+12:])))
+}
+
+// deflated is meta followed by what ds reads, deflated.
+func deflated(meta []byte, ds io.Reader) []byte {
 	var z bytes.Buffer
-	z.Write(file[:end])
+	z.Write(meta)
 	w, err := flate.NewWriter(&z, flate.BestSpeed)
 	if err != nil {
 		panic(err) // a valid level
 	}
-	if _, err := w.Write(file[end:]); err != nil {
+	if _, err := io.Copy(w, ds); err != nil {
 		panic(err) // into memory
 	}
 	if err := w.Close(); err != nil {
 		panic(err)
 	}
 	return z.Bytes()
+}
+
+// zeros reads zero bytes, endlessly.
+type zeros struct{}
+
+func (zeros) Read(b []byte) (int, error) {
+	clear(b)
+	return len(b), nil
 }
 
 // DataSet encodes elements as a bare data set (no File Meta), in Implicit or
