@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -910,5 +911,41 @@ func TestEventsPlan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRejectJSON: a Reject decoded from its JSON (the portal's
+// /api/studies/{uid} serves them) is the Reject marshalled, Cleared
+// included: AuditRecord's UnmarshalJSON, promoted, read the record alone
+// and dropped it. A record written with the legacy content identity
+// field is read with it.
+func TestRejectJSON(t *testing.T) {
+	// Every field of Reject is set below: one added must be too.
+	if n := reflect.TypeFor[Reject]().NumField(); n != 2 {
+		t.Fatalf("Reject has %d fields: set the new ones here, and read them in UnmarshalJSON", n)
+	}
+	rec := pipeline.AuditRecord{ID: "audit-1", SchemaVersion: 1, Time: time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC), Day: "2026-01-15",
+		Outcome: pipeline.OutcomeRejected, Reason: "over-limit", AssociationID: "assoc1", SOPInstanceUID: "1.2.3.4", ContentIdentity: "abc"}
+	for _, cleared := range []bool{true, false} {
+		want := Reject{AuditRecord: rec, Cleared: cleared}
+		b, err := json.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Reject
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if d := cmp.Diff(want, got); d != "" {
+			t.Errorf("cleared %v: decoded (-want +got):\n%s", cleared, d)
+		}
+	}
+	legacy := `{"id":"audit-1","outcome":"rejected","` + pipeline.LegacyContentIdentityField + `":"abc","cleared":true}`
+	var got Reject
+	if err := json.Unmarshal([]byte(legacy), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.ContentIdentity != "abc" || !got.Cleared {
+		t.Errorf("legacy record decoded as %+v", got)
 	}
 }

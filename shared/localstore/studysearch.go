@@ -238,6 +238,24 @@ type Reject struct {
 	Cleared bool `json:"cleared"`
 }
 
+// UnmarshalJSON reads a reject as it is marshalled, the record's fields
+// and Reject's own: the record's UnmarshalJSON (which reads its legacy
+// content identity), promoted, would read the record alone and drop
+// Cleared. A field added to Reject is read here too (TestRejectJSON).
+func (r *Reject) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &r.AuditRecord); err != nil {
+		return err
+	}
+	var own struct {
+		Cleared bool `json:"cleared"`
+	}
+	if err := json.Unmarshal(b, &own); err != nil {
+		return err
+	}
+	r.Cleared = own.Cleared
+	return nil
+}
+
 // studyRejectsSQL lists a study's rejects of one outcome, newest first,
 // each with clearedSQL.
 const studyRejectsSQL = `SELECT a.seq, a.record, ` + clearedSQL + ` FROM audit a
