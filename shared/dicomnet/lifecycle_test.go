@@ -88,46 +88,53 @@ func TestMessageLinesNameTheMessage(t *testing.T) {
 	ctStore := func(id uint16) *dimse.Command {
 		return dimse.NewCStoreRQ(id, dicomuid.CTImageStorage, instance, dimse.PriorityMedium)
 	}
+	store := func(p *dicomnettest.Parrot) {
+		p.SendMessage(3, ctStore(42), []byte("ab"))
+		p.ExpectCommand()
+	}
 	tests := []struct {
 		name    string
 		send    func(p *dicomnettest.Parrot)
 		line    string           // the message of the line about message 42
 		handler dicomnet.Handler // nil: one that reads the data set
+		// panicked is what the line says of a panic's value
+		// (panicvalue.Describe): a runtime error's text, or only the
+		// type of a value that could hold a UID.
+		panicked string
 	}{
-		{"stored", func(p *dicomnettest.Parrot) {
-			p.SendMessage(3, ctStore(42), []byte("ab"))
-			p.ExpectCommand()
-		}, "dicomnet: C-STORE", nil},
+		{"stored", store, "dicomnet: C-STORE", nil, ""},
 		{"refused: SOP class differs from the context", func(p *dicomnettest.Parrot) {
 			p.SendMessage(3, dimse.NewCStoreRQ(42, dicomuid.MRImageStorage, instance, dimse.PriorityMedium), []byte("ab"))
 			p.ExpectCommand()
-		}, "dicomnet: C-STORE failed", nil},
-		{"handler panicked", func(p *dicomnettest.Parrot) {
-			p.SendMessage(3, ctStore(42), []byte("ab"))
-			p.ExpectCommand()
-		}, "dicomnet: C-STORE handler panicked", dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
-			panic("store broke")
-		})},
+		}, "dicomnet: C-STORE failed", nil, ""},
+		// A panic's value may hold the UIDs of what the handler was
+		// storing: only its type is told, in the line and in the error the
+		// failure's line and audit record carry.
+		{"handler panicked", store, "dicomnet: C-STORE handler panicked", dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			panic("store broke on " + req.AffectedSOPInstanceUID)
+		}), "a value of type string"},
+		{"handler panicked with a runtime error", store, "dicomnet: C-STORE handler panicked", dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+			var seen map[string]bool
+			seen[req.AffectedSOPInstanceUID] = true
+			return nil
+		}), "assignment to entry in nil map"},
 		{"broken off", func(p *dicomnettest.Parrot) {
 			p.SendPDVs(dicomnettest.CommandPDV(3, ctStore(42)), dicomnettest.PDV(3, 0, []byte("ab")))
 			p.SendPDU(&pdu.Abort{})
-		}, "dicomnet: C-STORE incomplete", nil},
+		}, "dicomnet: C-STORE incomplete", nil, ""},
 		{"unsupported", func(p *dicomnettest.Parrot) {
 			c := dimse.NewCEchoRQ(42)
 			c.CommandField = dimse.CFindRQ
 			p.SendPDVs(dicomnettest.CommandPDV(1, c))
 			p.ExpectCommand()
-		}, "dicomnet: unsupported DIMSE command", nil},
+		}, "dicomnet: unsupported DIMSE command", nil, ""},
 		{"N-ACTION on a storage context", func(p *dicomnettest.Parrot) {
 			c := dimse.NewCEchoRQ(42)
 			c.CommandField = dimse.NActionRQ
 			p.SendPDVs(dicomnettest.CommandPDV(3, c))
 			p.ExpectCommand()
-		}, "dicomnet: N-ACTION refused", nil},
-		{"in a role not negotiated", func(p *dicomnettest.Parrot) {
-			p.SendMessage(3, ctStore(42), []byte("ab"))
-			p.ExpectCommand()
-		}, "dicomnet: DIMSE request in a role not negotiated", nil},
+		}, "dicomnet: N-ACTION refused", nil, ""},
+		{"in a role not negotiated", store, "dicomnet: DIMSE request in a role not negotiated", nil, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,6 +166,14 @@ func TestMessageLinesNameTheMessage(t *testing.T) {
 			if strings.Contains(out, instance) {
 				t.Errorf("logs name the SOP Instance UID:\n%s", out)
 			}
+			// An event's error is its audit record's reason.
+			rec.mu.Lock()
+			for _, ev := range rec.events {
+				if ev.Err != nil && strings.Contains(ev.Err.Error(), instance) {
+					t.Errorf("%s event's error names the SOP Instance UID: %v", ev.Type, ev.Err)
+				}
+			}
+			rec.mu.Unlock()
 			found := false
 			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
 				var m map[string]any
@@ -171,6 +186,9 @@ func TestMessageLinesNameTheMessage(t *testing.T) {
 				found = true
 				if m["message_id"] != float64(42) || m["assoc"] == nil {
 					t.Errorf("line %q names message %v in association %v, want 42", tc.line, m["message_id"], m["assoc"])
+				}
+				if m["panic"] != nil && m["panic"] != tc.panicked || tc.panicked != "" && m["panic"] == nil {
+					t.Errorf("line %q says the panic was %v, want %q", tc.line, m["panic"], tc.panicked)
 				}
 			}
 			if !found {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
@@ -663,7 +664,7 @@ func (s *Server) observe(ev Event) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			s.logger().Error("dicomnet: observer panicked", "panic", fmt.Sprint(p))
+			s.logger().Error("dicomnet: observer panicked", "panic", panicvalue.Describe(p))
 		}
 	}()
 	s.Observer.ObserveAssociation(ev)
@@ -681,12 +682,15 @@ func (s *Server) callHandler(ctx context.Context, req *CStoreRequest, r io.Reade
 }
 
 // callSafely runs a handler, converting its result (or panic) to a status.
+// A panic's value is told as panicvalue.Describe tells it, in the log line
+// and in the error (the failure's audit record and log line say it too).
 func callSafely(log *slog.Logger, what string, f func() error) (st dimse.Status, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error("dicomnet: "+what+" handler panicked", "panic", fmt.Sprint(p))
+			v := panicvalue.Describe(p)
+			log.Error("dicomnet: "+what+" handler panicked", "panic", v)
 			st = dimse.Status{Code: dimse.StatusProcessingFailure}
-			err = fmt.Errorf("dicomnet: handler panic: %v", p)
+			err = fmt.Errorf("dicomnet: handler panic: %s", v)
 		}
 	}()
 	err = f()

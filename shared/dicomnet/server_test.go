@@ -685,6 +685,67 @@ func TestHandlerStatuses(t *testing.T) {
 	}
 }
 
+// TestObserverPanic: a panic in the observer is logged and the association
+// goes on. The panic's value is told as panicvalue tells it: an observer
+// handed a C-STORE's event may panic with its SOP Instance UID in the
+// value, which the log line must not hold; a runtime error keeps its text.
+func TestObserverPanic(t *testing.T) {
+	const instance = "1.2.826.0.1.3680043.9.7777.2"
+	tests := []struct {
+		name  string
+		panic func(ev dicomnet.Event)
+		want  string // the line's "panic"
+	}{
+		{"a string holding a UID", func(ev dicomnet.Event) { panic("no study for " + ev.SOPInstanceUID) }, "a value of type string"},
+		{"a runtime error", func(ev dicomnet.Event) {
+			var byUID map[string]int
+			byUID[ev.SOPInstanceUID]++
+		}, "assignment to entry in nil map"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			stored := make(chan struct{}, 1)
+			p, _ := startParrot(t, &dicomnet.Server{
+				Logger: slog.New(slog.NewJSONHandler(&logs, nil)),
+				Observer: dicomnet.ObserverFunc(func(ev dicomnet.Event) {
+					if ev.Type == dicomnet.EventStored {
+						stored <- struct{}{}
+						tc.panic(ev)
+					}
+				}),
+				Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+					_, err := io.Copy(io.Discard, r)
+					return err
+				}),
+			})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			p.SendMessage(3, dimse.NewCStoreRQ(1, dicomuid.CTImageStorage, instance, dimse.PriorityMedium), []byte("ab"))
+			if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusSuccess {
+				t.Fatalf("C-STORE status %04X", rsp.Status)
+			}
+			<-stored
+			// The association goes on.
+			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2)))
+			if rsp := p.ExpectCommand(); rsp.Status != 0 {
+				t.Errorf("echo after the observer's panic: %04X", rsp.Status)
+			}
+			want := `"msg":"dicomnet: observer panicked","panic":"` + tc.want + `"`
+			deadline := time.Now().Add(5 * time.Second)
+			for !strings.Contains(logs.String(), want) && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			out := logs.String()
+			if !strings.Contains(out, want) {
+				t.Errorf("no line %s:\n%s", want, out)
+			}
+			if strings.Contains(out, instance) {
+				t.Errorf("logs name the SOP Instance UID:\n%s", out)
+			}
+		})
+	}
+}
+
 // TestEchoOnAStorageContext: C-ECHO belongs on the Verification context;
 // on a storage context it is refused 0122, as a C-STORE on the
 // Verification context is (it was answered 0000).

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -18,6 +17,8 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"golang.org/x/sync/semaphore"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
 
 // ObjectHandler handles SQS messages carrying S3 ObjectCreated
@@ -119,20 +120,16 @@ const PanicLog = "message handling panicked: a bug; the message fails alone"
 // a bug met while handling one part of a batch (an SQS message, a stream
 // record), which fails that part alone instead of ending the process and
 // with it the whole invocation. The panic is logged as logMsg with attrs
-// (the part's id, never its content) and the stack. Its value is logged
-// only for a runtime error (an index out of range, a nil dereference),
-// whose text holds no data; any other value could hold an object's key or
-// a UID.
+// (the part's id, never its content) and the stack; its value as
+// panicvalue.Describe tells it (a runtime error's text, or only the type
+// of any other value, which could hold an object's key or a UID).
 func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) (err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
-		what := fmt.Sprintf("a value of type %T", r)
-		if re, ok := r.(runtime.Error); ok {
-			what = re.Error()
-		}
+		what := panicvalue.Describe(r)
 		log.Error(logMsg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
 		err = fmt.Errorf("lambdaio: handling panicked: %s", what)
 	}()

@@ -38,12 +38,16 @@ func loadSQS(t *testing.T) events.SQSEvent {
 
 func TestObjectHandler(t *testing.T) {
 	tests := []struct {
-		name     string
-		bucket   string
-		fail     map[string]bool
-		panics   map[string]any // the value Process panics with for a key
-		wantKeys []string
-		wantFail []string
+		name   string
+		bucket string
+		fail   map[string]bool
+		panics map[string]any // the value Process panics with for a key (nil: a runtime error)
+		// wantPanic is what the panic's log line says of its value
+		// (panicvalue.Describe): a runtime error's text, or only the
+		// type of a value that could name the object.
+		wantPanic string
+		wantKeys  []string
+		wantFail  []string
 	}{
 		{
 			name:     "all good but the garbage message",
@@ -59,16 +63,18 @@ func TestObjectHandler(t *testing.T) {
 		{
 			// A bug that panics on one object fails its message alone: the
 			// process used to die with it, failing the whole batch.
-			name:     "a panic in processing fails only its message",
-			panics:   map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm": "incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm"},
-			wantKeys: []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
-			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000001", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
+			name:      "a panic in processing fails only its message",
+			panics:    map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm": "incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm"},
+			wantPanic: "a value of type string",
+			wantKeys:  []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
+			wantFail:  []string{"0f7a3c2e-1111-4a5b-9c3d-000000000001", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
 		},
 		{
-			name:     "a runtime error in processing fails only its message",
-			panics:   map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm": nil},
-			wantKeys: []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
-			wantFail: []string{"0f7a3c2e-1111-4a5b-9c3d-000000000003", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
+			name:      "a runtime error in processing fails only its message",
+			panics:    map[string]any{"incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm": nil},
+			wantPanic: "assignment to entry in nil map",
+			wantKeys:  []string{"incoming/2026/01/15/1.2.3/1.2.3.4/1.2.3.4.5.dcm", "incoming/2026/01/15/1.2.3/1.2.3.4/with space!.dcm"},
+			wantFail:  []string{"0f7a3c2e-1111-4a5b-9c3d-000000000003", "0f7a3c2e-1111-4a5b-9c3d-000000000004"},
 		},
 		{
 			name:     "other bucket",
@@ -110,6 +116,9 @@ func TestObjectHandler(t *testing.T) {
 				if strings.Contains(logs.String(), key) || strings.Contains(logs.String(), "1.2.3.4.5") {
 					t.Errorf("a panic's log names the object %q:\n%s", key, logs.String())
 				}
+			}
+			if want := `"panic":"` + tt.wantPanic + `"`; tt.wantPanic != "" && !strings.Contains(logs.String(), want) {
+				t.Errorf("the panic's log line lacks %s:\n%s", want, logs.String())
 			}
 			var failed []string
 			for _, f := range resp.BatchItemFailures {

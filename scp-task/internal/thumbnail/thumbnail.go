@@ -25,6 +25,7 @@ import (
 	"sync"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
 
 // ErrNoPreview is returned (wrapped, with the reason) for an object this
@@ -168,9 +169,10 @@ func (r *Renderer) keep(key string, b []byte, err error) {
 func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 	defer func() {
 		// The renderer reads bytes from outside; a panic in it must cost
-		// this preview, not the portal.
+		// this preview, not the portal. Its value is told as panicvalue
+		// tells it: the error reaches the portal's log.
 		if p := recover(); p != nil {
-			png, err = nil, fmt.Errorf("thumbnail: %w: the renderer failed: %v", ErrNoPreview, p)
+			png, err = nil, fmt.Errorf("thumbnail: %w: the renderer failed: %s", ErrNoPreview, panicvalue.Describe(p))
 		}
 	}()
 	o, err := readObject(r, size)

@@ -123,6 +123,45 @@ func TestRenderRefusesLengthsPastTheEnd(t *testing.T) {
 	}
 }
 
+// panickingReader panics at its first read, with what panic gives.
+type panickingReader struct{ panic func() }
+
+func (r panickingReader) ReadAt([]byte, int64) (int, error) {
+	r.panic()
+	return 0, io.EOF
+}
+
+// TestRenderRecoversAPanic: a panic while rendering costs the preview
+// alone (ErrNoPreview), and the error, which the portal logs, tells its
+// value as panicvalue does: a runtime error's text, or only the type of a
+// value that could hold the object's UIDs.
+func TestRenderRecoversAPanic(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.9.7777.3"
+	tests := []struct {
+		name  string
+		panic func()
+		want  string
+	}{
+		{"a string holding a UID", func() { panic("no frame in " + uid) }, "the renderer failed: a value of type string"},
+		{"a runtime error", func() {
+			frames := []string{uid}
+			n := len(frames)
+			_ = frames[n]
+		}, "the renderer failed: runtime error: index out of range [1] with length 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			png, err := Render(panickingReader{tt.panic}, 4096, 32)
+			if png != nil || !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Render = %d bytes, %v; want no preview, %q", len(png), err, tt.want)
+			}
+			if strings.Contains(err.Error(), uid) {
+				t.Errorf("the error names the UID: %v", err)
+			}
+		})
+	}
+}
+
 // TestRenderRealFiles renders the parser's own test files (native pixel
 // data of several modalities, deflated) or says why not, never failing
 // otherwise; every thumbnail fits the edge.

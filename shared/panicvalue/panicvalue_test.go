@@ -1,0 +1,55 @@
+package panicvalue
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// recovered returns the value f panics with.
+func recovered(f func()) (v any) {
+	defer func() { v = recover() }()
+	f()
+	return nil
+}
+
+// TestDescribe: a runtime error keeps its text; a value the code chose
+// (a string or an error naming an object by its UIDs) is told by its type
+// alone.
+func TestDescribe(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.9.7777.1"
+	tests := []struct {
+		name  string
+		panic func()
+		want  string
+	}{
+		{"a string holding a UID", func() { panic("no series for " + uid) }, "a value of type string"},
+		{"an error holding a UID", func() { panic(fmt.Errorf("object %s: %w", uid, errors.New("gone"))) }, "a value of type *fmt.wrapError"},
+		{"an int", func() { panic(42) }, "a value of type int"},
+		{"an index out of range", func() {
+			s := []string{uid}
+			i := len(s)
+			_ = s[i]
+		}, "runtime error: index out of range [1] with length 1"},
+		{"a nil map written", func() {
+			var m map[string]int
+			m[uid]++
+		}, "assignment to entry in nil map"},
+		{"a nil dereference", func() {
+			var p *struct{ uid string }
+			_ = p.uid
+		}, "runtime error: invalid memory address or nil pointer dereference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Describe(recovered(tt.panic))
+			if got != tt.want {
+				t.Errorf("Describe = %q, want %q", got, tt.want)
+			}
+			if strings.Contains(got, uid) {
+				t.Errorf("Describe = %q tells the UID", got)
+			}
+		})
+	}
+}
