@@ -114,6 +114,56 @@ var RejectReasons = []string{
 // digits, and StatusNone.
 var FailureStatuses = []string{"0110", "0122", "A700", "A900", "C000", "C001", "C002", StatusNone}
 
+// The label of ConnectionsShed and its values: why a connection was
+// closed before it associated.
+const (
+	ShedReason = "reason"
+	// ShedTotal: the oldest connection waiting made room under the bound
+	// on all such connections.
+	ShedTotal = "total"
+	// ShedPerAddress: refused, its address at its bound.
+	ShedPerAddress = "per_address"
+	// ShedMemory: the oldest waiting one made room in the memory bound,
+	// or a newcomer got none within ARTIM.
+	ShedMemory = "memory"
+)
+
+// ShedReasons are ShedReason's values.
+var ShedReasons = []string{ShedTotal, ShedPerAddress, ShedMemory}
+
+// S3Operation is S3Retries' label: the S3 request retried, one of
+// S3Operations (the S3 API's names; PutRecord is a PutObject of an audit
+// record or a run marker's body held in memory).
+const S3Operation = "op"
+
+// S3Operations are S3Operation's values: every request the S3 store
+// retries (s3store's tests hold its calls to this list).
+var S3Operations = []string{
+	"PutObject", "PutRecord", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload",
+	"ListMultipartUploads", "HeadObject", "GetObject", "ListObjectsV2", "DeleteObject",
+}
+
+// Known is, for each labelled counter the agent publishes, its label's
+// values known ahead. The SCP creates each of these series at 0 when it
+// registers the counter: a series appears on /metrics only once it exists,
+// and the agent takes the first sample it sees of a series as its
+// baseline and publishes only increases over it, so a series created by
+// its first increment never published that increment (a first S3 retry,
+// a first shed connection, a first rejection for a reason). Labels whose
+// values are open-ended (peer addresses, AE titles) have no place here.
+var Known = map[string]LabelValues{
+	AssociationsRejected: {RejectReason, RejectReasons},
+	StoreFailures:        {FailureStatus, FailureStatuses},
+	ConnectionsShed:      {ShedReason, ShedReasons},
+	S3Retries:            {S3Operation, S3Operations},
+}
+
+// LabelValues are a label's values known ahead.
+type LabelValues struct {
+	Label  string
+	Values []string
+}
+
 // Dimensions names, for each metric published with one of its labels as
 // a CloudWatch dimension, that label. The agent publishes such a metric
 // twice: by Environment and the label (one metric per value, for the

@@ -66,7 +66,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 		shed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.ConnectionsShed,
 			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound; memory: the oldest waiting one made room in --max-preassociation-bytes, or a newcomer got none within ARTIM).",
-		}, []string{"reason"}),
+		}, []string{metricnames.ShedReason}),
 		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: metricnames.TLSHandshakeFailures,
 			Help: "Connections to the TLS listener whose handshake failed (no or an untrusted client certificate, an old TLS version, plain DICOM on the TLS port).",
@@ -77,17 +77,36 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			return nil, fmt.Errorf("metrics: register: %w", err)
 		}
 	}
+	// Every series whose label value is known ahead exists from the start,
+	// at 0: the agent's baseline of a series is the first sample it sees,
+	// so one created by its first increment never published it.
+	for _, outcome := range []string{outcomeAccepted, outcomeRejected} {
+		o.associations.WithLabelValues(outcome)
+	}
+	for name, vec := range map[string]*prometheus.CounterVec{
+		metricnames.AssociationsRejected: o.rejected, metricnames.StoreFailures: o.failures, metricnames.ConnectionsShed: o.shed,
+	} {
+		for _, v := range metricnames.Known[name].Values {
+			vec.WithLabelValues(v)
+		}
+	}
 	return o, nil
 }
+
+// The outcomes of dicom_ingest_associations_total.
+const (
+	outcomeAccepted = "accepted"
+	outcomeRejected = "rejected"
+)
 
 // ObserveAssociation implements dicomnet.Observer.
 func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 	switch ev.Type {
 	case dicomnet.EventAccepted:
 		o.active.Inc()
-		o.associations.WithLabelValues("accepted").Inc()
+		o.associations.WithLabelValues(outcomeAccepted).Inc()
 	case dicomnet.EventRejected:
-		o.associations.WithLabelValues("rejected").Inc()
+		o.associations.WithLabelValues(outcomeRejected).Inc()
 		o.rejected.WithLabelValues(RejectLabel(ev.Reject)).Inc()
 	case dicomnet.EventReleased:
 		o.active.Dec()
@@ -101,12 +120,12 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 	case dicomnet.EventStoreFailed:
 		o.failures.WithLabelValues(StatusLabel(ev.Status)).Inc()
 	case dicomnet.EventShed:
-		reason := "total"
+		reason := metricnames.ShedTotal
 		switch {
 		case errors.Is(ev.Err, dicomnet.ErrShedPerAddr):
-			reason = "per_address"
+			reason = metricnames.ShedPerAddress
 		case errors.Is(ev.Err, dicomnet.ErrShedMemory):
-			reason = "memory"
+			reason = metricnames.ShedMemory
 		}
 		o.shed.WithLabelValues(reason).Inc()
 	case dicomnet.EventEcho:

@@ -67,17 +67,17 @@ func TestObserver(t *testing.T) {
 
 // TestPublishedNames: the metrics the CloudWatch agent publishes and the
 // stack alarms on are registered under metricnames' names, the ones
-// infra/stack selects.
+// infra/stack selects, and a labelled one's known series are there at 0
+// from the start, before anything happened: the agent's baseline of a
+// series is the first sample it sees, so a series created by its first
+// increment (a first shed connection, a first rejection for a reason)
+// never published it.
 func TestPublishedNames(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	o, err := New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Vectors appear once they have a child.
-	o.rejected.WithLabelValues("test")
-	o.failures.WithLabelValues("test")
-	o.shed.WithLabelValues("test")
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +85,23 @@ func TestPublishedNames(t *testing.T) {
 	if err := metricnames.CheckRegistered(mfs, metricnames.AssociationsActive, metricnames.AssociationsRejected, metricnames.StoreFailures,
 		metricnames.ObjectsStored, metricnames.TLSHandshakeFailures, metricnames.ConnectionsShed); err != nil {
 		t.Error(err)
+	}
+	for name, vec := range map[string]*prometheus.CounterVec{
+		metricnames.AssociationsRejected: o.rejected, metricnames.StoreFailures: o.failures, metricnames.ConnectionsShed: o.shed,
+		"dicom_ingest_associations_total": o.associations,
+	} {
+		want := metricnames.Known[name].Values
+		if name == "dicom_ingest_associations_total" {
+			want = []string{"accepted", "rejected"}
+		}
+		if n := testutil.CollectAndCount(vec); n != len(want) {
+			t.Errorf("%s: %d series at start, want %d (%v)", name, n, len(want), want)
+		}
+		for _, v := range want {
+			if got := testutil.ToFloat64(vec.WithLabelValues(v)); got != 0 {
+				t.Errorf("%s{%s} = %v at start, want 0", name, v, got)
+			}
+		}
 	}
 }
 

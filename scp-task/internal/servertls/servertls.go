@@ -112,6 +112,9 @@ func newReloader(src Source, log *slog.Logger, reg prometheus.Registerer, now fu
 			Help: "Loads of the DICOM TLS certificate and client CA after the first, by result (loaded, failed).",
 		}, []string{metricnames.TLSReloadResult}),
 	}
+	for _, result := range []string{metricnames.TLSReloadLoaded, metricnames.TLSReloadFailed} {
+		r.reloads.WithLabelValues(result) // at 0 from the start, like the published counters' known series
+	}
 	// Seconds, not a timestamp, so an alarm can compare it with a threshold
 	// (CloudWatch has no "now" to subtract a timestamp from).
 	r.expiresIn = prometheus.NewGaugeFunc(prometheus.GaugeOpts{

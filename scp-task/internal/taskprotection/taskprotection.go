@@ -126,6 +126,9 @@ func New(opts Options) (*Protector, error) {
 			Name: metricnames.TaskProtectionFailures, Help: "Failed calls to the ECS agent's task protection endpoint (each is retried).",
 		}),
 	}
+	for _, state := range []string{stateEnabled, stateDisabled} {
+		p.updates.WithLabelValues(state) // at 0 from the start: the first one is an increase
+	}
 	if opts.Metrics != nil {
 		for _, c := range []prometheus.Collector{p.protected, p.updates, p.failures} {
 			if err := opts.Metrics.Register(c); err != nil {
@@ -216,11 +219,11 @@ func (p *Protector) Run(ctx context.Context) {
 					p.log.Info("scale-in protection enabled", "expires_in", p.expires.String())
 				}
 				renewAt = time.Now().Add(p.renew)
-				p.updates.WithLabelValues("enabled").Inc()
+				p.updates.WithLabelValues(stateEnabled).Inc()
 				p.protected.Set(1)
 			} else {
 				p.log.Info("scale-in protection released", "idle_for", time.Since(idleSince).Round(time.Second).String())
-				p.updates.WithLabelValues("disabled").Inc()
+				p.updates.WithLabelValues(stateDisabled).Inc()
 				p.protected.Set(0)
 			}
 			protected = want
@@ -295,3 +298,9 @@ func (p *Protector) put(ctx context.Context, enabled bool) error {
 	}
 	return fmt.Errorf("taskprotection: put: %s: %s", resp.Status, why)
 }
+
+// The states of dicom_ingest_task_protection_updates_total.
+const (
+	stateEnabled  = "enabled"
+	stateDisabled = "disabled"
+)

@@ -28,7 +28,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.S3Retries,
 			Help: "S3 requests retried after a transient error, by operation.",
-		}, []string{"op"}),
+		}, []string{metricnames.S3Operation}),
 		aborts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "dicom_ingest_s3_multipart_aborts_total",
 			Help: "Multipart uploads aborted (S3 failure, reader error or cancellation).",
@@ -52,6 +52,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.aborts = register(reg, m.aborts, &err)
 	m.bytes = register(reg, m.bytes, &err)
 	m.inFlight = register(reg, m.inFlight, &err)
+	// Each operation's series exists from the start, at 0: the agent's
+	// baseline of a series is the first sample it sees, so a series
+	// created by a first retry never published it.
+	for _, op := range metricnames.S3Operations {
+		m.retries.WithLabelValues(op)
+	}
 	return m, err
 }
 
