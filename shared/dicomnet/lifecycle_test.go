@@ -115,6 +115,7 @@ func TestMessageLinesNameTheMessage(t *testing.T) {
 		}), "a value of type string"},
 		{"handler panicked with a runtime error", store, "dicomnet: C-STORE handler panicked", dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
 			var seen map[string]bool
+			//lint:ignore SA5000 a runtime error, on purpose
 			seen[req.AffectedSOPInstanceUID] = true
 			return nil
 		}), "assignment to entry in nil map"},

@@ -699,6 +699,7 @@ func TestObserverPanic(t *testing.T) {
 		{"a string holding a UID", func(ev dicomnet.Event) { panic("no study for " + ev.SOPInstanceUID) }, "a value of type string"},
 		{"a runtime error", func(ev dicomnet.Event) {
 			var byUID map[string]int
+			//lint:ignore SA5000 a runtime error, on purpose
 			byUID[ev.SOPInstanceUID]++
 		}, "assignment to entry in nil map"},
 	}

@@ -96,6 +96,7 @@ func TestObjectHandler(t *testing.T) {
 				if v, ok := tt.panics[key]; ok {
 					if v == nil {
 						var m map[string]int
+						//lint:ignore SA5000 a runtime error, on purpose
 						m[key]++ // a nil map: a runtime error
 					}
 					panic(v)
