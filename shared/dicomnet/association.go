@@ -287,11 +287,7 @@ func (a *association) fire(e event, rx rxEvent) action {
 	case aa3: // A-ABORT indication: the peer aborted
 		a.recordAbort(false, rx.abortSource, rx.abortReason, &AbortError{Source: rx.abortSource, Reason: rx.abortReason})
 	case aa4: // A-P-ABORT indication: the connection closed
-		if a.outsideAbort.Load() {
-			a.recordAbort(true, 0, 0, a.outsideAbortErr())
-		} else {
-			a.recordAbort(false, 2, 0, rx.err)
-		}
+		a.recordConnectionLost(rx.err)
 	case aa1:
 		a.recordAbort(true, 0, 0, rx.err)
 	case aa7, aa8:
@@ -302,7 +298,7 @@ func (a *association) fire(e event, rx rxEvent) action {
 		a.log.Debug("dicomnet: write failed", "err", err, "state", a.m.state.String())
 		a.nc.Close()
 		if established(a.m.state) {
-			a.recordAbort(false, 2, 0, err)
+			a.recordConnectionLost(err)
 		}
 		a.m.state = sta1
 		a.state.Store(uint32(sta1))
@@ -343,6 +339,17 @@ func (a *association) recordAbort(local bool, src, reason byte, err error) {
 		return
 	}
 	a.aborted, a.abortLocal, a.abortSource, a.abortReason, a.abortErr = true, local, src, reason, err
+}
+
+// recordConnectionLost records the end of an association whose connection failed, in a read or in a write (err):
+// our abort when the server aborted it from outside (shutdown, Close, AbortTLS: it closed the connection, and
+// outsideAbortErr says why), the provider's otherwise.
+func (a *association) recordConnectionLost(err error) {
+	if a.outsideAbort.Load() {
+		a.recordAbort(true, 0, 0, a.outsideAbortErr())
+		return
+	}
+	a.recordAbort(false, 2, 0, err)
 }
 
 // errShutdownAbort is why an association aborted from outside ended, unless abortFromOutsideFor said otherwise.

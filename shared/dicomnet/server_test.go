@@ -1247,3 +1247,32 @@ func TestStoredBeforeAbortWhenResponseFails(t *testing.T) {
 		t.Errorf("EventStored error %v: does not say the response was not sent", ev.Err)
 	}
 }
+
+// TestOutsideAbortAtResponseIsOurs: an association the server aborts (its shutdown, Close, AbortTLS) while a
+// handler finishes is ended by the refused write of its C-STORE-RSP; its end is our abort, for the outside abort's
+// reason, as when the abort finds it reading. It was reported as the peer's (not local, source 2) with the write's
+// error, so the audit record of a drain-timeout abort during a slow store said "write: association aborted".
+func TestOutsideAbortAtResponseIsOurs(t *testing.T) {
+	rec := newRecorder()
+	read, finish := make(chan struct{}), make(chan struct{})
+	h := dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+		_, err := io.ReadAll(r)
+		close(read)
+		<-finish // the abort lands while the object is being stored
+		return err
+	})
+	p, srv := startParrot(t, &dicomnet.Server{Handler: h, Observer: rec})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+	<-read
+	srv.Server.Close()
+	close(finish)
+	if ev := rec.waitFor(t, dicomnet.EventStored); ev.Err == nil || !strings.Contains(ev.Err.Error(), "ended while sending") {
+		t.Errorf("EventStored error %v: does not say the response was not sent", ev.Err)
+	}
+	ev := rec.waitFor(t, dicomnet.EventAborted)
+	if !ev.AbortLocal || ev.AbortSource != 0 || ev.Err == nil || !strings.Contains(ev.Err.Error(), "aborted by server shutdown") {
+		t.Errorf("abort event local=%v source=%d err=%v, want our abort for the server's shutdown", ev.AbortLocal, ev.AbortSource, ev.Err)
+	}
+	waitActive(t, srv.Server, 0)
+}
