@@ -119,6 +119,31 @@ func TestProgressDeadlineSparesHonestPeers(t *testing.T) {
 			t.Errorf("handler: %d bytes, %v", len(r.data), r.err)
 		}
 	})
+	t.Run("pipelined messages, then idle", func(t *testing.T) {
+		// Two requests in one write: the second, read with the first, is received whole; what follows it is idle.
+		rec := newRecorder()
+		p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 2)), Observer: rec, ProgressWindow: window,
+			MinProgressBytes: 1024, IdleTimeout: 10 * time.Second})
+		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+		store, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100))}})
+		echo, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2))}})
+		p.Send(append(append([]byte{}, store...), echo...))
+		for _, want := range []uint16{dimse.CStoreRSP, dimse.CEchoRSP} {
+			if rsp := p.ExpectCommand(); rsp.CommandField != want || rsp.Status != 0 {
+				t.Fatalf("response %+v, want 0x%04X", rsp, want)
+			}
+		}
+		time.Sleep(3 * window)
+		// The last data and the release in one write: the release is read with the data, at the boundary.
+		last, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(3)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100))}})
+		rq, _ := pdu.Encode(&pdu.ReleaseRQ{})
+		p.Send(append(append([]byte{}, last...), rq...))
+		if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CStoreRSP || rsp.Status != 0 {
+			t.Fatalf("response %+v", rsp)
+		}
+		p.Expect(pdu.TypeReleaseRP)
+		rec.waitFor(t, dicomnet.EventReleased)
+	})
 	t.Run("message ceiling", func(t *testing.T) {
 		rec := newRecorder()
 		p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 1)), Observer: rec, ProgressWindow: window,
