@@ -353,7 +353,7 @@ func datasetSample(name, ts string, b []byte, deflate bool) sample {
 		b, plain = inflated.Bytes(), dicomuid.ExplicitVRLittleEndian
 	} else if enc.Deflated {
 		plain = dicomuid.ExplicitVRLittleEndian // what the deflate stream holds
-		s.ds = deflated(b)
+		s.ds = pt.Deflate(b)
 	}
 	in := dataset.NewInspector(bytes.NewReader(b), plain)
 	_, _ = io.Copy(io.Discard, in) // only the header is wanted here
@@ -510,16 +510,6 @@ func pixels(n int) pt.Elem { return pt.Raw(pt.Tag(0x7FE0, 0x10), "OB", make([]by
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
-// deflated is b as a raw deflate stream (RFC 1951), as the Deflated
-// transfer syntax carries a dataset.
-func deflated(b []byte) []byte {
-	var z bytes.Buffer
-	w, _ := flate.NewWriter(&z, flate.BestSpeed) // a valid level: no error
-	_, _ = w.Write(b)                            // into memory: no error
-	_ = w.Close()
-	return z.Bytes()
-}
-
 // encode is the dataset bytes of elems in ts (Explicit VR Little Endian,
 // or Implicit VR Little Endian for 1.2.840.10008.1.2 and, as written by
 // pipelinetest, for the private syntax used here).
@@ -608,7 +598,7 @@ func crafted(t *testing.T) []sample {
 	add("group-0002-in-dataset", scImage, sop, explicit, cat(meta, whole), dimse.StatusElementsDiscarded)
 	// The same deflated: kept as received, and the pipeline's File Meta
 	// rule must not take them for meta.
-	add("group-0002-in-deflated-dataset", scImage, sop, dicomuid.DeflatedExplicitVRLittleEndian, deflated(cat(meta, whole)), dimse.StatusSuccess)
+	add("group-0002-in-deflated-dataset", scImage, sop, dicomuid.DeflatedExplicitVRLittleEndian, pt.Deflate(cat(meta, whole)), dimse.StatusSuccess)
 	// Undeclared (private) transfer syntaxes, read as the first element says.
 	add("private-syntax-implicit", scImage, sop, privateImplicit,
 		encode(t, scImage, sop, privateImplicit, append(scElems(sop, 64), pixels(64*64))), dimse.StatusSuccess)

@@ -92,16 +92,16 @@ func Part10(m Meta, ds []Elem) []byte {
 	return out.Bytes()
 }
 
-// Deflated returns a Part 10 file written by Part10 with its data set
-// deflated (RFC 1951), as the Deflated transfer syntaxes carry it: Part10
-// writes the data set of a Deflated syntax uncompressed, in Explicit VR
-// Little Endian, which is what is inflated.
-func Deflated(file []byte) []byte {
-	end := 144 + int(binary.LittleEndian.Uint32(file[140:144])) // (0002,0000)'s value is the meta group's length
-	return deflated(file[:end], bytes.NewReader(file[end:]))
+// Deflate is ds as a raw deflate stream (RFC 1951), as the Deflated
+// transfer syntaxes carry a data set.
+func Deflate(ds []byte) []byte {
+	return deflated(nil, bytes.NewReader(ds))
 }
 
-// DeflatedBlank is Deflated(file) with the value of file's empty OB
+// DeflatedBlank is the Part 10 file written by Part10, its data set
+// deflated as the Deflated transfer syntaxes carry it (Part10 writes the
+// data set of a Deflated syntax uncompressed, in Explicit VR Little
+// Endian, which is what is inflated), with the value of file's empty OB
 // element tag (in the data set, once) n zero bytes, streamed into the
 // deflater and never held: a blank image, or a deflate bomb, of any size
 // at the cost of its compressed bytes.
