@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
@@ -154,15 +156,33 @@ func TestConformanceStatementFacts(t *testing.T) {
 // (the onboarding kit hands every site this statement beside its README,
 // which renders them from the code), and the copies of the commitment
 // result's backoff and of the S3 put timeout's default in configuration.md,
-// pipeline.md and alarms.md, which nothing checked, and deploy.md's CDK CLI
-// version (.tools/node's pin). A change of a default, of the backoff or of
-// the pin fails here until the prose says it too, as the tables do
-// (TestConformanceStatementFacts).
+// pipeline.md and alarms.md, which nothing checked, deploy.md's CDK CLI
+// version (.tools/node's pin), the reader's limits and the inflate rule
+// (shared/dataset's constants) where conformance.md, pipeline.md and
+// local-mode.md state them, the study record's bound on its modalities,
+// the 110104 details audit-feed.md and conformance.md name, and the label
+// values alarms.md and configuration.md list. A change of a default, of
+// the backoff, of a limit or of the pin fails here until the prose says it
+// too, as the tables do (TestConformanceStatementFacts).
 func TestProseFacts(t *testing.T) {
 	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
 	firstRetry, maxRetry := duration(pipeline.CommitmentReportFirstRetry), duration(pipeline.CommitmentReportMaxRetry)
 	put := duration(objectstore.DefaultPutTimeout)
 	cdkCLI := nodeToolVersion(t, "aws-cdk")
+	// The inflate rule: inflated <= InflateAllowance + MaxInflateRatio × compressed.
+	inflate := "inflating to more than " + mib(dataset.InflateAllowance) + " plus " + strconv.Itoa(dataset.MaxInflateRatio) + " bytes per byte"
+	readerLimits := "sequences nested deeper than " + strconv.Itoa(dataset.MaxDepth) + ", more than " + thousands(dataset.MaxElements) +
+		" elements and items, more than " + mib(dataset.MaxHeldBytes) + " of values of up to " + kib(dataset.MaxValueHeld) + " each, a Deflated data set " +
+		inflate + " sent,"
+	modalities := strconv.Itoa(pipeline.MaxStudyModalities)
+	modalityLen := strconv.Itoa(pipeline.MaxStudyModalityLen)
+	details := "`" + strings.Join([]string{auditmessage.DetailObjectKey, auditmessage.DetailContentIdentity, auditmessage.DetailQuarantineKey,
+		auditmessage.DetailHeldObjectKey, auditmessage.DetailHeldContentIdentity}, "`, `") + "`"
+	shed := metricnames.ShedReasons
+	if len(shed) != 3 {
+		t.Fatalf("metricnames.ShedReasons has %d values: the prose below lists 3", len(shed))
+	}
+	byLabel := strconv.Itoa(len(metricnames.RejectReasons) + len(metricnames.FailureStatuses))
 	for _, f := range []struct {
 		doc  string
 		says []string
@@ -174,17 +194,34 @@ func TestProseFacts(t *testing.T) {
 			"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + duration(dicomnet.DefaultProgressWindow) + ")",
 			"retried with backoff (" + firstRetry + " doubling to " + maxRetry + ",",
 			"`--s3-put-timeout`, " + put + " by default,",
+			"every write has a " + duration(dicomnet.DefaultWriteTimeout) + " deadline",
+			"the data set exceeds the reader's limits: " + readerLimits,
+			"ParticipantObjectDetail type-value pairs (A.5.1's implementation-defined details, which A.5.3.7 does not specialize): " + details,
+		}},
+		{"local-mode.md", []string{
+			"a deflated data set " + inflate + " stored",
+		}},
+		{filepath.Join("operations", "audit-feed.md"), []string{
+			"`" + auditmessage.DetailObjectKey + "` (where it is stored), `" + auditmessage.DetailContentIdentity + "`, `" + auditmessage.DetailQuarantineKey + "` (a quarantined",
+			"`" + auditmessage.DetailHeldObjectKey + "` and `" + auditmessage.DetailHeldContentIdentity + "` (a conflict",
 		}},
 		{"configuration.md", []string{
 			"how long delivering a result is retried (" + firstRetry + " doubling to " + maxRetry + ")",
 			"shares one `--s3-put-timeout`, " + put + " by default;",
 			"| `scp.s3PutTimeoutSeconds` | " + strconv.Itoa(int(objectstore.DefaultPutTimeout/time.Second)) + " |",
+			"`…_connections_shed_total{reason}` (`" + strings.Join(shed, "`, `") + "`)",
 		}},
 		{"pipeline.md", []string{
 			"A failed delivery is retried after " + firstRetry + ", doubling to " + maxRetry + ",",
+			"a deflated data set " + inflate + " stored",
+			"the study keeps at most " + modalities + " distinct modalities (`pipeline.MaxStudyModalities`) of at most " + modalityLen + " characters (`MaxStudyModalityLen`)",
+			"The study record itself keeps at most " + modalities + " modalities of at most " + modalityLen + " characters",
+			"`modalities` (string set, at most " + modalities + ":",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
+			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
+			"the " + byLabel + " metrics by `reason` and `status`",
 		}},
 		{filepath.Join("operations", "deploy.md"), []string{
 			"the CDK CLI `aws-cdk@" + cdkCLI + "`",
@@ -222,6 +259,14 @@ func nodeToolVersion(t *testing.T, name string) string {
 		t.Fatalf(".tools/node/package.json pins no %s", name)
 	}
 	return v
+}
+
+// mib writes a whole number of MiB as the documents do: 64 MiB.
+func mib(n int64) string {
+	if n%(1<<20) != 0 {
+		return kib(n)
+	}
+	return fmt.Sprintf("%d MiB", n>>20)
 }
 
 // kib writes a whole number of KiB as the statement does: 1 KiB.
