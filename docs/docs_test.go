@@ -215,7 +215,7 @@ func TestProseFacts(t *testing.T) {
 			"A failed delivery is retried after " + firstRetry + ", doubling to " + maxRetry + ",",
 			"a deflated data set " + inflate + " stored",
 			"the study keeps at most " + modalities + " distinct modalities (`pipeline.MaxStudyModalities`) of at most " + modalityLen + " characters (`MaxStudyModalityLen`)",
-			"The study record itself keeps at most " + modalities + " modalities of at most " + modalityLen + " characters",
+			"study record's: it keeps at most " + modalities + " modalities of at most " + modalityLen + " characters",
 			"`modalities` (string set, at most " + modalities + ":",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
