@@ -157,7 +157,7 @@ var schema = []string{
 		body         BLOB NOT NULL
 	);`,
 
-	// 5: the portal's queries: events of a type or of a study newest
+	// 6: the portal's queries: events of a type or of a study newest
 	// first, audit records by association.
 	`ALTER TABLE outbox ADD COLUMN study_uid TEXT GENERATED ALWAYS AS (json_extract(detail, '$.studyInstanceUid')) VIRTUAL;
 	CREATE INDEX outbox_study ON outbox(study_uid, seq);
