@@ -307,7 +307,7 @@ type StudySummary struct {
 	// never moves it. It answers "did the site send this study again?",
 	// which LastReceived does not. Zero for studies last written before it
 	// existed: see Sent.
-	LastSent time.Time `json:"lastSent,omitempty"`
+	LastSent time.Time `json:"lastSent,omitzero"`
 	// LastActivity is the latest of ReceivedAt and IndexedAt over the new
 	// and conflicting instances (the same upserts that move Revision; a
 	// duplicate delivery is not activity, or a retried message would keep

@@ -1,7 +1,9 @@
 package pipeline_test
 
 import (
+	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,5 +29,29 @@ func TestStudyDetailOrder(t *testing.T) {
 	want := []string{"1/@05", "1/82@02", "1/82@04", "1/157@01", "2/9@03", "2/10@00"}
 	if !slices.Equal(got, want) {
 		t.Errorf("instances %v, want %v", got, want)
+	}
+}
+
+// TestStudySummaryJSONOmitsLastSentUnset: a study record written before
+// lastSent existed has none in its JSON (/api/studies), as pipeline.md
+// says, not "0001-01-01T00:00:00Z" (omitempty does not omit a time).
+func TestStudySummaryJSONOmitsLastSentUnset(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		s    pipeline.StudySummary
+		want bool
+	}{
+		{"unset", pipeline.StudySummary{StudyInstanceUID: "1.2.3"}, false},
+		{"set", pipeline.StudySummary{StudyInstanceUID: "1.2.3", LastSent: time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			b, err := json.Marshal(c.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(string(b), `"lastSent"`); got != c.want {
+				t.Errorf("lastSent in %s: %v, want %v", b, got, c.want)
+			}
+		})
 	}
 }
