@@ -15,89 +15,14 @@ import (
 	"github.com/aws/aws-cdk-go/awscdk/v2/awssqs"
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 )
 
-// tableAccess is what a function calls on one table: the DynamoDB actions
-// on the table itself, and the indexes it queries.
-type tableAccess struct {
-	actions []string
-	queries []string
-}
-
-// fnAccess is what a function's code calls (functions/<name> through
-// shared/awsadapters), and so all it may do. grantAccess turns it into the
-// role's statements; nothing else grants a pipeline function data access.
-type fnAccess struct {
-	index, audit tableAccess
-	// read and write are key prefixes of the DICOM bucket: s3:GetObject
-	// (GET and HEAD) on read, s3:PutObject on write.
-	read, write []string
-	// copyTags: the function copies objects (CopyObject copies the source's
-	// tags by default), so it may read the tags of what it reads and set
-	// them on what it writes.
-	copyTags bool
-	// listBucket lets S3 answer 404, not 403, to a HEAD of a missing key,
-	// for a function that asks whether an object exists.
-	listBucket bool
-	putEvents  bool
-}
-
-// functionAccess lists per function the calls its code makes; the comment
-// of each names the code paths.
-var functionAccess = map[string]fnAccess{
-	// validate (pipeline.ProcessObject): HEAD and ranged GET of the
-	// incoming object; PUT of the sidecars (metadata/) and findings, and
-	// CopyObject of an invalid object (quarantine/); the index's
-	// UpsertInstance (GetItem, UpdateItem, PutItem, Query of the study's
-	// partition); the audit record (a conditional PutItem); the published
-	// marks (GetItem, PutItem); PutEvents.
-	FnValidate: {
-		index:    tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}},
-		audit:    tableAccess{actions: []string{"dynamodb:PutItem"}},
-		read:     []string{PrefixIncoming},
-		write:    []string{PrefixMetadata, PrefixQuarantine},
-		copyTags: true, putEvents: true,
-	},
-	// audit (pipeline.ProcessAuditRecord): GET of the association record;
-	// HEAD and ranged GET of the incoming object a resend duplicates (its
-	// study and patient name the resend's record), where a missing object
-	// is an answer (the SCP's record stands alone), not an error: S3 says
-	// 404 only to a caller that may list the bucket, and a 403 would fail
-	// the record at every receive; the index's Instances (GetItem of the
-	// SOP item, Query of a study's partition) for the identity the held
-	// object is recorded under, and NoteSent of the resend's study (a
-	// conditional UpdateItem); the audit record (a conditional PutItem).
-	FnAudit: {
-		index:      tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}},
-		audit:      tableAccess{actions: []string{"dynamodb:PutItem"}},
-		read:       []string{PrefixAudit, PrefixIncoming},
-		listBucket: true,
-	},
-	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
-	// byPending, GetItem), the study's detail (Query of its partition), the
-	// published marks (GetItem, PutItem), MarkAnnounced and, after a failed
-	// announcement, DeferAnnouncement (UpdateItem); PutEvents. No object
-	// access.
-	FnNotify: {
-		index:     tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, queries: []string{"byPending"}},
-		putEvents: true,
-	},
-	// commitment (ProcessCommitmentRequest, RunCommitments): GET of the
-	// request and of its results, PUT of results; HEAD of the instances'
-	// incoming objects, where a missing object is an answer (not stored),
-	// not an error: S3 says 404 only to a caller that may list the bucket.
-	// The transactions in the index table (PutItem, GetItem, Query of
-	// byPending), the instances and studies (Query, GetItem), MarkAnnounced
-	// and the published marks (UpdateItem, GetItem, PutItem); the audit
-	// trail's bySop index (Query) and its own records (PutItem); PutEvents.
-	FnCommitment: {
-		index:      tableAccess{actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, queries: []string{"byPending"}},
-		audit:      tableAccess{actions: []string{"dynamodb:PutItem"}, queries: []string{"bySop"}},
-		read:       []string{PrefixCommitmentRequests, PrefixIncoming, PrefixCommitmentResults},
-		write:      []string{PrefixCommitmentResults},
-		listBucket: true, putEvents: true,
-	},
-}
+// functionAccess is access.Functions: per function, the calls its code
+// makes (the declaration lives in infra/access, which the emulated chain's
+// grants check reads too).
+var functionAccess = access.Functions
 
 // accessTargets are the resources grantAccess scopes statements to.
 type accessTargets struct {
@@ -111,7 +36,7 @@ type accessTargets struct {
 // on exactly the tables and indexes its code uses, exactly the S3 actions
 // on its prefixes, and the key only through the services that use it on
 // the function's behalf (kms:ViaService), each with the actions it needs.
-func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
+func grantAccess(fn awslambda.Function, t accessTargets, a access.Function) {
 	add := func(sid string, actions []string, resources []*string, conditions map[string]any) {
 		ps := &awsiam.PolicyStatementProps{Sid: jsii.String(sid), Actions: jsii.Strings(actions...), Resources: &resources}
 		if conditions != nil {
@@ -125,17 +50,17 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 	for _, tb := range []struct {
 		sid   string
 		table awsdynamodb.ITable
-		a     tableAccess
-	}{{"IndexTable", t.index, a.index}, {"AuditTable", t.audit, a.audit}} {
-		if len(tb.a.actions) == 0 && len(tb.a.queries) == 0 {
+		a     access.Table
+	}{{"IndexTable", t.index, a.Index}, {"AuditTable", t.audit, a.Audit}} {
+		if len(tb.a.Actions) == 0 && len(tb.a.Queries) == 0 {
 			continue
 		}
-		if len(tb.a.actions) > 0 {
-			add(tb.sid, tb.a.actions, []*string{tb.table.TableArn()}, nil)
+		if len(tb.a.Actions) > 0 {
+			add(tb.sid, tb.a.Actions, []*string{tb.table.TableArn()}, nil)
 		}
-		if len(tb.a.queries) > 0 {
+		if len(tb.a.Queries) > 0 {
 			var res []*string
-			for _, ix := range tb.a.queries {
+			for _, ix := range tb.a.Queries {
 				res = append(res, jsii.String(*tb.table.TableArn()+"/index/"+ix))
 			}
 			add("Query"+tb.sid+"Indexes", []string{"dynamodb:Query"}, res, nil)
@@ -149,8 +74,8 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 		sid, action, tags, keyAction string
 		prefixes                     []string
 	}{
-		{"ReadObjects", "s3:GetObject", "s3:GetObjectTagging", "kms:Decrypt", a.read},
-		{"WriteObjects", "s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey", a.write},
+		{"ReadObjects", "s3:GetObject", "s3:GetObjectTagging", "kms:Decrypt", a.Read},
+		{"WriteObjects", "s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey", a.Write},
 	} {
 		if len(o.prefixes) == 0 {
 			continue
@@ -160,18 +85,18 @@ func grantAccess(fn awslambda.Function, t accessTargets, a fnAccess) {
 			res = append(res, t.bucket.ArnForObjects(jsii.String(p+"*")))
 		}
 		actions := []string{o.action}
-		if a.copyTags {
+		if a.CopyTags {
 			actions = append(actions, o.tags)
 		}
 		add(o.sid, actions, res, nil)
 		via["s3"] = append(via["s3"], o.keyAction)
 	}
-	if a.listBucket {
+	if a.ListBucket {
 		// No s3:prefix condition: a HEAD carries no prefix, so a condition
 		// on it would never match and S3 would answer 403 again.
 		add("MissingObjectsAre404", []string{"s3:ListBucket"}, []*string{t.bucket.BucketArn()}, nil)
 	}
-	if a.putEvents {
+	if a.PutEvents {
 		// No key statement: the bus encrypts events with the key as
 		// events.amazonaws.com, which the key policy lets in (CDK's
 		// statement for the bus's KmsKey), never with the caller's
@@ -309,14 +234,14 @@ func (d *asyncOnFailure) Bind(_ constructs.Construct, fn awslambda.IFunction, _ 
 // table (which picks its access out of a function's), named as CloudWatch's
 // Operation dimension names them: DynamoDB publishes ThrottledRequests per
 // table and operation, for the operations called on it only.
-func tableOperations(which func(fnAccess) tableAccess) []string {
+func tableOperations(which func(access.Function) access.Table) []string {
 	set := map[string]bool{}
 	for _, a := range functionAccess {
 		ta := which(a)
-		for _, action := range ta.actions {
+		for _, action := range ta.Actions {
 			set[strings.TrimPrefix(action, "dynamodb:")] = true
 		}
-		if len(ta.queries) > 0 {
+		if len(ta.Queries) > 0 {
 			set["Query"] = true
 		}
 	}

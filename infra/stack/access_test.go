@@ -163,7 +163,7 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 						t.Errorf("%s may %s", tc.fn, g)
 					case strings.HasPrefix(action, "kms:") && !strings.Contains(g, "kms:ViaService"):
 						t.Errorf("%s may use the key directly: %s", tc.fn, g)
-					case strings.HasPrefix(action, "s3:List") && (!functionAccess[tc.fn].listBucket || action != "s3:ListBucket"):
+					case strings.HasPrefix(action, "s3:List") && (!functionAccess[tc.fn].ListBucket || action != "s3:ListBucket"):
 						t.Errorf("%s may list the bucket: %s", tc.fn, g)
 					}
 				}

@@ -19,6 +19,7 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 )
@@ -173,10 +174,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	for _, t := range []struct {
 		id    string
 		table awsdynamodb.Table
-		which func(fnAccess) tableAccess
+		which func(access.Function) access.Table
 	}{
-		{"AuditTableThrottled", p.AuditTable, func(a fnAccess) tableAccess { return a.audit }},
-		{"IndexTableThrottled", p.IndexTable, func(a fnAccess) tableAccess { return a.index }},
+		{"AuditTableThrottled", p.AuditTable, func(a access.Function) access.Table { return a.Audit }},
+		{"IndexTableThrottled", p.IndexTable, func(a access.Function) access.Table { return a.Index }},
 	} {
 		var ops []awsdynamodb.Operation
 		for _, op := range tableOperations(t.which) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -175,8 +176,8 @@ func TestAlarmsWatchWhatIsPublished(t *testing.T) {
 		}
 		decls := s.agentDeclarations(t)
 		tableOps := map[string][]string{
-			s.stack.logicalID(s.stack.Pipeline.AuditTable): tableOperations(func(a fnAccess) tableAccess { return a.audit }),
-			s.stack.logicalID(s.stack.Pipeline.IndexTable): tableOperations(func(a fnAccess) tableAccess { return a.index }),
+			s.stack.logicalID(s.stack.Pipeline.AuditTable): tableOperations(func(a access.Function) access.Table { return a.Audit }),
+			s.stack.logicalID(s.stack.Pipeline.IndexTable): tableOperations(func(a access.Function) access.Table { return a.Index }),
 		}
 		watchedFilters := map[string]bool{}
 		for aid, a := range s.resources("AWS::CloudWatch::Alarm") {

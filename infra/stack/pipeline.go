@@ -23,6 +23,7 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
@@ -37,10 +38,10 @@ func busDescription(env string) string {
 
 // Function names: functions/<name> built into <FunctionsDir>/<name>/bootstrap.
 const (
-	FnValidate   = "validate"
-	FnAudit      = "audit"
-	FnNotify     = "notify"
-	FnCommitment = "commitment"
+	FnValidate   = access.FnValidate
+	FnAudit      = access.FnAudit
+	FnNotify     = access.FnNotify
+	FnCommitment = access.FnCommitment
 )
 
 // FunctionNames lists the Lambda functions in creation order.

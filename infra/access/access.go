@@ -1,0 +1,185 @@
+// Package access declares what each pipeline function may do with the
+// stack's data: per function, the resources (the index and audit tables
+// and their indexes, prefixes of the DICOM bucket, the event bus) and the
+// actions on each. infra/stack builds the functions' IAM statements from
+// it, and the emulated chain (test/pipeline) checks every call a function
+// makes against it, so the grants and the code cannot drift apart
+// unnoticed. It has no CDK dependency.
+package access
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+)
+
+// Function names: functions/<name>.
+const (
+	FnValidate   = "validate"
+	FnAudit      = "audit"
+	FnNotify     = "notify"
+	FnCommitment = "commitment"
+)
+
+// The stack's tables, as a Call names them.
+const (
+	IndexTable = "index"
+	AuditTable = "audit"
+)
+
+// Table is what a function calls on one table: the DynamoDB actions on the
+// table itself, and the indexes it queries.
+type Table struct {
+	Actions []string
+	Queries []string
+}
+
+// Function is what a function's code calls (functions/<name> through
+// shared/awsadapters), and so all it may do. infra/stack turns it into the
+// role's statements; nothing else grants a pipeline function data access.
+type Function struct {
+	Index, Audit Table
+	// Read and Write are key prefixes of the DICOM bucket: s3:GetObject
+	// (GET and HEAD) on Read, s3:PutObject on Write.
+	Read, Write []string
+	// CopyTags: the function copies objects (CopyObject copies the
+	// source's tags by default), so it may read the tags of what it reads
+	// and set them on what it writes.
+	CopyTags bool
+	// ListBucket lets S3 answer 404, not 403, to a HEAD of a missing key,
+	// for a function that asks whether an object exists.
+	ListBucket bool
+	PutEvents  bool
+}
+
+// Functions lists per function the calls its code makes; the comment of
+// each names the code paths.
+var Functions = map[string]Function{
+	// validate (pipeline.ProcessObject): HEAD and ranged GET of the
+	// incoming object; PUT of the sidecars (metadata/) and findings, and
+	// CopyObject of an invalid object (quarantine/); the index's
+	// UpsertInstance (GetItem, UpdateItem, PutItem, Query of the study's
+	// partition); the audit record (a conditional PutItem); the published
+	// marks (GetItem, PutItem); PutEvents.
+	FnValidate: {
+		Index:    Table{Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}},
+		Audit:    Table{Actions: []string{"dynamodb:PutItem"}},
+		Read:     []string{objectstore.IncomingPrefix},
+		Write:    []string{objectstore.MetadataPrefix, objectstore.QuarantinePrefix},
+		CopyTags: true, PutEvents: true,
+	},
+	// audit (pipeline.ProcessAuditRecord): GET of the association record;
+	// HEAD and ranged GET of the incoming object a resend duplicates (its
+	// study and patient name the resend's record), where a missing object
+	// is an answer (the SCP's record stands alone), not an error: S3 says
+	// 404 only to a caller that may list the bucket, and a 403 would fail
+	// the record at every receive; the index's Instances (GetItem of the
+	// SOP item, Query of a study's partition) for the identity the held
+	// object is recorded under, and NoteSent of the resend's study (a
+	// conditional UpdateItem); the audit record (a conditional PutItem).
+	FnAudit: {
+		Index:      Table{Actions: []string{"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}},
+		Audit:      Table{Actions: []string{"dynamodb:PutItem"}},
+		Read:       []string{objectstore.AuditPrefix, objectstore.IncomingPrefix},
+		ListBucket: true,
+	},
+	// notify (pipeline.AnnounceStableStudies): StableStudies (Query of
+	// byPending, GetItem), the study's detail (Query of its partition), the
+	// published marks (GetItem, PutItem), MarkAnnounced and, after a failed
+	// announcement, DeferAnnouncement (UpdateItem); PutEvents. No object
+	// access.
+	FnNotify: {
+		Index:     Table{Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, Queries: []string{"byPending"}},
+		PutEvents: true,
+	},
+	// commitment (ProcessCommitmentRequest, RunCommitments): GET of the
+	// request and of its results, PUT of results; HEAD of the instances'
+	// incoming objects, where a missing object is an answer (not stored),
+	// not an error: S3 says 404 only to a caller that may list the bucket.
+	// The transactions in the index table (PutItem, GetItem, Query of
+	// byPending), the instances and studies (Query, GetItem), MarkAnnounced
+	// and the published marks (UpdateItem, GetItem, PutItem); the audit
+	// trail's bySop index (Query) and its own records (PutItem); PutEvents.
+	FnCommitment: {
+		Index:      Table{Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}, Queries: []string{"byPending"}},
+		Audit:      Table{Actions: []string{"dynamodb:PutItem"}, Queries: []string{"bySop"}},
+		Read:       []string{objectstore.CommitmentRequestsPrefix, objectstore.IncomingPrefix, objectstore.CommitmentResultsPrefix},
+		Write:      []string{objectstore.CommitmentResultsPrefix},
+		ListBucket: true, PutEvents: true,
+	},
+}
+
+// Grant is one action on one resource, as a Function grants it. Resource
+// is a table ("table/index"), a table's index ("table/index/index/byPending"),
+// objects under a key prefix ("object/incoming/"), the bucket ("bucket") or
+// the event bus ("bus").
+type Grant struct {
+	Action, Resource string
+}
+
+func (g Grant) String() string { return g.Action + " " + g.Resource }
+
+// Resource names of a Grant or a Call.
+func TableResource(table string) string             { return "table/" + table }
+func TableIndexResource(table, index string) string { return "table/" + table + "/index/" + index }
+func ObjectResource(key string) string              { return "object/" + key }
+
+const (
+	BucketResource = "bucket"
+	BusResource    = "bus"
+)
+
+// Grants lists what f grants, one action on one resource each, in the
+// order its statements are built.
+func (f Function) Grants() []Grant {
+	var out []Grant
+	for _, tb := range []struct {
+		name string
+		t    Table
+	}{{IndexTable, f.Index}, {AuditTable, f.Audit}} {
+		for _, a := range tb.t.Actions {
+			out = append(out, Grant{a, TableResource(tb.name)})
+		}
+		for _, ix := range tb.t.Queries {
+			out = append(out, Grant{"dynamodb:Query", TableIndexResource(tb.name, ix)})
+		}
+	}
+	for _, o := range []struct {
+		action, tags string
+		prefixes     []string
+	}{{"s3:GetObject", "s3:GetObjectTagging", f.Read}, {"s3:PutObject", "s3:PutObjectTagging", f.Write}} {
+		for _, p := range o.prefixes {
+			out = append(out, Grant{o.action, ObjectResource(p)})
+			if f.CopyTags {
+				out = append(out, Grant{o.tags, ObjectResource(p)})
+			}
+		}
+	}
+	if f.ListBucket {
+		out = append(out, Grant{"s3:ListBucket", BucketResource})
+	}
+	if f.PutEvents {
+		out = append(out, Grant{"events:PutEvents", BusResource})
+	}
+	return out
+}
+
+// Covers reports whether g allows action on resource: the same action, on
+// the same resource or, for objects, on a key under g's prefix (IAM's
+// "prefix*").
+func (g Grant) Covers(action, resource string) bool {
+	if g.Action != action {
+		return false
+	}
+	if strings.HasPrefix(g.Resource, "object/") {
+		return strings.HasPrefix(resource, g.Resource)
+	}
+	return g.Resource == resource
+}
+
+// Allowing returns the grants of f that allow action on resource; none
+// means IAM refuses the call (AccessDenied).
+func (f Function) Allowing(action, resource string) []Grant {
+	return slices.DeleteFunc(f.Grants(), func(g Grant) bool { return !g.Covers(action, resource) })
+}
