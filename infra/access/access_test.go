@@ -1,0 +1,37 @@
+package access
+
+import (
+	"testing"
+)
+
+// TestAllowing: a grant covers its action on its resource only, objects by
+// key prefix (IAM's "prefix*"), a table's indexes apart from the table.
+func TestAllowing(t *testing.T) {
+	for _, tc := range []struct {
+		name, fn, action, resource string
+		want                       bool
+	}{
+		{"object under a read prefix", FnValidate, "s3:GetObject", ObjectResource("incoming/2026/01/15/a/b/c.dcm"), true},
+		{"object outside the prefixes", FnValidate, "s3:GetObject", ObjectResource("audit/2026/01/15/x.json"), false},
+		{"a prefix's look-alike", FnValidate, "s3:GetObject", ObjectResource("incomingx/a.dcm"), false},
+		{"write under a write prefix", FnValidate, "s3:PutObject", ObjectResource("metadata/a.json"), true},
+		{"write under a read prefix", FnValidate, "s3:PutObject", ObjectResource("incoming/a.dcm"), false},
+		{"copied tags", FnValidate, "s3:PutObjectTagging", ObjectResource("quarantine/a.dcm"), true},
+		{"tags without CopyTags", FnCommitment, "s3:GetObjectTagging", ObjectResource("incoming/a.dcm"), false},
+		{"table action", FnAudit, "dynamodb:GetItem", TableResource(IndexTable), true},
+		{"not on the other table", FnAudit, "dynamodb:GetItem", TableResource(AuditTable), false},
+		{"a Query of the table is not of its index", FnValidate, "dynamodb:Query", TableIndexResource(IndexTable, "byPending"), false},
+		{"a granted index", FnNotify, "dynamodb:Query", TableIndexResource(IndexTable, "byPending"), true},
+		{"listing", FnAudit, "s3:ListBucket", BucketResource, true},
+		{"no listing", FnValidate, "s3:ListBucket", BucketResource, false},
+		{"events", FnNotify, "events:PutEvents", BusResource, true},
+		{"no events", FnAudit, "events:PutEvents", BusResource, false},
+		{"undeclared function", "auditfeed", "dynamodb:GetItem", TableResource(AuditTable), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := len(Functions[tc.fn].Allowing(tc.action, tc.resource)) > 0; got != tc.want {
+				t.Errorf("%s may %s on %s: %v, want %v", tc.fn, tc.action, tc.resource, got, tc.want)
+			}
+		})
+	}
+}
