@@ -49,9 +49,13 @@ type env struct {
 	index    *awsadapters.IndexTable
 	fnEnv    []string
 	quietEnv string
-	rie      string                   // the runtime interface emulator
-	logs     map[string]*bytes.Buffer // each function's output, by name: read it after stopFunctions
-	fns      map[string]*awsemu.Function
+	rie      string // the runtime interface emulator
+	ebURL    string // the EventBridge capture's endpoint
+	// grants records each function's calls, by name, for the grants
+	// check (grants_test.go); nil: calls go to the emulators directly.
+	grants map[string]*recordedFunction
+	logs   map[string]*bytes.Buffer // each function's output, by name: read it after stopFunctions
+	fns    map[string]*awsemu.Function
 }
 
 // testLogKey is the deployment's log-name key the functions are given.
@@ -108,6 +112,10 @@ func newEnvS3(t *testing.T, quietPeriod, s3URL string) *env {
 		"AWS_ENDPOINT_URL_S3="+e.s3URL, "AWS_ENDPOINT_URL_DYNAMODB="+e.ddbURL, "AWS_ENDPOINT_URL_EVENTBRIDGE="+ebSrv.URL,
 		"AWS_LAMBDA_FUNCTION_TIMEOUT=60", logname.EnvKey+"="+testLogKey,
 	)
+	e.ebURL = ebSrv.URL
+	// Registered before the functions start, so it runs after they stop.
+	e.grants = map[string]*recordedFunction{}
+	t.Cleanup(e.checkGrants)
 	// The functions the CDK stack deploys (infra/stack.FunctionNames).
 	for _, fn := range []string{"validate", "audit", "notify"} {
 		e.startFunction(rie, fn, fn)
@@ -155,11 +163,13 @@ func (e *env) startFunction(rie, fn, binary string, extraEnv ...string) {
 	// One writer for stdout and stderr; nothing reads it before the
 	// function stops.
 	logs := &bytes.Buffer{}
+	// Through the grants check's recorder; extraEnv's endpoints still win.
+	fnEnv := append(append([]string(nil), e.fnEnv...), e.recordCalls(fn, binary)...)
 	if e.logs == nil {
 		e.logs = map[string]*bytes.Buffer{}
 	}
 	e.logs[fn] = logs
-	f, err := awsemu.StartFunction(rie, fn, bootstrap, append(append([]string(nil), e.fnEnv...), extraEnv...), logs)
+	f, err := awsemu.StartFunction(rie, fn, bootstrap, append(fnEnv, extraEnv...), logs)
 	if err != nil {
 		t.Fatal(err)
 	}
