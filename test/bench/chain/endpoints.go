@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/awsmeter"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/latency"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
 // created is S3's notice of a new object, before it is delivered.
@@ -30,9 +31,9 @@ type created struct {
 // events once an object is durable.
 func notifying(h http.Handler, notify func(created)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		rec := &awsemu.StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 		h.ServeHTTP(rec, r)
-		if rec.status != http.StatusOK {
+		if rec.Status != http.StatusOK {
 			return
 		}
 		_, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
@@ -57,26 +58,6 @@ func notifying(h http.Handler, notify func(created)) http.Handler {
 		}
 	})
 }
-
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.status, w.wrote = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // endpoint is one caller's view of an emulated service: its calls counted
 // on meter under service, and its answers delayed as the service would.
@@ -155,7 +136,7 @@ func dynamoProxy(target *url.URL, c *capacity) http.Handler {
 // still bills.
 var singleWriteOps = map[string]bool{"PutItem": true, "UpdateItem": true, "DeleteItem": true}
 
-func op(r *http.Request) string { return awsmeter.Operation(r) }
+func op(r *http.Request) string { return awsemu.Operation(r) }
 
 // capacityOps take ReturnConsumedCapacity.
 var capacityOps = map[string]bool{

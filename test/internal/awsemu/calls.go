@@ -75,21 +75,6 @@ func (r *CallRecorder) Calls() []Call {
 	return append([]Call(nil), r.calls...)
 }
 
-// statusWriter keeps the status of the response it writes.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
 func (r *CallRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	target := req.Header.Get("X-Amz-Target")
 	var next http.Handler
@@ -117,9 +102,9 @@ func (r *CallRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		http.Error(w, `{"__type":"UnknownOperationException"}`, http.StatusBadRequest)
 		return
 	}
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &StatusWriter{ResponseWriter: w, Status: http.StatusOK}
 	next.ServeHTTP(sw, req)
-	r.record(r.res.IAMCalls(req, body, sw.status))
+	r.record(r.res.IAMCalls(req, body, sw.Status))
 }
 
 func (r *CallRecorder) record(calls []Call) {
@@ -219,15 +204,16 @@ func (res Resources) eventsCalls(op string, body []byte) []Call {
 	return out
 }
 
-// s3Calls maps a path-style S3 REST request to the IAM actions it needs
-// ("Amazon S3 API operations and permissions", Amazon S3 User Guide):
-// GET and HEAD of an object need s3:GetObject; PUT, a multipart upload's
-// start, parts and completion s3:PutObject; a copy also s3:GetObject on
-// its source and, copying the source's tags (the default directive), its
+// s3Calls maps a path-style S3 REST request, by its operation
+// (Operation), to the IAM actions it needs ("Amazon S3 API operations and
+// permissions", Amazon S3 User Guide): GetObject and HeadObject need
+// s3:GetObject; PutObject and a multipart upload's start, parts and
+// completion s3:PutObject; a copy also s3:GetObject on its source and,
+// copying the source's tags (CopyObject's default directive), its
 // s3:GetObjectTagging and s3:PutObjectTagging on the copy; tags given with
-// a PUT s3:PutObjectTagging; ?tagging the tagging actions; DELETE
-// s3:DeleteObject, or s3:AbortMultipartUpload of an upload; a listing or a
-// HEAD of the bucket s3:ListBucket.
+// an upload s3:PutObjectTagging; a listing or a HEAD of the bucket
+// s3:ListBucket; the tagging operations, DeleteObject and
+// AbortMultipartUpload their own actions.
 func (res Resources) s3Calls(req *http.Request, status int) []Call {
 	bucket, key, _ := strings.Cut(strings.TrimPrefix(req.URL.Path, "/"), "/")
 	object := func(b, k string) string {
@@ -240,54 +226,48 @@ func (res Resources) s3Calls(req *http.Request, status int) []Call {
 	if bucket != res.Bucket {
 		bucketRes = "unknown-bucket:" + bucket
 	}
-	q := req.URL.Query()
-	has := func(name string) bool { _, ok := q[name]; return ok }
-	m := req.Method
-	if key == "" {
-		switch {
-		case m == http.MethodGet && has("uploads"):
-			return []Call{{Action: "s3:ListBucketMultipartUploads", Resource: bucketRes}}
-		case m == http.MethodGet, m == http.MethodHead:
-			return []Call{{Action: "s3:ListBucket", Resource: bucketRes}}
-		case m == http.MethodPost && has("delete"):
-			// The keys are in the body, unread: no grant covers the call.
-			return []Call{{Action: "s3:DeleteObject", Resource: object(bucket, "(DeleteObjects)")}}
-		}
-		return []Call{{Action: "s3:" + m + "Bucket", Resource: bucketRes}}
-	}
 	obj := object(bucket, key)
-	switch {
-	case has("tagging"):
-		return []Call{{Action: map[string]string{http.MethodGet: "s3:GetObjectTagging", http.MethodPut: "s3:PutObjectTagging", http.MethodDelete: "s3:DeleteObjectTagging"}[m], Resource: obj}}
-	case has("uploadId") && m == http.MethodDelete:
-		return []Call{{Action: "s3:AbortMultipartUpload", Resource: obj}}
-	case has("uploadId") && m == http.MethodGet:
-		return []Call{{Action: "s3:ListMultipartUploadParts", Resource: obj}}
-	case m == http.MethodGet, m == http.MethodHead:
+	switch op := Operation(req); op {
+	case "GetObject", "HeadObject":
 		out := []Call{{Action: "s3:GetObject", Resource: obj}}
 		if status == http.StatusNotFound {
 			out = append(out, Call{Action: "s3:ListBucket", Resource: bucketRes, MissingKey: true})
 		}
 		return out
-	case m == http.MethodPut, m == http.MethodPost && (has("uploads") || has("uploadId")):
+	case "PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload", "CopyObject", "UploadPartCopy":
 		out := []Call{{Action: "s3:PutObject", Resource: obj}}
 		if req.Header.Get("X-Amz-Tagging") != "" {
 			out = append(out, Call{Action: "s3:PutObjectTagging", Resource: obj})
 		}
-		if src := req.Header.Get("X-Amz-Copy-Source"); src != "" {
-			if u, err := url.PathUnescape(src); err == nil {
-				src = u
-			}
-			src, _, _ = strings.Cut(src, "?versionId=")
-			sb, sk, _ := strings.Cut(strings.TrimPrefix(src, "/"), "/")
-			out = append(out, Call{Action: "s3:GetObject", Resource: object(sb, sk)})
-			if !has("uploadId") && !strings.EqualFold(req.Header.Get("X-Amz-Tagging-Directive"), "REPLACE") {
-				out = append(out, Call{Action: "s3:GetObjectTagging", Resource: object(sb, sk)}, Call{Action: "s3:PutObjectTagging", Resource: obj})
-			}
+		if op != "CopyObject" && op != "UploadPartCopy" {
+			return out
+		}
+		src := req.Header.Get("X-Amz-Copy-Source")
+		if u, err := url.PathUnescape(src); err == nil {
+			src = u
+		}
+		src, _, _ = strings.Cut(src, "?versionId=")
+		sb, sk, _ := strings.Cut(strings.TrimPrefix(src, "/"), "/")
+		out = append(out, Call{Action: "s3:GetObject", Resource: object(sb, sk)})
+		if op == "CopyObject" && !strings.EqualFold(req.Header.Get("X-Amz-Tagging-Directive"), "REPLACE") {
+			out = append(out, Call{Action: "s3:GetObjectTagging", Resource: object(sb, sk)}, Call{Action: "s3:PutObjectTagging", Resource: obj})
 		}
 		return out
-	case m == http.MethodDelete:
-		return []Call{{Action: "s3:DeleteObject", Resource: obj}}
+	case "GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging", "DeleteObject", "AbortMultipartUpload":
+		return []Call{{Action: "s3:" + op, Resource: obj}}
+	case "ListParts":
+		return []Call{{Action: "s3:ListMultipartUploadParts", Resource: obj}}
+	case "ListObjects", "ListObjectsV2", "HeadBucket":
+		return []Call{{Action: "s3:ListBucket", Resource: bucketRes}}
+	case "ListMultipartUploads":
+		return []Call{{Action: "s3:ListBucketMultipartUploads", Resource: bucketRes}}
+	case "DeleteObjects":
+		// The keys are in the body, unread: no grant covers the call.
+		return []Call{{Action: "s3:DeleteObject", Resource: object(bucket, "(DeleteObjects)")}}
+	default:
+		if key == "" {
+			return []Call{{Action: "s3:" + op, Resource: bucketRes}}
+		}
+		return []Call{{Action: "s3:" + op, Resource: obj}}
 	}
-	return []Call{{Action: "s3:" + m + "Object", Resource: obj}}
 }

@@ -10,9 +10,10 @@ import (
 	"maps"
 	"net/http"
 	"slices"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
 )
 
 // Meter counts calls per "Service Operation" and, for calls through
@@ -79,7 +80,7 @@ func (m *Meter) Latencies() map[string]Latency {
 // "DynamoDB") and the operation Operation names, and times its answer.
 func (m *Meter) Handler(service string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		op := service + " " + Operation(r)
+		op := service + " " + awsemu.Operation(r)
 		m.Add(op, 1)
 		start := time.Now()
 		h.ServeHTTP(w, r)
@@ -90,72 +91,4 @@ func (m *Meter) Handler(service string, h http.Handler) http.Handler {
 		}
 		m.mu.Unlock()
 	})
-}
-
-// Operation names the API operation of an AWS request: the part after the
-// dot of X-Amz-Target for JSON protocols, else the S3 REST operation from
-// method, path and query (path-style addressing).
-func Operation(r *http.Request) string {
-	if t := r.Header.Get("X-Amz-Target"); t != "" {
-		if _, op, ok := strings.Cut(t, "."); ok {
-			return op
-		}
-		return t
-	}
-	q := r.URL.Query()
-	// The Go SDK names most S3 operations in the query itself.
-	if id := q.Get("x-id"); id != "" {
-		return id
-	}
-	has := func(k string) bool { _, ok := q[k]; return ok }
-	// "/bucket" or "/bucket/" addresses the bucket, anything longer a key.
-	onKey := strings.Count(strings.Trim(r.URL.Path, "/"), "/") >= 1
-	switch r.Method {
-	case http.MethodPut:
-		switch {
-		case has("partNumber") && r.Header.Get("X-Amz-Copy-Source") != "":
-			return "UploadPartCopy"
-		case has("partNumber"):
-			return "UploadPart"
-		case r.Header.Get("X-Amz-Copy-Source") != "":
-			return "CopyObject"
-		case onKey:
-			return "PutObject"
-		}
-		return "CreateBucket"
-	case http.MethodPost:
-		switch {
-		case has("uploads"):
-			return "CreateMultipartUpload"
-		case has("uploadId"):
-			return "CompleteMultipartUpload"
-		case has("delete"):
-			return "DeleteObjects"
-		}
-		return "Post"
-	case http.MethodDelete:
-		if has("uploadId") {
-			return "AbortMultipartUpload"
-		}
-		if onKey {
-			return "DeleteObject"
-		}
-		return "DeleteBucket"
-	case http.MethodHead:
-		if onKey {
-			return "HeadObject"
-		}
-		return "HeadBucket"
-	case http.MethodGet:
-		switch {
-		case has("uploadId"):
-			return "ListParts"
-		case has("uploads"):
-			return "ListMultipartUploads"
-		case onKey:
-			return "GetObject"
-		}
-		return "ListObjects"
-	}
-	return r.Method
 }
