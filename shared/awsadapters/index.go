@@ -358,9 +358,18 @@ func (x *IndexTable) fenced(ctx context.Context, in pipeline.InstanceRecord, out
 }
 
 // NoteSent implements pipeline.IndexStore: one conditional UpdateItem,
-// which does nothing to a study not indexed or last sent at or after at.
+// which does nothing to a study not indexed or last sent at or after at;
+// refused, a read of the study item tells the two apart (ErrNotFound for
+// the first).
 func (x *IndexTable) NoteSent(ctx context.Context, studyUID string, at time.Time) error {
-	_, err := x.noteSent(ctx, studyUID, at)
+	written, err := x.noteSent(ctx, studyUID, at)
+	if err != nil || written != nil {
+		return err
+	}
+	item, err := x.get(ctx, studyPK(studyUID), "STUDY")
+	if err == nil && item == nil {
+		err = fmt.Errorf("awsadapters: study last sent: %w", pipeline.ErrNotFound)
+	}
 	return err
 }
 

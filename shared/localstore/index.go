@@ -187,8 +187,6 @@ func (s *IndexStore) NoteSent(ctx context.Context, studyUID string, at time.Time
 	err := s.b.write(ctx, func(tx *querier) error {
 		st, err := getSummary(ctx, tx, studyUID)
 		switch {
-		case errors.Is(err, pipeline.ErrNotFound):
-			return nil
 		case err != nil:
 			return err
 		case !st.NoteSent(at):

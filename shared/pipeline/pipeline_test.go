@@ -1030,30 +1030,36 @@ func TestProcessAuditRecord(t *testing.T) {
 		r := associationaudit.Record{Event: associationaudit.EventDuplicate, Time: at, AssociationID: "assoc7", CallingAE: "PACS2",
 			CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 3, SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1,
 			StudyInstanceUID: study, SeriesInstanceUID: series, ObjectKey: key(sop1)}
-		body, _ := associationaudit.Marshal(r)
-		k, _ := associationaudit.Key(r)
 		f := pt.New()
-		add(f, "site-a/"+key(sop1), data, sop1)
-		f.Objects.Add("site-a/"+k, body, nil)
-		p := f.Pipeline()
-		for range 2 {
-			if err := p.ProcessAuditRecord(context.Background(), "site-a/"+k); err != nil {
+		store := func(r associationaudit.Record) string {
+			t.Helper()
+			body, err := associationaudit.Marshal(r)
+			if err != nil {
 				t.Fatal(err)
 			}
+			k, err := associationaudit.Key(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.Objects.Add("site-a/"+k, body, nil)
+			return "site-a/" + k
 		}
-		recs := f.Audit.All()
-		if len(recs) != 1 {
-			t.Fatalf("%d records", len(recs))
+		add(f, "site-a/"+key(sop1), data, sop1)
+		p := f.Pipeline()
+		// A resend the next day whose record is processed before the
+		// object held is indexed (its own processing still to come, or
+		// retried): it fails, to be retried, and writes nothing, so that
+		// the study's LastSent is noted once the study is indexed, not
+		// lost.
+		later := r
+		later.Time, later.Seq = at.Add(24*time.Hour), 4
+		laterKey := store(later)
+		if err := p.ProcessAuditRecord(context.Background(), laterKey); err == nil {
+			t.Error("a resend's record processed before the object held is indexed: no error, its LastSent lost")
 		}
-		got := recs[0]
-		if got.ID != "assoc:assoc7:3:duplicate" || got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" ||
-			got.EventActionCode != "R" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
-			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
-			got.ContentIdentity != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
-			t.Errorf("record = %+v", got)
+		if recs := f.Audit.All(); len(recs) != 0 {
+			t.Errorf("a resend's record processed before the object held is indexed wrote %d records", len(recs))
 		}
-		// Indexed, the study notes it as sent again then (LastSent), and
-		// nothing else of it moves; a study not indexed is left alone.
 		if _, err := f.Index.GetStudy(context.Background(), study); !errors.Is(err, pipeline.ErrNotFound) {
 			t.Fatalf("study indexed by a resend's record: %v", err)
 		}
@@ -1069,13 +1075,36 @@ func TestProcessAuditRecord(t *testing.T) {
 			return d.StudySummary
 		}
 		before := summary()
-		later := r
-		later.Time, later.Seq = at.Add(24*time.Hour), 4
-		body, _ = associationaudit.Marshal(later)
-		k, _ = associationaudit.Key(later)
-		f.Objects.Add("site-a/"+k, body, nil)
+		held := len(f.Audit.All()) // the object held's own
+		k := store(r)
 		for range 2 {
-			if err := p.ProcessAuditRecord(context.Background(), "site-a/"+k); err != nil {
+			if err := p.ProcessAuditRecord(context.Background(), k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs := f.Audit.All()
+		if len(recs) != held+1 {
+			t.Fatalf("%d records, want the object held's %d and the resend's", len(recs), held)
+		}
+		i := slices.IndexFunc(recs, func(r pipeline.AuditRecord) bool { return r.AssociationID == "assoc7" })
+		if i < 0 {
+			t.Fatal("no record of the resend")
+		}
+		got := recs[i]
+		if got.ID != "assoc:assoc7:3:duplicate" || got.Outcome != pipeline.OutcomeDuplicate || got.EventID.Code != "110104" ||
+			got.EventActionCode != "R" || got.EventOutcome != 0 || got.CallingAE != "PACS2" || got.AssociationID != "assoc7" ||
+			got.PatientID != "PID-1" || got.StudyInstanceUID != study || got.ObjectKey != "site-a/"+key(sop1) ||
+			got.ContentIdentity != sha(data) || got.Size != int64(len(data)) || len(got.ParticipantObjects) != 2 || len(got.Participants) != 2 {
+			t.Errorf("record = %+v", got)
+		}
+		// Indexed, the study notes a resend as sent again then (LastSent),
+		// and nothing else of it moves: r was received before the object
+		// held was, so it moves nothing; the retried later one moves it.
+		if d := cmp.Diff(before, summary()); d != "" {
+			t.Errorf("study after an earlier resend's record (-want +got):\n%s", d)
+		}
+		for range 2 {
+			if err := p.ProcessAuditRecord(context.Background(), laterKey); err != nil {
 				t.Fatal(err)
 			}
 		}

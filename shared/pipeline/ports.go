@@ -167,8 +167,10 @@ type IndexStore interface {
 	// NoteSent notes that the site sent an instance of the study again at
 	// at where no object follows to index: a resend the SCP found held
 	// byte for byte under its key (ProcessAuditRecord). The study's
-	// LastSent moves forward to at (StudySummary.NoteSent), nothing else;
-	// a study not indexed is left as it is (no error, nothing created).
+	// LastSent moves forward to at (StudySummary.NoteSent), nothing else.
+	// A study not indexed is left as it is, nothing created, and the
+	// answer is ErrNotFound: the object held is not indexed yet (its own
+	// processing is still to come, or retried), and the caller retries.
 	NoteSent(ctx context.Context, studyUID string, at time.Time) error
 }
 

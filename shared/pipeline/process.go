@@ -627,11 +627,22 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	}
 	// No object follows this resend to the index: the study's LastSent
 	// is noted here (a resend under another key is by the index's upsert).
-	if err := p.Index.NoteSent(ctx, in.instance.StudyInstanceUID, tx.ReceivedAt); err != nil {
+	// A study not indexed yet is the object held still to be indexed (its
+	// own processing to come, or retried): the record is retried until it
+	// is, and writes nothing meanwhile, rather than lose the resend.
+	err = p.Index.NoteSent(ctx, in.instance.StudyInstanceUID, tx.ReceivedAt)
+	if errors.Is(err, ErrNotFound) {
+		err = errHeldNotIndexed
+	}
+	if err != nil {
 		return rec, p.Names.Redact(fmt.Errorf("pipeline: note the resend in its study: %w", err), key)
 	}
 	return out, nil
 }
+
+// errHeldNotIndexed: a resend's record names an object held whose study
+// the index does not hold yet; retried, it is noted once it does.
+var errHeldNotIndexed = errors.New("the object held is not indexed yet; retry")
 
 // AnnounceStableStudies publishes Study Received / Study Updated for every
 // study quiet since now-QuietPeriod with unannounced instances, and returns

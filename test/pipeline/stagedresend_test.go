@@ -2,12 +2,14 @@ package pipelinee2e
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/stagedstore"
@@ -165,24 +167,44 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 			e.invokeBatch(t, "validate", sqsEvent(s3Notification(k, 1)))
 		}
 	}
-	records := func() {
+	// records gives the audit function the records keys, and returns
+	// those whose messages failed, for SQS to deliver again.
+	records := func(keys []string) (failed []string) {
 		t.Helper()
-		for batch := range slices.Chunk(audit, 10) {
+		for batch := range slices.Chunk(keys, 10) {
 			var bodies []string
 			for _, k := range batch {
 				bodies = append(bodies, s3Notification(k, 1))
 			}
-			e.invokeBatch(t, "audit", sqsEvent(bodies...))
+			var resp events.SQSEventResponse
+			e.invoke(t, "audit", sqsEvent(bodies...), &resp)
+			for _, f := range resp.BatchItemFailures {
+				var i int
+				if _, err := fmt.Sscanf(f.ItemIdentifier, "msg-%d", &i); err != nil || i < 1 || i > len(batch) {
+					t.Fatalf("audit failure %q: not a message of the batch", f.ItemIdentifier)
+				}
+				failed = append(failed, batch[i-1])
+			}
 		}
+		return failed
 	}
 	process := func() {
 		t.Helper()
-		if tc.recordsFirst {
-			records()
+		if !tc.recordsFirst {
 			objects()
-		} else {
-			objects()
-			records()
+			if failed := records(audit); len(failed) != 0 {
+				t.Fatalf("audit failures: %q", failed)
+			}
+			return
+		}
+		// The records of resends the SCP found held under their key
+		// (the uploader's duplicate ones) name objects not indexed yet:
+		// they fail, and SQS delivers them again once the objects are,
+		// when they note the resends in the study (its LastSent).
+		failed := records(audit)
+		objects()
+		if again := records(failed); len(again) != 0 {
+			t.Fatalf("audit failures after the objects were indexed: %q", again)
 		}
 	}
 	process()
@@ -228,6 +250,18 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 		return st.StudySummary
 	}
 	indexed := study()
+	// Last sent at the latest transfer, whichever way its record came:
+	// an object's, a conflict copy's, or the SCP's record of a resend
+	// found held, processed before or after the object held was indexed.
+	var latest time.Time
+	for _, r := range first {
+		if r.SOPInstanceUID != "" && r.Time.After(latest) {
+			latest = r.Time
+		}
+	}
+	if !indexed.Sent().Equal(latest) {
+		t.Errorf("study last sent %v, want the latest transfer's %v", indexed.Sent(), latest)
+	}
 
 	// SQS delivers every message again.
 	process()

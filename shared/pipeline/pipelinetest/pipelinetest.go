@@ -337,9 +337,11 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 func (x *Index) NoteSent(_ context.Context, studyUID string, at time.Time) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if st := x.studies[studyUID]; st != nil {
-		st.NoteSent(at)
+	st := x.studies[studyUID]
+	if st == nil {
+		return fmt.Errorf("pipelinetest: note sent: %w", pipeline.ErrNotFound)
 	}
+	st.NoteSent(at)
 	return nil
 }
 
