@@ -173,3 +173,15 @@ func TestUnreadyHealthCheckLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthServerPanicValue: net/http recovers a handler's panic and logs
+// it in the server's ErrorLog; the value is told by panicvalue's rule
+// (its type), not as the handler passed it (it may name a UID).
+func TestHealthServerPanicValue(t *testing.T) {
+	got := testenv.PanicServed(t, func(h http.Handler, ln net.Listener) (*http.Server, net.Listener) {
+		return healthServer(h, slog.New(slog.DiscardHandler)), ln
+	})
+	if strings.Contains(got, testenv.PanicUID) || !strings.Contains(got, "panic serving") || !strings.Contains(got, "a value of type string") {
+		t.Errorf("the server's error log: %q; want the panic, its value told by its type alone", got)
+	}
+}

@@ -35,6 +35,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -543,7 +544,7 @@ func addrOf(a net.Addr) netip.Addr {
 // scrape nobody reads held its slot for ever), which /readyz's 3 s leaves
 // room for.
 func healthServer(h http.Handler, log *slog.Logger) *http.Server {
-	s := &http.Server{Handler: h, ReadHeaderTimeout: healthReadTimeout, ReadTimeout: healthReadTimeout,
+	s := &http.Server{Handler: panicvalue.Handler(h), ReadHeaderTimeout: healthReadTimeout, ReadTimeout: healthReadTimeout,
 		WriteTimeout: healthWriteTimeout, ErrorLog: jsonlog.ServerErrors(log, "health")}
 	s.SetKeepAlivesEnabled(false)
 	return s

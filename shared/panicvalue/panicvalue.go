@@ -1,7 +1,9 @@
 // Package panicvalue is the one rule for what a recovered panic's value
 // may say in a log line or an error: every place that recovers a panic
 // (lambdaio.Recovered, dicomnet's handlers and observers, the portal's
-// thumbnail renderer) describes the value through Describe.
+// thumbnail renderer) describes the value through Describe, and an HTTP
+// server's handler is served through Handler, since net/http recovers a
+// handler's panic itself and logs its value in the server's ErrorLog.
 //
 // A runtime error (an index out of range, a nil dereference, a nil map
 // written) is told by its text, which the runtime writes and which holds
@@ -14,6 +16,7 @@ package panicvalue
 
 import (
 	"fmt"
+	"net/http"
 	"runtime"
 )
 
@@ -25,3 +28,30 @@ func Describe(v any) string {
 	}
 	return fmt.Sprintf("a value of type %T", v)
 }
+
+// Handler serves h, a panic of h's told by Describe: net/http recovers a
+// handler's panic and writes "http: panic serving <addr>: <value>" and
+// the stack to the server's ErrorLog, the value as the handler passed it.
+// Handler recovers it first and panics again with its description, so
+// that net/http goes on as it does (the connection closed, the line and
+// the stack written; the stack, taken before it unwinds, still shows
+// where h panicked). http.ErrAbortHandler, which net/http logs nothing
+// of, passes as it is.
+func Handler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				panic(told(Describe(v)))
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// told is a panic's value as Describe told it.
+type told string
+
+func (t told) Error() string { return string(t) }

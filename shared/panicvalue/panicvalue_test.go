@@ -3,8 +3,13 @@ package panicvalue
 import (
 	"errors"
 	"fmt"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // recovered returns the value f panics with.
@@ -50,6 +55,56 @@ func TestDescribe(t *testing.T) {
 			}
 			if strings.Contains(got, uid) {
 				t.Errorf("Describe = %q tells the UID", got)
+			}
+		})
+	}
+}
+
+// TestHandler: net/http's own line of a handler's panic, in the server's
+// ErrorLog, tells the value by Describe (a runtime error's text, else its
+// type), with the stack down to where the handler panicked; an
+// http.ErrAbortHandler is still logged by none.
+func TestHandler(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.9.7777.2"
+	tests := []struct {
+		name  string
+		panic func()
+		want  []string // in the log, in order; none: no line
+	}{
+		{"a string holding a UID", func() { panic("no study " + uid) }, []string{"http: panic serving", ": a value of type string\n", "panicvalue.TestHandler"}},
+		{"an index out of range", func() {
+			s := []string{uid}
+			i := len(s)
+			_ = s[i]
+		}, []string{"http: panic serving", ": runtime error: index out of range [1] with length 1\n", "panicvalue.TestHandler"}},
+		{"ErrAbortHandler", func() { panic(http.ErrAbortHandler) }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b testenv.LogBuffer
+			srv := httptest.NewUnstartedServer(Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { tt.panic() })))
+			srv.Config.ErrorLog = log.New(&b, "", 0)
+			srv.Start()
+			if resp, err := http.Get(srv.URL); err == nil {
+				resp.Body.Close()
+				t.Errorf("answered %s", resp.Status)
+			}
+			srv.Close() // the panic's line is written before the connection closes
+			got := b.String()
+			if strings.Contains(got, uid) {
+				t.Errorf("the log tells the UID: %q", got)
+			}
+			if tt.want == nil && got != "" {
+				t.Errorf("logged %q, want nothing", got)
+			}
+			rest := got
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Errorf("log %q: no %q in order", got, w)
+					break
+				}
+				rest = rest[i+len(w):]
 			}
 		})
 	}

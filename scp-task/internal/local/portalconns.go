@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/descriptors"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
 
 // The portal's connections: at most descriptors.PortalConnections are
@@ -32,12 +33,12 @@ func portalServer(h http.Handler, ln net.Listener) (*http.Server, net.Listener) 
 	cl := &connLimit{Listener: ln, max: descriptors.PortalConnections}
 	cl.freed = sync.NewCond(&cl.mu)
 	return &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		Handler: panicvalue.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if c, ok := r.Context().Value(connKey{}).(*limitedConn); ok {
 				cl.serving(c, true)
 			}
 			h.ServeHTTP(w, r)
-		}),
+		})),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, c)
 		},

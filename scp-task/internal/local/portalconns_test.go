@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/descriptors"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestPortalServesDuringASlowHeaderFlood: as many connections as the
@@ -126,5 +128,15 @@ func TestPortalConnectionsBounded(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("a request: %v", err)
 		}
+	}
+}
+
+// TestPortalServerPanicValue: net/http recovers a handler's panic and logs
+// it in the server's ErrorLog; the value is told by panicvalue's rule
+// (its type), not as the handler passed it (it may name a UID).
+func TestPortalServerPanicValue(t *testing.T) {
+	got := testenv.PanicServed(t, portalServer)
+	if strings.Contains(got, testenv.PanicUID) || !strings.Contains(got, "panic serving") || !strings.Contains(got, "a value of type string") {
+		t.Errorf("the server's error log: %q; want the panic, its value told by its type alone", got)
 	}
 }
