@@ -1048,17 +1048,18 @@ func TestProcessAuditRecord(t *testing.T) {
 		p := f.Pipeline()
 		// A resend the next day whose record is processed before the
 		// object held is indexed (its own processing still to come, or
-		// retried): it fails, to be retried, and writes nothing, so that
-		// the study's LastSent is noted once the study is indexed, not
-		// lost.
+		// retried): its record is written (an index running behind never
+		// holds an audit record back) and it fails, to be retried, so
+		// that the study's LastSent is noted once the study is indexed,
+		// not lost; the retries write no second record.
 		later := r
 		later.Time, later.Seq = at.Add(24*time.Hour), 4
 		laterKey := store(later)
 		if err := p.ProcessAuditRecord(context.Background(), laterKey); err == nil {
 			t.Error("a resend's record processed before the object held is indexed: no error, its LastSent lost")
 		}
-		if recs := f.Audit.All(); len(recs) != 0 {
-			t.Errorf("a resend's record processed before the object held is indexed wrote %d records", len(recs))
+		if recs := f.Audit.All(); len(recs) != 1 || recs[0].AssociationID != "assoc7" {
+			t.Errorf("a resend's record processed before the object held is indexed: %d records, want its own", len(recs))
 		}
 		if _, err := f.Index.GetStudy(context.Background(), study); !errors.Is(err, pipeline.ErrNotFound) {
 			t.Fatalf("study indexed by a resend's record: %v", err)
@@ -1086,7 +1087,7 @@ func TestProcessAuditRecord(t *testing.T) {
 		if len(recs) != held+1 {
 			t.Fatalf("%d records, want the object held's %d and the resend's", len(recs), held)
 		}
-		i := slices.IndexFunc(recs, func(r pipeline.AuditRecord) bool { return r.AssociationID == "assoc7" })
+		i := slices.IndexFunc(recs, func(r pipeline.AuditRecord) bool { return r.ID == "assoc:assoc7:3:duplicate" })
 		if i < 0 {
 			t.Fatal("no record of the resend")
 		}
@@ -1112,6 +1113,9 @@ func TestProcessAuditRecord(t *testing.T) {
 		want.LastSent = later.Time
 		if d := cmp.Diff(want, summary()); d != "" {
 			t.Errorf("study after the resend's record (-want +got):\n%s", d)
+		}
+		if n := len(f.Audit.All()); n != held+1 {
+			t.Errorf("the retried resend's record wrote again: %d records, want %d", n, held+1)
 		}
 		// Without the object (not ours, or gone) the SCP's record stands.
 		_, got = processAuditRecord(t, r, 2)

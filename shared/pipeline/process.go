@@ -566,13 +566,21 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 	}
 	rec := p.associationAudit(r)
 	rec.ObjectKey = key
+	var noteSent func(context.Context) error
 	if r.Event == associationaudit.EventDuplicate {
-		if rec, err = p.resentAudit(ctx, key, r, rec); err != nil {
+		if rec, noteSent, err = p.resentAudit(ctx, key, r, rec); err != nil {
 			return err
 		}
 	}
 	if _, err := p.Audit.Append(ctx, rec); err != nil {
 		return fmt.Errorf("pipeline: audit: %w", err)
+	}
+	if noteSent != nil {
+		// After the record: a resend whose study is not indexed yet is
+		// retried for its LastSent alone, its record written already (a
+		// redelivery writes it no second time), so that an index running
+		// behind never holds an audit record back.
+		return noteSent(ctx)
 	}
 	return nil
 }
@@ -585,32 +593,32 @@ func (p *Pipeline) ProcessAuditRecord(ctx context.Context, key string) error {
 // name) with the resend's own transfer, under the SCP record's id, so a
 // redelivery writes nothing new. Without the object (gone, or not under
 // incoming/), the SCP record's own mapping, rec, stands.
-func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associationaudit.Record, rec AuditRecord) (AuditRecord, error) {
+func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associationaudit.Record, rec AuditRecord) (AuditRecord, func(context.Context) error, error) {
 	root, _, _, _ := SplitKey(recordKey)
 	key := root + r.ObjectKey
 	if _, sec, _, ok := SplitKey(key); r.ObjectKey == "" || !ok || sec != IncomingPrefix {
-		return rec, nil
+		return rec, nil, nil
 	}
 	info, err := p.Objects.Head(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		return rec, nil
+		return rec, nil, nil
 	}
 	if err != nil {
-		return rec, p.Names.Redact(fmt.Errorf("pipeline: head the object a resend duplicates: %w", err), key)
+		return rec, nil, p.Names.Redact(fmt.Errorf("pipeline: head the object a resend duplicates: %w", err), key)
 	}
 	info.Key = key
 	in, err := p.inspect(ctx, info)
 	if err != nil {
-		return rec, p.Names.Redact(fmt.Errorf("pipeline: read the object a resend duplicates: %w", err), key)
+		return rec, nil, p.Names.Redact(fmt.Errorf("pipeline: read the object a resend duplicates: %w", err), key)
 	}
 	id, err := p.contentIdentity(ctx, info, in.h)
 	if err != nil {
-		return rec, p.Names.Redact(err, key)
+		return rec, nil, p.Names.Redact(err, key)
 	}
 	// The identity the held object is recorded under.
 	sha, err := p.recorded(ctx, in, id)
 	if err != nil {
-		return rec, p.Names.Redact(err, key)
+		return rec, nil, p.Names.Redact(err, key)
 	}
 	tx := transaction{
 		CallingAE: r.CallingAE, CalledAE: r.CalledAE, PeerAddr: r.PeerAddr, AssociationID: r.AssociationID,
@@ -623,21 +631,25 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 		// The object held is quarantined (its own record is rejected):
 		// so is this transfer of it.
 		resentQuarantined(&out, key, in.findings)
-		return out, nil
+		return out, nil, nil
 	}
 	// No object follows this resend to the index: the study's LastSent
-	// is noted here (a resend under another key is by the index's upsert).
-	// A study not indexed yet is the object held still to be indexed (its
-	// own processing to come, or retried): the record is retried until it
-	// is, and writes nothing meanwhile, rather than lose the resend.
-	err = p.Index.NoteSent(ctx, in.instance.StudyInstanceUID, tx.ReceivedAt)
-	if errors.Is(err, ErrNotFound) {
-		err = errHeldNotIndexed
+	// is noted here, once the record is written (a resend under another
+	// key is by the index's upsert). A study not indexed yet is the object
+	// held still to be indexed (its own processing to come, or retried):
+	// the message is retried until it is, rather than lose the resend.
+	study, at := in.instance.StudyInstanceUID, tx.ReceivedAt
+	note := func(ctx context.Context) error {
+		err := p.Index.NoteSent(ctx, study, at)
+		if errors.Is(err, ErrNotFound) {
+			err = errHeldNotIndexed
+		}
+		if err != nil {
+			return p.Names.Redact(fmt.Errorf("pipeline: note the resend in its study: %w", err), key)
+		}
+		return nil
 	}
-	if err != nil {
-		return rec, p.Names.Redact(fmt.Errorf("pipeline: note the resend in its study: %w", err), key)
-	}
-	return out, nil
+	return out, note, nil
 }
 
 // errHeldNotIndexed: a resend's record names an object held whose study
