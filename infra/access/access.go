@@ -61,13 +61,19 @@ var Functions = map[string]Function{
 	// CopyObject of an invalid object (quarantine/); the index's
 	// UpsertInstance (GetItem, UpdateItem, PutItem, Query of the study's
 	// partition); the audit record (a conditional PutItem); the published
-	// marks (GetItem, PutItem); PutEvents.
+	// marks (GetItem, PutItem); PutEvents. A ranged GET of the object
+	// already indexed under the instance, to compare its content
+	// (sameContent), where a missing object is an answer (not the same
+	// content), not an error: S3 says 404 only to a caller that may list
+	// the bucket, and a 403 would fail the message at every receive, to
+	// the dead-letter queue.
 	FnValidate: {
-		Index:    Table{Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}},
-		Audit:    Table{Actions: []string{"dynamodb:PutItem"}},
-		Read:     []string{objectstore.IncomingPrefix},
-		Write:    []string{objectstore.MetadataPrefix, objectstore.QuarantinePrefix},
-		CopyTags: true, PutEvents: true,
+		Index:      Table{Actions: []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Query"}},
+		Audit:      Table{Actions: []string{"dynamodb:PutItem"}},
+		Read:       []string{objectstore.IncomingPrefix},
+		Write:      []string{objectstore.MetadataPrefix, objectstore.QuarantinePrefix},
+		CopyTags:   true,
+		ListBucket: true, PutEvents: true,
 	},
 	// audit (pipeline.ProcessAuditRecord): GET of the association record;
 	// HEAD and ranged GET of the incoming object a resend duplicates (its

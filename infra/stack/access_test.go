@@ -122,6 +122,10 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 		{FnValidate, [][]string{consume, indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
 			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
+			// ListBucket: the object indexed under an instance, read to
+			// compare contents, may be gone (sameContent: not the same
+			// content), which S3 says with a 404 only to a caller that may list.
+			{"s3:ListBucket bucket"},
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/metadata/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		// audit too: it names the incoming object a resend duplicates,
 		// reads the content as indexed (Instances) and notes the resend
