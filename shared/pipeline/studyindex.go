@@ -355,12 +355,15 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []strin
 		return cmp.Or(compareNumbers(a.SeriesNumber, b.SeriesNumber), cmp.Compare(a.SeriesInstanceUID, b.SeriesInstanceUID))
 	})
 	d := StudyDetail{StudySummary: s, Series: make([]SeriesSummary, 0, len(order)), Instances: ins}
-	indexed := map[string]bool{}
+	// A rejected SOP Instance UID counts once, and not once the study
+	// holds an instance of it.
+	counted := map[string]bool{}
 	for _, in := range ins {
-		indexed[in.SOPInstanceUID] = true
+		counted[in.SOPInstanceUID] = true
 	}
-	for _, sop := range distinct(rejected) {
-		if !indexed[sop] {
+	for _, sop := range rejected {
+		if !counted[sop] {
+			counted[sop] = true
 			d.RejectedCount++
 		}
 	}
@@ -376,13 +379,6 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []strin
 		return cmp.Or(cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID]), compareNumbers(a.InstanceNumber, b.InstanceNumber))
 	})
 	return d
-}
-
-// distinct returns v's values once each, sorted.
-func distinct(v []string) []string {
-	v = slices.Clone(v)
-	slices.Sort(v)
-	return slices.Compact(v)
 }
 
 // compareNumbers orders IS values numerically when both are numbers.
