@@ -6,9 +6,11 @@ import (
 	"strings"
 )
 
-// objectsPath is where the portal serves objects and documents, the path
-// of every local event's pointers (pipeline.Pipeline's ObjectURLBase).
-const objectsPath = "/objects/"
+// ObjectsPath is where the portal serves objects and documents, the path
+// of every local event's pointers (pipeline.Pipeline's ObjectURLBase), in
+// one place: the portal's route, the base local mode gives the pipeline,
+// and Rebase, which finds pointers by it.
+const ObjectsPath = "/objects/"
 
 // Rebase points the page's events at base, the portal's /objects/ URL as
 // it is now: an event's pointers name the portal of its time
@@ -34,7 +36,7 @@ func rebaseEvent(e Event, base string) Event {
 		res[i] = rebased(r, base)
 	}
 	e.Resources = res
-	if !bytes.Contains(e.Detail, []byte(objectsPath)) {
+	if !bytes.Contains(e.Detail, []byte(ObjectsPath)) {
 		return e
 	}
 	var d any
@@ -87,8 +89,8 @@ func rebased(u, base string) string {
 		}
 	}
 	slash := strings.IndexByte(rest, '/')
-	if slash < 0 || !strings.HasPrefix(rest[slash:], objectsPath) {
+	if slash < 0 || !strings.HasPrefix(rest[slash:], ObjectsPath) {
 		return u
 	}
-	return base + rest[slash+len(objectsPath):]
+	return base + rest[slash+len(ObjectsPath):]
 }

@@ -326,7 +326,7 @@ func objectURLBase(addr net.Addr) string {
 	if u == "" {
 		return ""
 	}
-	return u + "objects/"
+	return strings.TrimSuffix(u, "/") + localstore.ObjectsPath
 }
 
 // portalURL is the portal at addr as a client on this machine reaches it:

@@ -206,7 +206,7 @@ func (s *Server) routes() []route {
 		{"GET /api/events", s.apiEvents},
 		{"GET /api/commitments", s.apiCommitments},
 		{"GET /api/counters", s.apiCounters},
-		{"GET /objects/{key...}", s.object},
+		{"GET " + localstore.ObjectsPath + "{key...}", s.object},
 		{"GET /static/portal.css", s.static},
 		{"GET /{$}", s.pageStudies},
 		{"GET /studies/{uid}", s.pageStudy},

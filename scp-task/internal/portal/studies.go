@@ -101,7 +101,7 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 		c.State = "waiting"
 	}
 	if tx.ResultKey != "" {
-		c.ResultURL = "/objects/" + tx.ResultKey
+		c.ResultURL = localstore.ObjectsPath + tx.ResultKey
 	}
 	if c.Studies, c.StudyCount = tx.Studies, tx.ListedStudyCount(); c.Studies == nil {
 		c.Studies = []string{}
