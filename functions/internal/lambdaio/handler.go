@@ -89,7 +89,13 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			errs[i] = h.recovered(m, log, func() error { return h.message(mctx, m, budget) })
+			// A panic fails this message alone. Unrecovered, it ended the
+			// process: the invocation failed as a whole (Runtime.ExitError),
+			// SQS redelivered every message of the batch, and each receive
+			// counted towards maxReceiveCount, so the batch's other messages,
+			// sharing batches with the one that panics every time, could end
+			// in the dead-letter queue beside it.
+			errs[i] = Recovered(log, PanicLog, func() error { return h.message(mctx, m, budget) }, "messageId", m.MessageId)
 		})
 	}
 	wg.Wait()
@@ -101,16 +107,6 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 		}
 	}
 	return resp, nil
-}
-
-// recovered runs one message's handling, turning a panic into that
-// message's failure. Unrecovered, a panic in a message's goroutine ended
-// the process: the invocation failed as a whole (Runtime.ExitError), SQS
-// redelivered every message of the batch, and each receive counted towards
-// maxReceiveCount, so the batch's other messages, sharing batches with the
-// one that panics every time, could end in the dead-letter queue beside it.
-func (h *ObjectHandler) recovered(m events.SQSMessage, log *slog.Logger, f func() error) error {
-	return Recovered(log, PanicLog, f, "messageId", m.MessageId)
 }
 
 // PanicLog is the log message of an SQS message whose handling panicked.
@@ -175,7 +171,7 @@ func (h *ObjectHandler) message(ctx context.Context, m events.SQSMessage, budget
 }
 
 // process calls Process for one object within the read budget, released
-// however Process ends (a panic included, which recovered turns into the
+// however Process ends (a panic included, which Recovered turns into the
 // message's failure).
 func (h *ObjectHandler) process(ctx context.Context, key string, size int64, budget *semaphore.Weighted) error {
 	if budget == nil {
