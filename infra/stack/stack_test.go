@@ -1416,6 +1416,37 @@ func TestDocumentedOutputs(t *testing.T) {
 	}
 }
 
+// TestDocumentedTaskEnvironment: deploy.md's list of the scp-task
+// container's environment ("scp-task container environment: …") names
+// every variable and secret the stack gives the container, so that an
+// operator reading a task definition finds each one explained.
+func TestDocumentedTaskEnvironment(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", "deploy.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "\nscp-task container environment: ")
+	list, _, _ := strings.Cut(after, "\n\n")
+	if !ok {
+		t.Fatal("deploy.md has no paragraph starting \"scp-task container environment: \"")
+	}
+	named := func(name string) bool {
+		return strings.Contains(list, "`"+name+"`") || strings.Contains(list, "`"+name+"=")
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for name := range s.stack.Ingest.Environment {
+			if !named(name) {
+				t.Errorf("the scp-task container's variable %s is not in deploy.md's list of its environment", name)
+			}
+		}
+		for name := range s.stack.Ingest.Secrets {
+			if !named(name) {
+				t.Errorf("the scp-task container's secret %s is not in deploy.md's list of its environment", name)
+			}
+		}
+	})
+}
+
 // TestNag asserts that no AwsSolutions or HIPAA Security finding is left
 // unsuppressed and that every rule could be evaluated.
 func TestNag(t *testing.T) {
