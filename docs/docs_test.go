@@ -160,10 +160,13 @@ func TestConformanceStatementFacts(t *testing.T) {
 // version (.tools/node's pin), the reader's limits and the inflate rule
 // (shared/dataset's constants) where conformance.md, pipeline.md and
 // local-mode.md state them, the study record's bound on its modalities,
-// the 110104 details audit-feed.md and conformance.md name, and the label
-// values alarms.md and configuration.md list. A change of a default, of
-// the backoff, of a limit or of the pin fails here until the prose says it
-// too, as the tables do (TestConformanceStatementFacts).
+// the 110104 details audit-feed.md and conformance.md name, the label
+// values alarms.md and configuration.md list, and how many events in a row
+// the bus may fail before a run takes it for down (pipeline.md, and the
+// error alarms.md's NotifyDlqNotEmpty row has the on-call look for). A
+// change of a default, of the backoff, of a limit or of the pin fails here
+// until the prose says it too, as the tables do
+// (TestConformanceStatementFacts).
 func TestProseFacts(t *testing.T) {
 	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
 	firstRetry, maxRetry := duration(pipeline.CommitmentReportFirstRetry), duration(pipeline.CommitmentReportMaxRetry)
@@ -183,6 +186,9 @@ func TestProseFacts(t *testing.T) {
 		t.Fatalf("metricnames.ShedReasons has %d values: the prose below lists 3", len(shed))
 	}
 	byLabel := strconv.Itoa(len(metricnames.RejectReasons) + len(metricnames.FailureStatuses))
+	// How many events in a row the bus may fail before a run takes it for down.
+	busDown := strconv.Itoa(pipeline.MaxPublishFailures)
+	busDownWord := numberWord(pipeline.MaxPublishFailures)
 	for _, f := range []struct {
 		doc  string
 		says []string
@@ -217,11 +223,15 @@ func TestProseFacts(t *testing.T) {
 			"the study keeps at most " + modalities + " distinct modalities (`pipeline.MaxStudyModalities`) of at most " + modalityLen + " characters (`MaxStudyModalityLen`)",
 			"study record's: it keeps at most " + modalities + " modalities of at most " + modalityLen + " characters",
 			"`modalities` (string set, at most " + modalities + ":",
+			"bus has failed " + busDownWord + " announcements in a row",
+			"once the bus has failed " + busDownWord + " of the run's events in a row (announcements and",
+			"Once the bus has failed " + busDownWord + " of the run's events in a row, the run still reports",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
 			"the " + byLabel + " metrics by `reason` and `status`",
+			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
 		}},
 		{filepath.Join("operations", "deploy.md"), []string{
 			"the CDK CLI `aws-cdk@" + cdkCLI + "`",
@@ -259,6 +269,14 @@ func nodeToolVersion(t *testing.T, name string) string {
 		t.Fatalf(".tools/node/package.json pins no %s", name)
 	}
 	return v
+}
+
+// numberWord writes a small count as the prose does: three.
+func numberWord(n int) string {
+	if words := []string{"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"}; n >= 0 && n < len(words) {
+		return words[n]
+	}
+	return strconv.Itoa(n)
 }
 
 // mib writes a whole number of MiB as the documents do: 64 MiB.

@@ -408,7 +408,7 @@ func (p *Pipeline) readCommitmentRequest(ctx context.Context, key string) (Commi
 // RunCommitments moves every due transaction on (evaluation, report, retries) and returns how many it
 // finished (reported or given up). A study a transaction completes whose announcement fails is deferred to the
 // quiet period's runs, as theirs are (announcer), and the transaction goes on to its report; once the event
-// bus has failed maxPublishFailures announcements in a row, the run's later transactions leave their studies
+// bus has failed MaxPublishFailures announcements in a row, the run's later transactions leave their studies
 // to the quiet period untried, and its later reports leave their Storage Commitment Completed to the run after the
 // lease (the one rule of a run's events, announcer): every due result is still reported to its PACS.
 func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, error) {

@@ -663,7 +663,7 @@ var errHeldNotIndexed = errors.New("the object held is not indexed yet; retry")
 // studies, quiet the longest first; a study whose announcement fails is
 // deferred (announcer), so studies that fail every time cannot keep the
 // others out of the runs, and a run stops once the event bus has failed
-// maxPublishFailures announcements in a row, leaving the rest where they
+// MaxPublishFailures announcements in a row, leaving the rest where they
 // are for the next run.
 func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (int, error) {
 	quiet := p.QuietPeriod
@@ -691,14 +691,14 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	return n, errors.Join(errs...)
 }
 
-// maxPublishFailures is how many announcements in a row may fail to publish
+// MaxPublishFailures is how many announcements in a row may fail to publish
 // before a run takes the event bus for down and tries no more: each such
 // attempt costs the publish's retries (seconds, with the SDK's own), and
 // about 70 of them used up the notify function's timeout.
-const maxPublishFailures = 3
+const MaxPublishFailures = 3
 
 // errBusDown stops a run's announcements.
-var errBusDown = fmt.Errorf("pipeline: %d announcements in a row failed to publish: the event bus is taken for down", maxPublishFailures)
+var errBusDown = fmt.Errorf("pipeline: %d announcements in a row failed to publish: the event bus is taken for down", MaxPublishFailures)
 
 // announcer is one run's announcements (of quiet studies, or of the studies
 // a Storage Commitment request completes) and, in a commitment run, its
@@ -721,9 +721,9 @@ type announcer struct {
 func (p *Pipeline) announcer(now time.Time) *announcer { return &announcer{p: p, now: now} }
 
 // stopped returns why the run should try no more announcements: the event
-// bus failed maxPublishFailures in a row, or ctx is done.
+// bus failed MaxPublishFailures in a row, or ctx is done.
 func (a *announcer) stopped(ctx context.Context) error {
-	if a.publishFailing >= maxPublishFailures {
+	if a.publishFailing >= MaxPublishFailures {
 		return errBusDown
 	}
 	if err := ctx.Err(); err != nil {
