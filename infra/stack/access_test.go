@@ -249,6 +249,45 @@ func TestServicesConfinedToTheAccount(t *testing.T) {
 	})
 }
 
+// TestRoleTrustConfinedToTheAccount: a role a service assumes on the
+// account's behalf, where the service's guide recommends it against the
+// confused deputy, trusts the service only for this account's resources
+// (aws:SourceAccount, and aws:SourceArn of the resources of the kind it
+// acts for). The flow logs' role trusted vpc-flow-logs.amazonaws.com for
+// any account's flow log ("IAM role for publishing flow logs to
+// CloudWatch Logs", Amazon VPC User Guide, recommends both keys).
+func TestRoleTrustConfinedToTheAccount(t *testing.T) {
+	cases := []struct {
+		service string
+		source  string // the resource kind in aws:SourceArn
+	}{
+		{service: "vpc-flow-logs.amazonaws.com", source: `":ec2:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":vpc-flow-log/*"`},
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		for _, tc := range cases {
+			t.Run(tc.service, func(t *testing.T) {
+				n := 0
+				for id, r := range s.resources("AWS::IAM::Role") {
+					for _, st := range props(r)["AssumeRolePolicyDocument"].(map[string]any)["Statement"].([]any) {
+						st := st.(map[string]any)
+						if principal, _ := st["Principal"].(map[string]any); principal["Service"] != tc.service {
+							continue
+						}
+						n++
+						cond := js(st["Condition"])
+						if !strings.Contains(cond, `{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}`) || !strings.Contains(cond, `"ArnLike":{"aws:SourceArn":`) || !strings.Contains(cond, tc.source) {
+							t.Errorf("%s trusts %s without this account's aws:SourceAccount and aws:SourceArn (%s): %s", id, tc.service, tc.source, cond)
+						}
+					}
+				}
+				if n == 0 {
+					t.Errorf("no role trusts %s", tc.service)
+				}
+			})
+		}
+	})
+}
+
 // exactRuleSource reports whether a statement's only source condition is
 // the exact ARN of one of the stack's rules (an ARN holding the account,
 // so it confines the service to this account as aws:SourceAccount would).
