@@ -741,15 +741,20 @@ func attributeUpdate(table string, rec pipeline.InstanceRecord, seen, want pipel
 	move([]string{"lastReceived", "gsi2sk"}, seen.LastReceived, want.LastReceived, "<")
 	move([]string{"lastSent"}, seen.LastSent, want.LastSent, "<")
 	move([]string{"lastActivity", "gsi1sk"}, seen.LastActivity, want.LastActivity, "<")
-	// A modality Merge kept: added while the set holds fewer than the
-	// bound, so that racing additions cannot take it past it (the loser
-	// decides again on the set as it is). One Merge did not keep marks the
-	// set cut.
+	// The modalities Merge kept, all in one ADD: added while the set holds
+	// no more than the bound less their number, so that racing additions
+	// cannot take it past it (the loser decides again on the set as it
+	// is). One Merge did not keep marks the set cut. Merge of one record
+	// adds one modality at most; the update writes whatever want adds.
+	var mods []string
 	for _, m := range want.Modalities {
 		if !slices.Contains(seen.Modalities, m) {
-			vals[":mods"], vals[":maxMods"] = ssv(m), nv(pipeline.MaxStudyModalities)
-			cond = append(cond, "(attribute_not_exists(modalities) OR size(modalities) < :maxMods)")
+			mods = append(mods, m)
 		}
+	}
+	if len(mods) > 0 {
+		vals[":mods"], vals[":modsRoom"] = ssv(mods...), nv(int64(pipeline.MaxStudyModalities-len(mods)))
+		cond = append(cond, "(attribute_not_exists(modalities) OR size(modalities) <= :modsRoom)")
 	}
 	if want.ModalitiesTruncated && !seen.ModalitiesTruncated {
 		vals[":cut"] = &ddbtypes.AttributeValueMemberBOOL{Value: true}

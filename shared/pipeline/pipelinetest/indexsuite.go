@@ -76,6 +76,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("RequiredUIDs", func(t *testing.T) { testRequiredUIDs(t, h) })
 	t.Run("Instances", func(t *testing.T) { testInstances(t, h) })
 	t.Run("BoundedModalities", func(t *testing.T) { testBoundedModalities(t, h) })
+	t.Run("StudySets", func(t *testing.T) { testStudySets(t, h) })
 	t.Run("Rejected", func(t *testing.T) { testRejected(t, h) })
 	t.Run("LastSent", func(t *testing.T) { testLastSent(t, h) })
 }
@@ -255,6 +256,66 @@ func testBoundedModalities(t *testing.T, h IndexHarness) {
 		t.Errorf("after racing additions at the bound: %d kept, truncated %v, counted %d, instances %d; want %d, true, %d, %d",
 			len(d.Modalities), d.ModalitiesTruncated, d.ModalityCount(), d.InstanceCount,
 			pipeline.MaxStudyModalities, pipeline.MaxStudyModalities-1+racing, pipeline.MaxStudyModalities-1+racing)
+	}
+}
+
+// testStudySets: a study's modalities and calling AEs are the union over
+// its counted contents (new or conflicting), sorted and distinct, below
+// the modalities' bound whatever the order: instances of several new
+// modalities one after the other and at once (on DynamoDB each adds its
+// own in its last step, conditioned on the set's size) are all kept,
+// nothing cut. A duplicate (a resend, from another AE too) adds nothing:
+// only a counted content does, so the calling AEs are at most the
+// allowlisted titles that sent the study's contents, each of at most 16
+// characters (docs/pipeline.md, "Bounded lists").
+func testStudySets(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	const one, racing = 4, 8
+	var want, aes []string
+	for i := range one + racing {
+		want = append(want, fmt.Sprintf("M%02d", i))
+		aes = append(aes, fmt.Sprintf("SITE_%02d", i))
+	}
+	rec := func(i int) pipeline.InstanceRecord {
+		in := Record(1, 1+i%3, i+1, fmt.Sprintf("m%02d", i), 0)
+		in.Modality, in.CallingAE = want[i], aes[i]
+		return in
+	}
+	for i := range one {
+		upsert(t, ix, rec(i), pipeline.InstanceNew)
+	}
+	var wg sync.WaitGroup
+	for i := one; i < one+racing; i++ {
+		wg.Go(func() {
+			if _, err := ix.UpsertInstance(ctx, rec(i)); err != nil {
+				t.Errorf("racing upsert %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	// Duplicates from another AE: an identical resend under another key
+	// and a redelivery.
+	resend := rec(0)
+	resend.ObjectKey, resend.CallingAE, resend.ReceivedAt = resend.ObjectKey+".resent", "VNA", T0.Add(time.Hour)
+	upsert(t, ix, resend, pipeline.InstanceDuplicate)
+	upsert(t, ix, rec(1), pipeline.InstanceDuplicate)
+	d := getStudy(t, ix, studyUID(1))
+	type sets struct {
+		Modalities, CallingAEs []string
+		Truncated              bool
+		Count, Instances       int
+	}
+	if diff := cmp.Diff(sets{want, aes, false, one + racing, one + racing},
+		sets{d.Modalities, d.CallingAEs, d.ModalitiesTruncated, d.ModalityCount(), d.InstanceCount}); diff != "" {
+		t.Errorf("study sets (-want +got):\n%s", diff)
+	}
+	// A conflicting content is counted: its AE joins.
+	conflict := rec(2)
+	conflict.ContentIdentity, conflict.ObjectKey, conflict.CallingAE = "zz", conflict.ObjectKey+".conflict", "VNA"
+	r := upsert(t, ix, conflict, pipeline.InstanceConflict)
+	if got := r.Study.CallingAEs; !slices.Contains(got, "VNA") || len(got) != len(aes)+1 {
+		t.Errorf("calling AEs after a conflicting content from VNA: %v", got)
 	}
 }
 
