@@ -968,9 +968,9 @@ func decodeInstance(item map[string]ddbtypes.AttributeValue) (pipeline.InstanceR
 	return in, nil
 }
 
-// partition reads every item of a study's partition.
-func (x *IndexTable) partition(ctx context.Context, uid string) ([]map[string]ddbtypes.AttributeValue, error) {
-	var items []map[string]ddbtypes.AttributeValue
+// eachItem calls visit with every item of a study's partition, in sort
+// key order, a page at a time: no more than a page is held.
+func (x *IndexTable) eachItem(ctx context.Context, uid string, visit func(map[string]ddbtypes.AttributeValue) error) error {
 	var start map[string]ddbtypes.AttributeValue
 	for {
 		out, err := x.Client.Query(ctx, &dynamodb.QueryInput{
@@ -979,48 +979,76 @@ func (x *IndexTable) partition(ctx context.Context, uid string) ([]map[string]dd
 			ConsistentRead:            aws.Bool(true), ExclusiveStartKey: start,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("awsadapters: get study: %w", err)
+			return fmt.Errorf("awsadapters: get study: %w", err)
 		}
-		items = append(items, out.Items...)
+		for _, item := range out.Items {
+			if err := visit(item); err != nil {
+				return err
+			}
+		}
 		if len(out.LastEvaluatedKey) == 0 {
-			return items, nil
+			return nil
 		}
 		start = out.LastEvaluatedKey
 	}
 }
 
+// partition reads every item of a study's partition (a legacy study's
+// migration).
+func (x *IndexTable) partition(ctx context.Context, uid string) ([]map[string]ddbtypes.AttributeValue, error) {
+	var items []map[string]ddbtypes.AttributeValue
+	err := x.eachItem(ctx, uid, func(item map[string]ddbtypes.AttributeValue) error {
+		items = append(items, item)
+		return nil
+	})
+	return items, err
+}
+
+// errPartitionOrder: an instance item after a rejected one, which the sort
+// key order (INSTANCE# before REJECTED#) rules out.
+var errPartitionOrder = errors.New("awsadapters: get study: an instance item after the rejected ones")
+
 // GetStudy implements pipeline.IndexStore: a read of the study's
-// partition; the series are computed from the instance items.
+// partition, a page at a time; the series are computed from the instance
+// items. The rejected items come after every instance item (their sort
+// keys, REJECTED# after INSTANCE#), so each is counted as it is read
+// (pipeline.RejectedTally), none held.
 func (x *IndexTable) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
-	items, err := x.partition(ctx, uid)
-	if err != nil {
-		return pipeline.StudyDetail{}, err
-	}
 	var st *pipeline.StudySummary
 	var instances []pipeline.InstanceRecord
-	var rejected []string
-	for _, item := range items {
+	var rejected *pipeline.RejectedTally
+	err := x.eachItem(ctx, uid, func(item map[string]ddbtypes.AttributeValue) error {
 		switch sk := str(item, "sk"); {
 		case sk == "STUDY":
 			s, err := decodeStudy(item)
 			if err != nil {
-				return pipeline.StudyDetail{}, err
+				return err
 			}
 			st = &s
 		case strings.HasPrefix(sk, "INSTANCE#"):
+			if rejected != nil {
+				return errPartitionOrder
+			}
 			in, err := decodeInstance(item)
 			if err != nil {
-				return pipeline.StudyDetail{}, err
+				return err
 			}
 			instances = append(instances, in)
 		case strings.HasPrefix(sk, "REJECTED#"):
-			rejected = append(rejected, str(item, "sopInstanceUid"))
+			if rejected == nil {
+				rejected = pipeline.NewRejectedTally(instances)
+			}
+			rejected.Add(str(item, "sopInstanceUid"))
 		}
+		return nil
+	})
+	if err != nil {
+		return pipeline.StudyDetail{}, err
 	}
 	if st == nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("awsadapters: study: %w", pipeline.ErrNotFound)
 	}
-	return pipeline.NewStudyDetail(*st, instances, rejected), nil
+	return pipeline.NewStudyDetail(*st, instances, rejected.Count()), nil
 }
 
 // RecordRejected implements pipeline.IndexStore: an item per SOP Instance

@@ -156,29 +156,30 @@ func (s *IndexStore) GetStudy(ctx context.Context, studyUID string) (pipeline.St
 	if err := rows.Err(); err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
-	rejected, err := queryStrings(ctx, q, `SELECT sop_uid FROM rejected WHERE study_uid = ?`, studyUID)
+	rejected, err := tallyRejected(ctx, q, studyUID, instances)
 	if err != nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("localstore: get study: %w", err)
 	}
 	return pipeline.NewStudyDetail(st, instances, rejected), nil
 }
 
-// queryStrings returns the one text column of stmt's rows.
-func queryStrings(ctx context.Context, q *querier, stmt string, args ...any) ([]string, error) {
-	rows, err := q.QueryContext(ctx, stmt, args...)
+// tallyRejected counts the study's rejected rows a row at a time
+// (pipeline.RejectedTally), holding none of them.
+func tallyRejected(ctx context.Context, q *querier, studyUID string, instances []pipeline.InstanceRecord) (int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT sop_uid FROM rejected WHERE study_uid = ?`, studyUID)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer rows.Close()
-	var out []string
+	tally := pipeline.NewRejectedTally(instances)
 	for rows.Next() {
-		var v string
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
+		var sop string
+		if err := rows.Scan(&sop); err != nil {
+			return 0, err
 		}
-		out = append(out, v)
+		tally.Add(sop)
 	}
-	return out, rows.Err()
+	return tally.Count(), rows.Err()
 }
 
 // NoteSent implements pipeline.IndexStore: the study's row, rewritten

@@ -21,7 +21,7 @@ func TestStudyDetailOrder(t *testing.T) {
 	}
 	d := pipeline.NewStudyDetail(pipeline.StudySummary{}, []pipeline.InstanceRecord{
 		in("2", "10", 0), in("1", "157", 1), in("1", "82", 2), in("2", "9", 3), in("1", "82", 4), in("1", "", 5),
-	}, nil)
+	}, 0)
 	var got []string
 	for _, r := range d.Instances {
 		got = append(got, r.SeriesNumber+"/"+r.InstanceNumber+"@"+r.ReceivedAt.Format("05"))

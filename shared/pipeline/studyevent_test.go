@@ -157,7 +157,7 @@ func TestStudyEventCountsModalitiesTheRecordCut(t *testing.T) {
 		sum.Merge(in)
 		ins = append(ins, in)
 	}
-	p := &Pipeline{Index: oneStudy{d: NewStudyDetail(sum, ins, nil)}}
+	p := &Pipeline{Index: oneStudy{d: NewStudyDetail(sum, ins, 0)}}
 	d, err := p.studyDetail(context.Background(), sum, 1, "quiet")
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +192,7 @@ func studyEventOf(t *testing.T, p *Pipeline, n, series int, modalities ...string
 	}
 	sum := StudySummary{StudyInstanceUID: study, InstanceCount: n, SeriesCount: series, Modalities: modalities}
 	q := *p
-	q.Index = oneStudy{d: NewStudyDetail(sum, ins, nil)}
+	q.Index = oneStudy{d: NewStudyDetail(sum, ins, 0)}
 	d, err := q.studyDetail(context.Background(), sum, 1, "quiet")
 	if err != nil {
 		t.Fatal(err)

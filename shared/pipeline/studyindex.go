@@ -312,9 +312,8 @@ func addSorted(list []string, v string) []string {
 }
 
 // NewStudyDetail assembles a study's detail from its summary, its
-// instance records (one per distinct content) and the SOP Instance UIDs of
-// its rejected instances (RecordRejected), computing the series from the
-// instances and RejectedCount from the rejected UIDs with no instance:
+// instance records (one per distinct content) and its count of rejected
+// instances (RejectedTally's), computing the series from the instances:
 //
 //   - a series' InstanceCount counts its new instances (conflicting
 //     contents are not more instances), TotalBytes and the received times
@@ -323,7 +322,7 @@ func addSorted(list []string, v string) []string {
 //   - series are ordered by Series Number (numerically when both are
 //     numbers), then Series Instance UID; instances by series in that
 //     order, then receipt time, SOP Instance UID and content.
-func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []string) StudyDetail {
+func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected int) StudyDetail {
 	ins := slices.Clone(instances)
 	if ins == nil {
 		ins = []InstanceRecord{}
@@ -354,19 +353,7 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []strin
 	slices.SortFunc(order, func(a, b *SeriesSummary) int {
 		return cmp.Or(compareNumbers(a.SeriesNumber, b.SeriesNumber), cmp.Compare(a.SeriesInstanceUID, b.SeriesInstanceUID))
 	})
-	d := StudyDetail{StudySummary: s, Series: make([]SeriesSummary, 0, len(order)), Instances: ins}
-	// A rejected SOP Instance UID counts once, and not once the study
-	// holds an instance of it.
-	counted := map[string]bool{}
-	for _, in := range ins {
-		counted[in.SOPInstanceUID] = true
-	}
-	for _, sop := range rejected {
-		if !counted[sop] {
-			counted[sop] = true
-			d.RejectedCount++
-		}
-	}
+	d := StudyDetail{StudySummary: s, Series: make([]SeriesSummary, 0, len(order)), Instances: ins, RejectedCount: rejected}
 	pos := map[string]int{}
 	for i, ss := range order {
 		pos[ss.SeriesInstanceUID] = i
@@ -379,6 +366,47 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected []strin
 		return cmp.Or(cmp.Compare(pos[a.SeriesInstanceUID], pos[b.SeriesInstanceUID]), compareNumbers(a.InstanceNumber, b.InstanceNumber))
 	})
 	return d
+}
+
+// RejectedTally is the rule of StudyDetail.RejectedCount, one rejected
+// SOP Instance UID (RecordRejected's) at a time: a rejected UID counts
+// unless the study holds an instance of it (a valid resend clears it).
+// Each index keeps one note per UID in a study (a key), so a UID is
+// added once. It holds the study's instance UIDs, which GetStudy returns
+// anyway, never the rejected ones: an index reads its notes a page at a
+// time into it, and a study with 100,000 rejects costs their reading, not
+// a list of them (8 MB, and on DynamoDB the raw items, some 50 MB, were
+// held until the count).
+type RejectedTally struct {
+	held map[string]bool
+	n    int
+}
+
+// NewRejectedTally starts the tally of a study whose indexed contents are
+// instances.
+func NewRejectedTally(instances []InstanceRecord) *RejectedTally {
+	held := make(map[string]bool, len(instances))
+	for _, in := range instances {
+		held[in.SOPInstanceUID] = true
+	}
+	return &RejectedTally{held: held}
+}
+
+// Add counts sop, a rejected SOP Instance UID of the study, unless the
+// study holds an instance of it.
+func (t *RejectedTally) Add(sop string) {
+	if !t.held[sop] {
+		t.n++
+	}
+}
+
+// Count is the number of rejected UIDs added that the study holds no
+// instance of; 0 for a nil tally (no rejects read).
+func (t *RejectedTally) Count() int {
+	if t == nil {
+		return 0
+	}
+	return t.n
 }
 
 // compareNumbers orders IS values numerically when both are numbers.

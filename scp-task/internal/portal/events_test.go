@@ -146,9 +146,9 @@ func TestStudyPagesSayModalitiesCut(t *testing.T) {
 		data       any
 		want       string
 	}{
-		{"study cut", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(cut, ins, nil)}},
+		{"study cut", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(cut, ins, 0)}},
 			`<dd id="modalities">CT, MR, … (3 modalities)</dd>`},
-		{"study whole", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(whole, ins[:2], nil)}},
+		{"study whole", "study.html", studyView{StudyPage: StudyPage{StudyDetail: pipeline.NewStudyDetail(whole, ins[:2], 0)}},
 			`<dd id="modalities">CT, MR</dd>`},
 		{"list cut", "studies.html", []Study{{StudySummary: cut}}, `<td>CT, MR, …</td>`},
 		{"list whole", "studies.html", []Study{{StudySummary: whole}}, `<td>CT, MR</td>`},

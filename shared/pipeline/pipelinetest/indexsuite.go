@@ -358,6 +358,28 @@ func testRejected(t *testing.T, h IndexHarness) {
 	if err != nil || len(list) != 1 {
 		t.Errorf("ListStudies = %d studies, %v; want the one with an instance", len(list), err)
 	}
+	// Many rejects, half of them resent valid (before or after their
+	// rejection), in a study of other instances too: counted one at a
+	// time as the index reads them (pipeline.RejectedTally), the count is
+	// the half never stored.
+	const many = 300
+	for i := range many {
+		if i%2 == 0 {
+			upsert(t, ix, Record(4, 1, i, fmt.Sprintf("v%03d", i), 0), pipeline.InstanceNew)
+		}
+		if err := ix.RecordRejected(ctx, rejected(4, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range many {
+		if i%4 == 1 {
+			upsert(t, ix, Record(4, 1, i, fmt.Sprintf("w%03d", i), time.Second), pipeline.InstanceNew)
+		}
+	}
+	if d := getStudy(t, ix, studyUID(4)); d.RejectedCount != many/4 || d.InstanceCount != many/2+many/4 {
+		t.Errorf("a study of %d rejects, %d stored valid: rejected %d, instances %d; want %d, %d", many, many/2+many/4,
+			d.RejectedCount, d.InstanceCount, many/4, many/2+many/4)
+	}
 	for _, bad := range []pipeline.RejectedInstance{{}, {StudyInstanceUID: studyUID(1)}, {StudyInstanceUID: "1.2.03", SOPInstanceUID: "1.2.3"},
 		{StudyInstanceUID: "1." + strings.Repeat("1", 70), SOPInstanceUID: "1.2.3"}} {
 		if err := ix.RecordRejected(ctx, bad); err == nil {

@@ -330,7 +330,12 @@ func (x *Index) GetStudy(_ context.Context, uid string) (pipeline.StudyDetail, e
 	if st == nil {
 		return pipeline.StudyDetail{}, fmt.Errorf("pipelinetest: study: %w", pipeline.ErrNotFound)
 	}
-	return pipeline.NewStudyDetail(cloneStudy(st), slices.Collect(maps.Values(x.instances[uid])), slices.Collect(maps.Keys(x.rejected[uid]))), nil
+	instances := slices.Collect(maps.Values(x.instances[uid]))
+	rejected := pipeline.NewRejectedTally(instances)
+	for sop := range x.rejected[uid] {
+		rejected.Add(sop)
+	}
+	return pipeline.NewStudyDetail(cloneStudy(st), instances, rejected.Count()), nil
 }
 
 // NoteSent implements pipeline.IndexStore.
