@@ -109,7 +109,13 @@ type StudyDetailEvent struct {
 	StudyDate     string    `json:"studyDate,omitempty"`
 	FirstReceived time.Time `json:"firstReceived"`
 	LastReceived  time.Time `json:"lastReceived"`
-	QuietPeriod   string    `json:"quietPeriod"`
+	// LastSent is when the site last sent any of the study's instances,
+	// a resend of instances held included (StudySummary.Sent): later than
+	// LastReceived when the site sent again only what the study held,
+	// which announces nothing itself. Never omitted, though the schemas
+	// have it optional for archived events from before it.
+	LastSent    time.Time `json:"lastSent"`
+	QuietPeriod string    `json:"quietPeriod"`
 	// Completion says what made the study complete: CompletionStorageCommitment (the sender asked for
 	// commitment of its instances and all were committed) or CompletionQuietPeriod.
 	Completion string        `json:"completion"`
@@ -225,7 +231,7 @@ func (p *Pipeline) studyDetail(ctx context.Context, s StudySummary, version int6
 		SchemaVersion: 1, StudyInstanceUID: s.StudyInstanceUID, Version: version, Revision: s.Revision,
 		InstanceCount: s.InstanceCount, SeriesCount: s.SeriesCount, ConflictCount: s.ConflictCount,
 		PatientMismatch: s.PatientMismatch(), TotalBytes: s.TotalBytes, CallingAEs: s.CallingAEs, StudyDate: s.StudyDate,
-		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, QuietPeriod: durations.Format(quiet),
+		FirstReceived: s.FirstReceived, LastReceived: s.LastReceived, LastSent: s.Sent(), QuietPeriod: durations.Format(quiet),
 		Completion: completion, Series: []EventSeries{},
 	}
 	full, err := p.Index.GetStudy(ctx, s.StudyInstanceUID)

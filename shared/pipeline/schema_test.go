@@ -291,8 +291,8 @@ func TestEventsMatchSchemas(t *testing.T) {
 // left out, so a consumer of today's events can count on them.
 var emittedAlways = map[string][]string{
 	pipeline.DetailTypeInstanceStored:      {"patientMismatch"},
-	pipeline.DetailTypeStudyReceived:       {"patientMismatch", "completion", "modalityCount"},
-	pipeline.DetailTypeStudyUpdated:        {"patientMismatch", "completion", "modalityCount"},
+	pipeline.DetailTypeStudyReceived:       {"patientMismatch", "completion", "modalityCount", "lastSent"},
+	pipeline.DetailTypeStudyUpdated:        {"patientMismatch", "completion", "modalityCount", "lastSent"},
 	pipeline.DetailTypeCommitmentCompleted: {"studyCount", "studiesTruncated"},
 }
 

@@ -203,3 +203,40 @@ func studyEventOf(t *testing.T, p *Pipeline, n, series int, modalities ...string
 	}
 	return d, b
 }
+
+// TestStudyEventCarriesLastSent: a study event carries when the site last
+// sent the study (StudySummary.Sent): its lastSent when a resend of
+// instances held moved it past lastReceived, lastReceived for a study
+// record written before lastSent existed.
+func TestStudyEventCarriesLastSent(t *testing.T) {
+	received := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		lastSent time.Time
+		want     time.Time
+	}{
+		{"sent with its newest instance", received, received},
+		{"resent the next day", received.Add(24 * time.Hour), received.Add(24 * time.Hour)},
+		{"recorded before lastSent existed", time.Time{}, received},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum := StudySummary{StudyInstanceUID: "1.2.3", InstanceCount: 1, Revision: 1, FirstReceived: received,
+				LastReceived: received, LastSent: tc.lastSent}
+			p := &Pipeline{Index: oneStudy{d: NewStudyDetail(sum, nil, 0)}}
+			d, err := p.studyDetail(context.Background(), sum, 1, CompletionQuietPeriod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.LastSent.Equal(tc.want) || !d.LastReceived.Equal(received) {
+				t.Errorf("lastSent %v, lastReceived %v; want %v, %v", d.LastSent, d.LastReceived, tc.want, received)
+			}
+			b, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := `"lastSent":"` + tc.want.Format(time.RFC3339Nano) + `"`; !strings.Contains(string(b), want) {
+				t.Errorf("event JSON %s lacks %s", b, want)
+			}
+		})
+	}
+}
