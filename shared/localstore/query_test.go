@@ -151,6 +151,54 @@ func TestAuditQueryBounds(t *testing.T) {
 	}
 }
 
+// TestSearchStudiesByModalityTheRecordCut: a study whose record cut its
+// modalities (pipeline.MaxStudyModalities, ModalitiesTruncated) is found
+// by a modality only its instances name, as by one the record kept; a
+// study not cut is not searched in its instances, and a modality no
+// instance has finds nothing.
+func TestSearchStudiesByModalityTheRecordCut(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	n := pipeline.MaxStudyModalities + 8
+	for i := range n {
+		in := pipeline.InstanceRecord{StudyInstanceUID: "1.4", SeriesInstanceUID: "1.4.1", SOPInstanceUID: fmt.Sprint("1.4.1.", i),
+			ContentIdentity: "x", Modality: fmt.Sprintf("M%02d", i), ReceivedAt: t0.Add(time.Duration(i) * time.Second)}
+		if _, err := db.IndexStore().UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	whole := pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: "1.5.1", SOPInstanceUID: "1.5.1.1",
+		ContentIdentity: "x", Modality: "CT", ReceivedAt: t0}
+	if _, err := db.IndexStore().UpsertInstance(ctx, whole); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, modality string
+		want           []string
+	}{
+		{"kept", "M00", []string{"1.4"}},
+		{"the last kept", fmt.Sprintf("m%02d", pipeline.MaxStudyModalities-1), []string{"1.4"}},
+		{"cut", fmt.Sprintf("M%02d", pipeline.MaxStudyModalities), []string{"1.4"}},
+		{"the last cut", fmt.Sprintf("M%02d", n-1), []string{"1.4"}},
+		{"no instance's", fmt.Sprintf("M%02d", n), nil},
+		{"the study not cut", "CT", []string{"1.5"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := db.SearchStudies(ctx, StudySearch{Modality: tt.modality})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range p.Studies {
+				got = append(got, s.StudyInstanceUID)
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("studies (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
 // TestSearchStudies: every filter alone, status from the index and the
 // trail, and paging with a cursor.
 func TestSearchStudies(t *testing.T) {

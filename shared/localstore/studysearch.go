@@ -159,7 +159,14 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		add(studyDate+" <= ?", v)
 	}
 	if v := strings.ToUpper(strings.TrimSpace(q.Modality)); v != "" {
-		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.modalities') WHERE value = ?)", v)
+		// A study whose record cut its modalities
+		// (pipeline.StudySummary.AddModality) is searched in its
+		// instances, which every counted content keeps with its modality,
+		// as StudyDetail.ModalityCount counts them: only such a study's
+		// instances are read.
+		add(`(EXISTS (SELECT 1 FROM json_each(s.record, '$.modalities') WHERE value = ?)
+			OR (json_extract(s.record, '$.modalitiesTruncated')
+				AND EXISTS (SELECT 1 FROM instances i WHERE i.study_uid = s.study_uid AND json_extract(i.record, '$.modality') = ?)))`, v, v)
 	}
 	if v := strings.TrimSpace(q.CallingAE); v != "" {
 		add("EXISTS (SELECT 1 FROM json_each(s.record, '$.callingAes') WHERE value = ?)", v)
