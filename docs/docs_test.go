@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
@@ -206,6 +207,7 @@ func TestProseFacts(t *testing.T) {
 		}},
 		{"local-mode.md", []string{
 			"a deflated data set " + inflate + " stored",
+			"modality (also one the study record did not keep, of a study with more than " + modalities + ":",
 		}},
 		{filepath.Join("operations", "audit-feed.md"), []string{
 			"`" + auditmessage.DetailObjectKey + "` (where it is stored), `" + auditmessage.DetailContentIdentity + "`, `" + auditmessage.DetailQuarantineKey + "` (a quarantined",
@@ -226,6 +228,7 @@ func TestProseFacts(t *testing.T) {
 			"bus has failed " + busDownWord + " announcements in a row",
 			"once the bus has failed " + busDownWord + " of the run's events in a row (announcements and",
 			"Once the bus has failed " + busDownWord + " of the run's events in a row, the run still reports",
+			"each of at most " + strconv.Itoa(accesscontrol.MaxAETitleLength) + " characters (the A-ASSOCIATE-RQ field holds no more)",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
