@@ -375,8 +375,8 @@ func NewStudyDetail(s StudySummary, instances []InstanceRecord, rejected int) St
 // added once. It holds the study's instance UIDs, which GetStudy returns
 // anyway, never the rejected ones: an index reads its notes a page at a
 // time into it, and a study with 100,000 rejects costs their reading, not
-// a list of them (8 MB, and on DynamoDB the raw items, some 50 MB, were
-// held until the count).
+// a list of them (on DynamoDB the raw items, tens of MB, were held until
+// the count).
 type RejectedTally struct {
 	held map[string]bool
 	n    int
