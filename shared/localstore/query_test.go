@@ -151,6 +151,15 @@ func TestAuditQueryBounds(t *testing.T) {
 	}
 }
 
+// pageUIDs lists the UIDs of a page's studies in order.
+func pageUIDs(p StudyPage) []string {
+	var out []string
+	for _, s := range p.Studies {
+		out = append(out, s.StudyInstanceUID)
+	}
+	return out
+}
+
 // TestSearchStudiesByModalityTheRecordCut: a study whose record cut its
 // modalities (pipeline.MaxStudyModalities, ModalitiesTruncated) is found
 // by a modality only its instances name, as by one the record kept; a
@@ -188,11 +197,7 @@ func TestSearchStudiesByModalityTheRecordCut(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
-			for _, s := range p.Studies {
-				got = append(got, s.StudyInstanceUID)
-			}
-			if d := cmp.Diff(tt.want, got); d != "" {
+			if d := cmp.Diff(tt.want, pageUIDs(p)); d != "" {
 				t.Errorf("studies (-want +got):\n%s", d)
 			}
 		})
@@ -251,20 +256,13 @@ func TestSearchStudies(t *testing.T) {
 		{"has rejects", StudySearch{Status: StatusHasRejects}, []string{"1.2"}},
 		{"one study", StudySearch{StudyUID: "1.2"}, []string{"1.2"}},
 	}
-	uids := func(p StudyPage) []string {
-		var out []string
-		for _, s := range p.Studies {
-			out = append(out, s.StudyInstanceUID)
-		}
-		return out
-	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, err := db.SearchStudies(ctx, tt.q)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tt.want, uids(p)); d != "" {
+			if d := cmp.Diff(tt.want, pageUIDs(p)); d != "" {
 				t.Errorf("studies (-want +got):\n%s", d)
 			}
 		})
@@ -280,7 +278,7 @@ func TestSearchStudies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, uids(p)...)
+		got = append(got, pageUIDs(p)...)
 		if p.Next == "" {
 			break
 		}
