@@ -14,11 +14,14 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -134,11 +137,12 @@ func TestConformanceStatementFacts(t *testing.T) {
 		{"implementation version name", "| | Value |", "Implementation Version Name", "`" + version.ImplementationVersionName + "`"},
 		{"default max PDU length received", "| Parameter | Setting | Default |", "Maximum PDU size received", thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"},
 		{"default max PDU length sent", "| Parameter | Setting | Default |", "Maximum PDU size sent", thousands(int64(dicomnet.DefaultMaxSendPDULength)) + " bytes"},
-		{"ARTIM", "| Timeout | Setting | Default |", "ARTIM", duration(dicomnet.DefaultARTIMTimeout)},
-		{"idle timeout", "| Timeout | Setting | Default |", "Idle", duration(dicomnet.DefaultIdleTimeout)},
-		{"progress window", "| Timeout | Setting | Default |", "Progress", duration(dicomnet.DefaultProgressWindow) + ", " + thousands(dicomnet.DefaultMinProgressBytes) + " bytes"},
-		{"message time", "| Timeout | Setting | Default |", "One whole message", duration(dicomnet.DefaultMaxMessageTime)},
-		{"write timeout", "| Timeout | Setting | Default |", "Each write", duration(dicomnet.DefaultWriteTimeout)},
+		{"ARTIM", "| Timeout | Setting | Default |", "ARTIM", durations.Prose(dicomnet.DefaultARTIMTimeout)},
+		{"idle timeout", "| Timeout | Setting | Default |", "Idle", durations.Prose(dicomnet.DefaultIdleTimeout)},
+		{"progress window", "| Timeout | Setting | Default |", "Progress", durations.Prose(dicomnet.DefaultProgressWindow) + ", " + thousands(dicomnet.DefaultMinProgressBytes) + " bytes"},
+		{"message time", "| Timeout | Setting | Default |", "One whole message", durations.Prose(dicomnet.DefaultMaxMessageTime)},
+		{"write timeout", "| Timeout | Setting | Default |", "Each write", durations.Prose(dicomnet.DefaultWriteTimeout)},
+		{"largest A-ASSOCIATE-RQ", "| | Value |", "Largest A-ASSOCIATE-RQ read", mib(dicomnet.MaxAssociatePDULength)},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
 			row := rowOf(t, doc, tc.header, tc.row)
@@ -164,14 +168,17 @@ func TestConformanceStatementFacts(t *testing.T) {
 // the 110104 details audit-feed.md and conformance.md name, the label
 // values alarms.md and configuration.md list, and how many events in a row
 // the bus may fail before a run takes it for down (pipeline.md, and the
-// error alarms.md's NotifyDlqNotEmpty row has the on-call look for). A
+// error alarms.md's NotifyDlqNotEmpty row has the on-call look for), the
+// timers of the associations the AE initiates for Storage Commitment
+// results (commitreport's), the N-ACTION's bounds and the Error Comment's
+// length conformance.md states. A
 // change of a default, of the backoff, of a limit or of the pin fails here
 // until the prose says it too, as the tables do
 // (TestConformanceStatementFacts).
 func TestProseFacts(t *testing.T) {
 	pdu := thousands(int64(dicomnet.DefaultMaxPDULength)) + " bytes"
-	firstRetry, maxRetry := duration(pipeline.CommitmentReportFirstRetry), duration(pipeline.CommitmentReportMaxRetry)
-	put := duration(objectstore.DefaultPutTimeout)
+	firstRetry, maxRetry := durations.Prose(pipeline.CommitmentReportFirstRetry), durations.Prose(pipeline.CommitmentReportMaxRetry)
+	put := durations.Prose(objectstore.DefaultPutTimeout)
 	cdkCLI := nodeToolVersion(t, "aws-cdk")
 	// The inflate rule: inflated <= InflateAllowance + MaxInflateRatio × compressed.
 	inflate := "inflating to more than " + mib(dataset.InflateAllowance) + " plus " + strconv.Itoa(dataset.MaxInflateRatio) + " bytes per byte"
@@ -190,6 +197,7 @@ func TestProseFacts(t *testing.T) {
 	// How many events in a row the bus may fail before a run takes it for down.
 	busDown := strconv.Itoa(pipeline.MaxPublishFailures)
 	busDownWord := numberWord(pipeline.MaxPublishFailures)
+	dial, answer := durations.Prose(commitreport.DefaultDialTimeout), durations.Prose(commitreport.DefaultResponseTimeout)
 	for _, f := range []struct {
 		doc  string
 		says []string
@@ -197,13 +205,24 @@ func TestProseFacts(t *testing.T) {
 		{"conformance.md", []string{
 			pdu + " by default (`--max-pdu-length`)",
 			"Maximum PDU length received: " + pdu + ", the library's default",
-			"`--idle-timeout` (default " + duration(dicomnet.DefaultIdleTimeout) + ")",
-			"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + duration(dicomnet.DefaultProgressWindow) + ")",
+			"`--idle-timeout` (default " + durations.Prose(dicomnet.DefaultIdleTimeout) + ")",
+			"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + durations.Prose(dicomnet.DefaultProgressWindow) + ")",
 			"retried with backoff (" + firstRetry + " doubling to " + maxRetry + ",",
 			"`--s3-put-timeout`, " + put + " by default,",
-			"every write has a " + duration(dicomnet.DefaultWriteTimeout) + " deadline",
+			"every write has a " + durations.Prose(dicomnet.DefaultWriteTimeout) + " deadline",
 			"the data set exceeds the reader's limits: " + readerLimits,
 			"ParticipantObjectDetail type-value pairs (A.5.1's implementation-defined details, which A.5.3.7 does not specialize): " + details,
+			// The association initiator's timers (3.2.3 and 3.4.2), commitreport's.
+			"Timers: connect " + dial + "; " + answer + " for each answer of the peer (the A-ASSOCIATE-AC or -RJ, the N-EVENT-REPORT-RSP, the A-RELEASE-RP); " +
+				durations.Prose(dicomnet.DefaultWriteTimeout) + " for each write; ARTIM " + durations.Prose(commitreport.ARTIMTimeout) + " for the peer to close",
+			"connect " + dial + "; each answer of the peer (A-ASSOCIATE response, N-EVENT-REPORT-RSP, A-RELEASE-RP) " + answer + "; each write " +
+				durations.Prose(dicomnet.DefaultWriteTimeout) + "; ARTIM after a rejection or an abort " + durations.Prose(commitreport.ARTIMTimeout) + ".",
+			"if the response does not come within " + answer + ")",
+			"if it is still open and the requestor answers within " + answer + ",",
+			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
+			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
+			"as many instances as it may name (" + thousands(commitment.MaxRefs) + ")",
+			"saying why (at most " + strconv.Itoa(dimse.MaxCommentLen) + " characters)",
 		}},
 		{"local-mode.md", []string{
 			"a deflated data set " + inflate + " stored",
@@ -552,15 +571,4 @@ func thousands(n int64) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
-}
-
-// duration writes d as the statement does: 30 s, 60 s, 5 min, 2 h.
-func duration(d time.Duration) string {
-	switch {
-	case d < 2*time.Minute:
-		return fmt.Sprintf("%d s", d/time.Second)
-	case d%time.Hour == 0:
-		return fmt.Sprintf("%d h", d/time.Hour)
-	}
-	return fmt.Sprintf("%d min", d/time.Minute)
 }

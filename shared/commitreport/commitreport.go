@@ -70,6 +70,18 @@ func (p Peers) String() string {
 	return strings.Join(out, ",")
 }
 
+// The timers of the associations a Reporter opens, and of its wait for an answer on the requestor's own, as the
+// conformance statement (3.2.3) gives them; each write is bounded by dicomnet.DefaultWriteTimeout.
+const (
+	// DefaultDialTimeout bounds connecting to the report address.
+	DefaultDialTimeout = 10 * time.Second
+	// DefaultResponseTimeout bounds each answer of the peer: the A-ASSOCIATE-AC or -RJ, the N-EVENT-REPORT-RSP
+	// (on our association or the requestor's), the A-RELEASE-RP.
+	DefaultResponseTimeout = 30 * time.Second
+	// ARTIMTimeout bounds the wait for the peer to close after a rejection or an abort.
+	ARTIMTimeout = 2 * time.Second
+)
+
 // Reporter delivers results. The zero value reports nothing (no peers, no server); set what applies.
 type Reporter struct {
 	// Server is the SCP the requests came in on, when it runs in this process: the report goes on the
@@ -79,7 +91,8 @@ type Reporter struct {
 	Peers Peers
 	// AETitle is ours, the calling AE of the associations we open (the AE the PACS sent to).
 	AETitle string
-	// DialTimeout and ResponseTimeout bound connecting and each wait for the peer (defaults 10s and 30s).
+	// DialTimeout and ResponseTimeout bound connecting and each wait for the peer (defaults DefaultDialTimeout
+	// and DefaultResponseTimeout).
 	DialTimeout, ResponseTimeout time.Duration
 	// Dial replaces the TCP dialer (tests).
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -115,7 +128,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	if r.Server != nil && rep.AssociationID != "" {
 		// Bounded like a response on our own association: a requestor that keeps its association open but
 		// does not answer is then reported to as if it had left.
-		sctx, cancel := context.WithTimeout(ctx, durOr(r.ResponseTimeout, 30*time.Second))
+		sctx, cancel := context.WithTimeout(ctx, durOr(r.ResponseTimeout, DefaultResponseTimeout))
 		st, err := r.Server.SendEventReport(sctx, rep.AssociationID, ev)
 		cancel()
 		switch {
@@ -136,8 +149,8 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	cfg := dicomnet.ClientConfig{
 		CallingAE: r.AETitle, CalledAE: rep.CallingAE, Dial: r.Dial,
-		DialTimeout: durOr(r.DialTimeout, 10*time.Second), ResponseTimeout: durOr(r.ResponseTimeout, 30*time.Second),
-		ARTIMTimeout: 2 * time.Second,
+		DialTimeout: durOr(r.DialTimeout, DefaultDialTimeout), ResponseTimeout: durOr(r.ResponseTimeout, DefaultResponseTimeout),
+		ARTIMTimeout: ARTIMTimeout,
 		Contexts: []dicomnet.ProposedContext{{AbstractSyntax: dicomuid.StorageCommitment,
 			TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian, dicomuid.ImplicitVRLittleEndian},
 			Roles:            &dicomnet.Roles{SCP: true}}},

@@ -306,7 +306,7 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 }
 
 // readPDU reads one whole PDU: a P-DATA-TF within the Maximum Length Received we advertised (cfg.MaxPDULength;
-// pdataTooLong, the server's rule too), any other within maxAssociatePDU. When it stops inside a PDU (a read
+// pdataTooLong, the server's rule too), any other within MaxAssociatePDULength. When it stops inside a PDU (a read
 // error after the header's first byte, a body refused or cut short), the read position is lost with it.
 func (a *ClientAssociation) readPDU() (pdu.PDU, error) {
 	var hb [pdu.HeaderLen]byte
@@ -315,7 +315,7 @@ func (a *ClientAssociation) readPDU() (pdu.PDU, error) {
 		return nil, fmt.Errorf("read PDU header: %w", err)
 	}
 	h, _ := pdu.ParseHeader(hb[:])
-	limit := uint32(maxAssociatePDU)
+	limit := uint32(MaxAssociatePDULength)
 	var err error
 	switch {
 	case !h.Type.Known():

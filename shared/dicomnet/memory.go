@@ -6,7 +6,7 @@ import (
 
 // This file bounds the memory held by connections that have not associated (MaxPreAssociationBytes). The count
 // bounds (unassociated.go) come from the descriptor limit, tens of thousands on a usual host, and each such
-// connection may hold its 64 KiB read buffer, an A-ASSOCIATE-RQ arriving slowly (up to maxAssociatePDU) or an
+// connection may hold its 64 KiB read buffer, an A-ASSOCIATE-RQ arriving slowly (up to MaxAssociatePDULength) or an
 // unfinished TLS handshake, whose buffers crypto/tls keeps: 4,000 of them took about 600 MB.
 //
 // Every connection is charged, before anything is read from it, the most it can hold until it has a request:

@@ -311,7 +311,7 @@ func (a *association) readEvent() rxEvent {
 			// Charged to MaxPreAssociationBytes as the buffer grows: a request that arrives slowly is held.
 			grow = func(n int) error { return a.charge(int64(n)) }
 		}
-		body, err := pdu.ReadBodyFunc(a.br, h.Length, maxAssociatePDU, grow)
+		body, err := pdu.ReadBodyFunc(a.br, h.Length, MaxAssociatePDULength, grow)
 		if errors.Is(err, ErrShedMemory) {
 			a.shedForMemory()
 			return a.readFailed(err)
@@ -348,7 +348,7 @@ func (a *association) readEvent() rxEvent {
 		}
 		return rxEvent{ev: receivedAs[h.Type], err: fmt.Errorf("dicomnet: received %s in %s", h.Type, st)}
 	case pdu.TypeAssociateAC:
-		if h.Length > maxAssociatePDU {
+		if h.Length > MaxAssociatePDULength {
 			r.inSync = false
 		} else if _, err := a.br.Discard(int(h.Length)); err != nil {
 			return a.readFailed(err)

@@ -57,8 +57,8 @@ const (
 	DefaultImplementationClassUID    = version.ImplementationClassUID
 	DefaultImplementationVersionName = version.ImplementationVersionName
 
-	// maxAssociatePDU bounds A-ASSOCIATE-RQ/AC bodies (and any other non-P-DATA PDU) we read whole.
-	maxAssociatePDU = 1 << 20
+	// MaxAssociatePDULength bounds A-ASSOCIATE-RQ/AC bodies (and any other non-P-DATA PDU) we read whole.
+	MaxAssociatePDULength = 1 << 20
 	// maxCommandSet bounds a reassembled command set; real ones are a few hundred bytes.
 	maxCommandSet  = 64 << 10
 	readBufferSize = 64 << 10

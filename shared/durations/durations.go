@@ -4,6 +4,7 @@
 package durations
 
 import (
+	"strconv"
 	"strings"
 	"time"
 )
@@ -20,4 +21,16 @@ func Format(d time.Duration) string {
 		s = s[:i+1] + s[i+3:]
 	}
 	return s
+}
+
+// Prose writes a whole number of seconds as the documents' prose and tables
+// do: 30 s, 60 s (under two minutes, in seconds), 5 min, 2 h.
+func Prose(d time.Duration) string {
+	switch {
+	case d < 2*time.Minute:
+		return strconv.FormatInt(int64(d/time.Second), 10) + " s"
+	case d%time.Hour == 0:
+		return strconv.FormatInt(int64(d/time.Hour), 10) + " h"
+	}
+	return strconv.FormatInt(int64(d/time.Minute), 10) + " min"
 }

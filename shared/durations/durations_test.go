@@ -33,3 +33,22 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestProse(t *testing.T) {
+	for _, tt := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{2 * time.Second, "2 s"},
+		{60 * time.Second, "60 s"},
+		{90 * time.Second, "90 s"},
+		{5 * time.Minute, "5 min"},
+		{time.Hour, "1 h"},
+		{2 * time.Hour, "2 h"},
+		{90 * time.Minute, "90 min"},
+	} {
+		if got := Prose(tt.d); got != tt.want {
+			t.Errorf("Prose(%v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+}
