@@ -180,7 +180,7 @@ var settings = []Setting{
 	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
-	{"quiet-period", "QUIET_PERIOD", "1m", "a study is announced as received once this long has passed since its last instance was received or indexed"},
+	{"quiet-period", "QUIET_PERIOD", durations.Format(pipeline.DefaultQuietPeriod), "a study is announced as received once this long has passed since its last instance was received or indexed"},
 	{"event-patient-data", "EVENT_PATIENT_DATA", "none", "local mode: patient data events carry, as the functions' EVENT_PATIENT_DATA: none, id (Patient ID, accession number) or full (also name, birth date, sex)"},
 	{"audit-syslog", "SCP_AUDIT_SYSLOG", "", "send the audit trail as DICOM audit messages (PS3.15 A.5) over syslog TLS to this collector: tls://host[:port], port 6514 by default; empty: off"},
 	{"audit-syslog-ca", "SCP_AUDIT_SYSLOG_CA", "", "PEM file of the CA the collector's certificate must chain to (required with --audit-syslog)"},
@@ -189,8 +189,8 @@ var settings = []Setting{
 	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
 	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]` (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
-	{"commitment-wait", "SCP_COMMITMENT_WAIT", "5m", "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
-	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", "1h", "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
+	{"commitment-wait", "SCP_COMMITMENT_WAIT", durations.Format(pipeline.DefaultCommitmentWait), "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
+	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", durations.Format(pipeline.DefaultCommitmentReportFor), "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
 	{"commitment-quarantined-committed", "SCP_COMMITMENT_QUARANTINED_COMMITTED", "", "local mode, Storage Commitment: calling AE titles (comma-separated) whose quarantined instances count as committed; by default they fail (0110)"},
 }
 
