@@ -1,6 +1,10 @@
 package pipeline
 
 import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -77,5 +81,51 @@ func TestParsePersonName(t *testing.T) {
 	}
 	if d := cmp.Diff(PersonNameGroups{}, ParsePersonName("^^")); d != "" {
 		t.Errorf("empty name: %s", d)
+	}
+}
+
+// TestConformanceStatementCharsets: every Specific Character Set term
+// conformance.md's section 5 lists is one the pipeline decodes, the ISO 2022
+// form of each single-byte set included, and every single-byte set it
+// decodes is listed.
+func TestConformanceStatementCharsets(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "conformance.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(b), "\n## 5. ")
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, table, ok := strings.Cut(section, "| Specific Character Set | Character set |\n")
+	if !ok {
+		t.Fatal("conformance.md's section 5 has no table of Specific Character Sets")
+	}
+	listed := map[string]bool{}
+	for _, row := range strings.Split(table, "\n") {
+		if !strings.HasPrefix(row, "|") {
+			break
+		}
+		first, _, _ := strings.Cut(strings.TrimPrefix(row, "|"), "|")
+		for _, m := range regexp.MustCompile("`([^`]+)`").FindAllStringSubmatch(first, -1) {
+			if m[1] != "ISO 2022 IR" { // "the `ISO 2022 IR` forms of each single-byte set above"
+				listed[m[1]] = true
+			}
+		}
+	}
+	if len(listed) == 0 {
+		t.Fatal("conformance.md's table of Specific Character Sets names no term")
+	}
+	for term := range listed {
+		if cs := newCharset(term); len(cs.unknown) > 0 {
+			t.Errorf("conformance.md lists %q, which validation reports as unknown", term)
+		}
+	}
+	for term := range singleByte {
+		if !listed[term] {
+			t.Errorf("conformance.md does not list %q, which the pipeline decodes", term)
+		}
+		// The table says the ISO 2022 form of each single-byte set above is supported.
+		if iso := strings.Replace(term, "ISO_IR", "ISO 2022 IR", 1); len(newCharset(iso).unknown) > 0 {
+			t.Errorf("%q is not decoded, though conformance.md says the ISO 2022 form of each single-byte set is", iso)
+		}
 	}
 }
