@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// upgradeFixture is a data directory an older build left
+// (testdata/upgrade/README.md says which and how to make it again), and
+// what that build's portal served from it before its last run crashed.
+const upgradeFixture = "testdata/upgrade/data-d32774a.tar.gz"
+
+type upgradeExpected struct {
+	Studies []struct {
+		StudyInstanceUID string `json:"studyInstanceUid"`
+		InstanceCount    int    `json:"instanceCount"`
+	} `json:"studies"`
+	Events      []string `json:"events"`
+	Audit       []string `json:"audit"`
+	Commitments []string `json:"commitments"`
+	Quarantine  []string `json:"quarantine"`
+}
+
+// TestUpgradeFromOlderBuild starts today's scp-task --local on a data
+// directory written by an older build (schema 13): two instances and a
+// reject stored, a Storage Commitment reported, a clean stop, then a run
+// that crashed right after a third instance's journal record was durable,
+// before its pipeline ran. The database is migrated in place; everything
+// the old portal served is served still, the journal record it left is
+// processed once, no event is repeated, and new sends work.
+func TestUpgradeFromOlderBuild(t *testing.T) {
+	need(t, "dcmsend")
+	var want upgradeExpected
+	b, err := os.ReadFile("testdata/upgrade/expected.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	untarFixture(t, upgradeFixture, dataDir)
+	n := newNode(t, dataDir)
+	n.start()
+	if !strings.Contains(n.logText(), `"msg":"recovered the hand-off"`) || !strings.Contains(n.logText(), `"replayed":1`) {
+		t.Errorf("the start did not replay the old build's journal record:\n%s", n.logText())
+	}
+	n.waitPipelineIdle(20 * time.Second)
+	study := want.Studies[0].StudyInstanceUID
+
+	// The old build's instances, and the one its crash left in the journal.
+	eventually(t, 10*time.Second, "the old study with its journaled instance", func() bool {
+		for _, s := range n.studies() {
+			if s.StudyInstanceUID == study {
+				return s.InstanceCount == want.Studies[0].InstanceCount+1
+			}
+		}
+		return false
+	})
+	var events []apiEvent
+	eventually(t, 10*time.Second, "the study's Study Updated", func() bool {
+		events = n.events("after=0")
+		return countType(events, pipeline.DetailTypeStudyUpdated) > 0
+	})
+	wantIDs := func(what string, want []string, got map[string]int) {
+		t.Helper()
+		for _, id := range want {
+			if got[id] != 1 {
+				t.Errorf("%s %s of the old build served %d times", what, id, got[id])
+			}
+		}
+	}
+	eventIDs := map[string]int{}
+	for _, e := range events {
+		eventIDs[e.ID]++
+	}
+	wantIDs("event", want.Events, eventIDs)
+	for id, c := range eventIDs {
+		if c != 1 {
+			t.Errorf("event %s served %d times", id, c)
+		}
+	}
+	if got := countType(events, pipeline.DetailTypeInstanceStored); got != want.Studies[0].InstanceCount+1 {
+		t.Errorf("%d Instance Stored events, want %d", got, want.Studies[0].InstanceCount+1)
+	}
+	records := n.audit("")
+	auditIDs, stored := map[string]int{}, map[string]int{}
+	for _, r := range records {
+		auditIDs[r.ID]++
+		if r.Outcome == "stored" {
+			stored[r.SOPInstanceUID]++
+		}
+	}
+	wantIDs("audit record", want.Audit, auditIDs)
+	for sop, c := range stored {
+		if c != 1 {
+			t.Errorf("%d stored records of %s", c, sop)
+		}
+	}
+	var commitments struct {
+		Commitments []struct {
+			TransactionUID string `json:"transactionUid"`
+			State          string `json:"state"`
+		} `json:"commitments"`
+	}
+	n.getJSON("/api/commitments", &commitments)
+	txns := map[string]int{}
+	for _, c := range commitments.Commitments {
+		txns[c.TransactionUID]++
+	}
+	wantIDs("Storage Commitment transaction", want.Commitments, txns)
+	var quarantine struct{ Records []pipeline.AuditRecord }
+	n.getJSON("/api/quarantine", &quarantine)
+	quarantined := map[string]int{}
+	for _, r := range quarantine.Records {
+		quarantined[r.ID]++
+	}
+	wantIDs("quarantine record", want.Quarantine, quarantined)
+
+	// New sends land beside the old data, and a restart repeats nothing.
+	if out, err := n.dcmsend("LOCAL_AE", writeSynthStudy(t, dir)...); err != nil {
+		t.Fatalf("dcmsend after the upgrade: %v\n%s", err, out)
+	}
+	n.waitPipelineIdle(20 * time.Second)
+	eventually(t, 10*time.Second, "the new study", func() bool {
+		for _, s := range n.studies() {
+			if s.StudyInstanceUID == synthStudy {
+				return s.InstanceCount == len(synthInstances)
+			}
+		}
+		return false
+	})
+	n.stop()
+	n.start()
+	n.waitPipelineIdle(20 * time.Second)
+	logged := map[string]int{}
+	for _, e := range eventsInLog(t, dataDir) {
+		logged[e.ID]++
+	}
+	for id, c := range logged {
+		if c != 1 {
+			t.Errorf("event %s in events.log %d times", id, c)
+		}
+	}
+}
+
+func countType(events []apiEvent, detailType string) int {
+	n := 0
+	for _, e := range events {
+		if e.DetailType == detailType {
+			n++
+		}
+	}
+	return n
+}
+
+// untarFixture unpacks a data directory fixture into dst, 0700 and its
+// files 0600 as scp-task makes them. Its journal segments are sparse in
+// the archive (zeros past their records), which the reader expands.
+func untarFixture(t *testing.T, path, dst string) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Clean(h.Name)
+		if name == "." {
+			continue
+		}
+		if !filepath.IsLocal(name) {
+			t.Fatalf("%s: %q is not inside the data directory", path, h.Name)
+		}
+		p := filepath.Join(dst, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(p, 0o700)
+		case tar.TypeReg:
+			err = writeFixtureFile(p, tr)
+		default:
+			t.Fatalf("%s: %s is not a file or a directory", path, h.Name)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func writeFixtureFile(p string, r io.Reader) error {
+	w, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return errors.Join(err, w.Close())
+	}
+	return w.Close()
+}
