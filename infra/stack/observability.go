@@ -294,8 +294,10 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// its start record, its log and its counter; a running task that finds
 	// one (it looks every quarter of the stale time) says so in an
 	// unclean-stop-found record, its log and its counter. A start's count
-	// may come before the agent's first scrape of it, which publishes no
-	// increase; the log line is counted as well.
+	// comes before the agent's first scrape of it, its baseline: the
+	// counter shows it from the second scrape (metricnames.HeldCounter),
+	// so it is published; the log line is counted as well, for a task that
+	// dies again before that scrape.
 	alarm("ScpUncleanStop", ScpMetric(c.Name, MetricAuditUncleanStops, "Sum", minute), 0, gt, 1,
 		"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the record of the task that found it (a start's unclean-stop, a running task's unclean-stop-found) names the run and the range (docs/operations/alarms.md)")
 	alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, associationaudit.UncleanStopLog, MetricAuditUncleanStopLogLines), 0, gt, 1,

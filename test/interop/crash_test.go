@@ -25,8 +25,10 @@ func startLocal(t *testing.T, dataDir string) *scptest.SCP {
 // come and go, then starts it again on the same data directory: the new
 // start record names the killed run and bounds what it may have lost (every
 // record of the killed run up to the sequence number it gives is in the
-// trail, but for at most the "not yet written" it counts), and a clean stop
-// after it leaves nothing for the next start to report.
+// trail, but for at most the "not yet written" it counts), its count is an
+// increase over the first scrape of /metrics (what the metrics agent
+// publishes), and a clean stop after it leaves nothing for the next start
+// to report.
 func TestKilledSCPLossIsRecorded(t *testing.T) {
 	dataDir := t.TempDir()
 	objects := filepath.Join(dataDir, "objects")
@@ -52,8 +54,12 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 
 	second := startLocal(t, dataDir)
 	start := startAfter(t, objects, instance)
-	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
-		t.Errorf("dicom_ingest_audit_unclean_stops_total = %v, want 1", got)
+	// The metrics agent's first scrape is its baseline and it publishes
+	// the increases over it: the start counted the killed run before any
+	// scrape, and the count must be an increase, not in the baseline.
+	baseline := second.Metric(t, "dicom_ingest_audit_unclean_stops_total")
+	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total") - baseline; got != 1 {
+		t.Errorf("dicom_ingest_audit_unclean_stops_total rose by %v over the first scrape, want 1", got)
 	}
 	t.Logf("start record: %s", start.Reason)
 	var assigned, written, lost, pending uint64
@@ -166,8 +172,12 @@ func TestKilledFileStoreSCPIsReported(t *testing.T) {
 	if u := next.PreviousRuns[0]; u.LastSeq == 0 || u.Written == 0 || u.Written+u.CountedLost+u.NotWritten != u.LastSeq {
 		t.Errorf("previous run %+v", u)
 	}
-	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
-		t.Errorf("dicom_ingest_audit_unclean_stops_total = %v, want 1", got)
+	// The metrics agent's first scrape is its baseline and it publishes
+	// the increases over it: the start counted the killed run before any
+	// scrape, and the count must be an increase, not in the baseline.
+	baseline := second.Metric(t, "dicom_ingest_audit_unclean_stops_total")
+	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total") - baseline; got != 1 {
+		t.Errorf("dicom_ingest_audit_unclean_stops_total rose by %v over the first scrape, want 1", got)
 	}
 	// The reported marker went; a clean stop removes the second's.
 	second.Stop(t)

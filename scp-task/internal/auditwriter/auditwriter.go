@@ -878,7 +878,7 @@ type metrics struct {
 	waits    prometheus.Counter
 	lost     prometheus.Counter
 	wait     prometheus.Histogram
-	unclean  prometheus.Counter
+	unclean  *metricnames.HeldCounter
 	folded   prometheus.Counter
 }
 
@@ -906,9 +906,11 @@ func newMetrics(reg prometheus.Registerer, w *Writer) (*metrics, error) {
 		Help:    "From an association event to its audit record durably written: how long the record was only in memory, what a crash would lose.",
 		Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
 	})
-	m.unclean = prometheus.NewCounter(prometheus.CounterOpts{
+	// Held: a start counts the dead runs it finds before the agent's
+	// first scrape, its baseline, which took them in and published none.
+	m.unclean = metricnames.NewHeldCounter(prometheus.CounterOpts{
 		Name: metricnames.AuditUncleanStops,
-		Help: "Runs found to have stopped uncleanly (killed, crashed), at start or by a running SCP: the start record, or the unclean-stop-found record, says which audit records they may have lost.",
+		Help: "Runs found to have stopped uncleanly (killed, crashed), at start or by a running SCP: the start record, or the unclean-stop-found record, says which audit records they may have lost. What is found before the first scrape shows from the second.",
 	})
 	m.folded = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: metricnames.AuditRefusalsFolded,

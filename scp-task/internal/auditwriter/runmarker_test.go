@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // startRecord starts a writer on dir as instance and returns it with the
@@ -219,5 +221,51 @@ func TestSweepNeverClaimsAMarkerBeingCreated(t *testing.T) {
 		if err := m.remove(); err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestUncleanStopAtStartIsPublished: a dead run a start finds is counted
+// before the metrics agent's first scrape of the task, which the agent
+// takes as its baseline: it was in that baseline, so the agent published
+// no increase and only the log-line alarm sounded. The count now shows
+// from the second scrape, an increase the agent publishes; a dead run a
+// running SCP finds later is counted as before.
+func TestUncleanStopAtStartIsPublished(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, RunsDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dead := `{"instance":"dead1","aeTitle":"REMOTE_AE","assigned":7,"written":5,"lost":1}`
+	if err := os.WriteFile(filepath.Join(dir, RunsDir, "dead1.json"), []byte(dead+strings.Repeat(" ", 100)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	store := &recordStore{got: map[string]associationaudit.Record{}}
+	w, err := New(store, Options{RunDir: dir, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Started("cccc", "REMOTE_AE")
+	waitFor(t, func() bool { return store.count() == 1 })
+	scrape := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == metricnames.AuditUncleanStops {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("%s not on /metrics", metricnames.AuditUncleanStops)
+		return 0
+	}
+	baseline := scrape() // the agent's first scrape: its baseline
+	if got := scrape() - baseline; got != 1 {
+		t.Errorf("the agent publishes an increase of %v of %s after a start that found one dead run, want 1", got, metricnames.AuditUncleanStops)
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }

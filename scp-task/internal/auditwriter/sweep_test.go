@@ -95,6 +95,11 @@ func TestSweepReportsDeadRun(t *testing.T) {
 				}
 				w.Started(instance, "REMOTE_AE")
 				waitFor(t, func() bool { return records.count() == 1 })
+				// The agent's first scrape, its baseline: a count before it
+				// shows from the next (metricnames.HeldCounter).
+				if got := testutil.ToFloat64(w.metrics.unclean); got != 0 {
+					t.Errorf("unclean stops at the first scrape %v, want 0", got)
+				}
 				return w, records, logs
 			}
 			dead, _, _ := start("aaaa")

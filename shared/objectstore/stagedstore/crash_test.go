@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -391,5 +393,55 @@ func TestShutdownCutShort(t *testing.T) {
 	reachS3(t, "after the close cut short", next, up, acked, bodies)
 	if err := next.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAdoptedAtStartIsPublished: a task starting beside the journal of a
+// task that died takes its staged objects over before the metrics agent
+// first scrapes it, the scrape the agent takes as its baseline: the count
+// was in that baseline and the agent published no increase of
+// dicom_ingest_staging_adopted_total. It now shows from the second scrape.
+func TestAdoptedAtStartIsPublished(t *testing.T) {
+	down := newFakeS3()
+	down.setDown(true)
+	mem := vfstest.NewMem()
+	dead, err := New(Options{Dir: "/st", FS: mem, Uploader: down, TaskID: "dead", AdoptEvery: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Its disk is cut under it: its close can only fail.
+	t.Cleanup(func() { t.Log("the dead task's close:", dead.Close()) })
+	acked := map[string]bool{}
+	bodies := map[string][]byte{}
+	for i := range 2 {
+		b := data(i, 10_000)
+		s, err := dead.Put(context.Background(), object(i), bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked[s.Key], bodies[s.Key] = true, b
+	}
+	after := mem.Crash(vfstest.KeepAll, rand.New(rand.NewPCG(1, 2)))
+	reg := prometheus.NewRegistry()
+	up := newFakeS3()
+	next := newStore(t, Options{Dir: "/st", FS: after, Uploader: up, TaskID: "next", Metrics: reg})
+	reachS3(t, "after the death", next, up, acked, bodies)
+	scrape := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == MetricAdopted {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatalf("%s not on /metrics", MetricAdopted)
+		return 0
+	}
+	baseline := scrape()
+	if got := scrape() - baseline; got != 2 {
+		t.Errorf("the agent publishes an increase of %v of %s after a start that took over 2 objects, want 2", got, MetricAdopted)
 	}
 }

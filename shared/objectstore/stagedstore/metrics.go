@@ -24,7 +24,7 @@ type metrics struct {
 	staged  prometheus.Counter
 	refused prometheus.Counter
 	noSpace prometheus.Counter
-	adopted prometheus.Counter
+	adopted *metricnames.HeldCounter
 	uploads *prometheus.CounterVec
 	latency prometheus.Histogram
 }
@@ -41,8 +41,10 @@ func newMetrics(reg prometheus.Registerer, s *Store) (*metrics, error) {
 			Name: metricnames.StagingNoSpace,
 			Help: "Objects and records that could not be staged for lack of space on the staging file system (ENOSPC, EDQUOT), each once, however often it is retried; readiness is off until space is back.",
 		}),
-		adopted: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: MetricAdopted, Help: "Staged objects taken over from tasks that stopped.",
+		// Held: a start takes over what it finds before the agent's first
+		// scrape, its baseline, which took that in and published none.
+		adopted: metricnames.NewHeldCounter(prometheus.CounterOpts{
+			Name: MetricAdopted, Help: "Staged objects taken over from tasks that stopped. What is taken over before the first scrape shows from the second.",
 		}),
 		uploads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "dicom_ingest_staging_uploads_total",
