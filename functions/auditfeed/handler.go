@@ -9,9 +9,9 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -40,7 +40,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 		// process, failing the invocation, and Lambda retried the whole
 		// batch, the same record panicking each time, until the stream's
 		// retries ran out for every record of the batch.
-		err := lambdaio.Recovered(h.log, PanicLog, func() (err error) {
+		err := panicvalue.Recovered(h.log, PanicLog, func() (err error) {
 			formatted, err = h.format(r)
 			return err
 		}, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber)
@@ -57,7 +57,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 		return resp, nil
 	}
 	send := func() error { return h.sender.Send(ctx, msgs) }
-	if err := lambdaio.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
+	if err := panicvalue.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
 		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
 		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
 		return resp, nil
@@ -68,8 +68,8 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 
 // PanicLog is the log message of a stream record whose rendering, or a
 // batch whose sending, panicked: a bug. The record is skipped as
-// unsendable; the batch is retried.
-const PanicLog = "audit feed: handling panicked: a bug"
+// unsendable; the batch is retried (the SCP's feeder does the same).
+const PanicLog = auditfeed.PanicLog
 
 // format turns one stream record into its syslog messages: none for what
 // is not a newly inserted audit record (other items, updates, removals).

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -19,6 +20,13 @@ import (
 // (it cannot be read back or rendered): logged, counted, passed over. The
 // AWS stack's metric filter matches it.
 const UnsendableLog = "audit record cannot be sent, skipped"
+
+// PanicLog is the log message of a record whose rendering, or a batch
+// whose delivery, panicked: a bug. The record is unsendable (passed over,
+// as one that cannot be rendered); the batch fails and is sent again. The
+// panic's value is told as panicvalue.Describe tells it (a record holds
+// UIDs and patient data).
+const PanicLog = "audit feed: handling panicked: a bug"
 
 // Entry is one undelivered record of an Outbox.
 type Entry struct {
@@ -71,6 +79,9 @@ type Feeder struct {
 	MinBackoff, MaxBackoff time.Duration
 
 	wake chan struct{}
+	// format makes an entry's messages (nil: formatEntry); a test's
+	// stand-in for a renderer that panics.
+	format func(Entry, Header) ([][]byte, error)
 }
 
 // Wake makes a waiting Feeder look at its outbox now (a new record was
@@ -197,8 +208,20 @@ func (f *Feeder) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// cycle sends one batch and returns how many records it delivered.
-func (f *Feeder) cycle(ctx context.Context) (int, error) {
+// cycle sends one batch and returns how many records it delivered. A
+// panic in it (a bug in the outbox, the sender) fails the batch as an
+// error does, sent again after the backoff, instead of ending the SCP
+// with the panic's value (a record's UIDs) on its standard error.
+func (f *Feeder) cycle(ctx context.Context) (n int, err error) {
+	err = panicvalue.Recovered(f.Logger, PanicLog, func() (err error) {
+		n, err = f.deliver(ctx)
+		return err
+	})
+	return n, err
+}
+
+// deliver is cycle's work.
+func (f *Feeder) deliver(ctx context.Context) (int, error) {
 	entries, err := f.Outbox.Pending(ctx, f.Batch)
 	if err != nil {
 		return 0, fmt.Errorf("auditfeed: read outbox: %w", err)
@@ -207,8 +230,18 @@ func (f *Feeder) cycle(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	var msgs [][]byte
+	format := f.format
+	if format == nil {
+		format = formatEntry
+	}
 	for _, e := range entries {
-		formatted, err := formatEntry(e, f.Header)
+		var formatted [][]byte
+		// A record whose rendering panics is one never sendable, as in
+		// the AWS feed's function: retrying it would stop the feed.
+		err := panicvalue.Recovered(f.Logger, PanicLog, func() (err error) {
+			formatted, err = format(e, f.Header)
+			return err
+		}, "entry", e.Key)
 		if err != nil {
 			// Never sendable: counted, logged by its outbox key (which
 			// carries no patient data), and passed over.

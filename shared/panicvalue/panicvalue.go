@@ -1,9 +1,10 @@
 // Package panicvalue is the one rule for what a recovered panic's value
 // may say in a log line or an error: every place that recovers a panic
-// (lambdaio.Recovered, dicomnet's handlers and observers, the portal's
-// thumbnail renderer) describes the value through Describe, and an HTTP
-// server's handler is served through Handler, since net/http recovers a
-// handler's panic itself and logs its value in the server's ErrorLog.
+// (Recovered, which the Lambda functions' handlers and the audit feeder
+// use, dicomnet's handlers and observers, the portal's thumbnail
+// renderer) describes the value through Describe, and an HTTP server's
+// handler is served through Handler, since net/http recovers a handler's
+// panic itself and logs its value in the server's ErrorLog.
 //
 // A runtime error (an index out of range, a nil dereference, a nil map
 // written) is told by its text, which the runtime writes and which holds
@@ -15,9 +16,12 @@
 package panicvalue
 
 import (
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 )
 
 // Describe says what a recovered panic's value v may say: a runtime
@@ -55,3 +59,30 @@ func Handler(h http.Handler) http.Handler {
 type told string
 
 func (t told) Error() string { return string(t) }
+
+// ErrPanicked is what Recovered's error wraps.
+var ErrPanicked = errors.New("handling panicked")
+
+// Recovered runs f, turning a panic in it into its error: the one rule
+// for a bug met while handling one part of the work (an SQS message, a
+// stream record, a scheduled run, an audit feed's batch), which fails
+// that part alone instead of ending the process, and with it a Lambda
+// invocation or the SCP. The panic is logged on log (nil: slog's default)
+// as logMsg with attrs (the part's id, never its content) and the stack;
+// its value as Describe tells it, in the line and in the error (which
+// wraps ErrPanicked).
+func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		what := Describe(r)
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Error(logMsg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
+		err = fmt.Errorf("%w: %s", ErrPanicked, what)
+	}()
+	return f()
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -105,6 +106,45 @@ func TestHandler(t *testing.T) {
 					break
 				}
 				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
+
+// TestRecovered: a panic in f is its error (wrapping ErrPanicked) and a
+// line with the parts' ids, the value as Describe tells it and the stack;
+// f's own error, or none, passes as it is.
+func TestRecovered(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.9.7777.3"
+	gone := errors.New("gone")
+	tests := []struct {
+		name    string
+		f       func() error
+		wantErr error
+		wantLog []string // none: no line
+	}{
+		{"no panic", func() error { return nil }, nil, nil},
+		{"an error", func() error { return gone }, gone, nil},
+		{"a panic", func() error { panic("no series for " + uid) }, ErrPanicked,
+			[]string{`"msg":"it panicked"`, `"part":"p1"`, `"panic":"a value of type string"`, `"stack":"goroutine`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs strings.Builder
+			err := Recovered(slog.New(slog.NewJSONHandler(&logs, nil)), "it panicked", tt.f, "part", "p1")
+			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Errorf("error %v, want %v", err, tt.wantErr)
+			}
+			if strings.Contains(logs.String(), uid) || (err != nil && strings.Contains(err.Error(), uid)) {
+				t.Errorf("the value is told: %v\n%s", err, logs.String())
+			}
+			if len(tt.wantLog) == 0 && logs.Len() > 0 {
+				t.Errorf("logged %s", logs.String())
+			}
+			for _, want := range tt.wantLog {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("the line lacks %s: %s", want, logs.String())
+				}
 			}
 		})
 	}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -95,7 +94,7 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 			// counted towards maxReceiveCount, so the batch's other messages,
 			// sharing batches with the one that panics every time, could end
 			// in the dead-letter queue beside it.
-			errs[i] = Recovered(log, PanicLog, func() error { return h.message(mctx, m, budget) }, "messageId", m.MessageId)
+			errs[i] = panicvalue.Recovered(log, PanicLog, func() error { return h.message(mctx, m, budget) }, "messageId", m.MessageId)
 		})
 	}
 	wg.Wait()
@@ -112,25 +111,12 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 // PanicLog is the log message of an SQS message whose handling panicked.
 const PanicLog = "message handling panicked: a bug; the message fails alone"
 
-// Recovered runs f, turning a panic in it into its error: the one rule for
-// a bug met while handling one part of a batch (an SQS message, a stream
-// record), which fails that part alone instead of ending the process and
-// with it the whole invocation. The panic is logged as logMsg with attrs
-// (the part's id, never its content) and the stack; its value as
-// panicvalue.Describe tells it (a runtime error's text, or only the type
-// of any other value, which could hold an object's key or a UID).
-func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) (err error) {
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		what := panicvalue.Describe(r)
-		log.Error(logMsg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
-		err = fmt.Errorf("lambdaio: handling panicked: %s", what)
-	}()
-	return f()
-}
+// ScheduledPanicLog is the log message of a scheduled run (notify's
+// announce, commitment's moving transactions on) that panicked: it fails
+// as a run that returned an error does. Unrecovered, the panic reached
+// the Lambda library, which logged its value (a UID, an object's key) and
+// ended the process.
+const ScheduledPanicLog = "scheduled run panicked: a bug; the run fails"
 
 // reserveBeforeDeadline is how long before the invocation's deadline its
 // messages are cut: a tenth of the time left, between 1 and 5 seconds.
@@ -171,8 +157,8 @@ func (h *ObjectHandler) message(ctx context.Context, m events.SQSMessage, budget
 }
 
 // process calls Process for one object within the read budget, released
-// however Process ends (a panic included, which Recovered turns into the
-// message's failure).
+// however Process ends (a panic included, which panicvalue.Recovered
+// turns into the message's failure).
 func (h *ObjectHandler) process(ctx context.Context, key string, size int64, budget *semaphore.Weighted) error {
 	if budget == nil {
 		return h.Process(ctx, key)
@@ -198,7 +184,11 @@ func (h *ScheduleHandler) Handle(ctx context.Context, _ json.RawMessage) (map[st
 	if h.Now != nil {
 		now = h.Now()
 	}
-	n, err := h.Tick(ctx, now)
+	var n int
+	err := panicvalue.Recovered(h.Logger, ScheduledPanicLog, func() (err error) {
+		n, err = h.Tick(ctx, now)
+		return err
+	})
 	if h.Logger != nil {
 		if err != nil {
 			h.Logger.Error("stable studies not all announced", "count", n, "err", err)
@@ -257,8 +247,14 @@ func (h *CommitmentHandler) Handle(ctx context.Context, raw json.RawMessage) (ev
 	return resp, h.drive(ctx)
 }
 
-// drive runs due transactions until none is pending within the time left.
+// drive runs due transactions until none is pending within the time left,
+// a panic failing it as an error does.
 func (h *CommitmentHandler) drive(ctx context.Context) error {
+	return panicvalue.Recovered(h.Logger, ScheduledPanicLog, func() error { return h.moveOn(ctx) })
+}
+
+// moveOn is drive's loop.
+func (h *CommitmentHandler) moveOn(ctx context.Context) error {
 	poll, margin := h.Poll, h.Margin
 	if poll <= 0 {
 		poll = 2 * time.Second

@@ -427,3 +427,75 @@ func TestCommitmentHandlerRunFails(t *testing.T) {
 		})
 	}
 }
+
+// TestScheduledRunPanics: a scheduled run's panic (notify's announce,
+// commitment's moving transactions on, from a schedule or after a batch of
+// requests) reached the Lambda library, which logged the value as the code
+// passed it (a UID, a key) and ended the process. It now fails the run as
+// an error would (a scheduled invocation fails, for the schedule's
+// retries and dead-letter queue; a batch of requests stays acknowledged),
+// logged with the value told by panicvalue.Describe and the stack.
+func TestScheduledRunPanics(t *testing.T) {
+	const uid = "1.2.826.0.1.3680043.9.7777.42"
+	schedule, err := json.Marshal(events.EventBridgeEvent{Source: "aws.events", DetailType: "Scheduled Event", Detail: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqs, err := json.Marshal(loadSQS(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := func() { panic("no study " + uid) }
+	tests := []struct {
+		name    string
+		handle  func(log *slog.Logger) error
+		wantErr bool
+	}{
+		{"notify's announce", func(log *slog.Logger) error {
+			h := &ScheduleHandler{Tick: func(context.Context, time.Time) (int, error) { boom(); return 0, nil }, Logger: log}
+			_, err := h.Handle(context.Background(), schedule)
+			return err
+		}, true},
+		{"commitment's run, scheduled", func(log *slog.Logger) error {
+			h := &CommitmentHandler{Requests: &ObjectHandler{Process: func(context.Context, string) error { return nil }},
+				Run: func(context.Context, time.Time) (int, error) { boom(); return 0, nil }, Logger: log}
+			_, err := h.Handle(context.Background(), schedule)
+			return err
+		}, true},
+		{"commitment's pending, after a batch of requests", func(log *slog.Logger) error {
+			h := &CommitmentHandler{Requests: &ObjectHandler{Process: func(context.Context, string) error { return nil }},
+				Run:     func(context.Context, time.Time) (int, error) { return 0, nil },
+				Pending: func(context.Context, time.Time) (bool, error) { boom(); return false, nil }, Logger: log}
+			_, err := h.Handle(context.Background(), sqs)
+			return err
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			var err error
+			func() {
+				defer func() {
+					if v := recover(); v != nil {
+						t.Fatalf("the panic reached the Lambda library: %v", v)
+					}
+				}()
+				err = tt.handle(slog.New(slog.NewJSONHandler(&logs, nil)))
+			}()
+			if (err != nil) != tt.wantErr {
+				t.Errorf("error %v, want one: %v", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), uid) {
+				t.Errorf("the error tells the panic's value: %v", err)
+			}
+			if strings.Contains(logs.String(), uid) {
+				t.Errorf("the log tells the panic's value:\n%s", logs.String())
+			}
+			for _, want := range []string{ScheduledPanicLog, `"panic":"a value of type string"`, `"stack":`} {
+				if !strings.Contains(logs.String(), want) {
+					t.Errorf("the log lacks %s:\n%s", want, logs.String())
+				}
+			}
+		})
+	}
+}
