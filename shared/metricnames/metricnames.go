@@ -103,11 +103,16 @@ const (
 
 // RejectReasons are RejectReason's values (scp-task's metrics.RejectLabel
 // of every rejection the SCP sends; no_reason_given is sent for a
-// malformed request).
+// malformed request; RejectUnknown for any other, which keeps the
+// values, and the CloudWatch metrics they are, fixed).
 var RejectReasons = []string{
 	"calling_ae_not_recognized", "called_ae_not_recognized", "too_many_associations", "temporary_congestion",
-	"application_context_not_supported", "protocol_version_not_supported", "no_reason_given", "unknown",
+	"application_context_not_supported", "protocol_version_not_supported", "no_reason_given", RejectUnknown,
 }
+
+// RejectUnknown is RejectReason for a rejection outside the standard ones
+// the SCP sends: none is expected, and its count says the code sent one.
+const RejectUnknown = "unknown"
 
 // FailureStatuses are FailureStatus's values: the failure statuses the
 // SCP answers a C-STORE with (docs/conformance.md), four upper-case hex

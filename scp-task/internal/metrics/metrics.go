@@ -146,10 +146,16 @@ func StatusLabel(status uint16) string {
 	return fmt.Sprintf("%04X", status)
 }
 
-// RejectLabel names a rejection for the rejected-associations counter.
+// RejectLabel names a rejection for the rejected-associations counter:
+// one of metricnames.RejectReasons, "unknown" for a rejection outside
+// the standard ones this SCP sends (none is expected; the SCP's
+// "dicomnet: association rejected" line gives its codes). A label named
+// after the codes would be a CloudWatch dimension value, and metric, of
+// its own, and a series the agent had not seen, whose first increase it
+// never published.
 func RejectLabel(r *dicomnet.RejectError) string {
 	if r == nil {
-		return "unknown"
+		return metricnames.RejectUnknown
 	}
 	switch *r {
 	case *dicomnet.RejectCallingAENotRecognized:
@@ -167,5 +173,5 @@ func RejectLabel(r *dicomnet.RejectError) string {
 	case *dicomnet.RejectNoReason:
 		return "no_reason_given"
 	}
-	return fmt.Sprintf("result%d_source%d_reason%d", r.Result, r.Source, r.Reason)
+	return metricnames.RejectUnknown
 }
