@@ -43,15 +43,20 @@ type Function struct {
 	// Read and Write are key prefixes of the DICOM bucket: s3:GetObject
 	// (GET and HEAD) on Read, s3:PutObject on Write.
 	Read, Write []string
-	// CopyTags: the function copies objects (CopyObject copies the
-	// source's tags by default), so it may read the tags of what it reads
-	// and set them on what it writes.
-	CopyTags bool
+	// Copies are the server-side copies the function makes, from a Read
+	// prefix to a Write prefix: CopyObject copies the source's tags by
+	// default, so it may read the tags under each From
+	// (s3:GetObjectTagging) and set them under each To
+	// (s3:PutObjectTagging), and nowhere else (its PUTs set no tags).
+	Copies []Copy
 	// ListBucket lets S3 answer 404, not 403, to a HEAD of a missing key,
 	// for a function that asks whether an object exists.
 	ListBucket bool
 	PutEvents  bool
 }
+
+// Copy is a server-side copy between key prefixes of the bucket.
+type Copy struct{ From, To string }
 
 // Functions lists per function the calls its code makes; the comment of
 // each names the code paths.
@@ -72,7 +77,7 @@ var Functions = map[string]Function{
 		Audit:      Table{Actions: []string{"dynamodb:PutItem"}},
 		Read:       []string{objectstore.IncomingPrefix},
 		Write:      []string{objectstore.MetadataPrefix, objectstore.QuarantinePrefix},
-		CopyTags:   true,
+		Copies:     []Copy{{From: objectstore.IncomingPrefix, To: objectstore.QuarantinePrefix}},
 		ListBucket: true, PutEvents: true,
 	},
 	// audit (pipeline.ProcessAuditRecord): GET of the association record;
@@ -116,6 +121,22 @@ var Functions = map[string]Function{
 	},
 }
 
+// CopiedFrom are the prefixes f copies from, each once, in Copies' order.
+func (f Function) CopiedFrom() []string { return f.copied(func(c Copy) string { return c.From }) }
+
+// CopiedTo are the prefixes f copies to, each once, in Copies' order.
+func (f Function) CopiedTo() []string { return f.copied(func(c Copy) string { return c.To }) }
+
+func (f Function) copied(end func(Copy) string) []string {
+	var out []string
+	for _, c := range f.Copies {
+		if p := end(c); !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // Grant is one action on one resource, as a Function grants it. Resource
 // is a table ("table/index"), a table's index ("table/index/index/byPending"),
 // objects under a key prefix ("object/incoming/"), the bucket ("bucket") or
@@ -152,14 +173,19 @@ func (f Function) Grants() []Grant {
 		}
 	}
 	for _, o := range []struct {
-		action, tags string
-		prefixes     []string
-	}{{"s3:GetObject", "s3:GetObjectTagging", f.Read}, {"s3:PutObject", "s3:PutObjectTagging", f.Write}} {
+		action   string
+		prefixes []string
+	}{{"s3:GetObject", f.Read}, {"s3:PutObject", f.Write}} {
 		for _, p := range o.prefixes {
 			out = append(out, Grant{o.action, ObjectResource(p)})
-			if f.CopyTags {
-				out = append(out, Grant{o.tags, ObjectResource(p)})
-			}
+		}
+	}
+	for _, o := range []struct {
+		action   string
+		prefixes []string
+	}{{"s3:GetObjectTagging", f.CopiedFrom()}, {"s3:PutObjectTagging", f.CopiedTo()}} {
+		for _, p := range o.prefixes {
+			out = append(out, Grant{o.action, ObjectResource(p)})
 		}
 	}
 	if f.ListBucket {

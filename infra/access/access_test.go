@@ -1,6 +1,7 @@
 package access
 
 import (
+	"slices"
 	"testing"
 )
 
@@ -17,6 +18,11 @@ func TestAllowing(t *testing.T) {
 		{"write under a write prefix", FnValidate, "s3:PutObject", ObjectResource("metadata/a.json"), true},
 		{"write under a read prefix", FnValidate, "s3:PutObject", ObjectResource("incoming/a.dcm"), false},
 		{"copied tags", FnValidate, "s3:PutObjectTagging", ObjectResource("quarantine/a.dcm"), true},
+		{"the copy's source tags", FnValidate, "s3:GetObjectTagging", ObjectResource("incoming/a.dcm"), true},
+		// validate PUTs sidecars to metadata/ without tags and copies
+		// nothing there: it was granted s3:PutObjectTagging on every
+		// prefix it writes.
+		{"no tags where nothing is copied", FnValidate, "s3:PutObjectTagging", ObjectResource("metadata/a.json"), false},
 		{"tags without CopyTags", FnCommitment, "s3:GetObjectTagging", ObjectResource("incoming/a.dcm"), false},
 		{"table action", FnAudit, "dynamodb:GetItem", TableResource(IndexTable), true},
 		{"not on the other table", FnAudit, "dynamodb:GetItem", TableResource(AuditTable), false},
@@ -34,5 +40,17 @@ func TestAllowing(t *testing.T) {
 				t.Errorf("%s may %s on %s: %v, want %v", tc.fn, tc.action, tc.resource, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestCopiesWithinGrants: a function's copies go from a prefix it reads to
+// one it writes (CopyObject reads the source and writes the copy).
+func TestCopiesWithinGrants(t *testing.T) {
+	for name, f := range Functions {
+		for _, c := range f.Copies {
+			if !slices.Contains(f.Read, c.From) || !slices.Contains(f.Write, c.To) {
+				t.Errorf("%s copies %s to %s: it reads %v and writes %v", name, c.From, c.To, f.Read, f.Write)
+			}
+		}
 	}
 }

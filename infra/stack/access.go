@@ -69,27 +69,32 @@ func grantAccess(fn awslambda.Function, t accessTargets, a access.Function) {
 		// key, on the caller's behalf.
 		via["dynamodb"] = []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"}
 	}
-	// Reads decrypt through S3; writes have S3 generate a data key.
+	// Reads decrypt through S3; writes have S3 generate a data key. A
+	// copy's tags, read from its source and set on the copy, are on
+	// those prefixes alone, and need no key.
+	objects := func(prefixes []string) []*string {
+		var res []*string
+		for _, p := range prefixes {
+			res = append(res, t.bucket.ArnForObjects(jsii.String(p+"*")))
+		}
+		return res
+	}
 	for _, o := range []struct {
-		sid, action, tags, keyAction string
-		prefixes                     []string
+		sid, action, keyAction string
+		prefixes               []string
 	}{
-		{"ReadObjects", "s3:GetObject", "s3:GetObjectTagging", "kms:Decrypt", a.Read},
-		{"WriteObjects", "s3:PutObject", "s3:PutObjectTagging", "kms:GenerateDataKey", a.Write},
+		{"ReadObjects", "s3:GetObject", "kms:Decrypt", a.Read},
+		{"WriteObjects", "s3:PutObject", "kms:GenerateDataKey", a.Write},
+		{"ReadCopiedTags", "s3:GetObjectTagging", "", a.CopiedFrom()},
+		{"WriteCopiedTags", "s3:PutObjectTagging", "", a.CopiedTo()},
 	} {
 		if len(o.prefixes) == 0 {
 			continue
 		}
-		var res []*string
-		for _, p := range o.prefixes {
-			res = append(res, t.bucket.ArnForObjects(jsii.String(p+"*")))
+		add(o.sid, []string{o.action}, objects(o.prefixes), nil)
+		if o.keyAction != "" {
+			via["s3"] = append(via["s3"], o.keyAction)
 		}
-		actions := []string{o.action}
-		if a.CopyTags {
-			actions = append(actions, o.tags)
-		}
-		add(o.sid, actions, res, nil)
-		via["s3"] = append(via["s3"], o.keyAction)
 	}
 	if a.ListBucket {
 		// No s3:prefix condition: a HEAD carries no prefix, so a condition
