@@ -140,17 +140,7 @@ func TestFeederPassesOverRecordsWithoutMessage(t *testing.T) {
 	}
 	snd := &flaky{}
 	reg, cancel, done := runFeeder(t, sp, snd, 10)
-	deadline := time.Now().Add(10 * time.Second)
-	for b, _ := sp.Backlog(context.Background()); b.Count != 0; b, _ = sp.Backlog(context.Background()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d", b.Count)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	waitDelivered(t, sp, cancel, done)
 	if snd.sent() != 1 || gauge(t, reg, "dicom_ingest_audit_feed_messages_sent_total") != 1 ||
 		gauge(t, reg, "dicom_ingest_audit_feed_records_dropped_total") != 0 {
 		t.Errorf("sent %d, counted %v sent and %v dropped; want the rejection's message alone", snd.sent(),
@@ -264,6 +254,23 @@ func TestFeederToRsyslogAfterOutage(t *testing.T) {
 		if want := record(i).ID; m.ID != want {
 			t.Errorf("message %d = %s, want %s", i, m.ID, want)
 		}
+	}
+}
+
+// waitDelivered waits until sp holds nothing undelivered, then stops
+// its feeder (cancel) and checks what its Run returned (done).
+func waitDelivered(t *testing.T, sp *auditfeed.Spool, cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b, _ := sp.Backlog(context.Background()); b.Count != 0; b, _ = sp.Backlog(context.Background()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog %d", b.Count)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
 

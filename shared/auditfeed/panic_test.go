@@ -1,4 +1,4 @@
-package auditfeed
+package auditfeed_test
 
 import (
 	"context"
@@ -10,14 +10,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
-	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
-// panickySender panics on its first batch, then takes every batch.
+// panickySender panics on its first batch, unless it has already, then
+// takes every batch.
 type panickySender struct {
 	mu       sync.Mutex
 	panicked bool
@@ -51,16 +51,10 @@ func (s *panickySender) count() int {
 // value by panicvalue.Describe alone.
 func TestFeederPanics(t *testing.T) {
 	const patient = "DOE^JANE"
-	rec := func(i int) pipeline.AuditRecord {
-		return pipeline.AssociationAuditRecord(associationaudit.Record{
-			Event: associationaudit.EventRejected, Time: time.Date(2026, 1, 15, 10, 0, i, 0, time.UTC),
-			AssociationID: fmt.Sprintf("a%d", i), CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "10.1.2.3:4000", Seq: uint64(i),
-		}, "dicom-ingest-test")
-	}
 	tests := []struct {
 		name        string
 		renderPanic string // the association whose rendering panics
-		sender      Sender
+		sender      *panickySender
 		wantSent    int
 		wantDropped float64
 	}{
@@ -69,48 +63,34 @@ func TestFeederPanics(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sp, err := OpenSpool(t.TempDir(), 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range 3 {
-				if err := sp.Add(rec(i)); err != nil {
-					t.Fatal(err)
-				}
-			}
+			sp := spoolOf(t, 3)
 			reg := prometheus.NewRegistry()
-			m, err := NewMetrics(reg)
+			m, err := auditfeed.NewMetrics(reg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			logs := &testenv.LogBuffer{}
-			f := &Feeder{Outbox: sp, Sender: tt.sender, Metrics: m, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
-				Poll: 10 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
-				format: func(e Entry, h Header) ([][]byte, error) {
-					if e.Record.AssociationID == tt.renderPanic {
-						panic("cannot render " + patient)
-					}
-					return formatEntry(e, h)
-				}}
+			f := &auditfeed.Feeder{Outbox: sp, Sender: tt.sender, Metrics: m, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+				Poll: 10 * time.Millisecond, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+			auditfeed.SetFormat(f, func(e auditfeed.Entry, h auditfeed.Header) ([][]byte, error) {
+				if e.Record.AssociationID == tt.renderPanic {
+					panic("cannot render " + patient)
+				}
+				return auditfeed.FormatEntry(e, h)
+			})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error)
 			go func() { done <- f.Run(ctx) }()
-			deadline := time.Now().Add(10 * time.Second)
-			for b, _ := sp.Backlog(context.Background()); b.Count != 0; b, _ = sp.Backlog(context.Background()) {
-				if time.Now().After(deadline) {
-					t.Fatalf("backlog %d", b.Count)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatal(err)
-			}
-			if got := tt.sender.(*panickySender).count(); got != tt.wantSent {
+			waitDelivered(t, sp, cancel, done)
+			if got := tt.sender.count(); got != tt.wantSent {
 				t.Errorf("sent %d messages, want %d", got, tt.wantSent)
 			}
-			if got := testutil.ToFloat64(m.droppedC.WithLabelValues(reasonUnrenderable)); got != tt.wantDropped {
-				t.Errorf("dropped %v as unrenderable, want %v", got, tt.wantDropped)
+			dropped, err := metricnames.Scrape(reg, "dicom_ingest_audit_feed_records_dropped_total")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dropped != tt.wantDropped {
+				t.Errorf("dropped %v, want %v", dropped, tt.wantDropped)
 			}
 			out := logs.String()
 			for _, leak := range []string{patient, "MODALITY1", "collector said no"} {
@@ -118,7 +98,7 @@ func TestFeederPanics(t *testing.T) {
 					t.Errorf("the log tells the panic's value (%s):\n%s", leak, out)
 				}
 			}
-			for _, want := range []string{PanicLog, `"panic":"a value of type `, `"stack":`} {
+			for _, want := range []string{auditfeed.PanicLog, `"panic":"a value of type `, `"stack":`} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the log lacks %s:\n%s", want, out)
 				}

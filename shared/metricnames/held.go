@@ -1,6 +1,7 @@
 package metricnames
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -64,4 +65,26 @@ func (c *HeldCounter) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.CounterValue, v)
+}
+
+// Scrape gathers g, as the agent's scrape does, and returns the value of
+// the counter or gauge name (its samples summed, over its labels): a
+// test's model of what the agent reads. A name g does not gather is an
+// error.
+func Scrape(g prometheus.Gatherer, name string) (float64, error) {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0, fmt.Errorf("metricnames: gather: %w", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		var v float64
+		for _, m := range mf.GetMetric() {
+			v += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+		return v, nil
+	}
+	return 0, fmt.Errorf("metricnames: %s not gathered", name)
 }

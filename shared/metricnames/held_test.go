@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // agentSamples scrapes reg as the metrics agent does, once per step, and
@@ -15,18 +14,9 @@ func agentSamples(t *testing.T, reg *prometheus.Registry, name string, steps []f
 	var last float64
 	for i, step := range steps {
 		step()
-		mfs, err := reg.Gather()
+		v, err := Scrape(reg, name)
 		if err != nil {
 			t.Fatal(err)
-		}
-		var v float64
-		for _, mf := range mfs {
-			if mf.GetName() == name {
-				if mf.GetType() != dto.MetricType_COUNTER {
-					t.Fatalf("%s is a %s, want a counter", name, mf.GetType())
-				}
-				v = mf.GetMetric()[0].GetCounter().GetValue()
-			}
 		}
 		if i > 0 {
 			published += v - last

@@ -249,17 +249,11 @@ func TestUncleanStopAtStartIsPublished(t *testing.T) {
 	waitFor(t, func() bool { return store.count() == 1 })
 	scrape := func() float64 {
 		t.Helper()
-		mfs, err := reg.Gather()
+		v, err := metricnames.Scrape(reg, metricnames.AuditUncleanStops)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, mf := range mfs {
-			if mf.GetName() == metricnames.AuditUncleanStops {
-				return mf.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		t.Fatalf("%s not on /metrics", metricnames.AuditUncleanStops)
-		return 0
+		return v
 	}
 	baseline := scrape() // the agent's first scrape: its baseline
 	if got := scrape() - baseline; got != 1 {

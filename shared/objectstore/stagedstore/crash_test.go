@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -428,17 +429,11 @@ func TestAdoptedAtStartIsPublished(t *testing.T) {
 	reachS3(t, "after the death", next, up, acked, bodies)
 	scrape := func() float64 {
 		t.Helper()
-		mfs, err := reg.Gather()
+		v, err := metricnames.Scrape(reg, MetricAdopted)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, mf := range mfs {
-			if mf.GetName() == MetricAdopted {
-				return mf.GetMetric()[0].GetCounter().GetValue()
-			}
-		}
-		t.Fatalf("%s not on /metrics", MetricAdopted)
-		return 0
+		return v
 	}
 	baseline := scrape()
 	if got := scrape() - baseline; got != 2 {
