@@ -54,11 +54,7 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 
 	second := startLocal(t, dataDir)
 	start := startAfter(t, objects, instance)
-	// The metrics agent's first scrape is its baseline and it publishes
-	// the increases over it: the start counted the killed run before any
-	// scrape, and the count must be an increase, not in the baseline.
-	baseline := second.Metric(t, "dicom_ingest_audit_unclean_stops_total")
-	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total") - baseline; got != 1 {
+	if got := second.PublishedIncrease(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
 		t.Errorf("dicom_ingest_audit_unclean_stops_total rose by %v over the first scrape, want 1", got)
 	}
 	t.Logf("start record: %s", start.Reason)
@@ -172,11 +168,7 @@ func TestKilledFileStoreSCPIsReported(t *testing.T) {
 	if u := next.PreviousRuns[0]; u.LastSeq == 0 || u.Written == 0 || u.Written+u.CountedLost+u.NotWritten != u.LastSeq {
 		t.Errorf("previous run %+v", u)
 	}
-	// The metrics agent's first scrape is its baseline and it publishes
-	// the increases over it: the start counted the killed run before any
-	// scrape, and the count must be an increase, not in the baseline.
-	baseline := second.Metric(t, "dicom_ingest_audit_unclean_stops_total")
-	if got := second.Metric(t, "dicom_ingest_audit_unclean_stops_total") - baseline; got != 1 {
+	if got := second.PublishedIncrease(t, "dicom_ingest_audit_unclean_stops_total"); got != 1 {
 		t.Errorf("dicom_ingest_audit_unclean_stops_total rose by %v over the first scrape, want 1", got)
 	}
 	// The reported marker went; a clean stop removes the second's.

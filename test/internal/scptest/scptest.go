@@ -245,6 +245,16 @@ func (s *SCP) Metric(t testing.TB, sample string) float64 {
 	return 0
 }
 
+// PublishedIncrease is what the metrics agent publishes of a counter
+// over its first two scrapes: the agent takes its first scrape as the
+// baseline and publishes the increases over it, so a count taken before
+// any scrape must show as an increase, not in the baseline.
+func (s *SCP) PublishedIncrease(t testing.TB, sample string) float64 {
+	t.Helper()
+	baseline := s.Metric(t, sample)
+	return s.Metric(t, sample) - baseline
+}
+
 // MetricSum reads the sum of every sample of a metric family (name, any
 // labels): a counter vector summed over its labels, as CloudWatch sums a
 // label it does not publish as a dimension. No sample reads as 0.
