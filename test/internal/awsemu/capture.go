@@ -10,11 +10,13 @@ import (
 
 // EventCapture is an EventBridge endpoint that records PutEvents entries.
 // Fail makes it reject leading entries of the next calls with a throttling
-// error code, as PutEvents does under load.
+// error code, as PutEvents does under load; FailWith with another of
+// PutEvents' per-entry codes (InternalFailure).
 type EventCapture struct {
 	mu       sync.Mutex
 	entries  []Entry
 	failNext int
+	failCode string
 	calls    int
 }
 
@@ -51,7 +53,7 @@ func (c *EventCapture) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for i, e := range in.Entries {
 		if c.failNext > 0 {
 			c.failNext--
-			out.Entries = append(out.Entries, result{ErrorCode: "ThrottlingException", ErrorMessage: "rate exceeded"})
+			out.Entries = append(out.Entries, result{ErrorCode: c.failCode, ErrorMessage: "injected"})
 			out.FailedEntryCount++
 			continue
 		}
@@ -70,9 +72,12 @@ func (c *EventCapture) All() []Entry {
 	return append([]Entry(nil), c.entries...)
 }
 
-// Fail makes the next n entries fail.
-func (c *EventCapture) Fail(n int) {
+// Fail makes the next n entries fail, throttled.
+func (c *EventCapture) Fail(n int) { c.FailWith(n, "ThrottlingException") }
+
+// FailWith makes the next n entries fail with the per-entry error code.
+func (c *EventCapture) FailWith(n int, code string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.failNext = n
+	c.failNext, c.failCode = n, code
 }
