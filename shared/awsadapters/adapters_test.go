@@ -246,3 +246,49 @@ func TestHeadReportsTheSCPsMultipartChecksum(t *testing.T) {
 		t.Errorf("Head reported CRC64NVME %q, want %q", info.ChecksumCRC64NVME, want)
 	}
 }
+
+// TestOpenVersionRange: a read pinned to the ETag Head gave sends it as
+// If-Match, and S3's 412 for a key that holds another object since is
+// pipeline.ErrObjectChanged; an unpinned read sends none.
+func TestOpenVersionRange(t *testing.T) {
+	for _, tc := range []struct {
+		name, etag, wantIfMatch string
+		status                  int
+		wantErr                 error
+	}{
+		{"the version read", `"abc"`, `"abc"`, http.StatusPartialContent, nil},
+		{"replaced since", `"abc"`, `"abc"`, http.StatusPreconditionFailed, pipeline.ErrObjectChanged},
+		{"no etag: unpinned", "", "", http.StatusPartialContent, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ifMatch string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ifMatch = r.Header.Get("If-Match")
+				if tc.status == http.StatusPreconditionFailed {
+					w.WriteHeader(tc.status)
+					io.WriteString(w, `<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+					return
+				}
+				w.Header().Set("Content-Range", "bytes 0-3/10")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, "DICM")
+			}))
+			defer srv.Close()
+			o := &S3Objects{Client: s3.New(s3.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL), UsePathStyle: true, RetryMaxAttempts: 1}), Bucket: "bkt"}
+			rc, err := o.OpenVersionRange(context.Background(), pipeline.ObjectInfo{Key: "incoming/a.dcm", Size: 10, ETag: tc.etag}, 0, 4)
+			if ifMatch != tc.wantIfMatch {
+				t.Errorf("If-Match %q, want %q", ifMatch, tc.wantIfMatch)
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if err == nil {
+				b, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil || string(b) != "DICM" {
+					t.Errorf("read %q, %v", b, err)
+				}
+			}
+		})
+	}
+}

@@ -42,8 +42,9 @@ type S3Objects struct {
 }
 
 var (
-	_ pipeline.ObjectReader = (*S3Objects)(nil)
-	_ pipeline.ObjectWriter = (*S3Objects)(nil)
+	_ pipeline.ObjectReader  = (*S3Objects)(nil)
+	_ pipeline.VersionReader = (*S3Objects)(nil)
+	_ pipeline.ObjectWriter  = (*S3Objects)(nil)
 )
 
 func notFound(err error) bool {
@@ -83,6 +84,17 @@ func (s *S3Objects) Head(ctx context.Context, key string) (pipeline.ObjectInfo, 
 
 // OpenRange implements pipeline.ObjectReader with a ranged GetObject.
 func (s *S3Objects) OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	return s.openRange(ctx, key, "", offset, length)
+}
+
+// OpenVersionRange implements pipeline.VersionReader: a ranged GetObject
+// conditioned on the ETag Head gave (If-Match), which S3 answers 412
+// PreconditionFailed once the key holds another object.
+func (s *S3Objects) OpenVersionRange(ctx context.Context, info pipeline.ObjectInfo, offset, length int64) (io.ReadCloser, error) {
+	return s.openRange(ctx, info.Key, info.ETag, offset, length)
+}
+
+func (s *S3Objects) openRange(ctx context.Context, key, ifMatch string, offset, length int64) (io.ReadCloser, error) {
 	if length == 0 {
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
@@ -90,11 +102,18 @@ func (s *S3Objects) OpenRange(ctx context.Context, key string, offset, length in
 	if length > 0 {
 		rng = fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)
 	}
-	out, err := s.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.Bucket, Key: &key, Range: &rng})
+	in := &s3.GetObjectInput{Bucket: &s.Bucket, Key: &key, Range: &rng}
+	if ifMatch != "" {
+		in.IfMatch = &ifMatch
+	}
+	out, err := s.Client.GetObject(ctx, in)
 	if err != nil {
 		var api smithy.APIError
 		if errors.As(err, &api) && api.ErrorCode() == "InvalidRange" {
 			return io.NopCloser(bytes.NewReader(nil)), nil // past the end
+		}
+		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+			return nil, fmt.Errorf("awsadapters: get %v: %w", s.Names.Key(key), pipeline.ErrObjectChanged)
 		}
 		if notFound(err) {
 			return nil, fmt.Errorf("awsadapters: get %v: %w", s.Names.Key(key), pipeline.ErrNotFound)

@@ -69,7 +69,7 @@ func TestReadHeaderStopsAtPixelData(t *testing.T) {
 	ds = binary.LittleEndian.AppendUint32(ds, 8<<20)
 	data := append(part10File(tsExplicitLE, ds), make([]byte, 8<<20)...)
 	r := &bytesReader{data: data}
-	src := newRangeSource(context.Background(), r, "k", int64(len(data)))
+	src := newRangeSource(context.Background(), r, ObjectInfo{Key: "k", Size: int64(len(data))})
 	h, err := readHeader(src)
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +100,7 @@ func TestReadHeaderDeflatedSyntaxes(t *testing.T) {
 	for _, ts := range []string{tsDeflatedLE, "1.2.840.10008.1.2.4.95", "1.2.840.10008.1.2.4.205"} {
 		t.Run(ts, func(t *testing.T) {
 			data := part10File(ts, z.Bytes())
-			h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: data}, "k", int64(len(data))))
+			h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: data}, ObjectInfo{Key: "k", Size: int64(len(data))}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func FuzzReadHeader(f *testing.F) {
 	f.Add(part10File(tsDeflatedLE, []byte{0x63, 0x60, 0x00, 0x00}), uint8(4))
 	f.Fuzz(func(t *testing.T, data []byte, _ uint8) {
 		r := &bytesReader{data: data}
-		src := newRangeSource(context.Background(), r, "k", int64(len(data)))
+		src := newRangeSource(context.Background(), r, ObjectInfo{Key: "k", Size: int64(len(data))})
 		h, err := readHeader(src)
 		if r.served > int64(len(data)) {
 			t.Fatalf("served %d of %d bytes", r.served, len(data))
@@ -193,7 +193,7 @@ func FuzzAgreement(f *testing.F) {
 
 		file := append(part10.AppendHeader(nil, part10.Meta{MediaStorageSOPClassUID: "1.2.840.10008.5.1.4.1.1.7",
 			MediaStorageSOPInstanceUID: "1.2.3", TransferSyntaxUID: ts}), ds...)
-		h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: file}, "k", int64(len(file))))
+		h, err := readHeader(newRangeSource(context.Background(), &bytesReader{data: file}, ObjectInfo{Key: "k", Size: int64(len(file))}))
 		if err != nil && !errors.Is(err, dataset.ErrMalformed) && !errors.Is(err, dataset.ErrTruncated) && !errors.Is(err, dataset.ErrLimit) {
 			var corrupt flate.CorruptInputError
 			if !errors.As(err, &corrupt) {

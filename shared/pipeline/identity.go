@@ -100,7 +100,7 @@ func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *head
 		// A meta header larger than the header read's first range (not
 		// one we write): read it again.
 		var err error
-		if head, err = p.readHead(ctx, info.Key, h.MetaEnd); err != nil {
+		if head, err = p.readHead(ctx, info, h.MetaEnd); err != nil {
 			return identity{}, err
 		}
 	}
@@ -119,9 +119,9 @@ func decodeCRC(b64 string) (uint64, bool) {
 	return binary.BigEndian.Uint64(b), true
 }
 
-// readHead reads the first n bytes of the object at key.
-func (p *Pipeline) readHead(ctx context.Context, key string, n int64) ([]byte, error) {
-	rc, err := p.Objects.OpenRange(ctx, key, 0, n)
+// readHead reads the first n bytes of the object info describes.
+func (p *Pipeline) readHead(ctx context.Context, info ObjectInfo, n int64) ([]byte, error) {
+	rc, err := openRange(ctx, p.Objects, info, 0, n)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: read the file meta information: %w", err)
 	}
@@ -159,10 +159,11 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 	if err != nil {
 		return false, nil
 	}
-	src := newRangeSource(ctx, p.Objects, rec.ObjectKey, rec.Size)
+	indexed := ObjectInfo{Key: rec.ObjectKey, Size: rec.Size}
+	src := newRangeSource(ctx, p.Objects, indexed)
 	_, head, err := readMeta(src)
 	if head == nil && err == nil {
-		head, err = p.readHead(ctx, rec.ObjectKey, src.Pos())
+		head, err = p.readHead(ctx, indexed, src.Pos())
 	}
 	switch {
 	case errors.Is(err, ErrNotFound), errors.Is(err, part10.ErrNotPart10), errors.Is(err, part10.ErrMalformedMeta):

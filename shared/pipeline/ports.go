@@ -25,6 +25,9 @@ var (
 	// ErrConditionFailed: a conditional write lost (MarkAnnounced on a
 	// study whose revision moved on, for example).
 	ErrConditionFailed = errors.New("pipeline: condition failed")
+	// ErrObjectChanged: the object was replaced since the Head a read is
+	// pinned to (VersionReader); read it again from its Head.
+	ErrObjectChanged = errors.New("pipeline: object replaced since its head")
 	// ErrBadCursor: a query's cursor is not one the adapter handed out.
 	ErrBadCursor = errors.New("pipeline: bad cursor")
 )
@@ -57,6 +60,17 @@ type ObjectReader interface {
 	// end). Reading past the end yields io.EOF, not an error. The pipeline
 	// asks for small, growing ranges and stops before Pixel Data.
 	OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error)
+}
+
+// VersionReader is an ObjectReader that reads the version of an object its
+// Head described and no other: a read of an object replaced since (S3 lets
+// any caller that may PutObject overwrite a key, though the SCP never
+// does) fails with ErrObjectChanged instead of mixing two versions' bytes,
+// the header of one indexed under the other's checksum. The S3 adapter
+// pins its GETs to Head's ETag; a store whose objects are never replaced
+// (local mode's files) needs none.
+type VersionReader interface {
+	OpenVersionRange(ctx context.Context, info ObjectInfo, offset, length int64) (io.ReadCloser, error)
 }
 
 // ObjectWriter writes the pipeline's own objects: quarantine copies and

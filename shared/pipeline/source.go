@@ -16,18 +16,28 @@ const (
 	maxChunk   = 1 << 20
 )
 
-// newRangeSource reads the object at key (size bytes, as Head says)
-// through range requests. A skip keeps the requests growing: what
-// follows a value skipped in a header is more header.
-func newRangeSource(ctx context.Context, r ObjectReader, key string, size int64) *dataset.RangeSource {
+// newRangeSource reads the object info describes (its Key, Size bytes as
+// Head says) through range requests. A skip keeps the requests growing:
+// what follows a value skipped in a header is more header.
+func newRangeSource(ctx context.Context, r ObjectReader, info ObjectInfo) *dataset.RangeSource {
 	open := dataset.RangeOpener(func(off, n int64) (io.ReadCloser, error) {
-		rc, err := r.OpenRange(ctx, key, off, n)
+		rc, err := openRange(ctx, r, info, off, n)
 		if err != nil {
 			return nil, fmt.Errorf("pipeline: read %d bytes at %d: %w", n, off, err)
 		}
 		return rc, nil
 	})
-	return dataset.NewRangeSource(open, size, dataset.RangeOptions{First: firstChunk, Max: maxChunk})
+	return dataset.NewRangeSource(open, info.Size, dataset.RangeOptions{First: firstChunk, Max: maxChunk})
+}
+
+// openRange reads a range of the object info describes: of the version its
+// Head saw (info.ETag) when r can pin one (VersionReader), so that every
+// read of one object's processing is of one version.
+func openRange(ctx context.Context, r ObjectReader, info ObjectInfo, offset, length int64) (io.ReadCloser, error) {
+	if v, ok := r.(VersionReader); ok && info.ETag != "" {
+		return v.OpenVersionRange(ctx, info, offset, length)
+	}
+	return r.OpenRange(ctx, info.Key, offset, length)
 }
 
 // sourceReader exposes a Source as an io.Reader (input to the inflater).

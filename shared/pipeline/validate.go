@@ -101,7 +101,7 @@ func (in *inspection) valid() bool {
 // is a finding.
 func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, error) {
 	in := &inspection{info: info}
-	src := newRangeSource(ctx, p.Objects, info.Key, info.Size)
+	src := newRangeSource(ctx, p.Objects, info)
 	h, err := readHeader(src)
 	in.bytesRead = src.Fetched()
 	in.h = h
