@@ -9,65 +9,76 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 )
 
-func main() {
+const command = "dicom-loadgen"
+
+// exitSomeFailed is the status of a run that sent everything and had
+// some C-STOREs fail (the report says which first).
+const exitSomeFailed = 3
+
+func main() { cli.Main(command, runCommand) }
+
+// runCommand is main without the process: flags and files in, the report
+// out.
+func runCommand(args []string, stdout, _ io.Writer) error {
 	var o options
-	flag.StringVar(&o.Addr, "addr", "127.0.0.1:11112", "SCP host:port")
-	flag.StringVar(&o.CallingAE, "aet", "LOCAL_AE", "our (calling) AE title")
-	flag.StringVar(&o.CalledAE, "aec", "REMOTE_AE", "the SCP's (called) AE title")
-	flag.IntVar(&o.Associations, "n", 1, "parallel associations")
-	flag.IntVar(&o.Repeat, "repeat", 1, "send the file set this many times")
-	flag.BoolVar(&o.Progress, "progress", true, "show a progress bar on stderr")
-	flag.StringVar(&o.Label, "label", "", "label for the report")
-	flag.StringVar(&o.Timings, "timings", "", "write each success to this `FILE`: SOP Instance UID and the time its C-STORE response arrived (Unix ns), tab-separated")
-	jsonOut := flag.Bool("json", false, "print the report as JSON")
-	flag.Usage = func() {
-		fmt.Fprintf(os.Stderr, "usage: dicom-loadgen [flags] DIR|FILE…\n")
-		flag.PrintDefaults()
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	cli.Synopsis(fs, command+" [flags] DIR|FILE…")
+	fs.StringVar(&o.Addr, "addr", "127.0.0.1:11112", "SCP host:port")
+	fs.StringVar(&o.CallingAE, "aet", "LOCAL_AE", "our (calling) AE title")
+	fs.StringVar(&o.CalledAE, "aec", "REMOTE_AE", "the SCP's (called) AE title")
+	fs.IntVar(&o.Associations, "n", 1, "parallel associations")
+	fs.IntVar(&o.Repeat, "repeat", 1, "send the file set this many times")
+	fs.BoolVar(&o.Progress, "progress", true, "show a progress bar on stderr")
+	fs.StringVar(&o.Label, "label", "", "label for the report")
+	fs.StringVar(&o.Timings, "timings", "", "write each success to this `FILE`: SOP Instance UID and the time its C-STORE response arrived (Unix ns), tab-separated")
+	jsonOut := fs.Bool("json", false, "print the report as JSON")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
-	flag.Parse()
-	if flag.NArg() == 0 {
-		flag.Usage()
-		os.Exit(2)
+	if fs.NArg() == 0 {
+		return cli.UsageError(fs, errors.New("no DIR or FILE to send"))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	files, err := scan(flag.Args())
+	files, err := scan(fs.Args())
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
-		os.Exit(1)
+		return err
 	}
 	rep, err := run(ctx, o, files)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
-		os.Exit(1)
+		return err
 	}
 	if o.Timings != "" {
 		if err := os.WriteFile(o.Timings, rep.timings, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
-			os.Exit(1)
+			return fmt.Errorf("-timings: %w", err)
 		}
 	}
 	if *jsonOut {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(rep); err != nil {
-			fmt.Fprintln(os.Stderr, "dicom-loadgen:", err)
-			os.Exit(1)
-		}
+		err = enc.Encode(rep)
 	} else {
-		fmt.Println(rep)
+		_, err = fmt.Fprintln(stdout, rep)
+	}
+	if err != nil {
+		return fmt.Errorf("write the report: %w", err)
 	}
 	if rep.Failed > 0 {
-		os.Exit(3)
+		return cli.WithStatus(exitSomeFailed, fmt.Errorf("%d C-STOREs failed, %d succeeded", rep.Failed, rep.Instances))
 	}
+	return nil
 }
 
 // Report is what one run measured.

@@ -24,6 +24,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +49,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -87,75 +89,92 @@ type options struct {
 	seed                               uint64
 }
 
-func main() {
+const command = "bench-chain"
+
+func main() { cli.Main(command, runCommand) }
+
+// runCommand is main without the process: flags in, results out.
+func runCommand(args []string, stdout, _ io.Writer) error {
 	var o options
-	flag.StringVar(&o.scpTask, "scp-task", "bin/scp-task", "the scp-task binary")
-	flag.StringVar(&o.scpArgs, "scp-args", "", "more scp-task flags, space-separated (the staged store's: --staging DIR --staging-latency efs)")
-	flag.StringVar(&o.rie, "rie", "bin/tools/aws-lambda-rie", "the Lambda runtime interface emulator")
-	flag.StringVar(&o.node, "node", "node", "node, which runs dynalite")
-	flag.StringVar(&o.dynalite, "dynalite", ".tools/node/node_modules/dynalite/cli.js", "dynalite's command-line script")
-	flag.StringVar(&o.functions, "functions", "", "directory holding validate/bootstrap, audit/bootstrap and notify/bootstrap, built as deployed for this machine")
-	flag.StringVar(&o.work, "work", "", "directory for the logs (default: a new temporary one)")
-	flag.StringVar(&o.out, "out", "", "file to write the results to (JSON; default stdout)")
-	flag.Float64Var(&o.rate, "rate", 100, "instances per second sent")
-	flag.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load lasts")
-	flag.DurationVar(&o.drain, "drain", 0, "how long to wait for the chain to finish after the load (default: quiet period + 2 notify periods + 60s)")
-	flag.IntVar(&o.associations, "associations", 8, "parallel associations the load is sent over (each waits for its object's S3 put before the next)")
-	flag.IntVar(&o.studySize, "study-size", 200, "instances per study")
-	flag.IntVar(&o.seriesSz, "series-size", 100, "instances per series")
-	flag.IntVar(&o.side, "image", 256, "image rows and columns (16-bit pixels: 256 → 128 KiB)")
-	flag.IntVar(&o.concurrency, "concurrency", 10, "execution environments per function: the stack's reserved concurrency and the mapping's maximum concurrency")
-	flag.IntVar(&o.batchSize, "batch-size", 10, "event source mapping batch size (the stack's)")
-	flag.DurationVar(&o.batchWindow, "batch-window", time.Second, "event source mapping maximum batching window (the stack's)")
-	flag.DurationVar(&o.visibility, "visibility", 720*time.Second, "queue visibility timeout: a failed message comes back after it (the stack's: 6 × the function timeout)")
-	flag.DurationVar(&o.quietPeriod, "quiet-period", 60*time.Second, "QUIET_PERIOD of the functions (the stack's default)")
-	flag.DurationVar(&o.notifyEvery, "notify-every", time.Minute, "period of the notify schedule (the stack's)")
-	flag.StringVar(&o.s3Write, "s3-write-latency", "20ms/100ms", "S3 write answers, P50/P99")
-	flag.StringVar(&o.s3Read, "s3-read-latency", "20ms/100ms", "S3 read first bytes, P50/P99")
-	flag.StringVar(&o.notification, "notification-latency", "250ms/2s", "S3 event notification delivery to the queue, P50/P99")
-	flag.StringVar(&o.sqs, "sqs-latency", "16ms/105ms", "a message's hand-over from the queue to a waiting poller, P50/P99")
-	flag.StringVar(&o.eventBridge, "eventbridge-latency", "148ms/387ms", "EventBridge delivery of an event to a consumer, P50/P99 (added to the capture time)")
-	flag.StringVar(&o.dynamo, "dynamodb-latency", "5ms/9ms", "DynamoDB answers, P50/P99 (AWS: \"single-digit millisecond\")")
-	flag.Uint64Var(&o.seed, "seed", 1, "seed of the latencies drawn")
-	flag.Parse()
-	if o.functions == "" {
-		fmt.Fprintln(os.Stderr, "bench-chain: -functions is required (test/bench/chain.sh builds them)")
-		os.Exit(2)
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	fs.StringVar(&o.scpTask, "scp-task", "bin/scp-task", "the scp-task binary")
+	fs.StringVar(&o.scpArgs, "scp-args", "", "more scp-task flags, space-separated (the staged store's: --staging DIR --staging-latency efs)")
+	fs.StringVar(&o.rie, "rie", "bin/tools/aws-lambda-rie", "the Lambda runtime interface emulator")
+	fs.StringVar(&o.node, "node", "node", "node, which runs dynalite")
+	fs.StringVar(&o.dynalite, "dynalite", ".tools/node/node_modules/dynalite/cli.js", "dynalite's command-line script")
+	fs.StringVar(&o.functions, "functions", "", "directory holding validate/bootstrap, audit/bootstrap and notify/bootstrap, built as deployed for this machine")
+	fs.StringVar(&o.work, "work", "", "directory for the logs (default: a new temporary one)")
+	fs.StringVar(&o.out, "out", "", "file to write the results to (JSON; default stdout)")
+	fs.Float64Var(&o.rate, "rate", 100, "instances per second sent")
+	fs.DurationVar(&o.duration, "duration", 60*time.Second, "how long the load lasts")
+	fs.DurationVar(&o.drain, "drain", 0, "how long to wait for the chain to finish after the load (default: quiet period + 2 notify periods + 60s)")
+	fs.IntVar(&o.associations, "associations", 8, "parallel associations the load is sent over (each waits for its object's S3 put before the next)")
+	fs.IntVar(&o.studySize, "study-size", 200, "instances per study")
+	fs.IntVar(&o.seriesSz, "series-size", 100, "instances per series")
+	fs.IntVar(&o.side, "image", 256, "image rows and columns (16-bit pixels: 256 → 128 KiB)")
+	fs.IntVar(&o.concurrency, "concurrency", 10, "execution environments per function: the stack's reserved concurrency and the mapping's maximum concurrency")
+	fs.IntVar(&o.batchSize, "batch-size", 10, "event source mapping batch size (the stack's)")
+	fs.DurationVar(&o.batchWindow, "batch-window", time.Second, "event source mapping maximum batching window (the stack's)")
+	fs.DurationVar(&o.visibility, "visibility", 720*time.Second, "queue visibility timeout: a failed message comes back after it (the stack's: 6 × the function timeout)")
+	fs.DurationVar(&o.quietPeriod, "quiet-period", 60*time.Second, "QUIET_PERIOD of the functions (the stack's default)")
+	fs.DurationVar(&o.notifyEvery, "notify-every", time.Minute, "period of the notify schedule (the stack's)")
+	fs.StringVar(&o.s3Write, "s3-write-latency", "20ms/100ms", "S3 write answers, P50/P99")
+	fs.StringVar(&o.s3Read, "s3-read-latency", "20ms/100ms", "S3 read first bytes, P50/P99")
+	fs.StringVar(&o.notification, "notification-latency", "250ms/2s", "S3 event notification delivery to the queue, P50/P99")
+	fs.StringVar(&o.sqs, "sqs-latency", "16ms/105ms", "a message's hand-over from the queue to a waiting poller, P50/P99")
+	fs.StringVar(&o.eventBridge, "eventbridge-latency", "148ms/387ms", "EventBridge delivery of an event to a consumer, P50/P99 (added to the capture time)")
+	fs.StringVar(&o.dynamo, "dynamodb-latency", "5ms/9ms", "DynamoDB answers, P50/P99 (AWS: \"single-digit millisecond\")")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the latencies drawn")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
-	if o.rate <= 0 || o.duration <= 0 || o.associations < 1 || o.studySize < 1 || o.seriesSz < 1 || o.concurrency < 1 || o.batchSize < 1 {
-		fmt.Fprintln(os.Stderr, "bench-chain: -rate, -duration, -associations, -study-size, -series-size, -concurrency and -batch-size must be positive")
-		os.Exit(2)
+	switch {
+	case o.functions == "":
+		return cli.UsageError(fs, errors.New("-functions is required (test/bench/chain.sh builds them)"))
+	case o.rate <= 0 || o.duration <= 0 || o.associations < 1 || o.studySize < 1 || o.seriesSz < 1 || o.concurrency < 1 || o.batchSize < 1:
+		return cli.UsageError(fs, errors.New("-rate, -duration, -associations, -study-size, -series-size, -concurrency and -batch-size must be positive"))
+	case fs.NArg() > 0:
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	res, err := run(ctx, o)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-chain:", err)
-		os.Exit(1)
+		return err
 	}
-	out := os.Stdout
-	if o.out != "" {
-		if out, err = os.Create(o.out); err != nil {
-			fmt.Fprintln(os.Stderr, "bench-chain:", err)
-			os.Exit(1)
-		}
-	}
-	enc := json.NewEncoder(out)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(res); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-chain: write results:", err)
-		os.Exit(1)
-	}
-	if err := out.Close(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-chain: write results:", err)
-		os.Exit(1)
+	if err := writeResults(o.out, stdout, res); err != nil {
+		return err
 	}
 	// The results are written either way, to read what happened; a run
 	// the chain did not complete is not a measurement.
 	if err := res.incomplete(); err != nil {
-		fmt.Fprintf(os.Stderr, "bench-chain: %v (the functions' logs are in %s)\n", err, o.work)
-		os.Exit(1)
+		return fmt.Errorf("%w (the functions' logs are in %s)", err, o.work)
 	}
+	return nil
+}
+
+// writeResults writes res as JSON to the file path, or to stdout without
+// one.
+func writeResults(path string, stdout io.Writer, res *results) error {
+	out := stdout
+	var f *os.File
+	if path != "" {
+		var err error
+		if f, err = os.Create(path); err != nil {
+			return err
+		}
+		out = f
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	err := enc.Encode(res)
+	if f != nil {
+		err = errors.Join(err, f.Close())
+	}
+	if err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
 }
 
 // dists are the latencies injected.
@@ -385,7 +404,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	count := int(o.rate * o.duration.Seconds())
 	l := load{addr: scpAddr, rate: o.rate, count: count, associations: o.associations, studySize: o.studySize,
 		seriesSize: o.seriesSz, side: o.side, uidRoot: fmt.Sprintf("1.2.826.0.1.3680043.10.99.%d", time.Now().Unix())}
-	fmt.Fprintf(os.Stderr, "bench-chain: sending %d instances at %g/s over %d associations\n", count, o.rate, o.associations)
+	cli.Notef(os.Stderr, command, "sending %d instances at %g/s over %d associations", count, o.rate, o.associations)
 	outcomes, elapsed, err := l.run(ctx)
 	if err != nil {
 		return nil, err
@@ -406,7 +425,7 @@ func run(ctx context.Context, o options) (*results, error) {
 	b.mu.Unlock()
 
 	// The chain drains: every instance announced, then every study.
-	fmt.Fprintf(os.Stderr, "bench-chain: sent %d in %v; waiting up to %v for the chain\n", sentOK, elapsed.Round(time.Millisecond), o.drain)
+	cli.Notef(os.Stderr, command, "sent %d in %v; waiting up to %v for the chain", sentOK, elapsed.Round(time.Millisecond), o.drain)
 	deadline := time.Now().Add(o.drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		inst, st := b.announced()
@@ -524,7 +543,7 @@ func (b *bench) poll(ctx context.Context, f *awsemu.Function, q *queue) {
 			b.aws.Add("SQS DeleteMessageBatch (event source mapping)", 1)
 		}
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench-chain: %s: %v\n", f.Name, err)
+			cli.Notef(os.Stderr, command, "%s: %v", f.Name, err)
 		}
 	}
 }
@@ -547,7 +566,7 @@ func (b *bench) schedule(ctx context.Context, f *awsemu.Function) {
 		b.mu.Unlock()
 		b.aws.Add("EventBridge scheduled invocation", 1)
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench-chain: notify: %v\n", err)
+			cli.Notef(os.Stderr, command, "notify: %v", err)
 		}
 	}
 }

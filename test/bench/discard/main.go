@@ -11,20 +11,27 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 )
 
-func main() {
-	listen := flag.String("listen", "127.0.0.1:11112", "address to serve DICOM on")
-	aeTitle := flag.String("ae-title", "REMOTE_AE", "called AE title to answer to")
-	flag.Parse()
-	srv := &dicomnet.Server{Addr: *listen, AETitle: *aeTitle, Handler: dicomnet.HandlerFunc(discard)}
-	if err := srv.ListenAndServe(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-discard:", err)
-		os.Exit(1)
+const command = "bench-discard"
+
+func main() { cli.Main(command, run) }
+
+func run(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:11112", "address to serve DICOM on")
+	aeTitle := fs.String("ae-title", "REMOTE_AE", "called AE title to answer to")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
+	if fs.NArg() > 0 {
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	}
+	srv := &dicomnet.Server{Addr: *listen, AETitle: *aeTitle, Handler: dicomnet.HandlerFunc(discard)}
+	return srv.ListenAndServe()
 }
 
 // discard reads the data set to its end, as a store would, and keeps none

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -37,6 +38,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 )
 
@@ -64,25 +66,37 @@ const (
 	checkpointEvery = 16 << 20
 )
 
-func main() {
-	store := flag.String("store", "", "directory to write into (created; must be new or empty)")
-	workers := flag.Int("n", 1, "parallel workers, as the load generator's associations")
-	label := flag.String("label", "", "label for the report")
-	flag.Parse()
-	if *store == "" || flag.NArg() != 1 || *workers < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench-diskfloor -store DIR [-n N] [-label L] CORPUS")
-		os.Exit(2)
+const command = "bench-diskfloor"
+
+func main() { cli.Main(command, runCommand) }
+
+// runCommand is main without the process: flags in, the report out.
+func runCommand(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	cli.Synopsis(fs, command+" -store DIR [-n N] [-label L] CORPUS")
+	store := fs.String("store", "", "directory to write into (created; must be new or empty)")
+	workers := fs.Int("n", 1, "parallel workers, as the load generator's associations")
+	label := fs.String("label", "", "label for the report")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
-	rep, err := run(*store, flag.Arg(0), *workers)
+	switch {
+	case *store == "":
+		return cli.UsageError(fs, errors.New("-store is required"))
+	case fs.NArg() != 1:
+		return cli.UsageError(fs, fmt.Errorf("want one CORPUS directory, got %d arguments", fs.NArg()))
+	case *workers < 1:
+		return cli.UsageError(fs, fmt.Errorf("-n: %d is not at least 1", *workers))
+	}
+	rep, err := run(*store, fs.Arg(0), *workers)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-diskfloor:", err)
-		os.Exit(1)
+		return err
 	}
 	rep.Label = *label
-	if err := json.NewEncoder(os.Stdout).Encode(rep); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-diskfloor:", err)
-		os.Exit(1)
+	if err := json.NewEncoder(stdout).Encode(rep); err != nil {
+		return fmt.Errorf("write the report: %w", err)
 	}
+	return nil
 }
 
 // run loads the corpus into aligned memory, then times its durable writes.

@@ -6,23 +6,37 @@
 package main
 
 import (
+	"flag"
 	"fmt"
+	"io"
 	"net"
-	"os"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
-func main() {
+const command = "bench-freeport"
+
+func main() { cli.Main(command, run) }
+
+func run(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes no arguments", fs.Arg(0)))
+	}
 	addr, err := testenv.PickFreeAddr()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-freeport:", err)
-		os.Exit(1)
+		return err
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-freeport:", err)
-		os.Exit(1)
+		return fmt.Errorf("split %s: %w", addr, err)
 	}
-	fmt.Println(port)
+	if _, err := fmt.Fprintln(stdout, port); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
 }

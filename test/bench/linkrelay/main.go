@@ -20,8 +20,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -31,24 +33,38 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 )
 
-func main() {
-	nsA := flag.String("ns-a", "", "network namespace of one end (a name under /var/run/netns, or a path)")
-	nsB := flag.String("ns-b", "", "network namespace of the other end")
-	dev := flag.String("dev", "dib0", "name of the tun device created in each namespace")
-	rtt := flag.Duration("rtt", 20*time.Millisecond, "round trip the link adds: each packet is held rtt/2 in each direction")
-	depth := flag.Int("depth", 1<<14, "packets in flight per direction before reading the device waits")
-	statsPath := flag.String("stats", "", "file to write per-direction statistics to (JSON) on exit")
-	flag.Parse()
-	if *nsA == "" || *nsB == "" || *rtt < 0 || *depth < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench-linkrelay -ns-a NS -ns-b NS [-dev NAME] [-rtt D] [-depth N] [-stats FILE]")
-		os.Exit(2)
+const command = "bench-linkrelay"
+
+func main() { cli.Main(command, runCommand) }
+
+// runCommand is main without the process: flags in, a link until a signal.
+func runCommand(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	cli.Synopsis(fs, command+" -ns-a NS -ns-b NS [-dev NAME] [-rtt D] [-depth N] [-stats FILE]")
+	nsA := fs.String("ns-a", "", "network namespace of one end (a name under /var/run/netns, or a path)")
+	nsB := fs.String("ns-b", "", "network namespace of the other end")
+	dev := fs.String("dev", "dib0", "name of the tun device created in each namespace")
+	rtt := fs.Duration("rtt", 20*time.Millisecond, "round trip the link adds: each packet is held rtt/2 in each direction")
+	depth := fs.Int("depth", 1<<14, "packets in flight per direction before reading the device waits")
+	statsPath := fs.String("stats", "", "file to write per-direction statistics to (JSON) on exit")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
-	if err := run(*nsA, *nsB, *dev, *rtt/2, *depth, *statsPath); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-linkrelay:", err)
-		os.Exit(1)
+	switch {
+	case *nsA == "" || *nsB == "":
+		return cli.UsageError(fs, errors.New("-ns-a and -ns-b are required"))
+	case *rtt < 0:
+		return cli.UsageError(fs, fmt.Errorf("-rtt: %v is negative", *rtt))
+	case *depth < 1:
+		return cli.UsageError(fs, fmt.Errorf("-depth: %d is not at least 1", *depth))
+	case fs.NArg() > 0:
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
 	}
+	return run(*nsA, *nsB, *dev, *rtt/2, *depth, *statsPath)
 }
 
 func run(nsA, nsB, dev string, delay time.Duration, depth int, statsPath string) error {

@@ -16,54 +16,59 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/test/bench/internal/latency"
 )
 
-func main() {
-	listen := flag.String("listen", "127.0.0.1:9000", "address to serve on")
-	bucket := flag.String("bucket", "bench", "bucket to create (emulator mode)")
-	mode := flag.String("mode", "emulator", "emulator (gofakes3, in memory) or sink (checksum-verifying, keeps digests only)")
-	writeLat := flag.String("write-latency", "", "delay of every write's answer, P50/P99 (e.g. 20ms/100ms), a constant, or none")
-	readLat := flag.String("read-latency", "", "delay of every read's first byte, as -write-latency")
-	seed := flag.Uint64("seed", 1, "seed of the delays drawn")
-	flag.Parse()
+const command = "bench-s3"
+
+func main() { cli.Main(command, run) }
+
+// run is main without the process: flags in, an S3 API served.
+func run(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:9000", "address to serve on")
+	bucket := fs.String("bucket", "bench", "bucket to create (emulator mode)")
+	mode := fs.String("mode", "emulator", "emulator (gofakes3, in memory) or sink (checksum-verifying, keeps digests only)")
+	writeLat := fs.String("write-latency", "", "delay of every write's answer, P50/P99 (e.g. 20ms/100ms), a constant, or none")
+	readLat := fs.String("read-latency", "", "delay of every read's first byte, as -write-latency")
+	seed := fs.Uint64("seed", 1, "seed of the delays drawn")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	}
+	writes, err := latency.Parse(*writeLat)
+	if err != nil {
+		return cli.UsageError(fs, fmt.Errorf("-write-latency: %w", err))
+	}
+	reads, err := latency.Parse(*readLat)
+	if err != nil {
+		return cli.UsageError(fs, fmt.Errorf("-read-latency: %w", err))
+	}
 	var h http.Handler
 	switch *mode {
 	case "emulator":
 		backend := s3mem.New()
 		if err := backend.CreateBucket(*bucket); err != nil {
-			fmt.Fprintln(os.Stderr, "bench-s3: create bucket:", err)
-			os.Exit(1)
+			return fmt.Errorf("create bucket: %w", err)
 		}
 		h = gofakes3.New(backend, gofakes3.WithTimeSkewLimit(time.Hour)).Server()
 	case "sink":
 		h = s3test.NewSinkHandler(s3test.WithoutSHA256())
 	default:
-		fmt.Fprintf(os.Stderr, "bench-s3: unknown -mode %q\n", *mode)
-		os.Exit(2)
-	}
-	writes, err := latency.Parse(*writeLat)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-s3: -write-latency:", err)
-		os.Exit(2)
-	}
-	reads, err := latency.Parse(*readLat)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench-s3: -read-latency:", err)
-		os.Exit(2)
+		return cli.UsageError(fs, fmt.Errorf("-mode: %q is not emulator or sink", *mode))
 	}
 	h = latency.Handler(h, latency.ByMethod(latency.NewSampler(reads, *seed), latency.NewSampler(writes, *seed+1)))
 	srv := &http.Server{Addr: *listen, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	if err := srv.ListenAndServe(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-s3:", err)
-		os.Exit(1)
-	}
+	return srv.ListenAndServe()
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -31,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
@@ -45,20 +47,28 @@ type report struct {
 	ReadyMs  float64 `json:"readyMs"`
 }
 
-func main() {
-	scp := flag.String("scp", "bin/scp-task", "the scp-task binary")
-	data := flag.String("data", "", "data directory (filled on the first run)")
-	n := flag.Int("n", 100000, "objects the data directory holds")
-	rounds := flag.Int("rounds", 3, "starts to measure")
-	flag.Parse()
-	if *data == "" {
-		fmt.Fprintln(os.Stderr, "usage: bench-startup -data DIR [-scp BIN] [-n N] [-rounds R]")
-		os.Exit(2)
+const command = "bench-startup"
+
+func main() { cli.Main(command, runCommand) }
+
+// runCommand is main without the process: flags in, reports out.
+func runCommand(args []string, stdout, _ io.Writer) error {
+	fs := flag.NewFlagSet(command, flag.ContinueOnError)
+	cli.Synopsis(fs, command+" -data DIR [-scp BIN] [-n N] [-rounds R]")
+	scp := fs.String("scp", "bin/scp-task", "the scp-task binary")
+	data := fs.String("data", "", "data directory (filled on the first run)")
+	n := fs.Int("n", 100000, "objects the data directory holds")
+	rounds := fs.Int("rounds", 3, "starts to measure")
+	if err := cli.Parse(fs, args, stdout); err != nil {
+		return err
 	}
-	if err := run(*scp, *data, *n, *rounds); err != nil {
-		fmt.Fprintln(os.Stderr, "bench-startup:", err)
-		os.Exit(1)
+	switch {
+	case *data == "":
+		return cli.UsageError(fs, errors.New("-data is required"))
+	case fs.NArg() > 0:
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
 	}
+	return run(*scp, *data, *n, *rounds)
 }
 
 func run(scp, data string, n, rounds int) error {
@@ -176,7 +186,7 @@ func fill(scp, data string, n int) error {
 	}
 	defer func() {
 		if err := nd.stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "bench-startup: stop:", err)
+			cli.Notef(os.Stderr, command, "stop: %v", err)
 		}
 	}()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
@@ -234,7 +244,7 @@ func fill(scp, data string, n int) error {
 			return err
 		}
 		if i%10000 == 0 && i > 0 {
-			fmt.Fprintf(os.Stderr, "bench-startup: %d objects sent (%.0f/s)\n", i, float64(i)/time.Since(t0).Seconds())
+			cli.Notef(os.Stderr, command, "%d objects sent (%.0f/s)", i, float64(i)/time.Since(t0).Seconds())
 		}
 	}
 	close(work)

@@ -35,7 +35,9 @@ import (
 const command = "onboarding"
 
 func main() {
-	os.Exit(cli.Exit(os.Stderr, command, run(context.Background(), os.Args[1:], os.Stdout, os.Stderr)))
+	cli.Main(command, func(args []string, stdout, stderr io.Writer) error {
+		return run(context.Background(), args, stdout, stderr)
+	})
 }
 
 // secretFetcher returns a secret's SecretString.
@@ -68,11 +70,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runWith(ctx, args, stdout, stderr, d)
 }
 
-// runWith is run with its side doors: the kit's files are listed on
-// stdout; notes and the usage go to stderr, where main reports the error.
+// runWith is run with its side doors: the kit's files (or -help's usage)
+// are listed on stdout; notes go to stderr, where main reports the error.
 func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d deps) error {
 	fs := flag.NewFlagSet(command, flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	env := fs.String("env", "", "environment name (reads <config-dir>/<env>.json)")
 	site := fs.String("site", "", "site name, as in the environment config")
 	configDir := fs.String("config-dir", filepath.Join("infra", "config"), "directory of the environment configs")
@@ -84,12 +85,14 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 	useCLI := fs.Bool("aws-cli", true, "look up what the stack outputs lack (tunnel addresses, NLB IPs) with the AWS CLI's read-only describe calls")
 	labEndpoints := fs.String("lab-endpoints", "", "lab only: two comma-separated tunnel endpoint IPs (the local peer), instead of -vpn-connections")
 	showSecrets := fs.Bool("show-secrets", false, "fetch the pre-shared keys from Secrets Manager and write them into the kit's secrets file")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, stdout); err != nil {
 		return err
 	}
 	if *env == "" || *site == "" {
-		fs.Usage()
-		return errors.New("-env and -site are required (ENV= and SITE= to make onboarding)")
+		return cli.UsageError(fs, errors.New("-env and -site are required (ENV= and SITE= to make onboarding)"))
+	}
+	if fs.NArg() > 0 {
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
 	}
 	if *out == "" {
 		*out = filepath.Join("build", "onboarding", *env, *site)
@@ -133,15 +136,20 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 		return err
 	}
 	if *showSecrets {
+		// Each secret once: a site's two tunnels may share one.
 		opts.PSKs = map[int]string{}
+		fetched := map[string]map[int]string{}
 		for _, t := range kit.Tunnels {
-			raw, err := d.fetch(ctx, t.PSKSecretARN)
-			if err != nil {
-				return err
-			}
-			psks, err := onboarding.ParsePSKSecret(raw)
-			if err != nil {
-				return fmt.Errorf("tunnel %d key from %s: %w", t.Number, t.PSKSecretARN, err)
+			psks, ok := fetched[t.PSKSecretARN]
+			if !ok {
+				raw, err := d.fetch(ctx, t.PSKSecretARN)
+				if err != nil {
+					return err
+				}
+				if psks, err = onboarding.ParsePSKSecret(raw); err != nil {
+					return fmt.Errorf("tunnel %d key from %s: %w", t.Number, t.PSKSecretARN, err)
+				}
+				fetched[t.PSKSecretARN] = psks
 			}
 			opts.PSKs[t.Number] = psks[t.Number]
 		}

@@ -149,14 +149,17 @@ func TestErrorsForAPerson(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		args  []string
+		code  int
 		wants []string // each in the output; the first in its first line
 	}{
-		{"no site", []string{"-env", "dev"}, []string{"onboarding: -env and -site are required (ENV= and SITE= to make onboarding)"}},
-		{"unknown site", []string{"-env", "dev", "-site", "nowhere"}, []string{`onboarding: unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic: check -site (SITE= to make onboarding)`}},
-		{"unknown environment", []string{"-env", "nope", "-site", "x"}, []string{"onboarding: load env config:", "check -env (ENV= to make onboarding) and -config-dir"}},
-		{"no outputs", []string{"-env", "dev", "-site", "example-hospital", "-outputs", "does-not-exist.json"}, []string{"onboarding: open outputs (", "give -outputs, OUTPUTS= to make onboarding"}},
+		// A wrong call: its line, then the usage, status 2.
+		{"no site", []string{"-env", "dev"}, cli.ExitUsage, []string{"onboarding: -env and -site are required (ENV= and SITE= to make onboarding)\nUsage of onboarding:"}},
+		{"mistyped flag", []string{"-env", "dev", "-sit", "x"}, cli.ExitUsage, []string{"onboarding: unknown flag -sit; did you mean -site?\nUsage of onboarding:"}},
+		{"unknown site", []string{"-env", "dev", "-site", "nowhere"}, cli.ExitFailure, []string{`onboarding: unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic: check -site (SITE= to make onboarding)`}},
+		{"unknown environment", []string{"-env", "nope", "-site", "x"}, cli.ExitFailure, []string{"onboarding: load env config:", "check -env (ENV= to make onboarding) and -config-dir"}},
+		{"no outputs", []string{"-env", "dev", "-site", "example-hospital", "-outputs", "does-not-exist.json"}, cli.ExitFailure, []string{"onboarding: open outputs (", "give -outputs, OUTPUTS= to make onboarding"}},
 		// Two errors joined: one line each.
-		{"outputs lack the addresses", []string{"-env", "dev", "-site", "example-hospital"}, []string{
+		{"outputs lack the addresses", []string{"-env", "dev", "-site", "example-hospital"}, cli.ExitFailure, []string{
 			`onboarding: build kit for site "example-hospital": missing stack output: tunnel outside addresses`, "-vpn-connections",
 			"\nonboarding: missing stack output: NlbAddresses"}},
 	} {
@@ -164,14 +167,12 @@ func TestErrorsForAPerson(t *testing.T) {
 			var stderr bytes.Buffer
 			args := append(append([]string(nil), base...), tc.args...)
 			code := cli.Exit(&stderr, command, runWith(context.Background(), args, io.Discard, &stderr, deps{}))
-			if code != 1 {
-				t.Errorf("exit status %d, want 1", code)
+			if code != tc.code {
+				t.Errorf("exit status %d, want %d", code, tc.code)
 			}
 			got := stderr.String()
-			// The usage, which the flag set prints for a missing -env or
-			// -site, comes first.
-			msg := got[strings.Index(got, "onboarding: "):]
-			if !strings.HasPrefix(msg, tc.wants[0]) {
+			msg, _, _ := strings.Cut(got, "\nUsage of onboarding:")
+			if !strings.HasPrefix(got, tc.wants[0]) {
 				t.Errorf("stderr:\n%s\nwant its message to start %q", got, tc.wants[0])
 			}
 			for _, w := range tc.wants[1:] {

@@ -22,19 +22,20 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Exit(os.Stderr, "logname", run(os.Args[1:], os.Getenv, os.Stdin, os.Stdout, os.Stderr)))
+	cli.Main("logname", func(args []string, stdout, _ io.Writer) error {
+		return run(args, os.Getenv, os.Stdin, stdout)
+	})
 }
 
-func run(args []string, getenv func(string) string, in io.Reader, out, errOut io.Writer) error {
+func run(args []string, getenv func(string) string, in io.Reader, out io.Writer) error {
 	fs := flag.NewFlagSet("logname", flag.ContinueOnError)
-	fs.SetOutput(errOut)
 	keyFile := fs.String("key-file", "", "file holding the log-name key (local mode: DATA_DIR/"+logname.KeyFile+"); default: env "+logname.EnvKey)
 	find := fs.String("find", "", "comma-separated names to look for (obj-…); default: print every key's name")
-	if err := fs.Parse(args); err != nil {
+	if err := cli.Parse(fs, args, out); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected argument %q: keys are read from standard input", fs.Arg(0))
+		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: keys are read from standard input", fs.Arg(0)))
 	}
 	names, err := namer(*keyFile, getenv)
 	if err != nil {

@@ -47,8 +47,8 @@ func TestRun(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			var out, errOut bytes.Buffer
-			err := run(c.args, env(c.env), strings.NewReader(keys), &out, &errOut)
+			var out bytes.Buffer
+			err := run(c.args, env(c.env), strings.NewReader(keys), &out)
 			if c.wantErr == "" && err != nil || c.wantErr != "" && (err == nil || !strings.Contains(err.Error(), c.wantErr)) {
 				t.Fatalf("err = %v, want %q", err, c.wantErr)
 			}
