@@ -16,8 +16,8 @@ import (
 	"syscall"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
-	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
 func main() {
@@ -26,18 +26,19 @@ func main() {
 
 // mainWith is main with its process: --help and --version answer on
 // stdout and exit 0; everything else scp-task says is a JSON log line on
-// stderr, a bad setting exiting 2 and a failed start or run 1.
+// stderr, a bad setting exiting 2 and a failed start or run 1 (the exit
+// statuses of shared/cli).
 func mainWith(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(args, getenv, stdout)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return 0
 	case errors.Is(err, config.ErrVersion):
-		fmt.Fprintf(stdout, "scp-task %s (%s)\n", version.Version, version.ImplementationVersionName)
+		fmt.Fprintln(stdout, cli.Version("scp-task"))
 		return 0
 	case err != nil:
 		jsonlog.New(stderr, slog.LevelInfo).With("service", "scp-task").Error("scp-task cannot start: bad setting", "err", err)
-		return 2
+		return cli.ExitUsage
 	}
 	log := jsonlog.New(stderr, jsonlog.ParseLevel(cfg.LogLevel)).With("service", "scp-task")
 	// On AWS every line names the environment (ENVIRONMENT, as the
@@ -55,7 +56,7 @@ func mainWith(args []string, getenv func(string) string, stdout, stderr io.Write
 		} else {
 			log.Error("scp-task stopped", "err", err)
 		}
-		return 1
+		return cli.ExitFailure
 	}
 	return 0
 }

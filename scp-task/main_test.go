@@ -85,7 +85,7 @@ func TestFailFast(t *testing.T) {
 		{name: "help", args: []string{"--help"}, stdout: []string{"Usage: scp-task [flags]", "--portal-listen ADDR"}},
 		{name: "version", args: []string{"--version"}, stdout: []string{"scp-task "}},
 		{name: "bad environment value", env: map[string]string{"SCP_IDLE_TIMEOUT": "forever"}, code: 2,
-			errHas: []string{`SCP_IDLE_TIMEOUT: \"forever\" is not a positive duration`}},
+			errHas: []string{`SCP_IDLE_TIMEOUT (or --idle-timeout): \"forever\" is not a positive duration`}},
 		{name: "portal port taken", code: 1, dataDir: "x",
 			args:   []string{"--local", "--listen", free, "--health-listen", free, "--portal-listen", taken.Addr().String()},
 			errHas: []string{"portal: cannot listen on " + taken.Addr().String(), "--portal-listen (or PORTAL_LISTEN)"}},

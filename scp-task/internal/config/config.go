@@ -17,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/cli"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
@@ -275,15 +276,19 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			return Config{}, err
 		}
 		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
-			return Config{}, fmt.Errorf("config: unknown flag --%s%s (scp-task --help lists the flags)", name, didYouMean(fs, name))
+			hint := ""
+			if near := cli.Closest(fs, name); near != "" {
+				hint = "; did you mean --" + near + "?"
+			}
+			return Config{}, fmt.Errorf("unknown flag --%s%s (scp-task --help lists the flags)", name, hint)
 		}
-		return Config{}, fmt.Errorf("config: %w (scp-task --help lists the flags)", err)
+		return Config{}, fmt.Errorf("%w (scp-task --help lists the flags)", err)
 	}
 	if *version {
 		return Config{}, ErrVersion
 	}
 	if fs.NArg() > 0 {
-		return Config{}, fmt.Errorf("config: unexpected argument %q (scp-task takes flags only; --help lists them)", fs.Arg(0))
+		return Config{}, fmt.Errorf("unexpected argument %q (scp-task takes flags only; --help lists them)", fs.Arg(0))
 	}
 	origins := map[string]Origin{}
 	for _, s := range settings {
@@ -293,33 +298,39 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	fs.Visit(func(f *flag.Flag) { origins[f.Name] = FromFlag })
 	named := func(name string) string { return namedBy(origins, name) }
+	subject := func(name string) string { return describeBy(origins, name, false) }
 	get := func(name string) string { return strings.TrimSpace(*vals[name]) }
 	var errs []error
 	boolean := func(name string) bool {
 		b, err := strconv.ParseBool(get(name))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not true or false", named(name), get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not true or false", subject(name), get(name)))
 		}
 		return b
 	}
 	count := func(name string) int {
 		n, err := strconv.Atoi(get(name))
 		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("%s: %q is not a whole number ≥ 0", named(name), get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not a whole number ≥ 0", subject(name), get(name)))
 		}
 		return n
 	}
 	duration := func(name string) time.Duration {
 		d, err := time.ParseDuration(get(name))
 		if err != nil || d <= 0 {
-			errs = append(errs, fmt.Errorf("%s: %q is not a positive duration like 30s or 5m", named(name), get(name)))
+			errs = append(errs, fmt.Errorf("%s: %q is not a positive duration like 30s or 5m", subject(name), get(name)))
 		}
 		return d
 	}
 	address := func(name string) string {
 		a := get(name)
 		if _, _, err := net.SplitHostPort(a); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not host:port (%v)", named(name), a, err))
+			// The address's own error names the value again: its reason only.
+			var ae *net.AddrError
+			if errors.As(err, &ae) {
+				err = errors.New(ae.Err)
+			}
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port (%v)", subject(name), a, err))
 		}
 		return a
 	}
@@ -373,43 +384,43 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		AuditSpoolMax:            count("audit-spool-max"),
 	}
 	if b, err := strconv.ParseInt(get("max-preassociation-bytes"), 10, 64); err != nil || b < 0 || b > 0 && b < 2<<20 {
-		errs = append(errs, fmt.Errorf("%s: %q is not 0 or a byte count of at least 2097152 (one TLS handshake)", named("max-preassociation-bytes"), get("max-preassociation-bytes")))
+		errs = append(errs, fmt.Errorf("%s: %q is not 0 or a byte count of at least 2097152 (one TLS handshake)", subject("max-preassociation-bytes"), get("max-preassociation-bytes")))
 	} else {
 		c.MaxPreAssociationBytes = b
 	}
 	if b, err := strconv.ParseInt(get("min-free-bytes"), 10, 64); err != nil || b < 0 {
-		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", named("min-free-bytes"), get("min-free-bytes")))
+		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", subject("min-free-bytes"), get("min-free-bytes")))
 	} else {
 		c.MinFreeBytes = b
 	}
 	if c.S3PutTimeout = duration("s3-put-timeout"); c.S3PutTimeout > 0 && c.S3PutTimeout < time.Second {
-		errs = append(errs, fmt.Errorf("%s: %s must be at least 1s (an object's last requests to S3 and their retries share it)", named("s3-put-timeout"), c.S3PutTimeout))
+		errs = append(errs, fmt.Errorf("%s: %s must be at least 1s (an object's last requests to S3 and their retries share it)", subject("s3-put-timeout"), c.S3PutTimeout))
 	}
 	c.StagingDir = get("staging")
 	c.StagingMaxAge = duration("staging-max-age")
 	if c.RunMarkerStaleAfter = duration("run-marker-stale-after"); c.RunMarkerStaleAfter > 0 && c.RunMarkerStaleAfter < 2*time.Second {
-		errs = append(errs, fmt.Errorf("%s: %s must be at least 2s", named("run-marker-stale-after"), c.RunMarkerStaleAfter))
+		errs = append(errs, fmt.Errorf("%s: %s must be at least 2s", subject("run-marker-stale-after"), c.RunMarkerStaleAfter))
 	}
 	if b, err := strconv.ParseInt(get("staging-max-backlog"), 10, 64); err != nil || b < 1<<20 {
-		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 1048576", named("staging-max-backlog"), get("staging-max-backlog")))
+		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 1048576", subject("staging-max-backlog"), get("staging-max-backlog")))
 	} else {
 		c.StagingMaxBacklog = b
 	}
 	if lat, err := vfs.ParseLatencies(get("staging-latency")); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", named("staging-latency"), err))
+		errs = append(errs, fmt.Errorf("%s: %w", subject("staging-latency"), err))
 	} else {
 		c.StagingLatency = lat
 	}
 	if c.StagingDir != "" && !strings.HasPrefix(c.Store, "s3://") {
-		errs = append(errs, fmt.Errorf("%s: stages uploads to an s3:// store; %s is %q", named("staging"), named("store"), c.Store))
+		errs = append(errs, fmt.Errorf("%s: stages uploads to an s3:// store; %s is %q", subject("staging"), named("store"), c.Store))
 	}
 	if peers, err := commitreport.ParsePeers(get("commitment-peers")); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", named("commitment-peers"), err))
+		errs = append(errs, fmt.Errorf("%s: %w", subject("commitment-peers"), err))
 	} else {
 		c.CommitmentPeers = peers
 	}
 	if p, err := pipeline.ParsePatientDataPolicy(get("event-patient-data")); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", named("event-patient-data"), err))
+		errs = append(errs, fmt.Errorf("%s: %w", subject("event-patient-data"), err))
 	} else {
 		c.EventPatientData = p
 	}
@@ -421,38 +432,38 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			continue
 		}
 		if err := accesscontrol.CheckAETitle(ae); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q: %w", named("commitment-quarantined-committed"), ae, err))
+			errs = append(errs, fmt.Errorf("%s: %q: %w", subject("commitment-quarantined-committed"), ae, err))
 		}
 		c.CommitmentQuarantined[ae] = true
 	}
 	if ps, err := strconv.ParseInt(get("s3-part-size"), 10, 64); err != nil || ps < 5<<20 {
-		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", named("s3-part-size"), get("s3-part-size")))
+		errs = append(errs, fmt.Errorf("%s: %q must be a byte count of at least 5242880 (S3's minimum part size)", subject("s3-part-size"), get("s3-part-size")))
 	} else {
 		c.S3PartSize = ps
 	}
 	if c.MinProgressBytes < 1 {
-		errs = append(errs, fmt.Errorf("%s: %q must be at least 1", named("min-progress-bytes"), get("min-progress-bytes")))
+		errs = append(errs, fmt.Errorf("%s: %q must be at least 1", subject("min-progress-bytes"), get("min-progress-bytes")))
 	}
 	if c.MaxMessageTime > 0 && c.ProgressWindow > 0 && c.MaxMessageTime < c.ProgressWindow {
-		errs = append(errs, fmt.Errorf("%s: %v is shorter than %s %v", named("max-message-time"), c.MaxMessageTime, named("progress-window"), c.ProgressWindow))
+		errs = append(errs, fmt.Errorf("%s: %v is shorter than %s %v", subject("max-message-time"), c.MaxMessageTime, named("progress-window"), c.ProgressWindow))
 	}
 	// The SCP's own AE title by the rule of the ones it admits: it refuses a called AE title that is not one
 	// (01 01 07), so with such a title it would refuse every association.
 	if err := accesscontrol.CheckAETitle(c.AETitle); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %q: %w", named("ae-title"), c.AETitle, err))
+		errs = append(errs, fmt.Errorf("%s: %q: %w", subject("ae-title"), c.AETitle, err))
 	}
 	if c.MaxPDULength != 0 && (c.MaxPDULength < 4096 || c.MaxPDULength > 16<<20) {
-		errs = append(errs, fmt.Errorf("%s: %d must be between 4096 and 16777216", named("max-pdu-length"), c.MaxPDULength))
+		errs = append(errs, fmt.Errorf("%s: %d must be between 4096 and 16777216", subject("max-pdu-length"), c.MaxPDULength))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		errs = append(errs, fmt.Errorf("%s: %q is not debug, info, warn or error", named("log-level"), c.LogLevel))
+		errs = append(errs, fmt.Errorf("%s: %q is not debug, info, warn or error", subject("log-level"), c.LogLevel))
 	}
 	if acl, err := accesscontrol.Parse(c.CallingAEsSpec); err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", named("calling-aes"), err))
+		errs = append(errs, fmt.Errorf("%s: %w", subject("calling-aes"), err))
 	} else if len(acl.AETitles()) == 0 {
-		errs = append(errs, fmt.Errorf("%s: no calling AE title allowed: name at least one site", named("calling-aes")))
+		errs = append(errs, fmt.Errorf("%s: no calling AE title allowed: name at least one site", subject("calling-aes")))
 	} else {
 		c.CallingAEs = acl
 	}
@@ -464,18 +475,18 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		c.HealthListen = LocalHealthListen
 	}
 	if c.Local && origins["store"] != FromDefault {
-		errs = append(errs, fmt.Errorf("%s: local mode keeps objects under --data-dir; drop %s or --local", named("store"), named("store")))
-	} else if err := checkStoreURL(named("store"), c.Store); err != nil {
+		errs = append(errs, fmt.Errorf("%s: local mode keeps objects under --data-dir; drop %s or --local", subject("store"), named("store")))
+	} else if err := checkStoreURL(subject("store"), c.Store); err != nil {
 		errs = append(errs, err)
 	}
 	for _, w := range c.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", named("webhook"), w))
+			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), w))
 		}
 	}
 	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)
 	if len(errs) > 0 {
-		return Config{}, fmt.Errorf("config: %w", errors.Join(errs...))
+		return Config{}, errors.Join(errs...)
 	}
 	return c, nil
 }
@@ -485,14 +496,14 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	if c.AuditSyslog == "" {
 		if caFile != "" || certFile != "" || keyFile != "" {
-			return []error{fmt.Errorf("%s, %s and %s need %s", c.named("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), c.named("audit-syslog"))}
+			return []error{fmt.Errorf("%s, %s and %s need %s", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), c.named("audit-syslog"))}
 		}
 		return nil
 	}
 	var errs []error
 	addr, host, err := auditfeed.ParseURL(c.AuditSyslog)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s: %w", c.named("audit-syslog"), err))
+		errs = append(errs, fmt.Errorf("%s: %w", c.subject("audit-syslog"), err))
 	}
 	c.AuditSyslogAddr = addr
 	read := func(flag, path string) []byte {
@@ -501,15 +512,15 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.named(flag), err))
+			errs = append(errs, fmt.Errorf("%s: %w", c.subject(flag), err))
 		}
 		return b
 	}
 	if caFile == "" {
-		errs = append(errs, fmt.Errorf("%s: required with %s (the CA the collector's certificate chains to)", c.named("audit-syslog-ca"), c.named("audit-syslog")))
+		errs = append(errs, fmt.Errorf("%s: required with %s (the CA the collector's certificate chains to)", c.subject("audit-syslog-ca"), c.named("audit-syslog")))
 	}
 	if (certFile == "") != (keyFile == "") {
-		errs = append(errs, fmt.Errorf("%s and %s go together", c.named("audit-syslog-cert"), c.named("audit-syslog-key")))
+		errs = append(errs, fmt.Errorf("%s and %s go together", c.subject("audit-syslog-cert"), c.named("audit-syslog-key")))
 	}
 	ca, cert, key := read("audit-syslog-ca", caFile), read("audit-syslog-cert", certFile), read("audit-syslog-key", keyFile)
 	if len(errs) > 0 {
@@ -517,7 +528,7 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	}
 	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
 	if err != nil {
-		return []error{fmt.Errorf("%s/%s/%s: %w", c.named("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
+		return []error{fmt.Errorf("%s/%s/%s: %w", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
 	}
 	c.AuditTLS = cfg
 	return nil
@@ -527,24 +538,24 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 func (c *Config) checkTLS() []error {
 	var errs []error
 	if c.Listen == "" && c.TLSListen == "" {
-		errs = append(errs, fmt.Errorf("%s: the plain listener is off and no %s is set: nothing would accept associations", c.named("listen"), c.named("tls-listen")))
+		errs = append(errs, fmt.Errorf("%s: the plain listener is off and no %s is set: nothing would accept associations", c.subject("listen"), c.named("tls-listen")))
 	}
 	if c.TLSListen != "" {
 		if c.TLSCert == "" || c.TLSKey == "" {
-			errs = append(errs, fmt.Errorf("%s: needs %s and %s (the server certificate and its key)", c.named("tls-listen"), c.named("tls-cert"), c.named("tls-key")))
+			errs = append(errs, fmt.Errorf("%s: needs %s and %s (the server certificate and its key)", c.subject("tls-listen"), c.named("tls-cert"), c.named("tls-key")))
 		}
 	} else {
 		for flag, v := range map[string]string{"tls-cert": c.TLSCert, "tls-key": c.TLSKey, "tls-client-ca": c.TLSClientCA, "tls-client-crl": c.TLSClientCRL} {
 			if v != "" {
-				errs = append(errs, fmt.Errorf("%s: set without %s, which it is for", c.named(flag), c.named("tls-listen")))
+				errs = append(errs, fmt.Errorf("%s: set without %s, which it is for", c.subject(flag), c.named("tls-listen")))
 			}
 		}
 	}
 	if c.TLSClientCRL != "" && c.TLSClientCA == "" {
-		errs = append(errs, fmt.Errorf("%s: needs %s, the CAs whose revocation lists it holds", c.named("tls-client-crl"), c.named("tls-client-ca")))
+		errs = append(errs, fmt.Errorf("%s: needs %s, the CAs whose revocation lists it holds", c.subject("tls-client-crl"), c.named("tls-client-ca")))
 	}
 	if c.CallingAEs.BindsCertificates() && (c.TLSListen == "" || c.TLSClientCA == "") {
-		errs = append(errs, fmt.Errorf("%s: entries with #NAME admit their AE title only with a verified client certificate: set %s and %s", c.named("calling-aes"), c.named("tls-listen"), c.named("tls-client-ca")))
+		errs = append(errs, fmt.Errorf("%s: entries with #NAME admit their AE title only with a verified client certificate: set %s and %s", c.subject("calling-aes"), c.named("tls-listen"), c.named("tls-client-ca")))
 	}
 	return errs
 }
@@ -594,12 +605,25 @@ func (c *Config) named(name string) string { return namedBy(c.origins, name) }
 // Describe names a setting for a person: its flag and its environment
 // variable, the one that gave the value first ("PORTAL_LISTEN (or
 // --portal-listen)" when the environment set it).
-func (c Config) Describe(name string) string {
-	if c.origins[name] == FromEnv {
+func (c Config) Describe(name string) string { return describeBy(c.origins, name, true) }
+
+// describeBy is Describe for origins. A setting's bad value leads its
+// error by describeBy without always: the variable with its flag when the
+// environment set it (a variable set in a shell profile or a task
+// definition, and the flag that would override it), the flag alone when
+// the flag did.
+func describeBy(origins map[string]Origin, name string, always bool) string {
+	switch {
+	case origins[name] == FromEnv:
 		return envOf(name) + " (or --" + name + ")"
+	case always:
+		return "--" + name + " (or " + envOf(name) + ")"
 	}
-	return "--" + name + " (or " + envOf(name) + ")"
+	return "--" + name
 }
+
+// subject is describeBy for the setting a check of c's is about.
+func (c *Config) subject(name string) string { return describeBy(c.origins, name, false) }
 
 func envOf(name string) string {
 	for _, s := range settings {
@@ -693,46 +717,4 @@ the variable, which wins over the default.
 	}
 	b.WriteString("  --version\n      print the version and exit\n  -h, --help\n      print this help and exit\n")
 	_, _ = io.WriteString(w, b.String()) // help to a terminal: nothing to do if it fails
-}
-
-// didYouMean names the flag of fs closest to name, a flag it does not
-// have, when one is a typo away: at most two letters to change, add or
-// drop, or name is the start of it or it the start of name followed by a
-// dash ("; did you mean --listen?" for --listn and --listen-addr).
-func didYouMean(fs *flag.FlagSet, name string) string {
-	best, bestDist := "", 3
-	fs.VisitAll(func(f *flag.Flag) {
-		d := editDistance(name, f.Name)
-		if strings.HasPrefix(f.Name, name) && len(name) >= 3 || strings.HasPrefix(name, f.Name+"-") {
-			d = min(d, 1)
-		}
-		if d < bestDist {
-			best, bestDist = f.Name, d
-		}
-	})
-	if best == "" {
-		return ""
-	}
-	return "; did you mean --" + best + "?"
-}
-
-// editDistance is the Levenshtein distance of a and b, in bytes.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }

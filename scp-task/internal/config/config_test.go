@@ -98,7 +98,7 @@ func TestErrors(t *testing.T) {
 		{"bad duration", []string{"--drain-timeout", "-1s"}, nil, "not a positive duration"},
 		{"small part", []string{"--s3-part-size", "1000"}, nil, "at least 5242880"},
 		{"short put timeout", []string{"--s3-put-timeout", "500ms"}, nil, "--s3-put-timeout: 500ms must be at least 1s"},
-		{"put timeout from the environment", nil, map[string]string{"SCP_S3_PUT_TIMEOUT": "0s"}, `SCP_S3_PUT_TIMEOUT: "0s" is not a positive duration`},
+		{"put timeout from the environment", nil, map[string]string{"SCP_S3_PUT_TIMEOUT": "0s"}, `SCP_S3_PUT_TIMEOUT (or --s3-put-timeout): "0s" is not a positive duration`},
 		{"tiny pdu", []string{"--max-pdu-length", "100"}, nil, "between 4096"},
 		{"commitment peer without port", []string{"--commitment-peers", "PACS=10.0.0.1"}, nil, "--commitment-peers"},
 		{"commitment peer twice", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=h:1,PACS=h:2"}, "given twice"},
@@ -110,12 +110,12 @@ func TestErrors(t *testing.T) {
 		{"negative", []string{"--max-associations", "-3"}, nil, "whole number"},
 		{"staging a file store", []string{"--staging", "/mnt/efs"}, nil, "--staging: stages uploads to an s3:// store"},
 		{"small backlog", []string{"--store", "s3://b/p", "--staging", "/x", "--staging-max-backlog", "10"}, nil, "at least 1048576"},
-		{"negative reserve", nil, map[string]string{"SCP_MIN_FREE_BYTES": "-1"}, `SCP_MIN_FREE_BYTES: "-1" is not a byte count ≥ 0`},
+		{"negative reserve", nil, map[string]string{"SCP_MIN_FREE_BYTES": "-1"}, `SCP_MIN_FREE_BYTES (or --min-free-bytes): "-1" is not a byte count ≥ 0`},
 		{"reserve with a unit", []string{"--min-free-bytes", "256MiB"}, nil, `--min-free-bytes: "256MiB" is not a byte count ≥ 0`},
 		{"pre-association memory below one TLS handshake", []string{"--max-preassociation-bytes", "1048576"}, nil, "at least 2097152"},
-		{"pre-association memory with a unit", nil, map[string]string{"SCP_MAX_PREASSOCIATION_BYTES": "128MiB"}, `SCP_MAX_PREASSOCIATION_BYTES: "128MiB" is not 0`},
-		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY: vfs: latency \"write=fast\""},
-		{"bad patient data", nil, map[string]string{"EVENT_PATIENT_DATA": "names"}, `EVENT_PATIENT_DATA: pipeline: unknown patient data policy "names"`},
+		{"pre-association memory with a unit", nil, map[string]string{"SCP_MAX_PREASSOCIATION_BYTES": "128MiB"}, `SCP_MAX_PREASSOCIATION_BYTES (or --max-preassociation-bytes): "128MiB" is not 0`},
+		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY (or --staging-latency): vfs: latency \"write=fast\""},
+		{"bad patient data", nil, map[string]string{"EVENT_PATIENT_DATA": "names"}, `EVENT_PATIENT_DATA (or --event-patient-data): pipeline: unknown patient data policy "names"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -148,7 +148,7 @@ func TestAETitleFlag(t *testing.T) {
 				return
 			}
 			_, err = Load(nil, env(map[string]string{"SCP_AE_TITLE": tc.AE}), io.Discard)
-			if tc.AE != "" && (err == nil || !strings.Contains(err.Error(), "SCP_AE_TITLE: ")) {
+			if tc.AE != "" && (err == nil || !strings.Contains(err.Error(), "SCP_AE_TITLE (or --ae-title): ")) {
 				t.Errorf("SCP_AE_TITLE %q: %v", tc.AE, err)
 			}
 		})
@@ -282,16 +282,16 @@ func TestErrorNamesTheSource(t *testing.T) {
 		args                []string
 		env                 map[string]string
 	}{
-		{name: "env address", env: map[string]string{"PORTAL_LISTEN": "8080"}, want: `PORTAL_LISTEN: "8080" is not host:port`, notWant: "--portal-listen:"},
+		{name: "env address", env: map[string]string{"PORTAL_LISTEN": "8080"}, want: `PORTAL_LISTEN (or --portal-listen): "8080" is not host:port`, notWant: "--portal-listen:"},
 		{name: "flag address", args: []string{"--portal-listen", "8080"}, env: map[string]string{"PORTAL_LISTEN": "127.0.0.1:1"}, want: `--portal-listen: "8080"`},
-		{name: "env duration", env: map[string]string{"QUIET_PERIOD": "soon"}, want: `QUIET_PERIOD: "soon" is not a positive duration`},
-		{name: "env count", env: map[string]string{"SCP_MAX_ASSOCIATIONS": "many"}, want: `SCP_MAX_ASSOCIATIONS: "many"`},
-		{name: "env bool", env: map[string]string{"SCP_LOCAL": "yes please"}, want: `SCP_LOCAL: "yes please" is not true or false`},
-		{name: "env store with local", args: []string{"--local"}, env: map[string]string{"SCP_STORE": "file:///x"}, want: "SCP_STORE: local mode keeps objects under --data-dir"},
-		{name: "mistyped flag", args: []string{"--listn", ":1"}, want: "config: unknown flag --listn; did you mean --listen? (scp-task --help lists the flags)"},
-		{name: "flag cut short", args: []string{"--portal", ":1"}, want: "config: unknown flag --portal; did you mean --portal-listen? (scp-task --help lists the flags)"},
-		{name: "flag run on", args: []string{"--listen-addr", ":1"}, want: "config: unknown flag --listen-addr; did you mean --listen? (scp-task --help lists the flags)"},
-		{name: "unknown flag", args: []string{"--bogus"}, want: "config: unknown flag --bogus (scp-task --help lists the flags)"},
+		{name: "env duration", env: map[string]string{"QUIET_PERIOD": "soon"}, want: `QUIET_PERIOD (or --quiet-period): "soon" is not a positive duration`},
+		{name: "env count", env: map[string]string{"SCP_MAX_ASSOCIATIONS": "many"}, want: `SCP_MAX_ASSOCIATIONS (or --max-associations): "many"`},
+		{name: "env bool", env: map[string]string{"SCP_LOCAL": "yes please"}, want: `SCP_LOCAL (or --local): "yes please" is not true or false`},
+		{name: "env store with local", args: []string{"--local"}, env: map[string]string{"SCP_STORE": "file:///x"}, want: "SCP_STORE (or --store): local mode keeps objects under --data-dir"},
+		{name: "mistyped flag", args: []string{"--listn", ":1"}, want: "unknown flag --listn; did you mean --listen? (scp-task --help lists the flags)"},
+		{name: "flag cut short", args: []string{"--portal", ":1"}, want: "unknown flag --portal; did you mean --portal-listen? (scp-task --help lists the flags)"},
+		{name: "flag run on", args: []string{"--listen-addr", ":1"}, want: "unknown flag --listen-addr; did you mean --listen? (scp-task --help lists the flags)"},
+		{name: "unknown flag", args: []string{"--bogus"}, want: "unknown flag --bogus (scp-task --help lists the flags)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,5 +365,31 @@ func TestCommitmentSettings(t *testing.T) {
 	if c.CommitmentPeers.String() != "CT=pacs.local:4242,PACS=10.0.0.1:104" || c.CommitmentWait != 90*time.Second ||
 		c.CommitmentReportFor != time.Hour || !c.CommitmentQuarantined["PACS"] || c.CommitmentQuarantined["CT"] {
 		t.Errorf("%+v", c)
+	}
+}
+
+// TestEnvErrorIsShort: a bad value from the environment is told in one
+// line: the variable that was set, the flag that overrides it, the value
+// and its problem, nothing twice. It read `config: SCP_LISTEN: "bad" is
+// not host:port (address bad: missing port in address)`: a package
+// prefix, the value twice, and no flag.
+func TestEnvErrorIsShort(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"address", map[string]string{"SCP_LISTEN": "bad"}, `SCP_LISTEN (or --listen): "bad" is not host:port (missing port in address)`},
+		{"duration", map[string]string{"SCP_IDLE_TIMEOUT": "5"}, `SCP_IDLE_TIMEOUT (or --idle-timeout): "5" is not a positive duration like 30s or 5m`},
+		{"number", map[string]string{"SCP_MAX_ASSOCIATIONS": "-3"}, `SCP_MAX_ASSOCIATIONS (or --max-associations): "-3" is not a whole number ≥ 0`},
+		{"two, a line each", map[string]string{"SCP_MAX_ASSOCIATIONS": "x", "QUIET_PERIOD": "soon"},
+			"SCP_MAX_ASSOCIATIONS (or --max-associations): \"x\" is not a whole number ≥ 0\nQUIET_PERIOD (or --quiet-period): \"soon\" is not a positive duration like 30s or 5m"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(nil, env(tt.env), io.Discard)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("Load error:\n%v\nwant:\n%s", err, tt.want)
+			}
+		})
 	}
 }

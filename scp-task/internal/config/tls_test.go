@@ -24,9 +24,9 @@ func TestTLSSettings(t *testing.T) {
 		{"bound AE with client CA", append([]string{"--calling-aes", "A@10.0.0.0/8#pacs.example", "--tls-client-ca", "/etc/scp/ca.pem"}, tls...), nil, ""},
 		{"nothing listens", []string{"--listen", "off"}, nil, "--listen: the plain listener is off and no --tls-listen is set"},
 		// Named by what set them: the variables, not the flags.
-		{"nothing listens, from the environment", nil, map[string]string{"SCP_LISTEN": "off"}, "SCP_LISTEN: the plain listener is off and no --tls-listen is set"},
-		{"TLS without a certificate, from the environment", nil, map[string]string{"SCP_TLS_LISTEN": ":2762", "SCP_TLS_CERT": "c"}, "SCP_TLS_LISTEN: needs SCP_TLS_CERT and --tls-key"},
-		{"CRL without a CA, from the environment", tls, map[string]string{"SCP_TLS_CLIENT_CRL": "ca.crl"}, "SCP_TLS_CLIENT_CRL: needs --tls-client-ca"},
+		{"nothing listens, from the environment", nil, map[string]string{"SCP_LISTEN": "off"}, "SCP_LISTEN (or --listen): the plain listener is off and no --tls-listen is set"},
+		{"TLS without a certificate, from the environment", nil, map[string]string{"SCP_TLS_LISTEN": ":2762", "SCP_TLS_CERT": "c"}, "SCP_TLS_LISTEN (or --tls-listen): needs SCP_TLS_CERT and --tls-key"},
+		{"CRL without a CA, from the environment", tls, map[string]string{"SCP_TLS_CLIENT_CRL": "ca.crl"}, "SCP_TLS_CLIENT_CRL (or --tls-client-crl): needs --tls-client-ca"},
 		{"TLS without a certificate", []string{"--tls-listen", ":2762"}, nil, "--tls-listen: needs --tls-cert and --tls-key"},
 		{"bad TLS address", []string{"--tls-listen", "2762", "--tls-cert", "c", "--tls-key", "k"}, nil, `--tls-listen: "2762" is not host:port`},
 		{"certificate without a TLS listener", []string{"--tls-cert", "c"}, nil, "--tls-cert: set without --tls-listen"},
