@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -550,6 +551,41 @@ func (k *Kit) CSRArgs() []string {
 	return []string{"openssl", "req", "-new", "-newkey", "rsa:3072", "-nodes", "-keyout", SiteKeyFile, "-out", k.Site + ".csr",
 		"-subj", "/CN=" + n, "-addext", "subjectAltName=DNS:" + n, "-addext", "extendedKeyUsage=clientAuth",
 		"-addext", "keyUsage=critical,digitalSignature,keyEncipherment"}
+}
+
+// PSKSecret is one Secrets Manager secret of a site's pre-shared keys: the
+// stack makes one per tunnel, a deployment may hold both keys in one.
+type PSKSecret struct {
+	ARN string
+	// Tunnels are the numbers of the tunnels whose keys it holds.
+	Tunnels []int
+	// File is where the secrets file's fetch command writes it, mode 0600
+	// and never on the terminal: tunnel<n>.psk, tunnels.psk when shared.
+	File string
+}
+
+// PSKSecrets lists the kit's secrets, each once, in tunnel order: a
+// command per tunnel fetched a shared secret, both keys, twice.
+func (k *Kit) PSKSecrets() []PSKSecret {
+	var out []PSKSecret
+	for _, t := range k.Tunnels {
+		if t.PSKSecretARN == "" {
+			continue
+		}
+		i := slices.IndexFunc(out, func(s PSKSecret) bool { return s.ARN == t.PSKSecretARN })
+		if i < 0 {
+			out = append(out, PSKSecret{ARN: t.PSKSecretARN})
+			i = len(out) - 1
+		}
+		out[i].Tunnels = append(out[i].Tunnels, t.Number)
+	}
+	for i := range out {
+		out[i].File = fmt.Sprintf("tunnel%d.psk", out[i].Tunnels[0])
+		if len(out[i].Tunnels) > 1 {
+			out[i].File = "tunnels.psk"
+		}
+	}
+	return out
 }
 
 // SecretsFileName is the file the swanctl.conf includes for its PSKs.

@@ -6,7 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -919,5 +921,92 @@ func TestLimitTexts(t *testing.T) {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
+	}
+}
+
+// TestSecretCommandsKeepKeysOffTheTerminal runs the commands the kit's
+// secrets file gives for fetching the pre-shared keys, with an aws that
+// answers a secret's value: each secret is fetched once, into a file only
+// its owner may read, and nothing reaches the terminal. The commands
+// printed each key on the terminal, and a site whose two tunnels share
+// one secret (bgp-clinic) got two commands that printed that whole secret,
+// both keys, twice.
+func TestSecretCommandsKeepKeysOffTheTerminal(t *testing.T) {
+	env, outs := loadExample(t)
+	for _, tc := range []struct {
+		site    string
+		secrets int // distinct secrets of the site
+	}{
+		{"example-hospital", 2},
+		{"bgp-clinic", 1},
+	} {
+		t.Run(tc.site, func(t *testing.T) {
+			conf := renderSite(t, env, outs, tc.site)[SecretsFileName]
+			var cmds []string
+			for _, line := range strings.Split(conf, "\n") {
+				if cmd, ok := strings.CutPrefix(line, "#   "); ok && strings.Contains(cmd, "aws secretsmanager get-secret-value") {
+					cmds = append(cmds, cmd)
+				}
+			}
+			if len(cmds) != tc.secrets {
+				t.Fatalf("%d fetch commands, want one for each of the %d secrets:\n%s", len(cmds), tc.secrets, conf)
+			}
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "bin")
+			if err := os.Mkdir(bin, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// The fake aws logs the secret asked for and answers a value
+			// that names it.
+			fake := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --secret-id ] && id=$2; shift; done\necho \"$id\" >>\"$AWS_CALLS\"\necho \"psk-value-of-$id\"\n"
+			if err := os.WriteFile(filepath.Join(bin, "aws"), []byte(fake), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			work := filepath.Join(dir, "work")
+			if err := os.Mkdir(work, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command("sh", "-c", "umask 022\n"+strings.Join(cmds, "\n"))
+			cmd.Dir = work
+			cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "AWS_CALLS=" + filepath.Join(dir, "calls")}
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			if len(out) > 0 {
+				t.Errorf("the commands printed on the terminal:\n%s", out)
+			}
+			calls, err := os.ReadFile(filepath.Join(dir, "calls"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			asked := strings.Fields(string(calls))
+			if len(asked) != tc.secrets || len(slices.Compact(slices.Sorted(slices.Values(asked)))) != tc.secrets {
+				t.Errorf("secrets fetched %q, want each of the %d once", asked, tc.secrets)
+			}
+			files, err := os.ReadDir(work)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != tc.secrets {
+				t.Errorf("files written %v, want one for each secret", files)
+			}
+			for _, f := range files {
+				st, err := os.Stat(filepath.Join(work, f.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, err := os.ReadFile(filepath.Join(work, f.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Mode().Perm() != 0o600 || !strings.HasPrefix(string(b), "psk-value-of-arn:") {
+					t.Errorf("%s: mode %o, holds %q; want 600 and the secret", f.Name(), st.Mode().Perm(), b)
+				}
+				if !strings.Contains(conf, f.Name()) {
+					t.Errorf("the secrets file does not name %s, where a key went", f.Name())
+				}
+			}
+		})
 	}
 }

@@ -260,3 +260,32 @@ func fakeCLI(t *testing.T) awsRunner {
 		return nil, errors.New("unexpected call")
 	}
 }
+
+// TestShowSecretsFetchesEachSecretOnce: with -show-secrets, a site whose
+// tunnels share one secret (bgp-clinic) has it fetched once, both keys
+// taken from it; it was fetched once per tunnel.
+func TestShowSecretsFetchesEachSecretOnce(t *testing.T) {
+	out := t.TempDir()
+	var asked []string
+	fetch := func(_ context.Context, arn string) (string, error) {
+		asked = append(asked, arn)
+		return `{"tunnel1": "shared-key-one", "tunnel2": "shared-key-two"}`, nil
+	}
+	args := []string{"-env", "dev", "-site", "bgp-clinic", "-config-dir", testConfigDir, "-outputs", testOutputs, "-out", out,
+		"-lab-endpoints", "192.168.250.2,192.168.250.3", "-nlb-addresses", "10.20.1.10,10.20.2.10", "-show-secrets"}
+	if err := runWith(context.Background(), args, io.Discard, io.Discard, deps{fetch: fetch}); err != nil {
+		t.Fatal(err)
+	}
+	if len(asked) != 1 {
+		t.Errorf("fetched %q, want the one secret once", asked)
+	}
+	conf, err := os.ReadFile(filepath.Join(out, "swanctl-secrets.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"shared-key-one", "shared-key-two"} {
+		if !strings.Contains(string(conf), k) {
+			t.Errorf("secrets file lacks %s:\n%s", k, conf)
+		}
+	}
+}
