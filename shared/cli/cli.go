@@ -138,6 +138,16 @@ func Parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// FlagsOnly is, for a command that takes flags only, the usage error of
+// an argument left after them (a value meant for a flag, a flag after a
+// word, which the flag package leaves unparsed), nil without one.
+func FlagsOnly(fs *flag.FlagSet) error {
+	if fs.NArg() == 0 {
+		return nil
+	}
+	return UsageError(fs, fmt.Errorf("unexpected argument %q: %s takes flags only", fs.Arg(0), fs.Name()))
+}
+
 // Synopsis gives fs a usage that starts with "usage: <line>", the
 // command's call in one line, before its flags.
 func Synopsis(fs *flag.FlagSet, line string) {

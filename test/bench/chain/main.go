@@ -133,8 +133,9 @@ func runCommand(args []string, stdout, _ io.Writer) error {
 		return cli.UsageError(fs, errors.New("-functions is required (test/bench/chain.sh builds them)"))
 	case o.rate <= 0 || o.duration <= 0 || o.associations < 1 || o.studySize < 1 || o.seriesSz < 1 || o.concurrency < 1 || o.batchSize < 1:
 		return cli.UsageError(fs, errors.New("-rate, -duration, -associations, -study-size, -series-size, -concurrency and -batch-size must be positive"))
-	case fs.NArg() > 0:
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	}
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

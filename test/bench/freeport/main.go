@@ -24,8 +24,8 @@ func run(args []string, stdout, _ io.Writer) error {
 	if err := cli.Parse(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes no arguments", fs.Arg(0)))
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	addr, err := testenv.PickFreeAddr()
 	if err != nil {

@@ -61,8 +61,9 @@ func runCommand(args []string, stdout, _ io.Writer) error {
 		return cli.UsageError(fs, fmt.Errorf("-rtt: %v is negative", *rtt))
 	case *depth < 1:
 		return cli.UsageError(fs, fmt.Errorf("-depth: %d is not at least 1", *depth))
-	case fs.NArg() > 0:
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	}
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	return run(*nsA, *nsB, *dev, *rtt/2, *depth, *statsPath)
 }

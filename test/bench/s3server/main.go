@@ -44,8 +44,8 @@ func run(args []string, stdout, _ io.Writer) error {
 	if err := cli.Parse(fs, args, stdout); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	writes, err := latency.Parse(*writeLat)
 	if err != nil {

@@ -65,8 +65,9 @@ func runCommand(args []string, stdout, _ io.Writer) error {
 	switch {
 	case *data == "":
 		return cli.UsageError(fs, errors.New("-data is required"))
-	case fs.NArg() > 0:
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	}
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	return run(*scp, *data, *n, *rounds)
 }

@@ -91,8 +91,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 	if *env == "" || *site == "" {
 		return cli.UsageError(fs, errors.New("-env and -site are required (ENV= and SITE= to make onboarding)"))
 	}
-	if fs.NArg() > 0 {
-		return cli.UsageError(fs, fmt.Errorf("unexpected argument %q: the command takes flags only", fs.Arg(0)))
+	if err := cli.FlagsOnly(fs); err != nil {
+		return err
 	}
 	if *out == "" {
 		*out = filepath.Join("build", "onboarding", *env, *site)
