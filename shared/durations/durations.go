@@ -23,11 +23,18 @@ func Format(d time.Duration) string {
 	return s
 }
 
-// Prose writes a whole number of seconds as the documents' prose and tables
-// do: 30 s, 60 s (under two minutes, in seconds), 5 min, 2 h.
+// Prose writes d as the documents' prose and tables do: 30 s, 60 s (under
+// two minutes, in seconds), 5 min, 2 h; in the largest of those units that
+// holds it whole (150 s, not 2 min; 61 min), and what is not a whole number
+// of seconds in milliseconds (1500 ms), never rounded: a document checked
+// against Prose says a default exactly or fails its test.
 func Prose(d time.Duration) string {
 	switch {
-	case d < 2*time.Minute:
+	case d%time.Millisecond != 0:
+		return Format(d) // no document states one; never rounded
+	case d%time.Second != 0:
+		return strconv.FormatInt(d.Milliseconds(), 10) + " ms"
+	case d < 2*time.Minute || d%time.Minute != 0:
 		return strconv.FormatInt(int64(d/time.Second), 10) + " s"
 	case d%time.Hour == 0:
 		return strconv.FormatInt(int64(d/time.Hour), 10) + " h"

@@ -46,6 +46,14 @@ func TestProse(t *testing.T) {
 		{time.Hour, "1 h"},
 		{2 * time.Hour, "2 h"},
 		{90 * time.Minute, "90 min"},
+		{61 * time.Minute, "61 min"},
+		// Never rounded: a default of 150 s is not the "2 min" a document
+		// might say.
+		{150 * time.Second, "150 s"},
+		{time.Hour + time.Second, "3601 s"},
+		{1500 * time.Millisecond, "1500 ms"},
+		{90*time.Second + 500*time.Millisecond, "90500 ms"},
+		{1500 * time.Microsecond, "1.5ms"},
 	} {
 		if got := Prose(tt.d); got != tt.want {
 			t.Errorf("Prose(%v) = %q, want %q", tt.d, got, tt.want)
