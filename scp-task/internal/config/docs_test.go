@@ -35,7 +35,8 @@ func TestConfigurationDocListsEverySetting(t *testing.T) {
 // TestConformanceStatementDefaults: the defaults conformance.md's
 // configuration tables (3.4.2) give a PACS administrator are the flags'.
 // Each row names its flags in its Setting cell; its Default cell begins
-// with what they default to, written as the statement writes it.
+// with what they default to, written as the statement writes it. So are
+// the defaults its prose and its AE table (3.4.1) state again.
 func TestConformanceStatementDefaults(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "conformance.md"))
 	if err != nil {
@@ -100,6 +101,21 @@ func TestConformanceStatementDefaults(t *testing.T) {
 				}
 			}
 		})
+	}
+	// The prose and the AE table (3.4.1) state some of them again.
+	port := strings.TrimPrefix(def["listen"], ":")
+	doc := strings.Join(strings.Fields(string(b)), " ")
+	for _, says := range []string{
+		"(`--ae-title`, default `" + def["ae-title"] + "`)",
+		"listens on a TCP port (default " + port + ";",
+		"once no new instance arrived for the quiet period (default " + prose("quiet-period") + ")",
+		"(`--commitment-wait`, default " + prose("commitment-wait") + ";",
+		"(`--commitment-report-for`, default " + prose("commitment-report-for") + ";",
+		"| `" + def["ae-title"] + "` (`--ae-title` / `SCP_AE_TITLE`; in AWS `dicom.aeTitle`) | " + port + " plain,",
+	} {
+		if !strings.Contains(doc, says) {
+			t.Errorf("conformance.md does not say %q (the flags' defaults)", says)
+		}
 	}
 }
 
