@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -1419,7 +1420,9 @@ func TestDocumentedOutputs(t *testing.T) {
 // TestDocumentedTaskEnvironment: deploy.md's list of the scp-task
 // container's environment ("scp-task container environment: …") names
 // every variable and secret the stack gives the container, so that an
-// operator reading a task definition finds each one explained.
+// operator reading a task definition finds each one explained; and names
+// none the stack does not set, nor a value (SCP_LISTEN=:11112) other than
+// the one it sets.
 func TestDocumentedTaskEnvironment(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(testenv.ModuleRoot(t), "docs", "operations", "deploy.md"))
 	if err != nil {
@@ -1433,18 +1436,40 @@ func TestDocumentedTaskEnvironment(t *testing.T) {
 	named := func(name string) bool {
 		return strings.Contains(list, "`"+name+"`") || strings.Contains(list, "`"+name+"=")
 	}
-	forEachEnv(t, func(t *testing.T, s *synthesized) {
-		for name := range s.stack.Ingest.Environment {
+	set := map[string]map[string]bool{} // the values each variable has, over the environments; "" for a secret
+	check := func(t *testing.T, s *synthesized) {
+		for name, v := range s.stack.Ingest.Environment {
 			if !named(name) {
 				t.Errorf("the scp-task container's variable %s is not in deploy.md's list of its environment", name)
 			}
+			if set[name] == nil {
+				set[name] = map[string]bool{}
+			}
+			set[name][*v] = true
 		}
 		for name := range s.stack.Ingest.Secrets {
 			if !named(name) {
 				t.Errorf("the scp-task container's secret %s is not in deploy.md's list of its environment", name)
 			}
+			set[name] = map[string]bool{"": true}
 		}
-	})
+	}
+	forEachEnv(t, check)
+	if testing.Short() {
+		return // the rest needs tlsOnly's synthesis, for what only it sets (a client CRL, the plain listener off)
+	}
+	t.Run("tlsonly", func(t *testing.T) { check(t, synthEnv(t, "tlsonly", tlsOnly)) })
+	// And every name it lists is one the stack sets, to the value it gives
+	// (where it gives one rather than a <placeholder>).
+	for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9]*_[A-Z0-9_]+|ENVIRONMENT)(?:=([^`]*))?`").FindAllStringSubmatch(list, -1) {
+		name, value := m[1], m[2]
+		switch {
+		case set[name] == nil:
+			t.Errorf("deploy.md lists %s in the scp-task container's environment, which the stack does not set", name)
+		case value != "" && !strings.Contains(value, "<") && !set[name][value]:
+			t.Errorf("deploy.md gives %s=%s; the stack sets it to %v", name, value, slices.Sorted(maps.Keys(set[name])))
+		}
+	}
 }
 
 // TestNag asserts that no AwsSolutions or HIPAA Security finding is left

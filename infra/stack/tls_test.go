@@ -110,6 +110,25 @@ func TestDicomTLS(t *testing.T) {
 	checkIngress(t, s)
 }
 
+// tlsOnlySecretKey is the key tlsOnly's server certificate secret is under.
+const tlsOnlySecretKey = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+// tlsOnly is prod with DICOM TLS alone (no plain listener, no PROXY
+// protocol), its secret under a key of its own and a client CRL.
+func tlsOnly() (*config.Config, error) {
+	c, err := config.Load("../config", "prod")
+	if err != nil {
+		return nil, err
+	}
+	off := false
+	c.Name = "tlsonly"
+	c.Dicom.TLS.PlainListener = &off
+	c.Dicom.TLS.SecretKmsKeyArn = tlsOnlySecretKey
+	c.Dicom.TLS.ClientCrlPEM = "-----BEGIN X509 CRL-----\n(as Load reads it)\n-----END X509 CRL-----\n"
+	c.Dicom.ProxyProtocol = &off
+	return c, c.Validate()
+}
+
 // TestDicomTLSOnly: with dicom.tls.plainListener false the NLB has the TLS port only, the SCP's plain listener is off
 // and no security group rule opens the plain port; cdk-nag stays clean. A customer-managed key of the secret is
 // granted to the execution role through Secrets Manager only; a client CRL reaches the SCP.
@@ -117,20 +136,7 @@ func TestDicomTLSOnly(t *testing.T) {
 	if testing.Short() {
 		t.Skip("one more synthesis; skipped with -short")
 	}
-	const keyArn = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
-	s := synthEnv(t, "tlsonly", func() (*config.Config, error) {
-		c, err := config.Load("../config", "prod")
-		if err != nil {
-			return nil, err
-		}
-		off := false
-		c.Name = "tlsonly"
-		c.Dicom.TLS.PlainListener = &off
-		c.Dicom.TLS.SecretKmsKeyArn = keyArn
-		c.Dicom.TLS.ClientCrlPEM = "-----BEGIN X509 CRL-----\n(as Load reads it)\n-----END X509 CRL-----\n"
-		c.Dicom.ProxyProtocol = &off
-		return c, c.Validate()
-	})
+	s := synthEnv(t, "tlsonly", tlsOnly)
 	if env := s.containerEnv(t, "scp"); env["SCP_TLS_CLIENT_CRL"] != s.cfg.Dicom.TLS.ClientCrlPEM {
 		t.Errorf("SCP_TLS_CLIENT_CRL = %v", env["SCP_TLS_CLIENT_CRL"])
 	}
@@ -157,7 +163,7 @@ func TestDicomTLSOnly(t *testing.T) {
 	decrypt := false
 	for _, st := range s.roleStatements(execRole) {
 		if strings.Contains(js(st["Action"]), "kms:Decrypt") {
-			decrypt = st["Resource"] == keyArn && strings.Contains(js(st["Condition"]), "secretsmanager.eu-west-1.amazonaws.com")
+			decrypt = st["Resource"] == tlsOnlySecretKey && strings.Contains(js(st["Condition"]), "secretsmanager.eu-west-1.amazonaws.com")
 		}
 	}
 	if !decrypt {
