@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"compress/gzip"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,12 +14,17 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	_ "modernc.org/sqlite" // localstore's SQLite driver, for schemaVersion
 )
 
 // upgradeFixture is a data directory an older build left
 // (testdata/upgrade/README.md says which and how to make it again), and
 // what that build's portal served from it before its last run crashed.
 const upgradeFixture = "testdata/upgrade/data-d32774a.tar.gz"
+
+// upgradeFixtureSchema is the schema version of the fixture's ingest.db,
+// the older build's (testdata/upgrade/README.md).
+const upgradeFixtureSchema = 13
 
 type upgradeExpected struct {
 	Studies []struct {
@@ -51,8 +57,18 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
 	untarFixture(t, upgradeFixture, dataDir)
+	// The fixture is what the older build left, read from a copy today's
+	// build never opens.
+	shipped := filepath.Join(dir, "as-shipped")
+	untarFixture(t, upgradeFixture, shipped)
+	if v := schemaVersion(t, filepath.Join(shipped, "ingest.db")); v != upgradeFixtureSchema {
+		t.Fatalf("%s holds a database of schema %d, not the older build's %d", upgradeFixture, v, upgradeFixtureSchema)
+	}
 	n := newNode(t, dataDir)
 	n.start()
+	if v := schemaVersion(t, filepath.Join(dataDir, "ingest.db")); v <= upgradeFixtureSchema {
+		t.Errorf("the database is still of schema %d after today's build started on it", v)
+	}
 	if !strings.Contains(n.logText(), `"msg":"recovered the hand-off"`) || !strings.Contains(n.logText(), `"replayed":1`) {
 		t.Errorf("the start did not replay the old build's journal record:\n%s", n.logText())
 	}
@@ -153,6 +169,22 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 			t.Errorf("event %s in events.log %d times", id, c)
 		}
 	}
+}
+
+// schemaVersion reads the schema version a local-mode database records
+// (schema_version), without migrating it.
+func schemaVersion(t *testing.T, path string) int {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var v int
+	if err := db.QueryRow(`SELECT version FROM schema_version`).Scan(&v); err != nil {
+		t.Fatalf("%s: schema version: %v", path, err)
+	}
+	return v
 }
 
 func countType(events []apiEvent, detailType string) int {
