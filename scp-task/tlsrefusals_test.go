@@ -87,6 +87,13 @@ func TestTLSRefusalsNameThePresentedCertificate(t *testing.T) {
 		{"revoked, long names", revokedLong, "is revoked by its CA's CRL"},
 		{"key usage without digitalSignature, long names", siteCA.Client(t, cannotSignLong), "does not allow signing"},
 		{"the CA certificate itself", &testpki.Cert{Cert: siteCA.Cert, Key: siteCA.Key}, "is a CA certificate"},
+		// A CA certificate the site CA issued (a site's request signed with cA=TRUE) minting another site's
+		// name: the site CA signs the sites' certificates itself, so nothing may stand between them.
+		{"chain through an intermediate of the site CA", siteCA.Intermediate(t, "pacs.site-a.example").
+			Client(t, testpki.Options{CommonName: "pacs.site-b.example"}), "not issued by a CA of the client CA bundle"},
+		// BCP 195 (RFC 9325 4.5): no RSA key under 2048 bits.
+		{"RSA 1024", siteCA.Client(t, testpki.Options{CommonName: "pacs.site-a.example", RSA: true, RSABits: 1024}),
+			"RSA key of 1024 bits"},
 		{"chain through an untrusted intermediate", otherCA.Intermediate(t, "Other intermediate CA").
 			Client(t, testpki.Options{CommonName: "pacs.site-a.example"}), "unknown authority"},
 		{"no certificate", nil, "didn't provide a certificate"},

@@ -52,8 +52,10 @@ type Options struct {
 	IPs        []net.IP
 	// NotBefore and NotAfter default to an hour ago and a day ahead.
 	NotBefore, NotAfter time.Time
-	// RSA issues an RSA 2048 key instead of ECDSA P-256.
-	RSA bool
+	// RSA issues an RSA key instead of ECDSA P-256: of RSABits bits, 2048
+	// unless set (a weak key, for tests of its refusal).
+	RSA     bool
+	RSABits int
 	// KeyUsage, when set, replaces the key usage (digitalSignature, and
 	// keyEncipherment for RSA).
 	KeyUsage x509.KeyUsage
@@ -150,7 +152,16 @@ func (ca *CA) Client(t testing.TB, o Options) *Cert {
 
 func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	t.Helper()
-	key := newKey(t, o.RSA)
+	var key crypto.Signer
+	if o.RSA && o.RSABits != 0 {
+		k, err := rsa.GenerateKey(rand.Reader, o.RSABits)
+		if err != nil {
+			t.Fatalf("testpki: generate key: %v", err)
+		}
+		key = k
+	} else {
+		key = newKey(t, o.RSA)
+	}
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now().Add(-time.Hour)
 	}
