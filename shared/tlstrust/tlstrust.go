@@ -7,12 +7,14 @@ package tlstrust
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"time"
 )
 
@@ -137,23 +139,42 @@ func (r Revocations) Len() int {
 	return n
 }
 
+// MinRSABits is the smallest RSA key a client certificate may have: BCP 195
+// (RFC 9325 4.5) asks for 2048 bits at least, and Go's TLS takes 1024.
+const MinRSABits = 2048
+
 // CheckClientLeaf fails a handshake whose client certificate is not one a
 // client may authenticate with, which Go's verification leaves to its
-// caller: a CA certificate (basic constraints), or one whose key usage,
-// when it has one, does not allow signing (RFC 8446 4.4.2.3, RFC 5280
-// 4.2.1.3). A certificate the site CA issued with cA=TRUE, or the CA
-// itself, was accepted. Its error names the certificate within bounds
-// (NameOf), as the refusals below do.
+// caller: a CA certificate (basic constraints), one whose key usage, when
+// it has one, does not allow signing (RFC 8446 4.4.2.3, RFC 5280 4.2.1.3),
+// one with an RSA key under MinRSABits, and one not issued by a CA of the
+// bundle itself: the site CA signs the sites' certificates, so a verified
+// chain holds the certificate and a CA of the bundle, nothing between (a
+// site certificate issued with cA=TRUE would otherwise issue certificates
+// of other sites' names, accepted as theirs). A certificate the site CA
+// issued with cA=TRUE, or the CA itself, was accepted, and so were the
+// other two. Its error names the certificate within bounds (NameOf), as
+// the refusals below do.
 func CheckClientLeaf(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil // none is the handshake's own refusal
 	}
 	leaf := cs.PeerCertificates[0]
+	if k, ok := leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < MinRSABits {
+		return fmt.Errorf("tlstrust: certificate %s has an RSA key of %d bits, fewer than %d", NameOf(leaf), k.N.BitLen(), MinRSABits)
+	}
 	switch {
 	case leaf.IsCA:
 		return fmt.Errorf("tlstrust: certificate %s is a CA certificate, not a client's", NameOf(leaf))
 	case leaf.KeyUsage != 0 && leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0:
 		return fmt.Errorf("tlstrust: certificate %s: its key usage does not allow signing (digitalSignature)", NameOf(leaf))
+	}
+	if len(cs.VerifiedChains) > 0 {
+		shortest := slices.MinFunc(cs.VerifiedChains, func(a, b []*x509.Certificate) int { return len(a) - len(b) })
+		if len(shortest) > 2 {
+			return fmt.Errorf("tlstrust: certificate %s is not issued by a CA of the client CA bundle: %d CA certificates stand between them",
+				NameOf(leaf), len(shortest)-2)
+		}
 	}
 	return nil
 }
