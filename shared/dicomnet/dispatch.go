@@ -142,15 +142,8 @@ func (a *association) unrecognized(pc *AcceptedContext, cmd *dimse.Command) rxEv
 	if rx := a.discardDataSet(pc, cmd); rx.ev != evtNone {
 		return rx
 	}
-	rsp := &dimse.Command{
-		Present: dimse.HasAffectedSOPClassUID | dimse.HasCommandField | dimse.HasMessageIDBeingRespondedTo |
-			dimse.HasCommandDataSetType | dimse.HasStatus,
-		AffectedSOPClassUID: cmd.AffectedSOPClassUID, CommandField: cmd.CommandField | 0x8000,
-		MessageIDBeingRespondedTo: cmd.MessageID, CommandDataSetType: dimse.NoDataSet,
-		Status: dimse.StatusUnrecognizedOperation,
-	}
 	a.log.Info("dicomnet: unsupported DIMSE command", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField))
-	return a.sendCommand(pc.ID, rsp)
+	return a.sendCommand(pc.ID, dimse.NewUnrecognizedRSP(cmd))
 }
 
 // discardDataSet reads and drops the data set that follows cmd, if it announces one.

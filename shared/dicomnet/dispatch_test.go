@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,4 +243,66 @@ func TestClientRunsTheStateTable(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResponsesEchoOnlyValidUIDs: a response echoes the request's Affected
+// (or Requested) SOP Class and Instance UID only when it is a valid UID
+// (at most 64 characters); anything else, which PS3.7 lets a response
+// leave out (U(=)), is left out. A C-FIND-RQ (answered 0211) with a
+// 60,000-byte Affected SOP Class UID was echoed whole.
+func TestResponsesEchoOnlyValidUIDs(t *testing.T) {
+	long := strings.Repeat("1.2", 20000)
+	tests := []struct {
+		name      string
+		rq        *dimse.Command
+		ctx       byte
+		want      uint16 // the response's status
+		wantClass string // "" when it must carry none
+		wantInst  string
+	}{
+		{"C-FIND with a valid class", cfind(dicomuid.CTImageStorage), 3, dimse.StatusUnrecognizedOperation, dicomuid.CTImageStorage, ""},
+		{"C-FIND with a 60,000-byte class", cfind(long), 3, dimse.StatusUnrecognizedOperation, "", ""},
+		{"C-FIND with a 65-character class", cfind("1." + strings.Repeat("2", 63)), 3, dimse.StatusUnrecognizedOperation, "", ""},
+		{"C-FIND with a class that is no UID", cfind("1.2.x"), 3, dimse.StatusUnrecognizedOperation, "", ""},
+		{"C-STORE of another class that is no UID", storeRQOf(long, "1.2.3.4"), 3, dimse.StatusSOPClassNotSupported, "", "1.2.3.4"},
+		{"C-STORE with an instance that is no UID", storeRQOf(dicomuid.CTImageStorage, long), 3, dimse.StatusCannotUnderstand, dicomuid.CTImageStorage, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 1))})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			pdvs := []pdu.PDV{dicomnettest.CommandPDV(tt.ctx, tt.rq)}
+			if tt.rq.HasDataSet() {
+				pdvs = append(pdvs, pdu.PDV{ContextID: tt.ctx, Control: pdu.ControlLast, Data: []byte{0x08, 0x00, 0x16, 0x00, 0, 0, 0, 0}})
+			}
+			p.SendPDVs(pdvs...)
+			rsp := p.ExpectCommand()
+			if rsp.CommandField != tt.rq.CommandField|0x8000 || rsp.MessageIDBeingRespondedTo != tt.rq.MessageID || rsp.Status != tt.want {
+				t.Fatalf("response %04X to %d status %04X, want %04X to %d status %04X", rsp.CommandField, rsp.MessageIDBeingRespondedTo,
+					rsp.Status, tt.rq.CommandField|0x8000, tt.rq.MessageID, tt.want)
+			}
+			if got, has := rsp.AffectedSOPClassUID, rsp.Has(dimse.HasAffectedSOPClassUID); got != tt.wantClass || has != (tt.wantClass != "") {
+				t.Errorf("Affected SOP Class UID %.80q (present %v), want %q", got, has, tt.wantClass)
+			}
+			if got, has := rsp.AffectedSOPInstanceUID, rsp.Has(dimse.HasAffectedSOPInstanceUID); got != tt.wantInst || has != (tt.wantInst != "") {
+				t.Errorf("Affected SOP Instance UID %.80q (present %v), want %q", got, has, tt.wantInst)
+			}
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+		})
+	}
+}
+
+// cfind is a C-FIND-RQ of class with no data set: an operation the SCP
+// does not provide.
+func cfind(class string) *dimse.Command {
+	return &dimse.Command{
+		Present:             dimse.HasAffectedSOPClassUID | dimse.HasCommandField | dimse.HasMessageID | dimse.HasCommandDataSetType,
+		AffectedSOPClassUID: class, CommandField: dimse.CFindRQ, MessageID: 5, CommandDataSetType: dimse.NoDataSet,
+	}
+}
+
+// storeRQOf is a C-STORE-RQ of class and instance.
+func storeRQOf(class, inst string) *dimse.Command {
+	return dimse.NewCStoreRQ(6, class, inst, dimse.PriorityMedium)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
 // Command field values (0000,0100).
@@ -321,8 +323,41 @@ func NewCStoreRSP(rq *Command, status Status) *Command {
 		Status:                    status.Code,
 		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
 	}
+	c.echoValidUIDs()
 	c.setErrorComment(status)
 	return c
+}
+
+// NewUnrecognizedRSP builds the response to a request the receiver does not
+// provide (status 0211, unrecognized operation): the request's command
+// field with the response bit set, its Affected SOP Class UID echoed.
+func NewUnrecognizedRSP(rq *Command) *Command {
+	c := &Command{
+		Present: HasAffectedSOPClassUID | HasCommandField | HasMessageIDBeingRespondedTo |
+			HasCommandDataSetType | HasStatus,
+		AffectedSOPClassUID: rq.AffectedSOPClassUID, CommandField: rq.CommandField | 0x8000,
+		MessageIDBeingRespondedTo: rq.MessageID, CommandDataSetType: NoDataSet,
+		Status: StatusUnrecognizedOperation,
+	}
+	c.echoValidUIDs()
+	return c
+}
+
+// echoValidUIDs leaves out of a response the Affected SOP Class and
+// Instance UIDs it echoes from its request that are no valid UID
+// (dicomuid.ValidUID: at most 64 characters of digits and dots): a
+// response's are U(=) in PS3.7, which a response may leave out, and a
+// request's element may be up to its command set's size (a 60,000-byte
+// "UID" was echoed whole), or a value that is no UID at all.
+func (c *Command) echoValidUIDs() {
+	if c.Has(HasAffectedSOPClassUID) && !dicomuid.ValidUID(c.AffectedSOPClassUID) {
+		c.Present &^= HasAffectedSOPClassUID
+		c.AffectedSOPClassUID = ""
+	}
+	if c.Has(HasAffectedSOPInstanceUID) && !dicomuid.ValidUID(c.AffectedSOPInstanceUID) {
+		c.Present &^= HasAffectedSOPInstanceUID
+		c.AffectedSOPInstanceUID = ""
+	}
 }
 
 // NewCStoreRQ builds a C-STORE-RQ.
@@ -382,6 +417,7 @@ func NewNActionRSP(rq *Command, status Status) *Command {
 		c.Present |= HasActionTypeID
 		c.ActionTypeID = rq.ActionTypeID
 	}
+	c.echoValidUIDs()
 	c.setErrorComment(status)
 	return c
 }
@@ -414,6 +450,7 @@ func NewNEventReportRSP(rq *Command, status Status) *Command {
 		AffectedSOPInstanceUID:    rq.AffectedSOPInstanceUID,
 		EventTypeID:               rq.EventTypeID,
 	}
+	c.echoValidUIDs()
 	c.setErrorComment(status)
 	return c
 }

@@ -251,3 +251,40 @@ func TestNResponsesEcho(t *testing.T) {
 		t.Errorf("N-EVENT-REPORT-RSP %+v", er)
 	}
 }
+
+// TestResponsesEchoValidUIDsOnly: every response built from a request
+// echoes its SOP class and instance UIDs only when they are valid UIDs;
+// anything else is left out, element and all (PS3.7: U(=)).
+func TestResponsesEchoValidUIDsOnly(t *testing.T) {
+	const class, inst = "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"
+	bad := strings.Repeat("9", 65)
+	tests := []struct {
+		name  string
+		build func(class, inst string) *Command
+	}{
+		{"C-STORE-RSP", func(c, i string) *Command { return NewCStoreRSP(NewCStoreRQ(1, c, i, PriorityMedium), Status{}) }},
+		{"N-ACTION-RSP", func(c, i string) *Command { return NewNActionRSP(NewNActionRQ(1, c, i, 1), Status{}) }},
+		{"N-EVENT-REPORT-RSP", func(c, i string) *Command { return NewNEventReportRSP(NewNEventReportRQ(1, c, i, 1), Status{}) }},
+		{"0211", func(c, _ string) *Command { return NewUnrecognizedRSP(NewCStoreRQ(1, c, "", PriorityMedium)) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good := tt.build(class, inst)
+			if !good.Has(HasAffectedSOPClassUID) || good.AffectedSOPClassUID != class {
+				t.Errorf("valid class not echoed: %+v", good)
+			}
+			if tt.name != "0211" && (!good.Has(HasAffectedSOPInstanceUID) || good.AffectedSOPInstanceUID != inst) {
+				t.Errorf("valid instance not echoed: %+v", good)
+			}
+			for _, c := range []*Command{tt.build(bad, bad), tt.build("1.2.x", "")} {
+				dec, err := Decode(c.Encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if dec.Has(HasAffectedSOPClassUID) || dec.Has(HasAffectedSOPInstanceUID) {
+					t.Errorf("echoed what is no UID: %+v", dec)
+				}
+			}
+		})
+	}
+}
