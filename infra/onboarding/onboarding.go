@@ -588,5 +588,16 @@ func (k *Kit) PSKSecrets() []PSKSecret {
 	return out
 }
 
+// PSKSecretShared reports whether the site's tunnels share one secret
+// (it holds both tunnels' keys) rather than each having its own.
+func (k *Kit) PSKSecretShared() bool {
+	for _, s := range k.PSKSecrets() {
+		if len(s.Tunnels) > 1 {
+			return true
+		}
+	}
+	return false
+}
+
 // SecretsFileName is the file the swanctl.conf includes for its PSKs.
 const SecretsFileName = "swanctl-secrets.conf"

@@ -1010,3 +1010,30 @@ func TestSecretCommandsKeepKeysOffTheTerminal(t *testing.T) {
 		})
 	}
 }
+
+// TestTroubleshootingNamesTheSecrets: the README's row for a failed
+// authentication says where the keys are as the site has them: one secret
+// per tunnel, or one secret holding both tunnels' keys (it said "one per
+// tunnel" to a site whose tunnels share one).
+func TestTroubleshootingNamesTheSecrets(t *testing.T) {
+	env, outs := loadExample(t)
+	for _, tc := range []struct {
+		site, want, not string
+	}{
+		{"example-hospital", "one secret per tunnel", "both tunnels' keys"},
+		{"bgp-clinic", "one secret holds both tunnels' keys", "per tunnel"},
+	} {
+		t.Run(tc.site, func(t *testing.T) {
+			readme := renderSite(t, env, outs, tc.site)["README.md"]
+			var row string
+			for _, line := range strings.Split(readme, "\n") {
+				if strings.HasPrefix(line, "| `AUTHENTICATION_FAILED`") {
+					row = line
+				}
+			}
+			if !strings.Contains(row, tc.want) || strings.Contains(row, tc.not) {
+				t.Errorf("troubleshooting row %q: want %q, not %q", row, tc.want, tc.not)
+			}
+		})
+	}
+}
