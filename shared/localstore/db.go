@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/url"
 	"os"
@@ -291,8 +292,13 @@ var schema = []string{
 // Open opens (creating if needed) the database at path and its hand-off
 // queue beside it (QueuePath), and brings their schemas up to date. WAL
 // lets the portal read while the pipeline writes; every write goes
-// through the database's one writer (writer.go).
-func Open(ctx context.Context, path string) (*DB, error) {
+// through the database's one writer (writer.go). A database migrated is
+// told on the logger of WithLogger.
+func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
+	o := options{log: slog.New(slog.DiscardHandler)}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	// Both databases commit without an fsync (see walSync). The main
 	// database's commits are made durable by Sync, which the hand-off and
 	// the event publisher call before they act on a commit; the queue's
@@ -307,9 +313,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{sql: sdb, wal: newWALSync(path + "-wal")}
-	if err := migrate(ctx, sdb, schema); err != nil {
+	m, err := migrate(ctx, sdb, schema)
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
 	}
+	o.migrated(path, m)
 	qpath := QueuePath(path)
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a
@@ -318,9 +326,11 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close())
 	}
-	if err := migrate(ctx, qdb, queueSchema); err != nil {
+	m, err = migrate(ctx, qdb, queueSchema)
+	if err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", qpath, err), sdb.Close(), qdb.Close())
 	}
+	o.migrated(qpath, m)
 	db.st, db.qst = newStatements(sdb), newStatements(qdb)
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
@@ -331,6 +341,29 @@ func Open(ctx context.Context, path string) (*DB, error) {
 		return nil, errors.Join(err, db.Close())
 	}
 	return db, nil
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct{ log *slog.Logger }
+
+// WithLogger has Open tell on l each database it migrates (see migrated);
+// without it Open logs nothing.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// MigratedLog is the line of a database migrated to this build's schema.
+const MigratedLog = "migrated database"
+
+// migrated tells of a database's migration, which cannot be undone (an
+// older build refuses the database after it): one line naming the file,
+// the schema version found and the one it has now. A database created now,
+// or found up to date, is not told.
+func (o *options) migrated(path string, m migration) {
+	if m.created || m.from == m.to {
+		return
+	}
+	o.log.Info(MigratedLog, "file", path, "from", m.from, "to", m.to)
 }
 
 // QueuePath is where Open keeps the hand-off queue of the database at
@@ -426,43 +459,51 @@ func (db *DB) Sync(ctx context.Context) error {
 // SQL exposes the underlying handle for read-only queries by the portal.
 func (db *DB) SQL() *sql.DB { return db.sql }
 
-func migrate(ctx context.Context, sdb *sql.DB, schema []string) error {
+// migration is what migrate did: the schema version it found (0 for a
+// database it created) and the one the database has now.
+type migration struct {
+	from, to int
+	created  bool // the database had no schema: it is new
+}
+
+func migrate(ctx context.Context, sdb *sql.DB, schema []string) (migration, error) {
 	tx, err := sdb.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return migration{}, fmt.Errorf("migrate: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	// Unprepared (see querier): the statements run once and change the
 	// schema.
 	q := &querier{tx: tx}
 	if _, err := q.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return migration{}, fmt.Errorf("migrate: %w", err)
 	}
-	var v int
-	err = q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	m := migration{to: len(schema)}
+	err = q.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&m.from)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
+		m.created = true
 		if _, err := q.ExecContext(ctx, `INSERT INTO schema_version(version) VALUES (0)`); err != nil {
-			return fmt.Errorf("migrate: %w", err)
+			return migration{}, fmt.Errorf("migrate: %w", err)
 		}
 	case err != nil:
-		return fmt.Errorf("migrate: %w", err)
+		return migration{}, fmt.Errorf("migrate: %w", err)
 	}
-	if v > len(schema) {
-		return fmt.Errorf("migrate: database schema %d is newer than this build (%d)", v, len(schema))
+	if m.from > len(schema) {
+		return migration{}, fmt.Errorf("migrate: database schema %d is newer than this build (%d)", m.from, len(schema))
 	}
-	for i := v; i < len(schema); i++ {
+	for i := m.from; i < len(schema); i++ {
 		if _, err := q.ExecContext(ctx, schema[i]); err != nil {
-			return fmt.Errorf("migrate to %d: %w", i+1, err)
+			return migration{}, fmt.Errorf("migrate to %d: %w", i+1, err)
 		}
 	}
 	if _, err := q.ExecContext(ctx, `UPDATE schema_version SET version = ?`, len(schema)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return migration{}, fmt.Errorf("migrate: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("migrate: %w", err)
+		return migration{}, fmt.Errorf("migrate: %w", err)
 	}
-	return nil
+	return m, nil
 }
 
 func unixNano(t time.Time) int64 { return t.UTC().UnixNano() }

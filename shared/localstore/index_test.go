@@ -61,25 +61,18 @@ func TestCommitmentAtScale(t *testing.T) {
 func TestInstancesByStudyFromOlderDatabase(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
-	sdb, err := openSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, sdb, schema[:8]); err != nil {
-		t.Fatal(err)
-	}
 	first := pipelinetest.Record(1, 1, 1, "bb", 0)
 	later := pipelinetest.Record(1, 1, 1, "aa", time.Second)
-	tx, err := sdb.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := upsertBefore17(ctx, tx, first, later); err != nil {
-		t.Fatalf("upsert into the old schema: %v", err)
-	}
-	if err := errors.Join(tx.Commit(), sdb.Close()); err != nil {
-		t.Fatal(err)
-	}
+	stageSchema(t, path, schema[:8], func(sdb *sql.DB) error {
+		tx, err := sdb.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if err := upsertBefore17(ctx, tx, first, later); err != nil {
+			return errors.Join(fmt.Errorf("upsert into the old schema: %w", err), tx.Rollback())
+		}
+		return tx.Commit()
+	})
 	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)

@@ -27,6 +27,25 @@ func openTest(t *testing.T) *DB {
 
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
+// stageSchema leaves the database at path as a build knowing schema left
+// it, with what fill (nil: nothing) writes into it.
+func stageSchema(t *testing.T, path string, schema []string, fill func(*sql.DB) error) {
+	t.Helper()
+	sdb, err := openSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := migrate(context.Background(), sdb, schema); err != nil {
+		t.Fatal(errors.Join(err, sdb.Close()))
+	}
+	if fill != nil {
+		err = fill(sdb)
+	}
+	if err := errors.Join(err, sdb.Close()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // openOlderDatabase opens, with today's schema, a database that fill
 // wrote at schema version (a database of an older build): the upgrade's
 // migrations run on what fill left.
@@ -34,16 +53,7 @@ func openOlderDatabase(t *testing.T, version int, fill func(*sql.DB) error) *DB 
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "old.db")
-	sdb, err := openSQLite(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, sdb, schema[:version]); err != nil {
-		t.Fatal(err)
-	}
-	if err := errors.Join(fill(sdb), sdb.Close()); err != nil {
-		t.Fatal(err)
-	}
+	stageSchema(t, path, schema[:version], fill)
 	db, err := Open(ctx, path)
 	if err != nil {
 		t.Fatal(err)

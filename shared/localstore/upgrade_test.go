@@ -3,11 +3,17 @@ package localstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestNewerSchemaRefused holds a rollback: a build opening a database a
@@ -89,4 +95,55 @@ func readFiles(t *testing.T, dir string) map[string][]byte {
 		out[e.Name()] = b
 	}
 	return out
+}
+
+// TestMigrationLogged: a migration, which cannot be undone, is told in one
+// line per database migrated, naming the file, the schema version found and
+// the one it has now; a new database or one up to date says nothing.
+func TestMigrationLogged(t *testing.T) {
+	type line struct {
+		Msg, File string
+		From, To  int
+	}
+	main := func(dir string) string { return filepath.Join(dir, "ingest.db") }
+	queue := func(dir string) string { return QueuePath(main(dir)) }
+	for _, tc := range []struct {
+		name  string
+		stage func(t *testing.T, dir string) // leaves what an older build left
+		want  func(dir string) []line
+	}{
+		{"new data directory", func(*testing.T, string) {}, func(string) []line { return nil }},
+		{"up to date", func(t *testing.T, dir string) { stageSchema(t, main(dir), schema, nil) }, func(string) []line { return nil }},
+		{"main database of schema 10", func(t *testing.T, dir string) { stageSchema(t, main(dir), schema[:10], nil) },
+			func(dir string) []line { return []line{{"migrated database", main(dir), 10, len(schema)}} }},
+		{"hand-off queue of schema 0", func(t *testing.T, dir string) {
+			stageSchema(t, main(dir), schema, nil)
+			stageSchema(t, queue(dir), queueSchema[:0], nil)
+		}, func(dir string) []line { return []line{{"migrated database", queue(dir), 0, len(queueSchema)}} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.stage(t, dir)
+			logs := &testenv.LogBuffer{}
+			db, err := Open(context.Background(), main(dir), WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var got []line
+			dec := json.NewDecoder(strings.NewReader(logs.String()))
+			for dec.More() {
+				var l line
+				if err := dec.Decode(&l); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, l)
+			}
+			if diff := cmp.Diff(tc.want(dir), got); diff != "" {
+				t.Errorf("log lines (-want +got):\n%s", diff)
+			}
+		})
+	}
 }

@@ -72,6 +72,12 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 	if !strings.Contains(n.logText(), `"msg":"recovered the hand-off"`) || !strings.Contains(n.logText(), `"replayed":1`) {
 		t.Errorf("the start did not replay the old build's journal record:\n%s", n.logText())
 	}
+	// The migration, one way, is told once, of the main database alone
+	// (the old build's queue has today's schema).
+	if got := strings.Count(n.logText(), `"msg":"migrated database"`); got != 1 ||
+		!strings.Contains(n.logText(), `"file":"`+filepath.Join(dataDir, "ingest.db")+`","from":13,"to":`) {
+		t.Errorf("the start told %d migrations, want the main database's from 13:\n%s", got, n.logText())
+	}
 	n.waitPipelineIdle(20 * time.Second)
 	study := want.Studies[0].StudyInstanceUID
 

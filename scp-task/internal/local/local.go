@@ -275,7 +275,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	}
 	// The database opens first: the records the file store replays are
 	// handed off again into it (recover).
-	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile)); err != nil {
+	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile), localstore.WithLogger(log)); err != nil {
 		return nil, err
 	}
 	back := &handedBack{log: log, names: cfg.Names, at: time.Now()}
