@@ -1,7 +1,7 @@
 // Package panicvalue is the one rule for what a recovered panic's value
 // may say in a log line or an error: every place that recovers a panic
-// (Recovered, which the Lambda functions' handlers and the audit feeder
-// use, dicomnet's handlers and observers, the portal's thumbnail
+// (Recovered, which the Lambda functions' handlers, the audit feeder and
+// local mode's pipeline use, dicomnet's handlers and observers, the portal's thumbnail
 // renderer) describes the value through Describe, and an HTTP server's
 // handler is served through Handler, since net/http recovers a handler's
 // panic itself and logs its value in the server's ErrorLog.

@@ -48,6 +48,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
@@ -111,7 +112,19 @@ type Config struct {
 	CommitmentWait        time.Duration
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
+
+	// beforeCommit, when set (by tests), is called in each key's unit of
+	// work once the pipeline's work for it is done, before the commit:
+	// where the "before-commit" crash is injected (CrashEnv).
+	beforeCommit func(key string)
 }
+
+// PanicLog is the line of a panic (a bug) met processing one key, or in
+// one run of the announcer or the Storage Commitment worker: that attempt
+// fails alone, as an error would (a key is retried, and parked as failed
+// after maxAttempts; a run is tried again at the next tick), instead of
+// ending the SCP. The value is told by panicvalue's rule.
+const PanicLog = "pipeline panicked: a bug; the attempt fails alone"
 
 // Local is a running local mode.
 type Local struct {
@@ -679,7 +692,11 @@ func (l *Local) committer(ctx context.Context, r pipeline.CommitmentReporter) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		n, err := p.RunCommitments(ctx, time.Now())
+		var n int
+		err := panicvalue.Recovered(l.log, PanicLog, func() (err error) {
+			n, err = p.RunCommitments(ctx, time.Now())
+			return err
+		}, "run", "commitment")
 		if err != nil && ctx.Err() == nil {
 			l.log.Warn("storage commitment", "err", err)
 		}
@@ -698,58 +715,70 @@ func (l *Local) committer(ctx context.Context, r pipeline.CommitmentReporter) {
 // process runs the pipeline on key in one unit of work with its hand-off;
 // committed is called with the commit's outcome once it is known, unless
 // process fails.
+//
+// A panic in the unit is recovered inside it (panicvalue.Recovered), so
+// that its writes are undone and it fails as an error would: a panic
+// escaping the unit would leave its transaction open, and end the SCP.
 func (l *Local) process(ctx context.Context, key string, held *localstore.Handed, committed func(error)) error {
 	return l.db.InTxAsync(ctx, l.cfg.Webhooks, func(tx *localstore.Tx) error {
-		p := l.pipeline(tx)
-		result := "audit"
-		switch {
-		case strings.HasPrefix(key, pipeline.CommitmentRequestsPrefix):
-			result = "commitment"
-			if err := p.ProcessCommitmentRequest(ctx, key); err != nil {
-				return err
-			}
-			defer l.wakeCommitter()
-		case strings.HasPrefix(key, pipeline.AuditPrefix):
-			if err := p.ProcessAuditRecord(ctx, key); err != nil {
-				return err
-			}
-		default:
-			res, err := p.ProcessObject(ctx, key)
-			if err != nil {
-				return err
-			}
-			switch {
-			case res.Skipped:
-				result = "skipped"
-			case !res.Valid:
-				result = "quarantined"
-			default:
-				result = res.Outcome.String()
-			}
-		}
-		if l.crash == "before-commit" && strings.HasPrefix(key, pipeline.IncomingPrefix) {
-			l.log.Warn("fault injection: exiting before the pipeline's commit", "env", CrashEnv)
-			os.Exit(CrashExitCode)
-		}
-		if held == nil {
-			if err := tx.MarkDone(ctx, key, time.Now()); err != nil {
-				return err
-			}
-		} else {
-			if err := tx.MarkHandedDone(ctx, *held, time.Now()); err != nil {
-				return err
-			}
-			tx.AfterDurable(func() {
-				if l.crash == "after-commit" {
-					l.log.Warn("fault injection: exiting after the pipeline's durable commit, before the record's release", "env", CrashEnv)
-					os.Exit(CrashExitCode)
-				}
-				l.held.release(key)
-			})
-		}
-		l.count(result)
-		return nil
+		return panicvalue.Recovered(l.log, PanicLog, func() error { return l.unit(ctx, tx, key, held) }, "object", l.cfg.Names.Key(key))
 	}, committed)
+}
+
+// unit is process's unit of work on key.
+func (l *Local) unit(ctx context.Context, tx *localstore.Tx, key string, held *localstore.Handed) error {
+	p := l.pipeline(tx)
+	result := "audit"
+	switch {
+	case strings.HasPrefix(key, pipeline.CommitmentRequestsPrefix):
+		result = "commitment"
+		if err := p.ProcessCommitmentRequest(ctx, key); err != nil {
+			return err
+		}
+		defer l.wakeCommitter()
+	case strings.HasPrefix(key, pipeline.AuditPrefix):
+		if err := p.ProcessAuditRecord(ctx, key); err != nil {
+			return err
+		}
+	default:
+		res, err := p.ProcessObject(ctx, key)
+		if err != nil {
+			return err
+		}
+		switch {
+		case res.Skipped:
+			result = "skipped"
+		case !res.Valid:
+			result = "quarantined"
+		default:
+			result = res.Outcome.String()
+		}
+	}
+	if l.cfg.beforeCommit != nil {
+		l.cfg.beforeCommit(key)
+	}
+	if l.crash == "before-commit" && strings.HasPrefix(key, pipeline.IncomingPrefix) {
+		l.log.Warn("fault injection: exiting before the pipeline's commit", "env", CrashEnv)
+		os.Exit(CrashExitCode)
+	}
+	if held == nil {
+		if err := tx.MarkDone(ctx, key, time.Now()); err != nil {
+			return err
+		}
+	} else {
+		if err := tx.MarkHandedDone(ctx, *held, time.Now()); err != nil {
+			return err
+		}
+		tx.AfterDurable(func() {
+			if l.crash == "after-commit" {
+				l.log.Warn("fault injection: exiting after the pipeline's durable commit, before the record's release", "env", CrashEnv)
+				os.Exit(CrashExitCode)
+			}
+			l.held.release(key)
+		})
+	}
+	l.count(result)
+	return nil
 }
 
 // spiller moves to the queue the hand-off of keys whose journal records
@@ -791,7 +820,10 @@ func (l *Local) announcer(ctx context.Context) {
 			// undo the other studies' announcements and the failed ones'
 			// deferrals, so a study failing every time would hold every
 			// other back.
-			n, runErr = l.pipeline(tx).AnnounceStableStudies(ctx, time.Now())
+			runErr = panicvalue.Recovered(l.log, PanicLog, func() (err error) {
+				n, err = l.pipeline(tx).AnnounceStableStudies(ctx, time.Now())
+				return err
+			}, "run", "announce")
 			return nil
 		})
 		err = errors.Join(runErr, err)

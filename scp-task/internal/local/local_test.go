@@ -14,8 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
@@ -606,5 +609,69 @@ func TestShutdownCutShort(t *testing.T) {
 	line := `"msg":"` + stopCutShort + `"`
 	if n := strings.Count(logs.String(), line); n != 1 || !strings.Contains(logs.String(), `"err":"cut short by a second signal"`) {
 		t.Errorf("%d lines %s with the cause; log:\n%s", n, line, logs.String())
+	}
+}
+
+// TestPipelinePanicFailsTheAttempt: a panic processing one object (a bug)
+// fails that attempt alone, as an error would: its unit's writes are
+// undone, it is retried, and the SCP goes on. Its line tells the panic by
+// panicvalue's rule, never the value (here the object's UIDs). A panic
+// there ended the SCP with the value on standard error.
+func TestPipelinePanicFailsTheAttempt(t *testing.T) {
+	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
+	tests := []struct {
+		name      string
+		panicWith func(key string) any
+		wantPanic string
+	}{
+		{"a value built from the object", func(key string) any { return "cannot index " + key + " of " + in.SOPUID }, `"panic":"a value of type string"`},
+		{"a runtime error", func(string) any {
+			var m map[string]int
+			m["x"]++ // assignment to entry in nil map
+			return nil
+		}, `"panic":"assignment to entry in nil map"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &testenv.LogBuffer{}
+			cfg := testConfig(t.TempDir())
+			cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+			var once sync.Once
+			cfg.beforeCommit = func(key string) {
+				if strings.HasPrefix(key, pipeline.IncomingPrefix) {
+					once.Do(func() { panic(tt.panicWith(key)) })
+				}
+			}
+			l, err := Start(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop(t, l)
+			st := put(t, l, in)
+			var studies struct{ Studies []portal.Study }
+			eventually(t, "the object processed on its retry", func() bool {
+				getJSON(t, l, "/api/studies", &studies)
+				return len(studies.Studies) == 1 && studies.Studies[0].InstanceCount == 1
+			})
+			var audit struct{ Records []pipeline.AuditRecord }
+			getJSON(t, l, "/api/audit?outcome=stored", &audit)
+			if len(audit.Records) != 1 {
+				t.Errorf("%d audit records, want the retry's alone: the panicked attempt's were kept", len(audit.Records))
+			}
+			if n := testutil.ToFloat64(l.processed.WithLabelValues("error")); n != 1 {
+				t.Errorf("counted %v errors, want the panicked attempt", n)
+			}
+			out := logs.String()
+			for _, want := range []string{`"msg":"` + PanicLog + `"`, tt.wantPanic, `"stack":`, `"msg":"pipeline failed; will retry"`} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the log lacks %s:\n%s", want, out)
+				}
+			}
+			for _, leak := range []string{st.Key, in.SOPUID, in.SeriesUID, in.StudyUID} {
+				if strings.Contains(out, leak) {
+					t.Errorf("the log names %s:\n%s", leak, out)
+				}
+			}
+		})
 	}
 }
