@@ -9,6 +9,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -355,82 +356,128 @@ func TestChainCutAtTheDeadline(t *testing.T) {
 	}
 }
 
-// overwriteOnRead is a proxy in front of S3 that, at the first ranged GET
-// of key, first overwrites it (with put): the object replaced between the
-// HEAD and the GETs of one read of it. It answers a GET's If-Match as S3
-// does (gofakes3 ignores it): 412 PreconditionFailed unless the key holds
+// overwriteOnRead is a proxy in front of S3 that overwrites key (with
+// put) just before the first request that reads it: its first ranged GET
+// (the object replaced between validate's HEAD and its GETs) or, atCopy,
+// its first copy (replaced after the GETs found it invalid, before the
+// quarantine's CopyObject). It answers a read's precondition as S3 does
+// (gofakes3 ignores them): a GET's If-Match, a copy's
+// x-amz-copy-source-if-match, 412 PreconditionFailed unless the key holds
 // that ETag.
 type overwriteOnRead struct {
-	next http.Handler
-	key  string
-	put  func()
-	etag func() string // the key's ETag now
-	once sync.Once
+	next   http.Handler
+	key    string
+	atCopy bool
+	put    func()
+	etag   func() string // the key's ETag now
+	once   sync.Once
 }
 
 func (o *overwriteOnRead) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method == http.MethodGet && r.Header.Get("Range") != "" && r.URL.Path == "/"+bucket+"/"+o.key {
+	var copies bool
+	var pin string
+	switch {
+	case r.Method == http.MethodGet && r.Header.Get("Range") != "" && r.URL.Path == "/"+bucket+"/"+o.key:
+		pin = r.Header.Get("If-Match")
+	case r.Method == http.MethodPut && strings.TrimPrefix(r.Header.Get("X-Amz-Copy-Source"), "/") == bucket+"/"+o.key:
+		copies, pin = true, r.Header.Get("X-Amz-Copy-Source-If-Match")
+	default:
+		o.next.ServeHTTP(w, r)
+		return
+	}
+	if copies == o.atCopy {
 		o.once.Do(o.put)
-		if m := r.Header.Get("If-Match"); m != "" && m != o.etag() {
-			w.Header().Set("Content-Type", "application/xml")
-			w.WriteHeader(http.StatusPreconditionFailed)
-			fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
-			return
-		}
+	}
+	if pin != "" && pin != o.etag() {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusPreconditionFailed)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+		return
 	}
 	o.next.ServeHTTP(w, r)
 }
 
-// TestChainOverwrittenWhileRead: an object overwritten between validate's
-// HEAD and its ranged GETs (S3 lets anyone with s3:PutObject do it; the
-// SCP never does, its puts are conditional) must not be read as a mix of
-// both versions: the index then held a content of the new version's
-// header under an identity of the old one's checksum, which neither
-// version has, and the new version's own event made a spurious conflict.
-// Whatever validate reads, the state ends as the new version's alone.
+// TestChainOverwrittenWhileRead: an object overwritten while validate
+// processes it (S3 lets anyone with s3:PutObject do it; the SCP never
+// does, its puts are conditional) must be processed as one version, the
+// new one in the end:
+//
+//   - between its HEAD and its ranged GETs: read as a mix of both
+//     versions, the index held a content of the new version's header
+//     under an identity of the old one's checksum, which neither version
+//     has, and the new version's own event made a spurious conflict;
+//   - after its GETs found the old version invalid, before its quarantine
+//     copy: the copy took the new, valid version's bytes into quarantine/
+//     as the old one's, audited and announced as rejected, while the new
+//     version's own event indexed them as stored.
+//
+// Whatever validate reads, the state ends as the new version's alone, as
+// a chain that only ever saw the new version leaves it: its contents,
+// counts, audit records and events, and nothing in quarantine/.
 func TestChainOverwrittenWhileRead(t *testing.T) {
 	e := newEnv(t, "1s")
+	clean := newEnv(t, "1s") // the new versions alone
 	received := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC)
-	s := e.newStudy(1)
-	a := s.instance(1, 1)
-	b := a
-	b.PatientName = "Roe^Robert"
-	b.Rows = 128 // another size too
-	key := s.key(a, "")
-	first := s.put(a, received)
-	var second string
 	u, err := url.Parse(e.s3URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	etag := func() string {
-		h, err := e.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-		if err != nil {
-			t.Errorf("head: %v", err)
-			return ""
-		}
-		return aws.ToString(h.ETag)
-	}
-	o := &overwriteOnRead{next: httputil.NewSingleHostReverseProxy(u), key: key, put: func() { second = s.put(b, received.Add(time.Second)) }, etag: etag}
-	srv := httptest.NewServer(o)
-	t.Cleanup(srv.Close)
-	e.startFunction(e.rie, "validate-overwritten", "validate", "AWS_ENDPOINT_URL_S3="+srv.URL)
+	for i, tc := range []struct {
+		name   string
+		atCopy bool
+		old    func(pt.Instance) pt.Instance
+	}{
+		{"between its HEAD and its GETs", false, func(in pt.Instance) pt.Instance { return in }},
+		{"between its GETs and its quarantine copy", true, func(in pt.Instance) pt.Instance {
+			in.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID: invalid
+			return in
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := e.newStudy(1 + i)
+			b := s.instance(1, 1)
+			a := tc.old(b)
+			b.PatientName = "Roe^Robert"
+			b.Rows = 128 // another size too
+			key := s.key(a, "")
+			first := s.put(a, received)
+			var second string
+			etag := func() string {
+				h, err := e.s3.HeadObject(context.Background(), &s3.HeadObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+				if err != nil {
+					t.Errorf("head: %v", err)
+					return ""
+				}
+				return aws.ToString(h.ETag)
+			}
+			o := &overwriteOnRead{next: httputil.NewSingleHostReverseProxy(u), key: key, atCopy: tc.atCopy,
+				put: func() { second = s.put(b, received.Add(time.Second)) }, etag: etag}
+			srv := httptest.NewServer(o)
+			t.Cleanup(srv.Close)
+			fn := fmt.Sprintf("validate-overwritten-%d", i)
+			e.startFunction(e.rie, fn, "validate", "AWS_ENDPOINT_URL_S3="+srv.URL)
 
-	// The older event while the object is replaced, retried if it failed;
-	// then the newer one.
-	if got := e.invokeFailures(t, "validate-overwritten", sqsEvent(first)); len(got) != 0 {
-		t.Logf("the read across the overwrite failed its message (%v): retried", got)
-		e.invokeBatch(t, "validate", sqsEvent(first))
-	}
-	e.invokeBatch(t, "validate", sqsEvent(second))
-	got := s.state(t)
+			// The older event while the object is replaced, retried if it
+			// failed; then the newer one.
+			if got := e.invokeFailures(t, fn, sqsEvent(first)); len(got) != 0 {
+				t.Logf("the read across the overwrite failed its message (%v): retried", got)
+				e.invokeBatch(t, "validate", sqsEvent(first))
+			}
+			if second == "" {
+				t.Fatal("the object was not overwritten while read")
+			}
+			e.invokeBatch(t, "validate", sqsEvent(second))
+			got := s.state(t)
 
-	// The new version alone, processed in a fresh chain.
-	clean := newEnv(t, "1s")
-	cs := clean.newStudy(1)
-	clean.invokeBatch(t, "validate", sqsEvent(cs.put(b, received.Add(time.Second))))
-	want := cs.state(t)
-	if d := cmp.Diff(want.Contents, got.Contents); d != "" || got.Instances != 1 || got.Conflicts != 0 || got.Revision != 1 {
-		t.Errorf("contents (-the new version's +after the overwrite):\n%s\nstate %+v", d, got)
+			cs := clean.newStudy(1 + i)
+			clean.invokeBatch(t, "validate", sqsEvent(cs.put(b, received.Add(time.Second))))
+			want := cs.state(t)
+			if d := cmp.Diff(want, got); d != "" || got.Instances != 1 || got.Conflicts != 0 || got.Revision != 1 {
+				t.Errorf("state (-the new version's +after the overwrite):\n%s\nstate %+v", d, got)
+			}
+			if q, _ := pipeline.QuarantineKeys(key); e.exists(q) {
+				t.Errorf("a quarantine copy of the object: the new, valid version's bytes copied as the old one's")
+			}
+		})
 	}
 }
