@@ -79,7 +79,7 @@ func TestS3Objects(t *testing.T) {
 			}
 		})
 	}
-	if err := o.Copy(ctx, key, "quarantine/x.dcm", map[string]string{"quarantined": "true"}); err != nil {
+	if err := o.Copy(ctx, info, "quarantine/x.dcm", map[string]string{"quarantined": "true"}); err != nil {
 		t.Fatal(err)
 	}
 	q, err := o.Head(ctx, "quarantine/x.dcm")
@@ -247,6 +247,21 @@ func TestHeadReportsTheSCPsMultipartChecksum(t *testing.T) {
 	}
 }
 
+// stubS3 is an S3Objects whose requests handler answers, without retries.
+func stubS3(t *testing.T, handler http.HandlerFunc) *S3Objects {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	return &S3Objects{Client: s3.New(s3.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL), UsePathStyle: true, RetryMaxAttempts: 1}), Bucket: "bkt"}
+}
+
+// writePreconditionFailed is S3's answer to a read or a copy pinned to an
+// ETag the key does not hold.
+func writePreconditionFailed(w http.ResponseWriter) {
+	w.WriteHeader(http.StatusPreconditionFailed)
+	io.WriteString(w, `<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+}
+
 // TestOpenVersionRange: a read pinned to the ETag Head gave sends it as
 // If-Match, and S3's 412 for a key that holds another object since is
 // pipeline.ErrObjectChanged; an unpinned read sends none.
@@ -262,19 +277,16 @@ func TestOpenVersionRange(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ifMatch string
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			o := stubS3(t, func(w http.ResponseWriter, r *http.Request) {
 				ifMatch = r.Header.Get("If-Match")
 				if tc.status == http.StatusPreconditionFailed {
-					w.WriteHeader(tc.status)
-					io.WriteString(w, `<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold</Message></Error>`)
+					writePreconditionFailed(w)
 					return
 				}
 				w.Header().Set("Content-Range", "bytes 0-3/10")
 				w.WriteHeader(tc.status)
 				io.WriteString(w, "DICM")
-			}))
-			defer srv.Close()
-			o := &S3Objects{Client: s3.New(s3.Options{Region: "eu-west-1", Credentials: creds, BaseEndpoint: aws.String(srv.URL), UsePathStyle: true, RetryMaxAttempts: 1}), Bucket: "bkt"}
+			})
 			rc, err := o.OpenVersionRange(context.Background(), pipeline.ObjectInfo{Key: "incoming/a.dcm", Size: 10, ETag: tc.etag}, 0, 4)
 			if ifMatch != tc.wantIfMatch {
 				t.Errorf("If-Match %q, want %q", ifMatch, tc.wantIfMatch)
@@ -288,6 +300,52 @@ func TestOpenVersionRange(t *testing.T) {
 				if err != nil || string(b) != "DICM" {
 					t.Errorf("read %q, %v", b, err)
 				}
+			}
+		})
+	}
+}
+
+// TestCopyPinned: a copy of the object Head described copies that
+// version or nothing: its HEAD must give src's ETag and the CopyObject
+// carries it (x-amz-copy-source-if-match), either refusal
+// pipeline.ErrObjectChanged, no copy made after a HEAD of another
+// version; src without an ETag is copied unpinned.
+func TestCopyPinned(t *testing.T) {
+	for _, tc := range []struct {
+		name, etag, headETag string
+		copyStatus           int
+		wantPin              string
+		wantCopy             bool
+		wantErr              error
+	}{
+		{"the version read", `"abc"`, `"abc"`, http.StatusOK, `"abc"`, true, nil},
+		{"replaced before its head", `"abc"`, `"def"`, http.StatusOK, "", false, pipeline.ErrObjectChanged},
+		{"replaced between its head and the copy", `"abc"`, `"abc"`, http.StatusPreconditionFailed, `"abc"`, true, pipeline.ErrObjectChanged},
+		{"no etag: unpinned", "", `"def"`, http.StatusOK, "", true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var copied bool
+			var pin string
+			o := stubS3(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodHead {
+					w.Header().Set("ETag", tc.headETag)
+					w.Header().Set("Content-Type", "application/dicom")
+					w.Header().Set("X-Amz-Meta-Calling-Ae", "MOD1")
+					return
+				}
+				copied, pin = true, r.Header.Get("X-Amz-Copy-Source-If-Match")
+				if tc.copyStatus == http.StatusPreconditionFailed {
+					writePreconditionFailed(w)
+					return
+				}
+				io.WriteString(w, `<CopyObjectResult><ETag>"abc"</ETag><LastModified>2026-01-15T10:20:30.000Z</LastModified></CopyObjectResult>`)
+			})
+			err := o.Copy(context.Background(), pipeline.ObjectInfo{Key: "incoming/a.dcm", Size: 10, ETag: tc.etag}, "quarantine/a.dcm", map[string]string{"quarantined": "true"})
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if copied != tc.wantCopy || pin != tc.wantPin {
+				t.Errorf("copy requested %v pinned to %q; want %v, %q", copied, pin, tc.wantCopy, tc.wantPin)
 			}
 		})
 	}

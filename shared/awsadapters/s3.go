@@ -112,7 +112,7 @@ func (s *S3Objects) openRange(ctx context.Context, key, ifMatch string, offset, 
 		if errors.As(err, &api) && api.ErrorCode() == "InvalidRange" {
 			return io.NopCloser(bytes.NewReader(nil)), nil // past the end
 		}
-		if errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed" {
+		if preconditionFailed(err) {
 			return nil, fmt.Errorf("awsadapters: get %v: %w", s.Names.Key(key), pipeline.ErrObjectChanged)
 		}
 		if notFound(err) {
@@ -151,26 +151,49 @@ func copySourceKey(key string) string {
 	return strings.ReplaceAll((&url.URL{Path: key}).EscapedPath(), "+", "%2B")
 }
 
+// preconditionFailed reports S3's 412 for a read or a copy pinned to an
+// ETag the key no longer holds.
+func preconditionFailed(err error) bool {
+	var api smithy.APIError
+	return errors.As(err, &api) && api.ErrorCode() == "PreconditionFailed"
+}
+
 // Copy implements pipeline.ObjectWriter: a server-side copy keeping the
-// source's metadata and adding metadata. Objects above 5 GiB would need a
-// multipart copy; DICOM instances that large are not expected.
-func (s *S3Objects) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
-	head, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &src})
+// source's metadata and adding metadata. With src.ETag it copies that
+// version or nothing: its HEAD (for the metadata and content type a
+// metadata-replacing copy sets) must give that ETag, and the copy is
+// conditioned on it (x-amz-copy-source-if-match), ErrObjectChanged
+// otherwise; unpinned, an object replaced after the pipeline read it was
+// copied into quarantine/ under the findings of the version read. Objects
+// above 5 GiB would need a multipart copy; DICOM instances that large are
+// not expected.
+func (s *S3Objects) Copy(ctx context.Context, src pipeline.ObjectInfo, dst string, metadata map[string]string) error {
+	key := src.Key
+	head, err := s.Client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.Bucket, Key: &key})
 	if err != nil {
-		return fmt.Errorf("awsadapters: copy %v: head: %w", s.Names.Key(src), s.Names.Redact(err, src))
+		return fmt.Errorf("awsadapters: copy %v: head: %w", s.Names.Key(key), s.Names.Redact(err, key))
+	}
+	if src.ETag != "" && aws.ToString(head.ETag) != src.ETag {
+		return fmt.Errorf("awsadapters: copy %v: %w", s.Names.Key(key), pipeline.ErrObjectChanged)
 	}
 	md := maps.Clone(head.Metadata)
 	if md == nil {
 		md = map[string]string{}
 	}
 	maps.Copy(md, metadata)
-	source := s.Bucket + "/" + copySourceKey(src)
-	_, err = s.Client.CopyObject(ctx, &s3.CopyObjectInput{
+	source := s.Bucket + "/" + copySourceKey(key)
+	in := &s3.CopyObjectInput{
 		Bucket: &s.Bucket, Key: &dst, CopySource: &source,
 		MetadataDirective: s3types.MetadataDirectiveReplace, Metadata: md, ContentType: head.ContentType,
-	})
-	if err != nil {
-		return fmt.Errorf("awsadapters: copy %v to %v: %w", s.Names.Key(src), s.Names.Key(dst), s.Names.Redact(err, src, dst))
+	}
+	if src.ETag != "" {
+		in.CopySourceIfMatch = &src.ETag
+	}
+	if _, err = s.Client.CopyObject(ctx, in); err != nil {
+		if preconditionFailed(err) {
+			return fmt.Errorf("awsadapters: copy %v: %w", s.Names.Key(key), pipeline.ErrObjectChanged)
+		}
+		return fmt.Errorf("awsadapters: copy %v to %v: %w", s.Names.Key(key), s.Names.Key(dst), s.Names.Redact(err, key, dst))
 	}
 	return nil
 }

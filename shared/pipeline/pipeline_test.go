@@ -388,6 +388,61 @@ func TestValidationCases(t *testing.T) {
 	}
 }
 
+// overwriteBeforeCopy is a store whose object at key is replaced by newer
+// (as any caller that may s3:PutObject can) just before the pipeline's
+// quarantine copy of it.
+type overwriteBeforeCopy struct {
+	*pt.Objects
+	key   string
+	newer []byte
+}
+
+func (o overwriteBeforeCopy) Copy(ctx context.Context, src pipeline.ObjectInfo, dst string, md map[string]string) error {
+	if src.Key == o.key {
+		o.Add(o.key, o.newer, pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(o.newer)))
+	}
+	return o.Objects.Copy(ctx, src, dst, md)
+}
+
+// TestQuarantineCopiesTheVersionRead: an object replaced after validation
+// read it and found it invalid, before its quarantine copy, is not copied:
+// the copy is pinned to the version read (its Head's ETag), and its
+// processing fails with ErrObjectChanged, nothing quarantined, audited or
+// announced (unpinned, the new version's bytes went into quarantine/
+// under the old one's findings). Processed again, as its message is
+// redelivered, the new version is read, stored and announced.
+func TestQuarantineCopiesTheVersionRead(t *testing.T) {
+	f := pt.New()
+	bad := ct(sop1)
+	bad.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID
+	k := key(sop1)
+	add(f, k, bad.Build(), sop1)
+	p := f.Pipeline()
+	p.Writer = overwriteBeforeCopy{Objects: f.Objects, key: k, newer: ct(sop1).Build()}
+	ctx := context.Background()
+	if _, err := p.ProcessObject(ctx, k); !errors.Is(err, pipeline.ErrObjectChanged) {
+		t.Fatalf("object replaced before its quarantine copy: %v, want ErrObjectChanged", err)
+	}
+	qKey, _ := pipeline.QuarantineKeys(k)
+	if _, _, ok := f.Objects.Get(qKey); ok {
+		t.Error("the new version copied into quarantine/ as the old one")
+	}
+	if recs, ev := f.Audit.All(), f.Events.All(); len(recs) != 0 || len(ev) != 0 {
+		t.Errorf("audited %+v, announced %+v; want nothing", recs, ev)
+	}
+	p.Writer = f.Objects
+	res, err := p.ProcessObject(ctx, k)
+	if err != nil || !res.Valid || res.Outcome != pipeline.InstanceNew {
+		t.Fatalf("processed again: %+v, %v; want the new version stored", res, err)
+	}
+	if _, _, ok := f.Objects.Get(qKey); ok {
+		t.Error("a quarantine copy of the valid version")
+	}
+	if ev := f.Events.All(); len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceStored {
+		t.Errorf("events %+v, want the new version's Instance Stored", ev)
+	}
+}
+
 func TestRejectQuarantines(t *testing.T) {
 	f := pt.New()
 	i := ct(sop1)

@@ -25,8 +25,9 @@ var (
 	// ErrConditionFailed: a conditional write lost (MarkAnnounced on a
 	// study whose revision moved on, for example).
 	ErrConditionFailed = errors.New("pipeline: condition failed")
-	// ErrObjectChanged: the object was replaced since the Head a read is
-	// pinned to (VersionReader); read it again from its Head.
+	// ErrObjectChanged: the object was replaced since the Head a read or a
+	// copy is pinned to (VersionReader, ObjectWriter.Copy); process it
+	// again from its Head.
 	ErrObjectChanged = errors.New("pipeline: object replaced since its head")
 	// ErrBadCursor: a query's cursor is not one the adapter handed out.
 	ErrBadCursor = errors.New("pipeline: bad cursor")
@@ -67,8 +68,8 @@ type ObjectReader interface {
 // any caller that may PutObject overwrite a key, though the SCP never
 // does) fails with ErrObjectChanged instead of mixing two versions' bytes,
 // the header of one indexed under the other's checksum. The S3 adapter
-// pins its GETs to Head's ETag; a store whose objects are never replaced
-// (local mode's files) needs none.
+// pins its GETs to Head's ETag (ObjectWriter.Copy its copies); a store
+// whose objects are never replaced (local mode's files) needs none.
 type VersionReader interface {
 	OpenVersionRange(ctx context.Context, info ObjectInfo, offset, length int64) (io.ReadCloser, error)
 }
@@ -79,9 +80,13 @@ type VersionReader interface {
 type ObjectWriter interface {
 	// Put stores a small document (JSON sidecars, findings).
 	Put(ctx context.Context, key string, body []byte, contentType string, metadata map[string]string) error
-	// Copy copies src to dst server-side, keeping src's metadata and adding
-	// metadata (quarantine).
-	Copy(ctx context.Context, src, dst string, metadata map[string]string) error
+	// Copy copies the object src describes (its Head's) to dst server-side,
+	// keeping its metadata and adding metadata (quarantine). A store that
+	// can pin the copy to src's version (src.ETag, as VersionReader pins a
+	// read) does: ErrObjectChanged when src.Key holds another object since,
+	// whose bytes would otherwise be copied under the findings of the one
+	// read.
+	Copy(ctx context.Context, src ObjectInfo, dst string, metadata map[string]string) error
 }
 
 // AuditStore is the append-only audit trail.

@@ -230,7 +230,7 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	if err := p.Writer.Put(ctx, fKey, body, "application/json", nil); err != nil {
 		return qKey, fmt.Errorf("pipeline: put findings: %w", err)
 	}
-	if err := p.Writer.Copy(ctx, key, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
+	if err := p.Writer.Copy(ctx, in.info, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
 		return qKey, fmt.Errorf("pipeline: quarantine copy: %w", err)
 	}
 	// Noted in its study before the audit record and the event, so that

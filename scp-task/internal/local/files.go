@@ -303,16 +303,18 @@ func (w *txFiles) Put(ctx context.Context, key string, body []byte, contentType 
 	return w.tx.PutDocument(ctx, key, contentType, body, time.Now())
 }
 
-// Copy copies src to dst (quarantine), recording dst's metadata.
-func (w *txFiles) Copy(ctx context.Context, src, dst string, metadata map[string]string) error {
+// Copy copies src to dst (quarantine), recording dst's metadata. It needs
+// no pin to src's version (src.ETag): the files it copies, the SCP's, are
+// never replaced.
+func (w *txFiles) Copy(ctx context.Context, src pipeline.ObjectInfo, dst string, metadata map[string]string) error {
 	if !isCopy(dst) {
 		return fmt.Errorf("local: copy to %s: the pipeline copies only into quarantine/", dst)
 	}
-	info, err := w.Head(ctx, src)
+	info, err := w.Head(ctx, src.Key)
 	if err != nil {
 		return err
 	}
-	rc, err := w.OpenRange(ctx, src, 0, -1)
+	rc, err := w.OpenRange(ctx, src.Key, 0, -1)
 	if err != nil {
 		return err
 	}
@@ -327,7 +329,7 @@ func (w *txFiles) Copy(ctx context.Context, src, dst string, metadata map[string
 	for k, v := range metadata {
 		md[k] = v
 	}
-	return w.tx.RecordCopy(ctx, src, dst, md, time.Now())
+	return w.tx.RecordCopy(ctx, src.Key, dst, md, time.Now())
 }
 
 // resultFiles is the commitment worker's ObjectWriter: it writes the
@@ -343,6 +345,6 @@ func (w resultFiles) Put(_ context.Context, key string, body []byte, _ string, _
 }
 
 // Copy is refused: the commitment worker copies nothing.
-func (w resultFiles) Copy(_ context.Context, _, dst string, _ map[string]string) error {
+func (w resultFiles) Copy(_ context.Context, _ pipeline.ObjectInfo, dst string, _ map[string]string) error {
 	return fmt.Errorf("local: copy to %s: the commitment worker copies nothing", dst)
 }

@@ -89,7 +89,7 @@ func TestHeadOfCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := db.InTx(ctx, nil, func(tx *localstore.Tx) error {
-		return (&txFiles{files: f, tx: tx}).Copy(ctx, src, dst, map[string]string{"quarantined": "true"})
+		return (&txFiles{files: f, tx: tx}).Copy(ctx, pipeline.ObjectInfo{Key: src}, dst, map[string]string{"quarantined": "true"})
 	})
 	if err != nil {
 		t.Fatalf("Copy: %v", err)

@@ -141,13 +141,17 @@ func (o *Objects) Put(_ context.Context, key string, body []byte, contentType st
 	return nil
 }
 
-// Copy implements pipeline.ObjectWriter.
-func (o *Objects) Copy(_ context.Context, src, dst string, metadata map[string]string) error {
+// Copy implements pipeline.ObjectWriter, pinned as S3's is: with
+// src.ETag, ErrObjectChanged when the key holds another object since.
+func (o *Objects) Copy(_ context.Context, src pipeline.ObjectInfo, dst string, metadata map[string]string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	ob, ok := o.objects[src]
+	ob, ok := o.objects[src.Key]
 	if !ok {
-		return fmt.Errorf("pipelinetest: copy %s: %w", src, pipeline.ErrNotFound)
+		return fmt.Errorf("pipelinetest: copy %s: %w", src.Key, pipeline.ErrNotFound)
+	}
+	if src.ETag != "" && ob.etag != src.ETag {
+		return fmt.Errorf("pipelinetest: copy %s: %w", src.Key, pipeline.ErrObjectChanged)
 	}
 	meta := maps.Clone(ob.meta)
 	if meta == nil {
