@@ -942,45 +942,17 @@ func TestSecretCommandsKeepKeysOffTheTerminal(t *testing.T) {
 	} {
 		t.Run(tc.site, func(t *testing.T) {
 			conf := renderSite(t, env, outs, tc.site)[SecretsFileName]
-			var cmds []string
-			for _, line := range strings.Split(conf, "\n") {
-				if cmd, ok := strings.CutPrefix(line, "#   "); ok && strings.Contains(cmd, "aws secretsmanager get-secret-value") {
-					cmds = append(cmds, cmd)
-				}
-			}
+			cmds := secretCommands(t, conf)
 			if len(cmds) != tc.secrets {
 				t.Fatalf("%d fetch commands, want one for each of the %d secrets:\n%s", len(cmds), tc.secrets, conf)
 			}
-			dir := t.TempDir()
-			bin := filepath.Join(dir, "bin")
-			if err := os.Mkdir(bin, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			// The fake aws logs the secret asked for and answers a value
-			// that names it.
-			fake := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --secret-id ] && id=$2; shift; done\necho \"$id\" >>\"$AWS_CALLS\"\necho \"psk-value-of-$id\"\n"
-			if err := os.WriteFile(filepath.Join(bin, "aws"), []byte(fake), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			work := filepath.Join(dir, "work")
-			if err := os.Mkdir(work, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command("sh", "-c", "umask 022\n"+strings.Join(cmds, "\n"))
-			cmd.Dir = work
-			cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "AWS_CALLS=" + filepath.Join(dir, "calls")}
-			out, err := cmd.CombinedOutput()
-			if err != nil {
+			work, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+			if out, err := runSecretCommands(t, work, calls, cmds); err != nil {
 				t.Fatalf("%v: %s", err, out)
-			}
-			if len(out) > 0 {
+			} else if len(out) > 0 {
 				t.Errorf("the commands printed on the terminal:\n%s", out)
 			}
-			calls, err := os.ReadFile(filepath.Join(dir, "calls"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			asked := strings.Fields(string(calls))
+			asked := fetchedSecrets(t, calls)
 			if len(asked) != tc.secrets || len(slices.Compact(slices.Sorted(slices.Values(asked)))) != tc.secrets {
 				t.Errorf("secrets fetched %q, want each of the %d once", asked, tc.secrets)
 			}
@@ -1036,4 +1008,82 @@ func TestTroubleshootingNamesTheSecrets(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSecretCommandsLeaveAnExistingFileAlone: a fetch command whose file
+// already exists (an earlier fetch not deleted, a file made by hand or by
+// someone else) fails, fetching nothing and leaving the file as it was.
+// The umask sets the mode of a file the shell creates only: the commands
+// wrote the key into the existing file, readable by all when it was.
+func TestSecretCommandsLeaveAnExistingFileAlone(t *testing.T) {
+	env, outs := loadExample(t)
+	cmds := secretCommands(t, renderSite(t, env, outs, "example-hospital")[SecretsFileName])
+	if len(cmds) != 2 {
+		t.Fatalf("%d fetch commands, want 2", len(cmds))
+	}
+	work, calls := t.TempDir(), filepath.Join(t.TempDir(), "calls")
+	existing := filepath.Join(work, "tunnel1.psk")
+	if err := os.WriteFile(existing, []byte("kept\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runSecretCommands(t, work, calls, cmds[:1]); err == nil {
+		t.Errorf("the command over an existing tunnel1.psk succeeded (%s)", out)
+	}
+	st, err := os.Stat(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(existing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != "kept\n" || st.Mode().Perm() != 0o644 {
+		t.Errorf("tunnel1.psk: mode %o, holds %q; want it as it was (644, %q)", st.Mode().Perm(), b, "kept\n")
+	}
+	if asked := fetchedSecrets(t, calls); len(asked) != 0 {
+		t.Errorf("fetched %q with nowhere to put it", asked)
+	}
+}
+
+// secretCommands are the fetch commands a secrets file gives in its
+// comments.
+func secretCommands(t *testing.T, conf string) []string {
+	t.Helper()
+	var cmds []string
+	for _, line := range strings.Split(conf, "\n") {
+		if cmd, ok := strings.CutPrefix(line, "#   "); ok && strings.Contains(cmd, "aws secretsmanager get-secret-value") {
+			cmds = append(cmds, cmd)
+		}
+	}
+	return cmds
+}
+
+// runSecretCommands runs cmds with sh in dir under a umask of 022, each
+// stopping the run if it fails, with an aws that appends the secret asked
+// for to the file calls and answers a value that names it. It returns what
+// they printed.
+func runSecretCommands(t *testing.T, dir, calls string, cmds []string) ([]byte, error) {
+	t.Helper()
+	bin := t.TempDir()
+	fake := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --secret-id ] && id=$2; shift; done\necho \"$id\" >>\"$AWS_CALLS\"\necho \"psk-value-of-$id\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "aws"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-ec", "umask 022\n"+strings.Join(cmds, "\n"))
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "AWS_CALLS=" + calls}
+	return cmd.CombinedOutput()
+}
+
+// fetchedSecrets are the secrets runSecretCommands' aws was asked for.
+func fetchedSecrets(t *testing.T, calls string) []string {
+	t.Helper()
+	b, err := os.ReadFile(calls)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Fields(string(b))
 }
