@@ -59,6 +59,10 @@ type SCP struct {
 	raw     strings.Builder
 	exited  chan struct{}
 	waitErr error
+	// agentBaseline is /metrics as Start read it once scp-task was ready:
+	// the metrics agent's first scrape of a task, which it takes as its
+	// baseline (it scrapes every 30 s from the task's start on).
+	agentBaseline string
 }
 
 // Options for Start.
@@ -73,7 +77,8 @@ type Options struct {
 	Prefix []string
 }
 
-// Start runs scp-task and waits until it is ready. It is stopped (SIGTERM,
+// Start runs scp-task and waits until it is ready, then reads /metrics
+// once, as the metrics agent's first scrape does. It is stopped (SIGTERM,
 // then SIGKILL) when the test ends.
 func Start(t testing.TB, o Options) *SCP {
 	t.Helper()
@@ -104,6 +109,7 @@ func Start(t testing.TB, o Options) *SCP {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
+				_, s.agentBaseline = s.Health(t, "/metrics")
 				return s
 			}
 		}
