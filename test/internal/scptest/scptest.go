@@ -239,6 +239,12 @@ func (s *SCP) PeakRSS(t testing.TB) int64 {
 func (s *SCP) Metric(t testing.TB, sample string) float64 {
 	t.Helper()
 	_, body := s.Health(t, "/metrics")
+	return sampleOf(t, body, sample)
+}
+
+// sampleOf reads one sample from a /metrics body, as Metric does.
+func sampleOf(t testing.TB, body, sample string) float64 {
+	t.Helper()
 	for _, line := range strings.Split(body, "\n") {
 		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
 			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
@@ -251,14 +257,14 @@ func (s *SCP) Metric(t testing.TB, sample string) float64 {
 	return 0
 }
 
-// PublishedIncrease is what the metrics agent publishes of a counter
-// over its first two scrapes: the agent takes its first scrape as the
-// baseline and publishes the increases over it, so a count taken before
-// any scrape must show as an increase, not in the baseline.
+// PublishedIncrease is what the metrics agent has published of a counter
+// by now: its increase over the agent's first scrape, its baseline, which
+// Start took once the task was ready. A count made before that scrape (a
+// start's) must show as an increase, not in the baseline; one made later
+// (a running task's) is an increase whatever was scraped in between.
 func (s *SCP) PublishedIncrease(t testing.TB, sample string) float64 {
 	t.Helper()
-	baseline := s.Metric(t, sample)
-	return s.Metric(t, sample) - baseline
+	return s.Metric(t, sample) - sampleOf(t, s.agentBaseline, sample)
 }
 
 // MetricSum reads the sum of every sample of a metric family (name, any
