@@ -60,6 +60,9 @@ func TestFeederPanics(t *testing.T) {
 	}{
 		{"a record's rendering panics", "a1", &panickySender{panicked: true}, 2, 1},
 		{"sending a batch panics", "", &panickySender{}, 3, 0},
+		// The batch is sent again: the record skipped the first time
+		// was rendered, logged and counted dropped again with it.
+		{"a record's rendering panics, then its batch's sending", "a1", &panickySender{}, 2, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -91,6 +94,9 @@ func TestFeederPanics(t *testing.T) {
 			}
 			if dropped != tt.wantDropped {
 				t.Errorf("dropped %v, want %v", dropped, tt.wantDropped)
+			}
+			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); float64(n) != tt.wantDropped {
+				t.Errorf("%d lines %q, want one for each record dropped", n, auditfeed.UnsendableLog)
 			}
 			out := logs.String()
 			for _, leak := range []string{patient, "MODALITY1", "collector said no"} {
