@@ -234,6 +234,15 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 	if format == nil {
 		format = formatEntry
 	}
+	// Never sendable: passed over with the batch, and logged by its
+	// outbox key (which carries no patient data) and counted once the
+	// batch is delivered. A batch that fails is rendered again, and its
+	// unsendable records were counted and logged at each try.
+	type unsendable struct {
+		key string
+		err error
+	}
+	var skipped []unsendable
 	for _, e := range entries {
 		var formatted [][]byte
 		// A record whose rendering panics is one never sendable, as in
@@ -243,10 +252,7 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 			return err
 		}, "entry", e.Key)
 		if err != nil {
-			// Never sendable: counted, logged by its outbox key (which
-			// carries no patient data), and passed over.
-			f.Logger.Error(UnsendableLog, "entry", e.Key, "err", err)
-			f.Metrics.dropped(reasonUnrenderable)
+			skipped = append(skipped, unsendable{e.Key, err})
 			continue
 		}
 		msgs = append(msgs, formatted...)
@@ -259,6 +265,10 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 		// Sent but not marked: they go again, and the collector sees
 		// duplicates with the same ids.
 		return 0, fmt.Errorf("auditfeed: mark delivered: %w", err)
+	}
+	for _, u := range skipped {
+		f.Logger.Error(UnsendableLog, "entry", u.key, "err", u.err)
+		f.Metrics.dropped(reasonUnrenderable)
 	}
 	f.Metrics.sent(len(msgs))
 	return len(entries), nil
