@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
@@ -198,12 +199,16 @@ func TestProseFacts(t *testing.T) {
 	busDown := strconv.Itoa(pipeline.MaxPublishFailures)
 	busDownWord := numberWord(pipeline.MaxPublishFailures)
 	dial, answer := durations.Prose(commitreport.DefaultDialTimeout), durations.Prose(commitreport.DefaultResponseTimeout)
+	waitRange := fmt.Sprintf("%d to %d", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds)
+	reportRange := fmt.Sprintf("%d to %d", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes)
 	for _, f := range []struct {
 		doc  string
 		says []string
 	}{
 		{"conformance.md", []string{
 			pdu + " by default (`--max-pdu-length`)",
+			"`commitment.waitSeconds`, " + waitRange + ")",
+			"in AWS `commitment.reportMinutes`, " + reportRange + ")",
 			"Maximum PDU length received: " + pdu + ", the library's default",
 			"`--idle-timeout` (default " + durations.Prose(dicomnet.DefaultIdleTimeout) + ")",
 			"(default " + kib(dicomnet.DefaultMinProgressBytes) + " per " + durations.Prose(dicomnet.DefaultProgressWindow) + ")",
@@ -233,6 +238,8 @@ func TestProseFacts(t *testing.T) {
 			"`" + auditmessage.DetailHeldObjectKey + "` and `" + auditmessage.DetailHeldContentIdentity + "` (a conflict",
 		}},
 		{"configuration.md", []string{
+			fmt.Sprintf("| `commitment.waitSeconds` | 300 | %d–%d:", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds),
+			fmt.Sprintf("| `commitment.reportMinutes` | 60 | %d–%d:", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes),
 			"how long delivering a result is retried (" + firstRetry + " doubling to " + maxRetry + ")",
 			"shares one `--s3-put-timeout`, " + put + " by default;",
 			"| `scp.s3PutTimeoutSeconds` | " + strconv.Itoa(int(objectstore.DefaultPutTimeout/time.Second)) + " |",

@@ -11,6 +11,16 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 )
 
+// The bounds of a deployment's Storage Commitment settings: how long the
+// instances a request names may still be in flight (commitment.waitSeconds)
+// and how long a result's delivery is retried (commitment.reportMinutes).
+const (
+	MinCommitmentWaitSeconds   = 60
+	MaxCommitmentWaitSeconds   = 3600
+	MinCommitmentReportMinutes = 5
+	MaxCommitmentReportMinutes = 1440
+)
+
 var (
 	accountRE  = regexp.MustCompile(`^[0-9]{12}$`)
 	regionRE   = regexp.MustCompile(`^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-[0-9]$`)
@@ -276,11 +286,11 @@ func (c *Config) Validate() error {
 
 	c.validateAudit(&p, vpc, vpcOK)
 	// Storage Commitment.
-	if w := c.Commitment.WaitSeconds; w < 60 || w > 3600 {
-		p.addf("commitment.waitSeconds", "%d is outside 60..3600", w)
+	if w := c.Commitment.WaitSeconds; w < MinCommitmentWaitSeconds || w > MaxCommitmentWaitSeconds {
+		p.addf("commitment.waitSeconds", "%d is outside %d..%d", w, MinCommitmentWaitSeconds, MaxCommitmentWaitSeconds)
 	}
-	if m := c.Commitment.ReportMinutes; m < 5 || m > 1440 {
-		p.addf("commitment.reportMinutes", "%d is outside 5..1440", m)
+	if m := c.Commitment.ReportMinutes; m < MinCommitmentReportMinutes || m > MaxCommitmentReportMinutes {
+		p.addf("commitment.reportMinutes", "%d is outside %d..%d", m, MinCommitmentReportMinutes, MaxCommitmentReportMinutes)
 	}
 
 	if len(p) == 0 {
