@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,115 @@ func TestWriteAfterClose(t *testing.T) {
 	err := db.write(context.Background(), func(*querier) error { return nil })
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after Close = %v, want ErrClosed", err)
+	}
+}
+
+// TestPanicUndoesItsUnitAlone: a panic in a unit's work, recovered above
+// it (local mode's pipeline recovers one around a key's unit and around
+// its Storage Commitment worker's run, whose stores write each their own
+// unit), undoes that unit's statements alone: the units sharing its
+// transaction are committed, and the writer takes the next unit. A unit
+// left open by its panic held the writer for good: every later write, and
+// Close, waited forever.
+func TestPanicUndoesItsUnitAlone(t *testing.T) {
+	insert := func(ctx context.Context, q *querier, k string) error {
+		_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+		return err
+	}
+	tests := []struct {
+		name string
+		// work inserts "lost", then panics; the test recovers above it.
+		work func(ctx context.Context, db *DB) error
+	}{
+		{"a write of its own (a store outside a unit)", func(ctx context.Context, db *DB) error {
+			return db.write(ctx, func(q *querier) error {
+				if err := insert(ctx, q, "lost"); err != nil {
+					return err
+				}
+				panic("a bug")
+			})
+		}},
+		{"a unit's statements", func(ctx context.Context, db *DB) error {
+			return db.InTx(ctx, nil, func(tx *Tx) error {
+				return tx.b.write(ctx, func(q *querier) error {
+					if err := insert(ctx, q, "lost"); err != nil {
+						return err
+					}
+					panic("a bug")
+				})
+			})
+		}},
+		{"a unit, after its statements", func(ctx context.Context, db *DB) error {
+			return db.InTx(ctx, nil, func(tx *Tx) error {
+				if err := tx.b.write(ctx, func(q *querier) error { return insert(ctx, q, "lost") }); err != nil {
+					return err
+				}
+				panic("a bug")
+			})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.sql.ExecContext(ctx, `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
+				t.Fatal(err)
+			}
+			// A unit that does not wait for its commit: the panicking one
+			// shares its transaction.
+			kept := make(chan error, 1)
+			if err := db.InTxAsync(ctx, nil, func(tx *Tx) error {
+				return tx.b.write(ctx, func(q *querier) error { return insert(ctx, q, "kept") })
+			}, func(err error) { kept <- err }); err != nil {
+				t.Fatal(err)
+			}
+			func() {
+				defer func() {
+					if recover() == nil {
+						t.Error("the panic did not reach the caller")
+					}
+				}()
+				err = tt.work(ctx, db)
+			}()
+			after := make(chan error, 1)
+			go func() {
+				after <- db.write(ctx, func(q *querier) error { return insert(ctx, q, "after") })
+			}()
+			select {
+			case err := <-after:
+				if err != nil {
+					t.Fatalf("the write after the panic: %v", err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("the write after the panic still waits after 30 s: the panicked unit holds the writer")
+			}
+			if err := <-kept; err != nil {
+				t.Errorf("the unit sharing the panicked one's transaction: %v", err)
+			}
+			rows, err := db.sql.QueryContext(ctx, `SELECT k FROM w ORDER BY k`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for rows.Next() {
+				var k string
+				if err := rows.Scan(&k); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, k)
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				t.Fatal(err)
+			}
+			if want := []string{"after", "kept"}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("committed %v, want %v", got, want)
+			}
+			if err := db.Close(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
