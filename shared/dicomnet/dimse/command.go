@@ -345,8 +345,9 @@ func NewUnrecognizedRSP(rq *Command) *Command {
 
 // echoValidUIDs leaves out of a response the Affected SOP Class and
 // Instance UIDs it echoes from its request that are no valid UID
-// (dicomuid.ValidUID: at most 64 characters of digits and dots): a
-// response's are U(=) in PS3.7, which a response may leave out, and a
+// (dicomuid.ValidUID: at most 64 characters, components of digits with
+// no leading zero): a response's are U(=) in PS3.7 (U in an N-ACTION-RSP
+// and an N-EVENT-REPORT-RSP), which a response may leave out, and a
 // request's element may be up to its command set's size (a 60,000-byte
 // "UID" was echoed whole), or a value that is no UID at all.
 func (c *Command) echoValidUIDs() {
