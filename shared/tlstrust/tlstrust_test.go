@@ -1,8 +1,11 @@
 package tlstrust
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
 	"strings"
@@ -226,4 +229,96 @@ func TestBoundCutsBeforeAnEscape(t *testing.T) {
 			t.Errorf("subject %q ends in a lone backslash", n.Subject[len(n.Subject)-20:])
 		}
 	}
+}
+
+// TestCheckClientLeafKeysAndChains holds the key and chain rules of
+// CheckClientLeaf over certificates Go's verification accepts, verified as
+// a handshake does (the bundle as roots, the chain the client presents as
+// intermediates): a key other than RSA is never held to MinRSABits; a
+// certificate is accepted when a CA of the bundle issued it, whatever else
+// the bundle holds (its root too, or the CA cross-signed by another) and
+// the client presents, and refused when a CA certificate stands between
+// it and every CA of the bundle.
+func TestCheckClientLeafKeysAndChains(t *testing.T) {
+	root := testpki.NewCA(t, "Root CA")
+	issuing := root.Intermediate(t, "Issuing CA")
+	other := testpki.NewCA(t, "Other root CA")
+	// crossSigned is issuing's certificate again, signed by other: the
+	// same subject and key, another issuer.
+	crossDER, err := x509.CreateCertificate(rand.Reader, issuing.Cert, other.Cert, issuing.Key.Public(), other.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crossSigned, err := x509.ParseCertificate(crossDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := testpki.Options{CommonName: "pacs.site-a.example"}
+	byIssuing := issuing.Client(t, site)
+	ed := ed25519Client(t, root)
+	tests := []struct {
+		name      string
+		leaf      *x509.Certificate
+		presented []*x509.Certificate // after the leaf
+		bundle    []*x509.Certificate
+		refusal   string // "" when accepted
+	}{
+		{"ECDSA P-256", root.Client(t, site).Cert, nil, []*x509.Certificate{root.Cert}, ""},
+		{"Ed25519", ed, nil, []*x509.Certificate{root.Cert}, ""},
+		{"RSA 2048", root.Client(t, testpki.Options{CommonName: site.CommonName, RSA: true}).Cert, nil, []*x509.Certificate{root.Cert}, ""},
+		{"RSA 1024", root.Client(t, testpki.Options{CommonName: site.CommonName, RSA: true, RSABits: 1024}).Cert, nil,
+			[]*x509.Certificate{root.Cert}, "RSA key of 1024 bits"},
+		{"the issuing CA alone in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{issuing.Cert}, ""},
+		{"the issuing CA and its root in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{root.Cert, issuing.Cert}, ""},
+		{"the root alone in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{root.Cert}, "1 CA certificates stand between them"},
+		{"cross-signed, its issuer in the bundle", byIssuing.Cert, []*x509.Certificate{crossSigned}, []*x509.Certificate{other.Cert, issuing.Cert}, ""},
+		{"cross-signed, the other root alone in the bundle", byIssuing.Cert, []*x509.Certificate{crossSigned}, []*x509.Certificate{other.Cert},
+			"not issued by a CA of the client CA bundle"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			roots, inter := x509.NewCertPool(), x509.NewCertPool()
+			for _, c := range tt.bundle {
+				roots.AddCert(c)
+			}
+			for _, c := range tt.presented {
+				inter.AddCert(c)
+			}
+			chains, err := tt.leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+			if err != nil {
+				t.Fatalf("Go's verification refused it: %v", err)
+			}
+			err = CheckClientLeaf(tls.ConnectionState{PeerCertificates: append([]*x509.Certificate{tt.leaf}, tt.presented...), VerifiedChains: chains})
+			switch {
+			case tt.refusal == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.refusal != "" && (err == nil || !strings.Contains(err.Error(), tt.refusal)):
+				t.Errorf("CheckClientLeaf = %v, want a refusal saying %q", err, tt.refusal)
+			}
+		})
+	}
+}
+
+// ed25519Client is a client certificate of an Ed25519 key that ca issued
+// (testpki's are ECDSA or RSA).
+func ed25519Client(t *testing.T, ca *testpki.CA) *x509.Certificate {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "pacs.site-a.example"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
