@@ -57,12 +57,14 @@ func TestFeederPanics(t *testing.T) {
 		sender      *panickySender
 		wantSent    int
 		wantDropped float64
+		// wantFailures: a batch whose sending panicked is a failed send.
+		wantFailures float64
 	}{
-		{"a record's rendering panics", "a1", &panickySender{panicked: true}, 2, 1},
-		{"sending a batch panics", "", &panickySender{}, 3, 0},
+		{"a record's rendering panics", "a1", &panickySender{panicked: true}, 2, 1, 0},
+		{"sending a batch panics", "", &panickySender{}, 3, 0, 1},
 		// The batch is sent again: the record skipped the first time
-		// was rendered, logged and counted dropped again with it.
-		{"a record's rendering panics, then its batch's sending", "a1", &panickySender{}, 2, 1},
+		// is logged and counted dropped once, when its batch is delivered.
+		{"a record's rendering panics, then its batch's sending", "a1", &panickySender{}, 2, 1, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +96,13 @@ func TestFeederPanics(t *testing.T) {
 			}
 			if dropped != tt.wantDropped {
 				t.Errorf("dropped %v, want %v", dropped, tt.wantDropped)
+			}
+			failures, err := metricnames.Scrape(reg, "dicom_ingest_audit_feed_send_failures_total")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if failures != tt.wantFailures {
+				t.Errorf("send failures %v, want %v", failures, tt.wantFailures)
 			}
 			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); float64(n) != tt.wantDropped {
 				t.Errorf("%d lines %q, want one for each record dropped", n, auditfeed.UnsendableLog)
