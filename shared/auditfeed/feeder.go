@@ -257,7 +257,10 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 		}
 		msgs = append(msgs, formatted...)
 	}
-	if err := f.Sender.Send(ctx, msgs); err != nil {
+	// A send that panics (a bug in the sender) is a failed send, counted
+	// as one; cycle's recovery alone passed it over the count.
+	send := func() error { return f.Sender.Send(ctx, msgs) }
+	if err := panicvalue.Recovered(f.Logger, PanicLog, send, "records", len(entries)); err != nil {
 		f.Metrics.failed()
 		return 0, err
 	}
