@@ -37,6 +37,9 @@ type sender struct {
 	fail    error
 	panics  bool
 	batches [][][]byte
+	// failFirst fails this many batches before it takes them; sends
+	// counts the batches offered.
+	failFirst, sends int
 }
 
 func (s *sender) Send(_ context.Context, msgs [][]byte) error {
@@ -46,6 +49,11 @@ func (s *sender) Send(_ context.Context, msgs [][]byte) error {
 	}
 	if s.fail != nil {
 		return s.fail
+	}
+	s.sends++
+	if s.failFirst > 0 {
+		s.failFirst--
+		return errors.New("connection refused")
 	}
 	s.batches = append(s.batches, msgs)
 	return nil
@@ -119,6 +127,59 @@ func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
 	resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: []events.DynamoDBEventRecord{ev.Records[0], broken, modified}})
 	if err != nil || len(resp.BatchItemFailures) != 0 || len(s.batches) != 0 {
 		t.Errorf("Handle = %+v, %v, %d batches", resp, err, len(s.batches))
+	}
+}
+
+// TestHandleLogsAnUnsendableRecordOnce: Lambda retries a batch the
+// collector did not take, and every try rendered it again, logging its
+// unsendable record again; the AuditFeedUnsendable metric filter counts
+// the log's lines, so one record counted once per try. It is logged once,
+// when its batch is delivered (as the SCP's feeder does), or at once when
+// nothing of the batch is left to send.
+func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
+	ev := fixture(t)
+	broken := ev.Records[1]
+	broken.Change.NewImage = map[string]events.DynamoDBAttributeValue{
+		"pk": events.NewStringAttribute("AUDIT#x"), "sk": events.NewStringAttribute("RECORD"),
+		"schemaVersion": events.NewStringAttribute("not a number"),
+	}
+	tests := []struct {
+		name      string
+		records   []events.DynamoDBEventRecord
+		failFirst int // tries the collector does not take
+		wantTries int
+		wantSends int
+	}{
+		{"taken at once", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, 0, 1, 1},
+		{"taken at the third try", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, 2, 3, 3},
+		{"nothing else to send", []events.DynamoDBEventRecord{broken}, 2, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s := &sender{failFirst: tt.failFirst}
+			h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil))}
+			tries := 0
+			for ; tries < 10; tries++ {
+				resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: tt.records})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(resp.BatchItemFailures) == 0 {
+					tries++
+					break
+				}
+			}
+			if tries != tt.wantTries || s.sends != tt.wantSends {
+				t.Errorf("%d tries, %d sends; want %d, %d", tries, s.sends, tt.wantTries, tt.wantSends)
+			}
+			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); n != 1 {
+				t.Errorf("%d lines %q, want 1:\n%s", n, auditfeed.UnsendableLog, logs.String())
+			}
+			if !strings.Contains(logs.String(), `"event_id":"`+broken.EventID+`"`) {
+				t.Errorf("the unsendable line does not name the record by its event id %s:\n%s", broken.EventID, logs.String())
+			}
+		})
 	}
 }
 
