@@ -33,6 +33,12 @@ type handler struct {
 func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.DynamoDBEventResponse, error) {
 	var resp events.DynamoDBEventResponse
 	var msgs [][]byte
+	// Never sendable: passed over, and logged once the batch is
+	// delivered (or has nothing else to send), as the SCP's feeder does.
+	// Lambda retries a batch the collector did not take, rendering it
+	// again, and the AuditFeedUnsendable metric filter counts the lines:
+	// logged at each try, one record was counted once per try.
+	var skipped []unsendable
 	for _, r := range ev.Records {
 		var formatted [][]byte
 		// A record whose rendering panics (a bug) is one never sendable,
@@ -48,22 +54,30 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 			// Never sendable (a bug, or an item edited by hand): retrying
 			// would stop the shard for good, so it is skipped, logged by
 			// its stream position (no UIDs) and alarmed on.
-			h.log.Error(auditfeed.UnsendableLog, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber, "err", err)
+			skipped = append(skipped, unsendable{r, err})
 			continue
 		}
 		msgs = append(msgs, formatted...)
 	}
-	if len(msgs) == 0 {
-		return resp, nil
+	if len(msgs) > 0 {
+		send := func() error { return h.sender.Send(ctx, msgs) }
+		if err := panicvalue.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
+			h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
+			resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
+			return resp, nil
+		}
+		h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", len(msgs))
 	}
-	send := func() error { return h.sender.Send(ctx, msgs) }
-	if err := panicvalue.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
-		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
-		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
-		return resp, nil
+	for _, u := range skipped {
+		h.log.Error(auditfeed.UnsendableLog, "event_id", u.r.EventID, "sequence_number", u.r.Change.SequenceNumber, "err", u.err)
 	}
-	h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", len(msgs))
 	return resp, nil
+}
+
+// unsendable is a stream record passed over, with why.
+type unsendable struct {
+	r   events.DynamoDBEventRecord
+	err error
 }
 
 // PanicLog is the log message of a stream record whose rendering, or a
