@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -983,6 +984,40 @@ func TestSecretCommandsKeepKeysOffTheTerminal(t *testing.T) {
 	}
 }
 
+// TestKitAWSCommandsNameTheirRegion: every AWS CLI command a kit prints
+// names its region, so that it finds what it asks for whatever region the
+// administrator's CLI defaults to: a secret's, the region of its ARN; a
+// VPN connection's, the deployment's. The secrets' fetch commands had
+// none, and a CLI set to another region did not find the secret.
+func TestKitAWSCommandsNameTheirRegion(t *testing.T) {
+	env, outs := loadExample(t)
+	command := regexp.MustCompile(`aws [a-z0-9-]+ [a-z0-9-]+`)
+	for _, site := range []string{"example-hospital", "bgp-clinic"} {
+		t.Run(site, func(t *testing.T) {
+			files := renderSite(t, env, outs, site)
+			n := 0
+			for name, text := range files {
+				for _, line := range strings.Split(text, "\n") {
+					if !command.MatchString(line) {
+						continue
+					}
+					n++
+					want := env.Region
+					if arn := regexp.MustCompile(`arn:aws:secretsmanager:[^']*`).FindString(line); arn != "" {
+						want = strings.Split(arn, ":")[3]
+					}
+					if !strings.Contains(line, "--region "+want+" ") {
+						t.Errorf("%s: an AWS CLI command without --region %s:\n%s", name, want, line)
+					}
+				}
+			}
+			if n == 0 {
+				t.Error("no AWS CLI command in the kit")
+			}
+		})
+	}
+}
+
 // TestTroubleshootingNamesTheSecrets: the README's row for a failed
 // authentication says where the keys are as the site has them: one secret
 // per tunnel, or one secret holding both tunnels' keys (it said "one per
@@ -1065,13 +1100,28 @@ func secretCommands(t *testing.T, conf string) []string {
 func runSecretCommands(t *testing.T, dir, calls string, cmds []string) ([]byte, error) {
 	t.Helper()
 	bin := t.TempDir()
-	fake := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --secret-id ] && id=$2; shift; done\necho \"$id\" >>\"$AWS_CALLS\"\necho \"psk-value-of-$id\"\n"
+	// The AWS CLI finds a secret only in its region: --region, else the
+	// administrator's default (another one here).
+	fake := `#!/bin/sh
+region=$AWS_DEFAULT_REGION
+while [ $# -gt 0 ]; do
+	[ "$1" = --secret-id ] && id=$2
+	[ "$1" = --region ] && region=$2
+	shift
+done
+if [ "$region" != "$(echo "$id" | cut -d: -f4)" ]; then
+	echo "An error occurred (ResourceNotFoundException) when calling the GetSecretValue operation: Secrets Manager can't find the specified secret." >&2
+	exit 254
+fi
+echo "$id" >>"$AWS_CALLS"
+echo "psk-value-of-$id"
+`
 	if err := os.WriteFile(filepath.Join(bin, "aws"), []byte(fake), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("sh", "-ec", "umask 022\n"+strings.Join(cmds, "\n"))
 	cmd.Dir = dir
-	cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "AWS_CALLS=" + calls}
+	cmd.Env = []string{"PATH=" + bin + ":" + os.Getenv("PATH"), "AWS_CALLS=" + calls, "AWS_DEFAULT_REGION=us-east-1"}
 	return cmd.CombinedOutput()
 }
 
