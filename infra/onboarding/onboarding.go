@@ -98,6 +98,9 @@ type Tunnel struct {
 // Kit is everything a site needs; its fields feed the templates.
 type Kit struct {
 	Env, Site string
+	// Region is the deployment's AWS region, which the kit's AWS CLI
+	// commands about the VPN connection name.
+	Region string
 	// LocalAE is the site's calling AE title; RemoteAE the SCP's called one.
 	LocalAE, RemoteAE string
 	// RemoteIP is the address the PACS sends to; RemoteIPs all NLB addresses
@@ -245,6 +248,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	}
 	k := &Kit{
 		Env:               env.Name,
+		Region:            env.Region,
 		Site:              site.Name,
 		LocalAE:           strings.TrimSpace(site.AETitle),
 		RemoteAE:          strings.TrimSpace(env.CalledAETitle),
@@ -557,6 +561,9 @@ func (k *Kit) CSRArgs() []string {
 // stack makes one per tunnel, a deployment may hold both keys in one.
 type PSKSecret struct {
 	ARN string
+	// Region is the ARN's (ARNRegion): the fetch command names it, as a
+	// CLI defaulting to another region does not find the secret.
+	Region string
 	// Tunnels are the numbers of the tunnels whose keys it holds.
 	Tunnels []int
 	// File is where the secrets file's fetch command writes it, mode 0600
@@ -574,7 +581,7 @@ func (k *Kit) PSKSecrets() []PSKSecret {
 		}
 		i := slices.IndexFunc(out, func(s PSKSecret) bool { return s.ARN == t.PSKSecretARN })
 		if i < 0 {
-			out = append(out, PSKSecret{ARN: t.PSKSecretARN})
+			out = append(out, PSKSecret{ARN: t.PSKSecretARN, Region: ARNRegion(t.PSKSecretARN)})
 			i = len(out) - 1
 		}
 		out[i].Tunnels = append(out[i].Tunnels, t.Number)
@@ -586,6 +593,18 @@ func (k *Kit) PSKSecrets() []PSKSecret {
 		}
 	}
 	return out
+}
+
+// ARNRegion is the region field of an ARN, arn:partition:service:region:…,
+// "" when arn has none: the one rule by which the onboarding command reads a
+// secret and the kit's commands fetch it in the secret's own region, whatever
+// region the caller's AWS configuration defaults to.
+func ARNRegion(arn string) string {
+	f := strings.SplitN(arn, ":", 5)
+	if len(f) < 5 || f[0] != "arn" {
+		return ""
+	}
+	return f[3]
 }
 
 // PSKSecretShared reports whether the site's tunnels share one secret

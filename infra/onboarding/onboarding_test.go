@@ -1137,3 +1137,16 @@ func fetchedSecrets(t *testing.T, calls string) []string {
 	}
 	return strings.Fields(string(b))
 }
+
+func TestARNRegion(t *testing.T) {
+	cases := map[string]string{
+		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:x": "eu-west-1",
+		"arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:x": "us-gov-west-1",
+		"not-an-arn": "",
+	}
+	for in, want := range cases {
+		if got := ARNRegion(in); got != want {
+			t.Errorf("ARNRegion(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

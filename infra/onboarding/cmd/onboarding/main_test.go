@@ -189,19 +189,6 @@ func TestErrorsForAPerson(t *testing.T) {
 	}
 }
 
-func TestArnRegion(t *testing.T) {
-	cases := map[string]string{
-		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:x": "eu-west-1",
-		"arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:x": "us-gov-west-1",
-		"not-an-arn": "",
-	}
-	for in, want := range cases {
-		if got := arnRegion(in); got != want {
-			t.Errorf("arnRegion(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 type fakeSecrets struct {
 	value *string
 	err   error

@@ -6,6 +6,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
 )
 
 // secretGetter is the one Secrets Manager call the command makes.
@@ -20,7 +22,7 @@ var _ secretGetter = (*secretsmanager.Client)(nil)
 // caller's default region does not matter.
 func fetchSecret(ctx context.Context, arn string) (string, error) {
 	var optFns []func(*config.LoadOptions) error
-	if region := arnRegion(arn); region != "" {
+	if region := onboarding.ARNRegion(arn); region != "" {
 		optFns = append(optFns, config.WithRegion(region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
@@ -39,21 +41,4 @@ func getSecret(ctx context.Context, c secretGetter, arn string) (string, error) 
 		return "", fmt.Errorf("get secret %s: no SecretString", arn)
 	}
 	return *out.SecretString, nil
-}
-
-// arnRegion returns the region field of arn:partition:service:region:...
-func arnRegion(arn string) string {
-	f := 0
-	start := 0
-	for i := 0; i < len(arn); i++ {
-		if arn[i] == ':' {
-			f++
-			if f == 3 {
-				start = i + 1
-			} else if f == 4 {
-				return arn[start:i]
-			}
-		}
-	}
-	return ""
 }
