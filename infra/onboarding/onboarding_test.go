@@ -403,7 +403,7 @@ func TestBuildErrors(t *testing.T) {
 		{"unknown site", baseEnv, "nowhere", outs, Options{}, ErrUnknownSite, `unknown site "nowhere": environment "dev" has sites example-hospital, bgp-clinic`},
 		{"missing outputs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnConnectionexample-hospital"},
 		{"missing key ARNs", baseEnv, "example-hospital", emptyOuts, Options{}, ErrMissingOutput, "VpnPskexample-hospital"},
-		{"tunnel addresses nowhere", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{}}, ErrMissingOutput, "describe-vpn-connections"},
+		{"tunnel addresses nowhere", baseEnv, "example-hospital", outs, Options{TunnelEndpoints: []string{}}, ErrMissingOutput, "'aws ec2 describe-vpn-connections --region eu-west-1 --output json'"},
 		{"NLB addresses nowhere", baseEnv, "example-hospital", outs, Options{RemoteIPs: []string{}}, ErrMissingOutput, "NlbAddresses"},
 		{"deployed AE differs", mutate(func(e *EnvConfig) { e.CalledAETitle = "OTHER_SCP" }), "example-hospital", outs, Options{}, ErrInvalidConfig, `deployed called AE title is "DICOM_INGEST"`},
 		{"deployed port differs", mutate(func(e *EnvConfig) { e.DicomPort = 11112 }), "example-hospital", outs, Options{}, ErrInvalidConfig, "deployed DICOM port is 104"},
