@@ -308,7 +308,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		if ok1 && ok2 {
 			endpoints = []string{t1, t2}
 		} else {
-			errs = append(errs, fmt.Errorf("%w: tunnel outside addresses of %s: CloudFormation cannot export them; pass the output of 'aws ec2 describe-vpn-connections --output json' with -vpn-connections, or let the onboarding command ask the AWS CLI (-aws-cli)", ErrMissingOutput, site.Name))
+			errs = append(errs, fmt.Errorf("%w: tunnel outside addresses of %s: CloudFormation cannot export them; pass the output of 'aws ec2 describe-vpn-connections --region %s --output json' with -vpn-connections, or let the onboarding command ask the AWS CLI (-aws-cli)", ErrMissingOutput, site.Name, env.Region))
 		}
 	}
 	if len(endpoints) != 0 && len(endpoints) != 2 {

@@ -2,7 +2,7 @@
 // strongSwan swanctl.conf for the site's VPN edge, DCMTK verification commands
 // and troubleshooting table.
 //
-//	aws ec2 describe-vpn-connections --output json \
+//	aws ec2 describe-vpn-connections --region eu-west-1 --output json \
 //	    --query 'VpnConnections[].{VpnConnectionId: VpnConnectionId, Options: {TunnelOptions: Options.TunnelOptions[].{OutsideIpAddress: OutsideIpAddress}}}' >vpn.json
 //	go run ./infra/onboarding/cmd/onboarding -env dev -site test-hospital -outputs cdk-outputs.json \
 //	    -vpn-connections vpn.json -nlb-addresses 10.40.1.10,10.40.2.10 -out build/onboarding/dev/test-hospital
