@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -389,6 +390,44 @@ func TestEnvErrorIsShort(t *testing.T) {
 			_, err := Load(nil, env(tt.env), io.Discard)
 			if err == nil || err.Error() != tt.want {
 				t.Errorf("Load error:\n%v\nwant:\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestBadSettingKeepsSecrets: a bad setting's error, which scp-task logs
+// as JSON and a person reads on a terminal, quotes the value of a setting
+// that cannot hold a secret, and of one that can only what is not secret:
+// a URL without its user info and query (a webhook's or a collector's
+// token), a key's file never by the value given (PEM text where a path was
+// wanted). They quoted the whole value.
+func TestBadSettingKeepsSecrets(t *testing.T) {
+	const secret = "s3cret"
+	pemKey := "-----BEGIN PRIVATE KEY-----\n" + secret + "\n-----END PRIVATE KEY-----"
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string // what the error still says
+	}{
+		{"webhook not http", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hook:" + secret + "@hooks.example/x?token=" + secret}, `WEBHOOKS (or --webhook): "ftp://hooks.example/x" is not an http(s) URL`},
+		{"webhook without a scheme", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "hook:" + secret + "@hooks.example/x?token=" + secret}, "is not an http(s) URL"},
+		{"collector with user info", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tls://collector.example:6514"`},
+		{"collector with a query", map[string]string{"SCP_AUDIT_SYSLOG": "tcp://collector.example?token=" + secret, "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tcp://collector.example"`},
+		{"collector that does not parse", map[string]string{"SCP_AUDIT_SYSLOG": "tls://collector.example:6514/%zz?token=" + secret, "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, "SCP_AUDIT_SYSLOG (or --audit-syslog)"},
+		{"store with user info", map[string]string{"SCP_STORE": "s3://key:" + secret + "@/prefix"}, "names no bucket"},
+		{"store that does not parse", map[string]string{"SCP_STORE": "s3://bucket/%zz?token=" + secret}, "SCP_STORE (or --store)"},
+		{"collector key as PEM text", map[string]string{"SCP_AUDIT_SYSLOG": "tls://collector.example", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem"),
+			"SCP_AUDIT_SYSLOG_CERT": filepath.Join(dir, "cert.pem"), "SCP_AUDIT_SYSLOG_KEY": pemKey}, "SCP_AUDIT_SYSLOG_KEY (or --audit-syslog-key)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(nil, env(tt.env), io.Discard)
+			if err == nil {
+				t.Fatal("Load accepted it")
+			}
+			if strings.Contains(err.Error(), secret) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load error:\n%v\nwant it to say %q and not %q", err, tt.want, secret)
 			}
 		})
 	}

@@ -163,6 +163,9 @@ func TestPEMText(t *testing.T) {
 	}
 }
 
+// secretKeyText stands for a key's text in TestLoadErrors.
+const secretKeyText = "s3cretKeyMaterial"
+
 func TestLoadErrors(t *testing.T) {
 	p := newPKI(t)
 	expired := p.ca.Server(t, testpki.Options{NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}).WriteFiles(t, p.dir, "expired")
@@ -179,11 +182,15 @@ func TestLoadErrors(t *testing.T) {
 		{"expired server certificate", Source{Cert: expired.Cert, Key: expired.Key}, "not now"},
 		{"text after the CAs", Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: junk}, "not PEM"},
 		{"a key as the CA bundle", Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: keyAsCA}, `"PRIVATE KEY" block`},
+		// A key given as text without its PEM armour (base64 as some
+		// secret stores keep it) is read as a file's path: the error
+		// quoted it, the key, into the log.
+		{"a key without its PEM armour", Source{Cert: p.serverF.Cert, Key: "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + secretKeyText}, "--tls-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := New(tt.src, nil, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("New = %v, want an error containing %q", err, tt.want)
+			if _, err := New(tt.src, nil, nil); err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), secretKeyText) {
+				t.Fatalf("New = %v, want an error containing %q, without the key", err, tt.want)
 			}
 		})
 	}
