@@ -39,7 +39,8 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 	case strings.HasPrefix(cfg.Store, "s3://"):
 		bucket, prefix, err := s3store.ParseURL(cfg.Store)
 		if err != nil {
-			return nil, err
+			// It quotes the URL: told without user info and query.
+			return nil, logname.RedactURL(err, cfg.Store)
 		}
 		impl := version.ImplementationVersionName + " " + version.Version
 		putTimeout := cfg.S3PutTimeout
@@ -75,7 +76,7 @@ func openStore(ctx context.Context, cfg config.Config, log *slog.Logger, names *
 		log.Info("staging objects before upload", "dir", cfg.StagingDir, "task_journal", staged.TaskID())
 		return staged, nil
 	}
-	return nil, fmt.Errorf("unsupported store %q", cfg.Store)
+	return nil, fmt.Errorf("unsupported store %q", logname.URL(cfg.Store))
 }
 
 // logNames returns how logs name objects: by a keyed digest of their key,

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
 // DefaultPort is the syslog-over-TLS port (RFC 5425).
@@ -20,25 +22,28 @@ const DefaultPort = 6514
 // ParseURL reads a collector URL, tls://host[:port], and returns its
 // host:port (port 6514 when left out) and host.
 func ParseURL(s string) (addr, host string, err error) {
+	// The collector is quoted without its user info and query, which
+	// could hold a credential, in the error scp-task logs.
+	quoted := logname.URL(s)
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", "", fmt.Errorf("auditfeed: collector %q: %w", s, err)
+		return "", "", fmt.Errorf("auditfeed: collector: %w", logname.RedactURL(err, s))
 	}
 	if u.Scheme != "tls" {
-		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] (syslog over TLS, RFC 5425)", s)
+		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] (syslog over TLS, RFC 5425)", quoted)
 	}
-	if u.Path != "" || u.RawQuery != "" || u.User != nil {
-		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] and nothing more", s)
+	if u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", "", fmt.Errorf("auditfeed: collector %q: want tls://host[:port] and nothing more (no user info, path or query)", quoted)
 	}
 	host = u.Hostname()
 	if host == "" {
-		return "", "", fmt.Errorf("auditfeed: collector %q names no host", s)
+		return "", "", fmt.Errorf("auditfeed: collector %q names no host", quoted)
 	}
 	port := u.Port()
 	if port == "" {
 		port = strconv.Itoa(DefaultPort)
 	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", "", fmt.Errorf("auditfeed: collector %q: port %q out of range", s, port)
+		return "", "", fmt.Errorf("auditfeed: collector %q: port %q out of range", quoted, port)
 	}
 	return net.JoinHostPort(host, port), host, nil
 }

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -879,7 +880,7 @@ func (p *Publisher) deliver(ctx context.Context, id string, seq int64, u string,
 	p.attempts[k]++
 	n := p.attempts[k]
 	if n >= p.MaxAttempts {
-		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", redactURL(u), "attempts", n, "err", webhookError(err))
+		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", logname.URL(u), "attempts", n, "err", webhookError(err))
 		delete(p.attempts, k)
 		delete(p.nextTry, k)
 		return true
@@ -890,7 +891,7 @@ func (p *Publisher) deliver(ctx context.Context, id string, seq int64, u string,
 	}
 	p.nextTry[k] = time.Now().Add(d)
 	p.downUntil[u] = time.Now().Add(min(d, p.BaseBackoff))
-	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", redactURL(u), "attempt", n, "retry_in", d, "err", webhookError(err))
+	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", logname.URL(u), "attempt", n, "retry_in", d, "err", webhookError(err))
 	return false
 }
 
@@ -957,27 +958,12 @@ func (p *Publisher) appendLog(lines []byte) error {
 	return nil
 }
 
-// redactURL drops credentials and query strings from a webhook URL before it
-// is logged (they often carry tokens).
 // webhookError is a delivery error for the log: the HTTP client's errors
 // quote the request's URL, whose query or user info may hold a token.
 func webhookError(err error) string {
-	msg := err.Error()
 	var ue *url.Error
-	if errors.As(err, &ue) && ue.URL != "" {
-		msg = strings.ReplaceAll(msg, ue.URL, redactURL(ue.URL))
+	if errors.As(err, &ue) {
+		return logname.RedactURL(err, ue.URL).Error()
 	}
-	return msg
-}
-
-func redactURL(u string) string {
-	if i := strings.IndexAny(u, "?#"); i >= 0 {
-		u = u[:i]
-	}
-	if i := strings.Index(u, "://"); i >= 0 {
-		if j := strings.Index(u[i+3:], "@"); j >= 0 {
-			u = u[:i+3] + u[i+3+j+1:]
-		}
-	}
-	return u
+	return err.Error()
 }

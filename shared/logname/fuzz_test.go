@@ -37,3 +37,14 @@ func FuzzRedact(f *testing.F) {
 		}
 	})
 }
+
+// FuzzURL: URL never panics and never keeps a query or a fragment.
+func FuzzURL(f *testing.F) {
+	f.Add("https://user:pw@hook.example/x?token=1#f")
+	f.Add("a@b/c?d")
+	f.Fuzz(func(t *testing.T, s string) {
+		if got := URL(s); strings.ContainsAny(got, "?#") || len(got) > len(s) {
+			t.Fatalf("URL(%q) = %q", s, got)
+		}
+	})
+}

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"strings"
@@ -244,3 +245,46 @@ func dottedUIDs(key string) []string {
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// URL is how a log line or an error quotes a URL that may carry a secret
+// (a webhook's token, a collector's credentials): without its user info,
+// its query and its fragment. It cuts the text, so a URL that does not
+// parse, or has no scheme, is cut as well.
+func URL(s string) string {
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i]
+	}
+	scheme, rest := "", s
+	if i := strings.Index(s, "://"); i >= 0 {
+		scheme, rest = s[:i+3], s[i+3:]
+	}
+	authority, path := rest, ""
+	if i := strings.Index(rest, "/"); i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	}
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		authority = authority[i+1:]
+	}
+	return scheme + authority + path
+}
+
+// RedactURL is err with u, a URL its message quotes (url.Parse's errors
+// and the HTTP client's do), told as URL tells it; err stays in the chain.
+func RedactURL(err error, u string) error {
+	if err == nil || u == "" {
+		return err
+	}
+	return &redacted{msg: strings.ReplaceAll(err.Error(), u, URL(u)), err: err}
+}
+
+// WithoutPath is err, reading the file a setting names, without the path:
+// for a setting whose value may be the secret itself (a private key's text
+// given where its file's path was wanted), which an *fs.PathError quotes
+// ("open <the value>: file name too long"). err stays in the chain.
+func WithoutPath(err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Path == "" {
+		return err
+	}
+	return &redacted{msg: strings.ReplaceAll(err.Error(), pe.Path, "(the value given, not shown)"), err: err}
+}

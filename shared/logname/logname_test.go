@@ -271,3 +271,49 @@ func TestFromEnv(t *testing.T) {
 		t.Errorf("set: %v %v", ok, err)
 	}
 }
+
+// TestURL: a URL is quoted without its user info, query and fragment,
+// whether it parses or not, and nothing else of it is cut.
+func TestURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://user:pw@hook.example/x?token=1": "https://hook.example/x",
+		"http://127.0.0.1:9/h#frag":              "http://127.0.0.1:9/h",
+		"tls://feed:pw@collector.example:6514":   "tls://collector.example:6514",
+		"https://hook.example/a@b?c=d":           "https://hook.example/a@b",
+		"hook:pw@hooks.example/x?token=1":        "hooks.example/x",
+		"s3://bucket/%zz?x=1":                    "s3://bucket/%zz",
+		"https://a@b@hook.example":               "https://hook.example",
+		"file://./data/objects":                  "file://./data/objects",
+		"":                                       "",
+	} {
+		if got := URL(in); got != want {
+			t.Errorf("URL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestRedactURLAndWithoutPath: the errors quote what may be secret no
+// more, and keep the original in their chain.
+func TestRedactURLAndWithoutPath(t *testing.T) {
+	_, parseErr := url.Parse("https://u:pw@hook.example/%zz?token=pw")
+	_, openErr := os.Open("-----BEGIN PRIVATE KEY-----\npw\n-----END PRIVATE KEY-----")
+	tests := []struct {
+		name string
+		err  error
+		orig error
+		want string
+	}{
+		{"URL", RedactURL(parseErr, "https://u:pw@hook.example/%zz?token=pw"), parseErr, `parse "https://hook.example/%zz": invalid URL escape "%zz"`},
+		{"path", WithoutPath(openErr), openErr, "open (the value given, not shown): no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.err.Error(); got != tt.want || strings.Contains(got, "pw") {
+				t.Errorf("error %q, want %q", got, tt.want)
+			}
+			if !errors.Is(tt.err, tt.orig) {
+				t.Error("the original error left the chain")
+			}
+		})
+	}
+}

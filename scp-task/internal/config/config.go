@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -481,7 +482,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	}
 	for _, w := range c.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), w))
+			// Quoted without user info and query: a webhook's token.
+			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), logname.URL(w)))
 		}
 	}
 	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)
@@ -511,6 +513,10 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 			return nil
 		}
 		b, err := os.ReadFile(path)
+		if err != nil && flag == "audit-syslog-key" {
+			// A key's text given for its file: the error would quote it.
+			err = logname.WithoutPath(err)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.subject(flag), err))
 		}
@@ -560,11 +566,14 @@ func (c *Config) checkTLS() []error {
 	return errs
 }
 
-func checkStoreURL(name, s string) error {
-	u, err := url.Parse(s)
+// checkStoreURL checks the store's URL, quoting it as logname.URL does
+// (no user info or query), as every URL setting's error does.
+func checkStoreURL(name, raw string) error {
+	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%s: %q: %w", name, s, err)
+		return fmt.Errorf("%s: %w", name, logname.RedactURL(err, raw))
 	}
+	s := logname.URL(raw)
 	switch u.Scheme {
 	case "file":
 		if u.Host+u.Path == "" {

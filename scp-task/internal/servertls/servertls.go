@@ -25,6 +25,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -391,6 +392,11 @@ func read(flag, v string) ([]byte, error) {
 		return []byte(v), nil
 	}
 	b, err := os.ReadFile(v)
+	if err != nil && flag == "tls-key" {
+		// A key's text without its PEM armour (base64, as some secret
+		// stores keep it) is read as a path: the error would quote it.
+		err = logname.WithoutPath(err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("servertls: --%s: %w", flag, err)
 	}
