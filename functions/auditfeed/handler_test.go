@@ -113,13 +113,19 @@ func TestHandleReportsTheBatchWhenTheCollectorFails(t *testing.T) {
 	}
 }
 
-func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
-	ev := fixture(t)
-	broken := ev.Records[1]
-	broken.Change.NewImage = map[string]events.DynamoDBAttributeValue{
+// unreadable is r with an image that is no readable audit record: never
+// sendable.
+func unreadable(r events.DynamoDBEventRecord) events.DynamoDBEventRecord {
+	r.Change.NewImage = map[string]events.DynamoDBAttributeValue{
 		"pk": events.NewStringAttribute("AUDIT#x"), "sk": events.NewStringAttribute("RECORD"),
 		"schemaVersion": events.NewStringAttribute("not a number"),
 	}
+	return r
+}
+
+func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
+	ev := fixture(t)
+	broken := unreadable(ev.Records[1])
 	modified := ev.Records[2]
 	modified.EventName = "MODIFY"
 	s := &sender{}
@@ -138,11 +144,7 @@ func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
 // nothing of the batch is left to send.
 func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 	ev := fixture(t)
-	broken := ev.Records[1]
-	broken.Change.NewImage = map[string]events.DynamoDBAttributeValue{
-		"pk": events.NewStringAttribute("AUDIT#x"), "sk": events.NewStringAttribute("RECORD"),
-		"schemaVersion": events.NewStringAttribute("not a number"),
-	}
+	broken := unreadable(ev.Records[1])
 	tests := []struct {
 		name      string
 		records   []events.DynamoDBEventRecord
