@@ -563,3 +563,76 @@ func TestInflateBound(t *testing.T) {
 		})
 	}
 }
+
+// TestSkipFragments: a reader that knows where a fragment lies jumps to
+// it past the fragments before it, from the Basic Offset Table's item or
+// from an item header, without a byte of them read; where the jump lands
+// is read by the rules of any header in the fragments (an item, the
+// sequence delimiter, else malformed), and a jump past the data set is
+// truncated. Outside the fragments, or inside a header, it is refused.
+func TestSkipFragments(t *testing.T) {
+	e := explicitLE
+	head := e.el(tSOPInst, "UI", "1.2")
+	in := cat(head, e.seqU(tPixel, "OB", e.itemD([]byte{0, 0, 0, 0, 16, 0, 0, 0}), e.itemD([]byte("frame1..")), e.itemD([]byte("frame2.."))))
+	bot := int64(len(head)) + 12 + 8 // the Basic Offset Table's value
+	first := bot + 8                 // the first fragment's item header
+	tests := []struct {
+		name  string
+		at    int    // jump after this many tokens: 2 the Pixel Data element, 3 the BOT, 4 fragment 1
+		n     uint64 // bytes past it
+		ok    bool   // SkipFragments takes it
+		next  Kind
+		frag  Fragment // the fragment it lands on, for KindFragment
+		isErr error
+	}{
+		{"from the table to fragment 2", 3, 16, true, KindFragment, Fragment{Offset: first + 24, Length: 8}, nil},
+		{"from the table, nothing", 3, 0, true, KindFragment, Fragment{Offset: first + 8, Length: 8}, nil},
+		{"from fragment 1 to the delimiter", 4, 16, true, KindSequenceEnd, Fragment{}, nil},
+		{"into a fragment's value", 3, 4, true, KindError, Fragment{}, ErrMalformed},
+		{"past the end", 3, 1 << 40, true, KindError, Fragment{}, ErrTruncated},
+		{"from the element's header", 2, 16, true, KindFragment, Fragment{Offset: first + 8, Length: 8}, nil},
+		{"at the top level", 1, 8, false, KindElement, Fragment{}, nil},
+		{"past the fragments", 6, 8, false, KindEnd, Fragment{}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &readLog{r: bytes.NewReader(in)}
+			d := NewDecoder(NewRangeSource(src, int64(len(in)), RangeOptions{First: 8, Max: 8}), tsExplicit)
+			for range tt.at {
+				if k, err := d.Next(); k == KindError || k == KindEnd {
+					t.Fatalf("Next = %v, %v before the jump", k, err)
+				}
+			}
+			if ok := d.SkipFragments(tt.n); ok != tt.ok {
+				t.Fatalf("SkipFragments(%d) = %v, want %v", tt.n, ok, tt.ok)
+			}
+			k, err := d.Next()
+			switch {
+			case k != tt.next:
+				t.Fatalf("Next = %v, %v; want %v", k, err, tt.next)
+			case tt.isErr != nil && !errors.Is(err, tt.isErr):
+				t.Fatalf("Next = %v, want %v", err, tt.isErr)
+			case k == KindFragment && d.Fragment() != tt.frag:
+				t.Fatalf("landed on %+v, want %+v", d.Fragment(), tt.frag)
+			}
+			if k == KindFragment && tt.n > 8 {
+				for _, r := range src.reads {
+					if off, n := r[0], r[1]; off < tt.frag.Offset-8 && off+n > first {
+						t.Errorf("read %d bytes at %d: the fragments jumped over", n, off)
+					}
+				}
+			}
+		})
+	}
+}
+
+// readLog is an io.ReaderAt that logs each read as {offset, length}.
+type readLog struct {
+	r     io.ReaderAt
+	reads [][2]int64
+}
+
+func (l *readLog) ReadAt(p []byte, off int64) (int, error) {
+	l.reads = append(l.reads, [2]int64{off, int64(len(p))})
+	return l.r.ReadAt(p, off)
+}

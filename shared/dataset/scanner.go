@@ -298,6 +298,38 @@ func (s *Scanner) Skipped(n uint64) {
 
 func (s *Scanner) toHeader() { s.state, s.hn, s.need = stHeader, 0, 8 }
 
+// SkipFragments moves n bytes further into the fragments of the
+// encapsulated element being read, past the rest of the fragment just
+// reported (KindFragment) or from the item header about to be read: the
+// next token is read from the item header n bytes on, as a reader that
+// knows where a fragment lies (an offset table's entry) jumps to it. The
+// bytes are skipped as a value's are (Skipping, Skipped: a reader that
+// can seek reads none of them), so a data set ending before them is
+// ErrTruncated, and what lies there is read by the same rules as any
+// header in the fragments: an item, the sequence delimiter, or
+// ErrMalformed. It reports false and changes nothing anywhere else:
+// outside an encapsulated element's fragments, while a value is captured,
+// or inside a header.
+func (s *Scanner) SkipFragments(n uint64) bool {
+	if len(s.stack) == 0 || s.stack[len(s.stack)-1].kind != inFragments {
+		return false
+	}
+	switch {
+	case s.state == stSkip:
+		if n > ^uint64(0)-s.skip {
+			return false
+		}
+		s.skip += n
+	case s.state == stHeader && s.hn == 0:
+		if n > 0 {
+			s.state, s.skip = stSkip, n
+		}
+	default:
+		return false
+	}
+	return true
+}
+
 // Next consumes bytes of b and returns how many, and what it found.
 // atEOF says b holds the last bytes of the dataset; call Next until it
 // returns KindEnd or KindError then. It may return a token having consumed
