@@ -282,9 +282,9 @@ func TestRenderRefusesLyingOffsets(t *testing.T) {
 		{"fragment longer than it is", set(mid+4, uint32(len(frames[2])+8)), "malformed", dataset.ErrMalformed},
 		{"fragment shorter than it is", set(mid+4, uint32(len(frames[2])-64)), "malformed", dataset.ErrMalformed},
 		{"table entry inside a fragment", set(bot+8, uint32(8+len(frames[0])+8+100)), "not where a fragment starts", nil},
-		{"table entry past the fragments", set(bot+8, 1<<30), "not among", nil},
+		{"table entry past the fragments", set(bot+8, 1<<30), "past the object's end", dataset.ErrTruncated},
 		{"table past the end", set(pixel+4, 0xFFFFFFF0), "ends inside", dataset.ErrTruncated},
-		{"truncated in the frame", func(b []byte) []byte { return b[:mid+100] }, "ends inside", dataset.ErrTruncated},
+		{"truncated in the frame", func(b []byte) []byte { return b[:mid+100] }, "entry 3 (", dataset.ErrTruncated},
 		{"4e9 frames", func(b []byte) []byte {
 			return bytes.Replace(b, []byte("IS\x02\x005 "), []byte("IS\x0a\x004000000000"), 1)
 		}, "5 frames found by their JPEG markers, 4000000000 in Number of Frames", nil},

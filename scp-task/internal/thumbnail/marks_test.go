@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"image"
 	"io"
 	"math/rand/v2"
@@ -14,20 +15,25 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 )
 
-// withFrames is obj with Number of Frames n instead of was (two digits).
-func withFrames(t *testing.T, obj []byte, was, n int) []byte {
+// withFrames is obj with Number of Frames n instead of was.
+func withFrames(t testing.TB, obj []byte, was, n int) []byte {
 	t.Helper()
-	v := strconv.Itoa(n)
-	if len(v)%2 == 1 {
-		v += " "
+	is := func(n int) []byte {
+		v := strconv.Itoa(n)
+		if len(v)%2 == 1 {
+			v += " "
+		}
+		return append([]byte{'I', 'S', byte(len(v)), 0}, v...)
 	}
-	old := append([]byte("IS\x02\x00"), strconv.Itoa(was)...)
+	old := is(was)
 	if !bytes.Contains(obj, old) {
 		t.Fatalf("no Number of Frames %d in the object", was)
 	}
-	return bytes.Replace(obj, old, append([]byte{'I', 'S', byte(len(v)), 0}, v...), 1)
+	return bytes.Replace(obj, old, is(n), 1)
 }
 
 // split is frame f in n pieces of even length (the last the rest): a
@@ -224,7 +230,7 @@ func TestRenderRefusesLyingExtendedOffsets(t *testing.T) {
 		why  string
 	}{
 		{"entry inside a fragment", set(table+16, uint64(8+len(frames[0])+8+100)), "not where a fragment starts"},
-		{"entry past 2^63", set(table+16, 1<<63+5), "not among"},
+		{"entry past 2^63", set(table+16, 1<<63+5), "past the object's end"},
 		{"length longer than the frame", set(lengths+16, uint64(len(frames[2])+2)), "extended offset table length"},
 		{"length shorter than the frame", set(lengths+16, uint64(len(frames[2])-2)), "extended offset table length"},
 	}
@@ -243,7 +249,10 @@ func TestRenderRefusesLyingExtendedOffsets(t *testing.T) {
 // each through a Renderer) and the bytes allocated, for each layout;
 // logged with -v. Frames found by their markers walk every item header
 // (3,601 reads for 3,600 fragments); frames of one fragment, found by
-// counting, half of them, as before.
+// counting, half of them, as before. With an offset table the reader
+// jumps to the frame: 5 reads for frames of one fragment, 9 of three, 8
+// by the Extended Offset Table (605, 1,809 and 607 when it walked the
+// item headers up to the frame).
 func TestRenderJPEGCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a 70 MB object")
@@ -292,6 +301,10 @@ func TestRenderJPEGCost(t *testing.T) {
 			if alloc > 4<<20 {
 				t.Errorf("allocated %d KiB", alloc>>10)
 			}
+			// With a table the walk is the frame's item headers alone.
+			if reads := at.reads.Load(); tt.layout != noTable && reads > int64(8+2*tt.split) {
+				t.Errorf("%d reads, more than the header's, the table's and the frame's (%d)", reads, 8+2*tt.split)
+			}
 		})
 	}
 }
@@ -331,7 +344,9 @@ func (o *repeatedObject) ReadAt(p []byte, off int64) (int, error) {
 // middle frame are bounded (maxWalkedFragments), whatever the layout: an
 // object of a million one-fragment frames of 422 bytes (410 MiB) took
 // 250,003 ranged reads (each a file open in local mode, 1.8 s) for one
-// preview, its work bounded by the object, not the frame.
+// preview, its work bounded by the object, not the frame. An offset table
+// is jumped by, not walked: 200,000 and 1,000,000 frames, past the bound,
+// preview in a few reads (before, no preview).
 func TestRenderBoundsTheWalkToTheFrame(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(3, 4))
 	pool := [][]byte{jpegFrame(t, 8, 8, 10, rnd)}
@@ -339,12 +354,13 @@ func TestRenderBoundsTheWalkToTheFrame(t *testing.T) {
 		name   string
 		layout layout
 		frames int
-		fits   bool // the middle frame lies within the bound
+		fits   bool  // the middle frame is reached: within the bound, or by a table
+		reads  int64 // at most
 	}{
-		{"no offset table, within the bound", noTable, 2*maxWalkedFragments - 4, true},
-		{"no offset table, past the bound", noTable, 2*maxWalkedFragments + 4, false},
-		{"offset table, past the bound", basicTable, 200_000, false},
-		{"extended offset table, past the bound", extendedTable, 1_000_000, false},
+		{"no offset table, within the bound", noTable, 2*maxWalkedFragments - 4, true, maxWalkedFragments + 64},
+		{"no offset table, past the bound", noTable, 2*maxWalkedFragments + 4, false, maxWalkedFragments + 64},
+		{"offset table, past the bound", basicTable, 200_000, true, 12},
+		{"extended offset table, past the bound", extendedTable, 1_000_000, true, 12},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -359,8 +375,151 @@ func TestRenderBoundsTheWalkToTheFrame(t *testing.T) {
 			}
 			// Each fragment walked costs a read at most, beside the
 			// header's and the offset tables'.
-			if reads := at.reads.Load(); reads > maxWalkedFragments+64 {
-				t.Errorf("%d reads for one preview, more than the %d fragments walked at most", reads, maxWalkedFragments)
+			if reads := at.reads.Load(); reads > tt.reads {
+				t.Errorf("%d reads for one preview, more than %d", reads, tt.reads)
+			}
+		})
+	}
+}
+
+// tableEntry is where entry k of obj's offset table lies (l: the Basic
+// one, the first item after Pixel Data's header, or the Extended one),
+// and its width.
+func tableEntry(obj []byte, l layout, k int) (int, int) {
+	if l == extendedTable {
+		return bytes.Index(obj, []byte{0xE0, 0x7F, 0x01, 0x00, 'O', 'V'}) + 12 + 8*k, 8
+	}
+	return bytes.Index(obj, []byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'B'}) + 12 + 8 + 4*k, 4
+}
+
+func getEntry(obj []byte, l layout, k int) uint64 {
+	at, w := tableEntry(obj, l, k)
+	if w == 4 {
+		return uint64(binary.LittleEndian.Uint32(obj[at:]))
+	}
+	return binary.LittleEndian.Uint64(obj[at:])
+}
+
+func setEntry(obj []byte, l layout, k int, v uint64) {
+	at, w := tableEntry(obj, l, k)
+	if w == 4 {
+		binary.LittleEndian.PutUint32(obj[at:], uint32(v))
+		return
+	}
+	binary.LittleEndian.PutUint64(obj[at:], v)
+}
+
+// tableLies are offset tables that do not hold: lie changes the table (l)
+// of obj, an object (or its head) of frames frames, whose whole is size
+// bytes, about its middle frame. TestRenderJumpsByTheOffsetTable expects
+// each refused; FuzzRender starts from them.
+var tableLies = []struct {
+	name  string
+	lie   func(t testing.TB, obj []byte, l layout, frames int, size int64) []byte
+	why   string // in the no-preview error
+	is    error  // also wrapped, when set
+	entry int    // the entry named: 0 the middle frame's, 1 the next; -1 none
+	walks bool   // refused by the walk, not by the jump
+}{
+	{"entry past the end", func(_ testing.TB, b []byte, l layout, frames int, size int64) []byte {
+		setEntry(b, l, frames/2, uint64(size))
+		setEntry(b, l, frames/2+1, uint64(size)+16)
+		return b
+	}, "past the object's end", dataset.ErrTruncated, 0, false},
+	{"next entry past the end", func(_ testing.TB, b []byte, l layout, frames int, size int64) []byte {
+		setEntry(b, l, frames/2+1, uint64(size))
+		return b
+	}, "past the object's end", dataset.ErrTruncated, 1, false},
+	{"entry not on an item", func(_ testing.TB, b []byte, l layout, frames int, _ int64) []byte {
+		setEntry(b, l, frames/2, getEntry(b, l, frames/2)+2)
+		return b
+	}, "not where a fragment starts", dataset.ErrMalformed, 0, false},
+	{"entries decreasing", func(_ testing.TB, b []byte, l layout, frames int, _ int64) []byte {
+		m, n := getEntry(b, l, frames/2), getEntry(b, l, frames/2+1)
+		setEntry(b, l, frames/2, n)
+		setEntry(b, l, frames/2+1, m)
+		return b
+	}, "do not increase", nil, -1, false},
+	{"entries equal", func(_ testing.TB, b []byte, l layout, frames int, _ int64) []byte {
+		setEntry(b, l, frames/2+1, getEntry(b, l, frames/2))
+		return b
+	}, "do not increase", nil, -1, false},
+	{"huge count", func(_ testing.TB, b []byte, l layout, _ int, _ int64) []byte {
+		// The table's own length: the Basic Offset Table's item's, the
+		// Extended Offset Table's element's.
+		at, _ := tableEntry(b, l, 0)
+		binary.LittleEndian.PutUint32(b[at-4:], 0xFFFFFFF0)
+		return b
+	}, "ends inside", dataset.ErrTruncated, -1, false},
+	{"not the frame count", func(t testing.TB, b []byte, _ layout, frames int, _ int64) []byte {
+		return withFrames(t, b, frames, frames+2)
+	}, "fragments walked", nil, -1, true},
+}
+
+// TestRenderJumpsByTheOffsetTable: with an offset table, Basic or
+// Extended, the middle frame of a 200,001-frame object (a walk past the
+// bound) is read from a jump to its first fragment, in a few reads of a
+// few KiB (before, no preview: more than 16,384 fragments walked); a
+// table whose entries do not hold (tableLies) is no preview, in as few,
+// and one that is not the frame count's, or none, is walked, within the
+// bound.
+func TestRenderJumpsByTheOffsetTable(t *testing.T) {
+	rnd := rand.New(rand.NewPCG(11, 12))
+	pool := [][]byte{jpegFrame(t, 32, 32, 0, rnd), jpegFrame(t, 32, 32, 120, rnd), jpegFrame(t, 32, 32, 240, rnd)}
+	const times = 66_667 // 200,001 frames; the middle one, 100,000, shows 120
+	frames := len(pool) * times
+	type test struct {
+		name   string
+		layout layout
+		change func(t testing.TB, head []byte, l layout, frames int, size int64) []byte
+		why    string // "": the middle frame
+		entry  string // also in the error, when set
+		is     error  // also wrapped, when set
+		reads  int64  // at most
+	}
+	tests := []test{
+		{"table", basicTable, nil, "", "", nil, 8},
+		{"extended table", extendedTable, nil, "", "", nil, 10},
+		{"no table", noTable, nil, "fragments walked", "", nil, maxWalkedFragments + 64},
+	}
+	for _, l := range []layout{basicTable, extendedTable} {
+		for _, lie := range tableLies {
+			tt := test{map[layout]string{basicTable: "table", extendedTable: "extended table"}[l] + ": " + lie.name,
+				l, lie.lie, lie.why, "", lie.is, 10}
+			if lie.entry >= 0 {
+				tt.entry = fmt.Sprintf("entry %d (", frames/2+lie.entry)
+			}
+			if lie.walks {
+				tt.reads = maxWalkedFragments + 64
+			}
+			tests = append(tests, tt)
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			head, body, tail := encapsulatedParts(pool, 1, tt.layout, times)
+			obj := &repeatedObject{head: head, body: body, tail: tail, times: times}
+			if tt.change != nil {
+				obj.head = tt.change(t, bytes.Clone(head), tt.layout, frames, obj.size())
+			}
+			at := &countingAt{r: obj}
+			out, err := Render(at, obj.size(), 64)
+			t.Logf("%v; %d bytes in %d reads", err, at.bytes.Load(), at.reads.Load())
+			if tt.why == "" {
+				if err != nil {
+					t.Fatalf("Render = %v, want the middle frame", err)
+				}
+				if g := int(grey(decodePNG(t, out).At(2, 2))); g < 90 || g > 150 {
+					t.Errorf("corner grey %d, want the middle frame's ~120", g)
+				}
+				if read, limit := at.bytes.Load(), int64(len(pool[1]))+16<<10; read > limit {
+					t.Errorf("read %d bytes, more than the frame and the header (%d)", read, limit)
+				}
+			} else if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.why) || !strings.Contains(err.Error(), tt.entry) || tt.is != nil && !errors.Is(err, tt.is) {
+				t.Fatalf("Render = %v, want no preview naming %q %q", err, tt.why, tt.entry)
+			}
+			if reads := at.reads.Load(); reads > tt.reads {
+				t.Errorf("%d reads, more than %d", reads, tt.reads)
 			}
 		})
 	}

@@ -337,7 +337,9 @@ func (o *object) frameFailed(err error, what string) error {
 //   - the Basic Offset Table, when it has an entry per frame, or when it
 //     is empty, an Extended Offset Table (7FE0,0001) with an entry per
 //     frame, says where the frame's fragments start, and the next entry
-//     where they end;
+//     where they end: the reader jumps there from the table (jump), so
+//     the walk is the frame's item headers alone, whatever the object's
+//     frames, and the item header it lands on must be an item's;
 //   - without either, the frame is found by its JPEG markers (jpegMarks):
 //     the first two bytes of each fragment come with the read of its item
 //     header, and the last three with that of the next one (KeepBehind),
@@ -358,7 +360,7 @@ func (o *object) jpegFrame(frames, i uint64) ([]byte, error) {
 		table      bool               // an offset table locates the frame
 		start, end int64      = 0, -1 // the frame's fragments, from the first fragment's item header; end -1: to the last
 		length     int64      = -1    // the frame's length, from the Extended Offset Table Lengths
-		first      int64              // where the first fragment's item header is
+		first      int64              // where the first fragment's item header is, from the data set's start
 		found      bool               // a fragment starts at start
 		marks      *jpegMarks         // neither table: the frame is found by its markers
 		prev       dataset.Fragment
@@ -370,8 +372,14 @@ walk:
 		k, err := o.dec.Next()
 		switch k {
 		case dataset.KindError:
+			if table && !found && seen == 1 {
+				return nil, o.landed(i, start, err)
+			}
 			return nil, o.failed(err)
 		case dataset.KindSequenceEnd, dataset.KindEnd:
+			if table && !found && seen == 1 {
+				return nil, o.landed(i, start, nil)
+			}
 			if marks != nil && seen > 1 {
 				if err := o.ended(marks, prev); err != nil {
 					return nil, err
@@ -390,6 +398,7 @@ walk:
 			return nil, fmt.Errorf("thumbnail: %w: frame %d of %d: more than %d fragments walked to reach it", ErrNoPreview, i+1, frames, maxWalkedFragments)
 		}
 		if seen == 1 { // the Basic Offset Table: an entry per frame, or none
+			first = f.Offset + int64(f.Length)
 			switch {
 			case f.Length > 0 && uint64(f.Length) == 4*frames:
 				start, end, err = o.entries(o.base+f.Offset, 4, frames, i, "the offset table")
@@ -403,22 +412,20 @@ walk:
 			case frames > 1:
 				marks = &jpegMarks{frames: frames, want: i, whole: true}
 			}
+			if err == nil && table {
+				err = o.jump(first, i, start, end)
+			}
 			if err != nil {
 				return nil, err
 			}
 			continue
 		}
-		if seen == 2 {
-			first = f.Offset - 8
-		}
 		at := f.Offset - 8 - first
 		switch {
 		case table && end >= 0 && at >= end:
 			break walk
-		case table && !found && at < start:
-			continue
-		case table && !found && at > start:
-			return nil, fmt.Errorf("thumbnail: %w: offset table entry %d (%d) is not where a fragment starts", ErrNoPreview, i, start)
+		case table && !found && at != start:
+			return nil, o.landed(i, start, nil)
 		case table:
 			found = true
 		case marks != nil:
@@ -495,6 +502,46 @@ func (o *object) entries(off int64, width int, frames, i uint64, what string) (s
 		end = entry(b[width:])
 	}
 	return start, end, nil
+}
+
+// jump moves the walk from the offset table to frame i's first fragment,
+// whose item header is start bytes after the first fragment's (at first
+// in the data set), without reading what lies between: one ranged read
+// there reads the item header. The entries are outside bytes, checked
+// before the jump: an item header must fit before the object's end where
+// the frame starts and where the next one does (end, -1 for the last
+// frame), else the object ends before the table's word (ErrTruncated),
+// and the two must increase. The table is not read whole (it
+// grows with the object): the entries the frame is read by are checked,
+// and where the jump lands must be an item (landed).
+func (o *object) jump(first int64, i uint64, start, end int64) error {
+	last := o.size - o.base - first - 8 // the last offset an item header fits at
+	switch {
+	case start > last:
+		return fmt.Errorf("thumbnail: %w: %w: offset table entry %d (%d) is past the object's end", ErrNoPreview, dataset.ErrTruncated, i, start)
+	case end > last:
+		return fmt.Errorf("thumbnail: %w: %w: offset table entry %d (%d) is past the object's end", ErrNoPreview, dataset.ErrTruncated, i+1, end)
+	case end >= 0 && end <= start:
+		return fmt.Errorf("thumbnail: %w: offset table entries %d and %d (%d, %d) do not increase", ErrNoPreview, i, i+1, start, end)
+	case !o.dec.SkipFragments(uint64(start)):
+		return fmt.Errorf("thumbnail: %w: the reader is not in the fragments after the offset table", ErrNoPreview)
+	}
+	return nil
+}
+
+// landed is the verdict when the walk, jumped to offset table entry i
+// (start), does not find a fragment there: no preview, with the reader's
+// verdict on what it found (err) when it has one; a read error is
+// returned as it is.
+func (o *object) landed(i uint64, start int64, err error) error {
+	var verdict *dataset.Error
+	if err != nil && !errors.As(err, &verdict) {
+		return o.failed(err)
+	}
+	if err != nil {
+		return fmt.Errorf("thumbnail: %w: offset table entry %d (%d) is not where a fragment starts: %w", ErrNoPreview, i, start, err)
+	}
+	return fmt.Errorf("thumbnail: %w: offset table entry %d (%d) is not where a fragment starts", ErrNoPreview, i, start)
 }
 
 // started reads the first bytes of fragment f, the walk at its item

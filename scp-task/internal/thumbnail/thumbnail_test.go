@@ -230,7 +230,9 @@ func TestRendererBounds(t *testing.T) {
 
 // FuzzRender: outside bytes never panic the renderer and only ever give a
 // PNG or no preview; no byte is read twice but where the header's
-// read-ahead overlaps the frame (or the offset table's entries).
+// read-ahead overlaps the frame (or the offset table's entries). It
+// starts from the fixtures, the layouts, and offset tables that lie
+// (tableLies), whose entries the renderer jumps by.
 func FuzzRender(f *testing.F) {
 	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm", "jpeg-fragmented.dcm"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
@@ -247,6 +249,13 @@ func FuzzRender(f *testing.F) {
 	f.Add(encapsulated(small, 2, noTable))
 	f.Add(encapsulated(small, 3, noTable))
 	f.Add(encapsulated(small, 1, extendedTable))
+	f.Add(encapsulated(small, 3, extendedTable))
+	for _, l := range []layout{basicTable, extendedTable} {
+		obj := encapsulated(small, 1, l)
+		for _, lie := range tableLies {
+			f.Add(lie.lie(f, bytes.Clone(obj), l, len(small), int64(len(obj))))
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		at := &countingAt{r: bytes.NewReader(b)}
 		out, err := Render(at, int64(len(b)), 32)
