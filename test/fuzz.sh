@@ -7,6 +7,9 @@
 #                    workers (default: Go's, one per core); on two cores,
 #                    FUZZJOBS=2 FUZZPARALLEL=1 halves the wall time of a long run
 #   FUZZMATCH=regexp only the targets whose "package Name" line matches
+#   FUZZMINIMIZE=5s  how long each new interesting input is minimized (Go's
+#                    default, 60s, took half of FuzzRender's executions in a 30s
+#                    run: 63,965 against 108,422 at 5s)
 #   FUZZLOGS=dir     one log per target there (default: a temporary directory)
 #
 # A finding fails the run and leaves its input under the package's
@@ -16,6 +19,7 @@ cd "$(dirname "$0")/.."
 FUZZTIME=${FUZZTIME:-20s}
 FUZZJOBS=${FUZZJOBS:-1}
 FUZZMATCH=${FUZZMATCH:-.}
+FUZZMINIMIZE=${FUZZMINIMIZE:-5s}
 FUZZLOGS=${FUZZLOGS:-$(mktemp -d -t fuzz.XXXXXX)}
 mkdir -p "$FUZZLOGS"
 parallel=()
@@ -34,7 +38,7 @@ echo "fuzz: $(wc -l <<<"$targets") targets, $FUZZTIME each, $FUZZJOBS at once, l
 run_one() {
   local pkg=$1 name=$2 log
   log="$FUZZLOGS/$(tr / _ <<<"${pkg#./}")_$name.log"
-  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" "${parallel[@]}" "$pkg" >"$log" 2>&1; then
+  if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZE" "${parallel[@]}" "$pkg" >"$log" 2>&1; then
     echo "ok   $pkg $name: $(grep -Eo 'execs: [0-9]+' "$log" | tail -1 | cut -d' ' -f2) execs, $(grep -Eo 'new interesting: [0-9]+' "$log" | tail -1 | cut -d' ' -f3) new interesting"
   else
     echo "FAIL $pkg $name: see $log"
