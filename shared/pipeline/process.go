@@ -14,6 +14,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
 
 // Object layout (see docs/pipeline.md, "S3 layout").
@@ -691,6 +692,10 @@ func (p *Pipeline) AnnounceStableStudies(ctx context.Context, now time.Time) (in
 	return n, errors.Join(errs...)
 }
 
+// AnnouncePanicLog is the line a study's announcement that panicked (a bug
+// it meets) is logged as, with the study's log name and the stack.
+const AnnouncePanicLog = "announcement panicked: a bug; the study is deferred"
+
 // MaxPublishFailures is how many announcements in a row may fail to publish
 // before a run takes the event bus for down and tries no more: each such
 // attempt costs the publish's retries (seconds, with the SDK's own), and
@@ -744,9 +749,17 @@ func (a *announcer) published(err error) {
 	a.publishFailing = 0
 }
 
-// announce announces s, or defers it when that fails.
+// announce announces s, or defers it when that fails. A panic announcing s
+// (a bug it meets) fails s alone, as an error would (panicvalue.Recovered,
+// logged as AnnouncePanicLog with the study's log name): recovered only
+// around the run, it failed every run at s, which came first again each
+// time, and no study behind it was announced. What s's announcement wrote
+// before the panic is kept, each step idempotent: its event is published
+// once (publishOnce's ledger, local mode's outbox keyed by the event's id)
+// and marked announced on the version's condition.
 func (a *announcer) announce(ctx context.Context, s StudySummary, completion string) error {
-	err := a.p.announce(ctx, s, completion)
+	err := panicvalue.Recovered(a.p.log(), AnnouncePanicLog, func() error { return a.p.announce(ctx, s, completion) },
+		"study", a.p.Names.Key(s.StudyInstanceUID))
 	a.published(err)
 	if err == nil {
 		return nil

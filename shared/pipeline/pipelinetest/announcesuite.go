@@ -1,14 +1,17 @@
 package pipelinetest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -21,6 +24,7 @@ func RunAnnouncements(t *testing.T, newIndex func(t *testing.T) pipeline.IndexSt
 	t.Run("FailingAnnouncementsHoldNoneBack", func(t *testing.T) { testFailingAnnouncements(t, newIndex(t)) })
 	t.Run("BusDownStopsTheRun", func(t *testing.T) { testBusDown(t, newIndex(t)) })
 	t.Run("RefusedEventsDoNotStopTheRun", func(t *testing.T) { testRefusedEvents(t, newIndex(t)) })
+	t.Run("PanickingStudyHoldsNoneBack", func(t *testing.T) { testPanickingStudy(t, newIndex) })
 }
 
 // announcing returns fakes whose pipeline announces from ix, quiet period
@@ -184,5 +188,106 @@ func testRefusedEvents(t *testing.T, ix pipeline.IndexStore) {
 		if d := getStudy(t, ix, studyUID(s)); !d.LastActivity.Equal(now) || d.AnnouncedVersion != 0 {
 			t.Errorf("refused study %d: activity %v, announced version %d; want it deferred to the run", s, d.LastActivity, d.AnnouncedVersion)
 		}
+	}
+}
+
+// poisonStudy is an index whose handling of one study panics, in GetStudy
+// (before its event is published) or in MarkAnnounced (after): a bug that
+// meets that study every time.
+type poisonStudy struct {
+	pipeline.IndexStore
+	uid, in string
+}
+
+func (x poisonStudy) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
+	if uid == x.uid && x.in == "GetStudy" {
+		panic("poison study " + uid)
+	}
+	return x.IndexStore.GetStudy(ctx, uid)
+}
+
+func (x poisonStudy) MarkAnnounced(ctx context.Context, uid string, revision, version int64, at time.Time) error {
+	if uid == x.uid && x.in == "MarkAnnounced" {
+		panic("poison study " + uid)
+	}
+	return x.IndexStore.MarkAnnounced(ctx, uid, revision, version, at)
+}
+
+// testPanickingStudy: a study whose announcement panics every time (a bug
+// it meets), quiet the longest, fails alone: the studies behind it are
+// announced in the same run, it is deferred as a failing study is (tried
+// again a quiet period later, behind the studies quiet before it) and
+// stays pending, the next run does not stop at it either, the run's error
+// says a panic, and the log line names it by its log name, never its UID.
+// Its event is published at most once, however often it panics after
+// publishing (the publish ledger). The panic was recovered only around the
+// whole run: every run failed at it, first, and no study behind it was
+// ever announced.
+func testPanickingStudy(t *testing.T, newIndex func(t *testing.T) pipeline.IndexStore) {
+	for _, in := range []string{"GetStudy", "MarkAnnounced"} {
+		t.Run("in "+in, func(t *testing.T) {
+			ctx := context.Background()
+			x := poisonStudy{IndexStore: newIndex(t), uid: studyUID(1), in: in}
+			f, p := announcing(x)
+			var logs bytes.Buffer
+			p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			const studies = 4
+			for s := 1; s <= studies; s++ { // the poison study quiet the longest
+				upsert(t, x, Record(s, 1, 1, "aa", time.Duration(s)*time.Second), pipeline.InstanceNew)
+			}
+			run := func(now time.Time) (n int, err error) {
+				t.Helper()
+				defer func() {
+					if v := recover(); v != nil {
+						t.Fatalf("the run at %v panicked: %v", now, v)
+					}
+				}()
+				return p.AnnounceStableStudies(ctx, now)
+			}
+			received := func(uid string) int {
+				n := 0
+				for _, e := range f.Events.All() {
+					if e.DetailType == pipeline.DetailTypeStudyReceived && strings.Contains(string(e.Detail), `"`+uid+`"`) {
+						n++
+					}
+				}
+				return n
+			}
+			now := T0.Add(time.Hour)
+			n, err := run(now)
+			if n != studies-1 || !errors.Is(err, panicvalue.ErrPanicked) {
+				t.Errorf("first run: announced %d, err %v; want the %d others and the panic", n, err, studies-1)
+			}
+			for s := 2; s <= studies; s++ {
+				if got := received(studyUID(s)); got != 1 {
+					t.Errorf("study %d: %d Study Received, want 1 in the run the poison study panicked in", s, got)
+				}
+			}
+			if d := getStudy(t, x.IndexStore, studyUID(1)); !d.LastActivity.Equal(now) || d.AnnouncedVersion != 0 {
+				t.Errorf("poison study: activity %v, announced version %d; want it deferred to the run, unannounced", d.LastActivity, d.AnnouncedVersion)
+			}
+			// A study quiet after the deferral, behind the poison study in
+			// the next run's order: announced there all the same.
+			upsert(t, x, Record(studies+1, 1, 1, "aa", time.Hour+10*time.Second), pipeline.InstanceNew)
+			n, err = run(now.Add(2 * time.Minute))
+			if n != 1 || !errors.Is(err, panicvalue.ErrPanicked) || received(studyUID(studies+1)) != 1 {
+				t.Errorf("second run: announced %d, err %v; want the study behind the poison one and the panic again", n, err)
+			}
+			if got, max := received(studyUID(1)), map[string]int{"GetStudy": 0, "MarkAnnounced": 1}[in]; got != max {
+				t.Errorf("poison study: %d Study Received over two runs, want %d", got, max)
+			}
+			pending, err := x.StableStudies(ctx, T0.Add(24*time.Hour), 1000)
+			if err != nil || len(pending) != 1 || pending[0].StudyInstanceUID != studyUID(1) {
+				t.Errorf("pending %v (%v), want the poison study alone", studyUIDs(pending), err)
+			}
+			for _, out := range []string{logs.String(), fmt.Sprint(err)} {
+				if strings.Contains(out, studyUID(1)) {
+					t.Errorf("the poison study's UID in %q", out)
+				}
+			}
+			if c := strings.Count(logs.String(), pipeline.AnnouncePanicLog); c != 2 || !strings.Contains(logs.String(), p.Names.Name(studyUID(1))) {
+				t.Errorf("%d lines %q naming the poison study by its log name, want one a run:\n%s", c, pipeline.AnnouncePanicLog, logs.String())
+			}
+		})
 	}
 }
