@@ -117,6 +117,9 @@ type Config struct {
 	// work once the pipeline's work for it is done, before the commit:
 	// where the "before-commit" crash is injected (CrashEnv).
 	beforeCommit func(key string)
+	// announceIndex, when set (by tests), wraps the index the announcer's
+	// runs read and write.
+	announceIndex func(pipeline.IndexStore) pipeline.IndexStore
 }
 
 // PanicLog is the line of a panic (a bug) met processing one key, or in
@@ -819,9 +822,19 @@ func (l *Local) announcer(ctx context.Context) {
 			// each idempotent, as they are in AWS, and undoing them would
 			// undo the other studies' announcements and the failed ones'
 			// deferrals, so a study failing every time would hold every
-			// other back.
+			// other back. A study whose announcement panics fails alone
+			// inside the run, deferred as a failing one (the pipeline
+			// recovers it: AnnouncePanicLog); what it wrote before the
+			// panic is kept, each of its steps idempotent too (its event
+			// in the outbox under its id, the publish ledger, the
+			// announced version's condition). The run's own recovery is
+			// for a panic outside any study's announcement.
 			runErr = panicvalue.Recovered(l.log, PanicLog, func() (err error) {
-				n, err = l.pipeline(tx).AnnounceStableStudies(ctx, time.Now())
+				p := l.pipeline(tx)
+				if l.cfg.announceIndex != nil {
+					p.Index = l.cfg.announceIndex(p.Index)
+				}
+				n, err = p.AnnounceStableStudies(ctx, time.Now())
 				return err
 			}, "run", "announce")
 			return nil

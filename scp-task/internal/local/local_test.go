@@ -449,6 +449,78 @@ func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
 	})
 }
 
+// poisonIndex is an index whose GetStudy panics for one study, with a
+// value naming it: a bug every announcement of that study meets.
+type poisonIndex struct {
+	pipeline.IndexStore
+	uid string
+}
+
+func (x poisonIndex) GetStudy(ctx context.Context, uid string) (pipeline.StudyDetail, error) {
+	if uid == x.uid {
+		panic("cannot announce " + uid)
+	}
+	return x.IndexStore.GetStudy(ctx, uid)
+}
+
+// TestPanickingAnnouncementHoldsNoneBack: a study whose announcement
+// panics every time, quiet the longest, fails alone in the announcer's
+// runs: the study behind it is announced, its deferral is kept (its quiet
+// period restarted, run after run), and the log names it by its log name,
+// never by its UID. The panic was recovered only around the run: every run
+// failed at the poison study, first again each time, and the studies
+// behind it were never announced.
+func TestPanickingAnnouncementHoldsNoneBack(t *testing.T) {
+	dir := t.TempDir()
+	logs := &testenv.LogBuffer{}
+	cfg := testConfig(dir)
+	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+	poison := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
+	cfg.announceIndex = func(ix pipeline.IndexStore) pipeline.IndexStore { return poisonIndex{ix, poison.StudyUID} }
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, l)
+	put(t, l, poison)
+	lastActivity := func() int64 {
+		q, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close()
+		var at int64
+		if err := q.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, poison.StudyUID).Scan(&at); err != nil {
+			return 0
+		}
+		return at
+	}
+	line := `"msg":"` + pipeline.AnnouncePanicLog + `"`
+	eventually(t, "the poison study's announcement panicked", func() bool { return strings.Contains(logs.String(), `"panic":`) })
+	deferred := lastActivity()
+	good := instance("1.2.826.0.1.3680043.2.2.1", "1.2.826.0.1.3680043.2.2.1.1")
+	good.StudyUID = "1.2.826.0.1.3680043.2.2"
+	put(t, l, good)
+	var events struct{ Events []json.RawMessage }
+	eventually(t, "the study behind it announced", func() bool {
+		getJSON(t, l, "/api/events?type=Study+Received", &events)
+		return len(events.Events) == 1
+	})
+	if !strings.Contains(string(events.Events[0]), good.StudyUID) {
+		t.Errorf("Study Received of another study: %s", events.Events[0])
+	}
+	eventually(t, "the poison study deferred again by a later run", func() bool { return lastActivity() > deferred })
+	out := logs.String()
+	if !strings.Contains(out, line) || !strings.Contains(out, l.cfg.Names.Name(poison.StudyUID)) || !strings.Contains(out, `"panic":"a value of type string"`) {
+		t.Errorf("the log lacks %s with the poison study's log name and the panic's type:\n%s", line, out)
+	}
+	for _, leak := range []string{poison.StudyUID, poison.SeriesUID, poison.SOPUID} {
+		if strings.Contains(out, leak) {
+			t.Errorf("the log names %s:\n%s", leak, out)
+		}
+	}
+}
+
 func TestHandoffStoreFailures(t *testing.T) {
 	dir := t.TempDir()
 	boom := fmt.Errorf("disk full: %w", objectstore.ErrUnavailable)
