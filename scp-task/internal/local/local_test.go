@@ -425,6 +425,15 @@ func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
 
 	l = startTest(t, dir)
 	defer stop(t, l)
+	goodStudyAnnounced(t, l)
+	// The broken study's failures were kept: its quiet period restarted.
+	eventually(t, "the broken study deferred", func() bool { return lastActivity(t, dir, broken.StudyUID) > failedAt })
+}
+
+// goodStudyAnnounced stores an instance of another study than instance's,
+// which nothing breaks, and waits for its Study Received, the only one.
+func goodStudyAnnounced(t *testing.T, l *Local) {
+	t.Helper()
 	good := instance("1.2.826.0.1.3680043.2.2.1", "1.2.826.0.1.3680043.2.2.1.1")
 	good.StudyUID = "1.2.826.0.1.3680043.2.2"
 	put(t, l, good)
@@ -436,17 +445,22 @@ func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
 	if !strings.Contains(string(events.Events[0]), good.StudyUID) {
 		t.Errorf("Study Received of another study: %s", events.Events[0])
 	}
-	// The broken study's failures were kept: its quiet period restarted.
-	eventually(t, "the broken study deferred", func() bool {
-		q, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer q.Close()
-		var at int64
-		err = q.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, broken.StudyUID).Scan(&at)
-		return err == nil && at > failedAt
-	})
+}
+
+// lastActivity returns the study's last activity in the data directory's
+// database (Unix ns), 0 while it has none.
+func lastActivity(t *testing.T, dir, studyUID string) int64 {
+	t.Helper()
+	q, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var at int64
+	if err := q.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, studyUID).Scan(&at); err != nil {
+		return 0
+	}
+	return at
 }
 
 // poisonIndex is an index whose GetStudy panics for one study, with a
@@ -483,33 +497,11 @@ func TestPanickingAnnouncementHoldsNoneBack(t *testing.T) {
 	}
 	defer stop(t, l)
 	put(t, l, poison)
-	lastActivity := func() int64 {
-		q, err := sql.Open("sqlite", filepath.Join(dir, DBFile))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer q.Close()
-		var at int64
-		if err := q.QueryRow(`SELECT last_activity FROM studies WHERE study_uid = ?`, poison.StudyUID).Scan(&at); err != nil {
-			return 0
-		}
-		return at
-	}
 	line := `"msg":"` + pipeline.AnnouncePanicLog + `"`
 	eventually(t, "the poison study's announcement panicked", func() bool { return strings.Contains(logs.String(), `"panic":`) })
-	deferred := lastActivity()
-	good := instance("1.2.826.0.1.3680043.2.2.1", "1.2.826.0.1.3680043.2.2.1.1")
-	good.StudyUID = "1.2.826.0.1.3680043.2.2"
-	put(t, l, good)
-	var events struct{ Events []json.RawMessage }
-	eventually(t, "the study behind it announced", func() bool {
-		getJSON(t, l, "/api/events?type=Study+Received", &events)
-		return len(events.Events) == 1
-	})
-	if !strings.Contains(string(events.Events[0]), good.StudyUID) {
-		t.Errorf("Study Received of another study: %s", events.Events[0])
-	}
-	eventually(t, "the poison study deferred again by a later run", func() bool { return lastActivity() > deferred })
+	deferred := lastActivity(t, dir, poison.StudyUID)
+	goodStudyAnnounced(t, l)
+	eventually(t, "the poison study deferred again by a later run", func() bool { return lastActivity(t, dir, poison.StudyUID) > deferred })
 	out := logs.String()
 	if !strings.Contains(out, line) || !strings.Contains(out, l.cfg.Names.Name(poison.StudyUID)) || !strings.Contains(out, `"panic":"a value of type string"`) {
 		t.Errorf("the log lacks %s with the poison study's log name and the panic's type:\n%s", line, out)
