@@ -279,12 +279,16 @@ func TestURL(t *testing.T) {
 		"https://user:pw@hook.example/x?token=1": "https://hook.example/x",
 		"http://127.0.0.1:9/h#frag":              "http://127.0.0.1:9/h",
 		"tls://feed:pw@collector.example:6514":   "tls://collector.example:6514",
-		"https://hook.example/a@b?c=d":           "https://hook.example/a@b",
+		"https://hook.example/a@b?c=d":           "https://(not shown)@b",
 		"hook:pw@hooks.example/x?token=1":        "hooks.example/x",
 		"s3://bucket/%zz?x=1":                    "s3://bucket/%zz",
 		"https://a@b@hook.example":               "https://hook.example",
 		"file://./data/objects":                  "file://./data/objects",
-		"":                                       "",
+		// User info with a slash (a base64 token): not cut at the slash.
+		"https://hook:pw/x@hook.example/y":      "https://(not shown)@hook.example/y",
+		"https://tok/en@hook.example/y?token=1": "https://(not shown)@hook.example/y",
+		"hook:pw/x@hook.example/y":              "(not shown)@hook.example/y",
+		"":                                      "",
 	} {
 		if got := URL(in); got != want {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
@@ -297,6 +301,8 @@ func TestURL(t *testing.T) {
 func TestRedactURLAndWithoutPath(t *testing.T) {
 	//lint:ignore SA1007 a URL that does not parse, on purpose
 	_, parseErr := url.Parse("https://u:pw@hook.example/%zz?token=pw")
+	//lint:ignore SA1007 a URL that does not parse, on purpose
+	_, portErr := url.Parse("https://u:pw/x@hook.example/y")
 	_, openErr := os.Open("-----BEGIN PRIVATE KEY-----\npw\n-----END PRIVATE KEY-----")
 	tests := []struct {
 		name string
@@ -305,6 +311,8 @@ func TestRedactURLAndWithoutPath(t *testing.T) {
 		want string
 	}{
 		{"URL", RedactURL(parseErr, "https://u:pw@hook.example/%zz?token=pw"), parseErr, `parse "https://hook.example/%zz": invalid URL escape "%zz"`},
+		// url.Parse quotes the password as a port: the detail goes too.
+		{"URL with a slash in its password", RedactURL(portErr, "https://u:pw/x@hook.example/y"), portErr, `parse "https://(not shown)@hook.example/y": detail not shown`},
 		{"path", WithoutPath(openErr), openErr, "open (the value given, not shown): no such file or directory"},
 	}
 	for _, tt := range tests {

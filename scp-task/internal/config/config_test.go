@@ -411,6 +411,8 @@ func TestBadSettingKeepsSecrets(t *testing.T) {
 		want string // what the error still says
 	}{
 		{"webhook not http", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hook:" + secret + "@hooks.example/x?token=" + secret}, `WEBHOOKS (or --webhook): "ftp://hooks.example/x" is not an http(s) URL`},
+		{"webhook with a slash in its password", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "https://hook:" + secret + "/x@hooks.example/y"}, "is not an http(s) URL"},
+		{"collector with a slash in its password", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "/x@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, "SCP_AUDIT_SYSLOG (or --audit-syslog)"},
 		{"webhook without a scheme", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "hook:" + secret + "@hooks.example/x?token=" + secret}, "is not an http(s) URL"},
 		{"collector with user info", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tls://collector.example:6514"`},
 		{"collector with a query", map[string]string{"SCP_AUDIT_SYSLOG": "tcp://collector.example?token=" + secret, "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tcp://collector.example"`},
