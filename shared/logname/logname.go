@@ -18,7 +18,9 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -249,32 +251,74 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // URL is how a log line or an error quotes a URL that may carry a secret
 // (a webhook's token, a collector's credentials): without its user info,
 // its query and its fragment. It cuts the text, so a URL that does not
-// parse, or has no scheme, is cut as well.
+// parse, or has no scheme, is cut as well. User info ends at the last "@"
+// before the query: one past a "/" may end user info whose password holds
+// a "/" (a base64 token, which url.Parse refuses, quoting it), so all
+// before it is hidden, marked "(not shown)@".
 func URL(s string) string {
 	if i := strings.IndexAny(s, "?#"); i >= 0 {
 		s = s[:i]
 	}
 	scheme, rest := "", s
-	if i := strings.Index(s, "://"); i >= 0 {
+	if i := strings.Index(s, "://"); i > 0 && isScheme(s[:i]) {
 		scheme, rest = s[:i+3], s[i+3:]
 	}
-	authority, path := rest, ""
-	if i := strings.Index(rest, "/"); i >= 0 {
-		authority, path = rest[:i], rest[i:]
+	at := strings.LastIndex(rest, "@")
+	switch {
+	case at < 0:
+	case !strings.Contains(rest[:at], "/"):
+		rest = rest[at+1:]
+	default:
+		rest = "(not shown)@" + rest[at+1:]
 	}
-	if i := strings.LastIndex(authority, "@"); i >= 0 {
-		authority = authority[i+1:]
+	return scheme + rest
+}
+
+// isScheme reports whether s is a URL scheme (RFC 3986 §3.1): a "://"
+// after anything else is within user info or a path.
+func isScheme(s string) bool {
+	for i, c := range []byte(s) {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !isDigit(c) && c != '+' && c != '-' && c != '.') {
+			return false
+		}
 	}
-	return scheme + authority + path
+	return true
 }
 
 // RedactURL is err with u, a URL its message quotes (url.Parse's errors
 // and the HTTP client's do), told as URL tells it; err stays in the chain.
+// A parse error's detail that quotes text URL does not show (an "invalid
+// port" from a password) is not told either.
 func RedactURL(err error, u string) error {
 	if err == nil || u == "" {
 		return err
 	}
-	return &redacted{msg: strings.ReplaceAll(err.Error(), u, URL(u)), err: err}
+	shown := URL(u)
+	msg := strings.ReplaceAll(err.Error(), u, shown)
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Op == "parse" && ue.Err != nil {
+		if detail := ue.Err.Error(); !quotesOnly(detail, shown) {
+			msg = strings.ReplaceAll(msg, detail, "detail not shown")
+		}
+	}
+	return &redacted{msg: msg, err: err}
+}
+
+// quotesOnly reports whether every quoted string in msg is part of shown.
+func quotesOnly(msg, shown string) bool {
+	for i := strings.IndexByte(msg, '"'); i >= 0; i = strings.IndexByte(msg, '"') {
+		q, err := strconv.QuotedPrefix(msg[i:])
+		if err != nil {
+			return false
+		}
+		v, err := strconv.Unquote(q)
+		if err != nil || !strings.Contains(shown, v) {
+			return false
+		}
+		msg = msg[i+len(q):]
+	}
+	return true
 }
 
 // WithoutPath is err, reading the file a setting names, without the path:
