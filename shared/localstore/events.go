@@ -880,7 +880,7 @@ func (p *Publisher) deliver(ctx context.Context, id string, seq int64, u string,
 	p.attempts[k]++
 	n := p.attempts[k]
 	if n >= p.MaxAttempts {
-		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", logname.URL(u), "attempts", n, "err", webhookError(err))
+		p.Logger.Error("webhook delivery abandoned", "event_id", id, "webhook", logname.Origin(u), "attempts", n, "err", webhookError(err))
 		delete(p.attempts, k)
 		delete(p.nextTry, k)
 		return true
@@ -891,7 +891,7 @@ func (p *Publisher) deliver(ctx context.Context, id string, seq int64, u string,
 	}
 	p.nextTry[k] = time.Now().Add(d)
 	p.downUntil[u] = time.Now().Add(min(d, p.BaseBackoff))
-	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", logname.URL(u), "attempt", n, "retry_in", d, "err", webhookError(err))
+	p.Logger.Warn("webhook delivery failed, will retry", "event_id", id, "webhook", logname.Origin(u), "attempt", n, "retry_in", d, "err", webhookError(err))
 	return false
 }
 
@@ -959,11 +959,11 @@ func (p *Publisher) appendLog(lines []byte) error {
 }
 
 // webhookError is a delivery error for the log: the HTTP client's errors
-// quote the request's URL, whose query or user info may hold a token.
+// quote the request's URL, whose path, query or user info may hold a token.
 func webhookError(err error) string {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return logname.RedactURL(err, ue.URL).Error()
+		return logname.RedactOrigin(err, ue.URL).Error()
 	}
 	return err.Error()
 }

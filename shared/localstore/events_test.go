@@ -180,8 +180,9 @@ func TestServedEventIsTheLoggedEnvelope(t *testing.T) {
 }
 
 // TestWebhookErrorHidesSecrets: a delivery error, as the HTTP client
-// quotes the URL in it, reaches the log without the URL's query or user
-// info (a token).
+// quotes the URL in it, reaches the log without the URL's query, user
+// info or path (a token: Slack's, Teams' and Discord's webhooks carry
+// theirs in the path).
 func TestWebhookErrorHidesSecrets(t *testing.T) {
 	refused := errors.New("connection refused")
 	tests := []struct {
@@ -190,9 +191,11 @@ func TestWebhookErrorHidesSecrets(t *testing.T) {
 		want string
 	}{
 		{"client error", &url.Error{Op: "Post", URL: "https://hook.example/x?token=s3cret", Err: refused},
-			`Post "https://hook.example/x": connection refused`},
+			`Post "https://hook.example/…": connection refused`},
 		{"wrapped", fmt.Errorf("localstore: webhook: %w", &url.Error{Op: "Post", URL: "https://user:s3cret@hook.example/x", Err: refused}),
-			`localstore: webhook: Post "https://hook.example/x": connection refused`},
+			`localstore: webhook: Post "https://hook.example/…": connection refused`},
+		{"token in the path", &url.Error{Op: "Post", URL: "https://hooks.slack.example/services/T0/B0/s3cret", Err: refused},
+			`Post "https://hooks.slack.example/…": connection refused`},
 		{"no URL in it", errors.New("webhook answered 500"), "webhook answered 500"},
 	}
 	for _, tt := range tests {

@@ -291,10 +291,36 @@ func isScheme(s string) bool {
 // A parse error's detail that quotes text URL does not show (an "invalid
 // port" from a password) is not told either.
 func RedactURL(err error, u string) error {
+	return redactQuoted(err, u, URL)
+}
+
+// Origin is how a log line or an error quotes a URL whose path may hold a
+// secret too, a webhook's (Slack's, Teams' and Discord's carry their token
+// in it): its scheme and host as URL shows them, a path as "/…".
+func Origin(s string) string {
+	shown := URL(s)
+	scheme, rest := "", shown
+	if i := strings.Index(shown, "://"); i > 0 && isScheme(shown[:i]) {
+		scheme, rest = shown[:i+3], shown[i+3:]
+	}
+	if i := strings.Index(rest, "/"); i >= 0 && i < len(rest)-1 {
+		rest = rest[:i] + "/…"
+	}
+	return scheme + rest
+}
+
+// RedactOrigin is RedactURL for a URL quoted by its Origin.
+func RedactOrigin(err error, u string) error {
+	return redactQuoted(err, u, Origin)
+}
+
+// redactQuoted returns err with u, where its message quotes it, as show
+// quotes it, and without a parse error's detail quoting what show hides.
+func redactQuoted(err error, u string, show func(string) string) error {
 	if err == nil || u == "" {
 		return err
 	}
-	shown := URL(u)
+	shown := show(u)
 	msg := strings.ReplaceAll(err.Error(), u, shown)
 	var ue *url.Error
 	if errors.As(err, &ue) && ue.Op == "parse" && ue.Err != nil {

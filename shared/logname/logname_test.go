@@ -296,6 +296,24 @@ func TestURL(t *testing.T) {
 	}
 }
 
+// TestOrigin: a webhook's URL is quoted by its scheme and host alone, its
+// path (where Slack's, Teams' and Discord's carry their token) as "/…".
+func TestOrigin(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://hooks.slack.example/services/T0/B0/tok": "https://hooks.slack.example/…",
+		"https://user:pw@hook.example/x?token=1":         "https://hook.example/…",
+		"http://127.0.0.1:9/":                            "http://127.0.0.1:9/",
+		"http://127.0.0.1:9":                             "http://127.0.0.1:9",
+		"https://hook:pw/x@hook.example/y":               "https://(not shown)@hook.example/…",
+		"hook.example/tok":                               "hook.example/…",
+		"":                                               "",
+	} {
+		if got := Origin(in); got != want {
+			t.Errorf("Origin(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 // TestRedactURLAndWithoutPath: the errors quote what may be secret no
 // more, and keep the original in their chain.
 func TestRedactURLAndWithoutPath(t *testing.T) {

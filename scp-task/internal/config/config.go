@@ -483,7 +483,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 	for _, w := range c.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			// Quoted without user info and query: a webhook's token.
-			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), logname.URL(w)))
+			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), logname.Origin(w)))
 		}
 	}
 	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)

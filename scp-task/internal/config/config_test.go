@@ -410,9 +410,10 @@ func TestBadSettingKeepsSecrets(t *testing.T) {
 		env  map[string]string
 		want string // what the error still says
 	}{
-		{"webhook not http", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hook:" + secret + "@hooks.example/x?token=" + secret}, `WEBHOOKS (or --webhook): "ftp://hooks.example/x" is not an http(s) URL`},
+		{"webhook not http", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hook:" + secret + "@hooks.example/x?token=" + secret}, `WEBHOOKS (or --webhook): "ftp://hooks.example/…" is not an http(s) URL`},
 		{"webhook with a slash in its password", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "https://hook:" + secret + "/x@hooks.example/y"}, "is not an http(s) URL"},
 		{"collector with a slash in its password", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "/x@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, "SCP_AUDIT_SYSLOG (or --audit-syslog)"},
+		{"webhook with a token in its path", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hooks.slack.example/services/T0/B0/" + secret}, `"ftp://hooks.slack.example/…" is not an http(s) URL`},
 		{"webhook without a scheme", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "hook:" + secret + "@hooks.example/x?token=" + secret}, "is not an http(s) URL"},
 		{"collector with user info", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tls://collector.example:6514"`},
 		{"collector with a query", map[string]string{"SCP_AUDIT_SYSLOG": "tcp://collector.example?token=" + secret, "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tcp://collector.example"`},
