@@ -127,8 +127,8 @@ func Parse(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 		usage(fs)
 		return err
 	case err != nil:
-		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
-			err = fmt.Errorf("unknown flag -%s%s", name, suggest("-", Closest(fs, name)))
+		if unknown := UnknownFlag(fs, err, "-"); unknown != nil {
+			err = unknown
 		}
 		return UsageError(fs, err)
 	case *showVersion:
@@ -168,19 +168,27 @@ func usage(fs *flag.FlagSet) {
 	fs.PrintDefaults()
 }
 
-// suggest is "; did you mean <dash><name>?", or nothing without a name.
-func suggest(dash, name string) string {
-	if name == "" {
-		return ""
+// UnknownFlag is the error of err, fs's parse error, when it names a flag
+// fs does not have: "unknown flag <dash><name>", with "; did you mean
+// <dash><flag>?" when a flag of fs is a typo away (closest); nil for any
+// other error. dash is how the command's help writes its flags.
+func UnknownFlag(fs *flag.FlagSet, err error, dash string) error {
+	name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -")
+	if !ok {
+		return nil
 	}
-	return "; did you mean " + dash + name + "?"
+	hint := ""
+	if near := closest(fs, name); near != "" {
+		hint = "; did you mean " + dash + near + "?"
+	}
+	return fmt.Errorf("unknown flag %s%s%s", dash, name, hint)
 }
 
-// Closest names the flag of fs closest to name, a flag it does not have,
+// closest names the flag of fs closest to name, a flag it does not have,
 // when one is a typo away: at most two letters to change, add or drop, or
 // name is the start of it or it the start of name followed by a dash
 // ("listen" for "listn" and "listen-addr"); "" when none is.
-func Closest(fs *flag.FlagSet, name string) string {
+func closest(fs *flag.FlagSet, name string) string {
 	best, bestDist := "", 3
 	fs.VisitAll(func(f *flag.Flag) {
 		d := editDistance(name, f.Name)

@@ -276,12 +276,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 			Usage(out)
 			return Config{}, err
 		}
-		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
-			hint := ""
-			if near := cli.Closest(fs, name); near != "" {
-				hint = "; did you mean --" + near + "?"
-			}
-			return Config{}, fmt.Errorf("unknown flag --%s%s (scp-task --help lists the flags)", name, hint)
+		if unknown := cli.UnknownFlag(fs, err, "--"); unknown != nil {
+			return Config{}, fmt.Errorf("%w (scp-task --help lists the flags)", unknown)
 		}
 		return Config{}, fmt.Errorf("%w (scp-task --help lists the flags)", err)
 	}
