@@ -205,10 +205,8 @@ func (db *DB) unitOfWork(ctx context.Context, webhooks []string, fn func(*Tx) er
 	}
 	u := &unit{w: db.w}
 	t := &Tx{b: binding{db: db, unit: u}, webhooks: webhooks}
-	returned := false
-	defer u.abandonUnless(&returned)
+	defer u.abandon()
 	err := fn(t)
-	returned = true
 	if lingers && u.tx != nil && err == nil {
 		u.w.lingerOn(u.batch)
 	}

@@ -285,28 +285,23 @@ func (w *writer) run(ctx context.Context, fn func(*querier) error) error {
 	if err != nil {
 		return err
 	}
-	returned := false
-	defer u.abandonUnless(&returned)
+	defer u.abandon()
 	err = fn(tx)
-	returned = true
 	if ferr := u.finish(err == nil); err == nil {
 		err = ferr
 	}
 	return err
 }
 
-// abandonUnless undoes the unit's statements and hands the transaction
-// back unless *returned says that the unit's work returned; it is
-// deferred, so that a panic in the work (a bug, which local mode recovers
-// above the unit and goes on) leaves neither the unit's statements in the
-// shared transaction nor the writer held, which would stop every later
-// write and Close for good. The panic goes on as it was (not recovered:
-// its stack still shows where it started). A rollback that fails poisons
-// the shared transaction (end), whose units learn of it from their batch.
-func (u *unit) abandonUnless(returned *bool) {
-	if *returned {
-		return
-	}
+// abandon undoes the unit's statements and hands the transaction back if
+// the unit still holds it: deferred, so that a panic in the work (a bug,
+// which local mode recovers above the unit and goes on) leaves neither the
+// unit's statements in the shared transaction nor the writer held, which
+// would stop every later write and Close for good; after the unit ended
+// it does nothing. The panic goes on as it was (not recovered: its stack
+// still shows where it started). A rollback that fails poisons the shared
+// transaction (end), whose units learn of it from their batch.
+func (u *unit) abandon() {
 	if _, err := u.end(false); err != nil {
 		return // the batch, poisoned, tells its units
 	}
