@@ -259,10 +259,7 @@ func URL(s string) string {
 	if i := strings.IndexAny(s, "?#"); i >= 0 {
 		s = s[:i]
 	}
-	scheme, rest := "", s
-	if i := strings.Index(s, "://"); i > 0 && isScheme(s[:i]) {
-		scheme, rest = s[:i+3], s[i+3:]
-	}
+	scheme, rest := splitScheme(s)
 	at := strings.LastIndex(rest, "@")
 	switch {
 	case at < 0:
@@ -298,15 +295,20 @@ func RedactURL(err error, u string) error {
 // secret too, a webhook's (Slack's, Teams' and Discord's carry their token
 // in it): its scheme and host as URL shows them, a path as "/…".
 func Origin(s string) string {
-	shown := URL(s)
-	scheme, rest := "", shown
-	if i := strings.Index(shown, "://"); i > 0 && isScheme(shown[:i]) {
-		scheme, rest = shown[:i+3], shown[i+3:]
-	}
+	scheme, rest := splitScheme(URL(s))
 	if i := strings.Index(rest, "/"); i >= 0 && i < len(rest)-1 {
 		rest = rest[:i] + "/…"
 	}
 	return scheme + rest
+}
+
+// splitScheme splits off s's scheme with its "://" (none where s starts
+// with no valid scheme) from the rest.
+func splitScheme(s string) (scheme, rest string) {
+	if i := strings.Index(s, "://"); i > 0 && isScheme(s[:i]) {
+		return s[:i+3], s[i+3:]
+	}
+	return "", s
 }
 
 // RedactOrigin is RedactURL for a URL quoted by its Origin.
