@@ -175,15 +175,7 @@ func (f Function) Grants() []Grant {
 	for _, o := range []struct {
 		action   string
 		prefixes []string
-	}{{"s3:GetObject", f.Read}, {"s3:PutObject", f.Write}} {
-		for _, p := range o.prefixes {
-			out = append(out, Grant{o.action, ObjectResource(p)})
-		}
-	}
-	for _, o := range []struct {
-		action   string
-		prefixes []string
-	}{{"s3:GetObjectTagging", f.CopiedFrom()}, {"s3:PutObjectTagging", f.CopiedTo()}} {
+	}{{"s3:GetObject", f.Read}, {"s3:PutObject", f.Write}, {"s3:GetObjectTagging", f.CopiedFrom()}, {"s3:PutObjectTagging", f.CopiedTo()}} {
 		for _, p := range o.prefixes {
 			out = append(out, Grant{o.action, ObjectResource(p)})
 		}
