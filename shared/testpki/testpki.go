@@ -101,7 +101,7 @@ func (ca *CA) Intermediate(t testing.TB, name string) *CA {
 // newCA makes a CA signed by parent, or self-signed when parent is nil.
 func newCA(t testing.TB, name string, notAfter time.Time, parent *CA) *CA {
 	t.Helper()
-	key := newKey(t, false)
+	key := newKey(t, false, 0)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"dicom-ingest tests"}},
@@ -152,16 +152,7 @@ func (ca *CA) Client(t testing.TB, o Options) *Cert {
 
 func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	t.Helper()
-	var key crypto.Signer
-	if o.RSA && o.RSABits != 0 {
-		k, err := rsa.GenerateKey(rand.Reader, o.RSABits)
-		if err != nil {
-			t.Fatalf("testpki: generate key: %v", err)
-		}
-		key = k
-	} else {
-		key = newKey(t, o.RSA)
-	}
+	key := newKey(t, o.RSA, o.RSABits)
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now().Add(-time.Hour)
 	}
@@ -311,12 +302,17 @@ func WriteFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-func newKey(t testing.TB, useRSA bool) crypto.Signer {
+// newKey is an ECDSA P-256 key, or with useRSA an RSA key of rsaBits
+// bits (0: 2048).
+func newKey(t testing.TB, useRSA bool, rsaBits int) crypto.Signer {
 	t.Helper()
 	var k crypto.Signer
 	var err error
 	if useRSA {
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
+		if rsaBits == 0 {
+			rsaBits = 2048
+		}
+		k, err = rsa.GenerateKey(rand.Reader, rsaBits)
 	} else {
 		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
