@@ -361,7 +361,6 @@ func (o *object) jpegFrame(frames, i uint64) ([]byte, error) {
 		start, end int64      = 0, -1 // the frame's fragments, from the first fragment's item header; end -1: to the last
 		length     int64      = -1    // the frame's length, from the Extended Offset Table Lengths
 		first      int64              // where the first fragment's item header is, from the data set's start
-		found      bool               // a fragment starts at start
 		marks      *jpegMarks         // neither table: the frame is found by its markers
 		prev       dataset.Fragment
 		parts      []dataset.Fragment
@@ -372,12 +371,12 @@ walk:
 		k, err := o.dec.Next()
 		switch k {
 		case dataset.KindError:
-			if table && !found && seen == 1 {
+			if table && seen == 1 { // nothing where the table jumped to
 				return nil, o.landed(i, start, err)
 			}
 			return nil, o.failed(err)
 		case dataset.KindSequenceEnd, dataset.KindEnd:
-			if table && !found && seen == 1 {
+			if table && seen == 1 { // nothing where the table jumped to
 				return nil, o.landed(i, start, nil)
 			}
 			if marks != nil && seen > 1 {
@@ -424,10 +423,8 @@ walk:
 		switch {
 		case table && end >= 0 && at >= end:
 			break walk
-		case table && !found && at != start:
+		case table && seen == 2 && at != start: // the fragment the table jumped to
 			return nil, o.landed(i, start, nil)
-		case table:
-			found = true
 		case marks != nil:
 			if seen > 2 {
 				if err := o.ended(marks, prev); err != nil {
