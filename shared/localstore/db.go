@@ -308,7 +308,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// rather than SQLite's 1000, a page the pipeline changes again and
 	// again (a study's row, an index's inner pages) is copied a quarter
 	// as often.
-	sdb, err := openSQLite(path, "synchronous(NORMAL)", "wal_autocheckpoint(4000)")
+	sdb, err := openSQLite(path, "synchronous(NORMAL)", "wal_autocheckpoint(4000)", journalSizeLimit(MainWALLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +322,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a
 	// quarter of the bytes.
-	qdb, err := openSQLite(qpath, "synchronous(NORMAL)", "page_size(1024)")
+	qdb, err := openSQLite(qpath, "synchronous(NORMAL)", "page_size(1024)", journalSizeLimit(QueueWALLimit))
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close())
 	}
@@ -342,6 +342,22 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	}
 	return db, nil
 }
+
+// The databases' write-ahead logs are cut back to these sizes each time
+// SQLite starts one over after a checkpoint (journal_size_limit): a log
+// that a burst grew (a checkpoint held back by a long read while the
+// pipeline wrote) would otherwise keep its size on disk for good. Each is
+// above the log's working size, where its checkpoints keep it (the main
+// database's 4000 pages of 4 KiB, the queue's 1000 of 1 KiB), so that a
+// log in its working size is never cut and grown again.
+const (
+	MainWALLimit  = 24 << 20
+	QueueWALLimit = 4 << 20
+)
+
+// journalSizeLimit is the pragma that bounds a database's log at limit
+// bytes.
+func journalSizeLimit(limit int64) string { return fmt.Sprintf("journal_size_limit(%d)", limit) }
 
 // Option configures Open.
 type Option func(*options)
