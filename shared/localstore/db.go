@@ -287,6 +287,13 @@ var schema = []string{
 	// renamed. RENAME COLUMN changes the schema alone, rows untouched, and
 	// carries the primary key with it.
 	`ALTER TABLE instances RENAME COLUMN sha256 TO content_identity;`,
+	// 18: the publish ledger is the outbox (EventPublished): an event
+	// published is in the outbox under its id, which nothing removes, so
+	// the rows of published_events naming an event the outbox holds can
+	// never be needed again. The table keeps only ids marked published
+	// without an event in the outbox (MarkEventPublished): none in the
+	// pipeline's own use, which adds the event first.
+	`DELETE FROM published_events WHERE id IN (SELECT id FROM outbox);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off

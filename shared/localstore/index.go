@@ -294,14 +294,17 @@ func (s *IndexStore) DeferAnnouncement(ctx context.Context, studyUID string, at 
 	})
 }
 
-// EventPublished reports whether eventID is in the publish ledger.
+// EventPublished reports whether eventID is in the publish ledger: the
+// outbox, which holds every event published under its id and is never
+// pruned, and published_events, which holds the ids marked published
+// without an event in the outbox (MarkEventPublished).
 func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, error) {
 	q, err := s.b.q()
 	if err != nil {
 		return false, err
 	}
 	var one int
-	err = q.QueryRowContext(ctx, `SELECT 1 FROM published_events WHERE id = ?`, eventID).Scan(&one)
+	err = q.QueryRowContext(ctx, `SELECT 1 FROM outbox WHERE id = ?1 UNION ALL SELECT 1 FROM published_events WHERE id = ?1 LIMIT 1`, eventID).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -311,11 +314,15 @@ func (s *IndexStore) EventPublished(ctx context.Context, eventID string) (bool, 
 	return true, nil
 }
 
-// MarkEventPublished adds eventID to the publish ledger (idempotent).
+// MarkEventPublished adds eventID to the publish ledger (idempotent). An
+// event the outbox holds is in the ledger already (EventPublished), and
+// the pipeline publishes an event before it marks it: it writes no row
+// then, so published_events does not grow with the events.
 func (s *IndexStore) MarkEventPublished(ctx context.Context, eventID string, at time.Time) error {
 	err := s.b.write(ctx, func(tx *querier) error {
 		_, err := tx.ExecContext(ctx,
-			`INSERT INTO published_events(id, time) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`, eventID, unixNano(at))
+			`INSERT INTO published_events(id, time) SELECT ?1, ?2 WHERE NOT EXISTS (SELECT 1 FROM outbox WHERE id = ?1)
+			 ON CONFLICT(id) DO NOTHING`, eventID, unixNano(at))
 		return err
 	})
 	if err != nil {
