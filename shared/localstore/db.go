@@ -294,6 +294,13 @@ var schema = []string{
 	// without an event in the outbox (MarkEventPublished): none in the
 	// pipeline's own use, which adds the event first.
 	`DELETE FROM published_events WHERE id IN (SELECT id FROM outbox);`,
+	// 19: how far the expiry of the SCP's association records got
+	// (Handoff.ExpiredRecords): every record the ledger has as done up
+	// to through_key had its file removed.
+	`CREATE TABLE record_expiry (
+		id          INTEGER PRIMARY KEY CHECK (id = 1),
+		through_key TEXT NOT NULL
+	);`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off
