@@ -152,6 +152,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			QuietPeriod: cfg.QuietPeriod, PatientData: cfg.EventPatientData, Logger: log, Registry: reg, AuditFeed: cfg.AuditSyslog != "", Names: names,
 			CommitmentWait: cfg.CommitmentWait, CommitmentReportFor: cfg.CommitmentReportFor,
 			CommitmentQuarantined: cfg.CommitmentQuarantined, MinFreeBytes: cfg.MinFreeBytes,
+			AuditExpirationDays: cfg.AuditExpirationDays,
 		})
 		if err != nil {
 			err = fmt.Errorf("start local mode: %w", err)

@@ -113,6 +113,15 @@ type Config struct {
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
 
+	// AuditExpirationDays, when above 0, removes the SCP's association
+	// records under objects/audit/ once they are older than that many
+	// days and in the audit trail (see expireRecords); 0 keeps them.
+	AuditExpirationDays int
+
+	// expiryCrash, when set (by tests), is asked after each record the
+	// expiry removes and after each batch's watermark: true ends the run
+	// there, as a crash would.
+	expiryCrash func() bool
 	// beforeCommit, when set (by tests), is called in each key's unit of
 	// work once the pipeline's work for it is done, before the commit:
 	// where the "before-commit" crash is injected (CrashEnv).
@@ -242,6 +251,9 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	}
 	l.goRun(func() { l.announcer(run) })
 	l.goRun(func() { l.spiller(run) })
+	if cfg.AuditExpirationDays > 0 {
+		l.goRun(func() { l.expirer(run) })
+	}
 	l.goRun(func() {
 		if err := l.pub.Run(run); err != nil {
 			log.Error("event publisher stopped", "err", err)
@@ -936,6 +948,21 @@ func (s *handoffStore) dropIfNeverStored(ctx context.Context, key, path string) 
 		return nil
 	}
 	return s.handoff.Forget(ctx, []string{key})
+}
+
+// removeRecord removes the file at path of the record key, which the
+// ledger has as done, unless a Put of key is under way (false): the lock
+// keeps a Put from starting meanwhile.
+func (s *handoffStore) removeRecord(key, path string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.inflight[key] > 0 {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !absent(err) {
+		return false, err
+	}
+	return true, nil
 }
 
 var _ objectstore.Store = (*handoffStore)(nil)

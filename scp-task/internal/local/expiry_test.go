@@ -1,0 +1,114 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+)
+
+// TestAuditRecordExpiry: with AuditExpirationDays set, the association
+// records older than that go from objects/audit/ and the audit trail keeps
+// every row of them; a crash at any point of the expiry (after each file
+// removed, after the batch's watermark) loses nothing and repeats nothing:
+// after a restart the expiry finishes, the trail holds the same rows, the
+// ledger the same keys, done, and nothing is handed off again.
+func TestAuditRecordExpiry(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	for _, crashAt := range []int{0, 1, 2, 3, 4} { // 0: no crash; 3 removals, then the watermark
+		t.Run("crash at step "+string(rune('0'+crashAt)), func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir)
+			cfg.AuditExpirationDays = 3
+			l, err := Start(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var old, kept []string
+			for i, at := range []time.Time{now.AddDate(0, 0, -10), now.AddDate(0, 0, -9), now.AddDate(0, 0, -5), now} {
+				rec := associationaudit.Record{Event: associationaudit.EventRejected, Time: at, AssociationID: "assoc" + string(rune('a'+i)),
+					CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", PeerAddr: "127.0.0.1:6000", RejectResult: 1, RejectSource: 1, RejectReason: 3,
+					Reason: "calling AE not allowed", Seq: 1}
+				body, err := associationaudit.Marshal(rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				key, err := associationaudit.Key(rec)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Store().PutRecord(ctx, key, body); err != nil {
+					t.Fatal(err)
+				}
+				p, err := l.files.path(key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i < 3 {
+					old = append(old, p)
+				} else {
+					kept = append(kept, p)
+				}
+			}
+			eventually(t, "records in the trail and done", func() bool {
+				return count(t, l, `SELECT COUNT(*) FROM audit`) == 4 && count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 4
+			})
+			step := 0
+			l.cfg.expiryCrash = func() bool { step++; return step == crashAt }
+			n, err := l.expireRecords(ctx, now)
+			switch {
+			case crashAt == 0 && (err != nil || n != 3):
+				t.Fatalf("expireRecords = %d, %v; want 3 removed", n, err)
+			case crashAt > 0 && !errors.Is(err, errInjectedCrash):
+				t.Fatalf("expireRecords = %d, %v; want the injected crash", n, err)
+			}
+			stop(t, l)
+
+			l = startTest(t, dir)
+			defer stop(t, l)
+			l.cfg.AuditExpirationDays = 3
+			if _, err := l.expireRecords(ctx, now); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range old {
+				if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("an expired record is still there (%v)", err)
+				}
+			}
+			for _, p := range kept {
+				if _, err := os.Stat(p); err != nil {
+					t.Errorf("a record younger than the expiry went: %v", err)
+				}
+			}
+			// Nothing lost, nothing repeated: the same rows, none handed
+			// off again.
+			for q, want := range map[string]int{
+				`SELECT COUNT(*) FROM audit`:                                4,
+				`SELECT COUNT(*) FROM handoff WHERE state = 'done'`:         4,
+				`SELECT COUNT(*) FROM handoff WHERE attempts != 1`:          0,
+				`SELECT COUNT(*) FROM record_expiry WHERE through_key > ''`: 1,
+			} {
+				if got := count(t, l, q); got != want {
+					t.Errorf("%s = %d, want %d", q, got, want)
+				}
+			}
+			if n, err := l.db.Handoff().Counts(ctx); err != nil || n["pending"] != 0 {
+				t.Errorf("hand-off counts %v, %v: want nothing pending", n, err)
+			}
+		})
+	}
+}
+
+// count runs a COUNT query on l's database.
+func count(t *testing.T, l *Local, q string) int {
+	t.Helper()
+	var n int
+	if err := l.db.SQL().QueryRowContext(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
