@@ -188,7 +188,11 @@ func ParseEventCursor(c string, fromStart bool) (int64, error) {
 
 // Events lists events in the outbox, newest first (oldest first with
 // After). Type and study go through indexes; a page of types or of a
-// study costs its size, not the outbox's.
+// study costs its size, not the outbox's. The events it returns are
+// durable, as those the log and the webhooks get are: a commit a power
+// loss could still undo is redone after the restart, its events under
+// seqs that may differ, so a consumer tailing with After that had been
+// given one would skip the events given its seq then.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	q, args := eventsQuery(f)
 	limit := limitOr(f.Limit, 100)
@@ -218,6 +222,12 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
+	}
+	if len(page.Events) > 0 {
+		// After the read: the sync covers every commit it saw.
+		if err := db.Sync(ctx); err != nil {
+			return EventPage{}, fmt.Errorf("localstore: events: %w", err)
+		}
 	}
 	return page, nil
 }

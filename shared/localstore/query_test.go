@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,6 +108,54 @@ func TestEventsPaging(t *testing.T) {
 			t.Errorf("ParseEventCursor(%q, %v) = %d, %v; want %d", c.s, c.fromStart, n, err, c.want)
 		}
 	}
+}
+
+// TestEventsServedDurable: Events gives out only events whose commit is
+// durable, as the log and the webhooks do: it syncs the database's log
+// after its read, and a sync that fails fails the page rather than give
+// out events a power loss could undo (their seqs given to other events
+// after the restart, which a consumer tailing past them would skip).
+func TestEventsServedDurable(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	var fsyncs atomic.Int64
+	var fail atomic.Pointer[error]
+	db.wal.fsync = func() error {
+		fsyncs.Add(1)
+		if err := fail.Load(); err != nil {
+			return *err
+		}
+		return nil
+	}
+	if p, err := db.Events(ctx, EventFilter{Tail: true}); err != nil || len(p.Events) != 0 {
+		t.Fatalf("empty outbox: %d events, %v", len(p.Events), err)
+	}
+	if _, err := db.Outbox(nil).Publish(ctx, []pipeline.Event{{ID: "e1", DetailType: pipeline.DetailTypeInstanceStored, Time: t0,
+		Detail: json.RawMessage(`{"n":1}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		fail error
+	}{{"synced", nil}, {"sync fails", errors.New("disk gone")}} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := fsyncs.Load()
+			if tt.fail != nil {
+				fail.Store(&tt.fail)
+			}
+			p, err := db.Events(ctx, EventFilter{Tail: true})
+			if fsyncs.Load() == before {
+				t.Errorf("events given out without a sync")
+			}
+			if tt.fail == nil && (err != nil || len(p.Events) != 1) {
+				t.Errorf("%d events, %v; want the one", len(p.Events), err)
+			}
+			if tt.fail != nil && (!errors.Is(err, tt.fail) || len(p.Events) != 0) {
+				t.Errorf("%d events, %v; want none and the sync's error", len(p.Events), err)
+			}
+		})
+	}
+	fail.Store(nil)
 }
 
 // TestAuditQueryBounds: a cursor the store did not hand out is
