@@ -494,21 +494,12 @@ func TestDocsEventNames(t *testing.T) {
 			t.Errorf("docs/pipeline.md has no events table row %q", row)
 		}
 	}
-	_, sub, ok := strings.Cut(doc, "\n### Subscribing\n")
-	if !ok {
-		t.Fatal("docs/pipeline.md has no Subscribing section")
-	}
-	_, block, ok := strings.Cut(sub, "```json\n")
-	block, _, ok2 := strings.Cut(block, "```")
-	if !ok || !ok2 {
-		t.Fatal("Subscribing has no JSON event pattern")
-	}
 	var pattern struct {
 		Source     []string                   `json:"source"`
 		DetailType []string                   `json:"detail-type"`
 		Detail     map[string]json.RawMessage `json:"detail"`
 	}
-	if err := json.Unmarshal([]byte(block), &pattern); err != nil {
+	if err := json.Unmarshal([]byte(docsRule(t, doc)), &pattern); err != nil {
 		t.Fatalf("the example pattern is no JSON: %v", err)
 	}
 	if !slices.Equal(pattern.Source, []string{pipeline.EventSource}) {
@@ -528,6 +519,175 @@ func TestDocsEventNames(t *testing.T) {
 	}
 }
 
+// docsSubscribing is the Subscribing section of docs/pipeline.md (doc).
+func docsSubscribing(t *testing.T, doc string) string {
+	t.Helper()
+	_, sub, ok := strings.Cut(doc, "\n### Subscribing\n")
+	if !ok {
+		t.Fatal("docs/pipeline.md has no Subscribing section")
+	}
+	sub, _, _ = strings.Cut(sub, "\n## ")
+	return sub
+}
+
+// docsRule is the example rule's event pattern in Subscribing: its first
+// JSON block.
+func docsRule(t *testing.T, doc string) string {
+	t.Helper()
+	_, block, ok := strings.Cut(docsSubscribing(t, doc), "```json\n")
+	block, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("Subscribing has no JSON event pattern")
+	}
+	return block
+}
+
+// TestDocsRulesMatch: the rules docs/pipeline.md tells a subscriber to
+// write match what the pipeline emits, as EventBridge matches them (a
+// field's values, an array field when any element matches, prefix): the
+// example rule matches the example Study Received detail it says it
+// matches and the study events of a CT study of one patient, and no other
+// event; the resources prefix selecting incoming/ matches every instance
+// event delivered in AWS and no other. TestDocsEventNames holds the names
+// the rule uses; this, that the rule as written does its work.
+func TestDocsRulesMatch(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	var rule map[string]any
+	if err := json.Unmarshal([]byte(docsRule(t, doc)), &rule); err != nil {
+		t.Fatalf("the example pattern is no JSON: %v", err)
+	}
+	// The prefix rule, written inline: {"resources": [{"prefix": "arn:aws:s3:::<bucket>/incoming/"}]}.
+	_, inline, ok := strings.Cut(docsSubscribing(t, doc), "`{\"resources\": ")
+	inline, _, ok2 := strings.Cut(inline, "`")
+	var prefix map[string]any
+	if !ok || !ok2 {
+		t.Fatal("Subscribing has no resources prefix pattern")
+	}
+	if err := json.Unmarshal([]byte(`{"resources": `+strings.ReplaceAll(inline, "<bucket>", "bucket")), &prefix); err != nil {
+		t.Fatalf("the resources prefix pattern is no JSON: %v", err)
+	}
+
+	examples, errs := docExamples("docs/pipeline.md", doc)
+	for _, err := range errs {
+		t.Error(err)
+	}
+	var exampleMatched bool
+	for _, ex := range examples {
+		if ex.detailType != pipeline.DetailTypeStudyReceived {
+			continue
+		}
+		ev := map[string]any{"source": pipeline.EventSource, "detail-type": ex.detailType, "resources": []any{}, "detail": ex.detail}
+		exampleMatched = ruleMatches(rule, ev)
+	}
+	if !exampleMatched {
+		t.Errorf("the example rule does not match the example %s detail, which Subscribing says it matches", pipeline.DetailTypeStudyReceived)
+	}
+
+	// A CT study of one patient: a study event the rule matches, announced
+	// again after an instance more.
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	inAWS("aws").configure(p)
+	p.Now = func() time.Time { return time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC) }
+	for _, sop := range []string{sop1, "1.2.826.0.1.3680043.10.1.1.4"} {
+		add(f, key(sop), ct(sop).Build(), sop)
+		if _, err := p.ProcessObject(ctx, key(sop)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.AnnounceStableStudies(ctx, p.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		p.Now = func() time.Time { return time.Date(2026, 1, 15, 12, 20, 30, 0, time.UTC) }
+	}
+	ctStudy := f.Events.All()
+	matched := map[string]int{}
+	for i, events := range [][]pipeline.Event{ctStudy, everyEvent(t, pipeline.PatientDataNone, inAWS("aws"))} {
+		for _, d := range viaEventBridge(t, events) {
+			var ev map[string]any
+			b, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(b, &ev); err != nil {
+				t.Fatal(err)
+			}
+			var detail struct {
+				Modalities      []string `json:"modalities"`
+				PatientMismatch bool     `json:"patientMismatch"`
+			}
+			if err := json.Unmarshal(d.Detail, &detail); err != nil {
+				t.Fatal(err)
+			}
+			study := d.DetailType == pipeline.DetailTypeStudyReceived || d.DetailType == pipeline.DetailTypeStudyUpdated
+			want := study && !detail.PatientMismatch && (slices.Contains(detail.Modalities, "CT") || slices.Contains(detail.Modalities, "MR"))
+			if got := ruleMatches(rule, ev); got != want {
+				t.Errorf("the example rule matches %v, want %v: %s %s", got, want, d.DetailType, d.Detail)
+			}
+			if got, want := ruleMatches(prefix, ev), d.DetailType == pipeline.DetailTypeInstanceStored || d.DetailType == pipeline.DetailTypeInstanceRejected; got != want {
+				t.Errorf("the resources prefix pattern matches %v, want %v: %s %q", got, want, d.DetailType, d.Resources)
+			}
+			if i == 0 && ruleMatches(rule, ev) {
+				matched[d.DetailType]++
+			}
+		}
+	}
+	if matched[pipeline.DetailTypeStudyReceived] != 1 || matched[pipeline.DetailTypeStudyUpdated] != 1 {
+		t.Errorf("the example rule matched the CT study's events %v, want its Study Received and its Study Updated", matched)
+	}
+}
+
+// ruleMatches reports whether EventBridge's event pattern matches event
+// (both decoded JSON), in what the docs' patterns use: each field of the
+// pattern is in the event; a field's pattern is an object of the
+// event's object at that field, or a list of values (or {"prefix": s})
+// any of which the event's value, or any element of an array value,
+// matches.
+func ruleMatches(pattern, event map[string]any) bool {
+	for k, want := range pattern {
+		got, ok := event[k]
+		if !ok {
+			return false
+		}
+		switch want := want.(type) {
+		case map[string]any:
+			sub, ok := got.(map[string]any)
+			if !ok || !ruleMatches(want, sub) {
+				return false
+			}
+		case []any:
+			values := []any{got}
+			if l, ok := got.([]any); ok {
+				values = l
+			}
+			if !slices.ContainsFunc(values, func(v any) bool { return slices.ContainsFunc(want, func(w any) bool { return valueMatches(w, v) }) }) {
+				return false
+			}
+		default:
+			panic(fmt.Sprintf("pattern field %q: %v is no list or object", k, want))
+		}
+	}
+	return true
+}
+
+// valueMatches reports whether one value of an event pattern's list (a
+// value, or {"prefix": s}) matches the event's value v.
+func valueMatches(w, v any) bool {
+	if m, ok := w.(map[string]any); ok {
+		p, isPrefix := m["prefix"].(string)
+		s, isString := v.(string)
+		if !isPrefix || len(m) != 1 {
+			panic(fmt.Sprintf("pattern operator %v: the test knows prefix only", m))
+		}
+		return isString && strings.HasPrefix(s, p)
+	}
+	return w == v
+}
+
 // TestDocsExampleDetails: each example detail docs/pipeline.md gives
 // ("Example `<detail-type>` detail") is one the pipeline could emit: it
 // matches its schema closed to the properties it lists, as the pipeline's
@@ -542,6 +702,19 @@ func TestDocsExampleDetails(t *testing.T) {
 	examples, errs := docExamples("docs/pipeline.md", string(b))
 	for _, err := range errs {
 		t.Error(err)
+	}
+	// The top-level properties every event of a detail-type has.
+	everyTime := map[string][]string{}
+	for _, ev := range everyEvent(t, pipeline.PatientDataID, inAWS("aws")) {
+		var m map[string]any
+		if err := json.Unmarshal(ev.Detail, &m); err != nil {
+			t.Fatal(err)
+		}
+		names, seen := everyTime[ev.DetailType]
+		if !seen {
+			names = slices.Sorted(maps.Keys(m))
+		}
+		everyTime[ev.DetailType] = slices.DeleteFunc(names, func(n string) bool { _, ok := m[n]; return !ok })
 	}
 	for _, ex := range examples {
 		dt, v, at := ex.detailType, ex.detail, fmt.Sprintf("docs/pipeline.md:%d", ex.line)
@@ -564,6 +737,13 @@ func TestDocsExampleDetails(t *testing.T) {
 		for _, name := range emittedAlways[dt] {
 			if _, ok := v[name]; !ok {
 				t.Errorf("%s: the example %s detail lacks %s, which the pipeline always emits", at, dt, name)
+			}
+		}
+		// The other way: every property each such event the pipeline
+		// emits has (under the example's policy, id) is in the example.
+		for _, name := range everyTime[dt] {
+			if _, ok := v[name]; !ok {
+				t.Errorf("%s: the example %s detail lacks %s, which every such event the pipeline emits has", at, dt, name)
 			}
 		}
 	}
