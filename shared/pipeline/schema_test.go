@@ -688,6 +688,48 @@ func valueMatches(w, v any) bool {
 	return w == v
 }
 
+// TestEventFieldsExplained: every property of every detail, within its
+// objects too, is explained to a subscriber: by a description in its
+// schema or in docs/pipeline.md, which names it (`name`). A patient's
+// name components are the docs' "`name` split into components". The
+// counts studyInstanceCount and studySeriesCount had neither, and read as
+// a completeness signal they are not.
+func TestEventFieldsExplained(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for dt, file := range schemas.File {
+		b, err := schemas.FS.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var schema map[string]any
+		if err := json.Unmarshal(b, &schema); err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		var walk func(path string, m map[string]any)
+		walk = func(path string, m map[string]any) {
+			if items, ok := m["items"].(map[string]any); ok {
+				walk(path+"[]", items)
+			}
+			props, _ := m["properties"].(map[string]any)
+			for name, v := range props {
+				sub, _ := v.(map[string]any)
+				if _, described := sub["description"]; !described && !strings.Contains(doc, "`"+name+"`") {
+					t.Errorf("%s (%s): %s%s has no description, and docs/pipeline.md does not name it", file, dt, path, name)
+				}
+				if path+name == "patient.name" {
+					continue
+				}
+				walk(path+name+".", sub)
+			}
+		}
+		walk("", schema)
+	}
+}
+
 // TestDocsExampleDetails: each example detail docs/pipeline.md gives
 // ("Example `<detail-type>` detail") is one the pipeline could emit: it
 // matches its schema closed to the properties it lists, as the pipeline's
