@@ -682,7 +682,11 @@ func TestPollersFitTheReservation(t *testing.T) {
 }
 
 // TestEventBus: the bus says what a subscriber finds on it, every
-// detail-type and the source, as the pipeline names them.
+// detail-type and the source, as the pipeline names them; and it is as
+// docs/pipeline.md's Subscribing tells a subscriber: named by the outputs
+// EventBusName and EventBusArn, with no rule of the stack's on it and no
+// resource policy (a rule is the subscriber's, in the deployment's
+// account).
 func TestEventBus(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		buses := s.resources("AWS::Events::EventBus")
@@ -693,6 +697,21 @@ func TestEventBus(t *testing.T) {
 		for _, want := range append([]string{pipeline.EventSource}, pipeline.DetailTypes...) {
 			if !strings.Contains(desc, want) {
 				t.Errorf("bus description %q does not name %q", desc, want)
+			}
+		}
+		bus := s.stack.logicalID(s.stack.Pipeline.Bus)
+		for _, out := range []string{"EventBusName", "EventBusArn"} {
+			o, _ := s.outputs[out].(map[string]any)
+			if refID(o["Value"]) != bus {
+				t.Errorf("output %s is %s, want the bus %s", out, js(o["Value"]), bus)
+			}
+		}
+		if n := len(s.resources("AWS::Events::EventBusPolicy")); n != 0 {
+			t.Errorf("%d resource policies on event buses; Subscribing says the bus has none", n)
+		}
+		for id, r := range s.resources("AWS::Events::Rule") {
+			if on := props(r)["EventBusName"]; refID(on) == bus {
+				t.Errorf("rule %s is on the bus; Subscribing says the stack creates none", id)
 			}
 		}
 	})
