@@ -484,11 +484,7 @@ func TestSchemaPerDetailType(t *testing.T) {
 // matches the source, detail-types the pipeline publishes and fields
 // their schemas have: a subscriber writes the rule from the docs alone.
 func TestDocsEventNames(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
+	doc := pipelineDoc(t)
 	for _, dt := range pipeline.DetailTypes {
 		if row := fmt.Sprintf("| `%s` | `%s` |", dt, schemas.File[dt]); !strings.Contains(doc, row) {
 			t.Errorf("docs/pipeline.md has no events table row %q", row)
@@ -517,6 +513,16 @@ func TestDocsEventNames(t *testing.T) {
 			}
 		}
 	}
+}
+
+// pipelineDoc is docs/pipeline.md, which tells a subscriber the events.
+func pipelineDoc(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // docsSubscribing is the Subscribing section of docs/pipeline.md (doc).
@@ -551,11 +557,7 @@ func docsRule(t *testing.T, doc string) string {
 // event delivered in AWS and no other. TestDocsEventNames holds the names
 // the rule uses; this, that the rule as written does its work.
 func TestDocsRulesMatch(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
+	doc := pipelineDoc(t)
 	var rule map[string]any
 	if err := json.Unmarshal([]byte(docsRule(t, doc)), &rule); err != nil {
 		t.Fatalf("the example pattern is no JSON: %v", err)
@@ -695,11 +697,7 @@ func valueMatches(w, v any) bool {
 // counts studyInstanceCount and studySeriesCount had neither, and read as
 // a completeness signal they are not.
 func TestEventFieldsExplained(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := string(b)
+	doc := pipelineDoc(t)
 	for dt, file := range schemas.File {
 		b, err := schemas.FS.ReadFile(file)
 		if err != nil {
@@ -736,12 +734,9 @@ func TestEventFieldsExplained(t *testing.T) {
 // own events must, and has the properties the pipeline always emits. A
 // value elided with "…" is a placeholder, not held to its pattern.
 func TestDocsExampleDetails(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "..", "docs", "pipeline.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	doc := pipelineDoc(t)
 	sch := compileStrictSchemas(t)
-	examples, errs := docExamples("docs/pipeline.md", string(b))
+	examples, errs := docExamples("docs/pipeline.md", doc)
 	for _, err := range errs {
 		t.Error(err)
 	}
