@@ -56,6 +56,9 @@ type Options struct {
 	// unless set (a weak key, for tests of its refusal).
 	RSA     bool
 	RSABits int
+	// Curve, when set, is the ECDSA key's curve instead of P-256 (P-224,
+	// for tests of a weak key's refusal).
+	Curve elliptic.Curve
 	// KeyUsage, when set, replaces the key usage (digitalSignature, and
 	// keyEncipherment for RSA).
 	KeyUsage x509.KeyUsage
@@ -87,7 +90,18 @@ func NewCA(t testing.TB, name string) *CA {
 // NewCAUntil makes a self-signed CA named name valid until notAfter.
 func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 	t.Helper()
-	return newCA(t, name, notAfter, nil)
+	return newCA(t, name, Options{NotAfter: notAfter}, nil)
+}
+
+// NewCAWith makes a self-signed CA named name with the key o asks for
+// (RSA, RSABits, Curve: a weak one, for tests of its refusal), valid until
+// o.NotAfter (default: ten years ahead). o's other fields are ignored.
+func NewCAWith(t testing.TB, name string, o Options) *CA {
+	t.Helper()
+	if o.NotAfter.IsZero() {
+		o.NotAfter = time.Now().AddDate(10, 0, 0)
+	}
+	return newCA(t, name, o, nil)
 }
 
 // Intermediate issues a CA certificate named name under ca, valid as long
@@ -95,18 +109,19 @@ func NewCAUntil(t testing.TB, name string, notAfter time.Time) *CA {
 // Cert.Chain, as a site presents a chain.
 func (ca *CA) Intermediate(t testing.TB, name string) *CA {
 	t.Helper()
-	return newCA(t, name, ca.Cert.NotAfter, ca)
+	return newCA(t, name, Options{NotAfter: ca.Cert.NotAfter}, ca)
 }
 
-// newCA makes a CA signed by parent, or self-signed when parent is nil.
-func newCA(t testing.TB, name string, notAfter time.Time, parent *CA) *CA {
+// newCA makes a CA with o's key valid until o.NotAfter, signed by parent,
+// or self-signed when parent is nil.
+func newCA(t testing.TB, name string, o Options, parent *CA) *CA {
 	t.Helper()
-	key := newKey(t, false, 0)
+	key := newKey(t, o)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial(t),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"dicom-ingest tests"}},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              notAfter,
+		NotAfter:              o.NotAfter,
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -152,7 +167,7 @@ func (ca *CA) Client(t testing.TB, o Options) *Cert {
 
 func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	t.Helper()
-	key := newKey(t, o.RSA, o.RSABits)
+	key := newKey(t, o)
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now().Add(-time.Hour)
 	}
@@ -230,11 +245,19 @@ func (ca *CA) SignCSR(t testing.TB, csrPEM []byte) []byte {
 // revoked and next due at nextUpdate.
 func (ca *CA) CRL(t testing.TB, nextUpdate time.Time, revoked ...*Cert) []byte {
 	t.Helper()
+	return ca.CRLSignedWith(t, x509.UnknownSignatureAlgorithm, nextUpdate, revoked...)
+}
+
+// CRLSignedWith is CRL signed with alg (x509.UnknownSignatureAlgorithm:
+// crypto/x509's choice for the CA's key), such as SHA-1, for tests of a
+// weak list's refusal.
+func (ca *CA) CRLSignedWith(t testing.TB, alg x509.SignatureAlgorithm, nextUpdate time.Time, revoked ...*Cert) []byte {
+	t.Helper()
 	thisUpdate := time.Now().Add(-time.Hour)
 	if !nextUpdate.After(thisUpdate) { // a stale list, for tests of one
 		thisUpdate = nextUpdate.Add(-time.Hour)
 	}
-	tmpl := &x509.RevocationList{Number: serial(t), ThisUpdate: thisUpdate, NextUpdate: nextUpdate}
+	tmpl := &x509.RevocationList{Number: serial(t), ThisUpdate: thisUpdate, NextUpdate: nextUpdate, SignatureAlgorithm: alg}
 	for _, c := range revoked {
 		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
 			x509.RevocationListEntry{SerialNumber: c.Cert.SerialNumber, RevocationTime: time.Now().Add(-time.Minute)})
@@ -302,18 +325,22 @@ func WriteFile(t testing.TB, path string, data []byte) {
 	}
 }
 
-// newKey is an ECDSA P-256 key, or with useRSA an RSA key of rsaBits
-// bits (0: 2048).
-func newKey(t testing.TB, useRSA bool, rsaBits int) crypto.Signer {
+// newKey is the key o asks for: an ECDSA key on o.Curve (default P-256),
+// or with o.RSA an RSA key of o.RSABits bits (0: 2048).
+func newKey(t testing.TB, o Options) crypto.Signer {
 	t.Helper()
 	var k crypto.Signer
 	var err error
-	if useRSA {
-		if rsaBits == 0 {
-			rsaBits = 2048
+	switch {
+	case o.RSA:
+		bits := o.RSABits
+		if bits == 0 {
+			bits = 2048
 		}
-		k, err = rsa.GenerateKey(rand.Reader, rsaBits)
-	} else {
+		k, err = rsa.GenerateKey(rand.Reader, bits)
+	case o.Curve != nil:
+		k, err = ecdsa.GenerateKey(o.Curve, rand.Reader)
+	default:
 		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
 	if err != nil {

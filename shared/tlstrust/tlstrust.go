@@ -7,6 +7,8 @@ package tlstrust
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -20,12 +22,17 @@ import (
 
 // ParseCAs reads every certificate of a PEM bundle; anything else in it, or
 // no certificate at all, is an error (a bundle that silently trusts fewer
-// CAs than meant locks sites out without a word).
+// CAs than meant locks sites out without a word), and so is a certificate
+// whose key CheckKey refuses: a CA of a weak key signs certificates anyone
+// who factors or breaks it can mint.
 func ParseCAs(b []byte) (*x509.CertPool, []*x509.Certificate, error) {
 	pool := x509.NewCertPool()
 	var cas []*x509.Certificate
 	err := EachPEM(b, "CERTIFICATE", func(der []byte) error {
 		c, err := x509.ParseCertificate(der)
+		if err == nil {
+			err = CheckKey(c)
+		}
 		if err != nil {
 			return fmt.Errorf("certificate %d: %w", len(cas)+1, err)
 		}
@@ -100,6 +107,12 @@ func ParseCRLs(b []byte, cas []*x509.Certificate) (Revocations, []CRL, error) {
 		if err != nil {
 			return fmt.Errorf("CRL %d: %w", n, err)
 		}
+		if weakSignature(crl.SignatureAlgorithm) {
+			// Before the signature is checked: crypto/x509 verifies a SHA-1
+			// signature, and refuses an MD5 one as "not signed" by the CA.
+			return fmt.Errorf("CRL %d (issuer %s) is signed with %s, a hash BCP 195 does not allow: have its CA sign it with SHA-256 or stronger",
+				n, crl.Issuer, crl.SignatureAlgorithm)
+		}
 		var signer *x509.Certificate
 		for _, ca := range cas {
 			if bytes.Equal(ca.RawSubject, crl.RawIssuer) && crl.CheckSignatureFrom(ca) == nil {
@@ -130,6 +143,17 @@ func ParseCRLs(b []byte, cas []*x509.Certificate) (Revocations, []CRL, error) {
 	return r, lists, nil
 }
 
+// weakSignature reports whether alg hashes with MD2, MD5 or SHA-1, whose
+// collisions let a forged list pass for the CA's (RFC 9325 4.3, RFC 6151,
+// RFC 9155).
+func weakSignature(alg x509.SignatureAlgorithm) bool {
+	switch alg {
+	case x509.MD2WithRSA, x509.MD5WithRSA, x509.SHA1WithRSA, x509.DSAWithSHA1, x509.ECDSAWithSHA1:
+		return true
+	}
+	return false
+}
+
 // Len counts the revoked serial numbers.
 func (r Revocations) Len() int {
 	n := 0
@@ -139,15 +163,43 @@ func (r Revocations) Len() int {
 	return n
 }
 
-// MinRSABits is the smallest RSA key a client certificate may have: BCP 195
+// MinRSABits is the smallest RSA key a certificate may have: BCP 195
 // (RFC 9325 4.5) asks for 2048 bits at least, and Go's TLS takes 1024.
 const MinRSABits = 2048
+
+// MinECBits is the smallest elliptic curve an ECDSA key may be on: P-256
+// (RFC 9325 4.5 asks for the security of RSA 2048, about 112 bits, at
+// least; P-224 is the only smaller curve crypto/x509 parses).
+const MinECBits = 256
+
+// CheckKey is the one rule for the key of every certificate TLS relies on
+// here: the SCP's server certificate, a client's certificate and each CA
+// of a client CA bundle, in the SCP and in the CDK app's config checks. An
+// RSA key of at least MinRSABits, an ECDSA key on a curve of at least
+// MinECBits, or Ed25519 passes; anything else (a shorter RSA key, P-224,
+// DSA) is an error naming the certificate within bounds (NameOf).
+func CheckKey(c *x509.Certificate) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < MinRSABits {
+			return fmt.Errorf("certificate %s has an RSA key of %d bits, fewer than %d", NameOf(c), n, MinRSABits)
+		}
+	case *ecdsa.PublicKey:
+		if n := k.Params().BitSize; n < MinECBits {
+			return fmt.Errorf("certificate %s has an ECDSA key on %s, a curve of %d bits, fewer than %d (P-256)", NameOf(c), k.Params().Name, n, MinECBits)
+		}
+	case ed25519.PublicKey:
+	default:
+		return fmt.Errorf("certificate %s has a %s key: only RSA, ECDSA and Ed25519 keys are accepted", NameOf(c), c.PublicKeyAlgorithm)
+	}
+	return nil
+}
 
 // CheckClientLeaf fails a handshake whose client certificate is not one a
 // client may authenticate with, which Go's verification leaves to its
 // caller: a CA certificate (basic constraints), one whose key usage, when
 // it has one, does not allow signing (RFC 8446 4.4.2.3, RFC 5280 4.2.1.3),
-// one with an RSA key under MinRSABits, and one not issued by a CA of the
+// one whose key CheckKey refuses, and one not issued by a CA of the
 // bundle itself: the site CA signs the sites' certificates, so a verified
 // chain holds the certificate and a CA of the bundle, nothing between (a
 // site certificate issued with cA=TRUE would otherwise issue certificates
@@ -160,8 +212,8 @@ func CheckClientLeaf(cs tls.ConnectionState) error {
 		return nil // none is the handshake's own refusal
 	}
 	leaf := cs.PeerCertificates[0]
-	if k, ok := leaf.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < MinRSABits {
-		return fmt.Errorf("tlstrust: certificate %s has an RSA key of %d bits, fewer than %d", NameOf(leaf), k.N.BitLen(), MinRSABits)
+	if err := CheckKey(leaf); err != nil {
+		return fmt.Errorf("tlstrust: %w", err)
 	}
 	switch {
 	case leaf.IsCA:

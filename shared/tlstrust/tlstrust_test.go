@@ -1,11 +1,15 @@
 package tlstrust
 
 import (
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"strings"
@@ -18,6 +22,11 @@ import (
 func TestParseCAs(t *testing.T) {
 	a, b := testpki.NewCA(t, "A"), testpki.NewCA(t, "B")
 	leaf := a.Client(t, testpki.Options{CommonName: "x"})
+	// BCP 195 (RFC 9325 4.5), by CheckKey's rule for every certificate:
+	// a CA's key as strong as a site's at least. Both weak CAs were
+	// accepted.
+	rsa2048, rsa1024 := testpki.NewCAWith(t, "RSA 2048", testpki.Options{RSA: true}), testpki.NewCAWith(t, "RSA 1024", testpki.Options{RSA: true, RSABits: 1024})
+	p224 := testpki.NewCAWith(t, "P-224", testpki.Options{Curve: elliptic.P224()})
 	tests := []struct {
 		name string
 		in   string
@@ -29,6 +38,11 @@ func TestParseCAs(t *testing.T) {
 		{"a key", string(a.PEM) + string(leaf.KeyPEM), 0, `a "PRIVATE KEY" block`},
 		{"trailing text", string(a.PEM) + "junk", 0, "not PEM"},
 		{"bad DER", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", 0, "certificate 1"},
+		{"an RSA 2048 CA", string(a.PEM) + string(rsa2048.PEM), 2, ""},
+		{"an RSA 1024 CA", string(a.PEM) + string(rsa1024.PEM), 0, `certificate 2: certificate "CN=RSA 1024,O=dicom-ingest tests" (serial `},
+		{"an RSA 1024 CA, its key", string(rsa1024.PEM), 0, "has an RSA key of 1024 bits, fewer than 2048"},
+		{"a P-224 CA", string(p224.PEM) + string(a.PEM), 0, "certificate 1: certificate \"CN=P-224,O=dicom-ingest tests\""},
+		{"a P-224 CA, its key", string(p224.PEM), 0, "has an ECDSA key on P-224, a curve of 224 bits, fewer than 256 (P-256)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,6 +94,62 @@ func TestCRLs(t *testing.T) {
 	}
 }
 
+// TestCRLSignatureHash: a list signed with a hash BCP 195 does not allow
+// (SHA-1, MD5) is refused as a list not signed by its CA is, whatever its
+// signature; SHA-1 lists were accepted (crypto/x509 verifies SHA-1), an
+// MD5 one refused as "not signed by any of the given CA certificates".
+func TestCRLSignatureHash(t *testing.T) {
+	ec, rsaCA := testpki.NewCA(t, "EC"), testpki.NewCAWith(t, "RSA", testpki.Options{RSA: true})
+	next := time.Now().Add(time.Hour)
+	tests := []struct {
+		name    string
+		ca      *testpki.CA
+		crl     []byte
+		refusal string // "" when accepted
+	}{
+		{"ECDSA with SHA-256", ec, ec.CRL(t, next), ""},
+		{"ECDSA with SHA-384", ec, ec.CRLSignedWith(t, x509.ECDSAWithSHA384, next), ""},
+		{"RSA with SHA-256", rsaCA, rsaCA.CRL(t, next), ""},
+		{"RSA-PSS with SHA-256", rsaCA, rsaCA.CRLSignedWith(t, x509.SHA256WithRSAPSS, next), ""},
+		{"ECDSA with SHA-1", ec, ec.CRLSignedWith(t, x509.ECDSAWithSHA1, next), "CRL 1 (issuer CN=EC,O=dicom-ingest tests) is signed with ECDSA-SHA1"},
+		{"RSA with SHA-1", rsaCA, rsaCA.CRLSignedWith(t, x509.SHA1WithRSA, next), "is signed with SHA1-RSA, a hash BCP 195 does not allow"},
+		// crypto/x509 signs no list with MD5: one relabelled, its
+		// signature left as it was, is refused for its hash first.
+		{"RSA with MD5", rsaCA, relabel(t, rsaCA.CRL(t, next), asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 1, 4}), "is signed with MD5-RSA"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The second list: what is refused is named by its place.
+			crl := append(tt.ca.CRL(t, next), tt.crl...)
+			_, _, err := ParseCRLs(crl, []*x509.Certificate{tt.ca.Cert})
+			switch {
+			case tt.refusal == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.refusal != "" && (err == nil || !strings.Contains(err.Error(), strings.Replace(tt.refusal, "CRL 1", "CRL 2", 1))):
+				t.Errorf("ParseCRLs = %v, want a refusal saying %q", err, tt.refusal)
+			}
+		})
+	}
+}
+
+// relabel is the PEM CRL crl with its signature algorithm (inner and
+// outer) said to be alg, its signature unchanged.
+func relabel(t *testing.T, crl []byte, alg asn1.ObjectIdentifier) []byte {
+	t.Helper()
+	block, _ := pem.Decode(crl)
+	var l pkix.CertificateList
+	if rest, err := asn1.Unmarshal(block.Bytes, &l); err != nil || len(rest) > 0 {
+		t.Fatalf("relabel: %v", err)
+	}
+	l.TBSCertList.Raw = nil
+	l.TBSCertList.Signature.Algorithm, l.SignatureAlgorithm.Algorithm = alg, alg
+	der, err := asn1.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
 // TestCRLStale: a list is stale once its next update has passed, not at it; one without a next update never is.
 func TestCRLStale(t *testing.T) {
 	due := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -120,6 +190,10 @@ func FuzzParse(f *testing.F) {
 // TestCheckClientLeaf: a CA certificate, or one whose key usage does not
 // allow signing, is no client certificate; Go's verification accepted both.
 func TestCheckClientLeaf(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		name string
 		leaf x509.Certificate
@@ -131,6 +205,7 @@ func TestCheckClientLeaf(t *testing.T) {
 		{"cannot sign", x509.Certificate{KeyUsage: x509.KeyUsageKeyEncipherment}, false},
 	} {
 		leaf := tt.leaf
+		leaf.PublicKey = key.Public() // a key CheckKey passes
 		if err := CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{&leaf}}); (err == nil) != tt.ok {
 			t.Errorf("%s: %v, want ok %v", tt.name, err, tt.ok)
 		}
@@ -268,6 +343,8 @@ func TestCheckClientLeafKeysAndChains(t *testing.T) {
 		{"RSA 2048", root.Client(t, testpki.Options{CommonName: site.CommonName, RSA: true}).Cert, nil, []*x509.Certificate{root.Cert}, ""},
 		{"RSA 1024", root.Client(t, testpki.Options{CommonName: site.CommonName, RSA: true, RSABits: 1024}).Cert, nil,
 			[]*x509.Certificate{root.Cert}, "RSA key of 1024 bits"},
+		{"ECDSA P-224", root.Client(t, testpki.Options{CommonName: site.CommonName, Curve: elliptic.P224()}).Cert, nil,
+			[]*x509.Certificate{root.Cert}, "ECDSA key on P-224"},
 		{"the issuing CA alone in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{issuing.Cert}, ""},
 		{"the issuing CA and its root in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{root.Cert, issuing.Cert}, ""},
 		{"the root alone in the bundle", byIssuing.Cert, byIssuing.Chain, []*x509.Certificate{root.Cert}, "1 CA certificates stand between them"},
