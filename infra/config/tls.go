@@ -33,7 +33,9 @@ type DicomTLS struct {
 	// a customer-managed key (the task must be allowed to decrypt with it).
 	SecretKmsKeyArn string `json:"secretKmsKeyArn,omitempty"`
 	// ClientCaFile is a PEM bundle of the CAs site certificates must chain
-	// to, relative to the config directory (certificates only, public).
+	// to, relative to the config directory (certificates only, public),
+	// each of a key BCP 195 allows (tlstrust.CheckKey: RSA of 2048 bits or
+	// more, ECDSA on P-256 or larger, Ed25519).
 	ClientCaFile string `json:"clientCaFile"`
 	// ServerCaFile is the PEM of the CA that issued the server certificate,
 	// relative to the config directory: the sites trust it, and the
@@ -41,8 +43,9 @@ type DicomTLS struct {
 	ServerCaFile string `json:"serverCaFile"`
 	// ClientCrlFile, if set, holds the client CAs' certificate revocation
 	// lists (PEM), relative to the config directory: a site certificate they
-	// list fails the handshake. Each must be signed by a CA of ClientCaFile
-	// and not past its next update.
+	// list fails the handshake. Each must be signed by a CA of ClientCaFile,
+	// with a hash stronger than SHA-1 (not SHA-1 or MD5), and not be past
+	// its next update.
 	ClientCrlFile string `json:"clientCrlFile,omitempty"`
 	// PlainListener keeps the plain DICOM listener on dicom.port (default
 	// true); false leaves TLS as the only way in.
@@ -115,8 +118,9 @@ func (c *Config) validateTLS(p *problems) {
 }
 
 // loadTLSFiles reads dicom.tls's CA and CRL files, relative to dir, and
-// checks them: CA certificates valid now and for the next 30 days, lists
-// signed by a client CA and not stale.
+// checks them: CA certificates of keys BCP 195 allows, valid now and for
+// the next 30 days, lists signed by a client CA (not with SHA-1 or MD5)
+// and not stale: the SCP's rules (shared/tlstrust), at synth time.
 func (c *Config) loadTLSFiles(dir string) error {
 	t := c.Dicom.TLS
 	if t == nil {
@@ -178,8 +182,10 @@ func (c *Config) loadTLSFiles(dir string) error {
 	return errors.Join(append([]error{ErrInvalid}, p...)...)
 }
 
-// checkCABundle requires PEM certificates only, each a CA, valid at now
-// and for 30 days more (a CA about to expire locks every site out).
+// checkCABundle requires PEM certificates only (each of a key
+// tlstrust.CheckKey passes, as tlstrust.ParseCAs reads them), each a CA,
+// valid at now and for 30 days more (a CA about to expire locks every site
+// out).
 func checkCABundle(b []byte, now time.Time) ([]*x509.Certificate, error) {
 	_, cas, err := tlstrust.ParseCAs(b)
 	if err != nil {

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"crypto/elliptic"
+	"crypto/x509"
 	"errors"
 	"os"
 	"path/filepath"
@@ -38,6 +40,10 @@ func TestLoadTLSFiles(t *testing.T) {
 	ca := testpki.NewCA(t, "Site CA")
 	leaf := ca.Client(t, testpki.Options{CommonName: "pacs.a.example"})
 	short := testpki.NewCAUntil(t, "Short CA", time.Now().Add(24*time.Hour)) // less than the 30 days asked
+	// Keys BCP 195 does not allow (tlstrust.CheckKey, the SCP's rule for
+	// the bundle and the sites' certificates): accepted before.
+	rsa1024 := testpki.NewCAWith(t, "RSA 1024 CA", testpki.Options{RSA: true, RSABits: 1024})
+	p224 := testpki.NewCAWith(t, "P-224 CA", testpki.Options{Curve: elliptic.P224()})
 	cases := []struct {
 		name   string
 		siteCA []byte
@@ -49,6 +55,10 @@ func TestLoadTLSFiles(t *testing.T) {
 		{"a leaf", leaf.CertPEM, "is not a CA certificate"},
 		{"expiring", short.PEM, "not for 30 more days"},
 		{"not PEM", []byte("hello"), "no PEM block"},
+		{"an RSA 2048 CA", testpki.NewCAWith(t, "RSA 2048 CA", testpki.Options{RSA: true}).PEM, ""},
+		{"an RSA 1024 CA", rsa1024.PEM, "has an RSA key of 1024 bits, fewer than 2048"},
+		{"an RSA 1024 CA after a good one", append(append([]byte{}, ca.PEM...), rsa1024.PEM...), `certificate 2: certificate "CN=RSA 1024 CA`},
+		{"a P-224 CA", p224.PEM, "has an ECDSA key on P-224"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -78,6 +88,25 @@ func TestLoadTLSFiles(t *testing.T) {
 			}
 		})
 	}
+	// The server CA, which the sites trust for the SCP's certificate, by
+	// the same rule.
+	t.Run("an RSA 1024 server CA", func(t *testing.T) {
+		dir := t.TempDir()
+		c := valid()
+		withTLS(c)
+		if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), ca.PEM)
+		testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), rsa1024.PEM)
+		if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(dir, "test"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dicom.tls.serverCaFile") ||
+			!strings.Contains(err.Error(), "RSA key of 1024 bits") {
+			t.Fatalf("Load = %v", err)
+		}
+	})
 	dir := t.TempDir()
 	c := valid()
 	withTLS(c)
@@ -96,6 +125,8 @@ func TestLoadTLSFiles(t *testing.T) {
 		"fresh":        {ca.CRL(t, time.Now().Add(7*24*time.Hour), leaf), ""},
 		"stale":        {ca.CRL(t, time.Now().Add(-time.Hour), leaf), "past its next update"},
 		"another CA's": {short.CRL(t, time.Now().Add(time.Hour)), "not signed by any of the given CA certificates"},
+		// Accepted before: crypto/x509 verifies a SHA-1 signature.
+		"signed with SHA-1": {ca.CRLSignedWith(t, x509.ECDSAWithSHA1, time.Now().Add(7*24*time.Hour), leaf), "is signed with ECDSA-SHA1"},
 	} {
 		t.Run("CRL "+name, func(t *testing.T) {
 			dir := t.TempDir()
