@@ -29,7 +29,8 @@ func startTLS(ctx context.Context, cfg config.Config, srv *dicomnet.Server, log 
 	if cfg.TLSListen == "" {
 		return nil, nil
 	}
-	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA, ClientCRL: cfg.TLSClientCRL}, log, reg)
+	r, err := servertls.New(servertls.Source{Cert: cfg.TLSCert, Key: cfg.TLSKey, ClientCA: cfg.TLSClientCA, ClientCRL: cfg.TLSClientCRL,
+		Describe: cfg.Describe}, log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("start TLS listener: %w", err)
 	}

@@ -514,11 +514,7 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		if path == "" {
 			return nil
 		}
-		b, err := os.ReadFile(path)
-		if err != nil && flag == "audit-syslog-key" {
-			// A key's text given for its file: the error would quote it.
-			err = logname.WithoutPath(err)
-		}
+		b, err := ReadFile(flag, path)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.subject(flag), err))
 		}
@@ -596,6 +592,32 @@ func checkStoreURL(name, raw string) error {
 func StoreDir(store string) string {
 	rest := strings.TrimPrefix(store, "file://")
 	return rest
+}
+
+// secrets are the settings whose value may be a secret itself: a private
+// key's file, or, given by mistake where its path was wanted, the key's
+// text (PEM, or its bare base64 as some secret stores keep it). Setting.Secret
+// reports them, ReadFile keeps their values out of its errors, and
+// TestSecretSettings holds every setting whose usage names a private key
+// to be here.
+var secrets = map[string]bool{"tls-key": true, "audit-syslog-key": true}
+
+// Secret reports whether the setting's value may be a secret itself
+// (secrets): ReadFile never quotes it.
+func (s Setting) Secret() bool { return secrets[s.Flag] }
+
+// ReadFile reads the file that the file setting flag names by path: the one
+// reader of every file setting's file, scp-task's TLS listener's (servertls)
+// included. For a secret setting (Setting.Secret) its error never quotes the
+// value, which may be the secret rather than a path (logname.WithoutPath:
+// an *fs.PathError quotes it, "open <the value>: file name too long"),
+// and never holds the file's bytes; for another, it names the file.
+func ReadFile(flag, path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil && secrets[flag] {
+		err = logname.WithoutPath(err)
+	}
+	return b, err
 }
 
 // Origin reports where the setting of flag name got its value.

@@ -395,6 +395,30 @@ func TestEnvErrorIsShort(t *testing.T) {
 	}
 }
 
+// TestSecretSettings: every setting whose value is a private key's is
+// secret (Setting.Secret), so that ReadFile, the reader of every file
+// setting, never quotes its value; no other is, so that an unreadable
+// certificate's error names its file. (scp-task's
+// TestSecretSettingsNeverQuoted gives each secret setting key text and
+// files and reads the errors.)
+func TestSecretSettings(t *testing.T) {
+	const secret = "s3cretKeyMaterial"
+	for _, s := range Settings() {
+		key := strings.Contains(s.Usage, "private key")
+		if s.Secret() != key {
+			t.Errorf("--%s: Secret() %v, but its usage %s a private key: %q", s.Flag, s.Secret(), map[bool]string{true: "names", false: "does not name"}[key], s.Usage)
+		}
+		value := "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + secret // a key's text where its file's path was wanted
+		_, err := ReadFile(s.Flag, value)
+		if err == nil {
+			t.Fatalf("--%s: read %q", s.Flag, value)
+		}
+		if quoted := strings.Contains(err.Error(), secret); quoted == s.Secret() {
+			t.Errorf("--%s (secret %v): ReadFile's error %q", s.Flag, s.Secret(), err)
+		}
+	}
+}
+
 // TestBadSettingKeepsSecrets: a bad setting's error, which scp-task logs
 // as JSON and a person reads on a terminal, quotes the value of a setting
 // that cannot hold a secret, and of one that can only what is not secret:

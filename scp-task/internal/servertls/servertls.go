@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,7 +24,7 @@ import (
 	"github.com/fsnotify/fsnotify"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -55,6 +54,18 @@ type Source struct {
 	// CAs: a client certificate (or intermediate) they list fails the
 	// handshake. Each must be signed by a certificate of ClientCA.
 	ClientCRL string
+	// Describe, when set, is how an error names a setting (scp-task's
+	// config.Config.Describe: its flag and its environment variable);
+	// nil names it by its flag, --tls-cert.
+	Describe func(flag string) string
+}
+
+// name is how errors name the setting flag.
+func (s Source) name(flag string) string {
+	if s.Describe != nil {
+		return s.Describe(flag)
+	}
+	return "--" + flag
 }
 
 // PollInterval is how often the files are compared with what was loaded,
@@ -381,24 +392,22 @@ func (r *Reloader) reloadLogged() {
 
 func isPEM(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") }
 
-// read returns the PEM bytes of a source value: the text itself, or the
-// file it names. PEM text whose line breaks were flattened to "\n" (as some
-// secret stores keep it) is restored.
-func read(flag, v string) ([]byte, error) {
+// read returns the PEM bytes of the source value v of setting flag: the
+// text itself, or the file it names, read by config.ReadFile (which never
+// quotes a secret setting's value, the key's: its text without its PEM
+// armour, base64 as some secret stores keep it, is read as a path). PEM
+// text whose line breaks were flattened to "\n" (as some secret stores
+// keep it) is restored.
+func (s Source) read(flag, v string) ([]byte, error) {
 	if isPEM(v) {
 		if !strings.Contains(v, "\n") {
 			v = strings.ReplaceAll(v, `\n`, "\n")
 		}
 		return []byte(v), nil
 	}
-	b, err := os.ReadFile(v)
-	if err != nil && flag == "tls-key" {
-		// A key's text without its PEM armour (base64, as some secret
-		// stores keep it) is read as a path: the error would quote it.
-		err = logname.WithoutPath(err)
-	}
+	b, err := config.ReadFile(flag, v)
 	if err != nil {
-		return nil, fmt.Errorf("servertls: --%s: %w", flag, err)
+		return nil, fmt.Errorf("servertls: %s: %w", s.name(flag), err)
 	}
 	return b, nil
 }
@@ -412,27 +421,32 @@ func describe(v string) string {
 }
 
 func load(src Source, now time.Time) (*loaded, error) {
-	certPEM, err := read("tls-cert", src.Cert)
+	certPEM, err := src.read("tls-cert", src.Cert)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := read("tls-key", src.Key)
+	keyPEM, err := src.read("tls-key", src.Key)
 	if err != nil {
 		return nil, err
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("servertls: --tls-cert %s with --tls-key %s: %w", describe(src.Cert), describe(src.Key), err)
+		return nil, fmt.Errorf("servertls: %s %s with %s %s: %w", src.name("tls-cert"), describe(src.Cert), src.name("tls-key"), describe(src.Key), err)
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
 		if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("servertls: --tls-cert %s: %w", describe(src.Cert), err)
+			return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-cert"), describe(src.Cert), err)
 		}
 	}
 	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
-		return nil, fmt.Errorf("servertls: --tls-cert %s: certificate %q is valid from %s to %s, not now",
-			describe(src.Cert), leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("servertls: %s %s: certificate %q is valid from %s to %s, not now",
+			src.name("tls-cert"), describe(src.Cert), leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	// BCP 195's keys, by the rule of the client certificates and their CAs:
+	// Go's TLS serves an RSA key of 1024 bits.
+	if err := tlstrust.CheckKey(leaf); err != nil {
+		return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-cert"), describe(src.Cert), err)
 	}
 	h := sha256.New()
 	h.Write(certPEM)
@@ -446,27 +460,27 @@ func load(src Source, now time.Time) (*loaded, error) {
 	}
 	l := &loaded{config: cfg, leaf: leaf}
 	if src.ClientCA != "" {
-		caPEM, err := read("tls-client-ca", src.ClientCA)
+		caPEM, err := src.read("tls-client-ca", src.ClientCA)
 		if err != nil {
 			return nil, err
 		}
 		h.Write(caPEM)
 		pool, cas, err := tlstrust.ParseCAs(caPEM)
 		if err != nil {
-			return nil, fmt.Errorf("servertls: --tls-client-ca %s: %w", describe(src.ClientCA), err)
+			return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-client-ca"), describe(src.ClientCA), err)
 		}
 		cfg.ClientCAs, cfg.ClientAuth, l.cas = pool, tls.RequireAndVerifyClientCert, len(cas)
 		// VerifyConnection runs on every handshake, resumed ones included.
 		cfg.VerifyConnection = refusing(tlstrust.CheckClientLeaf)
 		if src.ClientCRL != "" {
-			crlPEM, err := read("tls-client-crl", src.ClientCRL)
+			crlPEM, err := src.read("tls-client-crl", src.ClientCRL)
 			if err != nil {
 				return nil, err
 			}
 			h.Write(crlPEM)
 			revoked, crls, err := tlstrust.ParseCRLs(crlPEM, cas)
 			if err != nil {
-				return nil, fmt.Errorf("servertls: --tls-client-crl %s: %w", describe(src.ClientCRL), err)
+				return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-client-crl"), describe(src.ClientCRL), err)
 			}
 			l.revoked, l.crls = revoked.Len(), crls
 			cfg.VerifyConnection = refusing(func(cs tls.ConnectionState) error {
@@ -474,7 +488,7 @@ func load(src Source, now time.Time) (*loaded, error) {
 			})
 		}
 	} else if src.ClientCRL != "" {
-		return nil, errors.New("servertls: --tls-client-crl: needs --tls-client-ca, the CAs whose lists it holds")
+		return nil, fmt.Errorf("servertls: %s: needs %s, the CAs whose lists it holds", src.name("tls-client-crl"), src.name("tls-client-ca"))
 	}
 	copy(l.digest[:], h.Sum(nil))
 	return l, nil

@@ -3,6 +3,7 @@ package servertls
 import (
 	"bytes"
 	"context"
+	"crypto/elliptic"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -187,6 +188,16 @@ func TestLoadErrors(t *testing.T) {
 		// quoted it, the key, into the log.
 		{"a key without its PEM armour", Source{Cert: p.serverF.Cert, Key: "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + secretKeyText}, "--tls-key"},
 	}
+	// Keys and lists BCP 195 does not allow (tlstrust.CheckKey, ParseCRLs):
+	// the server certificates and the client CA were served, the list
+	// applied.
+	for _, w := range weakSources(t, p) {
+		tests = append(tests, struct {
+			name string
+			src  Source
+			want string
+		}{w.name, w.src, w.want})
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := New(tt.src, nil, nil); err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), secretKeyText) {
@@ -194,6 +205,112 @@ func TestLoadErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// weakSource is a source of p's, one of its files replaced by one BCP 195
+// does not allow, and what its refusal says.
+type weakSource struct {
+	name string
+	src  Source
+	want string
+}
+
+// weakSources are p's source with a server certificate of a weak key, a
+// client CA of one, and a client CRL signed with SHA-1, each in files of
+// its own.
+func weakSources(t *testing.T, p pki) []weakSource {
+	t.Helper()
+	good := Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: p.caFile}
+	with := func(f func(*Source)) Source { s := good; f(&s); return s }
+	rsa1024 := p.ca.Server(t, testpki.Options{RSA: true, RSABits: 1024}).WriteFiles(t, p.dir, "server-rsa1024")
+	p224 := p.ca.Server(t, testpki.Options{Curve: elliptic.P224()}).WriteFiles(t, p.dir, "server-p224")
+	weakCA := filepath.Join(p.dir, "client-ca-rsa1024.pem")
+	testpki.WriteFile(t, weakCA, append(append([]byte{}, p.clientCA.PEM...), testpki.NewCAWith(t, "Weak CA", testpki.Options{RSA: true, RSABits: 1024}).PEM...))
+	sha1CRL := filepath.Join(p.dir, "client-sha1.crl")
+	testpki.WriteFile(t, sha1CRL, p.clientCA.CRLSignedWith(t, x509.ECDSAWithSHA1, time.Now().Add(24*time.Hour)))
+	return []weakSource{
+		{"server certificate of an RSA 1024 key", with(func(s *Source) { s.Cert, s.Key = rsa1024.Cert, rsa1024.Key }),
+			"--tls-cert " + rsa1024.Cert + `: certificate "CN=localhost,O=dicom-ingest tests" (serial `},
+		{"server certificate of an RSA 1024 key, why", with(func(s *Source) { s.Cert, s.Key = rsa1024.Cert, rsa1024.Key }),
+			"has an RSA key of 1024 bits, fewer than 2048"},
+		{"server certificate of a P-224 key", with(func(s *Source) { s.Cert, s.Key = p224.Cert, p224.Key }), "has an ECDSA key on P-224"},
+		{"client CA of an RSA 1024 key", with(func(s *Source) { s.ClientCA = weakCA }),
+			"--tls-client-ca " + weakCA + `: certificate 2: certificate "CN=Weak CA,O=dicom-ingest tests"`},
+		{"client CRL signed with SHA-1", with(func(s *Source) { s.ClientCRL = sha1CRL }), "--tls-client-crl " + sha1CRL + ": CRL 1 (issuer CN=Site CA,O=dicom-ingest tests) is signed with ECDSA-SHA1"},
+	}
+}
+
+// TestReloadRefusesWeak: a server certificate, client CA or client CRL
+// BCP 195 does not allow, put in place of the files in use, is refused as
+// any source that does not load is: logged (naming the setting by its
+// flag and its variable), counted as a failed reload, and the
+// configuration in use stays. The weak one was served.
+func TestReloadRefusesWeak(t *testing.T) {
+	p := newPKI(t)
+	for _, w := range weakSources(t, p) {
+		t.Run(w.name, func(t *testing.T) {
+			// Files of the test's own, the good ones first.
+			dir := t.TempDir()
+			files := map[*string]string{}
+			src := Source{Describe: func(flag string) string {
+				return "--" + flag + " (or SCP_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_")) + ")"
+			}}
+			for _, f := range []struct {
+				dst       *string
+				good, bad string
+			}{{&src.Cert, p.serverF.Cert, w.src.Cert}, {&src.Key, p.serverF.Key, w.src.Key}, {&src.ClientCA, p.caFile, w.src.ClientCA}} {
+				*f.dst = filepath.Join(dir, filepath.Base(f.good))
+				files[f.dst] = f.bad
+				testpki.WriteFile(t, *f.dst, readFile(t, f.good))
+			}
+			if w.src.ClientCRL != "" {
+				src.ClientCRL = filepath.Join(dir, "client.crl")
+				files[&src.ClientCRL] = w.src.ClientCRL
+				testpki.WriteFile(t, src.ClientCRL, p.clientCA.CRL(t, time.Now().Add(24*time.Hour)))
+			}
+			var logs logLines
+			r, err := New(src, slog.New(slog.NewJSONHandler(&logs.buf, nil)), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := serve(t, r)
+			first := r.Certificate()
+			logs.next(t) // the load's
+			for dst, bad := range files {
+				testpki.WriteFile(t, *dst, readFile(t, bad))
+			}
+			r.reloadLogged() // as the watch and the poll reload
+			lines := logs.next(t)
+			if len(lines) != 1 || lines[0]["level"] != "ERROR" || lines[0]["msg"] != "TLS certificate not reloaded; the previous one stays in use" {
+				t.Fatalf("log %v, want the failed reload's line", lines)
+			}
+			wantSaid := w.want
+			for dst, bad := range files {
+				wantSaid = strings.ReplaceAll(wantSaid, bad, *dst)
+			}
+			for flag := range strings.FieldsSeq("tls-cert tls-client-ca tls-client-crl") {
+				wantSaid = strings.ReplaceAll(wantSaid, "--"+flag+" ", src.name(flag)+" ")
+			}
+			if err, _ := lines[0]["err"].(string); !strings.Contains(err, wantSaid) {
+				t.Errorf("logged %q, want it to say %q", err, wantSaid)
+			}
+			if n := testutil.ToFloat64(r.reloads.WithLabelValues(metricnames.TLSReloadFailed)); n != 1 {
+				t.Errorf("failed reloads %v, want 1", n)
+			}
+			if got, err := handshake(addr, p.clientConfig(p.client)); err != nil || !got.Equal(first) || !r.Certificate().Equal(first) {
+				t.Errorf("after the refused reload: %v (the first certificate served: %v)", err, got != nil && got.Equal(first))
+			}
+		})
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestReload: Reload serves a new certificate and client CA from the next handshake on; one that does not load
