@@ -279,3 +279,50 @@ func recordsText(recs []associationaudit.Record) string {
 	}
 	return b.String()
 }
+
+// TestTLSHandshakeTimeoutSaysSo: a client that connects to the TLS
+// listener and sends nothing is cut at ARTIM, and its refusal, in the log
+// and the audit trail, says so: it said "context deadline exceeded" only.
+func TestTLSHandshakeTimeoutSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	serverCA := testpki.NewCA(t, "Server CA")
+	serverF := serverCA.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
+	caFile := filepath.Join(dir, "site-ca.pem")
+	testpki.WriteFile(t, caFile, testpki.NewCA(t, "Site CA").PEM)
+	reloader, err := servertls.New(servertls.Source{Cert: serverF.Cert, Key: serverF.Key, ClientCA: caFile}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newAuditedTLS(t)
+	srv.serve(t, reloader.Config())
+	c, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The server closes it at ARTIM (2s); the deadline only bounds a test that fails.
+	if err := c.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the server sent %d bytes to a silent client", n)
+	}
+	srv.stop(t)
+	const said = "dicomnet: TLS handshake timed out after 2s (ARTIM): context deadline exceeded"
+	var line map[string]any
+	for l := range strings.Lines(srv.logs.String()) {
+		var e map[string]any
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("log line is not JSON: %q", l)
+		}
+		if e["msg"] == "dicomnet: TLS handshake failed" {
+			line = e
+		}
+	}
+	if line == nil || line["err"] != said || line["peer"] != c.LocalAddr().String() || line["assoc"] == nil {
+		t.Errorf("log line %v, want err %q with the connection and the peer %s", line, said, c.LocalAddr())
+	}
+	if len(srv.store.recs) != 1 || srv.store.recs[0].Reason != "TLS handshake failed: "+said {
+		t.Errorf("records: %s", recordsText(srv.store.recs))
+	}
+}

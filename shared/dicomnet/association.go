@@ -167,6 +167,11 @@ func (a *association) readProxyHeader() bool {
 	return true
 }
 
+// ErrHandshakeTimeout is a TLS handshake that did not end within ARTIM (a peer silent or too slow after
+// connecting): the error of its EventHandshakeFailed and its log line, "dicomnet: TLS handshake timed out after 30s
+// (ARTIM): context deadline exceeded"; crypto/tls says only the last part.
+var ErrHandshakeTimeout = errors.New("dicomnet: TLS handshake timed out")
+
 // handshake runs the TLS handshake of a ServeTLS connection, bounded by ARTIM like the wait for the A-ASSOCIATE-RQ
 // it precedes; false means the connection is to be closed. A plain connection has none.
 func (a *association) handshake() bool {
@@ -174,11 +179,16 @@ func (a *association) handshake() bool {
 	if !ok {
 		return true
 	}
-	ctx, cancel := context.WithTimeout(a.ctx, a.srv.artim())
+	artim := a.srv.artim()
+	ctx, cancel := context.WithTimeout(a.ctx, artim)
 	defer cancel()
 	err := tc.HandshakeContext(ctx)
 	if err == nil {
 		return true
+	}
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == context.DeadlineExceeded {
+		// ARTIM's timer, not the server's stop: crypto/tls says only "context deadline exceeded".
+		err = fmt.Errorf("%w after %s (ARTIM): %w", ErrHandshakeTimeout, artim, err)
 	}
 	if errors.Is(err, io.EOF) {
 		// Connected and closed without a byte: a TCP health check.

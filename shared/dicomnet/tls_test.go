@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
@@ -212,7 +215,8 @@ func TestServeTLSWithProxyProtocol(t *testing.T) {
 func TestServeTLSRefusals(t *testing.T) {
 	p := newTLSPeers(t)
 	failed := newEvents(dicomnet.EventHandshakeFailed)
-	s := &dicomnet.Server{ARTIMTimeout: 500 * time.Millisecond, Observer: failed, Accept: func(ctx context.Context, info *dicomnet.AssociationInfo) error {
+	logs := &testenv.LogBuffer{}
+	s := &dicomnet.Server{ARTIMTimeout: 500 * time.Millisecond, Observer: failed, Logger: slog.New(slog.NewJSONHandler(logs, nil)), Accept: func(ctx context.Context, info *dicomnet.AssociationInfo) error {
 		t.Errorf("association policy asked for a connection that should have failed its handshake")
 		return dicomnet.RejectNoReason
 	}}
@@ -264,8 +268,28 @@ func TestServeTLSRefusals(t *testing.T) {
 			t.Fatalf("connection still open after %v", time.Since(start))
 		}
 		var ne net.Error
-		if ev := failed.next(t); !errors.As(ev.Err, &ne) || !ne.Timeout() {
+		ev := failed.next(t)
+		if !errors.As(ev.Err, &ne) || !ne.Timeout() {
 			t.Errorf("handshake failure %v, want the ARTIM deadline", ev.Err)
+		}
+		// Said as what it is, ARTIM's timeout: crypto/tls said "context deadline exceeded" only.
+		const said = "dicomnet: TLS handshake timed out after 500ms (ARTIM): context deadline exceeded"
+		if !errors.Is(ev.Err, dicomnet.ErrHandshakeTimeout) || ev.Err.Error() != said {
+			t.Errorf("handshake failure %q, want %q", ev.Err, said)
+		}
+		// Its line, written before the event, names the connection and the peer as every refusal's does.
+		var line map[string]any
+		for l := range strings.Lines(logs.String()) {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(l), &e); err != nil {
+				t.Fatalf("log line %q: %v", l, err)
+			}
+			if e["msg"] == "dicomnet: TLS handshake failed" && e["err"] == said {
+				line = e
+			}
+		}
+		if line == nil || line["level"] != "WARN" || line["peer"] != c.LocalAddr().String() || line["assoc"] != ev.Association.ID {
+			t.Errorf("log line %v, want a warning naming the connection %v and the peer %s; log:\n%s", line, ev.Association.ID, c.LocalAddr(), logs)
 		}
 	})
 }
