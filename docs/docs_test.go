@@ -26,6 +26,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 	"github.com/dicom-ingest/dicom-ingest/shared/version"
 )
 
@@ -172,7 +173,9 @@ func TestConformanceStatementFacts(t *testing.T) {
 // error alarms.md's NotifyDlqNotEmpty row has the on-call look for), the
 // timers of the associations the AE initiates for Storage Commitment
 // results (commitreport's), the N-ACTION's bounds and the Error Comment's
-// length conformance.md states. A
+// length conformance.md states, the key rule of every certificate TLS
+// relies on (tlstrust's) and a handshake cut at ARTIM's reason, which
+// conformance.md and certificates.md state. A
 // change of a default, of the backoff, of a limit or of the pin fails here
 // until the prose says it too, as the tables do
 // (TestConformanceStatementFacts).
@@ -199,6 +202,9 @@ func TestProseFacts(t *testing.T) {
 	busDown := strconv.Itoa(pipeline.MaxPublishFailures)
 	busDownWord := numberWord(pipeline.MaxPublishFailures)
 	dial, answer := durations.Prose(commitreport.DefaultDialTimeout), durations.Prose(commitreport.DefaultResponseTimeout)
+	// The key rule of every certificate TLS relies on (tlstrust.CheckKey) and a handshake cut at ARTIM's reason.
+	rsaBits, curve := strconv.Itoa(tlstrust.MinRSABits), "P-"+strconv.Itoa(tlstrust.MinECBits)
+	handshakeTimeout := "`" + strings.TrimPrefix(dicomnet.ErrHandshakeTimeout.Error(), "dicomnet: ") + " after " + dicomnet.DefaultARTIMTimeout.String() + " (ARTIM)`"
 	waitRange := fmt.Sprintf("%d to %d", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds)
 	reportRange := fmt.Sprintf("%d to %d", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes)
 	for _, f := range []struct {
@@ -228,6 +234,12 @@ func TestProseFacts(t *testing.T) {
 			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
 			"as many instances as it may name (" + thousands(commitment.MaxRefs) + ")",
 			"saying why (at most " + strconv.Itoa(dimse.MaxCommentLen) + " characters)",
+			"must have an RSA key of at least " + rsaBits + " bits, an ECDSA key on " + curve + " or a larger curve, or an Ed25519 key",
+			"audited and logged as refused with the reason " + handshakeTimeout,
+		}},
+		{filepath.Join("operations", "certificates.md"), []string{
+			"RSA keys of at least " + rsaBits + " bits, ECDSA keys on " + curve + " or a larger curve, or Ed25519",
+			"fewer than " + rsaBits + "`",
 		}},
 		{"local-mode.md", []string{
 			"a deflated data set " + inflate + " stored",
