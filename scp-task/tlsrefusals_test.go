@@ -308,7 +308,7 @@ func TestTLSHandshakeTimeoutSaysSo(t *testing.T) {
 		t.Fatalf("the server sent %d bytes to a silent client", n)
 	}
 	srv.stop(t)
-	const said = "dicomnet: TLS handshake timed out after 2s (ARTIM): context deadline exceeded"
+	const said = "dicomnet: TLS handshake timed out after 2s (ARTIM): " // then crypto/tls's error
 	var line map[string]any
 	for l := range strings.Lines(srv.logs.String()) {
 		var e map[string]any
@@ -319,10 +319,10 @@ func TestTLSHandshakeTimeoutSaysSo(t *testing.T) {
 			line = e
 		}
 	}
-	if line == nil || line["err"] != said || line["peer"] != c.LocalAddr().String() || line["assoc"] == nil {
-		t.Errorf("log line %v, want err %q with the connection and the peer %s", line, said, c.LocalAddr())
+	if err, _ := line["err"].(string); !strings.HasPrefix(err, said) || line["peer"] != c.LocalAddr().String() || line["assoc"] == nil {
+		t.Errorf("log line %v, want an err starting %q with the connection and the peer %s", line, said, c.LocalAddr())
 	}
-	if len(srv.store.recs) != 1 || srv.store.recs[0].Reason != "TLS handshake failed: "+said {
+	if len(srv.store.recs) != 1 || !strings.HasPrefix(srv.store.recs[0].Reason, "TLS handshake failed: "+said) {
 		t.Errorf("records: %s", recordsText(srv.store.recs))
 	}
 }

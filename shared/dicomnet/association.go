@@ -169,7 +169,7 @@ func (a *association) readProxyHeader() bool {
 
 // ErrHandshakeTimeout is a TLS handshake that did not end within ARTIM (a peer silent or too slow after
 // connecting): the error of its EventHandshakeFailed and its log line, "dicomnet: TLS handshake timed out after 30s
-// (ARTIM): context deadline exceeded"; crypto/tls says only the last part.
+// (ARTIM): context deadline exceeded" (or ": read tcp …: i/o timeout"); crypto/tls says only the last part.
 var ErrHandshakeTimeout = errors.New("dicomnet: TLS handshake timed out")
 
 // handshake runs the TLS handshake of a ServeTLS connection, bounded by ARTIM like the wait for the A-ASSOCIATE-RQ
@@ -186,8 +186,10 @@ func (a *association) handshake() bool {
 	if err == nil {
 		return true
 	}
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == context.DeadlineExceeded {
-		// ARTIM's timer, not the server's stop: crypto/tls says only "context deadline exceeded".
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		// ARTIM ended it: its read deadline, set when the connection was accepted, or ctx's, whichever came first
+		// (a stop of the server cancels ctx instead, no timeout). crypto/tls says only "context deadline
+		// exceeded" or "read tcp …: i/o timeout".
 		err = fmt.Errorf("%w after %s (ARTIM): %w", ErrHandshakeTimeout, artim, err)
 	}
 	if errors.Is(err, io.EOF) {
