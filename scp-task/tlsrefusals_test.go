@@ -17,6 +17,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
@@ -295,18 +296,9 @@ func TestTLSHandshakeTimeoutSaysSo(t *testing.T) {
 	}
 	srv := newAuditedTLS(t)
 	srv.serve(t, reloader.Config())
-	c, err := net.Dial("tcp", srv.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// The server closes it at ARTIM (2s); the deadline only bounds a test that fails.
-	if err := c.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	if n, err := c.Read(make([]byte, 1)); err == nil {
-		t.Fatalf("the server sent %d bytes to a silent client", n)
-	}
+	silent := dicomnettest.DialParrot(t, srv.addr)
+	silent.ExpectClosed() // at ARTIM, 2s
+	c := silent.Conn
 	srv.stop(t)
 	const said = "dicomnet: TLS handshake timed out after 2s (ARTIM): " // then crypto/tls's error
 	var line map[string]any

@@ -35,6 +35,28 @@ func TestTLSDefaultsAndAllowlist(t *testing.T) {
 	}
 }
 
+// loadTLS loads a valid config with dicom.tls from a directory of its own holding it, its site and server CA
+// files and, when crl is not nil, its client CRL file.
+func loadTLS(t *testing.T, siteCA, serverCA, crl []byte) (*Config, error) {
+	t.Helper()
+	dir := t.TempDir()
+	c := valid()
+	withTLS(c)
+	if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), siteCA)
+	testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), serverCA)
+	if crl != nil {
+		c.Dicom.TLS.ClientCrlFile = "tls/site.crl"
+		testpki.WriteFile(t, filepath.Join(dir, "tls", "site.crl"), crl)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return Load(dir, "test")
+}
+
 // TestLoadTLSFiles: Load reads the CA files next to the config and refuses what would lock sites out or leak a key.
 func TestLoadTLSFiles(t *testing.T) {
 	ca := testpki.NewCA(t, "Site CA")
@@ -62,18 +84,7 @@ func TestLoadTLSFiles(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			c := valid()
-			withTLS(c)
-			if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), tc.siteCA)
-			testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), ca.PEM)
-			if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			got, err := Load(dir, "test")
+			got, err := loadTLS(t, tc.siteCA, ca.PEM, nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -91,18 +102,7 @@ func TestLoadTLSFiles(t *testing.T) {
 	// The server CA, which the sites trust for the SCP's certificate, by
 	// the same rule.
 	t.Run("an RSA 1024 server CA", func(t *testing.T) {
-		dir := t.TempDir()
-		c := valid()
-		withTLS(c)
-		if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), ca.PEM)
-		testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), rsa1024.PEM)
-		if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := Load(dir, "test"); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dicom.tls.serverCaFile") ||
+		if _, err := loadTLS(t, ca.PEM, rsa1024.PEM, nil); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "dicom.tls.serverCaFile") ||
 			!strings.Contains(err.Error(), "RSA key of 1024 bits") {
 			t.Fatalf("Load = %v", err)
 		}
@@ -129,20 +129,7 @@ func TestLoadTLSFiles(t *testing.T) {
 		"signed with SHA-1": {ca.CRLSignedWith(t, x509.ECDSAWithSHA1, time.Now().Add(7*24*time.Hour), leaf), "is signed with ECDSA-SHA1"},
 	} {
 		t.Run("CRL "+name, func(t *testing.T) {
-			dir := t.TempDir()
-			c := valid()
-			withTLS(c)
-			c.Dicom.TLS.ClientCrlFile = "tls/site.crl"
-			if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			testpki.WriteFile(t, filepath.Join(dir, "tls", "site-ca.pem"), ca.PEM)
-			testpki.WriteFile(t, filepath.Join(dir, "tls", "server-ca.pem"), ca.PEM)
-			testpki.WriteFile(t, filepath.Join(dir, "tls", "site.crl"), tc.crl)
-			if err := os.WriteFile(filepath.Join(dir, "test.json"), marshal(t, c), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			got, err := Load(dir, "test")
+			got, err := loadTLS(t, ca.PEM, ca.PEM, tc.crl)
 			if tc.want == "" {
 				if err != nil || got.Dicom.TLS.ClientCrlPEM != string(tc.crl) {
 					t.Fatalf("Load = %v", err)
