@@ -194,6 +194,39 @@ func TestChainBadLuck(t *testing.T) {
 		}
 	})
 
+	// In order, the overwrite is a conflict beside the first content,
+	// under the same key (docs/pipeline.md, "Duplicates"): the first stays
+	// as indexed, audited and announced; redeliveries change nothing.
+	t.Run("an overwrite processed in order", func(t *testing.T) {
+		s := e.newStudy(3)
+		a := s.instance(1, 1)
+		first := s.put(a, received)
+		e.invokeBatch(t, "validate", sqsEvent(first))
+		before := s.state(t)
+		b := a
+		b.PatientName = "Roe^Robert"
+		second := s.put(b, received.Add(time.Second))
+		e.invokeBatch(t, "validate", sqsEvent(second))
+		got := s.state(t)
+		e.invokeBatch(t, "validate", sqsEvent(second, first))
+		if d := cmp.Diff(got, s.state(t)); d != "" {
+			t.Errorf("the redeliveries changed the state (-before +after):\n%s", d)
+		}
+		if got.Instances != 1 || got.Conflicts != 1 || got.Revision != 2 || len(got.Contents) != 2 || len(got.Audit) != 2 || len(got.Events) != 2 {
+			t.Errorf("state %+v: want the first content and a conflict, two records, two events", got)
+		}
+		if !cmp.Equal(before.Contents, got.Contents[:1]) && !cmp.Equal(before.Contents, got.Contents[1:]) {
+			t.Errorf("the first content %v is not indexed as it was: %v", before.Contents, got.Contents)
+		}
+		page, err := e.audit.Query(context.Background(), pipeline.AuditQuery{StudyInstanceUID: s.uid, Outcome: pipeline.OutcomeConflict})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Records) != 1 || page.Records[0].ObjectKey != s.key(a, "") || page.Records[0].HeldObjectKey != s.key(a, "") {
+			t.Errorf("conflict records %+v: want one naming the key, held under it", page.Records)
+		}
+	})
+
 	t.Run("an event for a key deleted since", func(t *testing.T) {
 		s := e.newStudy(2)
 		in := s.instance(1, 1)

@@ -61,6 +61,7 @@ func RunIndexStore(t *testing.T, h IndexHarness) {
 	t.Run("Duplicate", func(t *testing.T) { testDuplicate(t, h) })
 	t.Run("ConflictSameStudy", func(t *testing.T) { testConflictSameStudy(t, h) })
 	t.Run("ConflictOtherStudy", func(t *testing.T) { testConflictOtherStudy(t, h) })
+	t.Run("OverwrittenKey", func(t *testing.T) { testOverwrittenKey(t, h) })
 	t.Run("SameContentOtherStudy", func(t *testing.T) { testSameContentOtherStudy(t, h) })
 	t.Run("FillIn", func(t *testing.T) { testFillIn(t, h) })
 	t.Run("PatientMismatch", func(t *testing.T) { testPatientMismatch(t, h) })
@@ -615,6 +616,52 @@ func testConflictSameStudy(t *testing.T, h IndexHarness) {
 		t.Error("a new instance the SCP flagged is kept as a conflict")
 	}
 	checkStudy(t, ix, r.Study, counts{Instances: 2, Conflicts: 1, Series: 1, Bytes: 250, Revision: 3})
+}
+
+// testOverwrittenKey: other content under the object key of a content
+// indexed (the key overwritten after the first was indexed: S3 lets any
+// caller that may PutObject do it, the SCP never does) is a conflict like
+// any other content under the SOP Instance UID, not a replacement: the
+// first content stays indexed as it was (new, its row unchanged, naming the
+// key), the second is indexed beside it flagged, and a redelivery of either
+// (the same key, either content) is a duplicate that reports its own
+// record and moves nothing. See docs/pipeline.md, "Duplicates".
+func testOverwrittenKey(t *testing.T, h IndexHarness) {
+	ix := h.New(t)
+	ctx := context.Background()
+	first := Record(1, 1, 1, "aa", 0)
+	upsert(t, ix, first, pipeline.InstanceNew)
+	over := Record(1, 1, 1, "bb", time.Minute)
+	over.ObjectKey, over.Size = first.ObjectKey, 70
+	r := upsert(t, ix, over, pipeline.InstanceConflict)
+	if !r.Instance.Conflict || r.Instance.ObjectKey != first.ObjectKey {
+		t.Errorf("the overwriting content: conflict %v, key %q; want a conflict under the key", r.Instance.Conflict, r.Instance.ObjectKey)
+	}
+	want := counts{Instances: 1, Conflicts: 1, Series: 1, Bytes: 170, Revision: 2}
+	checkStudy(t, ix, r.Study, want)
+	wantRows := []pipeline.InstanceRecord{first, r.Instance}
+	for _, in := range []pipeline.InstanceRecord{over, first} {
+		again := upsert(t, ix, in, pipeline.InstanceDuplicate)
+		if again.Instance.ContentIdentity != in.ContentIdentity || again.Instance.Conflict != (in.ContentIdentity == "bb") {
+			t.Errorf("a redelivery of %s reports %s (conflict %v)", in.ContentIdentity, again.Instance.ContentIdentity, again.Instance.Conflict)
+		}
+		if !again.Study.LastSent.Equal(over.ReceivedAt) {
+			t.Errorf("a redelivery of %s moved lastSent to %v", in.ContentIdentity, again.Study.LastSent)
+		}
+		checkStudy(t, ix, again.Study, want)
+	}
+	d := getStudy(t, ix, studyUID(1))
+	if diff := cmp.Diff(wantRows, d.Instances, cmpOpts); diff != "" {
+		t.Errorf("the study's rows (-want +got):\n%s", diff)
+	}
+	got, err := ix.Instances(ctx, first.SOPInstanceUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(got, func(a, b pipeline.InstanceRecord) int { return strings.Compare(a.ContentIdentity, b.ContentIdentity) })
+	if diff := cmp.Diff(wantRows, got, cmpOpts); diff != "" {
+		t.Errorf("Instances (-want +got):\n%s", diff)
+	}
 }
 
 func testConflictOtherStudy(t *testing.T, h IndexHarness) {
