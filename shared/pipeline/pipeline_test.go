@@ -408,8 +408,10 @@ func (o overwriteBeforeCopy) Copy(ctx context.Context, src pipeline.ObjectInfo, 
 // read it and found it invalid, before its quarantine copy, is not copied:
 // the copy is pinned to the version read (its Head's ETag), and its
 // processing fails with ErrObjectChanged, nothing quarantined, audited or
-// announced (unpinned, the new version's bytes went into quarantine/
-// under the old one's findings). Processed again, as its message is
+// announced, and no findings document left (written before the copy, the
+// old version's stayed in quarantine/ with no copy beside it; unpinned,
+// the new version's bytes went into quarantine/ under the old one's
+// findings). Processed again, as its message is
 // redelivered, the new version is read, stored and announced.
 func TestQuarantineCopiesTheVersionRead(t *testing.T) {
 	f := pt.New()
@@ -423,9 +425,12 @@ func TestQuarantineCopiesTheVersionRead(t *testing.T) {
 	if _, err := p.ProcessObject(ctx, k); !errors.Is(err, pipeline.ErrObjectChanged) {
 		t.Fatalf("object replaced before its quarantine copy: %v, want ErrObjectChanged", err)
 	}
-	qKey, _ := pipeline.QuarantineKeys(k)
+	qKey, fKey := pipeline.QuarantineKeys(k)
 	if _, _, ok := f.Objects.Get(qKey); ok {
 		t.Error("the new version copied into quarantine/ as the old one")
+	}
+	if _, _, ok := f.Objects.Get(fKey); ok {
+		t.Error("the old version's findings document left in quarantine/, describing content not there")
 	}
 	if recs, ev := f.Audit.All(), f.Events.All(); len(recs) != 0 || len(ev) != 0 {
 		t.Errorf("audited %+v, announced %+v; want nothing", recs, ev)
@@ -435,8 +440,10 @@ func TestQuarantineCopiesTheVersionRead(t *testing.T) {
 	if err != nil || !res.Valid || res.Outcome != pipeline.InstanceNew {
 		t.Fatalf("processed again: %+v, %v; want the new version stored", res, err)
 	}
-	if _, _, ok := f.Objects.Get(qKey); ok {
-		t.Error("a quarantine copy of the valid version")
+	for _, k := range []string{qKey, fKey} {
+		if _, _, ok := f.Objects.Get(k); ok {
+			t.Errorf("%s after the valid version was processed", k)
+		}
 	}
 	if ev := f.Events.All(); len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceStored {
 		t.Errorf("events %+v, want the new version's Instance Stored", ev)

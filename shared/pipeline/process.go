@@ -228,11 +228,16 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 	if err != nil {
 		return qKey, fmt.Errorf("pipeline: marshal findings: %w", err)
 	}
-	if err := p.Writer.Put(ctx, fKey, body, "application/json", nil); err != nil {
-		return qKey, fmt.Errorf("pipeline: put findings: %w", err)
-	}
+	// The copy first, pinned to the version read, then the findings: a
+	// copy refused because the object changed since (ErrObjectChanged)
+	// leaves no findings document describing content quarantine/ does not
+	// hold. Written before, the old version's findings stayed there with
+	// no copy beside them, or beside the copy of an earlier quarantine.
 	if err := p.Writer.Copy(ctx, in.info, qKey, map[string]string{"quarantined": "true", "findings-key": fKey}); err != nil {
 		return qKey, fmt.Errorf("pipeline: quarantine copy: %w", err)
+	}
+	if err := p.Writer.Put(ctx, fKey, body, "application/json", nil); err != nil {
+		return qKey, fmt.Errorf("pipeline: put findings: %w", err)
 	}
 	// Noted in its study before the audit record and the event, so that
 	// a study announced after either counts it (rejectedCount).

@@ -446,7 +446,9 @@ func (o *overwriteOnRead) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 //
 // Whatever validate reads, the state ends as the new version's alone, as
 // a chain that only ever saw the new version leaves it: its contents,
-// counts, audit records and events, and nothing in quarantine/.
+// counts, audit records and events, and nothing in quarantine/: neither a
+// copy nor the old version's findings document (written before the copy,
+// it stayed when the copy was refused).
 func TestChainOverwrittenWhileRead(t *testing.T) {
 	e := newEnv(t, "1s")
 	clean := newEnv(t, "1s") // the new versions alone
@@ -508,8 +510,12 @@ func TestChainOverwrittenWhileRead(t *testing.T) {
 			if d := cmp.Diff(want, got); d != "" || got.Instances != 1 || got.Conflicts != 0 || got.Revision != 1 {
 				t.Errorf("state (-the new version's +after the overwrite):\n%s\nstate %+v", d, got)
 			}
-			if q, _ := pipeline.QuarantineKeys(key); e.exists(q) {
+			q, findings := pipeline.QuarantineKeys(key)
+			if e.exists(q) {
 				t.Errorf("a quarantine copy of the object: the new, valid version's bytes copied as the old one's")
+			}
+			if e.exists(findings) {
+				t.Errorf("the old version's findings document in quarantine/: it describes content not there")
 			}
 		})
 	}
