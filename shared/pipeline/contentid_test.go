@@ -70,22 +70,39 @@ func TestContentIdentity(t *testing.T) {
 	}
 }
 
-// throttled is a store whose reads fail, naming the key as S3's errors do.
-type throttled struct{ ObjectReader }
+// throttled is a store whose reads fail, naming the key as S3's errors
+// do: its HEADs too when head is set, else they describe the indexed
+// object (rec in TestSameContentRedactsTheIndexedKey).
+type throttled struct{ head bool }
+
+func (t throttled) Head(_ context.Context, key string) (ObjectInfo, error) {
+	if t.head {
+		return ObjectInfo{}, fmt.Errorf("s3: head %s: SlowDown", key)
+	}
+	return ObjectInfo{Key: key, Size: 1000, ETag: `"e"`, ChecksumCRC64NVME: base64.StdEncoding.EncodeToString(binary.BigEndian.AppendUint64(nil, 0xab))}, nil
+}
 
 func (throttled) OpenRange(_ context.Context, key string, _, _ int64) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("s3: get %s: SlowDown", key)
 }
 
 // TestSameContentRedactsTheIndexedKey: comparing with an identity indexed
-// in the whole-file form reads the indexed object's head; a failed read is
-// retried (an error) and names that object by its keyed digest, not by its
-// key's UIDs, which are not the delivered object's the caller redacts.
+// in the whole-file form heads and reads the indexed object; a failed head
+// or read is retried (an error) and names that object by its keyed digest,
+// not by its key's UIDs, which are not the delivered object's the caller
+// redacts.
 func TestSameContentRedactsTheIndexedKey(t *testing.T) {
 	const series = "1.2.826.0.1.3680043.10.9.77"
 	rec := InstanceRecord{ObjectKey: "incoming/2026/01/15/1.2.3/" + series + "/1.2.3.4.dcm", Size: 1000, ContentIdentity: "crc64nvme-00000000000000ab"}
-	_, err := (&Pipeline{Objects: throttled{}}).sameContent(context.Background(), rec, identity{ID: "dataset-crc64nvme-00000000000000cd", hasSet: true})
-	if err == nil || strings.Contains(err.Error(), series) {
-		t.Errorf("error %v; want one that names no UID of the indexed key", err)
+	for _, tt := range []struct {
+		name  string
+		store throttled
+	}{{"head fails", throttled{head: true}}, {"read fails", throttled{}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := (&Pipeline{Objects: tt.store}).sameContent(context.Background(), rec, identity{ID: "dataset-crc64nvme-00000000000000cd", hasSet: true})
+			if err == nil || strings.Contains(err.Error(), series) {
+				t.Errorf("error %v; want one that names no UID of the indexed key", err)
+			}
+		})
 	}
 }

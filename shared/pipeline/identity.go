@@ -143,8 +143,9 @@ func (p *Pipeline) readHead(ctx context.Context, info ObjectInfo, n int64) ([]by
 //     redelivery of an object indexed before the upgrade);
 //   - the indexed one is a whole-file CRC-64/NVME and d has a data set
 //     identity: compared in the data set form, which the indexed object's
-//     whole CRC, size and meta header give (one ranged read of its head;
-//     an indexed object no longer stored is not the same content).
+//     whole CRC, size and meta header give (its HEAD and one ranged read
+//     of its head, pinned as every read is; an indexed object no longer
+//     stored, or whose key holds other bytes now, is not the same content).
 //
 // A SHA-256 or ETag indexed compares by bytes only: no data set identity
 // can be derived from it.
@@ -159,19 +160,37 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 	if err != nil {
 		return false, nil
 	}
-	indexed := ObjectInfo{Key: rec.ObjectKey, Size: rec.Size}
+	// An indexed object no longer stored, or no Part 10 file, is not the
+	// same content; any other failure is the store's, retried.
+	failed := func(err error) (bool, error) {
+		if errors.Is(err, ErrNotFound) || errors.Is(err, part10.ErrNotPart10) || errors.Is(err, part10.ErrMalformedMeta) {
+			return false, nil
+		}
+		// The store's error names the indexed object's key, which is
+		// not the one the caller redacts.
+		return false, p.Names.Redact(fmt.Errorf("pipeline: read the object indexed: %w", err), rec.ObjectKey)
+	}
+	// The meta header read must be the indexed object's: the key's HEAD
+	// gives the version its reads are pinned to (openRange), and a key
+	// that holds other bytes now (overwritten: another size or whole-file
+	// CRC) has none of its meta header to give. Unpinned, the meta header
+	// of whatever the key held by then was combined with the indexed
+	// object's CRC and size.
+	indexed, err := p.Objects.Head(ctx, rec.ObjectKey)
+	if err != nil {
+		return failed(err)
+	}
+	indexed.Key = rec.ObjectKey
+	if held, ok := decodeCRC(indexed.ChecksumCRC64NVME); indexed.Size != rec.Size || ok && held != whole {
+		return false, nil
+	}
 	src := newRangeSource(ctx, p.Objects, indexed)
 	_, head, err := readMeta(src)
 	if head == nil && err == nil {
 		head, err = p.readHead(ctx, indexed, src.Pos())
 	}
-	switch {
-	case errors.Is(err, ErrNotFound), errors.Is(err, part10.ErrNotPart10), errors.Is(err, part10.ErrMalformedMeta):
-		return false, nil
-	case err != nil:
-		// The store's error names the indexed object's key, which is
-		// not the one the caller redacts.
-		return false, p.Names.Redact(fmt.Errorf("pipeline: read the object indexed: %w", err), rec.ObjectKey)
+	if err != nil {
+		return failed(err)
 	}
 	return objectstore.SuffixChecksum(whole, head, rec.Size) == d.dataSet, nil
 }

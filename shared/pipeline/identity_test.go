@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc64"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -385,5 +387,78 @@ func TestResendBeforeTheCountedTransferAnnounced(t *testing.T) {
 	}
 	if d := cmp.Diff([]string{key(sop1) + " " + pipeline.OutcomeStored, copyKey + " " + pipeline.OutcomeDuplicate}, outcomes); d != "" {
 		t.Errorf("audit records (-want +got):\n%s", d)
+	}
+}
+
+// pinnedObjects is a store whose reads are pinned to their HEAD's ETag,
+// as S3's are (pipeline.VersionReader), and which runs replace once before
+// the first pinned read of key.
+type pinnedObjects struct {
+	*pt.Objects
+	key     string
+	replace func()
+	reads   *[]string // the ETag each read of key was pinned to
+}
+
+func (o pinnedObjects) OpenVersionRange(ctx context.Context, info pipeline.ObjectInfo, offset, length int64) (io.ReadCloser, error) {
+	if info.Key == o.key {
+		if len(*o.reads) == 0 {
+			o.replace()
+		}
+		*o.reads = append(*o.reads, info.ETag)
+	}
+	now, err := o.Head(ctx, info.Key)
+	if err != nil {
+		return nil, err
+	}
+	if now.ETag != info.ETag {
+		return nil, fmt.Errorf("pinned: get %s: %w", info.Key, pipeline.ErrObjectChanged)
+	}
+	return o.OpenRange(ctx, info.Key, offset, length)
+}
+
+// TestSameContentReadsTheIndexedVersion: comparing a delivered data set
+// with an object indexed under its whole file's CRC-64/NVME reads that
+// object's meta header pinned, as every read is, to the version its HEAD
+// gave. Its key overwritten between that HEAD and the read, the read fails
+// (ErrObjectChanged, the message retried), nothing indexed, audited or
+// announced: unpinned, the new version's meta header was combined with the
+// indexed object's CRC and size. On the retry the key's HEAD shows other
+// bytes than those indexed, whose meta header is then not at hand: not the
+// same content (a conflict), as for an indexed object no longer stored.
+func TestSameContentReadsTheIndexedVersion(t *testing.T) {
+	first, otherAE, overwrite := ct(sop1), ct(sop1), ct(sop1)
+	first.SourceAE, otherAE.SourceAE, overwrite.SourceAE = "MODALITY1", "VNA_FORWARDER", "SOMEONE_ELSE"
+	firstData := first.Build()
+	nextDay := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
+	ctx := context.Background()
+	f := pt.New()
+	storedAs(f, key(sop1), firstData, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+		SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), Size: int64(len(firstData)), ContentIdentity: wholeCRC(firstData)})
+	storedAs(f, nextDay, otherAE.Build(), "VNA_FORWARDER", "assoc2", "2026-01-16T08:00:00Z")
+	var reads []string
+	p := f.Pipeline()
+	p.Objects = pinnedObjects{Objects: f.Objects, key: key(sop1), reads: &reads, replace: func() {
+		storedAs(f, key(sop1), overwrite.Build(), "SOMEONE_ELSE", "assoc3", "2026-01-16T09:00:00Z")
+	}}
+	records, events := len(f.Audit.All()), len(f.Events.All())
+	if _, err := p.ProcessObject(ctx, nextDay); !errors.Is(err, pipeline.ErrObjectChanged) {
+		t.Fatalf("the indexed object overwritten while read: %v, want ErrObjectChanged", err)
+	}
+	if len(reads) != 1 || reads[0] == "" {
+		t.Errorf("reads of the indexed object pinned to %q, want one pinned read", reads)
+	}
+	st, err := f.Index.GetStudy(ctx, study)
+	if err != nil || st.Revision != 1 || len(f.Audit.All()) != records || len(f.Events.All()) != events {
+		t.Fatalf("after the failed read: revision %d (%v), %d records, %d events; want nothing new", st.Revision, err,
+			len(f.Audit.All())-records, len(f.Events.All())-events)
+	}
+	res, err := p.ProcessObject(ctx, nextDay)
+	if err != nil || res.Outcome != pipeline.InstanceConflict {
+		t.Fatalf("retried: %v, %v; want a conflict", res.Outcome, err)
+	}
+	if len(reads) != 1 {
+		t.Errorf("the retry read the key again (%d reads): its HEAD shows other bytes than those indexed", len(reads))
 	}
 }
