@@ -435,3 +435,60 @@ func passedOver(t *testing.T, tables *indexTables) (*awsadapters.IndexTable, pas
 	}
 	return x, ps
 }
+
+// TestRejectedAcrossPages: a study's rejected notes that take more than
+// one page of the study's Query (DynamoDB's 1 MB a page; some 6,000 notes
+// of 64-character UIDs, about 1.3 MB) are each counted once as the pages
+// come (pipeline.RejectedTally, a page held at a time): the notes of both
+// pages, but those of instances the study holds, on the first page and on
+// the last.
+func TestRejectedAcrossPages(t *testing.T) {
+	tables := newIndexTables(t)
+	var calls callLog
+	ix := tables.table(t)
+	ix.Client = dynamoClient(tables.url, calls.install)
+	ctx := context.Background()
+	const rejects = 6000
+	// 64-character UIDs, the longest, for the fewest notes a page.
+	studyUID := "1.2.826.0.1.3680043.10.1001.9." + strings.Repeat("9", 34)
+	sop := func(i int) string { return fmt.Sprintf("%s.%d", studyUID[:len(studyUID)-6], 10000+i) }
+	// Instance 0 sorts first among the notes, instance rejects-1 last:
+	// both held, so neither counts.
+	for _, i := range []int{0, rejects - 1} {
+		in := pipelinetest.Record(1, 1, 1, fmt.Sprintf("held%d", i), 0)
+		in.StudyInstanceUID, in.SeriesInstanceUID, in.SOPInstanceUID = studyUID, studyUID[:len(studyUID)-2]+".1", sop(i)
+		if _, err := ix.UpsertInstance(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				if err := ix.RecordRejected(ctx, pipeline.RejectedInstance{StudyInstanceUID: studyUID, SOPInstanceUID: sop(i)}); err != nil {
+					t.Errorf("RecordRejected %d: %v", i, err)
+				}
+			}
+		})
+	}
+	for i := range rejects {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	calls.take()
+	d, err := ix.GetStudy(ctx, studyUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if queries := slices.DeleteFunc(calls.take(), func(op string) bool { return op != "Query" }); len(queries) < 2 {
+		t.Fatalf("GetStudy read the study in %d Query pages; the test needs its notes on two", len(queries))
+	}
+	if d.RejectedCount != rejects-2 || d.InstanceCount != 2 {
+		t.Errorf("rejected %d, instances %d; want %d, 2", d.RejectedCount, d.InstanceCount, rejects-2)
+	}
+}
