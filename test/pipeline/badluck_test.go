@@ -53,6 +53,15 @@ func (s chainStudy) put(in pt.Instance, received time.Time) string {
 	return s3Notification(key, len(s.e.putInstance(key, in, received)))
 }
 
+// processed puts in, processes its S3 notification with validate and
+// returns the notification and the state it left.
+func (s chainStudy) processed(t *testing.T, in pt.Instance, received time.Time) (string, chainState) {
+	t.Helper()
+	note := s.put(in, received)
+	s.e.invokeBatch(t, "validate", sqsEvent(note))
+	return note, s.state(t)
+}
+
 // state is what a study's processing left: the study's counts, its
 // instance records, its audit records and its events by id.
 type chainState struct {
@@ -200,14 +209,10 @@ func TestChainBadLuck(t *testing.T) {
 	t.Run("an overwrite processed in order", func(t *testing.T) {
 		s := e.newStudy(3)
 		a := s.instance(1, 1)
-		first := s.put(a, received)
-		e.invokeBatch(t, "validate", sqsEvent(first))
-		before := s.state(t)
+		first, before := s.processed(t, a, received)
 		b := a
 		b.PatientName = "Roe^Robert"
-		second := s.put(b, received.Add(time.Second))
-		e.invokeBatch(t, "validate", sqsEvent(second))
-		got := s.state(t)
+		second, got := s.processed(t, b, received.Add(time.Second))
 		e.invokeBatch(t, "validate", sqsEvent(second, first))
 		if d := cmp.Diff(got, s.state(t)); d != "" {
 			t.Errorf("the redeliveries changed the state (-before +after):\n%s", d)
@@ -230,9 +235,7 @@ func TestChainBadLuck(t *testing.T) {
 	t.Run("an event for a key deleted since", func(t *testing.T) {
 		s := e.newStudy(2)
 		in := s.instance(1, 1)
-		note := s.put(in, received)
-		e.invokeBatch(t, "validate", sqsEvent(note))
-		want := s.state(t)
+		note, want := s.processed(t, in, received)
 		if _, err := e.s3.DeleteObject(context.Background(), &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(s.key(in, ""))}); err != nil {
 			t.Fatal(err)
 		}
