@@ -2,6 +2,7 @@ package stack
 
 import (
 	"fmt"
+	"iter"
 	"regexp"
 	"slices"
 	"strings"
@@ -252,34 +253,40 @@ func TestServicesConfinedToTheAccount(t *testing.T) {
 }
 
 // TestRoleTrustConfinedToTheAccount: a role a service assumes on the
-// account's behalf, where the service's guide recommends it against the
+// account's behalf, where the service's guide documents it against the
 // confused deputy, trusts the service only for this account's resources
 // (aws:SourceAccount, and aws:SourceArn of the resources of the kind it
 // acts for). The flow logs' role trusted vpc-flow-logs.amazonaws.com for
 // any account's flow log ("IAM role for publishing flow logs to
-// CloudWatch Logs", Amazon VPC User Guide, recommends both keys).
+// CloudWatch Logs", Amazon VPC User Guide, recommends both keys), and the
+// scp-task's task role ecs-tasks.amazonaws.com for any account's task
+// ("Amazon ECS task IAM role", Amazon ECS Developer Guide: both keys, the
+// ARN arn:aws:ecs:<region>:<account>:*).
 func TestRoleTrustConfinedToTheAccount(t *testing.T) {
 	cases := []struct {
 		service string
 		source  string // the resource kind in aws:SourceArn
+		// role, if set, is the one role of the service the guide
+		// documents the keys for (TestRoleTrustAsDocumented holds the
+		// others).
+		role func(s *synthesized) string
 	}{
 		{service: "vpc-flow-logs.amazonaws.com", source: `":ec2:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":vpc-flow-log/*"`},
+		{service: "ecs-tasks.amazonaws.com", source: `":ecs:",{"Ref":"AWS::Region"},":",{"Ref":"AWS::AccountId"},":*"`,
+			role: func(s *synthesized) string { return s.stack.logicalID(s.stack.Ingest.TaskRole) }},
 	}
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		for _, tc := range cases {
 			t.Run(tc.service, func(t *testing.T) {
 				n := 0
-				for id, r := range s.resources("AWS::IAM::Role") {
-					for _, st := range props(r)["AssumeRolePolicyDocument"].(map[string]any)["Statement"].([]any) {
-						st := st.(map[string]any)
-						if principal, _ := st["Principal"].(map[string]any); principal["Service"] != tc.service {
-							continue
-						}
-						n++
-						cond := js(st["Condition"])
-						if !strings.Contains(cond, `{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}`) || !strings.Contains(cond, `"ArnLike":{"aws:SourceArn":`) || !strings.Contains(cond, tc.source) {
-							t.Errorf("%s trusts %s without this account's aws:SourceAccount and aws:SourceArn (%s): %s", id, tc.service, tc.source, cond)
-						}
+				for id, st := range trustStatements(s, tc.service) {
+					if tc.role != nil && id != tc.role(s) {
+						continue
+					}
+					n++
+					cond := js(st["Condition"])
+					if !strings.Contains(cond, `{"aws:SourceAccount":{"Ref":"AWS::AccountId"}}`) || !strings.Contains(cond, `"ArnLike":{"aws:SourceArn":`) || !strings.Contains(cond, tc.source) {
+						t.Errorf("%s trusts %s without this account's aws:SourceAccount and aws:SourceArn (%s): %s", id, tc.service, tc.source, cond)
 					}
 				}
 				if n == 0 {
@@ -288,6 +295,64 @@ func TestRoleTrustConfinedToTheAccount(t *testing.T) {
 			})
 		}
 	})
+}
+
+// TestRoleTrustAsDocumented: the roles whose service documents no
+// confused-deputy condition for its role's trust policy trust it without
+// one: a condition on a key the service does not set when it assumes the
+// role refuses it every time (a task that never starts, a backup that never
+// runs), and no account here can try it. The task execution role: the
+// "Amazon ECS task execution IAM role" page's trust policy has none (the
+// task role's page has them, TestRoleTrustConfinedToTheAccount); AWS
+// Backup's selection roles: its "Cross-service confused deputy
+// prevention" page names aws:SourceArn only for its SNS notifications
+// (a vault) and its KMS calls as backup-storage.amazonaws.com, none for
+// backup.amazonaws.com assuming a role. docs/operations/deploy.md lists
+// both as by design.
+func TestRoleTrustAsDocumented(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		exec := s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole())
+		for _, tc := range []struct {
+			service string
+			want    func(id string) bool // the roles expected to trust it plainly
+			least   int
+		}{
+			{"ecs-tasks.amazonaws.com", func(id string) bool { return id == exec }, 1},
+			{"backup.amazonaws.com", func(string) bool { return true }, 1},
+		} {
+			n := 0
+			for id, st := range trustStatements(s, tc.service) {
+				if !tc.want(id) {
+					continue
+				}
+				n++
+				if c, ok := st["Condition"]; ok {
+					t.Errorf("%s trusts %s with a condition its service documents for no such role: %s", id, tc.service, js(c))
+				}
+			}
+			if n < tc.least {
+				t.Errorf("%d roles trust %s plainly, want at least %d", n, tc.service, tc.least)
+			}
+		}
+	})
+}
+
+// trustStatements are the statements of the roles' trust policies that let
+// service assume them, by role.
+func trustStatements(s *synthesized, service string) iter.Seq2[string, map[string]any] {
+	return func(yield func(string, map[string]any) bool) {
+		for id, r := range s.resources("AWS::IAM::Role") {
+			for _, st := range props(r)["AssumeRolePolicyDocument"].(map[string]any)["Statement"].([]any) {
+				st := st.(map[string]any)
+				if principal, _ := st["Principal"].(map[string]any); principal["Service"] != service {
+					continue
+				}
+				if !yield(id, st) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // exactRuleSource reports whether a statement's only source condition is

@@ -302,9 +302,17 @@ func NewIngest(scope constructs.Construct, id string, props *IngestProps) *Inges
 	// Task role: put objects under incoming/ and audit/ (multipart uploads
 	// included) and Storage Commitment requests under commitment/requests/,
 	// read back only those prefixes, and use the bucket's key through S3,
-	// nothing else.
+	// nothing else. Trusted by ECS for this account's tasks in this Region
+	// only, against the confused deputy: the conditions the "Amazon ECS
+	// task IAM role" page of the Amazon ECS Developer Guide documents for a
+	// task role's trust policy
+	// (https://docs.aws.amazon.com/AmazonECS/latest/developerguide/task-iam-roles.html:
+	// aws:SourceAccount, and aws:SourceArn arn:aws:ecs:<region>:<account>:*,
+	// a wildcard, since naming a cluster there is not supported). The task
+	// execution role keeps the plain trust: AWS's page for it documents no
+	// condition (docs/operations/deploy.md, by design).
 	taskRole := awsiam.NewRole(self, jsii.String("TaskRole"), &awsiam.RoleProps{
-		AssumedBy:   awsiam.NewServicePrincipal(jsii.String("ecs-tasks.amazonaws.com"), nil),
+		AssumedBy:   trustedFor("ecs-tasks.amazonaws.com", regionalArn("ecs", "*")),
 		Description: jsii.String("scp-task: write DICOM objects and association audit records"),
 	})
 	bucket, key := props.Storage.Bucket, props.Storage.Key

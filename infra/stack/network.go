@@ -82,10 +82,7 @@ func NewNetwork(scope constructs.Construct, id string, props *NetworkProps) *Net
 	// against the confused deputy ("IAM role for publishing flow logs to
 	// CloudWatch Logs", Amazon VPC User Guide).
 	flowLogRole := awsiam.NewRole(self, jsii.String("FlowLogRole"), &awsiam.RoleProps{
-		AssumedBy: awsiam.NewServicePrincipal(jsii.String("vpc-flow-logs.amazonaws.com"), nil).WithConditions(&map[string]any{
-			"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
-			"ArnLike":      map[string]any{"aws:SourceArn": regionalArn("ec2", "vpc-flow-log/*")},
-		}),
+		AssumedBy: trustedFor("vpc-flow-logs.amazonaws.com", regionalArn("ec2", "vpc-flow-log/*")),
 	})
 	vpc := awsec2.NewVpc(self, jsii.String("Vpc"), &awsec2.VpcProps{
 		IpAddresses: awsec2.IpAddresses_Cidr(jsii.String(c.VpcCidr)),

@@ -18,6 +18,18 @@ func regionalArn(service, resource string) *string {
 		awscdk.Aws_REGION(), jsii.String(":"), awscdk.Aws_ACCOUNT_ID(), jsii.String(":" + resource)})
 }
 
+// trustedFor is service as a role's trusted principal for this account's
+// resources only (aws:SourceAccount, and aws:SourceArn like sourceArn),
+// against the confused deputy. Only for a service whose guide documents
+// these keys in its role's trust policy, with that ARN: a service that
+// sets neither when it assumes the role would be refused every time.
+func trustedFor(service string, sourceArn *string) awsiam.IPrincipal {
+	return awsiam.NewServicePrincipal(jsii.String(service), nil).WithConditions(&map[string]any{
+		"StringEquals": map[string]any{"aws:SourceAccount": awscdk.Aws_ACCOUNT_ID()},
+		"ArnLike":      map[string]any{"aws:SourceArn": sourceArn},
+	})
+}
+
 // serviceDelivery lets an AWS service deliver into this account's
 // encrypted queues or topics: the key policy lets the service's principal
 // use the key for this account (aws:SourceAccount), only for what the
