@@ -381,13 +381,38 @@ func TestKeyOnlyThroughServices(t *testing.T) {
 	})
 }
 
-// TestBackupVaultLock: the vault is locked only where the config asks, in
-// governance mode unless changeableForDays is set.
+// TestBackupVaultLock: the vault is locked as the config asks and only
+// then, in governance mode unless changeableForDays is set: dev not at
+// all, prod (patient data) in governance mode for its daily backups' 35
+// days, which every recovery point the plans make in the vault is kept at
+// least (the lock fails a job kept less).
 func TestBackupVaultLock(t *testing.T) {
+	want := map[string]string{"dev": "", "prod": `{"MinRetentionDays":35}`}
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		for id, v := range s.resources("AWS::Backup::BackupVault") {
+			got := ""
 			if lc, ok := props(v)["LockConfiguration"]; ok {
-				t.Errorf("%s: locked without pipeline.backupVaultLock: %s", id, js(lc))
+				got = js(lc)
+			}
+			if got != want[s.cfg.Name] {
+				t.Errorf("%s: lock %q, want %q (pipeline.backupVaultLock %+v)", id, got, want[s.cfg.Name], s.cfg.Pipeline.BackupVaultLock)
+			}
+		}
+		if l := s.cfg.Pipeline.BackupVaultLock; l != nil {
+			// Every plan's rule keeps its recovery points at least the
+			// lock's minimum, or AWS Backup fails its jobs.
+			rules := 0
+			for id, p := range s.resources("AWS::Backup::BackupPlan") {
+				for _, r := range asAnySlice(props(p)["BackupPlan"].(map[string]any)["BackupPlanRule"]) {
+					rules++
+					lc, _ := r.(map[string]any)["Lifecycle"].(map[string]any)
+					if days, _ := lc["DeleteAfterDays"].(float64); int(days) < l.MinRetentionDays {
+						t.Errorf("%s: rule %v keeps its recovery points %v days, under the lock's %d", id, r.(map[string]any)["RuleName"], lc["DeleteAfterDays"], l.MinRetentionDays)
+					}
+				}
+			}
+			if rules < 2 {
+				t.Errorf("%d backup rules, want the daily and the audit table's monthly", rules)
 			}
 		}
 	})
