@@ -217,6 +217,11 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// commitment.reportMinutes passed.
 	alarm("CommitmentUndeliverable", p.CommitmentUndeliverable, 0, gt, 1,
 		"Storage Commitment results given up on: a site PACS could not be reached or refused the report (see docs/operations/alarms.md)")
+	// A bug: a study's announcement panicked. The run goes on with the
+	// other studies, and the study is tried again a quiet period later,
+	// where it panics again until the code is fixed.
+	alarm("AnnouncementPanicked", p.AnnouncePanics, 0, gt, 1,
+		"A study's announcement panicked (a bug; the study is deferred, its events late): report the logged stack (docs/operations/alarms.md)")
 
 	var feedMetrics []awscloudwatch.IMetric
 	if p.AuditFeed != nil {

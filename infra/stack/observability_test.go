@@ -11,9 +11,12 @@ import (
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
+	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
 	"github.com/aws/constructs-go/constructs/v10"
+	"github.com/aws/jsii-runtime-go"
 	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -262,6 +265,41 @@ func TestFailureModesAlarmed(t *testing.T) {
 				t.Errorf("no alarm on throttling of table %s", tb)
 			}
 		}
+	})
+}
+
+// TestAnnouncePanicAlarmed: a study's announcement that panicked (a bug,
+// logged as pipeline.AnnouncePanicLog by notify's runs and by
+// commitment's, which announce the studies a request completes) is
+// counted from both functions' log groups and alarmed, like the other
+// lines that mean a human must act. It was logged, and nothing watched it.
+func TestAnnouncePanicAlarmed(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		filtered := map[string]bool{} // log group logical id → a filter counts the line there
+		for id, f := range s.resources("AWS::Logs::MetricFilter") {
+			p := props(f)
+			if p["FilterPattern"] != `{ $.msg = "`+pipeline.AnnouncePanicLog+`" }` {
+				continue
+			}
+			for _, tr := range asAnySlice(p["MetricTransformations"]) {
+				if mt := tr.(map[string]any); mt["MetricName"] != MetricAnnouncePanics || mt["MetricNamespace"] != MetricsNamespace || mt["MetricValue"] != "1" {
+					t.Errorf("filter %s publishes %s", id, js(mt))
+				}
+			}
+			filtered[refID(p["LogGroupName"])] = true
+		}
+		for _, name := range []string{FnNotify, FnCommitment} {
+			if lg := s.stack.logicalID(s.stack.Pipeline.Functions[name].LogGroup()); !filtered[lg] {
+				t.Errorf("no filter counts %q on the %s function's log group %s (filtered: %v)", pipeline.AnnouncePanicLog, name, lg, filtered)
+			}
+		}
+		s.check(t, func(tpl assertions.Template) {
+			tpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+				"MetricName": MetricAnnouncePanics, "Namespace": MetricsNamespace, "Threshold": 0, "Statistic": "Sum",
+				"ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching",
+				"Dimensions": []any{map[string]any{"Name": "Environment", "Value": s.cfg.Name}},
+			})
+		})
 	})
 }
 

@@ -52,6 +52,11 @@ var FunctionNames = []string{FnValidate, FnAudit, FnNotify, FnCommitment}
 // MetricsNamespace with the dimension Environment.
 const MetricCommitmentUndeliverable = "CommitmentReportsUndeliverable"
 
+// MetricAnnouncePanics counts studies whose announcement panicked (a bug:
+// the notify and commitment functions' log line pipeline.AnnouncePanicLog,
+// by metric filter), in MetricsNamespace with the dimension Environment.
+const MetricAnnouncePanics = "StudyAnnouncementPanics"
+
 // PipelineProps configures NewPipeline.
 type PipelineProps struct {
 	Config  *config.Config
@@ -83,16 +88,19 @@ type Pipeline struct {
 	CommitmentSG awsec2.SecurityGroup
 	// CommitmentUndeliverable counts results given up on.
 	CommitmentUndeliverable awscloudwatch.Metric
-	AuditTable              awsdynamodb.Table
-	IndexTable              awsdynamodb.Table
-	Bus                     awsevents.EventBus
-	BusDlq                  awssqs.Queue
-	BusDlqKey               awskms.Key // BusDlq's, used by nothing else
-	Archive                 awsevents.Archive
-	BackupVault             awsbackup.BackupVault // under Storage.BackupKey
-	BackupPlan              awsbackup.BackupPlan
-	AuditBackupPlan         awsbackup.BackupPlan // the audit table's long-kept backups
-	FunctionsSG             awsec2.SecurityGroup
+	// AnnouncePanics counts studies whose announcement panicked, in
+	// notify's runs and commitment's.
+	AnnouncePanics  awscloudwatch.Metric
+	AuditTable      awsdynamodb.Table
+	IndexTable      awsdynamodb.Table
+	Bus             awsevents.EventBus
+	BusDlq          awssqs.Queue
+	BusDlqKey       awskms.Key // BusDlq's, used by nothing else
+	Archive         awsevents.Archive
+	BackupVault     awsbackup.BackupVault // under Storage.BackupKey
+	BackupPlan      awsbackup.BackupPlan
+	AuditBackupPlan awsbackup.BackupPlan // the audit table's long-kept backups
+	FunctionsSG     awsec2.SecurityGroup
 	// AuditFeed is the audit table's feed to the hospital's syslog
 	// collector; nil unless audit.syslog is configured.
 	AuditFeed *AuditFeed
@@ -518,6 +526,14 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 
 	// The alarm's signal: the function logs each result it gives up on.
 	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)
+
+	// A study's announcement that panicked (a bug it meets) fails that
+	// study alone and is logged with its log name and the stack: notify
+	// announces quiet studies, commitment the studies a request completes,
+	// so both log groups feed the one metric.
+	for _, name := range []string{FnNotify, FnCommitment} {
+		out.AnnouncePanics = logLineMetric(self, name+"AnnouncePanicFilter", out.Functions[name].LogGroup(), c.Name, pipeline.AnnouncePanicLog, MetricAnnouncePanics)
+	}
 }
 
 // logLineMetric counts the lines of a log group whose message is msg as the
