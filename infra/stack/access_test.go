@@ -431,6 +431,46 @@ func TestBackupVaultLock(t *testing.T) {
 	}
 }
 
+// TestKeysAdministrableByTheAccount: every key's policy lets the account
+// (its root, so IAM decides who) administer the key, with no condition:
+// without such a statement a key whose other principals are gone can be
+// managed by no one ("Default key policy", AWS KMS Developer Guide).
+// The keys but the backup vault's keep CDK's default statement, the
+// account's kms:* (docs/operations/deploy.md, by design); the vault's key
+// has its administration without disabling or deleting it
+// (TestBackupVaultUnderItsOwnKey).
+func TestKeysAdministrableByTheAccount(t *testing.T) {
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		root := js(map[string]any{"AWS": map[string]any{"Fn::Join": []any{"", []any{"arn:", map[string]any{"Ref": "AWS::Partition"}, ":iam::" + s.cfg.Account + ":root"}}}})
+		backupKey := s.stack.logicalID(s.stack.Storage.BackupKey)
+		keys := 0
+		for id, k := range s.resources("AWS::KMS::Key") {
+			keys++
+			admin, all := false, false
+			for _, st := range asAnySlice(props(k)["KeyPolicy"].(map[string]any)["Statement"]) {
+				st := st.(map[string]any)
+				if st["Effect"] != "Allow" || js(st["Principal"]) != root || st["Condition"] != nil {
+					continue
+				}
+				actions := js(st["Action"])
+				all = all || actions == `"kms:*"`
+				admin = admin || all || strings.Contains(actions, `"kms:PutKeyPolicy"`)
+			}
+			switch {
+			case !admin:
+				t.Errorf("key %s: no statement lets the account administer it (kms:PutKeyPolicy): it could become unmanageable", id)
+			case id != backupKey && !all:
+				t.Errorf("key %s: the account's kms:* statement (CDK's default) is gone", id)
+			case id == backupKey && all:
+				t.Errorf("the backup vault's key %s lets the account kms:*", id)
+			}
+		}
+		if keys != 4 {
+			t.Errorf("%d keys, want the stack's, the backup vault's, the bus dead-letter queue's and the alarm topic's", keys)
+		}
+	})
+}
+
 // TestKeyPolicyServiceStatements: the key policy lets CloudWatch Logs and
 // CloudWatch alarms use the key only as they need it: Logs for this
 // account's log groups in this Region (the encryption context), with each
