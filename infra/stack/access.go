@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -32,87 +33,141 @@ type accessTargets struct {
 	bus          awsevents.IEventBus
 }
 
-// grantAccess adds a function's statements: exactly the DynamoDB actions
-// on exactly the tables and indexes its code uses, exactly the S3 actions
-// on its prefixes, and the key only through the services that use it on
-// the function's behalf (kms:ViaService), each with the actions it needs.
+// grantAccess adds a function's statements, from its grants
+// (access.Function.Grants, the walk the emulated chain's grants check
+// allows calls by): exactly the DynamoDB actions on exactly the tables and
+// indexes its code uses, exactly the S3 actions on its prefixes, and the
+// key only through the services that use it on the function's behalf
+// (kms:ViaService), each with the actions it needs.
 func grantAccess(fn awslambda.Function, t accessTargets, a access.Function) {
-	add := func(sid string, actions []string, resources []*string, conditions map[string]any) {
-		ps := &awsiam.PolicyStatementProps{Sid: jsii.String(sid), Actions: jsii.Strings(actions...), Resources: &resources}
-		if conditions != nil {
-			ps.Conditions = &conditions
-		}
-		fn.AddToRolePolicy(awsiam.NewPolicyStatement(ps))
+	type statement struct {
+		sid       string
+		actions   []string          // each once, in the grants' order
+		resources []access.Resource // each once, in the grants' order
 	}
+	var statements []*statement
 	// via: each service that uses the key for this function, with the
 	// actions it asks for (Lambda's, for the environment, is newFunction's).
 	via := map[string][]string{}
-	for _, tb := range []struct {
-		sid   string
-		table awsdynamodb.ITable
-		a     access.Table
-	}{{"IndexTable", t.index, a.Index}, {"AuditTable", t.audit, a.Audit}} {
-		if len(tb.a.Actions) == 0 && len(tb.a.Queries) == 0 {
-			continue
+	for _, g := range a.Grants() {
+		place := grantStatement(g)
+		i := slices.IndexFunc(statements, func(st *statement) bool { return st.sid == place.sid })
+		if i < 0 {
+			statements = append(statements, &statement{sid: place.sid})
+			i = len(statements) - 1
 		}
-		if len(tb.a.Actions) > 0 {
-			add(tb.sid, tb.a.Actions, []*string{tb.table.TableArn()}, nil)
+		st := statements[i]
+		st.actions = appendOnce(st.actions, g.Action)
+		st.resources = appendOnce(st.resources, g.Resource)
+		for _, k := range place.keyActions {
+			via[place.keyService] = appendOnce(via[place.keyService], k)
 		}
-		if len(tb.a.Queries) > 0 {
-			var res []*string
-			for _, ix := range tb.a.Queries {
-				res = append(res, jsii.String(*tb.table.TableArn()+"/index/"+ix))
-			}
-			add("Query"+tb.sid+"Indexes", []string{"dynamodb:Query"}, res, nil)
-		}
-		// DynamoDB decrypts the table key for each caller, and checks the
-		// key, on the caller's behalf.
-		via["dynamodb"] = []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"}
 	}
+	// A statement allows each of its actions on each of its resources:
+	// grantStatement groups one action on several resources, or several
+	// on one, never more than the grants (TestFunctionRolesAreTheirGrants).
+	for _, st := range statements {
+		var arns []*string
+		for _, r := range st.resources {
+			arns = append(arns, t.arn(r))
+		}
+		fn.AddToRolePolicy(awsiam.NewPolicyStatement(&awsiam.PolicyStatementProps{
+			Sid: jsii.String(st.sid), Actions: jsii.Strings(st.actions...), Resources: &arns,
+		}))
+	}
+	for _, svc := range slices.Sorted(maps.Keys(via)) {
+		grantKeyVia(fn, t.key, svc, via[svc]...)
+	}
+}
+
+// appendOnce appends v to s unless s holds it already.
+func appendOnce[T comparable](s []T, v T) []T {
+	if slices.Contains(s, v) {
+		return s
+	}
+	return append(s, v)
+}
+
+// grantStatementOf is where a grant goes: its statement's Sid, and the
+// key actions the service that serves it (keyService) asks for on the
+// function's behalf.
+type grantStatementOf struct {
+	sid        string
+	keyService string
+	keyActions []string
+}
+
+// grantStatement places a grant: a table's actions in one statement per
+// table, its indexes' Query in another; each object action in one
+// statement over its prefixes; listing and events in theirs.
+func grantStatement(g access.Grant) grantStatementOf {
+	// DynamoDB decrypts the table key for each caller, and checks the
+	// key, on the caller's behalf.
+	dynamoKey := []string{"kms:Decrypt", "kms:DescribeKey", "kms:Encrypt", "kms:GenerateDataKey*"}
+	switch g.Resource.Kind {
+	case access.KindTable:
+		return grantStatementOf{sid: tableSid(g.Resource.Table), keyService: "dynamodb", keyActions: dynamoKey}
+	case access.KindTableIndex:
+		return grantStatementOf{sid: "Query" + tableSid(g.Resource.Table) + "Indexes", keyService: "dynamodb", keyActions: dynamoKey}
+	}
+	switch g.Action {
 	// Reads decrypt through S3; writes have S3 generate a data key. A
 	// copy's tags, read from its source and set on the copy, are on
 	// those prefixes alone, and need no key.
-	objects := func(prefixes []string) []*string {
-		var res []*string
-		for _, p := range prefixes {
-			res = append(res, t.bucket.ArnForObjects(jsii.String(p+"*")))
-		}
-		return res
-	}
-	for _, o := range []struct {
-		sid, action, keyAction string
-		prefixes               []string
-	}{
-		{"ReadObjects", "s3:GetObject", "kms:Decrypt", a.Read},
-		{"WriteObjects", "s3:PutObject", "kms:GenerateDataKey", a.Write},
-		{"ReadCopiedTags", "s3:GetObjectTagging", "", a.CopiedFrom()},
-		{"WriteCopiedTags", "s3:PutObjectTagging", "", a.CopiedTo()},
-	} {
-		if len(o.prefixes) == 0 {
-			continue
-		}
-		add(o.sid, []string{o.action}, objects(o.prefixes), nil)
-		if o.keyAction != "" {
-			via["s3"] = append(via["s3"], o.keyAction)
-		}
-	}
-	if a.ListBucket {
+	case "s3:GetObject":
+		return grantStatementOf{sid: "ReadObjects", keyService: "s3", keyActions: []string{"kms:Decrypt"}}
+	case "s3:PutObject":
+		return grantStatementOf{sid: "WriteObjects", keyService: "s3", keyActions: []string{"kms:GenerateDataKey"}}
+	case "s3:GetObjectTagging":
+		return grantStatementOf{sid: "ReadCopiedTags"}
+	case "s3:PutObjectTagging":
+		return grantStatementOf{sid: "WriteCopiedTags"}
+	case "s3:ListBucket":
 		// No s3:prefix condition: a HEAD carries no prefix, so a condition
 		// on it would never match and S3 would answer 403 again.
-		add("MissingObjectsAre404", []string{"s3:ListBucket"}, []*string{t.bucket.BucketArn()}, nil)
-	}
-	if a.PutEvents {
+		return grantStatementOf{sid: "MissingObjectsAre404"}
+	case "events:PutEvents":
 		// No key statement: the bus encrypts events with the key as
 		// events.amazonaws.com, which the key policy lets in (CDK's
 		// statement for the bus's KmsKey), never with the caller's
 		// credentials ("Authorizing EventBridge to use a customer managed
 		// key", EventBridge User Guide); CDK's own grantPutEventsTo grants
 		// events:PutEvents alone too.
-		add("PutEvents", []string{"events:PutEvents"}, []*string{t.bus.EventBusArn()}, nil)
+		return grantStatementOf{sid: "PutEvents"}
 	}
-	for _, svc := range slices.Sorted(maps.Keys(via)) {
-		grantKeyVia(fn, t.key, svc, via[svc]...)
+	panic(fmt.Sprintf("grantAccess: no statement for %s", g))
+}
+
+// tableSid is a table's statement Sid: IndexTable, AuditTable.
+func tableSid(table string) string {
+	return strings.ToUpper(table[:1]) + table[1:] + "Table"
+}
+
+// arn is a grant's resource in the stack: the table's, its index's, the
+// objects' under the prefix (IAM's "prefix*"), the bucket's or the bus's.
+func (t accessTargets) arn(r access.Resource) *string {
+	table := func() awsdynamodb.ITable {
+		switch r.Table {
+		case access.IndexTable:
+			return t.index
+		case access.AuditTable:
+			return t.audit
+		}
+		panic(fmt.Sprintf("grantAccess: no table %q", r.Table))
 	}
+	switch r.Kind {
+	case access.KindTable:
+		return table().TableArn()
+	case access.KindTableIndex:
+		return jsii.String(*table().TableArn() + "/index/" + r.Index)
+	case access.KindObjects:
+		return t.bucket.ArnForObjects(jsii.String(r.Prefix + "*"))
+	case access.KindBucket:
+		return t.bucket.BucketArn()
+	case access.KindBus:
+		return t.bus.EventBusArn()
+	}
+	panic(fmt.Sprintf("grantAccess: no ARN for %s", r))
 }
 
 // grantSecretValue lets grantee read the values of the secrets by their
