@@ -3,14 +3,17 @@ package stack
 import (
 	"fmt"
 	"iter"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2/awskms"
+	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
 
@@ -177,6 +180,77 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestFunctionRolesAreTheirGrants: each declared function's role allows,
+// in DynamoDB, S3 and EventBridge, exactly its grants in infra/access
+// (access.Function.Grants, by which the emulated chain's grants check
+// allows each call): no more, no less, no grant twice, each action on the
+// ARN of what the grant names (the table, the table's index, the objects
+// under the prefix, "prefix*", the bucket, the bus). The role's other
+// statements (its queues, the key through services, the log-name key) are
+// not infra/access's: TestFunctionRolesLeastPrivilege holds them.
+func TestFunctionRolesAreTheirGrants(t *testing.T) {
+	services := []string{"dynamodb:", "s3:", "events:"}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		p := s.stack.Pipeline
+		arn := func(c constructs.IConstruct) string { return `{"Fn::GetAtt":["` + s.stack.logicalID(c) + `","Arn"]}` }
+		under := func(c constructs.IConstruct, suffix string) string {
+			return `{"Fn::Join":["",[` + arn(c) + `,"` + suffix + `"]]}`
+		}
+		tables := map[string]constructs.IConstruct{access.IndexTable: p.IndexTable, access.AuditTable: p.AuditTable}
+		// want is a grant as the template must hold it: its action on its
+		// resource's ARN.
+		want := func(g access.Grant) string {
+			r := g.Resource
+			res := map[access.ResourceKind]func() string{
+				access.KindTable:      func() string { return arn(tables[r.Table]) },
+				access.KindTableIndex: func() string { return under(tables[r.Table], "/index/"+r.Index) },
+				access.KindObjects:    func() string { return under(s.stack.Storage.Bucket, "/"+r.Prefix+"*") },
+				access.KindBucket:     func() string { return arn(s.stack.Storage.Bucket) },
+				access.KindBus:        func() string { return arn(p.Bus) },
+			}[r.Kind]
+			if res == nil {
+				t.Fatalf("grant %s: a resource this test does not know", g)
+			}
+			return g.Action + " " + res()
+		}
+		for _, name := range slices.Sorted(maps.Keys(access.Functions)) {
+			t.Run(name, func(t *testing.T) {
+				fn, ok := p.Functions[name]
+				if !ok {
+					t.Fatalf("%s is declared in infra/access but not deployed", name)
+				}
+				var wants []string
+				for _, g := range access.Functions[name].Grants() {
+					wants = append(wants, want(g))
+				}
+				var got []string
+				for _, st := range s.roleStatements(refID(props(s.res[s.stack.logicalID(fn)])["Role"])) {
+					res := asAnySlice(st["Resource"])
+					if res == nil {
+						res = []any{st["Resource"]}
+					}
+					for _, a := range asStrings(st["Action"]) {
+						if !slices.ContainsFunc(services, func(p string) bool { return strings.HasPrefix(a, p) }) {
+							continue
+						}
+						if _, ok := st["Condition"]; ok {
+							t.Errorf("%s %s under a condition, which its grants do not have: %s", a, js(res), js(st["Condition"]))
+						}
+						for _, r := range res {
+							got = append(got, a+" "+js(r))
+						}
+					}
+				}
+				slices.Sort(wants)
+				slices.Sort(got)
+				if d := cmp.Diff(wants, got); d != "" {
+					t.Errorf("%s role against its grants (-grants +role):\n%s", name, d)
+				}
+			})
+		}
+	})
 }
 
 // TestEnvironmentsDecryptable: a function whose environment is encrypted
