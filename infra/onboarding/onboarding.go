@@ -595,6 +595,19 @@ func (k *Kit) PSKSecrets() []PSKSecret {
 	return out
 }
 
+// MissingPSKSecrets are the numbers of the tunnels no secret holds the key
+// of (the stack outputs named none for them), in tunnel order: the kit
+// fetches nothing for them, says so, and -show-secrets refuses.
+func (k *Kit) MissingPSKSecrets() []int {
+	var out []int
+	for _, t := range k.Tunnels {
+		if t.PSKSecretARN == "" {
+			out = append(out, t.Number)
+		}
+	}
+	return out
+}
+
 // ARNRegion is the region field of an ARN, arn:partition:service:region:…,
 // "" when arn has none: the one rule by which the onboarding command reads a
 // secret and the kit's commands fetch it in the secret's own region, whatever

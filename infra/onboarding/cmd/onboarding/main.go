@@ -40,8 +40,9 @@ func main() {
 	})
 }
 
-// secretFetcher returns a secret's SecretString.
-type secretFetcher func(ctx context.Context, arn string) (string, error)
+// secretFetcher returns a secret's SecretString, read in region (the
+// kit's PSKSecret.Region, its ARN's).
+type secretFetcher func(ctx context.Context, arn, region string) (string, error)
 
 // awsRunner runs the AWS CLI with args and returns its standard output.
 type awsRunner func(ctx context.Context, args ...string) ([]byte, error)
@@ -136,22 +137,28 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 		return err
 	}
 	if *showSecrets {
+		if missing := kit.MissingPSKSecrets(); len(missing) > 0 {
+			var tunnels []string
+			for _, n := range missing {
+				tunnels = append(tunnels, fmt.Sprintf("tunnel %d", n))
+			}
+			return fmt.Errorf("-show-secrets: no pre-shared key secret for %s: the stack output %s%s names none, so there is nothing to fetch (the kit made without -show-secrets says so)",
+				strings.Join(tunnels, " and "), onboarding.OutVPNPSK, *site)
+		}
 		// Each secret once: a site's two tunnels may share one.
 		opts.PSKs = map[int]string{}
-		fetched := map[string]map[int]string{}
-		for _, t := range kit.Tunnels {
-			psks, ok := fetched[t.PSKSecretARN]
-			if !ok {
-				raw, err := d.fetch(ctx, t.PSKSecretARN)
-				if err != nil {
-					return err
-				}
-				if psks, err = onboarding.ParsePSKSecret(raw); err != nil {
-					return fmt.Errorf("tunnel %d key from %s: %w", t.Number, t.PSKSecretARN, err)
-				}
-				fetched[t.PSKSecretARN] = psks
+		for _, s := range kit.PSKSecrets() {
+			raw, err := d.fetch(ctx, s.ARN, s.Region)
+			if err != nil {
+				return err
 			}
-			opts.PSKs[t.Number] = psks[t.Number]
+			psks, err := onboarding.ParsePSKSecret(raw)
+			if err != nil {
+				return fmt.Errorf("key of tunnel %d from %s: %w", s.Tunnels[0], s.ARN, err)
+			}
+			for _, n := range s.Tunnels {
+				opts.PSKs[n] = psks[n]
+			}
 		}
 		if kit, err = onboarding.Build(cfg, *site, outs, opts); err != nil {
 			return err

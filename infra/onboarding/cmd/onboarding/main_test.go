@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -63,11 +64,14 @@ func TestRun(t *testing.T) {
 			}
 			args = append(args, c.args...)
 			fetched := false
-			fetch := func(_ context.Context, arn string) (string, error) {
+			fetch := func(_ context.Context, arn, region string) (string, error) {
 				fetched = true
 				v, ok := secrets[arn]
 				if !ok {
 					t.Errorf("fetch(%q): not one of the site's secrets", arn)
+				}
+				if region != "eu-west-1" {
+					t.Errorf("fetch(%q) in region %q, want its ARN's, eu-west-1", arn, region)
 				}
 				return v, c.fetchErr
 			}
@@ -254,7 +258,7 @@ func fakeCLI(t *testing.T) awsRunner {
 func TestShowSecretsFetchesEachSecretOnce(t *testing.T) {
 	out := t.TempDir()
 	var asked []string
-	fetch := func(_ context.Context, arn string) (string, error) {
+	fetch := func(_ context.Context, arn, _ string) (string, error) {
 		asked = append(asked, arn)
 		return `{"tunnel1": "shared-key-one", "tunnel2": "shared-key-two"}`, nil
 	}
@@ -274,5 +278,83 @@ func TestShowSecretsFetchesEachSecretOnce(t *testing.T) {
 		if !strings.Contains(string(conf), k) {
 			t.Errorf("secrets file lacks %s:\n%s", k, conf)
 		}
+	}
+}
+
+// TestShowSecretsWithoutASecret: stack outputs that name no secret for a
+// tunnel's key (VpnPsk<site> holding separators alone) give a kit that
+// says which tunnel has none and fetches nothing for it; -show-secrets
+// refuses, naming the tunnels and the output, and fetches nothing. It
+// asked Secrets Manager for the secret "" (GetSecretValue, "get secret :
+// …"), and the kit's secrets file began a list of fetch commands it left
+// empty, its README naming the secret “ for both tunnels.
+func TestShowSecretsWithoutASecret(t *testing.T) {
+	raw, err := os.ReadFile(testOutputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]map[string]string
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["DicomIngest-dev"]["VpnPskexamplehospital"] = " , "
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := filepath.Join(t.TempDir(), "outputs.json")
+	if err := os.WriteFile(outputs, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		wantErr string
+		// In the kit's secrets file and README when it is written.
+		secrets, readme []string
+	}{
+		{name: "kit", secrets: []string{
+			"# Tunnel 1 has no secret: the stack outputs (VpnPskexample-hospital) name none for its key, so there is nothing to fetch;",
+			"# Tunnel 2 has no secret:",
+			`secret = "REPLACE_WITH_TUNNEL1_PSK"`,
+		}, readme: []string{"| Tunnel 1 pre-shared key | no secret: the stack outputs (`VpnPskexample-hospital`) name none; ask us for it |"}},
+		{name: "show secrets", args: []string{"-show-secrets"},
+			wantErr: "-show-secrets: no pre-shared key secret for tunnel 1 and tunnel 2: the stack output VpnPskexample-hospital names none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := t.TempDir()
+			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", outputs, "-out", out,
+				"-vpn-connections", testVPNs, "-nlb-addresses", "10.20.1.10,10.20.2.10"}, tc.args...)
+			fetch := func(_ context.Context, arn, region string) (string, error) {
+				t.Errorf("fetched %q in %q", arn, region)
+				return "", errors.New("no secret to fetch")
+			}
+			err := runWith(context.Background(), args, io.Discard, io.Discard, deps{fetch: fetch})
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for file, wants := range map[string][]string{"swanctl-secrets.conf": tc.secrets, "README.md": tc.readme} {
+				b, err := os.ReadFile(filepath.Join(out, file))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, w := range wants {
+					if !strings.Contains(string(b), w) {
+						t.Errorf("%s lacks %q:\n%s", file, w, b)
+					}
+				}
+				for _, not := range []string{"get-secret-value", "--secret-id ''", "Secrets Manager ``", "delete  ("} {
+					if strings.Contains(string(b), not) {
+						t.Errorf("%s holds %q:\n%s", file, not, b)
+					}
+				}
+			}
+		})
 	}
 }

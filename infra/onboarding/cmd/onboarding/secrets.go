@@ -6,8 +6,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-
-	"github.com/dicom-ingest/dicom-ingest/infra/onboarding"
 )
 
 // secretGetter is the one Secrets Manager call the command makes.
@@ -18,11 +16,11 @@ type secretGetter interface {
 var _ secretGetter = (*secretsmanager.Client)(nil)
 
 // fetchSecret reads a secret with the standard AWS credential chain
-// (AWS_PROFILE, ...). The secret's region is taken from its ARN so the
-// caller's default region does not matter.
-func fetchSecret(ctx context.Context, arn string) (string, error) {
+// (AWS_PROFILE, ...) in region, its ARN's (the kit's PSKSecret.Region), so
+// the caller's default region does not matter.
+func fetchSecret(ctx context.Context, arn, region string) (string, error) {
 	var optFns []func(*config.LoadOptions) error
-	if region := onboarding.ARNRegion(arn); region != "" {
+	if region != "" {
 		optFns = append(optFns, config.WithRegion(region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
