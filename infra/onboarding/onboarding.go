@@ -420,8 +420,17 @@ func (k *Kit) validate() []error {
 		if err := checkIPv4(t.OutsideIP); err != nil && t.OutsideIP != "" {
 			bad("tunnel %d address %q: %v", t.Number, t.OutsideIP, err)
 		}
-		if t.PSKSecretARN != "" && (!strings.HasPrefix(t.PSKSecretARN, "arn:") || strings.ContainsAny(t.PSKSecretARN, " \t\n\"'`$\\{}")) {
-			bad("tunnel %d PSK secret ARN %q", t.Number, t.PSKSecretARN)
+		switch arn := t.PSKSecretARN; {
+		case arn == "":
+			// No secret: the kit says so (MissingPSKSecrets).
+		case strings.ContainsAny(arn, " \t\n\"'`$\\{}"):
+			bad("tunnel %d PSK secret ARN %q", t.Number, arn)
+		case ARNRegion(arn) == "":
+			// The kit's fetch command and -show-secrets read the secret in
+			// its ARN's region: without one, in whatever region the
+			// caller's AWS configuration defaults to.
+			bad("tunnel %d PSK secret ARN %q (stack output %s%s): not a secret's ARN with its region (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>), which the kit's fetch command and -show-secrets read the secret in",
+				t.Number, arn, OutVPNPSK, k.Site)
 		}
 		if strings.ContainsAny(t.psk, "\"\\\n\r") {
 			bad("tunnel %d pre-shared key contains a quote, backslash or newline", t.Number)
@@ -611,7 +620,8 @@ func (k *Kit) MissingPSKSecrets() []int {
 // ARNRegion is the region field of an ARN, arn:partition:service:region:…,
 // "" when arn has none: the one rule by which the onboarding command reads a
 // secret and the kit's commands fetch it in the secret's own region, whatever
-// region the caller's AWS configuration defaults to.
+// region the caller's AWS configuration defaults to. Build refuses a
+// secret's ARN without one (a name, or a malformed ARN).
 func ARNRegion(arn string) string {
 	f := strings.SplitN(arn, ":", 5)
 	if len(f) < 5 || f[0] != "arn" {

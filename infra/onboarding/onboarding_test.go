@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -1139,14 +1140,83 @@ func fetchedSecrets(t *testing.T, calls string) []string {
 }
 
 func TestARNRegion(t *testing.T) {
-	cases := map[string]string{
-		"arn:aws:secretsmanager:eu-west-1:111122223333:secret:x": "eu-west-1",
-		"arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:x": "us-gov-west-1",
-		"not-an-arn": "",
+	for _, tc := range []struct{ name, arn, want string }{
+		{"secret", "arn:aws:secretsmanager:eu-west-1:111122223333:secret:x", "eu-west-1"},
+		{"another partition", "arn:aws-us-gov:secretsmanager:us-gov-west-1:1:secret:x", "us-gov-west-1"},
+		{"a name", "not-an-arn", ""},
+		{"empty region", "arn:aws:secretsmanager::111122223333:secret:x", ""},
+		{"cut short", "arn:aws:secretsmanager", ""},
+		{"not arn:", "urn:aws:secretsmanager:eu-west-1:1:secret:x", ""},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ARNRegion(tc.arn); got != tc.want {
+				t.Errorf("ARNRegion(%q) = %q, want %q", tc.arn, got, tc.want)
+			}
+		})
 	}
-	for in, want := range cases {
-		if got := ARNRegion(in); got != want {
-			t.Errorf("ARNRegion(%q) = %q, want %q", in, got, want)
-		}
+}
+
+// TestPSKSecretARNNeedsARegion: a kit is refused when the stack outputs
+// name a pre-shared key secret by an ARN without a region (a secret's
+// name, or a malformed ARN), the error naming the tunnel and the output:
+// its fetch command had no --region, and -show-secrets read it in the
+// caller's default region, where the secret is not. An ARN with a region,
+// whichever, is taken, and its command names that region.
+func TestPSKSecretARNNeedsARegion(t *testing.T) {
+	env, outs := loadExample(t)
+	const good = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel1Psk-AbCdEf"
+	for _, tc := range []struct {
+		name, psk string
+		wantErr   string // "" when the kit builds
+		region    string // the fetch commands' when it does
+	}{
+		{name: "ARNs with their region", psk: good + " arn:aws:secretsmanager:eu-west-1:111122223333:secret:T2-GhIjKl", region: "eu-west-1"},
+		{name: "another region", psk: "arn:aws:secretsmanager:eu-central-1:111122223333:secret:both-XyZ123", region: "eu-central-1"},
+		{name: "empty region", psk: good + " arn:aws:secretsmanager::111122223333:secret:T2-GhIjKl",
+			wantErr: `tunnel 2 PSK secret ARN "arn:aws:secretsmanager::111122223333:secret:T2-GhIjKl" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
+		{name: "a secret's name", psk: "dicom-ingest/dev/vpn/example-hospital",
+			wantErr: `tunnel 1 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
+		{name: "cut short", psk: "arn:aws:secretsmanager " + good,
+			wantErr: `tunnel 1 PSK secret ARN "arn:aws:secretsmanager" (stack output VpnPskexample-hospital)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o := withOutput(outs, OutVPNPSK+"examplehospital", tc.psk)
+			k, err := Build(env, "example-hospital", o, exampleOpts(t, o, "example-hospital"))
+			if tc.wantErr != "" {
+				if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %v mentioning %q", err, ErrInvalidConfig, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			files, err := k.Render()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range files {
+				if f.Name != SecretsFileName {
+					continue
+				}
+				cmds := secretCommands(t, string(f.Data))
+				if len(cmds) == 0 {
+					t.Fatalf("no fetch command:\n%s", f.Data)
+				}
+				for _, c := range cmds {
+					if !strings.Contains(c, " --region "+tc.region+" ") {
+						t.Errorf("fetch command without --region %s: %s", tc.region, c)
+					}
+				}
+			}
+		})
 	}
+}
+
+// withOutput is outs with the output key set to value.
+func withOutput(outs Outputs, key, value string) Outputs {
+	o := Outputs{byNorm: maps.Clone(outs.byNorm)}
+	o.byNorm[normKey(key)] = output{stack: "test", key: key, value: value}
+	return o
 }

@@ -16,14 +16,11 @@ type secretGetter interface {
 var _ secretGetter = (*secretsmanager.Client)(nil)
 
 // fetchSecret reads a secret with the standard AWS credential chain
-// (AWS_PROFILE, ...) in region, its ARN's (the kit's PSKSecret.Region), so
-// the caller's default region does not matter.
+// (AWS_PROFILE, ...) in region, its ARN's (the kit's PSKSecret.Region, which
+// Build never leaves empty), so the caller's default region does not
+// matter.
 func fetchSecret(ctx context.Context, arn, region string) (string, error) {
-	var optFns []func(*config.LoadOptions) error
-	if region != "" {
-		optFns = append(optFns, config.WithRegion(region))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, optFns...)
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(region))
 	if err != nil {
 		return "", fmt.Errorf("load aws config: %w", err)
 	}
