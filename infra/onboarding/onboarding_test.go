@@ -1182,32 +1182,22 @@ func TestPSKSecretARNNeedsARegion(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := withOutput(outs, OutVPNPSK+"examplehospital", tc.psk)
-			k, err := Build(env, "example-hospital", o, exampleOpts(t, o, "example-hospital"))
+			opts := exampleOpts(t, o, "example-hospital")
 			if tc.wantErr != "" {
+				_, err := Build(env, "example-hospital", o, opts)
 				if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %v mentioning %q", err, ErrInvalidConfig, tc.wantErr)
 				}
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
+			conf := renderSiteWith(t, env, o, "example-hospital", opts)[SecretsFileName]
+			cmds := secretCommands(t, conf)
+			if len(cmds) == 0 {
+				t.Fatalf("no fetch command:\n%s", conf)
 			}
-			files, err := k.Render()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, f := range files {
-				if f.Name != SecretsFileName {
-					continue
-				}
-				cmds := secretCommands(t, string(f.Data))
-				if len(cmds) == 0 {
-					t.Fatalf("no fetch command:\n%s", f.Data)
-				}
-				for _, c := range cmds {
-					if !strings.Contains(c, " --region "+tc.region+" ") {
-						t.Errorf("fetch command without --region %s: %s", tc.region, c)
-					}
+			for _, c := range cmds {
+				if !strings.Contains(c, " --region "+tc.region+" ") {
+					t.Errorf("fetch command without --region %s: %s", tc.region, c)
 				}
 			}
 		})
