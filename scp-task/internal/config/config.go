@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/cli"
@@ -188,7 +189,7 @@ var settings = []Setting{
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
 	{"quiet-period", "QUIET_PERIOD", durations.Format(pipeline.DefaultQuietPeriod), "a study is announced as received once this long has passed since its last instance was received or indexed"},
 	{"event-patient-data", "EVENT_PATIENT_DATA", "none", "local mode: patient data events carry, as the functions' EVENT_PATIENT_DATA: none, id (Patient ID, accession number) or full (also name, birth date, sex)"},
-	{"audit-expiration-days", "AUDIT_EXPIRATION_DAYS", "0", "local mode: remove the SCP's association records (objects/audit/) once they are older than this many days and in the audit trail, which keeps every record, as the bucket's auditExpirationDays does in AWS; 0 = keep them"},
+	{"audit-expiration-days", "AUDIT_EXPIRATION_DAYS", "0", "local mode: remove the SCP's association records (objects/audit/) once they are older than this many days (up to 36500) and in the audit trail, which keeps every record, as the bucket's auditExpirationDays does in AWS; 0 = keep them"},
 	{"audit-syslog", "SCP_AUDIT_SYSLOG", "", "send the audit trail as DICOM audit messages (PS3.15 A.5) over syslog TLS to this collector: tls://host[:port], port 6514 by default; empty: off"},
 	{"audit-syslog-ca", "SCP_AUDIT_SYSLOG_CA", "", "PEM file of the CA the collector's certificate must chain to (required with --audit-syslog)"},
 	{"audit-syslog-cert", "SCP_AUDIT_SYSLOG_CERT", "", "PEM file of our client certificate, when the collector asks for one (mutual TLS; with --audit-syslog-key)"},
@@ -384,7 +385,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		AuditSyslog:              get("audit-syslog"),
 		AuditSpool:               get("audit-spool"),
 		AuditSpoolMax:            count("audit-spool-max"),
-		AuditExpirationDays:      count("audit-expiration-days"),
+	}
+	if d, err := strconv.Atoi(get("audit-expiration-days")); err != nil || d < 0 || d > local.MaxAuditExpirationDays {
+		errs = append(errs, fmt.Errorf("%s: %q is not a whole number of days from 0 to %d", subject("audit-expiration-days"), get("audit-expiration-days"), local.MaxAuditExpirationDays))
+	} else {
+		c.AuditExpirationDays = d
 	}
 	if b, err := strconv.ParseInt(get("max-preassociation-bytes"), 10, 64); err != nil || b < 0 || b > 0 && b < 2<<20 {
 		errs = append(errs, fmt.Errorf("%s: %q is not 0 or a byte count of at least 2097152 (one TLS handshake)", subject("max-preassociation-bytes"), get("max-preassociation-bytes")))

@@ -179,6 +179,40 @@ func TestEventPatientData(t *testing.T) {
 	}
 }
 
+// TestAuditExpirationDays: --audit-expiration-days (AUDIT_EXPIRATION_DAYS)
+// takes a whole number of days from 0 (keep every record) to 36500; any
+// other value (negative, past the bound, past the int range, not a number)
+// is refused with an error naming the setting and the range. A huge one was
+// taken, and local mode's cutoff date wrapped around the calendar to
+// tomorrow: every association record went.
+func TestAuditExpirationDays(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want int
+		err  string
+	}{
+		{nil, nil, 0, ""},
+		{[]string{"--audit-expiration-days", "30"}, nil, 30, ""},
+		{nil, map[string]string{"AUDIT_EXPIRATION_DAYS": "36500"}, 36500, ""},
+		{[]string{"--audit-expiration-days", "-1"}, nil, 0, `--audit-expiration-days: "-1" is not a whole number of days from 0 to 36500`},
+		{[]string{"--audit-expiration-days", "36501"}, nil, 0, `--audit-expiration-days: "36501" is not a whole number of days from 0 to 36500`},
+		{nil, map[string]string{"AUDIT_EXPIRATION_DAYS": "9223372036854775807"}, 0, `AUDIT_EXPIRATION_DAYS (or --audit-expiration-days): "9223372036854775807" is not a whole number of days from 0 to 36500`},
+		{nil, map[string]string{"AUDIT_EXPIRATION_DAYS": "99999999999999999999"}, 0, `AUDIT_EXPIRATION_DAYS (or --audit-expiration-days): "99999999999999999999" is not a whole number of days`},
+		{[]string{"--audit-expiration-days", "a week"}, nil, 0, `--audit-expiration-days: "a week" is not a whole number of days`},
+	} {
+		c, err := Load(tt.args, env(tt.env), io.Discard)
+		switch {
+		case tt.err == "" && err != nil:
+			t.Errorf("%v %v: %v", tt.args, tt.env, err)
+		case tt.err == "" && c.AuditExpirationDays != tt.want:
+			t.Errorf("%v %v: %d days, want %d", tt.args, tt.env, c.AuditExpirationDays, tt.want)
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%v %v: error %v, want one containing %q", tt.args, tt.env, err, tt.err)
+		}
+	}
+}
+
 func TestHelp(t *testing.T) {
 	var sb strings.Builder
 	_, err := Load([]string{"-h"}, env(nil), &sb)

@@ -16,6 +16,13 @@ import (
 // portal, the audit feed, study rejects and Storage Commitment read, is
 // kept whole, as the audit table is in AWS.
 
+// MaxAuditExpirationDays bounds Config.AuditExpirationDays (and
+// --audit-expiration-days): 100 years, the bound infra keeps
+// storage.objectLock.days to. Far past it the cutoff date is not one a
+// key can hold, and near the int range it wrapped around the calendar:
+// math.MaxInt days made it tomorrow, and every record went.
+const MaxAuditExpirationDays = 36500
+
 // expiryBatch is how many records one round of the expiry removes
 // before it records how far it got: a bounded batch, off the C-STORE
 // path, a crash of which repeats at most its removals (finding nothing).

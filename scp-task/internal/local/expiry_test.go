@@ -3,7 +3,10 @@ package local
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,24 +33,7 @@ func TestAuditRecordExpiry(t *testing.T) {
 			}
 			var old, kept []string
 			for i, at := range []time.Time{now.AddDate(0, 0, -10), now.AddDate(0, 0, -9), now.AddDate(0, 0, -5), now} {
-				rec := associationaudit.Record{Event: associationaudit.EventRejected, Time: at, AssociationID: "assoc" + string(rune('a'+i)),
-					CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", PeerAddr: "127.0.0.1:6000", RejectResult: 1, RejectSource: 1, RejectReason: 3,
-					Reason: "calling AE not allowed", Seq: 1}
-				body, err := associationaudit.Marshal(rec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				key, err := associationaudit.Key(rec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := l.Store().PutRecord(ctx, key, body); err != nil {
-					t.Fatal(err)
-				}
-				p, err := l.files.path(key)
-				if err != nil {
-					t.Fatal(err)
-				}
+				p := putRecord(t, l, at, "assoc"+string(rune('a'+i)))
 				if i < 3 {
 					old = append(old, p)
 				} else {
@@ -103,6 +89,31 @@ func TestAuditRecordExpiry(t *testing.T) {
 	}
 }
 
+// putRecord stores, through l's store as the SCP does, an association
+// record of the association id dated at, and returns its file's path.
+func putRecord(t *testing.T, l *Local, at time.Time, id string) string {
+	t.Helper()
+	rec := associationaudit.Record{Event: associationaudit.EventRejected, Time: at, AssociationID: id,
+		CallingAE: "EVIL_AE", CalledAE: "REMOTE_AE", PeerAddr: "127.0.0.1:6000", RejectResult: 1, RejectSource: 1, RejectReason: 3,
+		Reason: "calling AE not allowed", Seq: 1}
+	body, err := associationaudit.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := associationaudit.Key(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Store().PutRecord(context.Background(), key, body); err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.files.path(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // count runs a COUNT query on l's database.
 func count(t *testing.T, l *Local, q string) int {
 	t.Helper()
@@ -111,4 +122,42 @@ func count(t *testing.T, l *Local, q string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestAuditExpirationDaysBounded: a number of days past
+// MaxAuditExpirationDays is refused at the start, naming the setting. Such
+// a number took the cutoff date around the calendar (AddDate overflows):
+// math.MaxInt days put it at tomorrow, and the expiry removed every
+// record in the trail, today's too.
+func TestAuditExpirationDaysBounded(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		days int
+		ok   bool
+	}{
+		{0, true}, {MaxAuditExpirationDays, true}, {-1, false}, {MaxAuditExpirationDays + 1, false}, {math.MaxInt, false},
+	} {
+		t.Run(strconv.Itoa(tc.days), func(t *testing.T) {
+			cfg := testConfig(t.TempDir())
+			cfg.AuditExpirationDays = tc.days
+			l, err := Start(ctx, cfg)
+			if err != nil {
+				if tc.ok || !strings.Contains(err.Error(), "audit expiration") {
+					t.Fatalf("Start: %v", err)
+				}
+				return
+			}
+			defer stop(t, l)
+			if tc.ok {
+				return
+			}
+			young := putRecord(t, l, time.Now(), "assocyoung")
+			eventually(t, "the record done", func() bool {
+				return count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 1
+			})
+			n, err := l.expireRecords(ctx, time.Now())
+			_, serr := os.Stat(young)
+			t.Errorf("Start took %d days; the expiry then removed %d records (%v), today's gone: %v", tc.days, n, err, errors.Is(serr, os.ErrNotExist))
+		})
+	}
 }

@@ -115,7 +115,8 @@ type Config struct {
 
 	// AuditExpirationDays, when above 0, removes the SCP's association
 	// records under objects/audit/ once they are older than that many
-	// days and in the audit trail (see expireRecords); 0 keeps them.
+	// days and in the audit trail (see expireRecords); 0 keeps them. Start
+	// refuses one outside 0 to MaxAuditExpirationDays.
 	AuditExpirationDays int
 
 	// expiryCrash, when set (by tests), is asked after each record the
@@ -211,6 +212,9 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	}
 	if cfg.Workers <= 0 {
 		cfg.Workers = DefaultWorkers
+	}
+	if d := cfg.AuditExpirationDays; d < 0 || d > MaxAuditExpirationDays {
+		return nil, fmt.Errorf("local: audit expiration of %d days is outside 0 to %d", d, MaxAuditExpirationDays)
 	}
 	log := cfg.Logger.With("component", "local")
 	ln := cfg.PortalListener
