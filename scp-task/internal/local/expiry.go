@@ -28,20 +28,23 @@ const MaxAuditExpirationDays = 36500
 // path, a crash of which repeats at most its removals (finding nothing).
 const expiryBatch = 256
 
-// expiryEvery is how often the expiry runs, the first time this long
-// after the start.
+// expiryEvery is how often the expiry runs after its first run, at the
+// start: an SCP run for less than this at a time expires its records too.
 const expiryEvery = time.Hour
 
 // ExpiredRecordsLog is the line of an expiry that removed records.
 const ExpiredRecordsLog = "expired association records"
 
-// expirer expires association records until ctx is done.
+// expirer expires association records at once and then every
+// expiryEvery until ctx is done.
 func (l *Local) expirer(ctx context.Context) {
-	every(ctx, expiryEvery, func() {
+	expire := func() {
 		if _, err := l.expireRecords(ctx, time.Now()); err != nil && ctx.Err() == nil {
 			l.log.Warn("expire association records; will retry", "err", err)
 		}
-	})
+	}
+	expire()
+	every(ctx, expiryEvery, expire)
 }
 
 // expireRecords removes the files of the association records dated before

@@ -25,12 +25,10 @@ func TestAuditRecordExpiry(t *testing.T) {
 	for _, crashAt := range []int{0, 1, 2, 3, 4} { // 0: no crash; 3 removals, then the watermark
 		t.Run("crash at step "+string(rune('0'+crashAt)), func(t *testing.T) {
 			dir := t.TempDir()
-			cfg := testConfig(dir)
-			cfg.AuditExpirationDays = 3
-			l, err := Start(ctx, cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
+			// Set after the start: the expirer, started with it, would
+			// run beside the expiry this test runs itself.
+			l := startTest(t, dir)
+			l.cfg.AuditExpirationDays = 3
 			var old, kept []string
 			for i, at := range []time.Time{now.AddDate(0, 0, -10), now.AddDate(0, 0, -9), now.AddDate(0, 0, -5), now} {
 				p := putRecord(t, l, at, "assoc"+string(rune('a'+i)))
@@ -86,6 +84,36 @@ func TestAuditRecordExpiry(t *testing.T) {
 				t.Errorf("hand-off counts %v, %v: want nothing pending", n, err)
 			}
 		})
+	}
+}
+
+// TestAuditRecordExpiryAtStart: the expiry runs as the SCP starts, not
+// only an hour later, so that one run for less than an hour at a time (a
+// workstation's working session, a restart) expires its records too.
+// Records that came due while it was stopped go soon after the start.
+func TestAuditRecordExpiryAtStart(t *testing.T) {
+	dir := t.TempDir()
+	l := startTest(t, dir)
+	old := putRecord(t, l, time.Now().AddDate(0, 0, -10), "assocold")
+	young := putRecord(t, l, time.Now(), "assocyoung")
+	eventually(t, "the records done", func() bool {
+		return count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 2
+	})
+	stop(t, l)
+
+	cfg := testConfig(dir)
+	cfg.AuditExpirationDays = 3
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t, l)
+	eventually(t, "the old record expired soon after the start", func() bool {
+		_, err := os.Stat(old)
+		return errors.Is(err, os.ErrNotExist)
+	})
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a record younger than the expiry went: %v", err)
 	}
 }
 
