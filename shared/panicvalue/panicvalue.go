@@ -71,18 +71,43 @@ var ErrPanicked = errors.New("handling panicked")
 // as logMsg with attrs (the part's id, never its content) and the stack;
 // its value as Describe tells it, in the line and in the error (which
 // wraps ErrPanicked).
-func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) (err error) {
+func Recovered(log *slog.Logger, logMsg string, f func() error, attrs ...any) error {
+	p, err := Catch(f)
+	if p != nil {
+		p.Log(log, logMsg, attrs...)
+	}
+	return err
+}
+
+// Panic is a panic Catch recovered, told as Recovered tells it: its value
+// as Describe tells it, and the stack where it panicked.
+type Panic struct {
+	Value string
+	Stack string
+}
+
+// Catch is Recovered without its line: it runs f, turning a panic in it
+// into its error (wrapping ErrPanicked) and the Panic, nil when f did not
+// panic, for the caller to log when its line is due (the audit feed logs a
+// record's panic once the batch it was passed over in is delivered, not
+// at each try of the batch).
+func Catch(f func() error) (p *Panic, err error) {
 	defer func() {
 		r := recover()
 		if r == nil {
 			return
 		}
-		what := Describe(r)
-		if log == nil {
-			log = slog.Default()
-		}
-		log.Error(logMsg, append(attrs, "panic", what, "stack", string(debug.Stack()))...)
-		err = fmt.Errorf("%w: %s", ErrPanicked, what)
+		p = &Panic{Value: Describe(r), Stack: string(debug.Stack())}
+		err = fmt.Errorf("%w: %s", ErrPanicked, p.Value)
 	}()
-	return f()
+	return nil, f()
+}
+
+// Log writes p's line on log (nil: slog's default) as Recovered does:
+// logMsg with attrs, the panic's value and its stack.
+func (p *Panic) Log(log *slog.Logger, logMsg string, attrs ...any) {
+	if log == nil {
+		log = slog.Default()
+	}
+	log.Error(logMsg, append(attrs, "panic", p.Value, "stack", p.Stack)...)
 }

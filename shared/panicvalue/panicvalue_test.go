@@ -113,7 +113,8 @@ func TestHandler(t *testing.T) {
 
 // TestRecovered: a panic in f is its error (wrapping ErrPanicked) and a
 // line with the parts' ids, the value as Describe tells it and the stack;
-// f's own error, or none, passes as it is.
+// f's own error, or none, passes as it is. Catch logs nothing: the Panic
+// it returns, logged later, is Recovered's line.
 func TestRecovered(t *testing.T) {
 	const uid = "1.2.826.0.1.3680043.9.7777.3"
 	gone := errors.New("gone")
@@ -128,24 +129,44 @@ func TestRecovered(t *testing.T) {
 		{"a panic", func() error { panic("no series for " + uid) }, ErrPanicked,
 			[]string{`"msg":"it panicked"`, `"part":"p1"`, `"panic":"a value of type string"`, `"stack":"goroutine`}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			var logs strings.Builder
-			err := Recovered(slog.New(slog.NewJSONHandler(&logs, nil)), "it panicked", tt.f, "part", "p1")
-			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
-				t.Errorf("error %v, want %v", err, tt.wantErr)
+	ways := []struct {
+		name string
+		run  func(t *testing.T, log *slog.Logger, f func() error) error
+	}{
+		{"Recovered", func(_ *testing.T, log *slog.Logger, f func() error) error {
+			return Recovered(log, "it panicked", f, "part", "p1")
+		}},
+		{"Catch then Log", func(t *testing.T, log *slog.Logger, f func() error) error {
+			p, err := Catch(f)
+			if (p != nil) != errors.Is(err, ErrPanicked) {
+				t.Errorf("Catch = %v, %v: want a Panic when, and only when, f panicked", p, err)
 			}
-			if strings.Contains(logs.String(), uid) || (err != nil && strings.Contains(err.Error(), uid)) {
-				t.Errorf("the value is told: %v\n%s", err, logs.String())
+			if p != nil {
+				p.Log(log, "it panicked", "part", "p1")
 			}
-			if len(tt.wantLog) == 0 && logs.Len() > 0 {
-				t.Errorf("logged %s", logs.String())
-			}
-			for _, want := range tt.wantLog {
-				if !strings.Contains(logs.String(), want) {
-					t.Errorf("the line lacks %s: %s", want, logs.String())
+			return err
+		}},
+	}
+	for _, way := range ways {
+		for _, tt := range tests {
+			t.Run(way.name+"/"+tt.name, func(t *testing.T) {
+				var logs strings.Builder
+				err := way.run(t, slog.New(slog.NewJSONHandler(&logs, nil)), tt.f)
+				if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+					t.Errorf("error %v, want %v", err, tt.wantErr)
 				}
-			}
-		})
+				if strings.Contains(logs.String(), uid) || (err != nil && strings.Contains(err.Error(), uid)) {
+					t.Errorf("the value is told: %v\n%s", err, logs.String())
+				}
+				if len(tt.wantLog) == 0 && logs.Len() > 0 {
+					t.Errorf("logged %s", logs.String())
+				}
+				for _, want := range tt.wantLog {
+					if !strings.Contains(logs.String(), want) {
+						t.Errorf("the line lacks %s: %s", want, logs.String())
+					}
+				}
+			})
+		}
 	}
 }
