@@ -71,12 +71,8 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 	// (a stalled read) fails alone, reported as a batch item failure,
 	// instead of timing out the invocation and with it every message the
 	// batch completed.
-	mctx := ctx
-	if deadline, ok := ctx.Deadline(); ok {
-		var cancel context.CancelFunc
-		mctx, cancel = context.WithDeadline(ctx, deadline.Add(-reserveBeforeDeadline(time.Until(deadline))))
-		defer cancel()
-	}
+	mctx, cancel := ShortOfDeadline(ctx)
+	defer cancel()
 	var budget *semaphore.Weighted
 	if h.ReadBudget > 0 {
 		budget = semaphore.NewWeighted(h.ReadBudget)
@@ -118,8 +114,21 @@ const PanicLog = "message handling panicked: a bug; the message fails alone"
 // ended the process.
 const ScheduledPanicLog = "scheduled run panicked: a bug; the run fails"
 
-// reserveBeforeDeadline is how long before the invocation's deadline its
-// messages are cut: a tenth of the time left, between 1 and 5 seconds.
+// ShortOfDeadline is ctx ending a reserve before the invocation's
+// deadline (ctx as it is when it has none): a tenth of the time left,
+// between 1 and 5 seconds. Work cut there fails in time for the handler
+// to report it and return: an SQS message alone, the audit feed's batch
+// (whose send, confirmed, leaves the reserve to log and return in, so a
+// batch delivered is never retried for a timeout).
+func ShortOfDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-reserveBeforeDeadline(time.Until(deadline))))
+}
+
+// reserveBeforeDeadline is ShortOfDeadline's reserve given the time left.
 func reserveBeforeDeadline(left time.Duration) time.Duration {
 	return min(max(left/10, time.Second), 5*time.Second)
 }
