@@ -9,9 +9,9 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
-	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -26,58 +26,45 @@ type handler struct {
 }
 
 // Handle implements the Lambda handler for the audit table's stream. It
-// sends every new audit record of the batch in one confirmed exchange. When
-// that fails it reports the batch's first record as failed, so Lambda
-// retries the whole batch (ReportBatchItemFailures): records are delivered
-// at least once and in order, and duplicates carry the same message ids.
+// sends every new audit record of the batch in one confirmed exchange
+// (auditfeed.Batch, the SCP's feeder's rule). When that fails it reports
+// the batch's first record as failed, so Lambda retries the whole batch
+// (ReportBatchItemFailures): records are delivered at least once and in
+// order, and duplicates carry the same message ids. A record never
+// sendable (a bug, or an item edited by hand) is passed over, logged by
+// its stream position (no UIDs) once its batch is delivered, and alarmed
+// on: retrying it would stop the shard for good. One whose rendering
+// panics is one of them: unrecovered, the panic ended the process, failing
+// the invocation, and Lambda retried the whole batch, the same record
+// panicking each time, until the stream's retries ran out for every record
+// of the batch.
 func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.DynamoDBEventResponse, error) {
 	var resp events.DynamoDBEventResponse
-	var msgs [][]byte
-	// Never sendable: passed over, and logged once the batch is
-	// delivered (or has nothing else to send), as the SCP's feeder does.
-	// Lambda retries a batch the collector did not take, rendering it
-	// again, and the AuditFeedUnsendable metric filter counts the lines:
-	// logged at each try, one record was counted once per try.
-	var skipped []unsendable
-	for _, r := range ev.Records {
-		var formatted [][]byte
-		// A record whose rendering panics (a bug) is one never sendable,
-		// as one that fails to render: unrecovered, the panic ended the
-		// process, failing the invocation, and Lambda retried the whole
-		// batch, the same record panicking each time, until the stream's
-		// retries ran out for every record of the batch.
-		err := panicvalue.Recovered(h.log, PanicLog, func() (err error) {
-			formatted, err = h.format(r)
-			return err
-		}, "event_id", r.EventID, "sequence_number", r.Change.SequenceNumber)
-		if err != nil {
-			// Never sendable (a bug, or an item edited by hand): retrying
-			// would stop the shard for good, so it is skipped, logged by
-			// its stream position (no UIDs) and alarmed on.
-			skipped = append(skipped, unsendable{r, err})
-			continue
+	items := make([]auditfeed.Item, len(ev.Records))
+	for i, r := range ev.Records {
+		items[i] = auditfeed.Item{
+			Name:   []any{"event_id", r.EventID, "sequence_number", r.Change.SequenceNumber},
+			Render: func() ([][]byte, error) { return h.format(r) },
 		}
-		msgs = append(msgs, formatted...)
 	}
-	if len(msgs) > 0 {
-		send := func() error { return h.sender.Send(ctx, msgs) }
-		if err := panicvalue.Recovered(h.log, PanicLog, send, "records", len(ev.Records)); err != nil {
-			h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", len(msgs), "err", err)
-			resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
-			return resp, nil
+	// The send stops short of the invocation's deadline: a batch the
+	// collector confirmed leaves the reserve to log its unsendable records
+	// and return in. Confirmed at the deadline, the invocation timed out
+	// after its lines, and Lambda's retry (in an environment reset by the
+	// timeout, which remembers nothing) logged them again.
+	sctx, cancel := lambdaio.ShortOfDeadline(ctx)
+	defer cancel()
+	b := auditfeed.Batch{Sender: h.sender, Logger: h.log, Delivered: func(_ context.Context, messages int) error {
+		if messages > 0 {
+			h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", messages)
 		}
-		h.log.Info("audit feed: batch delivered", "records", len(ev.Records), "messages", len(msgs))
-	}
-	for _, u := range skipped {
-		h.log.Error(auditfeed.UnsendableLog, "event_id", u.r.EventID, "sequence_number", u.r.Change.SequenceNumber, "err", u.err)
+		return nil
+	}}
+	if sent, err := b.Send(sctx, items); err != nil {
+		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", sent.Messages, "err", err)
+		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
 	}
 	return resp, nil
-}
-
-// unsendable is a stream record passed over, with why.
-type unsendable struct {
-	r   events.DynamoDBEventRecord
-	err error
 }
 
 // PanicLog is the log message of a stream record whose rendering, or a

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
@@ -141,26 +143,40 @@ func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
 // unsendable record again; the AuditFeedUnsendable metric filter counts
 // the log's lines, so one record counted once per try. It is logged once,
 // when its batch is delivered (as the SCP's feeder does), or at once when
-// nothing of the batch is left to send.
+// nothing of the batch is left to send. So is the panic of a record whose
+// rendering panics (a bug), which was logged at each try, before the
+// send: its line, with the stack, comes once, just before the record's
+// unsendable line.
 func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 	ev := fixture(t)
 	broken := unreadable(ev.Records[1])
+	panicky := func(rec pipeline.AuditRecord, h auditfeed.Header) ([][]byte, error) {
+		if strings.HasPrefix(rec.ID, "instance:") {
+			panic("cannot render " + rec.ID)
+		}
+		return auditfeed.FormatRecord(rec, h)
+	}
 	tests := []struct {
-		name      string
-		records   []events.DynamoDBEventRecord
-		failFirst int // tries the collector does not take
-		wantTries int
-		wantSends int
+		name       string
+		records    []events.DynamoDBEventRecord
+		render     func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
+		failFirst  int // tries the collector does not take
+		wantTries  int
+		wantSends  int
+		wantPanics int
+		wantNamed  string // the event id the lines name
 	}{
-		{"taken at once", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, 0, 1, 1},
-		{"taken at the third try", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, 2, 3, 3},
-		{"nothing else to send", []events.DynamoDBEventRecord{broken}, 2, 1, 0},
+		{"taken at once", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, nil, 0, 1, 1, 0, broken.EventID},
+		{"taken at the third try", []events.DynamoDBEventRecord{ev.Records[0], broken, ev.Records[2]}, nil, 2, 3, 3, 0, broken.EventID},
+		{"nothing else to send", []events.DynamoDBEventRecord{broken}, nil, 2, 1, 0, 0, broken.EventID},
+		{"its rendering panics, taken at the third try", ev.Records, panicky, 2, 3, 3, 1, ev.Records[1].EventID},
+		{"its rendering panics, nothing else to send", ev.Records[1:2], panicky, 2, 1, 0, 1, ev.Records[1].EventID},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			s := &sender{failFirst: tt.failFirst}
-			h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil))}
+			h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil)), render: tt.render}
 			tries := 0
 			for ; tries < 10; tries++ {
 				resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: tt.records})
@@ -178,8 +194,96 @@ func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); n != 1 {
 				t.Errorf("%d lines %q, want 1:\n%s", n, auditfeed.UnsendableLog, logs.String())
 			}
-			if !strings.Contains(logs.String(), `"event_id":"`+broken.EventID+`"`) {
-				t.Errorf("the unsendable line does not name the record by its event id %s:\n%s", broken.EventID, logs.String())
+			if n := strings.Count(logs.String(), PanicLog); n != tt.wantPanics {
+				t.Errorf("%d lines %q, want %d:\n%s", n, PanicLog, tt.wantPanics, logs.String())
+			}
+			named := `"event_id":"` + tt.wantNamed + `"`
+			if strings.Count(logs.String(), named) != 1+tt.wantPanics {
+				t.Errorf("the lines do not name the record by its event id %s:\n%s", tt.wantNamed, logs.String())
+			}
+			if p, u := strings.Index(logs.String(), PanicLog), strings.Index(logs.String(), auditfeed.UnsendableLog); p > u {
+				t.Errorf("the panic's line comes after the unsendable line:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// slowCollector confirms a batch once it has taken its time, counted on a
+// clock of its own from the invocation's start (it never waits), and
+// fails it, as Collector.Send does, when its context ends before.
+type slowCollector struct {
+	start   time.Time
+	takes   []time.Duration // per try; the last for every further try
+	tries   int
+	sends   int
+	confirm time.Time // when the last batch was confirmed
+}
+
+func (s *slowCollector) Send(ctx context.Context, msgs [][]byte) error {
+	at := s.start.Add(s.takes[min(s.tries, len(s.takes)-1)])
+	s.tries++
+	if d, ok := ctx.Deadline(); ok && d.Before(at) {
+		return fmt.Errorf("auditfeed: collector did not confirm the batch: %w", context.DeadlineExceeded)
+	}
+	s.sends++
+	s.confirm = at
+	return nil
+}
+
+// TestHandleNeverTimesOutAfterDelivering: a batch the collector confirmed
+// just before the invocation's deadline had its unsendable record logged,
+// then the invocation timed out (the handler's return and its answer's way
+// to Lambda take time), and Lambda retried the batch: in an execution
+// environment reset by the timeout, remembering nothing, it logged the
+// record again. The send now stops short of the deadline (a tenth of the
+// time left, 1 to 5 s): a batch confirmed leaves that long to log and
+// return in, and one not confirmed by then fails in time, reported, and
+// logs nothing.
+func TestHandleNeverTimesOutAfterDelivering(t *testing.T) {
+	ev := fixture(t)
+	batch := []events.DynamoDBEventRecord{ev.Records[0], unreadable(ev.Records[1]), ev.Records[4]}
+	const timeout = 60 * time.Second // the function's (infra/stack/auditfeed.go)
+	// answer is how long the handler's return and its answer take to reach
+	// Lambda after the send: far less than the reserve.
+	const answer = 100 * time.Millisecond
+	tests := []struct {
+		name      string
+		takes     []time.Duration
+		wantTries int
+	}{
+		{"confirmed at once", []time.Duration{time.Second}, 1},
+		{"confirmed just before the deadline, then at once", []time.Duration{timeout - answer/2, time.Second}, 2},
+		{"confirmed past the reserve, then at once", []time.Duration{timeout - 2*time.Second, time.Second}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s := &slowCollector{takes: tt.takes}
+			tries := 0
+			for delivered := false; !delivered; {
+				if tries == 10 {
+					t.Fatal("never delivered")
+				}
+				tries++
+				// Each try in a new execution environment: a timeout resets it.
+				h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil))}
+				s.start = time.Now()
+				deadline := s.start.Add(timeout)
+				ctx, cancel := context.WithDeadline(context.Background(), deadline)
+				sends := s.sends
+				resp, err := h.Handle(ctx, events.DynamoDBEvent{Records: batch})
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+				timedOut := s.sends > sends && s.confirm.Add(answer).After(deadline)
+				delivered = !timedOut && len(resp.BatchItemFailures) == 0
+			}
+			if tries != tt.wantTries || s.sends != 1 {
+				t.Errorf("%d tries, %d batches confirmed; want %d tries, one batch", tries, s.sends, tt.wantTries)
+			}
+			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); n != 1 {
+				t.Errorf("%d lines %q, want 1:\n%s", n, auditfeed.UnsendableLog, logs.String())
 			}
 		})
 	}

@@ -11,22 +11,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
-
-// UnsendableLog is the log message of a record that can never be sent
-// (it cannot be read back or rendered): logged, counted, passed over. The
-// AWS stack's metric filter matches it.
-const UnsendableLog = "audit record cannot be sent, skipped"
-
-// PanicLog is the log message of a record whose rendering, or a batch
-// whose delivery, panicked: a bug. The record is unsendable (passed over,
-// as one that cannot be rendered); the batch fails and is sent again. The
-// panic's value is told as panicvalue.Describe tells it (a record holds
-// UIDs and patient data).
-const PanicLog = "audit feed: handling panicked: a bug"
 
 // Entry is one undelivered record of an Outbox.
 type Entry struct {
@@ -220,7 +207,8 @@ func (f *Feeder) cycle(ctx context.Context) (n int, err error) {
 	return n, err
 }
 
-// deliver is cycle's work.
+// deliver is cycle's work: the outbox's oldest entries sent as one Batch,
+// marked delivered in the outbox once the collector confirmed them.
 func (f *Feeder) deliver(ctx context.Context) (int, error) {
 	entries, err := f.Outbox.Pending(ctx, f.Batch)
 	if err != nil {
@@ -229,51 +217,26 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 	if len(entries) == 0 {
 		return 0, nil
 	}
-	var msgs [][]byte
 	format := f.format
 	if format == nil {
 		format = formatEntry
 	}
-	// Never sendable: passed over with the batch, and logged by its
-	// outbox key (which carries no patient data) and counted once the
-	// batch is delivered. A batch that fails is rendered again, and its
-	// unsendable records were counted and logged at each try.
-	type unsendable struct {
-		key string
-		err error
+	items := make([]Item, len(entries))
+	for i, e := range entries {
+		// Named by its outbox key, which carries no patient data.
+		items[i] = Item{Name: []any{"entry", e.Key}, Render: func() ([][]byte, error) { return format(e, f.Header) }}
 	}
-	var skipped []unsendable
-	for _, e := range entries {
-		var formatted [][]byte
-		// A record whose rendering panics is one never sendable, as in
-		// the AWS feed's function: retrying it would stop the feed.
-		err := panicvalue.Recovered(f.Logger, PanicLog, func() (err error) {
-			formatted, err = format(e, f.Header)
-			return err
-		}, "entry", e.Key)
-		if err != nil {
-			skipped = append(skipped, unsendable{e.Key, err})
-			continue
+	b := Batch{Sender: f.Sender, Logger: f.Logger, Metrics: f.Metrics, Delivered: func(ctx context.Context, _ int) error {
+		if err := f.Outbox.Delivered(ctx, entries); err != nil {
+			// Sent but not marked: they go again, and the collector sees
+			// duplicates with the same ids.
+			return fmt.Errorf("auditfeed: mark delivered: %w", err)
 		}
-		msgs = append(msgs, formatted...)
-	}
-	// A send that panics (a bug in the sender) is a failed send, counted
-	// as one; cycle's recovery alone passed it over the count.
-	send := func() error { return f.Sender.Send(ctx, msgs) }
-	if err := panicvalue.Recovered(f.Logger, PanicLog, send, "records", len(entries)); err != nil {
-		f.Metrics.failed()
+		return nil
+	}}
+	if _, err := b.Send(ctx, items); err != nil {
 		return 0, err
 	}
-	if err := f.Outbox.Delivered(ctx, entries); err != nil {
-		// Sent but not marked: they go again, and the collector sees
-		// duplicates with the same ids.
-		return 0, fmt.Errorf("auditfeed: mark delivered: %w", err)
-	}
-	for _, u := range skipped {
-		f.Logger.Error(UnsendableLog, "entry", u.key, "err", u.err)
-		f.Metrics.dropped(reasonUnrenderable)
-	}
-	f.Metrics.sent(len(msgs))
 	return len(entries), nil
 }
 
@@ -282,25 +245,6 @@ func formatEntry(e Entry, h Header) ([][]byte, error) {
 		return nil, e.Err
 	}
 	return FormatRecord(e.Record, h)
-}
-
-// FormatRecord is a record's syslog messages: none, one or two
-// (auditmessage.Render), each Formatted. It fails, sending none of them,
-// when one cannot be made.
-func FormatRecord(rec pipeline.AuditRecord, h Header) ([][]byte, error) {
-	rendered, err := auditmessage.Render(rec)
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]byte, 0, len(rendered))
-	for _, m := range rendered {
-		b, err := Format(m, h)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
 }
 
 func (f *Feeder) refreshBacklog(ctx context.Context) {

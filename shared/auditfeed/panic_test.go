@@ -2,6 +2,7 @@ package auditfeed_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -17,10 +18,11 @@ import (
 )
 
 // panickySender panics on its first batch, unless it has already, then
-// takes every batch.
+// fails the next fail batches and takes every one after.
 type panickySender struct {
 	mu       sync.Mutex
 	panicked bool
+	fail     int
 	sent     [][]byte
 }
 
@@ -30,6 +32,10 @@ func (s *panickySender) Send(_ context.Context, msgs [][]byte) error {
 	if !s.panicked {
 		s.panicked = true
 		panic(fmt.Errorf("collector said no to %q", msgs[0]))
+	}
+	if s.fail > 0 {
+		s.fail--
+		return errors.New("collector down")
 	}
 	s.sent = append(s.sent, msgs...)
 	return nil
@@ -48,7 +54,10 @@ func (s *panickySender) count() int {
 // As in the AWS feed's function, a record whose rendering panics is
 // skipped as unsendable (counted and logged by its outbox key) and a
 // batch whose sending panics fails and is sent again; the log tells the
-// value by panicvalue.Describe alone.
+// value by panicvalue.Describe alone. A record's panic is logged once,
+// with its unsendable line, when its batch is delivered: it was logged at
+// each try of the batch, every backoff while a collector was down.
+// A sending's panic is logged at each try: it is that try's failure.
 func TestFeederPanics(t *testing.T) {
 	const patient = "DOE^JANE"
 	tests := []struct {
@@ -59,12 +68,14 @@ func TestFeederPanics(t *testing.T) {
 		wantDropped float64
 		// wantFailures: a batch whose sending panicked is a failed send.
 		wantFailures float64
+		wantPanics   int // PanicLog lines
 	}{
-		{"a record's rendering panics", "a1", &panickySender{panicked: true}, 2, 1, 0},
-		{"sending a batch panics", "", &panickySender{}, 3, 0, 1},
+		{"a record's rendering panics", "a1", &panickySender{panicked: true}, 2, 1, 0, 1},
+		{"sending a batch panics", "", &panickySender{}, 3, 0, 1, 1},
 		// The batch is sent again: the record skipped the first time
 		// is logged and counted dropped once, when its batch is delivered.
-		{"a record's rendering panics, then its batch's sending", "a1", &panickySender{}, 2, 1, 1},
+		{"a record's rendering panics, then its batch's sending", "a1", &panickySender{}, 2, 1, 1, 2},
+		{"a record's rendering panics, the collector down for 3 tries", "a1", &panickySender{panicked: true, fail: 3}, 2, 1, 3, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +119,9 @@ func TestFeederPanics(t *testing.T) {
 				t.Errorf("%d lines %q, want one for each record dropped", n, auditfeed.UnsendableLog)
 			}
 			out := logs.String()
+			if n := strings.Count(out, auditfeed.PanicLog); n != tt.wantPanics {
+				t.Errorf("%d lines %q, want %d:\n%s", n, auditfeed.PanicLog, tt.wantPanics, out)
+			}
 			for _, leak := range []string{patient, "MODALITY1", "collector said no"} {
 				if strings.Contains(out, leak) {
 					t.Errorf("the log tells the panic's value (%s):\n%s", leak, out)
