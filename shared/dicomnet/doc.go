@@ -15,9 +15,10 @@
 //   - ARTIM (ARTIMTimeout, default 30s) while waiting for the A-ASSOCIATE-RQ and, after a release, reject or
 //     abort, for the peer to close;
 //   - an idle timeout between and within PDUs once associated (IdleTimeout, default 5m), which aborts;
-//   - progress deadlines while a message is being received (at least MinProgressBytes in every ProgressWindow of
-//     waiting for the peer, default 1 KiB per 60 s; at most MaxMessageTime of waiting, default 2h), which abort
-//     with ErrProgressDeadline: a peer trickling bytes cannot hold its slot;
+//   - progress deadlines while a message is being received (at least MinProgressBytes of its fragments, PDU and
+//     PDV headers not counted, in every ProgressWindow of waiting for the peer, default 1 KiB per 60 s; at most
+//     MaxMessageTime of waiting, default 2h), which abort with ErrProgressDeadline: a peer trickling bytes, or
+//     sending empty fragments, cannot hold its slot;
 //   - a deadline on every write (WriteTimeout, default 30s);
 //   - global and per-calling-AE association limits (rejected 02 03 02);
 //   - bounds on the connections that hold no association, per source address and in total

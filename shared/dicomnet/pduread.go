@@ -53,12 +53,24 @@ type pduReader struct {
 var ErrProgressDeadline = errors.New("dicomnet: progress deadline")
 
 // progress is the state of the message being received, for the progress deadlines. Only time spent waiting for
-// the peer in socket reads counts: while a handler does not read (a slow store), the peer is not to blame.
+// the peer in socket reads counts: while a handler does not read (a slow store), the peer is not to blame. Only
+// the message's own bytes, those of its command and data set fragments, are progress: each socket read credits
+// what it brought, and the framing found in it (a P-DATA-TF's header, a PDV's) is taken back once parsed
+// (framing). So a peer sending empty fragments, whose P-DATA-TFs are all framing, makes no progress and is
+// aborted when a window passes, as one that trickles bytes is (PS3.8 E.1 does not forbid an empty fragment: it
+// is even, and so valid; it is just not progress).
 type progress struct {
 	active bool          // bytes of a message have arrived and the message is not complete
 	waited time.Duration // waited in the current window
-	bytes  int64         // received in the current window
+	bytes  int64         // of the message received in the current window; below 0 while framing read in an earlier window is taken back
 	total  time.Duration // waited in the whole message
+}
+
+// framing takes back n bytes of P-DATA-TF framing just parsed, credited as they were read: they are not progress.
+func (pr *progress) framing(n int) {
+	if pr.active {
+		pr.bytes -= int64(n)
+	}
 }
 
 // timedReader sets the read deadline before every socket read, unless ARTIM owns it:
@@ -162,7 +174,7 @@ func (t timedReader) read(p []byte) (int, error) {
 		rolled := false
 		if window > 0 && pr.waited >= window {
 			if pr.bytes < minBytes {
-				return n, fmt.Errorf("%w: %d bytes in %v of waiting, fewer than %d", ErrProgressDeadline, pr.bytes, pr.waited.Round(time.Millisecond), minBytes)
+				return n, fmt.Errorf("%w: %d bytes of message fragments in %v of waiting, fewer than %d", ErrProgressDeadline, max(pr.bytes, 0), pr.waited.Round(time.Millisecond), minBytes)
 			}
 			pr.waited, pr.bytes, rolled = 0, 0, true
 		}
@@ -191,7 +203,8 @@ func (a *association) nextEvent() rxEvent {
 		// At a message boundary: what comes next is a new message. Bytes of it already read with the last one
 		// (a peer that pipelines) have begun it: the progress deadlines bound the wait for its rest, as they
 		// would had those bytes come in a read of their own (timedReader.read), not the idle timeout alone.
-		a.progress = progress{active: a.br.Buffered() > 0}
+		buffered := a.br.Buffered()
+		a.progress = progress{active: buffered > 0, bytes: int64(buffered)}
 		if a.queued() {
 			if rx := a.flushOutbox(); rx.ev != evtNone {
 				return rx
@@ -304,6 +317,7 @@ func (a *association) readEvent() rxEvent {
 			return rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: errors.New("dicomnet: empty P-DATA-TF")}
 		}
 		r.pduLeft = h.Length
+		a.progress.framing(pdu.HeaderLen)
 		return rxEvent{ev: evt10}
 	case pdu.TypeAssociateRQ:
 		var grow func(int) error
@@ -390,6 +404,7 @@ func (a *association) readPDVHeader() (pdvHeader, rxEvent) {
 		return pdvHeader{}, a.protocolError(fmt.Errorf("dicomnet: PDV length %d does not fit its P-DATA-TF (%d left)", n, r.pduLeft-4))
 	}
 	r.pduLeft -= 4 + n
+	a.progress.framing(pdu.PDVHeaderLen)
 	ctrl := r.hdr[5]
 	return pdvHeader{ctxID: r.hdr[4], command: ctrl&pdu.ControlCommand != 0, last: ctrl&pdu.ControlLast != 0, n: n - 2}, rxEvent{}
 }

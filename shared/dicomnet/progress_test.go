@@ -192,3 +192,65 @@ func TestProgressDeadlineCoversBufferedStart(t *testing.T) {
 		})
 	}
 }
+
+// TestProgressDeadlineEmptyFragments: a peer that holds a message open with empty fragments (a P-DATA-TF whose
+// PDVs carry no byte of the message, none of them the last) brings far more than MinProgressBytes of PDUs in each
+// window, all of it framing: it makes no progress and is aborted as a trickling peer is, in the command set or
+// in the data set. PS3.8 E.1 does not make an empty fragment invalid (it is even), so it is not refused as such.
+func TestProgressDeadlineEmptyFragments(t *testing.T) {
+	empty := func(control byte) []byte {
+		pdvs := make([]pdu.PDV, 16)
+		for i := range pdvs {
+			pdvs[i] = dicomnettest.PDV(3, control, nil)
+		}
+		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: pdvs}) // 102 bytes, none of them the message's
+		return b
+	}
+	tests := []struct {
+		name  string
+		start func(p *dicomnettest.Parrot)
+		empty []byte
+		store bool
+	}{
+		{"data set", func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1))) }, empty(0), true},
+		{"command set", func(p *dicomnettest.Parrot) {}, empty(pdu.ControlCommand), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := newRecorder()
+			ch := make(chan result, 1)
+			p, srv := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec, ARTIMTimeout: 100 * time.Millisecond,
+				ProgressWindow: 300 * time.Millisecond, MinProgressBytes: 64})
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			tc.start(p)
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() { // about 1 KiB of empty fragments every 100 ms, until the abort
+				for {
+					select {
+					case <-stop:
+						return
+					case <-time.After(10 * time.Millisecond):
+					}
+					if p.Conn.SetWriteDeadline(time.Now().Add(time.Second)) != nil {
+						return
+					}
+					if _, err := p.Conn.Write(tc.empty); err != nil {
+						return
+					}
+				}
+			}()
+			p.ExpectAbort(0, 0) // AA-1, within the parrot's 5 s
+			ev := rec.waitFor(t, dicomnet.EventAborted)
+			if !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
+				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
+			}
+			if tc.store {
+				if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+					t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+				}
+			}
+			waitActive(t, srv.Server, 0)
+		})
+	}
+}

@@ -106,7 +106,8 @@ type Server struct {
 
 	// Progress deadlines, for a DIMSE message being received (from its first byte to the end of its data set).
 	// Only time spent waiting for the peer counts, not time the handler takes. In every ProgressWindow of
-	// waiting at least MinProgressBytes must arrive, and the whole message may take at most MaxMessageTime of
+	// waiting at least MinProgressBytes of its command and data set fragments must arrive (PDU and PDV headers
+	// are not progress: empty fragments bring none), and the whole message may take at most MaxMessageTime of
 	// waiting; otherwise the association is aborted (A-ABORT, EventAborted with ErrProgressDeadline). Between
 	// messages IdleTimeout alone applies. Defaults DefaultProgressWindow, DefaultMinProgressBytes,
 	// DefaultMaxMessageTime; a negative window or time disables that deadline.
