@@ -118,15 +118,15 @@ const (
 // ids returns the four wanted elements plus neighbours, in order, with an
 // undefined-length sequence (holding decoy UIDs) before the series UID.
 func ids(e enc, seqVR string) []byte {
-	decoy := e.itemU(e.el(tSeries, "UI", "9.9.9\x00"), e.el(tStudy, "UI", "9.9"))
+	decoy := e.itemU(e.el(tStudy, "UI", "9.9"), e.el(tSeries, "UI", "9.9.9\x00"))
 	return cat(
 		e.el(0x00080005, "CS", "ISO_IR 100"),
 		e.el(tSOPClass, "UI", "1.2.840.10008.5.1.4.1.1.2\x00"),
 		e.el(tSOPInst, "UI", "1.2.3.4"),
 		e.seqU(0x00081115, seqVR, decoy, e.itemD(e.el(tSOPInst, "UI", "9.8")), e.itemU()),
 		e.el(0x00100010, "PN", "Doe^J "),
-		e.el(tStudy, "UI", "1.2.3\x00"),
 		e.seqD(0x0020000A, e.itemD(e.el(tSeries, "UI", "7.7"))), // a private-ish defined sequence
+		e.el(tStudy, "UI", "1.2.3\x00"),
 		e.el(tSeries, "UI", "1.2.3.5\x00"),
 		e.el(0x00200013, "IS", "1 "),
 	)
@@ -194,7 +194,7 @@ func TestSynthetic(t *testing.T) {
 			with(wantIDs, func(h *Header) { h.Group0002 = true }), nil},
 		{"group 0002 in deflated: reported, kept", tsDeflate, deflate(t, cat(e.el(0x00020010, "UI", "1.2\x00"), ids(e, "SQ"))),
 			[]Option{DropGroup0002()}, with(wantIDs, func(h *Header) { h.Group0002 = true }), nil},
-		{"header limit is no verdict", tsExplicit, cat(e.el(0x00091010, "OB", strings.Repeat("x", 100)), ids(e, "SQ")),
+		{"header limit is no verdict", tsExplicit, cat(e.el(0x00080001, "OB", strings.Repeat("x", 100)), ids(e, "SQ")),
 			[]Option{WithMaxHeaderBytes(64)}, Header{Done: true, Err: ErrHeaderTooLong}, nil},
 
 		// Verdicts.
@@ -202,6 +202,18 @@ func TestSynthetic(t *testing.T) {
 			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
 		{"bad VR after the header", tsExplicit, cat(ids(e, "SQ"), []byte("\x28\x00\x10\x00\x01\x02\x00\x00")), nil,
 			wantIDs, ErrMalformed},
+		{"repeated element", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), e.el(tSOPInst, "UI", "1.3")), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"repeated sequence", tsImplicit, cat(i.seqU(0x00081199, "SQ", i.itemU()), i.seqU(0x00081199, "SQ", i.itemU())), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"element out of order", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), e.el(tSOPClass, "UI", "1.3")), nil,
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"element out of order in an item", tsImplicit, i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))), nil,
+			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+		{"a tag again in the next item, and inside an item as outside", tsImplicit, cat(
+			i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081150, "UI", "1.2")), i.itemD(i.el(0x00081150, "UI", "1.3"), i.seqU(0x00081199, "SQ", i.itemU()))),
+			i.el(tStudy, "UI", "6.6\x00")), nil,
+			Header{StudyInstanceUID: "6.6", Done: true}, nil},
 		{"item at top level", tsImplicit, cat(i.el(tSOPInst, "UI", "1.2"), i.itemD()), nil,
 			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
 		{"element directly in a sequence", tsImplicit, cat(i.hdr(0x00081115, "SQ", UndefinedLength, nil), i.el(tSOPInst, "UI", "1.2")), nil,
@@ -283,7 +295,7 @@ func TestDropGroup0002(t *testing.T) {
 		wantErr     error
 	}{
 		{"explicit LE", tsExplicit,
-			cat(e.el(0x00020000, "UL", "\x1a\x00\x00\x00"), e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), e.el(0x00020001, "OB", "\x00\x01"), ids(e, "SQ")),
+			cat(e.el(0x00020000, "UL", "\x1a\x00\x00\x00"), e.el(0x00020001, "OB", "\x00\x01"), e.el(0x00020010, "UI", "1.2.840.10008.1.2.1\x00"), ids(e, "SQ")),
 			ids(e, "SQ"), true, wantIDs, nil, nil},
 		{"implicit LE", tsImplicit,
 			cat(i.el(0x00020002, "UI", "1.2\x00"), i.el(0x00020003, "UI", ""), ids(i, "SQ")), ids(i, "SQ"), true, wantIDs, nil, nil},
@@ -415,7 +427,7 @@ func TestPeek(t *testing.T) {
 		}
 	})
 	t.Run("limit", func(t *testing.T) {
-		big := cat(e.el(0x00091010, "OB", strings.Repeat("x", 5000)), ids(e, "SQ"))
+		big := cat(e.el(0x00080001, "OB", strings.Repeat("x", 5000)), ids(e, "SQ"))
 		in := NewInspector(bytes.NewReader(big), tsExplicit, WithMaxHeaderBytes(1000))
 		r, err := in.Peek()
 		h := in.Header()
@@ -542,7 +554,7 @@ func TestInflateBound(t *testing.T) {
 			for _, p := range tt.value {
 				n += p.N
 			}
-			src := []io.Reader{bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(n), nil)))}
+			src := []io.Reader{bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00291010, "OB", uint32(n), nil)))}
 			for _, p := range tt.value {
 				src = append(src, p)
 			}

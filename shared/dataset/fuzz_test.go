@@ -86,7 +86,9 @@ func FuzzInspector(f *testing.F) {
 
 // FuzzDecoder checks the pull reader against the push reader on any
 // input: the same verdict, and the Decoder's skips (Source.Discard) never
-// go past what the Scanner was told.
+// go past what the Scanner was told; and a dataset read to its end has
+// the elements of each level (the top, each item) in increasing tag order,
+// none twice (PS3.5 §7.1).
 func FuzzDecoder(f *testing.F) {
 	e, i, b := explicitLE, implicitLE, explicitBE
 	f.Add(ids(e, "SQ"), uint8(0))
@@ -95,6 +97,8 @@ func FuzzDecoder(f *testing.F) {
 	f.Add(cat(ids(e, "SQ"), e.hdr(tPixel, "OW", 512<<10, make([]byte, 100))), uint8(0))
 	f.Add(cat(ids(i, "SQ"), i.seqD(0x00081115, i.itemD(i.el(0x00081150, "UI", "1.2\x00")))), uint8(1))
 	f.Add(nested(e, 5), uint8(0))
+	f.Add(cat(i.seqU(0x00081199, "SQ", i.itemU()), i.seqU(0x00081199, "SQ", i.itemU())), uint8(1))
+	f.Add(i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))), uint8(1))
 	f.Fuzz(func(t *testing.T, in []byte, tsi uint8) {
 		ts := []string{tsExplicit, tsImplicit, tsBig, tsPrivate}[int(tsi)%4]
 		ins := NewInspector(bytes.NewReader(in), ts)
@@ -102,8 +106,25 @@ func FuzzDecoder(f *testing.F) {
 		d := NewDecoder(bufio.NewReaderSize(bytes.NewReader(in), 16), ts)
 		var err error
 		tokens := 0
+		last := []int64{-1} // per level open: the top, then each item (a sequence's own level holds no element)
+		disorder := false
 		for k := KindNone; k != KindEnd && k != KindError; tokens++ {
 			k, err = d.Next()
+			switch k {
+			case KindElement:
+				tag := int64(d.Element().Tag)
+				disorder = disorder || tag <= last[len(last)-1]
+				last[len(last)-1] = tag
+				if d.Element().Sequence || d.Element().Encapsulated {
+					last = append(last, -1)
+				}
+			case KindItem:
+				last = append(last, -1)
+			case KindItemEnd, KindSequenceEnd:
+				if len(last) > 1 {
+					last = last[:len(last)-1]
+				}
+			}
 			if k == KindElement && tokens%3 == 0 {
 				if e := d.Element(); !e.Sequence && !e.Encapsulated && e.Length > 0 && e.Length != UndefinedLength {
 					d.Capture(make([]byte, min(e.Length, 1024)))
@@ -118,6 +139,9 @@ func FuzzDecoder(f *testing.F) {
 		}
 		if err == nil && d.Offset() != int64(len(in)) {
 			t.Fatalf("decoder ended at %d of %d", d.Offset(), len(in))
+		}
+		if err == nil && disorder {
+			t.Fatal("a repeated or out-of-order element was read to a clean end")
 		}
 	})
 }

@@ -107,7 +107,7 @@ func TestInflaterVerdictWhateverTheReads(t *testing.T) {
 	const noiseLen = 6000
 	verdicts := map[bool]int{} // refused: how many blank lengths
 	for blank := 820_000; blank <= 880_000; blank += 5_000 {
-		in := deflateFrom(t, bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(noiseLen+blank+noiseLen), nil))),
+		in := deflateFrom(t, bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00291010, "OB", uint32(noiseLen+blank+noiseLen), nil))),
 			noise(1, noiseLen), zeros(blank), noise(2, noiseLen))
 		var want error
 		for i, s := range sources {
@@ -157,7 +157,7 @@ func FuzzInflater(f *testing.F) {
 func BenchmarkInflateBound(b *testing.B) {
 	e := explicitLE
 	n := InflateAllowance*1029/(1029-MaxInflateRatio) - 64<<10 // just within
-	in := deflateFrom(b, bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00091010, "OB", uint32(n), nil))), zeros(n))
+	in := deflateFrom(b, bytes.NewReader(cat(ids(e, "SQ"), e.hdr(0x00291010, "OB", uint32(n), nil))), zeros(n))
 	b.Logf("%d bytes inflating to %d", len(in), n)
 	b.SetBytes(int64(n))
 	for b.Loop() {

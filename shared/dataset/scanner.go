@@ -12,7 +12,9 @@ var (
 	// ErrMalformed means the dataset's structure cannot be followed: a VR
 	// that is not two letters, an item outside a sequence, an element that
 	// overruns its item or sequence, undefined length on a VR that cannot
-	// have it, a corrupt deflate stream.
+	// have it, an element whose tag is not greater than the one before it
+	// in its data set or item (repeated or out of order, PS3.5 §7.1), a
+	// corrupt deflate stream.
 	ErrMalformed = errors.New("dataset: malformed dataset")
 	// ErrTruncated means the dataset ended inside an element header, a
 	// value, an item or a sequence: a value declared longer than what
@@ -190,6 +192,7 @@ type frame struct {
 	bigEndian bool
 	end       int64 // offset where a defined length ends; -1: undefined
 	tag       uint32
+	next      uint64 // of an item: the least tag its next element may have
 }
 
 // Scanner is the one DICOM element reader: a push parser that takes a
@@ -216,7 +219,8 @@ type Scanner struct {
 	rest    uint64 // value bytes after the captured ones, skipped
 
 	stack []frame
-	seqs  int // frames of kind inSequence
+	seqs  int    // frames of kind inSequence
+	next  uint64 // the least tag the next top-level element may have
 
 	n        int64
 	elements int
@@ -532,6 +536,18 @@ func (s *Scanner) header() (k Kind, more bool) {
 			length = uint32(s.u16(h[6:], be))
 		}
 	}
+	// PS3.5 §7.1: a data set's (and an item's) elements are ordered by
+	// increasing tag, each at most once. One that repeats a tag (two
+	// Referenced SOP Sequences, merged by a reader that keeps them) or
+	// goes back cannot be read as one data set.
+	next := &s.next
+	if top != nil {
+		next = &top.next
+	}
+	if uint64(tag) < *next {
+		return s.fail(ErrMalformed, tag, "repeated or out-of-order element"), false
+	}
+	*next = uint64(tag) + 1
 	s.elements++
 	if s.elements > MaxElements {
 		return s.fail(ErrLimit, tag, fmt.Sprintf("more than %d elements at", MaxElements)), false

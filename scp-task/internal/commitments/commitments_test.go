@@ -18,6 +18,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
 
 type records struct {
@@ -66,11 +67,19 @@ func TestServeCommitment(t *testing.T) {
 			t.Errorf("stored %s (%s)", body, d)
 		}
 	})
+	// Two Referenced SOP Sequences: a data set holds a tag once (PS3.5 §7.1), so it is malformed, not two lists
+	// to merge.
+	refItem := func(inst string) []pt.Elem {
+		return []pt.Elem{pt.Str(pt.Tag(8, 0x1150), "UI", dicomuid.CTImageStorage), pt.Str(pt.Tag(8, 0x1155), "UI", inst)}
+	}
+	twice := pt.DataSet([]pt.Elem{pt.Str(pt.Tag(8, 0x1195), "UI", "1.2.3.99"),
+		pt.Seq(pt.Tag(8, 0x1199), false, refItem("1.2.3.4")), pt.Seq(pt.Tag(8, 0x1199), false, refItem("1.2.3.5"))}, false)
 	for name, tc := range map[string]struct {
 		h    *commitments.Handler
 		ds   []byte
 		code uint16
 	}{
+		"two Referenced SOP Sequences": {&commitments.Handler{Store: &records{put: map[string][]byte{}}, CanReport: func(string) bool { return true }}, twice, dimse.StatusInvalidArgumentValue},
 		"no report address": {&commitments.Handler{Store: &records{put: map[string][]byte{}}, CanReport: func(string) bool { return false }}, ds, dimse.StatusNotAuthorized},
 		"store down":        {&commitments.Handler{Store: &records{err: errors.New("disk full")}}, ds, dimse.StatusProcessingFailure},
 		"empty sequence":    {&commitments.Handler{Store: &records{put: map[string][]byte{}}}, ds[:20], dimse.StatusInvalidArgumentValue},
@@ -83,6 +92,9 @@ func TestServeCommitment(t *testing.T) {
 			}
 			if b, _ := json.Marshal(st); strings.Contains(string(b), "1.2.3.4") {
 				t.Errorf("status comment names an instance: %s", b)
+			}
+			if r, ok := tc.h.Store.(*records); ok && len(r.put) != 0 {
+				t.Errorf("refused request stored: %v", r.put)
 			}
 		})
 	}

@@ -23,7 +23,8 @@ const maxUI = 64
 // read past and ignored.
 //
 // A data set that is not a valid request fails with the dimse.Status to answer: 0115 (invalid argument value)
-// for one that cannot be read, or has no valid Transaction UID, no or an empty Referenced SOP Sequence, or an
+// for one that cannot be read (the reader's verdict: a repeated or out-of-order element too, two Referenced SOP
+// Sequences say, which are not one list to merge), or has no valid Transaction UID, no or an empty Referenced SOP Sequence, or an
 // item without a valid Referenced SOP Class and Instance UID; 0213 (resource limitation) past MaxRefs or the
 // reader's limits. A failure of r itself (the association broke) is returned wrapped, as it is.
 func ParseRequest(r io.Reader, transferSyntaxUID string) (*Request, error) {
