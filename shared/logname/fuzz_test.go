@@ -38,6 +38,26 @@ func FuzzRedact(f *testing.F) {
 	})
 }
 
+// FuzzURLUserInfo: a secret in user info is never shown by URL or Origin,
+// whatever it holds ("?", "#", "/", "@") and whatever follows it.
+func FuzzURLUserInfo(f *testing.F) {
+	f.Add("pa?ss", "hook.example/x?token=1")
+	f.Add("tok#en", "hook.example/y")
+	f.Add("p/w", "a@b.example/c?d@e")
+	f.Fuzz(func(t *testing.T, secret, rest string) {
+		const mark = "SECRET"
+		if strings.Contains(rest, mark) {
+			return
+		}
+		s := "https://user:" + mark + secret + "@" + rest
+		for _, got := range []string{URL(s), Origin(s)} {
+			if strings.Contains(got, mark) {
+				t.Fatalf("%q quoted as %q", s, got)
+			}
+		}
+	})
+}
+
 // FuzzURL: URL never panics and never keeps a query, a fragment or user
 // info (an "@" is the hidden user info's mark alone).
 func FuzzURL(f *testing.F) {

@@ -254,8 +254,13 @@ func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 // parse, or has no scheme, is cut as well. User info ends at the last "@"
 // before the query: one past a "/" may end user info whose password holds
 // a "/" (a base64 token, which url.Parse refuses, quoting it), so all
-// before it is hidden, marked "(not shown)@".
+// before it is hidden, marked "(not shown)@". An "@" past a "?" or "#"
+// cannot be placed (AmbiguousUserInfo): all but the scheme is hidden.
 func URL(s string) string {
+	if AmbiguousUserInfo(s) {
+		scheme, _ := splitScheme(s)
+		return scheme + "(not shown)"
+	}
 	if i := strings.IndexAny(s, "?#"); i >= 0 {
 		s = s[:i]
 	}
@@ -269,6 +274,17 @@ func URL(s string) string {
 		rest = "(not shown)@" + rest[at+1:]
 	}
 	return scheme + rest
+}
+
+// AmbiguousUserInfo reports whether s has an "@" after a "?" or "#":
+// user info holding one (a password "pa?ss", which url.Parse ends at the
+// "?", taking "pa" for a port or the user for the host) cannot be told
+// from a query or fragment holding an "@" ("?to=a@b"). Whichever it is,
+// what the other reading would show is secret, so URL shows neither, and
+// a setting taking such a URL refuses it (%40 writes an "@" in a query).
+func AmbiguousUserInfo(s string) bool {
+	q := strings.IndexAny(s, "?#")
+	return q >= 0 && strings.Contains(s[q:], "@")
 }
 
 // isScheme reports whether s is a URL scheme (RFC 3986 §3.1): a "://"

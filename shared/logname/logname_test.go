@@ -288,7 +288,13 @@ func TestURL(t *testing.T) {
 		"https://hook:pw/x@hook.example/y":      "https://(not shown)@hook.example/y",
 		"https://tok/en@hook.example/y?token=1": "https://(not shown)@hook.example/y",
 		"hook:pw/x@hook.example/y":              "(not shown)@hook.example/y",
-		"":                                      "",
+		// User info with a "?" or "#", or a query or fragment with an "@": which it is cannot be told.
+		"https://hook:pa?ss@hook.example/y":       "https://(not shown)",
+		"https://tok#en@hook.example/y?token=1":   "https://(not shown)",
+		"tls://feed:p?w#x@collector.example:6514": "tls://(not shown)",
+		"https://hook.example/x?to=a@b.example":   "https://(not shown)",
+		"hook:pa?ss@hook.example":                 "(not shown)",
+		"":                                        "",
 	} {
 		if got := URL(in); got != want {
 			t.Errorf("URL(%q) = %q, want %q", in, got, want)
@@ -321,6 +327,10 @@ func TestRedactURLAndWithoutPath(t *testing.T) {
 	_, parseErr := url.Parse("https://u:pw@hook.example/%zz?token=pw")
 	//lint:ignore SA1007 a URL that does not parse, on purpose
 	_, portErr := url.Parse("https://u:pw/x@hook.example/y")
+	//lint:ignore SA1007 a URL that does not parse, on purpose
+	_, queryErr := url.Parse("https://u:p?pw@hook.example/y")
+	// What the HTTP client says of a URL with a "?" in its password, which parses (host "tok", query "pw@…").
+	clientErr := &url.Error{Op: "Post", URL: "https://tok?pw@hook.example/y", Err: errors.New("no such host")}
 	_, openErr := os.Open("-----BEGIN PRIVATE KEY-----\npw\n-----END PRIVATE KEY-----")
 	tests := []struct {
 		name string
@@ -331,6 +341,9 @@ func TestRedactURLAndWithoutPath(t *testing.T) {
 		{"URL", RedactURL(parseErr, "https://u:pw@hook.example/%zz?token=pw"), parseErr, `parse "https://hook.example/%zz": invalid URL escape "%zz"`},
 		// url.Parse quotes the password as a port: the detail goes too.
 		{"URL with a slash in its password", RedactURL(portErr, "https://u:pw/x@hook.example/y"), portErr, `parse "https://(not shown)@hook.example/y": detail not shown`},
+		// A "?" in the password: url.Parse quotes "p" as a port; neither is shown, nor anything past the scheme.
+		{"URL with a ? in its password", RedactURL(queryErr, "https://u:p?pw@hook.example/y"), queryErr, `parse "https://(not shown)": detail not shown`},
+		{"client error, ? in the password", RedactURL(clientErr, "https://tok?pw@hook.example/y"), clientErr, `Post "https://(not shown)": no such host`},
 		{"path", WithoutPath(openErr), openErr, "open (the value given, not shown): no such file or directory"},
 	}
 	for _, tt := range tests {

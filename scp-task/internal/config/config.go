@@ -488,7 +488,12 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		errs = append(errs, err)
 	}
 	for _, w := range c.Webhooks {
-		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		switch u, err := url.Parse(w); {
+		case logname.AmbiguousUserInfo(w):
+			// A "?" or "#" before an "@": user info holding one parses as a host and a query (so a token's head
+			// would be dialled and named in the client's errors); a query holding an "@" cannot be told from it.
+			errs = append(errs, fmt.Errorf("%s: %q has an \"@\" after a \"?\" or \"#\": percent-encode them in user info (%%3F, %%23) or in the query (%%40)", subject("webhook"), logname.Origin(w)))
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 			// Quoted without user info and query: a webhook's token.
 			errs = append(errs, fmt.Errorf("%s: %q is not an http(s) URL", subject("webhook"), logname.Origin(w)))
 		}

@@ -471,6 +471,11 @@ func TestBadSettingKeepsSecrets(t *testing.T) {
 		{"webhook not http", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hook:" + secret + "@hooks.example/x?token=" + secret}, `WEBHOOKS (or --webhook): "ftp://hooks.example/…" is not an http(s) URL`},
 		{"webhook with a slash in its password", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "https://hook:" + secret + "/x@hooks.example/y"}, "is not an http(s) URL"},
 		{"collector with a slash in its password", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "/x@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, "SCP_AUDIT_SYSLOG (or --audit-syslog)"},
+		// A "?" or "#" in user info: url.Parse takes what precedes it for the host (or a port), the rest for a query.
+		{"webhook with a ? in its user info", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "https://tok?" + secret + "@hooks.example/y"}, `WEBHOOKS (or --webhook): "https://(not shown)" has an "@" after a "?" or "#"`},
+		{"webhook with a # in its password", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "https://hook:pa#" + secret + "@hooks.example/y"}, `"https://(not shown)" has an "@"`},
+		{"collector with a ? in its password", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:pa?" + secret + "@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, "SCP_AUDIT_SYSLOG (or --audit-syslog)"},
+		{"store with a ? in its password", map[string]string{"SCP_STORE": "s3://key:pa?" + secret + "@bucket/prefix"}, "SCP_STORE (or --store)"},
 		{"webhook with a token in its path", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "ftp://hooks.slack.example/services/T0/B0/" + secret}, `"ftp://hooks.slack.example/…" is not an http(s) URL`},
 		{"webhook without a scheme", map[string]string{"SCP_LOCAL": "true", "WEBHOOKS": "hook:" + secret + "@hooks.example/x?token=" + secret}, "is not an http(s) URL"},
 		{"collector with user info", map[string]string{"SCP_AUDIT_SYSLOG": "tls://feed:" + secret + "@collector.example:6514", "SCP_AUDIT_SYSLOG_CA": filepath.Join(dir, "ca.pem")}, `"tls://collector.example:6514"`},
