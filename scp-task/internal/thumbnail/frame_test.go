@@ -339,9 +339,9 @@ func TestRenderDeflatedBomb(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			obj := imageHeader(tsDeflatedLE, 8, 8, "1", pipelinetest.Elem{Tag: tag(0x0009, 0x1010), VR: "OB"})
+			obj := imageHeader(tsDeflatedLE, 8, 8, "1", pipelinetest.Elem{Tag: tag(0x0029, 0x1010), VR: "OB"})
 			obj = append(obj, 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 64, 0, 0, 0)
-			obj = pipelinetest.DeflatedBlank(append(obj, make([]byte, 64)...), tag(0x0009, 0x1010), tt.blank)
+			obj = pipelinetest.DeflatedBlank(append(obj, make([]byte, 64)...), tag(0x0029, 0x1010), tt.blank)
 			_, err := Render(bytes.NewReader(obj), int64(len(obj)), 32)
 			if tt.wantErr == nil {
 				if err != nil {
