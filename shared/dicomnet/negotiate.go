@@ -58,8 +58,9 @@ type Negotiation struct {
 //     not stored: Explicit VR LE, else Implicit VR LE, nothing else.
 //   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
 //     §7.1.1.13), and the server aborts it as an invalid PDU.
-//   - Roles (54): answered only for SOP classes proposed in an accepted context, never widening the proposal: the
-//     requestor may be SCU if it asked; we never take the SCU role (SCP role for the requestor is answered 0).
+//   - Roles (54): answered only for SOP classes proposed in an accepted context, once per class, never widening the
+//     proposal: the requestor may be SCU if it asked (in every item it sent for the class); we never take the SCU
+//     role (SCP role for the requestor is answered 0).
 //   - Async operations window (53): answered 1/1 (no asynchronous operations) when proposed.
 func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	var n Negotiation
@@ -98,19 +99,29 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	}
 	slices.SortFunc(n.Results, func(a, b pdu.PresentationContextAC) int { return int(a.ID) - int(b.ID) })
 	slices.SortFunc(n.Accepted, func(a, b AcceptedContext) int { return int(a.ID) - int(b.ID) })
-	answered := map[string]bool{}
+	// PS3.7 D.3.3.4 allows one item per SOP class; a requestor may send more (one per presentation context of the
+	// class), which may disagree. Each class is answered once, in the order first proposed, and keeps the SCU role
+	// only if every item of it proposed that role: never a role one of them turned down, whichever came first.
+	var classes []string
+	scuAsked := map[string]bool{}
 	for _, r := range rq.UserInformation.RoleSelections {
-		if !accepted[r.SOPClassUID] || answered[r.SOPClassUID] {
+		if !accepted[r.SOPClassUID] {
 			continue
 		}
-		answered[r.SOPClassUID] = true
+		asked, seen := scuAsked[r.SOPClassUID]
+		if !seen {
+			classes, asked = append(classes, r.SOPClassUID), true
+		}
+		scuAsked[r.SOPClassUID] = asked && r.SCU != 0
+	}
+	for _, uid := range classes {
 		scu := byte(0)
-		if r.SCU != 0 {
+		if scuAsked[uid] {
 			scu = 1
 		}
-		n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: r.SOPClassUID, SCU: scu, SCP: 0})
+		n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: scu, SCP: 0})
 		for i := range n.Accepted {
-			if n.Accepted[i].AbstractSyntax == r.SOPClassUID {
+			if n.Accepted[i].AbstractSyntax == uid {
 				n.Accepted[i].RequestorSCU = scu == 1
 			}
 		}

@@ -129,6 +129,42 @@ func TestNegotiateOrderRolesAsync(t *testing.T) {
 	}
 }
 
+// TestNegotiateRoleSelectionTwice: items proposed twice for one SOP class (PS3.7 D.3.3.4 allows one) are answered
+// once, and the SCU role is kept only if every item proposed it: the first one no longer decides alone.
+func TestNegotiateRoleSelectionTwice(t *testing.T) {
+	ct, impl := dicomuid.CTImageStorage, dicomuid.ImplicitVRLittleEndian
+	tests := []struct {
+		name    string
+		scu     []byte // of each item, in order
+		wantSCU byte
+	}{
+		{"the same twice", []byte{1, 1}, 1},
+		{"SCU, then not", []byte{1, 0}, 0},
+		{"not, then SCU", []byte{0, 1}, 0},
+		{"three, one not", []byte{1, 1, 0}, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rq := &pdu.AssociateRQ{PresentationContexts: []pdu.PresentationContextRQ{
+				{ID: 1, AbstractSyntax: ct, TransferSyntaxes: []string{impl}},
+				{ID: 3, AbstractSyntax: ct, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}},
+			}}
+			for _, scu := range tc.scu {
+				rq.UserInformation.RoleSelections = append(rq.UserInformation.RoleSelections, pdu.RoleSelection{SOPClassUID: ct, SCU: scu, SCP: 1})
+			}
+			n := Negotiate(rq, NegotiationOptions{})
+			if d := cmp.Diff([]pdu.RoleSelection{{SOPClassUID: ct, SCU: tc.wantSCU, SCP: 0}}, n.Roles); d != "" {
+				t.Errorf("roles (-want +got):\n%s", d)
+			}
+			for _, pc := range n.Accepted {
+				if pc.RequestorSCU != (tc.wantSCU == 1) || pc.RequestorSCP {
+					t.Errorf("context %d: requestor SCU %v, SCP %v", pc.ID, pc.RequestorSCU, pc.RequestorSCP)
+				}
+			}
+		})
+	}
+}
+
 // TestNegotiateStorageCommitment: with StorageCommitment the class is accepted in a syntax we read ourselves
 // (Explicit, else Implicit VR Little Endian) with the requestor as SCU; the SCP role it may ask for in role
 // selection is turned down, so we stay the class's SCP (the side that sends N-EVENT-REPORT).
