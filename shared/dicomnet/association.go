@@ -267,6 +267,17 @@ func (a *association) step(rx rxEvent) rxEvent {
 		}
 	case ae8:
 		a.srv.observe(Event{Type: EventRejected, Association: &a.info, Reject: a.rj, Err: a.rejectBy})
+	case aa2:
+		// ARTIM expired: no A-ASSOCIATE-RQ in time (as many as a peer can connect, so limited), or the peer did
+		// not close after the association ended (logged then). It went unlogged: a connection held open without a
+		// request was dropped without a word.
+		switch {
+		case rx.ev != evt18:
+		case prev == sta2:
+			a.srv.preAssociationLog.log(a.log, slog.LevelInfo, "dicomnet: connection closed", "err", rx.err, "state", prev.String())
+		default:
+			a.log.Debug("dicomnet: connection closed", "err", rx.err, "state", prev.String())
+		}
 	case dt2: // P-DATA indication
 		return a.onPData()
 	case ar2:
@@ -476,6 +487,9 @@ func (a *association) write(b []byte) error {
 		}
 	}
 	if _, err := a.nc.Write(b); err != nil {
+		if wt := a.srv.writeTimeout(); wt > 0 && isTimeout(err) && !a.outsideAbort.Load() {
+			err = expired("write deadline", wt, err)
+		}
 		return fmt.Errorf("dicomnet: write: %w", err)
 	}
 	return nil

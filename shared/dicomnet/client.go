@@ -650,6 +650,9 @@ func (a *ClientAssociation) write(b []byte) error {
 		}
 	}
 	_, err := a.nc.Write(b)
+	if wt := a.cfg.writeTimeout(); err != nil && wt > 0 && isTimeout(err) {
+		err = expired("write deadline", wt, err)
+	}
 	return err
 }
 

@@ -255,17 +255,28 @@ func (a *association) readErrEvent(err error) rxEvent {
 	if errors.Is(err, ErrProgressDeadline) {
 		return rxEvent{ev: evt15, err: err} // a local abort (AA-1)
 	}
-	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() {
+	if isTimeout(err) {
 		if a.artimOn {
-			return rxEvent{ev: evt18, err: fmt.Errorf("dicomnet: ARTIM expired: %w", err)}
+			return rxEvent{ev: evt18, err: fmt.Errorf("dicomnet: %w", expired("ARTIM", a.srv.artim(), err))}
 		}
-		return rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: idle timeout: %w", err)}
+		return rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: %w", expired("idle timeout", a.srv.idleTimeout(), err))}
 	}
 	if a.outsideAbort.Load() {
 		return rxEvent{ev: evt17, err: errors.New("dicomnet: aborted by server")}
 	}
 	return rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: connection closed: %w", err)}
+}
+
+// isTimeout reports whether err is a socket deadline's.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// expired is err, a socket deadline's, saying which of our timers set it and for how long, so that a log line
+// and an audit record tell ARTIM from the idle timeout and the write deadline ("i/o timeout" alone does not).
+func expired(timer string, d time.Duration, err error) error {
+	return fmt.Errorf("%s (%v) expired: %w", timer, d, err)
 }
 
 // readFailed is the event a failed read of the stream stands for (timeout, closed connection, server abort).

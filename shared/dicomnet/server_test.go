@@ -881,8 +881,14 @@ func TestBrokenTransfers(t *testing.T) {
 
 func TestTimeouts(t *testing.T) {
 	t.Run("ARTIM before RQ", func(t *testing.T) {
-		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond})
+		var logs testenv.LogBuffer
+		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		p.ExpectClosed() // nothing sent, socket closed
+		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "ARTIM (100ms) expired"); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("logs do not name ARTIM:\n%s", logs.String())
+			}
+		}
 	})
 	t.Run("ARTIM after release", func(t *testing.T) {
 		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond})
@@ -897,8 +903,8 @@ func TestTimeouts(t *testing.T) {
 		p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 		p.ExpectAbort(0, 0)
 		p.ExpectClosed()
-		if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal {
-			t.Errorf("%+v", ev)
+		if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal || ev.Err == nil || !strings.Contains(ev.Err.Error(), "idle timeout (100ms) expired") {
+			t.Errorf("%+v: the error does not name the idle timeout", ev)
 		}
 		waitActive(t, srv.Server, 0)
 	})
@@ -914,7 +920,8 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("write", func(t *testing.T) {
 		// Over net.Pipe a write blocks until the peer reads: a peer that never reads trips the write timeout.
-		s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond}
+		var logs testenv.LogBuffer
+		s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 		c1, c2 := net.Pipe()
 		done := make(chan struct{})
 		go func() { s.ServeConn(context.Background(), c1); close(done) }()
@@ -926,6 +933,10 @@ func TestTimeouts(t *testing.T) {
 			t.Fatal("ServeConn still blocked on a write")
 		}
 		c2.Close()
+		// The log line says which timer fired, not "i/o timeout" alone.
+		if !strings.Contains(logs.String(), "write deadline (50ms) expired") {
+			t.Errorf("logs do not name the write deadline:\n%s", logs.String())
+		}
 	})
 	t.Run("slow handler does not trip idle timeout", func(t *testing.T) {
 		s := &dicomnet.Server{IdleTimeout: 100 * time.Millisecond, Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
