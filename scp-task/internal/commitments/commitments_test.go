@@ -80,9 +80,9 @@ func TestServeCommitment(t *testing.T) {
 		code uint16
 	}{
 		"two Referenced SOP Sequences": {&commitments.Handler{Store: &records{put: map[string][]byte{}}, CanReport: func(string) bool { return true }}, twice, dimse.StatusInvalidArgumentValue},
-		"no report address": {&commitments.Handler{Store: &records{put: map[string][]byte{}}, CanReport: func(string) bool { return false }}, ds, dimse.StatusNotAuthorized},
-		"store down":        {&commitments.Handler{Store: &records{err: errors.New("disk full")}}, ds, dimse.StatusProcessingFailure},
-		"empty sequence":    {&commitments.Handler{Store: &records{put: map[string][]byte{}}}, ds[:20], dimse.StatusInvalidArgumentValue},
+		"no report address":            {&commitments.Handler{Store: &records{put: map[string][]byte{}}, CanReport: func(string) bool { return false }}, ds, dimse.StatusNotAuthorized},
+		"store down":                   {&commitments.Handler{Store: &records{err: errors.New("disk full")}}, ds, dimse.StatusProcessingFailure},
+		"empty sequence":               {&commitments.Handler{Store: &records{put: map[string][]byte{}}}, ds[:20], dimse.StatusInvalidArgumentValue},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := tc.h.ServeCommitment(context.Background(), request("ab12-3"), bytes.NewReader(tc.ds))
