@@ -28,21 +28,58 @@ func trickle(p *dicomnettest.Parrot, b []byte, interval time.Duration) {
 	}
 }
 
+// emptyFragments writes b, P-DATA-TFs of empty fragments, every 10 ms until a write fails or stop is closed.
+func emptyFragments(p *dicomnettest.Parrot, b []byte, stop <-chan struct{}) {
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+		if p.Conn.SetWriteDeadline(time.Now().Add(time.Second)) != nil {
+			return
+		}
+		if _, err := p.Conn.Write(b); err != nil {
+			return
+		}
+	}
+}
+
 // TestProgressDeadline: a peer that trickles a message a byte at a time is aborted once a progress window passes
 // with fewer than MinProgressBytes, whether it trickles a data set or a new message; the abort is an
 // EventAborted with ErrProgressDeadline (what the audit trail records), and a handler's reader fails with
-// ErrIncomplete, so nothing is stored.
+// ErrIncomplete, so nothing is stored. So is a peer that holds a message open with empty fragments (P-DATA-TFs
+// whose PDVs carry no byte of the message, none the last: PS3.8 E.1 does not make them invalid, an empty fragment
+// being even): it brings ten times MinProgressBytes of PDUs in each window, all of them framing, which is not
+// progress; before, it held the message open until MaxMessageTime (2 h).
 func TestProgressDeadline(t *testing.T) {
 	dataPDU, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.PDV(3, pdu.ControlLast, pattern(2000))}})
 	echoPDU, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(2))}})
+	empty := func(control byte) []byte {
+		pdvs := make([]pdu.PDV, 16)
+		for i := range pdvs {
+			pdvs[i] = dicomnettest.PDV(3, control, nil)
+		}
+		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: pdvs}) // 102 bytes, none of them the message's
+		return b
+	}
+	trickled := func(b []byte) func(*dicomnettest.Parrot, <-chan struct{}) {
+		return func(p *dicomnettest.Parrot, _ <-chan struct{}) { trickle(p, b, 20*time.Millisecond) }
+	}
+	emptied := func(b []byte) func(*dicomnettest.Parrot, <-chan struct{}) {
+		return func(p *dicomnettest.Parrot, stop <-chan struct{}) { emptyFragments(p, b, stop) }
+	}
+	storeStarted := func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1))) }
 	tests := []struct {
-		name    string
-		start   func(p *dicomnettest.Parrot) // before the trickle
-		trickle []byte
-		store   bool // a C-STORE is in progress when the abort comes
+		name  string
+		start func(p *dicomnettest.Parrot) // before the feed
+		feed  func(p *dicomnettest.Parrot, stop <-chan struct{})
+		store bool // a C-STORE is in progress when the abort comes
 	}{
-		{"data set", func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1))) }, dataPDU, true},
-		{"new message", func(p *dicomnettest.Parrot) {}, echoPDU, false},
+		{"data set", storeStarted, trickled(dataPDU), true},
+		{"new message", func(p *dicomnettest.Parrot) {}, trickled(echoPDU), false},
+		{"empty data set fragments", storeStarted, emptied(empty(0)), true},
+		{"empty command fragments", func(p *dicomnettest.Parrot) {}, emptied(empty(pdu.ControlCommand)), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -52,7 +89,9 @@ func TestProgressDeadline(t *testing.T) {
 				ProgressWindow: 300 * time.Millisecond, MinProgressBytes: 1024})
 			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 			tc.start(p)
-			go trickle(p, tc.trickle, 20*time.Millisecond)
+			stop := make(chan struct{})
+			defer close(stop)
+			go tc.feed(p, stop)
 			p.ExpectAbort(0, 0) // AA-1, within the parrot's 5 s
 			ev := rec.waitFor(t, dicomnet.EventAborted)
 			if !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
@@ -187,68 +226,6 @@ func TestProgressDeadlineCoversBufferedStart(t *testing.T) {
 			p.ExpectAbort(0, 0) // AA-1 within the parrot's 5 s, not the idle timeout's minute
 			if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
 				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
-			}
-			waitActive(t, srv.Server, 0)
-		})
-	}
-}
-
-// TestProgressDeadlineEmptyFragments: a peer that holds a message open with empty fragments (a P-DATA-TF whose
-// PDVs carry no byte of the message, none of them the last) brings far more than MinProgressBytes of PDUs in each
-// window, all of it framing: it makes no progress and is aborted as a trickling peer is, in the command set or
-// in the data set. PS3.8 E.1 does not make an empty fragment invalid (it is even), so it is not refused as such.
-func TestProgressDeadlineEmptyFragments(t *testing.T) {
-	empty := func(control byte) []byte {
-		pdvs := make([]pdu.PDV, 16)
-		for i := range pdvs {
-			pdvs[i] = dicomnettest.PDV(3, control, nil)
-		}
-		b, _ := pdu.Encode(&pdu.PDataTF{PDVs: pdvs}) // 102 bytes, none of them the message's
-		return b
-	}
-	tests := []struct {
-		name  string
-		start func(p *dicomnettest.Parrot)
-		empty []byte
-		store bool
-	}{
-		{"data set", func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1))) }, empty(0), true},
-		{"command set", func(p *dicomnettest.Parrot) {}, empty(pdu.ControlCommand), false},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := newRecorder()
-			ch := make(chan result, 1)
-			p, srv := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec, ARTIMTimeout: 100 * time.Millisecond,
-				ProgressWindow: 300 * time.Millisecond, MinProgressBytes: 64})
-			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
-			tc.start(p)
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() { // about 1 KiB of empty fragments every 100 ms, until the abort
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(10 * time.Millisecond):
-					}
-					if p.Conn.SetWriteDeadline(time.Now().Add(time.Second)) != nil {
-						return
-					}
-					if _, err := p.Conn.Write(tc.empty); err != nil {
-						return
-					}
-				}
-			}()
-			p.ExpectAbort(0, 0) // AA-1, within the parrot's 5 s
-			ev := rec.waitFor(t, dicomnet.EventAborted)
-			if !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
-				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
-			}
-			if tc.store {
-				if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
-					t.Errorf("handler read error %v, want ErrIncomplete", r.err)
-				}
 			}
 			waitActive(t, srv.Server, 0)
 		})
