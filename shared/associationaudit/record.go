@@ -87,7 +87,7 @@ type Record struct {
 	AbortSource    *int   `json:"abortSource,omitempty"`
 	AbortReason    *int   `json:"abortReason,omitempty"`
 	Reason         string `json:"reason,omitempty"`
-	Status         string `json:"status,omitempty"` // DIMSE status, 4 hex digits, for store-failed and commitment-refused
+	Status         string `json:"status,omitempty"` // DIMSE status answered, 4 hex digits, for store-failed (none when the association ended mid-object) and commitment-refused
 	SOPClassUID    string `json:"sopClassUid,omitempty"`
 	SOPInstanceUID string `json:"sopInstanceUid,omitempty"`
 	// StudyInstanceUID and SeriesInstanceUID, on store-failed, are those

@@ -177,7 +177,12 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		}
 	case associationaudit.EventStoreFailed:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
-		if r.Status != "" {
+		switch r.Status {
+		case "", "0000":
+			// Cut short by the association's end: the sender was answered
+			// nothing (records written before said status 0000).
+			rec.Reason = storeNotAnswered + r.Reason
+		default:
 			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
 		}
 	case associationaudit.EventDuplicate:
@@ -351,6 +356,11 @@ var codeIdenticalResend = localCode("identical-resend", "Identical resend of an 
 // key holds UIDs, and the reason is projected where the trail promises no
 // patient data (the byCallingAe and byDay indexes). The record's
 // heldObjectKey names it.
+// storeNotAnswered begins the reason of a store-failed record whose C-STORE
+// the association's end cut short: the sender got no response, so the
+// record has no DIMSE status to name.
+const storeNotAnswered = "C-STORE not answered (the association ended before its data set did): "
+
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 
 // resentQuarantinedReason is the reason of a duplicate record whose held

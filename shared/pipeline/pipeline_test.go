@@ -1022,6 +1022,32 @@ func processAuditRecord(t *testing.T, r associationaudit.Record, times int) (*pt
 	return f, recs[0]
 }
 
+// TestStoreFailedReason: a store-failed record says what the sender was
+// answered: the failure status it got, or, for a C-STORE the association's
+// end cut short, that it got none (records written before named that one
+// status 0000, the success it was not).
+func TestStoreFailedReason(t *testing.T) {
+	at := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name, status, reason, want string
+	}{
+		{"failure status", "A700", "storage failed, please retry", "C-STORE status A700: storage failed, please retry"},
+		{"cut short", "", "dicomnet: data set incomplete: dicomnet: connection closed: EOF",
+			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF"},
+		{"cut short, written before", "0000", "dicomnet: data set incomplete: dicomnet: connection closed: EOF",
+			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: tt.status, Reason: tt.reason, SOPInstanceUID: sop1,
+				SOPClassUID: pt.CTStorage, Time: at, AssociationID: "assoc7", CallingAE: "LOCAL_AE", CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 2}
+			_, got := processAuditRecord(t, r, 2)
+			if got.Reason != tt.want || got.EventOutcome != 8 {
+				t.Errorf("reason %q, outcome %d; want %q, 8", got.Reason, got.EventOutcome, tt.want)
+			}
+		})
+	}
+}
+
 func TestProcessAuditRecord(t *testing.T) {
 	at := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
 	tests := []struct {

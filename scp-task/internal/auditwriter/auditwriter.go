@@ -557,7 +557,12 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r = associationaudit.Duplicate(r, ev.SOPClassUID, ev.SOPInstanceUID, held.StudyInstanceUID, held.SeriesInstanceUID, held.Key)
 	case dicomnet.EventStoreFailed:
 		r.Event = associationaudit.EventStoreFailed
-		r.Status = fmt.Sprintf("%04X", ev.Status)
+		// A C-STORE cut short by the association's end (its data set
+		// never completed) was answered nothing: no status, rather than
+		// "0000", which the trail would read as the success it was not.
+		if ev.Status != 0 {
+			r.Status = fmt.Sprintf("%04X", ev.Status)
+		}
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
 		var named *ingest.ObjectRefused
 		if errors.As(ev.Err, &named) {

@@ -114,6 +114,43 @@ func TestRecordsForEveryEvent(t *testing.T) {
 	}
 }
 
+// TestStoreFailedStatus: a store-failed record's status is the failure
+// status the sender was answered, and none for a C-STORE the association's
+// end cut short, which was answered nothing (it was written "0000").
+func TestStoreFailedStatus(t *testing.T) {
+	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
+	for _, tt := range []struct {
+		name   string
+		status uint16
+		err    error
+		want   string
+	}{
+		{"answered A700", 0xA700, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}, "A700"},
+		{"cut short", 0, errors.New("dicomnet: data set incomplete: dicomnet: connection closed: EOF"), ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			store := &recordStore{got: map[string]associationaudit.Record{}}
+			w, err := New(store, Options{MaxBackoff: 10 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventStoreFailed, Time: time.Now(), Association: info, Status: tt.status,
+				SOPClassUID: "1.2", SOPInstanceUID: "1.2.3", Err: tt.err})
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if len(store.got) != 1 {
+				t.Fatalf("records: %v", store.got)
+			}
+			for _, r := range store.got {
+				if r.Event != associationaudit.EventStoreFailed || r.Status != tt.want || r.Reason != tt.err.Error() {
+					t.Errorf("record = %+v, want status %q", r, tt.want)
+				}
+			}
+		})
+	}
+}
+
 func (s *recordStore) setDown(down bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
