@@ -186,6 +186,11 @@ func TestAuditQueryBounds(t *testing.T) {
 		{"to year 1000", time.Time{}, far(1000), 0},
 		{"from year 9999", far(9999), time.Time{}, 0},
 		{"from 1600 to 2500", far(1600), far(2500), 2},
+		// Both bounds inclusive, as the portal's from and to are: an
+		// auditor's range ending at a record's time has that record.
+		{"to the first record's time", time.Time{}, t0, 1},
+		{"from the second record's time", t0.Add(time.Hour), time.Time{}, 1},
+		{"from and to one record's time", t0, t0, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -112,7 +112,7 @@ type AuditQuery struct {
 	CallingAE        string
 	Day              string    // yyyy-mm-dd (UTC)
 	Outcome          string    // filter on AuditRecord.Outcome
-	From, To         time.Time // From inclusive, To exclusive; zero: open
+	From, To         time.Time // both inclusive; zero: open
 	Limit            int       // 0: adapter default (100)
 	Cursor           string    // from a previous AuditPage.Next
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -151,5 +152,29 @@ func TestRepeatedParameterRefused(t *testing.T) {
 		if code != 400 || !strings.Contains(body, "is one value, given once") {
 			t.Errorf("%s: %d %.300s, want 400: one value, given once", path, code, body)
 		}
+	}
+}
+
+// TestAuditTimeBounds: /api/audit's from and to are inclusive, and a date
+// alone is the whole UTC day: from its first instant, to its last (the
+// stores compare inclusively, so to=2026-01-02 has that day's last
+// nanosecond and nothing of the next day).
+func TestAuditTimeBounds(t *testing.T) {
+	for _, tt := range []struct {
+		name, value string
+		end         bool
+		want        time.Time
+	}{
+		{"from a date", "2026-01-02", false, time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC)},
+		{"to a date", "2026-01-02", true, time.Date(2026, 1, 2, 23, 59, 59, 999999999, time.UTC)},
+		{"to a time", "2026-01-02T10:00:00.5Z", true, time.Date(2026, 1, 2, 10, 0, 0, 500000000, time.UTC)},
+		{"to a time without zone", "2026-01-02T10:00", true, time.Date(2026, 1, 2, 10, 0, 0, 0, time.UTC)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newParams(url.Values{"t": {tt.value}})
+			if got := p.time("t", tt.end); !got.Equal(tt.want) || p.err() != nil {
+				t.Errorf("%s = %v (%v), want %v", tt.value, got, p.err(), tt.want)
+			}
+		})
 	}
 }
