@@ -115,10 +115,14 @@ type Kit struct {
 	// CustomerGatewayIP is the site edge's public address and IKE identity.
 	CustomerGatewayIP string
 	VPNConnectionID   string
-	Tunnels           []Tunnel
-	Routing           Routing
-	IKEProposals      []string
-	ESPProposals      []string
+	// PSKOutput is the stack output the tunnels' secret ARNs were read
+	// from (OutVPNPSK<site>, or OutPSKSecretARN<site> where a deployment
+	// gives that instead), which the kit and its errors name.
+	PSKOutput    string
+	Tunnels      []Tunnel
+	Routing      Routing
+	IKEProposals []string
+	ESPProposals []string
 	// BGPASN is the site's ASN, zero for static routing.
 	BGPASN int64
 	// HasPSKs reports whether the secrets file holds real keys.
@@ -296,9 +300,13 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		missing(OutVPNConnection+site.Name, "")
 	}
 	var arns []string
-	if v, ok := first(OutVPNPSK+site.Name, OutPSKSecretARN+site.Name); ok {
-		arns = splitList(v)
-	} else {
+	for _, key := range []string{OutVPNPSK + site.Name, OutPSKSecretARN + site.Name} {
+		if v, ok := first(key); ok {
+			arns, k.PSKOutput = splitList(v), key
+			break
+		}
+	}
+	if k.PSKOutput == "" {
 		missing(OutVPNPSK+site.Name, "")
 	}
 	endpoints := opts.TunnelEndpoints
@@ -429,8 +437,8 @@ func (k *Kit) validate() []error {
 			// The kit's fetch command and -show-secrets read the secret in
 			// its ARN's region: without one, in whatever region the
 			// caller's AWS configuration defaults to.
-			bad("tunnel %d PSK secret ARN %q (stack output %s%s): not a secret's ARN with its region (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>), which the kit's fetch command and -show-secrets read the secret in",
-				t.Number, arn, OutVPNPSK, k.Site)
+			bad("tunnel %d PSK secret ARN %q (stack output %s): not a secret's ARN with its region (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>), which the kit's fetch command and -show-secrets read the secret in",
+				t.Number, arn, k.PSKOutput)
 		}
 		if strings.ContainsAny(t.psk, "\"\\\n\r") {
 			bad("tunnel %d pre-shared key contains a quote, backslash or newline", t.Number)

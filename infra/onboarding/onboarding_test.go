@@ -1168,6 +1168,7 @@ func TestPSKSecretARNNeedsARegion(t *testing.T) {
 	const good = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel1Psk-AbCdEf"
 	for _, tc := range []struct {
 		name, psk string
+		output    string // the output holding psk: VpnPsk<site> when ""
 		wantErr   string // "" when the kit builds
 		region    string // the fetch commands' when it does
 	}{
@@ -1179,9 +1180,18 @@ func TestPSKSecretARNNeedsARegion(t *testing.T) {
 			wantErr: `tunnel 1 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
 		{name: "cut short", psk: "arn:aws:secretsmanager " + good,
 			wantErr: `tunnel 1 PSK secret ARN "arn:aws:secretsmanager" (stack output VpnPskexample-hospital)`},
+		// A deployment giving PskSecretArn<site> in its place: the error
+		// names that output, not the VpnPsk<site> it does not have.
+		{name: "PskSecretArn's name", output: OutPSKSecretARN, psk: "dicom-ingest/dev/vpn/example-hospital",
+			wantErr: `tunnel 1 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output PskSecretArnexample-hospital): not a secret's ARN with its region`},
+		{name: "PskSecretArn with its region", output: OutPSKSecretARN, psk: good, region: "eu-west-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := withOutput(outs, OutVPNPSK+"examplehospital", tc.psk)
+			if tc.output != "" {
+				o = withOutput(outs, tc.output+"examplehospital", tc.psk)
+				delete(o.byNorm, normKey(OutVPNPSK+"examplehospital"))
+			}
 			opts := exampleOpts(t, o, "example-hospital")
 			if tc.wantErr != "" {
 				_, err := Build(env, "example-hospital", o, opts)

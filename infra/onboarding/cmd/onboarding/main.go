@@ -142,8 +142,8 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 			for _, n := range missing {
 				tunnels = append(tunnels, fmt.Sprintf("tunnel %d", n))
 			}
-			return fmt.Errorf("-show-secrets: no pre-shared key secret for %s: the stack output %s%s names none, so there is nothing to fetch (the kit made without -show-secrets says so)",
-				strings.Join(tunnels, " and "), onboarding.OutVPNPSK, *site)
+			return fmt.Errorf("-show-secrets: no pre-shared key secret for %s: the stack output %s names none, so there is nothing to fetch (the kit made without -show-secrets says so)",
+				strings.Join(tunnels, " and "), kit.PSKOutput)
 		}
 		// Each secret once: a site's two tunnels may share one.
 		opts.PSKs = map[int]string{}

@@ -293,21 +293,28 @@ func TestShowSecretsWithoutASecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var doc map[string]map[string]string
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		t.Fatal(err)
-	}
-	doc["DicomIngest-dev"]["VpnPskexamplehospital"] = " , "
-	b, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	outputs := filepath.Join(t.TempDir(), "outputs.json")
-	if err := os.WriteFile(outputs, b, 0o644); err != nil {
-		t.Fatal(err)
+	// outputsWith writes the example's outputs with the site's secret ARNs
+	// under key, holding separators alone.
+	outputsWith := func(t *testing.T, key string) string {
+		var doc map[string]map[string]string
+		if err := json.Unmarshal(raw, &doc); err != nil {
+			t.Fatal(err)
+		}
+		delete(doc["DicomIngest-dev"], "VpnPskexamplehospital")
+		doc["DicomIngest-dev"][key] = " , "
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outputs := filepath.Join(t.TempDir(), "outputs.json")
+		if err := os.WriteFile(outputs, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return outputs
 	}
 	for _, tc := range []struct {
 		name    string
+		output  string // the output key naming no secret: VpnPsk<site> when ""
 		args    []string
 		wantErr string
 		// In the kit's secrets file and README when it is written.
@@ -320,8 +327,20 @@ func TestShowSecretsWithoutASecret(t *testing.T) {
 		}, readme: []string{"| Tunnel 1 pre-shared key | no secret: the stack outputs (`VpnPskexample-hospital`) name none; ask us for it |"}},
 		{name: "show secrets", args: []string{"-show-secrets"},
 			wantErr: "-show-secrets: no pre-shared key secret for tunnel 1 and tunnel 2: the stack output VpnPskexample-hospital names none"},
+		// A deployment giving PskSecretArn<site> in its place: the kit and
+		// the error name that output, not the VpnPsk<site> it lacks.
+		{name: "PskSecretArn kit", output: "PskSecretArnexamplehospital", secrets: []string{
+			"# Tunnel 1 has no secret: the stack outputs (PskSecretArnexample-hospital) name none for its key",
+		}, readme: []string{"| Tunnel 2 pre-shared key | no secret: the stack outputs (`PskSecretArnexample-hospital`) name none; ask us for it |"}},
+		{name: "PskSecretArn show secrets", output: "PskSecretArnexamplehospital", args: []string{"-show-secrets"},
+			wantErr: "-show-secrets: no pre-shared key secret for tunnel 1 and tunnel 2: the stack output PskSecretArnexample-hospital names none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			key := tc.output
+			if key == "" {
+				key = "VpnPskexamplehospital"
+			}
+			outputs := outputsWith(t, key)
 			out := t.TempDir()
 			args := append([]string{"-env", "dev", "-site", "example-hospital", "-config-dir", testConfigDir, "-outputs", outputs, "-out", out,
 				"-vpn-connections", testVPNs, "-nlb-addresses", "10.20.1.10,10.20.2.10"}, tc.args...)
