@@ -44,7 +44,7 @@ type Batch struct {
 	// failed and the records dropped as unrenderable.
 	Metrics *Metrics
 	// Delivered, when set, runs once the collector confirmed the batch (or
-	// the batch had no message to send), before its unsendable records are
+	// the batch had no message to send) and its unsendable records are
 	// logged: an outbox marks its entries delivered there. Its error fails
 	// the batch, which is sent again, as a failed send does (without
 	// counting a send failure).
@@ -65,16 +65,23 @@ type unsendable struct {
 	panic *panicvalue.Panic
 }
 
-// Send renders every item, passes over those that can never be sent,
+// Send renders every item, passes over those that can never be sent and
 // sends the others' messages in one confirmed exchange (none when there
-// are none) and runs Delivered. Only then, once both succeeded, it logs
-// each record passed over, once: its rendering's panic first (PanicLog,
-// with the stack of when it panicked) when it panicked, then UnsendableLog
-// by its Name, each counted dropped. A batch that fails is rendered again
-// at its next try (the Feeder's backoff, Lambda's retry): logged at each
-// try, one record's panic and skip were repeated, and counted, once per
-// try. A send that panics (a bug in the sender) is logged at once, at
-// each try: it is that try's failure, as a send's error is.
+// are none). Only once the collector confirmed them it logs each record
+// passed over: its rendering's panic first (PanicLog, with the stack of
+// when it panicked) when it panicked, then UnsendableLog by its Name, each
+// counted dropped; then it runs Delivered. A batch that fails is rendered
+// again at its next try (the Feeder's backoff, Lambda's retry): logged at
+// each try, one record's panic and skip were repeated, and counted, once
+// per try. Logged before Delivered, not after: those lines are the only
+// trace of a record that leaves the outbox unsent, and an outbox marked
+// first, in part (a spool removing its files one by one, failing on one)
+// or wholly before the process died, left the record gone and never
+// logged. So a record is logged at least once, and again only with a
+// batch that goes again after its delivery: Delivered failed (the
+// collector gets that batch twice too) or the process died before it. A
+// send that panics (a bug in the sender) is logged at once, at each try:
+// it is that try's failure, as a send's error is.
 func (b Batch) Send(ctx context.Context, items []Item) (Sent, error) {
 	var out Sent
 	var msgs [][]byte
@@ -103,17 +110,17 @@ func (b Batch) Send(ctx context.Context, items []Item) (Sent, error) {
 			return out, err
 		}
 	}
-	if b.Delivered != nil {
-		if err := b.Delivered(ctx, len(msgs)); err != nil {
-			return out, err
-		}
-	}
 	for _, u := range skipped {
 		if u.panic != nil {
 			u.panic.Log(log, PanicLog, u.name...)
 		}
 		log.Error(UnsendableLog, append(u.name[:len(u.name):len(u.name)], "err", u.err)...)
 		b.Metrics.dropped(reasonUnrenderable)
+	}
+	if b.Delivered != nil {
+		if err := b.Delivered(ctx, len(msgs)); err != nil {
+			return out, err
+		}
 	}
 	b.Metrics.sent(len(msgs))
 	return out, nil

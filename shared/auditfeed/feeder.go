@@ -229,7 +229,8 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 	b := Batch{Sender: f.Sender, Logger: f.Logger, Metrics: f.Metrics, Delivered: func(ctx context.Context, _ int) error {
 		if err := f.Outbox.Delivered(ctx, entries); err != nil {
 			// Sent but not marked: they go again, and the collector sees
-			// duplicates with the same ids.
+			// duplicates with the same ids (and the log, their batch's
+			// unsendable lines again).
 			return fmt.Errorf("auditfeed: mark delivered: %w", err)
 		}
 		return nil

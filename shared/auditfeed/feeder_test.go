@@ -2,8 +2,12 @@ package auditfeed_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -285,4 +289,110 @@ func scrape(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// markingThenFailing is a Spool whose first Delivered marks only the first
+// marked entries (as Spool.Delivered removing its files one by one and
+// failing on the next) and fails, or, with dies, marks them all and then
+// panics: whatever the try would have done after the mark is lost, as
+// when the process dies there.
+type markingThenFailing struct {
+	*auditfeed.Spool
+	marked int
+	dies   bool
+	done   bool
+}
+
+func (o *markingThenFailing) Delivered(ctx context.Context, entries []auditfeed.Entry) error {
+	if o.done {
+		return o.Spool.Delivered(ctx, entries)
+	}
+	o.done = true
+	if o.dies {
+		if err := o.Spool.Delivered(ctx, entries); err != nil {
+			return err
+		}
+		panic("the process dies once the batch is marked")
+	}
+	if err := o.Spool.Delivered(ctx, entries[:o.marked]); err != nil {
+		return err
+	}
+	return errors.New("spool remove: input/output error")
+}
+
+// TestFeederNeverLosesAnUnsendableLine: a record that can never be sent
+// leaves the outbox with its batch, and its unsendable line and count are
+// the only trace of it. They came after the outbox marked the batch, so a
+// mark that failed part way (the spool removing the record's file, then
+// failing on the next) or a process that died right after it left the
+// record gone and never logged or counted. They come once the collector
+// confirmed the batch, before the mark: at least once, again only when
+// the batch goes again with the record in it.
+func TestFeederNeverLosesAnUnsendableLine(t *testing.T) {
+	tests := []struct {
+		name       string
+		at         int // the unsendable record's place among 3
+		outbox     markingThenFailing
+		wantLogged int
+	}{
+		{"the mark fails past the unsendable record", 0, markingThenFailing{marked: 1}, 1},
+		{"the process dies once the batch is marked", 1, markingThenFailing{dies: true}, 1},
+		// Still in the outbox, the record goes again with its batch.
+		{"the mark fails before the unsendable record", 2, markingThenFailing{marked: 1}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for i := range 3 {
+				body := []byte("not a record") // a file the spool cannot read back
+				if i != tt.at {
+					body = recordJSON(t, record(i))
+				}
+				if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%019d.json", i+1)), body, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sp, err := auditfeed.OpenSpool(dir, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			outbox := tt.outbox
+			outbox.Spool = sp
+			reg := prometheus.NewRegistry()
+			m, err := auditfeed.NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			logs := &testenv.LogBuffer{}
+			snd := &flaky{}
+			f := &auditfeed.Feeder{Outbox: &outbox, Sender: snd, Metrics: m, Logger: slog.New(slog.NewJSONHandler(logs, nil))}
+			for try := 0; ; try++ {
+				if try == 5 {
+					t.Fatal("the outbox never emptied")
+				}
+				if left, _ := f.Flush(context.Background()); left == 0 {
+					break
+				}
+			}
+			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); n != tt.wantLogged {
+				t.Errorf("%d lines %q, want %d:\n%s", n, auditfeed.UnsendableLog, tt.wantLogged, logs.String())
+			}
+			if got := scrape(t, reg, "dicom_ingest_audit_feed_records_dropped_total"); got != float64(tt.wantLogged) {
+				t.Errorf("dropped %v, want %d", got, tt.wantLogged)
+			}
+			if snd.sent() < 2 {
+				t.Errorf("sent %d messages, want the 2 records' at least", snd.sent())
+			}
+		})
+	}
+}
+
+// recordJSON is rec as a spool file holds it.
+func recordJSON(t *testing.T, rec pipeline.AuditRecord) []byte {
+	t.Helper()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
