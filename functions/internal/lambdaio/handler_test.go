@@ -499,3 +499,51 @@ func TestScheduledRunPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestShortOfDeadline: the reserve before an invocation's deadline, the
+// object handler's and the audit feed's, is a tenth of the time left,
+// between 1 and 5 s; a context without a deadline stays without one (and
+// is cancelled with the CancelFunc alone).
+func TestShortOfDeadline(t *testing.T) {
+	tests := []struct {
+		name        string
+		left        time.Duration // 0: no deadline
+		wantReserve time.Duration
+	}{
+		{"no deadline", 0, 0},
+		{"less than the least reserve", 500 * time.Millisecond, time.Second},
+		{"3 s", 3 * time.Second, time.Second},
+		{"20 s", 20 * time.Second, 2 * time.Second},
+		{"the audit feed's 60 s", 60 * time.Second, 5 * time.Second},
+		{"15 min", 15 * time.Minute, 5 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			parent, cancelParent := context.WithCancel(context.Background())
+			if tt.left > 0 {
+				parent, cancelParent = context.WithTimeout(context.Background(), tt.left)
+			}
+			defer cancelParent()
+			ctx, cancel := ShortOfDeadline(parent)
+			pd, hasParent := parent.Deadline()
+			d, has := ctx.Deadline()
+			if has != hasParent {
+				t.Fatalf("deadline %v, %v; want one when, and only when, the parent has one", d, has)
+			}
+			if has {
+				// A tenth of the time left when ShortOfDeadline looked:
+				// a little less than a tenth of tt.left.
+				if reserve := pd.Sub(d); reserve > tt.wantReserve || reserve < tt.wantReserve-10*time.Millisecond {
+					t.Errorf("reserve %v, want %v", reserve, tt.wantReserve)
+				}
+			}
+			if ctx.Err() != nil && tt.left > tt.wantReserve {
+				t.Errorf("ended at once: %v", ctx.Err())
+			}
+			cancel()
+			if ctx.Err() == nil || parent.Err() != nil {
+				t.Errorf("after cancel: %v, parent %v; want it ended, the parent not", ctx.Err(), parent.Err())
+			}
+		})
+	}
+}
