@@ -47,7 +47,7 @@ func grantAccess(fn awslambda.Function, t accessTargets, a access.Function) {
 	}
 	var statements []*statement
 	// via: each service that uses the key for this function, with the
-	// actions it asks for (Lambda's, for the environment, is newFunction's).
+	// actions it asks for (Lambda's, for the environment, is newLambda's).
 	via := map[string][]string{}
 	for _, g := range a.Grants() {
 		place := grantStatement(g)

@@ -118,13 +118,15 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 	// A scheduled function's failed runs, sent by Lambda with the role
 	// (TestScheduledFunctions).
 	failedRuns := []string{"sqs:SendMessage scheduleDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}
+	// Every pipeline function reads the log-name key, under the stack's
+	// key (newFunction): its lines name objects and studies as the SCP's
+	// do. The audit feed names neither.
+	logNameKey := []string{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")}
 	for _, tc := range []struct {
 		fn   string
 		want [][]string
 	}{
-		// validate reads the log-name key, under the stack's key.
-		{FnValidate, [][]string{consume, indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey},
-			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
+		{FnValidate, [][]string{consume, indexRW, {"dynamodb:PutItem audit"}, events, dynamoKey, {lambdaKey}, logNameKey,
 			{"s3:GetObject bucket/incoming/*", "s3:GetObjectTagging bucket/incoming/*", "kms:Decrypt key" + via("s3")},
 			// ListBucket: the object indexed under an instance, read to
 			// compare contents, may be gone (sameContent: not the same
@@ -133,16 +135,17 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			// Tags only where it copies (incoming/ to quarantine/): its
 			// PUTs to metadata/ set none.
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
-		// audit too: it names the incoming object a resend duplicates,
-		// reads the content as indexed (Instances) and notes the resend
-		// in its study (NoteSent).
-		{FnAudit, [][]string{consume, {"dynamodb:GetItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey},
-			{"secretsmanager:GetSecretValue logNameKey", "kms:Decrypt key" + via("secretsmanager")},
+		// audit reads the content as indexed (Instances) and notes the
+		// resend in its study (NoteSent).
+		{FnAudit, [][]string{consume, {"dynamodb:GetItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey}, logNameKey,
 			// ListBucket: the incoming object a resend duplicates may be
 			// gone, which S3 says with a 404 only to a caller that may list.
 			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "s3:ListBucket bucket", "kms:Decrypt key" + via("s3")}}},
-		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}, failedRuns}},
-		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey},
+		// notify and commitment name the study an announcement failed or
+		// panicked for (before 2026-12-07 they had no key: names drawn per
+		// execution environment, which nobody could look up).
+		{FnNotify, [][]string{indexRW, {"dynamodb:Query index/index/byPending"}, events, dynamoKey, {lambdaKey}, logNameKey, failedRuns}},
+		{FnCommitment, [][]string{consume, failedRuns, indexRW, {"dynamodb:Query index/index/byPending"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, events, dynamoKey, {lambdaKey}, logNameKey,
 			{"s3:GetObject bucket/commitment/requests/*", "s3:GetObject bucket/incoming/*", "s3:GetObject bucket/commitment/results/*", "s3:PutObject bucket/commitment/results/*", "s3:ListBucket bucket"},
 			{"kms:Decrypt key" + via("s3"), "kms:GenerateDataKey key" + via("s3")}}},
 		// The audit table's stream, read by the event source mapping, and

@@ -53,10 +53,12 @@ type AuditFeed struct {
 }
 
 // newAuditFeed builds the feed with the pipeline's function and queue
-// factories, so it shares their logging, encryption and VPC placement.
+// factories, so it shares their logging, encryption and VPC placement:
+// newLambda, not the pipeline functions' newFunction, since the feed names
+// no object or study and so is not given the log-name key.
 func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network, table awsdynamodb.Table, key awskms.IKey,
 	newDlq func(string) awssqs.Queue,
-	newFunction func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function,
+	newLambda func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function,
 ) *AuditFeed {
 	s := c.Audit.Syslog
 	self := constructs.NewConstruct(scope, jsii.String("AuditFeed"))
@@ -82,7 +84,7 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	if s.ClientCertificateSecretArn != "" {
 		env["SYSLOG_CLIENT_CERT_SECRET_ARN"] = jsii.String(s.ClientCertificateSecretArn)
 	}
-	fn := newFunction(FnAuditFeed, awscdk.Duration_Seconds(jsii.Number(60)), 256, env, sg)
+	fn := newLambda(FnAuditFeed, awscdk.Duration_Seconds(jsii.Number(60)), 256, env, sg)
 	secrets := []*string{jsii.String(s.CaSecretArn)}
 	if s.ClientCertificateSecretArn != "" {
 		secrets = append(secrets, jsii.String(s.ClientCertificateSecretArn))

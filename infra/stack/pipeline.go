@@ -2,6 +2,7 @@ package stack
 
 import (
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -349,14 +350,12 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		"EVENT_PATIENT_DATA": jsii.String(c.Pipeline.EventPatientData),
 		"ENVIRONMENT":        jsii.String(c.Name),
 	}
-	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
-		merged := map[string]*string{}
-		for k, v := range common {
-			merged[k] = v
-		}
-		for k, v := range env {
-			merged[k] = v
-		}
+	// newLambda is what every function of the stack has: its log group,
+	// its environment (common's and env) encrypted under the key, its
+	// place in the VPC.
+	newLambda := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
+		merged := maps.Clone(common)
+		maps.Copy(merged, env)
 		logs := awslogs.NewLogGroup(self, jsii.String(name+"Logs"), &awslogs.LogGroupProps{
 			EncryptionKey: key,
 			Retention:     retention(c.LogRetentionDays),
@@ -386,6 +385,23 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		grantKeyVia(fn, key, "lambda", "kms:Decrypt")
 		return fn
 	}
+	// newFunction is a pipeline function (validate, audit, notify,
+	// commitment): lambdaio's pipeline, whose lines and errors name objects
+	// and studies by their log names. It reads the deployment's log-name
+	// key at cold start (LOG_NAME_KEY_SECRET_ARN), so that its names are
+	// scp-task's and the other functions', which an operator can look up
+	// (docs/operations/logging.md); given here, no pipeline function can
+	// miss it.
+	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
+		withKey := maps.Clone(env)
+		if withKey == nil {
+			withKey = map[string]*string{}
+		}
+		withKey[logname.SecretARNEnv] = props.Storage.LogNameKey.SecretArn()
+		fn := newLambda(name, timeout, memory, withKey, sg)
+		readLogNameKey(fn, props.Storage.LogNameKey, key)
+		return fn
+	}
 	// consume maps the queue to the function. Not CDK's SqsEventSource:
 	// its grant on the queue's key has no kms:ViaService; grantConsume
 	// makes the same grant through SQS only. The id is SqsEventSource's,
@@ -409,11 +425,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	vTimeout := awscdk.Duration_Seconds(jsii.Number(120))
 	vq := newQueue("Validate", vTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: vq.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixIncoming)})
-	validate := newFunction(FnValidate, vTimeout, 512, map[string]*string{
-		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
-	}, fnSG)
+	validate := newFunction(FnValidate, vTimeout, 512, nil, fnSG)
 	out.Functions[FnValidate] = validate
-	readLogNameKey(validate, props.Storage.LogNameKey, key)
 	consume(validate, vq)
 	grant(FnValidate, validate)
 	out.Queues[FnValidate] = vq
@@ -422,11 +435,8 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	aTimeout := awscdk.Duration_Seconds(jsii.Number(30))
 	aq := newQueue("Audit", aTimeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: aq.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixAudit)})
-	auditFn := newFunction(FnAudit, aTimeout, 256, map[string]*string{
-		logname.SecretARNEnv: props.Storage.LogNameKey.SecretArn(),
-	}, fnSG)
+	auditFn := newFunction(FnAudit, aTimeout, 256, nil, fnSG)
 	out.Functions[FnAudit] = auditFn
-	readLogNameKey(auditFn, props.Storage.LogNameKey, key)
 	consume(auditFn, aq)
 	grant(FnAudit, auditFn)
 	out.Queues[FnAudit] = aq
@@ -441,7 +451,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	everyMinute(self, "NotifySchedule", "announce stable studies", notify, out.NotifyDlq, key)
 
 	if c.Audit.Syslog != nil {
-		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, key, newDlq, newFunction)
+		// Not a pipeline function: it names records by their stream
+		// position, never an object or a study, so it has no log-name key.
+		out.AuditFeed = newAuditFeed(self, c, props.Network, audit, key, newDlq, newLambda)
 	}
 	out.newCommitment(self, c, props, newQueue, newDlq, newFunction, consume, grant)
 	return out
@@ -573,10 +585,12 @@ func allowAWSEndpoints(sg awsec2.SecurityGroup, network *Network) {
 }
 
 // readLogNameKey lets fn read the log-name key (secret, under the stack's
-// key), which a function naming objects in its logs needs so that its
-// names are scp-task's and the other functions': validate (the object it
-// validates) and audit (the incoming object a resend duplicates); notify
-// and the audit feed name none.
+// key), which a function naming objects or studies in its logs needs so
+// that its names are scp-task's and the other functions': every pipeline
+// function (newFunction) does, validate the object it validates, audit the
+// incoming object a resend duplicates, notify and commitment the study an
+// announcement failed or panicked for (and commitment an object it could
+// not look for); the audit feed names none.
 func readLogNameKey(fn awslambda.Function, secret awssecretsmanager.ISecret, key awskms.IKey) {
 	grantSecretValue(fn, secret.SecretArn())
 	grantKeyVia(fn, key, "secretsmanager", "kms:Decrypt")

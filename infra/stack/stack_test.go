@@ -1713,8 +1713,10 @@ func TestAgentConfigs(t *testing.T) {
 
 // TestLogNameKey: one secret holds the key logs name objects with,
 // encrypted with the stack's key and retained; ECS injects it into the SCP
-// as a secret (never the environment), validate gets its ARN, and only the
-// SCP's execution role and validate's role may read it.
+// as a secret (never the environment), every pipeline function gets its
+// ARN (each names objects or studies in its lines: validate, audit, notify
+// and commitment), the audit feed, which names none, does not, and only
+// the SCP's execution role and the pipeline functions' roles may read it.
 func TestLogNameKey(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		secretID := s.stack.logicalID(s.stack.Storage.LogNameKey)
@@ -1753,20 +1755,20 @@ func TestLogNameKey(t *testing.T) {
 			t.Errorf("container secrets (-want +got):\n%s", d)
 		}
 
-		fnRoles := map[string]string{}
-		for name, fn := range s.stack.Pipeline.Functions {
-			fnRoles[s.stack.logicalID(fn.Role())] = name
+		fns := maps.Clone(s.stack.Pipeline.Functions)
+		if f := s.stack.Pipeline.AuditFeed; f != nil {
+			fns[FnAuditFeed] = f.Function
+		}
+		for name, fn := range fns {
 			env := props(s.res[s.stack.logicalID(fn)])["Environment"].(map[string]any)["Variables"].(map[string]any)
 			got, ok := env[logname.SecretARNEnv]
-			// The functions that name objects in their logs (an audit
-			// record names the incoming object a resend duplicates).
-			if want := name == FnValidate || name == FnAudit; ok != want || (ok && refID(got) != secretID) {
+			if want := name != FnAuditFeed; ok != want || (ok && refID(got) != secretID) {
 				t.Errorf("function %s: %s = %s", name, logname.SecretARNEnv, js(got))
 			}
 		}
 
 		// Who may read the secret: exactly the task execution role and
-		// validate's and audit's roles.
+		// the pipeline functions' roles.
 		readers := map[string]bool{}
 		for _, pol := range s.resources("AWS::IAM::Policy") {
 			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
@@ -1793,10 +1795,9 @@ func TestLogNameKey(t *testing.T) {
 				}
 			}
 		}
-		want := map[string]bool{
-			s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole()): true,
-			s.stack.logicalID(s.stack.Pipeline.Functions[FnValidate].Role()): true,
-			s.stack.logicalID(s.stack.Pipeline.Functions[FnAudit].Role()):    true,
+		want := map[string]bool{s.stack.logicalID(s.stack.Ingest.TaskDefinition.ExecutionRole()): true}
+		for _, name := range FunctionNames {
+			want[s.stack.logicalID(s.stack.Pipeline.Functions[name].Role())] = true
 		}
 		if d := cmp.Diff(want, readers); d != "" {
 			t.Errorf("roles that may read the log-name key (-want +got):\n%s", d)
@@ -1806,7 +1807,7 @@ func TestLogNameKey(t *testing.T) {
 		}
 		// Each reader may also decrypt it: the secret is under the stack's
 		// key, which Secrets Manager uses with the reader's credentials.
-		// Without it ECS cannot start a task, nor validate a cold start.
+		// Without it ECS cannot start a task, nor a function a cold start.
 		keyID := s.stack.logicalID(s.stack.Storage.Key)
 		for role := range want {
 			ok := false
