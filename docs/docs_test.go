@@ -4,14 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
@@ -23,6 +26,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -171,7 +175,8 @@ func TestConformanceStatementFacts(t *testing.T) {
 // values alarms.md and configuration.md list, and how many events in a row
 // the bus may fail before a run takes it for down (pipeline.md, and the
 // error alarms.md's NotifyDlqNotEmpty row has the on-call look for), the
-// timers of the associations the AE initiates for Storage Commitment
+// functions logging.md says read the log-name key (every pipeline function
+// infra/access declares), the timers of the associations the AE initiates for Storage Commitment
 // results (commitreport's), the N-ACTION's bounds and the Error Comment's
 // length conformance.md states, the key rule of every certificate TLS
 // relies on (tlstrust's) and a handshake cut at ARTIM's reason, which
@@ -205,6 +210,11 @@ func TestProseFacts(t *testing.T) {
 	// The key rule of every certificate TLS relies on (tlstrust.CheckKey) and a handshake cut at ARTIM's reason.
 	rsaBits, curve := strconv.Itoa(tlstrust.MinRSABits), "P-"+strconv.Itoa(tlstrust.MinECBits)
 	handshakeTimeout := "`" + strings.TrimPrefix(dicomnet.ErrHandshakeTimeout.Error(), "dicomnet: ") + " after " + dicomnet.DefaultARTIMTimeout.String() + " (ARTIM)`"
+	// The functions given the log-name key: every pipeline function
+	// (infra/access declares them; infra/stack's newFunction gives each the
+	// key, TestLogNameKey).
+	keyed := slices.Sorted(maps.Keys(access.Functions))
+	keyedFunctions := "`" + strings.Join(keyed[:len(keyed)-1], "`, `") + "` and `" + keyed[len(keyed)-1] + "`"
 	waitRange := fmt.Sprintf("%d to %d", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds)
 	reportRange := fmt.Sprintf("%d to %d", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes)
 	for _, f := range []struct {
@@ -273,6 +283,9 @@ func TestProseFacts(t *testing.T) {
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
 			"the " + byLabel + " metrics by `reason` and `status`",
 			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
+		}},
+		{filepath.Join("operations", "logging.md"), []string{
+			"| AWS, " + keyedFunctions + " (every pipeline function) | the same secret, read once at cold start from `" + logname.SecretARNEnv + "`",
 		}},
 		{filepath.Join("operations", "deploy.md"), []string{
 			"the CDK CLI `aws-cdk@" + cdkCLI + "`",
