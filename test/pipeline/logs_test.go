@@ -14,8 +14,10 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/dcmtk"
@@ -164,10 +166,7 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	resets := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{Rate: 1, Faults: []s3test.Fault{s3test.ResetBefore}})
 	e.startFunction(e.rie, "validate-s3-resets", "validate", "AWS_ENDPOINT_URL_S3="+resets.URL, "AWS_MAX_ATTEMPTS=2")
 	e.startFunction(e.rie, "validate-ddb-down", "validate", "AWS_ENDPOINT_URL_DYNAMODB=http://"+testenv.FreeAddr(t), "AWS_MAX_ATTEMPTS=2")
-	sm := secretsManager(t, testLogKey)
-	e.startFunction(e.rie, "validate-secret", "validate", logname.EnvKey+"=",
-		logname.SecretARNEnv+"=arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf",
-		"AWS_ENDPOINT_URL_SECRETS_MANAGER="+sm.URL)
+	e.startFunction(e.rie, "validate-secret", "validate", keyFromSecret(t, logNameKeyARN)...)
 	fresh := incoming[len(incoming)-1]
 	for _, fn := range []string{"validate-s3-resets", "validate-ddb-down"} {
 		e.invoke(t, fn, notifications(fresh), &resp)
@@ -230,6 +229,90 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 			t.Errorf("scp-task names the conflict %s other than %s", k, names.Name(k))
 		}
 	}
+}
+
+// TestStudyNamesUnderTheDeploymentsKey: notify and commitment, given the
+// log-name key as the stack gives every pipeline function (the secret's
+// ARN, read from Secrets Manager at cold start), name a study whose
+// announcement failed as the key names it, the name an operator looks up
+// (docs/operations/logging.md); one that cannot read the secret does not
+// start. Before 2026-12-07 the stack gave them no key, and their names,
+// under a key drawn per cold start, matched nothing.
+func TestStudyNamesUnderTheDeploymentsKey(t *testing.T) {
+	e := newEnv(t, "1s")
+	names, err := logname.New([]byte(testLogKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.startFunction(e.rie, "notify-secret", "notify", keyFromSecret(t, logNameKeyARN)...)
+	// The PACS is not listening: the report is retried later, which
+	// leaves the announcement alone. With 12 s to run the invocation
+	// moves the transactions on once (CommitmentHandler's 10 s margin).
+	e.startFunction(e.rie, "commitment-secret", "commitment", append(keyFromSecret(t, logNameKeyARN),
+		"AE_TITLE=INGEST", "COMMITMENT_PEERS=PACS="+testenv.FreeAddr(t), "AWS_LAMBDA_FUNCTION_TIMEOUT=12")...)
+	// Secrets Manager refuses an ARN that is no secret's.
+	e.startFunction(e.rie, "notify-no-key", "notify", keyFromSecret(t, "LogNameKey-gone")...)
+	received := time.Date(2026, 1, 15, 10, 20, 30, 0, time.UTC)
+	scheduled := map[string]any{"source": "aws.events", "detail-type": "Scheduled Event"}
+	// failAnnouncement makes the bus throttle the next announcement at
+	// every try, so it fails and its study is named in the run's error.
+	failAnnouncement := func() { e.events.Fail(5) }
+	ctx := context.Background()
+
+	notified := e.newStudy(40)
+	notified.processed(t, notified.instance(1, 1), received)
+	time.Sleep(1100 * time.Millisecond) // the quiet period
+	failAnnouncement()
+	if err := e.fns["notify-secret"].Invoke(ctx, scheduled, nil); err == nil {
+		t.Error("notify: the run whose announcement failed succeeded")
+	}
+
+	committed := e.newStudy(41)
+	in := committed.instance(1, 1)
+	committed.processed(t, in, received)
+	req := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: committed.uid + ".9",
+		Refs:      []commitment.Ref{{SOPClassUID: pt.CTStorage, SOPInstanceUID: in.SOPUID}},
+		CallingAE: "PACS", CalledAE: "INGEST", AssociationID: "assoc-names-1", MessageID: 1, ReceivedAt: time.Now()}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(req.Key(), body, nil)
+	failAnnouncement()
+	e.invokeBatch(t, "commitment-secret", sqsEvent(s3Notification(req.Key(), len(body))))
+
+	if err := e.fns["notify-no-key"].Invoke(ctx, scheduled, nil); err == nil {
+		t.Error("notify without its key: the run succeeded")
+	}
+
+	e.stopFunctions()
+	for _, c := range []struct{ fn, msg, study string }{
+		{"notify-secret", `"msg":"stable studies not all announced"`, notified.uid},
+		{"commitment-secret", `"msg":"storage commitment transactions not moved on"`, committed.uid},
+	} {
+		logs := e.logs[c.fn].String()
+		if !strings.Contains(logs, c.msg) {
+			t.Errorf("%s logged no %s", c.fn, c.msg)
+		}
+		if want := "announce study " + names.Name(c.study); !strings.Contains(logs, want) {
+			t.Errorf("%s does not name the study %s, as the deployment's key does:\n%s", c.fn, want, logs)
+		}
+	}
+	if logs := e.logs["notify-no-key"].String(); !strings.Contains(logs, `"msg":"wiring"`) || !strings.Contains(logs, logname.SecretARNEnv) {
+		t.Errorf("notify without its key did not fail its start on the secret:\n%s", logs)
+	}
+}
+
+// logNameKeyARN is the log-name key secret's ARN the stand-in serves.
+const logNameKeyARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf"
+
+// keyFromSecret is a function's environment for the log-name key as the
+// stack gives it: no key in the environment, the ARN of the secret holding
+// it (arn), and Secrets Manager answering with testLogKey for a secret's ARN.
+func keyFromSecret(t *testing.T, arn string) []string {
+	t.Helper()
+	sm := secretsManager(t, testLogKey)
+	return []string{logname.EnvKey + "=", logname.SecretARNEnv + "=" + arn, "AWS_ENDPOINT_URL_SECRETS_MANAGER=" + sm.URL}
 }
 
 // secretsManager answers GetSecretValue with secret, as Secrets Manager's
