@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // DefaultPort is the syslog-over-TLS port (RFC 5425).
@@ -50,7 +51,8 @@ func ParseURL(s string) (addr, host string, err error) {
 
 // TLSConfig builds the client side of the syslog TLS connection: the
 // collector's certificate must chain to caPEM and name host; certPEM and
-// keyPEM, when given, are our client certificate for mutual TLS.
+// keyPEM, when given, are our client certificate for mutual TLS, of a key
+// tlstrust.CheckKey allows.
 func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
@@ -60,6 +62,11 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 	switch {
 	case len(certPEM) > 0 && len(keyPEM) > 0:
 		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err == nil {
+			// The key rule of every certificate TLS relies on here (BCP 195): Go's TLS presents an RSA key of
+			// 1024 bits, with which anyone who factors it feeds the collector in our name.
+			err = tlstrust.CheckKey(cert.Leaf)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("auditfeed: client certificate: %w", err)
 		}

@@ -2,6 +2,7 @@ package auditfeed_test
 
 import (
 	"context"
+	"crypto/elliptic"
 	"fmt"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 func collector(t *testing.T, pki *auditfeedtest.PKI, addr string, client bool) *auditfeed.Collector {
@@ -139,5 +141,37 @@ func TestParseURL(t *testing.T) {
 		if err != nil || addr != tt.addr || host != tt.host {
 			t.Errorf("ParseURL(%q) = %q, %q, %v", tt.in, addr, host, err)
 		}
+	}
+}
+
+// TestTLSConfigClientKey: our client certificate for the collector is held
+// to the key rule of every certificate TLS relies on here
+// (tlstrust.CheckKey, BCP 195): an RSA key under 2048 bits or an ECDSA key
+// on P-224 is refused when the configuration is built, by the SCP's
+// --audit-syslog-cert and by the audit feed function alike. Both were
+// accepted and presented to the collector.
+func TestTLSConfigClientKey(t *testing.T) {
+	ca := testpki.NewCA(t, "collector CA")
+	tests := []struct {
+		name string
+		o    testpki.Options
+		want string // in the error; "" accepted
+	}{
+		{"ECDSA P-256", testpki.Options{CommonName: "feeder"}, ""},
+		{"RSA 2048", testpki.Options{CommonName: "feeder", RSA: true}, ""},
+		{"RSA 1024", testpki.Options{CommonName: "feeder", RSA: true, RSABits: 1024}, "has an RSA key of 1024 bits, fewer than 2048"},
+		{"ECDSA P-224", testpki.Options{CommonName: "feeder", Curve: elliptic.P224()}, "has an ECDSA key on P-224"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ca.Client(t, tt.o)
+			cfg, err := auditfeed.TLSConfig("collector.example", ca.PEM, c.CertPEM, c.KeyPEM)
+			switch {
+			case tt.want == "" && (err != nil || len(cfg.Certificates) != 1):
+				t.Errorf("TLSConfig = %v, want the client certificate", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), "client certificate")):
+				t.Errorf("TLSConfig = %v, want a client certificate error saying %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -174,7 +174,8 @@ const MinECBits = 256
 
 // CheckKey is the one rule for the key of every certificate TLS relies on
 // here: the SCP's server certificate, a client's certificate and each CA
-// of a client CA bundle, in the SCP and in the CDK app's config checks. An
+// of a client CA bundle, in the SCP and in the CDK app's config checks,
+// and the audit feed's client certificate (auditfeed.TLSConfig). An
 // RSA key of at least MinRSABits, an ECDSA key on a curve of at least
 // MinECBits, or Ed25519 passes; anything else (a shorter RSA key, P-224,
 // DSA) is an error naming the certificate within bounds (NameOf).

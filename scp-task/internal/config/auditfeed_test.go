@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 func TestAuditFeedSettings(t *testing.T) {
@@ -28,7 +29,10 @@ func TestAuditFeedSettings(t *testing.T) {
 		t.Errorf("off by default: %+v, %v", c, err)
 	}
 
-	missing := filepath.Join(t.TempDir(), "nope.pem")
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "nope.pem")
+	// A client certificate of a weak key (tlstrust.CheckKey's rule, as every certificate TLS relies on).
+	weak := testpki.NewCA(t, "collector CA").Client(t, testpki.Options{CommonName: "feeder", RSA: true, RSABits: 1024}).WriteFiles(t, dir, "weak")
 	tests := []struct {
 		name string
 		args []string
@@ -40,6 +44,8 @@ func TestAuditFeedSettings(t *testing.T) {
 		{"CA not PEM", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.ClientKey}, "holds no PEM certificate"},
 		{"cert without key", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.CA, "--audit-syslog-cert", pki.ClientCert}, "go together"},
 		{"key of another cert", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.CA, "--audit-syslog-cert", pki.ClientCert, "--audit-syslog-key", pki.ServerKey}, "client certificate"},
+		{"client certificate of a weak key", []string{"--audit-syslog", "tls://x", "--audit-syslog-ca", pki.CA, "--audit-syslog-cert", weak.Cert, "--audit-syslog-key", weak.Key},
+			"--audit-syslog-cert/--audit-syslog-key: auditfeed: client certificate: certificate \"CN=feeder"},
 		{"CA without collector", []string{"--audit-syslog-ca", pki.CA}, "need --audit-syslog"},
 		{"bad spool max", []string{"--audit-spool-max", "lots"}, "--audit-spool-max"},
 	}
