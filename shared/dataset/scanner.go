@@ -16,6 +16,12 @@ var (
 	// in its data set or item (repeated or out of order, PS3.5 §7.1), a
 	// corrupt deflate stream.
 	ErrMalformed = errors.New("dataset: malformed dataset")
+	// ErrOrder is the ErrMalformed of an element repeated, or out of tag
+	// order, in its data set or item (PS3.5 §7.1): a verdict of its own so
+	// that a refusal can say so (DCMTK and pydicom read such a data set,
+	// sorting it or keeping one of the repeats; the sender's administrator
+	// needs to know it is the order, not the bytes, that is wrong).
+	ErrOrder = fmt.Errorf("%w: not in tag order", ErrMalformed)
 	// ErrTruncated means the dataset ended inside an element header, a
 	// value, an item or a sequence: a value declared longer than what
 	// arrived.
@@ -545,7 +551,10 @@ func (s *Scanner) header() (k Kind, more bool) {
 		next = &top.next
 	}
 	if uint64(tag) < *next {
-		return s.fail(ErrMalformed, tag, "repeated or out-of-order element"), false
+		if prev := uint32(*next - 1); prev != tag {
+			return s.fail(ErrOrder, tag, "after "+TagString(prev)+" comes"), false
+		}
+		return s.fail(ErrOrder, tag, "repeated element"), false
 	}
 	*next = uint64(tag) + 1
 	s.elements++

@@ -19,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -178,5 +179,83 @@ func dsrdumpValid(t *testing.T, path string) {
 	}
 	if !bytes.Contains(out, []byte("Finding at the deepest level.")) {
 		t.Errorf("dsrdump did not reach the deepest item:\n%.2000s", out)
+	}
+}
+
+// TestOrderRefusedSaysWhy: a data set with an element repeated or out of
+// tag order (PS3.5 §7.1), at the top level, in an item or deflated, is
+// refused C000 with a comment that says it is the order, naming the tag
+// (DCMTK and pydicom read such a data set, so "cannot be parsed" sent the
+// sender's administrator looking at the wrong thing), nothing is stored,
+// and the pipeline finds the same file malformed for the same reason: its
+// tag-order warning is no more (the reader refuses first).
+func TestOrderRefusedSaysWhy(t *testing.T) {
+	srv, store := scp(t)
+	ctx := context.Background()
+	explicit, deflated := dicomuid.ExplicitVRLittleEndian, dicomuid.DeflatedExplicitVRLittleEndian
+	as, err := dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
+		Contexts: dicomnet.StorageContexts([]string{scImage}, explicit, deflated)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := as.Release(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	const sop = "1.2.826.0.1.3680043.10.8.1.9"
+	elems := append(scElems(sop, 64), pixels(64*64))
+	swapped := append([]pt.Elem(nil), elems...)
+	swapped[4], swapped[5] = swapped[5], swapped[4] // Patient ID (0010,0020) before Patient's Name (0010,0010)
+	ref := pt.Seq(pt.Tag(8, 0x1140), false, []pt.Elem{pt.Str(pt.Tag(8, 0x1150), "UI", scImage),
+		pt.Str(pt.Tag(8, 0x1150), "UI", scImage), pt.Str(pt.Tag(8, 0x1155), "UI", sop+".1")})
+	repeated := append(append(append([]pt.Elem(nil), elems[:4]...), ref), elems[4:]...) // (0008,1140) before (0010,0010)
+	tests := []struct {
+		name, ts string
+		ds       []pt.Elem
+		deflate  bool
+		tag      string
+		reason   string
+	}{
+		{"out of order", explicit, swapped, false, "(0010,0010)", "after (0010,0020) comes (0010,0010)"},
+		{"repeated in an item", explicit, repeated, false, "(0008,1150)", "repeated element (0008,1150)"},
+		{"out of order, deflated", deflated, swapped, true, "(0010,0010)", "after (0010,0020) comes (0010,0010)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ds := encode(t, scImage, sop, explicit, tt.ds)
+			if tt.deflate {
+				ds = pt.Deflate(ds)
+			}
+			st, err := as.Store(ctx, scImage, sop, tt.ts, bytesReader(ds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := "element repeated or out of tag order at " + tt.tag; st.Code != ingest.StatusUnreadable || st.Comment != want {
+				t.Errorf("status %04X %q, want C000 %q", st.Code, st.Comment, want)
+			}
+			if keys := incoming(t, store); len(keys) != 0 {
+				t.Fatalf("a refused object was stored: %v", keys)
+			}
+			// The pipeline reads the same file (one stored by an earlier build, or by other means) as malformed,
+			// saying why.
+			file := append(part10.AppendHeader(nil, part10.Meta{MediaStorageSOPClassUID: scImage,
+				MediaStorageSOPInstanceUID: sop, TransferSyntaxUID: tt.ts}), ds...)
+			f := pt.New()
+			key := "incoming/order/" + strings.ReplaceAll(tt.name, " ", "-") + ".dcm"
+			sum := sha256.Sum256(file)
+			f.Objects.Add(key, file, pt.SCPMetadata(scImage, sop, tt.ts, hex.EncodeToString(sum[:])))
+			res, err := f.Pipeline().ProcessObject(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var malformed bool
+			for _, fd := range res.Findings {
+				malformed = malformed || fd.Code == pipeline.CodeMalformed && strings.Contains(fd.Message, "not in tag order: "+tt.reason)
+			}
+			if res.Valid || !malformed {
+				t.Errorf("pipeline: valid %v, findings %+v, want malformed saying %q", res.Valid, res.Findings, tt.reason)
+			}
+		})
 	}
 }
