@@ -61,8 +61,6 @@ type header struct {
 	// lie past the end of the object (0 when it is whole or not known:
 	// deflated, encapsulated).
 	PixelShort int64
-	// Unordered is set when top-level tags were not ascending.
-	Unordered bool
 }
 
 func tagOf(g, e uint16) uint32 { return uint32(g)<<16 | uint32(e) }
@@ -164,7 +162,6 @@ func (h *header) read(d *dataset.Decoder, base int64) error {
 		item *dataSet
 	}
 	var stack []frame
-	var last uint32
 	for {
 		k, err := d.Next()
 		switch k {
@@ -180,10 +177,6 @@ func (h *header) read(d *dataset.Decoder, base int64) error {
 				set = stack[n-1].item // elements only come inside items
 			}
 			if e.Depth == 0 {
-				if e.Tag < last {
-					h.Unordered = true
-				}
-				last = e.Tag
 				if dataset.IsPixelData(e.Tag) {
 					el.Bulk = true
 					h.PixelData = el

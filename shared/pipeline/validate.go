@@ -35,7 +35,6 @@ const (
 	CodeCharsetUnknown      = "charset-unknown"
 	CodeCharsetMismatch     = "charset-mismatch"
 	CodeBadDate             = "bad-date"
-	CodeTagOrder            = "tag-order"
 	CodeSourceAEMismatch    = "source-ae-mismatch"
 	CodeUnknownProvenance   = "unknown-provenance" // no record of the C-STORE that brought it
 	CodeConflict            = "conflicting-resend"
@@ -158,9 +157,6 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI}
 	d := in.dec
 
-	if h.Unordered {
-		in.add(CodeTagOrder, SeverityWarning, 0, "top-level tags are not in ascending order")
-	}
 	for _, t := range cs.unknown {
 		// A finding's message holds no value of the data set: a term is
 		// named only when it has the form of a defined term, so a value of
