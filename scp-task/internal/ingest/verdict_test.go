@@ -55,6 +55,23 @@ func incoming(t *testing.T, store *filestore.Store) []string {
 	return keys
 }
 
+// associate opens an association with the SCP proposing class in the
+// transfer syntaxes ts, released when the test ends.
+func associate(t *testing.T, srv *dicomnettest.Server, class string, ts ...string) *dicomnet.ClientAssociation {
+	t.Helper()
+	as, err := dicomnet.Dial(context.Background(), srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
+		Contexts: dicomnet.StorageContexts([]string{class}, ts...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := as.Release(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return as
+}
+
 // processStored runs the pipeline on a stored object.
 func processStored(t *testing.T, store *filestore.Store, key, class, sop, ts string) pipeline.ObjectResult {
 	t.Helper()
@@ -80,16 +97,7 @@ func processStored(t *testing.T, store *filestore.Store, key, class, sop, ts str
 func TestTruncatedPixelDataRefused(t *testing.T) {
 	srv, store := scp(t)
 	ctx := context.Background()
-	as, err := dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
-		Contexts: dicomnet.StorageContexts([]string{scImage}, dicomuid.ExplicitVRLittleEndian)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := as.Release(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	as := associate(t, srv, scImage, dicomuid.ExplicitVRLittleEndian)
 	const sop = "1.2.826.0.1.3680043.10.8.1.7"
 	head := encode(t, scImage, sop, dicomuid.ExplicitVRLittleEndian, scElems(sop, 64))
 	cut := cat(head, binary.LittleEndian.AppendUint32([]byte{0xE0, 0x7F, 0x10, 0x00, 'O', 'W', 0, 0}, 512<<10), make([]byte, 100))
@@ -193,16 +201,7 @@ func TestOrderRefusedSaysWhy(t *testing.T) {
 	srv, store := scp(t)
 	ctx := context.Background()
 	explicit, deflated := dicomuid.ExplicitVRLittleEndian, dicomuid.DeflatedExplicitVRLittleEndian
-	as, err := dicomnet.Dial(ctx, srv.Addr, dicomnet.ClientConfig{CallingAE: "SCU", CalledAE: "INGEST",
-		Contexts: dicomnet.StorageContexts([]string{scImage}, explicit, deflated)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := as.Release(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	as := associate(t, srv, scImage, explicit, deflated)
 	const sop = "1.2.826.0.1.3680043.10.8.1.9"
 	elems := append(scElems(sop, 64), pixels(64*64))
 	swapped := append([]pt.Elem(nil), elems...)
