@@ -450,6 +450,64 @@ func TestQuarantineCopiesTheVersionRead(t *testing.T) {
 	}
 }
 
+// failFindingsOnce is a store whose first put of the findings document at
+// key fails, as a crash or a refused write between the quarantine copy
+// and the findings leaves it.
+type failFindingsOnce struct {
+	*pt.Objects
+	key    string
+	failed *bool
+}
+
+func (o failFindingsOnce) Put(ctx context.Context, key string, body []byte, contentType string, md map[string]string) error {
+	if key == o.key && !*o.failed {
+		*o.failed = true
+		return errors.New("put refused")
+	}
+	return o.Objects.Put(ctx, key, body, contentType, md)
+}
+
+// TestQuarantineFindingsRetried: the findings document is written after
+// the quarantine copy, so a processing stopped between the two (its put
+// failed, or the process ended) leaves the copy without findings, and
+// nothing audited or announced. The message is retried: the retry copies
+// again (the same bytes, pinned to the same version) and writes the
+// findings, then audits and announces the rejection once.
+func TestQuarantineFindingsRetried(t *testing.T) {
+	f := pt.New()
+	bad := ct(sop1)
+	bad.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID
+	k := key(sop1)
+	add(f, k, bad.Build(), sop1)
+	qKey, fKey := pipeline.QuarantineKeys(k)
+	var failed bool
+	p := f.Pipeline()
+	p.Writer = failFindingsOnce{Objects: f.Objects, key: fKey, failed: &failed}
+	ctx := context.Background()
+	if _, err := p.ProcessObject(ctx, k); err == nil {
+		t.Fatal("the findings' put failed, and the processing did not")
+	}
+	if _, _, ok := f.Objects.Get(qKey); !ok {
+		t.Error("no quarantine copy: the copy comes before the findings")
+	}
+	if _, _, ok := f.Objects.Get(fKey); ok {
+		t.Error("a findings document, though its put failed")
+	}
+	if recs, ev := f.Audit.All(), f.Events.All(); len(recs) != 0 || len(ev) != 0 {
+		t.Errorf("audited %d, announced %d before the findings were written; want nothing", len(recs), len(ev))
+	}
+	res, err := p.ProcessObject(ctx, k)
+	if err != nil || res.Valid || res.QuarantineKey != qKey {
+		t.Fatalf("retried: %+v, %v; want the object quarantined", res, err)
+	}
+	if _, _, ok := f.Objects.Get(fKey); !ok {
+		t.Error("the retry wrote no findings document")
+	}
+	if recs, ev := f.Audit.All(), f.Events.All(); len(recs) != 1 || len(ev) != 1 || ev[0].DetailType != pipeline.DetailTypeInstanceRejected {
+		t.Errorf("audited %d, announced %v; want one record and one Instance Rejected", len(recs), ev)
+	}
+}
+
 func TestRejectQuarantines(t *testing.T) {
 	f := pt.New()
 	i := ct(sop1)
