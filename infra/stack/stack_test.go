@@ -714,6 +714,32 @@ func TestEventBus(t *testing.T) {
 				t.Errorf("rule %s is on the bus; Subscribing says the stack creates none", id)
 			}
 		}
+		// The bus is under the stack's key, which encrypts the events
+		// and each rule's pattern and targets on it ("Encrypting
+		// EventBridge event buses with AWS KMS keys"): EventBridge needs
+		// kms:DescribeKey, kms:GenerateDataKey and kms:Decrypt in the key
+		// policy ("Authorizing EventBridge to use a customer managed key"),
+		// here for this bus alone. Without it no subscriber's rule could
+		// match an event.
+		busName := js(props(first(buses))["Name"])
+		var forBus []string
+		for _, x := range props(s.res[s.stack.logicalID(s.stack.Storage.Key)])["KeyPolicy"].(map[string]any)["Statement"].([]any) {
+			st := x.(map[string]any)
+			if st["Effect"] != "Allow" || js(st["Principal"]) != `{"Service":"events.amazonaws.com"}` {
+				continue
+			}
+			eq, _ := st["Condition"].(map[string]any)["StringEquals"].(map[string]any)
+			arn := js(eq["aws:SourceArn"])
+			if arn == "null" || !strings.Contains(arn, "event-bus/") || !strings.Contains(arn, strings.Trim(busName, `"`)) ||
+				js(eq["kms:EncryptionContext:aws:events:event-bus:arn"]) != arn ||
+				!slices.Contains([]string{`{"Ref":"AWS::AccountId"}`, `"` + s.cfg.Account + `"`}, js(eq["aws:SourceAccount"])) {
+				continue
+			}
+			forBus = append(forBus, asStrings(st["Action"])...)
+		}
+		if d := cmp.Diff([]string{"kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey"}, slices.Sorted(slices.Values(forBus))); d != "" {
+			t.Errorf("the stack's key lets EventBridge use it for the bus %s (-want +got):\n%s", busName, d)
+		}
 	})
 }
 
