@@ -388,6 +388,17 @@ func TestValidationCases(t *testing.T) {
 	}
 }
 
+// invalidStored is a store holding one CT object the pipeline finds
+// invalid (no Series Instance UID), and its key.
+func invalidStored() (*pt.Fakes, string) {
+	f := pt.New()
+	bad := ct(sop1)
+	bad.Drop = []uint32{pt.Tag(0x20, 0x0E)}
+	k := key(sop1)
+	add(f, k, bad.Build(), sop1)
+	return f, k
+}
+
 // overwriteBeforeCopy is a store whose object at key is replaced by newer
 // (as any caller that may s3:PutObject can) just before the pipeline's
 // quarantine copy of it.
@@ -414,11 +425,7 @@ func (o overwriteBeforeCopy) Copy(ctx context.Context, src pipeline.ObjectInfo, 
 // findings). Processed again, as its message is
 // redelivered, the new version is read, stored and announced.
 func TestQuarantineCopiesTheVersionRead(t *testing.T) {
-	f := pt.New()
-	bad := ct(sop1)
-	bad.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID
-	k := key(sop1)
-	add(f, k, bad.Build(), sop1)
+	f, k := invalidStored()
 	p := f.Pipeline()
 	p.Writer = overwriteBeforeCopy{Objects: f.Objects, key: k, newer: ct(sop1).Build()}
 	ctx := context.Background()
@@ -474,11 +481,7 @@ func (o failFindingsOnce) Put(ctx context.Context, key string, body []byte, cont
 // again (the same bytes, pinned to the same version) and writes the
 // findings, then audits and announces the rejection once.
 func TestQuarantineFindingsRetried(t *testing.T) {
-	f := pt.New()
-	bad := ct(sop1)
-	bad.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID
-	k := key(sop1)
-	add(f, k, bad.Build(), sop1)
+	f, k := invalidStored()
 	qKey, fKey := pipeline.QuarantineKeys(k)
 	var failed bool
 	p := f.Pipeline()
