@@ -3,6 +3,7 @@ package onboarding
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -52,15 +53,27 @@ func FuzzParseOutputs(f *testing.F) {
 	})
 }
 
-// FuzzParsePSKSecret: the secret parser never panics and never returns an
-// empty key without an error.
+// FuzzParsePSKSecret: the secret parser never panics, never returns an
+// empty key without an error, and its errors are its own words (an offset
+// aside), never a byte of the secret.
 func FuzzParsePSKSecret(f *testing.F) {
-	for _, s := range []string{`{"tunnel1":"a","tunnel2":"b"}`, "plain", `{"psk":1}`, `{`, ""} {
+	for _, s := range []string{`{"tunnel1":"a","tunnel2":"b"}`, "plain", `{"psk":1}`, `{`, "", `{"tunnel1": x}`} {
 		f.Add(s)
 	}
+	digits := func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return -1
+		}
+		return r
+	}
+	own := []string{"parse psk secret: empty", "parse psk secret: want keys tunnel1 and tunnel2",
+		"parse psk secret: not valid JSON", "parse psk secret: not valid JSON: syntax error at byte 0 of the value"}
 	f.Fuzz(func(t *testing.T, s string) {
 		psks, err := ParsePSKSecret(s)
 		if err != nil {
+			if !slices.ContainsFunc(own, func(o string) bool { return strings.Map(digits, o) == strings.Map(digits, err.Error()) }) {
+				t.Fatalf("ParsePSKSecret(%q): error %q is not one of the parser's own", s, err)
+			}
 			return
 		}
 		if psks[1] == "" || psks[2] == "" {

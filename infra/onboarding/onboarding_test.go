@@ -531,6 +531,34 @@ func TestParsePSKSecret(t *testing.T) {
 	}
 }
 
+// TestParsePSKSecretErrorsHoldNoSecret: a secret that is not valid JSON
+// fails without a byte of it in the error, wherever its bad byte is
+// (encoding/json's own errors quote it).
+func TestParsePSKSecretErrorsHoldNoSecret(t *testing.T) {
+	// The secret's bytes are none of the error's own words' (nor digits,
+	// which an offset has), so any of them in the error came from it.
+	const secret = "ZQ%W~G"
+	for _, tt := range []struct{ name, in string }{
+		{"bad first byte of a value", `{"tunnel1": ZQ%W~G, "tunnel2": "b"}`},
+		{"bad escape inside a value", `{"tunnel1": "ZQ\%W~G", "tunnel2": "b"}`},
+		{"control byte inside a value", "{\"tunnel1\": \"ZQ\x01%W~G\", \"tunnel2\": \"b\"}"},
+		{"bad byte after a value", `{"tunnel1": "a"ZQ%W~G, "tunnel2": "b"}`},
+		{"bad last byte", `{"tunnel1": "a", "tunnel2": "ZQ%W~"G`},
+		{"a bare key", `{ZQ%W~G: "a"}`},
+		{"cut short", `{"tunnel1": "ZQ%W~G`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParsePSKSecret(tt.in)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if i := strings.IndexAny(err.Error(), secret+"\x01\\"); i >= 0 {
+				t.Errorf("error %q holds %q, a byte of the secret", err, err.Error()[i])
+			}
+		})
+	}
+}
+
 func TestShellQuote(t *testing.T) {
 	cases := map[string]string{
 		"EXAMPLE_PACS": "EXAMPLE_PACS",

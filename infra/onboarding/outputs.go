@@ -163,7 +163,7 @@ func ParsePSKSecret(s string) (map[int]string, error) {
 	if strings.HasPrefix(trimmed, "{") {
 		var obj map[string]any
 		if err := json.Unmarshal([]byte(trimmed), &obj); err != nil {
-			return nil, fmt.Errorf("parse psk secret: %w", err)
+			return nil, pskSyntaxError(err)
 		}
 		psks := map[int]string{}
 		for k, v := range obj {
@@ -194,4 +194,15 @@ func ParsePSKSecret(s string) (map[int]string, error) {
 		return nil, errors.New("parse psk secret: empty")
 	}
 	return map[int]string{1: trimmed, 2: trimmed}, nil
+}
+
+// pskSyntaxError is the error of a PSK secret that is not valid JSON. It
+// names where the JSON broke, never what is there: encoding/json's errors
+// quote the offending character ("invalid character 'k' after object key"),
+// a byte of the secret, so err is neither wrapped nor printed.
+func pskSyntaxError(err error) error {
+	if se, ok := errors.AsType[*json.SyntaxError](err); ok {
+		return fmt.Errorf("parse psk secret: not valid JSON: syntax error at byte %d of the value", se.Offset)
+	}
+	return errors.New("parse psk secret: not valid JSON")
 }
