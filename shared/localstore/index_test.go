@@ -29,6 +29,15 @@ func TestAnnouncements(t *testing.T) {
 	pipelinetest.RunAnnouncements(t, func(t *testing.T) pipeline.IndexStore { return openTest(t).IndexStore() })
 }
 
+// TestAuditConformance runs the audit trail's suite on SQLite, which reads
+// its whole trail in time order and so answers a query without an access
+// path or bounds.
+func TestAuditConformance(t *testing.T) {
+	pipelinetest.RunAuditStore(t, pipelinetest.AuditHarness{
+		New: func(t *testing.T) pipeline.AuditStore { return openTest(t).AuditStore() },
+	})
+}
+
 // TestCommitmentConformance runs the Storage Commitment store's suite on
 // SQLite.
 func TestCommitmentConformance(t *testing.T) {

@@ -31,6 +31,9 @@ var (
 	ErrObjectChanged = errors.New("pipeline: object replaced since its head")
 	// ErrBadCursor: a query's cursor is not one the adapter handed out.
 	ErrBadCursor = errors.New("pipeline: bad cursor")
+	// ErrUnboundedQuery: an audit query with no access path and an open
+	// time range, which a store partitioned by day refuses (AuditQuery).
+	ErrUnboundedQuery = errors.New("pipeline: audit query without an access path needs both From and To")
 )
 
 // ObjectInfo is what Head reports about a stored object.
@@ -89,19 +92,35 @@ type ObjectWriter interface {
 	Copy(ctx context.Context, src ObjectInfo, dst string, metadata map[string]string) error
 }
 
-// AuditStore is the append-only audit trail.
+// AuditStore is the append-only audit trail. pipelinetest.RunAuditStore
+// checks an implementation against this contract.
 type AuditStore interface {
 	// Append writes rec unless a record with rec.ID exists (conditional
 	// write). appended reports whether this call wrote it; a duplicate is
-	// not an error.
+	// not an error, and leaves the record written first as it was.
 	Append(ctx context.Context, rec AuditRecord) (appended bool, err error)
-	// Query returns records matching q, newest first.
+	// Query returns records matching q, newest first (records of the same
+	// Time in an order of the store's own, the same on every page).
 	Query(ctx context.Context, q AuditQuery) (AuditPage, error)
 }
 
-// AuditQuery selects audit records. At most one of SOPInstanceUID,
-// PatientID, StudyInstanceUID, CallingAE and Day is used as the access path
-// (in that order of preference); the other fields filter.
+// AuditQuery selects the audit records that match every field set (a zero
+// field matches anything). At most one of SOPInstanceUID, PatientID,
+// StudyInstanceUID, CallingAE and Day is the access path (the first set,
+// in that order of preference); every other field filters, whichever is
+// the access path.
+//
+// A query with none of them reads the trail by time, from To back to
+// From. A store partitioned by day (DynamoDB: byDay) reads one partition
+// per day of the range, a bounded number per page, and refuses such a
+// query when From or To is zero (ErrUnboundedQuery): it cannot know where
+// its trail begins or ends. A store that reads its whole trail in order
+// (SQLite, the fake) answers it.
+//
+// Records of the CallingAE and Day access paths, and of a query with none,
+// may come from a projection without patient data (DynamoDB's): ID, Time,
+// Day, EventID, Outcome, Reason, CallingAE, CalledAE, PeerAddr and
+// AssociationID are set, the rest may be zero.
 type AuditQuery struct {
 	// SOPInstanceUID selects the records of one instance (its receipt,
 	// quarantine or refused C-STORE): what Storage Commitment looks for
@@ -110,11 +129,18 @@ type AuditQuery struct {
 	PatientID        string
 	StudyInstanceUID string
 	CallingAE        string
-	Day              string    // yyyy-mm-dd (UTC)
+	Day              string    // yyyy-mm-dd (UTC): the records whose Time is on that day
 	Outcome          string    // filter on AuditRecord.Outcome
-	From, To         time.Time // both inclusive; zero: open
-	Limit            int       // 0: adapter default (100)
-	Cursor           string    // from a previous AuditPage.Next
+	From, To         time.Time // both inclusive, to the nanosecond; zero: open (but see above)
+	// Limit bounds a page: 0 is the adapter default (100). A page may
+	// hold fewer records than Limit, even none, and still have a Next (a
+	// filter, a run of days without records): only an empty Next ends the
+	// results.
+	Limit int
+	// Cursor continues the query that handed it out (AuditPage.Next) with
+	// the same fields; paging loses and repeats no record. A cursor the
+	// store did not hand out for this query is ErrBadCursor.
+	Cursor string
 }
 
 // AuditPage is one page of Query results.

@@ -16,3 +16,9 @@ func TestIndexConformance(t *testing.T) {
 func TestCommitmentConformance(t *testing.T) {
 	pipelinetest.RunCommitmentStore(t, func(*testing.T) pipeline.CommitmentStore { return pipelinetest.NewCommitments() })
 }
+
+func TestAuditConformance(t *testing.T) {
+	pipelinetest.RunAuditStore(t, pipelinetest.AuditHarness{
+		New: func(*testing.T) pipeline.AuditStore { return pipelinetest.NewAudit() },
+	})
+}

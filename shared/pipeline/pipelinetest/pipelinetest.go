@@ -19,7 +19,8 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -225,10 +226,30 @@ func (a *Audit) All() []pipeline.AuditRecord {
 	return out
 }
 
-// Query implements pipeline.AuditStore (no paging: one page holds all).
+// Query implements pipeline.AuditStore: every field of q filters, newest
+// first, records of the same time latest appended first; a cursor is the
+// last record's time and place in append order ("<unix nano>.<seq>", seq
+// from 1).
 func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
-	var out []pipeline.AuditRecord
-	for _, r := range a.All() {
+	type seqRec struct {
+		seq int
+		rec pipeline.AuditRecord
+	}
+	after := func(seqRec) bool { return true }
+	if q.Cursor != "" {
+		ts, ss, _ := strings.Cut(q.Cursor, ".")
+		t, err1 := strconv.ParseInt(ts, 10, 64)
+		seq, err2 := strconv.Atoi(ss)
+		if err1 != nil || err2 != nil || seq < 1 {
+			return pipeline.AuditPage{}, fmt.Errorf("pipelinetest: audit query: %w", pipeline.ErrBadCursor)
+		}
+		after = func(r seqRec) bool {
+			n := r.rec.Time.UnixNano()
+			return n < t || n == t && r.seq < seq
+		}
+	}
+	var out []seqRec
+	for i, r := range a.All() {
 		switch {
 		case q.SOPInstanceUID != "" && r.SOPInstanceUID != q.SOPInstanceUID,
 			q.PatientID != "" && r.PatientID != q.PatientID,
@@ -237,16 +258,30 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 			q.Day != "" && r.Day != q.Day,
 			q.Outcome != "" && r.Outcome != q.Outcome,
 			!q.From.IsZero() && r.Time.Before(q.From),
-			!q.To.IsZero() && !r.Time.Before(q.To):
+			!q.To.IsZero() && r.Time.After(q.To):
 			continue
 		}
-		out = append(out, r)
+		if r := (seqRec{i + 1, r}); after(r) {
+			out = append(out, r)
+		}
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
-	if q.Limit > 0 && len(out) > q.Limit {
-		out = out[:q.Limit]
+	slices.SortFunc(out, func(x, y seqRec) int {
+		return cmp.Or(y.rec.Time.Compare(x.rec.Time), cmp.Compare(y.seq, x.seq))
+	})
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
 	}
-	return pipeline.AuditPage{Records: out}, nil
+	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
+	for i, r := range out {
+		if i == limit {
+			last := out[i-1]
+			page.Next = strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq)
+			break
+		}
+		page.Records = append(page.Records, r.rec)
+	}
+	return page, nil
 }
 
 // Index is an in-memory study index.

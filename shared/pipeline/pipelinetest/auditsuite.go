@@ -1,0 +1,336 @@
+package pipelinetest
+
+// RunAuditStore is the conformance suite of pipeline.AuditStore: the fake
+// above, the SQLite adapter and the DynamoDB adapter (on an emulator) run
+// it, so an auditor's query answers alike in local mode and in AWS. It
+// states the contract of pipeline.AuditQuery with explicit expected
+// records.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// AuditHarness gives RunAuditStore fresh trails of one implementation.
+type AuditHarness struct {
+	// New returns an empty trail.
+	New func(t *testing.T) pipeline.AuditStore
+	// RefusesUnbounded: the store is partitioned by day and refuses a
+	// query with no access path whose From or To is zero
+	// (pipeline.ErrUnboundedQuery), as pipeline.AuditQuery allows; false:
+	// it answers it over its whole trail.
+	RefusesUnbounded bool
+}
+
+// auditDay is the first day of the suite's trail: records on it, the next
+// two days and the fifth, none on the fourth.
+var auditDay = time.Date(2026, 1, 14, 0, 0, 0, 0, time.UTC)
+
+// at is the time d after the start of the trail's day n (0-based).
+func at(n int, d time.Duration) time.Time { return auditDay.AddDate(0, 0, n).Add(d) }
+
+// auditTrail is the suite's trail, oldest first: ids a01… in time order,
+// a04 and a05 at the same time, a01 and a03 at the first and last
+// instants of their day, a10 an association's record without UIDs or
+// patient.
+var auditTrail = []struct {
+	id                        string
+	time                      time.Time
+	outcome, ae               string
+	patient, study, sopSuffix string
+}{
+	{"a01", at(0, 0), "stored", "AE_ONE", "PAT-A", "S1", "1.1"},
+	{"a02", at(0, 9*time.Hour), "stored", "AE_ONE", "PAT-A", "S1", "1.2"},
+	{"a03", at(1, -time.Nanosecond), "rejected", "AE_TWO", "PAT-B", "S3", "3.1"},
+	{"a04", at(1, 8*time.Hour), "duplicate", "AE_ONE", "PAT-A", "S1", "1.1"},
+	{"a05", at(1, 8*time.Hour), "stored", "AE_TWO", "PAT-A", "S2", "2.1"},
+	{"a06", at(1, 12*time.Hour+500*time.Millisecond), "stored", "AE_ONE", "PAT-B", "S3", "3.2"},
+	{"a07", at(2, 10*time.Hour), "rejected", "AE_TWO", "PAT-A", "S2", "2.2"},
+	{"a08", at(2, 11*time.Hour), "stored", "AE_ONE", "PAT-A", "S1", "1.3"},
+	{"a09", at(4, 7*time.Hour), "stored", "AE_ONE", "PAT-B", "S3", "3.3"},
+	{"a10", at(4, 7*time.Hour+30*time.Minute), "association-released", "AE_TWO", "", "", ""},
+}
+
+// auditStudy and auditSOP are the suite's UIDs for a trail's study and SOP
+// suffix.
+func auditStudy(s string) string   { return suiteRoot + "7." + s }
+func auditSOP(suffix string) string { return suiteRoot + "8." + suffix }
+
+// auditRecord returns the suite's record id (a01…a10) as written.
+func auditRecord(i int) pipeline.AuditRecord {
+	r := auditTrail[i]
+	rec := pipeline.AuditRecord{
+		ID: r.id, SchemaVersion: 1, Time: r.time, Day: r.time.Format(time.DateOnly),
+		EventID:         pipeline.CodedValue{Code: "110104", System: "DCM", Display: "DICOM Instances Transferred"},
+		EventActionCode: "C", Outcome: r.outcome, AuditSourceID: "suite", CallingAE: r.ae, CalledAE: "INGEST",
+		PeerAddr: "10.0.0.1:4000", AssociationID: "assoc-" + r.id, PatientID: r.patient,
+	}
+	if r.study != "" {
+		rec.StudyInstanceUID, rec.SOPInstanceUID = auditStudy(r.study), auditSOP(r.sopSuffix)
+		rec.SeriesInstanceUID, rec.SOPClassUID = rec.StudyInstanceUID+".1", "1.2.840.10008.5.1.4.1.1.2"
+	}
+	return rec
+}
+
+// RunAuditStore runs the suite.
+func RunAuditStore(t *testing.T, h AuditHarness) {
+	t.Run("AppendOnce", func(t *testing.T) { testAuditAppendOnce(t, h.New(t)) })
+	t.Run("Empty", func(t *testing.T) { testAuditEmpty(t, h) })
+	a := h.New(t)
+	for i := range auditTrail {
+		appendAudit(t, a, auditRecord(i), true)
+	}
+	t.Run("Queries", func(t *testing.T) { testAuditQueries(t, a) })
+	t.Run("Unbounded", func(t *testing.T) { testAuditUnbounded(t, a, h) })
+	t.Run("Paging", func(t *testing.T) { testAuditPaging(t, a) })
+	t.Run("BadCursor", func(t *testing.T) { testAuditBadCursor(t, a) })
+}
+
+func appendAudit(t *testing.T, a pipeline.AuditStore, rec pipeline.AuditRecord, want bool) {
+	t.Helper()
+	appended, err := a.Append(context.Background(), rec)
+	if err != nil {
+		t.Fatalf("append %s: %v", rec.ID, err)
+	}
+	if appended != want {
+		t.Errorf("append %s: appended = %v, want %v", rec.ID, appended, want)
+	}
+}
+
+// queryAll follows q's pages to the end and returns their records in
+// order, failing the test on a page larger than the limit or on pages
+// that never end.
+func queryAll(t *testing.T, a pipeline.AuditStore, q pipeline.AuditQuery) []pipeline.AuditRecord {
+	t.Helper()
+	var out []pipeline.AuditRecord
+	for range 1000 {
+		page, err := a.Query(context.Background(), q)
+		if err != nil {
+			t.Fatalf("query %+v: %v", q, err)
+		}
+		if q.Limit > 0 && len(page.Records) > q.Limit {
+			t.Errorf("query %+v: a page of %d records, over its limit", q, len(page.Records))
+		}
+		out = append(out, page.Records...)
+		if page.Next == "" {
+			return out
+		}
+		if page.Next == q.Cursor {
+			t.Fatalf("query %+v: Next is the cursor given", q)
+		}
+		q.Cursor = page.Next
+	}
+	t.Fatalf("query %+v: still a Next after 1000 pages", q)
+	return nil
+}
+
+func auditIDs(recs []pipeline.AuditRecord) []string {
+	ids := make([]string, 0, len(recs))
+	for _, r := range recs {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
+// checkNewestFirst: recs are want (ids) newest first; records of the same
+// time may come in either order.
+func checkNewestFirst(t *testing.T, recs []pipeline.AuditRecord, want []string) {
+	t.Helper()
+	got := auditIDs(recs)
+	if !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("records %v, want %v", got, want)
+		return
+	}
+	for i := 1; i < len(recs); i++ {
+		if recs[i].Time.After(recs[i-1].Time) {
+			t.Errorf("records %v: %s (%v) after %s (%v), not newest first", got, recs[i].ID, recs[i].Time, recs[i-1].ID, recs[i-1].Time)
+		}
+	}
+}
+
+// testAuditAppendOnce: Append writes a record once; a duplicate of its ID
+// is no error, reports appended false and leaves the first as it was.
+func testAuditAppendOnce(t *testing.T, a pipeline.AuditStore) {
+	rec := auditRecord(0)
+	appendAudit(t, a, rec, true)
+	appendAudit(t, a, rec, false)
+	changed := rec
+	changed.Outcome, changed.Time = "rejected", rec.Time.Add(time.Hour)
+	appendAudit(t, a, changed, false)
+	got := queryAll(t, a, pipeline.AuditQuery{SOPInstanceUID: rec.SOPInstanceUID})
+	if len(got) != 1 || got[0].ID != rec.ID || got[0].Outcome != rec.Outcome || !got[0].Time.Equal(rec.Time) ||
+		got[0].PatientID != rec.PatientID || got[0].StudyInstanceUID != rec.StudyInstanceUID {
+		t.Errorf("after duplicates: %+v, want the one record as first written", got)
+	}
+}
+
+// testAuditEmpty: an empty trail answers every query with no records and
+// no Next.
+func testAuditEmpty(t *testing.T, h AuditHarness) {
+	a := h.New(t)
+	for _, q := range []pipeline.AuditQuery{
+		{SOPInstanceUID: auditSOP("1.1")}, {PatientID: "PAT-A"}, {CallingAE: "AE_ONE"}, {Day: "2026-01-14"},
+		{From: at(0, 0), To: at(5, 0)},
+	} {
+		if got := queryAll(t, a, q); len(got) != 0 {
+			t.Errorf("query %+v of an empty trail: %v", q, auditIDs(got))
+		}
+	}
+}
+
+// testAuditQueries: each access path, with every other field as a filter,
+// the time bounds inclusive, ranges over several days with an access path
+// and without.
+func testAuditQueries(t *testing.T, a pipeline.AuditStore) {
+	sop11, s1, s2, s3 := auditSOP("1.1"), auditStudy("S1"), auditStudy("S2"), auditStudy("S3")
+	day := func(n int) string { return at(n, 0).Format(time.DateOnly) }
+	endOf := func(n int) time.Time { return at(n+1, -time.Nanosecond) }
+	tests := []struct {
+		name string
+		q    pipeline.AuditQuery
+		want []string
+	}{
+		{"instance", pipeline.AuditQuery{SOPInstanceUID: sop11}, []string{"a04", "a01"}},
+		{"instance, outcome", pipeline.AuditQuery{SOPInstanceUID: sop11, Outcome: "stored"}, []string{"a01"}},
+		{"instance, its patient", pipeline.AuditQuery{SOPInstanceUID: sop11, PatientID: "PAT-A"}, []string{"a04", "a01"}},
+		{"instance, another patient", pipeline.AuditQuery{SOPInstanceUID: sop11, PatientID: "PAT-B"}, nil},
+		{"instance, its study", pipeline.AuditQuery{SOPInstanceUID: sop11, StudyInstanceUID: s1}, []string{"a04", "a01"}},
+		{"instance, another study", pipeline.AuditQuery{SOPInstanceUID: sop11, StudyInstanceUID: s2}, nil},
+		{"instance, AE", pipeline.AuditQuery{SOPInstanceUID: sop11, CallingAE: "AE_ONE"}, []string{"a04", "a01"}},
+		{"instance, another AE", pipeline.AuditQuery{SOPInstanceUID: sop11, CallingAE: "AE_TWO"}, nil},
+		{"instance, day", pipeline.AuditQuery{SOPInstanceUID: sop11, Day: day(1)}, []string{"a04"}},
+		{"instance, from", pipeline.AuditQuery{SOPInstanceUID: sop11, From: at(1, 8*time.Hour)}, []string{"a04"}},
+		{"instance, to", pipeline.AuditQuery{SOPInstanceUID: sop11, To: at(0, 0)}, []string{"a01"}},
+		{"unknown instance", pipeline.AuditQuery{SOPInstanceUID: auditSOP("9.9")}, nil},
+
+		{"patient", pipeline.AuditQuery{PatientID: "PAT-A"}, []string{"a08", "a07", "a05", "a04", "a02", "a01"}},
+		{"patient, study", pipeline.AuditQuery{PatientID: "PAT-A", StudyInstanceUID: s2}, []string{"a07", "a05"}},
+		{"patient, AE", pipeline.AuditQuery{PatientID: "PAT-A", CallingAE: "AE_TWO"}, []string{"a07", "a05"}},
+		{"patient, outcome", pipeline.AuditQuery{PatientID: "PAT-A", Outcome: "rejected"}, []string{"a07"}},
+		{"patient, day", pipeline.AuditQuery{PatientID: "PAT-A", Day: day(1)}, []string{"a05", "a04"}},
+		{"patient, days", pipeline.AuditQuery{PatientID: "PAT-A", From: at(0, 9*time.Hour), To: at(2, 10*time.Hour)},
+			[]string{"a07", "a05", "a04", "a02"}},
+		{"unknown patient", pipeline.AuditQuery{PatientID: "PAT-Z"}, nil},
+
+		{"study", pipeline.AuditQuery{StudyInstanceUID: s3}, []string{"a09", "a06", "a03"}},
+		{"study, AE", pipeline.AuditQuery{StudyInstanceUID: s3, CallingAE: "AE_ONE"}, []string{"a09", "a06"}},
+		{"study, outcome", pipeline.AuditQuery{StudyInstanceUID: s3, Outcome: "rejected"}, []string{"a03"}},
+		{"study, day", pipeline.AuditQuery{StudyInstanceUID: s3, Day: day(0)}, []string{"a03"}},
+		{"study, days", pipeline.AuditQuery{StudyInstanceUID: s3, From: at(1, 0), To: endOf(4)}, []string{"a09", "a06"}},
+
+		{"AE", pipeline.AuditQuery{CallingAE: "AE_TWO"}, []string{"a10", "a07", "a05", "a03"}},
+		{"AE, day", pipeline.AuditQuery{CallingAE: "AE_TWO", Day: day(2)}, []string{"a07"}},
+		{"AE, day without its records", pipeline.AuditQuery{CallingAE: "AE_TWO", Day: day(3)}, nil},
+		{"AE, outcome", pipeline.AuditQuery{CallingAE: "AE_TWO", Outcome: "stored"}, []string{"a05"}},
+		{"AE, days", pipeline.AuditQuery{CallingAE: "AE_TWO", From: at(0, 0), To: at(1, 8*time.Hour)}, []string{"a05", "a03"}},
+		{"AE, day and bounds", pipeline.AuditQuery{CallingAE: "AE_ONE", Day: day(1), From: at(1, 12*time.Hour)}, []string{"a06"}},
+
+		{"day, from its first instant to its last", pipeline.AuditQuery{Day: day(0)}, []string{"a03", "a02", "a01"}},
+		{"day, outcome", pipeline.AuditQuery{Day: day(0), Outcome: "stored"}, []string{"a02", "a01"}},
+		{"day, bounds", pipeline.AuditQuery{Day: day(1), From: at(1, 8*time.Hour), To: at(1, 8*time.Hour)}, []string{"a05", "a04"}},
+		{"day, bounds outside it", pipeline.AuditQuery{Day: day(1), From: at(0, 0), To: endOf(4)}, []string{"a06", "a05", "a04"}},
+		{"day without records", pipeline.AuditQuery{Day: day(3)}, nil},
+
+		{"range of one record", pipeline.AuditQuery{From: at(1, -time.Nanosecond), To: at(1, -time.Nanosecond)}, []string{"a03"}},
+		{"range, both bounds on records", pipeline.AuditQuery{From: at(0, 9*time.Hour), To: at(1, 12*time.Hour+500*time.Millisecond)},
+			[]string{"a06", "a05", "a04", "a03", "a02"}},
+		{"range, a nanosecond inside each record", pipeline.AuditQuery{From: at(0, 9*time.Hour+1), To: at(1, 12*time.Hour+500*time.Millisecond-1)},
+			[]string{"a05", "a04", "a03"}},
+		{"range of every day", pipeline.AuditQuery{From: at(0, 0), To: endOf(4)},
+			[]string{"a10", "a09", "a08", "a07", "a06", "a05", "a04", "a03", "a02", "a01"}},
+		{"range over a day without records", pipeline.AuditQuery{From: at(2, 10*time.Hour+1), To: at(4, 7*time.Hour)}, []string{"a09", "a08"}},
+		{"range of the day without records", pipeline.AuditQuery{From: at(3, 0), To: endOf(3)}, nil},
+		{"range, outcome", pipeline.AuditQuery{Outcome: "rejected", From: at(0, 0), To: endOf(4)}, []string{"a07", "a03"}},
+		{"range ending before it begins", pipeline.AuditQuery{From: at(2, 0), To: at(1, 0)}, nil},
+		{"range before the trail", pipeline.AuditQuery{From: at(-30, 0), To: at(0, -time.Nanosecond)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkNewestFirst(t, queryAll(t, a, tt.q), tt.want)
+		})
+	}
+}
+
+// testAuditUnbounded: a query with no access path and an open range is
+// refused by a store partitioned by day (pipeline.ErrUnboundedQuery) and
+// answered over the whole trail by any other.
+func testAuditUnbounded(t *testing.T, a pipeline.AuditStore, h AuditHarness) {
+	all := []string{"a10", "a09", "a08", "a07", "a06", "a05", "a04", "a03", "a02", "a01"}
+	tests := []struct {
+		name string
+		q    pipeline.AuditQuery
+		want []string
+	}{
+		{"nothing", pipeline.AuditQuery{}, all},
+		{"outcome", pipeline.AuditQuery{Outcome: "rejected"}, []string{"a07", "a03"}},
+		{"from", pipeline.AuditQuery{From: at(2, 11*time.Hour)}, []string{"a10", "a09", "a08"}},
+		{"to", pipeline.AuditQuery{To: at(0, 9*time.Hour)}, []string{"a02", "a01"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !h.RefusesUnbounded {
+				checkNewestFirst(t, queryAll(t, a, tt.q), tt.want)
+				return
+			}
+			page, err := a.Query(context.Background(), tt.q)
+			if !errors.Is(err, pipeline.ErrUnboundedQuery) {
+				t.Errorf("query %+v: %d records, %v; want ErrUnboundedQuery", tt.q, len(page.Records), err)
+			}
+		})
+	}
+}
+
+// testAuditPaging: pages of every size, across records of the same time
+// and across day partitions (one ending exactly at a page's end), return
+// what one page does, in the same order: none lost, none repeated.
+func testAuditPaging(t *testing.T, a pipeline.AuditStore) {
+	queries := []pipeline.AuditQuery{
+		{From: at(0, 0), To: at(5, 0)},
+		{From: at(0, 0), To: at(5, 0), Outcome: "stored"},
+		{PatientID: "PAT-A"},
+		{PatientID: "PAT-A", From: at(0, 9*time.Hour), To: at(2, 10*time.Hour)},
+		{StudyInstanceUID: auditStudy("S1")},
+		{CallingAE: "AE_ONE"},
+		{CallingAE: "AE_TWO", Outcome: "rejected"},
+		{Day: auditDay.Format(time.DateOnly)},
+		{SOPInstanceUID: auditSOP("1.1")},
+	}
+	for i, q := range queries {
+		whole := queryAll(t, a, q)
+		if len(whole) == 0 {
+			t.Fatalf("query %d (%+v): no records", i, q)
+		}
+		for limit := 1; limit <= len(whole)+1; limit++ {
+			t.Run(fmt.Sprintf("query %d limit %d", i, limit), func(t *testing.T) {
+				q := q
+				q.Limit = limit
+				if got, want := auditIDs(queryAll(t, a, q)), auditIDs(whole); !slices.Equal(got, want) {
+					t.Errorf("paged %+v: %v, want %v as in one page", q, got, want)
+				}
+			})
+		}
+	}
+}
+
+// testAuditBadCursor: a cursor the store did not hand out is
+// pipeline.ErrBadCursor.
+func testAuditBadCursor(t *testing.T, a pipeline.AuditStore) {
+	ctx := context.Background()
+	q := pipeline.AuditQuery{PatientID: "PAT-A", Limit: 2}
+	page, err := a.Query(ctx, q)
+	if err != nil || page.Next == "" {
+		t.Fatalf("first page: %d records, next %q, %v", len(page.Records), page.Next, err)
+	}
+	for _, c := range []string{"not a cursor", "!", page.Next[:len(page.Next)/2], page.Next + "!"} {
+		q.Cursor = c
+		if _, err := a.Query(ctx, q); !errors.Is(err, pipeline.ErrBadCursor) {
+			t.Errorf("cursor %q: %v, want ErrBadCursor", c, err)
+		}
+	}
+}
