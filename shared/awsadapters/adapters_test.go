@@ -3,12 +3,14 @@ package awsadapters
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -191,27 +193,75 @@ func TestEventBridgeRefusedOnItsOwn(t *testing.T) {
 	}
 }
 
-func TestCursorRoundTrip(t *testing.T) {
-	in := map[string]string{"pk": "AUDIT#x", "sk": "RECORD", "gsi4pk": "DAY#2026-01-15"}
-	c := encodeCursor(map[string]ddbAV{"pk": sv(in["pk"]), "sk": sv(in["sk"]), "gsi4pk": sv(in["gsi4pk"])})
-	out, err := decodeCursor(c)
-	if err != nil {
-		t.Fatal(err)
+// TestAuditCursor: a cursor goes on with its own query, in its partition
+// (byDay's: one of the range's days), and a cursor of another query is
+// ErrBadCursor, without the cursor's keys (UIDs) in the error.
+func TestAuditCursor(t *testing.T) {
+	sop := "SOP#1.2.3.99"
+	key := func(path auditPath, pk string) map[string]ddbAV {
+		return map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), path.pkAttr: sv(pk), path.skAttr: sv("2026-01-15T10:00:00.000000000Z#x")}
 	}
-	for k, v := range in {
-		if s, ok := out[k].(*ddbS); !ok || s.Value != v {
-			t.Errorf("%s = %v", k, out[k])
-		}
+	raw := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name        string
+		cursor      string
+		path        auditPath
+		first, last string
+		ok          bool
+	}{
+		{"its partition, a key", encodeCursor(pathBySop, sop, key(pathBySop, sop)), pathBySop, sop, sop, true},
+		{"its partition, no key", encodeCursor(pathBySop, sop, nil), pathBySop, sop, sop, true},
+		{"a day of the walk, a key", encodeCursor(pathByDay, "DAY#2026-01-15", key(pathByDay, "DAY#2026-01-15")), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", true},
+		{"a day of the walk, no key", encodeCursor(pathByDay, "DAY#2026-01-14", nil), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", true},
+		{"a day before the walk", encodeCursor(pathByDay, "DAY#2026-01-13", nil), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", false},
+		{"a day after the walk", encodeCursor(pathByDay, "DAY#2026-01-17", nil), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", false},
+		{"a day not written as Query writes it", encodeCursor(pathByDay, "DAY#2026-01-15x", nil), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", false},
+		{"another partition", encodeCursor(pathBySop, "SOP#1.2.3.98", nil), pathBySop, sop, sop, false},
+		{"another index's key", encodeCursor(pathBySop, sop, key(pathByStudy, sop)), pathBySop, sop, sop, false},
+		{"a key in another partition", encodeCursor(pathBySop, sop, key(pathBySop, "SOP#1.2.3.98")), pathBySop, sop, sop, false},
+		{"a key without the table's", raw(`{"pk":"SOP#1.2.3.99","key":{"gsi5pk":"SOP#1.2.3.99","gsi5sk":"x"}}`), pathBySop, sop, sop, false},
+		{"not base64", "!!!", pathBySop, sop, sop, false},
+		{"not JSON", raw("SOP#1.2.3.99"), pathBySop, sop, sop, false},
+		{"a key not a string", raw(`{"pk":"SOP#1.2.3.99","key":{"pk":1}}`), pathBySop, sop, sop, false},
 	}
-	if _, err := decodeCursor("!!!"); err == nil {
-		t.Error("bad cursor accepted")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pk, start, err := decodeCursor(tt.cursor, tt.path, tt.first, tt.last)
+			if !tt.ok {
+				if !errors.Is(err, pipeline.ErrBadCursor) || strings.Contains(err.Error(), "1.2.3.9") {
+					t.Errorf("err = %v, want ErrBadCursor naming no key", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if again := encodeCursor(tt.path, pk, start); again != tt.cursor {
+				t.Errorf("cursor %q read as %q %v, encoded again %q", tt.cursor, pk, start, again)
+			}
+		})
 	}
 }
 
-type (
-	ddbAV = ddbtypes.AttributeValue
-	ddbS  = ddbtypes.AttributeValueMemberS
-)
+// FuzzAuditCursor: a cursor from outside (the portal's cursor parameter)
+// never panics the reader, and one it accepts encodes to what it read.
+func FuzzAuditCursor(f *testing.F) {
+	f.Add(encodeCursor(pathByDay, "DAY#2026-01-15", map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), "gsi4pk": sv("DAY#2026-01-15"), "gsi4sk": sv("t#x")}))
+	f.Add(encodeCursor(pathByDay, "DAY#2026-01-14", nil))
+	f.Add("!!!")
+	f.Fuzz(func(t *testing.T, c string) {
+		pk, start, err := decodeCursor(c, pathByDay, "DAY#2026-01-16", "DAY#2026-01-14")
+		if err != nil {
+			return
+		}
+		pk2, start2, err := decodeCursor(encodeCursor(pathByDay, pk, start), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14")
+		if err != nil || pk2 != pk || !reflect.DeepEqual(start, start2) {
+			t.Fatalf("%q read as %q %v, again as %q %v (%v)", c, pk, start, pk2, start2, err)
+		}
+	})
+}
+
+type ddbAV = ddbtypes.AttributeValue
 
 // TestHeadReportsTheSCPsMultipartChecksum stores an object the way the SCP
 // does when it is too big for one request (a multipart upload, no sha256

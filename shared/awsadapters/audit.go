@@ -95,7 +95,8 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 	if rec.CallingAE != "" {
 		item["gsi3pk"], item["gsi3sk"] = s(keyValue("AE#", rec.CallingAE)), s(sortKey)
 	}
-	item["gsi4pk"], item["gsi4sk"] = s("DAY#"+rec.Day), s(sortKey)
+	// byDay's partition is Time's day, in which Query looks for it.
+	item["gsi4pk"], item["gsi4sk"] = s(dayPrefix+rec.Time.UTC().Format(time.DateOnly)), s(sortKey)
 	if rec.SOPInstanceUID != "" {
 		item["gsi5pk"], item["gsi5sk"] = s(keyValue("SOP#", rec.SOPInstanceUID)), s(sortKey)
 	}
@@ -113,46 +114,143 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 	return true, nil
 }
 
-// Query implements pipeline.AuditStore. Queries by calling AE or by day
-// read a projection without patient data: PatientID and PatientName (and
-// UIDs) are empty in their results.
+// auditPath is an index Query reads: its partition and sort key
+// attributes.
+type auditPath struct{ index, pkAttr, skAttr string }
+
+var (
+	pathBySop       = auditPath{gsiBySop, "gsi5pk", "gsi5sk"}
+	pathByPatient   = auditPath{gsiByPatient, "gsi1pk", "gsi1sk"}
+	pathByStudy     = auditPath{gsiByStudy, "gsi2pk", "gsi2sk"}
+	pathByCallingAE = auditPath{gsiByCallingAE, "gsi3pk", "gsi3sk"}
+	pathByDay       = auditPath{gsiByDay, "gsi4pk", "gsi4sk"}
+)
+
+// Bounds of a query's time range: sort keys hold four-digit years, so a
+// bound beyond them is the first or last time they can name.
+var (
+	firstKeyTime = time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	lastKeyTime  = time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+)
+
+const (
+	// maxQueryCalls bounds the DynamoDB queries of one page: a page ends
+	// short (with a Next) rather than read on through a filter that keeps
+	// few records or a run of days without any.
+	maxQueryCalls = 32
+	// dayPrefix begins the byDay partition key.
+	dayPrefix = "DAY#"
+)
+
+// Query implements pipeline.AuditStore (pipeline.AuditQuery's contract).
+// Queries by calling AE or by day, and those with no access path, read a
+// projection without patient data: PatientID and PatientName (and UIDs)
+// are empty in their results.
+//
+// Day and From/To are the one time range of the sort key (<time>#<id>), To
+// inclusive to the nanosecond. A query with no access path walks the
+// byDay partitions from To's day back to From's, newest first; it needs
+// both (pipeline.ErrUnboundedQuery). A page reads at most maxQueryCalls
+// partitions or pages of DynamoDB's; its cursor is the LastEvaluatedKey,
+// or, at a day's end, the next day's partition key alone.
 func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
-	var index, pkAttr, skAttr, pk string
+	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
+	walk := q.SOPInstanceUID == "" && q.PatientID == "" && q.StudyInstanceUID == "" && q.CallingAE == "" && q.Day == ""
+	if walk && (q.From.IsZero() || q.To.IsZero()) {
+		return page, fmt.Errorf("awsadapters: audit query: %w", pipeline.ErrUnboundedQuery)
+	}
+	from, to, ok := auditRange(q)
+	if !ok {
+		return page, nil
+	}
+	var path auditPath
+	var pk string
 	switch {
 	case q.SOPInstanceUID != "":
-		index, pkAttr, skAttr, pk = gsiBySop, "gsi5pk", "gsi5sk", keyValue("SOP#", q.SOPInstanceUID)
+		path, pk = pathBySop, keyValue("SOP#", q.SOPInstanceUID)
 	case q.PatientID != "":
-		index, pkAttr, skAttr, pk = gsiByPatient, "gsi1pk", "gsi1sk", keyValue("PATIENT#", q.PatientID)
+		path, pk = pathByPatient, keyValue("PATIENT#", q.PatientID)
 	case q.StudyInstanceUID != "":
-		index, pkAttr, skAttr, pk = gsiByStudy, "gsi2pk", "gsi2sk", keyValue("STUDY#", q.StudyInstanceUID)
+		path, pk = pathByStudy, keyValue("STUDY#", q.StudyInstanceUID)
 	case q.CallingAE != "":
-		index, pkAttr, skAttr, pk = gsiByCallingAE, "gsi3pk", "gsi3sk", keyValue("AE#", q.CallingAE)
-	default:
-		day := q.Day
-		if day == "" {
-			t := q.To
-			if t.IsZero() {
-				t = time.Now()
-			}
-			day = t.UTC().Format(time.DateOnly)
-		}
-		q.Day = ""
-		index, pkAttr, skAttr, pk = gsiByDay, "gsi4pk", "gsi4sk", "DAY#"+day
+		path, pk = pathByCallingAE, keyValue("AE#", q.CallingAE)
+	default: // a day, or the walk through the days from To's to From's
+		path, pk = pathByDay, dayPrefix+to.Format(time.DateOnly)
 	}
-	names := map[string]string{"#pk": pkAttr}
-	values := map[string]ddbtypes.AttributeValue{":pk": &ddbtypes.AttributeValueMemberS{Value: pk}}
-	cond := "#pk = :pk"
-	if !q.From.IsZero() || !q.To.IsZero() {
-		from, to := "0", "9"
-		if !q.From.IsZero() {
-			from = ts(q.From)
+	lastPK := pk
+	if path == pathByDay {
+		lastPK = dayPrefix + from.Format(time.DateOnly)
+	}
+	in := a.auditQueryInput(q, path, from, to)
+	var start map[string]ddbtypes.AttributeValue
+	if q.Cursor != "" {
+		var err error
+		if pk, start, err = decodeCursor(q.Cursor, path, pk, lastPK); err != nil {
+			return page, err
 		}
-		if !q.To.IsZero() {
-			to = ts(q.To)
+	}
+	limit := q.Limit
+	if limit <= 0 {
+		limit = defaultPageLimit
+	}
+	for calls := 0; ; calls++ {
+		if len(page.Records) == limit || calls == maxQueryCalls {
+			page.Next = encodeCursor(path, pk, start)
+			return page, nil
 		}
-		names["#sk"] = skAttr
-		values[":from"], values[":to"] = &ddbtypes.AttributeValueMemberS{Value: from}, &ddbtypes.AttributeValueMemberS{Value: to}
-		cond += " AND #sk BETWEEN :from AND :to"
+		in.ExpressionAttributeValues[":pk"] = &ddbtypes.AttributeValueMemberS{Value: pk}
+		in.ExclusiveStartKey, in.Limit = start, aws.Int32(int32(limit-len(page.Records)))
+		out, err := a.Client.Query(ctx, in)
+		if err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("awsadapters: query audit: %w", err)
+		}
+		for _, item := range out.Items {
+			rec, err := decodeAudit(item)
+			if err != nil {
+				return pipeline.AuditPage{}, err
+			}
+			page.Records = append(page.Records, rec)
+		}
+		start = out.LastEvaluatedKey
+		if len(start) > 0 {
+			continue
+		}
+		if pk == lastPK {
+			return page, nil
+		}
+		pk = previousDay(pk)
+	}
+}
+
+// auditRange is the time range q's Day, From and To leave, bounded to what
+// sort keys name; ok is false when it is empty.
+func auditRange(q pipeline.AuditQuery) (from, to time.Time, ok bool) {
+	from, to = firstKeyTime, lastKeyTime
+	if q.Day != "" {
+		d, err := time.Parse(time.DateOnly, q.Day)
+		if err != nil {
+			return from, to, false // no record is on a day that is none
+		}
+		from, to = d, d.AddDate(0, 0, 1).Add(-time.Nanosecond)
+	}
+	if !q.From.IsZero() && q.From.After(from) {
+		from = q.From.UTC()
+	}
+	if !q.To.IsZero() && q.To.Before(to) {
+		to = q.To.UTC()
+	}
+	return from, to, !from.After(to)
+}
+
+// auditQueryInput is the query of path within from and to, with q's other
+// fields as filters; Query sets the partition, the start and the limit.
+// Every filter is on an attribute the index projects.
+func (a *AuditTable) auditQueryInput(q pipeline.AuditQuery, path auditPath, from, to time.Time) *dynamodb.QueryInput {
+	names := map[string]string{"#pk": path.pkAttr, "#sk": path.skAttr}
+	values := map[string]ddbtypes.AttributeValue{
+		// "$" sorts after the "#" that ends a sort key's time: To's
+		// records are in.
+		":from": &ddbtypes.AttributeValueMemberS{Value: ts(from)}, ":to": &ddbtypes.AttributeValueMemberS{Value: ts(to) + "$"},
 	}
 	var filters []string
 	addFilter := func(attr, v string) {
@@ -164,53 +262,30 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		filters = append(filters, n+" = "+p)
 	}
 	addFilter("outcome", q.Outcome)
-	addFilter("callingAe", q.CallingAE)
-	addFilter("day", q.Day)
-	if index == gsiByPatient || index == gsiByStudy || index == gsiBySop {
+	if path != pathByCallingAE {
+		addFilter("callingAe", q.CallingAE)
+	}
+	if path == pathBySop || path == pathByPatient {
 		addFilter("studyInstanceUid", q.StudyInstanceUID)
 	}
-	if index == gsiBySop {
+	if path == pathBySop {
 		addFilter("patientId", q.PatientID)
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPageLimit
-	}
 	in := &dynamodb.QueryInput{
-		TableName: &a.Table, IndexName: &index, KeyConditionExpression: &cond,
-		ExpressionAttributeNames: names, ExpressionAttributeValues: values,
-		ScanIndexForward: aws.Bool(false), Limit: aws.Int32(int32(limit)),
+		TableName: &a.Table, IndexName: aws.String(path.index),
+		KeyConditionExpression:   aws.String("#pk = :pk AND #sk BETWEEN :from AND :to"),
+		ExpressionAttributeNames: names, ExpressionAttributeValues: values, ScanIndexForward: aws.Bool(false),
 	}
 	if len(filters) > 0 {
-		f := filters[0]
-		for _, x := range filters[1:] {
-			f += " AND " + x
-		}
-		in.FilterExpression = &f
+		in.FilterExpression = aws.String(strings.Join(filters, " AND "))
 	}
-	if q.Cursor != "" {
-		start, err := decodeCursor(q.Cursor)
-		if err != nil {
-			return pipeline.AuditPage{}, err
-		}
-		in.ExclusiveStartKey = start
-	}
-	out, err := a.Client.Query(ctx, in)
-	if err != nil {
-		return pipeline.AuditPage{}, fmt.Errorf("awsadapters: query audit: %w", err)
-	}
-	page := pipeline.AuditPage{}
-	for _, item := range out.Items {
-		rec, err := decodeAudit(item)
-		if err != nil {
-			return pipeline.AuditPage{}, err
-		}
-		page.Records = append(page.Records, rec)
-	}
-	if len(out.LastEvaluatedKey) > 0 {
-		page.Next = encodeCursor(out.LastEvaluatedKey)
-	}
-	return page, nil
+	return in
+}
+
+// previousDay is the byDay partition of the day before pk's.
+func previousDay(pk string) string {
+	d, _ := time.Parse(time.DateOnly, strings.TrimPrefix(pk, dayPrefix)) // Query's own keys
+	return dayPrefix + d.AddDate(0, 0, -1).Format(time.DateOnly)
 }
 
 // DecodeAuditItem reads an audit table item as Append wrote it, such as a
@@ -275,30 +350,62 @@ func decodeAudit(item map[string]ddbtypes.AttributeValue) (pipeline.AuditRecord,
 	return rec, nil
 }
 
-// Cursors are the LastEvaluatedKey (all string attributes) as base64 JSON.
-func encodeCursor(key map[string]ddbtypes.AttributeValue) string {
-	m := map[string]string{}
-	for k, v := range key {
-		if s, ok := v.(*ddbtypes.AttributeValueMemberS); ok {
-			m[k] = s.Value
+// A cursor is base64 JSON of the partition to go on with and, within it,
+// the LastEvaluatedKey to start after (string attributes): {"pk": "<index
+// partition>", "key": {...}}; no key starts at the partition's newest.
+type auditCursor struct {
+	PK  string            `json:"pk"`
+	Key map[string]string `json:"key,omitempty"`
+}
+
+func encodeCursor(path auditPath, pk string, start map[string]ddbtypes.AttributeValue) string {
+	c := auditCursor{PK: pk}
+	if len(start) > 0 {
+		c.Key = map[string]string{}
+		for k, v := range start {
+			if s, ok := v.(*ddbtypes.AttributeValueMemberS); ok {
+				c.Key[k] = s.Value
+			}
 		}
 	}
-	b, _ := json.Marshal(m) // map[string]string always marshals
+	b, _ := json.Marshal(c) // strings always marshal
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeCursor(c string) (map[string]ddbtypes.AttributeValue, error) {
+// decodeCursor reads a cursor of a query of path over the partitions from
+// first to last (one, or byDay's from To's day back to From's). A cursor
+// of another query is ErrBadCursor, as DynamoDB would refuse its key or,
+// worse, go on in another partition. Errors do not quote it: its keys
+// hold UIDs.
+func decodeCursor(c string, path auditPath, first, last string) (string, map[string]ddbtypes.AttributeValue, error) {
+	bad := fmt.Errorf("awsadapters: audit query: %w", pipeline.ErrBadCursor)
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
-		return nil, fmt.Errorf("awsadapters: %w: %w", pipeline.ErrBadCursor, err)
+		return "", nil, bad
 	}
-	var m map[string]string
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("awsadapters: %w: %w", pipeline.ErrBadCursor, err)
+	var cur auditCursor
+	if err := json.Unmarshal(b, &cur); err != nil {
+		return "", nil, bad
 	}
-	out := map[string]ddbtypes.AttributeValue{}
-	for k, v := range m {
-		out[k] = &ddbtypes.AttributeValueMemberS{Value: v}
+	switch {
+	case cur.PK == first || cur.PK == last:
+	case path == pathByDay && strings.HasPrefix(cur.PK, dayPrefix):
+		d, err := time.Parse(time.DateOnly, strings.TrimPrefix(cur.PK, dayPrefix))
+		if err != nil || cur.PK != dayPrefix+d.Format(time.DateOnly) || cur.PK > first || cur.PK < last {
+			return "", nil, bad
+		}
+	default:
+		return "", nil, bad
 	}
-	return out, nil
+	if cur.Key == nil {
+		return cur.PK, nil, nil
+	}
+	if len(cur.Key) != 4 || cur.Key[path.pkAttr] != cur.PK || cur.Key[path.skAttr] == "" || cur.Key["pk"] == "" || cur.Key["sk"] != auditSK {
+		return "", nil, bad
+	}
+	key := map[string]ddbtypes.AttributeValue{}
+	for k, v := range cur.Key {
+		key[k] = &ddbtypes.AttributeValueMemberS{Value: v}
+	}
+	return cur.PK, key, nil
 }

@@ -59,7 +59,7 @@ var auditTrail = []struct {
 
 // auditStudy and auditSOP are the suite's UIDs for a trail's study and SOP
 // suffix.
-func auditStudy(s string) string   { return suiteRoot + "7." + s }
+func auditStudy(s string) string    { return suiteRoot + "7." + s }
 func auditSOP(suffix string) string { return suiteRoot + "8." + suffix }
 
 // auditRecord returns the suite's record id (a01…a10) as written.
@@ -245,6 +245,8 @@ func testAuditQueries(t *testing.T, a pipeline.AuditStore) {
 		{"range of every day", pipeline.AuditQuery{From: at(0, 0), To: endOf(4)},
 			[]string{"a10", "a09", "a08", "a07", "a06", "a05", "a04", "a03", "a02", "a01"}},
 		{"range over a day without records", pipeline.AuditQuery{From: at(2, 10*time.Hour+1), To: at(4, 7*time.Hour)}, []string{"a09", "a08"}},
+		{"range of a hundred days around the trail", pipeline.AuditQuery{From: at(-60, 0), To: at(40, 0)},
+			[]string{"a10", "a09", "a08", "a07", "a06", "a05", "a04", "a03", "a02", "a01"}},
 		{"range of the day without records", pipeline.AuditQuery{From: at(3, 0), To: endOf(3)}, nil},
 		{"range, outcome", pipeline.AuditQuery{Outcome: "rejected", From: at(0, 0), To: endOf(4)}, []string{"a07", "a03"}},
 		{"range ending before it begins", pipeline.AuditQuery{From: at(2, 0), To: at(1, 0)}, nil},
