@@ -49,6 +49,10 @@ type Sender interface {
 	Send(ctx context.Context, msgs [][]byte) error
 }
 
+// markTimeout bounds the outbox's mark of a batch the collector
+// confirmed, which no stop cuts short.
+const markTimeout = 2 * time.Second
+
 // Feeder moves records from an Outbox to a collector.
 type Feeder struct {
 	Outbox Outbox
@@ -227,7 +231,14 @@ func (f *Feeder) deliver(ctx context.Context) (int, error) {
 		items[i] = Item{Name: []any{"entry", e.Key}, Render: func() ([][]byte, error) { return format(e, f.Header) }}
 	}
 	b := Batch{Sender: f.Sender, Logger: f.Logger, Metrics: f.Metrics, Delivered: func(ctx context.Context, _ int) error {
-		if err := f.Outbox.Delivered(ctx, entries); err != nil {
+		// The collector confirmed the batch: the mark is made even when
+		// ctx ended meanwhile (a stop), bounded by its own timeout (the
+		// local outbox's write may wait for its lock). Made with ctx, a
+		// stop right after the confirmation failed it, and the stop's
+		// Flush sent the batch again.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markTimeout)
+		defer cancel()
+		if err := f.Outbox.Delivered(mctx, entries); err != nil {
 			// Sent but not marked: they go again, and the collector sees
 			// duplicates with the same ids (and the log, their batch's
 			// unsendable lines again).

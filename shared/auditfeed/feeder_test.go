@@ -76,7 +76,7 @@ func (f *flaky) sent() int {
 
 // runFeeder runs a feeder of sp to snd in batches of batch records until
 // cancel; done gives Run's result.
-func runFeeder(t *testing.T, sp *auditfeed.Spool, snd auditfeed.Sender, batch int) (*prometheus.Registry, context.CancelFunc, chan error) {
+func runFeeder(t *testing.T, sp auditfeed.Outbox, snd auditfeed.Sender, batch int) (*prometheus.Registry, context.CancelFunc, chan error) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	m, err := auditfeed.NewMetrics(reg)
@@ -180,6 +180,98 @@ func TestFeederFlush(t *testing.T) {
 			}
 			if b, err := sp.Backlog(context.Background()); err != nil || b.Count != tc.left {
 				t.Errorf("spool backlog %d (%v), want %d", b.Count, err, tc.left)
+			}
+		})
+	}
+}
+
+// confirmThenStop confirms its first batch and, before it returns, waits
+// for the stop it announces on confirmed: a stop between the collector's
+// confirmation and the outbox's mark. It confirms later batches at once.
+type confirmThenStop struct {
+	flaky
+	confirmed chan struct{}
+	once      sync.Once
+}
+
+func (c *confirmThenStop) Send(ctx context.Context, msgs [][]byte) error {
+	if err := c.flaky.Send(ctx, msgs); err != nil {
+		return err
+	}
+	c.once.Do(func() {
+		close(c.confirmed)
+		<-ctx.Done()
+	})
+	return nil
+}
+
+// stoppedOutbox is a Spool whose mark fails once its context has ended,
+// as the local outbox's database write does, and notes whether the mark
+// was bounded by a deadline.
+type stoppedOutbox struct {
+	*auditfeed.Spool
+	mu      sync.Mutex
+	bounded bool
+}
+
+func (o *stoppedOutbox) Delivered(ctx context.Context, entries []auditfeed.Entry) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("mark: %w", err)
+	}
+	o.mu.Lock()
+	_, o.bounded = ctx.Deadline()
+	o.mu.Unlock()
+	return o.Spool.Delivered(ctx, entries)
+}
+
+// TestFeederMarksAConfirmedBatchAtAStop: a stop that comes once the
+// collector confirmed a batch, before the outbox marked it, leaves the
+// batch marked, by a mark with a deadline of its own: the stop's last
+// delivery (Flush) has nothing to send again. The mark used the stopped
+// context and failed, and the Flush sent the batch a second time.
+func TestFeederMarksAConfirmedBatchAtAStop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// stop delivers through f (or a feeder of its own, on ob and snd)
+		// and stops it once snd confirmed a batch.
+		stop func(t *testing.T, f *auditfeed.Feeder, ob *stoppedOutbox, snd *confirmThenStop)
+	}{
+		{"Run is stopped", func(t *testing.T, _ *auditfeed.Feeder, ob *stoppedOutbox, snd *confirmThenStop) {
+			_, cancel, done := runFeeder(t, ob, snd, 5)
+			<-snd.confirmed
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"Flush is cut short", func(t *testing.T, f *auditfeed.Feeder, _ *stoppedOutbox, snd *confirmThenStop) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				<-snd.confirmed
+				cancel()
+			}()
+			if left, _ := f.Flush(ctx); left != 0 {
+				t.Errorf("Flush cut short after the confirmation left %d records, want the confirmed batch marked", left)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ob := &stoppedOutbox{Spool: spoolOf(t, 5)}
+			snd := &confirmThenStop{confirmed: make(chan struct{})}
+			f := &auditfeed.Feeder{Outbox: ob, Sender: snd, Batch: 5}
+			tc.stop(t, f, ob, snd)
+			// The stop's last delivery.
+			if left, err := f.Flush(context.Background()); left != 0 || err != nil {
+				t.Errorf("Flush after the stop: %d left, err %v", left, err)
+			}
+			if snd.sent() != 5 {
+				t.Errorf("the collector got %d messages, want the 5 records once", snd.sent())
+			}
+			ob.mu.Lock()
+			defer ob.mu.Unlock()
+			if !ob.bounded {
+				t.Error("the mark had no deadline: an outbox that blocks would hold the stop")
 			}
 		})
 	}
