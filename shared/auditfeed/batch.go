@@ -51,10 +51,10 @@ type Batch struct {
 	Delivered func(ctx context.Context, messages int) error
 }
 
-// Sent is what Send made of a batch.
+// Sent is what Send made of a batch. (The records passed over are told
+// by their log lines and the dropped count, once the batch is confirmed.)
 type Sent struct {
-	Messages   int // the messages rendered, sent when Send succeeded
-	Unsendable int // the records passed over as never sendable
+	Messages int // the messages rendered, sent when Send succeeded
 }
 
 // unsendable is a record passed over, with why, and its panic when its
@@ -98,7 +98,7 @@ func (b Batch) Send(ctx context.Context, items []Item) (Sent, error) {
 		}
 		msgs = append(msgs, formatted...)
 	}
-	out.Messages, out.Unsendable = len(msgs), len(skipped)
+	out.Messages = len(msgs)
 	log := b.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
