@@ -209,22 +209,47 @@ func TestObjectHandlerBadLuck(t *testing.T) {
 		}
 	})
 	t.Run("a message that hangs", func(t *testing.T) {
-		h := &ObjectHandler{Process: func(ctx context.Context, key string) error {
-			if key == "incoming/stalled.dcm" {
-				<-ctx.Done()
-				return ctx.Err()
-			}
-			return nil
-		}}
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		// The hanging message's context ends at the reserve, a deadline
+		// ShortOfDeadline sets (TestShortOfDeadline holds its bounds),
+		// while the invocation's is still live: the message is cut there,
+		// not by the invocation's timeout. No wall-clock bound: what is
+		// held is the deadline the message is given and the order in
+		// which the two contexts end.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		start := time.Now()
+		invocation, _ := ctx.Deadline()
+		var (
+			mu                    sync.Mutex
+			processed             []string
+			cutAt                 time.Time
+			cutBy, invocationLive error
+		)
+		h := &ObjectHandler{Process: func(mctx context.Context, key string) error {
+			mu.Lock()
+			processed = append(processed, key)
+			mu.Unlock()
+			if key != "incoming/stalled.dcm" {
+				return nil
+			}
+			cutAt, _ = mctx.Deadline()
+			<-mctx.Done()
+			cutBy, invocationLive = mctx.Err(), ctx.Err()
+			return mctx.Err()
+		}}
 		resp, _ := h.Handle(ctx, events.SQSEvent{Records: []events.SQSMessage{message("good", "incoming/good.dcm", 10), message("stalled", "incoming/stalled.dcm", 10)}})
 		if d := cmp.Diff([]events.SQSBatchItemFailure{{ItemIdentifier: "stalled"}}, resp.BatchItemFailures); d != "" {
 			t.Errorf("failures (-want +got):\n%s", d)
 		}
-		if took := time.Since(start); took > 2500*time.Millisecond {
-			t.Errorf("the batch answered %v after it began, past its 3 s deadline's reserve", took)
+		slices.Sort(processed)
+		if d := cmp.Diff([]string{"incoming/good.dcm", "incoming/stalled.dcm"}, processed); d != "" {
+			t.Errorf("processed (-want +got):\n%s", d)
+		}
+		// Under 10 s left, the reserve is its floor, 1 s.
+		if want := invocation.Add(-time.Second); !cutAt.Equal(want) {
+			t.Errorf("the message's deadline is %v before the invocation's, want the reserve, 1s", invocation.Sub(cutAt))
+		}
+		if !errors.Is(cutBy, context.DeadlineExceeded) || invocationLive != nil {
+			t.Errorf("the message ended by %v with the invocation's context %v; want its own deadline, the invocation's still live", cutBy, invocationLive)
 		}
 	})
 	t.Run("read budget", func(t *testing.T) {
