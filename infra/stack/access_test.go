@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"encoding/json"
 	"fmt"
 	"iter"
 	"maps"
@@ -462,7 +463,8 @@ func TestKeyOnlyThroughServices(t *testing.T) {
 // then, in governance mode unless changeableForDays is set: dev not at
 // all, prod (patient data) in governance mode for its daily backups' 35
 // days, which every recovery point the plans make in the vault is kept at
-// least (the lock fails a job kept less).
+// least (the lock fails a job kept less; a rule that deletes nothing keeps
+// them forever, keptDays).
 func TestBackupVaultLock(t *testing.T) {
 	want := map[string]string{"dev": "", "prod": `{"MinRetentionDays":35}`}
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
@@ -482,9 +484,8 @@ func TestBackupVaultLock(t *testing.T) {
 			for id, p := range s.resources("AWS::Backup::BackupPlan") {
 				for _, r := range asAnySlice(props(p)["BackupPlan"].(map[string]any)["BackupPlanRule"]) {
 					rules++
-					lc, _ := r.(map[string]any)["Lifecycle"].(map[string]any)
-					if days, _ := lc["DeleteAfterDays"].(float64); int(days) < l.MinRetentionDays {
-						t.Errorf("%s: rule %v keeps its recovery points %v days, under the lock's %d", id, r.(map[string]any)["RuleName"], lc["DeleteAfterDays"], l.MinRetentionDays)
+					if days, forever := keptDays(r.(map[string]any)); !forever && days < l.MinRetentionDays {
+						t.Errorf("%s: rule %v keeps its recovery points %d days, under the lock's %d", id, r.(map[string]any)["RuleName"], days, l.MinRetentionDays)
 					}
 				}
 			}
@@ -505,6 +506,43 @@ func TestBackupVaultLock(t *testing.T) {
 	}
 	if refID(v["EncryptionKeyArn"]) != s.stack.logicalID(s.stack.Storage.BackupKey) {
 		t.Errorf("vault key %s, want the backup key", js(v["EncryptionKeyArn"]))
+	}
+}
+
+// keptDays is how long a backup plan rule (its template properties) keeps
+// its recovery points: DeleteAfterDays, or forever when its lifecycle
+// deletes nothing (no Lifecycle, or one without DeleteAfterDays), which
+// any vault lock's minimum allows.
+func keptDays(rule map[string]any) (days int, forever bool) {
+	lc, _ := rule["Lifecycle"].(map[string]any)
+	d, ok := lc["DeleteAfterDays"].(float64)
+	if !ok {
+		return 0, true
+	}
+	return int(d), false
+}
+
+func TestKeptDays(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		rule    string
+		days    int
+		forever bool
+	}{
+		{"deleted after 35 days", `{"Lifecycle":{"DeleteAfterDays":35}}`, 35, false},
+		{"moved to cold storage, then deleted", `{"Lifecycle":{"MoveToColdStorageAfterDays":30,"DeleteAfterDays":365}}`, 365, false},
+		{"no lifecycle", `{"RuleName":"Daily"}`, 0, true},
+		{"a lifecycle that deletes nothing", `{"Lifecycle":{"MoveToColdStorageAfterDays":30}}`, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rule map[string]any
+			if err := json.Unmarshal([]byte(tc.rule), &rule); err != nil {
+				t.Fatal(err)
+			}
+			if days, forever := keptDays(rule); days != tc.days || forever != tc.forever {
+				t.Errorf("keptDays(%s) = %d, %v; want %d, %v", tc.rule, days, forever, tc.days, tc.forever)
+			}
+		})
 	}
 }
 
