@@ -187,10 +187,10 @@ func (s *synthesized) backupRule(t *testing.T, detailType string) (string, map[s
 }
 
 // TestBackupFailuresAlert: a backup job into the stack's vault that ends
-// FAILED, ABORTED or EXPIRED, and a copy job out of it that ends FAILED,
-// reach the alarm topic as AWS Backup's event (the field names are those
-// of the example events in "Monitoring AWS Backup events using Amazon
-// EventBridge"). The topic's policy lets EventBridge publish for these
+// FAILED, ABORTED or EXPIRED, and a copy job out of it or into it that
+// ends FAILED, reach the alarm topic as AWS Backup's event (the field
+// names are those of the example events in "Monitoring AWS Backup events
+// using Amazon EventBridge"). The topic's policy lets EventBridge publish for these
 // rules only, its key lets EventBridge encrypt for this account's topics,
 // and a rule that cannot deliver sounds an alarm through CloudWatch.
 // Nothing alerted on a failed backup or copy job.
@@ -205,18 +205,24 @@ func TestBackupFailuresAlert(t *testing.T) {
 			topicID := s.stack.logicalID(s.stack.Observability.Topic)
 			var ruleIDs []string
 			for _, c := range []struct {
-				detailType, vaultField string
-				states                 []string
+				detailType string
+				detail     map[string]any
 			}{
-				{"Backup Job State Change", "backupVaultArn", []string{"FAILED", "ABORTED", "EXPIRED"}},
-				{"Copy Job State Change", "sourceBackupVaultArn", []string{"FAILED"}},
+				{"Backup Job State Change", map[string]any{"state": []string{"FAILED", "ABORTED", "EXPIRED"}, "backupVaultArn": []any{vaultArn}}},
+				// The vault at either end: a copy into it started in this
+				// account and Region (deploy.md's upgrade step) is this
+				// bus's event too.
+				{"Copy Job State Change", map[string]any{"state": []string{"FAILED"}, "$or": []any{
+					map[string]any{"sourceBackupVaultArn": []any{vaultArn}},
+					map[string]any{"destinationBackupVaultArn": []any{vaultArn}},
+				}}},
 			} {
 				id, r := s.backupRule(t, c.detailType)
 				ruleIDs = append(ruleIDs, id)
 				want := plain(t, map[string]any{
 					"source":      []string{"aws.backup"},
 					"detail-type": []string{c.detailType},
-					"detail":      map[string]any{"state": c.states, c.vaultField: []any{vaultArn}},
+					"detail":      c.detail,
 				})
 				if d := cmp.Diff(want, plain(t, r["EventPattern"])); d != "" {
 					t.Errorf("rule %s pattern (-want +got):\n%s", id, d)
