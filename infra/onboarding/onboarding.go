@@ -428,20 +428,22 @@ func (k *Kit) validate() []error {
 		if err := checkIPv4(t.OutsideIP); err != nil && t.OutsideIP != "" {
 			bad("tunnel %d address %q: %v", t.Number, t.OutsideIP, err)
 		}
-		switch arn := t.PSKSecretARN; {
-		case arn == "":
-			// No secret: the kit says so (MissingPSKSecrets).
-		case strings.ContainsAny(arn, " \t\n\"'`$\\{}"):
-			bad("tunnel %d PSK secret ARN %q", t.Number, arn)
-		case ARNRegion(arn) == "":
+		if strings.ContainsAny(t.psk, "\"\\\n\r") {
+			bad("tunnel %d pre-shared key contains a quote, backslash or newline", t.Number)
+		}
+	}
+	// Each secret once (PSKSecrets; no secret: the kit says so,
+	// MissingPSKSecrets): one both tunnels share was refused twice.
+	for _, sec := range k.PSKSecrets() {
+		switch {
+		case strings.ContainsAny(sec.ARN, " \t\n\"'`$\\{}"):
+			bad("%s PSK secret ARN %q", sec.TunnelNames(), sec.ARN)
+		case sec.Region == "":
 			// The kit's fetch command and -show-secrets read the secret in
 			// its ARN's region: without one, in whatever region the
 			// caller's AWS configuration defaults to.
-			bad("tunnel %d PSK secret ARN %q (stack output %s): not a secret's ARN with its region (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>), which the kit's fetch command and -show-secrets read the secret in",
-				t.Number, arn, k.PSKOutput)
-		}
-		if strings.ContainsAny(t.psk, "\"\\\n\r") {
-			bad("tunnel %d pre-shared key contains a quote, backslash or newline", t.Number)
+			bad("%s PSK secret ARN %q (stack output %s): not a secret's ARN with its region (arn:<partition>:secretsmanager:<region>:<account>:secret:<name>), which the kit's fetch command and -show-secrets read the secret in",
+				sec.TunnelNames(), sec.ARN, k.PSKOutput)
 		}
 	}
 	for _, ip := range k.RemoteIPs {
@@ -586,6 +588,19 @@ type PSKSecret struct {
 	// File is where the secrets file's fetch command writes it, mode 0600
 	// and never on the terminal: tunnel<n>.psk, tunnels.psk when shared.
 	File string
+}
+
+// TunnelNames names the tunnels whose keys s holds, as the kit and its
+// errors do: "tunnel 1", or "tunnels 1 and 2" for a shared secret.
+func (s PSKSecret) TunnelNames() string {
+	if len(s.Tunnels) == 1 {
+		return fmt.Sprintf("tunnel %d", s.Tunnels[0])
+	}
+	nums := make([]string, len(s.Tunnels))
+	for i, n := range s.Tunnels {
+		nums[i] = strconv.Itoa(n)
+	}
+	return "tunnels " + strings.Join(nums, " and ")
 }
 
 // PSKSecrets lists the kit's secrets, each once, in tunnel order: a

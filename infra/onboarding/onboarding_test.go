@@ -1189,8 +1189,10 @@ func TestARNRegion(t *testing.T) {
 // name a pre-shared key secret by an ARN without a region (a secret's
 // name, or a malformed ARN), the error naming the tunnel and the output:
 // its fetch command had no --region, and -show-secrets read it in the
-// caller's default region, where the secret is not. An ARN with a region,
-// whichever, is taken, and its command names that region.
+// caller's default region, where the secret is not. A secret both tunnels
+// share is refused once, naming both (it was refused once per tunnel). An
+// ARN with a region, whichever, is taken, and its command names that
+// region.
 func TestPSKSecretARNNeedsARegion(t *testing.T) {
 	env, outs := loadExample(t)
 	const good = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:VpnexamplehospitalTunnel1Psk-AbCdEf"
@@ -1205,13 +1207,13 @@ func TestPSKSecretARNNeedsARegion(t *testing.T) {
 		{name: "empty region", psk: good + " arn:aws:secretsmanager::111122223333:secret:T2-GhIjKl",
 			wantErr: `tunnel 2 PSK secret ARN "arn:aws:secretsmanager::111122223333:secret:T2-GhIjKl" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
 		{name: "a secret's name", psk: "dicom-ingest/dev/vpn/example-hospital",
-			wantErr: `tunnel 1 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
+			wantErr: `tunnels 1 and 2 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output VpnPskexample-hospital): not a secret's ARN with its region`},
 		{name: "cut short", psk: "arn:aws:secretsmanager " + good,
 			wantErr: `tunnel 1 PSK secret ARN "arn:aws:secretsmanager" (stack output VpnPskexample-hospital)`},
 		// A deployment giving PskSecretArn<site> in its place: the error
 		// names that output, not the VpnPsk<site> it does not have.
 		{name: "PskSecretArn's name", output: OutPSKSecretARN, psk: "dicom-ingest/dev/vpn/example-hospital",
-			wantErr: `tunnel 1 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output PskSecretArnexample-hospital): not a secret's ARN with its region`},
+			wantErr: `tunnels 1 and 2 PSK secret ARN "dicom-ingest/dev/vpn/example-hospital" (stack output PskSecretArnexample-hospital): not a secret's ARN with its region`},
 		{name: "PskSecretArn with its region", output: OutPSKSecretARN, psk: good, region: "eu-west-1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1225,6 +1227,9 @@ func TestPSKSecretARNNeedsARegion(t *testing.T) {
 				_, err := Build(env, "example-hospital", o, opts)
 				if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %v mentioning %q", err, ErrInvalidConfig, tc.wantErr)
+				}
+				if n := strings.Count(err.Error(), "PSK secret ARN"); n != 1 {
+					t.Errorf("%d errors about the secrets' ARNs, want 1:\n%v", n, err)
 				}
 				return
 			}

@@ -154,7 +154,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 			}
 			psks, err := onboarding.ParsePSKSecret(raw)
 			if err != nil {
-				return fmt.Errorf("key of tunnel %d from %s: %w", s.Tunnels[0], s.ARN, err)
+				return fmt.Errorf("key of %s from %s: %w", s.TunnelNames(), s.ARN, err)
 			}
 			for _, n := range s.Tunnels {
 				opts.PSKs[n] = psks[n]
