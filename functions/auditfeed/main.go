@@ -10,6 +10,7 @@
 //	SYSLOG_CA_SECRET_ARN           secret holding the PEM CA the collector's certificate chains to
 //	SYSLOG_CLIENT_CERT_SECRET_ARN  optional: secret holding our PEM client certificate and key (mutual TLS)
 //	SYSLOG_HOSTNAME                the syslog HOSTNAME we send (default the function's name)
+//	ENVIRONMENT                    the deployment's name, on every log line (lambdaio.Logger)
 package main
 
 import (

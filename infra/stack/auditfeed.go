@@ -55,7 +55,9 @@ type AuditFeed struct {
 // newAuditFeed builds the feed with the pipeline's function and queue
 // factories, so it shares their logging, encryption and VPC placement:
 // newLambda, not the pipeline functions' newFunction, since the feed names
-// no object or study and so is not given the log-name key.
+// no object or study and so is not given the log-name key, nor the
+// pipeline's environment (bucket, tables, bus), which it does not read:
+// its environment is SYSLOG_* and ENVIRONMENT alone.
 func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network, table awsdynamodb.Table, key awskms.IKey,
 	newDlq func(string) awssqs.Queue,
 	newLambda func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function,

@@ -49,11 +49,17 @@ func TestAuditFeed(t *testing.T) {
 		f := s.stack.Pipeline.AuditFeed
 		fnID := s.stack.logicalID(f.Function)
 		fn := props(s.res[fnID])
+		// What the function reads (functions/auditfeed/main.go, and
+		// lambdaio.Logger's ENVIRONMENT), and nothing else: not the
+		// pipeline's bucket, tables and bus, which it never touches.
 		env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
-		for k, want := range map[string]any{"SYSLOG_HOST": sl.Host, "SYSLOG_PORT": "6514", "SYSLOG_CA_SECRET_ARN": sl.CaSecretArn, "SYSLOG_HOSTNAME": "dicom-ingest-" + s.cfg.Name} {
-			if env[k] != want {
-				t.Errorf("%s = %v, want %v", k, env[k], want)
-			}
+		wantEnv := map[string]any{"SYSLOG_HOST": sl.Host, "SYSLOG_PORT": "6514", "SYSLOG_CA_SECRET_ARN": sl.CaSecretArn,
+			"SYSLOG_HOSTNAME": "dicom-ingest-" + s.cfg.Name, "ENVIRONMENT": s.cfg.Name}
+		if sl.ClientCertificateSecretArn != "" {
+			wantEnv["SYSLOG_CLIENT_CERT_SECRET_ARN"] = sl.ClientCertificateSecretArn
+		}
+		if d := cmp.Diff(wantEnv, env); d != "" {
+			t.Errorf("audit feed environment (-want +got):\n%s", d)
 		}
 
 		// In the VPC, behind its own security group whose only ways out are

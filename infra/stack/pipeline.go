@@ -338,24 +338,29 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	allowAWSEndpoints(fnSG, props.Network)
 	out.FunctionsSG = fnSG
 
+	// The pipeline functions' environment (lambdaio.ConfigFromEnv).
 	// BUCKET_ARN is the bucket's ARN in the partition CloudFormation
 	// deploys to (arn:aws-cn:…, arn:aws-us-gov:…): events name objects by
 	// ARN.
-	common := map[string]*string{
+	pipelineEnv := map[string]*string{
 		"BUCKET":             bucket.BucketName(),
 		"BUCKET_ARN":         bucket.BucketArn(),
 		"AUDIT_TABLE":        audit.TableName(),
 		"INDEX_TABLE":        index.TableName(),
 		"EVENT_BUS_NAME":     bus.EventBusName(),
 		"EVENT_PATIENT_DATA": jsii.String(c.Pipeline.EventPatientData),
-		"ENVIRONMENT":        jsii.String(c.Name),
 	}
 	// newLambda is what every function of the stack has: its log group,
-	// its environment (common's and env) encrypted under the key, its
-	// place in the VPC.
+	// its environment (env, and ENVIRONMENT, which lambdaio.Logger puts on
+	// every line for the metric filters) encrypted under the key, its
+	// place in the VPC. Nothing else: a function is given only what it
+	// reads.
 	newLambda := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
-		merged := maps.Clone(common)
-		maps.Copy(merged, env)
+		merged := maps.Clone(env)
+		if merged == nil {
+			merged = map[string]*string{}
+		}
+		merged["ENVIRONMENT"] = jsii.String(c.Name)
 		logs := awslogs.NewLogGroup(self, jsii.String(name+"Logs"), &awslogs.LogGroupProps{
 			EncryptionKey: key,
 			Retention:     retention(c.LogRetentionDays),
@@ -386,17 +391,16 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		return fn
 	}
 	// newFunction is a pipeline function (validate, audit, notify,
-	// commitment): lambdaio's pipeline, whose lines and errors name objects
-	// and studies by their log names. It reads the deployment's log-name
-	// key at cold start (LOG_NAME_KEY_SECRET_ARN), so that its names are
-	// scp-task's and the other functions', which an operator can look up
+	// commitment): lambdaio's pipeline, configured by pipelineEnv and env,
+	// whose lines and errors name objects and studies by their log names.
+	// It reads the deployment's log-name key at cold start
+	// (LOG_NAME_KEY_SECRET_ARN), so that its names are scp-task's and the
+	// other functions', which an operator can look up
 	// (docs/operations/logging.md); given here, no pipeline function can
 	// miss it.
 	newFunction := func(name string, timeout awscdk.Duration, memory float64, env map[string]*string, sg awsec2.ISecurityGroup) awslambda.Function {
-		withKey := maps.Clone(env)
-		if withKey == nil {
-			withKey = map[string]*string{}
-		}
+		withKey := maps.Clone(pipelineEnv)
+		maps.Copy(withKey, env)
 		withKey[logname.SecretARNEnv] = props.Storage.LogNameKey.SecretArn()
 		fn := newLambda(name, timeout, memory, withKey, sg)
 		readLogNameKey(fn, props.Storage.LogNameKey, key)
