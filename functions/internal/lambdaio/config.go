@@ -217,12 +217,23 @@ type SecretsAPI interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
 }
 
+// KeyReadTimeout bounds the read of the log-name key at cold start, the
+// SDK's retries included: well inside Lambda's 10 s init, so that a
+// Secrets Manager that does not answer (its endpoint, a security group)
+// fails the start with the function's wiring line, naming the secret's
+// variable, instead of an init timed out with no line, tried again inside
+// the invocation until its own timeout.
+const KeyReadTimeout = 5 * time.Second
+
 // loadNames returns the Namer of the deployment's log-name key, read once
-// at init. Without a key it returns nil (a key drawn for this cold start)
-// and says so: names then match only within one execution environment.
+// at init, within KeyReadTimeout. Without a key it returns nil (a key
+// drawn for this cold start) and says so: names then match only within
+// one execution environment.
 func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (*logname.Namer, error) {
 	key := c.LogKey
 	if key == "" && c.LogKeySecretARN != "" {
+		ctx, cancel := context.WithTimeout(ctx, KeyReadTimeout)
+		defer cancel()
 		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &c.LogKeySecretARN})
 		if err != nil {
 			return nil, fmt.Errorf("lambdaio: %s: %w", logname.SecretARNEnv, err)
