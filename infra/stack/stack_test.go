@@ -892,12 +892,28 @@ func TestTables(t *testing.T) {
 				t.Errorf("table %s is not in the backup selection", id)
 			}
 		}
-		// The audit trail is append-only: no role may update or delete it.
+		// Nothing expires the audit trail's rows (docs/pipeline.md,
+		// retention): no TTL.
+		if ttl := props(tables[s.stack.logicalID(s.stack.Pipeline.AuditTable)])["TimeToLiveSpecification"]; ttl != nil {
+			t.Errorf("the audit table expires rows: %s", js(ttl))
+		}
+		// The audit trail is append-only: no role may update or delete it,
+		// by its ARN or by a wildcard that matches it, in a policy of its
+		// own or one inline in a role.
 		auditID := s.stack.logicalID(s.stack.Pipeline.AuditTable)
+		statements := map[string][]any{} // by policy or role
 		for pid, pol := range s.resources("AWS::IAM::Policy") {
-			for _, st := range props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+			statements[pid] = props(pol)["PolicyDocument"].(map[string]any)["Statement"].([]any)
+		}
+		for rid, role := range s.resources("AWS::IAM::Role") {
+			for _, pol := range asAnySlice(props(role)["Policies"]) {
+				statements[rid] = append(statements[rid], pol.(map[string]any)["PolicyDocument"].(map[string]any)["Statement"].([]any)...)
+			}
+		}
+		for pid, sts := range statements {
+			for _, st := range sts {
 				m := st.(map[string]any)
-				if !strings.Contains(js(m["Resource"]), auditID) {
+				if r := js(m["Resource"]); !strings.Contains(r, auditID) && !strings.Contains(r, "*") {
 					continue
 				}
 				for _, a := range asStrings(m["Action"]) {
