@@ -203,13 +203,34 @@ func TestSynthetic(t *testing.T) {
 		{"bad VR after the header", tsExplicit, cat(ids(e, "SQ"), []byte("\x28\x00\x10\x00\x01\x02\x00\x00")), nil,
 			wantIDs, ErrMalformed},
 		{"repeated element", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), e.el(tSOPInst, "UI", "1.3")), nil,
-			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrRepeated}, ErrRepeated},
 		{"repeated sequence", tsImplicit, cat(i.seqU(0x00081199, "SQ", i.itemU()), i.seqU(0x00081199, "SQ", i.itemU())), nil,
-			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+			Header{Done: true, Err: ErrRepeated}, ErrRepeated},
+		{"repeat after a step back", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.3"),
+			e.el(tStudy, "UI", "1.5")), nil,
+			Header{SOPClassUID: "1.2", SOPInstanceUID: "1.3", StudyInstanceUID: "1.4", Done: true, Err: ErrRepeated}, ErrRepeated},
+		{"a step back repeating a tag before it", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tSOPInst, "UI", "1.3"),
+			e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.5")), nil,
+			Header{SOPClassUID: "1.2", SOPInstanceUID: "1.3", StudyInstanceUID: "1.4", Done: true, Err: ErrRepeated}, ErrRepeated},
+		{"repeated in an item after a step back", tsImplicit, i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"),
+			i.el(0x00081150, "UI", "1.3"), i.el(0x00081155, "UI", "1.4"))), nil,
+			Header{Done: true, Err: ErrRepeated}, ErrRepeated},
+
+		// Out of tag order (PS3.5 §7.1) but no repeat: read on, as other
+		// toolkits do, the UIDs found wherever they are.
 		{"element out of order", tsExplicit, cat(e.el(tSOPInst, "UI", "1.2"), e.el(tSOPClass, "UI", "1.3")), nil,
-			Header{SOPInstanceUID: "1.2", Done: true, Err: ErrMalformed}, ErrMalformed},
+			Header{SOPClassUID: "1.3", SOPInstanceUID: "1.2", Done: true}, nil},
 		{"element out of order in an item", tsImplicit, i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))), nil,
-			Header{Done: true, Err: ErrMalformed}, ErrMalformed},
+			Header{Done: true}, nil},
+		{"UIDs after a tag past the series UID", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tStudy, "UI", "1.4"),
+			e.el(0x00280010, "US", "\x40\x00"), e.el(tSOPInst, "UI", "1.3"), e.el(tSeries, "UI", "1.5"), e.el(tPixel, "OB", "\x00\x00")), nil,
+			Header{SOPClassUID: "1.2", SOPInstanceUID: "1.3", StudyInstanceUID: "1.4", SeriesInstanceUID: "1.5", Done: true}, nil},
+		{"no UID looked for past pixel data", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tPixel, "OB", "\x00\x00"),
+			e.el(tSOPInst, "UI", "1.3")), nil,
+			Header{SOPClassUID: "1.2", Done: true}, nil},
+		{"deflated, out of order", tsDeflate, deflate(t, cat(e.el(tSeries, "UI", "1.5\x00"), e.el(tSOPClass, "UI", "1.2"),
+			e.el(tSOPInst, "UI", "1.3"), e.el(tStudy, "UI", "1.4"))), nil,
+			Header{SOPClassUID: "1.2", SOPInstanceUID: "1.3", StudyInstanceUID: "1.4", SeriesInstanceUID: "1.5", Done: true}, nil},
 		{"a tag again in the next item, and inside an item as outside", tsImplicit, cat(
 			i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081150, "UI", "1.2")), i.itemD(i.el(0x00081150, "UI", "1.3"), i.seqU(0x00081199, "SQ", i.itemU()))),
 			i.el(tStudy, "UI", "6.6\x00")), nil,
@@ -243,7 +264,7 @@ func TestSynthetic(t *testing.T) {
 			wantIDs, ErrTruncated},
 		{"corrupt deflate", tsDeflate, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, nil, Header{Done: true, Err: ErrMalformed}, ErrMalformed},
 		{"cut deflate", tsDeflate, deflate(t, ids(e, "SQ"))[:20], nil, Header{Done: true, Err: ErrTruncated}, ErrTruncated},
-		{"nesting limit", tsImplicit, nested(i, MaxDepth+1), nil, Header{Done: true}, ErrLimit},
+		{"nesting limit", tsImplicit, nested(i, MaxDepth+1), nil, Header{Done: true, Err: ErrLimit}, ErrLimit},
 		{"nesting at the limit", tsImplicit, nested(i, MaxDepth), nil, Header{Done: true}, nil},
 	}
 	for _, tt := range tests {
@@ -281,6 +302,89 @@ func nested(e enc, depth int) []byte {
 		b = append(e.tag(b, tagSeqDelim), 0, 0, 0, 0)
 	}
 	return b
+}
+
+// TestTagOrder: an element out of tag order (PS3.5 §7.1) is read on and
+// reported, the first one and the tag before it (Scanner.Unordered); a
+// repeat is ErrRepeated however far back the tag it repeats came, at the
+// top level or in an item; and what the Scanner remembers to tell them
+// apart is bounded (MaxTagsHeld, over the open levels: an item's tags go
+// when it ends), past which an element out of order is ErrOrder.
+func TestTagOrder(t *testing.T) {
+	e, i := explicitLE, implicitLE
+	// run is elements of 2-byte values with the given tags.
+	run := func(enc enc, from, n, step int) []byte {
+		var b []byte
+		for k := range n {
+			b = append(b, enc.el(uint32(0x00090000+from+k*step), "US", "\x01\x00")...)
+		}
+		return b
+	}
+	items := func(n int, elems []byte) [][]byte {
+		out := make([][]byte, n)
+		for k := range out {
+			out[k] = i.itemU(elems)
+		}
+		return out
+	}
+	tests := []struct {
+		name       string
+		ts         string
+		in         []byte
+		tag, after uint32 // Unordered's, when it is
+		unordered  bool
+		wantErr    error
+	}{
+		{"in order", tsExplicit, ids(e, "SQ"), 0, 0, false, nil},
+		{"a step back", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.3")),
+			tSOPInst, tStudy, true, nil},
+		{"steps back, the first reported", tsExplicit, cat(e.el(tSeries, "UI", "1.5"), e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.3")),
+			tStudy, tSeries, true, nil},
+		{"a step back in an item", tsImplicit, i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))),
+			0x00081150, 0x00081155, true, nil},
+		{"a repeat of the tag before", tsExplicit, cat(e.el(tStudy, "UI", "1.4"), e.el(tStudy, "UI", "1.4")), 0, 0, false, ErrRepeated},
+		{"a step back to a tag seen", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tSOPInst, "UI", "1.3"), e.el(tStudy, "UI", "1.4"),
+			e.el(tSOPClass, "UI", "1.2")), 0, 0, false, ErrRepeated},
+		{"a tag seen again after a step back", tsExplicit, cat(e.el(tSOPClass, "UI", "1.2"), e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.3"),
+			e.el(tStudy, "UI", "1.4")), tSOPInst, tStudy, true, ErrRepeated},
+		{"the tags of an item are its own", tsImplicit, cat(i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3")),
+			i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))), i.el(0x00081155, "UI", "1.2")),
+			0x00081150, 0x00081155, true, nil},
+		{"a level of as many tags as held, then a step back", tsExplicit, cat(run(e, 2, MaxTagsHeld-1, 2), run(e, 1, 1, 1)),
+			0x00090001, 0x00090000 + 2*(MaxTagsHeld-1), true, nil},
+		{"a level of more tags than held, then a step back", tsExplicit, cat(run(e, 2, MaxTagsHeld, 2), run(e, 1, 1, 1)),
+			0, 0, false, ErrOrder},
+		{"more tags than held, in order", tsExplicit, run(e, 0, 2*MaxTagsHeld, 1), 0, 0, false, nil},
+		{"items stepping back, more tags than held in all", tsImplicit, i.seqU(0x00081199, "SQ",
+			items(MaxTagsHeld, cat(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3")))...),
+			0x00081150, 0x00081155, true, nil},
+		{"an item stepping back while the top level holds them all", tsImplicit, cat(run(i, 0, MaxTagsHeld, 1),
+			i.seqU(0x00291199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3")))),
+			0, 0, false, ErrOrder},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDecoder(bufio.NewReader(bytes.NewReader(tt.in)), tt.ts)
+			var err error
+			for k := KindNone; k != KindEnd && k != KindError; {
+				k, err = d.Next()
+			}
+			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+				t.Fatalf("error %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantErr != nil && !tt.unordered {
+				return
+			}
+			tag, after, ok := d.Unordered()
+			if ok != tt.unordered || tag != tt.tag || after != tt.after {
+				t.Errorf("Unordered() = %s after %s, %v; want %s after %s, %v", TagString(tag), TagString(after), ok,
+					TagString(tt.tag), TagString(tt.after), tt.unordered)
+			}
+			if len(d.tags) > MaxTagsHeld {
+				t.Errorf("%d tags held, more than %d", len(d.tags), MaxTagsHeld)
+			}
+		})
+	}
 }
 
 func TestDropGroup0002(t *testing.T) {

@@ -39,10 +39,18 @@ type Header struct {
 	Done bool
 	// Err says why the header ended early: ErrHeaderTooLong, or the
 	// verdict (ErrMalformed, ErrTruncated, ErrLimit) if it came first. nil
-	// once Done means the header was read to its end (a tag past
-	// (0020,000E) or a clean end of the dataset), so an empty UID field is
-	// truly absent.
+	// once Done means the header was read to its end, so an empty UID
+	// field is truly absent: a tag past (0020,000E) with the four found,
+	// else top-level Pixel Data or a clean end of the dataset (an element
+	// out of tag order may bring one of the four later: the Scanner reads
+	// such a data set, see Scanner.Unordered). Elements after top-level
+	// Pixel Data are not looked at.
 	Err error
+}
+
+// complete reports whether the four UIDs were found.
+func (h *Header) complete() bool {
+	return h.SOPClassUID != "" && h.SOPInstanceUID != "" && h.StudyInstanceUID != "" && h.SeriesInstanceUID != ""
 }
 
 // Wanted top-level values.
@@ -233,7 +241,11 @@ func (in *Inspector) token(kind Kind) {
 		if e.Tag>>16 == 0x0002 {
 			in.hdr.Group0002 = true
 		}
-		if e.Tag > tagSeriesInstanceUID {
+		if e.Tag > tagSeriesInstanceUID && (in.hdr.complete() || IsPixelData(e.Tag)) {
+			// In tag order none of the four can follow. Out of order one
+			// may (the Scanner reads a step back on, Scanner.Unordered),
+			// so while one is missing the header goes on to top-level
+			// Pixel Data, the end of the data set, or the limit.
 			in.finishHeader(nil)
 			break
 		}

@@ -3,6 +3,7 @@ package dataset
 import (
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Errors a Scanner (and so every reader built on it) reports. They are
@@ -12,16 +13,22 @@ var (
 	// ErrMalformed means the dataset's structure cannot be followed: a VR
 	// that is not two letters, an item outside a sequence, an element that
 	// overruns its item or sequence, undefined length on a VR that cannot
-	// have it, an element whose tag is not greater than the one before it
-	// in its data set or item (repeated or out of order, PS3.5 §7.1), a
+	// have it, an element repeated in its data set or item (ErrRepeated), a
 	// corrupt deflate stream.
 	ErrMalformed = errors.New("dataset: malformed dataset")
-	// ErrOrder is the ErrMalformed of an element repeated, or out of tag
-	// order, in its data set or item (PS3.5 §7.1): a verdict of its own so
-	// that a refusal can say so (DCMTK and pydicom read such a data set,
-	// sorting it or keeping one of the repeats; the sender's administrator
-	// needs to know it is the order, not the bytes, that is wrong).
-	ErrOrder = fmt.Errorf("%w: not in tag order", ErrMalformed)
+	// ErrRepeated is the ErrMalformed of an element whose tag came before
+	// in its data set or item (PS3.5 §7.1 allows a tag once): which value
+	// holds is ambiguous (two Referenced SOP Sequences: one list, or two?),
+	// so no reader picks one. An element out of tag order that is not a
+	// repeat is no verdict: the Scanner reads on and reports it
+	// (Scanner.Unordered), as DCMTK, dcm4che, Orthanc and pydicom read such
+	// a data set.
+	ErrRepeated = fmt.Errorf("%w: element repeated", ErrMalformed)
+	// ErrOrder is the ErrMalformed of an element out of tag order that the
+	// Scanner cannot tell from a repeat within its bound: the tags it
+	// remembers for that (MaxTagsHeld, over the data set and the items open)
+	// were used up.
+	ErrOrder = fmt.Errorf("%w: too many elements out of tag order", ErrMalformed)
 	// ErrTruncated means the dataset ended inside an element header, a
 	// value, an item or a sequence: a value declared longer than what
 	// arrived.
@@ -83,6 +90,16 @@ const (
 	// (BenchmarkInflateBound); the inflater holds only deflate's 32 KiB
 	// window, whatever the allowance.
 	InflateAllowance = 64 << 20
+	// MaxTagsHeld is how many tags a Scanner remembers at once, over the
+	// data set and the items open around the element being read, to tell
+	// an element out of tag order (tolerated) from a repeat (ErrRepeated):
+	// one that steps back may repeat any tag before it at its level. An
+	// element in order is checked against the one before it alone; its tag
+	// is kept (4 bytes) while there is room, and when there is none, an
+	// element out of order at that level is ErrOrder (refused: a level of
+	// more than 4,096 elements, or one stepping back past so many, is no
+	// real object's). At most 16 KiB a reader.
+	MaxTagsHeld = 4096
 )
 
 // UndefinedLength is the value length (FFFFFFFFH) of a sequence, item or
@@ -198,7 +215,16 @@ type frame struct {
 	bigEndian bool
 	end       int64 // offset where a defined length ends; -1: undefined
 	tag       uint32
-	next      uint64 // of an item: the least tag its next element may have
+	level     level // of an item: the tags of its elements
+}
+
+// level is what a Scanner knows of the tags of one data set or item: the
+// greatest so far, and where its tags are kept in Scanner.tags (sorted,
+// from base to the end while it is the innermost level open).
+type level struct {
+	next uint64 // the greatest tag so far plus one: the least tag in order
+	base int    // its first tag in Scanner.tags
+	full bool   // a tag in order was not kept: Scanner.tags had MaxTagsHeld
 }
 
 // Scanner is the one DICOM element reader: a push parser that takes a
@@ -225,8 +251,14 @@ type Scanner struct {
 	rest    uint64 // value bytes after the captured ones, skipped
 
 	stack []frame
-	seqs  int    // frames of kind inSequence
-	next  uint64 // the least tag the next top-level element may have
+	seqs  int      // frames of kind inSequence
+	top   level    // the tags of the top level
+	tags  []uint32 // the tags of the open levels, each level's sorted (see level)
+
+	// The first element out of tag order, and the tag before it at its
+	// level (Unordered).
+	unordered     bool
+	outTag, after uint32
 
 	n        int64
 	elements int
@@ -238,7 +270,7 @@ type Scanner struct {
 
 func (s *Scanner) init(enc Encoding, known bool) {
 	*s = Scanner{implicit: enc.Implicit, bigEndian: enc.BigEndian, detect: !known, first: true,
-		need: 8, stack: s.stack[:0]}
+		need: 8, stack: s.stack[:0], tags: s.tags[:0]}
 }
 
 // Element returns the header of the last KindElement.
@@ -257,6 +289,15 @@ func (s *Scanner) Depth() int { return s.seqs }
 // Implicit reports whether the top level is read as Implicit VR (decided
 // by the first element for a transfer syntax EncodingOf does not know).
 func (s *Scanner) Implicit() bool { return s.implicit }
+
+// Unordered reports whether an element came after one with a greater tag
+// in its data set or item (PS3.5 §7.1 orders them by increasing tag): the
+// first such element's tag, and the tag before it. It is no verdict: a
+// data set out of order is read as it is (a reader that keeps elements
+// sorts them or looks them up by tag), a repeat is ErrRepeated.
+func (s *Scanner) Unordered() (tag, after uint32, ok bool) {
+	return s.outTag, s.after, s.unordered
+}
 
 // Err is why the Scanner stopped with KindError.
 func (s *Scanner) Err() error { return s.err }
@@ -425,6 +466,7 @@ func (s *Scanner) popFrame() Kind {
 	s.stack = s.stack[:len(s.stack)-1]
 	switch top.kind {
 	case inItem:
+		s.tags = s.tags[:top.level.base] // its tags, the last kept
 		return KindItemEnd
 	case inSequence:
 		s.seqs--
@@ -542,21 +584,13 @@ func (s *Scanner) header() (k Kind, more bool) {
 			length = uint32(s.u16(h[6:], be))
 		}
 	}
-	// PS3.5 §7.1: a data set's (and an item's) elements are ordered by
-	// increasing tag, each at most once. One that repeats a tag (two
-	// Referenced SOP Sequences, merged by a reader that keeps them) or
-	// goes back cannot be read as one data set.
-	next := &s.next
+	lv := &s.top
 	if top != nil {
-		next = &top.next
+		lv = &top.level
 	}
-	if uint64(tag) < *next {
-		if prev := uint32(*next - 1); prev != tag {
-			return s.fail(ErrOrder, tag, "after "+TagString(prev)+" comes"), false
-		}
-		return s.fail(ErrOrder, tag, "repeated element"), false
+	if !s.order(lv, tag) {
+		return KindError, false
 	}
-	*next = uint64(tag) + 1
 	s.elements++
 	if s.elements > MaxElements {
 		return s.fail(ErrLimit, tag, fmt.Sprintf("more than %d elements at", MaxElements)), false
@@ -607,6 +641,38 @@ func (s *Scanner) header() (k Kind, more bool) {
 	return KindElement, false
 }
 
+// order checks an element's tag against those before it at its level
+// (PS3.5 §7.1: increasing, each at most once) and keeps it. A step back is
+// tolerated and reported (Unordered); a repeat is ErrRepeated, and one the
+// Scanner cannot tell from a repeat (its tags were used up) ErrOrder.
+func (s *Scanner) order(lv *level, tag uint32) bool {
+	if uint64(tag) >= lv.next {
+		// In order, the normal case: the tag before it is the greatest.
+		lv.next = uint64(tag) + 1
+		if len(s.tags) < MaxTagsHeld {
+			s.tags = append(s.tags, tag)
+		} else {
+			lv.full = true
+		}
+		return true
+	}
+	held := s.tags[lv.base:]
+	i, found := slices.BinarySearch(held, tag)
+	switch {
+	case found:
+		s.fail(ErrRepeated, tag, "repeated element")
+		return false
+	case lv.full || len(s.tags) >= MaxTagsHeld:
+		s.fail(ErrOrder, tag, fmt.Sprintf("more than %d tags to check for a repeat at", MaxTagsHeld))
+		return false
+	}
+	if !s.unordered {
+		s.unordered, s.outTag, s.after = true, tag, uint32(lv.next-1)
+	}
+	s.tags = slices.Insert(s.tags, lv.base+i, tag)
+	return true
+}
+
 // push opens a sequence, item or fragments level whose content is length
 // bytes (or delimited).
 func (s *Scanner) push(top *frame, f frame, length uint32) bool {
@@ -634,7 +700,8 @@ func (s *Scanner) item(top *frame, tag, length uint32) Kind {
 		if s.elements > MaxElements {
 			return s.fail(ErrLimit, top.tag, fmt.Sprintf("more than %d elements in", MaxElements))
 		}
-		if !s.push(top, frame{kind: inItem, implicit: top.implicit, bigEndian: top.bigEndian, tag: top.tag}, length) {
+		it := frame{kind: inItem, implicit: top.implicit, bigEndian: top.bigEndian, tag: top.tag, level: level{base: len(s.tags)}}
+		if !s.push(top, it, length) {
 			return KindError
 		}
 		return KindItem
