@@ -227,10 +227,13 @@ func verdictStatus(v error) dimse.Status {
 		code, what = StatusTruncated, "dataset ends inside an element"
 	case errors.Is(v, dataset.ErrLimit):
 		code, what = StatusOverLimit, "dataset exceeds a reader limit"
+	case errors.Is(v, dataset.ErrRepeated):
+		// Within 64 characters with its tag: the structure can be followed, it is a tag given twice (which
+		// value holds is ambiguous) the sender's administrator has to look for. An element merely out of tag
+		// order is stored.
+		what = "element repeated"
 	case errors.Is(v, dataset.ErrOrder):
-		// Within 64 characters with its tag: other toolkits read it, so the sender's administrator has to be
-		// told it is the order.
-		what = "element repeated or out of tag order"
+		what = "too many elements out of tag order"
 	}
 	var at *dataset.Error
 	if errors.As(v, &at) && at.HasTag {
