@@ -28,6 +28,7 @@ func FuzzParseRequest(f *testing.F) {
 			append(ref("1.2.3"), pt.Seq(tagRefSeq, true, ref("1.2.5")), pt.Str(tagFileSet, "SH", "X")))}, !explicit), explicit)
 		f.Add(pt.DataSet([]pt.Elem{pt.Str(tagTxn, "UI", txn), pt.Seq(tagRefSeq, false)}, !explicit), explicit)
 		f.Add(pt.DataSet([]pt.Elem{pt.Str(tagTxn, "UI", txn), pt.Seq(tagRefSeq, false, ref("1.2.3")), pt.Seq(tagRefSeq, true, ref("1.2.4"))}, !explicit), explicit)
+		f.Add(pt.DataSet([]pt.Elem{pt.Seq(tagRefSeq, false, ref("1.2.3")), pt.Str(tagTxn, "UI", txn)}, !explicit), explicit)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, explicit bool) {
 		ts := impl

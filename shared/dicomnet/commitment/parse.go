@@ -23,10 +23,12 @@ const maxUI = 64
 // read past and ignored.
 //
 // A data set that is not a valid request fails with the dimse.Status to answer: 0115 (invalid argument value)
-// for one that cannot be read (the reader's verdict: a repeated or out-of-order element too, two Referenced SOP
-// Sequences say, which are not one list to merge), or has no valid Transaction UID, no or an empty Referenced SOP Sequence, or an
-// item without a valid Referenced SOP Class and Instance UID; 0213 (resource limitation) past MaxRefs or the
-// reader's limits. A failure of r itself (the association broke) is returned wrapped, as it is.
+// for one that cannot be read (the reader's verdict: a repeated element too, two Referenced SOP Sequences say,
+// which are not one list to merge), or has no valid Transaction UID, no or an empty Referenced SOP Sequence, or
+// an item without a valid Referenced SOP Class and Instance UID; 0213 (resource limitation) past MaxRefs or the
+// reader's limits. A failure of r itself (the association broke) is returned wrapped, as it is. Elements out of
+// tag order (PS3.5 §7.1) but not repeated are read as if in order: what is kept is looked up by tag and level,
+// never by position.
 func ParseRequest(r io.Reader, transferSyntaxUID string) (*Request, error) {
 	p, err := parse(r, transferSyntaxUID)
 	if err != nil {
