@@ -23,7 +23,7 @@ var (
 	// repeat is no verdict: the Scanner reads on and reports it
 	// (Scanner.Unordered), as DCMTK, dcm4che, Orthanc and pydicom read such
 	// a data set.
-	ErrRepeated = fmt.Errorf("%w: element repeated", ErrMalformed)
+	ErrRepeated = fmt.Errorf("%w: repeated element", ErrMalformed)
 	// ErrOrder is the ErrMalformed of an element out of tag order that the
 	// Scanner cannot tell from a repeat within its bound: the tags it
 	// remembers for that (MaxTagsHeld, over the data set and the items open)
@@ -660,7 +660,7 @@ func (s *Scanner) order(lv *level, tag uint32) bool {
 	i, found := slices.BinarySearch(held, tag)
 	switch {
 	case found:
-		s.fail(ErrRepeated, tag, "repeated element")
+		s.fail(ErrRepeated, tag, "tag")
 		return false
 	case lv.full || len(s.tags) >= MaxTagsHeld:
 		s.fail(ErrOrder, tag, fmt.Sprintf("more than %d tags to check for a repeat at", MaxTagsHeld))

@@ -258,7 +258,7 @@ func TestTagOrder(t *testing.T) {
 				}
 				var malformed bool
 				for _, fd := range res.Findings {
-					malformed = malformed || fd.Code == pipeline.CodeMalformed && strings.Contains(fd.Message, "element repeated: repeated element "+tt.tag)
+					malformed = malformed || fd.Code == pipeline.CodeMalformed && strings.Contains(fd.Message, "repeated element: tag "+tt.tag)
 				}
 				if res.Valid || !malformed {
 					t.Errorf("pipeline: valid %v, findings %+v, want malformed naming %s", res.Valid, res.Findings, tt.tag)
