@@ -61,6 +61,12 @@ type header struct {
 	// lie past the end of the object (0 when it is whole or not known:
 	// deflated, encapsulated).
 	PixelShort int64
+	// Unordered is set when an element came after one with a greater tag
+	// in its data set or item (any level), up to Pixel Data: the reader
+	// reads such a data set on (a repeat is its verdict); Misplaced is
+	// that element's tag, After the one before it.
+	Unordered        bool
+	Misplaced, After uint32
 }
 
 func tagOf(g, e uint16) uint32 { return uint32(g)<<16 | uint32(e) }
@@ -129,6 +135,7 @@ func readHeader(src *dataset.RangeSource) (*header, error) {
 	d := dataset.NewDecoder(ds, h.TransferSyntax)
 	err = h.read(d, base)
 	h.Implicit = d.Implicit()
+	h.Misplaced, h.After, h.Unordered = d.Unordered()
 	if err == nil && h.PixelData != nil && !h.Deflated && h.PixelData.Len != dataset.UndefinedLength {
 		if end := h.PixelData.Offset + int64(h.PixelData.Len); end > src.Size() {
 			h.PixelShort = end - src.Size()

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -383,6 +385,83 @@ func TestValidationCases(t *testing.T) {
 				if strings.Contains(fd.Message, "Doe") || strings.Contains(strings.ToUpper(fd.Message), "JANE") || strings.Contains(fd.Message, "PID-1") {
 					t.Errorf("finding leaks patient data: %+v", fd)
 				}
+			}
+		})
+	}
+}
+
+// TestTagOrder: an object whose elements are out of tag order (PS3.5
+// §7.1) but none repeated, as the SCP stores it, is kept and indexed with
+// the tag-order warning, at any level, its values found wherever they were
+// placed (the SOP Instance and Study UIDs after the series UID, an item's
+// elements reversed), and its DICOM JSON keyed in ascending order as
+// PS3.18 F.2 writes it; one with an element repeated is malformed.
+func TestTagOrder(t *testing.T) {
+	ref := func(first, second pt.Elem) pt.Elem {
+		return pt.Seq(pt.Tag(8, 0x1140), true, []pt.Elem{first, second})
+	}
+	class, inst := pt.Str(pt.Tag(8, 0x1150), "UI", pt.CTStorage), pt.Str(pt.Tag(8, 0x1155), "UI", "1.2.3.4.5")
+	tests := []struct {
+		name   string
+		late   []uint32
+		extra  []pt.Elem
+		valid  bool
+		codes  []string
+		reason string // the finding's message
+	}{
+		{"UIDs after the series UID", []uint32{pt.Tag(8, 0x18), pt.Tag(0x20, 0x0D)}, nil, true, []string{"warning:tag-order"},
+			"elements not in ascending tag order: (0008,0018) after (0028,0100)"},
+		{"an item's elements reversed", nil, []pt.Elem{ref(inst, class)}, true, []string{"warning:tag-order"},
+			"elements not in ascending tag order: (0008,1150) after (0008,1155)"},
+		{"repeated in an item", nil, []pt.Elem{ref(class, class)}, false, []string{"error:malformed"},
+			"malformed repeated element: tag (0008,1150)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := pt.New()
+			in := ct(sop1)
+			in.Late, in.Extra = tt.late, tt.extra
+			data := in.Build()
+			k := key(sop1)
+			add(f, k, data, sop1)
+			res, err := f.Pipeline().ProcessObject(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Valid != tt.valid || !slices.Equal(codes(res.Findings), tt.codes) || !strings.Contains(res.Findings[0].Message, tt.reason) {
+				t.Fatalf("valid %v, findings %+v; want valid %v, %v saying %q", res.Valid, res.Findings, tt.valid, tt.codes, tt.reason)
+			}
+			if !tt.valid {
+				return
+			}
+			if res.Outcome != pipeline.InstanceNew {
+				t.Errorf("outcome %v", res.Outcome)
+			}
+			jsonKey, _ := pipeline.MetadataKeys(k)
+			body, _, ok := f.Objects.Get(jsonKey)
+			if !ok {
+				t.Fatal("no DICOM JSON sidecar")
+			}
+			var dj map[string]struct{ Value []json.RawMessage }
+			if err := json.Unmarshal(body, &dj); err != nil {
+				t.Fatal(err)
+			}
+			for tag, want := range map[string]string{"00080018": sop1, "0020000D": in.StudyUID} {
+				if v := dj[tag].Value; len(v) != 1 || string(v[0]) != strconv.Quote(want) {
+					t.Errorf("%s in the sidecar = %s, want %q", tag, v, want)
+				}
+			}
+			if v := dj["00081140"].Value; len(v) != 1 || !strings.Contains(string(v[0]), `"00081150"`) || !strings.Contains(string(v[0]), `"00081155"`) {
+				t.Errorf("(0008,1140) in the sidecar = %s", v)
+			}
+			// Keyed in ascending order, at every level, whatever the order read.
+			var keys []string
+			for _, m := range regexp.MustCompile(`"([0-9A-F]{8})":`).FindAllSubmatch(body, -1) {
+				keys = append(keys, string(m[1]))
+			}
+			top := slices.DeleteFunc(slices.Clone(keys), func(k string) bool { return k == "00081150" || k == "00081155" })
+			if !slices.IsSorted(top) || slices.Index(keys, "00081150") > slices.Index(keys, "00081155") {
+				t.Errorf("sidecar keys out of order: %v", keys)
 			}
 		})
 	}

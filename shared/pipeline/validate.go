@@ -35,6 +35,7 @@ const (
 	CodeCharsetUnknown      = "charset-unknown"
 	CodeCharsetMismatch     = "charset-mismatch"
 	CodeBadDate             = "bad-date"
+	CodeTagOrder            = "tag-order"
 	CodeSourceAEMismatch    = "source-ae-mismatch"
 	CodeUnknownProvenance   = "unknown-provenance" // no record of the C-STORE that brought it
 	CodeConflict            = "conflicting-resend"
@@ -157,6 +158,12 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI}
 	d := in.dec
 
+	if h.Unordered {
+		// Read and kept as other toolkits do (PS3.5 §7.1 orders them; the
+		// reader looks elements up by tag, DICOM JSON is keyed): a
+		// warning for the sender's vendor. A repeat is malformed.
+		in.add(CodeTagOrder, SeverityWarning, h.Misplaced, "elements not in ascending tag order: %s after %s", tagString(h.Misplaced), tagString(h.After))
+	}
 	for _, t := range cs.unknown {
 		// A finding's message holds no value of the data set: a term is
 		// named only when it has the form of a defined term, so a value of

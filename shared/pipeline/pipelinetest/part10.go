@@ -5,6 +5,7 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"io"
+	"slices"
 	"sort"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -228,6 +229,10 @@ type Instance struct {
 	Extra []Elem
 	// Drop removes these tags.
 	Drop []uint32
+	// Late moves these tags (present ones) after the other elements but
+	// Pixel Data, in the order given: out of tag order (PS3.5 §7.1), as
+	// some writers send.
+	Late []uint32
 }
 
 // Build encodes the instance as a Part 10 file with 16-bit pixel data.
@@ -285,7 +290,17 @@ func (in Instance) Build() []byte {
 	sort.Slice(tags, func(i, j int) bool { return tags[i] < tags[j] })
 	ds := make([]Elem, 0, len(tags))
 	for _, t := range tags {
-		ds = append(ds, els[t])
+		if !slices.Contains(in.Late, t) && t != Tag(0x7FE0, 0x10) {
+			ds = append(ds, els[t])
+		}
+	}
+	for _, t := range in.Late {
+		if e, ok := els[t]; ok && t != Tag(0x7FE0, 0x10) {
+			ds = append(ds, e)
+		}
+	}
+	if e, ok := els[Tag(0x7FE0, 0x10)]; ok {
+		ds = append(ds, e)
 	}
 	return Part10(Meta{SOPClassUID: CTStorage, SOPInstanceUID: in.SOPUID, TransferSyntaxUID: ts, SourceAE: in.SourceAE,
 		SendingAE: in.SendingAE, ReceivingAE: in.ReceivingAE}, ds)
