@@ -326,3 +326,43 @@ func TestRenderRefusesImpossibleGeometry(t *testing.T) {
 		})
 	}
 }
+
+// TestRenderOutOfTagOrder: an object whose Rows and Columns come after the
+// other elements, out of tag order (PS3.5 §7.1), as the SCP stores it, is
+// previewed as the same object in order is; one with Rows twice has no
+// preview, the reader's verdict.
+func TestRenderOutOfTagOrder(t *testing.T) {
+	in := pipelinetest.Instance{StudyUID: "1.2.3", SeriesUID: "1.2.3.4", SOPUID: "1.2.3.4.5", Rows: 24, Columns: 32,
+		Extra: []pipelinetest.Elem{pipelinetest.U16(tag(0x28, 0x02), 1), pipelinetest.Str(tag(0x28, 0x04), "CS", "MONOCHROME2")}}
+	want, err := Render(bytes.NewReader(in.Build()), int64(len(in.Build())), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, cols := pipelinetest.Tag(0x28, 0x10), pipelinetest.Tag(0x28, 0x11)
+	for _, tt := range []struct {
+		name    string
+		late    []uint32
+		wantErr error
+	}{
+		{"Rows and Columns last, reversed", []uint32{cols, rows}, nil},
+		{"Rows twice", []uint32{rows, cols, rows}, dataset.ErrRepeated},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			in.Late = tt.late
+			b := in.Build()
+			got, err := Render(bytes.NewReader(b), int64(len(b)), 64)
+			if tt.wantErr != nil {
+				if !errors.Is(err, ErrNoPreview) || !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Render = %v, want no preview: %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Error("the preview differs from the object's in tag order")
+			}
+		})
+	}
+}

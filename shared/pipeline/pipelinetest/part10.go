@@ -231,7 +231,7 @@ type Instance struct {
 	Drop []uint32
 	// Late moves these tags (present ones) after the other elements but
 	// Pixel Data, in the order given: out of tag order (PS3.5 §7.1), as
-	// some writers send.
+	// some writers send. A tag given twice is written twice (a repeat).
 	Late []uint32
 }
 
