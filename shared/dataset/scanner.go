@@ -95,10 +95,10 @@ const (
 	// an element out of tag order (tolerated) from a repeat (ErrRepeated):
 	// one that steps back may repeat any tag before it at its level. An
 	// element in order is checked against the one before it alone; its tag
-	// is kept (4 bytes) while there is room, and when there is none, an
-	// element out of order at that level is ErrOrder (refused: a level of
-	// more than 4,096 elements, or one stepping back past so many, is no
-	// real object's). At most 16 KiB a reader.
+	// is kept (4 bytes) while there is room; when there is none, an
+	// element out of order at that level is ErrOrder (no real object steps
+	// back after so many elements), while elements in order are read on,
+	// however many. At most 16 KiB a reader.
 	MaxTagsHeld = 4096
 )
 
