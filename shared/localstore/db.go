@@ -39,6 +39,8 @@ type DB struct {
 	qw    *writer
 	// wal makes the main database's commits durable (see Sync).
 	wal *walSync
+	// qwal makes the queue's commits durable (its writer's).
+	qwal *walSync
 
 	// reap holds completed keys whose queue rows go at the next reaper
 	// round (see forgetSoon).
@@ -348,7 +350,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.st, db.qst = newStatements(sdb), newStatements(qdb)
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
-	db.w, db.qw = newWriter(db.st, throughputFirst, nil), newWriter(db.qst, latencyFirst, newWALSync(qpath+"-wal"))
+	db.qwal = newWALSync(qpath + "-wal")
+	db.w, db.qw = newWriter(db.st, throughputFirst, nil), newWriter(db.qst, latencyFirst, db.qwal)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -465,7 +468,7 @@ func (db *DB) Close() error {
 	<-db.reaperEnded
 	db.w.close()
 	db.qw.close()
-	if err := errors.Join(db.st.close(), db.qst.close(), db.sql.Close(), db.q.Close()); err != nil {
+	if err := errors.Join(db.st.close(), db.qst.close(), db.sql.Close(), db.q.Close(), db.wal.close(), db.qwal.close()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}
 	return nil
@@ -484,6 +487,14 @@ func (db *DB) Sync(ctx context.Context) error {
 		return fmt.Errorf("localstore: sync: %w", err)
 	}
 	return db.wal.sync()
+}
+
+// SyncFailed returns the failure that ended the databases' durable
+// commits (ErrSyncFailed), nil while none failed: once an fsync of a
+// write-ahead log failed, every later commit that needs to be durable
+// fails until the process is restarted.
+func (db *DB) SyncFailed() error {
+	return errors.Join(db.wal.poisoned(), db.qwal.poisoned())
 }
 
 // SQL exposes the underlying handle for read-only queries by the portal.

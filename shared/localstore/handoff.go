@@ -71,6 +71,10 @@ func (h Handed) metadataJSON() string {
 	return string(b)
 }
 
+// SyncFailed is the database's SyncFailed: once it is set, no Enqueue
+// succeeds until the process is restarted.
+func (h *Handoff) SyncFailed() error { return h.db.SyncFailed() }
+
 // Enqueue queues key unless it is queued already or the ledger knows it as
 // done or failed: enqueueing is idempotent. metadata is what the store
 // knew about the object (the SCP's transaction details); it may be nil. It

@@ -8,6 +8,17 @@ import (
 	"sync"
 )
 
+// ErrSyncFailed is returned by every sync of a database after one fsync
+// of its write-ahead log failed. On Linux a failed fsync may drop the
+// dirty pages it could not write and clear the error, so a later fsync
+// succeeds without the data ("fsyncgate"): no later sync is trusted to
+// cover the commits the failed one covered, nor any commit after them
+// (SQLite appends to the log behind pages that may be missing on disk).
+// The database takes no more durable commits until the process is
+// restarted and SQLite's recovery reads the log (see
+// docs/design/filestore-durability.md, "A failed sync").
+var ErrSyncFailed = errors.New("localstore: an fsync of the write-ahead log failed; restart to recover")
+
 // walSync makes a database's commits durable with an fsync of its
 // write-ahead log, one fsync for every caller waiting at the time. The
 // databases commit with synchronous=NORMAL: a commit appends to the log
@@ -15,8 +26,15 @@ import (
 // ones may be lost; whoever needs a commit durable calls sync after it.
 // So the write lock is not held across an fsync (SQLite's FULL holds it),
 // and the commits made while one fsync runs share the next.
+//
+// The first failure is final (ErrSyncFailed). The log is fsynced through
+// a descriptor kept open while the log is the same file, so that a write
+// error is reported to it even when another descriptor (SQLite's own, at
+// a checkpoint) saw it first: Linux reports an error once to each open
+// descriptor, and one opened after it has been seen is not told.
 type walSync struct {
 	fsync func() error
+	close func() error // releases the log's descriptor
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -24,10 +42,12 @@ type walSync struct {
 	started  uint64 // fsyncs begun
 	finished uint64 // fsyncs completed, the last with err
 	err      error
+	failed   error // the first failure: every later sync fails
 }
 
 func newWALSync(wal string) *walSync {
-	s := &walSync{fsync: func() error { return fsyncLog(wal) }}
+	l := &walLog{path: wal}
+	s := &walSync{fsync: l.sync, close: l.close}
 	s.cond = sync.NewCond(&s.mu)
 	return s
 }
@@ -40,6 +60,9 @@ func (s *walSync) sync() error {
 	// One that is running may have begun before the commits to cover.
 	need := s.started + 1
 	for s.finished < need {
+		if s.failed != nil {
+			return s.failed
+		}
 		if s.running {
 			s.cond.Wait()
 			continue
@@ -52,26 +75,73 @@ func (s *walSync) sync() error {
 		s.mu.Lock()
 		s.running = false
 		s.finished, s.err = gen, err
+		if err != nil && s.failed == nil {
+			s.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
+		}
 		s.cond.Broadcast()
 	}
-	return s.err
+	if s.err != nil {
+		return s.failed
+	}
+	return nil
 }
 
-// fsyncLog fsyncs the write-ahead log at path.
-func fsyncLog(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// poisoned returns the failure that ended durable commits, nil if none.
+func (s *walSync) poisoned() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+// walLog fsyncs the write-ahead log at path through a descriptor kept
+// open while path names the same file (SQLite removes the log when its
+// last connection closes, and creates it again).
+type walLog struct {
+	path string
+	f    *os.File // calls are serialized by walSync
+}
+
+func (l *walLog) sync() error {
+	cur, err := os.Stat(l.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil // no log: everything is in the database file, synced by its checkpoint
+		// No log: everything is in the database file, synced by its
+		// checkpoint.
+		return l.close()
 	}
 	if err != nil {
 		return fmt.Errorf("localstore: sync: %w", err)
 	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if l.f != nil {
+		if held, err := l.f.Stat(); err != nil || !os.SameFile(held, cur) {
+			if err := l.close(); err != nil {
+				return err
+			}
+		}
 	}
-	if err != nil {
+	if l.f == nil {
+		f, err := os.OpenFile(l.path, os.O_RDWR, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("localstore: sync: %w", err)
+		}
+		l.f = f
+	}
+	if err := l.f.Sync(); err != nil {
 		return fmt.Errorf("localstore: sync: %w", err)
+	}
+	return nil
+}
+
+func (l *walLog) close() error {
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	if err != nil {
+		return fmt.Errorf("localstore: sync: close the log: %w", err)
 	}
 	return nil
 }

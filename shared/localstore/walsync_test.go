@@ -1,7 +1,11 @@
 package localstore
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -66,17 +70,112 @@ func TestWALSyncCoversLaterCommits(t *testing.T) {
 	}
 }
 
-// TestWALSyncReportsFailure: the callers an fsync covers get its error.
-func TestWALSyncReportsFailure(t *testing.T) {
+// TestWALSyncFailureIsFinal: the callers an fsync covers get its error,
+// and so does every later sync, whatever later fsyncs would say: after a
+// failed fsync Linux may have dropped the pages it could not write and
+// cleared the error ("fsyncgate"), so a later one that succeeds proves
+// nothing about the commits before it.
+func TestWALSyncFailureIsFinal(t *testing.T) {
 	boom := errors.New("boom")
-	s := newWALSync("")
-	s.fsync = func() error { return boom }
-	if err := s.sync(); !errors.Is(err, boom) {
-		t.Fatalf("sync = %v, want %v", err, boom)
+	for _, tt := range []struct {
+		name  string
+		later func() error // what fsyncs after the failed one return
+	}{
+		{"then succeeds", func() error { return nil }},
+		{"then fails again", func() error { return errors.New("again") }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newWALSync("")
+			var fsyncs atomic.Int32
+			s.fsync = func() error {
+				if fsyncs.Add(1) == 1 {
+					return boom
+				}
+				return tt.later()
+			}
+			if err := s.sync(); !errors.Is(err, boom) || !errors.Is(err, ErrSyncFailed) {
+				t.Fatalf("sync = %v, want %v and ErrSyncFailed", err, boom)
+			}
+			for range 3 {
+				if err := s.sync(); !errors.Is(err, ErrSyncFailed) || !errors.Is(err, boom) {
+					t.Fatalf("sync after a failed fsync = %v, want ErrSyncFailed wrapping the first failure", err)
+				}
+			}
+			if n := fsyncs.Load(); n != 1 {
+				t.Errorf("%d fsyncs, want 1: none after the failure is trusted, so none is run", n)
+			}
+			if err := s.poisoned(); !errors.Is(err, ErrSyncFailed) {
+				t.Errorf("poisoned = %v", err)
+			}
+		})
 	}
-	s.fsync = func() error { return nil }
-	if err := s.sync(); err != nil {
-		t.Fatalf("sync after a good fsync = %v", err)
+}
+
+// TestWALSyncFailureReachesWaiters: callers that queued behind the fsync
+// that fails, waiting for the next one, get the failure too.
+func TestWALSyncFailureReachesWaiters(t *testing.T) {
+	boom := errors.New("boom")
+	release := make(chan struct{})
+	s := newWALSync("")
+	var fsyncs atomic.Int32
+	s.fsync = func() error {
+		if fsyncs.Add(1) == 1 {
+			<-release
+			return boom
+		}
+		return nil
+	}
+	first := make(chan error, 1)
+	go func() { first <- s.sync() }()
+	const waiters = 3
+	errs := make(chan error, waiters)
+	for range waiters {
+		go func() { errs <- s.sync() }()
+	}
+	time.Sleep(20 * time.Millisecond) // let them queue (one coming late is held the same)
+	close(release)
+	if err := <-first; !errors.Is(err, boom) {
+		t.Fatalf("first sync = %v", err)
+	}
+	for range waiters {
+		if err := <-errs; !errors.Is(err, ErrSyncFailed) {
+			t.Errorf("a waiter's sync = %v, want ErrSyncFailed", err)
+		}
+	}
+}
+
+// TestWALLogFollowsTheFile: the log is fsynced through one descriptor
+// while it is the same file, and through a new one once SQLite removed
+// it and made another.
+func TestWALLogFollowsTheFile(t *testing.T) {
+	path := t.TempDir() + "/db-wal"
+	l := &walLog{path: path}
+	defer func() {
+		if err := l.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := l.sync(); err != nil || l.f != nil {
+		t.Fatalf("no log: sync = %v, descriptor held %v", err, l.f != nil)
+	}
+	if err := os.WriteFile(path, []byte("a"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.sync(); err != nil || l.f == nil {
+		t.Fatalf("sync = %v, descriptor held %v", err, l.f != nil)
+	}
+	held := l.f
+	if err := l.sync(); err != nil || l.f != held {
+		t.Fatalf("same log: sync = %v, same descriptor %v", err, l.f == held)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("b"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.sync(); err != nil || l.f == held || l.f == nil {
+		t.Fatalf("new log: sync = %v, descriptor replaced %v", err, l.f != held)
 	}
 }
 
@@ -84,5 +183,65 @@ func TestWALSyncReportsFailure(t *testing.T) {
 func TestWALSyncMissingLog(t *testing.T) {
 	if err := newWALSync(t.TempDir() + "/none-wal").sync(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestHandoffSyncFailureAcknowledgesNothing: once an fsync of the queue's
+// log failed, the Enqueue it covered and every later one fail (the SCP
+// answers those C-STOREs with a failure status), even when the next fsync
+// would succeed; after a restart every row acknowledged before it is
+// there.
+func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "test.db")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := db.Handoff()
+	if _, err := h.Enqueue(ctx, "incoming/acked", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("EIO")
+	var fsyncs atomic.Int32
+	real := db.qwal.fsync
+	db.qwal.fsync = func() error {
+		if fsyncs.Add(1) == 1 {
+			return boom
+		}
+		return real()
+	}
+	for _, key := range []string{"incoming/first", "incoming/later"} {
+		if _, err := h.Enqueue(ctx, key, t0, nil); !errors.Is(err, ErrSyncFailed) {
+			t.Fatalf("Enqueue %s after the failed fsync = %v, want ErrSyncFailed", key, err)
+		}
+	}
+	if err := h.SyncFailed(); !errors.Is(err, boom) {
+		t.Fatalf("SyncFailed = %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := db.SyncFailed(); err != nil {
+		t.Fatalf("after a restart: SyncFailed = %v", err)
+	}
+	keys, err := db.Handoff().Pending(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(keys, "incoming/acked") {
+		t.Fatalf("after a restart the queue holds %q, without the acknowledged key", keys)
+	}
+	if _, err := db.Handoff().Enqueue(ctx, "incoming/retried", t0, nil); err != nil {
+		t.Fatalf("Enqueue after a restart = %v", err)
 	}
 }

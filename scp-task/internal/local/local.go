@@ -1074,5 +1074,12 @@ func (s *handoffStore) PutRecord(ctx context.Context, key string, body []byte) e
 	return nil
 }
 
-// Ready reports the file store's readiness.
-func (s *handoffStore) Ready(ctx context.Context) error { return s.inner.Ready(ctx) }
+// Ready reports the file store's readiness, and refuses once an fsync of
+// the hand-off queue's log failed (localstore.ErrSyncFailed): no C-STORE
+// can be acknowledged until the process is restarted.
+func (s *handoffStore) Ready(ctx context.Context) error {
+	if err := s.handoff.SyncFailed(); err != nil {
+		return err
+	}
+	return s.inner.Ready(ctx)
+}
