@@ -271,3 +271,66 @@ func TestShutdownCutShort(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointFailureIsFinal: a checkpoint's syncfs that fails once,
+// dropping what it was to write as Linux does, is never followed by one
+// that is trusted to have made those files durable: the journal reuses no
+// segment from then on, objects are refused once it is full and readiness
+// is off, and after a crash every acknowledged object is there. A retried
+// syncfs succeeded, the segments holding the dropped files' records were
+// reused, and the crash lost them.
+func TestCheckpointFailureIsFinal(t *testing.T) {
+	mem := vfstest.NewMem()
+	failFast := func(s *Store) { s.jopts.FullWait = -1 }
+	s, err := New("/s", append(crashOpts(mem), failFast)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked := map[string][]byte{}
+	sent := map[string][][]byte{}
+	put := func(i int) error {
+		sop, b := fmt.Sprintf("1.2.%d", i), body(i, 300_000)
+		sent[sop] = append(sent[sop], b)
+		st, err := s.Put(context.Background(), object(sop), bytes.NewReader(b))
+		if err == nil {
+			acked[st.Key] = b
+		}
+		return err
+	}
+	for i := range 3 {
+		if err := put(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eio := errors.New("EIO")
+	mem.FailOnce(vfs.OpSyncFS, eio)
+	refused := false
+	for i := 3; i < 200 && !refused; i++ {
+		if err := put(i); err != nil {
+			if !errors.Is(err, objectstore.ErrUnavailable) {
+				t.Fatalf("Put %d after the failed checkpoint = %v, want ErrUnavailable", i, err)
+			}
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatal("the store kept taking objects: a syncfs after the failed one was trusted and segments were reused")
+	}
+	if err := s.Ready(context.Background()); !errors.Is(err, ErrSyncFailed) || !errors.Is(err, eio) {
+		t.Errorf("Ready after the failed checkpoint = %v, want ErrSyncFailed", err)
+	}
+	if err := s.Close(); !errors.Is(err, ErrSyncFailed) {
+		t.Errorf("Close = %v, want ErrSyncFailed (its checkpoint is not trusted either)", err)
+	}
+	for _, mode := range []vfstest.Mode{vfstest.KeepNone, vfstest.KeepSome} {
+		after := mem.Crash(mode, rand.New(rand.NewPCG(2, uint64(mode))))
+		s2, err := New("/s", crashOpts(after)...)
+		if err != nil {
+			t.Fatalf("mode %d: New after the failed checkpoint: %v", mode, err)
+		}
+		checkAfterCrash(t, fmt.Sprintf("mode %d", mode), after, acked, sent)
+		if err := s2.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

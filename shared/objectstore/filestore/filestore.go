@@ -67,6 +67,11 @@ var ErrInvalidKey = errors.New("filestore: invalid key")
 // Ready). It is vfs.ErrReserve, which the staged store's errors wrap too.
 var ErrReserve = vfs.ErrReserve
 
+// ErrSyncFailed is returned (wrapped with objectstore.ErrUnavailable) by
+// Ready once a checkpoint's syncfs failed: see Store.checkpoint. Only a
+// restart, whose New replays the journal, clears it.
+var ErrSyncFailed = errors.New("filestore: a sync failed; restart to replay the journal")
+
 // Store is a filesystem object store. It is safe for concurrent use.
 type Store struct {
 	root    string
@@ -94,6 +99,10 @@ type Store struct {
 	// claims holds the keys a Put is deciding or placing (see claim).
 	claimsMu sync.Mutex
 	claims   map[string]chan struct{}
+
+	// syncFailed is the checkpoint's first failure, final (checkpoint).
+	syncMu     sync.Mutex
+	syncFailed error
 
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -686,6 +695,9 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 func (s *Store) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("filestore: ready: %w", err)
+	}
+	if err := s.failedSync(); err != nil {
+		return unavailable("ready", err)
 	}
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()

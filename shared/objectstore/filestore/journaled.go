@@ -187,11 +187,37 @@ func releaseOnce(j *journal.Journal, r journal.Record) func() {
 }
 
 // checkpoint makes everything the journaled path wrote durable: the
-// journal's Checkpoint.
+// journal's Checkpoint. Its first failure is final (ErrSyncFailed): after
+// a failed syncfs Linux may have dropped the pages it could not write and
+// cleared the error, so a later syncfs that succeeds says nothing of the
+// files written before it. The journal, whose Checkpoint then keeps
+// failing, never reuses a segment holding their records; appends wait,
+// then fail, once its segments are full (the C-STORE a failure status,
+// as on a full disk), Ready refuses new associations, and the next New
+// rewrites every file from its record.
 func (s *Store) checkpoint() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncFailed != nil {
+		return s.syncFailed
+	}
 	err := s.fs.SyncFS(s.root)
 	crashPoint("checkpointed")
-	return err
+	if err != nil {
+		s.syncFailed = fmt.Errorf("%w: checkpoint: %w", ErrSyncFailed, err)
+		s.log.Error("file store: a checkpoint's syncfs failed; the journal keeps every record since the last checkpoint and takes objects until it is full: restart to replay it",
+			"err", err)
+		return s.syncFailed
+	}
+	return nil
+}
+
+// failedSync returns the failure that made the store stop trusting its
+// syncs (ErrSyncFailed), nil if none.
+func (s *Store) failedSync() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.syncFailed
 }
 
 // crashPoint marks a step of the journaled path; the crash tests' writer

@@ -42,6 +42,7 @@ type Mem struct {
 	cut    bool
 	locks  map[uint64]bool
 	faults map[string]error // an op name's injected error (see Fail)
+	once   map[string]error // an op name's next error (see FailOnce)
 	// capacity bounds the bytes the files it names may hold (see
 	// SetCapacity); <0: none, and the free space is not measured.
 	capacity int64
@@ -52,6 +53,9 @@ type inode struct {
 	// files
 	data, durable []byte
 	dirty         map[int64]bool // blocks written since the last sync
+	// wbErr is a write-back failure not yet reported to a sync of the
+	// file (see FailOnce).
+	wbErr error
 	// directories
 	entries, durableEntries map[string]uint64
 }
@@ -78,7 +82,7 @@ func (ino *inode) sync() {
 
 // NewMem returns an empty file system.
 func NewMem() *Mem {
-	m := &Mem{nodes: map[uint64]*inode{}, next: rootIno + 1, cutAt: -1, locks: map[uint64]bool{}, faults: map[string]error{}, capacity: -1}
+	m := &Mem{nodes: map[uint64]*inode{}, next: rootIno + 1, cutAt: -1, locks: map[uint64]bool{}, faults: map[string]error{}, once: map[string]error{}, capacity: -1}
 	m.nodes[rootIno] = newDir()
 	return m
 }
@@ -125,6 +129,39 @@ func (m *Mem) Fail(op vfs.Op, err error) {
 		return
 	}
 	m.faults[op.String()] = err
+}
+
+// FailOnce makes the next operation named op fail with err. A sync or a
+// syncfs that fails so does what Linux does when a write-back fails: the
+// blocks it was to write are marked clean without reaching the disk, and
+// a later sync or syncfs succeeds without them unless they are written
+// again ("fsyncgate"); the first sync of each such file after a failed
+// syncfs reports err (Linux reports a write-back error once to each open
+// file).
+func (m *Mem) FailOnce(op vfs.Op, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.once[op.String()] = err
+}
+
+// failedOnce reports whether err is FailOnce's.
+func (*Mem) failedOnce(err error) bool {
+	var f onceErr
+	return errors.As(err, &f)
+}
+
+type onceErr struct{ err error }
+
+func (e onceErr) Error() string { return e.err.Error() }
+func (e onceErr) Unwrap() error { return e.err }
+
+// dropDirty marks ino's dirty blocks clean without making them durable,
+// as a failed write-back does.
+func (ino *inode) dropDirty(err error) {
+	if len(ino.dirty) > 0 {
+		clear(ino.dirty)
+		ino.wbErr = err
+	}
 }
 
 // SetCapacity makes the disk hold at most n bytes of file data (counted
@@ -209,6 +246,10 @@ func (m *Mem) begin(op vfs.Op) error {
 	m.ops++
 	if err := m.faults[op.String()]; err != nil {
 		return err
+	}
+	if err := m.once[op.String()]; err != nil {
+		delete(m.once, op.String())
+		return onceErr{err}
 	}
 	return nil
 }
@@ -565,6 +606,13 @@ func (m *Mem) SyncFS(name string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.begin(vfs.OpSyncFS); err != nil {
+		if m.failedOnce(err) {
+			for _, ino := range m.nodes {
+				if !ino.dir {
+					ino.dropDirty(err)
+				}
+			}
+		}
 		return err
 	}
 	for _, ino := range m.nodes {
@@ -745,6 +793,14 @@ func (f *memFile) Sync() error {
 	defer f.m.mu.Unlock()
 	ino, err := f.file(vfs.OpSync)
 	if err != nil {
+		if dropped, ok := f.m.nodes[f.id]; ok && !dropped.dir && f.m.failedOnce(err) {
+			dropped.dropDirty(nil)
+		}
+		return err
+	}
+	if err := ino.wbErr; err != nil {
+		ino.wbErr = nil
+		ino.sync()
 		return err
 	}
 	ino.sync()
