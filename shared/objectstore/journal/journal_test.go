@@ -566,3 +566,56 @@ func TestFailedWritesCountTheSegmentsSealed(t *testing.T) {
 		t.Fatalf("want one failure line naming a segment and one clearing line with 2 occurrences and 2 segments sealed:\n%s", logs.String())
 	}
 }
+
+// TestFailedCommitIsFinal: an fdatasync that fails once, dropping the
+// blocks it was to write as Linux does, fails the appends it covered, and
+// no later fdatasync of that segment acknowledges a record: later appends
+// go to another segment. After a power loss every acknowledged record is
+// recovered.
+func TestFailedCommitIsFinal(t *testing.T) {
+	mem := vfstest.NewMem()
+	j, _, err := Open("/j", Options{SegmentSize: 256 << 10, Segments: 2, FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1000
+	var acked []int
+	if r, err := appendBytes(t, j, "0", payload(0, size)); err != nil {
+		t.Fatal(err)
+	} else {
+		acked = append(acked, 0)
+		j.Release(r)
+	}
+	j.mu.Lock()
+	failedSeq := j.active.hdr.seq
+	j.mu.Unlock()
+	mem.FailOnce(vfs.OpSync, errors.New("EIO"))
+	if _, err := appendBytes(t, j, "1", payload(1, size)); err == nil {
+		t.Fatal("the append whose commit failed was acknowledged")
+	}
+	for i := 2; i < 5; i++ {
+		r, err := appendBytes(t, j, strconv.Itoa(i), payload(i, size))
+		if err != nil {
+			t.Fatalf("append %d after the failed commit: %v", i, err)
+		}
+		if r.Seq == failedSeq {
+			t.Fatalf("append %d acknowledged in the segment generation whose commit failed", i)
+		}
+		acked = append(acked, i)
+	}
+	after := mem.Crash(vfstest.KeepNone, rand.New(rand.NewPCG(5, 5)))
+	j2, recs, err := Open("/j", Options{SegmentSize: 256 << 10, Segments: 2, FS: after, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j2.Close()
+	seen := checkRecovered(t, "after the failed commit", j2, recs, func(int) int { return size })
+	for _, i := range acked {
+		if !seen[i] {
+			t.Errorf("acknowledged record %d lost", i)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Log(err)
+	}
+}
