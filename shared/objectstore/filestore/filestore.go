@@ -404,19 +404,26 @@ func (s *Store) putFile(ctx context.Context, key, tmp string, size int64, sum ha
 			return objectstore.Stored{}, err
 		}
 		ok, err := placeNoReplace(tmp, final)
-		release()
 		if err != nil {
+			release()
 			return objectstore.Stored{}, unavailable("put: place", err)
 		}
 		if ok {
 			placed = true
-			if err := s.syncPlaced(final); err != nil {
-				// The object is in place but maybe not durable: fail so
-				// the sender retries (it will be a duplicate).
+			// The key stays held until its name is durable: a Put of the
+			// same bytes meanwhile would be a duplicate of a file that
+			// may yet be unplaced.
+			err := s.syncPlaced(final)
+			if err != nil {
+				s.unplace(st.Key, final)
+			}
+			release()
+			if err != nil {
 				return objectstore.Stored{}, unavailable("put: sync dir", err)
 			}
 			return st, nil
 		}
+		release()
 		same, err := sameFiles(final, tmp, size)
 		if err != nil {
 			return objectstore.Stored{}, unavailable("put: compare", err)
@@ -680,9 +687,23 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 		return nil
 	}
 	if err := s.syncPlaced(final); err != nil {
+		s.unplace(key, final)
 		return unavailable("put record: sync dir", err)
 	}
 	return nil
+}
+
+// unplace removes the file just placed at final after the fsync of its
+// directories failed. The sender is told the Put failed and retries; left
+// in place, the file would answer the retry as a duplicate, acknowledged
+// though its name may never reach the disk: after a failed fsync Linux
+// may drop what it could not write and clear the error, so no later fsync
+// is trusted to cover it. The retry writes it anew, with its own fsyncs.
+func (s *Store) unplace(key, final string) {
+	if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Error("a stored file whose directory fsync failed could not be removed; a resend of it is taken as a duplicate",
+			"key", s.names.Key(key), "err", err)
+	}
 }
 
 // Ready checks that a file can be created in the store and that Put

@@ -636,6 +636,62 @@ func TestPlacingSyncsBothDirectories(t *testing.T) {
 	}
 }
 
+// TestFailedDirectorySyncIsNoDuplicate: when the fsync of a placed file's
+// directory fails once (then succeeds), Put and PutRecord fail, and the
+// resend is no duplicate of the file left in place, acknowledged with no
+// fsync of its own: it is written again and its directories fsynced.
+// The resend was answered as a duplicate, without a sync.
+func TestFailedDirectorySyncIsNoDuplicate(t *testing.T) {
+	eio := errors.New("EIO")
+	for _, tt := range []struct {
+		name string
+		put  func(s *Store) (key string, dup bool, err error)
+	}{
+		{"Put", func(s *Store) (string, bool, error) {
+			st, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("object"))
+			return st.Key, st.Duplicate, err
+		}},
+		{"PutRecord", func(s *Store) (string, bool, error) {
+			key := objectstore.AuditPrefix + "2026/11/27/a.json"
+			return key, false, s.PutRecord(context.Background(), key, []byte("{}"))
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, WithoutJournal())
+			orig := syncDir
+			defer func() { syncDir = orig }()
+			fails := 1
+			syncs := 0
+			// The temporary directory's fsync, the last step of placing.
+			tmp := filepath.Join(s.Root(), TempDir)
+			syncDir = func(dir string) error {
+				syncs++
+				if fails > 0 && dir == tmp {
+					fails--
+					return eio
+				}
+				return orig(dir)
+			}
+			if _, _, err := tt.put(s); !errors.Is(err, eio) || !errors.Is(err, objectstore.ErrUnavailable) {
+				t.Fatalf("first %s = %v, want the failed sync, unavailable", tt.name, err)
+			}
+			syncs = 0
+			key, dup, err := tt.put(s)
+			if err != nil {
+				t.Fatalf("resend: %v", err)
+			}
+			if dup || syncs < 2 {
+				t.Errorf("resend: duplicate %v after %d directory fsyncs, want it written again and both directories fsynced", dup, syncs)
+			}
+			if rc, err := s.Open(key); err != nil {
+				t.Errorf("resent object: %v", err)
+			} else if err := rc.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // TestSameFiles: duplicate detection compares bytes, across the chunks it
 // reads and at the very last byte.
 func TestSameFiles(t *testing.T) {
