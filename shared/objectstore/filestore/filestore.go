@@ -605,7 +605,15 @@ func (s *Store) mkdirAll(dir string) error {
 		}
 		return err
 	}
-	return syncDir(parent)
+	if err := syncDir(parent); err != nil {
+		// Left in place, the directory would be taken as made by the
+		// next Put, its name never fsynced again (see unplace).
+		if rerr := os.Remove(dir); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("remove the directory whose parent's fsync failed: %w", rerr))
+		}
+		return err
+	}
+	return nil
 }
 
 // syncPlaced fsyncs both directories the move of a temporary file to

@@ -692,6 +692,37 @@ func TestFailedDirectorySyncIsNoDuplicate(t *testing.T) {
 	}
 }
 
+// TestFailedParentSyncRemovesTheDirectory: a directory whose parent's
+// fsync failed is removed, so that the resend creates it again and
+// fsyncs its parent. Left in place, it was taken as made by the resend,
+// whose object was acknowledged in a directory whose name might not be on
+// the disk.
+func TestFailedParentSyncRemovesTheDirectory(t *testing.T) {
+	s := newStore(t, WithoutJournal())
+	orig := syncDir
+	defer func() { syncDir = orig }()
+	eio := errors.New("EIO")
+	var failed string
+	var synced []string
+	syncDir = func(dir string) error {
+		if failed == "" {
+			failed = dir
+			return eio
+		}
+		synced = append(synced, dir)
+		return orig(dir)
+	}
+	if _, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("object")); !errors.Is(err, eio) {
+		t.Fatalf("Put = %v, want the failed fsync", err)
+	}
+	if _, err := s.Put(context.Background(), object("1.2.3"), strings.NewReader("object")); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(synced, failed) {
+		t.Errorf("the resend fsynced %v, not %s, whose fsync failed", synced, failed)
+	}
+}
+
 // TestSameFiles: duplicate detection compares bytes, across the chunks it
 // reads and at the very last byte.
 func TestSameFiles(t *testing.T) {
