@@ -259,11 +259,18 @@ func TestShutdownCutShort(t *testing.T) {
 	if !strings.Contains(logs.String(), `"level":"WARN","msg":"`+CloseCutShort+`"`) || !strings.Contains(logs.String(), testenv.ErrSecondSignal.Error()) {
 		t.Errorf("the close cut short does not say so, and why:\n%s", logs.String())
 	}
+	crashAndCheck(t, "the close cut short", mem, acked, sent)
+}
+
+// crashAndCheck cuts mem's power in each way and checks what a new store
+// finds (checkAfterCrash); what names the step before the crash.
+func crashAndCheck(t *testing.T, what string, mem *vfstest.Mem, acked map[string][]byte, sent map[string][][]byte) {
+	t.Helper()
 	for _, mode := range []vfstest.Mode{vfstest.KeepNone, vfstest.KeepSome, vfstest.KeepAll} {
 		after := mem.Crash(mode, rand.New(rand.NewPCG(1, uint64(mode))))
 		s2, err := New("/s", crashOpts(after)...)
 		if err != nil {
-			t.Fatalf("mode %d: New after the close cut short: %v", mode, err)
+			t.Fatalf("mode %d: New after %s: %v", mode, what, err)
 		}
 		checkAfterCrash(t, fmt.Sprintf("mode %d", mode), after, acked, sent)
 		if err := s2.Close(); err != nil {
@@ -322,15 +329,5 @@ func TestCheckpointFailureIsFinal(t *testing.T) {
 	if err := s.Close(); !errors.Is(err, ErrSyncFailed) {
 		t.Errorf("Close = %v, want ErrSyncFailed (its checkpoint is not trusted either)", err)
 	}
-	for _, mode := range []vfstest.Mode{vfstest.KeepNone, vfstest.KeepSome} {
-		after := mem.Crash(mode, rand.New(rand.NewPCG(2, uint64(mode))))
-		s2, err := New("/s", crashOpts(after)...)
-		if err != nil {
-			t.Fatalf("mode %d: New after the failed checkpoint: %v", mode, err)
-		}
-		checkAfterCrash(t, fmt.Sprintf("mode %d", mode), after, acked, sent)
-		if err := s2.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	crashAndCheck(t, "the failed checkpoint", mem, acked, sent)
 }
