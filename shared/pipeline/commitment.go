@@ -602,6 +602,13 @@ func (p *Pipeline) judgeAll(ctx context.Context, tx CommitmentTransaction, refs 
 	return errors.Join(errs...)
 }
 
+const (
+	// instanceAuditPage is the page size of judge's reading of an
+	// instance's audit records, and maxInstanceAuditPages the most pages
+	// it reads (1,600 records at full pages).
+	instanceAuditPage, maxInstanceAuditPages = 50, 32
+)
+
 // judge decides one instance. Committed: indexed under the SOP Instance UID with the requested SOP class and
 // its object in the store (or, where the site counts them, quarantined with its object in the store). Failed
 // for good: a class we do not store (0122), held under another class (0119), indexed but its object gone, or
@@ -634,31 +641,42 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 	if len(recs) > 0 {
 		return v, nil
 	}
-	page, err := p.Audit.Query(ctx, AuditQuery{SOPInstanceUID: ref.SOPInstanceUID, Limit: 50})
-	if err != nil {
-		return refVerdict{}, fmt.Errorf("pipeline: commitment: audit of instance: %w", err)
-	}
 	refused := false
-	for _, r := range page.Records {
-		switch r.Outcome {
-		case OutcomeRejected:
-			v.study = r.StudyInstanceUID
-			if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
-				return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
-			}
-			if p.QuarantinedCommitted != nil && p.QuarantinedCommitted(tx.CallingAE) {
-				ok, err := p.stored(ctx, r.ObjectKey)
-				if err != nil {
-					return refVerdict{}, err
-				}
-				if ok {
-					return refVerdict{committed: true, study: v.study}, nil
-				}
-			}
-			return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
-		case "store-failed":
-			refused = true
+	// The instance's records, newest first, page by page: a page may be
+	// short (AuditQuery), and only an empty Next ends them. The newest
+	// quarantine decides; past maxInstanceAuditPages (a trail no instance
+	// has, or a store that never ends) the newest records read decide.
+	q := AuditQuery{SOPInstanceUID: ref.SOPInstanceUID, Limit: instanceAuditPage}
+	for range maxInstanceAuditPages {
+		page, err := p.Audit.Query(ctx, q)
+		if err != nil {
+			return refVerdict{}, fmt.Errorf("pipeline: commitment: audit of instance: %w", err)
 		}
+		for _, r := range page.Records {
+			switch r.Outcome {
+			case OutcomeRejected:
+				v.study = r.StudyInstanceUID
+				if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
+					return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
+				}
+				if p.QuarantinedCommitted != nil && p.QuarantinedCommitted(tx.CallingAE) {
+					ok, err := p.stored(ctx, r.ObjectKey)
+					if err != nil {
+						return refVerdict{}, err
+					}
+					if ok {
+						return refVerdict{committed: true, study: v.study}, nil
+					}
+				}
+				return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
+			case "store-failed":
+				refused = true
+			}
+		}
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
 	}
 	switch {
 	case !final:

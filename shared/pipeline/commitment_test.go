@@ -378,6 +378,67 @@ func TestCommitmentRefusedCStore(t *testing.T) {
 	}
 }
 
+// shortPages is an audit trail that hands out pages of one record, as
+// pipeline.AuditQuery lets a store do (DynamoDB's at its 1 MB or call
+// bound): only an empty Next ends the results.
+type shortPages struct{ pipeline.AuditStore }
+
+func (s shortPages) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
+	q.Limit = 1
+	return s.AuditStore.Query(ctx, q)
+}
+
+// TestCommitmentReadsTheInstancesWholeAudit: the instance's audit records
+// are read to their end, past a short page and past the first 50: a
+// refused C-STORE behind later records of the instance still fails it with
+// 0110, and a quarantine behind them still decides it.
+func TestCommitmentReadsTheInstancesWholeAudit(t *testing.T) {
+	tests := []struct {
+		name  string
+		later int  // records of the instance after the one that decides
+		short bool // the store hands out pages of one record
+		rec   pipeline.AuditRecord
+		want  uint16
+	}{
+		{"refused, a short page", 1, true, pipeline.AuditRecord{Outcome: "store-failed"}, commitment.ReasonProcessingFailure},
+		{"refused, 60 later records", 60, false, pipeline.AuditRecord{Outcome: "store-failed"}, commitment.ReasonProcessingFailure},
+		{"quarantined under another class, a short page", 1, true,
+			pipeline.AuditRecord{Outcome: pipeline.OutcomeRejected, SOPClassUID: mrClass}, commitment.ReasonClassInstanceConflict},
+		{"quarantined under another class, 60 later records", 60, false,
+			pipeline.AuditRecord{Outcome: pipeline.OutcomeRejected, SOPClassUID: mrClass}, commitment.ReasonClassInstanceConflict},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			c.p.CommitmentWait = time.Minute
+			if tt.short {
+				c.p.Audit = shortPages{c.f.Audit}
+			}
+			ctx := context.Background()
+			rec := tt.rec
+			rec.ID, rec.Time, rec.SOPInstanceUID = "decides", c.now.Add(-time.Hour), sop1
+			if rec.SOPClassUID == "" {
+				rec.SOPClassUID = pt.CTStorage
+			}
+			if _, err := c.f.Audit.Append(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			for i := range tt.later {
+				if _, err := c.f.Audit.Append(ctx, pipeline.AuditRecord{ID: fmt.Sprint("later-", i), Time: rec.Time.Add(time.Duration(i+1) * time.Second),
+					Outcome: "association-accepted", SOPInstanceUID: sop1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.request(txnUID, ctRef(sop1))
+			c.at(2 * time.Minute)
+			want := failures(commitment.Failure{Ref: ctRef(sop1), Reason: tt.want})
+			if reps := c.reports(); len(reps) != 1 || !cmp.Equal(want, reps[0].Result.Failed) {
+				t.Fatalf("reports %+v, want %+v", reps, want)
+			}
+		})
+	}
+}
+
 // TestCommitmentTransactionUIDReuse: the same request again (a retransmission) is reported again; other
 // instances under a Transaction UID already used fail whole with 0131, leaving the first transaction alone.
 func TestCommitmentTransactionUIDReuse(t *testing.T) {
