@@ -198,8 +198,11 @@ func TestEventBridgeRefusedOnItsOwn(t *testing.T) {
 // ErrBadCursor, without the cursor's keys (UIDs) in the error.
 func TestAuditCursor(t *testing.T) {
 	sop := "SOP#1.2.3.99"
+	keyAt := func(path auditPath, pk, sk string) map[string]ddbAV {
+		return map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), path.pkAttr: sv(pk), path.skAttr: sv(sk)}
+	}
 	key := func(path auditPath, pk string) map[string]ddbAV {
-		return map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), path.pkAttr: sv(pk), path.skAttr: sv("2026-01-15T10:00:00.000000000Z#x")}
+		return keyAt(path, pk, "2026-01-15T10:00:00.000000000Z#x")
 	}
 	raw := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 	tests := []struct {
@@ -222,11 +225,19 @@ func TestAuditCursor(t *testing.T) {
 		{"a key without the table's", raw(`{"pk":"SOP#1.2.3.99","key":{"gsi5pk":"SOP#1.2.3.99","gsi5sk":"x"}}`), pathBySop, sop, sop, false},
 		{"not base64", "!!!", pathBySop, sop, sop, false},
 		{"not JSON", raw("SOP#1.2.3.99"), pathBySop, sop, sop, false},
+		// DynamoDB refuses a start key outside the key condition's range
+		// (a ValidationException, not ErrBadCursor); one of another day
+		// in a day's partition would go on from the wrong place.
+		{"a key before the range", encodeCursor(pathBySop, sop, keyAt(pathBySop, sop, "2026-01-13T23:59:59.999999999Z#x")), pathBySop, sop, sop, false},
+		{"a key after the range", encodeCursor(pathBySop, sop, keyAt(pathBySop, sop, "2026-01-17T00:00:00.000000000Z#x")), pathBySop, sop, sop, false},
+		{"a key at the range's ends", encodeCursor(pathBySop, sop, keyAt(pathBySop, sop, "2026-01-14T00:00:00.000000000Z#x")), pathBySop, sop, sop, true},
+		{"a day's key on another day", encodeCursor(pathByDay, "DAY#2026-01-15", keyAt(pathByDay, "DAY#2026-01-15", "2026-01-14T10:00:00.000000000Z#x")),
+			pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", false},
 		{"a key not a string", raw(`{"pk":"SOP#1.2.3.99","key":{"pk":1}}`), pathBySop, sop, sop, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pk, start, err := decodeCursor(tt.cursor, tt.path, tt.first, tt.last)
+			pk, start, err := decodeCursor(tt.cursor, tt.path, tt.first, tt.last, testSortKeys)
 			if !tt.ok {
 				if !errors.Is(err, pipeline.ErrBadCursor) || strings.Contains(err.Error(), "1.2.3.9") {
 					t.Errorf("err = %v, want ErrBadCursor naming no key", err)
@@ -246,15 +257,15 @@ func TestAuditCursor(t *testing.T) {
 // FuzzAuditCursor: a cursor from outside (the portal's cursor parameter)
 // never panics the reader, and one it accepts encodes to what it read.
 func FuzzAuditCursor(f *testing.F) {
-	f.Add(encodeCursor(pathByDay, "DAY#2026-01-15", map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), "gsi4pk": sv("DAY#2026-01-15"), "gsi4sk": sv("t#x")}))
+	f.Add(encodeCursor(pathByDay, "DAY#2026-01-15", map[string]ddbAV{"pk": sv("AUDIT#x"), "sk": sv(auditSK), "gsi4pk": sv("DAY#2026-01-15"), "gsi4sk": sv("2026-01-15T10:00:00.000000000Z#x")}))
 	f.Add(encodeCursor(pathByDay, "DAY#2026-01-14", nil))
 	f.Add("!!!")
 	f.Fuzz(func(t *testing.T, c string) {
-		pk, start, err := decodeCursor(c, pathByDay, "DAY#2026-01-16", "DAY#2026-01-14")
+		pk, start, err := decodeCursor(c, pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", testSortKeys)
 		if err != nil {
 			return
 		}
-		pk2, start2, err := decodeCursor(encodeCursor(pathByDay, pk, start), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14")
+		pk2, start2, err := decodeCursor(encodeCursor(pathByDay, pk, start), pathByDay, "DAY#2026-01-16", "DAY#2026-01-14", testSortKeys)
 		if err != nil || pk2 != pk || !reflect.DeepEqual(start, start2) {
 			t.Fatalf("%q read as %q %v, again as %q %v (%v)", c, pk, start, pk2, start2, err)
 		}
@@ -262,6 +273,10 @@ func FuzzAuditCursor(f *testing.F) {
 }
 
 type ddbAV = ddbtypes.AttributeValue
+
+// testSortKeys is the sort-key range of a query from 2026-01-14 to
+// 2026-01-16, both whole days.
+var testSortKeys = sortKeyRange(time.Date(2026, 1, 14, 0, 0, 0, 0, time.UTC), time.Date(2026, 1, 17, 0, 0, 0, -1, time.UTC))
 
 // TestHeadReportsTheSCPsMultipartChecksum stores an object the way the SCP
 // does when it is too big for one request (a multipart upload, no sha256

@@ -185,7 +185,7 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	var start map[string]ddbtypes.AttributeValue
 	if q.Cursor != "" {
 		var err error
-		if pk, start, err = decodeCursor(q.Cursor, path, pk, lastPK); err != nil {
+		if pk, start, err = decodeCursor(q.Cursor, path, pk, lastPK, sortKeyRange(from, to)); err != nil {
 			return page, err
 		}
 	}
@@ -247,10 +247,9 @@ func auditRange(q pipeline.AuditQuery) (from, to time.Time, ok bool) {
 // Every filter is on an attribute the index projects.
 func (a *AuditTable) auditQueryInput(q pipeline.AuditQuery, path auditPath, from, to time.Time) *dynamodb.QueryInput {
 	names := map[string]string{"#pk": path.pkAttr, "#sk": path.skAttr}
+	sks := sortKeyRange(from, to)
 	values := map[string]ddbtypes.AttributeValue{
-		// "$" sorts after the "#" that ends a sort key's time: To's
-		// records are in.
-		":from": &ddbtypes.AttributeValueMemberS{Value: ts(from)}, ":to": &ddbtypes.AttributeValueMemberS{Value: ts(to) + "$"},
+		":from": &ddbtypes.AttributeValueMemberS{Value: sks.from}, ":to": &ddbtypes.AttributeValueMemberS{Value: sks.to},
 	}
 	var filters []string
 	addFilter := func(attr, v string) {
@@ -281,6 +280,14 @@ func (a *AuditTable) auditQueryInput(q pipeline.AuditQuery, path auditPath, from
 	}
 	return in
 }
+
+// sortKeys is the range of sort keys (<time>#<id>) a query reads, both
+// inclusive.
+type sortKeys struct{ from, to string }
+
+// sortKeyRange is the sort keys of the records from from to to: "$"
+// sorts after the "#" that ends a sort key's time, so To's records are in.
+func sortKeyRange(from, to time.Time) sortKeys { return sortKeys{ts(from), ts(to) + "$"} }
 
 // previousDay is the byDay partition of the day before pk's.
 func previousDay(pk string) string {
@@ -375,9 +382,11 @@ func encodeCursor(path auditPath, pk string, start map[string]ddbtypes.Attribute
 // decodeCursor reads a cursor of a query of path over the partitions from
 // first to last (one, or byDay's from To's day back to From's). A cursor
 // of another query is ErrBadCursor, as DynamoDB would refuse its key or,
-// worse, go on in another partition. Errors do not quote it: its keys
-// hold UIDs.
-func decodeCursor(c string, path auditPath, first, last string) (string, map[string]ddbtypes.AttributeValue, error) {
+// worse, go on in another partition; so is a key outside the query's sort
+// keys (DynamoDB would refuse it as outside the key condition) or, in a
+// day's partition, of another day. Errors do not quote it: its keys hold
+// UIDs.
+func decodeCursor(c string, path auditPath, first, last string, sks sortKeys) (string, map[string]ddbtypes.AttributeValue, error) {
 	bad := fmt.Errorf("awsadapters: audit query: %w", pipeline.ErrBadCursor)
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
@@ -400,7 +409,11 @@ func decodeCursor(c string, path auditPath, first, last string) (string, map[str
 	if cur.Key == nil {
 		return cur.PK, nil, nil
 	}
-	if len(cur.Key) != 4 || cur.Key[path.pkAttr] != cur.PK || cur.Key[path.skAttr] == "" || cur.Key["pk"] == "" || cur.Key["sk"] != auditSK {
+	sk := cur.Key[path.skAttr]
+	if len(cur.Key) != 4 || cur.Key[path.pkAttr] != cur.PK || sk < sks.from || sk > sks.to || cur.Key["pk"] == "" || cur.Key["sk"] != auditSK {
+		return "", nil, bad
+	}
+	if path == pathByDay && !strings.HasPrefix(sk, strings.TrimPrefix(cur.PK, dayPrefix)+"T") {
 		return "", nil, bad
 	}
 	key := map[string]ddbtypes.AttributeValue{}
