@@ -245,12 +245,20 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 	out.BackupVault, out.BackupPlan, out.AuditBackupPlan = vault, plan, auditPlan
 
 	// Event bus with archive and dead-letter queue.
+	// Every queue is retained, as the tables and the bucket are: a
+	// dead-letter queue holds what failed and awaits a redrive (an object
+	// not yet validated, an event the bus could not encrypt, a batch the
+	// audit feed did not deliver), a queue what is in flight. A queue
+	// CloudFormation replaced or the stack's deletion would otherwise
+	// delete them; retained, they can still be redriven
+	// (docs/operations/deploy.md, Upgrades).
 	dlqUnder := func(name string, k awskms.IKey) awssqs.Queue {
 		return awssqs.NewQueue(self, jsii.String(name), &awssqs.QueueProps{
 			Encryption:          awssqs.QueueEncryption_KMS,
 			EncryptionMasterKey: k,
 			EnforceSSL:          jsii.Bool(true),
 			RetentionPeriod:     awscdk.Duration_Days(jsii.Number(14)),
+			RemovalPolicy:       awscdk.RemovalPolicy_RETAIN,
 		})
 	}
 	// Under the stack's key: see allowQueueDelivery.
@@ -284,6 +292,9 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 		// AWS::Events::Archive), as CDK's Archive does without a retention.
 		Retention: archiveRetention(c.Pipeline.ArchiveRetention()),
 	})
+	// Retained, as every store of the stack's data is: the archived events
+	// are what a new subscriber is replayed.
+	out.Archive.ApplyRemovalPolicy(awscdk.RemovalPolicy_RETAIN)
 	// The archive's key is set on the resource itself: CDK's KmsKey for an
 	// archive (which bus.Archive drops) conditions the key policy on the
 	// bus's ARN by reference, a dependency cycle with the bus, which
@@ -323,6 +334,7 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			EnforceSSL:          jsii.Bool(true),
 			VisibilityTimeout:   awscdk.Duration_Seconds(jsii.Number(6 * *timeout.ToSeconds(nil))),
 			RetentionPeriod:     awscdk.Duration_Days(jsii.Number(4)),
+			RemovalPolicy:       awscdk.RemovalPolicy_RETAIN,
 			DeadLetterQueue:     &awssqs.DeadLetterQueue{Queue: dlq, MaxReceiveCount: jsii.Number(float64(c.Pipeline.MaxReceiveCount))},
 		})
 		return &Queue{Queue: q, Dlq: dlq}

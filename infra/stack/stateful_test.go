@@ -48,6 +48,8 @@ const regenerate = "go test ./infra/stack -run TestStatefulResourcesStable -upda
 //   - AWS::Backup::BackupVault https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-backup-backupvault.html
 //   - AWS::EFS::FileSystem https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-efs-filesystem.html
 //   - AWS::Logs::LogGroup https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html
+//   - AWS::SQS::Queue https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sqs-queue.html
+//   - AWS::Events::Archive https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-events-archive.html
 //
 // NewValue lists the properties whose change keeps the resource but not
 // its value: a changed GenerateSecretString makes Secrets Manager generate
@@ -85,6 +87,12 @@ var statefulKinds = map[string]statefulKind{
 	"AWS::Logs::LogGroup": {noun: "log group",
 		data:        "its log events stay in the retained old group",
 		replacement: []string{"LogGroupClass", "LogGroupName"}},
+	"AWS::SQS::Queue": {noun: "queue",
+		data:        "its messages (in flight, or in a dead-letter queue awaiting a redrive) stay in the retained old queue, which nothing reads; redrive them to the new one",
+		replacement: []string{"FifoQueue", "QueueName"}},
+	"AWS::Events::Archive": {noun: "event archive",
+		data:        "its archived events stay in the retained old archive, replayable only to the bus it archives",
+		replacement: []string{"ArchiveName", "SourceArn"}},
 }
 
 // statefulResource is one stateful resource as the golden file records
