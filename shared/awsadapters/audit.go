@@ -42,13 +42,12 @@ type DynamoAPI interface {
 // The non-PHI projection carries eventId, eventTime, outcome, callingAe,
 // calledAe, peer, associationId and reason.
 const (
-	auditSK          = "RECORD"
-	gsiByPatient     = "byPatient"
-	gsiByStudy       = "byStudy"
-	gsiByCallingAE   = "byCallingAe"
-	gsiByDay         = "byDay"
-	gsiBySop         = "bySop"
-	defaultPageLimit = 100
+	auditSK        = "RECORD"
+	gsiByPatient   = "byPatient"
+	gsiByStudy     = "byStudy"
+	gsiByCallingAE = "byCallingAe"
+	gsiByDay       = "byDay"
+	gsiBySop       = "bySop"
 )
 
 // AuditTable is the append-only audit trail in DynamoDB.
@@ -189,10 +188,7 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 			return page, err
 		}
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPageLimit
-	}
+	limit := q.PageSize()
 	for calls := 0; ; calls++ {
 		if len(page.Records) == limit || calls == maxQueryCalls {
 			page.Next = encodeCursor(path, pk, start)

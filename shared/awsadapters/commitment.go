@@ -119,9 +119,7 @@ func (c *CommitmentTable) UpdateCommitment(ctx context.Context, tx pipeline.Comm
 // byPending index (keys only), then a consistent read of each transaction,
 // since the index lags the table.
 func (c *CommitmentTable) DueCommitments(ctx context.Context, now time.Time, limit int) ([]pipeline.CommitmentTransaction, error) {
-	if limit <= 0 {
-		limit = 100
-	}
+	limit = pipeline.PageLimit(limit, pipeline.DefaultPage, pipeline.MaxPage)
 	out, err := c.Client.Query(ctx, &dynamodb.QueryInput{
 		TableName: &c.Table, IndexName: aws.String(gsiByPending),
 		KeyConditionExpression: aws.String("gsi1pk = :p AND gsi1sk <= :now"),

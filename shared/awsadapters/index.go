@@ -1117,10 +1117,7 @@ func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 // queries byPatient; without, it scans study items (an administrative
 // path: fine for thousands of studies, not for millions).
 func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
-	limit := q.Limit
-	if limit <= 0 {
-		limit = defaultPageLimit
-	}
+	limit := q.PageSize()
 	var out []pipeline.StudySummary
 	var start map[string]ddbtypes.AttributeValue
 	for {
@@ -1172,9 +1169,7 @@ func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 // studies to offer: the entries it passes over take no place, and those it
 // would pass over at every run are moved out of the way (offered).
 func (x *IndexTable) StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]pipeline.StudySummary, error) {
-	if limit <= 0 {
-		limit = defaultPageLimit
-	}
+	limit = pipeline.PageLimit(limit, pipeline.DefaultPage, pipeline.MaxPage)
 	in := &dynamodb.QueryInput{
 		TableName: &x.Table, IndexName: aws.String(gsiByPending),
 		KeyConditionExpression:    aws.String("gsi1pk = :p AND gsi1sk <= :t"),

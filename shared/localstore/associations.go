@@ -177,7 +177,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
 		}
 	}
-	limit := pageLimit(q.Limit, 50, 500)
+	limit := pipeline.PageLimit(q.Limit, 50, 500)
 	page := AssociationPage{Associations: []Association{}}
 	var dead map[string]bool
 	// An outcome filter is applied to the gathered rows: read on until the
@@ -341,7 +341,7 @@ func (db *DB) Association(ctx context.Context, id string) (Association, error) {
 // AssociationRecords lists the audit records of one association, oldest
 // first, a page at a time (cursor: the previous page's Next).
 func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit int) (pipeline.AuditPage, error) {
-	limit = pageLimit(limit, 100, 1000)
+	limit = pipeline.PageLimit(limit, 100, 1000)
 	args := []any{id}
 	cond := ""
 	if cursor != "" {

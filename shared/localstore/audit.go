@@ -80,7 +80,7 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
 		args = append(args, ct, ct, cs)
 	}
-	limit := limitOr(q.Limit, 100)
+	limit := q.PageSize()
 	stmt := `SELECT seq, time, record FROM audit`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")

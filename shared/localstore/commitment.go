@@ -221,7 +221,7 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 		}
 		where, args = append(where, "(received_at < ? OR (received_at = ? AND rowid < ?))"), append(args, ct, ct, cs)
 	}
-	limit := pageLimit(q.Limit, 50, 500)
+	limit := pipeline.PageLimit(q.Limit, 50, 500)
 	stmt := `SELECT rowid, received_at, record FROM commitments`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")

@@ -307,20 +307,9 @@ func Clipped(s string) string {
 	return s
 }
 
-// pageLimit is a page's size: def when none was asked (n <= 0), at most
-// max. A larger ask gets the largest page, not the default one.
-func pageLimit(n, def, max int) int {
-	switch {
-	case n <= 0:
-		return def
-	case n > max:
-		return max
-	}
-	return n
-}
-
-// limitOr is pageLimit for the pages of at most 10,000.
-func limitOr(n, def int) int { return pageLimit(n, def, 10000) }
+// limitOr is pipeline.PageLimit for the pages of at most pipeline.MaxPage
+// (10,000).
+func limitOr(n, def int) int { return pipeline.PageLimit(n, def, pipeline.MaxPage) }
 
 // Poster is the part of *http.Client the Publisher uses.
 type Poster interface {

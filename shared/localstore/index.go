@@ -238,7 +238,7 @@ func (s *IndexStore) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]
 		args = append(args, q.PatientID)
 	}
 	stmt += ` ORDER BY last_received DESC, study_uid LIMIT ?`
-	args = append(args, limitOr(q.Limit, 100))
+	args = append(args, q.PageSize())
 	return s.summaries(ctx, stmt, args...)
 }
 

@@ -661,16 +661,6 @@ func TestAssociations(t *testing.T) {
 	}
 }
 
-// TestPageLimit: no ask gets the default page, an ask past the largest
-// page gets the largest (it got the default: 50 rows for 1,001 asked).
-func TestPageLimit(t *testing.T) {
-	for _, tt := range []struct{ n, want int }{{-1, 50}, {0, 50}, {1, 1}, {1000, 1000}, {1001, 1000}, {1 << 40, 1000}} {
-		if got := pageLimit(tt.n, 50, 1000); got != tt.want {
-			t.Errorf("pageLimit(%d) = %d, want %d", tt.n, got, tt.want)
-		}
-	}
-}
-
 // TestCommitments: the transactions newest first (those of the same
 // instant too, by the cursor's tie-break), paged, filtered by calling AE
 // and by outcome (decided, with or without failures; a waiting one has

@@ -184,7 +184,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		}
 		add("(s.last_received < ? OR (s.last_received = ? AND s.study_uid > ?))", last, last, uid)
 	}
-	limit := pageLimit(q.Limit, 50, 1000)
+	limit := pipeline.PageLimit(q.Limit, 50, 1000)
 	stmt := `SELECT s.record, s.last_received, ` + statusSQL + `,
 		(SELECT COUNT(*) ` + rejectsSQL + `)
 		FROM studies s`
@@ -278,7 +278,7 @@ const studyRejects = "study rejects"
 // not: the study's history of them, each marked by clearedSQL. Another
 // outcome lists nothing (rejectOutcomesSQL).
 func (db *DB) StudyRejects(ctx context.Context, studyUID, outcome string, limit int) ([]Reject, error) {
-	rows, err := db.read.QueryContext(ctx, studyRejectsSQL, studyUID, outcome, pageLimit(limit, 1000, 1000))
+	rows, err := db.read.QueryContext(ctx, studyRejectsSQL, studyUID, outcome, pipeline.PageLimit(limit, 1000, 1000))
 	if err != nil {
 		return nil, fmt.Errorf("localstore: %s: %w", studyRejects, err)
 	}

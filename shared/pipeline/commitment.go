@@ -214,7 +214,7 @@ type CommitmentStore interface {
 	// (Version+1); ErrConditionFailed when another write came first, ErrNotFound when there is none.
 	UpdateCommitment(ctx context.Context, tx CommitmentTransaction) (CommitmentTransaction, error)
 	// DueCommitments returns transactions pending or reporting whose NextAttempt is not after now, the
-	// longest due first, at most limit.
+	// longest due first, at most limit (0: DefaultPage; above MaxPage: MaxPage, as PageLimit has it).
 	DueCommitments(ctx context.Context, now time.Time, limit int) ([]CommitmentTransaction, error)
 }
 

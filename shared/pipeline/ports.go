@@ -132,10 +132,10 @@ type AuditQuery struct {
 	Day              string    // yyyy-mm-dd (UTC): the records whose Time is on that day
 	Outcome          string    // filter on AuditRecord.Outcome
 	From, To         time.Time // both inclusive, to the nanosecond; zero: open (but see above)
-	// Limit bounds a page: 0 is the adapter default (100). A page may
-	// hold fewer records than Limit, even none, and still have a Next (a
-	// filter, a run of days without records): only an empty Next ends the
-	// results.
+	// Limit bounds a page (PageSize): 0 is DefaultPage, and one above
+	// MaxPage asks for MaxPage. A page may hold fewer records than that,
+	// even none, and still have a Next (a filter, a run of days without
+	// records): only an empty Next ends the results.
 	Limit int
 	// Cursor continues the query that handed it out (AuditPage.Next) with
 	// the same fields; paging loses and repeats no record. A cursor the
@@ -148,6 +148,32 @@ type AuditPage struct {
 	Records []AuditRecord
 	Next    string // empty when there is no more
 }
+
+// A query's page: a limit of 0 (or less) asks for DefaultPage rows, one
+// above MaxPage for MaxPage. A caller may so ask for the largest page with
+// any large number (the portal asks math.MaxInt for a limit past what an
+// int holds), and no store passes it on unbounded (DynamoDB's Limit is an
+// int32, which took math.MaxInt as -1).
+const (
+	DefaultPage = 100
+	MaxPage     = 10000
+)
+
+// PageLimit is a page's size: def when none was asked (n <= 0), at most
+// max. A larger ask gets the largest page, not the default one.
+func PageLimit(n, def, max int) int {
+	switch {
+	case n <= 0:
+		return def
+	case n > max:
+		return max
+	}
+	return n
+}
+
+// PageSize is the most records a page of q holds: its Limit, DefaultPage
+// for none, MaxPage at most.
+func (q AuditQuery) PageSize() int { return PageLimit(q.Limit, DefaultPage, MaxPage) }
 
 // IndexStore is the study/series/instance index. Its rules are in
 // studyindex.go (ContentOutcome, StudySummary.Merge and Count,
@@ -179,7 +205,8 @@ type IndexStore interface {
 	// of its instances still wait to be indexed. limit counts the studies
 	// returned: one passed over (announced after all, an upsert of it in
 	// flight) takes no place, so however many there are, they cannot keep
-	// the others out of a run.
+	// the others out of a run. A limit of 0 is DefaultPage, one above
+	// MaxPage is MaxPage (PageLimit).
 	StableStudies(ctx context.Context, quietSince time.Time, limit int) ([]StudySummary, error)
 	// MarkAnnounced records that version (1 = Study Received, 2+ = Study
 	// Updated) was announced describing revision: it sets AnnouncedVersion
@@ -236,8 +263,12 @@ func (r RejectedInstance) Valid() bool {
 // StudyQuery filters ListStudies.
 type StudyQuery struct {
 	PatientID string
-	Limit     int // 0: adapter default (100)
+	Limit     int // as AuditQuery's: PageSize
 }
+
+// PageSize is the most studies ListStudies returns for q: its Limit,
+// DefaultPage for none, MaxPage at most.
+func (q StudyQuery) PageSize() int { return PageLimit(q.Limit, DefaultPage, MaxPage) }
 
 // UpsertOutcome tells what UpsertInstance did.
 type UpsertOutcome int

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -89,6 +90,7 @@ func RunAuditStore(t *testing.T, h AuditHarness) {
 	t.Run("Queries", func(t *testing.T) { testAuditQueries(t, a) })
 	t.Run("Unbounded", func(t *testing.T) { testAuditUnbounded(t, a, h) })
 	t.Run("Paging", func(t *testing.T) { testAuditPaging(t, a) })
+	t.Run("LimitAboveMaximum", func(t *testing.T) { testAuditLimitAboveMaximum(t, a) })
 	t.Run("BadCursor", func(t *testing.T) { testAuditBadCursor(t, a) })
 }
 
@@ -114,8 +116,8 @@ func queryAll(t *testing.T, a pipeline.AuditStore, q pipeline.AuditQuery) []pipe
 		if err != nil {
 			t.Fatalf("query %+v: %v", q, err)
 		}
-		if q.Limit > 0 && len(page.Records) > q.Limit {
-			t.Errorf("query %+v: a page of %d records, over its limit", q, len(page.Records))
+		if len(page.Records) > q.PageSize() {
+			t.Errorf("query %+v: a page of %d records, over its limit (%d)", q, len(page.Records), q.PageSize())
 		}
 		out = append(out, page.Records...)
 		if page.Next == "" {
@@ -314,6 +316,35 @@ func testAuditPaging(t *testing.T, a pipeline.AuditStore) {
 				q.Limit = limit
 				if got, want := auditIDs(queryAll(t, a, q)), auditIDs(whole); !slices.Equal(got, want) {
 					t.Errorf("paged %+v: %v, want %v as in one page", q, got, want)
+				}
+			})
+		}
+	}
+}
+
+// testAuditLimitAboveMaximum: a Limit above pipeline.MaxPage (the portal
+// asks math.MaxInt for a limit past what an int holds) gets pages of at
+// most MaxPage, and paging reads every record as one page does: it is
+// not passed on as is (DynamoDB's Limit, an int32, took math.MaxInt as
+// -1 and refused the query).
+func testAuditLimitAboveMaximum(t *testing.T, a pipeline.AuditStore) {
+	queries := []pipeline.AuditQuery{
+		{From: at(0, 0), To: at(5, 0)},
+		{PatientID: "PAT-A"},
+		{CallingAE: "AE_TWO", Outcome: "rejected"},
+		{Day: auditDay.Format(time.DateOnly)},
+	}
+	for i, q := range queries {
+		whole := auditIDs(queryAll(t, a, q))
+		for _, limit := range []int{pipeline.MaxPage, pipeline.MaxPage + 1, math.MaxInt32, math.MaxInt32 + 1, 1 << 32, math.MaxInt} {
+			t.Run(fmt.Sprintf("query %d limit %d", i, limit), func(t *testing.T) {
+				q := q
+				q.Limit = limit
+				if q.PageSize() != pipeline.MaxPage {
+					t.Errorf("limit %d: page size %d, want the maximum %d", limit, q.PageSize(), pipeline.MaxPage)
+				}
+				if got := auditIDs(queryAll(t, a, q)); !slices.Equal(got, whole) {
+					t.Errorf("paged %+v: %v, want %v as with the default limit", q, got, whole)
 				}
 			})
 		}

@@ -81,7 +81,7 @@ func (c *Commitments) DueCommitments(_ context.Context, now time.Time, limit int
 		}
 	}
 	slices.SortFunc(out, pipeline.CompareDue)
-	if limit > 0 && len(out) > limit {
+	if limit = pipeline.PageLimit(limit, pipeline.DefaultPage, pipeline.MaxPage); len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil

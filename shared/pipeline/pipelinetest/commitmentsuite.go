@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,6 +162,13 @@ func testDue(t *testing.T, s pipeline.CommitmentStore) {
 	}
 	if d := cmp.Diff([]string{"tx02", "tx06"}, ids(T0.Add(2*time.Second), 2), cmpOpts); d != "" {
 		t.Errorf("due with limit 2 (-want +got):\n%s", d)
+	}
+	// A limit above pipeline.MaxPage is MaxPage, not passed on as is
+	// (DynamoDB's Limit, an int32, took math.MaxInt as -1).
+	for _, limit := range []int{math.MaxInt32 + 1, math.MaxInt} {
+		if d := cmp.Diff([]string{"tx02", "tx06", "tx01"}, ids(T0.Add(2*time.Second), limit), cmpOpts); d != "" {
+			t.Errorf("due with limit %d (-want +got):\n%s", limit, d)
+		}
 	}
 	if d := cmp.Diff([]string{"tx02", "tx06", "tx01", "tx03"}, ids(T0.Add(time.Hour), 10), cmpOpts); d != "" {
 		t.Errorf("due an hour later (-want +got):\n%s", d)

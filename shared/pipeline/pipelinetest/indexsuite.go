@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -1295,6 +1296,13 @@ func testStableLimit(t *testing.T, h IndexHarness) {
 			t.Errorf("stable with limit %d (-want +got):\n%s", limit, diff)
 		}
 	}
+	// A limit above pipeline.MaxPage is MaxPage, not passed on as is
+	// (DynamoDB's Limit, an int32, took math.MaxInt as -1).
+	for _, limit := range []int{math.MaxInt32 + 1, math.MaxInt} {
+		if diff := cmp.Diff(all, stable(limit)); diff != "" {
+			t.Errorf("stable with limit %d (-want +got):\n%s", limit, diff)
+		}
+	}
 }
 
 func testListing(t *testing.T, h IndexHarness) {
@@ -1324,6 +1332,7 @@ func testListing(t *testing.T, h IndexHarness) {
 	}{
 		{"all", pipeline.StudyQuery{}, []string{studyUID(1), studyUID(4), studyUID(3), studyUID(2)}},
 		{"limit", pipeline.StudyQuery{Limit: 2}, []string{studyUID(1), studyUID(4)}},
+		{"limit above the maximum", pipeline.StudyQuery{Limit: math.MaxInt}, []string{studyUID(1), studyUID(4), studyUID(3), studyUID(2)}},
 		{"patient", pipeline.StudyQuery{PatientID: "PID-X"}, []string{studyUID(1), studyUID(3)}},
 		{"patient and limit", pipeline.StudyQuery{PatientID: "PID-X", Limit: 1}, []string{studyUID(1)}},
 		{"unknown patient", pipeline.StudyQuery{PatientID: "PID-0"}, nil},

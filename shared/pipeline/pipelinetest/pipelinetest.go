@@ -268,10 +268,7 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	slices.SortFunc(out, func(x, y seqRec) int {
 		return cmp.Or(y.rec.Time.Compare(x.rec.Time), cmp.Compare(y.seq, x.seq))
 	})
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
-	}
+	limit := q.PageSize()
 	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
 	for i, r := range out {
 		if i == limit {
@@ -432,11 +429,7 @@ func (x *Index) ListStudies(_ context.Context, q pipeline.StudyQuery) ([]pipelin
 		}
 	}
 	slices.SortFunc(out, pipeline.CompareListed)
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100 // as the adapters
-	}
-	if len(out) > limit {
+	if limit := q.PageSize(); len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
@@ -453,7 +446,7 @@ func (x *Index) StableStudies(_ context.Context, quietSince time.Time, limit int
 		}
 	}
 	slices.SortFunc(out, pipeline.CompareStable)
-	if limit > 0 && len(out) > limit {
+	if limit = pipeline.PageLimit(limit, pipeline.DefaultPage, pipeline.MaxPage); len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
