@@ -50,18 +50,26 @@ const regenerate = "go test ./infra/stack -run TestStatefulResourcesStable -upda
 //   - AWS::Logs::LogGroup https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-logs-loggroup.html
 //   - AWS::SQS::Queue https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sqs-queue.html
 //   - AWS::Events::Archive https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-events-archive.html
+//   - AWS::Events::EventBus https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-events-eventbus.html
+//     (Name, its registry schema's one createOnlyProperty)
 //
 // NewValue lists the properties whose change keeps the resource but not
 // its value: a changed GenerateSecretString makes Secrets Manager generate
 // a new version of the secret ("When you make a change to this property, a
 // new secret version is created", CfnSecretProps in the CDK API reference,
 // https://docs.aws.amazon.com/cdk/api/v2/docs/aws-cdk-lib.aws_secretsmanager.CfnSecretProps.html).
+//
+// notRetained exempts a kind from the Retain policy: an identity others
+// depend on rather than a store of data, which Retain would not keep for
+// them. Its entry says why.
 type statefulKind struct {
 	noun string
-	// data is what stays behind in the retained old resource.
+	// data is what stays behind in the retained old resource, or what
+	// goes with the old one.
 	data        string
 	replacement []string
 	newValue    []string
+	notRetained bool
 }
 
 var statefulKinds = map[string]statefulKind{
@@ -93,6 +101,22 @@ var statefulKinds = map[string]statefulKind{
 	"AWS::Events::Archive": {noun: "event archive",
 		data:        "its archived events stay in the retained old archive, replayable only to the bus it archives",
 		replacement: []string{"ArchiveName", "SourceArn"}},
+	// The bus's Name comes from its construct path
+	// (DicomIngest<env>PipelineBus…): renaming or moving the construct
+	// replaces the bus. Its subscribers' rules are on the bus and their
+	// configurations name it (the stack's output EventBusName), so the
+	// replacement drops every one of them: deleting a bus deletes its
+	// rules. It is pinned, but not retained: a bus holds no data
+	// (EventBridge keeps no event on it; the retained archive keeps them),
+	// what a replacement loses is its name and its rules, and a retained
+	// old bus would keep its rules with no function publishing to it any
+	// more. After the stack's deletion a retained bus would keep its name,
+	// the very name the stack created again for the same environment gives
+	// its new bus: that creation would fail (the name is taken).
+	"AWS::Events::EventBus": {noun: "event bus",
+		data:        "every subscriber's rules on the old bus go with it (deleting a bus deletes its rules) and the new bus has another name, so no subscriber receives an event until it puts its rules on the new bus",
+		replacement: []string{"Name"},
+		notRetained: true},
 }
 
 // statefulResource is one stateful resource as the golden file records
@@ -155,7 +179,8 @@ func pick(p map[string]any, names []string) map[string]any {
 // but orphaned, and the new deployment starts empty. The example
 // environments' stateful resources are pinned in testdata: their logical
 // ids, construct paths and those properties. Every one must also be
-// retained on deletion and on replacement.
+// retained on deletion and on replacement, but for a kind that says why
+// not (statefulKind.notRetained: the event bus).
 func TestStatefulResourcesStable(t *testing.T) {
 	got := map[string]map[string]statefulResource{}
 	for _, env := range envs {
@@ -164,6 +189,9 @@ func TestStatefulResourcesStable(t *testing.T) {
 	for _, env := range envs {
 		for _, id := range slices.Sorted(maps.Keys(got[env])) {
 			r := got[env][id]
+			if statefulKinds[r.Type].notRetained {
+				continue
+			}
 			if r.DeletionPolicy != "Retain" || r.UpdateReplacePolicy != "Retain" {
 				t.Errorf("%s: %s %s (%s): DeletionPolicy %q, UpdateReplacePolicy %q; want both Retain (RemovalPolicy_RETAIN): deleting the stack or replacing it would delete what it holds",
 					env, statefulKinds[r.Type].noun, id, r.Path, r.DeletionPolicy, r.UpdateReplacePolicy)
@@ -295,38 +323,55 @@ func TestUpgradeProblems(t *testing.T) {
 		return r
 	}
 	was := map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret, "Key1": key}
+	bus := statefulResource{Type: "AWS::Events::EventBus", Path: "Pipeline/Bus/Resource",
+		Replacement: map[string]any{"Name": "DicomIngestdevPipelineBus71E88082"}}
+	withBus := maps.Clone(was)
+	withBus["PipelineBus1"] = bus
 	tests := []struct {
 		name string
+		was  map[string]statefulResource // nil: was
 		now  map[string]statefulResource
 		want []string // substrings, one per problem, in order
 	}{
-		{"unchanged", was, nil},
-		{"table renamed", map[string]statefulResource{"LogNameKey1": secret, "Key1": key,
+		{"unchanged", nil, was, nil},
+		{"table renamed", nil, map[string]statefulResource{"LogNameKey1": secret, "Key1": key,
 			"StudyIndex2": with(table, func(r *statefulResource) { r.Path = "Pipeline/StudyIndex/Resource" })},
 			[]string{"would replace table IndexTable1 (Pipeline/IndexTable/Resource): its logical id becomes StudyIndex2 (Pipeline/StudyIndex/Resource); its items (the study index, or the audit trail) stay in the retained old table, the new deployment starts empty; write an upgrade step"}},
-		{"table removed", map[string]statefulResource{"LogNameKey1": secret, "Key1": key},
+		{"table removed", nil, map[string]statefulResource{"LogNameKey1": secret, "Key1": key},
 			[]string{"would remove table IndexTable1"}},
-		{"table named", map[string]statefulResource{"LogNameKey1": secret, "Key1": key,
+		{"table named", nil, map[string]statefulResource{"LogNameKey1": secret, "Key1": key,
 			"IndexTable1": with(table, func(r *statefulResource) { r.Replacement["TableName"] = "index" })},
 			[]string{`would replace table IndexTable1 (Pipeline/IndexTable/Resource): its TableName changes from null to "index"`}},
-		{"key spec", map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret,
+		{"key spec", nil, map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret,
 			"Key1": with(key, func(r *statefulResource) { r.Replacement = map[string]any{"KeySpec": "HMAC_256"} })},
 			[]string{`would fail the update of key Key1 (Storage/Key/Resource): its KeySpec changes from null to "HMAC_256"`}},
-		{"secret regenerated", map[string]statefulResource{"IndexTable1": table, "Key1": key,
+		{"secret regenerated", nil, map[string]statefulResource{"IndexTable1": table, "Key1": key,
 			"LogNameKey1": with(secret, func(r *statefulResource) {
 				r.NewValue["GenerateSecretString"] = map[string]any{"PasswordLength": float64(32)}
 			})},
 			[]string{`would give secret LogNameKey1 (Storage/LogNameKey/Resource) a new value: its GenerateSecretString changes from {"PasswordLength":64} to {"PasswordLength":32}`}},
-		{"two tables, one new", map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret, "Key1": key,
+		{"two tables, one new", nil, map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret, "Key1": key,
 			"CommitmentsTable": with(table, func(r *statefulResource) { r.Path = "Pipeline/CommitmentsTable/Resource" })},
 			[]string{"new table CommitmentsTable (Pipeline/CommitmentsTable/Resource): nothing is replaced"}},
-		{"moved, id kept", map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret,
+		{"moved, id kept", nil, map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret,
 			"Key1": with(key, func(r *statefulResource) { r.Path = "Keys/Key/Resource" })},
 			[]string{"key Key1 moved from Storage/Key/Resource to Keys/Key/Resource and kept its logical id: nothing is replaced"}},
+		{"bus renamed", withBus, map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret, "Key1": key,
+			"PipelineEvents2": with(bus, func(r *statefulResource) {
+				r.Path, r.Replacement["Name"] = "Pipeline/Events/Resource", "DicomIngestdevPipelineEventsA1B2C3D4"
+			})},
+			[]string{"would replace event bus PipelineBus1 (Pipeline/Bus/Resource): its logical id becomes PipelineEvents2 (Pipeline/Events/Resource); every subscriber's rules on the old bus go with it"}},
+		{"bus named", withBus, map[string]statefulResource{"IndexTable1": table, "LogNameKey1": secret, "Key1": key,
+			"PipelineBus1": with(bus, func(r *statefulResource) { r.Replacement["Name"] = "dicom.ingest" })},
+			[]string{`would replace event bus PipelineBus1 (Pipeline/Bus/Resource): its Name changes from "DicomIngestdevPipelineBus71E88082" to "dicom.ingest"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := upgradeProblems(was, tt.now)
+			before := was
+			if tt.was != nil {
+				before = tt.was
+			}
+			got := upgradeProblems(before, tt.now)
 			if len(got) != len(tt.want) {
 				t.Fatalf("got %d problems, want %d:\n%s", len(got), len(tt.want), strings.Join(got, "\n"))
 			}
