@@ -680,6 +680,14 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 	if err := s.mkdirAll(filepath.Dir(final)); err != nil {
 		return unavailable("put record: mkdir", err)
 	}
+	// The key is held until its name is durable, as Put's: a PutRecord of
+	// the same bytes meanwhile would succeed on a file that may yet be
+	// unplaced.
+	release, err := s.hold(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer release()
 	placed, err = placeNoReplace(tmp, final)
 	if err != nil {
 		return unavailable("put record: place", err)

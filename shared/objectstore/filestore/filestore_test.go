@@ -692,6 +692,69 @@ func TestFailedDirectorySyncIsNoDuplicate(t *testing.T) {
 	}
 }
 
+// TestConcurrentPutRecordWaitsForTheSync: a PutRecord of the same bytes
+// while another's directory fsync runs is no acknowledgement of that
+// record until the fsync succeeded: when it fails, the record placed is
+// removed (unplace), so the concurrent PutRecord either fails or writes
+// it anew. PutRecord did not hold its key as Put does, and answered the
+// concurrent one success for a record then removed.
+func TestConcurrentPutRecordWaitsForTheSync(t *testing.T) {
+	s := newStore(t, WithoutJournal())
+	key := objectstore.AuditPrefix + "2026/11/27/a.json"
+	body := []byte(`{"a":1}`)
+	// Made before the hook: the concurrent PutRecord creates no directory.
+	if err := s.mkdirAll(filepath.Dir(filepath.Join(s.Root(), filepath.FromSlash(key)))); err != nil {
+		t.Fatal(err)
+	}
+	orig := syncDir
+	defer func() { syncDir = orig }()
+	eio := errors.New("EIO")
+	tmp := filepath.Join(s.Root(), TempDir)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	syncDir = func(dir string) error {
+		first := false
+		if dir == tmp {
+			once.Do(func() { first = true })
+		}
+		if first {
+			close(entered)
+			<-release
+			return eio
+		}
+		return orig(dir)
+	}
+	firstErr := make(chan error, 1)
+	go func() { firstErr <- s.PutRecord(context.Background(), key, body) }()
+	<-entered // the first record is placed, its directories' fsync under way
+	secondErr := make(chan error, 1)
+	go func() { secondErr <- s.PutRecord(context.Background(), key, body) }()
+	// Give the second PutRecord every chance to answer before the fsync
+	// fails (it answered at once, success, before the fix); it may also
+	// wait for the first, which is what the fix does.
+	var second error
+	answered := false
+	select {
+	case second = <-secondErr:
+		answered = true
+	case <-time.After(2 * time.Second):
+	}
+	close(release)
+	if err := <-firstErr; !errors.Is(err, eio) {
+		t.Fatalf("first PutRecord = %v, want the failed fsync", err)
+	}
+	if !answered {
+		second = <-secondErr
+	}
+	if second != nil {
+		return // not acknowledged: the sender retries
+	}
+	got, err := os.ReadFile(filepath.Join(s.Root(), filepath.FromSlash(key)))
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("the concurrent PutRecord succeeded, but the record reads %q, %v", got, err)
+	}
+}
+
 // TestFailedParentSyncRemovesTheDirectory: a directory whose parent's
 // fsync failed is removed, so that the resend creates it again and
 // fsyncs its parent. Left in place, it was taken as made by the resend,
