@@ -19,6 +19,11 @@ import (
 // docs/design/filestore-durability.md, "A failed sync").
 var ErrSyncFailed = errors.New("localstore: an fsync of the write-ahead log failed; restart to recover")
 
+// errNoFsync marks a sync that failed before any fsync ran (the log could
+// not be looked at or opened): nothing the kernel held was dropped, so it
+// is not final and the next sync tries again.
+var errNoFsync = errors.New("no fsync ran")
+
 // walSync makes a database's commits durable with an fsync of its
 // write-ahead log, one fsync for every caller waiting at the time. The
 // databases commit with synchronous=NORMAL: a commit appends to the log
@@ -27,7 +32,8 @@ var ErrSyncFailed = errors.New("localstore: an fsync of the write-ahead log fail
 // So the write lock is not held across an fsync (SQLite's FULL holds it),
 // and the commits made while one fsync runs share the next.
 //
-// The first failure is final (ErrSyncFailed). The log is fsynced through
+// The first failed fsync is final (ErrSyncFailed); a failure to open the
+// log before any fsync ran is not (errNoFsync). The log is fsynced through
 // a descriptor kept open while the log is the same file, so that a write
 // error is reported to it even when another descriptor (SQLite's own, at
 // a checkpoint) saw it first: Linux reports an error once to each open
@@ -75,15 +81,15 @@ func (s *walSync) sync() error {
 		s.mu.Lock()
 		s.running = false
 		s.finished, s.err = gen, err
-		if err != nil && s.failed == nil {
+		if err != nil && s.failed == nil && !errors.Is(err, errNoFsync) {
 			s.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
 		}
 		s.cond.Broadcast()
 	}
-	if s.err != nil {
+	if s.failed != nil {
 		return s.failed
 	}
-	return nil
+	return s.err
 }
 
 // poisoned returns the failure that ended durable commits, nil if none.
@@ -109,7 +115,7 @@ func (l *walLog) sync() error {
 		return l.close()
 	}
 	if err != nil {
-		return fmt.Errorf("localstore: sync: %w", err)
+		return fmt.Errorf("localstore: sync: %w: %w", errNoFsync, err)
 	}
 	if l.f != nil {
 		if held, err := l.f.Stat(); err != nil || !os.SameFile(held, cur) {
@@ -124,7 +130,7 @@ func (l *walLog) sync() error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("localstore: sync: %w", err)
+			return fmt.Errorf("localstore: sync: %w: %w", errNoFsync, err)
 		}
 		l.f = f
 	}

@@ -245,3 +245,36 @@ func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 		t.Fatalf("Enqueue after a restart = %v", err)
 	}
 }
+
+// TestWALLogOpenFailureIsNotFinal: a sync that could not open the log
+// (a descriptor short, EMFILE, or any failure before an fsync ran) lost
+// nothing, so it fails its callers and the next sync tries again; only a
+// failed fsync is final. Every failure was final, so a transient one
+// before any fsync refused C-STOREs until a restart.
+func TestWALLogOpenFailureIsNotFinal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "db-wal")
+	if err := os.Mkdir(path, 0o700); err != nil { // opened read-write: EISDIR
+		t.Fatal(err)
+	}
+	s := newWALSync(path)
+	defer func() {
+		if err := s.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if err := s.sync(); err == nil || errors.Is(err, ErrSyncFailed) {
+		t.Fatalf("sync of a log that cannot be opened = %v, want its failure, not ErrSyncFailed", err)
+	}
+	if err := s.poisoned(); err != nil {
+		t.Fatalf("poisoned = %v after no fsync ran", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.sync(); err != nil {
+		t.Fatalf("sync once the log opens = %v", err)
+	}
+}
