@@ -233,7 +233,7 @@ func TestProseFacts(t *testing.T) {
 			"every write has a " + durations.Prose(dicomnet.DefaultWriteTimeout) + " deadline",
 			"the data set exceeds the reader's limits: " + readerLimits,
 			// The tags the reader keeps to tell an element out of tag order from a repeat (dataset.MaxTagsHeld).
-			"an element out of tag order after more than " + thousands(dataset.MaxTagsHeld) + " elements of the data set and the items it is in: `too many elements out of tag order",
+			"an element out of tag order after " + thousands(dataset.MaxTagsHeld) + " elements or more of the data set and the items it is in: `too many elements out of tag order",
 			"at most " + thousands(dataset.MaxTagsHeld) + " in all (" + kib(4*dataset.MaxTagsHeld) + ");",
 			"ParticipantObjectDetail type-value pairs (A.5.1's implementation-defined details, which A.5.3.7 does not specialize): " + details,
 			// The association initiator's timers (3.2.3 and 3.4.2), commitreport's.
@@ -273,7 +273,7 @@ func TestProseFacts(t *testing.T) {
 		{"pipeline.md", []string{
 			"A failed delivery is retried after " + firstRetry + ", doubling to " + maxRetry + ",",
 			"a deflated data set " + inflate + " stored",
-			"or one out of tag order after more than " + thousands(dataset.MaxTagsHeld) + " elements of the data set and the items it is in",
+			"or one out of tag order after " + thousands(dataset.MaxTagsHeld) + " elements or more of the data set and the items it is in",
 			"the study keeps at most " + modalities + " distinct modalities (`pipeline.MaxStudyModalities`) of at most " + modalityLen + " characters (`MaxStudyModalityLen`)",
 			"study record's: it keeps at most " + modalities + " modalities of at most " + modalityLen + " characters",
 			"`modalities` (string set, at most " + modalities + ":",
