@@ -304,3 +304,29 @@ func TestTagOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestUIDOutOfOrderPastTheHeader: the SCP looks for the SOP Instance UID
+// in what it holds before it stores (the first 256 KiB of the data set,
+// conformance.md's Elements out of tag order): one placed out of order
+// after a large element past them is not found, and the data set is
+// refused C000 as lacking it, nothing stored.
+func TestUIDOutOfOrderPastTheHeader(t *testing.T) {
+	srv, store := scp(t)
+	explicit := dicomuid.ExplicitVRLittleEndian
+	as := associate(t, srv, scImage, explicit)
+	const sop = "1.2.826.0.1.3680043.10.8.1.10"
+	elems := append(scElems(sop, 64), pixels(64*64))
+	big := pt.Raw(pt.Tag(9, 0x1010), "OB", make([]byte, 300<<10)) // a private value past the first 256 KiB
+	ds := append(append([]pt.Elem{elems[0], big}, elems[1]), elems[2:]...)
+	before := incoming(t, store)
+	st, err := as.Store(context.Background(), scImage, sop, explicit, bytesReader(encode(t, scImage, sop, explicit, ds)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Code != ingest.StatusUnreadable || st.Comment != "dataset lacks SOP Class or SOP Instance UID" {
+		t.Errorf("status %04X %q, want C000 lacking the SOP Instance UID", st.Code, st.Comment)
+	}
+	if keys := incoming(t, store); len(keys) != len(before) {
+		t.Fatalf("a refused object was stored: %v", keys)
+	}
+}
