@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -151,6 +152,8 @@ func TestSynthetic(t *testing.T) {
 		want    Header
 		wantErr error // the verdict Read returns
 	}
+	long := deflate(t, cat(ids(e, "SQ"), e.el(0x00291010, "OB", string(make([]byte, 40000)))))
+	cutDeflate := long[:len(long)-4]
 	tests := []tc{
 		{"explicit LE", tsExplicit, ids(e, "SQ"), nil, wantIDs, nil},
 		{"implicit LE", tsImplicit, ids(i, "SQ"), nil, wantIDs, nil},
@@ -264,12 +267,26 @@ func TestSynthetic(t *testing.T) {
 			wantIDs, ErrTruncated},
 		{"corrupt deflate", tsDeflate, []byte{0xff, 0xff, 0xff, 0xff, 0xff}, nil, Header{Done: true, Err: ErrMalformed}, ErrMalformed},
 		{"cut deflate", tsDeflate, deflate(t, ids(e, "SQ"))[:20], nil, Header{Done: true, Err: ErrTruncated}, ErrTruncated},
+		// The source's end is met while the inflater holds more than a
+		// read of the data set: it is read to its end all the same. The
+		// Inspector returned io.EOF there, the rest unread, no verdict.
+		{"deflate cut short, much inflated after the source's end", tsDeflate, cutDeflate, nil, wantIDs, ErrTruncated},
+		{"deflated, a repeat in the last bytes", tsDeflate, deflate(t, cat(ids(e, "SQ"), e.el(0x00291010, "OB", string(make([]byte, 40000))),
+			e.el(0x00291010, "OB", ""))), nil, wantIDs, ErrRepeated},
 		{"nesting limit", tsImplicit, nested(i, MaxDepth+1), nil, Header{Done: true, Err: ErrLimit}, ErrLimit},
 		{"nesting at the limit", tsImplicit, nested(i, MaxDepth), nil, Header{Done: true}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, chunk := range chunkSizes {
+				// Alike from a source that returns io.EOF with its last
+				// bytes (as io.Reader allows).
+				for _, src := range []io.Reader{bytes.NewReader(tt.in), iotest.DataErrReader(bytes.NewReader(tt.in))} {
+					in := NewInspector(src, tt.ts, tt.opts...)
+					if _, err := readChunks(in, chunk); !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
+						t.Fatalf("chunk %d, %T: read error %v, want %v", chunk, src, err, tt.wantErr)
+					}
+				}
 				in := NewInspector(bytes.NewReader(tt.in), tt.ts, tt.opts...)
 				out, err := readChunks(in, chunk)
 				if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {

@@ -180,7 +180,10 @@ func (in *Inspector) Read(b []byte) (int, error) {
 		switch {
 		case in.err != nil:
 			return 0, in.err
-		case in.srcErr != nil:
+		case in.srcErr != nil && (in.tap == nil || in.srcErr != io.EOF):
+			// A deflated data set's source may end while the inflater
+			// still holds some of it: that is read to its end (or its
+			// verdict) first.
 			return 0, in.srcErr
 		case in.done:
 			return in.src.Read(b) // after a deflate stream: trailing bytes
