@@ -329,6 +329,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{sql: sdb, wal: newWALSync(path + "-wal")}
+	db.wal.failedOnce = o.syncFailed(path)
 	m, err := migrate(ctx, sdb, schema)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
@@ -351,6 +352,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
 	db.qwal = newWALSync(qpath + "-wal")
+	db.qwal.failedOnce = o.syncFailed(qpath)
 	db.w, db.qw = newWriter(db.st, throughputFirst, nil), newWriter(db.qst, latencyFirst, db.qwal)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
@@ -569,3 +571,16 @@ func boundNano(t time.Time) int64 {
 }
 
 func fromNano(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// SyncFailedLog is the line of the first failed fsync of a database's
+// write-ahead log: from then on the database takes no durable commit
+// (ErrSyncFailed) until the process is restarted.
+const SyncFailedLog = "write-ahead log fsync failed; no durable commit until a restart"
+
+// syncFailed returns what tells, once, that the fsync of the log of the
+// database at path failed for good.
+func (o *options) syncFailed(path string) func(error) {
+	return func(err error) {
+		o.log.Error(SyncFailedLog, "database", filepath.Base(path), "err", err)
+	}
+}

@@ -41,6 +41,11 @@ var errNoFsync = errors.New("no fsync ran")
 type walSync struct {
 	fsync func() error
 	close func() error // releases the log's descriptor
+	// failedOnce, when set, is told the first failure that ends durable
+	// commits (once: every later sync returns it without an fsync), so
+	// that the moment it happened is on the log, not only in the refusals
+	// that follow it.
+	failedOnce func(error)
 
 	mu       sync.Mutex
 	cond     *sync.Cond
@@ -83,6 +88,9 @@ func (s *walSync) sync() error {
 		s.finished, s.err = gen, err
 		if err != nil && s.failed == nil && !errors.Is(err, errNoFsync) {
 			s.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
+			if s.failedOnce != nil {
+				s.failedOnce(s.failed)
+			}
 		}
 		s.cond.Broadcast()
 	}

@@ -1,11 +1,14 @@
 package localstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -194,7 +197,8 @@ func TestWALSyncMissingLog(t *testing.T) {
 func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "test.db")
-	db, err := Open(ctx, path)
+	var logged bytes.Buffer
+	db, err := Open(ctx, path, WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +222,11 @@ func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 	}
 	if err := h.SyncFailed(); !errors.Is(err, boom) {
 		t.Fatalf("SyncFailed = %v", err)
+	}
+	// The moment it happened is told once, naming the database's file,
+	// not at each refusal after it.
+	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"test-queue.db"`) {
+		t.Errorf("%d %q lines naming the queue's file, want 1; log:\n%s", n, SyncFailedLog, logged.String())
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
