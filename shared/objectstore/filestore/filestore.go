@@ -718,7 +718,7 @@ func (s *Store) PutRecord(ctx context.Context, key string, body []byte) (err err
 func (s *Store) unplace(key, final string) {
 	if err := os.Remove(final); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Error("a stored file whose directory fsync failed could not be removed; a resend of it is taken as a duplicate",
-			"key", s.names.Key(key), "err", err)
+			"key", s.names.Key(key), "err", s.names.Redact(err, key))
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -998,5 +999,33 @@ func TestHeldRecordsHandedBack(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestUnplaceLogsNoUID: when the file a failed directory fsync leaves
+// cannot be removed, the line says so naming the object by its log name:
+// the removal's error quotes the path, which holds the key's UIDs.
+func TestUnplaceLogsNoUID(t *testing.T) {
+	var logged bytes.Buffer
+	s := newStore(t, WithoutJournal(), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
+	obj := object("1.2.826.0.1.3680043.2.1125.99")
+	key, err := objectstore.Key(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory that is not empty where the file would be: the removal fails.
+	final := filepath.Join(s.Root(), filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Join(final, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.unplace(key, final)
+	out := logged.String()
+	if !strings.Contains(out, "could not be removed") {
+		t.Fatalf("no line for the failed removal; log:\n%s", out)
+	}
+	for _, uid := range []string{obj.SOPInstanceUID, obj.StudyInstanceUID + "/", obj.SeriesInstanceUID} {
+		if strings.Contains(out, uid) {
+			t.Errorf("the line quotes %q; log:\n%s", uid, out)
+		}
 	}
 }
