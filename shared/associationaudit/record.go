@@ -79,15 +79,24 @@ type Record struct {
 	// CalledAE is the title the peer called, which is not ours when it was
 	// refused for it (01 01 07), and empty when TLS refused it first.
 	// Absent from records written before it was recorded.
-	AETitle        string `json:"aeTitle,omitempty"`
-	PeerAddr       string `json:"peerAddr"`
-	RejectResult   int    `json:"rejectResult,omitempty"`
-	RejectSource   int    `json:"rejectSource,omitempty"`
-	RejectReason   int    `json:"rejectReason,omitempty"`
-	AbortSource    *int   `json:"abortSource,omitempty"`
-	AbortReason    *int   `json:"abortReason,omitempty"`
-	Reason         string `json:"reason,omitempty"`
-	Status         string `json:"status,omitempty"` // DIMSE status answered, 4 hex digits, for store-failed (none when the association ended mid-object) and commitment-refused
+	AETitle      string `json:"aeTitle,omitempty"`
+	PeerAddr     string `json:"peerAddr"`
+	RejectResult int    `json:"rejectResult,omitempty"`
+	RejectSource int    `json:"rejectSource,omitempty"`
+	RejectReason int    `json:"rejectReason,omitempty"`
+	AbortSource  *int   `json:"abortSource,omitempty"`
+	AbortReason  *int   `json:"abortReason,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	// Status is the DIMSE status decided, 4 hex digits, on a store-failed
+	// (StoreStatus: none for a C-STORE not answered, NotAnswered) and a
+	// commitment-refused.
+	Status string `json:"status,omitempty"`
+	// NotSent, on a store-failed, is true when the response carrying
+	// Status could not be written to the peer (dicomnet.ErrNotSent: the
+	// association ended first): the sender heard no status. Absent from
+	// records written before it was recorded, which said Status as if it
+	// had been answered.
+	NotSent        bool   `json:"notSent,omitempty"`
 	SOPClassUID    string `json:"sopClassUid,omitempty"`
 	SOPInstanceUID string `json:"sopInstanceUid,omitempty"`
 	// StudyInstanceUID and SeriesInstanceUID, on store-failed, are those
@@ -128,6 +137,24 @@ type Record struct {
 	// encodable); nil when none was.
 	Lost *LostRecords `json:"lost,omitempty"`
 }
+
+// StoreStatus is the Status of a store-failed record for the DIMSE status
+// of its C-STORE as dicomnet's event gives it: four upper-case hex digits,
+// or none for status 0, which the event gives a C-STORE the association's
+// end cut short (its data set never completed): it was answered nothing,
+// and "0000" would read as the success it was not. NotAnswered reads it
+// back; the metrics' status label (metricnames.StatusNone) follows it.
+func StoreStatus(status uint16) string {
+	if status == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%04X", status)
+}
+
+// NotAnswered reports whether a store-failed record's Status says its
+// C-STORE was not answered (StoreStatus): none, or "0000", as records
+// written before it was none said it.
+func NotAnswered(status string) bool { return status == "" || status == "0000" }
 
 // Events is how many events r stands for: its Count when refusals were
 // folded into it, else one.

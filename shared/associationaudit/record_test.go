@@ -172,3 +172,35 @@ func TestFoldedRefusal(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreStatus: the one rule of a store-failed record's status: the
+// DIMSE status dicomnet's event carries, four upper-case hex digits, and
+// none for status 0, a C-STORE the association's end cut short, which was
+// answered nothing (NotAnswered; records written before said "0000").
+func TestStoreStatus(t *testing.T) {
+	for _, tt := range []struct {
+		status      uint16
+		want        string
+		notAnswered bool
+	}{
+		{0, "", true},
+		{0xA700, "A700", false},
+		{0xC000, "C000", false},
+		{0x0122, "0122", false},
+		{0xa9ff, "A9FF", false},
+	} {
+		got := StoreStatus(tt.status)
+		if got != tt.want || NotAnswered(got) != tt.notAnswered {
+			t.Errorf("StoreStatus(%#04x) = %q, not answered %v; want %q, %v", tt.status, got, NotAnswered(got), tt.want, tt.notAnswered)
+		}
+	}
+	// Records written before: their cut short C-STOREs said "0000".
+	for _, tt := range []struct {
+		status string
+		want   bool
+	}{{"", true}, {"0000", true}, {"A700", false}, {"C001", false}} {
+		if got := NotAnswered(tt.status); got != tt.want {
+			t.Errorf("NotAnswered(%q) = %v, want %v", tt.status, got, tt.want)
+		}
+	}
+}

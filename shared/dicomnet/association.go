@@ -338,7 +338,7 @@ func established(s state) bool { return s >= sta6 && s <= sta12 }
 // ended frees the slot and reports how the association ended, as soon as it leaves the established states
 // (not when the peer finally closes the connection).
 func (a *association) ended() {
-	a.reportAnswered(errEndedWhileSending) // a response whose write failed: its object came before the end
+	a.reportAnswered(ErrNotSent) // a response whose write failed: its object came before the end
 	a.closeOutbox()
 	a.srv.releaseSlot(a)
 	if !a.accepted {

@@ -264,8 +264,10 @@ func (a *association) reportAnswered(sendErr error) {
 	a.srv.observe(*ev)
 }
 
-// errEndedWhileSending is the error of a response that could not be sent because the association ended.
-var errEndedWhileSending = errors.New("dicomnet: association ended while sending")
+// ErrNotSent is the error of a message (a response, a request) that could not be sent because the association
+// ended first (its write failed, or timed out). An EventStored's or EventStoreFailed's Err wraps it when the
+// C-STORE-RSP was not sent: the peer heard no status, whatever Status says was decided.
+var ErrNotSent = errors.New("dicomnet: association ended while sending")
 
 // sendCommand sends a command set as P-DATA (DT-1), fragmented within maxSendPDU. When the
 // association ends instead (the write failed), it returns an event with the error; the state machine is already
@@ -275,7 +277,7 @@ func (a *association) sendCommand(ctxID byte, cmd *dimse.Command) rxEvent {
 	a.out = appendMessage(a.out[:0], ctxID, pdu.ControlCommand, body, maxSendPDU(a.peerMax, 0))
 	a.fire(evt9, rxEvent{})
 	if a.m.state != sta6 {
-		return rxEvent{ev: evt17, err: errEndedWhileSending}
+		return rxEvent{ev: evt17, err: ErrNotSent}
 	}
 	return rxEvent{}
 }

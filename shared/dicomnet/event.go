@@ -82,8 +82,8 @@ type Event struct {
 	SOPInstanceUID           string
 	Bytes                    int64
 	Duration                 time.Duration
-	// Err, on EventStored, is what the handler returned (a warning status, or what it reports of the object),
-	// beside why the response was not sent when it was not.
+	// Err, on EventStored and EventStoreFailed, is what the handler returned (a warning status, or what it reports
+	// of the object) or why the C-STORE failed, beside ErrNotSent when the response was not sent.
 	Err error
 	// PeerCertificates, on EventHandshakeFailed, is the chain the client presented (its certificate first) when
 	// the handshake failed because the configuration's verification refused it: Err (or an error it wraps) is a

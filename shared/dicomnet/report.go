@@ -193,7 +193,7 @@ func (a *association) flushOutbox() rxEvent {
 		a.out = append(a.out[:0], ob.msg...)
 		a.fire(evt9, rxEvent{})
 		if a.m.state != sta6 {
-			return rxEvent{ev: evt17, err: errEndedWhileSending}
+			return rxEvent{ev: evt17, err: ErrNotSent}
 		}
 		a.log.Debug("dicomnet: DIMSE request sent", "message_id", ob.msgID)
 	}

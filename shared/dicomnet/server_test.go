@@ -1223,6 +1223,46 @@ func TestStoredEventKeepsHandlerResultWhenResponseFails(t *testing.T) {
 	}
 }
 
+// TestResponseNotSentIsTold: a C-STORE whose C-STORE-RSP cannot be written (the peer stopped reading) has an
+// event whose error wraps ErrNotSent, whatever the status decided: a failure status too, which the audit trail
+// recorded as "C-STORE status A700" as if the sender had been answered it.
+func TestResponseNotSentIsTold(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		result error
+		typ    dicomnet.EventType
+		status uint16
+	}{
+		{"stored", nil, dicomnet.EventStored, 0},
+		{"refused A700", dimse.Status{Code: dimse.StatusOutOfResources, Comment: "store down"}, dicomnet.EventStoreFailed, dimse.StatusOutOfResources},
+		{"refused C000", errors.New("handler failed"), dicomnet.EventStoreFailed, dimse.StatusProcessingFailure},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := newRecorder()
+			s := &dicomnet.Server{WriteTimeout: 50 * time.Millisecond, Observer: rec,
+				Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {
+					if _, err := io.Copy(io.Discard, r); err != nil {
+						return err
+					}
+					return tt.result
+				})}
+			c1, c2 := net.Pipe()
+			go s.ServeConn(context.Background(), c1)
+			p := dicomnettest.NewParrot(t, c2)
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			// Over net.Pipe a write blocks until the peer reads: the response is never read, and its write times out.
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+			ev := rec.waitFor(t, tt.typ)
+			if ev.Status != tt.status || !errors.Is(ev.Err, dicomnet.ErrNotSent) {
+				t.Errorf("%v status %04X error %v; want status %04X, an error wrapping ErrNotSent", ev.Type, ev.Status, ev.Err, tt.status)
+			}
+			if tt.result != nil && !strings.Contains(ev.Err.Error(), tt.result.Error()) {
+				t.Errorf("error %v: the handler's result is lost", ev.Err)
+			}
+		})
+	}
+}
+
 // TestStoredBeforeAbortWhenResponseFails: an object stored whose C-STORE-RSP cannot be written (the peer stopped
 // reading, the write deadline passed) is reported stored before the association's end: the audit writer counts
 // an association's instances until its end, so the aborted record left out the object stored and not answered.

@@ -558,11 +558,11 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 	case dicomnet.EventStoreFailed:
 		r.Event = associationaudit.EventStoreFailed
 		// A C-STORE cut short by the association's end (its data set
-		// never completed) was answered nothing: no status, rather than
-		// "0000", which the trail would read as the success it was not.
-		if ev.Status != 0 {
-			r.Status = fmt.Sprintf("%04X", ev.Status)
-		}
+		// never completed) was answered nothing: no status
+		// (associationaudit.StoreStatus). One whose response could not be
+		// written has the status decided, not sent.
+		r.Status = associationaudit.StoreStatus(ev.Status)
+		r.NotSent = r.Status != "" && errors.Is(ev.Err, dicomnet.ErrNotSent)
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
 		var named *ingest.ObjectRefused
 		if errors.As(ev.Err, &named) {

@@ -120,13 +120,17 @@ func TestRecordsForEveryEvent(t *testing.T) {
 func TestStoreFailedStatus(t *testing.T) {
 	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
 	for _, tt := range []struct {
-		name   string
-		status uint16
-		err    error
-		want   string
+		name    string
+		status  uint16
+		err     error
+		want    string
+		notSent bool
 	}{
-		{"answered A700", 0xA700, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}, "A700"},
-		{"cut short", 0, errors.New("dicomnet: data set incomplete: dicomnet: connection closed: EOF"), ""},
+		{"answered A700", 0xA700, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}, "A700", false},
+		{"cut short", 0, errors.New("dicomnet: data set incomplete: dicomnet: connection closed: EOF"), "", false},
+		// Refused, and its response could not be written: the status
+		// decided, and that it was not sent (it read as answered).
+		{"A700 not sent", 0xA700, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}), "A700", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &recordStore{got: map[string]associationaudit.Record{}}
@@ -143,8 +147,8 @@ func TestStoreFailedStatus(t *testing.T) {
 				t.Fatalf("records: %v", store.got)
 			}
 			for _, r := range store.got {
-				if r.Event != associationaudit.EventStoreFailed || r.Status != tt.want || r.Reason != tt.err.Error() {
-					t.Errorf("record = %+v, want status %q", r, tt.want)
+				if r.Event != associationaudit.EventStoreFailed || r.Status != tt.want || r.Reason != tt.err.Error() || r.NotSent != tt.notSent {
+					t.Errorf("record = %+v, want status %q, not sent %v", r, tt.want, tt.notSent)
 				}
 			}
 		})

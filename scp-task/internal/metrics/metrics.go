@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
@@ -135,15 +136,17 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 	}
 }
 
-// StatusLabel names a C-STORE failure's status for metrics: four
-// upper-case hex digits, or metricnames.StatusNone for one that got no
-// response (status 0: the association ended while its data set arrived),
-// which "0000", success, misnamed.
+// StatusLabel names a C-STORE failure's status for metrics as its audit
+// record does (associationaudit.StoreStatus): four upper-case hex digits,
+// or metricnames.StatusNone for one that got no response
+// (associationaudit.NotAnswered: the association ended while its data set
+// arrived), which "0000", success, misnamed.
 func StatusLabel(status uint16) string {
-	if status == 0 {
+	s := associationaudit.StoreStatus(status)
+	if associationaudit.NotAnswered(s) {
 		return metricnames.StatusNone
 	}
-	return fmt.Sprintf("%04X", status)
+	return s
 }
 
 // RejectLabel names a rejection for the rejected-associations counter:

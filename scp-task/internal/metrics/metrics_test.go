@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/ingest"
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
@@ -143,6 +144,11 @@ func TestLabelValuesBounded(t *testing.T) {
 		dimse.StatusDataSetDoesNotMatchSOPClass, ingest.StatusUnreadable, ingest.StatusTruncated, ingest.StatusOverLimit} {
 		if l := StatusLabel(st); !slices.Contains(metricnames.FailureStatuses, l) {
 			t.Errorf("StatusLabel(%04X) = %q, not one of metricnames.FailureStatuses", st, l)
+		}
+		// The label and the audit record read status 0 by one rule: not answered.
+		if l, none := StatusLabel(st), associationaudit.NotAnswered(associationaudit.StoreStatus(st)); (l == metricnames.StatusNone) != none ||
+			(!none && l != associationaudit.StoreStatus(st)) {
+			t.Errorf("StatusLabel(%04X) = %q; the audit record's status is %q (not answered %v)", st, l, associationaudit.StoreStatus(st), none)
 		}
 	}
 }
