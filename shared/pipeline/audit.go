@@ -177,13 +177,18 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		}
 	case associationaudit.EventStoreFailed:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
-		switch r.Status {
-		case "", "0000":
+		switch {
+		case associationaudit.NotAnswered(r.Status):
 			// Cut short by the association's end: the sender was answered
 			// nothing (records written before said status 0000).
-			rec.Reason = storeNotAnswered + r.Reason
+			rec.NotAnswered = true
+			rec.Reason = StoreNotAnsweredReason + r.Reason
+		case r.NotSent:
+			// Refused, and the refusal never reached the sender.
+			rec.ResponseNotSent = true
+			rec.Reason = fmt.Sprintf(storeNotSentReason, r.Status, r.Reason)
 		default:
-			rec.Reason = fmt.Sprintf("C-STORE status %s: %s", r.Status, r.Reason)
+			rec.Reason = fmt.Sprintf(storeStatusReason, r.Status, r.Reason)
 		}
 	case associationaudit.EventDuplicate:
 		// The resend as the SCP alone knows it: the pipeline's record of
@@ -356,10 +361,36 @@ var codeIdenticalResend = localCode("identical-resend", "Identical resend of an 
 // key holds UIDs, and the reason is projected where the trail promises no
 // patient data (the byCallingAe and byDay indexes). The record's
 // heldObjectKey names it.
-// storeNotAnswered begins the reason of a store-failed record whose C-STORE
-// the association's end cut short: the sender got no response, so the
-// record has no DIMSE status to name.
-const storeNotAnswered = "C-STORE not answered (the association ended before its data set did): "
+// StoreNotAnsweredReason begins the reason of a store-failed record whose
+// C-STORE the association's end cut short (NotAnswered): the sender got no
+// response, so the record has no DIMSE status to name.
+const StoreNotAnsweredReason = "C-STORE not answered (the association ended before its data set did): "
+
+// storeStatusReason is the reason of a store-failed record answered with
+// its failure status, and storeNotSentReason of one whose response could
+// not be written (ResponseNotSent): the status decided, the SCP's reason.
+const (
+	storeStatusReason  = "C-STORE status %s: %s"
+	storeNotSentReason = "C-STORE status %s decided, not sent (the association ended before the response was written): %s"
+)
+
+// CutShortReasons begin the reasons of the store-failed records of
+// C-STOREs cut short written before NotAnswered was (CutShort): the reason
+// of this version, and that of the records before, which named the
+// success status 0000 they were not answered.
+var CutShortReasons = []string{StoreNotAnsweredReason, fmt.Sprintf(storeStatusReason, "0000", "")}
+
+// CutShort reports whether r is the record of a C-STORE the association's
+// end cut short (the association ended mid data set: nothing stored,
+// nothing answered, no refusal): a store-failed record NotAnswered, or,
+// written before that was recorded, whose reason begins with one of
+// CutShortReasons. localstore's SQL reads records by the same rule.
+func (r AuditRecord) CutShort() bool {
+	if r.Outcome != associationaudit.EventStoreFailed {
+		return false
+	}
+	return r.NotAnswered || slices.ContainsFunc(CutShortReasons, func(p string) bool { return strings.HasPrefix(r.Reason, p) })
+}
 
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 

@@ -1166,25 +1166,64 @@ func processAuditRecord(t *testing.T, r associationaudit.Record, times int) (*pt
 // answered: the failure status it got, or, for a C-STORE the association's
 // end cut short, that it got none (records written before named that one
 // status 0000, the success it was not).
+//
+// A failure status whose response could not be written is recorded as
+// decided and not sent (ResponseNotSent): it read "C-STORE status A700"
+// as if the sender had been answered it.
 func TestStoreFailedReason(t *testing.T) {
 	at := time.Date(2026, 1, 15, 10, 0, 0, 0, time.UTC)
 	for _, tt := range []struct {
-		name, status, reason, want string
+		name, status, reason string
+		notSent              bool
+		want                 string
+		notAnswered          bool
 	}{
-		{"failure status", "A700", "storage failed, please retry", "C-STORE status A700: storage failed, please retry"},
-		{"cut short", "", "dicomnet: data set incomplete: dicomnet: connection closed: EOF",
-			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF"},
-		{"cut short, written before", "0000", "dicomnet: data set incomplete: dicomnet: connection closed: EOF",
-			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF"},
+		{"failure status", "A700", "storage failed, please retry", false, "C-STORE status A700: storage failed, please retry", false},
+		{"cut short", "", "dicomnet: data set incomplete: dicomnet: connection closed: EOF", false,
+			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF", true},
+		{"cut short, written before", "0000", "dicomnet: data set incomplete: dicomnet: connection closed: EOF", false,
+			"C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF", true},
+		{"failure status not sent", "A700", "dicomnet: association ended while sending; storage failed, please retry", true,
+			"C-STORE status A700 decided, not sent (the association ended before the response was written): " +
+				"dicomnet: association ended while sending; storage failed, please retry", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: tt.status, Reason: tt.reason, SOPInstanceUID: sop1,
+			r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: tt.status, Reason: tt.reason, NotSent: tt.notSent, SOPInstanceUID: sop1,
 				SOPClassUID: pt.CTStorage, Time: at, AssociationID: "assoc7", CallingAE: "LOCAL_AE", CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 2}
 			_, got := processAuditRecord(t, r, 2)
 			if got.Reason != tt.want || got.EventOutcome != 8 {
 				t.Errorf("reason %q, outcome %d; want %q, 8", got.Reason, got.EventOutcome, tt.want)
 			}
+			if got.NotAnswered != tt.notAnswered || got.ResponseNotSent != tt.notSent || got.CutShort() != tt.notAnswered {
+				t.Errorf("not answered %v, response not sent %v, cut short %v; want %v, %v, %v",
+					got.NotAnswered, got.ResponseNotSent, got.CutShort(), tt.notAnswered, tt.notSent, tt.notAnswered)
+			}
 		})
+	}
+}
+
+// TestCutShort: a store-failed record is of a C-STORE cut short (the
+// association ended mid data set, nothing answered) when it says so
+// (NotAnswered), and, written before it did, when its reason says so, or
+// names status 0000 as the records before that did. Nothing else is.
+func TestCutShort(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		rec  pipeline.AuditRecord
+		want bool
+	}{
+		{"not answered", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, NotAnswered: true, Reason: "C-STORE not answered (x): y"}, true},
+		{"written before the field", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed,
+			Reason: "C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete"}, true},
+		{"written as status 0000", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, Reason: "C-STORE status 0000: dicomnet: data set incomplete"}, true},
+		{"refused", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, Reason: "C-STORE status C001: dataset ends inside an element"}, false},
+		{"refused, not sent", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, ResponseNotSent: true,
+			Reason: "C-STORE status A700 decided, not sent (the association ended before the response was written): x"}, false},
+		{"another outcome", pipeline.AuditRecord{Outcome: associationaudit.EventAborted, Reason: "C-STORE status 0000: x", NotAnswered: true}, false},
+	} {
+		if got := tt.rec.CutShort(); got != tt.want {
+			t.Errorf("%s: CutShort() = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }
 

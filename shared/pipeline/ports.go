@@ -552,6 +552,16 @@ type AuditRecord struct {
 	// commitment-reported, commitment-undeliverable.
 	Outcome string `json:"outcome"`
 	Reason  string `json:"reason,omitempty"` // no patient data
+	// NotAnswered, on a store-failed record, is true for a C-STORE the
+	// association's end cut short: its data set never completed, nothing
+	// was stored, and the sender was answered nothing (no status: it was
+	// not refused). ResponseNotSent, on one, is true when the failure
+	// status its reason names was decided but its response could not be
+	// written (the association ended first): the sender never heard it.
+	// Both are absent from records written before they were recorded
+	// (CutShort reads those by their reason).
+	NotAnswered     bool `json:"notAnswered,omitempty"`
+	ResponseNotSent bool `json:"responseNotSent,omitempty"`
 
 	AuditSourceID string `json:"auditSourceId"`
 
