@@ -401,6 +401,26 @@ func TestStudyRejects(t *testing.T) {
 		r.SOPInstanceUID = sop
 		return r
 	}
+	// A C-STORE the association's end cut short (status none: answered
+	// nothing), and one recorded before that was said (status 0000): not
+	// refused, not a reject; counted apart while the study misses it.
+	cutShort := func(id, study, sop string) pipeline.AuditRecord {
+		return pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
+			AssociationID: id, CallingAE: "PACS", Seq: 2, Reason: "dicomnet: data set incomplete: dicomnet: connection closed: EOF",
+			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
+	}
+	cutShortBefore := func(id, study, sop string) pipeline.AuditRecord {
+		r := failed(id, study, sop)
+		r.Reason = "C-STORE status 0000: dicomnet: data set incomplete: dicomnet: connection closed: EOF"
+		return r
+	}
+	// Refused A700, and the response could not be written: refused all
+	// the same (we said no), the sender did not hear it.
+	notSent := func(id, study, sop string) pipeline.AuditRecord {
+		return pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
+			AssociationID: id, CallingAE: "PACS", Seq: 2, Status: "A700", NotSent: true, Reason: "dicomnet: association ended while sending",
+			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
+	}
 	tests := []struct {
 		study   string
 		records []pipeline.AuditRecord
@@ -430,7 +450,15 @@ func TestStudyRejects(t *testing.T) {
 		// study misses nothing (an identical resend, stored after it,
 		// writes no audit record of its own).
 		{"2.9", []pipeline.AuditRecord{failed("as9", "2.9", "2.9.1.1")}, StatusStable, 0, nil},
+		// Cut short: no reject (the study page counted them "C-STOREs
+		// refused"), counted apart (cutShorts) until a resend clears them.
+		{"2.10", []pipeline.AuditRecord{cutShort("as10", "2.10", "2.10.1.9")}, StatusStable, 0, nil},
+		{"2.11", []pipeline.AuditRecord{cutShortBefore("as11", "2.11", "2.11.1.9"), refused("as11b", "2.11")}, StatusHasRejects, 1, nil},
+		{"2.12", []pipeline.AuditRecord{cutShort("as12", "2.12", "2.12.1.9")}, StatusStable, 0, [][2]string{{"2.12.1.9", "2.12"}}},
+		{"2.13", []pipeline.AuditRecord{notSent("as13", "2.13", "2.13.1.9")}, StatusHasRejects, 1, nil},
 	}
+	// cutShorts are the C-STOREs of a study cut short and not stored since.
+	cutShorts := map[string]int{"2.10": 1, "2.11": 1}
 	for _, tt := range tests {
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: tt.study, SeriesInstanceUID: tt.study + ".1",
 			SOPInstanceUID: tt.study + ".1.1", ContentIdentity: "x", ReceivedAt: t0}); err != nil {
@@ -464,34 +492,37 @@ func TestStudyRejects(t *testing.T) {
 			if err != nil || len(p.Studies) != 1 {
 				t.Fatalf("%+v, %v", p, err)
 			}
-			if s := p.Studies[0]; s.Status != tt.status || s.Rejects != tt.rejects {
-				t.Errorf("status %q with %d rejects, want %q with %d", s.Status, s.Rejects, tt.status, tt.rejects)
+			if s := p.Studies[0]; s.Status != tt.status || s.Rejects != tt.rejects || s.CutShortMissing != cutShorts[tt.study] {
+				t.Errorf("status %q with %d rejects, %d cut short; want %q with %d, %d", s.Status, s.Rejects, s.CutShortMissing, tt.status, tt.rejects, cutShorts[tt.study])
 			}
-			// The study page's list (StudyRejects) holds every reject of
-			// the study, those not cleared being the count.
-			listed, missing, want := 0, 0, 0
+			// The study page's lists (StudyRejects) hold every reject of
+			// the study, and every C-STORE cut short, those not cleared
+			// being the counts.
+			listed, want := 0, 0
+			missing := map[string]int{}
 			for _, r := range tt.records {
 				if r.StudyInstanceUID == tt.study && (r.Outcome == pipeline.OutcomeRejected || r.Outcome == associationaudit.EventStoreFailed) {
 					want++
 				}
 			}
-			for _, outcome := range []string{pipeline.OutcomeRejected, associationaudit.EventStoreFailed} {
-				rs, err := db.StudyRejects(ctx, tt.study, outcome, 0)
+			for _, kind := range RejectKinds {
+				rs, err := db.StudyRejects(ctx, tt.study, kind, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
 				for _, r := range rs {
-					if r.Outcome != outcome || r.StudyInstanceUID != tt.study {
-						t.Errorf("%s rejects list %+v", outcome, r.AuditRecord)
+					if r.StudyInstanceUID != tt.study || (kind == RejectQuarantined) != (r.Outcome == pipeline.OutcomeRejected) ||
+						(kind == RejectCutShort) != r.CutShort() {
+						t.Errorf("%s list holds %+v", kind, r.AuditRecord)
 					}
 					listed++
 					if !r.Cleared {
-						missing++
+						missing[kind]++
 					}
 				}
 			}
-			if listed != want || missing != tt.rejects {
-				t.Errorf("the study's rejects list %d, %d not cleared; want %d, %d", listed, missing, want, tt.rejects)
+			if listed != want || missing[RejectQuarantined]+missing[RejectRefused] != tt.rejects || missing[RejectCutShort] != cutShorts[tt.study] {
+				t.Errorf("the study's lists hold %d, not cleared %v; want %d, %d rejects, %d cut short", listed, missing, want, tt.rejects, cutShorts[tt.study])
 			}
 			for _, status := range []string{StatusStable, StatusHasRejects} {
 				p, err := db.SearchStudies(ctx, StudySearch{StudyUID: tt.study, Status: status})
@@ -516,10 +547,12 @@ func TestStudyRejectsPlan(t *testing.T) {
 		name, stmt string
 		args       []any
 	}{
-		{"studies page", `SELECT ` + statusSQL + `, (SELECT COUNT(*) ` + rejectsSQL + `)
+		{"studies page", `SELECT ` + statusSQL + `, (SELECT COUNT(*) ` + rejectsSQL + `), (SELECT COUNT(*) ` + cutShortsSQL + `)
 		FROM studies s WHERE (` + statusSQL + `) = ? ORDER BY s.last_received DESC LIMIT 51`, []any{StatusHasRejects}},
-		// The study page's list of its rejects, each marked cleared or not.
-		{"study rejects", studyRejectsSQL, []any{"1.2.3", pipeline.OutcomeRejected, 1000}},
+		// The study page's lists of its rejects and its C-STOREs cut short, each marked cleared or not.
+		{"study rejects", studyRejectsSQL[RejectQuarantined], []any{"1.2.3", 1000}},
+		{"study refusals", studyRejectsSQL[RejectRefused], []any{"1.2.3", 1000}},
+		{"study cut short", studyRejectsSQL[RejectCutShort], []any{"1.2.3", 1000}},
 	} {
 		t.Run(q.name, func(t *testing.T) {
 			all := queryPlan(t, db, q.stmt, q.args...)

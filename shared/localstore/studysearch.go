@@ -22,12 +22,27 @@ const (
 // Statuses are the study statuses, as SearchStudies filters by them.
 var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 
+// cutShortSQL: audit record a, store-failed, is of a C-STORE the
+// association's end cut short (its data set never completed: nothing was
+// answered, nothing refused), by the rule of pipeline.AuditRecord.CutShort:
+// its notAnswered, or, in records written before that was recorded, a
+// reason beginning with one of pipeline.CutShortReasons.
+var cutShortSQL = func() string {
+	reason := []string{`json_extract(a.record, '$.notAnswered') IS 1`}
+	for _, p := range pipeline.CutShortReasons {
+		reason = append(reason, fmt.Sprintf(`substr(json_extract(a.record, '$.reason'), 1, %d) = '%s'`, len(p), strings.ReplaceAll(p, "'", "''")))
+	}
+	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(reason, " OR ") + `))`
+}()
+
 // rejectOutcomesSQL: audit record a is a reject of its study: an
 // instance quarantined by validation (pipeline.OutcomeRejected) or a
 // C-STORE the SCP refused, or failed, once it had read its header
 // (associationaudit.EventStoreFailed, which names the study the header
-// gave: C001, A700, ...).
-const rejectOutcomesSQL = `a.outcome IN ('` + pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `')`
+// gave: C001, A700, ...; the sender got the status, or it was decided and
+// could not be sent). A C-STORE cut short (cutShortSQL) is none: the
+// sender was told nothing, and the study counts it apart (cutShortsSQL).
+var rejectOutcomesSQL = `(a.outcome IN ('` + pipeline.OutcomeRejected + `', '` + associationaudit.EventStoreFailed + `') AND NOT ` + cutShortSQL + `)`
 
 // clearedSQL is the one definition of a reject cleared: the study of
 // audit record a holds an instance of its SOP Instance UID. A good resend
@@ -42,12 +57,18 @@ const clearedSQL = `EXISTS (SELECT 1 FROM instances i WHERE i.sop_uid = a.sop_ui
 // its rejects (rejectOutcomesSQL) not cleared (clearedSQL). The study
 // page lists every reject, cleared or not, with its time and its mark.
 // The audit trail is read through audit_study_outcome.
-const rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND ` + rejectOutcomesSQL + `
+var rejectsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND ` + rejectOutcomesSQL + `
+	AND NOT ` + clearedSQL
+
+// cutShortsSQL selects a study's C-STOREs cut short (cutShortSQL) not
+// cleared: the study misses them as it misses its rejects, though nobody
+// refused them.
+var cutShortsSQL = `FROM audit a WHERE a.study_uid = s.study_uid AND a.outcome = '` + associationaudit.EventStoreFailed + `' AND ` + cutShortSQL + `
 	AND NOT ` + clearedSQL
 
 // statusSQL is the one definition of a study's status, over a studies row
 // s and the audit trail's rejects of it.
-const statusSQL = `CASE
+var statusSQL = `CASE
 	WHEN EXISTS (SELECT 1 ` + rejectsSQL + `) THEN '` + StatusHasRejects + `'
 	WHEN s.revision > s.announced_revision THEN '` + StatusReceiving + `'
 	ELSE '` + StatusStable + `' END`
@@ -102,12 +123,14 @@ func patientWords(s string) []string {
 	return out
 }
 
-// StudyRow is a study with its status and its count of rejects
-// (instances quarantined, C-STOREs refused).
+// StudyRow is a study with its status, its count of rejects (instances
+// quarantined, C-STOREs refused) and of C-STOREs cut short, not stored
+// since (rejectsSQL, cutShortsSQL).
 type StudyRow struct {
 	pipeline.StudySummary
-	Status  string `json:"status"`
-	Rejects int    `json:"rejects"`
+	Status          string `json:"status"`
+	Rejects         int    `json:"rejects"`
+	CutShortMissing int    `json:"cutShortMissing"`
 	// PatientMismatch: the study's instances disagree on the patient (the
 	// study's findings say on what; the instances' findings say which).
 	PatientMismatch bool `json:"patientMismatch"`
@@ -186,7 +209,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	}
 	limit := pipeline.PageLimit(q.Limit, 50, 1000)
 	stmt := `SELECT s.record, s.last_received, ` + statusSQL + `,
-		(SELECT COUNT(*) ` + rejectsSQL + `)
+		(SELECT COUNT(*) ` + rejectsSQL + `), (SELECT COUNT(*) ` + cutShortsSQL + `)
 		FROM studies s`
 	if len(where) > 0 {
 		stmt += " WHERE " + strings.Join(where, " AND ")
@@ -204,7 +227,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		var body string
 		var r StudyRow
 		var received int64
-		if err := rows.Scan(&body, &received, &r.Status, &r.Rejects); err != nil {
+		if err := rows.Scan(&body, &received, &r.Status, &r.Rejects, &r.CutShortMissing); err != nil {
 			return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
 		}
 		if len(page.Studies) == limit {
@@ -235,11 +258,13 @@ func parseStudyCursor(c string) (int64, string, bool) {
 	return n, uid, err == nil
 }
 
-// Reject is a reject of a study (rejectOutcomesSQL) as its page lists it:
-// the audit record, and whether the study holds an instance of its SOP
-// Instance UID now (Cleared, clearedSQL: a good resend was stored, or the
-// study held one already). One not cleared is counted by the study's
-// status and rejects (rejectsSQL): the instance is still missing.
+// Reject is a reject of a study (rejectOutcomesSQL), or a C-STORE of it
+// cut short (cutShortSQL), as its page lists it: the audit record, and
+// whether the study holds an instance of its SOP Instance UID now
+// (Cleared, clearedSQL: a good resend was stored, or the study held one
+// already). One not cleared is counted by the study's status and rejects
+// (rejectsSQL), or its C-STOREs cut short (cutShortsSQL): the instance is
+// still missing.
 type Reject struct {
 	pipeline.AuditRecord
 	Cleared bool `json:"cleared"`
@@ -263,22 +288,46 @@ func (r *Reject) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// studyRejectsSQL lists a study's rejects of one outcome, newest first,
-// each with clearedSQL.
-const studyRejectsSQL = `SELECT a.seq, a.record, ` + clearedSQL + ` FROM audit a
-	WHERE a.study_uid = ? AND a.outcome = ? AND ` + rejectOutcomesSQL + `
+// The kinds of a study's rejects, and its C-STOREs cut short, as
+// StudyRejects lists them (RejectKinds).
+const (
+	RejectQuarantined = "quarantined" // instances validation quarantined (pipeline.OutcomeRejected)
+	RejectRefused     = "refused"     // C-STOREs refused: a failure status answered, or decided and not sent (store-failed)
+	RejectCutShort    = "cut-short"   // C-STOREs the association's end cut short: answered nothing (store-failed, cutShortSQL)
+)
+
+// RejectKinds are the kinds StudyRejects lists.
+var RejectKinds = []string{RejectQuarantined, RejectRefused, RejectCutShort}
+
+// studyRejectsSQL lists a study's records of one kind (RejectKinds),
+// newest first, each with clearedSQL.
+var studyRejectsSQL = func() map[string]string {
+	m := map[string]string{}
+	for kind, cond := range map[string]string{
+		RejectQuarantined: `a.outcome = '` + pipeline.OutcomeRejected + `'`,
+		RejectRefused:     `a.outcome = '` + associationaudit.EventStoreFailed + `' AND NOT ` + cutShortSQL,
+		RejectCutShort:    `a.outcome = '` + associationaudit.EventStoreFailed + `' AND ` + cutShortSQL,
+	} {
+		m[kind] = `SELECT a.seq, a.record, ` + clearedSQL + ` FROM audit a
+	WHERE a.study_uid = ? AND ` + cond + `
 	ORDER BY a.time DESC, a.seq DESC LIMIT ?`
+	}
+	return m
+}()
 
 // studyRejects names StudyRejects in its errors.
 const studyRejects = "study rejects"
 
 // StudyRejects lists up to limit (0: 1,000) of a study's rejects of one
-// kind, outcome (pipeline.OutcomeRejected: quarantined, or
-// associationaudit.EventStoreFailed: refused), newest first, cleared or
-// not: the study's history of them, each marked by clearedSQL. Another
-// outcome lists nothing (rejectOutcomesSQL).
-func (db *DB) StudyRejects(ctx context.Context, studyUID, outcome string, limit int) ([]Reject, error) {
-	rows, err := db.read.QueryContext(ctx, studyRejectsSQL, studyUID, outcome, pipeline.PageLimit(limit, 1000, 1000))
+// kind (RejectQuarantined, RejectRefused), or its C-STOREs cut short
+// (RejectCutShort), newest first, cleared or not: the study's history of
+// them, each marked by clearedSQL. Another kind is an error.
+func (db *DB) StudyRejects(ctx context.Context, studyUID, kind string, limit int) ([]Reject, error) {
+	stmt, ok := studyRejectsSQL[kind]
+	if !ok {
+		return nil, fmt.Errorf("localstore: %s: kind %q is not %s", studyRejects, Clipped(kind), OneOf(RejectKinds))
+	}
+	rows, err := db.read.QueryContext(ctx, stmt, studyUID, pipeline.PageLimit(limit, 1000, 1000))
 	if err != nil {
 		return nil, fmt.Errorf("localstore: %s: %w", studyRejects, err)
 	}

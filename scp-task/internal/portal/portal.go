@@ -44,10 +44,11 @@ type StudyReader interface {
 
 // StudySearcher lists studies page by page with the filters a PACS
 // administrator uses, each with its status, and a study's rejects of one
-// kind, each marked cleared or not by the definition the status reads.
+// kind (localstore.RejectKinds: its C-STOREs cut short too), each marked
+// cleared or not by the definition the status reads.
 type StudySearcher interface {
 	SearchStudies(ctx context.Context, q localstore.StudySearch) (localstore.StudyPage, error)
-	StudyRejects(ctx context.Context, studyUID, outcome string, limit int) ([]localstore.Reject, error)
+	StudyRejects(ctx context.Context, studyUID, kind string, limit int) ([]localstore.Reject, error)
 }
 
 // AuditReader queries the audit trail.

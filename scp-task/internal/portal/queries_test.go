@@ -414,6 +414,93 @@ func TestThumbnailFailureNamesNoUID(t *testing.T) {
 	}
 }
 
+// TestCutShortApart: a C-STORE the association's end cut short (status
+// none: nothing answered) is no refusal. The study page listed and counted
+// it among the "C-STOREs refused", and the studies list counted it a
+// reject: a PACS administrator reads "refused" as "we said no". It is
+// listed and counted apart, as cut short, on the study page, in its JSON
+// and on the studies list, which agree; a refusal whose response could not
+// be sent is still a refusal, and says it was not sent.
+func TestCutShortApart(t *testing.T) {
+	srv, db := newTestServer(t)
+	ctx := context.Background()
+	for _, study := range []string{"1.8", "1.9"} {
+		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: study + ".1",
+			SOPInstanceUID: study + ".1.1", ContentIdentity: "x", Size: 10, ReceivedAt: t0, ObjectKey: "incoming/" + study + ".1.1.dcm"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.IndexStore().MarkAnnounced(ctx, study, 1, 1, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storeFailed := func(association, study, sop, status string, notSent bool, reason string) {
+		t.Helper()
+		if _, err := db.AuditStore().Append(ctx, pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1,
+			Event: associationaudit.EventStoreFailed, Time: t0, AssociationID: association, CallingAE: "PACS", Seq: 3, Status: status, NotSent: notSent,
+			Reason: reason, SOPInstanceUID: sop, StudyInstanceUID: study}, "test")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storeFailed("as81", "1.8", "1.8.1.2", "", false, "dicomnet: data set incomplete: dicomnet: connection closed: EOF")
+	storeFailed("as91", "1.9", "1.9.1.2", "", false, "dicomnet: data set incomplete: dicomnet: connection closed: EOF")
+	storeFailed("as92", "1.9", "1.9.1.3", "A700", true, "dicomnet: association ended while sending; out of resources")
+	for _, tt := range []struct {
+		study                    string
+		status                   string
+		rejects, cutShortMissing int
+		refused, cutShort        int
+		want, absent             []string
+	}{
+		{"1.8", localstore.StatusStable, 0, 1, 0, 1,
+			[]string{`<span id="cut-short-missing">1 cut short and not stored since</span>`, `<span id="cut-short-history">C-STOREs cut short: 1`,
+				`id="cut-short"`, "C-STORE not answered (the association ended before its data set did)"},
+			[]string{`id="refused"`, "C-STOREs refused", `id="rejects"`}},
+		{"1.9", localstore.StatusHasRejects, 1, 1, 1, 1,
+			[]string{`<span id="rejects">1 rejected and not stored since</span>`, "0 quarantined, 1 C-STOREs refused", `id="refused"`, `id="cut-short"`,
+				"C-STORE status A700 decided, not sent (the association ended before the response was written)"}, nil},
+	} {
+		t.Run(tt.study, func(t *testing.T) {
+			var list localstore.StudyPage
+			_, _, body := get(t, srv.URL+"/api/studies", "")
+			if err := json.Unmarshal([]byte(body), &list); err != nil {
+				t.Fatalf("/api/studies: %v %s", err, body)
+			}
+			i := slices.IndexFunc(list.Studies, func(s localstore.StudyRow) bool { return s.StudyInstanceUID == tt.study })
+			if i < 0 {
+				t.Fatalf("/api/studies lacks %s: %s", tt.study, body)
+			}
+			if s := list.Studies[i]; s.Status != tt.status || s.Rejects != tt.rejects || s.CutShortMissing != tt.cutShortMissing {
+				t.Errorf("/api/studies: %s with %d rejects, %d cut short; want %s, %d, %d", s.Status, s.Rejects, s.CutShortMissing, tt.status, tt.rejects, tt.cutShortMissing)
+			}
+			_, _, html := get(t, srv.URL+"/", "")
+			row := regexp.MustCompile(`(?s)<tr class="study" data-study-uid="` + regexp.QuoteMeta(tt.study) + `">.*?</tr>`).FindString(html)
+			if !strings.Contains(row, `<span class="cut-short" title="C-STOREs cut short`) || !strings.Contains(row, fmt.Sprintf(">%d cut short</span>", tt.cutShortMissing)) {
+				t.Errorf("studies page row %q lacks its C-STOREs cut short", row)
+			}
+			var p StudyPage
+			_, _, body = get(t, srv.URL+"/api/studies/"+tt.study, "")
+			if err := json.Unmarshal([]byte(body), &p); err != nil {
+				t.Fatal(err)
+			}
+			if p.Status != tt.status || p.Rejects != tt.rejects || p.CutShortMissing != tt.cutShortMissing || len(p.Refused) != tt.refused || len(p.CutShort) != tt.cutShort {
+				t.Errorf("/api/studies/%s: %s with %d rejects, %d cut short missing, %d refused, %d cut short", tt.study, p.Status, p.Rejects,
+					p.CutShortMissing, len(p.Refused), len(p.CutShort))
+			}
+			_, _, html = get(t, srv.URL+"/studies/"+tt.study, "")
+			for _, want := range tt.want {
+				if !strings.Contains(html, want) {
+					t.Errorf("study page lacks %s", want)
+				}
+			}
+			for _, absent := range tt.absent {
+				if strings.Contains(html, absent) {
+					t.Errorf("study page has %s", absent)
+				}
+			}
+		})
+	}
+}
+
 // TestRejectsAgree: a study whose only reject is a C-STORE the SCP
 // refused (C001, nothing stored) is "has rejects" with its count on the
 // studies page, in /api/studies and its status filter, and on the study

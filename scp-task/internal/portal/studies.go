@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
-	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -37,8 +36,16 @@ type StudyPage struct {
 	Quarantined     []localstore.Reject `json:"quarantined"`
 	// Refused are the C-STOREs of the study's instances the SCP refused
 	// or failed after reading their header (nothing of them is stored:
-	// the sender was told, and a Storage Commitment fails them 0110).
+	// the sender was told, unless the reason says the response could not
+	// be sent, and a Storage Commitment fails them 0110).
 	Refused []localstore.Reject `json:"refused"`
+	// CutShort are the C-STOREs of the study's instances the
+	// association's end cut short after their header was read: nothing of
+	// them is stored, and nobody refused them (the sender was answered
+	// nothing); CutShortMissing counts those not stored since, as the
+	// studies list does.
+	CutShort        []localstore.Reject `json:"cutShort"`
+	CutShortMissing int                 `json:"cutShortMissing"`
 	// Commitments are the Storage Commitment transactions that named
 	// instances of the study, newest first.
 	Commitments []Commitment `json:"commitments"`
@@ -149,20 +156,19 @@ func (s *Server) study(r *http.Request) (StudyPage, error) {
 	if err != nil {
 		return StudyPage{}, err
 	}
-	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Quarantined: []localstore.Reject{}, Refused: []localstore.Reject{},
-		Commitments: []Commitment{}}
+	p := StudyPage{StudyDetail: d, PatientMismatch: d.PatientMismatch(), Commitments: []Commitment{}}
 	if rows, err := s.Search.SearchStudies(r.Context(), localstore.StudySearch{StudyUID: uid}); err != nil {
 		return StudyPage{}, err
 	} else if len(rows.Studies) == 1 {
-		p.Status, p.Rejects = rows.Studies[0].Status, rows.Studies[0].Rejects
+		p.Status, p.Rejects, p.CutShortMissing = rows.Studies[0].Status, rows.Studies[0].Rejects, rows.Studies[0].CutShortMissing
 	}
-	// Every reject, cleared or not (the store marks which): the study's
-	// history.
-	if p.Quarantined, err = s.Search.StudyRejects(r.Context(), uid, pipeline.OutcomeRejected, 1000); err != nil {
-		return StudyPage{}, err
-	}
-	if p.Refused, err = s.Search.StudyRejects(r.Context(), uid, associationaudit.EventStoreFailed, 1000); err != nil {
-		return StudyPage{}, err
+	// Every reject, and every C-STORE cut short, cleared or not (the
+	// store marks which): the study's history.
+	for kind, list := range map[string]*[]localstore.Reject{localstore.RejectQuarantined: &p.Quarantined,
+		localstore.RejectRefused: &p.Refused, localstore.RejectCutShort: &p.CutShort} {
+		if *list, err = s.Search.StudyRejects(r.Context(), uid, kind, 1000); err != nil {
+			return StudyPage{}, err
+		}
 	}
 	if s.Commitments != nil {
 		txs, err := s.Commitments.StudyCommitments(r.Context(), uid)
