@@ -183,16 +183,7 @@ func checkPages(t *testing.T, base string, pages []pageCheck) {
 			if code != 200 {
 				t.Fatalf("%d %s", code, body)
 			}
-			for _, w := range p.want {
-				if !strings.Contains(body, w) {
-					t.Errorf("lacks %q", w)
-				}
-			}
-			for _, w := range p.lack {
-				if strings.Contains(body, w) {
-					t.Errorf("has %q", w)
-				}
-			}
+			wantLack(t, body, p.want, p.lack)
 		})
 	}
 }
@@ -487,17 +478,23 @@ func TestCutShortApart(t *testing.T) {
 					p.CutShortMissing, len(p.Refused), len(p.CutShort))
 			}
 			_, _, html = get(t, srv.URL+"/studies/"+tt.study, "")
-			for _, want := range tt.want {
-				if !strings.Contains(html, want) {
-					t.Errorf("study page lacks %s", want)
-				}
-			}
-			for _, absent := range tt.absent {
-				if strings.Contains(html, absent) {
-					t.Errorf("study page has %s", absent)
-				}
-			}
+			wantLack(t, html, tt.want, tt.absent)
 		})
+	}
+}
+
+// wantLack fails t for each of want that body lacks and each of lack it has.
+func wantLack(t *testing.T, body string, want, lack []string) {
+	t.Helper()
+	for _, w := range want {
+		if !strings.Contains(body, w) {
+			t.Errorf("lacks %q", w)
+		}
+	}
+	for _, w := range lack {
+		if strings.Contains(body, w) {
+			t.Errorf("has %q", w)
+		}
 	}
 }
 
