@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
@@ -603,6 +605,53 @@ func TestBothCallersFeedTheSame(t *testing.T) {
 			uLambda, uSCP := unsendable(&lambda), unsendable(&scp)
 			if len(uLambda) != tt.unsendable || !slices.Equal(uLambda, uSCP) {
 				t.Errorf("unsendable lines: function %q, SCP's feeder %q; want %d each, alike", uLambda, uSCP, tt.unsendable)
+			}
+		})
+	}
+}
+
+// TestConfigureGivesUpBeforeLambdasInit: the secrets are read at cold
+// start within lambdaio.KeyReadTimeout, both together, well inside
+// Lambda's 10 s init, so a Secrets Manager that does not answer (its
+// endpoint, a security group) fails the start with the configuration line
+// naming the secret's setting, rather than an init timed out with no line
+// (and, tried again inside the first invocation, its timeout spent
+// waiting).
+func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	ca := string(auditfeedtest.Read(t, pki.CA))
+	const caARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-ca-AbCdEf"
+	const clientARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-client-AbCdEf"
+	env := map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": caARN, "SYSLOG_CLIENT_CERT_SECRET_ARN": clientARN}
+	tests := []struct {
+		name     string
+		answered map[string]string
+		setting  string // the one the error must name
+	}{
+		{"the CA's secret", nil, "SYSLOG_CA_SECRET_ARN"},
+		{"the client certificate's secret", map[string]string{caARN: ca}, "SYSLOG_CLIENT_CERT_SECRET_ARN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sm := &lambdaiotest.UnansweredSecrets{Values: tt.answered}
+			_, err := configure(context.Background(), func(k string) string { return env[k] }, sm)
+			end := time.Now()
+			if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), tt.setting) {
+				t.Fatalf("err = %v, want the deadline, naming %s", err, tt.setting)
+			}
+			for _, secret := range []string{caARN, clientARN, ca} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("err = %v: names the setting's value", err)
+				}
+			}
+			if lambdaio.KeyReadTimeout > lambdaiotest.LambdaInitLimit/2 {
+				t.Errorf("KeyReadTimeout %v, want at most half of Lambda's %v init", lambdaio.KeyReadTimeout, lambdaiotest.LambdaInitLimit)
+			}
+			dls := sm.Deadlines()
+			for i, dl := range dls {
+				if dl.IsZero() || dl.After(end.Add(lambdaio.KeyReadTimeout)) || !dl.Equal(dls[0]) {
+					t.Errorf("read %d given until %v from now, want all the reads within one KeyReadTimeout (%v): %v", i+1, dl.Sub(end), lambdaio.KeyReadTimeout, dls)
+				}
 			}
 		})
 	}

@@ -41,12 +41,8 @@ func main() {
 	lambda.Start(h.Handle)
 }
 
-// secretGetter is the part of the Secrets Manager client the function uses.
-type secretGetter interface {
-	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
-}
-
-// newHandler reads the configuration and the secrets once, at cold start.
+// newHandler reads the configuration and the secrets once, at cold start,
+// the secrets within lambdaio.KeyReadTimeout.
 func newHandler(ctx context.Context, getenv func(string) string) (*handler, error) {
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -55,7 +51,7 @@ func newHandler(ctx context.Context, getenv func(string) string) (*handler, erro
 	return configure(ctx, getenv, secretsmanager.NewFromConfig(awsCfg))
 }
 
-func configure(ctx context.Context, getenv func(string) string, sm secretGetter) (*handler, error) {
+func configure(ctx context.Context, getenv func(string) string, sm lambdaio.SecretsAPI) (*handler, error) {
 	host := getenv("SYSLOG_HOST")
 	if host == "" {
 		return nil, fmt.Errorf("auditfeed: SYSLOG_HOST is required")
@@ -68,32 +64,18 @@ func configure(ctx context.Context, getenv func(string) string, sm secretGetter)
 		}
 		port = n
 	}
-	secret := func(name string) ([]byte, error) {
-		arn := getenv(name)
-		if arn == "" {
-			return nil, nil
-		}
-		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &arn})
-		if err != nil {
-			return nil, fmt.Errorf("auditfeed: %s: %w", name, err)
-		}
-		if out.SecretString == nil {
-			return nil, fmt.Errorf("auditfeed: %s: the secret holds no text (want PEM)", name)
-		}
-		return []byte(*out.SecretString), nil
-	}
 	if getenv("SYSLOG_CA_SECRET_ARN") == "" {
 		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN is required")
 	}
-	ca, err := secret("SYSLOG_CA_SECRET_ARN")
+	// One secret holds both the client certificate and its key (optional:
+	// unset, it reads as none).
+	pems, err := lambdaio.ReadSecrets(ctx, sm,
+		lambdaio.Secret{Setting: "SYSLOG_CA_SECRET_ARN", ARN: getenv("SYSLOG_CA_SECRET_ARN")},
+		lambdaio.Secret{Setting: "SYSLOG_CLIENT_CERT_SECRET_ARN", ARN: getenv("SYSLOG_CLIENT_CERT_SECRET_ARN")})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("auditfeed: %w", err)
 	}
-	// One secret holds both the certificate and its key.
-	client, err := secret("SYSLOG_CLIENT_CERT_SECRET_ARN")
-	if err != nil {
-		return nil, err
-	}
+	ca, client := []byte(pems[0]), []byte(pems[1])
 	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package lambdaio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -217,13 +218,46 @@ type SecretsAPI interface {
 	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
 }
 
-// KeyReadTimeout bounds the read of the log-name key at cold start, the
-// SDK's retries included: well inside Lambda's 10 s init, so that a
-// Secrets Manager that does not answer (its endpoint, a security group)
-// fails the start with the function's wiring line, naming the secret's
-// variable, instead of an init timed out with no line, tried again inside
-// the invocation until its own timeout.
+// KeyReadTimeout bounds a function's reads of its secrets at cold start
+// (ReadSecrets: the log-name key, the audit feed's CA and client
+// certificate), all of them together, the SDK's retries included: well
+// inside Lambda's 10 s init, so that a Secrets Manager that does not
+// answer (its endpoint, a security group) fails the start with the
+// function's wiring or configuration line, naming the secret's variable,
+// instead of an init timed out with no line, tried again inside the
+// invocation until its own timeout.
 const KeyReadTimeout = 5 * time.Second
+
+// Secret is a secret a function reads at cold start: Setting is the
+// environment variable that names it, ARN that variable's value.
+type Secret struct{ Setting, ARN string }
+
+// ReadSecrets reads the secrets' strings, in order, all within
+// KeyReadTimeout; a secret with no ARN (an optional setting left unset)
+// reads as "". An error names the secret's Setting, never its ARN or its
+// value.
+func ReadSecrets(ctx context.Context, sm SecretsAPI, secrets ...Secret) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, KeyReadTimeout)
+	defer cancel()
+	out := make([]string, len(secrets))
+	for i, s := range secrets {
+		if s.ARN == "" {
+			continue
+		}
+		v, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &s.ARN})
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("%s: no answer from Secrets Manager within %v: %w", s.Setting, KeyReadTimeout, err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Setting, err)
+		}
+		if v.SecretString == nil {
+			return nil, fmt.Errorf("%s: the secret holds no string", s.Setting)
+		}
+		out[i] = *v.SecretString
+	}
+	return out, nil
+}
 
 // loadNames returns the Namer of the deployment's log-name key, read once
 // at init, within KeyReadTimeout. Without a key it returns nil (a key
@@ -232,16 +266,11 @@ const KeyReadTimeout = 5 * time.Second
 func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (*logname.Namer, error) {
 	key := c.LogKey
 	if key == "" && c.LogKeySecretARN != "" {
-		ctx, cancel := context.WithTimeout(ctx, KeyReadTimeout)
-		defer cancel()
-		out, err := sm.GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: &c.LogKeySecretARN})
+		v, err := ReadSecrets(ctx, sm, Secret{logname.SecretARNEnv, c.LogKeySecretARN})
 		if err != nil {
-			return nil, fmt.Errorf("lambdaio: %s: %w", logname.SecretARNEnv, err)
+			return nil, fmt.Errorf("lambdaio: %w", err)
 		}
-		if out.SecretString == nil {
-			return nil, fmt.Errorf("lambdaio: %s: the secret holds no string", logname.SecretARNEnv)
-		}
-		key = *out.SecretString
+		key = v[0]
 	}
 	if key == "" {
 		log.Warn("no log-name key configured: object names in logs hold only within this execution environment",

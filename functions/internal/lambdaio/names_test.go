@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 )
 
@@ -87,38 +87,22 @@ func TestConfigFromEnvLogKey(t *testing.T) {
 	}
 }
 
-// unansweredSecrets is a Secrets Manager that never answers (an endpoint
-// that accepts and stalls, a security group that drops the packets): the
-// call ends only with its context, which it reports ended as a stalled
-// call's would, or, with no deadline, would have waited for ever.
-type unansweredSecrets struct{ deadline time.Duration }
-
-func (f *unansweredSecrets) GetSecretValue(ctx context.Context, _ *secretsmanager.GetSecretValueInput, _ ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
-	dl, ok := ctx.Deadline()
-	if !ok {
-		return nil, errors.New("called without a deadline: it would wait past Lambda's init")
-	}
-	f.deadline = time.Until(dl)
-	return nil, fmt.Errorf("operation error Secrets Manager: GetSecretValue: %w", context.DeadlineExceeded)
-}
-
 // TestLoadNamesGivesUpBeforeLambdasInit: the key's read at cold start is
 // bounded well inside Lambda's 10 s init, so a Secrets Manager that does
 // not answer fails the start with the wiring line naming the secret's
 // variable, rather than an init timed out with no line (and, retried in
 // the invocation, its whole timeout spent waiting).
 func TestLoadNamesGivesUpBeforeLambdasInit(t *testing.T) {
-	sm := &unansweredSecrets{}
+	sm := &lambdaiotest.UnansweredSecrets{}
 	_, err := loadNames(context.Background(), sm, Config{LogKeySecretARN: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:LogNameKey-AbCdEf"},
 		slog.New(slog.DiscardHandler))
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), logname.SecretARNEnv) {
 		t.Fatalf("err = %v, want the secret's variable and the deadline", err)
 	}
-	if sm.deadline <= 0 || sm.deadline > KeyReadTimeout || KeyReadTimeout > lambdaInitLimit/2 {
-		t.Errorf("read given %v (KeyReadTimeout %v), want at most %v, at most half of Lambda's %v init", sm.deadline, KeyReadTimeout, KeyReadTimeout, lambdaInitLimit)
+	if KeyReadTimeout > lambdaiotest.LambdaInitLimit/2 {
+		t.Errorf("KeyReadTimeout %v, want at most half of Lambda's %v init", KeyReadTimeout, lambdaiotest.LambdaInitLimit)
+	}
+	if dls := sm.Deadlines(); len(dls) != 1 || dls[0].IsZero() || dls[0].After(time.Now().Add(KeyReadTimeout)) {
+		t.Errorf("reads given until %v, want one within KeyReadTimeout (%v)", dls, KeyReadTimeout)
 	}
 }
-
-// lambdaInitLimit is how long Lambda lets a function's init run before it
-// times it out (and tries it again inside the first invocation).
-const lambdaInitLimit = 10 * time.Second
