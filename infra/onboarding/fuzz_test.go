@@ -126,3 +126,30 @@ func FuzzParseNLBAddresses(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSplitList: whatever an output or a flag holds, SplitList neither
+// panics nor gives an empty entry or one holding a separator, and refuses
+// a list with an empty entry beside others.
+func FuzzSplitList(f *testing.F) {
+	for _, s := range []string{"arnA arnB", "arnA,", ",", " , ", "a, b\n", "a,,b", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := SplitList("X", s)
+		if err != nil {
+			return
+		}
+		for _, e := range got {
+			if e == "" || strings.ContainsAny(e, ", \t\n") {
+				t.Fatalf("SplitList(%q) = %q: entry %q", s, got, e)
+			}
+		}
+		if len(got) != 0 {
+			for _, p := range strings.Split(s, ",") {
+				if len(strings.Fields(p)) == 0 {
+					t.Fatalf("SplitList(%q) = %q, want an error for the empty entry", s, got)
+				}
+			}
+		}
+	})
+}

@@ -302,7 +302,11 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	var arns []string
 	for _, key := range []string{OutVPNPSK + site.Name, OutPSKSecretARN + site.Name} {
 		if v, ok := first(key); ok {
-			arns, k.PSKOutput = splitList(v), key
+			k.PSKOutput = key
+			var err error
+			if arns, err = SplitList(key, v); err != nil {
+				errs = append(errs, fmt.Errorf("%w (one tunnel's secret missing)", err))
+			}
 			break
 		}
 	}
@@ -326,7 +330,10 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 	k.RemoteIPs = opts.RemoteIPs
 	if len(k.RemoteIPs) == 0 {
 		if v, ok := first(OutNLBAddresses); ok {
-			k.RemoteIPs = splitList(v)
+			var err error
+			if k.RemoteIPs, err = SplitList(OutNLBAddresses, v); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	k.RemoteDNS, _ = first(OutNLBDNSName)
@@ -336,7 +343,10 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		k.RemoteIP = k.RemoteIPs[0]
 	}
 	if v, ok := first(OutVpcCIDR); ok {
-		k.CloudCIDRs = splitList(v)
+		var err error
+		if k.CloudCIDRs, err = SplitList(OutVpcCIDR, v); err != nil {
+			errs = append(errs, err)
+		}
 	} else if env.VpcCIDR != "" {
 		k.CloudCIDRs = []string{env.VpcCIDR}
 	} else {
@@ -516,8 +526,28 @@ func validName(s string) bool {
 	return true
 }
 
-func splitList(s string) []string {
-	return strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+// SplitList reads a list of an output or a flag, named name in its error:
+// entries separated by commas or white space (a comma and spaces after it
+// separate one pair). Separators alone are the empty list (it names
+// nothing). An empty entry beside others (a comma with nothing but white
+// space before or after it) is an error: it is one entry missing, and
+// read as the shorter list it could be taken for another form of the
+// list ("arnA," for the one secret both tunnels share).
+func SplitList(name, s string) ([]string, error) {
+	parts := strings.Split(s, ",")
+	var out []string
+	empty := -1 // the first empty entry's index
+	for i, p := range parts {
+		f := strings.Fields(p)
+		if len(f) == 0 && empty < 0 {
+			empty = i
+		}
+		out = append(out, f...)
+	}
+	if len(out) != 0 && empty >= 0 {
+		return nil, fmt.Errorf("%w: %s %q: entry %d of %d is empty", ErrInvalidConfig, name, s, empty+1, len(parts))
+	}
+	return out, nil
 }
 
 // EchoSCUArgs is the DCMTK echoscu command line (program name first) that

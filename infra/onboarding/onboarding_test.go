@@ -1253,3 +1253,68 @@ func withOutput(outs Outputs, key, value string) Outputs {
 	o.byNorm[normKey(key)] = output{stack: "test", key: key, value: value}
 	return o
 }
+
+// TestSplitList: a list of the outputs and the flags is comma-, space- or
+// line-separated, separators alone name nothing, and an empty entry beside
+// others is an error naming where the list came from: "arnA," read as the
+// one secret both tunnels share (the output's format for it), so the
+// second tunnel's secret, missing, went unnoticed into the kit.
+func TestSplitList(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr string
+	}{
+		{"arnA arnB", []string{"arnA", "arnB"}, ""},
+		{"arnA", []string{"arnA"}, ""},
+		{"10.0.0.1,10.0.0.2", []string{"10.0.0.1", "10.0.0.2"}, ""},
+		{"10.0.0.1, 10.0.0.2\n", []string{"10.0.0.1", "10.0.0.2"}, ""},
+		{" a\tb\nc ", []string{"a", "b", "c"}, ""},
+		{"", nil, ""},
+		{"arnA,", nil, `VpnPsksite "arnA,": entry 2 of 2 is empty`},
+		{",arnB", nil, `VpnPsksite ",arnB": entry 1 of 2 is empty`},
+		{"a,,b", nil, "entry 2 of 3 is empty"},
+		{"a, ,b", nil, "entry 2 of 3 is empty"},
+		{"a ,\n", nil, "entry 2 of 2 is empty"},
+		{"a b,", nil, "entry 2 of 2 is empty"},
+		{",", nil, ""},
+		{" , ", nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := SplitList(OutVPNPSK+"site", tt.in)
+			if tt.wantErr != "" {
+				if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("SplitList(%q) = %q, %v; want an error with %q", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("SplitList(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+// TestBuildRefusesAMissingTunnelSecret: an output listing one tunnel's
+// secret and an empty entry for the other fails the kit, naming the
+// output, instead of giving both tunnels the first secret.
+func TestBuildRefusesAMissingTunnelSecret(t *testing.T) {
+	env, _ := loadExample(t)
+	for _, key := range []string{OutVPNPSK, OutPSKSecretARN} {
+		t.Run(key, func(t *testing.T) {
+			outs, err := ParseOutputs(strings.NewReader(`{"S": {"NlbAddresses": "10.20.1.10", "VpnConnectionIdBgpClinic": "vpn-1",
+				"Tunnel1AddressBgpClinic": "52.16.0.33", "Tunnel2AddressBgpClinic": "54.72.0.44", "` + key + `BgpClinic": "arn:aws:secretsmanager:eu-west-1:1:secret:x,"}}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := Build(env, "bgp-clinic", outs, Options{})
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), key+"bgp-clinic") || !strings.Contains(err.Error(), "entry 2 of 2 is empty") {
+				t.Fatalf("Build = %+v, %v; want an error naming %sbgp-clinic's empty entry", k, err, key)
+			}
+		})
+	}
+}

@@ -184,7 +184,7 @@ func runWith(ctx context.Context, args []string, stdout, stderr io.Writer, d dep
 // the AWS CLI.
 func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvConfig, site string, outs onboarding.Outputs, aws awsRunner, stderr io.Writer) ([]string, error) {
 	if lab != "" {
-		return strings.Split(lab, ","), nil
+		return onboarding.SplitList("-lab-endpoints", lab)
 	}
 	if _, ok := outs.Lookup(onboarding.OutTunnel1Address + site); ok && file == "" {
 		return nil, nil // Build reads them from the outputs
@@ -219,7 +219,7 @@ func tunnelEndpoints(ctx context.Context, lab, file string, cfg onboarding.EnvCo
 // outputs carry them), or the AWS CLI via the NLB's interfaces.
 func nlbIPs(ctx context.Context, flagValue string, cfg onboarding.EnvConfig, outs onboarding.Outputs, aws awsRunner, stderr io.Writer) ([]string, error) {
 	if flagValue != "" {
-		return strings.Split(flagValue, ","), nil
+		return onboarding.SplitList("-nlb-addresses", flagValue)
 	}
 	if _, ok := outs.Lookup(onboarding.OutNLBAddresses); ok {
 		return nil, nil

@@ -54,6 +54,9 @@ func TestRun(t *testing.T) {
 		{name: "AWS CLI disabled", noFiles: true, cli: fakeCLI(t), args: []string{"-aws-cli=false"}, wantErr: "describe-vpn-connections"},
 		{name: "AWS CLI fails", noFiles: true, cli: func(context.Context, ...string) ([]byte, error) { return nil, errors.New("ExpiredToken") }, wantErr: "ExpiredToken"},
 		{name: "lab endpoints", args: []string{"-lab-endpoints", "192.168.250.2,192.168.250.3"}, wantFiles: []string{"README.md", "swanctl.conf", "swanctl-secrets.conf", "verify.sh", "xfrm-interfaces.sh", "conformance.md"}},
+		// An empty entry is one address missing, not a list of one.
+		{name: "lab endpoint missing", args: []string{"-lab-endpoints", "192.168.250.2,"}, wantErr: `-lab-endpoints "192.168.250.2,": entry 2 of 2 is empty`},
+		{name: "NLB address missing", args: []string{"-nlb-addresses", ",10.20.2.10"}, wantErr: `-nlb-addresses ",10.20.2.10": entry 1 of 2 is empty`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
