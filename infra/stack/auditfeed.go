@@ -136,7 +136,7 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	}))
 	grantKeyVia(fn, key, "dynamodb", "kms:Decrypt")
 
-	out.Unsendable = logLineMetric(self, "UnsendableFilter", fn.LogGroup(), c.Name, auditfeed.UnsendableLog, MetricAuditFeedUnsendable)
+	out.Unsendable = logLineMetric(self, "UnsendableFilter", fn.LogGroup(), c.Name, MetricAuditFeedUnsendable, auditfeed.UnsendableLog)
 	return out
 }
 

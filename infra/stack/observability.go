@@ -223,6 +223,14 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	alarm("AnnouncementPanicked", p.AnnouncePanics, 0, gt, 1,
 		"A study's announcement panicked (a bug; the study is deferred, its events late): report the logged stack (docs/operations/alarms.md)")
 
+	// A bug: a function recovered a panic, in any function (its log
+	// group's filter counts its handler's line). A queue's message that
+	// panicked fails alone, no invocation error: until now only its DLQ
+	// told, after its retries; a scheduled run's went to its schedule's
+	// DLQ, the audit feed's batch back to its stream.
+	alarm("FunctionPanicked", p.FunctionPanics, 0, gt, 1,
+		"A function recovered a panic (a bug: a message or a feed's batch failed, a scheduled run failed): report the logged stack (docs/operations/alarms.md)")
+
 	var feedMetrics []awscloudwatch.IMetric
 	if p.AuditFeed != nil {
 		feedMetrics = p.AuditFeed.alarms(alarm)
@@ -262,7 +270,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// driver ships after the process ends.
 	alarm("ScpAuditRecordsLost", ScpMetric(c.Name, MetricAuditRecordsLost, "Sum", minute), 0, gt, 1,
 		"scp-task lost association audit records (never written to audit/): a compliance event (docs/operations/alarms.md)")
-	alarm("ScpAuditRecordLostLogged", logLineMetric(self, "ScpAuditRecordLostFilter", ing.LogGroup, c.Name, associationaudit.LostLog, MetricAuditRecordLostLogLines), 0, gt, 1,
+	alarm("ScpAuditRecordLostLogged", logLineMetric(self, "ScpAuditRecordLostFilter", ing.LogGroup, c.Name, MetricAuditRecordLostLogLines, associationaudit.LostLog), 0, gt, 1,
 		"scp-task logged an audit record lost (never written to audit/), at its exit or while running: a compliance event (docs/operations/alarms.md)")
 	// Scale-in protection lasts 15 minutes past its last renewal: failing
 	// that long, a busy task may be stopped by a scale-in or deployment.
@@ -305,7 +313,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	// dies again before that scrape.
 	alarm("ScpUncleanStop", ScpMetric(c.Name, MetricAuditUncleanStops, "Sum", minute), 0, gt, 1,
 		"An scp-task run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event; the record of the task that found it (a start's unclean-stop, a running task's unclean-stop-found) names the run and the range (docs/operations/alarms.md)")
-	alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, associationaudit.UncleanStopLog, MetricAuditUncleanStopLogLines), 0, gt, 1,
+	alarm("ScpUncleanStopLogged", logLineMetric(self, "ScpUncleanStopFilter", ing.LogGroup, c.Name, MetricAuditUncleanStopLogLines, associationaudit.UncleanStopLog), 0, gt, 1,
 		"scp-task logged that a previous run stopped uncleanly (killed, crashed): audit records it had not written are lost, a compliance event (docs/operations/alarms.md)")
 
 	var stagingWidgets []awscloudwatch.IWidget

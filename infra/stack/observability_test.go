@@ -15,6 +15,7 @@ import (
 	"github.com/aws/constructs-go/constructs/v10"
 	"github.com/aws/jsii-runtime-go"
 	"github.com/dicom-ingest/dicom-ingest/infra/access"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -301,6 +302,73 @@ func TestAnnouncePanicAlarmed(t *testing.T) {
 			})
 		})
 	})
+}
+
+// TestFunctionPanicsAlarmed: a panic a function recovered (a bug) is
+// counted from every function's log group, by the line its handler logs
+// (pipeline.MessagePanicLog for a queue's message, ScheduledPanicLog for a
+// scheduled run; the audit feed's auditfeed.PanicLog), and alarmed. They
+// were logged, and only the dead-letter queues and the Errors alarms saw
+// them, late or not at all: a message that panicked fails alone, no
+// invocation error, and waits out its retries before its DLQ sounds.
+func TestFunctionPanicsAlarmed(t *testing.T) {
+	lambdaLines := []string{pipeline.MessagePanicLog, pipeline.ScheduledPanicLog}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		want := map[string][]string{} // function → the lines its log group's filter must count
+		for _, name := range FunctionNames {
+			want[name] = lambdaLines
+		}
+		if s.stack.Pipeline.AuditFeed != nil {
+			want[FnAuditFeed] = []string{auditfeed.PanicLog}
+		}
+		patterns := map[string]string{} // log group logical id → pattern of a filter publishing the metric
+		for id, f := range s.resources("AWS::Logs::MetricFilter") {
+			p := props(f)
+			for _, tr := range asAnySlice(p["MetricTransformations"]) {
+				mt := tr.(map[string]any)
+				if mt["MetricName"] != MetricFunctionPanics {
+					continue
+				}
+				if mt["MetricNamespace"] != MetricsNamespace || mt["MetricValue"] != "1" {
+					t.Errorf("filter %s publishes %s", id, js(mt))
+				}
+				patterns[refID(p["LogGroupName"])], _ = p["FilterPattern"].(string)
+			}
+		}
+		for name, lines := range want {
+			fn := s.stack.Pipeline.Functions[name]
+			if name == FnAuditFeed {
+				fn = s.stack.Pipeline.AuditFeed.Function
+			}
+			lg := s.stack.logicalID(fn.LogGroup())
+			if got, want := patterns[lg], messagePattern(lines...); got != want {
+				t.Errorf("the %s function's log group %s: filter pattern %q, want %q", name, lg, got, want)
+			}
+		}
+		if len(patterns) != len(want) {
+			t.Errorf("%d log groups counted, want %d (the functions'): %v", len(patterns), len(want), patterns)
+		}
+		s.check(t, func(tpl assertions.Template) {
+			tpl.HasResourceProperties(jsii.String("AWS::CloudWatch::Alarm"), map[string]any{
+				"MetricName": MetricFunctionPanics, "Namespace": MetricsNamespace, "Threshold": 0, "Statistic": "Sum",
+				"ComparisonOperator": "GreaterThanThreshold", "TreatMissingData": "notBreaching", "EvaluationPeriods": 1,
+				"Dimensions": []any{map[string]any{"Name": "Environment", "Value": s.cfg.Name}},
+			})
+		})
+	})
+}
+
+// messagePattern is the CloudWatch Logs filter pattern of a JSON line
+// whose message is one of msgs.
+func messagePattern(msgs ...string) string {
+	if len(msgs) == 1 {
+		return `{ $.msg = "` + msgs[0] + `" }`
+	}
+	terms := make([]string, len(msgs))
+	for i, m := range msgs {
+		terms[i] = `($.msg = "` + m + `")`
+	}
+	return "{ " + strings.Join(terms, " || ") + " }"
 }
 
 // alarmedMetrics are the names of the metrics the stack's alarms watch.

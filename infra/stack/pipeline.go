@@ -26,6 +26,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -52,6 +53,22 @@ var FunctionNames = []string{FnValidate, FnAudit, FnNotify, FnCommitment}
 // on (the commitment function's log line, by metric filter), in
 // MetricsNamespace with the dimension Environment.
 const MetricCommitmentUndeliverable = "CommitmentReportsUndeliverable"
+
+// MetricFunctionPanics counts the panics (bugs) the functions recovered:
+// every function's log group's lines of them (panicLogs), by metric filter,
+// in MetricsNamespace with the dimension Environment.
+const MetricFunctionPanics = "FunctionPanics"
+
+// panicLogs are the lines a function logs for a panic it recovered, with
+// the stack: its handler's (functions/internal/lambdaio) for a queue's
+// message and for a scheduled run, whichever the function has; the audit
+// feed's own.
+func panicLogs(function string) []string {
+	if function == FnAuditFeed {
+		return []string{auditfeed.PanicLog}
+	}
+	return []string{pipeline.MessagePanicLog, pipeline.ScheduledPanicLog}
+}
 
 // MetricAnnouncePanics counts studies whose announcement panicked (a bug:
 // the notify and commitment functions' log line pipeline.AnnouncePanicLog,
@@ -91,7 +108,10 @@ type Pipeline struct {
 	CommitmentUndeliverable awscloudwatch.Metric
 	// AnnouncePanics counts studies whose announcement panicked, in
 	// notify's runs and commitment's.
-	AnnouncePanics  awscloudwatch.Metric
+	AnnouncePanics awscloudwatch.Metric
+	// FunctionPanics counts the panics every function recovered (its
+	// messages', its runs', the audit feed's batches').
+	FunctionPanics  awscloudwatch.Metric
 	AuditTable      awsdynamodb.Table
 	IndexTable      awsdynamodb.Table
 	Bus             awsevents.EventBus
@@ -378,6 +398,10 @@ func NewPipeline(scope constructs.Construct, id string, props *PipelineProps) *P
 			Retention:     retention(c.LogRetentionDays),
 			RemovalPolicy: awscdk.RemovalPolicy_RETAIN,
 		})
+		// A panic the function recovered is a bug: a message failed alone
+		// (no invocation error; its DLQ sounds only after its retries), a
+		// run failed, a feed's batch failed or a record was skipped.
+		out.FunctionPanics = logLineMetric(self, name+"PanicFilter", logs, c.Name, MetricFunctionPanics, panicLogs(name)...)
 		fn := awslambda.NewFunction(self, jsii.String(name+"Fn"), &awslambda.FunctionProps{
 			Description:                  jsii.String("dicom-ingest " + name),
 			Runtime:                      awslambda.Runtime_PROVIDED_AL2023(),
@@ -553,29 +577,37 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	everyMinute(self, "CommitmentSchedule", "move Storage Commitment transactions on: instances in flight, report retries", fn, out.CommitmentScheduleDlq, props.Storage.Key)
 
 	// The alarm's signal: the function logs each result it gives up on.
-	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, pipeline.UndeliverableLog, MetricCommitmentUndeliverable)
+	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, MetricCommitmentUndeliverable, pipeline.UndeliverableLog)
 
 	// A study's announcement that panicked (a bug it meets) fails that
 	// study alone and is logged with its log name and the stack: notify
 	// announces quiet studies, commitment the studies a request completes,
 	// so both log groups feed the one metric.
 	for _, name := range []string{FnNotify, FnCommitment} {
-		out.AnnouncePanics = logLineMetric(self, name+"AnnouncePanicFilter", out.Functions[name].LogGroup(), c.Name, pipeline.AnnouncePanicLog, MetricAnnouncePanics)
+		out.AnnouncePanics = logLineMetric(self, name+"AnnouncePanicFilter", out.Functions[name].LogGroup(), c.Name, MetricAnnouncePanics, pipeline.AnnouncePanicLog)
 	}
 }
 
-// logLineMetric counts the lines of a log group whose message is msg as the
-// metric name in MetricsNamespace, with the dimension Environment taken from
-// the line (lambdaio.Logger, and scp-task with ENVIRONMENT, write it on
-// every line), and returns that
+// logLineMetric counts the lines of a log group whose message is one of
+// msgs as the metric name in MetricsNamespace (one filter), with the
+// dimension Environment taken from the line (lambdaio.Logger, and scp-task
+// with ENVIRONMENT, write it on every line), and returns that
 // metric for environment env as an alarm must name it: with the dimension,
 // or the alarm watches a metric nothing publishes. A filter with dimensions
 // takes no default value, and a dimension's value must be a field of the
 // line, so the metric has data only where such a line was logged.
-func logLineMetric(scope constructs.Construct, id string, logGroup awslogs.ILogGroup, env, msg, name string) awscloudwatch.Metric {
+func logLineMetric(scope constructs.Construct, id string, logGroup awslogs.ILogGroup, env, name string, msgs ...string) awscloudwatch.Metric {
+	terms := make([]awslogs.JsonPattern, len(msgs))
+	for i, msg := range msgs {
+		terms[i] = awslogs.FilterPattern_StringValue(jsii.String("$."+slog.MessageKey), jsii.String("="), jsii.String(msg))
+	}
+	pattern := terms[0]
+	if len(terms) > 1 {
+		pattern = awslogs.FilterPattern_Any(terms...)
+	}
 	filter := awslogs.NewMetricFilter(scope, jsii.String(id), &awslogs.MetricFilterProps{
 		LogGroup:        logGroup,
-		FilterPattern:   awslogs.FilterPattern_StringValue(jsii.String("$."+slog.MessageKey), jsii.String("="), jsii.String(msg)),
+		FilterPattern:   pattern,
 		MetricNamespace: jsii.String(MetricsNamespace),
 		MetricName:      jsii.String(name),
 		MetricValue:     jsii.String("1"),

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // ObjectHandler handles SQS messages carrying S3 ObjectCreated
@@ -104,15 +105,17 @@ func (h *ObjectHandler) Handle(ctx context.Context, ev events.SQSEvent) (events.
 	return resp, nil
 }
 
-// PanicLog is the log message of an SQS message whose handling panicked.
-const PanicLog = "message handling panicked: a bug; the message fails alone"
+// PanicLog is the log message of an SQS message whose handling panicked
+// (pipeline.MessagePanicLog, which the stack's metric filter counts).
+const PanicLog = pipeline.MessagePanicLog
 
 // ScheduledPanicLog is the log message of a scheduled run (notify's
 // announce, commitment's moving transactions on) that panicked: it fails
 // as a run that returned an error does. Unrecovered, the panic reached
 // the Lambda library, which logged its value (a UID, an object's key) and
-// ended the process.
-const ScheduledPanicLog = "scheduled run panicked: a bug; the run fails"
+// ended the process. It is pipeline.ScheduledPanicLog, which the stack's
+// metric filter counts.
+const ScheduledPanicLog = pipeline.ScheduledPanicLog
 
 // ShortOfDeadline is ctx ending a reserve before the invocation's
 // deadline (ctx as it is when it has none): a tenth of the time left,
