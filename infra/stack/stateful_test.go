@@ -16,6 +16,8 @@ import (
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/constructs-go/constructs/v10"
+
+	"github.com/dicom-ingest/dicom-ingest/infra/config"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/stateful-resources.json from the synthesized example environments")
@@ -225,6 +227,68 @@ func TestStatefulResourcesStable(t *testing.T) {
 	for _, env := range envs {
 		for _, p := range upgradeProblems(want[env], got[env]) {
 			t.Errorf("%s: %s", env, p)
+		}
+	}
+}
+
+// allOptionalFeatures is prod (which has most optional features: DICOM
+// TLS, the audit feed, staging with backups, a locked backup vault, Object
+// Lock, the client VPN, Storage Commitment) with every other one on too:
+// keys of its own for the TLS and feed secrets, a client CRL, the feed's
+// client certificate, backup copies to another vault, a lock changeable
+// for a while, every site's PACS. The plain listener is off, as only
+// this variant has it.
+func allOptionalFeatures() func() (*config.Config, error) {
+	return variant("prod", "allon", func(c *config.Config) {
+		off := false
+		c.Dicom.TLS.PlainListener = &off
+		c.Dicom.TLS.SecretKmsKeyArn = tlsOnlySecretKey
+		c.Dicom.TLS.ClientCrlPEM = "-----BEGIN X509 CRL-----\n(as Load reads it)\n-----END X509 CRL-----\n"
+		c.Pipeline.BackupCopy = &config.BackupCopy{VaultArn: "arn:aws:backup:eu-central-1:210987654321:backup-vault:dicom-ingest-copies"}
+		c.Pipeline.BackupVaultLock.ChangeableForDays = new(3)
+		c.Audit.Syslog.ClientCertificateSecretArn = "arn:aws:secretsmanager:eu-west-1:222222222222:secret:dicom-ingest/siem-client-d4E5f6"
+		c.Audit.Syslog.SecretKmsKeyArn = "arn:aws:kms:eu-west-1:222222222222:key/abcd1234-12ab-34cd-56ef-1234567890ab"
+		for i := range c.Sites {
+			c.Sites[i].QuarantinedCommitted = true
+			if c.Sites[i].Name == "northside" { // the one without
+				c.Sites[i].Pacs = &config.Pacs{Host: "172.20.4.20", Port: 104}
+			}
+		}
+	})
+}
+
+// TestOptionalStatefulResourcesPinned: the golden pins the example
+// environments' stateful resources, and a stateful resource only an
+// optional feature they leave off creates would be pinned nowhere, its
+// replacement by an upgrade unseen. With every optional feature on, each
+// stateful resource is one the golden pins (the same logical id, type and
+// construct path in dev or prod) and is retained as TestStatefulResourcesStable
+// requires. None is missing; a feature that adds one fails here until an
+// example environment has it.
+func TestOptionalStatefulResourcesPinned(t *testing.T) {
+	b, err := os.ReadFile(statefulGolden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var golden map[string]map[string]statefulResource
+	if err := json.Unmarshal(b, &golden); err != nil {
+		t.Fatalf("%s: %v", statefulGolden, err)
+	}
+	got := synthEnv(t, "allon", allOptionalFeatures()).statefulResources()
+	for _, id := range slices.Sorted(maps.Keys(got)) {
+		r := got[id]
+		pinned := false
+		for _, env := range envs {
+			if w, ok := golden[env][id]; ok && w.Type == r.Type && w.Path == r.Path {
+				pinned = true
+			}
+		}
+		if !pinned {
+			t.Errorf("%s %s (%s), created with an optional feature on, is pinned by no example environment in %s: turn the feature on in infra/config/dev.json or prod.json and regenerate with `%s`",
+				statefulKinds[r.Type].noun, id, r.Path, statefulGolden, regenerate)
+		}
+		if !statefulKinds[r.Type].notRetained && (r.DeletionPolicy != "Retain" || r.UpdateReplacePolicy != "Retain") {
+			t.Errorf("%s %s (%s): DeletionPolicy %q, UpdateReplacePolicy %q; want both Retain", statefulKinds[r.Type].noun, id, r.Path, r.DeletionPolicy, r.UpdateReplacePolicy)
 		}
 	}
 }
