@@ -208,7 +208,30 @@ func CheckKey(c *x509.Certificate) error {
 // issued with cA=TRUE, or the CA itself, was accepted, and so were the
 // other two. Its error names the certificate within bounds (NameOf), as
 // the refusals below do.
+//
+// Every refusal is an ErrNotClientCertificate (errors.Is), which its text
+// does not repeat.
 func CheckClientLeaf(cs tls.ConnectionState) error {
+	if err := checkClientLeaf(cs); err != nil {
+		return notClientCertificate{err}
+	}
+	return nil
+}
+
+// ErrNotClientCertificate is in every refusal of CheckClientLeaf: the
+// certificate is not one a client may authenticate with (a CA's, one that
+// cannot sign, of a weak key, issued below the bundle's CAs). A failed
+// handshake is counted under its reason by it (dicomnet.HandshakeFailureReason).
+var ErrNotClientCertificate = errors.New("tlstrust: not a certificate a client may authenticate with")
+
+// notClientCertificate is a refusal of CheckClientLeaf: its text, and
+// ErrNotClientCertificate for errors.Is.
+type notClientCertificate struct{ err error }
+
+func (e notClientCertificate) Error() string   { return e.err.Error() }
+func (e notClientCertificate) Unwrap() []error { return []error{e.err, ErrNotClientCertificate} }
+
+func checkClientLeaf(cs tls.ConnectionState) error {
 	if len(cs.PeerCertificates) == 0 {
 		return nil // none is the handshake's own refusal
 	}
@@ -232,14 +255,18 @@ func CheckClientLeaf(cs tls.ConnectionState) error {
 	return nil
 }
 
+// ErrRevoked is in Check's refusal (errors.Is): a certificate of the
+// client's chain is listed by its CA's CRL.
+var ErrRevoked = errors.New("revoked by its CA's CRL")
+
 // Check fails a handshake whose verified client chain holds a certificate a
 // CRL lists: a tls.Config's VerifyConnection, which runs on every handshake,
-// resumed ones included.
+// resumed ones included. Its refusal is an ErrRevoked.
 func (r Revocations) Check(cs tls.ConnectionState) error {
 	for _, chain := range cs.VerifiedChains {
 		for _, c := range chain {
 			if r[string(c.RawIssuer)][c.SerialNumber.String()] {
-				return fmt.Errorf("tlstrust: certificate %s is revoked by its CA's CRL", NameOf(c))
+				return fmt.Errorf("tlstrust: certificate %s is %w", NameOf(c), ErrRevoked)
 			}
 		}
 	}

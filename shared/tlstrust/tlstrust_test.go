@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"strings"
@@ -80,8 +81,9 @@ func TestCRLs(t *testing.T) {
 	}
 	// The serial in hex, as the audit record and the security alert name it.
 	if err := r.Check(state(gone, a)); err == nil || !strings.Contains(err.Error(), `"CN=gone,O=dicom-ingest tests"`) ||
-		!strings.Contains(err.Error(), "(serial "+SerialText(gone.Cert.SerialNumber)+", SHA-256 ") {
-		t.Errorf("revoked: %v", err)
+		!strings.Contains(err.Error(), "(serial "+SerialText(gone.Cert.SerialNumber)+", SHA-256 ") ||
+		!strings.HasSuffix(err.Error(), " is revoked by its CA's CRL") || !errors.Is(err, ErrRevoked) || errors.Is(err, ErrNotClientCertificate) {
+		t.Errorf("revoked: %v, want ErrRevoked in it (the reason a failed handshake is counted under)", err)
 	}
 	if err := r.Check(state(kept, a)); err != nil {
 		t.Errorf("not revoked: %v", err)
@@ -206,8 +208,14 @@ func TestCheckClientLeaf(t *testing.T) {
 	} {
 		leaf := tt.leaf
 		leaf.PublicKey = key.Public() // a key CheckKey passes
-		if err := CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{&leaf}}); (err == nil) != tt.ok {
+		err := CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{&leaf}})
+		if (err == nil) != tt.ok {
 			t.Errorf("%s: %v, want ok %v", tt.name, err, tt.ok)
+		}
+		// Each refusal is one of ErrNotClientCertificate (the reason a failed handshake is counted under), its
+		// text its own.
+		if err != nil && (!errors.Is(err, ErrNotClientCertificate) || errors.Is(err, ErrRevoked) || strings.Contains(err.Error(), ErrNotClientCertificate.Error())) {
+			t.Errorf("%s: %q, want ErrNotClientCertificate in it, not in its text", tt.name, err)
 		}
 	}
 }
@@ -369,8 +377,8 @@ func TestCheckClientLeafKeysAndChains(t *testing.T) {
 			switch {
 			case tt.refusal == "" && err != nil:
 				t.Errorf("refused: %v", err)
-			case tt.refusal != "" && (err == nil || !strings.Contains(err.Error(), tt.refusal)):
-				t.Errorf("CheckClientLeaf = %v, want a refusal saying %q", err, tt.refusal)
+			case tt.refusal != "" && (err == nil || !strings.Contains(err.Error(), tt.refusal) || !errors.Is(err, ErrNotClientCertificate)):
+				t.Errorf("CheckClientLeaf = %v, want a refusal saying %q, of ErrNotClientCertificate", err, tt.refusal)
 			}
 		})
 	}
