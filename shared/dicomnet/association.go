@@ -202,7 +202,8 @@ func (a *association) handshake() bool {
 		// of a flood.
 		return false
 	}
-	a.srv.handshakeLog.log(a.log, slog.LevelWarn, "dicomnet: TLS handshake failed", "err", err)
+	// Its reason, as the metric counts it (HandshakeFailureReason), beside its words.
+	a.srv.handshakeLog.log(a.log, slog.LevelWarn, "dicomnet: TLS handshake failed", "reason", HandshakeFailureReason(err), "err", err)
 	info := a.info
 	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err, PeerCertificates: refusedChain(err)})
 	return false

@@ -11,7 +11,8 @@ import (
 // other than an A-ASSOCIATE-RQ, as fast as it connects: one log line each made hundreds of kilobytes a second of logs. The lines of such failures are limited to
 // logBurst in each logWindow, per kind; those held back are counted (dicom_ingest_tls_handshake_failures_total and
 // dicom_ingest_associations_rejected_total count every one anyway, and the audit trail has them) and the next line
-// let through says how many (suppressed).
+// let through says how many (suppressed). A failed handshake's line carries its reason, the metric's label
+// (HandshakeFailureReason), so the lines let through and the counts by reason tell the same story.
 const (
 	logWindow = 10 * time.Second
 	logBurst  = 10

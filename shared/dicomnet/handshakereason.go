@@ -1,0 +1,115 @@
+package dicomnet
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"net"
+	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
+)
+
+// The reasons a ServeTLS connection's handshake failed, as HandshakeFailureReason names them: the values of the
+// reason label of dicom_ingest_tls_handshake_failures_total and of the "dicomnet: TLS handshake failed" line.
+const (
+	// HandshakeTimeout: the handshake did not end within ARTIM (ErrHandshakeTimeout): a peer silent after
+	// connecting (a port scan, a client stuck before it sends) or too slow.
+	HandshakeTimeout = "timeout"
+	// HandshakeNotTLS: what the peer sent is not a TLS record (plain DICOM, or anything else, on the TLS port).
+	HandshakeNotTLS = "not_tls"
+	// HandshakeNoCertificate: the client presented no certificate where one is required.
+	HandshakeNoCertificate = "no_certificate"
+	// HandshakeExpired: the client's certificate, or a CA of its chain, has expired or is not yet valid.
+	HandshakeExpired = "expired"
+	// HandshakeUnknownCA: the client's certificate does not chain to a CA of the client CA bundle.
+	HandshakeUnknownCA = "unknown_ca"
+	// HandshakeRevoked: a client CRL lists the client's certificate (tlstrust.ErrRevoked).
+	HandshakeRevoked = "revoked"
+	// HandshakeBadCertificate: the client's certificate verified otherwise wrong: not for client authentication
+	// (its extended key usage), a CA's or one that cannot sign, of a weak key, issued below the bundle's CAs
+	// (tlstrust.ErrNotClientCertificate), its signature invalid, or not parsed.
+	HandshakeBadCertificate = "bad_certificate"
+	// HandshakeProtocolVersion: the client offered only TLS versions we do not speak (TLS 1.0, 1.1, SSL).
+	HandshakeProtocolVersion = "protocol_version"
+	// HandshakeCipherMismatch: no cipher suite, key exchange group or signature algorithm in common (a client
+	// outside BCP 195).
+	HandshakeCipherMismatch = "cipher_mismatch"
+	// HandshakePeerAlert: the client ended the handshake with an alert of its own, most often because it does
+	// not trust our server certificate (expired, or not from the CA it was given).
+	HandshakePeerAlert = "peer_alert"
+	// HandshakeOther: anything else (a malformed handshake message, a reset connection); the log line's err says
+	// what.
+	HandshakeOther = "other"
+)
+
+// HandshakeFailureReasons are the values HandshakeFailureReason returns: a small set fixed here, never the
+// error's text or a name the peer chose, so that each can be a label value, and a CloudWatch metric, of its own.
+var HandshakeFailureReasons = []string{
+	HandshakeTimeout, HandshakeNotTLS, HandshakeNoCertificate, HandshakeExpired, HandshakeUnknownCA, HandshakeRevoked,
+	HandshakeBadCertificate, HandshakeProtocolVersion, HandshakeCipherMismatch, HandshakePeerAlert, HandshakeOther,
+}
+
+// handshakeTexts are the failures crypto/tls reports only in words (errors.New, fmt.Errorf, no type), by the
+// start of their text, in the order they are looked for. TestHandshakeFailureReason makes each for real, so a
+// rewording in a Go release fails it.
+var handshakeTexts = []struct{ prefix, reason string }{
+	{"tls: client didn't provide a certificate", HandshakeNoCertificate},
+	{"tls: client offered only unsupported versions", HandshakeProtocolVersion},
+	{"tls: client offered TLS version older than TLS 1.3", HandshakeProtocolVersion},
+	{"tls: client using inappropriate protocol fallback", HandshakeProtocolVersion},
+	{"tls: no cipher suite supported by both", HandshakeCipherMismatch},
+	{"tls: no ECDHE curve supported by both", HandshakeCipherMismatch},
+	{"tls: no key exchanges supported by both", HandshakeCipherMismatch},
+	{"tls: client offered only incompatible point formats", HandshakeCipherMismatch},
+	{"tls: peer doesn't support any of the certificate's signature algorithms", HandshakeCipherMismatch},
+	{"tls: client certificate used with invalid signature algorithm", HandshakeBadCertificate},
+	{"tls: invalid signature by the client certificate", HandshakeBadCertificate},
+	{"tls: failed to parse client certificate", HandshakeBadCertificate},
+	{"tls: client sent certificate containing RSA key larger than", HandshakeBadCertificate},
+	{"tls: client certificate contains an unsupported public key", HandshakeBadCertificate},
+}
+
+// HandshakeFailureReason names why a ServeTLS connection's handshake failed, from its error (that of its
+// EventHandshakeFailed): one of HandshakeFailureReasons, HandshakeOther for an error it does not know (and for
+// nil). It is the one classification of a failed handshake: the log line and the metric both use it. A refusal
+// of our own checks (tlstrust.ErrRevoked, tlstrust.ErrNotClientCertificate, which servertls wraps in a
+// *tls.CertificateVerificationError) is told before crypto/x509's, and revocation first: a revoked certificate is
+// said to be revoked whatever else is wrong with it.
+func HandshakeFailureReason(err error) string {
+	if err == nil {
+		return HandshakeOther
+	}
+	if errors.Is(err, ErrHandshakeTimeout) {
+		return HandshakeTimeout
+	}
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
+		return HandshakeNotTLS
+	}
+	if errors.Is(err, tlstrust.ErrRevoked) {
+		return HandshakeRevoked
+	}
+	if errors.Is(err, tlstrust.ErrNotClientCertificate) {
+		return HandshakeBadCertificate
+	}
+	if ie, ok := errors.AsType[x509.CertificateInvalidError](err); ok && ie.Reason == x509.Expired {
+		return HandshakeExpired
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return HandshakeUnknownCA
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return HandshakeBadCertificate
+	}
+	if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+		// crypto/tls's alert received: "remote error: tls: bad certificate" and the like.
+		return HandshakePeerAlert
+	}
+	msg := err.Error()
+	for _, t := range handshakeTexts {
+		if strings.HasPrefix(msg, t.prefix) {
+			return t.reason
+		}
+	}
+	return HandshakeOther
+}

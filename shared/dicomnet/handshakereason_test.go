@@ -1,0 +1,183 @@
+package dicomnet_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
+)
+
+// TestHandshakeFailureReason: every way a client fails the TLS handshake, made for real against a ServeTLS
+// listener, is told by its reason (HandshakeFailureReason of the event's error), and the handshake's log line
+// carries the same reason: an operator seeing dicom_ingest_tls_handshake_failures_total rise could not tell an
+// expired certificate from an unknown CA, a revoked one, an old TLS version, a silent peer or plain DICOM on the
+// TLS port but by reading every line. crypto/tls says some of them only in words (no certificate, the version,
+// the suites): a Go release that rewords one fails here, not in production as "other".
+func TestHandshakeFailureReason(t *testing.T) {
+	p := newTLSPeers(t)
+	now := time.Now()
+	expired := p.ca.Client(t, testpki.Options{CommonName: "pacs.site-a.example", NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	notYet := p.ca.Client(t, testpki.Options{CommonName: "pacs.site-a.example", NotBefore: now.Add(time.Hour), NotAfter: now.Add(48 * time.Hour)})
+	revoked := p.ca.Client(t, testpki.Options{CommonName: "pacs.site-a.example"})
+	serverAsClient := p.ca.Server(t, testpki.Options{}) // extended key usage serverAuth only
+	revocations, _, err := tlstrust.ParseCRLs(p.ca.CRL(t, now.Add(time.Hour), revoked), []*x509.Certificate{p.ca.Cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serverConfig := p.serverConfig()
+	// BCP 195's suites and groups, as servertls serves them; the checks of every handshake, as servertls makes them.
+	serverConfig.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}
+	serverConfig.CurvePreferences = []tls.CurveID{tls.X25519, tls.CurveP256}
+	serverConfig.VerifyConnection = func(cs tls.ConnectionState) error {
+		return errors.Join(tlstrust.CheckClientLeaf(cs), revocations.Check(cs))
+	}
+
+	// A server per case: its log lets through 10 handshake lines in 10 s, and each case reads its own.
+	var (
+		failed *events
+		logs   *testenv.LogBuffer
+		srv    tlsServer
+	)
+	start := func(t *testing.T) {
+		failed, logs = newEvents(dicomnet.EventHandshakeFailed), &testenv.LogBuffer{}
+		s := &dicomnet.Server{ARTIMTimeout: 500 * time.Millisecond, Observer: failed, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
+			Accept: func(context.Context, *dicomnet.AssociationInfo) error {
+				t.Errorf("association policy asked for a connection that should have failed its handshake")
+				return dicomnet.RejectNoReason
+			}}
+		srv = startTLSServer(t, s, serverConfig)
+	}
+
+	client := func(cert *testpki.Cert, edit func(*tls.Config)) func() {
+		return func() {
+			config := p.clientConfig(cert)
+			if edit != nil {
+				edit(config)
+			}
+			a, err := dicomnet.Dial(context.Background(), srv.tlsAddr, dicomnet.ClientConfig{CallingAE: "A", CalledAE: "B", Dial: tlsDial(config, nil)})
+			if err == nil {
+				a.Abort()
+				t.Error("associated")
+			}
+		}
+	}
+	caAsClient := &testpki.Cert{Cert: p.ca.Cert, Key: p.ca.Key, CertPEM: p.ca.PEM}
+	for _, tc := range []struct {
+		name   string
+		run    func()
+		reason string
+	}{
+		{"no client certificate", client(nil, nil), dicomnet.HandshakeNoCertificate},
+		{"certificate from another CA", client(p.stranger, nil), dicomnet.HandshakeUnknownCA},
+		{"expired certificate", client(expired, nil), dicomnet.HandshakeExpired},
+		{"certificate not yet valid", client(notYet, nil), dicomnet.HandshakeExpired},
+		{"revoked certificate", client(revoked, nil), dicomnet.HandshakeRevoked},
+		{"the CA's own certificate", client(caAsClient, nil), dicomnet.HandshakeBadCertificate},
+		{"a server certificate", client(serverAsClient, nil), dicomnet.HandshakeBadCertificate},
+		{"TLS 1.0 and 1.1", client(p.client, func(c *tls.Config) { c.MinVersion, c.MaxVersion = tls.VersionTLS10, tls.VersionTLS11 }), dicomnet.HandshakeProtocolVersion},
+		{"TLS 1.2 without a BCP 195 suite", client(p.client, func(c *tls.Config) {
+			c.MaxVersion, c.CipherSuites = tls.VersionTLS12, []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}
+		}), dicomnet.HandshakeCipherMismatch},
+		{"no key exchange group in common", client(p.client, func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP521} }), dicomnet.HandshakeCipherMismatch},
+		{"the client does not trust our certificate", client(p.client, func(c *tls.Config) { c.RootCAs = p.otherCA.Pool() }), dicomnet.HandshakePeerAlert},
+		{"plain DICOM on the TLS port", func() {
+			pr := dicomnettest.DialParrot(t, srv.tlsAddr)
+			pr.SendPDU(dicomnettest.AssociateRQ("A", "B"))
+			pr.ExpectClosed()
+		}, dicomnet.HandshakeNotTLS},
+		{"silent peer closed at ARTIM", func() {
+			c, err := net.Dial("tcp", srv.tlsAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadAll(c); err != nil {
+				t.Errorf("not closed at ARTIM: %v", err)
+			}
+		}, dicomnet.HandshakeTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start(t)
+			tc.run()
+			ev := failed.next(t)
+			if got := dicomnet.HandshakeFailureReason(ev.Err); got != tc.reason {
+				t.Errorf("HandshakeFailureReason(%q) = %q, want %q", ev.Err, got, tc.reason)
+			}
+			// Its line, written before the event, says the same.
+			var reasons []any
+			for l := range strings.Lines(logs.String()) {
+				var e map[string]any
+				if err := json.Unmarshal([]byte(l), &e); err != nil {
+					t.Fatalf("log line %q: %v", l, err)
+				}
+				if e["msg"] == "dicomnet: TLS handshake failed" && e["assoc"] == ev.Association.ID {
+					reasons = append(reasons, e["reason"])
+				}
+			}
+			if len(reasons) != 1 || reasons[0] != tc.reason {
+				t.Errorf("the handshake's log line has reason %v, want %q; log:\n%s", reasons, tc.reason, logs)
+			}
+		})
+	}
+}
+
+// TestHandshakeFailureReasonsBounded: HandshakeFailureReason names a failure by one of HandshakeFailureReasons
+// whatever its error, those it wraps included (servertls wraps the checks of every handshake in a
+// *tls.CertificateVerificationError; dicomnet wraps ARTIM's timeout), and never by anything of the error's text:
+// a label value is a CloudWatch metric of its own.
+func TestHandshakeFailureReasonsBounded(t *testing.T) {
+	revoked := fmt.Errorf("tlstrust: certificate %q is %w", "CN=x", tlstrust.ErrRevoked)
+	notClient := tlstrust.CheckClientLeaf(tls.ConnectionState{PeerCertificates: []*x509.Certificate{{IsCA: true}}})
+	if !errors.Is(notClient, tlstrust.ErrNotClientCertificate) {
+		t.Fatalf("CheckClientLeaf of a CA certificate: %v", notClient)
+	}
+	for _, tt := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"none", nil, dicomnet.HandshakeOther},
+		{"ARTIM", fmt.Errorf("%w after 30s (ARTIM): %w", dicomnet.ErrHandshakeTimeout, context.DeadlineExceeded), dicomnet.HandshakeTimeout},
+		{"plain text", tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}, dicomnet.HandshakeNotTLS},
+		{"revoked, as servertls refuses it", &tls.CertificateVerificationError{Err: errors.Join(nil, revoked)}, dicomnet.HandshakeRevoked},
+		{"revoked and a CA certificate", &tls.CertificateVerificationError{Err: errors.Join(notClient, revoked)}, dicomnet.HandshakeRevoked},
+		{"a CA certificate, as servertls refuses it", &tls.CertificateVerificationError{Err: errors.Join(notClient, nil)}, dicomnet.HandshakeBadCertificate},
+		{"expired", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, dicomnet.HandshakeExpired},
+		{"unknown authority", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, dicomnet.HandshakeUnknownCA},
+		{"name constraints", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.CANotAuthorizedForThisName}}, dicomnet.HandshakeBadCertificate},
+		{"other verification", &tls.CertificateVerificationError{Err: errors.New("x509: something new")}, dicomnet.HandshakeBadCertificate},
+		{"remote alert", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, dicomnet.HandshakePeerAlert},
+		{"local error", &net.OpError{Op: "local error", Err: errors.New("tls: internal")}, dicomnet.HandshakeOther},
+		{"reset", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, dicomnet.HandshakeOther},
+		{"text of the peer's", errors.New("CN=<script> expired unknown authority"), dicomnet.HandshakeOther},
+	} {
+		got := dicomnet.HandshakeFailureReason(tt.err)
+		if got != tt.want {
+			t.Errorf("%s: HandshakeFailureReason(%v) = %q, want %q", tt.name, tt.err, got, tt.want)
+		}
+		if !slices.Contains(dicomnet.HandshakeFailureReasons, got) {
+			t.Errorf("%s: %q is not one of HandshakeFailureReasons", tt.name, got)
+		}
+	}
+	if n := len(dicomnet.HandshakeFailureReasons); n != len(slices.Compact(slices.Sorted(slices.Values(dicomnet.HandshakeFailureReasons)))) {
+		t.Errorf("HandshakeFailureReasons %v repeats a value", dicomnet.HandshakeFailureReasons)
+	}
+}
