@@ -40,7 +40,8 @@ const (
 	// TaskProtectionFailures counts failed calls to the ECS agent's
 	// scale-in protection endpoint (each is retried).
 	TaskProtectionFailures = "dicom_ingest_task_protection_failures_total"
-	// TLSHandshakeFailures counts failed handshakes on the TLS listener.
+	// TLSHandshakeFailures counts failed handshakes on the TLS listener,
+	// by reason.
 	TLSHandshakeFailures = "dicom_ingest_tls_handshake_failures_total"
 	// TLSReloads counts loads of the TLS certificate and client CA after
 	// the first, by result (TLSReloadLoaded, TLSReloadFailed).
@@ -119,6 +120,20 @@ const RejectUnknown = "unknown"
 // digits, and StatusNone.
 var FailureStatuses = []string{"0110", "0122", "A700", "A900", "C000", "C001", "C002", StatusNone}
 
+// TLSHandshakeReason is TLSHandshakeFailures' label: why a handshake
+// failed, one of TLSHandshakeReasons.
+const TLSHandshakeReason = "reason"
+
+// TLSHandshakeReasons are TLSHandshakeReason's values: those of
+// dicomnet.HandshakeFailureReasons, the one classification of a failed
+// handshake, which its log line carries too (scp-task's metrics tests hold
+// the two lists equal; dicomnet is not imported here, which would bring
+// it into the CDK app). "other" is any failure it does not know.
+var TLSHandshakeReasons = []string{
+	"timeout", "not_tls", "no_certificate", "expired", "unknown_ca", "revoked", "bad_certificate", "protocol_version",
+	"cipher_mismatch", "peer_alert", "other",
+}
+
 // The label of ConnectionsShed and its values: why a connection was
 // closed before it associated.
 const (
@@ -161,6 +176,7 @@ var Known = map[string]LabelValues{
 	StoreFailures:        {FailureStatus, FailureStatuses},
 	ConnectionsShed:      {ShedReason, ShedReasons},
 	S3Retries:            {S3Operation, S3Operations},
+	TLSHandshakeFailures: {TLSHandshakeReason, TLSHandshakeReasons},
 }
 
 // LabelValues are a label's values known ahead.
@@ -180,6 +196,7 @@ type LabelValues struct {
 var Dimensions = map[string]string{
 	AssociationsRejected: RejectReason,
 	StoreFailures:        FailureStatus,
+	TLSHandshakeFailures: TLSHandshakeReason,
 }
 
 // The label of TLSReloads and its values.

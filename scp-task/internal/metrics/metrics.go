@@ -1,7 +1,7 @@
 // Package metrics turns the SCP's association events into Prometheus
 // metrics for /metrics: associations active, total and rejected by reason,
 // objects and bytes stored, store latency and failures by status, failed
-// TLS handshakes.
+// TLS handshakes by reason.
 package metrics
 
 import (
@@ -28,7 +28,7 @@ type Observer struct {
 	failures      *prometheus.CounterVec
 	echoes        prometheus.Counter
 	shed          *prometheus.CounterVec
-	tlsFailures   prometheus.Counter
+	tlsFailures   *prometheus.CounterVec
 }
 
 var _ dicomnet.Observer = (*Observer)(nil)
@@ -68,10 +68,10 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 			Name: metricnames.ConnectionsShed,
 			Help: "Connections closed before they associated, to keep the bounds on connections without an association (total: the oldest waiting one made room; per_address: refused, its address at its bound; memory: the oldest waiting one made room in --max-preassociation-bytes, or a newcomer got none within ARTIM).",
 		}, []string{metricnames.ShedReason}),
-		tlsFailures: prometheus.NewCounter(prometheus.CounterOpts{
+		tlsFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: metricnames.TLSHandshakeFailures,
-			Help: "Connections to the TLS listener whose handshake failed (no or an untrusted client certificate, an old TLS version, plain DICOM on the TLS port).",
-		}),
+			Help: "Connections to the TLS listener whose handshake failed, by reason (an expired or untrusted client certificate, an old TLS version, plain DICOM on the TLS port, ...: docs/operations/alarms.md lists them).",
+		}, []string{metricnames.TLSHandshakeReason}),
 	}
 	for _, c := range []prometheus.Collector{o.active, o.associations, o.rejected, o.aborted, o.objects, o.bytes, o.storeDuration, o.failures, o.echoes, o.shed, o.tlsFailures} {
 		if err := reg.Register(c); err != nil {
@@ -86,6 +86,7 @@ func New(reg prometheus.Registerer) (*Observer, error) {
 	}
 	for name, vec := range map[string]*prometheus.CounterVec{
 		metricnames.AssociationsRejected: o.rejected, metricnames.StoreFailures: o.failures, metricnames.ConnectionsShed: o.shed,
+		metricnames.TLSHandshakeFailures: o.tlsFailures,
 	} {
 		for _, v := range metricnames.Known[name].Values {
 			vec.WithLabelValues(v)
@@ -132,7 +133,7 @@ func (o *Observer) ObserveAssociation(ev dicomnet.Event) {
 	case dicomnet.EventEcho:
 		o.echoes.Inc()
 	case dicomnet.EventHandshakeFailed:
-		o.tlsFailures.Inc()
+		o.tlsFailures.WithLabelValues(dicomnet.HandshakeFailureReason(ev.Err)).Inc()
 	}
 }
 

@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"slices"
 	"testing"
@@ -30,6 +33,9 @@ func TestObserver(t *testing.T) {
 		{Type: dicomnet.EventStoreFailed, Status: 0xA900},
 		{Type: dicomnet.EventStoreFailed}, // cut short: no response
 		{Type: dicomnet.EventAborted},
+		{Type: dicomnet.EventHandshakeFailed, Err: &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}},
+		{Type: dicomnet.EventHandshakeFailed, Err: fmt.Errorf("%w after 30s (ARTIM): %w", dicomnet.ErrHandshakeTimeout, context.DeadlineExceeded)},
+		{Type: dicomnet.EventHandshakeFailed, Err: fmt.Errorf("%w after 30s (ARTIM): %w", dicomnet.ErrHandshakeTimeout, context.DeadlineExceeded)},
 		{Type: dicomnet.EventHandshakeFailed},
 		{Type: dicomnet.EventShed, Err: dicomnet.ErrShedTotal},
 		{Type: dicomnet.EventShed, Err: dicomnet.ErrShedPerAddr},
@@ -51,7 +57,10 @@ func TestObserver(t *testing.T) {
 		{"failures", o.failures.WithLabelValues("A900"), 1},
 		{"failures without a response", o.failures.WithLabelValues(metricnames.StatusNone), 1},
 		{"aborted", o.aborted, 1},
-		{"TLS handshake failures", o.tlsFailures, 1},
+		{"TLS handshake failures, expired", o.tlsFailures.WithLabelValues("expired"), 1},
+		{"TLS handshake failures, timeout", o.tlsFailures.WithLabelValues("timeout"), 2},
+		{"TLS handshake failures, other", o.tlsFailures.WithLabelValues("other"), 1},
+		{"TLS handshake failures, unknown CA", o.tlsFailures.WithLabelValues("unknown_ca"), 0},
 		{"shed for the total", o.shed.WithLabelValues("total"), 1},
 		{"shed per address", o.shed.WithLabelValues("per_address"), 1},
 		{"shed for memory", o.shed.WithLabelValues("memory"), 1},
@@ -89,7 +98,7 @@ func TestPublishedNames(t *testing.T) {
 	}
 	for name, vec := range map[string]*prometheus.CounterVec{
 		metricnames.AssociationsRejected: o.rejected, metricnames.StoreFailures: o.failures, metricnames.ConnectionsShed: o.shed,
-		"dicom_ingest_associations_total": o.associations,
+		metricnames.TLSHandshakeFailures: o.tlsFailures, "dicom_ingest_associations_total": o.associations,
 	} {
 		want := metricnames.Known[name].Values
 		if name == "dicom_ingest_associations_total" {
@@ -150,5 +159,23 @@ func TestLabelValuesBounded(t *testing.T) {
 			(!none && l != associationaudit.StoreStatus(st)) {
 			t.Errorf("StatusLabel(%04X) = %q; the audit record's status is %q (not answered %v)", st, l, associationaudit.StoreStatus(st), none)
 		}
+	}
+}
+
+// TestHandshakeReasonsAreDicomnets: the reason label of failed TLS
+// handshakes takes exactly dicomnet's reasons (HandshakeFailureReason,
+// the one classification, which the handshake's log line carries too),
+// each a CloudWatch metric of its own, created at 0 from the start
+// (metricnames.Known). The counter had no label: an operator seeing it
+// rise could not tell an expired certificate from an unknown CA, a
+// revoked one, an old TLS version or plain DICOM on the TLS port.
+func TestHandshakeReasonsAreDicomnets(t *testing.T) {
+	if got, want := slices.Sorted(slices.Values(metricnames.TLSHandshakeReasons)), slices.Sorted(slices.Values(dicomnet.HandshakeFailureReasons)); !slices.Equal(got, want) {
+		t.Errorf("metricnames.TLSHandshakeReasons %v, dicomnet.HandshakeFailureReasons %v: want the same", got, want)
+	}
+	if metricnames.Known[metricnames.TLSHandshakeFailures].Label != metricnames.TLSHandshakeReason ||
+		metricnames.Dimensions[metricnames.TLSHandshakeFailures] != metricnames.TLSHandshakeReason {
+		t.Errorf("%s: Known %v, Dimensions %q: want its label %q in both", metricnames.TLSHandshakeFailures,
+			metricnames.Known[metricnames.TLSHandshakeFailures], metricnames.Dimensions[metricnames.TLSHandshakeFailures], metricnames.TLSHandshakeReason)
 	}
 }
