@@ -281,7 +281,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		// A site whose certificate expired, or was revoked, fails every
 		// handshake; the server certificate must be rotated before it expires.
 		alarm("ScpTlsHandshakeFailures", ScpMetric(c.Name, MetricTLSHandshakeFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5))), 10, gt, 1,
-			"More than 10 DICOM TLS handshakes failed in 5 minutes: a site's certificate expired, was revoked or is not ours, or a site speaks plain DICOM to the TLS port (the SCP's log names the reason)")
+			"More than 10 DICOM TLS handshakes failed in 5 minutes: a site's certificate expired, was revoked or is not ours, or a site speaks plain DICOM to the TLS port (the dashboard's TLS handshakes failed, by reason graph and the SCP's log name the reason)")
 		alarm("ScpTlsCertificateExpiring", ScpMetric(c.Name, MetricTLSCertificateExpireIn, "Minimum", awscdk.Duration_Hours(jsii.Number(1))), 30*24*3600, lt, 1,
 			"The DICOM TLS server certificate expires within 30 days: rotate it (docs/operations/certificates.md)")
 		// The sites' certificates are theirs, not ours: the SCP sees each
@@ -389,6 +389,13 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("Associations rejected, by reason"), Left: &[]awscloudwatch.IMetric{rejectsByReason}, Width: jsii.Number(12)}),
 		awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{Title: jsii.String("C-STORE failures, by status"), Left: &[]awscloudwatch.IMetric{failuresByStatus}, Width: jsii.Number(12)}),
 	)
+	if c.Dicom.TLS != nil {
+		// Which sites fail how: an expired or revoked certificate, another CA's, an old TLS version, plain DICOM.
+		dash.AddWidgets(awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
+			Title: jsii.String("TLS handshakes failed, by reason"), Width: jsii.Number(12),
+			Left: &[]awscloudwatch.IMetric{ScpMetricByLabel(c.Name, MetricTLSHandshakeFailures, "Sum", awscdk.Duration_Minutes(jsii.Number(5)))},
+		}))
+	}
 	dash.AddWidgets(queueWidgets...)
 	dash.AddWidgets(stagingWidgets...)
 	dash.AddWidgets(

@@ -475,8 +475,9 @@ func TestDashboardReadsGaugesAsGauges(t *testing.T) {
 // watch; the dashboard graphs them by the label with a SEARCH over the
 // published dimension set. No other label becomes a dimension: each value
 // is a CloudWatch metric of its own, so only labels with a small, fixed
-// value set (metricnames.RejectReasons, FailureStatuses) may. The agent
-// published their sums alone.
+// value set (metricnames.RejectReasons, FailureStatuses,
+// TLSHandshakeReasons) may. The agent published their sums alone, and
+// failed TLS handshakes had no reason at all.
 func TestLabelledMetricsPublishedByLabel(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		decls := s.agentDeclarations(t)
@@ -500,6 +501,13 @@ func TestLabelledMetricsPublishedByLabel(t *testing.T) {
 		alarms := s.resources("AWS::CloudWatch::Alarm")
 		for name, label := range metricnames.Dimensions {
 			sets, ok := agentPublishes(t, decls, name)
+			if name == MetricTLSHandshakeFailures && s.cfg.Dicom.TLS == nil {
+				// Without dicom.tls there are no handshakes to count.
+				if ok {
+					t.Errorf("the agent publishes %s without dicom.tls", name)
+				}
+				continue
+			}
 			want := [][]string{{"Environment"}, slices.Sorted(slices.Values([]string{"Environment", label}))}
 			if !ok || len(sets) != len(want) || !publishedWith(sets, want[0]) || !publishedWith(sets, want[1]) {
 				t.Errorf("the agent publishes %s with %v, want %v", name, sets, want)
