@@ -35,8 +35,9 @@ const (
 	// HandshakeCipherMismatch: no cipher suite, key exchange group or signature algorithm in common (a client
 	// outside BCP 195).
 	HandshakeCipherMismatch = "cipher_mismatch"
-	// HandshakePeerAlert: the client ended the handshake with an alert of its own, most often because it does
-	// not trust our server certificate (expired, or not from the CA it was given).
+	// HandshakePeerAlert: the client ended the handshake with an alert of its own (or, under TLS 1.3 from an
+	// OpenSSL client such as DCMTK, one sent in the clear, which crypto/tls reads as "bad record MAC"), most
+	// often because it does not trust our server certificate (expired, or not from the CA it was given).
 	HandshakePeerAlert = "peer_alert"
 	// HandshakeOther: anything else (a malformed handshake message, a reset connection); the log line's err says
 	// what.
@@ -55,6 +56,11 @@ var HandshakeFailureReasons = []string{
 // rewording in a Go release fails it.
 var handshakeTexts = []struct{ prefix, reason string }{
 	{"tls: client didn't provide a certificate", HandshakeNoCertificate},
+	// A TLS 1.3 client that gives up on our certificate after our ServerHello may send its alert in the clear
+	// (OpenSSL does, so DCMTK does), where we expect its next record encrypted: crypto/tls fails to decrypt it and
+	// says only this. A record corrupted in transit would say the same, which TCP's checksum and the VPN make
+	// rarer than a site that does not trust our certificate.
+	{"local error: tls: bad record MAC", HandshakePeerAlert},
 	{"tls: client offered only unsupported versions", HandshakeProtocolVersion},
 	{"tls: client offered TLS version older than TLS 1.3", HandshakeProtocolVersion},
 	{"tls: client using inappropriate protocol fallback", HandshakeProtocolVersion},

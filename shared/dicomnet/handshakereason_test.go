@@ -165,6 +165,9 @@ func TestHandshakeFailureReasonsBounded(t *testing.T) {
 		{"name constraints", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.CANotAuthorizedForThisName}}, dicomnet.HandshakeBadCertificate},
 		{"other verification", &tls.CertificateVerificationError{Err: errors.New("x509: something new")}, dicomnet.HandshakeBadCertificate},
 		{"remote alert", &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}, dicomnet.HandshakePeerAlert},
+		// What the server reads of an OpenSSL client's alert sent in the clear under TLS 1.3 (DCMTK refusing our
+		// certificate: TestDICOMTLSRefusals makes it for real).
+		{"an alert in the clear", &net.OpError{Op: "local error", Err: errors.New("tls: bad record MAC")}, dicomnet.HandshakePeerAlert},
 		{"local error", &net.OpError{Op: "local error", Err: errors.New("tls: internal")}, dicomnet.HandshakeOther},
 		{"reset", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, dicomnet.HandshakeOther},
 		{"text of the peer's", errors.New("CN=<script> expired unknown authority"), dicomnet.HandshakeOther},
