@@ -213,45 +213,56 @@ func TestDICOMTLSRefusals(t *testing.T) {
 		return dcmtk.Run(t, 30*time.Second, "openssl", "s_client", "-connect", net.JoinHostPort(host, port), version,
 			"-cipher", "DEFAULT@SECLEVEL=0", "-cert", p.A.Cert, "-key", p.A.Key, "-CAfile", p.ServerCAFile)
 	}
+	// A site that trusts another CA than ours refuses our certificate. Under TLS 1.3 OpenSSL (DCMTK) sends its alert
+	// in the clear, which the server reads as "local error: tls: bad record MAC", not as the alert it is.
+	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
+	testpki.WriteFile(t, otherCA, testpki.NewCA(t, "not our server CA").PEM)
 	const failed = "Association Request Failed"
 	tests := []struct {
 		name       string
 		run        func() dcmtk.Result
 		peerSays   string // in the peer's output
 		serverSays string // in the server's log line for the failed handshake
+		reason     string // the line's and the metric's (dicomnet.HandshakeFailureReason)
 	}{
-		{"no client certificate", func() dcmtk.Result { return echo(p.DCMTK(nil, "+py")...) }, failed, "didn't provide a certificate"},
-		{"certificate of another CA", func() dcmtk.Result { return echo(p.DCMTK(&p.Stranger, "+py")...) }, failed, "unknown authority"},
-		{"expired certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Expired, "+py")...) }, failed, "expired"},
-		{"revoked certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Revoked, "+py")...) }, failed, "is revoked by its CA's CRL"},
-		{"plain DICOM on the TLS port", func() dcmtk.Result { return echo() }, failed, "does not look like a TLS handshake"},
-		{"TLS 1.0", func() dcmtk.Result { return sClient("-tls1") }, "alert protocol version", "unsupported versions"},
-		{"TLS 1.1", func() dcmtk.Result { return sClient("-tls1_1") }, "alert protocol version", "unsupported versions"},
+		{"no client certificate", func() dcmtk.Result { return echo(p.DCMTK(nil, "+py")...) }, failed, "didn't provide a certificate", dicomnet.HandshakeNoCertificate},
+		{"certificate of another CA", func() dcmtk.Result { return echo(p.DCMTK(&p.Stranger, "+py")...) }, failed, "unknown authority", dicomnet.HandshakeUnknownCA},
+		{"expired certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Expired, "+py")...) }, failed, "expired", dicomnet.HandshakeExpired},
+		{"revoked certificate", func() dcmtk.Result { return echo(p.DCMTK(&p.Revoked, "+py")...) }, failed, "is revoked by its CA's CRL", dicomnet.HandshakeRevoked},
+		{"plain DICOM on the TLS port", func() dcmtk.Result { return echo() }, failed, "does not look like a TLS handshake", dicomnet.HandshakeNotTLS},
+		{"our certificate not trusted by the site", func() dcmtk.Result { return echo("+tls", p.A.Key, p.A.Cert, "+cf", otherCA, "+py") }, failed, "bad record MAC", dicomnet.HandshakePeerAlert},
+		{"TLS 1.0", func() dcmtk.Result { return sClient("-tls1") }, "alert protocol version", "unsupported versions", dicomnet.HandshakeProtocolVersion},
+		{"TLS 1.1", func() dcmtk.Result { return sClient("-tls1_1") }, "alert protocol version", "unsupported versions", dicomnet.HandshakeProtocolVersion},
 	}
+	counted := map[string]float64{}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := tt.run()
 			if strings.Contains(r.Output, "Echo Response (Success)") || !strings.Contains(r.Output, tt.peerSays) {
 				t.Fatalf("want a refusal mentioning %q: %v\n%s", tt.peerSays, r.Err, r.Output)
 			}
-			scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(i+1), 5*time.Second)
+			counted[tt.reason]++
+
+			scp.WaitMetric(t, fmt.Sprintf("dicom_ingest_tls_handshake_failures_total{reason=%q}", tt.reason), counted[tt.reason], 5*time.Second)
 			// Its line, the i+1th: the log is read as it comes, and the
 			// last one read may still be the previous subtest's.
-			var failed []string
+			var failed []map[string]any
 			waitFor(t, 5*time.Second, func() bool {
 				failed = failed[:0]
 				for _, e := range scp.LogEntries() {
 					if e["msg"] == "dicomnet: TLS handshake failed" {
-						err, _ := e["err"].(string)
-						failed = append(failed, err)
+						failed = append(failed, e)
 					}
 				}
 				return len(failed) > i
 			})
-			if !strings.Contains(failed[i], tt.serverSays) {
-				t.Errorf("server logged %q, want %q", failed[i], tt.serverSays)
+			if err, _ := failed[i]["err"].(string); !strings.Contains(err, tt.serverSays) || failed[i]["reason"] != tt.reason {
+				t.Errorf("server logged reason %v, %q; want %q, %q", failed[i]["reason"], err, tt.reason, tt.serverSays)
 			}
 		})
+	}
+	if n := scp.MetricSum(t, "dicom_ingest_tls_handshake_failures_total"); n != float64(len(tests)) {
+		t.Errorf("%v TLS handshake failures counted in all, want %d", n, len(tests))
 	}
 	t.Run("TLS 1.2 with a BCP 195 suite handshakes, without one it does not", func(t *testing.T) {
 		r := dcmtk.Run(t, 30*time.Second, "openssl", "s_client", "-connect", net.JoinHostPort(host, port), "-tls1_2",
@@ -264,7 +275,7 @@ func TestDICOMTLSRefusals(t *testing.T) {
 		if !strings.Contains(r.Output, "alert handshake failure") {
 			t.Errorf("TLS 1.2 with suites outside BCP 195 handshook: %v\n%s", r.Err, r.Output)
 		}
-		scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(len(tests)+1), 5*time.Second)
+		scp.WaitMetric(t, fmt.Sprintf("dicom_ingest_tls_handshake_failures_total{reason=%q}", dicomnet.HandshakeCipherMismatch), 1, 5*time.Second)
 	})
 	if n := scp.Metric(t, `dicom_ingest_associations_total{outcome="accepted"}`) + scp.Metric(t, `dicom_ingest_associations_total{outcome="rejected"}`); n != 0 {
 		t.Errorf("%v association requests reached the policy", n)
@@ -580,13 +591,15 @@ func TestDICOMTLSRefusedCertificatesAreAudited(t *testing.T) {
 	p := sitepki.New(t)
 	scp := startTLSSCP(t, p)
 	presented := map[string]*testpki.Files{"another CA": &p.Stranger, "expired": &p.Expired, "revoked": &p.Revoked, "none": nil}
+	reasons := map[string]string{"another CA": dicomnet.HandshakeUnknownCA, "expired": dicomnet.HandshakeExpired, "revoked": dicomnet.HandshakeRevoked,
+		"none": dicomnet.HandshakeNoCertificate}
 	for name, f := range presented {
 		args := append(append([]string{"-v"}, p.DCMTK(f, "+py")...), "-aet", "SITE_A", "-aec", "REMOTE_AE", "127.0.0.1", scp.TLSPort())
 		if r := dcmtk.Run(t, 30*time.Second, "echoscu", args...); strings.Contains(r.Output, "Echo Response (Success)") {
 			t.Fatalf("%s: associated\n%s", name, r.Output)
 		}
+		scp.WaitMetric(t, fmt.Sprintf("dicom_ingest_tls_handshake_failures_total{reason=%q}", reasons[name]), 1, 5*time.Second)
 	}
-	scp.WaitMetric(t, "dicom_ingest_tls_handshake_failures_total", float64(len(presented)), 5*time.Second)
 	scp.Stop(t)
 
 	named := map[string]associationaudit.Record{}
