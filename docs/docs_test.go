@@ -203,6 +203,7 @@ func TestProseFacts(t *testing.T) {
 		t.Fatalf("metricnames.ShedReasons has %d values: the prose below lists 3", len(shed))
 	}
 	byLabel := strconv.Itoa(len(metricnames.RejectReasons) + len(metricnames.FailureStatuses))
+	byLabelTLS := strconv.Itoa(len(metricnames.RejectReasons) + len(metricnames.FailureStatuses) + len(metricnames.TLSHandshakeReasons))
 	// How many events in a row the bus may fail before a run takes it for down.
 	busDown := strconv.Itoa(pipeline.MaxPublishFailures)
 	busDownWord := numberWord(pipeline.MaxPublishFailures)
@@ -285,7 +286,7 @@ func TestProseFacts(t *testing.T) {
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
-			"the " + byLabel + " metrics by `reason` and `status`",
+			"the " + byLabel + " metrics by `reason` and `status` (" + byLabelTLS + " with `dicom.tls`)",
 			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
 		}},
 		{filepath.Join("operations", "logging.md"), []string{
@@ -305,6 +306,41 @@ func TestProseFacts(t *testing.T) {
 				t.Errorf("%s does not say %q (from the code)", f.doc, want)
 			}
 		}
+	}
+}
+
+// TestHandshakeReasonsListed: the alarms runbook's row of
+// dicom_ingest_tls_handshake_failures_total says what each of its reasons
+// means (metricnames.TLSHandshakeReasons, dicomnet's), and no other: an
+// on-call engineer reading the graph by reason finds every value there.
+func TestHandshakeReasonsListed(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("operations", "alarms.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row string
+	for l := range strings.Lines(string(b)) {
+		if strings.HasPrefix(l, "| `"+metricnames.TLSHandshakeFailures+"`") {
+			row = l
+		}
+	}
+	if row == "" {
+		t.Fatalf("operations/alarms.md has no row of %s", metricnames.TLSHandshakeFailures)
+	}
+	cells := strings.Split(row, " | ")
+	values := cells[len(cells)-1]
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("`([a-z_]+)` \\(").FindAllStringSubmatch(values, -1) {
+		listed[m[1]] = true
+	}
+	for _, r := range metricnames.TLSHandshakeReasons {
+		if !listed[r] {
+			t.Errorf("operations/alarms.md's row of %s does not say what `%s` is", metricnames.TLSHandshakeFailures, r)
+		}
+		delete(listed, r)
+	}
+	for r := range listed {
+		t.Errorf("operations/alarms.md's row of %s lists `%s`, no reason of metricnames.TLSHandshakeReasons", metricnames.TLSHandshakeFailures, r)
 	}
 }
 
