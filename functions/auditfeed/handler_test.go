@@ -24,6 +24,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 func fixture(t testing.TB) events.DynamoDBEvent {
@@ -383,7 +384,8 @@ func (s secrets) GetSecretValue(_ context.Context, in *secretsmanager.GetSecretV
 func TestConfigure(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
 	ca, client := string(auditfeedtest.Read(t, pki.CA)), string(auditfeedtest.Read(t, pki.ClientCert))+string(auditfeedtest.Read(t, pki.ClientKey))
-	sm := secrets{"ca": ca, "client": client, "junk": "not pem"}
+	weakCA := string(testpki.NewCAWith(t, "weak collector CA", testpki.Options{RSA: true, RSABits: 1024}).PEM)
+	sm := secrets{"ca": ca, "client": client, "junk": "not pem", "ca+junk": ca + "# the old CA\n", "weak": weakCA}
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	h, err := configure(context.Background(), env(map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca",
 		"SYSLOG_CLIENT_CERT_SECRET_ARN": "client", "AWS_LAMBDA_FUNCTION_NAME": "fn"}), sm)
@@ -401,7 +403,10 @@ func TestConfigure(t *testing.T) {
 		{map[string]string{"SYSLOG_HOST": "h"}, "SYSLOG_CA_SECRET_ARN is required"},
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_PORT": "0", "SYSLOG_CA_SECRET_ARN": "ca"}, "SYSLOG_PORT"},
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "missing"}, "ResourceNotFound"},
-		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "junk"}, "no PEM certificate"},
+		// The collector CA is read as every CA bundle (tlstrust.ParseCAs), its refusal naming the variable.
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "junk"}, "auditfeed: SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: no PEM block in it"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca+junk"}, "SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: text after the last PEM block is not PEM"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "weak"}, "SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: certificate 1: certificate \"CN=weak collector CA"},
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "ca"}, "client certificate"},
 	} {
 		if _, err := configure(context.Background(), env(tt.env), sm); err == nil || !strings.Contains(err.Error(), tt.want) {

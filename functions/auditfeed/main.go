@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -77,6 +78,9 @@ func configure(ctx context.Context, getenv func(string) string, sm lambdaio.Secr
 	}
 	ca, client := []byte(pems[0]), []byte(pems[1])
 	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
+	if errors.Is(err, auditfeed.ErrCA) {
+		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN: %w", err)
+	}
 	if err != nil {
 		return nil, err
 	}

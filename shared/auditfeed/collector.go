@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -49,14 +48,24 @@ func ParseURL(s string) (addr, host string, err error) {
 	return net.JoinHostPort(host, port), host, nil
 }
 
+// ErrCA is in TLSConfig's error (errors.Is) when the collector CA is what
+// is wrong, so that its caller can name where it came from (a flag and its
+// variable, a secret).
+var ErrCA = errors.New("auditfeed: the collector CA")
+
 // TLSConfig builds the client side of the syslog TLS connection: the
 // collector's certificate must chain to caPEM and name host; certPEM and
 // keyPEM, when given, are our client certificate for mutual TLS, of a key
-// tlstrust.CheckKey allows.
+// tlstrust.CheckKey allows. caPEM is read as every CA bundle TLS relies on
+// here (tlstrust.ParseCAs): nothing but certificates, at least one, each
+// of a key CheckKey allows; else the error is an ErrCA.
 func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("auditfeed: the collector CA holds no PEM certificate")
+	pool, _, err := tlstrust.ParseCAs(caPEM)
+	if err != nil {
+		// AppendCertsFromPEM skipped junk without a word and took a CA of
+		// a weak key, whose certificates anyone who breaks it could mint
+		// for a collector of the name we dial.
+		return nil, fmt.Errorf("%w: %w", ErrCA, err)
 	}
 	cfg := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
 	switch {

@@ -3,6 +3,7 @@ package auditfeed_test
 import (
 	"context"
 	"crypto/elliptic"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -173,5 +174,48 @@ func TestTLSConfigClientKey(t *testing.T) {
 				t.Errorf("TLSConfig = %v, want a client certificate error saying %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestTLSConfigCA: the collector CA is read as every CA bundle TLS relies
+// on here (tlstrust.ParseCAs): anything in it but certificates, no
+// certificate at all, or a CA of a weak key (tlstrust.CheckKey) is refused
+// when the configuration is built, as an ErrCA its caller names by where
+// it came from. crypto/x509's AppendCertsFromPEM skipped junk without a
+// word and took a CA of an RSA key of 1024 bits, whose certificates anyone
+// who factors it could mint for a collector of our name.
+func TestTLSConfigCA(t *testing.T) {
+	ca := testpki.NewCA(t, "collector CA")
+	weak := testpki.NewCAWith(t, "weak collector CA", testpki.Options{RSA: true, RSABits: 1024})
+	key := ca.Client(t, testpki.Options{CommonName: "feeder"}).KeyPEM
+	tests := []struct {
+		name string
+		pem  []byte
+		want string // in the error; "" accepted
+	}{
+		{"good", ca.PEM, ""},
+		{"two CAs", append(append([]byte{}, ca.PEM...), testpki.NewCA(t, "next collector CA").PEM...), ""},
+		{"a key after the CA", append(append([]byte{}, ca.PEM...), key...), `a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`},
+		{"text after the CA", append(append([]byte{}, ca.PEM...), "-----BEGIN CERTIFICATE-----\nnot base64\n"...), "text after the last PEM block is not PEM"},
+		{"junk only", []byte("not a certificate\n"), "no PEM block in it"},
+		{"weak RSA 1024 CA", weak.PEM, "has an RSA key of 1024 bits, fewer than 2048"},
+		{"a weak CA beside a good one", append(append([]byte{}, ca.PEM...), weak.PEM...), "certificate 2: certificate \"CN=weak collector CA"},
+		{"empty", nil, "no certificate in it"},
+		{"blank", []byte("\n \n"), "no certificate in it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := auditfeed.TLSConfig("collector.example", tt.pem, nil, nil)
+			switch {
+			case tt.want == "" && (err != nil || cfg.RootCAs == nil):
+				t.Errorf("TLSConfig = %v, want the CA", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !errors.Is(err, auditfeed.ErrCA)):
+				t.Errorf("TLSConfig = %v, want an ErrCA saying %q", err, tt.want)
+			}
+		})
+	}
+	// A client certificate's error is not the CA's.
+	if _, err := auditfeed.TLSConfig("collector.example", ca.PEM, []byte("x"), key); err == nil || errors.Is(err, auditfeed.ErrCA) {
+		t.Errorf("TLSConfig with a bad client certificate = %v, want an error other than ErrCA", err)
 	}
 }

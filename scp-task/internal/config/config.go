@@ -541,6 +541,9 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		return errs
 	}
 	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
+	if errors.Is(err, auditfeed.ErrCA) {
+		return []error{fmt.Errorf("%s %s: %w", c.Describe("audit-syslog-ca"), caFile, err)}
+	}
 	if err != nil {
 		return []error{fmt.Errorf("%s/%s/%s: %w", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
 	}
