@@ -63,8 +63,8 @@ func TestHandshakeFailureReason(t *testing.T) {
 		srv = startTLSServer(t, s, serverConfig)
 	}
 
-	client := func(cert *testpki.Cert, edit func(*tls.Config)) func() {
-		return func() {
+	client := func(cert *testpki.Cert, edit func(*tls.Config)) func(*testing.T) {
+		return func(t *testing.T) {
 			config := p.clientConfig(cert)
 			if edit != nil {
 				edit(config)
@@ -79,7 +79,7 @@ func TestHandshakeFailureReason(t *testing.T) {
 	caAsClient := &testpki.Cert{Cert: p.ca.Cert, Key: p.ca.Key, CertPEM: p.ca.PEM}
 	for _, tc := range []struct {
 		name   string
-		run    func()
+		run    func(t *testing.T)
 		reason string
 	}{
 		{"no client certificate", client(nil, nil), dicomnet.HandshakeNoCertificate},
@@ -95,28 +95,20 @@ func TestHandshakeFailureReason(t *testing.T) {
 		}), dicomnet.HandshakeCipherMismatch},
 		{"no key exchange group in common", client(p.client, func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP521} }), dicomnet.HandshakeCipherMismatch},
 		{"the client does not trust our certificate", client(p.client, func(c *tls.Config) { c.RootCAs = p.otherCA.Pool() }), dicomnet.HandshakePeerAlert},
-		{"plain DICOM on the TLS port", func() {
+		{"plain DICOM on the TLS port", func(t *testing.T) {
 			pr := dicomnettest.DialParrot(t, srv.tlsAddr)
 			pr.SendPDU(dicomnettest.AssociateRQ("A", "B"))
 			pr.ExpectClosed()
 		}, dicomnet.HandshakeNotTLS},
-		{"silent peer closed at ARTIM", func() {
-			c, err := net.Dial("tcp", srv.tlsAddr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := io.ReadAll(c); err != nil {
+		{"silent peer closed at ARTIM", func(t *testing.T) {
+			if _, err := io.ReadAll(dialSilent(t, srv.tlsAddr)); err != nil {
 				t.Errorf("not closed at ARTIM: %v", err)
 			}
 		}, dicomnet.HandshakeTimeout},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start(t)
-			tc.run()
+			tc.run(t)
 			ev := failed.next(t)
 			if got := dicomnet.HandshakeFailureReason(ev.Err); got != tc.reason {
 				t.Errorf("HandshakeFailureReason(%q) = %q, want %q", ev.Err, got, tc.reason)

@@ -126,6 +126,20 @@ func (e *events) next(t *testing.T) dicomnet.Event {
 	}
 }
 
+// dialSilent connects to addr and sends nothing; its reads give up after 5 s.
+func dialSilent(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestServeTLS: one server on a plain and a TLS listener; over TLS the association policy sees the verified
 // client certificate, over the plain listener no TLS state at all.
 func TestServeTLS(t *testing.T) {
@@ -253,14 +267,7 @@ func TestServeTLSRefusals(t *testing.T) {
 		}
 	})
 	t.Run("silent peer is closed at ARTIM", func(t *testing.T) {
-		c, err := net.Dial("tcp", srv.tlsAddr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
+		c := dialSilent(t, srv.tlsAddr)
 		start := time.Now()
 		if _, err := c.Read(make([]byte, 1)); err == nil {
 			t.Fatal("server sent something to a silent peer")
