@@ -415,3 +415,30 @@ func TestCopyPinned(t *testing.T) {
 		})
 	}
 }
+
+// TestWalkDays: the byDay partitions from one time's day to another's,
+// both in, before 1970 too (a floor, not a truncation towards zero).
+func TestWalkDays(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, tt := range []struct {
+		from, to string
+		want     int64
+	}{
+		{"2026-01-14T00:00:00Z", "2026-01-14T23:59:59.999999999Z", 1},
+		{"2026-01-14T23:59:59.999999999Z", "2026-01-15T00:00:00Z", 2},
+		{"1969-12-31T23:59:59Z", "1970-01-01T00:00:00Z", 2},
+		{"1969-12-31T00:00:00Z", "1969-12-31T23:59:59.999999999Z", 1},
+		{"0000-01-01T00:00:00Z", "0000-12-31T23:59:59Z", 366},
+		{"2025-01-18T00:00:00Z", "2026-01-18T23:59:59Z", 366},
+	} {
+		if got := walkDays(at(tt.from), at(tt.to)); got != tt.want {
+			t.Errorf("walkDays(%s, %s) = %d, want %d", tt.from, tt.to, got, tt.want)
+		}
+	}
+}

@@ -149,9 +149,11 @@ const (
 // Day and From/To are the one time range of the sort key (<time>#<id>), To
 // inclusive to the nanosecond. A query with no access path walks the
 // byDay partitions from To's day back to From's, newest first; it needs
-// both (pipeline.ErrUnboundedQuery). A page reads at most maxQueryCalls
+// both, at most pipeline.MaxAuditWalkDays days apart
+// (pipeline.ErrUnboundedQuery). A page reads at most maxQueryCalls
 // partitions or pages of DynamoDB's; its cursor is the LastEvaluatedKey,
-// or, at a day's end, the next day's partition key alone.
+// or, at a day's end, the next day's partition key alone, sealed to q
+// (pipeline.AuditQuery.SealCursor).
 func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
 	walk := q.SOPInstanceUID == "" && q.PatientID == "" && q.StudyInstanceUID == "" && q.CallingAE == "" && q.Day == ""
@@ -161,6 +163,10 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	from, to, ok := auditRange(q)
 	if !ok {
 		return page, nil
+	}
+	if days := walkDays(from, to); walk && days > pipeline.MaxAuditWalkDays {
+		return page, fmt.Errorf("awsadapters: audit query: a range over %d days, more than the %d one may walk: %w",
+			days, pipeline.MaxAuditWalkDays, pipeline.ErrUnboundedQuery)
 	}
 	var path auditPath
 	var pk string
@@ -183,15 +189,19 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	in := a.auditQueryInput(q, path, from, to)
 	var start map[string]ddbtypes.AttributeValue
 	if q.Cursor != "" {
+		place, ok := q.OpenCursor()
+		if !ok {
+			return page, fmt.Errorf("awsadapters: audit query: a cursor not handed out for this query: %w", pipeline.ErrBadCursor)
+		}
 		var err error
-		if pk, start, err = decodeCursor(q.Cursor, path, pk, lastPK, sortKeyRange(from, to)); err != nil {
+		if pk, start, err = decodeCursor(place, path, pk, lastPK, sortKeyRange(from, to)); err != nil {
 			return page, err
 		}
 	}
 	limit := q.PageSize()
 	for calls := 0; ; calls++ {
 		if len(page.Records) == limit || calls == maxQueryCalls {
-			page.Next = encodeCursor(path, pk, start)
+			page.Next = q.SealCursor(encodeCursor(path, pk, start))
 			return page, nil
 		}
 		in.ExpressionAttributeValues[":pk"] = &ddbtypes.AttributeValueMemberS{Value: pk}
@@ -236,6 +246,19 @@ func auditRange(q pipeline.AuditQuery) (from, to time.Time, ok bool) {
 		to = q.To.UTC()
 	}
 	return from, to, !from.After(to)
+}
+
+// walkDays is the number of byDay partitions from from's day to to's, both
+// in: the days a query with no access path walks.
+func walkDays(from, to time.Time) int64 {
+	day := func(t time.Time) int64 {
+		s := t.Unix() // years 0000 to 9999 (auditRange's): no overflow
+		if s < 0 {
+			s -= 86400 - 1 // floor, not towards zero, before 1970
+		}
+		return s / 86400
+	}
+	return day(to) - day(from) + 1
 }
 
 // auditQueryInput is the query of path within from and to, with q's other

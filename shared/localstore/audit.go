@@ -42,8 +42,9 @@ func (a *AuditStore) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 }
 
 // Query returns records matching q, newest first. Every field of q filters
-// (SQLite needs no single access path); Cursor is the sequence number below
-// which the next page starts.
+// (SQLite needs no single access path); Cursor holds the time and sequence
+// number below which the next page starts, sealed to q
+// (pipeline.AuditQuery.SealCursor).
 func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	var where []string
 	var args []any
@@ -73,9 +74,11 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		add("time <= ?", boundNano(q.To))
 	}
 	if q.Cursor != "" {
-		ct, cs, ok := parseCursor(q.Cursor)
-		if !ok {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
+		place, sealed := q.OpenCursor()
+		ct, cs, ok := parseCursor(place)
+		if !sealed || !ok {
+			// Not quoted: its seal is a digest of the query, which may name a patient.
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: a cursor not handed out for this query: %w", pipeline.ErrBadCursor)
 		}
 		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
 		args = append(args, ct, ct, cs)
@@ -99,6 +102,7 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
 	}
+	page.Next = q.SealCursor(page.Next)
 	return page, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -32,8 +33,10 @@ var (
 	// ErrBadCursor: a query's cursor is not one the adapter handed out.
 	ErrBadCursor = errors.New("pipeline: bad cursor")
 	// ErrUnboundedQuery: an audit query with no access path and an open
-	// time range, which a store partitioned by day refuses (AuditQuery).
-	ErrUnboundedQuery = errors.New("pipeline: audit query without an access path needs both From and To")
+	// time range, or one over more than MaxAuditWalkDays days, which a
+	// store partitioned by day refuses (AuditQuery).
+	ErrUnboundedQuery = fmt.Errorf("pipeline: an audit query without an access path needs both From and To, "+
+		"at most %d days apart", MaxAuditWalkDays)
 )
 
 // ObjectInfo is what Head reports about a stored object.
@@ -113,9 +116,11 @@ type AuditStore interface {
 // A query with none of them reads the trail by time, from To back to
 // From. A store partitioned by day (DynamoDB: byDay) reads one partition
 // per day of the range, a bounded number per page, and refuses such a
-// query when From or To is zero (ErrUnboundedQuery): it cannot know where
-// its trail begins or ends. A store that reads its whole trail in order
-// (SQLite, the fake) answers it.
+// query when From or To is zero, or when the range spans more than
+// MaxAuditWalkDays days (ErrUnboundedQuery): it cannot know where its
+// trail begins or ends, and would read every day of the range, records or
+// none (the years 0000 to 9999 are 3.6 million partitions). A store that
+// reads its whole trail in order (SQLite, the fake) answers it.
 //
 // Records of the CallingAE and Day access paths, and of a query with none,
 // may come from a projection without patient data (DynamoDB's): ID, Time,
@@ -138,8 +143,10 @@ type AuditQuery struct {
 	// records): only an empty Next ends the results.
 	Limit int
 	// Cursor continues the query that handed it out (AuditPage.Next) with
-	// the same fields; paging loses and repeats no record. A cursor the
-	// store did not hand out for this query is ErrBadCursor.
+	// the same fields; paging loses and repeats no record. Limit may
+	// change from page to page, and From and To be given in another time
+	// zone; a cursor the store did not hand out for a query of the same
+	// other fields (SealCursor) is ErrBadCursor.
 	Cursor string
 }
 
@@ -148,6 +155,11 @@ type AuditPage struct {
 	Records []AuditRecord
 	Next    string // empty when there is no more
 }
+
+// MaxAuditWalkDays is the most days a query with no access path may
+// range over in a store partitioned by day (AuditQuery): a year, a leap
+// one too.
+const MaxAuditWalkDays = 366
 
 // A query's page: a limit of 0 (or less) asks for DefaultPage rows, one
 // above MaxPage for MaxPage. A caller may so ask for the largest page with

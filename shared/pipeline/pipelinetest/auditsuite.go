@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ type AuditHarness struct {
 	// New returns an empty trail.
 	New func(t *testing.T) pipeline.AuditStore
 	// RefusesUnbounded: the store is partitioned by day and refuses a
-	// query with no access path whose From or To is zero
+	// query with no access path whose From or To is zero, or whose range
+	// spans more than pipeline.MaxAuditWalkDays days
 	// (pipeline.ErrUnboundedQuery), as pipeline.AuditQuery allows; false:
 	// it answers it over its whole trail.
 	RefusesUnbounded bool
@@ -92,6 +94,8 @@ func RunAuditStore(t *testing.T, h AuditHarness) {
 	t.Run("Paging", func(t *testing.T) { testAuditPaging(t, a) })
 	t.Run("LimitAboveMaximum", func(t *testing.T) { testAuditLimitAboveMaximum(t, a) })
 	t.Run("BadCursor", func(t *testing.T) { testAuditBadCursor(t, a) })
+	t.Run("CursorOfAnotherQuery", func(t *testing.T) { testAuditCursorOfAnotherQuery(t, a) })
+	t.Run("WideRange", func(t *testing.T) { testAuditWideRange(t, a, h) })
 }
 
 func appendAudit(t *testing.T, a pipeline.AuditStore, rec pipeline.AuditRecord, want bool) {
@@ -365,5 +369,135 @@ func testAuditBadCursor(t *testing.T, a pipeline.AuditStore) {
 		if _, err := a.Query(ctx, q); !errors.Is(err, pipeline.ErrBadCursor) {
 			t.Errorf("cursor %q: %v, want ErrBadCursor", c, err)
 		}
+	}
+}
+
+// testAuditCursorOfAnotherQuery: a cursor continues the query that handed
+// it out and no other. Passed with another selection (an access path, a
+// filter, a day or a bound changed or added) it is pipeline.ErrBadCursor:
+// taken, it would read the other query's records from the first one's
+// place, losing those before it. The same query goes on with it whatever
+// its page size, and with its bounds given in another time zone.
+func testAuditCursorOfAnotherQuery(t *testing.T, a pipeline.AuditStore) {
+	ctx := context.Background()
+	day := func(n int) string { return at(n, 0).Format(time.DateOnly) }
+	queries := []pipeline.AuditQuery{
+		{From: at(0, 0), To: at(5, 0), Limit: 2},
+		{PatientID: "PAT-A", Limit: 2},
+		{StudyInstanceUID: auditStudy("S1"), Limit: 2},
+		{CallingAE: "AE_ONE", Limit: 2},
+		{Day: day(1), Limit: 2},
+		{SOPInstanceUID: auditSOP("1.1"), Limit: 1},
+		{PatientID: "PAT-A", From: at(0, 9*time.Hour), To: at(2, 10*time.Hour), Limit: 2},
+	}
+	changes := []struct {
+		name   string
+		change func(q *pipeline.AuditQuery)
+	}{
+		{"outcome", func(q *pipeline.AuditQuery) { q.Outcome = "stored" }},
+		{"patient", func(q *pipeline.AuditQuery) { q.PatientID = "PAT-B" }},
+		{"study", func(q *pipeline.AuditQuery) { q.StudyInstanceUID = auditStudy("S2") }},
+		{"calling AE", func(q *pipeline.AuditQuery) { q.CallingAE = "AE_TWO" }},
+		{"instance", func(q *pipeline.AuditQuery) { q.SOPInstanceUID = auditSOP("2.1") }},
+		{"day", func(q *pipeline.AuditQuery) { q.Day = day(2) }},
+		{"from", func(q *pipeline.AuditQuery) {
+			if q.From.IsZero() {
+				q.From = at(0, 0)
+			}
+			q.From = q.From.Add(time.Nanosecond)
+		}},
+		{"to", func(q *pipeline.AuditQuery) {
+			if q.To.IsZero() {
+				q.To = at(5, 0)
+			}
+			q.To = q.To.Add(-time.Nanosecond)
+		}},
+	}
+	for i, base := range queries {
+		first, err := a.Query(ctx, base)
+		if err != nil || first.Next == "" {
+			t.Fatalf("query %d (%+v): first page %d records, next %q, %v", i, base, len(first.Records), first.Next, err)
+		}
+		for _, c := range changes {
+			t.Run(fmt.Sprintf("query %d, another %s", i, c.name), func(t *testing.T) {
+				q := base
+				c.change(&q)
+				q.Cursor = first.Next
+				if page, err := a.Query(ctx, q); !errors.Is(err, pipeline.ErrBadCursor) {
+					t.Errorf("cursor of %+v taken by %+v: %v (records %v), want ErrBadCursor", base, q, err, auditIDs(page.Records))
+				}
+			})
+		}
+		whole := base
+		whole.Limit = 0
+		want := auditIDs(queryAll(t, a, whole))
+		zone := time.FixedZone("UTC+1", 3600)
+		for name, same := range map[string]func(q *pipeline.AuditQuery){
+			"another page size": func(q *pipeline.AuditQuery) { q.Limit = 0 },
+			"its bounds in another time zone": func(q *pipeline.AuditQuery) {
+				if !q.From.IsZero() {
+					q.From = q.From.In(zone)
+				}
+				if !q.To.IsZero() {
+					q.To = q.To.In(zone)
+				}
+			},
+		} {
+			t.Run(fmt.Sprintf("query %d, %s", i, name), func(t *testing.T) {
+				q := base
+				same(&q)
+				q.Cursor = first.Next
+				got := append(auditIDs(first.Records), auditIDs(queryAll(t, a, q))...)
+				if !slices.Equal(got, want) {
+					t.Errorf("%+v went on with %s: %v, want %v", base, name, got, want)
+				}
+			})
+		}
+	}
+}
+
+// testAuditWideRange: a store partitioned by day reads one partition per
+// day of a query with no access path, and refuses one whose range spans
+// more than pipeline.MaxAuditWalkDays days (pipeline.ErrUnboundedQuery, its
+// error naming the limit) rather than walk them: the years 0000 to 9999
+// were 3.6 million partitions, almost all empty. One of exactly that many
+// days it answers. A store that reads its whole trail answers every range,
+// and any store a query with an access path, which reads one partition
+// however wide its range.
+func testAuditWideRange(t *testing.T, a pipeline.AuditStore, h AuditHarness) {
+	all := []string{"a10", "a09", "a08", "a07", "a06", "a05", "a04", "a03", "a02", "a01"}
+	first := time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC)
+	last := time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC)
+	const days = pipeline.MaxAuditWalkDays
+	tests := []struct {
+		name  string
+		q     pipeline.AuditQuery
+		want  []string
+		walks bool // more days than a walk may take, without an access path
+	}{
+		{"as many days as a walk may take", pipeline.AuditQuery{From: at(5-days, 0), To: at(5, -time.Nanosecond)}, all, false},
+		{"a day more", pipeline.AuditQuery{From: at(4-days, 0), To: at(5, -time.Nanosecond)}, all, true},
+		{"a nanosecond of a day more", pipeline.AuditQuery{From: at(5-days, -time.Nanosecond), To: at(5, -time.Nanosecond)}, all, true},
+		{"years 0000 to 9999", pipeline.AuditQuery{From: first, To: last}, all, true},
+		{"outcome, two hundred years", pipeline.AuditQuery{Outcome: "rejected", From: at(-36500, 0), To: at(36500, 0)},
+			[]string{"a07", "a03"}, true},
+		{"patient, years 0000 to 9999", pipeline.AuditQuery{PatientID: "PAT-B", From: first, To: last}, []string{"a09", "a06", "a03"}, false},
+		{"study, years 0000 to 9999", pipeline.AuditQuery{StudyInstanceUID: auditStudy("S2"), From: first, To: last}, []string{"a07", "a05"}, false},
+		{"calling AE, years 0000 to 9999", pipeline.AuditQuery{CallingAE: "AE_TWO", Outcome: "rejected", From: first, To: last},
+			[]string{"a07", "a03"}, false},
+		{"day, years 0000 to 9999", pipeline.AuditQuery{Day: at(1, 0).Format(time.DateOnly), From: first, To: last}, []string{"a06", "a05", "a04"}, false},
+		{"instance, years 0000 to 9999", pipeline.AuditQuery{SOPInstanceUID: auditSOP("1.1"), From: first, To: last}, []string{"a04", "a01"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !tt.walks || !h.RefusesUnbounded {
+				checkNewestFirst(t, queryAll(t, a, tt.q), tt.want)
+				return
+			}
+			page, err := a.Query(context.Background(), tt.q)
+			if !errors.Is(err, pipeline.ErrUnboundedQuery) || !strings.Contains(err.Error(), fmt.Sprint(days)) {
+				t.Errorf("query %+v: %d records, %v; want ErrUnboundedQuery naming the limit, %d days", tt.q, len(page.Records), err, days)
+			}
+		})
 	}
 }

@@ -227,9 +227,9 @@ func (a *Audit) All() []pipeline.AuditRecord {
 }
 
 // Query implements pipeline.AuditStore: every field of q filters, newest
-// first, records of the same time latest appended first; a cursor is the
-// last record's time and place in append order ("<unix nano>.<seq>", seq
-// from 1).
+// first, records of the same time latest appended first; a cursor holds
+// the last record's time and place in append order ("<unix nano>.<seq>",
+// seq from 1), sealed to q (AuditQuery.SealCursor).
 func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	type seqRec struct {
 		seq int
@@ -237,10 +237,11 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	}
 	after := func(seqRec) bool { return true }
 	if q.Cursor != "" {
-		ts, ss, _ := strings.Cut(q.Cursor, ".")
+		place, ok := q.OpenCursor()
+		ts, ss, _ := strings.Cut(place, ".")
 		t, err1 := strconv.ParseInt(ts, 10, 64)
 		seq, err2 := strconv.Atoi(ss)
-		if err1 != nil || err2 != nil || seq < 1 {
+		if !ok || err1 != nil || err2 != nil || seq < 1 {
 			return pipeline.AuditPage{}, fmt.Errorf("pipelinetest: audit query: %w", pipeline.ErrBadCursor)
 		}
 		after = func(r seqRec) bool {
@@ -273,7 +274,7 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	for i, r := range out {
 		if i == limit {
 			last := out[i-1]
-			page.Next = strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq)
+			page.Next = q.SealCursor(strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq))
 			break
 		}
 		page.Records = append(page.Records, r.rec)
