@@ -36,7 +36,10 @@ import (
 //
 // GSIs: byPending (gsi1pk = "PENDING" only while a study has unannounced
 // instances, gsi1sk = <last activity ts>; keys only) and byPatient
-// (gsi2pk = "PATIENT#<id>", gsi2sk = <last received ts>; on study items).
+// (gsi2pk = "PATIENT#<id>", gsi2sk = <last received ts>; on study items),
+// which no code here reads: an operator's query of a patient's studies.
+// Nothing lists every study: the index answers by key (GetStudy,
+// Instances) and by its sparse indexes, never by a scan.
 //
 // Study items written before indexVersion 2 (with per-study markers
 // sk = "SOP#<sop>" and series items holding counters) are migrated by the
@@ -1109,55 +1112,6 @@ func (x *IndexTable) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 			}
 			out = append(out, in)
 		}
-	}
-	return out, nil
-}
-
-// ListStudies implements pipeline.IndexStore. With a patient id it
-// queries byPatient; without, it scans study items (an administrative
-// path: fine for thousands of studies, not for millions).
-func (x *IndexTable) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
-	limit := q.PageSize()
-	var out []pipeline.StudySummary
-	var start map[string]ddbtypes.AttributeValue
-	for {
-		var items []map[string]ddbtypes.AttributeValue
-		var last map[string]ddbtypes.AttributeValue
-		if q.PatientID != "" {
-			res, err := x.Client.Query(ctx, &dynamodb.QueryInput{
-				TableName: &x.Table, IndexName: aws.String("byPatient"), KeyConditionExpression: aws.String("gsi2pk = :p"),
-				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": sv(keyValue("PATIENT#", q.PatientID))},
-				ScanIndexForward:          aws.Bool(false), ExclusiveStartKey: start,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("awsadapters: list studies: %w", err)
-			}
-			items, last = res.Items, res.LastEvaluatedKey
-		} else {
-			res, err := x.Client.Scan(ctx, &dynamodb.ScanInput{
-				TableName: &x.Table, FilterExpression: aws.String("sk = :s"),
-				ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":s": sv("STUDY")}, ExclusiveStartKey: start,
-			})
-			if err != nil {
-				return nil, fmt.Errorf("awsadapters: list studies: %w", err)
-			}
-			items, last = res.Items, res.LastEvaluatedKey
-		}
-		for _, item := range items {
-			s, err := decodeStudy(item)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, s)
-		}
-		if len(last) == 0 {
-			break
-		}
-		start = last
-	}
-	slices.SortFunc(out, pipeline.CompareListed)
-	if len(out) > limit {
-		out = out[:limit]
 	}
 	return out, nil
 }

@@ -229,19 +229,6 @@ func (s *IndexStore) Instances(ctx context.Context, sop string) ([]pipeline.Inst
 		`SELECT record FROM instances WHERE sop_uid = ? ORDER BY study_uid, content_identity`, sop)
 }
 
-// ListStudies returns study summaries, most recently received first.
-func (s *IndexStore) ListStudies(ctx context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
-	stmt := `SELECT record FROM studies`
-	var args []any
-	if q.PatientID != "" {
-		stmt += ` WHERE patient_id = ?`
-		args = append(args, q.PatientID)
-	}
-	stmt += ` ORDER BY last_received DESC, study_uid LIMIT ?`
-	args = append(args, q.PageSize())
-	return s.summaries(ctx, stmt, args...)
-}
-
 // StableStudies returns studies quiet since quietSince with unannounced
 // revisions. Quiet is judged on last activity (received or indexed);
 // max() with last_received covers rows written before last_activity

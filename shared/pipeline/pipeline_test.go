@@ -717,7 +717,7 @@ type runState struct {
 
 func state(t *testing.T, f *pt.Fakes) runState {
 	t.Helper()
-	studies, _ := f.Index.ListStudies(context.Background(), pipeline.StudyQuery{})
+	studies := f.Index.Studies()
 	var ids []string
 	for _, e := range f.Events.All() {
 		ids = append(ids, e.DetailType+"/"+e.ID)

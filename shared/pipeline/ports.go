@@ -207,8 +207,6 @@ type IndexStore interface {
 	// written, also when its upsert was interrupted after that and retried.
 	// It only reads.
 	Instances(ctx context.Context, sopInstanceUID string) ([]InstanceRecord, error)
-	// ListStudies returns study summaries, most recently received first.
-	ListStudies(ctx context.Context, q StudyQuery) ([]StudySummary, error)
 	// StableStudies returns studies whose last activity (StudySummary.Quiet:
 	// LastActivity, or LastReceived for rows written before LastActivity
 	// existed) is not after quietSince and whose Revision is above
@@ -271,16 +269,6 @@ func (r RejectedInstance) Valid() bool {
 	return r.StudyInstanceUID != "" && r.SOPInstanceUID != "" &&
 		dicomuid.SyntaxError(r.StudyInstanceUID) == "" && dicomuid.SyntaxError(r.SOPInstanceUID) == ""
 }
-
-// StudyQuery filters ListStudies.
-type StudyQuery struct {
-	PatientID string
-	Limit     int // as AuditQuery's: PageSize
-}
-
-// PageSize is the most studies ListStudies returns for q: its Limit,
-// DefaultPage for none, MaxPage at most.
-func (q StudyQuery) PageSize() int { return PageLimit(q.Limit, DefaultPage, MaxPage) }
 
 // UpsertOutcome tells what UpsertInstance did.
 type UpsertOutcome int
@@ -387,8 +375,8 @@ type StudySummary struct {
 	FirstReceived       time.Time `json:"firstReceived"`
 	// LastReceived is the SCP's received-at of the newest content indexed
 	// (new or conflicting). A resend of content held does not move it: the
-	// quiet period (Quiet), the listing order (CompareListed) and study
-	// events read it. See LastSent.
+	// quiet period (Quiet), the portal's listing order
+	// (localstore.SearchStudies) and study events read it. See LastSent.
 	LastReceived time.Time `json:"lastReceived"`
 	// LastSent is the SCP's received-at of the latest transfer of any of
 	// the study's instances the index was given: a new or conflicting

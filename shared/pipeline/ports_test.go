@@ -22,8 +22,5 @@ func TestPageLimit(t *testing.T) {
 		if got := (AuditQuery{Limit: tt.limit}).PageSize(); got != tt.want {
 			t.Errorf("AuditQuery{Limit: %d}.PageSize() = %d, want %d", tt.limit, got, tt.want)
 		}
-		if got := (StudyQuery{Limit: tt.limit}).PageSize(); got != tt.want {
-			t.Errorf("StudyQuery{Limit: %d}.PageSize() = %d, want %d", tt.limit, got, tt.want)
-		}
 	}
 }

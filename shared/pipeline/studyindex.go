@@ -419,12 +419,6 @@ func compareNumbers(a, b string) int {
 	return cmp.Compare(a, b)
 }
 
-// CompareListed is the order of ListStudies: most recently received first,
-// then by Study Instance UID.
-func CompareListed(a, b StudySummary) int {
-	return cmp.Or(b.LastReceived.Compare(a.LastReceived), cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID))
-}
-
 // CompareStable is the order of StableStudies: quiet the longest first,
 // then by Study Instance UID.
 func CompareStable(a, b StudySummary) int {

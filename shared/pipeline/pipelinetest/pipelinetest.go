@@ -419,21 +419,17 @@ func (x *Index) Instances(_ context.Context, sop string) ([]pipeline.InstanceRec
 	return out, nil
 }
 
-// ListStudies implements pipeline.IndexStore.
-func (x *Index) ListStudies(_ context.Context, q pipeline.StudyQuery) ([]pipeline.StudySummary, error) {
+// Studies returns every study, by Study Instance UID: what a test holds
+// the index to (no port lists every study).
+func (x *Index) Studies() []pipeline.StudySummary {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var out []pipeline.StudySummary
+	out := make([]pipeline.StudySummary, 0, len(x.studies))
 	for _, st := range x.studies {
-		if q.PatientID == "" || st.PatientID == q.PatientID {
-			out = append(out, cloneStudy(st))
-		}
+		out = append(out, cloneStudy(st))
 	}
-	slices.SortFunc(out, pipeline.CompareListed)
-	if limit := q.PageSize(); len(out) > limit {
-		out = out[:limit]
-	}
-	return out, nil
+	slices.SortFunc(out, func(a, b pipeline.StudySummary) int { return cmp.Compare(a.StudyInstanceUID, b.StudyInstanceUID) })
+	return out
 }
 
 // StableStudies implements pipeline.IndexStore.
