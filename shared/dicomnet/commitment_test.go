@@ -355,8 +355,9 @@ func TestEventReportWhenTheAssociationEnds(t *testing.T) {
 	})
 }
 
-// TestEventReportNeedsTheSCPRole: a requestor that took the SCP role for the class (and so left us none we can
-// report in) gets no report on its association, and its N-ACTION is not served (0211).
+// TestEventReportNeedsTheSCPRole: a requestor that took the SCP role for the class only (and so left itself no
+// role we serve, and us none we can report in) has the class's context rejected (user-rejection) and gets no
+// report on its association.
 func TestEventReportNeedsTheSCPRole(t *testing.T) {
 	h := &commitments{seen: make(chan nactionSeen, 1)}
 	accepted := make(chan string, 1)
@@ -365,10 +366,9 @@ func TestEventReportNeedsTheSCPRole(t *testing.T) {
 			accepted <- ev.Association.ID
 		}
 	})})
-	p.Associate(commitmentRQ(pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 0, SCP: 1}))
-	p.SendMessage(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1), sampleRequest(t))
-	if rsp := p.ExpectCommand(); rsp.Status != dimse.StatusUnrecognizedOperation {
-		t.Fatalf("N-ACTION-RSP %+v, want 0211", rsp)
+	ac := p.Associate(commitmentRQ(pdu.RoleSelection{SOPClassUID: dicomuid.StorageCommitment, SCU: 0, SCP: 1}))
+	if got := ac.PresentationContexts[2]; got.ID != 5 || got.Result != pdu.ResultUserRejection || len(ac.UserInformation.RoleSelections) != 0 {
+		t.Fatalf("Storage Commitment context %+v, role answers %+v: want rejected (1), none answered", got, ac.UserInformation.RoleSelections)
 	}
 	if r := <-sendReport(srv, <-accepted); !errors.Is(r.err, dicomnet.ErrRoleNotHeld) {
 		t.Fatalf("SendEventReport error %v, want ErrRoleNotHeld", r.err)

@@ -102,6 +102,8 @@ func (a *association) dispatch(ctxID byte, cmd *dimse.Command) rxEvent {
 		return a.onResponse(pc, cmd)
 	}
 	svc, ok := services[cmd.CommandField]
+	// Negotiate accepts no context on which the requestor is left without the SCU role, so this refuses only a
+	// service whose invoker is a role never granted (the requestor's SCP role).
 	if ok && !pc.grants(svc.invoker) {
 		a.log.Info("dicomnet: DIMSE request in a role not negotiated", "message_id", cmd.MessageID, "command_field", fmt.Sprintf("0x%04X", cmd.CommandField), "context", ctxID)
 		ok = false

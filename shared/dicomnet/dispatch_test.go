@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
@@ -24,26 +26,82 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
-// TestRequestsNeedTheNegotiatedRole: a requestor that gave up the SCU role for a SOP class by role selection
-// cannot invoke its operations (0211); a response nobody asked for is ignored, not answered.
-func TestRequestsNeedTheNegotiatedRole(t *testing.T) {
-	p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 1))})
-	rq := dicomnettest.AssociateRQ("SCU", "ANY")
-	rq.UserInformation.RoleSelections = []pdu.RoleSelection{{SOPClassUID: dicomuid.Verification, SCU: 0, SCP: 1}}
-	ac := p.Associate(rq)
-	if len(ac.UserInformation.RoleSelections) != 1 || ac.UserInformation.RoleSelections[0].SCU != 0 || ac.UserInformation.RoleSelections[0].SCP != 0 {
-		t.Fatalf("role selection answer %+v", ac.UserInformation.RoleSelections)
+// TestRoleSelectionAnswers: SCP/SCU Role Selection (PS3.7 D.3.3.4) on the wire, per SOP class. A requestor that
+// keeps the SCU role gets its contexts accepted and its requests served; one whose items leave it no role (SCP
+// only, or neither: SCU 0 and SCP 0, none of the three role values the standard allows) gets the class's contexts
+// rejected with result 1 (user-rejection) in the A-ASSOCIATE-AC, no item answered for it, other classes unaffected:
+// accepted, such a context took every C-STORE and answered it 0211. A command on the rejected context is a protocol
+// error (A-ABORT), as on any context not accepted.
+func TestRoleSelectionAnswers(t *testing.T) {
+	ct := dicomuid.CTImageStorage
+	tests := []struct {
+		name      string
+		items     []pdu.RoleSelection // for CT Image Storage, context 3
+		result    byte                // for context 3
+		wantRoles []pdu.RoleSelection
+	}{
+		{"no item: default roles", nil, pdu.ResultAcceptance, nil},
+		{"SCU", []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1}}, pdu.ResultAcceptance, []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1}}},
+		{"SCU and SCP: SCP turned down", []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1, SCP: 1}}, pdu.ResultAcceptance, []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1}}},
+		{"SCP only", []pdu.RoleSelection{{SOPClassUID: ct, SCP: 1}}, pdu.ResultUserRejection, nil},
+		{"no role", []pdu.RoleSelection{{SOPClassUID: ct}}, pdu.ResultUserRejection, nil},
+		{"SCU, then no role", []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1}, {SOPClassUID: ct}}, pdu.ResultUserRejection, nil},
 	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ch := make(chan result, 1)
+			p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch)})
+			rq := dicomnettest.AssociateRQ("SCU", "ANY")
+			rq.UserInformation.RoleSelections = tc.items
+			ac := p.Associate(rq)
+			want := []pdu.PresentationContextAC{
+				{ID: 1, Result: pdu.ResultAcceptance, TransferSyntax: dicomuid.ImplicitVRLittleEndian},
+				{ID: 3, Result: tc.result, TransferSyntax: dicomuid.ExplicitVRLittleEndian},
+			}
+			if tc.result != pdu.ResultAcceptance {
+				want[1].TransferSyntax = dicomuid.ImplicitVRLittleEndian // not significant; always sent
+			}
+			if d := cmp.Diff(want, ac.PresentationContexts); d != "" {
+				t.Errorf("presentation contexts (-want +got):\n%s", d)
+			}
+			if d := cmp.Diff(tc.wantRoles, ac.UserInformation.RoleSelections); d != "" {
+				t.Errorf("role selection answers (-want +got):\n%s", d)
+			}
+			// Verification, proposed without an item, keeps the default roles.
+			p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(1)))
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.Status != dimse.StatusSuccess {
+				t.Fatalf("C-ECHO response %+v, want success", rsp)
+			}
+			if tc.result != pdu.ResultAcceptance {
+				p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(2)))
+				p.ExpectAbort(2, 6)
+				return
+			}
+			p.SendMessage(3, storeRQ(2), []byte("ab"))
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CStoreRSP || rsp.Status != dimse.StatusSuccess {
+				t.Fatalf("C-STORE response %+v, want success", rsp)
+			}
+			if got := <-ch; string(got.data) != "ab" {
+				t.Errorf("stored %q", got.data)
+			}
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
+		})
+	}
+}
+
+// TestUnaskedResponseAndCancel: a response nobody asked for is ignored, not answered; a C-CANCEL has no response.
+func TestUnaskedResponseAndCancel(t *testing.T) {
+	p, _ := startParrot(t, &dicomnet.Server{Handler: capture(make(chan result, 1))})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 	// A C-ECHO-RSP out of the blue: nothing to answer.
 	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRSP(dimse.NewCEchoRQ(7), dimse.Status{})))
 	p.SendPDVs(dicomnettest.CommandPDV(1, dimse.NewCEchoRQ(8)))
-	rsp := p.ExpectCommand()
-	if rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != 8 || rsp.Status != dimse.StatusUnrecognizedOperation {
-		t.Fatalf("response %+v, want C-ECHO-RSP to 8 with 0211", rsp)
+	if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CEchoRSP || rsp.MessageIDBeingRespondedTo != 8 {
+		t.Fatalf("response %+v, want C-ECHO-RSP to 8", rsp)
 	}
-	// A C-CANCEL has no response (PS3.7 9.3.2.3), in whatever role: the
-	// next command answered is the C-ECHO after it (it got a 0211
-	// "response", 8FFFH, before).
+	// A C-CANCEL has no response (PS3.7 9.3.2.3): the next command answered
+	// is the C-ECHO after it.
 	p.SendPDVs(dicomnettest.CommandPDV(1, &dimse.Command{
 		Present:      dimse.HasCommandField | dimse.HasMessageIDBeingRespondedTo | dimse.HasCommandDataSetType,
 		CommandField: dimse.CCancelRQ, MessageIDBeingRespondedTo: 8, CommandDataSetType: dimse.NoDataSet,

@@ -58,9 +58,14 @@ type Negotiation struct {
 //     not stored: Explicit VR LE, else Implicit VR LE, nothing else.
 //   - Context ids are odd and unique: pdu.DecodeAssociateRQ refuses a request with any other (PS3.8 Table 9-13,
 //     §7.1.1.13), and the server aborts it as an invalid PDU.
-//   - Roles (54): answered only for SOP classes proposed in an accepted context, once per class, never widening the
-//     proposal: the requestor may be SCU if it asked (in every item it sent for the class); we never take the SCU
-//     role (SCP role for the requestor is answered 0).
+//   - Roles (54): role selection is per SOP class (PS3.7 D.3.3.4). The requestor keeps the SCU role for a class
+//     if every item it sent for the class asked for it; the SCP role is never granted (we never take the SCU
+//     role). A class whose items leave the requestor no role (SCU 0: SCP only, or SCU 0 and SCP 0, which is none of
+//     the three role values PS3.7 D.3.3.4 allows) has its supported contexts rejected with result 1
+//     (user-rejection): accepted, such a context could carry no request from the requestor, and each C-STORE
+//     on it was answered 0211 after the sender had been told the context was accepted. Answering it without the
+//     item instead would give the requestor the default SCU role, one it said it does not take. Items are
+//     answered only for classes with an accepted context, once per class: SCU 1, SCP 0.
 //   - Async operations window (53): answered 1/1 (no asynchronous operations) when proposed.
 func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	var n Negotiation
@@ -72,11 +77,25 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 				opt.StorageCommitment && uid == dicomuid.StorageCommitment
 		}
 	}
+	// PS3.7 D.3.3.4 allows one item per SOP class; a requestor may send more (one per presentation context of the
+	// class), which may disagree. Each class keeps the SCU role only if every item of it proposed that role: never
+	// a role one of them turned down, whichever came first.
+	var classes []string
+	scuKept := map[string]bool{}
+	for _, r := range rq.UserInformation.RoleSelections {
+		kept, seen := scuKept[r.SOPClassUID]
+		if !seen {
+			classes, kept = append(classes, r.SOPClassUID), true
+		}
+		scuKept[r.SOPClassUID] = kept && r.SCU != 0
+	}
 	for _, pc := range rq.PresentationContexts {
 		res := pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: dicomuid.ImplicitVRLittleEndian}
-		switch {
+		switch kept, asked := scuKept[pc.AbstractSyntax]; {
 		case pc.AbstractSyntax == "" || !supports(pc.AbstractSyntax):
 			res.Result = pdu.ResultAbstractSyntaxNotSupported
+		case asked && !kept:
+			res.Result = pdu.ResultUserRejection // no role left to the requestor
 		default:
 			// What we store is kept in its sender's syntax; what we read and
 			// answer ourselves (a C-ECHO, a commitment request) is in a
@@ -99,31 +118,9 @@ func Negotiate(rq *pdu.AssociateRQ, opt NegotiationOptions) Negotiation {
 	}
 	slices.SortFunc(n.Results, func(a, b pdu.PresentationContextAC) int { return int(a.ID) - int(b.ID) })
 	slices.SortFunc(n.Accepted, func(a, b AcceptedContext) int { return int(a.ID) - int(b.ID) })
-	// PS3.7 D.3.3.4 allows one item per SOP class; a requestor may send more (one per presentation context of the
-	// class), which may disagree. Each class is answered once, in the order first proposed, and keeps the SCU role
-	// only if every item of it proposed that role: never a role one of them turned down, whichever came first.
-	var classes []string
-	scuAsked := map[string]bool{}
-	for _, r := range rq.UserInformation.RoleSelections {
-		if !accepted[r.SOPClassUID] {
-			continue
-		}
-		asked, seen := scuAsked[r.SOPClassUID]
-		if !seen {
-			classes, asked = append(classes, r.SOPClassUID), true
-		}
-		scuAsked[r.SOPClassUID] = asked && r.SCU != 0
-	}
 	for _, uid := range classes {
-		scu := byte(0)
-		if scuAsked[uid] {
-			scu = 1
-		}
-		n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: scu, SCP: 0})
-		for i := range n.Accepted {
-			if n.Accepted[i].AbstractSyntax == uid {
-				n.Accepted[i].RequestorSCU = scu == 1
-			}
+		if accepted[uid] {
+			n.Roles = append(n.Roles, pdu.RoleSelection{SOPClassUID: uid, SCU: 1, SCP: 0})
 		}
 	}
 	if rq.UserInformation.AsyncOperations != nil {

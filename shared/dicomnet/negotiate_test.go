@@ -105,7 +105,7 @@ func TestNegotiateOrderRolesAsync(t *testing.T) {
 			AsyncOperations: &pdu.AsyncOperationsWindow{Invoked: 5, Performed: 5},
 			RoleSelections: []pdu.RoleSelection{
 				{SOPClassUID: ct, SCU: 1, SCP: 1},                          // SCP role for the requestor is not granted
-				{SOPClassUID: mr, SCU: 0, SCP: 1},                          // never widened
+				{SOPClassUID: mr, SCU: 0, SCP: 1},                          // no role left: context rejected
 				{SOPClassUID: dicomuid.StorageCommitment, SCU: 1, SCP: 1},  // rejected context: not answered
 				{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SCU: 1, SCP: 0}, // not proposed: not answered
 				{SOPClassUID: ct, SCU: 1, SCP: 0},                          // second item for ct: not answered twice
@@ -113,11 +113,11 @@ func TestNegotiateOrderRolesAsync(t *testing.T) {
 		},
 	}
 	n := Negotiate(rq, NegotiationOptions{})
-	wantResults := []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: impl}, {ID: 3, Result: 3, TransferSyntax: impl}, {ID: 5, Result: 0, TransferSyntax: impl}}
+	wantResults := []pdu.PresentationContextAC{{ID: 1, Result: 0, TransferSyntax: impl}, {ID: 3, Result: 3, TransferSyntax: impl}, {ID: 5, Result: 1, TransferSyntax: impl}}
 	if d := cmp.Diff(wantResults, n.Results); d != "" {
 		t.Errorf("results (-want +got):\n%s", d)
 	}
-	wantRoles := []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1, SCP: 0}, {SOPClassUID: mr, SCU: 0, SCP: 0}}
+	wantRoles := []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1, SCP: 0}}
 	if d := cmp.Diff(wantRoles, n.Roles); d != "" {
 		t.Errorf("roles (-want +got):\n%s", d)
 	}
@@ -130,18 +130,19 @@ func TestNegotiateOrderRolesAsync(t *testing.T) {
 }
 
 // TestNegotiateRoleSelectionTwice: items proposed twice for one SOP class (PS3.7 D.3.3.4 allows one) are answered
-// once, and the SCU role is kept only if every item proposed it: the first one no longer decides alone.
+// once, and the SCU role is kept only if every item proposed it: the first one no longer decides alone. A class
+// left without the SCU role has all its contexts rejected (user-rejection), and no item answered.
 func TestNegotiateRoleSelectionTwice(t *testing.T) {
 	ct, impl := dicomuid.CTImageStorage, dicomuid.ImplicitVRLittleEndian
 	tests := []struct {
-		name    string
-		scu     []byte // of each item, in order
-		wantSCU byte
+		name string
+		scu  []byte // of each item, in order
+		keep bool
 	}{
-		{"the same twice", []byte{1, 1}, 1},
-		{"SCU, then not", []byte{1, 0}, 0},
-		{"not, then SCU", []byte{0, 1}, 0},
-		{"three, one not", []byte{1, 1, 0}, 0},
+		{"the same twice", []byte{1, 1}, true},
+		{"SCU, then not", []byte{1, 0}, false},
+		{"not, then SCU", []byte{0, 1}, false},
+		{"three, one not", []byte{1, 1, 0}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -153,11 +154,25 @@ func TestNegotiateRoleSelectionTwice(t *testing.T) {
 				rq.UserInformation.RoleSelections = append(rq.UserInformation.RoleSelections, pdu.RoleSelection{SOPClassUID: ct, SCU: scu, SCP: 1})
 			}
 			n := Negotiate(rq, NegotiationOptions{})
-			if d := cmp.Diff([]pdu.RoleSelection{{SOPClassUID: ct, SCU: tc.wantSCU, SCP: 0}}, n.Roles); d != "" {
+			var wantRoles []pdu.RoleSelection
+			wantResult, wantAccepted := byte(pdu.ResultUserRejection), 0
+			if tc.keep {
+				wantRoles = []pdu.RoleSelection{{SOPClassUID: ct, SCU: 1, SCP: 0}}
+				wantResult, wantAccepted = pdu.ResultAcceptance, 2
+			}
+			if d := cmp.Diff(wantRoles, n.Roles); d != "" {
 				t.Errorf("roles (-want +got):\n%s", d)
 			}
+			for _, r := range n.Results {
+				if r.Result != wantResult {
+					t.Errorf("context %d: result %d, want %d", r.ID, r.Result, wantResult)
+				}
+			}
+			if len(n.Accepted) != wantAccepted {
+				t.Fatalf("accepted %+v", n.Accepted)
+			}
 			for _, pc := range n.Accepted {
-				if pc.RequestorSCU != (tc.wantSCU == 1) || pc.RequestorSCP {
+				if !pc.RequestorSCU || pc.RequestorSCP {
 					t.Errorf("context %d: requestor SCU %v, SCP %v", pc.ID, pc.RequestorSCU, pc.RequestorSCP)
 				}
 			}
@@ -192,8 +207,8 @@ func TestNegotiateStorageCommitment(t *testing.T) {
 			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 1, SCP: 0}}, true, false, 1},
 		{"requestor asks both roles", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 1, SCP: 1}, 0, impl,
 			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 1, SCP: 0}}, true, false, 1},
-		{"requestor asks SCP only", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 0, SCP: 1}, 0, impl,
-			[]pdu.RoleSelection{{SOPClassUID: sc, SCU: 0, SCP: 0}}, false, false, 1},
+		{"requestor asks SCP only: no role left", []string{impl}, &pdu.RoleSelection{SOPClassUID: sc, SCU: 0, SCP: 1}, 1, impl,
+			nil, false, false, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
