@@ -74,6 +74,13 @@ type Meta struct {
 	// the calling and the called AE. Omitted when empty.
 	SendingApplicationEntityTitle   string
 	ReceivingApplicationEntityTitle string
+	// Unordered is set by ReadMeta when an element of the group came after
+	// one with a greater tag (PS3.5 §7.1 orders them): read on, as the data
+	// set's are (dataset.Scanner.Unordered); Misplaced is the first such
+	// element's tag, After the tag before it. The writer ignores them: it
+	// writes the group in order.
+	Unordered        bool
+	Misplaced, After uint32
 }
 
 // SenderAE is the AE title that sent the file's content over a network as

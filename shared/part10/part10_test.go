@@ -348,9 +348,11 @@ func TestReadMetaErrors(t *testing.T) {
 		{"deflated dataset starting like group 0002", pre + elem(0, "UL", "\x1e\x00\x00\x00") + elem(0x10, "UI", "1.2.840.10008.1.2.1.99") +
 			"\x02\x00\xff\xfe", nil, Meta{TransferSyntaxUID: "1.2.840.10008.1.2.1.99"}, "\x02\x00\xff\xfe"},
 		{"empty dataset", pre + elem(0x10, "UI", "1.2.840.10008.1.2\x00"), nil, Meta{TransferSyntaxUID: ImplicitVRLittleEndian}, ""},
-		// Out of tag order (PS3.5 §7.1) but none repeated: read as in order; a repeat is malformed.
+		// Out of tag order (PS3.5 §7.1) but none repeated: read as in order and reported (the first step back and
+		// the tag before it); a repeat is malformed.
 		{"out of tag order", pre + elem(0x10, "UI", "1.2.840.10008.1.2\x00") + elem(3, "UI", "1.2.3\x00") + elem(2, "UI", "1.2\x00") + "rest",
-			nil, Meta{TransferSyntaxUID: ImplicitVRLittleEndian, MediaStorageSOPInstanceUID: "1.2.3", MediaStorageSOPClassUID: "1.2"}, "rest"},
+			nil, Meta{TransferSyntaxUID: ImplicitVRLittleEndian, MediaStorageSOPInstanceUID: "1.2.3", MediaStorageSOPClassUID: "1.2",
+				Unordered: true, Misplaced: 0x00020003, After: 0x00020010}, "rest"},
 		{"a repeat", pre + elem(0x10, "UI", "1.2.840.10008.1.2\x00") + elem(2, "UI", "1.2\x00") + elem(0x10, "UI", "1.2.840.10008.1.2\x00"),
 			ErrMalformedMeta, Meta{}, ""},
 	}

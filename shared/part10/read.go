@@ -29,7 +29,9 @@ const MaxMetaLen = 64 << 10
 // 0002 tag, or group 0002 elements wrongly placed in the dataset, are not
 // taken for meta. When the group length is absent or an element crosses
 // it, the group ends at the first tag outside group 0002. No read or
-// allocation exceeds MaxMetaLen.
+// allocation exceeds MaxMetaLen. Elements out of tag order are read on and
+// reported (Meta.Unordered), a repeat is ErrMalformedMeta, as in the data
+// set.
 func ReadMeta(r dataset.Source) (Meta, error) {
 	var m Meta
 	head, err := r.Peek(PreambleLen + 4)
@@ -87,7 +89,7 @@ func ReadMeta(r dataset.Source) (Meta, error) {
 			}
 			return m, fmt.Errorf("part10: read meta: %w", err)
 		case dataset.KindEnd:
-			return finish(m, any)
+			return finish(m, any, d)
 		case dataset.KindElement:
 			e := d.Element()
 			elem, value, any = uint16(e.Tag), nil, true
@@ -113,7 +115,7 @@ func ReadMeta(r dataset.Source) (Meta, error) {
 			m.set(elem, value, d.Element(), &groupEnd)
 		}
 	}
-	return finish(m, any)
+	return finish(m, any, d)
 }
 
 // set records a meta value.
@@ -143,7 +145,10 @@ func (m *Meta) set(elem uint16, val []byte, e dataset.Element, groupEnd *int64) 
 	}
 }
 
-func finish(m Meta, any bool) (Meta, error) {
+// finish checks what the group must hold, and tells whether its elements
+// were in order (Meta.Unordered).
+func finish(m Meta, any bool, d *dataset.Decoder) (Meta, error) {
+	m.Misplaced, m.After, m.Unordered = d.Unordered()
 	if !any {
 		return m, fmt.Errorf("%w: no group 0002 elements", ErrMalformedMeta)
 	}

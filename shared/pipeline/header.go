@@ -62,9 +62,10 @@ type header struct {
 	// deflated, encapsulated).
 	PixelShort int64
 	// Unordered is set when an element came after one with a greater tag
-	// in its data set or item (any level), up to Pixel Data: the reader
-	// reads such a data set on (a repeat is its verdict); Misplaced is
-	// that element's tag, After the one before it.
+	// in the File Meta group (part10.Meta.Unordered) or in its data set or
+	// item (any level), up to Pixel Data: the reader reads such an object
+	// on (a repeat is its verdict); Misplaced is the first such element's
+	// tag, After the one before it.
 	Unordered        bool
 	Misplaced, After uint32
 }
@@ -136,6 +137,9 @@ func readHeader(src *dataset.RangeSource) (*header, error) {
 	err = h.read(d, base)
 	h.Implicit = d.Implicit()
 	h.Misplaced, h.After, h.Unordered = d.Unordered()
+	if meta.Unordered { // the File Meta group comes first
+		h.Misplaced, h.After, h.Unordered = meta.Misplaced, meta.After, true
+	}
 	if err == nil && h.PixelData != nil && !h.Deflated && h.PixelData.Len != dataset.UndefinedLength {
 		if end := h.PixelData.Offset + int64(h.PixelData.Len); end > src.Size() {
 			h.PixelShort = end - src.Size()

@@ -404,23 +404,29 @@ func TestTagOrder(t *testing.T) {
 	tests := []struct {
 		name   string
 		late   []uint32
+		meta   []uint16 // group 0002 elements written late
 		extra  []pt.Elem
 		valid  bool
 		codes  []string
 		reason string // the finding's message
 	}{
-		{"UIDs after the series UID", []uint32{pt.Tag(8, 0x18), pt.Tag(0x20, 0x0D)}, nil, true, []string{"warning:tag-order"},
+		{"UIDs after the series UID", []uint32{pt.Tag(8, 0x18), pt.Tag(0x20, 0x0D)}, nil, nil, true, []string{"warning:tag-order"},
 			"elements not in ascending tag order: (0008,0018) after (0028,0100)"},
-		{"an item's elements reversed", nil, []pt.Elem{ref(inst, class)}, true, []string{"warning:tag-order"},
+		{"an item's elements reversed", nil, nil, []pt.Elem{ref(inst, class)}, true, []string{"warning:tag-order"},
 			"elements not in ascending tag order: (0008,1150) after (0008,1155)"},
-		{"repeated in an item", nil, []pt.Elem{ref(class, class)}, false, []string{"error:malformed"},
+		// The File Meta group by the same rule, before the data set's.
+		{"File Meta out of order", nil, []uint16{0x02}, nil, true, []string{"warning:tag-order"},
+			"elements not in ascending tag order: (0002,0002) after (0002,0016)"},
+		{"File Meta and data set out of order", []uint32{pt.Tag(8, 0x18)}, []uint16{0x10}, nil, true, []string{"warning:tag-order"},
+			"elements not in ascending tag order: (0002,0010) after (0002,0016)"},
+		{"repeated in an item", nil, nil, []pt.Elem{ref(class, class)}, false, []string{"error:malformed"},
 			"malformed repeated element: tag (0008,1150)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := pt.New()
 			in := ct(sop1)
-			in.Late, in.Extra = tt.late, tt.extra
+			in.Late, in.LateMeta, in.Extra = tt.late, tt.meta, tt.extra
 			data := in.Build()
 			k := key(sop1)
 			add(f, k, data, sop1)

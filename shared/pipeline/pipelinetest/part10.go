@@ -56,6 +56,9 @@ type Meta struct {
 	// SendingAE and ReceivingAE are (0002,0017) and (0002,0018), written
 	// when set.
 	SendingAE, ReceivingAE string
+	// Late moves these group 0002 elements (by element number, present
+	// ones) after the others, in the order given: out of tag order.
+	Late []uint16
 }
 
 // Part10 encodes a Part 10 file: preamble, DICM, file meta and the dataset
@@ -79,7 +82,16 @@ func Part10(m Meta, ds []Elem) []byte {
 		}
 	}
 	for _, e := range metaElems {
-		writeElem(&meta, e, false)
+		if !slices.Contains(m.Late, uint16(e.Tag)) {
+			writeElem(&meta, e, false)
+		}
+	}
+	for _, late := range m.Late {
+		for _, e := range metaElems {
+			if uint16(e.Tag) == late {
+				writeElem(&meta, e, false)
+			}
+		}
 	}
 	var out bytes.Buffer
 	out.Write(make([]byte, 128))
@@ -233,6 +245,8 @@ type Instance struct {
 	// Pixel Data, in the order given: out of tag order (PS3.5 §7.1), as
 	// some writers send. A tag given twice is written twice (a repeat).
 	Late []uint32
+	// LateMeta is Meta.Late: group 0002 elements written out of order.
+	LateMeta []uint16
 }
 
 // Build encodes the instance as a Part 10 file with 16-bit pixel data.
@@ -303,7 +317,7 @@ func (in Instance) Build() []byte {
 		ds = append(ds, e)
 	}
 	return Part10(Meta{SOPClassUID: CTStorage, SOPInstanceUID: in.SOPUID, TransferSyntaxUID: ts, SourceAE: in.SourceAE,
-		SendingAE: in.SendingAE, ReceivingAE: in.ReceivingAE}, ds)
+		SendingAE: in.SendingAE, ReceivingAE: in.ReceivingAE, Late: in.LateMeta}, ds)
 }
 
 func pixels(n int) []byte {
