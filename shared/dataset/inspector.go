@@ -160,6 +160,11 @@ func NewInspector(r io.Reader, transferSyntaxUID string, opts ...Option) *Inspec
 // final.
 func (in *Inspector) Header() Header { return in.hdr }
 
+// Unordered is the Scanner's Unordered over what the Inspector has read:
+// once the data set was read to its end (Read returned io.EOF), whether
+// any element of it, at any level, came after one with a greater tag.
+func (in *Inspector) Unordered() (tag, after uint32, ok bool) { return in.s.Unordered() }
+
 // Err returns the verdict once the dataset was read to its end: nil for a
 // dataset the Scanner read whole, else an *Error wrapping ErrMalformed,
 // ErrLimit or ErrTruncated. It is nil while reading goes on.

@@ -185,6 +185,12 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 	// Lines name the object by association and message id: keys hold
 	// UIDs (the stores log the key's digest, see logname).
 	log.Debug("stored", "bytes", stored.Size, "duplicate", stored.Duplicate, "conflict", stored.Conflict)
+	if tag, after, ok := in.Unordered(); ok {
+		// Stored as sent (conformance.md, Elements out of tag order); the
+		// pipeline's tag-order warning says the same of the stored file.
+		// The Inspector read the whole data set to store it: no cost.
+		log.Info("stored with elements out of tag order", "misplaced", dataset.TagString(tag), "after", dataset.TagString(after))
+	}
 	if stored.Conflict {
 		log.Warn("other bytes sent for an already stored instance: kept beside it (another data set, or the same one from another AE or release of ours: the pipeline tells which)")
 	}

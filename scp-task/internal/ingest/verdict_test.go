@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,11 +31,17 @@ import (
 // scp is the real server with the ingest handler over a file store.
 func scp(t *testing.T) (*dicomnettest.Server, *filestore.Store) {
 	t.Helper()
+	return scpWith(t, ingest.Options{})
+}
+
+// scpWith is scp with the handler's options (its logger).
+func scpWith(t *testing.T, opts ingest.Options) (*dicomnettest.Server, *filestore.Store) {
+	t.Helper()
 	store, err := filestore.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return dicomnettest.NewServerT(t, &dicomnet.Server{Handler: ingest.New(store, ingest.Options{})}), store
+	return dicomnettest.NewServerT(t, &dicomnet.Server{Handler: ingest.New(store, opts)}), store
 }
 
 // incoming lists the keys of the objects a file store holds.
@@ -200,7 +208,8 @@ func dsrdumpValid(t *testing.T, path string) {
 // refused C000 with a comment naming the tag, nothing is stored, and the
 // pipeline finds the same file malformed for the same reason.
 func TestTagOrder(t *testing.T) {
-	srv, store := scp(t)
+	var logs testenv.LogBuffer
+	srv, store := scpWith(t, ingest.Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	ctx := context.Background()
 	explicit, deflated := dicomuid.ExplicitVRLittleEndian, dicomuid.DeflatedExplicitVRLittleEndian
 	as := associate(t, srv, scImage, explicit, deflated)
@@ -232,10 +241,29 @@ func TestTagOrder(t *testing.T) {
 			if tt.deflate {
 				ds = pt.Deflate(ds)
 			}
-			before := incoming(t, store)
+			before, logged := incoming(t, store), logs.Len()
 			st, err := as.Store(ctx, scImage, sop, tt.ts, bytesReader(ds))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// The SCP's line for an object stored out of order (written before the response), by association
+			// and message id, never a UID; none for a refusal.
+			var lines []map[string]any
+			for _, l := range strings.Split(strings.TrimSpace(logs.String()[logged:]), "\n") {
+				var m map[string]any
+				if json.Unmarshal([]byte(l), &m) == nil && m["msg"] == "stored with elements out of tag order" {
+					lines = append(lines, m)
+				}
+			}
+			if strings.Contains(logs.String(), sop) {
+				t.Errorf("the log names the SOP Instance UID:\n%s", logs.String())
+			}
+			switch {
+			case tt.tag != "" && len(lines) != 0:
+				t.Errorf("a refused object logged as stored: %v", lines)
+			case tt.tag == "" && (len(lines) != 1 || lines[0]["misplaced"] != tt.misplaced || lines[0]["after"] != tt.after ||
+				lines[0]["association"] == "" || lines[0]["message_id"] == nil):
+				t.Errorf("log lines %v, want one naming %s after %s, the association and the message id", lines, tt.misplaced, tt.after)
 			}
 			if tt.tag != "" {
 				if want := "element repeated at " + tt.tag; st.Code != ingest.StatusUnreadable || st.Comment != want {
