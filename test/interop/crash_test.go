@@ -124,7 +124,15 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 // portalAudit gets the audit records of an outcome from the portal's API.
 func portalAudit(t *testing.T, portal, outcome string) []pipeline.AuditRecord {
 	t.Helper()
-	resp, err := http.Get("http://" + portal + "/api/audit?outcome=" + outcome)
+	var out struct{ Records []pipeline.AuditRecord }
+	portalJSON(t, portal, "/api/audit?outcome="+outcome, &out)
+	return out.Records
+}
+
+// portalJSON decodes the answer of local mode's portal API at path into v.
+func portalJSON(t *testing.T, portal, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + portal + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +141,9 @@ func portalAudit(t *testing.T, portal, outcome string) []pipeline.AuditRecord {
 			t.Error(err)
 		}
 	}()
-	var out struct{ Records []pipeline.AuditRecord }
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-	return out.Records
 }
 
 // TestKilledFileStoreSCPIsReported: scp-task on a plain file store
