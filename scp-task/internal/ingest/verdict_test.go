@@ -333,6 +333,78 @@ func TestTagOrder(t *testing.T) {
 	}
 }
 
+// TestAfterPixelData: elements after top-level Pixel Data. In tag order
+// (PS3.5 §7.1) only groups above 7FE0 may follow it: private groups,
+// Digital Signatures (FFFA,FFFA), Data Set Trailing Padding (FFFC,FFFC);
+// such an object is stored (0000) as sent and the pipeline keeps it, its
+// header read up to Pixel Data. None of the UIDs the SCP looks for can
+// come there in order: a data set naming its SOP Instance UID only after
+// Pixel Data is out of order past where the header is read, and refused
+// C000 (conformance.md, Elements after Pixel Data).
+func TestAfterPixelData(t *testing.T) {
+	srv, store := scp(t)
+	ctx := context.Background()
+	explicit := dicomuid.ExplicitVRLittleEndian
+	as := associate(t, srv, scImage, explicit)
+	const sop = "1.2.826.0.1.3680043.10.8.1.11"
+	elems := append(scElems(sop, 64), pixels(64*64))
+	trailing := []pt.Elem{
+		pt.Str(pt.Tag(0x7FE1, 0x10), "LO", "VENDOR PRIVATE"),
+		pt.Raw(pt.Tag(0x7FE1, 0x1001), "OB", []byte{1, 2, 3, 4}),
+		pt.Seq(pt.Tag(0xFFFA, 0xFFFA), false),
+		pt.Raw(pt.Tag(0xFFFC, 0xFFFC), "OB", make([]byte, 16)),
+	}
+	noUID := append(append([]pt.Elem{elems[0]}, elems[2:]...), elems[1]) // the SOP Instance UID after Pixel Data
+	tests := []struct {
+		name    string
+		ds      []pt.Elem
+		code    uint16
+		comment string
+	}{
+		{"trailing padding", append(slices.Clone(elems), trailing[3]), 0, ""},
+		{"private group, signatures, padding", append(slices.Clone(elems), trailing...), 0, ""},
+		{"SOP Instance UID only after Pixel Data", noUID, ingest.StatusUnreadable, "dataset lacks SOP Class or SOP Instance UID"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ds := encode(t, scImage, sop, explicit, tt.ds)
+			before := incoming(t, store)
+			st, err := as.Store(ctx, scImage, sop, explicit, bytesReader(ds))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Code != tt.code || st.Comment != tt.comment {
+				t.Fatalf("status %04X %q, want %04X %q", st.Code, st.Comment, tt.code, tt.comment)
+			}
+			var key string
+			for _, k := range incoming(t, store) {
+				if !slices.Contains(before, k) {
+					key = k
+				}
+			}
+			if tt.code != 0 {
+				if key != "" {
+					t.Fatalf("a refused object was stored: %s", key)
+				}
+				return
+			}
+			stored, err := os.ReadFile(filepath.Join(store.Root(), key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.HasSuffix(stored, ds) {
+				t.Error("the data set was not stored as sent")
+			}
+			if res := processStored(t, store, key, scImage, sop, explicit); !res.Valid || res.Outcome != pipeline.InstanceNew {
+				t.Errorf("pipeline: valid %v, outcome %v, findings %+v; want kept", res.Valid, res.Outcome, res.Findings)
+			}
+			if err := os.Remove(filepath.Join(store.Root(), key)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // TestUIDOutOfOrderPastTheHeader: the SCP looks for the SOP Instance UID
 // in what it holds before it stores (the first 256 KiB of the data set,
 // conformance.md's Elements out of tag order): one placed out of order
