@@ -83,16 +83,8 @@ type identity struct {
 //     (objectstore.SuffixChecksum): no second pass over the data;
 //   - else the whole file's: its CRC-64/NVME or else its ETag.
 func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *header) (identity, error) {
-	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" {
-		return identity{ID: sha, Whole: sha}, nil
-	}
-	whole, ok := decodeCRC(info.ChecksumCRC64NVME)
-	if !ok {
-		id := etagIdentityPrefix + strings.Trim(info.ETag, `"`)
-		return identity{ID: id, Whole: id}, nil
-	}
-	wholeID := wholeIdentityPrefix + fmt.Sprintf("%016x", whole)
-	if h == nil || h.MetaEnd <= 0 || h.MetaEnd > info.Size {
+	wholeID, whole, ok := wholeIdentity(info)
+	if !ok || h == nil || h.MetaEnd <= 0 || h.MetaEnd > info.Size {
 		return identity{ID: wholeID, Whole: wholeID}, nil
 	}
 	head := h.MetaHead
@@ -109,6 +101,19 @@ func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *head
 }
 
 func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("%016x", crc) }
+
+// wholeIdentity names the stored bytes info describes (identity.Whole):
+// the SHA-256 its metadata carries (stored by an earlier version), else its
+// whole file's CRC-64/NVME (crc, ok true), else its ETag.
+func wholeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
+	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" {
+		return sha, 0, false
+	}
+	if crc, ok = decodeCRC(info.ChecksumCRC64NVME); !ok {
+		return etagIdentityPrefix + strings.Trim(info.ETag, `"`), 0, false
+	}
+	return wholeIdentityPrefix + fmt.Sprintf("%016x", crc), crc, true
+}
 
 // decodeCRC decodes a CRC-64/NVME as S3 reports it (base64 of 8 bytes).
 func decodeCRC(b64 string) (uint64, bool) {

@@ -110,7 +110,11 @@ func TestProcessObjectDicomTestdata(t *testing.T) {
 			if res.BytesRead != f.Objects.BytesServed {
 				t.Errorf("BytesRead %d, store served %d", res.BytesRead, f.Objects.BytesServed)
 			}
-			jsonKey, sumKey := pipeline.MetadataKeys(k)
+			info, err := f.Objects.Head(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsonKey, sumKey := pipeline.MetadataKeys(info)
 			body, _, ok := f.Objects.Get(jsonKey)
 			if !ok {
 				t.Fatal("no DICOM JSON sidecar")
@@ -443,7 +447,11 @@ func TestTagOrder(t *testing.T) {
 			if res.Outcome != pipeline.InstanceNew {
 				t.Errorf("outcome %v", res.Outcome)
 			}
-			jsonKey, _ := pipeline.MetadataKeys(k)
+			info, err := f.Objects.Head(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			jsonKey, _ := pipeline.MetadataKeys(info)
 			body, _, ok := f.Objects.Get(jsonKey)
 			if !ok {
 				t.Fatal("no DICOM JSON sidecar")

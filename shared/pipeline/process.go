@@ -59,12 +59,35 @@ func SplitKey(key string) (root, section, rest string, ok bool) {
 	return key[:best], section, key[best+len(section):], true
 }
 
-// MetadataKeys returns where the sidecars of an incoming object go: the
-// DICOM JSON (PS3.18 F.2) document and the normalized summary, under the
-// same store root.
-func MetadataKeys(objectKey string) (dicomJSON, summary string) {
-	root, _, rest, _ := SplitKey(objectKey)
-	base := root + MetadataPrefix + strings.TrimSuffix(rest, ".dcm")
+// MetadataKeys returns where the sidecars of the incoming object info
+// describes (its Key, and the bytes it holds) go: the DICOM JSON (PS3.18
+// F.2) document and the normalized summary, under the same store root,
+// named after the object's key and its bytes' identity (identity.Whole:
+// crc64nvme-<16 hex> for every object stored now). Each content stored
+// under a key keeps its own documents: named after the key alone, a key
+// overwritten with other content (any caller that may s3:PutObject can)
+// had the second content's documents written over the first's, which its
+// index row and its event still named. Documents written before are not
+// renamed: rows and events name them where they are. See docs/pipeline.md,
+// "S3 layout".
+func MetadataKeys(info ObjectInfo) (dicomJSON, summary string) {
+	root, _, rest, _ := SplitKey(info.Key)
+	id, _, _ := wholeIdentity(info)
+	if !strings.HasPrefix(id, wholeIdentityPrefix) && !strings.HasPrefix(id, etagIdentityPrefix) {
+		// The bare SHA-256 of an object stored by an earlier version,
+		// named as the other forms are, so that the SOP Instance UID
+		// before it ends where a letter begins (logname.UIDs).
+		id = "sha256-" + id
+	}
+	// Key-safe whatever an ETag holds: one path component of the
+	// characters every key of the layout is made of.
+	id = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '_'
+	}, id)
+	base := root + MetadataPrefix + strings.TrimSuffix(rest, ".dcm") + "." + id
 	return base + ".json", base + ".summary.json"
 }
 
@@ -266,7 +289,7 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 // accept writes sidecars, indexes, audits and announces a valid object.
 func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, id identity) (UpsertOutcome, error) {
 	key := in.info.Key
-	jsonKey, summaryKey := MetadataKeys(key)
+	jsonKey, summaryKey := MetadataKeys(in.info)
 	objURI := p.uri(key)
 	dj := in.dicomJSON
 	if in.h.PixelData != nil {

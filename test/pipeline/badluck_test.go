@@ -230,6 +230,19 @@ func TestChainBadLuck(t *testing.T) {
 		if len(page.Records) != 1 || page.Records[0].ObjectKey != s.key(a, "") || page.Records[0].HeldObjectKey != s.key(a, "") {
 			t.Errorf("conflict records %+v: want one naming the key, held under it", page.Records)
 		}
+		// Each content's row names its own DICOM JSON: named after the key
+		// alone, the second's was written over the first's, and the
+		// first's row named the second's patient.
+		d, err := e.index.GetStudy(context.Background(), s.uid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range d.Instances {
+			want := map[bool]string{false: a.PatientName, true: b.PatientName}[r.Conflict]
+			if got := e.patientNameIn(t, r.MetadataKey); got != want {
+				t.Errorf("the row of %s (conflict %v) names a DICOM JSON of %q, want %q", r.ContentIdentity, r.Conflict, got, want)
+			}
+		}
 	})
 
 	t.Run("an event for a key deleted since", func(t *testing.T) {

@@ -84,6 +84,28 @@ func (e *env) exists(key string) bool {
 	return err == nil
 }
 
+// patientNameIn returns the Patient's Name of the DICOM JSON stored at key.
+func (e *env) patientNameIn(t *testing.T, key string) string {
+	t.Helper()
+	out, err := e.s3.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		t.Fatalf("get the DICOM JSON: %v", err)
+	}
+	defer out.Body.Close()
+	var dj struct {
+		PatientName struct {
+			Value []struct{ Alphabetic string }
+		} `json:"00100010"`
+	}
+	if err := json.NewDecoder(out.Body).Decode(&dj); err != nil {
+		t.Fatalf("read the DICOM JSON: %v", err)
+	}
+	if len(dj.PatientName.Value) != 1 {
+		return ""
+	}
+	return dj.PatientName.Value[0].Alphabetic
+}
+
 // snapshot is the observable state for idempotency checks.
 type snapshot struct {
 	Audit  int
@@ -144,9 +166,13 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		if st.InstanceCount != 2 || st.SeriesCount != 1 || len(st.Instances) != 2 || st.PatientID != "PID-9" || st.Modalities[0] != "CT" {
 			t.Errorf("study = %+v", st.StudySummary)
 		}
-		jsonKey, _ := pipeline.MetadataKeys(objectKey(sop(1)))
+		// The documents each row names (pipeline.MetadataKeys).
+		var jsonKeys []string
+		for _, in := range st.Instances {
+			jsonKeys = append(jsonKeys, in.MetadataKey)
+		}
 		qKey, fKey := pipeline.QuarantineKeys(badKey)
-		for _, k := range []string{jsonKey, qKey, fKey, badKey} {
+		for _, k := range append(jsonKeys, qKey, fKey, badKey) {
 			if !e.exists(k) {
 				t.Errorf("%s missing", k)
 			}

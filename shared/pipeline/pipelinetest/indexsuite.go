@@ -608,16 +608,18 @@ func testConflictSameStudy(t *testing.T, h IndexHarness) {
 // caller that may PutObject do it, the SCP never does) is a conflict like
 // any other content under the SOP Instance UID, not a replacement: the
 // first content stays indexed as it was (new, its row unchanged, naming the
-// key), the second is indexed beside it flagged, and a redelivery of either
-// (the same key, either content) is a duplicate that reports its own
-// record and moves nothing. See docs/pipeline.md, "Duplicates".
+// key and its own documents), the second is indexed beside it flagged,
+// under the same key with its own metadata key (the pipeline names each
+// content's documents apart: pipeline.MetadataKeys), and a redelivery of
+// either (the same key, either content) is a duplicate that reports its
+// own record and moves nothing. See docs/pipeline.md, "Duplicates".
 func testOverwrittenKey(t *testing.T, h IndexHarness) {
 	ix := h.New(t)
 	ctx := context.Background()
 	first := Record(1, 1, 1, "aa", 0)
 	upsert(t, ix, first, pipeline.InstanceNew)
 	over := Record(1, 1, 1, "bb", time.Minute)
-	over.ObjectKey, over.Size = first.ObjectKey, 70
+	over.ObjectKey, over.MetadataKey, over.Size = first.ObjectKey, strings.TrimSuffix(first.MetadataKey, ".json")+".bb.json", 70
 	r := upsert(t, ix, over, pipeline.InstanceConflict)
 	if !r.Instance.Conflict || r.Instance.ObjectKey != first.ObjectKey {
 		t.Errorf("the overwriting content: conflict %v, key %q; want a conflict under the key", r.Instance.Conflict, r.Instance.ObjectKey)

@@ -1,0 +1,137 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// documentsOf reads the DICOM JSON and the summary at jsonKey and
+// summaryKey: the patient's name each holds and the content identity the
+// summary names.
+func documentsOf(t *testing.T, f *pt.Fakes, jsonKey, summaryKey string) (jsonName, summaryName, summaryID string) {
+	t.Helper()
+	body, _, ok := f.Objects.Get(jsonKey)
+	if !ok {
+		t.Fatalf("no DICOM JSON at the key named")
+	}
+	var dj map[string]json.RawMessage
+	if err := json.Unmarshal(body, &dj); err != nil {
+		t.Fatal(err)
+	}
+	var pn struct{ Value []struct{ Alphabetic string } }
+	if err := json.Unmarshal(dj["00100010"], &pn); err != nil {
+		t.Fatal(err)
+	}
+	if len(pn.Value) == 1 {
+		jsonName = pn.Value[0].Alphabetic
+	}
+	if summaryKey == "" {
+		return jsonName, "", ""
+	}
+	if body, _, ok = f.Objects.Get(summaryKey); !ok {
+		t.Fatalf("no summary at the key named")
+	}
+	var sum pipeline.NormalizedSummary
+	if err := json.Unmarshal(body, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if n := sum.PatientName; n != nil && n.Alphabetic != nil {
+		summaryName = n.Alphabetic.Family + "^" + n.Alphabetic.Given
+	}
+	return jsonName, summaryName, sum.SHA256
+}
+
+// TestOverwrittenKeyKeepsEachContentsDocuments: an object key overwritten
+// with other content after the first was indexed (docs/pipeline.md,
+// "Duplicates": any caller that may s3:PutObject can, the SCP never does)
+// leaves each content's metadata documents its own. The first content's
+// index row, its Instance Stored's metadataKey and summaryKey, and the
+// second's, each name documents describing that content: named after the
+// object key alone, the second's processing wrote its documents over the
+// first's, and the first's row and event then named the second's patient.
+func TestOverwrittenKeyKeepsEachContentsDocuments(t *testing.T) {
+	a, b := ct(sop1), ct(sop1)
+	a.PatientName, b.PatientName = "Doe^Jane", "Roe^Robert"
+	names := map[bool]string{false: a.PatientName, true: b.PatientName} // by the row's conflict flag
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	storedAs(f, key(sop1), a.Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+	if res, err := p.ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
+		t.Fatalf("the first content: %v, %v; want it new", res.Outcome, err)
+	}
+	storedAs(f, key(sop1), b.Build(), "SOMEONE_ELSE", "assoc2", "2026-01-15T11:00:00Z")
+	if res, err := p.ProcessObject(ctx, key(sop1)); err != nil || res.Outcome != pipeline.InstanceConflict {
+		t.Fatalf("the overwriting content: %v, %v; want a conflict", res.Outcome, err)
+	}
+
+	rows, err := f.Index.Instances(ctx, sop1)
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("rows %+v, %v; want both contents", rows, err)
+	}
+	for _, r := range rows {
+		want := names[r.Conflict]
+		if got, _, _ := documentsOf(t, f, r.MetadataKey, ""); got != want {
+			t.Errorf("the row of %s (conflict %v) names a DICOM JSON of %q, want %q", r.ContentIdentity, r.Conflict, got, want)
+		}
+	}
+	events := f.Events.All()
+	if len(events) != 2 {
+		t.Fatalf("%d events, want each content's Instance Stored", len(events))
+	}
+	for _, ev := range events {
+		var d pipeline.InstanceStoredDetail
+		if err := json.Unmarshal(ev.Detail, &d); err != nil {
+			t.Fatal(err)
+		}
+		want := names[d.Conflict]
+		jsonName, summaryName, summaryID := documentsOf(t, f, d.MetadataKey, d.SummaryKey)
+		if jsonName != want || summaryName != want || summaryID != d.SHA256 {
+			t.Errorf("the Instance Stored of %s (conflict %v) names documents of %q and %q (summary of %s), want %q",
+				d.SHA256, d.Conflict, jsonName, summaryName, summaryID, want)
+		}
+	}
+}
+
+// TestMetadataKeys: an object's documents are named after its key and its
+// bytes' identity, in every form that identity takes, under the object's
+// store root, each name one key-safe path component that logname.UIDs
+// reads the SOP Instance UID from.
+func TestMetadataKeys(t *testing.T) {
+	const crc = "ASNFZ4mrze8=" // base64 of 0x0123456789abcdef, as S3 reports it
+	sha := strings.Repeat("7b", 32)
+	tests := []struct {
+		name string
+		info pipeline.ObjectInfo
+		base string // the documents' key before .json and .summary.json
+	}{
+		{"stored now", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, ETag: `"e"`},
+			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".crc64nvme-0123456789abcdef"},
+		{"under a store root, a conflict key", pipeline.ObjectInfo{Key: "site-a/" + strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-00ff.dcm", ChecksumCRC64NVME: crc},
+			"site-a/metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".conflict-00ff.crc64nvme-0123456789abcdef"},
+		{"stored by an earlier version", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: strings.ToUpper(sha)}},
+			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".sha256-" + sha},
+		{"stored by something else", pipeline.ObjectInfo{Key: key(sop1), ETag: `"ab/cd+ef-2"`},
+			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".etag-ab_cd_ef-2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dj, sum := pipeline.MetadataKeys(tt.info)
+			if dj != tt.base+".json" || sum != tt.base+".summary.json" {
+				t.Errorf("MetadataKeys = %q, %q; want %q and .summary.json", dj, sum, tt.base+".json")
+			}
+			if want := []string{study, series, sop1}; !cmp.Equal(logname.UIDs(dj), want) {
+				t.Errorf("UIDs of %q = %v, want %v", dj, logname.UIDs(dj), want)
+			}
+		})
+	}
+}
