@@ -183,8 +183,9 @@ func studyEventOf(t *testing.T, p *Pipeline, n, series int, modalities ...string
 		se := uid("1.2.826.0.1.3680043.10.8", i%series)
 		sop := uid("1.2.826.0.1.3680043.10.9", i)
 		key := "incoming/2026/12/06/" + study + "/" + se + "/" + sop + ".dcm"
+		jsonKey, _ := MetadataKeys(ObjectInfo{Key: key, ChecksumCRC64NVME: "ASNFZ4mrze8="}) // a CRC64NVME, as S3 reports it
 		in := InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: se, SOPInstanceUID: sop, ObjectKey: key,
-			MetadataKey: "metadata/2026/12/06/" + study + "/" + se + "/" + sop + ".json", ReceivedAt: time.Unix(int64(i), 0)}
+			MetadataKey: jsonKey, ReceivedAt: time.Unix(int64(i), 0)}
 		if len(modalities) > 0 {
 			in.Modality = modalities[i%len(modalities)]
 		}
