@@ -320,11 +320,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// the event publisher call before they act on a commit; the queue's
 	// are durable before its writer reports them: the SCP answers success
 	// on them.
-	// Checkpoints copy the log into the database file: at 4000 pages
-	// rather than SQLite's 1000, a page the pipeline changes again and
-	// again (a study's row, an index's inner pages) is copied a quarter
-	// as often.
-	sdb, err := openSQLite(path, "synchronous(NORMAL)", "wal_autocheckpoint(4000)", journalSizeLimit(MainWALLimit))
+	// Checkpoints copy the log into the database file, run by the writer
+	// (see checkpointer): at 4000 pages rather than SQLite's 1000, a page
+	// the pipeline changes again and again (a study's row, an index's
+	// inner pages) is copied a quarter as often.
+	sdb, err := openSQLite(path, "synchronous(NORMAL)", journalSizeLimit(MainWALLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +353,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.q = qdb
 	db.qwal = newWALSync(qpath + "-wal")
 	db.qwal.failedOnce = o.syncFailed(qpath)
-	db.w, db.qw = newWriter(db.st, throughputFirst, nil), newWriter(db.qst, latencyFirst, db.qwal)
+	ckpt, qckpt := newCheckpointer(sdb, mainCheckpointFrames, db.wal), newCheckpointer(qdb, queueCheckpointFrames, db.qwal)
+	ckpt.failed, qckpt.failed = o.checkpointFailed(path), o.checkpointFailed(qpath)
+	db.w, db.qw = newWriter(db.st, throughputFirst, nil, ckpt), newWriter(db.qst, latencyFirst, db.qwal, qckpt)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -372,6 +374,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 const (
 	MainWALLimit  = 24 << 20
 	QueueWALLimit = 4 << 20
+)
+
+// The writers checkpoint a database once its log holds this many pages
+// not yet copied (checkpointer): the queue's at SQLite's default.
+const (
+	mainCheckpointFrames  = 4000
+	queueCheckpointFrames = 1000
 )
 
 // journalSizeLimit is the pragma that bounds a database's log at limit
@@ -421,6 +430,9 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Add("_pragma", "busy_timeout(10000)")
+	// No automatic checkpoint: it ignores its errors, a failed fsync among
+	// them; the writers run them (checkpointer).
+	q.Add("_pragma", "wal_autocheckpoint(0)")
 	// The driver runs the _pragma list first (sorted by name) and
 	// _journal_mode after it: a page_size pragma must precede WAL mode,
 	// which fixes the page size of the file it creates.
@@ -464,16 +476,28 @@ func privateFile(path string) error {
 }
 
 // Close removes completed keys from the queue, commits what the writers
-// hold and closes both databases.
+// hold and closes both databases. A database whose sync failed
+// (SyncFailed) keeps its connections until the process exits: closing
+// the last one would checkpoint it, and trust that checkpoint's fsync
+// (see checkpointer).
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stopReaper) })
 	<-db.reaperEnded
 	db.w.close()
 	db.qw.close()
-	if err := errors.Join(db.st.close(), db.qst.close(), db.sql.Close(), db.q.Close(), db.wal.close(), db.qwal.close()); err != nil {
+	if err := errors.Join(db.st.close(), db.qst.close(), closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
+		db.wal.close(), db.qwal.close()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}
 	return nil
+}
+
+// closeUnlessFailed closes sdb unless a sync of it failed.
+func closeUnlessFailed(sdb *sql.DB, wal *walSync) error {
+	if wal.poisoned() != nil {
+		return nil
+	}
+	return sdb.Close()
 }
 
 // Sync makes every commit of the main database that completed before it
@@ -576,6 +600,17 @@ func fromNano(n int64) time.Time { return time.Unix(0, n).UTC() }
 // write-ahead log: from then on the database takes no durable commit
 // (ErrSyncFailed) until the process is restarted.
 const SyncFailedLog = "write-ahead log fsync failed; no durable commit until a restart"
+
+// CheckpointFailedLog is the line of a checkpoint that failed before any
+// fsync (a full disk, say): the next commit's checkpoint tries again, and
+// the log keeps every page until one succeeds. Told once until then.
+const CheckpointFailedLog = "database checkpoint failed; the next commit's tries again"
+
+func (o *options) checkpointFailed(path string) func(error) {
+	return func(err error) {
+		o.log.Warn(CheckpointFailedLog, "database", filepath.Base(path), "err", err)
+	}
+}
 
 // syncFailed returns what tells, once, that the fsync of the log of the
 // database at path failed for good.

@@ -1,11 +1,16 @@
 package localstore
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"sync"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // ErrSyncFailed is returned by every sync of a database after one fsync
@@ -17,6 +22,8 @@ import (
 // The database takes no more durable commits until the process is
 // restarted and SQLite's recovery reads the log (see
 // docs/design/filestore-durability.md, "A failed sync").
+// A failed fsync of the database file at a checkpoint is final the same
+// way (see checkpointer).
 var ErrSyncFailed = errors.New("localstore: an fsync of the write-ahead log failed; restart to recover")
 
 // errNoFsync marks a sync that failed before any fsync ran (the log could
@@ -86,11 +93,8 @@ func (s *walSync) sync() error {
 		s.mu.Lock()
 		s.running = false
 		s.finished, s.err = gen, err
-		if err != nil && s.failed == nil && !errors.Is(err, errNoFsync) {
-			s.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
-			if s.failedOnce != nil {
-				s.failedOnce(s.failed)
-			}
+		if err != nil && !errors.Is(err, errNoFsync) {
+			s.failLocked(err)
 		}
 		s.cond.Broadcast()
 	}
@@ -98,6 +102,24 @@ func (s *walSync) sync() error {
 		return s.failed
 	}
 	return s.err
+}
+
+// fail ends durable commits for good with err, a failed fsync that did
+// not run through sync (a checkpoint's), unless one failed already.
+func (s *walSync) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failLocked(err)
+}
+
+func (s *walSync) failLocked(err error) {
+	if s.failed != nil {
+		return
+	}
+	s.failed = fmt.Errorf("%w: %w", ErrSyncFailed, err)
+	if s.failedOnce != nil {
+		s.failedOnce(s.failed)
+	}
 }
 
 // poisoned returns the failure that ended durable commits, nil if none.
@@ -158,4 +180,87 @@ func (l *walLog) close() error {
 		return fmt.Errorf("localstore: sync: close the log: %w", err)
 	}
 	return nil
+}
+
+// checkpointer copies a database's write-ahead log into the database file
+// once the log holds at least frames pages not yet copied, after a commit
+// (SQLite's automatic checkpoint, which Open turns off, did the same in
+// the commit). It runs them itself to see how they end: SQLite's automatic
+// checkpoint ignores its errors, and the database file is fsynced by
+// SQLite's own descriptors, which walLog's does not cover.
+//
+// A checkpoint that does not copy the whole log does not fsync the
+// database file, yet moves the log's backfill mark past the pages it
+// copied; only the checkpoint that copies the rest fsyncs them. Should
+// that fsync fail (the kernel having dropped pages it could not write),
+// SQLite keeps the log, but the next checkpoint copies only the pages
+// after the mark and fsyncs through a descriptor already told of the
+// error: it succeeds, the log is started over, and the pages the failed
+// fsync covered are nowhere on the disk. So a failed fsync at a
+// checkpoint is final, as the log's own (walSync): no checkpoint runs
+// after it, the log keeps every page since the last good one, and the
+// restart's recovery copies them all again. Close does not close such a
+// database either: SQLite checkpoints a database when its last
+// connection closes, and removes the log once that checkpoint's fsync
+// says it succeeded.
+type checkpointer struct {
+	db     *sql.DB
+	frames int
+	wal    *walSync // told of a failed fsync; no checkpoint runs after one
+	// run runs one checkpoint of mode ("NOOP" counts, "PASSIVE" copies)
+	// and returns the log's frames and how many of them are copied.
+	run func(mode string) (log, copied int, err error)
+	// failed, when set, is told a checkpoint's failure that is not final
+	// (the next commit's checkpoint tries again), once until one succeeds.
+	failed  func(error)
+	failing bool
+}
+
+func newCheckpointer(db *sql.DB, frames int, wal *walSync) *checkpointer {
+	c := &checkpointer{db: db, frames: frames, wal: wal}
+	c.run = c.pragma
+	return c
+}
+
+func (c *checkpointer) pragma(mode string) (log, copied int, err error) {
+	var busy int
+	err = c.db.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(`+mode+`)`).Scan(&busy, &log, &copied)
+	return log, copied, err
+}
+
+// afterCommit checkpoints the database if its log has grown enough. Calls
+// are serialized by the database's writer.
+func (c *checkpointer) afterCommit() {
+	if c.wal.poisoned() != nil {
+		return
+	}
+	log, copied, err := c.run("NOOP")
+	if err == nil && log-copied < c.frames {
+		return
+	}
+	if err == nil {
+		_, _, err = c.run("PASSIVE")
+	}
+	switch {
+	case err == nil:
+		c.failing = false
+	case checkpointSyncFailed(err):
+		c.wal.fail(fmt.Errorf("localstore: checkpoint: %w", err))
+	case !c.failing:
+		c.failing = true
+		if c.failed != nil {
+			c.failed(fmt.Errorf("localstore: checkpoint: %w", err))
+		}
+	}
+}
+
+// errCheckpointSync marks a checkpoint whose fsync failed (tests inject
+// it; SQLite says SQLITE_IOERR_FSYNC).
+var errCheckpointSync = errors.New("fsync failed")
+
+// checkpointSyncFailed reports whether a checkpoint failed in an fsync
+// (of the log or of the database file), not before any ran.
+func checkpointSyncFailed(err error) bool {
+	var se *sqlite.Error
+	return errors.Is(err, errCheckpointSync) || errors.As(err, &se) && se.Code() == sqlite3.SQLITE_IOERR_FSYNC
 }

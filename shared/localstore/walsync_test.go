@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -285,5 +286,103 @@ func TestWALLogOpenFailureIsNotFinal(t *testing.T) {
 	}
 	if err := s.sync(); err != nil {
 		t.Fatalf("sync once the log opens = %v", err)
+	}
+}
+
+// TestCheckpointSyncFailureIsFinal: a checkpoint whose fsync fails ends
+// durable commits as a failed fsync of the log does (Sync fails, told
+// once), and no checkpoint runs after it: a later one would fsync through
+// a descriptor already told of the error, succeed, and start the log over
+// while the pages the failed fsync covered are not on the disk. Close
+// leaves the log to the restart, whose recovery has every commit. SQLite's
+// automatic checkpoint ignored the failure, and the next one went on.
+func TestCheckpointSyncFailureIsFinal(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "test.db")
+	var logged bytes.Buffer
+	db, err := Open(ctx, path, WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck := db.w.ckpt
+	ck.frames = 1 // a checkpoint after every commit
+	real := ck.run
+	var passive, failAt atomic.Int32
+	ck.run = func(mode string) (int, int, error) {
+		if mode == "PASSIVE" && passive.Add(1) == failAt.Load() {
+			return 0, 0, fmt.Errorf("disk I/O error: %w", errCheckpointSync)
+		}
+		return real(mode)
+	}
+	put := func(key string) {
+		t.Helper()
+		if err := db.w.run(ctx, func(q *querier) error {
+			_, err := q.ExecContext(ctx, `INSERT INTO documents(key, content_type, time, body) VALUES (?, 'x', 0, randomblob(20000))`, key)
+			return err
+		}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	put("before")
+	if n := passive.Load(); n != 1 {
+		t.Fatalf("%d checkpoints after a commit with the log over its frames, want 1", n)
+	}
+	if log, copied, err := real("NOOP"); err != nil || log == 0 || copied != log {
+		t.Fatalf("after the writer's checkpoint the log has %d frames, %d copied (%v); want all copied", log, copied, err)
+	}
+	if err := db.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	failAt.Store(2)
+	put("failed")
+	if err := db.Sync(ctx); !errors.Is(err, ErrSyncFailed) || !errors.Is(err, errCheckpointSync) {
+		t.Fatalf("Sync after a checkpoint's failed fsync = %v, want ErrSyncFailed", err)
+	}
+	if err := db.SyncFailed(); !errors.Is(err, ErrSyncFailed) {
+		t.Fatalf("SyncFailed = %v", err)
+	}
+	put("after")
+	if n := passive.Load(); n != 2 {
+		t.Errorf("%d checkpoints, want 2: none after the failed one", n)
+	}
+	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"test.db"`) {
+		t.Errorf("%d %q lines naming the database's file, want 1; log:\n%s", n, SyncFailedLog, logged.String())
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("after Close the log is %v (%v): a checkpoint at close, trusted, removed it", fi, err)
+	}
+	db, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, key := range []string{"before", "failed", "after"} {
+		if _, _, err := db.Document(ctx, key); err != nil {
+			t.Errorf("after a restart: %s: %v", key, err)
+		}
+	}
+}
+
+// TestCheckpointSyncFailedCodes: only a checkpoint that failed in an fsync
+// is final; one that failed before (a full disk, busy) is tried again.
+func TestCheckpointSyncFailedCodes(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("x: %w", errCheckpointSync), true},
+		{errors.New("database or disk is full"), false},
+		{context.Canceled, false},
+	} {
+		if got := checkpointSyncFailed(tt.err); got != tt.want {
+			t.Errorf("checkpointSyncFailed(%v) = %v, want %v", tt.err, got, tt.want)
+		}
 	}
 }

@@ -52,6 +52,9 @@ type writer struct {
 	// learn of it; the next transaction does not wait for it.
 	durable *walSync
 	syncs   sync.WaitGroup // durable's runs under way
+	// ckpt checkpoints the database after each commit that grew its log
+	// enough (nil: none).
+	ckpt *checkpointer
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -74,8 +77,8 @@ type batch struct {
 	lingers bool
 }
 
-func newWriter(st *statements, policy batching, durable *walSync) *writer {
-	w := &writer{st: st, policy: policy, durable: durable, stopped: make(chan struct{})}
+func newWriter(st *statements, policy batching, durable *walSync, ckpt *checkpointer) *writer {
+	w := &writer{st: st, policy: policy, durable: durable, ckpt: ckpt, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
 	return w
@@ -166,7 +169,11 @@ func (w *writer) commitLoop() {
 		tx, b := w.tx, w.batch
 		w.tx, w.txq, w.batch, w.busy = nil, nil, nil, true
 		w.mu.Unlock()
-		switch err := tx.Commit(); {
+		err := tx.Commit()
+		if err == nil && w.ckpt != nil {
+			w.ckpt.afterCommit()
+		}
+		switch {
 		case err != nil:
 			b.err = fmt.Errorf("localstore: commit: %w", err)
 			close(b.done)
