@@ -100,6 +100,11 @@ type Store struct {
 	claimsMu sync.Mutex
 	claims   map[string]chan struct{}
 
+	// making holds the directories a Put is creating, until their
+	// parents' fsyncs are done (see mkdirAll).
+	makingMu sync.Mutex
+	making   map[string]*making
+
 	// syncFailed is the checkpoint's first failure, final (checkpoint).
 	syncMu     sync.Mutex
 	syncFailed error
@@ -170,7 +175,8 @@ func New(root string, opts ...Option) (*Store, error) {
 		return nil, fmt.Errorf("filestore: new: %w", err)
 	}
 	s := &Store{root: abs, tmp: filepath.Join(abs, TempDir), log: slog.New(slog.DiscardHandler),
-		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{}}
+		fs: vfs.OS(), osFS: true, claims: map[string]chan struct{}{},
+		making: map[string]*making{}}
 	for _, o := range opts {
 		o(s)
 	}
@@ -588,11 +594,48 @@ func fileChecksum(path string) (uint64, error) {
 }
 
 // mkdirAll creates dir and missing parents under root, fsyncing the parent
-// of every directory it creates so the new entries survive a crash.
+// of every directory it creates so the new entries survive a crash. A
+// directory another Put is creating is waited for, and its failure is
+// this one's too: a Put that took it as made as soon as it existed placed
+// its object, and was acknowledged, in a directory whose name might never
+// reach the disk (the parent's fsync still running, or failed, and the
+// directory, no longer empty, not removed).
 func (s *Store) mkdirAll(dir string) error {
+	exists := false
 	if st, err := os.Stat(dir); err == nil && st.IsDir() {
+		exists = true
+	}
+	s.makingMu.Lock()
+	if m, ok := s.making[dir]; ok {
+		// Registered before its mkdir, so seen here if it made the name
+		// the look found.
+		s.makingMu.Unlock()
+		<-m.done
+		return m.err
+	}
+	if exists {
+		s.makingMu.Unlock()
 		return nil
 	}
+	m := &making{done: make(chan struct{})}
+	s.making[dir] = m
+	s.makingMu.Unlock()
+	m.err = s.mkdir(dir)
+	s.makingMu.Lock()
+	delete(s.making, dir)
+	s.makingMu.Unlock()
+	close(m.done)
+	return m.err
+}
+
+// making is one directory's creation: err is set before done is closed.
+type making struct {
+	done chan struct{}
+	err  error
+}
+
+// mkdir creates dir, its missing parents first, and fsyncs its parent.
+func (s *Store) mkdir(dir string) error {
 	parent := filepath.Dir(dir)
 	if parent != dir && len(parent) >= len(s.root) {
 		if err := s.mkdirAll(parent); err != nil {
@@ -601,7 +644,7 @@ func (s *Store) mkdirAll(dir string) error {
 	}
 	if err := os.Mkdir(dir, 0o750); err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil // created concurrently
+			return nil // made by a creation that ended (fsynced) since the look
 		}
 		return err
 	}

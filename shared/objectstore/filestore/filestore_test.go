@@ -1029,3 +1029,71 @@ func TestUnplaceLogsNoUID(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentPutWaitsForItsDirectory: a Put into a directory another
+// Put is creating waits for that creation's fsync of the parent, and
+// fails with it. It took the directory as made as soon as it existed, so
+// its object was placed and acknowledged while the parent's fsync still
+// ran, and stayed so when that fsync failed (the directory, no longer
+// empty, could not be removed).
+func TestConcurrentPutWaitsForItsDirectory(t *testing.T) {
+	s := newStore(t, WithoutJournal())
+	orig := syncDir
+	defer func() { syncDir = orig }()
+	eio := errors.New("EIO")
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	failing, healed := "", false
+	syncDir = func(dir string) error {
+		mu.Lock()
+		first := failing == ""
+		if first {
+			failing = dir
+		}
+		fail := dir == failing && !healed
+		mu.Unlock()
+		if first {
+			close(blocked)
+			<-release
+		}
+		if fail {
+			return eio
+		}
+		return orig(dir)
+	}
+	ctx := context.Background()
+	firstErr := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, object("1.2.3.4.1"), strings.NewReader("first"))
+		firstErr <- err
+	}()
+	<-blocked
+	secondErr := make(chan error, 1)
+	go func() {
+		_, err := s.Put(ctx, object("1.2.3.4.2"), strings.NewReader("second"))
+		secondErr <- err
+	}()
+	var second error
+	select {
+	case second = <-secondErr:
+		// It did not wait for the parent's fsync.
+		close(release)
+	case <-time.After(200 * time.Millisecond): // let it reach the directory
+		close(release)
+		second = <-secondErr
+	}
+	if err := <-firstErr; !errors.Is(err, eio) {
+		t.Fatalf("first Put = %v, want the failed fsync", err)
+	}
+	if !errors.Is(second, eio) {
+		t.Fatalf("second Put into the directory whose parent's fsync failed = %v, want that failure", second)
+	}
+	mu.Lock()
+	healed = true
+	mu.Unlock()
+	for _, sop := range []string{"1.2.3.4.1", "1.2.3.4.2"} {
+		if _, err := s.Put(ctx, object(sop), strings.NewReader("resent "+sop)); err != nil {
+			t.Fatalf("resend %s: %v", sop, err)
+		}
+	}
+}
