@@ -486,7 +486,7 @@ func (db *DB) Close() error {
 	db.w.close()
 	db.qw.close()
 	if err := errors.Join(db.st.close(), db.qst.close(), closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
-		db.wal.close(), db.qwal.close()); err != nil {
+		db.wal.shut(), db.qwal.shut()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}
 	return nil

@@ -61,6 +61,7 @@ type walSync struct {
 	finished uint64 // fsyncs completed, the last with err
 	err      error
 	failed   error // the first failure: every later sync fails
+	closed   bool  // shut: the descriptor is released, no fsync runs
 }
 
 func newWALSync(wal string) *walSync {
@@ -80,6 +81,9 @@ func (s *walSync) sync() error {
 	for s.finished < need {
 		if s.failed != nil {
 			return s.failed
+		}
+		if s.closed {
+			return fmt.Errorf("localstore: sync: %w", ErrClosed)
 		}
 		if s.running {
 			s.cond.Wait()
@@ -120,6 +124,23 @@ func (s *walSync) failLocked(err error) {
 	if s.failedOnce != nil {
 		s.failedOnce(s.failed)
 	}
+}
+
+// shut waits for the fsync running, if any, and releases the log's
+// descriptor; every sync after it fails with ErrClosed. Releasing it
+// under a running fsync would close the descriptor that fsync uses.
+func (s *walSync) shut() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.running {
+		s.cond.Wait()
+	}
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.cond.Broadcast()
+	return s.close()
 }
 
 // poisoned returns the failure that ended durable commits, nil if none.

@@ -386,3 +386,42 @@ func TestCheckpointSyncFailedCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDuringSync: Close waits for a sync running on the log's
+// descriptor before closing it, and a sync after Close fails with
+// ErrClosed instead of opening the log again. Close released the
+// descriptor under the feet of a running fsync (go test -race saw it).
+func TestCloseDuringSync(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Handoff().Enqueue(ctx, "incoming/a", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				err := db.Sync(ctx)
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Sync = %v, want nil or ErrClosed", err)
+					return
+				}
+			}
+		}()
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if err := db.Sync(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close = %v, want ErrClosed", err)
+	}
+}
