@@ -237,6 +237,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 		Thumbnails:    thumbnail.New(l.files.OpenRange, thumbnail.Options{}),
 		Counters:      l.portalCounters,
 		Health:        func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
+		SyncFailed:    l.syncFailed,
 		Logger:        cfg.Logger.With("component", "portal"),
 		Names:         cfg.Names,
 		Commitments:   db.CommitmentStore(),
@@ -465,6 +466,19 @@ func (l *Local) Shutdown(ctx context.Context) error {
 
 // stopCutShort is Shutdown's line when its time ran out first.
 const stopCutShort = "local mode's stop cut short; nothing acknowledged is lost (the journal and the database are crash-safe): the next start takes up what is left"
+
+// syncFailed returns the failed sync that ended durable storage until a
+// restart, the databases' (localstore.ErrSyncFailed) or the file store's
+// (filestore.ErrSyncFailed), nil while none failed: the portal's banner.
+func (l *Local) syncFailed(ctx context.Context) error {
+	if err := l.db.SyncFailed(); err != nil {
+		return err
+	}
+	if err := l.store.inner.Ready(ctx); errors.Is(err, filestore.ErrSyncFailed) {
+		return err
+	}
+	return nil
+}
 
 func (l *Local) portalCounters(ctx context.Context) portal.Counters {
 	c := l.counters.snapshot()

@@ -118,6 +118,11 @@ type Server struct {
 	Counters func(ctx context.Context) Counters
 	// Health reports whether the backing stores work (for /healthz).
 	Health func(ctx context.Context) error
+	// SyncFailed returns the failed sync that ended durable storage until
+	// a restart (localstore.ErrSyncFailed, filestore.ErrSyncFailed), nil
+	// while none failed: every page then says so, and what to do. nil
+	// shows nothing.
+	SyncFailed func(ctx context.Context) error
 	// AllowedHosts lists Host header names accepted besides IP literals and
 	// localhost; it guards a loopback portal against DNS rebinding.
 	AllowedHosts []string
@@ -491,14 +496,22 @@ type view struct {
 	Nav      string
 	Refresh  int
 	Counters *Counters
-	Data     any
-	Query    url.Values
-	Next     string
-	Error    string
+	// SyncFailed is the failed sync that ended durable storage, "" if
+	// none (Server.SyncFailed).
+	SyncFailed string
+	Data       any
+	Query      url.Values
+	Next       string
+	Error      string
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v view) {
 	v.Counters = s.counters(r.Context())
+	if s.SyncFailed != nil {
+		if err := s.SyncFailed(r.Context()); err != nil {
+			v.SyncFailed = err.Error()
+		}
+	}
 	v.Query = r.URL.Query()
 	var page bytes.Buffer
 	if err := pages.ExecuteTemplate(&page, name, v); err != nil {

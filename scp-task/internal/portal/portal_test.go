@@ -3,7 +3,9 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"html"
 	"html/template"
 	"io"
 	"log/slog"
@@ -14,6 +16,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +61,8 @@ func newTestServer(t *testing.T) (*httptest.Server, *localstore.DB) {
 }
 
 // newTestServerLogging is newTestServer logging to logger.
-func newTestServerLogging(t testing.TB, logger *slog.Logger) (*httptest.Server, *localstore.DB) {
+// Each of with changes the server before it serves.
+func newTestServerLogging(t testing.TB, logger *slog.Logger, with ...func(*Server)) (*httptest.Server, *localstore.DB) {
 	t.Helper()
 	ctx := context.Background()
 	db := openDB(t)
@@ -107,6 +111,9 @@ func newTestServerLogging(t testing.TB, logger *slog.Logger) (*httptest.Server, 
 	s := &Server{Studies: ix, Search: db, Audit: au, Associations: db, Events: db, Objects: dirOpener(dir), Commitments: db.CommitmentStore(),
 		Counters: func(context.Context) Counters { return Counters{Associations: 7, InstancesPerSecond: 2.5} },
 		Logger:   logger}
+	for _, f := range with {
+		f(s)
+	}
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv, db
@@ -696,4 +703,50 @@ func TestStudyPagesSayWhenLastSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("resend the SCP found held", func(t *testing.T) { check(t, t0.Add(48*time.Hour)) })
+}
+
+// TestSyncFailedBanner: once a sync failed for good, every page says so
+// at its top, with what to do (restart once the disk is fixed) and the
+// cause; while none failed no page does. /readyz, the refusals and one
+// log line told it, and the portal, which goes on serving, did not.
+func TestSyncFailedBanner(t *testing.T) {
+	cause := errors.New("localstore: an fsync of the write-ahead log failed; restart to recover: EIO")
+	var mu sync.Mutex // the handlers read failed
+	var failed error
+	srv, _ := newTestServerLogging(t, errorLogger(t), func(s *Server) {
+		s.SyncFailed = func(context.Context) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return failed
+		}
+	})
+	pages := []string{"/", "/studies/1.2.3", "/audit", "/audit/records", "/quarantine", "/events", "/commitments", "/events?limit=x"}
+	for _, tt := range []struct {
+		name   string
+		failed error
+	}{{"none failed", nil}, {"failed", cause}} {
+		mu.Lock()
+		failed = tt.failed
+		mu.Unlock()
+		for _, page := range pages {
+			t.Run(tt.name+page, func(t *testing.T) {
+				_, _, body := get(t, srv.URL+page, "")
+				if !strings.Contains(body, "<h1>") {
+					t.Fatalf("%s is no page:\n%s", page, body)
+				}
+				banner := strings.Contains(body, `id="sync-failed"`)
+				if banner != (tt.failed != nil) {
+					t.Fatalf("%s shows the banner %v, want %v", page, banner, tt.failed != nil)
+				}
+				if tt.failed == nil {
+					return
+				}
+				for _, want := range []string{"restart", "fix it", "local-mode.md", "A failed sync", html.EscapeString(cause.Error())} {
+					if !strings.Contains(body, want) {
+						t.Errorf("%s: the banner does not say %q", page, want)
+					}
+				}
+			})
+		}
+	}
 }
