@@ -199,10 +199,7 @@ func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "test.db")
 	var logged bytes.Buffer
-	db, err := Open(ctx, path, WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openLogging(t, path, &logged)
 	h := db.Handoff()
 	if _, err := h.Enqueue(ctx, "incoming/acked", t0, nil); err != nil {
 		t.Fatal(err)
@@ -224,23 +221,8 @@ func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 	if err := h.SyncFailed(); !errors.Is(err, boom) {
 		t.Fatalf("SyncFailed = %v", err)
 	}
-	// The moment it happened is told once, naming the database's file,
-	// not at each refusal after it.
-	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"test-queue.db"`) {
-		t.Errorf("%d %q lines naming the queue's file, want 1; log:\n%s", n, SyncFailedLog, logged.String())
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db, err = Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
-		}
-	}()
+	toldOnce(t, &logged, "test-queue.db")
+	db = reopen(t, db, path)
 	if err := db.SyncFailed(); err != nil {
 		t.Fatalf("after a restart: SyncFailed = %v", err)
 	}
@@ -300,10 +282,7 @@ func TestCheckpointSyncFailureIsFinal(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "test.db")
 	var logged bytes.Buffer
-	db, err := Open(ctx, path, WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
-	if err != nil {
-		t.Fatal(err)
-	}
+	db := openLogging(t, path, &logged)
 	ck := db.w.ckpt
 	ck.frames = 1 // a checkpoint after every commit
 	real := ck.run
@@ -345,24 +324,12 @@ func TestCheckpointSyncFailureIsFinal(t *testing.T) {
 	if n := passive.Load(); n != 2 {
 		t.Errorf("%d checkpoints, want 2: none after the failed one", n)
 	}
-	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"test.db"`) {
-		t.Errorf("%d %q lines naming the database's file, want 1; log:\n%s", n, SyncFailedLog, logged.String())
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
-		t.Fatalf("after Close the log is %v (%v): a checkpoint at close, trusted, removed it", fi, err)
-	}
-	db, err = Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := db.Close(); err != nil {
-			t.Error(err)
+	toldOnce(t, &logged, "test.db")
+	db = reopen(t, db, path, func() {
+		if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
+			t.Fatalf("after Close the log is %v (%v): a checkpoint at close, trusted, removed it", fi, err)
 		}
-	}()
+	})
 	for _, key := range []string{"before", "failed", "after"} {
 		if _, _, err := db.Document(ctx, key); err != nil {
 			t.Errorf("after a restart: %s: %v", key, err)
@@ -423,5 +390,46 @@ func TestCloseDuringSync(t *testing.T) {
 	wg.Wait()
 	if err := db.Sync(ctx); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Sync after Close = %v, want ErrClosed", err)
+	}
+}
+
+// openLogging opens the database at path logging to logged.
+func openLogging(t *testing.T, path string, logged *bytes.Buffer) *DB {
+	t.Helper()
+	db, err := Open(context.Background(), path, WithLogger(slog.New(slog.NewJSONHandler(logged, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// reopen closes db, runs each of between, and opens the database at path
+// again, as a restart does; the test closes it at its end.
+func reopen(t *testing.T, db *DB, path string, between ...func()) *DB {
+	t.Helper()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range between {
+		f()
+	}
+	db, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return db
+}
+
+// toldOnce checks that a sync's final failure is told once, naming the
+// database's file, not at each refusal after it.
+func toldOnce(t *testing.T, logged *bytes.Buffer, file string) {
+	t.Helper()
+	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"`+file+`"`) {
+		t.Errorf("%d %q lines naming %s, want 1; log:\n%s", n, SyncFailedLog, file, logged.String())
 	}
 }
