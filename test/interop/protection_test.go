@@ -146,11 +146,13 @@ func TestScaleInProtection(t *testing.T) {
 		t.Fatalf("protection changed between back-to-back studies: %v", s)
 	}
 
-	// Idle: released, after the hysteresis.
+	// Idle: released, after the hysteresis. The task can go idle as soon
+	// as it reads the release request, before the client's Release returns:
+	// the hysteresis is measured from before the request.
+	idle := time.Now()
 	if err := as.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	idle := time.Now()
 	waitUntil(t, "protection released", func() bool { s, _, _ := agent.history(); return len(s) == 2 })
 	if waited := time.Since(idle); waited < release {
 		t.Errorf("released %v after the task went idle, before the %v hysteresis", waited, release)
