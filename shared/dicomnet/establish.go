@@ -120,9 +120,13 @@ type ContextSummary struct {
 	// UIDs as the peer sent them, each once, at most maxRefusedUIDs, cut and made printable as the peer's
 	// implementation identifiers are. Nil when none was refused so.
 	UnsupportedTransferSyntaxes, UnsupportedAbstractSyntaxes []string
-	// MoreTransferSyntaxes and MoreAbstractSyntaxes count the UIDs of each
+	// NoSCURoleAbstractSyntaxes are the abstract syntaxes whose contexts were rejected by the user (result 1),
+	// which Negotiate answers only to a SOP class whose SCP/SCU Role Selection items leave the requestor no SCU
+	// role (a C-GET SCU's storage classes, proposed in the SCP role only), by the same rule. Nil when none.
+	NoSCURoleAbstractSyntaxes []string
+	// MoreTransferSyntaxes, MoreAbstractSyntaxes and MoreNoSCURoleAbstractSyntaxes count the UIDs of each
 	// kind left out of its list by the bound.
-	MoreTransferSyntaxes, MoreAbstractSyntaxes int
+	MoreTransferSyntaxes, MoreAbstractSyntaxes, MoreNoSCURoleAbstractSyntaxes int
 }
 
 // summarizeContexts is the ContextSummary of results, the answers to proposed.
@@ -162,6 +166,8 @@ func summarizeContexts(proposed []pdu.PresentationContextRQ, results []pdu.Prese
 			}
 		case pdu.ResultAbstractSyntaxNotSupported:
 			s.UnsupportedAbstractSyntaxes = add(s.UnsupportedAbstractSyntaxes, &s.MoreAbstractSyntaxes, "a", pc.AbstractSyntax)
+		case pdu.ResultUserRejection:
+			s.NoSCURoleAbstractSyntaxes = add(s.NoSCURoleAbstractSyntaxes, &s.MoreNoSCURoleAbstractSyntaxes, "r", pc.AbstractSyntax)
 		}
 	}
 	return s
@@ -186,6 +192,12 @@ func (s ContextSummary) logAttrs() []any {
 	}
 	if s.MoreAbstractSyntaxes > 0 {
 		attrs = append(attrs, "unsupported_abstract_syntaxes_more", s.MoreAbstractSyntaxes)
+	}
+	if s.NoSCURoleAbstractSyntaxes != nil {
+		attrs = append(attrs, "no_scu_role_abstract_syntaxes", s.NoSCURoleAbstractSyntaxes)
+	}
+	if s.MoreNoSCURoleAbstractSyntaxes > 0 {
+		attrs = append(attrs, "no_scu_role_abstract_syntaxes_more", s.MoreNoSCURoleAbstractSyntaxes)
 	}
 	return attrs
 }

@@ -334,23 +334,53 @@ func TestRefusedContextsLogged(t *testing.T) {
 		return ts
 	}
 	const qr = "1.2.840.10008.5.1.4.1.2.1.1" // Patient Root Query/Retrieve FIND
+	// scpOnly is role selection leaving the requestor no SCU role for these classes: their contexts are rejected
+	// (user-rejection), as a C-GET SCU's storage contexts are (DCMTK's getscu proposes them SCP only).
+	scpOnly := func(classes ...string) []pdu.RoleSelection {
+		var r []pdu.RoleSelection
+		for _, c := range classes {
+			r = append(r, pdu.RoleSelection{SOPClassUID: c, SCU: 0, SCP: 1})
+		}
+		return r
+	}
+	storage := func(n int) (classes []string, pcs []pdu.PresentationContextRQ) {
+		for i := range n {
+			classes = append(classes, fmt.Sprintf("1.2.840.10008.5.1.4.1.1.%d", 900+i))
+			pcs = append(pcs, pdu.PresentationContextRQ{ID: byte(2*i + 3), AbstractSyntax: classes[i], TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}})
+		}
+		return classes, pcs
+	}
+	tenClasses, tenContexts := storage(10)
 	tests := []struct {
 		name     string
 		contexts []pdu.PresentationContextRQ
+		roles    []pdu.RoleSelection
 		want     string // the attributes of the line, as JSON
 	}{
 		{"only Big Endian, and a query", []pdu.PresentationContextRQ{
 			{ID: 1, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRBigEndian}},
 			{ID: 3, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRBigEndian}},
 			{ID: 5, AbstractSyntax: qr, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
-		}, `{"accepted":0,"refused_contexts":3,"unsupported_transfer_syntaxes":["1.2.840.10008.1.2.2"],"unsupported_abstract_syntaxes":["` + qr + `"]}`},
+		}, nil, `{"accepted":0,"refused_contexts":3,"unsupported_transfer_syntaxes":["1.2.840.10008.1.2.2"],"unsupported_abstract_syntaxes":["` + qr + `"]}`},
 		{"ten unknown syntaxes, one too long and one twice", []pdu.PresentationContextRQ{
 			{ID: 1, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: append([]string{"1.2.\n" + strings.Repeat("9", 70)}, many(9)...)},
 			{ID: 3, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
 			{ID: 5, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: many(1)},
-		}, `{"accepted":1,"refused_contexts":2,"unsupported_transfer_syntaxes":["1.2.?` + strings.Repeat("9", 59) +
+		}, nil, `{"accepted":1,"refused_contexts":2,"unsupported_transfer_syntaxes":["1.2.?` + strings.Repeat("9", 59) +
 			`","1.2.3.0","1.2.3.1","1.2.3.2","1.2.3.3","1.2.3.4","1.2.3.5","1.2.3.6"],"unsupported_transfer_syntaxes_more":2}`},
-		{"nothing refused", dicomnettest.AssociateRQ("SCU", "ANY").PresentationContexts, `{"accepted":2}`},
+		// A C-GET SCU: its query class not supported, its storage classes proposed in the SCP role only.
+		{"storage classes without the SCU role, and a query", append([]pdu.PresentationContextRQ{
+			{ID: 1, AbstractSyntax: qr, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 3, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 5, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}},
+			{ID: 7, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 9, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+		}), scpOnly(qr, dicomuid.CTImageStorage), `{"accepted":2,"refused_contexts":3,"unsupported_abstract_syntaxes":["` + qr +
+			`"],"no_scu_role_abstract_syntaxes":["` + dicomuid.CTImageStorage + `"]}`},
+		{"ten classes without the SCU role", tenContexts, scpOnly(tenClasses...),
+			`{"accepted":0,"refused_contexts":10,"no_scu_role_abstract_syntaxes":["` + strings.Join(tenClasses[:8], `","`) +
+				`"],"no_scu_role_abstract_syntaxes_more":2}`},
+		{"nothing refused", dicomnettest.AssociateRQ("SCU", "ANY").PresentationContexts, nil, `{"accepted":2}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -366,7 +396,7 @@ func TestRefusedContextsLogged(t *testing.T) {
 					}
 				})})
 			rq := dicomnettest.AssociateRQ("SCU", "ANY")
-			rq.PresentationContexts = tc.contexts
+			rq.PresentationContexts, rq.UserInformation.RoleSelections = tc.contexts, tc.roles
 			p.Associate(rq)
 			p.SendPDU(&pdu.ReleaseRQ{})
 			p.Expect(pdu.TypeReleaseRP) // the accepted event was observed before the release was answered
@@ -377,6 +407,8 @@ func TestRefusedContextsLogged(t *testing.T) {
 				TransferMore int      `json:"unsupported_transfer_syntaxes_more,omitempty"`
 				Abstract     []string `json:"unsupported_abstract_syntaxes,omitempty"`
 				AbstractMore int      `json:"unsupported_abstract_syntaxes_more,omitempty"`
+				NoRole       []string `json:"no_scu_role_abstract_syntaxes,omitempty"`
+				NoRoleMore   int      `json:"no_scu_role_abstract_syntaxes_more,omitempty"`
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -385,7 +417,7 @@ func TestRefusedContextsLogged(t *testing.T) {
 			}
 			ev := observed[0]
 			evJSON, err := json.Marshal(attrs{&ev.Accepted, ev.Refused, ev.UnsupportedTransferSyntaxes, ev.MoreTransferSyntaxes,
-				ev.UnsupportedAbstractSyntaxes, ev.MoreAbstractSyntaxes})
+				ev.UnsupportedAbstractSyntaxes, ev.MoreAbstractSyntaxes, ev.NoSCURoleAbstractSyntaxes, ev.MoreNoSCURoleAbstractSyntaxes})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -631,6 +631,9 @@ func contextsReason(s *dicomnet.ContextSummary) string {
 	if s.UnsupportedAbstractSyntaxes != nil {
 		why = append(why, "abstract syntax (SOP class) not supported ("+namedUIDs(s.UnsupportedAbstractSyntaxes, s.MoreAbstractSyntaxes)+")")
 	}
+	if s.NoSCURoleAbstractSyntaxes != nil {
+		why = append(why, "no SCU role left to the sender by SCP/SCU role selection ("+namedUIDs(s.NoSCURoleAbstractSyntaxes, s.MoreNoSCURoleAbstractSyntaxes)+")")
+	}
 	if why == nil {
 		return head
 	}

@@ -454,6 +454,13 @@ func TestAcceptedRecordNamesRefusedContexts(t *testing.T) {
 			"no presentation context accepted (1 proposed): abstract syntax (SOP class) not supported (" + qr + ")"},
 		{"more than the bound", &dicomnet.ContextSummary{Refused: 2, UnsupportedTransferSyntaxes: []string{"1.2.840.10008.1.2.2"}, MoreTransferSyntaxes: 3},
 			"no presentation context accepted (2 proposed): transfer syntax not supported (Explicit VR Big Endian (Retired) 1.2.840.10008.1.2.2; and 3 more)"},
+		// A C-GET SCU proposes storage classes in the SCP role only: their contexts are rejected (user-rejection).
+		{"storage classes without the SCU role, and a query", &dicomnet.ContextSummary{Refused: 4, UnsupportedAbstractSyntaxes: []string{qr},
+			NoSCURoleAbstractSyntaxes: []string{"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4"}, MoreNoSCURoleAbstractSyntaxes: 1},
+			"no presentation context accepted (4 proposed): abstract syntax (SOP class) not supported (" + qr + "); " +
+				"no SCU role left to the sender by SCP/SCU role selection (CT Image Storage 1.2.840.10008.5.1.4.1.1.2; MR Image Storage 1.2.840.10008.5.1.4.1.1.4; and 1 more)"},
+		{"only without the SCU role", &dicomnet.ContextSummary{Accepted: 1, Refused: 1, NoSCURoleAbstractSyntaxes: []string{"1.2.840.10008.1.1"}},
+			"1 of 2 presentation contexts refused: no SCU role left to the sender by SCP/SCU role selection (Verification SOP Class 1.2.840.10008.1.1)"},
 		{"nothing refused", &dicomnet.ContextSummary{Accepted: 2}, ""},
 		{"no summary", nil, ""},
 	}
