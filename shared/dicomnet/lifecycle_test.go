@@ -369,13 +369,13 @@ func TestRefusedContextsLogged(t *testing.T) {
 		}, nil, `{"accepted":1,"refused_contexts":2,"unsupported_transfer_syntaxes":["1.2.?` + strings.Repeat("9", 59) +
 			`","1.2.3.0","1.2.3.1","1.2.3.2","1.2.3.3","1.2.3.4","1.2.3.5","1.2.3.6"],"unsupported_transfer_syntaxes_more":2}`},
 		// A C-GET SCU: its query class not supported, its storage classes proposed in the SCP role only.
-		{"storage classes without the SCU role, and a query", append([]pdu.PresentationContextRQ{
+		{"storage classes without the SCU role, and a query", []pdu.PresentationContextRQ{
 			{ID: 1, AbstractSyntax: qr, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
 			{ID: 3, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
 			{ID: 5, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}},
 			{ID: 7, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
 			{ID: 9, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
-		}), scpOnly(qr, dicomuid.CTImageStorage), `{"accepted":2,"refused_contexts":3,"unsupported_abstract_syntaxes":["` + qr +
+		}, scpOnly(qr, dicomuid.CTImageStorage), `{"accepted":2,"refused_contexts":3,"unsupported_abstract_syntaxes":["` + qr +
 			`"],"no_scu_role_abstract_syntaxes":["` + dicomuid.CTImageStorage + `"]}`},
 		{"ten classes without the SCU role", tenContexts, scpOnly(tenClasses...),
 			`{"accepted":0,"refused_contexts":10,"no_scu_role_abstract_syntaxes":["` + strings.Join(tenClasses[:8], `","`) +

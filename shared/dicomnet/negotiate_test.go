@@ -2,6 +2,7 @@ package dicomnet
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
@@ -274,3 +275,75 @@ func TestAppendMessageFragments(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// FuzzNegotiate: whatever A-ASSOCIATE-RQ a peer sends, Negotiate answers each proposed context once, never accepts
+// a context whose class the requestor's role selection left without the SCU role, answers each role item once and
+// only SCU 1 SCP 0 for a class it accepted; and the summary the accepted line and the audit record are made of
+// counts every context and lists a role-rejected class (result 1) in its own bounded list.
+func FuzzNegotiate(f *testing.F) {
+	rq := &pdu.AssociateRQ{ProtocolVersion: 1, CalledAE: "ANY", CallingAE: "SCU", ApplicationContext: dicomuid.ApplicationContext,
+		PresentationContexts: []pdu.PresentationContextRQ{
+			{ID: 1, AbstractSyntax: dicomuid.Verification, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 3, AbstractSyntax: dicomuid.CTImageStorage, TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian}},
+			{ID: 5, AbstractSyntax: dicomuid.MRImageStorage, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 7, AbstractSyntax: dicomuid.StorageCommitment, TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+			{ID: 9, AbstractSyntax: "1.2.840.10008.5.1.4.1.2.1.3", TransferSyntaxes: []string{dicomuid.ImplicitVRLittleEndian}},
+		},
+		UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3",
+			RoleSelections: []pdu.RoleSelection{{SOPClassUID: dicomuid.CTImageStorage, SCU: 1, SCP: 1},
+				{SOPClassUID: dicomuid.MRImageStorage, SCP: 1}, {SOPClassUID: dicomuid.CTImageStorage, SCU: 0}}}}
+	if b, err := pdu.Encode(rq); err == nil {
+		f.Add(b[pdu.HeaderLen:], true)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, commitment bool) {
+		rq, err := pdu.DecodeAssociateRQ(body)
+		if err != nil {
+			return
+		}
+		n := Negotiate(rq, NegotiationOptions{StorageCommitment: commitment})
+		if len(n.Results) != len(rq.PresentationContexts) {
+			t.Fatalf("%d results for %d contexts", len(n.Results), len(rq.PresentationContexts))
+		}
+		scuKept := map[string]bool{}
+		for _, r := range rq.UserInformation.RoleSelections {
+			kept, seen := scuKept[r.SOPClassUID]
+			scuKept[r.SOPClassUID] = (kept || !seen) && r.SCU != 0
+		}
+		accepted := map[string]bool{}
+		for _, pc := range n.Accepted {
+			if kept, asked := scuKept[pc.AbstractSyntax]; asked && !kept {
+				t.Fatalf("context %d accepted, its class left without the SCU role", pc.ID)
+			}
+			if !pc.RequestorSCU || pc.RequestorSCP {
+				t.Fatalf("context %d: requestor SCU %v SCP %v", pc.ID, pc.RequestorSCU, pc.RequestorSCP)
+			}
+			accepted[pc.AbstractSyntax] = true
+		}
+		answered := map[string]bool{}
+		for _, r := range n.Roles {
+			if answered[r.SOPClassUID] || !accepted[r.SOPClassUID] || !scuKept[r.SOPClassUID] || r.SCU != 1 || r.SCP != 0 {
+				t.Fatalf("role answer %+v (answered before %v, class accepted %v)", r, answered[r.SOPClassUID], accepted[r.SOPClassUID])
+			}
+			answered[r.SOPClassUID] = true
+		}
+		s := summarizeContexts(rq.PresentationContexts, n.Results)
+		if s.Accepted != len(n.Accepted) || s.Accepted+s.Refused != len(n.Results) {
+			t.Fatalf("summary %d accepted, %d refused; negotiation %d accepted of %d", s.Accepted, s.Refused, len(n.Accepted), len(n.Results))
+		}
+		byID := map[byte]string{}
+		for _, pc := range rq.PresentationContexts {
+			byID[pc.ID] = pc.AbstractSyntax
+		}
+		for _, r := range n.Results {
+			if r.Result == pdu.ResultUserRejection && s.MoreNoSCURoleAbstractSyntaxes == 0 &&
+				!slices.Contains(s.NoSCURoleAbstractSyntaxes, printableASCII(byID[r.ID], maxImplementationClassUID)) {
+				t.Fatalf("context %d rejected (1), its class not in the summary's %q", r.ID, s.NoSCURoleAbstractSyntaxes)
+			}
+		}
+		for _, l := range [][]string{s.UnsupportedTransferSyntaxes, s.UnsupportedAbstractSyntaxes, s.NoSCURoleAbstractSyntaxes} {
+			if len(l) > maxRefusedUIDs {
+				t.Fatalf("list of %d UIDs", len(l))
+			}
+		}
+	})
+}
