@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -340,7 +341,10 @@ func TestTagOrder(t *testing.T) {
 // header read up to Pixel Data. None of the UIDs the SCP looks for can
 // come there in order: a data set naming its SOP Instance UID only after
 // Pixel Data is out of order past where the header is read, and refused
-// C000 (conformance.md, Elements after Pixel Data).
+// C000; one naming its Study or Series Instance UID only there is stored
+// as one lacking it is (under unknown-study, unknown-series) and
+// quarantined by validation, the UID missing where the header is read
+// (conformance.md, Elements after Pixel Data).
 func TestAfterPixelData(t *testing.T) {
 	srv, store := scp(t)
 	ctx := context.Background()
@@ -354,16 +358,21 @@ func TestAfterPixelData(t *testing.T) {
 		pt.Seq(pt.Tag(0xFFFA, 0xFFFA), false),
 		pt.Raw(pt.Tag(0xFFFC, 0xFFFC), "OB", make([]byte, 16)),
 	}
-	noUID := append(append([]pt.Elem{elems[0]}, elems[2:]...), elems[1]) // the SOP Instance UID after Pixel Data
+	// last is elems with its i-th element moved after Pixel Data.
+	last := func(i int) []pt.Elem { return append(append(slices.Clone(elems[:i]), elems[i+1:]...), elems[i]) }
 	tests := []struct {
 		name    string
 		ds      []pt.Elem
 		code    uint16
 		comment string
+		dir     string // a directory of the key it is stored under
+		missing string // the tag validation finds missing, quarantining it; "" kept
 	}{
-		{"trailing padding", append(slices.Clone(elems), trailing[3]), 0, ""},
-		{"private group, signatures, padding", append(slices.Clone(elems), trailing...), 0, ""},
-		{"SOP Instance UID only after Pixel Data", noUID, ingest.StatusUnreadable, "dataset lacks SOP Class or SOP Instance UID"},
+		{"trailing padding", append(slices.Clone(elems), trailing[3]), 0, "", "", ""},
+		{"private group, signatures, padding", append(slices.Clone(elems), trailing...), 0, "", "", ""},
+		{"SOP Instance UID only after Pixel Data", last(1), ingest.StatusUnreadable, "dataset lacks SOP Class or SOP Instance UID", "", ""},
+		{"Study Instance UID only after Pixel Data", last(6), 0, "", "/" + objectstore.UnknownStudy + "/", "(0020,000D)"},
+		{"Series Instance UID only after Pixel Data", last(7), 0, "", "/" + objectstore.UnknownSeries + "/", "(0020,000E)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,8 +404,17 @@ func TestAfterPixelData(t *testing.T) {
 			if !bytes.HasSuffix(stored, ds) {
 				t.Error("the data set was not stored as sent")
 			}
-			if res := processStored(t, store, key, scImage, sop, explicit); !res.Valid || res.Outcome != pipeline.InstanceNew {
+			if !strings.Contains(key, tt.dir) {
+				t.Errorf("stored under %s, want a key with %s", key, tt.dir)
+			}
+			res := processStored(t, store, key, scImage, sop, explicit)
+			switch {
+			case tt.missing == "" && (!res.Valid || res.Outcome != pipeline.InstanceNew):
 				t.Errorf("pipeline: valid %v, outcome %v, findings %+v; want kept", res.Valid, res.Outcome, res.Findings)
+			case tt.missing != "" && (res.Valid || !slices.ContainsFunc(res.Findings, func(f pipeline.Finding) bool {
+				return f.Code == pipeline.CodeMissingAttribute && f.Severity == pipeline.SeverityError && f.Tag == tt.missing
+			})):
+				t.Errorf("pipeline: valid %v, findings %+v; want quarantined, %s missing", res.Valid, res.Findings, tt.missing)
 			}
 			if err := os.Remove(filepath.Join(store.Root(), key)); err != nil {
 				t.Fatal(err)
