@@ -367,16 +367,21 @@ func TestAfterPixelData(t *testing.T) {
 		comment string
 		dir     string // a directory of the key it is stored under
 		missing string // the tag validation finds missing, quarantining it; "" kept
+		tail    []byte // raw bytes after the data set's elements
 	}{
-		{"trailing padding", append(slices.Clone(elems), trailing[3]), 0, "", "", ""},
-		{"private group, signatures, padding", append(slices.Clone(elems), trailing...), 0, "", "", ""},
-		{"SOP Instance UID only after Pixel Data", last(1), ingest.StatusUnreadable, "dataset lacks SOP Class or SOP Instance UID", "", ""},
-		{"Study Instance UID only after Pixel Data", last(6), 0, "", "/" + objectstore.UnknownStudy + "/", "(0020,000D)"},
-		{"Series Instance UID only after Pixel Data", last(7), 0, "", "/" + objectstore.UnknownSeries + "/", "(0020,000E)"},
+		{"trailing padding", append(slices.Clone(elems), trailing[3]), 0, "", "", "", nil},
+		{"private group, signatures, padding", append(slices.Clone(elems), trailing...), 0, "", "", "", nil},
+		{"SOP Instance UID only after Pixel Data", last(1), ingest.StatusUnreadable, "dataset lacks SOP Class or SOP Instance UID", "", "", nil},
+		{"Study Instance UID only after Pixel Data", last(6), 0, "", "/" + objectstore.UnknownStudy + "/", "(0020,000D)", nil},
+		{"Series Instance UID only after Pixel Data", last(7), 0, "", "/" + objectstore.UnknownSeries + "/", "(0020,000E)", nil},
+		// Read as any other element: a repeat is refused, a value overrunning the data set is cut.
+		{"padding repeated", append(slices.Clone(elems), trailing[3], trailing[3]), ingest.StatusUnreadable, "element repeated at (FFFC,FFFC)", "", "", nil},
+		{"padding overrunning the data set", elems, ingest.StatusTruncated, "dataset ends inside an element at (FFFC,FFFC)", "", "",
+			binary.LittleEndian.AppendUint32([]byte{0xFC, 0xFF, 0xFC, 0xFF, 'O', 'B', 0, 0}, 1024)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ds := encode(t, scImage, sop, explicit, tt.ds)
+			ds := cat(encode(t, scImage, sop, explicit, tt.ds), tt.tail)
 			before := incoming(t, store)
 			st, err := as.Store(ctx, scImage, sop, explicit, bytesReader(ds))
 			if err != nil {
