@@ -225,7 +225,7 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		if err := ds.drain(); err != nil {
 			a.log.Info("dicomnet: C-STORE incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
 			a.srv.observe(Event{Type: EventStoreFailed, Association: &a.info, SOPClassUID: req.AffectedSOPClassUID,
-				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: err})
+				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: brokenOff(err, herr)})
 			return ds.end
 		}
 	}
@@ -245,6 +245,22 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		a.log.Debug("dicomnet: C-STORE", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "bytes", ds.n)
 	}
 	return rx
+}
+
+// brokenOffError is the error of a C-STORE whose data set never completed: the reader's, which its message
+// gives, with what the handler returned beside it (it may name what the header held, for the audit record).
+type brokenOffError struct{ reader, handler error }
+
+func (e *brokenOffError) Error() string   { return e.reader.Error() }
+func (e *brokenOffError) Unwrap() []error { return []error{e.reader, e.handler} }
+
+// brokenOff is the event's error of a C-STORE whose data set the reader err broke off, after the handler
+// returned herr: err, and herr when there is one, so that neither is lost.
+func brokenOff(err, herr error) error {
+	if herr == nil {
+		return err
+	}
+	return &brokenOffError{reader: err, handler: herr}
 }
 
 // reportAnswered observes the event of the C-STORE whose response was just sent, unless ended() has (sendErr,

@@ -83,7 +83,8 @@ type Event struct {
 	Bytes                    int64
 	Duration                 time.Duration
 	// Err, on EventStored and EventStoreFailed, is what the handler returned (a warning status, or what it reports
-	// of the object) or why the C-STORE failed, beside ErrNotSent when the response was not sent.
+	// of the object) or why the C-STORE failed, beside ErrNotSent when the response was not sent; of a data set
+	// broken off, the reader's error (its message), with what the handler returned beside it.
 	Err error
 	// PeerCertificates, on EventHandshakeFailed, is the chain the client presented (its certificate first) when
 	// the handshake failed because the configuration's verification refused it: Err (or an error it wraps) is a

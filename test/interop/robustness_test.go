@@ -44,7 +44,10 @@ func holdAssociation(t *testing.T, scp *scptest.SCP) func() {
 
 // TestKilledSCULeavesNothing kills storescu (SIGKILL) in the middle of a
 // large object: no object may appear, no temporary file may stay, and the
-// association slot must be free again for the next sender.
+// association slot must be free again for the next sender. The C-STORE cut
+// short is audited naming the study and series its header gave, so that a
+// study page lists it (it named none: the handler's account of the break,
+// which holds them, was dropped for the reader's).
 func TestKilledSCULeavesNothing(t *testing.T) {
 	testenv.RequireTools(t, "storescu", "echoscu")
 	scp := startSCP(t, "--max-associations", "1")
@@ -92,6 +95,14 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 	r := dcmtk.Run(t, 30*time.Second, "echoscu", "-aet", "LOCAL_AE", "-aec", "REMOTE_AE", scp.Host(), scp.Port())
 	if r.Err != nil {
 		t.Fatalf("echoscu after the kill: %v\n%s", r.Err, r.Output)
+	}
+	var cut *associationaudit.Record
+	waitFor(t, 10*time.Second, func() bool {
+		cut = findRecord(auditRecords(t, scp.DataDir), associationaudit.EventStoreFailed, "LOCAL_AE")
+		return cut != nil
+	})
+	if cut.Status != "" || cut.SOPInstanceUID != obj.SOPInstanceUID || cut.StudyInstanceUID != obj.StudyUID || cut.SeriesInstanceUID != obj.SeriesUID {
+		t.Errorf("the C-STORE cut short: record %+v, want no status and the study and series its header named", cut)
 	}
 }
 

@@ -564,10 +564,7 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.Status = associationaudit.StoreStatus(ev.Status)
 		r.NotSent = r.Status != "" && errors.Is(ev.Err, dicomnet.ErrNotSent)
 		r.SOPClassUID, r.SOPInstanceUID = ev.SOPClassUID, ev.SOPInstanceUID
-		var named *ingest.ObjectRefused
-		if errors.As(ev.Err, &named) {
-			r.StudyInstanceUID, r.SeriesInstanceUID = named.StudyInstanceUID, named.SeriesInstanceUID
-		}
+		r.StudyInstanceUID, r.SeriesInstanceUID = ingest.HeaderNamed(ev.Err)
 	case dicomnet.EventCommitmentRefused:
 		r.Event = associationaudit.EventCommitmentRefused
 		r.Status = fmt.Sprintf("%04X", ev.Status)

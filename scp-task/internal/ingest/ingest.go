@@ -90,6 +90,35 @@ type ObjectRefused struct {
 func (e *ObjectRefused) Error() string { return e.Status.Error() }
 func (e *ObjectRefused) Unwrap() error { return e.Status }
 
+// CutShort is the error of a C-STORE whose data set the association's end
+// broke off (or the SCP's own abort abandoned) once its header was read:
+// nothing stored, nothing answered. It carries the study and series the
+// header named, for the audit record, so that the study's page lists the
+// C-STORE cut short (its record named no study, and no page showed it).
+// Its message is Err's, which names no UID: it reaches the log.
+type CutShort struct {
+	StudyInstanceUID, SeriesInstanceUID string
+	Err                                 error
+}
+
+func (e *CutShort) Error() string { return e.Err.Error() }
+func (e *CutShort) Unwrap() error { return e.Err }
+
+// HeaderNamed is the study and series that the header of a C-STORE which
+// failed once its header was read named (err holds an ObjectRefused or a
+// CutShort); empty when its header was not read.
+func HeaderNamed(err error) (study, series string) {
+	var refused *ObjectRefused
+	if errors.As(err, &refused) {
+		return refused.StudyInstanceUID, refused.SeriesInstanceUID
+	}
+	var cut *CutShort
+	if errors.As(err, &cut) {
+		return cut.StudyInstanceUID, cut.SeriesInstanceUID
+	}
+	return "", ""
+}
+
 // AlreadyHeld is the result of a C-STORE whose object the store already
 // held, byte for byte, under its key (objectstore.Stored.Duplicate): it
 // succeeded with Status (success, or B006), and nothing new was written,
@@ -171,13 +200,16 @@ func (h *Handler) ServeCStore(ctx context.Context, req *dicomnet.CStoreRequest, 
 			log.Warn("C-STORE refused", "status", fmt.Sprintf("%04X", st.Code), "reason", st.Comment)
 			return named(st)
 		}
+		cutShort := func(err error) error {
+			return &CutShort{StudyInstanceUID: hdr.StudyInstanceUID, SeriesInstanceUID: hdr.SeriesInstanceUID, Err: err}
+		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("ingest: store abandoned: %w", err)
+			return cutShort(fmt.Errorf("ingest: store abandoned: %w", err))
 		}
 		if errors.Is(err, dicomnet.ErrIncomplete) {
 			// The sender broke the data set off (A-ABORT, A-RELEASE-RQ, closed connection, timeout): the
 			// store has nothing, no status can be sent, and the server logs it ("C-STORE incomplete").
-			return fmt.Errorf("ingest: data set incomplete: %w", err)
+			return cutShort(fmt.Errorf("ingest: data set incomplete: %w", err))
 		}
 		log.Error("store failed", "err", err)
 		return named(dimse.Status{Code: dimse.StatusOutOfResources, Comment: "storage failed, please retry"})
