@@ -181,6 +181,20 @@ func CheckCertificateName(name string) error {
 	return nil
 }
 
+// unknown is the error of an AE title the allowlist does not hold. AE
+// titles are matched case-sensitively (as DCMTK and most PACS match them),
+// so one that differs from a listed title only in letter case is refused,
+// and says so: an administrator reads "not in the allowlist" beside the
+// title the list holds in other letters.
+func (a *Allowlist) unknown(ae string) error {
+	for listed := range a.entries {
+		if strings.EqualFold(listed, ae) {
+			return fmt.Errorf("%w (it lists %q: AE titles are matched case-sensitively)", ErrUnknownCallingAE, listed)
+		}
+	}
+	return ErrUnknownCallingAE
+}
+
 // Peer is who asks for an association.
 type Peer struct {
 	CallingAE string
@@ -200,7 +214,7 @@ func (a *Allowlist) Admit(p Peer) (name string, err error) {
 	}
 	rules, ok := a.entries[strings.TrimSpace(p.CallingAE)]
 	if !ok {
-		return "", ErrUnknownCallingAE
+		return "", a.unknown(strings.TrimSpace(p.CallingAE))
 	}
 	src := p.Source.Unmap()
 	var wanted []string // names of the entries whose networks hold src

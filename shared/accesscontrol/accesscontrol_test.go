@@ -78,19 +78,24 @@ func TestCheck(t *testing.T) {
 	tests := []struct {
 		ae, src string
 		want    error
+		msg     string // the error's message, when it matters
 	}{
-		{"LOCAL_AE", "203.0.113.9", nil},
-		{"LOCAL_AE  ", "", nil}, // trailing spaces are not significant; unknown source fine for "anywhere"
-		{"CT_A", "10.10.0.77", nil},
-		{"CT_A", "192.168.5.7", nil},
-		{"CT_A", "192.168.5.8", ErrSourceNotAllowed},
-		{"CT_A", "172.20.1.1", nil}, // networks of repeated entries merge
-		{"CT_A", "::ffff:10.10.0.5", nil},
-		{"CT_A", "", ErrSourceNotAllowed},
-		{"MR_B", "fd00::1", nil},
-		{"MR_B", "10.10.0.1", ErrSourceNotAllowed},
-		{"local_ae", "10.10.0.1", ErrUnknownCallingAE}, // AE titles are case-sensitive
-		{"EVIL", "10.10.0.1", ErrUnknownCallingAE},
+		{"LOCAL_AE", "203.0.113.9", nil, ""},
+		{"LOCAL_AE  ", "", nil, ""}, // trailing spaces are not significant; unknown source fine for "anywhere"
+		{"CT_A", "10.10.0.77", nil, ""},
+		{"CT_A", "192.168.5.7", nil, ""},
+		{"CT_A", "192.168.5.8", ErrSourceNotAllowed, ""},
+		{"CT_A", "172.20.1.1", nil, ""}, // networks of repeated entries merge
+		{"CT_A", "::ffff:10.10.0.5", nil, ""},
+		{"CT_A", "", ErrSourceNotAllowed, ""},
+		{"MR_B", "fd00::1", nil, ""},
+		{"MR_B", "10.10.0.1", ErrSourceNotAllowed, ""},
+		// AE titles are case-sensitive; one that differs from a listed
+		// title only in case says which (it said "not in the allowlist"
+		// alone, beside the listed title in other letters).
+		{"local_ae", "10.10.0.1", ErrUnknownCallingAE, `accesscontrol: calling AE title not in the allowlist (it lists "LOCAL_AE": AE titles are matched case-sensitively)`},
+		{" Ct_a ", "10.10.0.1", ErrUnknownCallingAE, `accesscontrol: calling AE title not in the allowlist (it lists "CT_A": AE titles are matched case-sensitively)`},
+		{"EVIL", "10.10.0.1", ErrUnknownCallingAE, "accesscontrol: calling AE title not in the allowlist"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.ae+"/"+tt.src, func(t *testing.T) {
@@ -98,8 +103,12 @@ func TestCheck(t *testing.T) {
 			if tt.src != "" {
 				src = netip.MustParseAddr(tt.src)
 			}
-			if err := a.Check(tt.ae, src); !errors.Is(err, tt.want) {
+			err := a.Check(tt.ae, src)
+			if !errors.Is(err, tt.want) {
 				t.Errorf("Check(%q, %s) = %v, want %v", tt.ae, tt.src, err, tt.want)
+			}
+			if tt.msg != "" && (err == nil || err.Error() != tt.msg) {
+				t.Errorf("Check(%q, %s) = %v, want the message %q", tt.ae, tt.src, err, tt.msg)
 			}
 		})
 	}
