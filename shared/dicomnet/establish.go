@@ -58,6 +58,7 @@ func (a *association) decide() rxEvent {
 		a.rejectBy = fmt.Errorf("%w (%w)", RejectCalledAENotRecognized, calledErr)
 		rj = RejectCalledAENotRecognized
 	case s.AETitle != "" && a.info.CalledAE != trimAE(s.AETitle):
+		a.rejectBy = fmt.Errorf("%w (%w)", RejectCalledAENotRecognized, notOurAETitle(a.info.CalledAE, trimAE(s.AETitle)))
 		rj = RejectCalledAENotRecognized
 	case callingErr != nil:
 		// Not an AE title, whatever the policy's list: kept with '?', it could read as one that is listed.
@@ -246,6 +247,16 @@ func printableASCII(s string, n int) string {
 		}
 	}
 	return string(b)
+}
+
+// notOurAETitle is why a called AE title is refused: it names ours, which the sender's configuration has to call
+// (the log line names the one called), and says when the two differ only in letter case, as AE titles are matched
+// case-sensitively ("remote_ae" called for "REMOTE_AE" was refused naming neither).
+func notOurAETitle(called, ours string) error {
+	if strings.EqualFold(called, ours) {
+		return fmt.Errorf("dicomnet: our AE title is %q, which differs only in letter case: AE titles are matched case-sensitively", ours)
+	}
+	return fmt.Errorf("dicomnet: our AE title is %q", ours)
 }
 
 // reject prepares the A-ASSOCIATE-RJ rj and returns Evt8.

@@ -451,7 +451,10 @@ func TestRejections(t *testing.T) {
 		want   [3]byte
 		why    string // the policy's reason beside the code, logged as why
 	}{
-		{"called AE", func(rq *pdu.AssociateRQ) { rq.CalledAE = "OTHER" }, [3]byte{1, 1, 7}, ""},
+		// A called AE title refused names ours (as JSON writes it), and says when they differ only in case.
+		{"called AE", func(rq *pdu.AssociateRQ) { rq.CalledAE = "OTHER" }, [3]byte{1, 1, 7}, `dicomnet: our AE title is \"SCP\"`},
+		{"called AE in other letters", func(rq *pdu.AssociateRQ) { rq.CalledAE = "scp" }, [3]byte{1, 1, 7},
+			`dicomnet: our AE title is \"SCP\", which differs only in letter case: AE titles are matched case-sensitively`},
 		{"calling AE", func(rq *pdu.AssociateRQ) { rq.CallingAE = "STRANGER" }, [3]byte{1, 1, 3}, ""},
 		{"calling AE from another network", func(rq *pdu.AssociateRQ) { rq.CallingAE = "ELSEWHERE" }, [3]byte{1, 1, 3}, "source address not allowed"},
 		{"policy error", func(rq *pdu.AssociateRQ) { rq.CallingAE = "BROKEN" }, [3]byte{1, 1, 1}, ""},
