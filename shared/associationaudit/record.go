@@ -91,11 +91,11 @@ type Record struct {
 	// (StoreStatus: none for a C-STORE not answered, NotAnswered) and a
 	// commitment-refused.
 	Status string `json:"status,omitempty"`
-	// NotSent, on a store-failed, is true when the response carrying
-	// Status could not be written to the peer (dicomnet.ErrNotSent: the
-	// association ended first): the sender heard no status. Absent from
-	// records written before it was recorded, which said Status as if it
-	// had been answered.
+	// NotSent, on a store-failed or a commitment-refused, is true when the
+	// response carrying Status (C-STORE-RSP, N-ACTION-RSP) could not be
+	// written to the peer (dicomnet.ErrNotSent: the association ended
+	// first): the sender heard no status. Absent from records written
+	// before it was recorded, which said Status as if it had been answered.
 	NotSent        bool   `json:"notSent,omitempty"`
 	SOPClassUID    string `json:"sopClassUid,omitempty"`
 	SOPInstanceUID string `json:"sopInstanceUid,omitempty"`

@@ -80,7 +80,8 @@ type association struct {
 	peerMax uint32
 	reader  pduReader
 	cmd     commandAssembly
-	// answering is the event of the C-STORE whose response is being sent, until it is observed (dispatch.go)
+	// answering is the event of the C-STORE (or refused N-ACTION) whose response is being sent, until it is
+	// observed (dispatch.go)
 	answering *Event
 
 	// how it ended

@@ -263,9 +263,9 @@ func brokenOff(err, herr error) error {
 	return &brokenOffError{reader: err, handler: herr}
 }
 
-// reportAnswered observes the event of the C-STORE whose response was just sent, unless ended() has (sendErr,
-// why it was not sent, then stands beside what the handler said of the object: an object the store held already,
-// which the audit writer records, and the object is stored whatever became of the response).
+// reportAnswered observes the event of the C-STORE (or the refused N-ACTION) whose response was just sent, unless
+// ended() has (sendErr, why it was not sent, then stands beside what the handler said of the object: an object the
+// store held already, which the audit writer records, and the object is stored whatever became of the response).
 func (a *association) reportAnswered(sendErr error) {
 	ev := a.answering
 	if ev == nil {
@@ -283,8 +283,9 @@ func (a *association) reportAnswered(sendErr error) {
 }
 
 // ErrNotSent is the error of a message (a response, a request) that could not be sent because the association
-// ended first (its write failed, or timed out). An EventStored's or EventStoreFailed's Err wraps it when the
-// C-STORE-RSP was not sent: the peer heard no status, whatever Status says was decided.
+// ended first (its write failed, or timed out). An EventStored's, EventStoreFailed's or EventCommitmentRefused's Err
+// wraps it when the C-STORE-RSP (N-ACTION-RSP) was not sent: the peer heard no status, whatever Status says was
+// decided.
 var ErrNotSent = errors.New("dicomnet: association ended while sending")
 
 // sendCommand sends a command set as P-DATA (DT-1), fragmented within maxSendPDU. When the
@@ -380,10 +381,14 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 		if why == nil {
 			why = errors.New(st.Comment)
 		}
-		a.srv.observe(Event{Type: EventCommitmentRefused, Association: &a.info, Status: st.Code,
-			SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: why})
+		// Observed once its response is sent, or not (reportAnswered: ErrNotSent beside why), and before the
+		// association's end, as a C-STORE's.
+		a.answering = &Event{Type: EventCommitmentRefused, Association: &a.info, Status: st.Code,
+			SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: why}
 	} else {
 		a.log.Info("dicomnet: N-ACTION accepted", "message_id", cmd.MessageID, "bytes", ds.n)
 	}
-	return a.sendCommand(pc.ID, dimse.NewNActionRSP(cmd, st))
+	rx := a.sendCommand(pc.ID, dimse.NewNActionRSP(cmd, st))
+	a.reportAnswered(rx.err)
+	return rx
 }

@@ -37,7 +37,7 @@ const (
 	// connection shed during its handshake is an EventShed only.
 	EventHandshakeFailed
 	// EventCommitmentRefused: an N-ACTION (Storage Commitment request) answered with a failure status; Status,
-	// SOPClassUID (the requested class) and Err (why) are set.
+	// SOPClassUID (the requested class) and Err (why, beside ErrNotSent when the N-ACTION-RSP was not sent) are set.
 	EventCommitmentRefused
 )
 

@@ -1203,17 +1203,25 @@ func (h *heldResult) Unwrap() error { return h.st }
 // returned beside it: an object stored whole is still an EventStored carrying its handler's result (it was replaced
 // by the write error, so the audit writer never saw that the store already held the object, and that resend had no
 // record; docs/pipeline.md: every transfer has one).
+//
+// A Storage Commitment request refused (N-ACTION-RSP with a failure status) is told the same way: its event was
+// observed before its response was written, so one never sent was recorded "N-ACTION status C000" as answered.
+// Each event comes before the association's end, as the audit writer expects.
 func TestResponseNotSentIsTold(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
 		result error
 		typ    dicomnet.EventType
 		status uint16
+		action bool // an N-ACTION (Storage Commitment request), not a C-STORE
 	}{
-		{"stored", nil, dicomnet.EventStored, 0},
-		{"stored, held already", &heldResult{}, dicomnet.EventStored, 0},
-		{"refused A700", dimse.Status{Code: dimse.StatusOutOfResources, Comment: "store down"}, dicomnet.EventStoreFailed, dimse.StatusOutOfResources},
-		{"refused C000", errors.New("handler failed"), dicomnet.EventStoreFailed, dimse.StatusProcessingFailure},
+		{"stored", nil, dicomnet.EventStored, 0, false},
+		{"stored, held already", &heldResult{}, dicomnet.EventStored, 0, false},
+		{"refused A700", dimse.Status{Code: dimse.StatusOutOfResources, Comment: "store down"}, dicomnet.EventStoreFailed, dimse.StatusOutOfResources, false},
+		{"refused C000", errors.New("handler failed"), dicomnet.EventStoreFailed, dimse.StatusProcessingFailure, false},
+		{"commitment refused C000", errors.New("store down"), dicomnet.EventCommitmentRefused, dimse.StatusProcessingFailure, true},
+		{"commitment refused 0115", dimse.Status{Code: dimse.StatusInvalidArgumentValue, Comment: "empty Referenced SOP Sequence"},
+			dicomnet.EventCommitmentRefused, dimse.StatusInvalidArgumentValue, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := newRecorder()
@@ -1223,13 +1231,20 @@ func TestResponseNotSentIsTold(t *testing.T) {
 						return err
 					}
 					return tt.result
-				})}
+				}),
+				Commitment: &commitments{seen: make(chan nactionSeen, 1), reply: func([]byte, error) error { return tt.result }}}
 			c1, c2 := net.Pipe()
 			go s.ServeConn(context.Background(), c1)
 			p := dicomnettest.NewParrot(t, c2)
-			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 			// Over net.Pipe a write blocks until the peer reads: the response is never read, and its write times out.
-			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+			if tt.action {
+				p.Associate(commitmentRQ())
+				p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1)),
+					dicomnettest.PDV(5, pdu.ControlLast, sampleRequest(t)))
+			} else {
+				p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+				p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
+			}
 			ev := rec.waitFor(t, tt.typ)
 			if ev.Status != tt.status || !errors.Is(ev.Err, dicomnet.ErrNotSent) {
 				t.Errorf("%v status %04X error %v; want status %04X, an error wrapping ErrNotSent", ev.Type, ev.Status, ev.Err, tt.status)
@@ -1237,6 +1252,7 @@ func TestResponseNotSentIsTold(t *testing.T) {
 			if tt.result != nil && !errors.Is(ev.Err, tt.result) {
 				t.Errorf("error %v: the handler's result is lost", ev.Err)
 			}
+			rec.waitFor(t, dicomnet.EventAborted)
 		})
 	}
 }

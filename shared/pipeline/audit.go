@@ -183,12 +183,10 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 			// nothing (records written before said status 0000).
 			rec.NotAnswered = true
 			rec.Reason = StoreNotAnsweredReason + r.Reason
-		case r.NotSent:
-			// Refused, and the refusal never reached the sender.
-			rec.ResponseNotSent = true
-			rec.Reason = fmt.Sprintf(storeNotSentReason, r.Status, r.Reason)
 		default:
-			rec.Reason = fmt.Sprintf(storeStatusReason, r.Status, r.Reason)
+			// Refused: answered, or the refusal never reached the sender.
+			rec.ResponseNotSent = r.NotSent
+			rec.Reason = refusedReason("C-STORE", r.Status, r.Reason, r.NotSent)
 		}
 	case associationaudit.EventDuplicate:
 		// The resend as the SCP alone knows it: the pipeline's record of
@@ -225,7 +223,8 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
-		rec.Reason = fmt.Sprintf("N-ACTION status %s: %s", r.Status, r.Reason)
+		rec.ResponseNotSent = r.NotSent
+		rec.Reason = refusedReason("N-ACTION", r.Status, r.Reason, r.NotSent)
 	}
 	if r.StudyInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
@@ -366,19 +365,29 @@ var codeIdenticalResend = localCode("identical-resend", "Identical resend of an 
 // response, so the record has no DIMSE status to name.
 const StoreNotAnsweredReason = "C-STORE not answered (the association ended before its data set did): "
 
-// storeStatusReason is the reason of a store-failed record answered with
-// its failure status, and storeNotSentReason of one whose response could
-// not be written (ResponseNotSent): the status decided, the SCP's reason.
+// statusReason is the reason of a store-failed or commitment-refused
+// record answered with its failure status, and notSentReason of one whose
+// response could not be written (ResponseNotSent): the request (C-STORE,
+// N-ACTION), the status decided, the SCP's reason.
 const (
-	storeStatusReason  = "C-STORE status %s: %s"
-	storeNotSentReason = "C-STORE status %s decided, not sent (the association ended before the response was written): %s"
+	statusReason  = "%s status %s: %s"
+	notSentReason = "%s status %s decided, not sent (the association ended before the response was written): %s"
 )
+
+// refusedReason is the reason of the record of op (C-STORE, N-ACTION)
+// refused with status, its response sent or not (notSent).
+func refusedReason(op, status, reason string, notSent bool) string {
+	if notSent {
+		return fmt.Sprintf(notSentReason, op, status, reason)
+	}
+	return fmt.Sprintf(statusReason, op, status, reason)
+}
 
 // CutShortReasons begin the reasons of the store-failed records of
 // C-STOREs cut short written before NotAnswered was (CutShort): the reason
 // of this version, and that of the records before, which named the
 // success status 0000 they were not answered.
-var CutShortReasons = []string{StoreNotAnsweredReason, fmt.Sprintf(storeStatusReason, "0000", "")}
+var CutShortReasons = []string{StoreNotAnsweredReason, refusedReason("C-STORE", "0000", "", false)}
 
 // CutShort reports whether r is the record of a C-STORE the association's
 // end cut short (the association ended mid data set: nothing stored,

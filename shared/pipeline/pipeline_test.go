@@ -1200,13 +1200,23 @@ func TestStoreFailedReason(t *testing.T) {
 		{"failure status not sent", "A700", "dicomnet: association ended while sending; storage failed, please retry", true,
 			"C-STORE status A700 decided, not sent (the association ended before the response was written): " +
 				"dicomnet: association ended while sending; storage failed, please retry", false},
+		// A Storage Commitment request refused: the same rule (it read
+		// "N-ACTION status 0110" whether or not the sender heard it).
+		{"commitment refused", "0110", "no commitment peer", false, "N-ACTION status 0110: no commitment peer", false},
+		{"commitment refused, not sent", "0110", "dicomnet: association ended while sending; no commitment peer", true,
+			"N-ACTION status 0110 decided, not sent (the association ended before the response was written): " +
+				"dicomnet: association ended while sending; no commitment peer", false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: tt.status, Reason: tt.reason, NotSent: tt.notSent, SOPInstanceUID: sop1,
+			event, outcome := associationaudit.EventStoreFailed, 8
+			if strings.HasPrefix(tt.name, "commitment") {
+				event, outcome = associationaudit.EventCommitmentRefused, 4
+			}
+			r := associationaudit.Record{Event: event, Status: tt.status, Reason: tt.reason, NotSent: tt.notSent, SOPInstanceUID: sop1,
 				SOPClassUID: pt.CTStorage, Time: at, AssociationID: "assoc7", CallingAE: "LOCAL_AE", CalledAE: "INGEST", PeerAddr: "192.0.2.7:1234", Seq: 2}
 			_, got := processAuditRecord(t, r, 2)
-			if got.Reason != tt.want || got.EventOutcome != 8 {
-				t.Errorf("reason %q, outcome %d; want %q, 8", got.Reason, got.EventOutcome, tt.want)
+			if got.Reason != tt.want || got.EventOutcome != outcome {
+				t.Errorf("reason %q, outcome %d; want %q, %d", got.Reason, got.EventOutcome, tt.want, outcome)
 			}
 			if got.NotAnswered != tt.notAnswered || got.ResponseNotSent != tt.notSent || got.CutShort() != tt.notAnswered {
 				t.Errorf("not answered %v, response not sent %v, cut short %v; want %v, %v, %v",

@@ -555,9 +555,10 @@ type AuditRecord struct {
 	// NotAnswered, on a store-failed record, is true for a C-STORE the
 	// association's end cut short: its data set never completed, nothing
 	// was stored, and the sender was answered nothing (no status: it was
-	// not refused). ResponseNotSent, on one, is true when the failure
-	// status its reason names was decided but its response could not be
-	// written (the association ended first): the sender never heard it.
+	// not refused). ResponseNotSent, on one or a commitment-refused, is
+	// true when the failure status its reason names was decided but its
+	// response could not be written (the association ended first): the
+	// sender never heard it.
 	// Both are absent from records written before they were recorded
 	// (CutShort reads those by their reason).
 	NotAnswered     bool `json:"notAnswered,omitempty"`

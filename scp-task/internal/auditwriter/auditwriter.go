@@ -568,6 +568,8 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 	case dicomnet.EventCommitmentRefused:
 		r.Event = associationaudit.EventCommitmentRefused
 		r.Status = fmt.Sprintf("%04X", ev.Status)
+		// Its N-ACTION-RSP could not be written: refused, not told.
+		r.NotSent = errors.Is(ev.Err, dicomnet.ErrNotSent)
 		r.SOPClassUID = ev.SOPClassUID
 	case dicomnet.EventHandshakeFailed:
 		// Refused before any association: a node that failed to

@@ -118,24 +118,31 @@ func TestRecordsForEveryEvent(t *testing.T) {
 // status the sender was answered, and none for a C-STORE the association's
 // end cut short, which was answered nothing (it was written "0000"). Either
 // names the study and series its header gave, when it was read (a C-STORE
-// cut short named none, so its study's page never listed it).
+// cut short named none, so its study's page never listed it). A refusal
+// whose response could not be written, a C-STORE's or a Storage Commitment
+// request's, is recorded not sent (the commitment-refused record read as
+// answered).
 func TestStoreFailedStatus(t *testing.T) {
 	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
 	incomplete := errors.New("dicomnet: data set incomplete: dicomnet: connection closed: EOF")
+	refusedNAction := errors.New("no commitment peer")
 	for _, tt := range []struct {
 		name          string
+		typ           dicomnet.EventType
 		status        uint16
 		err           error
 		want          string
 		notSent       bool
 		study, series string
 	}{
-		{"answered A700", 0xA700, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}, StudyInstanceUID: "1.2", SeriesInstanceUID: "1.2.1"}, "A700", false, "1.2", "1.2.1"},
-		{"cut short before its header", 0, incomplete, "", false, "", ""},
-		{"cut short after its header", 0, &ingest.CutShort{StudyInstanceUID: "1.2", SeriesInstanceUID: "1.2.1", Err: incomplete}, "", false, "1.2", "1.2.1"},
+		{"answered A700", dicomnet.EventStoreFailed, 0xA700, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}, StudyInstanceUID: "1.2", SeriesInstanceUID: "1.2.1"}, "A700", false, "1.2", "1.2.1"},
+		{"cut short before its header", dicomnet.EventStoreFailed, 0, incomplete, "", false, "", ""},
+		{"cut short after its header", dicomnet.EventStoreFailed, 0, &ingest.CutShort{StudyInstanceUID: "1.2", SeriesInstanceUID: "1.2.1", Err: incomplete}, "", false, "1.2", "1.2.1"},
 		// Refused, and its response could not be written: the status
 		// decided, and that it was not sent (it read as answered).
-		{"A700 not sent", 0xA700, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}), "A700", true, "", ""},
+		{"A700 not sent", dicomnet.EventStoreFailed, 0xA700, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}), "A700", true, "", ""},
+		{"commitment refused", dicomnet.EventCommitmentRefused, 0x0110, refusedNAction, "0110", false, "", ""},
+		{"commitment refused, not sent", dicomnet.EventCommitmentRefused, 0x0110, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, refusedNAction), "0110", true, "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &recordStore{got: map[string]associationaudit.Record{}}
@@ -143,7 +150,7 @@ func TestStoreFailedStatus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventStoreFailed, Time: time.Now(), Association: info, Status: tt.status,
+			w.ObserveAssociation(dicomnet.Event{Type: tt.typ, Time: time.Now(), Association: info, Status: tt.status,
 				SOPClassUID: "1.2", SOPInstanceUID: "1.2.3", Err: tt.err})
 			if err := w.Close(context.Background()); err != nil {
 				t.Fatal(err)
@@ -152,7 +159,11 @@ func TestStoreFailedStatus(t *testing.T) {
 				t.Fatalf("records: %v", store.got)
 			}
 			for _, r := range store.got {
-				if r.Event != associationaudit.EventStoreFailed || r.Status != tt.want || r.Reason != tt.err.Error() || r.NotSent != tt.notSent ||
+				event := associationaudit.EventStoreFailed
+				if tt.typ == dicomnet.EventCommitmentRefused {
+					event = associationaudit.EventCommitmentRefused
+				}
+				if r.Event != event || r.Status != tt.want || r.Reason != tt.err.Error() || r.NotSent != tt.notSent ||
 					r.StudyInstanceUID != tt.study || r.SeriesInstanceUID != tt.series {
 					t.Errorf("record = %+v, want status %q, not sent %v, study %q, series %q", r, tt.want, tt.notSent, tt.study, tt.series)
 				}
