@@ -373,6 +373,7 @@ func decodeAudit(item map[string]ddbtypes.AttributeValue) (pipeline.AuditRecord,
 	if rec.EventID.Display == "" {
 		rec.EventID.Display = str("eventId")
 	}
+	rec.ReadAnswered() // the projection has no flags; records written before them neither
 	return rec, nil
 }
 

@@ -401,6 +401,25 @@ func (r AuditRecord) CutShort() bool {
 	return r.NotAnswered || slices.ContainsFunc(CutShortReasons, func(p string) bool { return strings.HasPrefix(r.Reason, p) })
 }
 
+// ReadAnswered sets r's NotAnswered and ResponseNotSent as a record of
+// this version says them when r does not: a record written before they
+// were recorded, or read from a projection without them (DynamoDB's
+// byCallingAe and byDay), has them from its reason, by CutShort's rule and
+// the reason of a refusal not sent (refusedReason). Every AuditStore reads
+// its records through it, so the trail reads them alike on every path.
+func (r *AuditRecord) ReadAnswered() {
+	r.NotAnswered = r.NotAnswered || r.CutShort()
+	op := map[string]string{associationaudit.EventStoreFailed: "C-STORE", associationaudit.EventCommitmentRefused: "N-ACTION"}[r.Outcome]
+	if r.ResponseNotSent || op == "" {
+		return
+	}
+	// "<op> status XXXX decided, not sent (…): ": around the status.
+	head, tail, _ := strings.Cut(refusedReason(op, "\x00", "", true), "\x00")
+	const statusLen = 4
+	rest, ok := strings.CutPrefix(r.Reason, head)
+	r.ResponseNotSent = ok && len(rest) >= statusLen && strings.HasPrefix(rest[statusLen:], tail)
+}
+
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 
 // resentQuarantinedReason is the reason of a duplicate record whose held

@@ -259,12 +259,14 @@ func (r *InstanceRecord) UnmarshalJSON(b []byte) error {
 }
 
 // UnmarshalJSON reads an audit record, one written before the content
-// identity's field was named ContentIdentityField too.
+// identity's field was named ContentIdentityField too, or before its
+// answer was recorded (ReadAnswered).
 func (r *AuditRecord) UnmarshalJSON(b []byte) error {
 	type plain AuditRecord
 	if err := json.Unmarshal(b, (*plain)(r)); err != nil {
 		return err
 	}
+	r.ReadAnswered()
 	return readLegacyJSON(b, &r.ContentIdentity)
 }
 

@@ -124,8 +124,9 @@ type AuditStore interface {
 //
 // Records of the CallingAE and Day access paths, and of a query with none,
 // may come from a projection without patient data (DynamoDB's): ID, Time,
-// Day, EventID, Outcome, Reason, CallingAE, CalledAE, PeerAddr and
-// AssociationID are set, the rest may be zero.
+// Day, EventID, Outcome, Reason, CallingAE, CalledAE, PeerAddr,
+// AssociationID, NotAnswered and ResponseNotSent (read from the reason:
+// AuditRecord.ReadAnswered) are set, the rest may be zero.
 type AuditQuery struct {
 	// SOPInstanceUID selects the records of one instance (its receipt,
 	// quarantine or refused C-STORE): what Storage Commitment looks for
@@ -559,8 +560,9 @@ type AuditRecord struct {
 	// true when the failure status its reason names was decided but its
 	// response could not be written (the association ended first): the
 	// sender never heard it.
-	// Both are absent from records written before they were recorded
-	// (CutShort reads those by their reason).
+	// Records written before they were recorded, and DynamoDB's
+	// projections, lack them: every store reads them from the reason
+	// (ReadAnswered), so they read alike on every path.
 	NotAnswered     bool `json:"notAnswered,omitempty"`
 	ResponseNotSent bool `json:"responseNotSent,omitempty"`
 

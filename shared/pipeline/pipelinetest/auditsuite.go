@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -96,6 +97,72 @@ func RunAuditStore(t *testing.T, h AuditHarness) {
 	t.Run("BadCursor", func(t *testing.T) { testAuditBadCursor(t, a) })
 	t.Run("CursorOfAnotherQuery", func(t *testing.T) { testAuditCursorOfAnotherQuery(t, a) })
 	t.Run("WideRange", func(t *testing.T) { testAuditWideRange(t, a, h) })
+	t.Run("AnswerFlags", func(t *testing.T) { testAuditAnswerFlags(t, h.New(t)) })
+}
+
+// testAuditAnswerFlags: a store-failed record says whether its C-STORE
+// was answered (NotAnswered) and whether a refusal's response was sent
+// (ResponseNotSent; a commitment-refused's too), read the same way through
+// every access path and for records written before the flags were: from
+// their reasons (AuditRecord.ReadAnswered). A projection without the flags
+// (DynamoDB's byCallingAe and byDay) and an older build's record read as
+// answered.
+func testAuditAnswerFlags(t *testing.T, a pipeline.AuditStore) {
+	ctx := context.Background()
+	study, sop := auditStudy("F1"), auditSOP("F1.")
+	type want struct{ notAnswered, notSent bool }
+	wants := map[string]want{}
+	add := func(id string, r associationaudit.Record, legacyReason string, w want) {
+		t.Helper()
+		r.SchemaVersion, r.Time, r.AssociationID, r.CallingAE, r.CalledAE, r.PeerAddr = 1, at(0, time.Duration(len(wants)+1)*time.Minute), "as-"+id, "AE_FLAGS", "INGEST", "10.0.0.9:104"
+		r.StudyInstanceUID, r.SOPInstanceUID, r.SOPClassUID = study, sop+id, "1.2.840.10008.5.1.4.1.1.2"
+		rec := pipeline.AssociationAuditRecord(r, "suite")
+		rec.ID = id
+		if legacyReason != "" { // as an older build wrote it: no flags
+			rec.NotAnswered, rec.ResponseNotSent, rec.Reason = false, false, legacyReason
+		}
+		appendAudit(t, a, rec, true)
+		wants[id] = w
+	}
+	const cut = "dicomnet: data set incomplete: dicomnet: connection closed: EOF"
+	add("f1", associationaudit.Record{Event: associationaudit.EventStoreFailed, Reason: cut}, "", want{true, false})
+	add("f2", associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: "A700", NotSent: true, Reason: "out of resources"}, "", want{false, true})
+	add("f3", associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: "A700", Reason: "out of resources"}, "", want{})
+	add("f4", associationaudit.Record{Event: associationaudit.EventCommitmentRefused, Status: "0110", NotSent: true, Reason: "no peer"}, "", want{false, true})
+	add("f5", associationaudit.Record{Event: associationaudit.EventStoreFailed}, "C-STORE status 0000: "+cut, want{true, false})
+	add("f6", associationaudit.Record{Event: associationaudit.EventStoreFailed}, "C-STORE not answered (the association ended before its data set did): "+cut, want{true, false})
+	add("f7", associationaudit.Record{Event: associationaudit.EventStoreFailed},
+		"C-STORE status A700 decided, not sent (the association ended before the response was written): x", want{false, true})
+	add("f8", associationaudit.Record{Event: associationaudit.EventCommitmentRefused},
+		"N-ACTION status 0110 decided, not sent (the association ended before the response was written): x", want{false, true})
+	for name, q := range map[string]pipeline.AuditQuery{
+		"study":      {StudyInstanceUID: study},
+		"calling AE": {CallingAE: "AE_FLAGS"},
+		"day":        {Day: at(0, 0).Format(time.DateOnly)},
+		"range":      {From: at(0, 0), To: at(0, time.Hour)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := queryAll(t, a, q)
+			if len(got) != len(wants) {
+				t.Fatalf("%d records, want %d", len(got), len(wants))
+			}
+			for _, r := range got {
+				if w := wants[r.ID]; r.NotAnswered != w.notAnswered || r.ResponseNotSent != w.notSent || r.CutShort() != w.notAnswered {
+					t.Errorf("%s (%s): not answered %v, response not sent %v, cut short %v; want %v, %v, %v", r.ID, r.Reason,
+						r.NotAnswered, r.ResponseNotSent, r.CutShort(), w.notAnswered, w.notSent, w.notAnswered)
+				}
+			}
+		})
+	}
+	for id, w := range wants {
+		page, err := a.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: sop + id})
+		if err != nil || len(page.Records) != 1 {
+			t.Fatalf("instance %s: %d records, %v", id, len(page.Records), err)
+		}
+		if r := page.Records[0]; r.NotAnswered != w.notAnswered || r.ResponseNotSent != w.notSent {
+			t.Errorf("instance %s: not answered %v, response not sent %v; want %v, %v", id, r.NotAnswered, r.ResponseNotSent, w.notAnswered, w.notSent)
+		}
+	}
 }
 
 func appendAudit(t *testing.T, a pipeline.AuditStore, rec pipeline.AuditRecord, want bool) {

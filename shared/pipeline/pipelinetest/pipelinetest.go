@@ -277,7 +277,9 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 			page.Next = q.SealCursor(strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq))
 			break
 		}
-		page.Records = append(page.Records, r.rec)
+		rec := r.rec
+		rec.ReadAnswered() // as the stores read their records
+		page.Records = append(page.Records, rec)
 	}
 	return page, nil
 }
