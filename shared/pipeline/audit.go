@@ -115,7 +115,7 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		rec.EventOutcome = outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{codeQuarantined}
 		rec.Reason = "validation failed; object quarantined"
-		rec.QuarantineKey, _ = QuarantineKeys(in.info.Key)
+		rec.QuarantineKey, _ = QuarantineKeys(in.info)
 		rec.Findings = errorFindings(in.findings)
 	}
 	if rec.Time.IsZero() {
@@ -438,16 +438,16 @@ const conflictReason = "a different object with this SOP Instance UID was stored
 var codeQuarantined = localCode("quarantined", "Quarantined by validation")
 
 // resentQuarantined makes rec, a duplicate's record, that of a resend of
-// an object validation quarantined, held at heldKey with findings: a
+// an object validation quarantined, the one held (info) with findings: a
 // minor failure (the instance is not in the archive, as its first
 // transfer's rejected record says), typed quarantined beside
 // identical-resend, naming the quarantined copy and the errors that
 // quarantined it.
-func resentQuarantined(rec *AuditRecord, heldKey string, findings []Finding) {
+func resentQuarantined(rec *AuditRecord, held ObjectInfo, findings []Finding) {
 	rec.EventOutcome = outcomeMinorFailure
 	rec.EventTypeCodes = append(rec.EventTypeCodes, codeQuarantined)
 	rec.Reason = resentQuarantinedReason
-	rec.QuarantineKey, _ = QuarantineKeys(heldKey)
+	rec.QuarantineKey, _ = QuarantineKeys(held)
 	rec.Findings = errorFindings(findings)
 }
 

@@ -1,8 +1,10 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -102,36 +104,117 @@ func TestOverwrittenKeyKeepsEachContentsDocuments(t *testing.T) {
 	}
 }
 
-// TestMetadataKeys: an object's documents are named after its key and its
-// bytes' identity, in every form that identity takes, under the object's
-// store root, each name one key-safe path component that logname.UIDs
-// reads the SOP Instance UID from.
-func TestMetadataKeys(t *testing.T) {
+// TestDocumentKeys: an object's documents (its DICOM JSON and summary,
+// when valid) and its quarantine copy and findings (when not) are named
+// after its key and its bytes' identity by one rule, in every form that
+// identity takes, under the object's store root, each name one key-safe
+// path component that logname.UIDs reads the SOP Instance UID from.
+func TestDocumentKeys(t *testing.T) {
 	const crc = "ASNFZ4mrze8=" // base64 of 0x0123456789abcdef, as S3 reports it
 	sha := strings.Repeat("7b", 32)
+	dir := "2026/01/15/" + study + "/" + series + "/"
 	tests := []struct {
 		name string
 		info pipeline.ObjectInfo
-		base string // the documents' key before .json and .summary.json
+		root string
+		base string // the names below the section, before their suffixes
 	}{
 		{"stored now", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, ETag: `"e"`},
-			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".crc64nvme-0123456789abcdef"},
+			"", dir + sop1 + ".crc64nvme-0123456789abcdef"},
 		{"under a store root, a conflict key", pipeline.ObjectInfo{Key: "site-a/" + strings.TrimSuffix(key(sop1), ".dcm") + ".conflict-00ff.dcm", ChecksumCRC64NVME: crc},
-			"site-a/metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".conflict-00ff.crc64nvme-0123456789abcdef"},
+			"site-a/", dir + sop1 + ".conflict-00ff.crc64nvme-0123456789abcdef"},
 		{"stored by an earlier version", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: strings.ToUpper(sha)}},
-			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".sha256-" + sha},
+			"", dir + sop1 + ".sha256-" + sha},
 		{"stored by something else", pipeline.ObjectInfo{Key: key(sop1), ETag: `"ab/cd+ef-2"`},
-			"metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".etag-ab_cd_ef-2"},
+			"", dir + sop1 + ".etag-ab_cd_ef-2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dj, sum := pipeline.MetadataKeys(tt.info)
-			if dj != tt.base+".json" || sum != tt.base+".summary.json" {
-				t.Errorf("MetadataKeys = %q, %q; want %q and .summary.json", dj, sum, tt.base+".json")
+			q, findings := pipeline.QuarantineKeys(tt.info)
+			want := []string{
+				tt.root + "metadata/" + tt.base + ".json", tt.root + "metadata/" + tt.base + ".summary.json",
+				tt.root + "quarantine/" + tt.base + ".dcm", tt.root + "quarantine/" + tt.base + ".findings.json",
 			}
-			if want := []string{study, series, sop1}; !cmp.Equal(logname.UIDs(dj), want) {
-				t.Errorf("UIDs of %q = %v, want %v", dj, logname.UIDs(dj), want)
+			if d := cmp.Diff(want, []string{dj, sum, q, findings}); d != "" {
+				t.Errorf("MetadataKeys, QuarantineKeys (-want +got):\n%s", d)
+			}
+			if got := pipeline.QuarantineFindingsKey(q); got != findings {
+				t.Errorf("QuarantineFindingsKey(%q) = %q, want %q", q, got, findings)
+			}
+			for _, k := range []string{dj, q} {
+				if want := []string{study, series, sop1}; !cmp.Equal(logname.UIDs(k), want) {
+					t.Errorf("UIDs of %q = %v, want %v", k, logname.UIDs(k), want)
+				}
 			}
 		})
+	}
+}
+
+// TestOverwrittenKeyKeepsEachRejectsCopy: a key holding an invalid object
+// overwritten with another invalid one (docs/pipeline.md, "Duplicates":
+// any caller that may s3:PutObject can) leaves each content's quarantine
+// copy and findings its own. Each content's Instance Rejected and audit
+// record name a copy of that content's bytes and findings of that
+// content: named after the key alone, the second's copy and findings were
+// written over the first's, which its event and record still named.
+func TestOverwrittenKeyKeepsEachRejectsCopy(t *testing.T) {
+	a, b := ct(sop1), ct(sop1)
+	a.StudyUID, b.StudyUID = "1.2.03", "1.2.04" // both invalid (uid-syntax), each its own content
+	ctx := context.Background()
+	f := pt.New()
+	p := f.Pipeline()
+	contents := map[string][]byte{} // by content identity
+	for i, in := range []pt.Instance{a, b} {
+		data := in.Build()
+		storedAs(f, key(sop1), data, "MODALITY1", fmt.Sprintf("assoc%d", i), "2026-01-15T10:20:30Z")
+		contents[wholeCRC(data)] = data
+		res, err := p.ProcessObject(ctx, key(sop1))
+		if err != nil || res.Valid {
+			t.Fatalf("content %d: %+v, %v; want it quarantined", i, res, err)
+		}
+	}
+	// A redelivery of the second changes nothing.
+	if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+		t.Fatal(err)
+	}
+
+	check := func(what, id, qKey, fKey string) {
+		t.Helper()
+		want, ok := contents[id]
+		if !ok {
+			t.Fatalf("%s names content %s, neither stored", what, id)
+		}
+		if got, _, ok := f.Objects.Get(qKey); !ok || !bytes.Equal(got, want) {
+			t.Errorf("%s of %s: its quarantine copy (%v) holds other bytes", what, id, ok)
+		}
+		body, _, ok := f.Objects.Get(fKey)
+		var doc map[string]any
+		if !ok || json.Unmarshal(body, &doc) != nil || doc[pipeline.ContentIdentityField] != id || doc["quarantineKey"] != qKey {
+			t.Errorf("%s of %s: its findings (%v) describe %v at %v", what, id, ok, doc[pipeline.ContentIdentityField], doc["quarantineKey"])
+		}
+	}
+	events := f.Events.All()
+	if len(events) != 2 {
+		t.Fatalf("%d events, want each content's Instance Rejected", len(events))
+	}
+	keys := map[string]bool{}
+	for _, ev := range events {
+		var d pipeline.InstanceRejectedDetail
+		if err := json.Unmarshal(ev.Detail, &d); err != nil {
+			t.Fatal(err)
+		}
+		check("the Instance Rejected", d.SHA256, d.QuarantineKey, d.FindingsKey)
+		keys[d.QuarantineKey] = true
+	}
+	if len(keys) != 2 {
+		t.Errorf("the two events name %d quarantine copies, want one each", len(keys))
+	}
+	recs := f.Audit.All()
+	if len(recs) != 2 {
+		t.Fatalf("%d audit records, want each content's", len(recs))
+	}
+	for _, r := range recs {
+		check("the audit record", r.ContentIdentity, r.QuarantineKey, pipeline.QuarantineFindingsKey(r.QuarantineKey))
 	}
 }

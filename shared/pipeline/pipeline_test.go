@@ -492,6 +492,17 @@ func invalidStored() (*pt.Fakes, string) {
 	return f, k
 }
 
+// quarantineKeys names the quarantine copy and findings of the object k
+// holds now (pipeline.QuarantineKeys).
+func quarantineKeys(t *testing.T, f *pt.Fakes, k string) (object, findings string) {
+	t.Helper()
+	info, err := f.Objects.Head(context.Background(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipeline.QuarantineKeys(info)
+}
+
 // overwriteBeforeCopy is a store whose object at key is replaced by newer
 // (as any caller that may s3:PutObject can) just before the pipeline's
 // quarantine copy of it.
@@ -519,13 +530,13 @@ func (o overwriteBeforeCopy) Copy(ctx context.Context, src pipeline.ObjectInfo, 
 // redelivered, the new version is read, stored and announced.
 func TestQuarantineCopiesTheVersionRead(t *testing.T) {
 	f, k := invalidStored()
+	qKey, fKey := quarantineKeys(t, f, k) // the version read's
 	p := f.Pipeline()
 	p.Writer = overwriteBeforeCopy{Objects: f.Objects, key: k, newer: ct(sop1).Build()}
 	ctx := context.Background()
 	if _, err := p.ProcessObject(ctx, k); !errors.Is(err, pipeline.ErrObjectChanged) {
 		t.Fatalf("object replaced before its quarantine copy: %v, want ErrObjectChanged", err)
 	}
-	qKey, fKey := pipeline.QuarantineKeys(k)
 	if _, _, ok := f.Objects.Get(qKey); ok {
 		t.Error("the new version copied into quarantine/ as the old one")
 	}
@@ -575,7 +586,7 @@ func (o failFindingsOnce) Put(ctx context.Context, key string, body []byte, cont
 // findings, then audits and announces the rejection once.
 func TestQuarantineFindingsRetried(t *testing.T) {
 	f, k := invalidStored()
-	qKey, fKey := pipeline.QuarantineKeys(k)
+	qKey, fKey := quarantineKeys(t, f, k)
 	var failed bool
 	p := f.Pipeline()
 	p.Writer = failFindingsOnce{Objects: f.Objects, key: fKey, failed: &failed}
@@ -616,7 +627,7 @@ func TestRejectQuarantines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	qKey, fKey := pipeline.QuarantineKeys(k)
+	qKey, fKey := quarantineKeys(t, f, k)
 	if res.Valid || res.QuarantineKey != qKey {
 		t.Fatalf("result = %+v", res)
 	}
@@ -714,7 +725,7 @@ func TestDeflatedBombRejected(t *testing.T) {
 			if !slices.Contains(codes(res.Findings), "error:"+pipeline.CodeOverLimit) {
 				t.Errorf("findings %+v, want %s", res.Findings, pipeline.CodeOverLimit)
 			}
-			if qKey, _ := pipeline.QuarantineKeys(k); res.QuarantineKey != qKey {
+			if qKey, _ := quarantineKeys(t, f, k); res.QuarantineKey != qKey {
 				t.Errorf("quarantine key %q, want %q", res.QuarantineKey, qKey)
 			}
 		})

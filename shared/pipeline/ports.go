@@ -583,7 +583,8 @@ type AuditRecord struct {
 	// QuarantineKey, on a rejected object's record, is where its
 	// quarantined copy and, beside it, its findings (.findings.json) are:
 	// ObjectKey names the object as the SCP stored it. Empty in records
-	// written before it was recorded (QuarantineKeys gives it).
+	// written before it was recorded (LegacyQuarantineKeys of ObjectKey
+	// gives it; Quarantined reads either).
 	QuarantineKey string `json:"quarantineKey,omitempty"`
 	// HeldObjectKey and HeldContentIdentity name, on a conflict's record,
 	// the object held before whose content it differs from (the first

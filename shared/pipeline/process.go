@@ -62,15 +62,68 @@ func SplitKey(key string) (root, section, rest string, ok bool) {
 // MetadataKeys returns where the sidecars of the incoming object info
 // describes (its Key, and the bytes it holds) go: the DICOM JSON (PS3.18
 // F.2) document and the normalized summary, under the same store root,
-// named after the object's key and its bytes' identity (identity.Whole:
-// crc64nvme-<16 hex> for every object stored now). Each content stored
-// under a key keeps its own documents: named after the key alone, a key
-// overwritten with other content (any caller that may s3:PutObject can)
-// had the second content's documents written over the first's, which its
-// index row and its event still named. Documents written before are not
-// renamed: rows and events name them where they are. See docs/pipeline.md,
-// "S3 layout".
+// named as documentBase says. Each content stored under a key keeps its
+// own documents: named after the key alone, a key overwritten with other
+// content (any caller that may s3:PutObject can) had the second content's
+// documents written over the first's, which its index row and its event
+// still named. Documents written before are not renamed: rows and events
+// name them where they are. See docs/pipeline.md, "S3 layout".
 func MetadataKeys(info ObjectInfo) (dicomJSON, summary string) {
+	base := documentBase(info, MetadataPrefix)
+	return base + ".json", base + ".summary.json"
+}
+
+// QuarantineKeys returns where the invalid incoming object info describes
+// is copied and where its findings document goes, under the same store
+// root, named as its metadata documents would be (documentBase): a key
+// holding an invalid object overwritten with another invalid one keeps
+// each content's copy and findings, which its Instance Rejected and audit
+// record name. Copies made before were named after the key alone
+// (LegacyQuarantineKeys); they are not renamed.
+func QuarantineKeys(info ObjectInfo) (object, findings string) {
+	object = documentBase(info, QuarantinePrefix) + ".dcm"
+	return object, QuarantineFindingsKey(object)
+}
+
+// LegacyQuarantineKeys are QuarantineKeys as builds before 2026-12-07
+// named them, after the object key alone: where a rejected record that
+// names no quarantineKey (written before records named it) finds its
+// copy and findings.
+func LegacyQuarantineKeys(objectKey string) (object, findings string) {
+	root, _, rest, _ := SplitKey(objectKey)
+	object = root + QuarantinePrefix + rest
+	return object, QuarantineFindingsKey(object)
+}
+
+// QuarantineFindingsKey is the findings document beside the quarantine
+// copy at object, in either naming.
+func QuarantineFindingsKey(object string) string {
+	return strings.TrimSuffix(object, ".dcm") + ".findings.json"
+}
+
+// Quarantined returns where a rejected object's record (or that of a
+// resend of one) finds the quarantined copy and its findings: the copy
+// the record names, or in a record written before records named it, the
+// copy named after its object key. Empty for a record of neither.
+func (r AuditRecord) Quarantined() (object, findings string) {
+	switch {
+	case r.QuarantineKey != "":
+		return r.QuarantineKey, QuarantineFindingsKey(r.QuarantineKey)
+	case r.Outcome == OutcomeRejected && r.ObjectKey != "":
+		return LegacyQuarantineKeys(r.ObjectKey)
+	}
+	return "", ""
+}
+
+// documentBase is the one naming rule of what the pipeline writes about
+// the incoming object info describes, under section (MetadataPrefix,
+// QuarantinePrefix) of the same store root: the object's key below its
+// section, .dcm dropped, then "." and its bytes' identity (identity.Whole:
+// crc64nvme-<16 hex> for every object stored now, sha256-<64 hex> for one
+// stored by a version that wrote SHA-256s, etag-<etag> else), so each
+// content stored under a key is named apart, and a redelivery of the same
+// object names the same.
+func documentBase(info ObjectInfo, section string) string {
 	root, _, rest, _ := SplitKey(info.Key)
 	id, _, _ := wholeIdentity(info)
 	if !strings.HasPrefix(id, wholeIdentityPrefix) && !strings.HasPrefix(id, etagIdentityPrefix) {
@@ -87,16 +140,7 @@ func MetadataKeys(info ObjectInfo) (dicomJSON, summary string) {
 		}
 		return '_'
 	}, id)
-	base := root + MetadataPrefix + strings.TrimSuffix(rest, ".dcm") + "." + id
-	return base + ".json", base + ".summary.json"
-}
-
-// QuarantineKeys returns where an invalid incoming object is copied and
-// where its findings document goes, under the same store root.
-func QuarantineKeys(objectKey string) (object, findings string) {
-	root, _, rest, _ := SplitKey(objectKey)
-	object = root + QuarantinePrefix + rest
-	return object, strings.TrimSuffix(object, ".dcm") + ".findings.json"
+	return root + section + strings.TrimSuffix(rest, ".dcm") + "." + id
 }
 
 func (p *Pipeline) log() *slog.Logger {
@@ -232,7 +276,7 @@ func (p *Pipeline) processObject(ctx context.Context, key string) (ObjectResult,
 // reject quarantines, audits and announces an invalid object.
 func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (string, error) {
 	key := in.info.Key
-	qKey, fKey := QuarantineKeys(key)
+	qKey, fKey := QuarantineKeys(in.info)
 	doc := map[string]any{
 		"schemaVersion":      1,
 		"objectKey":          key,
@@ -659,7 +703,7 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	if !in.valid() {
 		// The object held is quarantined (its own record is rejected):
 		// so is this transfer of it.
-		resentQuarantined(&out, key, in.findings)
+		resentQuarantined(&out, info, in.findings)
 		return out, nil, nil
 	}
 	// No object follows this resend to the index: the study's LastSent

@@ -2,12 +2,17 @@ package pipelinee2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -76,7 +81,7 @@ func (s chainStudy) state(t *testing.T) chainState {
 	ctx := context.Background()
 	var st chainState
 	d, err := s.e.index.GetStudy(ctx, s.uid)
-	if err != nil {
+	if err != nil && !errors.Is(err, pipeline.ErrNotFound) { // not found: nothing of it indexed
 		t.Fatalf("study: %v", err)
 	}
 	st.Instances, st.Series, st.Conflicts, st.Revision = d.InstanceCount, d.SeriesCount, d.ConflictCount, int(d.Revision)
@@ -241,6 +246,56 @@ func TestChainBadLuck(t *testing.T) {
 			want := map[bool]string{false: a.PatientName, true: b.PatientName}[r.Conflict]
 			if got := e.patientNameIn(t, r.MetadataKey); got != want {
 				t.Errorf("the row of %s (conflict %v) names a DICOM JSON of %q, want %q", r.ContentIdentity, r.Conflict, got, want)
+			}
+		}
+	})
+
+	// An invalid object overwritten with another invalid one, in order:
+	// each content is quarantined, audited and announced with a copy and
+	// findings of its own (pipeline.QuarantineKeys); named after the key
+	// alone, the second's were written over the first's, which the first's
+	// record and Instance Rejected still named. Redeliveries change nothing.
+	t.Run("an invalid object overwritten with another, in order", func(t *testing.T) {
+		s := e.newStudy(4)
+		a := s.instance(1, 1)
+		a.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID: invalid
+		b := a
+		b.PatientName = "Roe^Robert"
+		first, _ := s.processed(t, a, received)
+		second, got := s.processed(t, b, received.Add(time.Second))
+		e.invokeBatch(t, "validate", sqsEvent(second, first))
+		if d := cmp.Diff(got, s.state(t)); d != "" {
+			t.Errorf("the redeliveries changed the state (-before +after):\n%s", d)
+		}
+		if got.Instances != 0 || len(got.Audit) != 2 || len(got.Events) != 2 {
+			t.Errorf("state %+v: want two rejected records, two events, nothing indexed", got)
+		}
+		page, err := e.audit.Query(context.Background(), pipeline.AuditQuery{StudyInstanceUID: s.uid, Outcome: pipeline.OutcomeRejected})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies := map[string]string{} // quarantine key by content identity, as the records name them
+		for _, r := range page.Records {
+			copies[r.ContentIdentity] = r.QuarantineKey
+			sum := sha256.Sum256(e.get(t, r.QuarantineKey))
+			var findings map[string]any
+			if err := json.Unmarshal(e.get(t, pipeline.QuarantineFindingsKey(r.QuarantineKey)), &findings); err != nil {
+				t.Fatal(err)
+			}
+			if hex.EncodeToString(sum[:]) != r.ContentIdentity || findings[pipeline.ContentIdentityField] != r.ContentIdentity {
+				t.Errorf("the record of %s names a copy of %x and findings of %v", r.ContentIdentity, sum, findings[pipeline.ContentIdentityField])
+			}
+		}
+		if len(copies) != 2 || copies[""] != "" || len(slices.Compact(slices.Sorted(maps.Values(copies)))) != 2 {
+			t.Errorf("the records name copies %v; want one of each content", copies)
+		}
+		for _, ev := range e.events.All() {
+			var d pipeline.InstanceRejectedDetail
+			if err := json.Unmarshal([]byte(ev.Detail), &d); err != nil {
+				t.Fatal(err)
+			}
+			if d.StudyInstanceUID == s.uid && (d.QuarantineKey != copies[d.SHA256] || d.FindingsKey != pipeline.QuarantineFindingsKey(copies[d.SHA256])) {
+				t.Errorf("the Instance Rejected of %s names %s and %s; its record %s", d.SHA256, d.QuarantineKey, d.FindingsKey, copies[d.SHA256])
 			}
 		}
 	})
@@ -526,12 +581,11 @@ func TestChainOverwrittenWhileRead(t *testing.T) {
 			if d := cmp.Diff(want, got); d != "" || got.Instances != 1 || got.Conflicts != 0 || got.Revision != 1 {
 				t.Errorf("state (-the new version's +after the overwrite):\n%s\nstate %+v", d, got)
 			}
-			q, findings := pipeline.QuarantineKeys(key)
-			if e.exists(q) {
-				t.Errorf("a quarantine copy of the object: the new, valid version's bytes copied as the old one's")
-			}
-			if e.exists(findings) {
-				t.Errorf("the old version's findings document in quarantine/: it describes content not there")
+			// Neither version's copy nor findings, whichever bytes they
+			// would be named after (pipeline.QuarantineKeys).
+			q, _ := pipeline.LegacyQuarantineKeys(key)
+			if got := e.keysUnder(t, strings.TrimSuffix(q, ".dcm")+"."); len(got) != 0 {
+				t.Errorf("in quarantine/: %v; want no copy (the new, valid version's bytes copied as the old one's) and no findings (the old version's, describing content not there)", got)
 			}
 		})
 	}

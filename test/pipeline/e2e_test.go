@@ -167,7 +167,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	if total != len(files)-1 {
 		t.Errorf("index holds %d instances in %d studies, want %d", total, len(studies), len(files)-1)
 	}
-	q2, _ := pipeline.QuarantineKeys(incoming[0])
+	q2, _ := pipeline.QuarantineKeys(pipeline.ObjectInfo{Key: incoming[0]})
 	if !strings.HasPrefix(q2, "site-a/quarantine/") {
 		t.Errorf("quarantine key %s outside the store prefix", q2)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/awsemu"
@@ -84,20 +85,55 @@ func (e *env) exists(key string) bool {
 	return err == nil
 }
 
-// patientNameIn returns the Patient's Name of the DICOM JSON stored at key.
-func (e *env) patientNameIn(t *testing.T, key string) string {
+// get returns the bytes stored at key.
+func (e *env) get(t *testing.T, key string) []byte {
 	t.Helper()
 	out, err := e.s3.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
-		t.Fatalf("get the DICOM JSON: %v", err)
+		t.Fatalf("get %s: %v", key, err)
 	}
 	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatalf("read %s: %v", key, err)
+	}
+	return b
+}
+
+// head is what the pipeline's store (awsadapters.S3Objects) reports of
+// key: what pipeline.MetadataKeys and pipeline.QuarantineKeys name.
+func (e *env) head(t *testing.T, key string) pipeline.ObjectInfo {
+	t.Helper()
+	info, err := (&awsadapters.S3Objects{Client: e.s3, Bucket: bucket}).Head(context.Background(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// keysUnder lists the keys stored under prefix.
+func (e *env) keysUnder(t *testing.T, prefix string) []string {
+	t.Helper()
+	out, err := e.s3.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	var keys []string
+	for _, o := range out.Contents {
+		keys = append(keys, aws.ToString(o.Key))
+	}
+	return keys
+}
+
+// patientNameIn returns the Patient's Name of the DICOM JSON stored at key.
+func (e *env) patientNameIn(t *testing.T, key string) string {
+	t.Helper()
 	var dj struct {
 		PatientName struct {
 			Value []struct{ Alphabetic string }
 		} `json:"00100010"`
 	}
-	if err := json.NewDecoder(out.Body).Decode(&dj); err != nil {
+	if err := json.Unmarshal(e.get(t, key), &dj); err != nil {
 		t.Fatalf("read the DICOM JSON: %v", err)
 	}
 	if len(dj.PatientName.Value) != 1 {
@@ -171,7 +207,7 @@ func TestFunctionsUnderEmulator(t *testing.T) {
 		for _, in := range st.Instances {
 			jsonKeys = append(jsonKeys, in.MetadataKey)
 		}
-		qKey, fKey := pipeline.QuarantineKeys(badKey)
+		qKey, fKey := pipeline.QuarantineKeys(e.head(t, badKey))
 		for _, k := range append(jsonKeys, qKey, fKey, badKey) {
 			if !e.exists(k) {
 				t.Errorf("%s missing", k)

@@ -153,9 +153,13 @@ var funcs = template.FuncMap{
 		return modalityList(d.Modalities, d.ModalityCount(), d.ModalitiesTruncated)
 	},
 	// quarantined is where the pipeline keeps a rejected object's copy
-	// and its findings document.
-	"quarantined": func(key string) []string {
-		object, findings := pipeline.QuarantineKeys(key)
+	// and its findings document, as its record names them
+	// (AuditRecord.Quarantined); nil for a record that names none.
+	"quarantined": func(r pipeline.AuditRecord) []string {
+		object, findings := r.Quarantined()
+		if object == "" {
+			return nil
+		}
 		return []string{object, findings}
 	},
 	"pname":  func(s string) string { return strings.Join(strings.Fields(strings.ReplaceAll(s, "^", " ")), " ") },

@@ -85,6 +85,11 @@ func newTestServerLogging(t testing.TB, logger *slog.Logger, with ...func(*Serve
 		{ID: "3", Time: t0.Add(2 * time.Second), Outcome: pipeline.OutcomeRejected, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.3", SOPInstanceUID: "1.2.3.9",
 			ObjectKey: "incoming/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm",
 			Findings:  []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
+		// A rejected record that names its copy (each content's copy is
+		// named after its bytes: pipeline.QuarantineKeys).
+		{ID: "4", Time: t0.Add(3 * time.Second), Outcome: pipeline.OutcomeRejected, CallingAE: "LOCAL_AE", StudyInstanceUID: "1.2.4", SOPInstanceUID: "1.2.4.8",
+			ObjectKey: "incoming/2026/01/15/1.2.4/1.2.4.1/1.2.4.8.dcm", QuarantineKey: "quarantine/2026/01/15/1.2.4/1.2.4.1/1.2.4.8.crc64nvme-0123456789abcdef.dcm",
+			Findings: []pipeline.Finding{{Code: "uid-syntax", Severity: pipeline.SeverityError, Tag: "(0008,0018)", Message: "bad <uid>"}}},
 	} {
 		if _, err := au.Append(ctx, r); err != nil {
 			t.Fatal(err)
@@ -196,7 +201,7 @@ func TestAPI(t *testing.T) {
 		want  []string
 		code  int
 	}{
-		{"", []string{"3", "2", "1"}, 200},
+		{"", []string{"4", "3", "2", "1"}, 200},
 		{"?callingAe=EVIL_AE", []string{"2"}, 200},
 		{"?outcome=association-rejected", []string{"2"}, 200},
 		{"?patientId=PID%3C1%3E", []string{"1"}, 200},
@@ -257,7 +262,11 @@ func TestPagesEscapeAndLink(t *testing.T) {
 		// each was announced, as Instance Rejected (the page said that
 		// nothing was announced for them).
 		{"/quarantine", []string{"uid-syntax", "(0008,0018)", `href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.dcm"`,
-			`href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.findings.json"`, "<code>Instance Rejected</code> event"}},
+			`href="/objects/quarantine/2026/01/15/1.2.3/1.2.3.1/1.2.3.9.findings.json"`, "<code>Instance Rejected</code> event",
+			// A record naming its copy links that copy, not one named
+			// after its object key.
+			`href="/objects/quarantine/2026/01/15/1.2.4/1.2.4.1/1.2.4.8.crc64nvme-0123456789abcdef.dcm"`,
+			`href="/objects/quarantine/2026/01/15/1.2.4/1.2.4.1/1.2.4.8.crc64nvme-0123456789abcdef.findings.json"`}},
 		{"/events", []string{"Study Received"}},
 	}
 	for _, p := range pages {
