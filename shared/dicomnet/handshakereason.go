@@ -52,8 +52,10 @@ var HandshakeFailureReasons = []string{
 }
 
 // handshakeTexts are the failures crypto/tls reports only in words (errors.New, fmt.Errorf, no type), by the
-// start of their text, in the order they are looked for. TestHandshakeFailureReason makes each for real, so a
-// rewording in a Go release fails it.
+// start of their text, in the order they are looked for. A text no longer said counts its failures as
+// HandshakeOther, never under another reason: TestHandshakeTextsAreCryptoTLSs finds each in crypto/tls's source,
+// so a rewording in a Go release fails it, and TestHandshakeFailureReason makes those a tls.Config can make for
+// real (no certificate, the versions, the suites and groups, a peer's alert).
 var handshakeTexts = []struct{ prefix, reason string }{
 	{"tls: client didn't provide a certificate", HandshakeNoCertificate},
 	// A TLS 1.3 client that gives up on our certificate after our ServerHello may send its alert in the clear
@@ -65,7 +67,6 @@ var handshakeTexts = []struct{ prefix, reason string }{
 	{"tls: client offered TLS version older than TLS 1.3", HandshakeProtocolVersion},
 	{"tls: client using inappropriate protocol fallback", HandshakeProtocolVersion},
 	{"tls: no cipher suite supported by both", HandshakeCipherMismatch},
-	{"tls: no ECDHE curve supported by both", HandshakeCipherMismatch},
 	{"tls: no key exchanges supported by both", HandshakeCipherMismatch},
 	{"tls: client offered only incompatible point formats", HandshakeCipherMismatch},
 	{"tls: peer doesn't support any of the certificate's signature algorithms", HandshakeCipherMismatch},

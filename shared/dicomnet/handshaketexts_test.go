@@ -1,0 +1,49 @@
+package dicomnet
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// TestHandshakeTextsAreCryptoTLSs: every text handshakeTexts tells a failure by is one that crypto/tls, as the
+// toolchain building these tests has it, says. TestHandshakeFailureReason makes only some of them for real (a
+// client that sends an invalid signature, or a certificate crypto/tls cannot parse, takes more than a tls.Config):
+// a Go release that rewords one, or an entry whose text no release says, would count its failures as "other",
+// never as a wrong reason, and unseen. Here the rewording fails the test instead.
+func TestHandshakeTextsAreCryptoTLSs(t *testing.T) {
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		testenv.Missing(t, "the go command", "install Go")
+	}
+	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "src", "crypto", "tls", "*.go"))
+	if err != nil || len(files) == 0 {
+		testenv.Missing(t, "the source of crypto/tls in GOROOT", "install Go with its source (the official archive has it)")
+	}
+	var src strings.Builder
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		src.Write(b)
+	}
+	for _, h := range handshakeTexts {
+		text := h.prefix
+		// An alert crypto/tls sent itself is a *net.OpError: "local error: " and the alert's text, "tls: " and the
+		// alert's name (alert.go).
+		if name, ok := strings.CutPrefix(text, "local error: tls: "); ok {
+			text = `"` + name + `"`
+		}
+		if !strings.Contains(src.String(), text) {
+			t.Errorf("handshakeTexts tells %q by %q, which crypto/tls (%s) does not say: reworded, or never said", h.reason, h.prefix, filepath.Dir(files[0]))
+		}
+	}
+}
