@@ -314,7 +314,7 @@ func TestTLSHandshakeTimeoutSaysSo(t *testing.T) {
 	if err, _ := line["err"].(string); !strings.HasPrefix(err, said) || line["peer"] != c.LocalAddr().String() || line["assoc"] == nil {
 		t.Errorf("log line %v, want an err starting %q with the connection and the peer %s", line, said, c.LocalAddr())
 	}
-	if len(srv.store.recs) != 1 || !strings.HasPrefix(srv.store.recs[0].Reason, "TLS handshake failed: "+said) {
+	if len(srv.store.recs) != 1 || !strings.HasPrefix(srv.store.recs[0].Reason, "TLS handshake failed: reason timeout: "+said) {
 		t.Errorf("records: %s", recordsText(srv.store.recs))
 	}
 }

@@ -629,6 +629,9 @@ func TestDICOMTLSRefusedCertificatesAreAudited(t *testing.T) {
 		want := associationaudit.CertificatePeer(readCert(t, f.Cert), "")
 		if r, ok := named[want.SHA256]; !ok || *r.TLS != *want {
 			t.Errorf("%s: no refused-handshake record naming %+v (%d named)", name, *want, len(named))
+		} else if !strings.HasPrefix(r.Reason, "TLS handshake failed: reason "+reasons[name]+": ") {
+			// The reason the metric counts it under, as the log line says it.
+			t.Errorf("%s: record's reason %q, want it to say %q", name, r.Reason, reasons[name])
 		}
 		if e := alerts[want.SHA256]; e == nil || e["subject"] != want.Subject || e["serial"] != want.Serial || e["issuer"] != want.Issuer {
 			t.Errorf("%s: security alert log line %v", name, e)

@@ -578,7 +578,9 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		// refused association is (110113, 110126 Node Authentication). It
 		// was only logged and counted.
 		r.Event = associationaudit.EventRejected
-		r.Reason = "TLS handshake failed"
+		// Why, as the metric counts it and the log line says it (one of
+		// a fixed set), then in crypto/tls's words.
+		r.Reason = "TLS handshake failed: reason " + dicomnet.HandshakeFailureReason(ev.Err)
 		if ev.Err != nil {
 			r.Reason += ": " + ev.Err.Error()
 		}

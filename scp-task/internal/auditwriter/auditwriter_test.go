@@ -295,6 +295,9 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestHandshakeFailureIsAudited: a connection refused in its TLS handshake
 // (no, an expired, a revoked or a foreign client certificate) is a refused
 // association in the trail, a Security Alert; it was only logged and counted.
+// Its reason says why by the reason the metric counts it under and the log
+// line carries (dicomnet.HandshakeFailureReason), then in crypto/tls's words:
+// an auditor had only the words.
 func TestHandshakeFailureIsAudited(t *testing.T) {
 	store := &recordStore{got: map[string]associationaudit.Record{}}
 	w, err := New(store, Options{Implementation: "TEST 1"})
@@ -303,7 +306,7 @@ func TestHandshakeFailureIsAudited(t *testing.T) {
 	}
 	w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventHandshakeFailed, Time: time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC),
 		Association: &dicomnet.AssociationInfo{ID: "t1", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 9, 8, 7), Port: 4000}},
-		Err:         errors.New("remote error: tls: bad certificate")})
+		Err:         &net.OpError{Op: "remote error", Err: errors.New("tls: bad certificate")}}) // as crypto/tls reports an alert received
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +314,7 @@ func TestHandshakeFailureIsAudited(t *testing.T) {
 		t.Fatalf("records: %v", store.got)
 	}
 	for _, r := range store.got {
-		if r.Event != associationaudit.EventRejected || r.PeerAddr != "10.9.8.7:4000" || r.Reason != "TLS handshake failed: remote error: tls: bad certificate" {
+		if r.Event != associationaudit.EventRejected || r.PeerAddr != "10.9.8.7:4000" || r.Reason != "TLS handshake failed: reason peer_alert: remote error: tls: bad certificate" {
 			t.Errorf("record %+v", r)
 		}
 		if rec := pipeline.AssociationAuditRecord(r, "test"); rec.EventID.Code != "110113" {

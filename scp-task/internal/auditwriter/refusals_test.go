@@ -28,7 +28,7 @@ var refusalStart = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 func handshakeFailed(i int, host string) dicomnet.Event {
 	return dicomnet.Event{Type: dicomnet.EventHandshakeFailed, Time: refusalStart.Add(time.Duration(i) * time.Millisecond),
 		Association: &dicomnet.AssociationInfo{ID: fmt.Sprintf("h%d", i), RemoteAddr: &net.TCPAddr{IP: net.ParseIP(host), Port: 40000 + i%20000}},
-		Err:         errors.New("tls: first record does not look like a TLS handshake")}
+		Err:         tls.RecordHeaderError{Msg: "first record does not look like a TLS handshake"}} // as crypto/tls reports it
 }
 
 // unknownAE is the i-th association an unknown calling AE asked for from host.
@@ -77,7 +77,7 @@ func TestRefusalsFold(t *testing.T) {
 				t.Errorf("folded record %+v", f)
 			}
 			if want := "4 refusals from 10.0.0.1 between 2026-03-04T05:06:07.001Z and 2026-03-04T05:06:07.004Z, folded into this record " +
-				"(a flood of refused connections); the first: TLS handshake failed: tls: first record does not look like a TLS handshake"; f.Reason != want {
+				"(a flood of refused connections); the first: TLS handshake failed: reason not_tls: tls: first record does not look like a TLS handshake"; f.Reason != want {
 				t.Errorf("reason %q\nwant   %q", f.Reason, want)
 			}
 		}},
