@@ -1,6 +1,7 @@
 package onboarding
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -128,15 +129,27 @@ func FuzzParseNLBAddresses(f *testing.F) {
 }
 
 // FuzzSplitList: whatever an output or a flag holds, SplitList neither
-// panics nor gives an empty entry or one holding a separator, and refuses
-// a list with an empty entry beside others.
+// panics nor gives an empty entry or one holding a separator; it gives
+// every entry the list holds, in order, and refuses exactly a list with an
+// empty entry beside others (its error naming the list).
 func FuzzSplitList(f *testing.F) {
-	for _, s := range []string{"arnA arnB", "arnA,", ",", " , ", "a, b\n", "a,,b", ""} {
+	for _, s := range []string{"arnA arnB", "arnA,", ",", " , ", "a, b\n", "a,,b", "", "a\r\nb", "a,\u00a0,b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := SplitList("X", s)
+		entries := strings.Fields(strings.ReplaceAll(s, ",", " "))
+		emptyPart := false
+		for _, p := range strings.Split(s, ",") {
+			emptyPart = emptyPart || len(strings.Fields(p)) == 0
+		}
+		if refuse := len(entries) != 0 && emptyPart; (err != nil) != refuse {
+			t.Fatalf("SplitList(%q) = %q, %v; want refused %v", s, got, err, refuse)
+		}
 		if err != nil {
+			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "X ") {
+				t.Fatalf("SplitList(%q): %v, want an ErrInvalidConfig naming the list", s, err)
+			}
 			return
 		}
 		for _, e := range got {
@@ -144,12 +157,8 @@ func FuzzSplitList(f *testing.F) {
 				t.Fatalf("SplitList(%q) = %q: entry %q", s, got, e)
 			}
 		}
-		if len(got) != 0 {
-			for _, p := range strings.Split(s, ",") {
-				if len(strings.Fields(p)) == 0 {
-					t.Fatalf("SplitList(%q) = %q, want an error for the empty entry", s, got)
-				}
-			}
+		if !slices.Equal(got, entries) {
+			t.Fatalf("SplitList(%q) = %q, want its entries %q", s, got, entries)
 		}
 	})
 }
