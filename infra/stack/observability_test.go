@@ -16,6 +16,7 @@ import (
 	"github.com/aws/jsii-runtime-go"
 	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -341,7 +342,7 @@ func TestFunctionPanicsAlarmed(t *testing.T) {
 				fn = s.stack.Pipeline.AuditFeed.Function
 			}
 			lg := s.stack.logicalID(fn.LogGroup())
-			if got, want := patterns[lg], messagePattern(lines...); got != want {
+			if got, want := patterns[lg], jsonlog.MessageFilter(lines...); got != want {
 				t.Errorf("the %s function's log group %s: filter pattern %q, want %q", name, lg, got, want)
 			}
 		}
@@ -356,19 +357,6 @@ func TestFunctionPanicsAlarmed(t *testing.T) {
 			})
 		})
 	})
-}
-
-// messagePattern is the CloudWatch Logs filter pattern of a JSON line
-// whose message is one of msgs.
-func messagePattern(msgs ...string) string {
-	if len(msgs) == 1 {
-		return `{ $.msg = "` + msgs[0] + `" }`
-	}
-	terms := make([]string, len(msgs))
-	for i, m := range msgs {
-		terms[i] = `($.msg = "` + m + `")`
-	}
-	return "{ " + strings.Join(terms, " || ") + " }"
 }
 
 // alarmedMetrics are the names of the metrics the stack's alarms watch.

@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"log/slog"
 	"maps"
 	"path/filepath"
 	"strconv"
@@ -597,17 +596,11 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 // takes no default value, and a dimension's value must be a field of the
 // line, so the metric has data only where such a line was logged.
 func logLineMetric(scope constructs.Construct, id string, logGroup awslogs.ILogGroup, env, name string, msgs ...string) awscloudwatch.Metric {
-	terms := make([]awslogs.JsonPattern, len(msgs))
-	for i, msg := range msgs {
-		terms[i] = awslogs.FilterPattern_StringValue(jsii.String("$."+slog.MessageKey), jsii.String("="), jsii.String(msg))
-	}
-	pattern := terms[0]
-	if len(terms) > 1 {
-		pattern = awslogs.FilterPattern_Any(terms...)
-	}
 	filter := awslogs.NewMetricFilter(scope, jsii.String(id), &awslogs.MetricFilterProps{
-		LogGroup:        logGroup,
-		FilterPattern:   pattern,
+		LogGroup: logGroup,
+		// The one pattern of such lines, which the functions' tests match
+		// against the lines their handlers log (jsonlogtest.FilterMatches).
+		FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(jsonlog.MessageFilter(msgs...))),
 		MetricNamespace: jsii.String(MetricsNamespace),
 		MetricName:      jsii.String(name),
 		MetricValue:     jsii.String("1"),

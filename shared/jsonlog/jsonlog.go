@@ -59,3 +59,25 @@ func (w serverErrors) Write(p []byte) (int, error) {
 	w.l.Warn("http server error", "err", strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
+
+// MessageFilter is the CloudWatch Logs filter pattern of the JSON lines
+// whose message (slog.MessageKey) is one of msgs, exactly: the stack's
+// metric filters count a line by it (infra/stack's logLineMetric). It is
+// the text the CDK's FilterPattern.stringValue and FilterPattern.any make
+// of the same terms. A message holds no '*', which the pattern would read
+// as a wildcard.
+func MessageFilter(msgs ...string) string {
+	terms := make([]string, len(msgs))
+	for i, m := range msgs {
+		terms[i] = "$." + slog.MessageKey + " = " + filterQuote(m)
+	}
+	if len(terms) == 1 {
+		return "{ " + terms[0] + " }"
+	}
+	return "{ (" + strings.Join(terms, ") || (") + ") }"
+}
+
+// filterQuote quotes a filter pattern's string term as the CDK does.
+func filterQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
