@@ -23,6 +23,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed/auditfeedtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditmessage/auditmessagetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
@@ -152,7 +154,9 @@ func TestHandleSkipsWhatIsNoNewAuditRecord(t *testing.T) {
 // nothing of the batch is left to send. So is the panic of a record whose
 // rendering panics (a bug), which was logged at each try, before the
 // send: its line, with the stack, comes once, just before the record's
-// unsendable line.
+// unsendable line. Both lines are read as the stack's metric filters read
+// the function's own (lambdaio.LoggerTo): each counted once, with the
+// field the filters take their Environment dimension from.
 func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 	ev := fixture(t)
 	broken := unreadable(ev.Records[1])
@@ -182,7 +186,7 @@ func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs bytes.Buffer
 			s := &sender{failFirst: tt.failFirst}
-			h := &handler{sender: s, log: slog.New(slog.NewJSONHandler(&logs, nil)), render: tt.render}
+			h := &handler{sender: s, log: lambdaio.LoggerTo(&logs, "auditfeed", "prod"), render: tt.render}
 			tries := 0
 			for ; tries < 10; tries++ {
 				resp, err := h.Handle(context.Background(), events.DynamoDBEvent{Records: tt.records})
@@ -197,11 +201,19 @@ func TestHandleLogsAnUnsendableRecordOnce(t *testing.T) {
 			if tries != tt.wantTries || s.sends != tt.wantSends {
 				t.Errorf("%d tries, %d sends; want %d, %d", tries, s.sends, tt.wantTries, tt.wantSends)
 			}
-			if n := strings.Count(logs.String(), auditfeed.UnsendableLog); n != 1 {
-				t.Errorf("%d lines %q, want 1:\n%s", n, auditfeed.UnsendableLog, logs.String())
-			}
-			if n := strings.Count(logs.String(), PanicLog); n != tt.wantPanics {
-				t.Errorf("%d lines %q, want %d:\n%s", n, PanicLog, tt.wantPanics, logs.String())
+			for _, c := range []struct {
+				filter string
+				want   int
+			}{{jsonlog.MessageFilter(auditfeed.UnsendableLog), 1}, {jsonlog.MessageFilter(auditfeed.PanicLog), tt.wantPanics}} {
+				counted := jsonlogtest.Counted(t, c.filter, logs.Bytes())
+				if len(counted) != c.want {
+					t.Errorf("%d lines counted by %s, want %d:\n%s", len(counted), c.filter, c.want, logs.String())
+				}
+				for _, l := range counted {
+					if l[jsonlog.EnvironmentKey] != "prod" {
+						t.Errorf("line counted %v: want %s prod, the metric's dimension", l, jsonlog.EnvironmentKey)
+					}
+				}
 			}
 			named := `"event_id":"` + tt.wantNamed + `"`
 			if strings.Count(logs.String(), named) != 1+tt.wantPanics {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strconv"
@@ -289,8 +290,14 @@ func loadNames(ctx context.Context, sm SecretsAPI, c Config, log *slog.Logger) (
 // name (ENVIRONMENT), which metric filters take as their Environment
 // dimension.
 func Logger(function string) *slog.Logger {
-	log := jsonlog.New(os.Stdout, slog.LevelInfo).With("function", function)
-	if env := os.Getenv("ENVIRONMENT"); env != "" {
+	return LoggerTo(os.Stdout, function, os.Getenv("ENVIRONMENT"))
+}
+
+// LoggerTo is Logger writing to w, its lines naming the environment env
+// (none when empty): the very lines a function logs, for its tests.
+func LoggerTo(w io.Writer, function, env string) *slog.Logger {
+	log := jsonlog.New(w, slog.LevelInfo).With("function", function)
+	if env != "" {
 		log = log.With(jsonlog.EnvironmentKey, env)
 	}
 	return log

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -568,6 +570,67 @@ func TestShortOfDeadline(t *testing.T) {
 			cancel()
 			if ctx.Err() == nil || parent.Err() != nil {
 				t.Errorf("after cancel: %v, parent %v; want it ended, the parent not", ctx.Err(), parent.Err())
+			}
+		})
+	}
+}
+
+// TestPanicLinesCounted: the line each handler logs for a panic it
+// recovered, as the function's own logger (LoggerTo, Logger's) writes it, is
+// counted once by the metric filter the stack puts on every function's log
+// group (jsonlog.MessageFilter of pipeline.MessagePanicLog and
+// ScheduledPanicLog: infra/stack's TestFunctionPanicsAlarmed holds the
+// synthesized filter to it), and carries the field the filter takes its
+// Environment dimension from: a filter with dimensions counts nothing of a
+// line without it, and the FunctionPanicked alarm would never sound.
+func TestPanicLinesCounted(t *testing.T) {
+	schedule, err := json.Marshal(events.EventBridgeEvent{Source: "aws.events", DetailType: "Scheduled Event", Detail: json.RawMessage(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sqs := loadSQS(t)
+	var panicked atomic.Int64
+	boom := func() {
+		panicked.Add(1)
+		panic("a bug")
+	}
+	tests := []struct {
+		name   string
+		handle func(log *slog.Logger)
+	}{
+		{"a queue's message (validate, audit)", func(log *slog.Logger) {
+			h := &ObjectHandler{Bucket: "ingest-bucket", Logger: log, Process: func(context.Context, string) error { boom(); return nil }}
+			if _, err := h.Handle(context.Background(), sqs); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a scheduled run (notify)", func(log *slog.Logger) {
+			h := &ScheduleHandler{Tick: func(context.Context, time.Time) (int, error) { boom(); return 0, nil }, Logger: log}
+			if _, err := h.Handle(context.Background(), schedule); err == nil {
+				t.Error("the run that panicked succeeded")
+			}
+		}},
+		{"commitment's run, scheduled", func(log *slog.Logger) {
+			h := &CommitmentHandler{Requests: &ObjectHandler{Logger: log}, Run: func(context.Context, time.Time) (int, error) { boom(); return 0, nil }, Logger: log}
+			if _, err := h.Handle(context.Background(), schedule); err == nil {
+				t.Error("the run that panicked succeeded")
+			}
+		}},
+	}
+	filter := jsonlog.MessageFilter(pipeline.MessagePanicLog, pipeline.ScheduledPanicLog)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			panicked.Store(0)
+			tt.handle(LoggerTo(&logs, "validate", "prod"))
+			counted := jsonlogtest.Counted(t, filter, logs.Bytes())
+			if n := panicked.Load(); n == 0 || len(counted) != int(n) {
+				t.Errorf("%d lines counted by %s, want %d, one a panic:\n%s", len(counted), filter, n, logs.String())
+			}
+			for _, l := range counted {
+				if l[jsonlog.EnvironmentKey] != "prod" || l["stack"] == nil {
+					t.Errorf("line counted %v: want %s prod (the metric's dimension) and the stack", l, jsonlog.EnvironmentKey)
+				}
 			}
 		})
 	}
