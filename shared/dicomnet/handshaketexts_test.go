@@ -2,7 +2,6 @@ package dicomnet
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,11 +15,7 @@ import (
 // a Go release that rewords one, or an entry whose text no release says, would count its failures as "other",
 // never as a wrong reason, and unseen. Here the rewording fails the test instead.
 func TestHandshakeTextsAreCryptoTLSs(t *testing.T) {
-	out, err := exec.Command("go", "env", "GOROOT").Output()
-	if err != nil {
-		testenv.Missing(t, "the go command", "install Go")
-	}
-	files, err := filepath.Glob(filepath.Join(strings.TrimSpace(string(out)), "src", "crypto", "tls", "*.go"))
+	files, err := filepath.Glob(filepath.Join(testenv.GOROOT(t), "src", "crypto", "tls", "*.go"))
 	if err != nil || len(files) == 0 {
 		testenv.Missing(t, "the source of crypto/tls in GOROOT", "install Go with its source (the official archive has it)")
 	}

@@ -35,6 +35,18 @@ var moduleRoot = sync.OnceValues(func() (string, error) {
 	return filepath.Dir(gomod), nil
 })
 
+// GOROOT is the Go root of the go command the tests run with (the source
+// of the standard library a test reads, as it builds them); without the
+// go command the test ends as Missing says.
+func GOROOT(t testing.TB) string {
+	t.Helper()
+	dir, err := goTool("env", "GOROOT")
+	if err != nil || dir == "" {
+		Missing(t, "the go command's GOROOT", "install Go")
+	}
+	return dir
+}
+
 // ModuleRoot is the directory of this repository's go.mod.
 func ModuleRoot(t testing.TB) string {
 	t.Helper()
