@@ -16,8 +16,9 @@ import (
 // top level equal to the value (a string), exactly. Any other pattern is
 // an error, not a guess: a line that is not a JSON object matches none.
 func FilterMatches(pattern string, line []byte) (bool, error) {
-	body, ok := strings.CutPrefix(strings.TrimSpace(pattern), "{ ")
-	if body, ok = strings.CutSuffix(body, " }"); !ok {
+	body, opened := strings.CutPrefix(strings.TrimSpace(pattern), "{ ")
+	body, closed := strings.CutSuffix(body, " }")
+	if !opened || !closed {
 		return false, fmt.Errorf("jsonlogtest: %q is no JSON filter pattern ({ … })", pattern)
 	}
 	terms := []string{body}

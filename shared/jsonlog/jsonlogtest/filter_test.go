@@ -39,7 +39,7 @@ func TestFilterMatches(t *testing.T) {
 			t.Errorf("FilterMatches(%s, %s) = %v, %v; want %v", tt.pattern, tt.line, got, err, tt.want)
 		}
 	}
-	for _, p := range []string{`$.msg = "x"`, `{ $.msg = x }`, `{ $.a.b = "x" }`, `{ $.msg = "x*" }`, `{ ($.msg = "x") && ($.y = "z") }`, `{ ($.msg = "x" }`} {
+	for _, p := range []string{`$.msg = "x"`, `$.msg = "x" }`, `{ $.msg = x }`, `{ $.a.b = "x" }`, `{ $.msg = "x*" }`, `{ ($.msg = "x") && ($.y = "z") }`, `{ ($.msg = "x" }`} {
 		if _, err := FilterMatches(p, []byte(`{"msg":"x"}`)); err == nil {
 			t.Errorf("FilterMatches(%s): no error for a pattern it does not read", p)
 		}
