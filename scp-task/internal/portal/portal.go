@@ -94,6 +94,10 @@ type Counters struct {
 	Echoes             int64     `json:"echoes"`
 	PendingPipeline    int64     `json:"pendingPipeline"` // stored, not yet processed
 	FailedPipeline     int64     `json:"failedPipeline"`  // parked after repeated failures
+	// SyncFailed is the failed sync that ended durable storage until a
+	// restart (Server.SyncFailed), absent while none failed: what the
+	// pages' banner says, for the API's clients.
+	SyncFailed string `json:"syncFailed,omitempty"`
 }
 
 // Server is the portal. Studies, Search, Audit, Associations and Events
@@ -401,7 +405,24 @@ func requestFault(err error) (string, bool) {
 }
 
 func (s *Server) apiCounters(w http.ResponseWriter, r *http.Request) {
-	s.writeJSON(w, s.counters(r.Context()))
+	c := s.counters(r.Context())
+	if c != nil {
+		c.SyncFailed = s.syncFailed(r.Context())
+	}
+	s.writeJSON(w, c)
+}
+
+// syncFailed is the failed sync that ended durable storage
+// (Server.SyncFailed), "" while none failed: the pages' banner and
+// /api/counters' syncFailed.
+func (s *Server) syncFailed(ctx context.Context) string {
+	if s.SyncFailed == nil {
+		return ""
+	}
+	if err := s.SyncFailed(ctx); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 // object streams a stored object: a Part 10 file as application/dicom, a
@@ -511,11 +532,7 @@ type view struct {
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, v view) {
 	v.Counters = s.counters(r.Context())
-	if s.SyncFailed != nil {
-		if err := s.SyncFailed(r.Context()); err != nil {
-			v.SyncFailed = err.Error()
-		}
-	}
+	v.SyncFailed = s.syncFailed(r.Context())
 	v.Query = r.URL.Query()
 	var page bytes.Buffer
 	if err := pages.ExecuteTemplate(&page, name, v); err != nil {

@@ -718,6 +718,7 @@ func TestStudyPagesSayWhenLastSent(t *testing.T) {
 // at its top, with what to do (restart once the disk is fixed) and the
 // cause; while none failed no page does. /readyz, the refusals and one
 // log line told it, and the portal, which goes on serving, did not.
+// /api/counters says it in syncFailed, absent while none failed.
 func TestSyncFailedBanner(t *testing.T) {
 	cause := errors.New("localstore: an fsync of the write-ahead log failed; restart to recover: EIO")
 	var mu sync.Mutex // the handlers read failed
@@ -757,5 +758,22 @@ func TestSyncFailedBanner(t *testing.T) {
 				}
 			})
 		}
+		// The API's live status says it too: a client that polls
+		// /api/counters, not the pages, learns of it there.
+		t.Run(tt.name+"/api/counters", func(t *testing.T) {
+			code, _, body := get(t, srv.URL+"/api/counters", "")
+			var c struct {
+				SyncFailed *string `json:"syncFailed"`
+			}
+			if err := json.Unmarshal([]byte(body), &c); err != nil || code != http.StatusOK {
+				t.Fatalf("/api/counters = %d %v:\n%s", code, err, body)
+			}
+			switch {
+			case tt.failed == nil && c.SyncFailed != nil:
+				t.Errorf("/api/counters says syncFailed %q while none failed", *c.SyncFailed)
+			case tt.failed != nil && (c.SyncFailed == nil || *c.SyncFailed != cause.Error()):
+				t.Errorf("/api/counters does not say the failed sync:\n%s", body)
+			}
+		})
 	}
 }
