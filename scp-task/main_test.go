@@ -265,12 +265,20 @@ func TestMainWithEndsItsSignalWait(t *testing.T) {
 	if code := mainWith(args, envOf(nil), io.Discard, io.Discard); code != 1 {
 		t.Fatalf("exit %d, want 1 (the portal's port is taken)", code)
 	}
+	// The goroutine is told to end before mainWith returns, and ends a
+	// moment later: poll for it, with a deadline.
 	var stacks bytes.Buffer
-	if err := pprof.Lookup("goroutine").WriteTo(&stacks, 1); err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(stacks.String(), ".stopSignals.func") {
-		t.Errorf("mainWith returned and left its signal goroutine:\n%s", stacks.String())
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		stacks.Reset()
+		if err := pprof.Lookup("goroutine").WriteTo(&stacks, 1); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(stacks.String(), ".stopSignals.func") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mainWith returned and left its signal goroutine:\n%s", stacks.String())
+		}
 	}
 }
 
