@@ -127,6 +127,19 @@ func TestDocumentKeys(t *testing.T) {
 			"", dir + sop1 + ".sha256-" + sha},
 		{"stored by something else", pipeline.ObjectInfo{Key: key(sop1), ETag: `"ab/cd+ef-2"`},
 			"", dir + sop1 + ".etag-ab_cd_ef-2"},
+		// A sha256 value no earlier version wrote (an outside writer's:
+		// user metadata holds up to 2 KB, a key at most 1,024 bytes) is
+		// not a name: the store's identity of the bytes names them.
+		{"a sha256 value too long", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: strings.Repeat("ab", 900)}},
+			"", dir + sop1 + ".crc64nvme-0123456789abcdef"},
+		{"a sha256 value one digit short", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: sha[1:]}},
+			"", dir + sop1 + ".crc64nvme-0123456789abcdef"},
+		{"a sha256 value of 64 digits not all hex", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: "g" + sha[1:]}},
+			"", dir + sop1 + ".crc64nvme-0123456789abcdef"},
+		{"a sha256 value in another identity's form", pipeline.ObjectInfo{Key: key(sop1), ChecksumCRC64NVME: crc, Metadata: map[string]string{objectstore.MetaLegacySHA256: "etag-" + strings.Repeat("x", 1500)}},
+			"", dir + sop1 + ".crc64nvme-0123456789abcdef"},
+		{"a sha256 value malformed, no checksum", pipeline.ObjectInfo{Key: key(sop1), ETag: `"e1"`, Metadata: map[string]string{objectstore.MetaLegacySHA256: "x"}},
+			"", dir + sop1 + ".etag-e1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,6 +154,11 @@ func TestDocumentKeys(t *testing.T) {
 			}
 			if got := pipeline.QuarantineFindingsKey(q); got != findings {
 				t.Errorf("QuarantineFindingsKey(%q) = %q, want %q", q, got, findings)
+			}
+			for _, k := range []string{dj, sum, q, findings} {
+				if len(k) > 1024 {
+					t.Errorf("a name of %d bytes: S3 refuses a key longer than 1,024", len(k))
+				}
 			}
 			for _, k := range []string{dj, q} {
 				if want := []string{study, series, sop1}; !cmp.Equal(logname.UIDs(k), want) {

@@ -106,13 +106,39 @@ func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("
 // the SHA-256 its metadata carries (stored by an earlier version), else its
 // whole file's CRC-64/NVME (crc, ok true), else its ETag.
 func wholeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
-	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" {
+	if sha := legacySHA256(info); sha != "" {
 		return sha, 0, false
 	}
+	return storeIdentity(info)
+}
+
+// legacySHA256 is the SHA-256 the metadata of info carries, lowercase;
+// empty for none.
+func legacySHA256(info ObjectInfo) string {
+	return strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256])
+}
+
+// storeIdentity names the stored bytes info describes as the store reports
+// them: its whole file's CRC-64/NVME (crc, ok true), else its ETag.
+func storeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
 	if crc, ok = decodeCRC(info.ChecksumCRC64NVME); !ok {
 		return etagIdentityPrefix + strings.Trim(info.ETag, `"`), 0, false
 	}
 	return wholeIdentityPrefix + fmt.Sprintf("%016x", crc), crc, true
+}
+
+// isSHA256Hex reports whether s is a SHA-256 as earlier versions wrote
+// it: 64 lowercase hex digits.
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // decodeCRC decodes a CRC-64/NVME as S3 reports it (base64 of 8 bytes).
