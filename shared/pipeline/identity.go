@@ -75,7 +75,8 @@ type identity struct {
 // Information's bytes as the header read found them (h):
 //
 //   - an object whose metadata carries a SHA-256 (stored by an earlier
-//     version) keeps it: it was indexed under it;
+//     version: 64 hex digits, wholeIdentity) keeps it: it was indexed
+//     under it;
 //   - else, with the whole file's CRC-64/NVME (S3's verified full-object
 //     checksum, the file store's own in local mode) and a File Meta
 //     Information read, the data set's CRC-64/NVME, derived from the
@@ -104,23 +105,16 @@ func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("
 
 // wholeIdentity names the stored bytes info describes (identity.Whole):
 // the SHA-256 its metadata carries (stored by an earlier version), else its
-// whole file's CRC-64/NVME (crc, ok true), else its ETag.
+// whole file's CRC-64/NVME (crc, ok true), else its ETag. A sha256 value
+// that is not 64 hex digits was written by no earlier version but by an
+// outside writer (user metadata may hold 2 KB): it names nothing, and the
+// object's own identity is taken. Taken as one, it made two objects
+// carrying it one content, and a long one made keys longer than S3 and
+// DynamoDB take (document names, the index row's sort key).
 func wholeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
-	if sha := legacySHA256(info); sha != "" {
+	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); isSHA256Hex(sha) {
 		return sha, 0, false
 	}
-	return storeIdentity(info)
-}
-
-// legacySHA256 is the SHA-256 the metadata of info carries, lowercase;
-// empty for none.
-func legacySHA256(info ObjectInfo) string {
-	return strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256])
-}
-
-// storeIdentity names the stored bytes info describes as the store reports
-// them: its whole file's CRC-64/NVME (crc, ok true), else its ETag.
-func storeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
 	if crc, ok = decodeCRC(info.ChecksumCRC64NVME); !ok {
 		return etagIdentityPrefix + strings.Trim(info.ETag, `"`), 0, false
 	}

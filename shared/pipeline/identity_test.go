@@ -462,3 +462,50 @@ func TestSameContentReadsTheIndexedVersion(t *testing.T) {
 		t.Errorf("the retry read the key again (%d reads): its HEAD shows other bytes than those indexed", len(reads))
 	}
 }
+
+// TestMalformedLegacySHA256IsNoIdentity: a sha256 metadata value that is
+// not 64 hex digits was written by no earlier version (an outside
+// writer's: user metadata may hold 2 KB) and is no content identity: the
+// object's own is taken. Taken as one, two data sets carrying the same
+// value read as one content (a conflict recorded as an identical resend),
+// and a long value went into the index row's sort key (DynamoDB refuses
+// one over 1,024 bytes) and the audit record's id.
+func TestMalformedLegacySHA256IsNoIdentity(t *testing.T) {
+	first, changed := ct(sop1), ct(sop1)
+	changed.PatientName = "Doe^John"
+	nextDay := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
+	for _, value := range []string{"x", strings.Repeat("ab", 900), "etag-" + strings.Repeat("e", 1500), strings.Repeat("g", 64)} {
+		t.Run(fmt.Sprintf("%.12s (%d bytes)", value, len(value)), func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			for i, o := range []struct {
+				key  string
+				data []byte
+				want pipeline.UpsertOutcome
+			}{{key(sop1), first.Build(), pipeline.InstanceNew}, {nextDay, changed.Build(), pipeline.InstanceConflict}} {
+				storedAs(f, o.key, o.data, "MODALITY1", fmt.Sprintf("assoc%d", i), "2026-01-15T10:20:30Z")
+				_, md, _ := f.Objects.Get(o.key)
+				md[objectstore.MetaLegacySHA256] = value
+				f.Objects.Add(o.key, o.data, md)
+				if res, err := p.ProcessObject(ctx, o.key); err != nil || res.Outcome != o.want {
+					t.Fatalf("delivery %d: outcome %v, %v; want %v", i, res.Outcome, err, o.want)
+				}
+			}
+			indexed, err := f.Index.Instances(ctx, sop1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range indexed {
+				if !strings.HasPrefix(in.ContentIdentity, pipeline.DataSetIdentityPrefix) {
+					t.Errorf("indexed under %.40q, want a data set identity", in.ContentIdentity)
+				}
+			}
+			for _, r := range f.Audit.All() {
+				if strings.Contains(r.ID, value) || strings.Contains(r.ContentIdentity, value) {
+					t.Errorf("audit record %.60q names the value as its content", r.ID)
+				}
+			}
+		})
+	}
+}

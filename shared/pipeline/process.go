@@ -122,18 +122,16 @@ func (r AuditRecord) Quarantined() (object, findings string) {
 // crc64nvme-<16 hex> for every object stored now, sha256-<64 hex> for one
 // stored by a version that wrote SHA-256s, etag-<etag> else), so each
 // content stored under a key is named apart, and a redelivery of the same
-// object names the same. A sha256 metadata value that is not 64 hex digits
-// was written by no earlier version but by an outside writer (user
-// metadata may hold 2 KB; a key, 1,024 bytes): it names nothing, and the
-// store's identity of the bytes (CRC-64/NVME, else ETag) names them.
+// object names the same. (A sha256 metadata value other than 64 hex
+// digits, an outside writer's, names nothing: wholeIdentity.)
 func documentBase(info ObjectInfo, section string) string {
 	root, _, rest, _ := SplitKey(info.Key)
-	id, _, _ := storeIdentity(info)
-	if sha := legacySHA256(info); isSHA256Hex(sha) {
+	id, _, _ := wholeIdentity(info)
+	if !strings.HasPrefix(id, wholeIdentityPrefix) && !strings.HasPrefix(id, etagIdentityPrefix) {
 		// The bare SHA-256 of an object stored by an earlier version,
 		// named as the other forms are, so that the SOP Instance UID
 		// before it ends where a letter begins (logname.UIDs).
-		id = "sha256-" + sha
+		id = "sha256-" + id
 	}
 	// Key-safe whatever an ETag holds: one path component of the
 	// characters every key of the layout is made of.
