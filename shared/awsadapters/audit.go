@@ -35,6 +35,8 @@ type DynamoAPI interface {
 //	gsi4 byDay       gsi4pk = "DAY#<yyyy-mm-dd>"     gsi4sk = <ts>#<id>   keys + non-PHI
 //	gsi5 bySop       gsi5pk = "SOP#<sop uid>"        gsi5sk = <ts>#<id>   projection ALL
 //
+// (A value too long for a key is its digest: keyValue.)
+//
 // bySop is what Storage Commitment asks when an instance is not indexed:
 // was it quarantined, or its C-STORE refused. Records written before it
 // existed are not in it.
@@ -76,7 +78,10 @@ func (a *AuditTable) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 		return false, fmt.Errorf("awsadapters: marshal audit record: %w", err)
 	}
 	dropEmpty(item)
-	sortKey := ts(rec.Time) + "#" + rec.ID
+	// The indexes' sort key: the time, then the id (a digest of one too
+	// long for a key: a rejected object's names its key), so records of
+	// one time are apart.
+	sortKey := keyValue(ts(rec.Time)+"#", rec.ID)
 	s := func(v string) ddbtypes.AttributeValue { return &ddbtypes.AttributeValueMemberS{Value: v} }
 	item["pk"], item["sk"] = s(keyValue("AUDIT#", rec.ID)), s(auditSK)
 	item["eventTime"] = s(ts(rec.Time))

@@ -98,6 +98,32 @@ func RunAuditStore(t *testing.T, h AuditHarness) {
 	t.Run("CursorOfAnotherQuery", func(t *testing.T) { testAuditCursorOfAnotherQuery(t, a) })
 	t.Run("WideRange", func(t *testing.T) { testAuditWideRange(t, a, h) })
 	t.Run("AnswerFlags", func(t *testing.T) { testAuditAnswerFlags(t, h.New(t)) })
+	t.Run("LongID", func(t *testing.T) { testAuditLongID(t, h.New(t)) })
+}
+
+// testAuditLongID: a record whose id is longer than a key may be (a
+// rejected object's names its key, up to 1,024 bytes an outside writer
+// chooses, and its content identity, which a sha256 metadata value an
+// outside writer chooses can make 2 KB) is appended once and found
+// through every access path, its id intact where the full record is read
+// (a projection without patient data may name a digest of it).
+func testAuditLongID(t *testing.T, a pipeline.AuditStore) {
+	rec := auditRecord(0)
+	rec.ID = "rejected:incoming/" + strings.Repeat("k", 1000) + ":crc64nvme-0123456789abcdef"
+	appendAudit(t, a, rec, true)
+	appendAudit(t, a, rec, false)
+	for _, q := range []struct {
+		q    pipeline.AuditQuery
+		full bool
+	}{
+		{pipeline.AuditQuery{SOPInstanceUID: rec.SOPInstanceUID}, true}, {pipeline.AuditQuery{StudyInstanceUID: rec.StudyInstanceUID}, true},
+		{pipeline.AuditQuery{PatientID: rec.PatientID}, true}, {pipeline.AuditQuery{CallingAE: rec.CallingAE}, false},
+		{pipeline.AuditQuery{Day: rec.Day}, false},
+	} {
+		if got := queryAll(t, a, q.q); len(got) != 1 || q.full && got[0].ID != rec.ID {
+			t.Errorf("query %+v: %d records, want the one of the long id", q.q, len(got))
+		}
+	}
 }
 
 // testAuditAnswerFlags: a store-failed record says whether its C-STORE
