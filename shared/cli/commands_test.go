@@ -40,6 +40,7 @@ type command struct {
 var commands = []command{
 	{pkg: "./scp-task", name: "scp-task", usage: "Usage: scp-task [flags]", wrong: []string{"extra"}, wrongSays: `unexpected argument "extra"`, service: true},
 	{pkg: "./infra/onboarding/cmd/onboarding", name: "onboarding", usage: "-show-secrets", wrong: []string{"-env", "dev"}, wrongSays: "-env and -site are required"},
+	{pkg: "./shared/auditfeed/cmd/auditfeed-check", name: "auditfeed-check", usage: "usage: auditfeed-check [-client FILE] CA-FILE", wrong: []string{}, wrongSays: "one CA-FILE is required"},
 	{pkg: "./shared/logname/cmd/logname", name: "logname", usage: "-key-file", wrong: []string{"key"}, wrongSays: `unexpected argument "key"`},
 	{pkg: "./test/loadgen", name: "dicom-loadgen", usage: "usage: dicom-loadgen [flags] DIR|FILE…", wrong: []string{}, wrongSays: "no DIR or FILE to send"},
 	{pkg: "./test/bench/chain", name: "bench-chain", usage: "-functions", wrong: []string{}, wrongSays: "-functions is required"},
