@@ -38,7 +38,10 @@ type Association struct {
 	// duplicate, conflict, rejected, store-failed); Duplicates those of identical resends (each
 	// transfer of content already held has its record), Rejected those
 	// quarantined (resends of a quarantined object among them), Failed
-	// those the store refused.
+	// the store-failed ones: C-STOREs that stored nothing, those refused
+	// with a failure status (sent or not: ResponseNotSent) and those the
+	// association's end cut short once their header was read (answered
+	// nothing: NotAnswered).
 	Instances  int `json:"instances"`
 	Duplicates int `json:"duplicates"`
 	Rejected   int `json:"rejected"`

@@ -874,6 +874,34 @@ func TestAssociationCountsQuarantinedResends(t *testing.T) {
 	}
 }
 
+// TestAssociationFailedCountsEveryStoreFailed: Failed counts the C-STOREs
+// that stored nothing, whether refused with a failure status (sent or not)
+// or cut short by the association's end (answered nothing): each is an
+// instance, and none is quarantined or already held.
+func TestAssociationFailedCountsEveryStoreFailed(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	const id = "assoc-f"
+	for j, rec := range []pipeline.AuditRecord{
+		{Outcome: associationaudit.EventAccepted},
+		{Outcome: associationaudit.EventStoreFailed, Reason: "refused"},
+		{Outcome: associationaudit.EventStoreFailed, Reason: "refused", ResponseNotSent: true},
+		{Outcome: associationaudit.EventStoreFailed, Reason: "cut short", NotAnswered: true},
+	} {
+		rec.ID, rec.Time, rec.AssociationID, rec.CallingAE, rec.CalledAE = fmt.Sprint(id, "-", j), t0.Add(time.Duration(j)*time.Second), id, "SITE_A", "REMOTE_AE"
+		if _, err := db.AuditStore().Append(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := db.Association(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Instances != 3 || a.Failed != 3 || a.Duplicates != 0 || a.Rejected != 0 {
+		t.Errorf("%d instances, %d failed, %d already held, %d quarantined; want 3, 3, 0, 0", a.Instances, a.Failed, a.Duplicates, a.Rejected)
+	}
+}
+
 // TestOpenAssociationHasNoEnd: an association without an end record is
 // served without "end" (it was "0001-01-01T00:00:00Z", omitempty being no
 // use on a time.Time); one that ended has its time.
