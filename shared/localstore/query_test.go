@@ -854,15 +854,9 @@ func TestAssociationCountsQuarantinedResends(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			id := fmt.Sprint("assoc-q", i)
-			for j, rec := range []pipeline.AuditRecord{
-				{Outcome: associationaudit.EventAccepted},
-				{Outcome: pipeline.OutcomeDuplicate, QuarantineKey: tt.quarantineKey},
-			} {
-				rec.ID, rec.Time, rec.AssociationID, rec.CallingAE, rec.CalledAE = fmt.Sprint(id, "-", j), t0.Add(time.Duration(j)*time.Second), id, "SITE_A", "REMOTE_AE"
-				if _, err := db.AuditStore().Append(ctx, rec); err != nil {
-					t.Fatal(err)
-				}
-			}
+			appendToAssociation(t, db, id,
+				pipeline.AuditRecord{Outcome: associationaudit.EventAccepted},
+				pipeline.AuditRecord{Outcome: pipeline.OutcomeDuplicate, QuarantineKey: tt.quarantineKey})
 			a, err := db.Association(ctx, id)
 			if err != nil {
 				t.Fatal(err)
@@ -874,6 +868,18 @@ func TestAssociationCountsQuarantinedResends(t *testing.T) {
 	}
 }
 
+// appendToAssociation appends recs as records of association id, a
+// second apart from t0, from SITE_A to REMOTE_AE.
+func appendToAssociation(t *testing.T, db *DB, id string, recs ...pipeline.AuditRecord) {
+	t.Helper()
+	for j, rec := range recs {
+		rec.ID, rec.Time, rec.AssociationID, rec.CallingAE, rec.CalledAE = fmt.Sprint(id, "-", j), t0.Add(time.Duration(j)*time.Second), id, "SITE_A", "REMOTE_AE"
+		if _, err := db.AuditStore().Append(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestAssociationFailedCountsEveryStoreFailed: Failed counts the C-STOREs
 // that stored nothing, whether refused with a failure status (sent or not)
 // or cut short by the association's end (answered nothing): each is an
@@ -882,17 +888,11 @@ func TestAssociationFailedCountsEveryStoreFailed(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
 	const id = "assoc-f"
-	for j, rec := range []pipeline.AuditRecord{
-		{Outcome: associationaudit.EventAccepted},
-		{Outcome: associationaudit.EventStoreFailed, Reason: "refused"},
-		{Outcome: associationaudit.EventStoreFailed, Reason: "refused", ResponseNotSent: true},
-		{Outcome: associationaudit.EventStoreFailed, Reason: "cut short", NotAnswered: true},
-	} {
-		rec.ID, rec.Time, rec.AssociationID, rec.CallingAE, rec.CalledAE = fmt.Sprint(id, "-", j), t0.Add(time.Duration(j)*time.Second), id, "SITE_A", "REMOTE_AE"
-		if _, err := db.AuditStore().Append(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
-	}
+	appendToAssociation(t, db, id,
+		pipeline.AuditRecord{Outcome: associationaudit.EventAccepted},
+		pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, Reason: "refused"},
+		pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, Reason: "refused", ResponseNotSent: true},
+		pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, Reason: "cut short", NotAnswered: true})
 	a, err := db.Association(ctx, id)
 	if err != nil {
 		t.Fatal(err)
