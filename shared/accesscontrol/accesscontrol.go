@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -185,14 +186,25 @@ func CheckCertificateName(name string) error {
 // titles are matched case-sensitively (as DCMTK and most PACS match them),
 // so one that differs from a listed title only in letter case is refused,
 // and says so: an administrator reads "not in the allowlist" beside the
-// title the list holds in other letters.
+// title the list holds in other letters (all of them, in order, when it
+// holds several: one picked by map order made the same request's reason
+// differ from one time to the next).
 func (a *Allowlist) unknown(ae string) error {
-	for listed := range a.entries {
-		if strings.EqualFold(listed, ae) {
-			return fmt.Errorf("%w (it lists %q: AE titles are matched case-sensitively)", ErrUnknownCallingAE, listed)
+	var listed []string
+	for l := range a.entries {
+		if strings.EqualFold(l, ae) {
+			listed = append(listed, strconv.Quote(l))
 		}
 	}
-	return ErrUnknownCallingAE
+	if listed == nil {
+		return ErrUnknownCallingAE
+	}
+	slices.Sort(listed)
+	names := listed[len(listed)-1]
+	if n := len(listed); n > 1 {
+		names = strings.Join(listed[:n-1], ", ") + " and " + names
+	}
+	return fmt.Errorf("%w (it lists %s: AE titles are matched case-sensitively)", ErrUnknownCallingAE, names)
 }
 
 // Peer is who asks for an association.

@@ -114,6 +114,25 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCaseVariantsNamed: a calling AE title that differs only in letter
+// case from several listed titles (the list holds "ct_a" and "CT_A", two
+// titles) is refused naming them all, in one order: it named one of them,
+// picked by map order, so the same request was logged and audited with
+// one reason or the other.
+func TestCaseVariantsNamed(t *testing.T) {
+	a, err := Parse("CT_A, ct_a, Ct_a@10.0.0.0/8, MR_B")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `accesscontrol: calling AE title not in the allowlist (it lists "CT_A", "Ct_a" and "ct_a": AE titles are matched case-sensitively)`
+	for range 50 {
+		err := a.Check("cT_A", netip.MustParseAddr("10.1.2.3"))
+		if !errors.Is(err, ErrUnknownCallingAE) || err.Error() != want {
+			t.Fatalf("Check = %v, want %q", err, want)
+		}
+	}
+}
+
 func TestNilAndZero(t *testing.T) {
 	var none *Allowlist
 	if err := none.Check("ANY", netip.Addr{}); err != nil {
