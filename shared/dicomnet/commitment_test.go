@@ -104,6 +104,10 @@ func TestNAction(t *testing.T) {
 			if rsp.CommandField != dimse.NActionRSP || rsp.MessageIDBeingRespondedTo != 1 || rsp.Status != tc.status {
 				t.Fatalf("response %+v, want N-ACTION-RSP with 0x%04X", rsp, tc.status)
 			}
+			// Every failure says why (conformance.md: the Error Comment says which), a handler's failure or panic too.
+			if tc.status != dimse.StatusSuccess && rsp.ErrorComment == "" {
+				t.Errorf("status 0x%04X without an Error Comment", rsp.Status)
+			}
 			if tc.status == dimse.StatusSuccess && (rsp.AffectedSOPClassUID != sc || rsp.AffectedSOPInstanceUID != inst || rsp.ActionTypeID != 1) {
 				t.Errorf("success response %+v", rsp)
 			}

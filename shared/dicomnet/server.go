@@ -690,7 +690,7 @@ func callSafely(log *slog.Logger, what string, f func() error) (st dimse.Status,
 		if p := recover(); p != nil {
 			v := panicvalue.Describe(p)
 			log.Error("dicomnet: "+what+" handler panicked", "panic", v)
-			st = dimse.Status{Code: dimse.StatusProcessingFailure}
+			st = handlerFailed
 			err = fmt.Errorf("dicomnet: handler panic: %s", v)
 		}
 	}()
@@ -711,8 +711,13 @@ func statusFromError(err error) dimse.Status {
 	if errors.As(err, &sv) {
 		return sv
 	}
-	return dimse.Status{Code: dimse.StatusProcessingFailure}
+	return handlerFailed
 }
+
+// handlerFailed answers a handler that failed other than by a status, or panicked: 0110 with an Error Comment, as
+// every failure has (conformance.md; it said nothing), which names no value (the error, which may, goes to the log
+// line and the audit record only).
+var handlerFailed = dimse.Status{Code: dimse.StatusProcessingFailure, Comment: "internal failure of the SCP, please retry"}
 
 // bufioReaderPool recycles the per-association read buffers.
 var bufioReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferSize) }}

@@ -671,6 +671,13 @@ func TestHandlerStatuses(t *testing.T) {
 			if len(rsp.ErrorComment) > 64 {
 				t.Errorf("comment too long")
 			}
+			// A failure the server decides carries an Error Comment, as conformance.md says of every status but
+			// 0000 (a handler that failed or panicked was answered 0110 saying nothing).
+			if tc.h == nil || tc.want == dimse.StatusProcessingFailure {
+				if rsp.ErrorComment == "" {
+					t.Errorf("status %04X without an Error Comment", rsp.Status)
+				}
+			}
 			ev := rec.waitFor(t, tc.event)
 			if ev.Status != tc.want {
 				t.Errorf("event status %04X", ev.Status)
