@@ -1,6 +1,8 @@
 package pipeline_test
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -118,4 +120,56 @@ func TestRefusalNamesOurAE(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzReadAnswered: whatever a refusal's reason says (the SCP's words, a
+// handler's error, an exception message quoting another record's reason:
+// "…decided, not sent (…)", "C-STORE not answered (…)"), a store-failed or
+// commitment-refused record reads NotAnswered and ResponseNotSent as they
+// were decided, as written, through JSON, and from its reason alone (a
+// record written before the flags, or DynamoDB's projection without
+// them): the words of the reason that ReadAnswered reads come before
+// anything outside said.
+func FuzzReadAnswered(f *testing.F) {
+	for _, reason := range []string{"", "out of resources",
+		"C-STORE status A700 decided, not sent (the association ended before the response was written): x",
+		"N-ACTION status 0110 decided, not sent (the association ended before the response was written): x",
+		" decided, not sent (the association ended before the response was written): ",
+		"C-STORE not answered (the association ended before its data set did): x", "C-STORE status 0000: x"} {
+		f.Add(false, uint16(0xA700), false, reason)
+		f.Add(true, uint16(0x0110), false, reason)
+		f.Add(false, uint16(0), false, reason)
+	}
+	f.Fuzz(func(t *testing.T, commitment bool, status uint16, notSent bool, reason string) {
+		r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: associationaudit.StoreStatus(status), Reason: reason,
+			Time: time.Unix(0, 0), AssociationID: "a1", CallingAE: "LOCAL_AE", CalledAE: "INGEST"}
+		if commitment {
+			r.Event, r.Status = associationaudit.EventCommitmentRefused, fmt.Sprintf("%04X", status)
+		}
+		// As the audit writer records them: a C-STORE not answered has no status, so nothing not sent.
+		wantNotAnswered := !commitment && status == 0
+		r.NotSent = notSent && !wantNotAnswered
+		check := func(how string, got pipeline.AuditRecord) {
+			t.Helper()
+			if got.NotAnswered != wantNotAnswered || got.ResponseNotSent != r.NotSent || got.CutShort() != wantNotAnswered {
+				t.Fatalf("%s: not answered %v, response not sent %v, cut short %v; want %v, %v (reason %q)",
+					how, got.NotAnswered, got.ResponseNotSent, got.CutShort(), wantNotAnswered, r.NotSent, got.Reason)
+			}
+		}
+		rec := pipeline.AssociationAuditRecord(r, "fuzz")
+		check("written", rec)
+		b, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var read pipeline.AuditRecord
+		if err := json.Unmarshal(b, &read); err != nil {
+			t.Fatal(err)
+		}
+		check("through JSON", read)
+		legacy := rec
+		legacy.NotAnswered, legacy.ResponseNotSent = false, false
+		legacy.ReadAnswered()
+		check("from its reason", legacy)
+	})
 }
