@@ -104,6 +104,13 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 	if cut.Status != "" || cut.SOPInstanceUID != obj.SOPInstanceUID || cut.StudyInstanceUID != obj.StudyUID || cut.SeriesInstanceUID != obj.SeriesUID {
 		t.Errorf("the C-STORE cut short: record %+v, want no status and the study and series its header named", cut)
 	}
+	// The audit record alone names them: the log lines of the break (the reader's error, which the handler's
+	// account of it carries beside them) name none, nor the instance.
+	for _, uid := range []string{obj.StudyUID, obj.SOPInstanceUID} {
+		if strings.Contains(scp.Logs(), uid) {
+			t.Errorf("the SCP's log names %s", uid)
+		}
+	}
 }
 
 // partialBytes sums what lies in the store outside incoming/, audit/ and
