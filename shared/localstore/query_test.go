@@ -421,6 +421,11 @@ func TestStudyRejects(t *testing.T) {
 			AssociationID: id, CallingAE: "PACS", Seq: 2, Status: "A700", NotSent: true, Reason: "dicomnet: association ended while sending",
 			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
 	}
+	noReason := func(id, study, sop string) pipeline.AuditRecord {
+		r := failed(id, study, sop)
+		r.Reason = ""
+		return r
+	}
 	tests := []struct {
 		study   string
 		records []pipeline.AuditRecord
@@ -456,6 +461,10 @@ func TestStudyRejects(t *testing.T) {
 		{"2.11", []pipeline.AuditRecord{cutShortBefore("as11", "2.11", "2.11.1.9"), refused("as11b", "2.11")}, StatusHasRejects, 1, nil},
 		{"2.12", []pipeline.AuditRecord{cutShort("as12", "2.12", "2.12.1.9")}, StatusStable, 0, [][2]string{{"2.12.1.9", "2.12"}}},
 		{"2.13", []pipeline.AuditRecord{notSent("as13", "2.13", "2.13.1.9")}, StatusHasRejects, 1, nil},
+		// A store-failed record with no reason: refused, as
+		// pipeline.AuditRecord.CutShort reads it (the SQL read NULL, and
+		// counted it neither refused nor cut short).
+		{"2.14", []pipeline.AuditRecord{noReason("as14", "2.14", "2.14.1.9")}, StatusHasRejects, 1, nil},
 	}
 	// cutShorts are the C-STOREs of a study cut short and not stored since.
 	cutShorts := map[string]int{"2.10": 1, "2.11": 1}

@@ -26,11 +26,12 @@ var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 // association's end cut short (its data set never completed: nothing was
 // answered, nothing refused), by the rule of pipeline.AuditRecord.CutShort:
 // its notAnswered, or, in records written before that was recorded, a
-// reason beginning with one of pipeline.CutShortReasons.
+// reason beginning with one of pipeline.CutShortReasons (a record with
+// no reason is refused, as CutShort reads it: COALESCE, not NULL).
 var cutShortSQL = func() string {
 	reason := []string{`json_extract(a.record, '$.notAnswered') IS 1`}
 	for _, p := range pipeline.CutShortReasons {
-		reason = append(reason, fmt.Sprintf(`substr(json_extract(a.record, '$.reason'), 1, %d) = '%s'`, len(p), strings.ReplaceAll(p, "'", "''")))
+		reason = append(reason, fmt.Sprintf(`substr(COALESCE(json_extract(a.record, '$.reason'), ''), 1, %d) = '%s'`, len(p), strings.ReplaceAll(p, "'", "''")))
 	}
 	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(reason, " OR ") + `))`
 }()
