@@ -235,8 +235,8 @@ type Secret struct{ Setting, ARN string }
 
 // ReadSecrets reads the secrets' strings, in order, all within
 // KeyReadTimeout; a secret with no ARN (an optional setting left unset)
-// reads as "". An error names the secret's Setting, never its ARN or its
-// value.
+// reads as "". An error names the secret's Setting and never its value;
+// Secrets Manager's own message, wrapped, may name the ARN (not a secret).
 func ReadSecrets(ctx context.Context, sm SecretsAPI, secrets ...Secret) ([]string, error) {
 	ctx, cancel := context.WithTimeout(ctx, KeyReadTimeout)
 	defer cancel()
