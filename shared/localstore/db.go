@@ -353,7 +353,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.q = qdb
 	db.qwal = newWALSync(qpath + "-wal")
 	db.qwal.failedOnce = o.syncFailed(qpath)
-	ckpt, qckpt := newCheckpointer(sdb, mainCheckpointFrames, db.wal), newCheckpointer(qdb, queueCheckpointFrames, db.qwal)
+	ckpt, err := newCheckpointer(ctx, sdb, mainCheckpointFrames, db.wal)
+	if err != nil {
+		return nil, errors.Join(err, sdb.Close(), qdb.Close())
+	}
+	qckpt, err := newCheckpointer(ctx, qdb, queueCheckpointFrames, db.qwal)
+	if err != nil {
+		return nil, errors.Join(err, ckpt.release(), sdb.Close(), qdb.Close())
+	}
 	ckpt.failed, qckpt.failed = o.checkpointFailed(path), o.checkpointFailed(qpath)
 	db.w, db.qw = newWriter(db.st, throughputFirst, nil, ckpt), newWriter(db.qst, latencyFirst, db.qwal, qckpt)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
@@ -485,7 +492,8 @@ func (db *DB) Close() error {
 	<-db.reaperEnded
 	db.w.close()
 	db.qw.close()
-	if err := errors.Join(db.st.close(), db.qst.close(), closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
+	if err := errors.Join(db.st.close(), db.qst.close(), db.w.ckpt.release(), db.qw.ckpt.release(),
+		closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
 		db.wal.shut(), db.qwal.shut()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)
 	}

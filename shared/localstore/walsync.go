@@ -224,8 +224,14 @@ func (l *walLog) close() error {
 // database either: SQLite checkpoints a database when its last
 // connection closes, and removes the log once that checkpoint's fsync
 // says it succeeded.
+//
+// The checkpoints run on a connection the checkpointer holds from Open to
+// Close, not one of the pool's: a connection a commit frees goes first to
+// the reads waiting for one (the portal's, the API's), and the writer,
+// whose units wait for the checkpoint (the SCP's C-STORE answers, on the
+// queue's), would wait behind them for as long as they hold the pool.
 type checkpointer struct {
-	db     *sql.DB
+	conn   *sql.Conn
 	frames int
 	wal    *walSync // told of a failed fsync; no checkpoint runs after one
 	// run runs one checkpoint of mode ("NOOP" counts, "PASSIVE" copies)
@@ -237,16 +243,32 @@ type checkpointer struct {
 	failing bool
 }
 
-func newCheckpointer(db *sql.DB, frames int, wal *walSync) *checkpointer {
-	c := &checkpointer{db: db, frames: frames, wal: wal}
+// newCheckpointer takes the connection the checkpoints of db run on;
+// release hands it back.
+func newCheckpointer(ctx context.Context, db *sql.DB, frames int, wal *walSync) (*checkpointer, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: checkpoint connection: %w", err)
+	}
+	c := &checkpointer{conn: conn, frames: frames, wal: wal}
 	c.run = c.pragma
-	return c
+	return c, nil
 }
 
 func (c *checkpointer) pragma(mode string) (log, copied int, err error) {
 	var busy int
-	err = c.db.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(`+mode+`)`).Scan(&busy, &log, &copied)
+	err = c.conn.QueryRowContext(context.Background(), `PRAGMA wal_checkpoint(`+mode+`)`).Scan(&busy, &log, &copied)
 	return log, copied, err
+}
+
+// release hands the connection back to the pool, once the writer stopped
+// and before the pool closes (a database whose sync failed is not closed:
+// the connection stays open in the pool, no checkpoint runs on it).
+func (c *checkpointer) release() error {
+	if err := c.conn.Close(); err != nil && !errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("localstore: checkpoint connection: %w", err)
+	}
+	return nil
 }
 
 // afterCommit checkpoints the database if its log has grown enough. Calls
