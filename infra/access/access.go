@@ -90,10 +90,14 @@ var Functions = map[string]Function{
 	// the record at every receive; the index's Instances (GetItem of the
 	// SOP item, Query of a study's partition) for the identity the held
 	// object is recorded under, and NoteSent of the resend's study (a
-	// conditional UpdateItem); the audit record (a conditional PutItem).
+	// conditional UpdateItem); the audit record (a conditional PutItem);
+	// for a resend of an object validation quarantined, that object's
+	// rejected record, naming its quarantined copy (the audit trail's bySop
+	// index, Query: pipeline.heldQuarantine), rather than a HEAD of
+	// quarantine/, which would let it read the quarantined copies.
 	FnAudit: {
 		Index:      Table{Actions: []string{"dynamodb:GetItem", "dynamodb:Query", "dynamodb:UpdateItem"}},
-		Audit:      Table{Actions: []string{"dynamodb:PutItem"}},
+		Audit:      Table{Actions: []string{"dynamodb:PutItem"}, Queries: []string{"bySop"}},
 		Read:       []string{objectstore.AuditPrefix, objectstore.IncomingPrefix},
 		ListBucket: true,
 	},

@@ -26,6 +26,10 @@ func TestAllowing(t *testing.T) {
 		{"tags without CopyTags", FnCommitment, "s3:GetObjectTagging", ObjectResource("incoming/a.dcm"), false},
 		{"table action", FnAudit, "dynamodb:GetItem", TableResource(IndexTable), true},
 		{"not on the other table", FnAudit, "dynamodb:GetItem", TableResource(AuditTable), false},
+		// audit finds a quarantined object's copy in its rejected record,
+		// and may not read quarantine/.
+		{"a resend's quarantined object's record", FnAudit, "dynamodb:Query", TableIndexResource(AuditTable, "bySop"), true},
+		{"no read of quarantine/", FnAudit, "s3:GetObject", ObjectResource("quarantine/a.dcm"), false},
 		{"a Query of the table is not of its index", FnValidate, "dynamodb:Query", TableIndexResource(IndexTable, "byPending"), false},
 		{"a granted index", FnNotify, "dynamodb:Query", TableIndexResource(IndexTable, "byPending"), true},
 		{"listing", FnAudit, "s3:ListBucket", BucketResource, true},

@@ -137,8 +137,10 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			// PUTs to metadata/ set none.
 			{"s3:PutObject bucket/metadata/*", "s3:PutObject bucket/quarantine/*", "s3:PutObjectTagging bucket/quarantine/*", "kms:GenerateDataKey key" + via("s3")}}},
 		// audit reads the content as indexed (Instances) and notes the
-		// resend in its study (NoteSent).
-		{FnAudit, [][]string{consume, {"dynamodb:GetItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}, {"dynamodb:PutItem audit"}, dynamoKey, {lambdaKey}, logNameKey,
+		// resend in its study (NoteSent); for a resend of a quarantined
+		// object, that object's rejected record (bySop), which names its
+		// copy: no read of quarantine/.
+		{FnAudit, [][]string{consume, {"dynamodb:GetItem index", "dynamodb:Query index", "dynamodb:UpdateItem index"}, {"dynamodb:PutItem audit", "dynamodb:Query audit/index/bySop"}, dynamoKey, {lambdaKey}, logNameKey,
 			// ListBucket: the incoming object a resend duplicates may be
 			// gone, which S3 says with a 404 only to a caller that may list.
 			{"s3:GetObject bucket/audit/*", "s3:GetObject bucket/incoming/*", "s3:ListBucket bucket", "kms:Decrypt key" + via("s3")}}},

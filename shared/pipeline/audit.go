@@ -111,7 +111,7 @@ func (p *Pipeline) instanceAudit(in *inspection, tx transaction, outcome string)
 		// record of its own, a redelivery of one none.
 		identicalResend(&rec)
 	case OutcomeRejected:
-		rec.ID = "rejected:" + in.info.Key + ":" + tx.ContentIdentity
+		rec.ID = rejectedRecordID(in.info.Key, tx.ContentIdentity)
 		rec.EventOutcome = outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{codeQuarantined}
 		rec.Reason = "validation failed; object quarantined"
@@ -437,18 +437,57 @@ const conflictReason = "a different object with this SOP Instance UID was stored
 // and that of a resend of one (beside codeIdenticalResend).
 var codeQuarantined = localCode("quarantined", "Quarantined by validation")
 
+// rejectedRecordID is the id of the rejected record of the content of
+// identity (as recorded) at objectKey.
+func rejectedRecordID(objectKey, identity string) string {
+	return "rejected:" + objectKey + ":" + identity
+}
+
 // resentQuarantined makes rec, a duplicate's record, that of a resend of
-// an object validation quarantined, the one held (info) with findings: a
-// minor failure (the instance is not in the archive, as its first
-// transfer's rejected record says), typed quarantined beside
-// identical-resend, naming the quarantined copy and the errors that
+// an object validation quarantined: a minor failure (the instance is not
+// in the archive, as its first transfer's rejected record says), typed
+// quarantined beside identical-resend, naming the quarantined copy
+// (quarantined, heldQuarantine's) and the errors (findings) that
 // quarantined it.
-func resentQuarantined(rec *AuditRecord, held ObjectInfo, findings []Finding) {
+func resentQuarantined(rec *AuditRecord, quarantined string, findings []Finding) {
 	rec.EventOutcome = outcomeMinorFailure
 	rec.EventTypeCodes = append(rec.EventTypeCodes, codeQuarantined)
 	rec.Reason = resentQuarantinedReason
-	rec.QuarantineKey, _ = QuarantineKeys(held)
+	rec.QuarantineKey = quarantined
 	rec.Findings = errorFindings(findings)
+}
+
+// heldQuarantine returns the quarantined copy of held, an invalid object
+// the content of identity (as recorded) of instance sop: the copy its own
+// rejected record names (AuditRecord.Quarantined), which for an object
+// quarantined by a build before copies were named after their bytes is
+// the one named after its key (LegacyQuarantineKeys); that build's copy
+// is never renamed, and the new-style one exists only if the object was
+// delivered again since. Without such a record (the object's own
+// processing still to come; in DynamoDB also a record written before its
+// bySop index existed, which it does not hold) it is the copy that
+// processing makes (QuarantineKeys). The instance's records are read as
+// Storage Commitment's judge reads them, at most maxInstanceAuditPages
+// pages.
+func (p *Pipeline) heldQuarantine(ctx context.Context, held ObjectInfo, sop, identity string) (string, error) {
+	id := rejectedRecordID(held.Key, identity)
+	q := AuditQuery{SOPInstanceUID: sop, Outcome: OutcomeRejected, Limit: instanceAuditPage}
+	for range maxInstanceAuditPages {
+		page, err := p.Audit.Query(ctx, q)
+		if err != nil {
+			return "", fmt.Errorf("pipeline: the rejected record of the object a resend duplicates: %w", err)
+		}
+		if i := slices.IndexFunc(page.Records, func(r AuditRecord) bool { return r.ID == id }); i >= 0 {
+			object, _ := page.Records[i].Quarantined()
+			return object, nil
+		}
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
+	}
+	object, _ := QuarantineKeys(held)
+	return object, nil
 }
 
 // errorFindings are the findings that quarantine an object.

@@ -1732,6 +1732,102 @@ func TestResendRecordsNameTheObjectHeld(t *testing.T) {
 	}
 }
 
+// TestResendOfAQuarantinedObjectNamesItsCopy: the record of a resend the
+// SCP found held of an object validation quarantined names the copy that
+// quarantine made, as the held object's own rejected record names it: the
+// copy named after the object key for an object quarantined by a build
+// before copies were named after their bytes (its rejected record names
+// none), where the resend's record named the new-style copy, which exists
+// only once the object is delivered again after the upgrade (the portal's
+// Quarantine page linked it and got a 404).
+func TestResendOfAQuarantinedObjectNamesItsCopy(t *testing.T) {
+	ctx := context.Background()
+	k := key(sop1)
+	legacy, _ := pipeline.LegacyQuarantineKeys(k)
+	bad := ct(sop1)
+	bad.StudyUID = "1.2.3.abc"
+	data := bad.Build()
+	// quarantinedBefore leaves in f what a build before the change left of
+	// the object at k: its rejected record naming no copy, and the copy
+	// and findings named after the key.
+	quarantinedBefore := func(t *testing.T, f *pt.Fakes) {
+		t.Helper()
+		g := pt.New()
+		add(g, k, data, sop1)
+		res, err := g.Pipeline().ProcessObject(ctx, k)
+		if err != nil || res.Valid {
+			t.Fatalf("the first delivery: %+v, %v", res, err)
+		}
+		rec := g.Audit.All()[0]
+		rec.QuarantineKey = ""
+		if _, err := f.Audit.Append(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		body, md, _ := g.Objects.Get(res.QuarantineKey)
+		if err := f.Objects.Put(ctx, legacy, body, "application/dicom", md); err != nil {
+			t.Fatal(err)
+		}
+		findings, _, _ := g.Objects.Get(pipeline.QuarantineFindingsKey(res.QuarantineKey))
+		if err := f.Objects.Put(ctx, pipeline.QuarantineFindingsKey(legacy), findings, "application/json", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	process := func(t *testing.T, f *pt.Fakes) {
+		t.Helper()
+		if res, err := f.Pipeline().ProcessObject(ctx, k); err != nil || res.Valid {
+			t.Fatalf("delivery: %+v, %v", res, err)
+		}
+	}
+	for _, tt := range []struct {
+		name string
+		// before and after run before and after the resend's record.
+		before, after func(t *testing.T, f *pt.Fakes)
+		legacy        bool // the copy named is the one named after the key
+	}{
+		{"quarantined since the change", process, nil, false},
+		{"quarantined before the change", quarantinedBefore, nil, true},
+		{"quarantined before the change, delivered again since", func(t *testing.T, f *pt.Fakes) {
+			quarantinedBefore(t, f)
+			process(t, f)
+		}, nil, true},
+		{"its own processing after the resend's", nil, process, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := pt.New()
+			add(f, k, data, sop1)
+			if tt.before != nil {
+				tt.before(t, f)
+			}
+			scpFoundHeld(ctx)(t, f, f.Pipeline())
+			if tt.after != nil {
+				tt.after(t, f)
+			}
+			want, _ := quarantineKeys(t, f, k)
+			if tt.legacy {
+				want = legacy
+			}
+			var got []pipeline.AuditRecord
+			for _, r := range f.Audit.All() {
+				if r.Outcome == pipeline.OutcomeDuplicate {
+					got = append(got, r)
+				}
+			}
+			if len(got) != 1 {
+				t.Fatalf("%d duplicate records, want the resend's", len(got))
+			}
+			if got[0].QuarantineKey != want {
+				t.Errorf("quarantineKey %q, want %q", got[0].QuarantineKey, want)
+			}
+			q, findings := got[0].Quarantined()
+			for _, key := range []string{q, findings} {
+				if _, _, ok := f.Objects.Get(key); !ok {
+					t.Errorf("%s: named, not there", key)
+				}
+			}
+		})
+	}
+}
+
 // scpFoundHeld has the pipeline process the SCP's duplicate record of a
 // resend its store found held, byte for byte, under key(sop1).
 func scpFoundHeld(ctx context.Context) func(t *testing.T, f *pt.Fakes, p *pipeline.Pipeline) string {

@@ -704,7 +704,11 @@ func (p *Pipeline) resentAudit(ctx context.Context, recordKey string, r associat
 	if !in.valid() {
 		// The object held is quarantined (its own record is rejected):
 		// so is this transfer of it.
-		resentQuarantined(&out, info, in.findings)
+		q, err := p.heldQuarantine(ctx, info, out.SOPInstanceUID, sha)
+		if err != nil {
+			return rec, nil, p.Names.Redact(err, key)
+		}
+		resentQuarantined(&out, q, in.findings)
 		return out, nil, nil
 	}
 	// No object follows this resend to the index: the study's LastSent
