@@ -21,9 +21,12 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
@@ -297,6 +300,61 @@ func TestChainBadLuck(t *testing.T) {
 			if d.StudyInstanceUID == s.uid && (d.QuarantineKey != copies[d.SHA256] || d.FindingsKey != pipeline.QuarantineFindingsKey(copies[d.SHA256])) {
 				t.Errorf("the Instance Rejected of %s names %s and %s; its record %s", d.SHA256, d.QuarantineKey, d.FindingsKey, copies[d.SHA256])
 			}
+		}
+	})
+
+	// A resend the SCP found held of an object quarantined by a build
+	// before copies were named after their bytes: the copy is named after
+	// the key, and the object's rejected record names none. The resend's
+	// record names that copy, read from the rejected record (the audit
+	// function's Query of bySop); it named the new-style copy, which
+	// exists only once the object is delivered again since.
+	t.Run("a resend of an object quarantined before the upgrade", func(t *testing.T) {
+		ctx := context.Background()
+		cs := e.newStudy(50)
+		a := cs.instance(1, 1)
+		a.Drop = []uint32{pt.Tag(0x20, 0x0E)} // no Series Instance UID: invalid
+		key := cs.key(a, "")
+		cs.processed(t, a, received)
+		// What the build before left instead: its record without the
+		// copy's name (the same id), the copy and findings named after
+		// the key.
+		page, err := e.audit.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: a.SOPUID, Outcome: pipeline.OutcomeRejected})
+		if err != nil || len(page.Records) != 1 {
+			t.Fatalf("rejected records %+v, %v; want one", page.Records, err)
+		}
+		rec := page.Records[0]
+		legacy, _ := pipeline.LegacyQuarantineKeys(key)
+		for _, k := range []string{rec.QuarantineKey, pipeline.QuarantineFindingsKey(rec.QuarantineKey)} {
+			e.put(strings.Replace(k, strings.TrimSuffix(rec.QuarantineKey, ".dcm"), strings.TrimSuffix(legacy, ".dcm"), 1), e.get(t, k), nil)
+			if _, err := e.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String(k)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := e.ddb.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(auditTable), Key: map[string]ddbtypes.AttributeValue{
+			"pk": s("AUDIT#" + rec.ID), "sk": s("RECORD")}}); err != nil {
+			t.Fatal(err)
+		}
+		rec.QuarantineKey = ""
+		if _, err := e.audit.Append(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		// The SCP's record of the resend it found held.
+		dup := associationaudit.Duplicate(associationaudit.Record{Time: received.Add(time.Hour), AssociationID: "assoc-resend-50",
+			CallingAE: "MODALITY1", CalledAE: "INGEST", PeerAddr: "192.0.2.50:104", Seq: 2}, pt.CTStorage, a.SOPUID, a.StudyUID, a.SeriesUID, key)
+		body, err := associationaudit.Marshal(dup)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recordKey, _ := associationaudit.Key(dup)
+		e.put(recordKey, body, nil)
+		e.invokeBatch(t, "audit", sqsEvent(s3Notification(recordKey, len(body))))
+		page, err = e.audit.Query(ctx, pipeline.AuditQuery{SOPInstanceUID: a.SOPUID, Outcome: pipeline.OutcomeDuplicate})
+		if err != nil || len(page.Records) != 1 {
+			t.Fatalf("duplicate records %+v, %v; want the resend's", page.Records, err)
+		}
+		if got := page.Records[0].QuarantineKey; got != legacy || !e.exists(got) {
+			t.Errorf("the resend's record names %s (there: %v); want %s, the copy made", got, e.exists(got), legacy)
 		}
 	})
 
