@@ -409,16 +409,27 @@ func (r AuditRecord) CutShort() bool {
 // its records through it, so the trail reads them alike on every path.
 func (r *AuditRecord) ReadAnswered() {
 	r.NotAnswered = r.NotAnswered || r.CutShort()
-	op := map[string]string{associationaudit.EventStoreFailed: "C-STORE", associationaudit.EventCommitmentRefused: "N-ACTION"}[r.Outcome]
-	if r.ResponseNotSent || op == "" {
+	around, ok := notSentAround[r.Outcome]
+	if r.ResponseNotSent || !ok {
 		return
 	}
-	// "<op> status XXXX decided, not sent (…): ": around the status.
-	head, tail, _ := strings.Cut(refusedReason(op, "\x00", "", true), "\x00")
 	const statusLen = 4
-	rest, ok := strings.CutPrefix(r.Reason, head)
-	r.ResponseNotSent = ok && len(rest) >= statusLen && strings.HasPrefix(rest[statusLen:], tail)
+	rest, ok := strings.CutPrefix(r.Reason, around.head)
+	r.ResponseNotSent = ok && len(rest) >= statusLen && strings.HasPrefix(rest[statusLen:], around.tail)
 }
+
+// notSentAround is, for each outcome whose record may be of a refusal not
+// sent, the reason refusedReason gives one ("<op> status XXXX decided, not
+// sent (…): ") before and after its status: made once, not at every
+// record ReadAnswered reads.
+var notSentAround = func() map[string]struct{ head, tail string } {
+	m := map[string]struct{ head, tail string }{}
+	for outcome, op := range map[string]string{associationaudit.EventStoreFailed: "C-STORE", associationaudit.EventCommitmentRefused: "N-ACTION"} {
+		head, tail, _ := strings.Cut(refusedReason(op, "\x00", "", true), "\x00")
+		m[outcome] = struct{ head, tail string }{head, tail}
+	}
+	return m
+}()
 
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 
