@@ -244,7 +244,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	}
 	l.http, ln = portalServer(ps.Handler(), ln)
 	l.http.ErrorLog = jsonlog.ServerErrors(log, "portal")
-	if host, _, _ := net.SplitHostPort(cfg.PortalListen); host != "" && !isLoopback(host) {
+	if reachableBeyond(ln.Addr()) {
 		log.Warn("portal is reachable beyond this machine and shows patient data", "listen", cfg.PortalListen)
 	}
 
@@ -376,12 +376,16 @@ func portalURL(addr net.Addr) string {
 	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
+// reachableBeyond says whether a portal listening on addr answers beyond
+// this machine: any address but loopback. It reads the address listened on,
+// not the one configured, which ":8080" (every interface) names no host of.
+func reachableBeyond(addr net.Addr) bool {
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
 		return true
 	}
 	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return ip == nil || !ip.IsLoopback()
 }
 
 func (l *Local) goRun(f func()) {

@@ -596,6 +596,35 @@ func TestPortalURL(t *testing.T) {
 	}
 }
 
+// TestPortalReachableBeyondThisMachine: the start warns that the portal
+// shows patient data beyond this machine whenever it listens on an address
+// other machines reach, ":8080" (every interface) as much as "0.0.0.0:8080":
+// the warning went by the configured address's host, and ":8080", which
+// names none, passed without one.
+func TestPortalReachableBeyondThisMachine(t *testing.T) {
+	for _, tt := range []struct {
+		listen string
+		want   bool
+	}{
+		{"127.0.0.1:8080", false},
+		{"127.0.0.23:8080", false},
+		{"[::1]:8080", false},
+		{"localhost:8080", false},
+		{":8080", true},
+		{"0.0.0.0:8080", true},
+		{"[::]:8080", true},
+		{"192.0.2.10:8080", true},
+	} {
+		addr, err := net.ResolveTCPAddr("tcp", tt.listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := reachableBeyond(addr); got != tt.want {
+			t.Errorf("%s: reachable beyond this machine = %v, want %v", tt.listen, got, tt.want)
+		}
+	}
+}
+
 // TestShutdownCutInTheStoresClose: a stop cut short while the file store
 // closes (a second signal during its journal's checkpoint, which goes on
 // behind the close until the process ends) keeps the data directory
