@@ -256,6 +256,13 @@ func (s *Server) guard(next http.Handler) http.Handler {
 		stall = DefaultWriteStall
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// First, so that the refusals below carry them too.
+		h := w.Header()
+		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Cache-Control", "no-store") // pages carry patient data
 		if r.ContentLength != 0 {
 			// No route takes a body (-1 is a chunked one). net/http waits
 			// for a body declared and not yet read before it answers, with
@@ -276,12 +283,6 @@ func (s *Server) guard(next http.Handler) http.Handler {
 			http.Error(w, "portal: host name not allowed (a guard against DNS rebinding): open the portal by its IP address or localhost", http.StatusMisdirectedRequest)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Cache-Control", "no-store") // pages carry patient data
 		next.ServeHTTP(w, r)
 	})
 }

@@ -354,6 +354,64 @@ func TestHostGuard(t *testing.T) {
 	}
 }
 
+// TestEveryAnswerCarriesTheSecurityHeaders: every answer of the portal,
+// its refusals too, carries its security headers (the policy that allows
+// no script and no framing, nosniff, no referrer, no caching): a refused
+// Host name and a request with a body were answered before the guard set
+// them.
+func TestEveryAnswerCarriesTheSecurityHeaders(t *testing.T) {
+	srv, _ := newTestServer(t)
+	tests := []struct {
+		name, method, path, host, body string
+		want                           int
+	}{
+		{"page", http.MethodGet, "/", "", "", http.StatusOK},
+		{"API", http.MethodGet, "/api/studies", "", "", http.StatusOK},
+		{"object", http.MethodGet, "/objects/metadata/1.2.3.1.1.json", "", "", http.StatusOK},
+		{"bad parameter", http.MethodGet, "/api/studies?limit=x", "", "", http.StatusBadRequest},
+		{"no such route", http.MethodGet, "/nothing", "", "", http.StatusNotFound},
+		{"method", http.MethodPost, "/api/studies", "", "", http.StatusMethodNotAllowed},
+		{"host refused", http.MethodGet, "/", "evil.example", "", http.StatusMisdirectedRequest},
+		{"body", http.MethodGet, "/", "", "x=1", http.StatusBadRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			h := resp.Header
+			for name, want := range map[string]string{
+				"X-Content-Type-Options": "nosniff",
+				"X-Frame-Options":        "DENY",
+				"Referrer-Policy":        "no-referrer",
+				"Cache-Control":          "no-store",
+			} {
+				if got := h.Get(name); got != want {
+					t.Errorf("%s: %q, want %q", name, got, want)
+				}
+			}
+			if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+				t.Errorf("Content-Security-Policy: %q", csp)
+			}
+		})
+	}
+}
+
 func TestObjects(t *testing.T) {
 	srv, _ := newTestServer(t)
 	code, h, body := get(t, srv.URL+"/objects/metadata/1.2.3.1.1.json", "")
