@@ -223,6 +223,11 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 	if err := rows.Err(); err != nil {
 		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
+	if len(page.Events) == 0 && f.Tail && f.After > 0 {
+		if err := db.tailWithin(ctx, f.After); err != nil {
+			return EventPage{}, err
+		}
+	}
 	if len(page.Events) > 0 {
 		// After the read: the sync covers every commit it saw.
 		if err := db.Sync(ctx); err != nil {
@@ -230,6 +235,25 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 		}
 	}
 	return page, nil
+}
+
+// tailWithin refuses a tail's after past the outbox's last seq, which
+// no event of this outbox had: a seq of another one, a data directory
+// started afresh (its events numbered from 1 again) or put back from a
+// copy. Its empty page, given for ever, had a consumer skip unsaid every
+// event up to that seq. seq is AUTOINCREMENT and no event is removed, so
+// the last seq is the highest ever handed out; a page's events are durable
+// before they are given (Events), so no seq given out is undone.
+func (db *DB) tailWithin(ctx context.Context, after int64) error {
+	var last int64
+	if err := db.read.QueryRowContext(ctx, `SELECT COALESCE(MAX(seq), 0) FROM outbox`).Scan(&last); err != nil {
+		return fmt.Errorf("localstore: events: %w", err)
+	}
+	if after <= last {
+		return nil
+	}
+	return &SearchError{Search: "events", Reason: fmt.Sprintf("after %d is past the last event's seq (%d): no event of this data directory had it; "+
+		"a new data directory numbers its events from 1 again: tail it from after=0, de-duplicating on the event id", after, last)}
 }
 
 // eventsQuery is Events' statement and its arguments, less the LIMIT's.

@@ -110,6 +110,57 @@ func TestEventsPaging(t *testing.T) {
 	}
 }
 
+// TestEventsTailPastTheLastEvent: a tail's after is a seq this outbox
+// handed out, at most its last event's. One past it is a seq of another
+// outbox (a data directory started afresh numbers its events from 1
+// again): refused, saying so, where it gave an empty page for ever, so a
+// consumer that kept its seq across a new data directory skipped every
+// event up to it without a word. A filter that selects nothing past after
+// is no such seq: its empty page stands.
+func TestEventsTailPastTheLastEvent(t *testing.T) {
+	ctx := context.Background()
+	empty, db := openTest(t), openTest(t)
+	var evs []pipeline.Event
+	for i := 1; i <= 3; i++ {
+		evs = append(evs, pipeline.Event{ID: fmt.Sprint("e", i), DetailType: pipeline.DetailTypeInstanceStored, Time: t0.Add(time.Duration(i) * time.Second),
+			Detail: json.RawMessage(`{"studyInstanceUid":"1.2.3"}`)})
+	}
+	if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name    string
+		db      *DB
+		f       EventFilter
+		n       int
+		refused bool
+	}{
+		{"from the start", db, EventFilter{Tail: true}, 3, false},
+		{"at the last event", db, EventFilter{Tail: true, After: 3}, 0, false},
+		{"past the last event", db, EventFilter{Tail: true, After: 4}, 0, true},
+		{"far past it", db, EventFilter{Tail: true, After: 1 << 62}, 0, true},
+		{"a type with none past after", db, EventFilter{Tail: true, After: 2, DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, 0, false},
+		{"a study with none", db, EventFilter{Tail: true, After: 3, Study: "9.9"}, 0, false},
+		{"a study, past the last event", db, EventFilter{Tail: true, After: 4, Study: "9.9"}, 0, true},
+		{"newest first before any seq", db, EventFilter{Before: 99}, 3, false},
+		{"an empty outbox from the start", empty, EventFilter{Tail: true}, 0, false},
+		{"an empty outbox, after a seq", empty, EventFilter{Tail: true, After: 1}, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := tt.db.Events(ctx, tt.f)
+			var se *SearchError
+			switch {
+			case tt.refused && (!errors.As(err, &se) || se.Search != "events" || !strings.Contains(se.Reason, "after ") || !strings.Contains(se.Reason, "after=0")):
+				t.Errorf("after %d: %v, want a SearchError naming after and the way back (after=0)", tt.f.After, err)
+			case !tt.refused && err != nil:
+				t.Errorf("after %d: %v", tt.f.After, err)
+			case len(p.Events) != tt.n:
+				t.Errorf("after %d: %d events, want %d", tt.f.After, len(p.Events), tt.n)
+			}
+		})
+	}
+}
+
 // TestEventsServedDurable: Events gives out only events whose commit is
 // durable, as the log and the webhooks do: it syncs the database's log
 // after its read, and a sync that fails fails the page rather than give
