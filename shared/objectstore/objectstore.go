@@ -73,6 +73,26 @@ const (
 	MetaRecovered = "recovered"
 )
 
+// LegacySHA256 is the SHA-256 an object stored by an earlier version
+// carries in its metadata md (MetaLegacySHA256), lowercase, or "" when md
+// carries none in that form: a value that is not 64 hex digits was written
+// by no earlier version but by an outside writer (user metadata may hold
+// 2 KB) and names nothing. The one rule of what a sha256 value is, for the
+// pipeline's identity of the bytes and for local mode's file store, which
+// takes an object's CRC-64/NVME whenever it returns "".
+func LegacySHA256(md map[string]string) string {
+	sha := strings.ToLower(md[MetaLegacySHA256])
+	if len(sha) != 64 {
+		return ""
+	}
+	for _, c := range []byte(sha) {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return ""
+		}
+	}
+	return sha
+}
+
 // Metadata returns what the SCP records of obj's C-STORE, under the keys
 // above, for an SCP of implementationVersion.
 func (obj Object) Metadata(implementationVersion string) map[string]string {

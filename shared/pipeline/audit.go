@@ -481,24 +481,38 @@ func resentQuarantined(rec *AuditRecord, quarantined string, findings []Finding)
 // Storage Commitment's judge reads them, at most maxInstanceAuditPages
 // pages.
 func (p *Pipeline) heldQuarantine(ctx context.Context, held ObjectInfo, sop, identity string) (string, error) {
-	id := rejectedRecordID(held.Key, identity)
+	rec, found, err := p.rejectedRecord(ctx, sop, rejectedRecordID(held.Key, identity))
+	if err != nil {
+		return "", fmt.Errorf("pipeline: the rejected record of the object a resend duplicates: %w", err)
+	}
+	if found {
+		object, _ := rec.Quarantined()
+		return object, nil
+	}
+	object, _ := QuarantineKeys(held)
+	return object, nil
+}
+
+// rejectedRecord reads the rejected record id of an object of SOP
+// Instance UID sop from the audit trail (by SOP Instance UID, bySop on
+// DynamoDB), within maxInstanceAuditPages pages; found is false when it
+// holds none there.
+func (p *Pipeline) rejectedRecord(ctx context.Context, sop, id string) (AuditRecord, bool, error) {
 	q := AuditQuery{SOPInstanceUID: sop, Outcome: OutcomeRejected, Limit: instanceAuditPage}
 	for range maxInstanceAuditPages {
 		page, err := p.Audit.Query(ctx, q)
 		if err != nil {
-			return "", fmt.Errorf("pipeline: the rejected record of the object a resend duplicates: %w", err)
+			return AuditRecord{}, false, fmt.Errorf("pipeline: audit: %w", err)
 		}
 		if i := slices.IndexFunc(page.Records, func(r AuditRecord) bool { return r.ID == id }); i >= 0 {
-			object, _ := page.Records[i].Quarantined()
-			return object, nil
+			return page.Records[i], true, nil
 		}
 		if page.Next == "" {
 			break
 		}
 		q.Cursor = page.Next
 	}
-	object, _ := QuarantineKeys(held)
-	return object, nil
+	return AuditRecord{}, false, nil
 }
 
 // errorFindings are the findings that quarantine an object.

@@ -68,6 +68,22 @@ type identity struct {
 	// dataSet is the data set's CRC-64/NVME, when ID is one.
 	dataSet uint64
 	hasSet  bool
+	// unformed is the sha256 metadata value of an object that carries one
+	// in no earlier version's form (not 64 hex digits: an outside
+	// writer's), lowercase, as builds before 2026-12-07 took it for the
+	// object's identity and indexed and recorded it: it is no identity
+	// now (wholeIdentity), but the same object delivered again finds what
+	// was recorded under it (names).
+	unformed string
+}
+
+// names reports whether an identity recorded for some content (an index
+// row's, a record's) names d's very bytes in a form it has had: its
+// identity now, its whole-file form (identity.Whole: indexed before data
+// set identities), or the sha256 value it carries in no earlier version's
+// form, which builds before 2026-12-07 took for its identity.
+func (d identity) names(recorded string) bool {
+	return recorded == d.ID || recorded == d.Whole || d.unformed != "" && recorded == d.unformed
 }
 
 // contentIdentity is the one rule that decides an object's content
@@ -85,8 +101,12 @@ type identity struct {
 //   - else the whole file's: its CRC-64/NVME or else its ETag.
 func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *header) (identity, error) {
 	wholeID, whole, ok := wholeIdentity(info)
+	var unformed string
+	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" && objectstore.LegacySHA256(info.Metadata) == "" {
+		unformed = sha
+	}
 	if !ok || h == nil || h.MetaEnd <= 0 || h.MetaEnd > info.Size {
-		return identity{ID: wholeID, Whole: wholeID}, nil
+		return identity{ID: wholeID, Whole: wholeID, unformed: unformed}, nil
 	}
 	head := h.MetaHead
 	if int64(len(head)) != h.MetaEnd {
@@ -98,7 +118,7 @@ func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *head
 		}
 	}
 	set := objectstore.SuffixChecksum(whole, head, info.Size)
-	return identity{ID: dataSetID(set), Whole: wholeID, dataSet: set, hasSet: true}, nil
+	return identity{ID: dataSetID(set), Whole: wholeID, dataSet: set, hasSet: true, unformed: unformed}, nil
 }
 
 func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("%016x", crc) }
@@ -112,27 +132,13 @@ func dataSetID(crc uint64) string { return DataSetIdentityPrefix + fmt.Sprintf("
 // carrying it one content, and a long one made keys longer than S3 and
 // DynamoDB take (document names, the index row's sort key).
 func wholeIdentity(info ObjectInfo) (id string, crc uint64, ok bool) {
-	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); isSHA256Hex(sha) {
+	if sha := objectstore.LegacySHA256(info.Metadata); sha != "" {
 		return sha, 0, false
 	}
 	if crc, ok = decodeCRC(info.ChecksumCRC64NVME); !ok {
 		return etagIdentityPrefix + strings.Trim(info.ETag, `"`), 0, false
 	}
 	return wholeIdentityPrefix + fmt.Sprintf("%016x", crc), crc, true
-}
-
-// isSHA256Hex reports whether s is a SHA-256 as earlier versions wrote
-// it: 64 lowercase hex digits.
-func isSHA256Hex(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // decodeCRC decodes a CRC-64/NVME as S3 reports it (base64 of 8 bytes).
@@ -176,7 +182,7 @@ func (p *Pipeline) readHead(ctx context.Context, info ObjectInfo, n int64) ([]by
 // can be derived from it.
 func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identity) (bool, error) {
 	switch {
-	case rec.ContentIdentity == d.ID || rec.ContentIdentity == d.Whole:
+	case d.names(rec.ContentIdentity):
 		return true, nil
 	case !d.hasSet || !strings.HasPrefix(rec.ContentIdentity, wholeIdentityPrefix):
 		return false, nil
@@ -226,11 +232,29 @@ func (p *Pipeline) sameContent(ctx context.Context, rec InstanceRecord, d identi
 // and event ids name its key, its whole file's (identity.Whole), the form
 // every identity had before data set identities, so a rejection recorded
 // before the upgrade is found again on a redelivery after it.
+//
+// An object carrying a sha256 value in no earlier version's form
+// (identity.unformed) was recorded under that value by builds before
+// 2026-12-07: delivered again, it is found under it (a valid one in the
+// index, asIndexed; a rejected one by its rejected record, which the audit
+// trail holds by SOP Instance UID), so that its records and event are not
+// written a second time under its new identity, nor the same content read
+// as a conflict with itself.
 func (p *Pipeline) recorded(ctx context.Context, in *inspection, d identity) (string, error) {
-	if !in.valid() {
-		return d.Whole, nil
+	if in.valid() {
+		return p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, d)
 	}
-	return p.asIndexed(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, d)
+	if d.unformed != "" {
+		sop := firstNonEmpty(in.instance.SOPInstanceUID, in.info.Metadata[objectstore.MetaSOPInstanceUID])
+		_, found, err := p.rejectedRecord(ctx, sop, rejectedRecordID(in.info.Key, d.unformed))
+		if err != nil {
+			return "", err
+		}
+		if found {
+			return d.unformed, nil
+		}
+	}
+	return d.Whole, nil
 }
 
 // asIndexed returns the identity under which the index holds the content
@@ -239,9 +263,21 @@ func (p *Pipeline) recorded(ctx context.Context, in *inspection, d identity) (st
 // again, or resent, is then a duplicate of that record, not a conflict, and
 // its audit record and event ids are the first delivery's.
 func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity) (string, error) {
+	r, found, err := p.indexedContent(ctx, sop, study, d)
+	if err != nil || !found {
+		return d.ID, err
+	}
+	return r.ContentIdentity, nil
+}
+
+// indexedContent returns the index row that holds the content of d in
+// study (the instance's SOP Instance UID sop), found false when none
+// does: asIndexed's identity, and what accept learns of the documents
+// its content has already (the row's).
+func (p *Pipeline) indexedContent(ctx context.Context, sop, study string, d identity) (InstanceRecord, bool, error) {
 	recs, err := p.Index.Instances(ctx, sop)
 	if err != nil {
-		return "", fmt.Errorf("pipeline: index: %w", err)
+		return InstanceRecord{}, false, fmt.Errorf("pipeline: index: %w", err)
 	}
 	// The content under its own identity, or its very bytes under their
 	// older one (a redelivery of an object indexed before the upgrade),
@@ -249,8 +285,8 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 	// conflicting copy indexed before the upgrade is that copy again, not
 	// a resend of the content it conflicted with.
 	for _, r := range recs {
-		if r.StudyInstanceUID == study && (r.ContentIdentity == d.ID || r.ContentIdentity == d.Whole) {
-			return r.ContentIdentity, nil
+		if r.StudyInstanceUID == study && d.names(r.ContentIdentity) {
+			return r, true, nil
 		}
 	}
 	for _, r := range recs {
@@ -259,13 +295,13 @@ func (p *Pipeline) asIndexed(ctx context.Context, sop, study string, d identity)
 		}
 		same, err := p.sameContent(ctx, r, d)
 		if err != nil {
-			return "", err
+			return InstanceRecord{}, false, err
 		}
 		if same {
-			return r.ContentIdentity, nil
+			return r, true, nil
 		}
 	}
-	return d.ID, nil
+	return InstanceRecord{}, false, nil
 }
 
 // UnmarshalJSON reads an index record, one written before the content

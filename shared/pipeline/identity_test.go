@@ -303,11 +303,17 @@ func TestRedeliveryAfterUpgradeOfARejected(t *testing.T) {
 }
 
 // callOrder records the calls into the stores that, in local mode, write
-// in the unit's transaction.
+// in the unit's transaction, and the object reads.
 type callOrder struct {
 	pipeline.IndexStore
 	pipeline.ObjectWriter
+	pipeline.ObjectReader
 	calls []string
+}
+
+func (c *callOrder) OpenRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	c.calls = append(c.calls, "OpenRange")
+	return c.ObjectReader.OpenRange(ctx, key, offset, length)
 }
 
 func (c *callOrder) Instances(ctx context.Context, sop string) ([]pipeline.InstanceRecord, error) {
@@ -320,23 +326,26 @@ func (c *callOrder) Put(ctx context.Context, key string, body []byte, contentTyp
 	return c.ObjectWriter.Put(ctx, key, body, contentType, md)
 }
 
-// TestIndexLookupAfterTheFirstDocument: in local mode a unit takes the
-// database's one writer at its first statement (localstore.Tx), and the
-// pipeline's first has been the DICOM JSON document's Put, made once the
-// header is read and its DICOM JSON built. The look-up of the content as
-// indexed comes after it: made first, it took the writer before that work,
-// which then held up the other workers' units.
-func TestIndexLookupAfterTheFirstDocument(t *testing.T) {
+// TestIndexLookupAfterTheHeaderRead: in local mode a unit takes the
+// database's one writer at its first statement (localstore.Tx). The
+// pipeline's first is the look-up of the content as indexed (which says
+// whether the documents are to be written at all: a content held has its
+// row's), made once the header is read and its DICOM JSON built: made
+// before that work, it held up the other workers' units while it ran. A
+// new object's processing reads nothing of it after the look-up, and
+// writes its documents after it.
+func TestIndexLookupAfterTheHeaderRead(t *testing.T) {
 	f := pt.New()
 	p := f.Pipeline()
-	c := &callOrder{IndexStore: f.Index, ObjectWriter: f.Objects}
-	p.Index, p.Writer = c, c
+	c := &callOrder{IndexStore: f.Index, ObjectWriter: f.Objects, ObjectReader: f.Objects}
+	p.Index, p.Writer, p.Objects = c, c, c
 	storedAs(f, key(sop1), ct(sop1).Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
 	if res, err := p.ProcessObject(context.Background(), key(sop1)); err != nil || res.Outcome != pipeline.InstanceNew {
 		t.Fatalf("outcome %v, %v", res.Outcome, err)
 	}
-	if len(c.calls) < 2 || c.calls[0] != "Put" || !slices.Contains(c.calls, "Instances") {
-		t.Errorf("calls %v; want the first document's Put first, then the look-up", c.calls)
+	first := slices.IndexFunc(c.calls, func(call string) bool { return call != "OpenRange" })
+	if first <= 0 || c.calls[first] != "Instances" || slices.Contains(c.calls[first:], "OpenRange") || !slices.Contains(c.calls[first:], "Put") {
+		t.Errorf("calls %v; want the header's reads, then the look-up, then the documents' Puts", c.calls)
 	}
 }
 
@@ -507,5 +516,67 @@ func TestMalformedLegacySHA256IsNoIdentity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnformedSHA256ObjectDeliveredAgain: a build before 2026-12-07 took
+// a sha256 metadata value in no earlier version's form (an outside
+// writer's: not 64 hex digits) for the object's identity, lowercased, and
+// indexed and recorded the object under it. That value is no identity now
+// (TestMalformedLegacySHA256IsNoIdentity), but the same object delivered
+// again (an SQS message in flight at the deploy, a DLQ redrive) finds what
+// was recorded under it and writes and publishes nothing new: a valid one
+// its index row (a duplicate, not a conflict with itself), a rejected one
+// its rejected record and event. Under its new identity, the valid one's
+// redelivery was indexed as a second content, a conflict, and the
+// rejected one's audited and announced a second time.
+func TestUnformedSHA256ObjectDeliveredAgain(t *testing.T) {
+	for _, value := range []string{"x", "ABC-Def", strings.Repeat("7b", 16)} {
+		for _, valid := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s valid %v", value, valid), func(t *testing.T) {
+				ctx := context.Background()
+				f := pt.New()
+				p := f.Pipeline()
+				i := ct(sop1)
+				if !valid {
+					i.StudyUID = "1.2.03" // uid-syntax: rejected
+				}
+				data := i.Build()
+				k := key(sop1)
+				storedAs(f, k, data, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+				_, md, _ := f.Objects.Get(k)
+				md[objectstore.MetaLegacySHA256] = value
+				f.Objects.Add(k, data, md)
+				// What the build before recorded under the value.
+				old := strings.ToLower(value)
+				rec := pipeline.AuditRecord{ID: "instance:" + sop1 + ":" + old, Outcome: pipeline.OutcomeStored, SOPInstanceUID: sop1, ContentIdentity: old}
+				if valid {
+					indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+						SOPClassUID: pt.CTStorage, ObjectKey: k, Size: int64(len(data)), ContentIdentity: old})
+				} else {
+					rec.ID, rec.Outcome, rec.ObjectKey = "rejected:"+k+":"+old, pipeline.OutcomeRejected, k
+					ev := sha256.Sum256([]byte(pipeline.DetailTypeInstanceRejected + "\x00" + k + "\x00" + old))
+					if err := f.Index.MarkEventPublished(ctx, hex.EncodeToString(ev[:16]), time.Now()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := f.Audit.Append(ctx, rec); err != nil {
+					t.Fatal(err)
+				}
+				res, err := p.ProcessObject(ctx, k)
+				if err != nil || res.Valid != valid || valid && res.Outcome != pipeline.InstanceDuplicate {
+					t.Fatalf("delivered again: %+v, %v; want valid %v and a duplicate", res, err, valid)
+				}
+				if recs := f.Audit.All(); len(recs) != 1 {
+					t.Errorf("audit records %+v; want only the one recorded before", recs)
+				}
+				if evs := f.Events.All(); len(evs) != 0 {
+					t.Errorf("%d events, want none new", len(evs))
+				}
+				if rows, err := f.Index.Instances(ctx, sop1); err != nil || valid && len(rows) != 1 {
+					t.Errorf("rows %+v, %v; want the one indexed before", rows, err)
+				}
+			})
+		}
 	}
 }

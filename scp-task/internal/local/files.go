@@ -110,11 +110,14 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 			return info, err
 		}
 	}
-	if md[objectstore.MetaLegacySHA256] == "" && strings.HasSuffix(key, ".dcm") {
+	if objectstore.LegacySHA256(md) == "" && strings.HasSuffix(key, ".dcm") {
 		// The content identity, as S3 reports it: the SCP's file store
 		// took the CRC-64/NVME as the object arrived, or else it is taken
 		// here. (Objects stored by earlier versions carry a SHA-256 in
-		// their metadata instead, which stays their identity.)
+		// their metadata instead, which stays their identity; a sha256
+		// value in another form is none, objectstore.LegacySHA256, and
+		// without the CRC such an object was named by its ETag, which the
+		// file store does not give: an identity that changed.)
 		sum, ok := f.sums.Load(key)
 		if !ok {
 			h, err := filestore.FileCRC64NVME(p)

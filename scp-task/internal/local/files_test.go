@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,13 +18,14 @@ import (
 // TestHeadChecksum: Head gives the pipeline the object's content identity
 // as S3 would, its CRC-64/NVME, reading the file when the SCP's store did
 // not hand one over; an object stored by an earlier version keeps the
-// SHA-256 its hand-off recorded, and is not read.
+// SHA-256 its hand-off recorded (64 hex digits), and is not read.
 func TestHeadChecksum(t *testing.T) {
 	ctx := context.Background()
 	store, db, f := newTestFiles(t)
 	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
 	body := in.Build()
 	_, fileCRC := objectstore.ContentChecksum(body)
+	sha := strings.Repeat("ab12", 16)
 
 	tests := []struct {
 		name       string
@@ -33,7 +35,14 @@ func TestHeadChecksum(t *testing.T) {
 		wantMeta   map[string]string // other entries Head must report
 	}{
 		{"hand-off without a checksum", map[string]string{"calling-ae": "LOCAL_AE"}, fileCRC, "", map[string]string{"calling-ae": "LOCAL_AE"}},
-		{"hand-off with an earlier version's SHA-256", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}, "", "ab12", map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"hand-off with an earlier version's SHA-256", map[string]string{"calling-ae": "LOCAL_AE", "sha256": sha}, "", sha, map[string]string{"calling-ae": "LOCAL_AE"}},
+		// A sha256 value in no earlier version's form is no identity
+		// (objectstore.LegacySHA256): the CRC is taken, as for an object
+		// with none. Without it the pipeline named the object by its
+		// ETag, which the file store does not give: every such object
+		// was "etag-", one content, and its identity changed once read.
+		{"hand-off with a sha256 value too short", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}, fileCRC, "ab12", map[string]string{"calling-ae": "LOCAL_AE"}},
+		{"hand-off with a sha256 value not hex", map[string]string{"calling-ae": "LOCAL_AE", "sha256": "x" + sha[1:]}, fileCRC, "x" + sha[1:], map[string]string{"calling-ae": "LOCAL_AE"}},
 		{"no hand-off record", nil, fileCRC, "", map[string]string{"recovered": "true", "calling-ae": "LOCAL_AE"}},
 	}
 	for i, tt := range tests {
