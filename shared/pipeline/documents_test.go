@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -234,5 +236,163 @@ func TestOverwrittenKeyKeepsEachRejectsCopy(t *testing.T) {
 	}
 	for _, r := range recs {
 		check("the audit record", r.ContentIdentity, r.QuarantineKey, pipeline.QuarantineFindingsKey(r.QuarantineKey))
+	}
+}
+
+// bulkDataBytes returns the bytes its pixel data's bulk data URI names
+// (pipeline.BulkDataBytesParam) in the DICOM JSON at jsonKey, and whether
+// the URI gives the range.
+func bulkDataBytes(t *testing.T, f *pt.Fakes, jsonKey string) (string, bool) {
+	t.Helper()
+	body, _, ok := f.Objects.Get(jsonKey)
+	if !ok {
+		t.Fatalf("no DICOM JSON at the key named")
+	}
+	var dj map[string]struct{ BulkDataURI string }
+	if err := json.Unmarshal(body, &dj); err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dj["7FE00010"].BulkDataURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	return q.Get(pipeline.BulkDataBytesParam), q.Get("offset") != "" && q.Get("length") != ""
+}
+
+// TestBulkDataURIsNameTheBytes: a DICOM JSON document's bulk data URIs
+// name the object's key, which a caller that may s3:PutObject can
+// overwrite with other content (docs/pipeline.md, "Duplicates"): each
+// also names the bytes the document describes (pipeline.BytesName, the
+// <id> of the document's own name), so a reader checks the key still holds
+// them before it reads the range. Without it, the first content's
+// document sent its reader to the second content's pixel data.
+func TestBulkDataURIsNameTheBytes(t *testing.T) {
+	a, b := ct(sop1), ct(sop1)
+	a.PatientName, b.PatientName = "Doe^Jane", "Roe^Robert"
+	for _, tt := range []struct {
+		name     string
+		contents []pt.Instance // stored under one key, each processed in turn
+	}{
+		{"one object", []pt.Instance{a}},
+		{"a key overwritten with other content", []pt.Instance{a, b}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			names := map[string]bool{}
+			var last string
+			for i, in := range tt.contents {
+				storedAs(f, key(sop1), in.Build(), "MODALITY1", fmt.Sprintf("assoc%d", i), "2026-01-15T10:20:30Z")
+				info, err := f.Objects.Head(ctx, key(sop1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = pipeline.BytesName(info)
+				names[last] = true
+				if _, err := p.ProcessObject(ctx, key(sop1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rows, err := f.Index.Instances(ctx, sop1)
+			if err != nil || len(rows) != len(tt.contents) {
+				t.Fatalf("rows %+v, %v; want one per content", rows, err)
+			}
+			matching := 0
+			for _, r := range rows {
+				got, ranged := bulkDataBytes(t, f, r.MetadataKey)
+				if !ranged || !names[got] || !strings.HasSuffix(r.MetadataKey, "."+got+".json") {
+					t.Errorf("the document %s: its bulk data URI names bytes %q (ranged %v), want its own bytes' name", r.MetadataKey, got, ranged)
+				}
+				if got == last {
+					matching++
+				}
+			}
+			// What the key holds now is one content's bytes alone.
+			if matching != 1 {
+				t.Errorf("%d documents name the bytes the key holds, want 1", matching)
+			}
+		})
+	}
+}
+
+// TestHeldContentWritesNoDocuments: documents are written for a content
+// the index does not hold yet: an identical resend (under a conflict key,
+// in either order, or under another day's key), a redelivery, and an
+// object indexed before documents were named after their bytes and
+// delivered again write none, so every document under metadata/ is one an
+// index row names (its metadataKey, the summary beside it), and every
+// row's documents exist. Before, a resend wrote documents no row, record
+// or event named, and an object indexed before the naming and delivered
+// again wrote documents under the new name while its row kept the old.
+func TestHeldContentWritesNoDocuments(t *testing.T) {
+	nextDay := strings.Replace(key(sop1), "2026/01/15", "2026/01/16", 1)
+	legacyJSON := "metadata/2026/01/15/" + study + "/" + series + "/" + sop1 + ".json" // named after the key alone
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, f *pt.Fakes) []string // the keys processed, in order
+		want  []pipeline.UpsertOutcome
+	}{
+		{"an identical resend under a conflict key", func(t *testing.T, f *pt.Fakes) []string {
+			return []string{key(sop1), fromTwoAEs(f, "00000000000000aa")}
+		}, []pipeline.UpsertOutcome{pipeline.InstanceNew, pipeline.InstanceDuplicate}},
+		{"the conflict key's copy processed first", func(t *testing.T, f *pt.Fakes) []string {
+			return []string{fromTwoAEs(f, "00000000000000aa"), key(sop1)}
+		}, []pipeline.UpsertOutcome{pipeline.InstanceNew, pipeline.InstanceDuplicate}},
+		{"an identical resend another day", func(t *testing.T, f *pt.Fakes) []string {
+			storedAs(f, key(sop1), ct(sop1).Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+			storedAs(f, nextDay, ct(sop1).Build(), "MODALITY1", "assoc2", "2026-01-16T10:20:30Z")
+			return []string{key(sop1), nextDay}
+		}, []pipeline.UpsertOutcome{pipeline.InstanceNew, pipeline.InstanceDuplicate}},
+		{"a redelivery", func(t *testing.T, f *pt.Fakes) []string {
+			storedAs(f, key(sop1), ct(sop1).Build(), "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+			return []string{key(sop1), key(sop1)}
+		}, []pipeline.UpsertOutcome{pipeline.InstanceNew, pipeline.InstanceDuplicate}},
+		{"indexed before documents were named after their bytes, delivered again", func(t *testing.T, f *pt.Fakes) []string {
+			data := ct(sop1).Build()
+			storedAs(f, key(sop1), data, "MODALITY1", "assoc1", "2026-01-15T10:20:30Z")
+			indexedBefore(t, f, pipeline.InstanceRecord{StudyInstanceUID: study, SeriesInstanceUID: series, SOPInstanceUID: sop1,
+				SOPClassUID: pt.CTStorage, ObjectKey: key(sop1), MetadataKey: legacyJSON, Size: int64(len(data)), ContentIdentity: wholeCRC(data)})
+			f.Objects.Add(legacyJSON, []byte(`{}`), nil)
+			f.Objects.Add(strings.TrimSuffix(legacyJSON, ".json")+".summary.json", []byte(`{}`), nil)
+			return []string{key(sop1)}
+		}, []pipeline.UpsertOutcome{pipeline.InstanceDuplicate}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			for i, k := range tt.setup(t, f) {
+				if res, err := p.ProcessObject(ctx, k); err != nil || res.Outcome != tt.want[i] {
+					t.Fatalf("delivery %d: outcome %v, %v; want %v", i, res.Outcome, err, tt.want[i])
+				}
+			}
+			rows, err := f.Index.Instances(ctx, sop1)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("rows %+v, %v; want the content's one", rows, err)
+			}
+			named := map[string]bool{}
+			for _, r := range rows {
+				named[r.MetadataKey] = true
+				named[strings.TrimSuffix(r.MetadataKey, ".json")+".summary.json"] = true
+			}
+			var documents []string
+			for _, k := range f.Objects.Keys() {
+				if strings.HasPrefix(k, pipeline.MetadataPrefix) {
+					documents = append(documents, k)
+				}
+			}
+			var want []string
+			for k := range named {
+				want = append(want, k)
+			}
+			slices.Sort(want)
+			slices.Sort(documents)
+			if d := cmp.Diff(want, documents); d != "" {
+				t.Errorf("documents under metadata/ (-named by the index +stored):\n%s", d)
+			}
+		})
 	}
 }

@@ -69,8 +69,16 @@ func SplitKey(key string) (root, section, rest string, ok bool) {
 // still named. Documents written before are not renamed: rows and events
 // name them where they are. See docs/pipeline.md, "S3 layout".
 func MetadataKeys(info ObjectInfo) (dicomJSON, summary string) {
-	base := documentBase(info, MetadataPrefix)
-	return base + ".json", base + ".summary.json"
+	dicomJSON = documentBase(info, MetadataPrefix) + ".json"
+	return dicomJSON, summaryKeyOf(dicomJSON)
+}
+
+// summaryKeyOf is the summary beside the DICOM JSON document at dicomJSON,
+// in either naming (after the key and the bytes' identity, or after the key
+// alone as before 2026-12-07): where an index row's summary is, the row
+// naming its DICOM JSON (MetadataKey).
+func summaryKeyOf(dicomJSON string) string {
+	return strings.TrimSuffix(dicomJSON, ".json") + ".summary.json"
 }
 
 // QuarantineKeys returns where the invalid incoming object info describes
@@ -126,6 +134,18 @@ func (r AuditRecord) Quarantined() (object, findings string) {
 // digits, an outside writer's, names nothing: wholeIdentity.)
 func documentBase(info ObjectInfo, section string) string {
 	root, _, rest, _ := SplitKey(info.Key)
+	return root + section + strings.TrimSuffix(rest, ".dcm") + "." + BytesName(info)
+}
+
+// BytesName names the bytes of the object info describes, as the names of
+// its documents (documentBase) and its DICOM JSON's bulk data URIs
+// (BulkDataBytesParam) do: crc64nvme-<16 hex> for every object stored now,
+// sha256-<64 hex> for one stored by a version that wrote SHA-256s,
+// etag-<etag> else, one key-safe path component. A reader checks that the
+// object a bulk data URI names still holds those bytes by comparing it with
+// BytesName of the object's HEAD (in S3, HeadObject with ChecksumMode
+// ENABLED).
+func BytesName(info ObjectInfo) string {
 	id, _, _ := wholeIdentity(info)
 	if !strings.HasPrefix(id, wholeIdentityPrefix) && !strings.HasPrefix(id, etagIdentityPrefix) {
 		// The bare SHA-256 of an object stored by an earlier version,
@@ -135,13 +155,12 @@ func documentBase(info ObjectInfo, section string) string {
 	}
 	// Key-safe whatever an ETag holds: one path component of the
 	// characters every key of the layout is made of.
-	id = strings.Map(func(r rune) rune {
+	return strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
 			return r
 		}
 		return '_'
 	}, id)
-	return root + section + strings.TrimSuffix(rest, ".dcm") + "." + id
 }
 
 func (p *Pipeline) log() *slog.Logger {
@@ -332,6 +351,16 @@ func (p *Pipeline) reject(ctx context.Context, in *inspection, tx transaction) (
 }
 
 // accept writes sidecars, indexes, audits and announces a valid object.
+//
+// The documents are written for a content the index does not hold yet,
+// before its row (which names them) and its event: a content held already
+// (a redelivery, an identical resend under another key, an object indexed
+// before documents were named after their bytes and delivered again) writes
+// none, its row's are its documents (named where they were written, the
+// row's MetadataKey and the summary beside it). Written anyway, a resend's
+// were documents no row, record or event named, and a redelivery of an
+// object indexed before 2026-12-07 wrote documents under the new names
+// while its row named the old ones.
 func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, id identity) (UpsertOutcome, error) {
 	key := in.info.Key
 	jsonKey, summaryKey := MetadataKeys(in.info)
@@ -340,30 +369,44 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	if in.h.PixelData != nil {
 		dj[tagKey(in.h.PixelData.Tag)] = jsonAttr{VR: pixelVR(in.h), BulkDataURI: in.dec.bulkURI(in.h.PixelData)}
 	}
+	// Built before the index is read: in local mode that read is the
+	// unit's first statement, which takes the database's one writer
+	// (localstore.Tx), and the work before it must not hold the writer.
 	body, err := json.Marshal(dj)
 	if err != nil {
 		return 0, fmt.Errorf("pipeline: marshal DICOM JSON: %w", err)
 	}
-	if err := p.Writer.Put(ctx, jsonKey, body, "application/dicom+json", nil); err != nil {
-		return 0, fmt.Errorf("pipeline: put metadata: %w", err)
-	}
-	// The content as indexed, looked up after the DICOM JSON is built and
-	// put: in local mode that put is the unit's first statement, which
-	// takes the database's one writer (localstore.Tx), and the work before
-	// it must not hold the writer.
-	if tx.ContentIdentity, err = p.recorded(ctx, in, id); err != nil {
+	// The content as indexed: its identity (an older form's, for an
+	// object indexed before the upgrade) and, when held, its documents.
+	held, isHeld, err := p.indexedContent(ctx, in.instance.SOPInstanceUID, in.instance.StudyInstanceUID, id)
+	if err != nil {
 		return 0, err
+	}
+	tx.ContentIdentity = id.ID
+	writeDocuments := !isHeld || held.MetadataKey == ""
+	if isHeld {
+		tx.ContentIdentity = held.ContentIdentity
+		if !writeDocuments {
+			jsonKey, summaryKey = held.MetadataKey, summaryKeyOf(held.MetadataKey)
+		}
+	}
+	if writeDocuments {
+		if err := p.Writer.Put(ctx, jsonKey, body, "application/dicom+json", nil); err != nil {
+			return 0, fmt.Errorf("pipeline: put metadata: %w", err)
+		}
 	}
 	inst := in.instance
 	inst.ObjectKey, inst.MetadataKey, inst.Size, inst.ContentIdentity = key, jsonKey, in.info.Size, tx.ContentIdentity
 	inst.CallingAE, inst.ReceivedAt = tx.CallingAE, tx.ReceivedAt
 	inst.Findings = in.findings
-	sum := p.summary(in, inst)
-	if body, err = json.MarshalIndent(sum, "", "  "); err != nil {
-		return 0, fmt.Errorf("pipeline: marshal summary: %w", err)
-	}
-	if err := p.Writer.Put(ctx, summaryKey, body, "application/json", nil); err != nil {
-		return 0, fmt.Errorf("pipeline: put summary: %w", err)
+	if writeDocuments {
+		sum := p.summary(in, inst)
+		if body, err = json.MarshalIndent(sum, "", "  "); err != nil {
+			return 0, fmt.Errorf("pipeline: marshal summary: %w", err)
+		}
+		if err := p.Writer.Put(ctx, summaryKey, body, "application/json", nil); err != nil {
+			return 0, fmt.Errorf("pipeline: put summary: %w", err)
+		}
 	}
 
 	// IndexedAt counts as study activity: an instance that waited in a
@@ -476,16 +519,27 @@ func (p *Pipeline) heldContent(ctx context.Context, in InstanceRecord) (Instance
 	return held, nil
 }
 
-// bulkURIs returns how the DICOM JSON of the object at key names a bulk
-// data value: by its byte range in the object, or, when the dataset is
-// deflated (no offset in the object means anything), by the object.
-func (p *Pipeline) bulkURIs(key string, deflated bool) func(*dataElement) string {
-	objURI := p.uri(key)
+// BulkDataBytesParam is the query parameter of a DICOM JSON document's
+// bulk data URIs that names the bytes the document describes (BytesName):
+// the URI names the object's key, which may hold other bytes later (a key
+// overwritten by a caller that may s3:PutObject: the bucket keeps the
+// earlier version), so a reader checks the key still holds those before
+// it reads the range, and reads nothing of another content.
+const BulkDataBytesParam = "bytes"
+
+// bulkURIs returns how the DICOM JSON of the object info describes names a
+// bulk data value: by its byte range in the object, or, when the dataset is
+// deflated (no offset in the object means anything), by the object; either
+// way with the bytes described (BulkDataBytesParam).
+func (p *Pipeline) bulkURIs(info ObjectInfo, deflated bool) func(*dataElement) string {
+	objURI := p.uri(info.Key)
+	bytes := BulkDataBytesParam + "=" + BytesName(info)
 	if deflated {
-		return func(*dataElement) string { return objURI }
+		uri := objURI + "?" + bytes
+		return func(*dataElement) string { return uri }
 	}
 	return func(e *dataElement) string {
-		return fmt.Sprintf("%s?offset=%d&length=%d", objURI, e.Offset, e.Len)
+		return fmt.Sprintf("%s?offset=%d&length=%d&%s", objURI, e.Offset, e.Len, bytes)
 	}
 }
 

@@ -126,7 +126,7 @@ func (p *Pipeline) inspect(ctx context.Context, info ObjectInfo) (*inspection, e
 	if h.PixelShort > 0 {
 		in.add(CodeTruncated, SeverityError, h.PixelData.Tag, "value of %d bytes ends %d bytes past the end of the object", h.PixelData.Len, h.PixelShort)
 	}
-	in.check(err == nil, p.bulkURIs(info.Key, h.Deflated))
+	in.check(err == nil, p.bulkURIs(info, h.Deflated))
 	return in, nil
 }
 
