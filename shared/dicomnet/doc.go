@@ -18,7 +18,8 @@
 //   - progress deadlines while a message is being received (at least MinProgressBytes of its fragments, PDU and
 //     PDV headers not counted, in every ProgressWindow of waiting for the peer, default 1 KiB per 60 s; at most
 //     MaxMessageTime of waiting, default 2h), which abort with ErrProgressDeadline: a peer trickling bytes, or
-//     sending empty fragments, cannot hold its slot;
+//     sending empty fragments, cannot hold its slot; bytes waiting in the socket when a window's end is noticed
+//     (late, if the process stalled across it) still count toward that window;
 //   - a deadline on every write (WriteTimeout, default 30s);
 //   - global and per-calling-AE association limits (rejected 02 03 02);
 //   - bounds on the connections that hold no association, per source address and in total

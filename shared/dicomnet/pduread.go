@@ -59,12 +59,23 @@ var ErrProgressDeadline = errors.New("dicomnet: progress deadline")
 // (framing). So a peer sending empty fragments, whose P-DATA-TFs are all framing, makes no progress and is
 // aborted when a window passes, as one that trickles bytes is (PS3.8 E.1 does not forbid an empty fragment: it
 // is even, and so valid; it is just not progress).
+//
+// A window's end is noticed late when the process itself stalls (a GC pause, the host descheduling it) across
+// its deadline: the read then reports a timeout, or more waiting than the window, though the peer's bytes reached
+// the socket in time. So a window that passed short is not yet the end: for progressGrace after we noticed, reads
+// go on taking what is waiting (grace), and those bytes count toward that window. Only what the peer sent by then
+// counts, so the rule a trickling peer is bounded by does not change: at most progressGrace more per window.
 type progress struct {
 	active bool          // bytes of a message have arrived and the message is not complete
 	waited time.Duration // waited in the current window
 	bytes  int64         // of the message received in the current window; below 0 while framing read in an earlier window is taken back
 	total  time.Duration // waited in the whole message
+	grace  time.Time     // when the current window, which passed short, is over for good; zero while it has not passed
 }
+
+// progressGrace is how long reads go on taking what is waiting once a progress window is seen to have passed with
+// too few bytes (progress): long enough for bytes already in the socket, whatever held the process up just before.
+const progressGrace = 100 * time.Millisecond
 
 // framing takes back n bytes of P-DATA-TF framing just parsed, credited as they were read: they are not progress.
 func (pr *progress) framing(n int) {
@@ -159,7 +170,11 @@ func (t timedReader) read(p []byte) (int, error) {
 			deadline = start.Add(idle)
 		}
 		if window > 0 {
-			deadline = earliest(deadline, start.Add(window-pr.waited))
+			if pr.grace.IsZero() {
+				deadline = earliest(deadline, start.Add(window-pr.waited))
+			} else {
+				deadline = earliest(deadline, pr.grace) // the window has passed: only what is waiting
+			}
 		}
 		if ceiling > 0 {
 			deadline = earliest(deadline, start.Add(ceiling-pr.total))
@@ -174,9 +189,18 @@ func (t timedReader) read(p []byte) (int, error) {
 		rolled := false
 		if window > 0 && pr.waited >= window {
 			if pr.bytes < minBytes {
-				return n, fmt.Errorf("%w: %d bytes of message fragments in %v of waiting, fewer than %d", ErrProgressDeadline, max(pr.bytes, 0), pr.waited.Round(time.Millisecond), minBytes)
+				if pr.grace.IsZero() {
+					pr.grace = time.Now().Add(progressGrace)
+				}
+				if !time.Now().Before(pr.grace) {
+					return n, fmt.Errorf("%w: %d bytes of message fragments in %v of waiting, fewer than %d", ErrProgressDeadline, max(pr.bytes, 0), pr.waited.Round(time.Millisecond), minBytes)
+				}
+				if n == 0 && isTimeout(err) {
+					continue // the window's deadline, noticed: take what is waiting
+				}
+				return n, err // the window's bytes, or the message's end, may be among them
 			}
-			pr.waited, pr.bytes, rolled = 0, 0, true
+			pr.waited, pr.bytes, pr.grace, rolled = 0, 0, time.Time{}, true
 		}
 		if ceiling > 0 && pr.total >= ceiling {
 			return n, fmt.Errorf("%w: message not complete after %v of waiting", ErrProgressDeadline, ceiling)

@@ -5,6 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
+	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,6 +269,123 @@ func TestProgressDeadlineCoversBufferedStart(t *testing.T) {
 				t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
 			}
 			waitActive(t, srv.Server, 0)
+		})
+	}
+}
+
+// stallConn is a connection whose process stalls across a progress deadline once: the first read with a deadline
+// sooner than within (a progress window's, not the idle timeout's) waits for resume and then for its deadline, and
+// reports the deadline passed without reading, as a read does when the host held the process up until its timer
+// had fired, whatever the peer sent meanwhile waiting in the socket.
+type stallConn struct {
+	net.Conn
+	within  time.Duration
+	stalled chan struct{} // closed when the stalled read begins
+	resume  chan struct{} // closed by the test once the peer has sent what it sends during the stall
+
+	mu       sync.Mutex
+	deadline time.Time
+	done     bool
+}
+
+func (c *stallConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.deadline = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *stallConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	d := c.deadline
+	stall := !c.done && !d.IsZero() && time.Until(d) < c.within
+	c.done = c.done || stall
+	c.mu.Unlock()
+	if !stall {
+		return c.Conn.Read(p)
+	}
+	close(c.stalled)
+	<-c.resume
+	time.Sleep(time.Until(d))
+	return 0, os.ErrDeadlineExceeded
+}
+
+// TestProgressDeadlineAfterAStall: when the process stalls across a progress window's deadline (a GC pause, the
+// host descheduling it), the read reports the deadline though the peer's bytes reached the socket in time. Those
+// bytes count toward the window: an honest peer is spared, whether they bring the window its MinProgressBytes or
+// end the message, while a silent peer, or one trickling a byte now and then, is aborted as before. Before, the
+// first two were aborted too.
+func TestProgressDeadlineAfterAStall(t *testing.T) {
+	const window = 300 * time.Millisecond
+	tests := []struct {
+		name   string
+		during func(p *dicomnettest.Parrot) // sent while the server stalls
+		spared bool
+	}{
+		{"window's bytes waiting", func(p *dicomnettest.Parrot) {
+			p.SendPDVs(dicomnettest.PDV(3, 0, pattern(2048)), dicomnettest.PDV(3, pdu.ControlLast, pattern(2048)))
+		}, true},
+		{"message's end waiting", func(p *dicomnettest.Parrot) { p.SendPDVs(dicomnettest.PDV(3, pdu.ControlLast, pattern(100))) }, true},
+		{"silent", func(p *dicomnettest.Parrot) {}, false},
+		{"trickling", func(p *dicomnettest.Parrot) {
+			b, _ := pdu.Encode(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.PDV(3, pdu.ControlLast, pattern(2000))}})
+			p.Send(b[:1])
+			go trickle(p, b[1:], 20*time.Millisecond)
+		}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			rec := newRecorder()
+			ch := make(chan result, 1)
+			s := &dicomnet.Server{Handler: capture(ch), Observer: rec, ProgressWindow: window, MinProgressBytes: 1024, IdleTimeout: time.Minute}
+			sc := &stallConn{within: 2 * window, stalled: make(chan struct{}), resume: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				sc.Conn = c
+				s.ServeConn(ctx, sc)
+			}()
+			t.Cleanup(func() { cancel(); <-done })
+			p := dicomnettest.DialParrot(t, l.Addr().String())
+			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+			// The message begins: its command and a first fragment, read with the idle timeout's deadline; the
+			// handler's next read waits for the peer under the window's, and there the process stalls.
+			p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(100)))
+			select {
+			case <-sc.stalled:
+			case <-time.After(5 * time.Second):
+				t.Fatal("the server never waited under a progress window")
+			}
+			tc.during(p)
+			close(sc.resume)
+			if !tc.spared {
+				p.ExpectAbort(0, 0)
+				if ev := rec.waitFor(t, dicomnet.EventAborted); !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) {
+					t.Errorf("abort event %+v, want a local abort for ErrProgressDeadline", ev)
+				}
+				if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+					t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+				}
+				return
+			}
+			if rsp := p.ExpectCommand(); rsp.CommandField != dimse.CStoreRSP || rsp.Status != 0 {
+				t.Fatalf("response %+v, want C-STORE-RSP success", rsp)
+			}
+			if r := <-ch; r.err != nil {
+				t.Errorf("handler: %d bytes, %v", len(r.data), r.err)
+			}
+			p.SendPDU(&pdu.ReleaseRQ{})
+			p.Expect(pdu.TypeReleaseRP)
 		})
 	}
 }

@@ -108,9 +108,11 @@ type Server struct {
 	// Only time spent waiting for the peer counts, not time the handler takes. In every ProgressWindow of
 	// waiting at least MinProgressBytes of its command and data set fragments must arrive (PDU and PDV headers
 	// are not progress: empty fragments bring none), and the whole message may take at most MaxMessageTime of
-	// waiting; otherwise the association is aborted (A-ABORT, EventAborted with ErrProgressDeadline). Between
-	// messages IdleTimeout alone applies. Defaults DefaultProgressWindow, DefaultMinProgressBytes,
-	// DefaultMaxMessageTime; a negative window or time disables that deadline.
+	// waiting; otherwise the association is aborted (A-ABORT, EventAborted with ErrProgressDeadline). Bytes
+	// waiting in the socket when a window's end is noticed count toward that window, so a stall of our own process
+	// across the deadline does not abort a peer that sent in time. Between messages IdleTimeout alone applies.
+	// Defaults DefaultProgressWindow, DefaultMinProgressBytes, DefaultMaxMessageTime; a negative window or time
+	// disables that deadline.
 	ProgressWindow   time.Duration
 	MinProgressBytes int64
 	MaxMessageTime   time.Duration
