@@ -38,6 +38,7 @@ type association struct {
 	// nc is the connection the PDUs travel on: raw itself, or a TLS server connection over it (ServeTLS).
 	nc     net.Conn
 	raw    net.Conn
+	tlsIn  *readSeen // under nc, of a ServeTLS connection
 	br     *bufio.Reader
 	log    *slog.Logger
 	info   AssociationInfo
@@ -96,7 +97,8 @@ func newAssociation(s *Server, c net.Conn, parent context.Context, tlsConfig *tl
 	a := &association{srv: s, nc: c, raw: c}
 	if tlsConfig != nil {
 		// The handshake waits for handshake(): a PROXY header comes first, on the raw connection.
-		a.nc = tls.Server(c, tlsConfig)
+		a.tlsIn = &readSeen{Conn: c}
+		a.nc = tls.Server(a.tlsIn, tlsConfig)
 	}
 	a.reader.inSync = true
 	a.ctx, a.cancel = context.WithCancel(parent)
@@ -193,21 +195,55 @@ func (a *association) handshake() bool {
 		// exceeded" or "read tcp …: i/o timeout".
 		err = fmt.Errorf("%w after %s (ARTIM): %w", ErrHandshakeTimeout, artim, err)
 	}
-	if errors.Is(err, io.EOF) {
-		// Connected and closed without a byte: a TCP health check.
+	switch {
+	case errors.Is(err, io.EOF) && !a.tlsIn.seen.Load():
+		// Connected and closed without a byte: a TCP health check. One that closes after sending some has given
+		// up on the handshake (HandshakePeerClosed).
 		a.log.Debug("dicomnet: connection closed before the TLS handshake")
 		return false
-	}
-	if a.wasShed() {
+	case a.wasShed():
 		// Closed by us to keep the bounds: no failure of the peer's to log, audit or alarm on, once per connection
 		// of a flood.
 		return false
+	case a.stoppedUs(err):
+		// Cut by our own stop (Shutdown closing the connections without an association, Close, ServeConn's
+		// context): no failure of the peer's either, and it ends as a plain connection closed by the stop before
+		// its A-ASSOCIATE-RQ does, with no event.
+		a.log.Debug("dicomnet: TLS handshake cut by the server's stop", "err", err)
+		return false
 	}
-	// Its reason, as the metric counts it (HandshakeFailureReason), beside its words.
-	a.srv.handshakeLog.log(a.log, slog.LevelWarn, "dicomnet: TLS handshake failed", "reason", HandshakeFailureReason(err), "err", err)
+	// Classified once: its line, the metric and the audit record (HandshakeFailureReason of the event's Err) all
+	// read this reason.
+	f := &handshakeFailure{reason: HandshakeFailureReason(err), err: err}
+	a.srv.handshakeLog.log(a.log, slog.LevelWarn, "dicomnet: TLS handshake failed", "reason", f.reason, "err", err)
 	info := a.info
-	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: err, PeerCertificates: refusedChain(err)})
+	a.srv.observe(Event{Type: EventHandshakeFailed, Association: &info, Err: f, PeerCertificates: refusedChain(err)})
 	return false
+}
+
+// stoppedUs reports whether err, a failed handshake's, is our own doing: the connection closed or the context
+// cancelled by a stop of the server or of the association (Shutdown, Close, ServeConn's context), not by the
+// peer. A handshake that failed for a reason of its own while the server stops is still that failure.
+func (a *association) stoppedUs(err error) bool {
+	if !errors.Is(err, net.ErrClosed) && !errors.Is(err, context.Canceled) {
+		return false
+	}
+	return a.srv.inShutdown.Load() || a.ctx.Err() != nil
+}
+
+// readSeen is the connection under a ServeTLS connection's tls.Conn, noting whether the peer sent anything: one
+// closed without a byte is a health check, not a handshake that failed.
+type readSeen struct {
+	net.Conn
+	seen atomic.Bool
+}
+
+func (c *readSeen) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.seen.Load() {
+		c.seen.Store(true)
+	}
+	return n, err
 }
 
 // refusedChain is the certificate chain a failed handshake refused, from the *tls.CertificateVerificationError it

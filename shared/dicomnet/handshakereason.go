@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
 	"net"
 	"strings"
 
@@ -35,6 +36,10 @@ const (
 	// HandshakeCipherMismatch: no cipher suite, key exchange group or signature algorithm in common (a client
 	// outside BCP 195).
 	HandshakeCipherMismatch = "cipher_mismatch"
+	// HandshakePeerClosed: the client closed the connection in the middle of the handshake, without an alert
+	// (after its ClientHello, or within a record): a client that gave up on our certificate without saying so, a
+	// TLS scanner. One closed before its first byte (a TCP health check) is no failure and not counted.
+	HandshakePeerClosed = "peer_closed"
 	// HandshakePeerAlert: the client ended the handshake with an alert of its own (or, under TLS 1.3 from an
 	// OpenSSL client such as DCMTK, one sent in the clear, which crypto/tls reads as "bad record MAC"), most
 	// often because it does not trust our server certificate (expired, or not from the CA it was given).
@@ -44,12 +49,28 @@ const (
 	HandshakeOther = "other"
 )
 
+// A handshake cut by our own stop (Shutdown, Close, ServeConn's context) has no reason here: it is no failure of
+// the peer's, and no EventHandshakeFailed, as a plain connection closed by the stop before its A-ASSOCIATE-RQ has
+// no event.
+
 // HandshakeFailureReasons are the values HandshakeFailureReason returns: a small set fixed here, never the
 // error's text or a name the peer chose, so that each can be a label value, and a CloudWatch metric, of its own.
 var HandshakeFailureReasons = []string{
 	HandshakeTimeout, HandshakeNotTLS, HandshakeNoCertificate, HandshakeExpired, HandshakeUnknownCA, HandshakeRevoked,
-	HandshakeBadCertificate, HandshakeProtocolVersion, HandshakeCipherMismatch, HandshakePeerAlert, HandshakeOther,
+	HandshakeBadCertificate, HandshakeProtocolVersion, HandshakeCipherMismatch, HandshakePeerAlert, HandshakePeerClosed,
+	HandshakeOther,
 }
+
+// handshakeFailure is the error of an EventHandshakeFailed: the handshake's error, unchanged in its words and in
+// what it wraps, with the reason it was classified under when it failed, which HandshakeFailureReason then
+// returns, so the log line, the metric and the audit record read one classification, not three.
+type handshakeFailure struct {
+	reason string
+	err    error
+}
+
+func (f *handshakeFailure) Error() string { return f.err.Error() }
+func (f *handshakeFailure) Unwrap() error { return f.err }
 
 // handshakeTexts are the failures crypto/tls reports only in words (errors.New, fmt.Errorf, no type), by the
 // start of their text, in the order they are looked for. A text no longer said counts its failures as
@@ -79,16 +100,24 @@ var handshakeTexts = []struct{ prefix, reason string }{
 
 // HandshakeFailureReason names why a ServeTLS connection's handshake failed, from its error (that of its
 // EventHandshakeFailed): one of HandshakeFailureReasons, HandshakeOther for an error it does not know (and for
-// nil). It is the one classification of a failed handshake: the log line and the metric both use it. A refusal
-// of our own checks (tlstrust.ErrRevoked, tlstrust.ErrNotClientCertificate, which servertls wraps in a
+// nil). It is the one classification of a failed handshake: the log line, the metric and the audit record all
+// use it, and of the event's Err it returns the reason found when the handshake failed. A refusal of our own
+// checks (tlstrust.ErrRevoked, tlstrust.ErrNotClientCertificate, which servertls wraps in a
 // *tls.CertificateVerificationError) is told before crypto/x509's, and revocation first: a revoked certificate is
 // said to be revoked whatever else is wrong with it.
 func HandshakeFailureReason(err error) string {
 	if err == nil {
 		return HandshakeOther
 	}
+	if f, ok := errors.AsType[*handshakeFailure](err); ok {
+		return f.reason
+	}
 	if errors.Is(err, ErrHandshakeTimeout) {
 		return HandshakeTimeout
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// crypto/tls's word for a peer that closed at a record's boundary, and within a record.
+		return HandshakePeerClosed
 	}
 	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
 		return HandshakeNotTLS

@@ -12,6 +12,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,6 +96,17 @@ func TestHandshakeFailureReason(t *testing.T) {
 		}), dicomnet.HandshakeCipherMismatch},
 		{"no key exchange group in common", client(p.client, func(c *tls.Config) { c.CurvePreferences = []tls.CurveID{tls.CurveP521} }), dicomnet.HandshakeCipherMismatch},
 		{"the client does not trust our certificate", client(p.client, func(c *tls.Config) { c.RootCAs = p.otherCA.Pool() }), dicomnet.HandshakePeerAlert},
+		// Before, it was logged at debug as a health check, and neither counted nor audited.
+		{"the client closes after its ClientHello", func(t *testing.T) {
+			c, err := net.Dial("tcp", srv.tlsAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if err := tls.Client(&closesAfterHello{TCPConn: c.(*net.TCPConn)}, p.clientConfig(p.client)).Handshake(); err == nil {
+				t.Error("handshake completed")
+			}
+		}, dicomnet.HandshakePeerClosed},
 		{"plain DICOM on the TLS port", func(t *testing.T) {
 			pr := dicomnettest.DialParrot(t, srv.tlsAddr)
 			pr.SendPDU(dicomnettest.AssociateRQ("A", "B"))
@@ -162,6 +174,9 @@ func TestHandshakeFailureReasonsBounded(t *testing.T) {
 		{"an alert in the clear", &net.OpError{Op: "local error", Err: errors.New("tls: bad record MAC")}, dicomnet.HandshakePeerAlert},
 		{"local error", &net.OpError{Op: "local error", Err: errors.New("tls: internal")}, dicomnet.HandshakeOther},
 		{"reset", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, dicomnet.HandshakeOther},
+		// crypto/tls's words for a peer that closed at a record's boundary, and within one.
+		{"closed by the peer", io.EOF, dicomnet.HandshakePeerClosed},
+		{"closed by the peer within a record", io.ErrUnexpectedEOF, dicomnet.HandshakePeerClosed},
 		{"text of the peer's", errors.New("CN=<script> expired unknown authority"), dicomnet.HandshakeOther},
 	} {
 		got := dicomnet.HandshakeFailureReason(tt.err)
@@ -174,5 +189,128 @@ func TestHandshakeFailureReasonsBounded(t *testing.T) {
 	}
 	if n := len(dicomnet.HandshakeFailureReasons); n != len(slices.Compact(slices.Sorted(slices.Values(dicomnet.HandshakeFailureReasons)))) {
 		t.Errorf("HandshakeFailureReasons %v repeats a value", dicomnet.HandshakeFailureReasons)
+	}
+}
+
+// closesAfterHello is a client's connection that closes its sending side once its first write, the ClientHello, is
+// out: a client that gives up on the handshake without an alert. It reads on, so the server reads the close (EOF),
+// not a reset.
+type closesAfterHello struct {
+	*net.TCPConn
+	once sync.Once
+}
+
+func (c *closesAfterHello) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	c.once.Do(func() {
+		if err == nil {
+			err = c.CloseWrite()
+		}
+	})
+	return n, err
+}
+
+// TestHandshakeEndsThatAreNoFailure: a connection to the TLS port closed without a byte (a load balancer's TCP
+// health check) and a handshake cut by our own stop (Shutdown, Close) are no failure of the peer's: no
+// EventHandshakeFailed (so neither metric nor audit record) and no "TLS handshake failed" line, as a plain
+// connection closed before its A-ASSOCIATE-RQ has none. Before, a stop during a handshake was a failure with the
+// reason "other" ("use of closed network connection", "context canceled"), audited as a refused association.
+func TestHandshakeEndsThatAreNoFailure(t *testing.T) {
+	p := newTLSPeers(t)
+	// inHandshake starts a client whose handshake waits, inside the server's, for the client certificate the
+	// server asked for, until release is closed; it returns once the server is waiting for it.
+	inHandshake := func(t *testing.T, addr string) (release chan struct{}) {
+		asked, release := make(chan struct{}), make(chan struct{})
+		config := p.clientConfig(p.client)
+		config.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			close(asked)
+			<-release
+			return nil, errors.New("test: released")
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		done := make(chan struct{})
+		go func() { defer close(done); _ = tls.Client(c, config).Handshake() }() // fails: its result is not the test's
+		t.Cleanup(func() { <-done })
+		select {
+		case <-asked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the server never asked for the client certificate")
+		}
+		return release
+	}
+	var logs *testenv.LogBuffer
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, s *dicomnet.Server, addr string)
+		said string // at debug, by the time the connection has ended
+	}{
+		{"health check", func(t *testing.T, s *dicomnet.Server, addr string) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, "the server to see the close", func() bool { return strings.Contains(logs.String(), "closed before the TLS handshake") })
+			shutdown(t, s)
+		}, "dicomnet: connection closed before the TLS handshake"},
+		{"Shutdown during the handshake", func(t *testing.T, s *dicomnet.Server, addr string) {
+			release := inHandshake(t, addr)
+			defer close(release)
+			shutdown(t, s)
+		}, "dicomnet: TLS handshake cut by the server's stop"},
+		{"Close during the handshake", func(t *testing.T, s *dicomnet.Server, addr string) {
+			release := inHandshake(t, addr)
+			defer close(release)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := s.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}, "dicomnet: TLS handshake cut by the server's stop"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			failed := newEvents(dicomnet.EventHandshakeFailed)
+			logs = &testenv.LogBuffer{}
+			s := &dicomnet.Server{ARTIMTimeout: 5 * time.Second, Observer: failed,
+				Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.ServeTLS(l, p.serverConfig()) }()
+			tc.run(t, s, l.Addr().String())
+			if err := <-served; !errors.Is(err, dicomnet.ErrServerClosed) {
+				t.Errorf("ServeTLS: %v", err)
+			}
+			// Every connection has ended (Shutdown and Wait wait for them), its events observed.
+			select {
+			case ev := <-failed.ch:
+				t.Errorf("EventHandshakeFailed %v, reason %q: want none", ev.Err, dicomnet.HandshakeFailureReason(ev.Err))
+			default:
+			}
+			if strings.Contains(logs.String(), "TLS handshake failed") || !strings.Contains(logs.String(), `"msg":"`+tc.said+`"`) {
+				t.Errorf("log, want %q and no handshake failure:\n%s", tc.said, logs)
+			}
+		})
+	}
+}
+
+// shutdown shuts s down, waiting up to 5 s for its connections to end.
+func shutdown(t *testing.T, s *dicomnet.Server) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

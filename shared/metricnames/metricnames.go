@@ -131,7 +131,7 @@ const TLSHandshakeReason = "reason"
 // it into the CDK app). "other" is any failure it does not know.
 var TLSHandshakeReasons = []string{
 	"timeout", "not_tls", "no_certificate", "expired", "unknown_ca", "revoked", "bad_certificate", "protocol_version",
-	"cipher_mismatch", "peer_alert", "other",
+	"cipher_mismatch", "peer_alert", "peer_closed", "other",
 }
 
 // The label of ConnectionsShed and its values: why a connection was
