@@ -6,6 +6,7 @@
 package jsonlog
 
 import (
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -64,11 +65,20 @@ func (w serverErrors) Write(p []byte) (int, error) {
 // whose message (slog.MessageKey) is one of msgs, exactly: the stack's
 // metric filters count a line by it (infra/stack's logLineMetric). It is
 // the text the CDK's FilterPattern.stringValue and FilterPattern.any make
-// of the same terms. A message holds no '*', which the pattern would read
-// as a wildcard.
+// of the same terms. It panics, at synth, on what the pattern would
+// misread: no message at all, or a message with a '*', which CloudWatch
+// reads as a wildcard (the filter would count other lines too) and the
+// CDK's quoting leaves as it is. The messages are the code's constants: a
+// message of that kind is a bug of the code calling it.
 func MessageFilter(msgs ...string) string {
+	if len(msgs) == 0 {
+		panic("jsonlog: MessageFilter of no message")
+	}
 	terms := make([]string, len(msgs))
 	for i, m := range msgs {
+		if strings.Contains(m, "*") {
+			panic(fmt.Sprintf("jsonlog: MessageFilter: message %q holds a '*', which the filter pattern reads as a wildcard", m))
+		}
 		terms[i] = "$." + slog.MessageKey + " = " + filterQuote(m)
 	}
 	if len(terms) == 1 {

@@ -95,3 +95,38 @@ func TestServerErrors(t *testing.T) {
 		t.Errorf("err %q: want net/http's text of the panic, without its newline", err)
 	}
 }
+
+// TestMessageFilterRefusesWhatItWouldMisread: MessageFilter panics, at
+// synth, on messages its pattern would misread: a '*' anywhere in one
+// (CloudWatch reads it as a wildcard, so the metric filter would count
+// other lines too) or no message at all; other messages, quotes and
+// backslashes among them, make a pattern. Before, only the test reader
+// (jsonlogtest.FilterMatches) refused a '*', so a filter deployed with
+// one counted lines no test matched.
+func TestMessageFilterRefusesWhatItWouldMisread(t *testing.T) {
+	tests := []struct {
+		name   string
+		msgs   []string
+		panics bool
+	}{
+		{"plain", []string{"validate: handling panicked: a bug"}, false},
+		{"quotes and backslashes", []string{`quoted "x" \ y`, "a"}, false},
+		{"trailing wildcard", []string{"audit: lost *"}, true},
+		{"leading wildcard", []string{"*: handling panicked"}, true},
+		{"wildcard in the second message", []string{"a bug", "a * bug"}, true},
+		{"no message", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var pattern string
+			recovered := func() (r any) {
+				defer func() { r = recover() }()
+				pattern = MessageFilter(tt.msgs...)
+				return nil
+			}()
+			if panicked := recovered != nil; panicked != tt.panics {
+				t.Errorf("MessageFilter(%q): panicked %v (%v, pattern %s), want %v", tt.msgs, panicked, recovered, pattern, tt.panics)
+			}
+		})
+	}
+}
