@@ -335,28 +335,11 @@ func TestProgressDeadlineAfterAStall(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer l.Close()
 			rec := newRecorder()
 			ch := make(chan result, 1)
 			s := &dicomnet.Server{Handler: capture(ch), Observer: rec, ProgressWindow: window, MinProgressBytes: 1024, IdleTimeout: time.Minute}
 			sc := &stallConn{within: 2 * window, stalled: make(chan struct{}), resume: make(chan struct{})}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				sc.Conn = c
-				s.ServeConn(ctx, sc)
-			}()
-			t.Cleanup(func() { cancel(); <-done })
-			p := dicomnettest.DialParrot(t, l.Addr().String())
+			p := dicomnettest.DialParrot(t, serveOne(t, s, func(c net.Conn) net.Conn { sc.Conn = c; return sc }))
 			p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 			// The message begins: its command and a first fragment, read with the idle timeout's deadline; the
 			// handler's next read waits for the peer under the window's, and there the process stalls.
@@ -388,4 +371,26 @@ func TestProgressDeadlineAfterAStall(t *testing.T) {
 			p.Expect(pdu.TypeReleaseRP)
 		})
 	}
+}
+
+// serveOne serves, with ServeConn, the first connection to the loopback address it returns, through wrap; the
+// association is aborted, if still open, when the test ends.
+func serveOne(t *testing.T, s *dicomnet.Server, wrap func(net.Conn) net.Conn) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		l.Close()
+		if err == nil {
+			s.ServeConn(ctx, wrap(c))
+		}
+	}()
+	t.Cleanup(func() { cancel(); l.Close(); <-done })
+	return l.Addr().String()
 }
