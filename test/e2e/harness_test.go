@@ -6,6 +6,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,6 +131,23 @@ func (n *node) dicomUp() bool {
 	}
 	c.Close()
 	return true
+}
+
+// startRefused starts scp-task --local on dataDir, expecting it to refuse
+// the directory: it must exit with status 1 by itself. It returns what the
+// process logged.
+func startRefused(t *testing.T, dataDir string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testenv.SCPTask(t), "--local", "--data-dir", dataDir, "--listen", anyPort,
+		"--portal-listen", anyPort, "--health-listen", anyPort)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("scp-task on %s: %v, want exit status 1\n%s", dataDir, err, out)
+	}
+	return string(out)
 }
 
 // stop sends SIGTERM and waits (idempotent).

@@ -1,17 +1,14 @@
 package e2e
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -348,16 +345,7 @@ func TestLocalEndToEnd(t *testing.T) {
 	})
 
 	t.Run("a second process on the data directory exits naming the holder", func(t *testing.T) {
-		second := newNode(t, n.dataDir)
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, testenv.SCPTask(t), "--local", "--data-dir", second.dataDir, "--listen", anyPort,
-			"--portal-listen", anyPort, "--health-listen", anyPort)
-		out, err := cmd.CombinedOutput()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			t.Fatalf("second scp-task: %v, want exit status 1\n%s", err, out)
-		}
+		out := startRefused(t, n.dataDir)
 		holder := fmt.Sprintf("process %d (started ", n.cmd.Process.Pid)
 		if !strings.Contains(string(out), "data directory in use") || !strings.Contains(string(out), holder) {
 			t.Errorf("second scp-task's error does not name the holder (%s):\n%s", holder, out)

@@ -3,10 +3,13 @@ package e2e
 import (
 	"archive/tar"
 	"compress/gzip"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -260,4 +263,81 @@ func writeFixtureFile(p string, r io.Reader) error {
 		return errors.Join(err, w.Close())
 	}
 	return w.Close()
+}
+
+// TestRollbackRefused holds the rollback docs/local-mode.md promises: a
+// build started on a data directory a newer build has migrated (here the
+// fixture a run crashed in, its journal record unprocessed and its queue's
+// write-ahead log not checkpointed, marked as of a schema no build has yet)
+// exits with status 1, naming the version it found and the one it knows,
+// before it opens the journal or changes a database: every file is as it
+// was, byte for byte.
+func TestRollbackRefused(t *testing.T) {
+	const newer = 1000
+	dataDir := filepath.Join(t.TempDir(), "data")
+	untarFixture(t, upgradeFixture, dataDir)
+	setSchemaVersion(t, filepath.Join(dataDir, "ingest.db"), newer)
+	before := dataFiles(t, dataDir)
+
+	out := startRefused(t, dataDir)
+	if want := fmt.Sprintf("database schema %d is newer than this build (", newer); !strings.Contains(out, want) {
+		t.Errorf("the refusal does not say %q:\n%s", want, out)
+	}
+	for _, started := range []string{`"msg":"recovered the hand-off"`, `"msg":"migrated database"`, `"msg":"journal closed"`} {
+		if strings.Contains(out, started) {
+			t.Errorf("the refused start logged %s:\n%s", started, out)
+		}
+	}
+	after := dataFiles(t, dataDir)
+	for name, sum := range before {
+		if after[name] != sum {
+			t.Errorf("%s changed by the refused start", name)
+		}
+	}
+	for name := range after {
+		if _, ok := before[name]; !ok && !strings.HasSuffix(name, "-shm") && !strings.HasSuffix(name, "-wal") &&
+			name != "scp-task.lock" && name != "scp-task.holder" {
+			t.Errorf("the refused start left %s", name)
+		}
+	}
+}
+
+// setSchemaVersion marks a local-mode database as of schema version v, as
+// a build with v migrations would leave it.
+func setSchemaVersion(t *testing.T, path string, v int) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE schema_version SET version = ?`, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
+
+// dataFiles is every regular file under dir (its path relative to dir) with
+// the SHA-256 of its bytes.
+func dataFiles(t *testing.T, dir string) map[string][sha256.Size]byte {
+	t.Helper()
+	out := map[string][sha256.Size]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		out[rel] = sha256.Sum256(b)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
