@@ -158,7 +158,7 @@ const (
 // (pipeline.ErrUnboundedQuery). A page reads at most maxQueryCalls
 // partitions or pages of DynamoDB's; its cursor is the LastEvaluatedKey,
 // or, at a day's end, the next day's partition key alone, sealed to q
-// (pipeline.AuditQuery.SealCursor).
+// (pipeline.AuditQuery.CursorScope).
 func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	page := pipeline.AuditPage{Records: []pipeline.AuditRecord{}}
 	walk := q.SOPInstanceUID == "" && q.PatientID == "" && q.StudyInstanceUID == "" && q.CallingAE == "" && q.Day == ""
@@ -194,11 +194,10 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	in := a.auditQueryInput(q, path, from, to)
 	var start map[string]ddbtypes.AttributeValue
 	if q.Cursor != "" {
-		place, ok := q.OpenCursor()
-		if !ok {
-			return page, fmt.Errorf("awsadapters: audit query: a cursor not handed out for this query: %w", pipeline.ErrBadCursor)
+		place, err := q.CursorScope().Open(q.Cursor)
+		if err != nil {
+			return page, fmt.Errorf("awsadapters: audit query: %w", err)
 		}
-		var err error
 		if pk, start, err = decodeCursor(place, path, pk, lastPK, sortKeyRange(from, to)); err != nil {
 			return page, err
 		}
@@ -206,7 +205,7 @@ func (a *AuditTable) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	limit := q.PageSize()
 	for calls := 0; ; calls++ {
 		if len(page.Records) == limit || calls == maxQueryCalls {
-			page.Next = q.SealCursor(encodeCursor(path, pk, start))
+			page.Next = q.CursorScope().Seal(encodeCursor(path, pk, start))
 			return page, nil
 		}
 		in.ExpressionAttributeValues[":pk"] = &ddbtypes.AttributeValueMemberS{Value: pk}

@@ -44,7 +44,7 @@ func (a *AuditStore) Append(ctx context.Context, rec pipeline.AuditRecord) (bool
 // Query returns records matching q, newest first. Every field of q filters
 // (SQLite needs no single access path); Cursor holds the time and sequence
 // number below which the next page starts, sealed to q
-// (pipeline.AuditQuery.SealCursor).
+// (pipeline.AuditQuery.CursorScope).
 func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	var where []string
 	var args []any
@@ -74,11 +74,9 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 		add("time <= ?", boundNano(q.To))
 	}
 	if q.Cursor != "" {
-		place, sealed := q.OpenCursor()
-		ct, cs, ok := parseCursor(place)
-		if !sealed || !ok {
-			// Not quoted: its seal is a digest of the query, which may name a patient.
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: a cursor not handed out for this query: %w", pipeline.ErrBadCursor)
+		ct, cs, err := openCursor(q.CursorScope(), q.Cursor)
+		if err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
 		}
 		where = append(where, "(time < ? OR (time = ? AND seq < ?))")
 		args = append(args, ct, ct, cs)
@@ -102,7 +100,7 @@ func (a *AuditStore) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: audit query: %w", err)
 	}
-	page.Next = q.SealCursor(page.Next)
+	page.Next = q.CursorScope().Seal(page.Next)
 	return page, nil
 }
 
@@ -145,10 +143,30 @@ func readPage[T any](rows *sql.Rows, limit int) ([]T, string, error) {
 	return out, "", nil
 }
 
-// formatCursor is the "<time>.<seq>" cursor of a row, newest-first pages
-// of the audit trail and of the commitments hand out; parseCursor reads it.
+// formatCursor is the "<time>.<seq>" place of a row in the pages of the
+// audit trail, of the associations, of an association's records and of
+// the commitments, which each seals to its query (pipeline.CursorScope);
+// openCursor reads it.
 func formatCursor(t, seq int64) string {
 	return strconv.FormatInt(t, 10) + "." + strconv.FormatInt(seq, 10)
+}
+
+// openCursor reads the "<time>.<seq>" place (formatCursor's) of a cursor
+// sealed to scope. The error wraps pipeline.ErrBadCursor and quotes
+// nothing of the cursor (a cursor's seal is a digest of its query, which
+// may name a patient).
+func openCursor(scope *pipeline.CursorScope, cursor string) (t, seq int64, err error) {
+	place, err := scope.Open(cursor)
+	if err != nil {
+		return 0, 0, err
+	}
+	ts, ss, _ := strings.Cut(place, ".")
+	t, err1 := strconv.ParseInt(ts, 10, 64)
+	seq, err2 := strconv.ParseInt(ss, 10, 64)
+	if err1 != nil || err2 != nil || seq <= 0 {
+		return 0, 0, fmt.Errorf("a cursor's place is not a row's: %w", pipeline.ErrBadCursor)
+	}
+	return t, seq, nil
 }
 
 // parseCursor reads the "<time>.<seq>" cursor formatCursor writes.

@@ -229,7 +229,7 @@ func (a *Audit) All() []pipeline.AuditRecord {
 // Query implements pipeline.AuditStore: every field of q filters, newest
 // first, records of the same time latest appended first; a cursor holds
 // the last record's time and place in append order ("<unix nano>.<seq>",
-// seq from 1), sealed to q (AuditQuery.SealCursor).
+// seq from 1), sealed to q (AuditQuery.CursorScope).
 func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
 	type seqRec struct {
 		seq int
@@ -237,11 +237,11 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	}
 	after := func(seqRec) bool { return true }
 	if q.Cursor != "" {
-		place, ok := q.OpenCursor()
+		place, err := q.CursorScope().Open(q.Cursor)
 		ts, ss, _ := strings.Cut(place, ".")
 		t, err1 := strconv.ParseInt(ts, 10, 64)
 		seq, err2 := strconv.Atoi(ss)
-		if !ok || err1 != nil || err2 != nil || seq < 1 {
+		if err != nil || err1 != nil || err2 != nil || seq < 1 {
 			return pipeline.AuditPage{}, fmt.Errorf("pipelinetest: audit query: %w", pipeline.ErrBadCursor)
 		}
 		after = func(r seqRec) bool {
@@ -274,7 +274,7 @@ func (a *Audit) Query(_ context.Context, q pipeline.AuditQuery) (pipeline.AuditP
 	for i, r := range out {
 		if i == limit {
 			last := out[i-1]
-			page.Next = q.SealCursor(strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq))
+			page.Next = q.CursorScope().Seal(strconv.FormatInt(last.rec.Time.UnixNano(), 10) + "." + strconv.Itoa(last.seq))
 			break
 		}
 		rec := r.rec
