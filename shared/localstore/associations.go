@@ -153,6 +153,11 @@ type AssociationQuery struct {
 	Cursor    string // AssociationPage.Next of the previous page
 }
 
+// cursorScope is the scope of q's cursors: its filters.
+func (q AssociationQuery) cursorScope() *pipeline.CursorScope {
+	return pipeline.NewCursorScope("associations").Text(q.CallingAE, q.Outcome)
+}
+
 // AssociationPage is one page of associations.
 type AssociationPage struct {
 	Associations []Association `json:"associations"`
@@ -175,9 +180,9 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 	var ct, cs int64
 	after := q.Cursor != ""
 	if after {
-		var ok bool
-		if ct, cs, ok = parseCursor(q.Cursor); !ok {
-			return AssociationPage{}, fmt.Errorf("localstore: associations: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
+		var err error
+		if ct, cs, err = openCursor(q.cursorScope(), q.Cursor); err != nil {
+			return AssociationPage{}, fmt.Errorf("localstore: associations: %w", err)
 		}
 	}
 	limit := pipeline.PageLimit(q.Limit, 50, 500)
@@ -230,7 +235,7 @@ func (db *DB) Associations(ctx context.Context, q AssociationQuery) (Association
 			}
 			if len(page.Associations) == limit {
 				if i < len(starts)-1 || len(starts) == limit {
-					page.Next = formatCursor(ct, cs)
+					page.Next = q.cursorScope().Seal(formatCursor(ct, cs))
 				}
 				return page, nil
 			}
@@ -341,16 +346,24 @@ func (db *DB) Association(ctx context.Context, id string) (Association, error) {
 	return a, nil
 }
 
+// associationRecordsScope is the scope of the cursors of association
+// id's records.
+func associationRecordsScope(id string) *pipeline.CursorScope {
+	return pipeline.NewCursorScope("association records").Text(id)
+}
+
 // AssociationRecords lists the audit records of one association, oldest
-// first, a page at a time (cursor: the previous page's Next).
+// first, a page at a time (cursor: the previous page's Next, sealed to
+// the association).
 func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit int) (pipeline.AuditPage, error) {
 	limit = pipeline.PageLimit(limit, 100, 1000)
+	scope := associationRecordsScope(id)
 	args := []any{id}
 	cond := ""
 	if cursor != "" {
-		ct, cs, ok := parseCursor(cursor)
-		if !ok {
-			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: cursor %q: %w", Clipped(cursor), pipeline.ErrBadCursor)
+		ct, cs, err := openCursor(scope, cursor)
+		if err != nil {
+			return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
 		}
 		cond, args = " AND (time > ? OR (time = ? AND seq > ?))", append(args, ct, ct, cs)
 	}
@@ -362,5 +375,6 @@ func (db *DB) AssociationRecords(ctx context.Context, id, cursor string, limit i
 	if err != nil {
 		return pipeline.AuditPage{}, fmt.Errorf("localstore: association records: %w", err)
 	}
+	page.Next = scope.Seal(page.Next)
 	return page, nil
 }

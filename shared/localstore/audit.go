@@ -168,14 +168,3 @@ func openCursor(scope *pipeline.CursorScope, cursor string) (t, seq int64, err e
 	}
 	return t, seq, nil
 }
-
-// parseCursor reads the "<time>.<seq>" cursor formatCursor writes.
-func parseCursor(c string) (t, seq int64, ok bool) {
-	ts, ss, found := strings.Cut(c, ".")
-	if !found {
-		return 0, 0, false
-	}
-	t, err1 := strconv.ParseInt(ts, 10, 64)
-	seq, err2 := strconv.ParseInt(ss, 10, 64)
-	return t, seq, err1 == nil && err2 == nil && seq > 0
-}

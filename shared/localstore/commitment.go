@@ -188,6 +188,11 @@ type CommitmentQuery struct {
 	Cursor    string // CommitmentPage.Next of the previous page
 }
 
+// cursorScope is the scope of q's cursors: its filters.
+func (q CommitmentQuery) cursorScope() *pipeline.CursorScope {
+	return pipeline.NewCursorScope("commitments").Text(q.CallingAE, q.Outcome)
+}
+
 // CommitmentPage is one page of Commitments.
 type CommitmentPage struct {
 	Transactions []pipeline.CommitmentTransaction `json:"transactions"`
@@ -215,9 +220,9 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 		return CommitmentPage{}, &SearchError{"commitments", "outcome is " + OneOf(CommitmentOutcomes)}
 	}
 	if q.Cursor != "" {
-		ct, cs, ok := parseCursor(q.Cursor)
-		if !ok {
-			return CommitmentPage{}, fmt.Errorf("localstore: commitments: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
+		ct, cs, err := openCursor(q.cursorScope(), q.Cursor)
+		if err != nil {
+			return CommitmentPage{}, fmt.Errorf("localstore: commitments: %w", err)
 		}
 		where, args = append(where, "(received_at < ? OR (received_at = ? AND rowid < ?))"), append(args, ct, ct, cs)
 	}
@@ -239,7 +244,7 @@ func (c *CommitmentStore) Commitments(ctx context.Context, q CommitmentQuery) (C
 	if err != nil {
 		return CommitmentPage{}, fmt.Errorf("localstore: commitments: %w", err)
 	}
-	return CommitmentPage{Transactions: txs, Next: next}, nil
+	return CommitmentPage{Transactions: txs, Next: q.cursorScope().Seal(next)}, nil
 }
 
 func (c *CommitmentStore) list(ctx context.Context, stmt string, args ...any) ([]pipeline.CommitmentTransaction, error) {

@@ -143,13 +143,28 @@ type EventFilter struct {
 	Since    time.Time
 	Until    time.Time
 	Contains string // substring of the detail JSON
-	// Before pages back: events older than this sequence number (the Next
-	// of the previous page). Tail lists forward, oldest first: the events
-	// newer than After, from the first event when After is 0. Without
-	// either, the newest events come first.
-	Before, After int64
-	Tail          bool
-	Limit         int
+	// Before pages back: the Next of the previous page, newest first,
+	// sealed to the filter (cursorScope): the events older than its
+	// place, the last event's seq. Tail lists forward, oldest first: the
+	// events newer than After, an event's seq, from the first event when
+	// After is 0. Without either, the newest events come first.
+	//
+	// After is no cursor but a position in the outbox's one order, which
+	// every filter reads alike: the seq of an event (X-Event-Seq, a
+	// tail's last event) from which a consumer goes on, with any filter.
+	Before string
+	After  int64
+	Tail   bool
+	Limit  int
+}
+
+// cursorScope is the scope of f's cursors (Before, a newest-first page's
+// Next): its filters, the types in one order.
+func (f EventFilter) cursorScope() *pipeline.CursorScope {
+	types := slices.Compact(slices.Sorted(slices.Values(f.DetailTypes)))
+	return pipeline.NewCursorScope("events").
+		Text(f.Study, f.Contains).Times(f.Since, f.Until).
+		Text(strconv.Itoa(len(types))).Text(types...)
 }
 
 // StoredEvent is an event with its outbox sequence number.
@@ -168,20 +183,21 @@ func (e StoredEvent) MarshalJSON() ([]byte, error) {
 	}{e.Seq, e.envelope()})
 }
 
-// EventPage is one page of events and the cursor of the next (older, or
-// with After newer) one; Next is empty at the end.
+// EventPage is one page of events and the cursor of the next (older:
+// Before's, sealed to the filter; with Tail newer: the last event's seq,
+// After's); Next is empty at the end.
 type EventPage struct {
 	Events []StoredEvent `json:"events"`
 	Next   string        `json:"next,omitempty"`
 }
 
-// ParseEventCursor reads a page cursor, an event's seq (1 and up); with
+// ParseEventSeq reads an event's seq (1 and up), a tail's After; with
 // fromStart also 0, which is before the first event, so that a tail can
 // begin at the beginning. The error wraps pipeline.ErrBadCursor.
-func ParseEventCursor(c string, fromStart bool) (int64, error) {
+func ParseEventSeq(c string, fromStart bool) (int64, error) {
 	n, err := strconv.ParseInt(c, 10, 64)
 	if err != nil || n < 0 || n == 0 && !fromStart {
-		return 0, fmt.Errorf("localstore: event cursor %q: %w", Clipped(c), pipeline.ErrBadCursor)
+		return 0, fmt.Errorf("localstore: event seq %q: %w", Clipped(c), pipeline.ErrBadCursor)
 	}
 	return n, nil
 }
@@ -194,7 +210,18 @@ func ParseEventCursor(c string, fromStart bool) (int64, error) {
 // seqs that may differ, so a consumer tailing with After that had been
 // given one would skip the events given its seq then.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
-	q, args := eventsQuery(f)
+	var before int64
+	if f.Before != "" && !f.Tail {
+		place, err := f.cursorScope().Open(f.Before)
+		if err == nil {
+			before, err = ParseEventSeq(place, false)
+		}
+		if err != nil {
+			// Not quoted: the cursor names the filter's study.
+			return EventPage{}, fmt.Errorf("localstore: events: %w", pipeline.ErrBadCursor)
+		}
+	}
+	q, args := eventsQuery(f, before)
 	limit := limitOr(f.Limit, 100)
 	args = append(args, limit+1)
 	rows, err := db.read.QueryContext(ctx, q, args...)
@@ -212,6 +239,9 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 		}
 		if len(page.Events) == limit {
 			page.Next = strconv.FormatInt(page.Events[limit-1].Seq, 10)
+			if !f.Tail {
+				page.Next = f.cursorScope().Seal(page.Next)
+			}
 			break
 		}
 		if e.Resources, err = readResources(res); err != nil {
@@ -256,14 +286,16 @@ func (db *DB) tailWithin(ctx context.Context, after int64) error {
 		"a new data directory numbers its events from 1 again: tail it from after=0, de-duplicating on the event id", after, last)}
 }
 
-// eventsQuery is Events' statement and its arguments, less the LIMIT's.
+// eventsQuery is Events' statement and its arguments, less the LIMIT's,
+// newest first from before (its Before's place; 0: the newest) unless
+// f.Tail.
 // A study's events are read from its links (outbox_studies), in their
 // seq order: CROSS JOIN keeps SQLite from walking the whole outbox by
 // seq and probing each event's links instead. Several types without a
 // study are one branch a type, each read in seq order through
 // outbox_type_seq, merged (UNION ALL under the ORDER BY): as an IN list
 // SQLite read every event of the types and sorted them for each page.
-func eventsQuery(f EventFilter) (string, []any) {
+func eventsQuery(f EventFilter, before int64) (string, []any) {
 	var where []string
 	var args []any
 	add := func(cond string, v ...any) { where, args = append(where, cond), append(args, v...) }
@@ -286,8 +318,8 @@ func eventsQuery(f EventFilter) (string, []any) {
 	case f.Tail:
 		add(seq+" > ?", f.After)
 		order = "ASC"
-	case f.Before > 0:
-		add(seq+" < ?", f.Before)
+	case before > 0:
+		add(seq+" < ?", before)
 	}
 	sel := `SELECT o.seq, o.id, o.time, o.source, o.detail_type, o.detail, o.resources FROM ` + from
 	branch := func(types ...string) (string, []any) {

@@ -58,11 +58,11 @@ func TestEventsPaging(t *testing.T) {
 		wantNext string
 	}{
 		{"newest first", EventFilter{Limit: 3}, []int64{8, 7, 6}, "6"},
-		{"next page", EventFilter{Limit: 3, Before: 6}, []int64{5, 4, 3}, "3"},
-		{"last page", EventFilter{Limit: 3, Before: 3}, []int64{2, 1}, ""},
+		{"next page", at(EventFilter{Limit: 3}, 6), []int64{5, 4, 3}, "3"},
+		{"last page", at(EventFilter{Limit: 3}, 3), []int64{2, 1}, ""},
 		{"by study", EventFilter{Study: "1.2.4"}, []int64{8, 6, 4, 2}, ""},
 		{"by study, paged", EventFilter{Study: "1.2.4", Limit: 2}, []int64{8, 6}, "6"},
-		{"by study, next page", EventFilter{Study: "1.2.4", Limit: 2, Before: 6}, []int64{4, 2}, ""},
+		{"by study, next page", at(EventFilter{Study: "1.2.4", Limit: 2}, 6), []int64{4, 2}, ""},
 		{"by study, tail", EventFilter{Study: "1.2.4", Tail: true, After: 2, Limit: 2}, []int64{4, 6}, "6"},
 		{"by study, tail on", EventFilter{Study: "1.2.4", Tail: true, After: 6}, []int64{8}, ""},
 		{"a study only a commitment names", EventFilter{Study: "1.2.9"}, []int64{8}, ""},
@@ -71,7 +71,7 @@ func TestEventsPaging(t *testing.T) {
 		{"by type", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, []int64{7}, ""},
 		{"by types", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted}}, []int64{8, 7}, ""},
 		{"by types, paged", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3}, []int64{8, 6, 5}, "5"},
-		{"by types, next page", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3, Before: 5}, []int64{4, 3, 2}, "2"},
+		{"by types, next page", at(EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Limit: 3}, 5), []int64{4, 3, 2}, "2"},
 		{"by types, one repeated", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived, pipeline.DetailTypeCommitmentCompleted, pipeline.DetailTypeStudyReceived}}, []int64{8, 7}, ""},
 		{"by types, tail", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeCommitmentCompleted}, Tail: true, After: 5, Limit: 2}, []int64{6, 8}, ""},
 		{"by types, contains", EventFilter{DetailTypes: []string{pipeline.DetailTypeInstanceStored, pipeline.DetailTypeStudyReceived}, Contains: `"1.2.3"`, Limit: 2}, []int64{7, 5}, "5"},
@@ -90,7 +90,15 @@ func TestEventsPaging(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmp.Diff(tt.want, seqs(p)); d != "" || p.Next != tt.wantNext {
+			// A newest-first page's next is sealed to its filter, a
+			// tail's is its last event's seq.
+			next := p.Next
+			if !tt.f.Tail && next != "" {
+				if next, err = tt.f.cursorScope().Open(p.Next); err != nil {
+					t.Errorf("next %q: %v", p.Next, err)
+				}
+			}
+			if d := cmp.Diff(tt.want, seqs(p)); d != "" || next != tt.wantNext {
 				t.Errorf("seqs (-want +got):\n%s next %q want %q", d, p.Next, tt.wantNext)
 			}
 		})
@@ -103,9 +111,9 @@ func TestEventsPaging(t *testing.T) {
 		{"x", false, -1}, {"0", false, -1}, {"-3", false, -1}, {"1.5", false, -1}, {"-1", true, -1},
 		{"0", true, 0}, {"7", false, 7}, {"7", true, 7},
 	} {
-		n, err := ParseEventCursor(c.s, c.fromStart)
+		n, err := ParseEventSeq(c.s, c.fromStart)
 		if bad := errors.Is(err, pipeline.ErrBadCursor); bad != (c.want < 0) || !bad && (err != nil || n != c.want) {
-			t.Errorf("ParseEventCursor(%q, %v) = %d, %v; want %d", c.s, c.fromStart, n, err, c.want)
+			t.Errorf("ParseEventSeq(%q, %v) = %d, %v; want %d", c.s, c.fromStart, n, err, c.want)
 		}
 	}
 }
@@ -142,7 +150,7 @@ func TestEventsTailPastTheLastEvent(t *testing.T) {
 		{"a type with none past after", db, EventFilter{Tail: true, After: 2, DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, 0, false},
 		{"a study with none", db, EventFilter{Tail: true, After: 3, Study: "9.9"}, 0, false},
 		{"a study, past the last event", db, EventFilter{Tail: true, After: 4, Study: "9.9"}, 0, true},
-		{"newest first before any seq", db, EventFilter{Before: 99}, 3, false},
+		{"newest first before any seq", db, at(EventFilter{}, 99), 3, false},
 		{"an empty outbox from the start", empty, EventFilter{Tail: true}, 0, false},
 		{"an empty outbox, after a seq", empty, EventFilter{Tail: true, After: 1}, 0, true},
 	} {
@@ -159,6 +167,13 @@ func TestEventsTailPastTheLastEvent(t *testing.T) {
 			}
 		})
 	}
+}
+
+// at is f going on from the event seq, with the cursor a page of f
+// would have handed out (Events' next, newest first).
+func at(f EventFilter, seq int64) EventFilter {
+	f.Before = f.cursorScope().Seal(strconv.FormatInt(seq, 10))
+	return f
 }
 
 // TestEventsServedDurable: Events gives out only events whose commit is
@@ -1101,17 +1116,24 @@ func TestEventsPlan(t *testing.T) {
 		want  string
 		never []string
 	}{
-		{"study", EventFilter{Study: "1.2.3", Before: 100}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"study", at(EventFilter{Study: "1.2.3"}, 100), "SEARCH s USING PRIMARY KEY (study_uid=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
 		{"study, tail", EventFilter{Study: "1.2.3", Tail: true}, "SEARCH s USING PRIMARY KEY (study_uid=? AND seq>?)", []string{"SCAN o", "TEMP B-TREE"}},
 		{"one type", EventFilter{DetailTypes: []string{pipeline.DetailTypeStudyReceived}}, "USING INDEX outbox_type_seq (detail_type=?)", []string{"SCAN o", "TEMP B-TREE"}},
 		// The Events page's "Study Received,Study Updated": an IN list
 		// read every event of both types and sorted them for a page.
 		{"types", EventFilter{DetailTypes: studyTypes}, "USING INDEX outbox_type_seq (detail_type=?)", []string{"SCAN o", "TEMP B-TREE"}},
-		{"types, paged", EventFilter{DetailTypes: studyTypes, Before: 100}, "USING INDEX outbox_type_seq (detail_type=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
+		{"types, paged", at(EventFilter{DetailTypes: studyTypes}, 100), "USING INDEX outbox_type_seq (detail_type=? AND seq<?)", []string{"SCAN o", "TEMP B-TREE"}},
 		{"types, tail", EventFilter{DetailTypes: studyTypes, Tail: true}, "USING INDEX outbox_type_seq (detail_type=? AND seq>?)", []string{"SCAN o", "TEMP B-TREE"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			q, args := eventsQuery(tt.f)
+			var before int64
+			if tt.f.Before != "" {
+				place, err := tt.f.cursorScope().Open(tt.f.Before)
+				if before, _ = strconv.ParseInt(place, 10, 64); err != nil {
+					t.Fatal(err)
+				}
+			}
+			q, args := eventsQuery(tt.f, before)
 			all := queryPlan(t, db, q, append(args, 100)...)
 			if !strings.Contains(all, tt.want) {
 				t.Errorf("plan lacks %q:\n%s", tt.want, all)

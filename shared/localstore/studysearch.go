@@ -89,6 +89,12 @@ type StudySearch struct {
 	Cursor    string // StudyPage.Next of the previous page
 }
 
+// cursorScope is the scope of q's cursors: its filters, as given.
+func (q StudySearch) cursorScope() *pipeline.CursorScope {
+	return pipeline.NewCursorScope("studies").
+		Text(q.StudyUID, q.Patient, q.Accession, q.DateFrom, q.DateTo, q.Modality, q.CallingAE, q.Status)
+}
+
 // MaxPatientWords bounds the words of a patient search: each is a clause
 // run against every study's name, and SQLite refuses an expression past
 // 1,000 deep (993 words failed).
@@ -202,9 +208,9 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 		add("("+statusSQL+") = ?", v)
 	}
 	if q.Cursor != "" {
-		last, uid, ok := parseStudyCursor(q.Cursor)
-		if !ok {
-			return StudyPage{}, fmt.Errorf("localstore: search studies: cursor %q: %w", Clipped(q.Cursor), pipeline.ErrBadCursor)
+		last, uid, err := openStudyCursor(q.cursorScope(), q.Cursor)
+		if err != nil {
+			return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
 		}
 		add("(s.last_received < ? OR (s.last_received = ? AND s.study_uid > ?))", last, last, uid)
 	}
@@ -232,7 +238,7 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 			return StudyPage{}, fmt.Errorf("localstore: search studies: %w", err)
 		}
 		if len(page.Studies) == limit {
-			page.Next = strconv.FormatInt(lastReceived, 10) + "_" + page.Studies[limit-1].StudyInstanceUID
+			page.Next = q.cursorScope().Seal(strconv.FormatInt(lastReceived, 10) + "_" + page.Studies[limit-1].StudyInstanceUID)
 			break
 		}
 		if err := json.Unmarshal([]byte(body), &r.StudySummary); err != nil {
@@ -248,15 +254,21 @@ func (db *DB) SearchStudies(ctx context.Context, q StudySearch) (StudyPage, erro
 	return page, nil
 }
 
-// parseStudyCursor reads the "<last received>_<study UID>" cursor
-// SearchStudies hands out.
-func parseStudyCursor(c string) (int64, string, bool) {
-	ns, uid, ok := strings.Cut(c, "_")
-	if !ok || uid == "" {
-		return 0, "", false
+// openStudyCursor reads the "<last received>_<study UID>" place of a
+// cursor SearchStudies handed out, sealed to scope. The error wraps
+// pipeline.ErrBadCursor and quotes nothing of the cursor (its place holds
+// a UID).
+func openStudyCursor(scope *pipeline.CursorScope, cursor string) (int64, string, error) {
+	place, err := scope.Open(cursor)
+	if err != nil {
+		return 0, "", err
 	}
+	ns, uid, _ := strings.Cut(place, "_")
 	n, err := strconv.ParseInt(ns, 10, 64)
-	return n, uid, err == nil
+	if err != nil || uid == "" {
+		return 0, "", fmt.Errorf("a cursor's place is not a study's: %w", pipeline.ErrBadCursor)
+	}
+	return n, uid, nil
 }
 
 // Reject is a reject of a study (rejectOutcomesSQL), or a C-STORE of it

@@ -16,13 +16,14 @@ import (
 // eventFilter reads the events' filters, shared by the page and the API:
 // type (one or more of eventTypes, comma-separated), study (Study
 // Instance UID: the events naming it anywhere), contains (text in
-// the detail), since, until, limit, and a cursor: before (the next value
-// of the previous page, newest first) or after (events newer than it,
-// oldest first; 0 from the first event).
+// the detail), since, until, limit, and either before (the cursor: the
+// next value of the previous page, newest first, of the same filters) or
+// after (an event's seq: events newer than it, oldest first; 0 from the
+// first event).
 func eventFilter(v url.Values) (localstore.EventFilter, error) {
 	p := newParams(v)
-	before, _ := p.eventCursor("before", false)
-	after, tail := p.eventCursor("after", true)
+	before := p.raw("before")
+	after, tail := p.eventSeq("after")
 	f := localstore.EventFilter{
 		DetailTypes: p.someOf("type", eventTypes),
 		Study:       p.text("study"),
@@ -37,10 +38,17 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 	if err := p.err(); err != nil {
 		return f, err
 	}
-	if f.Before != 0 && f.Tail {
+	if f.Before != "" && f.Tail {
 		return f, badRequest{errors.New("portal: before and after are two directions: give one")}
 	}
 	return f, nil
+}
+
+// events reads the page of events f selects; a cursor the store refuses
+// is before's fault.
+func (s *Server) events(r *http.Request, f localstore.EventFilter) (localstore.EventPage, error) {
+	page, err := s.Events.Events(r.Context(), f)
+	return page, cursorRefused(err, "before")
 }
 
 func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
@@ -49,7 +57,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	page, err := s.Events.Events(r.Context(), f)
+	page, err := s.events(r, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -182,7 +190,7 @@ func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
 	f, err := eventFilter(r.URL.Query())
 	if err == nil {
 		var page localstore.EventPage
-		if page, err = s.Events.Events(r.Context(), f); err == nil {
+		if page, err = s.events(r, f); err == nil {
 			page.Rebase(s.ObjectURLBase)
 			rows := make([]eventRow, 0, len(page.Events))
 			for _, e := range page.Events {
@@ -196,7 +204,7 @@ func (s *Server) pageEvents(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if f.Before > 0 || f.Tail {
+	if f.Before != "" || f.Tail {
 		v.Refresh = 0 // reading back: do not jump to the newest
 	}
 	if !s.userError(w, r, err, &v) {

@@ -41,7 +41,7 @@ func TestEventsByStudyAndTypes(t *testing.T) {
 	}{
 		{"study=1.2.3", []int64{3, 2, 1}},
 		{"study=1.2.4", []int64{4, 3}},
-		{"study=1.2.4&limit=1&before=4", []int64{3}},
+		{"study=1.2.4&limit=1", []int64{4}},
 		{"study=1.2.3&after=1", []int64{2, 3}},
 		{"type=" + url.QueryEscape("Study Received,Storage Commitment Completed"), []int64{3, 1}},
 		{"type=" + url.QueryEscape("Study Received, Study Updated,") + "&study=1.2.4", []int64{4}},

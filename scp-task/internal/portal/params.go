@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // params reads a request's query parameters, every page and API alike,
@@ -98,21 +99,18 @@ func (p *params) limit() int {
 	return n
 }
 
-// eventCursor is an events page's cursor (before, after): an event's seq,
-// as a page's next gives it, and with fromStart (after) also 0, before the
-// first event; given says that the parameter was, and good.
-func (p *params) eventCursor(name string, fromStart bool) (n int64, given bool) {
+// eventSeq is an event's seq (after), as a tail's last event or its
+// page's next gives it, or 0, before the first event; given says that
+// the parameter was, and good. It is a position, no cursor: any filter
+// goes on from it.
+func (p *params) eventSeq(name string) (n int64, given bool) {
 	s := p.text(name)
 	if s == "" {
 		return 0, false
 	}
-	n, err := localstore.ParseEventCursor(s, fromStart)
+	n, err := localstore.ParseEventSeq(s, true)
 	if err != nil {
-		accepts := "an event's seq, as the next value of a page gives it"
-		if fromStart {
-			accepts += ", or 0 for the first event on"
-		}
-		p.refuse(name, accepts)
+		p.refuse(name, "an event's seq, as the next value of a page gives it, or 0 for the first event on")
 		return 0, false
 	}
 	return n, true
@@ -162,6 +160,21 @@ func (p *params) studyDate(name string) string {
 	return s
 }
 
-// cursorFault is what a page's cursor the store does not know
-// (pipeline.ErrBadCursor) tells: every store's page reads it from cursor.
-const cursorFault = "portal: cursor is the next value of a previous page, as the portal handed it out"
+// cursorFault is what a page's cursor the store refuses
+// (pipeline.ErrBadCursor: not one it handed out, one of another query,
+// one altered) tells, naming the parameter that took it: cursor, or the
+// events' before. Every store opens its cursors by one rule
+// (pipeline.CursorScope), and the portal reads them as given (raw).
+func cursorFault(name string) string {
+	return "portal: " + name + " is the next value of a previous page of the same query (its filters unchanged), as the portal handed it out"
+}
+
+// cursorRefused is err, the answer to a query whose cursor parameter was
+// name, with the store's refusal of the cursor (pipeline.ErrBadCursor) as
+// the request's fault naming name.
+func cursorRefused(err error, name string) error {
+	if errors.Is(err, pipeline.ErrBadCursor) {
+		return badRequest{errors.New(cursorFault(name))}
+	}
+	return err
+}

@@ -22,7 +22,7 @@ var (
 		{"limit", "-1", "a number of rows, 0 or more"},
 		{"limit", "1.5", "a number of rows, 0 or more"},
 	}
-	badCursor     = []badParam{{"cursor", "x", "the next value of a previous page"}, {"cursor", "1.0", "the next value of a previous page"}}
+	badCursor     = []badParam{{"cursor", "x", "the next value of a previous page of the same query"}, {"cursor", "1.0", "the next value of a previous page of the same query"}}
 	badStudyQuery = concat(badLimits, badCursor, []badParam{
 		{"from", "2024-13", "a study date, yyyy-mm-dd or yyyymmdd"},
 		{"to", "yesterday", "a study date, yyyy-mm-dd or yyyymmdd"},
@@ -39,8 +39,8 @@ var (
 		{"outcome", "closed", "open, association-released, association-aborted, association-rejected or unclean-stop"},
 	})
 	badEventQuery = concat(badLimits, []badParam{
-		{"before", "x", "an event's seq"},
-		{"before", "0", "an event's seq"},
+		{"before", "x", "the next value of a previous page of the same query"},
+		{"before", "0", "the next value of a previous page of the same query"},
 		{"after", "-3", "an event's seq"},
 		{"since", "soon", "a time: RFC 3339 or yyyy-mm-dd"},
 		{"until", "2026-1-1", "a time: RFC 3339 or yyyy-mm-dd"},

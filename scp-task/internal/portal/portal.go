@@ -400,7 +400,7 @@ func requestFault(err error) (string, bool) {
 	case errors.As(err, &search):
 		return "portal: " + search.Reason, true
 	case errors.Is(err, pipeline.ErrBadCursor):
-		return cursorFault, true
+		return cursorFault("cursor"), true
 	}
 	return "", false
 }
