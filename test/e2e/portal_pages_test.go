@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"html"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -114,6 +117,63 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		dom = chromium(t, []string{"--dump-dom"}, base+"/events?type=Instance+Stored&study="+synthStudy)
 		if got := strings.Count(dom, `<tr class="event`); got != len(synthInstances) {
 			t.Errorf("%d events of the synthesized study, want %d", got, len(synthInstances))
+		}
+	})
+
+	t.Run("pages walk with their filters", func(t *testing.T) {
+		// Each page's "next" link goes on with the page's own filters:
+		// every row of the filtered query once, in three or four pages,
+		// as the JSON API lists them in one. A cursor is sealed to its
+		// filters, so a link that dropped or changed one would end the
+		// walk on a refusal instead.
+		for _, pg := range []struct{ page, api, list, row string }{
+			{"/?callingAe=LOCAL_AE", "/api/studies?callingAe=LOCAL_AE&limit=1000", "studies", `<tr class="study" data-study-uid="([0-9.]+)"`},
+			{"/events?type=Instance+Stored", "/api/events?type=Instance+Stored&limit=10000", "events", `<tr class="event[^"]*" data-seq="([0-9]+)"`},
+			{"/audit?callingAe=LOCAL_AE", "/api/audit/associations?callingAe=LOCAL_AE&limit=500", "associations", `<tr class="association[^"]*" data-association-id="([^"]+)"`},
+			{"/audit/records?callingAe=LOCAL_AE&outcome=stored", "/api/audit?callingAe=LOCAL_AE&outcome=stored&limit=10000", "records", `<tr class="outcome-stored">()`},
+		} {
+			var all map[string]json.RawMessage
+			n.getJSON(pg.api, &all)
+			var list []json.RawMessage
+			if err := json.Unmarshal(all[pg.list], &list); err != nil {
+				t.Fatalf("%s: %s: %v", pg.api, pg.list, err)
+			}
+			total := len(list)
+			if total < 3 {
+				t.Fatalf("%s: %d rows, too few to page", pg.api, total)
+			}
+			next := pg.page + fmt.Sprintf("&limit=%d", (total+2)/3)
+			rows, seen := 0, map[string]bool{}
+			for pages := 0; next != ""; pages++ {
+				if pages == 5 {
+					t.Fatalf("%s: no end after %d pages", pg.page, pages)
+				}
+				dom := chromium(t, []string{"--dump-dom"}, base+next)
+				if strings.Contains(dom, `class="error"`) {
+					t.Fatalf("%s: the page refused its own next link:\n%s", next, dom)
+				}
+				for _, m := range regexp.MustCompile(pg.row).FindAllStringSubmatch(dom, -1) {
+					if rows++; m[1] != "" && seen[m[1]] {
+						t.Errorf("%s: row %s twice", pg.page, m[1])
+					}
+					seen[m[1]] = true
+				}
+				next = ""
+				if m := regexp.MustCompile(`<a href="([^"]+)" id="next">`).FindStringSubmatch(dom); m != nil {
+					next = html.UnescapeString(m[1])
+				}
+			}
+			if rows != total {
+				t.Errorf("%s: walked %d rows, the API lists %d", pg.page, rows, total)
+			}
+		}
+		// A page's cursor with other filters: the page says so, naming
+		// the parameter, and keeps the filters to mend.
+		var page struct{ Next string }
+		n.getJSON("/api/audit/associations?callingAe=LOCAL_AE&limit=1", &page)
+		dom := chromium(t, []string{"--dump-dom"}, base+"/audit?callingAe=OTHER_AE&cursor="+url.QueryEscape(page.Next))
+		if !strings.Contains(html.UnescapeString(dom), "portal: cursor is the next value of a previous page of the same query") || !strings.Contains(dom, `value="OTHER_AE"`) {
+			t.Errorf("a cursor of other filters: the page does not say so:\n%s", dom)
 		}
 	})
 
