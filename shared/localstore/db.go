@@ -353,16 +353,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.q = qdb
 	db.qwal = newWALSync(qpath + "-wal")
 	db.qwal.failedOnce = o.syncFailed(qpath)
-	ckpt, err := newCheckpointer(ctx, sdb, mainCheckpointFrames, db.wal)
+	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, newCheckpointer(mainCheckpointFrames, db.wal, o.checkpointFailed(path)))
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close(), qdb.Close())
 	}
-	qckpt, err := newCheckpointer(ctx, qdb, queueCheckpointFrames, db.qwal)
+	db.qw, err = newWriter(ctx, qdb, latencyFirst, db.qwal, newCheckpointer(queueCheckpointFrames, db.qwal, o.checkpointFailed(qpath)))
 	if err != nil {
-		return nil, errors.Join(err, ckpt.release(), sdb.Close(), qdb.Close())
+		return nil, errors.Join(err, db.w.close(), sdb.Close(), qdb.Close())
 	}
-	ckpt.failed, qckpt.failed = o.checkpointFailed(path), o.checkpointFailed(qpath)
-	db.w, db.qw = newWriter(db.st, throughputFirst, nil, ckpt), newWriter(db.qst, latencyFirst, db.qwal, qckpt)
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -490,9 +488,7 @@ func privateFile(path string) error {
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stopReaper) })
 	<-db.reaperEnded
-	db.w.close()
-	db.qw.close()
-	if err := errors.Join(db.st.close(), db.qst.close(), db.w.ckpt.release(), db.qw.ckpt.release(),
+	if err := errors.Join(db.w.close(), db.qw.close(), db.st.close(), db.qst.close(),
 		closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
 		db.wal.shut(), db.qwal.shut()); err != nil {
 		return fmt.Errorf("localstore: close: %w", err)

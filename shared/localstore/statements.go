@@ -15,20 +15,28 @@ import (
 // is prepared for its one run.
 const maxStatements = 256
 
-// statements prepares each SQL text once per database and keeps it until
-// close: preparing the same few dozen texts again for every object was a
-// tenth of local mode's CPU (SQLite's parser under sqlite3_prepare_v2).
-// database/sql prepares a kept statement again on each connection it
-// runs on, once per connection.
+// statements prepares each SQL text once per database (a pool's, or a
+// writer's connection) and keeps it until close: preparing the same few
+// dozen texts again for every object was a tenth of local mode's CPU
+// (SQLite's parser under sqlite3_prepare_v2). database/sql prepares a
+// pool's kept statement again on each connection it runs on, once per
+// connection.
 type statements struct {
-	db *sql.DB
+	db preparer
 
 	mu     sync.RWMutex
 	m      map[string]*sql.Stmt
 	closed bool
 }
 
-func newStatements(db *sql.DB) *statements {
+// preparer is where statements are prepared: a pool (*sql.DB), whose
+// statements run on any of its connections, or one connection (*sql.Conn),
+// whose statements run on it alone.
+type preparer interface {
+	PrepareContext(ctx context.Context, query string) (*sql.Stmt, error)
+}
+
+func newStatements(db preparer) *statements {
 	return &statements{db: db, m: map[string]*sql.Stmt{}}
 }
 
@@ -83,54 +91,34 @@ func (s *statements) close() error {
 	return nil
 }
 
-// querier is where every statement of the package runs: on the
-// connection pool, or (tx set) in a transaction, through the database's
-// prepared statements. Inside a transaction a statement is bound to it
-// once (Tx.StmtContext) and the binding kept until the transaction ends,
-// which closes it; the writers keep one transaction open for many units.
+// querier is where every statement of the package runs: through the
+// prepared statements of a pool (the reads) or of a writer's connection
+// (its units, inside the transaction open on it: SQLite's transaction is
+// the connection's).
 //
-// A querier without statements runs its texts unprepared: the schema
-// migration's, run once, which change the schema a statement prepared on
-// another connection would not see until they commit.
+// A querier without statements runs its texts unprepared in tx: the
+// schema migration's, run once, which change the schema a statement
+// prepared on another connection would not see until they commit.
 type querier struct {
-	st    *statements
-	tx    *sql.Tx
-	bound map[string]*sql.Stmt // st's statements bound to tx
+	st *statements
+	tx *sql.Tx
 }
 
-// poolQuerier runs statements on st's connection pool.
+// poolQuerier runs statements through st.
 func poolQuerier(st *statements) *querier { return &querier{st: st} }
-
-// txQuerier runs statements in tx, prepared through st.
-func txQuerier(st *statements, tx *sql.Tx) *querier {
-	return &querier{st: st, tx: tx, bound: map[string]*sql.Stmt{}}
-}
 
 // stmt returns the statement to run query with, and what to call after
 // its run (and after its rows are read: database/sql finalizes a closed
 // statement once its rows are closed).
 func (q *querier) stmt(ctx context.Context, query string) (*sql.Stmt, func(), error) {
-	if s := q.bound[query]; s != nil {
-		return s, func() {}, nil
-	}
 	s, kept, err := q.st.get(ctx, query)
 	if err != nil {
 		return nil, nil, err
 	}
-	if q.tx == nil {
-		if kept {
-			return s, func() {}, nil
-		}
-		return s, func() { _ = s.Close() }, nil // only a statement of this call: nothing to report to
+	if kept {
+		return s, func() {}, nil
 	}
-	// A binding that failed fails every run; ExecContext and QueryContext
-	// drop it then, so that the next run binds again.
-	ts := q.tx.StmtContext(context.WithoutCancel(ctx), s)
-	if !kept {
-		return ts, func() { _ = ts.Close(); _ = s.Close() }, nil // as above
-	}
-	q.bound[query] = ts
-	return ts, func() {}, nil
+	return s, func() { _ = s.Close() }, nil // only a statement of this call: nothing to report to
 }
 
 // ExecContext runs a statement that returns no rows.
@@ -143,11 +131,7 @@ func (q *querier) ExecContext(ctx context.Context, query string, args ...any) (s
 		return nil, err
 	}
 	defer done()
-	res, err := s.ExecContext(ctx, args...)
-	if err != nil {
-		delete(q.bound, query)
-	}
-	return res, err
+	return s.ExecContext(ctx, args...)
 }
 
 // QueryContext runs a query; the caller closes the rows.
@@ -160,11 +144,7 @@ func (q *querier) QueryContext(ctx context.Context, query string, args ...any) (
 		return nil, err
 	}
 	defer done()
-	rows, err := s.QueryContext(ctx, args...)
-	if err != nil {
-		delete(q.bound, query)
-	}
-	return rows, err
+	return s.QueryContext(ctx, args...)
 }
 
 // row is the result of QueryRowContext: at most one row, read by Scan.

@@ -225,13 +225,13 @@ func (l *walLog) close() error {
 // connection closes, and removes the log once that checkpoint's fsync
 // says it succeeded.
 //
-// The checkpoints run on a connection the checkpointer holds from Open to
-// Close, not one of the pool's: a connection a commit frees goes first to
-// the reads waiting for one (the portal's, the API's), and the writer,
-// whose units wait for the checkpoint (the SCP's C-STORE answers, on the
-// queue's), would wait behind them for as long as they hold the pool.
+// The checkpoints run on the writer's connection, not one of the pool's
+// (see writer): a connection a commit frees goes first to the reads
+// waiting for one (the portal's, the API's), and the writer, whose units
+// wait for the checkpoint (the SCP's C-STORE answers, on the queue's),
+// would wait behind them for as long as they hold the pool.
 type checkpointer struct {
-	conn   *sql.Conn
+	conn   *sql.Conn // the writer's
 	frames int
 	wal    *walSync // told of a failed fsync; no checkpoint runs after one
 	// run runs one checkpoint of mode ("NOOP" counts, "PASSIVE" copies)
@@ -243,16 +243,13 @@ type checkpointer struct {
 	failing bool
 }
 
-// newCheckpointer takes the connection the checkpoints of db run on;
-// release hands it back.
-func newCheckpointer(ctx context.Context, db *sql.DB, frames int, wal *walSync) (*checkpointer, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("localstore: checkpoint connection: %w", err)
-	}
-	c := &checkpointer{conn: conn, frames: frames, wal: wal}
+// newCheckpointer checkpoints once the log holds frames pages not yet
+// copied, telling wal of a failed fsync and failed (if set) of another
+// failure; it runs on the connection its writer gives it (newWriter).
+func newCheckpointer(frames int, wal *walSync, failed func(error)) *checkpointer {
+	c := &checkpointer{frames: frames, wal: wal, failed: failed}
 	c.run = c.pragma
-	return c, nil
+	return c
 }
 
 func (c *checkpointer) pragma(mode string) (log, copied int, err error) {
@@ -261,24 +258,19 @@ func (c *checkpointer) pragma(mode string) (log, copied int, err error) {
 	return log, copied, err
 }
 
-// release hands the connection back to the pool, once the writer stopped
-// and before the pool closes (a database whose sync failed is not closed:
-// the connection stays open in the pool, no checkpoint runs on it).
-func (c *checkpointer) release() error {
-	if err := c.conn.Close(); err != nil && !errors.Is(err, sql.ErrConnDone) {
-		return fmt.Errorf("localstore: checkpoint connection: %w", err)
-	}
-	return nil
-}
-
 // afterCommit checkpoints the database if its log has grown enough. Calls
 // are serialized by the database's writer.
-func (c *checkpointer) afterCommit() {
+func (c *checkpointer) afterCommit() { c.checkpoint(c.frames) }
+
+// checkpoint copies the log into the database file once it holds at
+// least frames pages not yet copied; a failed fsync is final (wal.fail),
+// another failure is told once (failed) and the next call tries again.
+func (c *checkpointer) checkpoint(frames int) {
 	if c.wal.poisoned() != nil {
 		return
 	}
 	log, copied, err := c.run("NOOP")
-	if err == nil && log-copied < c.frames {
+	if err == nil && log-copied < frames {
 		return
 	}
 	if err == nil {

@@ -3,7 +3,6 @@ package localstore
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestWALSyncCoversLaterCommits: a sync called while an fsync runs waits
@@ -434,121 +431,5 @@ func toldOnce(t *testing.T, logged *bytes.Buffer, file string) {
 	t.Helper()
 	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"`+file+`"`) {
 		t.Errorf("%d %q lines naming %s, want 1; log:\n%s", n, SyncFailedLog, file, logged.String())
-	}
-}
-
-// TestCheckpointDoesNotWaitForReads: a commit's checkpoint runs on a
-// connection of its own, so it does not queue for the pool behind reads
-// (the portal's, the API's). It took one of the pool's: the connection
-// the commit freed went to a read already waiting, and the checkpoint,
-// with the batch's units (the SCP's C-STORE answers) behind it, waited
-// for as long as the reads held the pool.
-func TestCheckpointDoesNotWaitForReads(t *testing.T) {
-	for _, tt := range []struct {
-		name   string
-		pool   func(*DB) *sql.DB
-		writer func(*DB) *writer
-		insert string
-	}{
-		{"main", func(db *DB) *sql.DB { return db.sql }, func(db *DB) *writer { return db.w },
-			`INSERT OR REPLACE INTO documents(key, content_type, time, body) VALUES ('k', 'x', 0, randomblob(2000))`},
-		{"queue", func(db *DB) *sql.DB { return db.q }, func(db *DB) *writer { return db.qw },
-			`INSERT OR REPLACE INTO queue(key, enqueued_at) VALUES ('k', 0)`},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
-			db := openTest(t)
-			pool, w := tt.pool(db), tt.writer(db)
-			// A unit first, so that the one below finds its statements
-			// prepared (preparing one takes a connection of the pool).
-			if err := w.run(ctx, func(q *querier) error {
-				_, err := q.ExecContext(ctx, tt.insert)
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			ck := w.ckpt
-			ck.frames = 1 // a checkpoint after every commit
-			real := ck.run
-			var passive atomic.Int32
-			ck.run = func(mode string) (int, int, error) {
-				log, copied, err := real(mode)
-				if mode == "PASSIVE" && err == nil {
-					passive.Add(1)
-				}
-				return log, copied, err
-			}
-			// Reads hold every connection of the pool until the end
-			// (released before the database closes: cleanups run last
-			// first), and one more waits for a connection.
-			var held []*sql.Conn
-			var heldMu sync.Mutex
-			t.Cleanup(func() {
-				heldMu.Lock()
-				defer heldMu.Unlock()
-				for _, c := range held {
-					if err := c.Close(); err != nil {
-						t.Error(err)
-					}
-				}
-			})
-			hold := func(c *sql.Conn) {
-				heldMu.Lock()
-				defer heldMu.Unlock()
-				held = append(held, c)
-			}
-			inUnit, commit := make(chan struct{}), make(chan struct{})
-			committed := make(chan error, 1)
-			go func() {
-				committed <- w.run(ctx, func(q *querier) error {
-					if _, err := q.ExecContext(ctx, tt.insert); err != nil {
-						return err
-					}
-					close(inUnit)
-					<-commit
-					return nil
-				})
-			}()
-			select {
-			case <-inUnit:
-			case err := <-committed:
-				t.Fatalf("unit: %v", err)
-			}
-			for pool.Stats().InUse < pool.Stats().MaxOpenConnections {
-				c, err := pool.Conn(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				hold(c)
-			}
-			waits := pool.Stats().WaitCount
-			go func() {
-				c, err := pool.Conn(ctx)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				hold(c)
-			}()
-			testenv.Eventually(t, "a read waiting for the pool", func() bool { return pool.Stats().WaitCount > waits })
-			close(commit)
-			// The commit hands its connection to the waiting read; the
-			// checkpoint after it must not need another.
-			var err error
-			testenv.Eventually(t, "the commit and its checkpoint while reads hold the pool", func() bool {
-				select {
-				case err = <-committed:
-					return true
-				default:
-					return false
-				}
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := passive.Load(); n != 1 {
-				t.Errorf("%d checkpoints copied the log after the commit, want 1", n)
-			}
-		})
 	}
 }

@@ -45,24 +45,31 @@ var (
 // A unit holds the transaction only while its statements run; what a unit
 // does before its first statement (reading and hashing an object, writing
 // sidecar files) happens outside, in parallel with other units.
+//
+// The writer runs on a connection of its own, held from Open to Close:
+// its transactions, its units' statements (prepared on it once, kept for
+// its life) and its checkpoints. Taken from the pool, the next transaction
+// and a statement's first prepare waited for a connection behind the
+// reads (the portal's, the API's), for as long as they held the pool.
 type writer struct {
-	st     *statements // its database's, which the transactions run on
+	conn   *sql.Conn
+	st     *statements // prepared on conn
+	q      *querier    // runs the units' statements on conn
 	policy batching
 	// durable, when set, makes each commit durable before its units
 	// learn of it; the next transaction does not wait for it.
 	durable *walSync
 	syncs   sync.WaitGroup // durable's runs under way
-	// ckpt checkpoints the database after each commit that grew its log
-	// enough (nil: none).
+	// ckpt checkpoints the database, on conn, after each commit that grew
+	// its log enough.
 	ckpt *checkpointer
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	busy    bool // a unit or the committer uses tx
-	waiting int  // units waiting to use tx
-	tx      *sql.Tx
-	txq     *querier // runs the units' statements in tx
-	batch   *batch   // tx's units wait on batch.done
+	busy    bool    // a unit or the committer uses tx
+	waiting int     // units waiting to use tx
+	tx      *sql.Tx // open on conn; its units' statements run on conn
+	batch   *batch  // tx's units wait on batch.done
 	opened  time.Time
 	closed  bool
 	stopped chan struct{}
@@ -77,11 +84,18 @@ type batch struct {
 	lingers bool
 }
 
-func newWriter(st *statements, policy batching, durable *walSync, ckpt *checkpointer) *writer {
-	w := &writer{st: st, policy: policy, durable: durable, ckpt: ckpt, stopped: make(chan struct{})}
+// newWriter takes the connection of db's writer, on which ckpt runs.
+func newWriter(ctx context.Context, db *sql.DB, policy batching, durable *walSync, ckpt *checkpointer) (*writer, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: writer connection: %w", err)
+	}
+	ckpt.conn = conn
+	st := newStatements(conn)
+	w := &writer{conn: conn, st: st, q: poolQuerier(st), policy: policy, durable: durable, ckpt: ckpt, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
-	return w
+	return w, nil
 }
 
 // acquire waits for the shared transaction, opening it if none is open,
@@ -101,11 +115,11 @@ func (w *writer) acquire() (*querier, *batch, error) {
 	if w.tx == nil {
 		// The transaction outlives every unit's context: units end, the
 		// transaction is the committer's.
-		tx, err := w.st.db.BeginTx(context.Background(), nil)
+		tx, err := w.conn.BeginTx(context.Background(), nil)
 		if err != nil {
 			return nil, nil, fmt.Errorf("localstore: begin: %w", err)
 		}
-		w.tx, w.txq, w.batch, w.opened = tx, txQuerier(w.st, tx), &batch{done: make(chan struct{})}, time.Now()
+		w.tx, w.batch, w.opened = tx, &batch{done: make(chan struct{})}, time.Now()
 		// Once the batch may or must be committed, this wakes the
 		// committer should nothing else happen by then.
 		if w.policy.linger > 0 {
@@ -114,7 +128,7 @@ func (w *writer) acquire() (*querier, *batch, error) {
 		time.AfterFunc(w.policy.maxAge, w.cond.Broadcast)
 	}
 	w.busy = true
-	return w.txq, w.batch, nil
+	return w.q, w.batch, nil
 }
 
 // commitDue reports whether the open transaction is old enough that the
@@ -167,10 +181,10 @@ func (w *writer) commitLoop() {
 			continue
 		}
 		tx, b := w.tx, w.batch
-		w.tx, w.txq, w.batch, w.busy = nil, nil, nil, true
+		w.tx, w.batch, w.busy = nil, nil, true
 		w.mu.Unlock()
 		err := tx.Commit()
-		if err == nil && w.ckpt != nil {
+		if err == nil {
 			w.ckpt.afterCommit()
 		}
 		switch {
@@ -195,15 +209,23 @@ func (w *writer) commitLoop() {
 	}
 }
 
-// close commits what is open and stops the committer; later writes fail
-// with ErrClosed.
-func (w *writer) close() {
+// close commits what is open and stops the committer (later writes fail
+// with ErrClosed), then closes its statements and hands its connection
+// back to the pool, before the pool closes (a database whose sync failed
+// is not closed: the connection stays open in the pool, and no checkpoint
+// runs on it).
+func (w *writer) close() error {
 	w.mu.Lock()
 	w.closed = true
 	w.mu.Unlock()
 	w.cond.Broadcast()
 	<-w.stopped
 	w.syncs.Wait()
+	err := w.st.close()
+	if cerr := w.conn.Close(); cerr != nil && !errors.Is(cerr, sql.ErrConnDone) {
+		err = errors.Join(err, fmt.Errorf("localstore: writer connection: %w", cerr))
+	}
+	return err
 }
 
 // unit is one piece of work's view of the writer: a savepoint in the
@@ -322,7 +344,7 @@ func (w *writer) poison(b *batch, err error) {
 		if rerr := w.tx.Rollback(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("localstore: rollback: %w", rerr))
 		}
-		w.tx, w.txq, w.batch = nil, nil, nil
+		w.tx, w.batch = nil, nil
 		b.err = fmt.Errorf("localstore: transaction abandoned: %w", err)
 		close(b.done)
 	}

@@ -2,12 +2,16 @@ package localstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestWriterGroupCommit runs many units at once, some slow, some failing,
@@ -207,4 +211,110 @@ func TestPanicUndoesItsUnitAlone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// writerCases are the databases' writers, each with its pool and a
+// statement its units run.
+var writerCases = []struct {
+	name   string
+	pool   func(*DB) *sql.DB
+	writer func(*DB) *writer
+	insert string
+}{
+	{"main", func(db *DB) *sql.DB { return db.sql }, func(db *DB) *writer { return db.w },
+		`INSERT OR REPLACE INTO documents(key, content_type, time, body) VALUES ('k', 'x', 0, randomblob(2000))`},
+	{"queue", func(db *DB) *sql.DB { return db.q }, func(db *DB) *writer { return db.qw },
+		`INSERT OR REPLACE INTO queue(key, enqueued_at) VALUES ('k', 0)`},
+}
+
+// TestWriterDoesNotWaitForReads: the writer's transaction, its units'
+// statements (their first prepare too), its commit and the checkpoint
+// after it run on the writer's own connection, so no number of reads (the
+// portal's, the API's) delays a commit: here reads hold every connection
+// of the pool in open rows and one more waits for a connection. The
+// transaction and a statement's first prepare took a connection of the
+// pool, and waited behind the reads for as long as they held it; the
+// checkpoint did too, before it had a connection of its own.
+func TestWriterDoesNotWaitForReads(t *testing.T) {
+	for _, tt := range writerCases {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := openTest(t)
+			pool, w := tt.pool(db), tt.writer(db)
+			ck := w.ckpt
+			ck.frames = 1 // a checkpoint after every commit
+			real := ck.run
+			var passive atomic.Int32
+			ck.run = func(mode string) (int, int, error) {
+				log, copied, err := real(mode)
+				if mode == "PASSIVE" && err == nil {
+					passive.Add(1)
+				}
+				return log, copied, err
+			}
+			holdEveryRead(t, pool)
+			committed := make(chan error, 1)
+			go func() {
+				committed <- w.run(ctx, func(q *querier) error {
+					_, err := q.ExecContext(ctx, tt.insert)
+					return err
+				})
+			}()
+			var err error
+			testenv.Eventually(t, "a commit and its checkpoint while reads hold the pool", func() bool {
+				select {
+				case err = <-committed:
+					return true
+				default:
+					return false
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := passive.Load(); n != 1 {
+				t.Errorf("%d checkpoints copied the log after the commit, want 1", n)
+			}
+		})
+	}
+}
+
+// holdEveryRead holds every connection of pool in a read's open rows, and
+// has one more read wait for a connection, until the test ends (released
+// before the database closes: cleanups run last first).
+func holdEveryRead(t *testing.T, pool *sql.DB) {
+	t.Helper()
+	ctx := context.Background()
+	const read = `WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 10) SELECT x FROM n`
+	var held []*sql.Rows
+	for pool.Stats().InUse < pool.Stats().MaxOpenConnections {
+		rows, err := pool.QueryContext(ctx, read)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, rows)
+		if !rows.Next() { // a read under way: its transaction is open
+			t.Fatalf("the read returned no row: %v", rows.Err())
+		}
+	}
+	waits := pool.Stats().WaitCount
+	waiting := make(chan error, 1)
+	go func() {
+		rows, err := pool.QueryContext(ctx, read)
+		if err == nil {
+			err = rows.Close()
+		}
+		waiting <- err
+	}()
+	t.Cleanup(func() {
+		for _, rows := range held {
+			if err := rows.Close(); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := <-waiting; err != nil {
+			t.Errorf("the read waiting for the pool: %v", err)
+		}
+	})
+	testenv.Eventually(t, "a read waiting for the pool", func() bool { return pool.Stats().WaitCount > waits })
 }
