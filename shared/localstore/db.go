@@ -361,6 +361,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, errors.Join(err, db.w.close(), sdb.Close(), qdb.Close())
 	}
+	// The migrations' commits are checkpointed now, not left in the logs
+	// for the first commit after Open (see checkpointer).
+	db.w.ckpt.all()
+	db.qw.ckpt.all()
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {

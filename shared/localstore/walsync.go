@@ -230,6 +230,12 @@ func (l *walLog) close() error {
 // waiting for one (the portal's, the API's), and the writer, whose units
 // wait for the checkpoint (the SCP's C-STORE answers, on the queue's),
 // would wait behind them for as long as they hold the pool.
+//
+// Open checkpoints each database once its schema is migrated, the whole
+// log (all): a migration's commit, not fsynced (synchronous=NORMAL), and
+// what a crash left in the log are copied into the database file and
+// fsynced there at the start, not left for the first commit after it,
+// whose checkpoint waits for the log's frames.
 type checkpointer struct {
 	conn   *sql.Conn // the writer's
 	frames int
@@ -261,6 +267,10 @@ func (c *checkpointer) pragma(mode string) (log, copied int, err error) {
 // afterCommit checkpoints the database if its log has grown enough. Calls
 // are serialized by the database's writer.
 func (c *checkpointer) afterCommit() { c.checkpoint(c.frames) }
+
+// all checkpoints the database if its log holds a page not yet copied:
+// Open's, once the schema is migrated, before the writer takes a unit.
+func (c *checkpointer) all() { c.checkpoint(1) }
 
 // checkpoint copies the log into the database file once it holds at
 // least frames pages not yet copied; a failed fsync is final (wal.fail),
