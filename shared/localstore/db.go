@@ -525,7 +525,7 @@ func (db *DB) Sync(ctx context.Context) error {
 
 // SyncFailed returns the failure that ended the databases' durable
 // commits (ErrSyncFailed), nil while none failed: once an fsync of a
-// write-ahead log failed, every later commit that needs to be durable
+// database failed (of its write-ahead log or at a checkpoint), every later commit that needs to be durable
 // fails until the process is restarted.
 func (db *DB) SyncFailed() error {
 	return errors.Join(db.wal.poisoned(), db.qwal.poisoned())
@@ -604,10 +604,12 @@ func boundNano(t time.Time) int64 {
 
 func fromNano(n int64) time.Time { return time.Unix(0, n).UTC() }
 
-// SyncFailedLog is the line of the first failed fsync of a database's
-// write-ahead log: from then on the database takes no durable commit
-// (ErrSyncFailed) until the process is restarted.
-const SyncFailedLog = "write-ahead log fsync failed; no durable commit until a restart"
+// SyncFailedLog is the line of the first failed fsync of a database, of
+// its write-ahead log (walSync) or at a checkpoint (checkpointer), told
+// by the one rule both go through (walSync.failLocked): from then on the
+// database takes no durable commit (ErrSyncFailed) until the process is
+// restarted. Its err says which fsync failed.
+const SyncFailedLog = "database fsync failed (write-ahead log or checkpoint); no durable commit until a restart"
 
 // CheckpointFailedLog is the line of a checkpoint that failed before any
 // fsync (a full disk, say): the next commit's checkpoint tries again, and

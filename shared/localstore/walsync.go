@@ -14,17 +14,17 @@ import (
 )
 
 // ErrSyncFailed is returned by every sync of a database after one fsync
-// of its write-ahead log failed. On Linux a failed fsync may drop the
+// of it failed: of its write-ahead log (walSync), or at a checkpoint, of
+// the database file and its log (checkpointer). On Linux a failed fsync may drop the
 // dirty pages it could not write and clear the error, so a later fsync
 // succeeds without the data ("fsyncgate"): no later sync is trusted to
 // cover the commits the failed one covered, nor any commit after them
 // (SQLite appends to the log behind pages that may be missing on disk).
 // The database takes no more durable commits until the process is
 // restarted and SQLite's recovery reads the log (see
-// docs/design/filestore-durability.md, "A failed sync").
-// A failed fsync of the database file at a checkpoint is final the same
-// way (see checkpointer).
-var ErrSyncFailed = errors.New("localstore: an fsync of the write-ahead log failed; restart to recover")
+// docs/design/filestore-durability.md, "A failed sync"). Its text, as
+// SyncFailedLog's, names both: the cause it wraps says which.
+var ErrSyncFailed = errors.New("localstore: a database fsync failed (write-ahead log or checkpoint); restart to recover")
 
 // errNoFsync marks a sync that failed before any fsync ran (the log could
 // not be looked at or opened): nothing the kernel held was dropped, so it

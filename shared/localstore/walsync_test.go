@@ -221,7 +221,7 @@ func TestHandoffSyncFailureAcknowledgesNothing(t *testing.T) {
 	if err := h.SyncFailed(); !errors.Is(err, boom) {
 		t.Fatalf("SyncFailed = %v", err)
 	}
-	toldOnce(t, &logged, "test-queue.db")
+	toldOnce(t, &logged, "test-queue.db", "write-ahead log")
 	db = reopen(t, db, path)
 	if err := db.SyncFailed(); err != nil {
 		t.Fatalf("after a restart: SyncFailed = %v", err)
@@ -324,7 +324,7 @@ func TestCheckpointSyncFailureIsFinal(t *testing.T) {
 	if n := passive.Load(); n != 2 {
 		t.Errorf("%d checkpoints, want 2: none after the failed one", n)
 	}
-	toldOnce(t, &logged, "test.db")
+	toldOnce(t, &logged, "test.db", "checkpoint")
 	db = reopen(t, db, path, func() {
 		if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
 			t.Fatalf("after Close the log is %v (%v): a checkpoint at close, trusted, removed it", fi, err)
@@ -426,10 +426,16 @@ func reopen(t *testing.T, db *DB, path string, between ...func()) *DB {
 }
 
 // toldOnce checks that a sync's final failure is told once, naming the
-// database's file, not at each refusal after it.
-func toldOnce(t *testing.T, logged *bytes.Buffer, file string) {
+// database's file, not at each refusal after it, by a line whose text
+// names the fsync that failed (what: "write-ahead log", "checkpoint"):
+// the one line, told for both, said "write-ahead log fsync failed" for a
+// checkpoint's too.
+func toldOnce(t *testing.T, logged *bytes.Buffer, file, what string) {
 	t.Helper()
 	if n := strings.Count(logged.String(), SyncFailedLog); n != 1 || !strings.Contains(logged.String(), `"database":"`+file+`"`) {
 		t.Errorf("%d %q lines naming %s, want 1; log:\n%s", n, SyncFailedLog, file, logged.String())
+	}
+	if !strings.Contains(SyncFailedLog, what) {
+		t.Errorf("the line told for a failed fsync (%s) says %q", what, SyncFailedLog)
 	}
 }

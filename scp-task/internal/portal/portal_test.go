@@ -778,7 +778,7 @@ func TestStudyPagesSayWhenLastSent(t *testing.T) {
 // log line told it, and the portal, which goes on serving, did not.
 // /api/counters says it in syncFailed, absent while none failed.
 func TestSyncFailedBanner(t *testing.T) {
-	cause := errors.New("localstore: an fsync of the write-ahead log failed; restart to recover: EIO")
+	cause := errors.New("localstore: a database fsync failed (write-ahead log or checkpoint); restart to recover: EIO")
 	var mu sync.Mutex // the handlers read failed
 	var failed error
 	srv, _ := newTestServerLogging(t, errorLogger(t), func(s *Server) {
