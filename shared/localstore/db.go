@@ -328,7 +328,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	db := &DB{sql: sdb, wal: newWALSync(path + "-wal")}
+	db := &DB{sql: sdb, wal: newWALSync(path+"-wal", o.logSync)}
 	db.wal.failedOnce = o.syncFailed(path)
 	m, err := migrate(ctx, sdb, schema)
 	if err != nil {
@@ -351,7 +351,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.st, db.qst = newStatements(sdb), newStatements(qdb)
 	db.read, db.qread = poolQuerier(db.st), poolQuerier(db.qst)
 	db.q = qdb
-	db.qwal = newWALSync(qpath + "-wal")
+	db.qwal = newWALSync(qpath+"-wal", o.logSync)
 	db.qwal.failedOnce = o.syncFailed(qpath)
 	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, newCheckpointer(mainCheckpointFrames, db.wal, o.checkpointFailed(path)))
 	if err != nil {
@@ -399,11 +399,19 @@ func journalSizeLimit(limit int64) string { return fmt.Sprintf("journal_size_lim
 // Option configures Open.
 type Option func(*options)
 
-type options struct{ log *slog.Logger }
+type options struct {
+	log     *slog.Logger
+	logSync func(*os.File) error
+}
 
 // WithLogger has Open tell on l each database it migrates (see migrated);
 // without it Open logs nothing.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithLogSync has the databases' write-ahead logs fsynced by sync, on the
+// descriptor kept for each (see walSync), instead of (*os.File).Sync:
+// tests outside the package fail it, as a disk would.
+func WithLogSync(sync func(*os.File) error) Option { return func(o *options) { o.logSync = sync } }
 
 // MigratedLog is the line of a database migrated to this build's schema.
 const MigratedLog = "migrated database"

@@ -64,8 +64,12 @@ type walSync struct {
 	closed   bool  // shut: the descriptor is released, no fsync runs
 }
 
-func newWALSync(wal string) *walSync {
-	l := &walLog{path: wal}
+// newWALSync syncs the log at path wal with fsync, (*os.File).Sync if nil.
+func newWALSync(wal string, fsync func(*os.File) error) *walSync {
+	if fsync == nil {
+		fsync = (*os.File).Sync
+	}
+	l := &walLog{path: wal, fsync: fsync}
 	s := &walSync{fsync: l.sync, close: l.close}
 	s.cond = sync.NewCond(&s.mu)
 	return s
@@ -154,8 +158,9 @@ func (s *walSync) poisoned() error {
 // open while path names the same file (SQLite removes the log when its
 // last connection closes, and creates it again).
 type walLog struct {
-	path string
-	f    *os.File // calls are serialized by walSync
+	path  string
+	fsync func(*os.File) error // (*os.File).Sync but in tests (WithLogSync)
+	f     *os.File             // calls are serialized by walSync
 }
 
 func (l *walLog) sync() error {
@@ -185,7 +190,7 @@ func (l *walLog) sync() error {
 		}
 		l.f = f
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.fsync(l.f); err != nil {
 		return fmt.Errorf("localstore: sync: %w", err)
 	}
 	return nil

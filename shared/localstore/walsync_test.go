@@ -23,7 +23,7 @@ func TestWALSyncCoversLaterCommits(t *testing.T) {
 	release := make(chan struct{})
 	began := make(chan int, 10)
 	var fsyncs atomic.Int32
-	s := newWALSync("")
+	s := newWALSync("", nil)
 	s.fsync = func() error {
 		n := int(fsyncs.Add(1))
 		began <- n
@@ -89,7 +89,7 @@ func TestWALSyncFailureIsFinal(t *testing.T) {
 		{"then fails again", func() error { return errors.New("again") }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newWALSync("")
+			s := newWALSync("", nil)
 			var fsyncs atomic.Int32
 			s.fsync = func() error {
 				if fsyncs.Add(1) == 1 {
@@ -120,7 +120,7 @@ func TestWALSyncFailureIsFinal(t *testing.T) {
 func TestWALSyncFailureReachesWaiters(t *testing.T) {
 	boom := errors.New("boom")
 	release := make(chan struct{})
-	s := newWALSync("")
+	s := newWALSync("", nil)
 	var fsyncs atomic.Int32
 	s.fsync = func() error {
 		if fsyncs.Add(1) == 1 {
@@ -153,7 +153,7 @@ func TestWALSyncFailureReachesWaiters(t *testing.T) {
 // it and made another.
 func TestWALLogFollowsTheFile(t *testing.T) {
 	path := t.TempDir() + "/db-wal"
-	l := &walLog{path: path}
+	l := &walLog{path: path, fsync: (*os.File).Sync}
 	defer func() {
 		if err := l.close(); err != nil {
 			t.Error(err)
@@ -185,7 +185,7 @@ func TestWALLogFollowsTheFile(t *testing.T) {
 
 // TestWALSyncMissingLog: no write-ahead log means nothing to sync.
 func TestWALSyncMissingLog(t *testing.T) {
-	if err := newWALSync(t.TempDir() + "/none-wal").sync(); err != nil {
+	if err := newWALSync(t.TempDir()+"/none-wal", nil).sync(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -248,7 +248,7 @@ func TestWALLogOpenFailureIsNotFinal(t *testing.T) {
 	if err := os.Mkdir(path, 0o700); err != nil { // opened read-write: EISDIR
 		t.Fatal(err)
 	}
-	s := newWALSync(path)
+	s := newWALSync(path, nil)
 	defer func() {
 		if err := s.close(); err != nil {
 			t.Error(err)

@@ -130,6 +130,8 @@ type Config struct {
 	// announceIndex, when set (by tests), wraps the index the announcer's
 	// runs read and write.
 	announceIndex func(pipeline.IndexStore) pipeline.IndexStore
+	// dbOptions, when set (by tests), are given to localstore.Open.
+	dbOptions []localstore.Option
 }
 
 // PanicLog is the line of a panic (a bug) met processing one key, or in
@@ -299,7 +301,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 			if db != nil {
 				err = errors.Join(err, db.Close())
 			}
-			err = errors.Join(err, lock.release())
+			err = errors.Join(err, lock.releaseAfter(db))
 		}
 	}()
 	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
@@ -308,7 +310,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 	}
 	// The database opens first: the records the file store replays are
 	// handed off again into it (recover).
-	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile), localstore.WithLogger(log)); err != nil {
+	if db, err = localstore.Open(ctx, filepath.Join(cfg.DataDir, DBFile), append(cfg.dbOptions, localstore.WithLogger(log))...); err != nil {
 		return nil, err
 	}
 	back := &handedBack{log: log, names: cfg.Names, at: time.Now()}
@@ -460,7 +462,7 @@ func (l *Local) Shutdown(ctx context.Context) error {
 				return
 			}
 		}
-		err = errors.Join(err, l.lock.release())
+		err = errors.Join(err, l.lock.releaseAfter(l.db))
 	})
 	if err != nil {
 		return fmt.Errorf("local: shutdown: %w", err)

@@ -655,6 +655,34 @@ func TestShutdownCutInTheStoresClose(t *testing.T) {
 	}
 }
 
+// TestShutdownAfterSyncFailureKeepsTheLock: after a failed fsync of the
+// database's log, the stop leaves the database open (closing it would
+// checkpoint it, and trust that checkpoint's fsync) and so keeps the data
+// directory locked until the process exits: it let the lock go with the
+// database's connections still open, so another scp-task could open the
+// database beside them.
+func TestShutdownAfterSyncFailureKeepsTheLock(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(dir)
+	eio := errors.New("input/output error")
+	cfg.dbOptions = []localstore.Option{localstore.WithLogSync(func(*os.File) error { return eio })}
+	l, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.db.Sync(context.Background()); !errors.Is(err, localstore.ErrSyncFailed) {
+		t.Fatalf("Sync = %v, want ErrSyncFailed", err)
+	}
+	stop(t, l)
+	if err := CheckDataDir(dir); !errors.Is(err, ErrDataDirInUse) {
+		t.Errorf("the data directory's lock let go with the database's connections open: %v", err)
+	}
+	// The process's exit would let both go.
+	if err := errors.Join(l.db.SQL().Close(), l.lock.release()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // cutClose is a file store whose close a second signal (cut) cuts short,
 // returning as filestore.Store.Shutdown does then.
 type cutClose struct {

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/gofrs/flock"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 )
 
 // LockFile is the file in the data directory that the process using it
@@ -89,6 +91,17 @@ func (d *dataDirLock) release() error {
 		err = nil
 	}
 	return errors.Join(err, d.lock.Close())
+}
+
+// releaseAfter lets the lock go once db (nil: none opened) is closed,
+// unless db keeps connections open until the process exits: a database
+// whose sync failed is not closed (localstore.DB.Close), and another
+// scp-task would open it beside them. The exit lets the lock go then.
+func (d *dataDirLock) releaseAfter(db *localstore.DB) error {
+	if db != nil && db.SyncFailed() != nil {
+		return nil
+	}
+	return d.release()
 }
 
 // inUse builds the error naming dir's holder, as far as its record says.
