@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
@@ -612,8 +613,10 @@ const (
 // judge decides one instance. Committed: indexed under the SOP Instance UID with the requested SOP class and
 // its object in the store (or, where the site counts them, quarantined with its object in the store). Failed
 // for good: a class we do not store (0122), held under another class (0119), indexed but its object gone, or
-// quarantined (0110). Otherwise undecided until the wait is over: then 0110 if its C-STORE was refused, else
-// 0112.
+// quarantined (0110). Otherwise undecided until the wait is over: then 0110 if its C-STORE was refused (the
+// SCP failed it: PS3.3 C.14.1.1's "general failure in processing"), else 0112, "not available": never sent, or
+// sent only by C-STOREs the association's end cut short (AuditRecord.CutShort: nothing stored, nothing
+// refused, the sender answered nothing), which the SCP no more holds than an instance never sent.
 func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref commitment.Ref, final bool) (refVerdict, error) {
 	if !dicomuid.IsStorageSOPClass(ref.SOPClassUID) {
 		return refVerdict{reason: commitment.ReasonSOPClassNotSupported}, nil
@@ -669,8 +672,8 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 					}
 				}
 				return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
-			case "store-failed":
-				refused = true
+			case associationaudit.EventStoreFailed:
+				refused = refused || !r.CutShort()
 			}
 		}
 		if page.Next == "" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
@@ -358,23 +359,57 @@ func TestCommitmentQuarantinedSiteOption(t *testing.T) {
 }
 
 // TestCommitmentRefusedCStore: an instance whose C-STORE the SCP refused is waited for (the sender may send
-// it again), then fails with 0110, not 0112.
+// it again), then fails with 0110, not 0112. One whose C-STOREs the association's end only cut short (nothing
+// stored, nothing refused, the sender answered nothing) is not available, as one never sent: 0112 (it failed
+// 0110, a processing failure of ours, which sent a PACS administrator looking at the SCP for a transfer the
+// network or the sender broke off); a refusal among its records still fails it 0110.
 func TestCommitmentRefusedCStore(t *testing.T) {
-	c := newCommitmentFixture(t)
-	c.p.CommitmentWait = time.Minute
-	if _, err := c.f.Audit.Append(context.Background(), pipeline.AuditRecord{ID: "assoc:x:1:store-failed", Time: c.now,
-		Outcome: "store-failed", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1}); err != nil {
-		t.Fatal(err)
+	const cut = "dicomnet: data set incomplete: dicomnet: connection closed: EOF"
+	scp := func(status, reason string) pipeline.AuditRecord {
+		return pipeline.AssociationAuditRecord(associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: status, Reason: reason,
+			AssociationID: "x", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1}, "suite")
 	}
-	c.request(txnUID, ctRef(sop1))
-	c.at(30 * time.Second)
-	if len(c.reports()) != 0 {
-		t.Fatal("reported before the wait was over")
+	legacy := scp("", cut)
+	legacy.NotAnswered, legacy.Reason = false, "C-STORE status 0000: "+cut // as records before notAnswered said it
+	tests := []struct {
+		name string
+		recs []pipeline.AuditRecord
+		want uint16
+	}{
+		{"refused", []pipeline.AuditRecord{{Outcome: "store-failed", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1}}, commitment.ReasonProcessingFailure},
+		{"refused A700", []pipeline.AuditRecord{scp("A700", "out of resources")}, commitment.ReasonProcessingFailure},
+		{"refused, not sent", []pipeline.AuditRecord{func() pipeline.AuditRecord {
+			r := scp("C000", "store down")
+			r.ResponseNotSent = true
+			return r
+		}()}, commitment.ReasonProcessingFailure},
+		{"cut short", []pipeline.AuditRecord{scp("", cut)}, commitment.ReasonNoSuchObjectInstance},
+		{"cut short, an older record", []pipeline.AuditRecord{legacy}, commitment.ReasonNoSuchObjectInstance},
+		{"cut short twice", []pipeline.AuditRecord{scp("", cut), scp("", cut)}, commitment.ReasonNoSuchObjectInstance},
+		{"refused, then cut short", []pipeline.AuditRecord{scp("A700", "out of resources"), scp("", cut)}, commitment.ReasonProcessingFailure},
+		{"cut short, then refused", []pipeline.AuditRecord{scp("", cut), scp("A700", "out of resources")}, commitment.ReasonProcessingFailure},
 	}
-	c.at(time.Minute)
-	want := failures(commitment.Failure{Ref: ctRef(sop1), Reason: commitment.ReasonProcessingFailure})
-	if reps := c.reports(); len(reps) != 1 || !cmp.Equal(want, reps[0].Result.Failed) {
-		t.Fatalf("reports %+v", reps)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			c.p.CommitmentWait = time.Minute
+			for i, rec := range tt.recs {
+				rec.ID, rec.Time = fmt.Sprint("assoc:x:", i, ":store-failed"), c.now.Add(time.Duration(i-len(tt.recs))*time.Second)
+				if _, err := c.f.Audit.Append(context.Background(), rec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.request(txnUID, ctRef(sop1))
+			c.at(30 * time.Second)
+			if len(c.reports()) != 0 {
+				t.Fatal("reported before the wait was over")
+			}
+			c.at(time.Minute)
+			want := failures(commitment.Failure{Ref: ctRef(sop1), Reason: tt.want})
+			if reps := c.reports(); len(reps) != 1 || !cmp.Equal(want, reps[0].Result.Failed) {
+				t.Fatalf("reports %+v, want %+v", reps, want)
+			}
+		})
 	}
 }
 
