@@ -88,8 +88,8 @@ type Record struct {
 	AbortReason  *int   `json:"abortReason,omitempty"`
 	Reason       string `json:"reason,omitempty"`
 	// Status is the DIMSE status decided, 4 hex digits, on a store-failed
-	// (StoreStatus: none for a C-STORE not answered, NotAnswered) and a
-	// commitment-refused.
+	// and a commitment-refused (StoreStatus: none for a C-STORE or an
+	// N-ACTION not answered, NotAnswered).
 	Status string `json:"status,omitempty"`
 	// NotSent, on a store-failed or a commitment-refused, is true when the
 	// response carrying Status (C-STORE-RSP, N-ACTION-RSP) could not be
@@ -138,12 +138,13 @@ type Record struct {
 	Lost *LostRecords `json:"lost,omitempty"`
 }
 
-// StoreStatus is the Status of a store-failed record for the DIMSE status
-// of its C-STORE as dicomnet's event gives it: four upper-case hex digits,
-// or none for status 0, which the event gives a C-STORE the association's
-// end cut short (its data set never completed): it was answered nothing,
-// and "0000" would read as the success it was not. NotAnswered reads it
-// back; the metrics' status label (metricnames.StatusNone) follows it.
+// StoreStatus is the Status of a store-failed (or commitment-refused)
+// record for the DIMSE status of its C-STORE (N-ACTION) as dicomnet's
+// event gives it: four upper-case hex digits, or none for status 0, which
+// the event gives a request the association's end cut short (its data set
+// never completed): it was answered nothing, and "0000" would read as the
+// success it was not. NotAnswered reads it back; the metrics' status label
+// (metricnames.StatusNone) follows it.
 func StoreStatus(status uint16) string {
 	if status == 0 {
 		return ""
@@ -151,9 +152,10 @@ func StoreStatus(status uint16) string {
 	return fmt.Sprintf("%04X", status)
 }
 
-// NotAnswered reports whether a store-failed record's Status says its
-// C-STORE was not answered (StoreStatus): none, or "0000", as records
-// written before it was none said it.
+// NotAnswered reports whether a store-failed (or commitment-refused)
+// record's Status says its C-STORE (N-ACTION) was not answered
+// (StoreStatus): none, or "0000", as store-failed records written before
+// it was none said it.
 func NotAnswered(status string) bool { return status == "" || status == "0000" }
 
 // Events is how many events r stands for: its Count when refusals were

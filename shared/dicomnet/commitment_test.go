@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -145,6 +146,65 @@ func TestNAction(t *testing.T) {
 				t.Error("more than one EventCommitmentRefused")
 			}
 		})
+	}
+}
+
+// TestNActionCutShort: an N-ACTION whose data set the association's end cuts short (an A-ABORT, a closed
+// connection) is answered nothing, and is observed as a refusal with no status (EventCommitmentRefused, Status 0,
+// the reader's error) before the association's end, whether the handler was reading it or the command was
+// refused before it (N-ACTION on a storage context, 0211): it was observed nowhere, so the audit trail held the
+// association's abort alone and no one reading it could tell a Storage Commitment request had been made.
+func TestNActionCutShort(t *testing.T) {
+	const sc, inst = dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance
+	for _, tt := range []struct {
+		name    string
+		ctx     byte
+		cmd     *dimse.Command
+		handled bool
+	}{
+		{"read by the handler", 5, dimse.NewNActionRQ(1, sc, inst, 1), true},
+		{"on a storage context", 3, dimse.NewNActionRQ(1, sc, inst, 1), false},
+		{"action type 2", 5, dimse.NewNActionRQ(1, sc, inst, 2), false},
+	} {
+		for _, brk := range []struct {
+			name   string
+			break_ func(p *dicomnettest.Parrot)
+		}{
+			{"peer A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 0}) }},
+			{"TCP close", func(p *dicomnettest.Parrot) { p.Conn.Close() }},
+		} {
+			t.Run(tt.name+", "+brk.name, func(t *testing.T) {
+				h := &commitments{seen: make(chan nactionSeen, 1)}
+				rec := newRecorder()
+				p, _ := startParrot(t, &dicomnet.Server{Commitment: h, Observer: rec})
+				p.Associate(commitmentRQ())
+				half := sampleRequest(t)
+				half = half[:len(half)/2]
+				p.SendPDVs(dicomnettest.CommandPDV(tt.ctx, tt.cmd), dicomnettest.PDV(tt.ctx, 0, half))
+				brk.break_(p)
+				if tt.handled {
+					if got := <-h.seen; !errors.Is(got.err, dicomnet.ErrIncomplete) {
+						t.Errorf("handler read error %v, want ErrIncomplete", got.err)
+					}
+				}
+				ev := rec.waitFor(t, dicomnet.EventCommitmentRefused)
+				if ev.Status != 0 || !errors.Is(ev.Err, dicomnet.ErrIncomplete) || errors.Is(ev.Err, dicomnet.ErrNotSent) ||
+					ev.SOPClassUID != sc || ev.Association == nil || ev.Bytes != int64(len(half)) {
+					t.Errorf("EventCommitmentRefused status %04X, error %v, class %q, %d bytes; want no status, ErrIncomplete, %q, %d",
+						ev.Status, ev.Err, ev.SOPClassUID, ev.Bytes, sc, len(half))
+				}
+				rec.waitFor(t, dicomnet.EventAborted)
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				var types []dicomnet.EventType
+				for _, e := range rec.events {
+					types = append(types, e.Type)
+				}
+				if want := []dicomnet.EventType{dicomnet.EventAccepted, dicomnet.EventCommitmentRefused, dicomnet.EventAborted}; !slices.Equal(types, want) {
+					t.Errorf("events %v, want %v", types, want)
+				}
+			})
+		}
 	}
 }
 

@@ -372,6 +372,14 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
 			a.log.Info("dicomnet: N-ACTION incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
+			if !st.IsSuccess() {
+				// Cut short by the association's end: answered nothing (Status 0), as a C-STORE cut short
+				// is, and observed before the association's end, so the trail shows the request was made.
+				// (A request the handler made durable, having read it whole, is evaluated and reported
+				// whatever became of its response: its transaction's records show it.)
+				a.srv.observe(Event{Type: EventCommitmentRefused, Association: &a.info,
+					SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: brokenOff(err, herr)})
+			}
 			return ds.end
 		}
 	}

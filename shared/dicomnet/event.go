@@ -38,6 +38,8 @@ const (
 	EventHandshakeFailed
 	// EventCommitmentRefused: an N-ACTION (Storage Commitment request) answered with a failure status; Status,
 	// SOPClassUID (the requested class) and Err (why, beside ErrNotSent when the N-ACTION-RSP was not sent) are set.
+	// Status is 0 for one the association's end cut short (its data set never completed): it was answered nothing,
+	// and Err is the reader's error, as an EventStoreFailed's of a C-STORE cut short.
 	EventCommitmentRefused
 )
 

@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -135,25 +134,30 @@ func FuzzReadAnswered(f *testing.F) {
 		"C-STORE status A700 decided, not sent (the association ended before the response was written): x",
 		"N-ACTION status 0110 decided, not sent (the association ended before the response was written): x",
 		" decided, not sent (the association ended before the response was written): ",
-		"C-STORE not answered (the association ended before its data set did): x", "C-STORE status 0000: x"} {
+		"C-STORE not answered (the association ended before its data set did): x", "C-STORE status 0000: x",
+		"N-ACTION not answered (the association ended before its data set did): x"} {
 		f.Add(false, uint16(0xA700), false, reason)
 		f.Add(true, uint16(0x0110), false, reason)
 		f.Add(false, uint16(0), false, reason)
+		f.Add(true, uint16(0), false, reason)
 	}
 	f.Fuzz(func(t *testing.T, commitment bool, status uint16, notSent bool, reason string) {
 		r := associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: associationaudit.StoreStatus(status), Reason: reason,
 			Time: time.Unix(0, 0), AssociationID: "a1", CallingAE: "LOCAL_AE", CalledAE: "INGEST"}
 		if commitment {
-			r.Event, r.Status = associationaudit.EventCommitmentRefused, fmt.Sprintf("%04X", status)
+			r.Event = associationaudit.EventCommitmentRefused
 		}
-		// As the audit writer records them: a C-STORE not answered has no status, so nothing not sent.
-		wantNotAnswered := !commitment && status == 0
+		// As the audit writer records them: a C-STORE or an N-ACTION not
+		// answered has no status, so nothing not sent; only a C-STORE's
+		// record is of a C-STORE cut short.
+		wantNotAnswered := status == 0
+		wantCutShort := wantNotAnswered && !commitment
 		r.NotSent = notSent && !wantNotAnswered
 		check := func(how string, got pipeline.AuditRecord) {
 			t.Helper()
-			if got.NotAnswered != wantNotAnswered || got.ResponseNotSent != r.NotSent || got.CutShort() != wantNotAnswered {
-				t.Fatalf("%s: not answered %v, response not sent %v, cut short %v; want %v, %v (reason %q)",
-					how, got.NotAnswered, got.ResponseNotSent, got.CutShort(), wantNotAnswered, r.NotSent, got.Reason)
+			if got.NotAnswered != wantNotAnswered || got.ResponseNotSent != r.NotSent || got.CutShort() != wantCutShort {
+				t.Fatalf("%s: not answered %v, response not sent %v, cut short %v; want %v, %v, %v (reason %q)",
+					how, got.NotAnswered, got.ResponseNotSent, got.CutShort(), wantNotAnswered, r.NotSent, wantCutShort, got.Reason)
 			}
 		}
 		rec := pipeline.AssociationAuditRecord(r, "fuzz")

@@ -223,8 +223,16 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
-		rec.ResponseNotSent = r.NotSent
-		rec.Reason = refusedReason("N-ACTION", r.Status, r.Reason, r.NotSent)
+		switch {
+		case associationaudit.NotAnswered(r.Status):
+			// Cut short by the association's end, as a C-STORE may be:
+			// answered nothing, and taken no more than one refused.
+			rec.NotAnswered = true
+			rec.Reason = ActionNotAnsweredReason + r.Reason
+		default:
+			rec.ResponseNotSent = r.NotSent
+			rec.Reason = refusedReason("N-ACTION", r.Status, r.Reason, r.NotSent)
+		}
 	}
 	if r.StudyInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
@@ -363,7 +371,18 @@ var codeIdenticalResend = localCode("identical-resend", "Identical resend of an 
 // StoreNotAnsweredReason begins the reason of a store-failed record whose
 // C-STORE the association's end cut short (NotAnswered): the sender got no
 // response, so the record has no DIMSE status to name.
-const StoreNotAnsweredReason = "C-STORE not answered (the association ended before its data set did): "
+// ActionNotAnsweredReason begins that of a commitment-refused record whose
+// N-ACTION (Storage Commitment request) the association's end cut short.
+var (
+	StoreNotAnsweredReason  = notAnsweredReason("C-STORE")
+	ActionNotAnsweredReason = notAnsweredReason("N-ACTION")
+)
+
+// notAnsweredReason begins the reason of the record of op (C-STORE,
+// N-ACTION) the association's end cut short.
+func notAnsweredReason(op string) string {
+	return op + " not answered (the association ended before its data set did): "
+}
 
 // statusReason is the reason of a store-failed or commitment-refused
 // record answered with its failure status, and notSentReason of one whose
@@ -404,11 +423,13 @@ func (r AuditRecord) CutShort() bool {
 // ReadAnswered sets r's NotAnswered and ResponseNotSent as a record of
 // this version says them when r does not: a record written before they
 // were recorded, or read from a projection without them (DynamoDB's
-// byCallingAe and byDay), has them from its reason, by CutShort's rule and
-// the reason of a refusal not sent (refusedReason). Every AuditStore reads
-// its records through it, so the trail reads them alike on every path.
+// byCallingAe and byDay), has them from its reason, by CutShort's rule (a
+// commitment-refused's by ActionNotAnsweredReason) and the reason of a
+// refusal not sent (refusedReason). Every AuditStore reads its records
+// through it, so the trail reads them alike on every path.
 func (r *AuditRecord) ReadAnswered() {
-	r.NotAnswered = r.NotAnswered || r.CutShort()
+	r.NotAnswered = r.NotAnswered || r.CutShort() ||
+		r.Outcome == associationaudit.EventCommitmentRefused && strings.HasPrefix(r.Reason, ActionNotAnsweredReason)
 	around, ok := notSentAround[r.Outcome]
 	if r.ResponseNotSent || !ok {
 		return

@@ -1217,6 +1217,10 @@ func TestStoreFailedReason(t *testing.T) {
 		{"commitment refused, not sent", "0110", "dicomnet: association ended while sending; no commitment peer", true,
 			"N-ACTION status 0110 decided, not sent (the association ended before the response was written): " +
 				"dicomnet: association ended while sending; no commitment peer", false},
+		// Its data set cut short by the association's end: answered
+		// nothing, as a C-STORE cut short (no record of it before).
+		{"commitment cut short", "", "dicomnet: data set incomplete: dicomnet: connection closed: EOF", false,
+			"N-ACTION not answered (the association ended before its data set did): dicomnet: data set incomplete: dicomnet: connection closed: EOF", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			event, outcome := associationaudit.EventStoreFailed, 8
@@ -1229,9 +1233,10 @@ func TestStoreFailedReason(t *testing.T) {
 			if got.Reason != tt.want || got.EventOutcome != outcome {
 				t.Errorf("reason %q, outcome %d; want %q, %d", got.Reason, got.EventOutcome, tt.want, outcome)
 			}
-			if got.NotAnswered != tt.notAnswered || got.ResponseNotSent != tt.notSent || got.CutShort() != tt.notAnswered {
+			cutShort := tt.notAnswered && event == associationaudit.EventStoreFailed // a C-STORE's only
+			if got.NotAnswered != tt.notAnswered || got.ResponseNotSent != tt.notSent || got.CutShort() != cutShort {
 				t.Errorf("not answered %v, response not sent %v, cut short %v; want %v, %v, %v",
-					got.NotAnswered, got.ResponseNotSent, got.CutShort(), tt.notAnswered, tt.notSent, tt.notAnswered)
+					got.NotAnswered, got.ResponseNotSent, got.CutShort(), tt.notAnswered, tt.notSent, cutShort)
 			}
 		})
 	}

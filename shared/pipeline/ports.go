@@ -556,7 +556,9 @@ type AuditRecord struct {
 	// NotAnswered, on a store-failed record, is true for a C-STORE the
 	// association's end cut short: its data set never completed, nothing
 	// was stored, and the sender was answered nothing (no status: it was
-	// not refused). ResponseNotSent, on one or a commitment-refused, is
+	// not refused); on a commitment-refused, for an N-ACTION (Storage
+	// Commitment request) cut short so: nothing taken, nothing answered.
+	// ResponseNotSent, on one or a commitment-refused, is
 	// true when the failure status its reason names was decided but its
 	// response could not be written (the association ended first): the
 	// sender never heard it.

@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
@@ -312,6 +314,26 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		})
 	})
 
+	t.Run("cut short", func(t *testing.T) {
+		// An N-ACTION whose Action Information the peer's A-ABORT breaks off: answered nothing, and in the
+		// audit trail beside the association's abort (it was in the abort's record alone, the request unseen).
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
+		req := &commitment.Request{TransactionUID: txn(6), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.8"}}}
+		ds, err := commitment.AppendRequest(nil, req, dicomuid.ImplicitVRLittleEndian)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1)),
+			dicomnettest.PDV(5, 0, ds[:len(ds)/2]))
+		p.SendPDU(&pdu.Abort{})
+		waitFor(t, 10*time.Second, func() bool {
+			return slices.ContainsFunc(portalAudit(t, scp.PortalAddr, associationaudit.EventCommitmentRefused), func(r pipeline.AuditRecord) bool {
+				return r.NotAnswered && !r.ResponseNotSent && strings.HasPrefix(r.Reason, pipeline.ActionNotAnsweredReason) && r.CallingAE == "PACS"
+			})
+		})
+	})
+
 	t.Run("association closed before the report", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
 		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
@@ -369,5 +391,5 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 			return e["msg"] == pipeline.UndeliverableLog && e["level"] == "ERROR"
 		})
 	})
-	checkLogs(t, scp, txn(1), txn(2), txn(3), txn(4), txn(5), "1.2.3.4.5", "1.2.3.4.6", "1.2.3.4.7")
+	checkLogs(t, scp, txn(1), txn(2), txn(3), txn(4), txn(5), txn(6), "1.2.3.4.5", "1.2.3.4.6", "1.2.3.4.7", "1.2.3.4.8")
 }

@@ -567,9 +567,11 @@ func (w *Writer) record(ev dicomnet.Event) (associationaudit.Record, bool) {
 		r.StudyInstanceUID, r.SeriesInstanceUID = ingest.HeaderNamed(ev.Err)
 	case dicomnet.EventCommitmentRefused:
 		r.Event = associationaudit.EventCommitmentRefused
-		r.Status = fmt.Sprintf("%04X", ev.Status)
-		// Its N-ACTION-RSP could not be written: refused, not told.
-		r.NotSent = errors.Is(ev.Err, dicomnet.ErrNotSent)
+		// As a C-STORE's: an N-ACTION cut short by the association's end
+		// was answered nothing (no status); one whose N-ACTION-RSP could
+		// not be written was refused, not told.
+		r.Status = associationaudit.StoreStatus(ev.Status)
+		r.NotSent = r.Status != "" && errors.Is(ev.Err, dicomnet.ErrNotSent)
 		r.SOPClassUID = ev.SOPClassUID
 	case dicomnet.EventHandshakeFailed:
 		// Refused before any association: a node that failed to

@@ -121,7 +121,8 @@ func TestRecordsForEveryEvent(t *testing.T) {
 // cut short named none, so its study's page never listed it). A refusal
 // whose response could not be written, a C-STORE's or a Storage Commitment
 // request's, is recorded not sent (the commitment-refused record read as
-// answered).
+// answered); a Storage Commitment request cut short has no status, as a
+// C-STORE cut short has none.
 func TestStoreFailedStatus(t *testing.T) {
 	info := &dicomnet.AssociationInfo{ID: "x1", CallingAE: "LOCAL_AE", CalledAE: "REMOTE_AE", RemoteAddr: &net.TCPAddr{IP: net.IPv4(10, 1, 2, 3), Port: 99}}
 	incomplete := errors.New("dicomnet: data set incomplete: dicomnet: connection closed: EOF")
@@ -143,6 +144,10 @@ func TestStoreFailedStatus(t *testing.T) {
 		{"A700 not sent", dicomnet.EventStoreFailed, 0xA700, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, &ingest.ObjectRefused{Status: dimse.Status{Code: 0xA700}}), "A700", true, "", ""},
 		{"commitment refused", dicomnet.EventCommitmentRefused, 0x0110, refusedNAction, "0110", false, "", ""},
 		{"commitment refused, not sent", dicomnet.EventCommitmentRefused, 0x0110, fmt.Errorf("%w; %w", dicomnet.ErrNotSent, refusedNAction), "0110", true, "", ""},
+		// Its data set cut short by the association's end: answered
+		// nothing, no status (it recorded nothing, the trail holding the
+		// association's abort alone).
+		{"commitment cut short", dicomnet.EventCommitmentRefused, 0, incomplete, "", false, "", ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			store := &recordStore{got: map[string]associationaudit.Record{}}
