@@ -89,9 +89,13 @@ func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, 
 
 // TestStorageCommitmentWithOrthanc: Orthanc, as the site's PACS, sends a study to scp-task --local by
 // C-STORE and asks for Storage Commitment through its REST API. Orthanc releases the association right after
-// the N-ACTION-RSP, so the report comes on an association scp-task opens to it (SCP role): Success for the
+// the N-ACTION-RSP, so every report comes on an association scp-task opens to it (SCP role): Success for the
 // study, announced within seconds as Study Received completed by commitment although the quiet period is ten
-// minutes; a request naming an instance never sent gets Failure, reason 0112 (274), once the wait is over.
+// minutes; a request naming an instance never sent beside one sent gets Failure, reason 0112 (274), once the
+// wait is over; one naming only instances it never sent, or whose one C-STORE the association's end cut short
+// (nothing stored, nothing answered), fails each 0112 (the cut one failed 0110, a processing failure of ours);
+// one naming a sent instance under another class fails it 0119. The audit trail has each request, its result
+// and its report on a new association, and the cut C-STORE not answered.
 func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	orthanc.Require(t)
 	scpPort := testenv.FreePort(t)
@@ -139,10 +143,42 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		t.Fatalf("commitment %+v, want Failure with %s failed 274 (0112)", got, never.SOPInstanceUID)
 	}
 
-	// Both transactions are announced, the event log written by the outbox behind them.
+	// Instances it never sent, and one whose C-STORE the association's end cut short: a sender of ORTHANC's
+	// AE title breaks off its data set with an A-ABORT (as a PACS stopped or its link lost mid-object).
+	cut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.98"}
+	p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+	p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, cut.SOPClassUID, cut.SOPInstanceUID, dimse.PriorityMedium)),
+		dicomnettest.PDV(3, 0, make([]byte, 256)))
+	p.SendPDU(&pdu.Abort{})
+	waitFor(t, 10*time.Second, func() bool {
+		recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
+		return len(recs) == 1 && recs[0].NotAnswered && recs[0].SOPInstanceUID == cut.SOPInstanceUID
+	})
+	neverOnly := []orthanc.Instance{never, {SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.97"}, cut}
+	txn3 := pacs.RequestCommitment(t, "ingest", neverOnly...)
+	got = pacs.AwaitCommitment(t, txn3, 30*time.Second)
+	if got.Status != "Failure" || len(got.Success) != 0 || len(got.Failures) != len(neverOnly) {
+		t.Fatalf("commitment %+v, want Failure of the %d instances", got, len(neverOnly))
+	}
+	for _, f := range got.Failures {
+		if !slices.Contains(neverOnly, f.Instance) || f.FailureReason != 0x0112 {
+			t.Errorf("failure %+v, want each of %v failed 274 (0112)", f, neverOnly)
+		}
+	}
+	otherClass := orthanc.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.4", SOPInstanceUID: refs[1].SOPInstanceUID} // MR, sent as CT
+	txn4 := pacs.RequestCommitment(t, "ingest", otherClass, refs[2])
+	got = pacs.AwaitCommitment(t, txn4, 30*time.Second)
+	if got.Status != "Failure" || len(got.Success) != 1 || got.Success[0] != refs[2] ||
+		len(got.Failures) != 1 || got.Failures[0].Instance != otherClass || got.Failures[0].FailureReason != 0x0119 {
+		t.Fatalf("commitment %+v, want Failure with the instance asked under another class failed 281 (0119)", got)
+	}
+	txns := []string{txn, txn2, txn3, txn4}
+
+	// Every transaction is announced, the event log written by the outbox behind them.
 	awaitEvent(t, dataDir, pipeline.DetailTypeCommitmentCompleted, 10*time.Second, func(d json.RawMessage) bool {
 		var c pipeline.CommitmentCompletedDetail
-		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn2
+		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn4
 	})
 	var done []pipeline.CommitmentCompletedDetail
 	for _, e := range eventsLog(t, dataDir) {
@@ -154,10 +190,42 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			done = append(done, d)
 		}
 	}
-	if len(done) != 2 || done[0].TransactionUID != txn || done[0].Outcome != "committed" || !done[0].Report.Delivered ||
+	if len(done) != len(txns) || done[0].TransactionUID != txn || done[0].Outcome != "committed" || !done[0].Report.Delivered ||
 		done[0].Report.Association != "new" || done[1].Outcome != "failures" || !slices.Equal(done[1].Studies, []string{scStudy}) ||
 		len(done[1].Failures) != 1 || done[1].Failures[0].FailureReason != "0112" {
 		t.Errorf("Storage Commitment Completed events %+v", done)
+	}
+	for i, d := range done {
+		if i < len(txns) && (d.TransactionUID != txns[i] || !d.Report.Delivered || d.Report.Association != "new") {
+			t.Errorf("Storage Commitment Completed %d: %+v, want transaction %d delivered on a new association", i, d, i)
+		}
+	}
+	// The audit trail has each request, its result and its report, the report on a new association (Orthanc
+	// closed the request's), each record naming its transaction.
+	for _, step := range []struct{ outcome, reason string }{
+		{pipeline.OutcomeCommitmentRequested, "N-ACTION for "},
+		{pipeline.OutcomeCommitted + "|" + pipeline.OutcomeCommitmentFailures, ""},
+		{pipeline.OutcomeCommitmentReported, "N-EVENT-REPORT answered 0000 on a new association to the requesting AE"},
+	} {
+		var recs []pipeline.AuditRecord
+		for outcome := range strings.SplitSeq(step.outcome, "|") {
+			recs = append(recs, portalAudit(t, scp.PortalAddr, outcome)...)
+		}
+		var named []string
+		for _, r := range recs {
+			if !strings.HasPrefix(r.Reason, step.reason) || r.CallingAE != "ORTHANC" {
+				t.Errorf("%s record %q from %q", r.Outcome, r.Reason, r.CallingAE)
+			}
+			for _, o := range r.ParticipantObjects {
+				if slices.Contains(txns, o.ID) {
+					named = append(named, o.ID)
+				}
+			}
+		}
+		slices.Sort(named)
+		if want := slices.Sorted(slices.Values(txns)); !slices.Equal(named, want) {
+			t.Errorf("%s records name transactions %v, want each of %v once", step.outcome, named, want)
+		}
 	}
 	// A subscriber on this machine fetches what the events point at through
 	// the portal: the request (requestUri) answered 404, its link dead.
@@ -182,7 +250,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			}
 		}
 	}
-	checkLogs(t, scp, append([]string{txn, txn2, never.SOPInstanceUID}, scUIDs()...)...)
+	checkLogs(t, scp, append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97"}, scUIDs()...)...)
 }
 
 // scUIDs are the UIDs of scInstances.
