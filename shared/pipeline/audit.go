@@ -177,17 +177,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		}
 	case associationaudit.EventStoreFailed:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
-		switch {
-		case associationaudit.NotAnswered(r.Status):
-			// Cut short by the association's end: the sender was answered
-			// nothing (records written before said status 0000).
-			rec.NotAnswered = true
-			rec.Reason = StoreNotAnsweredReason + r.Reason
-		default:
-			// Refused: answered, or the refusal never reached the sender.
-			rec.ResponseNotSent = r.NotSent
-			rec.Reason = refusedReason("C-STORE", r.Status, r.Reason, r.NotSent)
-		}
+		answered(&rec, "C-STORE", r)
 	case associationaudit.EventDuplicate:
 		// The resend as the SCP alone knows it: the pipeline's record of
 		// it (resentAudit) adds the study and the patient from the
@@ -223,16 +213,7 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
-		switch {
-		case associationaudit.NotAnswered(r.Status):
-			// Cut short by the association's end, as a C-STORE may be:
-			// answered nothing, and taken no more than one refused.
-			rec.NotAnswered = true
-			rec.Reason = ActionNotAnsweredReason + r.Reason
-		default:
-			rec.ResponseNotSent = r.NotSent
-			rec.Reason = refusedReason("N-ACTION", r.Status, r.Reason, r.NotSent)
-		}
+		answered(&rec, "N-ACTION", r) // cut short too, as a C-STORE may be: answered nothing, taken no more than one refused
 	}
 	if r.StudyInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
@@ -377,6 +358,21 @@ var (
 	StoreNotAnsweredReason  = notAnsweredReason("C-STORE")
 	ActionNotAnsweredReason = notAnsweredReason("N-ACTION")
 )
+
+// answered sets the reason and the answer flags of rec, the record of op
+// (C-STORE, N-ACTION) the SCP failed with r's status: cut short by the
+// association's end, the sender answered nothing (NotAnswered: no status;
+// a store-failed record written before said 0000), or refused, the refusal
+// sent or not (ResponseNotSent).
+func answered(rec *AuditRecord, op string, r associationaudit.Record) {
+	if associationaudit.NotAnswered(r.Status) {
+		rec.NotAnswered = true
+		rec.Reason = notAnsweredReason(op) + r.Reason
+		return
+	}
+	rec.ResponseNotSent = r.NotSent
+	rec.Reason = refusedReason(op, r.Status, r.Reason, r.NotSent)
+}
 
 // notAnsweredReason begins the reason of the record of op (C-STORE,
 // N-ACTION) the association's end cut short.
