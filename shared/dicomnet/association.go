@@ -12,6 +12,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
@@ -196,9 +197,9 @@ func (a *association) handshake() bool {
 		err = fmt.Errorf("%w after %s (ARTIM): %w", ErrHandshakeTimeout, artim, err)
 	}
 	switch {
-	case errors.Is(err, io.EOF) && !a.tlsIn.seen.Load():
-		// Connected and closed without a byte: a TCP health check. One that closes after sending some has given
-		// up on the handshake (HandshakePeerClosed).
+	case (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) && !a.tlsIn.seen.Load():
+		// Connected and closed without a byte, with a FIN or a reset: a TCP health check. One that closes after
+		// sending some has given up on the handshake (HandshakePeerClosed).
 		a.log.Debug("dicomnet: connection closed before the TLS handshake")
 		return false
 	case a.wasShed():

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -21,8 +22,12 @@ const (
 	HandshakeNotTLS = "not_tls"
 	// HandshakeNoCertificate: the client presented no certificate where one is required.
 	HandshakeNoCertificate = "no_certificate"
-	// HandshakeExpired: the client's certificate, or a CA of its chain, has expired or is not yet valid.
+	// HandshakeExpired: the client's certificate, or a CA of its chain, has expired.
 	HandshakeExpired = "expired"
+	// HandshakeNotYetValid: the client's certificate, or a CA of its chain, is not yet valid: issued moments ago
+	// and used at once, or a clock (the site CA's, or ours) wrong. Told apart from HandshakeExpired, so that an
+	// alarm on expired certificates does not hide a clock skew between a site and us.
+	HandshakeNotYetValid = "not_yet_valid"
 	// HandshakeUnknownCA: the client's certificate does not chain to a CA of the client CA bundle.
 	HandshakeUnknownCA = "unknown_ca"
 	// HandshakeRevoked: a client CRL lists the client's certificate (tlstrust.ErrRevoked).
@@ -37,8 +42,9 @@ const (
 	// outside BCP 195).
 	HandshakeCipherMismatch = "cipher_mismatch"
 	// HandshakePeerClosed: the client closed the connection in the middle of the handshake, without an alert
-	// (after its ClientHello, or within a record): a client that gave up on our certificate without saying so, a
-	// TLS scanner. One closed before its first byte (a TCP health check) is no failure and not counted.
+	// (after its ClientHello, or within a record), with a FIN or a reset (ECONNRESET: a client that closes with
+	// bytes unread, or with SO_LINGER 0): a client that gave up on our certificate without saying so, a TLS
+	// scanner. One closed before its first byte, either way (a TCP health check), is no failure and not counted.
 	HandshakePeerClosed = "peer_closed"
 	// HandshakePeerAlert: the client ended the handshake with an alert of its own (or, under TLS 1.3 from an
 	// OpenSSL client such as DCMTK, one sent in the clear, which crypto/tls reads as "bad record MAC"), most
@@ -56,7 +62,7 @@ const (
 // HandshakeFailureReasons are the values HandshakeFailureReason returns: a small set fixed here, never the
 // error's text or a name the peer chose, so that each can be a label value, and a CloudWatch metric, of its own.
 var HandshakeFailureReasons = []string{
-	HandshakeTimeout, HandshakeNotTLS, HandshakeNoCertificate, HandshakeExpired, HandshakeUnknownCA, HandshakeRevoked,
+	HandshakeTimeout, HandshakeNotTLS, HandshakeNoCertificate, HandshakeExpired, HandshakeNotYetValid, HandshakeUnknownCA, HandshakeRevoked,
 	HandshakeBadCertificate, HandshakeProtocolVersion, HandshakeCipherMismatch, HandshakePeerAlert, HandshakePeerClosed,
 	HandshakeOther,
 }
@@ -71,6 +77,10 @@ type handshakeFailure struct {
 
 func (f *handshakeFailure) Error() string { return f.err.Error() }
 func (f *handshakeFailure) Unwrap() error { return f.err }
+
+// notYetValidDetail is what crypto/x509's CertificateInvalidError (Reason Expired) says, in its Detail ("current
+// time %s is before %s"), of a certificate not yet valid.
+const notYetValidDetail = " is before "
 
 // handshakeTexts are the failures crypto/tls reports only in words (errors.New, fmt.Errorf, no type), by the
 // start of their text, in the order they are looked for. A text no longer said counts its failures as
@@ -115,8 +125,9 @@ func HandshakeFailureReason(err error) string {
 	if errors.Is(err, ErrHandshakeTimeout) {
 		return HandshakeTimeout
 	}
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		// crypto/tls's word for a peer that closed at a record's boundary, and within a record.
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+		// crypto/tls's word for a peer that closed at a record's boundary, and within a record; and the
+		// system's for one that reset the connection.
 		return HandshakePeerClosed
 	}
 	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
@@ -129,6 +140,11 @@ func HandshakeFailureReason(err error) string {
 		return HandshakeBadCertificate
 	}
 	if ie, ok := errors.AsType[x509.CertificateInvalidError](err); ok && ie.Reason == x509.Expired {
+		// crypto/x509 gives both ends of the validity period one Reason, and tells them apart only in words
+		// (TestHandshakeTextsAreCryptoTLSs finds these in its source): a rewording counts as expired, as before.
+		if strings.HasPrefix(ie.Detail, "current time ") && strings.Contains(ie.Detail, notYetValidDetail) {
+			return HandshakeNotYetValid
+		}
 		return HandshakeExpired
 	}
 	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {

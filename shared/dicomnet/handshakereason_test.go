@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,7 +88,8 @@ func TestHandshakeFailureReason(t *testing.T) {
 		{"no client certificate", client(nil, nil), dicomnet.HandshakeNoCertificate},
 		{"certificate from another CA", client(p.stranger, nil), dicomnet.HandshakeUnknownCA},
 		{"expired certificate", client(expired, nil), dicomnet.HandshakeExpired},
-		{"certificate not yet valid", client(notYet, nil), dicomnet.HandshakeExpired},
+		// Before, counted as expired: an alarm on expired then hid a site's clock running behind ours.
+		{"certificate not yet valid", client(notYet, nil), dicomnet.HandshakeNotYetValid},
 		{"revoked certificate", client(revoked, nil), dicomnet.HandshakeRevoked},
 		{"the CA's own certificate", client(caAsClient, nil), dicomnet.HandshakeBadCertificate},
 		{"a server certificate", client(serverAsClient, nil), dicomnet.HandshakeBadCertificate},
@@ -104,6 +107,25 @@ func TestHandshakeFailureReason(t *testing.T) {
 			}
 			defer c.Close()
 			if err := tls.Client(&closesAfterHello{TCPConn: c.(*net.TCPConn)}, p.clientConfig(p.client)).Handshake(); err == nil {
+				t.Error("handshake completed")
+			}
+		}, dicomnet.HandshakePeerClosed},
+		// A client that gives up resetting the connection (SO_LINGER 0, or unread bytes at its close) once it has
+		// read our certificate request. Before, "other".
+		{"the client resets in the middle of its handshake", func(t *testing.T) {
+			c, err := net.Dial("tcp", srv.tlsAddr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			config := p.clientConfig(p.client)
+			config.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				if err := resetConn(c); err != nil {
+					t.Error(err)
+				}
+				return nil, errors.New("test: reset")
+			}
+			if err := tls.Client(c, config).Handshake(); err == nil {
 				t.Error("handshake completed")
 			}
 		}, dicomnet.HandshakePeerClosed},
@@ -164,7 +186,9 @@ func TestHandshakeFailureReasonsBounded(t *testing.T) {
 		{"revoked, as servertls refuses it", &tls.CertificateVerificationError{Err: errors.Join(nil, revoked)}, dicomnet.HandshakeRevoked},
 		{"revoked and a CA certificate", &tls.CertificateVerificationError{Err: errors.Join(notClient, revoked)}, dicomnet.HandshakeRevoked},
 		{"a CA certificate, as servertls refuses it", &tls.CertificateVerificationError{Err: errors.Join(notClient, nil)}, dicomnet.HandshakeBadCertificate},
-		{"expired", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, dicomnet.HandshakeExpired},
+		{"expired", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired, Detail: "current time 2026-12-07T00:00:00Z is after 2026-12-06T00:00:00Z"}}, dicomnet.HandshakeExpired},
+		{"not yet valid", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired, Detail: "current time 2026-12-07T00:00:00Z is before 2026-12-08T00:00:00Z"}}, dicomnet.HandshakeNotYetValid},
+		{"expired, no detail", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.Expired}}, dicomnet.HandshakeExpired},
 		{"unknown authority", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}, dicomnet.HandshakeUnknownCA},
 		{"name constraints", &tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Reason: x509.CANotAuthorizedForThisName}}, dicomnet.HandshakeBadCertificate},
 		{"other verification", &tls.CertificateVerificationError{Err: errors.New("x509: something new")}, dicomnet.HandshakeBadCertificate},
@@ -173,7 +197,9 @@ func TestHandshakeFailureReasonsBounded(t *testing.T) {
 		// certificate: TestDICOMTLSRefusals makes it for real).
 		{"an alert in the clear", &net.OpError{Op: "local error", Err: errors.New("tls: bad record MAC")}, dicomnet.HandshakePeerAlert},
 		{"local error", &net.OpError{Op: "local error", Err: errors.New("tls: internal")}, dicomnet.HandshakeOther},
-		{"reset", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, dicomnet.HandshakeOther},
+		// A client that gives up with unread bytes, or with SO_LINGER 0, resets: closed as much as one that sends FIN.
+		{"reset", &net.OpError{Op: "read", Err: &os.SyscallError{Syscall: "read", Err: syscall.ECONNRESET}}, dicomnet.HandshakePeerClosed},
+		{"reset's text only", &net.OpError{Op: "read", Err: errors.New("connection reset by peer")}, dicomnet.HandshakeOther},
 		// crypto/tls's words for a peer that closed at a record's boundary, and within one.
 		{"closed by the peer", io.EOF, dicomnet.HandshakePeerClosed},
 		{"closed by the peer within a record", io.ErrUnexpectedEOF, dicomnet.HandshakePeerClosed},
@@ -208,6 +234,14 @@ func (c *closesAfterHello) Write(b []byte) (int, error) {
 		}
 	})
 	return n, err
+}
+
+// resetConn closes c with a reset (SO_LINGER 0), not a FIN.
+func resetConn(c net.Conn) error {
+	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+		return err
+	}
+	return c.Close()
 }
 
 // TestHandshakeEndsThatAreNoFailure: a connection to the TLS port closed without a byte (a load balancer's TCP
@@ -257,6 +291,18 @@ func TestHandshakeEndsThatAreNoFailure(t *testing.T) {
 				t.Fatal(err)
 			}
 			testenv.Eventually(t, "the server to see the close", func() bool { return strings.Contains(logs.String(), "closed before the TLS handshake") })
+			shutdown(t, s)
+		}, "dicomnet: connection closed before the TLS handshake"},
+		// A health check that closes with a reset, not a FIN, sent no byte either. Before, "other".
+		{"health check closed by a reset", func(t *testing.T, s *dicomnet.Server, addr string) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := resetConn(c); err != nil {
+				t.Fatal(err)
+			}
+			testenv.Eventually(t, "the server to see the reset", func() bool { return strings.Contains(logs.String(), "closed before the TLS handshake") })
 			shutdown(t, s)
 		}, "dicomnet: connection closed before the TLS handshake"},
 		{"Shutdown during the handshake", func(t *testing.T, s *dicomnet.Server, addr string) {

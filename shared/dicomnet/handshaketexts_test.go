@@ -41,4 +41,13 @@ func TestHandshakeTextsAreCryptoTLSs(t *testing.T) {
 			t.Errorf("handshakeTexts tells %q by %q, which crypto/tls (%s) does not say: reworded, or never said", h.reason, h.prefix, filepath.Dir(files[0]))
 		}
 	}
+	// A certificate not yet valid, told from an expired one by crypto/x509's Detail alone.
+	verify := filepath.Join(testenv.GOROOT(t), "src", "crypto", "x509", "verify.go")
+	b, err := os.ReadFile(verify)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"current time %s` + notYetValidDetail + `%s"`; !strings.Contains(string(b), want) {
+		t.Errorf("HandshakeFailureReason tells %q by %q, which %s does not say: reworded", HandshakeNotYetValid, want, verify)
+	}
 }

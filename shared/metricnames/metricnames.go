@@ -130,7 +130,7 @@ const TLSHandshakeReason = "reason"
 // the two lists equal; dicomnet is not imported here, which would bring
 // it into the CDK app). "other" is any failure it does not know.
 var TLSHandshakeReasons = []string{
-	"timeout", "not_tls", "no_certificate", "expired", "unknown_ca", "revoked", "bad_certificate", "protocol_version",
+	"timeout", "not_tls", "no_certificate", "expired", "not_yet_valid", "unknown_ca", "revoked", "bad_certificate", "protocol_version",
 	"cipher_mismatch", "peer_alert", "peer_closed", "other",
 }
 
