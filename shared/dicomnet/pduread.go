@@ -186,6 +186,10 @@ func (t timedReader) read(p []byte) (int, error) {
 		pr.waited += w
 		pr.total += w
 		pr.bytes += int64(n)
+		if ceiling > 0 && pr.total >= ceiling {
+			// Before the window's grace, which reads on under a deadline no later than the ceiling's.
+			return n, fmt.Errorf("%w: message not complete after %v of waiting", ErrProgressDeadline, ceiling)
+		}
 		rolled := false
 		if window > 0 && pr.waited >= window {
 			if pr.bytes < minBytes {
@@ -201,9 +205,6 @@ func (t timedReader) read(p []byte) (int, error) {
 				return n, err // the window's bytes, or the message's end, may be among them
 			}
 			pr.waited, pr.bytes, pr.grace, rolled = 0, 0, time.Time{}, true
-		}
-		if ceiling > 0 && pr.total >= ceiling {
-			return n, fmt.Errorf("%w: message not complete after %v of waiting", ErrProgressDeadline, ceiling)
 		}
 		var ne net.Error
 		if n == 0 && rolled && errors.As(err, &ne) && ne.Timeout() {

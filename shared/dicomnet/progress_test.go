@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -393,4 +395,42 @@ func serveOne(t *testing.T, s *dicomnet.Server, wrap func(net.Conn) net.Conn) st
 	}()
 	t.Cleanup(func() { cancel(); l.Close(); <-done })
 	return l.Addr().String()
+}
+
+// countingConn counts the reads of its connection.
+type countingConn struct {
+	net.Conn
+	reads atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+// TestProgressCeilingInAWindowsGrace: when MaxMessageTime runs out as a window passes short (here both at once),
+// the association is aborted for the ceiling at once. Before, the window's grace went on reading under the
+// ceiling's deadline, already past: every read timed out at once, and the loop spun on the socket until the
+// grace ended.
+func TestProgressCeilingInAWindowsGrace(t *testing.T) {
+	const window = 300 * time.Millisecond
+	rec := newRecorder()
+	ch := make(chan result, 1)
+	s := &dicomnet.Server{Handler: capture(ch), Observer: rec, ProgressWindow: window, MinProgressBytes: 1024, MaxMessageTime: window, IdleTimeout: time.Minute}
+	cc := &countingConn{}
+	p := dicomnettest.DialParrot(t, serveOne(t, s, func(c net.Conn) net.Conn { cc.Conn = c; return cc }))
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(100)))
+	p.ExpectAbort(0, 0)
+	ev := rec.waitFor(t, dicomnet.EventAborted)
+	if !ev.AbortLocal || !errors.Is(ev.Err, dicomnet.ErrProgressDeadline) || !strings.Contains(ev.Err.Error(), "message not complete") {
+		t.Errorf("abort event %+v, want a local abort for MaxMessageTime", ev)
+	}
+	if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+		t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+	}
+	// The association's PDUs, and a read or two under each deadline: not a read per turn of a loop.
+	if n := cc.reads.Load(); n > 20 {
+		t.Errorf("%d reads of the connection, want a few", n)
+	}
 }
