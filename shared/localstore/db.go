@@ -50,6 +50,9 @@ type DB struct {
 	stopReaper  chan struct{}
 	reaperEnded chan struct{}
 	closeOnce   sync.Once
+
+	// outboxID is the outbox's identity (OutboxID), read once at Open.
+	outboxID string
 }
 
 // schema is applied in order; schema_version records how far a database got,
@@ -303,6 +306,16 @@ var schema = []string{
 		id          INTEGER PRIMARY KEY CHECK (id = 1),
 		through_key TEXT NOT NULL
 	);`,
+	// 20: the outbox's identity (OutboxID): a random id made once, when
+	// the database is created or, for an older one, migrated here. An
+	// event's seq is a place in this outbox alone; a data directory
+	// started afresh has another id, and a copy keeps its original's with
+	// its seqs (the same history).
+	`CREATE TABLE outbox_identity (
+		id        INTEGER PRIMARY KEY CHECK (id = 1),
+		outbox_id TEXT NOT NULL
+	);
+	INSERT INTO outbox_identity(id, outbox_id) VALUES (1, lower(hex(randomblob(16))));`,
 }
 
 // Open opens (creating if needed) the database at path and its hand-off
@@ -335,6 +348,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 		return nil, errors.Join(fmt.Errorf("localstore: open %s: %w", path, err), sdb.Close())
 	}
 	o.migrated(path, m)
+	if err := sdb.QueryRowContext(ctx, `SELECT outbox_id FROM outbox_identity WHERE id = 1`).Scan(&db.outboxID); err != nil {
+		return nil, errors.Join(fmt.Errorf("localstore: open %s: outbox id: %w", path, err), sdb.Close())
+	}
 	qpath := QueuePath(path)
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a

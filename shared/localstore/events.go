@@ -156,7 +156,26 @@ type EventFilter struct {
 	After  int64
 	Tail   bool
 	Limit  int
+	// Outbox, when given, is the outbox id (OutboxID) the consumer's seq
+	// belongs to: another outbox's is refused (a SearchError naming
+	// outbox), so that a seq of another data directory is never
+	// taken for one of this.
+	Outbox string
 }
+
+// OutboxHeader is the header of an events page and of a webhook's POST
+// that names the outbox (OutboxID) its seqs belong to, beside
+// X-Event-Seq.
+const OutboxHeader = "X-Event-Outbox"
+
+// OutboxID is the outbox's identity: a random id made once, when the
+// database was created (or migrated to have one), and kept in it. An
+// event's seq is a place in this outbox alone: a data directory started
+// afresh numbers its events from 1 under another id, while a copy of one
+// keeps its id and its seqs, the same history. A consumer that keeps
+// (outbox, seq) and names the outbox when it goes on
+// (EventFilter.Outbox) is refused rather than skip or repeat events.
+func (db *DB) OutboxID() string { return db.outboxID }
 
 // cursorScope is the scope of f's cursors (Before, a newest-first page's
 // Next): its filters, the types in one order.
@@ -187,6 +206,8 @@ func (e StoredEvent) MarshalJSON() ([]byte, error) {
 // Before's, sealed to the filter; with Tail newer: the last event's seq,
 // After's); Next is empty at the end.
 type EventPage struct {
+	// Outbox is the outbox the events' seqs belong to (OutboxID).
+	Outbox string        `json:"outbox"`
 	Events []StoredEvent `json:"events"`
 	Next   string        `json:"next,omitempty"`
 }
@@ -210,6 +231,10 @@ func ParseEventSeq(c string, fromStart bool) (int64, error) {
 // seqs that may differ, so a consumer tailing with After that had been
 // given one would skip the events given its seq then.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
+	if f.Outbox != "" && f.Outbox != db.outboxID {
+		return EventPage{}, &SearchError{Search: "events", Reason: fmt.Sprintf("outbox %q is not this data directory's (%s): its seqs number other events; "+
+			"tail this one from after=0 with outbox=%s, de-duplicating on the event id", Clipped(f.Outbox), db.outboxID, db.outboxID)}
+	}
 	var before int64
 	if f.Before != "" && !f.Tail {
 		place, err := f.cursorScope().Open(f.Before)
@@ -229,7 +254,7 @@ func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
 		return EventPage{}, fmt.Errorf("localstore: events: %w", err)
 	}
 	defer rows.Close()
-	page := EventPage{Events: []StoredEvent{}}
+	page := EventPage{Outbox: db.outboxID, Events: []StoredEvent{}}
 	for rows.Next() {
 		var e StoredEvent
 		var t int64
@@ -283,7 +308,7 @@ func (db *DB) tailWithin(ctx context.Context, after int64) error {
 		return nil
 	}
 	return &SearchError{Search: "events", Reason: fmt.Sprintf("after %d is past the last event's seq (%d): no event of this data directory had it; "+
-		"a new data directory numbers its events from 1 again: tail it from after=0, de-duplicating on the event id", after, last)}
+		"a new data directory numbers its events from 1 again: tail it from after=0 with outbox=%s, de-duplicating on the event id", after, last, db.outboxID)}
 }
 
 // eventsQuery is Events' statement and its arguments, less the LIMIT's,
@@ -379,6 +404,8 @@ type Poster interface {
 // event's seq, with which a receiver that was down catches up on
 // /api/events?after=<seq>: from the last seq up to which it took every
 // event, as each event is retried on its own schedule, not in seq order.
+// X-Event-Outbox (OutboxHeader) names the outbox the seq belongs to,
+// which the receiver passes as outbox=<id> when it catches up.
 type Publisher struct {
 	DB      *DB
 	LogPath string // events.log; "" disables the log
@@ -958,6 +985,7 @@ func (p *Publisher) post(ctx context.Context, id string, seq int64, u string, bo
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-Event-Id", id)
 	req.Header.Set("X-Event-Seq", strconv.FormatInt(seq, 10))
+	req.Header.Set(OutboxHeader, p.DB.OutboxID())
 	resp, err := p.Client.Do(req)
 	if err != nil {
 		return fmt.Errorf("localstore: webhook post: %w", err)

@@ -50,13 +50,15 @@ func readLog(t *testing.T, path string) []map[string]any {
 func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	var mu sync.Mutex
 	calls := map[string]int{}
-	seqs := map[string]string{} // X-Event-Seq by X-Event-Id
+	seqs := map[string]string{}     // X-Event-Seq by X-Event-Id
+	outboxes := map[string]string{} // X-Event-Outbox by X-Event-Id
 	var bodies []map[string]any
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
 		defer mu.Unlock()
 		id := r.Header.Get("X-Event-Id")
 		seqs[id] = r.Header.Get("X-Event-Seq")
+		outboxes[id] = r.Header.Get(OutboxHeader)
 		calls[id]++
 		if calls[id] < 3 { // fail twice, then accept
 			http.Error(w, "busy", http.StatusServiceUnavailable)
@@ -106,6 +108,12 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	// that was down catches up (after=<seq>).
 	if page, err := db.Events(ctx, EventFilter{}); err != nil || len(page.Events) != 1 || seqs["e1"] != strconv.FormatInt(page.Events[0].Seq, 10) {
 		t.Errorf("X-Event-Seq %q; the outbox has %v (%v)", seqs["e1"], page.Events, err)
+	}
+	// The outbox that seq belongs to, which the receiver names when it
+	// catches up (outbox=<id>), so that a seq of another data directory
+	// is refused rather than skip events.
+	if got := outboxes["e1"]; got == "" || got != db.OutboxID() {
+		t.Errorf("X-Event-Outbox %q, want the outbox's id %q", got, db.OutboxID())
 	}
 	lines := readLog(t, logPath)
 	if len(lines) != 1 || lines[0]["id"] != "e1" {

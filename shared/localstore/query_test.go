@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"reflect"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -171,6 +173,124 @@ func TestEventsTailPastTheLastEvent(t *testing.T) {
 
 // at is f going on from the event seq, with the cursor a page of f
 // would have handed out (Events' next, newest first).
+// TestEventsOutbox: the outbox has an identity, made once with the
+// database and kept in it, which every page names and a consumer names
+// back (Outbox). A data directory started afresh has another: its seqs
+// number other events, so a consumer that kept (outbox, seq) is refused,
+// naming outbox and the way back (after=0), where with its seq alone it
+// skipped unsaid the new directory's events up to that seq once they
+// outnumbered it. A copy keeps the id and its seqs (the same history),
+// and an older database gets an id when it is migrated.
+func TestEventsOutbox(t *testing.T) {
+	ctx := context.Background()
+	publish := func(t *testing.T, db *DB, n int) {
+		t.Helper()
+		var evs []pipeline.Event
+		for i := 1; i <= n; i++ {
+			evs = append(evs, pipeline.Event{DetailType: pipeline.DetailTypeInstanceStored, Time: t0.Add(time.Duration(i) * time.Second),
+				Detail: json.RawMessage(`{"studyInstanceUid":"1.2.3"}`)})
+		}
+		if _, err := db.Outbox(nil).Publish(ctx, evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The consumer took db's first 2 events; fresh, a data directory
+	// started afresh, has 5, more than that seq.
+	dir := t.TempDir()
+	db, err := Open(ctx, filepath.Join(dir, "ingest.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	publish(t, db, 3)
+	fresh := openTest(t)
+	publish(t, fresh, 5)
+	// A copy of db (a backup put back) and an older database migrated.
+	copied := filepath.Join(dir, "copy.db")
+	if _, err := db.sql.ExecContext(ctx, `VACUUM INTO ?`, copied); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := Open(ctx, copied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cp.Close() })
+	older := openOlderDatabase(t, len(schema)-1, nil)
+	publish(t, older, 1)
+
+	hexID := regexp.MustCompile(`^[0-9a-f]{32}$`)
+	for _, d := range []*DB{db, fresh, cp, older} {
+		if !hexID.MatchString(d.OutboxID()) {
+			t.Fatalf("outbox id %q, want 32 hex digits", d.OutboxID())
+		}
+	}
+	if db.OutboxID() == fresh.OutboxID() || db.OutboxID() == older.OutboxID() {
+		t.Fatalf("two databases have one outbox id %q", db.OutboxID())
+	}
+	for _, tt := range []struct {
+		name    string
+		db      *DB
+		f       EventFilter
+		n       int
+		refused string // what the refusal names; "" for none
+	}{
+		{"its own outbox, from the start", db, EventFilter{Tail: true, Outbox: db.OutboxID()}, 3, ""},
+		{"its own outbox, on from a seq", db, EventFilter{Tail: true, After: 2, Outbox: db.OutboxID()}, 1, ""},
+		{"its own outbox, newest first", db, EventFilter{Outbox: db.OutboxID()}, 3, ""},
+		{"no outbox named", db, EventFilter{Tail: true, After: 2}, 1, ""},
+		{"its own outbox, past its last event", db, EventFilter{Tail: true, After: 4, Outbox: db.OutboxID()}, 0, "after 4"},
+		// Without the outbox, fresh's events 3 to 5 come and its 1 and 2
+		// are skipped unsaid: the seq is none of fresh's.
+		{"a new directory, its seq alone", fresh, EventFilter{Tail: true, After: 2}, 3, ""},
+		{"a new directory, the old outbox named", fresh, EventFilter{Tail: true, After: 2, Outbox: db.OutboxID()}, 0, "outbox"},
+		{"a new directory, the old outbox, from the start", fresh, EventFilter{Tail: true, Outbox: db.OutboxID()}, 0, "outbox"},
+		{"a new directory, the old outbox, newest first", fresh, EventFilter{Outbox: db.OutboxID()}, 0, "outbox"},
+		{"a new directory, its own outbox from the start", fresh, EventFilter{Tail: true, Outbox: fresh.OutboxID()}, 5, ""},
+		{"an id of no outbox", db, EventFilter{Tail: true, Outbox: "not-an-outbox"}, 0, "outbox"},
+		{"a copy, the original's outbox", cp, EventFilter{Tail: true, After: 2, Outbox: db.OutboxID()}, 1, ""},
+		{"a migrated database, its own outbox", older, EventFilter{Tail: true, Outbox: older.OutboxID()}, 1, ""},
+		{"a migrated database, another outbox", older, EventFilter{Tail: true, Outbox: db.OutboxID()}, 0, "outbox"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := tt.db.Events(ctx, tt.f)
+			var se *SearchError
+			switch {
+			case tt.refused != "" && (!errors.As(err, &se) || se.Search != "events" || !strings.Contains(se.Reason, tt.refused+" ") ||
+				!strings.Contains(se.Reason, "after=0 with outbox="+tt.db.OutboxID())):
+				t.Errorf("%v, want a SearchError naming %s and the way back (after=0 with this outbox)", err, tt.refused)
+			case tt.refused == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case len(p.Events) != tt.n:
+				t.Errorf("%d events, want %d", len(p.Events), tt.n)
+			case tt.refused == "" && p.Outbox != tt.db.OutboxID():
+				t.Errorf("the page names outbox %q, want %q", p.Outbox, tt.db.OutboxID())
+			}
+		})
+	}
+	if cp.OutboxID() != db.OutboxID() {
+		t.Errorf("a copy's outbox %q, want its original's %q", cp.OutboxID(), db.OutboxID())
+	}
+	// Reopened, a database keeps its id.
+	id := older.OutboxID()
+	path := filepath.Join(dir, "reopen.db")
+	if _, err := older.sql.ExecContext(ctx, `VACUUM INTO ?`, path); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		re, err := Open(ctx, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := re.OutboxID()
+		if err := re.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got != id {
+			t.Errorf("reopened: outbox %q, want %q", got, id)
+		}
+	}
+}
+
 func at(f EventFilter, seq int64) EventFilter {
 	f.Before = f.cursorScope().Seal(strconv.FormatInt(seq, 10))
 	return f
