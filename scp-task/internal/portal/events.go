@@ -19,7 +19,9 @@ import (
 // the detail), since, until, limit, and either before (the cursor: the
 // next value of the previous page, newest first, of the same filters) or
 // after (an event's seq: events newer than it, oldest first; 0 from the
-// first event).
+// first event); outbox, the id of the outbox a consumer's seq belongs to
+// (a page's outbox, X-Event-Outbox), which the store refuses unless it is
+// its own.
 func eventFilter(v url.Values) (localstore.EventFilter, error) {
 	p := newParams(v)
 	before := p.raw("before")
@@ -34,6 +36,7 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 		After:       after,
 		Tail:        tail,
 		Limit:       p.limit(),
+		Outbox:      p.text("outbox"),
 	}
 	if err := p.err(); err != nil {
 		return f, err
@@ -63,6 +66,7 @@ func (s *Server) apiEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	page.Rebase(s.ObjectURLBase)
+	w.Header().Set(localstore.OutboxHeader, page.Outbox)
 	s.writeJSON(w, page)
 }
 

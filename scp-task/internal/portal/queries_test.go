@@ -171,6 +171,43 @@ func TestEventsTailFromTheStart(t *testing.T) {
 	}
 }
 
+// TestEventsOutbox: every events page names its outbox, in the JSON
+// (outbox) and the X-Event-Outbox header, and outbox=<id> goes on only in
+// that outbox: another's (a data directory started afresh) is a 400
+// naming outbox and the way back, after=0 with this outbox, so a
+// consumer that keeps (outbox, seq) never skips events unsaid.
+func TestEventsOutbox(t *testing.T) {
+	srv, db := newTestServer(t)
+	other := openDB(t) // another data directory's database
+	id, otherID := db.OutboxID(), other.OutboxID()
+	for _, tt := range []struct {
+		path string
+		code int
+		want string
+	}{
+		{"/api/events?after=0", 200, `"outbox": "` + id + `"`},
+		{"/api/events?after=0&outbox=" + id, 200, `"id": "e1"`},
+		{"/api/events?outbox=" + id, 200, `"id": "e1"`},
+		{"/api/events?after=0&outbox=" + otherID, 400, otherID + `\" is not this data directory's (` + id + ")"},
+		{"/api/events?after=1&outbox=" + otherID, 400, "after=0 with outbox=" + id},
+		{"/api/events?outbox=" + otherID, 400, "after=0 with outbox=" + id},
+		{"/api/events?after=0&outbox=x&outbox=" + id, 400, "portal: outbox is one value, given once"},
+		{"/api/events?after=99999&outbox=" + id, 400, "after 99999 is past the last event's seq"},
+		{"/events?after=0&outbox=" + otherID, 400, "is not this data directory"},
+		{"/events?after=0&outbox=" + id, 200, `data-seq="1"`},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			code, h, body := get(t, srv.URL+tt.path, "")
+			if code != tt.code || !strings.Contains(body, tt.want) {
+				t.Errorf("%d %s\nwant %d with %q", code, body, tt.code, tt.want)
+			}
+			if api := strings.HasPrefix(tt.path, "/api/"); api && code == 200 && h.Get(localstore.OutboxHeader) != id {
+				t.Errorf("%s %q, want %q", localstore.OutboxHeader, h.Get(localstore.OutboxHeader), id)
+			}
+		})
+	}
+}
+
 // pageCheck is a page and what it must and must not show.
 type pageCheck struct {
 	path       string
