@@ -5,28 +5,39 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // tailer is a consumer that follows docs/local-mode.md's recipe: it asks
-// /api/events?after=0 and then after=<the last seq it took>.
+// /api/events?after=0 and then after=<the last seq it took>&outbox=<the
+// outbox it took it from>; blind, it keeps the seq alone, as the recipe
+// had it before the outbox had an id.
 type tailer struct {
-	after int64
-	seqs  []int64
-	ids   []string
+	outbox string
+	after  int64
+	seqs   []int64
+	ids    []string
+	blind  bool
 }
 
 // poll takes one page from n; it reports the answer's status and, when
 // not 200, its body.
 func (c *tailer) poll(t *testing.T, n *node) (int, string) {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://%s/api/events?after=%d&limit=100", n.portal, c.after))
+	u := fmt.Sprintf("http://%s/api/events?after=%d&limit=100", n.portal, c.after)
+	if c.outbox != "" && !c.blind {
+		u += "&outbox=" + url.QueryEscape(c.outbox)
+	}
+	resp, err := http.Get(u)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +49,17 @@ func (c *tailer) poll(t *testing.T, n *node) (int, string) {
 	if resp.StatusCode != http.StatusOK {
 		return resp.StatusCode, string(b)
 	}
-	var page struct{ Events []apiEvent }
+	var page struct {
+		Outbox string
+		Events []apiEvent
+	}
 	if err := json.Unmarshal(b, &page); err != nil {
 		t.Fatal(err)
 	}
+	if h := resp.Header.Get("X-Event-Outbox"); page.Outbox == "" || h != page.Outbox || !c.blind && c.outbox != "" && page.Outbox != c.outbox {
+		t.Fatalf("after=%d: the page names outbox %q (X-Event-Outbox %q), the consumer asked for %q", c.after, page.Outbox, h, c.outbox)
+	}
+	c.outbox = page.Outbox
 	for _, e := range page.Events {
 		c.seqs, c.ids = append(c.seqs, e.Seq), append(c.ids, e.ID)
 		c.after = e.Seq
@@ -83,12 +101,16 @@ func (c *tailer) tailWhile(t *testing.T, n *node, send func()) {
 }
 
 // TestTailAcrossRestarts: a consumer that follows the docs' recipe (tail
-// /api/events with after=<the last seq>) while studies are sent, across a
-// restart of scp-task, takes every event exactly once, in seq order, the
-// same events /api/events lists. Given a data directory started afresh,
-// its seq is past the new directory's last event: a 400 naming after
-// (an empty page for ever, the new directory's events skipped unsaid),
-// and after=0 tails the new one.
+// /api/events with after=<the last seq> and outbox=<its outbox>) while
+// studies are sent, across a restart of scp-task (the same outbox),
+// takes every event exactly once, in seq order, the same events
+// /api/events lists. Given a data directory started afresh, its seq is
+// none of the new directory's: while it is past the new directory's last
+// event, a 400 naming after (an empty page for ever before); once the new
+// directory has more events than it, the seq alone gives the events past
+// it, those up to it skipped unsaid, while the consumer that names its
+// outbox is refused, a 400 naming outbox, and after=0 tails the new one
+// under its own outbox.
 func TestTailAcrossRestarts(t *testing.T) {
 	need(t, "dcmsend")
 	dir := t.TempDir()
@@ -123,17 +145,40 @@ func TestTailAcrossRestarts(t *testing.T) {
 
 	// A data directory started afresh: the consumer's seq is none of its.
 	n.stop()
+	saved, outbox := c.after, c.outbox
 	fresh := newNode(t, filepath.Join(dir, "fresh"))
 	fresh.start()
-	if out, err := fresh.dcmsend("LOCAL_AE", writeSynthStudy(t, dir)[:1]...); err != nil {
-		t.Fatalf("dcmsend: %v\n%s", err, out)
+	blind := &tailer{after: saved, blind: true}
+	if code, body := blind.poll(t, fresh); code != http.StatusBadRequest || !strings.Contains(body, "after ") || !strings.Contains(body, "after=0") {
+		t.Errorf("after=%d alone on a new data directory with no event: %d %s, want a 400 naming after and after=0", saved, code, body)
 	}
+	// More events than the saved seq: every file sent before, and a
+	// study more.
+	extra := filepath.Join(dir, "extra.dcm")
+	in := pipelinetest.Instance{StudyUID: synthStudy + ".7", SeriesUID: synthStudy + ".7.1", SOPUID: synthStudy + ".7.1.1", PatientID: synthPatient,
+		PatientName: "Roentgen^Wilhelm", Modality: "CT", Rows: 8, Columns: 8, SourceAE: "LOCAL_AE"}
+	if err := os.WriteFile(extra, in.Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	send(fresh, append(append(writeSynthStudy(t, dir), testenv.DICOMTestdataFiles(t)...), extra))()
 	fresh.waitPipelineIdle(30 * time.Second)
-	if code, body := c.poll(t, fresh); code != http.StatusBadRequest || !strings.Contains(body, "after ") || !strings.Contains(body, "after=0") {
-		t.Errorf("after=%d on a new data directory: %d %s, want a 400 naming after and after=0", c.after, code, body)
+	eventually(t, 30*time.Second, "the new data directory's events to outnumber the saved seq", func() bool {
+		evs := fresh.events("")
+		return len(evs) > 0 && evs[0].Seq > saved
+	})
+	if code, body := blind.poll(t, fresh); code != http.StatusOK || len(blind.seqs) == 0 || blind.seqs[0] != saved+1 {
+		t.Errorf("after=%d alone on a new data directory with more events: %d %s, seqs %v: want the events past it, those up to it skipped unsaid",
+			saved, code, body, blind.seqs)
+	}
+	if code, body := c.poll(t, fresh); code != http.StatusBadRequest || !strings.Contains(body, "outbox ") || !strings.Contains(body, "after=0") {
+		t.Errorf("after=%d&outbox=%s on a new data directory: %d %s, want a 400 naming outbox and after=0", saved, outbox, code, body)
 	}
 	c = &tailer{}
-	if code, body := c.poll(t, fresh); code != http.StatusOK || len(c.ids) == 0 {
-		t.Errorf("after=0 on a new data directory: %d %s, %d events", code, body, len(c.ids))
+	c.tailWhile(t, fresh, func() {})
+	if c.outbox == "" || c.outbox == outbox {
+		t.Errorf("the new data directory's outbox %q, the old one's %q: want another", c.outbox, outbox)
+	}
+	if len(c.ids) <= int(saved) || c.seqs[0] != 1 {
+		t.Errorf("after=0 on the new data directory took %d events from seq %v, want more than %d from 1", len(c.ids), c.seqs[:min(len(c.seqs), 1)], saved)
 	}
 }
