@@ -513,8 +513,14 @@ func (p *Pipeline) heldQuarantine(ctx context.Context, held ObjectInfo, sop, ide
 // rejectedRecord reads the rejected record id of an object of SOP
 // Instance UID sop from the audit trail (by SOP Instance UID, bySop on
 // DynamoDB), within maxInstanceAuditPages pages; found is false when it
-// holds none there.
+// holds none there. An object that names no SOP Instance UID (an outside
+// writer's bytes, no SCP metadata) has no record found by one: an empty
+// sop is no access path, and would ask for every rejected record, which a
+// trail partitioned by day refuses (ErrUnboundedQuery).
 func (p *Pipeline) rejectedRecord(ctx context.Context, sop, id string) (AuditRecord, bool, error) {
+	if sop == "" {
+		return AuditRecord{}, false, nil
+	}
 	q := AuditQuery{SOPInstanceUID: sop, Outcome: OutcomeRejected, Limit: instanceAuditPage}
 	for range maxInstanceAuditPages {
 		page, err := p.Audit.Query(ctx, q)

@@ -580,3 +580,43 @@ func TestUnformedSHA256ObjectDeliveredAgain(t *testing.T) {
 		}
 	}
 }
+
+// dayPartitioned is an audit trail that refuses a query with no access
+// path and an open range (pipeline.ErrUnboundedQuery), as
+// pipeline.AuditQuery allows a store partitioned by day (DynamoDB's) to.
+type dayPartitioned struct{ pipeline.AuditStore }
+
+func (a dayPartitioned) Query(ctx context.Context, q pipeline.AuditQuery) (pipeline.AuditPage, error) {
+	if q.SOPInstanceUID == "" && q.PatientID == "" && q.StudyInstanceUID == "" && q.CallingAE == "" && q.Day == "" && (q.From.IsZero() || q.To.IsZero()) {
+		return pipeline.AuditPage{}, fmt.Errorf("day-partitioned trail: %w", pipeline.ErrUnboundedQuery)
+	}
+	return a.AuditStore.Query(ctx, q)
+}
+
+// TestUnformedSHA256ObjectWithoutASOPUID: an outside writer's object that
+// carries a sha256 value in no earlier version's form and names no SOP
+// Instance UID (not in its bytes, no SCP metadata) is quarantined, on a
+// trail partitioned by day too. Looking for a rejected record of it by
+// its SOP Instance UID, an empty one, asked the trail for every rejected
+// record: DynamoDB refuses that (pipeline.ErrUnboundedQuery), so the
+// object failed every delivery, and no record without a SOP Instance UID
+// is found by one anyway.
+func TestUnformedSHA256ObjectWithoutASOPUID(t *testing.T) {
+	for _, data := range [][]byte{[]byte("not DICOM at all"), nil} {
+		t.Run(fmt.Sprintf("%d bytes", len(data)), func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			p := f.Pipeline()
+			p.Audit = dayPartitioned{f.Audit}
+			k := key("outside")
+			f.Objects.Add(k, data, map[string]string{objectstore.MetaLegacySHA256: "not-a-sha"})
+			res, err := p.ProcessObject(ctx, k)
+			if err != nil || res.Valid || res.QuarantineKey == "" {
+				t.Fatalf("ProcessObject: %+v, %v; want the object quarantined", res, err)
+			}
+			if recs := f.Audit.All(); len(recs) != 1 || recs[0].Outcome != pipeline.OutcomeRejected {
+				t.Errorf("audit records %+v, want its rejected record", recs)
+			}
+		})
+	}
+}
