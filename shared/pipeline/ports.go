@@ -147,7 +147,7 @@ type AuditQuery struct {
 	// the same fields; paging loses and repeats no record. Limit may
 	// change from page to page, and From and To be given in another time
 	// zone; a cursor the store did not hand out for a query of the same
-	// other fields (SealCursor) is ErrBadCursor.
+	// other fields, or one altered, is ErrBadCursor (CursorScope).
 	Cursor string
 }
 
