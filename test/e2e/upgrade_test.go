@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -270,49 +272,162 @@ func writeFixtureFile(p string, r io.Reader) error {
 // fixture a run crashed in, its journal record unprocessed and its queue's
 // write-ahead log not checkpointed, marked as of a schema no build has yet)
 // exits with status 1, naming the version it found and the one it knows,
-// before it opens the journal or changes a database: every file is as it
-// was, byte for byte.
+// before it opens the journal or changes a database. Every file is as it
+// was, byte for byte, but where the newer build was killed with its last
+// commits in the main database's write-ahead log: SQLite folds that log
+// into ingest.db as the refused start reads the version, which changes the
+// file's bytes and not what it holds (the newer build, started again, finds
+// its schema and every row).
 func TestRollbackRefused(t *testing.T) {
 	const newer = 1000
-	dataDir := filepath.Join(t.TempDir(), "data")
-	untarFixture(t, upgradeFixture, dataDir)
-	setSchemaVersion(t, filepath.Join(dataDir, "ingest.db"), newer)
-	before := dataFiles(t, dataDir)
+	for _, tt := range []struct {
+		name string
+		// killed leaves the newer build's commits (its schema version
+		// among them) in ingest.db's write-ahead log, as kill -9 does.
+		killed bool
+	}{{"stopped", false}, {"killed", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dataDir := filepath.Join(t.TempDir(), "data")
+			untarFixture(t, upgradeFixture, dataDir)
+			setSchemaVersion(t, dataDir, newer, tt.killed)
+			if _, err := os.Stat(filepath.Join(dataDir, "ingest.db-wal")); tt.killed != (err == nil) {
+				t.Fatalf("ingest.db's write-ahead log left: %v, want %v", err == nil, tt.killed)
+			}
+			before, held := dataFiles(t, dataDir), dbContent(t, dataDir)
 
-	out := startRefused(t, dataDir)
-	if want := fmt.Sprintf("database schema %d is newer than this build (", newer); !strings.Contains(out, want) {
-		t.Errorf("the refusal does not say %q:\n%s", want, out)
-	}
-	for _, started := range []string{`"msg":"recovered the hand-off"`, `"msg":"migrated database"`, `"msg":"journal closed"`} {
-		if strings.Contains(out, started) {
-			t.Errorf("the refused start logged %s:\n%s", started, out)
-		}
-	}
-	after := dataFiles(t, dataDir)
-	for name, sum := range before {
-		if after[name] != sum {
-			t.Errorf("%s changed by the refused start", name)
-		}
-	}
-	for name := range after {
-		if _, ok := before[name]; !ok && !strings.HasSuffix(name, "-shm") && !strings.HasSuffix(name, "-wal") &&
-			name != "scp-task.lock" && name != "scp-task.holder" {
-			t.Errorf("the refused start left %s", name)
-		}
+			out := startRefused(t, dataDir)
+			if want := fmt.Sprintf("database schema %d is newer than this build (", newer); !strings.Contains(out, want) {
+				t.Errorf("the refusal does not say %q:\n%s", want, out)
+			}
+			for _, started := range []string{`"msg":"recovered the hand-off"`, `"msg":"migrated database"`, `"msg":"journal closed"`} {
+				if strings.Contains(out, started) {
+					t.Errorf("the refused start logged %s:\n%s", started, out)
+				}
+			}
+			after := dataFiles(t, dataDir)
+			for name, sum := range before {
+				if after[name] != sum && !(tt.killed && slices.Contains(mainDB, name)) {
+					t.Errorf("%s changed by the refused start", name)
+				}
+			}
+			for name := range after {
+				if _, ok := before[name]; !ok && !strings.HasSuffix(name, "-shm") && !strings.HasSuffix(name, "-wal") &&
+					name != "scp-task.lock" && name != "scp-task.holder" {
+					t.Errorf("the refused start left %s", name)
+				}
+			}
+			if got := dbContent(t, dataDir); !maps.EqualFunc(got, held, slices.Equal) {
+				t.Errorf("ingest.db holds other than it did before the refused start")
+			}
+			if v := held["schema_version"]; !slices.Equal(v, []string{fmt.Sprint("[", newer, "]")}) {
+				t.Errorf("ingest.db's schema_version holds %v, want [%d]: the newer build's commits were lost", v, newer)
+			}
+		})
 	}
 }
 
-// setSchemaVersion marks a local-mode database as of schema version v, as
-// a build with v migrations would leave it.
-func setSchemaVersion(t *testing.T, path string, v int) {
+// setSchemaVersion marks the local-mode database of dataDir as of schema
+// version v, as a build with v migrations would leave it: stopped (the
+// write-ahead log checkpointed into ingest.db and removed), or killed (v
+// and the fixture's own commits still in the log and its index: the files
+// are taken while the connection is open, as kill -9 leaves them).
+func setSchemaVersion(t *testing.T, dataDir string, v int, killed bool) {
 	t.Helper()
-	db, err := sql.Open("sqlite", path)
+	work := dataDir
+	if killed {
+		work = t.TempDir()
+		copyFiles(t, dataDir, work, "ingest.db", "ingest.db-wal")
+	}
+	db, err := sql.Open("sqlite", filepath.Join(work, "ingest.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(`PRAGMA wal_autocheckpoint = 0`); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := db.Exec(`UPDATE schema_version SET version = ?`, v); err != nil {
-		t.Fatalf("%s: %v", path, err)
+		t.Fatalf("%s: %v", work, err)
+	}
+	if killed {
+		copyFiles(t, work, dataDir, mainDB...)
+	}
+}
+
+// mainDB are the files of a data directory's main database.
+var mainDB = []string{"ingest.db", "ingest.db-wal", "ingest.db-shm"}
+
+// dbContent is every row of every table of dataDir's ingest.db (the
+// table's rows, each printed, in order), read from a copy of its files: the
+// copy's SQLite folds a write-ahead log, never dataDir's.
+func dbContent(t *testing.T, dataDir string) map[string][]string {
+	t.Helper()
+	scratch := t.TempDir()
+	copyFiles(t, dataDir, scratch, mainDB...)
+	db, err := sql.Open("sqlite", filepath.Join(scratch, "ingest.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var tables []string
+	rows, err := db.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, name)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, table := range tables {
+		rows, err := db.Query(`SELECT * FROM "` + strings.ReplaceAll(table, `"`, `""`) + `"`)
+		if err != nil {
+			t.Fatalf("%s: %v", table, err)
+		}
+		cols, err := rows.Columns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			out[table] = append(out[table], fmt.Sprint(vals))
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(out[table])
+	}
+	return out
+}
+
+// copyFiles copies the named files of from that exist into to.
+func copyFiles(t *testing.T, from, to string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		b, err := os.ReadFile(filepath.Join(from, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(to, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
