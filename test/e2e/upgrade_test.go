@@ -370,46 +370,41 @@ func dbContent(t *testing.T, dataDir string) map[string][]string {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	var tables []string
-	rows, err := db.Query(`SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name`)
+	out := map[string][]string{}
+	for _, table := range queryRows(t, db, `SELECT name FROM sqlite_schema WHERE type = 'table'`) {
+		name := fmt.Sprint(table[0])
+		for _, row := range queryRows(t, db, `SELECT * FROM "`+strings.ReplaceAll(name, `"`, `""`)+`"`) {
+			out[name] = append(out[name], fmt.Sprint(row))
+		}
+		slices.Sort(out[name])
+	}
+	return out
+}
+
+// queryRows is every row q selects from db, each its columns' values.
+func queryRows(t *testing.T, db *sql.DB, q string) [][]any {
+	t.Helper()
+	rows, err := db.Query(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	cols, err := rows.Columns()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out [][]any
 	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
+		vals, ptrs := make([]any, len(cols)), make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
 			t.Fatal(err)
 		}
-		tables = append(tables, name)
+		out = append(out, vals)
 	}
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		t.Fatal(err)
-	}
-	out := map[string][]string{}
-	for _, table := range tables {
-		rows, err := db.Query(`SELECT * FROM "` + strings.ReplaceAll(table, `"`, `""`) + `"`)
-		if err != nil {
-			t.Fatalf("%s: %v", table, err)
-		}
-		cols, err := rows.Columns()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for rows.Next() {
-			vals := make([]any, len(cols))
-			ptrs := make([]any, len(cols))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatal(err)
-			}
-			out[table] = append(out[table], fmt.Sprint(vals))
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			t.Fatal(err)
-		}
-		slices.Sort(out[table])
+		t.Fatalf("%s: %v", q, err)
 	}
 	return out
 }
