@@ -135,17 +135,8 @@ func TestAppendRecoverRelease(t *testing.T) {
 				}
 				j2.Release(r)
 			}
-			waitFor(t, func() bool { return j2.Stats().FreeSegments == j2.Stats().Segments }, "recovered segments reclaimed")
+			testenv.Eventually(t, "recovered segments reclaimed", func() bool { return j2.Stats().FreeSegments == j2.Stats().Segments })
 		})
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
 	}
 }
 
@@ -511,7 +502,7 @@ func TestLaterAppendsCarryTheCause(t *testing.T) {
 			before := sfs.writes.Load()
 			second := make(chan error, 1)
 			go func() { _, err := appendBytes(t, j, "2", payload(2, 1000)); second <- err }()
-			waitFor(t, func() bool { return sfs.writes.Load() > before }, "the second record's write")
+			testenv.Eventually(t, "the second record's write", func() bool { return sfs.writes.Load() > before })
 			close(sfs.release)
 			for i, ch := range []chan error{first, second} {
 				if err := <-ch; !errors.Is(err, errno) {
