@@ -55,17 +55,6 @@ func partialRQ() []byte {
 // partialClientHello is the start of a TLS record that never ends.
 func partialClientHello() []byte { return []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01} }
 
-// until polls cond until it holds or 10 s pass; it is a wait for the server's own accounting, not a timing
-// assertion.
-func until(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited 10 s for %s", what)
-		}
-	}
-}
-
 // TestPreAssociationMemory: many connections each holding part of an A-ASSOCIATE-RQ (or of a TLS handshake)
 // never hold more than MaxPreAssociationBytes by the server's own accounting; a peer that asks at once still gets
 // in while they hold it, and the memory comes back when they close or ARTIM ends them.
@@ -117,7 +106,7 @@ func TestPreAssociationMemory(t *testing.T) {
 			if tc.overTLS {
 				perConn = tlsCost
 			}
-			until(t, "every connection shed or charged in full", func() bool {
+			testenv.Eventually(t, "every connection shed or charged in full", func() bool {
 				n := srv.UnassociatedConnections()
 				return n+rec.count(dicomnet.ErrShedMemory) == conns && srv.PreAssociationBytes() == int64(n)*perConn
 			})
@@ -138,7 +127,7 @@ func TestPreAssociationMemory(t *testing.T) {
 					c.Close()
 				}
 			}
-			until(t, "the memory given back", func() bool { return srv.PreAssociationBytes() == 0 })
+			testenv.Eventually(t, "the memory given back", func() bool { return srv.PreAssociationBytes() == 0 })
 			close(stop)
 			sampler.Wait()
 			if tc.budget > 0 && peak > tc.budget {
@@ -201,13 +190,13 @@ func TestShedIsNotAHandshakeFailure(t *testing.T) {
 			for i := range conns {
 				dialFrom(t, "127.0.0.2", ts.tlsAddr, tc.start)
 				// One at a time, so that which are shed is the server's choice, not the scheduler's.
-				until(t, "the connection counted", func() bool {
+				testenv.Eventually(t, "the connection counted", func() bool {
 					rec.mu.Lock()
 					defer rec.mu.Unlock()
 					return srv.UnassociatedConnections()+len(rec.events) >= i+1
 				})
 			}
-			until(t, "the connections over the bound shed", func() bool { return srv.UnassociatedConnections() == 2 })
+			testenv.Eventually(t, "the connections over the bound shed", func() bool { return srv.UnassociatedConnections() == 2 })
 			time.Sleep(100 * time.Millisecond) // for any further event of the shed connections' goroutines
 			rec.mu.Lock()
 			defer rec.mu.Unlock()

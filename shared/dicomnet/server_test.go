@@ -532,9 +532,7 @@ func TestRejections(t *testing.T) {
 			c.Close()
 		}
 		count := func() int { return strings.Count(logs.String(), `"msg":"dicomnet: association aborted"`) }
-		for deadline := time.Now().Add(5 * time.Second); count() == 0 && time.Now().Before(deadline); {
-			time.Sleep(10 * time.Millisecond)
-		}
+		testenv.Eventually(t, "an abort logged", func() bool { return count() > 0 })
 		time.Sleep(100 * time.Millisecond) // any line still being written
 		if lines := count(); lines < 1 || lines > 10 {
 			t.Errorf("%d of %d aborts before an association logged, want 1 to 10", lines, n)
@@ -596,13 +594,7 @@ func TestAssociationLimits(t *testing.T) {
 
 func waitActive(t *testing.T, s *dicomnet.Server, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.ActiveAssociations() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("active associations %d, want %d", s.ActiveAssociations(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, fmt.Sprintf("%d active associations", n), func() bool { return s.ActiveAssociations() == n })
 }
 
 func TestHandlerStatuses(t *testing.T) {
@@ -742,14 +734,8 @@ func TestObserverPanic(t *testing.T) {
 				t.Errorf("echo after the observer's panic: %04X", rsp.Status)
 			}
 			want := `"msg":"dicomnet: observer panicked","panic":"` + tc.want + `"`
-			deadline := time.Now().Add(5 * time.Second)
-			for !strings.Contains(logs.String(), want) && time.Now().Before(deadline) {
-				time.Sleep(5 * time.Millisecond)
-			}
+			testenv.Eventually(t, "the line "+want, func() bool { return strings.Contains(logs.String(), want) })
 			out := logs.String()
-			if !strings.Contains(out, want) {
-				t.Errorf("no line %s:\n%s", want, out)
-			}
 			if strings.Contains(out, instance) {
 				t.Errorf("logs name the SOP Instance UID:\n%s", out)
 			}
@@ -894,11 +880,7 @@ func TestTimeouts(t *testing.T) {
 		var logs testenv.LogBuffer
 		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 		p.ExpectClosed() // nothing sent, socket closed
-		for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logs.String(), "ARTIM (100ms) expired"); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("logs do not name ARTIM:\n%s", logs.String())
-			}
-		}
+		testenv.Eventually(t, "a line naming ARTIM", func() bool { return strings.Contains(logs.String(), "ARTIM (100ms) expired") })
 	})
 	t.Run("ARTIM after release", func(t *testing.T) {
 		p, _ := startParrot(t, &dicomnet.Server{ARTIMTimeout: 100 * time.Millisecond})
@@ -1278,19 +1260,15 @@ func TestStoredBeforeAbortWhenResponseFails(t *testing.T) {
 	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, pdu.ControlLast, pattern(100)))
 	rec.waitFor(t, dicomnet.EventAborted)
 	var types []dicomnet.EventType
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.Eventually(t, "the stored event", func() bool {
 		rec.mu.Lock()
+		defer rec.mu.Unlock()
 		types = types[:0]
 		for _, ev := range rec.events {
 			types = append(types, ev.Type)
 		}
-		rec.mu.Unlock()
-		if slices.Contains(types, dicomnet.EventStored) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return slices.Contains(types, dicomnet.EventStored)
+	})
 	want := []dicomnet.EventType{dicomnet.EventAccepted, dicomnet.EventStored, dicomnet.EventAborted}
 	if !slices.Equal(types, want) {
 		t.Fatalf("events %v, want %v", types, want)
