@@ -20,6 +20,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 type recordStore struct {
@@ -216,7 +217,7 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	// Both must have happened before Ready is asked: an event waiting for
 	// room, and the writer marked failing (the gauge drops after the flag is
 	// set; before that a full queue is the only sign).
-	waitFor(t, func() bool {
+	testenv.Eventually(t, "a wait for a writable store counted", func() bool {
 		return testutil.ToFloat64(w.metrics.waits) > 0 && testutil.ToFloat64(w.metrics.writable) == 0
 	})
 	select {
@@ -236,7 +237,7 @@ func TestFullQueueHoldsUpInsteadOfDropping(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("events still held up after the store recovered")
 	}
-	waitFor(t, func() bool { return w.Ready(context.Background()) == nil })
+	testenv.Eventually(t, "ready", func() bool { return w.Ready(context.Background()) == nil })
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +271,7 @@ func TestCloseGivesUpAndCounts(t *testing.T) {
 	for i := range n {
 		wg.Go(func() { w.ObserveAssociation(failedEvent("c", i)) })
 	}
-	waitFor(t, func() bool { return len(w.queue) == cap(w.queue) })
+	testenv.Eventually(t, "a full queue", func() bool { return len(w.queue) == cap(w.queue) })
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := w.Close(ctx); err == nil || !strings.Contains(err.Error(), "5 records not written") {
@@ -283,17 +284,6 @@ func TestCloseGivesUpAndCounts(t *testing.T) {
 	w.ObserveAssociation(failedEvent("c", n))
 	if w.Lost() != n+1 {
 		t.Errorf("an event after Close was not counted as lost")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -414,11 +404,7 @@ func TestStopRecordNamesLost(t *testing.T) {
 			if tt.want != nil {
 				written -= int(tt.want.Count)
 			}
-			for deadline := time.Now().Add(10 * time.Second); store.count() < written; time.Sleep(time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("%d records written, want %d", store.count(), written)
-				}
-			}
+			testenv.Eventually(t, fmt.Sprintf("%d records written", written), func() bool { return store.count() >= written })
 			// Close gives the queue up at three quarters of its deadline and
 			// writes the stop record in the last quarter (reserveForStop):
 			// on a loaded machine the goroutine giving up woke up to 335 ms
@@ -579,7 +565,7 @@ func TestQueueLengthCountsRecordsBeingWritten(t *testing.T) {
 		return 0
 	}
 	w.ObserveAssociation(failedEvent("q", 1))
-	waitFor(t, func() bool { return testutil.ToFloat64(w.metrics.failures) >= 2 })
+	testenv.Eventually(t, "two failed writes", func() bool { return testutil.ToFloat64(w.metrics.failures) >= 2 })
 	if len(w.queue) != 0 {
 		t.Fatalf("the record is still queued (%d): this test needs it being written", len(w.queue))
 	}
@@ -587,7 +573,7 @@ func TestQueueLengthCountsRecordsBeingWritten(t *testing.T) {
 		t.Errorf("queue length %v while the one record is retried, want 1", got)
 	}
 	store.setDown(false)
-	waitFor(t, func() bool { return queueLength() == 0 })
+	testenv.Eventually(t, "an empty queue", func() bool { return queueLength() == 0 })
 	if got := store.count(); got != 1 {
 		t.Errorf("written %d records once the gauge read 0, want 1", got)
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
@@ -204,13 +205,7 @@ func TestRefusalWindowEnds(t *testing.T) {
 	for i := range 3 {
 		w.ObserveAssociation(handshakeFailed(i, "10.0.0.1"))
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for w.written.Load() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d records written, want the refusal and the window's folded ones", w.written.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, "the refusal and the window's folded ones written", func() bool { return w.written.Load() >= 2 })
 	w.ObserveAssociation(handshakeFailed(3, "10.0.0.1")) // a new window: written on its own
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -278,7 +273,7 @@ func TestStopWithFoldedRefusalsAndQueueFull(t *testing.T) {
 			// for the feeder: every record numbered so far is queued) and
 			// the queue is full for good.
 			i := 0
-			waitFor(t, func() bool {
+			testenv.Eventually(t, "a full queue", func() bool {
 				for ; len(w.queue) < cap(w.queue); i++ {
 					w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: &dicomnet.AssociationInfo{ID: fmt.Sprintf("s%d", i)}})
 				}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // startRecord starts a writer on dir as instance and returns it with the
@@ -33,7 +34,7 @@ func startFull(t *testing.T, dir, instance string) (*Writer, associationaudit.Re
 		t.Fatal(err)
 	}
 	w.Started(instance, "REMOTE_AE")
-	waitFor(t, func() bool { return store.count() == 1 })
+	testenv.Eventually(t, "the start record", func() bool { return store.count() == 1 })
 	store.mu.Lock()
 	defer store.mu.Unlock()
 	for _, r := range store.got {
@@ -246,7 +247,7 @@ func TestUncleanStopAtStartIsPublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.Started("cccc", "REMOTE_AE")
-	waitFor(t, func() bool { return store.count() == 1 })
+	testenv.Eventually(t, "the start record", func() bool { return store.count() == 1 })
 	scrape := func() float64 {
 		t.Helper()
 		v, err := metricnames.Scrape(reg, metricnames.AuditUncleanStops)

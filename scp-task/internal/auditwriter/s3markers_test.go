@@ -76,7 +76,7 @@ func TestStoreRunMarkers(t *testing.T) {
 				t.Fatal(err)
 			}
 			w.Started("cccc", "REMOTE_AE")
-			waitFor(t, func() bool { return records.count() == 1 })
+			testenv.Eventually(t, "the start record", func() bool { return records.count() == 1 })
 			start := records.only(t)
 			if got := len(start.PreviousRuns) == 1 && start.PreviousRuns[0].Instance == "dead1"; got != tt.reported {
 				t.Fatalf("reported %v, want %v: %+v", got, tt.reported, start.PreviousRuns)
@@ -92,7 +92,7 @@ func TestStoreRunMarkers(t *testing.T) {
 				wantLeft = []string{"cccc.json", "dead1.json"}
 			}
 			// The reported marker goes once the start record is written.
-			waitFor(t, func() bool { names, err := s3.ListMarkers(ctx); return err == nil && cmp.Equal(names, wantLeft) })
+			testenv.Eventually(t, "the markers left", func() bool { names, err := s3.ListMarkers(ctx); return err == nil && cmp.Equal(names, wantLeft) })
 			if err := w.Close(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +124,7 @@ func TestStoreRunMarkerGoesStale(t *testing.T) {
 		}
 		w.Started(instance, "REMOTE_AE")
 		w.stopSweep()
-		waitFor(t, func() bool { return records.count() == 1 })
+		testenv.Eventually(t, "the start record", func() bool { return records.count() == 1 })
 		return w, records.only(t)
 	}
 	first, _ := start("aaaa")
@@ -178,7 +178,7 @@ func TestStoreMarkersIgnoreTaskClocks(t *testing.T) {
 				}
 				w.now = func() time.Time { return time.Now().Add(skew) }
 				w.Started(instance, "REMOTE_AE")
-				waitFor(t, func() bool { return records.count() == 1 })
+				testenv.Eventually(t, "the start record", func() bool { return records.count() == 1 })
 				return w, records
 			}
 			dead, _ := start("dead", 0)
@@ -305,7 +305,7 @@ func (b s3Bucket) age(t *testing.T, d time.Duration, live ...string) {
 	before := b.srv.Clock.Now()
 	b.srv.Clock.Advance(d)
 	for _, instance := range live {
-		waitFor(t, func() bool {
+		testenv.Eventually(t, "the run marker rewritten", func() bool {
 			m, err := b.GetMarker(context.Background(), instance+".json")
 			return err == nil && m.Written.After(before)
 		})

@@ -94,7 +94,7 @@ func TestSweepReportsDeadRun(t *testing.T) {
 					t.Fatal(err)
 				}
 				w.Started(instance, "REMOTE_AE")
-				waitFor(t, func() bool { return records.count() == 1 })
+				testenv.Eventually(t, "the start record", func() bool { return records.count() == 1 })
 				// The agent's first scrape, its baseline: a count before it
 				// shows from the next (metricnames.HeldCounter).
 				if got := testutil.ToFloat64(w.metrics.unclean); got != 0 {
@@ -108,7 +108,7 @@ func TestSweepReportsDeadRun(t *testing.T) {
 			shared.age(t, time.Second+storeClockResolution, "bbbb")
 			killed := time.Now()
 			var found associationaudit.Record
-			waitFor(t, func() bool {
+			testenv.Eventually(t, "the unclean-stop record", func() bool {
 				for _, r := range records.all() {
 					if r.Event == associationaudit.EventUncleanStopFound {
 						found = r
@@ -344,9 +344,9 @@ func TestStopWithSweepWaitingForRoom(t *testing.T) {
 	for i := range 2 {
 		w.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventAccepted, Association: &dicomnet.AssociationInfo{ID: fmt.Sprintf("s%d", i)}})
 	}
-	waitFor(t, func() bool { return w.Ready(context.Background()) != nil && len(w.queue) == cap(w.queue) })
+	testenv.Eventually(t, "a full queue, not ready", func() bool { return w.Ready(context.Background()) != nil && len(w.queue) == cap(w.queue) })
 	kill(t, dead)
-	waitFor(t, func() bool { return strings.Contains(logs.String(), associationaudit.UncleanStopLog) })
+	testenv.Eventually(t, "the unclean-stop line", func() bool { return strings.Contains(logs.String(), associationaudit.UncleanStopLog) })
 	time.Sleep(50 * time.Millisecond) // the sweep waits for room
 
 	stopGivingUp(t, w, true, "Stopping waits for the sweep, which waits for room in the queue")
