@@ -14,6 +14,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // agent is a stand-in for the ECS agent's task protection endpoint.
@@ -128,7 +129,7 @@ func TestProtectedWhileBusyReleasedWhenIdle(t *testing.T) {
 			t.Fatalf("renewal %+v", got)
 		}
 	}
-	eventually(t, "dicom_ingest_task_protected is 1 while busy", func() bool { return testutil.ToFloat64(p.protected) == 1 })
+	testenv.Eventually(t, "dicom_ingest_task_protected is 1 while busy", func() bool { return testutil.ToFloat64(p.protected) == 1 })
 	idle := time.Now()
 	p.ObserveAssociation(dicomnet.Event{Type: dicomnet.EventReleased, Association: assoc})
 	var got put
@@ -141,7 +142,7 @@ func TestProtectedWhileBusyReleasedWhenIdle(t *testing.T) {
 	if waited := got.at.Sub(idle); waited < releaseAfter {
 		t.Errorf("released %v after the last association ended, before the %v hysteresis", waited, releaseAfter)
 	}
-	eventually(t, "the metrics show the release", func() bool {
+	testenv.Eventually(t, "the metrics show the release", func() bool {
 		return testutil.ToFloat64(p.protected) == 0 && testutil.ToFloat64(p.updates.WithLabelValues("disabled")) == 1
 	})
 	a.none(t, 3*releaseAfter) // idle and released: quiet
@@ -187,7 +188,7 @@ func TestEndpointFailing(t *testing.T) {
 	if d := time.Since(begin); d > 5*time.Second {
 		t.Fatalf("observing took %v", d)
 	}
-	eventually(t, "failures counted and retried", func() bool { return testutil.ToFloat64(p.failures) >= 2 })
+	testenv.Eventually(t, "failures counted and retried", func() bool { return testutil.ToFloat64(p.failures) >= 2 })
 	// The stack publishes and alarms on the failures by this name.
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -203,7 +204,7 @@ func TestEndpointFailing(t *testing.T) {
 	if got := a.next(t); !got.enabled {
 		t.Fatalf("after recovery: %+v", got)
 	}
-	eventually(t, "protected after the endpoint recovered", func() bool { return testutil.ToFloat64(p.protected) == 1 })
+	testenv.Eventually(t, "protected after the endpoint recovered", func() bool { return testutil.ToFloat64(p.protected) == 1 })
 }
 
 func TestOptions(t *testing.T) {
@@ -223,16 +224,5 @@ func TestOptions(t *testing.T) {
 				t.Errorf("New = %v", err)
 			}
 		})
-	}
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 10s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
