@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestAuditRecordExpiry: with AuditExpirationDays set, the association
@@ -38,7 +39,7 @@ func TestAuditRecordExpiry(t *testing.T) {
 					kept = append(kept, p)
 				}
 			}
-			eventually(t, "records in the trail and done", func() bool {
+			testenv.Eventually(t, "records in the trail and done", func() bool {
 				return count(t, l, `SELECT COUNT(*) FROM audit`) == 4 && count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 4
 			})
 			step := 0
@@ -96,7 +97,7 @@ func TestAuditRecordExpiryAtStart(t *testing.T) {
 	l := startTest(t, dir)
 	old := putRecord(t, l, time.Now().AddDate(0, 0, -10), "assocold")
 	young := putRecord(t, l, time.Now(), "assocyoung")
-	eventually(t, "the records done", func() bool {
+	testenv.Eventually(t, "the records done", func() bool {
 		return count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 2
 	})
 	stop(t, l)
@@ -108,7 +109,7 @@ func TestAuditRecordExpiryAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop(t, l)
-	eventually(t, "the old record expired soon after the start", func() bool {
+	testenv.Eventually(t, "the old record expired soon after the start", func() bool {
 		_, err := os.Stat(old)
 		return errors.Is(err, os.ErrNotExist)
 	})
@@ -180,7 +181,7 @@ func TestAuditExpirationDaysBounded(t *testing.T) {
 				return
 			}
 			young := putRecord(t, l, time.Now(), "assocyoung")
-			eventually(t, "the record done", func() bool {
+			testenv.Eventually(t, "the record done", func() bool {
 				return count(t, l, `SELECT COUNT(*) FROM handoff WHERE state = 'done'`) == 1
 			})
 			n, err := l.expireRecords(ctx, time.Now())

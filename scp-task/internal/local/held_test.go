@@ -12,6 +12,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/portal"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestJournaledHandoff runs local mode on the real file store, whose
@@ -32,7 +33,7 @@ func TestJournaledHandoff(t *testing.T) {
 		put(t, l, instance("1.2.826.0.1.3680043.2.1.1", sop))
 	}
 	var audit struct{ Records []pipeline.AuditRecord }
-	eventually(t, "three objects audited", func() bool {
+	testenv.Eventually(t, "three objects audited", func() bool {
 		getJSON(t, l, "/api/audit?outcome=stored", &audit)
 		return len(audit.Records) == 3
 	})
@@ -41,7 +42,7 @@ func TestJournaledHandoff(t *testing.T) {
 			t.Errorf("the hand-off's metadata was lost: %+v", r)
 		}
 	}
-	eventually(t, "every record released", func() bool {
+	testenv.Eventually(t, "every record released", func() bool {
 		var c portal.Counters
 		getJSON(t, l, "/api/counters", &c)
 		return l.held.count() == 0 && c.PendingPipeline == 0
@@ -121,7 +122,7 @@ func TestHeldKeyDoneAlready(t *testing.T) {
 	in := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.5")
 	st := put(t, l, in)
 	var audit struct{ Records []pipeline.AuditRecord }
-	eventually(t, "the object audited", func() bool {
+	testenv.Eventually(t, "the object audited", func() bool {
 		getJSON(t, l, "/api/audit?outcome=stored", &audit)
 		return len(audit.Records) == 1 && l.held.count() == 0
 	})
@@ -133,7 +134,7 @@ func TestHeldKeyDoneAlready(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, l, in)
-	eventually(t, "nothing pending", func() bool {
+	testenv.Eventually(t, "nothing pending", func() bool {
 		var c portal.Counters
 		getJSON(t, l, "/api/counters", &c)
 		return l.held.count() == 0 && c.PendingPipeline == 0

@@ -119,17 +119,6 @@ func getJSON(t *testing.T, l *Local, path string, v any) {
 	}
 }
 
-// eventually polls cond for up to 10 s.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
-}
-
 func put(t *testing.T, l *Local, in pipelinetest.Instance) objectstore.Stored {
 	t.Helper()
 	st, err := l.Store().Put(context.Background(), objectstore.Object{
@@ -189,7 +178,7 @@ func TestLocalFlow(t *testing.T) {
 	l.Observer().ObserveAssociation(dicomnet.Event{Type: dicomnet.EventStored, Bytes: 10})
 
 	var studies struct{ Studies []portal.Study }
-	eventually(t, "study indexed", func() bool {
+	testenv.Eventually(t, "study indexed", func() bool {
 		getJSON(t, l, "/api/studies", &studies)
 		return len(studies.Studies) == 1 && studies.Studies[0].InstanceCount == 3
 	})
@@ -197,7 +186,7 @@ func TestLocalFlow(t *testing.T) {
 		t.Errorf("study %+v", s)
 	}
 	var audit struct{ Records []pipeline.AuditRecord }
-	eventually(t, "audit records", func() bool {
+	testenv.Eventually(t, "audit records", func() bool {
 		getJSON(t, l, "/api/audit?outcome=stored", &audit)
 		return len(audit.Records) == 3
 	})
@@ -206,20 +195,20 @@ func TestLocalFlow(t *testing.T) {
 			t.Errorf("audit record %+v", r)
 		}
 	}
-	eventually(t, "quarantine", func() bool {
+	testenv.Eventually(t, "quarantine", func() bool {
 		getJSON(t, l, "/api/quarantine", &audit)
 		return len(audit.Records) == 1 && len(audit.Records[0].Findings) > 0
 	})
-	eventually(t, "security event", func() bool {
+	testenv.Eventually(t, "security event", func() bool {
 		getJSON(t, l, "/api/audit?callingAe=EVIL_AE", &audit)
 		return len(audit.Records) == 1 && audit.Records[0].Outcome == "association-rejected"
 	})
 	var events struct{ Events []json.RawMessage }
-	eventually(t, "Study Received", func() bool {
+	testenv.Eventually(t, "Study Received", func() bool {
 		getJSON(t, l, "/api/events?type=Study+Received", &events)
 		return len(events.Events) == 1
 	})
-	eventually(t, "webhook delivery", func() bool {
+	testenv.Eventually(t, "webhook delivery", func() bool {
 		mu <- struct{}{}
 		defer func() { <-mu }()
 		for _, h := range hooked {
@@ -236,7 +225,7 @@ func TestLocalFlow(t *testing.T) {
 	}
 	// The event log and the webhooks are delivered each on its own: the
 	// hook having the event says nothing of the log's line yet.
-	eventually(t, "Study Received in the event log", func() bool {
+	testenv.Eventually(t, "Study Received in the event log", func() bool {
 		logged, err := os.ReadFile(filepath.Join(dir, EventLogFile))
 		return err == nil && strings.Contains(string(logged), `"detail-type":"Study Received"`)
 	})
@@ -319,7 +308,7 @@ func TestRestartProcessesOnce(t *testing.T) {
 				l = startTest(t, dir)
 				var audit struct{ Records []pipeline.AuditRecord }
 				if c.wantAudit > 0 {
-					eventually(t, "recovered object audited", func() bool {
+					testenv.Eventually(t, "recovered object audited", func() bool {
 						getJSON(t, l, "/api/audit?outcome=stored", &audit)
 						return len(audit.Records) == c.wantAudit
 					})
@@ -327,7 +316,7 @@ func TestRestartProcessesOnce(t *testing.T) {
 						t.Errorf("round %d: the hand-off's metadata was lost: %+v", round, audit.Records[0])
 					}
 				}
-				eventually(t, "an empty queue", func() bool {
+				testenv.Eventually(t, "an empty queue", func() bool {
 					n, err := l.db.Handoff().Counts(ctx)
 					return err == nil && n["pending"] == 0
 				})
@@ -405,7 +394,7 @@ func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
 	broken := instance("1.2.826.0.1.3680043.2.1.1", "1.2.826.0.1.3680043.2.1.1.1")
 	put(t, l, broken)
 	var studies struct{ Studies []portal.Study }
-	eventually(t, "study indexed", func() bool {
+	testenv.Eventually(t, "study indexed", func() bool {
 		getJSON(t, l, "/api/studies", &studies)
 		return len(studies.Studies) == 1
 	})
@@ -427,7 +416,7 @@ func TestFailingAnnouncementHoldsNoneBack(t *testing.T) {
 	defer stop(t, l)
 	goodStudyAnnounced(t, l)
 	// The broken study's failures were kept: its quiet period restarted.
-	eventually(t, "the broken study deferred", func() bool { return lastActivity(t, dir, broken.StudyUID) > failedAt })
+	testenv.Eventually(t, "the broken study deferred", func() bool { return lastActivity(t, dir, broken.StudyUID) > failedAt })
 }
 
 // goodStudyAnnounced stores an instance of another study than instance's,
@@ -438,7 +427,7 @@ func goodStudyAnnounced(t *testing.T, l *Local) {
 	good.StudyUID = "1.2.826.0.1.3680043.2.2"
 	put(t, l, good)
 	var events struct{ Events []json.RawMessage }
-	eventually(t, "the good study's Study Received", func() bool {
+	testenv.Eventually(t, "the good study's Study Received", func() bool {
 		getJSON(t, l, "/api/events?type=Study+Received", &events)
 		return len(events.Events) == 1
 	})
@@ -498,10 +487,10 @@ func TestPanickingAnnouncementHoldsNoneBack(t *testing.T) {
 	defer stop(t, l)
 	put(t, l, poison)
 	line := `"msg":"` + pipeline.AnnouncePanicLog + `"`
-	eventually(t, "the poison study's announcement panicked", func() bool { return strings.Contains(logs.String(), `"panic":`) })
+	testenv.Eventually(t, "the poison study's announcement panicked", func() bool { return strings.Contains(logs.String(), `"panic":`) })
 	deferred := lastActivity(t, dir, poison.StudyUID)
 	goodStudyAnnounced(t, l)
-	eventually(t, "the poison study deferred again by a later run", func() bool { return lastActivity(t, dir, poison.StudyUID) > deferred })
+	testenv.Eventually(t, "the poison study deferred again by a later run", func() bool { return lastActivity(t, dir, poison.StudyUID) > deferred })
 	out := logs.String()
 	if !strings.Contains(out, line) || !strings.Contains(out, l.cfg.Names.Name(poison.StudyUID)) || !strings.Contains(out, `"panic":"a value of type string"`) {
 		t.Errorf("the log lacks %s with the poison study's log name and the panic's type:\n%s", line, out)
@@ -528,7 +517,7 @@ func TestHandoffStoreFailures(t *testing.T) {
 		t.Fatalf("Put error = %v, want the store's", err)
 	}
 	// Nothing of its hand-off remains.
-	eventually(t, "no hand-off of the failed Put", func() bool {
+	testenv.Eventually(t, "no hand-off of the failed Put", func() bool {
 		n, err := l.db.Handoff().Counts(context.Background())
 		return err == nil && n["pending"] == 0
 	})
@@ -769,7 +758,7 @@ func TestPipelinePanicFailsTheAttempt(t *testing.T) {
 			defer stop(t, l)
 			st := put(t, l, in)
 			var studies struct{ Studies []portal.Study }
-			eventually(t, "the object processed on its retry", func() bool {
+			testenv.Eventually(t, "the object processed on its retry", func() bool {
 				getJSON(t, l, "/api/studies", &studies)
 				return len(studies.Studies) == 1 && studies.Studies[0].InstanceCount == 1
 			})

@@ -2,6 +2,7 @@ package local
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -51,11 +52,7 @@ func TestPortalServesDuringASlowHeaderFlood(t *testing.T) {
 		}
 		flood[i] = c
 	}
-	for deadline := time.Now().Add(time.Minute); accepted.Load() < int64(len(flood)); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of the flood's %d connections accepted", accepted.Load(), len(flood))
-		}
-	}
+	testenv.EventuallyWithin(t, time.Minute, "every connection of the flood accepted", func() bool { return accepted.Load() >= int64(len(flood)) })
 
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get("http://" + inner.Addr().String() + "/")
@@ -113,11 +110,7 @@ func TestPortalConnectionsBounded(t *testing.T) {
 	for range descriptors.PortalConnections {
 		go get(done)
 	}
-	for deadline := time.Now().Add(time.Minute); serving.Load() < descriptors.PortalConnections; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests served at once, want %d", serving.Load(), descriptors.PortalConnections)
-		}
-	}
+	testenv.EventuallyWithin(t, time.Minute, fmt.Sprintf("%d requests served at once", descriptors.PortalConnections), func() bool { return serving.Load() >= descriptors.PortalConnections })
 	go get(done)
 	time.Sleep(200 * time.Millisecond) // what would let it in, would have
 	if n := serving.Load(); n != descriptors.PortalConnections {
