@@ -377,7 +377,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 			return out
 		}
 		want := []string{"N-ACTION status 0115", "N-ACTION status 0115", "N-ACTION status 0118"}
-		waitFor(t, 10*time.Second, func() bool {
+		testenv.Eventually(t, "the refusals logged for both called AE titles", func() bool {
 			return slices.Equal(refused("PACS"), want) && slices.Equal(refused("NOADDRESS"), []string{"N-ACTION status 0124"})
 		})
 	})

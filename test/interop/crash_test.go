@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
 
@@ -84,7 +85,7 @@ func TestKilledSCPLossIsRecorded(t *testing.T) {
 	}
 	// The trail (local mode's pipeline) has it as an unclean-stop the
 	// portal filters.
-	waitUntil(t, "the unclean-stop record in the trail", func() bool {
+	testenv.Eventually(t, "the unclean-stop record in the trail", func() bool {
 		recs := portalAudit(t, second.PortalAddr, "unclean-stop")
 		return len(recs) == 1 && recs[0].EventOutcome == 4 && len(recs[0].PreviousRuns) == 1 && recs[0].PreviousRuns[0].Instance == instance
 	})
@@ -189,7 +190,7 @@ func TestKilledFileStoreSCPIsReported(t *testing.T) {
 func startAfter(t *testing.T, root, before string) associationaudit.Record {
 	t.Helper()
 	var start associationaudit.Record
-	waitUntil(t, "the start record after the kill", func() bool {
+	testenv.Eventually(t, "the start record after the kill", func() bool {
 		var ok bool
 		start, ok = scptest.StartOf(auditRecords(t, root), before)
 		return ok

@@ -135,13 +135,7 @@ func TestObjectLargerThanTheDisk(t *testing.T) {
 			scp.WaitMetric(t, `dicom_ingest_store_failures_total{status="A700"}`, float64(attempts+small), 10*time.Second)
 
 			testenv.ResizeTmpfs(t, disk, 256<<20)
-			deadline := time.Now().Add(5 * time.Second)
-			for readyz(t, scp) != 200 {
-				if time.Now().After(deadline) {
-					t.Fatal("/readyz still off 5 s after the disk had room")
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+			testenv.Eventually(t, "/readyz 200 once the disk had room", func() bool { return readyz(t, scp) == 200 })
 			if code := store(large); code != 0 {
 				t.Errorf("C-STORE once the disk had room: status %04X", code)
 			}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -84,17 +85,6 @@ func (a *ecsAgent) set(failing bool, hang chan struct{}) {
 	a.failing, a.hang = failing, hang
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 20s: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func storeOne(t *testing.T, as *dicomnet.ClientAssociation, uid string) {
 	t.Helper()
 	obj := synth.Object{StudyUID: "1.2.826.0.1.3680043.2.8", SeriesUID: "1.2.826.0.1.3680043.2.8.1", SOPInstanceUID: uid,
@@ -124,7 +114,7 @@ func TestScaleInProtection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "protection enabled", func() bool { s, _, _ := agent.history(); return len(s) == 1 })
+	testenv.Eventually(t, "protection enabled", func() bool { s, _, _ := agent.history(); return len(s) == 1 })
 	if s, m, _ := agent.history(); !s[0] || m[0] < 1 || m[0] > 2880 {
 		t.Fatalf("first PUT: enabled %v for %d minutes", s[0], m[0])
 	}
@@ -153,7 +143,7 @@ func TestScaleInProtection(t *testing.T) {
 	if err := as.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "protection released", func() bool { s, _, _ := agent.history(); return len(s) == 2 })
+	testenv.Eventually(t, "protection released", func() bool { s, _, _ := agent.history(); return len(s) == 2 })
 	if waited := time.Since(idle); waited < release {
 		t.Errorf("released %v after the task went idle, before the %v hysteresis", waited, release)
 	}
@@ -169,11 +159,11 @@ func TestScaleInProtection(t *testing.T) {
 		t.Fatal(err)
 	}
 	storeOne(t, as, "1.2.826.0.1.3680043.2.8.1.9")
-	waitUntil(t, "failures counted", func() bool { return scp.Metric(t, "dicom_ingest_task_protection_failures_total") >= 1 })
+	testenv.Eventually(t, "failures counted", func() bool { return scp.Metric(t, "dicom_ingest_task_protection_failures_total") >= 1 })
 	hang := make(chan struct{})
 	agent.set(false, hang)
 	_, _, calls := agent.history()
-	waitUntil(t, "a retry reaching the hung endpoint", func() bool { _, _, c := agent.history(); return c > calls })
+	testenv.Eventually(t, "a retry reaching the hung endpoint", func() bool { _, _, c := agent.history(); return c > calls })
 	for i := range 5 {
 		storeOne(t, as, fmt.Sprintf("1.2.826.0.1.3680043.2.8.2.%d", i+1))
 	}

@@ -70,7 +70,7 @@ func TestRefusedContextsAudited(t *testing.T) {
 	// on 4 workers, so its end may come in first.
 	var rows []localstore.Association
 	var accepted []pipeline.AuditRecord
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the accepted association audited", func() bool {
 		accepted = portalAudit(t, scp.PortalAddr, associationaudit.EventAccepted)
 		resp, err := http.Get("http://" + scp.PortalAddr + "/api/audit/associations")
 		if err != nil {

@@ -58,7 +58,7 @@ func TestIdenticalResendAudited(t *testing.T) {
 			// last association's released record may be written before its
 			// accepted one.
 			var recs []associationaudit.Record
-			waitFor(t, 10*time.Second, func() bool {
+			testenv.Eventually(t, "the resend's audit records", func() bool {
 				recs = auditRecords(t, root)
 				n := map[string]int{}
 				for _, r := range recs {
@@ -87,7 +87,7 @@ func TestIdenticalResendAudited(t *testing.T) {
 			}
 			// Local mode's trail: each transfer has its record.
 			var stored, duplicates, conflicts []pipeline.AuditRecord
-			waitFor(t, 10*time.Second, func() bool {
+			testenv.Eventually(t, "the resend's outcomes in the portal", func() bool {
 				stored = portalAudit(t, scp.PortalAddr, pipeline.OutcomeStored)
 				duplicates = portalAudit(t, scp.PortalAddr, pipeline.OutcomeDuplicate)
 				conflicts = portalAudit(t, scp.PortalAddr, pipeline.OutcomeConflict)

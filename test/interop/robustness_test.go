@@ -97,7 +97,7 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 		t.Fatalf("echoscu after the kill: %v\n%s", r.Err, r.Output)
 	}
 	var cut *associationaudit.Record
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the store-failed record of the cut association", func() bool {
 		cut = findRecord(auditRecords(t, scp.DataDir), associationaudit.EventStoreFailed, "LOCAL_AE")
 		return cut != nil
 	})

@@ -15,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/part10"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 )
 
@@ -80,7 +81,7 @@ func TestOutOfOrderObjectStoredAsSent(t *testing.T) {
 	}
 
 	var stored []string
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the stored file", func() bool {
 		stored = storedFiles(t, root)
 		return len(stored) == 1
 	})
@@ -94,7 +95,7 @@ func TestOutOfOrderObjectStoredAsSent(t *testing.T) {
 
 	// The pipeline keeps it, indexed with the warning.
 	var detail pipeline.StudyDetail
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the stored outcome in the portal", func() bool {
 		recs := portalAudit(t, scp.PortalAddr, pipeline.OutcomeStored)
 		if len(recs) != 1 {
 			return false

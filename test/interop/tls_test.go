@@ -247,7 +247,7 @@ func TestDICOMTLSRefusals(t *testing.T) {
 			// Its line, the i+1th: the log is read as it comes, and the
 			// last one read may still be the previous subtest's.
 			var failed []map[string]any
-			waitFor(t, 5*time.Second, func() bool {
+			testenv.Eventually(t, "the handshake failure's line", func() bool {
 				failed = failed[:0]
 				for _, e := range scp.LogEntries() {
 					if e["msg"] == "dicomnet: TLS handshake failed" {
@@ -325,7 +325,7 @@ func TestDICOMTLSReload(t *testing.T) {
 	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "an association with the reissued certificate", func() bool {
 		as, err := dial(reissued.TLS())
 		if err != nil {
 			return false
@@ -343,7 +343,7 @@ func TestDICOMTLSReload(t *testing.T) {
 	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the line on the aborted TLS associations", func() bool {
 		return strings.Contains(scp.Logs(), "TLS associations aborted: their client certificate is no longer accepted")
 	})
 	if err := open.Echo(ctx); !errors.Is(err, dicomnet.ErrAborted) {
@@ -366,7 +366,7 @@ func TestDICOMTLSReload(t *testing.T) {
 	// No signal: replacing the files is enough (the file watch).
 	third := p.ServerCA.Server(t, testpki.Options{CommonName: "dicom-ingest.test", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	third.WriteFiles(t, p.Dir, "server")
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "an association with the reissued certificate", func() bool {
 		as, err := dial(reissued.TLS())
 		if err != nil {
 			return false
@@ -405,13 +405,13 @@ func TestDICOMTLSReloadDuringTheDrain(t *testing.T) {
 	if err := syscall.Kill(scp.PID(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scp.Logs(), `"msg":"draining"`) })
+	testenv.Eventually(t, "the draining line", func() bool { return strings.Contains(scp.Logs(), `"msg":"draining"`) })
 
 	testpki.WriteFile(t, p.SiteCRLFile, p.SiteCA.CRL(t, time.Now().Add(time.Hour), p.ACert))
 	if err := syscall.Kill(scp.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the line on the aborted TLS associations", func() bool {
 		return strings.Contains(scp.Logs(), "TLS associations aborted: their client certificate is no longer accepted")
 	})
 	if err := open.Echo(ctx); !errors.Is(err, dicomnet.ErrAborted) {
@@ -510,17 +510,6 @@ func copyHalf(dst, src net.Conn) {
 	}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not so after %v", timeout)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestDICOMTLSLocalMode: the same in local mode (one process, TLS only): site A stores over TLS and its study shows in
 // the portal; site B's certificate for site A's AE title is refused; the audit trail names both certificates, site
 // B's in a Security Alert.
@@ -557,7 +546,7 @@ func TestDICOMTLSLocalMode(t *testing.T) {
 			t.Fatalf("GET %s: %v", path, err)
 		}
 	}
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the study in the portal", func() bool {
 		var page struct{ Studies []map[string]any }
 		getJSON("/api/studies", &page)
 		return len(page.Studies) == 1 && page.Studies[0]["studyInstanceUid"] == study
@@ -565,7 +554,7 @@ func TestDICOMTLSLocalMode(t *testing.T) {
 	// The audit trail names the certificates: site A's on its accepted association, under the bound name, and
 	// site B's on the refused one (a Security Alert).
 	a, b := fingerprint(readCert(t, p.A.Cert)), fingerprint(readCert(t, p.B.Cert))
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the rejected and accepted associations in the portal's audit", func() bool {
 		var rejected, accepted struct {
 			Records []struct {
 				EventID struct{ Code string } `json:"eventId"`
