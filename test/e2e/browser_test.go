@@ -53,7 +53,7 @@ func TestPortalInBrowser(t *testing.T) {
 	if out, err := n.dcmsend("LOCAL_AE", files...); err != nil {
 		t.Fatalf("dcmsend: %v\n%s", err, out)
 	}
-	eventually(t, 10*time.Second, "study indexed", func() bool {
+	testenv.Eventually(t, "study indexed", func() bool {
 		for _, s := range n.studies() {
 			if s.StudyInstanceUID == synthStudy && s.InstanceCount == len(synthInstances) {
 				return true
@@ -73,7 +73,7 @@ func TestPortalInBrowser(t *testing.T) {
 	if out, err := n.dcmsend("LOCAL_AE", files...); err != nil {
 		t.Fatalf("dcmsend again: %v\n%s", err, out)
 	}
-	eventually(t, 10*time.Second, "the resend noted in its study", func() bool {
+	testenv.Eventually(t, "the resend noted in its study", func() bool {
 		for _, s := range n.studies() {
 			if s.StudyInstanceUID == synthStudy && s.LastSent.After(received) {
 				return true

@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	synthobj "github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -55,7 +55,7 @@ func TestKilledMidSendCountsStored(t *testing.T) {
 	// The kill comes once the trail has the association and its instances:
 	// open, nothing counted stored yet.
 	var open []apiAssociation
-	eventually(t, 10*time.Second, "the open association with its instances", func() bool {
+	testenv.Eventually(t, "the open association with its instances", func() bool {
 		open = associations("open")
 		return len(open) == 1 && open[0].Instances == sent
 	})
@@ -64,7 +64,7 @@ func TestKilledMidSendCountsStored(t *testing.T) {
 
 	n.start()
 	var ended []apiAssociation
-	eventually(t, 20*time.Second, "the association ended with its run", func() bool {
+	testenv.Eventually(t, "the association ended with its run", func() bool {
 		ended = associations("unclean-stop")
 		return len(ended) == 1
 	})

@@ -98,7 +98,7 @@ func TestLocalModeFullDisk(t *testing.T) {
 			if tt.reserve > 0 {
 				// Short of space: new associations are refused as
 				// temporary congestion, and the pipeline goes on.
-				eventually(t, 10*time.Second, "a new association refused", func() bool {
+				testenv.Eventually(t, "a new association refused", func() bool {
 					extra, err := dicomnet.Dial(ctx, n.dicom, synthClient)
 					if err == nil {
 						if err := extra.Release(ctx); err != nil {
@@ -116,7 +116,7 @@ func TestLocalModeFullDisk(t *testing.T) {
 
 			// Space returns: sends succeed again, without a restart.
 			testenv.ResizeTmpfs(t, disk, 256<<20)
-			eventually(t, 10*time.Second, "a C-STORE succeeding once space returned", func() bool {
+			testenv.Eventually(t, "a C-STORE succeeding once space returned", func() bool {
 				i++
 				return send(i) == 0
 			})
@@ -190,7 +190,7 @@ func waitProcessed(t *testing.T, n *node, acked int, study string) {
 	if page.InstanceCount != acked {
 		t.Errorf("%d instances indexed, want the %d acknowledged", page.InstanceCount, acked)
 	}
-	eventually(t, 10*time.Second, "every Instance Stored event in events.log", func() bool {
+	testenv.Eventually(t, "every Instance Stored event in events.log", func() bool {
 		return len(instanceStoredInLog(t, n.dataDir)) >= acked
 	})
 }

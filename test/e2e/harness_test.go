@@ -231,24 +231,11 @@ func (n *node) waitPipelineIdle(within time.Duration) (failed int64) {
 		PendingPipeline int64 `json:"pendingPipeline"`
 		FailedPipeline  int64 `json:"failedPipeline"`
 	}
-	eventually(n.t, within, "the pipeline to catch up", func() bool {
+	testenv.EventuallyWithin(n.t, within, "the pipeline to catch up", func() bool {
 		n.getJSON("/api/counters", &c)
 		return c.PendingPipeline == 0
 	})
 	return c.FailedPipeline
-}
-
-// eventually polls cond every 100 ms for up to d.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(100 * time.Millisecond) {
-		if cond() {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-	}
 }
 
 // Synthesized study: two series, three and two instances.

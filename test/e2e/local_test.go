@@ -167,7 +167,7 @@ func TestLocalEndToEnd(t *testing.T) {
 
 	t.Run("study appears with the right counts", func(t *testing.T) {
 		var got apiStudy
-		eventually(t, 5*time.Second, "the synthesized study in /api/studies", func() bool {
+		testenv.Eventually(t, "the synthesized study in /api/studies", func() bool {
 			for _, s := range n.studies() {
 				if s.StudyInstanceUID == synthStudy && s.InstanceCount == len(synthInstances) {
 					got = s
@@ -210,7 +210,7 @@ func TestLocalEndToEnd(t *testing.T) {
 
 	t.Run("audit record per instance", func(t *testing.T) {
 		var recs []pipeline.AuditRecord
-		eventually(t, 5*time.Second, "audit records", func() bool {
+		testenv.Eventually(t, "audit records", func() bool {
 			recs = n.audit("outcome=stored&studyUid=" + synthStudy)
 			return len(recs) == len(synthInstances)
 		})
@@ -247,7 +247,7 @@ func TestLocalEndToEnd(t *testing.T) {
 
 	t.Run("invalid object quarantined with findings", func(t *testing.T) {
 		var q []pipeline.AuditRecord
-		eventually(t, 5*time.Second, "quarantine", func() bool {
+		testenv.Eventually(t, "quarantine", func() bool {
 			var out struct{ Records []pipeline.AuditRecord }
 			n.getJSON("/api/quarantine", &out)
 			q = out.Records
@@ -276,7 +276,7 @@ func TestLocalEndToEnd(t *testing.T) {
 
 	t.Run("rejected AE is a security event", func(t *testing.T) {
 		var recs []pipeline.AuditRecord
-		eventually(t, 5*time.Second, "association-rejected record", func() bool {
+		testenv.Eventually(t, "association-rejected record", func() bool {
 			recs = n.audit("callingAe=INTRUDER_AE")
 			return len(recs) > 0
 		})
@@ -288,7 +288,7 @@ func TestLocalEndToEnd(t *testing.T) {
 
 	t.Run("Study Received after the quiet period", func(t *testing.T) {
 		var evs []apiEvent
-		eventually(t, 10*time.Second, "Study Received", func() bool {
+		testenv.Eventually(t, "Study Received", func() bool {
 			evs = n.events("type=Study+Received&contains=" + synthStudy)
 			return len(evs) == 1
 		})
@@ -304,7 +304,7 @@ func TestLocalEndToEnd(t *testing.T) {
 		for _, ev := range n.events("") {
 			ids = append(ids, ev.ID)
 		}
-		eventually(t, 15*time.Second, "every event delivered to the webhook", func() bool {
+		testenv.Eventually(t, "every event delivered to the webhook", func() bool {
 			return len(sink.missing(ids)) == 0
 		})
 		sink.mu.Lock()
@@ -320,7 +320,7 @@ func TestLocalEndToEnd(t *testing.T) {
 		// events.log, which the publisher appends to on its own, apart
 		// from the webhook's deliveries.
 		var announced []apiEvent
-		eventually(t, 15*time.Second, "every study announced", func() bool {
+		testenv.Eventually(t, "every study announced", func() bool {
 			announced = n.events("type=Study+Received")
 			return len(announced) >= len(real)+1
 		})
@@ -328,7 +328,7 @@ func TestLocalEndToEnd(t *testing.T) {
 			t.Errorf("%d Study Received events, want %d", len(announced), len(real)+1)
 		}
 		var logged map[string]int
-		eventually(t, 10*time.Second, "every Study Received in events.log", func() bool {
+		testenv.Eventually(t, "every Study Received in events.log", func() bool {
 			logged = studyReceivedInLog(t, n.dataDir)
 			for _, ev := range announced {
 				if logged[ev.ID] == 0 {
@@ -451,7 +451,7 @@ func TestRestartExactlyOnce(t *testing.T) {
 					}
 				}
 				var recs []pipeline.AuditRecord
-				eventually(t, 10*time.Second, "the object processed after restart", func() bool {
+				testenv.Eventually(t, "the object processed after restart", func() bool {
 					recs = n.audit("outcome=stored&studyUid=" + synthStudy)
 					return len(recs) > 0
 				})

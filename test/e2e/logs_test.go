@@ -106,13 +106,13 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 		}
 	}
 
-	eventually(t, 20*time.Second, "the quarantine and a pipeline failure", func() bool {
+	testenv.Eventually(t, "the quarantine and a pipeline failure", func() bool {
 		var out struct{ Records []pipeline.AuditRecord }
 		n.getJSON("/api/quarantine", &out)
 		failed := strings.Contains(n.logText(), "pipeline failed; will retry")
 		return len(out.Records) == 2 && failed
 	})
-	eventually(t, 20*time.Second, "every stored object processed", func() bool {
+	testenv.Eventually(t, "every stored object processed", func() bool {
 		var c struct{ PendingPipeline int64 }
 		n.getJSON("/api/counters", &c)
 		return c.PendingPipeline <= 1 // the stalled one

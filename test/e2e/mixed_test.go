@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -55,7 +54,7 @@ func TestMixedCorpusFlagsPatientMismatch(t *testing.T) {
 	}
 
 	var st apiStudy
-	eventually(t, 20*time.Second, "the mixed study with all its instances", func() bool {
+	testenv.Eventually(t, "the mixed study with all its instances", func() bool {
 		for _, s := range n.studies() {
 			if slices.Contains(s.Modalities, "CT") && slices.Contains(s.Modalities, "MR") && s.InstanceCount == len(ours) {
 				st = s
@@ -138,7 +137,7 @@ func TestMixedCorpusFlagsPatientMismatch(t *testing.T) {
 		t.Errorf("%d Instance Stored events, want %d", stored, len(ours))
 	}
 	var received []apiEvent
-	eventually(t, 15*time.Second, "Study Received", func() bool {
+	testenv.Eventually(t, "Study Received", func() bool {
 		received = n.events("type=Study+Received&contains=" + st.StudyInstanceUID)
 		return len(received) == 1
 	})

@@ -49,7 +49,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 			t.Fatalf("dcmsend: %v\n%s", err, out)
 		}
 	}
-	eventually(t, 15*time.Second, "every study indexed", func() bool {
+	testenv.Eventually(t, "every study indexed", func() bool {
 		return len(n.studies()) == len(real)+2
 	})
 	base := "http://" + n.portal
@@ -88,7 +88,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 
 	t.Run("audit per association", func(t *testing.T) {
 		var rows []string
-		eventually(t, 10*time.Second, "the synthesized study's association closed", func() bool {
+		testenv.Eventually(t, "the synthesized study's association closed", func() bool {
 			dom := chromium(t, []string{"--dump-dom"}, base+"/audit")
 			rows = regexp.MustCompile(`(?s)<tr class="association outcome-association-released" data-association-id="([^"]+)">(.*?)</tr>`).FindAllString(dom, -1)
 			return len(rows) == 3
@@ -209,7 +209,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		p.Expect(pdu.TypeReleaseRP)
 
 		var dom string
-		eventually(t, 10*time.Second, "both transactions reported", func() bool {
+		testenv.Eventually(t, "both transactions reported", func() bool {
 			dom = chromium(t, []string{"--dump-dom"}, base+"/commitments")
 			return strings.Count(dom, `<tr class="commitment reported"`) == 2
 		})
@@ -269,19 +269,19 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		if out, err := n.dcmsend("LOCAL_AE", inst("held.dcm", held, false)); err != nil {
 			t.Fatalf("dcmsend: %v\n%s", err, out)
 		}
-		eventually(t, 10*time.Second, "the held instance indexed", func() bool { return len(n.studies()) == len(real)+3 })
+		testenv.Eventually(t, "the held instance indexed", func() bool { return len(n.studies()) == len(real)+3 })
 		if out, err := n.dcmsend("LOCAL_AE", inst("held-b.dcm", held, true), inst("missing.dcm", missing, true)); err != nil {
 			t.Fatalf("dcmsend: %v\n%s", err, out)
 		}
 		var m map[string]string
-		eventually(t, 10*time.Second, "both quarantined", func() bool { m = marks(); return len(m) == 2 })
+		testenv.Eventually(t, "both quarantined", func() bool { m = marks(); return len(m) == 2 })
 		if m[held] != "cleared" || m[missing] != "missing" {
 			t.Errorf("marks %v, want the held instance's cleared, the new one's missing", m)
 		}
 		if out, err := n.dcmsend("LOCAL_AE", inst("resent.dcm", missing, false)); err != nil {
 			t.Fatalf("dcmsend: %v\n%s", err, out)
 		}
-		eventually(t, 10*time.Second, "the resend clears its reject", func() bool { m = marks(); return m[missing] == "cleared" })
+		testenv.Eventually(t, "the resend clears its reject", func() bool { m = marks(); return m[missing] == "cleared" })
 		if m[held] != "cleared" {
 			t.Errorf("marks after the resend %v", m)
 		}

@@ -85,7 +85,7 @@ func (c *tailer) tailWhile(t *testing.T, n *node, send func()) {
 		}
 	}
 	n.waitPipelineIdle(30 * time.Second)
-	eventually(t, 30*time.Second, "the tail to hold every event, the study events too", func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the tail to hold every event, the study events too", func() bool {
 		if code, body := c.poll(t, n); code != http.StatusOK {
 			t.Fatalf("after=%d: %d %s", c.after, code, body)
 		}

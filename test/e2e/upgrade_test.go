@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	_ "modernc.org/sqlite" // localstore's SQLite driver, for schemaVersion
 )
 
@@ -87,7 +88,7 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 	study := want.Studies[0].StudyInstanceUID
 
 	// The old build's instances, and the one its crash left in the journal.
-	eventually(t, 10*time.Second, "the old study with its journaled instance", func() bool {
+	testenv.Eventually(t, "the old study with its journaled instance", func() bool {
 		for _, s := range n.studies() {
 			if s.StudyInstanceUID == study {
 				return s.InstanceCount == want.Studies[0].InstanceCount+1
@@ -96,7 +97,7 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 		return false
 	})
 	var events []apiEvent
-	eventually(t, 10*time.Second, "the study's Study Updated", func() bool {
+	testenv.Eventually(t, "the study's Study Updated", func() bool {
 		events = n.events("after=0")
 		return countType(events, pipeline.DetailTypeStudyUpdated) > 0
 	})
@@ -160,7 +161,7 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 		t.Fatalf("dcmsend after the upgrade: %v\n%s", err, out)
 	}
 	n.waitPipelineIdle(20 * time.Second)
-	eventually(t, 10*time.Second, "the new study", func() bool {
+	testenv.Eventually(t, "the new study", func() bool {
 		for _, s := range n.studies() {
 			if s.StudyInstanceUID == synthStudy {
 				return s.InstanceCount == len(synthInstances)
