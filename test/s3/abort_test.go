@@ -11,6 +11,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -57,7 +58,7 @@ func TestAbortedTransferLeavesNothing(t *testing.T) {
 		t.Fatal("C-STORE of an aborted transfer succeeded")
 	}
 
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "association-aborted audit record", func() bool {
 		for key, o := range sink.Objects() {
 			if strings.Contains(key, "/audit/") && strings.HasSuffix(key, associationaudit.EventAborted+".json") {
 				var rec associationaudit.Record
@@ -65,8 +66,8 @@ func TestAbortedTransferLeavesNothing(t *testing.T) {
 			}
 		}
 		return false
-	}, "association-aborted audit record")
-	waitFor(t, 30*time.Second, func() bool { return sink.Pending() == 0 }, "abort of the multipart upload")
+	})
+	testenv.EventuallyWithin(t, 30*time.Second, "abort of the multipart upload", func() bool { return sink.Pending() == 0 })
 	for key := range sink.Objects() {
 		if strings.Contains(key, "/incoming/") {
 			t.Errorf("object of an aborted transfer is visible: %s", key)

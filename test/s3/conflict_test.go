@@ -10,6 +10,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -51,9 +52,9 @@ func TestConflictWhoseAnswerWasLostIsNoDuplicate(t *testing.T) {
 	if keys := keysUnder(t, srv, storePrefix+"incoming/"); len(keys) != 2 {
 		t.Fatalf("objects %q, want the first and its conflict copy", keys)
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "both associations' release records", func() bool {
 		return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventReleased] >= 2
-	}, "both associations' release records")
+	})
 	if events := auditEvents(t, srv, auditKeys(t, srv)); events[associationaudit.EventDuplicate] != 0 {
 		t.Errorf("audit records %v: a duplicate record for the conflict copy's first storage", events)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -39,7 +40,7 @@ func TestSteadySendThroughS3Errors(t *testing.T) {
 			proxy := s3test.NewFaultProxy(t, srv.URL, s3test.Plan{})
 			scp := startS3SCP(t, proxy.URL)
 			ctx := scptest.Context(t)
-			waitFor(t, 10*time.Second, func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusOK }, "ready at start")
+			testenv.Eventually(t, "ready at start", func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusOK })
 
 			// The sender: one association at a time, a C-STORE every
 			// 100 ms, a new association after a failure, as a PACS
@@ -110,11 +111,11 @@ func TestSteadySendThroughS3Errors(t *testing.T) {
 				}
 			})
 			okCount := func() int { mu.Lock(); defer mu.Unlock(); return len(succeeded) }
-			waitFor(t, 20*time.Second, func() bool { return okCount() >= 10 }, "10 objects stored before the errors")
+			testenv.Eventually(t, "10 objects stored before the errors", func() bool { return okCount() >= 10 })
 
 			proxy.SetPlan(s3test.Plan{Rate: 1, Faults: []s3test.Fault{tc.fault}})
 			start := time.Now()
-			waitFor(t, outage, func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusServiceUnavailable }, "/readyz 503 while S3 fails")
+			testenv.EventuallyWithin(t, outage, "/readyz 503 while S3 fails", func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusServiceUnavailable })
 			unreadyAfter := time.Since(start)
 			failed := scp.WaitLog(t, 10*time.Second, "health check failed", func(m map[string]any) bool {
 				return strings.HasPrefix(fmt.Sprint(m["msg"]), "health check failed")
@@ -130,11 +131,11 @@ func TestSteadySendThroughS3Errors(t *testing.T) {
 
 			proxy.SetPlan(s3test.Plan{})
 			back := time.Now()
-			waitFor(t, 60*time.Second, func() bool { return okCount() >= okBefore+10 }, "10 objects stored after S3 recovered, with no one stepping in")
+			testenv.EventuallyWithin(t, 60*time.Second, "10 objects stored after S3 recovered, with no one stepping in", func() bool { return okCount() >= okBefore+10 })
 			resumedAfter := func() time.Duration { mu.Lock(); defer mu.Unlock(); return lastOK.Sub(back) }()
 			// The line comes with the first check that passes (the NLB's,
 			// every 10 s in AWS; none is made but by a check).
-			waitFor(t, 30*time.Second, func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusOK }, "/readyz 200 once S3 recovered")
+			testenv.EventuallyWithin(t, 30*time.Second, "/readyz 200 once S3 recovered", func() bool { code, _ := scp.Health(t, "/readyz"); return code == http.StatusOK })
 			readyAfter := time.Since(back)
 			scp.WaitLog(t, 10*time.Second, "health check passes again", func(m map[string]any) bool {
 				return strings.HasPrefix(fmt.Sprint(m["msg"]), "health check passes again")

@@ -104,10 +104,10 @@ func TestDcmsendToS3(t *testing.T) {
 	}
 	// The association's accepted and released records are in S3 too,
 	// the released one written after dcmsend had its A-RELEASE-RP.
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the association's accepted and released records in S3", func() bool {
 		events := auditEvents(t, srv, auditKeys(t, srv))
 		return events[associationaudit.EventAccepted] > 0 && events[associationaudit.EventReleased] > 0
-	}, "the association's accepted and released records in S3")
+	})
 	if n, err := srv.PendingUploads(context.Background()); err != nil || n != 0 {
 		t.Errorf("pending multipart uploads: %d (%v)", n, err)
 	}
@@ -235,8 +235,7 @@ func TestS3OutageRefusesAssociations(t *testing.T) {
 	if r := send(); r.Err != nil {
 		t.Fatalf("storescu after the outage: %v\n%s", r.Err, r.Output)
 	}
-	waitFor(t, 30*time.Second, func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventRejected] >= 1 },
-		"an audit record for the rejected association")
+	testenv.EventuallyWithin(t, 30*time.Second, "an audit record for the rejected association", func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventRejected] >= 1 })
 }
 
 // TestStoreFailureAnswersFailure makes S3 refuse the object writes (403)
@@ -258,8 +257,7 @@ func TestStoreFailureAnswersFailure(t *testing.T) {
 		t.Fatalf("want the C-STORE refused with A700 (out of resources), storescu said: %v\n%s", r.Err, r.Output)
 	}
 	noObjects(t, srv)
-	waitFor(t, 30*time.Second, func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventStoreFailed] >= 1 },
-		"a store-failed audit record")
+	testenv.EventuallyWithin(t, 30*time.Second, "a store-failed audit record", func() bool { return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventStoreFailed] >= 1 })
 	if proxy.Counts()[s3test.Status403] == 0 {
 		t.Error("the proxy refused nothing")
 	}
@@ -271,17 +269,6 @@ func noObjects(t *testing.T, srv *s3test.Server) {
 	t.Helper()
 	for _, k := range keysUnder(t, srv, storePrefix+"incoming/") {
 		t.Errorf("object stored although S3 did not take it: %s", k)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %v", what, timeout)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 

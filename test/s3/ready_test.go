@@ -10,6 +10,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
 )
@@ -32,7 +33,7 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 	}
 	waitReady := func(want int, within time.Duration, what string) {
 		t.Helper()
-		waitFor(t, within, func() bool { code, _ := readyz(); return code == want }, what)
+		testenv.EventuallyWithin(t, within, what, func() bool { code, _ := readyz(); return code == want })
 	}
 	n := 0
 	store := func() uint16 {
@@ -79,9 +80,9 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 	// gauge alone does not say so: the SCP takes the release in after its
 	// A-RELEASE-RP is sent, so the gauge may read 0 before the record is
 	// queued; S3 holding it does.
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the association-released record in S3", func() bool {
 		return auditEvents(t, srv, auditKeys(t, srv))[associationaudit.EventReleased] == n
-	}, "the association-released record in S3")
+	})
 	scp.WaitMetric(t, "dicom_ingest_audit_queue_length", 0, 30*time.Second)
 
 	// S3 refuses every write (a KMS key disabled, a policy), and answers
@@ -93,7 +94,7 @@ func TestReadinessUnderSlowAndFailingS3(t *testing.T) {
 		t.Errorf("C-STORE while S3 refuses writes: %04X, want A700", st)
 	}
 	waitReady(http.StatusServiceUnavailable, 10*time.Second, "unready while S3 refuses writes")
-	waitFor(t, 10*time.Second, func() bool { return strings.Contains(scp.Logs(), "health check failed") }, "'health check failed' line while S3 refuses writes")
+	testenv.Eventually(t, "'health check failed' line while S3 refuses writes", func() bool { return strings.Contains(scp.Logs(), "health check failed") })
 
 	// S3 takes writes again: the records held back are written, and the
 	// task is ready.

@@ -87,7 +87,7 @@ func stagedResend(t *testing.T, s3Down, overTLS bool) {
 	}
 	send("the first time")
 	if !s3Down {
-		waitFor(t, time.Minute, func() bool { return len(incoming()) == len(files) && drained() }, "first transfer uploaded")
+		testenv.EventuallyWithin(t, time.Minute, "first transfer uploaded", func() bool { return len(incoming()) == len(files) && drained() })
 	}
 	send("again")
 	if s3Down {
@@ -95,7 +95,7 @@ func stagedResend(t *testing.T, s3Down, overTLS bool) {
 			t.Fatal("storescu outlasted the outage: the resend may not have been staged behind the original")
 		}
 	}
-	waitFor(t, 2*time.Minute, drained, "every staged object and record uploaded")
+	testenv.EventuallyWithin(t, 2*time.Minute, "every staged object and record uploaded", drained)
 	scp.Stop(t)
 
 	// S3: each object once, as the first association stored it.

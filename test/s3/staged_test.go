@@ -34,14 +34,14 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 	// known (it raced the outage's start and was there in most runs on a
 	// quick machine).
 	var before []string
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the application-start record in S3", func() bool {
 		keys, err := srv.Keys(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
 		before = keys
 		return len(keys) > 0
-	}, "the application-start record in S3")
+	})
 
 	const outage = 15 * time.Second
 	proxy.Down(outage)
@@ -66,7 +66,7 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 	}
 
 	var incoming []string
-	waitFor(t, outage+60*time.Second, func() bool {
+	testenv.EventuallyWithin(t, outage+60*time.Second, "every staged object in S3", func() bool {
 		keys, err := srv.Keys(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -78,7 +78,7 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 			}
 		}
 		return len(incoming) == len(files)
-	}, "every staged object in S3")
+	})
 	for _, k := range incoming {
 		m := keyLayout.FindStringSubmatch(k)
 		if m == nil {
@@ -87,11 +87,11 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 		}
 		checkStoredObject(t, srv, k, m[3])
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the association's audit records uploaded", func() bool {
 		ev := auditEvents(t, srv, auditKeys(t, srv))
 		return ev[associationaudit.EventAccepted] >= 1 && ev[associationaudit.EventReleased] >= 1
-	}, "the association's audit records uploaded")
-	waitFor(t, 30*time.Second, func() bool {
+	})
+	testenv.EventuallyWithin(t, 30*time.Second, "the staging directory emptied of large objects", func() bool {
 		left := 0
 		_ = filepath.WalkDir(staging, func(p string, d os.DirEntry, err error) error {
 			if err == nil && !d.IsDir() && filepath.Base(filepath.Dir(p)) == "large" {
@@ -100,5 +100,5 @@ func TestStagedStoreAcknowledgesWhileS3IsDown(t *testing.T) {
 			return nil
 		})
 		return left == 0
-	}, "the staging directory emptied of large objects")
+	})
 }
