@@ -110,14 +110,6 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 		return held, copies, audit
 	}
 	drained := func() bool { return scp.Metric(t, stagedstore.MetricBacklogObjects) == 0 }
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(2 * time.Minute); !cond(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s after 2m", what)
-			}
-		}
-	}
 
 	const outage = 20 * time.Second
 	upAt := time.Now().Add(outage)
@@ -130,7 +122,7 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 			t.Fatalf("storescu as %s, send %d: %v\n%s", aet, i+1, r.Err, r.Output)
 		}
 		if !tc.s3Down {
-			waitUntil("upload of every staged object", func() bool { held, _, _ := keys(); return len(held) == len(files) && drained() })
+			testenv.EventuallyWithin(t, 2*time.Minute, "upload of every staged object", func() bool { held, _, _ := keys(); return len(held) == len(files) && drained() })
 		}
 	}
 	if tc.s3Down && time.Now().After(upAt) {
@@ -147,9 +139,9 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 		scp = scptest.Start(t, opts)
 		// It takes the killed run's journal over in the background:
 		// its backlog is empty until then.
-		waitUntil("the killed run's staged objects taken over", func() bool { return scp.Metric(t, stagedstore.MetricAdopted) > 0 })
+		testenv.EventuallyWithin(t, 2*time.Minute, "the killed run's staged objects taken over", func() bool { return scp.Metric(t, stagedstore.MetricAdopted) > 0 })
 	}
-	waitUntil("upload of every staged object and record", drained)
+	testenv.EventuallyWithin(t, 2*time.Minute, "upload of every staged object and record", drained)
 	scp.Stop(t)
 	held, copies, audit := keys()
 	if len(held) != len(files) || len(copies) != len(files) {
