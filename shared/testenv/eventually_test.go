@@ -1,0 +1,58 @@
+package testenv_test
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// fatalTB records a Fatalf and ends its goroutine, as testing.T does.
+type fatalTB struct {
+	testing.TB
+	fatal string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.fatal = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestEventuallyWithin: a wait ends once its condition holds, however
+// late within the limit, and fails naming what it waited for and the
+// limit once the limit passed without it.
+func TestEventuallyWithin(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		holdsFrom int // the poll from which the condition holds; 0: never
+		wantFatal string
+	}{
+		{"at once", 1, ""},
+		{"after some polls", 5, ""},
+		{"never", 0, "still waiting after 200ms for the thing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := &fatalTB{TB: t}
+			polls := 0
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				testenv.EventuallyWithin(tb, 200*time.Millisecond, "the thing", func() bool {
+					polls++
+					return tc.holdsFrom != 0 && polls >= tc.holdsFrom
+				})
+			}()
+			<-done
+			if tb.fatal != tc.wantFatal {
+				t.Errorf("failed with %q, want %q", tb.fatal, tc.wantFatal)
+			}
+			if tc.holdsFrom != 0 && polls != tc.holdsFrom {
+				t.Errorf("%d polls, want %d: the wait went on after the condition held", polls, tc.holdsFrom)
+			}
+		})
+	}
+}
