@@ -162,7 +162,7 @@ func TestTailAcrossRestarts(t *testing.T) {
 	}
 	send(fresh, append(append(writeSynthStudy(t, dir), testenv.DICOMTestdataFiles(t)...), extra))()
 	fresh.waitPipelineIdle(30 * time.Second)
-	eventually(t, 30*time.Second, "the new data directory's events to outnumber the saved seq", func() bool {
+	testenv.EventuallyWithin(t, 30*time.Second, "the new data directory's events to outnumber the saved seq", func() bool {
 		evs := fresh.events("")
 		return len(evs) > 0 && evs[0].Seq > saved
 	})

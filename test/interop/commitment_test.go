@@ -151,7 +151,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, cut.SOPClassUID, cut.SOPInstanceUID, dimse.PriorityMedium)),
 		dicomnettest.PDV(3, 0, make([]byte, 256)))
 	p.SendPDU(&pdu.Abort{})
-	waitFor(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, "the cut-short C-STORE's store-failed record, not answered", func() bool {
 		recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 		return len(recs) == 1 && recs[0].NotAnswered && recs[0].SOPInstanceUID == cut.SOPInstanceUID
 	})
@@ -395,7 +395,7 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1)),
 			dicomnettest.PDV(5, 0, ds[:len(ds)/2]))
 		p.SendPDU(&pdu.Abort{})
-		waitFor(t, 10*time.Second, func() bool {
+		testenv.Eventually(t, "the cut-short N-ACTION's commitment-refused record, not answered", func() bool {
 			return slices.ContainsFunc(portalAudit(t, scp.PortalAddr, associationaudit.EventCommitmentRefused), func(r pipeline.AuditRecord) bool {
 				return r.NotAnswered && !r.ResponseNotSent && strings.HasPrefix(r.Reason, pipeline.ActionNotAnsweredReason) && r.CallingAE == "PACS"
 			})
