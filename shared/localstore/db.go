@@ -322,7 +322,9 @@ var schema = []string{
 // queue beside it (QueuePath), and brings their schemas up to date. WAL
 // lets the portal read while the pipeline writes; every write goes
 // through the database's one writer (writer.go). A database migrated is
-// told on the logger of WithLogger.
+// told on the logger of WithLogger. Each database is checkpointed before
+// Open returns; a failed fsync there fails Open (ErrSyncFailed), naming
+// the database's file.
 func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	o := options{log: slog.New(slog.DiscardHandler)}
 	for _, opt := range opts {
@@ -369,11 +371,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.q = qdb
 	db.qwal = newWALSync(qpath+"-wal", o.logSync)
 	db.qwal.failedOnce = o.syncFailed(qpath)
-	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, newCheckpointer(mainCheckpointFrames, db.wal, o.checkpointFailed(path)))
+	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, o.checkpointer(mainCheckpointFrames, path, db.wal))
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close(), qdb.Close())
 	}
-	db.qw, err = newWriter(ctx, qdb, latencyFirst, db.qwal, newCheckpointer(queueCheckpointFrames, db.qwal, o.checkpointFailed(qpath)))
+	db.qw, err = newWriter(ctx, qdb, latencyFirst, db.qwal, o.checkpointer(queueCheckpointFrames, qpath, db.qwal))
 	if err != nil {
 		return nil, errors.Join(err, db.w.close(), sdb.Close(), qdb.Close())
 	}
@@ -381,6 +383,23 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// for the first commit after Open (see checkpointer).
 	db.w.ckpt.all()
 	db.qw.ckpt.all()
+	// A checkpoint whose fsync failed ends durable commits until a
+	// restart: a process started on it would fail every one, each
+	// C-STORE among them. Open fails instead, naming the database, and
+	// closes what it opened as Close does (a failed database's
+	// connections stay open until the process exits: see Close).
+	if db.SyncFailed() != nil {
+		var failed []error
+		for _, d := range []struct {
+			path string
+			wal  *walSync
+		}{{path, db.wal}, {qpath, db.qwal}} {
+			if err := d.wal.poisoned(); err != nil {
+				failed = append(failed, fmt.Errorf("localstore: open %s: %w", d.path, err))
+			}
+		}
+		return nil, errors.Join(append(failed, db.closeStores())...)
+	}
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
 	go db.reaper(db.stopReaper, db.reaperEnded)
 	if err := db.Handoff().adoptLegacyPending(ctx); err != nil {
@@ -416,8 +435,9 @@ func journalSizeLimit(limit int64) string { return fmt.Sprintf("journal_size_lim
 type Option func(*options)
 
 type options struct {
-	log     *slog.Logger
-	logSync func(*os.File) error
+	log            *slog.Logger
+	logSync        func(*os.File) error
+	checkpointSync func(file string) error
 }
 
 // WithLogger has Open tell on l each database it migrates (see migrated);
@@ -428,6 +448,33 @@ func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }
 // descriptor kept for each (see walSync), instead of (*os.File).Sync:
 // tests outside the package fail it, as a disk would.
 func WithLogSync(sync func(*os.File) error) Option { return func(o *options) { o.logSync = sync } }
+
+// WithCheckpointSync has each checkpoint that copies a database's log
+// into its file call sync with the database file's path first: an error
+// fails that checkpoint as a failed fsync of SQLite's would (final, see
+// checkpointer), before it copies anything. Tests outside the package
+// fail it, as a disk would; SQLite's own fsync cannot be reached.
+func WithCheckpointSync(sync func(file string) error) Option {
+	return func(o *options) { o.checkpointSync = sync }
+}
+
+// checkpointer is the checkpointer of the database at path (see
+// newCheckpointer), its copies preceded by WithCheckpointSync's sync.
+func (o *options) checkpointer(frames int, path string, wal *walSync) *checkpointer {
+	c := newCheckpointer(frames, wal, o.checkpointFailed(path))
+	if sync := o.checkpointSync; sync != nil {
+		run := c.run
+		c.run = func(mode string) (int, int, error) {
+			if mode != "NOOP" {
+				if err := sync(path); err != nil {
+					return 0, 0, fmt.Errorf("%w: %w", errCheckpointSync, err)
+				}
+			}
+			return run(mode)
+		}
+	}
+	return c
+}
 
 // MigratedLog is the line of a database migrated to this build's schema.
 const MigratedLog = "migrated database"
@@ -516,6 +563,13 @@ func privateFile(path string) error {
 func (db *DB) Close() error {
 	db.closeOnce.Do(func() { close(db.stopReaper) })
 	<-db.reaperEnded
+	return db.closeStores()
+}
+
+// closeStores is Close once the reaper has ended (or, in Open, before it
+// started): the writers, their statements and the databases, but one
+// whose sync failed.
+func (db *DB) closeStores() error {
 	if err := errors.Join(db.w.close(), db.qw.close(), db.st.close(), db.qst.close(),
 		closeUnlessFailed(db.sql, db.wal), closeUnlessFailed(db.q, db.qwal),
 		db.wal.shut(), db.qwal.shut()); err != nil {

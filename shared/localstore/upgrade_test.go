@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -192,6 +193,67 @@ func TestOpenCheckpointsItsMigration(t *testing.T) {
 				if copied != log {
 					t.Errorf("%s: Open left %d of its log's %d pages uncopied", w.file, log-copied, log)
 				}
+			}
+		})
+	}
+}
+
+// TestOpenFailsOnACheckpointsFailedFsync: a failed fsync at Open's
+// checkpoint (either database's) fails Open at once, naming the database
+// file and the failed fsync (ErrSyncFailed, and its cause), told once by
+// SyncFailedLog; the failed database is left as Close leaves one (its log
+// kept for the restart, not checkpointed by a close), and the next Open,
+// the disk sound again, opens it. Open succeeded and every durable commit
+// after it failed: a local mode started on it refused every C-STORE.
+func TestOpenFailsOnACheckpointsFailedFsync(t *testing.T) {
+	main := func(dir string) string { return filepath.Join(dir, "ingest.db") }
+	eio := errors.New("input/output error")
+	for _, tc := range []struct {
+		name  string
+		stage func(t *testing.T, dir string)
+		fail  string // the database file whose checkpoint fails
+	}{
+		{"new data directory, ingest.db", func(*testing.T, string) {}, "ingest.db"},
+		{"new data directory, ingest-queue.db", func(*testing.T, string) {}, "ingest-queue.db"},
+		{"main database of schema 10", func(t *testing.T, dir string) { stageSchema(t, main(dir), schema[:10], nil) }, "ingest.db"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.stage(t, dir)
+			var logged bytes.Buffer
+			failed := filepath.Join(dir, tc.fail)
+			db, err := Open(context.Background(), main(dir), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))),
+				WithCheckpointSync(func(file string) error {
+					if file == failed {
+						return eio
+					}
+					return nil
+				}))
+			if err == nil {
+				t.Cleanup(func() { _ = db.Close() })
+				t.Fatal("Open succeeded after its checkpoint's fsync failed")
+			}
+			if !errors.Is(err, ErrSyncFailed) || !errors.Is(err, eio) {
+				t.Errorf("Open = %v, want ErrSyncFailed and its cause", err)
+			}
+			for _, want := range []string{"localstore: open " + failed + ": ", "checkpoint", "fsync failed"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Open = %q, want it to say %q", err, want)
+				}
+			}
+			if n := strings.Count(err.Error(), "localstore: open "); n != 1 {
+				t.Errorf("Open = %q names %d databases, want the one that failed", err, n)
+			}
+			toldOnce(t, &logged, tc.fail, "checkpoint")
+			if fi, err := os.Stat(failed + "-wal"); err != nil || fi.Size() == 0 {
+				t.Errorf("after the failed Open the log is %v (%v): a checkpoint at close, trusted, removed it", fi, err)
+			}
+			db, err = Open(context.Background(), main(dir))
+			if err != nil {
+				t.Fatalf("Open again, the disk sound: %v", err)
+			}
+			if err := db.Close(); err != nil {
+				t.Error(err)
 			}
 		})
 	}
