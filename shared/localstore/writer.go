@@ -183,6 +183,11 @@ func (w *writer) commitLoop() {
 		tx, b := w.tx, w.batch
 		w.tx, w.batch, w.busy = nil, nil, true
 		w.mu.Unlock()
+		// A COMMIT that fails may leave SQLite's transaction open (a
+		// deferred constraint, SQLITE_BUSY): the driver's Commit then
+		// rolls it back on this connection (it asks
+		// sqlite3_get_autocommit), so the next BEGIN on it works
+		// (TestWriterGoesOnAfterAFailedCommit holds it).
 		err := tx.Commit()
 		if err == nil {
 			w.ckpt.afterCommit()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -317,4 +318,44 @@ func holdEveryRead(t *testing.T, pool *sql.DB) {
 		}
 	})
 	testenv.Eventually(t, "a read waiting for the pool", func() bool { return pool.Stats().WaitCount > waits })
+}
+
+// TestWriterGoesOnAfterAFailedCommit: a COMMIT that fails with its
+// transaction still open in SQLite (here a deferred foreign key, checked at
+// COMMIT, which leaves the transaction open) fails that batch's units and
+// nothing more: the writer's connection is left outside any transaction,
+// so the next unit's BEGIN works and its writes are committed. Left open,
+// every later BEGIN on the writer's connection, held from Open to Close,
+// failed "cannot start a transaction within a transaction".
+func TestWriterGoesOnAfterAFailedCommit(t *testing.T) {
+	for _, tt := range writerCases {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := openTest(t)
+			pool, w := tt.pool(db), tt.writer(db)
+			if _, err := pool.ExecContext(ctx, `CREATE TABLE parent (id INTEGER PRIMARY KEY);
+				CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)`); err != nil {
+				t.Fatal(err)
+			}
+			err := w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, `INSERT INTO child(parent) VALUES (1)`) // no parent 1: fails at COMMIT
+				return err
+			})
+			if err == nil || !strings.Contains(err.Error(), "localstore: commit") {
+				t.Fatalf("a unit whose commit fails = %v, want the commit's failure", err)
+			}
+			for i := range 2 {
+				if err := w.run(ctx, func(q *querier) error {
+					_, err := q.ExecContext(ctx, tt.insert)
+					return err
+				}); err != nil {
+					t.Fatalf("unit %d after the failed commit: %v", i+1, err)
+				}
+			}
+			var n int
+			if err := pool.QueryRowContext(ctx, `SELECT COUNT(*) FROM child`).Scan(&n); err != nil || n != 0 {
+				t.Errorf("%d rows of the failed commit's unit kept (%v), want 0", n, err)
+			}
+		})
+	}
 }
