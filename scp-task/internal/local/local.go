@@ -301,7 +301,7 @@ func open(ctx context.Context, cfg Config, log *slog.Logger) (_ *Local, err erro
 			if db != nil {
 				err = errors.Join(err, db.Close())
 			}
-			err = errors.Join(err, lock.releaseAfter(db))
+			err = errors.Join(err, lock.releaseAfter(db, err))
 		}
 	}()
 	objDir := filepath.Join(cfg.DataDir, ObjectsDir)
@@ -462,7 +462,7 @@ func (l *Local) Shutdown(ctx context.Context) error {
 				return
 			}
 		}
-		err = errors.Join(err, l.lock.releaseAfter(l.db))
+		err = errors.Join(err, l.lock.releaseAfter(l.db, nil))
 	})
 	if err != nil {
 		return fmt.Errorf("local: shutdown: %w", err)

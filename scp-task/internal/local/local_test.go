@@ -672,6 +672,64 @@ func TestShutdownAfterSyncFailureKeepsTheLock(t *testing.T) {
 	}
 }
 
+// TestStartFailsOnAFailedCheckpointFsync: a failed fsync at the start's
+// checkpoint of either database fails the start at once, naming the data
+// directory's database file and the failed fsync, and keeps the data
+// directory locked until the process exits (the failed database's
+// connections stay open, as after a failed sync at a stop), where another
+// failed start lets it go. The start succeeded, and every durable commit
+// after it failed: each C-STORE refused until a restart.
+func TestStartFailsOnAFailedCheckpointFsync(t *testing.T) {
+	eio := errors.New("input/output error")
+	boom := errors.New("boom")
+	for _, tt := range []struct {
+		name     string
+		fail     string // the database file whose checkpoint fails, "" none
+		objects  error  // the object store's failure
+		want     error
+		lockHeld bool
+	}{
+		{"checkpoint of " + DBFile, DBFile, nil, localstore.ErrSyncFailed, true},
+		{"checkpoint of the queue", filepath.Base(localstore.QueuePath(DBFile)), nil, localstore.ErrSyncFailed, true},
+		{"object store", "", boom, boom, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir)
+			failed := filepath.Join(dir, tt.fail)
+			cfg.dbOptions = []localstore.Option{localstore.WithCheckpointSync(func(file string) error {
+				if tt.fail != "" && file == failed {
+					return eio
+				}
+				return nil
+			})}
+			if tt.objects != nil {
+				cfg.ObjectStore = func(string, func(string, []byte, func())) (ObjectStore, error) { return nil, tt.objects }
+			}
+			l, err := Start(context.Background(), cfg)
+			if err == nil {
+				stop(t, l)
+				t.Fatal("the start succeeded")
+			}
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Start = %v, want %v", err, tt.want)
+			}
+			if tt.fail != "" {
+				for _, want := range []string{failed + ": ", "checkpoint", "fsync failed", eio.Error()} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("Start = %q, want it to say %q", err, want)
+					}
+				}
+			}
+			if err := CheckDataDir(dir); errors.Is(err, ErrDataDirInUse) != tt.lockHeld {
+				t.Errorf("after the failed start the data directory's lock is held: %v, want %v", err, tt.lockHeld)
+			}
+			// The process's exit would let a lock held go, and the
+			// failed database's connections.
+		})
+	}
+}
+
 // cutClose is a file store whose close a second signal (cut) cuts short,
 // returning as filestore.Store.Shutdown does then.
 type cutClose struct {

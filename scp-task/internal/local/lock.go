@@ -94,11 +94,13 @@ func (d *dataDirLock) release() error {
 }
 
 // releaseAfter lets the lock go once db (nil: none opened) is closed,
-// unless db keeps connections open until the process exits: a database
-// whose sync failed is not closed (localstore.DB.Close), and another
+// unless the database keeps connections open until the process exits: a
+// database whose sync failed is not closed (localstore.DB.Close), nor is
+// one whose Open failed with a failed fsync at its checkpoint (openErr,
+// localstore.ErrSyncFailed: Open closes it as Close does), and another
 // scp-task would open it beside them. The exit lets the lock go then.
-func (d *dataDirLock) releaseAfter(db *localstore.DB) error {
-	if db != nil && db.SyncFailed() != nil {
+func (d *dataDirLock) releaseAfter(db *localstore.DB, openErr error) error {
+	if db != nil && db.SyncFailed() != nil || errors.Is(openErr, localstore.ErrSyncFailed) {
 		return nil
 	}
 	return d.release()
