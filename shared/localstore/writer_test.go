@@ -214,18 +214,32 @@ func TestPanicUndoesItsUnitAlone(t *testing.T) {
 	}
 }
 
-// writerCases are the databases' writers, each with its pool and a
-// statement its units run.
-var writerCases = []struct {
+// writerCase is one database's writer, with its pool and a statement its
+// units run.
+type writerCase struct {
 	name   string
 	pool   func(*DB) *sql.DB
 	writer func(*DB) *writer
 	insert string
-}{
+}
+
+// writerCases are the databases' writers.
+var writerCases = []writerCase{
 	{"main", func(db *DB) *sql.DB { return db.sql }, func(db *DB) *writer { return db.w },
 		`INSERT OR REPLACE INTO documents(key, content_type, time, body) VALUES ('k', 'x', 0, randomblob(2000))`},
 	{"queue", func(db *DB) *sql.DB { return db.q }, func(db *DB) *writer { return db.qw },
 		`INSERT OR REPLACE INTO queue(key, enqueued_at) VALUES ('k', 0)`},
+}
+
+// forEachWriter runs test on each database's writer (writerCases), in a
+// subtest on a database of its own.
+func forEachWriter(t *testing.T, test func(t *testing.T, pool *sql.DB, w *writer, insert string)) {
+	for _, tt := range writerCases {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openTest(t)
+			test(t, tt.pool(db), tt.writer(db), tt.insert)
+		})
+	}
 }
 
 // TestWriterDoesNotWaitForReads: the writer's transaction, its units'
@@ -237,47 +251,43 @@ var writerCases = []struct {
 // pool, and waited behind the reads for as long as they held it; the
 // checkpoint did too, before it had a connection of its own.
 func TestWriterDoesNotWaitForReads(t *testing.T) {
-	for _, tt := range writerCases {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
-			db := openTest(t)
-			pool, w := tt.pool(db), tt.writer(db)
-			ck := w.ckpt
-			ck.frames = 1 // a checkpoint after every commit
-			real := ck.run
-			var passive atomic.Int32
-			ck.run = func(mode string) (int, int, error) {
-				log, copied, err := real(mode)
-				if mode == "PASSIVE" && err == nil {
-					passive.Add(1)
-				}
-				return log, copied, err
+	forEachWriter(t, func(t *testing.T, pool *sql.DB, w *writer, insert string) {
+		ctx := context.Background()
+		ck := w.ckpt
+		ck.frames = 1 // a checkpoint after every commit
+		real := ck.run
+		var passive atomic.Int32
+		ck.run = func(mode string) (int, int, error) {
+			log, copied, err := real(mode)
+			if mode == "PASSIVE" && err == nil {
+				passive.Add(1)
 			}
-			holdEveryRead(t, pool)
-			committed := make(chan error, 1)
-			go func() {
-				committed <- w.run(ctx, func(q *querier) error {
-					_, err := q.ExecContext(ctx, tt.insert)
-					return err
-				})
-			}()
-			var err error
-			testenv.Eventually(t, "a commit and its checkpoint while reads hold the pool", func() bool {
-				select {
-				case err = <-committed:
-					return true
-				default:
-					return false
-				}
+			return log, copied, err
+		}
+		holdEveryRead(t, pool)
+		committed := make(chan error, 1)
+		go func() {
+			committed <- w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, insert)
+				return err
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n := passive.Load(); n != 1 {
-				t.Errorf("%d checkpoints copied the log after the commit, want 1", n)
+		}()
+		var err error
+		testenv.Eventually(t, "a commit and its checkpoint while reads hold the pool", func() bool {
+			select {
+			case err = <-committed:
+				return true
+			default:
+				return false
 			}
 		})
-	}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := passive.Load(); n != 1 {
+			t.Errorf("%d checkpoints copied the log after the commit, want 1", n)
+		}
+	})
 }
 
 // holdEveryRead holds every connection of pool in a read's open rows, and
@@ -328,34 +338,30 @@ func holdEveryRead(t *testing.T, pool *sql.DB) {
 // every later BEGIN on the writer's connection, held from Open to Close,
 // failed "cannot start a transaction within a transaction".
 func TestWriterGoesOnAfterAFailedCommit(t *testing.T) {
-	for _, tt := range writerCases {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
-			db := openTest(t)
-			pool, w := tt.pool(db), tt.writer(db)
-			if _, err := pool.ExecContext(ctx, `CREATE TABLE parent (id INTEGER PRIMARY KEY);
+	forEachWriter(t, func(t *testing.T, pool *sql.DB, w *writer, insert string) {
+		ctx := context.Background()
+		if _, err := pool.ExecContext(ctx, `CREATE TABLE parent (id INTEGER PRIMARY KEY);
 				CREATE TABLE child (parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)`); err != nil {
-				t.Fatal(err)
-			}
-			err := w.run(ctx, func(q *querier) error {
-				_, err := q.ExecContext(ctx, `INSERT INTO child(parent) VALUES (1)`) // no parent 1: fails at COMMIT
-				return err
-			})
-			if err == nil || !strings.Contains(err.Error(), "localstore: commit") {
-				t.Fatalf("a unit whose commit fails = %v, want the commit's failure", err)
-			}
-			for i := range 2 {
-				if err := w.run(ctx, func(q *querier) error {
-					_, err := q.ExecContext(ctx, tt.insert)
-					return err
-				}); err != nil {
-					t.Fatalf("unit %d after the failed commit: %v", i+1, err)
-				}
-			}
-			var n int
-			if err := pool.QueryRowContext(ctx, `SELECT COUNT(*) FROM child`).Scan(&n); err != nil || n != 0 {
-				t.Errorf("%d rows of the failed commit's unit kept (%v), want 0", n, err)
-			}
+			t.Fatal(err)
+		}
+		err := w.run(ctx, func(q *querier) error {
+			_, err := q.ExecContext(ctx, `INSERT INTO child(parent) VALUES (1)`) // no parent 1: fails at COMMIT
+			return err
 		})
-	}
+		if err == nil || !strings.Contains(err.Error(), "localstore: commit") {
+			t.Fatalf("a unit whose commit fails = %v, want the commit's failure", err)
+		}
+		for i := range 2 {
+			if err := w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, insert)
+				return err
+			}); err != nil {
+				t.Fatalf("unit %d after the failed commit: %v", i+1, err)
+			}
+		}
+		var n int
+		if err := pool.QueryRowContext(ctx, `SELECT COUNT(*) FROM child`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d rows of the failed commit's unit kept (%v), want 0", n, err)
+		}
+	})
 }
