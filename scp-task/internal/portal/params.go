@@ -178,3 +178,107 @@ func cursorRefused(err error, name string) error {
 	}
 	return err
 }
+
+// The query parameters of a DICOM JSON's bulk data URI
+// (<objectUri>?offset=<o>&length=<n>&bytes=<id>, pipeline.bulkURIs).
+const (
+	offsetParam = "offset"
+	lengthParam = "length"
+	bulkParams  = offsetParam + ", " + lengthParam + " and " + pipeline.BulkDataBytesParam
+)
+
+// maxBytesName bounds bytes: pipeline.BytesName's longest forms are
+// sha256-<64 hex> and an ETag's (S3's are at most a digest and a part
+// count).
+const maxBytesName = 128
+
+// bulkRange is what a DICOM JSON's bulk data URI asks of the object it
+// names: a value's bytes, offset and length (both or neither), and the
+// bytes of the whole object the document describes (bytes, the
+// pipeline.BytesName its name carries), each checked against the object's
+// Head before anything of it is read (check).
+type bulkRange struct {
+	offset int64
+	length int64 // -1: no range asked, the whole object
+	bytes  string
+}
+
+// given says whether the query asks any of it.
+func (b bulkRange) given() bool { return b.ranged() || b.bytes != "" }
+
+// ranged says whether the query names a range.
+func (b bulkRange) ranged() bool { return b.length >= 0 }
+
+// bulkRange reads offset, length and bytes: offset and length whole
+// numbers, 0 or more, given together; bytes an id of the form
+// pipeline.BytesName gives.
+func (p *params) bulkRange() bulkRange {
+	b := bulkRange{length: -1}
+	offset, hasOffset := p.byteCount(offsetParam, "a byte offset in the object, a whole number of 0 or more, given with "+lengthParam)
+	length, hasLength := p.byteCount(lengthParam, "a number of bytes, a whole number of 0 or more, given with "+offsetParam)
+	switch {
+	case hasOffset && hasLength:
+		b.offset, b.length = offset, length
+	case hasOffset:
+		p.refuse(lengthParam, "a number of bytes, a whole number of 0 or more, given with "+offsetParam)
+	case hasLength:
+		p.refuse(offsetParam, "a byte offset in the object, a whole number of 0 or more, given with "+lengthParam)
+	}
+	b.bytes = p.text(pipeline.BulkDataBytesParam)
+	if !bytesNameForm(b.bytes) {
+		p.refuse(pipeline.BulkDataBytesParam, "the id of the object's bytes its DICOM JSON's bulk data URIs name (crc64nvme-<16 hex digits>, sha256-<64>, etag-<ETag>)")
+		b.bytes = ""
+	}
+	return b
+}
+
+// byteCount is name's value, a whole number of 0 or more that an int64
+// holds; given says it was, and good.
+func (p *params) byteCount(name, accepts string) (n int64, given bool) {
+	s := p.text(name)
+	if s == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || strings.HasPrefix(s, "+") {
+		p.refuse(name, accepts)
+		return 0, false
+	}
+	return n, true
+}
+
+// bytesNameForm says whether s, if given, has the form of
+// pipeline.BytesName: one key-safe path component, bounded.
+func bytesNameForm(s string) bool {
+	if len(s) > maxBytesName {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// staleBytes is a bulk data URI's bytes that the object's key no longer
+// holds (or never held: a URI of another data directory): a 412, since
+// the URI's condition failed, and nothing of the object is served.
+type staleBytes struct{ error }
+
+// check checks b against the object info describes: bytes names its
+// content (pipeline.BytesName, the one rule that names it), and the range
+// ends within it.
+func (b bulkRange) check(info pipeline.ObjectInfo) error {
+	if b.bytes != "" && b.bytes != pipeline.BytesName(info) {
+		return staleBytes{errors.New("portal: " + pipeline.BulkDataBytesParam + " names other bytes than the object holds: the URI describes another content (of another data directory, or of the key before it was written again); read the object's current DICOM JSON")}
+	}
+	switch {
+	case !b.ranged():
+	case b.offset > info.Size:
+		return badRequest{fmt.Errorf("portal: %s is a byte offset within the object, at most its size, %d", offsetParam, info.Size)}
+	case b.length > info.Size-b.offset:
+		return badRequest{fmt.Errorf("portal: %s is a number of bytes that ends within the object: at most %d from offset %d", lengthParam, info.Size-b.offset, b.offset)}
+	}
+	return nil
+}

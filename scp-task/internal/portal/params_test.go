@@ -46,6 +46,13 @@ var (
 		{"until", "2026-1-1", "a time: RFC 3339 or yyyy-mm-dd"},
 		{"type", "study-received", "Instance Stored, Instance Rejected"},
 	})
+	// A bulk data URI's query (<objectUri>?offset=&length=&bytes=), each
+	// value malformed; TestBulkDataURIs has those out of range.
+	badBulkQuery = []badParam{
+		{"offset", "x", "a byte offset in the object, a whole number of 0 or more, given with length"},
+		{"length", "-1", "a number of bytes, a whole number of 0 or more, given with offset"},
+		{"bytes", "crc64nvme-0/1", "the id of the object's bytes"},
+	}
 	badCommitmentQuery = concat(badLimits, badCursor, []badParam{{"outcome", "maybe", "success or failure"}})
 )
 
@@ -65,7 +72,7 @@ var routeTable = map[string]struct {
 	"GET /api/events":                  {"/api/events", badEventQuery},
 	"GET /api/commitments":             {"/api/commitments", badCommitmentQuery},
 	"GET /api/counters":                {"/api/counters", nil},
-	"GET /objects/{key...}":            {"/objects/metadata/1.2.3.1.1.json", nil},
+	"GET /objects/{key...}":            {objectPath, badBulkQuery},
 	"GET /static/portal.css":           {"/static/portal.css", nil},
 	"GET /{$}":                         {"/", badStudyQuery},
 	"GET /studies/{uid}":               {"/studies/1.2.3", nil},

@@ -75,9 +75,12 @@ type CommitmentReader interface {
 	Commitments(ctx context.Context, q localstore.CommitmentQuery) (localstore.CommitmentPage, error)
 }
 
-// ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar).
+// ObjectOpener opens a stored object (raw Part 10 file, metadata sidecar),
+// whole or, for a DICOM JSON's bulk data URI, the range it names of the
+// bytes Head describes (bulkRange).
 type ObjectOpener interface {
 	Open(ctx context.Context, key string) (io.ReadCloser, error)
+	pipeline.ObjectReader
 }
 
 // Counters is a snapshot of live ingest counters.
@@ -363,9 +366,12 @@ func (s *Server) writeJSON(w http.ResponseWriter, v any) {
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code, msg := http.StatusInternalServerError, "internal error"
 	fault, isFault := requestFault(err)
+	var stale staleBytes
 	switch {
 	case errors.Is(err, pipeline.ErrNotFound):
 		code, msg = http.StatusNotFound, "not found"
+	case errors.As(err, &stale):
+		code, msg = http.StatusPreconditionFailed, stale.Error()
 	case isFault:
 		code, msg = http.StatusBadRequest, fault
 	case r.Context().Err() != nil:
@@ -427,20 +433,31 @@ func (s *Server) syncFailed(ctx context.Context) string {
 }
 
 // object streams a stored object: a Part 10 file as application/dicom, a
-// JSON sidecar as application/dicom+json. Keys are checked before use.
+// JSON sidecar as application/dicom+json. Keys are checked before use. A
+// DICOM JSON's bulk data URI (pipeline.bulkURIs) names a value's bytes with
+// offset and length, and the bytes of the whole object with bytes
+// (pipeline.BulkDataBytesParam): those are served as bulkRange says. An
+// HTTP Range header is not read: the answer is the object, or the range
+// the query names, whole (200).
 func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	key := r.PathValue("key")
 	if s.Objects == nil || !safeKey(key) {
 		http.NotFound(w, r)
 		return
 	}
+	p := newParams(r.URL.Query())
+	want := p.bulkRange()
+	if err := p.err(); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if want.given() {
+		s.bulkObject(w, r, key, want)
+		return
+	}
 	rc, err := s.Objects.Open(r.Context(), key)
 	if err != nil {
-		if errors.Is(err, pipeline.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-			http.NotFound(w, r)
-			return
-		}
-		s.fail(w, r, err)
+		s.objectFailed(w, r, err)
 		return
 	}
 	defer rc.Close()
@@ -452,10 +469,31 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 		// A summary, findings or a Storage Commitment result: our own JSON.
 		w.Header().Set("Content-Type", "application/json")
 	default:
-		w.Header().Set("Content-Type", "application/dicom")
-		name := key[strings.LastIndex(key, "/")+1:]
-		w.Header().Set("Content-Disposition", mimeAttachment(name))
+		setPart10Headers(w, key)
 	}
+	s.streamObject(w, r, key, rc)
+}
+
+// setPart10Headers names a Part 10 file's answer: application/dicom, an
+// attachment named as its key's last component.
+func setPart10Headers(w http.ResponseWriter, key string) {
+	w.Header().Set("Content-Type", "application/dicom")
+	name := key[strings.LastIndex(key, "/")+1:]
+	w.Header().Set("Content-Disposition", mimeAttachment(name))
+}
+
+// objectFailed answers a failed Head or open of a stored object: 404 for
+// one not stored.
+func (s *Server) objectFailed(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, pipeline.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		http.NotFound(w, r)
+		return
+	}
+	s.fail(w, r, err)
+}
+
+// streamObject copies rc to the answer, as the client takes it.
+func (s *Server) streamObject(w http.ResponseWriter, r *http.Request, key string, rc io.Reader) {
 	if r.Method == http.MethodHead {
 		// net/http drops a HEAD's body: reading the object (up to the
 		// largest stored) for it would be work for nothing.
@@ -464,6 +502,49 @@ func (s *Server) object(w http.ResponseWriter, r *http.Request) {
 	if _, err := io.Copy(w, rc); err != nil {
 		s.logger().Debug("portal: stream object", "object", s.Names.Key(key), "err", s.Names.Redact(err, key))
 	}
+}
+
+// bulkObject serves what a DICOM JSON's bulk data URI names of the Part 10
+// object at key: the object's Head first, then, if bytes names other bytes
+// than it holds, a 412 naming bytes (the URI describes another content:
+// one of another data directory, or a key written again, which local mode
+// never does); a range past the object's end is a 400 naming offset or
+// length; else the range, streamed, 200 with application/octet-stream and
+// its Content-Length (the bytes of one value, not a file), or, with bytes
+// alone (a Deflated data set's URI), the whole object as without a query.
+// Only Part 10 objects have bulk data: a JSON document's key with any of
+// the three is a 400.
+func (s *Server) bulkObject(w http.ResponseWriter, r *http.Request, key string, want bulkRange) {
+	if strings.HasSuffix(key, ".json") {
+		s.fail(w, r, badRequest{errors.New("portal: " + bulkParams + " name the bytes of a stored DICOM object (a .dcm key), not of a JSON document")})
+		return
+	}
+	info, err := s.Objects.Head(r.Context(), key)
+	if err != nil {
+		s.objectFailed(w, r, err)
+		return
+	}
+	if err := want.check(info); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	offset, length, size := want.offset, want.length, want.length
+	if !want.ranged() {
+		offset, length, size = 0, -1, info.Size // to its end
+	}
+	rc, err := s.Objects.OpenRange(r.Context(), key, offset, length)
+	if err != nil {
+		s.objectFailed(w, r, err)
+		return
+	}
+	defer rc.Close()
+	if want.ranged() {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	} else {
+		setPart10Headers(w, key)
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	s.streamObject(w, r, key, rc)
 }
 
 func mimeAttachment(name string) string {

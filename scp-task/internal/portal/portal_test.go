@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -33,11 +35,28 @@ func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
 }
 
+// Head reports the file's size and CRC-64/NVME, as local mode's files do.
+func (d dirOpener) Head(_ context.Context, key string) (pipeline.ObjectInfo, error) {
+	p := filepath.Join(string(d), filepath.FromSlash(key))
+	st, err := os.Stat(p)
+	if err != nil {
+		return pipeline.ObjectInfo{}, fmt.Errorf("test: %w: %w", pipeline.ErrNotFound, err)
+	}
+	sum, err := filestore.FileCRC64NVME(p)
+	if err != nil {
+		return pipeline.ObjectInfo{}, err
+	}
+	return pipeline.ObjectInfo{Key: key, Size: st.Size(), ChecksumCRC64NVME: sum}, nil
+}
+
 // OpenRange is the thumbnail renderer's Opener.
 func (d dirOpener) OpenRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
 	f, err := os.Open(filepath.Join(string(d), filepath.FromSlash(key)))
 	if err != nil {
 		return nil, err
+	}
+	if length < 0 {
+		length = math.MaxInt64 - offset // to the end
 	}
 	return struct {
 		io.Reader
@@ -105,6 +124,7 @@ func newTestServerLogging(t testing.TB, logger *slog.Logger, with ...func(*Serve
 	if err := os.WriteFile(filepath.Join(dir, "metadata", "1.2.3.1.1.json"), []byte(`{"00080018":{"vr":"UI"}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	writeTestObject(t, dir)
 	for _, part := range []string{"results", "requests"} {
 		if err := os.MkdirAll(filepath.Join(dir, "commitment", part), 0o755); err != nil {
 			t.Fatal(err)

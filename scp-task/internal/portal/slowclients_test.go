@@ -3,6 +3,7 @@ package portal
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
 // zeros is a stored object of n zero bytes whose Close is seen: the object
@@ -17,6 +20,19 @@ import (
 type zeros struct {
 	n      int64
 	closed chan struct{}
+	noRanges
+}
+
+// noRanges is a test's object store that serves objects whole only: a
+// bulk data URI's range or bytes is an error.
+type noRanges struct{}
+
+func (noRanges) Head(context.Context, string) (pipeline.ObjectInfo, error) {
+	return pipeline.ObjectInfo{}, errors.New("test: no Head")
+}
+
+func (noRanges) OpenRange(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, errors.New("test: no ranges")
 }
 
 func (z zeros) Open(context.Context, string) (io.ReadCloser, error) {
@@ -142,8 +158,20 @@ type countingOpener struct {
 	read *atomic.Int64
 }
 
-func (o countingOpener) Open(context.Context, string) (io.ReadCloser, error) {
-	return io.NopCloser(countingReader{io.LimitReader(zeroReader{}, o.n), o.read}), nil
+func (o countingOpener) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	return o.OpenRange(ctx, key, 0, -1)
+}
+
+// Head is the object's size; its bytes are named by no checksum.
+func (o countingOpener) Head(_ context.Context, key string) (pipeline.ObjectInfo, error) {
+	return pipeline.ObjectInfo{Key: key, Size: o.n}, nil
+}
+
+func (o countingOpener) OpenRange(_ context.Context, _ string, offset, length int64) (io.ReadCloser, error) {
+	if length < 0 {
+		length = o.n - offset
+	}
+	return io.NopCloser(countingReader{io.LimitReader(zeroReader{}, min(length, o.n-offset)), o.read}), nil
 }
 
 type countingReader struct {

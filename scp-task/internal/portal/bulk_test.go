@@ -1,0 +1,173 @@
+package portal
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+)
+
+// testObjectSize is the size of the object writeTestObject stores at
+// objectPath.
+const testObjectSize = 300
+
+// testObject is the object writeTestObject stores: no two bytes in a row
+// alike, so that a range served from the wrong place shows.
+func testObject() []byte {
+	b := make([]byte, testObjectSize)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
+// writeTestObject stores testObject at objectPath under dir, as the file
+// store keeps it, and returns its bytes' id (pipeline.BytesName).
+func writeTestObject(t testing.TB, dir string) string {
+	t.Helper()
+	p := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(objectPath, "/objects/")))
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, testObject(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum, err := filestore.FileCRC64NVME(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pipeline.BytesName(pipeline.ObjectInfo{ChecksumCRC64NVME: sum})
+}
+
+// TestBulkDataURIs: /objects/<key> serves what a DICOM JSON's bulk data URI
+// names, <objectUri>?offset=<o>&length=<n>&bytes=<id> (pipeline.bulkURIs):
+// exactly that range, 200, application/octet-stream with its
+// Content-Length, once the object's Head says the key holds the bytes named
+// (bytes, pipeline.BytesName); bytes alone (a Deflated data set's URI) the
+// whole object. It served the whole Part 10 file whatever the query, so a
+// developer following a Pixel Data URI got the file, not the value. Bytes
+// of another content are a 412 naming bytes, a range past the object's end
+// or a malformed value a 400 naming its parameter (the malformed ones for
+// every route: TestEveryRouteRefusesBadParameters). A Range header is not
+// read, as before: the answer is whole.
+func TestBulkDataURIs(t *testing.T) {
+	srv, _ := newTestServer(t)
+	id := writeTestObject(t, t.TempDir()) // the same bytes: the same id
+	obj := testObject()
+	const doc = "/objects/metadata/1.2.3.1.1.json"
+	for _, tt := range []struct {
+		name, path, rangeHeader string
+		code                    int
+		contentType             string
+		body                    []byte
+		says                    string // in a refusal
+	}{
+		{"no query: the object", objectPath, "", 200, "application/dicom", obj, ""},
+		{"a value", objectPath + "?offset=10&length=20&bytes=" + id, "", 200, "application/octet-stream", obj[10:30], ""},
+		{"a value without bytes (an earlier build's URI)", objectPath + "?offset=10&length=20", "", 200, "application/octet-stream", obj[10:30], ""},
+		{"to the object's end", objectPath + "?offset=290&length=10&bytes=" + id, "", 200, "application/octet-stream", obj[290:], ""},
+		{"none of it", objectPath + "?offset=300&length=0&bytes=" + id, "", 200, "application/octet-stream", []byte{}, ""},
+		{"bytes alone: the object (a Deflated data set's URI)", objectPath + "?bytes=" + id, "", 200, "application/dicom", obj, ""},
+		{"a Range header is not read", objectPath, "bytes=0-9", 200, "application/dicom", obj, ""},
+		{"a Range header with a value's query", objectPath + "?offset=10&length=20", "bytes=0-1", 200, "application/octet-stream", obj[10:30], ""},
+		{"other bytes", objectPath + "?offset=10&length=20&bytes=crc64nvme-0123456789abcdef", "", 412, "", nil, "portal: bytes names other bytes than the object holds"},
+		{"bytes of an older form", objectPath + "?bytes=sha256-" + strings.Repeat("0", 64), "", 412, "", nil, "portal: bytes names other bytes"},
+		{"bytes too long", objectPath + "?bytes=" + strings.Repeat("a", 129), "", 400, "", nil, "portal: bytes is the id of the object's bytes"},
+		{"offset past the end", objectPath + "?offset=301&length=0&bytes=" + id, "", 400, "", nil, "portal: offset is a byte offset within the object, at most its size, 300"},
+		{"length past the end", objectPath + "?offset=290&length=11&bytes=" + id, "", 400, "", nil, "portal: length is a number of bytes that ends within the object: at most 10 from offset 290"},
+		{"the largest length", objectPath + "?offset=1&length=9223372036854775807", "", 400, "", nil, "portal: length is a number of bytes that ends within the object"},
+		{"the largest offset", objectPath + "?offset=9223372036854775807&length=9223372036854775807", "", 400, "", nil, "portal: offset is a byte offset within the object"},
+		{"an offset no int64 holds", objectPath + "?offset=9223372036854775808&length=1", "", 400, "", nil, "portal: offset is a byte offset in the object, a whole number of 0 or more"},
+		{"a negative offset", objectPath + "?offset=-1&length=1", "", 400, "", nil, "portal: offset is a byte offset in the object"},
+		{"a signed offset", objectPath + "?offset=%2B1&length=1", "", 400, "", nil, "portal: offset is a byte offset in the object"},
+		{"a fractional length", objectPath + "?offset=1&length=1.5", "", 400, "", nil, "portal: length is a number of bytes"},
+		{"offset without length", objectPath + "?offset=1&bytes=" + id, "", 400, "", nil, "portal: length is a number of bytes, a whole number of 0 or more, given with offset"},
+		{"length without offset", objectPath + "?length=1", "", 400, "", nil, "portal: offset is a byte offset in the object, a whole number of 0 or more, given with length"},
+		{"offset given twice", objectPath + "?offset=1&offset=2&length=1", "", 400, "", nil, "portal: offset is one value, given once"},
+		{"a document has no bulk data", doc + "?offset=0&length=1", "", 400, "", nil, "portal: offset, length and bytes name the bytes of a stored DICOM object"},
+		{"a document, bytes alone", doc + "?bytes=" + id, "", 400, "", nil, "portal: offset, length and bytes name the bytes of a stored DICOM object"},
+		{"an object not stored", "/objects/incoming/2026/11/26/1.2.3/1.2.3.1/1.2.3.1.9.dcm?offset=0&length=1&bytes=" + id, "", 404, "", nil, "not found"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.rangeHeader != "" {
+				req.Header.Set("Range", tt.rangeHeader)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body bytes.Buffer
+			if _, err := body.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.code {
+				t.Fatalf("%d %.300s, want %d", resp.StatusCode, body.String(), tt.code)
+			}
+			if tt.code != 200 {
+				if !strings.Contains(body.String(), tt.says) {
+					t.Errorf("%d %.300s, want it to say %q", resp.StatusCode, body.String(), tt.says)
+				}
+				return
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != tt.contentType {
+				t.Errorf("Content-Type %q, want %q", ct, tt.contentType)
+			}
+			if !bytes.Equal(body.Bytes(), tt.body) {
+				t.Errorf("served %d bytes %x, want %d bytes %x", body.Len(), body.Bytes(), len(tt.body), tt.body)
+			}
+			if cl := resp.Header.Get("Content-Length"); strings.Contains(tt.path, "bytes=") && cl != strconv.Itoa(len(tt.body)) {
+				t.Errorf("Content-Length %q, want %d", cl, len(tt.body))
+			}
+		})
+	}
+}
+
+// TestBulkDataRangeReadsTheRange: a value's range is streamed from the
+// object, and only it is read, whatever the object's size; a HEAD reads
+// none of it, and says its length.
+func TestBulkDataRangeReadsTheRange(t *testing.T) {
+	const size = 64 << 20
+	for _, tc := range []struct {
+		method string
+		want   int64
+	}{{http.MethodHead, 0}, {http.MethodGet, 1000}} {
+		t.Run(tc.method, func(t *testing.T) {
+			var read atomic.Int64
+			srv := httptest.NewServer((&Server{Objects: countingOpener{size, &read}, Logger: errorLogger(t)}).Handler())
+			defer srv.Close()
+			req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+objectPath+"?offset=1048576&length=1000", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body bytes.Buffer
+			if _, err := body.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "1000" || int64(body.Len()) != tc.want {
+				t.Errorf("%s: %s, Content-Length %q, %d bytes; want 200, 1000, %d", tc.method, resp.Status, resp.Header.Get("Content-Length"), body.Len(), tc.want)
+			}
+			if got := read.Load(); got != tc.want {
+				t.Errorf("%s read %d bytes of the object, want %d", tc.method, got, tc.want)
+			}
+		})
+	}
+}
