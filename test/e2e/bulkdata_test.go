@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/suyashkumar/dicom"
+	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// TestBulkDataURIsServeTheValue: a preserved DICOM JSON's Pixel Data
+// BulkDataURI, followed as a developer would in local mode, serves the
+// element's value, the bytes another reader (suyashkumar/dicom) reads from
+// the object, not the whole Part 10 file the portal served whatever the
+// query; a Deflated data set's URI (bytes alone) serves the object; the
+// same URI with bytes of another content (another data directory's) is a
+// 412 naming bytes and serves nothing of the object. Encapsulated Pixel
+// Data's URIs are not followed: the pipeline writes its undefined length,
+// length=4294967295, which ends past the object (a 400 naming length).
+func TestBulkDataURIsServeTheValue(t *testing.T) {
+	need(t, "dcmsend")
+	dir := t.TempDir()
+	n := newNode(t, filepath.Join(dir, "data"))
+	n.start()
+	files := append(testenv.DICOMTestdataFiles(t), testenv.CorpusFiles(t, "mixed")...)
+	if out, err := n.dcmsend("LOCAL_AE", files...); err != nil {
+		t.Fatalf("dcmsend: %v\n%s", err, out)
+	}
+	if failed := n.waitPipelineIdle(30 * time.Second); failed != 0 {
+		t.Fatalf("%d objects failed in the pipeline", failed)
+	}
+	ranged, whole := 0, 0
+	for _, s := range n.studies() {
+		var page apiStudyPage
+		n.getJSON("/api/studies/"+url.PathEscape(s.StudyInstanceUID), &page)
+		for _, in := range page.Instances {
+			var doc map[string]struct {
+				BulkDataURI string `json:"BulkDataURI"`
+			}
+			if err := json.Unmarshal(n.object(in.MetadataKey), &doc); err != nil {
+				t.Fatalf("the DICOM JSON of %s: %v", in.ObjectKey, err)
+			}
+			pixels, ok := doc["7FE00010"]
+			if !ok {
+				continue // no Pixel Data (the mixed set's Basic Text SR)
+			}
+			uri := pixels.BulkDataURI
+			objectURI, query, _ := strings.Cut(uri, "?")
+			if objectURI != "http://"+n.portal+"/objects/"+in.ObjectKey {
+				t.Errorf("%s: Pixel Data's BulkDataURI %q names another object", in.ObjectKey, uri)
+				continue
+			}
+			q, err := url.ParseQuery(query)
+			if err != nil || q.Get(pipeline.BulkDataBytesParam) == "" {
+				t.Errorf("%s: Pixel Data's BulkDataURI %q names no bytes (%v)", in.ObjectKey, uri, err)
+				continue
+			}
+			object := n.object(in.ObjectKey)
+			var want []byte
+			switch {
+			case q.Get("length") == strconv.FormatUint(0xFFFFFFFF, 10):
+				continue // encapsulated: see above
+			case q.Has("offset"):
+				want = pixelDataValue(t, in.ObjectKey, object)
+				ranged++
+			default: // Deflated: the object
+				want = object
+				whole++
+			}
+			code, got := getBody(t, uri)
+			if code != http.StatusOK || !bytes.Equal(got, want) {
+				t.Errorf("%s: GET %s: %d, %d bytes; want 200 and the %d bytes of the value", in.ObjectKey, uri, code, len(got), len(want))
+			}
+			q.Set(pipeline.BulkDataBytesParam, "crc64nvme-0000000000000000")
+			if code, got := getBody(t, objectURI+"?"+q.Encode()); code != http.StatusPreconditionFailed || !strings.Contains(string(got), "bytes names other bytes") {
+				t.Errorf("%s: another content's bytes: %d %.200s, want 412 naming bytes", in.ObjectKey, code, got)
+			}
+		}
+	}
+	if ranged == 0 || whole == 0 {
+		t.Errorf("followed %d ranged and %d whole Pixel Data URIs, want some of each", ranged, whole)
+	}
+}
+
+// pixelDataValue is the value of the Pixel Data element of the Part 10
+// object b, as suyashkumar/dicom reads it unprocessed.
+func pixelDataValue(t *testing.T, key string, b []byte) []byte {
+	t.Helper()
+	ds, err := dicom.Parse(bytes.NewReader(b), int64(len(b)), nil, dicom.SkipProcessingPixelDataValue())
+	if err != nil {
+		t.Fatalf("%s: suyashkumar/dicom: %v", key, err)
+	}
+	e, err := ds.FindElementByTag(tag.PixelData)
+	if err != nil {
+		t.Fatalf("%s: suyashkumar/dicom: %v", key, err)
+	}
+	return dicom.MustGetPixelDataInfo(e.Value).UnprocessedValueData
+}
+
+// getBody GETs url and returns the status and the body.
+func getBody(t *testing.T, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, b
+}
