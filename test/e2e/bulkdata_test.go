@@ -78,12 +78,12 @@ func TestBulkDataURIsServeTheValue(t *testing.T) {
 				want = object
 				whole++
 			}
-			code, got := getBody(t, uri)
+			code, _, got := getBody(t, uri)
 			if code != http.StatusOK || !bytes.Equal(got, want) {
 				t.Errorf("%s: GET %s: %d, %d bytes; want 200 and the %d bytes of the value", in.ObjectKey, uri, code, len(got), len(want))
 			}
 			q.Set(pipeline.BulkDataBytesParam, "crc64nvme-0000000000000000")
-			if code, got := getBody(t, objectURI+"?"+q.Encode()); code != http.StatusPreconditionFailed || !strings.Contains(string(got), "bytes names other bytes") {
+			if code, _, got := getBody(t, objectURI+"?"+q.Encode()); code != http.StatusPreconditionFailed || !strings.Contains(string(got), "bytes names other bytes") {
 				t.Errorf("%s: another content's bytes: %d %.200s, want 412 naming bytes", in.ObjectKey, code, got)
 			}
 		}
@@ -108,8 +108,8 @@ func pixelDataValue(t *testing.T, key string, b []byte) []byte {
 	return dicom.MustGetPixelDataInfo(e.Value).UnprocessedValueData
 }
 
-// getBody GETs url and returns the status and the body.
-func getBody(t *testing.T, url string) (int, []byte) {
+// getBody GETs url and returns the status, the headers and the body.
+func getBody(t *testing.T, url string) (int, http.Header, []byte) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -120,5 +120,5 @@ func getBody(t *testing.T, url string) (int, []byte) {
 	if err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
-	return resp.StatusCode, b
+	return resp.StatusCode, resp.Header, b
 }

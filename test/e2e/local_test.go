@@ -58,14 +58,9 @@ func (n *node) audit(query string) []pipeline.AuditRecord {
 // object returns the stored object at key, as the portal serves it.
 func (n *node) object(key string) []byte {
 	n.t.Helper()
-	resp, err := http.Get("http://" + n.portal + "/objects/" + key)
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		n.t.Fatalf("GET /objects/%s: %d, %v", key, resp.StatusCode, err)
+	code, _, b := getBody(n.t, "http://"+n.portal+"/objects/"+key)
+	if code != http.StatusOK {
+		n.t.Fatalf("GET /objects/%s: %d", key, code)
 	}
 	return b
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,17 +36,9 @@ func (c *tailer) poll(t *testing.T, n *node) (int, string) {
 	if c.outbox != "" && !c.blind {
 		u += "&outbox=" + url.QueryEscape(c.outbox)
 	}
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return resp.StatusCode, string(b)
+	code, header, b := getBody(t, u)
+	if code != http.StatusOK {
+		return code, string(b)
 	}
 	var page struct {
 		Outbox string
@@ -56,7 +47,7 @@ func (c *tailer) poll(t *testing.T, n *node) (int, string) {
 	if err := json.Unmarshal(b, &page); err != nil {
 		t.Fatal(err)
 	}
-	if h := resp.Header.Get("X-Event-Outbox"); page.Outbox == "" || h != page.Outbox || !c.blind && c.outbox != "" && page.Outbox != c.outbox {
+	if h := header.Get("X-Event-Outbox"); page.Outbox == "" || h != page.Outbox || !c.blind && c.outbox != "" && page.Outbox != c.outbox {
 		t.Fatalf("after=%d: the page names outbox %q (X-Event-Outbox %q), the consumer asked for %q", c.after, page.Outbox, h, c.outbox)
 	}
 	c.outbox = page.Outbox
@@ -64,7 +55,7 @@ func (c *tailer) poll(t *testing.T, n *node) (int, string) {
 		c.seqs, c.ids = append(c.seqs, e.Seq), append(c.ids, e.ID)
 		c.after = e.Seq
 	}
-	return resp.StatusCode, ""
+	return code, ""
 }
 
 // tailWhile polls n until send returns, and then until the tail holds
