@@ -177,7 +177,6 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		}
 	case associationaudit.EventStoreFailed:
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "C", outcomeSerious
-		answered(&rec, "C-STORE", r)
 	case associationaudit.EventDuplicate:
 		// The resend as the SCP alone knows it: the pipeline's record of
 		// it (resentAudit) adds the study and the patient from the
@@ -213,8 +212,11 @@ func AssociationAuditRecord(r associationaudit.Record, auditSourceID string) Aud
 		// Shaped as the records of a transaction (auditCommitment), of which this request got none.
 		rec.EventID, rec.EventActionCode, rec.EventOutcome = codeInstancesTransferred, "R", outcomeMinorFailure
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-refused", "Storage Commitment request refused")}
-		answered(&rec, "N-ACTION", r) // cut short too, as a C-STORE may be: answered nothing, taken no more than one refused
 	}
+	// A store-failed's C-STORE and a commitment-refused's N-ACTION: cut
+	// short (an N-ACTION too: answered nothing, taken no more than one
+	// refused) or refused, its response sent or not.
+	answered(&rec, r)
 	if r.StudyInstanceUID != "" {
 		rec.ParticipantObjects = append(rec.ParticipantObjects, AuditParticipantObject{
 			TypeCode: 2, TypeRole: 3, IDTypeCode: codeStudyInstanceUID, ID: r.StudyInstanceUID})
@@ -345,64 +347,108 @@ func identicalResend(rec *AuditRecord) {
 // already held (OutcomeDuplicate).
 var codeIdenticalResend = localCode("identical-resend", "Identical resend of an instance already held")
 
-// resentReason is a duplicate record's reason. It names no object: a
-// key holds UIDs, and the reason is projected where the trail promises no
-// patient data (the byCallingAe and byDay indexes). The record's
-// heldObjectKey names it.
 // StoreNotAnsweredReason begins the reason of a store-failed record whose
 // C-STORE the association's end cut short (NotAnswered): the sender got no
 // response, so the record has no DIMSE status to name.
 // ActionNotAnsweredReason begins that of a commitment-refused record whose
 // N-ACTION (Storage Commitment request) the association's end cut short.
+// Both are the reasons answerRules write.
 var (
-	StoreNotAnsweredReason  = notAnsweredReason("C-STORE")
-	ActionNotAnsweredReason = notAnsweredReason("N-ACTION")
+	StoreNotAnsweredReason  = answerRules[associationaudit.EventStoreFailed].notAnswered[0]
+	ActionNotAnsweredReason = answerRules[associationaudit.EventCommitmentRefused].notAnswered[0]
 )
-
-// answered sets the reason and the answer flags of rec, the record of op
-// (C-STORE, N-ACTION) the SCP failed with r's status: cut short by the
-// association's end, the sender answered nothing (NotAnswered: no status;
-// a store-failed record written before said 0000), or refused, the refusal
-// sent or not (ResponseNotSent).
-func answered(rec *AuditRecord, op string, r associationaudit.Record) {
-	if associationaudit.NotAnswered(r.Status) {
-		rec.NotAnswered = true
-		rec.Reason = notAnsweredReason(op) + r.Reason
-		return
-	}
-	rec.ResponseNotSent = r.NotSent
-	rec.Reason = refusedReason(op, r.Status, r.Reason, r.NotSent)
-}
-
-// notAnsweredReason begins the reason of the record of op (C-STORE,
-// N-ACTION) the association's end cut short.
-func notAnsweredReason(op string) string {
-	return op + " not answered (the association ended before its data set did): "
-}
-
-// statusReason is the reason of a store-failed or commitment-refused
-// record answered with its failure status, and notSentReason of one whose
-// response could not be written (ResponseNotSent): the request (C-STORE,
-// N-ACTION), the status decided, the SCP's reason.
-const (
-	statusReason  = "%s status %s: %s"
-	notSentReason = "%s status %s decided, not sent (the association ended before the response was written): %s"
-)
-
-// refusedReason is the reason of the record of op (C-STORE, N-ACTION)
-// refused with status, its response sent or not (notSent).
-func refusedReason(op, status, reason string, notSent bool) string {
-	if notSent {
-		return fmt.Sprintf(notSentReason, op, status, reason)
-	}
-	return fmt.Sprintf(statusReason, op, status, reason)
-}
 
 // CutShortReasons begin the reasons of the store-failed records of
 // C-STOREs cut short written before NotAnswered was (CutShort): the reason
 // of this version, and that of the records before, which named the
-// success status 0000 they were not answered.
-var CutShortReasons = []string{StoreNotAnsweredReason, refusedReason("C-STORE", "0000", "", false)}
+// success status 0000 they were not answered. A copy of the store-failed
+// answerRule's, for localstore's SQL.
+var CutShortReasons = slices.Clone(answerRules[associationaudit.EventStoreFailed].notAnswered)
+
+// answerRule is how the reason of the record of one outcome says whether
+// the SCP answered its request: answered writes the reason by it and
+// ReadAnswered reads the flags back from a reason by it, so a reason
+// written reads back the flags it was written with, and a reason that
+// means "not answered" or "not sent" is added to both sides at once.
+type answerRule struct {
+	// notAnswered begin the reason of a request the association's end
+	// cut short (NotAnswered): the one written first, then those of
+	// records written before, which are read only.
+	notAnswered []string
+	// refused and notSent are the text around the status in the reason
+	// of a refusal, its response sent, or decided and not sent
+	// (ResponseNotSent); the SCP's reason follows.
+	refused, notSent statusAround
+}
+
+// statusAround is the text a refusal's reason has before (head) and after
+// (tail) its status, which is statusLen characters long.
+type statusAround struct{ head, tail string }
+
+// statusLen is the length of the status a refusal's reason names
+// (associationaudit.StoreStatus: four hex digits).
+const statusLen = len("0000")
+
+// reason is the reason of a refusal with status and the SCP's reason.
+func (a statusAround) reason(status, reason string) string { return a.head + status + a.tail + reason }
+
+// in reports whether reason is one a builds: head, a status, tail. Only
+// the reason's start is read, so whatever the SCP's reason says (another
+// record's reason quoted) does not count.
+func (a statusAround) in(reason string) bool {
+	rest, ok := strings.CutPrefix(reason, a.head)
+	return ok && len(rest) >= statusLen && strings.HasPrefix(rest[statusLen:], a.tail)
+}
+
+// answerRules are the answerRule of each outcome whose record is of a
+// request the SCP failed: a store-failed's C-STORE, a
+// commitment-refused's N-ACTION (Storage Commitment request).
+var answerRules = map[string]answerRule{
+	associationaudit.EventStoreFailed:       newAnswerRule("C-STORE", "0000"),
+	associationaudit.EventCommitmentRefused: newAnswerRule("N-ACTION"),
+}
+
+// newAnswerRule is the answerRule of the records of op (C-STORE,
+// N-ACTION). legacyStatuses are statuses a refusal's reason named in
+// records written before NotAnswered was, for a request not answered (a
+// store-failed's 0000, the success status: associationaudit.NotAnswered);
+// an N-ACTION cut short had no record before.
+func newAnswerRule(op string, legacyStatuses ...string) answerRule {
+	a := answerRule{
+		notAnswered: []string{op + " not answered (the association ended before its data set did): "},
+		refused:     statusAround{op + " status ", ": "},
+		notSent:     statusAround{op + " status ", " decided, not sent (the association ended before the response was written): "},
+	}
+	for _, s := range legacyStatuses {
+		a.notAnswered = append(a.notAnswered, a.refused.reason(s, ""))
+	}
+	return a
+}
+
+// saysNotAnswered reports whether reason begins with one of a's reasons
+// of a request not answered.
+func (a answerRule) saysNotAnswered(reason string) bool {
+	return slices.ContainsFunc(a.notAnswered, func(p string) bool { return strings.HasPrefix(reason, p) })
+}
+
+// answered sets the reason and the answer flags of rec, the record of a
+// request (C-STORE, N-ACTION) the SCP failed with r's status, by the
+// answerRule of its outcome (none: rec is left as it is): cut short by the
+// association's end, the sender answered nothing (NotAnswered: no status;
+// a store-failed record written before said 0000), or refused, the
+// refusal sent or not (ResponseNotSent).
+func answered(rec *AuditRecord, r associationaudit.Record) {
+	a, ok := answerRules[rec.Outcome]
+	switch {
+	case !ok:
+	case associationaudit.NotAnswered(r.Status):
+		rec.NotAnswered, rec.Reason = true, a.notAnswered[0]+r.Reason
+	case r.NotSent:
+		rec.ResponseNotSent, rec.Reason = true, a.notSent.reason(r.Status, r.Reason)
+	default:
+		rec.Reason = a.refused.reason(r.Status, r.Reason)
+	}
+}
 
 // CutShort reports whether r is the record of a C-STORE the association's
 // end cut short (the association ended mid data set: nothing stored,
@@ -413,41 +459,29 @@ func (r AuditRecord) CutShort() bool {
 	if r.Outcome != associationaudit.EventStoreFailed {
 		return false
 	}
-	return r.NotAnswered || slices.ContainsFunc(CutShortReasons, func(p string) bool { return strings.HasPrefix(r.Reason, p) })
+	return r.NotAnswered || answerRules[r.Outcome].saysNotAnswered(r.Reason)
 }
 
 // ReadAnswered sets r's NotAnswered and ResponseNotSent as a record of
 // this version says them when r does not: a record written before they
 // were recorded, or read from a projection without them (DynamoDB's
-// byCallingAe and byDay), has them from its reason, by CutShort's rule (a
-// commitment-refused's by ActionNotAnsweredReason) and the reason of a
-// refusal not sent (refusedReason). Every AuditStore reads its records
-// through it, so the trail reads them alike on every path.
+// byCallingAe and byDay), has them from its reason, by the answerRule of
+// its outcome that answered wrote it by (a store-failed's NotAnswered is
+// CutShort's). Every AuditStore reads its records through it, so the
+// trail reads them alike on every path.
 func (r *AuditRecord) ReadAnswered() {
-	r.NotAnswered = r.NotAnswered || r.CutShort() ||
-		r.Outcome == associationaudit.EventCommitmentRefused && strings.HasPrefix(r.Reason, ActionNotAnsweredReason)
-	around, ok := notSentAround[r.Outcome]
-	if r.ResponseNotSent || !ok {
+	a, ok := answerRules[r.Outcome]
+	if !ok {
 		return
 	}
-	const statusLen = 4
-	rest, ok := strings.CutPrefix(r.Reason, around.head)
-	r.ResponseNotSent = ok && len(rest) >= statusLen && strings.HasPrefix(rest[statusLen:], around.tail)
+	r.NotAnswered = r.NotAnswered || a.saysNotAnswered(r.Reason)
+	r.ResponseNotSent = r.ResponseNotSent || a.notSent.in(r.Reason)
 }
 
-// notSentAround is, for each outcome whose record may be of a refusal not
-// sent, the reason refusedReason gives one ("<op> status XXXX decided, not
-// sent (…): ") before and after its status: made once, not at every
-// record ReadAnswered reads.
-var notSentAround = func() map[string]struct{ head, tail string } {
-	m := map[string]struct{ head, tail string }{}
-	for outcome, op := range map[string]string{associationaudit.EventStoreFailed: "C-STORE", associationaudit.EventCommitmentRefused: "N-ACTION"} {
-		head, tail, _ := strings.Cut(refusedReason(op, "\x00", "", true), "\x00")
-		m[outcome] = struct{ head, tail string }{head, tail}
-	}
-	return m
-}()
-
+// resentReason is a duplicate record's reason. It names no object: a
+// key holds UIDs, and the reason is projected where the trail promises no
+// patient data (the byCallingAe and byDay indexes). The record's
+// heldObjectKey names it.
 const resentReason = "an identical object (same SOP Instance UID, same content) was already held; nothing new was stored"
 
 // resentQuarantinedReason is the reason of a duplicate record whose held
