@@ -1,17 +1,20 @@
 package pipeline_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -312,6 +315,78 @@ func TestBulkDataURIsNameTheBytes(t *testing.T) {
 			// What the key holds now is one content's bytes alone.
 			if matching != 1 {
 				t.Errorf("%d documents name the bytes the key holds, want 1", matching)
+			}
+		})
+	}
+}
+
+// TestBulkDataURIOfAnEncapsulatedValue: Pixel Data of undefined length
+// (encapsulated, JPEG and the like) is named by its offset alone, the value
+// being its items up to its Sequence Delimitation Item
+// (dataset.EncapsulatedLength); a defined length is named as before. The
+// URI said length=4294967295, the undefined-length marker, which a reader
+// followed for 4 GiB: to the object's end in S3, elements after Pixel Data
+// included.
+func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
+	frags := [][]byte{{0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9, 0}, bytes.Repeat([]byte{7}, 300)}
+	jpeg := ct(sop1)
+	jpeg.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+	jpeg.Extra = []pt.Elem{pt.Fragments(frags...)}
+	for _, tt := range []struct {
+		name  string
+		in    pt.Instance
+		value []byte // what the URI names
+		named []string
+	}{
+		{"encapsulated: offset alone", jpeg, pt.FragmentsValue(frags...), []string{"offset", "bytes"}},
+		{"native: offset and length", ct(sop1), nil, []string{"offset", "length", "bytes"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			object := tt.in.Build()
+			md := pt.SCPMetadata(pt.CTStorage, sop1, tt.in.TransferSyntaxUID, "")
+			if tt.in.TransferSyntaxUID == "" {
+				md = pt.SCPMetadata(pt.CTStorage, sop1, tsELE, "")
+			}
+			f.Objects.Add(key(sop1), object, md)
+			res, err := f.Pipeline().ProcessObject(ctx, key(sop1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := f.Index.Instances(ctx, sop1)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("rows %+v, %v (processed: %+v)", rows, err, res)
+			}
+			body, _, _ := f.Objects.Get(rows[0].MetadataKey)
+			var dj map[string]struct{ BulkDataURI string }
+			if err := json.Unmarshal(body, &dj); err != nil {
+				t.Fatal(err)
+			}
+			u, err := url.Parse(dj["7FE00010"].BulkDataURI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := u.Query()
+			var named []string
+			for _, p := range []string{"offset", "length", "bytes"} {
+				if q.Has(p) {
+					named = append(named, p)
+				}
+			}
+			if !slices.Equal(named, tt.named) {
+				t.Fatalf("Pixel Data's BulkDataURI %s names %v, want %v", u, named, tt.named)
+			}
+			offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+			if err != nil || offset > int64(len(object)) {
+				t.Fatalf("offset %q of a %d-byte object", q.Get("offset"), len(object))
+			}
+			if tt.value == nil {
+				return
+			}
+			n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
+			if err != nil || !bytes.Equal(object[offset:offset+n], tt.value) {
+				t.Errorf("the value at offset %d: %d bytes, %v; want the %d bytes of the fragments", offset, n, err, len(tt.value))
 			}
 		})
 	}

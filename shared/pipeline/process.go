@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
@@ -528,9 +529,13 @@ func (p *Pipeline) heldContent(ctx context.Context, in InstanceRecord) (Instance
 const BulkDataBytesParam = "bytes"
 
 // bulkURIs returns how the DICOM JSON of the object info describes names a
-// bulk data value: by its byte range in the object, or, when the dataset is
-// deflated (no offset in the object means anything), by the object; either
-// way with the bytes described (BulkDataBytesParam).
+// bulk data value: by its byte range in the object, offset and length; a
+// value of undefined length (encapsulated Pixel Data: its fragments) by its
+// offset alone, the value being its items up to and including its
+// Sequence Delimitation Item, whose end the header read never reaches
+// (dataset.EncapsulatedLength finds it); or, when the dataset is deflated
+// (no offset in the object means anything), by the object; each with the
+// bytes described (BulkDataBytesParam).
 func (p *Pipeline) bulkURIs(info ObjectInfo, deflated bool) func(*dataElement) string {
 	objURI := p.uri(info.Key)
 	bytes := BulkDataBytesParam + "=" + BytesName(info)
@@ -539,6 +544,9 @@ func (p *Pipeline) bulkURIs(info ObjectInfo, deflated bool) func(*dataElement) s
 		return func(*dataElement) string { return uri }
 	}
 	return func(e *dataElement) string {
+		if e.Len == dataset.UndefinedLength {
+			return fmt.Sprintf("%s?offset=%d&%s", objURI, e.Offset, bytes)
+		}
 		return fmt.Sprintf("%s?offset=%d&length=%d&%s", objURI, e.Offset, e.Len, bytes)
 	}
 }

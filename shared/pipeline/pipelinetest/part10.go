@@ -50,6 +50,25 @@ func Seq(tag uint32, undefined bool, items ...[]Elem) Elem {
 	return Elem{Tag: tag, VR: "SQ", Items: items, UndefinedLength: undefined}
 }
 
+// Fragments is encapsulated Pixel Data (PS3.5 A.4): OB of undefined
+// length, an empty Basic Offset Table, each fragment an item, then the
+// Sequence Delimitation Item; FragmentsValue is its value.
+func Fragments(frags ...[]byte) Elem {
+	return Elem{Tag: Tag(0x7FE0, 0x10), VR: "OB", Value: FragmentsValue(frags...), UndefinedLength: true}
+}
+
+// FragmentsValue is the value of Fragments(frags...): its items and its
+// Sequence Delimitation Item.
+func FragmentsValue(frags ...[]byte) []byte {
+	le := binary.LittleEndian
+	b := []byte{0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0}
+	for _, f := range frags {
+		b = le.AppendUint32(append(b, 0xFE, 0xFF, 0x00, 0xE0), uint32(len(f)))
+		b = append(b, f...)
+	}
+	return append(b, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
+}
+
 // Meta is the File Meta Information to write.
 type Meta struct {
 	SOPClassUID, SOPInstanceUID, TransferSyntaxUID, SourceAE string
@@ -206,6 +225,9 @@ func writeElem(w *bytes.Buffer, e Elem, implicit bool) {
 		value = body.Bytes()
 	} else {
 		value = e.Value
+		if e.UndefinedLength { // Value holds the items (Fragments)
+			length = 0xFFFFFFFF
+		}
 	}
 	w.Write(le.AppendUint16(nil, uint16(e.Tag>>16)))
 	w.Write(le.AppendUint16(nil, uint16(e.Tag)))
