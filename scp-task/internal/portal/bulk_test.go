@@ -3,6 +3,7 @@ package portal
 import (
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/filestore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
 
 // testObjectSize is the size of the object writeTestObject stores at
@@ -34,11 +36,18 @@ func testObject() []byte {
 // store keeps it, and returns its bytes' id (pipeline.BytesName).
 func writeTestObject(t testing.TB, dir string) string {
 	t.Helper()
-	p := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(objectPath, "/objects/")))
+	return writeObject(t, dir, objectPath, testObject())
+}
+
+// writeObject stores b at path (/objects/<key>) under dir, as the file
+// store keeps it, and returns its bytes' id (pipeline.BytesName).
+func writeObject(t testing.TB, dir, path string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(path, "/objects/")))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, testObject(), 0o644); err != nil {
+	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sum, err := filestore.FileCRC64NVME(p)
@@ -90,7 +99,7 @@ func TestBulkDataURIs(t *testing.T) {
 		{"a negative offset", objectPath + "?offset=-1&length=1", "", 400, "", nil, "portal: offset is a byte offset in the object"},
 		{"a signed offset", objectPath + "?offset=%2B1&length=1", "", 400, "", nil, "portal: offset is a byte offset in the object"},
 		{"a fractional length", objectPath + "?offset=1&length=1.5", "", 400, "", nil, "portal: length is a number of bytes"},
-		{"offset without length", objectPath + "?offset=1&bytes=" + id, "", 400, "", nil, "portal: length is a number of bytes, a whole number of 0 or more, given with offset"},
+		{"offset alone where no encapsulated value lies", objectPath + "?offset=1&bytes=" + id, "", 400, "", nil, "portal: offset alone names the encapsulated value that starts there"},
 		{"length without offset", objectPath + "?length=1", "", 400, "", nil, "portal: offset is a byte offset in the object, a whole number of 0 or more, given with length"},
 		{"offset given twice", objectPath + "?offset=1&offset=2&length=1", "", 400, "", nil, "portal: offset is one value, given once"},
 		{"a document has no bulk data", doc + "?offset=0&length=1", "", 400, "", nil, "portal: offset, length and bytes name the bytes of a stored DICOM object"},
@@ -170,4 +179,131 @@ func TestBulkDataRangeReadsTheRange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBulkDataEncapsulatedValue: a bulk data URI of offset alone
+// (pipeline.bulkURIs for a value of undefined length: encapsulated Pixel
+// Data) serves the encapsulated value that starts there, its items up to
+// and including its Sequence Delimitation Item, not what follows it, 200
+// with its Content-Length; items that cannot be followed or that run past
+// the object are a 400 naming offset. The URI said length=4294967295, the
+// undefined-length marker, refused as a range past the object.
+func TestBulkDataEncapsulatedValue(t *testing.T) {
+	dir := t.TempDir()
+	srv := httptest.NewServer((&Server{Objects: dirOpener(dir), Logger: errorLogger(t)}).Handler())
+	defer srv.Close()
+	head := testObject()[:20] // where the data set's other elements lie
+	value := pipelinetest.FragmentsValue([]byte{0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9, 0}, bytes.Repeat([]byte{9}, 300))
+	after := []byte{0xFA, 0xFF, 0xFA, 0xFF, 'O', 'B', 0, 0, 4, 0, 0, 0, 'p', 'a', 'd', '.'} // an element after Pixel Data
+	object := bytes.Join([][]byte{head, value, after}, nil)
+	path := func(name string) string { return strings.Replace(objectPath, "1.2.3.1.1.dcm", name+".dcm", 1) }
+	id := writeObject(t, dir, path("1.2.3.1.2"), object)
+	cut := writeObject(t, dir, path("1.2.3.1.3"), bytes.Join([][]byte{head, value[:len(value)-8]}, nil))
+	undefined := writeObject(t, dir, path("1.2.3.1.4"), bytes.Join([][]byte{head, value[:8], {0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF}, value[8:]}, nil))
+	for _, tt := range []struct {
+		name, path string
+		code       int
+		body       []byte
+		says       string
+	}{
+		{"the value", path("1.2.3.1.2") + "?offset=20&bytes=" + id, 200, value, ""},
+		{"without bytes", path("1.2.3.1.2") + "?offset=20", 200, value, ""},
+		{"with its length, as a range", path("1.2.3.1.2") + "?offset=20&length=" + strconv.Itoa(len(value)) + "&bytes=" + id, 200, value, ""},
+		{"the undefined-length marker as a length", path("1.2.3.1.2") + "?offset=20&length=4294967295&bytes=" + id, 400, nil, "portal: length is a number of bytes that ends within the object"},
+		{"not where the value starts", path("1.2.3.1.2") + "?offset=0&bytes=" + id, 400, nil, "portal: offset alone names the encapsulated value that starts there"},
+		{"at the object's end", path("1.2.3.1.2") + "?offset=" + strconv.Itoa(len(object)) + "&bytes=" + id, 400, nil, "portal: offset alone names the encapsulated value"},
+		{"past the object's end", path("1.2.3.1.2") + "?offset=" + strconv.Itoa(len(object)+1) + "&bytes=" + id, 400, nil, "portal: offset is a byte offset within the object"},
+		{"other bytes", path("1.2.3.1.2") + "?offset=20&bytes=" + cut, 412, nil, "portal: bytes names other bytes"},
+		{"no delimiter before the object's end", path("1.2.3.1.3") + "?offset=20&bytes=" + cut, 400, nil, "dataset ends inside (7FE0,0010)"},
+		{"a fragment of undefined length", path("1.2.3.1.4") + "?offset=20&bytes=" + undefined, 400, nil, "fragment of undefined length"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := srv.Client().Get(srv.URL + tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body bytes.Buffer
+			if _, err := body.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.code {
+				t.Fatalf("%d %.300s, want %d", resp.StatusCode, body.String(), tt.code)
+			}
+			if tt.code != 200 {
+				if !strings.Contains(body.String(), tt.says) {
+					t.Errorf("%d %.300s, want it to say %q", resp.StatusCode, body.String(), tt.says)
+				}
+				return
+			}
+			if ct, cl := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"); ct != "application/octet-stream" || cl != strconv.Itoa(len(tt.body)) {
+				t.Errorf("Content-Type %q, Content-Length %q; want application/octet-stream, %d", ct, cl, len(tt.body))
+			}
+			if !bytes.Equal(body.Bytes(), tt.body) {
+				t.Errorf("served %d bytes, want the %d of the value", body.Len(), len(tt.body))
+			}
+		})
+	}
+}
+
+// TestBulkDataEncapsulatedValueReadsItsItemHeaders: finding where an
+// encapsulated value ends reads its item headers, not its fragments: a
+// HEAD reads a few KiB of a 16 MiB value and says its length; a GET then
+// streams the value.
+func TestBulkDataEncapsulatedValueReadsItsItemHeaders(t *testing.T) {
+	frame := make([]byte, 4<<20)
+	value := pipelinetest.FragmentsValue(frame, frame, frame, frame)
+	for _, tc := range []struct {
+		method  string
+		atMost  int64
+		atLeast int64
+	}{{http.MethodHead, 64 << 10, 0}, {http.MethodGet, int64(len(value)) + 64<<10, int64(len(value))}} {
+		t.Run(tc.method, func(t *testing.T) {
+			var read atomic.Int64
+			srv := httptest.NewServer((&Server{Objects: memOpener{value, &read}, Logger: errorLogger(t)}).Handler())
+			defer srv.Close()
+			req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+objectPath+"?offset=0", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body bytes.Buffer
+			if _, err := body.ReadFrom(resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != strconv.Itoa(len(value)) {
+				t.Errorf("%s: %s, Content-Length %q; want 200, %d", tc.method, resp.Status, resp.Header.Get("Content-Length"), len(value))
+			}
+			if got := read.Load(); got > tc.atMost || got < tc.atLeast {
+				t.Errorf("%s read %d bytes of the object, want %d to %d", tc.method, got, tc.atLeast, tc.atMost)
+			}
+		})
+	}
+}
+
+// memOpener is a stored object held in memory, its bytes read counted.
+type memOpener struct {
+	b    []byte
+	read *atomic.Int64
+}
+
+func (o memOpener) Open(ctx context.Context, key string) (io.ReadCloser, error) {
+	return o.OpenRange(ctx, key, 0, -1)
+}
+
+// Head is the object's size; its bytes are named by no checksum.
+func (o memOpener) Head(_ context.Context, key string) (pipeline.ObjectInfo, error) {
+	return pipeline.ObjectInfo{Key: key, Size: int64(len(o.b))}, nil
+}
+
+func (o memOpener) OpenRange(_ context.Context, _ string, offset, length int64) (io.ReadCloser, error) {
+	end := int64(len(o.b))
+	if length >= 0 {
+		end = min(end, offset+length)
+	}
+	return io.NopCloser(countingReader{bytes.NewReader(o.b[offset:end]), o.read}), nil
 }

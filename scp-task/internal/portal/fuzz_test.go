@@ -60,7 +60,8 @@ func FuzzRoutes(f *testing.F) {
 	srv, _ := newTestServerLogging(f, slog.New(slog.NewJSONHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError})))
 	for _, s := range []string{"limit=5&cursor=x", "from=2026-01-02&to=2026-01-01&status=has+rejects", "before=9223372036854775807&type=Instance+Stored",
 		"since=0001-01-01&until=9999-12-31", "day=2026-02-29&outcome=stored", "patient=%2A%25_&accession=%27%3B--", "limit=1e9&cursor=1.1.1", "%zz&a=%",
-		"offset=10&length=20&bytes=crc64nvme-0123456789abcdef", "offset=300&length=0", "offset=1&length=9223372036854775807", "bytes=etag-x"} {
+		"offset=10&length=20&bytes=crc64nvme-0123456789abcdef", "offset=300&length=0", "offset=1&length=9223372036854775807", "bytes=etag-x",
+		"offset=0", "offset=299&bytes=crc64nvme-0123456789abcdef"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {

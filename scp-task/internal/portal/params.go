@@ -180,7 +180,8 @@ func cursorRefused(err error, name string) error {
 }
 
 // The query parameters of a DICOM JSON's bulk data URI
-// (<objectUri>?offset=<o>&length=<n>&bytes=<id>, pipeline.bulkURIs).
+// (<objectUri>?offset=<o>&length=<n>&bytes=<id>, or offset alone for an
+// encapsulated value, pipeline.bulkURIs).
 const (
 	offsetParam = "offset"
 	lengthParam = "length"
@@ -193,34 +194,42 @@ const (
 const maxBytesName = 128
 
 // bulkRange is what a DICOM JSON's bulk data URI asks of the object it
-// names: a value's bytes, offset and length (both or neither), and the
-// bytes of the whole object the document describes (bytes, the
-// pipeline.BytesName its name carries), each checked against the object's
-// Head before anything of it is read (check).
+// names: a value's bytes, offset and length, or offset alone for an
+// encapsulated value (its items up to its Sequence Delimitation Item,
+// dataset.EncapsulatedLength), and the bytes of the whole object the
+// document describes (bytes, the pipeline.BytesName its name carries),
+// each checked against the object's Head before anything of it is read
+// (check).
 type bulkRange struct {
+	at     bool // offset given: a value asked, not the whole object
 	offset int64
-	length int64 // -1: no range asked, the whole object
+	length int64 // -1 with at: the encapsulated value at offset
 	bytes  string
 }
 
 // given says whether the query asks any of it.
-func (b bulkRange) given() bool { return b.ranged() || b.bytes != "" }
+func (b bulkRange) given() bool { return b.at || b.bytes != "" }
 
-// ranged says whether the query names a range.
-func (b bulkRange) ranged() bool { return b.length >= 0 }
+// ranged says whether the query names a value, not the whole object.
+func (b bulkRange) ranged() bool { return b.at }
 
-// bulkRange reads offset, length and bytes: offset and length whole
-// numbers, 0 or more, given together; bytes an id of the form
+// encapsulated says whether the value is the encapsulated value at offset,
+// whose length its items tell.
+func (b bulkRange) encapsulated() bool { return b.at && b.length < 0 }
+
+// bulkRange reads offset, length and bytes: offset a whole number, 0 or
+// more, with length, another, or alone; bytes an id of the form
 // pipeline.BytesName gives.
 func (p *params) bulkRange() bulkRange {
 	b := bulkRange{length: -1}
-	offset, hasOffset := p.byteCount(offsetParam, "a byte offset in the object, a whole number of 0 or more, given with "+lengthParam)
+	offset, hasOffset := p.byteCount(offsetParam, "a byte offset in the object, a whole number of 0 or more (with "+lengthParam+", a value's bytes; alone, the encapsulated value that starts there)")
 	length, hasLength := p.byteCount(lengthParam, "a number of bytes, a whole number of 0 or more, given with "+offsetParam)
 	switch {
-	case hasOffset && hasLength:
-		b.offset, b.length = offset, length
 	case hasOffset:
-		p.refuse(lengthParam, "a number of bytes, a whole number of 0 or more, given with "+offsetParam)
+		b.at, b.offset = true, offset
+		if hasLength {
+			b.length = length
+		}
 	case hasLength:
 		p.refuse(offsetParam, "a byte offset in the object, a whole number of 0 or more, given with "+lengthParam)
 	}
@@ -277,6 +286,7 @@ func (b bulkRange) check(info pipeline.ObjectInfo) error {
 	case !b.ranged():
 	case b.offset > info.Size:
 		return badRequest{fmt.Errorf("portal: %s is a byte offset within the object, at most its size, %d", offsetParam, info.Size)}
+	case b.encapsulated(): // its items say where it ends (encapsulatedLength)
 	case b.length > info.Size-b.offset:
 		return badRequest{fmt.Errorf("portal: %s is a number of bytes that ends within the object: at most %d from offset %d", lengthParam, info.Size-b.offset, b.offset)}
 	}

@@ -49,7 +49,7 @@ var (
 	// A bulk data URI's query (<objectUri>?offset=&length=&bytes=), each
 	// value malformed; TestBulkDataURIs has those out of range.
 	badBulkQuery = []badParam{
-		{"offset", "x", "a byte offset in the object, a whole number of 0 or more, given with length"},
+		{"offset", "x", "a byte offset in the object, a whole number of 0 or more (with length, a value's bytes; alone, the encapsulated value that starts there)"},
 		{"length", "-1", "a number of bytes, a whole number of 0 or more, given with offset"},
 		{"bytes", "crc64nvme-0/1", "the id of the object's bytes"},
 	}

@@ -27,6 +27,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
@@ -512,6 +513,9 @@ func (s *Server) streamObject(w http.ResponseWriter, r *http.Request, key string
 // length; else the range, streamed, 200 with application/octet-stream and
 // its Content-Length (the bytes of one value, not a file), or, with bytes
 // alone (a Deflated data set's URI), the whole object as without a query.
+// Offset alone names an encapsulated value: its item headers are read
+// first to learn its length (encapsulatedLength), then it is served as a
+// range.
 // Only Part 10 objects have bulk data: a JSON document's key with any of
 // the three is a 400.
 func (s *Server) bulkObject(w http.ResponseWriter, r *http.Request, key string, want bulkRange) {
@@ -527,6 +531,12 @@ func (s *Server) bulkObject(w http.ResponseWriter, r *http.Request, key string, 
 	if err := want.check(info); err != nil {
 		s.fail(w, r, err)
 		return
+	}
+	if want.encapsulated() {
+		if want.length, err = s.encapsulatedLength(r.Context(), key, info, want.offset); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	offset, length, size := want.offset, want.length, want.length
 	if !want.ranged() {
@@ -545,6 +555,30 @@ func (s *Server) bulkObject(w http.ResponseWriter, r *http.Request, key string, 
 	}
 	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	s.streamObject(w, r, key, rc)
+}
+
+// encapsulatedLength is the length of the encapsulated value at offset in
+// the object at key (info its Head), read from its item headers
+// (dataset.EncapsulatedLength) with small ranged reads, the fragments
+// skipped unread: the pipeline, which reads the header alone, names such a
+// value by its offset alone (pipeline.bulkURIs). Items that cannot be
+// followed, or run past the object, are the request's fault, a 400 naming
+// offset: no encapsulated value lies there (a URI of another object, or an
+// object whose fragments are malformed); a failed read is returned as it
+// is.
+func (s *Server) encapsulatedLength(ctx context.Context, key string, info pipeline.ObjectInfo, offset int64) (int64, error) {
+	open := dataset.RangeOpener(func(off, n int64) (io.ReadCloser, error) {
+		return s.Objects.OpenRange(ctx, key, offset+off, n)
+	})
+	src := dataset.NewRangeSource(open, info.Size-offset, dataset.RangeOptions{First: 4 << 10, Max: 64 << 10, ResetOnSkip: true})
+	n, err := dataset.EncapsulatedLength(src)
+	switch {
+	case errors.Is(err, dataset.ErrMalformed), errors.Is(err, dataset.ErrTruncated), errors.Is(err, dataset.ErrLimit):
+		return 0, badRequest{fmt.Errorf("portal: %s alone names the encapsulated value that starts there, items (FFFE,E000) up to a Sequence Delimitation Item (FFFE,E0DD) within the object, and the object holds none there (offsets counted from offset): %w", offsetParam, err)}
+	case err != nil:
+		return 0, fmt.Errorf("portal: read the item headers of an encapsulated value: %w", err)
+	}
+	return n, nil
 }
 
 func mimeAttachment(name string) string {
