@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
@@ -227,7 +228,11 @@ func (p *params) bulkRange() bulkRange {
 	switch {
 	case hasOffset:
 		b.at, b.offset = true, offset
-		if hasLength {
+		// length=4294967295 is the undefined-length marker that documents
+		// written before pipeline.bulkURIs named such a value by its offset
+		// alone carry, never a value's length (values have even lengths):
+		// read as offset alone.
+		if hasLength && length != dataset.UndefinedLength {
 			b.length = length
 		}
 	case hasLength:
