@@ -26,7 +26,11 @@
 //     fragments (KindFragment) up to the frame shown, skipping the rest
 //     (with no offset table, their first and last bytes too, for the
 //     JPEG markers that delimit frames: Capture, and RangeSource's
-//     KeepBehind).
+//     KeepBehind);
+//   - the portal's bulk data URIs of encapsulated values, with
+//     EncapsulatedLength over a RangeSource: the item headers from the
+//     value's offset to its Sequence Delimitation Item, the fragments
+//     skipped unread.
 //
 // So what the SCP acknowledges, the pipeline can read: both apply the same
 // rules and limits to the same bytes.
