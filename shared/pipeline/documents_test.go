@@ -247,6 +247,14 @@ func TestOverwrittenKeyKeepsEachRejectsCopy(t *testing.T) {
 // the URI gives the range.
 func bulkDataBytes(t *testing.T, f *pt.Fakes, jsonKey string) (string, bool) {
 	t.Helper()
+	q := pixelDataURI(t, f, jsonKey).Query()
+	return q.Get(pipeline.BulkDataBytesParam), q.Get("offset") != "" && q.Get("length") != ""
+}
+
+// pixelDataURI is its pixel data's bulk data URI in the DICOM JSON at
+// jsonKey.
+func pixelDataURI(t *testing.T, f *pt.Fakes, jsonKey string) *url.URL {
+	t.Helper()
 	body, _, ok := f.Objects.Get(jsonKey)
 	if !ok {
 		t.Fatalf("no DICOM JSON at the key named")
@@ -259,8 +267,7 @@ func bulkDataBytes(t *testing.T, f *pt.Fakes, jsonKey string) (string, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := u.Query()
-	return q.Get(pipeline.BulkDataBytesParam), q.Get("offset") != "" && q.Get("length") != ""
+	return u
 }
 
 // TestBulkDataURIsNameTheBytes: a DICOM JSON document's bulk data URIs
@@ -358,15 +365,7 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 			if err != nil || len(rows) != 1 {
 				t.Fatalf("rows %+v, %v (processed: %+v)", rows, err, res)
 			}
-			body, _, _ := f.Objects.Get(rows[0].MetadataKey)
-			var dj map[string]struct{ BulkDataURI string }
-			if err := json.Unmarshal(body, &dj); err != nil {
-				t.Fatal(err)
-			}
-			u, err := url.Parse(dj["7FE00010"].BulkDataURI)
-			if err != nil {
-				t.Fatal(err)
-			}
+			u := pixelDataURI(t, f, rows[0].MetadataKey)
 			q := u.Query()
 			var named []string
 			for _, p := range []string{"offset", "length", "bytes"} {

@@ -118,29 +118,7 @@ func TestBulkDataURIs(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			var body bytes.Buffer
-			if _, err := body.ReadFrom(resp.Body); err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != tt.code {
-				t.Fatalf("%d %.300s, want %d", resp.StatusCode, body.String(), tt.code)
-			}
-			if tt.code != 200 {
-				if !strings.Contains(body.String(), tt.says) {
-					t.Errorf("%d %.300s, want it to say %q", resp.StatusCode, body.String(), tt.says)
-				}
-				return
-			}
-			if ct := resp.Header.Get("Content-Type"); ct != tt.contentType {
-				t.Errorf("Content-Type %q, want %q", ct, tt.contentType)
-			}
-			if !bytes.Equal(body.Bytes(), tt.body) {
-				t.Errorf("served %d bytes %x, want %d bytes %x", body.Len(), body.Bytes(), len(tt.body), tt.body)
-			}
-			if cl := resp.Header.Get("Content-Length"); strings.Contains(tt.path, "bytes=") && cl != strconv.Itoa(len(tt.body)) {
-				t.Errorf("Content-Length %q, want %d", cl, len(tt.body))
-			}
+			checkAnswer(t, resp, tt.code, tt.says, tt.contentType, tt.body, strings.Contains(tt.path, "bytes="))
 		})
 	}
 }
@@ -158,19 +136,7 @@ func TestBulkDataRangeReadsTheRange(t *testing.T) {
 			var read atomic.Int64
 			srv := httptest.NewServer((&Server{Objects: countingOpener{size, &read}, Logger: errorLogger(t)}).Handler())
 			defer srv.Close()
-			req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+objectPath+"?offset=1048576&length=1000", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var body bytes.Buffer
-			if _, err := body.ReadFrom(resp.Body); err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			resp, body := request(t, srv, tc.method, objectPath+"?offset=1048576&length=1000")
 			if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != "1000" || int64(body.Len()) != tc.want {
 				t.Errorf("%s: %s, Content-Length %q, %d bytes; want 200, 1000, %d", tc.method, resp.Status, resp.Header.Get("Content-Length"), body.Len(), tc.want)
 			}
@@ -223,26 +189,7 @@ func TestBulkDataEncapsulatedValue(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer resp.Body.Close()
-			var body bytes.Buffer
-			if _, err := body.ReadFrom(resp.Body); err != nil {
-				t.Fatal(err)
-			}
-			if resp.StatusCode != tt.code {
-				t.Fatalf("%d %.300s, want %d", resp.StatusCode, body.String(), tt.code)
-			}
-			if tt.code != 200 {
-				if !strings.Contains(body.String(), tt.says) {
-					t.Errorf("%d %.300s, want it to say %q", resp.StatusCode, body.String(), tt.says)
-				}
-				return
-			}
-			if ct, cl := resp.Header.Get("Content-Type"), resp.Header.Get("Content-Length"); ct != "application/octet-stream" || cl != strconv.Itoa(len(tt.body)) {
-				t.Errorf("Content-Type %q, Content-Length %q; want application/octet-stream, %d", ct, cl, len(tt.body))
-			}
-			if !bytes.Equal(body.Bytes(), tt.body) {
-				t.Errorf("served %d bytes, want the %d of the value", body.Len(), len(tt.body))
-			}
+			checkAnswer(t, resp, tt.code, tt.says, "application/octet-stream", tt.body, true)
 		})
 	}
 }
@@ -263,19 +210,7 @@ func TestBulkDataEncapsulatedValueReadsItsItemHeaders(t *testing.T) {
 			var read atomic.Int64
 			srv := httptest.NewServer((&Server{Objects: memOpener{value, &read}, Logger: errorLogger(t)}).Handler())
 			defer srv.Close()
-			req, err := http.NewRequestWithContext(context.Background(), tc.method, srv.URL+objectPath+"?offset=0", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp, err := srv.Client().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var body bytes.Buffer
-			if _, err := body.ReadFrom(resp.Body); err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			resp, _ := request(t, srv, tc.method, objectPath+"?offset=0")
 			if resp.StatusCode != 200 || resp.Header.Get("Content-Length") != strconv.Itoa(len(value)) {
 				t.Errorf("%s: %s, Content-Length %q; want 200, %d", tc.method, resp.Status, resp.Header.Get("Content-Length"), len(value))
 			}
@@ -307,4 +242,54 @@ func (o memOpener) OpenRange(_ context.Context, _ string, offset, length int64) 
 		end = min(end, offset+length)
 	}
 	return io.NopCloser(countingReader{bytes.NewReader(o.b[offset:end]), o.read}), nil
+}
+
+// checkAnswer checks a bulk data URI's answer, resp, read whole: its
+// status code; a refusal's body says says; a 200 has contentType and the
+// body want, and, if withLength, want's Content-Length.
+func checkAnswer(t *testing.T, resp *http.Response, code int, says, contentType string, want []byte, withLength bool) {
+	t.Helper()
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != code {
+		t.Fatalf("%d %.300s, want %d", resp.StatusCode, body.String(), code)
+	}
+	if code != 200 {
+		if !strings.Contains(body.String(), says) {
+			t.Errorf("%d %.300s, want it to say %q", resp.StatusCode, body.String(), says)
+		}
+		return
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != contentType {
+		t.Errorf("Content-Type %q, want %q", ct, contentType)
+	}
+	if !bytes.Equal(body.Bytes(), want) {
+		t.Errorf("served %d bytes %.64x, want %d bytes %.64x", body.Len(), body.Bytes(), len(want), want)
+	}
+	if cl := resp.Header.Get("Content-Length"); withLength && cl != strconv.Itoa(len(want)) {
+		t.Errorf("Content-Length %q, want %d", cl, len(want))
+	}
+}
+
+// request sends a method request for path to srv and returns the answer
+// with its body, read whole.
+func request(t *testing.T, srv *httptest.Server, method, path string) (*http.Response, *bytes.Buffer) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), method, srv.URL+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body bytes.Buffer
+	if _, err := body.ReadFrom(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	return resp, &body
 }
