@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -161,10 +162,13 @@ func TestNActionCutShort(t *testing.T) {
 		ctx     byte
 		cmd     *dimse.Command
 		handled bool
+		refused uint16 // the refusal decided before the data set broke off, carried beside the reader's error
 	}{
-		{"read by the handler", 5, dimse.NewNActionRQ(1, sc, inst, 1), true},
-		{"on a storage context", 3, dimse.NewNActionRQ(1, sc, inst, 1), false},
-		{"action type 2", 5, dimse.NewNActionRQ(1, sc, inst, 2), false},
+		{"read by the handler", 5, dimse.NewNActionRQ(1, sc, inst, 1), true, 0},
+		{"on a storage context", 3, dimse.NewNActionRQ(1, sc, inst, 1), false, dimse.StatusUnrecognizedOperation},
+		{"another requested class", 5, dimse.NewNActionRQ(1, dicomuid.CTImageStorage, inst, 1), false, dimse.StatusNoSuchSOPClass},
+		{"another requested instance", 5, dimse.NewNActionRQ(1, sc, "1.2.3", 1), false, dimse.StatusNoSuchSOPInstance},
+		{"action type 2", 5, dimse.NewNActionRQ(1, sc, inst, 2), false, dimse.StatusNoSuchAction},
 	} {
 		for _, brk := range []struct {
 			name   string
@@ -189,9 +193,21 @@ func TestNActionCutShort(t *testing.T) {
 				}
 				ev := rec.waitFor(t, dicomnet.EventCommitmentRefused)
 				if ev.Status != 0 || !errors.Is(ev.Err, dicomnet.ErrIncomplete) || errors.Is(ev.Err, dicomnet.ErrNotSent) ||
-					ev.SOPClassUID != sc || ev.Association == nil || ev.Bytes != int64(len(half)) {
+					ev.SOPClassUID != tt.cmd.RequestedSOPClassUID || ev.Association == nil || ev.Bytes != int64(len(half)) {
 					t.Errorf("EventCommitmentRefused status %04X, error %v, class %q, %d bytes; want no status, ErrIncomplete, %q, %d",
-						ev.Status, ev.Err, ev.SOPClassUID, ev.Bytes, sc, len(half))
+						ev.Status, ev.Err, ev.SOPClassUID, ev.Bytes, tt.cmd.RequestedSOPClassUID, len(half))
+				}
+				// The refusal decided before the data set broke off is carried, and its message says it (the
+				// audit record's reason is the message): the request was malformed as well as cut short.
+				var refusal dimse.Status
+				switch found := errors.As(ev.Err, &refusal); {
+				case tt.refused == 0 && found:
+					t.Errorf("a request the handler read carries refusal %+v", refusal)
+				case tt.refused == 0:
+				case !found || refusal.Code != tt.refused || refusal.Comment == "":
+					t.Errorf("EventCommitmentRefused error %v carries refusal %+v (found %v), want status %04X with its comment", ev.Err, refusal, found, tt.refused)
+				case !strings.Contains(ev.Err.Error(), refusal.Comment) || !strings.Contains(ev.Err.Error(), fmt.Sprintf("%04X", tt.refused)):
+					t.Errorf("EventCommitmentRefused error %q names neither the refusal's status %04X nor its comment %q", ev.Err, tt.refused, refusal.Comment)
 				}
 				rec.waitFor(t, dicomnet.EventAborted)
 				rec.mu.Lock()

@@ -247,20 +247,43 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	return rx
 }
 
-// brokenOffError is the error of a C-STORE whose data set never completed: the reader's, which its message
-// gives, with what the handler returned beside it (it may name what the header held, for the audit record).
+// brokenOffError is the error of a request (C-STORE, N-ACTION) whose data set never completed: the reader's,
+// which its message gives, with what the handler returned beside it (it may name what the header held, for the
+// audit record). A refusal decided before any handler ran (a *refusedError) is no consequence of the reader's
+// error, so its message gives that too: the request was refused as well as cut short.
 type brokenOffError struct{ reader, handler error }
 
-func (e *brokenOffError) Error() string   { return e.reader.Error() }
+func (e *brokenOffError) Error() string {
+	if r, ok := e.handler.(*refusedError); ok {
+		return fmt.Sprintf("%s; refused before the association ended, status %04X: %s", e.reader, r.st.Code, r)
+	}
+	return e.reader.Error()
+}
 func (e *brokenOffError) Unwrap() []error { return []error{e.reader, e.handler} }
 
-// brokenOff is the event's error of a C-STORE whose data set the reader err broke off, after the handler
-// returned herr: err, and herr when there is one, so that neither is lost.
+// brokenOff is the event's error of a request whose data set the reader err broke off, after the handler
+// returned herr (or the request was refused before any, refusal's error): err, and herr when there is one, so
+// that neither is lost.
 func brokenOff(err, herr error) error {
 	if herr == nil {
 		return err
 	}
 	return &brokenOffError{reader: err, handler: herr}
+}
+
+// refusedError is why a request was refused before any handler ran: its status, whose comment its message is.
+type refusedError struct{ st dimse.Status }
+
+func (e *refusedError) Error() string { return e.st.Comment }
+func (e *refusedError) Unwrap() error { return e.st }
+
+// refusal is why a request answered st was refused: the handler's error herr, or, refused before any handler
+// ran (herr nil), a *refusedError naming st. nil when st is no failure and herr is nil.
+func refusal(st dimse.Status, herr error) error {
+	if herr != nil || !st.IsFailure() {
+		return herr
+	}
+	return &refusedError{st}
 }
 
 // reportAnswered observes the event of the C-STORE (or the refused N-ACTION) whose response was just sent, unless
@@ -369,26 +392,25 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			herr = ErrObjectTooLarge
 		}
 	}
+	why := refusal(st, herr)
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
-			a.log.Info("dicomnet: N-ACTION incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
+			cut := brokenOff(err, why)
+			a.log.Info("dicomnet: N-ACTION incomplete", "message_id", cmd.MessageID, "err", cut, "bytes", ds.n)
 			if !st.IsSuccess() {
 				// Cut short by the association's end: answered nothing (Status 0), as a C-STORE cut short
-				// is, and observed before the association's end, so the trail shows the request was made.
-				// (A request the handler made durable, having read it whole, is evaluated and reported
-				// whatever became of its response: its transaction's records show it.)
+				// is, and observed before the association's end, so the trail shows the request was made,
+				// and a refusal decided before then (why). (A request the handler made durable, having read
+				// it whole, is evaluated and reported whatever became of its response: its transaction's
+				// records show it.)
 				a.srv.observe(Event{Type: EventCommitmentRefused, Association: &a.info,
-					SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: brokenOff(err, herr)})
+					SOPClassUID: cmd.RequestedSOPClassUID, Bytes: ds.n, Err: cut})
 			}
 			return ds.end
 		}
 	}
 	if st.IsFailure() {
 		a.log.Info("dicomnet: N-ACTION refused", "message_id", cmd.MessageID, "status", fmt.Sprintf("0x%04X", st.Code), "err", herr)
-		why := herr
-		if why == nil {
-			why = errors.New(st.Comment)
-		}
 		// Observed once its response is sent, or not (reportAnswered: ErrNotSent beside why), and before the
 		// association's end, as a C-STORE's.
 		a.answering = &Event{Type: EventCommitmentRefused, Association: &a.info, Status: st.Code,

@@ -25,7 +25,9 @@ func TestAnsweredReadsBack(t *testing.T) {
 	for _, s := range []uint16{0x0110, 0x0119, 0x0124, 0xA700, 0xC211, 0xFFFF} {
 		statuses = append(statuses, associationaudit.StoreStatus(s))
 	}
-	reasons := []string{"", "out of resources"}
+	// The SCP's reasons: none, one, and that of a request refused before the association's end cut it short
+	// (dicomnet's: the reader's error, then the refusal with its status).
+	reasons := []string{"", "out of resources", "dicomnet: data set incomplete: EOF; refused before the association ended, status 0118: x"}
 	for _, a := range answerRules {
 		for _, r := range a.notAnswered {
 			reasons = append(reasons, r+"x")

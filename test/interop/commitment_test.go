@@ -382,25 +382,36 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 		})
 	})
 
-	t.Run("cut short", func(t *testing.T) {
-		// An N-ACTION whose Action Information the peer's A-ABORT breaks off: answered nothing, and in the
-		// audit trail beside the association's abort (it was in the abort's record alone, the request unseen).
-		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
-		req := &commitment.Request{TransactionUID: txn(6), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.8"}}}
-		ds, err := commitment.AppendRequest(nil, req, dicomuid.ImplicitVRLittleEndian)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, dicomuid.StorageCommitment, dicomuid.StorageCommitmentInstance, 1)),
-			dicomnettest.PDV(5, 0, ds[:len(ds)/2]))
-		p.SendPDU(&pdu.Abort{})
-		testenv.Eventually(t, "the cut-short N-ACTION's commitment-refused record, not answered", func() bool {
-			return slices.ContainsFunc(portalAudit(t, scp.PortalAddr, associationaudit.EventCommitmentRefused), func(r pipeline.AuditRecord) bool {
-				return r.NotAnswered && !r.ResponseNotSent && strings.HasPrefix(r.Reason, pipeline.ActionNotAnsweredReason) && r.CallingAE == "PACS"
+	// An N-ACTION whose Action Information the peer's A-ABORT breaks off: answered nothing, and in the audit
+	// trail beside the association's abort (it was in the abort's record alone, the request unseen). One
+	// refused before then (another requested class) says so after the reader's error: the request was
+	// malformed as well as cut short.
+	for _, tt := range []struct {
+		name, class, says string
+	}{
+		{"cut short", dicomuid.StorageCommitment, "dicomnet: data set incomplete"},
+		{"refused, then cut short", pipelinetest.CTStorage,
+			"; refused before the association ended, status 0118: Requested SOP Class UID differs from the presentation context"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+			p.Associate(dicomnettest.CommitmentAssociateRQ("PACS", "INGEST", dicomuid.ImplicitVRLittleEndian))
+			req := &commitment.Request{TransactionUID: txn(6), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.8"}}}
+			ds, err := commitment.AppendRequest(nil, req, dicomuid.ImplicitVRLittleEndian)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.SendPDVs(dicomnettest.CommandPDV(5, dimse.NewNActionRQ(1, tt.class, dicomuid.StorageCommitmentInstance, 1)),
+				dicomnettest.PDV(5, 0, ds[:len(ds)/2]))
+			p.SendPDU(&pdu.Abort{})
+			testenv.Eventually(t, "the cut-short N-ACTION's commitment-refused record, not answered", func() bool {
+				return slices.ContainsFunc(portalAudit(t, scp.PortalAddr, associationaudit.EventCommitmentRefused), func(r pipeline.AuditRecord) bool {
+					return r.NotAnswered && !r.ResponseNotSent && strings.HasPrefix(r.Reason, pipeline.ActionNotAnsweredReason) &&
+						strings.Contains(r.Reason, tt.says) && r.CallingAE == "PACS"
+				})
 			})
 		})
-	})
+	}
 
 	t.Run("association closed before the report", func(t *testing.T) {
 		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
