@@ -147,7 +147,8 @@ type EventFilter struct {
 	// sealed to the filter (cursorScope): the events older than its
 	// place, the last event's seq. Tail lists forward, oldest first: the
 	// events newer than After, an event's seq, from the first event when
-	// After is 0. Without either, the newest events come first.
+	// After is 0. Without either, the newest events come first; a filter
+	// with both is refused (a SearchError naming before and after).
 	//
 	// After is no cursor but a position in the outbox's one order, which
 	// every filter reads alike: the seq of an event (X-Event-Seq, a
@@ -231,12 +232,16 @@ func ParseEventSeq(c string, fromStart bool) (int64, error) {
 // seqs that may differ, so a consumer tailing with After that had been
 // given one would skip the events given its seq then.
 func (db *DB) Events(ctx context.Context, f EventFilter) (EventPage, error) {
+	if f.Before != "" && f.Tail {
+		return EventPage{}, &SearchError{Search: "events", Reason: "before and after are two directions: give one " +
+			"(before pages back from a page's next, newest first; after tails on from an event's seq, oldest first)"}
+	}
 	if f.Outbox != "" && f.Outbox != db.outboxID {
 		return EventPage{}, &SearchError{Search: "events", Reason: fmt.Sprintf("outbox %q is not this data directory's (%s): its seqs number other events; "+
 			"tail this one from after=0 with outbox=%s, de-duplicating on the event id", Clipped(f.Outbox), db.outboxID, db.outboxID)}
 	}
 	var before int64
-	if f.Before != "" && !f.Tail {
+	if f.Before != "" {
 		place, err := f.cursorScope().Open(f.Before)
 		if err == nil {
 			before, err = ParseEventSeq(place, false)

@@ -120,6 +120,35 @@ func TestEventsPaging(t *testing.T) {
 	}
 }
 
+// TestEventsOneDirection: Before pages back and Tail forward; a filter
+// with both is refused by the store (a SearchError naming before and
+// after, the portal's 400), whatever the cursor, where Before was
+// silently dropped and the tail served.
+func TestEventsOneDirection(t *testing.T) {
+	db := openTest(t)
+	ctx := context.Background()
+	if _, err := db.Outbox(nil).Publish(ctx, []pipeline.Event{{ID: "e1", DetailType: pipeline.DetailTypeInstanceStored, Time: t0,
+		Detail: json.RawMessage(`{"studyInstanceUid":"1.2.3"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		f    EventFilter
+	}{
+		{"a cursor of the filter, tail from the start", at(EventFilter{Tail: true}, 1)},
+		{"a cursor of the filter, tail on from a seq", at(EventFilter{Tail: true, After: 1}, 1)},
+		{"a cursor of no filter", EventFilter{Before: "x", Tail: true}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := db.Events(ctx, tt.f)
+			var se *SearchError
+			if !errors.As(err, &se) || se.Search != "events" || !strings.Contains(se.Reason, "before and after") {
+				t.Errorf("%d events, error %v; want a SearchError naming before and after", len(p.Events), err)
+			}
+		})
+	}
+}
+
 // TestEventsTailPastTheLastEvent: a tail's after is a seq this outbox
 // handed out, at most its last event's. One past it is a seq of another
 // outbox (a data directory started afresh numbers its events from 1

@@ -2,7 +2,6 @@ package portal
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -19,7 +18,7 @@ import (
 // the detail), since, until, limit, and either before (the cursor: the
 // next value of the previous page, newest first, of the same filters) or
 // after (an event's seq: events newer than it, oldest first; 0 from the
-// first event); outbox, the id of the outbox a consumer's seq belongs to
+// first event), which the store refuses together; outbox, the id of the outbox a consumer's seq belongs to
 // (a page's outbox, X-Event-Outbox), which the store refuses unless it is
 // its own.
 func eventFilter(v url.Values) (localstore.EventFilter, error) {
@@ -38,13 +37,7 @@ func eventFilter(v url.Values) (localstore.EventFilter, error) {
 		Limit:       p.limit(),
 		Outbox:      p.text("outbox"),
 	}
-	if err := p.err(); err != nil {
-		return f, err
-	}
-	if f.Before != "" && f.Tail {
-		return f, badRequest{errors.New("portal: before and after are two directions: give one")}
-	}
-	return f, nil
+	return f, p.err()
 }
 
 // events reads the page of events f selects; a cursor the store refuses
