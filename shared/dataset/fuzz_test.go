@@ -102,6 +102,13 @@ func FuzzDecoder(f *testing.F) {
 	f.Add(i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"))), uint8(1))
 	f.Add(cat(e.el(tSOPClass, "UI", "1.2"), e.el(tStudy, "UI", "1.4"), e.el(tSOPInst, "UI", "1.3"), e.el(tStudy, "UI", "1.5")), uint8(0))
 	f.Add(i.seqU(0x00081199, "SQ", i.itemU(i.el(0x00081155, "UI", "1.2"), i.el(0x00081150, "UI", "1.3"), i.el(0x00081155, "UI", "1.4"))), uint8(1))
+	// Delimiters the chaos run sent a live SCP: a sequence never closed, before the identifiers; an item delimiter
+	// with a length; a sequence delimiter at the top level.
+	ref := e.el(0x00081150, "UI", "1.2\x00")
+	f.Add(cat(e.hdr(0x00081115, "SQ", UndefinedLength, nil), e.itemU(ref), ids(e, "SQ")), uint8(0))
+	f.Add(cat(e.hdr(0x00081115, "SQ", UndefinedLength, e.order().AppendUint32(e.tag(nil, tagItem), UndefinedLength)), ref,
+		e.order().AppendUint32(e.tag(nil, tagItemDelim), 8), ids(e, "SQ")), uint8(0))
+	f.Add(cat(e.order().AppendUint32(e.tag(nil, tagSeqDelim), 0), ids(e, "SQ")), uint8(0))
 	f.Fuzz(func(t *testing.T, in []byte, tsi uint8) {
 		ts := []string{tsExplicit, tsImplicit, tsBig, tsPrivate}[int(tsi)%4]
 		ins := NewInspector(bytes.NewReader(in), ts)

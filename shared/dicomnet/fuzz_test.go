@@ -2,6 +2,7 @@ package dicomnet_test
 
 import (
 	"context"
+	"encoding/binary"
 	"io"
 	"net"
 	"testing"
@@ -28,6 +29,21 @@ func FuzzServeConn(f *testing.F) {
 	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 0, Data: []byte("ab")}}}, &pdu.Abort{}))
 	f.Add([]byte{4, 0, 0, 0, 0, 6, 0, 0, 0, 2, 3, 1})
 	rq, _ := pdu.Encode(dicomnettest.AssociateRQ("SCU", "ANY"))
+	// Shapes the chaos run sent a live SCP: a release between a store's fragments; two stores with one message
+	// id; a last fragment whose tail is an A-ABORT's first bytes, the rest of the abort following as a PDU of
+	// type 0; a command set whose group length is 3 bytes off; an A-ASSOCIATE-RQ once associated.
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 0, Data: []byte("ab")}}},
+		&pdu.ReleaseRQ{}, &pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 3, Control: 2, Data: []byte("cd")}}}))
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 2, Data: []byte("ab")}}},
+		&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)), {ContextID: 3, Control: 2, Data: []byte("cd")}}},
+		&pdu.ReleaseRQ{}))
+	abort := seed(&pdu.Abort{})
+	f.Add(append(seed(&pdu.PDataTF{PDVs: []pdu.PDV{dicomnettest.CommandPDV(3, storeRQ(1)),
+		{ContextID: 3, Control: 2, Data: append([]byte("abcd"), abort[:4]...)}}}), abort[4:]...))
+	oddGroup := storeRQ(1).Encode()
+	binary.LittleEndian.PutUint32(oddGroup[8:], uint32(len(oddGroup)-12+3))
+	f.Add(seed(&pdu.PDataTF{PDVs: []pdu.PDV{{ContextID: 3, Control: 3, Data: oddGroup}, {ContextID: 3, Control: 2, Data: []byte("ab")}}}))
+	f.Add(rq)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := &dicomnet.Server{MaxPDULength: 1 << 16, ARTIMTimeout: 50 * time.Millisecond, IdleTimeout: 50 * time.Millisecond,
 			WriteTimeout: 50 * time.Millisecond, Handler: dicomnet.HandlerFunc(func(ctx context.Context, req *dicomnet.CStoreRequest, r io.Reader) error {

@@ -2,6 +2,7 @@ package dimse
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -183,6 +184,17 @@ func FuzzDecode(f *testing.F) {
 	f.Add(NewCStoreRQ(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3", 0).Encode())
 	f.Add(NewCEchoRSP(NewCEchoRQ(1), Status{}).Encode())
 	f.Add(NewCStoreRSP(NewCStoreRQ(1, "1.2", "1.2.3", 0), Status{Code: 0xC000, Comment: "bad"}).Encode())
+	// Command sets the chaos run sent a live SCP: the group length's value 3 bytes off (odd), the group length
+	// element 3 bytes long, no group length, and an odd-length element after the last.
+	rq := NewCStoreRQ(1, "1.2.840.10008.5.1.4.1.1.7", "2.25.1", 0).Encode()
+	odd := bytes.Clone(rq)
+	binary.LittleEndian.PutUint32(odd[8:], uint32(len(odd)-12+3))
+	f.Add(odd)
+	short := bytes.Clone(rq)
+	binary.LittleEndian.PutUint32(short[4:], 3)
+	f.Add(short)
+	f.Add(bytes.Clone(rq[12:]))
+	f.Add(append(bytes.Clone(rq), 0x00, 0x00, 0x00, 0x70, 3, 0, 0, 0, 'a', 'b', 'c'))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Decode(b)
 		if err != nil {
