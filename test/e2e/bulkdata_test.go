@@ -32,7 +32,8 @@ import (
 // there: the Basic Offset Table's item, an item for each fragment
 // suyashkumar/dicom reads, and the Sequence Delimitation Item, the object's
 // bytes from offset. It said length=4294967295, the undefined-length
-// marker: a 400 naming length here, and in S3 a read to the object's end.
+// marker, which the portal now reads as offset alone, and in S3 a read to
+// the object's end.
 func TestBulkDataURIsServeTheValue(t *testing.T) {
 	need(t, "dcmsend")
 	dir := t.TempDir()
