@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
@@ -34,13 +33,9 @@ type files struct {
 	// held is what the SCP handed off with each journaled object: its
 	// metadata, size and first bytes (heldView).
 	held *heldObjects
-	// sums holds the CRC-64/NVME the file store took of each object as
-	// it arrived (Hooks.Checksum), by key, until the pipeline has
-	// processed it: reading the object back to checksum it was a disk
-	// read of every byte (the file store writes around the page cache),
-	// which slowed the SCP's own writes. After a restart it is empty and
-	// Head reads the file.
-	sums sync.Map
+	// sums holds the CRC-64/NVME of objects: the file store's, taken as
+	// each arrived, and those Head took (checksums).
+	sums checksums
 }
 
 var (
@@ -118,15 +113,14 @@ func (f *files) Head(ctx context.Context, key string) (pipeline.ObjectInfo, erro
 		// value in another form is none, objectstore.LegacySHA256, and
 		// without the CRC such an object was named by its ETag, which the
 		// file store does not give: an identity that changed.)
-		sum, ok := f.sums.Load(key)
+		sum, ok := f.sums.load(key)
 		if !ok {
-			h, err := filestore.FileCRC64NVME(p)
-			if err != nil {
+			if sum, err = filestore.FileCRC64NVME(ctx, p); err != nil {
 				return info, notFound(fmt.Errorf("checksum %s: %w", filepath.Base(p), err))
 			}
-			sum = h
+			f.sums.keep(key, sum)
 		}
-		info.ChecksumCRC64NVME = sum.(string)
+		info.ChecksumCRC64NVME = sum
 	}
 	info.Metadata = md
 	return info, nil

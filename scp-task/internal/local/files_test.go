@@ -80,6 +80,63 @@ func TestHeadChecksum(t *testing.T) {
 	}
 }
 
+// TestHeadKeepsChecksum: Head reads an object to checksum it at most once.
+// After the pipeline has processed an object it keeps the file store's
+// checksum, and after a restart (none handed over) the one it took: every
+// bulk data request of the portal Heads the object, and read all of it
+// each time. The evidence is stat-free: the file's bytes are replaced
+// after the first Head, and the second reports the checksum of the first.
+func TestHeadKeepsChecksum(t *testing.T) {
+	ctx := context.Background()
+	store, db, f := newTestFiles(t)
+	body := instance("1.2.826.0.1.3680043.2.1.2", "1.2.826.0.1.3680043.2.1.2.1").Build()
+	_, crc := objectstore.ContentChecksum(body)
+	other := append([]byte(nil), body...)
+	other[len(other)-1] ^= 0xff
+	if _, otherCRC := objectstore.ContentChecksum(other); otherCRC == crc {
+		t.Fatal("test objects share a checksum")
+	}
+
+	tests := []struct {
+		name    string
+		arrived bool // the file store handed its checksum over, and the pipeline processed the object
+	}{
+		{"processed by the pipeline", true},
+		{"after a restart", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "incoming/2026/11/27/1.2/1.2.4/1.2.4." + string(rune('1'+i)) + ".dcm"
+			path := filepath.Join(store.Root(), filepath.FromSlash(key))
+			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, body, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Handoff().Enqueue(ctx, key, time.Now(), map[string]string{"calling-ae": "LOCAL_AE"}); err != nil {
+				t.Fatal(err)
+			}
+			if tt.arrived {
+				f.sums.store(key, crc)
+				f.sums.processed(key)
+			}
+			for n := range 2 {
+				info, err := f.Head(ctx, key)
+				if err != nil {
+					t.Fatalf("Head %d: %v", n+1, err)
+				}
+				if info.ChecksumCRC64NVME != crc {
+					t.Fatalf("Head %d: CRC64NVME %q, want %q: the file was read", n+1, info.ChecksumCRC64NVME, crc)
+				}
+				if err := os.WriteFile(path, other, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // TestHeadOfCopy: Head reports a quarantine copy with the metadata its
 // Copy recorded, and the source it was copied from with the hand-off's
 // (the copy's record is looked up only for keys under quarantine/).

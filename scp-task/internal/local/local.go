@@ -592,7 +592,7 @@ func (l *Local) worker(ctx context.Context) {
 					continue
 				}
 				l.queue.done(k)
-				l.files.sums.Delete(k)
+				l.files.sums.processed(k)
 				continue
 			}
 		}
@@ -605,7 +605,7 @@ func (l *Local) worker(ctx context.Context) {
 				return
 			}
 			l.queue.done(k)
-			l.files.sums.Delete(k)
+			l.files.sums.processed(k)
 			l.pub.Notify()
 		})
 		// The pipeline has read the object's header: its head goes (a
@@ -642,7 +642,7 @@ func (l *Local) failed(ctx context.Context, k string, held *localstore.Handed, e
 	}
 	if state, _, serr := l.db.Handoff().State(ctx, k); serr == nil && state != "pending" {
 		l.queue.done(k) // parked as failed: shown in the portal, tried no more
-		l.files.sums.Delete(k)
+		l.files.sums.processed(k)
 		return
 	}
 	l.queue.retry(k, retryDelay)
@@ -932,7 +932,7 @@ type handoffStore struct {
 	handoff  *localstore.Handoff
 	held     *heldObjects
 	enqueued func(key string) // a key was stored or failed to: the pipeline should look at it
-	sums     *sync.Map        // key → SHA-256 of the stored object, for the pipeline
+	sums     *checksums       // key → CRC-64/NVME of the stored object, for Head
 	crash    string
 	log      *slog.Logger
 	names    *logname.Namer
@@ -1064,7 +1064,7 @@ func (s *handoffStore) Put(ctx context.Context, obj objectstore.Object, part10 i
 		os.Exit(CrashExitCode)
 	}
 	if st.CRC64NVME != "" {
-		s.sums.Store(st.Key, st.CRC64NVME)
+		s.sums.store(st.Key, st.CRC64NVME)
 	}
 	// Also for a duplicate: its first delivery may still be queued, or
 	// done (the worker then skips it).

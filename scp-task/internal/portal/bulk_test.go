@@ -50,7 +50,7 @@ func writeObject(t testing.TB, dir, path string, b []byte) string {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := filestore.FileCRC64NVME(p)
+	sum, err := filestore.FileCRC64NVME(context.Background(), p)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,13 +36,13 @@ func (d dirOpener) Open(_ context.Context, key string) (io.ReadCloser, error) {
 }
 
 // Head reports the file's size and CRC-64/NVME, as local mode's files do.
-func (d dirOpener) Head(_ context.Context, key string) (pipeline.ObjectInfo, error) {
+func (d dirOpener) Head(ctx context.Context, key string) (pipeline.ObjectInfo, error) {
 	p := filepath.Join(string(d), filepath.FromSlash(key))
 	st, err := os.Stat(p)
 	if err != nil {
 		return pipeline.ObjectInfo{}, fmt.Errorf("test: %w: %w", pipeline.ErrNotFound, err)
 	}
-	sum, err := filestore.FileCRC64NVME(p)
+	sum, err := filestore.FileCRC64NVME(ctx, p)
 	if err != nil {
 		return pipeline.ObjectInfo{}, err
 	}

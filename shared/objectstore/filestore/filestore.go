@@ -571,9 +571,10 @@ func sameBytes(path string, body []byte) (bool, error) {
 
 // FileCRC64NVME returns the CRC-64/NVME of the file at path, base64 as
 // Stored.CRC64NVME holds it: for a reader of an object stored without
-// Hooks.Checksum.
-func FileCRC64NVME(path string) (string, error) {
-	crc, err := fileChecksum(path)
+// Hooks.Checksum. It reads the whole file, and stops with ctx's error once
+// ctx is done (a reader that went away).
+func FileCRC64NVME(ctx context.Context, path string) (string, error) {
+	crc, err := readChecksum(ctx, path)
 	if err != nil {
 		return "", err
 	}
@@ -581,16 +582,33 @@ func FileCRC64NVME(path string) (string, error) {
 }
 
 func fileChecksum(path string) (uint64, error) {
+	return readChecksum(context.Background(), path)
+}
+
+func readChecksum(ctx context.Context, path string) (uint64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return 0, err
 	}
 	defer f.Close()
 	h := crcnvme.New()
-	if _, err := io.Copy(h, f); err != nil {
+	if _, err := io.Copy(h, ctxReader{ctx, f}); err != nil {
 		return 0, err
 	}
 	return h.Sum64(), nil
+}
+
+// ctxReader reads r until ctx is done, checking before every read.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // mkdirAll creates dir and missing parents under root, fsyncing the parent

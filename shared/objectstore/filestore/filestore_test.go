@@ -1097,3 +1097,34 @@ func TestConcurrentPutWaitsForItsDirectory(t *testing.T) {
 		}
 	}
 }
+
+// TestFileCRC64NVME: the checksum of a file as S3 reports it, and none once
+// the reader's context is done (a portal request whose client went away
+// stops reading).
+func TestFileCRC64NVME(t *testing.T) {
+	body := bytes.Repeat([]byte("dicom "), 100_000)
+	_, want := objectstore.ContentChecksum(body)
+	path := filepath.Join(t.TempDir(), "object.dcm")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		want    string
+		wantErr error
+	}{
+		{"live context", context.Background(), want, nil},
+		{"context done", done, "", context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := FileCRC64NVME(tt.ctx, path)
+			if got != tt.want || !errors.Is(err, tt.wantErr) {
+				t.Errorf("FileCRC64NVME = %q, %v; want %q, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
