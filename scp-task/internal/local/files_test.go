@@ -48,13 +48,7 @@ func TestHeadChecksum(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "incoming/2026/11/27/1.2/1.2.3/1.2.3." + string(rune('1'+i)) + ".dcm"
-			path := filepath.Join(store.Root(), filepath.FromSlash(key))
-			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, body, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			placeFile(t, store.Root(), key, body)
 			if tt.handoff != nil {
 				if _, err := db.Handoff().Enqueue(ctx, key, time.Now(), tt.handoff); err != nil {
 					t.Fatal(err)
@@ -107,13 +101,7 @@ func TestHeadKeepsChecksum(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			key := "incoming/2026/11/27/1.2/1.2.4/1.2.4." + string(rune('1'+i)) + ".dcm"
-			path := filepath.Join(store.Root(), filepath.FromSlash(key))
-			if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, body, 0o600); err != nil {
-				t.Fatal(err)
-			}
+			path := placeFile(t, store.Root(), key, body)
 			if _, err := db.Handoff().Enqueue(ctx, key, time.Now(), map[string]string{"calling-ae": "LOCAL_AE"}); err != nil {
 				t.Fatal(err)
 			}
@@ -144,13 +132,7 @@ func TestHeadOfCopy(t *testing.T) {
 	ctx := context.Background()
 	store, db, f := newTestFiles(t)
 	src, dst := "incoming/2026/11/27/1.2/1.2.3/1.2.3.1.dcm", "quarantine/2026/11/27/1.2/1.2.3/1.2.3.1.dcm"
-	path := filepath.Join(store.Root(), filepath.FromSlash(src))
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, instance("1.2.3", "1.2.3.1").Build(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	placeFile(t, store.Root(), src, instance("1.2.3", "1.2.3.1").Build())
 	if _, err := db.Handoff().Enqueue(ctx, src, time.Now(), map[string]string{"calling-ae": "LOCAL_AE", "sha256": "ab12"}); err != nil {
 		t.Fatal(err)
 	}
@@ -175,6 +157,20 @@ func TestHeadOfCopy(t *testing.T) {
 			t.Errorf("Head %s: calling-ae = %q, want the hand-off's", tt.key, got)
 		}
 	}
+}
+
+// placeFile writes body as the file of key under root, as the file store
+// places an object, and returns its path.
+func placeFile(t *testing.T, root, key string, body []byte) string {
+	t.Helper()
+	path := filepath.Join(root, filepath.FromSlash(key))
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // newTestFiles opens a database and a file store in a new directory, and
