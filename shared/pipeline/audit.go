@@ -529,8 +529,7 @@ func resentQuarantined(rec *AuditRecord, quarantined string, findings []Finding)
 // processing still to come; in DynamoDB also a record written before its
 // bySop index existed, which it does not hold) it is the copy that
 // processing makes (QuarantineKeys). The instance's records are read as
-// Storage Commitment's judge reads them, at most maxInstanceAuditPages
-// pages.
+// Storage Commitment's judge reads them (instanceRecords).
 func (p *Pipeline) heldQuarantine(ctx context.Context, held ObjectInfo, sop, identity string) (string, error) {
 	rec, found, err := p.rejectedRecord(ctx, sop, rejectedRecordID(held.Key, identity))
 	if err != nil {
@@ -546,7 +545,7 @@ func (p *Pipeline) heldQuarantine(ctx context.Context, held ObjectInfo, sop, ide
 
 // rejectedRecord reads the rejected record id of an object of SOP
 // Instance UID sop from the audit trail (by SOP Instance UID, bySop on
-// DynamoDB), within maxInstanceAuditPages pages; found is false when it
+// DynamoDB), as instanceRecords walks them; found is false when it
 // holds none there. An object that names no SOP Instance UID (an outside
 // writer's bytes, no SCP metadata) has no record found by one: an empty
 // sop is no access path, and would ask for every rejected record, which a
@@ -555,19 +554,13 @@ func (p *Pipeline) rejectedRecord(ctx context.Context, sop, id string) (AuditRec
 	if sop == "" {
 		return AuditRecord{}, false, nil
 	}
-	q := AuditQuery{SOPInstanceUID: sop, Outcome: OutcomeRejected, Limit: instanceAuditPage}
-	for range maxInstanceAuditPages {
-		page, err := p.Audit.Query(ctx, q)
+	for r, err := range p.instanceRecords(ctx, AuditQuery{SOPInstanceUID: sop, Outcome: OutcomeRejected}) {
 		if err != nil {
 			return AuditRecord{}, false, fmt.Errorf("pipeline: audit: %w", err)
 		}
-		if i := slices.IndexFunc(page.Records, func(r AuditRecord) bool { return r.ID == id }); i >= 0 {
-			return page.Records[i], true, nil
+		if r.ID == id {
+			return r, true, nil
 		}
-		if page.Next == "" {
-			break
-		}
-		q.Cursor = page.Next
 	}
 	return AuditRecord{}, false, nil
 }

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"slices"
 	"strings"
 	"sync"
@@ -604,11 +605,40 @@ func (p *Pipeline) judgeAll(ctx context.Context, tx CommitmentTransaction, refs 
 }
 
 const (
-	// instanceAuditPage is the page size of judge's reading of an
+	// instanceAuditPage is the page size of instanceRecords' reading of an
 	// instance's audit records, and maxInstanceAuditPages the most pages
 	// it reads (1,600 records at full pages).
 	instanceAuditPage, maxInstanceAuditPages = 50, 32
 )
+
+// instanceRecords yields the audit records q selects (an instance's, by its
+// SOP Instance UID), newest first, page by page: a page may be short
+// (AuditQuery), and only an empty Next ends them; past
+// maxInstanceAuditPages (a trail no instance has, or a store that never
+// ends) the records read so far are all. A failed read is yielded as the
+// last error. The one walk of an instance's records: Storage Commitment's
+// judge and a rejected record's lookup (rejectedRecord).
+func (p *Pipeline) instanceRecords(ctx context.Context, q AuditQuery) iter.Seq2[AuditRecord, error] {
+	return func(yield func(AuditRecord, error) bool) {
+		q.Limit = instanceAuditPage
+		for range maxInstanceAuditPages {
+			page, err := p.Audit.Query(ctx, q)
+			if err != nil {
+				yield(AuditRecord{}, err)
+				return
+			}
+			for _, r := range page.Records {
+				if !yield(r, nil) {
+					return
+				}
+			}
+			if page.Next == "" {
+				return
+			}
+			q.Cursor = page.Next
+		}
+	}
+}
 
 // judge decides one instance. Committed: indexed under the SOP Instance UID with the requested SOP class and
 // its object in the store (or, where the site counts them, quarantined with its object in the store). Failed
@@ -645,41 +675,31 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 		return v, nil
 	}
 	refused := false
-	// The instance's records, newest first, page by page: a page may be
-	// short (AuditQuery), and only an empty Next ends them. The newest
-	// quarantine decides; past maxInstanceAuditPages (a trail no instance
-	// has, or a store that never ends) the newest records read decide.
-	q := AuditQuery{SOPInstanceUID: ref.SOPInstanceUID, Limit: instanceAuditPage}
-	for range maxInstanceAuditPages {
-		page, err := p.Audit.Query(ctx, q)
+	// The instance's records, newest first: the newest quarantine decides;
+	// past the records instanceRecords reads, the newest records read decide.
+	for r, err := range p.instanceRecords(ctx, AuditQuery{SOPInstanceUID: ref.SOPInstanceUID}) {
 		if err != nil {
 			return refVerdict{}, fmt.Errorf("pipeline: commitment: audit of instance: %w", err)
 		}
-		for _, r := range page.Records {
-			switch r.Outcome {
-			case OutcomeRejected:
-				v.study = r.StudyInstanceUID
-				if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
-					return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
-				}
-				if p.QuarantinedCommitted != nil && p.QuarantinedCommitted(tx.CallingAE) {
-					ok, err := p.stored(ctx, r.ObjectKey)
-					if err != nil {
-						return refVerdict{}, err
-					}
-					if ok {
-						return refVerdict{committed: true, study: v.study}, nil
-					}
-				}
-				return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
-			case associationaudit.EventStoreFailed:
-				refused = refused || !r.CutShort()
+		switch r.Outcome {
+		case OutcomeRejected:
+			v.study = r.StudyInstanceUID
+			if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
+				return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
 			}
+			if p.QuarantinedCommitted != nil && p.QuarantinedCommitted(tx.CallingAE) {
+				ok, err := p.stored(ctx, r.ObjectKey)
+				if err != nil {
+					return refVerdict{}, err
+				}
+				if ok {
+					return refVerdict{committed: true, study: v.study}, nil
+				}
+			}
+			return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
+		case associationaudit.EventStoreFailed:
+			refused = refused || !r.CutShort()
 		}
-		if page.Next == "" {
-			break
-		}
-		q.Cursor = page.Next
 	}
 	switch {
 	case !final:
