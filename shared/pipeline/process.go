@@ -157,11 +157,32 @@ func BytesName(info ObjectInfo) string {
 	// Key-safe whatever an ETag holds: one path component of the
 	// characters every key of the layout is made of.
 	return strings.Map(func(r rune) rune {
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+		if bytesNameRune(r) {
 			return r
 		}
-		return '_'
+		return bytesNameStandIn
 	}, id)
+}
+
+// bytesNameStandIn stands in a BytesName for a character of the identity
+// that no key of the layout is made of (bytesNameRune).
+const bytesNameStandIn = '_'
+
+// bytesNameRune says whether r is kept as it is in a BytesName.
+func bytesNameRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-'
+}
+
+// IsBytesNameForm says whether s has the form BytesName gives (its
+// characters, those it keeps and its stand-in), as a reader of a bulk data
+// URI's BulkDataBytesParam checks it before comparing.
+func IsBytesNameForm(s string) bool {
+	for _, r := range s {
+		if !bytesNameRune(r) && r != bytesNameStandIn {
+			return false
+		}
+	}
+	return true
 }
 
 func (p *Pipeline) log() *slog.Logger {

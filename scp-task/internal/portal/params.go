@@ -262,17 +262,9 @@ func (p *params) byteCount(name, accepts string) (n int64, given bool) {
 }
 
 // bytesNameForm says whether s, if given, has the form of
-// pipeline.BytesName: one key-safe path component, bounded.
+// pipeline.BytesName (pipeline.IsBytesNameForm), bounded.
 func bytesNameForm(s string) bool {
-	if len(s) > maxBytesName {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
+	return len(s) <= maxBytesName && pipeline.IsBytesNameForm(s)
 }
 
 // staleBytes is a bulk data URI's bytes that the object's key no longer
