@@ -81,16 +81,27 @@ const (
 // pipeline's identity of the bytes and for local mode's file store, which
 // takes an object's CRC-64/NVME whenever it returns "".
 func LegacySHA256(md map[string]string) string {
-	sha := strings.ToLower(md[MetaLegacySHA256])
+	if sha, formed := LegacySHA256Value(md); formed {
+		return sha
+	}
+	return ""
+}
+
+// LegacySHA256Value is md's sha256 value (MetaLegacySHA256), lowercase
+// ("" for none), and whether it has an earlier version's form, 64 hex
+// digits (LegacySHA256): a value in no such form is the one builds before
+// 2026-12-07 took for the object's identity all the same.
+func LegacySHA256Value(md map[string]string) (sha string, formed bool) {
+	sha = strings.ToLower(md[MetaLegacySHA256])
 	if len(sha) != 64 {
-		return ""
+		return sha, false
 	}
 	for _, c := range []byte(sha) {
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return ""
+			return sha, false
 		}
 	}
-	return sha
+	return sha, true
 }
 
 // Metadata returns what the SCP records of obj's C-STORE, under the keys

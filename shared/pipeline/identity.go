@@ -102,7 +102,7 @@ func (d identity) names(recorded string) bool {
 func (p *Pipeline) contentIdentity(ctx context.Context, info ObjectInfo, h *header) (identity, error) {
 	wholeID, whole, ok := wholeIdentity(info)
 	var unformed string
-	if sha := strings.ToLower(info.Metadata[objectstore.MetaLegacySHA256]); sha != "" && objectstore.LegacySHA256(info.Metadata) == "" {
+	if sha, formed := objectstore.LegacySHA256Value(info.Metadata); sha != "" && !formed {
 		unformed = sha
 	}
 	if !ok || h == nil || h.MetaEnd <= 0 || h.MetaEnd > info.Size {
