@@ -388,16 +388,16 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// C-STORE among them. Open fails instead, naming the database, and
 	// closes what it opened as Close does (a failed database's
 	// connections stay open until the process exits: see Close).
-	if db.SyncFailed() != nil {
-		var failed []error
-		for _, d := range []struct {
-			path string
-			wal  *walSync
-		}{{path, db.wal}, {qpath, db.qwal}} {
-			if err := d.wal.poisoned(); err != nil {
-				failed = append(failed, fmt.Errorf("localstore: open %s: %w", d.path, err))
-			}
+	var failed []error
+	for _, d := range []struct {
+		path string
+		wal  *walSync
+	}{{path, db.wal}, {qpath, db.qwal}} {
+		if err := d.wal.poisoned(); err != nil {
+			failed = append(failed, fmt.Errorf("localstore: open %s: %w", d.path, err))
 		}
+	}
+	if failed != nil {
 		return nil, errors.Join(append(failed, db.closeStores())...)
 	}
 	db.stopReaper, db.reaperEnded = make(chan struct{}), make(chan struct{})
