@@ -71,14 +71,14 @@ func SplitKey(key string) (root, section, rest string, ok bool) {
 // name them where they are. See docs/pipeline.md, "S3 layout".
 func MetadataKeys(info ObjectInfo) (dicomJSON, summary string) {
 	dicomJSON = documentBase(info, MetadataPrefix) + ".json"
-	return dicomJSON, summaryKeyOf(dicomJSON)
+	return dicomJSON, SummaryKeyOf(dicomJSON)
 }
 
-// summaryKeyOf is the summary beside the DICOM JSON document at dicomJSON,
+// SummaryKeyOf is the summary beside the DICOM JSON document at dicomJSON,
 // in either naming (after the key and the bytes' identity, or after the key
 // alone as before 2026-12-07): where an index row's summary is, the row
 // naming its DICOM JSON (MetadataKey).
-func summaryKeyOf(dicomJSON string) string {
+func SummaryKeyOf(dicomJSON string) string {
 	return strings.TrimSuffix(dicomJSON, ".json") + ".summary.json"
 }
 
@@ -409,7 +409,7 @@ func (p *Pipeline) accept(ctx context.Context, in *inspection, tx transaction, i
 	if isHeld {
 		tx.ContentIdentity = held.ContentIdentity
 		if !writeDocuments {
-			jsonKey, summaryKey = held.MetadataKey, summaryKeyOf(held.MetadataKey)
+			jsonKey, summaryKey = held.MetadataKey, SummaryKeyOf(held.MetadataKey)
 		}
 	}
 	if writeDocuments {
