@@ -70,6 +70,7 @@ const (
 	tagWindowWidth         = 0x00281051
 	tagRescaleIntercept    = 0x00281052
 	tagRescaleSlope        = 0x00281053
+	tagVOILUTFunction      = 0x00281056
 	// The Extended Offset Table and its lengths (PS3.3 C.7.6.3), before
 	// Pixel Data: where each frame's fragments start, 64 bits an entry.
 	tagExtendedOffsetTable        = 0x7FE00001
@@ -181,7 +182,7 @@ func wanted(tag uint32) bool {
 	switch tag {
 	case tagSamplesPerPixel, tagPhotometric, tagPlanarConfiguration, tagNumberOfFrames, tagRows, tagColumns,
 		tagBitsAllocated, tagBitsStored, tagPixelRepresentation, tagWindowCenter, tagWindowWidth,
-		tagRescaleIntercept, tagRescaleSlope:
+		tagRescaleIntercept, tagRescaleSlope, tagVOILUTFunction:
 		return true
 	}
 	return false

