@@ -90,6 +90,11 @@ func TestRenderGreyLevels(t *testing.T) {
 			obj: func(*testing.T) []byte {
 				return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window(`100\10`, `40\1000`, "SIGMOID")...)
 			}},
+		{name: "JPEG Baseline, rescaled: the window in modality units", want: []uint8{129, 129, 129, 129}, slack: 1,
+			obj: func(t *testing.T) []byte {
+				return jpegGrey(t, "MONOCHROME2", 4, 150, append(window("50", "100", ""),
+					pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-100"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "1"))...)
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,9 +128,25 @@ func TestRenderGreyLevels(t *testing.T) {
 	}
 }
 
+// jpegGrey is greyObject in JPEG Baseline: one frame of cols × 1
+// pixels of the value v.
+func jpegGrey(t *testing.T, photometric string, cols int, v uint8, more ...pipelinetest.Elem) []byte {
+	t.Helper()
+	img := image.NewGray(image.Rect(0, 0, cols, 1))
+	for i := range img.Pix {
+		img.Pix[i] = v
+	}
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, &jpeg.Options{Quality: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len()%2 == 1 {
+		b.WriteByte(0)
+	}
+	return greyObject(tsJPEGBaseline, photometric, cols, pipelinetest.Fragments(b.Bytes()), more...)
+}
+
 var (
-	_ = image.Rect
-	_ = jpeg.Encode
 	_ = os.ReadFile
 	_ = filepath.Join
 )

@@ -212,8 +212,10 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 		return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
 	}
 	if g, ok := img.(*image.Gray); ok {
-		w := g.Rect.Dx()
-		img = windowed(w, g.Rect.Dy(), func(i int) float64 { return float64(g.Pix[(i/w)*g.Stride+i%w]) }, params(o, 8))
+		// Decoded samples are stored values: rescaled (the Modality LUT,
+		// PS3.3 C.11.1) before the window, as native ones are.
+		w, p := g.Rect.Dx(), params(o, 8)
+		img = windowed(w, g.Rect.Dy(), func(i int) float64 { return p.value(uint32(g.Pix[(i/w)*g.Stride+i%w])) }, p)
 	}
 	return encode(shrink(img, edge))
 }
