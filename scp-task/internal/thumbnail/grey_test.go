@@ -95,6 +95,8 @@ func TestRenderGreyLevels(t *testing.T) {
 				return jpegGrey(t, "MONOCHROME2", 4, 150, append(window("50", "100", ""),
 					pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-100"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "1"))...)
 			}},
+		{name: "8 bits in OW, Big Endian: bytes swapped in pairs", want: []uint8{10, 20, 30, 40, 50, 60},
+			obj: func(t *testing.T) []byte { return fixture(t, "be-ow-8bit.dcm") }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -146,7 +148,12 @@ func jpegGrey(t *testing.T, photometric string, cols int, v uint8, more ...pipel
 	return greyObject(tsJPEGBaseline, photometric, cols, pipelinetest.Fragments(b.Bytes()), more...)
 }
 
-var (
-	_ = os.ReadFile
-	_ = filepath.Join
-)
+// fixture is the file name of testdata.
+func fixture(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -302,8 +302,8 @@ func (o *object) nativeGeometry() (nativeLayout, error) {
 // (without reading it) and found that the object holds it; in a deflated
 // data set, by inflating up to it.
 func (o *object) nativeFrame(l nativeLayout, i uint64) ([]byte, error) {
-	frame := make([]byte, l.frameBytes)
 	if o.deflated != nil {
+		frame := make([]byte, l.frameBytes)
 		if _, err := o.deflated.Discard(int(i * l.frameBytes)); err != nil {
 			return nil, o.frameFailed(err, "the frame")
 		}
@@ -315,10 +315,32 @@ func (o *object) nativeFrame(l nativeLayout, i uint64) ([]byte, error) {
 	if k, err := o.dec.Next(); k == dataset.KindError {
 		return nil, o.failed(err)
 	}
-	if _, err := o.r.ReadAt(frame, o.base+o.pixel.Offset+int64(i*l.frameBytes)); err != nil {
+	at := int64(i * l.frameBytes)
+	if l.bits == 8 && o.order == binary.BigEndian && o.pixel.VR.Is("OW") {
+		return o.swappedFrame(at, int64(l.frameBytes))
+	}
+	frame := make([]byte, l.frameBytes)
+	if _, err := o.r.ReadAt(frame, o.base+o.pixel.Offset+at); err != nil {
 		return nil, o.frameFailed(err, "the frame")
 	}
 	return frame, nil
+}
+
+// swappedFrame reads n bytes of 8-bit samples at offset at of Pixel Data
+// held as OW in Big Endian: 16-bit words, each with its bytes swapped
+// (PS3.5 A.3; OB holds them in order). The words the frame lies in are
+// read, whole, and swapped back; the value's length is even, so they lie
+// within it.
+func (o *object) swappedFrame(at, n int64) ([]byte, error) {
+	from, to := at&^1, (at+n+1)&^1
+	words := make([]byte, to-from)
+	if _, err := o.r.ReadAt(words, o.base+o.pixel.Offset+from); err != nil {
+		return nil, o.frameFailed(err, "the frame")
+	}
+	for k := 0; k+1 < len(words); k += 2 {
+		words[k], words[k+1] = words[k+1], words[k]
+	}
+	return words[at-from : at-from+n], nil
 }
 
 // frameFailed is failed for a read of what: the end of the object there

@@ -12,6 +12,8 @@ python3-pydicom, python3-numpy and DCMTK's dcmcjpeg and dcmcrle):
                        (source of the two below, removed once they are made)
   jpeg-multiframe.dcm  multiframe-8bit.dcm in JPEG Baseline, one fragment a
                        frame and a Basic Offset Table (dcmcjpeg +eb)
+  be-ow-8bit.dcm       1x6 8-bit MONOCHROME2 in Explicit VR Big Endian, Pixel Data
+                       OW (its bytes swapped in pairs, PS3.5 A.3), window 128/256
   jpeg-fragmented.dcm  the same in fragments of 1 KiB with an empty Basic
                        Offset Table (dcmcjpeg +eb +fs 1 -ot): frames found
                        by their JPEG markers
@@ -86,6 +88,18 @@ for k in range(5):
     m8frames[k, :24, :24] = 50 * k                                       # the middle frame's corner: 100
 m8.PixelData = m8frames.tobytes()
 save(m8, "multiframe-8bit.dcm")
+
+be = base("1.2.840.10008.5.1.4.1.1.7", "OT", 1, 6, 6)
+be.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.2"
+be.SamplesPerPixel, be.PhotometricInterpretation = 1, "MONOCHROME2"
+be.BitsAllocated, be.BitsStored, be.HighBit, be.PixelRepresentation = 8, 8, 7, 0
+be.WindowCenter, be.WindowWidth = 128, 256
+swapped = bytearray([10, 20, 30, 40, 50, 60])
+swapped[0::2], swapped[1::2] = swapped[1::2], swapped[0::2]           # OW: 16-bit words, big endian
+be.PixelData = bytes(swapped)
+be["PixelData"].VR = "OW"
+be.is_little_endian, be.is_implicit_VR = False, False
+be.save_as("be-ow-8bit.dcm", write_like_original=False)
 
 subprocess.run(["dcmcjpeg", "+eb", "rgb.dcm", "jpeg-baseline.dcm"], check=True)
 subprocess.run(["dcmcjpeg", "+eb", "multiframe-8bit.dcm", "jpeg-multiframe.dcm"], check=True)
