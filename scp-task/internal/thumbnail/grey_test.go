@@ -97,6 +97,10 @@ func TestRenderGreyLevels(t *testing.T) {
 			}},
 		{name: "8 bits in OW, Big Endian: bytes swapped in pairs", want: []uint8{10, 20, 30, 40, 50, 60},
 			obj: func(t *testing.T) []byte { return fixture(t, "be-ow-8bit.dcm") }},
+		{name: "PALETTE COLOR: indices, not grey", noPrev: "PALETTE COLOR",
+			obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
+		{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
+			obj: func(t *testing.T) []byte { return jpegGrey(t, "PALETTE COLOR", 4, 150) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,8 +1,9 @@
 // Package thumbnail renders the portal's series previews: one frame of a
 // stored object as a small PNG, so that an operator can see that images
 // arrived intact. It decodes native pixel data and JPEG Baseline, windows
-// greyscale from Window Center/Width (after the modality rescale), and
-// says "no preview" for anything else. Work is bounded by the frame, not
+// greyscale (MONOCHROME1, MONOCHROME2) from the first Window
+// Center/Width by its VOI LUT Function (after the modality rescale),
+// shows 8-bit RGB as it is, and says "no preview" for anything else. Work is bounded by the frame, not
 // the object: the header is read with the one element reader (package
 // dataset) through ranged reads that skip bulk data, then only the middle
 // frame's bytes (MaxFrameBytes at most); a few requests render at a time,
@@ -212,6 +213,9 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 		return nil, fmt.Errorf("thumbnail: %w: JPEG: %v", ErrNoPreview, err)
 	}
 	if g, ok := img.(*image.Gray); ok {
+		if err := greyscale(o); err != nil {
+			return nil, err
+		}
 		// Decoded samples are stored values: rescaled (the Modality LUT,
 		// PS3.3 C.11.1) before the window, as native ones are.
 		w, p := g.Rect.Dx(), params(o, 8)
@@ -298,6 +302,9 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 		}
 		return img, nil
 	}
+	if err := greyscale(o); err != nil {
+		return nil, err
+	}
 	p := params(o, int(l.bits))
 	var stored func(i int) uint32
 	switch l.bits {
@@ -309,6 +316,18 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 		stored = func(i int) uint32 { return o.order.Uint32(raw[4*i:]) }
 	}
 	return windowed(w, h, func(i int) float64 { return p.value(stored(i)) }, p), nil
+}
+
+// greyscale refuses one sample a pixel that is not grey: MONOCHROME1 and
+// MONOCHROME2 are (PS3.3 C.7.6.3.1.2); PALETTE COLOR holds indices into
+// its colour tables, which drawn as grey look like another image.
+func greyscale(o *object) error {
+	switch ph := strings.TrimSpace(o.str(tagPhotometric)); ph {
+	case "MONOCHROME1", "MONOCHROME2":
+		return nil
+	default:
+		return fmt.Errorf("thumbnail: %w: one sample a pixel in %q, not greyscale", ErrNoPreview, ph)
+	}
 }
 
 // value is a stored value in modality units (rescaled, sign-extended
