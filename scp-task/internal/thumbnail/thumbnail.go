@@ -12,7 +12,6 @@ package thumbnail
 
 import (
 	"bytes"
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -23,10 +22,10 @@ import (
 	"io"
 	"math"
 	"strings"
-	"sync"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // ErrNoPreview is returned (wrapped, with the reason) for an object this
@@ -71,14 +70,10 @@ type Renderer struct {
 	edge  int
 	slots chan struct{}
 
-	mu      sync.Mutex
-	cache   map[string]*list.Element // key → entry in lru
-	lru     *list.List               // front: most recently used
-	maxKeep int
+	cache *lru.Cache[string, entry] // by key, the least recently used dropped
 }
 
 type entry struct {
-	key string
 	png []byte
 	err error // a no-preview answer is cached too: it will not change
 }
@@ -101,8 +96,11 @@ func New(open Opener, o Options) *Renderer {
 	if o.CacheEntries <= 0 {
 		o.CacheEntries = DefaultCacheEntries
 	}
-	return &Renderer{open: open, edge: o.Edge, slots: make(chan struct{}, o.Concurrency),
-		cache: map[string]*list.Element{}, lru: list.New(), maxKeep: o.CacheEntries}
+	cache, err := lru.New[string, entry](o.CacheEntries)
+	if err != nil {
+		panic(fmt.Sprintf("thumbnail: %v", err)) // a positive size never fails
+	}
+	return &Renderer{open: open, edge: o.Edge, slots: make(chan struct{}, o.Concurrency), cache: cache}
 }
 
 // PNG returns the thumbnail of the object stored under key, whose size
@@ -135,29 +133,14 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 }
 
 func (r *Renderer) cached(key string) ([]byte, error, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.cache[key]
-	if !ok {
-		return nil, nil, false
-	}
-	r.lru.MoveToFront(e)
-	en := e.Value.(*entry)
-	return en.png, en.err, true
+	en, ok := r.cache.Get(key)
+	return en.png, en.err, ok
 }
 
+// keep caches an answer; one already there stays (objects never change
+// under a key), where it was in the order of use.
 func (r *Renderer) keep(key string, b []byte, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.cache[key]; ok {
-		return
-	}
-	r.cache[key] = r.lru.PushFront(&entry{key: key, png: b, err: err})
-	for r.lru.Len() > r.maxKeep {
-		old := r.lru.Back()
-		r.lru.Remove(old)
-		delete(r.cache, old.Value.(*entry).key)
-	}
+	r.cache.ContainsOrAdd(key, entry{png: b, err: err})
 }
 
 // Render decodes the middle frame of the Part 10 object of size bytes in

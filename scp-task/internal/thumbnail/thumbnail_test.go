@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/png"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -364,5 +365,31 @@ func TestRenderOutOfTagOrder(t *testing.T) {
 				t.Error("the preview differs from the object's in tag order")
 			}
 		})
+	}
+}
+
+// TestRendererCacheBound: at most CacheEntries answers are kept, the
+// least recently used dropped first: a dropped key is rendered again, a
+// kept one is not.
+func TestRendererCacheBound(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered := map[string]int{} // a render's first read is at offset 0
+	r := New(func(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+		if offset == 0 {
+			rendered[key]++
+		}
+		return io.NopCloser(io.NewSectionReader(bytes.NewReader(body), offset, length)), nil
+	}, Options{CacheEntries: 2, Concurrency: 1})
+	// c drops b (a was used since), b drops c, a stays throughout.
+	for _, key := range []string{"a", "b", "a", "c", "a", "b", "a"} {
+		if _, err := r.PNG(context.Background(), key, int64(len(body)), tsExplicitLE); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := map[string]int{"a": 1, "b": 2, "c": 1}; !maps.Equal(rendered, want) {
+		t.Errorf("renders %v, want %v", rendered, want)
 	}
 }
