@@ -48,6 +48,59 @@ func window(center, width, fn string) []pipelinetest.Elem {
 	return e
 }
 
+// greyCase is an object and the grey levels of its first row.
+type greyCase struct {
+	name   string
+	obj    func(t *testing.T) []byte
+	want   []uint8 // the row's grey levels
+	slack  int     // a lossy encoding's
+	noPrev string  // ErrNoPreview naming this
+}
+
+// greyCases are TestRenderGreyLevels' objects, which TestRenderAsDCMTK
+// renders too.
+var greyCases = []greyCase{
+	{name: "LINEAR 128/256: 0..255 unchanged", want: []uint8{0, 1, 128, 254, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{0, 1, 128, 254, 255}, window("128", "256", "")...)
+		}},
+	{name: "LINEAR width 1: a threshold at center - 0.5", want: []uint8{0, 255, 255, 0, 255, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{99, 100, 101, 0, 255, 100}, window("100", "1", "")...)
+		}},
+	{name: "LINEAR width 4", want: []uint8{0, 0, 85, 170, 255, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
+		}},
+	{name: "LINEAR, MONOCHROME1", want: []uint8{255, 255, 170, 85, 0, 0},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME1", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
+		}},
+	{name: "LINEAR_EXACT", want: []uint8{0, 64, 128, 191, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{80, 90, 100, 110, 120}, window("100", "40", "LINEAR_EXACT")...)
+		}},
+	{name: "SIGMOID", want: []uint8{5, 128, 225, 250},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window("100", "40", "SIGMOID")...)
+		}},
+	{name: "SIGMOID of the second window: the first counts", want: []uint8{5, 128, 225, 250},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window(`100\10`, `40\1000`, "SIGMOID")...)
+		}},
+	{name: "JPEG Baseline, rescaled: the window in modality units", want: []uint8{129, 129, 129, 129}, slack: 1,
+		obj: func(t *testing.T) []byte {
+			return jpegGrey(t, "MONOCHROME2", 4, 150, append(window("50", "100", ""),
+				pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-100"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "1"))...)
+		}},
+	{name: "8 bits in OW, Big Endian: bytes swapped in pairs", want: []uint8{10, 20, 30, 40, 50, 60},
+		obj: func(t *testing.T) []byte { return fixture(t, "be-ow-8bit.dcm") }},
+	{name: "PALETTE COLOR: indices, not grey", noPrev: "PALETTE COLOR",
+		obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
+	{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
+		obj: func(t *testing.T) []byte { return jpegGrey(t, "PALETTE COLOR", 4, 150) }},
+}
+
 // TestRenderGreyLevels: stored values reach the grey levels PS3.3 says
 // they do (checked against DCMTK's dcmj2pnm, TestRenderAsDCMTK): the
 // window's formula by its VOI LUT Function (C.11.2.1.2.1, C.11.2.1.3),
@@ -55,54 +108,7 @@ func window(center, width, fn string) []pipelinetest.Elem {
 // byte order of 8-bit pixel data in OW Big Endian (PS3.5 A.3), and no
 // grey for what is not greyscale (C.7.6.3.1.2).
 func TestRenderGreyLevels(t *testing.T) {
-	tests := []struct {
-		name   string
-		obj    func(t *testing.T) []byte
-		want   []uint8 // the row's grey levels
-		slack  int     // a lossy encoding's
-		noPrev string  // ErrNoPreview naming this
-	}{
-		{name: "LINEAR 128/256: 0..255 unchanged", want: []uint8{0, 1, 128, 254, 255},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{0, 1, 128, 254, 255}, window("128", "256", "")...)
-			}},
-		{name: "LINEAR width 1: a threshold at center - 0.5", want: []uint8{0, 255, 255, 0, 255, 255},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{99, 100, 101, 0, 255, 100}, window("100", "1", "")...)
-			}},
-		{name: "LINEAR width 4", want: []uint8{0, 0, 85, 170, 255, 255},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
-			}},
-		{name: "LINEAR, MONOCHROME1", want: []uint8{255, 255, 170, 85, 0, 0},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME1", []byte{97, 98, 99, 100, 101, 102}, window("100", "4", "")...)
-			}},
-		{name: "LINEAR_EXACT", want: []uint8{0, 64, 128, 191, 255},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{80, 90, 100, 110, 120}, window("100", "40", "LINEAR_EXACT")...)
-			}},
-		{name: "SIGMOID", want: []uint8{5, 128, 225, 250},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window("100", "40", "SIGMOID")...)
-			}},
-		{name: "SIGMOID of the second window: the first counts", want: []uint8{5, 128, 225, 250},
-			obj: func(*testing.T) []byte {
-				return nativeGrey("MONOCHROME2", []byte{60, 100, 120, 140}, window(`100\10`, `40\1000`, "SIGMOID")...)
-			}},
-		{name: "JPEG Baseline, rescaled: the window in modality units", want: []uint8{129, 129, 129, 129}, slack: 1,
-			obj: func(t *testing.T) []byte {
-				return jpegGrey(t, "MONOCHROME2", 4, 150, append(window("50", "100", ""),
-					pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-100"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "1"))...)
-			}},
-		{name: "8 bits in OW, Big Endian: bytes swapped in pairs", want: []uint8{10, 20, 30, 40, 50, 60},
-			obj: func(t *testing.T) []byte { return fixture(t, "be-ow-8bit.dcm") }},
-		{name: "PALETTE COLOR: indices, not grey", noPrev: "PALETTE COLOR",
-			obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
-		{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
-			obj: func(t *testing.T) []byte { return jpegGrey(t, "PALETTE COLOR", 4, 150) }},
-	}
-	for _, tt := range tests {
+	for _, tt := range greyCases {
 		t.Run(tt.name, func(t *testing.T) {
 			b := tt.obj(t)
 			out, err := Render(bytes.NewReader(b), int64(len(b)), 192)
