@@ -122,15 +122,9 @@ func TestRenderJPEGFramesByMarkers(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			at := &countingAt{r: bytes.NewReader(tt.obj)}
-			out, err := Render(at, int64(len(tt.obj)), 192)
-			if tt.noPrev != "" {
-				if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.noPrev) {
-					t.Fatalf("Render = %v, want no preview naming %q", err, tt.noPrev)
-				}
+			out := renderAs(t, at, int64(len(tt.obj)), tt.noPrev)
+			if out == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			want := ref
 			if tt.frame != nil {

@@ -30,6 +30,24 @@ func decodePNG(t *testing.T, b []byte) image.Image {
 	return img
 }
 
+// renderAs renders the object of size bytes in r at the edge 192: its
+// PNG, or nil when it has no preview and the reason names noPrev (when
+// set, else the test fails).
+func renderAs(t *testing.T, r io.ReaderAt, size int64, noPrev string) []byte {
+	t.Helper()
+	out, err := Render(r, size, 192)
+	if noPrev != "" {
+		if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), noPrev) {
+			t.Fatalf("Render = %v, want no preview naming %q", err, noPrev)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func grey(c color.Color) uint8 { return color.GrayModel.Convert(c).(color.Gray).Y }
 
 // TestRender renders every fixture (testdata/make-fixtures.py) and checks
@@ -76,15 +94,9 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := Render(bytes.NewReader(b), int64(len(b)), 192)
-			if tt.noPrev != "" {
-				if !errors.Is(err, ErrNoPreview) || !strings.Contains(err.Error(), tt.noPrev) {
-					t.Fatalf("Render = %v, want no preview naming %s", err, tt.noPrev)
-				}
+			out := renderAs(t, bytes.NewReader(b), int64(len(b)), tt.noPrev)
+			if out == nil {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			img := decodePNG(t, out)
 			if b := img.Bounds(); b.Dx() != tt.w || b.Dy() != tt.h {
