@@ -7,6 +7,7 @@ package localstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,7 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver (pure Go, no cgo)
+	"modernc.org/sqlite" // the "sqlite" driver (pure Go, no cgo)
 )
 
 // DB is the local database. All adapters in this package share one DB; it is
@@ -339,7 +340,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// (see checkpointer): at 4000 pages rather than SQLite's 1000, a page
 	// the pipeline changes again and again (a study's row, an index's
 	// inner pages) is copied a quarter as often.
-	sdb, err := openSQLite(path, "synchronous(NORMAL)", journalSizeLimit(MainWALLimit))
+	sdb, err := openSQLite(path, o.connector, "synchronous(NORMAL)", journalSizeLimit(MainWALLimit))
 	if err != nil {
 		return nil, err
 	}
@@ -357,7 +358,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	// The queue's rows are small and each commit writes whole pages: 1 KiB
 	// pages (set before the file is created) make the SCP's fsync a
 	// quarter of the bytes.
-	qdb, err := openSQLite(qpath, "synchronous(NORMAL)", "page_size(1024)", journalSizeLimit(QueueWALLimit))
+	qdb, err := openSQLite(qpath, o.connector, "synchronous(NORMAL)", "page_size(1024)", journalSizeLimit(QueueWALLimit))
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close())
 	}
@@ -438,6 +439,9 @@ type options struct {
 	log            *slog.Logger
 	logSync        func(*os.File) error
 	checkpointSync func(file string) error
+	// connector, when set, wraps the driver's connector of each database
+	// (tests fail a connection's COMMIT through it, as a driver would).
+	connector func(driver.Connector) driver.Connector
 }
 
 // WithLogger has Open tell on l each database it migrates (see migrated);
@@ -497,11 +501,12 @@ func QueuePath(path string) string {
 	return strings.TrimSuffix(path, ext) + "-queue" + ext
 }
 
-// openSQLite opens one database file. Immediate transactions take the
-// write lock up front, so a writer outside the process's writer (a second
-// process, refused by local mode's lock) would queue on busy_timeout
-// instead of failing with SQLITE_BUSY on lock upgrade.
-func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
+// openSQLite opens one database file, its connections made by the
+// driver's connector as wrap (nil: none) wraps it. Immediate transactions
+// take the write lock up front, so a writer outside the process's writer
+// (a second process, refused by local mode's lock) would queue on
+// busy_timeout instead of failing with SQLITE_BUSY on lock upgrade.
+func openSQLite(path string, wrap func(driver.Connector) driver.Connector, pragmas ...string) (*sql.DB, error) {
 	if err := privateFile(path); err != nil {
 		return nil, err
 	}
@@ -525,10 +530,14 @@ func openSQLite(path string, pragmas ...string) (*sql.DB, error) {
 	q.Add("_pragma", "foreign_keys(ON)")
 	q.Set("_txlock", "immediate")
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
-	sdb, err := sql.Open("sqlite", dsn)
+	c, err := sqlite.NewConnector(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("localstore: open %s: %w", path, err)
 	}
+	if wrap != nil {
+		c = wrap(c)
+	}
+	sdb := sql.OpenDB(c)
 	sdb.SetMaxOpenConns(8)
 	// Every connection stays open: one that closes takes the statements
 	// prepared on it, and opening one costs its pragmas and a read of the
@@ -688,6 +697,13 @@ func fromNano(n int64) time.Time { return time.Unix(0, n).UTC() }
 // database takes no durable commit (ErrSyncFailed) until the process is
 // restarted. Its err says which fsync failed.
 const SyncFailedLog = "database fsync failed (write-ahead log or checkpoint); no durable commit until a restart"
+
+// WriterConnReplacedLog is the line of a database writer's connection
+// found unusable (its next BEGIN failed: a transaction left open on it by
+// a COMMIT and a ROLLBACK that failed, or a connection the driver gave
+// up) and replaced by a fresh one of the pool. Told at each replacement;
+// err says what the BEGIN met.
+const WriterConnReplacedLog = "database writer's connection was unusable; replaced by a fresh one"
 
 // CheckpointFailedLog is the line of a checkpoint that failed before any
 // fsync (a full disk, say): the next commit's checkpoint tries again, and

@@ -31,7 +31,7 @@ var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 // it, with what fill (nil: nothing) writes into it.
 func stageSchema(t *testing.T, path string, schema []string, fill func(*sql.DB) error) {
 	t.Helper()
-	sdb, err := openSQLite(path)
+	sdb, err := openSQLite(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

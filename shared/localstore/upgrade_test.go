@@ -43,7 +43,7 @@ func TestNewerSchemaRefused(t *testing.T) {
 			}
 			// A future build's migration: one more table, one more version.
 			future := len(tc.schema) + 1
-			sdb, err := openSQLite(tc.file(dir))
+			sdb, err := openSQLite(tc.file(dir), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

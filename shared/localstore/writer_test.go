@@ -1,10 +1,12 @@
 package localstore
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -364,4 +366,129 @@ func TestWriterGoesOnAfterAFailedCommit(t *testing.T) {
 			t.Errorf("%d rows of the failed commit's unit kept (%v), want 0", n, err)
 		}
 	})
+}
+
+// TestWriterReplacesABrokenConnection: a COMMIT that leaves the writer's
+// connection unusable (its transaction still open after the driver's
+// ROLLBACK failed too, or the connection discarded, sql.ErrConnDone) fails
+// its batch's units alone: the writer takes a fresh connection, its
+// statements prepared again on it, so the next units (the failed one
+// retried among them, as the pipeline and a sender do) are committed, each
+// once, and the replacement is told once. The writer kept its connection
+// from Open to Close, and every later unit failed until a restart.
+func TestWriterReplacesABrokenConnection(t *testing.T) {
+	faults := []struct {
+		name  string
+		fault commitFault
+	}{
+		{"transaction left open", commitLeftOpen},
+		{"connection gone", commitConnGone},
+	}
+	for _, ft := range faults {
+		for _, wc := range writerCases {
+			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
+				ctx := context.Background()
+				var f commitFaults
+				var logged bytes.Buffer
+				path := filepath.Join(t.TempDir(), "test.db")
+				db, err := Open(ctx, path, f.option(), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
+				if err != nil {
+					t.Fatal(err)
+				}
+				pool, w := wc.pool(db), wc.writer(db)
+				if _, err := pool.ExecContext(ctx, `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
+					t.Fatal(err)
+				}
+				insert := func(k string) error {
+					return w.run(ctx, func(q *querier) error {
+						_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+						return err
+					})
+				}
+				f.arm(ft.fault)
+				if err := insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
+					t.Fatalf("the unit whose commit failed = %v, want the commit's failure", err)
+				}
+				// "a" again, as a retry: the primary key refuses it should
+				// its failed commit have kept it.
+				for _, k := range []string{"a", "b", "c"} {
+					if err := insert(k); err != nil {
+						t.Fatalf("unit %s after the failed commit: %v", k, err)
+					}
+				}
+				if got := keysIn(t, pool); fmt.Sprint(got) != "[a b c]" {
+					t.Errorf("committed %v, want [a b c]", got)
+				}
+				if n := strings.Count(logged.String(), WriterConnReplacedLog); n != 1 {
+					t.Errorf("%d %q lines, want 1; log:\n%s", n, WriterConnReplacedLog, logged.String())
+				}
+				// Durable and closed cleanly: a restart finds every unit.
+				db = reopen(t, db, path)
+				if got := keysIn(t, wc.pool(db)); fmt.Sprint(got) != "[a b c]" {
+					t.Errorf("after a restart %v, want [a b c]", got)
+				}
+			})
+		}
+	}
+}
+
+// TestWriterKeepsItsConnectionAfterAFailedSync: once a sync of the
+// database failed, no durable commit is taken until a restart (walSync):
+// a connection the writer finds unusable then is not replaced, which would
+// close the broken one and could have SQLite checkpoint and trust an
+// fsync; every later unit fails.
+func TestWriterKeepsItsConnectionAfterAFailedSync(t *testing.T) {
+	for _, wc := range writerCases {
+		t.Run(wc.name, func(t *testing.T) {
+			ctx := context.Background()
+			var f commitFaults
+			var logged bytes.Buffer
+			db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), f.option(), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := wc.writer(db)
+			w.ckpt.wal.fail(errors.New("injected fsync failure"))
+			conn := w.conn
+			f.arm(commitLeftOpen)
+			for i := range 3 {
+				if err := w.run(ctx, func(q *querier) error {
+					_, err := q.ExecContext(ctx, wc.insert)
+					return err
+				}); err == nil {
+					t.Errorf("unit %d after the failed sync and commit succeeded", i+1)
+				}
+			}
+			if w.conn != conn {
+				t.Error("the writer took a new connection after a failed sync")
+			}
+			if strings.Contains(logged.String(), WriterConnReplacedLog) {
+				t.Errorf("told %q after a failed sync; log:\n%s", WriterConnReplacedLog, logged.String())
+			}
+			if err := db.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// keysIn returns table w's keys, in order.
+func keysIn(t *testing.T, pool *sql.DB) []string {
+	t.Helper()
+	rows, err := pool.QueryContext(context.Background(), `SELECT k FROM w ORDER BY k`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var k string
+		if err := rows.Scan(&k); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, k)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
