@@ -372,11 +372,11 @@ func Open(ctx context.Context, path string, opts ...Option) (*DB, error) {
 	db.q = qdb
 	db.qwal = newWALSync(qpath+"-wal", o.logSync)
 	db.qwal.failedOnce = o.syncFailed(qpath)
-	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, o.checkpointer(mainCheckpointFrames, path, db.wal))
+	db.w, err = newWriter(ctx, sdb, throughputFirst, nil, o.checkpointer(mainCheckpointFrames, path, db.wal), o.writerConnReplaced(path))
 	if err != nil {
 		return nil, errors.Join(err, sdb.Close(), qdb.Close())
 	}
-	db.qw, err = newWriter(ctx, qdb, latencyFirst, db.qwal, o.checkpointer(queueCheckpointFrames, qpath, db.qwal))
+	db.qw, err = newWriter(ctx, qdb, latencyFirst, db.qwal, o.checkpointer(queueCheckpointFrames, qpath, db.qwal), o.writerConnReplaced(qpath))
 	if err != nil {
 		return nil, errors.Join(err, db.w.close(), sdb.Close(), qdb.Close())
 	}
@@ -713,6 +713,14 @@ const CheckpointFailedLog = "database checkpoint failed; the next commit's tries
 func (o *options) checkpointFailed(path string) func(error) {
 	return func(err error) {
 		o.log.Warn(CheckpointFailedLog, "database", filepath.Base(path), "err", err)
+	}
+}
+
+// writerConnReplaced returns what tells that the writer of the database
+// at path replaced its connection (WriterConnReplacedLog).
+func (o *options) writerConnReplaced(path string) func(error) {
+	return func(err error) {
+		o.log.Warn(WriterConnReplacedLog, "database", filepath.Base(path), "err", err)
 	}
 }
 

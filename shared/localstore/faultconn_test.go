@@ -16,10 +16,10 @@ const (
 	// open on the connection: its next BEGIN fails, "cannot start a
 	// transaction within a transaction".
 	commitLeftOpen commitFault = iota + 1
-	// commitConnGone: the COMMIT fails with driver.ErrBadConn, so
-	// database/sql discards the connection (rolling the transaction back
-	// as it closes it): every later use of the writer's *sql.Conn fails
-	// with sql.ErrConnDone.
+	// commitConnGone: the COMMIT fails, the transaction rolled back, and
+	// the driver gives the connection up (driver.ErrBadConn), so
+	// database/sql closes it: every later use of the writer's *sql.Conn
+	// fails with sql.ErrConnDone.
 	commitConnGone
 )
 
@@ -123,7 +123,7 @@ func (t *faultTx) Commit() error {
 	case commitLeftOpen:
 		return errInjectedCommit // nothing reaches SQLite: its transaction stays open
 	case commitConnGone:
-		return driver.ErrBadConn
+		return errors.Join(driver.ErrBadConn, t.Tx.Rollback())
 	}
 	return t.Tx.Commit()
 }

@@ -3,6 +3,7 @@ package localstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"sync"
@@ -51,11 +52,22 @@ var (
 // its life) and its checkpoints. Taken from the pool, the next transaction
 // and a statement's first prepare waited for a connection behind the
 // reads (the portal's, the API's), for as long as they held the pool.
+//
+// A connection that a BEGIN fails on is replaced by a fresh one of the
+// pool (renewLocked): a COMMIT that failed and the driver's ROLLBACK after
+// it left SQLite's transaction open on it, or the driver gave it up
+// (sql.ErrConnDone). The failed commit's units failed to their callers,
+// which try them again; the broken connection is discarded, which undoes
+// what its transaction still held. Not once a sync of the database failed:
+// that is final (walSync).
 type writer struct {
+	pool   *sql.DB
 	conn   *sql.Conn
 	st     *statements // prepared on conn
 	q      *querier    // runs the units' statements on conn
 	policy batching
+	// replaced, when set, is told each connection replaced and why.
+	replaced func(error)
 	// durable, when set, makes each commit durable before its units
 	// learn of it; the next transaction does not wait for it.
 	durable *walSync
@@ -84,18 +96,104 @@ type batch struct {
 	lingers bool
 }
 
-// newWriter takes the connection of db's writer, on which ckpt runs.
-func newWriter(ctx context.Context, db *sql.DB, policy batching, durable *walSync, ckpt *checkpointer) (*writer, error) {
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("localstore: writer connection: %w", err)
+// newWriter takes the connection of db's writer, on which ckpt runs;
+// replaced (if set) is told each connection it replaces.
+func newWriter(ctx context.Context, db *sql.DB, policy batching, durable *walSync, ckpt *checkpointer, replaced func(error)) (*writer, error) {
+	w := &writer{pool: db, policy: policy, durable: durable, ckpt: ckpt, replaced: replaced, stopped: make(chan struct{})}
+	if err := w.connect(ctx); err != nil {
+		return nil, err
 	}
-	ckpt.conn = conn
-	st := newStatements(conn)
-	w := &writer{conn: conn, st: st, q: poolQuerier(st), policy: policy, durable: durable, ckpt: ckpt, stopped: make(chan struct{})}
 	w.cond = sync.NewCond(&w.mu)
 	go w.commitLoop()
 	return w, nil
+}
+
+// connect takes a connection of the pool for the writer: its statements
+// are prepared on it, its checkpoints run on it.
+func (w *writer) connect(ctx context.Context) error {
+	conn, err := w.pool.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("localstore: writer connection: %w", err)
+	}
+	w.conn, w.st = conn, newStatements(conn)
+	w.q = poolQuerier(w.st)
+	w.ckpt.conn = conn
+	return nil
+}
+
+// beginLocked opens the shared transaction on the writer's connection; one that
+// the BEGIN fails on is replaced (renewLocked) and the BEGIN tried once on
+// the new one. Called with w.mu held, while no unit or commit uses the
+// connection.
+func (w *writer) beginLocked() (*sql.Tx, error) {
+	// The transaction outlives every unit's context: units end, the
+	// transaction is the committer's.
+	tx, err := w.conn.BeginTx(context.Background(), nil)
+	if err == nil {
+		return tx, nil
+	}
+	if rerr := w.renewLocked(err); rerr != nil {
+		return nil, fmt.Errorf("localstore: begin: %w", rerr)
+	}
+	tx, err = w.conn.BeginTx(context.Background(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("localstore: begin: %w", err)
+	}
+	return tx, nil
+}
+
+// renewLocked replaces the writer's connection, which a BEGIN failed on
+// with cause, by a fresh one of the pool. The old one is discarded, not
+// handed back to the pool: one still in a transaction would hold the
+// database's write lock, its statements are finalized and its transaction
+// rolled back as it closes. It is never the database's last connection
+// (the new one is open first), so closing it checkpoints nothing. Not
+// after a failed sync of the database, which is final: closing a
+// connection then could have SQLite checkpoint and trust an fsync (see
+// checkpointer), and no commit is to be durable until a restart anyway.
+func (w *writer) renewLocked(cause error) error {
+	if failed := w.ckpt.wal.poisoned(); failed != nil {
+		return errors.Join(cause, failed)
+	}
+	old, oldSt := w.conn, w.st
+	if err := w.connect(context.Background()); err != nil {
+		return errors.Join(cause, err)
+	}
+	told := cause
+	if err := dropConn(old, oldSt, true); err != nil {
+		told = errors.Join(cause, err)
+	}
+	if w.replaced != nil {
+		w.replaced(told)
+	}
+	return nil
+}
+
+// dropConn closes st, the statements prepared on c, and then c: handed
+// back to the pool or, with bad, discarded (closed, never used again).
+// A connection database/sql closed already (the driver gave it up,
+// driver.ErrBadConn) keeps its statements: the driver freed what they
+// belong to, and finalizing one then reaches into freed memory (a panic).
+func dropConn(c *sql.Conn, st *statements, bad bool) error {
+	if err := c.Raw(func(any) error { return nil }); errors.Is(err, sql.ErrConnDone) {
+		return nil
+	}
+	err := st.close()
+	var cerr error
+	if bad {
+		// database/sql closes a connection whose use returned
+		// driver.ErrBadConn, rather than take it back.
+		cerr = c.Raw(func(any) error { return driver.ErrBadConn })
+		if errors.Is(cerr, driver.ErrBadConn) {
+			cerr = nil
+		}
+	} else {
+		cerr = c.Close()
+	}
+	if cerr != nil && !errors.Is(cerr, sql.ErrConnDone) {
+		err = errors.Join(err, fmt.Errorf("localstore: writer connection: %w", cerr))
+	}
+	return err
 }
 
 // acquire waits for the shared transaction, opening it if none is open,
@@ -113,11 +211,9 @@ func (w *writer) acquire() (*querier, *batch, error) {
 		return nil, nil, ErrClosed
 	}
 	if w.tx == nil {
-		// The transaction outlives every unit's context: units end, the
-		// transaction is the committer's.
-		tx, err := w.conn.BeginTx(context.Background(), nil)
+		tx, err := w.beginLocked()
 		if err != nil {
-			return nil, nil, fmt.Errorf("localstore: begin: %w", err)
+			return nil, nil, err
 		}
 		w.tx, w.batch, w.opened = tx, &batch{done: make(chan struct{})}, time.Now()
 		// Once the batch may or must be committed, this wakes the
@@ -226,11 +322,7 @@ func (w *writer) close() error {
 	w.cond.Broadcast()
 	<-w.stopped
 	w.syncs.Wait()
-	err := w.st.close()
-	if cerr := w.conn.Close(); cerr != nil && !errors.Is(cerr, sql.ErrConnDone) {
-		err = errors.Join(err, fmt.Errorf("localstore: writer connection: %w", cerr))
-	}
-	return err
+	return dropConn(w.conn, w.st, false)
 }
 
 // unit is one piece of work's view of the writer: a savepoint in the

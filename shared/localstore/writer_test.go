@@ -368,6 +368,16 @@ func TestWriterGoesOnAfterAFailedCommit(t *testing.T) {
 	})
 }
 
+// commitFaultCases are the ways a COMMIT leaves the writer's connection
+// unusable (commitFaults).
+var commitFaultCases = []struct {
+	name  string
+	fault commitFault
+}{
+	{"transaction left open", commitLeftOpen},
+	{"connection gone", commitConnGone},
+}
+
 // TestWriterReplacesABrokenConnection: a COMMIT that leaves the writer's
 // connection unusable (its transaction still open after the driver's
 // ROLLBACK failed too, or the connection discarded, sql.ErrConnDone) fails
@@ -377,14 +387,7 @@ func TestWriterGoesOnAfterAFailedCommit(t *testing.T) {
 // once, and the replacement is told once. The writer kept its connection
 // from Open to Close, and every later unit failed until a restart.
 func TestWriterReplacesABrokenConnection(t *testing.T) {
-	faults := []struct {
-		name  string
-		fault commitFault
-	}{
-		{"transaction left open", commitLeftOpen},
-		{"connection gone", commitConnGone},
-	}
-	for _, ft := range faults {
+	for _, ft := range commitFaultCases {
 		for _, wc := range writerCases {
 			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
 				ctx := context.Background()
@@ -491,4 +494,40 @@ func keysIn(t *testing.T, pool *sql.DB) []string {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// TestWriterClosesAfterItsConnectionBroke: Close right after a COMMIT that
+// left the writer's connection unusable, before any unit replaced it,
+// closes the database cleanly, and the restart finds nothing of the failed
+// commit. Closing the statements of a connection database/sql had closed
+// already (the driver gave it up) finalized them in the driver's freed
+// connection: a panic.
+func TestWriterClosesAfterItsConnectionBroke(t *testing.T) {
+	for _, ft := range commitFaultCases {
+		for _, wc := range writerCases {
+			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
+				ctx := context.Background()
+				var f commitFaults
+				path := filepath.Join(t.TempDir(), "test.db")
+				db, err := Open(ctx, path, f.option())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := wc.pool(db).ExecContext(ctx, `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
+					t.Fatal(err)
+				}
+				f.arm(ft.fault)
+				if err := wc.writer(db).run(ctx, func(q *querier) error {
+					_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('lost')`)
+					return err
+				}); err == nil {
+					t.Fatal("the unit whose commit failed succeeded")
+				}
+				db = reopen(t, db, path)
+				if got := keysIn(t, wc.pool(db)); len(got) != 0 {
+					t.Errorf("after a restart %v, want none", got)
+				}
+			})
+		}
+	}
 }
