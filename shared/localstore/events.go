@@ -193,14 +193,23 @@ type StoredEvent struct {
 	Event
 }
 
-// MarshalJSON writes the event's seq and then its envelope as the log and
-// the webhooks have it (version "0" included): /api/events serves the same
-// envelope.
+// MarshalJSON writes the event's seq and then its envelope as the
+// webhooks have it (version "0" included): /api/events serves the same
+// envelope, in a page that names the outbox; a line of the log is the
+// same with its outbox first (placedEvent).
 func (e StoredEvent) MarshalJSON() ([]byte, error) {
-	return json.Marshal(struct {
-		Seq int64 `json:"seq"`
-		wireEvent
-	}{e.Seq, e.envelope()})
+	return json.Marshal(placedEvent{Seq: e.Seq, wireEvent: e.envelope()})
+}
+
+// placedEvent is an event's envelope after its place in the outbox: the
+// outbox (OutboxID; in the log's lines, whose file names none, while an
+// events page names it once) and the seq, the pair a consumer goes on
+// from with after=<seq>&outbox=<outbox>, as the webhooks' X-Event-Seq and
+// X-Event-Outbox give it.
+type placedEvent struct {
+	Outbox string `json:"outbox,omitempty"`
+	Seq    int64  `json:"seq"`
+	wireEvent
 }
 
 // EventPage is one page of events and the cursor of the next (older:
@@ -403,7 +412,8 @@ type Poster interface {
 }
 
 // Publisher delivers the outbox: every event is appended once to the event
-// log (JSON lines) and POSTed to each webhook until it answers 2xx or the
+// log (JSON lines, each the event's envelope after its outbox and seq:
+// placedEvent) and its envelope POSTed to each webhook until it answers 2xx or the
 // attempts run out. Delivery to webhooks is at least once; receivers dedupe
 // on the event id (also sent as the X-Event-Id header). X-Event-Seq is the
 // event's seq, with which a receiver that was down catches up on
@@ -868,11 +878,11 @@ func (p *Publisher) flushLog(ctx context.Context) error {
 		}
 		var lines []byte
 		for _, pe := range todo {
-			body, err := pe.ev.wire()
+			line, err := json.Marshal(placedEvent{Outbox: p.DB.OutboxID(), Seq: pe.seq, wireEvent: pe.ev.envelope()})
 			if err != nil {
 				return err
 			}
-			lines = append(append(lines, body...), '\n')
+			lines = append(append(lines, line...), '\n')
 		}
 		if err := p.appendLog(lines); err != nil {
 			return err

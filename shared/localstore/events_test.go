@@ -104,6 +104,12 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	if bodies[0]["detail-type"] != "Study Received" || bodies[0]["source"] != "dicom.ingest" {
 		t.Errorf("webhook body %v", bodies[0])
 	}
+	// The envelope alone: the outbox and seq are the headers'.
+	for _, k := range []string{"outbox", "seq"} {
+		if _, ok := bodies[0][k]; ok {
+			t.Errorf("webhook body has %q, which the headers carry: %v", k, bodies[0])
+		}
+	}
 	// The seq /api/events serves the event with, from which a receiver
 	// that was down catches up (after=<seq>).
 	if page, err := db.Events(ctx, EventFilter{}); err != nil || len(page.Events) != 1 || seqs["e1"] != strconv.FormatInt(page.Events[0].Seq, 10) {
@@ -140,7 +146,10 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 
 // TestServedEventIsTheLoggedEnvelope: what Events returns, as /api/events
 // serves it, is the envelope of the event log's line (its version "0"
-// included), with its seq beside it.
+// included), with its seq beside it; the line names the outbox too, which
+// the page names once (a consumer of the file goes on from a line with
+// after=<seq>&outbox=<outbox>, and tells a data directory started afresh
+// by its other outbox). The lines named no outbox, nor a seq.
 func TestServedEventIsTheLoggedEnvelope(t *testing.T) {
 	db := openTest(t)
 	ctx := context.Background()
@@ -180,7 +189,10 @@ func TestServedEventIsTheLoggedEnvelope(t *testing.T) {
 		if served["seq"] != float64(e.Seq) {
 			t.Errorf("served %s without its seq %d", b, e.Seq)
 		}
-		delete(served, "seq")
+		if _, ok := served["outbox"]; ok || page.Outbox != db.OutboxID() {
+			t.Errorf("served %s in a page of outbox %q, want the outbox named by the page alone, %q", b, page.Outbox, db.OutboxID())
+		}
+		served["outbox"] = page.Outbox
 		if !reflect.DeepEqual(served, logged[e.ID]) {
 			t.Errorf("served %s\nlogged %v", b, logged[e.ID])
 		}

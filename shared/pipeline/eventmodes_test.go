@@ -73,8 +73,9 @@ func viaEventBridge(t *testing.T, events []pipeline.Event) []delivered {
 }
 
 // viaLocalMode publishes events with the local outbox and returns the
-// lines of the event log (what webhooks are POSTed too).
-func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[string]any) {
+// lines of the event log (the envelope webhooks are POSTed, after the
+// event's outbox and seq) and the outbox's id.
+func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[string]any, string) {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -113,7 +114,7 @@ func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[str
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return out, raw
+	return out, raw, db.OutboxID()
 }
 
 // objectKeyOf returns the key of the object event ev of deployment d is
@@ -203,7 +204,7 @@ func TestEventsInBothModes(t *testing.T) {
 		t.Run(string(policy), func(t *testing.T) {
 			events, localEvents := everyEvent(t, policy, cloud), everyEvent(t, policy, inLocalMode)
 			eb := viaEventBridge(t, events)
-			local, raw := viaLocalMode(t, localEvents)
+			local, raw, outbox := viaLocalMode(t, localEvents)
 			if len(eb) != len(events) || len(local) != len(events) {
 				t.Fatalf("%d events: %d through EventBridge, %d in the event log", len(events), len(eb), len(local))
 			}
@@ -247,8 +248,14 @@ func TestEventsInBothModes(t *testing.T) {
 				if l.ID != ev.ID {
 					t.Errorf("local envelope id %q, want the event id %q", l.ID, ev.ID)
 				}
+				// The log's line is the envelope after the event's place
+				// in the outbox (outbox, seq), which webhooks get as
+				// headers: the rest is EventBridge's.
+				if raw[i]["outbox"] != outbox || raw[i]["seq"] != float64(i+1) {
+					t.Errorf("log line %d names outbox %v seq %v, want %q %d", i+1, raw[i]["outbox"], raw[i]["seq"], outbox, i+1)
+				}
 				for k := range raw[i] {
-					if _, ok := map[string]bool{"version": true, "id": true, "detail-type": true, "source": true, "time": true, "resources": true, "detail": true}[k]; !ok {
+					if _, ok := map[string]bool{"outbox": true, "seq": true, "version": true, "id": true, "detail-type": true, "source": true, "time": true, "resources": true, "detail": true}[k]; !ok {
 						t.Errorf("local envelope has %q, which EventBridge's has not", k)
 					}
 				}

@@ -36,6 +36,9 @@ type apiStudyPage struct {
 }
 
 type apiEvent struct {
+	// Outbox is on events.log's lines alone: a page of /api/events names
+	// it once.
+	Outbox     string          `json:"outbox"`
 	Seq        int64           `json:"seq"`
 	ID         string          `json:"id"`
 	Time       time.Time       `json:"time"`

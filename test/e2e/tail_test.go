@@ -91,6 +91,30 @@ func (c *tailer) tailWhile(t *testing.T, n *node, send func()) {
 	})
 }
 
+// inLog waits for n's events.log to hold every event c took, and checks
+// that each line names the event's place as the tail took it: its outbox
+// and its seq, from which a consumer of the file goes on at /api/events.
+func (c *tailer) inLog(t *testing.T, n *node) {
+	t.Helper()
+	var logged []apiEvent
+	testenv.EventuallyWithin(t, 30*time.Second, "events.log to hold every event tailed", func() bool {
+		logged = eventsInLog(t, n.dataDir)
+		return len(logged) >= len(c.ids)
+	})
+	took := map[string]int64{}
+	for i, id := range c.ids {
+		took[id] = c.seqs[i]
+	}
+	for _, e := range logged {
+		if seq, ok := took[e.ID]; !ok || e.Outbox != c.outbox || e.Seq != seq {
+			t.Errorf("events.log: event %s at outbox %q seq %d; the tail took it at outbox %q seq %d (taken: %v)", e.ID, e.Outbox, e.Seq, c.outbox, seq, ok)
+		}
+	}
+	if len(logged) != len(c.ids) {
+		t.Errorf("events.log holds %d events, the tail took %d", len(logged), len(c.ids))
+	}
+}
+
 // TestTailAcrossRestarts: a consumer that follows the docs' recipe (tail
 // /api/events with after=<the last seq> and outbox=<its outbox>) while
 // studies are sent, across a restart of scp-task (the same outbox),
@@ -101,7 +125,8 @@ func (c *tailer) tailWhile(t *testing.T, n *node, send func()) {
 // directory has more events than it, the seq alone gives the events past
 // it, those up to it skipped unsaid, while the consumer that names its
 // outbox is refused, a 400 naming outbox, and after=0 tails the new one
-// under its own outbox.
+// under its own outbox. events.log names each event's outbox and seq, as
+// the tail took it, so that its reader tells the two directories apart.
 func TestTailAcrossRestarts(t *testing.T) {
 	need(t, "dcmsend")
 	dir := t.TempDir()
@@ -133,6 +158,7 @@ func TestTailAcrossRestarts(t *testing.T) {
 	if !slices.Equal(c.ids, listed) {
 		t.Errorf("the tail took %d events, /api/events lists %d: not the same, in the same order", len(c.ids), len(listed))
 	}
+	c.inLog(t, n)
 
 	// A data directory started afresh: the consumer's seq is none of its.
 	n.stop()
@@ -169,6 +195,7 @@ func TestTailAcrossRestarts(t *testing.T) {
 	if c.outbox == "" || c.outbox == outbox {
 		t.Errorf("the new data directory's outbox %q, the old one's %q: want another", c.outbox, outbox)
 	}
+	c.inLog(t, fresh)
 	if len(c.ids) <= int(saved) || c.seqs[0] != 1 {
 		t.Errorf("after=0 on the new data directory took %d events from seq %v, want more than %d from 1", len(c.ids), c.seqs[:min(len(c.seqs), 1)], saved)
 	}
