@@ -191,22 +191,7 @@ func TestPanicUndoesItsUnitAlone(t *testing.T) {
 			if err := <-kept; err != nil {
 				t.Errorf("the unit sharing the panicked one's transaction: %v", err)
 			}
-			rows, err := db.sql.QueryContext(ctx, `SELECT k FROM w ORDER BY k`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for rows.Next() {
-				var k string
-				if err := rows.Scan(&k); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, k)
-			}
-			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-				t.Fatal(err)
-			}
-			if want := []string{"after", "kept"}; fmt.Sprint(got) != fmt.Sprint(want) {
+			if got, want := keysIn(t, db.sql), []string{"after", "kept"}; fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("committed %v, want %v", got, want)
 			}
 			if err := db.Close(); err != nil {
@@ -387,52 +372,38 @@ var commitFaultCases = []struct {
 // once, and the replacement is told once. The writer kept its connection
 // from Open to Close, and every later unit failed until a restart.
 func TestWriterReplacesABrokenConnection(t *testing.T) {
-	for _, ft := range commitFaultCases {
-		for _, wc := range writerCases {
-			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
-				ctx := context.Background()
-				var f commitFaults
-				var logged bytes.Buffer
-				path := filepath.Join(t.TempDir(), "test.db")
-				db, err := Open(ctx, path, f.option(), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				pool, w := wc.pool(db), wc.writer(db)
-				if _, err := pool.ExecContext(ctx, `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
-					t.Fatal(err)
-				}
-				insert := func(k string) error {
-					return w.run(ctx, func(q *querier) error {
-						_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
-						return err
-					})
-				}
-				f.arm(ft.fault)
-				if err := insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
-					t.Fatalf("the unit whose commit failed = %v, want the commit's failure", err)
-				}
-				// "a" again, as a retry: the primary key refuses it should
-				// its failed commit have kept it.
-				for _, k := range []string{"a", "b", "c"} {
-					if err := insert(k); err != nil {
-						t.Fatalf("unit %s after the failed commit: %v", k, err)
-					}
-				}
-				if got := keysIn(t, pool); fmt.Sprint(got) != "[a b c]" {
-					t.Errorf("committed %v, want [a b c]", got)
-				}
-				if n := strings.Count(logged.String(), WriterConnReplacedLog); n != 1 {
-					t.Errorf("%d %q lines, want 1; log:\n%s", n, WriterConnReplacedLog, logged.String())
-				}
-				// Durable and closed cleanly: a restart finds every unit.
-				db = reopen(t, db, path)
-				if got := keysIn(t, wc.pool(db)); fmt.Sprint(got) != "[a b c]" {
-					t.Errorf("after a restart %v, want [a b c]", got)
-				}
+	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
+		ctx := context.Background()
+		pool, w := b.wc.pool(b.db), b.wc.writer(b.db)
+		insert := func(k string) error {
+			return w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+				return err
 			})
 		}
-	}
+		b.faults.arm(b.fault)
+		if err := insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
+			t.Fatalf("the unit whose commit failed = %v, want the commit's failure", err)
+		}
+		// "a" again, as a retry: the primary key refuses it should
+		// its failed commit have kept it.
+		for _, k := range []string{"a", "b", "c"} {
+			if err := insert(k); err != nil {
+				t.Fatalf("unit %s after the failed commit: %v", k, err)
+			}
+		}
+		if got := keysIn(t, pool); fmt.Sprint(got) != "[a b c]" {
+			t.Errorf("committed %v, want [a b c]", got)
+		}
+		if n := strings.Count(b.logged.String(), WriterConnReplacedLog); n != 1 {
+			t.Errorf("%d %q lines, want 1; log:\n%s", n, WriterConnReplacedLog, b.logged.String())
+		}
+		// Durable and closed cleanly: a restart finds every unit.
+		db := reopen(t, b.db, b.path)
+		if got := keysIn(t, b.wc.pool(db)); fmt.Sprint(got) != "[a b c]" {
+			t.Errorf("after a restart %v, want [a b c]", got)
+		}
+	})
 }
 
 // TestWriterKeepsItsConnectionAfterAFailedSync: once a sync of the
@@ -441,38 +412,30 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 // close the broken one and could have SQLite checkpoint and trust an
 // fsync; every later unit fails.
 func TestWriterKeepsItsConnectionAfterAFailedSync(t *testing.T) {
-	for _, wc := range writerCases {
-		t.Run(wc.name, func(t *testing.T) {
-			ctx := context.Background()
-			var f commitFaults
-			var logged bytes.Buffer
-			db, err := Open(ctx, filepath.Join(t.TempDir(), "test.db"), f.option(), WithLogger(slog.New(slog.NewJSONHandler(&logged, nil))))
-			if err != nil {
-				t.Fatal(err)
+	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
+		ctx := context.Background()
+		w := b.wc.writer(b.db)
+		w.ckpt.wal.fail(errors.New("injected fsync failure"))
+		conn := w.conn
+		b.faults.arm(b.fault)
+		for i := range 3 {
+			if err := w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, i)
+				return err
+			}); err == nil {
+				t.Errorf("unit %d after the failed sync and commit succeeded", i+1)
 			}
-			w := wc.writer(db)
-			w.ckpt.wal.fail(errors.New("injected fsync failure"))
-			conn := w.conn
-			f.arm(commitLeftOpen)
-			for i := range 3 {
-				if err := w.run(ctx, func(q *querier) error {
-					_, err := q.ExecContext(ctx, wc.insert)
-					return err
-				}); err == nil {
-					t.Errorf("unit %d after the failed sync and commit succeeded", i+1)
-				}
-			}
-			if w.conn != conn {
-				t.Error("the writer took a new connection after a failed sync")
-			}
-			if strings.Contains(logged.String(), WriterConnReplacedLog) {
-				t.Errorf("told %q after a failed sync; log:\n%s", WriterConnReplacedLog, logged.String())
-			}
-			if err := db.Close(); err != nil {
-				t.Error(err)
-			}
-		})
-	}
+		}
+		if w.conn != conn {
+			t.Error("the writer took a new connection after a failed sync")
+		}
+		if strings.Contains(b.logged.String(), WriterConnReplacedLog) {
+			t.Errorf("told %q after a failed sync; log:\n%s", WriterConnReplacedLog, b.logged.String())
+		}
+		if err := b.db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // keysIn returns table w's keys, in order.
@@ -503,30 +466,50 @@ func keysIn(t *testing.T, pool *sql.DB) []string {
 // already (the driver gave it up) finalized them in the driver's freed
 // connection: a panic.
 func TestWriterClosesAfterItsConnectionBroke(t *testing.T) {
+	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
+		ctx := context.Background()
+		b.faults.arm(b.fault)
+		if err := b.wc.writer(b.db).run(ctx, func(q *querier) error {
+			_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('lost')`)
+			return err
+		}); err == nil {
+			t.Fatal("the unit whose commit failed succeeded")
+		}
+		db := reopen(t, b.db, b.path)
+		if got := keysIn(t, b.wc.pool(db)); len(got) != 0 {
+			t.Errorf("after a restart %v, want none", got)
+		}
+	})
+}
+
+// brokenWriter is a database opened with commitFaults, whose writer wc's
+// COMMIT is to fail as fault, and whose table w (k TEXT PRIMARY KEY) its
+// units write.
+type brokenWriter struct {
+	fault  commitFault
+	faults *commitFaults
+	wc     writerCase
+	db     *DB
+	path   string
+	logged *bytes.Buffer
+}
+
+// forEachBrokenWriter runs test for each fault (commitFaultCases) on each
+// database's writer (writerCases), in a subtest on a database of its own.
+func forEachBrokenWriter(t *testing.T, test func(*testing.T, brokenWriter)) {
 	for _, ft := range commitFaultCases {
 		for _, wc := range writerCases {
 			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
-				ctx := context.Background()
-				var f commitFaults
-				path := filepath.Join(t.TempDir(), "test.db")
-				db, err := Open(ctx, path, f.option())
+				b := brokenWriter{fault: ft.fault, faults: &commitFaults{}, wc: wc, path: filepath.Join(t.TempDir(), "test.db"), logged: &bytes.Buffer{}}
+				db, err := Open(context.Background(), b.path, b.faults.option(), WithLogger(slog.New(slog.NewJSONHandler(b.logged, nil))))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if _, err := wc.pool(db).ExecContext(ctx, `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
+				if _, err := wc.pool(db).ExecContext(context.Background(), `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
 					t.Fatal(err)
 				}
-				f.arm(ft.fault)
-				if err := wc.writer(db).run(ctx, func(q *querier) error {
-					_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('lost')`)
-					return err
-				}); err == nil {
-					t.Fatal("the unit whose commit failed succeeded")
-				}
-				db = reopen(t, db, path)
-				if got := keysIn(t, wc.pool(db)); len(got) != 0 {
-					t.Errorf("after a restart %v, want none", got)
-				}
+				b.db = db
+				test(t, b)
 			})
 		}
 	}
