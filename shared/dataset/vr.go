@@ -21,8 +21,13 @@ func implicitVR(t uint32) VR {
 	if err != nil || len(info.VRs) == 0 || len(info.VRs[0]) != 2 {
 		return VR{'U', 'N'}
 	}
-	// Where PS3.6 allows several VRs (OB or OW, US or SS), the first
-	// decides nothing structural: such values are never sequences.
+	// Where PS3.6 allows several VRs (OB or OW, US or SS), the choice
+	// decides nothing structural: such values are never sequences. "OB or
+	// OW" is OW in Implicit VR (PS3.5 A.1, 8.1.2, 8.2, 8.3: Pixel Data,
+	// Overlay Data, Waveform Data); the others take the first.
+	if len(info.VRs) == 2 && info.VRs[0] == "OB" && info.VRs[1] == "OW" {
+		return VR{'O', 'W'}
+	}
 	v := info.VRs[0]
 	return VR{v[0], v[1]}
 }
