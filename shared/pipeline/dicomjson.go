@@ -116,23 +116,19 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 			a.Value = append(a.Value, d.toJSON(it))
 		}
 	case "PN":
-		for _, v := range d.text(e) {
-			if v == "" {
-				a.Value = append(a.Value, nil)
-				continue
+		vals := d.text(e)
+		names := make([]any, len(vals))
+		some := false
+		for i, v := range vals {
+			if pn, ok := personNameJSON(v); ok {
+				names[i], some = pn, true
 			}
-			g := strings.SplitN(v, "=", 3)
-			pn := jsonPN{Alphabetic: g[0]}
-			if len(g) > 1 {
-				pn.Ideographic = g[1]
-			}
-			if len(g) > 2 {
-				pn.Phonetic = g[2]
-			}
-			a.Value = append(a.Value, pn)
+		}
+		if some || len(vals) > 1 {
+			a.Value = names
 		}
 	case "IS", "DS":
-		for _, v := range d.text(e) {
+		for _, v := range valued(d.text(e)) {
 			a.Value = append(a.Value, number(v, e.VR == "IS"))
 		}
 	case "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD":
@@ -148,7 +144,7 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 			a.InlineBinary = base64.StdEncoding.EncodeToString(e.Value)
 		}
 	default:
-		for _, v := range d.text(e) {
+		for _, v := range valued(d.text(e)) {
 			if v == "" {
 				a.Value = append(a.Value, nil)
 			} else {
@@ -157,6 +153,32 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 		}
 	}
 	return a
+}
+
+// valued returns the values of an element, none when its one value is
+// empty: a value of padding alone is no value (PS3.18 F.2.5 keeps null for
+// the empty values among several).
+func valued(vals []string) []string {
+	if len(vals) == 1 && vals[0] == "" {
+		return nil
+	}
+	return vals
+}
+
+// personNameJSON is a PN value in DICOM JSON (PS3.18 F.2.2): its component
+// groups that have a non-empty component, each without trailing component
+// delimiters (PS3.5 6.2.1.1 lets them be omitted); ok is false when no
+// group has one (an empty value, or "^^^^").
+func personNameJSON(v string) (jsonPN, bool) {
+	var pn jsonPN
+	dst := []*string{&pn.Alphabetic, &pn.Ideographic, &pn.Phonetic}
+	ok := false
+	for i, g := range strings.SplitN(v, "=", 3) {
+		if g = strings.TrimRight(g, "^ "); strings.Trim(g, "^ ") != "" {
+			*dst[i], ok = g, true
+		}
+	}
+	return pn, ok
 }
 
 // number renders an IS/DS value as a JSON number; unparseable text is kept

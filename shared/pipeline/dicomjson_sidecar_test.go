@@ -47,6 +47,19 @@ var jsonFixtures = map[string]jsonFixture{
 		pt.Raw(pt.Tag(0x6000, 0x3000), "OW", []byte{1, 0, 2, 0}),
 		pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", []byte{1, 0, 2, 0}),
 	}},
+	// PS3.18 F.2.5 and F.2.2: a value of padding alone is no value; a
+	// name with no component is no name.
+	"empty-values": {extra: []pt.Elem{
+		txt(pt.Tag(8, 0x50), "SH", "  "),
+		txt(pt.Tag(8, 0x90), "PN", "^^^^"),
+		txt(pt.Tag(8, 0x1030), "LO", "\\"),
+		txt(pt.Tag(8, 0x1050), "PN", "  "),
+		txt(pt.Tag(0x10, 0x10), "PN", "Doe^John^^^"),
+		txt(pt.Tag(0x10, 0x20), "LO", "\x00\x00"),
+		txt(pt.Tag(0x10, 0x1001), "PN", `==\=Yamada\^Bob^^Dr.\A^B\`),
+		txt(pt.Tag(0x20, 0x13), "IS", " "),
+		txt(pt.Tag(0x20, 0x4000), "LT", "    "),
+	}},
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
@@ -160,6 +173,15 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		// Data (PS3.6 "OB or OW") are OW; the sidecar said OB.
 		{"implicit VR pixel data is OW", "implicit-pixel-data", "7FE00010", `{"vr":"OW","BulkDataURI":"*"}`},
 		{"implicit VR overlay data is OW", "implicit-pixel-data", "60003000", `{"vr":"OW","InlineBinary":"AQACAA=="}`},
+		{"padding alone is no value (SH)", "empty-values", "00080050", `{"vr":"SH"}`},
+		{"padding alone is no value (PN)", "empty-values", "00081050", `{"vr":"PN"}`},
+		{"NULs alone are no value", "empty-values", "00100020", `{"vr":"LO"}`},
+		{"padding alone is no value (IS)", "empty-values", "00200013", `{"vr":"IS"}`},
+		{"padding alone is no value (LT)", "empty-values", "00204000", `{"vr":"LT"}`},
+		{"empty values of several are null", "empty-values", "00081030", `{"vr":"LO","Value":[null,null]}`},
+		{"a name of delimiters alone is no name", "empty-values", "00080090", `{"vr":"PN"}`},
+		{"trailing component delimiters are dropped", "empty-values", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Doe^John"}]}`},
+		{"names of several", "empty-values", "00101001", `{"vr":"PN","Value":[null,{"Ideographic":"Yamada"},{"Alphabetic":"^Bob^^Dr."},{"Alphabetic":"A^B"},null]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
