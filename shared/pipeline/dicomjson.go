@@ -104,6 +104,19 @@ func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
 	return out
 }
 
+// item is the decoder of a sequence item: the item's own Specific
+// Character Set applies to it and the items nested in it, the enclosing
+// data set's when it has none (PS3.5 7.5).
+func (d *decoder) item(it *dataSet) *decoder {
+	e := it.find(tagSpecificCharSet)
+	if e == nil {
+		return d
+	}
+	c := *d
+	c.cs = newCharset(string(e.Value))
+	return &c
+}
+
 func (d *decoder) attr(e *dataElement) jsonAttr {
 	a := jsonAttr{VR: e.VR}
 	if e.Bulk {
@@ -113,7 +126,7 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 	switch e.VR {
 	case "SQ":
 		for _, it := range e.Items {
-			a.Value = append(a.Value, d.toJSON(it))
+			a.Value = append(a.Value, d.item(it).toJSON(it))
 		}
 	case "PN":
 		vals := d.text(e)

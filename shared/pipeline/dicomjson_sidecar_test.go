@@ -60,6 +60,19 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(0x20, 0x13), "IS", " "),
 		txt(pt.Tag(0x20, 0x4000), "LT", "    "),
 	}},
+	// PS3.5 7.5: an item's own Specific Character Set applies to that
+	// item (and the items nested in it), the enclosing one elsewhere.
+	"item-charset": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 192"),
+		pt.Seq(pt.Tag(0x40, 0xA730), true,
+			[]pt.Elem{
+				txt(pt.Tag(8, 5), "CS", "ISO_IR 100"),
+				txt(pt.Tag(0x40, 0xA123), "PN", "Buc^J\xe9r\xf4me"),
+				pt.Seq(pt.Tag(0x40, 0xA730), false, []pt.Elem{txt(pt.Tag(0x40, 0xA160), "UT", "\xc4rger")}),
+			},
+			[]pt.Elem{txt(pt.Tag(0x40, 0xA123), "PN", "Wang^XiaoDong=王^小東")},
+		),
+	}},
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
@@ -182,6 +195,10 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"a name of delimiters alone is no name", "empty-values", "00080090", `{"vr":"PN"}`},
 		{"trailing component delimiters are dropped", "empty-values", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Doe^John"}]}`},
 		{"names of several", "empty-values", "00101001", `{"vr":"PN","Value":[null,{"Ideographic":"Yamada"},{"Alphabetic":"^Bob^^Dr."},{"Alphabetic":"A^B"},null]}`},
+		{"an item's own character set", "item-charset", "0040A730", `{"vr":"SQ","Value":[
+			{"00080005":{"vr":"CS","Value":["ISO_IR 100"]},"0040A123":{"vr":"PN","Value":[{"Alphabetic":"Buc^Jérôme"}]},
+			 "0040A730":{"vr":"SQ","Value":[{"0040A160":{"vr":"UT","Value":["Ärger"]}}]}},
+			{"0040A123":{"vr":"PN","Value":[{"Alphabetic":"Wang^XiaoDong","Ideographic":"王^小東"}]}}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
