@@ -31,3 +31,15 @@ func implicitVR(t uint32) VR {
 	v := info.VRs[0]
 	return VR{v[0], v[1]}
 }
+
+// SignedAlternative reports whether PS3.6 gives t the VR "US or SS": in
+// Implicit VR, where implicitVR says US, such a value is SS when Pixel
+// Representation (0028,0103) is 1 (PS3.5 A.1, PS3.3 C.7.6.3.1.1).
+func SignedAlternative(t uint32) bool {
+	g, e := uint16(t>>16), uint16(t)
+	if e == 0 || tag.IsPrivate(g) {
+		return false
+	}
+	info, err := tag.Find(tag.Tag{Group: g, Element: e})
+	return err == nil && len(info.VRs) == 2 && info.VRs[0] == "US" && info.VRs[1] == "SS"
+}

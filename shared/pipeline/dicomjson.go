@@ -7,6 +7,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 )
 
 // maxInlineBinary is the largest binary value put inline in the DICOM JSON
@@ -34,6 +36,9 @@ type decoder struct {
 	order   binary.ByteOrder
 	cs      *charset
 	bulkURI func(e *dataElement) string
+	// signed is set for an Implicit VR data set of signed pixels (Pixel
+	// Representation 1): its "US or SS" elements are SS.
+	signed  bool
 	badText map[uint32]bool // tags whose text did not fit the character set
 }
 
@@ -145,7 +150,10 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 			a.Value = append(a.Value, number(v, e.VR == "IS"))
 		}
 	case "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD":
-		a.Value = d.binaryNumbers(e)
+		if e.VR == "US" && d.signed && dataset.SignedAlternative(e.Tag) {
+			a.VR = "SS"
+		}
+		a.Value = d.binaryNumbers(e, a.VR)
 	case "AT":
 		for i := 0; i+4 <= len(e.Value); i += 4 {
 			a.Value = append(a.Value, tagKey(uint32(d.order.Uint16(e.Value[i:]))<<16|uint32(d.order.Uint16(e.Value[i+2:]))))
@@ -210,12 +218,13 @@ func number(v string, integer bool) any {
 	return v
 }
 
-func (d *decoder) binaryNumbers(e *dataElement) []any {
+// binaryNumbers are the values of e read as vr.
+func (d *decoder) binaryNumbers(e *dataElement, vr string) []any {
 	b := e.Value
 	var out []any
-	size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "UV": 8, "SV": 8, "FD": 8}[e.VR]
+	size := map[string]int{"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "UV": 8, "SV": 8, "FD": 8}[vr]
 	for i := 0; i+size <= len(b); i += size {
-		switch e.VR {
+		switch vr {
 		case "US":
 			out = append(out, d.order.Uint16(b[i:]))
 		case "SS":

@@ -73,6 +73,18 @@ var jsonFixtures = map[string]jsonFixture{
 			[]pt.Elem{txt(pt.Tag(0x40, 0xA123), "PN", "Wang^XiaoDong=王^小東")},
 		),
 	}},
+	// PS3.5 A.1 and PS3.6: in Implicit VR a "US or SS" element is SS when
+	// Pixel Representation (0028,0103) is 1 (signed pixels).
+	"implicit-signed": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Raw(pt.Tag(0x28, 0x106), "SS", []byte{0xFE, 0xFF}),
+		pt.Raw(pt.Tag(0x28, 0x107), "SS", []byte{0xFF, 0x7F}),
+		pt.Raw(pt.Tag(0x28, 0x1052), "DS", []byte("-1024 ")),
+	}},
+	"implicit-unsigned": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
+	}},
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
@@ -199,6 +211,10 @@ func TestDICOMJSONSidecar(t *testing.T) {
 			{"00080005":{"vr":"CS","Value":["ISO_IR 100"]},"0040A123":{"vr":"PN","Value":[{"Alphabetic":"Buc^Jérôme"}]},
 			 "0040A730":{"vr":"SQ","Value":[{"0040A160":{"vr":"UT","Value":["Ärger"]}}]}},
 			{"0040A123":{"vr":"PN","Value":[{"Alphabetic":"Wang^XiaoDong","Ideographic":"王^小東"}]}}]}`},
+		{"implicit VR signed pixels: smallest value is SS", "implicit-signed", "00280106", `{"vr":"SS","Value":[-2]}`},
+		{"implicit VR signed pixels: largest value is SS", "implicit-signed", "00280107", `{"vr":"SS","Value":[32767]}`},
+		{"implicit VR signed pixels: Pixel Representation stays US", "implicit-signed", "00280103", `{"vr":"US","Value":[1]}`},
+		{"implicit VR unsigned pixels: smallest value is US", "implicit-unsigned", "00280106", `{"vr":"US","Value":[65534]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

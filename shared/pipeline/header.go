@@ -104,6 +104,7 @@ var (
 	tagRows                     = tagOf(0x0028, 0x0010)
 	tagColumns                  = tagOf(0x0028, 0x0011)
 	tagBitsAllocated            = tagOf(0x0028, 0x0100)
+	tagPixelRepr                = tagOf(0x0028, 0x0103)
 	tagFloatPixelData    uint32 = dataset.TagFloatPixelData
 	tagDoublePixelData   uint32 = dataset.TagDoublePixelData
 )

@@ -156,6 +156,9 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	}
 	cs := newCharset(csRaw)
 	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI}
+	if pr := h.Data.find(tagPixelRepr); h.Implicit && pr != nil && len(pr.Value) == 2 {
+		in.dec.signed = order.Uint16(pr.Value) == 1
+	}
 	d := in.dec
 
 	if h.Unordered {
