@@ -213,9 +213,50 @@ func number(v string, integer bool) any {
 			return n
 		}
 	} else if f, err := strconv.ParseFloat(v, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+		if jsonNumber(v) {
+			// As written: a float64 may not hold its 16 digits.
+			return json.Number(v)
+		}
 		return json.Number(strconv.FormatFloat(f, 'g', -1, 64))
 	}
 	return v
+}
+
+// jsonNumber reports whether v is a number as JSON writes one (RFC 8259
+// section 6): -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?. A DS may be
+// written otherwise ("+1.5", ".5", "1.", "007").
+func jsonNumber(v string) bool {
+	i := 0
+	digits := func() int {
+		n := 0
+		for i < len(v) && v[i] >= '0' && v[i] <= '9' {
+			i, n = i+1, n+1
+		}
+		return n
+	}
+	if i < len(v) && v[i] == '-' {
+		i++
+	}
+	start := i
+	if n := digits(); n == 0 || (n > 1 && v[start] == '0') {
+		return false
+	}
+	if i < len(v) && v[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(v) && (v[i] == 'e' || v[i] == 'E') {
+		i++
+		if i < len(v) && (v[i] == '+' || v[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(v)
 }
 
 // binaryNumbers are the values of e read as vr.

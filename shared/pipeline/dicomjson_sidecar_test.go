@@ -85,6 +85,13 @@ var jsonFixtures = map[string]jsonFixture{
 		pt.U16(pt.Tag(0x28, 0x103), 0),
 		pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
 	}},
+	// PS3.18 F.2.3: a DS is a JSON number, which must not lose the
+	// value's precision (a float64 holds 15 to 17 significant digits; a DS
+	// has up to 16).
+	"decimal-strings": {extra: []pt.Elem{
+		txt(pt.Tag(0x20, 0x13), "IS", "-0012"),
+		txt(pt.Tag(0x20, 0x32), "DS", `9007199254740993\.5\+1.5\1.\-0\1E5\ 2.50 `),
+	}},
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
@@ -215,6 +222,8 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR signed pixels: largest value is SS", "implicit-signed", "00280107", `{"vr":"SS","Value":[32767]}`},
 		{"implicit VR signed pixels: Pixel Representation stays US", "implicit-signed", "00280103", `{"vr":"US","Value":[1]}`},
 		{"implicit VR unsigned pixels: smallest value is US", "implicit-unsigned", "00280106", `{"vr":"US","Value":[65534]}`},
+		{"a DS keeps its digits", "decimal-strings", "00200032", `{"vr":"DS","Value":[9007199254740993,0.5,1.5,1,-0,1E5,2.50]}`},
+		{"an IS is a number", "decimal-strings", "00200013", `{"vr":"IS","Value":[-12]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
