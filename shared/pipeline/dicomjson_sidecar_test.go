@@ -92,6 +92,51 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(0x20, 0x13), "IS", "-0012"),
 		txt(pt.Tag(0x20, 0x32), "DS", `9007199254740993\.5\+1.5\1.\-0\1E5\ 2.50 `),
 	}},
+	// PS3.5 Annexes H, I, J and K, decoded to UTF-8; 0x5C separates the
+	// values of SH, LO, PN and UC, but not where it is the second byte of
+	// a two-byte character (PS3.18 F.2.4).
+	"charset-japanese-ir87": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 87`),
+		txt(pt.Tag(8, 0x1030), "LO", "\x1b$B%3%s%T%e!<%?\x1b(B\\\x1b$B6\\\x1b(B"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B"),
+	}},
+	"charset-japanese-ir13": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `ISO 2022 IR 13\ISO 2022 IR 87`),
+		txt(pt.Tag(0x10, 0x10), "PN", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J"),
+	}},
+	"charset-korean": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 149`),
+		txt(pt.Tag(8, 0x1030), "LO", "\x1b$)C\xc8\xab\\\x1b$)C\xb1\xe6\xb5\xbf"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf"),
+	}},
+	"charset-gb18030": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "GB18030"),
+		txt(pt.Tag(8, 0x1030), "LO", "\xb0\x5c\\x"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab="),
+	}},
+	"charset-gb2312": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 58`),
+		txt(pt.Tag(0x10, 0x10), "PN", "Zhang^XiaoDong=\x1b$)A\xd5\xc5^\x1b$)A\xd0\xa1\xb6\xab="),
+	}},
+	"charset-latin1": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 100"),
+		txt(pt.Tag(8, 0x1030), "LO", "\xc4rger\\\xdcbel"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Buc^J\xe9r\xf4me"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "  leading spaces kept, trailing dropped   "),
+	}},
+	"charset-greek": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 126"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\xc4\xe9\xef\xed\xf5\xf3\xe9\xef\xf2"),
+	}},
+	"charset-cyrillic": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 144"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\xbb\xee\xdace\xdc\xd1\xe3\xe0\xd3"),
+	}},
+	"charset-utf8": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 192"),
+		txt(pt.Tag(8, 0x1030), "LO", "Ünïcödé\\二"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Wang^XiaoDong=王^小東="),
+	}},
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
@@ -224,6 +269,23 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR unsigned pixels: smallest value is US", "implicit-unsigned", "00280106", `{"vr":"US","Value":[65534]}`},
 		{"a DS keeps its digits", "decimal-strings", "00200032", `{"vr":"DS","Value":[9007199254740993,0.5,1.5,1,-0,1E5,2.50]}`},
 		{"an IS is a number", "decimal-strings", "00200013", `{"vr":"IS","Value":[-12]}`},
+		{"H.3.1 Japanese", "charset-japanese-ir87", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
+		{"0x5C in a JIS X 0208 character", "charset-japanese-ir87", "00081030", `{"vr":"LO","Value":["コンピュータ","芹"]}`},
+		{"H.3.2 Japanese with katakana", "charset-japanese-ir13", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
+		{"I.2 Korean", "charset-korean", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Hong^Gildong","Ideographic":"洪^吉洞","Phonetic":"홍^길동"}]}`},
+		{"Korean values", "charset-korean", "00081030", `{"vr":"LO","Value":["홍","길동"]}`},
+		{"empty first value of Specific Character Set", "charset-korean", "00080005", `{"vr":"CS","Value":[null,"ISO 2022 IR 149"]}`},
+		{"J.1 GB18030", "charset-gb18030", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Wang^XiaoDong","Ideographic":"王^小东"}]}`},
+		{"0x5C as a GB18030 trail byte", "charset-gb18030", "00081030", `{"vr":"LO","Value":["癨","x"]}`},
+		{"J.3 GB2312", "charset-gb2312", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Zhang^XiaoDong","Ideographic":"张^小东"}]}`},
+		{"Latin-1", "charset-latin1", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Buc^Jérôme"}]}`},
+		{"Latin-1 values", "charset-latin1", "00081030", `{"vr":"LO","Value":["Ärger","Übel"]}`},
+		{"LT keeps leading spaces", "charset-latin1", "00104000", `{"vr":"LT","Value":["  leading spaces kept, trailing dropped"]}`},
+		{"Specific Character Set as sent", "charset-latin1", "00080005", `{"vr":"CS","Value":["ISO_IR 100"]}`},
+		{"Greek", "charset-greek", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Διονυσιος"}]}`},
+		{"Cyrillic", "charset-cyrillic", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Люкceмбург"}]}`},
+		{"UTF-8", "charset-utf8", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Wang^XiaoDong","Ideographic":"王^小東"}]}`},
+		{"UTF-8 values", "charset-utf8", "00081030", `{"vr":"LO","Value":["Ünïcödé","二"]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
