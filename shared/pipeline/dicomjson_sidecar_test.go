@@ -201,6 +201,17 @@ func sidecarOf(t *testing.T, data []byte) map[string]json.RawMessage {
 	if !res.Valid {
 		t.Fatalf("not valid: %+v", res.Findings)
 	}
+	var dj map[string]json.RawMessage
+	if err := json.Unmarshal(sidecarBody(t, f, k), &dj); err != nil {
+		t.Fatalf("sidecar is not JSON: %v", err)
+	}
+	return dj
+}
+
+// sidecarBody is the DICOM JSON document the pipeline wrote for the object
+// at key k.
+func sidecarBody(t *testing.T, f *pt.Fakes, k string) []byte {
+	t.Helper()
 	info, err := f.Objects.Head(context.Background(), k)
 	if err != nil {
 		t.Fatal(err)
@@ -210,11 +221,7 @@ func sidecarOf(t *testing.T, data []byte) map[string]json.RawMessage {
 	if !ok {
 		t.Fatal("no DICOM JSON sidecar")
 	}
-	var dj map[string]json.RawMessage
-	if err := json.Unmarshal(body, &dj); err != nil {
-		t.Fatalf("sidecar is not JSON: %v", err)
-	}
-	return dj
+	return body
 }
 
 // jsonEqual reports whether two DICOM JSON attributes hold the same

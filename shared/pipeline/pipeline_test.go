@@ -447,15 +447,7 @@ func TestTagOrder(t *testing.T) {
 			if res.Outcome != pipeline.InstanceNew {
 				t.Errorf("outcome %v", res.Outcome)
 			}
-			info, err := f.Objects.Head(context.Background(), k)
-			if err != nil {
-				t.Fatal(err)
-			}
-			jsonKey, _ := pipeline.MetadataKeys(info)
-			body, _, ok := f.Objects.Get(jsonKey)
-			if !ok {
-				t.Fatal("no DICOM JSON sidecar")
-			}
+			body := sidecarBody(t, f, k)
 			var dj map[string]struct{ Value []json.RawMessage }
 			if err := json.Unmarshal(body, &dj); err != nil {
 				t.Fatal(err)
