@@ -137,22 +137,28 @@ type associationPage struct {
 	Next        string                 `json:"next,omitempty"`
 }
 
+// association reads the association r names and a page of its records.
+// A parameter the request got wrong (limit, a cursor the store refuses:
+// requestFault) is returned with the association, records none, for its
+// page to say it as every page does (userError); any other error alone.
 func (s *Server) association(r *http.Request) (associationPage, error) {
 	id := r.PathValue("id")
 	p := newParams(r.URL.Query())
 	cursor, limit := p.raw("cursor"), p.limit()
-	if err := p.err(); err != nil {
-		return associationPage{}, err
-	}
 	a, err := s.Associations.Association(r.Context(), id)
 	if err != nil {
 		return associationPage{}, err
 	}
+	page := associationPage{Association: a, Records: []pipeline.AuditRecord{}}
+	if err := p.err(); err != nil {
+		return page, err
+	}
 	recs, err := s.Associations.AssociationRecords(r.Context(), id, cursor, limit)
 	if err != nil {
-		return associationPage{}, err
+		return page, err
 	}
-	return associationPage{Association: a, Records: recs.Records, Next: recs.Next}, nil
+	page.Records, page.Next = recs.Records, recs.Next
+	return page, nil
 }
 
 func (s *Server) apiAssociation(w http.ResponseWriter, r *http.Request) {
@@ -166,11 +172,10 @@ func (s *Server) apiAssociation(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) pageAssociation(w http.ResponseWriter, r *http.Request) {
 	p, err := s.association(r)
-	if err != nil {
-		s.fail(w, r, err)
+	v := view{Title: "Association " + p.Association.ID, Nav: "audit", Data: p}
+	if !s.userError(w, r, err, &v) {
 		return
 	}
-	v := view{Title: "Association " + p.Association.ID, Nav: "audit", Data: p}
 	if p.Next != "" {
 		v.Next = nextURL(r, "/audit/associations/"+url.PathEscape(p.Association.ID), p.Next)
 	}

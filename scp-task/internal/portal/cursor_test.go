@@ -175,3 +175,47 @@ func TestCursorsAreSealedToTheirQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestBadCursorInItsFormat: a cursor the store refuses is answered in the
+// format of what was asked, by every page and API alike: a page is the
+// page (HTML, 400) saying which parameter to mend, an API a JSON error
+// naming it. The single association's page answered a plain-text 400,
+// which a browser shows as a bare line without the portal around it.
+func TestBadCursorInItsFormat(t *testing.T) {
+	srv, db := newTestServer(t)
+	seedPages(t, db)
+	for _, tt := range []struct{ path, param string }{
+		{"/", "cursor"},
+		{"/audit", "cursor"},
+		{"/audit/records", "cursor"},
+		{"/audit/associations/assoc-1", "cursor"},
+		{"/quarantine", "cursor"},
+		{"/commitments", "cursor"},
+		{"/events", "before"},
+		{"/api/studies", "cursor"},
+		{"/api/audit", "cursor"},
+		{"/api/audit/associations", "cursor"},
+		{"/api/audit/associations/assoc-1", "cursor"},
+		{"/api/quarantine", "cursor"},
+		{"/api/commitments", "cursor"},
+		{"/api/events", "before"},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			code, h, body := get(t, srv.URL+tt.path+"?"+tt.param+"=junk", "")
+			want := cursorFault(tt.param)
+			if code != 400 {
+				t.Errorf("%d %.300s; want 400", code, body)
+			}
+			if strings.HasPrefix(tt.path, "/api/") {
+				var e struct{ Error string }
+				if ct := h.Get("Content-Type"); ct != "application/json" || json.Unmarshal([]byte(body), &e) != nil || e.Error != want {
+					t.Errorf("%s %.300s; want a JSON error %q", ct, body, want)
+				}
+				return
+			}
+			if ct := h.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") || !strings.Contains(body, `<p class="error">`+want+"</p>") || !strings.Contains(body, "</html>") {
+				t.Errorf("%s %.500s; want the page saying %q", ct, body, want)
+			}
+		})
+	}
+}
