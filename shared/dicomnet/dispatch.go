@@ -216,6 +216,9 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			herr = errors.New("dicomnet: handler returned success without reading the whole data set")
 		}
 	}
+	// Refused before any handler (herr nil): a *refusedError, which a cut short's error names after the reader's
+	// (brokenOff), as an N-ACTION's, so that the audit record says both.
+	why := refusal(st, herr)
 	if herr == nil && st.IsFailure() {
 		// Refused before any handler: the status says why, for the log
 		// line and the audit record's reason (they said nothing of it).
@@ -223,9 +226,10 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 	}
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
-			a.log.Info("dicomnet: C-STORE incomplete", "message_id", cmd.MessageID, "err", err, "bytes", ds.n)
+			cut := brokenOff(err, why)
+			a.log.Info("dicomnet: C-STORE incomplete", "message_id", cmd.MessageID, "err", cut, "bytes", ds.n)
 			a.srv.observe(Event{Type: EventStoreFailed, Association: &a.info, SOPClassUID: req.AffectedSOPClassUID,
-				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: brokenOff(err, herr)})
+				SOPInstanceUID: req.AffectedSOPInstanceUID, Bytes: ds.n, Duration: time.Since(start), Err: cut})
 			return ds.end
 		}
 	}

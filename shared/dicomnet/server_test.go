@@ -21,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -1305,4 +1306,98 @@ func TestOutsideAbortAtResponseIsOurs(t *testing.T) {
 		t.Errorf("abort event local=%v source=%d err=%v, want our abort for the server's shutdown", ev.AbortLocal, ev.AbortSource, ev.Err)
 	}
 	waitActive(t, srv.Server, 0)
+}
+
+// carriesRefusal checks the error of ev, the event of a request (C-STORE, N-ACTION) the association's end cut
+// short: the refusal decided before its data set broke off (refused, 0 for none: the handler read it) is carried,
+// and its message says it, status and comment, after the reader's (the audit record's reason is the message): the
+// request was malformed as well as cut short.
+func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16) {
+	t.Helper()
+	var refusal dimse.Status
+	switch found := errors.As(ev.Err, &refusal); {
+	case refused == 0 && found:
+		t.Errorf("%v: a request the handler read carries refusal %+v", ev.Type, refusal)
+	case refused == 0:
+	case !found || refusal.Code != refused || refusal.Comment == "":
+		t.Errorf("%v: error %v carries refusal %+v (found %v), want status %04X with its comment", ev.Type, ev.Err, refusal, found, refused)
+	case !strings.HasPrefix(ev.Err.Error(), "dicomnet: ") || !strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) ||
+		!strings.HasSuffix(ev.Err.Error(), fmt.Sprintf("; refused before the association ended, status %04X: %s", refused, refusal.Comment)):
+		t.Errorf("%v: error %q says neither the reader's error nor, after it, the refusal's status %04X and comment %q", ev.Type, ev.Err, refused, refusal.Comment)
+	}
+}
+
+// TestCStoreRefusedThenCutShort: a C-STORE refused before any handler ran (its command wrong) whose data set the
+// association's end then broke off, the refusal decided and never sent, is observed answered nothing (Status 0:
+// cut short), and its error carries the refusal beside the reader's, as an N-ACTION's does (TestNActionCutShort):
+// its audit record said only the reader's error, the refusal lost. One the handler read carries none, and a
+// refusal answered says what it said before (the status's error: its audit reason unchanged).
+func TestCStoreRefusedThenCutShort(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		ctx     byte
+		rq      *dimse.Command
+		refused uint16
+	}{
+		{"read by the handler", 3, storeRQ(1), 0},
+		{"class differs from context", 3, storeRQOf(dicomuid.MRImageStorage, "1.2.3.4"), dimse.StatusSOPClassNotSupported},
+		{"on the Verification context", 1, storeRQOf(dicomuid.Verification, "1.2.3.4"), dimse.StatusSOPClassNotSupported},
+		{"no class", 3, storeRQOf("", "1.2.3.4"), dimse.StatusCannotUnderstand},
+		{"invalid instance UID", 3, storeRQOf(dicomuid.CTImageStorage, "../../etc/passwd"), dimse.StatusCannotUnderstand},
+	} {
+		for _, brk := range []struct {
+			name   string
+			break_ func(p *dicomnettest.Parrot)
+		}{
+			{"peer A-ABORT", func(p *dicomnettest.Parrot) { p.SendPDU(&pdu.Abort{Source: 0}) }},
+			{"TCP close", func(p *dicomnettest.Parrot) { p.Conn.Close() }},
+			{"answered", nil},
+		} {
+			t.Run(tt.name+", "+brk.name, func(t *testing.T) {
+				if brk.break_ == nil && tt.refused == 0 {
+					t.Skip("stored: no refusal")
+				}
+				ch := make(chan result, 1)
+				rec := newRecorder()
+				p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec})
+				p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+				p.SendPDVs(dicomnettest.CommandPDV(tt.ctx, tt.rq), dicomnettest.PDV(tt.ctx, 0, pattern(100)))
+				if brk.break_ == nil {
+					p.SendPDVs(dicomnettest.PDV(tt.ctx, pdu.ControlLast, pattern(100)))
+					if rsp := p.ExpectCommand(); rsp.Status != tt.refused {
+						t.Fatalf("status %04X, want %04X", rsp.Status, tt.refused)
+					}
+					ev := rec.waitFor(t, dicomnet.EventStoreFailed)
+					if want := (dimse.Status{Code: tt.refused, Comment: commentOf(t, ev.Err)}); ev.Status != tt.refused || ev.Err == nil || ev.Err.Error() != want.Error() {
+						t.Errorf("answered refusal: status %04X, error %v; want %04X, %q", ev.Status, ev.Err, tt.refused, want.Error())
+					}
+					return
+				}
+				brk.break_(p)
+				if tt.refused == 0 {
+					if r := <-ch; !errors.Is(r.err, dicomnet.ErrIncomplete) {
+						t.Errorf("handler read error %v, want ErrIncomplete", r.err)
+					}
+				}
+				ev := rec.waitFor(t, dicomnet.EventStoreFailed)
+				if ev.Status != 0 || !errors.Is(ev.Err, dicomnet.ErrIncomplete) || errors.Is(ev.Err, dicomnet.ErrNotSent) ||
+					ev.SOPInstanceUID != tt.rq.AffectedSOPInstanceUID || ev.Bytes != 100 {
+					t.Errorf("EventStoreFailed status %04X, error %v, instance %q, %d bytes; want no status, ErrIncomplete, %q, 100",
+						ev.Status, ev.Err, ev.SOPInstanceUID, ev.Bytes, tt.rq.AffectedSOPInstanceUID)
+				}
+				carriesRefusal(t, ev, tt.refused)
+				rec.waitFor(t, dicomnet.EventAborted)
+			})
+		}
+	}
+}
+
+// commentOf is the comment of the status err is.
+func commentOf(t *testing.T, err error) string {
+	t.Helper()
+	var st dimse.Status
+	if !errors.As(err, &st) {
+		t.Fatalf("error %v is no status", err)
+	}
+	return st.Comment
 }

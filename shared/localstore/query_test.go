@@ -636,6 +636,16 @@ func TestStudyRejects(t *testing.T) {
 			AssociationID: id, CallingAE: "PACS", Seq: 2, Status: "A700", NotSent: true, Reason: "dicomnet: association ended while sending",
 			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
 	}
+	// Refused before its handler ran (0122: its class not its context's),
+	// then cut short: answered nothing, but refused, so a reject, not a
+	// C-STORE cut short. (The SCP never read its header, so its record
+	// names no study; one that did would be listed so.)
+	refusedCut := func(id, study, sop string) pipeline.AuditRecord {
+		return pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
+			AssociationID: id, CallingAE: "PACS", Seq: 2, Reason: "dicomnet: data set incomplete: dicomnet: connection closed: EOF" +
+				pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context",
+			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
+	}
 	noReason := func(id, study, sop string) pipeline.AuditRecord {
 		r := failed(id, study, sop)
 		r.Reason = ""
@@ -680,6 +690,7 @@ func TestStudyRejects(t *testing.T) {
 		// pipeline.AuditRecord.CutShort reads it (the SQL read NULL, and
 		// counted it neither refused nor cut short).
 		{"2.14", []pipeline.AuditRecord{noReason("as14", "2.14", "2.14.1.9")}, StatusHasRejects, 1, nil},
+		{"2.15", []pipeline.AuditRecord{refusedCut("as15", "2.15", "2.15.1.9")}, StatusHasRejects, 1, nil},
 	}
 	// cutShorts are the C-STOREs of a study cut short and not stored since.
 	cutShorts := map[string]int{"2.10": 1, "2.11": 1}

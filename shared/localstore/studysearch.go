@@ -27,14 +27,20 @@ var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 // answered, nothing refused), by the rule of pipeline.AuditRecord.CutShort:
 // its notAnswered, or, in records written before that was recorded, a
 // reason beginning with one of pipeline.CutShortReasons (a record with
-// no reason is refused, as CutShort reads it: COALESCE, not NULL).
+// no reason is refused, as CutShort reads it: COALESCE, not NULL), and a
+// reason that names no refusal decided before the end
+// (pipeline.RefusedBeforeEnd: refused, not merely cut short).
 var cutShortSQL = func() string {
-	reason := []string{`json_extract(a.record, '$.notAnswered') IS 1`}
+	const reason = `COALESCE(json_extract(a.record, '$.reason'), '')`
+	said := []string{`json_extract(a.record, '$.notAnswered') IS 1`}
 	for _, p := range pipeline.CutShortReasons {
-		reason = append(reason, fmt.Sprintf(`substr(COALESCE(json_extract(a.record, '$.reason'), ''), 1, %d) = '%s'`, len(p), strings.ReplaceAll(p, "'", "''")))
+		said = append(said, fmt.Sprintf(`substr(%s, 1, %d) = %s`, reason, len(p), sqlText(p)))
 	}
-	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(reason, " OR ") + `))`
+	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(said, " OR ") + `) AND instr(` + reason + `, ` + sqlText(pipeline.RefusedBeforeEnd) + `) = 0)`
 }()
+
+// sqlText is s as an SQL string literal.
+func sqlText(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // rejectOutcomesSQL: audit record a is a reject of its study: an
 // instance quarantined by validation (pipeline.OutcomeRejected) or a

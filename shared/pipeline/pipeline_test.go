@@ -1252,6 +1252,14 @@ func TestCutShort(t *testing.T) {
 		{"refused, not sent", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, ResponseNotSent: true,
 			Reason: "C-STORE status A700 decided, not sent (the association ended before the response was written): x"}, false},
 		{"another outcome", pipeline.AuditRecord{Outcome: associationaudit.EventAborted, Reason: "C-STORE status 0000: x", NotAnswered: true}, false},
+		// Refused before its handler ran (its command wrong), then cut short: answered nothing, but refused, not
+		// merely cut short (nothing of it would have been stored had its data set come whole).
+		{"refused, then cut short", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed, NotAnswered: true,
+			Reason: "C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: EOF" +
+				"; refused before the association ended, status 0122: SOP class differs from the presentation context"}, false},
+		{"refused, then cut short, read from its reason", pipeline.AuditRecord{Outcome: associationaudit.EventStoreFailed,
+			Reason: "C-STORE not answered (the association ended before its data set did): dicomnet: data set incomplete: EOF" +
+				"; refused before the association ended, status C000: missing Affected SOP Class UID"}, false},
 	} {
 		if got := tt.rec.CutShort(); got != tt.want {
 			t.Errorf("%s: CutShort() = %v, want %v", tt.name, got, tt.want)
