@@ -640,13 +640,56 @@ func (p *Pipeline) instanceRecords(ctx context.Context, q AuditQuery) iter.Seq2[
 	}
 }
 
+// attempt is what an instance's audit record says of one transfer of it that stored nothing, for the judge
+// (judgeTable): refused by the SCP, or cut short by the association's end.
+type attempt int
+
+const (
+	// attemptNone: no such transfer in the instance's records (never sent, or only stored: the index says
+	// those).
+	attemptNone attempt = iota
+	// attemptRefused: a C-STORE the SCP refused: a failure status answered, decided and not sent, or decided
+	// before the association's end cut it short (RefusedBeforeEnd): store-failed, not AuditRecord.CutShort.
+	attemptRefused
+	// attemptCutShort: a C-STORE the association's end cut short (AuditRecord.CutShort): nothing stored,
+	// nothing refused, the sender answered nothing.
+	attemptCutShort
+)
+
+// attemptOf is the transfer r records, attemptNone for a record of no transfer that stored nothing.
+func attemptOf(r AuditRecord) attempt {
+	switch {
+	case r.Outcome != associationaudit.EventStoreFailed:
+		return attemptNone
+	case r.CutShort():
+		return attemptCutShort
+	}
+	return attemptRefused
+}
+
+// judgeTable is the Failure Reason of an instance that is not committed once the wait is over, neither in the
+// index nor quarantined (judge decides those first: a stored instance is committed whatever its history, a
+// quarantined one fails 0110 as held), by the newest transfer of it that stored nothing (attemptOf), its
+// history before that deciding nothing. A PACS administrator reads 0110 (PS3.3 C.14.1.1's "general failure in
+// processing") as ours to look into, and 0112 ("not available") as the instance to send again (PS3.4 J.3.3.1.3:
+// re-send the failed instances, then request commitment again):
+//
+//   - refused: we failed it, 0110, also when an older transfer was only cut short;
+//   - cut short: the network or the sender broke the transfer off and nothing of it is held, as of an instance
+//     never sent, 0112, also when an older transfer was refused (that refusal is not why it is missing now: a
+//     resend after it was cut short, and another resend is what it takes);
+//   - none: never sent, 0112.
+var judgeTable = map[attempt]uint16{
+	attemptNone:     commitment.ReasonNoSuchObjectInstance,
+	attemptRefused:  commitment.ReasonProcessingFailure,
+	attemptCutShort: commitment.ReasonNoSuchObjectInstance,
+}
+
 // judge decides one instance. Committed: indexed under the SOP Instance UID with the requested SOP class and
-// its object in the store (or, where the site counts them, quarantined with its object in the store). Failed
-// for good: a class we do not store (0122), held under another class (0119), indexed but its object gone, or
-// quarantined (0110). Otherwise undecided until the wait is over: then 0110 if its C-STORE was refused (the
-// SCP failed it: PS3.3 C.14.1.1's "general failure in processing"), else 0112, "not available": never sent, or
-// sent only by C-STOREs the association's end cut short (AuditRecord.CutShort: nothing stored, nothing
-// refused, the sender answered nothing), which the SCP no more holds than an instance never sent.
+// its object in the store (or, where the site counts them, quarantined with its object in the store), whatever
+// its records say besides. Failed for good: a class we do not store (0122), held under another class (0119),
+// indexed but its object gone, or quarantined (0110). Otherwise undecided until the wait is over: then as
+// judgeTable has it, by the newest transfer of it that stored nothing.
 func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref commitment.Ref, final bool) (refVerdict, error) {
 	if !dicomuid.IsStorageSOPClass(ref.SOPClassUID) {
 		return refVerdict{reason: commitment.ReasonSOPClassNotSupported}, nil
@@ -674,15 +717,16 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 	if len(recs) > 0 {
 		return v, nil
 	}
-	refused := false
-	// The instance's records, newest first: the newest quarantine decides;
-	// past the records instanceRecords reads, the newest records read decide.
+	newest := attemptNone
+	// The instance's records, newest first: the newest quarantine decides,
+	// whatever transfers that stored nothing came after it (the quarantined
+	// copy is what is held); else the newest such transfer (judgeTable). Past
+	// the records instanceRecords reads, the newest records read decide.
 	for r, err := range p.instanceRecords(ctx, AuditQuery{SOPInstanceUID: ref.SOPInstanceUID}) {
 		if err != nil {
 			return refVerdict{}, fmt.Errorf("pipeline: commitment: audit of instance: %w", err)
 		}
-		switch r.Outcome {
-		case OutcomeRejected:
+		if r.Outcome == OutcomeRejected {
 			v.study = r.StudyInstanceUID
 			if r.SOPClassUID != "" && r.SOPClassUID != ref.SOPClassUID {
 				return refVerdict{reason: commitment.ReasonClassInstanceConflict, study: v.study}, nil
@@ -697,17 +741,13 @@ func (p *Pipeline) judge(ctx context.Context, tx CommitmentTransaction, ref comm
 				}
 			}
 			return refVerdict{reason: commitment.ReasonProcessingFailure, study: v.study}, nil
-		case associationaudit.EventStoreFailed:
-			refused = refused || !r.CutShort()
+		}
+		if newest == attemptNone {
+			newest = attemptOf(r)
 		}
 	}
-	switch {
-	case !final:
-		return v, nil
-	case refused:
-		v.reason = commitment.ReasonProcessingFailure
-	default:
-		v.reason = commitment.ReasonNoSuchObjectInstance
+	if final {
+		v.reason = judgeTable[newest]
 	}
 	return v, nil
 }

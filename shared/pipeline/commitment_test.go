@@ -358,12 +358,16 @@ func TestCommitmentQuarantinedSiteOption(t *testing.T) {
 	}
 }
 
-// TestCommitmentRefusedCStore: an instance whose C-STORE the SCP refused is waited for (the sender may send
-// it again), then fails with 0110, not 0112. One whose C-STOREs the association's end only cut short (nothing
-// stored, nothing refused, the sender answered nothing) is not available, as one never sent: 0112 (it failed
-// 0110, a processing failure of ours, which sent a PACS administrator looking at the SCP for a transfer the
-// network or the sender broke off); a refusal among its records still fails it 0110.
-func TestCommitmentRefusedCStore(t *testing.T) {
+// TestCommitmentHistories: the judge's table (judgeTable) over an instance's histories, each step a transfer
+// of it in turn. A stored instance is committed at once, whatever came before or after it (a refused resend of
+// what is held is no failure of what is held). One not stored is waited for (the sender may send it again), then
+// decided by its newest transfer: refused by the SCP, 0110, a processing failure of ours; cut short by the
+// association's end (nothing stored, nothing refused, the sender answered nothing), 0112, not available, as one
+// never sent, whatever an older transfer was: a refusal behind a cut short failed it 0110, which sent a PACS
+// administrator looking at the SCP for a transfer the network or the sender broke off, when a resend is what it
+// takes. A C-STORE refused before its handler ran, then cut short, was refused: 0110. A quarantined copy held
+// decides, whatever stored nothing after it.
+func TestCommitmentHistories(t *testing.T) {
 	const cut = "dicomnet: data set incomplete: dicomnet: connection closed: EOF"
 	scp := func(status, reason string) pipeline.AuditRecord {
 		return pipeline.AssociationAuditRecord(associationaudit.Record{Event: associationaudit.EventStoreFailed, Status: status, Reason: reason,
@@ -371,37 +375,91 @@ func TestCommitmentRefusedCStore(t *testing.T) {
 	}
 	legacy := scp("", cut)
 	legacy.NotAnswered, legacy.Reason = false, "C-STORE status 0000: "+cut // as records before notAnswered said it
+	notSent := scp("C000", "store down")
+	notSent.ResponseNotSent = true
+	steps := map[string]pipeline.AuditRecord{
+		"refused":              scp("A700", "out of resources"),
+		"refused, no status":   {Outcome: "store-failed", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1},
+		"refused, not sent":    notSent,
+		"cut short":            scp("", cut),
+		"cut short, legacy":    legacy,
+		"refused, cut short":   scp("", cut+pipeline.RefusedBeforeEnd+"0122: SOP class differs from the presentation context"),
+		"stored":               {}, // the SCP stored it: the pipeline processes it
+		"quarantined":          {}, // validation quarantines it
+		"accepted, not a step": {Outcome: "association-accepted", SOPInstanceUID: sop1},
+	}
+	const committed = 0
 	tests := []struct {
-		name string
-		recs []pipeline.AuditRecord
-		want uint16
+		history []string // oldest first
+		want    uint16   // committed, or the Failure Reason
 	}{
-		{"refused", []pipeline.AuditRecord{{Outcome: "store-failed", SOPClassUID: pt.CTStorage, SOPInstanceUID: sop1}}, commitment.ReasonProcessingFailure},
-		{"refused A700", []pipeline.AuditRecord{scp("A700", "out of resources")}, commitment.ReasonProcessingFailure},
-		{"refused, not sent", []pipeline.AuditRecord{func() pipeline.AuditRecord {
-			r := scp("C000", "store down")
-			r.ResponseNotSent = true
-			return r
-		}()}, commitment.ReasonProcessingFailure},
-		{"cut short", []pipeline.AuditRecord{scp("", cut)}, commitment.ReasonNoSuchObjectInstance},
-		{"cut short, an older record", []pipeline.AuditRecord{legacy}, commitment.ReasonNoSuchObjectInstance},
-		{"cut short twice", []pipeline.AuditRecord{scp("", cut), scp("", cut)}, commitment.ReasonNoSuchObjectInstance},
-		{"refused, then cut short", []pipeline.AuditRecord{scp("A700", "out of resources"), scp("", cut)}, commitment.ReasonProcessingFailure},
-		{"cut short, then refused", []pipeline.AuditRecord{scp("", cut), scp("A700", "out of resources")}, commitment.ReasonProcessingFailure},
+		{nil, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"refused"}, commitment.ReasonProcessingFailure},
+		{[]string{"refused, no status"}, commitment.ReasonProcessingFailure},
+		{[]string{"refused, not sent"}, commitment.ReasonProcessingFailure},
+		{[]string{"cut short"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"cut short, legacy"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"cut short", "cut short"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"refused, cut short"}, commitment.ReasonProcessingFailure},
+		{[]string{"stored"}, committed},
+		{[]string{"refused", "stored"}, committed},
+		{[]string{"cut short", "stored"}, committed},
+		{[]string{"stored", "refused"}, committed},
+		{[]string{"stored", "cut short"}, committed},
+		{[]string{"quarantined", "stored"}, committed},
+		{[]string{"refused", "cut short"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"refused, not sent", "cut short, legacy"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"refused, cut short", "cut short"}, commitment.ReasonNoSuchObjectInstance},
+		{[]string{"cut short", "refused"}, commitment.ReasonProcessingFailure},
+		{[]string{"cut short", "refused, cut short"}, commitment.ReasonProcessingFailure},
+		{[]string{"refused", "cut short", "refused"}, commitment.ReasonProcessingFailure},
+		{[]string{"refused", "accepted, not a step"}, commitment.ReasonProcessingFailure},
+		{[]string{"quarantined"}, commitment.ReasonProcessingFailure},
+		{[]string{"quarantined", "cut short"}, commitment.ReasonProcessingFailure},
+		{[]string{"cut short", "quarantined"}, commitment.ReasonProcessingFailure},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		name := strings.Join(tt.history, " then ")
+		if name == "" {
+			name = "never sent"
+		}
+		t.Run(name, func(t *testing.T) {
 			c := newCommitmentFixture(t)
 			c.p.CommitmentWait = time.Minute
-			for i, rec := range tt.recs {
-				rec.ID, rec.Time = fmt.Sprint("assoc:x:", i, ":store-failed"), c.now.Add(time.Duration(i-len(tt.recs))*time.Second)
-				if _, err := c.f.Audit.Append(context.Background(), rec); err != nil {
-					t.Fatal(err)
+			start := c.now
+			c.now = c.now.Add(-time.Duration(len(tt.history)) * time.Second)
+			for i, step := range tt.history {
+				rec, ok := steps[step]
+				switch {
+				case !ok:
+					t.Fatalf("no step %q", step)
+				case step == "stored":
+					c.store(sop1)
+				case step == "quarantined":
+					bad := ct(sop1)
+					bad.StudyUID = "1.2.03"
+					add(c.f, key(sop1), bad.Build(), sop1)
+					if _, err := c.p.ProcessObject(context.Background(), key(sop1)); err != nil {
+						t.Fatal(err)
+					}
+				default:
+					rec.ID, rec.Time = fmt.Sprint("assoc:x:", i, ":", rec.Outcome), c.now
+					if _, err := c.f.Audit.Append(context.Background(), rec); err != nil {
+						t.Fatal(err)
+					}
 				}
+				c.now = c.now.Add(time.Second)
 			}
+			c.now = start
 			c.request(txnUID, ctRef(sop1))
+			if tt.want == committed {
+				if reps := c.reports(); len(reps) != 1 || !cmp.Equal([]commitment.Ref{ctRef(sop1)}, reps[0].Result.Committed) || len(reps[0].Result.Failed) != 0 {
+					t.Fatalf("reports %+v, want it committed at once", reps)
+				}
+				return
+			}
 			c.at(30 * time.Second)
-			if len(c.reports()) != 0 {
+			if len(c.reports()) != 0 && !slices.Contains(tt.history, "quarantined") {
 				t.Fatal("reported before the wait was over")
 			}
 			c.at(time.Minute)

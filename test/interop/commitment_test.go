@@ -94,8 +94,10 @@ func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, 
 // minutes; a request naming an instance never sent beside one sent gets Failure, reason 0112 (274), once the
 // wait is over; one naming only instances it never sent, or whose one C-STORE the association's end cut short
 // (nothing stored, nothing answered), fails each 0112 (the cut one failed 0110, a processing failure of ours);
-// one naming a sent instance under another class fails it 0119. The audit trail has each request, its result
-// and its report on a new association, and the cut C-STORE not answered.
+// one naming a sent instance under another class fails it 0119; one whose C-STORE was refused before its handler
+// (another class than its context's) and then cut short fails 0110, its record naming the refusal, and 0112
+// once a later C-STORE of it was only cut short (its newest transfer decides: judgeTable). The audit trail has
+// each request, its result and its report on a new association, and the cut C-STOREs not answered.
 func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	orthanc.Require(t)
 	scpPort := testenv.FreePort(t)
@@ -166,6 +168,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			t.Errorf("failure %+v, want each of %v failed 274 (0112)", f, neverOnly)
 		}
 	}
+	var txnsCut []string
 	otherClass := orthanc.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.4", SOPInstanceUID: refs[1].SOPInstanceUID} // MR, sent as CT
 	txn4 := pacs.RequestCommitment(t, "ingest", otherClass, refs[2])
 	got = pacs.AwaitCommitment(t, txn4, 30*time.Second)
@@ -173,12 +176,50 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		len(got.Failures) != 1 || got.Failures[0].Instance != otherClass || got.Failures[0].FailureReason != 0x0119 {
 		t.Fatalf("commitment %+v, want Failure with the instance asked under another class failed 281 (0119)", got)
 	}
-	txns := []string{txn, txn2, txn3, txn4}
+	// A C-STORE refused before its handler ran (MR Image Storage on the CT context: 0122) and then cut short
+	// by the sender's A-ABORT: its record says both, and it was refused (0110), not merely cut short. A later
+	// C-STORE of it that the association's end cut short is its newest transfer: 0112, send it again (the
+	// refusal before it decided 0110 too).
+	refusedCut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.96"}
+	for i, tt := range []struct {
+		class string
+		says  string
+		want  int
+	}{
+		{"1.2.840.10008.5.1.4.1.1.4", pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
+		{pipelinetest.CTStorage, "dicomnet: data set incomplete", 0x0112},
+	} {
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
+		p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, tt.class, refusedCut.SOPInstanceUID, dimse.PriorityMedium)),
+			dicomnettest.PDV(3, 0, make([]byte, 256)))
+		p.SendPDU(&pdu.Abort{})
+		testenv.Eventually(t, "the C-STORE's store-failed record, not answered", func() bool {
+			recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
+			n := 0
+			for _, r := range recs {
+				if r.SOPInstanceUID == refusedCut.SOPInstanceUID {
+					n++
+				}
+			}
+			return n == i+1 && slices.ContainsFunc(recs, func(r pipeline.AuditRecord) bool {
+				return r.SOPInstanceUID == refusedCut.SOPInstanceUID && r.NotAnswered && strings.HasPrefix(r.Reason, pipeline.StoreNotAnsweredReason) &&
+					strings.Contains(r.Reason, tt.says) && r.CutShort() == (tt.want == 0x0112)
+			})
+		})
+		txn := pacs.RequestCommitment(t, "ingest", refusedCut)
+		got := pacs.AwaitCommitment(t, txn, 30*time.Second)
+		if got.Status != "Failure" || len(got.Failures) != 1 || got.Failures[0].Instance != refusedCut || got.Failures[0].FailureReason != tt.want {
+			t.Fatalf("commitment %+v, want Failure with %s failed %04X", got, refusedCut.SOPInstanceUID, tt.want)
+		}
+		txnsCut = append(txnsCut, txn)
+	}
+	txns := append([]string{txn, txn2, txn3, txn4}, txnsCut...)
 
 	// Every transaction is announced, the event log written by the outbox behind them.
 	awaitEvent(t, dataDir, pipeline.DetailTypeCommitmentCompleted, 10*time.Second, func(d json.RawMessage) bool {
 		var c pipeline.CommitmentCompletedDetail
-		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txn4
+		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txns[len(txns)-1]
 	})
 	var done []pipeline.CommitmentCompletedDetail
 	for _, e := range eventsLog(t, dataDir) {
@@ -250,7 +291,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			}
 		}
 	}
-	checkLogs(t, scp, append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97"}, scUIDs()...)...)
+	checkLogs(t, scp, append(append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97", refusedCut.SOPInstanceUID}, txnsCut...), scUIDs()...)...)
 }
 
 // scUIDs are the UIDs of scInstances.
