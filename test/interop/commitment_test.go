@@ -148,11 +148,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	// Instances it never sent, and one whose C-STORE the association's end cut short: a sender of ORTHANC's
 	// AE title breaks off its data set with an A-ABORT (as a PACS stopped or its link lost mid-object).
 	cut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.98"}
-	p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-	p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
-	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, cut.SOPClassUID, cut.SOPInstanceUID, dimse.PriorityMedium)),
-		dicomnettest.PDV(3, 0, make([]byte, 256)))
-	p.SendPDU(&pdu.Abort{})
+	abortedCStore(t, scp.DICOMAddr, cut.SOPClassUID, cut.SOPInstanceUID)
 	testenv.Eventually(t, "the cut-short C-STORE's store-failed record, not answered", func() bool {
 		recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 		return len(recs) == 1 && recs[0].NotAnswered && recs[0].SOPInstanceUID == cut.SOPInstanceUID
@@ -189,11 +185,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		{"1.2.840.10008.5.1.4.1.1.4", pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
 		{pipelinetest.CTStorage, "dicomnet: data set incomplete", 0x0112},
 	} {
-		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
-		p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
-		p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, tt.class, refusedCut.SOPInstanceUID, dimse.PriorityMedium)),
-			dicomnettest.PDV(3, 0, make([]byte, 256)))
-		p.SendPDU(&pdu.Abort{})
+		abortedCStore(t, scp.DICOMAddr, tt.class, refusedCut.SOPInstanceUID)
 		testenv.Eventually(t, "the C-STORE's store-failed record, not answered", func() bool {
 			recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 			n := 0
@@ -292,6 +284,16 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		}
 	}
 	checkLogs(t, scp, append(append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97", refusedCut.SOPInstanceUID}, txnsCut...), scUIDs()...)...)
+}
+
+// abortedCStore sends, as ORTHANC, a C-STORE of class and sop on the CT context (3) whose data set an A-ABORT
+// breaks off, as a PACS stopped or its link lost mid-object.
+func abortedCStore(t *testing.T, addr, class, sop string) {
+	t.Helper()
+	p := dicomnettest.DialParrot(t, addr)
+	p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, class, sop, dimse.PriorityMedium)), dicomnettest.PDV(3, 0, make([]byte, 256)))
+	p.SendPDU(&pdu.Abort{})
 }
 
 // scUIDs are the UIDs of scInstances.
