@@ -3,6 +3,7 @@ package testenv_test
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +53,47 @@ func TestEventuallyWithin(t *testing.T) {
 			}
 			if tc.holdsFrom != 0 && polls != tc.holdsFrom {
 				t.Errorf("%d polls, want %d: the wait went on after the condition held", polls, tc.holdsFrom)
+			}
+		})
+	}
+}
+
+// TestEventuallySawWithin: a wait whose condition describes what it saw
+// fails with the last description, and says nothing more when there is
+// none.
+func TestEventuallySawWithin(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		saw       func(poll int) string
+		wantFatal string
+	}{
+		{"the last state", func(poll int) string { return fmt.Sprintf("%d polls", poll) }, "still waiting after 50ms for the thing; last seen: "},
+		{"no state", func(int) string { return "" }, "still waiting after 50ms for the thing"},
+		{"a long state, its last lines", func(poll int) string {
+			return strings.Repeat("earlier\n", 100) + fmt.Sprintf("poll %d\n", poll)
+		}, "still waiting after 50ms for the thing; last seen:\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := &fatalTB{TB: t}
+			polls := 0
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				testenv.EventuallySawWithin(tb, 50*time.Millisecond, "the thing", func() (bool, string) {
+					polls++
+					return false, tc.saw(polls)
+				})
+			}()
+			<-done
+			want := tc.wantFatal
+			if s := tc.saw(polls); s != "" {
+				want += testenv.LastLines(s, testenv.SawLines)
+			}
+			if tb.fatal != want {
+				t.Errorf("failed with %q, want %q", tb.fatal, want)
+			}
+			if n := strings.Count(tb.fatal, "\n"); n > testenv.SawLines {
+				t.Errorf("failed with %d lines, want the state's last %d", n, testenv.SawLines)
 			}
 		})
 	}

@@ -271,10 +271,10 @@ func (l *lab) startCharon(side, ns string) *charon {
 	l.t.Cleanup(func() {
 		if l.t.Failed() {
 			b, err := os.ReadFile(filepath.Join(dir, "charon.log"))
-			l.t.Logf("charon %s log (tail, %v):\n%s", side, err, tail(string(b), 60))
+			l.t.Logf("charon %s log (tail, %v):\n%s", side, err, testenv.LastLines(string(b), 60))
 		}
 	})
-	waitFor(l.t, 10*time.Second, "charon "+side+" vici socket", func() (bool, string) {
+	testenv.EventuallySawWithin(l.t, 10*time.Second, "charon "+side+" vici socket", func() (bool, string) {
 		if c.d.exited() {
 			l.t.Fatalf("charon %s exited: %v\n%s", side, c.d.err, c.d.output())
 		}
@@ -340,32 +340,6 @@ func parseCounters(listSAs string) (saCounters, error) {
 		return saCounters{}, errors.New("no INSTALLED CHILD_SA in swanctl output")
 	}
 	return c, nil
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var last string
-	for {
-		ok, info := cond()
-		if ok {
-			return
-		}
-		last = info
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; last state:\n%s", timeout, what, tail(last, 40))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func tail(s string, lines int) string {
-	l := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

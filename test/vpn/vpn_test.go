@@ -93,7 +93,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 	// The first CHILD_SA is keyed from IKE_AUTH without a DH exchange; a
 	// rekey shows that the ESP proposal's PFS group is negotiated too.
 	site.mustSwanctl(t, "--rekey", "--child", t1.ChildName)
-	waitFor(t, 10*time.Second, "CHILD_SA rekeyed with PFS", func() (bool, string) {
+	testenv.EventuallySawWithin(t, 10*time.Second, "CHILD_SA rekeyed with PFS", func() (bool, string) {
 		out, err := site.swanctl(ctx, "--list-sas", "--child", t1.ChildName)
 		return err == nil && strings.Contains(out, "INSTALLED, TUNNEL-in-UDP, ESP:AES_CBC-256/HMAC_SHA2_256_128/MODP_2048"), out
 	})
@@ -109,7 +109,7 @@ func TestSiteToCloudThroughIPsec(t *testing.T) {
 
 	pcap := filepath.Join(l.dir, "outer.pcap")
 	dump := l.start("tcpdump", l.cloud, nil, "tcpdump", "-i", "wan0", "-nn", "-U", "--immediate-mode", "-w", pcap)
-	waitFor(t, 10*time.Second, "tcpdump to listen", func() (bool, string) {
+	testenv.EventuallySawWithin(t, 10*time.Second, "tcpdump to listen", func() (bool, string) {
 		return strings.Contains(dump.output(), "listening on"), dump.output()
 	})
 
@@ -292,7 +292,7 @@ func checkTLSAudit(t *testing.T, l *lab, storeDir string, kit *onboarding.Kit) {
 	sum := sha256.Sum256(block.Bytes)
 	fp := hex.EncodeToString(sum[:])
 	// The audit writer is asynchronous: wait for the last release's record.
-	waitFor(t, 10*time.Second, "six audit records naming the site's certificate", func() (bool, string) {
+	testenv.EventuallySawWithin(t, 10*time.Second, "six audit records naming the site's certificate", func() (bool, string) {
 		n, problems := tlsAuditRecords(t, storeDir, kit.LocalAE, fp)
 		return n >= 6 && problems == "", fmt.Sprintf("%d records; %s", n, problems)
 	})
@@ -366,7 +366,7 @@ func writeCloudSwanctl(t *testing.T, dir string, kit *onboarding.Kit, psks map[i
 
 func waitInstalled(t *testing.T, c *charon, child string) {
 	t.Helper()
-	waitFor(t, 15*time.Second, "CHILD_SA "+child+" INSTALLED", func() (bool, string) {
+	testenv.EventuallySawWithin(t, 15*time.Second, "CHILD_SA "+child+" INSTALLED", func() (bool, string) {
 		out, err := c.swanctl(context.Background(), "--list-sas", "--child", child)
 		return err == nil && strings.Contains(out, child+": #") && strings.Contains(out, "INSTALLED"), out
 	})
@@ -418,7 +418,7 @@ func startSCP(t *testing.T, l *lab, cfg *config.Config, kit *onboarding.Kit, sto
 		l.start("storescp", l.cloud, nil, "storescp", "+tls", pki.ServerFiles.Key, pki.ServerFiles.Cert, "+cf", pki.SiteCAFile,
 			"-aet", kit.RemoteAE, "-od", storeDir, fmt.Sprint(kit.TLS.Port))
 	}
-	waitFor(t, 20*time.Second, "SCP listening on "+tlsListen, func() (bool, string) {
+	testenv.EventuallySawWithin(t, 20*time.Second, "SCP listening on "+tlsListen, func() (bool, string) {
 		out, _ := l.inNS(context.Background(), l.cloud, "ss", "-Hltn", "sport", "=", fmt.Sprintf(":%d", kit.TLS.Port))
 		return strings.Contains(out, "LISTEN"), out
 	})
@@ -482,7 +482,7 @@ func storedWith(t *testing.T, storeDir, sopUID string) bool {
 
 func waitStored(t *testing.T, storeDir, sopUID string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, "object "+sopUID+" in the store", func() (bool, string) {
+	testenv.EventuallySawWithin(t, 10*time.Second, "object "+sopUID+" in the store", func() (bool, string) {
 		return storedWith(t, storeDir, sopUID), "not found under " + storeDir
 	})
 }
