@@ -268,18 +268,13 @@ func TestMainWithEndsItsSignalWait(t *testing.T) {
 	// The goroutine is told to end before mainWith returns, and ends a
 	// moment later: poll for it, with a deadline.
 	var stacks bytes.Buffer
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testenv.EventuallySawWithin(t, 5*time.Second, "mainWith's signal goroutine to end", func() (bool, string) {
 		stacks.Reset()
 		if err := pprof.Lookup("goroutine").WriteTo(&stacks, 1); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(stacks.String(), ".stopSignals.func") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mainWith returned and left its signal goroutine:\n%s", stacks.String())
-		}
-	}
+		return !strings.Contains(stacks.String(), ".stopSignals.func"), stacks.String()
+	})
 }
 
 // TestThirdStopSignal: after the second signal (which ends the drain)

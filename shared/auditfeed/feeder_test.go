@@ -95,13 +95,10 @@ func TestFeederDeliversSpoolThroughFailures(t *testing.T) {
 	sp := spoolOf(t, 5)
 	snd := &flaky{fail: 3}
 	reg, cancel, done := runFeeder(t, sp, snd, 2)
-	deadline := time.Now().Add(10 * time.Second)
-	for snd.sent() < 5 || scrape(t, reg, "dicom_ingest_audit_feed_backlog_records") != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("sent %d of 5", snd.sent())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 10*time.Second, "the 5 records sent, no backlog", func() (bool, string) {
+		backlog := scrape(t, reg, "dicom_ingest_audit_feed_backlog_records")
+		return snd.sent() >= 5 && backlog == 0, fmt.Sprintf("sent %d of 5, backlog %v", snd.sent(), backlog)
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -358,13 +355,10 @@ func TestFeederToRsyslogAfterOutage(t *testing.T) {
 // its feeder (cancel) and checks what its Run returned (done).
 func waitDelivered(t *testing.T, sp *auditfeed.Spool, cancel context.CancelFunc, done chan error) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for b, _ := sp.Backlog(context.Background()); b.Count != 0; b, _ = sp.Backlog(context.Background()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog %d", b.Count)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 10*time.Second, "nothing undelivered", func() (bool, string) {
+		b, err := sp.Backlog(context.Background())
+		return err == nil && b.Count == 0, fmt.Sprintf("backlog %d (%v)", b.Count, err)
+	})
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)

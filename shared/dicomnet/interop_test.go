@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -307,15 +308,10 @@ func TestClientAgainstStorescp(t *testing.T) {
 	}
 	ctx := context.Background()
 	var a *dicomnet.ClientAssociation
-	for i := 0; i < 50; i++ { // storescp needs a moment to listen
-		if a, err = dicomnet.Dial(ctx, "127.0.0.1:"+port, dicomnet.ClientConfig{CallingAE: "GOSCU", CalledAE: "STORESCP", Contexts: contexts}); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("dial storescp: %v\n%s", err, logs.String())
-	}
+	testenv.EventuallySawWithin(t, 5*time.Second, "storescp to listen", func() (bool, string) { // it needs a moment
+		a, err = dicomnet.Dial(ctx, "127.0.0.1:"+port, dicomnet.ClientConfig{CallingAE: "GOSCU", CalledAE: "STORESCP", Contexts: contexts})
+		return err == nil, fmt.Sprintf("dial storescp: %v\n%s", err, logs.String())
+	})
 	if a.PeerMaxPDULength() != 4096 {
 		t.Errorf("storescp max PDU %d", a.PeerMaxPDULength())
 	}

@@ -26,6 +26,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func readLog(t *testing.T, path string) []map[string]any {
@@ -84,18 +86,14 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := &Publisher{DB: db, LogPath: logPath, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, MaxAttempts: 4}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testenv.EventuallySawWithin(t, 5*time.Second, "the webhook delivered", func() (bool, string) {
 		if err := p.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var left string
-		_ = db.sql.QueryRow(`SELECT webhooks_left FROM outbox WHERE id = 'e1'`).Scan(&left)
-		if left == "[]" {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		err := db.sql.QueryRow(`SELECT webhooks_left FROM outbox WHERE id = 'e1'`).Scan(&left)
+		return err == nil && left == "[]", fmt.Sprintf("webhooks left %q (%v)", left, err)
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if calls["e1"] != 3 || len(bodies) != 1 {
@@ -528,20 +526,13 @@ func TestHungWebhookDoesNotHoldUpTheLog(t *testing.T) {
 		t.Fatal("the webhook was never tried")
 	}
 	publish("e2")
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 5*time.Second, "the event in the log while a webhook hung", func() (bool, string) {
 		b, err := os.ReadFile(logPath)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			t.Fatal(err)
 		}
-		if bytes.Contains(b, []byte(`"id":"e2"`)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("an event did not reach the log in 5 s while a webhook hung; the log: %q", b)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return bytes.Contains(b, []byte(`"id":"e2"`)), fmt.Sprintf("the log: %q", b)
+	})
 }
 
 // hungPoster is a webhook that answers nothing until released.

@@ -300,13 +300,10 @@ func TestFeedSurvivesCollectorOutage(t *testing.T) {
 			if m.local {
 				records += 3
 			}
-			deadline := time.Now().Add(30 * time.Second)
-			for scp.Metric(t, "dicom_ingest_audit_feed_backlog_records") < records {
-				if time.Now().After(deadline) {
-					t.Fatalf("backlog %v, want %v", scp.Metric(t, "dicom_ingest_audit_feed_backlog_records"), records)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			testenv.EventuallySawWithin(t, 30*time.Second, fmt.Sprintf("a backlog of %v records", records), func() (bool, string) {
+				backlog := scp.Metric(t, "dicom_ingest_audit_feed_backlog_records")
+				return backlog >= records, fmt.Sprintf("backlog %v", backlog)
+			})
 			if age := scp.Metric(t, "dicom_ingest_audit_feed_backlog_oldest_age_seconds"); age <= 0 {
 				t.Errorf("oldest backlog age %v while the collector is down", age)
 			}

@@ -83,24 +83,25 @@ func (n *node) start(env ...string) {
 			t.Logf("scp-task log:\n%s", n.logText())
 		}
 	})
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testenv.EventuallySawWithin(t, 20*time.Second, "scp-task to come up", func() (bool, string) {
 		select {
 		case <-n.done:
 			t.Fatalf("scp-task exited with %d during start:\n%s", n.exitCode, n.logText())
 		default:
 		}
 		if n.portal == "" && !n.learnAddresses(logStart) {
-			continue
+			return false, "its addresses not logged yet"
 		}
 		resp, err := http.Get("http://" + n.portal + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 && n.dicomUp() {
-				return
-			}
+		if err != nil {
+			return false, fmt.Sprintf("portal /healthz: %v", err)
 		}
-	}
-	t.Fatal("scp-task did not come up")
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return false, "portal /healthz " + resp.Status
+		}
+		return n.dicomUp(), "the DICOM port not up"
+	})
 }
 
 // logText is what the process has logged so far, in all its starts.

@@ -241,35 +241,33 @@ func TestAuditWithFullDisk(t *testing.T) {
 			}
 			// The sender is held up once the queue is full, rather than its
 			// failures being dropped.
-			deadline := time.Now().Add(60 * time.Second)
-			for scp.Metric(t, "dicom_ingest_audit_queue_waits_total") == 0 {
-				if n := sent(); n == sends || time.Now().After(deadline) {
+			testenv.EventuallySawWithin(t, 60*time.Second, "the sender held up by the full audit queue", func() (bool, string) {
+				if scp.Metric(t, "dicom_ingest_audit_queue_waits_total") != 0 {
+					return true, ""
+				}
+				if n := sent(); n == sends {
 					t.Fatalf("the sender was never held up by the full audit queue (%d of %d C-STOREs answered)", n, sends)
 				}
-				time.Sleep(50 * time.Millisecond)
-			}
+				return false, fmt.Sprintf("%d of %d C-STOREs answered", sent(), sends)
+			})
 
 			if err := os.Remove(filler); err != nil {
 				t.Fatal(err)
 			}
-			deadline = time.Now().Add(30 * time.Second)
-			for {
+			testenv.EventuallySawWithin(t, 30*time.Second, "an association accepted after space was freed", func() (bool, string) {
 				probe, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
 				if err == nil {
 					if err := probe.Release(ctx); err != nil {
 						t.Fatal(err)
 					}
-					break
+					return true, ""
 				}
 				if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
 					t.Fatalf("association after space was freed: %v", err)
 				}
 				refused++
-				if time.Now().After(deadline) {
-					t.Fatalf("associations still refused 30s after space was freed\n%s", scp.Logs())
-				}
-				time.Sleep(100 * time.Millisecond)
-			}
+				return false, scp.Logs()
+			})
 			select {
 			case <-done:
 			case <-time.After(60 * time.Second):

@@ -73,18 +73,17 @@ func eventsLog(t *testing.T, dataDir string) []loggedEvent {
 // awaitEvent polls the event log until an event of the type satisfying ok is there.
 func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, ok func(json.RawMessage) bool) loggedEvent {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	var found loggedEvent
+	testenv.EventuallyWithin(t, within, fmt.Sprintf("a %q event", detailType), func() bool {
 		for _, e := range eventsLog(t, dataDir) {
 			if e.DetailType == detailType && ok(e.Detail) {
-				return e
+				found = e
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q event within %v", detailType, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
+	return found
 }
 
 // TestStorageCommitmentWithOrthanc: Orthanc, as the site's PACS, sends a study to scp-task --local by

@@ -1,6 +1,7 @@
 package interop
 
 import (
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -41,13 +42,10 @@ func TestStorescuTakesARefusalWithoutItsInstanceUID(t *testing.T) {
 	if !noInstanceUID.MatchString(out) {
 		t.Errorf("the response carries an Affected SOP Instance UID, want none (the request's is invalid):\n%s", out)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(storedFiles(t, scp.DataDir)) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("stored %v, want the second file alone; storescu (%v):\n%s", storedFiles(t, scp.DataDir), r.Err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 30*time.Second, "the second file stored alone", func() (bool, string) {
+		stored := storedFiles(t, scp.DataDir)
+		return len(stored) == 1, fmt.Sprintf("stored %v; storescu (%v):\n%s", stored, r.Err, out)
+	})
 }
 
 // noInstanceUID is storescu's dump (-d) of a message without an Affected

@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -62,14 +63,10 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Kill it once the SCP has received part of the object.
-	deadline := time.Now().Add(30 * time.Second)
-	for partialBytes(scp.DataDir) < 16<<20 {
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill() // best effort; the test has failed already
-			t.Fatalf("the SCP never received 16 MiB of the object\n%s", scp.Logs())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // best effort, should the wait fail; killed below otherwise
+	testenv.EventuallySawWithin(t, 30*time.Second, "16 MiB of the object at the SCP", func() (bool, string) {
+		return partialBytes(scp.DataDir) >= 16<<20, scp.Logs()
+	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -80,14 +77,10 @@ func TestKilledSCULeavesNothing(t *testing.T) {
 	// The association's audit record is written through a temporary file
 	// of its own just after the slot is freed: wait for that one to be
 	// placed, and fail if anything is still there after it.
-	deadline = time.Now().Add(10 * time.Second)
-	for n := partialBytes(scp.DataDir); n != 0; n = partialBytes(scp.DataDir) {
-		if time.Now().After(deadline) {
-			t.Errorf("%d bytes of partial objects left behind", n)
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 10*time.Second, "no partial object left behind", func() (bool, string) {
+		n := partialBytes(scp.DataDir)
+		return n == 0, fmt.Sprintf("%d bytes of partial objects", n)
+	})
 	if files := storedFiles(t, scp.DataDir); len(files) != 0 {
 		t.Errorf("objects stored from a killed transfer: %v", files)
 	}

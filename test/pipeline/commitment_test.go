@@ -132,24 +132,19 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 // keysUnder waits until at least want keys are under prefix (want < 0: no wait) and returns them.
 func keysUnder(t *testing.T, srv *s3test.Server, prefix string, want int) []string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	var out []string
+	testenv.EventuallySawWithin(t, 10*time.Second, fmt.Sprintf("%d keys under %s", want, prefix), func() (bool, string) {
 		all, err := srv.Keys(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out []string
+		out = nil
 		for _, k := range all {
 			if strings.HasPrefix(k, prefix) {
 				out = append(out, k)
 			}
 		}
-		if len(out) >= want || time.Now().After(deadline) {
-			if len(out) < want {
-				t.Fatalf("%d keys under %s, want %d", len(out), prefix, want)
-			}
-			return out
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return len(out) >= want, fmt.Sprintf("%d keys", len(out))
+	})
+	return out
 }

@@ -3,6 +3,7 @@ package pipelinee2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -55,8 +56,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 	// its A-RELEASE-RP.
 	var incoming, audit []string
 	var events map[string]int
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 10*time.Second, "every object sent and the three kinds of association record in S3", func() (bool, string) {
 		keys, err := srv.Keys(context.Background())
 		if err != nil {
 			t.Fatal(err)
@@ -75,14 +75,9 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 				}
 			}
 		}
-		if (len(incoming) == len(files) && len(events) == 3) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if len(incoming) != len(files) || len(events) != 3 {
-		t.Fatalf("%d objects in S3 for %d files sent, association records %v", len(incoming), len(files), events)
-	}
+		return len(incoming) == len(files) && len(events) == 3,
+			fmt.Sprintf("%d objects in S3 for %d files sent, association records %v", len(incoming), len(files), events)
+	})
 
 	// S3 would notify the queues; feed the functions the same messages.
 	var bodies []string

@@ -3,6 +3,7 @@ package pipelinee2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -65,13 +66,10 @@ func TestLogsCarryNoIdentifiers(t *testing.T) {
 	}
 	waitReadyz := func(ready bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for code, _ := scp.Health(t, "/readyz"); (code == http.StatusOK) != ready; code, _ = scp.Health(t, "/readyz") {
-			if time.Now().After(deadline) {
-				t.Fatalf("/readyz %d after 30 s, want ready %v", code, ready)
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+		testenv.EventuallySawWithin(t, 30*time.Second, fmt.Sprintf("/readyz saying ready %v", ready), func() (bool, string) {
+			code, _ := scp.Health(t, "/readyz")
+			return (code == http.StatusOK) == ready, fmt.Sprintf("/readyz %d", code)
+		})
 	}
 	// faults makes the proxy misbehave for requests about one study.
 	faults := func(file string, rate float64, match func(*http.Request) bool, f ...s3test.Fault) {

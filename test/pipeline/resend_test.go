@@ -2,6 +2,7 @@ package pipelinee2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,8 +56,7 @@ func TestResendsThroughFunctions(t *testing.T) {
 	ctx := context.Background()
 	var first string
 	var copies, audit []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 10*time.Second, "one incoming object, two copies and the duplicate's record", func() (bool, string) {
 		keys, err := srv.Keys(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -74,14 +74,9 @@ func TestResendsThroughFunctions(t *testing.T) {
 				duplicate = duplicate || strings.HasSuffix(k, "-duplicate.json")
 			}
 		}
-		if (first != "" && len(copies) == 2 && duplicate) || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if first == "" || len(copies) != 2 {
-		t.Fatalf("incoming objects: %q and copies %q; want one and two", first, copies)
-	}
+		return first != "" && len(copies) == 2 && duplicate,
+			fmt.Sprintf("incoming objects: %q and copies %q, a duplicate record %v", first, copies, duplicate)
+	})
 	// The first stored first; then the copies, as S3 would notify them.
 	e.invokeBatch(t, "validate", sqsEvent(s3Notification(first, 1)))
 	for _, k := range copies {

@@ -12,6 +12,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/synth"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 func auditClient() dicomnet.ClientConfig {
@@ -79,24 +81,20 @@ func TestAuditFailureRefusesAssociations(t *testing.T) {
 	}
 
 	proxy.SetPlan(s3test.Plan{})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 30*time.Second, "an association accepted after S3 took records again", func() bool {
 		as, err := dicomnet.Dial(ctx, scp.DICOMAddr, auditClient())
 		if err == nil {
 			if err := as.Release(ctx); err != nil {
 				t.Fatal(err)
 			}
-			break
+			return true
 		}
 		if !errors.Is(err, dicomnet.RejectTemporaryCongestion) {
 			t.Fatalf("association after S3 took records again: %v", err)
 		}
 		refused++
-		if time.Now().After(deadline) {
-			t.Fatalf("still refused 30 s after S3 took records again")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false
+	})
 	if err := open.Release(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path"
@@ -218,20 +219,14 @@ func TestS3OutageRefusesAssociations(t *testing.T) {
 	}
 
 	time.Sleep(time.Until(downSince.Add(outage)))
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 20*time.Second, "scp-task ready again after S3 came back", func() (bool, string) {
 		resp, err := http.Get("http://" + scp.HealthAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return false, fmt.Sprintf("/readyz: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("scp-task not ready again 20 s after S3 came back")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, "/readyz " + resp.Status
+	})
 	if r := send(); r.Err != nil {
 		t.Fatalf("storescu after the outage: %v\n%s", r.Err, r.Output)
 	}

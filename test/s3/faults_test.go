@@ -14,6 +14,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const (
@@ -212,17 +214,10 @@ func TestReadyFollowsOutage(t *testing.T) {
 	if err := st.Ready(context.Background()); !errors.Is(err, objectstore.ErrUnavailable) {
 		t.Errorf("ready during the outage = %v, want ErrUnavailable", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 10*time.Second, "ready again after the outage", func() (bool, string) {
 		err := st.Ready(context.Background())
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("still not ready 10 s after the outage began: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return err == nil, fmt.Sprintf("Ready = %v", err)
+	})
 }
 
 // TestTargetedFaults aims each fault at one S3 operation, through real

@@ -12,6 +12,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // staleAfter is the tests' --run-marker-stale-after: a marker is rewritten
@@ -28,16 +30,13 @@ func startMarkedS3SCP(t *testing.T, endpoint string, extra ...string) *scptest.S
 // runOf waits for the start record of a run other than those of others.
 func runOf(t *testing.T, srv *s3test.Server, others ...string) associationaudit.Record {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if start, ok := scptest.StartOf(s3Records(t, srv), others...); ok {
-			return start
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no start record of the new run")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var start associationaudit.Record
+	testenv.EventuallyWithin(t, 20*time.Second, "the start record of the new run", func() bool {
+		var ok bool
+		start, ok = scptest.StartOf(s3Records(t, srv), others...)
+		return ok
+	})
+	return start
 }
 
 // s3Records reads the audit records in the bucket.

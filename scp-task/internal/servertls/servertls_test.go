@@ -24,6 +24,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // serve accepts TLS connections with r's configuration until the test ends, answering each with one byte once the
@@ -393,17 +395,10 @@ func TestWatch(t *testing.T) {
 	// loaded; once both are there it is.
 	testpki.WriteFile(t, p.serverF.Key, next.KeyPEM)
 	testpki.WriteFile(t, p.serverF.Cert, next.CertPEM)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 10*time.Second, "the new certificate served after the files changed", func() (bool, string) {
 		got, err := handshake(addr, p.clientConfig(nil))
-		if err == nil && got.Equal(next.Cert) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("new certificate not served 10s after the files changed (%v)", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil && got.Equal(next.Cert), fmt.Sprintf("handshake: %v", err)
+	})
 }
 
 // TestClientCRL: a client certificate its CA's CRL lists fails the handshake; the others pass; a new list is taken

@@ -198,22 +198,19 @@ ruleset(name="audit") {
 	}
 	go func() { _ = r.cmd.Wait(); close(r.done) }()
 	t.Cleanup(r.Stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 15*time.Second, "rsyslogd listening on "+o.Addr, func() (bool, string) {
 		if c, err := net.DialTimeout("tcp", o.Addr, 200*time.Millisecond); err == nil {
 			_ = c.Close()
-			return r
+			return true, ""
 		}
 		select {
 		case <-r.done:
 			t.Fatalf("rsyslogd exited before it listened on %s:\n%s", o.Addr, r.logs)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rsyslogd not listening on %s after 15s:\n%s", o.Addr, r.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, r.logs.String()
+	})
+	return r
 }
 
 // Stop stops the collector (SIGTERM, then SIGKILL) and waits for it.
@@ -280,21 +277,16 @@ func (r *Rsyslog) Messages(t testing.TB) []Received {
 // timeout; it returns the messages done accepted.
 func (r *Rsyslog) WaitFor(t testing.TB, timeout time.Duration, done func([]Received) bool) []Received {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		msgs := r.Messages(t)
-		if done(msgs) {
-			return msgs
+	var msgs []Received
+	testenv.EventuallySawWithin(t, timeout, "the messages the test waits for at the collector", func() (bool, string) {
+		msgs = r.Messages(t)
+		ids := make([]string, len(msgs))
+		for i, m := range msgs {
+			ids[i] = m.ID
 		}
-		if time.Now().After(deadline) {
-			ids := make([]string, len(msgs))
-			for i, m := range msgs {
-				ids[i] = m.ID
-			}
-			t.Fatalf("collector has %d messages after %v, not what the test waits for: %v\nrsyslogd:\n%s", len(msgs), timeout, ids, r.logs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return done(msgs), fmt.Sprintf("%d messages: %v\nrsyslogd:\n%s", len(msgs), ids, r.logs)
+	})
+	return msgs
 }
 
 // Unique returns the messages by stable id (duplicates are allowed by

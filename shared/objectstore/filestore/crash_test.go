@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 const crashEnv = "FILESTORE_CRASH_ROOT"
@@ -65,19 +67,14 @@ func TestCrashMidPut(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	// Wait until the partial object is on disk.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.EventuallyWithin(t, 30*time.Second, "the helper's partial object", func() bool {
 		entries, _ := os.ReadDir(filepath.Join(root, TempDir))
-		if len(entries) == 1 {
-			if st, err := os.Stat(filepath.Join(root, TempDir, entries[0].Name())); err == nil && st.Size() == 1<<20 {
-				break
-			}
+		if len(entries) != 1 {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the helper never wrote its partial object")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		st, err := os.Stat(filepath.Join(root, TempDir, entries[0].Name()))
+		return err == nil && st.Size() == 1<<20
+	})
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

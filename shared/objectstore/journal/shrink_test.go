@@ -10,6 +10,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // segmentFiles counts the segment files in dir.
@@ -70,13 +72,10 @@ func TestShrink(t *testing.T) {
 				}
 			}
 			if tc.shrink {
-				deadline := time.Now().Add(5 * time.Second)
-				for j.Stats().Segments != 2 || segmentFiles(t, fsys, dir) != 2 {
-					if time.Now().After(deadline) {
-						t.Fatalf("%d segments (%d files) after the release, want 2", j.Stats().Segments, segmentFiles(t, fsys, dir))
-					}
-					time.Sleep(5 * time.Millisecond)
-				}
+				testenv.EventuallySawWithin(t, 5*time.Second, "2 segments after the release", func() (bool, string) {
+					n, files := j.Stats().Segments, segmentFiles(t, fsys, dir)
+					return n == 2 && files == 2, fmt.Sprintf("%d segments (%d files)", n, files)
+				})
 			} else {
 				// Reclaiming runs (IdleSeal is 10 ms), and a segment being
 				// added when the count was read may still arrive: none goes.

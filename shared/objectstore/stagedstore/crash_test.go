@@ -167,13 +167,9 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 		start := mem.Ops()
 		mem.CutAfter(cut)
 		close(gate)
-		deadline := time.Now().Add(10 * time.Second)
-		for !mem.IsCut() && (st.q.pending() > 0 || len(segmentFiles(mem, st.ownDir)) != 2) {
-			if time.Now().After(deadline) {
-				t.Fatalf("cut %d: neither drained and shrunk nor cut", cut)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		testenv.EventuallyWithin(t, 10*time.Second, fmt.Sprintf("cut %d: drained and shrunk, or cut", cut), func() bool {
+			return mem.IsCut() || (st.q.pending() == 0 && len(segmentFiles(mem, st.ownDir)) == 2)
+		})
 		return st, mem.Ops() - start
 	}
 	mem := vfstest.NewMem()
@@ -202,16 +198,10 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 		reachS3(t, at, next, s3, acked, bodies)
 		// The dead task's journal is taken over and removed, the next
 		// one's is at its two segments.
-		var segs []string
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			if segs = segmentFiles(after, "/st/journals"); len(segs) == 2 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		if len(segs) != 2 {
-			t.Errorf("%s: %d segment files left in the staging directory, want the next task's 2: %v", at, len(segs), segs)
-		}
+		testenv.EventuallySawWithin(t, 5*time.Second, at+": the next task's 2 segment files alone in the staging directory", func() (bool, string) {
+			segs := segmentFiles(after, "/st/journals")
+			return len(segs) == 2, fmt.Sprintf("%d segment files: %v", len(segs), segs)
+		})
 		if err := next.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -222,22 +212,15 @@ func TestPowerLossWhileFreeing(t *testing.T) {
 // and checks that whatever up holds is whole: one of bodies.
 func reachS3(t *testing.T, at string, next *Store, up *fakeS3, acked map[string]bool, bodies map[string][]byte) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 20*time.Second, at+": every acknowledged object in S3", func() (bool, string) {
 		missing := 0
 		for k := range acked {
 			if _, ok := up.get(k); !ok {
 				missing++
 			}
 		}
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d acknowledged objects never reached S3", at, missing)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		return missing == 0, fmt.Sprintf("%d acknowledged objects not in S3", missing)
+	})
 	drain(t, next)
 	up.mu.Lock()
 	defer up.mu.Unlock()

@@ -177,13 +177,10 @@ func TestSegmentsFreedAfterDrain(t *testing.T) {
 	}
 	s3.setDown(false)
 	drain(t, st)
-	deadline := time.Now().Add(10 * time.Second)
-	for segs := len(segmentFiles(mem, st.ownDir)); segs != 2; segs = len(segmentFiles(mem, st.ownDir)) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d segment files %s after the uploads drained (%d at the peak), want 2", segs, 10*time.Second, grown)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 10*time.Second, "2 segment files after the uploads drained", func() (bool, string) {
+		segs := len(segmentFiles(mem, st.ownDir))
+		return segs == 2, fmt.Sprintf("%d segment files (%d at the peak)", segs, grown)
+	})
 	if used := mem.Used(); used > before+2*(st.o.SegmentSize) {
 		t.Errorf("%d bytes used once drained, %d before: the segments' space did not come back", used, before)
 	}

@@ -508,11 +508,9 @@ func TestResendKeptUntilItsRecord(t *testing.T) {
 			if tc.permanent {
 				refused = func() bool { return st.q.parkedCount() == 1 }
 			}
-			for deadline := time.Now().Add(10 * time.Second); !refused(); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatalf("the record was tried %d times and %d objects parked: the object was released without its record", s3.tried(), st.q.parkedCount())
-				}
-			}
+			testenv.EventuallySawWithin(t, 10*time.Second, "the resend's record refused, its object kept", func() (bool, string) {
+				return refused(), fmt.Sprintf("the record tried %d times and %d objects parked: the object was released without its record?", s3.tried(), st.q.parkedCount())
+			})
 			if n := st.q.objects(); n != 1 {
 				t.Fatalf("backlog %d objects while S3 refuses the resend's record, want its object kept", n)
 			}
@@ -735,23 +733,17 @@ func TestRestartUploadsWhatWasStaged(t *testing.T) {
 	}
 	s3.setDown(false)
 	second := newStore(t, Options{Dir: dir, Uploader: s3})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var got map[string][]byte
+	testenv.EventuallySawWithin(t, 30*time.Second, "every object uploaded by the next task", func() (bool, string) {
 		s3.mu.Lock()
-		got := maps.Clone(s3.objects)
+		got = maps.Clone(s3.objects)
 		s3.mu.Unlock()
-		if len(got) == len(want) {
-			for k, b := range want {
-				if !bytes.Equal(got[k], b) {
-					t.Errorf("%s uploaded with other bytes", k)
-				}
-			}
-			break
+		return len(got) == len(want), fmt.Sprintf("%d of %d uploaded", len(got), len(want))
+	})
+	for k, b := range want {
+		if !bytes.Equal(got[k], b) {
+			t.Errorf("%s uploaded with other bytes", k)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d uploaded by the next task", len(got), len(want))
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	drain(t, second)
 	waitGone(t, filepath.Join(dir, journalsDir, first.TaskID()))
@@ -759,15 +751,13 @@ func TestRestartUploadsWhatWasStaged(t *testing.T) {
 
 func waitGone(t *testing.T, path string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testenv.EventuallySawWithin(t, 10*time.Second, path+" gone", func() (bool, string) {
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			return
+			return true, ""
 		}
-		if time.Now().After(deadline) {
-			entries, _ := os.ReadDir(path)
-			t.Fatalf("%s still there: %v", path, entries)
-		}
-	}
+		entries, _ := os.ReadDir(path)
+		return false, fmt.Sprintf("still there: %v", entries)
+	})
 }
 
 // objectMeta keeps what describes the object: its user metadata,
@@ -808,10 +798,10 @@ func TestLogsNameObjectsByDigest(t *testing.T) {
 	}
 	k := key(t, obj)
 	want := names.Name("p/" + k)
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(logs.String(), "upload failed; retrying") && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, 10*time.Second, "the failed upload's retry logged", func() (bool, string) {
+		out := logs.String()
+		return strings.Contains(out, "upload failed; retrying"), out
+	})
 	out := logs.String()
 	if !strings.Contains(out, `"object":"`+want+`"`) {
 		t.Errorf("no line names the object %s:\n%s", want, out)

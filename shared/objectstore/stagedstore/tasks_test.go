@@ -22,6 +22,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // The helper process is one task: it stages objects (role "writer") or
@@ -130,22 +132,15 @@ func TestTasksKilled(t *testing.T) {
 			}
 		})
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 60*time.Second, "every staged object in S3", func() (bool, string) {
 		done := 0
 		for i, k := range staged {
 			if b, _, err := srv.Object(k); err == nil && bytes.Equal(b, taskBody(i)) {
 				done++
 			}
 		}
-		if done == n {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d staged objects in S3", done, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return done == n, fmt.Sprintf("%d of %d staged objects in S3", done, n)
+	})
 	// S3 holds an object before its task prints "uploaded"; the journal
 	// goes only once every upload of it has returned, so every line is
 	// in the pipes when the tasks are killed.
@@ -191,7 +186,7 @@ func task(t *testing.T, dir, role, s3 string, n int) *taskProc {
 	// Its journal is the directory that appears under a task's own name:
 	// it appears first under a starting name (lockOwnDir), which is gone
 	// at once, and waiting for that to go would wait for nothing.
-	for deadline := time.Now().Add(30 * time.Second); p.name == ""; time.Sleep(5 * time.Millisecond) {
+	testenv.EventuallyWithin(t, 30*time.Second, "the task's journal", func() bool {
 		after, _ := os.ReadDir(filepath.Join(dir, journalsDir))
 		for _, e := range after {
 			if strings.HasPrefix(e.Name(), startingPrefix) {
@@ -205,10 +200,8 @@ func task(t *testing.T, dir, role, s3 string, n int) *taskProc {
 				p.name = e.Name()
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the task never created its journal")
-		}
-	}
+		return p.name != ""
+	})
 	return p
 }
 
@@ -270,16 +263,10 @@ func TestAbandonedStartingJournalRemoved(t *testing.T) {
 	}
 	defer lock.Close()
 	newStore(t, Options{Dir: dir, Uploader: newFakeS3(), AdoptEvery: time.Millisecond})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(abandoned); errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the abandoned starting journal was not removed")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.EventuallyWithin(t, 5*time.Second, "the abandoned starting journal removed", func() bool {
+		_, err := os.Stat(abandoned)
+		return errors.Is(err, fs.ErrNotExist)
+	})
 	for _, p := range []string{recent, held} {
 		if _, err := os.Stat(filepath.Join(p, largeDir)); err != nil {
 			t.Errorf("%s: %v, want left alone", filepath.Base(p), err)

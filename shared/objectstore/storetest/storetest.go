@@ -19,6 +19,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/internal/crcnvme"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Harness gives the suite a fresh store and a way to read what it holds.
@@ -71,17 +73,12 @@ func Run(t *testing.T, h Harness) {
 // second a store reuses its answer for, and returns Ready's last answer.
 func WaitReady(t testing.TB, s interface{ Ready(context.Context) error }, ready bool, within time.Duration) error {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := s.Ready(context.Background())
-		if (err == nil) == ready {
-			return err
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Ready = %v after %s, want ready %v", err, within, ready)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var err error
+	testenv.EventuallySawWithin(t, within, fmt.Sprintf("Ready saying ready %v", ready), func() (bool, string) {
+		err = s.Ready(context.Background())
+		return (err == nil) == ready, fmt.Sprintf("Ready = %v", err)
+	})
+	return err
 }
 
 // ReadyDuring asks s's Ready every 50 ms for d, calling step with the

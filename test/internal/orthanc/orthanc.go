@@ -6,6 +6,7 @@ package orthanc
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -84,13 +85,12 @@ func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 			t.Logf("Orthanc logs:\n%s", o.logs.String())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 30*time.Second, "Orthanc answering", func() (bool, string) {
 		resp, err := http.Get(o.URL + "/system")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return o
+				return true, ""
 			}
 		}
 		select {
@@ -98,11 +98,9 @@ func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 			t.Fatalf("Orthanc exited at start:\n%s", o.logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Orthanc not answering after 30s (%v):\n%s", err, o.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false, fmt.Sprintf("/system: %v\n%s", err, o.logs.String())
+	})
+	return o
 }
 
 // call sends a REST request and decodes the JSON answer into out (if not nil).
@@ -190,16 +188,11 @@ type Commitment struct {
 // AwaitCommitment polls the transaction until it is no longer Pending, for up to within.
 func (o *Orthanc) AwaitCommitment(t testing.TB, txn string, within time.Duration) Commitment {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var c Commitment
+	var c Commitment
+	testenv.EventuallyWithin(t, within, "storage commitment "+txn+" no longer pending", func() bool {
+		c = Commitment{}
 		o.call(t, http.MethodGet, "/storage-commitment/"+txn, nil, &c)
-		if c.Status != "Pending" {
-			return c
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("storage commitment %s still pending after %v", txn, within)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return c.Status != "Pending"
+	})
+	return c
 }

@@ -2,6 +2,7 @@ package scptest
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"syscall"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // Churn opens and releases associations on addr, as client, from 4 loops
@@ -65,26 +68,18 @@ func ExpectReportedByRunning(t testing.TB, survivor *SCP, survivorRun, dead stri
 		}
 		return n
 	}
-	for logged() == 0 {
-		if time.Since(killed) > limit {
-			t.Fatalf("the running scp-task did not report the killed run %s within %s\n%s", dead, limit, survivor.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.EventuallySawWithin(t, time.Until(killed.Add(limit)), fmt.Sprintf("the running scp-task to report the killed run %s (within %s of the kill)", dead, limit),
+		func() (bool, string) { return logged() != 0, survivor.Logs() })
 	t.Logf("the running scp-task reported the killed run %s after %s", dead, time.Since(killed).Round(time.Millisecond))
 	var found associationaudit.Record
-	deadline := time.Now().Add(20 * time.Second)
-	for found.AssociationID == "" {
+	testenv.EventuallyWithin(t, 20*time.Second, "an unclean-stop-found record in the trail after the log line", func() bool {
 		for _, r := range records() {
 			if r.Event == associationaudit.EventUncleanStopFound {
 				found = r
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no unclean-stop-found record in the trail within 20s of the log line")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return found.AssociationID != ""
+	})
 	if len(found.PreviousRuns) != 1 || found.PreviousRuns[0].Instance != dead || found.AssociationID != survivorRun {
 		t.Fatalf("unclean-stop-found record of %s naming %+v, want %s naming %s", found.AssociationID, found.PreviousRuns, survivorRun, dead)
 	}

@@ -103,21 +103,16 @@ func Start(t testing.TB, o Options) *SCP {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("scp-task not listening after 30s\n%s", s.Logs())
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	testenv.EventuallySawWithin(t, 15*time.Second, "scp-task ready", func() (bool, string) {
 		resp, err := http.Get("http://" + s.HealthAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				_, s.agentBaseline = s.Health(t, "/metrics")
-				return s
-			}
+		if err != nil {
+			return false, fmt.Sprintf("/readyz: %v\n%s", err, s.Logs())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("scp-task not ready after 15s (%v)\n%s", err, s.Logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200, fmt.Sprintf("/readyz %s\n%s", resp.Status, s.Logs())
+	})
+	_, s.agentBaseline = s.Health(t, "/metrics")
+	return s
 }
 
 // run starts s.cmd with its stderr read into the logs (ready is closed at
@@ -187,18 +182,17 @@ func (s *SCP) LogEntries() []map[string]any {
 // and some (a reload's) come after what they report has taken effect.
 func (s *SCP) WaitLog(t testing.TB, timeout time.Duration, what string, ok func(map[string]any) bool) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	var found map[string]any
+	testenv.EventuallyWithin(t, timeout, "a log line of "+what, func() bool {
 		for _, e := range s.LogEntries() {
 			if ok(e) {
-				return e
+				found = e
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line of %s after %v", what, timeout)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		return false
+	})
+	return found
 }
 
 // TLSPort is the port of TLSAddr, for DCMTK's command lines.
@@ -307,17 +301,10 @@ func (s *SCP) Health(t testing.TB, path string) (int, string) {
 // WaitMetric polls until the sample equals want or the timeout passes.
 func (s *SCP) WaitMetric(t testing.TB, sample string, want float64, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	testenv.EventuallySawWithin(t, timeout, fmt.Sprintf("metric %s = %v", sample, want), func() (bool, string) {
 		got := s.Metric(t, sample)
-		if got == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("metric %s = %v, want %v after %v", sample, got, want, timeout)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+		return got == want, fmt.Sprintf("%s = %v", sample, got)
+	})
 }
 
 // Stop sends SIGTERM and waits for a clean exit (SIGKILL after 20s).
