@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // fragments encodes an encapsulated value: a Basic Offset Table (empty)
@@ -110,4 +113,89 @@ func FuzzEncapsulatedLength(f *testing.F) {
 			t.Fatalf("length %d of %d bytes does not end with the delimiter", n1, len(in))
 		}
 	})
+}
+
+// TestIconImageEncapsulatedValue: an Icon Image Sequence (0088,0200) item
+// whose Pixel Data is encapsulated, in an object whose own Pixel Data is
+// native or encapsulated, in Explicit or Implicit VR, in a sequence of
+// undefined or defined length: the Decoder walks it, reporting the icon's
+// Pixel Data at depth 1 as encapsulated, its fragments, and the elements
+// after the sequence at depth 0; EncapsulatedLength at the icon's value
+// (where a DICOM JSON's bulk data URI of offset alone points) is the
+// icon's items up to its Sequence Delimitation Item, not the object's
+// Pixel Data after it.
+func TestIconImageEncapsulatedValue(t *testing.T) {
+	const tagIcon = 0x00880200
+	iconValue := fragments([]byte{0xFF, 0xD8, 0xFF, 0xD9}, []byte("icon..")) // Explicit LE items, as every encoding has them
+	for _, tc := range []struct {
+		name   string
+		e      enc
+		ts     string
+		define bool // the sequence and its item of defined length
+		native bool // the object's own Pixel Data
+	}{
+		{"explicit, native object", explicitLE, tsExplicit, false, true},
+		{"explicit, encapsulated object", explicitLE, tsJPEG, false, false},
+		{"explicit, defined-length sequence", explicitLE, tsJPEG, true, false},
+		{"implicit, native object", implicitLE, tsImplicit, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := tc.e
+			iconPixels := cat(e.hdr(tPixel, "OB", UndefinedLength, nil), iconValue)
+			item := e.itemU(e.el(0x00280010, "US", "\x08\x00"), iconPixels)
+			seq := e.seqU(tagIcon, "SQ", item)
+			if tc.define {
+				item = e.itemD(e.el(0x00280010, "US", "\x08\x00"), iconPixels)
+				seq = e.seqD(tagIcon, item)
+			}
+			pixels := cat(e.hdr(tPixel, "OB", UndefinedLength, nil), fragments([]byte("frame1..")))
+			if tc.native {
+				pixels = e.el(tPixel, "OW", "\x01\x02\x03\x04")
+			}
+			in := cat(e.el(tSOPInst, "UI", "1.2"), seq, e.el(0x00880904, "LO", "title."), pixels)
+			d := NewDecoder(bufio.NewReaderSize(bytes.NewReader(in), 16), tc.ts)
+			var got []string
+			var iconAt int64 = -1
+			for k, err := d.Next(); k != KindEnd; k, err = d.Next() {
+				if err != nil {
+					t.Fatalf("Next: %v after %v", err, got)
+				}
+				switch el := d.Element(); k {
+				case KindElement:
+					got = append(got, fmt.Sprintf("%s depth %d encapsulated %v", TagString(el.Tag), el.Depth, el.Encapsulated))
+					if el.Tag == tPixel && el.Depth == 1 {
+						iconAt = el.Offset
+					}
+				case KindFragment:
+					got = append(got, fmt.Sprintf("fragment depth %d", el.Depth))
+				}
+			}
+			want := []string{
+				"(0008,0018) depth 0 encapsulated false",
+				"(0088,0200) depth 0 encapsulated false",
+				"(0028,0010) depth 1 encapsulated false",
+				"(7FE0,0010) depth 1 encapsulated true",
+				"fragment depth 1", "fragment depth 1", "fragment depth 1",
+				"(0088,0904) depth 0 encapsulated false",
+				"(7FE0,0010) depth 0 encapsulated " + fmt.Sprint(!tc.native),
+			}
+			if !tc.native {
+				want = append(want, "fragment depth 0", "fragment depth 0")
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("tokens (-want +got):\n%s", diff)
+			}
+			if iconAt < 0 {
+				t.Fatal("no icon Pixel Data reported")
+			}
+			for _, src := range []Source{
+				bufio.NewReaderSize(bytes.NewReader(in[iconAt:]), 16),
+				NewRangeSource(bytes.NewReader(in[iconAt:]), int64(len(in))-iconAt, RangeOptions{First: 8, Max: 16, ResetOnSkip: true}),
+			} {
+				if n, err := EncapsulatedLength(src); err != nil || !bytes.Equal(in[iconAt:iconAt+n], iconValue) {
+					t.Errorf("%T: EncapsulatedLength at the icon's value = %d, %v; want its %d bytes", src, n, err, len(iconValue))
+				}
+			}
+		})
+	}
 }

@@ -391,6 +391,90 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 	}
 }
 
+// TestBulkDataURIOfAnIconImage: an icon's encapsulated Pixel Data, in an
+// Icon Image Sequence (0088,0200) item of an object whose own Pixel Data
+// is native or encapsulated, is read past (its fragments skipped, the
+// elements after the sequence read) and named in the DICOM JSON, inside
+// the sequence's item, by its offset alone, as the object's own
+// encapsulated Pixel Data is: the value at that offset is the icon's
+// items up to its Sequence Delimitation Item (dataset.EncapsulatedLength),
+// and the object's own Pixel Data is still named where it lies.
+func TestBulkDataURIOfAnIconImage(t *testing.T) {
+	icon := [][]byte{{0xFF, 0xD8, 4, 5, 0xFF, 0xD9}, bytes.Repeat([]byte{3}, 64)}
+	frame := [][]byte{{0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9, 0}, bytes.Repeat([]byte{7}, 300)}
+	native := ct(sop1)
+	native.Extra = []pt.Elem{pt.IconImage(icon...)}
+	jpeg := ct(sop1)
+	jpeg.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+	jpeg.Extra = []pt.Elem{pt.IconImage(icon...), pt.Fragments(frame...)}
+	for _, tt := range []struct {
+		name  string
+		in    pt.Instance
+		ts    string
+		frame []byte // the object's own Pixel Data, when encapsulated
+		named []string
+	}{
+		{"in a native object", native, tsELE, nil, []string{"offset", "length", "bytes"}},
+		{"in an encapsulated object", jpeg, jpeg.TransferSyntaxUID, pt.FragmentsValue(frame...), []string{"offset", "bytes"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := pt.New()
+			object := tt.in.Build()
+			f.Objects.Add(key(sop1), object, pt.SCPMetadata(pt.CTStorage, sop1, tt.ts, ""))
+			res, err := f.Pipeline().ProcessObject(ctx, key(sop1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows, err := f.Index.Instances(ctx, sop1)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("rows %+v, %v (processed: %+v)", rows, err, res)
+			}
+			body, _, ok := f.Objects.Get(rows[0].MetadataKey)
+			if !ok {
+				t.Fatal("no DICOM JSON at the key named")
+			}
+			uris, err := pt.BulkDataURIs(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := uris["00880200/0/7FE00010"]; !ok || len(uris) != 2 {
+				t.Fatalf("bulk data URIs %v, want the icon's Pixel Data's, in its item, and the object's", uris)
+			}
+			checkValue := func(what, uri string, named []string, value []byte) {
+				t.Helper()
+				u, err := url.Parse(uri)
+				if err != nil {
+					t.Fatal(err)
+				}
+				q := u.Query()
+				var got []string
+				for _, p := range []string{"offset", "length", "bytes"} {
+					if q.Has(p) {
+						got = append(got, p)
+					}
+				}
+				if !slices.Equal(got, named) {
+					t.Errorf("%s's BulkDataURI %s names %v, want %v", what, u, got, named)
+				}
+				offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+				if err != nil || offset > int64(len(object)) {
+					t.Fatalf("%s: offset %q of a %d-byte object", what, q.Get("offset"), len(object))
+				}
+				if value == nil {
+					return
+				}
+				n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
+				if err != nil || !bytes.Equal(object[offset:offset+n], value) {
+					t.Errorf("%s: the value at offset %d: %d bytes, %v; want the %d bytes of its fragments", what, offset, n, err, len(value))
+				}
+			}
+			checkValue("the icon's Pixel Data", uris["00880200/0/7FE00010"], []string{"offset", "bytes"}, pt.FragmentsValue(icon...))
+			checkValue("Pixel Data", uris["7FE00010"], tt.named, tt.frame)
+		})
+	}
+}
+
 // TestHeldContentWritesNoDocuments: documents are written for a content
 // the index does not hold yet: an identical resend (under a conflict key,
 // in either order, or under another day's key), a redelivery, and an

@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -292,4 +294,86 @@ func request(t *testing.T, srv *httptest.Server, method, path string) (*http.Res
 		t.Fatal(err)
 	}
 	return resp, &body
+}
+
+// TestBulkDataIconImage: the bulk data URI the pipeline's DICOM JSON gives
+// an icon's encapsulated Pixel Data (in an Icon Image Sequence (0088,0200)
+// item, offset alone, pipeline.bulkURIs) is served as the icon's value,
+// its items up to its Sequence Delimitation Item (dataset.EncapsulatedLength
+// from the item headers), not the object's Pixel Data after it; the
+// object's own Pixel Data, native or encapsulated, is served from its URI
+// beside it.
+func TestBulkDataIconImage(t *testing.T) {
+	const sop = "1.2.3.1.1"
+	icon := [][]byte{{0xFF, 0xD8, 4, 5, 0xFF, 0xD9}, bytes.Repeat([]byte{3}, 64)}
+	frame := [][]byte{{0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9, 0}, bytes.Repeat([]byte{7}, 300)}
+	in := pipelinetest.Instance{StudyUID: "1.2.3", SeriesUID: "1.2.3.1", SOPUID: sop, PatientID: "P1", PatientName: "Icon^Test",
+		Rows: 4, Columns: 4, Extra: []pipelinetest.Elem{pipelinetest.IconImage(icon...)}}
+	jpeg := in
+	jpeg.TransferSyntaxUID = "1.2.840.10008.1.2.4.50"
+	jpeg.Extra = append(slices.Clone(in.Extra), pipelinetest.Fragments(frame...))
+	for _, tc := range []struct {
+		name   string
+		in     pipelinetest.Instance
+		ts     string
+		pixels func(object []byte) []byte // what the object's Pixel Data URI names
+	}{
+		{"native object", in, "1.2.840.10008.1.2.1", func(object []byte) []byte { return object[len(object)-4*4*2:] }},
+		{"encapsulated object", jpeg, jpeg.TransferSyntaxUID, func([]byte) []byte { return pipelinetest.FragmentsValue(frame...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			object := tc.in.Build()
+			uris := dicomJSONBulkDataURIs(t, object, sop, tc.ts)
+			dir := t.TempDir()
+			srv := httptest.NewServer((&Server{Objects: dirOpener(dir), Logger: errorLogger(t)}).Handler())
+			defer srv.Close()
+			id := writeObject(t, dir, objectPath, object)
+			for _, v := range []struct {
+				path string
+				want []byte
+			}{
+				{"00880200/0/7FE00010", pipelinetest.FragmentsValue(icon...)},
+				{"7FE00010", tc.pixels(object)},
+			} {
+				u, err := url.Parse(uris[v.path])
+				if err != nil || uris[v.path] == "" {
+					t.Fatalf("%s: BulkDataURI %q (%v) of %v", v.path, uris[v.path], err, uris)
+				}
+				q := u.Query()
+				q.Set(pipeline.BulkDataBytesParam, id) // the bytes as the file store names them
+				resp, err := srv.Client().Get(srv.URL + objectPath + "?" + q.Encode())
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkAnswer(t, resp, 200, "", "application/octet-stream", v.want, true)
+			}
+		})
+	}
+}
+
+// dicomJSONBulkDataURIs runs the pipeline on object (an instance sop in
+// transfer syntax ts) and returns the bulk data URIs of the DICOM JSON it
+// writes (pipelinetest.BulkDataURIs).
+func dicomJSONBulkDataURIs(t *testing.T, object []byte, sop, ts string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	f := pipelinetest.New()
+	key := "incoming/2026/01/15/1.2.3/1.2.3.1/" + sop + ".dcm"
+	f.Objects.Add(key, object, pipelinetest.SCPMetadata(pipelinetest.CTStorage, sop, ts, ""))
+	if _, err := f.Pipeline().ProcessObject(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := f.Index.Instances(ctx, sop)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("indexed %+v, %v; want one instance", rows, err)
+	}
+	doc, _, ok := f.Objects.Get(rows[0].MetadataKey)
+	if !ok {
+		t.Fatal("no DICOM JSON at the key the index names")
+	}
+	uris, err := pipelinetest.BulkDataURIs(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uris
 }

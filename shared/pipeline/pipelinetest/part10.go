@@ -69,6 +69,23 @@ func FragmentsValue(frags ...[]byte) []byte {
 	return append(b, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
 }
 
+// IconImage is an Icon Image Sequence (0088,0200) of one item: an 8 × 8
+// monochrome icon whose Pixel Data is encapsulated, frags its fragments
+// (Fragments; FragmentsValue is the value).
+func IconImage(frags ...[]byte) Elem {
+	return Seq(Tag(0x88, 0x200), true, []Elem{
+		U16(Tag(0x28, 0x2), 1),
+		Str(Tag(0x28, 0x4), "CS", "MONOCHROME2"),
+		U16(Tag(0x28, 0x10), 8),
+		U16(Tag(0x28, 0x11), 8),
+		U16(Tag(0x28, 0x100), 8),
+		U16(Tag(0x28, 0x101), 8),
+		U16(Tag(0x28, 0x102), 7),
+		U16(Tag(0x28, 0x103), 0),
+		Fragments(frags...),
+	})
+}
+
 // Meta is the File Meta Information to write.
 type Meta struct {
 	SOPClassUID, SOPInstanceUID, TransferSyntaxUID, SourceAE string
