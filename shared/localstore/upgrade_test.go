@@ -2,13 +2,16 @@ package localstore
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -256,5 +259,178 @@ func TestOpenFailsOnACheckpointsFailedFsync(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// schema8Fixture holds the databases a build of schema 8 left
+// (testdata/schema8/README.md says which build, and how to make them
+// again).
+const schema8Fixture = "testdata/schema8"
+
+// TestUpgradeFromSchema8: the databases a build of schema 8 left
+// (schema8Fixture: a study of three instances, one of them sent again with
+// other bytes, its events and audit records) are what today's first 8
+// migrations make, table for table and index for index; today's Open
+// migrates the main database from 8, told once, and keeps everything the
+// old build held: the study's instances and conflict, every audit record,
+// every event, each listed as its study's and known as published, though
+// published_events is emptied (migration 18). Migration from 8 was tried
+// by hand only; the upgrade tests staged older schemas with today's own
+// migrations, which cannot show a migration that differs from what an
+// older build ran.
+func TestUpgradeFromSchema8(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ingest.db")
+	for _, name := range []string{"ingest.db", "ingest-queue.db"} {
+		gunzipFixture(t, filepath.Join(schema8Fixture, name+".gz"), filepath.Join(dir, name))
+	}
+
+	// What the old build left, read without migrating.
+	type held struct {
+		version               int
+		schema                []string
+		study                 string
+		instances, sops       int
+		audit, events, ledger []string
+	}
+	read := func(file string) held {
+		t.Helper()
+		sdb, err := openSQLite(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sdb.Close()
+		var h held
+		strs := func(q string) []string {
+			t.Helper()
+			rows, err := sdb.QueryContext(ctx, q)
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			defer rows.Close()
+			var out []string
+			for rows.Next() {
+				var s string
+				if err := rows.Scan(&s); err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, s)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		if err := sdb.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&h.version); err != nil {
+			t.Fatal(err)
+		}
+		h.schema = strs(`SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_schema ORDER BY type, name`)
+		if h.version != 8 {
+			return h
+		}
+		h.study = strings.Join(strs(`SELECT study_uid FROM studies`), ",")
+		if err := sdb.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT sop_uid) FROM instances`).Scan(&h.instances, &h.sops); err != nil {
+			t.Fatal(err)
+		}
+		h.audit = strs(`SELECT id FROM audit ORDER BY seq`)
+		h.events = strs(`SELECT id FROM outbox ORDER BY seq`)
+		h.ledger = strs(`SELECT id FROM published_events ORDER BY id`)
+		return h
+	}
+	old := read(path)
+	if old.version != 8 {
+		t.Fatalf("%s holds a database of schema %d, not the older build's 8", schema8Fixture, old.version)
+	}
+	if old.study == "" || strings.Contains(old.study, ",") || old.instances != 4 || old.sops != 3 || len(old.audit) == 0 || len(old.events) == 0 || len(old.ledger) == 0 {
+		t.Fatalf("the fixture holds %+v, want one study of 3 instances, 4 contents, audit records and published events", old)
+	}
+	// Today's first 8 migrations make what the old build's made.
+	staged := filepath.Join(t.TempDir(), "staged.db")
+	stageSchema(t, staged, schema[:8], nil)
+	if diff := cmp.Diff(read(staged).schema, old.schema); diff != "" {
+		t.Errorf("schema 8 of today's migrations (-) and of the build of schema 8 (+):\n%s", diff)
+	}
+
+	logs := &testenv.LogBuffer{}
+	db, err := Open(ctx, path, WithLogger(slog.New(slog.NewJSONHandler(logs, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	want := fmt.Sprintf(`"msg":"migrated database","file":%q,"from":8,"to":%d`, path, len(schema))
+	if got := strings.Count(logs.String(), `"msg":"migrated database"`); got != 1 || !strings.Contains(logs.String(), want) {
+		t.Errorf("Open told %d migrations, want the main database's from 8 (the queue's schema is today's):\n%s", got, logs.String())
+	}
+
+	d, err := db.IndexStore().GetStudy(ctx, old.study)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.InstanceCount != old.sops || d.ConflictCount != old.instances-old.sops || len(d.Instances) != old.instances {
+		t.Errorf("the study after the upgrade: %d instances, %d conflicts, %d records; want %d, %d, %d",
+			d.InstanceCount, d.ConflictCount, len(d.Instances), old.sops, old.instances-old.sops, old.instances)
+	}
+	var audit []string
+	rows, err := db.read.QueryContext(ctx, `SELECT id FROM audit ORDER BY seq`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		audit = append(audit, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(old.audit, audit); diff != "" {
+		t.Errorf("audit records (-old build +after the upgrade):\n%s", diff)
+	}
+	page, err := db.Events(ctx, EventFilter{Study: old.study, Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	for _, e := range page.Events {
+		events = append(events, e.ID)
+	}
+	slices.Reverse(events) // newest first
+	if diff := cmp.Diff(old.events, events); diff != "" {
+		t.Errorf("the study's events (-old build's outbox +after the upgrade):\n%s", diff)
+	}
+	for _, id := range old.ledger {
+		if ok, err := db.IndexStore().EventPublished(ctx, id); err != nil || !ok {
+			t.Errorf("event %s published by the old build: published %v (%v) after the upgrade", id, ok, err)
+		}
+	}
+	if db.OutboxID() == "" {
+		t.Error("no outbox identity after the upgrade")
+	}
+}
+
+// gunzipFixture writes the gzipped fixture at src to dst.
+func gunzipFixture(t *testing.T, src, dst string) {
+	t.Helper()
+	f, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", src, err)
+	}
+	w, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, zr); err != nil {
+		t.Fatal(errors.Join(fmt.Errorf("%s: %w", src, err), w.Close()))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
