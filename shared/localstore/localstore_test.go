@@ -46,6 +46,30 @@ func stageSchema(t *testing.T, path string, schema []string, fill func(*sql.DB) 
 	}
 }
 
+// queryStrings is the first column of every row query selects from q, as
+// text.
+func queryStrings(t *testing.T, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, query string) []string {
+	t.Helper()
+	rows, err := q.QueryContext(context.Background(), query)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(errors.Join(err, rows.Close()))
+		}
+		out = append(out, s)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // openOlderDatabase opens, with today's schema, a database that fill
 // wrote at schema version (a database of an older build): the upgrade's
 // migrations run on what fill left.

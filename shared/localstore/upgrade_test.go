@@ -302,26 +302,7 @@ func TestUpgradeFromSchema8(t *testing.T) {
 		}
 		defer sdb.Close()
 		var h held
-		strs := func(q string) []string {
-			t.Helper()
-			rows, err := sdb.QueryContext(ctx, q)
-			if err != nil {
-				t.Fatalf("%s: %v", q, err)
-			}
-			defer rows.Close()
-			var out []string
-			for rows.Next() {
-				var s string
-				if err := rows.Scan(&s); err != nil {
-					t.Fatal(err)
-				}
-				out = append(out, s)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
-			return out
-		}
+		strs := func(q string) []string { t.Helper(); return queryStrings(t, sdb, q) }
 		if err := sdb.QueryRowContext(ctx, `SELECT version FROM schema_version`).Scan(&h.version); err != nil {
 			t.Fatal(err)
 		}
@@ -371,22 +352,7 @@ func TestUpgradeFromSchema8(t *testing.T) {
 		t.Errorf("the study after the upgrade: %d instances, %d conflicts, %d records; want %d, %d, %d",
 			d.InstanceCount, d.ConflictCount, len(d.Instances), old.sops, old.instances-old.sops, old.instances)
 	}
-	var audit []string
-	rows, err := db.read.QueryContext(ctx, `SELECT id FROM audit ORDER BY seq`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		audit = append(audit, id)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(old.audit, audit); diff != "" {
+	if diff := cmp.Diff(old.audit, queryStrings(t, db.read, `SELECT id FROM audit ORDER BY seq`)); diff != "" {
 		t.Errorf("audit records (-old build +after the upgrade):\n%s", diff)
 	}
 	page, err := db.Events(ctx, EventFilter{Study: old.study, Limit: 100})

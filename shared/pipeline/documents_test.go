@@ -349,7 +349,6 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 		{"native: offset and length", ct(sop1), nil, []string{"offset", "length", "bytes"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
 			f := pt.New()
 			object := tt.in.Build()
 			md := pt.SCPMetadata(pt.CTStorage, sop1, tt.in.TransferSyntaxUID, "")
@@ -357,37 +356,42 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 				md = pt.SCPMetadata(pt.CTStorage, sop1, tsELE, "")
 			}
 			f.Objects.Add(key(sop1), object, md)
-			res, err := f.Pipeline().ProcessObject(ctx, key(sop1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rows, err := f.Index.Instances(ctx, sop1)
-			if err != nil || len(rows) != 1 {
-				t.Fatalf("rows %+v, %v (processed: %+v)", rows, err, res)
-			}
-			u := pixelDataURI(t, f, rows[0].MetadataKey)
-			q := u.Query()
-			var named []string
-			for _, p := range []string{"offset", "length", "bytes"} {
-				if q.Has(p) {
-					named = append(named, p)
-				}
-			}
-			if !slices.Equal(named, tt.named) {
-				t.Fatalf("Pixel Data's BulkDataURI %s names %v, want %v", u, named, tt.named)
-			}
-			offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
-			if err != nil || offset > int64(len(object)) {
-				t.Fatalf("offset %q of a %d-byte object", q.Get("offset"), len(object))
-			}
-			if tt.value == nil {
-				return
-			}
-			n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
-			if err != nil || !bytes.Equal(object[offset:offset+n], tt.value) {
-				t.Errorf("the value at offset %d: %d bytes, %v; want the %d bytes of the fragments", offset, n, err, len(tt.value))
-			}
+			checkBulkValue(t, "Pixel Data", object, f.ProcessedBulkDataURIs(t, key(sop1), sop1)["7FE00010"], tt.named, tt.value)
 		})
+	}
+}
+
+// checkBulkValue checks the bulk data URI uri of what, a value of object:
+// the parameters it names (of offset, length and bytes), its offset
+// within object, and, for an encapsulated value (value not nil), that the
+// value at offset is value, its items up to its Sequence Delimitation
+// Item (dataset.EncapsulatedLength).
+func checkBulkValue(t *testing.T, what string, object []byte, uri string, named []string, value []byte) {
+	t.Helper()
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	var got []string
+	for _, p := range []string{"offset", "length", "bytes"} {
+		if q.Has(p) {
+			got = append(got, p)
+		}
+	}
+	if !slices.Equal(got, named) {
+		t.Fatalf("%s's BulkDataURI %s names %v, want %v", what, u, got, named)
+	}
+	offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
+	if err != nil || offset > int64(len(object)) {
+		t.Fatalf("%s: offset %q of a %d-byte object", what, q.Get("offset"), len(object))
+	}
+	if value == nil {
+		return
+	}
+	n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
+	if err != nil || !bytes.Equal(object[offset:offset+n], value) {
+		t.Errorf("%s: the value at offset %d: %d bytes, %v; want the %d bytes of its fragments", what, offset, n, err, len(value))
 	}
 }
 
@@ -418,59 +422,15 @@ func TestBulkDataURIOfAnIconImage(t *testing.T) {
 		{"in an encapsulated object", jpeg, jpeg.TransferSyntaxUID, pt.FragmentsValue(frame...), []string{"offset", "bytes"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx := context.Background()
 			f := pt.New()
 			object := tt.in.Build()
 			f.Objects.Add(key(sop1), object, pt.SCPMetadata(pt.CTStorage, sop1, tt.ts, ""))
-			res, err := f.Pipeline().ProcessObject(ctx, key(sop1))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rows, err := f.Index.Instances(ctx, sop1)
-			if err != nil || len(rows) != 1 {
-				t.Fatalf("rows %+v, %v (processed: %+v)", rows, err, res)
-			}
-			body, _, ok := f.Objects.Get(rows[0].MetadataKey)
-			if !ok {
-				t.Fatal("no DICOM JSON at the key named")
-			}
-			uris, err := pt.BulkDataURIs(body)
-			if err != nil {
-				t.Fatal(err)
-			}
+			uris := f.ProcessedBulkDataURIs(t, key(sop1), sop1)
 			if _, ok := uris["00880200/0/7FE00010"]; !ok || len(uris) != 2 {
 				t.Fatalf("bulk data URIs %v, want the icon's Pixel Data's, in its item, and the object's", uris)
 			}
-			checkValue := func(what, uri string, named []string, value []byte) {
-				t.Helper()
-				u, err := url.Parse(uri)
-				if err != nil {
-					t.Fatal(err)
-				}
-				q := u.Query()
-				var got []string
-				for _, p := range []string{"offset", "length", "bytes"} {
-					if q.Has(p) {
-						got = append(got, p)
-					}
-				}
-				if !slices.Equal(got, named) {
-					t.Errorf("%s's BulkDataURI %s names %v, want %v", what, u, got, named)
-				}
-				offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
-				if err != nil || offset > int64(len(object)) {
-					t.Fatalf("%s: offset %q of a %d-byte object", what, q.Get("offset"), len(object))
-				}
-				if value == nil {
-					return
-				}
-				n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
-				if err != nil || !bytes.Equal(object[offset:offset+n], value) {
-					t.Errorf("%s: the value at offset %d: %d bytes, %v; want the %d bytes of its fragments", what, offset, n, err, len(value))
-				}
-			}
-			checkValue("the icon's Pixel Data", uris["00880200/0/7FE00010"], []string{"offset", "bytes"}, pt.FragmentsValue(icon...))
-			checkValue("Pixel Data", uris["7FE00010"], tt.named, tt.frame)
+			checkBulkValue(t, "the icon's Pixel Data", object, uris["00880200/0/7FE00010"], []string{"offset", "bytes"}, pt.FragmentsValue(icon...))
+			checkBulkValue(t, "Pixel Data", object, uris["7FE00010"], tt.named, tt.frame)
 		})
 	}
 }

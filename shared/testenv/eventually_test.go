@@ -23,6 +23,17 @@ func (f *fatalTB) Fatalf(format string, args ...any) {
 	runtime.Goexit()
 }
 
+// run runs wait with f on a goroutine of its own, as a test's, and
+// returns once it returned or failed.
+func (f *fatalTB) run(wait func(tb testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wait(f)
+	}()
+	<-done
+}
+
 // TestEventuallyWithin: a wait ends once its condition holds, however
 // late within the limit, and fails naming what it waited for and the
 // limit once the limit passed without it.
@@ -39,15 +50,12 @@ func TestEventuallyWithin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := &fatalTB{TB: t}
 			polls := 0
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
+			tb.run(func(tb testing.TB) {
 				testenv.EventuallyWithin(tb, 200*time.Millisecond, "the thing", func() bool {
 					polls++
 					return tc.holdsFrom != 0 && polls >= tc.holdsFrom
 				})
-			}()
-			<-done
+			})
 			if tb.fatal != tc.wantFatal {
 				t.Errorf("failed with %q, want %q", tb.fatal, tc.wantFatal)
 			}
@@ -76,15 +84,12 @@ func TestEventuallySawWithin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			tb := &fatalTB{TB: t}
 			polls := 0
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
+			tb.run(func(tb testing.TB) {
 				testenv.EventuallySawWithin(tb, 50*time.Millisecond, "the thing", func() (bool, string) {
 					polls++
 					return false, tc.saw(polls)
 				})
-			}()
-			<-done
+			})
 			want := tc.wantFatal
 			if s := tc.saw(polls); s != "" {
 				want += testenv.LastLines(s, testenv.SawLines)

@@ -323,7 +323,10 @@ func TestBulkDataIconImage(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			object := tc.in.Build()
-			uris := dicomJSONBulkDataURIs(t, object, sop, tc.ts)
+			f := pipelinetest.New()
+			key := "incoming/2026/01/15/1.2.3/1.2.3.1/" + sop + ".dcm"
+			f.Objects.Add(key, object, pipelinetest.SCPMetadata(pipelinetest.CTStorage, sop, tc.ts, ""))
+			uris := f.ProcessedBulkDataURIs(t, key, sop)
 			dir := t.TempDir()
 			srv := httptest.NewServer((&Server{Objects: dirOpener(dir), Logger: errorLogger(t)}).Handler())
 			defer srv.Close()
@@ -349,31 +352,4 @@ func TestBulkDataIconImage(t *testing.T) {
 			}
 		})
 	}
-}
-
-// dicomJSONBulkDataURIs runs the pipeline on object (an instance sop in
-// transfer syntax ts) and returns the bulk data URIs of the DICOM JSON it
-// writes (pipelinetest.BulkDataURIs).
-func dicomJSONBulkDataURIs(t *testing.T, object []byte, sop, ts string) map[string]string {
-	t.Helper()
-	ctx := context.Background()
-	f := pipelinetest.New()
-	key := "incoming/2026/01/15/1.2.3/1.2.3.1/" + sop + ".dcm"
-	f.Objects.Add(key, object, pipelinetest.SCPMetadata(pipelinetest.CTStorage, sop, ts, ""))
-	if _, err := f.Pipeline().ProcessObject(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	rows, err := f.Index.Instances(ctx, sop)
-	if err != nil || len(rows) != 1 {
-		t.Fatalf("indexed %+v, %v; want one instance", rows, err)
-	}
-	doc, _, ok := f.Objects.Get(rows[0].MetadataKey)
-	if !ok {
-		t.Fatal("no DICOM JSON at the key the index names")
-	}
-	uris, err := pipelinetest.BulkDataURIs(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return uris
 }

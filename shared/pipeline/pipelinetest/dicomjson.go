@@ -1,10 +1,37 @@
 package pipelinetest
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"testing"
 )
+
+// ProcessedBulkDataURIs has f's pipeline process the object at key, the
+// instance sop, and returns the bulk data URIs (BulkDataURIs) of the
+// DICOM JSON it wrote, the one the index's row names.
+func (f *Fakes) ProcessedBulkDataURIs(t testing.TB, key, sop string) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	res, err := f.Pipeline().ProcessObject(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := f.Index.Instances(ctx, sop)
+	if err != nil || len(rows) != 1 {
+		t.Fatalf("indexed %+v, %v (processed: %+v); want one instance", rows, err, res)
+	}
+	doc, _, ok := f.Objects.Get(rows[0].MetadataKey)
+	if !ok {
+		t.Fatal("no DICOM JSON at the key the index names")
+	}
+	uris, err := BulkDataURIs(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uris
+}
 
 // BulkDataURIs reads a DICOM JSON document (PS3.18 F.2) and returns the
 // BulkDataURI of every attribute that has one, in sequences' items too,
