@@ -296,7 +296,7 @@ func TestUpgradeFromSchema8(t *testing.T) {
 	}
 	read := func(file string) held {
 		t.Helper()
-		sdb, err := openSQLite(file)
+		sdb, err := openSQLite(file, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
