@@ -26,12 +26,35 @@ const (
 // errInjectedCommit is the COMMIT failure commitLeftOpen reports.
 var errInjectedCommit = errors.New("injected: commit failed, and the rollback after it")
 
-// commitFaults fails the COMMITs a test arms, one each, on the connections
-// of the databases opened with its option; the other calls reach the
-// driver as they are.
+// errInjectedBegin is the failure of the BEGINs failBegins fails.
+var errInjectedBegin = errors.New("injected: begin failed")
+
+// commitFaults fails the COMMITs a test arms, one each, and the BEGINs it
+// says (failBegins), on the connections of the databases opened with its
+// option; the other calls reach the driver as they are.
 type commitFaults struct {
-	mu    sync.Mutex
-	armed []commitFault
+	mu     sync.Mutex
+	armed  []commitFault
+	begins int // BEGINs still to fail
+}
+
+// failBegins has the next n BEGINs fail (errInjectedBegin) before they
+// reach SQLite, as a database locked past the busy timeout, read-only or
+// full fails them on a sound connection.
+func (f *commitFaults) failBegins(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.begins += n
+}
+
+func (f *commitFaults) takeBegin() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.begins == 0 {
+		return false
+	}
+	f.begins--
+	return true
 }
 
 // arm has the next COMMIT fail as f.
@@ -86,6 +109,9 @@ func (c *faultConn) Begin() (driver.Tx, error) {
 }
 
 func (c *faultConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	if c.f.takeBegin() {
+		return nil, errInjectedBegin
+	}
 	tx, err := c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err

@@ -500,17 +500,71 @@ func forEachBrokenWriter(t *testing.T, test func(*testing.T, brokenWriter)) {
 	for _, ft := range commitFaultCases {
 		for _, wc := range writerCases {
 			t.Run(ft.name+"/"+wc.name, func(t *testing.T) {
-				b := brokenWriter{fault: ft.fault, faults: &commitFaults{}, wc: wc, path: filepath.Join(t.TempDir(), "test.db"), logged: &bytes.Buffer{}}
-				db, err := Open(context.Background(), b.path, b.faults.option(), WithLogger(slog.New(slog.NewJSONHandler(b.logged, nil))))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if _, err := wc.pool(db).ExecContext(context.Background(), `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
-					t.Fatal(err)
-				}
-				b.db = db
-				test(t, b)
+				test(t, openBrokenWriter(t, ft.fault, wc))
 			})
 		}
+	}
+}
+
+// openBrokenWriter opens a database with commitFaults, whose writer wc's
+// COMMIT is to fail as fault, and creates its table w.
+func openBrokenWriter(t *testing.T, fault commitFault, wc writerCase) brokenWriter {
+	t.Helper()
+	b := brokenWriter{fault: fault, faults: &commitFaults{}, wc: wc, path: filepath.Join(t.TempDir(), "test.db"), logged: &bytes.Buffer{}}
+	db, err := Open(context.Background(), b.path, b.faults.option(), WithLogger(slog.New(slog.NewJSONHandler(b.logged, nil))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wc.pool(db).ExecContext(context.Background(), `CREATE TABLE w (k TEXT PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	b.db = db
+	return b
+}
+
+// TestWriterKeepsItsConnectionWhenBeginFails: a BEGIN that fails on a
+// connection no failed COMMIT or ROLLBACK touched (the database locked by
+// another process past the busy timeout, a read-only or full file, an I/O
+// error) is the database's failure, not the connection's: the unit fails
+// with it, and the writer keeps its connection and tells nothing. The
+// writer replaced its connection at every such BEGIN, each unit with a
+// WARN that its connection was unusable, a second wait for the same lock,
+// and a connection opened and one closed.
+func TestWriterKeepsItsConnectionWhenBeginFails(t *testing.T) {
+	for _, wc := range writerCases {
+		t.Run(wc.name, func(t *testing.T) {
+			ctx := context.Background()
+			b := openBrokenWriter(t, 0, wc)
+			w := b.wc.writer(b.db)
+			conn := w.conn
+			const failing = 3
+			b.faults.failBegins(failing)
+			insert := func(k string) error {
+				return w.run(ctx, func(q *querier) error {
+					_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+					return err
+				})
+			}
+			for i := range failing {
+				if err := insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
+					t.Errorf("unit %d whose BEGIN failed = %v, want the BEGIN's failure", i+1, err)
+				}
+			}
+			if err := insert("after"); err != nil {
+				t.Errorf("the unit after the failed BEGINs: %v", err)
+			}
+			if w.conn != conn {
+				t.Error("the writer took a new connection for a BEGIN that failed on a sound one")
+			}
+			if strings.Contains(b.logged.String(), WriterConnReplacedLog) {
+				t.Errorf("told %q for a BEGIN that failed on a sound connection; log:\n%s", WriterConnReplacedLog, b.logged.String())
+			}
+			if got := keysIn(t, b.wc.pool(b.db)); fmt.Sprint(got) != "[after]" {
+				t.Errorf("committed %v, want [after]", got)
+			}
+			if err := b.db.Close(); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 }
