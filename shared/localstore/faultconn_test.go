@@ -38,13 +38,13 @@ type commitFaults struct {
 	begins int // BEGINs still to fail
 }
 
-// failBegins has the next n BEGINs fail (errInjectedBegin) before they
-// reach SQLite, as a database locked past the busy timeout, read-only or
-// full fails them on a sound connection.
+// failBegins has the next n BEGINs, and no more, fail (errInjectedBegin)
+// before they reach SQLite, as a database locked past the busy timeout,
+// read-only or full fails them on a sound connection.
 func (f *commitFaults) failBegins(n int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.begins += n
+	f.begins = n
 }
 
 func (f *commitFaults) takeBegin() bool {

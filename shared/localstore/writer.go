@@ -53,13 +53,18 @@ var (
 // and a statement's first prepare waited for a connection behind the
 // reads (the portal's, the API's), for as long as they held the pool.
 //
-// A connection that a BEGIN fails on is replaced by a fresh one of the
-// pool (renewLocked): a COMMIT that failed and the driver's ROLLBACK after
-// it left SQLite's transaction open on it, or the driver gave it up
-// (sql.ErrConnDone). The failed commit's units failed to their callers,
-// which try them again; the broken connection is discarded, which undoes
-// what its transaction still held. Not once a sync of the database failed:
-// that is final (walSync).
+// A connection that a BEGIN fails on after a failed COMMIT or ROLLBACK of
+// the shared transaction (suspect) is replaced by a fresh one of the pool
+// (renewLocked): SQLite's transaction may be open on it still, or the
+// driver gave it up (sql.ErrConnDone, replaced whenever it is met). The
+// failed commit's units failed to their callers, which try them again;
+// the broken connection is discarded, which undoes what its transaction
+// still held. A BEGIN that fails on a connection nothing left suspect (the
+// database locked past the busy timeout, read-only, full) is the
+// database's failure: its unit fails, and the connection is kept, as a
+// fresh one would fail the same. So a connection is replaced at most once
+// for each failed COMMIT or ROLLBACK. Not once a sync of the database
+// failed: that is final (walSync).
 type writer struct {
 	pool   *sql.DB
 	conn   *sql.Conn
@@ -85,6 +90,10 @@ type writer struct {
 	opened  time.Time
 	closed  bool
 	stopped chan struct{}
+	// suspect is the failure of the shared transaction's last COMMIT or
+	// ROLLBACK, which may have left it open on conn; cleared by the next
+	// BEGIN that works or by a fresh connection.
+	suspect error
 }
 
 // batch is one shared transaction's fate.
@@ -122,15 +131,20 @@ func (w *writer) connect(ctx context.Context) error {
 }
 
 // beginLocked opens the shared transaction on the writer's connection; one that
-// the BEGIN fails on is replaced (renewLocked) and the BEGIN tried once on
-// the new one. Called with w.mu held, while no unit or commit uses the
-// connection.
+// the BEGIN fails on, once a COMMIT or ROLLBACK failed on it (suspect) or
+// gone (sql.ErrConnDone), is replaced (renewLocked) and the BEGIN tried
+// once on the new one. Called with w.mu held, while no unit or commit uses
+// the connection.
 func (w *writer) beginLocked() (*sql.Tx, error) {
 	// The transaction outlives every unit's context: units end, the
 	// transaction is the committer's.
 	tx, err := w.conn.BeginTx(context.Background(), nil)
 	if err == nil {
+		w.suspect = nil
 		return tx, nil
+	}
+	if w.suspect == nil && !errors.Is(err, sql.ErrConnDone) {
+		return nil, fmt.Errorf("localstore: begin: %w", err)
 	}
 	if rerr := w.renewLocked(err); rerr != nil {
 		return nil, fmt.Errorf("localstore: begin: %w", rerr)
@@ -159,6 +173,7 @@ func (w *writer) renewLocked(cause error) error {
 	if err := w.connect(context.Background()); err != nil {
 		return errors.Join(cause, err)
 	}
+	w.suspect = nil
 	told := cause
 	if err := dropConn(old, oldSt, true); err != nil {
 		told = errors.Join(cause, err)
@@ -305,6 +320,9 @@ func (w *writer) commitLoop() {
 			close(b.done)
 		}
 		w.mu.Lock()
+		if err != nil {
+			w.suspect = err
+		}
 		w.busy = false
 		w.cond.Broadcast()
 	}
@@ -440,6 +458,7 @@ func (w *writer) poison(b *batch, err error) {
 	if w.batch == b && w.tx != nil {
 		if rerr := w.tx.Rollback(); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("localstore: rollback: %w", rerr))
+			w.suspect = rerr
 		}
 		w.tx, w.batch = nil, nil
 		b.err = fmt.Errorf("localstore: transaction abandoned: %w", err)

@@ -406,6 +406,50 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 	})
 }
 
+// TestWriterReplacesABrokenConnectionOnce: after a COMMIT that left the
+// writer's connection unusable, BEGINs that fail on the fresh connection
+// too (the database read-only or full by then) fail their units, and the
+// connection is replaced once, told once, not at every unit's BEGIN.
+func TestWriterReplacesABrokenConnectionOnce(t *testing.T) {
+	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
+		ctx := context.Background()
+		pool, w := b.wc.pool(b.db), b.wc.writer(b.db)
+		insert := func(k string) error {
+			return w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+				return err
+			})
+		}
+		b.faults.arm(b.fault)
+		if err := insert("lost"); err == nil {
+			t.Fatal("the unit whose commit failed succeeded")
+		}
+		b.faults.failBegins(100)
+		for i := range 3 {
+			if err := insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
+				t.Errorf("unit %d whose BEGINs failed = %v, want the BEGIN's failure", i+1, err)
+			}
+		}
+		b.faults.failBegins(0)
+		fresh := w.conn
+		if err := insert("after"); err != nil {
+			t.Errorf("the unit after the failed BEGINs: %v", err)
+		}
+		if w.conn != fresh {
+			t.Error("the writer replaced its fresh connection too")
+		}
+		if got := keysIn(t, pool); fmt.Sprint(got) != "[after]" {
+			t.Errorf("committed %v, want [after]", got)
+		}
+		if n := strings.Count(b.logged.String(), WriterConnReplacedLog); n != 1 {
+			t.Errorf("%d %q lines, want 1; log:\n%s", n, WriterConnReplacedLog, b.logged.String())
+		}
+		if err := b.db.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
 // TestWriterKeepsItsConnectionAfterAFailedSync: once a sync of the
 // database failed, no durable commit is taken until a restart (walSync):
 // a connection the writer finds unusable then is not replaced, which would
