@@ -275,20 +275,26 @@ func TestFlushLogsEachEventOnce(t *testing.T) {
 // TestReconcileLog: after a crash between a round's append and its
 // watermark, the publisher moves the watermark past what the log holds
 // and logs the rest, each event once. A line the crash left unfinished
-// is cut, even one missing only its newline.
+// is cut, even one missing only its newline. The log's lines are read by
+// id: an older build's, without the outbox and seq, as well.
 func TestReconcileLog(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		lines int   // whole lines of the five events the log kept
 		part  int   // bytes kept of the next line: -1 all but its newline
 		want  int64 // watermark after reconciling
+		// older: the whole lines kept are an older build's, the envelope
+		// alone (no outbox, no seq): an upgrade's first start reads them.
+		older bool
 	}{
-		{"all appended", 5, 0, 5},
-		{"append cut short", 3, 0, 3},
-		{"nothing appended", 2, 0, 2},
-		{"append cut inside a line", 3, 100, 3},
-		{"append cut before a newline", 3, -1, 3},
-		{"append cut after one byte", 2, 1, 2},
+		{"all appended", 5, 0, 5, false},
+		{"append cut short", 3, 0, 3, false},
+		{"nothing appended", 2, 0, 2, false},
+		{"append cut inside a line", 3, 100, 3, false},
+		{"append cut before a newline", 3, -1, 3, false},
+		{"append cut after one byte", 2, 1, 2, false},
+		{"an older build's lines", 5, 0, 5, true},
+		{"an older build's lines, append cut inside a line", 3, 100, 3, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			db := openTest(t)
@@ -306,6 +312,9 @@ func TestReconcileLog(t *testing.T) {
 			}
 			all := bytes.SplitAfter(body, []byte("\n"))
 			kept := bytes.Join(all[:tt.lines], nil)
+			if tt.older {
+				kept = envelopesAlone(t, all[:tt.lines])
+			}
 			switch next := all[tt.lines]; {
 			case tt.part > 0:
 				kept = append(kept, next[:tt.part]...)
@@ -332,6 +341,30 @@ func TestReconcileLog(t *testing.T) {
 			wantEachEventOnce(t, logPath, 5)
 		})
 	}
+}
+
+// envelopesAlone returns the log's lines as an older build wrote them:
+// without the outbox and seq each line now names first.
+func envelopesAlone(t *testing.T, lines [][]byte) []byte {
+	t.Helper()
+	var out []byte
+	for _, l := range lines {
+		var e map[string]json.RawMessage
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e["outbox"] == nil || e["seq"] == nil {
+			t.Fatalf("a line without its outbox and seq: %s", l)
+		}
+		delete(e, "outbox")
+		delete(e, "seq")
+		b, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(append(out, b...), '\n')
+	}
+	return out
 }
 
 // TestLogWatermarkFromOlderDatabase: a database whose outbox marked each
