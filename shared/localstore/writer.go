@@ -165,6 +165,9 @@ func (w *writer) beginLocked() (*sql.Tx, error) {
 // after a failed sync of the database, which is final: closing a
 // connection then could have SQLite checkpoint and trust an fsync (see
 // checkpointer), and no commit is to be durable until a restart anyway.
+// The fresh connection is the pool's: with reads holding the pool's other
+// connections, the replacement (and every unit behind it) waits for one of
+// them to end, as the writer's connection otherwise never does.
 func (w *writer) renewLocked(cause error) error {
 	if failed := w.ckpt.wal.poisoned(); failed != nil {
 		return errors.Join(cause, failed)
