@@ -369,7 +369,8 @@ var commitFaultCases = []struct {
 // its batch's units alone: the writer takes a fresh connection, its
 // statements prepared again on it, so the next units (the failed one
 // retried among them, as the pipeline and a sender do) are committed, each
-// once, and the replacement is told once. The writer kept its connection
+// once, and the replacement is told once; the checkpoints after its
+// commits run on the fresh connection. The writer kept its connection
 // from Open to Close, and every later unit failed until a restart.
 func TestWriterReplacesABrokenConnection(t *testing.T) {
 	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
@@ -380,6 +381,22 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
 				return err
 			})
+		}
+		// A checkpoint after every commit, which runs on the writer's
+		// connection: the fresh one once it is replaced.
+		ck := w.ckpt
+		ck.frames = 1
+		real := ck.run
+		var copied, failed atomic.Int32
+		ck.run = func(mode string) (int, int, error) {
+			log, n, err := real(mode)
+			switch {
+			case err != nil:
+				failed.Add(1)
+			case mode == "PASSIVE":
+				copied.Add(1)
+			}
+			return log, n, err
 		}
 		b.faults.arm(b.fault)
 		if err := insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
@@ -394,6 +411,9 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 		}
 		if got := keysIn(t, pool); fmt.Sprint(got) != "[a b c]" {
 			t.Errorf("committed %v, want [a b c]", got)
+		}
+		if n, f := copied.Load(), failed.Load(); n != 3 || f != 0 {
+			t.Errorf("%d checkpoints copied the log after the 3 commits on the fresh connection, %d failed; want 3, 0", n, f)
 		}
 		if n := strings.Count(b.logged.String(), WriterConnReplacedLog); n != 1 {
 			t.Errorf("%d %q lines, want 1; log:\n%s", n, WriterConnReplacedLog, b.logged.String())
