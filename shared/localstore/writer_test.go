@@ -546,6 +546,58 @@ func TestWriterClosesAfterItsConnectionBroke(t *testing.T) {
 	})
 }
 
+// TestWriterClosesWithoutHandingBackABrokenConnection: the writer's
+// Close after a COMMIT that left SQLite's transaction open on its
+// connection (no unit came to replace it) discards that connection rather
+// than hand it back to the pool, where it held the write lock and served
+// the reads still under way (the portal's, until the pool closes; for
+// good once a sync failed, as that pool is never closed) the failed
+// commit's writes, which nothing committed.
+func TestWriterClosesWithoutHandingBackABrokenConnection(t *testing.T) {
+	for _, wc := range writerCases {
+		t.Run(wc.name, func(t *testing.T) {
+			ctx := context.Background()
+			b := openBrokenWriter(t, commitLeftOpen, wc)
+			pool, w := wc.pool(b.db), wc.writer(b.db)
+			b.faults.arm(commitLeftOpen)
+			if err := w.run(ctx, func(q *querier) error {
+				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('uncommitted')`)
+				return err
+			}); err == nil {
+				t.Fatal("the unit whose commit failed succeeded")
+			}
+			if err := w.close(); err != nil {
+				t.Fatal(err)
+			}
+			// Every connection of the pool, each held so that the next is
+			// another: none sees the failed commit's row.
+			var conns []*sql.Conn
+			for range pool.Stats().MaxOpenConnections {
+				c, err := pool.Conn(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+				var n int
+				if err := c.QueryRowContext(ctx, `SELECT count(*) FROM w`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Errorf("a read on connection %d of the pool after the writer closed sees %d rows of the failed commit", len(conns), n)
+				}
+			}
+			for _, c := range conns {
+				if err := c.Close(); err != nil {
+					t.Error(err)
+				}
+			}
+			if err := b.db.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
 // brokenWriter is a database opened with commitFaults, whose writer wc's
 // COMMIT is to fail as fault, and whose table w (k TEXT PRIMARY KEY) its
 // units write.
