@@ -335,7 +335,12 @@ func (w *writer) commitLoop() {
 // with ErrClosed), then closes its statements and hands its connection
 // back to the pool, before the pool closes (a database whose sync failed
 // is not closed: the connection stays open in the pool, and no checkpoint
-// runs on it).
+// runs on it). A connection a failed COMMIT or ROLLBACK left suspect
+// (SQLite's transaction may be open on it, its writes uncommitted and the
+// write lock held) is not handed back, where the reads still under way
+// would get it: it is discarded as renewLocked does, or, once a sync of
+// the database failed, kept out of the pool, open, until the process
+// exits (closing it could be the last connection's close, a checkpoint).
 func (w *writer) close() error {
 	w.mu.Lock()
 	w.closed = true
@@ -343,7 +348,13 @@ func (w *writer) close() error {
 	w.cond.Broadcast()
 	<-w.stopped
 	w.syncs.Wait()
-	return dropConn(w.conn, w.st, false)
+	w.mu.Lock()
+	suspect := w.suspect != nil
+	w.mu.Unlock()
+	if suspect && w.ckpt.wal.poisoned() != nil {
+		return nil
+	}
+	return dropConn(w.conn, w.st, suspect)
 }
 
 // unit is one piece of work's view of the writer: a savepoint in the
