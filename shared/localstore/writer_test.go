@@ -374,14 +374,7 @@ var commitFaultCases = []struct {
 // from Open to Close, and every later unit failed until a restart.
 func TestWriterReplacesABrokenConnection(t *testing.T) {
 	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
-		ctx := context.Background()
 		pool, w := b.wc.pool(b.db), b.wc.writer(b.db)
-		insert := func(k string) error {
-			return w.run(ctx, func(q *querier) error {
-				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
-				return err
-			})
-		}
 		// A checkpoint after every commit, which runs on the writer's
 		// connection: the fresh one once it is replaced.
 		ck := w.ckpt
@@ -399,13 +392,13 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 			return log, n, err
 		}
 		b.faults.arm(b.fault)
-		if err := insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
+		if err := b.insert("a"); err == nil || !strings.Contains(err.Error(), "localstore: commit") {
 			t.Fatalf("the unit whose commit failed = %v, want the commit's failure", err)
 		}
 		// "a" again, as a retry: the primary key refuses it should
 		// its failed commit have kept it.
 		for _, k := range []string{"a", "b", "c"} {
-			if err := insert(k); err != nil {
+			if err := b.insert(k); err != nil {
 				t.Fatalf("unit %s after the failed commit: %v", k, err)
 			}
 		}
@@ -432,27 +425,20 @@ func TestWriterReplacesABrokenConnection(t *testing.T) {
 // connection is replaced once, told once, not at every unit's BEGIN.
 func TestWriterReplacesABrokenConnectionOnce(t *testing.T) {
 	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
-		ctx := context.Background()
 		pool, w := b.wc.pool(b.db), b.wc.writer(b.db)
-		insert := func(k string) error {
-			return w.run(ctx, func(q *querier) error {
-				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
-				return err
-			})
-		}
 		b.faults.arm(b.fault)
-		if err := insert("lost"); err == nil {
+		if err := b.insert("lost"); err == nil {
 			t.Fatal("the unit whose commit failed succeeded")
 		}
 		b.faults.failBegins(100)
 		for i := range 3 {
-			if err := insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
+			if err := b.insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
 				t.Errorf("unit %d whose BEGINs failed = %v, want the BEGIN's failure", i+1, err)
 			}
 		}
 		b.faults.failBegins(0)
 		fresh := w.conn
-		if err := insert("after"); err != nil {
+		if err := b.insert("after"); err != nil {
 			t.Errorf("the unit after the failed BEGINs: %v", err)
 		}
 		if w.conn != fresh {
@@ -531,12 +517,8 @@ func keysIn(t *testing.T, pool *sql.DB) []string {
 // connection: a panic.
 func TestWriterClosesAfterItsConnectionBroke(t *testing.T) {
 	forEachBrokenWriter(t, func(t *testing.T, b brokenWriter) {
-		ctx := context.Background()
 		b.faults.arm(b.fault)
-		if err := b.wc.writer(b.db).run(ctx, func(q *querier) error {
-			_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('lost')`)
-			return err
-		}); err == nil {
+		if err := b.insert("lost"); err == nil {
 			t.Fatal("the unit whose commit failed succeeded")
 		}
 		db := reopen(t, b.db, b.path)
@@ -560,10 +542,7 @@ func TestWriterClosesWithoutHandingBackABrokenConnection(t *testing.T) {
 			b := openBrokenWriter(t, commitLeftOpen, wc)
 			pool, w := wc.pool(b.db), wc.writer(b.db)
 			b.faults.arm(commitLeftOpen)
-			if err := w.run(ctx, func(q *querier) error {
-				_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES ('uncommitted')`)
-				return err
-			}); err == nil {
+			if err := b.insert("uncommitted"); err == nil {
 				t.Fatal("the unit whose commit failed succeeded")
 			}
 			if err := w.close(); err != nil {
@@ -610,6 +589,15 @@ type brokenWriter struct {
 	logged *bytes.Buffer
 }
 
+// insert runs a unit of b's writer that inserts k into table w.
+func (b brokenWriter) insert(k string) error {
+	ctx := context.Background()
+	return b.wc.writer(b.db).run(ctx, func(q *querier) error {
+		_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
+		return err
+	})
+}
+
 // forEachBrokenWriter runs test for each fault (commitFaultCases) on each
 // database's writer (writerCases), in a subtest on a database of its own.
 func forEachBrokenWriter(t *testing.T, test func(*testing.T, brokenWriter)) {
@@ -649,24 +637,17 @@ func openBrokenWriter(t *testing.T, fault commitFault, wc writerCase) brokenWrit
 func TestWriterKeepsItsConnectionWhenBeginFails(t *testing.T) {
 	for _, wc := range writerCases {
 		t.Run(wc.name, func(t *testing.T) {
-			ctx := context.Background()
 			b := openBrokenWriter(t, 0, wc)
 			w := b.wc.writer(b.db)
 			conn := w.conn
 			const failing = 3
 			b.faults.failBegins(failing)
-			insert := func(k string) error {
-				return w.run(ctx, func(q *querier) error {
-					_, err := q.ExecContext(ctx, `INSERT INTO w(k) VALUES (?)`, k)
-					return err
-				})
-			}
 			for i := range failing {
-				if err := insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
+				if err := b.insert(fmt.Sprint(i)); !errors.Is(err, errInjectedBegin) {
 					t.Errorf("unit %d whose BEGIN failed = %v, want the BEGIN's failure", i+1, err)
 				}
 			}
-			if err := insert("after"); err != nil {
+			if err := b.insert("after"); err != nil {
 				t.Errorf("the unit after the failed BEGINs: %v", err)
 			}
 			if w.conn != conn {
