@@ -2,6 +2,7 @@ package thumbnail
 
 import (
 	"bytes"
+	"encoding/binary"
 	"image"
 	"image/jpeg"
 	"os"
@@ -11,10 +12,24 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 )
 
-// greyObject is a Part 10 object of one row of 8-bit greyscale pixels
-// (Bits Stored 8, unsigned) in ts, with the attributes more (a window, a
-// rescale, a VOI LUT Function) before Pixel Data, which is pixel.
-func greyObject(ts, photometric string, cols int, pixel pipelinetest.Elem, more ...pipelinetest.Elem) []byte {
+// sampleBits is a greyscale object's Bits Allocated, Bits Stored, High
+// Bit and Pixel Representation.
+type sampleBits struct {
+	allocated, stored, high uint16
+	signed                  bool
+}
+
+// bits8 is 8-bit unsigned samples.
+var bits8 = sampleBits{8, 8, 7, false}
+
+// greyObject is a Part 10 object of one row of greyscale pixels of b in
+// ts, with the attributes more (a window, a rescale, a VOI LUT Function)
+// before Pixel Data, which is pixel.
+func greyObject(ts, photometric string, cols int, b sampleBits, pixel pipelinetest.Elem, more ...pipelinetest.Elem) []byte {
+	pr := uint16(0)
+	if b.signed {
+		pr = 1
+	}
 	ds := []pipelinetest.Elem{
 		pipelinetest.Str(tag(0x0008, 0x0016), "UI", "1.2.840.10008.5.1.4.1.1.7"),
 		pipelinetest.Str(tag(0x0008, 0x0018), "UI", "2.25.9"),
@@ -22,18 +37,33 @@ func greyObject(ts, photometric string, cols int, pixel pipelinetest.Elem, more 
 		pipelinetest.Str(tag(0x0028, 0x0004), "CS", photometric),
 		pipelinetest.U16(tag(0x0028, 0x0010), 1),
 		pipelinetest.U16(tag(0x0028, 0x0011), uint16(cols)),
-		pipelinetest.U16(tag(0x0028, 0x0100), 8),
-		pipelinetest.U16(tag(0x0028, 0x0101), 8),
-		pipelinetest.U16(tag(0x0028, 0x0102), 7),
-		pipelinetest.U16(tag(0x0028, 0x0103), 0),
+		pipelinetest.U16(tag(0x0028, 0x0100), b.allocated),
+		pipelinetest.U16(tag(0x0028, 0x0101), b.stored),
+		pipelinetest.U16(tag(0x0028, 0x0102), b.high),
+		pipelinetest.U16(tag(0x0028, 0x0103), pr),
 	}
 	ds = append(append(ds, more...), pixel)
 	return pipelinetest.Part10(pipelinetest.Meta{SOPClassUID: "1.2.840.10008.5.1.4.1.1.7", SOPInstanceUID: "2.25.9", TransferSyntaxUID: ts}, ds)
 }
 
-// nativeGrey is greyObject of native pixels.
+// nativeGrey is greyObject of native 8-bit pixels.
 func nativeGrey(photometric string, pixels []byte, more ...pipelinetest.Elem) []byte {
-	return greyObject(tsExplicitLE, photometric, len(pixels), pipelinetest.Raw(tag(0x7FE0, 0x0010), "OB", pixels), more...)
+	return greyObject(tsExplicitLE, photometric, len(pixels), bits8, pipelinetest.Raw(tag(0x7FE0, 0x0010), "OB", pixels), more...)
+}
+
+// nativeWide is greyObject of native MONOCHROME2 pixels of 16 or 32 bits
+// allocated, the samples as they are stored (unused bits included), in
+// OW.
+func nativeWide(b sampleBits, samples []uint32, more ...pipelinetest.Elem) []byte {
+	var px []byte
+	for _, v := range samples {
+		if b.allocated == 16 {
+			px = binary.LittleEndian.AppendUint16(px, uint16(v))
+		} else {
+			px = binary.LittleEndian.AppendUint32(px, v)
+		}
+	}
+	return greyObject(tsExplicitLE, "MONOCHROME2", len(samples), b, pipelinetest.Raw(tag(0x7FE0, 0x0010), "OW", px), more...)
 }
 
 // window is Window Center and Width, and the VOI LUT Function when fn is
@@ -93,6 +123,51 @@ var greyCases = []greyCase{
 		}},
 	{name: "8 bits in OW, Big Endian: bytes swapped in pairs", want: []uint8{10, 20, 30, 40, 50, 60},
 		obj: func(t *testing.T) []byte { return fixture(t, "be-ow-8bit.dcm") }},
+	{name: "LINEAR width 0: no window, the frame's range", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{50, 100, 150}, window("100", "0", "")...)
+		}},
+	{name: "LINEAR width -10: no window, the frame's range", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{50, 100, 150}, window("100", "-10", "")...)
+		}},
+	{name: "LINEAR width 0.5, below 1: no window, the frame's range", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{50, 100, 150}, window("100", "0.5", "")...)
+		}},
+	{name: "SIGMOID width 0: no window, the frame's range", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{50, 100, 150}, window("100", "0", "SIGMOID")...)
+		}},
+	{name: "LINEAR_EXACT width 0.5, above 0", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{99, 100, 101}, window("100", "0.5", "LINEAR_EXACT")...)
+		}},
+	{name: "12 of 16 bits, High Bit 11: the unused high bits ignored", want: []uint8{0, 0, 128, 255, 0},
+		obj: func(*testing.T) []byte {
+			return nativeWide(sampleBits{16, 12, 11, false}, []uint32{0xF000, 0x1000, 0x0800, 0xFFFF, 0x0005})
+		}},
+	{name: "12 of 16 bits, High Bit 15: the samples in the top bits", want: []uint8{0, 16, 128, 255, 0},
+		obj: func(*testing.T) []byte {
+			return nativeWide(sampleBits{16, 12, 15, false}, []uint32{0x0000, 0x1000, 0x8000, 0xFFF0, 0x0005})
+		}},
+	{name: "8 of 16 bits signed, High Bit 15", want: []uint8{0, 127, 128, 255, 129},
+		obj: func(*testing.T) []byte {
+			return nativeWide(sampleBits{16, 8, 15, true}, []uint32{0x8000, 0xFF00, 0x0000, 0x7F00, 0x0100})
+		}},
+	{name: "High Bit below Bits Stored - 1", noPrev: "High Bit 10",
+		obj: func(*testing.T) []byte { return nativeWide(sampleBits{16, 12, 10, false}, []uint32{0, 1}) }},
+	{name: "High Bit past Bits Allocated", noPrev: "High Bit 16",
+		obj: func(*testing.T) []byte { return nativeWide(sampleBits{16, 12, 16, false}, []uint32{0, 1}) }},
+	{name: "32 bits signed", want: []uint8{0, 127, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeWide(sampleBits{32, 32, 31, true}, []uint32{0x80000000, 0xFFFFFFFF, 0, 0x7FFFFFFF})
+		}},
+	{name: "24 of 32 bits signed, rescaled", want: []uint8{0, 127, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeWide(sampleBits{32, 24, 23, true}, []uint32{0xFF800000, 0x00FFFFFF, 0, 0x007FFFFF},
+				pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-5"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "2"))
+		}},
 	{name: "PALETTE COLOR: indices, not grey", noPrev: "PALETTE COLOR",
 		obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
 	{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
@@ -147,7 +222,7 @@ func jpegGrey(t *testing.T, photometric string, cols int, v uint8, more ...pipel
 	if b.Len()%2 == 1 {
 		b.WriteByte(0)
 	}
-	return greyObject(tsJPEGBaseline, photometric, cols, pipelinetest.Fragments(b.Bytes()), more...)
+	return greyObject(tsJPEGBaseline, photometric, cols, bits8, pipelinetest.Fragments(b.Bytes()), more...)
 }
 
 // fixture is the file name of testdata.
