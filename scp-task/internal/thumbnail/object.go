@@ -65,6 +65,7 @@ const (
 	tagColumns             = 0x00280011
 	tagBitsAllocated       = 0x00280100
 	tagBitsStored          = 0x00280101
+	tagHighBit             = 0x00280102
 	tagPixelRepresentation = 0x00280103
 	tagWindowCenter        = 0x00281050
 	tagWindowWidth         = 0x00281051
@@ -181,7 +182,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 func wanted(tag uint32) bool {
 	switch tag {
 	case tagSamplesPerPixel, tagPhotometric, tagPlanarConfiguration, tagNumberOfFrames, tagRows, tagColumns,
-		tagBitsAllocated, tagBitsStored, tagPixelRepresentation, tagWindowCenter, tagWindowWidth,
+		tagBitsAllocated, tagBitsStored, tagHighBit, tagPixelRepresentation, tagWindowCenter, tagWindowWidth,
 		tagRescaleIntercept, tagRescaleSlope, tagVOILUTFunction:
 		return true
 	}

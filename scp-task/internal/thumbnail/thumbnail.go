@@ -214,6 +214,7 @@ type pixelParams struct {
 	voi              voiFunction
 	signed           bool
 	bitsStored       int
+	shift            int  // where the stored bits start in a sample: High Bit + 1 - Bits Stored
 	invert           bool // MONOCHROME1
 }
 
@@ -289,6 +290,9 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 		return nil, err
 	}
 	p := params(o, int(l.bits))
+	if p.shift, err = highBit(o, p.bitsStored, int(l.bits)); err != nil {
+		return nil, err
+	}
 	var stored func(i int) uint32
 	switch l.bits {
 	case 8:
@@ -313,9 +317,27 @@ func greyscale(o *object) error {
 	}
 }
 
-// value is a stored value in modality units (rescaled, sign-extended
-// from Bits Stored).
+// highBit is where the stored bits of native samples of bitsAllocated
+// start: High Bit (0028,0102) is their top one (PS3.5 8.1.1), Bits Stored
+// - 1 in what the standard writes now, higher in older objects (12 bits
+// stored in the top of 16); without High Bit, the lowest. One below Bits
+// Stored - 1 or past the sample places them nowhere: no preview, as
+// DCMTK refuses it, rather than other bits drawn.
+func highBit(o *object, bitsStored, bitsAllocated int) (int, error) {
+	hb, ok := o.int(tagHighBit)
+	if !ok {
+		return 0, nil
+	}
+	if hb < bitsStored-1 || hb >= bitsAllocated {
+		return 0, fmt.Errorf("thumbnail: %w: High Bit %d with Bits Stored %d in %d bits allocated", ErrNoPreview, hb, bitsStored, bitsAllocated)
+	}
+	return hb + 1 - bitsStored, nil
+}
+
+// value is a stored value in modality units (moved down from High Bit,
+// rescaled, sign-extended from Bits Stored).
 func (p pixelParams) value(v uint32) float64 {
+	v >>= uint(p.shift)
 	bits := uint(p.bitsStored)
 	if bits < 32 {
 		v &= 1<<bits - 1
