@@ -234,3 +234,27 @@ func fixture(t *testing.T, name string) []byte {
 	}
 	return b
 }
+
+// TestRenderRefusesBeforeTheFrame: a layout refused by the header alone
+// (not greyscale, no place for the stored bits) is refused before the
+// frame is read, as native's comment says: no 64 MiB read for a "no
+// preview" (before, PALETTE COLOR was refused once its frame was read).
+func TestRenderRefusesBeforeTheFrame(t *testing.T) {
+	const cols = 30000 // 60,000 bytes of frame
+	for _, tt := range []struct {
+		name, noPrev string
+		obj          []byte
+	}{
+		{"PALETTE COLOR", "PALETTE COLOR", greyObject(tsExplicitLE, "PALETTE COLOR", cols, sampleBits{16, 16, 15, false},
+			pipelinetest.Raw(tag(0x7FE0, 0x0010), "OW", make([]byte, 2*cols)))},
+		{"High Bit below Bits Stored - 1", "High Bit 10", nativeWide(sampleBits{16, 12, 10, false}, make([]uint32, cols))},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			at := &countingAt{r: bytes.NewReader(tt.obj)}
+			renderAs(t, at, int64(len(tt.obj)), tt.noPrev)
+			if read := at.bytes.Load(); read > 8<<10 {
+				t.Errorf("read %d bytes of a %d byte object to refuse it by its header", read, len(tt.obj))
+			}
+		})
+	}
+}
