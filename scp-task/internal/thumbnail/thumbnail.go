@@ -270,6 +270,17 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 	if !rgb && l.samples != 1 {
 		return nil, fmt.Errorf("thumbnail: %w: %d samples per pixel (%s)", ErrNoPreview, l.samples, photometric)
 	}
+	var p pixelParams
+	if !rgb {
+		if err := greyscale(o); err != nil {
+			return nil, err
+		}
+		var err error
+		p = params(o, int(l.bits))
+		if p.shift, err = highBit(o, p.bitsStored, int(l.bits)); err != nil {
+			return nil, err
+		}
+	}
 	raw, err := o.nativeFrame(l, l.frames/2)
 	if err != nil {
 		return nil, err
@@ -285,13 +296,6 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 			img.Pix[4*i], img.Pix[4*i+1], img.Pix[4*i+2], img.Pix[4*i+3] = r, g, b, 255
 		}
 		return img, nil
-	}
-	if err := greyscale(o); err != nil {
-		return nil, err
-	}
-	p := params(o, int(l.bits))
-	if p.shift, err = highBit(o, p.bitsStored, int(l.bits)); err != nil {
-		return nil, err
 	}
 	var stored func(i int) uint32
 	switch l.bits {
