@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/color"
 	"image/png"
 	"log/slog"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -307,8 +309,16 @@ func TestThumbnails(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = db.Close() })
 	dir := t.TempDir()
+	// A native PALETTE COLOR image: its transfer syntax is rendered, so
+	// the page links its preview; only the render finds it has none.
+	palette := pipelinetest.Instance{StudyUID: "1.5", SeriesUID: "1.5.3", SOPUID: "1.5.9.3", Rows: 4, Columns: 4, Extra: []pipelinetest.Elem{
+		pipelinetest.U16(pipelinetest.Tag(0x28, 0x02), 1), pipelinetest.Str(pipelinetest.Tag(0x28, 0x04), "CS", "PALETTE COLOR"),
+		pipelinetest.U16(pipelinetest.Tag(0x28, 0x101), 16), pipelinetest.U16(pipelinetest.Tag(0x28, 0x102), 15)}}.Build()
 	fixture := func(name, key string) int64 {
 		b, err := os.ReadFile(filepath.Join("..", "thumbnail", "testdata", name))
+		if name == "palette" {
+			b, err = palette, nil
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -326,6 +336,7 @@ func TestThumbnails(t *testing.T) {
 		{"1.5.1", "2", "native-ct.dcm", "1.2.840.10008.1.2.1"}, // the middle of three
 		{"1.5.1", "3", "native-mono1.dcm", "1.2.840.10008.1.2.1"},
 		{"1.5.2", "1", "rle.dcm", "1.2.840.10008.1.2.5"},
+		{"1.5.3", "1", "palette", "1.2.840.10008.1.2.1"},
 	} {
 		key := fmt.Sprintf("incoming/1.5/%s/%d.dcm", in.series, i)
 		if _, err := db.IndexStore().UpsertInstance(ctx, pipeline.InstanceRecord{StudyInstanceUID: "1.5", SeriesInstanceUID: in.series, SeriesNumber: in.series[4:],
@@ -376,10 +387,53 @@ func TestThumbnails(t *testing.T) {
 	if l, r := grey(img.At(0, 5)), grey(img.At(63, 5)); l > 20 || r < 235 {
 		t.Errorf("thumbnail is not the middle instance: left %d right %d", l, r)
 	}
-	for _, p := range []string{"/studies/1.5/series/1.5.2/thumbnail.png", "/studies/1.5/series/9.9/thumbnail.png", "/studies/9.9/series/1.5.1/thumbnail.png"} {
-		if code, _, _ := get(t, srv.URL+p, ""); code != 404 {
-			t.Errorf("%s: %d, want 404", p, code)
+	if h.Get("X-Preview") != "" {
+		t.Errorf("a rendered preview says X-Preview: %q", h.Get("X-Preview"))
+	}
+	// No preview, found by the transfer syntax (the page says so) or only
+	// by the render (the page links it, PALETTE COLOR): a 404 as before,
+	// whose body is a "no preview" image for the page's <img> to show,
+	// not a broken image, and X-Preview: none says it is no preview.
+	if !strings.Contains(html, `src="/studies/1.5/series/1.5.3/thumbnail.png"`) {
+		t.Errorf("study page does not link the PALETTE COLOR series' preview")
+	}
+	for _, p := range []string{"/studies/1.5/series/1.5.3/thumbnail.png", "/studies/1.5/series/1.5.2/thumbnail.png"} {
+		code, h, body := get(t, srv.URL+p, "")
+		if code != 404 || h.Get("Content-Type") != "image/png" || h.Get("X-Preview") != "none" {
+			t.Errorf("%s: %d %s, X-Preview %q; want 404 image/png, X-Preview none", p, code, h.Get("Content-Type"), h.Get("X-Preview"))
 		}
+		checkNoPreviewImage(t, p, body)
+	}
+	// What is not there is no image.
+	for _, p := range []string{"/studies/1.5/series/9.9/thumbnail.png", "/studies/9.9/series/1.5.1/thumbnail.png"} {
+		if code, h, _ := get(t, srv.URL+p, ""); code != 404 || h.Get("Content-Type") == "image/png" || h.Get("X-Preview") != "" {
+			t.Errorf("%s: %d %s, X-Preview %q; want a 404 without an image", p, code, h.Get("Content-Type"), h.Get("X-Preview"))
+		}
+	}
+}
+
+// checkNoPreviewImage: the no-preview image is a PNG of the thumbnails'
+// size, in the colours of the page's "no preview" box, with its text
+// drawn in it.
+func checkNoPreviewImage(t *testing.T, path, body string) {
+	t.Helper()
+	img, err := png.Decode(strings.NewReader(body))
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if b := img.Bounds(); b.Dx() != thumbnail.DefaultEdge || b.Dy() != thumbnail.DefaultEdge {
+		t.Errorf("%s: size %v, want %d square", path, b, thumbnail.DefaultEdge)
+	}
+	colours := map[color.RGBA]int{}
+	for y := range img.Bounds().Dy() {
+		for x := range img.Bounds().Dx() {
+			colours[color.RGBAModel.Convert(img.At(x, y)).(color.RGBA)]++
+		}
+	}
+	box, text := color.RGBA{0xee, 0xf1, 0xf6, 0xff}, color.RGBA{0x5b, 0x64, 0x75, 0xff}
+	if len(colours) != 2 || colours[box] < colours[text] || colours[text] < 100 {
+		t.Errorf("%s: colours %v, want the box's %v and fewer of the text's %v", path, colours, box, text)
 	}
 }
 
