@@ -300,7 +300,8 @@ func middleInstance(all []pipeline.InstanceRecord, series string) (pipeline.Inst
 }
 
 // thumbnail serves a series' preview PNG: 404 when the series has none to
-// show (the page says "no preview"). Like every page it is not stored by
+// show, with the "no preview" image (noPreviewPNG) and X-Preview: none
+// when the renderer says so; a text 404 for a series that is not there. Like every page it is not stored by
 // the browser (it is patient data); the renderer caches it.
 func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
 	if s.Thumbnails == nil {
@@ -321,8 +322,15 @@ func (s *Server) thumbnail(w http.ResponseWriter, r *http.Request) {
 	// names its SOP Instance UID too, is in a failed read's path.
 	err = s.Names.Redact(err, mid.ObjectKey)
 	if errors.Is(err, thumbnail.ErrNoPreview) {
+		// Still a 404, but an image of "no preview" the page's <img>
+		// shows (its link could not know), marked for a client.
 		s.logger().Debug("portal: no preview", "err", err)
-		http.Error(w, "no preview", http.StatusNotFound)
+		w.Header().Set("Content-Type", "image/png")
+		w.Header().Set("X-Preview", "none")
+		w.WriteHeader(http.StatusNotFound)
+		if _, err := w.Write(noPreviewPNG()); err != nil {
+			s.logger().Debug("portal: write thumbnail", "err", err)
+		}
 		return
 	}
 	if err != nil {
