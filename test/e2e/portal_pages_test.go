@@ -22,6 +22,14 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
+// The thumbnail fixtures' study and series (testdata/make-fixtures.py),
+// and the PALETTE COLOR series TestPortalPagesInBrowser adds to it.
+const (
+	fixtureStudy  = "2.25.1"
+	fixtureSeries = "2.25.2"
+	paletteSeries = "2.25.3"
+)
+
 // TestPortalPagesInBrowser drives the pages an operator lives in through
 // headless chromium, after the real files of the DICOM parser's tests, the
 // thumbnail fixtures and the synthesized study were sent: the studies
@@ -29,7 +37,9 @@ import (
 // instance), the audit trail one association per row with its records on
 // demand, the events newest first in readable rows, and the Storage
 // Commitment transactions, one of them of no study in the archive, and a
-// study's rejects marked cleared or still missing.
+// study's rejects marked cleared or still missing. A series whose
+// preview only the render finds missing (PALETTE COLOR) shows "no
+// preview", not a broken image.
 // Screenshots of each are saved in test/artifacts/.
 func TestPortalPagesInBrowser(t *testing.T) {
 	need(t, "dcmsend", "chromium")
@@ -44,6 +54,18 @@ func TestPortalPagesInBrowser(t *testing.T) {
 	if len(fixtures) == 0 {
 		t.Fatal("no thumbnail fixtures")
 	}
+	// A series of the fixtures' study in PALETTE COLOR: its transfer
+	// syntax is rendered, so the page links its preview, and only the
+	// render finds it has none.
+	palette := filepath.Join(dir, "palette.dcm")
+	if err := os.WriteFile(palette, pipelinetest.Instance{StudyUID: fixtureStudy, SeriesUID: paletteSeries, SOPUID: "2.25.199", Rows: 8, Columns: 8,
+		Extra: []pipelinetest.Elem{pipelinetest.U16(pipelinetest.Tag(0x28, 0x02), 1), pipelinetest.Str(pipelinetest.Tag(0x28, 0x04), "CS", "PALETTE COLOR"),
+			pipelinetest.U16(pipelinetest.Tag(0x28, 0x101), 16), pipelinetest.U16(pipelinetest.Tag(0x28, 0x102), 15)},
+		// The study's own attributes stay the fixtures'.
+		Drop: []uint32{pipelinetest.Tag(0x08, 0x50), pipelinetest.Tag(0x08, 0x1030), pipelinetest.Tag(0x10, 0x30), pipelinetest.Tag(0x10, 0x40)}}.Build(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fixtures = append(fixtures, palette)
 	for _, set := range [][]string{real, fixtures, writeSynthStudy(t, dir)} {
 		if out, err := n.dcmsend("LOCAL_AE", set...); err != nil {
 			t.Fatalf("dcmsend: %v\n%s", err, out)
@@ -83,6 +105,28 @@ func TestPortalPagesInBrowser(t *testing.T) {
 		}
 		if !strings.Contains(dom, "Explicit VR Little Endian") && !strings.Contains(dom, "Implicit VR Little Endian") {
 			t.Errorf("transfer syntax not shown by name")
+		}
+	})
+
+	t.Run("no preview found by the render", func(t *testing.T) {
+		// The PALETTE COLOR series' <img> shows a "no preview" image (a
+		// 404 marked X-Preview: none), not a broken one; the fixtures'
+		// series keeps its preview (portal-fixtures.png shows both).
+		dom := chromium(t, []string{"--dump-dom"}, base+"/studies/"+fixtureStudy)
+		for series, want := range map[string]string{paletteSeries: "none", fixtureSeries: ""} {
+			src := "/studies/" + fixtureStudy + "/series/" + series + "/thumbnail.png"
+			if !strings.Contains(dom, `<img src="`+src+`"`) {
+				t.Errorf("the fixtures' study page does not link %s", src)
+				continue
+			}
+			resp, err := http.Get(base + src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := resp.Header.Get("X-Preview"); got != want || resp.Header.Get("Content-Type") != "image/png" || (resp.StatusCode == 404) != (want == "none") {
+				t.Errorf("%s: %d %s, X-Preview %q, want %q", src, resp.StatusCode, resp.Header.Get("Content-Type"), got, want)
+			}
 		}
 	})
 
@@ -291,7 +335,7 @@ func TestPortalPagesInBrowser(t *testing.T) {
 	for name, url := range map[string]string{
 		"portal-search.png":       base + "/?modality=MR",
 		"portal-previews.png":     base + "/studies/" + mrStudy,
-		"portal-fixtures.png":     base + "/studies/2.25.1",
+		"portal-fixtures.png":     base + "/studies/" + fixtureStudy,
 		"portal-associations.png": base + "/audit",
 		"portal-events.png":       base + "/events",
 		"portal-commitments.png":  base + "/commitments",
