@@ -36,10 +36,13 @@ type decoder struct {
 	order   binary.ByteOrder
 	cs      *charset
 	bulkURI func(e *dataElement) string
-	// signed is set for an Implicit VR data set of signed pixels (Pixel
-	// Representation 1): its "US or SS" elements are SS.
-	signed  bool
-	badText map[uint32]bool // tags whose text did not fit the character set
+	// implicit is set for an Implicit VR data set, where the VR of a
+	// "US or SS" element is not sent: signed is set where the data set,
+	// or the item, has signed pixels (Pixel Representation 1), and its
+	// "US or SS" elements are then SS.
+	implicit bool
+	signed   bool
+	badText  map[uint32]bool // tags whose text did not fit the character set
 }
 
 // text returns the decoded values of a string element (nil for none).
@@ -111,15 +114,34 @@ func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
 
 // item is the decoder of a sequence item: the item's own Specific
 // Character Set applies to it and the items nested in it, the enclosing
-// data set's when it has none (PS3.5 7.5).
+// data set's when it has none (PS3.5 7.5); so does its own Pixel
+// Representation (an icon image's, PS3.3 C.7.6.1.4), which decides its
+// "US or SS" elements in Implicit VR.
 func (d *decoder) item(it *dataSet) *decoder {
 	e := it.find(tagSpecificCharSet)
-	if e == nil {
+	signed, ok := d.signedPixels(it)
+	if e == nil && (!ok || signed == d.signed) {
 		return d
 	}
 	c := *d
-	c.cs = newCharset(string(e.Value))
+	if e != nil {
+		c.cs = newCharset(string(e.Value))
+	}
+	if ok {
+		c.signed = signed
+	}
 	return &c
+}
+
+// signedPixels reports whether ds, in Implicit VR, has a Pixel
+// Representation (0028,0103) of its own (ok) and whether it is 1, signed
+// pixels: wherever it is in ds, also after the elements it decides.
+func (d *decoder) signedPixels(ds *dataSet) (signed, ok bool) {
+	pr := ds.find(tagPixelRepr)
+	if !d.implicit || pr == nil || len(pr.Value) != 2 {
+		return false, false
+	}
+	return d.order.Uint16(pr.Value) == 1, true
 }
 
 func (d *decoder) attr(e *dataElement) jsonAttr {

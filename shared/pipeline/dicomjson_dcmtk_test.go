@@ -22,6 +22,8 @@ var dcmtkApart = map[string]string{
 	"charset-japanese-ir13": "DCMTK built with iconv does not convert ISO 2022 IR 87",
 	"item-charset":          "dcm2json decodes an item by the enclosing data set's character set (PS3.5 7.5 says the item's)",
 	"decimal-strings":       `dcm2json writes a DS of "1." as it is, which is not JSON`,
+	"implicit-icon-signed":  `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,
+	"implicit-signed-items": `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810), nor in a Modality LUT item`,
 }
 
 // TestDICOMJSONAgreesWithDCMTK compares the DICOM JSON sidecar with

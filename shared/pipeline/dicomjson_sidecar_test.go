@@ -81,6 +81,31 @@ var jsonFixtures = map[string]jsonFixture{
 		pt.Raw(pt.Tag(0x28, 0x107), "SS", []byte{0xFF, 0x7F}),
 		pt.Raw(pt.Tag(0x28, 0x1052), "DS", []byte("-1024 ")),
 	}},
+	// An icon image (Icon Image Sequence (0088,0200), PS3.3 C.7.6.1.4) is
+	// an image of its own: its Pixel Representation, not the enclosing
+	// image's, decides its "US or SS" elements; an item without one (a
+	// Modality LUT's) takes the enclosing data set's. Zero Velocity Pixel
+	// Value (0018,9810) comes before Pixel Representation in tag order.
+	"implicit-icon-signed": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.Raw(pt.Tag(0x18, 0x9810), "SS", []byte{0xFE, 0xFF}),
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
+		pt.Seq(pt.Tag(0x88, 0x200), false, []pt.Elem{
+			pt.U16(pt.Tag(0x28, 0x103), 1),
+			pt.Raw(pt.Tag(0x28, 0x106), "SS", []byte{0xFE, 0xFF}),
+		}),
+	}},
+	"implicit-signed-items": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.Raw(pt.Tag(0x18, 0x9810), "SS", []byte{0xFE, 0xFF}),
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Seq(pt.Tag(0x28, 0x3000), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x106), "SS", []byte{0xFE, 0xFF}),
+		}),
+		pt.Seq(pt.Tag(0x88, 0x200), false, []pt.Elem{
+			pt.U16(pt.Tag(0x28, 0x103), 0),
+			pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
+		}),
+	}},
 	"implicit-unsigned": {ts: tsImplicitLE, extra: []pt.Elem{
 		pt.U16(pt.Tag(0x28, 0x103), 0),
 		pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
@@ -273,6 +298,12 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR signed pixels: smallest value is SS", "implicit-signed", "00280106", `{"vr":"SS","Value":[-2]}`},
 		{"implicit VR signed pixels: largest value is SS", "implicit-signed", "00280107", `{"vr":"SS","Value":[32767]}`},
 		{"implicit VR signed pixels: Pixel Representation stays US", "implicit-signed", "00280103", `{"vr":"US","Value":[1]}`},
+		{"implicit VR: an icon's own signed pixels", "implicit-icon-signed", "00880200", `{"vr":"SQ","Value":[{"00280103":{"vr":"US","Value":[1]},"00280106":{"vr":"SS","Value":[-2]}}]}`},
+		{"implicit VR: unsigned pixels beside a signed icon", "implicit-icon-signed", "00280106", `{"vr":"US","Value":[65534]}`},
+		{"implicit VR: before Pixel Representation, unsigned", "implicit-icon-signed", "00189810", `{"vr":"US","Value":[65534]}`},
+		{"implicit VR: before Pixel Representation, signed", "implicit-signed-items", "00189810", `{"vr":"SS","Value":[-2]}`},
+		{"implicit VR: an item without Pixel Representation takes the image's", "implicit-signed-items", "00283000", `{"vr":"SQ","Value":[{"00280106":{"vr":"SS","Value":[-2]}}]}`},
+		{"implicit VR: an icon's own unsigned pixels", "implicit-signed-items", "00880200", `{"vr":"SQ","Value":[{"00280103":{"vr":"US","Value":[0]},"00280106":{"vr":"US","Value":[65534]}}]}`},
 		{"implicit VR unsigned pixels: smallest value is US", "implicit-unsigned", "00280106", `{"vr":"US","Value":[65534]}`},
 		{"a DS keeps its digits", "decimal-strings", "00200032", `{"vr":"DS","Value":[9007199254740993,0.5,1.5,1,-0,1E5,2.50]}`},
 		{"an IS is a number", "decimal-strings", "00200013", `{"vr":"IS","Value":[-12]}`},

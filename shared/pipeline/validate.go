@@ -155,10 +155,8 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		csRaw = string(e.Value)
 	}
 	cs := newCharset(csRaw)
-	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI}
-	if pr := h.Data.find(tagPixelRepr); h.Implicit && pr != nil && len(pr.Value) == 2 {
-		in.dec.signed = order.Uint16(pr.Value) == 1
-	}
+	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI, implicit: h.Implicit}
+	in.dec.signed, _ = in.dec.signedPixels(&h.Data)
 	d := in.dec
 
 	if h.Unordered {
