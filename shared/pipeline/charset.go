@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -15,6 +16,7 @@ import (
 // charset decodes the text of a dataset from its declared Specific
 // Character Set (0008,0005) to UTF-8 (PS3.5 6.1, PS3.3 C.12.1.1.2).
 type charset struct {
+	name  string // the value of Specific Character Set, without padding
 	terms []string
 	// single is the decoder when no code extensions are used; nil for the
 	// default repertoire or UTF-8.
@@ -55,7 +57,7 @@ var singleByte = map[string]encoding.Encoding{
 
 // newCharset interprets the values of Specific Character Set.
 func newCharset(raw string) *charset {
-	cs := &charset{}
+	cs := &charset{name: strings.TrimSpace(raw)}
 	for _, t := range strings.Split(raw, `\`) {
 		cs.terms = append(cs.terms, strings.TrimSpace(t))
 	}
@@ -278,6 +280,18 @@ func textVR(vr string) bool {
 		return true
 	}
 	return false
+}
+
+// described is how a finding names the character set: its value, quoted,
+// when every term has the form of a defined term (a value of another
+// element written here by a faulty sender is not repeated).
+func (cs *charset) described() string {
+	for _, t := range cs.terms {
+		if t != "" && t != "GB18030" && t != "GBK" && !charsetTermForm(t) {
+			return "(not in the form of defined terms)"
+		}
+	}
+	return strconv.Quote(cs.name)
 }
 
 // charsetTermForm reports whether t has the form of a defined term of

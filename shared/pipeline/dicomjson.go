@@ -42,7 +42,26 @@ type decoder struct {
 	// "US or SS" elements are then SS.
 	implicit bool
 	signed   bool
-	badText  map[uint32]bool // tags whose text did not fit the character set
+	found    *textFindings // shared by the decoders of a data set's items
+}
+
+// textFindings are what decoding a data set's text found, for its
+// charset findings: text that did not fit the character set it was
+// decoded by (the data set's or an item's own, PS3.5 7.5), and the items'
+// own character sets, in the order met.
+type textFindings struct {
+	unfit    map[unfitText]bool
+	itemSets []*charset
+}
+
+// unfitText is an element's text that did not fit the character set named.
+type unfitText struct {
+	tag uint32
+	cs  string
+}
+
+func newTextFindings() *textFindings {
+	return &textFindings{unfit: map[unfitText]bool{}}
 }
 
 // text returns the decoded values of a string element (nil for none).
@@ -56,7 +75,7 @@ func (d *decoder) text(e *dataElement) []string {
 		var ok bool
 		s, ok = d.cs.decode(raw)
 		if !ok {
-			d.badText[e.Tag] = true
+			d.found.unfit[unfitText{e.Tag, d.cs.name}] = true
 		}
 	} else {
 		s = string(raw)
@@ -126,6 +145,7 @@ func (d *decoder) item(it *dataSet) *decoder {
 	c := *d
 	if e != nil {
 		c.cs = newCharset(string(e.Value))
+		d.found.itemSets = append(d.found.itemSets, c.cs)
 	}
 	if ok {
 		c.signed = signed

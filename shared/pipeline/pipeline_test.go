@@ -292,6 +292,26 @@ func TestValidationCases(t *testing.T) {
 			i.CharacterSet = "DOE JANE"
 			return i.Build()
 		}, codes: []string{"error:charset-unknown"}},
+		// The mismatch names the declared set only where it has the form
+		// of defined terms, as the unknown-set finding does.
+		{name: "text beside a charset value in a code's repertoire that is no term", data: func() []byte {
+			i := good
+			i.CharacterSet = "DOE JANE"
+			i.PatientName = "M\xfcller^Hans"
+			return i.Build()
+		}, codes: []string{"error:charset-unknown", "warning:charset-mismatch"}},
+		// PS3.5 7.5: an item's own Specific Character Set is as unknown as
+		// the data set's would be.
+		{name: "unknown charset of an item", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Seq(pt.Tag(0x40, 0xA730), true, []pt.Elem{pt.Str(pt.Tag(8, 5), "CS", "ISO_IR 999")})}
+			return i.Build()
+		}, codes: []string{"error:charset-unknown"}},
+		{name: "an item's charset value that is no term", data: func() []byte {
+			i := good
+			i.Extra = []pt.Elem{pt.Seq(pt.Tag(0x40, 0xA730), true, []pt.Elem{pt.Str(pt.Tag(8, 5), "CS", "DOE JANE")})}
+			return i.Build()
+		}, codes: []string{"error:charset-unknown"}},
 		{name: "a Number of Frames that is no number", data: func() []byte {
 			i := good
 			i.Extra = []pt.Elem{pt.Str(pt.Tag(0x28, 0x08), "IS", "Doe^Jane"), pt.Raw(pt.Tag(0x7FE0, 0x10), "OW", make([]byte, 64*64*2))}
@@ -389,6 +409,60 @@ func TestValidationCases(t *testing.T) {
 				if strings.Contains(fd.Message, "Doe") || strings.Contains(strings.ToUpper(fd.Message), "JANE") || strings.Contains(fd.Message, "PID-1") {
 					t.Errorf("finding leaks patient data: %+v", fd)
 				}
+			}
+		})
+	}
+}
+
+// TestCharsetMismatchNamesItsSet: a charset-mismatch finding names the
+// character set the text was decoded by, an item's own where it has one
+// (PS3.5 7.5), once for each set a tag's text did not fit.
+func TestCharsetMismatchNamesItsSet(t *testing.T) {
+	name := pt.Tag(0x40, 0xA123)
+	item := func(cs, pn string) []pt.Elem {
+		var els []pt.Elem
+		if cs != "" {
+			els = append(els, pt.Str(pt.Tag(8, 5), "CS", cs))
+		}
+		return append(els, pt.Str(name, "PN", pn))
+	}
+	tests := []struct {
+		name    string
+		charset string
+		items   [][]pt.Elem
+		want    []string
+	}{
+		{"an item's own set", "ISO_IR 100", [][]pt.Elem{item("ISO_IR 192", "J\xe9r\xf4me")},
+			[]string{`(0040,A123) text does not fit the declared character set "ISO_IR 192"`}},
+		{"the data set's, in an item without one", "ISO_IR 192", [][]pt.Elem{item("", "J\xe9r\xf4me")},
+			[]string{`(0040,A123) text does not fit the declared character set "ISO_IR 192"`}},
+		{"each set once", "ISO_IR 192", [][]pt.Elem{item("", "J\xe9r"), item("", "\xf4me"), item("ISO_IR 6", "J\xe9r\xf4me")},
+			[]string{
+				`(0040,A123) text does not fit the declared character set "ISO_IR 192"`,
+				`(0040,A123) text does not fit the declared character set "ISO_IR 6"`,
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			i := ct(sop1)
+			i.CharacterSet = tt.charset
+			i.Extra = []pt.Elem{pt.Seq(pt.Tag(0x40, 0xA730), true, tt.items...)}
+			data := i.Build()
+			f := pt.New()
+			k := key(sop1)
+			f.Objects.Add(k, data, pt.SCPMetadata(pt.CTStorage, sop1, tsELE, sha(data)))
+			res, err := f.Pipeline().ProcessObject(context.Background(), k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, fd := range res.Findings {
+				if fd.Code == pipeline.CodeCharsetMismatch {
+					got = append(got, fd.Tag+" "+fd.Message)
+				}
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("charset-mismatch findings (-want +got):\n%s", d)
 			}
 		})
 	}

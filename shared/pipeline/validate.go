@@ -155,7 +155,7 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		csRaw = string(e.Value)
 	}
 	cs := newCharset(csRaw)
-	in.dec = &decoder{order: order, cs: cs, badText: map[uint32]bool{}, bulkURI: bulkURI, implicit: h.Implicit}
+	in.dec = &decoder{order: order, cs: cs, found: newTextFindings(), bulkURI: bulkURI, implicit: h.Implicit}
 	in.dec.signed, _ = in.dec.signedPixels(&h.Data)
 	d := in.dec
 
@@ -165,18 +165,8 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		// warning for the sender's vendor. A repeat is malformed.
 		in.add(CodeTagOrder, SeverityWarning, h.Misplaced, "elements not in ascending tag order: %s after %s", tagString(h.Misplaced), tagString(h.After))
 	}
-	for _, t := range cs.unknown {
-		// A finding's message holds no value of the data set: a term is
-		// named only when it has the form of a defined term, so a value of
-		// another element written here by a faulty sender is not (a CS
-		// value's repertoire, capitals, digits and spaces, is also many a
-		// name's and patient ID's).
-		if charsetTermForm(t) {
-			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
-		} else {
-			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown character set: the value is not in the form of a defined term (ISO_IR n, ISO 2022 IR n)")
-		}
-	}
+	unknown := map[string]bool{}
+	in.unknownCharset(cs, unknown)
 
 	// File meta.
 	mClass := h.Meta.MediaStorageSOPClassUID
@@ -280,13 +270,22 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	// Walk the whole header once so every text value is decoded and
 	// charset mismatches are found wherever they are.
 	in.dicomJSON = d.toJSON(&h.Data)
-	bad := make([]uint32, 0, len(d.badText))
-	for t := range d.badText {
-		bad = append(bad, t)
+	for _, ics := range d.found.itemSets {
+		in.unknownCharset(ics, unknown)
 	}
-	sort.Slice(bad, func(i, j int) bool { return bad[i] < bad[j] })
-	for _, t := range bad {
-		in.add(CodeCharsetMismatch, SeverityWarning, t, "text does not fit the declared character set %q", strings.TrimSpace(csRaw))
+	bad := make([]unfitText, 0, len(d.found.unfit))
+	sets := map[string]*charset{cs.name: cs}
+	for u := range d.found.unfit {
+		bad = append(bad, u)
+	}
+	for _, ics := range d.found.itemSets {
+		sets[ics.name] = ics
+	}
+	sort.Slice(bad, func(i, j int) bool {
+		return bad[i].tag < bad[j].tag || bad[i].tag == bad[j].tag && bad[i].cs < bad[j].cs
+	})
+	for _, u := range bad {
+		in.add(CodeCharsetMismatch, SeverityWarning, u.tag, "text does not fit the declared character set %s", sets[u.cs].described())
 	}
 
 	in.instance = InstanceRecord{
@@ -307,6 +306,28 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 		PatientName:       d.first(&h.Data, tagPatientName),
 		PatientBirthDate:  birth,
 		PatientSex:        d.first(&h.Data, tagPatientSex),
+	}
+}
+
+// unknownCharset reports the terms of a Specific Character Set, the data
+// set's or an item's, that cannot be decoded, each once (reported holds
+// those already reported).
+func (in *inspection) unknownCharset(cs *charset, reported map[string]bool) {
+	for _, t := range cs.unknown {
+		if reported[t] {
+			continue
+		}
+		reported[t] = true
+		// A finding's message holds no value of the data set: a term is
+		// named only when it has the form of a defined term, so a value of
+		// another element written here by a faulty sender is not (a CS
+		// value's repertoire, capitals, digits and spaces, is also many a
+		// name's and patient ID's).
+		if charsetTermForm(t) {
+			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown or unsupported character set %q", t)
+		} else {
+			in.add(CodeCharsetUnknown, SeverityError, tagSpecificCharSet, "unknown character set: the value is not in the form of a defined term (ISO_IR n, ISO 2022 IR n)")
+		}
 	}
 }
 
