@@ -23,6 +23,8 @@ type charset struct {
 	single  encoding.Encoding
 	utf8    bool
 	iso2022 bool
+	// g0Roman is set for ISO_IR 13, whose G0 is JIS X 0201 Roman.
+	g0Roman bool
 	// g1 is the initial G1 set under ISO 2022 (from value 1).
 	g1      g1set
 	unknown []string // terms we cannot decode
@@ -78,7 +80,7 @@ func newCharset(raw string) *charset {
 			cs.single = simplifiedchinese.GBK
 		default:
 			if e, ok := singleByte[t]; ok {
-				cs.single = e
+				cs.single, cs.g0Roman = e, t == "ISO_IR 13"
 			} else {
 				cs.unknown = append(cs.unknown, t)
 			}
@@ -112,6 +114,23 @@ func newCharset(raw string) *charset {
 		}
 	}
 	return cs
+}
+
+// jisRoman maps the two characters where JIS X 0201 Roman differs from
+// ASCII (PS3.3 C.12.1.1.2, ISO-IR 14): 0x5C is YEN SIGN, 0x7E OVERLINE.
+var jisRoman = strings.NewReplacer(`\`, "\u00A5", "~", "\u203E")
+
+// romanText gives decoded text JIS X 0201 Roman's characters where the set's
+// G0 is that (ISO_IR 13). A delimited value (SH, LO, PN, UC) keeps 0x5C:
+// it separates the values whatever character it shows (PS3.18 F.2.4).
+func (cs *charset) romanText(s string, delimited bool) string {
+	switch {
+	case !cs.g0Roman:
+		return s
+	case delimited:
+		return strings.ReplaceAll(s, "~", "\u203E")
+	}
+	return jisRoman.Replace(s)
 }
 
 // decode converts a text value to UTF-8. ok is false when bytes did not fit

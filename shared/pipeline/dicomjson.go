@@ -77,14 +77,14 @@ func (d *decoder) text(e *dataElement) []string {
 		if !ok {
 			d.found.unfit[unfitText{e.Tag, d.cs.name}] = true
 		}
+		s = d.cs.romanText(s, !singleValued(e.VR))
 	} else {
 		s = string(raw)
 	}
 	var vals []string
-	switch e.VR {
-	case "LT", "ST", "UT", "UR":
+	if singleValued(e.VR) {
 		vals = []string{strings.TrimRight(s, " \x00")}
-	default:
+	} else {
 		vals = strings.Split(s, `\`)
 		for i, v := range vals {
 			if e.VR == "UI" {
@@ -95,6 +95,16 @@ func (d *decoder) text(e *dataElement) []string {
 		}
 	}
 	return vals
+}
+
+// singleValued reports whether a string VR has one value, in which 0x5C
+// is a character, not a delimiter (PS3.5 6.2).
+func singleValued(vr string) bool {
+	switch vr {
+	case "LT", "ST", "UT", "UR":
+		return true
+	}
+	return false
 }
 
 // first returns the first value of a string element in ds ("" if none).

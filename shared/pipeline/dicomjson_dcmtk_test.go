@@ -20,6 +20,7 @@ import (
 var dcmtkApart = map[string]string{
 	"charset-japanese-ir87": "DCMTK built with iconv does not convert ISO 2022 IR 87",
 	"charset-japanese-ir13": "DCMTK built with iconv does not convert ISO 2022 IR 87",
+	"charset-ir13-roman":    "dcm2json keeps an LO of ISO_IR 13 with 0x5C (YEN SIGN) as one value (PS3.18 F.2.4 splits it)",
 	"item-charset":          "dcm2json decodes an item by the enclosing data set's character set (PS3.5 7.5 says the item's)",
 	"decimal-strings":       `dcm2json writes a DS of "1." as it is, which is not JSON`,
 	"implicit-icon-signed":  `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,

@@ -129,6 +129,14 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(8, 5), "CS", `ISO 2022 IR 13\ISO 2022 IR 87`),
 		txt(pt.Tag(0x10, 0x10), "PN", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=\x1b$B;3ED\x1b(J^\x1b$BB@O:\x1b(J=\x1b$B$d$^$@\x1b(J^\x1b$B$?$m$&\x1b(J"),
 	}},
+	// ISO_IR 13's G0 is JIS X 0201 Roman (PS3.3 C.12.1.1.2): 0x5C is
+	// YEN SIGN and 0x7E OVERLINE; 0x5C still separates the values of SH,
+	// LO, PN and UC (PS3.18 F.2.4), not those of LT, ST and UT.
+	"charset-ir13-roman": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 13"),
+		txt(pt.Tag(8, 0x1030), "LO", "A\\B~\xb1"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~3"),
+	}},
 	"charset-korean": {extra: []pt.Elem{
 		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 149`),
 		txt(pt.Tag(8, 0x1030), "LO", "\x1b$)C\xc8\xab\\\x1b$)C\xb1\xe6\xb5\xbf"),
@@ -310,6 +318,8 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"H.3.1 Japanese", "charset-japanese-ir87", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
 		{"0x5C in a JIS X 0208 character", "charset-japanese-ir87", "00081030", `{"vr":"LO","Value":["コンピュータ","芹"]}`},
 		{"H.3.2 Japanese with katakana", "charset-japanese-ir13", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
+		{"JIS X 0201 Roman text", "charset-ir13-roman", "00104000", `{"vr":"LT","Value":["1¥2‾3"]}`},
+		{"JIS X 0201 Roman values", "charset-ir13-roman", "00081030", `{"vr":"LO","Value":["A","B‾ｱ"]}`},
 		{"I.2 Korean", "charset-korean", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Hong^Gildong","Ideographic":"洪^吉洞","Phonetic":"홍^길동"}]}`},
 		{"Korean values", "charset-korean", "00081030", `{"vr":"LO","Value":["홍","길동"]}`},
 		{"empty first value of Specific Character Set", "charset-korean", "00080005", `{"vr":"CS","Value":[null,"ISO 2022 IR 149"]}`},
