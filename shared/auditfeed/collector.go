@@ -55,8 +55,9 @@ var ErrCA = errors.New("auditfeed: the collector CA")
 
 // TLSConfig builds the client side of the syslog TLS connection: the
 // collector's certificate must chain to caPEM and name host; certPEM and
-// keyPEM, when given, are our client certificate for mutual TLS, of a key
-// tlstrust.CheckKey allows. caPEM is read as every CA bundle TLS relies on
+// keyPEM, when given, are our client certificate for mutual TLS, as
+// tlstrust.ClientCertificate reads it (a key CheckKey allows, clientAuth);
+// the versions and cipher suites are tlstrust.ClientConfig's. caPEM is read as every CA bundle TLS relies on
 // here (tlstrust.ParseCAs): nothing but certificates, at least one, each
 // of a key CheckKey allows; else the error is an ErrCA.
 func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
@@ -67,23 +68,19 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 		// for a collector of the name we dial.
 		return nil, fmt.Errorf("%w: %w", ErrCA, err)
 	}
-	cfg := &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}
 	switch {
 	case len(certPEM) > 0 && len(keyPEM) > 0:
-		cert, err := tls.X509KeyPair(certPEM, keyPEM)
-		if err == nil {
-			// The key rule of every certificate TLS relies on here (BCP 195): Go's TLS presents an RSA key of
-			// 1024 bits, with which anyone who factors it feeds the collector in our name.
-			err = tlstrust.CheckKey(cert.Leaf)
-		}
+		// The rule of every client certificate here (BCP 195's keys, clientAuth): Go's TLS presents an RSA key
+		// of 1024 bits, with which anyone who factors it feeds the collector in our name.
+		cert, err := tlstrust.ClientCertificate(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("auditfeed: client certificate: %w", err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		return tlstrust.ClientConfig(host, pool, &cert), nil
 	case len(certPEM) > 0 || len(keyPEM) > 0:
 		return nil, errors.New("auditfeed: a client certificate needs both the certificate and its key")
 	}
-	return cfg, nil
+	return tlstrust.ClientConfig(host, pool, nil), nil
 }
 
 // Collector sends batches of syslog messages to one collector over TLS.

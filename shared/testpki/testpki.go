@@ -62,6 +62,9 @@ type Options struct {
 	// KeyUsage, when set, replaces the key usage (digitalSignature, and
 	// keyEncipherment for RSA).
 	KeyUsage x509.KeyUsage
+	// ExtKeyUsage, when set, replaces the extended key usage (serverAuth for Server, clientAuth for Client):
+	// both, for a PACS's certificate that serves and calls with one certificate.
+	ExtKeyUsage []x509.ExtKeyUsage
 	// Serial, when set, is the serial number (default: 120 random bits).
 	Serial *big.Int
 	// OrganizationalUnits are added to the subject (a CA may put what it
@@ -184,6 +187,10 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 	if o.Serial == nil {
 		o.Serial = serial(t)
 	}
+	eku := []x509.ExtKeyUsage{usage}
+	if o.ExtKeyUsage != nil {
+		eku = o.ExtKeyUsage
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: o.Serial,
 		Subject:      pkix.Name{CommonName: o.CommonName, Organization: []string{"dicom-ingest tests"}, OrganizationalUnit: o.OrganizationalUnits},
@@ -192,7 +199,7 @@ func (ca *CA) issue(t testing.TB, o Options, usage x509.ExtKeyUsage) *Cert {
 		NotBefore:    o.NotBefore,
 		NotAfter:     o.NotAfter,
 		KeyUsage:     ku,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  eku,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {

@@ -29,17 +29,9 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
-// CipherSuites are the TLS 1.2 cipher suites the server offers: those BCP 195
-// (RFC 9325 §4.2) recommends that Go implements, ECDHE with AES-GCM. DCMTK's
-// "non-downgrading BCP 195" profile (+py, its default) and its "BCP 195"
-// profile (+px) both offer them. TLS 1.3's suites are all AEAD and are not
-// configurable in Go.
-var CipherSuites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-}
+// CipherSuites are the TLS 1.2 cipher suites the server offers: tlstrust.CipherSuites, the one list of BCP 195's
+// that the server and every client here share.
+var CipherSuites = tlstrust.CipherSuites
 
 // Source says where the certificate, its key and the client CA bundle come
 // from: each a file path, or the PEM text itself (it starts with

@@ -1,0 +1,55 @@
+package tlstrust
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// CipherSuites are the TLS 1.2 cipher suites offered and accepted here, as server (scp-task's DICOM TLS
+// listener) and as client (ClientConfig: the audit feed, Storage Commitment reports): those BCP 195 (RFC 9325
+// §4.2) recommends that Go implements, ECDHE with AES-GCM. DCMTK's "non-downgrading BCP 195" profile (+py, its
+// default) and its "BCP 195" profile (+px) both offer them. TLS 1.3's suites are all AEAD and are not
+// configurable in Go.
+var CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+}
+
+// ErrNoClientAuth is in ClientCertificate's refusal (errors.Is) of a certificate whose extended key usage does
+// not allow TLS client authentication: a server certificate (serverAuth only) offered as a client's, which a
+// peer that checks the purpose (OpenSSL's, DCMTK's, Go's) refuses in the handshake.
+var ErrNoClientAuth = errors.New("its extended key usage does not allow TLS client authentication (clientAuth)")
+
+// ClientCertificate reads our client certificate and its key (PEM) by the rule of every certificate TLS relies
+// on here: a key CheckKey allows, and an extended key usage that allows client authentication (clientAuth, or
+// anyExtendedKeyUsage, or none at all: RFC 5280 4.2.1.12).
+func ClientCertificate(certPEM, keyPEM []byte) (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := CheckKey(cert.Leaf); err != nil {
+		return tls.Certificate{}, err
+	}
+	if eku := cert.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {
+		return tls.Certificate{}, fmt.Errorf("certificate %s: %w", NameOf(cert.Leaf), ErrNoClientAuth)
+	}
+	return cert, nil
+}
+
+// ClientConfig is the one rule of every TLS client here (BCP 195, as the server's): TLS 1.2 or 1.3, the
+// CipherSuites, the server's certificate chaining to roots and naming serverName (a DNS name, or an IP address
+// checked against the certificate's IP SANs), and cert, when not nil, presented as ours.
+func ClientConfig(serverName string, roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
+	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
+		CipherSuites: CipherSuites}
+	if cert != nil {
+		cfg.Certificates = []tls.Certificate{*cert}
+	}
+	return cfg
+}
