@@ -6,6 +6,7 @@ package commitreport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,12 +26,31 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
-// Peers maps a requesting AE title to the host:port its reports go to.
-type Peers map[string]string
+// Peers maps a requesting AE title to where its reports go.
+type Peers map[string]Peer
 
-// ParsePeers reads `AE=host:port[,AE=host:port…]` (--commitment-peers, COMMITMENT_PEERS). Spaces around
-// entries are not significant; an AE title may appear once. An entry with a second = is refused: a title
-// holding one (CT=1) cannot be a peer, and no host name holds one.
+// Peer is where a requesting AE takes its reports: a host:port, over plain DICOM or, with TLS, over DICOM TLS
+// (PS3.15 Annex B) as the Reporter's TLS configuration has it.
+type Peer struct {
+	Addr string
+	TLS  bool
+}
+
+// TLSScheme marks a peer reached over DICOM TLS in ParsePeers' input: AE=tls://host:port.
+const TLSScheme = "tls://"
+
+// String is the peer as ParsePeers reads it: host:port, or tls://host:port.
+func (p Peer) String() string {
+	if p.TLS {
+		return TLSScheme + p.Addr
+	}
+	return p.Addr
+}
+
+// ParsePeers reads `AE=[tls://]host:port[,AE=[tls://]host:port…]` (--commitment-peers, COMMITMENT_PEERS): a
+// peer is plain DICOM unless its address starts with tls://. Spaces around entries are not significant; an AE
+// title may appear once. An entry with a second = is refused: a title holding one (CT=1) cannot be a peer, and
+// no host name holds one.
 func ParsePeers(spec string) (Peers, error) {
 	p := Peers{}
 	for i, raw := range strings.Split(spec, ",") {
@@ -41,13 +61,19 @@ func ParsePeers(spec string) (Peers, error) {
 		ae, addr, ok := strings.Cut(entry, "=")
 		ae, addr = strings.TrimSpace(ae), strings.TrimSpace(addr)
 		if !ok {
-			return nil, fmt.Errorf("commitreport: entry %d %q: want AE=host:port", i+1, entry)
+			return nil, fmt.Errorf("commitreport: entry %d %q: want AE=host:port or AE=tls://host:port", i+1, entry)
 		}
 		if err := accesscontrol.CheckAETitle(ae); err != nil {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %w", i+1, entry, err)
 		}
+		var peer Peer
+		if len(addr) >= len(TLSScheme) && strings.EqualFold(addr[:len(TLSScheme)], TLSScheme) {
+			peer.TLS, addr = true, addr[len(TLSScheme):]
+		} else if scheme, _, ok := strings.Cut(addr, "://"); ok {
+			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not a scheme here: want host:port (plain DICOM) or tls://host:port (DICOM TLS)", i+1, entry, scheme+"://")
+		}
 		host, port, err := net.SplitHostPort(addr)
-		if err != nil || host == "" || strings.Contains(host, "=") {
+		if err != nil || host == "" || strings.Contains(host, "=") || strings.Contains(host, "/") {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not host:port", i+1, entry, addr)
 		}
 		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
@@ -56,7 +82,8 @@ func ParsePeers(spec string) (Peers, error) {
 		if _, dup := p[ae]; dup {
 			return nil, fmt.Errorf("commitreport: entry %d %q: AE title %s given twice", i+1, entry, ae)
 		}
-		p[ae] = addr
+		peer.Addr = addr
+		p[ae] = peer
 	}
 	return p, nil
 }
@@ -65,9 +92,19 @@ func ParsePeers(spec string) (Peers, error) {
 func (p Peers) String() string {
 	var out []string
 	for _, ae := range slices.Sorted(maps.Keys(p)) {
-		out = append(out, ae+"="+p[ae])
+		out = append(out, ae+"="+p[ae].String())
 	}
 	return strings.Join(out, ",")
+}
+
+// TLS reports whether any peer is reached over DICOM TLS.
+func (p Peers) TLS() bool {
+	for _, peer := range p {
+		if peer.TLS {
+			return true
+		}
+	}
+	return false
 }
 
 // The timers of the associations a Reporter opens, and of its wait for an answer on the requestor's own, as the
@@ -94,6 +131,13 @@ type Reporter struct {
 	// DialTimeout and ResponseTimeout bound connecting and each wait for the peer (defaults DefaultDialTimeout
 	// and DefaultResponseTimeout).
 	DialTimeout, ResponseTimeout time.Duration
+	// TLS is the client configuration of the peers reached over DICOM TLS, called for each such association (so
+	// that certificates renewed on disk are used from the next one on); the Reporter sets the server name to the
+	// peer's host. tlstrust.ClientConfig makes it. Nil: a TLS peer's report fails (ErrNoTLS).
+	TLS func() (*tls.Config, error)
+	// HandshakeFailed, when set, is called with the reason (dicomnet.HandshakeFailureReason) of each failed TLS
+	// handshake with a peer: the metrics.
+	HandshakeFailed func(reason string)
 	// Dial replaces the TCP dialer (tests).
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
@@ -103,6 +147,22 @@ var _ pipeline.CommitmentReporter = (*Reporter)(nil)
 
 // ErrNoPeer: the requesting AE has no report address and its association is gone.
 var ErrNoPeer = errors.New("commitreport: no report address for the AE title")
+
+// ErrNoTLS: the requesting AE's peer is reached over DICOM TLS and the Reporter has no TLS configuration.
+var ErrNoTLS = errors.New("commitreport: the peer is reached over DICOM TLS and no TLS client configuration is set")
+
+// HandshakeError is a failed TLS handshake with a peer: its reason, by the one classification of failed
+// handshakes (dicomnet.HandshakeFailureReason), and crypto/tls's error.
+type HandshakeError struct {
+	Reason string
+	Err    error
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("TLS handshake failed (%s): %v", e.Reason, e.Err)
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
 
 // CanReport reports whether results for ae can be delivered once its association is gone.
 func (r *Reporter) CanReport(ae string) bool {
@@ -143,10 +203,11 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report on the requestor's association: %w", err)
 		}
 	}
-	addr, ok := r.Peers[rep.CallingAE]
+	peer, ok := r.Peers[rep.CallingAE]
 	if !ok {
 		return pipeline.CommitmentDelivery{}, fmt.Errorf("%w %s", ErrNoPeer, rep.CallingAE)
 	}
+	addr := peer.Addr
 	cfg := dicomnet.ClientConfig{
 		CallingAE: r.AETitle, CalledAE: rep.CallingAE, Dial: r.Dial,
 		DialTimeout: durOr(r.DialTimeout, DefaultDialTimeout), ResponseTimeout: durOr(r.ResponseTimeout, DefaultResponseTimeout),
@@ -155,15 +216,26 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 			TransferSyntaxes: []string{dicomuid.ExplicitVRLittleEndian, dicomuid.ImplicitVRLittleEndian},
 			Roles:            &dicomnet.Roles{SCP: true}}},
 	}
+	transport := "plain DICOM"
+	if peer.TLS {
+		dial, err := r.tlsDial(addr, cfg)
+		if err != nil {
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
+		}
+		cfg.Dial, transport = dial, "DICOM TLS with our client certificate"
+	}
 	a, err := dicomnet.Dial(ctx, addr, cfg)
 	if err != nil {
+		if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
+			r.HandshakeFailed(he.Reason)
+		}
 		if errors.Is(err, dicomnet.ErrAborted) {
 			// PACSs that check a peer's address against its AE title abort
 			// rather than reject: ours is not the address the site sends to.
-			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w (the PACS may not accept our AE title %s from this address, or over plain DICOM)",
-				rep.CallingAE, addr, err, r.AETitle)
+			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w (the PACS may not accept our AE title %s from this address, or over %s)",
+				rep.CallingAE, peer, err, r.AETitle, transport)
 		}
-		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w", rep.CallingAE, addr, err)
+		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: associate with %s at %s: %w", rep.CallingAE, peer, err)
 	}
 	st, err := a.SendEventReport(ctx, ev)
 	if errors.Is(err, dicomnet.ErrRoleNotHeld) {
@@ -179,7 +251,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	if st.IsFailure() {
 		return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: %s answered the report with %w", rep.CallingAE, peerStatus{st})
 	}
-	log.Info("commitreport: result delivered on a new association", "event_type", res.EventTypeID())
+	log.Info("commitreport: result delivered on a new association", "event_type", res.EventTypeID(), "tls", peer.TLS)
 	return pipeline.CommitmentDelivery{}, nil
 }
 
@@ -197,6 +269,46 @@ func (p peerStatus) Error() string {
 }
 
 func (p peerStatus) Unwrap() error { return p.st }
+
+// tlsDial returns the dialer of an association to a TLS peer at addr: TCP as cfg dials it, then the TLS
+// handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
+// configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
+// A failed handshake is a *HandshakeError.
+func (r *Reporter) tlsDial(addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+	if r.TLS == nil {
+		return nil, ErrNoTLS
+	}
+	base, err := r.TLS()
+	if err != nil {
+		return nil, fmt.Errorf("commitreport: TLS client configuration: %w", err)
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("commitreport: %w", err)
+	}
+	tcfg := base.Clone()
+	tcfg.ServerName = host
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		hctx, cancel := context.WithTimeout(ctx, cfg.ResponseTimeout)
+		defer cancel()
+		tc := tls.Client(nc, tcfg)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && ctx.Err() == nil {
+				err = fmt.Errorf("%w after %s: %w", dicomnet.ErrHandshakeTimeout, cfg.ResponseTimeout, err)
+			}
+			return nil, errors.Join(&HandshakeError{Reason: dicomnet.HandshakeFailureReason(err), Err: err}, nc.Close())
+		}
+		return tc, nil
+	}, nil
+}
 
 func durOr(d, def time.Duration) time.Duration {
 	if d > 0 {

@@ -25,21 +25,27 @@ import (
 )
 
 func TestParsePeers(t *testing.T) {
-	got, err := commitreport.ParsePeers(" PACS=10.1.2.3:104 , CT_2=pacs.example:11112,")
+	got, err := commitreport.ParsePeers(" PACS=10.1.2.3:104 , CT_2=pacs.example:11112, MR=tls://pacs.example:2762, US=TLS://[::1]:2762,")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(commitreport.Peers{"PACS": "10.1.2.3:104", "CT_2": "pacs.example:11112"}, got); d != "" {
+	want := commitreport.Peers{"PACS": {Addr: "10.1.2.3:104"}, "CT_2": {Addr: "pacs.example:11112"},
+		"MR": {Addr: "pacs.example:2762", TLS: true}, "US": {Addr: "[::1]:2762", TLS: true}}
+	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
-	if got.String() != "CT_2=pacs.example:11112,PACS=10.1.2.3:104" {
-		t.Errorf("String() = %q", got.String())
+	if got.String() != "CT_2=pacs.example:11112,MR=tls://pacs.example:2762,PACS=10.1.2.3:104,US=tls://[::1]:2762" || !got.TLS() {
+		t.Errorf("String() = %q, TLS() = %v", got.String(), got.TLS())
+	}
+	if again, err := commitreport.ParsePeers(got.String()); err != nil || !cmp.Equal(again, got) {
+		t.Errorf("String() read back: %v, %v", again, err)
 	}
 	if p, err := commitreport.ParsePeers(""); err != nil || len(p) != 0 {
 		t.Errorf("empty spec: %v, %v", p, err)
 	}
 	for _, bad := range []string{"PACS", "PACS=10.1.2.3", "=1.2.3.4:104", "WAY_TOO_LONG_AE_TITLE=h:1", "PACS=h:0", "PACS=h:70000",
 		"PACS=:104", "PACS=h:1,PACS=h:2", `BACK\SLASH=h:1`,
+		"PACS=dicom://h:104", "PACS=https://h:443", "PACS=tls://h", "PACS=tls://:2762", "PACS=tls://tls://h:1", "PACS=h/x:1",
 		"CT=1=h:104"} { // the peer CT at the host 1=h, was taken: an AE title cannot hold the = that ends it
 		if _, err := commitreport.ParsePeers(bad); err == nil {
 			t.Errorf("%q accepted", bad)
@@ -59,7 +65,7 @@ func TestParsePeersAETitles(t *testing.T) {
 				}
 			case err != nil:
 				t.Errorf("ParsePeers refused %q: %v", tc.AE, err)
-			case p[strings.TrimSpace(tc.AE)] != "h:104":
+			case p[strings.TrimSpace(tc.AE)].Addr != "h:104":
 				t.Errorf("ParsePeers(%q) = %v", tc.AE, p)
 			}
 		})
@@ -158,7 +164,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 	srv := dicomnettest.NewServerT(t, &dicomnet.Server{Commitment: accept{}})
 	t.Run("delivered", func(t *testing.T) {
 		pl := dicomnettest.ListenParrot(t)
-		r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
 		done := report(r, "gone-1")
 		p := pl.Accept()
 		rq := p.AcceptAssociation(scpRole)
@@ -181,7 +187,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 	})
 	t.Run("refused by the PACS", func(t *testing.T) {
 		pl := dicomnettest.ListenParrot(t)
-		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
 		done := report(r, "")
 		p := pl.Accept()
 		p.AcceptAssociation(scpRole)
@@ -206,7 +212,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 	})
 	t.Run("SCP role turned down", func(t *testing.T) {
 		pl := dicomnettest.ListenParrot(t)
-		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
 		done := report(r, "")
 		p := pl.Accept()
 		p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
@@ -220,7 +226,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 		// As Orthanc does when our address is not the one it has for
 		// our AE title: the error says what to look at.
 		pl := dicomnettest.ListenParrot(t)
-		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST"}
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
 		done := report(r, "")
 		p := pl.Accept()
 		p.Expect(pdu.TypeAssociateRQ)
@@ -237,7 +243,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": addr}, AETitle: "INGEST", DialTimeout: time.Second}
+		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: addr}}, AETitle: "INGEST", DialTimeout: time.Second}
 		if got := <-report(r, ""); got.err == nil {
 			t.Fatal("reported to a closed port")
 		}
@@ -258,7 +264,7 @@ func TestReportOnANewAssociation(t *testing.T) {
 func TestReportWhenTheRequestorDoesNotAnswer(t *testing.T) {
 	srv, silent, id := requestor(t)
 	pl := dicomnettest.ListenParrot(t)
-	r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": pl.Addr}, AETitle: "INGEST",
+	r := &commitreport.Reporter{Server: srv.Server, Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST",
 		ResponseTimeout: 300 * time.Millisecond}
 	done := report(r, id)
 	if cmd, _ := silent.ExpectMessage(); cmd.CommandField != dimse.NEventReportRQ {

@@ -44,7 +44,8 @@ import (
 //	DICOM_INGEST_LOG_KEY the key itself, instead of the secret (tests); with
 //	                    neither, names hold only within one cold start
 //	AE_TITLE            commitment: our AE title, calling the requesting AEs
-//	COMMITMENT_PEERS    commitment: AE=host:port,… (where results go)
+//	COMMITMENT_PEERS    commitment: AE=host:port,… (where results go; plain
+//	                    DICOM only, a tls:// peer is refused)
 //	COMMITMENT_WAIT_SECONDS  commitment: instances in flight (default 300)
 //	COMMITMENT_REPORT_MINUTES commitment: delivery retried (default 60)
 //	COMMITMENT_QUARANTINED_COMMITTED commitment: AE titles whose
@@ -134,6 +135,11 @@ func (c *Config) commitmentFromEnv(getenv func(string) string) error {
 	peers, err := commitreport.ParsePeers(getenv("COMMITMENT_PEERS"))
 	if err != nil {
 		return fmt.Errorf("lambdaio: COMMITMENT_PEERS: %w", err)
+	}
+	if peers.TLS() {
+		// The stack has no client certificate for the function to present (infra/config has no sites[].pacs.tls):
+		// refused here rather than failing every delivery.
+		return fmt.Errorf("lambdaio: COMMITMENT_PEERS: %s: the commitment function reports over plain DICOM only", peers)
 	}
 	c.CommitmentPeers = peers
 	c.CommitmentWait, c.CommitmentReportFor = pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor

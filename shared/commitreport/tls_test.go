@@ -1,0 +1,126 @@
+package commitreport_test
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
+)
+
+// tlsPeer is a PACS that takes DICOM over TLS only, with a client certificate of clientCA: it accepts one
+// connection and hands its parrot, handshake done, to the channel (nil when the handshake failed).
+func tlsPeer(t *testing.T, cert *testpki.Cert, clientCA *testpki.CA) (string, <-chan *dicomnettest.Parrot) {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan *dicomnettest.Parrot, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		if err := c.(*tls.Conn).Handshake(); err != nil {
+			c.Close()
+			ch <- nil
+			return
+		}
+		ch <- dicomnettest.NewParrot(t, c)
+	}()
+	return l.Addr().String(), ch
+}
+
+// TestReportOverTLS: a peer marked tls:// gets its report on a DICOM TLS association (BCP 195's versions, our
+// client certificate); a handshake that fails (the peer's certificate from another CA, or naming another host)
+// fails the report with its reason, classified as the listener's handshakes are and counted, to be retried.
+func TestReportOverTLS(t *testing.T) {
+	ca, other := testpki.NewCA(t, "Site CA"), testpki.NewCA(t, "Other CA")
+	ours := ca.Client(t, testpki.Options{CommonName: "ingest"})
+	clientCert, err := tlstrust.ClientCertificate(ours.CertPEM, ours.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var reasons []string
+	reporter := func(addr string) *commitreport.Reporter {
+		return &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: addr, TLS: true}}, AETitle: "INGEST",
+			TLS: func() (*tls.Config, error) { return tlstrust.ClientConfig("", ca.Pool(), &clientCert), nil },
+			HandshakeFailed: func(r string) {
+				mu.Lock()
+				reasons = append(reasons, r)
+				mu.Unlock()
+			}}
+	}
+	t.Run("delivered", func(t *testing.T) {
+		addr, peers := tlsPeer(t, ca.Server(t, testpki.Options{}), ca)
+		done := report(reporter(addr), "")
+		p := <-peers
+		if p == nil {
+			t.Fatalf("handshake failed: %v", (<-done).err)
+		}
+		p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+		expectReport(t, p, 1, dimse.StatusSuccess)
+		p.Expect(pdu.TypeReleaseRQ)
+		p.SendPDU(&pdu.ReleaseRP{})
+		if got := <-done; got.err != nil || got.d.SameAssociation {
+			t.Fatalf("Report = %+v, %v", got.d, got.err)
+		}
+	})
+	for _, tt := range []struct {
+		name, reason, says string
+		cert               *testpki.Cert
+	}{
+		{"peer certificate from another CA", dicomnet.HandshakeUnknownCA, "certificate signed by unknown authority", other.Server(t, testpki.Options{})},
+		{"peer certificate for another address", dicomnet.HandshakeBadCertificate, "certificate is valid for 10.9.9.9, not 127.0.0.1",
+			ca.Server(t, testpki.Options{IPs: []net.IP{net.IPv4(10, 9, 9, 9)}})},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			reasons = nil
+			mu.Unlock()
+			addr, peers := tlsPeer(t, tt.cert, ca)
+			got := <-report(reporter(addr), "")
+			<-peers
+			var he *commitreport.HandshakeError
+			if !errors.As(got.err, &he) || he.Reason != tt.reason || !strings.Contains(got.err.Error(), tt.says) {
+				t.Fatalf("Report error %v, want a handshake failure %s saying %q", got.err, tt.reason, tt.says)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(reasons) != 1 || reasons[0] != tt.reason {
+				t.Errorf("handshake failures counted %v, want [%s]", reasons, tt.reason)
+			}
+		})
+	}
+	t.Run("plain DICOM peer", func(t *testing.T) {
+		pl := dicomnettest.ListenParrot(t)
+		done := report(reporter(pl.Addr), "")
+		// Our ClientHello is no PDU it knows (type 0x16): it aborts, as DCMTK does.
+		pl.Accept().SendPDU(&pdu.Abort{})
+		var he *commitreport.HandshakeError
+		if got := <-done; !errors.As(got.err, &he) || he.Reason != dicomnet.HandshakeNotTLS {
+			t.Fatalf("Report error %v, want a handshake failure %s", got.err, dicomnet.HandshakeNotTLS)
+		}
+	})
+	t.Run("no TLS configuration", func(t *testing.T) {
+		r := reporter(net.JoinHostPort("127.0.0.1", "2762"))
+		r.TLS = nil
+		if got := <-report(r, ""); !errors.Is(got.err, commitreport.ErrNoTLS) {
+			t.Fatalf("Report error %v, want ErrNoTLS", got.err)
+		}
+	})
+}
