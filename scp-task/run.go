@@ -250,6 +250,12 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 
 	if lm != nil {
 		reporter.Server = srv
+		if cfg.CommitmentPeers.TLS() {
+			if reporter.HandshakeFailed, err = commitmentHandshakeMetric(reg); err != nil {
+				return err
+			}
+			reporter.TLS = cfg.CommitmentTLS
+		}
 		lm.StartCommitments(reporter)
 	}
 

@@ -15,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
 
 // startTLS loads the TLS listener's certificate, key and client CA and keeps
@@ -79,4 +80,24 @@ func verifiedClientCert(st *tls.ConnectionState) *x509.Certificate {
 		return nil
 	}
 	return st.VerifiedChains[0][0]
+}
+
+// CommitmentHandshakeFailures counts, by reason, the failed TLS handshakes of the associations local mode opens
+// to deliver Storage Commitment results to tls:// peers; each failed delivery is retried as any other.
+const CommitmentHandshakeFailures = "dicom_ingest_commitment_tls_handshake_failures_total"
+
+// commitmentHandshakeMetric registers CommitmentHandshakeFailures, its reasons those of the listener's failed
+// handshakes (dicomnet.HandshakeFailureReasons, each at 0 from the start), and returns what counts one.
+func commitmentHandshakeMetric(reg prometheus.Registerer) (func(reason string), error) {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: CommitmentHandshakeFailures,
+		Help: "Failed TLS handshakes delivering Storage Commitment results to tls:// peers, by reason.",
+	}, []string{metricnames.TLSHandshakeReason})
+	for _, r := range dicomnet.HandshakeFailureReasons {
+		c.WithLabelValues(r)
+	}
+	if err := reg.Register(c); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	return func(reason string) { c.WithLabelValues(reason).Inc() }, nil
 }

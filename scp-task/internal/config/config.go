@@ -26,6 +26,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // Config is everything scp-task can be told.
@@ -121,7 +122,10 @@ type Config struct {
 	// local mode also the wait for instances in flight, how long a
 	// delivery is retried, and the AE titles whose quarantined instances
 	// count as committed.
-	CommitmentPeers       commitreport.Peers
+	CommitmentPeers commitreport.Peers
+	// CommitmentTLS is the client configuration of the tls:// peers (nil without any): the CA and our client
+	// certificate read again at each call, as commitreport.Reporter.TLS wants.
+	CommitmentTLS         func() (*tls.Config, error)
 	CommitmentWait        time.Duration
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
@@ -196,7 +200,10 @@ var settings = []Setting{
 	{"audit-syslog-key", "SCP_AUDIT_SYSLOG_KEY", "", "PEM file of the private key of --audit-syslog-cert"},
 	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
-	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]` (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
+	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]`, plain DICOM, or `AE=tls://host:port` for a PACS that takes DICOM TLS (see --commitment-tls-ca) (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
+	{"commitment-tls-ca", "SCP_COMMITMENT_TLS_CA", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of the CAs the PACS's server certificate must chain to (its name or IP address checked against it); required with such an entry"},
+	{"commitment-tls-cert", "SCP_COMMITMENT_TLS_CERT", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of our client certificate (extended key usage clientAuth; with --commitment-tls-key), read again for each association; unset: --tls-cert and --tls-key when their certificate allows clientAuth, else none"},
+	{"commitment-tls-key", "SCP_COMMITMENT_TLS_KEY", "", "PEM file of the private key of --commitment-tls-cert"},
 	{"commitment-wait", "SCP_COMMITMENT_WAIT", durations.Format(pipeline.DefaultCommitmentWait), "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
 	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", durations.Format(pipeline.DefaultCommitmentReportFor), "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
 	{"commitment-quarantined-committed", "SCP_COMMITMENT_QUARANTINED_COMMITTED", "", "local mode, Storage Commitment: calling AE titles (comma-separated) whose quarantined instances count as committed; by default they fail (0110)"},
@@ -499,6 +506,7 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		}
 	}
 	errs = append(errs, c.loadAuditFeed(get("audit-syslog-ca"), get("audit-syslog-cert"), get("audit-syslog-key"))...)
+	errs = append(errs, c.loadCommitmentTLS(get("commitment-tls-ca"), get("commitment-tls-cert"), get("commitment-tls-key"))...)
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -548,6 +556,71 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		return []error{fmt.Errorf("%s/%s/%s: %w", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
 	}
 	c.AuditTLS = cfg
+	return nil
+}
+
+// loadCommitmentTLS checks the client TLS settings of the tls:// commitment peers and reads them once, so that a
+// wrong file is reported now, by its flag; c.CommitmentTLS reads them again for each association, so renewed
+// files are used without a restart. Without a client certificate of its own it reuses the TLS listener's when
+// that allows client authentication (clientAuth): one that does not would be refused by the PACS in the
+// handshake, so it is an error rather than a silent fallback.
+func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
+	if !c.CommitmentPeers.TLS() {
+		if caFile != "" || certFile != "" || keyFile != "" {
+			return []error{fmt.Errorf("%s, %s and %s are for tls:// entries of %s, and it has none", c.subject("commitment-tls-ca"),
+				c.named("commitment-tls-cert"), c.named("commitment-tls-key"), c.named("commitment-peers"))}
+		}
+		return nil
+	}
+	var errs []error
+	if caFile == "" {
+		errs = append(errs, fmt.Errorf("%s: required with the tls:// entries of %s (the CA the PACS's server certificate chains to)",
+			c.subject("commitment-tls-ca"), c.named("commitment-peers")))
+	}
+	if (certFile == "") != (keyFile == "") {
+		errs = append(errs, fmt.Errorf("%s and %s go together", c.subject("commitment-tls-cert"), c.named("commitment-tls-key")))
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	certFlag, keyFlag := "commitment-tls-cert", "commitment-tls-key"
+	if certFile == "" && c.TLSCert != "" && c.TLSKey != "" {
+		certFlag, keyFlag, certFile, keyFile = "tls-cert", "tls-key", c.TLSCert, c.TLSKey
+	}
+	load := func() (*tls.Config, error) {
+		ca, err := ReadPEM("commitment-tls-ca", caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Describe("commitment-tls-ca"), err)
+		}
+		pool, _, err := tlstrust.ParseCAs(ca)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", c.Describe("commitment-tls-ca"), caFile, err)
+		}
+		if certFile == "" {
+			return tlstrust.ClientConfig("", pool, nil), nil
+		}
+		certPEM, err := ReadPEM(certFlag, certFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Describe(certFlag), err)
+		}
+		keyPEM, err := ReadPEM(keyFlag, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Describe(keyFlag), err)
+		}
+		cert, err := tlstrust.ClientCertificate(certPEM, keyPEM)
+		switch {
+		case errors.Is(err, tlstrust.ErrNoClientAuth) && certFlag == "tls-cert":
+			return nil, fmt.Errorf("%s: not reused as the client certificate of the tls:// entries of %s: %w; give %s and %s",
+				c.Describe("tls-cert"), c.Describe("commitment-peers"), err, c.Describe("commitment-tls-cert"), c.Describe("commitment-tls-key"))
+		case err != nil:
+			return nil, fmt.Errorf("%s/%s: %w", c.Describe(certFlag), c.Describe(keyFlag), err)
+		}
+		return tlstrust.ClientConfig("", pool, &cert), nil
+	}
+	if _, err := load(); err != nil {
+		return []error{err}
+	}
+	c.CommitmentTLS = load
 	return nil
 }
 
@@ -613,7 +686,7 @@ func StoreDir(store string) string {
 // reports them, ReadFile keeps their values out of its errors, and
 // TestSecretSettings holds every setting whose usage names a private key
 // to be here.
-var secrets = map[string]bool{"tls-key": true, "audit-syslog-key": true}
+var secrets = map[string]bool{"tls-key": true, "audit-syslog-key": true, "commitment-tls-key": true}
 
 // Secret reports whether the setting's value may be a secret itself
 // (secrets): ReadFile never quotes it.
@@ -632,6 +705,23 @@ func ReadFile(flag, path string) ([]byte, error) {
 	}
 	return b, err
 }
+
+// ReadPEM returns the PEM bytes of the value v of the file setting flag: the text itself when v is PEM text (as
+// an ECS task receives a Secrets Manager secret in an environment variable), its line breaks restored when some
+// secret store flattened them to "\n", else the file v names, read by ReadFile. The one reader of settings that
+// may hold either (scp-task's TLS listener's, servertls, and its certificate reused as the commitment client's).
+func ReadPEM(flag, v string) ([]byte, error) {
+	if IsPEM(v) {
+		if !strings.Contains(v, "\n") {
+			v = strings.ReplaceAll(v, `\n`, "\n")
+		}
+		return []byte(v), nil
+	}
+	return ReadFile(flag, v)
+}
+
+// IsPEM reports whether a setting's value is PEM text rather than a path.
+func IsPEM(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") }
 
 // Origin reports where the setting of flag name got its value.
 func (c Config) Origin(name string) Origin { return c.origins[name] }

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -382,7 +381,7 @@ func (r *Reloader) reloadLogged() {
 	}
 }
 
-func isPEM(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "-----BEGIN") }
+func isPEM(v string) bool { return config.IsPEM(v) }
 
 // read returns the PEM bytes of the source value v of setting flag: the
 // text itself, or the file it names, read by config.ReadFile (which never
@@ -391,13 +390,7 @@ func isPEM(v string) bool { return strings.HasPrefix(strings.TrimSpace(v), "----
 // text whose line breaks were flattened to "\n" (as some secret stores
 // keep it) is restored.
 func (s Source) read(flag, v string) ([]byte, error) {
-	if isPEM(v) {
-		if !strings.Contains(v, "\n") {
-			v = strings.ReplaceAll(v, `\n`, "\n")
-		}
-		return []byte(v), nil
-	}
-	b, err := config.ReadFile(flag, v)
+	b, err := config.ReadPEM(flag, v)
 	if err != nil {
 		return nil, fmt.Errorf("servertls: %s: %w", s.name(flag), err)
 	}

@@ -1,0 +1,84 @@
+package config
+
+import (
+	"crypto/x509"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+// TestCommitmentTLS: tls:// commitment peers need the CA their certificates chain to; our client certificate is
+// --commitment-tls-cert/-key, else the TLS listener's when its extended key usage allows clientAuth (a server
+// certificate alone would be refused by the PACS in the handshake: an error now, naming the flags to give), else
+// none. Every mistake names its flag, or its variable when that set it.
+func TestCommitmentTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "Site CA")
+	testpki.WriteFile(t, filepath.Join(dir, "ca.pem"), ca.PEM)
+	client := ca.Client(t, testpki.Options{CommonName: "ingest"}).WriteFiles(t, dir, "client")
+	serverOnly := ca.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
+	both := ca.Server(t, testpki.Options{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).WriteFiles(t, dir, "both")
+	caFile := filepath.Join(dir, "ca.pem")
+	peers := []string{"--commitment-peers", "PACS=tls://127.0.0.1:2762,CT=10.0.0.2:104"}
+	listener := func(f testpki.Files) []string {
+		return []string{"--tls-listen", ":2762", "--tls-cert", f.Cert, "--tls-key", f.Key}
+	}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		want       string // error; "" loads
+		clientCert string // the subject CN presented; "" none
+	}{
+		{"own client certificate", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert, "--commitment-tls-key", client.Key}), nil, "", "ingest"},
+		{"listener's certificate reused", cat(peers, listener(both), []string{"--commitment-tls-ca", caFile}), nil, "", "localhost"},
+		{"no client certificate", cat(peers, []string{"--commitment-tls-ca", caFile}), nil, "", ""},
+		{"listener's server-only certificate", cat(peers, listener(serverOnly), []string{"--commitment-tls-ca", caFile}), nil,
+			`--tls-cert (or SCP_TLS_CERT): not reused as the client certificate of the tls:// entries of --commitment-peers (or SCP_COMMITMENT_PEERS): certificate "CN=localhost`, ""},
+		{"no CA", peers, nil, "--commitment-tls-ca: required with the tls:// entries of --commitment-peers", ""},
+		{"no CA, from the environment", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://h:2762"},
+			"--commitment-tls-ca: required with the tls:// entries of SCP_COMMITMENT_PEERS", ""},
+		{"certificate without key", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert}), nil,
+			"--commitment-tls-cert and --commitment-tls-key go together", ""},
+		{"CA not PEM", cat(peers, []string{"--commitment-tls-ca", client.Key}), nil, "--commitment-tls-ca (or SCP_COMMITMENT_TLS_CA) " + client.Key + `: a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`, ""},
+		{"CA missing", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://h:2762", "SCP_COMMITMENT_TLS_CA": filepath.Join(dir, "none.pem")},
+			"SCP_COMMITMENT_TLS_CA (or --commitment-tls-ca): open", ""},
+		{"TLS settings without a tls:// peer", []string{"--commitment-peers", "CT=10.0.0.2:104", "--commitment-tls-ca", caFile}, nil,
+			"--commitment-tls-ca, --commitment-tls-cert and --commitment-tls-key are for tls:// entries of --commitment-peers, and it has none", ""},
+		{"unknown scheme", []string{"--commitment-peers", "PACS=dicoms://h:2762"}, nil, `--commitment-peers: commitreport: entry 1 "PACS=dicoms://h:2762": "dicoms://" is not a scheme here`, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(tt.args, env(tt.env), io.Discard)
+			if tt.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("Load error = %v, want one containing %q", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := c.CommitmentTLS()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var cn string
+			if len(cfg.Certificates) == 1 {
+				cn = cfg.Certificates[0].Leaf.Subject.CommonName
+			}
+			if cn != tt.clientCert || cfg.RootCAs == nil || !cfg.RootCAs.Equal(ca.Pool()) {
+				t.Errorf("client certificate %q, want %q; roots %v", cn, tt.clientCert, cfg.RootCAs)
+			}
+		})
+	}
+}
