@@ -35,6 +35,16 @@ type Modality struct {
 	AET  string `json:"AET"`
 	Host string `json:"Host"`
 	Port int    `json:"Port"`
+	// UseDicomTLS has Orthanc call the modality over DICOM TLS (with DicomTlsEnabled).
+	UseDicomTLS bool `json:"UseDicomTls,omitempty"`
+}
+
+// TLS is Orthanc's DICOM TLS (DicomTlsEnabled): its DICOM port then takes TLS only. Cert and Key are its
+// certificate and key, served and presented when it calls (PEM files); Trusted the certificates of the peers
+// it trusts, ours and our CA's; RemoteCertificateRequired refuses a peer without a certificate.
+type TLS struct {
+	Cert, Key, Trusted        string
+	RemoteCertificateRequired bool
 }
 
 // Orthanc is a running Orthanc.
@@ -50,6 +60,12 @@ type Orthanc struct {
 // Start runs Orthanc with AE title aet, knowing modalities by name, until the test ends.
 func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 	t.Helper()
+	return StartTLS(t, aet, modalities, nil)
+}
+
+// StartTLS is Start with Orthanc's DICOM over TLS only, as tls says (nil: plain DICOM).
+func StartTLS(t testing.TB, aet string, modalities map[string]Modality, tls *TLS) *Orthanc {
+	t.Helper()
 	bin := Require(t)
 	dir := t.TempDir()
 	dicomPort, httpPort := testenv.FreePort(t), testenv.FreePort(t)
@@ -58,6 +74,10 @@ func Start(t testing.TB, aet string, modalities map[string]Modality) *Orthanc {
 		"DicomAet": aet, "DicomPort": dicomPort, "HttpPort": httpPort, "RemoteAccessAllowed": false,
 		"AuthenticationEnabled": false, "DicomAlwaysAllowStore": true, "DicomModalities": modalities,
 		"DicomScuTimeout": 10, "DicomAssociationCloseDelay": 0, "Plugins": []string{}, "HttpTimeout": 30,
+	}
+	if tls != nil {
+		cfg["DicomTlsEnabled"], cfg["DicomTlsCertificate"], cfg["DicomTlsPrivateKey"] = true, tls.Cert, tls.Key
+		cfg["DicomTlsTrustedCertificates"], cfg["DicomTlsRemoteCertificateRequired"] = tls.Trusted, tls.RemoteCertificateRequired
 	}
 	body, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -183,6 +203,14 @@ type Commitment struct {
 	Success   []Instance `json:"Success"`
 	Failures  []Failure  `json:"Failures"`
 	RemoteAET string     `json:"RemoteAET"`
+}
+
+// CommitmentStatus is what Orthanc knows of the transaction now.
+func (o *Orthanc) CommitmentStatus(t testing.TB, txn string) Commitment {
+	t.Helper()
+	var c Commitment
+	o.call(t, http.MethodGet, "/storage-commitment/"+txn, nil, &c)
+	return c
 }
 
 // AwaitCommitment polls the transaction until it is no longer Pending, for up to within.

@@ -1,0 +1,97 @@
+package interop
+
+import (
+	"crypto/x509"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
+	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
+)
+
+// TestStorageCommitmentOverTLSWithOrthanc: Orthanc takes DICOM over TLS only (DicomTlsEnabled, a client
+// certificate required). It sends a study to scp-task --local on our TLS listener and asks for Storage
+// Commitment there, then releases its association: the report comes on a new TLS association we open to it
+// (--commitment-peers ORTHANC=tls://…), presenting our client certificate, and Orthanc shows the result. When
+// Orthanc's certificate is of a CA we do not trust, the report is not delivered: each attempt fails its
+// handshake with the reason said (unknown_ca), counted, and retried. (A plain peer stays plain:
+// TestStorageCommitmentWithOrthanc.)
+func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
+	orthanc.Require(t)
+	dir := t.TempDir()
+	ca, other := testpki.NewCA(t, "Hospital CA"), testpki.NewCA(t, "Other CA")
+	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	ours := ca.Server(t, testpki.Options{CommonName: "ingest"}).WriteFiles(t, dir, "ingest-server")
+	client := ca.Client(t, testpki.Options{CommonName: "ingest-commitment"}).WriteFiles(t, dir, "ingest-client")
+	caFile := filepath.Join(dir, "ca.pem")
+	testpki.WriteFile(t, caFile, ca.PEM)
+
+	for _, tt := range []struct {
+		name      string
+		pacsCA    *testpki.CA // issues Orthanc's certificate
+		delivered bool
+	}{
+		{"delivered", ca, true},
+		{"Orthanc's certificate from another CA", other, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pacsCert := tt.pacsCA.Server(t, testpki.Options{CommonName: "orthanc", ExtKeyUsage: both}).WriteFiles(t, t.TempDir(), "orthanc")
+			scpTLSPort := testenv.FreePort(t)
+			pacs := orthanc.StartTLS(t, "ORTHANC",
+				map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpTLSPort, UseDicomTLS: true}},
+				&orthanc.TLS{Cert: pacsCert.Cert, Key: pacsCert.Key, Trusted: caFile, RemoteCertificateRequired: true})
+			dataDir := t.TempDir()
+			scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
+				"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--listen", "off",
+				"--tls-listen", "127.0.0.1:" + strconv.Itoa(scpTLSPort), "--tls-cert", ours.Cert, "--tls-key", ours.Key,
+				"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--commitment-peers", "ORTHANC=tls://" + pacs.DICOMAddr,
+				"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert, "--commitment-tls-key", client.Key,
+				"--quiet-period", "10m", "--commitment-wait", "5s",
+			}})
+			t.Cleanup(func() {
+				if t.Failed() {
+					t.Logf("scp-task logs:\n%s", scp.Logs())
+				}
+			})
+			var ids []string
+			var refs []orthanc.Instance
+			for _, in := range scInstances() {
+				ids = append(ids, pacs.Upload(t, in.Build()))
+				refs = append(refs, orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID})
+			}
+			pacs.Store(t, "ingest", ids...) // over our TLS listener
+			txn := pacs.RequestCommitment(t, "ingest", refs...)
+
+			if tt.delivered {
+				got := pacs.AwaitCommitment(t, txn, 30*time.Second)
+				if got.Status != "Success" || len(got.Success) != 3 || len(got.Failures) != 0 || got.RemoteAET != "INGEST" {
+					t.Fatalf("commitment %+v, want Success for the 3 instances from INGEST", got)
+				}
+				scp.WaitLog(t, 10*time.Second, "the report delivered over TLS", func(m map[string]any) bool {
+					return m["msg"] == "commitreport: result delivered on a new association" && m["tls"] == true
+				})
+				return
+			}
+			line := scp.WaitLog(t, 30*time.Second, "a failed report, to be retried", func(m map[string]any) bool {
+				return m["msg"] == "storage commitment report failed; will retry"
+			})
+			if err, _ := line["err"].(string); !strings.Contains(err, "TLS handshake failed (unknown_ca)") ||
+				!strings.Contains(err, "certificate signed by unknown authority") || line["next_attempt"] == nil {
+				t.Errorf("failed report logged %v, want the handshake's reason and the next attempt", line)
+			}
+			if n := scp.Metric(t, `dicom_ingest_commitment_tls_handshake_failures_total{reason="unknown_ca"}`); n < 1 {
+				t.Errorf("unknown_ca handshake failures counted %v, want at least 1", n)
+			}
+			var got orthanc.Commitment
+			if got = pacs.CommitmentStatus(t, txn); got.Status != "Pending" {
+				t.Errorf("commitment %+v at Orthanc, want Pending: nothing delivered", got)
+			}
+		})
+	}
+}
