@@ -45,6 +45,8 @@ func TestSecretSettingsNeverQuoted(t *testing.T) {
 	beside := map[string]map[string]string{
 		"tls-key":          {"SCP_TLS_LISTEN": "127.0.0.1:0", "SCP_TLS_CERT": server.Cert},
 		"audit-syslog-key": {"SCP_AUDIT_SYSLOG": "tls://collector.example", "SCP_AUDIT_SYSLOG_CA": caFile, "SCP_AUDIT_SYSLOG_CERT": client.Cert},
+		"commitment-tls-key": {"SCP_COMMITMENT_PEERS": "PACS=tls://127.0.0.1:2762", "SCP_COMMITMENT_TLS_CA": caFile,
+			"SCP_COMMITMENT_TLS_CERT": client.Cert},
 	}
 	const secret = "s3cretKeyMaterial"
 	// A file of the secret's bytes that is no key, and one of another

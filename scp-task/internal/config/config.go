@@ -220,7 +220,7 @@ func (v *value) String() string {
 	if v == nil {
 		return ""
 	}
-	if strings.HasPrefix(strings.TrimSpace(v.s), "-----BEGIN") {
+	if IsPEM(v.s) {
 		// PEM text from the environment (a key, perhaps): -h must not print it.
 		return "(PEM text)"
 	}
