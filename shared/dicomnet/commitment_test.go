@@ -196,7 +196,7 @@ func TestNActionCutShort(t *testing.T) {
 					t.Errorf("EventCommitmentRefused status %04X, error %v, class %q, %d bytes; want no status, ErrIncomplete, %q, %d",
 						ev.Status, ev.Err, ev.SOPClassUID, ev.Bytes, tt.cmd.RequestedSOPClassUID, len(half))
 				}
-				carriesRefusal(t, ev, tt.refused)
+				carriesRefusal(t, ev, tt.refused, "")
 				rec.waitFor(t, dicomnet.EventAborted)
 				rec.mu.Lock()
 				defer rec.mu.Unlock()

@@ -1309,10 +1309,11 @@ func TestOutsideAbortAtResponseIsOurs(t *testing.T) {
 }
 
 // carriesRefusal checks the error of ev, the event of a request (C-STORE, N-ACTION) the association's end cut
-// short: the refusal decided before its data set broke off (refused, 0 for none: the handler read it) is carried,
-// and its message says it, status and comment, after the reader's (the audit record's reason is the message): the
-// request was malformed as well as cut short.
-func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16) {
+// short: the refusal decided before its data set broke off (refused, 0 for none: the handler read it, or failed
+// for the association's end) is carried, and its message says it, status and why (says: the handler's error; ""
+// for the status's comment, a request refused before any handler ran), after the reader's (the audit record's
+// reason is the message): the request was refused as well as cut short.
+func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16, says string) {
 	t.Helper()
 	var refusal dimse.Status
 	switch found := errors.As(ev.Err, &refusal); {
@@ -1321,9 +1322,14 @@ func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16) {
 	case refused == 0:
 	case !found || refusal.Code != refused || refusal.Comment == "":
 		t.Errorf("%v: error %v carries refusal %+v (found %v), want status %04X with its comment", ev.Type, ev.Err, refusal, found, refused)
-	case !strings.HasPrefix(ev.Err.Error(), "dicomnet: ") || !strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) ||
-		!strings.HasSuffix(ev.Err.Error(), fmt.Sprintf("; refused before the association ended, status %04X: %s", refused, refusal.Comment)):
-		t.Errorf("%v: error %q says neither the reader's error nor, after it, the refusal's status %04X and comment %q", ev.Type, ev.Err, refused, refusal.Comment)
+	default:
+		if says == "" {
+			says = refusal.Comment
+		}
+		if !strings.HasPrefix(ev.Err.Error(), "dicomnet: ") || !strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) ||
+			!strings.HasSuffix(ev.Err.Error(), fmt.Sprintf("; refused before the association ended, status %04X: %s", refused, says)) {
+			t.Errorf("%v: error %q says neither the reader's error nor, after it, the refusal's status %04X and %q", ev.Type, ev.Err, refused, says)
+		}
 	}
 }
 
@@ -1332,18 +1338,36 @@ func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16) {
 // cut short), and its error carries the refusal beside the reader's, as an N-ACTION's does (TestNActionCutShort):
 // its audit record said only the reader's error, the refusal lost. One the handler read carries none, and a
 // refusal answered says what it said before (the status's error: its audit reason unchanged).
+//
+// A C-STORE the handler refused before its data set broke off (it returned a failure, out of resources, say,
+// without reading the rest; or the data set passed the maximum object size) was refused as well, by the same rule:
+// its error carries that refusal, the handler's error after the status, where it said the reader's error alone
+// (its record read as cut short: Storage Commitment's 0112, the study page's "cut short"). One whose handler
+// failed because the data set broke off (it read the reader's error) carries none.
 func TestCStoreRefusedThenCutShort(t *testing.T) {
+	outOfResources := fmt.Errorf("store: disk full: %w", dimse.Status{Code: dimse.StatusOutOfResources, Comment: "out of resources"})
+	refuses := dicomnet.HandlerFunc(func(_ context.Context, _ *dicomnet.CStoreRequest, r io.Reader) error {
+		if _, err := io.ReadFull(r, make([]byte, 10)); err != nil {
+			return err
+		}
+		return outOfResources // the rest unread: dicomnet drains it
+	})
 	for _, tt := range []struct {
 		name    string
 		ctx     byte
 		rq      *dimse.Command
 		refused uint16
+		handler dicomnet.Handler // capture when nil
+		limit   int64            // the server's MaxObjectSize
+		says    string           // after the status: the handler's error ("" for the status's comment)
 	}{
-		{"read by the handler", 3, storeRQ(1), 0},
-		{"class differs from context", 3, storeRQOf(dicomuid.MRImageStorage, "1.2.3.4"), dimse.StatusSOPClassNotSupported},
-		{"on the Verification context", 1, storeRQOf(dicomuid.Verification, "1.2.3.4"), dimse.StatusSOPClassNotSupported},
-		{"no class", 3, storeRQOf("", "1.2.3.4"), dimse.StatusCannotUnderstand},
-		{"invalid instance UID", 3, storeRQOf(dicomuid.CTImageStorage, "../../etc/passwd"), dimse.StatusCannotUnderstand},
+		{"read by the handler", 3, storeRQ(1), 0, nil, 0, ""},
+		{"class differs from context", 3, storeRQOf(dicomuid.MRImageStorage, "1.2.3.4"), dimse.StatusSOPClassNotSupported, nil, 0, ""},
+		{"on the Verification context", 1, storeRQOf(dicomuid.Verification, "1.2.3.4"), dimse.StatusSOPClassNotSupported, nil, 0, ""},
+		{"no class", 3, storeRQOf("", "1.2.3.4"), dimse.StatusCannotUnderstand, nil, 0, ""},
+		{"invalid instance UID", 3, storeRQOf(dicomuid.CTImageStorage, "../../etc/passwd"), dimse.StatusCannotUnderstand, nil, 0, ""},
+		{"refused by the handler", 3, storeRQ(1), dimse.StatusOutOfResources, refuses, 0, outOfResources.Error()},
+		{"past the maximum object size", 3, storeRQ(1), dimse.StatusOutOfResources, nil, 50, dicomnet.ErrObjectTooLarge.Error()},
 	} {
 		for _, brk := range []struct {
 			name   string
@@ -1358,8 +1382,12 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 					t.Skip("stored: no refusal")
 				}
 				ch := make(chan result, 1)
+				h := tt.handler
+				if h == nil {
+					h = capture(ch)
+				}
 				rec := newRecorder()
-				p, _ := startParrot(t, &dicomnet.Server{Handler: capture(ch), Observer: rec})
+				p, _ := startParrot(t, &dicomnet.Server{Handler: h, Observer: rec, MaxObjectSize: tt.limit})
 				p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
 				p.SendPDVs(dicomnettest.CommandPDV(tt.ctx, tt.rq), dicomnettest.PDV(tt.ctx, 0, pattern(100)))
 				if brk.break_ == nil {
@@ -1368,8 +1396,12 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 						t.Fatalf("status %04X, want %04X", rsp.Status, tt.refused)
 					}
 					ev := rec.waitFor(t, dicomnet.EventStoreFailed)
-					if want := (dimse.Status{Code: tt.refused, Comment: commentOf(t, ev.Err)}); ev.Status != tt.refused || ev.Err == nil || ev.Err.Error() != want.Error() {
-						t.Errorf("answered refusal: status %04X, error %v; want %04X, %q", ev.Status, ev.Err, tt.refused, want.Error())
+					want := tt.says // the handler's error, as it was
+					if want == "" {
+						want = dimse.Status{Code: tt.refused, Comment: commentOf(t, ev.Err)}.Error()
+					}
+					if ev.Status != tt.refused || ev.Err == nil || ev.Err.Error() != want {
+						t.Errorf("answered refusal: status %04X, error %v; want %04X, %q", ev.Status, ev.Err, tt.refused, want)
 					}
 					return
 				}
@@ -1385,7 +1417,7 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 					t.Errorf("EventStoreFailed status %04X, error %v, instance %q, %d bytes; want no status, ErrIncomplete, %q, 100",
 						ev.Status, ev.Err, ev.SOPInstanceUID, ev.Bytes, tt.rq.AffectedSOPInstanceUID)
 				}
-				carriesRefusal(t, ev, tt.refused)
+				carriesRefusal(t, ev, tt.refused, tt.says)
 				rec.waitFor(t, dicomnet.EventAborted)
 			})
 		}
