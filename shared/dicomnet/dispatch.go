@@ -216,9 +216,9 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			herr = errors.New("dicomnet: handler returned success without reading the whole data set")
 		}
 	}
-	// Refused before any handler (herr nil): a *refusedError, which a cut short's error names after the reader's
-	// (brokenOff), as an N-ACTION's, so that the audit record says both.
-	why := refusal(st, herr)
+	// Refused before the data set broke off (before any handler, or by it): a *refusedError, which a cut short's
+	// error names after the reader's (brokenOff), as an N-ACTION's, so that the audit record says both.
+	why := a.refusal(st, herr, ds)
 	if herr == nil && st.IsFailure() {
 		// Refused before any handler: the status says why, for the log
 		// line and the audit record's reason (they said nothing of it).
@@ -253,8 +253,9 @@ func (a *association) cstore(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 
 // brokenOffError is the error of a request (C-STORE, N-ACTION) whose data set never completed: the reader's,
 // which its message gives, with what the handler returned beside it (it may name what the header held, for the
-// audit record). A refusal decided before any handler ran (a *refusedError) is no consequence of the reader's
-// error, so its message gives that too: the request was refused as well as cut short.
+// audit record). A refusal decided before the data set broke off (a *refusedError: before any handler ran, or by
+// the handler) is no consequence of the reader's error, so its message gives that too: the request was refused as
+// well as cut short.
 type brokenOffError struct{ reader, handler error }
 
 func (e *brokenOffError) Error() string {
@@ -266,7 +267,7 @@ func (e *brokenOffError) Error() string {
 func (e *brokenOffError) Unwrap() []error { return []error{e.reader, e.handler} }
 
 // brokenOff is the event's error of a request whose data set the reader err broke off, after the handler
-// returned herr (or the request was refused before any, refusal's error): err, and herr when there is one, so
+// returned herr (or the request was refused before then, refusal's error): err, and herr when there is one, so
 // that neither is lost.
 func brokenOff(err, herr error) error {
 	if herr == nil {
@@ -275,19 +276,39 @@ func brokenOff(err, herr error) error {
 	return &brokenOffError{reader: err, handler: herr}
 }
 
-// refusedError is why a request was refused before any handler ran: its status, whose comment its message is.
-type refusedError struct{ st dimse.Status }
+// refusedError is a refusal decided before a request's data set broke off: its status, and what the handler
+// returned (nil when it was refused before any handler ran, its command wrong), whose message its own is (else the
+// status's comment: the answered refusal's reason says that handler's error, or the status).
+type refusedError struct {
+	st      dimse.Status
+	handler error
+}
 
-func (e *refusedError) Error() string { return e.st.Comment }
-func (e *refusedError) Unwrap() error { return e.st }
+func (e *refusedError) Error() string {
+	if e.handler != nil {
+		return e.handler.Error()
+	}
+	return e.st.Comment
+}
 
-// refusal is why a request answered st was refused: the handler's error herr, or, refused before any handler
-// ran (herr nil), a *refusedError naming st. nil when st is no failure and herr is nil.
-func refusal(st dimse.Status, herr error) error {
-	if herr != nil || !st.IsFailure() {
+func (e *refusedError) Unwrap() []error {
+	if e.handler != nil {
+		return []error{e.st, e.handler}
+	}
+	return []error{e.st}
+}
+
+// refusal is why a request answered st was refused, herr what its handler returned (nil: refused before any
+// handler ran), for its event: a *refusedError naming both when st is a failure decided while the request stood,
+// before any handler, or by a handler that returned before its data set broke off (ds's reader had no error) and
+// before the association's end (its context not done); else herr. A handler failed by the reader's error (the data
+// set broke off) or by the association's end refused nothing: its request was cut short, not refused. The one rule
+// of a C-STORE's and an N-ACTION's, read when the handler has returned, before ds is drained.
+func (a *association) refusal(st dimse.Status, herr error, ds *datasetReader) error {
+	if !st.IsFailure() || (herr != nil && (ds.err != nil || a.ctx.Err() != nil)) {
 		return herr
 	}
-	return &refusedError{st}
+	return &refusedError{st: st, handler: herr}
 }
 
 // reportAnswered observes the event of the C-STORE (or the refused N-ACTION) whose response was just sent, unless
@@ -396,7 +417,7 @@ func (a *association) naction(pc *AcceptedContext, cmd *dimse.Command) rxEvent {
 			herr = ErrObjectTooLarge
 		}
 	}
-	why := refusal(st, herr)
+	why := a.refusal(st, herr, ds)
 	if cmd.HasDataSet() {
 		if err := ds.drain(); err != nil {
 			cut := brokenOff(err, why)

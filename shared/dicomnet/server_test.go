@@ -1424,6 +1424,37 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 	}
 }
 
+// TestCStoreEndedByTheAssociationIsNoRefusal: a handler that fails because the association ended (aborted from
+// outside: its context done before its reader's error) refused nothing, though it returned before its data set
+// broke off: the C-STORE was cut short, its error the reader's alone (TestCStoreRefusedThenCutShort's rule).
+func TestCStoreEndedByTheAssociationIsNoRefusal(t *testing.T) {
+	waiting := make(chan struct{})
+	h := dicomnet.HandlerFunc(func(ctx context.Context, _ *dicomnet.CStoreRequest, r io.Reader) error {
+		if _, err := io.ReadFull(r, make([]byte, 10)); err != nil {
+			return err
+		}
+		close(waiting)
+		<-ctx.Done() // an upload the association's end cancels, the rest unread
+		return fmt.Errorf("store: upload: %w", ctx.Err())
+	})
+	rec := newRecorder()
+	p, srv := startParrot(t, &dicomnet.Server{Handler: h, Observer: rec})
+	p.Associate(dicomnettest.AssociateRQ("SCU", "ANY"))
+	p.SendPDVs(dicomnettest.CommandPDV(3, storeRQ(1)), dicomnettest.PDV(3, 0, pattern(100)))
+	<-waiting
+	if err := srv.Server.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ev := rec.waitFor(t, dicomnet.EventStoreFailed)
+	if ev.Status != 0 || !errors.Is(ev.Err, dicomnet.ErrIncomplete) {
+		t.Errorf("EventStoreFailed status %04X, error %v; want no status, ErrIncomplete", ev.Status, ev.Err)
+	}
+	carriesRefusal(t, ev, 0, "")
+	if strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) {
+		t.Errorf("error %q names a refusal", ev.Err)
+	}
+}
+
 // commentOf is the comment of the status err is.
 func commentOf(t *testing.T, err error) string {
 	t.Helper()

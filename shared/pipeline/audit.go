@@ -452,11 +452,13 @@ func answered(rec *AuditRecord, r associationaudit.Record) {
 
 // RefusedBeforeEnd follows the reader's error in the reason of a request
 // (C-STORE, N-ACTION) the association's end cut short that the SCP had
-// refused before then, before any handler ran (its command wrong: a
-// C-STORE's class not its context's, say); the status and why follow it
-// (dicomnet writes it so: "…; refused before the association ended,
-// status 0122: SOP class differs from the presentation context"). Such a
-// request was answered nothing (NotAnswered), and refused all the same.
+// refused before then: before any handler ran (its command wrong: a
+// C-STORE's class not its context's, say), or by its handler before the
+// data set broke off (out of resources: a full disk, say); the
+// status and why (the comment, or the handler's error) follow it (dicomnet
+// writes it so: "…; refused before the association ended, status 0122:
+// SOP class differs from the presentation context"). Such a request was
+// answered nothing (NotAnswered), and refused all the same.
 const RefusedBeforeEnd = "; refused before the association ended, status "
 
 // CutShort reports whether r is the record of a C-STORE the association's
