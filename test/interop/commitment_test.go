@@ -147,7 +147,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	// Instances it never sent, and one whose C-STORE the association's end cut short: a sender of ORTHANC's
 	// AE title breaks off its data set with an A-ABORT (as a PACS stopped or its link lost mid-object).
 	cut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.98"}
-	abortedCStore(t, scp.DICOMAddr, cut.SOPClassUID, cut.SOPInstanceUID)
+	abortedCStore(t, scp.DICOMAddr, cut.SOPClassUID, cut.SOPInstanceUID, cut.SOPInstanceUID)
 	testenv.Eventually(t, "the cut-short C-STORE's store-failed record, not answered", func() bool {
 		recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 		return len(recs) == 1 && recs[0].NotAnswered && recs[0].SOPInstanceUID == cut.SOPInstanceUID
@@ -174,17 +174,20 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	// A C-STORE refused before its handler ran (MR Image Storage on the CT context: 0122) and then cut short
 	// by the sender's A-ABORT: its record says both, and it was refused (0110), not merely cut short. A later
 	// C-STORE of it that the association's end cut short is its newest transfer: 0112, send it again (the
-	// refusal before it decided 0110 too).
+	// refusal before it decided 0110 too). Then one the SCP's handler refused once it had read the header (its
+	// data set names another instance: A900) before the abort: refused too, 0110 again.
 	refusedCut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.96"}
+	otherInstance := scStudy + ".1.95"
 	for i, tt := range []struct {
-		class string
-		says  string
-		want  int
+		class, named string // the command's class, the instance its data set names
+		says         string
+		want         int
 	}{
-		{"1.2.840.10008.5.1.4.1.1.4", pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
-		{pipelinetest.CTStorage, "dicomnet: data set incomplete", 0x0112},
+		{"1.2.840.10008.5.1.4.1.1.4", refusedCut.SOPInstanceUID, pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
+		{pipelinetest.CTStorage, refusedCut.SOPInstanceUID, "dicomnet: data set incomplete", 0x0112},
+		{pipelinetest.CTStorage, otherInstance, pipeline.RefusedBeforeEnd + "A900: dimse: status 0xA900", 0x0110},
 	} {
-		abortedCStore(t, scp.DICOMAddr, tt.class, refusedCut.SOPInstanceUID)
+		abortedCStore(t, scp.DICOMAddr, tt.class, refusedCut.SOPInstanceUID, tt.named)
 		testenv.Eventually(t, "the C-STORE's store-failed record, not answered", func() bool {
 			recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 			n := 0
@@ -282,16 +285,24 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			}
 		}
 	}
-	checkLogs(t, scp, append(append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97", refusedCut.SOPInstanceUID}, txnsCut...), scUIDs()...)...)
+	checkLogs(t, scp, append(append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97", refusedCut.SOPInstanceUID, otherInstance}, txnsCut...), scUIDs()...)...)
 }
 
 // abortedCStore sends, as ORTHANC, a C-STORE of class and sop on the CT context (3) whose data set an A-ABORT
-// breaks off, as a PACS stopped or its link lost mid-object.
-func abortedCStore(t *testing.T, addr, class, sop string) {
+// breaks off, as a PACS stopped or its link lost mid-object: the start of a real object (its SOP Class UID, the
+// SOP Instance UID named, then half its Pixel Data), which the SCP reads until the abort when it names sop.
+// (Bytes it cannot parse, or naming another instance, it refuses before then: a C-STORE refused, then cut short,
+// not merely cut short.)
+func abortedCStore(t *testing.T, addr, class, sop, named string) {
 	t.Helper()
+	ds := pipelinetest.DataSet([]pipelinetest.Elem{
+		pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0016), "UI", class),
+		pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0018), "UI", named),
+		pipelinetest.Raw(pipelinetest.Tag(0x7FE0, 0x0010), "OW", make([]byte, 512)),
+	}, false) // explicit VR, the CT context's transfer syntax
 	p := dicomnettest.DialParrot(t, addr)
 	p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
-	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, class, sop, dimse.PriorityMedium)), dicomnettest.PDV(3, 0, make([]byte, 256)))
+	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, class, sop, dimse.PriorityMedium)), dicomnettest.PDV(3, 0, ds[:len(ds)-256]))
 	p.SendPDU(&pdu.Abort{})
 }
 
