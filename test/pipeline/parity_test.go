@@ -430,3 +430,62 @@ func portalJSON(t *testing.T, scp *scptest.SCP, path string, v any) {
 		t.Fatalf("GET %s: %v", path, err)
 	}
 }
+
+// TestParityValue holds the parity test's normalisation to what differs by
+// design: two answers that differ in an id of a run, a time, a URI's base
+// or the audit source normalise alike; two that differ in anything else (an
+// audit record's patient or study, its coded event, its id naming its
+// instance) do not.
+func TestParityValue(t *testing.T) {
+	const aws, local = "s3://b/", "http://127.0.0.1:1/objects/"
+	record := func(base string, change func(r map[string]any)) string {
+		r := map[string]any{
+			"id": "instance:1.2.3.1.1:dataset-crc64nvme-abc", "time": "2026-12-07T20:03:47Z", "associationId": "3d870f18-2",
+			"eventId":       map[string]any{"code": "110104", "system": "DCM", "display": "DICOM Instances Transferred"},
+			"auditSourceId": "dicom-ingest", "objectKey": base + "incoming/x.dcm",
+			"participantObjects": []any{
+				map[string]any{"typeCode": 1, "typeCodeRole": 1, "id": "PID-1"},
+				map[string]any{"typeCode": 2, "typeCodeRole": 3, "id": "1.2.3"},
+			},
+		}
+		if change != nil {
+			change(r)
+		}
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return parityJSON(t, []string{base}, b)
+	}
+	participant := func(i int, id string) func(r map[string]any) {
+		return func(r map[string]any) { r["participantObjects"].([]any)[i].(map[string]any)["id"] = id }
+	}
+	for _, tc := range []struct {
+		name         string
+		awsR, localR func(r map[string]any) // nil: the record as it is
+		alike        bool
+	}{
+		{"the same record", nil, nil, true},
+		{"another time, association and audit source", nil, func(r map[string]any) {
+			r["time"], r["associationId"], r["auditSourceId"] = "2026-12-07T20:03:49Z", "a62be4d3-2", "dicom-ingest-local"
+		}, true},
+		{"a duplicate's id naming its association", func(r map[string]any) { r["id"] = "assoc:3d870f18-3:7:duplicate" },
+			func(r map[string]any) { r["id"] = "assoc:a62be4d3-3:7:duplicate" }, true},
+		{"another patient", nil, participant(0, "PID-2"), false},
+		{"another study", nil, participant(1, "1.2.4"), false},
+		{"another coded event", nil, func(r map[string]any) { r["eventId"].(map[string]any)["code"] = "110106" }, false},
+		{"another instance's id", nil, func(r map[string]any) { r["id"] = "instance:1.2.3.1.2:dataset-crc64nvme-abc" }, false},
+		{"a duplicate's id naming another message", func(r map[string]any) { r["id"] = "assoc:3d870f18-3:7:duplicate" },
+			func(r map[string]any) { r["id"] = "assoc:a62be4d3-3:8:duplicate" }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, l := record(aws, tc.awsR), record(local, tc.localR)
+			if tc.alike && a != l {
+				t.Errorf("normalised apart, want alike:\n%s\n%s", a, l)
+			}
+			if !tc.alike && a == l {
+				t.Errorf("normalised alike, want the difference kept: %s", a)
+			}
+		})
+	}
+}
