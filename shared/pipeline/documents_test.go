@@ -342,7 +342,7 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
 		in    pt.Instance
-		value []byte // what the URI names
+		value []byte // what the URI names; nil: the native Pixel Data
 		named []string
 	}{
 		{"encapsulated: offset alone", jpeg, pt.FragmentsValue(frags...), []string{"offset", "bytes"}},
@@ -356,16 +356,20 @@ func TestBulkDataURIOfAnEncapsulatedValue(t *testing.T) {
 				md = pt.SCPMetadata(pt.CTStorage, sop1, tsELE, "")
 			}
 			f.Objects.Add(key(sop1), object, md)
-			checkBulkValue(t, "Pixel Data", object, f.ProcessedBulkDataURIs(t, key(sop1), sop1)["7FE00010"], tt.named, tt.value)
+			value := tt.value
+			if value == nil {
+				value = nativePixels(tt.in, object)
+			}
+			checkBulkValue(t, "Pixel Data", object, f.ProcessedBulkDataURIs(t, key(sop1), sop1)["7FE00010"], tt.named, value)
 		})
 	}
 }
 
 // checkBulkValue checks the bulk data URI uri of what, a value of object:
-// the parameters it names (of offset, length and bytes), its offset
-// within object, and, for an encapsulated value (value not nil), that the
-// value at offset is value, its items up to its Sequence Delimitation
-// Item (dataset.EncapsulatedLength).
+// the parameters it names (of offset, length and bytes), and that the
+// value it names is value: the length bytes at offset, or, for an
+// encapsulated value (no length), its items from offset up to its
+// Sequence Delimitation Item (dataset.EncapsulatedLength).
 func checkBulkValue(t *testing.T, what string, object []byte, uri string, named []string, value []byte) {
 	t.Helper()
 	u, err := url.Parse(uri)
@@ -383,16 +387,29 @@ func checkBulkValue(t *testing.T, what string, object []byte, uri string, named 
 		t.Fatalf("%s's BulkDataURI %s names %v, want %v", what, u, got, named)
 	}
 	offset, err := strconv.ParseInt(q.Get("offset"), 10, 64)
-	if err != nil || offset > int64(len(object)) {
+	if err != nil || offset < 0 || offset > int64(len(object)) {
 		t.Fatalf("%s: offset %q of a %d-byte object", what, q.Get("offset"), len(object))
 	}
-	if value == nil {
+	if q.Has("length") {
+		n, err := strconv.ParseInt(q.Get("length"), 10, 64)
+		if err != nil || n < 0 || n > int64(len(object))-offset {
+			t.Fatalf("%s: length %q from offset %d of a %d-byte object", what, q.Get("length"), offset, len(object))
+		}
+		if !bytes.Equal(object[offset:offset+n], value) {
+			t.Errorf("%s: the %d bytes at offset %d are not its %d bytes", what, n, offset, len(value))
+		}
 		return
 	}
 	n, err := dataset.EncapsulatedLength(bufio.NewReader(bytes.NewReader(object[offset:])))
 	if err != nil || !bytes.Equal(object[offset:offset+n], value) {
 		t.Errorf("%s: the value at offset %d: %d bytes, %v; want the %d bytes of its fragments", what, offset, n, err, len(value))
 	}
+}
+
+// nativePixels is the native Pixel Data of in, built as object: its last
+// element, of 16-bit samples (pt.Instance.Build).
+func nativePixels(in pt.Instance, object []byte) []byte {
+	return object[len(object)-in.Rows*in.Columns*2:]
 }
 
 // TestBulkDataURIOfAnIconImage: an icon's encapsulated Pixel Data, in an
@@ -415,7 +432,7 @@ func TestBulkDataURIOfAnIconImage(t *testing.T) {
 		name  string
 		in    pt.Instance
 		ts    string
-		frame []byte // the object's own Pixel Data, when encapsulated
+		frame []byte // the object's own Pixel Data, when encapsulated; nil: native
 		named []string
 	}{
 		{"in a native object", native, tsELE, nil, []string{"offset", "length", "bytes"}},
@@ -430,7 +447,11 @@ func TestBulkDataURIOfAnIconImage(t *testing.T) {
 				t.Fatalf("bulk data URIs %v, want the icon's Pixel Data's, in its item, and the object's", uris)
 			}
 			checkBulkValue(t, "the icon's Pixel Data", object, uris["00880200/0/7FE00010"], []string{"offset", "bytes"}, pt.FragmentsValue(icon...))
-			checkBulkValue(t, "Pixel Data", object, uris["7FE00010"], tt.named, tt.frame)
+			frame := tt.frame
+			if frame == nil {
+				frame = nativePixels(tt.in, object)
+			}
+			checkBulkValue(t, "Pixel Data", object, uris["7FE00010"], tt.named, frame)
 		})
 	}
 }
