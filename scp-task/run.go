@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -254,7 +255,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			if reporter.HandshakeFailed, err = commitmentHandshakeMetric(reg); err != nil {
 				return err
 			}
-			reporter.TLS = cfg.CommitmentTLS
+			reporter.TLS = func(string) (*tls.Config, error) { return cfg.CommitmentTLS() }
 		}
 		lm.StartCommitments(reporter)
 	}

@@ -131,10 +131,12 @@ type Reporter struct {
 	// DialTimeout and ResponseTimeout bound connecting and each wait for the peer (defaults DefaultDialTimeout
 	// and DefaultResponseTimeout).
 	DialTimeout, ResponseTimeout time.Duration
-	// TLS is the client configuration of the peers reached over DICOM TLS, called for each such association (so
-	// that certificates renewed on disk are used from the next one on); the Reporter sets the server name to the
-	// peer's host. tlstrust.ClientConfig makes it. Nil: a TLS peer's report fails (ErrNoTLS).
-	TLS func() (*tls.Config, error)
+	// TLS is the client configuration of the peer of AE title ae when it is reached over DICOM TLS, called for
+	// each such association (so that certificates renewed on disk, or in Secrets Manager, are used from the next
+	// one on): one for all peers (scp-task's flags), or each site's CA and client certificate (the commitment
+	// function's). The Reporter sets the server name to the peer's host. tlstrust.ClientConfig makes it. Nil: a
+	// TLS peer's report fails (ErrNoTLS).
+	TLS func(ae string) (*tls.Config, error)
 	// HandshakeFailed, when set, is called with the reason (dicomnet.HandshakeFailureReason) of each failed TLS
 	// handshake with a peer: the metrics.
 	HandshakeFailed func(reason string)
@@ -218,7 +220,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	transport := "plain DICOM"
 	if peer.TLS {
-		dial, err := r.tlsDial(addr, cfg)
+		dial, err := r.tlsDial(rep.CallingAE, addr, cfg)
 		if err != nil {
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
@@ -270,15 +272,15 @@ func (p peerStatus) Error() string {
 
 func (p peerStatus) Unwrap() error { return p.st }
 
-// tlsDial returns the dialer of an association to a TLS peer at addr: TCP as cfg dials it, then the TLS
+// tlsDial returns the dialer of an association to the TLS peer of ae at addr: TCP as cfg dials it, then the TLS
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
 // configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
 // A failed handshake is a *HandshakeError.
-func (r *Reporter) tlsDial(addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+func (r *Reporter) tlsDial(ae, addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	if r.TLS == nil {
 		return nil, ErrNoTLS
 	}
-	base, err := r.TLS()
+	base, err := r.TLS(ae)
 	if err != nil {
 		return nil, fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}

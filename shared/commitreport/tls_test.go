@@ -3,6 +3,7 @@ package commitreport_test
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -58,7 +59,12 @@ func TestReportOverTLS(t *testing.T) {
 	var reasons []string
 	reporter := func(addr string) *commitreport.Reporter {
 		return &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: addr, TLS: true}}, AETitle: "INGEST",
-			TLS: func() (*tls.Config, error) { return tlstrust.ClientConfig("", ca.Pool(), &clientCert), nil },
+			TLS: func(ae string) (*tls.Config, error) {
+				if ae != "PACS" { // each peer's own CA and certificate (the commitment function's sites)
+					return nil, fmt.Errorf("asked for the TLS configuration of %q, not of the requesting AE", ae)
+				}
+				return tlstrust.ClientConfig("", ca.Pool(), &clientCert), nil
+			},
 			HandshakeFailed: func(r string) {
 				mu.Lock()
 				reasons = append(reasons, r)

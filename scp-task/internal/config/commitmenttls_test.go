@@ -45,9 +45,9 @@ func TestCommitmentTLS(t *testing.T) {
 		{"no client certificate", cat(peers, []string{"--commitment-tls-ca", caFile}), nil, "", ""},
 		{"listener's server-only certificate", cat(peers, listener(serverOnly), []string{"--commitment-tls-ca", caFile}), nil,
 			`--tls-cert (or SCP_TLS_CERT): not reused as the client certificate of the tls:// entries of --commitment-peers (or SCP_COMMITMENT_PEERS): certificate "CN=localhost`, ""},
-		{"no CA", peers, nil, "--commitment-tls-ca: required with the tls:// entries of --commitment-peers", ""},
-		{"no CA, from the environment", nil, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://h:2762"},
-			"--commitment-tls-ca: required with the tls:// entries of SCP_COMMITMENT_PEERS", ""},
+		{"no CA", cat(peers, []string{"--local"}), nil, "--commitment-tls-ca: required with the tls:// entries of --commitment-peers in local mode", ""},
+		{"no CA, from the environment", []string{"--local"}, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://h:2762"},
+			"--commitment-tls-ca: required with the tls:// entries of SCP_COMMITMENT_PEERS in local mode", ""},
 		{"certificate without key", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert}), nil,
 			"--commitment-tls-cert and --commitment-tls-key go together", ""},
 		{"CA not PEM", cat(peers, []string{"--commitment-tls-ca", client.Key}), nil, "--commitment-tls-ca (or SCP_COMMITMENT_TLS_CA) " + client.Key + `: a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`, ""},
@@ -80,5 +80,18 @@ func TestCommitmentTLS(t *testing.T) {
 				t.Errorf("client certificate %q, want %q; roots %v", cn, tt.clientCert, cfg.RootCAs)
 			}
 		})
+	}
+}
+
+// TestCommitmentTLSOutsideLocalMode: the SCP in AWS only takes the requests of the AE titles listed (the commitment
+// function reports, with each site's CA and client certificate): its tls:// entries, as the stack renders them from
+// sites[].pacs.tls, need no --commitment-tls-* of its own, and it still takes their requests.
+func TestCommitmentTLSOutsideLocalMode(t *testing.T) {
+	c, err := Load(nil, env(map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://10.1.2.3:2762,CT=10.0.0.2:104"}), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CommitmentTLS != nil || !c.CommitmentPeers["PACS"].TLS {
+		t.Errorf("CommitmentTLS set %v, peers %v: want none, PACS a tls:// peer", c.CommitmentTLS != nil, c.CommitmentPeers)
 	}
 }

@@ -201,7 +201,7 @@ var settings = []Setting{
 	{"audit-spool", "SCP_AUDIT_SPOOL", "./data/audit-spool", "without --local: directory of the audit feed's durable outbox (local mode keeps it in its database)"},
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
 	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]`, plain DICOM, or `AE=tls://host:port` for a PACS that takes DICOM TLS (see --commitment-tls-ca) (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
-	{"commitment-tls-ca", "SCP_COMMITMENT_TLS_CA", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of the CAs the PACS's server certificate must chain to (its name or IP address checked against it); required with such an entry"},
+	{"commitment-tls-ca", "SCP_COMMITMENT_TLS_CA", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of the CAs the PACS's server certificate must chain to (its name or IP address checked against it); required with such an entry in local mode (outside it the SCP only takes requests: in AWS the commitment function reports)"},
 	{"commitment-tls-cert", "SCP_COMMITMENT_TLS_CERT", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of our client certificate (extended key usage clientAuth; with --commitment-tls-key), read again for each association; unset: --tls-cert and --tls-key when their certificate allows clientAuth, else none"},
 	{"commitment-tls-key", "SCP_COMMITMENT_TLS_KEY", "", "PEM file of the private key of --commitment-tls-cert"},
 	{"commitment-wait", "SCP_COMMITMENT_WAIT", durations.Format(pipeline.DefaultCommitmentWait), "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
@@ -572,9 +572,14 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 		}
 		return nil
 	}
+	if !c.Local && caFile == "" && certFile == "" && keyFile == "" {
+		// Outside local mode the SCP only takes the requests of the AE titles listed; the commitment function
+		// reports, with each site's CA and client certificate (infra's sites[].pacs.tls).
+		return nil
+	}
 	var errs []error
 	if caFile == "" {
-		errs = append(errs, fmt.Errorf("%s: required with the tls:// entries of %s (the CA the PACS's server certificate chains to)",
+		errs = append(errs, fmt.Errorf("%s: required with the tls:// entries of %s in local mode (the CA the PACS's server certificate chains to)",
 			c.subject("commitment-tls-ca"), c.named("commitment-peers")))
 	}
 	if (certFile == "") != (keyFile == "") {
