@@ -10,13 +10,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
 
@@ -230,6 +233,9 @@ type Site struct {
 type Pacs struct {
 	Host string `json:"host"`
 	Port int    `json:"port"`
+	// TLS, if set, has the results reach the PACS over DICOM TLS only,
+	// with this site's CA and client certificate.
+	TLS *PacsTLS `json:"tls,omitempty"`
 }
 
 // Storage configures the DICOM bucket.
@@ -410,16 +416,17 @@ func (c *Config) CallingAEs() string {
 }
 
 // CommitmentPeers renders where Storage Commitment results go
-// (SCP_COMMITMENT_PEERS, COMMITMENT_PEERS): `AE=host:port` for each site
-// with a PACS address.
+// (SCP_COMMITMENT_PEERS, COMMITMENT_PEERS), as commitreport.ParsePeers
+// reads it: `AE=host:port` for each site with a PACS address,
+// `AE=tls://host:port` for one with pacs.tls.
 func (c *Config) CommitmentPeers() string {
-	var entries []string
+	peers := commitreport.Peers{}
 	for _, s := range c.Sites {
 		if s.Pacs != nil {
-			entries = append(entries, fmt.Sprintf("%s=%s:%d", s.CallingAETitle, s.Pacs.Host, s.Pacs.Port))
+			peers[s.CallingAETitle] = commitreport.Peer{Addr: net.JoinHostPort(s.Pacs.Host, strconv.Itoa(s.Pacs.Port)), TLS: s.Pacs.TLS != nil}
 		}
 	}
-	return strings.Join(entries, ",")
+	return peers.String()
 }
 
 // QuarantinedCommitted lists the AE titles of the sites whose quarantined

@@ -117,15 +117,11 @@ func (c *Config) validateTLS(p *problems) {
 	}
 }
 
-// loadTLSFiles reads dicom.tls's CA and CRL files, relative to dir, and
+// loadTLSFiles reads dicom.tls's CA and CRL files and sites[].pacs.tls's CA files, relative to dir, and
 // checks them: CA certificates of keys BCP 195 allows, valid now and for
 // the next 30 days, lists signed by a client CA (not with SHA-1 or MD5)
 // and not stale: the SCP's rules (shared/tlstrust), at synth time.
 func (c *Config) loadTLSFiles(dir string) error {
-	t := c.Dicom.TLS
-	if t == nil {
-		return nil
-	}
 	var p problems
 	now := time.Now()
 	read := func(field, name string) []byte {
@@ -140,6 +136,18 @@ func (c *Config) loadTLSFiles(dir string) error {
 		}
 		return b
 	}
+	c.loadPacsTLS(&p, now, read)
+	if t := c.Dicom.TLS; t != nil {
+		c.loadDicomTLS(&p, t, now, read)
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return errors.Join(append([]error{ErrInvalid}, p...)...)
+}
+
+// loadDicomTLS reads and checks dicom.tls's files.
+func (c *Config) loadDicomTLS(p *problems, t *DicomTLS, now time.Time, read func(field, name string) []byte) {
 	var clientCAs []*x509.Certificate
 	for _, f := range []struct {
 		field, name string
@@ -176,10 +184,6 @@ func (c *Config) loadTLSFiles(dir string) error {
 			}
 		}
 	}
-	if len(p) == 0 {
-		return nil
-	}
-	return errors.Join(append([]error{ErrInvalid}, p...)...)
 }
 
 // checkCABundle requires PEM certificates only (each of a key

@@ -395,6 +395,9 @@ func (c *Config) validateSites(p *problems, vpc netip.Prefix, vpcOK bool) {
 			if s.Pacs.Port < 1 || s.Pacs.Port > 65535 {
 				p.addf(pf+".port", "%d is not a TCP port", s.Pacs.Port)
 			}
+			if s.Pacs.TLS != nil {
+				c.validatePacsTLS(p, pf+".tls", s.Pacs.TLS)
+			}
 		}
 		if n := len(s.TunnelInsideCidrs); n != 0 && n != 2 {
 			p.addf(f+".tunnelInsideCidrs", "give both tunnels' CIDRs or none, got %d", n)

@@ -107,6 +107,17 @@ func (p Peers) TLS() bool {
 	return false
 }
 
+// TLSPeers are the DICOM TLS settings of the tls:// peers by AE title where each has its own (the commitment
+// function's COMMITMENT_TLS, a JSON object: infra/config renders it from sites[].pacs.tls, lambdaio reads it).
+type TLSPeers map[string]TLSPeer
+
+// TLSPeer is a tls:// peer's own CA, the PEM text its server certificate must chain to (public), and the ARN of
+// the Secrets Manager secret holding our client certificate and key for it (never the secret's value).
+type TLSPeer struct {
+	CA              string `json:"ca"`
+	ClientSecretARN string `json:"clientSecretArn"`
+}
+
 // The timers of the associations a Reporter opens, and of its wait for an answer on the requestor's own, as the
 // conformance statement (3.2.3) gives them; each write is bounded by dicomnet.DefaultWriteTimeout.
 const (
