@@ -164,6 +164,10 @@ var ErrNoPeer = errors.New("commitreport: no report address for the AE title")
 // ErrNoTLS: the requesting AE's peer is reached over DICOM TLS and the Reporter has no TLS configuration.
 var ErrNoTLS = errors.New("commitreport: the peer is reached over DICOM TLS and no TLS client configuration is set")
 
+// HandshakeFailedLog is the message of the line the commitment function logs for each failed TLS handshake with
+// a peer, its reason in the field "reason": the stack's metric filter counts them (it has no Prometheus).
+const HandshakeFailedLog = "commitment: TLS handshake with the PACS failed"
+
 // HandshakeError is a failed TLS handshake with a peer: its reason, by the one classification of failed
 // handshakes (dicomnet.HandshakeFailureReason), and crypto/tls's error.
 type HandshakeError struct {

@@ -44,8 +44,10 @@ import (
 //	DICOM_INGEST_LOG_KEY the key itself, instead of the secret (tests); with
 //	                    neither, names hold only within one cold start
 //	AE_TITLE            commitment: our AE title, calling the requesting AEs
-//	COMMITMENT_PEERS    commitment: AE=host:port,… (where results go; plain
-//	                    DICOM only, a tls:// peer is refused)
+//	COMMITMENT_PEERS    commitment: AE=[tls://]host:port,… (where results go)
+//	COMMITMENT_TLS      commitment: each tls:// peer's CA and the ARN of
+//	                    the secret of our client certificate for it (JSON,
+//	                    commitreport.TLSPeers)
 //	COMMITMENT_WAIT_SECONDS  commitment: instances in flight (default 300)
 //	COMMITMENT_REPORT_MINUTES commitment: delivery retried (default 60)
 //	COMMITMENT_QUARANTINED_COMMITTED commitment: AE titles whose
@@ -65,6 +67,7 @@ type Config struct {
 	// Storage Commitment (the commitment function).
 	AETitle               string
 	CommitmentPeers       commitreport.Peers
+	CommitmentTLS         commitreport.TLSPeers
 	CommitmentWait        time.Duration
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
@@ -136,10 +139,8 @@ func (c *Config) commitmentFromEnv(getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("lambdaio: COMMITMENT_PEERS: %w", err)
 	}
-	if peers.TLS() {
-		// The stack has no client certificate for the function to present (infra/config has no sites[].pacs.tls):
-		// refused here rather than failing every delivery.
-		return fmt.Errorf("lambdaio: COMMITMENT_PEERS: %s: the commitment function reports over plain DICOM only", peers)
+	if c.CommitmentTLS, err = parseCommitmentTLS(getenv(CommitmentTLSEnv), peers); err != nil {
+		return err
 	}
 	c.CommitmentPeers = peers
 	c.CommitmentWait, c.CommitmentReportFor = pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor
@@ -167,14 +168,19 @@ func (c *Config) commitmentFromEnv(getenv func(string) string) error {
 
 // NewCommitment wires the commitment function: the pipeline with the index
 // (instances, studies), the audit trail, the commitment transactions in the
-// index table and a reporter that opens associations to the sites' PACS.
+// index table and a reporter that opens associations to the sites' PACS
+// (NewReporter).
 func NewCommitment(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
-	p, ddb, err := newIndexed(ctx, c, log)
+	p, ddb, sm, err := newIndexed(ctx, c, log)
 	if err != nil {
 		return nil, err
 	}
 	p.Commitments = &awsadapters.CommitmentTable{Client: ddb, Table: c.IndexTable}
-	p.Reporter = &commitreport.Reporter{Peers: c.CommitmentPeers, AETitle: c.AETitle, Logger: log}
+	r, err := NewReporter(c, sm, log)
+	if err != nil {
+		return nil, err
+	}
+	p.Reporter = r
 	p.CommitmentWait, p.CommitmentReportFor = c.CommitmentWait, c.CommitmentReportFor
 	quarantined := c.CommitmentQuarantined
 	p.QuarantinedCommitted = func(ae string) bool { return quarantined[ae] }
@@ -184,24 +190,25 @@ func NewCommitment(ctx context.Context, c Config, log *slog.Logger) (*pipeline.P
 // NewPipeline builds the AWS clients once (at init) and wires the
 // pipeline's ports to them.
 func NewPipeline(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, error) {
-	p, _, err := newIndexed(ctx, c, log)
+	p, _, _, err := newIndexed(ctx, c, log)
 	return p, err
 }
 
 // newIndexed is NewPipeline, with the DynamoDB client for what else lives
 // in the index table.
-func newIndexed(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client, error) {
+func newIndexed(ctx context.Context, c Config, log *slog.Logger) (*pipeline.Pipeline, *dynamodb.Client, SecretsAPI, error) {
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
+		return nil, nil, nil, fmt.Errorf("lambdaio: aws config: %w", err)
 	}
-	names, err := loadNames(ctx, secretsmanager.NewFromConfig(awsCfg), c, log)
+	sm := secretsmanager.NewFromConfig(awsCfg)
+	names, err := loadNames(ctx, sm, c, log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	p, ddb := newPipeline(awsCfg, c, names, log)
 	p.Index = &awsadapters.IndexTable{Client: ddb, Table: c.IndexTable, Logger: log}
-	return p, ddb, nil
+	return p, ddb, sm, nil
 }
 
 // newPipeline wires the ports every function uses (objects, audit,

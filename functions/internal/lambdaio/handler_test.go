@@ -320,7 +320,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"commitment", map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "PACS=10.1.0.5:104", "COMMITMENT_WAIT_SECONDS": "60",
 			"COMMITMENT_REPORT_MINUTES": "15", "COMMITMENT_QUARANTINED_COMMITTED": "PACS"},
 			Config{Bucket: "b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone, AETitle: "INGEST",
-				CommitmentPeers: commitreport.Peers{"PACS": {Addr: "10.1.0.5:104"}}, CommitmentWait: time.Minute, CommitmentReportFor: 15 * time.Minute,
+				CommitmentPeers: commitreport.Peers{"PACS": {Addr: "10.1.0.5:104"}}, CommitmentTLS: commitreport.TLSPeers{}, CommitmentWait: time.Minute, CommitmentReportFor: 15 * time.Minute,
 				CommitmentQuarantined: map[string]bool{"PACS": true}}, false},
 		{"bucket arn", map[string]string{"BUCKET": "b", "BUCKET_ARN": "arn:aws-cn:s3:::b"}, withCommitment(Config{Bucket: "b", BucketARN: "arn:aws-cn:s3:::b", QuietPeriod: time.Minute, PatientData: pipeline.PatientDataNone}), false},
 		{"missing bucket", map[string]string{}, Config{}, true},
@@ -331,7 +331,7 @@ func TestConfigFromEnv(t *testing.T) {
 		{"bad quiet period", map[string]string{"BUCKET": "b", "QUIET_PERIOD": "soon"}, Config{}, true},
 		{"bad policy", map[string]string{"BUCKET": "b", "EVENT_PATIENT_DATA": "all"}, Config{}, true},
 		{"bad peers", map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": "PACS"}, Config{}, true},
-		{"TLS peer", map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": "PACS=tls://10.1.0.5:2762"}, Config{}, true},
+		{"TLS peer without its CA and client certificate", map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": "PACS=tls://10.1.0.5:2762"}, Config{}, true},
 		{"bad wait", map[string]string{"BUCKET": "b", "COMMITMENT_WAIT_SECONDS": "-1"}, Config{}, true},
 	}
 	for _, tt := range tests {
@@ -367,7 +367,7 @@ func TestPipelineNamesBucket(t *testing.T) {
 
 // withCommitment adds the commitment defaults.
 func withCommitment(c Config) Config {
-	c.CommitmentPeers, c.CommitmentQuarantined = commitreport.Peers{}, map[string]bool{}
+	c.CommitmentPeers, c.CommitmentTLS, c.CommitmentQuarantined = commitreport.Peers{}, commitreport.TLSPeers{}, map[string]bool{}
 	c.CommitmentWait, c.CommitmentReportFor = pipeline.DefaultCommitmentWait, pipeline.DefaultCommitmentReportFor
 	return c
 }

@@ -1,0 +1,195 @@
+package lambdaio
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
+)
+
+// CommitmentTLSEnv names the commitment function's tls:// peers' settings:
+// a JSON object, commitreport.TLSPeers, by AE title (infra/config's
+// CommitmentTLS renders it): each peer's CA, public, and the ARN of the
+// secret of our client certificate for it, never a secret's value.
+const CommitmentTLSEnv = "COMMITMENT_TLS"
+
+// ClientCredentialMaxAge is how long a client certificate read from its
+// secret is used before it is read again: a certificate rotated in Secrets
+// Manager is presented from then on, or at once after a failed handshake.
+const ClientCredentialMaxAge = 15 * time.Minute
+
+// parseCommitmentTLS reads CommitmentTLSEnv and checks it against the
+// peers: each tls:// peer has its CA (a bundle tlstrust.ParseCAs takes) and
+// a secret, and only tls:// peers have settings.
+func parseCommitmentTLS(v string, peers commitreport.Peers) (commitreport.TLSPeers, error) {
+	out := commitreport.TLSPeers{}
+	if v != "" {
+		dec := json.NewDecoder(strings.NewReader(v))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&out); err != nil {
+			return nil, fmt.Errorf("lambdaio: %s: %w", CommitmentTLSEnv, err)
+		}
+	}
+	for _, ae := range slices.Sorted(maps.Keys(peers)) {
+		if _, ok := out[ae]; peers[ae].TLS && !ok {
+			return nil, fmt.Errorf("lambdaio: %s: no CA and client certificate for %s, a tls:// peer of COMMITMENT_PEERS", CommitmentTLSEnv, ae)
+		}
+	}
+	for _, ae := range slices.Sorted(maps.Keys(out)) {
+		s := out[ae]
+		switch _, _, err := tlstrust.ParseCAs([]byte(s.CA)); {
+		case !peers[ae].TLS:
+			return nil, fmt.Errorf("lambdaio: %s: %s is not a tls:// peer of COMMITMENT_PEERS", CommitmentTLSEnv, ae)
+		case err != nil:
+			return nil, fmt.Errorf("lambdaio: %s: the CA of %s: %w", CommitmentTLSEnv, ae, err)
+		case s.ClientSecretARN == "":
+			return nil, fmt.Errorf("lambdaio: %s: %s names no client certificate secret", CommitmentTLSEnv, ae)
+		}
+	}
+	return out, nil
+}
+
+// ClientSecret is the JSON a client certificate's secret holds: dicom.tls's
+// form (infra/stack's TLSSecretCertificateKey and TLSSecretPrivateKeyKey).
+type ClientSecret struct {
+	Certificate string `json:"certificate"`
+	PrivateKey  string `json:"privateKey"`
+}
+
+// ParseClientSecret reads a client certificate's secret as
+// tlstrust.ClientCertificate reads every client certificate here (BCP 195's
+// keys, clientAuth). Its errors never quote the secret.
+func ParseClientSecret(v string) (tls.Certificate, error) {
+	var s ClientSecret
+	if err := json.Unmarshal([]byte(v), &s); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			// Its message names a character of the value, no more; the offset is enough.
+			return tls.Certificate{}, fmt.Errorf("the secret is not a JSON object of certificate and privateKey (syntax error at byte %d)", se.Offset)
+		}
+		return tls.Certificate{}, fmt.Errorf("the secret is not a JSON object of certificate and privateKey: %w", err)
+	}
+	if s.Certificate == "" || s.PrivateKey == "" {
+		return tls.Certificate{}, errors.New("the secret's JSON needs both certificate and privateKey (PEM)")
+	}
+	cert, err := tlstrust.ClientCertificate([]byte(s.Certificate), []byte(s.PrivateKey))
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("client certificate: %w", err)
+	}
+	return cert, nil
+}
+
+// PeerCredentials gives the Reporter each tls:// peer's TLS client
+// configuration (commitreport.Reporter.TLS): its own CA, and our client
+// certificate for it, read from its secret on first use and kept for the
+// execution environment, read again after MaxAge or once Forget was called
+// (a failed handshake: the certificate may have been rotated). It is safe
+// for concurrent use.
+type PeerCredentials struct {
+	Secrets SecretsAPI
+	// MaxAge defaults to ClientCredentialMaxAge; Now to time.Now.
+	MaxAge time.Duration
+	Now    func() time.Time
+
+	peers commitreport.TLSPeers
+	pools map[string]*x509.CertPool
+	mu    sync.Mutex
+	certs map[string]readCert // by secret ARN
+}
+
+type readCert struct {
+	cert tls.Certificate
+	at   time.Time
+}
+
+// NewPeerCredentials parses the peers' CAs (checked by ConfigFromEnv).
+func NewPeerCredentials(peers commitreport.TLSPeers, sm SecretsAPI) (*PeerCredentials, error) {
+	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}}
+	for ae, s := range peers {
+		pool, _, err := tlstrust.ParseCAs([]byte(s.CA))
+		if err != nil {
+			return nil, fmt.Errorf("lambdaio: %s: the CA of %s: %w", CommitmentTLSEnv, ae, err)
+		}
+		p.pools[ae] = pool
+	}
+	return p, nil
+}
+
+// Config is the TLS client configuration of ae's peer (the Reporter names the server).
+func (p *PeerCredentials) Config(ae string) (*tls.Config, error) {
+	s, ok := p.peers[ae]
+	if !ok {
+		return nil, fmt.Errorf("lambdaio: %s: no TLS settings for %s", CommitmentTLSEnv, ae)
+	}
+	cert, err := p.cert(s.ClientSecretARN)
+	if err != nil {
+		return nil, fmt.Errorf("lambdaio: the client certificate of %s: %w", ae, err)
+	}
+	return tlstrust.ClientConfig("", p.pools[ae], &cert), nil
+}
+
+func (p *PeerCredentials) cert(arn string) (tls.Certificate, error) {
+	now, maxAge := time.Now, p.MaxAge
+	if p.Now != nil {
+		now = p.Now
+	}
+	if maxAge <= 0 {
+		maxAge = ClientCredentialMaxAge
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.certs[arn]; ok && now().Sub(c.at) < maxAge {
+		return c.cert, nil
+	}
+	// Bounded as every read of a secret here (KeyReadTimeout), inside the invocation's own deadline.
+	v, err := ReadSecrets(context.Background(), p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := ParseClientSecret(v[0])
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("secret %s: %w", arn, err)
+	}
+	p.certs[arn] = readCert{cert: cert, at: now()}
+	return cert, nil
+}
+
+// Forget drops the certificates read, so that each is read again on its next use.
+func (p *PeerCredentials) Forget() {
+	p.mu.Lock()
+	clear(p.certs)
+	p.mu.Unlock()
+}
+
+// NewReporter is the commitment function's Reporter: associations to the
+// sites' PACS, over DICOM TLS with each tls:// peer's own CA and client
+// certificate (read from sm). A failed handshake is logged as
+// commitreport.HandshakeFailedLog with its reason (the stack's metric
+// filter counts them by reason) and has the certificates read again.
+func NewReporter(c Config, sm SecretsAPI, log *slog.Logger) (*commitreport.Reporter, error) {
+	r := &commitreport.Reporter{Peers: c.CommitmentPeers, AETitle: c.AETitle, Logger: log}
+	if len(c.CommitmentTLS) == 0 {
+		return r, nil
+	}
+	creds, err := NewPeerCredentials(c.CommitmentTLS, sm)
+	if err != nil {
+		return nil, err
+	}
+	r.TLS = creds.Config
+	r.HandshakeFailed = func(reason string) {
+		log.Warn(commitreport.HandshakeFailedLog, "reason", reason)
+		creds.Forget()
+	}
+	return r, nil
+}

@@ -1,0 +1,280 @@
+package lambdaio
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+const (
+	arnA = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-a-client-Ab12Cd"
+	arnB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-b-client-Ef34Gh"
+)
+
+// clientSecret is a client certificate's secret as the operator stores it (dicom.tls's JSON form).
+func clientSecret(t *testing.T, c *testpki.Cert) string {
+	t.Helper()
+	b, err := json.Marshal(ClientSecret{Certificate: string(c.CertPEM), PrivateKey: string(c.KeyPEM)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func tlsEnv(t *testing.T, peers commitreport.TLSPeers) string {
+	t.Helper()
+	b, err := json.Marshal(peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestConfigCommitmentTLS: COMMITMENT_TLS gives each tls:// peer its own CA and client secret; a tls:// peer
+// without them, settings for a plain peer, a CA that is no CA bundle are refused at start, naming the variable.
+func TestConfigCommitmentTLS(t *testing.T) {
+	ca := testpki.NewCA(t, "PACS CA")
+	leaf := ca.Client(t, testpki.Options{CommonName: "ingest"})
+	good := commitreport.TLSPeers{"PACS": {CA: string(ca.PEM), ClientSecretARN: arnA}}
+	for _, tc := range []struct {
+		name, peers, tls, want string // want: "" loads
+	}{
+		{"tls peer", "PACS=tls://10.1.0.5:2762,CT=10.1.0.6:104", tlsEnv(t, good), ""},
+		{"tls peer without settings", "PACS=tls://10.1.0.5:2762", "", "COMMITMENT_TLS: no CA and client certificate for PACS, a tls:// peer"},
+		{"settings of a plain peer", "PACS=10.1.0.5:104", tlsEnv(t, good), "COMMITMENT_TLS: PACS is not a tls:// peer"},
+		{"not JSON", "PACS=tls://10.1.0.5:2762", "PACS", "COMMITMENT_TLS: invalid character"},
+		{"unknown field", "PACS=tls://10.1.0.5:2762", `{"PACS":{"ca":"x","secret":"y"}}`, `COMMITMENT_TLS: json: unknown field "secret"`},
+		{"a key for a CA", "PACS=tls://10.1.0.5:2762", tlsEnv(t, commitreport.TLSPeers{"PACS": {CA: string(leaf.KeyPEM), ClientSecretARN: arnA}}),
+			`COMMITMENT_TLS: the CA of PACS: a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`},
+		{"no secret", "PACS=tls://10.1.0.5:2762", tlsEnv(t, commitreport.TLSPeers{"PACS": {CA: string(ca.PEM)}}), "COMMITMENT_TLS: PACS names no client certificate secret"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{"BUCKET": "b", "COMMITMENT_PEERS": tc.peers, CommitmentTLSEnv: tc.tls}
+			c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+			if tc.want != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("ConfigFromEnv = %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.CommitmentTLS["PACS"] != good["PACS"] || !c.CommitmentPeers["PACS"].TLS {
+				t.Errorf("CommitmentTLS %+v, peers %v", c.CommitmentTLS, c.CommitmentPeers)
+			}
+		})
+	}
+}
+
+// countingSecrets is a fake Secrets Manager (lambdaiotest's), which counts the reads.
+type countingSecrets struct{ lambdaiotest.UnansweredSecrets }
+
+func (s *countingSecrets) reads() int { return len(s.Deadlines()) }
+
+// TestPeerCredentials: each peer's client certificate is read from its own secret on first use, then kept; read
+// again after the bound or a failed handshake (Forget), so that a rotated certificate is presented; a secret that
+// is not the certificate and key says so without quoting it.
+func TestPeerCredentials(t *testing.T) {
+	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
+	certA, certB := caA.Client(t, testpki.Options{CommonName: "ingest-a"}), caB.Client(t, testpki.Options{CommonName: "ingest-b"})
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{arnA: clientSecret(t, certA), arnB: clientSecret(t, certB)}}}
+	now := time.Now()
+	p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Now = func() time.Time { return now }
+	presented := func(ae string) string {
+		t.Helper()
+		cfg, err := p.Config(ae)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]*testpki.CA{"A": caA, "B": caB}[ae]
+		if !cfg.RootCAs.Equal(want.Pool()) || cfg.MinVersion != tls.VersionTLS12 || len(cfg.Certificates) != 1 {
+			t.Fatalf("%s: roots %v, min version %x, %d certificates", ae, cfg.RootCAs, cfg.MinVersion, len(cfg.Certificates))
+		}
+		return cfg.Certificates[0].Leaf.Subject.CommonName
+	}
+	for _, step := range []struct {
+		name, ae, want string
+		reads          int
+		before         func()
+	}{
+		{"first use reads A's secret", "A", "ingest-a", 1, nil},
+		{"B its own", "B", "ingest-b", 2, nil},
+		{"then kept", "A", "ingest-a", 2, nil},
+		{"rotated, still kept within the bound", "A", "ingest-a", 2, func() {
+			sm.Values[arnA] = clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a-2"}))
+		}},
+		{"read again after the bound", "A", "ingest-a-2", 3, func() { now = now.Add(ClientCredentialMaxAge) }},
+		{"and after a failed handshake", "B", "ingest-b-2", 5, func() {
+			sm.Values[arnB] = clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b-2"}))
+			p.Forget()
+			presented("A")
+		}},
+	} {
+		if step.before != nil {
+			step.before()
+		}
+		if got := presented(step.ae); got != step.want || sm.reads() != step.reads {
+			t.Errorf("%s: presented %q after %d reads, want %q after %d", step.name, got, sm.reads(), step.want, step.reads)
+		}
+	}
+	for name, v := range map[string]string{
+		"not JSON":       string(certA.KeyPEM),
+		"no key":         `{"certificate":` + strconvQuote(string(certA.CertPEM)) + `}`,
+		"key of another": `{"certificate":` + strconvQuote(string(certA.CertPEM)) + `,"privateKey":` + strconvQuote(string(certB.KeyPEM)) + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			sm.Values[arnA] = v
+			p.Forget()
+			_, err := p.Config("A")
+			if err == nil || !strings.Contains(err.Error(), "client certificate of A") || !strings.Contains(err.Error(), arnA) {
+				t.Fatalf("Config = %v", err)
+			}
+			for _, secret := range []string{"PRIVATE KEY", string(certB.KeyPEM[40:80]), string(certA.KeyPEM[40:80])} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("the error quotes the secret: %v", err)
+				}
+			}
+		})
+	}
+	if _, err := p.Config("C"); err == nil {
+		t.Error("a peer without settings got a configuration")
+	}
+}
+
+func strconvQuote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// TestReporterOverTLSPerSite: the commitment function's Reporter reaches each tls:// peer with that site's own CA
+// and client certificate (a PACS taking only its site's certificate); a handshake that fails is logged as the
+// stack's metric filter counts it, by reason, and has the certificates read again.
+func TestReporterOverTLSPerSite(t *testing.T) {
+	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
+		arnA: clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"})),
+		arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"}))}}}
+	addrA, peerA := tlsPACS(t, caA.Server(t, testpki.Options{}), caA)
+	addrB, peerB := tlsPACS(t, caA.Server(t, testpki.Options{}), caB) // B's PACS shows a certificate B's CA did not issue
+	var logs bytes.Buffer
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addrA + ",B=tls://" + addrB,
+		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}})}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReporter(c, sm, LoggerTo(&logs, "commitment", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.7", Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
+	report := func(ae string) <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := r.Report(ctx, pipeline.CommitmentReport{CallingAE: ae, Result: res})
+			ch <- err
+		}()
+		return ch
+	}
+
+	done := report("A")
+	p := <-peerA
+	if p == nil {
+		t.Fatalf("A's handshake failed: %v", <-done)
+	}
+	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+	cmd, _ := p.ExpectMessage()
+	p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusSuccess}), nil)
+	p.Expect(pdu.TypeReleaseRQ)
+	p.SendPDU(&pdu.ReleaseRP{})
+	if err := <-done; err != nil {
+		t.Fatalf("report to A: %v", err)
+	}
+
+	err = <-report("B")
+	<-peerB
+	if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != dicomnet.HandshakeUnknownCA {
+		t.Fatalf("report to B: %v, want a handshake failure %s", err, dicomnet.HandshakeUnknownCA)
+	}
+	counted := jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.HandshakeFailedLog), logs.Bytes())
+	if len(counted) != 1 || counted[0]["reason"] != dicomnet.HandshakeUnknownCA || counted[0][jsonlog.EnvironmentKey] != "test" {
+		t.Errorf("lines counted %v, want one with reason %s", counted, dicomnet.HandshakeUnknownCA)
+	}
+	reads := sm.reads()
+	if _, err := r.TLS("A"); err != nil || sm.reads() != reads+1 {
+		t.Errorf("after the failed handshake: %v, %d reads (was %d), want A's secret read again", err, sm.reads(), reads)
+	}
+	if strings.Contains(logs.String(), "PRIVATE KEY") {
+		t.Error("a key in the log")
+	}
+}
+
+// tlsPACS is a PACS that takes DICOM over TLS only, with a client certificate of clientCA: it accepts one connection
+// and hands its parrot, handshake done, to the channel (nil when the handshake failed).
+func tlsPACS(t *testing.T, cert *testpki.Cert, clientCA *testpki.CA) (string, <-chan *dicomnettest.Parrot) {
+	t.Helper()
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MinVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan *dicomnettest.Parrot, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			ch <- nil
+			return
+		}
+		if err := c.(*tls.Conn).Handshake(); err != nil {
+			c.Close()
+			ch <- nil
+			return
+		}
+		ch <- dicomnettest.NewParrot(t, c)
+	}()
+	return l.Addr().String(), ch
+}
+
+// FuzzParseClientSecret: a client certificate's secret, whatever it holds, never panics the function and its
+// error never quotes it.
+func FuzzParseClientSecret(f *testing.F) {
+	f.Add(`{"certificate":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n","privateKey":"-----BEGIN PRIVATE KEY-----\nsecretkeybytes\n-----END PRIVATE KEY-----\n"}`)
+	f.Add(`{"certificate":1}`)
+	f.Add(`-----BEGIN PRIVATE KEY-----`)
+	f.Add(`{"privateKey":"sekrit-value"`)
+	f.Fuzz(func(t *testing.T, v string) {
+		_, err := ParseClientSecret(v)
+		if err == nil {
+			return
+		}
+		if strings.Contains(err.Error(), "secretkeybytes") || strings.Contains(err.Error(), "sekrit") {
+			t.Errorf("the error quotes the secret: %v", err)
+		}
+	})
+}
