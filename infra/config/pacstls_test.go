@@ -32,12 +32,18 @@ func TestPacsTLSValidation(t *testing.T) {
 		want   string // "" valid
 	}{
 		{"valid", func(*PacsTLS) {}, ""},
-		{"with a KMS key", func(p *PacsTLS) { p.SecretKmsKeyArn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab" }, ""},
-		{"partial ARN", func(p *PacsTLS) { p.ClientSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/test/pacs-b-cert" },
+		{"with a KMS key", func(p *PacsTLS) {
+			p.SecretKmsKeyArn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+		}, ""},
+		{"partial ARN", func(p *PacsTLS) {
+			p.ClientSecretArn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/test/pacs-b-cert"
+		},
 			`sites[1].pacs.tls.clientSecretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/test/pacs-b-cert" is not a complete Secrets Manager secret ARN`},
 		{"another service", func(p *PacsTLS) { p.ClientSecretArn = "arn:aws:acm:eu-west-1:123456789012:certificate/pacs-b-Xy12Zw" },
 			"sites[1].pacs.tls.clientSecretArn: \"arn:aws:acm:"},
-		{"another Region", func(p *PacsTLS) { p.ClientSecretArn = strings.Replace(testClientSecretArn, "eu-west-1", "us-east-1", 1) },
+		{"another Region", func(p *PacsTLS) {
+			p.ClientSecretArn = strings.Replace(testClientSecretArn, "eu-west-1", "us-east-1", 1)
+		},
 			"sites[1].pacs.tls.clientSecretArn: the secret is in 123456789012/us-east-1, not in this environment's 123456789012/eu-west-1"},
 		{"no secret", func(p *PacsTLS) { p.ClientSecretArn = "" }, `sites[1].pacs.tls.clientSecretArn: "" is not a complete`},
 		{"no CA", func(p *PacsTLS) { p.CaFile = "" }, "sites[1].pacs.tls.caFile: is required"},

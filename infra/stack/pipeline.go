@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"fmt"
 	"maps"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/infra/access"
 	"github.com/dicom-ingest/dicom-ingest/infra/config"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
@@ -52,6 +54,12 @@ var FunctionNames = []string{FnValidate, FnAudit, FnNotify, FnCommitment}
 // on (the commitment function's log line, by metric filter), in
 // MetricsNamespace with the dimension Environment.
 const MetricCommitmentUndeliverable = "CommitmentReportsUndeliverable"
+
+// MetricCommitmentTLSHandshakeFailures counts the commitment function's
+// failed TLS handshakes with sites' PACS (sites[].pacs.tls), by metric
+// filter on its log line, in MetricsNamespace with the dimensions
+// Environment and Reason (dicomnet.HandshakeFailureReason's).
+const MetricCommitmentTLSHandshakeFailures = "CommitmentTLSHandshakeFailures"
 
 // MetricFunctionPanics counts the panics (bugs) the functions recovered:
 // every function's log group's lines of them (panicLogs), by metric filter,
@@ -552,14 +560,20 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	timeout := awscdk.Duration_Seconds(jsii.Number(60))
 	q := newQueue("Commitment", timeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: q.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
-	fn := newFunction(FnCommitment, timeout, 256, map[string]*string{
+	env := map[string]*string{
 		"AE_TITLE":                         jsii.String(c.Dicom.AETitle),
 		"COMMITMENT_PEERS":                 jsii.String(c.CommitmentPeers()),
 		"COMMITMENT_WAIT_SECONDS":          jsii.String(strconv.Itoa(c.Commitment.WaitSeconds)),
 		"COMMITMENT_REPORT_MINUTES":        jsii.String(strconv.Itoa(c.Commitment.ReportMinutes)),
 		"COMMITMENT_QUARANTINED_COMMITTED": jsii.String(c.QuarantinedCommitted()),
-	}, sg)
+	}
+	if v := c.CommitmentTLS(); v != "" {
+		// Each tls:// site's CA (public) and its client secret's ARN, never a secret's value.
+		env["COMMITMENT_TLS"] = jsii.String(v)
+	}
+	fn := newFunction(FnCommitment, timeout, 256, env, sg)
 	out.Functions[FnCommitment] = fn
+	grantPacsTLS(fn, c)
 	// The schedule's run holds a slot while it moves transactions on (up
 	// to 50 s a minute, while some are pending) beside the queue's pollers,
 	// which take the configured reservation (consume): one more, or a
@@ -577,6 +591,18 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 
 	// The alarm's signal: the function logs each result it gives up on.
 	out.CommitmentUndeliverable = logLineMetric(self, "CommitmentUndeliverableFilter", fn.LogGroup(), c.Name, MetricCommitmentUndeliverable, pipeline.UndeliverableLog)
+	if c.CommitmentTLS() != "" {
+		// Failed handshakes with tls:// sites' PACS, by reason (the listener's classification); no alarm of
+		// their own: a result they keep from its PACS ends undeliverable, which CommitmentUndeliverable watches.
+		awslogs.NewMetricFilter(self, jsii.String("CommitmentTLSHandshakeFilter"), &awslogs.MetricFilterProps{
+			LogGroup:        fn.LogGroup(),
+			FilterPattern:   awslogs.FilterPattern_Literal(jsii.String(jsonlog.MessageFilter(commitreport.HandshakeFailedLog))),
+			MetricNamespace: jsii.String(MetricsNamespace),
+			MetricName:      jsii.String(MetricCommitmentTLSHandshakeFailures),
+			MetricValue:     jsii.String("1"),
+			Dimensions:      &map[string]*string{"Environment": jsii.String("$." + jsonlog.EnvironmentKey), "Reason": jsii.String("$.reason")},
+		})
+	}
 
 	// A study's announcement that panicked (a bug it meets) fails that
 	// study alone and is logged with its log name and the stack: notify
@@ -584,6 +610,32 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	// so both log groups feed the one metric.
 	for _, name := range []string{FnNotify, FnCommitment} {
 		out.AnnouncePanics = logLineMetric(self, name+"AnnouncePanicFilter", out.Functions[name].LogGroup(), c.Name, MetricAnnouncePanics, pipeline.AnnouncePanicLog)
+	}
+}
+
+// grantPacsTLS lets the commitment function read the client certificate
+// secret of each site whose PACS takes DICOM TLS, exactly those secrets (by
+// their complete ARNs), and decrypt with a customer-managed key of theirs
+// through Secrets Manager only.
+func grantPacsTLS(fn awslambda.Function, c *config.Config) {
+	var arns []*string
+	keys := map[string]bool{}
+	for _, s := range c.Sites {
+		if s.Pacs == nil || s.Pacs.TLS == nil {
+			continue
+		}
+		if s.Pacs.TLS.CaPEM == "" {
+			// Load reads the CA files; a config that was only parsed would deploy a function that refuses to start.
+			panic(fmt.Sprintf("stack: site %s: pacs.tls.caFile was not read (config.Load reads it)", s.Name))
+		}
+		arns = append(arns, jsii.String(s.Pacs.TLS.ClientSecretArn))
+		if k := s.Pacs.TLS.SecretKmsKeyArn; k != "" && !keys[k] {
+			keys[k] = true
+			grantSecretKey(fn.Role(), fmt.Sprintf("PacsClientSecretKey%dViaSecretsManager", len(keys)), k, c.Region)
+		}
+	}
+	if len(arns) > 0 {
+		grantSecretValue(fn, arns...)
 	}
 }
 
