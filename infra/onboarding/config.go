@@ -71,9 +71,11 @@ type SiteConfig struct {
 	CertificateName string
 	// PacsHost and PacsPort are where Storage Commitment results go (no
 	// host: the site cannot ask for commitment); QuarantinedCommitted counts
-	// its quarantined instances as committed.
+	// its quarantined instances as committed; PacsTLS has the results go
+	// over DICOM TLS (sites[].pacs.tls).
 	PacsHost             string
 	PacsPort             int
+	PacsTLS              bool
 	QuarantinedCommitted bool
 }
 
@@ -105,7 +107,7 @@ func FromConfig(c *config.Config) EnvConfig {
 			QuarantinedCommitted: s.QuarantinedCommitted,
 		}
 		if s.Pacs != nil {
-			sc.PacsHost, sc.PacsPort = s.Pacs.Host, s.Pacs.Port
+			sc.PacsHost, sc.PacsPort, sc.PacsTLS = s.Pacs.Host, s.Pacs.Port, s.Pacs.TLS != nil
 		}
 		if s.Routing == config.RoutingBGP {
 			sc.BGPASN = s.BgpAsn

@@ -134,9 +134,10 @@ type Kit struct {
 	// Storage Commitment: the PACS's listener for our reports (empty host:
 	// the site cannot ask for commitment), how long instances in flight are
 	// waited for, how long a result is retried, and whether quarantined
-	// instances count as committed.
+	// instances count as committed. PacsTLS: the results go over DICOM TLS.
 	PacsHost                string
 	PacsPort                int
+	PacsTLS                 bool
 	CommitmentWaitSeconds   int
 	CommitmentReportMinutes int
 	QuarantinedCommitted    bool
@@ -263,7 +264,7 @@ func Build(env EnvConfig, siteName string, outs Outputs, opts Options) (*Kit, er
 		ESPProposals:      ESPProposals,
 		BGPASN:            site.BGPASN,
 
-		PacsHost: site.PacsHost, PacsPort: site.PacsPort,
+		PacsHost: site.PacsHost, PacsPort: site.PacsPort, PacsTLS: site.PacsTLS,
 		CommitmentWaitSeconds: env.CommitmentWaitSeconds, CommitmentReportMinutes: env.CommitmentReportMinutes,
 		QuarantinedCommitted: site.QuarantinedCommitted,
 		Staged:               env.Staged,

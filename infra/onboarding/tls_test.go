@@ -380,3 +380,29 @@ func TestRotationAsTheREADMESays(t *testing.T) {
 	renew := filepath.Join(kitDir, "renew")
 	verified("renewed certificate", renew, "sh ../verify.sh", sign(renew))
 }
+
+// TestPacsTLSKit: a site whose PACS takes its Storage Commitment results over DICOM TLS (sites[].pacs.tls) is told
+// so, with what its certificate must name, where the kit otherwise says plain DICOM.
+func TestPacsTLSKit(t *testing.T) {
+	env, outs := loadTLSExample(t)
+	env.Sites = append([]SiteConfig(nil), env.Sites...)
+	for i := range env.Sites {
+		env.Sites[i].PacsHost, env.Sites[i].PacsPort, env.Sites[i].PacsTLS = "192.168.10.20", 2762, true
+		if env.Sites[i].Name == "bgp-clinic" {
+			env.Sites[i].PacsHost, env.Sites[i].PacsTLS = "172.16.5.20", false
+		}
+	}
+	tlsSite := renderSite(t, env, outs, "example-hospital")["README.md"]
+	for _, want := range []string{"| Transport of the results | DICOM TLS (TLS 1.2 or 1.3) inside the VPN", "names `192.168.10.20` as an IP address",
+		"in DICOM TLS (its certificate from the CA you gave us"} {
+		if !strings.Contains(tlsSite, want) {
+			t.Errorf("the TLS site's README lacks %q", want)
+		}
+	}
+	if strings.Contains(tlsSite, "plain DICOM (no TLS) inside the VPN") {
+		t.Error("the TLS site's README says its results come in plain DICOM")
+	}
+	if plain := renderSite(t, env, outs, "bgp-clinic")["README.md"]; !strings.Contains(plain, "| Transport of the results | plain DICOM (no TLS) inside the VPN") {
+		t.Error("the plain site's README does not say plain DICOM")
+	}
+}
