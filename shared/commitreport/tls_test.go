@@ -18,31 +18,9 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
-// tlsPeer is a PACS that takes DICOM over TLS only, with a client certificate of clientCA: it accepts one
-// connection and hands its parrot, handshake done, to the channel (nil when the handshake failed).
+// tlsPeer is a PACS that takes DICOM over TLS only, with a client certificate of clientCA (dicomnettest's).
 func tlsPeer(t *testing.T, cert *testpki.Cert, clientCA *testpki.CA) (string, <-chan *dicomnettest.Parrot) {
-	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MinVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	ch := make(chan *dicomnettest.Parrot, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		if err := c.(*tls.Conn).Handshake(); err != nil {
-			c.Close()
-			ch <- nil
-			return
-		}
-		ch <- dicomnettest.NewParrot(t, c)
-	}()
-	return l.Addr().String(), ch
+	return dicomnettest.ListenTLSParrot(t, cert.TLS(), clientCA.Pool())
 }
 
 // TestReportOverTLS: a peer marked tls:// gets its report on a DICOM TLS association (BCP 195's versions, our

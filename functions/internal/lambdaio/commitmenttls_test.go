@@ -177,8 +177,8 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
 		arnA: clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"})),
 		arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"}))}}}
-	addrA, peerA := tlsPACS(t, caA.Server(t, testpki.Options{}), caA)
-	addrB, peerB := tlsPACS(t, caA.Server(t, testpki.Options{}), caB) // B's PACS shows a certificate B's CA did not issue
+	addrA, peerA := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caA.Pool())
+	addrB, peerB := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caB.Pool()) // B's PACS shows a certificate B's CA did not issue
 	var logs bytes.Buffer
 	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addrA + ",B=tls://" + addrB,
 		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}})}
@@ -232,33 +232,6 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
 	}
-}
-
-// tlsPACS is a PACS that takes DICOM over TLS only, with a client certificate of clientCA: it accepts one connection
-// and hands its parrot, handshake done, to the channel (nil when the handshake failed).
-func tlsPACS(t *testing.T, cert *testpki.Cert, clientCA *testpki.CA) (string, <-chan *dicomnettest.Parrot) {
-	t.Helper()
-	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS()},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MinVersion: tls.VersionTLS12})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	ch := make(chan *dicomnettest.Parrot, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			ch <- nil
-			return
-		}
-		if err := c.(*tls.Conn).Handshake(); err != nil {
-			c.Close()
-			ch <- nil
-			return
-		}
-		ch <- dicomnettest.NewParrot(t, c)
-	}()
-	return l.Addr().String(), ch
 }
 
 // FuzzParseClientSecret: a client certificate's secret, whatever it holds, never panics the function and its
