@@ -286,7 +286,7 @@ func TestClientAgainstStorescp(t *testing.T) {
 	l.Close()
 	cmd := exec.Command(storescp, "-aet", "STORESCP", "-pdu", "4096", "+xa", "-od", out, "+B", port) // +xa: all syntaxes, +B: bit-preserving
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	var logs bytes.Buffer
+	var logs testenv.LogBuffer // read by the wait below while storescp writes it
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -53,7 +53,7 @@ type Orthanc struct {
 	DICOMAddr string // host:port of its DICOM listener
 	URL       string // its REST API
 	cmd       *exec.Cmd
-	logs      bytes.Buffer
+	logs      testenv.LogBuffer // read while Orthanc writes it
 	exited    chan struct{}
 }
 
