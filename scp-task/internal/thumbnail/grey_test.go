@@ -86,7 +86,8 @@ type greyCase struct {
 }
 
 // greyCases are TestRenderGreyLevels' objects, which TestRenderAsDCMTK
-// renders too.
+// renders too (but for those its dcmtkCannot leaves out: this test alone
+// holds them).
 var greyCases = []greyCase{
 	{name: "LINEAR 128/256: 0..255 unchanged", want: []uint8{0, 1, 128, 254, 255},
 		obj: func(*testing.T) []byte {
