@@ -1336,8 +1336,9 @@ func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16, says string
 // TestCStoreRefusedThenCutShort: a C-STORE refused before any handler ran (its command wrong) whose data set the
 // association's end then broke off, the refusal decided and never sent, is observed answered nothing (Status 0:
 // cut short), and its error carries the refusal beside the reader's, as an N-ACTION's does (TestNActionCutShort):
-// its audit record said only the reader's error, the refusal lost. One the handler read carries none, and a
-// refusal answered says what it said before (the status's error: its audit reason unchanged).
+// its audit record said only the reader's error, the refusal lost. One the handler read carries none (and, its
+// data set not broken off but answered, is stored), and a refusal answered says what it said before (the
+// status's error: its audit reason unchanged).
 //
 // A C-STORE the handler refused before its data set broke off (it returned a failure, out of resources, say,
 // without reading the rest; or the data set passed the maximum object size) was refused as well, by the same rule:
@@ -1378,9 +1379,6 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 			{"answered", nil},
 		} {
 			t.Run(tt.name+", "+brk.name, func(t *testing.T) {
-				if brk.break_ == nil && tt.refused == 0 {
-					t.Skip("stored: no refusal")
-				}
 				ch := make(chan result, 1)
 				h := tt.handler
 				if h == nil {
@@ -1394,6 +1392,15 @@ func TestCStoreRefusedThenCutShort(t *testing.T) {
 					p.SendPDVs(dicomnettest.PDV(tt.ctx, pdu.ControlLast, pattern(100)))
 					if rsp := p.ExpectCommand(); rsp.Status != tt.refused {
 						t.Fatalf("status %04X, want %04X", rsp.Status, tt.refused)
+					}
+					if tt.refused == 0 { // read whole and answered: stored, nothing refused or cut short
+						if r := <-ch; r.err != nil || len(r.data) != 200 {
+							t.Errorf("handler read %d bytes, error %v; want 200, none", len(r.data), r.err)
+						}
+						if ev := rec.waitFor(t, dicomnet.EventStored); ev.Status != 0 || ev.Err != nil || ev.Bytes != 200 {
+							t.Errorf("EventStored status %04X, error %v, %d bytes; want success, no error, 200", ev.Status, ev.Err, ev.Bytes)
+						}
+						return
 					}
 					ev := rec.waitFor(t, dicomnet.EventStoreFailed)
 					want := tt.says // the handler's error, as it was
