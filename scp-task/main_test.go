@@ -372,15 +372,17 @@ func startAndStopLocal(t *testing.T, dataDir string) string {
 	}
 	var logs testenv.LogBuffer
 	ctx, stop := context.WithCancel(context.Background())
+	defer stop() // a failed wait ends the run too
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, context.Background(), cfg, jsonlog.New(&logs, slog.LevelInfo)) }()
-	for !strings.Contains(logs.String(), `"msg":"scp-task listening"`) {
+	testenv.EventuallySaw(t, `local mode's "scp-task listening"`, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("run ended: %v\n%s", err, logs.String())
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		return strings.Contains(logs.String(), `"msg":"scp-task listening"`), logs.String()
+	})
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
