@@ -158,11 +158,16 @@ func TestFunctionRolesLeastPrivilege(t *testing.T) {
 			{"sqs:SendMessage onFailureDlq", "kms:Decrypt key" + via("sqs"), "kms:GenerateDataKey key" + via("sqs")}}},
 	} {
 		forEachEnv(t, func(t *testing.T, s *synthesized) {
+			if tc.fn == FnAuditFeed && s.cfg.Audit.Syslog == nil {
+				// Without audit.syslog (dev) there is no audit feed, so no
+				// role to check: TestAuditFeed holds that there is none.
+				return
+			}
 			t.Run(tc.fn, func(t *testing.T) {
 				fn := s.stack.Pipeline.Functions[tc.fn]
 				if tc.fn == FnAuditFeed {
 					if s.stack.Pipeline.AuditFeed == nil {
-						t.Skip("no audit.syslog")
+						t.Fatal("audit.syslog set, but no audit feed (TestAuditFeed)")
 					}
 					fn = s.stack.Pipeline.AuditFeed.Function
 				}
