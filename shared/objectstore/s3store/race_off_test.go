@@ -1,5 +1,0 @@
-//go:build !race
-
-package s3store_test
-
-const raceDetector = false
