@@ -10,6 +10,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // TestPrepareDataDir: the data directory is private whatever state it is
@@ -39,8 +40,8 @@ func TestPrepareDataDir(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.root && os.Geteuid() != 0 {
-				t.Skip("needs root to give the directory another owner")
+			if tt.root {
+				testenv.RequireRoot(t, "to give the directory another owner")
 			}
 			dir := filepath.Join(t.TempDir(), "data")
 			if tt.mode != 0 {
