@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/google/go-cmp/cmp"
 	"github.com/yuin/goldmark"
 	"github.com/yuin/goldmark/ast"
@@ -189,10 +190,7 @@ func kitFrom(t *testing.T, env EnvConfig, own string) kit {
 		t.Fatal(err)
 	}
 
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh")
-	}
+	sh := testenv.LookPath(t, "sh")
 	dir := t.TempDir()
 	log := filepath.Join(dir, "commands")
 	for _, p := range []string{"echoscu", "storescu"} {
