@@ -6,13 +6,14 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs/vfstest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
 // An fdatasync owes NFS a COMMIT only after a write it sent unstable:
 // through the page cache, or direct but larger than one WRITE.
 func TestSyncOwesCommit(t *testing.T) {
 	if vfs.Direct == 0 {
-		t.Skip("no direct I/O on this platform")
+		testenv.RequireLinux(t, "direct I/O, O_DIRECT")
 	}
 	cases := []struct {
 		name       string
