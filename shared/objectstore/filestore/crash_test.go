@@ -37,13 +37,9 @@ func (b *blockingReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// TestCrashHelper is the child of TestCrashMidPut: it starts a Put that
-// never finishes and gets killed. In the parent process it does nothing.
-func TestCrashHelper(t *testing.T) {
-	root := os.Getenv(crashEnv)
-	if root == "" {
-		return
-	}
+// crashMidPutChild is TestCrashMidPut in its child process: it starts a
+// Put that never finishes and gets killed.
+func crashMidPutChild(t *testing.T, root string) {
 	s, err := New(root)
 	if err != nil {
 		t.Fatal(err)
@@ -55,11 +51,15 @@ func TestCrashHelper(t *testing.T) {
 // TestCrashMidPut kills a process in the middle of a Put (SIGKILL, as a
 // crash): no object is visible, and New clears the partial file.
 func TestCrashMidPut(t *testing.T) {
+	if root := os.Getenv(crashEnv); root != "" {
+		crashMidPutChild(t, root)
+		return
+	}
 	if testing.Short() {
 		t.Skip("starts a process")
 	}
 	root := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashHelper$")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMidPut$")
 	cmd.Env = append(os.Environ(), crashEnv+"="+root)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -120,12 +120,10 @@ func journaledWork() []crashPut {
 
 func journaledOpts() []Option { return []Option{WithJournalSize(2<<20, 2)} }
 
-// TestJournaledCrashHelper is the writer of TestJournaledCrashAtEveryStep.
-func TestJournaledCrashHelper(t *testing.T) {
-	root, step := os.Getenv(crashEnv), os.Getenv(stepEnv)
-	if root == "" || step == "" {
-		t.Skip("helper process for TestJournaledCrashAtEveryStep")
-	}
+// journaledCrashWriter is the writer of TestJournaledCrashAtEveryStep,
+// run in its child process: it stores journaledWork on root and kills
+// itself at the nth pass of step.
+func journaledCrashWriter(t *testing.T, root, step string) {
 	nth, _ := strconv.Atoi(os.Getenv(nthEnv))
 	var mu sync.Mutex
 	crashPoint = func(at string) {
@@ -160,6 +158,10 @@ func TestJournaledCrashHelper(t *testing.T) {
 }
 
 func TestJournaledCrashAtEveryStep(t *testing.T) {
+	if root, step := os.Getenv(crashEnv), os.Getenv(stepEnv); root != "" && step != "" {
+		journaledCrashWriter(t, root, step)
+		return
+	}
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
@@ -170,7 +172,7 @@ func TestJournaledCrashAtEveryStep(t *testing.T) {
 	// writer runs the helper on root until it kills itself at the nth
 	// pass of step, and returns the keys it reported stored.
 	writer := func(t *testing.T, root, step string, nth int) map[string]bool {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestJournaledCrashHelper$", "-test.v")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestJournaledCrashAtEveryStep$", "-test.v")
 		cmd.Env = append(os.Environ(), crashEnv+"="+root, stepEnv+"="+step, nthEnv+"="+strconv.Itoa(nth))
 		out, err := cmd.Output()
 		var exitErr *exec.ExitError

@@ -52,12 +52,9 @@ func (r *reporting) Put(ctx context.Context, obj objectstore.Object, part10 io.R
 	return st, err
 }
 
-// TestTaskHelper is a task of TestTasksKilled.
-func TestTaskHelper(t *testing.T) {
-	dir, role := os.Getenv(envDir), os.Getenv(envRole)
-	if dir == "" {
-		t.Skip("helper process for TestTasksKilled")
-	}
+// taskChild is a task of TestTasksKilled, run in its child process: a
+// writer (role) stages objects; an adopter takes over staged ones.
+func taskChild(t *testing.T, dir, role string) {
 	up, err := s3store.New(context.Background(), s3store.Options{
 		Bucket: "bucket", Client: s3test.Client(os.Getenv(envS3)), RetryDeadline: time.Second,
 	})
@@ -92,6 +89,10 @@ func taskBody(i int) []byte { return data(i, 50_000+(i%7)*300_000) }
 // every object the first acknowledged, each exactly once (the journal's
 // lock keeps them from both working on it), and remove its journal.
 func TestTasksKilled(t *testing.T) {
+	if dir := os.Getenv(envDir); dir != "" {
+		taskChild(t, dir, os.Getenv(envRole))
+		return
+	}
 	if testing.Short() {
 		t.Skip("starts processes")
 	}
@@ -164,7 +165,7 @@ type taskProc struct {
 func task(t *testing.T, dir, role, s3 string, n int) *taskProc {
 	t.Helper()
 	before, _ := os.ReadDir(filepath.Join(dir, journalsDir))
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTaskHelper$", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTasksKilled$", "-test.v")
 	cmd.Env = append(os.Environ(), envDir+"="+dir, envRole+"="+role, envS3+"="+s3, envN+"="+strconv.Itoa(n))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
