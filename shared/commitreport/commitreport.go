@@ -168,6 +168,10 @@ var ErrNoTLS = errors.New("commitreport: the peer is reached over DICOM TLS and 
 // a peer, its reason in the field "reason": the stack's metric filter counts them (it has no Prometheus).
 const HandshakeFailedLog = "commitment: TLS handshake with the PACS failed"
 
+// TLSNotReloadedLog is the log message of a TLS client configuration that did not load (a renewed file half
+// written, a key that does not match): the one read last stays in use, as the listener keeps its certificate.
+const TLSNotReloadedLog = "commitreport: TLS client configuration not reloaded; the previous one stays in use"
+
 // HandshakeError is a failed TLS handshake with a peer: its reason, by the one classification of failed
 // handshakes (dicomnet.HandshakeFailureReason), and crypto/tls's error.
 type HandshakeError struct {

@@ -4,9 +4,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
@@ -14,6 +16,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -98,6 +102,49 @@ func TestReportOverTLS(t *testing.T) {
 		var he *commitreport.HandshakeError
 		if got := <-done; !errors.As(got.err, &he) || he.Reason != dicomnet.HandshakeNotTLS {
 			t.Fatalf("Report error %v, want a handshake failure %s", got.err, dicomnet.HandshakeNotTLS)
+		}
+	})
+	t.Run("renewed files that do not load keep the last good configuration", func(t *testing.T) {
+		// As the listener keeps its certificate when a renewed one does not load (a half-written file): the
+		// report still goes, with the configuration read last, and the log says why.
+		var logs testenv.LogBuffer
+		var fail atomic.Bool
+		good := tlstrust.ClientConfig("", ca.Pool(), &clientCert)
+		r := &commitreport.Reporter{AETitle: "INGEST", Logger: jsonlog.New(&logs, slog.LevelInfo),
+			TLS: func() (*tls.Config, error) {
+				if fail.Load() {
+					return nil, errors.New("--commitment-tls-cert (or SCP_COMMITMENT_TLS_CERT): no PEM block in it")
+				}
+				return good, nil
+			}}
+		deliver := func() error {
+			addr, peers := tlsPeer(t, ca.Server(t, testpki.Options{}), ca)
+			r.Peers = commitreport.Peers{"PACS": {Addr: addr, TLS: true}}
+			done := report(r, "")
+			var p *dicomnettest.Parrot
+			select {
+			case p = <-peers:
+			case got := <-done: // failed before it connected
+				return got.err
+			}
+			if p == nil {
+				return (<-done).err
+			}
+			p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+			expectReport(t, p, 1, dimse.StatusSuccess)
+			p.Expect(pdu.TypeReleaseRQ)
+			p.SendPDU(&pdu.ReleaseRP{})
+			return (<-done).err
+		}
+		if err := deliver(); err != nil {
+			t.Fatalf("first report: %v", err)
+		}
+		fail.Store(true)
+		if err := deliver(); err != nil {
+			t.Fatalf("report after the files stopped loading: %v, want the last good configuration used", err)
+		}
+		if l := logs.String(); !strings.Contains(l, commitreport.TLSNotReloadedLog) || !strings.Contains(l, "no PEM block in it") {
+			t.Errorf("log %s, want %q with the reason", l, commitreport.TLSNotReloadedLog)
 		}
 	})
 	t.Run("no TLS configuration", func(t *testing.T) {
