@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
@@ -146,7 +147,10 @@ type Reporter struct {
 	// each such association (so that certificates renewed on disk, or in Secrets Manager, are used from the next
 	// one on): one for all peers (scp-task's flags), or each site's CA and client certificate (the commitment
 	// function's). The Reporter sets the server name to the peer's host. tlstrust.ClientConfig makes it. Nil: a
-	// TLS peer's report fails (ErrNoTLS).
+	// TLS peer's report fails (ErrNoTLS). When it
+	// fails for an AE after it once succeeded for it (a renewed file half written, a secret not read), the
+	// configuration it returned last for that AE stays in use, logged (TLSNotReloadedLog), as the listener keeps
+	// its certificate.
 	TLS func(ae string) (*tls.Config, error)
 	// HandshakeFailed, when set, is called with the reason (dicomnet.HandshakeFailureReason) of each failed TLS
 	// handshake with a peer: the metrics.
@@ -154,6 +158,10 @@ type Reporter struct {
 	// Dial replaces the TCP dialer (tests).
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
+
+	tlsMu      sync.Mutex
+	tlsLast    map[string]*tls.Config // by AE title: what TLS returned last for it
+	tlsLastErr map[string]string      // by AE title: the failure of TLS logged last, not logged again until TLS succeeds
 }
 
 var _ pipeline.CommitmentReporter = (*Reporter)(nil)
@@ -299,7 +307,7 @@ func (r *Reporter) tlsDial(ae, addr string, cfg dicomnet.ClientConfig) (func(ctx
 	if r.TLS == nil {
 		return nil, ErrNoTLS
 	}
-	base, err := r.TLS(ae)
+	base, err := r.tlsConfig(ae)
 	if err != nil {
 		return nil, fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
@@ -329,6 +337,30 @@ func (r *Reporter) tlsDial(ae, addr string, cfg dicomnet.ClientConfig) (func(ctx
 		}
 		return tc, nil
 	}, nil
+}
+
+// tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
+// returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again).
+func (r *Reporter) tlsConfig(ae string) (*tls.Config, error) {
+	cfg, err := r.TLS(ae)
+	r.tlsMu.Lock()
+	defer r.tlsMu.Unlock()
+	if r.tlsLast == nil {
+		r.tlsLast, r.tlsLastErr = map[string]*tls.Config{}, map[string]string{}
+	}
+	switch {
+	case err == nil:
+		r.tlsLast[ae] = cfg
+		delete(r.tlsLastErr, ae)
+		return cfg, nil
+	case r.tlsLast[ae] == nil:
+		return nil, err
+	}
+	if err.Error() != r.tlsLastErr[ae] {
+		r.tlsLastErr[ae] = err.Error()
+		r.log().Warn(TLSNotReloadedLog, "err", err)
+	}
+	return r.tlsLast[ae], nil
 }
 
 func durOr(d, def time.Duration) time.Duration {

@@ -111,7 +111,7 @@ func TestReportOverTLS(t *testing.T) {
 		var fail atomic.Bool
 		good := tlstrust.ClientConfig("", ca.Pool(), &clientCert)
 		r := &commitreport.Reporter{AETitle: "INGEST", Logger: jsonlog.New(&logs, slog.LevelInfo),
-			TLS: func() (*tls.Config, error) {
+			TLS: func(string) (*tls.Config, error) {
 				if fail.Load() {
 					return nil, errors.New("--commitment-tls-cert (or SCP_COMMITMENT_TLS_CERT): no PEM block in it")
 				}
