@@ -397,7 +397,9 @@ func TestConfigure(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
 	ca, client := string(auditfeedtest.Read(t, pki.CA)), string(auditfeedtest.Read(t, pki.ClientCert))+string(auditfeedtest.Read(t, pki.ClientKey))
 	weakCA := string(testpki.NewCAWith(t, "weak collector CA", testpki.Options{RSA: true, RSABits: 1024}).PEM)
-	sm := secrets{"ca": ca, "client": client, "junk": "not pem", "ca+junk": ca + "# the old CA\n", "weak": weakCA}
+	serverOnly := testpki.NewCA(t, "site CA").Server(t, testpki.Options{})
+	sm := secrets{"ca": ca, "client": client, "junk": "not pem", "ca+junk": ca + "# the old CA\n", "weak": weakCA,
+		"server only": string(serverOnly.CertPEM) + string(serverOnly.KeyPEM)}
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
 	h, err := configure(context.Background(), env(map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca",
 		"SYSLOG_CLIENT_CERT_SECRET_ARN": "client", "AWS_LAMBDA_FUNCTION_NAME": "fn"}), sm)
@@ -419,7 +421,13 @@ func TestConfigure(t *testing.T) {
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "junk"}, "auditfeed: SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: no PEM block in it"},
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca+junk"}, "SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: text after the last PEM block is not PEM"},
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "weak"}, "SYSLOG_CA_SECRET_ARN: auditfeed: the collector CA: certificate 1: certificate \"CN=weak collector CA"},
-		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "ca"}, "client certificate"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "ca"}, "SYSLOG_CLIENT_CERT_SECRET_ARN: auditfeed: client certificate"},
+		// A server certificate, which the function presented before tlstrust.ClientCertificate: refused, saying
+		// what to issue instead (deploy.md's upgrade step).
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "server only"},
+			"SYSLOG_CLIENT_CERT_SECRET_ARN: auditfeed: client certificate: certificate \"CN=localhost"},
+		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "server only"},
+			"issue one whose extended key usage has clientAuth"},
 	} {
 		if _, err := configure(context.Background(), env(tt.env), sm); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("configure(%v) = %v, want %q", tt.env, err, tt.want)
