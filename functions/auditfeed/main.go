@@ -78,8 +78,11 @@ func configure(ctx context.Context, getenv func(string) string, sm lambdaio.Secr
 	}
 	ca, client := []byte(pems[0]), []byte(pems[1])
 	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
-	if errors.Is(err, auditfeed.ErrCA) {
+	switch {
+	case errors.Is(err, auditfeed.ErrCA):
 		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN: %w", err)
+	case errors.Is(err, auditfeed.ErrClientCertificate):
+		return nil, fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err)
 	}
 	if err != nil {
 		return nil, err

@@ -53,6 +53,10 @@ func ParseURL(s string) (addr, host string, err error) {
 // variable, a secret).
 var ErrCA = errors.New("auditfeed: the collector CA")
 
+// ErrClientCertificate is in TLSConfig's error (errors.Is) when our client certificate or its key is what is
+// wrong, so that its caller can name where it came from, as for ErrCA.
+var ErrClientCertificate = errors.New("auditfeed: client certificate")
+
 // TLSConfig builds the client side of the syslog TLS connection: the
 // collector's certificate must chain to caPEM and name host; certPEM and
 // keyPEM, when given, are our client certificate for mutual TLS, as
@@ -73,12 +77,16 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 		// The rule of every client certificate here (BCP 195's keys, clientAuth): Go's TLS presents an RSA key
 		// of 1024 bits, with which anyone who factors it feeds the collector in our name.
 		cert, err := tlstrust.ClientCertificate(certPEM, keyPEM)
+		if errors.Is(err, tlstrust.ErrNoClientAuth) {
+			// Presented as it was until the audit feed took tlstrust's client rule (deploy.md's upgrade step).
+			return nil, fmt.Errorf("%w: %w: issue one whose extended key usage has clientAuth", ErrClientCertificate, err)
+		}
 		if err != nil {
-			return nil, fmt.Errorf("auditfeed: client certificate: %w", err)
+			return nil, fmt.Errorf("%w: %w", ErrClientCertificate, err)
 		}
 		return tlstrust.ClientConfig(host, pool, &cert), nil
 	case len(certPEM) > 0 || len(keyPEM) > 0:
-		return nil, errors.New("auditfeed: a client certificate needs both the certificate and its key")
+		return nil, fmt.Errorf("%w: needs both the certificate and its key", ErrClientCertificate)
 	}
 	return tlstrust.ClientConfig(host, pool, nil), nil
 }
