@@ -3,11 +3,13 @@ package interop
 import (
 	"crypto/x509"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
@@ -40,6 +42,10 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 		{"delivered", ca, true},
 		{"Orthanc's certificate from another CA", other, false},
 	} {
+		reportFor := "1h"
+		if !tt.delivered {
+			reportFor = "6s" // given up within the test
+		}
 		t.Run(tt.name, func(t *testing.T) {
 			pacsCert := tt.pacsCA.Server(t, testpki.Options{CommonName: "orthanc", ExtKeyUsage: both}).WriteFiles(t, t.TempDir(), "orthanc")
 			scpTLSPort := testenv.FreePort(t)
@@ -52,7 +58,7 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 				"--tls-listen", "127.0.0.1:" + strconv.Itoa(scpTLSPort), "--tls-cert", ours.Cert, "--tls-key", ours.Key,
 				"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--commitment-peers", "ORTHANC=tls://" + pacs.DICOMAddr,
 				"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert, "--commitment-tls-key", client.Key,
-				"--quiet-period", "10m", "--commitment-wait", "5s",
+				"--quiet-period", "10m", "--commitment-wait", "5s", "--commitment-report-for", reportFor,
 			}})
 			t.Cleanup(func() {
 				if t.Failed() {
@@ -87,6 +93,22 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 			}
 			if n := scp.Metric(t, `dicom_ingest_commitment_tls_handshake_failures_total{reason="unknown_ca"}`); n < 1 {
 				t.Errorf("unknown_ca handshake failures counted %v, want at least 1", n)
+			}
+			// Retried until --commitment-report-for, then given up: the line the alarm watches and the audit record.
+			line = scp.WaitLog(t, 30*time.Second, "the report given up", func(m map[string]any) bool {
+				return m["msg"] == pipeline.UndeliverableLog
+			})
+			if err, _ := line["err"].(string); !strings.Contains(err, "TLS handshake failed (unknown_ca)") || line["level"] != "ERROR" {
+				t.Errorf("undeliverable report logged %v, want an error with the handshake's reason", line)
+			}
+			var recs []pipeline.AuditRecord
+			testenv.Eventually(t, "the undeliverable report's audit record", func() bool {
+				recs = portalAudit(t, scp.PortalAddr, pipeline.OutcomeCommitmentUndeliverable)
+				return len(recs) > 0
+			})
+			if len(recs) != 1 || recs[0].CallingAE != "ORTHANC" || !slices.ContainsFunc(recs[0].ParticipantObjects,
+				func(o pipeline.AuditParticipantObject) bool { return o.ID == txn }) {
+				t.Errorf("undeliverable records %+v, want one for the transaction from ORTHANC", recs)
 			}
 			var got orthanc.Commitment
 			if got = pacs.CommitmentStatus(t, txn); got.Status != "Pending" {
