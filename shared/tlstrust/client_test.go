@@ -40,11 +40,13 @@ func TestClientCertificate(t *testing.T) {
 
 var errWeak = errors.New("a weak key")
 
-// TestClientConfig: the client's versions and suites are the server's (BCP 195).
+// TestClientConfig: the client's versions and suites are the server's (BCP 195); the server's certificate is
+// verified by crypto/tls alone (nothing skips or replaces it) and renegotiation is refused.
 func TestClientConfig(t *testing.T) {
 	cfg := tlstrust.ClientConfig("pacs.example", nil, nil)
 	if cfg.MinVersion != tls.VersionTLS12 || cfg.MaxVersion != tls.VersionTLS13 || len(cfg.CipherSuites) != len(tlstrust.CipherSuites) ||
-		cfg.ServerName != "pacs.example" || cfg.InsecureSkipVerify || len(cfg.Certificates) != 0 {
+		cfg.ServerName != "pacs.example" || cfg.InsecureSkipVerify || cfg.VerifyPeerCertificate != nil || cfg.VerifyConnection != nil ||
+		cfg.Renegotiation != tls.RenegotiateNever || len(cfg.Certificates) != 0 {
 		t.Errorf("ClientConfig = %+v", cfg)
 	}
 }
