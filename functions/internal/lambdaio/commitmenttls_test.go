@@ -251,3 +251,31 @@ func FuzzParseClientSecret(f *testing.F) {
 		}
 	})
 }
+
+// TestClientSecretReadWithinTheReport: the read of a client certificate's secret is bounded by the report's own
+// context (the invocation's deadline, whatever is left of it), not only by KeyReadTimeout: a Secrets Manager that
+// does not answer leaves the invocation time to record the failed attempt, not cut by Lambda's timeout.
+func TestClientSecretReadWithinTheReport(t *testing.T) {
+	ca := testpki.NewCA(t, "PACS CA")
+	sm := &countingSecrets{} // answers no secret: the read ends with its context
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://127.0.0.1:1",
+		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReporter(c, sm, LoggerTo(&bytes.Buffer{}, "commitment", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(KeyReadTimeout / 5)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.8"}
+	if _, err := r.Report(ctx, pipeline.CommitmentReport{CallingAE: "A", Result: res}); err == nil || !strings.Contains(err.Error(), CommitmentTLSEnv) {
+		t.Fatalf("Report = %v, want the secret's read failed", err)
+	}
+	if dls := sm.Deadlines(); len(dls) != 1 || dls[0].IsZero() || dls[0].After(deadline) {
+		t.Errorf("the secret read with the deadlines %v, want one, not past the report's %v", dls, deadline)
+	}
+}
