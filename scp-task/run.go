@@ -255,7 +255,7 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			if reporter.HandshakeFailed, err = commitmentHandshakeMetric(reg); err != nil {
 				return err
 			}
-			reporter.TLS = func(string) (*tls.Config, error) { return cfg.CommitmentTLS() }
+			reporter.TLS = func(context.Context, string) (*tls.Config, error) { return cfg.CommitmentTLS() }
 		}
 		lm.StartCommitments(reporter)
 	}

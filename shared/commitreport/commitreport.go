@@ -144,14 +144,14 @@ type Reporter struct {
 	// and DefaultResponseTimeout).
 	DialTimeout, ResponseTimeout time.Duration
 	// TLS is the client configuration of the peer of AE title ae when it is reached over DICOM TLS, called for
-	// each such association (so that certificates renewed on disk, or in Secrets Manager, are used from the next
-	// one on): one for all peers (scp-task's flags), or each site's CA and client certificate (the commitment
+	// each such association with the report's context (what it reads, a secret, ends with it), so that
+	// certificates renewed on disk, or in Secrets Manager, are used from the next one on: one for all peers (scp-task's flags), or each site's CA and client certificate (the commitment
 	// function's). The Reporter sets the server name to the peer's host. tlstrust.ClientConfig makes it. Nil: a
 	// TLS peer's report fails (ErrNoTLS). When it
 	// fails for an AE after it once succeeded for it (a renewed file half written, a secret not read), the
 	// configuration it returned last for that AE stays in use, logged (TLSNotReloadedLog), as the listener keeps
 	// its certificate.
-	TLS func(ae string) (*tls.Config, error)
+	TLS func(ctx context.Context, ae string) (*tls.Config, error)
 	// HandshakeFailed, when set, is called with the reason (dicomnet.HandshakeFailureReason) of each failed TLS
 	// handshake with a peer: the metrics.
 	HandshakeFailed func(reason string)
@@ -247,7 +247,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	transport := "plain DICOM"
 	if peer.TLS {
-		dial, err := r.tlsDial(rep.CallingAE, addr, cfg)
+		dial, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
 		if err != nil {
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
@@ -303,11 +303,11 @@ func (p peerStatus) Unwrap() error { return p.st }
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
 // configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
 // A failed handshake is a *HandshakeError.
-func (r *Reporter) tlsDial(ae, addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	if r.TLS == nil {
 		return nil, ErrNoTLS
 	}
-	base, err := r.tlsConfig(ae)
+	base, err := r.tlsConfig(ctx, ae)
 	if err != nil {
 		return nil, fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
@@ -341,8 +341,8 @@ func (r *Reporter) tlsDial(ae, addr string, cfg dicomnet.ClientConfig) (func(ctx
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
 // returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again).
-func (r *Reporter) tlsConfig(ae string) (*tls.Config, error) {
-	cfg, err := r.TLS(ae)
+func (r *Reporter) tlsConfig(ctx context.Context, ae string) (*tls.Config, error) {
+	cfg, err := r.TLS(ctx, ae)
 	r.tlsMu.Lock()
 	defer r.tlsMu.Unlock()
 	if r.tlsLast == nil {

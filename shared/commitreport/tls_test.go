@@ -1,6 +1,7 @@
 package commitreport_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -41,7 +42,7 @@ func TestReportOverTLS(t *testing.T) {
 	var reasons []string
 	reporter := func(addr string) *commitreport.Reporter {
 		return &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: addr, TLS: true}}, AETitle: "INGEST",
-			TLS: func(ae string) (*tls.Config, error) {
+			TLS: func(_ context.Context, ae string) (*tls.Config, error) {
 				if ae != "PACS" { // each peer's own CA and certificate (the commitment function's sites)
 					return nil, fmt.Errorf("asked for the TLS configuration of %q, not of the requesting AE", ae)
 				}
@@ -111,7 +112,7 @@ func TestReportOverTLS(t *testing.T) {
 		var fail atomic.Bool
 		good := tlstrust.ClientConfig("", ca.Pool(), &clientCert)
 		r := &commitreport.Reporter{AETitle: "INGEST", Logger: jsonlog.New(&logs, slog.LevelInfo),
-			TLS: func(string) (*tls.Config, error) {
+			TLS: func(context.Context, string) (*tls.Config, error) {
 				if fail.Load() {
 					return nil, errors.New("--commitment-tls-cert (or SCP_COMMITMENT_TLS_CERT): no PEM block in it")
 				}

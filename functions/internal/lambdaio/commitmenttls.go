@@ -126,20 +126,21 @@ func NewPeerCredentials(peers commitreport.TLSPeers, sm SecretsAPI) (*PeerCreden
 	return p, nil
 }
 
-// Config is the TLS client configuration of ae's peer (the Reporter names the server).
-func (p *PeerCredentials) Config(ae string) (*tls.Config, error) {
+// Config is the TLS client configuration of ae's peer (the Reporter names the server); a secret it reads ends
+// with ctx (the report's: the invocation's deadline) or KeyReadTimeout, whichever comes first.
+func (p *PeerCredentials) Config(ctx context.Context, ae string) (*tls.Config, error) {
 	s, ok := p.peers[ae]
 	if !ok {
 		return nil, fmt.Errorf("lambdaio: %s: no TLS settings for %s", CommitmentTLSEnv, ae)
 	}
-	cert, err := p.cert(s.ClientSecretARN)
+	cert, err := p.cert(ctx, s.ClientSecretARN)
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: the client certificate of %s: %w", ae, err)
 	}
 	return tlstrust.ClientConfig("", p.pools[ae], &cert), nil
 }
 
-func (p *PeerCredentials) cert(arn string) (tls.Certificate, error) {
+func (p *PeerCredentials) cert(ctx context.Context, arn string) (tls.Certificate, error) {
 	now, maxAge := time.Now, p.MaxAge
 	if p.Now != nil {
 		now = p.Now
@@ -152,8 +153,9 @@ func (p *PeerCredentials) cert(arn string) (tls.Certificate, error) {
 	if c, ok := p.certs[arn]; ok && now().Sub(c.at) < maxAge {
 		return c.cert, nil
 	}
-	// Bounded as every read of a secret here (KeyReadTimeout), inside the invocation's own deadline.
-	v, err := ReadSecrets(context.Background(), p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
+	// Bounded as every read of a secret here (KeyReadTimeout), and by the report's context: the invocation's
+	// deadline.
+	v, err := ReadSecrets(ctx, p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
 	if err != nil {
 		return tls.Certificate{}, err
 	}

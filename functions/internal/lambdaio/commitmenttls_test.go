@@ -105,7 +105,7 @@ func TestPeerCredentials(t *testing.T) {
 	p.Now = func() time.Time { return now }
 	presented := func(ae string) string {
 		t.Helper()
-		cfg, err := p.Config(ae)
+		cfg, err := p.Config(context.Background(), ae)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,7 +148,7 @@ func TestPeerCredentials(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			sm.Values[arnA] = v
 			p.Forget()
-			_, err := p.Config("A")
+			_, err := p.Config(context.Background(), "A")
 			if err == nil || !strings.Contains(err.Error(), "client certificate of A") || !strings.Contains(err.Error(), arnA) {
 				t.Fatalf("Config = %v", err)
 			}
@@ -159,7 +159,7 @@ func TestPeerCredentials(t *testing.T) {
 			}
 		})
 	}
-	if _, err := p.Config("C"); err == nil {
+	if _, err := p.Config(context.Background(), "C"); err == nil {
 		t.Error("a peer without settings got a configuration")
 	}
 }
@@ -226,7 +226,7 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 		t.Errorf("lines counted %v, want one with reason %s", counted, dicomnet.HandshakeUnknownCA)
 	}
 	reads := sm.reads()
-	if _, err := r.TLS("A"); err != nil || sm.reads() != reads+1 {
+	if _, err := r.TLS(context.Background(), "A"); err != nil || sm.reads() != reads+1 {
 		t.Errorf("after the failed handshake: %v, %d reads (was %d), want A's secret read again", err, sm.reads(), reads)
 	}
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
