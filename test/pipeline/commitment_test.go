@@ -2,18 +2,23 @@ package pipelinee2e
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/s3store/s3test"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/scptest"
@@ -24,19 +29,58 @@ import (
 // site-a/commitment/requests/ before answering; the validate function indexes the instances and the
 // commitment function, under the runtime emulator on dynalite, evaluates the request and reports to Orthanc on
 // an association of its own (in AWS, through the site's VPN). Orthanc shows Success, the study is announced
-// at once as completed by commitment, and an instance never sent fails with 0112 once the wait is over.
+// at once as completed by commitment, and an instance never sent fails with 0112 once the wait is over. With
+// Orthanc taking DICOM over TLS only (a site's sites[].pacs.tls), the function reports over DICOM TLS with the
+// site's CA (COMMITMENT_TLS) and the client certificate it reads from Secrets Manager, and the SCP, outside local
+// mode, takes the requests of its tls:// peer.
 func TestStorageCommitmentThroughFunctions(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain DICOM", true: "DICOM TLS"}[tls], func(t *testing.T) { storageCommitmentThroughFunctions(t, tls) })
+	}
+}
+
+func storageCommitmentThroughFunctions(t *testing.T, overTLS bool) {
 	orthanc.Require(t)
 	srv := s3test.NewServer(t, bucket)
 	e := newEnvS3(t, "10m", srv.URL)
 	scpPort := testenv.FreePort(t)
-	pacs := orthanc.Start(t, "ORTHANC", map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}})
-	e.startFunction(e.rie, "commitment", "commitment", "AE_TITLE=INGEST", "COMMITMENT_PEERS=ORTHANC="+pacs.DICOMAddr,
-		"COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1")
+	modalities := map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpPort}}
+	var pacs *orthanc.Orthanc
+	var scheme string
+	fnEnv := []string{"AE_TITLE=INGEST", "COMMITMENT_WAIT_SECONDS=3", "COMMITMENT_REPORT_MINUTES=1"}
+	if overTLS {
+		// Orthanc's certificate names 127.0.0.1 (an IP SAN, as pacs.host's must); it trusts our client
+		// certificate's CA and requires one. The function reads the certificate from its secret.
+		const clientSecretARN = "arn:aws:secretsmanager:" + region + ":123456789012:secret:pacs-client-AbCdEf"
+		dir := t.TempDir()
+		ca := testpki.NewCA(t, "Site PACS CA")
+		pacsCert := ca.Server(t, testpki.Options{CommonName: "orthanc",
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).WriteFiles(t, dir, "orthanc")
+		client := ca.Client(t, testpki.Options{CommonName: "ingest-commitment"})
+		caFile := filepath.Join(dir, "ca.pem")
+		testpki.WriteFile(t, caFile, ca.PEM)
+		pacs = orthanc.StartTLS(t, "ORTHANC", modalities, &orthanc.TLS{Cert: pacsCert.Cert, Key: pacsCert.Key, Trusted: caFile, RemoteCertificateRequired: true})
+		secret, err := json.Marshal(map[string]string{"certificate": string(client.CertPEM), "privateKey": string(client.KeyPEM)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets := httptest.NewServer(fakeSecrets{clientSecretARN: string(secret)})
+		t.Cleanup(secrets.Close)
+		tlsPeers, err := json.Marshal(commitreport.TLSPeers{"ORTHANC": {CA: string(ca.PEM), ClientSecretARN: clientSecretARN}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		scheme = "tls://"
+		fnEnv = append(fnEnv, "COMMITMENT_TLS="+string(tlsPeers), "AWS_ENDPOINT_URL_SECRETS_MANAGER="+secrets.URL)
+	} else {
+		pacs = orthanc.Start(t, "ORTHANC", modalities)
+	}
+	peers := "ORTHANC=" + scheme + pacs.DICOMAddr
+	e.startFunction(e.rie, "commitment", "commitment", append(fnEnv, "COMMITMENT_PEERS="+peers)...)
 	scp := scptest.Start(t, scptest.Options{
 		NoStore: true,
 		Args: []string{"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--store", "s3://" + bucket + "/site-a", "--s3-path-style",
-			"--listen", "127.0.0.1:" + strconv.Itoa(scpPort), "--commitment-peers", "ORTHANC=" + pacs.DICOMAddr},
+			"--listen", "127.0.0.1:" + strconv.Itoa(scpPort), "--commitment-peers", peers},
 		Env: s3test.Env(t, srv.URL),
 	})
 	const studyUID = "1.2.826.0.1.3680043.10.7710"
@@ -126,6 +170,20 @@ func TestStorageCommitmentThroughFunctions(t *testing.T) {
 	leaks.Check(t, "scp-task", scp.Logs())
 	for fn, b := range e.logs {
 		leaks.Check(t, fn, b.String())
+	}
+	// Both results delivered on associations the function opened, over the transport the peer takes.
+	var delivered []any
+	for line := range strings.SplitSeq(e.logs["commitment"].String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "commitreport: result delivered on a new association" {
+			delivered = append(delivered, m["tls"])
+		}
+	}
+	if !slices.Equal(delivered, []any{overTLS, overTLS}) {
+		t.Errorf("results delivered with tls %v, want two with %v", delivered, overTLS)
+	}
+	if strings.Contains(e.logs["commitment"].String(), "PRIVATE KEY") {
+		t.Error("a private key in the commitment function's log")
 	}
 }
 
