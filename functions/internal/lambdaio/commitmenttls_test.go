@@ -6,6 +6,9 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -277,5 +280,54 @@ func TestClientSecretReadWithinTheReport(t *testing.T) {
 	}
 	if dls := sm.Deadlines(); len(dls) != 1 || dls[0].IsZero() || dls[0].After(deadline) {
 		t.Errorf("the secret read with the deadlines %v, want one, not past the report's %v", dls, deadline)
+	}
+}
+
+// TestClientSecretUnreadKeepsTheLastCertificate: a secret that can no longer be read (Secrets Manager out of
+// reach) after a success leaves that AE's certificate read last in use, logged once without the secret; an AE
+// whose secret was never read has none to keep.
+func TestClientSecretUnreadKeepsTheLastCertificate(t *testing.T) {
+	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
+	certA := caA.Client(t, testpki.Options{CommonName: "ingest-a"})
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{arnA: clientSecret(t, certA)}}}
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://127.0.0.1:1,B=tls://127.0.0.1:2",
+		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}})}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r, err := NewReporter(c, sm, LoggerTo(&logs, "commitment", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dialed []string
+	r.Dial = func(_ context.Context, _, addr string) (net.Conn, error) {
+		dialed = append(dialed, addr)
+		return nil, errors.New("no PACS here")
+	}
+	report := func(ae string) error {
+		_, err := r.Report(context.Background(), pipeline.CommitmentReport{CallingAE: ae, Result: commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.9"}})
+		return err
+	}
+	if err := report("A"); err == nil || !strings.Contains(err.Error(), "no PACS here") {
+		t.Fatalf("report to A: %v, want the dial's failure", err)
+	}
+	delete(sm.Values, arnA) // Secrets Manager out of reach from now on
+	r.HandshakeFailed("unknown_ca")
+	for range 2 {
+		if err := report("A"); err == nil || !strings.Contains(err.Error(), "no PACS here") {
+			t.Fatalf("report to A with its secret unread: %v, want the certificate read last used (the dial's failure)", err)
+		}
+	}
+	if err := report("B"); err == nil || !strings.Contains(err.Error(), "client certificate of B") || slices.Contains(dialed, "127.0.0.1:2") {
+		t.Errorf("report to B, never read: %v (dialed %v), want its secret's failure", err, dialed)
+	}
+	kept := jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.TLSNotReloadedLog), logs.Bytes())
+	if len(kept) != 1 || !strings.Contains(fmt.Sprint(kept[0]["err"]), "client certificate of A") {
+		t.Errorf("lines of a certificate kept %v, want one naming A", kept)
+	}
+	if strings.Contains(logs.String(), "PRIVATE KEY") || strings.Contains(logs.String(), string(certA.KeyPEM[40:80])) {
+		t.Error("the secret in the log")
 	}
 }
