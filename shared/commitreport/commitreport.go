@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
@@ -302,7 +303,7 @@ func (p peerStatus) Unwrap() error { return p.st }
 // tlsDial returns the dialer of an association to the TLS peer of ae at addr: TCP as cfg dials it, then the TLS
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
 // configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
-// A failed handshake is a *HandshakeError.
+// A failed handshake is a *HandshakeError, and so is the peer's alert before its first answer (alertConn).
 func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
 	if r.TLS == nil {
 		return nil, ErrNoTLS
@@ -335,8 +336,28 @@ func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.Cl
 			}
 			return nil, errors.Join(&HandshakeError{Reason: dicomnet.HandshakeFailureReason(err), Err: err}, nc.Close())
 		}
-		return tc, nil
+		return &alertConn{Conn: tc}, nil
 	}, nil
+}
+
+// alertConn is a TLS association's connection whose reads, until one returns data, turn the peer's alert into a
+// *HandshakeError. Under TLS 1.3 our handshake ends before the peer has checked our certificate: a PACS that
+// refuses it ("certificate required", "bad certificate", "unknown certificate authority") says so on the first
+// read of the association, the wait for its A-ASSOCIATE-AC, and that is a failed handshake as under TLS 1.2.
+type alertConn struct {
+	*tls.Conn
+	answered atomic.Bool // a read returned data: the peer took our certificate
+}
+
+func (c *alertConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.answered.Store(true)
+	}
+	if err != nil && !c.answered.Load() && dicomnet.HandshakeFailureReason(err) == dicomnet.HandshakePeerAlert {
+		return n, &HandshakeError{Reason: dicomnet.HandshakePeerAlert, Err: err}
+	}
+	return n, err
 }
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it

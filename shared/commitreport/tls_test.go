@@ -30,7 +30,9 @@ func tlsPeer(t *testing.T, cert *testpki.Cert, clientCA *testpki.CA) (string, <-
 
 // TestReportOverTLS: a peer marked tls:// gets its report on a DICOM TLS association (BCP 195's versions, our
 // client certificate); a handshake that fails (the peer's certificate from another CA, or naming another host)
-// fails the report with its reason, classified as the listener's handshakes are and counted, to be retried.
+// fails the report with its reason, classified as the listener's handshakes are and counted, to be retried. So
+// does a peer that refuses our client certificate: under TLS 1.3 its alert comes on the association's first read,
+// after crypto/tls's handshake returned.
 func TestReportOverTLS(t *testing.T) {
 	ca, other := testpki.NewCA(t, "Site CA"), testpki.NewCA(t, "Other CA")
 	ours := ca.Client(t, testpki.Options{CommonName: "ingest"})
@@ -72,16 +74,24 @@ func TestReportOverTLS(t *testing.T) {
 	for _, tt := range []struct {
 		name, reason, says string
 		cert               *testpki.Cert
+		clientCA           *testpki.CA // the CA the peer wants our certificate from: ca unless set
 	}{
-		{"peer certificate from another CA", dicomnet.HandshakeUnknownCA, "certificate signed by unknown authority", other.Server(t, testpki.Options{})},
+		{"peer certificate from another CA", dicomnet.HandshakeUnknownCA, "certificate signed by unknown authority", other.Server(t, testpki.Options{}), nil},
 		{"peer certificate for another address", dicomnet.HandshakeBadCertificate, "certificate is valid for 10.9.9.9, not 127.0.0.1",
-			ca.Server(t, testpki.Options{IPs: []net.IP{net.IPv4(10, 9, 9, 9)}})},
+			ca.Server(t, testpki.Options{IPs: []net.IP{net.IPv4(10, 9, 9, 9)}}), nil},
+		// crypto/tls's server answers a certificate it cannot verify with "bad certificate"; other PACSs say
+		// "unknown certificate authority" or "certificate required": all the peer's alert.
+		{"our client certificate refused (TLS 1.3)", dicomnet.HandshakePeerAlert, "remote error: tls: ", ca.Server(t, testpki.Options{}), other},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			mu.Lock()
 			reasons = nil
 			mu.Unlock()
-			addr, peers := tlsPeer(t, tt.cert, ca)
+			clientCA := ca
+			if tt.clientCA != nil {
+				clientCA = tt.clientCA
+			}
+			addr, peers := tlsPeer(t, tt.cert, clientCA)
 			got := <-report(reporter(addr), "")
 			<-peers
 			var he *commitreport.HandshakeError

@@ -30,6 +30,7 @@ import (
 const (
 	arnA = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-a-client-Ab12Cd"
 	arnB = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-b-client-Ef34Gh"
+	arnC = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-c-client-Ij56Kl"
 )
 
 // clientSecret is a client certificate's secret as the operator stores it (dicom.tls's JSON form).
@@ -174,17 +175,21 @@ func strconvQuote(s string) string {
 
 // TestReporterOverTLSPerSite: the commitment function's Reporter reaches each tls:// peer with that site's own CA
 // and client certificate (a PACS taking only its site's certificate); a handshake that fails is logged as the
-// stack's metric filter counts it, by reason, and has the certificates read again.
+// stack's metric filter counts it, by reason, and has the certificates read again: so does a PACS refusing our
+// client certificate, whose alert comes under TLS 1.3 after our handshake ended.
 func TestReporterOverTLSPerSite(t *testing.T) {
 	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
 	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
 		arnA: clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"})),
-		arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"}))}}}
+		arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"})),
+		arnC: clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-c"}))}}}
 	addrA, peerA := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caA.Pool())
 	addrB, peerB := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caB.Pool()) // B's PACS shows a certificate B's CA did not issue
+	addrC, peerC := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caB.Pool()) // C's PACS wants a client certificate of B's CA
 	var logs bytes.Buffer
-	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addrA + ",B=tls://" + addrB,
-		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}})}
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addrA + ",B=tls://" + addrB + ",C=tls://" + addrC,
+		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB},
+			"C": {CA: string(caA.PEM), ClientSecretARN: arnC}})}
 	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
 	if err != nil {
 		t.Fatal(err)
@@ -231,6 +236,20 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	reads := sm.reads()
 	if _, err := r.TLS(context.Background(), "A"); err != nil || sm.reads() != reads+1 {
 		t.Errorf("after the failed handshake: %v, %d reads (was %d), want A's secret read again", err, sm.reads(), reads)
+	}
+
+	reads = sm.reads()
+	err = <-report("C")
+	<-peerC
+	if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != dicomnet.HandshakePeerAlert {
+		t.Fatalf("report to C: %v, want a handshake failure %s", err, dicomnet.HandshakePeerAlert)
+	}
+	counted = jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.HandshakeFailedLog), logs.Bytes())
+	if len(counted) != 2 || counted[1]["reason"] != dicomnet.HandshakePeerAlert {
+		t.Errorf("lines counted %v, want the second with reason %s", counted, dicomnet.HandshakePeerAlert)
+	}
+	if _, err := r.TLS("C"); err != nil || sm.reads() != reads+2 { // read for the report, then again after it
+		t.Errorf("after the refused certificate: %v, %d reads (was %d), want C's secret read again", err, sm.reads(), reads)
 	}
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
