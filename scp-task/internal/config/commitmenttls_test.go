@@ -12,8 +12,8 @@ import (
 
 // TestCommitmentTLS: tls:// commitment peers need the CA their certificates chain to; our client certificate is
 // --commitment-tls-cert/-key, else the TLS listener's when its extended key usage allows clientAuth (a server
-// certificate alone would be refused by the PACS in the handshake: an error now, naming the flags to give), else
-// none. Every mistake names its flag, or its variable when that set it.
+// certificate alone would be refused by the PACS in the handshake: an error now, naming the flags to give); without
+// --tls-cert, none. Every mistake names its flag, or its variable when that set it.
 func TestCommitmentTLS(t *testing.T) {
 	dir := t.TempDir()
 	ca := testpki.NewCA(t, "Site CA")
