@@ -43,3 +43,17 @@ func SignedAlternative(t uint32) bool {
 	info, err := tag.Find(tag.Tag{Group: g, Element: e})
 	return err == nil && len(info.VRs) == 2 && info.VRs[0] == "US" && info.VRs[1] == "SS"
 }
+
+// LUTDescriptor reports whether t is a LUT Descriptor (0028,3002) or a Red,
+// Green or Blue Palette Color Lookup Table Descriptor (0028,1101-1103):
+// "US or SS" for its second value alone (the first value mapped, signed as
+// the pixels are), the VR of the element, while its first value (the
+// number of entries) and third (bits per entry) are unsigned whatever that
+// VR (PS3.3 C.11.1.1.1 and its note, C.7.6.3.1.5).
+func LUTDescriptor(t uint32) bool {
+	switch t {
+	case 0x00283002, 0x00281101, 0x00281102, 0x00281103:
+		return true
+	}
+	return false
+}

@@ -206,6 +206,15 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 			a.VR = "SS"
 		}
 		a.Value = d.binaryNumbers(e, a.VR)
+		if a.VR == "SS" && dataset.LUTDescriptor(e.Tag) {
+			// Its count and bits per entry are unsigned whatever the VR,
+			// which is its first value mapped's.
+			for _, i := range []int{0, 2} {
+				if i < len(a.Value) {
+					a.Value[i] = uint16(a.Value[i].(int16))
+				}
+			}
+		}
 	case "AT":
 		for i := 0; i+4 <= len(e.Value); i += 4 {
 			a.Value = append(a.Value, tagKey(uint32(d.order.Uint16(e.Value[i:]))<<16|uint32(d.order.Uint16(e.Value[i+2:]))))

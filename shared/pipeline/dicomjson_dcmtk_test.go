@@ -25,6 +25,8 @@ var dcmtkApart = map[string]string{
 	"decimal-strings":       `dcm2json writes a DS of "1." as it is, which is not JSON`,
 	"implicit-icon-signed":  `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,
 	"implicit-signed-items": `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810), nor in a Modality LUT item`,
+	"implicit-signed-lut":   `dcm2json makes a LUT descriptor US in Implicit VR whatever the Pixel Representation, its first value mapped then unsigned (PS3.3 C.11.1.1.1: the VR is the second value's)`,
+	"explicit-signed-lut":   `dcm2json writes an SS LUT descriptor's number of entries as signed (PS3.3 C.11.1.1.1: always unsigned)`,
 }
 
 // TestDICOMJSONAgreesWithDCMTK compares the DICOM JSON sidecar with

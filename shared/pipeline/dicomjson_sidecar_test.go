@@ -110,6 +110,26 @@ var jsonFixtures = map[string]jsonFixture{
 		pt.U16(pt.Tag(0x28, 0x103), 0),
 		pt.Raw(pt.Tag(0x28, 0x106), "US", []byte{0xFE, 0xFF}),
 	}},
+	// PS3.3 C.11.1.1.1 and C.7.6.3.1.5: a LUT Descriptor's (and a Palette
+	// Color Lookup Table Descriptor's) VR is the one of its second value,
+	// the first value mapped, signed with signed pixels; its first (the
+	// number of entries) and third (bits per entry) are unsigned whatever
+	// the VR. 33000 and 40000 entries, first mapped -100 and -1024.
+	"implicit-signed-lut": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Raw(pt.Tag(0x28, 0x1101), "SS", []byte{0xE8, 0x80, 0x9C, 0xFF, 0x10, 0x00}),
+		pt.Seq(pt.Tag(0x28, 0x3000), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "SS", []byte{0x40, 0x9C, 0x00, 0xFC, 0x10, 0x00}),
+		}),
+	}},
+	"explicit-signed-lut": {extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Raw(pt.Tag(0x28, 0x1101), "SS", []byte{0xE8, 0x80, 0x9C, 0xFF, 0x10, 0x00}),
+	}},
+	"implicit-unsigned-lut": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		pt.Raw(pt.Tag(0x28, 0x1101), "US", []byte{0xE8, 0x80, 0x9C, 0xFF, 0x10, 0x00}),
+	}},
 	// PS3.18 F.2.3: a DS is a JSON number, which must not lose the
 	// value's precision (a float64 holds 15 to 17 significant digits; a DS
 	// has up to 16).
@@ -313,6 +333,10 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR: an item without Pixel Representation takes the image's", "implicit-signed-items", "00283000", `{"vr":"SQ","Value":[{"00280106":{"vr":"SS","Value":[-2]}}]}`},
 		{"implicit VR: an icon's own unsigned pixels", "implicit-signed-items", "00880200", `{"vr":"SQ","Value":[{"00280103":{"vr":"US","Value":[0]},"00280106":{"vr":"US","Value":[65534]}}]}`},
 		{"implicit VR unsigned pixels: smallest value is US", "implicit-unsigned", "00280106", `{"vr":"US","Value":[65534]}`},
+		{"implicit VR signed pixels: a palette descriptor's count and bits are unsigned", "implicit-signed-lut", "00281101", `{"vr":"SS","Value":[33000,-100,16]}`},
+		{"implicit VR signed pixels: a LUT Descriptor's count and bits are unsigned", "implicit-signed-lut", "00283000", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1024,16]}}]}`},
+		{"explicit SS: a palette descriptor's count and bits are unsigned", "explicit-signed-lut", "00281101", `{"vr":"SS","Value":[33000,-100,16]}`},
+		{"implicit VR unsigned pixels: a palette descriptor is US", "implicit-unsigned-lut", "00281101", `{"vr":"US","Value":[33000,65436,16]}`},
 		{"a DS keeps its digits", "decimal-strings", "00200032", `{"vr":"DS","Value":[9007199254740993,0.5,1.5,1,-0,1E5,2.50]}`},
 		{"an IS is a number", "decimal-strings", "00200013", `{"vr":"IS","Value":[-12]}`},
 		{"H.3.1 Japanese", "charset-japanese-ir87", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
