@@ -248,7 +248,7 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	if len(counted) != 2 || counted[1]["reason"] != dicomnet.HandshakePeerAlert {
 		t.Errorf("lines counted %v, want the second with reason %s", counted, dicomnet.HandshakePeerAlert)
 	}
-	if _, err := r.TLS("C"); err != nil || sm.reads() != reads+2 { // read for the report, then again after it
+	if _, err := r.TLS(context.Background(), "C"); err != nil || sm.reads() != reads+2 { // read for the report, then again after it
 		t.Errorf("after the refused certificate: %v, %d reads (was %d), want C's secret read again", err, sm.reads(), reads)
 	}
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
