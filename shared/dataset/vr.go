@@ -57,3 +57,9 @@ func LUTDescriptor(t uint32) bool {
 	}
 	return false
 }
+
+// LUTDescriptorUnsigned reports whether value i (from 0) of a LUT
+// Descriptor (LUTDescriptor) is unsigned whatever the element's VR: the
+// number of entries (0) and the bits per entry (2) are; the first value
+// mapped (1) is signed as the VR says.
+func LUTDescriptorUnsigned(i int) bool { return i == 0 || i == 2 }

@@ -209,9 +209,9 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 		if a.VR == "SS" && dataset.LUTDescriptor(e.Tag) {
 			// Its count and bits per entry are unsigned whatever the VR,
 			// which is its first value mapped's.
-			for _, i := range []int{0, 2} {
-				if i < len(a.Value) {
-					a.Value[i] = uint16(a.Value[i].(int16))
+			for i, v := range a.Value {
+				if dataset.LUTDescriptorUnsigned(i) {
+					a.Value[i] = uint16(v.(int16))
 				}
 			}
 		}
