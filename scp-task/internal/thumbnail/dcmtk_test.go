@@ -14,8 +14,8 @@ import (
 
 // TestRenderAsDCMTK renders the fixtures, TestRenderGreyLevels' objects
 // and the parser's test files with this package and with DCMTK's
-// dcmj2pnm (the same frame, the first window or min-max without one, no
-// scaling) and compares them pixel by pixel. Native pixel data agrees
+// dcmj2pnm (the same frame, the Modality LUT, the first window, else the
+// first VOI LUT, else min-max, no scaling) and compares them pixel by pixel. Native pixel data agrees
 // within one level (the two round differently); JPEG Baseline within a
 // few on average (the decoders' IDCT and chroma upsampling differ). A
 // wrong window, an inverted MONOCHROME1, a sign error or garbage in the
@@ -93,17 +93,26 @@ func TestRenderAsDCMTK(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if params(obj, 16).voi == voiLinearExact {
+			p, err := params(obj, 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.voi == voiLinearExact {
 				t.Fatal("LINEAR_EXACT, which dcmj2pnm 3.6.7 windows LINEAR: leave it out (dcmtkCannot) and hold it in TestRenderGreyLevels")
 			}
 			frames, err := obj.frames()
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The Modality LUT (its sequence's or the rescale) is dcmj2pnm's
+			// default (+M); then the first window, else the first VOI LUT,
+			// else min-max, as params chooses.
 			args := []string{"--write-png", "--frame", fmt.Sprint(frames/2 + 1), "+Wm"}
-			if p := params(obj, 16); p.width > 0 {
-				args[3] = "+Wi"
-				args = append(args, "1")
+			switch {
+			case p.width > 0:
+				args = append(args[:3], "+Wi", "1")
+			case p.voiLUT != nil:
+				args = append(args[:3], "+Wl", "1")
 			}
 			in, out := filepath.Join(dir, fmt.Sprintf("%d.dcm", i)), filepath.Join(dir, fmt.Sprintf("%d.png", i))
 			if err := os.WriteFile(in, o.b, 0o600); err != nil {

@@ -76,6 +76,34 @@ func window(center, width, fn string) []pipelinetest.Elem {
 	return e
 }
 
+// lutDescriptor is a LUT Descriptor (0028,3002) of vr, US or SS.
+func lutDescriptor(vr string, entries uint16, first int16, bits uint16) pipelinetest.Elem {
+	b := binary.LittleEndian.AppendUint16(nil, entries)
+	b = binary.LittleEndian.AppendUint16(b, uint16(first))
+	return pipelinetest.Raw(tag(0x0028, 0x3002), vr, binary.LittleEndian.AppendUint16(b, bits))
+}
+
+// lutWords is LUT Data of 16-bit entries.
+func lutWords(entries ...uint16) []byte {
+	var b []byte
+	for _, v := range entries {
+		b = binary.LittleEndian.AppendUint16(b, v)
+	}
+	return b
+}
+
+// voiLUTAs is a VOI LUT Sequence (0028,3010) of one item: its descriptor
+// of vr, and data (OW).
+func voiLUTAs(vr string, entries uint16, first int16, bits uint16, data []byte) pipelinetest.Elem {
+	return pipelinetest.Seq(tag(0x0028, 0x3010), false, []pipelinetest.Elem{
+		lutDescriptor(vr, entries, first, bits), pipelinetest.Raw(tag(0x0028, 0x3006), "OW", data)})
+}
+
+// voiLUT is voiLUTAs with a US descriptor.
+func voiLUT(entries uint16, first int16, bits uint16, data []byte) pipelinetest.Elem {
+	return voiLUTAs("US", entries, first, bits, data)
+}
+
 // greyCase is an object and the grey levels of its first row.
 type greyCase struct {
 	name   string
@@ -169,6 +197,56 @@ var greyCases = []greyCase{
 			return nativeWide(sampleBits{32, 24, 23, true}, []uint32{0xFF800000, 0x00FFFFFF, 0, 0x007FFFFF},
 				pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-5"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "2"))
 		}},
+	{name: "VOI LUT, no window: 16-bit entries, below and above clamped", want: []uint8{0, 0, 4, 117, 233, 255, 255},
+		obj: func(t *testing.T) []byte { return fixture(t, "voilut-dx.dcm") }},
+	{name: "VOI LUT of 8-bit entries two a word, MONOCHROME1", want: []uint8{255, 255, 205, 55, 0, 0},
+		obj: func(t *testing.T) []byte { return fixture(t, "voilut-cr-8bit.dcm") }},
+	{name: "Modality LUT from -2 in Implicit VR, then the VOI LUT", want: []uint8{0, 0, 0, 128, 255, 255},
+		obj: func(t *testing.T) []byte { return fixture(t, "modlut-implicit.dcm") }},
+	{name: "VOI LUT and a window: the window", want: []uint8{0, 0, 85, 170, 255, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{97, 98, 99, 100, 101, 102}, append(window("100", "4", ""), voiLUT(4, 0, 8, lutWords(255, 0, 255, 0)))...)
+		}},
+	{name: "VOI LUT of 0 entries: 65536", want: []uint8{0, 128, 255},
+		obj: func(*testing.T) []byte {
+			ramp := make([]uint16, 1<<16)
+			for i := range ramp {
+				ramp[i] = uint16(i)
+			}
+			return nativeWide(sampleBits{16, 16, 15, false}, []uint32{0, 0x8000, 0xFFFF}, voiLUT(0, 0, 16, lutWords(ramp...)))
+		}},
+	{name: "VOI LUT of SS, first value mapped signed, 40000 entries unsigned", want: []uint8{0, 0, 255, 255},
+		obj: func(*testing.T) []byte {
+			// Values from -1001: 0 from the value 0 on. Read signed, 40000 is
+			// no preview; the first value mapped read unsigned (64535), all
+			// are below it.
+			lut := make([]uint16, 40000)
+			for i := 1001; i < len(lut); i++ {
+				lut[i] = 0xFFFF
+			}
+			return nativeWide(sampleBits{16, 16, 15, true}, []uint32{0x8000, 0xFC18, 0, 0x7FFF},
+				voiLUTAs("SS", 40000, -1001, 16, lutWords(lut...)))
+		}},
+	{name: "Modality LUT and a rescale: the LUT", want: []uint8{0, 0, 128, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{0, 1, 2, 3}, pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-100"),
+				pipelinetest.Str(tag(0x0028, 0x1053), "DS", "7"),
+				pipelinetest.Seq(tag(0x0028, 0x3000), false, []pipelinetest.Elem{
+					lutDescriptor("US", 3, 1, 16), pipelinetest.Raw(tag(0x0028, 0x3006), "OW", lutWords(10, 20, 30))}))
+		}},
+	{name: "VOI LUT Data shorter than its descriptor says", noPrev: "VOI LUT of 256 entries of 16 bits in 6 bytes",
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, lutWords(1, 2, 3)))
+		}},
+	{name: "VOI LUT of 17 bits an entry", noPrev: "VOI LUT of 17 bits an entry",
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(2, 0, 17, lutWords(1, 2)))
+		}},
+	{name: "Modality LUT without LUT Data", noPrev: "Modality LUT without",
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, pipelinetest.Seq(tag(0x0028, 0x3000), false,
+				[]pipelinetest.Elem{lutDescriptor("US", 2, 0, 16)}))
+		}},
 	{name: "PALETTE COLOR: indices, not grey", noPrev: "PALETTE COLOR",
 		obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
 	{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
@@ -179,6 +257,9 @@ var greyCases = []greyCase{
 // they do (checked against DCMTK's dcmj2pnm, TestRenderAsDCMTK): the
 // window's formula by its VOI LUT Function (C.11.2.1.2.1, C.11.2.1.3),
 // the Modality LUT (rescale, C.11.1) before it in JPEG Baseline too, the
+// Modality and VOI LUT Sequences' LUTs (C.11.1.1.1, C.11.2.1.1: below the
+// first value mapped the first entry, above the last the last; a window
+// before a VOI LUT), the
 // byte order of 8-bit pixel data in OW Big Endian (PS3.5 A.3), and no
 // grey for what is not greyscale (C.7.6.3.1.2).
 func TestRenderGreyLevels(t *testing.T) {

@@ -72,6 +72,12 @@ const (
 	tagRescaleIntercept    = 0x00281052
 	tagRescaleSlope        = 0x00281053
 	tagVOILUTFunction      = 0x00281056
+	// The Modality LUT and VOI LUT Sequences (PS3.3 C.11.1, C.11.2), and
+	// the LUT Descriptor and LUT Data of their items.
+	tagModalityLUTSequence = 0x00283000
+	tagVOILUTSequence      = 0x00283010
+	tagLUTDescriptor       = 0x00283002
+	tagLUTData             = 0x00283006
 	// The Extended Offset Table and its lengths (PS3.3 C.7.6.3), before
 	// Pixel Data: where each frame's fragments start, 64 bits an entry.
 	tagExtendedOffsetTable        = 0x7FE00001
@@ -103,7 +109,22 @@ type object struct {
 	// The top-level Extended Offset Table and its lengths (Length 0 when
 	// absent): where they are, read only if the Basic Offset Table is empty.
 	extOffsets, extLengths dataset.Element
+	// The first item of the Modality LUT and VOI LUT Sequences, by the
+	// sequence's tag: its LUT Descriptor and LUT Data as encoded.
+	luts map[uint32]*lutItem
 }
+
+// lutItem is the first item of a Modality or VOI LUT Sequence: its LUT
+// Descriptor (its three values, maxAttrBytes at most) and LUT Data
+// (maxLUTEntries 16-bit entries at most: what a descriptor can say) as
+// encoded, parsed by lutOf when the render uses it.
+type lutItem struct {
+	descriptor, data attr
+}
+
+// maxLUTEntries bounds a LUT: its descriptor's first value is 16 bits, 0
+// meaning 65536 (PS3.3 C.11.1.1.1).
+const maxLUTEntries = 1 << 16
 
 type attr struct {
 	vr    dataset.VR
@@ -126,7 +147,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		return nil, fmt.Errorf("thumbnail: read: %w", err)
 	}
 	o := &object{r: r, size: src.Size(), ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
-		attrs: map[uint32]attr{}, base: src.Pos(), src: src}
+		attrs: map[uint32]attr{}, luts: map[uint32]*lutItem{}, base: src.Pos(), src: src}
 	if !Renderable(o.ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, o.ts)
 	}
@@ -143,6 +164,10 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		ds, o.src = o.deflated, nil
 	}
 	o.dec = dataset.NewDecoder(ds, o.ts)
+	var (
+		top   uint32 // the last top-level element's tag: the sequence items are of
+		items int    // the items of top begun
+	)
 	for {
 		k, err := o.dec.Next()
 		switch k {
@@ -150,11 +175,19 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 			return nil, o.failed(err)
 		case dataset.KindEnd:
 			return nil, fmt.Errorf("thumbnail: %w: no pixel data", ErrNoPreview)
+		case dataset.KindItem:
+			if o.dec.Depth() == 1 {
+				items++
+			}
 		case dataset.KindElement:
 			e := o.dec.Element()
 			if e.Depth > 0 {
+				if e.Depth == 1 && items == 1 {
+					o.keepLUT(top, e)
+				}
 				continue
 			}
+			top, items = e.Tag, 0
 			switch e.Tag {
 			case dataset.TagPixelData:
 				o.pixel = e
@@ -177,6 +210,37 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 			o.dec.Capture(a.value)
 		}
 	}
+}
+
+// keepLUT keeps e, an element of the first item of the top-level
+// sequence seq, when seq is the Modality or VOI LUT Sequence and e its
+// LUT Descriptor or LUT Data: the descriptor's values, and the data's
+// first maxLUTEntries 16-bit entries. What it does not capture (an undefined length, none)
+// is not kept.
+func (o *object) keepLUT(seq uint32, e dataset.Element) {
+	if seq != tagModalityLUTSequence && seq != tagVOILUTSequence || e.Sequence || e.Length == 0 || e.Length == dataset.UndefinedLength {
+		return
+	}
+	l := o.luts[seq]
+	if l == nil {
+		l = &lutItem{}
+		o.luts[seq] = l
+	}
+	var a *attr
+	limit := uint32(maxAttrBytes)
+	switch {
+	case e.Tag == tagLUTDescriptor:
+		a = &l.descriptor
+	case e.Tag == tagLUTData:
+		a, limit = &l.data, 2*maxLUTEntries
+	default:
+		return
+	}
+	if a.value != nil {
+		return // the first one counts
+	}
+	*a = attr{vr: e.VR, value: make([]byte, min(e.Length, limit))}
+	o.dec.Capture(a.value)
 }
 
 func wanted(tag uint32) bool {

@@ -1,8 +1,9 @@
 // Package thumbnail renders the portal's series previews: one frame of a
 // stored object as a small PNG, so that an operator can see that images
-// arrived intact. It decodes native pixel data and JPEG Baseline, windows
-// greyscale (MONOCHROME1, MONOCHROME2) from the first Window
-// Center/Width by its VOI LUT Function (after the modality rescale),
+// arrived intact. It decodes native pixel data and JPEG Baseline, maps
+// greyscale (MONOCHROME1, MONOCHROME2) through the Modality LUT (its
+// sequence's or the rescale) then the first Window Center/Width by its
+// VOI LUT Function, or without one the VOI LUT Sequence's first LUT,
 // shows 8-bit RGB as it is, and says "no preview" for anything else. Work is bounded by the frame, not
 // the object: the header is read with the one element reader (package
 // dataset) through ranged reads that skip bulk data, then only the middle
@@ -201,7 +202,11 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 		}
 		// Decoded samples are stored values: rescaled (the Modality LUT,
 		// PS3.3 C.11.1) before the window, as native ones are.
-		w, p := g.Rect.Dx(), params(o, 8)
+		p, err := params(o, 8)
+		if err != nil {
+			return nil, err
+		}
+		w := g.Rect.Dx()
 		img = windowed(w, g.Rect.Dy(), func(i int) float64 { return p.value(uint32(g.Pix[(i/w)*g.Stride+i%w])) }, p)
 	}
 	return encode(shrink(img, edge))
@@ -216,6 +221,8 @@ type pixelParams struct {
 	bitsStored       int
 	shift            int  // where the stored bits start in a sample: High Bit + 1 - Bits Stored
 	invert           bool // MONOCHROME1
+	modality         *lut // the Modality LUT Sequence's, in place of the rescale
+	voiLUT           *lut // the VOI LUT Sequence's, without a window
 }
 
 // voiFunction is VOI LUT Function (0028,1056): how a window maps values
@@ -228,7 +235,14 @@ const (
 	voiSigmoid                        // SIGMOID (C.11.2.1.3.1)
 )
 
-func params(o *object, bitsAllocated int) pixelParams {
+// params reads the attributes of o that map its stored values of
+// bitsAllocated to grey levels. Of the VOI transformations, the first
+// window counts, then the VOI LUT Sequence's first item, as dcmj2pnm +Wi 1
+// and +Wl 1 choose them: PS3.3 C.11.2.1 leaves the choice between the two
+// to the application (both are "alternative views"), and the window is
+// the one the modality wrote for display in all but a few objects. A LUT
+// that does not read as its descriptor says is no preview.
+func params(o *object, bitsAllocated int) (pixelParams, error) {
 	p := pixelParams{slope: 1, bitsStored: bitsAllocated}
 	if v, ok := o.num(tagRescaleSlope); ok && v != 0 {
 		p.slope = v
@@ -256,7 +270,91 @@ func params(o *object, bitsAllocated int) pixelParams {
 		p.bitsStored = v
 	}
 	p.invert = strings.TrimSpace(o.str(tagPhotometric)) == "MONOCHROME1"
-	return p
+	var err error
+	if p.modality, err = o.lutOf(tagModalityLUTSequence, p.signed); err != nil {
+		return p, err
+	}
+	if p.width == 0 {
+		// The Modality LUT's output is unsigned; the rescale's is signed
+		// as the stored values are.
+		if p.voiLUT, err = o.lutOf(tagVOILUTSequence, p.signed && p.modality == nil); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// lut is a Modality or VOI LUT (PS3.3 C.11.1, C.11.2): entries mapped
+// from first, of bits each.
+type lut struct {
+	first   int
+	bits    int
+	entries []uint16
+}
+
+// at maps x through the LUT: a value below the first mapped to the first
+// entry, one above the last mapped to the last (C.11.1.1.1), one between
+// two integers as the lower.
+func (l *lut) at(x float64) float64 {
+	i := math.Floor(x) - float64(l.first)
+	return float64(l.entries[int(max(0, min(i, float64(len(l.entries)-1))))])
+}
+
+// lutOf reads the LUT of the first item of the sequence seq (nil when
+// the object has none) by PS3.3 C.11.1.1.1: the LUT Descriptor's number
+// of entries (0: 65536) and bits per entry (8 to 16) unsigned, its first
+// value mapped signed when the descriptor is SS (in Implicit VR, "US or
+// SS" reads as the values mapped are: signed), the LUT Data of 16-bit
+// words in the data set's byte order, 8-bit entries one a word or two (the
+// first in the low byte). A descriptor or data that does not say so is no
+// preview.
+func (o *object) lutOf(seq uint32, signed bool) (*lut, error) {
+	item := o.luts[seq]
+	if item == nil {
+		return nil, nil
+	}
+	name := "VOI LUT"
+	if seq == tagModalityLUTSequence {
+		name = "Modality LUT"
+	}
+	d, data := item.descriptor, item.data.value
+	if len(d.value) < 6 || data == nil {
+		return nil, fmt.Errorf("thumbnail: %w: %s without a LUT Descriptor of three values and LUT Data", ErrNoPreview, name)
+	}
+	// The first value mapped is signed when the descriptor is SS; in
+	// Implicit VR, PS3.6's "US or SS" is SS where the values mapped are
+	// signed (PS3.5 A.1).
+	signed = d.vr.Is("SS") || signed && o.dec.Implicit() && dataset.SignedAlternative(tagLUTDescriptor)
+	var v [3]int
+	for i := range v {
+		w := o.order.Uint16(d.value[2*i:])
+		v[i] = int(w)
+		if signed && !dataset.LUTDescriptorUnsigned(i) {
+			v[i] = int(int16(w))
+		}
+	}
+	n, bits := v[0], v[2]
+	if n == 0 {
+		n = maxLUTEntries
+	}
+	if bits < 8 || bits > 16 {
+		return nil, fmt.Errorf("thumbnail: %w: %s of %d bits an entry, not 8 to 16", ErrNoPreview, name, bits)
+	}
+	l := &lut{first: v[1], bits: bits, entries: make([]uint16, n)}
+	mask := uint16(1<<bits - 1)
+	switch {
+	case len(data) >= 2*n: // an entry a word
+		for i := range l.entries {
+			l.entries[i] = o.order.Uint16(data[2*i:]) & mask
+		}
+	case bits == 8 && len(data) >= n+n%2: // two entries a word
+		for i := range l.entries {
+			l.entries[i] = o.order.Uint16(data[2*(i/2):]) >> (8 * (i % 2)) & mask
+		}
+	default:
+		return nil, fmt.Errorf("thumbnail: %w: %s of %d entries of %d bits in %d bytes of LUT Data", ErrNoPreview, name, n, bits, len(data))
+	}
+	return l, nil
 }
 
 // native renders the middle frame of native pixel data: 8-bit RGB (either
@@ -276,7 +374,9 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 			return nil, err
 		}
 		var err error
-		p = params(o, int(l.bits))
+		if p, err = params(o, int(l.bits)); err != nil {
+			return nil, err
+		}
 		if p.shift, err = highBit(o, p.bitsStored, int(l.bits)); err != nil {
 			return nil, err
 		}
@@ -339,7 +439,7 @@ func highBit(o *object, bitsStored, bitsAllocated int) (int, error) {
 }
 
 // value is a stored value in modality units (moved down from High Bit,
-// rescaled, sign-extended from Bits Stored).
+// sign-extended from Bits Stored, through the Modality LUT or rescaled).
 func (p pixelParams) value(v uint32) float64 {
 	v >>= uint(p.shift)
 	bits := uint(p.bitsStored)
@@ -350,18 +450,22 @@ func (p pixelParams) value(v uint32) float64 {
 	if p.signed && bits > 0 && bits <= 32 && v&(1<<(bits-1)) != 0 {
 		x -= math.Ldexp(1, int(bits))
 	}
+	if p.modality != nil {
+		return p.modality.at(x)
+	}
 	return x*p.slope + p.intercept
 }
 
 // windowed maps the values of w × h pixels (value(i) of pixel i, in row
 // order) to grey levels through the window and its VOI LUT Function
-// (PS3.3 C.11.2.1.2.1, C.11.2.1.3), or without one through the window
+// (PS3.3 C.11.2.1.2.1, C.11.2.1.3), or the VOI LUT (C.11.2.1.1: its
+// entries span 0 to 2^bits - 1), or without either through the window
 // that spans the values' own range (min-max: the lowest black, the
 // highest white). Values are computed where they are needed, twice
 // without a window, rather than held: a float64 per pixel was 128 MiB at
 // maxFramePixels.
 func windowed(w, h int, value func(i int) float64, p pixelParams) *image.Gray {
-	if p.width == 0 {
+	if p.width == 0 && p.voiLUT == nil {
 		lo, hi := math.Inf(1), math.Inf(-1)
 		for i := 0; i < w*h; i++ {
 			v := value(i)
@@ -386,6 +490,9 @@ func windowed(w, h int, value func(i int) float64, p pixelParams) *image.Gray {
 // VOI LUT Function's formula.
 func (p pixelParams) grey(x float64) float64 {
 	const top = 255
+	if p.width == 0 && p.voiLUT != nil {
+		return p.voiLUT.at(x) / float64(uint32(1)<<p.voiLUT.bits-1) * top
+	}
 	c, w := p.center, p.width
 	switch p.voi {
 	case voiLinearExact: // C.11.2.1.3.2

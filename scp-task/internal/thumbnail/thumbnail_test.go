@@ -244,16 +244,21 @@ func TestRendererBounds(t *testing.T) {
 // FuzzRender: outside bytes never panic the renderer and only ever give a
 // PNG or no preview; no byte is read twice but where the header's
 // read-ahead overlaps the frame (or the offset table's entries). It
-// starts from the fixtures, the layouts, and offset tables that lie
+// starts from the fixtures (LUTs among them), the layouts, and offset tables that lie
 // (tableLies), whose entries the renderer jumps by.
 func FuzzRender(f *testing.F) {
-	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm", "jpeg-fragmented.dcm"} {
+	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm", "jpeg-fragmented.dcm",
+		"voilut-dx.dcm", "voilut-cr-8bit.dcm", "modlut-implicit.dcm"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(b)
 	}
+	// Modality and VOI LUTs' data shorter than the descriptor says (PS3.3
+	// C.11.1.1.1): no preview.
+	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, lutWords(1, 2, 3))))
+	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(0, -5, 8, lutWords(1, 2, 3))))
 	rnd := rand.New(rand.NewPCG(3, 4))
 	small := [][]byte{jpegFrame(f, 16, 16, 40, rnd), jpegFrame(f, 16, 16, 80, rnd), jpegFrame(f, 16, 16, 120, rnd)}
 	f.Add(encapsulated(small, 1, basicTable))

@@ -17,6 +17,13 @@ python3-pydicom, python3-numpy and DCMTK's dcmcjpeg and dcmcrle):
   jpeg-fragmented.dcm  the same in fragments of 1 KiB with an empty Basic
                        Offset Table (dcmcjpeg +eb +fs 1 -ot): frames found
                        by their JPEG markers
+  voilut-dx.dcm        1x7 DX, 12 of 16 bits, no window: a VOI LUT Sequence of
+                       5 16-bit entries from 100 (values below and above clamp)
+  voilut-cr-8bit.dcm   1x6 CR, 8-bit, MONOCHROME1, no window: a VOI LUT of 4
+                       8-bit entries from 10, two a word in OW
+  modlut-implicit.dcm  1x6 CR in Implicit VR, 16-bit signed: a Modality LUT of 4
+                       16-bit entries from -2 (its descriptor read as SS), then
+                       a VOI LUT of 3 8-bit entries from 201, one a word
 """
 import os
 import subprocess
@@ -100,6 +107,39 @@ be.PixelData = bytes(swapped)
 be["PixelData"].VR = "OW"
 be.is_little_endian, be.is_implicit_VR = False, False
 be.save_as("be-ow-8bit.dcm", write_like_original=False)
+
+def lut_item(n, first, bits, data, signed=False):
+    item = Dataset()
+    item.add_new(0x00283002, "SS" if signed else "US", [n, first, bits])
+    item.add_new(0x00283006, "OW", data)
+    return [item]
+
+def words(values):
+    return np.array(values, "<u2").tobytes()
+
+dx = base("1.2.840.10008.5.1.4.1.1.1.1", "DX", 1, 7, 7)
+dx.SamplesPerPixel, dx.PhotometricInterpretation = 1, "MONOCHROME2"
+dx.BitsAllocated, dx.BitsStored, dx.HighBit, dx.PixelRepresentation = 16, 12, 11, 0
+dx.VOILUTSequence = lut_item(5, 100, 16, words([0, 1000, 30000, 60000, 65535]))
+dx.PixelData = words([0, 100, 101, 102, 103, 104, 4095])
+save(dx, "voilut-dx.dcm")
+
+cr8 = base("1.2.840.10008.5.1.4.1.1.1", "CR", 1, 6, 8)
+cr8.SamplesPerPixel, cr8.PhotometricInterpretation = 1, "MONOCHROME1"
+cr8.BitsAllocated, cr8.BitsStored, cr8.HighBit, cr8.PixelRepresentation = 8, 8, 7, 0
+cr8.VOILUTSequence = lut_item(4, 10, 8, bytes([0, 50, 200, 255]))     # two entries a word, the first low
+cr8.PixelData = bytes([0, 10, 11, 12, 13, 200])
+save(cr8, "voilut-cr-8bit.dcm")
+
+mi = base("1.2.840.10008.5.1.4.1.1.1", "CR", 1, 6, 9)   # not XA: DCMTK ignores its Modality LUT
+mi.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2"
+mi.SamplesPerPixel, mi.PhotometricInterpretation = 1, "MONOCHROME2"
+mi.BitsAllocated, mi.BitsStored, mi.HighBit, mi.PixelRepresentation = 16, 16, 15, 1
+mi.ModalityLUTSequence = lut_item(4, -2, 16, words([200, 201, 202, 203]), signed=True)
+mi.VOILUTSequence = lut_item(3, 201, 8, words([0, 128, 255]))
+mi.PixelData = np.array([-5, -2, -1, 0, 1, 7], "<i2").tobytes()
+mi.is_little_endian, mi.is_implicit_VR = True, True
+mi.save_as("modlut-implicit.dcm", write_like_original=False)
 
 subprocess.run(["dcmcjpeg", "+eb", "rgb.dcm", "jpeg-baseline.dcm"], check=True)
 subprocess.run(["dcmcjpeg", "+eb", "multiframe-8bit.dcm", "jpeg-multiframe.dcm"], check=True)
