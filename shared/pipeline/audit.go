@@ -671,6 +671,12 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 		rec.ID, rec.Outcome, rec.EventOutcome = id+":undeliverable", OutcomeCommitmentUndeliverable, outcomeSerious
 		rec.EventTypeCodes = []CodedValue{localCode("storage-commitment-undeliverable", "Storage Commitment result not delivered")}
 		rec.Reason = "N-EVENT-REPORT not delivered after " + attempts(tx.Attempts)
+		if tx.LastError != "" {
+			// Why, for the compliance officer and the PACS's administrator: the reporter's error names the AE,
+			// the address and the reason (a refused connection, a failed handshake, a rejection), never a UID
+			// (a PACS's own comment has its UIDs replaced: commitreport's peerStatus).
+			rec.Reason += "; last error: " + tx.LastError
+		}
 	}
 	if doc != nil {
 		for _, s := range listedStudies(doc.Studies) {

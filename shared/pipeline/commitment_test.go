@@ -1170,3 +1170,42 @@ func TestCommitmentCompletedRefusedLogged(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitmentUndeliverableSaysWhy: the undeliverable record's reason carries the last delivery's error (the
+// reporter's: AE, address and reason, no UID), so that a compliance officer and the PACS's administrator read why
+// the result never reached it, not only how many times it was tried.
+func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
+	for _, last := range []string{
+		"commitreport: associate with PACS at tls://10.1.2.3:2762: TLS handshake failed (unknown_ca): x509: certificate signed by unknown authority",
+		"commitreport: associate with PACS at 10.1.2.3:104: dicomnet: dial: dial tcp 10.1.2.3:104: connect: connection refused",
+	} {
+		t.Run(last[len(last)-20:], func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			c.p.CommitmentReportFor = 40 * time.Second
+			c.f.Reporter.Err = errors.New(last)
+			c.store(sop1)
+			c.request(txnUID, ctRef(sop1))
+			for range 40 {
+				c.at(time.Second)
+			}
+			var recs []pipeline.AuditRecord
+			for _, r := range c.f.Audit.All() {
+				if r.Outcome == pipeline.OutcomeCommitmentUndeliverable {
+					recs = append(recs, r)
+				}
+			}
+			if len(recs) != 1 {
+				t.Fatalf("%d undeliverable records, want 1", len(recs))
+			}
+			want := "N-EVENT-REPORT not delivered after 4 attempts; last error: " + last
+			if recs[0].Reason != want {
+				t.Errorf("reason %q, want %q", recs[0].Reason, want)
+			}
+			for _, uid := range []string{txnUID, sop1} {
+				if strings.Contains(recs[0].Reason, uid) {
+					t.Errorf("reason %q names UID %s", recs[0].Reason, uid)
+				}
+			}
+		})
+	}
+}

@@ -109,6 +109,9 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 			if len(recs) != 1 || recs[0].CallingAE != "ORTHANC" || !slices.ContainsFunc(recs[0].ParticipantObjects,
 				func(o pipeline.AuditParticipantObject) bool { return o.ID == txn }) {
 				t.Errorf("undeliverable records %+v, want one for the transaction from ORTHANC", recs)
+			} else if !strings.Contains(recs[0].Reason, "; last error: ") || !strings.Contains(recs[0].Reason, "TLS handshake failed (unknown_ca)") ||
+				strings.Contains(recs[0].Reason, txn) {
+				t.Errorf("undeliverable record's reason %q, want the last error, the handshake's reason, and no UID", recs[0].Reason)
 			}
 			var got orthanc.Commitment
 			if got = pacs.CommitmentStatus(t, txn); got.Status != "Pending" {
