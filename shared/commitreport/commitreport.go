@@ -7,6 +7,7 @@ package commitreport
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // Peers maps a requesting AE title to where its reports go.
@@ -248,11 +250,11 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	transport := "plain DICOM"
 	if peer.TLS {
-		dial, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
+		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
 		if err != nil {
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
-		cfg.Dial, transport = dial, "DICOM TLS with our client certificate"
+		cfg.Dial, transport = dial, "DICOM TLS "+presented
 	}
 	a, err := dicomnet.Dial(ctx, addr, cfg)
 	if err != nil {
@@ -303,27 +305,32 @@ func (p peerStatus) Unwrap() error { return p.st }
 // tlsDial returns the dialer of an association to the TLS peer of ae at addr: TCP as cfg dials it, then the TLS
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
 // configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
-// A failed handshake is a *HandshakeError, and so is the peer's alert before its first answer (alertConn).
-func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.ClientConfig) (func(ctx context.Context, network, addr string) (net.Conn, error), error) {
+// A failed handshake is a *HandshakeError, and so is the peer's alert before its first answer (alertConn). It
+// also says what the association presents of ours (presented): our client certificate by its name, or none.
+func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.ClientConfig) (dial func(ctx context.Context, network, addr string) (net.Conn, error), presented string, err error) {
 	if r.TLS == nil {
-		return nil, ErrNoTLS
+		return nil, "", ErrNoTLS
 	}
 	base, err := r.tlsConfig(ctx, ae)
 	if err != nil {
-		return nil, fmt.Errorf("commitreport: TLS client configuration: %w", err)
+		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("commitreport: %w", err)
+		return nil, "", fmt.Errorf("commitreport: %w", err)
+	}
+	presented = "without a client certificate"
+	if leaf := clientLeaf(base); leaf != nil {
+		presented = "with our client certificate " + tlstrust.NameOf(leaf).String()
 	}
 	tcfg := base.Clone()
 	tcfg.ServerName = host
-	dial := cfg.Dial
-	if dial == nil {
-		dial = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
+	tcp := cfg.Dial
+	if tcp == nil {
+		tcp = (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext
 	}
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		nc, err := dial(ctx, network, addr)
+		nc, err := tcp(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -337,7 +344,22 @@ func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.Cl
 			return nil, errors.Join(&HandshakeError{Reason: dicomnet.HandshakeFailureReason(err), Err: err}, nc.Close())
 		}
 		return &alertConn{Conn: tc}, nil
-	}, nil
+	}, presented, nil
+}
+
+// clientLeaf is the client certificate cfg presents, nil when it has none.
+func clientLeaf(cfg *tls.Config) *x509.Certificate {
+	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
+		return nil
+	}
+	if leaf := cfg.Certificates[0].Leaf; leaf != nil {
+		return leaf
+	}
+	leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
 }
 
 // alertConn is a TLS association's connection whose reads, until one returns data, turn the peer's alert into a

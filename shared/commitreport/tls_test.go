@@ -3,6 +3,7 @@ package commitreport_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -165,4 +166,48 @@ func TestReportOverTLS(t *testing.T) {
 			t.Fatalf("Report error %v, want ErrNoTLS", got.err)
 		}
 	})
+}
+
+// TestReportOverTLSAbortHint: a PACS that aborts a DICOM TLS association (as those that check a peer's address,
+// or its certificate, against its AE title do) gets a hint naming what we presented: our client certificate by
+// its name, or none when no client certificate is set (local mode without --commitment-tls-cert and --tls-cert).
+func TestReportOverTLSAbortHint(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	ours := ca.Client(t, testpki.Options{CommonName: "ingest"})
+	clientCert, err := tlstrust.ClientCertificate(ours.CertPEM, ours.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		cert     *tls.Certificate
+		clientCA *testpki.CA
+		says     string
+	}{
+		{"with our client certificate", &clientCert, ca, `over DICOM TLS with our client certificate "CN=ingest,`},
+		{"without a client certificate", nil, nil, "over DICOM TLS without a client certificate"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var pool *x509.CertPool
+			if tt.clientCA != nil {
+				pool = tt.clientCA.Pool()
+			}
+			addr, peers := dicomnettest.ListenTLSParrot(t, ca.Server(t, testpki.Options{}).TLS(), pool)
+			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: addr, TLS: true}}, AETitle: "INGEST",
+				TLS: func(context.Context, string) (*tls.Config, error) {
+					return tlstrust.ClientConfig("", ca.Pool(), tt.cert), nil
+				}}
+			done := report(r, "")
+			p := <-peers
+			if p == nil {
+				t.Fatalf("handshake failed: %v", (<-done).err)
+			}
+			p.Expect(pdu.TypeAssociateRQ)
+			p.SendPDU(&pdu.Abort{})
+			got := <-done
+			if !errors.Is(got.err, dicomnet.ErrAborted) || !strings.Contains(got.err.Error(), tt.says) {
+				t.Fatalf("Report error %v, want an abort saying %q", got.err, tt.says)
+			}
+		})
+	}
 }

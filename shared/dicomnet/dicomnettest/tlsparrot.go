@@ -7,12 +7,16 @@ import (
 )
 
 // ListenTLSParrot is a PACS that takes DICOM over TLS only, presenting cert and requiring a client certificate
-// that chains to clientCAs (TLS 1.2 or later): it accepts one connection on 127.0.0.1 and hands its Parrot,
+// that chains to clientCAs (none when clientCAs is nil) (TLS 1.2 or later): it accepts one connection on 127.0.0.1 and hands its Parrot,
 // handshake done, to the channel, or nil when the handshake failed. It listens until the test ends.
 func ListenTLSParrot(tb testing.TB, cert tls.Certificate, clientCAs *x509.CertPool) (string, <-chan *Parrot) {
 	tb.Helper()
+	auth := tls.RequireAndVerifyClientCert
+	if clientCAs == nil {
+		auth = tls.NoClientCert
+	}
 	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12})
+		ClientAuth: auth, ClientCAs: clientCAs, MinVersion: tls.VersionTLS12})
 	if err != nil {
 		tb.Fatalf("parrot: listen: %v", err)
 	}
