@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +35,7 @@ func TestCommitmentHandshakeMetric(t *testing.T) {
 			got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
 		}
 	}
-	for _, r := range dicomnet.HandshakeFailureReasons {
+	for _, r := range commitreport.HandshakeFailureReasons {
 		want := 0.0
 		if r == dicomnet.HandshakeUnknownCA {
 			want = 1

@@ -14,6 +14,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/config"
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/servertls"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/metricnames"
 )
@@ -87,13 +88,14 @@ func verifiedClientCert(st *tls.ConnectionState) *x509.Certificate {
 const CommitmentHandshakeFailures = "dicom_ingest_commitment_tls_handshake_failures_total"
 
 // commitmentHandshakeMetric registers CommitmentHandshakeFailures, its reasons those of the listener's failed
-// handshakes (dicomnet.HandshakeFailureReasons, each at 0 from the start), and returns what counts one.
+// handshakes and our own client certificate not valid now (commitreport.HandshakeFailureReasons, each at 0 from the
+// start), and returns what counts one.
 func commitmentHandshakeMetric(reg prometheus.Registerer) (func(reason string), error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: CommitmentHandshakeFailures,
 		Help: "Failed TLS handshakes delivering Storage Commitment results to tls:// peers, by reason.",
 	}, []string{metricnames.TLSHandshakeReason})
-	for _, r := range dicomnet.HandshakeFailureReasons {
+	for _, r := range commitreport.HandshakeFailureReasons {
 		c.WithLabelValues(r)
 	}
 	if err := reg.Register(c); err != nil {

@@ -165,6 +165,7 @@ type Reporter struct {
 	tlsMu      sync.Mutex
 	tlsLast    map[string]*tls.Config // by AE title: what TLS returned last for it
 	tlsLastErr map[string]string      // by AE title: the failure of TLS logged last, not logged again until TLS succeeds
+	ownCertErr map[string]string      // by AE title: the refusal of our client certificate logged last (OwnCertificateNotValidLog)
 }
 
 var _ pipeline.CommitmentReporter = (*Reporter)(nil)
@@ -182,6 +183,20 @@ const HandshakeFailedLog = "commitment: TLS handshake with the PACS failed"
 // TLSNotReloadedLog is the log message of a TLS client configuration that did not load (a renewed file half
 // written, a key that does not match): the one read last stays in use, as the listener keeps its certificate.
 const TLSNotReloadedLog = "commitreport: TLS client configuration not reloaded; the previous one stays in use"
+
+// HandshakeOwnCertificateNotValid is the reason of a handshake not attempted because our own client certificate
+// is not valid now (tlstrust.ErrNotValidNow: expired, or not yet valid), which every PACS would refuse: counted as
+// the failed handshakes are (HandshakeFailed), the PACS not tried.
+const HandshakeOwnCertificateNotValid = "own_certificate_not_valid"
+
+// HandshakeFailureReasons are the reasons a Reporter counts failed handshakes under: the listener's
+// classification (dicomnet.HandshakeFailureReasons) and HandshakeOwnCertificateNotValid.
+var HandshakeFailureReasons = append(slices.Clone(dicomnet.HandshakeFailureReasons), HandshakeOwnCertificateNotValid)
+
+// OwnCertificateNotValidLog is the log message, logged once per peer until the refusal changes, of our client
+// certificate refused before a handshake because it is not valid now; its err names the certificate and its
+// dates, and where it was read (a flag and its variable, a secret's ARN) when it was refused on reading.
+const OwnCertificateNotValidLog = "commitreport: our client certificate is not valid now; the PACS is not tried"
 
 // HandshakeError is a failed TLS handshake with a peer: its reason, by the one classification of failed
 // handshakes (dicomnet.HandshakeFailureReason), and crypto/tls's error.
@@ -252,6 +267,9 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	if peer.TLS {
 		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
 		if err != nil {
+			if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
+				r.HandshakeFailed(he.Reason) // our certificate not valid now: the PACS is not tried
+			}
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
 		cfg.Dial, transport = dial, "DICOM TLS "+presented
@@ -312,6 +330,16 @@ func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.Cl
 		return nil, "", ErrNoTLS
 	}
 	base, err := r.tlsConfig(ctx, ae)
+	if err == nil {
+		if leaf := clientLeaf(base); leaf != nil {
+			err = tlstrust.CheckValidity(leaf, time.Now())
+		}
+	}
+	if errors.Is(err, tlstrust.ErrNotValidNow) {
+		// Every PACS would refuse it in the handshake: it is not presented, and the failure is one of ours.
+		r.ownCertificateRefused(ae, err)
+		return nil, "", &HandshakeError{Reason: HandshakeOwnCertificateNotValid, Err: err}
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
@@ -380,6 +408,21 @@ func (c *alertConn) Read(b []byte) (int, error) {
 		return n, &HandshakeError{Reason: dicomnet.HandshakePeerAlert, Err: err}
 	}
 	return n, err
+}
+
+// ownCertificateRefused logs the refusal of our client certificate for ae (OwnCertificateNotValidLog) once, until
+// it changes.
+func (r *Reporter) ownCertificateRefused(ae string, err error) {
+	r.tlsMu.Lock()
+	defer r.tlsMu.Unlock()
+	if r.ownCertErr == nil {
+		r.ownCertErr = map[string]string{}
+	}
+	if r.ownCertErr[ae] == err.Error() {
+		return
+	}
+	r.ownCertErr[ae] = err.Error()
+	r.log().Error(OwnCertificateNotValidLog, "called_ae", ae, "err", err)
 }
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
@@ -207,6 +209,61 @@ func TestReportOverTLSAbortHint(t *testing.T) {
 			got := <-done
 			if !errors.Is(got.err, dicomnet.ErrAborted) || !strings.Contains(got.err.Error(), tt.says) {
 				t.Fatalf("Report error %v, want an abort saying %q", got.err, tt.says)
+			}
+		})
+	}
+}
+
+// TestReportOwnCertificateNotValid: our client certificate expired (or not yet valid), whether in the configuration
+// last loaded (a file or a secret read while it was valid) or in the one TLS fails to make now (a secret rotated to
+// such a certificate: lambdaio's refusal), is not presented: the PACS is not tried, the failure is counted under a
+// reason of its own, and the refusal is logged once, naming the certificate and its dates.
+func TestReportOwnCertificateNotValid(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	old := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	expired, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM) // as read while it was valid
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, refusal := tlstrust.ClientCertificate(old.CertPEM, old.KeyPEM)
+	for _, tt := range []struct {
+		name string
+		tls  func(context.Context, string) (*tls.Config, error)
+	}{
+		{"in the configuration", func(context.Context, string) (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &expired), nil
+		}},
+		{"refused by TLS", func(context.Context, string) (*tls.Config, error) {
+			return nil, fmt.Errorf("lambdaio: the client certificate of PACS: secret arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-AbCdEf: client certificate: %w", refusal)
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs testenv.LogBuffer
+			var reasons []string
+			var dialed atomic.Int32
+			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
+				Logger: jsonlog.New(&logs, slog.LevelInfo), TLS: tt.tls,
+				HandshakeFailed: func(r string) { reasons = append(reasons, r) },
+				Dial: func(context.Context, string, string) (net.Conn, error) {
+					dialed.Add(1)
+					return nil, errors.New("dialed")
+				}}
+			for range 2 {
+				got := <-report(r, "")
+				var he *commitreport.HandshakeError
+				if !errors.As(got.err, &he) || he.Reason != commitreport.HandshakeOwnCertificateNotValid || !errors.Is(got.err, tlstrust.ErrNotValidNow) ||
+					!strings.Contains(got.err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
+					t.Fatalf("Report error %v, want a handshake failure %s naming the dates", got.err, commitreport.HandshakeOwnCertificateNotValid)
+				}
+			}
+			if n := dialed.Load(); n != 0 {
+				t.Errorf("the PACS was tried %d times with a certificate it would refuse", n)
+			}
+			if !slices.Equal(reasons, []string{commitreport.HandshakeOwnCertificateNotValid, commitreport.HandshakeOwnCertificateNotValid}) {
+				t.Errorf("handshake failures counted %v, want one %s each report", reasons, commitreport.HandshakeOwnCertificateNotValid)
+			}
+			if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), `CN=old`) {
+				t.Errorf("log %s: want %q once, naming the certificate", logs.String(), commitreport.OwnCertificateNotValidLog)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // CipherSuites are the TLS 1.2 cipher suites offered and accepted here, as server (scp-task's DICOM TLS
@@ -25,15 +26,34 @@ var CipherSuites = []uint16{
 // peer that checks the purpose (OpenSSL's, DCMTK's, Go's) refuses in the handshake.
 var ErrNoClientAuth = errors.New("its extended key usage does not allow TLS client authentication (clientAuth)")
 
+// ErrNotValidNow is in the refusal (errors.Is) of a certificate of ours whose validity does not hold now: expired,
+// or not yet valid. Every peer refuses it in every handshake; CheckValidity's error names it and its dates.
+var ErrNotValidNow = errors.New("not valid now")
+
+// CheckValidity is the one rule of a certificate of ours that must be valid when presented (our client
+// certificate; the listener's server certificate): now within its NotBefore and NotAfter, else an error wrapping
+// ErrNotValidNow that names the certificate (NameOf) and its validity dates.
+func CheckValidity(leaf *x509.Certificate, now time.Time) error {
+	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+		return fmt.Errorf("certificate %s is valid from %s to %s, %w", NameOf(leaf), leaf.NotBefore.UTC().Format(time.RFC3339),
+			leaf.NotAfter.UTC().Format(time.RFC3339), ErrNotValidNow)
+	}
+	return nil
+}
+
 // ClientCertificate reads our client certificate and its key (PEM) by the rule of every certificate TLS relies
-// on here: a key CheckKey allows, and an extended key usage that allows client authentication (clientAuth, or
-// anyExtendedKeyUsage, or none at all: RFC 5280 4.2.1.12).
+// on here: a key CheckKey allows, an extended key usage that allows client authentication (clientAuth, or
+// anyExtendedKeyUsage, or none at all: RFC 5280 4.2.1.12), and valid now (CheckValidity: an expired certificate,
+// or one not yet valid, would be refused by the peer in every handshake).
 func ClientCertificate(certPEM, keyPEM []byte) (tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
 	if err := CheckKey(cert.Leaf); err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := CheckValidity(cert.Leaf, time.Now()); err != nil {
 		return tls.Certificate{}, err
 	}
 	if eku := cert.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {

@@ -5,13 +5,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // TestClientCertificate: our client certificate is refused when a peer would refuse it: a weak key, an
-// extended key usage without clientAuth (a server certificate reused as it is).
+// extended key usage without clientAuth (a server certificate reused as it is), a validity that does not hold now
+// (expired, or not yet valid).
 func TestClientCertificate(t *testing.T) {
 	ca := testpki.NewCA(t, "CA")
 	for _, tt := range []struct {
@@ -25,6 +27,9 @@ func TestClientCertificate(t *testing.T) {
 		{"no extended key usage", ca.Server(t, testpki.Options{ExtKeyUsage: []x509.ExtKeyUsage{}}), nil},
 		{"server only", ca.Server(t, testpki.Options{}), tlstrust.ErrNoClientAuth},
 		{"RSA 1024", ca.Client(t, testpki.Options{CommonName: "weak", RSA: true, RSABits: 1024}), errWeak},
+		// Refused by the peer in every handshake: refused when read.
+		{"expired", ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}), tlstrust.ErrNotValidNow},
+		{"not yet valid", ca.Client(t, testpki.Options{CommonName: "early", NotBefore: time.Now().Add(time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}), tlstrust.ErrNotValidNow},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := tlstrust.ClientCertificate(tt.cert.CertPEM, tt.cert.KeyPEM)

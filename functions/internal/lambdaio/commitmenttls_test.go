@@ -350,3 +350,45 @@ func TestClientSecretUnreadKeepsTheLastCertificate(t *testing.T) {
 		t.Error("the secret in the log")
 	}
 }
+
+// TestReporterExpiredClientSecret: a site's secret holding an expired client certificate (not rotated in time) is
+// refused when read, naming the secret's ARN and the certificate's dates, logged once, and counted as a failed
+// handshake of reason own_certificate_not_valid at each report; the PACS is not tried.
+func TestReporterExpiredClientSecret(t *testing.T) {
+	ca := testpki.NewCA(t, "PACS A CA")
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
+		arnA: clientSecret(t, ca.Client(t, testpki.Options{CommonName: "ingest-a", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+			NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}))}}}
+	addr, peer := dicomnettest.ListenTLSParrot(t, ca.Server(t, testpki.Options{}).TLS(), ca.Pool())
+	var logs bytes.Buffer
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addr,
+		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReporter(c, sm, LoggerTo(&logs, "commitment", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.7", Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
+	for range 2 {
+		_, err := r.Report(context.Background(), pipeline.CommitmentReport{CallingAE: "A", Result: res})
+		if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != commitreport.HandshakeOwnCertificateNotValid ||
+			!strings.Contains(err.Error(), arnA) || !strings.Contains(err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
+			t.Fatalf("report: %v, want a handshake failure %s naming the secret and the dates", err, commitreport.HandshakeOwnCertificateNotValid)
+		}
+	}
+	select {
+	case <-peer:
+		t.Error("the PACS was tried with an expired certificate")
+	default:
+	}
+	counted := jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.HandshakeFailedLog), logs.Bytes())
+	if len(counted) != 2 || counted[0]["reason"] != commitreport.HandshakeOwnCertificateNotValid {
+		t.Errorf("lines counted %v, want two with reason %s", counted, commitreport.HandshakeOwnCertificateNotValid)
+	}
+	if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), arnA) {
+		t.Errorf("%q logged %d times, want once naming the secret:\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
@@ -21,6 +22,10 @@ func TestCommitmentTLS(t *testing.T) {
 	client := ca.Client(t, testpki.Options{CommonName: "ingest"}).WriteFiles(t, dir, "client")
 	serverOnly := ca.Server(t, testpki.Options{}).WriteFiles(t, dir, "server")
 	both := ca.Server(t, testpki.Options{ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}).WriteFiles(t, dir, "both")
+	expired := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}).WriteFiles(t, dir, "expired")
+	notYet := ca.Client(t, testpki.Options{CommonName: "early", NotBefore: time.Now().Add(24 * time.Hour),
+		NotAfter: time.Now().Add(48 * time.Hour)}).WriteFiles(t, dir, "notyet")
 	caFile := filepath.Join(dir, "ca.pem")
 	peers := []string{"--commitment-peers", "PACS=tls://127.0.0.1:2762,CT=10.0.0.2:104"}
 	listener := func(f testpki.Files) []string {
@@ -45,6 +50,13 @@ func TestCommitmentTLS(t *testing.T) {
 		{"no client certificate", cat(peers, []string{"--commitment-tls-ca", caFile}), nil, "", ""},
 		{"listener's server-only certificate", cat(peers, listener(serverOnly), []string{"--commitment-tls-ca", caFile}), nil,
 			`--tls-cert (or SCP_TLS_CERT): not reused as the client certificate of the tls:// entries of --commitment-peers (or SCP_COMMITMENT_PEERS): certificate "CN=localhost`, ""},
+		// Refused by every PACS in every handshake: refused now, naming the flag and the dates.
+		{"expired client certificate", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", expired.Cert, "--commitment-tls-key", expired.Key}), nil,
+			`--commitment-tls-cert (or SCP_COMMITMENT_TLS_CERT)/--commitment-tls-key (or SCP_COMMITMENT_TLS_KEY): certificate "CN=old,O=dicom-ingest tests" (serial`, ""},
+		{"expired client certificate's dates", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", expired.Cert, "--commitment-tls-key", expired.Key}), nil,
+			"is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z, not valid now", ""},
+		{"client certificate not yet valid", cat(peers, []string{"--commitment-tls-ca", caFile, "--commitment-tls-cert", notYet.Cert, "--commitment-tls-key", notYet.Key}), nil,
+			`certificate "CN=early,O=dicom-ingest tests"`, ""},
 		{"no CA", cat(peers, []string{"--local"}), nil, "--commitment-tls-ca: required with the tls:// entries of --commitment-peers in local mode", ""},
 		{"no CA, from the environment", []string{"--local"}, map[string]string{"SCP_COMMITMENT_PEERS": "PACS=tls://h:2762"},
 			"--commitment-tls-ca: required with the tls:// entries of SCP_COMMITMENT_PEERS in local mode", ""},

@@ -424,9 +424,8 @@ func load(src Source, now time.Time) (*loaded, error) {
 			return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-cert"), describe(src.Cert), err)
 		}
 	}
-	if now.After(leaf.NotAfter) || now.Before(leaf.NotBefore) {
-		return nil, fmt.Errorf("servertls: %s %s: certificate %q is valid from %s to %s, not now",
-			src.name("tls-cert"), describe(src.Cert), leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
+	if err := tlstrust.CheckValidity(leaf, now); err != nil {
+		return nil, fmt.Errorf("servertls: %s %s: %w", src.name("tls-cert"), describe(src.Cert), err)
 	}
 	// BCP 195's keys, by the rule of the client certificates and their CAs:
 	// Go's TLS serves an RSA key of 1024 bits.

@@ -182,7 +182,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"missing certificate", Source{Cert: filepath.Join(p.dir, "nope.crt"), Key: p.serverF.Key}, "--tls-cert"},
 		{"key of another certificate", Source{Cert: p.serverF.Cert, Key: expired.Key}, "private key does not match"},
-		{"expired server certificate", Source{Cert: expired.Cert, Key: expired.Key}, "not now"},
+		{"expired server certificate", Source{Cert: expired.Cert, Key: expired.Key}, "not valid now"},
 		{"text after the CAs", Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: junk}, "not PEM"},
 		{"a key as the CA bundle", Source{Cert: p.serverF.Cert, Key: p.serverF.Key, ClientCA: keyAsCA}, `"PRIVATE KEY" block`},
 		// A key given as text without its PEM armour (base64 as some
