@@ -1,8 +1,12 @@
 package config
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -34,11 +38,63 @@ type PacsTLS struct {
 	CaPEM string `json:"-"`
 }
 
-// commitmentEnvBudget bounds what COMMITMENT_PEERS and COMMITMENT_TLS take of
-// the commitment function's environment: Lambda allows 4 KB for all its
-// variables together, and the others (bucket, tables, bus, secret ARNs)
+// commitmentEnvBudget bounds what the commitment function's own variables
+// (CommitmentEnvironment, names and values) take of its environment: Lambda
+// allows 4 KB for all its variables together, and those every pipeline
+// function has (bucket, tables, bus, log-name key secret, environment name)
 // take up to about 1 KB.
 const commitmentEnvBudget = 3072
+
+// CommitmentEnvironment is the commitment function's own environment, every
+// variable the stack gives it besides those of every pipeline function: the
+// one map the stack deploys and the budget check counts (checkCommitmentEnv),
+// so that a variable added here is counted. COMMITMENT_TLS only with a tls://
+// site.
+func (c *Config) CommitmentEnvironment() map[string]string {
+	env := map[string]string{
+		"AE_TITLE":                         c.Dicom.AETitle,
+		"COMMITMENT_PEERS":                 c.CommitmentPeers(),
+		"COMMITMENT_WAIT_SECONDS":          strconv.Itoa(c.Commitment.WaitSeconds),
+		"COMMITMENT_REPORT_MINUTES":        strconv.Itoa(c.Commitment.ReportMinutes),
+		"COMMITMENT_QUARANTINED_COMMITTED": c.QuarantinedCommitted(),
+	}
+	if v := c.CommitmentTLS(); v != "" {
+		// Each tls:// site's CA (public) and its client secret's ARN, never a secret's value.
+		env["COMMITMENT_TLS"] = v
+	}
+	return env
+}
+
+// EnvironmentSize is what env takes of a Lambda function's 4 KB: its names
+// and values.
+func EnvironmentSize(env map[string]string) int {
+	n := 0
+	for k, v := range env {
+		n += len(k) + len(v)
+	}
+	return n
+}
+
+// checkCommitmentEnv refuses a config whose commitment function's own
+// variables (CommitmentEnvironment) would not fit its budget, naming each
+// by its size, the largest first, and what shrinks it: at synth, not when
+// Lambda refuses the deployment. Run once the CA files are read.
+func (c *Config) checkCommitmentEnv(p *problems) {
+	env := c.CommitmentEnvironment()
+	n := EnvironmentSize(env)
+	if n <= commitmentEnvBudget {
+		return
+	}
+	size := func(k string) int { return len(k) + len(env[k]) }
+	var sizes []string
+	for _, k := range slices.SortedFunc(maps.Keys(env), func(a, b string) int { return cmp.Or(size(b)-size(a), strings.Compare(a, b)) }) {
+		sizes = append(sizes, fmt.Sprintf("%s %d", k, size(k)))
+	}
+	p.addf("sites", "the commitment function's environment takes %d bytes (%s), more than the %d bytes it has (Lambda allows 4 KB for all its variables): "+
+		"COMMITMENT_PEERS grows with every site with a pacs (shorter AE titles), COMMITMENT_QUARANTINED_COMMITTED with every site with quarantinedCommitted, "+
+		"COMMITMENT_TLS with every pacs.tls caFile (smaller CA bundles: an ECDSA CA, only the CA the PACS's certificate chains to, or one CA for several sites)",
+		n, strings.Join(sizes, ", "), commitmentEnvBudget)
+}
 
 // validatePacsTLS checks a site's pacs.tls (its CA file is read by Load).
 func (c *Config) validatePacsTLS(p *problems, f string, t *PacsTLS) {
@@ -78,17 +134,15 @@ func (c *Config) CommitmentTLS() string {
 }
 
 // loadPacsTLS reads each sites[].pacs.tls.caFile (read relative to dir) and
-// checks it as dicom.tls's CAs are, and that the commitment function's
-// environment holds them.
+// checks it as dicom.tls's CAs are (checkCommitmentEnv then checks that the
+// commitment function's environment holds them).
 func (c *Config) loadPacsTLS(p *problems, now time.Time, read func(field, name string) []byte) {
-	var fields []string
 	for i, s := range c.Sites {
 		if s.Pacs == nil || s.Pacs.TLS == nil {
 			continue
 		}
 		t := s.Pacs.TLS
 		field := fmt.Sprintf("sites[%d].pacs.tls.caFile", i)
-		fields = append(fields, field)
 		b := read(field, t.CaFile)
 		if b == nil {
 			continue
@@ -97,9 +151,5 @@ func (c *Config) loadPacsTLS(p *problems, now time.Time, read func(field, name s
 		if _, err := checkCABundle(b, now); err != nil {
 			p.addf(field, "%s: %v", t.CaFile, err)
 		}
-	}
-	if n := len(c.CommitmentPeers()) + len(c.CommitmentTLS()); n > commitmentEnvBudget {
-		p.addf(strings.Join(fields, ", "),
-			"the CAs take %d bytes of the commitment function's environment, more than the %d it has for them (Lambda allows 4 KB for all its variables): use smaller CA bundles (an ECDSA CA, only the CA the PACS's certificate chains to), or one CA for several sites", n, commitmentEnvBudget)
 	}
 }

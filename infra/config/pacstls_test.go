@@ -3,6 +3,7 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -137,11 +138,66 @@ func TestPacsTLSLoad(t *testing.T) {
 		{"a leaf", leaf.CertPEM, caB.PEM, "sites[0].pacs.tls.caFile: tls/pacs-a-ca.pem: certificate 1 (CN=x,O=dicom-ingest tests) is not a CA certificate"},
 		{"a key", caA.PEM, append(append([]byte{}, caB.PEM...), leaf.KeyPEM...), `sites[1].pacs.tls.caFile: tls/pacs-ca.pem: a "PRIVATE KEY" block where "CERTIFICATE" blocks belong`},
 		// Lambda's 4 KB for all variables: refused at synth, not by the deployment.
-		{"more than the function's environment holds", bundle(2), bundle(1), "sites[0].pacs.tls.caFile, sites[1].pacs.tls.caFile: the CAs take"},
+		{"more than the function's environment holds", bundle(2), bundle(1), "sites: the commitment function's environment takes 4"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := loadPacsTLS(t, tc.caA, tc.caB); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Load = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCommitmentEnvironmentBudget: the commitment function's environment, every variable of it as the stack gives
+// it (CommitmentEnvironment), must fit Lambda's 4 KB with the stack's own (bucket, tables, bus, key secret): with
+// many sites, their peers and quarantinedCommitted AE titles grow it past that though the CAs alone fit, and Load
+// refuses the config, naming the variables by size and what to shrink.
+func TestCommitmentEnvironmentBudget(t *testing.T) {
+	sites := func(n int) func(c *Config) {
+		return func(c *Config) {
+			for i := range n {
+				c.Sites = append(c.Sites, Site{Name: fmt.Sprintf("site-%02d", i), CallingAETitle: fmt.Sprintf("HOSPITAL_PACS_%02d", i),
+					CustomerGatewayIP: fmt.Sprintf("198.51.100.%d", 10+i), Cidrs: []string{fmt.Sprintf("172.20.%d.0/24", i)},
+					Pacs: &Pacs{Host: fmt.Sprintf("172.20.%d.20", i), Port: 104}, QuarantinedCommitted: true})
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		more func(c *Config)
+		want []string // "" loads
+	}{
+		{"a few sites", sites(5), nil},
+		{"many sites", sites(60), []string{"sites: the commitment function's environment takes",
+			"COMMITMENT_PEERS ", "COMMITMENT_QUARANTINED_COMMITTED ", "more than the 3072 bytes it has (Lambda allows 4 KB for all its variables)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			c := valid()
+			withPacsTLS(c, 1, testClientSecretArn)
+			tc.more(c)
+			if err := os.MkdirAll(filepath.Join(dir, "tls"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			testpki.WriteFile(t, filepath.Join(dir, "tls", "pacs-ca.pem"), testpki.NewCA(t, "PACS CA").PEM)
+			testpki.WriteFile(t, filepath.Join(dir, "test.json"), marshal(t, c))
+			got, err := Load(dir, "test")
+			if tc.want == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if n := EnvironmentSize(got.CommitmentEnvironment()); n > 3072 || n < len(got.CommitmentPeers())+len(got.QuarantinedCommitted())+len(got.CommitmentTLS()) {
+					t.Errorf("EnvironmentSize = %d", n)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load = %v, want ErrInvalid", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Load = %v, want %q in it", err, w)
+				}
 			}
 		})
 	}

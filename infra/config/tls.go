@@ -137,6 +137,7 @@ func (c *Config) loadTLSFiles(dir string) error {
 		return b
 	}
 	c.loadPacsTLS(&p, now, read)
+	c.checkCommitmentEnv(&p)
 	if t := c.Dicom.TLS; t != nil {
 		c.loadDicomTLS(&p, t, now, read)
 	}

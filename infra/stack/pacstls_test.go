@@ -28,15 +28,22 @@ func TestPacsTLS(t *testing.T) {
 		kms  = "arn:aws:kms:eu-west-1:222222222222:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 	)
 	var sites []config.Site
+	var conf *config.Config
 	s := synthEnv(t, "pacstls", variant("prod", "pacstls", func(c *config.Config) {
 		c.Sites[0].Pacs.TLS = &config.PacsTLS{CaFile: "a.pem", CaPEM: string(caA.PEM), ClientSecretArn: arnA, SecretKmsKeyArn: kms}
 		c.Sites[1].Pacs = &config.Pacs{Host: strings.TrimSuffix(c.Sites[1].Cidrs[0], ".0/24") + ".30", Port: 2762,
 			TLS: &config.PacsTLS{CaFile: "b.pem", CaPEM: string(caB.PEM), ClientSecretArn: arnB}}
-		sites = c.Sites
+		sites, conf = c.Sites, c
 	}))
 	fnID := s.stack.logicalID(s.stack.Pipeline.Functions[FnCommitment])
 	fn := props(s.res[fnID])
 	env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
+	// Its own variables are the config's one map, the one whose size Load checks against Lambda's 4 KB.
+	for k, v := range conf.CommitmentEnvironment() {
+		if env[k] != v {
+			t.Errorf("%s = %v, want the config's CommitmentEnvironment %q", k, env[k], v)
+		}
+	}
 	peers, err := commitreport.ParsePeers(env["COMMITMENT_PEERS"].(string))
 	if err != nil || !peers[sites[0].CallingAETitle].TLS || !peers[sites[1].CallingAETitle].TLS {
 		t.Errorf("COMMITMENT_PEERS %v (%v), want both sites tls://", env["COMMITMENT_PEERS"], err)

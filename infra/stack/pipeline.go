@@ -560,16 +560,10 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	timeout := awscdk.Duration_Seconds(jsii.Number(60))
 	q := newQueue("Commitment", timeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: q.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
-	env := map[string]*string{
-		"AE_TITLE":                         jsii.String(c.Dicom.AETitle),
-		"COMMITMENT_PEERS":                 jsii.String(c.CommitmentPeers()),
-		"COMMITMENT_WAIT_SECONDS":          jsii.String(strconv.Itoa(c.Commitment.WaitSeconds)),
-		"COMMITMENT_REPORT_MINUTES":        jsii.String(strconv.Itoa(c.Commitment.ReportMinutes)),
-		"COMMITMENT_QUARANTINED_COMMITTED": jsii.String(c.QuarantinedCommitted()),
-	}
-	if v := c.CommitmentTLS(); v != "" {
-		// Each tls:// site's CA (public) and its client secret's ARN, never a secret's value.
-		env["COMMITMENT_TLS"] = jsii.String(v)
+	// The config's one map of the function's own variables, the one its 4 KB budget is checked on at load.
+	env := map[string]*string{}
+	for k, v := range c.CommitmentEnvironment() {
+		env[k] = jsii.String(v)
 	}
 	fn := newFunction(FnCommitment, timeout, 256, env, sg)
 	out.Functions[FnCommitment] = fn
