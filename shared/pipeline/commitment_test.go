@@ -1188,12 +1188,7 @@ func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
 			for range 40 {
 				c.at(time.Second)
 			}
-			var recs []pipeline.AuditRecord
-			for _, r := range c.f.Audit.All() {
-				if r.Outcome == pipeline.OutcomeCommitmentUndeliverable {
-					recs = append(recs, r)
-				}
-			}
+			recs := slices.DeleteFunc(c.f.Audit.All(), func(r pipeline.AuditRecord) bool { return r.Outcome != pipeline.OutcomeCommitmentUndeliverable })
 			if len(recs) != 1 {
 				t.Fatalf("%d undeliverable records, want 1", len(recs))
 			}

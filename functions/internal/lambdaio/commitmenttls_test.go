@@ -187,17 +187,9 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	addrB, peerB := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caB.Pool()) // B's PACS shows a certificate B's CA did not issue
 	addrC, peerC := dicomnettest.ListenTLSParrot(t, caA.Server(t, testpki.Options{}).TLS(), caB.Pool()) // C's PACS wants a client certificate of B's CA
 	var logs bytes.Buffer
-	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addrA + ",B=tls://" + addrB + ",C=tls://" + addrC,
-		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB},
-			"C": {CA: string(caA.PEM), ClientSecretARN: arnC}})}
-	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewReporter(c, sm, LoggerTo(&logs, "commitment", "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := functionReporter(t, sm, &logs, "A=tls://"+addrA+",B=tls://"+addrB+",C=tls://"+addrC,
+		commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB},
+			"C": {CA: string(caA.PEM), ClientSecretARN: arnC}})
 	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.7", Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
 	report := func(ae string) <-chan error {
 		ch := make(chan error, 1)
@@ -224,7 +216,7 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 		t.Fatalf("report to A: %v", err)
 	}
 
-	err = <-report("B")
+	err := <-report("B")
 	<-peerB
 	if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != dicomnet.HandshakeUnknownCA {
 		t.Fatalf("report to B: %v, want a handshake failure %s", err, dicomnet.HandshakeUnknownCA)
@@ -361,16 +353,7 @@ func TestReporterExpiredClientSecret(t *testing.T) {
 			NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}))}}}
 	addr, peer := dicomnettest.ListenTLSParrot(t, ca.Server(t, testpki.Options{}).TLS(), ca.Pool())
 	var logs bytes.Buffer
-	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": "A=tls://" + addr,
-		CommitmentTLSEnv: tlsEnv(t, commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})}
-	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewReporter(c, sm, LoggerTo(&logs, "commitment", "test"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := functionReporter(t, sm, &logs, "A=tls://"+addr, commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})
 	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.7", Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
 	for range 2 {
 		_, err := r.Report(context.Background(), pipeline.CommitmentReport{CallingAE: "A", Result: res})
@@ -391,4 +374,20 @@ func TestReporterExpiredClientSecret(t *testing.T) {
 	if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), arnA) {
 		t.Errorf("%q logged %d times, want once naming the secret:\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
 	}
+}
+
+// functionReporter is the commitment function's Reporter as its environment configures it (COMMITMENT_PEERS peers,
+// CommitmentTLSEnv tlsPeers), reading its secrets from sm and logging to logs.
+func functionReporter(t *testing.T, sm SecretsAPI, logs *bytes.Buffer, peers string, tlsPeers commitreport.TLSPeers) *commitreport.Reporter {
+	t.Helper()
+	env := map[string]string{"BUCKET": "b", "AE_TITLE": "INGEST", "COMMITMENT_PEERS": peers, CommitmentTLSEnv: tlsEnv(t, tlsPeers)}
+	c, err := ConfigFromEnv(func(k string) string { return env[k] }, "BUCKET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReporter(c, sm, LoggerTo(logs, "commitment", "test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
