@@ -538,7 +538,13 @@ func shrink(img image.Image, edge int) image.Image {
 	return out
 }
 
+// encode writes img as a PNG; an image of no pixels (a JPEG whose frame
+// decodes to nothing, found by FuzzRender) is no preview, not an encoder's
+// error.
 func encode(img image.Image) ([]byte, error) {
+	if img.Bounds().Empty() {
+		return nil, fmt.Errorf("thumbnail: %w: an image of %d × %d pixels", ErrNoPreview, img.Bounds().Dx(), img.Bounds().Dy())
+	}
 	var b bytes.Buffer
 	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&b, img); err != nil {
 		return nil, fmt.Errorf("thumbnail: encode: %w", err)
