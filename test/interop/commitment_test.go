@@ -40,6 +40,17 @@ func scInstances() []pipelinetest.Instance {
 	return out
 }
 
+// uploadSCInstances puts scInstances into pacs and returns their Orthanc ids and the references a commitment
+// request names them by.
+func uploadSCInstances(t *testing.T, pacs *orthanc.Orthanc) (ids []string, refs []orthanc.Instance) {
+	t.Helper()
+	for _, in := range scInstances() {
+		ids = append(ids, pacs.Upload(t, in.Build()))
+		refs = append(refs, orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID})
+	}
+	return ids, refs
+}
+
 type loggedEvent struct {
 	DetailType string          `json:"detail-type"`
 	Time       time.Time       `json:"time"`
@@ -113,12 +124,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 			t.Logf("scp-task logs:\n%s", scp.Logs())
 		}
 	})
-	var ids []string
-	var refs []orthanc.Instance
-	for _, in := range scInstances() {
-		ids = append(ids, pacs.Upload(t, in.Build()))
-		refs = append(refs, orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID})
-	}
+	ids, refs := uploadSCInstances(t, pacs)
 	pacs.Store(t, "ingest", ids...)
 
 	asked := time.Now()

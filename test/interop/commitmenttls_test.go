@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
-	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/orthanc"
@@ -65,12 +64,7 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 					t.Logf("scp-task logs:\n%s", scp.Logs())
 				}
 			})
-			var ids []string
-			var refs []orthanc.Instance
-			for _, in := range scInstances() {
-				ids = append(ids, pacs.Upload(t, in.Build()))
-				refs = append(refs, orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: in.SOPUID})
-			}
+			ids, refs := uploadSCInstances(t, pacs)
 			pacs.Store(t, "ingest", ids...) // over our TLS listener
 			txn := pacs.RequestCommitment(t, "ingest", refs...)
 
