@@ -27,6 +27,14 @@ var dcmtkApart = map[string]string{
 	"implicit-signed-items": `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810), nor in a Modality LUT item`,
 	"implicit-signed-lut":   `dcm2json makes a LUT descriptor US in Implicit VR whatever the Pixel Representation, its first value mapped then unsigned (PS3.3 C.11.1.1.1: the VR is the second value's)`,
 	"explicit-signed-lut":   `dcm2json writes an SS LUT descriptor's number of entries as signed (PS3.3 C.11.1.1.1: always unsigned)`,
+	// The retired Gray and Large Palette descriptors are xs in DCMTK's
+	// dictionary, as the Palette Color ones are: dcm2json writes them as
+	// those, US in Implicit VR, an SS one's count signed (as above);
+	// implicit-unsigned-retired-lut is compared.
+	"implicit-signed-retired-lut": `dcm2json makes a retired LUT descriptor US in Implicit VR whatever the Pixel Representation (as implicit-signed-lut)`,
+	"explicit-signed-retired-lut": `dcm2json writes an SS retired LUT descriptor's number of entries as signed (as explicit-signed-lut)`,
+	"implicit-voi-lut-rescaled":   `dcm2json makes a LUT Descriptor in an item US in Implicit VR, not by the rescale (PS3.3 C.11.2.1.1: SS where the rescale's output may be negative)`,
+	"implicit-voi-lut-modality":   `dcm2json makes a LUT Descriptor in an item US in Implicit VR: the VOI LUT's, as PS3.3 C.11.2.1.1 has it under a Modality LUT, but the Modality LUT's too (C.11.1.1.1: SS with signed pixels)`,
 }
 
 // TestDICOMJSONAgreesWithDCMTK compares the DICOM JSON sidecar with

@@ -130,6 +130,63 @@ var jsonFixtures = map[string]jsonFixture{
 		pt.U16(pt.Tag(0x28, 0x103), 0),
 		pt.Raw(pt.Tag(0x28, 0x1101), "US", []byte{0xE8, 0x80, 0x9C, 0xFF, 0x10, 0x00}),
 	}},
+	// PS3.3 C.11.2.1.1: a VOI LUT's first value mapped is signed as the
+	// values it maps are: the Modality LUT's output (unsigned), else the
+	// rescale's (signed where it may be negative: Bits Stored 12 rescaled
+	// by -1024), else the stored pixels'. In Explicit VR the VR is the one
+	// sent, whatever the pixels.
+	"explicit-voi-lut-signed": {extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0xFE, 0xFF, 0x08, 0x00}),
+		}),
+	}},
+	"explicit-voi-lut-rescaled": {extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x101), 12),
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
+		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0xFF, 0xFF, 0x08, 0x00}),
+		}),
+	}},
+	"implicit-voi-lut-rescaled": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x101), 12),
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
+		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x40, 0x9C, 0xFF, 0xFF, 0x10, 0x00}),
+		}),
+	}},
+	"implicit-voi-lut-modality": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Seq(pt.Tag(0x28, 0x3000), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "SS", []byte{0x04, 0x00, 0xFE, 0xFF, 0x10, 0x00}),
+		}),
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0x40, 0x9C, 0x08, 0x00}),
+		}),
+	}},
+	// The retired Gray and Large Palette Color Lookup Table Descriptors
+	// (0028,1100, 0028,1111-1113; PS3.6 "US or SS", as DCMTK's dictionary
+	// has them, xs) are descriptors too: their first value mapped (the
+	// second) signed with signed pixels, the others counts and bit depths.
+	"implicit-signed-retired-lut": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Raw(pt.Tag(0x28, 0x1100), "SS", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00}),
+		pt.Raw(pt.Tag(0x28, 0x1111), "SS", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00, 0x10, 0x00}),
+	}},
+	"explicit-signed-retired-lut": {extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 1),
+		pt.Raw(pt.Tag(0x28, 0x1100), "SS", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00}),
+		pt.Raw(pt.Tag(0x28, 0x1112), "SS", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00, 0x10, 0x00}),
+	}},
+	"implicit-unsigned-retired-lut": {ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		pt.Raw(pt.Tag(0x28, 0x1100), "US", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00}),
+		pt.Raw(pt.Tag(0x28, 0x1113), "US", []byte{0x40, 0x9C, 0x9C, 0xFF, 0x10, 0x00, 0x10, 0x00}),
+	}},
 	// PS3.18 F.2.3: a DS is a JSON number, which must not lose the
 	// value's precision (a float64 holds 15 to 17 significant digits; a DS
 	// has up to 16).
@@ -337,6 +394,16 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR signed pixels: a LUT Descriptor's count and bits are unsigned", "implicit-signed-lut", "00283000", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1024,16]}}]}`},
 		{"explicit SS: a palette descriptor's count and bits are unsigned", "explicit-signed-lut", "00281101", `{"vr":"SS","Value":[33000,-100,16]}`},
 		{"implicit VR unsigned pixels: a palette descriptor is US", "implicit-unsigned-lut", "00281101", `{"vr":"US","Value":[33000,65436,16]}`},
+		{"explicit US VOI LUT over signed pixels: as sent", "explicit-voi-lut-signed", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[3,65534,8]}}]}`},
+		{"explicit US VOI LUT over rescaled pixels: as sent", "explicit-voi-lut-rescaled", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[3,65535,8]}}]}`},
+		{"implicit VR unsigned pixels rescaled below 0: the VOI LUT Descriptor is SS", "implicit-voi-lut-rescaled", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1,16]}}]}`},
+		{"implicit VR signed pixels: the Modality LUT Descriptor is SS", "implicit-voi-lut-modality", "00283000", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[4,-2,16]}}]}`},
+		{"implicit VR signed pixels under a Modality LUT: the VOI LUT Descriptor is US", "implicit-voi-lut-modality", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[3,40000,8]}}]}`},
+		{"implicit VR signed pixels: the Gray LUT Descriptor's count is unsigned", "implicit-signed-retired-lut", "00281100", `{"vr":"SS","Value":[40000,-100,16]}`},
+		{"implicit VR signed pixels: a Large Palette descriptor's count and bits are unsigned", "implicit-signed-retired-lut", "00281111", `{"vr":"SS","Value":[40000,-100,16,16]}`},
+		{"explicit SS: the Gray LUT Descriptor's count is unsigned", "explicit-signed-retired-lut", "00281100", `{"vr":"SS","Value":[40000,-100,16]}`},
+		{"explicit SS: a Large Palette descriptor's count is unsigned", "explicit-signed-retired-lut", "00281112", `{"vr":"SS","Value":[40000,-100,16,16]}`},
+		{"implicit VR unsigned pixels: a retired descriptor is US", "implicit-unsigned-retired-lut", "00281113", `{"vr":"US","Value":[40000,65436,16,16]}`},
 		{"a DS keeps its digits", "decimal-strings", "00200032", `{"vr":"DS","Value":[9007199254740993,0.5,1.5,1,-0,1E5,2.50]}`},
 		{"an IS is a number", "decimal-strings", "00200013", `{"vr":"IS","Value":[-12]}`},
 		{"H.3.1 Japanese", "charset-japanese-ir87", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},

@@ -53,8 +53,14 @@ func nativeGrey(photometric string, pixels []byte, more ...pipelinetest.Elem) []
 
 // nativeWide is greyObject of native MONOCHROME2 pixels of 16 or 32 bits
 // allocated, the samples as they are stored (unused bits included), in
-// OW.
+// OW, in Explicit VR Little Endian.
 func nativeWide(b sampleBits, samples []uint32, more ...pipelinetest.Elem) []byte {
+	return nativeWideIn(tsExplicitLE, b, samples, more...)
+}
+
+// nativeWideIn is nativeWide in the transfer syntax ts (Implicit or
+// Explicit VR Little Endian).
+func nativeWideIn(ts string, b sampleBits, samples []uint32, more ...pipelinetest.Elem) []byte {
 	var px []byte
 	for _, v := range samples {
 		if b.allocated == 16 {
@@ -63,7 +69,7 @@ func nativeWide(b sampleBits, samples []uint32, more ...pipelinetest.Elem) []byt
 			px = binary.LittleEndian.AppendUint32(px, v)
 		}
 	}
-	return greyObject(tsExplicitLE, "MONOCHROME2", len(samples), b, pipelinetest.Raw(tag(0x7FE0, 0x0010), "OW", px), more...)
+	return greyObject(ts, "MONOCHROME2", len(samples), b, pipelinetest.Raw(tag(0x7FE0, 0x0010), "OW", px), more...)
 }
 
 // window is Window Center and Width, and the VOI LUT Function when fn is
@@ -234,9 +240,34 @@ var greyCases = []greyCase{
 				pipelinetest.Seq(tag(0x0028, 0x3000), false, []pipelinetest.Elem{
 					lutDescriptor("US", 3, 1, 16), pipelinetest.Raw(tag(0x0028, 0x3006), "OW", lutWords(10, 20, 30))}))
 		}},
-	{name: "VOI LUT Data shorter than its descriptor says", noPrev: "VOI LUT of 256 entries of 16 bits in 6 bytes",
+	// A US descriptor's first value mapped is signed where the values the
+	// LUT maps are (PS3.3 C.11.2.1.1): signed pixels without a Modality
+	// LUT, or a rescale whose output may be negative; so dcmj2pnm reads it,
+	// whatever the VR. The LUT maps -2 (or -1) to 0, then 128, then 255.
+	{name: "VOI LUT of US over signed pixels, Explicit VR", want: []uint8{0, 0, 128, 255, 255, 255},
+		obj: func(*testing.T) []byte { return signedUnderUSLUT(tsExplicitLE) }},
+	{name: "VOI LUT of US over signed pixels, Implicit VR", want: []uint8{0, 0, 128, 255, 255, 255},
+		obj: func(*testing.T) []byte { return signedUnderUSLUT(tsImplicitLE) }},
+	{name: "VOI LUT of US over unsigned pixels rescaled below 0, Explicit VR", want: []uint8{0, 0, 128, 255, 255},
+		obj: func(*testing.T) []byte { return rescaledUnderUSLUT(tsExplicitLE) }},
+	{name: "VOI LUT of US over unsigned pixels rescaled below 0, Implicit VR", want: []uint8{0, 0, 128, 255, 255},
+		obj: func(*testing.T) []byte { return rescaledUnderUSLUT(tsImplicitLE) }},
+	{name: "Modality LUT of US over signed pixels, Explicit VR, then the VOI LUT", want: []uint8{0, 0, 0, 128, 255, 255},
 		obj: func(*testing.T) []byte {
-			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, lutWords(1, 2, 3)))
+			return nativeWide(sampleBits{16, 16, 15, true}, []uint32{0xFFFB, 0xFFFE, 0xFFFF, 0, 1, 7},
+				pipelinetest.Seq(tag(0x0028, 0x3000), false, []pipelinetest.Elem{
+					lutDescriptor("US", 4, -2, 16), pipelinetest.Raw(tag(0x0028, 0x3006), "OW", lutWords(200, 201, 202, 203))}),
+				voiLUT(3, 201, 8, lutWords(0, 128, 255)))
+		}},
+	// As dcmj2pnm draws it: the entries the LUT Data holds, one a word, in
+	// place of the number its descriptor says (an image rather than none).
+	{name: "VOI LUT Data shorter than its descriptor says: the entries it holds", want: []uint8{0, 128, 255, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{0, 1, 2, 3}, voiLUT(256, 0, 8, lutWords(0, 128, 255)))
+		}},
+	{name: "VOI LUT Data of no whole entry", noPrev: "VOI LUT of 256 entries of 16 bits in 1 bytes",
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, []byte{1}))
 		}},
 	{name: "VOI LUT of 17 bits an entry", noPrev: "VOI LUT of 17 bits an entry",
 		obj: func(*testing.T) []byte {
@@ -251,6 +282,23 @@ var greyCases = []greyCase{
 		obj: func(*testing.T) []byte { return nativeGrey("PALETTE COLOR", []byte{0, 60, 120, 240}) }},
 	{name: "PALETTE COLOR in JPEG Baseline", noPrev: "PALETTE COLOR",
 		obj: func(t *testing.T) []byte { return jpegGrey(t, "PALETTE COLOR", 4, 150) }},
+}
+
+// signedUnderUSLUT is 16-bit signed pixels (-5, -2, -1, 0, 1, 7) in ts
+// under a VOI LUT whose descriptor is US, its first value mapped -2
+// (65534 read unsigned).
+func signedUnderUSLUT(ts string) []byte {
+	return nativeWideIn(ts, sampleBits{16, 16, 15, true}, []uint32{0xFFFB, 0xFFFE, 0xFFFF, 0, 1, 7},
+		voiLUT(3, -2, 8, lutWords(0, 128, 255)))
+}
+
+// rescaledUnderUSLUT is 12-bit unsigned pixels in ts rescaled by -1024
+// (-24, -1, 0, 1, 976) under a VOI LUT whose descriptor is US, its first
+// value mapped -1 (65535 read unsigned).
+func rescaledUnderUSLUT(ts string) []byte {
+	return nativeWideIn(ts, sampleBits{16, 12, 11, false}, []uint32{1000, 1023, 1024, 1025, 2000},
+		pipelinetest.Str(tag(0x0028, 0x1052), "DS", "-1024"), pipelinetest.Str(tag(0x0028, 0x1053), "DS", "1"),
+		voiLUT(3, -1, 8, lutWords(0, 128, 255)))
 }
 
 // TestRenderGreyLevels: stored values reach the grey levels PS3.3 says
