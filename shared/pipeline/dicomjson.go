@@ -39,9 +39,14 @@ type decoder struct {
 	// implicit is set for an Implicit VR data set, where the VR of a
 	// "US or SS" element is not sent: signed is set where the data set,
 	// or the item, has signed pixels (Pixel Representation 1), and its
-	// "US or SS" elements are then SS.
+	// "US or SS" elements are then SS; but for LUT descriptors, which
+	// dataset.LUTFirstValueSigned decides by the values their LUT maps
+	// (lut: a VOI LUT Sequence's item's, VOILUT; any other's, those of the
+	// pixels), lutIn of the data set or item (an icon) of the image.
 	implicit bool
 	signed   bool
+	lut      dataset.LUTKind
+	lutIn    dataset.LUTInput
 	found    *textFindings // shared by the decoders of a data set's items
 }
 
@@ -141,24 +146,31 @@ func (d *decoder) toJSON(ds *dataSet) map[string]jsonAttr {
 	return out
 }
 
-// item is the decoder of a sequence item: the item's own Specific
-// Character Set applies to it and the items nested in it, the enclosing
-// data set's when it has none (PS3.5 7.5); so does its own Pixel
+// item is the decoder of an item of the sequence seq: the item's own
+// Specific Character Set applies to it and the items nested in it, the
+// enclosing data set's when it has none (PS3.5 7.5); so does its own Pixel
 // Representation (an icon image's, PS3.3 C.7.6.1.4), which decides its
-// "US or SS" elements in Implicit VR.
-func (d *decoder) item(it *dataSet) *decoder {
+// "US or SS" elements in Implicit VR, and a VOI LUT Sequence's item's LUT
+// Descriptor maps the image's Modality LUT output (dataset.VOILUT).
+func (d *decoder) item(seq uint32, it *dataSet) *decoder {
 	e := it.find(tagSpecificCharSet)
 	signed, ok := d.signedPixels(it)
-	if e == nil && (!ok || signed == d.signed) {
+	lut := dataset.StoredValueLUT
+	if seq == tagVOILUTSequence {
+		lut = dataset.VOILUT
+	}
+	if e == nil && (!ok || signed == d.signed) && lut == d.lut {
 		return d
 	}
 	c := *d
+	c.lut = lut
 	if e != nil {
 		c.cs = newCharset(string(e.Value))
 		d.found.itemSets = append(d.found.itemSets, c.cs)
 	}
 	if ok {
 		c.signed = signed
+		c.lutIn = d.lutInput(it)
 	}
 	return &c
 }
@@ -174,6 +186,31 @@ func (d *decoder) signedPixels(ds *dataSet) (signed, ok bool) {
 	return d.order.Uint16(pr.Value) == 1, true
 }
 
+// lutInput is what decides the sign of the values the LUTs of the image
+// ds map (dataset.LUTInput), read only in Implicit VR, where it decides
+// their descriptors' VR: its Pixel Representation, Bits Stored, Modality
+// LUT Sequence and rescale.
+func (d *decoder) lutInput(ds *dataSet) dataset.LUTInput {
+	if !d.implicit {
+		return dataset.LUTInput{}
+	}
+	in := dataset.LUTInput{Slope: 1}
+	in.SignedPixels, _ = d.signedPixels(ds)
+	if e := ds.find(tagBitsStored); e != nil && len(e.Value) == 2 {
+		in.BitsStored = int(d.order.Uint16(e.Value))
+	}
+	if e := ds.find(tagModalityLUTSequence); e != nil && len(e.Items) > 0 {
+		in.ModalityLUT = true
+	}
+	if v, err := strconv.ParseFloat(d.first(ds, tagRescaleSlope), 64); err == nil {
+		in.Slope = v
+	}
+	if v, err := strconv.ParseFloat(d.first(ds, tagRescaleIntercept), 64); err == nil {
+		in.Intercept = v
+	}
+	return in
+}
+
 func (d *decoder) attr(e *dataElement) jsonAttr {
 	a := jsonAttr{VR: e.VR}
 	if e.Bulk {
@@ -183,7 +220,7 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 	switch e.VR {
 	case "SQ":
 		for _, it := range e.Items {
-			a.Value = append(a.Value, d.item(it).toJSON(it))
+			a.Value = append(a.Value, d.item(e.Tag, it).toJSON(it))
 		}
 	case "PN":
 		vals := d.text(e)
@@ -202,13 +239,25 @@ func (d *decoder) attr(e *dataElement) jsonAttr {
 			a.Value = append(a.Value, number(v, e.VR == "IS"))
 		}
 	case "US", "SS", "UL", "SL", "UV", "SV", "FL", "FD":
-		if e.VR == "US" && d.signed && dataset.SignedAlternative(e.Tag) {
+		lut := dataset.LUTDescriptor(e.Tag) && (e.VR == "US" || e.VR == "SS")
+		switch {
+		case lut:
+			// Its VR is its first value mapped's, by the one rule for LUT
+			// descriptors (as sent in Explicit VR).
+			explicit := e.VR
+			if d.implicit {
+				explicit = ""
+			}
+			a.VR = "US"
+			if dataset.LUTFirstValueSigned(dataset.ForEncoding, d.lut, d.lutIn, explicit) {
+				a.VR = "SS"
+			}
+		case e.VR == "US" && d.signed && dataset.SignedAlternative(e.Tag):
 			a.VR = "SS"
 		}
 		a.Value = d.binaryNumbers(e, a.VR)
-		if a.VR == "SS" && dataset.LUTDescriptor(e.Tag) {
-			// Its count and bits per entry are unsigned whatever the VR,
-			// which is its first value mapped's.
+		if a.VR == "SS" && lut {
+			// Its count and bits per entry are unsigned whatever the VR.
 			for i, v := range a.Value {
 				if dataset.LUTDescriptorUnsigned(i) {
 					a.Value[i] = uint16(v.(int16))

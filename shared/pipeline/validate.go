@@ -157,6 +157,7 @@ func (in *inspection) check(complete bool, bulkURI func(*dataElement) string) {
 	cs := newCharset(csRaw)
 	in.dec = &decoder{order: order, cs: cs, found: newTextFindings(), bulkURI: bulkURI, implicit: h.Implicit}
 	in.dec.signed, _ = in.dec.signedPixels(&h.Data)
+	in.dec.lutIn = in.dec.lutInput(&h.Data)
 	d := in.dec
 
 	if h.Unordered {

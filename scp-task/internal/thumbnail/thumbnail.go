@@ -270,14 +270,16 @@ func params(o *object, bitsAllocated int) (pixelParams, error) {
 		p.bitsStored = v
 	}
 	p.invert = strings.TrimSpace(o.str(tagPhotometric)) == "MONOCHROME1"
+	in := dataset.LUTInput{SignedPixels: p.signed, BitsStored: p.bitsStored, Slope: p.slope, Intercept: p.intercept}
 	var err error
-	if p.modality, err = o.lutOf(tagModalityLUTSequence, p.signed); err != nil {
+	if p.modality, err = o.lutOf(tagModalityLUTSequence, in); err != nil {
 		return p, err
 	}
 	if p.width == 0 {
-		// The Modality LUT's output is unsigned; the rescale's is signed
-		// as the stored values are.
-		if p.voiLUT, err = o.lutOf(tagVOILUTSequence, p.signed && p.modality == nil); err != nil {
+		// The VOI LUT maps the Modality LUT's output: its LUT's, else the
+		// rescale's.
+		in.ModalityLUT = p.modality != nil
+		if p.voiLUT, err = o.lutOf(tagVOILUTSequence, in); err != nil {
 			return p, err
 		}
 	}
@@ -303,28 +305,31 @@ func (l *lut) at(x float64) float64 {
 // lutOf reads the LUT of the first item of the sequence seq (nil when
 // the object has none) by PS3.3 C.11.1.1.1: the LUT Descriptor's number
 // of entries (0: 65536) and bits per entry (8 to 16) unsigned, its first
-// value mapped signed when the descriptor is SS (in Implicit VR, "US or
-// SS" reads as the values mapped are: signed), the LUT Data of 16-bit
-// words in the data set's byte order, 8-bit entries one a word or two (the
-// first in the low byte). A descriptor or data that does not say so is no
-// preview.
-func (o *object) lutOf(seq uint32, signed bool) (*lut, error) {
+// value mapped signed where the values the LUT maps are (in: the pixels',
+// and for the VOI LUT the Modality LUT's or rescale's output), whatever
+// its VR (dataset.LUTFirstValueSigned), the LUT Data of 16-bit words in
+// the data set's byte order, 8-bit entries one a word or two (the first in
+// the low byte). LUT Data shorter than its descriptor says is its words,
+// one entry each, as dcmj2pnm draws it (an image rather than none); a
+// descriptor that does not read, or data of no whole word, is no preview.
+func (o *object) lutOf(seq uint32, in dataset.LUTInput) (*lut, error) {
 	item := o.luts[seq]
 	if item == nil {
 		return nil, nil
 	}
-	name := "VOI LUT"
+	name, kind := "VOI LUT", dataset.VOILUT
 	if seq == tagModalityLUTSequence {
-		name = "Modality LUT"
+		name, kind = "Modality LUT", dataset.StoredValueLUT
 	}
 	d, data := item.descriptor, item.data.value
 	if len(d.value) < 6 || data == nil {
 		return nil, fmt.Errorf("thumbnail: %w: %s without a LUT Descriptor of three values and LUT Data", ErrNoPreview, name)
 	}
-	// The first value mapped is signed when the descriptor is SS; in
-	// Implicit VR, PS3.6's "US or SS" is SS where the values mapped are
-	// signed (PS3.5 A.1).
-	signed = d.vr.Is("SS") || signed && o.dec.Implicit() && dataset.SignedAlternative(tagLUTDescriptor)
+	vr := d.vr.String()
+	if o.dec.Implicit() {
+		vr = ""
+	}
+	signed := dataset.LUTFirstValueSigned(dataset.ForRendering, kind, in, vr)
 	var v [3]int
 	for i := range v {
 		w := o.order.Uint16(d.value[2*i:])
@@ -340,19 +345,21 @@ func (o *object) lutOf(seq uint32, signed bool) (*lut, error) {
 	if bits < 8 || bits > 16 {
 		return nil, fmt.Errorf("thumbnail: %w: %s of %d bits an entry, not 8 to 16", ErrNoPreview, name, bits)
 	}
+	packed := bits == 8 && len(data) >= n+n%2 && len(data) < 2*n // two entries a word
+	if !packed && len(data) < 2*n {
+		if len(data) < 2 {
+			return nil, fmt.Errorf("thumbnail: %w: %s of %d entries of %d bits in %d bytes of LUT Data", ErrNoPreview, name, n, bits, len(data))
+		}
+		n = len(data) / 2 // shorter than said: the words it has
+	}
 	l := &lut{first: v[1], bits: bits, entries: make([]uint16, n)}
 	mask := uint16(1<<bits - 1)
-	switch {
-	case len(data) >= 2*n: // an entry a word
-		for i := range l.entries {
+	for i := range l.entries {
+		if packed {
+			l.entries[i] = o.order.Uint16(data[2*(i/2):]) >> (8 * (i % 2)) & mask
+		} else {
 			l.entries[i] = o.order.Uint16(data[2*i:]) & mask
 		}
-	case bits == 8 && len(data) >= n+n%2: // two entries a word
-		for i := range l.entries {
-			l.entries[i] = o.order.Uint16(data[2*(i/2):]) >> (8 * (i % 2)) & mask
-		}
-	default:
-		return nil, fmt.Errorf("thumbnail: %w: %s of %d entries of %d bits in %d bytes of LUT Data", ErrNoPreview, name, n, bits, len(data))
 	}
 	return l, nil
 }
