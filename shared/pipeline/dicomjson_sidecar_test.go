@@ -141,24 +141,8 @@ var jsonFixtures = map[string]jsonFixture{
 			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0xFE, 0xFF, 0x08, 0x00}),
 		}),
 	}},
-	"explicit-voi-lut-rescaled": {extra: []pt.Elem{
-		pt.U16(pt.Tag(0x28, 0x101), 12),
-		pt.U16(pt.Tag(0x28, 0x103), 0),
-		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
-		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
-		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
-			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0xFF, 0xFF, 0x08, 0x00}),
-		}),
-	}},
-	"implicit-voi-lut-rescaled": {ts: tsImplicitLE, extra: []pt.Elem{
-		pt.U16(pt.Tag(0x28, 0x101), 12),
-		pt.U16(pt.Tag(0x28, 0x103), 0),
-		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
-		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
-		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
-			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x40, 0x9C, 0xFF, 0xFF, 0x10, 0x00}),
-		}),
-	}},
+	"explicit-voi-lut-rescaled": rescaledVOILUT("", []byte{0x03, 0x00, 0xFF, 0xFF, 0x08, 0x00}),
+	"implicit-voi-lut-rescaled": rescaledVOILUT(tsImplicitLE, []byte{0x40, 0x9C, 0xFF, 0xFF, 0x10, 0x00}),
 	"implicit-voi-lut-modality": {ts: tsImplicitLE, extra: []pt.Elem{
 		pt.U16(pt.Tag(0x28, 0x103), 1),
 		pt.Seq(pt.Tag(0x28, 0x3000), true, []pt.Elem{
@@ -247,6 +231,18 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(8, 0x1030), "LO", "Ünïcödé\\二"),
 		txt(pt.Tag(0x10, 0x10), "PN", "Wang^XiaoDong=王^小東="),
 	}},
+}
+
+// rescaledVOILUT is a fixture in ts of 12-bit unsigned pixels rescaled by
+// -1024 under a VOI LUT whose descriptor, sent US, is descriptor.
+func rescaledVOILUT(ts string, descriptor []byte) jsonFixture {
+	return jsonFixture{ts: ts, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x101), 12),
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
+		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{pt.Raw(pt.Tag(0x28, 0x3002), "US", descriptor)}),
+	}}
 }
 
 func (f jsonFixture) bytes(sop string) []byte {
