@@ -19,16 +19,28 @@ type charset struct {
 	name  string // the value of Specific Character Set, without padding
 	terms []string
 	// single is the decoder when no code extensions are used; nil for the
-	// default repertoire or UTF-8.
+	// default repertoire, UTF-8 or JIS X 0201.
 	single  encoding.Encoding
 	utf8    bool
 	iso2022 bool
-	// g0Roman is set for ISO_IR 13, whose G0 is JIS X 0201 Roman.
-	g0Roman bool
-	// g1 is the initial G1 set under ISO 2022 (from value 1).
+	// jisX0201 is set for ISO_IR 13: JIS X 0201, its Roman in G0 and its
+	// katakana in G1, and nothing else (PS3.3 Table C.12-2).
+	jisX0201 bool
+	// g0 and g1 are the initial G0 and G1 sets under ISO 2022 (from
+	// value 1).
+	g0      g0set
 	g1      g1set
 	unknown []string // terms we cannot decode
 }
+
+type g0set int
+
+const (
+	g0ASCII   g0set = iota
+	g0Roman         // JIS X 0201 Roman (ISO-IR 14): ESC ( J
+	g0JIS0208       // ESC $ B, ESC $ @
+	g0JIS0212       // ESC $ ( D
+)
 
 type g1set int
 
@@ -54,7 +66,9 @@ var singleByte = map[string]encoding.Encoding{
 	"ISO_IR 148": charmap.ISO8859_9,
 	"ISO_IR 203": charmap.ISO8859_15,
 	"ISO_IR 166": charmap.Windows874, // TIS 620-2533 superset
-	"ISO_IR 13":  japanese.ShiftJIS,  // JIS X 0201: ASCII-like plus half-width katakana at A1-DF
+	// ISO_IR 13 (JIS X 0201) is none of these: its G0 is not ASCII, and
+	// no encoding of golang.org/x/text is JIS X 0201 alone (Shift_JIS
+	// holds kanji too). The charset decodes it (jisX0201Rune).
 }
 
 // newCharset interprets the values of Specific Character Set.
@@ -74,13 +88,15 @@ func newCharset(raw string) *charset {
 		case "ISO_IR 6":
 		case "ISO_IR 192":
 			cs.utf8 = true
+		case "ISO_IR 13":
+			cs.jisX0201 = true
 		case "GB18030":
 			cs.single = simplifiedchinese.GB18030
 		case "GBK":
 			cs.single = simplifiedchinese.GBK
 		default:
 			if e, ok := singleByte[t]; ok {
-				cs.single, cs.g0Roman = e, t == "ISO_IR 13"
+				cs.single = e
 			} else {
 				cs.unknown = append(cs.unknown, t)
 			}
@@ -102,7 +118,8 @@ func newCharset(raw string) *charset {
 	}
 	switch first := cs.terms[0]; first {
 	case "ISO 2022 IR 13":
-		cs.g1 = g1Katakana
+		// Both halves of JIS X 0201 (PS3.3 Table C.12-3).
+		cs.g0, cs.g1 = g0Roman, g1Katakana
 	case "ISO 2022 IR 149":
 		cs.g1 = g1KSX1001
 	case "ISO 2022 IR 58":
@@ -116,34 +133,63 @@ func newCharset(raw string) *charset {
 	return cs
 }
 
-// jisRoman maps the two characters where JIS X 0201 Roman differs from
-// ASCII (PS3.3 C.12.1.1.2, ISO-IR 14): 0x5C is YEN SIGN, 0x7E OVERLINE.
-var jisRoman = strings.NewReplacer(`\`, "\u00A5", "~", "\u203E")
-
-// romanText gives decoded text JIS X 0201 Roman's characters where the set's
-// G0 is that (ISO_IR 13). A delimited value (SH, LO, PN, UC) keeps 0x5C:
-// it separates the values whatever character it shows (PS3.18 F.2.4).
-func (cs *charset) romanText(s string, delimited bool) string {
+// romanRune is the character of c (below 0x80) in JIS X 0201 Roman
+// (ISO-IR 14, PS3.5 H.1.1): ASCII's but for 0x5C, YEN SIGN, and 0x7E,
+// OVERLINE. In a delimited value (SH, LO, PN, UC) 0x5C stays the
+// backslash that separates the values, whatever character it shows
+// (PS3.18 F.2.4, PS3.5 H.1.1 note 3).
+func romanRune(c byte, delimited bool) rune {
 	switch {
-	case !cs.g0Roman:
-		return s
-	case delimited:
-		return strings.ReplaceAll(s, "~", "\u203E")
+	case c == 0x5C && !delimited:
+		return '\u00A5'
+	case c == 0x7E:
+		return '\u203E'
 	}
-	return jisRoman.Replace(s)
+	return rune(c)
+}
+
+// katakanaRune is the character of c in JIS X 0201 katakana (ISO-IR 13)
+// as G1: 0xA1-0xDF, the halfwidth forms U+FF61-U+FF9F. ok is false for
+// any other byte, which the set does not have.
+func katakanaRune(c byte) (r rune, ok bool) {
+	if c >= 0xA1 && c <= 0xDF {
+		return rune(0xFF61 + int(c) - 0xA1), true
+	}
+	return utf8.RuneError, false
+}
+
+// jisX0201Rune is the character of c in ISO_IR 13: JIS X 0201 Roman
+// below 0x80, its katakana above. ok is false for a byte of neither (a
+// Shift_JIS kanji's lead byte, say), which becomes U+FFFD as any byte
+// that does not fit its set does.
+func jisX0201Rune(c byte, delimited bool) (r rune, ok bool) {
+	if c < 0x80 {
+		return romanRune(c, delimited), true
+	}
+	return katakanaRune(c)
 }
 
 // decode converts a text value to UTF-8. ok is false when bytes did not fit
-// the declared character set (they become U+FFFD).
-func (cs *charset) decode(b []byte) (s string, ok bool) {
+// the declared character set (they become U+FFFD). delimited says the
+// value is of a VR whose values 0x5C separates (SH, LO, PN, UC).
+func (cs *charset) decode(b []byte, delimited bool) (s string, ok bool) {
 	switch {
+	case cs.jisX0201:
+		ok = true
+		var out strings.Builder
+		for _, c := range b {
+			r, good := jisX0201Rune(c, delimited)
+			out.WriteRune(r)
+			ok = ok && good
+		}
+		return out.String(), ok
 	case cs.utf8:
 		if utf8.Valid(b) {
 			return string(b), true
 		}
 		return strings.ToValidUTF8(string(b), "\uFFFD"), false
 	case cs.iso2022:
-		return cs.decode2022(b)
+		return cs.decode2022(b, delimited)
 	case cs.single != nil:
 		return decodeWith(cs.single, b)
 	default:
@@ -181,17 +227,12 @@ func decodeWith(e encoding.Encoding, b []byte) (string, bool) {
 }
 
 // decode2022 handles ISO 2022 code extensions (PS3.5 6.1.2.5): escape
-// sequences switch G0 between ASCII, JIS X 0208 and JIS X 0212 and G1
-// between the single-byte sets, JIS X 0201 katakana, KS X 1001 and GB 2312.
-// Control characters return to the initial designations.
-func (cs *charset) decode2022(b []byte) (string, bool) {
-	const (
-		g0ASCII = iota
-		g0JIS0208
-		g0JIS0212
-	)
+// sequences switch G0 between ASCII, JIS X 0201 Roman, JIS X 0208 and JIS
+// X 0212 and G1 between the single-byte sets, JIS X 0201 katakana, KS X
+// 1001 and GB 2312. Control characters return to the initial designations.
+func (cs *charset) decode2022(b []byte, delimited bool) (string, bool) {
 	ok := true
-	g0, g1, latin := g0ASCII, cs.g1, cs.single
+	g0, g1, latin := cs.g0, cs.g1, cs.single
 	var out strings.Builder
 	put := func(s string, good bool) {
 		out.WriteString(s)
@@ -203,8 +244,10 @@ func (cs *charset) decode2022(b []byte) (string, bool) {
 			seq := b[i+1:]
 			n := 0
 			switch {
-			case bytes.HasPrefix(seq, []byte("(B")), bytes.HasPrefix(seq, []byte("(J")):
+			case bytes.HasPrefix(seq, []byte("(B")):
 				g0, n = g0ASCII, 2
+			case bytes.HasPrefix(seq, []byte("(J")):
+				g0, n = g0Roman, 2
 			case bytes.HasPrefix(seq, []byte("$B")), bytes.HasPrefix(seq, []byte("$@")):
 				g0, n = g0JIS0208, 2
 			case bytes.HasPrefix(seq, []byte("$(D")):
@@ -230,17 +273,25 @@ func (cs *charset) decode2022(b []byte) (string, bool) {
 		}
 		if c < 0x20 {
 			// Control characters (CR, LF, TAB, FF) revert to the initial sets.
-			g0, g1, latin = g0ASCII, cs.g1, cs.single
+			g0, g1, latin = cs.g0, cs.g1, cs.single
 			out.WriteByte(c)
 			i++
 			continue
 		}
 		if c < 0x80 {
-			if g0 == g0ASCII || i+1 >= len(b) || b[i+1] < 0x21 || b[i+1] > 0x7E {
+			switch {
+			case g0 == g0ASCII:
 				out.WriteByte(c)
-				if g0 != g0ASCII {
-					ok = false
-				}
+				i++
+				continue
+			case g0 == g0Roman:
+				out.WriteRune(romanRune(c, delimited))
+				i++
+				continue
+			case i+1 >= len(b) || b[i+1] < 0x21 || b[i+1] > 0x7E:
+				// Half of a two-byte character.
+				out.WriteByte(c)
+				ok = false
 				i++
 				continue
 			}
@@ -257,11 +308,8 @@ func (cs *charset) decode2022(b []byte) (string, bool) {
 			put(decodeWith(latin, []byte{c}))
 			i++
 		case g1Katakana:
-			if c >= 0xA1 && c <= 0xDF {
-				out.WriteRune(rune(0xFF61 + int(c) - 0xA1))
-			} else {
-				put("\uFFFD", false)
-			}
+			r, good := katakanaRune(c)
+			put(string(r), good)
 			i++
 		case g1KSX1001, g1GB2312:
 			if i+1 >= len(b) {

@@ -12,28 +12,45 @@ import (
 
 func TestCharsetDecode(t *testing.T) {
 	tests := []struct {
-		name, cs string
-		in       string
-		want     string
-		ok       bool
+		name, cs  string
+		in        string
+		want      string
+		ok        bool
+		delimited bool // a value of SH, LO, PN or UC, where 0x5C separates values
 	}{
-		{"default ascii", "", "Doe^John", "Doe^John", true},
-		{"default with high bytes", "", "M\xfcller", "M\uFFFDller", false},
-		{"latin-1", "ISO_IR 100", "Buc^J\xe9r\xf4me", "Buc^Jérôme", true},
-		{"utf-8", "ISO_IR 192", "Wang^XiaoDong=王^小東=", "Wang^XiaoDong=王^小東=", true},
-		{"utf-8 declared, latin-1 bytes", "ISO_IR 192", "M\xfcller", "M\uFFFDller", false},
-		{"cyrillic", "ISO_IR 144", "\xbb\xee\xdace\xdc\xd1\xe3\xe0\xd3", "Люкceмбург", true},
-		{"gb18030", "GB18030", "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab=", "Wang^XiaoDong=王^小东=", true},
+		{"default ascii", "", "Doe^John", "Doe^John", true, false},
+		{"default with high bytes", "", "M\xfcller", "M\uFFFDller", false, false},
+		{"latin-1", "ISO_IR 100", "Buc^J\xe9r\xf4me", "Buc^Jérôme", true, false},
+		{"utf-8", "ISO_IR 192", "Wang^XiaoDong=王^小東=", "Wang^XiaoDong=王^小東=", true, false},
+		{"utf-8 declared, latin-1 bytes", "ISO_IR 192", "M\xfcller", "M\uFFFDller", false, false},
+		{"cyrillic", "ISO_IR 144", "\xbb\xee\xdace\xdc\xd1\xe3\xe0\xd3", "Люкceмбург", true, false},
+		{"gb18030", "GB18030", "Wang^XiaoDong=\xcd\xf5^\xd0\xa1\xb6\xab=", "Wang^XiaoDong=王^小东=", true, false},
 		// PS3.5 H.3.1: Japanese with ISO 2022 IR 87.
 		{"iso 2022 ir 87", `\ISO 2022 IR 87`,
 			"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B=\x1b$B$d$^$@\x1b(B^\x1b$B$?$m$&\x1b(B",
-			"Yamada^Tarou=山田^太郎=やまだ^たろう", true},
+			"Yamada^Tarou=山田^太郎=やまだ^たろう", true, false},
 		// PS3.5 I.2: Korean with ISO 2022 IR 149.
 		{"iso 2022 ir 149", `\ISO 2022 IR 149`,
 			"Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7=\x1b$)C\xc8\xab^\x1b$)C\xb1\xe6\xb5\xbf",
-			"Hong^Gildong=洪^吉洞=홍^길동", true},
-		{"iso 2022 ir 13 katakana", `ISO 2022 IR 13\ISO 2022 IR 87`, "\xd4\xcf\xc0\xde^\xc0\xdb\xb3", "ﾔﾏﾀﾞ^ﾀﾛｳ", true},
-		{"iso 2022 unknown escape", `\ISO 2022 IR 87`, "a\x1b%Gb", "a\uFFFD%Gb", false},
+			"Hong^Gildong=洪^吉洞=홍^길동", true, false},
+		{"iso 2022 ir 13 katakana", `ISO 2022 IR 13\ISO 2022 IR 87`, "\xd4\xcf\xc0\xde^\xc0\xdb\xb3", "ﾔﾏﾀﾞ^ﾀﾛｳ", true, false},
+		{"iso 2022 unknown escape", `\ISO 2022 IR 87`, "a\x1b%Gb", "a\uFFFD%Gb", false, false},
+		// ISO_IR 13 is JIS X 0201 (PS3.3 Table C.12-2): G0 Roman (ISO-IR
+		// 14, 0x5C YEN SIGN, 0x7E OVERLINE), G1 katakana at 0xA1-0xDF.
+		// Nothing else: Shift_JIS's kanji bytes do not fit it.
+		{"iso_ir 13 roman and katakana", "ISO_IR 13", "1\\2~3\xb1\xdf", "1¥2‾3ｱﾟ", true, false},
+		{"iso_ir 13 values", "ISO_IR 13", "A\\B~\xb1", "A\\B‾ｱ", true, true},
+		{"iso_ir 13 kanji bytes", "ISO_IR 13", "A\x8e\x52B", "A\uFFFDRB", false, false},
+		{"iso_ir 13 bytes beside katakana", "ISO_IR 13", "\x80\xa0\xa1\xe0\xfd", "\uFFFD\uFFFD｡\uFFFD\uFFFD", false, false},
+		// ISO 2022 IR 13 (PS3.3 Table C.12-3): ESC ( J designates JIS X
+		// 0201 Roman to G0, ESC ) I its katakana to G1; as value 1 both
+		// are the initial designations, restored by control characters.
+		{"iso 2022 esc ( j is roman", `\ISO 2022 IR 13`, "\x1b(J1\\2~\x1b(B3\\4~", "1¥2‾3\\4~", true, false},
+		{"iso 2022 esc ( j values", `\ISO 2022 IR 13`, "\x1b(JA\\B~", "A\\B‾", true, true},
+		{"iso 2022 esc ) i is katakana", `\ISO 2022 IR 13`, "a\x1b)I\xb1\xdf", "aｱﾟ", true, false},
+		{"iso 2022 katakana only", `\ISO 2022 IR 13`, "\x1b)I\xe0\x40\xa0", "\uFFFD@\uFFFD", false, false},
+		{"iso 2022 ir 13 initial roman", `ISO 2022 IR 13\ISO 2022 IR 87`, "1\\2~\xb1\x1b(B3\\4~\r\n5\\6~", "1¥2‾ｱ3\\4~\r\n5¥6‾", true, false},
+		{"iso 2022 ir 13 after kanji", `ISO 2022 IR 13\ISO 2022 IR 87`, "\x1b$B;3\x1b(J\\~", "山¥‾", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,7 +58,7 @@ func TestCharsetDecode(t *testing.T) {
 			if len(cs.unknown) > 0 {
 				t.Fatalf("unknown terms %v", cs.unknown)
 			}
-			got, ok := cs.decode([]byte(tt.in))
+			got, ok := cs.decode([]byte(tt.in), tt.delimited)
 			if d := cmp.Diff(tt.want, got); d != "" || ok != tt.ok {
 				t.Errorf("decode ok=%v (want %v) (-want +got):\n%s", ok, tt.ok, d)
 			}

@@ -78,11 +78,10 @@ func (d *decoder) text(e *dataElement) []string {
 	var s string
 	if textVR(e.VR) {
 		var ok bool
-		s, ok = d.cs.decode(raw)
+		s, ok = d.cs.decode(raw, !singleValued(e.VR))
 		if !ok {
 			d.found.unfit[unfitText{e.Tag, d.cs.name}] = true
 		}
-		s = d.cs.romanText(s, !singleValued(e.VR))
 	} else {
 		s = string(raw)
 	}

@@ -198,6 +198,35 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(8, 0x1030), "LO", "A\\B~\xb1"),
 		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~3"),
 	}},
+	// JIS X 0201 alone: romaji and katakana, as dcm2json has them.
+	"charset-ir13-katakana": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 13"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~3\xb1\xdf"),
+	}},
+	// A kanji's Shift_JIS bytes (山, 8E52) under ISO_IR 13, which has no
+	// kanji: the lead byte fits neither of its sets (U+FFFD), the trail
+	// byte is Roman's R.
+	"charset-ir13-kanji": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO_IR 13"),
+		txt(pt.Tag(8, 0x1030), "LO", "A\x8e\x52B"),
+	}},
+	// ISO 2022 IR 13 as value 1 (PS3.3 Table C.12-3): JIS X 0201 Roman
+	// in G0 and katakana in G1 from the start of a value and after a
+	// control character; ESC ( B designates ASCII to G0.
+	"charset-2022-ir13": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `ISO 2022 IR 13\ISO 2022 IR 6`),
+		txt(pt.Tag(8, 0x1030), "LO", "A~\xb1\x1b(BB~"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~3\xb1\x1b(B4\\5~6\r\n7\\8~"),
+	}},
+	// Value 1 empty (ISO 2022 IR 6): ESC ( J designates JIS X 0201 Roman
+	// to G0, ESC ) I its katakana to G1.
+	"charset-2022-ir13-escapes": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 13`),
+		txt(pt.Tag(8, 0x1030), "LO", "\x1b)I\xb1\xb2\x1b(Jx~"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Yamada^Tarou==\x1b)I\xd4\xcf\xc0\xde^\x1b)I\xc0\xdb\xb3"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~\x1b(J3\\4~\x1b)I\xb1\x1b(B5\\6~"),
+	}},
 	"charset-korean": {extra: []pt.Elem{
 		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 149`),
 		txt(pt.Tag(8, 0x1030), "LO", "\x1b$)C\xc8\xab\\\x1b$)C\xb1\xe6\xb5\xbf"),
@@ -407,6 +436,14 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"H.3.2 Japanese with katakana", "charset-japanese-ir13", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ","Ideographic":"山田^太郎","Phonetic":"やまだ^たろう"}]}`},
 		{"JIS X 0201 Roman text", "charset-ir13-roman", "00104000", `{"vr":"LT","Value":["1¥2‾3"]}`},
 		{"JIS X 0201 Roman values", "charset-ir13-roman", "00081030", `{"vr":"LO","Value":["A","B‾ｱ"]}`},
+		{"JIS X 0201 katakana name", "charset-ir13-katakana", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ"}]}`},
+		{"JIS X 0201 text", "charset-ir13-katakana", "00104000", `{"vr":"LT","Value":["1¥2‾3ｱﾟ"]}`},
+		{"no kanji in ISO_IR 13", "charset-ir13-kanji", "00081030", `{"vr":"LO","Value":["A\uFFFDRB"]}`},
+		{"ISO 2022 IR 13 starts in Roman", "charset-2022-ir13", "00081030", `{"vr":"LO","Value":["A‾ｱB~"]}`},
+		{"ISO 2022 IR 13 returns to Roman after a control character", "charset-2022-ir13", "00104000", `{"vr":"LT","Value":["1¥2‾3ｱ4\\5~6\r\n7¥8‾"]}`},
+		{"ESC ) I katakana", "charset-2022-ir13-escapes", "00081030", `{"vr":"LO","Value":["ｱｲx‾"]}`},
+		{"ESC ) I katakana in a name", "charset-2022-ir13-escapes", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Phonetic":"ﾔﾏﾀﾞ^ﾀﾛｳ"}]}`},
+		{"ESC ( J Roman", "charset-2022-ir13-escapes", "00104000", `{"vr":"LT","Value":["1\\2~3¥4‾ｱ5\\6~"]}`},
 		{"I.2 Korean", "charset-korean", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Hong^Gildong","Ideographic":"洪^吉洞","Phonetic":"홍^길동"}]}`},
 		{"Korean values", "charset-korean", "00081030", `{"vr":"LO","Value":["홍","길동"]}`},
 		{"empty first value of Specific Character Set", "charset-korean", "00080005", `{"vr":"CS","Value":[null,"ISO 2022 IR 149"]}`},

@@ -141,13 +141,15 @@ func FuzzReadHeader(f *testing.F) {
 }
 
 func FuzzCharsetDecode(f *testing.F) {
-	f.Add(`\ISO 2022 IR 87`, []byte("Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"))
-	f.Add(`\ISO 2022 IR 149`, []byte("Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"))
-	f.Add("GB18030", []byte("\xcd\xf5^\xd0\xa1\xb6\xab"))
-	f.Add("ISO_IR 192", []byte("M\xfcller"))
-	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"))
-	f.Fuzz(func(t *testing.T, cs string, b []byte) {
-		s, ok := newCharset(cs).decode(b)
+	f.Add(`\ISO 2022 IR 87`, []byte("Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"), false)
+	f.Add(`\ISO 2022 IR 149`, []byte("Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"), false)
+	f.Add("GB18030", []byte("\xcd\xf5^\xd0\xa1\xb6\xab"), false)
+	f.Add("ISO_IR 192", []byte("M\xfcller"), false)
+	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"), false)
+	f.Add("ISO_IR 13", []byte("A\\B~\xb1\x8e\x52"), true)
+	f.Add(`ISO 2022 IR 13\ISO 2022 IR 87`, []byte("\xd4\xcf^\x1b$B;3\x1b(J\\~\x1b)I\xe0"), false)
+	f.Fuzz(func(t *testing.T, cs string, b []byte, delimited bool) {
+		s, ok := newCharset(cs).decode(b, delimited)
 		if !utf8.ValidString(s) {
 			t.Fatalf("decode(%q, %q) = %q: not UTF-8", cs, b, s)
 		}

@@ -328,6 +328,20 @@ func TestValidationCases(t *testing.T) {
 			i.PatientName = "M\xfcller^Hans"
 			return i.Build()
 		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		// ISO_IR 13 is JIS X 0201 alone (PS3.3 Table C.12-2): a kanji's
+		// Shift_JIS bytes (山田, 8E52 9363) do not fit it.
+		{name: "kanji bytes declared ISO_IR 13", data: func() []byte {
+			i := good
+			i.CharacterSet = "ISO_IR 13"
+			i.PatientName = "\x8e\x52\x93\x63^\xc0\xdb\xb3"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		{name: "katakana declared ISO_IR 13", data: func() []byte {
+			i := good
+			i.CharacterSet = "ISO_IR 13"
+			i.PatientName = "\xd4\xcf\xc0\xde^\xc0\xdb\xb3"
+			return i.Build()
+		}, valid: true},
 		{name: "SOP Instance UID differs from transaction", data: good.Build, meta: func(m map[string]string) {
 			m["sop-instance-uid"] = sop2
 		}, codes: []string{"error:transaction-mismatch"}},
