@@ -8,7 +8,8 @@
 // the object: the header is read with the one element reader (package
 // dataset) through ranged reads that skip bulk data, then only the middle
 // frame's bytes (MaxFrameBytes at most); a few requests render at a time,
-// and PNGs are cached.
+// requests for one object wait on one render, and PNGs are cached within a
+// bound in bytes.
 package thumbnail
 
 import (
@@ -23,10 +24,12 @@ import (
 	"io"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrNoPreview is returned (wrapped, with the reason) for an object this
@@ -34,11 +37,13 @@ import (
 // size of its frame, or bytes that do not read as they say.
 var ErrNoPreview = errors.New("no preview")
 
-// Defaults of a Renderer.
+// Defaults of a Renderer. DefaultCacheBytes holds about 220 thumbnails
+// of the largest kind (an RGB image of DefaultEdge × DefaultEdge that
+// does not compress: 147 KiB), and about a thousand typical greyscale ones.
 const (
-	DefaultEdge         = 192
-	DefaultConcurrency  = 2
-	DefaultCacheEntries = 512
+	DefaultEdge        = 192
+	DefaultConcurrency = 2
+	DefaultCacheBytes  = 32 << 20
 )
 
 // Transfer syntaxes rendered: native pixel data, and JPEG Baseline.
@@ -71,7 +76,11 @@ type Renderer struct {
 	edge  int
 	slots chan struct{}
 
-	cache *lru.Cache[string, entry] // by key, the least recently used dropped
+	cache  *pngCache
+	flight singleflight.Group // renders under way, by key
+	// joined, when set (tests), is called once a request that found no
+	// cached answer waits on the render of key, its own or another's.
+	joined func(key string)
 }
 
 type entry struct {
@@ -81,9 +90,12 @@ type entry struct {
 
 // Options tune a Renderer; zero fields take the defaults.
 type Options struct {
-	Edge         int // the longer side of a thumbnail, in pixels
-	Concurrency  int // renders at a time; more wait
-	CacheEntries int // PNGs (and no-preview answers) kept
+	Edge        int // the longer side of a thumbnail, in pixels
+	Concurrency int // renders at a time; more wait
+	// CacheBytes bounds the memory the cached answers (PNGs and
+	// no-preview answers) take, each charged entryCost; a negative value
+	// keeps none.
+	CacheBytes int64
 }
 
 // New returns a Renderer reading objects through open.
@@ -94,19 +106,17 @@ func New(open Opener, o Options) *Renderer {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
-	if o.CacheEntries <= 0 {
-		o.CacheEntries = DefaultCacheEntries
+	if o.CacheBytes == 0 {
+		o.CacheBytes = DefaultCacheBytes
 	}
-	cache, err := lru.New[string, entry](o.CacheEntries)
-	if err != nil {
-		panic(fmt.Sprintf("thumbnail: %v", err)) // a positive size never fails
-	}
-	return &Renderer{open: open, edge: o.Edge, slots: make(chan struct{}, o.Concurrency), cache: cache}
+	return &Renderer{open: open, edge: o.Edge, slots: make(chan struct{}, o.Concurrency), cache: newPNGCache(max(o.CacheBytes, 0))}
 }
 
 // PNG returns the thumbnail of the object stored under key, whose size
 // and transfer syntax the index knows. Objects never change under a key,
-// so the answer is cached by key.
+// so the answer is cached by key; requests for a key being rendered wait
+// for that render (each as long as its own ctx lets it) rather than render
+// it again.
 func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) ([]byte, error) {
 	if b, err, ok := r.cached(key); ok {
 		return b, err
@@ -114,6 +124,43 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 	if !Renderable(ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, ts)
 	}
+	for {
+		ch := r.flight.DoChan(key, func() (any, error) { return r.render(ctx, key, size) })
+		if r.joined != nil {
+			r.joined(key)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("thumbnail: %w", ctx.Err())
+		case res := <-ch:
+			var gone renderAbandoned
+			if errors.As(res.Err, &gone) && ctx.Err() == nil {
+				continue // the request that rendered it went away first: render it for this one
+			}
+			b, _ := res.Val.([]byte)
+			return b, res.Err
+		}
+	}
+}
+
+// renderAbandoned is the answer of a render whose request went away (its
+// context done), which the requests that waited on it do not take.
+type renderAbandoned struct{ err error }
+
+func (e renderAbandoned) Error() string { return e.err.Error() }
+func (e renderAbandoned) Unwrap() error { return e.err }
+
+// render renders the object under key for PNG, one request a key at a
+// time, at most Concurrency at once.
+func (r *Renderer) render(ctx context.Context, key string, size int64) ([]byte, error) {
+	b, err := r.renderSlot(ctx, key, size)
+	if err != nil && ctx.Err() != nil {
+		return nil, renderAbandoned{err}
+	}
+	return b, err
+}
+
+func (r *Renderer) renderSlot(ctx context.Context, key string, size int64) ([]byte, error) {
 	select {
 	case r.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -134,14 +181,82 @@ func (r *Renderer) PNG(ctx context.Context, key string, size int64, ts string) (
 }
 
 func (r *Renderer) cached(key string) ([]byte, error, bool) {
-	en, ok := r.cache.Get(key)
+	en, ok := r.cache.get(key)
 	return en.png, en.err, ok
 }
 
 // keep caches an answer; one already there stays (objects never change
 // under a key), where it was in the order of use.
 func (r *Renderer) keep(key string, b []byte, err error) {
-	r.cache.ContainsOrAdd(key, entry{png: b, err: err})
+	r.cache.add(key, entry{png: b, err: err})
+}
+
+// entryOverhead is what an answer is charged beyond its bytes: its list
+// element, map entry and headers, about.
+const entryOverhead = 160
+
+// entryCost is the memory an answer is charged in the cache: its key, its
+// PNG, its error's text and entryOverhead.
+func entryCost(key string, png []byte, err error) int64 {
+	n := int64(len(key) + len(png) + entryOverhead)
+	if err != nil {
+		n += int64(len(err.Error()))
+	}
+	return n
+}
+
+// pngCache keeps answers by key within a bound in bytes (entryCost), the
+// least recently used dropped first.
+type pngCache struct {
+	mu    sync.Mutex
+	lru   *simplelru.LRU[string, entry]
+	bytes int64 // held: the sum of the entries' costs
+	max   int64
+}
+
+func newPNGCache(maxBytes int64) *pngCache {
+	c := &pngCache{max: maxBytes}
+	// The LRU's own bound, in entries, never binds: the cost in bytes
+	// does, and each entry costs at least entryOverhead.
+	l, err := simplelru.NewLRU(int(min(maxBytes/entryOverhead+1, math.MaxInt32)), func(key string, en entry) {
+		c.bytes -= entryCost(key, en.png, en.err)
+	})
+	if err != nil {
+		panic(fmt.Sprintf("thumbnail: %v", err)) // a positive size never fails
+	}
+	c.lru = l
+	return c
+}
+
+func (c *pngCache) get(key string) (entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Get(key)
+}
+
+// add keeps en under key unless an answer is there already, or en alone
+// is over the bound; it drops the least recently used until the rest fit.
+func (c *pngCache) add(key string, en entry) {
+	cost := entryCost(key, en.png, en.err)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cost > c.max || c.lru.Contains(key) {
+		return
+	}
+	for c.bytes+cost > c.max {
+		if _, _, ok := c.lru.RemoveOldest(); !ok {
+			break
+		}
+	}
+	c.lru.Add(key, en)
+	c.bytes += cost
+}
+
+// held is the bytes the cache is charged for now.
+func (c *pngCache) held() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
 }
 
 // Render decodes the middle frame of the Part 10 object of size bytes in

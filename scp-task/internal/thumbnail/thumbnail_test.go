@@ -385,28 +385,106 @@ func TestRenderOutOfTagOrder(t *testing.T) {
 	}
 }
 
-// TestRendererCacheBound: at most CacheEntries answers are kept, the
-// least recently used dropped first: a dropped key is rendered again, a
-// kept one is not.
+// TestRendererCacheBound: the answers kept take at most CacheBytes (each
+// charged entryCost), the least recently used dropped first: a dropped
+// key is rendered again, a kept one is not; an answer larger than the
+// whole bound is not kept, and drops nothing.
 func TestRendererCacheBound(t *testing.T) {
 	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rendered := map[string]int{} // a render's first read is at offset 0
+	want, err := Render(bytes.NewReader(body), int64(len(body)), DefaultEdge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := entryCost("a", want, nil) // every key here is one byte long
+	tests := []struct {
+		name    string
+		bound   int64
+		keys    []string
+		renders map[string]int
+	}{
+		// c drops b (a was used since), b drops c, a stays throughout.
+		{"two fit", 2*one + one/2, []string{"a", "b", "a", "c", "a", "b", "a"}, map[string]int{"a": 1, "b": 2, "c": 1}},
+		{"one fits", one, []string{"a", "a", "b", "a"}, map[string]int{"a": 2, "b": 1}},
+		{"none fits", one - 1, []string{"a", "a", "b", "a"}, map[string]int{"a": 3, "b": 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rendered := map[string]int{} // a render's first read is at offset 0
+			r := New(func(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+				if offset == 0 {
+					rendered[key]++
+				}
+				return io.NopCloser(io.NewSectionReader(bytes.NewReader(body), offset, length)), nil
+			}, Options{CacheBytes: tt.bound, Concurrency: 1})
+			for _, key := range tt.keys {
+				if _, err := r.PNG(context.Background(), key, int64(len(body)), tsExplicitLE); err != nil {
+					t.Fatal(err)
+				}
+				if held := r.cache.held(); held > tt.bound {
+					t.Fatalf("after %q the cache holds %d bytes, over its bound %d", key, held, tt.bound)
+				}
+			}
+			if !maps.Equal(rendered, tt.renders) {
+				t.Errorf("renders %v, want %v", rendered, tt.renders)
+			}
+		})
+	}
+}
+
+// TestRendererRendersOnce: a request for a key while it is being
+// rendered waits for that render and takes its answer: one render.
+func TestRendererRendersOnce(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var renders atomic.Int32
+	started, release := make(chan struct{}), make(chan struct{})
 	r := New(func(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
-		if offset == 0 {
-			rendered[key]++
+		if offset == 0 && key == "a" {
+			if renders.Add(1) == 1 {
+				close(started)
+			}
+			<-release // held until the second request waits on this render
 		}
 		return io.NopCloser(io.NewSectionReader(bytes.NewReader(body), offset, length)), nil
-	}, Options{CacheEntries: 2, Concurrency: 1})
-	// c drops b (a was used since), b drops c, a stays throughout.
-	for _, key := range []string{"a", "b", "a", "c", "a", "b", "a"} {
-		if _, err := r.PNG(context.Background(), key, int64(len(body)), tsExplicitLE); err != nil {
-			t.Fatal(err)
-		}
+	}, Options{Concurrency: 2})
+	joined := make(chan string, 3)
+	r.joined = func(key string) { joined <- key }
+	type answer struct {
+		png []byte
+		err error
 	}
-	if want := map[string]int{"a": 1, "b": 2, "c": 1}; !maps.Equal(rendered, want) {
-		t.Errorf("renders %v, want %v", rendered, want)
+	answers := make(chan answer, 2)
+	get := func() {
+		b, err := r.PNG(context.Background(), "a", int64(len(body)), tsExplicitLE)
+		answers <- answer{b, err}
+	}
+	go get()
+	<-started // the first request renders
+	go get()
+	if k := <-joined; k != "a" {
+		t.Fatalf("joined %q", k)
+	}
+	if k := <-joined; k != "a" { // the second waits on the same render
+		t.Fatalf("joined %q", k)
+	}
+	close(release)
+	first, second := <-answers, <-answers
+	if first.err != nil || second.err != nil {
+		t.Fatalf("answers: %v, %v", first.err, second.err)
+	}
+	if !bytes.Equal(first.png, second.png) {
+		t.Error("the two requests got different PNGs")
+	}
+	if n := renders.Load(); n != 1 {
+		t.Errorf("%d renders of one key for two requests at once, want 1", n)
+	}
+	// Cached now: no render, and no wait.
+	if _, err := r.PNG(context.Background(), "a", int64(len(body)), tsExplicitLE); err != nil || renders.Load() != 1 {
+		t.Errorf("a third request: %v, %d renders", err, renders.Load())
 	}
 }
