@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -154,6 +155,9 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 			CommitmentWait: cfg.CommitmentWait, CommitmentReportFor: cfg.CommitmentReportFor,
 			CommitmentQuarantined: cfg.CommitmentQuarantined, MinFreeBytes: cfg.MinFreeBytes,
 			AuditExpirationDays: cfg.AuditExpirationDays,
+			// --portal-preview-cache-bytes 0 keeps none, which local.Config
+			// says with a negative value (its 0 is the default).
+			PreviewCacheBytes: cmp.Or(cfg.PortalPreviewCacheBytes, -1),
 		})
 		if err != nil {
 			err = fmt.Errorf("start local mode: %w", err)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/cli"
@@ -100,8 +101,11 @@ type Config struct {
 	Local        bool
 	DataDir      string
 	PortalListen string
-	Webhooks     []string
-	QuietPeriod  time.Duration
+	// PortalPreviewCacheBytes bounds the memory the portal's cached
+	// series previews take; 0 keeps none.
+	PortalPreviewCacheBytes int64
+	Webhooks                []string
+	QuietPeriod             time.Duration
 	// EventPatientData is how much patient data local mode's events carry.
 	EventPatientData pipeline.PatientDataPolicy
 	// AuditExpirationDays, in local mode, expires the SCP's association
@@ -190,6 +194,7 @@ var settings = []Setting{
 	{"local", "SCP_LOCAL", "false", "run the whole flow in this process: file store, pipeline, SQLite, event log and portal"},
 	{"data-dir", "DATA_DIR", "./data", "local mode: objects, quarantine, database and event log"},
 	{"portal-listen", "PORTAL_LISTEN", "127.0.0.1:8080", "local mode: portal and JSON API address"},
+	{"portal-preview-cache-bytes", "PORTAL_PREVIEW_CACHE_BYTES", strconv.Itoa(thumbnail.DefaultCacheBytes), "local mode: memory the portal keeps series previews in (PNGs and no-preview answers), the least recently used dropped first; 0 = keep none"},
 	{"webhook", "WEBHOOKS", "", "local mode: URLs events are POSTed to, comma-separated (flag repeatable)"},
 	{"quiet-period", "QUIET_PERIOD", durations.Format(pipeline.DefaultQuietPeriod), "a study is announced as received once this long has passed since its last instance was received or indexed"},
 	{"event-patient-data", "EVENT_PATIENT_DATA", "none", "local mode: patient data events carry, as the functions' EVENT_PATIENT_DATA: none, id (Patient ID, accession number) or full (also name, birth date, sex)"},
@@ -402,6 +407,11 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 		errs = append(errs, fmt.Errorf("%s: %q is not 0 or a byte count of at least 2097152 (one TLS handshake)", subject("max-preassociation-bytes"), get("max-preassociation-bytes")))
 	} else {
 		c.MaxPreAssociationBytes = b
+	}
+	if b, err := strconv.ParseInt(get("portal-preview-cache-bytes"), 10, 64); err != nil || b < 0 {
+		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", subject("portal-preview-cache-bytes"), get("portal-preview-cache-bytes")))
+	} else {
+		c.PortalPreviewCacheBytes = b
 	}
 	if b, err := strconv.ParseInt(get("min-free-bytes"), 10, 64); err != nil || b < 0 {
 		errs = append(errs, fmt.Errorf("%s: %q is not a byte count ≥ 0", subject("min-free-bytes"), get("min-free-bytes")))
@@ -780,30 +790,31 @@ func isBool(s Setting) bool { return s.Default == "false" || s.Default == "true"
 // placeholders names the value of the settings whose kind the default
 // does not tell (see placeholder).
 var placeholders = map[string]string{
-	"listen":              "ADDR",
-	"tls-listen":          "ADDR",
-	"tls-cert":            "PEM",
-	"tls-key":             "PEM",
-	"tls-client-ca":       "PEM",
-	"tls-client-crl":      "PEM",
-	"ae-title":            "AE",
-	"calling-aes":         "LIST",
-	"s3-kms-key":          "KEY",
-	"data-dir":            "DIR",
-	"log-level":           "LEVEL",
-	"webhook":             "URL",
-	"audit-syslog":        "URL",
-	"audit-syslog-ca":     "FILE",
-	"audit-syslog-cert":   "FILE",
-	"audit-syslog-key":    "FILE",
-	"audit-spool":         "DIR",
-	"s3-part-size":        "BYTES",
-	"staging":             "DIR",
-	"staging-max-backlog": "BYTES",
-	"staging-latency":     "LATENCIES",
-	"max-pdu-length":      "BYTES",
-	"min-progress-bytes":  "BYTES",
-	"min-free-bytes":      "BYTES",
+	"listen":                     "ADDR",
+	"tls-listen":                 "ADDR",
+	"tls-cert":                   "PEM",
+	"tls-key":                    "PEM",
+	"tls-client-ca":              "PEM",
+	"tls-client-crl":             "PEM",
+	"ae-title":                   "AE",
+	"calling-aes":                "LIST",
+	"s3-kms-key":                 "KEY",
+	"data-dir":                   "DIR",
+	"log-level":                  "LEVEL",
+	"webhook":                    "URL",
+	"audit-syslog":               "URL",
+	"audit-syslog-ca":            "FILE",
+	"audit-syslog-cert":          "FILE",
+	"audit-syslog-key":           "FILE",
+	"audit-spool":                "DIR",
+	"s3-part-size":               "BYTES",
+	"staging":                    "DIR",
+	"staging-max-backlog":        "BYTES",
+	"staging-latency":            "LATENCIES",
+	"max-pdu-length":             "BYTES",
+	"min-progress-bytes":         "BYTES",
+	"min-free-bytes":             "BYTES",
+	"portal-preview-cache-bytes": "BYTES",
 }
 
 // placeholder is the word the help shows for a setting's value: named in

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/thumbnail"
 	"github.com/dicom-ingest/dicom-ingest/shared/accesscontrol/aetitletest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/durations"
@@ -28,8 +29,8 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.S3PutTimeout, c.MinFreeBytes, c.MaxPreAssociationBytes}
-	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), 8 * time.Second, int64(256 << 20), int64(128 << 20)}
+	got := []any{c.Listen, c.AETitle, c.CallingAEs.String(), c.Store, c.HealthListen, c.MaxAssociations, c.ProxyProtocol, c.DrainTimeout, c.DataDir, c.PortalListen, c.QuietPeriod, c.S3PartSize, c.S3PutTimeout, c.MinFreeBytes, c.MaxPreAssociationBytes, c.PortalPreviewCacheBytes}
+	want := []any{":11112", "REMOTE_AE", "LOCAL_AE", "file://./data/objects", ":8081", 64, false, 60 * time.Second, "./data", "127.0.0.1:8080", 60 * time.Second, int64(8 << 20), 8 * time.Second, int64(256 << 20), int64(128 << 20), int64(thumbnail.DefaultCacheBytes)}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("defaults (-want +got):\n%s", d)
 	}
@@ -113,6 +114,8 @@ func TestErrors(t *testing.T) {
 		{"small backlog", []string{"--store", "s3://b/p", "--staging", "/x", "--staging-max-backlog", "10"}, nil, "at least 1048576"},
 		{"negative reserve", nil, map[string]string{"SCP_MIN_FREE_BYTES": "-1"}, `SCP_MIN_FREE_BYTES (or --min-free-bytes): "-1" is not a byte count ≥ 0`},
 		{"reserve with a unit", []string{"--min-free-bytes", "256MiB"}, nil, `--min-free-bytes: "256MiB" is not a byte count ≥ 0`},
+		{"negative preview cache", nil, map[string]string{"PORTAL_PREVIEW_CACHE_BYTES": "-1"}, `PORTAL_PREVIEW_CACHE_BYTES (or --portal-preview-cache-bytes): "-1" is not a byte count ≥ 0`},
+		{"preview cache with a unit", []string{"--portal-preview-cache-bytes", "32MiB"}, nil, `--portal-preview-cache-bytes: "32MiB" is not a byte count ≥ 0`},
 		{"pre-association memory below one TLS handshake", []string{"--max-preassociation-bytes", "1048576"}, nil, "at least 2097152"},
 		{"pre-association memory with a unit", nil, map[string]string{"SCP_MAX_PREASSOCIATION_BYTES": "128MiB"}, `SCP_MAX_PREASSOCIATION_BYTES (or --max-preassociation-bytes): "128MiB" is not 0`},
 		{"bad latency", nil, map[string]string{"SCP_STAGING_LATENCY": "write=fast"}, "SCP_STAGING_LATENCY (or --staging-latency): vfs: latency \"write=fast\""},

@@ -78,10 +78,14 @@ type Config struct {
 	// then only its name): scp-task opens every listener before anything
 	// touches the data directory, so a taken port fails the start clean.
 	PortalListener net.Listener
-	Webhooks       []string      // events are POSTed to each, with retries
-	QuietPeriod    time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
-	Logger         *slog.Logger
-	Registry       *prometheus.Registry // may be nil
+	// PreviewCacheBytes bounds the memory the portal's cached series
+	// previews take: 0 means thumbnail.DefaultCacheBytes, a negative
+	// value keeps none.
+	PreviewCacheBytes int64
+	Webhooks          []string      // events are POSTed to each, with retries
+	QuietPeriod       time.Duration // study stability; 0 means pipeline.DefaultQuietPeriod
+	Logger            *slog.Logger
+	Registry          *prometheus.Registry // may be nil
 	// Names names objects in logs by a keyed digest of their key (see
 	// logname); nil uses a key drawn for this process.
 	Names *logname.Namer
@@ -236,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (*Local, error) {
 	ps := &portal.Server{
 		Studies: db.IndexStore(), Search: db, Audit: db.AuditStore(), Associations: db, Events: db, Objects: l.files,
 		ObjectURLBase: l.objectURLBase,
-		Thumbnails:    thumbnail.New(l.files.OpenRange, thumbnail.Options{}),
+		Thumbnails:    thumbnail.New(l.files.OpenRange, thumbnail.Options{CacheBytes: cfg.PreviewCacheBytes}),
 		Counters:      l.portalCounters,
 		Health:        func(ctx context.Context) error { return db.SQL().PingContext(ctx) },
 		SyncFailed:    l.syncFailed,
