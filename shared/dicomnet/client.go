@@ -80,6 +80,12 @@ type ClientAssociation struct {
 	accepted []AcceptedContext
 	peerMax  uint32
 	msgID    uint16
+	// answerBy is when the answer awaited now (the A-ASSOCIATE response, a DIMSE response, the A-RELEASE-RP)
+	// is due: ResponseTimeout after the wait began (awaitAnswer), whatever else the peer sends meanwhile. Zero:
+	// no wait begun.
+	answerBy time.Time
+	// interrupt is the context of the exchange under way (interruptOn), nil between exchanges.
+	interrupt context.Context
 	buf      [2][]byte // double buffer for streaming data sets
 	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC, bounded as the
 	// server's AssociationInfo's are.
@@ -155,6 +161,7 @@ func (a *ClientAssociation) associate(ctx context.Context) error {
 	if err := a.fire(evt2); err != nil { // AE-2: send the A-ASSOCIATE-RQ → Sta5
 		return fmt.Errorf("dicomnet: associate: %w", err)
 	}
+	a.awaitAnswer()
 	p, rx := a.receive()
 	act, err := a.fireRx(rx)
 	switch act {
@@ -268,13 +275,28 @@ func (a *ClientAssociation) awaitClose() {
 	}
 }
 
-// receive reads the next PDU and classifies it, or the read error, as an event.
+// awaitAnswer begins a wait for the peer's answer: every PDU received until it comes shares ResponseTimeout
+// (answerBy), so that a peer sending what is not the answer (responses to other messages, P-DATA while we
+// release, an answer trickled across PDUs) cannot hold the wait past it.
+func (a *ClientAssociation) awaitAnswer() {
+	a.answerBy = time.Time{}
+	if rt := a.cfg.responseTimeout(); rt > 0 {
+		a.answerBy = time.Now().Add(rt)
+	}
+}
+
+// receive reads the next PDU and classifies it, or the read error, as an event: under ARTIM in Sta13, else by
+// the answer's deadline (awaitAnswer).
 func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
-	if !a.artimOn {
-		if rt := a.cfg.responseTimeout(); rt > 0 {
-			if err := a.nc.SetReadDeadline(time.Now().Add(rt)); err != nil {
-				return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
-			}
+	if !a.artimOn && !a.answerBy.IsZero() {
+		deadline := a.answerBy
+		if a.interrupt != nil && a.interrupt.Err() != nil {
+			// Ended before this deadline was set, which would undo interruptOn's: a cancelled exchange waited
+			// out the whole response timeout.
+			deadline = time.Now()
+		}
+		if err := a.nc.SetReadDeadline(deadline); err != nil {
+			return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
 		}
 	}
 	var p pdu.PDU
@@ -294,7 +316,7 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 		case errors.As(err, &ne) && ne.Timeout() && a.artimOn:
 			return nil, rxEvent{ev: evt18}
 		case errors.As(err, &ne) && ne.Timeout():
-			return nil, rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: no answer from the peer: %w", err)}
+			return nil, rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: no answer from the peer within %v: %w", a.cfg.responseTimeout(), err)}
 		}
 		return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: connection closed: %w", err)}
 	}
@@ -340,13 +362,19 @@ func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
 
 // interruptOn makes a blocked read or write return once ctx ends; the
 // returned function stops that. A deadline that cannot be set means the
-// connection is closed already, which interrupts as well.
+// connection is closed already, which interrupts as well. A read deadline
+// set afterwards (receive) keeps to it: ctx is looked at once it is set.
 func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, func() {
+	a.interrupt = ctx
+	after := context.AfterFunc(ctx, func() {
 		if err := a.nc.SetDeadline(time.Now()); err != nil {
 			a.nc.Close()
 		}
 	})
+	return func() bool {
+		a.interrupt = nil
+		return after()
+	}
 }
 
 // peerAbort looks, briefly, for an A-ABORT the peer sent before a write failed, to report why.
@@ -394,6 +422,7 @@ func (a *ClientAssociation) Release(ctx context.Context) error {
 	if err := a.fire(evt11); err != nil {
 		return fmt.Errorf("dicomnet: release: %w", err)
 	}
+	a.awaitAnswer()
 	for {
 		_, rx := a.receive()
 		act, err := a.fireRx(rx)
@@ -447,7 +476,7 @@ func (a *ClientAssociation) Echo(ctx context.Context) error {
 	if err := a.sendCommand(pc.ID, rq); err != nil {
 		return fmt.Errorf("dicomnet: echo: %w", err)
 	}
-	rsp, err := a.readResponse(rq.MessageID)
+	rsp, err := a.readResponse(rq)
 	if err != nil {
 		return fmt.Errorf("dicomnet: echo: %w", err)
 	}
@@ -501,16 +530,20 @@ func (a *ClientAssociation) request(ctx context.Context, what string, ctxID byte
 	if err := a.fire(evt9); err != nil { // DT-1
 		return dimse.Status{}, fmt.Errorf("dicomnet: %s: %w", what, err)
 	}
-	rsp, err := a.readResponse(cmd.MessageID)
+	rsp, err := a.readResponse(cmd)
 	if err != nil {
 		return dimse.Status{}, fmt.Errorf("dicomnet: %s: %w", what, err)
 	}
 	return dimse.Status{Code: rsp.Status, Comment: rsp.ErrorComment}, nil
 }
 
-// readResponse reads P-DATA (Evt10, DT-2) until a complete command set answering msgID arrives. Any other PDU is
-// fired on the state machine and ends the exchange.
-func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
+// readResponse reads P-DATA (Evt10, DT-2) until a complete command set answering rq arrives, within one
+// ResponseTimeout in all (awaitAnswer). Any other PDU is fired on the state machine and ends the exchange; so does
+// a response to rq's message id that is not rq's response (a C-STORE-RSP to an N-EVENT-REPORT-RQ), an invalid
+// one (A-ABORT 02 06, as for a command set that does not decode): taken for rq's, it passed for its outcome.
+func (a *ClientAssociation) readResponse(rq *dimse.Command) (*dimse.Command, error) {
+	msgID := rq.MessageID
+	a.awaitAnswer()
 	var cmd []byte
 	for {
 		p, rx := a.receive()
@@ -533,6 +566,11 @@ func (a *ClientAssociation) readResponse(msgID uint16) (*dimse.Command, error) {
 			cmd = cmd[:0]
 			if c.CommandField&0x8000 == 0 || c.Has(dimse.HasMessageIDBeingRespondedTo) && c.MessageIDBeingRespondedTo != msgID {
 				continue // a request of the peer's, or a response to something else: not ours to take
+			}
+			if want := rq.CommandField | 0x8000; c.CommandField != want {
+				_, aerr := a.fireRx(rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue,
+					err: fmt.Errorf("dicomnet: response of command 0x%04x to message %d, want 0x%04x", c.CommandField, msgID, want)})
+				return nil, aerr
 			}
 			return c, nil
 		}
@@ -565,7 +603,7 @@ func (a *ClientAssociation) Store(ctx context.Context, sopClassUID, sopInstanceU
 		}
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
-	rsp, err := a.readResponse(rq.MessageID)
+	rsp, err := a.readResponse(rq)
 	if err != nil {
 		return dimse.Status{}, fmt.Errorf("dicomnet: store: %w", err)
 	}
