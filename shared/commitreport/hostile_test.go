@@ -2,7 +2,13 @@ package commitreport_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"sync"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -17,6 +23,8 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // hostileTimeout is the response timeout of the reporters the hostile peers meet: the conformance statement's
@@ -81,15 +89,7 @@ func encoded(t *testing.T, x pdu.PDU) []byte {
 }
 
 // acBytes is the A-ASSOCIATE-AC a PACS accepting the report's association sends.
-func acBytes(t *testing.T, rq *pdu.AssociateRQ) []byte {
-	ac := &pdu.AssociateAC{ProtocolVersion: pdu.ProtocolVersion, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
-		ApplicationContext: rq.ApplicationContext, UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4",
-			RoleSelections: rq.UserInformation.RoleSelections}}
-	for _, pc := range rq.PresentationContexts {
-		ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
-	}
-	return encoded(t, ac)
-}
+func acBytes(t *testing.T, rq *pdu.AssociateRQ) []byte { return encoded(t, acceptAll(rq)) }
 
 // header is a PDU header announcing length bytes of type typ, and no body.
 func header(typ pdu.Type, length uint32) []byte {
@@ -334,4 +334,125 @@ func TestReportToAHungPACSBlocksNothingElse(t *testing.T) {
 		t.Fatalf("the hung report still running %v after it was cancelled", commitreport.DefaultResponseTimeout/2)
 	}
 	noLeftovers(t)
+}
+
+// TestReportToAHostileTLSPACS: a DICOM TLS peer that never finishes its handshake, or presents a certificate for
+// another name, fails the report as a failed handshake, counted once by its reason, within the response timeout;
+// one that presents a chain of 100 KB is read within crypto/tls's bound on a certificate message (its leaf is
+// valid: delivered). No goroutine is left.
+func TestReportToAHostileTLSPACS(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	padding := testpki.NewCA(t, "Padding CA "+strings.Repeat("x", 400))
+	long := ca.Server(t, testpki.Options{}).TLS()
+	for len(long.Certificate) < 2 || chainBytes(long.Certificate) < 100<<10 {
+		long.Certificate = append(long.Certificate, padding.Cert.Raw)
+	}
+	silent := func(t *testing.T) string { // accepts, reads the ClientHello, says nothing
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+			_, _ = io.Copy(io.Discard, c)
+		}()
+		return l.Addr().String()
+	}
+	tlsParrot := func(cert tls.Certificate) func(t *testing.T) string {
+		return func(t *testing.T) string {
+			addr, peers := dicomnettest.ListenTLSParrot(t, cert, nil)
+			go func() {
+				p := <-peers
+				if p == nil {
+					return
+				}
+				// Run by hand, not by the Parrot's methods: this is not the test's goroutine.
+				x, err := p.Next()
+				if err != nil || x.Type() != pdu.TypeAssociateRQ {
+					return
+				}
+				b, err := pdu.Encode(acceptAll(x.(*pdu.AssociateRQ)))
+				if err != nil {
+					return
+				}
+				_, _ = p.Conn.Write(b)
+				_, _ = io.Copy(io.Discard, p.Conn) // the report goes unanswered: enough that the handshake held
+			}()
+			return addr
+		}
+	}
+	for _, tt := range []struct {
+		name   string
+		peer   func(t *testing.T) string
+		reason string // of the failed handshake; "" none failed
+		says   string
+	}{
+		{"never finishes the handshake", silent, dicomnet.HandshakeTimeout, "TLS handshake"},
+		{"certificate for another name", tlsParrot(ca.Server(t, testpki.Options{DNSNames: []string{"other.example"}}).TLS()),
+			dicomnet.HandshakeBadCertificate, "cannot validate certificate for 127.0.0.1"},
+		{"a chain of 100 KB", tlsParrot(long), "", "no answer from the peer"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var reasons []string
+			var mu sync.Mutex
+			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: tt.peer(t), TLS: true}}, AETitle: "INGEST",
+				DialTimeout: hostileTimeout, ResponseTimeout: hostileTimeout,
+				TLS: func(context.Context, string) (*tls.Config, error) { return tlstrust.ClientConfig("", ca.Pool(), nil), nil },
+				HandshakeFailed: func(r string) {
+					mu.Lock()
+					reasons = append(reasons, r)
+					mu.Unlock()
+				}}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			var got reported
+			select {
+			case got = <-report(r, ""):
+			case <-time.After(hostileBound):
+				t.Fatalf("the report still running after %v (response timeout %v)", hostileBound, hostileTimeout)
+			}
+			runtime.ReadMemStats(&after)
+			if n := after.TotalAlloc - before.TotalAlloc; n > 32<<20 {
+				t.Errorf("the report allocated %d bytes", n)
+			}
+			if got.err == nil || !strings.Contains(got.err.Error(), tt.says) {
+				t.Fatalf("Report = %v, want an error saying %q", got.err, tt.says)
+			}
+			he, ok := errors.AsType[*commitreport.HandshakeError](got.err)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case tt.reason == "" && (ok || len(reasons) != 0):
+				t.Errorf("Report = %v, counted %v: want no failed handshake", got.err, reasons)
+			case tt.reason != "" && (!ok || he.Reason != tt.reason || !slices.Equal(reasons, []string{tt.reason})):
+				t.Errorf("Report = %v, counted %v: want a failed handshake %s counted once", got.err, reasons, tt.reason)
+			}
+			noLeftovers(t)
+		})
+	}
+}
+
+// chainBytes is the size of a certificate chain's DER.
+func chainBytes(chain [][]byte) int {
+	n := 0
+	for _, c := range chain {
+		n += len(c)
+	}
+	return n
+}
+
+// acceptAll is the A-ASSOCIATE-AC accepting rq's every context and role.
+func acceptAll(rq *pdu.AssociateRQ) *pdu.AssociateAC {
+	ac := &pdu.AssociateAC{ProtocolVersion: pdu.ProtocolVersion, CalledAE: rq.CalledAE, CallingAE: rq.CallingAE,
+		ApplicationContext: rq.ApplicationContext, UserInformation: pdu.UserInformation{MaxPDULength: 16384, ImplementationClassUID: "1.2.3.4",
+			RoleSelections: rq.UserInformation.RoleSelections}}
+	for _, pc := range rq.PresentationContexts {
+		ac.PresentationContexts = append(ac.PresentationContexts, pdu.PresentationContextAC{ID: pc.ID, TransferSyntax: pc.TransferSyntaxes[0]})
+	}
+	return ac
 }
