@@ -6,12 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
-	"slices"
-	"sync"
 	"log/slog"
+	"net"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -402,7 +402,9 @@ func TestReportToAHostileTLSPACS(t *testing.T) {
 			var mu sync.Mutex
 			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: tt.peer(t), TLS: true}}, AETitle: "INGEST",
 				DialTimeout: hostileTimeout, ResponseTimeout: hostileTimeout,
-				TLS: func(context.Context, string) (*tls.Config, error) { return tlstrust.ClientConfig("", ca.Pool(), nil), nil },
+				TLS: func(context.Context, string) (*tls.Config, error) {
+					return tlstrust.ClientConfig("", ca.Pool(), nil), nil
+				},
 				HandshakeFailed: func(r string) {
 					mu.Lock()
 					reasons = append(reasons, r)

@@ -86,7 +86,7 @@ type ClientAssociation struct {
 	answerBy time.Time
 	// interrupt is the context of the exchange under way (interruptOn), nil between exchanges.
 	interrupt context.Context
-	buf      [2][]byte // double buffer for streaming data sets
+	buf       [2][]byte // double buffer for streaming data sets
 	// PeerImplementationClassUID and PeerImplementationVersionName come from the A-ASSOCIATE-AC, bounded as the
 	// server's AssociationInfo's are.
 	PeerImplementationClassUID, PeerImplementationVersionName string
