@@ -38,26 +38,10 @@ const (
 	hostileHold = 3 * hostileBound
 )
 
-// noLeftovers fails the test when, once a report has returned, a goroutine of the reporter's or of its
-// association is still there after a deadline poll: goleak's check, on the frames that are ours.
+// noLeftovers fails the test when a goroutine of the reporter's or of its association outlives the report.
 func noLeftovers(t *testing.T) {
 	t.Helper()
-	ours := []string{"dicomnet.(*ClientAssociation)", "commitreport.(*Reporter)", "commitreport.(*alertConn)"}
-	testenv.EventuallySawWithin(t, 5*time.Second, "no goroutine of the report left", func() (bool, string) {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		for g := range strings.SplitSeq(string(buf), "\n\n") {
-			if strings.Contains(g, "testing.tRunner") {
-				continue // the test's own goroutine
-			}
-			for _, f := range ours {
-				if strings.Contains(g, f) {
-					return false, g
-				}
-			}
-		}
-		return true, ""
-	})
+	testenv.NoGoroutines(t, 5*time.Second, "dicomnet.(*ClientAssociation)", "commitreport.(*Reporter)", "commitreport.(*alertConn)")
 }
 
 // hostileScript is a PACS's side of a report's association, run on the test goroutine once it has connected.
