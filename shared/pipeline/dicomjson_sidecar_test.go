@@ -152,6 +152,16 @@ var jsonFixtures = map[string]jsonFixture{
 			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x03, 0x00, 0x40, 0x9C, 0x08, 0x00}),
 		}),
 	}},
+	// An enhanced multi-frame object's VOI LUT is in a functional group
+	// (PS3.3 C.7.6.16.2.10b: Frame VOI LUT Sequence > VOI LUT Sequence),
+	// its rescale too (C.7.6.16.2.9: Pixel Value Transformation Sequence),
+	// per frame or shared: the VOI LUT maps that rescale's output, not the
+	// top-level one (which such an object does not have). In a per-frame
+	// item the Frame VOI LUT Sequence (0028,9132) comes before the Pixel
+	// Value Transformation Sequence (0028,9145) that decides it.
+	"implicit-voi-lut-frame-rescaled": enhancedVOILUT(true, false),
+	"implicit-voi-lut-shared-rescaled": enhancedVOILUT(false, false),
+	"implicit-voi-lut-frame-modality":  enhancedVOILUT(true, true),
 	// The retired Gray and Large Palette Color Lookup Table Descriptors
 	// (0028,1100, 0028,1111-1113; PS3.6 "US or SS", as DCMTK's dictionary
 	// has them, xs) are descriptors too: their first value mapped (the
@@ -271,6 +281,44 @@ func rescaledVOILUT(ts string, descriptor []byte) jsonFixture {
 		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
 		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
 		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{pt.Raw(pt.Tag(0x28, 0x3002), "US", descriptor)}),
+	}}
+}
+
+// enhancedVOILUT is an enhanced multi-frame fixture in Implicit VR of
+// 12-bit unsigned pixels, with no top-level rescale, whose per-frame
+// functional group holds a VOI LUT whose descriptor's first value mapped
+// is 65535 (-1 signed), and whose Pixel Value Transformation Sequence
+// rescales by -1024: in the per-frame item (perFrame) or the shared one.
+// With modality, that item carries a Modality LUT Sequence in place of
+// the rescale (the VOI LUT then maps unsigned values).
+func enhancedVOILUT(perFrame, modality bool) jsonFixture {
+	transform := pt.Seq(pt.Tag(0x28, 0x9145), true, []pt.Elem{
+		txt(pt.Tag(0x28, 0x1052), "DS", "-1024"),
+		txt(pt.Tag(0x28, 0x1053), "DS", "1"),
+	})
+	if modality {
+		transform = pt.Seq(pt.Tag(0x28, 0x9145), true, []pt.Elem{
+			pt.Seq(pt.Tag(0x28, 0x3000), true, []pt.Elem{
+				pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x02, 0x00, 0x00, 0x00, 0x10, 0x00}),
+			}),
+		})
+	}
+	frameVOI := pt.Seq(pt.Tag(0x28, 0x9132), true, []pt.Elem{
+		pt.Seq(pt.Tag(0x28, 0x3010), true, []pt.Elem{
+			pt.Raw(pt.Tag(0x28, 0x3002), "US", []byte{0x40, 0x9C, 0xFF, 0xFF, 0x10, 0x00}),
+		}),
+	})
+	shared, frame := []pt.Elem{}, []pt.Elem{frameVOI}
+	if perFrame {
+		frame = append(frame, transform)
+	} else {
+		shared = append(shared, transform)
+	}
+	return jsonFixture{ts: tsImplicitLE, extra: []pt.Elem{
+		pt.U16(pt.Tag(0x28, 0x101), 12),
+		pt.U16(pt.Tag(0x28, 0x103), 0),
+		pt.Seq(pt.Tag(0x5200, 0x9229), true, shared),
+		pt.Seq(pt.Tag(0x5200, 0x9230), true, frame),
 	}}
 }
 
@@ -424,6 +472,12 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"implicit VR unsigned pixels rescaled below 0: the VOI LUT Descriptor is SS", "implicit-voi-lut-rescaled", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1,16]}}]}`},
 		{"implicit VR signed pixels: the Modality LUT Descriptor is SS", "implicit-voi-lut-modality", "00283000", `{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[4,-2,16]}}]}`},
 		{"implicit VR signed pixels under a Modality LUT: the VOI LUT Descriptor is US", "implicit-voi-lut-modality", "00283010", `{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[3,40000,8]}}]}`},
+		{"implicit VR enhanced: a frame's VOI LUT over its rescale below 0 is SS", "implicit-voi-lut-frame-rescaled", "52009230",
+			`{"vr":"SQ","Value":[{"00289132":{"vr":"SQ","Value":[{"00283010":{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1,16]}}]}}]},"00289145":{"vr":"SQ","Value":[{"00281052":{"vr":"DS","Value":[-1024]},"00281053":{"vr":"DS","Value":[1]}}]}}]}`},
+		{"implicit VR enhanced: a frame's VOI LUT over the shared rescale below 0 is SS", "implicit-voi-lut-shared-rescaled", "52009230",
+			`{"vr":"SQ","Value":[{"00289132":{"vr":"SQ","Value":[{"00283010":{"vr":"SQ","Value":[{"00283002":{"vr":"SS","Value":[40000,-1,16]}}]}}]}}]}`},
+		{"implicit VR enhanced: a frame's VOI LUT under its Modality LUT is US", "implicit-voi-lut-frame-modality", "52009230",
+			`{"vr":"SQ","Value":[{"00289132":{"vr":"SQ","Value":[{"00283010":{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[40000,65535,16]}}]}}]},"00289145":{"vr":"SQ","Value":[{"00283000":{"vr":"SQ","Value":[{"00283002":{"vr":"US","Value":[2,0,16]}}]}}]}}]}`},
 		{"implicit VR signed pixels: the Gray LUT Descriptor's count is unsigned", "implicit-signed-retired-lut", "00281100", `{"vr":"SS","Value":[40000,-100,16]}`},
 		{"implicit VR signed pixels: a Large Palette descriptor's count and bits are unsigned", "implicit-signed-retired-lut", "00281111", `{"vr":"SS","Value":[40000,-100,16,16]}`},
 		{"explicit SS: the Gray LUT Descriptor's count is unsigned", "explicit-signed-retired-lut", "00281100", `{"vr":"SS","Value":[40000,-100,16]}`},
