@@ -91,9 +91,10 @@ const (
 // Slope and Intercept (0028,1053, 0028,1052).
 type LUTInput struct {
 	SignedPixels     bool    // Pixel Representation 1
-	BitsStored       int     // 0: 16
+	BitsAllocated    int     // 0: not known
+	BitsStored       int     // 0, or past Bits Allocated: Bits Allocated, else 16
 	ModalityLUT      bool    // a Modality LUT Sequence, whose output is unsigned
-	Slope, Intercept float64 // the rescale; a Slope of 0 is 1 (none, or none usable)
+	Slope, Intercept float64 // the rescale; a Slope of 0 or no finite number is 1, such an Intercept 0 (none usable)
 }
 
 // Signed reports whether the values a LUT of kind maps are signed: stored
@@ -112,7 +113,11 @@ func (in LUTInput) Signed(kind LUTKind) bool {
 	if in.ModalityLUT {
 		return false
 	}
+	// What the callers could not read is absent, here for all of them.
 	bits := in.BitsStored
+	if bits <= 0 || in.BitsAllocated > 0 && bits > in.BitsAllocated {
+		bits = in.BitsAllocated
+	}
 	if bits <= 0 || bits > 32 {
 		bits = 16
 	}
@@ -120,11 +125,14 @@ func (in LUTInput) Signed(kind LUTKind) bool {
 	if in.SignedPixels {
 		lo, hi = -math.Ldexp(1, bits-1), math.Ldexp(1, bits-1)-1
 	}
-	slope := in.Slope
-	if slope == 0 {
+	slope, intercept := in.Slope, in.Intercept
+	if slope == 0 || math.IsNaN(slope) || math.IsInf(slope, 0) {
 		slope = 1
 	}
-	return min(lo*slope, hi*slope)+in.Intercept < 0
+	if math.IsNaN(intercept) || math.IsInf(intercept, 0) {
+		intercept = 0
+	}
+	return min(lo*slope, hi*slope)+intercept < 0
 }
 
 // LUTReading is what a LUT Descriptor is read for: rendering, or writing

@@ -1,6 +1,9 @@
 package dataset
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 // TestLUTFirstValueSigned: the one rule for a LUT Descriptor's first value
 // mapped (PS3.3 C.11.1.1.1, C.11.2.1.1): signed where the values the LUT
@@ -33,6 +36,17 @@ func TestLUTFirstValueSigned(t *testing.T) {
 		{"VOI LUT, signed pixels rescaled above 0", VOILUT, LUTInput{SignedPixels: true, BitsStored: 12, Slope: 1, Intercept: 2048}, "", false, false},
 		{"VOI LUT, a slope of 0 is 1", VOILUT, LUTInput{SignedPixels: true, BitsStored: 8}, "", true, true},
 		{"VOI LUT, no Bits Stored: 16", VOILUT, LUTInput{Slope: 1, Intercept: -1}, "", true, true},
+		// What a caller could not parse reads as absent, the same for
+		// every caller: a slope that is no number (NaN, infinite) is 1, such
+		// an intercept 0; Bits Stored absent, or past Bits Allocated, is
+		// Bits Allocated (as the renderer takes it).
+		{"VOI LUT, a slope of NaN is 1", VOILUT, LUTInput{BitsStored: 12, Slope: math.NaN(), Intercept: -1024}, "", true, true},
+		{"VOI LUT, an infinite slope is 1", VOILUT, LUTInput{BitsStored: 12, Slope: math.Inf(-1), Intercept: 1}, "", false, false},
+		{"VOI LUT, an intercept of NaN is 0", VOILUT, LUTInput{SignedPixels: true, BitsStored: 12, Slope: 1, Intercept: math.NaN()}, "", true, true},
+		{"VOI LUT, an infinite intercept is 0", VOILUT, LUTInput{BitsStored: 12, Slope: 1, Intercept: math.Inf(-1)}, "", false, false},
+		{"VOI LUT, no Bits Stored: Bits Allocated", VOILUT, LUTInput{BitsAllocated: 8, Slope: -1, Intercept: 300}, "", false, false},
+		{"VOI LUT, Bits Stored past Bits Allocated: Bits Allocated", VOILUT, LUTInput{BitsAllocated: 8, BitsStored: 12, Slope: -1, Intercept: 300}, "", false, false},
+		{"VOI LUT, Bits Stored within Bits Allocated", VOILUT, LUTInput{BitsAllocated: 16, BitsStored: 12, Slope: -1, Intercept: 4000}, "", true, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -385,7 +385,7 @@ func params(o *object, bitsAllocated int) (pixelParams, error) {
 		p.bitsStored = v
 	}
 	p.invert = strings.TrimSpace(o.str(tagPhotometric)) == "MONOCHROME1"
-	in := dataset.LUTInput{SignedPixels: p.signed, BitsStored: p.bitsStored, Slope: p.slope, Intercept: p.intercept}
+	in := dataset.LUTInput{SignedPixels: p.signed, BitsAllocated: bitsAllocated, BitsStored: p.bitsStored, Slope: p.slope, Intercept: p.intercept}
 	var err error
 	if p.modality, err = o.lutOf(tagModalityLUTSequence, in); err != nil {
 		return p, err
