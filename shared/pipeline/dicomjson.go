@@ -158,18 +158,23 @@ func (d *decoder) item(seq uint32, it *dataSet) *decoder {
 	if seq == tagVOILUTSequence {
 		lut = dataset.VOILUT
 	}
-	if e == nil && (!ok || signed == d.signed) && lut == d.lut {
+	in := d.lutIn
+	if ok {
+		in = d.lutInput(it)
+	} else if d.implicit {
+		in = d.frameTransform(it, in)
+	}
+	if e == nil && (!ok || signed == d.signed) && lut == d.lut && in == d.lutIn {
 		return d
 	}
 	c := *d
-	c.lut = lut
+	c.lut, c.lutIn = lut, in
 	if e != nil {
 		c.cs = newCharset(string(e.Value))
 		d.found.itemSets = append(d.found.itemSets, c.cs)
 	}
 	if ok {
 		c.signed = signed
-		c.lutIn = d.lutInput(it)
 	}
 	return &c
 }
@@ -187,18 +192,48 @@ func (d *decoder) signedPixels(ds *dataSet) (signed, ok bool) {
 
 // lutInput is what decides the sign of the values the LUTs of the image
 // ds map (dataset.LUTInput), read only in Implicit VR, where it decides
-// their descriptors' VR: its Pixel Representation, Bits Stored, Modality
-// LUT Sequence and rescale.
+// their descriptors' VR: its Pixel Representation, Bits Allocated and
+// Stored, Modality LUT Sequence and rescale, or those of its Shared
+// Functional Groups' Pixel Value Transformation (an enhanced multi-frame
+// object's, frameTransform).
 func (d *decoder) lutInput(ds *dataSet) dataset.LUTInput {
 	if !d.implicit {
 		return dataset.LUTInput{}
 	}
-	in := dataset.LUTInput{Slope: 1}
+	var in dataset.LUTInput
 	in.SignedPixels, _ = d.signedPixels(ds)
+	if e := ds.find(tagBitsAllocated); e != nil && len(e.Value) == 2 {
+		in.BitsAllocated = int(d.order.Uint16(e.Value))
+	}
 	if e := ds.find(tagBitsStored); e != nil && len(e.Value) == 2 {
 		in.BitsStored = int(d.order.Uint16(e.Value))
 	}
-	if e := ds.find(tagModalityLUTSequence); e != nil && len(e.Items) > 0 {
+	d.modalityTransform(ds, &in)
+	if fg := firstItem(ds, tagSharedFunctionalGroups); fg != nil {
+		in = d.frameTransform(fg, in)
+	}
+	return in
+}
+
+// frameTransform is in with the Modality LUT transformation of the
+// functional groups item fg where it has one: its Pixel Value
+// Transformation Sequence's (0028,9145; PS3.3 C.7.6.16.2.9), the rescale
+// (or Modality LUT) of an enhanced multi-frame object's frames, in place
+// of the image's. A Per-frame Functional Groups item's stands for the
+// Shared one's (C.7.6.16: a macro is in one or the other), and decides the
+// VOI LUT of its Frame VOI LUT Sequence, which precedes it.
+func (d *decoder) frameTransform(fg *dataSet, in dataset.LUTInput) dataset.LUTInput {
+	if pvt := firstItem(fg, tagPixelValueTransformation); pvt != nil {
+		in.ModalityLUT, in.Slope, in.Intercept = false, 0, 0
+		d.modalityTransform(pvt, &in)
+	}
+	return in
+}
+
+// modalityTransform reads into in the Modality LUT Sequence and rescale
+// of ds.
+func (d *decoder) modalityTransform(ds *dataSet, in *dataset.LUTInput) {
+	if firstItem(ds, tagModalityLUTSequence) != nil {
 		in.ModalityLUT = true
 	}
 	if v, err := strconv.ParseFloat(d.first(ds, tagRescaleSlope), 64); err == nil {
@@ -207,7 +242,14 @@ func (d *decoder) lutInput(ds *dataSet) dataset.LUTInput {
 	if v, err := strconv.ParseFloat(d.first(ds, tagRescaleIntercept), 64); err == nil {
 		in.Intercept = v
 	}
-	return in
+}
+
+// firstItem is the first item of the sequence t of ds, nil without one.
+func firstItem(ds *dataSet, t uint32) *dataSet {
+	if e := ds.find(t); e != nil && len(e.Items) > 0 {
+		return e.Items[0]
+	}
+	return nil
 }
 
 func (d *decoder) attr(e *dataElement) jsonAttr {

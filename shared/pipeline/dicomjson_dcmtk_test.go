@@ -32,10 +32,12 @@ var dcmtkApart = map[string]string{
 	// dictionary, as the Palette Color ones are: dcm2json writes them as
 	// those, US in Implicit VR, an SS one's count signed (as above);
 	// implicit-unsigned-retired-lut is compared.
-	"implicit-signed-retired-lut": `dcm2json makes a retired LUT descriptor US in Implicit VR whatever the Pixel Representation (as implicit-signed-lut)`,
-	"explicit-signed-retired-lut": `dcm2json writes an SS retired LUT descriptor's number of entries as signed (as explicit-signed-lut)`,
-	"implicit-voi-lut-rescaled":   `dcm2json makes a LUT Descriptor in an item US in Implicit VR, not by the rescale (PS3.3 C.11.2.1.1: SS where the rescale's output may be negative)`,
-	"implicit-voi-lut-modality":   `dcm2json makes a LUT Descriptor in an item US in Implicit VR: the VOI LUT's, as PS3.3 C.11.2.1.1 has it under a Modality LUT, but the Modality LUT's too (C.11.1.1.1: SS with signed pixels)`,
+	"implicit-signed-retired-lut":      `dcm2json makes a retired LUT descriptor US in Implicit VR whatever the Pixel Representation (as implicit-signed-lut)`,
+	"explicit-signed-retired-lut":      `dcm2json writes an SS retired LUT descriptor's number of entries as signed (as explicit-signed-lut)`,
+	"implicit-voi-lut-rescaled":        `dcm2json makes a LUT Descriptor in an item US in Implicit VR, not by the rescale (PS3.3 C.11.2.1.1: SS where the rescale's output may be negative)`,
+	"implicit-voi-lut-frame-rescaled":  `dcm2json makes a LUT Descriptor in an item US in Implicit VR, not by the frame's rescale (as implicit-voi-lut-rescaled)`,
+	"implicit-voi-lut-shared-rescaled": `dcm2json makes a LUT Descriptor in an item US in Implicit VR, not by the shared rescale (as implicit-voi-lut-rescaled)`,
+	"implicit-voi-lut-modality":        `dcm2json makes a LUT Descriptor in an item US in Implicit VR: the VOI LUT's, as PS3.3 C.11.2.1.1 has it under a Modality LUT, but the Modality LUT's too (C.11.1.1.1: SS with signed pixels)`,
 }
 
 // TestDICOMJSONAgreesWithDCMTK compares the DICOM JSON sidecar with

@@ -159,7 +159,7 @@ var jsonFixtures = map[string]jsonFixture{
 	// top-level one (which such an object does not have). In a per-frame
 	// item the Frame VOI LUT Sequence (0028,9132) comes before the Pixel
 	// Value Transformation Sequence (0028,9145) that decides it.
-	"implicit-voi-lut-frame-rescaled": enhancedVOILUT(true, false),
+	"implicit-voi-lut-frame-rescaled":  enhancedVOILUT(true, false),
 	"implicit-voi-lut-shared-rescaled": enhancedVOILUT(false, false),
 	"implicit-voi-lut-frame-modality":  enhancedVOILUT(true, true),
 	// The retired Gray and Large Palette Color Lookup Table Descriptors
