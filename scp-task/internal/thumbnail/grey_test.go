@@ -265,6 +265,10 @@ var greyCases = []greyCase{
 		obj: func(*testing.T) []byte {
 			return nativeGrey("MONOCHROME2", []byte{0, 1, 2, 3}, voiLUT(256, 0, 8, lutWords(0, 128, 255)))
 		}},
+	{name: "VOI LUT of 8 bits, data past packed but short of a word an entry", want: []uint8{0, 128, 255, 255},
+		obj: func(*testing.T) []byte {
+			return nativeGrey("MONOCHROME2", []byte{0, 1, 2, 3}, voiLUT(4, 0, 8, lutWords(0, 128, 255)))
+		}},
 	{name: "VOI LUT Data of no whole entry", noPrev: "VOI LUT of 256 entries of 16 bits in 1 bytes",
 		obj: func(*testing.T) []byte {
 			return nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, []byte{1}))
