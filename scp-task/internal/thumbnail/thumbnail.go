@@ -460,7 +460,10 @@ func (o *object) lutOf(seq uint32, in dataset.LUTInput) (*lut, error) {
 	if bits < 8 || bits > 16 {
 		return nil, fmt.Errorf("thumbnail: %w: %s of %d bits an entry, not 8 to 16", ErrNoPreview, name, bits)
 	}
-	packed := bits == 8 && len(data) >= n+n%2 && len(data) < 2*n // two entries a word
+	// Two entries a word: 8-bit entries in the words they fill, neither
+	// more nor fewer (as dcmj2pnm tells them apart; other data shorter
+	// than an entry a word is its words).
+	packed := bits == 8 && len(data) < 2*n && len(data)/2 == (n+1)/2
 	if !packed && len(data) < 2*n {
 		if len(data) < 2 {
 			return nil, fmt.Errorf("thumbnail: %w: %s of %d entries of %d bits in %d bytes of LUT Data", ErrNoPreview, name, n, bits, len(data))

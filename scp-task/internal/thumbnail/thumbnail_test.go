@@ -255,10 +255,14 @@ func FuzzRender(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	// Modality and VOI LUTs' data shorter than the descriptor says (PS3.3
-	// C.11.1.1.1): no preview.
+	// VOI LUTs' data shorter than the descriptor says (PS3.3 C.11.1.1.1):
+	// drawn by the words it holds, one word of a descriptor of 0 (65536
+	// entries) among them; a US descriptor over signed pixels in Implicit
+	// VR.
 	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(256, 0, 16, lutWords(1, 2, 3))))
 	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(0, -5, 8, lutWords(1, 2, 3))))
+	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(0, -5, 16, lutWords(7))))
+	f.Add(signedUnderUSLUT(tsImplicitLE))
 	rnd := rand.New(rand.NewPCG(3, 4))
 	small := [][]byte{jpegFrame(f, 16, 16, 40, rnd), jpegFrame(f, 16, 16, 80, rnd), jpegFrame(f, 16, 16, 120, rnd)}
 	f.Add(encapsulated(small, 1, basicTable))
