@@ -1578,6 +1578,19 @@ func FuzzProcessObject(f *testing.F) {
 	i := ct(sop1)
 	i.TransferSyntaxUID = "1.2.840.10008.1.2"
 	f.Add(i.Build())
+	// The DICOM JSON fixtures of LUT descriptors (Implicit and Explicit VR,
+	// in items and functional groups), whose VR the decoder decides.
+	luts, err := filepath.Glob(filepath.Join("testdata", "dicomjson", "*lut*.dcm"))
+	if err != nil || len(luts) == 0 {
+		f.Fatalf("no LUT fixtures: %v", err)
+	}
+	for _, name := range luts {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	// testdata/fuzz/FuzzProcessObject also holds the dicom module's
 	// deflated 6.dcm and past crashers.
 	f.Fuzz(func(t *testing.T, data []byte) {
