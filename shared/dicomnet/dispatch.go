@@ -260,7 +260,7 @@ type brokenOffError struct{ reader, handler error }
 
 func (e *brokenOffError) Error() string {
 	if r, ok := e.handler.(*refusedError); ok {
-		return fmt.Sprintf("%s; refused before the association ended, status %04X: %s", e.reader, r.st.Code, r)
+		return dimse.RefusedBeforeEndMessage(e.reader.Error(), r.st.Code, r.Error())
 	}
 	return e.reader.Error()
 }

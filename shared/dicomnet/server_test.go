@@ -21,7 +21,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/proxyproto"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
-	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
 
@@ -1326,7 +1325,7 @@ func carriesRefusal(t *testing.T, ev dicomnet.Event, refused uint16, says string
 		if says == "" {
 			says = refusal.Comment
 		}
-		if !strings.HasPrefix(ev.Err.Error(), "dicomnet: ") || !strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) ||
+		if !strings.HasPrefix(ev.Err.Error(), "dicomnet: ") || !dimse.SaysRefusedBeforeEnd(ev.Err.Error()) ||
 			!strings.HasSuffix(ev.Err.Error(), fmt.Sprintf("; refused before the association ended, status %04X: %s", refused, says)) {
 			t.Errorf("%v: error %q says neither the reader's error nor, after it, the refusal's status %04X and %q", ev.Type, ev.Err, refused, says)
 		}
@@ -1457,7 +1456,7 @@ func TestCStoreEndedByTheAssociationIsNoRefusal(t *testing.T) {
 		t.Errorf("EventStoreFailed status %04X, error %v; want no status, ErrIncomplete", ev.Status, ev.Err)
 	}
 	carriesRefusal(t, ev, 0, "")
-	if strings.Contains(ev.Err.Error(), pipeline.RefusedBeforeEnd) {
+	if dimse.SaysRefusedBeforeEnd(ev.Err.Error()) {
 		t.Errorf("error %q names a refusal", ev.Err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -643,7 +644,7 @@ func TestStudyRejects(t *testing.T) {
 	refusedCut := func(id, study, sop string) pipeline.AuditRecord {
 		return pipeline.AssociationAuditRecord(associationaudit.Record{SchemaVersion: 1, Event: associationaudit.EventStoreFailed, Time: t0,
 			AssociationID: id, CallingAE: "PACS", Seq: 2, Reason: "dicomnet: data set incomplete: dicomnet: connection closed: EOF" +
-				pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context",
+				dimse.RefusedBeforeEnd + "0122: SOP class differs from the presentation context",
 			SOPInstanceUID: sop, StudyInstanceUID: study}, "test")
 	}
 	noReason := func(id, study, sop string) pipeline.AuditRecord {

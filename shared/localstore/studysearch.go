@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -29,14 +30,14 @@ var Statuses = []string{StatusReceiving, StatusStable, StatusHasRejects}
 // reason beginning with one of pipeline.CutShortReasons (a record with
 // no reason is refused, as CutShort reads it: COALESCE, not NULL), and a
 // reason that names no refusal decided before the end
-// (pipeline.RefusedBeforeEnd: refused, not merely cut short).
+// (dimse.RefusedBeforeEnd: refused, not merely cut short).
 var cutShortSQL = func() string {
 	const reason = `COALESCE(json_extract(a.record, '$.reason'), '')`
 	said := []string{`json_extract(a.record, '$.notAnswered') IS 1`}
 	for _, p := range pipeline.CutShortReasons {
 		said = append(said, fmt.Sprintf(`substr(%s, 1, %d) = %s`, reason, len(p), sqlText(p)))
 	}
-	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(said, " OR ") + `) AND instr(` + reason + `, ` + sqlText(pipeline.RefusedBeforeEnd) + `) = 0)`
+	return `(a.outcome = '` + associationaudit.EventStoreFailed + `' AND (` + strings.Join(said, " OR ") + `) AND instr(` + reason + `, ` + sqlText(dimse.RefusedBeforeEnd) + `) = 0)`
 }()
 
 // sqlText is s as an SQL string literal.

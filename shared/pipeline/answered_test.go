@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 )
 
 // TestAnsweredReadsBack: every reason the writer builds (answered) — a
@@ -28,7 +28,7 @@ func TestAnsweredReadsBack(t *testing.T) {
 	}
 	// The SCP's reasons: none, one, and that of a request refused before the association's end cut it short
 	// (dicomnet's: the reader's error, then the refusal with its status).
-	reasons := []string{"", "out of resources", "dicomnet: data set incomplete: EOF" + RefusedBeforeEnd + "0118: x"}
+	reasons := []string{"", "out of resources", "dicomnet: data set incomplete: EOF" + dimse.RefusedBeforeEnd + "0118: x"}
 	for _, a := range answerRules {
 		for _, r := range a.notAnswered {
 			reasons = append(reasons, r+"x")
@@ -57,7 +57,7 @@ func TestAnsweredReadsBack(t *testing.T) {
 							w.notSent = notSent
 						}
 						// A C-STORE's only, and not one refused before the association's end cut it short.
-						cutShort := w.notAnswered && event == associationaudit.EventStoreFailed && !strings.Contains(reason, RefusedBeforeEnd)
+						cutShort := w.notAnswered && event == associationaudit.EventStoreFailed && !dimse.SaysRefusedBeforeEnd(reason)
 						r := associationaudit.Record{Event: event, Status: status, NotSent: notSent, Reason: reason,
 							Time: time.Unix(0, 0), AssociationID: "a1", CallingAE: "LOCAL_AE", CalledAE: "INGEST"}
 						rec := AssociationAuditRecord(r, "test")

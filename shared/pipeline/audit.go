@@ -11,6 +11,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
@@ -450,27 +451,16 @@ func answered(rec *AuditRecord, r associationaudit.Record) {
 	}
 }
 
-// RefusedBeforeEnd follows the reader's error in the reason of a request
-// (C-STORE, N-ACTION) the association's end cut short that the SCP had
-// refused before then: before any handler ran (its command wrong: a
-// C-STORE's class not its context's, say), or by its handler before the
-// data set broke off (out of resources: a full disk, say); the
-// status and why (the comment, or the handler's error) follow it (dicomnet
-// writes it so: "…; refused before the association ended, status 0122:
-// SOP class differs from the presentation context"). Such a request was
-// answered nothing (NotAnswered), and refused all the same.
-const RefusedBeforeEnd = "; refused before the association ended, status "
-
 // CutShort reports whether r is the record of a C-STORE the association's
 // end cut short (the association ended mid data set: nothing stored,
 // nothing answered, no refusal): a store-failed record NotAnswered, or,
 // written before that was recorded, whose reason begins with one of
 // CutShortReasons, and whose reason names no refusal decided before the
-// end (RefusedBeforeEnd: that C-STORE was refused, as one answered with
-// its status is, though the sender heard nothing). localstore's SQL reads
-// records by the same rule.
+// end (dimse.RefusedBeforeEnd: that C-STORE was refused, as one answered
+// with its status is, though the sender heard nothing). localstore's SQL
+// reads records by the same rule.
 func (r AuditRecord) CutShort() bool {
-	if r.Outcome != associationaudit.EventStoreFailed || strings.Contains(r.Reason, RefusedBeforeEnd) {
+	if r.Outcome != associationaudit.EventStoreFailed || dimse.SaysRefusedBeforeEnd(r.Reason) {
 		return false
 	}
 	return r.NotAnswered || answerRules[r.Outcome].saysNotAnswered(r.Reason)

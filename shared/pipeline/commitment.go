@@ -649,7 +649,7 @@ const (
 	// those).
 	attemptNone attempt = iota
 	// attemptRefused: a C-STORE the SCP refused: a failure status answered, decided and not sent, or decided
-	// before the association's end cut it short (RefusedBeforeEnd): store-failed, not AuditRecord.CutShort.
+	// before the association's end cut it short (dimse.RefusedBeforeEnd): store-failed, not AuditRecord.CutShort.
 	attemptRefused
 	// attemptCutShort: a C-STORE the association's end cut short (AuditRecord.CutShort): nothing stored,
 	// nothing refused, the sender answered nothing.

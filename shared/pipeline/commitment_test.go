@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -383,7 +384,7 @@ func TestCommitmentHistories(t *testing.T) {
 		"refused, not sent":    notSent,
 		"cut short":            scp("", cut),
 		"cut short, legacy":    legacy,
-		"refused, cut short":   scp("", cut+pipeline.RefusedBeforeEnd+"0122: SOP class differs from the presentation context"),
+		"refused, cut short":   scp("", cut+dimse.RefusedBeforeEnd+"0122: SOP class differs from the presentation context"),
 		"stored":               {}, // the SCP stored it: the pipeline processes it
 		"quarantined":          {}, // validation quarantines it
 		"accepted, not a step": {Outcome: "association-accepted", SOPInstanceUID: sop1},

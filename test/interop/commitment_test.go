@@ -189,9 +189,9 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		says         string
 		want         int
 	}{
-		{"1.2.840.10008.5.1.4.1.1.4", refusedCut.SOPInstanceUID, pipeline.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
+		{"1.2.840.10008.5.1.4.1.1.4", refusedCut.SOPInstanceUID, dimse.RefusedBeforeEnd + "0122: SOP class differs from the presentation context", 0x0110},
 		{pipelinetest.CTStorage, refusedCut.SOPInstanceUID, "dicomnet: data set incomplete", 0x0112},
-		{pipelinetest.CTStorage, otherInstance, pipeline.RefusedBeforeEnd + "A900: dimse: status 0xA900", 0x0110},
+		{pipelinetest.CTStorage, otherInstance, dimse.RefusedBeforeEnd + "A900: dimse: status 0xA900", 0x0110},
 	} {
 		abortedCStore(t, scp.DICOMAddr, tt.class, refusedCut.SOPInstanceUID, tt.named)
 		testenv.Eventually(t, "the C-STORE's store-failed record, not answered", func() bool {

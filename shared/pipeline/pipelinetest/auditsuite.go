@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -168,7 +169,7 @@ func testAuditAnswerFlags(t *testing.T, a pipeline.AuditStore) {
 		"N-ACTION not answered (the association ended before its data set did): "+cut, want{true, false})
 	// A C-STORE refused before its handler ran, then cut short: answered
 	// nothing, and refused (not CutShort), read alike on every path.
-	add("f11", associationaudit.Record{Event: associationaudit.EventStoreFailed, Reason: cut + pipeline.RefusedBeforeEnd + "0122: x"}, "", want{true, false})
+	add("f11", associationaudit.Record{Event: associationaudit.EventStoreFailed, Reason: cut + dimse.RefusedBeforeEnd + "0122: x"}, "", want{true, false})
 	for name, q := range map[string]pipeline.AuditQuery{
 		"study":      {StudyInstanceUID: study},
 		"calling AE": {CallingAE: "AE_FLAGS"},
@@ -183,7 +184,7 @@ func testAuditAnswerFlags(t *testing.T, a pipeline.AuditStore) {
 			for _, r := range got {
 				w := wants[r.ID]
 				// A C-STORE's only, and not one refused before then.
-				cutShort := w.notAnswered && r.Outcome == associationaudit.EventStoreFailed && !strings.Contains(r.Reason, pipeline.RefusedBeforeEnd)
+				cutShort := w.notAnswered && r.Outcome == associationaudit.EventStoreFailed && !dimse.SaysRefusedBeforeEnd(r.Reason)
 				if r.NotAnswered != w.notAnswered || r.ResponseNotSent != w.notSent || r.CutShort() != cutShort {
 					t.Errorf("%s (%s): not answered %v, response not sent %v, cut short %v; want %v, %v, %v", r.ID, r.Reason,
 						r.NotAnswered, r.ResponseNotSent, r.CutShort(), w.notAnswered, w.notSent, cutShort)
