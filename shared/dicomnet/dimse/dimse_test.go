@@ -300,3 +300,52 @@ func TestResponsesEchoValidUIDsOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestWithoutComments: a peer's Error Comment, and all after it, is cut from a message telling its status, which
+// keeps the code and meaning and says a comment was there; a message without one is itself, and so is one cut before.
+func TestWithoutComments(t *testing.T) {
+	long := strings.Repeat("Doe^Jane 1.2.3.4.5 ", 600)
+	for _, tc := range []struct{ name, msg, want string }{
+		{"commented", "commitreport: PACS answered the report with " + Status{Code: StatusProcessingFailure, Comment: long}.Error(),
+			"commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure)" + CommentNotKept},
+		{"meaning with a colon", Status{Code: StatusOutOfResources, Comment: "disk: full\nDoe^Jane"}.Error(),
+			"dimse: status 0xA700 (Refused: Out of resources)" + CommentNotKept},
+		{"a comment telling a status", Status{Code: 0xC000, Comment: "dimse: status 0x0000 (Success): Doe^Jane"}.Error(),
+			"dimse: status 0xC000 (Error: Cannot understand)" + CommentNotKept},
+		{"no comment", "commitreport: PACS answered the report with " + Status{Code: StatusProcessingFailure}.Error(),
+			"commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure)"},
+		{"no status", "dicomnet: dial: connection refused: x", "dicomnet: dial: connection refused: x"},
+		{"empty", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := WithoutComments(tc.msg)
+			if got != tc.want {
+				t.Errorf("WithoutComments(%.80q…) = %q, want %q", tc.msg, got, tc.want)
+			}
+			if again := WithoutComments(got); again != got {
+				t.Errorf("cut again: %q, want %q unchanged", again, got)
+			}
+		})
+	}
+}
+
+// FuzzWithoutComments: whatever the comment a status carries, the message cut tells the status and nothing of the
+// comment, and cutting it again changes nothing.
+func FuzzWithoutComments(f *testing.F) {
+	f.Add(uint16(StatusProcessingFailure), "no transaction 1.2.3 for Doe^Jane", "commitreport: PACS answered the report with ")
+	f.Add(uint16(0xA700), "): dimse: status 0x0110 (x): y", "")
+	f.Add(uint16(0), "", "dimse: status 0x0110 (")
+	f.Fuzz(func(t *testing.T, code uint16, comment, before string) {
+		st := Status{Code: code, Comment: comment}
+		msg := before + st.Error()
+		got := WithoutComments(msg)
+		if again := WithoutComments(got); again != got {
+			t.Fatalf("cut again: %q, then %q", got, again)
+		}
+		if !toldStatus.MatchString(before) && comment != "" {
+			if want := before + (Status{Code: code}).Error() + CommentNotKept; got != want {
+				t.Fatalf("WithoutComments(%q) = %q, want %q", msg, got, want)
+			}
+		}
+	})
+}

@@ -2,7 +2,11 @@
 // Endian, group 0000) and the status codes carried in responses.
 package dimse
 
-import "fmt"
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
 
 // Status is a DIMSE status (0000,0900) with an optional error comment (0000,0902). It implements error so a
 // C-STORE handler can return it; Comment is truncated to 64 characters when sent.
@@ -48,6 +52,25 @@ func (s Status) Error() string {
 		return fmt.Sprintf("dimse: status 0x%04X (%s): %s", s.Code, StatusText(s.Code), s.Comment)
 	}
 	return fmt.Sprintf("dimse: status 0x%04X (%s)", s.Code, StatusText(s.Code))
+}
+
+// toldStatus is how Error begins a status: its code and meaning, in our words; a comment follows it after ": ".
+var toldStatus = regexp.MustCompile(`dimse: status 0x[0-9A-F]{4} \([^()]*\)`)
+
+// CommentNotKept replaces the Error Comment WithoutComments cuts.
+const CommentNotKept = ", with an Error Comment not kept (the peer's own text)"
+
+// WithoutComments is msg, an error's message, with the Error Comment of the first status it tells (Error) cut, and
+// all that follows it: a peer's comment is its own free text, of any length (not every peer holds to LO's 64
+// characters), naming what it likes (UIDs, a patient's name), and a status wraps nothing, so its comment runs to the
+// end of msg. The status's code and meaning stay, and CommentNotKept says there was one. A message of no status, or
+// one without a comment, is msg.
+func WithoutComments(msg string) string {
+	loc := toldStatus.FindStringIndex(msg)
+	if loc == nil || !strings.HasPrefix(msg[loc[1]:], ": ") {
+		return msg
+	}
+	return msg[:loc[1]] + CommentNotKept
 }
 
 // IsSuccess reports status 0000.
