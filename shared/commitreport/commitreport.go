@@ -25,7 +25,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
-	"github.com/dicom-ingest/dicom-ingest/shared/logname"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -305,20 +304,16 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	return pipeline.CommitmentDelivery{}, nil
 }
 
-// peerStatus is a failure status a PACS answered a report with. Its Error
-// Comment is the PACS's own text, which may name the UIDs the report named
-// (the transaction's, the instances'), and the error reaches logs
-// (docs/operations/logging.md): its message has each UID in the comment
-// replaced. The status, comment whole, stays in the chain for errors.As.
+// peerStatus is a failure status a PACS answered a report with. The error is the undeliverable record's last
+// error, which a compliance officer reads, and reaches logs (docs/operations/logging.md): it tells the status by
+// its code and meaning, never the PACS's Error Comment, which is its own free text, of any length, naming what it
+// likes (the report's UIDs, a patient's name): dimse.WithoutComments, the rule the pipeline keeps every last error
+// by. The status in the chain, for errors.As, has no comment either.
 type peerStatus struct{ st dimse.Status }
 
-func (p peerStatus) Error() string {
-	st := p.st
-	st.Comment = logname.ReplaceUIDs(st.Comment, "<uid>")
-	return st.Error()
-}
+func (p peerStatus) Error() string { return dimse.WithoutComments(p.st.Error()) }
 
-func (p peerStatus) Unwrap() error { return p.st }
+func (p peerStatus) Unwrap() error { return dimse.Status{Code: p.st.Code} }
 
 // tlsDial returns the dialer of an association to the TLS peer of ae at addr: TCP as cfg dials it, then the TLS
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS

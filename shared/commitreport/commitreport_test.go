@@ -185,31 +185,6 @@ func TestReportOnANewAssociation(t *testing.T) {
 			t.Fatalf("Report = %+v, %v", got.d, got.err)
 		}
 	})
-	t.Run("refused by the PACS", func(t *testing.T) {
-		pl := dicomnettest.ListenParrot(t)
-		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
-		done := report(r, "")
-		p := pl.Accept()
-		p.AcceptAssociation(scpRole)
-		expectReport(t, p, 1, dimse.StatusProcessingFailure)
-		p.Expect(pdu.TypeReleaseRQ)
-		p.SendPDU(&pdu.ReleaseRP{})
-		var st dimse.Status
-		got := <-done
-		if !errors.As(got.err, &st) || st.Code != dimse.StatusProcessingFailure {
-			t.Fatalf("Report error %v, want the PACS's 0110", got.err)
-		}
-		// The error reaches the log: the PACS's comment is kept, its UIDs
-		// are not.
-		for _, uid := range []string{result.TransactionUID, result.Failed[0].SOPInstanceUID} {
-			if strings.Contains(got.err.Error(), uid) {
-				t.Errorf("Report error %q names %s", got.err, uid)
-			}
-		}
-		if !strings.Contains(got.err.Error(), "no transaction") || st.Comment == "" {
-			t.Errorf("Report error %q, status comment %q: want the PACS's comment", got.err, st.Comment)
-		}
-	})
 	t.Run("SCP role turned down", func(t *testing.T) {
 		pl := dicomnettest.ListenParrot(t)
 		r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}
@@ -257,6 +232,60 @@ func TestReportOnANewAssociation(t *testing.T) {
 			t.Error("CanReport without an address")
 		}
 	})
+}
+
+// peerName is the person PeerComment names in TestReportRefusedWithPeerText.
+const peerName = "Zqxdoe^Jane"
+
+// TestReportRefusedWithPeerText: a PACS that answers the report with a failure status and an Error Comment of its
+// own (a person's name, the report's UIDs, 10 KB of text: LO's 64 characters not held to), on the requestor's
+// association or on one we open, fails the report with the status, by number and meaning, and nothing of its text:
+// the error is the undeliverable record's last error and reaches logs. The comment's presence is said, for the
+// PACS's administrator to look in its own log; the status found by errors.As carries no comment either.
+func TestReportRefusedWithPeerText(t *testing.T) {
+	comment := dicomnettest.PeerComment(peerName, result.TransactionUID, result.Failed[0].SOPInstanceUID)
+	answer := func(p *dicomnettest.Parrot, ctxID byte) {
+		cmd, _ := p.ExpectMessage()
+		p.SendResponseWithComment(ctxID, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusProcessingFailure}), comment)
+	}
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T) reported
+	}{
+		{"on the requestor's association", func(t *testing.T) reported {
+			srv, p, id := requestor(t)
+			done := report(&commitreport.Reporter{Server: srv.Server, AETitle: "INGEST"}, id)
+			answer(p, 5)
+			return <-done
+		}},
+		{"on a new association", func(t *testing.T) reported {
+			pl := dicomnettest.ListenParrot(t)
+			done := report(&commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST"}, "")
+			p := pl.Accept()
+			p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+			answer(p, 1)
+			p.Expect(pdu.TypeReleaseRQ)
+			p.SendPDU(&pdu.ReleaseRP{})
+			return <-done
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.run(t)
+			var st dimse.Status
+			if !errors.As(got.err, &st) || st.Code != dimse.StatusProcessingFailure || st.Comment != "" {
+				t.Fatalf("Report error %v (status %+v), want the PACS's 0110 without its comment", got.err, st)
+			}
+			msg := got.err.Error()
+			if !strings.Contains(msg, "status 0x0110 (Processing failure)") || !strings.Contains(msg, "Error Comment") {
+				t.Errorf("Report error %q: want the status by number and meaning, and that the PACS commented it", msg)
+			}
+			for _, peer := range []string{"Zqxdoe", "Jane", result.TransactionUID, result.Failed[0].SOPInstanceUID, dicomnettest.PeerFiller, "rejected for"} {
+				if strings.Contains(msg, peer) {
+					t.Errorf("Report error holds the PACS's text %q:\n%.300s", peer, msg)
+				}
+			}
+		})
+	}
 }
 
 // TestReportWhenTheRequestorDoesNotAnswer: a requestor that keeps its association open but leaves the report

@@ -663,9 +663,10 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 		rec.Reason = "N-EVENT-REPORT not delivered after " + attempts(tx.Attempts)
 		if tx.LastError != "" {
 			// Why, for the compliance officer and the PACS's administrator: the reporter's error names the AE,
-			// the address and the reason (a refused connection, a failed handshake, a rejection), never a UID
-			// (a PACS's own comment has its UIDs replaced: commitreport's peerStatus).
-			rec.Reason += "; last error: " + tx.LastError
+			// the address and the reason (a refused connection, a failed handshake, a rejection, a status), by
+			// lastError's rule: never a UID, nothing of a PACS's own text (its Error Comment), bounded; also as
+			// an earlier version kept it.
+			rec.Reason += "; last error: " + lastError(tx.LastError)
 		}
 	}
 	if doc != nil {

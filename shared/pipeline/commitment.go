@@ -21,9 +21,11 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 )
@@ -830,10 +832,10 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		}
 		tx.State = CommitmentReported
 	case !now.Before(tx.ReportDeadline):
-		tx.GivenUpAt, tx.LastError = now, rerr.Error()
+		tx.GivenUpAt, tx.LastError = now, lastError(rerr.Error())
 		step = commitmentUndeliverable
 		// The alarm watches this line (a metric filter on UndeliverableLog).
-		log.Error(UndeliverableLog, "err", rerr, "calling_ae", tx.CallingAE)
+		log.Error(UndeliverableLog, "err", tx.LastError, "calling_ae", tx.CallingAE)
 		// Recorded before the audit record and the event, as a delivery is: were either to fail, the next run
 		// would otherwise try the PACS and give up again, logging the line above every lease.
 		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
@@ -841,16 +843,39 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		}
 		tx.State = CommitmentUndeliverable
 	default:
-		tx.LastError = rerr.Error()
+		tx.LastError = lastError(rerr.Error())
 		// The last attempt comes at the deadline, not a backoff past it.
 		tx.NextAttempt = minTime(now.Add(reportBackoff(tx.Attempts)), tx.ReportDeadline)
-		log.Warn("storage commitment report failed; will retry", "err", rerr, "next_attempt", tx.NextAttempt)
+		log.Warn("storage commitment report failed; will retry", "err", tx.LastError, "next_attempt", tx.NextAttempt)
 		if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 			return false, fmt.Errorf("pipeline: commitment: %w", err)
 		}
 		return false, nil
 	}
 	return p.finishCommitment(ctx, a, step, tx, doc)
+}
+
+// maxLastError bounds the last error of a failed delivery as lastError keeps it, in bytes (associationaudit.Cut
+// aside): our own words say what failed in far less (a certificate named at tlstrust's bounds included).
+const maxLastError = 1024
+
+// lastError is what is kept of msg, the error of a failed delivery: the transaction's LastError, the log lines of
+// the failure, the undeliverable record's last error, by this one rule on every path, a LastError an earlier
+// version kept included. It keeps what a PACS's administrator acts on, in the reporter's words (commitreport): the
+// AE and its address, the DIMSE status by code and meaning, the A-ASSOCIATE-RJ's result, source and reason, the
+// A-ABORT's source and reason, the TLS alert, the network error, none of which names a UID. It keeps nothing of the
+// PACS's own text: a status's Error Comment (0000,0902), which may name anything (the report's UIDs, a patient's
+// name) at any length, is cut (dimse.WithoutComments); and the whole is cut to maxLastError bytes.
+func lastError(msg string) string {
+	s := dimse.WithoutComments(msg)
+	if len(s) <= maxLastError {
+		return s
+	}
+	n := maxLastError
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + associationaudit.Cut
 }
 
 // finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done. Once the

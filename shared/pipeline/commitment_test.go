@@ -15,6 +15,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	pt "github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
@@ -1174,16 +1175,33 @@ func TestCommitmentCompletedRefusedLogged(t *testing.T) {
 
 // TestCommitmentUndeliverableSaysWhy: the undeliverable record's reason carries the last delivery's error (the
 // reporter's: AE, address and reason, no UID), so that a compliance officer and the PACS's administrator read why
-// the result never reached it, not only how many times it was tried.
+// the result never reached it, not only how many times it was tried. The last error is kept, logged and recorded by
+// one rule: a PACS's own text is not (the Error Comment of its answer, kept whole by versions before, a person's name,
+// UIDs and 10 KB of text in it), and the whole is bounded.
 func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
-	for _, last := range []string{
-		"commitreport: associate with PACS at tls://10.1.2.3:2762: TLS handshake failed (unknown_ca): x509: certificate signed by unknown authority",
-		"commitreport: associate with PACS at 10.1.2.3:104: dicomnet: dial: dial tcp 10.1.2.3:104: connect: connection refused",
+	const pacsName = "Zqxdoe^Jane"
+	refused := "commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure)"
+	long := "commitreport: associate with PACS at 10.1.2.3:104: " + strings.Repeat("our own words, at length; ", 400)
+	for _, tc := range []struct {
+		name, last string
+		want       func(lastError string) bool
+	}{
+		{"TLS handshake", "commitreport: associate with PACS at tls://10.1.2.3:2762: TLS handshake failed (unknown_ca): x509: certificate signed by unknown authority", nil},
+		{"connection refused", "commitreport: associate with PACS at 10.1.2.3:104: dicomnet: dial: dial tcp 10.1.2.3:104: connect: connection refused", nil},
+		{"a status the PACS commented", refused + ": " + dicomnettest.PeerComment(pacsName, txnUID, sop1), func(e string) bool {
+			return strings.HasPrefix(e, refused) && strings.Contains(e, "Error Comment") && len(e) < len(refused)+200
+		}},
+		{"long", long, func(e string) bool {
+			return strings.HasPrefix(long, strings.TrimSuffix(e, associationaudit.Cut)) && strings.HasSuffix(e, associationaudit.Cut) &&
+				len(e) == 1024+len(associationaudit.Cut)
+		}},
 	} {
-		t.Run(last[len(last)-20:], func(t *testing.T) {
+		t.Run(tc.name, func(t *testing.T) {
 			c := newCommitmentFixture(t)
+			logs := &testenv.LogBuffer{}
+			c.p.Logger = slog.New(slog.NewJSONHandler(logs, nil))
 			c.p.CommitmentReportFor = 40 * time.Second
-			c.f.Reporter.Err = errors.New(last)
+			c.f.Reporter.Err = errors.New(tc.last)
 			c.store(sop1)
 			c.request(txnUID, ctRef(sop1))
 			for range 40 {
@@ -1193,13 +1211,28 @@ func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
 			if len(recs) != 1 {
 				t.Fatalf("%d undeliverable records, want 1", len(recs))
 			}
-			want := "N-EVENT-REPORT not delivered after 4 attempts; last error: " + last
-			if recs[0].Reason != want {
-				t.Errorf("reason %q, want %q", recs[0].Reason, want)
+			const head = "N-EVENT-REPORT not delivered after 4 attempts; last error: "
+			last, ok := strings.CutPrefix(recs[0].Reason, head)
+			switch {
+			case !ok:
+				t.Errorf("reason %q, want it to begin %q", recs[0].Reason, head)
+			case tc.want == nil && last != tc.last:
+				t.Errorf("reason %q, want %q", recs[0].Reason, head+tc.last)
+			case tc.want != nil && !tc.want(last):
+				t.Errorf("last error %q, not what the rule keeps of %.200q…", last, tc.last)
 			}
-			for _, uid := range []string{txnUID, sop1} {
-				if strings.Contains(recs[0].Reason, uid) {
-					t.Errorf("reason %q names UID %s", recs[0].Reason, uid)
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tx.LastError != last {
+				t.Errorf("the transaction keeps %q, the record says %q: one rule for both", tx.LastError, last)
+			}
+			for what, text := range map[string]string{"record's reason": recs[0].Reason, "transaction's last error": tx.LastError, "log": logs.String()} {
+				for _, peer := range []string{txnUID, sop1, "Zqxdoe", "Jane", dicomnettest.PeerFiller} {
+					if strings.Contains(text, peer) {
+						t.Errorf("the %s holds %q", what, peer)
+					}
 				}
 			}
 		})

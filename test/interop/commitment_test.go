@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
@@ -350,13 +351,13 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts scp-task")
 	}
-	report := dicomnettest.ListenParrot(t)
+	report, chatty := dicomnettest.ListenParrot(t), dicomnettest.ListenParrot(t)
 	closed := testenv.FreePort(t) // nothing listens there
 	dataDir := t.TempDir()
 	scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
 		"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--ae-title", "INGEST",
-		"--calling-aes", "PACS,UNREACHABLE,NOADDRESS",
-		"--commitment-peers", "PACS=" + report.Addr + ",UNREACHABLE=127.0.0.1:" + strconv.Itoa(closed),
+		"--calling-aes", "PACS,UNREACHABLE,NOADDRESS,CHATTY",
+		"--commitment-peers", "PACS=" + report.Addr + ",UNREACHABLE=127.0.0.1:" + strconv.Itoa(closed) + ",CHATTY=" + chatty.Addr,
 		"--quiet-period", "10m", "--commitment-wait", "2s", "--commitment-report-for", "3s",
 	}})
 	t.Cleanup(func() {
@@ -529,5 +530,73 @@ func TestStorageCommitmentRawPDU(t *testing.T) {
 			return e["msg"] == pipeline.UndeliverableLog && e["level"] == "ERROR"
 		})
 	})
-	checkLogs(t, scp, txn(1), txn(2), txn(3), txn(4), txn(5), txn(6), "1.2.3.4.5", "1.2.3.4.6", "1.2.3.4.7", "1.2.3.4.8")
+	// A PACS that refuses the report in its own words (an Error Comment past LO's 64 characters, naming a person,
+	// the report's UIDs, and 10 KB of text): first on the requestor's association, kept open, then on one we open at
+	// --commitment-report-for's end. Given up, the undeliverable record says the status by number and meaning and that
+	// the PACS commented it, and nothing of its text; neither does the audit feed's line of the record (none: the
+	// trail only, docs/operations/audit-feed.md), nor any log line.
+	t.Run("report refused with the PACS's own text", func(t *testing.T) {
+		const name = "Zqxdoe^Jane"
+		comment := dicomnettest.PeerComment(name, txn(7), "1.2.3.4.9")
+		refuse := func(p *dicomnettest.Parrot, ctxID byte) {
+			t.Helper()
+			p.Timeout = 15 * time.Second
+			cmd, _ := p.ExpectMessage()
+			if cmd.CommandField != dimse.NEventReportRQ {
+				t.Fatalf("request %+v, want the N-EVENT-REPORT", cmd)
+			}
+			p.SendResponseWithComment(ctxID, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusProcessingFailure}), comment)
+		}
+		p := dicomnettest.DialParrot(t, scp.DICOMAddr)
+		p.Associate(dicomnettest.CommitmentAssociateRQ("CHATTY", "INGEST", dicomuid.ImplicitVRLittleEndian))
+		req := &commitment.Request{TransactionUID: txn(7), Refs: []commitment.Ref{{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: "1.2.3.4.9"}}}
+		if rsp := nAction(t, p, 1, req); rsp.Status != dimse.StatusSuccess {
+			t.Fatalf("N-ACTION-RSP %+v", rsp)
+		}
+		refuse(p, 5)
+		p.SendPDU(&pdu.ReleaseRQ{})
+		p.Expect(pdu.TypeReleaseRP)
+		peer := chatty.Accept()
+		if peer == nil {
+			t.FailNow()
+		}
+		peer.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+		refuse(peer, 1)
+		peer.Expect(pdu.TypeReleaseRQ)
+		peer.SendPDU(&pdu.ReleaseRP{})
+
+		scp.WaitLog(t, 15*time.Second, "the report given up", func(e map[string]any) bool {
+			return e["msg"] == pipeline.UndeliverableLog && e["calling_ae"] == "CHATTY"
+		})
+		var rec pipeline.AuditRecord
+		testenv.Eventually(t, "CHATTY's undeliverable record", func() bool {
+			recs := portalAudit(t, scp.PortalAddr, pipeline.OutcomeCommitmentUndeliverable)
+			i := slices.IndexFunc(recs, func(r pipeline.AuditRecord) bool { return r.CallingAE == "CHATTY" })
+			if i >= 0 {
+				rec = recs[i]
+			}
+			return i >= 0
+		})
+		if !strings.Contains(rec.Reason, "; last error: ") || !strings.Contains(rec.Reason, "status 0x0110 (Processing failure)") ||
+			!strings.Contains(rec.Reason, "Error Comment") {
+			t.Errorf("undeliverable record's reason %q: want the last error, the status by number and meaning, and that the PACS commented it", rec.Reason)
+		}
+		lines, err := auditfeed.FormatRecord(rec, auditfeed.Header{Hostname: "ingest"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs := scp.Logs()
+		for what, text := range map[string]string{"record's reason": rec.Reason, "audit feed's lines": string(bytes.Join(lines, nil)), "log": logs} {
+			for _, peer := range []string{"Zqxdoe", "Jane", dicomnettest.PeerFiller, "rejected for"} {
+				if strings.Contains(text, peer) {
+					t.Errorf("the %s holds the PACS's text %q", what, peer)
+				}
+			}
+		}
+		var ids logleak.Identifiers
+		ids.AddName(name)
+		ids.AddUID(txn(7))
+		ids.Check(t, "scp-task --local", logs)
+	})
+	checkLogs(t, scp, txn(1), txn(2), txn(3), txn(4), txn(5), txn(6), txn(7), "1.2.3.4.5", "1.2.3.4.6", "1.2.3.4.7", "1.2.3.4.8", "1.2.3.4.9")
 }

@@ -2,10 +2,12 @@ package dicomnettest
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -206,6 +208,33 @@ func (p *Parrot) SendMessage(ctxID byte, c *dimse.Command, ds []byte) {
 	if ds != nil {
 		p.SendPDVs(PDV(ctxID, pdu.ControlLast, ds))
 	}
+}
+
+// PeerFiller is the free text PeerComment repeats.
+const PeerFiller = "free text of the PACS; "
+
+// PeerComment is an Error Comment as a PACS may write it, which SendResponseWithComment sends whole: a person's
+// name, the UIDs given, then PeerFiller over 10 KB. None of it is for our logs or audit trail.
+func PeerComment(name string, uids ...string) string {
+	return "rejected for " + name + ": " + strings.Join(uids, ", ") + "; " + strings.Repeat(PeerFiller, 10<<10/len(PeerFiller)+1)
+}
+
+// SendResponseWithComment sends c, a response, with comment whole as its Error Comment (0000,0902), however long,
+// as one last command PDV: what a PACS that does not hold to LO's 64 characters sends (Encode cuts a comment to
+// them, as we send it).
+func (p *Parrot) SendResponseWithComment(ctxID byte, c *dimse.Command, comment string) {
+	p.tb.Helper()
+	plain := *c
+	plain.Present &^= dimse.HasErrorComment
+	b := plain.Encode()
+	if len(comment)%2 == 1 {
+		comment += " "
+	}
+	b = binary.LittleEndian.AppendUint32(b, 0x0902<<16) // (0000,0902): group 0000, then element 0902
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(comment)))
+	b = append(b, comment...)
+	binary.LittleEndian.PutUint32(b[8:], uint32(len(b)-12)) // Command Group Length: after its own 12 bytes
+	p.SendPDVs(pdu.PDV{ContextID: ctxID, Control: pdu.ControlCommand | pdu.ControlLast, Data: b})
 }
 
 // ExpectMessage reads P-DATA until a complete message arrives: its command set and, when the command announces
