@@ -1,7 +1,6 @@
 package localstore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -24,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore/vfs"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 
@@ -32,21 +32,44 @@ import (
 
 func readLog(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
+	for _, ev := range localstoretest.EventsLog(t, path) {
 		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("log line %q: %v", sc.Text(), err)
+		if err := json.Unmarshal(ev.Line, &m); err != nil {
+			t.Fatalf("log line %s: %v", ev.Line, err)
 		}
 		out = append(out, m)
 	}
 	return out
+}
+
+// TestLoggedEventIsTheLine holds the tests' reader of events.log
+// (localstoretest.LoggedEvent) to the line the publisher writes: every
+// field of it, none left over, none missing.
+func TestLoggedEventIsTheLine(t *testing.T) {
+	ev := Event{ID: "0123456789abcdef0123456789abcdef", Time: time.Date(2026, 12, 7, 20, 3, 47, 123456789, time.UTC),
+		Source: pipeline.EventSource, DetailType: pipeline.DetailTypeInstanceStored, Resources: []string{"http://127.0.0.1:1/objects/incoming/x.dcm"},
+		Detail: json.RawMessage(`{"eventId":"0123456789abcdef0123456789abcdef"}`)}
+	line, err := json.Marshal(placedEvent{Outbox: "outbox-1", Seq: 7, wireEvent: ev.envelope()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "events.log")
+	if err := os.WriteFile(path, append(line, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := localstoretest.EventsLog(t, path)
+	want := localstoretest.LoggedEvent{Outbox: "outbox-1", Seq: 7, Version: "0", ID: ev.ID, DetailType: ev.DetailType, Source: ev.Source,
+		Time: ev.Time, Resources: ev.Resources, Detail: ev.Detail, Line: line}
+	if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
+		t.Fatalf("read %+v, want %+v", got, want)
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	var strict localstoretest.LoggedEvent
+	if err := dec.Decode(&strict); err != nil {
+		t.Errorf("a field of the line the reader does not know: %v", err)
+	}
 }
 
 func TestPublisherRetriesAndLogsOnce(t *testing.T) {

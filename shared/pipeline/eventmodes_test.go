@@ -1,10 +1,8 @@
 package pipeline_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/awsadapters"
 	"github.com/dicom-ingest/dicom-ingest/shared/localstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -91,28 +90,18 @@ func viaLocalMode(t *testing.T, events []pipeline.Event) ([]delivered, []map[str
 	if err := (&localstore.Publisher{DB: db, LogPath: logPath}).Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	var out []delivered
 	var raw []map[string]any
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
+	for _, ev := range localstoretest.EventsLog(t, logPath) {
 		var d delivered
 		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+		if err := json.Unmarshal(ev.Line, &d); err != nil {
 			t.Fatal(err)
 		}
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+		if err := json.Unmarshal(ev.Line, &m); err != nil {
 			t.Fatal(err)
 		}
 		out, raw = append(out, d), append(raw, m)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out, raw, db.OutboxID()
 }

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -13,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	"github.com/dicom-ingest/dicom-ingest/test/internal/logleak"
@@ -200,7 +198,7 @@ func waitProcessed(t *testing.T, n *node, acked int, study string) {
 func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, ev := range eventsInLog(t, dataDir) {
+	for _, ev := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 		if ev.DetailType != pipeline.DetailTypeInstanceStored {
 			continue
 		}
@@ -209,33 +207,6 @@ func instanceStoredInLog(t *testing.T, dataDir string) map[string]int {
 			t.Fatalf("events.log event %s: %v", ev.ID, err)
 		}
 		out[d.SOPInstanceUID]++
-	}
-	return out
-}
-
-// eventsInLog reads the data directory's events.log, failing the test on
-// a line that is not a whole event.
-func eventsInLog(t *testing.T, dataDir string) []apiEvent {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dataDir, "events.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		t.Errorf("events.log ends in an unfinished line")
-	}
-	var out []apiEvent
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(nil, 1<<20)
-	for line := 1; sc.Scan(); line++ {
-		var ev apiEvent
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			t.Fatalf("events.log line %d is not an event (%v): %.200s", line, err, sc.Bytes())
-		}
-		out = append(out, ev)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	return out
 }

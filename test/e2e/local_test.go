@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
@@ -72,7 +73,7 @@ func (n *node) object(key string) []byte {
 func studyReceivedInLog(t *testing.T, dataDir string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, ev := range eventsInLog(t, dataDir) {
+	for _, ev := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 		if ev.DetailType == pipeline.DetailTypeStudyReceived {
 			out[ev.ID]++
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -96,9 +97,9 @@ func (c *tailer) tailWhile(t *testing.T, n *node, send func()) {
 // and its seq, from which a consumer of the file goes on at /api/events.
 func (c *tailer) inLog(t *testing.T, n *node) {
 	t.Helper()
-	var logged []apiEvent
+	var logged []localstoretest.LoggedEvent
 	testenv.EventuallyWithin(t, 30*time.Second, "events.log to hold every event tailed", func() bool {
-		logged = eventsInLog(t, n.dataDir)
+		logged = localstoretest.EventsLog(t, filepath.Join(n.dataDir, "events.log"))
 		return len(logged) >= len(c.ids)
 	})
 	took := map[string]int64{}

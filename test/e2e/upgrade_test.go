@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 	_ "modernc.org/sqlite" // localstore's SQLite driver, for schemaVersion
@@ -173,7 +174,7 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 	n.start()
 	n.waitPipelineIdle(20 * time.Second)
 	logged := map[string]int{}
-	for _, e := range eventsInLog(t, dataDir) {
+	for _, e := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 		logged[e.ID]++
 	}
 	for id, c := range logged {

@@ -1,12 +1,10 @@
 package interop
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
+	"github.com/dicom-ingest/dicom-ingest/shared/localstore/localstoretest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -52,42 +51,12 @@ func uploadSCInstances(t *testing.T, pacs *orthanc.Orthanc) (ids []string, refs 
 	return ids, refs
 }
 
-type loggedEvent struct {
-	DetailType string          `json:"detail-type"`
-	Time       time.Time       `json:"time"`
-	Detail     json.RawMessage `json:"detail"`
-}
-
-// eventsLog reads the local mode's event log.
-func eventsLog(t *testing.T, dataDir string) []loggedEvent {
-	t.Helper()
-	f, err := os.Open(filepath.Join(dataDir, "events.log"))
-	if os.IsNotExist(err) {
-		return nil
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []loggedEvent
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 4<<20)
-	for sc.Scan() {
-		var e loggedEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			t.Fatalf("events.log: %v", err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
 // awaitEvent polls the event log until an event of the type satisfying ok is there.
-func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, ok func(json.RawMessage) bool) loggedEvent {
+func awaitEvent(t *testing.T, dataDir, detailType string, within time.Duration, ok func(json.RawMessage) bool) localstoretest.LoggedEvent {
 	t.Helper()
-	var found loggedEvent
+	var found localstoretest.LoggedEvent
 	testenv.EventuallyWithin(t, within, fmt.Sprintf("a %q event", detailType), func() bool {
-		for _, e := range eventsLog(t, dataDir) {
+		for _, e := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 			if e.DetailType == detailType && ok(e.Detail) {
 				found = e
 				return true
@@ -154,7 +123,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 	// Instances it never sent, and one whose C-STORE the association's end cut short: a sender of ORTHANC's
 	// AE title breaks off its data set with an A-ABORT (as a PACS stopped or its link lost mid-object).
 	cut := orthanc.Instance{SOPClassUID: pipelinetest.CTStorage, SOPInstanceUID: scStudy + ".1.98"}
-	abortedCStore(t, scp.DICOMAddr, cut.SOPClassUID, cut.SOPInstanceUID, cut.SOPInstanceUID)
+	scptest.AbortedCStore(t, scp.DICOMAddr, "ORTHANC", "INGEST", cut.SOPClassUID, cut.SOPInstanceUID, cut.SOPInstanceUID)
 	testenv.Eventually(t, "the cut-short C-STORE's store-failed record, not answered", func() bool {
 		recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 		return len(recs) == 1 && recs[0].NotAnswered && recs[0].SOPInstanceUID == cut.SOPInstanceUID
@@ -194,7 +163,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		{pipelinetest.CTStorage, refusedCut.SOPInstanceUID, "dicomnet: data set incomplete", 0x0112},
 		{pipelinetest.CTStorage, otherInstance, dimse.RefusedBeforeEnd + "A900: dimse: status 0xA900", 0x0110},
 	} {
-		abortedCStore(t, scp.DICOMAddr, tt.class, refusedCut.SOPInstanceUID, tt.named)
+		scptest.AbortedCStore(t, scp.DICOMAddr, "ORTHANC", "INGEST", tt.class, refusedCut.SOPInstanceUID, tt.named)
 		testenv.Eventually(t, "the C-STORE's store-failed record, not answered", func() bool {
 			recs := portalAudit(t, scp.PortalAddr, associationaudit.EventStoreFailed)
 			n := 0
@@ -223,7 +192,7 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		return json.Unmarshal(d, &c) == nil && c.TransactionUID == txns[len(txns)-1]
 	})
 	var done []pipeline.CommitmentCompletedDetail
-	for _, e := range eventsLog(t, dataDir) {
+	for _, e := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 		if e.DetailType == pipeline.DetailTypeCommitmentCompleted {
 			var d pipeline.CommitmentCompletedDetail
 			if err := json.Unmarshal(e.Detail, &d); err != nil {
@@ -293,24 +262,6 @@ func TestStorageCommitmentWithOrthanc(t *testing.T) {
 		}
 	}
 	checkLogs(t, scp, append(append([]string{txn, txn2, txn3, txn4, never.SOPInstanceUID, cut.SOPInstanceUID, scStudy + ".1.97", refusedCut.SOPInstanceUID, otherInstance}, txnsCut...), scUIDs()...)...)
-}
-
-// abortedCStore sends, as ORTHANC, a C-STORE of class and sop on the CT context (3) whose data set an A-ABORT
-// breaks off, as a PACS stopped or its link lost mid-object: the start of a real object (its SOP Class UID, the
-// SOP Instance UID named, then half its Pixel Data), which the SCP reads until the abort when it names sop.
-// (Bytes it cannot parse, or naming another instance, it refuses before then: a C-STORE refused, then cut short,
-// not merely cut short.)
-func abortedCStore(t *testing.T, addr, class, sop, named string) {
-	t.Helper()
-	ds := pipelinetest.DataSet([]pipelinetest.Elem{
-		pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0016), "UI", class),
-		pipelinetest.Str(pipelinetest.Tag(0x0008, 0x0018), "UI", named),
-		pipelinetest.Raw(pipelinetest.Tag(0x7FE0, 0x0010), "OW", make([]byte, 512)),
-	}, false) // explicit VR, the CT context's transfer syntax
-	p := dicomnettest.DialParrot(t, addr)
-	p.Associate(dicomnettest.AssociateRQ("ORTHANC", "INGEST"))
-	p.SendPDVs(dicomnettest.CommandPDV(3, dimse.NewCStoreRQ(1, class, sop, dimse.PriorityMedium)), dicomnettest.PDV(3, 0, ds[:len(ds)-256]))
-	p.SendPDU(&pdu.Abort{})
 }
 
 // scUIDs are the UIDs of scInstances.
