@@ -68,7 +68,8 @@ func ExpectReportedByRunning(t testing.TB, survivor *SCP, survivorRun, dead stri
 		}
 		return n
 	}
-	testenv.EventuallySawWithin(t, time.Until(killed.Add(limit)), fmt.Sprintf("the running scp-task to report the killed run %s (within %s of the kill)", dead, limit),
+	left := leftOf(killed, limit, time.Now())
+	testenv.EventuallySawWithin(t, left, fmt.Sprintf("the running scp-task to report the killed run %s (within %s of the kill, %s of it left when the wait began)", dead, limit, left),
 		func() (bool, string) { return logged() != 0, survivor.Logs() })
 	t.Logf("the running scp-task reported the killed run %s after %s", dead, time.Since(killed).Round(time.Millisecond))
 	var found associationaudit.Record
@@ -106,6 +107,12 @@ func ExpectReportedByRunning(t testing.TB, survivor *SCP, survivorRun, dead stri
 		t.Errorf("dicom_ingest_audit_unclean_stops_total rose by %v over the first scrape, want 1", got)
 	}
 	return found
+}
+
+// leftOf is what is left at now of limit from since: never less than nothing, so that a wait begun past its
+// deadline looks once and says it waited 0s, not a negative duration.
+func leftOf(since time.Time, limit time.Duration, now time.Time) time.Duration {
+	return max(since.Add(limit).Sub(now), 0)
 }
 
 // StartOf is the start record (application-start) among records of a run

@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogsReadToTheEnd: once a process has exited (s.exited), everything
@@ -27,5 +28,28 @@ func TestLogsReadToTheEnd(t *testing.T) {
 	}
 	if len(s.LogEntries()) != 20001 {
 		t.Errorf("%d log entries, want 20,001", len(s.LogEntries()))
+	}
+}
+
+// TestLeftOf: ExpectReportedByRunning waits what is left of its limit
+// since the kill, and said a negative duration ("still waiting after
+// -1.2s") when the wait began past it.
+func TestLeftOf(t *testing.T) {
+	killed := time.Date(2026, 12, 7, 20, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name string
+		now  time.Time
+		want time.Duration
+	}{
+		{"at the kill", killed, 30 * time.Second},
+		{"within the limit", killed.Add(10 * time.Second), 20 * time.Second},
+		{"at the deadline", killed.Add(30 * time.Second), 0},
+		{"past the deadline", killed.Add(31200 * time.Millisecond), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := leftOf(killed, 30*time.Second, tc.now); got != tc.want {
+				t.Errorf("leftOf = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
