@@ -2,8 +2,10 @@ package interop
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,13 +125,22 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer as.Abort() // a test that fails before the release leaves nothing for the drain to wait out
 	if err := syscall.Kill(scp.PID(), syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// New associations are refused while the old one drains.
+	// New associations are refused while the old one drains. One accepted
+	// before the signal took effect is released at once: left open, the
+	// drain waited for it and aborted it at the stop.
 	testenv.EventuallyWithin(t, 5*time.Second, "new associations refused after SIGTERM", func() bool {
-		_, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
-		return err != nil
+		early, err := dicomnet.Dial(ctx, scp.DICOMAddr, scClient("LOCAL_AE"))
+		if err != nil {
+			return true
+		}
+		if err := early.Release(ctx); err != nil {
+			t.Errorf("release of an association accepted as the SIGTERM came: %v", err)
+		}
+		return false
 	})
 	obj := synth.Object{StudyUID: "1.2.5", SeriesUID: "1.2.5.1", SOPInstanceUID: "1.2.5.1.1", PatientID: "P5", PatientName: "Test^Drain", PixelBytes: 4 << 20}
 	st, err := as.Store(ctx, synth.SOPClassUID, obj.SOPInstanceUID, synth.TransferSyntaxUID, obj.Dataset())
@@ -142,6 +153,23 @@ func TestDrainOnSIGTERM(t *testing.T) {
 	scp.Stop(t)
 	if n := len(storedFiles(t, scp.DataDir)); n != 1 {
 		t.Errorf("stored %d objects, want 1", n)
+	}
+	// Every association the test opened was released: none left for the
+	// drain to abort.
+	accepted, released := map[string]bool{}, map[string]bool{}
+	for _, r := range auditRecords(t, scp.DataDir) {
+		switch {
+		case r.CallingAE != "LOCAL_AE", r.Event == associationaudit.EventRejected: // refused while draining
+		case r.Event == associationaudit.EventAccepted:
+			accepted[r.AssociationID] = true
+		case r.Event == associationaudit.EventReleased:
+			released[r.AssociationID] = true
+		default:
+			t.Errorf("association %s: %s, want it released", r.AssociationID, r.Event)
+		}
+	}
+	if len(accepted) == 0 || !maps.Equal(accepted, released) {
+		t.Errorf("associations accepted %v, released %v: want each released", slices.Sorted(maps.Keys(accepted)), slices.Sorted(maps.Keys(released)))
 	}
 }
 
