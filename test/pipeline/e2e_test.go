@@ -93,19 +93,7 @@ func TestDcmsendThroughFunctions(t *testing.T) {
 
 	ctx := context.Background()
 	today := time.Now().UTC().Format(time.DateOnly)
-	var records []pipeline.AuditRecord
-	q := pipeline.AuditQuery{Day: today, Limit: 100}
-	for {
-		page, err := e.audit.Query(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, page.Records...)
-		if page.Next == "" {
-			break
-		}
-		q.Cursor = page.Next
-	}
+	records := queryAll(t, e.audit, pipeline.AuditQuery{Day: today, Limit: 100})
 	byOutcome := map[string]int{}
 	for _, r := range records {
 		byOutcome[r.Outcome]++

@@ -81,8 +81,8 @@ func TestLocalAndAWSAgree(t *testing.T) {
 			t.Errorf("%s differ between AWS and local mode (-aws +local):\n%s", part.name, d)
 		}
 	}
-	t.Logf("compared %d events, %d studies, %d documents, the audit records of %d instances",
-		len(cloud.Events), len(cloud.Studies), len(cloud.Documents), len(cloud.Audit))
+	t.Logf("compared %d events, %d studies, %d documents, the audit records of %d instances, %d other association records, %d webhook deliveries, the commitment of %d instances",
+		len(cloud.Events), len(cloud.Studies), len(cloud.Documents), len(cloud.Audit), len(cloud.Associations), len(local.Webhooks), len(cloud.Commitment))
 	if len(cloud.Events) == 0 || len(cloud.Studies) == 0 || len(cloud.Documents) == 0 || len(cloud.Audit) == 0 ||
 		len(cloud.Associations) == 0 || len(cloud.Commitment) != len(parityCommitted) {
 		t.Errorf("nothing to compare: %d events, %d studies, %d documents, %d audited instances, %d association records, %d instances committed or failed",
@@ -508,19 +508,7 @@ func localParity(t *testing.T, rounds [][]string) observed {
 		sent = append(sent, paritySent{DetailType: ev.DetailType, Resources: ev.Resources, Detail: ev.Detail})
 	}
 	webhooks, envelopes := hook.received(t, logged)
-	var records []pipeline.AuditRecord
-	q := pipeline.AuditQuery{CallingAE: "LOCAL_AE"}
-	for {
-		page, err := db.AuditStore().Query(ctx, q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		records = append(records, page.Records...)
-		if page.Next == "" {
-			break
-		}
-		q.Cursor = page.Next
-	}
+	records := queryAll(t, db.AuditStore(), pipeline.AuditQuery{CallingAE: "LOCAL_AE"})
 	// Pointers and resources are the portal's URLs.
 	bases := []string{portal}
 	document := func(key string) ([]byte, error) {
@@ -727,23 +715,12 @@ func collect(t *testing.T, bases []string, sent []paritySent, records []pipeline
 	// read a projection without the UIDs).
 	for _, sop := range sops {
 		var recs []any
-		q := pipeline.AuditQuery{SOPInstanceUID: sop}
-		for {
-			page, err := audit.Query(ctx, q)
+		for _, r := range queryAll(t, audit, pipeline.AuditQuery{SOPInstanceUID: sop}) {
+			raw, err := json.Marshal(r)
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, r := range page.Records {
-				raw, err := json.Marshal(r)
-				if err != nil {
-					t.Fatal(err)
-				}
-				recs = append(recs, parityValue(t, bases, raw))
-			}
-			if page.Next == "" {
-				break
-			}
-			q.Cursor = page.Next
+			recs = append(recs, parityValue(t, bases, raw))
 		}
 		slices.SortFunc(recs, func(a, b any) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
 		o.Audit[sop] = recs

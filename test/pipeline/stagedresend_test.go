@@ -213,7 +213,7 @@ func stagedResendsThroughFunctions(t *testing.T, tc stagedResendCase) {
 		if today := time.Now().UTC().Format(time.DateOnly); today != startDay {
 			qs = append(qs, pipeline.AuditQuery{Day: today})
 		}
-		return queryAll(t, e, qs...)
+		return queryAll(t, e.audit, qs...)
 	}
 	firstDay := day()
 	unclean := 0
@@ -356,16 +356,17 @@ func trailOf(t *testing.T, e *env, sops []string, aes ...string) []pipeline.Audi
 	for _, ae := range aes {
 		qs = append(qs, pipeline.AuditQuery{CallingAE: ae})
 	}
-	return queryAll(t, e, qs...)
+	return queryAll(t, e.audit, qs...)
 }
 
-// queryAll is the audit table's records each of qs selects, every page.
-func queryAll(t *testing.T, e *env, qs ...pipeline.AuditQuery) []pipeline.AuditRecord {
+// queryAll is the records of audit (the audit table, local mode's trail)
+// each of qs selects, every page.
+func queryAll(t *testing.T, audit pipeline.AuditStore, qs ...pipeline.AuditQuery) []pipeline.AuditRecord {
 	t.Helper()
 	var out []pipeline.AuditRecord
 	for _, q := range qs {
 		for {
-			page, err := e.audit.Query(context.Background(), q)
+			page, err := audit.Query(context.Background(), q)
 			if err != nil {
 				t.Fatal(err)
 			}
