@@ -101,11 +101,7 @@ func (c *Config) validatePacsTLS(p *problems, f string, t *PacsTLS) {
 	if t.CaFile == "" {
 		p.addf(f+".caFile", "is required: the CA bundle the PACS's server certificate chains to")
 	}
-	if m := completeSecretArnRE.FindStringSubmatch(t.ClientSecretArn); m == nil {
-		p.addf(f+".clientSecretArn", "%q is not a complete Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included)", t.ClientSecretArn)
-	} else if m[1] != c.Region || m[2] != c.Account {
-		p.addf(f+".clientSecretArn", "the secret is in %s/%s, not in this environment's %s/%s (the commitment function reads it through the Region's Secrets Manager endpoint)", m[2], m[1], c.Account, c.Region)
-	}
+	c.checkCompleteSecretArn(p, f+".clientSecretArn", t.ClientSecretArn, "the commitment function reads it through the Region's Secrets Manager endpoint")
 	if t.SecretKmsKeyArn != "" {
 		if m := kmsKeyArnRE.FindStringSubmatch(t.SecretKmsKeyArn); m == nil || m[1] != c.Region {
 			p.addf(f+".secretKmsKeyArn", "%q is not a KMS key ARN in %s", t.SecretKmsKeyArn, c.Region)

@@ -65,8 +65,36 @@ func (c *Config) PlainListenerEnabled() bool {
 	return t == nil || t.PlainListener == nil || *t.PlainListener
 }
 
-// completeSecretArnRE is a secret ARN with its six-character suffix, which an IAM grant on exactly that secret needs.
-var completeSecretArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$`)
+// completeSecretArnRE is a secret ARN ending in a hyphen and six letters or digits: its partition, Region,
+// account and those six characters (completeSecretArn decides whether they are Secrets Manager's suffix).
+var completeSecretArnRE = regexp.MustCompile(`^arn:(aws[a-z-]*):secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-([A-Za-z0-9]{6})$`)
+
+// wordSuffixRE is six characters that read as the end of a secret's name (a word, a date), not as the six random
+// letters and digits Secrets Manager appends to it in the ARN: lower-case letters only, or digits only. A random
+// suffix is either about once in 180 (a secret re-created gets another).
+var wordSuffixRE = regexp.MustCompile(`^(?:[a-z]{6}|[0-9]{6})$`)
+
+// checkCompleteSecretArn is the one rule of a complete Secrets Manager secret ARN in this environment's account
+// and Region (dicom.tls.serverCertificateSecretArn, sites[].pacs.tls.clientSecretArn): the suffix included,
+// which an IAM grant on exactly that secret needs, and which Secrets Manager takes any ARN ending in a hyphen and
+// six characters to have (AWS advises against names ending so: a partial ARN of one is taken for complete and
+// names no secret). where says who reads the secret, for the error of another account or Region.
+func (c *Config) checkCompleteSecretArn(p *problems, field, arn, where string) {
+	const form = "arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included"
+	m := completeSecretArnRE.FindStringSubmatch(arn)
+	switch {
+	case m == nil:
+		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s)", arn, form)
+	case m[1] != Partition(m[2]):
+		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s): partition %s is not Region %s's, %s", arn, form, m[1], m[2], Partition(m[2]))
+	case wordSuffixRE.MatchString(m[4]):
+		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s): it ends in %q, which reads as the end of the secret's name (a partial ARN), "+
+			"not the six random letters and digits Secrets Manager appends; give the ARN the console or `aws secretsmanager describe-secret` shows", arn, form, "-"+m[4])
+	case m[2] != c.Region || m[3] != c.Account:
+		p.addf(field, "the secret is in %s/%s, not in this environment's %s/%s (%s)", m[3], m[2], c.Account, c.Region, where)
+	}
+}
+
 var kmsKeyArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:kms:([a-z0-9-]+):([0-9]{12}):key/[A-Za-z0-9-]+$`)
 
 // validateTLS checks dicom.tls and the sites' certificate names.
@@ -99,11 +127,7 @@ func (c *Config) validateTLS(p *problems) {
 	} else if t.Port == c.Dicom.Port && c.PlainListenerEnabled() {
 		p.addf("dicom.tls.port", "%d is also dicom.port, the plain listener's", t.Port)
 	}
-	if m := completeSecretArnRE.FindStringSubmatch(t.ServerCertificateSecretArn); m == nil {
-		p.addf("dicom.tls.serverCertificateSecretArn", "%q is not a complete Secrets Manager secret ARN (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included)", t.ServerCertificateSecretArn)
-	} else if m[1] != c.Region || m[2] != c.Account {
-		p.addf("dicom.tls.serverCertificateSecretArn", "the secret is in %s/%s, not in this environment's %s/%s (ECS reads it at task start, in-region)", m[2], m[1], c.Account, c.Region)
-	}
+	c.checkCompleteSecretArn(p, "dicom.tls.serverCertificateSecretArn", t.ServerCertificateSecretArn, "ECS reads it at task start, in-region")
 	if t.SecretKmsKeyArn != "" {
 		if m := kmsKeyArnRE.FindStringSubmatch(t.SecretKmsKeyArn); m == nil || m[1] != c.Region {
 			p.addf("dicom.tls.secretKmsKeyArn", "%q is not a KMS key ARN in %s", t.SecretKmsKeyArn, c.Region)

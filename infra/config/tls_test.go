@@ -142,3 +142,66 @@ func TestLoadTLSFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestCompleteSecretArn: the one rule of a complete secret ARN (dicom.tls.serverCertificateSecretArn and
+// sites[].pacs.tls.clientSecretArn): the six random characters Secrets Manager appends must be there, a name that
+// merely ends in a hyphen and six characters (a partial ARN: the grant on exactly it would name no secret, and
+// Secrets Manager takes it for a complete one) is refused, and the partition is the Region's.
+func TestCompleteSecretArn(t *testing.T) {
+	const notComplete = "is not a complete Secrets Manager secret ARN"
+	for _, tc := range []struct {
+		name, region, arn string
+		want              string // "" valid
+	}{
+		{"complete", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/prod/pacs-client-Ab12Cd", ""},
+		{"complete, suffix of letters", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-tls-xYzAbC", ""},
+		{"complete, suffix of digits and lower case", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-tls-a1b2c3", ""},
+		{"complete, a name of one word", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-Xy12Zw", ""},
+		{"complete, name ending in a hyphen and six", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/pacs-client-Q9w8E7", ""},
+		{"complete, GovCloud", "us-gov-west-1", "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:dicom-ingest/pacs-Ab12Cd", ""},
+		{"complete, China", "cn-north-1", "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:dicom-ingest/pacs-Ab12Cd", ""},
+		{"partial, no hyphen", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacstls", notComplete},
+		{"partial, short last part", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/pacs-cert", notComplete},
+		{"partial, name ending in a hyphen and a word of six", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/prod/pacs-client", notComplete},
+		{"partial, name ending in a hyphen and six digits", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/pacs-202612", notComplete},
+		{"partial, GovCloud, a word of six", "us-gov-west-1", "arn:aws-us-gov:secretsmanager:us-gov-west-1:123456789012:secret:pacs-server", notComplete},
+		{"partial, China, a word of six", "cn-north-1", "arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:pacs-secret", notComplete},
+		{"suffix of seven", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-Ab12Cd3", notComplete},
+		{"another partition than the Region's", "eu-west-1", "arn:aws-cn:secretsmanager:eu-west-1:123456789012:secret:pacs-Ab12Cd", notComplete},
+		{"no such partition", "eu-west-1", "arn:awsx:secretsmanager:eu-west-1:123456789012:secret:pacs-Ab12Cd", notComplete},
+		{"another service", "eu-west-1", "arn:aws:ssm:eu-west-1:123456789012:parameter/pacs-Ab12Cd", notComplete},
+		{"another Region", "eu-west-1", "arn:aws:secretsmanager:eu-central-1:123456789012:secret:pacs-Ab12Cd", "the secret is in 123456789012/eu-central-1"},
+		{"another account", "eu-west-1", "arn:aws:secretsmanager:eu-west-1:210987654321:secret:pacs-Ab12Cd", "the secret is in 210987654321/eu-west-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, field := range []string{"dicom.tls.serverCertificateSecretArn", "sites[1].pacs.tls.clientSecretArn"} {
+				c := valid()
+				c.Region, c.AvailabilityZones = tc.region, []string{tc.region + "a", tc.region + "b"}
+				inRegion := strings.NewReplacer("arn:aws:", "arn:"+Partition(tc.region)+":", ":eu-west-1:", ":"+tc.region+":").Replace
+				withTLS(c)
+				withPacsTLS(c, 1, inRegion(testClientSecretArn))
+				c.Dicom.TLS.ServerCertificateSecretArn = inRegion(testSecretArn)
+				if strings.HasPrefix(field, "dicom.") {
+					c.Dicom.TLS.ServerCertificateSecretArn = tc.arn
+				} else {
+					c.Sites[1].Pacs.TLS.ClientSecretArn = tc.arn
+				}
+				_, err := Parse(marshal(t, c))
+				var got []string
+				if err != nil {
+					for _, line := range strings.Split(err.Error(), "\n") {
+						if strings.Contains(line, "SecretArn") {
+							got = append(got, line)
+						}
+					}
+				}
+				switch {
+				case tc.want == "" && len(got) > 0:
+					t.Errorf("%s %s: %v, want it taken", field, tc.arn, got)
+				case tc.want != "" && (len(got) != 1 || !strings.HasPrefix(got[0], field+": ") || !strings.Contains(got[0], tc.want)):
+					t.Errorf("%s %s: %v, want one problem of %s saying %q", field, tc.arn, got, field, tc.want)
+				}
+			}
+		})
+	}
+}
