@@ -21,7 +21,7 @@ func TestCommitmentHandshakeMetric(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	count(dicomnet.HandshakeUnknownCA)
+	count("PACS", dicomnet.HandshakeUnknownCA)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

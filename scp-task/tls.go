@@ -90,7 +90,7 @@ const CommitmentHandshakeFailures = "dicom_ingest_commitment_tls_handshake_failu
 // commitmentHandshakeMetric registers CommitmentHandshakeFailures, its reasons those of the listener's failed
 // handshakes and our own client certificate not valid now (commitreport.HandshakeFailureReasons, each at 0 from the
 // start), and returns what counts one.
-func commitmentHandshakeMetric(reg prometheus.Registerer) (func(reason string), error) {
+func commitmentHandshakeMetric(reg prometheus.Registerer) (func(ae, reason string), error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: CommitmentHandshakeFailures,
 		Help: "Failed TLS handshakes delivering Storage Commitment results to tls:// peers, by reason.",
@@ -101,5 +101,5 @@ func commitmentHandshakeMetric(reg prometheus.Registerer) (func(reason string), 
 	if err := reg.Register(c); err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
-	return func(reason string) { c.WithLabelValues(reason).Inc() }, nil
+	return func(_, reason string) { c.WithLabelValues(reason).Inc() }, nil // by reason only, as the stack counts the function's
 }

@@ -154,9 +154,10 @@ type Reporter struct {
 	// configuration it returned last for that AE stays in use, logged (TLSNotReloadedLog), as the listener keeps
 	// its certificate.
 	TLS func(ctx context.Context, ae string) (*tls.Config, error)
-	// HandshakeFailed, when set, is called with the reason (dicomnet.HandshakeFailureReason) of each failed TLS
-	// handshake with a peer: the metrics.
-	HandshakeFailed func(reason string)
+	// HandshakeFailed, when set, is called with the AE title of the peer and the reason
+	// (dicomnet.HandshakeFailureReason) of each failed TLS handshake with it: the metrics, and whatever that
+	// AE's configuration should read again (its own only: another AE's PACS took its certificate).
+	HandshakeFailed func(ae, reason string)
 	// Dial replaces the TCP dialer (tests).
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
@@ -267,7 +268,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
 		if err != nil {
 			if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
-				r.HandshakeFailed(he.Reason) // our certificate not valid now: the PACS is not tried
+				r.HandshakeFailed(rep.CallingAE, he.Reason) // our certificate not valid now: the PACS is not tried
 			}
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
@@ -276,7 +277,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	a, err := dicomnet.Dial(ctx, addr, cfg)
 	if err != nil {
 		if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
-			r.HandshakeFailed(he.Reason)
+			r.HandshakeFailed(rep.CallingAE, he.Reason)
 		}
 		if errors.Is(err, dicomnet.ErrAborted) {
 			// PACSs that check a peer's address against its AE title abort

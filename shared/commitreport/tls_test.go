@@ -53,7 +53,10 @@ func TestReportOverTLS(t *testing.T) {
 				}
 				return tlstrust.ClientConfig("", ca.Pool(), &clientCert), nil
 			},
-			HandshakeFailed: func(r string) {
+			HandshakeFailed: func(ae, r string) {
+				if ae != "PACS" {
+					t.Errorf("handshake failure counted for %q, not the requesting AE", ae)
+				}
 				mu.Lock()
 				reasons = append(reasons, r)
 				mu.Unlock()
@@ -243,7 +246,7 @@ func TestReportOwnCertificateNotValid(t *testing.T) {
 			var dialed atomic.Int32
 			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
 				Logger: jsonlog.New(&logs, slog.LevelInfo), TLS: tt.tls,
-				HandshakeFailed: func(r string) { reasons = append(reasons, r) },
+				HandshakeFailed: func(_, r string) { reasons = append(reasons, r) },
 				Dial: func(context.Context, string, string) (net.Conn, error) {
 					dialed.Add(1)
 					return nil, errors.New("dialed")

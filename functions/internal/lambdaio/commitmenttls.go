@@ -167,18 +167,24 @@ func (p *PeerCredentials) cert(ctx context.Context, arn string) (tls.Certificate
 	return cert, nil
 }
 
-// Forget drops the certificates read, so that each is read again on its next use.
-func (p *PeerCredentials) Forget() {
+// Forget drops the certificate read for ae (a failed handshake with its PACS: it may have been rotated), so that
+// it is read again on its next use; the other AEs' stay (their PACS took them). AEs sharing a secret share it.
+func (p *PeerCredentials) Forget(ae string) {
+	s, ok := p.peers[ae]
+	if !ok {
+		return
+	}
 	p.mu.Lock()
-	clear(p.certs)
+	delete(p.certs, s.ClientSecretARN)
 	p.mu.Unlock()
 }
 
 // NewReporter is the commitment function's Reporter: associations to the
 // sites' PACS, over DICOM TLS with each tls:// peer's own CA and client
 // certificate (read from sm). A failed handshake is logged as
-// commitreport.HandshakeFailedLog with its reason (the stack's metric
-// filter counts them by reason) and has the certificates read again.
+// commitreport.HandshakeFailedLog with its reason and the AE title (the
+// stack's metric filter counts them by reason) and has that AE's
+// certificate read again.
 func NewReporter(c Config, sm SecretsAPI, log *slog.Logger) (*commitreport.Reporter, error) {
 	r := &commitreport.Reporter{Peers: c.CommitmentPeers, AETitle: c.AETitle, Logger: log}
 	if len(c.CommitmentTLS) == 0 {
@@ -189,9 +195,9 @@ func NewReporter(c Config, sm SecretsAPI, log *slog.Logger) (*commitreport.Repor
 		return nil, err
 	}
 	r.TLS = creds.Config
-	r.HandshakeFailed = func(reason string) {
-		log.Warn(commitreport.HandshakeFailedLog, "reason", reason)
-		creds.Forget()
+	r.HandshakeFailed = func(ae, reason string) {
+		log.Warn(commitreport.HandshakeFailedLog, "reason", reason, "called_ae", ae)
+		creds.Forget(ae)
 	}
 	return r, nil
 }

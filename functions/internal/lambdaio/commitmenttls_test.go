@@ -95,7 +95,7 @@ type countingSecrets struct{ lambdaiotest.UnansweredSecrets }
 func (s *countingSecrets) reads() int { return len(s.Deadlines()) }
 
 // TestPeerCredentials: each peer's client certificate is read from its own secret on first use, then kept; read
-// again after the bound or a failed handshake (Forget), so that a rotated certificate is presented; a secret that
+// again after the bound or a failed handshake with its PACS (Forget), so that a rotated certificate is presented; a secret that
 // is not the certificate and key says so without quoting it.
 func TestPeerCredentials(t *testing.T) {
 	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
@@ -131,9 +131,9 @@ func TestPeerCredentials(t *testing.T) {
 			sm.Values[arnA] = clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a-2"}))
 		}},
 		{"read again after the bound", "A", "ingest-a-2", 3, func() { now = now.Add(ClientCredentialMaxAge) }},
-		{"and after a failed handshake", "B", "ingest-b-2", 5, func() {
+		{"and after a failed handshake, that AE's alone (A's kept)", "B", "ingest-b-2", 4, func() {
 			sm.Values[arnB] = clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b-2"}))
-			p.Forget()
+			p.Forget("B")
 			presented("A")
 		}},
 	} {
@@ -151,7 +151,7 @@ func TestPeerCredentials(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sm.Values[arnA] = v
-			p.Forget()
+			p.Forget("A")
 			_, err := p.Config(context.Background(), "A")
 			if err == nil || !strings.Contains(err.Error(), "client certificate of A") || !strings.Contains(err.Error(), arnA) {
 				t.Fatalf("Config = %v", err)
@@ -175,8 +175,8 @@ func strconvQuote(s string) string {
 
 // TestReporterOverTLSPerSite: the commitment function's Reporter reaches each tls:// peer with that site's own CA
 // and client certificate (a PACS taking only its site's certificate); a handshake that fails is logged as the
-// stack's metric filter counts it, by reason, and has the certificates read again: so does a PACS refusing our
-// client certificate, whose alert comes under TLS 1.3 after our handshake ended.
+// stack's metric filter counts it, by reason, and has that AE's certificate read again, the others' kept: so does
+// a PACS refusing our client certificate, whose alert comes under TLS 1.3 after our handshake ended.
 func TestReporterOverTLSPerSite(t *testing.T) {
 	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
 	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
@@ -225,9 +225,14 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	if len(counted) != 1 || counted[0]["reason"] != dicomnet.HandshakeUnknownCA || counted[0][jsonlog.EnvironmentKey] != "test" {
 		t.Errorf("lines counted %v, want one with reason %s", counted, dicomnet.HandshakeUnknownCA)
 	}
+	// The failed handshake is B's: B's secret is read again (it may have been rotated), A's certificate, which A's
+	// PACS took, is kept.
 	reads := sm.reads()
-	if _, err := r.TLS(context.Background(), "A"); err != nil || sm.reads() != reads+1 {
-		t.Errorf("after the failed handshake: %v, %d reads (was %d), want A's secret read again", err, sm.reads(), reads)
+	if _, err := r.TLS(context.Background(), "A"); err != nil || sm.reads() != reads {
+		t.Errorf("after B's failed handshake: %v, %d reads (was %d), want A's certificate kept", err, sm.reads(), reads)
+	}
+	if _, err := r.TLS(context.Background(), "B"); err != nil || sm.reads() != reads+1 {
+		t.Errorf("after B's failed handshake: %v, %d reads (was %d), want B's secret read again", err, sm.reads(), reads)
 	}
 
 	reads = sm.reads()
@@ -242,6 +247,11 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	}
 	if _, err := r.TLS(context.Background(), "C"); err != nil || sm.reads() != reads+2 { // read for the report, then again after it
 		t.Errorf("after the refused certificate: %v, %d reads (was %d), want C's secret read again", err, sm.reads(), reads)
+	}
+	for _, ae := range []string{"A", "B"} {
+		if _, err := r.TLS(context.Background(), ae); err != nil || sm.reads() != reads+2 {
+			t.Errorf("after C's refused certificate: %v, %d reads (was %d), want %s's certificate kept", err, sm.reads(), reads+2, ae)
+		}
 	}
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
@@ -325,7 +335,7 @@ func TestClientSecretUnreadKeepsTheLastCertificate(t *testing.T) {
 		t.Fatalf("report to A: %v, want the dial's failure", err)
 	}
 	delete(sm.Values, arnA) // Secrets Manager out of reach from now on
-	r.HandshakeFailed("unknown_ca")
+	r.HandshakeFailed("A", "unknown_ca")
 	for range 2 {
 		if err := report("A"); err == nil || !strings.Contains(err.Error(), "no PACS here") {
 			t.Fatalf("report to A with its secret unread: %v, want the certificate read last used (the dial's failure)", err)
