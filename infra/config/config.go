@@ -418,12 +418,17 @@ func (c *Config) CallingAEs() string {
 // CommitmentPeers renders where Storage Commitment results go
 // (SCP_COMMITMENT_PEERS, COMMITMENT_PEERS), as commitreport.ParsePeers
 // reads it: `AE=host:port` for each site with a PACS address,
-// `AE=tls://host:port` for one with pacs.tls.
+// `AE=tls://host:port` for one with pacs.tls, `?serverName=NAME` after it
+// with pacs.tls.serverName.
 func (c *Config) CommitmentPeers() string {
 	peers := commitreport.Peers{}
 	for _, s := range c.Sites {
 		if s.Pacs != nil {
-			peers[s.CallingAETitle] = commitreport.Peer{Addr: net.JoinHostPort(s.Pacs.Host, strconv.Itoa(s.Pacs.Port)), TLS: s.Pacs.TLS != nil}
+			peer := commitreport.Peer{Addr: net.JoinHostPort(s.Pacs.Host, strconv.Itoa(s.Pacs.Port)), TLS: s.Pacs.TLS != nil}
+			if peer.TLS {
+				peer.ServerName = s.Pacs.TLS.ServerName
+			}
+			peers[s.CallingAETitle] = peer
 		}
 	}
 	return peers.String()

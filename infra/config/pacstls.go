@@ -16,8 +16,13 @@ import (
 // PacsTLS has the commitment function report to a site's PACS over DICOM
 // TLS (PS3.15 Annex B, BCP 195), a PACS that takes nothing else: the CA its
 // server certificate chains to (the certificate must name pacs.host, an
-// IPv4 address, as an IP SAN) and our client certificate for this site.
+// IPv4 address, as an IP SAN, or ServerName as a DNS name) and our client
+// certificate for this site.
 type PacsTLS struct {
+	// ServerName, if set, is the DNS name the PACS's certificate names
+	// (many name no address): the function still dials pacs.host, and checks
+	// the certificate against this name (sent as SNI too), not the address.
+	ServerName string `json:"serverName,omitempty"`
 	// CaFile is a PEM bundle of the CAs the PACS's server certificate must
 	// chain to, relative to the config directory (certificates only,
 	// public), as dicom.tls.clientCaFile: each of a key BCP 195 allows and
@@ -100,6 +105,11 @@ func (c *Config) checkCommitmentEnv(p *problems) {
 func (c *Config) validatePacsTLS(p *problems, f string, t *PacsTLS) {
 	if t.CaFile == "" {
 		p.addf(f+".caFile", "is required: the CA bundle the PACS's server certificate chains to")
+	}
+	if t.ServerName != "" {
+		if err := commitreport.CheckServerName(t.ServerName); err != nil {
+			p.addf(f+".serverName", "%v", err)
+		}
 	}
 	c.checkCompleteSecretArn(p, f+".clientSecretArn", t.ClientSecretArn, "the commitment function reads it through the Region's Secrets Manager endpoint")
 	if t.SecretKmsKeyArn != "" {

@@ -50,6 +50,13 @@ func TestPacsTLSValidation(t *testing.T) {
 		{"no CA", func(p *PacsTLS) { p.CaFile = "" }, "sites[1].pacs.tls.caFile: is required"},
 		{"KMS key elsewhere", func(p *PacsTLS) { p.SecretKmsKeyArn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd" },
 			"sites[1].pacs.tls.secretKmsKeyArn:"},
+		{"with a server name", func(p *PacsTLS) { p.ServerName = "pacs.st-mary.example" }, ""},
+		{"server name not a DNS name", func(p *PacsTLS) { p.ServerName = "pacs_b.example" },
+			`sites[1].pacs.tls.serverName: "pacs_b.example" is not a DNS name`},
+		{"server name an address", func(p *PacsTLS) { p.ServerName = "192.168.2.20" },
+			`sites[1].pacs.tls.serverName: "192.168.2.20" is an IP address`},
+		{"server name a wildcard", func(p *PacsTLS) { p.ServerName = "*.st-mary.example" },
+			`sites[1].pacs.tls.serverName: "*.st-mary.example" is not a DNS name`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid()
@@ -110,6 +117,15 @@ func TestPacsTLSLoad(t *testing.T) {
 	if _, err := commitreport.ParsePeers(got.CommitmentPeers()); err != nil {
 		t.Error(err)
 	}
+	// A PACS whose certificate names a DNS name only: the function dials pacs.host and checks that name.
+	got.Sites[1].Pacs.TLS.ServerName = "pacs.b.example"
+	if p := got.CommitmentPeers(); p != "A_PACS=tls://192.168.1.20:2762,B_PACS=tls://192.168.2.20:2762?serverName=pacs.b.example" {
+		t.Errorf("CommitmentPeers() = %q", p)
+	}
+	if p, err := commitreport.ParsePeers(got.CommitmentPeers()); err != nil || p["B_PACS"].ServerName != "pacs.b.example" || p["B_PACS"].Addr != "192.168.2.20:2762" {
+		t.Errorf("the function reads %+v, %v", p, err)
+	}
+	got.Sites[1].Pacs.TLS.ServerName = ""
 	var peers commitreport.TLSPeers
 	if err := json.Unmarshal([]byte(got.CommitmentTLS()), &peers); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,23 +38,67 @@ type Peers map[string]Peer
 type Peer struct {
 	Addr string
 	TLS  bool
+	// ServerName, of a TLS peer, is the DNS name its certificate is checked against (and sent as SNI) when that
+	// names a DNS name only, not the host of Addr it is dialled at; "": Addr's host (an IP address then checked
+	// against the certificate's IP SANs).
+	ServerName string
 }
 
 // TLSScheme marks a peer reached over DICOM TLS in ParsePeers' input: AE=tls://host:port.
 const TLSScheme = "tls://"
 
-// String is the peer as ParsePeers reads it: host:port, or tls://host:port.
+// ServerNameParam names a TLS peer's server name in ParsePeers' input: AE=tls://host:port?serverName=NAME.
+const ServerNameParam = "serverName"
+
+// String is the peer as ParsePeers reads it: host:port, tls://host:port, or tls://host:port?serverName=NAME.
 func (p Peer) String() string {
-	if p.TLS {
+	switch {
+	case p.TLS && p.ServerName != "":
+		return TLSScheme + p.Addr + "?" + ServerNameParam + "=" + p.ServerName
+	case p.TLS:
 		return TLSScheme + p.Addr
 	}
 	return p.Addr
 }
 
-// ParsePeers reads `AE=[tls://]host:port[,AE=[tls://]host:port…]` (--commitment-peers, COMMITMENT_PEERS): a
-// peer is plain DICOM unless its address starts with tls://. Spaces around entries are not significant; an AE
-// title may appear once. An entry with a second = is refused: a title holding one (CT=1) cannot be a peer, and
-// no host name holds one.
+// CheckServerName reports what keeps name from being a TLS peer's server name, or nil: it must be a DNS name
+// (RFC 1123 labels of letters, digits and hyphens, 1 to 63 characters, neither starting nor ending with a
+// hyphen, separated by dots, 253 characters at most; no wildcard, no trailing dot), not an IP address (one is
+// given as the host). The one rule of ParsePeers' ?serverName= and infra's sites[].pacs.tls.serverName.
+func CheckServerName(name string) error {
+	if name == "" {
+		return errors.New("is empty: want the DNS name the PACS's certificate names")
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return fmt.Errorf("%q is an IP address: give it as the host, the certificate naming it as an IP SAN", name)
+	}
+	bad := func(why string) error { return fmt.Errorf("%q is not a DNS name (%s)", name, why) }
+	if len(name) > 253 {
+		return bad("longer than 253 characters")
+	}
+	for label := range strings.SplitSeq(name, ".") {
+		switch {
+		case label == "":
+			return bad("an empty label")
+		case len(label) > 63:
+			return bad("a label longer than 63 characters")
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return bad("a label starting or ending with a hyphen")
+		}
+		for i := 0; i < len(label); i++ {
+			if c := label[i]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return bad("a character other than a letter, digit, hyphen or dot")
+			}
+		}
+	}
+	return nil
+}
+
+// ParsePeers reads `AE=[tls://]host:port[?serverName=NAME][,AE=…]` (--commitment-peers, COMMITMENT_PEERS): a
+// peer is plain DICOM unless its address starts with tls://; a tls:// peer whose certificate names a DNS name
+// only takes ?serverName=NAME (CheckServerName). Spaces around entries are not significant; an AE title may
+// appear once. An entry with a second = before its ?serverName= is refused: a title holding one (CT=1) cannot
+// be a peer, and no host name holds one.
 func ParsePeers(spec string) (Peers, error) {
 	p := Peers{}
 	for i, raw := range strings.Split(spec, ",") {
@@ -74,6 +119,19 @@ func ParsePeers(spec string) (Peers, error) {
 			peer.TLS, addr = true, addr[len(TLSScheme):]
 		} else if scheme, _, ok := strings.Cut(addr, "://"); ok {
 			return nil, fmt.Errorf("commitreport: entry %d %q: %q is not a scheme here: want host:port (plain DICOM) or tls://host:port (DICOM TLS)", i+1, entry, scheme+"://")
+		}
+		if a, query, ok := strings.Cut(addr, "?"); ok {
+			key, name, _ := strings.Cut(query, "=")
+			switch {
+			case !peer.TLS:
+				return nil, fmt.Errorf("commitreport: entry %d %q: ?%s is for tls:// peers", i+1, entry, ServerNameParam)
+			case key != ServerNameParam:
+				return nil, fmt.Errorf("commitreport: entry %d %q: want ?%s=NAME after the port, nothing else", i+1, entry, ServerNameParam)
+			}
+			if err := CheckServerName(name); err != nil {
+				return nil, fmt.Errorf("commitreport: entry %d %q: %s: %w", i+1, entry, ServerNameParam, err)
+			}
+			addr, peer.ServerName = a, name
 		}
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil || host == "" || strings.Contains(host, "=") || strings.Contains(host, "/") {
@@ -148,7 +206,7 @@ type Reporter struct {
 	// TLS is the client configuration of the peer of AE title ae when it is reached over DICOM TLS, called for
 	// each such association with the report's context (what it reads, a secret, ends with it), so that
 	// certificates renewed on disk, or in Secrets Manager, are used from the next one on: one for all peers (scp-task's flags), or each site's CA and client certificate (the commitment
-	// function's). The Reporter sets the server name to the peer's host. tlstrust.ClientConfig makes it. Nil: a
+	// function's). The Reporter sets the server name to the peer's ServerName, or its host. tlstrust.ClientConfig makes it. Nil: a
 	// TLS peer's report fails (ErrNoTLS). When it
 	// fails for an AE after it once succeeded for it (a renewed file half written, a secret not read), the
 	// configuration it returned last for that AE stays in use, logged (TLSNotReloadedLog), as the listener keeps
@@ -265,7 +323,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 	}
 	transport := "plain DICOM"
 	if peer.TLS {
-		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, addr, cfg)
+		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, peer, cfg)
 		if err != nil {
 			if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
 				r.HandshakeFailed(rep.CallingAE, he.Reason) // our certificate not valid now: the PACS is not tried
@@ -316,12 +374,13 @@ func (p peerStatus) Error() string { return dimse.WithoutComments(p.st.Error()) 
 
 func (p peerStatus) Unwrap() error { return dimse.Status{Code: p.st.Code} }
 
-// tlsDial returns the dialer of an association to the TLS peer of ae at addr: TCP as cfg dials it, then the TLS
+// tlsDial returns the dialer of an association to the TLS peer of ae: TCP as cfg dials it, then the TLS
 // handshake, bounded by cfg's ResponseTimeout (the wait for the peer's answer it is), with the Reporter's TLS
-// configuration naming the peer's host (a DNS name, or an IP address checked against the certificate's IP SANs).
+// configuration naming the peer's server name when it has one, else its host (a DNS name, or an IP address
+// checked against the certificate's IP SANs).
 // A failed handshake is a *HandshakeError, and so is the peer's alert before its first answer (alertConn). It
 // also says what the association presents of ours (presented): our client certificate by its name, or none.
-func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.ClientConfig) (dial func(ctx context.Context, network, addr string) (net.Conn, error), presented string, err error) {
+func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomnet.ClientConfig) (dial func(ctx context.Context, network, addr string) (net.Conn, error), presented string, err error) {
 	if r.TLS == nil {
 		return nil, "", ErrNoTLS
 	}
@@ -339,9 +398,12 @@ func (r *Reporter) tlsDial(ctx context.Context, ae, addr string, cfg dicomnet.Cl
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
-	host, _, err := net.SplitHostPort(addr)
+	host, _, err := net.SplitHostPort(peer.Addr)
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: %w", err)
+	}
+	if peer.ServerName != "" {
+		host = peer.ServerName
 	}
 	presented = "without a client certificate"
 	if leaf := clientLeaf(base); leaf != nil {

@@ -53,6 +53,64 @@ func TestParsePeers(t *testing.T) {
 	}
 }
 
+// TestParsePeersServerName: a tls:// peer whose certificate names a DNS name only (not the address we dial) takes
+// ?serverName=NAME: the name its certificate is checked against and sent as SNI, a DNS name, checked when read.
+func TestParsePeersServerName(t *testing.T) {
+	got, err := commitreport.ParsePeers("PACS=tls://10.1.2.3:2762?serverName=pacs.st-mary.example, MR=tls://10.1.2.4:2762?serverName=PACS-2.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := commitreport.Peers{"PACS": {Addr: "10.1.2.3:2762", TLS: true, ServerName: "pacs.st-mary.example"},
+		"MR": {Addr: "10.1.2.4:2762", TLS: true, ServerName: "PACS-2.example"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if s := got.String(); s != "MR=tls://10.1.2.4:2762?serverName=PACS-2.example,PACS=tls://10.1.2.3:2762?serverName=pacs.st-mary.example" {
+		t.Errorf("String() = %q", s)
+	}
+	if again, err := commitreport.ParsePeers(got.String()); err != nil || !cmp.Equal(again, got) {
+		t.Errorf("String() read back: %v, %v", again, err)
+	}
+	for _, tc := range []struct{ spec, says string }{
+		{"PACS=10.1.2.3:104?serverName=pacs.example", "serverName is for tls:// peers"},
+		{"PACS=tls://10.1.2.3:2762?serverName=", "serverName"},
+		{"PACS=tls://10.1.2.3:2762?", "want ?serverName=NAME"},
+		{"PACS=tls://10.1.2.3:2762?sni=pacs.example", "want ?serverName=NAME"},
+		{"PACS=tls://10.1.2.3:2762?serverName=a.example&serverName=b.example", "serverName"},
+		{"PACS=tls://10.1.2.3:2762?serverName=10.1.2.3", "an IP address"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs_1.example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=-pacs.example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs..example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=*.example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=" + strings.Repeat("a", 64) + ".example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=" + strings.Repeat("abcdefg.", 32) + "example", "not a DNS name"},
+	} {
+		if _, err := commitreport.ParsePeers(tc.spec); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("ParsePeers(%q) = %v, want an error saying %q", tc.spec, err, tc.says)
+		}
+	}
+}
+
+// FuzzParsePeers: whatever --commitment-peers or COMMITMENT_PEERS holds, ParsePeers never panics, and what it
+// takes its String reads back the same (the stack renders the function's peers with it).
+func FuzzParsePeers(f *testing.F) {
+	for _, seed := range []string{"PACS=10.1.2.3:104", "MR=tls://pacs.example:2762,US=TLS://[::1]:2762",
+		"PACS=tls://10.1.2.3:2762?serverName=pacs.st-mary.example", "PACS=tls://h:1?serverName=", "PACS=h:1?serverName=x",
+		"PACS=tls://h:1?sni=x", "CT=1=h:104", "PACS=tls://h:1?serverName=a..b"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		p, err := commitreport.ParsePeers(spec)
+		if err != nil {
+			return
+		}
+		again, err := commitreport.ParsePeers(p.String())
+		if err != nil || !cmp.Equal(again, p) {
+			t.Errorf("ParsePeers(%q) = %v, its String %q read back as %v, %v", spec, p, p.String(), again, err)
+		}
+	})
+}
+
 // TestParsePeersAETitles holds the peers' AE titles to the callers' one table (accesscontrol.CheckAETitle).
 func TestParsePeersAETitles(t *testing.T) {
 	for _, tc := range aetitletest.Titles {

@@ -173,6 +173,64 @@ func TestReportOverTLS(t *testing.T) {
 	})
 }
 
+// TestReportOverTLSServerName: a PACS whose certificate names a DNS name only (many do), dialled at its address,
+// is checked against the peer's server name (sent as SNI too) and takes the report; without one its certificate
+// is checked against the address it is dialled at and the handshake fails (bad_certificate), as before.
+func TestReportOverTLSServerName(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	ours := ca.Client(t, testpki.Options{CommonName: "ingest"})
+	clientCert, err := tlstrust.ClientCertificate(ours.CertPEM, ours.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pacsCert := ca.Server(t, testpki.Options{CommonName: "pacs.st-mary.example", DNSNames: []string{"pacs.st-mary.example"}})
+	for _, tc := range []struct {
+		name, serverName, reason string
+	}{
+		{"its DNS name", "pacs.st-mary.example", ""},
+		{"no server name", "", dicomnet.HandshakeBadCertificate},
+		{"another DNS name", "pacs.st-anne.example", dicomnet.HandshakeBadCertificate},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sni atomic.Value
+			srv := pacsCert.TLS()
+			addr, peers := dicomnettest.ListenTLSParrot(t, srv, ca.Pool())
+			peer, err := commitreport.ParsePeers("PACS=tls://" + addr + map[bool]string{true: "?serverName=" + tc.serverName}[tc.serverName != ""])
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &commitreport.Reporter{Peers: peer, AETitle: "INGEST",
+				TLS: func(context.Context, string) (*tls.Config, error) {
+					cfg := tlstrust.ClientConfig("", ca.Pool(), &clientCert)
+					cfg.VerifyConnection = func(cs tls.ConnectionState) error { sni.Store(cs.ServerName); return nil }
+					return cfg, nil
+				}}
+			done := report(r, "")
+			p := <-peers
+			if tc.reason != "" {
+				got := <-done
+				if he, ok := errors.AsType[*commitreport.HandshakeError](got.err); !ok || he.Reason != tc.reason {
+					t.Fatalf("Report error %v, want a handshake failure %s", got.err, tc.reason)
+				}
+				return
+			}
+			if p == nil {
+				t.Fatalf("handshake failed: %v", (<-done).err)
+			}
+			p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+			expectReport(t, p, 1, dimse.StatusSuccess)
+			p.Expect(pdu.TypeReleaseRQ)
+			p.SendPDU(&pdu.ReleaseRP{})
+			if got := <-done; got.err != nil {
+				t.Fatalf("Report: %v", got.err)
+			}
+			if got := sni.Load(); got != tc.serverName {
+				t.Errorf("server name sent %v, want %q", got, tc.serverName)
+			}
+		})
+	}
+}
+
 // TestReportOverTLSAbortHint: a PACS that aborts a DICOM TLS association (as those that check a peer's address,
 // or its certificate, against its AE title do) gets a hint naming what we presented: our client certificate by
 // its name, or none when no client certificate is set (local mode without --commitment-tls-cert and --tls-cert).
