@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
@@ -28,6 +30,28 @@ const CommitmentTLSEnv = "COMMITMENT_TLS"
 // secret is used before it is read again: a certificate rotated in Secrets
 // Manager is presented from then on, or at once after a failed handshake.
 const ClientCredentialMaxAge = 15 * time.Minute
+
+// A client certificate's secret that could not be read (Secrets Manager out
+// of reach, a wrong ARN, a grant missing) is not read again before a backoff
+// window ends: ClientSecretRetryFirst after the first failure, doubling after
+// each failure up to ClientSecretRetryMax, each window drawn within
+// clientSecretRetryJitter of that (execution environments that failed
+// together do not call together again). Within it the read's failure is
+// returned at once, no report waiting on a call bound to fail; the first
+// read that succeeds ends the backoff.
+const (
+	ClientSecretRetryFirst = 10 * time.Second
+	ClientSecretRetryMax   = 5 * time.Minute
+	// clientSecretRetryJitter is the share by which a window is drawn
+	// shorter or longer.
+	clientSecretRetryJitter = 0.2
+)
+
+// ClientSecretUnreadLog is logged once per backoff window of a client
+// certificate's secret that could not be read, with the AE title, the
+// secret's ARN (never its value), the failure and the wait before the next
+// read (retry_in).
+const ClientSecretUnreadLog = "commitment: client certificate secret not read; not read again before the backoff ends"
 
 // parseCommitmentTLS reads CommitmentTLSEnv and checks it against the
 // peers: each tls:// peer has its CA (a bundle tlstrust.ParseCAs takes) and
@@ -101,11 +125,14 @@ type PeerCredentials struct {
 	// MaxAge defaults to ClientCredentialMaxAge; Now to time.Now.
 	MaxAge time.Duration
 	Now    func() time.Time
+	// Logger logs a secret not read (ClientSecretUnreadLog); nil logs nothing.
+	Logger *slog.Logger
 
-	peers commitreport.TLSPeers
-	pools map[string]*x509.CertPool
-	mu    sync.Mutex
-	certs map[string]readCert // by secret ARN
+	peers  commitreport.TLSPeers
+	pools  map[string]*x509.CertPool
+	mu     sync.Mutex
+	certs  map[string]readCert    // by secret ARN
+	unread map[string]*unreadCert // by secret ARN: a read that failed, in its backoff window
 }
 
 type readCert struct {
@@ -113,9 +140,23 @@ type readCert struct {
 	at   time.Time
 }
 
+// unreadCert is a secret whose read failed: the failure, returned until the window ends, and the backoff that
+// draws the next window.
+type unreadCert struct {
+	err     error
+	until   time.Time
+	backoff *backoff.ExponentialBackOff
+}
+
+// error is the read's failure as every report of the window gets it, in the same words (logged once by the
+// Reporter when it keeps the certificate read before).
+func (u *unreadCert) error() error {
+	return fmt.Errorf("%w (not read again before %s)", u.err, u.until.UTC().Format(time.RFC3339))
+}
+
 // NewPeerCredentials parses the peers' CAs (checked by ConfigFromEnv).
 func NewPeerCredentials(peers commitreport.TLSPeers, sm SecretsAPI) (*PeerCredentials, error) {
-	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}}
+	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}, unread: map[string]*unreadCert{}}
 	for ae, s := range peers {
 		pool, _, err := tlstrust.ParseCAs([]byte(s.CA))
 		if err != nil {
@@ -133,14 +174,14 @@ func (p *PeerCredentials) Config(ctx context.Context, ae string) (*tls.Config, e
 	if !ok {
 		return nil, fmt.Errorf("lambdaio: %s: no TLS settings for %s", CommitmentTLSEnv, ae)
 	}
-	cert, err := p.cert(ctx, s.ClientSecretARN)
+	cert, err := p.cert(ctx, ae, s.ClientSecretARN)
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: the client certificate of %s: %w", ae, err)
 	}
 	return tlstrust.ClientConfig("", p.pools[ae], &cert), nil
 }
 
-func (p *PeerCredentials) cert(ctx context.Context, arn string) (tls.Certificate, error) {
+func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certificate, error) {
 	now, maxAge := time.Now, p.MaxAge
 	if p.Now != nil {
 		now = p.Now
@@ -153,12 +194,28 @@ func (p *PeerCredentials) cert(ctx context.Context, arn string) (tls.Certificate
 	if c, ok := p.certs[arn]; ok && now().Sub(c.at) < maxAge {
 		return c.cert, nil
 	}
+	u := p.unread[arn]
+	if u != nil && now().Before(u.until) {
+		return tls.Certificate{}, u.error()
+	}
 	// Bounded as every read of a secret here (KeyReadTimeout), and by the report's context: the invocation's
 	// deadline.
 	v, err := ReadSecrets(ctx, p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
 	if err != nil {
-		return tls.Certificate{}, err
+		if u == nil {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = ClientSecretRetryFirst, ClientSecretRetryMax, 2, clientSecretRetryJitter
+			u = &unreadCert{backoff: b}
+			p.unread[arn] = u
+		}
+		wait := u.backoff.NextBackOff()
+		u.err, u.until = err, now().Add(wait)
+		if p.Logger != nil {
+			p.Logger.Warn(ClientSecretUnreadLog, "called_ae", ae, "secret", arn, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
+		}
+		return tls.Certificate{}, u.error()
 	}
+	delete(p.unread, arn)
 	cert, err := ParseClientSecret(v[0])
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("secret %s: %w", arn, err)
@@ -194,6 +251,7 @@ func NewReporter(c Config, sm SecretsAPI, log *slog.Logger) (*commitreport.Repor
 	if err != nil {
 		return nil, err
 	}
+	creds.Logger = log
 	r.TLS = creds.Config
 	r.HandshakeFailed = func(ae, reason string) {
 		log.Warn(commitreport.HandshakeFailedLog, "reason", reason, "called_ae", ae)

@@ -1,0 +1,78 @@
+package lambdaio
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
+	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
+	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+// TestClientSecretReadBackoff: a client certificate's secret that cannot be read (Secrets Manager out of reach, a
+// wrong ARN) is not read again by every report: its failure is kept for a backoff window (ClientSecretRetryFirst,
+// doubling to ClientSecretRetryMax, with jitter), logged once per window (ClientSecretUnreadLog), and returned at
+// once, without a call, until the window ends; a read that succeeds ends the backoff. Each secret has its own.
+func TestClientSecretReadBackoff(t *testing.T) {
+	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
+	certA := clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"}))
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"}))}}}
+	var logs bytes.Buffer
+	p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	p.Now, p.Logger = func() time.Time { return now }, LoggerTo(&logs, "commitment", "test")
+	logged := func() []map[string]any {
+		return jsonlogtest.Counted(t, jsonlog.MessageFilter(ClientSecretUnreadLog), logs.Bytes())
+	}
+	jitter := 1 + clientSecretRetryJitter
+	steps := []struct {
+		name    string
+		advance time.Duration
+		before  func()
+		ae      string
+		ok      bool
+		reads   int // of A's secret and B's, all told
+		logged  int
+	}{
+		{"first failure: read, logged", 0, nil, "A", false, 1, 1},
+		{"again at once: not read, not logged", 0, nil, "A", false, 1, 1},
+		{"again within the shortest first window", time.Duration(float64(ClientSecretRetryFirst) * (1 - clientSecretRetryJitter) * 0.99), nil, "A", false, 1, 1},
+		{"B's secret its own", 0, nil, "B", true, 2, 1},
+		{"after the longest first window: read again, logged again", time.Duration(float64(ClientSecretRetryFirst) * jitter), nil, "A", false, 3, 2},
+		{"within the shortest second window", time.Duration(float64(2*ClientSecretRetryFirst) * (1 - clientSecretRetryJitter) * 0.99), nil, "A", false, 3, 2},
+		{"restored, after the longest window: read", time.Duration(float64(ClientSecretRetryMax) * jitter), func() { sm.Values[arnA] = certA }, "A", true, 4, 2},
+		{"failing again after a success: read at once, the first window again", ClientCredentialMaxAge, func() { delete(sm.Values, arnA) }, "A", false, 5, 3},
+		{"after the longest first window", time.Duration(float64(ClientSecretRetryFirst) * jitter), nil, "A", false, 6, 4},
+	}
+	for _, s := range steps {
+		now = now.Add(s.advance)
+		if s.before != nil {
+			s.before()
+		}
+		_, err := p.Config(context.Background(), s.ae)
+		if (err == nil) != s.ok || sm.reads() != s.reads || len(logged()) != s.logged {
+			t.Fatalf("%s: Config(%s) = %v after %d reads, %d lines logged; want ok %v after %d reads, %d logged", s.name, s.ae, err, sm.reads(), len(logged()), s.ok, s.reads, s.logged)
+		}
+		if err != nil && (!errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "client certificate of A")) {
+			t.Errorf("%s: %v, want the read's own failure", s.name, err)
+		}
+	}
+	for _, l := range logged() {
+		if l["called_ae"] != "A" || l["secret"] != arnA || l["retry_in"] == nil || !strings.Contains(fmt.Sprint(l["err"]), "deadline exceeded") {
+			t.Errorf("logged %v, want the AE, the secret's ARN, the wait and the failure", l)
+		}
+	}
+	if strings.Contains(logs.String(), "PRIVATE KEY") {
+		t.Error("a key in the log")
+	}
+}
