@@ -3,7 +3,11 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -609,7 +613,7 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 		}
 		pool, _, err := tlstrust.ParseCAs(ca)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", c.Describe("commitment-tls-ca"), caFile, err)
+			return nil, fmt.Errorf("%s %s: %w", c.Describe("commitment-tls-ca"), sourceName(caFile, ca), err)
 		}
 		if certFile == "" {
 			return tlstrust.ClientConfig("", pool, nil), nil
@@ -733,6 +737,38 @@ func ReadPEM(flag, v string) ([]byte, error) {
 		return []byte(v), nil
 	}
 	return ReadFile(flag, v)
+}
+
+// sourceName is how an error names the value v of a PEM setting whose bytes (ReadPEM's) are b: the path v, or,
+// for PEM text, never the text (it may hold a key pasted by mistake) but its first certificate by
+// tlstrust.NameOf, or without one its size and SHA-256.
+func sourceName(v string, b []byte) string {
+	if !IsPEM(v) {
+		return v
+	}
+	var first *x509.Certificate
+	n := 0
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		n++
+		if c, err := x509.ParseCertificate(block.Bytes); err == nil && first == nil {
+			first = c
+		}
+	}
+	switch {
+	case first != nil && n > 1:
+		return fmt.Sprintf("(PEM text: certificate %s and %d more)", tlstrust.NameOf(first), n-1)
+	case first != nil:
+		return fmt.Sprintf("(PEM text: certificate %s)", tlstrust.NameOf(first))
+	}
+	sum := sha256.Sum256(b)
+	return fmt.Sprintf("(PEM text of %d bytes, SHA-256 %s)", len(b), hex.EncodeToString(sum[:]))
 }
 
 // IsPEM reports whether a setting's value is PEM text rather than a path.
