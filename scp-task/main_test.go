@@ -362,12 +362,12 @@ func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 	}
 }
 
-// startAndStopLocal runs local mode on dataDir on free loopback ports until
-// it listens, stops it, and returns its log.
-func startAndStopLocal(t *testing.T, dataDir string) string {
+// startAndStopLocal runs local mode on dataDir on free loopback ports, with
+// the flags extra, until it listens, stops it, and returns its log.
+func startAndStopLocal(t *testing.T, dataDir string, extra ...string) string {
 	t.Helper()
 	free := "127.0.0.1:0"
-	cfg, err := config.Load([]string{"--local", "--data-dir", dataDir, "--listen", free, "--health-listen", free, "--portal-listen", free}, envOf(nil), io.Discard)
+	cfg, err := config.Load(append([]string{"--local", "--data-dir", dataDir, "--listen", free, "--health-listen", free, "--portal-listen", free}, extra...), envOf(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

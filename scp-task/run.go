@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,6 +262,13 @@ func serve(ctx, hurry context.Context, cfg config.Config, log *slog.Logger, lns 
 				return err
 			}
 			reporter.TLS = func(context.Context, string) (*tls.Config, error) { return cfg.CommitmentTLS() }
+			if cfg.CommitmentTLSNoClientCertificate {
+				for _, ae := range slices.Sorted(maps.Keys(cfg.CommitmentPeers)) {
+					if cfg.CommitmentPeers[ae].TLS {
+						log.Warn(CommitmentNoClientCertificateLog, "called_ae", ae)
+					}
+				}
+			}
 		}
 		lm.StartCommitments(reporter)
 	}

@@ -87,6 +87,11 @@ func verifiedClientCert(st *tls.ConnectionState) *x509.Certificate {
 // to deliver Storage Commitment results to tls:// peers; each failed delivery is retried as any other.
 const CommitmentHandshakeFailures = "dicom_ingest_commitment_tls_handshake_failures_total"
 
+// CommitmentNoClientCertificateLog is logged at start, once for each tls:// commitment peer (its AE title,
+// called_ae), when local mode has no client certificate to present to them (no --commitment-tls-cert, no
+// --tls-cert to reuse): a PACS that requires one refuses every report, and the failures would read as its fault.
+const CommitmentNoClientCertificateLog = "scp-task: Storage Commitment reports over DICOM TLS present no client certificate (no --commitment-tls-cert or --tls-cert); a PACS that requires one refuses them"
+
 // commitmentHandshakeMetric registers CommitmentHandshakeFailures, its reasons those of the listener's failed
 // handshakes and our own client certificate not valid now (commitreport.HandshakeFailureReasons, each at 0 from the
 // start), and returns what counts one.

@@ -138,6 +138,10 @@ type Config struct {
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
 
+	// CommitmentTLSNoClientCertificate: CommitmentTLS presents no client certificate (no --commitment-tls-cert,
+	// no --tls-cert to reuse), which a PACS requiring one refuses; scp-task says so at start.
+	CommitmentTLSNoClientCertificate bool
+
 	origins map[string]Origin // by flag name; absent: the default
 }
 
@@ -211,7 +215,7 @@ var settings = []Setting{
 	{"audit-spool-max", "SCP_AUDIT_SPOOL_MAX", "100000", "without --local: most records the audit spool holds; past it new records are not fed (they stay in the audit trail) and are counted as dropped"},
 	{"commitment-peers", "SCP_COMMITMENT_PEERS", "", "Storage Commitment: where each requesting AE takes its results when its association is gone, `AE=host:port[,AE=host:port…]`, plain DICOM, or `AE=tls://host:port` for a PACS that takes DICOM TLS (see --commitment-tls-ca), `AE=tls://host:port?serverName=NAME` when its certificate names the DNS name NAME rather than host (host is still dialled) (an AE title holding `=` cannot be listed); a request from an AE title not listed is refused (0124)"},
 	{"commitment-tls-ca", "SCP_COMMITMENT_TLS_CA", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of the CAs the PACS's server certificate must chain to (its name or IP address, or the entry's serverName, checked against it); required with such an entry in local mode (outside it the SCP only takes requests: in AWS the commitment function reports)"},
-	{"commitment-tls-cert", "SCP_COMMITMENT_TLS_CERT", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of our client certificate (extended key usage clientAuth; with --commitment-tls-key), read again for each association; unset: --tls-cert and --tls-key, whose certificate must then allow clientAuth (a server-only one is a start-up error); without --tls-cert, none"},
+	{"commitment-tls-cert", "SCP_COMMITMENT_TLS_CERT", "", "Storage Commitment, `tls://` entries of --commitment-peers: PEM file of our client certificate (extended key usage clientAuth; with --commitment-tls-key), read again for each association; unset: --tls-cert and --tls-key, whose certificate must then allow clientAuth (a server-only one is a start-up error); without --tls-cert, none (logged at start for each tls:// peer)"},
 	{"commitment-tls-key", "SCP_COMMITMENT_TLS_KEY", "", "PEM file of the private key of --commitment-tls-cert"},
 	{"commitment-wait", "SCP_COMMITMENT_WAIT", durations.Format(pipeline.DefaultCommitmentWait), "local mode, Storage Commitment: how long instances named in a request may still be in flight before they fail (0112)"},
 	{"commitment-report-for", "SCP_COMMITMENT_REPORT_FOR", durations.Format(pipeline.DefaultCommitmentReportFor), "local mode, Storage Commitment: how long delivering a result is retried (with backoff) before it is given up"},
@@ -639,7 +643,7 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 	if _, err := load(); err != nil {
 		return []error{err}
 	}
-	c.CommitmentTLS = load
+	c.CommitmentTLS, c.CommitmentTLSNoClientCertificate = load, certFile == ""
 	return nil
 }
 
