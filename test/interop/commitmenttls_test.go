@@ -19,7 +19,8 @@ import (
 // TestStorageCommitmentOverTLSWithOrthanc: Orthanc takes DICOM over TLS only (DicomTlsEnabled, a client
 // certificate required). It sends a study to scp-task --local on our TLS listener and asks for Storage
 // Commitment there, then releases its association: the report comes on a new TLS association we open to it
-// (--commitment-peers ORTHANC=tls://…), presenting our client certificate, and Orthanc shows the result. When
+// (--commitment-peers ORTHANC=tls://…), presenting our client certificate, and Orthanc shows the result; so it
+// does when Orthanc's certificate names a DNS name only, given as ?serverName= (its address dialled). When
 // Orthanc's certificate is of a CA we do not trust, the report is not delivered: each attempt fails its
 // handshake with the reason said (unknown_ca), counted, and retried. (A plain peer stays plain:
 // TestStorageCommitmentWithOrthanc.)
@@ -34,19 +35,25 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 	testpki.WriteFile(t, caFile, ca.PEM)
 
 	for _, tt := range []struct {
-		name      string
-		pacsCA    *testpki.CA // issues Orthanc's certificate
-		delivered bool
+		name       string
+		pacsCA     *testpki.CA // issues Orthanc's certificate
+		serverName string      // Orthanc's certificate names this DNS name only, given as ?serverName=
+		delivered  bool
 	}{
-		{"delivered", ca, true},
-		{"Orthanc's certificate from another CA", other, false},
+		{"delivered", ca, "", true},
+		{"Orthanc's certificate naming a DNS name only", ca, "orthanc.hospital.example", true},
+		{"Orthanc's certificate from another CA", other, "", false},
 	} {
 		reportFor := "1h"
 		if !tt.delivered {
 			reportFor = "6s" // given up within the test
 		}
 		t.Run(tt.name, func(t *testing.T) {
-			pacsCert := tt.pacsCA.Server(t, testpki.Options{CommonName: "orthanc", ExtKeyUsage: both}).WriteFiles(t, t.TempDir(), "orthanc")
+			opts, peer := testpki.Options{CommonName: "orthanc", ExtKeyUsage: both}, ""
+			if tt.serverName != "" {
+				opts.CommonName, opts.DNSNames, peer = tt.serverName, []string{tt.serverName}, "?serverName="+tt.serverName
+			}
+			pacsCert := tt.pacsCA.Server(t, opts).WriteFiles(t, t.TempDir(), "orthanc")
 			scpTLSPort := testenv.FreePort(t)
 			pacs := orthanc.StartTLS(t, "ORTHANC",
 				map[string]orthanc.Modality{"ingest": {AET: "INGEST", Host: "127.0.0.1", Port: scpTLSPort, UseDicomTLS: true}},
@@ -55,7 +62,7 @@ func TestStorageCommitmentOverTLSWithOrthanc(t *testing.T) {
 			scp := scptest.Start(t, scptest.Options{NoStore: true, Args: []string{
 				"--local", "--data-dir", dataDir, "--portal-listen", "127.0.0.1:0", "--listen", "off",
 				"--tls-listen", "127.0.0.1:" + strconv.Itoa(scpTLSPort), "--tls-cert", ours.Cert, "--tls-key", ours.Key,
-				"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--commitment-peers", "ORTHANC=tls://" + pacs.DICOMAddr,
+				"--ae-title", "INGEST", "--calling-aes", "ORTHANC", "--commitment-peers", "ORTHANC=tls://" + pacs.DICOMAddr + peer,
 				"--commitment-tls-ca", caFile, "--commitment-tls-cert", client.Cert, "--commitment-tls-key", client.Key,
 				"--quiet-period", "10m", "--commitment-wait", "5s", "--commitment-report-for", reportFor,
 			}})
