@@ -150,6 +150,16 @@ func report(r *commitreport.Reporter, associationID string) <-chan reported {
 	return ch
 }
 
+// takeReport is a PACS taking a report on the association we open: it accepts it with the SCP role proposed,
+// answers the report success (expectReport) and releases.
+func takeReport(t *testing.T, p *dicomnettest.Parrot) {
+	t.Helper()
+	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+	expectReport(t, p, 1, dimse.StatusSuccess)
+	p.Expect(pdu.TypeReleaseRQ)
+	p.SendPDU(&pdu.ReleaseRP{})
+}
+
 // expectReport reads the N-EVENT-REPORT-RQ a parrot receives, checks it carries the result, and answers st.
 func expectReport(t *testing.T, p *dicomnettest.Parrot, ctxID byte, st uint16) {
 	t.Helper()
@@ -358,10 +368,7 @@ func TestReportWhenTheRequestorDoesNotAnswer(t *testing.T) {
 		t.Fatalf("on the requestor's association: %+v", cmd)
 	}
 	p := pl.Accept()
-	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-	expectReport(t, p, 1, dimse.StatusSuccess)
-	p.Expect(pdu.TypeReleaseRQ)
-	p.SendPDU(&pdu.ReleaseRP{})
+	takeReport(t, p)
 	if got := <-done; got.err != nil || got.d.SameAssociation {
 		t.Fatalf("Report = %+v, %v; want delivered on a new association", got.d, got.err)
 	}

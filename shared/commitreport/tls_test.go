@@ -18,7 +18,6 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
-	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -69,10 +68,7 @@ func TestReportOverTLS(t *testing.T) {
 		if p == nil {
 			t.Fatalf("handshake failed: %v", (<-done).err)
 		}
-		p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-		expectReport(t, p, 1, dimse.StatusSuccess)
-		p.Expect(pdu.TypeReleaseRQ)
-		p.SendPDU(&pdu.ReleaseRP{})
+		takeReport(t, p)
 		if got := <-done; got.err != nil || got.d.SameAssociation {
 			t.Fatalf("Report = %+v, %v", got.d, got.err)
 		}
@@ -147,10 +143,7 @@ func TestReportOverTLS(t *testing.T) {
 			if p == nil {
 				return (<-done).err
 			}
-			p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-			expectReport(t, p, 1, dimse.StatusSuccess)
-			p.Expect(pdu.TypeReleaseRQ)
-			p.SendPDU(&pdu.ReleaseRP{})
+			takeReport(t, p)
 			return (<-done).err
 		}
 		if err := deliver(); err != nil {
@@ -217,10 +210,7 @@ func TestReportOverTLSServerName(t *testing.T) {
 			if p == nil {
 				t.Fatalf("handshake failed: %v", (<-done).err)
 			}
-			p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-			expectReport(t, p, 1, dimse.StatusSuccess)
-			p.Expect(pdu.TypeReleaseRQ)
-			p.SendPDU(&pdu.ReleaseRP{})
+			takeReport(t, p)
 			if got := <-done; got.err != nil {
 				t.Fatalf("Report: %v", got.err)
 			}
