@@ -69,16 +69,12 @@ func (c *Config) PlainListenerEnabled() bool {
 // account and those six characters (completeSecretArn decides whether they are Secrets Manager's suffix).
 var completeSecretArnRE = regexp.MustCompile(`^arn:(aws[a-z-]*):secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-([A-Za-z0-9]{6})$`)
 
-// wordSuffixRE is six characters that read as the end of a secret's name (a word, a date), not as the six random
-// letters and digits Secrets Manager appends to it in the ARN: lower-case letters only, or digits only. A random
-// suffix is either about once in 180 (a secret re-created gets another).
-var wordSuffixRE = regexp.MustCompile(`^(?:[a-z]{6}|[0-9]{6})$`)
-
 // checkCompleteSecretArn is the one rule of a complete Secrets Manager secret ARN in this environment's account
 // and Region (dicom.tls.serverCertificateSecretArn, sites[].pacs.tls.clientSecretArn): the suffix included,
-// which an IAM grant on exactly that secret needs, and which Secrets Manager takes any ARN ending in a hyphen and
-// six characters to have (AWS advises against names ending so: a partial ARN of one is taken for complete and
-// names no secret). where says who reads the secret, for the error of another account or Region.
+// which an IAM grant on exactly that secret needs. Secrets Manager takes any ARN ending in a hyphen and six
+// characters to have it, so a partial ARN of a name ending so cannot be told from a complete one, here or by AWS
+// (AWS advises against such names): it is taken as complete, and refusing suffixes that look like words would
+// refuse genuine ARNs. where says who reads the secret, for the error of another account or Region.
 func (c *Config) checkCompleteSecretArn(p *problems, field, arn, where string) {
 	const form = "arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included"
 	m := completeSecretArnRE.FindStringSubmatch(arn)
@@ -87,9 +83,6 @@ func (c *Config) checkCompleteSecretArn(p *problems, field, arn, where string) {
 		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s)", arn, form)
 	case m[1] != Partition(m[2]):
 		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s): partition %s is not Region %s's, %s", arn, form, m[1], m[2], Partition(m[2]))
-	case wordSuffixRE.MatchString(m[4]):
-		p.addf(field, "%q is not a complete Secrets Manager secret ARN (%s): it ends in %q, which reads as the end of the secret's name (a partial ARN), "+
-			"not the six random letters and digits Secrets Manager appends; give the ARN the console or `aws secretsmanager describe-secret` shows", arn, form, "-"+m[4])
 	case m[2] != c.Region || m[3] != c.Account:
 		p.addf(field, "the secret is in %s/%s, not in this environment's %s/%s (%s)", m[3], m[2], c.Account, c.Region, where)
 	}
