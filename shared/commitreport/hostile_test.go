@@ -389,7 +389,7 @@ func TestReportToAHostileTLSPACS(t *testing.T) {
 				TLS: func(context.Context, string) (*tls.Config, error) {
 					return tlstrust.ClientConfig("", ca.Pool(), nil), nil
 				},
-				HandshakeFailed: func(r string) {
+				HandshakeFailed: func(_, r string) {
 					mu.Lock()
 					reasons = append(reasons, r)
 					mu.Unlock()
