@@ -169,20 +169,50 @@ func jisX0201Rune(c byte, delimited bool) (r rune, ok bool) {
 	return katakanaRune(c)
 }
 
+// decodeJISX0201 decodes a value of ISO_IR 13 (jisX0201Rune). A byte of
+// neither half of JIS X 0201 that starts a Shift_JIS two-byte character
+// with the byte after it is read as that character, and ok is false: the
+// text does not fit the declared set (charset-mismatch), but a sender that
+// labels Shift_JIS ISO_IR 13, common in Japan, has its kanji kept readable
+// and whole, as DCMTK (with ICU or glibc's iconv), Orthanc and pydicom read
+// them: a second byte of 0x5C (能, 表, ソ) is no delimiter, and two names
+// that differ in a kanji do not become one string of U+FFFD.
+func decodeJISX0201(b []byte, delimited bool) (string, bool) {
+	ok := true
+	var out strings.Builder
+	for i := 0; i < len(b); {
+		c := b[i]
+		if r, good := jisX0201Rune(c, delimited); good {
+			out.WriteRune(r)
+			i++
+			continue
+		}
+		ok = false
+		if i+1 < len(b) && shiftJISLead(c) && shiftJISTrail(b[i+1]) {
+			if s, good := decodeWith(japanese.ShiftJIS, b[i:i+2]); good {
+				out.WriteString(s)
+				i += 2
+				continue
+			}
+		}
+		out.WriteRune(utf8.RuneError)
+		i++
+	}
+	return out.String(), ok
+}
+
+// shiftJISLead and shiftJISTrail say whether c can be the first, or the
+// second, byte of a Shift_JIS two-byte character.
+func shiftJISLead(c byte) bool  { return c >= 0x81 && c <= 0x9F || c >= 0xE0 && c <= 0xFC }
+func shiftJISTrail(c byte) bool { return c >= 0x40 && c <= 0xFC && c != 0x7F }
+
 // decode converts a text value to UTF-8. ok is false when bytes did not fit
 // the declared character set (they become U+FFFD). delimited says the
 // value is of a VR whose values 0x5C separates (SH, LO, PN, UC).
 func (cs *charset) decode(b []byte, delimited bool) (s string, ok bool) {
 	switch {
 	case cs.jisX0201:
-		ok = true
-		var out strings.Builder
-		for _, c := range b {
-			r, good := jisX0201Rune(c, delimited)
-			out.WriteRune(r)
-			ok = ok && good
-		}
-		return out.String(), ok
+		return decodeJISX0201(b, delimited)
 	case cs.utf8:
 		if utf8.Valid(b) {
 			return string(b), true

@@ -40,7 +40,15 @@ func TestCharsetDecode(t *testing.T) {
 		// Nothing else: Shift_JIS's kanji bytes do not fit it.
 		{"iso_ir 13 roman and katakana", "ISO_IR 13", "1\\2~3\xb1\xdf", "1¥2‾3ｱﾟ", true, false},
 		{"iso_ir 13 values", "ISO_IR 13", "A\\B~\xb1", "A\\B‾ｱ", true, true},
-		{"iso_ir 13 kanji bytes", "ISO_IR 13", "A\x8e\x52B", "A\uFFFDRB", false, false},
+		// Nor kanji: a sender that labels Shift_JIS ISO_IR 13 (common in
+		// Japan) has its two-byte characters read as Shift_JIS, as DCMTK
+		// with ICU or glibc's iconv, Orthanc and pydicom read them, with
+		// a charset-mismatch (ok false): kept readable and whole, a
+		// second byte of 0x5C (能, 表, ソ) no delimiter.
+		{"iso_ir 13 shift_jis kanji", "ISO_IR 13", "A\x8e\x52B", "A山B", false, false},
+		{"iso_ir 13 shift_jis 0x5c second byte", "ISO_IR 13", "\x94\x5c\x93\x6f^\x91\xbe\x98\x59\\\x95\x5c", "能登^太郎\\表", false, true},
+		{"iso_ir 13 shift_jis lead byte alone", "ISO_IR 13", "A\x8e", "A\uFFFD", false, false},
+		{"iso_ir 13 shift_jis lead byte before a control", "ISO_IR 13", "\x8e\r\n", "\uFFFD\r\n", false, false},
 		{"iso_ir 13 bytes beside katakana", "ISO_IR 13", "\x80\xa0\xa1\xe0\xfd", "\uFFFD\uFFFD｡\uFFFD\uFFFD", false, false},
 		// ISO 2022 IR 13 (PS3.3 Table C.12-3): ESC ( J designates JIS X
 		// 0201 Roman to G0, ESC ) I its katakana to G1; as value 1 both

@@ -21,7 +21,6 @@ var dcmtkApart = map[string]string{
 	"charset-japanese-ir87": "DCMTK built with iconv does not convert ISO 2022 IR 87",
 	"charset-japanese-ir13": "DCMTK built with iconv does not convert ISO 2022 IR 87",
 	"charset-ir13-roman":    "dcm2json keeps an LO of ISO_IR 13 with 0x5C (YEN SIGN) as one value (PS3.18 F.2.4 splits it)",
-	"charset-ir13-kanji":    "dcm2json (DCMTK 3.6.7 with iconv) decodes ISO_IR 13 as Shift_JIS, kanji and all (PS3.3 Table C.12-2: JIS X 0201 alone)",
 	"item-charset":          "dcm2json decodes an item by the enclosing data set's character set (PS3.5 7.5 says the item's)",
 	"decimal-strings":       `dcm2json writes a DS of "1." as it is, which is not JSON`,
 	"implicit-icon-signed":  `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,

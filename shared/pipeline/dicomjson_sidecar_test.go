@@ -215,8 +215,8 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~3\xb1\xdf"),
 	}},
 	// A kanji's Shift_JIS bytes (山, 8E52) under ISO_IR 13, which has no
-	// kanji: the lead byte fits neither of its sets (U+FFFD), the trail
-	// byte is Roman's R.
+	// kanji: read as Shift_JIS, as dcm2json reads them, with a
+	// charset-mismatch.
 	"charset-ir13-kanji": {extra: []pt.Elem{
 		txt(pt.Tag(8, 5), "CS", "ISO_IR 13"),
 		txt(pt.Tag(8, 0x1030), "LO", "A\x8e\x52B"),
@@ -492,7 +492,7 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"JIS X 0201 Roman values", "charset-ir13-roman", "00081030", `{"vr":"LO","Value":["A","B‾ｱ"]}`},
 		{"JIS X 0201 katakana name", "charset-ir13-katakana", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ"}]}`},
 		{"JIS X 0201 text", "charset-ir13-katakana", "00104000", `{"vr":"LT","Value":["1¥2‾3ｱﾟ"]}`},
-		{"no kanji in ISO_IR 13", "charset-ir13-kanji", "00081030", `{"vr":"LO","Value":["A\uFFFDRB"]}`},
+		{"Shift_JIS kanji labelled ISO_IR 13", "charset-ir13-kanji", "00081030", `{"vr":"LO","Value":["A山B"]}`},
 		{"ISO 2022 IR 13 starts in Roman", "charset-2022-ir13", "00081030", `{"vr":"LO","Value":["A‾ｱB~"]}`},
 		{"ISO 2022 IR 13 returns to Roman after a control character", "charset-2022-ir13", "00104000", `{"vr":"LT","Value":["1¥2‾3ｱ4\\5~6\r\n7¥8‾"]}`},
 		{"ESC ) I katakana", "charset-2022-ir13-escapes", "00081030", `{"vr":"LO","Value":["ｱｲx‾"]}`},

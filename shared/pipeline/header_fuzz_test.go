@@ -147,6 +147,7 @@ func FuzzCharsetDecode(f *testing.F) {
 	f.Add("ISO_IR 192", []byte("M\xfcller"), false)
 	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"), false)
 	f.Add("ISO_IR 13", []byte("A\\B~\xb1\x8e\x52"), true)
+	f.Add("ISO_IR 13", []byte("\x94\x5c\x93\x6f^\x91\xbe\xe0\xfd\x8e"), true)
 	f.Add(`ISO 2022 IR 13\ISO 2022 IR 87`, []byte("\xd4\xcf^\x1b$B;3\x1b(J\\~\x1b)I\xe0"), false)
 	f.Fuzz(func(t *testing.T, cs string, b []byte, delimited bool) {
 		s, ok := newCharset(cs).decode(b, delimited)
