@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline/pipelinetest"
@@ -491,4 +492,65 @@ func TestRendererRendersOnce(t *testing.T) {
 	if _, err := r.PNG(context.Background(), "a", int64(len(body)), tsExplicitLE); err != nil || renders.Load() != 1 {
 		t.Errorf("a third request: %v, %d renders", err, renders.Load())
 	}
+}
+
+// TestRendererLeaderGoesAway: when the request whose render the others
+// wait on goes away, its render ends and one of the waiters renders the
+// key again, the others waiting on that render: two renders, however many
+// wait, each waiter answered with the PNG and the one gone with its
+// context's error.
+func TestRendererLeaderGoesAway(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiters = 3
+	var renders atomic.Int32
+	started := make(chan struct{})
+	r := New(func(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+		if offset == 0 && renders.Add(1) == 1 {
+			close(started)
+			<-ctx.Done() // the first render lasts until its request goes away
+			return nil, ctx.Err()
+		}
+		return io.NopCloser(io.NewSectionReader(bytes.NewReader(body), offset, length)), nil
+	}, Options{Concurrency: 2})
+	joined := make(chan string, 4*waiters)
+	r.joined = func(key string) { joined <- key }
+	leaderCtx, leave := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() {
+		_, err := r.PNG(leaderCtx, "a", int64(len(body)), tsExplicitLE)
+		gone <- err
+	}()
+	<-started
+	<-joined
+	type answer struct {
+		png []byte
+		err error
+	}
+	answers := make(chan answer, waiters)
+	for range waiters {
+		go func() {
+			b, err := r.PNG(context.Background(), "a", int64(len(body)), tsExplicitLE)
+			answers <- answer{b, err}
+		}()
+	}
+	for range waiters {
+		<-joined // each waits on the first render
+	}
+	leave()
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Errorf("the request gone: %v, want its context's error", err)
+	}
+	for range waiters {
+		if a := <-answers; a.err != nil || len(a.png) == 0 {
+			t.Errorf("a waiter: %d bytes, %v", len(a.png), a.err)
+		}
+	}
+	if n := renders.Load(); n != 2 {
+		t.Errorf("%d renders, want 2: the one abandoned and one for all %d waiters", n, waiters)
+	}
+	// No render goroutine outlives its answer.
+	testenv.NoGoroutines(t, 5*time.Second, "thumbnail.(*Renderer).render", "singleflight.(*Group).doCall")
 }
