@@ -37,9 +37,10 @@ import (
 // size of its frame, or bytes that do not read as they say.
 var ErrNoPreview = errors.New("no preview")
 
-// Defaults of a Renderer. DefaultCacheBytes holds about 220 thumbnails
+// Defaults of a Renderer. DefaultCacheBytes holds about 300 thumbnails
 // of the largest kind (an RGB image of DefaultEdge × DefaultEdge that
-// does not compress: 147 KiB), and about a thousand typical greyscale ones.
+// does not compress, three bytes a pixel: 108 KiB; TestLargestPreview),
+// and about a thousand typical greyscale ones.
 const (
 	DefaultEdge        = 192
 	DefaultConcurrency = 2

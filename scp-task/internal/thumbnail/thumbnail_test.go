@@ -554,3 +554,28 @@ func TestRendererLeaderGoesAway(t *testing.T) {
 	// No render goroutine outlives its answer.
 	testenv.NoGoroutines(t, 5*time.Second, "thumbnail.(*Renderer).render", "singleflight.(*Group).doCall")
 }
+
+// TestLargestPreview: the largest answer is an RGB thumbnail of
+// DefaultEdge × DefaultEdge that does not compress, written with three
+// bytes a pixel (every image encoded is opaque): about 108 KiB, so
+// DefaultCacheBytes holds about 300 of them, as configuration.md says.
+func TestLargestPreview(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	img := image.NewRGBA(image.Rect(0, 0, DefaultEdge, DefaultEdge))
+	for i := range img.Pix {
+		img.Pix[i] = byte(r.UintN(256))
+		if i%4 == 3 {
+			img.Pix[i] = 255
+		}
+	}
+	b, err := encode(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kib := len(b) / 1024; kib != 108 {
+		t.Errorf("the largest preview is %d bytes (%d KiB), want 108 KiB", len(b), kib)
+	}
+	if n := DefaultCacheBytes / entryCost("study/series/object-key", b, nil); n < 290 || n > 310 {
+		t.Errorf("DefaultCacheBytes holds %d of the largest previews, want about 300", n)
+	}
+}
