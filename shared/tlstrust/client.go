@@ -30,11 +30,19 @@ var ErrNoClientAuth = errors.New("its extended key usage does not allow TLS clie
 // or not yet valid. Every peer refuses it in every handshake; CheckValidity's error names it and its dates.
 var ErrNotValidNow = errors.New("not valid now")
 
+// NotBeforeSkew is the allowance CheckValidity gives a certificate's NotBefore: a certificate issued a moment ago
+// by a CA whose clock runs ahead of ours (by up to a minute: hosts kept by NTP, or Amazon Time Sync, are within
+// milliseconds; one whose clock drifted further is off by more than an allowance should hide) is presented rather
+// than held back. Peers allow none (OpenSSL, and so DCMTK, and Go check NotBefore against their clock as it is), so
+// the allowance stays small: a certificate presented early is refused by a peer whose clock runs behind its CA's,
+// in that handshake only, and tried again. NotAfter has none: an expired certificate is refused by every peer.
+const NotBeforeSkew = time.Minute
+
 // CheckValidity is the one rule of a certificate of ours that must be valid when presented (our client
-// certificate; the listener's server certificate): now within its NotBefore and NotAfter, else an error wrapping
-// ErrNotValidNow that names the certificate (NameOf) and its validity dates.
+// certificate; the listener's server certificate): now within its NotBefore (less NotBeforeSkew) and NotAfter,
+// else an error wrapping ErrNotValidNow that names the certificate (NameOf) and its validity dates.
 func CheckValidity(leaf *x509.Certificate, now time.Time) error {
-	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+	if now.Add(NotBeforeSkew).Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
 		return fmt.Errorf("certificate %s is valid from %s to %s, %w", NameOf(leaf), leaf.NotBefore.UTC().Format(time.RFC3339),
 			leaf.NotAfter.UTC().Format(time.RFC3339), ErrNotValidNow)
 	}
@@ -45,6 +53,12 @@ func CheckValidity(leaf *x509.Certificate, now time.Time) error {
 // on here: a key CheckKey allows, an extended key usage that allows client authentication (clientAuth, or
 // anyExtendedKeyUsage, or none at all: RFC 5280 4.2.1.12), and valid now (CheckValidity: an expired certificate,
 // or one not yet valid, would be refused by the peer in every handshake).
+//
+// The dates are checked last, and a certificate refused for them alone (ErrNotValidNow) is returned with the
+// refusal: it is valid at other times (not yet, or until its renewal comes late), and a caller that would rather
+// warn than refuse (the client certificates of secondary duties, which must not stop the ingest) presents it
+// through ClientConfig, which checks the dates again at each handshake. Every other refusal returns none: such a
+// certificate never becomes valid.
 func ClientCertificate(certPEM, keyPEM []byte) (tls.Certificate, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
@@ -53,23 +67,39 @@ func ClientCertificate(certPEM, keyPEM []byte) (tls.Certificate, error) {
 	if err := CheckKey(cert.Leaf); err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := CheckValidity(cert.Leaf, time.Now()); err != nil {
-		return tls.Certificate{}, err
-	}
 	if eku := cert.Leaf.ExtKeyUsage; len(eku) > 0 && !slices.Contains(eku, x509.ExtKeyUsageClientAuth) && !slices.Contains(eku, x509.ExtKeyUsageAny) {
 		return tls.Certificate{}, fmt.Errorf("certificate %s: %w", NameOf(cert.Leaf), ErrNoClientAuth)
+	}
+	if err := CheckValidity(cert.Leaf, time.Now()); err != nil {
+		return cert, err
 	}
 	return cert, nil
 }
 
 // ClientConfig is the one rule of every TLS client here (BCP 195, as the server's): TLS 1.2 or 1.3, the
 // CipherSuites, the server's certificate chaining to roots and naming serverName (a DNS name, or an IP address
-// checked against the certificate's IP SANs), and cert, when not nil, presented as ours.
+// checked against the certificate's IP SANs), and cert, when not nil, offered as ours. Go sends a client
+// certificate only when the server asks for one; ours is then checked (CheckValidity) at that handshake, so that
+// one that expired while in use, or was not yet valid when read, fails the handshake (its error an ErrNotValidNow
+// naming the certificate and its dates) rather than reach a peer that refuses it, and one that became valid since
+// is sent without a new read. Certificates holds it too, for its callers to name it.
 func ClientConfig(serverName string, roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
 	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
 		CipherSuites: CipherSuites}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
+		cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if cri.SupportsCertificate(cert) != nil {
+				// Go's choice from Certificates: none when the server's CAs or signature schemes exclude ours.
+				return new(tls.Certificate), nil
+			}
+			if leaf := cert.Leaf; leaf != nil {
+				if err := CheckValidity(leaf, time.Now()); err != nil {
+					return nil, fmt.Errorf("tlstrust: our client certificate, which the server asked for: %w", err)
+				}
+			}
+			return cert, nil
+		}
 	}
 	return cfg
 }
