@@ -25,6 +25,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/scp-task/internal/local"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -359,6 +360,46 @@ func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 		} else if !tc.good(value) {
 			t.Errorf("%s %q is not what to open", tc.key, value)
 		}
+	}
+}
+
+// TestStartWithClientCertificatesNotValid: local mode with an expired --commitment-tls-cert and a not yet valid
+// --audit-syslog-cert starts and listens (C-STORE does not need them), and says so once for each: a warning naming
+// the flag and its variable and the certificate's dates.
+func TestStartWithClientCertificatesNotValid(t *testing.T) {
+	dir := t.TempDir()
+	ca := testpki.NewCA(t, "Site CA")
+	caFile := filepath.Join(dir, "ca.pem")
+	testpki.WriteFile(t, caFile, ca.PEM)
+	expired := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}).WriteFiles(t, dir, "expired")
+	notYet := ca.Client(t, testpki.Options{CommonName: "early", NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}).WriteFiles(t, dir, "early")
+	logs := startAndStopLocal(t, filepath.Join(dir, "data"),
+		"--commitment-peers", "PACS=tls://127.0.0.1:1", "--commitment-tls-ca", caFile, "--commitment-tls-cert", expired.Cert, "--commitment-tls-key", expired.Key,
+		"--audit-syslog", "tls://127.0.0.1:1", "--audit-syslog-ca", caFile, "--audit-syslog-cert", notYet.Cert, "--audit-syslog-key", notYet.Key)
+	warned := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not JSON: %q", line)
+		}
+		if m["msg"] == config.CertificateNotValidLog {
+			if m["level"] != "WARN" {
+				t.Errorf("level %v, want WARN: %s", m["level"], line)
+			}
+			warned[fmt.Sprint(m["setting"])] = fmt.Sprint(m["err"])
+		}
+	}
+	for setting, says := range map[string]string{
+		"--commitment-tls-cert (or SCP_COMMITMENT_TLS_CERT)": "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z",
+		"--audit-syslog-cert (or SCP_AUDIT_SYSLOG_CERT)":     `certificate "CN=early,O=dicom-ingest tests"`,
+	} {
+		if err, ok := warned[setting]; !ok || !strings.Contains(err, says) || !strings.Contains(err, "not valid now") {
+			t.Errorf("no warning for %s (%q) in:\n%s", setting, says, logs)
+		}
+	}
+	if len(warned) != 2 {
+		t.Errorf("warnings %v, want one for each certificate", warned)
 	}
 }
 
