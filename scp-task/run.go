@@ -68,6 +68,11 @@ func run(ctx, hurry context.Context, cfg config.Config, log *slog.Logger) error 
 	if err != nil {
 		return startError{err}
 	}
+	for _, c := range cfg.CertificatesNotValid {
+		// Of a secondary duty (Storage Commitment reports, the audit feed): the deliveries that present it fail,
+		// counted and retried by their rules, until it is valid; C-STORE does not need it.
+		log.Warn(config.CertificateNotValidLog, "setting", c.Setting, "err", c.Err)
+	}
 	return serve(ctx, hurry, cfg, log, lns)
 }
 

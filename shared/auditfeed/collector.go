@@ -54,7 +54,8 @@ func ParseURL(s string) (addr, host string, err error) {
 var ErrCA = errors.New("auditfeed: the collector CA")
 
 // ErrClientCertificate is in TLSConfig's error (errors.Is) when our client certificate or its key is what is
-// wrong, so that its caller can name where it came from, as for ErrCA.
+// wrong, so that its caller can name where it came from, as for ErrCA. With tlstrust.ErrNotValidNow (its dates
+// alone: expired, or not yet valid) the configuration comes with it, usable: the caller warns rather than refuses.
 var ErrClientCertificate = errors.New("auditfeed: client certificate")
 
 // TLSConfig builds the client side of the syslog TLS connection: the
@@ -64,6 +65,12 @@ var ErrClientCertificate = errors.New("auditfeed: client certificate")
 // the versions and cipher suites are tlstrust.ClientConfig's. caPEM is read as every CA bundle TLS relies on
 // here (tlstrust.ParseCAs): nothing but certificates, at least one, each
 // of a key CheckKey allows; else the error is an ErrCA.
+//
+// A client certificate refused for its dates alone (tlstrust.ErrNotValidNow) does not stop the feed's start: the
+// audit trail itself does not depend on it. TLSConfig then returns the configuration and the refusal together:
+// the configuration offers the certificate only while it is valid (tlstrust.ClientConfig checks it at each
+// handshake the collector asks for it), so a delivery fails, and is sent again, until then; one that becomes
+// valid, or expires, while in use is taken at the next handshake.
 func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 	pool, _, err := tlstrust.ParseCAs(caPEM)
 	if err != nil {
@@ -80,6 +87,9 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 		if errors.Is(err, tlstrust.ErrNoClientAuth) {
 			// Presented as it was until the audit feed took tlstrust's client rule (deploy.md's upgrade step).
 			return nil, fmt.Errorf("%w: %w: issue one whose extended key usage has clientAuth", ErrClientCertificate, err)
+		}
+		if errors.Is(err, tlstrust.ErrNotValidNow) {
+			return tlstrust.ClientConfig(host, pool, &cert), fmt.Errorf("%w: %w", ErrClientCertificate, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrClientCertificate, err)

@@ -133,7 +133,12 @@ type Config struct {
 	CommitmentPeers commitreport.Peers
 	// CommitmentTLS is the client configuration of the tls:// peers (nil without any): the CA and our client
 	// certificate read again at each call, as commitreport.Reporter.TLS wants.
-	CommitmentTLS         func() (*tls.Config, error)
+	CommitmentTLS func() (*tls.Config, error)
+	// CertificatesNotValid are the client certificates of secondary duties (--commitment-tls-cert,
+	// --audit-syslog-cert) that are expired or not yet valid at start: not a start error (C-STORE, its durability
+	// and the audit trail do not depend on them), a warning scp-task logs (CertificateNotValidLog). The deliveries
+	// that present one fail while it is not valid, counted and retried by their rules.
+	CertificatesNotValid  []CertificateNotValid
 	CommitmentWait        time.Duration
 	CommitmentReportFor   time.Duration
 	CommitmentQuarantined map[string]bool
@@ -567,6 +572,10 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		return errs
 	}
 	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
+	if errors.Is(err, tlstrust.ErrNotValidNow) && cfg != nil {
+		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe("audit-syslog-cert"), Err: err})
+		err = nil
+	}
 	if errors.Is(err, auditfeed.ErrCA) {
 		return []error{fmt.Errorf("%s %s: %w", c.Describe("audit-syslog-ca"), caFile, err)}
 	}
@@ -576,6 +585,16 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	c.AuditTLS = cfg
 	return nil
 }
+
+// CertificateNotValid is a client certificate not valid at start: its setting (Describe: the flag and its variable)
+// and the refusal (tlstrust.ErrNotValidNow), which names the certificate and its dates.
+type CertificateNotValid struct {
+	Setting string
+	Err     error
+}
+
+// CertificateNotValidLog is the message of scp-task's warning at start of each of Config.CertificatesNotValid.
+const CertificateNotValidLog = "client certificate not valid now: scp-task starts, and the deliveries that present it fail until it is valid"
 
 // loadCommitmentTLS checks the client TLS settings of the tls:// commitment peers and reads them once, so that a
 // wrong file is reported now, by its flag; c.CommitmentTLS reads them again for each association, so renewed
@@ -640,7 +659,12 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 		}
 		return tlstrust.ClientConfig("", pool, &cert), nil
 	}
-	if _, err := load(); err != nil {
+	switch _, err := load(); {
+	case errors.Is(err, tlstrust.ErrNotValidNow):
+		// Its dates alone (tlstrust.ClientCertificate checks them last): each association reads it again, and the
+		// Reporter counts the reports it cannot present it for.
+		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe(certFlag), Err: err})
+	case err != nil:
 		return []error{err}
 	}
 	c.CommitmentTLS, c.CommitmentTLSNoClientCertificate = load, certFile == ""
