@@ -237,7 +237,9 @@ func TestReportOverTLSAbortHint(t *testing.T) {
 		clientCA *testpki.CA
 		says     string
 	}{
-		{"with our client certificate", &clientCert, ca, `over DICOM TLS with our client certificate "CN=ingest,`},
+		// Go sends it only when the PACS asks for one: the hint says it was offered, not that it was presented.
+		{"with our client certificate", &clientCert, ca, `over DICOM TLS offering our client certificate "CN=ingest,`},
+		{"with our client certificate, when asked", &clientCert, ca, `if the PACS asked for one)`},
 		{"without a client certificate", nil, nil, "over DICOM TLS without a client certificate"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -317,5 +319,38 @@ func TestReportOwnCertificateNotValid(t *testing.T) {
 				t.Errorf("log %s: want %q once, naming the certificate", logs.String(), commitreport.OwnCertificateNotValidLog)
 			}
 		})
+	}
+}
+
+// TestReportOwnCertificateValidAgain: our client certificate refused for its dates, then valid (a certificate not
+// yet valid at start, or one renewed), then refused again (the renewal expired, or the old file came back): each
+// refusal after a presentable certificate is logged again, not taken for the one logged before.
+func TestReportOwnCertificateValidAgain(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	old := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	expired, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := ca.Client(t, testpki.Options{CommonName: "current"}).TLS()
+	certs := []*tls.Certificate{&expired, &current, &expired}
+	var logs testenv.LogBuffer
+	var reasons []string
+	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
+		Logger: jsonlog.New(&logs, slog.LevelInfo), HandshakeFailed: func(r string) { reasons = append(reasons, r) },
+		TLS: func(context.Context, string) (*tls.Config, error) {
+			c := certs[0]
+			certs = certs[1:]
+			return tlstrust.ClientConfig("", ca.Pool(), c), nil
+		},
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("dialed") }}
+	for range 3 {
+		<-report(r, "")
+	}
+	if !slices.Equal(reasons, []string{commitreport.HandshakeOwnCertificateNotValid, commitreport.HandshakeOwnCertificateNotValid}) {
+		t.Errorf("handshake failures counted %v, want the first and the last report's", reasons)
+	}
+	if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 2 {
+		t.Errorf("%q logged %d times, want 2 (once for each time it stopped being valid):\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
 	}
 }
