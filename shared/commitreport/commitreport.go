@@ -395,6 +395,9 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 		r.ownCertificateRefused(ae, err)
 		return nil, "", &HandshakeError{Reason: HandshakeOwnCertificateNotValid, Err: err}
 	}
+	if err == nil {
+		r.ownCertificateValid(ae)
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
@@ -407,7 +410,8 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 	}
 	presented = "without a client certificate"
 	if leaf := clientLeaf(base); leaf != nil {
-		presented = "with our client certificate " + tlstrust.NameOf(leaf).String()
+		// Go sends it only when the PACS asks for one (a CertificateRequest).
+		presented = "offering our client certificate " + tlstrust.NameOf(leaf).String() + ", sent only if the PACS asked for one"
 	}
 	tcfg := base.Clone()
 	tcfg.ServerName = host
@@ -427,7 +431,12 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() && ctx.Err() == nil {
 				err = fmt.Errorf("%w after %s: %w", dicomnet.ErrHandshakeTimeout, cfg.ResponseTimeout, err)
 			}
-			return nil, errors.Join(&HandshakeError{Reason: dicomnet.HandshakeFailureReason(err), Err: err}, nc.Close())
+			reason := dicomnet.HandshakeFailureReason(err)
+			if errors.Is(err, tlstrust.ErrNotValidNow) {
+				// Expired between the check above and the PACS's request for it (tlstrust.ClientConfig's check).
+				reason = HandshakeOwnCertificateNotValid
+			}
+			return nil, errors.Join(&HandshakeError{Reason: reason, Err: err}, nc.Close())
 		}
 		return &alertConn{Conn: tc}, nil
 	}, presented, nil
@@ -481,6 +490,14 @@ func (r *Reporter) ownCertificateRefused(ae string, err error) {
 	}
 	r.ownCertErr[ae] = err.Error()
 	r.log().Error(OwnCertificateNotValidLog, "called_ae", ae, "err", err)
+}
+
+// ownCertificateValid forgets the refusal of our client certificate for ae logged last: the next one, even of the
+// same certificate (not yet valid at start, then expired), is logged again.
+func (r *Reporter) ownCertificateValid(ae string) {
+	r.tlsMu.Lock()
+	defer r.tlsMu.Unlock()
+	delete(r.ownCertErr, ae)
 }
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
