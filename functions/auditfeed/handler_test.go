@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 func fixture(t testing.TB) events.DynamoDBEvent {
@@ -679,5 +681,33 @@ func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConfigureExpiredClientCertificate: a client certificate secret holding an expired certificate (not rotated in
+// time) no longer fails every cold start, uncounted: the function starts, says so once (certificateNotValid, naming
+// SYSLOG_CLIENT_CERT_SECRET_ARN and the dates), and each delivery to a collector that asks for it fails at the
+// handshake, Lambda retrying the batch (the AuditFeedBacklog alarm, then the on-failure queue, count them).
+func TestConfigureExpiredClientCertificate(t *testing.T) {
+	pki := auditfeedtest.NewPKI(t)
+	old := testpki.NewCA(t, "site CA").Client(t, testpki.Options{CommonName: "old feeder", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	sm := secrets{"ca": string(auditfeedtest.Read(t, pki.CA)), "expired": string(old.CertPEM) + string(old.KeyPEM)}
+	env := map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "expired"}
+	h, err := configure(context.Background(), func(k string) string { return env[k] }, sm)
+	if err != nil {
+		t.Fatalf("configure: %v, want a start that fails the deliveries instead", err)
+	}
+	if err := h.certificateNotValid; !errors.Is(err, tlstrust.ErrNotValidNow) || !strings.Contains(err.Error(), "SYSLOG_CLIENT_CERT_SECRET_ARN") ||
+		!strings.Contains(err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
+		t.Errorf("certificateNotValid = %v, want the refusal naming the variable and the dates", err)
+	}
+	c, ok := h.sender.(*auditfeed.Collector)
+	if !ok || c.TLS.GetClientCertificate == nil {
+		t.Fatalf("sender %#v, want a collector whose TLS checks our certificate at each handshake", h.sender)
+	}
+	if _, err := c.TLS.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13,
+		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256, tls.PSSWithSHA256}}); !errors.Is(err, tlstrust.ErrNotValidNow) {
+		t.Errorf("asked for our certificate: %v, want it refused for its dates", err)
 	}
 }
