@@ -23,6 +23,9 @@ type handler struct {
 	log    *slog.Logger
 	// render renders one record (nil: auditfeed.FormatRecord).
 	render func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
+	// certificateNotValid is the refusal of our client certificate for its dates at cold start, logged once by
+	// main; nil when it is valid, or there is none.
+	certificateNotValid error
 }
 
 // Handle implements the Lambda handler for the audit table's stream. It

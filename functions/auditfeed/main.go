@@ -28,7 +28,12 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
+
+// CertificateNotValidLog is the message of the cold start's warning of a client certificate that is expired or not
+// yet valid: the function runs, and the deliveries that present it fail until the secret holds a valid one.
+const CertificateNotValidLog = "audit feed: our client certificate is not valid now; deliveries that present it fail"
 
 func main() {
 	log := lambdaio.Logger("auditfeed")
@@ -39,6 +44,10 @@ func main() {
 		os.Exit(1)
 	}
 	h.log = log
+	if h.certificateNotValid != nil {
+		// Once per execution environment; each delivery it fails is the batch's "not delivered" line, retried.
+		log.Warn(CertificateNotValidLog, "err", h.certificateNotValid)
+	}
 	lambda.Start(h.Handle)
 }
 
@@ -78,7 +87,13 @@ func configure(ctx context.Context, getenv func(string) string, sm lambdaio.Secr
 	}
 	ca, client := []byte(pems[0]), []byte(pems[1])
 	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
+	var notValid error
 	switch {
+	case errors.Is(err, tlstrust.ErrNotValidNow) && tlsCfg != nil:
+		// Expired, or not yet valid: the audit table keeps the records, the stream waits; the function starts
+		// and each delivery that presents it fails (tlstrust.ClientConfig's check), retried by Lambda, until the
+		// secret holds a valid one (read at the next cold start) or it becomes valid.
+		notValid, err = fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err), nil
 	case errors.Is(err, auditfeed.ErrCA):
 		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN: %w", err)
 	case errors.Is(err, auditfeed.ErrClientCertificate):
@@ -95,5 +110,7 @@ func configure(ctx context.Context, getenv func(string) string, sm lambdaio.Secr
 		sender: &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), TLS: tlsCfg},
 		header: auditfeed.Header{Hostname: hostname},
 		log:    slog.New(slog.DiscardHandler),
+
+		certificateNotValid: notValid,
 	}, nil
 }
