@@ -368,12 +368,7 @@ func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 // the flag and its variable and the certificate's dates.
 func TestStartWithClientCertificatesNotValid(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.NewCA(t, "Site CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	testpki.WriteFile(t, caFile, ca.PEM)
-	expired := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}).WriteFiles(t, dir, "expired")
-	notYet := ca.Client(t, testpki.Options{CommonName: "early", NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}).WriteFiles(t, dir, "early")
+	caFile, expired, notYet := testpki.OutOfDateClients(t, dir)
 	logs := startAndStopLocal(t, filepath.Join(dir, "data"),
 		"--commitment-peers", "PACS=tls://127.0.0.1:1", "--commitment-tls-ca", caFile, "--commitment-tls-cert", expired.Cert, "--commitment-tls-key", expired.Key,
 		"--audit-syslog", "tls://127.0.0.1:1", "--audit-syslog-ca", caFile, "--audit-syslog-cert", notYet.Cert, "--audit-syslog-key", notYet.Key)

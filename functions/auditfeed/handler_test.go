@@ -690,8 +690,7 @@ func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
 // handshake, Lambda retrying the batch (the AuditFeedBacklog alarm, then the on-failure queue, count them).
 func TestConfigureExpiredClientCertificate(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
-	old := testpki.NewCA(t, "site CA").Client(t, testpki.Options{CommonName: "old feeder", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	old := testpki.NewCA(t, "site CA").Client(t, testpki.Expired("old feeder"))
 	sm := secrets{"ca": string(auditfeedtest.Read(t, pki.CA)), "expired": string(old.CertPEM) + string(old.KeyPEM)}
 	env := map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "expired"}
 	h, err := configure(context.Background(), func(k string) string { return env[k] }, sm)

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
@@ -273,7 +272,7 @@ func TestReportOverTLSAbortHint(t *testing.T) {
 // reason of its own, and the refusal is logged once, naming the certificate and its dates.
 func TestReportOwnCertificateNotValid(t *testing.T) {
 	ca := testpki.NewCA(t, "Site CA")
-	old := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	old := ca.Client(t, testpki.Expired("old"))
 	expired, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM) // as read while it was valid
 	if err != nil {
 		t.Fatal(err)
@@ -327,7 +326,7 @@ func TestReportOwnCertificateNotValid(t *testing.T) {
 // refusal after a presentable certificate is logged again, not taken for the one logged before.
 func TestReportOwnCertificateValidAgain(t *testing.T) {
 	ca := testpki.NewCA(t, "Site CA")
-	old := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)})
+	old := ca.Client(t, testpki.Expired("old"))
 	expired, err := tls.X509KeyPair(old.CertPEM, old.KeyPEM)
 	if err != nil {
 		t.Fatal(err)

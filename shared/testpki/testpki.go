@@ -83,6 +83,30 @@ func Long(commonName string) Options {
 	}
 }
 
+// Expired is Options for a certificate that was valid through 2020 only, its dates as errors print them:
+// "valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z".
+func Expired(commonName string) Options {
+	return Options{CommonName: commonName, NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+// ExpiredDates is how an error names Expired's dates.
+const ExpiredDates = "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z"
+
+// NotYetValid is Options for a certificate valid from a day after now, for a day.
+func NotYetValid(commonName string) Options {
+	return Options{CommonName: commonName, NotBefore: time.Now().Add(24 * time.Hour), NotAfter: time.Now().Add(48 * time.Hour)}
+}
+
+// OutOfDateClients writes a CA ("Site CA", dir/ca.pem) and two client certificates it issued, with their keys, into
+// dir: expired (Expired("old")) and notYet (NotYetValid("early")).
+func OutOfDateClients(t testing.TB, dir string) (caFile string, expired, notYet Files) {
+	t.Helper()
+	ca := NewCA(t, "Site CA")
+	caFile = filepath.Join(dir, "ca.pem")
+	WriteFile(t, caFile, ca.PEM)
+	return caFile, ca.Client(t, Expired("old")).WriteFiles(t, dir, "expired"), ca.Client(t, NotYetValid("early")).WriteFiles(t, dir, "early")
+}
+
 // NewCA makes a self-signed CA named name, valid for ten years, as a real
 // CA is for far longer than what it issues.
 func NewCA(t testing.TB, name string) *CA {

@@ -104,13 +104,7 @@ func TestCommitmentTLSOutsideLocalMode(t *testing.T) {
 // the deliveries that present it fail then (CommitmentTLS's refusal, ClientConfig's at the handshake).
 func TestClientCertificateNotValidAtStart(t *testing.T) {
 	dir := t.TempDir()
-	ca := testpki.NewCA(t, "Site CA")
-	caFile := filepath.Join(dir, "ca.pem")
-	testpki.WriteFile(t, caFile, ca.PEM)
-	expired := ca.Client(t, testpki.Options{CommonName: "old", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}).WriteFiles(t, dir, "expired")
-	notYet := ca.Client(t, testpki.Options{CommonName: "early", NotBefore: time.Now().Add(24 * time.Hour),
-		NotAfter: time.Now().Add(48 * time.Hour)}).WriteFiles(t, dir, "notyet")
+	caFile, expired, notYet := testpki.OutOfDateClients(t, dir)
 	peers := []string{"--commitment-peers", "PACS=tls://127.0.0.1:2762"}
 	for _, tt := range []struct {
 		name    string
