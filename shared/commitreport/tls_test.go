@@ -336,7 +336,7 @@ func TestReportOwnCertificateValidAgain(t *testing.T) {
 	var logs testenv.LogBuffer
 	var reasons []string
 	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
-		Logger: jsonlog.New(&logs, slog.LevelInfo), HandshakeFailed: func(r string) { reasons = append(reasons, r) },
+		Logger: jsonlog.New(&logs, slog.LevelInfo), HandshakeFailed: func(_, r string) { reasons = append(reasons, r) },
 		TLS: func(context.Context, string) (*tls.Config, error) {
 			c := certs[0]
 			certs = certs[1:]
