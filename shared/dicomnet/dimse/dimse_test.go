@@ -314,6 +314,9 @@ func TestWithoutComments(t *testing.T) {
 			"dimse: status 0xC000 (Error: Cannot understand)" + CommentNotKept},
 		{"no comment", "commitreport: PACS answered the report with " + Status{Code: StatusProcessingFailure}.Error(),
 			"commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure)"},
+		{"a status without a comment, then one with", Status{Code: StatusProcessingFailure}.Error() + "; then " +
+			Status{Code: StatusProcessingFailure, Comment: "Doe^Jane"}.Error(),
+			"dimse: status 0x0110 (Processing failure); then dimse: status 0x0110 (Processing failure)" + CommentNotKept},
 		{"no status", "dicomnet: dial: connection refused: x", "dicomnet: dial: connection refused: x"},
 		{"empty", "", ""},
 	} {
@@ -329,12 +332,27 @@ func TestWithoutComments(t *testing.T) {
 	}
 }
 
+// TestWithoutCommentsReadsEveryStatus: the writer (Error) and the un-writer (WithoutComments) tell a status alike
+// for every code, so they cannot drift apart: its code and meaning read back whole, its comment cut.
+func TestWithoutCommentsReadsEveryStatus(t *testing.T) {
+	for c := range 1 << 16 {
+		told := Status{Code: uint16(c)}.Error()
+		if got := toldStatus.FindString(told); got != told {
+			t.Fatalf("status %04X: %q read as %q", c, told, got)
+		}
+		if got := WithoutComments(Status{Code: uint16(c), Comment: "x"}.Error()); got != told+CommentNotKept {
+			t.Fatalf("status %04X commented: %q, want %q", c, got, told+CommentNotKept)
+		}
+	}
+}
+
 // FuzzWithoutComments: whatever the comment a status carries, the message cut tells the status and nothing of the
 // comment, and cutting it again changes nothing.
 func FuzzWithoutComments(f *testing.F) {
 	f.Add(uint16(StatusProcessingFailure), "no transaction 1.2.3 for Doe^Jane", "commitreport: PACS answered the report with ")
 	f.Add(uint16(0xA700), "): dimse: status 0x0110 (x): y", "")
 	f.Add(uint16(0), "", "dimse: status 0x0110 (")
+	f.Add(uint16(StatusProcessingFailure), "Doe^Jane", "dimse: status 0x0110 (Processing failure); then ")
 	f.Fuzz(func(t *testing.T, code uint16, comment, before string) {
 		st := Status{Code: code, Comment: comment}
 		msg := before + st.Error()
@@ -342,7 +360,17 @@ func FuzzWithoutComments(f *testing.F) {
 		if again := WithoutComments(got); again != got {
 			t.Fatalf("cut again: %q, then %q", got, again)
 		}
-		if !toldStatus.MatchString(before) && comment != "" {
+		if comment == "" {
+			return
+		}
+		// Whatever comes before the status (another status, commented or not), nothing of the comment is kept:
+		// the cut is at or before the status's own.
+		told := len(before) + len(Status{Code: code}.Error())
+		kept, ok := strings.CutSuffix(got, CommentNotKept)
+		if !ok || len(kept) > told || !strings.HasPrefix(msg, kept) {
+			t.Fatalf("WithoutComments(%q) = %q, want at most %q and CommentNotKept", msg, got, msg[:told])
+		}
+		if !toldStatus.MatchString(before) {
 			if want := before + (Status{Code: code}).Error() + CommentNotKept; got != want {
 				t.Fatalf("WithoutComments(%q) = %q, want %q", msg, got, want)
 			}
