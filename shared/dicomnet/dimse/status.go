@@ -60,17 +60,19 @@ var toldStatus = regexp.MustCompile(`dimse: status 0x[0-9A-F]{4} \([^()]*\)`)
 // CommentNotKept replaces the Error Comment WithoutComments cuts.
 const CommentNotKept = ", with an Error Comment not kept (the peer's own text)"
 
-// WithoutComments is msg, an error's message, with the Error Comment of the first status it tells (Error) cut, and
-// all that follows it: a peer's comment is its own free text, of any length (not every peer holds to LO's 64
-// characters), naming what it likes (UIDs, a patient's name), and a status wraps nothing, so its comment runs to the
-// end of msg. The status's code and meaning stay, and CommentNotKept says there was one. A message of no status, or
-// one without a comment, is msg.
+// WithoutComments is msg, an error's message, with the Error Comment of the first status it tells (Error) with one
+// cut, and all that follows it: a peer's comment is its own free text, of any length (not every peer holds to LO's
+// 64 characters), naming what it likes (UIDs, a patient's name), and a status wraps nothing, so its comment runs to
+// the end of msg. A status told without a comment before it (an error joined to another) does not end the search.
+// The status's code and meaning stay, and CommentNotKept says there was one. A message of no status with a comment
+// is msg.
 func WithoutComments(msg string) string {
-	loc := toldStatus.FindStringIndex(msg)
-	if loc == nil || !strings.HasPrefix(msg[loc[1]:], ": ") {
-		return msg
+	for _, loc := range toldStatus.FindAllStringIndex(msg, -1) {
+		if strings.HasPrefix(msg[loc[1]:], ": ") {
+			return msg[:loc[1]] + CommentNotKept
+		}
 	}
-	return msg[:loc[1]] + CommentNotKept
+	return msg
 }
 
 // IsSuccess reports status 0000.
