@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -1182,6 +1183,15 @@ func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
 	const pacsName = "Zqxdoe^Jane"
 	refused := "commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure)"
 	long := "commitreport: associate with PACS at 10.1.2.3:104: " + strings.Repeat("our own words, at length; ", 400)
+	long2 := "commitreport: associate with PACS at 10.1.2.3:104: " + strings.Repeat("é", 1000)
+	long3 := "commitreport: associate with PACS at 10.1.2.3:104: " + strings.Repeat("€", 1000)
+	// At most 1,024 bytes in all (the docs' bound), its Cut included, cut between characters.
+	cutAt1024 := func(msg string) func(string) bool {
+		return func(e string) bool {
+			return strings.HasPrefix(msg, strings.TrimSuffix(e, associationaudit.Cut)) && strings.HasSuffix(e, associationaudit.Cut) &&
+				len(e) <= 1024 && len(e) > 1024-utf8.UTFMax-len(associationaudit.Cut) && utf8.ValidString(e)
+		}
+	}
 	for _, tc := range []struct {
 		name, last string
 		want       func(lastError string) bool
@@ -1191,10 +1201,10 @@ func TestCommitmentUndeliverableSaysWhy(t *testing.T) {
 		{"a status the PACS commented", refused + ": " + dicomnettest.PeerComment(pacsName, txnUID, sop1), func(e string) bool {
 			return strings.HasPrefix(e, refused) && strings.Contains(e, "Error Comment") && len(e) < len(refused)+200
 		}},
-		{"long", long, func(e string) bool {
-			return strings.HasPrefix(long, strings.TrimSuffix(e, associationaudit.Cut)) && strings.HasSuffix(e, associationaudit.Cut) &&
-				len(e) == 1024+len(associationaudit.Cut)
-		}},
+		{"long", long, cutAt1024(long)},
+		// Characters of two and three bytes: one of them lies across the bound.
+		{"long, in two-byte characters", long2, cutAt1024(long2)},
+		{"long, in three-byte characters", long3, cutAt1024(long3)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCommitmentFixture(t)
