@@ -855,8 +855,9 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	return p.finishCommitment(ctx, a, step, tx, doc)
 }
 
-// maxLastError bounds the last error of a failed delivery as lastError keeps it, in bytes (associationaudit.Cut
-// aside): our own words say what failed in far less (a certificate named at tlstrust's bounds included).
+// maxLastError bounds the last error of a failed delivery as lastError keeps it, in bytes, associationaudit.Cut
+// included (docs/conformance.md's bound): our own words say what failed in far less (a certificate named at
+// tlstrust's bounds included).
 const maxLastError = 1024
 
 // lastError is what is kept of msg, the error of a failed delivery: the transaction's LastError, the log lines of
@@ -865,13 +866,14 @@ const maxLastError = 1024
 // AE and its address, the DIMSE status by code and meaning, the A-ASSOCIATE-RJ's result, source and reason, the
 // A-ABORT's source and reason, the TLS alert, the network error, none of which names a UID. It keeps nothing of the
 // PACS's own text: a status's Error Comment (0000,0902), which may name anything (the report's UIDs, a patient's
-// name) at any length, is cut (dimse.WithoutComments); and the whole is cut to maxLastError bytes.
+// name) at any length, is cut (dimse.WithoutComments); and the whole is cut to maxLastError bytes, Cut included: a
+// LastError kept so is kept again unchanged.
 func lastError(msg string) string {
 	s := dimse.WithoutComments(msg)
 	if len(s) <= maxLastError {
 		return s
 	}
-	n := maxLastError
+	n := maxLastError - len(associationaudit.Cut)
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
