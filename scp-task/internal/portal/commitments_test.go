@@ -157,6 +157,12 @@ func TestCommitmentReportShown(t *testing.T) {
 		{"given up, its record owed", pipeline.CommitmentTransaction{State: pipeline.CommitmentReporting, Attempts: 9, LastError: "connection refused", GivenUpAt: deadline},
 			`<span class="warn">given up 2026-11-26 11:00:00Z</span> after 9 attempts: connection refused`,
 			[]string{`"givenUpAt":"2026-11-26T11:00:00Z"`}, []string{`"reportedAt"`, `"association"`}},
+		// Written by a version that kept a PACS's Error Comment (its UIDs replaced): shown by the rule the
+		// undeliverable record and the logs say it by, without the PACS's own text.
+		{"given up, the PACS's comment kept before", pipeline.CommitmentTransaction{State: pipeline.CommitmentUndeliverable, Attempts: 9, GivenUpAt: deadline,
+			LastError: "commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure): rejected for Zqxdoe^Jane: <uid>"},
+			`after 9 attempts: commitreport: PACS answered the report with dimse: status 0x0110 (Processing failure), with an Error Comment not kept`,
+			[]string{`(Processing failure), with an Error Comment not kept`}, []string{`Zqxdoe`, `rejected for`}},
 		// Written before givenUpAt existed: it read "9 attempts: connection refused; retried until" its deadline.
 		{"given up before givenUpAt", pipeline.CommitmentTransaction{State: pipeline.CommitmentUndeliverable, Attempts: 9, LastError: "connection refused"},
 			`<span class="warn">given up (time unknown)</span> after 9 attempts: connection refused</td>`,
