@@ -666,7 +666,7 @@ func (p *Pipeline) auditCommitment(ctx context.Context, step commitmentStep, tx 
 			// the address and the reason (a refused connection, a failed handshake, a rejection, a status), by
 			// lastError's rule: never a UID, nothing of a PACS's own text (its Error Comment), bounded; also as
 			// an earlier version kept it.
-			rec.Reason += "; last error: " + lastError(tx.LastError)
+			rec.Reason += "; last error: " + tx.LastErrorSaid()
 		}
 	}
 	if doc != nil {

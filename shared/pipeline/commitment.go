@@ -880,6 +880,10 @@ func lastError(msg string) string {
 	return s[:n] + associationaudit.Cut
 }
 
+// LastErrorSaid is the transaction's LastError as every reader says it (the undeliverable record, the portal): by
+// lastError's rule, which a LastError an earlier version kept with a PACS's Error Comment, or longer, is held to too.
+func (tx CommitmentTransaction) LastErrorSaid() string { return lastError(tx.LastError) }
+
 // finishCommitment audits a transaction's end, publishes Storage Commitment Completed and records it done. Once the
 // run's events have stopped (a's rule) the event is left, the transaction still reporting, to the run after the lease;
 // an event the bus refuses on its own is not: the transaction is done without it, and the refusal returned with true.

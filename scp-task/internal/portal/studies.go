@@ -73,8 +73,10 @@ type Commitment struct {
 	GivenUpAt      time.Time `json:"givenUpAt,omitzero"`
 	ReportDeadline time.Time `json:"reportDeadline,omitzero"`
 	Attempts       int       `json:"attempts"`
-	LastError      string    `json:"lastError,omitempty"`
-	DuplicateOfUID bool      `json:"duplicateTransactionUid,omitempty"`
+	// LastError is the last failed delivery's error as the undeliverable record says it (LastErrorSaid): never the
+	// PACS's own text, an earlier version's kept included.
+	LastError      string `json:"lastError,omitempty"`
+	DuplicateOfUID bool   `json:"duplicateTransactionUid,omitempty"`
 	// ResultURL is the result document's (each instance committed or
 	// failed with its reason), once decided.
 	ResultURL string `json:"resultUrl,omitempty"`
@@ -103,7 +105,7 @@ func commitmentView(tx pipeline.CommitmentTransaction) Commitment {
 	c := Commitment{TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE, ReceivedAt: tx.ReceivedAt, State: string(tx.State),
 		Instances: tx.RefCount, Committed: tx.Committed, Failed: tx.Failed, WaitUntil: tx.WaitUntil, ReportedAt: tx.ReportedAt,
 		GivenUpAt: tx.GivenUpAt, ReportDeadline: tx.ReportDeadline,
-		Attempts: tx.Attempts, LastError: tx.LastError, DuplicateOfUID: tx.DuplicateOf != "", Outcome: localstore.CommitmentOutcome(tx)}
+		Attempts: tx.Attempts, LastError: tx.LastErrorSaid(), DuplicateOfUID: tx.DuplicateOf != "", Outcome: localstore.CommitmentOutcome(tx)}
 	if tx.State == pipeline.CommitmentPending {
 		c.State = "waiting"
 	}
