@@ -1,0 +1,186 @@
+package dicomnet_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+)
+
+// hookedConn is a client's connection that runs a hook, once, at a named step, so that a test can land a
+// cancellation between two steps of the client: "read" after a read that returned bytes, "read deadline" and
+// "read deadline set" before and after a read deadline far off (a wait's), "deadline" and "deadline set"
+// before and after SetDeadline (the cancellation's own).
+type hookedConn struct {
+	net.Conn
+	mu    sync.Mutex
+	hooks map[string]func()
+}
+
+// on sets the hook of step.
+func (c *hookedConn) on(step string, h func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hooks == nil {
+		c.hooks = map[string]func(){}
+	}
+	c.hooks[step] = h
+}
+
+// run runs, and forgets, the hook of step.
+func (c *hookedConn) run(step string) {
+	c.mu.Lock()
+	h := c.hooks[step]
+	delete(c.hooks, step)
+	c.mu.Unlock()
+	if h != nil {
+		h()
+	}
+}
+
+func (c *hookedConn) SetReadDeadline(t time.Time) error {
+	far := time.Until(t) > time.Second
+	if far {
+		c.run("read deadline")
+	}
+	err := c.Conn.SetReadDeadline(t)
+	if far {
+		c.run("read deadline set")
+	}
+	return err
+}
+
+func (c *hookedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.run("read")
+	}
+	return n, err
+}
+
+func (c *hookedConn) SetDeadline(t time.Time) error {
+	c.run("deadline")
+	err := c.Conn.SetDeadline(t)
+	c.run("deadline set")
+	return err
+}
+
+// waitFor waits until ch is closed, or a second.
+func waitFor(ch <-chan struct{}) {
+	select {
+	case <-ch:
+	case <-time.After(time.Second):
+	}
+}
+
+// hookedDial dials as the client does and wraps the connection in c.
+func hookedDial(c *hookedConn) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		c.Conn = nc
+		return c, err
+	}
+}
+
+// TestClientCancelledAssociating: a Dial cancelled while it waits for the A-ASSOCIATE-AC ends at once (but for
+// ARTIM's wait for the peer to close after our A-ABORT), saying it was cancelled, however the cancellation falls
+// against the wait's read deadline. Cancelled between the check of the context and the setting of that deadline,
+// the deadline replaced the cancellation's and the Dial waited out its response timeout; and a cancelled Dial
+// said "no answer from the peer within" the response timeout it had not waited.
+func TestClientCancelledAssociating(t *testing.T) {
+	const responseTimeout = time.Hour // a cancellation lost is a Dial still waiting, far past the bound below
+	tests := []struct {
+		name string
+		// arm sets the cancellation's place, given cancel and the connection; nil cancels once the peer has the
+		// A-ASSOCIATE-RQ.
+		arm func(cancel func(), c *hookedConn)
+	}{
+		{"while the wait's deadline is set", func(cancel func(), c *hookedConn) {
+			applied := make(chan struct{})
+			c.on("deadline set", func() { close(applied) })
+			c.on("read deadline", func() { // the cancellation's deadline set first, then the wait's
+				cancel()
+				waitFor(applied)
+			})
+		}},
+		{"during the wait", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pl := dicomnettest.ListenParrot(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c := &hookedConn{}
+			if tt.arm != nil {
+				tt.arm(cancel, c)
+			}
+			dialed := dial(ctx, pl.Addr, dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS",
+				ResponseTimeout: responseTimeout, ARTIMTimeout: 50 * time.Millisecond, Dial: hookedDial(c)})
+			p := pl.Accept()
+			if p == nil {
+				t.FailNow()
+			}
+			defer p.Conn.Close()
+			p.Expect(pdu.TypeAssociateRQ)
+			if tt.arm == nil {
+				cancel()
+			}
+			select {
+			case r := <-dialed:
+				if !errors.Is(r.err, context.Canceled) || strings.Contains(r.err.Error(), "no answer") {
+					t.Errorf("Dial = %v, want it cancelled, not unanswered", r.err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("Dial still waiting 10s after its cancellation (response timeout %v)", responseTimeout)
+			}
+		})
+	}
+}
+
+// TestClientCancelledAfterTheAnswer: a cancellation landing once an exchange has its answer does not undo it,
+// nor the next exchange on another context: the cancellation's deadline, set by a goroutine still running as the
+// first exchange returned, landed in the second's wait, which failed for want of an answer the peer had sent.
+func TestClientCancelledAfterTheAnswer(t *testing.T) {
+	pl := dicomnettest.ListenParrot(t)
+	c := &hookedConn{}
+	dialed := dial(context.Background(), pl.Addr, dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS",
+		ResponseTimeout: time.Minute, ARTIMTimeout: 50 * time.Millisecond, Dial: hookedDial(c)})
+	p := pl.Accept()
+	if p == nil {
+		t.FailNow()
+	}
+	defer p.Conn.Close()
+	p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
+	a := (<-dialed).get(t)
+	defer a.Abort()
+
+	first, cancel := context.WithCancel(context.Background())
+	second := make(chan struct{})                // closed once the second exchange waits for its answer
+	landed := make(chan struct{})                // closed once the cancellation's deadline is set
+	c.on("read", cancel)                         // the answer read: the first exchange's context ends
+	c.on("deadline", func() { waitFor(second) }) // and its deadline lands late, in the second exchange's wait if that has begun
+	c.on("deadline set", func() { close(landed) })
+	done := make(chan error, 1)
+	go func() { done <- a.Echo(first) }()
+	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
+	if err := <-done; err != nil {
+		t.Fatalf("Echo, cancelled once answered = %v, want success", err)
+	}
+	c.on("read deadline set", func() {
+		close(second)
+		waitFor(landed)
+	})
+	go func() { done <- a.Echo(context.Background()) }()
+	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
+	if err := <-done; err != nil {
+		t.Fatalf("the next Echo = %v, want success", err)
+	}
+}
