@@ -289,14 +289,15 @@ func (a *ClientAssociation) awaitAnswer() {
 // the answer's deadline (awaitAnswer).
 func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 	if !a.artimOn && !a.answerBy.IsZero() {
-		deadline := a.answerBy
-		if a.interrupt != nil && a.interrupt.Err() != nil {
-			// Ended before this deadline was set, which would undo interruptOn's: a cancelled exchange waited
-			// out the whole response timeout.
-			deadline = time.Now()
-		}
-		if err := a.nc.SetReadDeadline(deadline); err != nil {
+		if err := a.nc.SetReadDeadline(a.answerBy); err != nil {
 			return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
+		}
+		// Looked at once the deadline is set: ended before, interruptOn's deadline was undone by ours (a cancelled
+		// exchange waited out the whole response timeout); ended after, interruptOn's comes next.
+		if a.interrupted() != nil {
+			if err := a.nc.SetReadDeadline(time.Now()); err != nil {
+				return nil, rxEvent{ev: evt17, err: fmt.Errorf("dicomnet: %w", err)}
+			}
 		}
 	}
 	var p pdu.PDU
@@ -315,6 +316,8 @@ func (a *ClientAssociation) receive() (pdu.PDU, rxEvent) {
 			return nil, rxEvent{ev: evt19, reason: pdu.AbortReasonInvalidParamValue, err: fmt.Errorf("dicomnet: %w", err)}
 		case errors.As(err, &ne) && ne.Timeout() && a.artimOn:
 			return nil, rxEvent{ev: evt18}
+		case errors.As(err, &ne) && ne.Timeout() && a.interrupted() != nil:
+			return nil, rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: waiting for the peer: %w", a.interrupted())}
 		case errors.As(err, &ne) && ne.Timeout():
 			return nil, rxEvent{ev: evt15, err: fmt.Errorf("dicomnet: no answer from the peer within %v: %w", a.cfg.responseTimeout(), err)}
 		}
@@ -364,17 +367,32 @@ func (a *ClientAssociation) PeerMaxPDULength() uint32 { return a.peerMax }
 // returned function stops that. A deadline that cannot be set means the
 // connection is closed already, which interrupts as well. A read deadline
 // set afterwards (receive) keeps to it: ctx is looked at once it is set.
-func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func() bool) {
+// stop returns once the interruption has either been called off or been
+// made: a cancellation landing as the exchange ends cannot set its deadline
+// later, in the next exchange's wait.
+func (a *ClientAssociation) interruptOn(ctx context.Context) (stop func()) {
 	a.interrupt = ctx
+	made := make(chan struct{})
 	after := context.AfterFunc(ctx, func() {
+		defer close(made)
 		if err := a.nc.SetDeadline(time.Now()); err != nil {
 			a.nc.Close()
 		}
 	})
-	return func() bool {
+	return func() {
 		a.interrupt = nil
-		return after()
+		if !after() {
+			<-made
+		}
 	}
+}
+
+// interrupted is why the exchange under way was interrupted (its context's cause), nil if it was not.
+func (a *ClientAssociation) interrupted() error {
+	if a.interrupt == nil || a.interrupt.Err() == nil {
+		return nil
+	}
+	return context.Cause(a.interrupt)
 }
 
 // peerAbort looks, briefly, for an A-ABORT the peer sent before a write failed, to report why.
