@@ -3,6 +3,7 @@ package dicomnet_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dicomnettest"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/pdu"
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
 // hookedConn is a client's connection that runs a hook, once, at a named step, so that a test can land a
@@ -182,5 +184,57 @@ func TestClientCancelledAfterTheAnswer(t *testing.T) {
 	p.SendMessage(1, dimse.NewCEchoRSP(p.ExpectCommand(), dimse.Status{}), nil)
 	if err := <-done; err != nil {
 		t.Fatalf("the next Echo = %v, want success", err)
+	}
+}
+
+// slowReader yields its chunks of n bytes each after a pause.
+type slowReader struct {
+	chunks, n int
+	pause     time.Duration
+}
+
+func (r *slowReader) Read(b []byte) (int, error) {
+	if r.chunks == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(r.pause)
+	r.chunks--
+	return copy(b[:min(len(b), r.n)], make([]byte, r.n)), nil
+}
+
+// TestClientStoreAnswerDeadlineFromTheEnd: a C-STORE whose data set takes longer to send than the response
+// timeout is answered: the timeout bounds the wait for the C-STORE-RSP, counted from the end of sending, not the
+// exchange (a large object on a slow link would fail however fast the peer answers).
+func TestClientStoreAnswerDeadlineFromTheEnd(t *testing.T) {
+	const responseTimeout = 200 * time.Millisecond
+	pl := dicomnettest.ListenParrot(t)
+	cfg := storeCfg(0)
+	cfg.ResponseTimeout, cfg.ARTIMTimeout = responseTimeout, 50*time.Millisecond
+	dialed := dial(context.Background(), pl.Addr, cfg)
+	p := pl.Accept()
+	if p == nil {
+		t.FailNow()
+	}
+	defer p.Conn.Close()
+	p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
+	a := (<-dialed).get(t)
+	defer a.Abort()
+	type stored struct {
+		st  dimse.Status
+		err error
+	}
+	done := make(chan stored, 1)
+	go func() { // sending takes 5 response timeouts at least
+		st, err := a.Store(context.Background(), dicomuid.CTImageStorage, "1.2.3.4", dicomuid.ExplicitVRLittleEndian,
+			&slowReader{chunks: 10, n: 64, pause: responseTimeout / 2})
+		done <- stored{st, err}
+	}()
+	cmd, ds := p.ExpectMessage()
+	if len(ds) != 640 {
+		t.Fatalf("data set of %d bytes, want 640", len(ds))
+	}
+	p.SendMessage(1, dimse.NewCStoreRSP(cmd, dimse.Status{}), nil)
+	if r := <-done; r.err != nil || !r.st.IsSuccess() {
+		t.Fatalf("Store = %v, %v; want success", r.st, r.err)
 	}
 }
