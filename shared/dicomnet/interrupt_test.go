@@ -19,7 +19,8 @@ import (
 
 // hookedConn is a client's connection that runs a hook, once, at a named step, so that a test can land a
 // cancellation between two steps of the client: "read" after a read that returned bytes, "read deadline" and
-// "read deadline set" before and after a read deadline far off (a wait's), "deadline" and "deadline set"
+// "read deadline set" before and after a read deadline far off (a wait's), "write deadline" before a write
+// deadline far off (a write's), "deadline" and "deadline set"
 // before and after SetDeadline (the cancellation's own).
 type hookedConn struct {
 	net.Conn
@@ -58,6 +59,13 @@ func (c *hookedConn) SetReadDeadline(t time.Time) error {
 		c.run("read deadline set")
 	}
 	return err
+}
+
+func (c *hookedConn) SetWriteDeadline(t time.Time) error {
+	if time.Until(t) > time.Second {
+		c.run("write deadline")
+	}
+	return c.Conn.SetWriteDeadline(t)
 }
 
 func (c *hookedConn) Read(b []byte) (int, error) {
@@ -236,5 +244,106 @@ func TestClientStoreAnswerDeadlineFromTheEnd(t *testing.T) {
 	p.SendMessage(1, dimse.NewCStoreRSP(cmd, dimse.Status{}), nil)
 	if r := <-done; r.err != nil || !r.st.IsSuccess() {
 		t.Fatalf("Store = %v, %v; want success", r.st, r.err)
+	}
+}
+
+// countingWriter counts what is written to it and closes reached once it has count bytes; from then, if hold
+// is not nil, it takes nothing more until hold is closed.
+type countingWriter struct {
+	n, count int64
+	reached  chan struct{}
+	hold     chan struct{}
+}
+
+func (w *countingWriter) Write(b []byte) (int, error) {
+	if w.n >= w.count && w.hold != nil {
+		<-w.hold
+	}
+	if w.n < w.count && w.n+int64(len(b)) >= w.count {
+		close(w.reached)
+	}
+	w.n += int64(len(b))
+	return len(b), nil
+}
+
+// TestClientCancelledSending: a C-STORE cancelled while its data set streams to a peer stops sending, saying it
+// was cancelled. Every write set a write deadline of its own, replacing the cancellation's: cancelled between two
+// writes, the Store went on to send the whole data set (to a peer that reads it) or waited out its write
+// deadline (to one that stopped reading); cancelled within a write, it said its write deadline had expired.
+func TestClientCancelledSending(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a data set of 256 MiB")
+	}
+	const size = 256 << 20
+	tests := []struct {
+		name      string
+		peerStops bool // the peer stops reading once it has 1 MiB; else it reads on
+	}{
+		{"between two writes, to a peer reading on", false},
+		{"to a peer that stopped reading", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pl := dicomnettest.ListenParrot(t)
+			cfg := storeCfg(0)
+			c := &hookedConn{}
+			cfg.ARTIMTimeout, cfg.Dial = 50*time.Millisecond, hookedDial(c)
+			dialed := dial(context.Background(), pl.Addr, cfg)
+			p := pl.Accept()
+			if p == nil {
+				t.FailNow()
+			}
+			defer p.Conn.Close()
+			p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil }) // PDUs of 16 KiB: many writes
+			a := (<-dialed).get(t)
+			defer a.Abort()
+			read := &countingWriter{count: 1 << 20, reached: make(chan struct{})}
+			if tt.peerStops {
+				read.hold = make(chan struct{})
+			}
+			peerDone := make(chan error, 1)
+			go func() { // the peer reads what it is sent, until the client closes
+				_, err := io.Copy(read, p.Conn)
+				peerDone <- err
+			}()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := a.Store(ctx, dicomuid.CTImageStorage, "1.2.3.4", dicomuid.ExplicitVRLittleEndian, io.LimitReader(&zeros{}, size))
+				done <- err
+			}()
+			select {
+			case <-read.reached:
+			case err := <-done:
+				t.Fatalf("Store = %v before its cancellation", err)
+			}
+			if tt.peerStops {
+				cancel()
+			} else {
+				applied := make(chan struct{})
+				c.on("deadline set", func() { close(applied) })
+				c.on("write deadline", func() { // the cancellation's deadline set first, then the next write's
+					cancel()
+					waitFor(applied)
+				})
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "expired") {
+					t.Errorf("Store = %v, want it cancelled", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Error("Store still running 10s after its cancellation")
+			}
+			if read.hold != nil {
+				close(read.hold)
+			}
+			p.Conn.Close()
+			<-peerDone
+			if read.n >= size {
+				t.Errorf("the peer read %d bytes, the whole data set of %d: the cancelled Store went on sending", read.n, size)
+			}
+		})
 	}
 }
