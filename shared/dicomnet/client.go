@@ -699,21 +699,35 @@ func (a *ClientAssociation) connectTransport() error {
 	return nil
 }
 
-func (a *ClientAssociation) write(b []byte) error {
-	if wt := a.cfg.writeTimeout(); wt > 0 {
+func (a *ClientAssociation) write(b []byte) error { return a.writeOut(b, false) }
+
+// writeOut writes b within the write timeout. A message of the exchange under way (data) stops at its
+// cancellation too: looked at once the write deadline is set, which replaces interruptOn's (else a cancellation
+// landing between two writes was lost, and the data set sent on); a write that interruptOn's deadline ended says
+// so. Other PDUs (an A-ABORT, the A-RELEASE-RQ) are sent whatever the context: they end the association.
+func (a *ClientAssociation) writeOut(b []byte, data bool) error {
+	wt := a.cfg.writeTimeout()
+	if wt > 0 {
 		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
 			return err
 		}
 	}
+	if cause := a.interrupted(); data && cause != nil {
+		return fmt.Errorf("sending: %w", cause)
+	}
 	_, err := a.nc.Write(b)
-	if wt := a.cfg.writeTimeout(); err != nil && wt > 0 && isTimeout(err) {
+	switch cause := a.interrupted(); {
+	case err == nil || !isTimeout(err):
+	case data && cause != nil:
+		err = fmt.Errorf("sending: %w", cause)
+	case wt > 0:
 		err = expired("write deadline", wt, err)
 	}
 	return err
 }
 
 func (a *ClientAssociation) sendAssociateRQ() error { return a.write(a.out) }
-func (a *ClientAssociation) sendPData() error       { return a.write(a.out) }
+func (a *ClientAssociation) sendPData() error       { return a.writeOut(a.out, true) }
 
 func (a *ClientAssociation) sendReleaseRQ() error { return sendPDU(a.write, &pdu.ReleaseRQ{}) }
 
