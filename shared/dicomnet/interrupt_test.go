@@ -155,22 +155,31 @@ func TestClientCancelledAssociating(t *testing.T) {
 	}
 }
 
-// TestClientCancelledAfterTheAnswer: a cancellation landing once an exchange has its answer does not undo it,
-// nor the next exchange on another context: the cancellation's deadline, set by a goroutine still running as the
-// first exchange returned, landed in the second's wait, which failed for want of an answer the peer had sent.
-func TestClientCancelledAfterTheAnswer(t *testing.T) {
+// associatedWithParrot associates with a parrot accepting every context (no role selection) on a connection
+// that runs c's hooks; the association is aborted and the parrot closed when the test ends.
+func associatedWithParrot(t *testing.T, cfg dicomnet.ClientConfig, c *hookedConn) (*dicomnettest.Parrot, *dicomnet.ClientAssociation) {
+	t.Helper()
 	pl := dicomnettest.ListenParrot(t)
-	c := &hookedConn{}
-	dialed := dial(context.Background(), pl.Addr, dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS",
-		ResponseTimeout: time.Minute, ARTIMTimeout: 50 * time.Millisecond, Dial: hookedDial(c)})
+	cfg.Dial = hookedDial(c)
+	dialed := dial(context.Background(), pl.Addr, cfg)
 	p := pl.Accept()
 	if p == nil {
 		t.FailNow()
 	}
-	defer p.Conn.Close()
+	t.Cleanup(func() { p.Conn.Close() })
 	p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
 	a := (<-dialed).get(t)
-	defer a.Abort()
+	t.Cleanup(func() { a.Abort() })
+	return p, a
+}
+
+// TestClientCancelledAfterTheAnswer: a cancellation landing once an exchange has its answer does not undo it,
+// nor the next exchange on another context: the cancellation's deadline, set by a goroutine still running as the
+// first exchange returned, landed in the second's wait, which failed for want of an answer the peer had sent.
+func TestClientCancelledAfterTheAnswer(t *testing.T) {
+	c := &hookedConn{}
+	p, a := associatedWithParrot(t, dicomnet.ClientConfig{CallingAE: "INGEST", CalledAE: "PACS",
+		ResponseTimeout: time.Minute, ARTIMTimeout: 50 * time.Millisecond}, c)
 
 	first, cancel := context.WithCancel(context.Background())
 	second := make(chan struct{})                // closed once the second exchange waits for its answer
@@ -215,18 +224,9 @@ func (r *slowReader) Read(b []byte) (int, error) {
 // exchange (a large object on a slow link would fail however fast the peer answers).
 func TestClientStoreAnswerDeadlineFromTheEnd(t *testing.T) {
 	const responseTimeout = 200 * time.Millisecond
-	pl := dicomnettest.ListenParrot(t)
 	cfg := storeCfg(0)
 	cfg.ResponseTimeout, cfg.ARTIMTimeout = responseTimeout, 50*time.Millisecond
-	dialed := dial(context.Background(), pl.Addr, cfg)
-	p := pl.Accept()
-	if p == nil {
-		t.FailNow()
-	}
-	defer p.Conn.Close()
-	p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
-	a := (<-dialed).get(t)
-	defer a.Abort()
+	p, a := associatedWithParrot(t, cfg, &hookedConn{})
 	type stored struct {
 		st  dimse.Status
 		err error
@@ -284,19 +284,10 @@ func TestClientCancelledSending(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			pl := dicomnettest.ListenParrot(t)
 			cfg := storeCfg(0)
+			cfg.ARTIMTimeout = 50 * time.Millisecond
 			c := &hookedConn{}
-			cfg.ARTIMTimeout, cfg.Dial = 50*time.Millisecond, hookedDial(c)
-			dialed := dial(context.Background(), pl.Addr, cfg)
-			p := pl.Accept()
-			if p == nil {
-				t.FailNow()
-			}
-			defer p.Conn.Close()
-			p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil }) // PDUs of 16 KiB: many writes
-			a := (<-dialed).get(t)
-			defer a.Abort()
+			p, a := associatedWithParrot(t, cfg, c) // the parrot's PDUs of 16 KiB at most: many writes
 			read := &countingWriter{count: 1 << 20, reached: make(chan struct{})}
 			if tt.peerStops {
 				read.hold = make(chan struct{})
