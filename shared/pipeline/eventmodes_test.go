@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -184,8 +185,9 @@ func TestEventResourcesNameObjects(t *testing.T) {
 // subscriber in the same shape in AWS (the EventBridge adapter) and in
 // local mode (the outbox, its log and webhooks), and matches its schema
 // there; the envelopes differ only where docs/pipeline.md says (id,
-// account, region, the time's precision), and the detail's pointers and
-// the resources only in the base before the key.
+// the time's precision; account and region placeholders in local mode),
+// and the detail's pointers and the resources only in the base before the
+// key.
 func TestEventsInBothModes(t *testing.T) {
 	sch := compileStrictSchemas(t)
 	cloud := inAWS("aws")
@@ -243,10 +245,14 @@ func TestEventsInBothModes(t *testing.T) {
 				if raw[i]["outbox"] != outbox || raw[i]["seq"] != float64(i+1) {
 					t.Errorf("log line %d names outbox %v seq %v, want %q %d", i+1, raw[i]["outbox"], raw[i]["seq"], outbox, i+1)
 				}
-				for k := range raw[i] {
-					if _, ok := map[string]bool{"outbox": true, "seq": true, "version": true, "id": true, "detail-type": true, "source": true, "time": true, "resources": true, "detail": true}[k]; !ok {
-						t.Errorf("local envelope has %q, which EventBridge's has not", k)
-					}
+				// Every field of EventBridge's, so that a consumer
+				// parses both alike: account and region placeholders.
+				fields := slices.Sorted(maps.Keys(raw[i]))
+				if want := []string{"account", "detail", "detail-type", "id", "outbox", "region", "resources", "seq", "source", "time", "version"}; !slices.Equal(fields, want) {
+					t.Errorf("local envelope's fields %q, want EventBridge's and the outbox's place, %q", fields, want)
+				}
+				if l.Account != localstore.EnvelopeAccount || l.Region != localstore.EnvelopeRegion {
+					t.Errorf("local envelope's account %q region %q, want the placeholders %q %q", l.Account, l.Region, localstore.EnvelopeAccount, localstore.EnvelopeRegion)
 				}
 			}
 			for _, dt := range pipeline.DetailTypes {
