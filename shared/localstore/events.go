@@ -42,15 +42,25 @@ type Event struct {
 	Detail    json.RawMessage `json:"detail"`
 }
 
+// EnvelopeAccount and EnvelopeRegion are local mode's envelope's account
+// and region: it has none, and a consumer written against EventBridge's
+// envelope, which has both, parses its events alike (docs/pipeline.md#subscribing).
+const (
+	EnvelopeAccount = "000000000000"
+	EnvelopeRegion  = "local"
+)
+
 // wireEvent is Event as written to the log and POSTed to webhooks: the
-// fields of EventBridge's envelope in its order, less account and region,
-// which local mode has none of.
+// fields of EventBridge's envelope in its order, account and region the
+// placeholders EnvelopeAccount and EnvelopeRegion.
 type wireEvent struct {
 	Version    string          `json:"version"`
 	ID         string          `json:"id"`
 	DetailType string          `json:"detail-type"`
 	Source     string          `json:"source"`
+	Account    string          `json:"account"`
 	Time       string          `json:"time"`
+	Region     string          `json:"region"`
 	Resources  []string        `json:"resources"`
 	Detail     json.RawMessage `json:"detail"`
 }
@@ -59,8 +69,8 @@ func (e Event) wire() ([]byte, error) { return json.Marshal(e.envelope()) }
 
 func (e Event) envelope() wireEvent {
 	return wireEvent{
-		Version: "0", ID: e.ID, DetailType: e.DetailType, Source: e.Source,
-		Time: e.Time.UTC().Format(time.RFC3339Nano), Resources: nonNil(e.Resources), Detail: e.Detail,
+		Version: "0", ID: e.ID, DetailType: e.DetailType, Source: e.Source, Account: EnvelopeAccount,
+		Time: e.Time.UTC().Format(time.RFC3339Nano), Region: EnvelopeRegion, Resources: nonNil(e.Resources), Detail: e.Detail,
 	}
 }
 

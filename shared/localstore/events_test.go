@@ -60,7 +60,7 @@ func TestLoggedEventIsTheLine(t *testing.T) {
 	}
 	got := localstoretest.EventsLog(t, path)
 	want := localstoretest.LoggedEvent{Outbox: "outbox-1", Seq: 7, Version: "0", ID: ev.ID, DetailType: ev.DetailType, Source: ev.Source,
-		Time: ev.Time, Resources: ev.Resources, Detail: ev.Detail, Line: line}
+		Account: EnvelopeAccount, Time: ev.Time, Region: EnvelopeRegion, Resources: ev.Resources, Detail: ev.Detail, Line: line}
 	if len(got) != 1 || !reflect.DeepEqual(got[0], want) {
 		t.Fatalf("read %+v, want %+v", got, want)
 	}

@@ -23,7 +23,9 @@ type LoggedEvent struct {
 	ID         string          `json:"id"`
 	DetailType string          `json:"detail-type"`
 	Source     string          `json:"source"`
+	Account    string          `json:"account"`
 	Time       time.Time       `json:"time"`
+	Region     string          `json:"region"`
 	Resources  []string        `json:"resources"`
 	Detail     json.RawMessage `json:"detail"`
 	// Line is the line as the log holds it, without its newline.
