@@ -173,6 +173,17 @@ func TestUpgradeFromOlderBuild(t *testing.T) {
 	n.stop()
 	n.start()
 	n.waitPipelineIdle(20 * time.Second)
+	// The new study's events are logged, so that the count below is of
+	// something: a log not there reads as no events.
+	testenv.Eventually(t, "the new study's Instance Stored events in events.log", func() bool {
+		stored := instanceStoredInLog(t, dataDir)
+		for _, in := range synthInstances {
+			if stored[in.sop] == 0 {
+				return false
+			}
+		}
+		return true
+	})
 	logged := map[string]int{}
 	for _, e := range localstoretest.EventsLog(t, filepath.Join(dataDir, "events.log")) {
 		logged[e.ID]++
