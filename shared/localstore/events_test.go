@@ -77,6 +77,7 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	calls := map[string]int{}
 	seqs := map[string]string{}     // X-Event-Seq by X-Event-Id
 	outboxes := map[string]string{} // X-Event-Outbox by X-Event-Id
+	types := map[string]string{}    // Content-Type by X-Event-Id
 	var bodies []map[string]any
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
@@ -84,6 +85,7 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 		id := r.Header.Get("X-Event-Id")
 		seqs[id] = r.Header.Get("X-Event-Seq")
 		outboxes[id] = r.Header.Get(OutboxHeader)
+		types[id] = r.Header.Get("Content-Type")
 		calls[id]++
 		if calls[id] < 3 { // fail twice, then accept
 			http.Error(w, "busy", http.StatusServiceUnavailable)
@@ -141,6 +143,11 @@ func TestPublisherRetriesAndLogsOnce(t *testing.T) {
 	// is refused rather than skip events.
 	if got := outboxes["e1"]; got == "" || got != db.OutboxID() {
 		t.Errorf("X-Event-Outbox %q, want the outbox's id %q", got, db.OutboxID())
+	}
+	// A JSON body said so, as EventBridge's API destinations say it: a
+	// receiver parses the body by it.
+	if got := types["e1"]; got != "application/json" {
+		t.Errorf("Content-Type %q, want application/json", got)
 	}
 	lines := readLog(t, logPath)
 	if len(lines) != 1 || lines[0]["id"] != "e1" {
