@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,4 +76,60 @@ func TestClientSecretReadBackoff(t *testing.T) {
 	if strings.Contains(logs.String(), "PRIVATE KEY") {
 		t.Error("a key in the log")
 	}
+}
+
+// TestClientSecretReadBackoffBounds: a window is never longer than ClientSecretRetryMax, its jitter included (the
+// docs promise a fixed secret is read within it), however many reads failed before; reports that come together
+// during a window share its one read (the state is guarded: run with -race); and a read that failed because the
+// report's own context ended (the invocation's deadline) says nothing of the secret, so it starts no window.
+func TestClientSecretReadBackoffBounds(t *testing.T) {
+	caA := testpki.NewCA(t, "PACS A CA")
+	certA := clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"}))
+	newCreds := func(t *testing.T) (*PeerCredentials, *countingSecrets, *time.Time) {
+		sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{}}}
+		p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}}, sm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		now := time.Now()
+		p.Now = func() time.Time { return now }
+		return p, sm, &now
+	}
+	t.Run("no window past the longest", func(t *testing.T) {
+		p, sm, now := newCreds(t)
+		for i := range 40 { // past the doubling: each window then drawn around ClientSecretRetryMax
+			reads := sm.reads()
+			if _, err := p.Config(context.Background(), "A"); err == nil || sm.reads() != reads+1 {
+				t.Fatalf("failure %d, after ClientSecretRetryMax: %v, %d reads (was %d), want the secret read again", i+1, err, sm.reads(), reads)
+			}
+			*now = now.Add(ClientSecretRetryMax)
+		}
+	})
+	t.Run("reports together share the window's read", func(t *testing.T) {
+		p, sm, _ := newCreds(t)
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				if _, err := p.Config(context.Background(), "A"); err == nil {
+					t.Error("Config = nil, want the read's failure")
+				}
+			})
+		}
+		wg.Wait()
+		if sm.reads() != 1 {
+			t.Errorf("%d reads, want 1", sm.reads())
+		}
+	})
+	t.Run("the report's own context ended", func(t *testing.T) {
+		p, sm, _ := newCreds(t)
+		ended, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := p.Config(ended, "A"); err == nil {
+			t.Fatal("Config with its context ended = nil, want its failure")
+		}
+		sm.Values[arnA] = certA
+		if _, err := p.Config(context.Background(), "A"); err != nil || sm.reads() != 2 {
+			t.Errorf("the next report: %v after %d reads, want the secret read (no window)", err, sm.reads())
+		}
+	})
 }
