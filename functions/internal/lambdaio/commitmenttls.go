@@ -36,9 +36,11 @@ const ClientCredentialMaxAge = 15 * time.Minute
 // window ends: ClientSecretRetryFirst after the first failure, doubling after
 // each failure up to ClientSecretRetryMax, each window drawn within
 // clientSecretRetryJitter of that (execution environments that failed
-// together do not call together again). Within it the read's failure is
-// returned at once, no report waiting on a call bound to fail; the first
-// read that succeeds ends the backoff.
+// together do not call together again) and never longer than
+// ClientSecretRetryMax. Within it the read's failure is returned at once, no
+// report waiting on a call bound to fail; the first read that succeeds ends
+// the backoff. A read that failed because the report's context ended starts
+// no window.
 const (
 	ClientSecretRetryFirst = 10 * time.Second
 	ClientSecretRetryMax   = 5 * time.Minute
@@ -201,6 +203,11 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 	// Bounded as every read of a secret here (KeyReadTimeout), and by the report's context: the invocation's
 	// deadline.
 	v, err := ReadSecrets(ctx, p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
+	if err != nil && ctx.Err() != nil {
+		// The report's own context ended (the invocation's deadline): the read said nothing of the secret, so
+		// the next report reads it again rather than wait out a window.
+		return tls.Certificate{}, err
+	}
 	if err != nil {
 		if u == nil {
 			b := backoff.NewExponentialBackOff()
@@ -208,7 +215,9 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 			u = &unreadCert{backoff: b}
 			p.unread[arn] = u
 		}
-		wait := u.backoff.NextBackOff()
+		// The backoff caps the interval its jitter is drawn around, not the window drawn: cap that too, so that a
+		// secret fixed is read within ClientSecretRetryMax, as the docs say.
+		wait := min(u.backoff.NextBackOff(), ClientSecretRetryMax)
 		u.err, u.until = err, now().Add(wait)
 		if p.Logger != nil {
 			p.Logger.Warn(ClientSecretUnreadLog, "called_ae", ae, "secret", arn, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
