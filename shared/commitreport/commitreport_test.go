@@ -78,6 +78,16 @@ func TestParsePeersServerName(t *testing.T) {
 		{"PACS=tls://10.1.2.3:2762?sni=pacs.example", "want ?serverName=NAME"},
 		{"PACS=tls://10.1.2.3:2762?serverName=a.example&serverName=b.example", "serverName"},
 		{"PACS=tls://10.1.2.3:2762?serverName=10.1.2.3", "an IP address"},
+		// Forms of an IPv4 address (inet_aton's, which URL parsers read as one) are no DNS name either: a
+		// last label of digits only (RFC 3696 §2).
+		{"PACS=tls://10.1.2.3:2762?serverName=10.1.2", "its last label digits only"},
+		{"PACS=tls://10.1.2.3:2762?serverName=167837955", "its last label digits only"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs.2762", "its last label digits only"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs.example.", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=b\u00fccher.example", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs%2Eexample", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs.example#x", "not a DNS name"},
+		{"PACS=tls://10.1.2.3:2762?serverName=pacs.example=x", "not a DNS name"},
 		{"PACS=tls://10.1.2.3:2762?serverName=pacs_1.example", "not a DNS name"},
 		{"PACS=tls://10.1.2.3:2762?serverName=-pacs.example", "not a DNS name"},
 		{"PACS=tls://10.1.2.3:2762?serverName=pacs..example", "not a DNS name"},
@@ -96,7 +106,10 @@ func TestParsePeersServerName(t *testing.T) {
 func FuzzParsePeers(f *testing.F) {
 	for _, seed := range []string{"PACS=10.1.2.3:104", "MR=tls://pacs.example:2762,US=TLS://[::1]:2762",
 		"PACS=tls://10.1.2.3:2762?serverName=pacs.st-mary.example", "PACS=tls://h:1?serverName=", "PACS=h:1?serverName=x",
-		"PACS=tls://h:1?sni=x", "CT=1=h:104", "PACS=tls://h:1?serverName=a..b"} {
+		"PACS=tls://h:1?sni=x", "CT=1=h:104", "PACS=tls://h:1?serverName=a..b",
+		"PACS=tls://[::1]:2762?serverName=pacs.example", "PACS=tls://[fe80::1%eth0]:2762?serverName=PACS.Example",
+		"PACS=tls://h:1?serverName=xn--bcher-kva.example", "PACS=tls://h:1?serverName=pacs.example.",
+		"PACS=tls://h:1?serverName=a%2eb&c=d#e", "PACS=tls://h:1?serverName=a,MR=tls://h:2?serverName=10.1.2"} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, spec string) {
