@@ -63,8 +63,8 @@ func (p Peer) String() string {
 
 // CheckServerName reports what keeps name from being a TLS peer's server name, or nil: it must be a DNS name
 // (RFC 1123 labels of letters, digits and hyphens, 1 to 63 characters, neither starting nor ending with a
-// hyphen, separated by dots, 253 characters at most; no wildcard, no trailing dot), not an IP address (one is
-// given as the host). The one rule of ParsePeers' ?serverName= and infra's sites[].pacs.tls.serverName.
+// hyphen, separated by dots, 253 characters at most; no wildcard, no trailing dot, the last label not digits
+// only), not an IP address (one is given as the host). The one rule of ParsePeers' ?serverName= and infra's sites[].pacs.tls.serverName.
 func CheckServerName(name string) error {
 	if name == "" {
 		return errors.New("is empty: want the DNS name the PACS's certificate names")
@@ -75,6 +75,11 @@ func CheckServerName(name string) error {
 	bad := func(why string) error { return fmt.Errorf("%q is not a DNS name (%s)", name, why) }
 	if len(name) > 253 {
 		return bad("longer than 253 characters")
+	}
+	if last := name[strings.LastIndexByte(name, '.')+1:]; last != "" && strings.Trim(last, "0123456789") == "" {
+		// 10.1.2 or 167837955: an IPv4 address as inet_aton and URL parsers read it (RFC 3696 §2: no top-level
+		// label is all digits).
+		return bad("its last label digits only, which reads as an IPv4 address")
 	}
 	for label := range strings.SplitSeq(name, ".") {
 		switch {
