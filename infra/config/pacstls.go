@@ -96,7 +96,7 @@ func (c *Config) checkCommitmentEnv(p *problems) {
 		sizes = append(sizes, fmt.Sprintf("%s %d", k, size(k)))
 	}
 	p.addf("sites", "the commitment function's environment takes %d bytes (%s), more than the %d bytes it has (Lambda allows 4 KB for all its variables): "+
-		"COMMITMENT_PEERS grows with every site with a pacs (shorter AE titles), COMMITMENT_QUARANTINED_COMMITTED with every site with quarantinedCommitted, "+
+		"COMMITMENT_PEERS grows with every site with a pacs (shorter AE titles and pacs.tls serverNames), COMMITMENT_QUARANTINED_COMMITTED with every site with quarantinedCommitted, "+
 		"COMMITMENT_TLS with every pacs.tls caFile (smaller CA bundles: an ECDSA CA, only the CA the PACS's certificate chains to, or one CA for several sites)",
 		n, strings.Join(sizes, ", "), commitmentEnvBudget)
 }

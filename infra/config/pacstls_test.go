@@ -185,7 +185,8 @@ func TestCommitmentEnvironmentBudget(t *testing.T) {
 	}{
 		{"a few sites", sites(5), nil},
 		{"many sites", sites(60), []string{"sites: the commitment function's environment takes",
-			"COMMITMENT_PEERS ", "COMMITMENT_QUARANTINED_COMMITTED ", "more than the 3072 bytes it has (Lambda allows 4 KB for all its variables)"}},
+			"COMMITMENT_PEERS ", "COMMITMENT_QUARANTINED_COMMITTED ", "more than the 3072 bytes it has (Lambda allows 4 KB for all its variables)",
+			"shorter AE titles and pacs.tls serverNames"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -202,8 +203,15 @@ func TestCommitmentEnvironmentBudget(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if n := EnvironmentSize(got.CommitmentEnvironment()); n > 3072 || n < len(got.CommitmentPeers())+len(got.QuarantinedCommitted())+len(got.CommitmentTLS()) {
+				n := EnvironmentSize(got.CommitmentEnvironment())
+				if n > 3072 || n < len(got.CommitmentPeers())+len(got.QuarantinedCommitted())+len(got.CommitmentTLS()) {
 					t.Errorf("EnvironmentSize = %d", n)
+				}
+				// A site's pacs.tls.serverName travels in COMMITMENT_PEERS (?serverName=NAME), counted with it.
+				name := strings.Repeat("a", 63) + "." + strings.Repeat("b", 63) + ".example"
+				got.Sites[1].Pacs.TLS.ServerName = name
+				if grown := EnvironmentSize(got.CommitmentEnvironment()) - n; grown != len("?serverName=")+len(name) {
+					t.Errorf("a server name of %d bytes grows the environment by %d, want %d", len(name), grown, len("?serverName=")+len(name))
 				}
 				return
 			}
