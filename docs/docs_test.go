@@ -645,3 +645,34 @@ func thousands(n int64) string {
 	}
 	return s
 }
+
+// TestSecretNamesInExamples: no example creates a secret whose name ends in a hyphen and six letters or digits,
+// which certificates.md (after AWS) advises against: a partial ARN of such a name is taken for a complete one, by
+// synth and by Secrets Manager, and names no secret.
+func TestSecretNamesInExamples(t *testing.T) {
+	created := regexp.MustCompile(`create-secret\s+--name\s+(\S+)`)
+	endsLikeSuffix := regexp.MustCompile(`-[A-Za-z0-9]{6}$`)
+	n := 0
+	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".md") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range created.FindAllStringSubmatch(string(b), -1) {
+			n++
+			if endsLikeSuffix.MatchString(m[1]) {
+				t.Errorf("%s: create-secret --name %s ends in a hyphen and six characters, as a complete ARN's suffix", path, m[1])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Fatal("no create-secret example found: the pattern no longer matches the documents")
+	}
+}
