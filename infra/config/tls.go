@@ -65,9 +65,9 @@ func (c *Config) PlainListenerEnabled() bool {
 	return t == nil || t.PlainListener == nil || *t.PlainListener
 }
 
-// completeSecretArnRE is a secret ARN ending in a hyphen and six letters or digits: its partition, Region,
-// account and those six characters (completeSecretArn decides whether they are Secrets Manager's suffix).
-var completeSecretArnRE = regexp.MustCompile(`^arn:(aws[a-z-]*):secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-([A-Za-z0-9]{6})$`)
+// completeSecretArnRE is a secret ARN ending in a hyphen and six letters or digits, taken as Secrets Manager's
+// suffix (checkCompleteSecretArn): its partition, Region and account.
+var completeSecretArnRE = regexp.MustCompile(`^arn:(aws[a-z-]*):secretsmanager:([a-z0-9-]+):([0-9]{12}):secret:[A-Za-z0-9/_+=.@-]+-[A-Za-z0-9]{6}$`)
 
 // checkCompleteSecretArn is the one rule of a complete Secrets Manager secret ARN in this environment's account
 // and Region (dicom.tls.serverCertificateSecretArn, sites[].pacs.tls.clientSecretArn): the suffix included,
