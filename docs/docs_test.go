@@ -41,28 +41,17 @@ import (
 func TestLogQueriesNameLoggedMessages(t *testing.T) {
 	msgFilter := regexp.MustCompile(`msg\s*=\s*"([^"]+)"`)
 	wanted := map[string][]string{} // message → documents filtering on it
-	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".md") {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		for _, m := range msgFilter.FindAllStringSubmatch(string(b), -1) {
+	eachDoc(t, func(path, text string) {
+		for _, m := range msgFilter.FindAllStringSubmatch(text, -1) {
 			wanted[m[1]] = append(wanted[m[1]], path)
 		}
-		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if len(wanted) == 0 {
 		t.Fatal("no document filters on a log message: the pattern no longer matches the documents' queries")
 	}
 	literals := map[string]bool{}
 	goString := regexp.MustCompile(`"(?:[^"\\\n]|\\.)*"`)
-	err = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -653,6 +642,22 @@ func TestSecretNamesInExamples(t *testing.T) {
 	created := regexp.MustCompile(`create-secret\s+--name\s+(\S+)`)
 	endsLikeSuffix := regexp.MustCompile(`-[A-Za-z0-9]{6}$`)
 	n := 0
+	eachDoc(t, func(path, text string) {
+		for _, m := range created.FindAllStringSubmatch(text, -1) {
+			n++
+			if endsLikeSuffix.MatchString(m[1]) {
+				t.Errorf("%s: create-secret --name %s ends in a hyphen and six characters, as a complete ARN's suffix", path, m[1])
+			}
+		}
+	})
+	if n == 0 {
+		t.Fatal("no create-secret example found: the pattern no longer matches the documents")
+	}
+}
+
+// eachDoc calls fn with the path and text of each Markdown document under docs/.
+func eachDoc(t *testing.T, fn func(path, text string)) {
+	t.Helper()
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".md") {
 			return err
@@ -661,18 +666,10 @@ func TestSecretNamesInExamples(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		for _, m := range created.FindAllStringSubmatch(string(b), -1) {
-			n++
-			if endsLikeSuffix.MatchString(m[1]) {
-				t.Errorf("%s: create-secret --name %s ends in a hyphen and six characters, as a complete ARN's suffix", path, m[1])
-			}
-		}
+		fn(path, string(b))
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if n == 0 {
-		t.Fatal("no create-secret example found: the pattern no longer matches the documents")
 	}
 }
