@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -272,10 +274,16 @@ var errAny = errors.New("any error")
 // nor io.ErrUnexpectedEOF.
 var errBrokeOff = errors.New("broke off")
 
+// errNotTheEnd is a store's error that is not the object's end: an error,
+// neither io.EOF nor io.ErrUnexpectedEOF.
+var errNotTheEnd = errors.New("not the end")
+
 func sameErr(got, want error) bool {
 	switch want {
 	case errAny:
 		return got != nil
+	case errNotTheEnd:
+		return got != nil && !errors.Is(got, io.EOF) && !errors.Is(got, io.ErrUnexpectedEOF)
 	case errBrokeOff:
 		return got != nil && !errors.Is(got, io.EOF) && !errors.Is(got, io.ErrUnexpectedEOF) &&
 			strings.Contains(got.Error(), "the body broke off after 2 bytes")
@@ -323,6 +331,22 @@ func TestRangeOpener(t *testing.T) {
 		{"a body that breaks off", func(off, n int64) (io.ReadCloser, error) {
 			return io.NopCloser(io.MultiReader(bytes.NewReader(data[:2]), iotest.ErrReader(io.ErrUnexpectedEOF))), nil
 		}, 4, 0, "01", errBrokeOff},
+		// A store's error that holds io.EOF or io.ErrUnexpectedEOF in its
+		// chain is no more the object's end: net/http's `Get "…": EOF`
+		// (a *url.Error) when the store closed the connection before
+		// answering, an SDK's response cut short, a body's wrapped io.EOF.
+		// They were returned with the chain, which the readers of a data
+		// set took for the object's end: a dropped connection made an
+		// object truncated.
+		{"an open whose connection the store closed", func(off, n int64) (io.ReadCloser, error) {
+			return nil, &url.Error{Op: "Get", URL: "http://store.invalid/object", Err: io.EOF}
+		}, 4, 0, "", errNotTheEnd},
+		{"an open whose response was cut short", func(off, n int64) (io.ReadCloser, error) {
+			return nil, fmt.Errorf("https response error: %w", io.ErrUnexpectedEOF)
+		}, 4, 0, "", errNotTheEnd},
+		{"a body failing with a wrapped io.EOF", func(off, n int64) (io.ReadCloser, error) {
+			return io.NopCloser(io.MultiReader(bytes.NewReader(data[:2]), iotest.ErrReader(fmt.Errorf("read body: %w", io.EOF)))), nil
+		}, 4, 0, "01", errNotTheEnd},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
 	"maps"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/dataset"
@@ -239,6 +242,72 @@ func TestRendererBounds(t *testing.T) {
 	b, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE)
 	if err != nil || !bytes.Equal(a, b) || opens.Load() != read {
 		t.Errorf("second request: %v, %d more reads (want the cached PNG)", err, opens.Load()-read)
+	}
+}
+
+// TestRendererReadFailsOnce: a read of the store that fails (the
+// connection closed before the answer or mid-body, an S3 error in the
+// body, the request cancelled) is no verdict on the object: the request
+// fails, nothing is cached, and the next request renders. Each store here
+// fails one ranged read, the header's first, the header's next or the
+// frame's, then answers whole. An open that failed with an error holding
+// io.EOF (net/http's `Get "…": EOF` when the store closes an idle
+// connection: a *url.Error) or io.ErrUnexpectedEOF (a response cut short)
+// read as the object's end, and a body failing with a wrapped io.EOF as
+// well: the object was "no preview: … dataset ends inside …", cached until
+// evicted.
+func TestRendererReadFailsOnce(t *testing.T) {
+	body, err := os.ReadFile(filepath.Join("testdata", "native-ct.dcm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idleClosed := &url.Error{Op: "Get", URL: "http://store.invalid/object", Err: io.EOF}
+	cutResponse := fmt.Errorf("operation error S3: GetObject, https response error: %w", io.ErrUnexpectedEOF)
+	failures := []struct {
+		name   string
+		inBody bool // the body fails halfway, else the open
+		err    error
+	}{
+		{"an open whose connection the store closed", false, idleClosed},
+		{"an open whose response was cut short", false, cutResponse},
+		{"an open that fails", false, errors.New("connection refused")},
+		{"an open cancelled", false, context.Canceled},
+		{"a body that breaks off", true, io.ErrUnexpectedEOF},
+		{"a body failing with a wrapped io.EOF", true, fmt.Errorf("s3: read body: %w", io.EOF)},
+		{"a body failing with an S3 error", true, errors.New("InternalError: We encountered an internal error")},
+		{"a body cancelled", true, context.Canceled},
+	}
+	for _, f := range failures {
+		for _, read := range []int{0, 1, 2} { // the header's first read, its next, the frame's
+			t.Run(fmt.Sprintf("%s, read %d", f.name, read), func(t *testing.T) {
+				var opens atomic.Int32
+				failed := false
+				r := New(func(_ context.Context, _ string, offset, length int64) (io.ReadCloser, error) {
+					whole := io.NewSectionReader(bytes.NewReader(body), offset, length)
+					if failed || int(opens.Add(1))-1 != read {
+						return io.NopCloser(whole), nil
+					}
+					failed = true
+					if !f.inBody {
+						return nil, f.err
+					}
+					return io.NopCloser(io.MultiReader(io.LimitReader(whole, length/2), iotest.ErrReader(f.err))), nil
+				}, Options{Concurrency: 1})
+				ctx := context.Background()
+				_, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE)
+				if !failed {
+					t.Fatalf("the render made %d reads, fewer than %d: %v", opens.Load(), read+1, err)
+				}
+				if err == nil || errors.Is(err, ErrNoPreview) {
+					t.Errorf("the failed read answered %v, want the read's error, not no preview", err)
+				}
+				png, err := r.PNG(ctx, "k", int64(len(body)), tsExplicitLE)
+				if err != nil {
+					t.Fatalf("the next request, the store whole again: %v", err)
+				}
+				decodePNG(t, png)
+			})
+		}
 	}
 }
 
