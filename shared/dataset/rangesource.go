@@ -173,18 +173,22 @@ func (s *RangeSource) Discard(n int) (int, error) {
 // word. As an io.ReaderAt it makes one request per read.
 type RangeOpener func(off, n int64) (io.ReadCloser, error)
 
-// ReadAt implements io.ReaderAt: io.EOF when the body ends (io.EOF) before
-// p is full, the object ending there. A body that breaks off instead
+// ReadAt implements io.ReaderAt: io.EOF when the body ends (io.EOF itself)
+// before p is full, the object ending there. Any other error is the
+// store's, never the object's end: a body that breaks off
 // (io.ErrUnexpectedEOF: an HTTP body whose connection closed before its
-// Content-Length) is a failed read, not the object's end: taken for its
-// end, a dropped connection made an object truncated.
+// Content-Length), an open that fails with io.EOF in its chain (net/http's
+// `Get "…": EOF`, the store closing the connection before answering) or
+// io.ErrUnexpectedEOF (a response cut short), a body's error wrapping
+// io.EOF. Taken for the object's end, a dropped connection made an object
+// truncated (storeFailed).
 func (f RangeOpener) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
 	rc, err := f(off, int64(len(p)))
 	if err != nil {
-		return 0, err
+		return 0, storeFailed(err, "")
 	}
 	defer rc.Close()
 	n := 0
@@ -202,9 +206,24 @@ func (f RangeOpener) ReadAt(p []byte, off int64) (int, error) {
 	case err == io.EOF:
 		return n, io.EOF
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		// Not wrapped: the readers of a data set take io.ErrUnexpectedEOF
-		// for the object's end.
-		return n, fmt.Errorf("read %d bytes at %d: the body broke off after %d bytes (%v)", len(p), off, n, err)
+		return n, storeFailed(err, fmt.Sprintf("read %d bytes at %d: the body broke off after %d bytes", len(p), off, n))
 	}
-	return n, fmt.Errorf("read %d bytes at %d: %w", len(p), off, err)
+	return n, storeFailed(err, fmt.Sprintf("read %d bytes at %d", len(p), off))
+}
+
+// storeFailed is err, a store's, as ReadAt returns it, prefixed by what
+// when set: wrapped, unless its chain holds io.EOF or io.ErrUnexpectedEOF,
+// which the readers of a data set take for the object's end; then its
+// text alone.
+func storeFailed(err error, what string) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if what == "" {
+			return errors.New(err.Error())
+		}
+		return fmt.Errorf("%s (%v)", what, err)
+	}
+	if what == "" {
+		return err
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }
