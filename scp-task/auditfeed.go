@@ -59,7 +59,7 @@ func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg
 		host = ""
 	}
 	f.feeder = &auditfeed.Feeder{
-		Outbox: outbox, Sender: &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS},
+		Outbox: outbox, Sender: auditCollector(cfg, log),
 		Header: auditfeed.Header{Hostname: host}, Logger: log, Metrics: metrics,
 	}
 	f.feeder.Init()
@@ -73,6 +73,16 @@ func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg
 	}()
 	log.Info("audit feed on", "collector", cfg.AuditSyslogAddr, "outbox", map[bool]string{true: "database", false: "spool"}[lm != nil])
 	return f, nil
+}
+
+// AuditTLSNotReloadedLog is logged when the audit feed's TLS client files (--audit-syslog-ca, --audit-syslog-cert,
+// --audit-syslog-key), read again for each connection to the collector, do not load: the configuration loaded last
+// stays in use. Once for each failure, until they load again.
+const AuditTLSNotReloadedLog = "audit feed: TLS client configuration not reloaded; the previous one stays in use"
+
+// auditCollector is the feed's collector (--audit-syslog) with its TLS client configuration.
+func auditCollector(cfg config.Config, _ *slog.Logger) *auditfeed.Collector {
+	return &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS}
 }
 
 // add spools an association record (scp-task without local mode); it is
