@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // spoolSourceID names scp-task in the audit messages it feeds without the
@@ -80,9 +82,26 @@ func startAuditFeed(ctx context.Context, cfg config.Config, lm *local.Local, reg
 // stays in use. Once for each failure, until they load again.
 const AuditTLSNotReloadedLog = "audit feed: TLS client configuration not reloaded; the previous one stays in use"
 
-// auditCollector is the feed's collector (--audit-syslog) with its TLS client configuration.
-func auditCollector(cfg config.Config, _ *slog.Logger) *auditfeed.Collector {
-	return &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS}
+// auditCollector is the feed's collector (--audit-syslog) with its TLS client configuration: the CA and client
+// certificate read again for each connection (config.Config.AuditTLSLoad), as the Storage Commitment reporter reads
+// its own for each association, so that files renewed on disk are used from the next batch on without a restart.
+// When they do not load (a file half written, a certificate not valid now), the configuration loaded last stays in
+// use, logged once (AuditTLSNotReloadedLog): the rule of tlstrust.LastGood, starting from the one read at start.
+func auditCollector(cfg config.Config, log *slog.Logger) *auditfeed.Collector {
+	c := &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS}
+	if cfg.AuditTLSLoad == nil {
+		return c
+	}
+	var last tlstrust.LastGood
+	last.Take(cfg.AuditTLS, nil)
+	c.LoadTLS = func() (*tls.Config, error) {
+		use, err, notReloaded := last.Take(cfg.AuditTLSLoad())
+		if notReloaded != nil {
+			log.Warn(AuditTLSNotReloadedLog, "err", notReloaded)
+		}
+		return use, err
+	}
+	return c
 }
 
 // add spools an association record (scp-task without local mode); it is

@@ -105,6 +105,9 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 type Collector struct {
 	Addr string      // host:port
 	TLS  *tls.Config // from TLSConfig
+	// LoadTLS, when set, is called for each connection instead of taking TLS: the CA and client certificate read
+	// again (scp-task's files), so that renewed ones are used from the next batch on without a restart.
+	LoadTLS func() (*tls.Config, error)
 	// Timeout bounds connecting and, separately, one batch's exchange;
 	// default 10s.
 	Timeout time.Duration
@@ -146,7 +149,14 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	}
 	dialCtx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d := tls.Dialer{Config: c.TLS, NetDialer: &net.Dialer{Timeout: timeout}}
+	cfg := c.TLS
+	if c.LoadTLS != nil {
+		var err error
+		if cfg, err = c.LoadTLS(); err != nil {
+			return fmt.Errorf("auditfeed: TLS client configuration for %s: %w", c.Addr, err)
+		}
+	}
+	d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: timeout}}
 	nc, err := d.DialContext(dialCtx, "tcp", c.Addr)
 	if err != nil {
 		return fmt.Errorf("auditfeed: connect to %s: %w", c.Addr, err)

@@ -226,9 +226,8 @@ type Reporter struct {
 	Logger *slog.Logger
 
 	tlsMu      sync.Mutex
-	tlsLast    map[string]*tls.Config // by AE title: what TLS returned last for it
-	tlsLastErr map[string]string      // by AE title: the failure of TLS logged last, not logged again until TLS succeeds
-	ownCertErr map[string]string      // by AE title: the refusal of our client certificate logged last (OwnCertificateNotValidLog)
+	tlsLast    map[string]*tlstrust.LastGood // by AE title: what TLS returned last for it, and the failure logged last
+	ownCertErr map[string]string             // by AE title: the refusal of our client certificate logged last (OwnCertificateNotValidLog)
 }
 
 var _ pipeline.CommitmentReporter = (*Reporter)(nil)
@@ -506,27 +505,25 @@ func (r *Reporter) ownCertificateValid(ae string) {
 }
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
-// returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again).
+// returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again): the rule
+// of tlstrust.LastGood.
 func (r *Reporter) tlsConfig(ctx context.Context, ae string) (*tls.Config, error) {
 	cfg, err := r.TLS(ctx, ae)
 	r.tlsMu.Lock()
-	defer r.tlsMu.Unlock()
 	if r.tlsLast == nil {
-		r.tlsLast, r.tlsLastErr = map[string]*tls.Config{}, map[string]string{}
+		r.tlsLast = map[string]*tlstrust.LastGood{}
 	}
-	switch {
-	case err == nil:
-		r.tlsLast[ae] = cfg
-		delete(r.tlsLastErr, ae)
-		return cfg, nil
-	case r.tlsLast[ae] == nil:
-		return nil, err
+	last := r.tlsLast[ae]
+	if last == nil {
+		last = &tlstrust.LastGood{}
+		r.tlsLast[ae] = last
 	}
-	if err.Error() != r.tlsLastErr[ae] {
-		r.tlsLastErr[ae] = err.Error()
-		r.log().Warn(TLSNotReloadedLog, "err", err)
+	r.tlsMu.Unlock()
+	cfg, err, notReloaded := last.Take(cfg, err)
+	if notReloaded != nil {
+		r.log().Warn(TLSNotReloadedLog, "err", notReloaded)
 	}
-	return r.tlsLast[ae], nil
+	return cfg, err
 }
 
 func durOr(d, def time.Duration) time.Duration {

@@ -119,10 +119,14 @@ type Config struct {
 
 	// AuditSyslog is the audit feed's collector (tls://host[:port]), ""
 	// when the feed is off; AuditSyslogAddr its host:port and AuditTLS the
-	// client TLS configuration built from the CA and client certificate.
+	// client TLS configuration built from the CA and client certificate at
+	// start; AuditTLSLoad reads them again and builds it anew, for each
+	// connection to the collector (renewed files are used without a
+	// restart), its error naming the setting.
 	AuditSyslog     string
 	AuditSyslogAddr string
 	AuditTLS        *tls.Config
+	AuditTLSLoad    func() (*tls.Config, error)
 	AuditSpool      string
 	AuditSpoolMax   int
 
@@ -537,7 +541,8 @@ func Load(args []string, getenv func(string) string, out io.Writer) (Config, err
 }
 
 // loadAuditFeed checks the audit feed's settings and reads its CA and
-// client certificate, so a wrong file is reported now, by its flag.
+// client certificate, so a wrong file is reported now, by its flag;
+// c.AuditTLSLoad reads them again for each connection to the collector.
 func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	if c.AuditSyslog == "" {
 		if caFile != "" || certFile != "" || keyFile != "" {
@@ -551,38 +556,62 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		errs = append(errs, fmt.Errorf("%s: %w", c.subject("audit-syslog"), err))
 	}
 	c.AuditSyslogAddr = addr
-	read := func(flag, path string) []byte {
-		if path == "" {
-			return nil
-		}
-		b, err := ReadFile(flag, path)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", c.subject(flag), err))
-		}
-		return b
-	}
 	if caFile == "" {
 		errs = append(errs, fmt.Errorf("%s: required with %s (the CA the collector's certificate chains to)", c.subject("audit-syslog-ca"), c.named("audit-syslog")))
 	}
 	if (certFile == "") != (keyFile == "") {
 		errs = append(errs, fmt.Errorf("%s and %s go together", c.subject("audit-syslog-cert"), c.named("audit-syslog-key")))
 	}
-	ca, cert, key := read("audit-syslog-ca", caFile), read("audit-syslog-cert", certFile), read("audit-syslog-key", keyFile)
 	if len(errs) > 0 {
 		return errs
 	}
-	cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
+	// load reads the files and builds the configuration; a certificate refused for its dates alone comes with the
+	// configuration (auditfeed.TLSConfig).
+	load := func() (*tls.Config, error) {
+		var errs []error
+		read := func(flag, path string) []byte {
+			if path == "" {
+				return nil
+			}
+			b, err := ReadFile(flag, path)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", c.subject(flag), err))
+			}
+			return b
+		}
+		ca, cert, key := read("audit-syslog-ca", caFile), read("audit-syslog-cert", certFile), read("audit-syslog-key", keyFile)
+		if len(errs) > 0 {
+			return nil, errors.Join(errs...)
+		}
+		cfg, err := auditfeed.TLSConfig(host, ca, cert, key)
+		switch {
+		case errors.Is(err, tlstrust.ErrNotValidNow) && cfg != nil:
+			return cfg, fmt.Errorf("%s: %w", c.Describe("audit-syslog-cert"), err)
+		case errors.Is(err, auditfeed.ErrCA):
+			return nil, fmt.Errorf("%s %s: %w", c.Describe("audit-syslog-ca"), caFile, err)
+		case err != nil:
+			return nil, fmt.Errorf("%s/%s/%s: %w", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if errors.Is(err, tlstrust.ErrNotValidNow) && cfg != nil {
-		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe("audit-syslog-cert"), Err: err})
+		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe("audit-syslog-cert"), Err: errors.Unwrap(err)})
 		err = nil
 	}
-	if errors.Is(err, auditfeed.ErrCA) {
-		return []error{fmt.Errorf("%s %s: %w", c.Describe("audit-syslog-ca"), caFile, err)}
-	}
 	if err != nil {
-		return []error{fmt.Errorf("%s/%s/%s: %w", c.subject("audit-syslog-ca"), c.named("audit-syslog-cert"), c.named("audit-syslog-key"), err)}
+		return []error{err}
 	}
 	c.AuditTLS = cfg
+	c.AuditTLSLoad = func() (*tls.Config, error) {
+		cfg, err := load()
+		if err != nil {
+			// A certificate not valid now, replacing one that is, is not taken either: the last one that loaded
+			// stays in use (scp-task's auditCollector).
+			return nil, err
+		}
+		return cfg, nil
+	}
 	return nil
 }
 
