@@ -263,6 +263,8 @@ func TestPeerImplementationBounded(t *testing.T) {
 		{"a UID of 74 bytes, a version name of 17", long, "ABCDEFGHIJKLMNOPQ", long[:64], "ABCDEFGHIJKLMNOP"},
 		{"a UID of 60,000 bytes", strings.Repeat("1", 60000), "V", strings.Repeat("1", 64), "V"},
 		{"control characters and bytes past ASCII", "1.2.3\n\x1b[31m4", "A\tB\x7fC\xc3\xa9", "1.2.3??[31m4", "A?B?C??"},
+		// A hostile peer's item 55 as long as an item holds, of newlines and ANSI escapes.
+		{"a version name of 65,000 bytes of newlines and escapes", "1.2.3", strings.Repeat("V\n\x1b[31m", 9300)[:65000], "1.2.3", "V??[31mV??[31mV?"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name+", server", func(t *testing.T) {
@@ -286,6 +288,10 @@ func TestPeerImplementationBounded(t *testing.T) {
 				PeerImplVersion *string `json:"peer_impl_version"`
 			}
 			for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+				// Each line one JSON object, whatever the peer sent, and none carries more of it than the bounds.
+				if !json.Valid([]byte(l)) || len(l) > 2048 {
+					t.Errorf("a log line of %d bytes, JSON %v: %.300s", len(l), json.Valid([]byte(l)), l)
+				}
 				if strings.Contains(l, `"msg":"dicomnet: association accepted"`) {
 					if err := json.Unmarshal([]byte(l), &line); err != nil {
 						t.Fatal(err)
