@@ -267,9 +267,12 @@ func TestReportOverTLSAbortHint(t *testing.T) {
 }
 
 // TestReportOwnCertificateNotValid: our client certificate expired (or not yet valid), whether in the configuration
-// last loaded (a file or a secret read while it was valid) or in the one TLS fails to make now (a secret rotated to
-// such a certificate: lambdaio's refusal), is not presented: the PACS is not tried, the failure is counted under a
-// reason of its own, and the refusal is logged once, naming the certificate and its dates.
+// last loaded (a file or a secret read while it was valid) or refused for its dates where TLS reads it (returned
+// with the refusal: scp-task's files, lambdaio's secrets), is never sent, and the report is still tried: a PACS that
+// asks for a client certificate fails the handshake, counted under a reason of its own and naming the certificate's
+// dates; one that asks for none takes the report (a delivery lost for a certificate it never wanted otherwise). The
+// refusal is logged once, naming the certificate and its dates (and where it was read). When TLS makes no
+// configuration at all, the PACS is not tried.
 func TestReportOwnCertificateNotValid(t *testing.T) {
 	ca := testpki.NewCA(t, "Site CA")
 	old := ca.Client(t, testpki.Expired("old"))
@@ -277,45 +280,86 @@ func TestReportOwnCertificateNotValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, refusal := tlstrust.ClientCertificate(old.CertPEM, old.KeyPEM)
+	read, refusal := tlstrust.ClientCertificate(old.CertPEM, old.KeyPEM)
+	const where = "secret arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-AbCdEf"
+	server := ca.Server(t, testpki.Options{})
 	for _, tt := range []struct {
-		name string
-		tls  func(context.Context, string) (*tls.Config, error)
+		name     string
+		tls      func(context.Context, string) (*tls.Config, error)
+		asks     bool // the PACS asks for a client certificate
+		tried    bool // the PACS is dialled
+		logNames string
 	}{
-		{"in the configuration", func(context.Context, string) (*tls.Config, error) {
+		{"in the configuration, the PACS asks", func(context.Context, string) (*tls.Config, error) {
 			return tlstrust.ClientConfig("", ca.Pool(), &expired), nil
-		}},
-		{"refused by TLS", func(context.Context, string) (*tls.Config, error) {
-			return nil, fmt.Errorf("lambdaio: the client certificate of PACS: secret arn:aws:secretsmanager:eu-west-1:123456789012:secret:pacs-AbCdEf: client certificate: %w", refusal)
-		}},
+		}, true, true, "CN=old"},
+		{"in the configuration, the PACS asks for none", func(context.Context, string) (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &expired), nil
+		}, false, true, "CN=old"},
+		{"read with its refusal, the PACS asks", func(context.Context, string) (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &read), fmt.Errorf("lambdaio: the client certificate of PACS: %s: client certificate: %w", where, refusal)
+		}, true, true, where},
+		{"read with its refusal, the PACS asks for none", func(context.Context, string) (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &read), fmt.Errorf("lambdaio: the client certificate of PACS: %s: client certificate: %w", where, refusal)
+		}, false, true, where},
+		{"refused by TLS, no configuration", func(context.Context, string) (*tls.Config, error) {
+			return nil, fmt.Errorf("lambdaio: the client certificate of PACS: %s: client certificate: %w", where, refusal)
+		}, true, false, where},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var logs testenv.LogBuffer
 			var reasons []string
 			var dialed atomic.Int32
-			r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
-				Logger: jsonlog.New(&logs, slog.LevelInfo), TLS: tt.tls,
-				HandshakeFailed: func(_, r string) { reasons = append(reasons, r) },
-				Dial: func(context.Context, string, string) (net.Conn, error) {
-					dialed.Add(1)
-					return nil, errors.New("dialed")
-				}}
+			r := &commitreport.Reporter{AETitle: "INGEST", Logger: jsonlog.New(&logs, slog.LevelInfo), TLS: tt.tls,
+				HandshakeFailed: func(_, r string) { reasons = append(reasons, r) }}
 			for range 2 {
-				got := <-report(r, "")
+				var clientCAs *x509.CertPool // nil: the PACS asks for no client certificate
+				if tt.asks {
+					clientCAs = ca.Pool()
+				}
+				addr, peers := dicomnettest.ListenTLSParrot(t, server.TLS(), clientCAs)
+				r.Peers = commitreport.Peers{"PACS": {Addr: addr, TLS: true}}
+				r.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					dialed.Add(1)
+					return (&net.Dialer{}).DialContext(ctx, network, addr)
+				}
+				done := report(r, "")
+				if tt.tried && !tt.asks {
+					var p *dicomnettest.Parrot
+					select {
+					case p = <-peers:
+					case got := <-done:
+						t.Fatalf("Report to a PACS that asks for no client certificate: %v, want it delivered", got.err)
+					}
+					if p == nil {
+						t.Fatalf("handshake failed: %v", (<-done).err)
+					}
+					takeReport(t, p)
+					if got := <-done; got.err != nil {
+						t.Fatalf("Report to a PACS that asks for no client certificate: %v, want it delivered", got.err)
+					}
+					continue
+				}
+				got := <-done
 				var he *commitreport.HandshakeError
 				if !errors.As(got.err, &he) || he.Reason != commitreport.HandshakeOwnCertificateNotValid || !errors.Is(got.err, tlstrust.ErrNotValidNow) ||
 					!strings.Contains(got.err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
 					t.Fatalf("Report error %v, want a handshake failure %s naming the dates", got.err, commitreport.HandshakeOwnCertificateNotValid)
 				}
 			}
-			if n := dialed.Load(); n != 0 {
-				t.Errorf("the PACS was tried %d times with a certificate it would refuse", n)
+			if n := dialed.Load(); (n != 0) != tt.tried {
+				t.Errorf("the PACS was dialled %d times, want tried %v", n, tt.tried)
 			}
-			if !slices.Equal(reasons, []string{commitreport.HandshakeOwnCertificateNotValid, commitreport.HandshakeOwnCertificateNotValid}) {
-				t.Errorf("handshake failures counted %v, want one %s each report", reasons, commitreport.HandshakeOwnCertificateNotValid)
+			wantReasons := []string{commitreport.HandshakeOwnCertificateNotValid, commitreport.HandshakeOwnCertificateNotValid}
+			if !tt.asks {
+				wantReasons = nil
 			}
-			if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), `CN=old`) {
-				t.Errorf("log %s: want %q once, naming the certificate", logs.String(), commitreport.OwnCertificateNotValidLog)
+			if !slices.Equal(reasons, wantReasons) {
+				t.Errorf("handshake failures counted %v, want %v", reasons, wantReasons)
+			}
+			if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), tt.logNames) ||
+				!strings.Contains(logs.String(), "2021-01-01T00:00:00Z") {
+				t.Errorf("log %s: want %q once, naming %s and the dates", logs.String(), commitreport.OwnCertificateNotValidLog, tt.logNames)
 			}
 		})
 	}
@@ -334,9 +378,8 @@ func TestReportOwnCertificateValidAgain(t *testing.T) {
 	current := ca.Client(t, testpki.Options{CommonName: "current"}).TLS()
 	certs := []*tls.Certificate{&expired, &current, &expired}
 	var logs testenv.LogBuffer
-	var reasons []string
 	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
-		Logger: jsonlog.New(&logs, slog.LevelInfo), HandshakeFailed: func(_, r string) { reasons = append(reasons, r) },
+		Logger: jsonlog.New(&logs, slog.LevelInfo),
 		TLS: func(context.Context, string) (*tls.Config, error) {
 			c := certs[0]
 			certs = certs[1:]
@@ -345,9 +388,6 @@ func TestReportOwnCertificateValidAgain(t *testing.T) {
 		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("dialed") }}
 	for range 3 {
 		<-report(r, "")
-	}
-	if !slices.Equal(reasons, []string{commitreport.HandshakeOwnCertificateNotValid, commitreport.HandshakeOwnCertificateNotValid}) {
-		t.Errorf("handshake failures counted %v, want the first and the last report's", reasons)
 	}
 	if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 2 {
 		t.Errorf("%q logged %d times, want 2 (once for each time it stopped being valid):\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
