@@ -215,7 +215,10 @@ type Reporter struct {
 	// TLS peer's report fails (ErrNoTLS). When it
 	// fails for an AE after it once succeeded for it (a renewed file half written, a secret not read), the
 	// configuration it returned last for that AE stays in use, logged (TLSNotReloadedLog), as the listener keeps
-	// its certificate.
+	// its certificate. It may return a configuration together with an error wrapping tlstrust.ErrNotValidNow (our
+	// client certificate refused for its dates alone, where it was read named): the configuration is used, its
+	// certificate sent only if the PACS asks for one and only while valid (tlstrust.ClientConfig), so that a PACS
+	// that asks for none still gets its report; the refusal is logged once (OwnCertificateNotValidLog).
 	TLS func(ctx context.Context, ae string) (*tls.Config, error)
 	// HandshakeFailed, when set, is called with the AE title of the peer and the reason
 	// (dicomnet.HandshakeFailureReason) of each failed TLS handshake with it: the metrics, and whatever that
@@ -227,7 +230,7 @@ type Reporter struct {
 
 	tlsMu      sync.Mutex
 	tlsLast    map[string]*tlstrust.LastGood // by AE title: what TLS returned last for it, and the failure logged last
-	ownCertErr map[string]string             // by AE title: the refusal of our client certificate logged last (OwnCertificateNotValidLog)
+	ownCertErr map[string]string             // by AE title: the certificate (or refusal) of OwnCertificateNotValidLog logged last
 }
 
 var _ pipeline.CommitmentReporter = (*Reporter)(nil)
@@ -246,19 +249,21 @@ const HandshakeFailedLog = "commitment: TLS handshake with the PACS failed"
 // written, a key that does not match): the one read last stays in use, as the listener keeps its certificate.
 const TLSNotReloadedLog = "commitreport: TLS client configuration not reloaded; the previous one stays in use"
 
-// HandshakeOwnCertificateNotValid is the reason of a handshake not attempted because our own client certificate
-// is not valid now (tlstrust.ErrNotValidNow: expired, or not yet valid), which every PACS would refuse: counted as
-// the failed handshakes are (HandshakeFailed), the PACS not tried.
+// HandshakeOwnCertificateNotValid is the reason of a handshake that failed because the PACS asked for our client
+// certificate and it is not valid now (tlstrust.ErrNotValidNow: expired, or not yet valid), which every PACS would
+// refuse, so it is not sent (tlstrust.ClientConfig); or not attempted when TLS made no configuration to try it with.
+// Counted as the failed handshakes are (HandshakeFailed). A PACS that asks for no client certificate is not affected.
 const HandshakeOwnCertificateNotValid = "own_certificate_not_valid"
 
 // HandshakeFailureReasons are the reasons a Reporter counts failed handshakes under: the listener's
 // classification (dicomnet.HandshakeFailureReasons) and HandshakeOwnCertificateNotValid.
 var HandshakeFailureReasons = append(slices.Clone(dicomnet.HandshakeFailureReasons), HandshakeOwnCertificateNotValid)
 
-// OwnCertificateNotValidLog is the log message, logged once per peer until the refusal changes, of our client
-// certificate refused before a handshake because it is not valid now; its err names the certificate and its
-// dates, and where it was read (a flag and its variable, a secret's ARN) when it was refused on reading.
-const OwnCertificateNotValidLog = "commitreport: our client certificate is not valid now; the PACS is not tried"
+// OwnCertificateNotValidLog is the log message, logged once per peer until the certificate changes (or was valid in
+// between), of our client certificate not valid now: the report is still tried, and fails if the PACS asks for a
+// client certificate. Its err names the certificate and its dates, and where it was read (a flag and its variable,
+// a secret's ARN) when it was refused on reading.
+const OwnCertificateNotValidLog = "commitreport: our client certificate is not valid now; reports to a PACS that asks for one fail"
 
 // HandshakeError is a failed TLS handshake with a peer: its reason, by the one classification of failed
 // handshakes (dicomnet.HandshakeFailureReason), and crypto/tls's error.
@@ -330,7 +335,7 @@ func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (p
 		dial, presented, err := r.tlsDial(ctx, rep.CallingAE, peer, cfg)
 		if err != nil {
 			if he, ok := errors.AsType[*HandshakeError](err); ok && r.HandshakeFailed != nil {
-				r.HandshakeFailed(rep.CallingAE, he.Reason) // our certificate not valid now: the PACS is not tried
+				r.HandshakeFailed(rep.CallingAE, he.Reason) // no configuration, our certificate not valid now: the PACS is not tried
 			}
 			return pipeline.CommitmentDelivery{}, fmt.Errorf("commitreport: report to %s at %s: %w", rep.CallingAE, peer, err)
 		}
@@ -388,22 +393,25 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 	if r.TLS == nil {
 		return nil, "", ErrNoTLS
 	}
-	base, err := r.tlsConfig(ctx, ae)
-	if err == nil {
-		if leaf := clientLeaf(base); leaf != nil {
-			err = tlstrust.CheckValidity(leaf, time.Now())
-		}
-	}
+	base, notValid, err := r.tlsConfig(ctx, ae)
 	if errors.Is(err, tlstrust.ErrNotValidNow) {
-		// Every PACS would refuse it in the handshake: it is not presented, and the failure is one of ours.
-		r.ownCertificateRefused(ae, err)
+		// No configuration to try the PACS with: the failure is one of ours.
+		r.ownCertificateRefused(ae, nil, err)
 		return nil, "", &HandshakeError{Reason: HandshakeOwnCertificateNotValid, Err: err}
-	}
-	if err == nil {
-		r.ownCertificateValid(ae)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
+	}
+	leaf := clientLeaf(base)
+	if leaf != nil && notValid == nil {
+		notValid = tlstrust.CheckValidity(leaf, time.Now())
+	}
+	if notValid != nil {
+		// Every PACS that asks for it would refuse it: tlstrust.ClientConfig does not send it, failing the
+		// handshake of a PACS that asks; one that asks for none takes the report.
+		r.ownCertificateRefused(ae, leaf, notValid)
+	} else {
+		r.ownCertificateValid(ae)
 	}
 	host, _, err := net.SplitHostPort(peer.Addr)
 	if err != nil {
@@ -413,7 +421,7 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 		host = peer.ServerName
 	}
 	presented = "without a client certificate"
-	if leaf := clientLeaf(base); leaf != nil {
+	if leaf != nil {
 		// Go sends it only when the PACS asks for one (a CertificateRequest).
 		presented = "offering our client certificate " + tlstrust.NameOf(leaf).String() + ", sent only if the PACS asked for one"
 	}
@@ -437,7 +445,7 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 			}
 			reason := dicomnet.HandshakeFailureReason(err)
 			if errors.Is(err, tlstrust.ErrNotValidNow) {
-				// Expired between the check above and the PACS's request for it (tlstrust.ClientConfig's check).
+				// The PACS asked for our certificate, not valid now (tlstrust.ClientConfig's check).
 				reason = HandshakeOwnCertificateNotValid
 			}
 			return nil, errors.Join(&HandshakeError{Reason: reason, Err: err}, nc.Close())
@@ -481,18 +489,24 @@ func (c *alertConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// ownCertificateRefused logs the refusal of our client certificate for ae (OwnCertificateNotValidLog) once, until
-// it changes.
-func (r *Reporter) ownCertificateRefused(ae string, err error) {
+// ownCertificateRefused logs the refusal of our client certificate leaf for ae (OwnCertificateNotValidLog) once,
+// until the certificate changes: the same certificate refused where it was read (its error naming the file or
+// secret) or by the Reporter's check (a certificate read while valid) is one refusal. Without a certificate (TLS
+// made no configuration) the refusal's text stands for it.
+func (r *Reporter) ownCertificateRefused(ae string, leaf *x509.Certificate, err error) {
+	key := err.Error()
+	if leaf != nil {
+		key = string(leaf.Raw)
+	}
 	r.tlsMu.Lock()
 	defer r.tlsMu.Unlock()
 	if r.ownCertErr == nil {
 		r.ownCertErr = map[string]string{}
 	}
-	if r.ownCertErr[ae] == err.Error() {
+	if r.ownCertErr[ae] == key {
 		return
 	}
-	r.ownCertErr[ae] = err.Error()
+	r.ownCertErr[ae] = key
 	r.log().Error(OwnCertificateNotValidLog, "called_ae", ae, "err", err)
 }
 
@@ -506,9 +520,13 @@ func (r *Reporter) ownCertificateValid(ae string) {
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
 // returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again): the rule
-// of tlstrust.LastGood.
-func (r *Reporter) tlsConfig(ctx context.Context, ae string) (*tls.Config, error) {
-	cfg, err := r.TLS(ctx, ae)
+// of tlstrust.LastGood. A configuration TLS returns with our certificate refused for its dates alone is a success,
+// the refusal returned as notValid.
+func (r *Reporter) tlsConfig(ctx context.Context, ae string) (cfg *tls.Config, notValid, err error) {
+	cfg, err = r.TLS(ctx, ae)
+	if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
+		notValid, err = err, nil
+	}
 	r.tlsMu.Lock()
 	if r.tlsLast == nil {
 		r.tlsLast = map[string]*tlstrust.LastGood{}
@@ -523,7 +541,10 @@ func (r *Reporter) tlsConfig(ctx context.Context, ae string) (*tls.Config, error
 	if notReloaded != nil {
 		r.log().Warn(TLSNotReloadedLog, "err", notReloaded)
 	}
-	return cfg, err
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, notValid, nil
 }
 
 func durOr(d, def time.Duration) time.Duration {

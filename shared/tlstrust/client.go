@@ -83,6 +83,13 @@ func ClientCertificate(certPEM, keyPEM []byte) (tls.Certificate, error) {
 // one that expired while in use, or was not yet valid when read, fails the handshake (its error an ErrNotValidNow
 // naming the certificate and its dates) rather than reach a peer that refuses it, and one that became valid since
 // is sent without a new read. Certificates holds it too, for its callers to name it.
+//
+// The handshake fails rather than send no certificate (as TLS does for a client with none suitable, and as Go does
+// here when the server's CAs exclude ours): under TLS 1.3 a server that requires one refuses it only after our
+// handshake ended, and a syslog collector may take the audit feed's batch and drop it silently then
+// (auditfeed.Collector.Send confirms no more than TCP can); failing here sends nothing and names the dates. A
+// server that asks but would take none loses the delivery until the certificate is renewed, counted as every
+// delivery our certificate fails.
 func ClientConfig(serverName string, roots *x509.CertPool, cert *tls.Certificate) *tls.Config {
 	cfg := &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
 		CipherSuites: CipherSuites}
