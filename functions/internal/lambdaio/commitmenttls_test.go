@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -354,35 +355,68 @@ func TestClientSecretUnreadKeepsTheLastCertificate(t *testing.T) {
 }
 
 // TestReporterExpiredClientSecret: a site's secret holding an expired client certificate (not rotated in time) is
-// refused when read, naming the secret's ARN and the certificate's dates, logged once, and counted as a failed
-// handshake of reason own_certificate_not_valid at each report; the PACS is not tried.
+// refused for its dates when read, logged once naming the secret's ARN and the dates, and never sent; the report is
+// still tried: a PACS that asks for a client certificate fails the handshake, counted under own_certificate_not_valid
+// at each report, and one that asks for none takes the report.
 func TestReporterExpiredClientSecret(t *testing.T) {
 	ca := testpki.NewCA(t, "PACS A CA")
-	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
-		arnA: clientSecret(t, ca.Client(t, testpki.Options{CommonName: "ingest-a", NotBefore: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
-			NotAfter: time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)}))}}}
-	addr, peer := dicomnettest.ListenTLSParrot(t, ca.Server(t, testpki.Options{}).TLS(), ca.Pool())
-	var logs bytes.Buffer
-	r := functionReporter(t, sm, &logs, "A=tls://"+addr, commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})
+	sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{arnA: clientSecret(t, ca.Client(t, testpki.Expired("ingest-a")))}}}
+	server := ca.Server(t, testpki.Options{}).TLS()
 	res := commitment.Result{TransactionUID: "1.2.826.0.1.3680043.10.9.7", Committed: []commitment.Ref{{SOPClassUID: dicomuid.CTImageStorage, SOPInstanceUID: "1.2.3.4.1"}}}
-	for range 2 {
-		_, err := r.Report(context.Background(), pipeline.CommitmentReport{CallingAE: "A", Result: res})
-		if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != commitreport.HandshakeOwnCertificateNotValid ||
-			!strings.Contains(err.Error(), arnA) || !strings.Contains(err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
-			t.Fatalf("report: %v, want a handshake failure %s naming the secret and the dates", err, commitreport.HandshakeOwnCertificateNotValid)
-		}
-	}
-	select {
-	case <-peer:
-		t.Error("the PACS was tried with an expired certificate")
-	default:
-	}
-	counted := jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.HandshakeFailedLog), logs.Bytes())
-	if len(counted) != 2 || counted[0]["reason"] != commitreport.HandshakeOwnCertificateNotValid {
-		t.Errorf("lines counted %v, want two with reason %s", counted, commitreport.HandshakeOwnCertificateNotValid)
-	}
-	if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), arnA) {
-		t.Errorf("%q logged %d times, want once naming the secret:\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
+	for _, tt := range []struct {
+		name string
+		asks *x509.CertPool // the CAs the PACS asks our certificate of; nil: it asks for none
+	}{
+		{"the PACS asks for a client certificate", ca.Pool()},
+		{"the PACS asks for none", nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			r := functionReporter(t, sm, &logs, "A=tls://127.0.0.1:1", commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}})
+			for range 2 {
+				addr, peer := dicomnettest.ListenTLSParrot(t, server, tt.asks)
+				r.Peers = commitreport.Peers{"A": {Addr: addr, TLS: true}}
+				done := make(chan error, 1)
+				go func() {
+					_, err := r.Report(context.Background(), pipeline.CommitmentReport{CallingAE: "A", Result: res})
+					done <- err
+				}()
+				if tt.asks == nil {
+					select {
+					case p := <-peer:
+						if p == nil {
+							t.Fatalf("handshake failed: %v", <-done)
+						}
+						p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+						cmd, _ := p.ExpectMessage()
+						p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusSuccess}), nil)
+						p.Expect(pdu.TypeReleaseRQ)
+						p.SendPDU(&pdu.ReleaseRP{})
+					case err := <-done:
+						t.Fatalf("report to a PACS that asks for no client certificate: %v, want it delivered", err)
+					}
+					if err := <-done; err != nil {
+						t.Fatalf("report: %v, want it delivered", err)
+					}
+					continue
+				}
+				err := <-done
+				if he, ok := errors.AsType[*commitreport.HandshakeError](err); !ok || he.Reason != commitreport.HandshakeOwnCertificateNotValid ||
+					!strings.Contains(err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
+					t.Fatalf("report: %v, want a handshake failure %s naming the dates", err, commitreport.HandshakeOwnCertificateNotValid)
+				}
+			}
+			counted := jsonlogtest.Counted(t, jsonlog.MessageFilter(commitreport.HandshakeFailedLog), logs.Bytes())
+			if want := map[bool]int{true: 2, false: 0}[tt.asks != nil]; len(counted) != want || want > 0 && counted[0]["reason"] != commitreport.HandshakeOwnCertificateNotValid {
+				t.Errorf("lines counted %v, want %d with reason %s", counted, want, commitreport.HandshakeOwnCertificateNotValid)
+			}
+			if n := strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog); n != 1 || !strings.Contains(logs.String(), arnA) {
+				t.Errorf("%q logged %d times, want once naming the secret:\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
+			}
+			if strings.Contains(logs.String(), "PRIVATE KEY") {
+				t.Error("the secret in the log")
+			}
+		})
 	}
 }
 

@@ -134,8 +134,14 @@ func TestClientCertificateNotValidAtStart(t *testing.T) {
 				t.Fatalf("CertificatesNotValid = %+v, want %s with %q", c.CertificatesNotValid, tt.setting, tt.dates)
 			}
 			if c.CommitmentTLS != nil {
-				if _, err := c.CommitmentTLS(); !errors.Is(err, tlstrust.ErrNotValidNow) {
-					t.Errorf("CommitmentTLS: %v, want the certificate refused at each association while not valid", err)
+				// The refusal, naming the flag, with the configuration: the Reporter logs the one and still tries a
+				// PACS with the other (which asks for no client certificate, or fails the handshake of one that does).
+				cfg, err := c.CommitmentTLS()
+				if !errors.Is(err, tlstrust.ErrNotValidNow) || !strings.Contains(err.Error(), tt.setting) {
+					t.Errorf("CommitmentTLS: %v, want the certificate refused, naming %s, at each association while not valid", err, tt.setting)
+				}
+				if cfg == nil || len(cfg.Certificates) != 1 || cfg.GetClientCertificate == nil {
+					t.Errorf("CommitmentTLS = %+v, want the configuration with our certificate, checked at each handshake", cfg)
 				}
 			}
 			if c.AuditSyslog != "" && (c.AuditTLS == nil || len(c.AuditTLS.Certificates) != 1 || c.AuditTLS.GetClientCertificate == nil) {
