@@ -95,7 +95,9 @@ type ClientSecret struct {
 
 // ParseClientSecret reads a client certificate's secret as
 // tlstrust.ClientCertificate reads every client certificate here (BCP 195's
-// keys, clientAuth). Its errors never quote the secret.
+// keys, clientAuth, its dates): a certificate refused for its dates alone
+// (tlstrust.ErrNotValidNow) is returned with the refusal, as there. Its
+// errors never quote the secret.
 func ParseClientSecret(v string) (tls.Certificate, error) {
 	var s ClientSecret
 	if err := json.Unmarshal([]byte(v), &s); err != nil {
@@ -110,6 +112,9 @@ func ParseClientSecret(v string) (tls.Certificate, error) {
 		return tls.Certificate{}, errors.New("the secret's JSON needs both certificate and privateKey (PEM)")
 	}
 	cert, err := tlstrust.ClientCertificate([]byte(s.Certificate), []byte(s.PrivateKey))
+	if errors.Is(err, tlstrust.ErrNotValidNow) {
+		return cert, fmt.Errorf("client certificate: %w", err)
+	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("client certificate: %w", err)
 	}
@@ -177,6 +182,11 @@ func (p *PeerCredentials) Config(ctx context.Context, ae string) (*tls.Config, e
 		return nil, fmt.Errorf("lambdaio: %s: no TLS settings for %s", CommitmentTLSEnv, ae)
 	}
 	cert, err := p.cert(ctx, ae, s.ClientSecretARN)
+	if errors.Is(err, tlstrust.ErrNotValidNow) && cert.Leaf != nil {
+		// Its dates alone: the configuration with the refusal (commitreport.Reporter.TLS's contract), sent only
+		// while valid, so that a PACS that asks for no client certificate still gets its report.
+		return tlstrust.ClientConfig("", p.pools[ae], &cert), fmt.Errorf("lambdaio: the client certificate of %s: %w", ae, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lambdaio: the client certificate of %s: %w", ae, err)
 	}
@@ -226,6 +236,10 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 	}
 	delete(p.unread, arn)
 	cert, err := ParseClientSecret(v[0])
+	if errors.Is(err, tlstrust.ErrNotValidNow) {
+		// Not kept: read again at the next report, so that a rotation is taken at once.
+		return cert, fmt.Errorf("secret %s: %w", arn, err)
+	}
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("secret %s: %w", arn, err)
 	}

@@ -683,6 +683,10 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 		case errors.Is(err, tlstrust.ErrNoClientAuth) && certFlag == "tls-cert":
 			return nil, fmt.Errorf("%s: not reused as the client certificate of the tls:// entries of %s: %w; give %s and %s",
 				c.Describe("tls-cert"), c.Describe("commitment-peers"), err, c.Describe("commitment-tls-cert"), c.Describe("commitment-tls-key"))
+		case errors.Is(err, tlstrust.ErrNotValidNow):
+			// Its dates alone: the configuration with the refusal (commitreport.Reporter.TLS's contract), sent only
+			// while valid, so that a PACS that asks for no client certificate still gets its report.
+			return tlstrust.ClientConfig("", pool, &cert), fmt.Errorf("%s/%s: %w", c.Describe(certFlag), c.Describe(keyFlag), err)
 		case err != nil:
 			return nil, fmt.Errorf("%s/%s: %w", c.Describe(certFlag), c.Describe(keyFlag), err)
 		}
@@ -691,7 +695,7 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 	switch _, err := load(); {
 	case errors.Is(err, tlstrust.ErrNotValidNow):
 		// Its dates alone (tlstrust.ClientCertificate checks them last): each association reads it again, and the
-		// Reporter counts the reports it cannot present it for.
+		// Reporter counts the reports whose PACS asks for it.
 		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe(certFlag), Err: err})
 	case err != nil:
 		return []error{err}
