@@ -393,3 +393,36 @@ func TestReportOwnCertificateValidAgain(t *testing.T) {
 		t.Errorf("%q logged %d times, want 2 (once for each time it stopped being valid):\n%s", commitreport.OwnCertificateNotValidLog, n, logs.String())
 	}
 }
+
+// TestReportOwnCertificateRenewalNotValid: a renewal read while the configuration last loaded is still valid, but
+// itself expired or not yet valid (the old file put back, a certificate issued with a wrong clock), does not replace
+// it: as any renewal that does not load, the last good configuration stays in use (TLSNotReloadedLog), rather than
+// fail every PACS that asks for a client certificate.
+func TestReportOwnCertificateRenewalNotValid(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	old := ca.Client(t, testpki.Expired("old"))
+	read, refusal := tlstrust.ClientCertificate(old.CertPEM, old.KeyPEM)
+	current := ca.Client(t, testpki.Options{CommonName: "current"}).TLS()
+	configs := []func() (*tls.Config, error){
+		func() (*tls.Config, error) { return tlstrust.ClientConfig("", ca.Pool(), &current), nil },
+		func() (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &read), fmt.Errorf("--commitment-tls-cert: %w", refusal)
+		},
+	}
+	var logs testenv.LogBuffer
+	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
+		Logger: jsonlog.New(&logs, slog.LevelInfo),
+		TLS: func(context.Context, string) (*tls.Config, error) {
+			c := configs[0]
+			configs = configs[1:]
+			return c()
+		},
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("dialed") }}
+	for range 2 {
+		<-report(r, "")
+	}
+	if strings.Contains(logs.String(), commitreport.OwnCertificateNotValidLog) || !strings.Contains(logs.String(), commitreport.TLSNotReloadedLog) ||
+		!strings.Contains(logs.String(), "2021-01-01T00:00:00Z") {
+		t.Errorf("log %s: want the renewal not reloaded (naming its dates), the last one kept", logs.String())
+	}
+}
