@@ -454,6 +454,15 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 	}, presented, nil
 }
 
+// presentable: cfg is a configuration whose client certificate, if it has one, is valid now.
+func presentable(cfg *tls.Config) bool {
+	if cfg == nil {
+		return false
+	}
+	leaf := clientLeaf(cfg)
+	return leaf == nil || tlstrust.CheckValidity(leaf, time.Now()) == nil
+}
+
 // clientLeaf is the client certificate cfg presents, nil when it has none.
 func clientLeaf(cfg *tls.Config) *x509.Certificate {
 	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
@@ -521,12 +530,10 @@ func (r *Reporter) ownCertificateValid(ae string) {
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
 // returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again): the rule
 // of tlstrust.LastGood. A configuration TLS returns with our certificate refused for its dates alone is a success,
-// the refusal returned as notValid.
+// the refusal returned as notValid, unless the last success's certificate is valid now: that one stays in use, as
+// for any renewal that does not load.
 func (r *Reporter) tlsConfig(ctx context.Context, ae string) (cfg *tls.Config, notValid, err error) {
 	cfg, err = r.TLS(ctx, ae)
-	if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
-		notValid, err = err, nil
-	}
 	r.tlsMu.Lock()
 	if r.tlsLast == nil {
 		r.tlsLast = map[string]*tlstrust.LastGood{}
@@ -537,6 +544,9 @@ func (r *Reporter) tlsConfig(ctx context.Context, ae string) (cfg *tls.Config, n
 		r.tlsLast[ae] = last
 	}
 	r.tlsMu.Unlock()
+	if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) && !presentable(last.Last()) {
+		notValid, err = err, nil
+	}
 	cfg, err, notReloaded := last.Take(cfg, err)
 	if notReloaded != nil {
 		r.log().Warn(TLSNotReloadedLog, "err", notReloaded)

@@ -35,3 +35,10 @@ func (g *LastGood) Take(cfg *tls.Config, err error) (use *tls.Config, useErr, no
 	}
 	return g.last, nil, notReloaded
 }
+
+// Last is the configuration kept last, nil when none loaded yet.
+func (g *LastGood) Last() *tls.Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.last
+}
