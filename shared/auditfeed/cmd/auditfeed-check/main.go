@@ -4,7 +4,10 @@
 // of a key the rule of every certificate allows (tlstrust.ParseCAs); and,
 // with -client, our client certificate and its key in one PEM file. A
 // secret it refuses stops the function at start, and the audit records
-// wait in the table's stream (24 hours); check a secret before deploying
+// wait in the table's stream (24 hours); a client certificate only expired
+// or not yet valid does not (the function starts, and each delivery to a
+// collector that asks for it fails until it is valid): it is taken with a
+// warning naming its dates. Check a secret before deploying
 // (docs/operations/deploy.md, "Upgrades"):
 //
 //	aws secretsmanager get-secret-value --secret-id <caSecretArn> --query SecretString --output text |
@@ -20,6 +23,7 @@ import (
 
 	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
 	"github.com/dicom-ingest/dicom-ingest/shared/cli"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 func main() {
@@ -55,7 +59,15 @@ func run(args []string, stdin io.Reader, out io.Writer) error {
 		}
 	}
 	// The host is the collector's name, which only a connection checks.
-	if _, err := auditfeed.TLSConfig("collector", ca, pems, pems); err != nil {
+	cfg, err := auditfeed.TLSConfig("collector", ca, pems, pems)
+	if errors.Is(err, tlstrust.ErrNotValidNow) && cfg != nil {
+		// As the function takes it (its CertificateNotValidLog): a warning, not a refusal.
+		if _, err := fmt.Fprintf(out, "warning: %v: the auditfeed function starts, and deliveries to a collector that asks for a client certificate fail until it is valid\n", err); err != nil {
+			return err
+		}
+		err = nil
+	}
+	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintln(out, "ok: the auditfeed function takes it")
