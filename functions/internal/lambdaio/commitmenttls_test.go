@@ -208,11 +208,7 @@ func TestReporterOverTLSPerSite(t *testing.T) {
 	if p == nil {
 		t.Fatalf("A's handshake failed: %v", <-done)
 	}
-	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-	cmd, _ := p.ExpectMessage()
-	p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusSuccess}), nil)
-	p.Expect(pdu.TypeReleaseRQ)
-	p.SendPDU(&pdu.ReleaseRP{})
+	takeReport(p)
 	if err := <-done; err != nil {
 		t.Fatalf("report to A: %v", err)
 	}
@@ -387,11 +383,7 @@ func TestReporterExpiredClientSecret(t *testing.T) {
 						if p == nil {
 							t.Fatalf("handshake failed: %v", <-done)
 						}
-						p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
-						cmd, _ := p.ExpectMessage()
-						p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusSuccess}), nil)
-						p.Expect(pdu.TypeReleaseRQ)
-						p.SendPDU(&pdu.ReleaseRP{})
+						takeReport(p)
 					case err := <-done:
 						t.Fatalf("report to a PACS that asks for no client certificate: %v, want it delivered", err)
 					}
@@ -418,6 +410,16 @@ func TestReporterExpiredClientSecret(t *testing.T) {
 			}
 		})
 	}
+}
+
+// takeReport is a PACS taking a report on the association we open: it accepts it with the SCP role proposed,
+// answers the report success and releases.
+func takeReport(p *dicomnettest.Parrot) {
+	p.AcceptAssociation(func(r pdu.RoleSelection) *pdu.RoleSelection { return &r })
+	cmd, _ := p.ExpectMessage()
+	p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{Code: dimse.StatusSuccess}), nil)
+	p.Expect(pdu.TypeReleaseRQ)
+	p.SendPDU(&pdu.ReleaseRP{})
 }
 
 // functionReporter is the commitment function's Reporter as its environment configures it (COMMITMENT_PEERS peers,
