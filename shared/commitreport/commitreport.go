@@ -278,6 +278,23 @@ func (e *HandshakeError) Error() string {
 
 func (e *HandshakeError) Unwrap() error { return e.Err }
 
+// MaxReport implements pipeline.CommitmentReporter: the deadlines one report may meet in turn, summed: the answer on
+// the requestor's own association (with a Server), connecting, the TLS handshake (with a tls:// peer), the
+// A-ASSOCIATE-AC, the N-EVENT-REPORT-RSP and the A-RELEASE-RP, and ARTIM after an abort. The writes, each bounded
+// by dicomnet.DefaultWriteTimeout, are held to it with the rest: the pipeline cancels the report at MaxReport, and a
+// report cancelled ends at once, but for ARTIM's wait after its A-ABORT (within the pipeline's slack).
+func (r *Reporter) MaxReport() time.Duration {
+	answer := durOr(r.ResponseTimeout, DefaultResponseTimeout)
+	d := durOr(r.DialTimeout, DefaultDialTimeout) + 3*answer + ARTIMTimeout
+	if r.Server != nil {
+		d += answer
+	}
+	if r.Peers.TLS() {
+		d += answer
+	}
+	return d
+}
+
 // CanReport reports whether results for ae can be delivered once its association is gone.
 func (r *Reporter) CanReport(ae string) bool {
 	_, ok := r.Peers[ae]

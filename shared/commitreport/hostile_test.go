@@ -442,3 +442,57 @@ func acceptAll(rq *pdu.AssociateRQ) *pdu.AssociateAC {
 	}
 	return ac
 }
+
+// TestReportWithinMaxReport: MaxReport, the bound the pipeline holds each delivery to (and leases its transaction
+// beyond), is the sum of the deadlines one report meets in turn; a PACS that takes nearly the response timeout over
+// each of its answers is delivered to within it.
+func TestReportWithinMaxReport(t *testing.T) {
+	dial, answer := hostileTimeout/2, hostileTimeout
+	for _, tt := range []struct {
+		name string
+		r    commitreport.Reporter
+		want time.Duration
+	}{
+		{"defaults", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}},
+			commitreport.DefaultDialTimeout + 3*commitreport.DefaultResponseTimeout + commitreport.ARTIMTimeout},
+		{"plain", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}, DialTimeout: dial, ResponseTimeout: answer},
+			dial + 3*answer + commitreport.ARTIMTimeout},
+		{"a tls:// peer: the handshake", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
+			DialTimeout: dial, ResponseTimeout: answer}, dial + 4*answer + commitreport.ARTIMTimeout},
+		{"in the SCP's process: the requestor's association first", commitreport.Reporter{Server: &dicomnet.Server{}, Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
+			DialTimeout: dial, ResponseTimeout: answer}, dial + 5*answer + commitreport.ARTIMTimeout},
+	} {
+		if got := tt.r.MaxReport(); got != tt.want {
+			t.Errorf("%s: MaxReport = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+
+	pl := dicomnettest.ListenParrot(t)
+	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: pl.Addr}}, AETitle: "INGEST", DialTimeout: dial, ResponseTimeout: answer}
+	ctx, cancel := context.WithTimeout(context.Background(), r.MaxReport())
+	defer cancel()
+	done := make(chan reported, 1)
+	go func() {
+		d, err := r.Report(ctx, pipeline.CommitmentReport{CallingAE: "PACS", AssociationID: "gone", Result: result})
+		done <- reported{d, err}
+	}()
+	p := pl.Accept()
+	if p == nil {
+		t.FailNow()
+	}
+	slow := answer * 8 / 10
+	ac := acBytes(t, p.Expect(pdu.TypeAssociateRQ).(*pdu.AssociateRQ))
+	time.Sleep(slow)
+	p.Send(ac)
+	cmd, _ := p.ExpectMessage()
+	time.Sleep(slow)
+	p.SendMessage(1, dimse.NewNEventReportRSP(cmd, dimse.Status{}), nil)
+	p.Expect(pdu.TypeReleaseRQ)
+	time.Sleep(slow)
+	p.SendPDU(&pdu.ReleaseRP{})
+	p.Conn.Close()
+	if got := <-done; got.err != nil {
+		t.Errorf("Report of a slow PACS within MaxReport = %v, want delivered", got.err)
+	}
+	noLeftovers(t)
+}

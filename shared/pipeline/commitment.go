@@ -65,6 +65,8 @@ const (
 	// so the request was never reported. 1,000 of 64 characters and 500 failures of two such UIDs each come to some
 	// 180 KB, under EventBridge's 256 KiB entry too.
 	MaxListedStudies = 1000
+	// CommitmentReportParallel bounds the requesting AEs a run delivers to at once (RunCommitments).
+	CommitmentReportParallel = 8
 	// evaluateParallel bounds the instances looked up at once.
 	evaluateParallel = 8
 )
@@ -235,6 +237,18 @@ type CommitmentReporter interface {
 	// Report sends the result as an N-EVENT-REPORT to r.CallingAE: on the association r.AssociationID while
 	// that is open, else on a new one. Success means the AE answered 0000; any error means not delivered.
 	Report(ctx context.Context, r CommitmentReport) (CommitmentDelivery, error)
+	// MaxReport is the longest a Report may take by the reporter's own deadlines (connect, handshake, each
+	// answer, ARTIM). The pipeline holds each delivery to it, cancelling Report's context then, and leases the
+	// transaction for longer (CommitmentLease).
+	MaxReport() time.Duration
+}
+
+// CommitmentLease is how long a worker holds a transaction it is evaluating or reporting, another worker taking it
+// over after that (a crashed function, a lost task): r's longest delivery (MaxReport), which the pipeline holds each
+// delivery to, and commitmentLeaseSlack for what a delivery does besides. A delivery therefore always ends, and its
+// outcome is written, before its lease does: another worker never reports a transaction while one is reporting it.
+func CommitmentLease(r CommitmentReporter) time.Duration {
+	return commitmentLease
 }
 
 // CommitmentReport is one delivery to make.

@@ -81,8 +81,24 @@ func (c *commitmentFixture) put(txn string, refs ...commitment.Ref) string {
 // write writes a request document as the SCP does, on an association of its own, and returns its key.
 func (c *commitmentFixture) write(txn string, refs ...commitment.Ref) string {
 	c.t.Helper()
+	return c.writeFrom("PACS", txn, refs...)
+}
+
+// putFrom is put for a request of calling AE ae.
+func (c *commitmentFixture) putFrom(ae, txn string, refs ...commitment.Ref) string {
+	c.t.Helper()
+	k := c.writeFrom(ae, txn, refs...)
+	if err := c.p.ProcessCommitmentRequest(context.Background(), k); err != nil {
+		c.t.Fatal(err)
+	}
+	return k
+}
+
+// writeFrom is write for a request of calling AE ae.
+func (c *commitmentFixture) writeFrom(ae, txn string, refs ...commitment.Ref) string {
+	c.t.Helper()
 	c.n++
-	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: "PACS", CalledAE: "INGEST",
+	r := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: txn, Refs: refs, CallingAE: ae, CalledAE: "INGEST",
 		PeerAddr: "10.1.2.3:4567", AssociationID: "abcd1234-" + fmt.Sprint(c.n), MessageID: 1, ReceivedAt: c.now}
 	body, err := json.Marshal(r)
 	if err != nil {

@@ -95,17 +95,40 @@ type Reporter struct {
 	Err error
 	// Same is what successful deliveries report as SameAssociation.
 	Same bool
+	// Hold, when set, is called with each report once it is recorded, outside the Reporter's lock: a test holds a
+	// report there (a hung PACS) while others go on. Its error fails the report.
+	Hold func(ctx context.Context, rep pipeline.CommitmentReport) error
+	// Bound is MaxReport; DefaultReportBound when zero.
+	Bound time.Duration
+}
+
+// DefaultReportBound is a Reporter's MaxReport unless Bound is set: with the pipeline's slack, the 2-minute lease
+// the tests move their clocks past.
+const DefaultReportBound = time.Minute
+
+// MaxReport implements pipeline.CommitmentReporter.
+func (r *Reporter) MaxReport() time.Duration {
+	if r.Bound > 0 {
+		return r.Bound
+	}
+	return DefaultReportBound
 }
 
 // Report implements pipeline.CommitmentReporter.
-func (r *Reporter) Report(_ context.Context, rep pipeline.CommitmentReport) (pipeline.CommitmentDelivery, error) {
+func (r *Reporter) Report(ctx context.Context, rep pipeline.CommitmentReport) (pipeline.CommitmentDelivery, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.reports = append(r.reports, rep)
-	if r.Err != nil {
-		return pipeline.CommitmentDelivery{}, r.Err
+	hold, err, same := r.Hold, r.Err, r.Same
+	r.mu.Unlock()
+	if hold != nil {
+		if herr := hold(ctx, rep); herr != nil {
+			return pipeline.CommitmentDelivery{}, herr
+		}
 	}
-	return pipeline.CommitmentDelivery{SameAssociation: r.Same}, nil
+	if err != nil {
+		return pipeline.CommitmentDelivery{}, err
+	}
+	return pipeline.CommitmentDelivery{SameAssociation: same}, nil
 }
 
 // Reports returns the reports attempted so far, failed ones included.

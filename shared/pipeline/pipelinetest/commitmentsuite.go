@@ -6,6 +6,7 @@ package pipelinetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/commitment"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 )
 
@@ -25,6 +27,7 @@ func RunCommitmentStore(t *testing.T, newStore func(t *testing.T) pipeline.Commi
 	t.Run("UpdateIsConditional", func(t *testing.T) { testUpdateConditional(t, newStore(t)) })
 	t.Run("Due", func(t *testing.T) { testDue(t, newStore(t)) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, newStore(t)) })
+	t.Run("ReportedOnceByTwoWorkers", func(t *testing.T) { testReportedOnce(t, newStore(t)) })
 }
 
 // Transaction returns a pending transaction n received at T0, due then.
@@ -203,5 +206,79 @@ func testConcurrentUpdates(t *testing.T, s pipeline.CommitmentStore) {
 	wg.Wait()
 	if wins.Load() != 1 || losses.Load() != 7 {
 		t.Errorf("%d updates won and %d lost, want 1 and 7", wins.Load(), losses.Load())
+	}
+}
+
+// testReportedOnce: two workers run the due transactions at once on the store, the first holding its report (a hung
+// PACS, up to the Reporter's bound): the second takes nothing, at the same moment (the evaluation hands the
+// transaction to its report leased, not due at once), past 2 minutes (the lease was 2 minutes, shorter than a report
+// held by a hung PACS), nor before the lease (pipeline.CommitmentLease) ends. The PACS gets one report.
+func testReportedOnce(t *testing.T, s pipeline.CommitmentStore) {
+	ctx := context.Background()
+	f := New()
+	tx := Transaction(1)
+	tx.WaitUntil = T0 // its instance, never sent, fails 0112 at the first evaluation
+	req := pipeline.CommitmentRequest{SchemaVersion: 1, TransactionUID: tx.TransactionUID, CallingAE: tx.CallingAE,
+		CalledAE: tx.CalledAE, AssociationID: tx.AssociationID, MessageID: tx.MessageID, ReceivedAt: T0,
+		Refs: []commitment.Ref{{SOPClassUID: CTStorage, SOPInstanceUID: suiteRoot + "9.99"}}}
+	body, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Objects.Add(tx.RequestKey, body, nil)
+	if _, _, err := s.CreateCommitment(ctx, tx); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	f.Reporter.Bound = 5 * time.Minute // a Reporter whose deadlines come to 5 minutes
+	f.Reporter.Hold = func(ctx context.Context, _ pipeline.CommitmentReport) error {
+		if calls.Add(1) > 1 {
+			return nil // a second worker's report, answered at once
+		}
+		close(entered)
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	worker := func(now time.Time) *pipeline.Pipeline {
+		p := f.Pipeline()
+		p.Commitments, p.Now = s, func() time.Time { return now }
+		return p
+	}
+	type outcome struct {
+		n   int
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		n, err := worker(T0).RunCommitments(ctx, T0)
+		done <- outcome{n, err}
+	}()
+	select {
+	case <-entered:
+	case o := <-done:
+		close(release)
+		t.Fatalf("the first worker ended without reporting: %d, %v", o.n, o.err)
+	}
+	for _, d := range []time.Duration{0, 2*time.Minute + time.Second, pipeline.CommitmentLease(f.Reporter) - time.Second} {
+		n, err := worker(T0.Add(d)).RunCommitments(ctx, T0.Add(d))
+		if err != nil || n != 0 || calls.Load() != 1 {
+			t.Errorf("second worker %v in: %d finished, %v; %d reports, want the first worker's alone", d, n, err, calls.Load())
+		}
+	}
+	close(release)
+	if o := <-done; o.err != nil || o.n != 1 {
+		t.Errorf("first worker: %d finished, %v", o.n, o.err)
+	}
+	got, err := s.GetCommitment(ctx, tx.ID)
+	if err != nil || got.State != pipeline.CommitmentReported || got.Attempts != 1 {
+		t.Errorf("transaction %s after %d attempts (%v), want reported after 1", got.State, got.Attempts, err)
+	}
+	if n := len(f.Reporter.Reports()); n != 1 {
+		t.Errorf("%d reports, want 1", n)
 	}
 }

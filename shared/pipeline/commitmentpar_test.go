@@ -1,0 +1,255 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
+	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
+)
+
+// heldReports holds the reports to the AEs that hang until released (or the report's context ends, as a real
+// Reporter's does), and counts the reports in flight, by AE and in all.
+type heldReports struct {
+	mu       sync.Mutex
+	hung     map[string]bool
+	release  chan struct{}
+	inFlight map[string]int
+	most     map[string]int // the most in flight at once, by AE
+	all      int            // in flight, every AE
+	mostAll  int
+	// firstOnly: only the first report to a hung AE hangs, the next ones answered at once (a second worker's, which
+	// the test runs on its own goroutine).
+	firstOnly bool
+	seen      map[string]int
+}
+
+func holdReports(c *commitmentFixture, hung ...string) *heldReports {
+	h := &heldReports{hung: map[string]bool{}, release: make(chan struct{}), inFlight: map[string]int{}, most: map[string]int{}, seen: map[string]int{}}
+	for _, ae := range hung {
+		h.hung[ae] = true
+	}
+	c.t.Cleanup(h.free)
+	c.f.Reporter.Hold = h.hold
+	return h
+}
+
+func (h *heldReports) hold(ctx context.Context, rep pipeline.CommitmentReport) error {
+	h.mu.Lock()
+	h.inFlight[rep.CallingAE]++
+	h.all++
+	h.most[rep.CallingAE] = max(h.most[rep.CallingAE], h.inFlight[rep.CallingAE])
+	h.mostAll = max(h.mostAll, h.all)
+	h.seen[rep.CallingAE]++
+	hung := h.hung[rep.CallingAE] && (!h.firstOnly || h.seen[rep.CallingAE] == 1)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.inFlight[rep.CallingAE]--
+		h.all--
+		h.mu.Unlock()
+	}()
+	if !hung {
+		return nil
+	}
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("no answer from the PACS: %w", ctx.Err())
+	}
+}
+
+// free lets the hung reports go on.
+func (h *heldReports) free() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.release:
+	default:
+		close(h.release)
+	}
+}
+
+func (h *heldReports) inFlightAll() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.all
+}
+
+// reportsTo are the associations of the reports attempted to ae, in order.
+func (c *commitmentFixture) reportsTo(ae string) []string {
+	var out []string
+	for _, r := range c.reports() {
+		if r.CallingAE == ae {
+			out = append(out, r.AssociationID)
+		}
+	}
+	return out
+}
+
+// runInBackground runs the due transactions on another goroutine; the channel has the outcome.
+func runInBackground(ctx context.Context, p *pipeline.Pipeline, now time.Time) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := p.RunCommitments(ctx, now)
+		done <- err
+	}()
+	return done
+}
+
+// TestCommitmentHungPACSHoldsOnlyItsOwn: a run delivers to each requesting AE apart. While the reports to a PACS
+// that does not answer wait, another AE's is delivered; the hung PACS's reports go one at a time, in the order they
+// fell due (found by review: the run delivered one transaction after another, so that each of a hung PACS's due
+// reports held every other AE's for its connect, answers and ARTIM, some 2 minutes apiece).
+func TestCommitmentHungPACSHoldsOnlyItsOwn(t *testing.T) {
+	c := newCommitmentFixture(t)
+	h := holdReports(c, "HUNG")
+	c.store(sop1)
+	var hungAssocs []string
+	for i := range 3 {
+		c.putFrom("HUNG", fmt.Sprintf("%s.%d", txnUID, i), ctRef(sop1))
+		hungAssocs = append(hungAssocs, fmt.Sprint("abcd1234-", c.n)) // writeFrom's association
+		c.now = c.now.Add(time.Second) // due in this order, before the other AE's
+	}
+	c.putFrom("PACS", txnUID+".9", ctRef(sop1))
+	done := runInBackground(context.Background(), c.p, c.now)
+	testenv.EventuallySaw(t, "the healthy AE's report while the hung PACS's wait", func() (bool, string) {
+		return len(c.reportsTo("PACS")) == 1, fmt.Sprint(c.reports())
+	})
+	if got := c.reportsTo("HUNG"); len(got) != 1 {
+		t.Errorf("reports to the hung PACS under way: %v, want its first alone", got)
+	}
+	h.free()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := c.reportsTo("HUNG"); !slices.Equal(got, hungAssocs) {
+		t.Errorf("reports to the hung PACS %v, want %v (in the order they fell due)", got, hungAssocs)
+	}
+	if h.most["HUNG"] != 1 {
+		t.Errorf("%d reports to the hung PACS at once, want 1", h.most["HUNG"])
+	}
+}
+
+// TestCommitmentDeliveriesBounded: a run delivers to at most CommitmentReportParallel AEs at once.
+func TestCommitmentDeliveriesBounded(t *testing.T) {
+	c := newCommitmentFixture(t)
+	var aes []string
+	for i := range pipeline.CommitmentReportParallel + 3 {
+		aes = append(aes, fmt.Sprintf("PACS%02d", i))
+	}
+	h := holdReports(c, aes...)
+	c.store(sop1)
+	for i, ae := range aes {
+		c.putFrom(ae, fmt.Sprintf("%s.%d", txnUID, i), ctRef(sop1))
+	}
+	done := runInBackground(context.Background(), c.p, c.now)
+	testenv.Eventually(t, "as many deliveries at once as the cap", func() bool { return h.inFlightAll() == pipeline.CommitmentReportParallel })
+	h.free()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if h.mostAll != pipeline.CommitmentReportParallel || len(c.reports()) != len(aes) {
+		t.Errorf("%d deliveries at once (want %d), %d in all (want %d)", h.mostAll, pipeline.CommitmentReportParallel, len(c.reports()), len(aes))
+	}
+}
+
+// TestCommitmentReportedOnceWhileAPACSHangs: while a worker's report waits on a hung PACS, a second worker (another
+// invocation of the function, a second local run) running at once takes nothing, neither at the same moment (the
+// evaluation handed a transaction to its report due at once, unleased), nor past the 2-minute lease the worker took it
+// for, up to the lease (CommitmentLease), which outlasts the longest report the Reporter makes (found by review: a
+// report held by a hung PACS for its connect, answers and ARTIM outlasted the 2-minute lease, and a second worker
+// reported the transaction again).
+func TestCommitmentReportedOnceWhileAPACSHangs(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		retrying bool // the transaction is reporting, its first delivery failed; else pending, evaluated by the run
+	}{{"evaluated and reported by one run", false}, {"a retry", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			c.f.Reporter.Bound = 5 * time.Minute // a Reporter whose deadlines come to 5 minutes
+			c.store(sop1)
+			c.put(txnUID, ctRef(sop1))
+			if tt.retrying {
+				c.f.Reporter.Err = errors.New("connection refused")
+				c.at(0)
+				c.f.Reporter.Err = nil
+				c.now = c.now.Add(pipeline.CommitmentReportFirstRetry)
+			}
+			h := holdReports(c, "PACS")
+			h.firstOnly = true
+			before := len(c.reports())
+			start := c.now
+			done := runInBackground(context.Background(), c.p, start)
+			testenv.Eventually(t, "the report under way", func() bool { return len(c.reports()) == before+1 })
+			for _, d := range []time.Duration{0, 2*time.Minute + time.Second, pipeline.CommitmentLease(c.f.Reporter) - time.Second} {
+				other := c.f.Pipeline()
+				other.Now = func() time.Time { return start.Add(d) }
+				n, err := other.RunCommitments(context.Background(), start.Add(d))
+				if err != nil || n != 0 {
+					t.Errorf("second worker %v in: %d finished, %v", d, n, err)
+				}
+				if got := len(c.reports()); got != before+1 {
+					t.Errorf("second worker %v in: %d reports, want the first worker's alone", d, got-before)
+				}
+			}
+			h.free()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil || tx.State != pipeline.CommitmentReported {
+				t.Errorf("transaction %s, %v; want reported", tx.State, err)
+			}
+		})
+	}
+}
+
+// TestCommitmentDeliveryHeldToItsBound: a report the PACS never answers ends at the Reporter's bound (MaxReport),
+// the pipeline cancelling it, and is a failed attempt, retried after the backoff; a second worker running meanwhile
+// takes nothing. Before, the pipeline waited as long as the Reporter did, which nothing bounded as a whole.
+func TestCommitmentDeliveryHeldToItsBound(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.now = time.Now()
+	c.p.Now = time.Now
+	c.f.Reporter.Bound = 200 * time.Millisecond
+	c.store(sop1)
+	c.put(txnUID, ctRef(sop1))
+	holdReports(c, "PACS").firstOnly = true
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	done := runInBackground(ctx, c.p, time.Now())
+	testenv.Eventually(t, "the report under way", func() bool { return len(c.reports()) == 1 })
+	other := c.f.Pipeline()
+	var err error
+	testenv.Eventually(t, "the report held to its bound", func() bool {
+		select {
+		case err = <-done:
+			return true
+		default:
+		}
+		if _, oerr := other.RunCommitments(context.Background(), time.Now()); oerr != nil {
+			t.Errorf("second worker: %v", oerr)
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(c.reports()); n != 1 {
+		t.Errorf("%d reports, want 1", n)
+	}
+	tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tx.State != pipeline.CommitmentReporting || tx.Attempts != 1 || tx.LastError == "" {
+		t.Errorf("after the hung report: %s, %d attempts, last error %q; want reporting, 1 attempt, why", tx.State, tx.Attempts, tx.LastError)
+	}
+}
