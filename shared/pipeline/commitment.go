@@ -49,9 +49,10 @@ const (
 	// commitmentPoll is how often a request still waiting for instances is evaluated again: quickly while
 	// the sender's last instances are being indexed, more slowly after.
 	commitmentPoll, commitmentSlowPoll = 2 * time.Second, 15 * time.Second
-	// commitmentLease is how long a worker holds a transaction it is evaluating or reporting; another worker
-	// takes it over after that (a crashed function, a lost task).
-	commitmentLease = 2 * time.Minute
+	// commitmentLeaseSlack is what a transaction's lease (CommitmentLease) holds beyond the longest delivery: the
+	// result document's read, ARTIM's wait after the A-ABORT of a report cancelled at its bound, the write that
+	// records how the delivery went (the store's own retries included).
+	commitmentLeaseSlack = time.Minute
 	// maxRequestBytes bounds a request document read back (commitment.MaxRefs references in JSON).
 	maxRequestBytes = 16 << 20
 	// maxEventFailures bounds the failures listed in a Storage Commitment Completed event (EventBridge's
@@ -65,7 +66,8 @@ const (
 	// so the request was never reported. 1,000 of 64 characters and 500 failures of two such UIDs each come to some
 	// 180 KB, under EventBridge's 256 KiB entry too.
 	MaxListedStudies = 1000
-	// CommitmentReportParallel bounds the requesting AEs a run delivers to at once (RunCommitments).
+	// CommitmentReportParallel bounds the requesting AEs a run moves on at once (RunCommitments): each AE's
+	// transactions one after another, on one association at a time, up to this many AEs side by side.
 	CommitmentReportParallel = 8
 	// evaluateParallel bounds the instances looked up at once.
 	evaluateParallel = 8
@@ -248,7 +250,15 @@ type CommitmentReporter interface {
 // delivery to, and commitmentLeaseSlack for what a delivery does besides. A delivery therefore always ends, and its
 // outcome is written, before its lease does: another worker never reports a transaction while one is reporting it.
 func CommitmentLease(r CommitmentReporter) time.Duration {
-	return commitmentLease
+	return maxReport(r) + commitmentLeaseSlack
+}
+
+// maxReport is r's MaxReport, 0 without a reporter.
+func maxReport(r CommitmentReporter) time.Duration {
+	if r == nil {
+		return 0
+	}
+	return r.MaxReport()
 }
 
 // CommitmentReport is one delivery to make.
@@ -435,26 +445,59 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 		return 0, fmt.Errorf("pipeline: due commitments: %w", err)
 	}
 	a := p.announcer(now)
-	n, left := 0, 0
-	var errs []error
-	var stopped error
-	for _, tx := range due {
-		done, err := p.advance(ctx, a, tx.ID)
-		var l eventLeft
-		switch {
-		case errors.As(err, &l):
-			left, stopped = left+1, l.why
-		case err != nil:
-			errs = append(errs, err)
-		}
-		if done {
-			n++
-		}
+	var (
+		mu      sync.Mutex
+		n, left int
+		errs    []error
+		stopped error
+	)
+	// Each requesting AE's transactions in the order they fell due, one after another (one association at a time
+	// to a PACS); the AEs side by side, CommitmentReportParallel at most: a PACS that does not answer holds its own
+	// reports, never another AE's.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, CommitmentReportParallel)
+	for _, txs := range byCallingAE(due) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			for _, tx := range txs {
+				done, err := p.advance(ctx, a, tx.ID)
+				mu.Lock()
+				var l eventLeft
+				switch {
+				case errors.As(err, &l):
+					left, stopped = left+1, l.why
+				case err != nil:
+					errs = append(errs, err)
+				}
+				if done {
+					n++
+				}
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	if left > 0 {
 		errs = append(errs, fmt.Errorf("%w: %d of %d transactions' Storage Commitment Completed left for the next run", stopped, left, len(due)))
 	}
-	return n, errors.Join(append(errs, a.failed...)...)
+	return n, errors.Join(append(errs, a.kept()...)...)
+}
+
+// byCallingAE splits due by requesting AE, each AE's in due's order, the AEs in the order of their first.
+func byCallingAE(due []CommitmentTransaction) [][]CommitmentTransaction {
+	var out [][]CommitmentTransaction
+	at := map[string]int{}
+	for _, tx := range due {
+		i, ok := at[tx.CallingAE]
+		if !ok {
+			i = len(out)
+			at[tx.CallingAE] = i
+			out = append(out, nil)
+		}
+		out[i] = append(out[i], tx)
+	}
+	return out
 }
 
 // eventLeft is a transaction whose Storage Commitment Completed a run left untried, why being the run's reason
@@ -475,7 +518,7 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 	if tx.Done() || tx.NextAttempt.After(now) {
 		return false, nil
 	}
-	tx.NextAttempt = now.Add(commitmentLease)
+	tx.NextAttempt = now.Add(CommitmentLease(p.Reporter))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
 		if errors.Is(err, ErrConditionFailed) {
 			return false, nil // another worker has it
@@ -580,11 +623,13 @@ func (p *Pipeline) evaluateCommitment(ctx context.Context, a *announcer, tx Comm
 			break // the quiet period's runs announce them
 		}
 		if err := p.announceCommitted(ctx, a, s); err != nil {
-			a.failed = append(a.failed, err)
+			a.keep(err)
 		}
 	}
 	tx.Committed, tx.Failed = len(res.Committed), len(res.Failed)
-	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now, now.Add(p.commitmentReportFor()), 0
+	// Reporting, still leased to this worker, which reports it next (advance): due at once, another worker would
+	// take it and report it too.
+	tx.State, tx.NextAttempt, tx.ReportDeadline, tx.Attempts = CommitmentReporting, now.Add(CommitmentLease(p.Reporter)), now.Add(p.commitmentReportFor()), 0
 	if err := p.auditCommitment(ctx, commitmentEvaluated, tx, &doc); err != nil {
 		return tx, err
 	}
@@ -829,9 +874,18 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		tx.State = CommitmentUndeliverable
 		return p.finishCommitment(ctx, a, commitmentUndeliverable, tx, doc)
 	}
+	// Held to the Reporter's bound, and to the lease's end but for its slack (an evaluation or the result's read
+	// may have taken some of the lease): the delivery ends, and how it went is written, before another worker may
+	// take the transaction. A report cancelled there is a failed attempt.
+	within := min(p.Reporter.MaxReport(), tx.NextAttempt.Sub(p.now())-commitmentLeaseSlack)
+	if within <= 0 {
+		return false, nil // reported by the run after the lease
+	}
 	step := commitmentReported
 	tx.Attempts++
-	delivery, rerr := p.Reporter.Report(ctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
+	rctx, cancel := context.WithTimeout(ctx, within)
+	delivery, rerr := p.Reporter.Report(rctx, CommitmentReport{CallingAE: tx.CallingAE, AssociationID: tx.AssociationID, Result: doc.Result})
+	cancel()
 	now := p.now()
 	log := p.log().With("association", tx.AssociationID, "message_id", tx.MessageID, "attempt", tx.Attempts)
 	switch {

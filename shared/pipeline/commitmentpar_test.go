@@ -115,7 +115,7 @@ func TestCommitmentHungPACSHoldsOnlyItsOwn(t *testing.T) {
 	for i := range 3 {
 		c.putFrom("HUNG", fmt.Sprintf("%s.%d", txnUID, i), ctRef(sop1))
 		hungAssocs = append(hungAssocs, fmt.Sprint("abcd1234-", c.n)) // writeFrom's association
-		c.now = c.now.Add(time.Second) // due in this order, before the other AE's
+		c.now = c.now.Add(time.Second)                                // due in this order, before the other AE's
 	}
 	c.putFrom("PACS", txnUID+".9", ctRef(sop1))
 	done := runInBackground(context.Background(), c.p, c.now)

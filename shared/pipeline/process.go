@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/associationaudit"
@@ -874,13 +876,32 @@ var errBusDown = fmt.Errorf("pipeline: %d announcements in a row failed to publi
 // stop the run's publishing (stopped, published: the one rule); a study's
 // own failure (its detail unreadable, its event refused) does not count
 // towards them.
+//
+// It is safe for concurrent use: a Storage Commitment run delivers to
+// several AEs at once, each with the run's announcer.
 type announcer struct {
-	p              *Pipeline
-	now            time.Time
+	p   *Pipeline
+	now time.Time
+
+	mu             sync.Mutex
 	publishFailing int // events in a row that failed to publish
 	// failed holds the failures a caller leaves to the end of its run (a
 	// Storage Commitment's announcements).
 	failed []error
+}
+
+// keep adds err to the failures left to the end of the run.
+func (a *announcer) keep(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.failed = append(a.failed, err)
+}
+
+// kept returns the failures left to the end of the run.
+func (a *announcer) kept() []error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.failed)
 }
 
 func (p *Pipeline) announcer(now time.Time) *announcer { return &announcer{p: p, now: now} }
@@ -888,7 +909,10 @@ func (p *Pipeline) announcer(now time.Time) *announcer { return &announcer{p: p,
 // stopped returns why the run should try no more announcements: the event
 // bus failed MaxPublishFailures in a row, or ctx is done.
 func (a *announcer) stopped(ctx context.Context) error {
-	if a.publishFailing >= MaxPublishFailures {
+	a.mu.Lock()
+	failing := a.publishFailing
+	a.mu.Unlock()
+	if failing >= MaxPublishFailures {
 		return errBusDown
 	}
 	if err := ctx.Err(); err != nil {
@@ -902,6 +926,8 @@ func (a *announcer) stopped(ctx context.Context) error {
 // (busError) is one more; anything else, a success or the event's own
 // failure, ends the row.
 func (a *announcer) published(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	if errors.As(err, new(busError)) {
 		a.publishFailing++
 		return
