@@ -205,6 +205,14 @@ func TestProseFacts(t *testing.T) {
 	// key, TestLogNameKey).
 	keyed := slices.Sorted(maps.Keys(access.Functions))
 	keyedFunctions := "`" + strings.Join(keyed[:len(keyed)-1], "`, `") + "` and `" + keyed[len(keyed)-1] + "`"
+	// A Storage Commitment delivery's bound (commitreport's MaxReport) and its transaction's lease (pipeline's
+	// CommitmentLease), to a plain PACS and a tls:// one, from the commitment function (no SCP) and in local mode.
+	plainPeer, tlsPeer := commitreport.Peers{"PACS": {Addr: "pacs:104"}}, commitreport.Peers{"PACS": {Addr: "pacs:2762", TLS: true}}
+	bound := func(r *commitreport.Reporter) string { return durations.Prose(r.MaxReport()) }
+	lease := func(r *commitreport.Reporter) string { return durations.Prose(pipeline.CommitmentLease(r)) }
+	awsPlain, awsTLS := &commitreport.Reporter{Peers: plainPeer}, &commitreport.Reporter{Peers: tlsPeer}
+	localPlain, localTLS := &commitreport.Reporter{Peers: plainPeer, Server: &dicomnet.Server{}}, &commitreport.Reporter{Peers: tlsPeer, Server: &dicomnet.Server{}}
+	reportParallel := strconv.Itoa(pipeline.CommitmentReportParallel)
 	waitRange := fmt.Sprintf("%d to %d", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds)
 	reportRange := fmt.Sprintf("%d to %d", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes)
 	for _, f := range []struct {
@@ -232,6 +240,11 @@ func TestProseFacts(t *testing.T) {
 			"connect " + dial + "; each answer of the peer (A-ASSOCIATE response, N-EVENT-REPORT-RSP, A-RELEASE-RP) " + answer + "; each write " +
 				durations.Prose(dicomnet.DefaultWriteTimeout) + "; ARTIM after a rejection or an abort " + durations.Prose(commitreport.ARTIMTimeout) + ".",
 			"if the response does not come within " + answer + ")",
+			// A delivery's bound, and the AEs reported to at once.
+			"A delivery as a whole is held to the sum of these timers (" + bound(awsPlain) + "; " + bound(awsTLS) + " to a `tls://` peer, whose TLS handshake has " + answer +
+				"; in local mode " + answer + " more for the try on the requestor's association)",
+			"to at most " + reportParallel + " AEs at once, each released after its one response",
+			"(up to " + reportParallel + " AEs are reported to at once)",
 			"if it is still open and the requestor answers within " + answer + ",",
 			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
 			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
@@ -271,6 +284,9 @@ func TestProseFacts(t *testing.T) {
 			"once the bus has failed " + busDownWord + " of the run's events in a row (announcements and",
 			"Once the bus has failed " + busDownWord + " of the run's events in a row, the run still reports",
 			"each of at most " + strconv.Itoa(accesscontrol.MaxAETitleLength) + " characters (the A-ASSOCIATE-RQ field holds no more)",
+			"the AEs side by side, " + reportParallel + " at most (`pipeline.CommitmentReportParallel`)",
+			"ARTIM; " + bound(awsPlain) + " plain, " + bound(awsTLS) + " with a `tls://` peer, " + answer + " more in local mode)",
+			"(" + lease(awsPlain) + " in AWS to plain PACSs, " + lease(awsTLS) + " with a `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
