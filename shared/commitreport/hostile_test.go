@@ -450,16 +450,16 @@ func TestReportWithinMaxReport(t *testing.T) {
 	dial, answer := hostileTimeout/2, hostileTimeout
 	for _, tt := range []struct {
 		name string
-		r    commitreport.Reporter
+		r    *commitreport.Reporter
 		want time.Duration
 	}{
-		{"defaults", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}},
+		{"defaults", &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}},
 			commitreport.DefaultDialTimeout + 3*commitreport.DefaultResponseTimeout + commitreport.ARTIMTimeout},
-		{"plain", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}, DialTimeout: dial, ResponseTimeout: answer},
+		{"plain", &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}}, DialTimeout: dial, ResponseTimeout: answer},
 			dial + 3*answer + commitreport.ARTIMTimeout},
-		{"a tls:// peer: the handshake", commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
+		{"a tls:// peer: the handshake", &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
 			DialTimeout: dial, ResponseTimeout: answer}, dial + 4*answer + commitreport.ARTIMTimeout},
-		{"in the SCP's process: the requestor's association first", commitreport.Reporter{Server: &dicomnet.Server{}, Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
+		{"in the SCP's process: the requestor's association first", &commitreport.Reporter{Server: &dicomnet.Server{}, Peers: commitreport.Peers{"PACS": {Addr: "pacs:104"}, "TLS": {Addr: "pacs:2762", TLS: true}},
 			DialTimeout: dial, ResponseTimeout: answer}, dial + 5*answer + commitreport.ARTIMTimeout},
 	} {
 		if got := tt.r.MaxReport(); got != tt.want {
