@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,19 +19,50 @@ import (
 // its standard output (the DOM for --dump-dom).
 func chromium(t *testing.T, args []string, url string) string {
 	t.Helper()
+	// A browser that dies by a signal (a segmentation fault or an abort of
+	// chromium itself, seen on a loaded CI machine) said nothing of the page:
+	// it is run again, at most twice, each crash logged. A page's own error is
+	// in the DOM or an exit status, never a signal, and fails at once.
+	for attempt := 1; ; attempt++ {
+		out, stderr, err := runChromium(t, args, url)
+		var exit *exec.ExitError
+		if err != nil && attempt < 3 && errors.As(err, &exit) && crashed(exit) {
+			t.Logf("chromium %v %s crashed (%v), running it again", args, url, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("chromium %v %s: %v\n%s", args, url, err, stderr)
+		}
+		return out
+	}
+}
+
+// crashed: the process died by a signal of its own fault (not killed at the
+// test's timeout).
+func crashed(exit *exec.ExitError) bool {
+	ws, ok := exit.Sys().(syscall.WaitStatus)
+	if !ok || !ws.Signaled() {
+		return false
+	}
+	switch ws.Signal() {
+	case syscall.SIGSEGV, syscall.SIGABRT, syscall.SIGBUS, syscall.SIGILL, syscall.SIGTRAP:
+		return true
+	}
+	return false
+}
+
+func runChromium(t *testing.T, args []string, url string) (out, stderr string, err error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
 		"--user-data-dir=" + t.TempDir(), "--window-size=1400,900"}
 	cmd := exec.CommandContext(ctx, "chromium", append(append(base, args...), url)...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("chromium %v %s: %v\n%s", args, url, err, stderr.String())
-	}
-	return string(out)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	b, err := cmd.Output()
+	return string(b), errOut.String(), err
 }
 
 func artifactsDir(t *testing.T) string {
