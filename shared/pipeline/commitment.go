@@ -66,6 +66,11 @@ const (
 	// so the request was never reported. 1,000 of 64 characters and 500 failures of two such UIDs each come to some
 	// 180 KB, under EventBridge's 256 KiB entry too.
 	MaxListedStudies = 1000
+	// CommitmentWriteMargin is what a delivery leaves of its run's context (the commitment function's invocation,
+	// which Lambda ends at the function's timeout; local mode's has no deadline) for the write of how it went: a
+	// delivery is cut there at the latest, a failed attempt recorded as any other, and a transaction is not taken
+	// with less of the run left.
+	CommitmentWriteMargin = 5 * time.Second
 	// CommitmentReportParallel bounds the requesting AEs a run moves on at once (RunCommitments): each AE's
 	// transactions one after another, on one association at a time, up to this many AEs side by side.
 	CommitmentReportParallel = 8

@@ -253,3 +253,53 @@ func TestCommitmentDeliveryHeldToItsBound(t *testing.T) {
 		t.Errorf("after the hung report: %s, %d attempts, last error %q; want reporting, 1 attempt, why", tx.State, tx.Attempts, tx.LastError)
 	}
 }
+
+// TestCommitmentDeliveryCutByTheRun: a report to a PACS that does not answer, in a run whose context ends before the
+// Reporter's bound (the commitment function's invocation, whose timeout is shorter than a delivery's bound), is cut
+// CommitmentWriteMargin before that end and recorded as a failed attempt, a give-up once the report deadline is past,
+// while the run can still write. Found by review: the delivery ran to the invocation's end, where no write could
+// follow (Lambda ends the invocation at its timeout), so the attempt was never counted nor the report deadline
+// checked: a PACS that always hangs was tried every lease for ever, never recorded undeliverable.
+func TestCommitmentDeliveryCutByTheRun(t *testing.T) {
+	for _, tt := range []struct {
+		name        string
+		pastDue     bool // the report deadline has passed at this attempt
+		wantState   pipeline.CommitmentState
+		wantAttempt int
+	}{
+		{"an attempt", false, pipeline.CommitmentReporting, 1},
+		{"the last attempt: given up", true, pipeline.CommitmentUndeliverable, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel() // each waits for its run's end
+			c := newCommitmentFixture(t)
+			c.store(sop1)
+			c.put(txnUID, ctRef(sop1))
+			if tt.pastDue {
+				c.f.Reporter.Err = errors.New("connection refused")
+				c.at(0)
+				c.f.Reporter.Err = nil
+				c.now = c.now.Add(24 * time.Hour)
+			}
+			holdReports(c, "PACS")
+			// The run's context ends well within the Reporter's bound (pipelinetest.DefaultReportBound).
+			ctx, cancel := context.WithTimeout(context.Background(), pipeline.CommitmentWriteMargin+300*time.Millisecond)
+			defer cancel()
+			if _, err := c.p.RunCommitments(ctx, c.now); err != nil {
+				t.Errorf("run: %v", err)
+			}
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			state := tx.State
+			if !tx.GivenUpAt.IsZero() {
+				state = pipeline.CommitmentUndeliverable // its record and event may be left to the next run
+			}
+			if state != tt.wantState || tx.Attempts != tt.wantAttempt || tx.LastError == "" {
+				t.Errorf("after a report cut by the run's end: %s, %d attempts, last error %q; want %s, %d attempts, why",
+					state, tx.Attempts, tx.LastError, tt.wantState, tt.wantAttempt)
+			}
+		})
+	}
+}

@@ -54,8 +54,12 @@ func (c *Commitments) GetCommitment(_ context.Context, id string) (pipeline.Comm
 	return cloneTx(tx), nil
 }
 
-// UpdateCommitment implements pipeline.CommitmentStore.
-func (c *Commitments) UpdateCommitment(_ context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, error) {
+// UpdateCommitment implements pipeline.CommitmentStore. As DynamoDB's and SQLite's, it writes nothing once ctx is
+// done (a Lambda invocation past its deadline, a process stopping).
+func (c *Commitments) UpdateCommitment(ctx context.Context, tx pipeline.CommitmentTransaction) (pipeline.CommitmentTransaction, error) {
+	if err := ctx.Err(); err != nil {
+		return tx, fmt.Errorf("pipelinetest: update commitment: %w", err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	have, ok := c.txs[tx.ID]
