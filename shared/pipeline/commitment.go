@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -489,6 +490,16 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 	return n, errors.Join(append(errs, a.kept()...)...)
 }
 
+// runLeft is how long a step of a run may take within ctx's deadline, keeping CommitmentWriteMargin to record how
+// it went; without a deadline (local mode), as long as it likes.
+func runLeft(ctx context.Context) time.Duration {
+	end, ok := ctx.Deadline()
+	if !ok {
+		return math.MaxInt64
+	}
+	return time.Until(end) - CommitmentWriteMargin
+}
+
 // byCallingAE splits due by requesting AE, each AE's in due's order, the AEs in the order of their first.
 func byCallingAE(due []CommitmentTransaction) [][]CommitmentTransaction {
 	var out [][]CommitmentTransaction
@@ -520,8 +531,8 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}
 	now := p.now()
-	if tx.Done() || tx.NextAttempt.After(now) {
-		return false, nil
+	if tx.Done() || tx.NextAttempt.After(now) || runLeft(ctx) <= 0 {
+		return false, nil // the run's end too near to record a step: left due for the next run
 	}
 	tx.NextAttempt = now.Add(CommitmentLease(p.Reporter))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
@@ -879,10 +890,12 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 		tx.State = CommitmentUndeliverable
 		return p.finishCommitment(ctx, a, commitmentUndeliverable, tx, doc)
 	}
-	// Held to the Reporter's bound, and to the lease's end but for its slack (an evaluation or the result's read
-	// may have taken some of the lease): the delivery ends, and how it went is written, before another worker may
-	// take the transaction. A report cancelled there is a failed attempt.
-	within := min(p.Reporter.MaxReport(), tx.NextAttempt.Sub(p.now())-commitmentLeaseSlack)
+	// Held to the Reporter's bound, to the lease's end but for its slack (an evaluation or the result's read may
+	// have taken some of the lease), and to the run's end but for CommitmentWriteMargin (the commitment function's
+	// invocation, which Lambda ends at its timeout, sooner than the bound): the delivery ends, and how it went is
+	// written, before another worker may take the transaction and while the run may still write. A report cut there
+	// is a failed attempt, counted towards the report deadline.
+	within := min(p.Reporter.MaxReport(), tx.NextAttempt.Sub(p.now())-commitmentLeaseSlack, runLeft(ctx))
 	if within <= 0 {
 		return false, nil // reported by the run after the lease
 	}
