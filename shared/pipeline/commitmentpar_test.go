@@ -303,3 +303,38 @@ func TestCommitmentDeliveryCutByTheRun(t *testing.T) {
 		})
 	}
 }
+
+// TestCommitmentRunStoppedMidDelivery: a run whose context is cancelled while reports wait on PACSs that do not answer
+// (local mode's drain at SIGTERM) returns once they end, cancelled with it, every AE's; it counts no attempt (the PACSs
+// are not at fault) and writes nothing more, so the transactions stay leased and the run after the lease reports them.
+func TestCommitmentRunStoppedMidDelivery(t *testing.T) {
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	aes := []string{"HUNG1", "HUNG2"}
+	for i, ae := range aes {
+		c.putFrom(ae, fmt.Sprintf("%s.%d", txnUID, i), ctRef(sop1))
+	}
+	holdReports(c, aes...).firstOnly = true
+	ctx, cancel := context.WithCancel(context.Background())
+	done := runInBackground(ctx, c.p, c.now)
+	testenv.Eventually(t, "both reports under way", func() bool { return len(c.reports()) == len(aes) })
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("run stopped mid-delivery: %v, want cancelled", err)
+	}
+	for i := range aes {
+		tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(fmt.Sprintf("%s.%d", txnUID, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tx.State != pipeline.CommitmentReporting || tx.Attempts != 0 || !tx.NextAttempt.After(c.now) {
+			t.Errorf("%s after the stop: %s, %d attempts, next %v; want reporting, leased, no attempt", aes[i], tx.State, tx.Attempts, tx.NextAttempt)
+		}
+	}
+	c.at(pipeline.CommitmentLease(c.f.Reporter))
+	for _, ae := range aes {
+		if got := c.reportsTo(ae); len(got) != 2 {
+			t.Errorf("reports to %s: %v, want the cancelled one and the next run's", ae, got)
+		}
+	}
+}
