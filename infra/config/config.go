@@ -378,6 +378,14 @@ func (c *Config) ProxyProtocolEnabled() bool {
 // Configuring reserved concurrency).
 const LambdaUnreservedMin = 100
 
+// CommitmentTimeoutSeconds is the commitment function's timeout, its
+// queue's visibility six times it. Lambda ends an invocation there: a
+// Storage Commitment delivery (whose timers sum to more,
+// commitreport.Reporter.MaxReport) is cut pipeline.CommitmentWriteMargin
+// before, a failed attempt recorded in the time left, and the invocation's
+// loop starts no run in its last 10 s (lambdaio.CommitmentHandler).
+const CommitmentTimeoutSeconds = 60
+
 // CommitmentReservedConcurrency is what the commitment function reserves:
 // its queue's pollers' ReservedConcurrency, and one for its schedule's run
 // beside them.

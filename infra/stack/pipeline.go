@@ -557,7 +557,7 @@ func (out *Pipeline) newCommitment(self constructs.Construct, c *config.Config, 
 	}
 	out.CommitmentSG = sg
 
-	timeout := awscdk.Duration_Seconds(jsii.Number(60))
+	timeout := awscdk.Duration_Seconds(jsii.Number(config.CommitmentTimeoutSeconds))
 	q := newQueue("Commitment", timeout)
 	bucket.AddEventNotification(awss3.EventType_OBJECT_CREATED, &queueDestination{queue: q.Queue}, &awss3.NotificationKeyFilter{Prefix: jsii.String(PrefixCommitmentRequests)})
 	// The config's one map of the function's own variables, the one its 4 KB budget is checked on at load.

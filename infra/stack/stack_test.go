@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-cdk-go/awscdk/v2"
 	"github.com/aws/aws-cdk-go/awscdk/v2/assertions"
@@ -602,6 +603,25 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 // function's asynchronous invocation config. So the alarm on that queue
 // sounds when the function fails, the function's on-failure destination
 // is the same queue, with no retries (the next minute's run is the retry).
+// TestCommitmentTimeout: the commitment function's timeout is config.CommitmentTimeoutSeconds, which the docs and
+// the pipeline's cut of a delivery (pipeline.CommitmentWriteMargin before the invocation's end) count on, and leaves a
+// delivery time within it; its queue's visibility is six times it.
+func TestCommitmentTimeout(t *testing.T) {
+	if left := time.Duration(config.CommitmentTimeoutSeconds)*time.Second - pipeline.CommitmentWriteMargin; left < time.Minute/2 {
+		t.Errorf("a delivery has %v of the commitment function's %d s, less than half a minute", left, config.CommitmentTimeoutSeconds)
+	}
+	forEachEnv(t, func(t *testing.T, s *synthesized) {
+		fn := s.stack.logicalID(s.stack.Pipeline.Functions[FnCommitment])
+		if got := props(s.resources("AWS::Lambda::Function")[fn])["Timeout"]; got != float64(config.CommitmentTimeoutSeconds) {
+			t.Errorf("commitment function's timeout %v, want %d", got, config.CommitmentTimeoutSeconds)
+		}
+		q := s.stack.logicalID(s.stack.Pipeline.Queues[FnCommitment].Queue)
+		if got := props(s.resources("AWS::SQS::Queue")[q])["VisibilityTimeout"]; got != float64(6*config.CommitmentTimeoutSeconds) {
+			t.Errorf("commitment queue's visibility %v, want %d", got, 6*config.CommitmentTimeoutSeconds)
+		}
+	})
+}
+
 func TestScheduledFunctions(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		invokeConfigs := map[string]map[string]any{} // by function
