@@ -213,6 +213,7 @@ func TestProseFacts(t *testing.T) {
 	awsPlain, awsTLS := &commitreport.Reporter{Peers: plainPeer}, &commitreport.Reporter{Peers: tlsPeer}
 	localPlain, localTLS := &commitreport.Reporter{Peers: plainPeer, Server: &dicomnet.Server{}}, &commitreport.Reporter{Peers: tlsPeer, Server: &dicomnet.Server{}}
 	reportParallel := strconv.Itoa(pipeline.CommitmentReportParallel)
+	fnTimeout, writeMargin := durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second), durations.Prose(pipeline.CommitmentWriteMargin)
 	waitRange := fmt.Sprintf("%d to %d", config.MinCommitmentWaitSeconds, config.MaxCommitmentWaitSeconds)
 	reportRange := fmt.Sprintf("%d to %d", config.MinCommitmentReportMinutes, config.MaxCommitmentReportMinutes)
 	for _, f := range []struct {
@@ -244,6 +245,8 @@ func TestProseFacts(t *testing.T) {
 			"A delivery as a whole is held to the sum of these timers (" + bound(awsPlain) + "; " + bound(awsTLS) + " to a `tls://` peer, whose TLS handshake has " + answer +
 				"; in local mode " + answer + " more for the try on the requestor's association)",
 			"to at most " + reportParallel + " AEs at once, each released after its one response",
+			// A delivery in AWS: cut short of the function's invocation.
+			"invocation too, whose " + fnTimeout + " timeout is shorter: cut " + writeMargin + " before that (" + durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second-pipeline.CommitmentWriteMargin) + " at most,",
 			"(up to " + reportParallel + " AEs are reported to at once)",
 			"if it is still open and the requestor answers within " + answer + ",",
 			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
@@ -286,10 +289,13 @@ func TestProseFacts(t *testing.T) {
 			"each of at most " + strconv.Itoa(accesscontrol.MaxAETitleLength) + " characters (the A-ASSOCIATE-RQ field holds no more)",
 			"the AEs side by side, " + reportParallel + " at most (`pipeline.CommitmentReportParallel`)",
 			"ARTIM; " + bound(awsPlain) + " plain, " + bound(awsTLS) + " with a `tls://` peer, " + answer + " more in local mode)",
+			"A delivery is also held to its run's context, " + writeMargin + " (`pipeline.CommitmentWriteMargin`)",
+			"invocation ends at its " + fnTimeout + " timeout (`config.CommitmentTimeoutSeconds`)",
 			"(" + lease(awsPlain) + " in AWS to plain PACSs, " + lease(awsTLS) + " with a `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
+			"(each delivery cut " + writeMargin + " before the function's " + fnTimeout + " timeout, a failed attempt)",
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
 			"the " + byLabel + " metrics by `reason` and `status` (" + byLabelTLS + " with `dicom.tls`)",
 			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
