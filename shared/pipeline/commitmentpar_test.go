@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 	"github.com/dicom-ingest/dicom-ingest/shared/pipeline"
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
 )
@@ -336,5 +339,39 @@ func TestCommitmentRunStoppedMidDelivery(t *testing.T) {
 		if got := c.reportsTo(ae); len(got) != 2 {
 			t.Errorf("reports to %s: %v, want the cancelled one and the next run's", ae, got)
 		}
+	}
+}
+
+// TestCommitmentPanicFailsItsTransactionAlone: a panic (a bug) met moving one AE's transaction on, in the AE's own
+// goroutine, fails that transaction and the run, logged with its stack as a scheduled run's panic, while the other
+// AEs' reports go on; it does not end the process (local mode's SCP, the function's invocation), as it did once the
+// AEs were delivered to side by side: the callers' recovery (panicvalue.Recovered) runs on the run's goroutine only.
+func TestCommitmentPanicFailsItsTransactionAlone(t *testing.T) {
+	c := newCommitmentFixture(t)
+	var logs testenv.LogBuffer
+	c.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+	c.store(sop1)
+	c.putFrom("BUGGY", txnUID+".1", ctRef(sop1))
+	c.putFrom("PACS", txnUID+".2", ctRef(sop1))
+	c.f.Reporter.Hold = func(_ context.Context, rep pipeline.CommitmentReport) error {
+		if rep.CallingAE == "BUGGY" {
+			var none []string
+			_ = none[len(rep.CallingAE)] // a bug: an index out of range
+		}
+		return nil
+	}
+	_, err := c.p.RunCommitments(context.Background(), c.now)
+	if !errors.Is(err, panicvalue.ErrPanicked) {
+		t.Errorf("run: %v, want the panic's error", err)
+	}
+	if got := c.reportsTo("PACS"); len(got) != 1 {
+		t.Errorf("reports to the other AE: %v, want one", got)
+	}
+	tx, gerr := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID+".2"))
+	if gerr != nil || tx.State != pipeline.CommitmentReported {
+		t.Errorf("the other AE's transaction %s, %v; want reported", tx.State, gerr)
+	}
+	if s := logs.String(); !strings.Contains(s, pipeline.ScheduledPanicLog) || !strings.Contains(s, `"stack"`) || strings.Contains(s, txnUID) {
+		t.Errorf("log %s: want %q with the stack, no UID", s, pipeline.ScheduledPanicLog)
 	}
 }
