@@ -29,6 +29,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomnet/dimse"
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 	"github.com/dicom-ingest/dicom-ingest/shared/objectstore"
+	"github.com/dicom-ingest/dicom-ingest/shared/panicvalue"
 )
 
 // Storage Commitment layout and timing.
@@ -459,7 +460,10 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 	)
 	// Each requesting AE's transactions in the order they fell due, one after another (one association at a time
 	// to a PACS); the AEs side by side, CommitmentReportParallel at most: a PACS that does not answer holds its own
-	// reports, never another AE's.
+	// reports, never another AE's. A panic (a bug) met moving a transaction on fails it and the run, logged with its
+	// stack as a scheduled run's: recovered here, on the AE's goroutine, since the callers' recovery
+	// (panicvalue.Recovered, the function's and local mode's) holds on the run's goroutine only, and a panic on
+	// another ends the process.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, CommitmentReportParallel)
 	for _, txs := range byCallingAE(due) {
@@ -467,7 +471,11 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 		wg.Go(func() {
 			defer func() { <-sem }()
 			for _, tx := range txs {
-				done, err := p.advance(ctx, a, tx.ID)
+				var done bool
+				err := panicvalue.Recovered(p.log(), ScheduledPanicLog, func() (err error) {
+					done, err = p.advance(ctx, a, tx.ID)
+					return err
+				}, "association", tx.AssociationID, "message_id", tx.MessageID)
 				mu.Lock()
 				var l eventLeft
 				switch {
