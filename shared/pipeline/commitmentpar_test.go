@@ -96,6 +96,14 @@ func (c *commitmentFixture) reportsTo(ae string) []string {
 	return out
 }
 
+// failDelivery runs the due transactions now, their deliveries refused (the PACS's port closed).
+func (c *commitmentFixture) failDelivery() {
+	c.t.Helper()
+	c.f.Reporter.Err = errors.New("connection refused")
+	c.at(0)
+	c.f.Reporter.Err = nil
+}
+
 // runInBackground runs the due transactions on another goroutine; the channel has the outcome.
 func runInBackground(ctx context.Context, p *pipeline.Pipeline, now time.Time) <-chan error {
 	done := make(chan error, 1)
@@ -180,9 +188,7 @@ func TestCommitmentReportedOnceWhileAPACSHangs(t *testing.T) {
 			c.store(sop1)
 			c.put(txnUID, ctRef(sop1))
 			if tt.retrying {
-				c.f.Reporter.Err = errors.New("connection refused")
-				c.at(0)
-				c.f.Reporter.Err = nil
+				c.failDelivery()
 				c.now = c.now.Add(pipeline.CommitmentReportFirstRetry)
 			}
 			h := holdReports(c, "PACS")
@@ -279,9 +285,7 @@ func TestCommitmentDeliveryCutByTheRun(t *testing.T) {
 			c.store(sop1)
 			c.put(txnUID, ctRef(sop1))
 			if tt.pastDue {
-				c.f.Reporter.Err = errors.New("connection refused")
-				c.at(0)
-				c.f.Reporter.Err = nil
+				c.failDelivery()
 				c.now = c.now.Add(24 * time.Hour)
 			}
 			holdReports(c, "PACS")
