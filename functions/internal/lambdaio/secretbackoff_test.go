@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 
 	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
 	"github.com/dicom-ingest/dicom-ingest/shared/commitreport"
@@ -132,4 +135,78 @@ func TestClientSecretReadBackoffBounds(t *testing.T) {
 			t.Errorf("the next report: %v after %d reads, want the secret read (no window)", err, sm.reads())
 		}
 	})
+}
+
+// blockedSecrets is a Secrets Manager whose read of one secret (block) waits until released (or its context ends),
+// the others answered as countingSecrets answers them: a read in flight, held.
+type blockedSecrets struct {
+	countingSecrets
+	block            string
+	started, release chan struct{}
+	ended            atomic.Bool // the blocked read returned
+}
+
+func (s *blockedSecrets) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	if in.SecretId != nil && *in.SecretId == s.block {
+		close(s.started) // a second read of it while the first is held panics: one read in flight per secret
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+		}
+		defer s.ended.Store(true)
+	}
+	return s.countingSecrets.GetSecretValue(ctx, in, opts...)
+}
+
+// TestClientSecretReadHoldsNoOtherAE: a secret's read in flight (up to KeyReadTimeout) holds only the reports of
+// the AEs that use it: another AE's certificate, read before, is given while it lasts; reports of the same AE share
+// the one read, each waiting no longer than its own context (run with -race).
+func TestClientSecretReadHoldsNoOtherAE(t *testing.T) {
+	caA, caB := testpki.NewCA(t, "PACS A CA"), testpki.NewCA(t, "PACS B CA")
+	sm := &blockedSecrets{
+		countingSecrets: countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
+			arnA: clientSecret(t, caA.Client(t, testpki.Options{CommonName: "ingest-a"})),
+			arnB: clientSecret(t, caB.Client(t, testpki.Options{CommonName: "ingest-b"})),
+		}}},
+		block: arnA, started: make(chan struct{}), release: make(chan struct{}),
+	}
+	p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}, "B": {CA: string(caB.PEM), ClientSecretARN: arnB}}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Config(context.Background(), "B"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for range 2 {
+		wg.Go(func() {
+			_, err := p.Config(context.Background(), "A")
+			errs <- err
+		})
+	}
+	<-sm.started
+	cfg, err := p.Config(context.Background(), "B")
+	if err != nil || cfg.Certificates[0].Leaf.Subject.CommonName != "ingest-b" {
+		t.Fatalf("B's kept certificate while A's secret is read: %v", err)
+	}
+	if sm.ended.Load() {
+		t.Error("B's certificate given only once A's read had ended: B's report waited on A's secret")
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Config(ended, "A"); !errors.Is(err, context.Canceled) || sm.ended.Load() {
+		t.Errorf("a report of A whose context ends while A's secret is read: %v (the read ended: %v), want its own end, at once", err, sm.ended.Load())
+	}
+	close(sm.release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("A's report: %v", err)
+		}
+	}
+	if sm.reads() != 2 {
+		t.Errorf("%d reads, want 2 (B's, then A's once)", sm.reads())
+	}
 }
