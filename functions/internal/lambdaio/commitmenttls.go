@@ -135,11 +135,12 @@ type PeerCredentials struct {
 	// Logger logs a secret not read (ClientSecretUnreadLog); nil logs nothing.
 	Logger *slog.Logger
 
-	peers  commitreport.TLSPeers
-	pools  map[string]*x509.CertPool
-	mu     sync.Mutex
-	certs  map[string]readCert    // by secret ARN
-	unread map[string]*unreadCert // by secret ARN: a read that failed, in its backoff window
+	peers   commitreport.TLSPeers
+	pools   map[string]*x509.CertPool
+	mu      sync.Mutex             // guards the maps, never held across a read
+	certs   map[string]readCert    // by secret ARN
+	unread  map[string]*unreadCert // by secret ARN: a read that failed, in its backoff window
+	reading map[string]*secretRead // by secret ARN: the one read in flight
 }
 
 type readCert struct {
@@ -163,7 +164,7 @@ func (u *unreadCert) error() error {
 
 // NewPeerCredentials parses the peers' CAs (checked by ConfigFromEnv).
 func NewPeerCredentials(peers commitreport.TLSPeers, sm SecretsAPI) (*PeerCredentials, error) {
-	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}, unread: map[string]*unreadCert{}}
+	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}, unread: map[string]*unreadCert{}, reading: map[string]*secretRead{}}
 	for ae, s := range peers {
 		pool, _, err := tlstrust.ParseCAs([]byte(s.CA))
 		if err != nil {
@@ -193,32 +194,90 @@ func (p *PeerCredentials) Config(ctx context.Context, ae string) (*tls.Config, e
 	return tlstrust.ClientConfig("", p.pools[ae], &cert), nil
 }
 
+// cert is ae's client certificate: the one read before while it lasts, the failure of its backoff window while that
+// lasts, or else read now. The lock guards the maps alone, never a read (up to KeyReadTimeout): reports to other
+// AEs go on meanwhile, and the reports needing the same secret wait on its one read in flight, each until its own
+// context ends.
 func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certificate, error) {
-	now, maxAge := time.Now, p.MaxAge
-	if p.Now != nil {
-		now = p.Now
+	for {
+		p.mu.Lock()
+		if c, err, ok := p.known(arn); ok {
+			p.mu.Unlock()
+			return c, err
+		}
+		f := p.reading[arn]
+		if f == nil {
+			// This report reads it, in its own goroutine and within its own context: no read outlives the
+			// report that made it (a goroutine left reading would be frozen with the execution environment).
+			f = &secretRead{done: make(chan struct{})}
+			p.reading[arn] = f
+			p.mu.Unlock()
+			p.read(ctx, ae, arn, f)
+			return f.cert, f.err
+		}
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return tls.Certificate{}, fmt.Errorf("%s: secret %s not read before the report's end: %w", CommitmentTLSEnv, arn, ctx.Err())
+		case <-f.done:
+			if f.ctxEnded && ctx.Err() == nil {
+				// The read was another report's, whose context ended: it said nothing of the secret; read it
+				// again for this one.
+				continue
+			}
+			return f.cert, f.err
+		}
 	}
-	if maxAge <= 0 {
-		maxAge = ClientCredentialMaxAge
+}
+
+// secretRead is a secret's read in flight, and its outcome once done is closed, shared by the reports that waited
+// on it; ctxEnded: it failed because the context of the report that read ended.
+type secretRead struct {
+	done     chan struct{}
+	cert     tls.Certificate
+	err      error
+	ctxEnded bool
+}
+
+// known is the certificate read before and within MaxAge, or the failure of the secret's backoff window; ok false:
+// neither, the secret is to be read. p.mu is held.
+func (p *PeerCredentials) known(arn string) (tls.Certificate, error, bool) {
+	if c, ok := p.certs[arn]; ok && p.now().Sub(c.at) < p.maxAge() {
+		return c.cert, nil, true
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if c, ok := p.certs[arn]; ok && now().Sub(c.at) < maxAge {
-		return c.cert, nil
+	if u := p.unread[arn]; u != nil && p.now().Before(u.until) {
+		return tls.Certificate{}, u.error(), true
 	}
-	u := p.unread[arn]
-	if u != nil && now().Before(u.until) {
-		return tls.Certificate{}, u.error()
-	}
+	return tls.Certificate{}, nil, false
+}
+
+// read reads the secret, within ctx and KeyReadTimeout, and records what it found (the certificate, or the read's
+// failure and its backoff window) and in f, whose waiters it then lets go, in one step under p.mu: a report coming
+// after finds the outcome, never a read ended and none recorded.
+func (p *PeerCredentials) read(ctx context.Context, ae, arn string, f *secretRead) {
 	// Bounded as every read of a secret here (KeyReadTimeout), and by the report's context: the invocation's
 	// deadline.
 	v, err := ReadSecrets(ctx, p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
-	if err != nil && ctx.Err() != nil {
+	var cert tls.Certificate
+	var perr error
+	if err == nil {
+		cert, perr = ParseClientSecret(v[0])
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	defer func() {
+		if p.reading[arn] == f {
+			delete(p.reading, arn)
+		}
+		close(f.done)
+	}()
+	switch {
+	case err != nil && ctx.Err() != nil:
 		// The report's own context ended (the invocation's deadline): the read said nothing of the secret, so
 		// the next report reads it again rather than wait out a window.
-		return tls.Certificate{}, err
-	}
-	if err != nil {
+		f.err, f.ctxEnded = err, true
+	case err != nil:
+		u := p.unread[arn]
 		if u == nil {
 			b := backoff.NewExponentialBackOff()
 			b.InitialInterval, b.MaxInterval, b.Multiplier, b.RandomizationFactor = ClientSecretRetryFirst, ClientSecretRetryMax, 2, clientSecretRetryJitter
@@ -228,23 +287,37 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 		// The backoff caps the interval its jitter is drawn around, not the window drawn: cap that too, so that a
 		// secret fixed is read within ClientSecretRetryMax, as the docs say.
 		wait := min(u.backoff.NextBackOff(), ClientSecretRetryMax)
-		u.err, u.until = err, now().Add(wait)
+		u.err, u.until = err, p.now().Add(wait)
 		if p.Logger != nil {
 			p.Logger.Warn(ClientSecretUnreadLog, "called_ae", ae, "secret", arn, "retry_in", wait.Round(time.Millisecond).String(), "err", err)
 		}
-		return tls.Certificate{}, u.error()
-	}
-	delete(p.unread, arn)
-	cert, err := ParseClientSecret(v[0])
-	if errors.Is(err, tlstrust.ErrNotValidNow) {
+		f.err = u.error()
+	case errors.Is(perr, tlstrust.ErrNotValidNow):
 		// Not kept: read again at the next report, so that a rotation is taken at once.
-		return cert, fmt.Errorf("secret %s: %w", arn, err)
+		delete(p.unread, arn)
+		f.cert, f.err = cert, fmt.Errorf("secret %s: %w", arn, perr)
+	case perr != nil:
+		delete(p.unread, arn)
+		f.err = fmt.Errorf("secret %s: %w", arn, perr)
+	default:
+		delete(p.unread, arn)
+		p.certs[arn] = readCert{cert: cert, at: p.now()}
+		f.cert = cert
 	}
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("secret %s: %w", arn, err)
+}
+
+func (p *PeerCredentials) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
 	}
-	p.certs[arn] = readCert{cert: cert, at: now()}
-	return cert, nil
+	return time.Now()
+}
+
+func (p *PeerCredentials) maxAge() time.Duration {
+	if p.MaxAge <= 0 {
+		return ClientCredentialMaxAge
+	}
+	return p.MaxAge
 }
 
 // Forget drops the certificate read for ae (a failed handshake with its PACS: it may have been rotated), so that
@@ -256,6 +329,7 @@ func (p *PeerCredentials) Forget(ae string) {
 	}
 	p.mu.Lock()
 	delete(p.certs, s.ClientSecretARN)
+	delete(p.reading, s.ClientSecretARN) // a read begun before the handshake failed is not joined: the next use reads anew
 	p.mu.Unlock()
 }
 
