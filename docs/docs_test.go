@@ -248,6 +248,7 @@ func TestProseFacts(t *testing.T) {
 			// A delivery in AWS: cut short of the function's invocation.
 			"invocation too, whose " + fnTimeout + " timeout is shorter: cut " + writeMargin + " before that (" + durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second-pipeline.CommitmentWriteMargin) + " at most,",
 			"(up to " + reportParallel + " AEs are reported to at once)",
+			"the transaction's lease (" + lease(awsPlain) + " to " + lease(localTLS) + ", by deployment:",
 			"if it is still open and the requestor answers within " + answer + ",",
 			// The N-ACTION's bounds (3.2.4.2) and the Error Comment's (dimse).
 			"the Action Information exceeds " + mib(dicomnet.MaxActionInformation) + ", " + thousands(commitment.MaxRefs) + " referenced instances",
@@ -288,10 +289,10 @@ func TestProseFacts(t *testing.T) {
 			"Once the bus has failed " + busDownWord + " of the run's events in a row, the run still reports",
 			"each of at most " + strconv.Itoa(accesscontrol.MaxAETitleLength) + " characters (the A-ASSOCIATE-RQ field holds no more)",
 			"the AEs side by side, " + reportParallel + " at most (`pipeline.CommitmentReportParallel`)",
-			"ARTIM; " + bound(awsPlain) + " plain, " + bound(awsTLS) + " with a `tls://` peer, " + answer + " more in local mode)",
+			"ARTIM; " + bound(awsPlain) + " with plain peers only, " + bound(awsTLS) + " with any `tls://` peer, " + answer + " more in local mode)",
 			"A delivery is also held to its run's context, " + writeMargin + " (`pipeline.CommitmentWriteMargin`)",
 			"invocation ends at its " + fnTimeout + " timeout (`config.CommitmentTimeoutSeconds`)",
-			"(" + lease(awsPlain) + " in AWS to plain PACSs, " + lease(awsTLS) + " with a `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
+			"(" + lease(awsPlain) + " in AWS with plain PACSs only, " + lease(awsTLS) + " with any `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
 		}},
 		{filepath.Join("operations", "alarms.md"), []string{
 			"`--s3-put-timeout` (" + put + ")",
@@ -299,6 +300,8 @@ func TestProseFacts(t *testing.T) {
 			"`…_connections_shed_total`'s `reason`s `" + shed[0] + "`, `" + shed[1] + "` and `" + shed[2] + "`",
 			"the " + byLabel + " metrics by `reason` and `status` (" + byLabelTLS + " with `dicom.tls`)",
 			"(`pipeline: " + busDown + " announcements in a row failed to publish` in `err`), each run stops after " + busDownWord + " tries",
+			// The lease is the deployment's (MaxReport counts the TLS handshake once any peer is tls://).
+			"the deployment's, not each PACS's: " + lease(awsPlain) + " with plain PACSs only, " + lease(awsTLS) + " for every PACS once any site's is `tls://`",
 		}},
 		{filepath.Join("operations", "logging.md"), []string{
 			"| AWS, " + keyedFunctions + " (every pipeline function) | the same secret, read once at cold start from `" + logname.SecretARNEnv + "`",
