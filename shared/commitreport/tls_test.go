@@ -426,3 +426,25 @@ func TestReportOwnCertificateRenewalNotValid(t *testing.T) {
 		t.Errorf("log %s: want the renewal not reloaded (naming its dates), the last one kept", logs.String())
 	}
 }
+
+// TestReportOwnCertificateUnchangedNotValid: our client certificate out of date, read again unchanged for each
+// report (a file or secret not renewed): no renewal failed, so nothing is logged as not reloaded; the refusal is
+// logged once (OwnCertificateNotValidLog). The rule of tlstrust.LastGood, as the audit feed's.
+func TestReportOwnCertificateUnchangedNotValid(t *testing.T) {
+	ca := testpki.NewCA(t, "Site CA")
+	old := ca.Client(t, testpki.Expired("old"))
+	read, refusal := tlstrust.ClientCertificate(old.CertPEM, old.KeyPEM)
+	var logs testenv.LogBuffer
+	r := &commitreport.Reporter{Peers: commitreport.Peers{"PACS": {Addr: "127.0.0.1:2762", TLS: true}}, AETitle: "INGEST",
+		Logger: jsonlog.New(&logs, slog.LevelInfo),
+		TLS: func(context.Context, string) (*tls.Config, error) {
+			return tlstrust.ClientConfig("", ca.Pool(), &read), fmt.Errorf("--commitment-tls-cert: %w", refusal)
+		},
+		Dial: func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("dialed") }}
+	for range 3 {
+		<-report(r, "")
+	}
+	if strings.Contains(logs.String(), commitreport.TLSNotReloadedLog) || strings.Count(logs.String(), commitreport.OwnCertificateNotValidLog) != 1 {
+		t.Errorf("log %s: want the refusal once and nothing not reloaded", logs.String())
+	}
+}
