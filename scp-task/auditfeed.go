@@ -85,8 +85,10 @@ const AuditTLSNotReloadedLog = "audit feed: TLS client configuration not reloade
 // auditCollector is the feed's collector (--audit-syslog) with its TLS client configuration: the CA and client
 // certificate read again for each connection (config.Config.AuditTLSLoad), as the Storage Commitment reporter reads
 // its own for each association, so that files renewed on disk are used from the next batch on without a restart.
-// When they do not load (a file half written, a certificate not valid now), the configuration loaded last stays in
-// use, logged once (AuditTLSNotReloadedLog): the rule of tlstrust.LastGood, starting from the one read at start.
+// When they do not load (a file half written, a renewal not valid now), the configuration loaded last stays in use,
+// logged once (AuditTLSNotReloadedLog): the rule of tlstrust.LastGood, starting from the one read at start. A
+// certificate out of date read again unchanged (at start, or since) is no renewal that failed: it stays in use,
+// sent only while valid, and nothing is logged (scp-task's start warned of it).
 func auditCollector(cfg config.Config, log *slog.Logger) *auditfeed.Collector {
 	c := &auditfeed.Collector{Addr: cfg.AuditSyslogAddr, TLS: cfg.AuditTLS}
 	if cfg.AuditTLSLoad == nil {
@@ -98,6 +100,11 @@ func auditCollector(cfg config.Config, log *slog.Logger) *auditfeed.Collector {
 		use, err, notReloaded := last.Take(cfg.AuditTLSLoad())
 		if notReloaded != nil {
 			log.Warn(AuditTLSNotReloadedLog, "err", notReloaded)
+		}
+		if use != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
+			// Its certificate is not sent while out of date (tlstrust.ClientConfig): a collector that asks for one
+			// fails the handshake, and the batch is sent again later.
+			return use, nil
 		}
 		return use, err
 	}

@@ -419,7 +419,7 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 	if err != nil {
 		return nil, "", fmt.Errorf("commitreport: TLS client configuration: %w", err)
 	}
-	leaf := clientLeaf(base)
+	leaf := tlstrust.ClientLeaf(base)
 	if leaf != nil && notValid == nil {
 		notValid = tlstrust.CheckValidity(leaf, time.Now())
 	}
@@ -469,30 +469,6 @@ func (r *Reporter) tlsDial(ctx context.Context, ae string, peer Peer, cfg dicomn
 		}
 		return &alertConn{Conn: tc}, nil
 	}, presented, nil
-}
-
-// presentable: cfg is a configuration whose client certificate, if it has one, is valid now.
-func presentable(cfg *tls.Config) bool {
-	if cfg == nil {
-		return false
-	}
-	leaf := clientLeaf(cfg)
-	return leaf == nil || tlstrust.CheckValidity(leaf, time.Now()) == nil
-}
-
-// clientLeaf is the client certificate cfg presents, nil when it has none.
-func clientLeaf(cfg *tls.Config) *x509.Certificate {
-	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
-		return nil
-	}
-	if leaf := cfg.Certificates[0].Leaf; leaf != nil {
-		return leaf
-	}
-	leaf, err := x509.ParseCertificate(cfg.Certificates[0].Certificate[0])
-	if err != nil {
-		return nil
-	}
-	return leaf
 }
 
 // alertConn is a TLS association's connection whose reads, until one returns data, turn the peer's alert into a
@@ -546,11 +522,10 @@ func (r *Reporter) ownCertificateValid(ae string) {
 
 // tlsConfig calls r.TLS for the peer of AE title ae; when that fails after it once succeeded for ae, it
 // returns the configuration of that AE's last success, the failure logged once (until TLS succeeds again): the rule
-// of tlstrust.LastGood. A configuration TLS returns with our certificate refused for its dates alone is a success,
-// the refusal returned as notValid, unless the last success's certificate is valid now: that one stays in use, as
-// for any renewal that does not load.
+// of tlstrust.LastGood, which also decides a configuration TLS returns with our certificate refused for its dates
+// alone: used, the refusal returned as notValid, unless the last success's certificate is valid now: that one
+// stays in use, as for any renewal that does not load.
 func (r *Reporter) tlsConfig(ctx context.Context, ae string) (cfg *tls.Config, notValid, err error) {
-	cfg, err = r.TLS(ctx, ae)
 	r.tlsMu.Lock()
 	if r.tlsLast == nil {
 		r.tlsLast = map[string]*tlstrust.LastGood{}
@@ -561,17 +536,17 @@ func (r *Reporter) tlsConfig(ctx context.Context, ae string) (cfg *tls.Config, n
 		r.tlsLast[ae] = last
 	}
 	r.tlsMu.Unlock()
-	if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) && !presentable(last.Last()) {
-		notValid, err = err, nil
-	}
-	cfg, err, notReloaded := last.Take(cfg, err)
+	cfg, err, notReloaded := last.Take(r.TLS(ctx, ae))
 	if notReloaded != nil {
 		r.log().Warn(TLSNotReloadedLog, "err", notReloaded)
 	}
-	if err != nil {
+	switch {
+	case cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow):
+		return cfg, err, nil
+	case err != nil:
 		return nil, nil, err
 	}
-	return cfg, notValid, nil
+	return cfg, nil, nil
 }
 
 func durOr(d, def time.Duration) time.Duration {

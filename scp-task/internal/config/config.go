@@ -122,7 +122,9 @@ type Config struct {
 	// client TLS configuration built from the CA and client certificate at
 	// start; AuditTLSLoad reads them again and builds it anew, for each
 	// connection to the collector (renewed files are used without a
-	// restart), its error naming the setting.
+	// restart), its error naming the setting: with a client certificate
+	// refused for its dates alone (tlstrust.ErrNotValidNow), the
+	// configuration together with the refusal.
 	AuditSyslog     string
 	AuditSyslogAddr string
 	AuditTLS        *tls.Config
@@ -603,15 +605,9 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 		return []error{err}
 	}
 	c.AuditTLS = cfg
-	c.AuditTLSLoad = func() (*tls.Config, error) {
-		cfg, err := load()
-		if err != nil {
-			// A certificate not valid now, replacing one that is, is not taken either: the last one that loaded
-			// stays in use (scp-task's auditCollector).
-			return nil, err
-		}
-		return cfg, nil
-	}
+	// A certificate refused for its dates alone comes with its configuration, as at start: scp-task's
+	// auditCollector decides by tlstrust.LastGood's rule whether it replaces the one in use.
+	c.AuditTLSLoad = load
 	return nil
 }
 
