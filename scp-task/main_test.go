@@ -365,7 +365,7 @@ func TestStartLogNamesEachPlaceOnce(t *testing.T) {
 
 // TestStartWithClientCertificatesNotValid: local mode with an expired --commitment-tls-cert and a not yet valid
 // --audit-syslog-cert starts and listens (C-STORE does not need them), and says so once for each: a warning naming
-// the flag and its variable and the certificate's dates.
+// the flag and its variable (its setting, named once) and the certificate's dates (its err).
 func TestStartWithClientCertificatesNotValid(t *testing.T) {
 	dir := t.TempDir()
 	caFile, expired, notYet := testpki.OutOfDateClients(t, dir)
@@ -391,6 +391,10 @@ func TestStartWithClientCertificatesNotValid(t *testing.T) {
 	} {
 		if err, ok := warned[setting]; !ok || !strings.Contains(err, says) || !strings.Contains(err, "not valid now") {
 			t.Errorf("no warning for %s (%q) in:\n%s", setting, says, logs)
+		}
+		// The setting is its field's: the refusal does not name it again (the commitment's did, twice with its key).
+		if err := warned[setting]; strings.Contains(err, "--") || strings.Contains(err, "SCP_") {
+			t.Errorf("the warning for %s names a setting in its err: %q", setting, err)
 		}
 	}
 	if len(warned) != 2 {
