@@ -598,7 +598,7 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 	}
 	cfg, err := load()
 	if errors.Is(err, tlstrust.ErrNotValidNow) && cfg != nil {
-		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe("audit-syslog-cert"), Err: errors.Unwrap(err)})
+		c.certificateNotValid("audit-syslog-cert", err)
 		err = nil
 	}
 	if err != nil {
@@ -616,6 +616,16 @@ func (c *Config) loadAuditFeed(caFile, certFile, keyFile string) []error {
 type CertificateNotValid struct {
 	Setting string
 	Err     error
+}
+
+// certificateNotValid lists the client certificate of flag as not valid at start: err is its load's refusal, which
+// names the setting (the flag and its variable) around the certificate's own (tlstrust.ErrNotValidNow's); the entry
+// keeps the certificate's alone, the setting in its own field, so that the warning names the setting once.
+func (c *Config) certificateNotValid(flag string, err error) {
+	if inner := errors.Unwrap(err); inner != nil {
+		err = inner
+	}
+	c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe(flag), Err: err})
 }
 
 // CertificateNotValidLog is the message of scp-task's warning at start of each of Config.CertificatesNotValid.
@@ -692,7 +702,7 @@ func (c *Config) loadCommitmentTLS(caFile, certFile, keyFile string) []error {
 	case errors.Is(err, tlstrust.ErrNotValidNow):
 		// Its dates alone (tlstrust.ClientCertificate checks them last): each association reads it again, and the
 		// Reporter counts the reports whose PACS asks for it.
-		c.CertificatesNotValid = append(c.CertificatesNotValid, CertificateNotValid{Setting: c.Describe(certFlag), Err: err})
+		c.certificateNotValid(certFlag, err)
 	case err != nil:
 		return []error{err}
 	}
