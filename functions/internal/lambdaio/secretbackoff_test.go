@@ -3,6 +3,7 @@ package lambdaio
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -208,5 +209,94 @@ func TestClientSecretReadHoldsNoOtherAE(t *testing.T) {
 	}
 	if sm.reads() != 2 {
 		t.Errorf("%d reads, want 2 (B's, then A's once)", sm.reads())
+	}
+}
+
+// onceSecrets is a Secrets Manager whose first read of a secret does something else (panics, or answers the value
+// it found when called only once released), the later ones answered as countingSecrets answers them.
+type onceSecrets struct {
+	countingSecrets
+	first            atomic.Bool
+	panics           bool
+	started, release chan struct{}
+}
+
+func (s *onceSecrets) GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error) {
+	if s.first.Swap(true) {
+		return s.countingSecrets.GetSecretValue(ctx, in, opts...)
+	}
+	if s.panics {
+		panic("the SDK panicked")
+	}
+	out, err := s.countingSecrets.GetSecretValue(ctx, in, opts...) // the value before the rotation
+	close(s.started)
+	<-s.release
+	return out, err
+}
+
+// TestClientSecretReadEndsEvenIfItPanics: a read that panics (recovered by the AE's goroutine) is not left in
+// flight: its report gets the panic, the next report reads the secret again rather than wait for the read until its
+// context ends.
+func TestClientSecretReadEndsEvenIfItPanics(t *testing.T) {
+	ca := testpki.NewCA(t, "PACS CA")
+	sm := &onceSecrets{panics: true, countingSecrets: countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
+		arnA: clientSecret(t, ca.Client(t, testpki.Options{CommonName: "ingest-a"}))}}}}
+	p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the read's panic was not passed on")
+			}
+		}()
+		_, err := p.Config(context.Background(), "A")
+		t.Errorf("Config returned %v, want the read's panic", err)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	cfg, err := p.Config(ctx, "A")
+	if err != nil || len(cfg.Certificates) != 1 || sm.reads() != 1 {
+		t.Fatalf("the next report: %v after %d answered reads, want the secret read again", err, sm.reads())
+	}
+}
+
+// TestClientSecretForgetDuringARead: a failed handshake (Forget) while the secret's read is in flight drops what
+// that read finds too (it may be the certificate before the rotation): the read's own report gets it, the next use
+// reads the secret again and presents the rotated one.
+func TestClientSecretForgetDuringARead(t *testing.T) {
+	ca := testpki.NewCA(t, "PACS CA")
+	sm := &onceSecrets{started: make(chan struct{}), release: make(chan struct{}), countingSecrets: countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{
+		arnA: clientSecret(t, ca.Client(t, testpki.Options{CommonName: "old"}))}}}}
+	p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(ca.PEM), ClientSecretARN: arnA}}, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presented := func(cfg *tls.Config, err error) string {
+		t.Helper()
+		if err != nil || len(cfg.Certificates) != 1 {
+			t.Fatalf("Config = %v", err)
+		}
+		return cfg.Certificates[0].Leaf.Subject.CommonName
+	}
+	first := make(chan string)
+	go func() {
+		cfg, err := p.Config(context.Background(), "A")
+		if err != nil {
+			close(first)
+			return
+		}
+		first <- cfg.Certificates[0].Leaf.Subject.CommonName
+	}()
+	<-sm.started
+	sm.Values[arnA] = clientSecret(t, ca.Client(t, testpki.Options{CommonName: "new"}))
+	p.Forget("A")
+	close(sm.release)
+	if got := <-first; got != "old" {
+		t.Errorf("the read's own report presented %q, want %q", got, "old")
+	}
+	if got := presented(p.Config(context.Background(), "A")); got != "new" {
+		t.Errorf("the next use presented %q, want %q (the secret read again)", got, "new")
 	}
 }
