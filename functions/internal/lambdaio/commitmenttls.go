@@ -141,6 +141,7 @@ type PeerCredentials struct {
 	certs   map[string]readCert    // by secret ARN
 	unread  map[string]*unreadCert // by secret ARN: a read that failed, in its backoff window
 	reading map[string]*secretRead // by secret ARN: the one read in flight
+	gen     map[string]uint64      // by secret ARN: bumped by Forget; a read begun before records nothing
 }
 
 type readCert struct {
@@ -164,7 +165,7 @@ func (u *unreadCert) error() error {
 
 // NewPeerCredentials parses the peers' CAs (checked by ConfigFromEnv).
 func NewPeerCredentials(peers commitreport.TLSPeers, sm SecretsAPI) (*PeerCredentials, error) {
-	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}, unread: map[string]*unreadCert{}, reading: map[string]*secretRead{}}
+	p := &PeerCredentials{Secrets: sm, peers: peers, pools: map[string]*x509.CertPool{}, certs: map[string]readCert{}, unread: map[string]*unreadCert{}, reading: map[string]*secretRead{}, gen: map[string]uint64{}}
 	for ae, s := range peers {
 		pool, _, err := tlstrust.ParseCAs([]byte(s.CA))
 		if err != nil {
@@ -209,7 +210,7 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 		if f == nil {
 			// This report reads it, in its own goroutine and within its own context: no read outlives the
 			// report that made it (a goroutine left reading would be frozen with the execution environment).
-			f = &secretRead{done: make(chan struct{})}
+			f = &secretRead{done: make(chan struct{}), gen: p.gen[arn]}
 			p.reading[arn] = f
 			p.mu.Unlock()
 			p.read(ctx, ae, arn, f)
@@ -231,9 +232,11 @@ func (p *PeerCredentials) cert(ctx context.Context, ae, arn string) (tls.Certifi
 }
 
 // secretRead is a secret's read in flight, and its outcome once done is closed, shared by the reports that waited
-// on it; ctxEnded: it failed because the context of the report that read ended.
+// on it; ctxEnded: it failed because the context of the report that read ended; gen: the secret's generation
+// when the read began (Forget since: what it finds is its waiters' alone, not recorded).
 type secretRead struct {
 	done     chan struct{}
+	gen      uint64
 	cert     tls.Certificate
 	err      error
 	ctxEnded bool
@@ -253,8 +256,20 @@ func (p *PeerCredentials) known(arn string) (tls.Certificate, error, bool) {
 
 // read reads the secret, within ctx and KeyReadTimeout, and records what it found (the certificate, or the read's
 // failure and its backoff window) and in f, whose waiters it then lets go, in one step under p.mu: a report coming
-// after finds the outcome, never a read ended and none recorded.
+// after finds the outcome, never a read ended and none recorded. A read that panics (recovered by the AE's
+// goroutine) lets its waiters go with an error and is no longer in flight: the next report reads again. A read
+// begun before a Forget records nothing (it may have found the certificate before a rotation): its waiters alone
+// get what it found.
 func (p *PeerCredentials) read(ctx context.Context, ae, arn string, f *secretRead) {
+	ended := false
+	defer func() {
+		if !ended { // panicking: the panic goes on once the read is released
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			f.err = fmt.Errorf("%s: secret %s: the read panicked", CommitmentTLSEnv, arn)
+			p.release(arn, f)
+		}
+	}()
 	// Bounded as every read of a secret here (KeyReadTimeout), and by the report's context: the invocation's
 	// deadline.
 	v, err := ReadSecrets(ctx, p.Secrets, Secret{Setting: CommitmentTLSEnv, ARN: arn})
@@ -263,19 +278,23 @@ func (p *PeerCredentials) read(ctx context.Context, ae, arn string, f *secretRea
 	if err == nil {
 		cert, perr = ParseClientSecret(v[0])
 	}
+	ended = true
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	defer func() {
-		if p.reading[arn] == f {
-			delete(p.reading, arn)
-		}
-		close(f.done)
-	}()
+	defer p.release(arn, f)
+	current := p.gen[arn] == f.gen
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// The report's own context ended (the invocation's deadline): the read said nothing of the secret, so
 		// the next report reads it again rather than wait out a window.
 		f.err, f.ctxEnded = err, true
+	case !current:
+		// Forgotten while in flight: its waiters get what it found, the next report reads the secret again.
+		f.cert = cert
+		f.err = errors.Join(err, perr)
+		if f.err != nil {
+			f.err = fmt.Errorf("secret %s: %w", arn, f.err)
+		}
 	case err != nil:
 		u := p.unread[arn]
 		if u == nil {
@@ -306,6 +325,14 @@ func (p *PeerCredentials) read(ctx context.Context, ae, arn string, f *secretRea
 	}
 }
 
+// release ends f's read: no longer in flight, its waiters let go. p.mu is held.
+func (p *PeerCredentials) release(arn string, f *secretRead) {
+	if p.reading[arn] == f {
+		delete(p.reading, arn)
+	}
+	close(f.done)
+}
+
 func (p *PeerCredentials) now() time.Time {
 	if p.Now != nil {
 		return p.Now()
@@ -329,7 +356,10 @@ func (p *PeerCredentials) Forget(ae string) {
 	}
 	p.mu.Lock()
 	delete(p.certs, s.ClientSecretARN)
-	delete(p.reading, s.ClientSecretARN) // a read begun before the handshake failed is not joined: the next use reads anew
+	// A read begun before the handshake failed is not joined, and records nothing when it ends: the next use reads
+	// anew.
+	delete(p.reading, s.ClientSecretARN)
+	p.gen[s.ClientSecretARN]++
 	p.mu.Unlock()
 }
 
