@@ -14,6 +14,12 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/dicomuid"
 )
 
+// TeardownWriteTimeout bounds, under WriteTimeout when that is shorter, each write that ends an association: every
+// A-ABORT, and any PDU written once the exchange under way was cut (its context ended: the A-RELEASE-RQ of a
+// release begun then). A peer that stopped reading, our send buffer full, would otherwise hold the teardown for
+// WriteTimeout, past the deadline that cut the exchange (the commitment function's invocation).
+const TeardownWriteTimeout = time.Second
+
 // ClientConfig configures Dial.
 type ClientConfig struct {
 	CallingAE, CalledAE string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -336,5 +337,74 @@ func TestClientCancelledSending(t *testing.T) {
 				t.Errorf("the peer read %d bytes, the whole data set of %d: the cancelled Store went on sending", read.n, size)
 			}
 		})
+	}
+}
+
+// fullBufferConn is a client's connection to a peer that stopped reading, its send buffer full: an A-ABORT written
+// goes nowhere until the write deadline (15 s at most, a bound lost showing as a test failed, not hung).
+type fullBufferConn struct {
+	net.Conn
+	mu            sync.Mutex
+	writeDeadline time.Time
+}
+
+func (c *fullBufferConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *fullBufferConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.writeDeadline = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *fullBufferConn) Write(b []byte) (int, error) {
+	if len(b) == 0 || pdu.Type(b[0]) != pdu.TypeAbort {
+		return c.Conn.Write(b)
+	}
+	c.mu.Lock()
+	dl := c.writeDeadline
+	c.mu.Unlock()
+	time.Sleep(min(time.Until(dl), 15*time.Second))
+	return 0, os.ErrDeadlineExceeded
+}
+
+// TestClientTeardownAfterACut: an exchange cut by its context (the commitment run's end) ends within
+// dicomnet.TeardownWriteTimeout and ARTIM even when the peer stopped reading and our A-ABORT cannot be written: the
+// abort was bounded by WriteTimeout alone (30 s by default), past the commitment function's invocation, so the
+// attempt was never recorded.
+func TestClientTeardownAfterACut(t *testing.T) {
+	cfg := storeCfg(0)
+	cfg.WriteTimeout, cfg.ARTIMTimeout = time.Hour, 50*time.Millisecond // a bound lost: far past the wait below
+	pl := dicomnettest.ListenParrot(t)
+	c := &fullBufferConn{}
+	cfg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		c.Conn = nc
+		return c, err
+	}
+	dialed := dial(context.Background(), pl.Addr, cfg)
+	p := pl.Accept()
+	if p == nil {
+		t.FailNow()
+	}
+	defer p.Conn.Close()
+	p.AcceptAssociation(func(pdu.RoleSelection) *pdu.RoleSelection { return nil })
+	a := (<-dialed).get(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.Echo(ctx) }() // never answered: cut by ctx, then aborted
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Echo = %v, want it cut by its context", err)
+		}
+	case <-time.After(dicomnet.TeardownWriteTimeout + cfg.ARTIMTimeout + 5*time.Second):
+		t.Fatal("the teardown after the cut still running past TeardownWriteTimeout and ARTIM")
 	}
 }
