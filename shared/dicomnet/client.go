@@ -264,6 +264,9 @@ func (a *ClientAssociation) fireRx(rx rxEvent) (action, error) {
 	if a.m.state == sta1 && a.nc != nil {
 		a.nc.Close()
 	}
+	if err != nil && rx.ev == evt15 && rx.err != nil {
+		return act, fmt.Errorf("%w (then the A-ABORT: %w)", rx.err, err) // why we aborted comes first
+	}
 	if err != nil {
 		return act, err
 	}
@@ -705,14 +708,18 @@ func (a *ClientAssociation) connectTransport() error {
 	return nil
 }
 
-func (a *ClientAssociation) write(b []byte) error { return a.writeOut(b, false) }
+func (a *ClientAssociation) write(b []byte) error { return a.writeOut(b, false, false) }
 
 // writeOut writes b within the write timeout. A message of the exchange under way (data) stops at its
 // cancellation too: looked at once the write deadline is set, which replaces interruptOn's (else a cancellation
 // landing between two writes was lost, and the data set sent on); a write that interruptOn's deadline ended says
-// so. Other PDUs (an A-ABORT, the A-RELEASE-RQ) are sent whatever the context: they end the association.
-func (a *ClientAssociation) writeOut(b []byte, data bool) error {
+// so. Other PDUs (an A-ABORT, the A-RELEASE-RQ) are sent whatever the context: they end the association, within
+// TeardownWriteTimeout when they are an A-ABORT (teardown) or the exchange was cut.
+func (a *ClientAssociation) writeOut(b []byte, data, teardown bool) error {
 	wt := a.cfg.writeTimeout()
+	if !data && (teardown || a.interrupted() != nil) && (wt <= 0 || wt > TeardownWriteTimeout) {
+		wt = TeardownWriteTimeout
+	}
 	if wt > 0 {
 		if err := a.nc.SetWriteDeadline(time.Now().Add(wt)); err != nil {
 			return err
@@ -733,14 +740,14 @@ func (a *ClientAssociation) writeOut(b []byte, data bool) error {
 }
 
 func (a *ClientAssociation) sendAssociateRQ() error { return a.write(a.out) }
-func (a *ClientAssociation) sendPData() error       { return a.writeOut(a.out, true) }
+func (a *ClientAssociation) sendPData() error       { return a.writeOut(a.out, true, false) }
 
 func (a *ClientAssociation) sendReleaseRQ() error { return sendPDU(a.write, &pdu.ReleaseRQ{}) }
 
 func (a *ClientAssociation) sendReleaseRP() error { return sendPDU(a.write, &pdu.ReleaseRP{}) }
 
 func (a *ClientAssociation) sendAbort(source, reason byte) error {
-	return sendPDU(a.write, &pdu.Abort{Source: source, Reason: reason})
+	return sendPDU(func(b []byte) error { return a.writeOut(b, false, true) }, &pdu.Abort{Source: source, Reason: reason})
 }
 
 // The requestor never answers an association request: Evt6 is AA-8 or AA-7 in every state it can be in.
