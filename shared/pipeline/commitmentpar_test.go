@@ -311,6 +311,49 @@ func TestCommitmentDeliveryCutByTheRun(t *testing.T) {
 	}
 }
 
+// TestCommitmentDeliveryBelowTheLeast: a run with less left than the least a delivery needs (the Reporter's
+// MinReport: connecting and one answer) does not report: it counts no attempt, gives nothing up past the report
+// deadline, and releases the lease (due now) for the next run. Found by review: a transaction was taken whenever any
+// of the run was left, so a delivery given a few milliseconds counted an attempt, or a give-up, the PACS had no
+// chance to answer.
+func TestCommitmentDeliveryBelowTheLeast(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		pastDue      bool
+		wantAttempts int
+	}{
+		{"a first attempt", false, 0},
+		{"past the report deadline", true, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			c := newCommitmentFixture(t)
+			c.store(sop1)
+			c.put(txnUID, ctRef(sop1))
+			if tt.pastDue {
+				c.failDelivery()
+				c.now = c.now.Add(24 * time.Hour)
+			}
+			c.f.Reporter.Least = time.Hour
+			reports := len(c.reports())
+			ctx, cancel := context.WithTimeout(context.Background(), pipeline.CommitmentWriteMargin+time.Minute)
+			defer cancel()
+			if _, err := c.p.RunCommitments(ctx, c.now); err != nil {
+				t.Errorf("run: %v", err)
+			}
+			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.reports()) != reports || tx.State != pipeline.CommitmentReporting || tx.Attempts != tt.wantAttempts ||
+				!tx.GivenUpAt.IsZero() || tx.NextAttempt.After(c.now) {
+				t.Errorf("after a run with less left than a delivery needs: %d reports (want %d), %s, %d attempts, given up %v, next attempt %v; want reporting, %d attempts, due now (%v)",
+					len(c.reports()), reports, tx.State, tx.Attempts, tx.GivenUpAt, tx.NextAttempt, tt.wantAttempts, c.now)
+			}
+		})
+	}
+}
+
 // TestCommitmentRunStoppedMidDelivery: a run whose context is cancelled while reports wait on PACSs that do not answer
 // (local mode's drain at SIGTERM) returns once they end, cancelled with it, every AE's; it counts no attempt (the PACSs
 // are not at fault) and writes nothing more, so the transactions stay leased and the run after the lease reports them.

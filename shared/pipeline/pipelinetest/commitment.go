@@ -104,6 +104,20 @@ type Reporter struct {
 	Hold func(ctx context.Context, rep pipeline.CommitmentReport) error
 	// Bound is MaxReport; DefaultReportBound when zero.
 	Bound time.Duration
+	// Least is MinReport; DefaultReportLeast when zero.
+	Least time.Duration
+}
+
+// DefaultReportLeast is a Reporter's MinReport unless Least is set: short, so that a test's run given a little more
+// than pipeline.CommitmentWriteMargin still reports.
+const DefaultReportLeast = 100 * time.Millisecond
+
+// MinReport implements pipeline.CommitmentReporter.
+func (r *Reporter) MinReport() time.Duration {
+	if r.Least > 0 {
+		return r.Least
+	}
+	return DefaultReportLeast
 }
 
 // DefaultReportBound is a Reporter's MaxReport unless Bound is set: with the pipeline's slack, the 2-minute lease
