@@ -246,6 +246,8 @@ func TestProseFacts(t *testing.T) {
 				"; in local mode " + answer + " more for the try on the requestor's association)",
 			"to at most " + reportParallel + " AEs at once, each released after its one response",
 			// A delivery in AWS: cut short of the function's invocation.
+			"A delivery given less than connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + ") is not made",
+			"delivery cut, its A-ABORT (and any PDU written once the exchange was cut) is written within " + durations.Prose(dicomnet.TeardownWriteTimeout) + ", and ARTIM's " + durations.Prose(commitreport.ARTIMTimeout) + " follow: both, and the write of how it went, fall within the " + writeMargin + ".",
 			"invocation too, whose " + fnTimeout + " timeout is shorter: cut " + writeMargin + " before that (" + durations.Prose(time.Duration(config.CommitmentTimeoutSeconds)*time.Second-pipeline.CommitmentWriteMargin) + " at most,",
 			"(up to " + reportParallel + " AEs are reported to at once)",
 			"the transaction's lease (" + lease(awsPlain) + " to " + lease(localTLS) + ", by deployment:",
@@ -291,6 +293,8 @@ func TestProseFacts(t *testing.T) {
 			"the AEs side by side, " + reportParallel + " at most (`pipeline.CommitmentReportParallel`)",
 			"ARTIM; " + bound(awsPlain) + " with plain peers only, " + bound(awsTLS) + " with any `tls://` peer, " + answer + " more in local mode)",
 			"A delivery is also held to its run's context, " + writeMargin + " (`pipeline.CommitmentWriteMargin`)",
+			"(" + durations.Prose(dicomnet.TeardownWriteTimeout) + ") even to a PACS that stopped reading (it was bounded by the " + durations.Prose(dicomnet.DefaultWriteTimeout) + " write timeout alone) and ARTIM's " + durations.Prose(commitreport.ARTIMTimeout) + ",",
+			"connecting and one answer (" + durations.Prose(awsPlain.MinReport()) + "), is not made",
 			"invocation ends at its " + fnTimeout + " timeout (`config.CommitmentTimeoutSeconds`)",
 			"(" + lease(awsPlain) + " in AWS with plain PACSs only, " + lease(awsTLS) + " with any `tls://` one; " + lease(localPlain) + " and " + lease(localTLS) + " in local mode)",
 		}},

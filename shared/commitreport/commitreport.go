@@ -295,6 +295,12 @@ func (r *Reporter) MaxReport() time.Duration {
 	return d
 }
 
+// MinReport implements pipeline.CommitmentReporter: connecting and one answer (the A-ASSOCIATE-AC), the least by
+// these deadlines that gives a PACS its chance; the pipeline makes no delivery, and counts no attempt, with less.
+func (r *Reporter) MinReport() time.Duration {
+	return durOr(r.DialTimeout, DefaultDialTimeout) + durOr(r.ResponseTimeout, DefaultResponseTimeout)
+}
+
 // CanReport reports whether results for ae can be delivered once its association is gone.
 func (r *Reporter) CanReport(ae string) bool {
 	_, ok := r.Peers[ae]

@@ -386,3 +386,18 @@ func TestReportWhenTheRequestorDoesNotAnswer(t *testing.T) {
 		t.Fatalf("Report = %+v, %v; want delivered on a new association", got.d, got.err)
 	}
 }
+
+// TestWriteMarginCoversTheTeardown: a delivery cut by its run (pipeline.CommitmentWriteMargin before the
+// invocation's end) tears its association down within the margin, the A-ABORT's write (even to a PACS that stopped
+// reading) and ARTIM, and leaves the store's write of the attempt at least 2 s; and the least a delivery is given
+// (MinReport) is within its bound.
+func TestWriteMarginCoversTheTeardown(t *testing.T) {
+	const storeWrite = 2 * time.Second
+	if teardown := dicomnet.TeardownWriteTimeout + commitreport.ARTIMTimeout; pipeline.CommitmentWriteMargin < teardown+storeWrite {
+		t.Errorf("CommitmentWriteMargin %v < the teardown %v + the store's write %v", pipeline.CommitmentWriteMargin, teardown, storeWrite)
+	}
+	r := &commitreport.Reporter{}
+	if r.MinReport() <= 0 || r.MinReport() > r.MaxReport() {
+		t.Errorf("MinReport %v, MaxReport %v", r.MinReport(), r.MaxReport())
+	}
+}

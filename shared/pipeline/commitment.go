@@ -71,7 +71,9 @@ const (
 	// CommitmentWriteMargin is what a delivery leaves of its run's context (the commitment function's invocation,
 	// which Lambda ends at the function's timeout; local mode's has no deadline) for the write of how it went: a
 	// delivery is cut there at the latest, a failed attempt recorded as any other, and a transaction is not taken
-	// with less of the run left.
+	// with less of the run left. It covers the cut's teardown, the A-ABORT's write (dicomnet.TeardownWriteTimeout,
+	// 1 s, even to a PACS that stopped reading) and ARTIM (commitreport.ARTIMTimeout, 2 s), and leaves 2 s for
+	// the store's write of the attempt (commitreport's TestWriteMarginCoversTheTeardown).
 	CommitmentWriteMargin = 5 * time.Second
 	// CommitmentReportParallel bounds the requesting AEs a run moves on at once (RunCommitments): each AE's
 	// transactions one after another, on one association at a time, up to this many AEs side by side.
@@ -250,6 +252,9 @@ type CommitmentReporter interface {
 	// answer, ARTIM). The pipeline holds each delivery to it, cancelling Report's context then, and leases the
 	// transaction for longer (CommitmentLease).
 	MaxReport() time.Duration
+	// MinReport is the least a Report needs for the PACS to have had its chance, by the same deadlines
+	// (connecting and one answer): a delivery given less is not made, its attempt not counted (deliverCommitment).
+	MinReport() time.Duration
 }
 
 // CommitmentLease is how long a worker holds a transaction it is evaluating or reporting, another worker taking it
@@ -266,6 +271,13 @@ func maxReport(r CommitmentReporter) time.Duration {
 		return 0
 	}
 	return r.MaxReport()
+}
+
+func minReport(r CommitmentReporter) time.Duration {
+	if r == nil {
+		return 0
+	}
+	return r.MinReport()
 }
 
 // CommitmentReport is one delivery to make.
@@ -539,8 +551,8 @@ func (p *Pipeline) advance(ctx context.Context, a *announcer, id string) (bool, 
 		return false, fmt.Errorf("pipeline: commitment: %w", err)
 	}
 	now := p.now()
-	if tx.Done() || tx.NextAttempt.After(now) || runLeft(ctx) <= 0 {
-		return false, nil // the run's end too near to record a step: left due for the next run
+	if left := runLeft(ctx); tx.Done() || tx.NextAttempt.After(now) || left <= 0 || tx.State == CommitmentReporting && left < minReport(p.Reporter) {
+		return false, nil // the run's end too near to record a step, or to report: left due for the next run
 	}
 	tx.NextAttempt = now.Add(CommitmentLease(p.Reporter))
 	if tx, err = p.Commitments.UpdateCommitment(ctx, tx); err != nil {
@@ -904,8 +916,15 @@ func (p *Pipeline) deliverCommitment(ctx context.Context, a *announcer, tx Commi
 	// written, before another worker may take the transaction and while the run may still write. A report cut there
 	// is a failed attempt, counted towards the report deadline.
 	within := min(p.Reporter.MaxReport(), tx.NextAttempt.Sub(p.now())-commitmentLeaseSlack, runLeft(ctx))
-	if within <= 0 {
-		return false, nil // reported by the run after the lease
+	if within < minReport(p.Reporter) {
+		// Too little left (of the run, or of a lease an evaluation used) for the PACS to connect and answer: no
+		// attempt, nor a give-up past the report deadline, the PACS having had no chance; the lease is released,
+		// written while the margin lasts, so that the next run reports it.
+		tx.NextAttempt = p.now()
+		if _, err := p.Commitments.UpdateCommitment(ctx, tx); err != nil && !errors.Is(err, ErrConditionFailed) {
+			return false, fmt.Errorf("pipeline: commitment: %w", err)
+		}
+		return false, nil
 	}
 	step := commitmentReported
 	tx.Attempts++

@@ -264,7 +264,8 @@ func TestCommitmentDeliveryHeldToItsBound(t *testing.T) {
 }
 
 // TestCommitmentDeliveryCutByTheRun: a report to a PACS that does not answer, in a run whose context ends before the
-// Reporter's bound (the commitment function's invocation, whose timeout is shorter than a delivery's bound), is cut
+// Reporter's bound (the commitment function's invocation, whose timeout is shorter than a delivery's bound) though
+// after its least (MinReport, pipelinetest.DefaultReportLeast: the delivery is made), is cut
 // CommitmentWriteMargin before that end and recorded as a failed attempt, a give-up once the report deadline is past,
 // while the run can still write. Found by review: the delivery ran to the invocation's end, where no write could
 // follow (Lambda ends the invocation at its timeout), so the attempt was never counted nor the report deadline
