@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -421,5 +422,31 @@ func TestCommitmentPanicFailsItsTransactionAlone(t *testing.T) {
 	}
 	if s := logs.String(); !strings.Contains(s, pipeline.ScheduledPanicLog) || !strings.Contains(s, `"stack"`) || strings.Contains(s, txnUID) {
 		t.Errorf("log %s: want %q with the stack, no UID", s, pipeline.ScheduledPanicLog)
+	}
+}
+
+// TestCommitmentPanicLogIsTheCaller: a panic advancing one transaction (a bug) is logged with the caller's panic line
+// (local mode's is its own, which its docs name), with run: commitment; the AWS function's, ScheduledPanicLog, by
+// default.
+func TestCommitmentPanicLogIsTheCaller(t *testing.T) {
+	for _, tt := range []struct{ name, set, want string }{
+		{"by default", "", pipeline.ScheduledPanicLog},
+		{"the caller's", "local mode's panic line", "local mode's panic line"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCommitmentFixture(t)
+			var logs bytes.Buffer
+			c.p.Logger = slog.New(slog.NewJSONHandler(&logs, nil))
+			c.p.CommitmentPanicLog = tt.set
+			c.store(sop1)
+			c.put(txnUID, ctRef(sop1))
+			c.f.Reporter.Hold = func(context.Context, pipeline.CommitmentReport) error { panic("a bug") }
+			if _, err := c.p.RunCommitments(context.Background(), c.now); err == nil {
+				t.Error("a run whose delivery panicked succeeded")
+			}
+			if s := logs.String(); !strings.Contains(s, `"msg":"`+tt.want+`"`) || !strings.Contains(s, `"run":"commitment"`) {
+				t.Errorf("logs %s; want %q with run: commitment", s, tt.want)
+			}
+		})
 	}
 }

@@ -53,6 +53,10 @@ type Pipeline struct {
 
 	// Logger receives operational logs (never patient data); nil discards.
 	Logger *slog.Logger
+	// CommitmentPanicLog is the line of a panic (a bug) advancing one Storage Commitment transaction in
+	// RunCommitments, logged with run: commitment; "" means ScheduledPanicLog (the commitment function's). Local
+	// mode sets its own.
+	CommitmentPanicLog string
 	// Names names objects in logs and errors by a keyed digest of their
 	// key, never by the key or its UIDs (see logname); nil uses a key
 	// drawn for this process.
