@@ -9,6 +9,7 @@ package pipeline
 // (DynamoDB, S3).
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -484,10 +485,10 @@ func (p *Pipeline) RunCommitments(ctx context.Context, now time.Time) (int, erro
 			defer func() { <-sem }()
 			for _, tx := range txs {
 				var done bool
-				err := panicvalue.Recovered(p.log(), ScheduledPanicLog, func() (err error) {
+				err := panicvalue.Recovered(p.log(), cmp.Or(p.CommitmentPanicLog, ScheduledPanicLog), func() (err error) {
 					done, err = p.advance(ctx, a, tx.ID)
 					return err
-				}, "association", tx.AssociationID, "message_id", tx.MessageID)
+				}, "run", "commitment", "association", tx.AssociationID, "message_id", tx.MessageID)
 				mu.Lock()
 				var l eventLeft
 				switch {

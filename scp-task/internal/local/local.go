@@ -732,6 +732,7 @@ func (l *Local) committer(ctx context.Context, r pipeline.CommitmentReporter) {
 	p.Audit, p.Index, p.Events = l.db.AuditStore(), l.db.IndexStore(), l.db.Outbox(l.cfg.Webhooks)
 	p.Commitments, p.Reporter = l.db.CommitmentStore(), r
 	p.Logger = l.cfg.Logger.With("component", "commitment")
+	p.CommitmentPanicLog = PanicLog // a transaction's panic told as the run's (docs/local-mode.md)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
