@@ -595,14 +595,6 @@ func TestQueuesHaveDeadLetterQueues(t *testing.T) {
 	})
 }
 
-// TestScheduledFunctions: a schedule invokes its function asynchronously.
-// The rule target's dead-letter queue receives only the events EventBridge
-// could not hand to Lambda (the function gone, its permission refused);
-// what the function does with an invocation it accepted (an error, a
-// timeout, a throttled invocation that waited past its age) is up to the
-// function's asynchronous invocation config. So the alarm on that queue
-// sounds when the function fails, the function's on-failure destination
-// is the same queue, with no retries (the next minute's run is the retry).
 // TestCommitmentTimeout: the commitment function's timeout is config.CommitmentTimeoutSeconds, which the docs and
 // the pipeline's cut of a delivery (pipeline.CommitmentWriteMargin before the invocation's end) count on, and leaves a
 // delivery time within it; its queue's visibility is six times it.
@@ -622,6 +614,14 @@ func TestCommitmentTimeout(t *testing.T) {
 	})
 }
 
+// TestScheduledFunctions: a schedule invokes its function asynchronously.
+// The rule target's dead-letter queue receives only the events EventBridge
+// could not hand to Lambda (the function gone, its permission refused);
+// what the function does with an invocation it accepted (an error, a
+// timeout, a throttled invocation that waited past its age) is up to the
+// function's asynchronous invocation config. So the alarm on that queue
+// sounds when the function fails, the function's on-failure destination
+// is the same queue, with no retries (the next minute's run is the retry).
 func TestScheduledFunctions(t *testing.T) {
 	forEachEnv(t, func(t *testing.T, s *synthesized) {
 		invokeConfigs := map[string]map[string]any{} // by function
