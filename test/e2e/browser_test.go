@@ -27,7 +27,7 @@ func chromium(t *testing.T, args []string, url string) string {
 		out, stderr, err := runChromium(t, args, url)
 		var exit *exec.ExitError
 		if err != nil && attempt < 3 && errors.As(err, &exit) && crashed(exit) {
-			t.Logf("chromium %v %s crashed (%v), running it again", args, url, err)
+			t.Logf("chromium %v %s crashed (%v), running it again; its stderr's end:\n%s", args, url, err, stderr[max(0, len(stderr)-crashTail):])
 			continue
 		}
 		if err != nil {
@@ -36,6 +36,9 @@ func chromium(t *testing.T, args []string, url string) string {
 		return out
 	}
 }
+
+// crashTail is how much of a crashed attempt's stderr is logged, its end (where the crash is told).
+const crashTail = 2 << 10
 
 // crashed: the process died by a signal of its own fault (not killed at the
 // test's timeout).
