@@ -264,6 +264,35 @@ func TestCommitmentDeliveryHeldToItsBound(t *testing.T) {
 	}
 }
 
+// transactionToReport is a fixture with txnUID to report; pastDue: after a failed attempt, its report deadline
+// passed.
+func transactionToReport(t *testing.T, pastDue bool) *commitmentFixture {
+	c := newCommitmentFixture(t)
+	c.store(sop1)
+	c.put(txnUID, ctRef(sop1))
+	if pastDue {
+		c.failDelivery()
+		c.now = c.now.Add(24 * time.Hour)
+	}
+	return c
+}
+
+// runLeaving runs the due transactions in a run whose context leaves left past CommitmentWriteMargin, and returns
+// the transaction txnUID as stored then.
+func (c *commitmentFixture) runLeaving(left time.Duration) pipeline.CommitmentTransaction {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), pipeline.CommitmentWriteMargin+left)
+	defer cancel()
+	if _, err := c.p.RunCommitments(ctx, c.now); err != nil {
+		c.t.Errorf("run: %v", err)
+	}
+	tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tx
+}
+
 // TestCommitmentDeliveryCutByTheRun: a report to a PACS that does not answer, in a run whose context ends before the
 // Reporter's bound (the commitment function's invocation, whose timeout is shorter than a delivery's bound) though
 // after its least (MinReport, pipelinetest.DefaultReportLeast: the delivery is made), is cut
@@ -283,24 +312,10 @@ func TestCommitmentDeliveryCutByTheRun(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel() // each waits for its run's end
-			c := newCommitmentFixture(t)
-			c.store(sop1)
-			c.put(txnUID, ctRef(sop1))
-			if tt.pastDue {
-				c.failDelivery()
-				c.now = c.now.Add(24 * time.Hour)
-			}
+			c := transactionToReport(t, tt.pastDue)
 			holdReports(c, "PACS")
 			// The run's context ends well within the Reporter's bound (pipelinetest.DefaultReportBound).
-			ctx, cancel := context.WithTimeout(context.Background(), pipeline.CommitmentWriteMargin+300*time.Millisecond)
-			defer cancel()
-			if _, err := c.p.RunCommitments(ctx, c.now); err != nil {
-				t.Errorf("run: %v", err)
-			}
-			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
-			if err != nil {
-				t.Fatal(err)
-			}
+			tx := c.runLeaving(300 * time.Millisecond)
 			state := tx.State
 			if !tx.GivenUpAt.IsZero() {
 				state = pipeline.CommitmentUndeliverable // its record and event may be left to the next run
@@ -329,24 +344,10 @@ func TestCommitmentDeliveryBelowTheLeast(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			c := newCommitmentFixture(t)
-			c.store(sop1)
-			c.put(txnUID, ctRef(sop1))
-			if tt.pastDue {
-				c.failDelivery()
-				c.now = c.now.Add(24 * time.Hour)
-			}
+			c := transactionToReport(t, tt.pastDue)
 			c.f.Reporter.Least = time.Hour
 			reports := len(c.reports())
-			ctx, cancel := context.WithTimeout(context.Background(), pipeline.CommitmentWriteMargin+time.Minute)
-			defer cancel()
-			if _, err := c.p.RunCommitments(ctx, c.now); err != nil {
-				t.Errorf("run: %v", err)
-			}
-			tx, err := c.f.Commitments.GetCommitment(context.Background(), pipeline.CommitmentID(txnUID))
-			if err != nil {
-				t.Fatal(err)
-			}
+			tx := c.runLeaving(time.Minute)
 			if len(c.reports()) != reports || tx.State != pipeline.CommitmentReporting || tx.Attempts != tt.wantAttempts ||
 				!tx.GivenUpAt.IsZero() || tx.NextAttempt.After(c.now) {
 				t.Errorf("after a run with less left than a delivery needs: %d reports (want %d), %s, %d attempts, given up %v, next attempt %v; want reporting, %d attempts, due now (%v)",
