@@ -49,13 +49,6 @@ func (g *LastGood) Take(cfg *tls.Config, err error) (use *tls.Config, useErr, no
 	return g.last, nil, notReloaded
 }
 
-// Last is the configuration kept last, nil when none loaded yet.
-func (g *LastGood) Last() *tls.Config {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.last
-}
-
 // presentable: cfg is a configuration whose client certificate, if it has one, is valid now.
 func presentable(cfg *tls.Config) bool {
 	if cfg == nil {
