@@ -611,3 +611,62 @@ func TestFailedCommitIsFinal(t *testing.T) {
 		t.Log(err)
 	}
 }
+
+// TestCheckpointFailureBacksOff: a checkpoint that keeps failing is tried
+// again 100 ms after it, then twice as long each time, although the idle
+// seal's tick (here every half millisecond; every second by default) and
+// the releases wake the reclaimer far more often: it was tried and logged
+// at every tick, whatever its retry_in said (a read-only file system
+// logged the file store's failed syncfs every second until the restart).
+// One marked Final is tried once.
+func TestCheckpointFailureBacksOff(t *testing.T) {
+	eio := errors.New("EIO")
+	for _, tt := range []struct {
+		name  string
+		fail  error
+		calls int // Checkpoint calls waited for
+	}{
+		{"retried with a backoff", eio, 3},
+		{"final: not retried", Final(eio), 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var (
+				mu    sync.Mutex
+				calls []time.Time
+			)
+			count := func() int { mu.Lock(); defer mu.Unlock(); return len(calls) }
+			j, _, err := Open("/j", Options{SegmentSize: 64 << 10, Segments: 2, IdleSeal: time.Millisecond, FS: vfstest.NewMem(),
+				Checkpoint: func() error {
+					mu.Lock()
+					defer mu.Unlock()
+					calls = append(calls, time.Now())
+					return tt.fail
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			// Released, its segment is sealed once idle and is to be reclaimed: the checkpoint runs.
+			r, err := appendBytes(t, j, "0", payload(0, 1000))
+			if err != nil {
+				t.Fatal(err)
+			}
+			j.Release(r)
+			testenv.EventuallyWithin(t, 10*time.Second, fmt.Sprintf("%d checkpoint calls", tt.calls), func() bool { return count() >= tt.calls })
+			if tt.calls == 1 {
+				// The transient failure's first two retries come within this; a final one has none.
+				time.Sleep(350 * time.Millisecond)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if tt.calls == 1 && len(calls) != 1 {
+				t.Fatalf("a final checkpoint failure tried %d times", len(calls))
+			}
+			for i := 1; i < len(calls); i++ {
+				if gap, want := calls[i].Sub(calls[i-1]), 100*time.Millisecond<<(i-1); gap < want {
+					t.Errorf("checkpoint retry %d came %v after the failure before it, want at least %v", i, gap, want)
+				}
+			}
+		})
+	}
+}
