@@ -40,10 +40,7 @@ type AuditSyslog struct {
 	SecretKmsKeyArn string `json:"secretKmsKeyArn,omitempty"`
 }
 
-var (
-	secretArnRE = regexp.MustCompile(`^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+$`)
-	dnsNameRE   = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-)
+var dnsNameRE = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
 
 func (a *Audit) applyDefaults(g settings) {
 	s := a.Syslog
@@ -91,11 +88,12 @@ func (c *Config) validateAudit(p *problems, vpc netip.Prefix, vpcOK bool) {
 	} else if hostErr == nil && hostIP != addr {
 		p.addf(f+".address", "%s differs from host %s", addr, s.Host)
 	}
-	if !secretArnRE.MatchString(s.CaSecretArn) {
-		p.addf(f+".caSecretArn", "%q is not a Secrets Manager secret ARN", s.CaSecretArn)
-	}
-	if s.ClientCertificateSecretArn != "" && !secretArnRE.MatchString(s.ClientCertificateSecretArn) {
-		p.addf(f+".clientCertificateSecretArn", "%q is not a Secrets Manager secret ARN", s.ClientCertificateSecretArn)
+	// The one rule of a secret ARN here: complete (the function's grant names exactly the secret), in this
+	// account and Region.
+	const where = "the audit feed function reads it through the Region's Secrets Manager endpoint"
+	c.checkCompleteSecretArn(p, f+".caSecretArn", s.CaSecretArn, where)
+	if s.ClientCertificateSecretArn != "" {
+		c.checkCompleteSecretArn(p, f+".clientCertificateSecretArn", s.ClientCertificateSecretArn, where)
 	}
 	if s.SecretKmsKeyArn != "" {
 		if m := kmsKeyArnRE.FindStringSubmatch(s.SecretKmsKeyArn); m == nil || m[1] != c.Region {

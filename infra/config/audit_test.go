@@ -34,8 +34,23 @@ func TestAuditSyslog(t *testing.T) {
 				`audit.syslog.host: "not a host!" is neither a DNS name nor an IPv4 address`,
 				"audit.syslog.port: 70000 is not a TCP port",
 				`audit.syslog.address: "10.40.1.0/24" is not an IPv4 address`,
-				`audit.syslog.caSecretArn: "arn:aws:acm:x" is not a Secrets Manager secret ARN`,
-				`audit.syslog.clientCertificateSecretArn: "secret" is not a Secrets Manager secret ARN`,
+				`audit.syslog.caSecretArn: "arn:aws:acm:x" is not a complete Secrets Manager secret ARN`,
+				`audit.syslog.clientCertificateSecretArn: "secret" is not a complete Secrets Manager secret ARN`,
+			}, nil},
+		// The rule of every secret ARN here (checkCompleteSecretArn): a partial ARN, without the suffix Secrets
+		// Manager adds, names no secret the function's grant covers; a secret of another account or Region is
+		// not read through this Region's endpoint.
+		{"partial secret ARNs", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-ca",
+			ClientCertificateSecretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/siem-client-cert"},
+			[]string{
+				`audit.syslog.caSecretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-ca" is not a complete Secrets Manager secret ARN (arn:PARTITION:secretsmanager:REGION:ACCOUNT:secret:NAME-XXXXXX, suffix included)`,
+				`audit.syslog.clientCertificateSecretArn: "arn:aws:secretsmanager:eu-west-1:123456789012:secret:dicom-ingest/siem-client-cert" is not a complete Secrets Manager secret ARN`,
+			}, nil},
+		{"secrets of another account and Region", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: "arn:aws:secretsmanager:eu-west-1:210987654321:secret:siem-ca-AbCdEf",
+			ClientCertificateSecretArn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:siem-client-AbCdEf"},
+			[]string{
+				"audit.syslog.caSecretArn: the secret is in 210987654321/eu-west-1, not in this environment's 123456789012/eu-west-1 (the audit feed function reads it",
+				"audit.syslog.clientCertificateSecretArn: the secret is in 123456789012/us-east-1, not in this environment's 123456789012/eu-west-1",
 			}, nil},
 		{"customer-managed key of the secrets", &AuditSyslog{Host: "192.168.1.20", CaSecretArn: caArn,
 			SecretKmsKeyArn: "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}, nil, nil},
