@@ -64,7 +64,7 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 		return nil
 	}}
 	if sent, err := b.Send(sctx, items); err != nil {
-		h.log.Warn("audit feed: batch not delivered, Lambda retries it", "records", len(ev.Records), "messages", sent.Messages, "err", err)
+		h.log.Warn(auditfeed.BatchNotDeliveredLog, "records", len(ev.Records), "messages", sent.Messages, "err", err)
 		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
 	}
 	return resp, nil

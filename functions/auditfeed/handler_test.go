@@ -113,15 +113,42 @@ func TestHandleStreamBatch(t *testing.T) {
 	}
 }
 
+// TestHandleReportsTheBatchWhenTheCollectorFails: a batch the collector does not take (down, refusing TLS) is
+// reported from its first record, for Lambda to retry, and logged as auditfeed.BatchNotDeliveredLog, once per
+// try, with the field the stack's metric filter (AuditFeedBatchesNotDelivered, its alarm) takes its Environment
+// dimension from: read as that filter reads the function's lines. Only the backlog alarm, minutes later, told of
+// it before. A batch delivered logs no such line.
 func TestHandleReportsTheBatchWhenTheCollectorFails(t *testing.T) {
 	ev := fixture(t)
-	h := &handler{sender: &sender{fail: errors.New("connection refused")}, log: discard()}
-	resp, err := h.Handle(context.Background(), ev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != ev.Records[0].Change.SequenceNumber {
-		t.Errorf("failures = %+v, want the first record's sequence number", resp.BatchItemFailures)
+	for _, tt := range []struct {
+		name      string
+		sender    *sender
+		wantLines int
+	}{
+		{"collector refusing", &sender{fail: errors.New("connection refused")}, 1},
+		{"sending panics", &sender{panics: true}, 1},
+		{"delivered", &sender{}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			h := &handler{sender: tt.sender, log: lambdaio.LoggerTo(&logs, "auditfeed", "prod")}
+			resp, err := h.Handle(context.Background(), ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantLines > 0 && (len(resp.BatchItemFailures) != 1 || resp.BatchItemFailures[0].ItemIdentifier != ev.Records[0].Change.SequenceNumber) {
+				t.Errorf("failures = %+v, want the first record's sequence number", resp.BatchItemFailures)
+			}
+			counted := jsonlogtest.Counted(t, jsonlog.MessageFilter(auditfeed.BatchNotDeliveredLog), logs.Bytes())
+			if len(counted) != tt.wantLines {
+				t.Fatalf("%d lines counted by the filter, want %d:\n%s", len(counted), tt.wantLines, logs.String())
+			}
+			for _, l := range counted {
+				if l[jsonlog.EnvironmentKey] != "prod" || l["records"] != float64(len(ev.Records)) || l["err"] == nil {
+					t.Errorf("line counted %v: want %s prod (the metric's dimension), the records and the failure", l, jsonlog.EnvironmentKey)
+				}
+			}
+		})
 	}
 }
 

@@ -35,6 +35,9 @@ const (
 	// MetricAuditFeedUnsendable counts records the function could never
 	// send (from its log, by metric filter).
 	MetricAuditFeedUnsendable = "AuditFeedUnsendable"
+	// MetricAuditFeedNotDelivered counts the batches the function failed
+	// (auditfeed.BatchNotDeliveredLog, by metric filter): each is retried.
+	MetricAuditFeedNotDelivered = "AuditFeedBatchesNotDelivered"
 )
 
 // AuditFeed sends every new audit record to the hospital's syslog
@@ -50,6 +53,8 @@ type AuditFeed struct {
 	Dlq awssqs.Queue
 	// Unsendable counts records the function skipped as never sendable.
 	Unsendable awscloudwatch.Metric
+	// NotDelivered counts the batches the function failed (Lambda retries them).
+	NotDelivered awscloudwatch.Metric
 }
 
 // newAuditFeed builds the feed with the pipeline's function and queue
@@ -137,12 +142,14 @@ func newAuditFeed(scope constructs.Construct, c *config.Config, network *Network
 	grantKeyVia(fn, key, "dynamodb", "kms:Decrypt")
 
 	out.Unsendable = logLineMetric(self, "UnsendableFilter", fn.LogGroup(), c.Name, MetricAuditFeedUnsendable, auditfeed.UnsendableLog)
+	out.NotDelivered = logLineMetric(self, "NotDeliveredFilter", fn.LogGroup(), c.Name, MetricAuditFeedNotDelivered, auditfeed.BatchNotDeliveredLog)
 	return out
 }
 
 // alarms adds the feed's alarms through the observability's alarm helper:
 // backlog (the stream's iterator age), the on-failure queue, records never
-// sendable, and those every function has (functionAlarms).
+// sendable, batches not delivered, and those every function has
+// (functionAlarms).
 func (f *AuditFeed) alarms(alarm alarmFunc) []awscloudwatch.IMetric {
 	minute := awscdk.Duration_Minutes(jsii.Number(1))
 	gt := awscloudwatch.ComparisonOperator_GREATER_THAN_THRESHOLD
@@ -153,6 +160,12 @@ func (f *AuditFeed) alarms(alarm alarmFunc) []awscloudwatch.IMetric {
 	alarm("AuditFeedDlqNotEmpty", dlq, 0, gt, 1,
 		"Audit feed batches the collector did not take within 23 hours: their records are in the audit table but not in the SIEM (see docs/operations/audit-feed.md)")
 	alarm("AuditFeedUnsendable", f.Unsendable, 0, gt, 1, "Audit records the feed could not render and skipped (see the auditfeed function's log)")
+	// A failed batch is tried again at once and again and again (Lambda's retries of the stream), each try a line:
+	// failures in each of two minutes running are an outage (the collector down, refusing our TLS, the secrets
+	// unusable), told within about three minutes rather than the backlog alarm's eight, and no blip of one retry.
+	notDelivered := f.NotDelivered.With(&awscloudwatch.MetricOptions{Period: minute})
+	alarm("AuditFeedNotDelivered", notDelivered, 0, gt, 2,
+		"Audit feed batches not delivered in each of 2 minutes running: the syslog collector is unreachable or refusing TLS, or the feed's secrets are unusable; records wait in the stream (see docs/operations/alarms.md)")
 	errs := functionAlarms(alarm, "AuditFeed", FnAuditFeed, f.Function, "The audit feed function failed (configuration or secrets); the stream waits")
-	return []awscloudwatch.IMetric{backlog, dlq, errs}
+	return []awscloudwatch.IMetric{backlog, dlq, notDelivered, errs}
 }

@@ -128,23 +128,32 @@ func TestAuditFeed(t *testing.T) {
 				alarms[id] = props(a)
 			}
 		}
-		if len(alarms) != 5 {
-			t.Errorf("%d audit feed alarms, want 5", len(alarms))
+		if len(alarms) != 6 {
+			t.Errorf("%d audit feed alarms, want 6", len(alarms))
 		}
-		var sawBacklog, sawDlq bool
+		// Failed batches sound within minutes (the backlog alarm took some 8): a batch not delivered in each of
+		// two minutes running, counted from the function's line (auditfeed.BatchNotDeliveredLog, the filter
+		// below; TestAlarmsWatchWhatIsPublished holds the alarm to the filter's metric and dimension).
+		var sawBacklog, sawDlq, sawNotDelivered bool
 		for _, a := range alarms {
 			switch {
 			case a["MetricName"] == "IteratorAge":
 				sawBacklog = a["Threshold"] == float64(300000) && a["Statistic"] == "Maximum"
 			case a["MetricName"] == "ApproximateNumberOfMessagesVisible":
 				sawDlq = a["Threshold"] == float64(0)
+			case a["MetricName"] == MetricAuditFeedNotDelivered:
+				sawNotDelivered = a["Threshold"] == float64(0) && a["Statistic"] == "Sum" && a["Period"] == float64(60) &&
+					a["EvaluationPeriods"] == float64(2) && a["ComparisonOperator"] == "GreaterThanThreshold"
+				if !sawNotDelivered {
+					t.Errorf("batches not delivered alarm %s", js(a))
+				}
 			}
 			if len(a["AlarmActions"].([]any)) == 0 {
 				t.Errorf("alarm %v notifies nobody", a["AlarmDescription"])
 			}
 		}
-		if !sawBacklog || !sawDlq {
-			t.Errorf("backlog alarm %v, DLQ alarm %v", sawBacklog, sawDlq)
+		if !sawBacklog || !sawDlq || !sawNotDelivered {
+			t.Errorf("backlog alarm %v, DLQ alarm %v, batches not delivered alarm %v", sawBacklog, sawDlq, sawNotDelivered)
 		}
 		for _, k := range []string{"AuditFeedFunctionName", "AuditFeedDlqUrl"} {
 			if _, ok := s.outputs[k]; !ok {
@@ -154,6 +163,10 @@ func TestAuditFeed(t *testing.T) {
 		s.check(t, func(tpl assertions.Template) {
 			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
 				"FilterPattern": `{ $.msg = "` + auditfeed.UnsendableLog + `" }`,
+			})
+			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
+				"FilterPattern": `{ $.msg = "` + auditfeed.BatchNotDeliveredLog + `" }`,
+				"MetricTransformations": []any{map[string]any{"MetricName": MetricAuditFeedNotDelivered, "MetricNamespace": MetricsNamespace, "MetricValue": "1"}},
 			})
 		})
 	})

@@ -409,7 +409,7 @@ func NewObservability(scope constructs.Construct, id string, props *Observabilit
 	)
 	if feedMetrics != nil {
 		dash.AddWidgets(awscloudwatch.NewGraphWidget(&awscloudwatch.GraphWidgetProps{
-			Title: jsii.String("Audit feed: backlog age (ms), DLQ, errors"), Left: &[]awscloudwatch.IMetric{feedMetrics[0]}, Right: &[]awscloudwatch.IMetric{feedMetrics[1], feedMetrics[2]}, Width: jsii.Number(12),
+			Title: jsii.String("Audit feed: backlog age (ms), DLQ, batches not delivered, errors"), Left: &[]awscloudwatch.IMetric{feedMetrics[0]}, Right: &[]awscloudwatch.IMetric{feedMetrics[1], feedMetrics[2], feedMetrics[3]}, Width: jsii.Number(12),
 		}))
 	}
 	out.Dashboard = dash

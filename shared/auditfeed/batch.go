@@ -14,6 +14,11 @@ import (
 // AWS stack's metric filter matches it.
 const UnsendableLog = "audit record cannot be sent, skipped"
 
+// BatchNotDeliveredLog is the log message of each batch the auditfeed function fails (the collector down or
+// refusing TLS, the secrets unusable), which Lambda retries: the AWS stack's metric filter counts them and its
+// alarm sounds within minutes, before the backlog's.
+const BatchNotDeliveredLog = "audit feed: batch not delivered, Lambda retries it"
+
 // PanicLog is the log message of a record whose rendering, or a batch
 // whose delivery, panicked: a bug. The record is unsendable (passed over,
 // as one that cannot be rendered); the batch fails and is sent again. The
