@@ -19,6 +19,7 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog"
 	"github.com/dicom-ingest/dicom-ingest/shared/jsonlog/jsonlogtest"
 	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
 // TestClientSecretReadBackoff: a client certificate's secret that cannot be read (Secrets Manager out of reach, a
@@ -298,5 +299,77 @@ func TestClientSecretForgetDuringARead(t *testing.T) {
 	}
 	if got := presented(p.Config(context.Background(), "A")); got != "new" {
 		t.Errorf("the next use presented %q, want %q (the secret read again)", got, "new")
+	}
+}
+
+// TestClientSecretUnusableBackoff: a secret that reads but holds no usable certificate (not the JSON, bad PEM, a key
+// that is not the certificate's, a certificate expired) was read again by every report, each an unbounded call to
+// Secrets Manager, no backoff: it is held to the backoff of a secret not read (one rule): its failure kept for the
+// window, logged once per window (ClientSecretUnusableLog; an expired one is the Reporter's
+// OwnCertificateNotValidLog, once), the secret read again when the window ends, and a fixed one taken then. An
+// expired certificate comes with its refusal through the window, so that a PACS that asks for none still gets
+// its reports.
+func TestClientSecretUnusableBackoff(t *testing.T) {
+	caA := testpki.NewCA(t, "PACS A CA")
+	good, other := caA.Client(t, testpki.Options{CommonName: "ingest-a"}), caA.Client(t, testpki.Options{CommonName: "other"})
+	for _, tt := range []struct {
+		name, value string
+		notValid    bool
+		logged      bool
+	}{
+		{"not JSON", "-----BEGIN CERTIFICATE-----", false, true},
+		{"bad PEM", `{"certificate":"not pem","privateKey":"not pem"}`, false, true},
+		{"key of another", `{"certificate":` + strconvQuote(string(good.CertPEM)) + `,"privateKey":` + strconvQuote(string(other.KeyPEM)) + `}`, false, true},
+		{"expired", clientSecret(t, caA.Client(t, testpki.Expired("ingest-a"))), true, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sm := &countingSecrets{lambdaiotest.UnansweredSecrets{Values: map[string]string{arnA: tt.value}}}
+			var logs bytes.Buffer
+			p, err := NewPeerCredentials(commitreport.TLSPeers{"A": {CA: string(caA.PEM), ClientSecretARN: arnA}}, sm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			p.Now, p.Logger = func() time.Time { return now }, LoggerTo(&logs, "commitment", "test")
+			jitter := 1 + clientSecretRetryJitter
+			for _, s := range []struct {
+				name    string
+				advance time.Duration
+				fix     bool
+				ok      bool
+				reads   int
+				logged  int
+			}{
+				{"first report: read", 0, false, false, 1, 1},
+				{"reports within the window: not read", 0, false, false, 1, 1},
+				{"and again", time.Duration(float64(ClientSecretRetryFirst) * (1 - clientSecretRetryJitter) * 0.99), false, false, 1, 1},
+				{"after the window: read again, logged again", time.Duration(float64(ClientSecretRetryFirst) * jitter), false, false, 2, 2},
+				{"fixed, within the second window: not read yet", 0, true, false, 2, 2},
+				{"fixed, after the longest window: taken", time.Duration(float64(ClientSecretRetryMax) * jitter), false, true, 3, 2},
+			} {
+				now = now.Add(s.advance)
+				if s.fix {
+					sm.Values[arnA] = clientSecret(t, good)
+				}
+				cfg, err := p.Config(context.Background(), "A")
+				want := 0
+				if tt.logged {
+					want = s.logged
+				}
+				n := len(jsonlogtest.Counted(t, jsonlog.MessageFilter(ClientSecretUnusableLog), logs.Bytes()))
+				if (err == nil) != s.ok || sm.reads() != s.reads || n != want {
+					t.Fatalf("%s: Config = %v after %d reads, %d lines logged; want ok %v after %d reads, %d logged", s.name, err, sm.reads(), n, s.ok, s.reads, want)
+				}
+				if err != nil && (!strings.Contains(err.Error(), "client certificate of A") || !strings.Contains(err.Error(), arnA)) {
+					t.Errorf("%s: %v, want it to name the AE and the secret", s.name, err)
+				}
+				if err != nil && tt.notValid && (!errors.Is(err, tlstrust.ErrNotValidNow) || cfg == nil) {
+					t.Errorf("%s: %v with configuration %v, want the refusal for its dates with the configuration", s.name, err, cfg)
+				}
+			}
+			if strings.Contains(logs.String(), "PRIVATE KEY") {
+				t.Error("a key in the log")
+			}
+		})
 	}
 }
