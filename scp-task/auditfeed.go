@@ -96,7 +96,7 @@ func auditCollector(cfg config.Config, log *slog.Logger) *auditfeed.Collector {
 	}
 	var last tlstrust.LastGood
 	last.Take(cfg.AuditTLS, nil)
-	c.LoadTLS = func() (*tls.Config, error) {
+	c.LoadTLS = func(context.Context) (*tls.Config, error) {
 		use, err, notReloaded := last.Take(cfg.AuditTLSLoad())
 		if notReloaded != nil {
 			log.Warn(AuditTLSNotReloadedLog, "err", notReloaded)

@@ -23,9 +23,9 @@ type handler struct {
 	log    *slog.Logger
 	// render renders one record (nil: auditfeed.FormatRecord).
 	render func(pipeline.AuditRecord, auditfeed.Header) ([][]byte, error)
-	// certificateNotValid is the refusal of our client certificate for its dates at cold start, logged once by
-	// main; nil when it is valid, or there is none.
-	certificateNotValid error
+	// tlsFailed, when set, is called when a batch failed its TLS handshake (auditfeed.ErrHandshake): the secrets
+	// are read again for the next (lambdaio.KeptSecret.Forget), so that a rotation is taken without a cold start.
+	tlsFailed func()
 }
 
 // Handle implements the Lambda handler for the audit table's stream. It
@@ -65,6 +65,9 @@ func (h *handler) Handle(ctx context.Context, ev events.DynamoDBEvent) (events.D
 	}}
 	if sent, err := b.Send(sctx, items); err != nil {
 		h.log.Warn(auditfeed.BatchNotDeliveredLog, "records", len(ev.Records), "messages", sent.Messages, "err", err)
+		if errors.Is(err, auditfeed.ErrHandshake) && h.tlsFailed != nil {
+			h.tlsFailed()
+		}
 		resp.BatchItemFailures = []events.DynamoDBBatchItemFailure{{ItemIdentifier: ev.Records[0].Change.SequenceNumber}}
 	}
 	return resp, nil

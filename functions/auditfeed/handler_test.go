@@ -430,13 +430,16 @@ func TestConfigure(t *testing.T) {
 	sm := secrets{"ca": ca, "client": client, "junk": "not pem", "ca+junk": ca + "# the old CA\n", "weak": weakCA,
 		"server only": string(serverOnly.CertPEM) + string(serverOnly.KeyPEM)}
 	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
-	h, err := configure(context.Background(), env(map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca",
-		"SYSLOG_CLIENT_CERT_SECRET_ARN": "client", "AWS_LAMBDA_FUNCTION_NAME": "fn"}), sm)
+	h, err := configure(env(map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca",
+		"SYSLOG_CLIENT_CERT_SECRET_ARN": "client", "AWS_LAMBDA_FUNCTION_NAME": "fn"}), sm, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if h.header.Hostname != "fn" {
 		t.Errorf("hostname %q", h.header.Hostname)
+	}
+	if _, err := loadTLS(t, h); err != nil {
+		t.Errorf("TLS configuration: %v", err)
 	}
 	for _, tt := range []struct {
 		env  map[string]string
@@ -458,10 +461,25 @@ func TestConfigure(t *testing.T) {
 		{map[string]string{"SYSLOG_HOST": "h", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "server only"},
 			"issue one whose extended key usage has clientAuth"},
 	} {
-		if _, err := configure(context.Background(), env(tt.env), sm); err == nil || !strings.Contains(err.Error(), tt.want) {
+		// The settings fail the start; the secrets, read at the first batch, fail the batch.
+		h, err := configure(env(tt.env), sm, nil)
+		if err == nil {
+			_, err = loadTLS(t, h)
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("configure(%v) = %v, want %q", tt.env, err, tt.want)
 		}
 	}
+}
+
+// loadTLS is the TLS client configuration the handler's collector takes for a batch.
+func loadTLS(t *testing.T, h *handler) (*tls.Config, error) {
+	t.Helper()
+	c, ok := h.sender.(*auditfeed.Collector)
+	if !ok || c.LoadTLS == nil {
+		t.Fatalf("sender %#v, want a collector that loads its TLS configuration for each batch", h.sender)
+	}
+	return c.LoadTLS(context.Background())
 }
 
 // FuzzHandle: whatever a stream record holds, the handler neither panics
@@ -664,14 +682,12 @@ func TestBothCallersFeedTheSame(t *testing.T) {
 	}
 }
 
-// TestConfigureGivesUpBeforeLambdasInit: the secrets are read at cold
-// start within lambdaio.KeyReadTimeout, both together, well inside
-// Lambda's 10 s init, so a Secrets Manager that does not answer (its
-// endpoint, a security group) fails the start with the configuration line
-// naming the secret's setting, rather than an init timed out with no line
-// (and, tried again inside the first invocation, its timeout spent
-// waiting).
-func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
+// TestSecretsReadGivesUpWithinKeyReadTimeout: the secrets are read, at
+// the first batch, within lambdaio.KeyReadTimeout, both together, so a
+// Secrets Manager that does not answer (its endpoint, a security group)
+// fails the batch with an error naming the secret's setting, rather than
+// the invocation's timeout spent waiting.
+func TestSecretsReadGivesUpWithinKeyReadTimeout(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
 	ca := string(auditfeedtest.Read(t, pki.CA))
 	const caARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-ca-AbCdEf"
@@ -688,7 +704,11 @@ func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			sm := &lambdaiotest.UnansweredSecrets{Values: tt.answered}
-			_, err := configure(context.Background(), func(k string) string { return env[k] }, sm)
+			h, err := configure(func(k string) string { return env[k] }, sm, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = loadTLS(t, h)
 			end := time.Now()
 			if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), tt.setting) {
 				t.Fatalf("err = %v, want the deadline, naming %s", err, tt.setting)
@@ -712,28 +732,32 @@ func TestConfigureGivesUpBeforeLambdasInit(t *testing.T) {
 }
 
 // TestConfigureExpiredClientCertificate: a client certificate secret holding an expired certificate (not rotated in
-// time) no longer fails every cold start, uncounted: the function starts, says so once (certificateNotValid, naming
+// time) fails no start: the function says so once per backoff window of its secret (CertificateNotValidLog, naming
 // SYSLOG_CLIENT_CERT_SECRET_ARN and the dates), and each delivery to a collector that asks for it fails at the
-// handshake, Lambda retrying the batch (the AuditFeedBacklog alarm, then the on-failure queue, count them).
+// handshake, Lambda retrying the batch (AuditFeedNotDelivered, AuditFeedBacklog, then the on-failure queue).
 func TestConfigureExpiredClientCertificate(t *testing.T) {
 	pki := auditfeedtest.NewPKI(t)
 	old := testpki.NewCA(t, "site CA").Client(t, testpki.Expired("old feeder"))
 	sm := secrets{"ca": string(auditfeedtest.Read(t, pki.CA)), "expired": string(old.CertPEM) + string(old.KeyPEM)}
 	env := map[string]string{"SYSLOG_HOST": "siem.example", "SYSLOG_CA_SECRET_ARN": "ca", "SYSLOG_CLIENT_CERT_SECRET_ARN": "expired"}
-	h, err := configure(context.Background(), func(k string) string { return env[k] }, sm)
+	var logs bytes.Buffer
+	h, err := configure(func(k string) string { return env[k] }, sm, lambdaio.LoggerTo(&logs, "auditfeed", "prod"))
 	if err != nil {
 		t.Fatalf("configure: %v, want a start that fails the deliveries instead", err)
 	}
-	if err := h.certificateNotValid; !errors.Is(err, tlstrust.ErrNotValidNow) || !strings.Contains(err.Error(), "SYSLOG_CLIENT_CERT_SECRET_ARN") ||
-		!strings.Contains(err.Error(), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
-		t.Errorf("certificateNotValid = %v, want the refusal naming the variable and the dates", err)
+	var cfg *tls.Config
+	for range 3 {
+		if cfg, err = loadTLS(t, h); err != nil || cfg == nil || cfg.GetClientCertificate == nil {
+			t.Fatalf("TLS configuration %v, %v: want one whose TLS checks our certificate at each handshake", cfg, err)
+		}
 	}
-	c, ok := h.sender.(*auditfeed.Collector)
-	if !ok || c.TLS.GetClientCertificate == nil {
-		t.Fatalf("sender %#v, want a collector whose TLS checks our certificate at each handshake", h.sender)
-	}
-	if _, err := c.TLS.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13,
+	if _, err := cfg.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13,
 		SignatureSchemes: []tls.SignatureScheme{tls.ECDSAWithP256AndSHA256, tls.PSSWithSHA256}}); !errors.Is(err, tlstrust.ErrNotValidNow) {
 		t.Errorf("asked for our certificate: %v, want it refused for its dates", err)
+	}
+	lines := logLines(t, &logs, CertificateNotValidLog)
+	if len(lines) != 1 || !strings.Contains(fmt.Sprint(lines[0]["err"]), "SYSLOG_CLIENT_CERT_SECRET_ARN") ||
+		!strings.Contains(fmt.Sprint(lines[0]["err"]), "is valid from 2020-01-01T00:00:00Z to 2021-01-01T00:00:00Z") {
+		t.Errorf("lines %v, want one naming the variable and the dates", lines)
 	}
 }

@@ -15,12 +15,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -31,37 +33,45 @@ import (
 	"github.com/dicom-ingest/dicom-ingest/shared/tlstrust"
 )
 
-// CertificateNotValidLog is the message of the cold start's warning of a client certificate that is expired or not
-// yet valid: the function runs, and the deliveries that present it fail until the secret holds a valid one.
+// CertificateNotValidLog is the message of the warning of a client certificate that is expired or not yet valid,
+// once per backoff window of its secret: the function runs, and the deliveries that present it fail until the
+// secret holds a valid one (read again when the window ends) or it becomes valid.
 const CertificateNotValidLog = "audit feed: our client certificate is not valid now; deliveries that present it fail"
+
+// SecretsUnusableLog is the message of the warning of secrets that could not be read, or hold no usable CA or client
+// certificate, once per backoff window (lambdaio.KeptSecret, the commitment function's rule): each batch fails
+// meanwhile (auditfeed.BatchNotDeliveredLog), and the secrets are read again when the window ends, so a secret fixed
+// is taken without a cold start.
+const SecretsUnusableLog = "audit feed: secrets not usable; not read again before the backoff ends"
 
 func main() {
 	log := lambdaio.Logger("auditfeed")
 	ctx := context.Background()
-	h, err := newHandler(ctx, os.Getenv)
+	h, err := newHandler(ctx, os.Getenv, log)
 	if err != nil {
 		log.Error("configuration", "err", err)
 		os.Exit(1)
 	}
-	h.log = log
-	if h.certificateNotValid != nil {
-		// Once per execution environment; each delivery it fails is the batch's "not delivered" line, retried.
-		log.Warn(CertificateNotValidLog, "err", h.certificateNotValid)
-	}
 	lambda.Start(h.Handle)
 }
 
-// newHandler reads the configuration and the secrets once, at cold start,
-// the secrets within lambdaio.KeyReadTimeout.
-func newHandler(ctx context.Context, getenv func(string) string) (*handler, error) {
+// newHandler reads the configuration at cold start; the secrets are read at
+// the first batch, each within lambdaio.KeyReadTimeout, and kept.
+func newHandler(ctx context.Context, getenv func(string) string, log *slog.Logger) (*handler, error) {
 	awsCfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("auditfeed: aws config: %w", err)
 	}
-	return configure(ctx, getenv, secretsmanager.NewFromConfig(awsCfg))
+	return configure(getenv, secretsmanager.NewFromConfig(awsCfg), log)
 }
 
-func configure(ctx context.Context, getenv func(string) string, sm lambdaio.SecretsAPI) (*handler, error) {
+// configure makes the handler of the environment's settings. Its secrets, the collector CA and our client
+// certificate, are read at the first batch and kept by the rule of every secret a function keeps
+// (lambdaio.KeptSecret): read again after lambdaio.ClientCredentialMaxAge, or at the next batch after a failed
+// handshake with the collector (a rotation is taken without a cold start), and, when they could not be read or hold
+// nothing usable, not before their backoff window ends: each batch fails meanwhile, logged, without a read. Read at
+// cold start, a bad secret failed every start, and each of Lambda's retries, a cold start, read it and logged it again.
+func configure(getenv func(string) string, sm lambdaio.SecretsAPI, log *slog.Logger) (*handler, error) {
 	host := getenv("SYSLOG_HOST")
 	if host == "" {
 		return nil, fmt.Errorf("auditfeed: SYSLOG_HOST is required")
@@ -74,43 +84,66 @@ func configure(ctx context.Context, getenv func(string) string, sm lambdaio.Secr
 		}
 		port = n
 	}
-	if getenv("SYSLOG_CA_SECRET_ARN") == "" {
+	caARN, clientARN := getenv("SYSLOG_CA_SECRET_ARN"), getenv("SYSLOG_CLIENT_CERT_SECRET_ARN")
+	if caARN == "" {
 		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN is required")
 	}
-	// One secret holds both the client certificate and its key (optional:
-	// unset, it reads as none).
-	pems, err := lambdaio.ReadSecrets(ctx, sm,
-		lambdaio.Secret{Setting: "SYSLOG_CA_SECRET_ARN", ARN: getenv("SYSLOG_CA_SECRET_ARN")},
-		lambdaio.Secret{Setting: "SYSLOG_CLIENT_CERT_SECRET_ARN", ARN: getenv("SYSLOG_CLIENT_CERT_SECRET_ARN")})
-	if err != nil {
-		return nil, fmt.Errorf("auditfeed: %w", err)
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	ca, client := []byte(pems[0]), []byte(pems[1])
-	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
-	var notValid error
-	switch {
-	case errors.Is(err, tlstrust.ErrNotValidNow) && tlsCfg != nil:
-		// Expired, or not yet valid: the audit table keeps the records, the stream waits; the function starts
-		// and each delivery that presents it fails (tlstrust.ClientConfig's check), retried by Lambda, until the
-		// secret holds a valid one (read at the next cold start) or it becomes valid.
-		notValid, err = fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err), nil
-	case errors.Is(err, auditfeed.ErrCA):
-		return nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN: %w", err)
-	case errors.Is(err, auditfeed.ErrClientCertificate):
-		return nil, fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err)
-	}
-	if err != nil {
-		return nil, err
+	secrets := &lambdaio.KeptSecret[*tls.Config]{
+		Read: func(ctx context.Context) (*tls.Config, error, error) { return readTLS(ctx, sm, host, caARN, clientARN) },
+		WindowStarted: func(wait time.Duration, readErr, useErr error) {
+			retry := wait.Round(time.Millisecond).String()
+			if errors.Is(useErr, tlstrust.ErrNotValidNow) {
+				log.Warn(CertificateNotValidLog, "retry_in", retry, "err", useErr)
+				return
+			}
+			log.Warn(SecretsUnusableLog, "retry_in", retry, "err", errors.Join(readErr, useErr))
+		},
 	}
 	hostname := getenv("SYSLOG_HOSTNAME")
 	if hostname == "" {
 		hostname = getenv("AWS_LAMBDA_FUNCTION_NAME")
 	}
 	return &handler{
-		sender: &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), TLS: tlsCfg},
-		header: auditfeed.Header{Hostname: hostname},
-		log:    slog.New(slog.DiscardHandler),
-
-		certificateNotValid: notValid,
+		sender: &auditfeed.Collector{Addr: net.JoinHostPort(host, strconv.Itoa(port)), LoadTLS: func(ctx context.Context) (*tls.Config, error) {
+			cfg, err := secrets.Get(ctx)
+			if cfg != nil && errors.Is(err, tlstrust.ErrNotValidNow) {
+				// Expired, or not yet valid: offered only while valid (tlstrust.ClientConfig's check at each
+				// handshake the collector asks for it), so a collector that asks for none still takes the batch.
+				return cfg, nil
+			}
+			return cfg, err
+		}},
+		header:    auditfeed.Header{Hostname: hostname},
+		log:       log,
+		tlsFailed: secrets.Forget,
 	}, nil
+}
+
+// readTLS reads the CA secret and the client certificate's (optional: unset, it reads as none), both within one
+// lambdaio.KeyReadTimeout, and makes the collector's TLS client configuration (auditfeed.TLSConfig), each failure
+// naming the setting: readErr when a secret was not read, useErr when what it holds is not usable (with the
+// configuration when our certificate is refused for its dates alone).
+func readTLS(ctx context.Context, sm lambdaio.SecretsAPI, host, caARN, clientARN string) (*tls.Config, error, error) {
+	pems, err := lambdaio.ReadSecrets(ctx, sm,
+		lambdaio.Secret{Setting: "SYSLOG_CA_SECRET_ARN", ARN: caARN},
+		lambdaio.Secret{Setting: "SYSLOG_CLIENT_CERT_SECRET_ARN", ARN: clientARN})
+	if err != nil {
+		return nil, fmt.Errorf("auditfeed: %w", err), nil
+	}
+	ca, client := []byte(pems[0]), []byte(pems[1])
+	tlsCfg, err := auditfeed.TLSConfig(host, ca, client, client)
+	switch {
+	case errors.Is(err, tlstrust.ErrNotValidNow) && tlsCfg != nil:
+		return tlsCfg, nil, fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err)
+	case errors.Is(err, auditfeed.ErrCA):
+		return nil, nil, fmt.Errorf("auditfeed: SYSLOG_CA_SECRET_ARN: %w", err)
+	case errors.Is(err, auditfeed.ErrClientCertificate):
+		return nil, nil, fmt.Errorf("auditfeed: SYSLOG_CLIENT_CERT_SECRET_ARN: %w", err)
+	case err != nil:
+		return nil, nil, err
+	}
+	return tlsCfg, nil, nil
 }

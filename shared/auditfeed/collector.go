@@ -101,13 +101,19 @@ func TLSConfig(host string, caPEM, certPEM, keyPEM []byte) (*tls.Config, error) 
 	return tlstrust.ClientConfig(host, pool, nil), nil
 }
 
+// ErrHandshake is in Send's error (errors.Is) when the TLS handshake with the collector failed, or the collector
+// answered our batch with a TLS alert (under TLS 1.3 its refusal of our client certificate comes so): the CA or
+// client certificate may have been rotated, and a caller that keeps them reads them again (the auditfeed function).
+var ErrHandshake = errors.New("TLS handshake failed")
+
 // Collector sends batches of syslog messages to one collector over TLS.
 type Collector struct {
 	Addr string      // host:port
 	TLS  *tls.Config // from TLSConfig
-	// LoadTLS, when set, is called for each connection instead of taking TLS: the CA and client certificate read
-	// again (scp-task's files), so that renewed ones are used from the next batch on without a restart.
-	LoadTLS func() (*tls.Config, error)
+	// LoadTLS, when set, is called for each connection, with the batch's context, instead of taking TLS: the CA
+	// and client certificate read again (scp-task's files; the auditfeed function's secrets, as it keeps them), so
+	// that renewed ones are used from the next batch on without a restart.
+	LoadTLS func(ctx context.Context) (*tls.Config, error)
 	// Timeout bounds connecting and, separately, one batch's exchange;
 	// default 10s.
 	Timeout time.Duration
@@ -152,17 +158,28 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	cfg := c.TLS
 	if c.LoadTLS != nil {
 		var err error
-		if cfg, err = c.LoadTLS(); err != nil {
+		if cfg, err = c.LoadTLS(ctx); err != nil {
 			return fmt.Errorf("auditfeed: TLS client configuration for %s: %w", c.Addr, err)
 		}
 	}
-	d := tls.Dialer{Config: cfg, NetDialer: &net.Dialer{Timeout: timeout}}
-	nc, err := d.DialContext(dialCtx, "tcp", c.Addr)
+	raw, err := (&net.Dialer{Timeout: timeout}).DialContext(dialCtx, "tcp", c.Addr)
 	if err != nil {
 		return fmt.Errorf("auditfeed: connect to %s: %w", c.Addr, err)
 	}
-	conn := nc.(*tls.Conn)
+	if cfg.ServerName == "" {
+		// As tls.Dialer names it: the host dialled.
+		host, _, err := net.SplitHostPort(c.Addr)
+		if err != nil {
+			return errors.Join(fmt.Errorf("auditfeed: %w", err), raw.Close())
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	conn := tls.Client(raw, cfg)
 	defer conn.Close()
+	if err := conn.HandshakeContext(dialCtx); err != nil {
+		return fmt.Errorf("auditfeed: connect to %s: %w: %w", c.Addr, ErrHandshake, err)
+	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
 	defer stop()
 	deadline := time.Now().Add(timeout)
@@ -193,6 +210,11 @@ func (c *Collector) Send(ctx context.Context, msgs [][]byte) error {
 	// Whatever the collector says before closing is ignored; a clean end
 	// of stream, then a clean close, confirm the batch.
 	if _, err := io.Copy(io.Discard, conn); err != nil {
+		if oe, ok := errors.AsType[*net.OpError](err); ok && oe.Op == "remote error" {
+			// The collector's TLS alert, under TLS 1.3 after our side of the handshake was done: it refused our
+			// client certificate (or wanted one), a failed handshake all the same.
+			return fmt.Errorf("auditfeed: %s did not confirm the batch: %w: %w", c.Addr, ErrHandshake, err)
+		}
 		return fmt.Errorf("auditfeed: %s did not confirm the batch: %w", c.Addr, err)
 	}
 	if err := confirmClosed(ctx, tcp, deadline); err != nil {

@@ -193,3 +193,53 @@ func (c *secretCache[T]) forget(key string) {
 	delete(c.reading, key)
 	c.gen[key]++
 }
+
+// KeptSecret is what a function makes of its secrets (the audit feed's TLS client configuration) kept by the rule
+// of every secret a function keeps (secretCache, the commitment function's client certificates' too): made by Read
+// on first use, kept for MaxAge (default ClientCredentialMaxAge), made again after it or after Forget (a failed
+// handshake: a secret may have been rotated); a read that fails, or makes nothing usable, is not made again before
+// its backoff window ends, WindowStarted told once per window. Safe for concurrent use; set the fields before the
+// first Get.
+type KeptSecret[T any] struct {
+	// Read reads the secrets, each within ctx and KeyReadTimeout (ReadSecrets), and makes the value: readErr when
+	// a secret could not be read, useErr when what was read is not usable (the value with it when it is usable all
+	// the same: a client certificate refused for its dates alone).
+	Read func(ctx context.Context) (v T, readErr, useErr error)
+	// WindowStarted, when set, is told of each backoff window: its length and the failure.
+	WindowStarted func(wait time.Duration, readErr, useErr error)
+	MaxAge        time.Duration
+	Now           func() time.Time
+
+	once  sync.Once
+	cache *secretCache[T]
+}
+
+const keptSecretKey = "kept"
+
+func (k *KeptSecret[T]) init() {
+	k.once.Do(func() {
+		k.cache = newSecretCache[T](func() time.Time {
+			if k.Now != nil {
+				return k.Now()
+			}
+			return time.Now()
+		}, func() time.Duration {
+			if k.MaxAge <= 0 {
+				return ClientCredentialMaxAge
+			}
+			return k.MaxAge
+		})
+	})
+}
+
+// Get is the value: kept, the failure of its backoff window, or made now within ctx.
+func (k *KeptSecret[T]) Get(ctx context.Context) (T, error) {
+	k.init()
+	return k.cache.get(ctx, keptSecretKey, k.Read, k.WindowStarted)
+}
+
+// Forget has the value made again at its next Get, unless within a backoff window.
+func (k *KeptSecret[T]) Forget() {
+	k.init()
+	k.cache.forget(keptSecretKey)
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio"
+	"github.com/dicom-ingest/dicom-ingest/functions/internal/lambdaio/lambdaiotest"
+	"github.com/dicom-ingest/dicom-ingest/shared/auditfeed"
+	"github.com/dicom-ingest/dicom-ingest/shared/testpki"
+)
+
+const (
+	caSecretARN     = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-ca-AbCdEf"
+	clientSecretARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:siem-client-AbCdEf"
+)
+
+// tlsCollector is a syslog TLS collector on loopback that asks for a client certificate of clientCA (under TLS
+// 1.2, so that it refuses one in the handshake), reads each batch to its end and closes cleanly; it counts the
+// batches it took.
+func tlsCollector(t *testing.T, serverCA, clientCA *testpki.CA) (addr string, taken *atomic.Int32) {
+	t.Helper()
+	server := serverCA.Server(t, testpki.Options{CommonName: "collector", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{server.TLS()},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clientCA.Pool(), MaxVersion: tls.VersionTLS12})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	taken = &atomic.Int32{}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					return
+				}
+				if _, err := io.Copy(io.Discard, tc); err == nil {
+					taken.Add(1)
+				}
+			}()
+		}
+	}()
+	return l.Addr().String(), taken
+}
+
+// TestSecretsReadAgainAfterAFailedHandshake: the client certificate rotated in its secret (the collector now asks
+// for one of a new CA) was taken only at a cold start: the function, warm, failed every batch with the old one,
+// and Lambda's retries never ended. A batch whose TLS handshake fails has the secrets read again for the next, as
+// the commitment function does: the rotation is taken without a cold start. A collector that does not answer at
+// all (no handshake) has them kept: no read per retry.
+func TestSecretsReadAgainAfterAFailedHandshake(t *testing.T) {
+	collectorCA, oldCA, newCA := testpki.NewCA(t, "collector CA"), testpki.NewCA(t, "old client CA"), testpki.NewCA(t, "new client CA")
+	pemOf := func(c *testpki.Cert) string { return string(c.CertPEM) + string(c.KeyPEM) }
+	addr, taken := tlsCollector(t, collectorCA, newCA)
+	host, port, _ := net.SplitHostPort(addr)
+	sm := &lambdaiotest.UnansweredSecrets{Values: map[string]string{caSecretARN: string(collectorCA.PEM),
+		clientSecretARN: pemOf(oldCA.Client(t, testpki.Options{CommonName: "feeder"}))}}
+	env := map[string]string{"SYSLOG_HOST": host, "SYSLOG_PORT": port, "SYSLOG_CA_SECRET_ARN": caSecretARN, "SYSLOG_CLIENT_CERT_SECRET_ARN": clientSecretARN}
+	var logs bytes.Buffer
+	h, err := configure(func(k string) string { return env[k] }, sm, lambdaio.LoggerTo(&logs, "auditfeed", "prod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := fixture(t)
+	reads := func() int { return len(sm.Deadlines()) / 2 } // both secrets at each read
+	for _, step := range []struct {
+		name      string
+		before    func()
+		delivered bool
+		reads     int
+		taken     int32
+	}{
+		{"the old certificate: refused in the handshake", nil, false, 1, 0},
+		{"rotated: read again, taken", func() { sm.Values[clientSecretARN] = pemOf(newCA.Client(t, testpki.Options{CommonName: "feeder"})) }, true, 2, 1},
+		{"then kept", nil, true, 2, 2},
+		{"a collector that does not answer: kept, not read per retry", func() {
+			h.sender.(*auditfeed.Collector).Addr = closedPort(t)
+		}, false, 2, 2},
+		{"and again", nil, false, 2, 2},
+	} {
+		if step.before != nil {
+			step.before()
+		}
+		resp, err := h.Handle(context.Background(), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if delivered := len(resp.BatchItemFailures) == 0; delivered != step.delivered || reads() != step.reads || taken.Load() != step.taken {
+			t.Fatalf("%s: delivered %v after %d reads, %d batches taken; want %v, %d, %d:\n%s", step.name, delivered, reads(), taken.Load(),
+				step.delivered, step.reads, step.taken, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "PRIVATE KEY") {
+		t.Error("a key in the log")
+	}
+}
+
+// closedPort is a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// TestUnusableSecretsBackOff: secrets that read but hold no usable CA or client certificate (bad PEM, a key that is
+// not the certificate's) failed every cold start, and every Lambda retry of the batch, a cold start, read them and
+// logged them again. The function starts; the first batch reads them and fails, logged once for the backoff window
+// (SecretsUnusableLog, naming the setting, never the secret); the batches of the window fail at once, each its
+// auditfeed.BatchNotDeliveredLog line (the alarm's), without a read (lambdaio.KeptSecret, the commitment function's
+// rule; its window's end is tested there).
+func TestUnusableSecretsBackOff(t *testing.T) {
+	collectorCA, clientCA := testpki.NewCA(t, "collector CA"), testpki.NewCA(t, "client CA")
+	good, other := clientCA.Client(t, testpki.Options{CommonName: "feeder"}), clientCA.Client(t, testpki.Options{CommonName: "other"})
+	for _, tt := range []struct {
+		name, ca, client, setting string
+	}{
+		{"CA not PEM", "not pem", "", "SYSLOG_CA_SECRET_ARN"},
+		{"client certificate not PEM", string(collectorCA.PEM), "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n", "SYSLOG_CLIENT_CERT_SECRET_ARN"},
+		{"key of another", string(collectorCA.PEM), string(good.CertPEM) + string(other.KeyPEM), "SYSLOG_CLIENT_CERT_SECRET_ARN"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sm := &lambdaiotest.UnansweredSecrets{Values: map[string]string{caSecretARN: tt.ca, clientSecretARN: tt.client}}
+			env := map[string]string{"SYSLOG_HOST": "127.0.0.1", "SYSLOG_CA_SECRET_ARN": caSecretARN, "SYSLOG_CLIENT_CERT_SECRET_ARN": clientSecretARN}
+			var logs bytes.Buffer
+			h, err := configure(func(k string) string { return env[k] }, sm, lambdaio.LoggerTo(&logs, "auditfeed", "prod"))
+			if err != nil {
+				t.Fatalf("configure: %v, want a start (the secrets are read at the first batch)", err)
+			}
+			ev := fixture(t)
+			for range 3 {
+				resp, err := h.Handle(context.Background(), ev)
+				if err != nil || len(resp.BatchItemFailures) != 1 {
+					t.Fatalf("Handle = %+v, %v; want the batch failed", resp, err)
+				}
+			}
+			if n := len(sm.Deadlines()); n != 2 {
+				t.Errorf("%d secret reads, want the 2 of the first batch alone", n)
+			}
+			unusable := logLines(t, &logs, SecretsUnusableLog)
+			if len(unusable) != 1 || !strings.Contains(fmt.Sprint(unusable[0]["err"]), tt.setting) || unusable[0]["retry_in"] == nil {
+				t.Errorf("lines %q: %v, want one naming %s and the wait", SecretsUnusableLog, unusable, tt.setting)
+			}
+			if n := len(logLines(t, &logs, auditfeed.BatchNotDeliveredLog)); n != 3 {
+				t.Errorf("%d lines %q, want one per batch", n, auditfeed.BatchNotDeliveredLog)
+			}
+			for _, secret := range []string{"PRIVATE KEY", "not base64", caSecretARN} {
+				if strings.Contains(logs.String(), secret) {
+					t.Errorf("the log holds %q:\n%s", secret, logs.String())
+				}
+			}
+		})
+	}
+}
