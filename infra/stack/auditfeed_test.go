@@ -165,7 +165,7 @@ func TestAuditFeed(t *testing.T) {
 				"FilterPattern": `{ $.msg = "` + auditfeed.UnsendableLog + `" }`,
 			})
 			tpl.HasResourceProperties(jsii.String("AWS::Logs::MetricFilter"), map[string]any{
-				"FilterPattern": `{ $.msg = "` + auditfeed.BatchNotDeliveredLog + `" }`,
+				"FilterPattern":         `{ $.msg = "` + auditfeed.BatchNotDeliveredLog + `" }`,
 				"MetricTransformations": []any{map[string]any{"MetricName": MetricAuditFeedNotDelivered, "MetricNamespace": MetricsNamespace, "MetricValue": "1"}},
 			})
 		})
