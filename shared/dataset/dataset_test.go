@@ -769,3 +769,72 @@ func (l *readLog) ReadAt(p []byte, off int64) (int, error) {
 	l.reads = append(l.reads, [2]int64{off, int64(len(p))})
 	return l.r.ReadAt(p, off)
 }
+
+// TestSkipItem: a reader that wants one item of many moves past the
+// others without a byte of them read, from the item's start or after one
+// of its elements; the item's end follows, then the next item. A skip past
+// the data set is truncated. An item of undefined length, a sequence
+// level, the top level and a value being read refuse it.
+func TestSkipItem(t *testing.T) {
+	e := explicitLE
+	big := e.el(0x00081150, "UI", strings.Repeat("7", 64))
+	item1 := e.itemD(e.el(0x00081150, "UI", "1.10"), big)
+	head := e.el(tSOPInst, "UI", "1.2")
+	seqs := map[string][]byte{
+		"defined items":  cat(head, e.seqU(0x00081115, "SQ", item1, e.itemD(e.el(0x00081150, "UI", "2.2"))), e.el(tSeries, "UI", "3.3")),
+		"undefined item": cat(head, e.seqU(0x00081115, "SQ", e.itemU(e.el(0x00081150, "UI", "1.1")), e.itemD(e.el(0x00081150, "UI", "2.2"))), e.el(tSeries, "UI", "3.3")),
+		"item past the end": cat(head, e.seqU(0x00081115, "SQ",
+			e.order().AppendUint32(e.tag(nil, tagItem), 1<<20))),
+	}
+	first := int64(len(head)) + 12 + 8 // the first item's content
+	tests := []struct {
+		name  string
+		in    string
+		at    int  // skip after this many tokens: 2 the sequence, 3 its first item, 4 the item's element
+		ok    bool // SkipItem takes it
+		next  []Kind
+		isErr error
+	}{
+		{"from the item's start", "defined items", 3, true, []Kind{KindItemEnd, KindItem, KindElement}, nil},
+		{"after an element", "defined items", 4, true, []Kind{KindItemEnd, KindItem, KindElement}, nil},
+		{"undefined length", "undefined item", 3, false, []Kind{KindElement}, nil},
+		{"at the sequence's level", "defined items", 2, false, []Kind{KindItem}, nil},
+		{"at the top level", "defined items", 1, false, []Kind{KindElement}, nil},
+		{"past the end", "item past the end", 3, true, []Kind{KindError}, ErrTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in := seqs[tt.in]
+			src := &readLog{r: bytes.NewReader(in)}
+			d := NewDecoder(NewRangeSource(src, int64(len(in)), RangeOptions{First: 8, Max: 8}), tsExplicit)
+			for range tt.at {
+				if k, err := d.Next(); k == KindError || k == KindEnd {
+					t.Fatalf("Next = %v, %v before the skip", k, err)
+				}
+			}
+			if ok := d.SkipItem(); ok != tt.ok {
+				t.Fatalf("SkipItem() = %v, want %v", ok, tt.ok)
+			}
+			for i, want := range tt.next {
+				k, err := d.Next()
+				if k != want {
+					t.Fatalf("token %d after the skip: %v, %v; want %v", i, k, err, want)
+				}
+				if tt.isErr != nil && !errors.Is(err, tt.isErr) {
+					t.Fatalf("Next = %v, want %v", err, tt.isErr)
+				}
+			}
+			if tt.ok && tt.isErr == nil {
+				if e := d.Element(); e.Tag != 0x00081150 || e.Start != first+int64(len(item1)) {
+					t.Fatalf("landed on %s at %d, want the second item's element at %d", TagString(e.Tag), e.Start, first+int64(len(item1)))
+				}
+				bigValue := first + 12 + 8 // the first item's second value, 64 bytes
+				for _, r := range src.reads {
+					if off, n := r[0], r[1]; off+n > bigValue && off < bigValue+64 {
+						t.Errorf("read %d bytes at %d: the item skipped", n, off)
+					}
+				}
+			}
+		})
+	}
+}

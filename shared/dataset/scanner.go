@@ -381,6 +381,32 @@ func (s *Scanner) SkipFragments(n uint64) bool {
 	return true
 }
 
+// SkipItem moves past the rest of the item being read, one of defined
+// length whose elements the Scanner is among (just after KindItem, or
+// after an element of it that is not a sequence, its value with the
+// rest): as a value is skipped
+// (Skipping, Skipped: a reader that can seek reads none of it), so a data
+// set ending before the item does is ErrTruncated, and KindItemEnd
+// follows. What is skipped is not read, so it is not checked: a reader
+// that wants one item of many (a multi-frame object's Per-Frame Functional
+// Groups item for one frame) skips the others. It reports false and
+// changes nothing for an item of undefined length, whose end only reading
+// it finds, anywhere but directly in an item, inside a header, and while a
+// value is captured.
+func (s *Scanner) SkipItem() bool {
+	if len(s.stack) == 0 || s.state != stSkip && (s.state != stHeader || s.hn != 0) {
+		return false
+	}
+	top := s.stack[len(s.stack)-1]
+	if top.kind != inItem || top.end < 0 || s.n > top.end {
+		return false
+	}
+	if n := top.end - s.n; n > 0 {
+		s.state, s.skip = stSkip, uint64(n)
+	}
+	return true
+}
+
 // Next consumes bytes of b and returns how many, and what it found.
 // atEOF says b holds the last bytes of the dataset; call Next until it
 // returns KindEnd or KindError then. It may return a token having consumed
