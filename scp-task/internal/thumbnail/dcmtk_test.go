@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"image"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/dicom-ingest/dicom-ingest/shared/testenv"
@@ -104,27 +104,8 @@ func TestRenderAsDCMTK(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The Modality LUT (its sequence's or the rescale) is dcmj2pnm's
-			// default (+M); then the first window, else the first VOI LUT,
-			// else min-max, as params chooses.
-			args := []string{"--write-png", "--frame", fmt.Sprint(frames/2 + 1), "+Wm"}
-			switch {
-			case p.width > 0:
-				args = append(args[:3], "+Wi", "1")
-			case p.voiLUT != nil:
-				args = append(args[:3], "+Wl", "1")
-			}
-			in, out := filepath.Join(dir, fmt.Sprintf("%d.dcm", i)), filepath.Join(dir, fmt.Sprintf("%d.png", i))
-			if err := os.WriteFile(in, o.b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if msg, err := exec.Command(dcmj2pnm, append(args, in, out)...).CombinedOutput(); err != nil {
-				t.Fatalf("dcmj2pnm %v: %v\n%s", args, err, msg)
-			}
-			theirs, err := os.ReadFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
+			args := dcmj2pnmArgs(t, obj, p, frames)
+			theirs := dcmtkPNG(t, dcmj2pnm, dir, fmt.Sprint(i), o.b, args)
 			a, d := decodePNG(t, ours), decodePNG(t, theirs)
 			if a.Bounds() != d.Bounds() {
 				t.Fatalf("size %v, dcmj2pnm's %v", a.Bounds(), d.Bounds())
@@ -139,6 +120,42 @@ func TestRenderAsDCMTK(t *testing.T) {
 	if compared < 10 {
 		t.Errorf("only %d objects compared", compared)
 	}
+}
+
+// dcmj2pnmArgs are the options under which dcmj2pnm renders obj's frame
+// as the preview does: the Modality LUT (its sequence's or the rescale)
+// is dcmj2pnm's default (+M); then the first window, else the first VOI
+// LUT, else min-max, as params chose (p). dcmj2pnm (3.6.7) reads an
+// enhanced multi-frame object's Shared Functional Groups rescale (where
+// the top level has none) but no Frame VOI LUT Sequence: a window from a
+// functional group is given it (+Ww), as LINEAR; what else it does not
+// read there (a per-frame rescale, a functional group's VOI LUT or its
+// VOI LUT Function) is compared by its flat equivalent instead
+// (TestRenderEnhancedAsDCMTK). Its min-max window counts pixel padding:
+// TestRenderPaddingAsDCMTK gives it the window over the image's values.
+func dcmj2pnmArgs(t *testing.T, obj *object, p pixelParams, frames uint64) []string {
+	t.Helper()
+	args := []string{"--write-png", "--frame", fmt.Sprint(frames/2 + 1), "+Wm"}
+	if obj.frame[pixelValueTransformation].present || obj.shared[pixelValueTransformation].present && p.modality != nil {
+		t.Fatal("a per-frame rescale or a functional group's Modality LUT, which dcmj2pnm 3.6.7 does not read: compare its flat equivalent (TestRenderEnhancedAsDCMTK)")
+	}
+	group := obj.macro(frameVOILUT) != &obj.top
+	switch {
+	case p.width > 0 && group:
+		if p.voi != voiLinear {
+			t.Fatal("a functional group's VOI LUT Function, which dcmj2pnm 3.6.7 does not read: compare its flat equivalent (TestRenderEnhancedAsDCMTK)")
+		}
+		args = append(args[:3], "+Ww", strconv.FormatFloat(p.center, 'g', -1, 64), strconv.FormatFloat(p.width, 'g', -1, 64))
+	case p.width > 0:
+		args = append(args[:3], "+Wi", "1")
+	case p.voiLUT != nil && group:
+		t.Fatal("a functional group's VOI LUT, which dcmj2pnm 3.6.7 does not read: compare its flat equivalent (TestRenderEnhancedAsDCMTK)")
+	case p.voiLUT != nil:
+		args = append(args[:3], "+Wl", "1")
+	case p.padding:
+		t.Fatal("pixel padding under the min-max window, which dcmj2pnm 3.6.7 counts: compare it under the window over the image's values (TestRenderPaddingAsDCMTK)")
+	}
+	return args
 }
 
 // difference is the mean and largest absolute difference of a and d's

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -72,12 +73,25 @@ const (
 	tagRescaleIntercept    = 0x00281052
 	tagRescaleSlope        = 0x00281053
 	tagVOILUTFunction      = 0x00281056
+	// Pixel Padding Value and Pixel Padding Range Limit (PS3.3
+	// C.7.5.1.1.2): stored values that are padding, not image.
+	tagPixelPaddingValue      = 0x00280120
+	tagPixelPaddingRangeLimit = 0x00280121
 	// The Modality LUT and VOI LUT Sequences (PS3.3 C.11.1, C.11.2), and
 	// the LUT Descriptor and LUT Data of their items.
 	tagModalityLUTSequence = 0x00283000
 	tagVOILUTSequence      = 0x00283010
 	tagLUTDescriptor       = 0x00283002
 	tagLUTData             = 0x00283006
+	// The Shared and Per-Frame Functional Groups Sequences of an enhanced
+	// multi-frame object (PS3.3 C.7.6.16), and the macros of theirs that
+	// map stored values to grey: Pixel Value Transformation (its rescale
+	// and Modality LUT, C.7.6.16.2.9) and Frame VOI LUT (its window and VOI
+	// LUT, C.7.6.16.2.10).
+	tagSharedFunctionalGroups   = 0x52009229
+	tagPerFrameFunctionalGroups = 0x52009230
+	tagPixelValueTransformation = 0x00289145
+	tagFrameVOILUT              = 0x00289132
 	// The Extended Offset Table and its lengths (PS3.3 C.7.6.3), before
 	// Pixel Data: where each frame's fragments start, 64 bits an entry.
 	tagExtendedOffsetTable        = 0x7FE00001
@@ -96,22 +110,95 @@ const maxAttrBytes = 64
 // object is a stored object read up to its Pixel Data: the attributes
 // that lay out and window a frame, and where the pixel data lies.
 type object struct {
-	r        io.ReaderAt
-	size     int64
-	ts       string
-	order    binary.ByteOrder // of the data set's binary values
-	attrs    map[uint32]attr
-	pixel    dataset.Element // the top-level Pixel Data element
-	base     int64           // where the data set starts in the object
-	dec      *dataset.Decoder
-	src      *dataset.RangeSource // what dec reads, but for a deflated data set
-	deflated *bufio.Reader        // the inflated data set, for a deflated one
+	r     io.ReaderAt
+	size  int64
+	ts    string
+	order binary.ByteOrder // of the data set's binary values
+	top   attrSet          // the top level's
+	// The Shared Functional Groups item's macros, and those of the
+	// Per-Frame Functional Groups item of the frame rendered (the middle
+	// one), by macro.
+	shared, frame [macros]attrSet
+	perFrame      perFrame
+	pixel         dataset.Element // the top-level Pixel Data element
+	base          int64           // where the data set starts in the object
+	dec           *dataset.Decoder
+	src           *dataset.RangeSource // what dec reads, but for a deflated data set
+	deflated      *bufio.Reader        // the inflated data set, for a deflated one
 	// The top-level Extended Offset Table and its lengths (Length 0 when
 	// absent): where they are, read only if the Basic Offset Table is empty.
 	extOffsets, extLengths dataset.Element
-	// The first item of the Modality LUT and VOI LUT Sequences, by the
-	// sequence's tag: its LUT Descriptor and LUT Data as encoded.
-	luts map[uint32]*lutItem
+}
+
+// attrSet is what the renderer keeps of a data set, or of a functional
+// group macro's item: the attributes it reads, and the first item of its
+// Modality LUT and VOI LUT Sequences, by the sequence's tag (its LUT
+// Descriptor and LUT Data as encoded).
+type attrSet struct {
+	attrs map[uint32]attr
+	luts  map[uint32]*lutItem
+	// present: a macro's sequence has an item here (the top level's is
+	// always there).
+	present bool
+}
+
+func newAttrSet() attrSet {
+	return attrSet{attrs: map[uint32]attr{}, luts: map[uint32]*lutItem{}}
+}
+
+// The functional group macros the renderer reads, and for each the
+// sequence that holds it, the attributes of its item it keeps, and the
+// LUT Sequence within it.
+const (
+	pixelValueTransformation = iota
+	frameVOILUT
+	macros
+)
+
+var macroSeqs = [macros]struct {
+	seq   uint32
+	attrs []uint32
+	lut   uint32
+}{
+	pixelValueTransformation: {tagPixelValueTransformation, []uint32{tagRescaleIntercept, tagRescaleSlope}, tagModalityLUTSequence},
+	frameVOILUT:              {tagFrameVOILUT, []uint32{tagWindowCenter, tagWindowWidth, tagVOILUTFunction}, tagVOILUTSequence},
+}
+
+// macro is where the attributes of macro m are read for the frame
+// rendered, as PS3.3 C.7.6.16 places them: a macro is in the Per-Frame
+// Functional Groups item of each frame or in the Shared one, so the
+// frame's item where it has the macro's sequence, else the Shared item;
+// an object with neither (no enhanced multi-frame one) has them at the
+// top level.
+func (o *object) macro(m int) *attrSet {
+	switch {
+	case o.frame[m].present:
+		return &o.frame[m]
+	case o.shared[m].present:
+		return &o.shared[m]
+	}
+	return &o.top
+}
+
+// perFrame is what is known of the Per-Frame Functional Groups Sequence
+// (5200,9230): one item a frame (C.7.6.16), of which the renderer keeps
+// the item of the frame it renders, want, and skips the others unread
+// where their length is defined; Number of Frames, before it in tag
+// order, says which one that is.
+type perFrame struct {
+	seen  bool
+	want  uint64 // the item kept, from 0: Number of Frames / 2
+	items uint64 // the items met
+	// early: it came before Number of Frames (out of tag order), which
+	// then does not say which item to keep.
+	early bool
+}
+
+// step is a sequence around the reader's position, and the item of it
+// being read (1 for the first; 0 before its first).
+type step struct {
+	seq  uint32
+	item int
 }
 
 // lutItem is the first item of a Modality or VOI LUT Sequence: its LUT
@@ -147,7 +234,11 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		return nil, fmt.Errorf("thumbnail: read: %w", err)
 	}
 	o := &object{r: r, size: src.Size(), ts: meta.TransferSyntaxUID, order: binary.LittleEndian,
-		attrs: map[uint32]attr{}, luts: map[uint32]*lutItem{}, base: src.Pos(), src: src}
+		top: newAttrSet(), base: src.Pos(), src: src}
+	o.top.present = true
+	for m := range macros {
+		o.shared[m], o.frame[m] = newAttrSet(), newAttrSet()
+	}
 	if !Renderable(o.ts) {
 		return nil, fmt.Errorf("thumbnail: %w: transfer syntax %s", ErrNoPreview, o.ts)
 	}
@@ -164,10 +255,7 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		ds, o.src = o.deflated, nil
 	}
 	o.dec = dataset.NewDecoder(ds, o.ts)
-	var (
-		top   uint32 // the last top-level element's tag: the sequence items are of
-		items int    // the items of top begun
-	)
+	var path []step // the sequences around the reader, outermost first
 	for {
 		k, err := o.dec.Next()
 		switch k {
@@ -176,21 +264,32 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 		case dataset.KindEnd:
 			return nil, fmt.Errorf("thumbnail: %w: no pixel data", ErrNoPreview)
 		case dataset.KindItem:
-			if o.dec.Depth() == 1 {
-				items++
+			d := o.dec.Depth()
+			if d == 0 || d > len(path) {
+				continue // not an item the renderer reads in
 			}
+			path = path[:d]
+			path[d-1].item++
+			o.itemBegun(path)
 		case dataset.KindElement:
 			e := o.dec.Element()
+			path = path[:min(e.Depth, len(path))]
 			if e.Depth > 0 {
-				if e.Depth == 1 && items == 1 {
-					o.keepLUT(top, e)
+				o.keepNested(path, e)
+				if e.Sequence {
+					path = append(path, step{seq: e.Tag})
 				}
 				continue
 			}
-			top, items = e.Tag, 0
+			if e.Sequence {
+				path = append(path, step{seq: e.Tag})
+			}
 			switch e.Tag {
 			case dataset.TagPixelData:
 				o.pixel = e
+				if err := o.perFrame.check(o); err != nil {
+					return nil, err
+				}
 				return o, nil
 			case tagExtendedOffsetTable:
 				o.extOffsets = e
@@ -198,33 +297,145 @@ func readObject(r io.ReaderAt, size int64) (*object, error) {
 			case tagExtendedOffsetTableLengths:
 				o.extLengths = e
 				continue
-			}
-			if e.Sequence || e.Length == 0 || !wanted(e.Tag) {
+			case tagPerFrameFunctionalGroups:
+				o.perFrameBegun()
 				continue
 			}
-			if _, dup := o.attrs[e.Tag]; dup {
-				continue // the first one counts
+			if !wanted(e.Tag) {
+				continue
 			}
-			a := attr{vr: e.VR, value: make([]byte, min(e.Length, maxAttrBytes))}
-			o.attrs[e.Tag] = a
-			o.dec.Capture(a.value)
+			o.keepAttr(&o.top, e)
 		}
 	}
 }
 
-// keepLUT keeps e, an element of the first item of the top-level
-// sequence seq, when seq is the Modality or VOI LUT Sequence and e its
-// LUT Descriptor or LUT Data: the descriptor's values, and the data's
-// first maxLUTEntries 16-bit entries. What it does not capture (an undefined length, none)
-// is not kept.
-func (o *object) keepLUT(seq uint32, e dataset.Element) {
+// perFrameBegun notes the Per-Frame Functional Groups Sequence's start:
+// the item to keep is the middle frame's, which the renderer shows, by
+// Number of Frames read before it; without one read, the first (one
+// frame), unless Number of Frames follows (check).
+func (o *object) perFrameBegun() {
+	o.perFrame.seen = true
+	if _, ok := o.top.attrs[tagNumberOfFrames]; !ok {
+		o.perFrame.early = true
+	}
+	if n, err := o.frames(); err == nil {
+		o.perFrame.want = n / 2
+	}
+}
+
+// check refuses a Per-Frame Functional Groups Sequence whose item for the
+// frame rendered cannot be told: one item a frame (C.7.6.16), and Number
+// of Frames read before it. A Number of Frames that is not a count is left
+// to the frame's reader, which refuses it.
+func (p *perFrame) check(o *object) error {
+	if !p.seen {
+		return nil
+	}
+	if _, ok := o.top.attrs[tagNumberOfFrames]; ok && p.early {
+		return fmt.Errorf("thumbnail: %w: the Per-Frame Functional Groups Sequence before Number of Frames: which item is the frame's cannot be told", ErrNoPreview)
+	}
+	if n, err := o.frames(); err == nil && n != p.items {
+		return fmt.Errorf("thumbnail: %w: a Per-Frame Functional Groups Sequence of %d items for %d frames", ErrNoPreview, p.items, n)
+	}
+	return nil
+}
+
+// itemBegun is called as an item starts, path the sequences around it
+// (its own last, with the item's number): an item of the Per-Frame
+// Functional Groups Sequence not the frame's is skipped (unread where its
+// length is defined, walked but not kept where not); a functional group
+// macro's first item in the Shared item or the frame's marks the macro
+// present there.
+func (o *object) itemBegun(path []step) {
+	if len(path) == 1 && path[0].seq == tagPerFrameFunctionalGroups {
+		o.perFrame.items++
+		if uint64(path[0].item-1) != o.perFrame.want {
+			o.dec.SkipItem()
+		}
+		return
+	}
+	if len(path) == 2 && path[1].item == 1 {
+		if set := o.macroAt(path); set != nil {
+			set.present = true
+		}
+	}
+}
+
+// macroAt is the macro whose item path (at least 2 steps) is in or under:
+// the first item of a macro's sequence in the Shared Functional Groups
+// item or in the frame's Per-Frame one; nil elsewhere.
+func (o *object) macroAt(path []step) *attrSet {
+	var groups *[macros]attrSet
+	switch {
+	case path[0].seq == tagSharedFunctionalGroups && path[0].item == 1:
+		groups = &o.shared
+	case path[0].seq == tagPerFrameFunctionalGroups && path[0].item > 0 && uint64(path[0].item-1) == o.perFrame.want:
+		groups = &o.frame
+	default:
+		return nil
+	}
+	for m, ms := range macroSeqs {
+		if path[1].seq == ms.seq && path[1].item == 1 {
+			return &groups[m]
+		}
+	}
+	return nil
+}
+
+// keepNested keeps e, an element inside a sequence (path, e's own not
+// among them), where the renderer reads it: the LUT Descriptor and LUT
+// Data of the first item of the top level's Modality or VOI LUT Sequence;
+// a functional group macro's attributes (macroSeqs), and those of the
+// first item of its LUT Sequence.
+func (o *object) keepNested(path []step, e dataset.Element) {
+	switch {
+	case len(path) == 1 && path[0].item == 1:
+		o.keepLUT(&o.top, path[0].seq, e)
+	case len(path) >= 2:
+		set := o.macroAt(path)
+		if set == nil {
+			return
+		}
+		ms := macroSeqs[pixelValueTransformation]
+		if path[1].seq == tagFrameVOILUT {
+			ms = macroSeqs[frameVOILUT]
+		}
+		switch {
+		case len(path) == 2 && slices.Contains(ms.attrs, e.Tag):
+			o.keepAttr(set, e)
+		case len(path) == 3 && path[2].seq == ms.lut && path[2].item == 1:
+			o.keepLUT(set, ms.lut, e)
+		}
+	}
+}
+
+// keepAttr keeps the first maxAttrBytes of e's value in set; a sequence,
+// an empty value or a repeat (the first one counts) is not kept.
+func (o *object) keepAttr(set *attrSet, e dataset.Element) {
+	if e.Sequence || e.Length == 0 || e.Length == dataset.UndefinedLength {
+		return
+	}
+	if _, dup := set.attrs[e.Tag]; dup {
+		return
+	}
+	a := attr{vr: e.VR, value: make([]byte, min(e.Length, maxAttrBytes))}
+	set.attrs[e.Tag] = a
+	o.dec.Capture(a.value)
+}
+
+// keepLUT keeps e, an element of the first item of the sequence seq, in
+// set when seq is the Modality or VOI LUT Sequence and e its LUT
+// Descriptor or LUT Data: the descriptor's values, and the data's first
+// maxLUTEntries 16-bit entries. What it does not capture (an undefined
+// length, none) is not kept.
+func (o *object) keepLUT(set *attrSet, seq uint32, e dataset.Element) {
 	if seq != tagModalityLUTSequence && seq != tagVOILUTSequence || e.Sequence || e.Length == 0 || e.Length == dataset.UndefinedLength {
 		return
 	}
-	l := o.luts[seq]
+	l := set.luts[seq]
 	if l == nil {
 		l = &lutItem{}
-		o.luts[seq] = l
+		set.luts[seq] = l
 	}
 	var a *attr
 	limit := uint32(maxAttrBytes)
@@ -247,7 +458,7 @@ func wanted(tag uint32) bool {
 	switch tag {
 	case tagSamplesPerPixel, tagPhotometric, tagPlanarConfiguration, tagNumberOfFrames, tagRows, tagColumns,
 		tagBitsAllocated, tagBitsStored, tagHighBit, tagPixelRepresentation, tagWindowCenter, tagWindowWidth,
-		tagRescaleIntercept, tagRescaleSlope, tagVOILUTFunction:
+		tagRescaleIntercept, tagRescaleSlope, tagVOILUTFunction, tagPixelPaddingValue, tagPixelPaddingRangeLimit:
 		return true
 	}
 	return false
@@ -267,25 +478,31 @@ func (o *object) failed(err error) error {
 	return fmt.Errorf("thumbnail: read: %w", err)
 }
 
+// str is the first value of a top-level text attribute, without padding.
+func (o *object) str(tag uint32) string { return o.top.str(tag) }
+
+// num is the first value of a top-level decimal or integer string.
+func (o *object) num(tag uint32) (float64, bool) { return o.top.num(tag) }
+
 // str is the first value of a text attribute, without padding.
-func (o *object) str(tag uint32) string {
-	s := string(o.attrs[tag].value)
-	if i := strings.IndexByte(s, '\\'); i >= 0 {
-		s = s[:i]
+func (s *attrSet) str(tag uint32) string {
+	v := string(s.attrs[tag].value)
+	if i := strings.IndexByte(v, '\\'); i >= 0 {
+		v = v[:i]
 	}
-	return strings.TrimRight(s, " \x00")
+	return strings.TrimRight(v, " \x00")
 }
 
 // num reads the first value of a decimal or integer string attribute.
-func (o *object) num(tag uint32) (float64, bool) {
-	v, err := strconv.ParseFloat(strings.TrimSpace(o.str(tag)), 64)
+func (s *attrSet) num(tag uint32) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(s.str(tag)), 64)
 	return v, err == nil && !math.IsNaN(v) && !math.IsInf(v, 0)
 }
 
 // int reads the first value of a binary integer attribute (US, SS, UL,
 // SL), as encoded.
 func (o *object) int(tag uint32) (int, bool) {
-	a, ok := o.attrs[tag]
+	a, ok := o.top.attrs[tag]
 	switch {
 	case !ok:
 		return 0, false

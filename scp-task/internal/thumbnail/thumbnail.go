@@ -323,7 +323,7 @@ func Render(r io.ReaderAt, size int64, edge int) (png []byte, err error) {
 			return nil, err
 		}
 		w := g.Rect.Dx()
-		img = windowed(w, g.Rect.Dy(), func(i int) float64 { return p.value(uint32(g.Pix[(i/w)*g.Stride+i%w])) }, p)
+		img = windowed(w, g.Rect.Dy(), func(i int) uint32 { return uint32(g.Pix[(i/w)*g.Stride+i%w]) }, p)
 	}
 	return encode(shrink(img, edge))
 }
@@ -339,6 +339,11 @@ type pixelParams struct {
 	invert           bool // MONOCHROME1
 	modality         *lut // the Modality LUT Sequence's, in place of the rescale
 	voiLUT           *lut // the VOI LUT Sequence's, without a window
+	// padding: stored values from padLo to padHi (inclusive) are padding
+	// (Pixel Padding Value and Range Limit), left out of the window over
+	// the frame's range.
+	padding      bool
+	padLo, padHi float64
 }
 
 // voiFunction is VOI LUT Function (0028,1056): how a window maps values
@@ -352,7 +357,11 @@ const (
 )
 
 // params reads the attributes of o that map its stored values of
-// bitsAllocated to grey levels. Of the VOI transformations, the first
+// bitsAllocated to grey levels: the rescale and Modality LUT of its Pixel
+// Value Transformation, the window, VOI LUT Function and VOI LUT of its
+// Frame VOI LUT, each from the frame's Per-Frame Functional Groups item,
+// else the Shared one, else the top level (object.macro), the rest from
+// the top level. Of the VOI transformations, the first
 // window counts, then the VOI LUT Sequence's first item, as dcmj2pnm +Wi 1
 // and +Wl 1 choose them: PS3.3 C.11.2.1 leaves the choice between the two
 // to the application (both are "alternative views"), and the window is
@@ -360,22 +369,23 @@ const (
 // that does not read as its descriptor says is no preview.
 func params(o *object, bitsAllocated int) (pixelParams, error) {
 	p := pixelParams{slope: 1, bitsStored: bitsAllocated}
-	if v, ok := o.num(tagRescaleSlope); ok && v != 0 {
+	pvt, voi := o.macro(pixelValueTransformation), o.macro(frameVOILUT)
+	if v, ok := pvt.num(tagRescaleSlope); ok && v != 0 {
 		p.slope = v
 	}
-	if v, ok := o.num(tagRescaleIntercept); ok {
+	if v, ok := pvt.num(tagRescaleIntercept); ok {
 		p.intercept = v
 	}
-	switch strings.TrimSpace(o.str(tagVOILUTFunction)) {
+	switch strings.TrimSpace(voi.str(tagVOILUTFunction)) {
 	case "LINEAR_EXACT":
 		p.voi = voiLinearExact
 	case "SIGMOID":
 		p.voi = voiSigmoid
 	}
-	if c, ok := o.num(tagWindowCenter); ok {
+	if c, ok := voi.num(tagWindowCenter); ok {
 		// LINEAR needs a width of at least 1, the others above 0; a window
 		// that does not is ignored, as if absent.
-		if w, ok := o.num(tagWindowWidth); ok && (w >= 1 || w > 0 && p.voi != voiLinear) {
+		if w, ok := voi.num(tagWindowWidth); ok && (w >= 1 || w > 0 && p.voi != voiLinear) {
 			p.center, p.width = c, w
 		}
 	}
@@ -386,20 +396,53 @@ func params(o *object, bitsAllocated int) (pixelParams, error) {
 		p.bitsStored = v
 	}
 	p.invert = strings.TrimSpace(o.str(tagPhotometric)) == "MONOCHROME1"
+	p.padding, p.padLo, p.padHi = o.padding(p.signed)
 	in := dataset.LUTInput{SignedPixels: p.signed, BitsAllocated: bitsAllocated, BitsStored: p.bitsStored, Slope: p.slope, Intercept: p.intercept}
 	var err error
-	if p.modality, err = o.lutOf(tagModalityLUTSequence, in); err != nil {
+	if p.modality, err = o.lutOf(pvt, tagModalityLUTSequence, in); err != nil {
 		return p, err
 	}
 	if p.width == 0 {
 		// The VOI LUT maps the Modality LUT's output: its LUT's, else the
 		// rescale's.
 		in.ModalityLUT = p.modality != nil
-		if p.voiLUT, err = o.lutOf(tagVOILUTSequence, in); err != nil {
+		if p.voiLUT, err = o.lutOf(voi, tagVOILUTSequence, in); err != nil {
 			return p, err
 		}
 	}
 	return p, nil
+}
+
+// padding reads Pixel Padding Value (0028,0120) and Pixel Padding Range
+// Limit (0028,0121) by PS3.3 C.7.5.1.1.2: stored values, before the
+// Modality LUT, the value alone padding, or with the limit the range
+// between the two inclusive (the value is the lower for MONOCHROME2, the
+// higher for MONOCHROME1: either order is taken). Their VR, "US or SS", is
+// Pixel Representation's (signed), so they are read by it whatever the VR
+// sent, as the LUT descriptors' first value mapped is (a US -2000 over
+// signed pixels is 63536 sent, -2000 meant). A limit without a value is
+// nothing (the value is required with it).
+func (o *object) padding(signed bool) (ok bool, lo, hi float64) {
+	word := func(tag uint32) (float64, bool) {
+		a, ok := o.top.attrs[tag]
+		if !ok || len(a.value) < 2 || !a.vr.Is("US") && !a.vr.Is("SS") {
+			return 0, false
+		}
+		w := o.order.Uint16(a.value)
+		if signed {
+			return float64(int16(w)), true
+		}
+		return float64(w), true
+	}
+	v, ok := word(tagPixelPaddingValue)
+	if !ok {
+		return false, 0, 0
+	}
+	lim, ok := word(tagPixelPaddingRangeLimit)
+	if !ok {
+		lim = v
+	}
+	return true, min(v, lim), max(v, lim)
 }
 
 // lut is a Modality or VOI LUT (PS3.3 C.11.1, C.11.2): entries mapped
@@ -418,8 +461,8 @@ func (l *lut) at(x float64) float64 {
 	return float64(l.entries[int(max(0, min(i, float64(len(l.entries)-1))))])
 }
 
-// lutOf reads the LUT of the first item of the sequence seq (nil when
-// the object has none) by PS3.3 C.11.1.1.1: the LUT Descriptor's number
+// lutOf reads the LUT of the first item of the sequence seq in set (nil
+// when it has none) by PS3.3 C.11.1.1.1: the LUT Descriptor's number
 // of entries (0: 65536) and bits per entry (8 to 16) unsigned, its first
 // value mapped signed where the values the LUT maps are (in: the pixels',
 // and for the VOI LUT the Modality LUT's or rescale's output), whatever
@@ -428,8 +471,8 @@ func (l *lut) at(x float64) float64 {
 // the low byte). LUT Data shorter than its descriptor says is its words,
 // one entry each, as dcmj2pnm draws it (an image rather than none); a
 // descriptor that does not read, or data of no whole word, is no preview.
-func (o *object) lutOf(seq uint32, in dataset.LUTInput) (*lut, error) {
-	item := o.luts[seq]
+func (o *object) lutOf(set *attrSet, seq uint32, in dataset.LUTInput) (*lut, error) {
+	item := set.luts[seq]
 	if item == nil {
 		return nil, nil
 	}
@@ -523,16 +566,16 @@ func native(o *object, l nativeLayout) (image.Image, error) {
 		}
 		return img, nil
 	}
-	var stored func(i int) uint32
+	var sample func(i int) uint32
 	switch l.bits {
 	case 8:
-		stored = func(i int) uint32 { return uint32(raw[i]) }
+		sample = func(i int) uint32 { return uint32(raw[i]) }
 	case 16:
-		stored = func(i int) uint32 { return uint32(o.order.Uint16(raw[2*i:])) }
+		sample = func(i int) uint32 { return uint32(o.order.Uint16(raw[2*i:])) }
 	default:
-		stored = func(i int) uint32 { return o.order.Uint32(raw[4*i:]) }
+		sample = func(i int) uint32 { return o.order.Uint32(raw[4*i:]) }
 	}
-	return windowed(w, h, func(i int) float64 { return p.value(stored(i)) }, p), nil
+	return windowed(w, h, sample, p), nil
 }
 
 // greyscale refuses one sample a pixel that is not grey: MONOCHROME1 and
@@ -564,9 +607,9 @@ func highBit(o *object, bitsStored, bitsAllocated int) (int, error) {
 	return hb + 1 - bitsStored, nil
 }
 
-// value is a stored value in modality units (moved down from High Bit,
-// sign-extended from Bits Stored, through the Modality LUT or rescaled).
-func (p pixelParams) value(v uint32) float64 {
+// stored is the stored value of a sample (moved down from High Bit,
+// sign-extended from Bits Stored).
+func (p pixelParams) stored(v uint32) float64 {
 	v >>= uint(p.shift)
 	bits := uint(p.bitsStored)
 	if bits < 32 {
@@ -576,26 +619,50 @@ func (p pixelParams) value(v uint32) float64 {
 	if p.signed && bits > 0 && bits <= 32 && v&(1<<(bits-1)) != 0 {
 		x -= math.Ldexp(1, int(bits))
 	}
+	return x
+}
+
+// padded reports whether the stored value x is padding.
+func (p pixelParams) padded(x float64) bool {
+	return p.padding && x >= p.padLo && x <= p.padHi
+}
+
+// value is a stored value x in modality units: through the Modality LUT,
+// or rescaled.
+func (p pixelParams) value(x float64) float64 {
 	if p.modality != nil {
 		return p.modality.at(x)
 	}
 	return x*p.slope + p.intercept
 }
 
-// windowed maps the values of w × h pixels (value(i) of pixel i, in row
-// order) to grey levels through the window and its VOI LUT Function
-// (PS3.3 C.11.2.1.2.1, C.11.2.1.3), or the VOI LUT (C.11.2.1.1: its
-// entries span 0 to 2^bits - 1), or without either through the window
-// that spans the values' own range (min-max: the lowest black, the
-// highest white). Values are computed where they are needed, twice
-// without a window, rather than held: a float64 per pixel was 128 MiB at
-// maxFramePixels.
-func windowed(w, h int, value func(i int) float64, p pixelParams) *image.Gray {
+// windowed maps the samples of w × h pixels (sample(i) of pixel i, in
+// row order, as stored) to grey levels in modality units (p.value) through
+// the window and its VOI LUT Function (PS3.3 C.11.2.1.2.1, C.11.2.1.3), or
+// the VOI LUT (C.11.2.1.1: its entries span 0 to 2^bits - 1), or without
+// either through the window that spans the values' own range (min-max: the
+// lowest black, the highest white), padding left out (C.7.5.1.1.2 Note 2:
+// it lies outside the image's range, which it would stretch; a frame of
+// padding alone spans its own). Padding is drawn through the window as
+// any value is: below or above the image's range, black or white. Values
+// are computed where they are needed, twice without a window, rather than
+// held: a float64 per pixel was 128 MiB at maxFramePixels.
+func windowed(w, h int, sample func(i int) uint32, p pixelParams) *image.Gray {
+	value := func(i int) float64 { return p.value(p.stored(sample(i))) }
 	if p.width == 0 && p.voiLUT == nil {
 		lo, hi := math.Inf(1), math.Inf(-1)
-		for i := 0; i < w*h; i++ {
-			v := value(i)
-			lo, hi = min(lo, v), max(hi, v)
+		for _, pad := range []bool{p.padding, false} {
+			for i := 0; i < w*h; i++ {
+				x := p.stored(sample(i))
+				if pad && p.padded(x) {
+					continue
+				}
+				v := p.value(x)
+				lo, hi = min(lo, v), max(hi, v)
+			}
+			if lo <= hi {
+				break
+			}
 		}
 		// The LINEAR window of C.11.2.1.2.1 that maps lo to 0 and hi to
 		// 255 (its Note 4).

@@ -314,8 +314,10 @@ func TestRendererReadFailsOnce(t *testing.T) {
 // FuzzRender: outside bytes never panic the renderer and only ever give a
 // PNG or no preview; no byte is read twice but where the header's
 // read-ahead overlaps the frame (or the offset table's entries). It
-// starts from the fixtures (LUTs among them), the layouts, and offset tables that lie
-// (tableLies), whose entries the renderer jumps by.
+// starts from the fixtures (LUTs among them), the layouts, offset tables that lie
+// (tableLies), whose entries the renderer jumps by, enhanced multi-frame
+// objects' functional groups (enhancedCases) and pixel padding
+// (paddingCases).
 func FuzzRender(f *testing.F) {
 	for _, name := range []string{"native-ct.dcm", "jpeg-baseline.dcm", "native-multiframe.dcm", "rgb.dcm", "jpeg-fragmented.dcm",
 		"voilut-dx.dcm", "voilut-cr-8bit.dcm", "modlut-implicit.dcm"} {
@@ -333,6 +335,14 @@ func FuzzRender(f *testing.F) {
 	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(0, -5, 8, lutWords(1, 2, 3))))
 	f.Add(nativeGrey("MONOCHROME2", []byte{1, 2, 3}, voiLUT(0, -5, 16, lutWords(7))))
 	f.Add(signedUnderUSLUT(tsImplicitLE))
+	// Enhanced multi-frame objects, whose functional groups' items are
+	// walked or skipped by their lengths (SkipItem), and pixel padding.
+	for _, c := range enhancedCases {
+		f.Add(c.obj.object())
+	}
+	for _, c := range paddingCases {
+		f.Add(c.obj)
+	}
 	rnd := rand.New(rand.NewPCG(3, 4))
 	small := [][]byte{jpegFrame(f, 16, 16, 40, rnd), jpegFrame(f, 16, 16, 80, rnd), jpegFrame(f, 16, 16, 120, rnd)}
 	f.Add(encapsulated(small, 1, basicTable))
