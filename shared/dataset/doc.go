@@ -22,7 +22,10 @@
 //     large values without fetching them;
 //   - File Meta reading (package part10), with a Decoder over the file;
 //   - the portal's thumbnails, with a Decoder over a RangeSource: the
-//     header up to Pixel Data, then the item headers of encapsulated
+//     header up to Pixel Data (of an enhanced multi-frame object's
+//     Per-Frame Functional Groups, the item of the frame shown, the others
+//     skipped unread where their length is defined: SkipItem), then the
+//     item headers of encapsulated
 //     fragments (KindFragment) up to the frame shown, skipping the rest
 //     (with no offset table, their first and last bytes too, for the
 //     JPEG markers that delimit frames: Capture, and RangeSource's

@@ -3,10 +3,14 @@
 // arrived intact. It decodes native pixel data and JPEG Baseline, maps
 // greyscale (MONOCHROME1, MONOCHROME2) through the Modality LUT (its
 // sequence's or the rescale) then the first Window Center/Width by its
-// VOI LUT Function, or without one the VOI LUT Sequence's first LUT,
+// VOI LUT Function, or without one the VOI LUT Sequence's first LUT, or
+// without either the frame's range (pixel padding left out); an enhanced
+// multi-frame object's from the frame's Per-Frame Functional Groups item,
+// else the Shared one, else the top level. It
 // shows 8-bit RGB as it is, and says "no preview" for anything else. Work is bounded by the frame, not
 // the object: the header is read with the one element reader (package
-// dataset) through ranged reads that skip bulk data, then only the middle
+// dataset) through ranged reads that skip bulk data (and the Per-Frame
+// Functional Groups items of the other frames), then only the middle
 // frame's bytes (MaxFrameBytes at most); a few requests render at a time,
 // requests for one object wait on one render, and PNGs are cached within a
 // bound in bytes.
