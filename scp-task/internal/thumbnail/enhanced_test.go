@@ -228,21 +228,7 @@ var enhancedCases = []enhancedCase{
 // not say which item is the frame's is no preview, never another frame's.
 func TestRenderEnhanced(t *testing.T) {
 	for _, tt := range enhancedCases {
-		t.Run(tt.name, func(t *testing.T) {
-			b := tt.obj.object()
-			out := renderAs(t, bytes.NewReader(b), int64(len(b)), tt.noPrev)
-			if out == nil {
-				return
-			}
-			img := decodePNG(t, out)
-			got := make([]uint8, len(tt.want))
-			for x := range tt.want {
-				got[x] = grey(img.At(x, 0))
-			}
-			if !bytes.Equal(got, tt.want) {
-				t.Errorf("grey levels %v, want %v", got, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantRow(t, tt.obj.object(), tt.noPrev, tt.want) })
 	}
 }
 
@@ -273,14 +259,8 @@ func TestRenderEnhancedAsDCMTK(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			theirs := dcmtkPNG(t, dcmj2pnm, dir, fmt.Sprint(i), flat, dcmj2pnmArgs(t, obj, p, 1))
-			a, d := decodePNG(t, ours), decodePNG(t, theirs)
-			if a.Bounds() != d.Bounds() {
-				t.Fatalf("size %v, dcmj2pnm's %v", a.Bounds(), d.Bounds())
-			}
-			if mean, most := difference(a, d); most > 1 {
-				t.Errorf("%.2f levels apart on average, %d at most, from dcmj2pnm of the flat equivalent", mean, most)
-			}
+			args := dcmj2pnmArgs(t, obj, p, 1)
+			sameAsDCMTK(t, ours, dcmtkPNG(t, dcmj2pnm, dir, fmt.Sprint(i), flat, args), args)
 		})
 	}
 }
@@ -337,5 +317,41 @@ func TestRenderKeepsOneFramesItem(t *testing.T) {
 				t.Errorf("read %d bytes of a %d byte object in %d reads, want at most %d", read, len(b), at.reads.Load(), most)
 			}
 		})
+	}
+}
+
+// wantRow renders obj and fails t unless the first row of its preview
+// starts with the grey levels want, or unless it has no preview naming
+// noPrev when that is set.
+func wantRow(t *testing.T, obj []byte, noPrev string, want []uint8) {
+	t.Helper()
+	out := renderAs(t, bytes.NewReader(obj), int64(len(obj)), noPrev)
+	if out == nil {
+		return
+	}
+	img := decodePNG(t, out)
+	if img.Bounds().Dx() < len(want) {
+		t.Fatalf("size %v, want %d pixels a row", img.Bounds(), len(want))
+	}
+	got := make([]uint8, len(want))
+	for x := range got {
+		got[x] = grey(img.At(x, 0))
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("grey levels %v, want %v", got, want)
+	}
+}
+
+// sameAsDCMTK fails t unless the PNGs ours and theirs (dcmj2pnm's, under
+// args) are the same size and within one level (the two round
+// differently).
+func sameAsDCMTK(t *testing.T, ours, theirs []byte, args []string) {
+	t.Helper()
+	a, d := decodePNG(t, ours), decodePNG(t, theirs)
+	if a.Bounds() != d.Bounds() {
+		t.Fatalf("size %v, dcmj2pnm's %v", a.Bounds(), d.Bounds())
+	}
+	if mean, most := difference(a, d); most > 1 {
+		t.Errorf("%.2f levels apart on average, %d at most, from dcmj2pnm %v", mean, most, args)
 	}
 }

@@ -72,17 +72,7 @@ var paddingCases = []paddingCase{
 // upper part of the grey scale, washed out.
 func TestRenderPadding(t *testing.T) {
 	for _, tt := range paddingCases {
-		t.Run(tt.name, func(t *testing.T) {
-			out := renderAs(t, bytes.NewReader(tt.obj), int64(len(tt.obj)), "")
-			img := decodePNG(t, out)
-			got := make([]uint8, len(tt.want))
-			for x := range tt.want {
-				got[x] = grey(img.At(x, 0))
-			}
-			if !bytes.Equal(got, tt.want) {
-				t.Errorf("grey levels %v, want %v", got, tt.want)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { wantRow(t, tt.obj, "", tt.want) })
 	}
 }
 
@@ -104,14 +94,7 @@ func TestRenderPaddingAsDCMTK(t *testing.T) {
 			if tt.lo <= tt.hi {
 				args = []string{"--write-png", "+Ww", strconv.FormatFloat((tt.lo+tt.hi+1)/2, 'g', -1, 64), strconv.FormatFloat(tt.hi-tt.lo+1, 'g', -1, 64)}
 			}
-			theirs := dcmtkPNG(t, dcmj2pnm, dir, fmt.Sprint(i), tt.obj, args)
-			a, d := decodePNG(t, ours), decodePNG(t, theirs)
-			if a.Bounds() != d.Bounds() {
-				t.Fatalf("size %v, dcmj2pnm's %v", a.Bounds(), d.Bounds())
-			}
-			if mean, most := difference(a, d); most > 1 {
-				t.Errorf("%.2f levels apart on average, %d at most, from dcmj2pnm %v", mean, most, args)
-			}
+			sameAsDCMTK(t, ours, dcmtkPNG(t, dcmj2pnm, dir, fmt.Sprint(i), tt.obj, args), args)
 		})
 	}
 }
