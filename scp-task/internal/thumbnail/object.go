@@ -481,9 +481,6 @@ func (o *object) failed(err error) error {
 // str is the first value of a top-level text attribute, without padding.
 func (o *object) str(tag uint32) string { return o.top.str(tag) }
 
-// num is the first value of a top-level decimal or integer string.
-func (o *object) num(tag uint32) (float64, bool) { return o.top.num(tag) }
-
 // str is the first value of a text attribute, without padding.
 func (s *attrSet) str(tag uint32) string {
 	v := string(s.attrs[tag].value)
