@@ -206,10 +206,11 @@ func decodeJISX0201(b []byte, delimited bool) (string, bool) {
 func shiftJISLead(c byte) bool  { return c >= 0x81 && c <= 0x9F || c >= 0xE0 && c <= 0xFC }
 func shiftJISTrail(c byte) bool { return c >= 0x40 && c <= 0xFC && c != 0x7F }
 
-// decode converts a text value to UTF-8. ok is false when bytes did not fit
-// the declared character set (they become U+FFFD). delimited says the
-// value is of a VR whose values 0x5C separates (SH, LO, PN, UC).
-func (cs *charset) decode(b []byte, delimited bool) (s string, ok bool) {
+// decode converts a text value of vr (SH, LO, ST, LT, UT, UC or PN) to
+// UTF-8. ok is false when bytes did not fit the declared character set
+// (they become U+FFFD).
+func (cs *charset) decode(b []byte, vr string) (s string, ok bool) {
+	delimited := !singleValued(vr) // 0x5C separates its values
 	switch {
 	case cs.jisX0201:
 		return decodeJISX0201(b, delimited)
@@ -219,7 +220,7 @@ func (cs *charset) decode(b []byte, delimited bool) (s string, ok bool) {
 		}
 		return strings.ToValidUTF8(string(b), "\uFFFD"), false
 	case cs.iso2022:
-		return cs.decode2022(b, delimited)
+		return cs.decode2022(b, vr)
 	case cs.single != nil:
 		return decodeWith(cs.single, b)
 	default:
@@ -245,12 +246,18 @@ func asciiOnly(b []byte) string {
 	return string(out)
 }
 
+// replacement is U+FFFD in UTF-8.
+var replacement = []byte(string(utf8.RuneError))
+
 func decodeWith(e encoding.Encoding, b []byte) (string, bool) {
 	out, err := e.NewDecoder().Bytes(b)
 	if err != nil {
 		return asciiOnly(b), false
 	}
-	if bytes.ContainsRune(out, utf8.RuneError) && !bytes.ContainsRune(b, utf8.RuneError) {
+	// A U+FFFD out that is no U+FFFD in (UTF-8's bytes of it) is bytes the
+	// set has no character for. bytes.ContainsRune(b, utf8.RuneError) is
+	// not that: it finds any byte that is not UTF-8, every legacy one.
+	if bytes.Contains(out, replacement) && !bytes.Contains(b, replacement) {
 		return string(out), false
 	}
 	return string(out), true
@@ -259,9 +266,20 @@ func decodeWith(e encoding.Encoding, b []byte) (string, bool) {
 // decode2022 handles ISO 2022 code extensions (PS3.5 6.1.2.5): escape
 // sequences switch G0 between ASCII, JIS X 0201 Roman, JIS X 0208 and JIS
 // X 0212 and G1 between the single-byte sets, JIS X 0201 katakana, KS X
-// 1001 and GB 2312. Control characters return to the initial designations.
-func (cs *charset) decode2022(b []byte, delimited bool) (string, bool) {
+// 1001 and GB 2312. The initial state, the sets of value 1, is
+// re-established at each value's delimiters (isoResets): control
+// characters (CR, LF, FF, TAB), the value separator 0x5C and, in a PN, the
+// component and group delimiters ^ and = (PS3.5 6.1.2.5.3). A sender is
+// to switch back before them; one that did not is read as the standard
+// has the receiver read it: what follows the delimiter is in the initial
+// sets. While G0 holds a two-byte set (JIS X 0208, 0212), a delimiter's
+// byte that starts a two-byte code (the byte after it in 0x21-0x7E) is
+// that character's, as 0x5C is in 芹 (PS3.5 6.1.2.3: only a single byte
+// 0x5C separates values); one that does not is the delimiter.
+func (cs *charset) decode2022(b []byte, vr string) (string, bool) {
 	ok := true
+	delimited := !singleValued(vr)
+	resets := isoResets(vr)
 	g0, g1, latin := cs.g0, cs.g1, cs.single
 	var out strings.Builder
 	put := func(s string, good bool) {
@@ -301,9 +319,17 @@ func (cs *charset) decode2022(b []byte, delimited bool) (string, bool) {
 			i += 1 + n
 			continue
 		}
-		if c < 0x20 {
-			// Control characters (CR, LF, TAB, FF) revert to the initial sets.
+		twoByte := g0 == g0JIS0208 || g0 == g0JIS0212
+		pair := twoByte && i+1 < len(b) && b[i+1] >= 0x21 && b[i+1] <= 0x7E
+		if c < 0x20 || !pair && strings.IndexByte(resets, c) >= 0 {
+			// A control character or a delimiter: the initial sets again.
 			g0, g1, latin = cs.g0, cs.g1, cs.single
+			out.WriteByte(c)
+			i++
+			continue
+		}
+		if c == 0x20 {
+			// SPACE whatever G0 holds: no 94-character set has 0x20.
 			out.WriteByte(c)
 			i++
 			continue
@@ -318,7 +344,7 @@ func (cs *charset) decode2022(b []byte, delimited bool) (string, bool) {
 				out.WriteRune(romanRune(c, delimited))
 				i++
 				continue
-			case i+1 >= len(b) || b[i+1] < 0x21 || b[i+1] > 0x7E:
+			case !pair:
 				// Half of a two-byte character.
 				out.WriteByte(c)
 				ok = false
@@ -342,7 +368,10 @@ func (cs *charset) decode2022(b []byte, delimited bool) (string, bool) {
 			put(string(r), good)
 			i++
 		case g1KSX1001, g1GB2312:
-			if i+1 >= len(b) {
+			if i+1 >= len(b) || b[i+1] < 0xA1 || b[i+1] == 0xFF {
+				// Half a character: both bytes of a 94x94 set in G1
+				// are in 0xA1-0xFE, and the byte after is not
+				// swallowed (a control character, a delimiter).
 				put("\uFFFD", false)
 				i++
 				continue
@@ -367,6 +396,19 @@ var latinG1 = map[byte]encoding.Encoding{
 	'A': charmap.ISO8859_1, 'B': charmap.ISO8859_2, 'C': charmap.ISO8859_3, 'D': charmap.ISO8859_4,
 	'L': charmap.ISO8859_5, 'G': charmap.ISO8859_6, 'F': charmap.ISO8859_7, 'H': charmap.ISO8859_8,
 	'M': charmap.ISO8859_9, 'T': charmap.Windows874, 'b': charmap.ISO8859_15,
+}
+
+// isoResets are the bytes besides the control characters at which ISO
+// 2022 returns to the initial sets in a value of vr (PS3.5 6.1.2.5.3): the
+// value separator, and in a PN its component and group delimiters.
+func isoResets(vr string) string {
+	switch {
+	case vr == "PN":
+		return `\^=`
+	case singleValued(vr):
+		return ""
+	}
+	return `\`
 }
 
 // textVR reports whether a VR's value is decoded with the Specific

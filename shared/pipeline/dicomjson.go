@@ -78,7 +78,7 @@ func (d *decoder) text(e *dataElement) []string {
 	var s string
 	if textVR(e.VR) {
 		var ok bool
-		s, ok = d.cs.decode(raw, !singleValued(e.VR))
+		s, ok = d.cs.decode(raw, e.VR)
 		if !ok {
 			d.found.unfit[unfitText{e.Tag, d.cs.name}] = true
 		}

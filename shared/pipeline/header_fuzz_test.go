@@ -140,22 +140,50 @@ func FuzzReadHeader(f *testing.F) {
 	})
 }
 
+// charsetVRs are the text VRs FuzzCharsetDecode decodes a value as.
+var charsetVRs = []string{"LO", "PN", "LT", "SH", "ST", "UT", "UC"}
+
+// FuzzCharsetDecode decodes any bytes by any Specific Character Set as a
+// value of any text VR: UTF-8 out, never a panic, no text lost; and under
+// ISO 2022 the initial state at each delimiter (PS3.5 6.1.2.5.3): a
+// value joined to another by a control character, or by one of its VR's
+// delimiters where the first designates no two-byte G0 set (in which a
+// delimiter's byte may start a character), decodes as the two apart.
 func FuzzCharsetDecode(f *testing.F) {
-	f.Add(`\ISO 2022 IR 87`, []byte("Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"), false)
-	f.Add(`\ISO 2022 IR 149`, []byte("Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"), false)
-	f.Add("GB18030", []byte("\xcd\xf5^\xd0\xa1\xb6\xab"), false)
-	f.Add("ISO_IR 192", []byte("M\xfcller"), false)
-	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"), false)
-	f.Add("ISO_IR 13", []byte("A\\B~\xb1\x8e\x52"), true)
-	f.Add("ISO_IR 13", []byte("\x94\x5c\x93\x6f^\x91\xbe\xe0\xfd\x8e"), true)
-	f.Add(`ISO 2022 IR 13\ISO 2022 IR 87`, []byte("\xd4\xcf^\x1b$B;3\x1b(J\\~\x1b)I\xe0"), false)
-	f.Fuzz(func(t *testing.T, cs string, b []byte, delimited bool) {
-		s, ok := newCharset(cs).decode(b, delimited)
+	f.Add(`\ISO 2022 IR 87`, []byte("Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"), []byte("\x1b$B$d$^$@"), uint8(1), uint8(0))
+	f.Add(`\ISO 2022 IR 149`, []byte("Hong^Gildong=\x1b$)C\xfb\xf3^\x1b$)C\xd1\xce\xd4\xd7"), []byte("\xc8\xab"), uint8(1), uint8(1))
+	f.Add(`\ISO 2022 IR 58`, []byte("Zhang^XiaoDong=\x1b$)A\xd5\xc5"), []byte("\x1b$)A\xd0\xa1\xb6\xab="), uint8(1), uint8(2))
+	f.Add(`ISO 2022 IR 100\ISO 2022 IR 126`, []byte("\x1b-F\xc4\xe9\xef"), []byte("\xc4"), uint8(1), uint8(3))
+	f.Add(`\ISO 2022 IR 149`, []byte("\x1b$)C\xc8"), []byte("\xc8\xab"), uint8(0), uint8(0))
+	f.Add(`ISO 2022 IR 13\ISO 2022 IR 87`, []byte("\xd4\xcf^\x1b$B;3\x1b(J\\~\x1b)I\xe0"), []byte("~\xb1"), uint8(0), uint8(4))
+	f.Add(`ISO 2022 IR 87`, []byte("\x1b$B;3ED"), []byte("A"), uint8(2), uint8(5))
+	f.Add("GB18030", []byte("\xcd\xf5^\xd0\xa1\xb6\xab"), []byte(nil), uint8(1), uint8(0))
+	f.Add("ISO_IR 192", []byte("M\xfcller"), []byte(nil), uint8(0), uint8(0))
+	f.Add("ISO_IR 100", []byte("J\xe9r\xf4me"), []byte(nil), uint8(2), uint8(0))
+	f.Add("ISO_IR 13", []byte("A\\B~\xb1\x8e\x52"), []byte(nil), uint8(0), uint8(0))
+	f.Add("ISO_IR 13", []byte("\x94\x5c\x93\x6f^\x91\xbe\xe0\xfd\x8e"), []byte(nil), uint8(0), uint8(0))
+	f.Fuzz(func(t *testing.T, cs string, b, more []byte, vri, sep uint8) {
+		c := newCharset(cs)
+		vr := charsetVRs[int(vri)%len(charsetVRs)]
+		s, ok := c.decode(b, vr)
 		if !utf8.ValidString(s) {
-			t.Fatalf("decode(%q, %q) = %q: not UTF-8", cs, b, s)
+			t.Fatalf("decode(%q, %q, %s) = %q: not UTF-8", cs, b, vr, s)
 		}
 		if ok && bytes.IndexByte(b, 0x1B) < 0 && len(b) > 0 && s == "" {
-			t.Fatalf("decode(%q, %q) lost all text", cs, b)
+			t.Fatalf("decode(%q, %q, %s) lost all text", cs, b, vr)
+		}
+		if !c.iso2022 {
+			return
+		}
+		seps := "\r\n\t\f"
+		if !bytes.Contains(b, []byte("\x1b$B")) && !bytes.Contains(b, []byte("\x1b$@")) && !bytes.Contains(b, []byte("\x1b$(D")) {
+			seps += isoResets(vr)
+		}
+		d := seps[int(sep)%len(seps)]
+		s2, ok2 := c.decode(more, vr)
+		joined := append(append(bytes.Clone(b), d), more...)
+		if got, gotOK := c.decode(joined, vr); got != s+string(d)+s2 || gotOK != (ok && ok2) {
+			t.Fatalf("%s %q: decode(%q) = %q, %v; apart %q, %v and %q, %v", vr, cs, joined, got, gotOK, s, ok, s2, ok2)
 		}
 	})
 }
