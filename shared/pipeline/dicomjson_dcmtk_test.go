@@ -18,15 +18,17 @@ import (
 // dcmtkApart are the fixtures dcm2json (DCMTK 3.6.7) cannot be compared
 // on, and why; docs/pipeline.md lists where it and the sidecar differ.
 var dcmtkApart = map[string]string{
-	"charset-japanese-ir87": "DCMTK built with iconv does not convert ISO 2022 IR 87",
-	"charset-japanese-ir13": "DCMTK built with iconv does not convert ISO 2022 IR 87",
-	"charset-ir13-roman":    "dcm2json keeps an LO of ISO_IR 13 with 0x5C (YEN SIGN) as one value (PS3.18 F.2.4 splits it)",
-	"item-charset":          "dcm2json decodes an item by the enclosing data set's character set (PS3.5 7.5 says the item's)",
-	"decimal-strings":       `dcm2json writes a DS of "1." as it is, which is not JSON`,
-	"implicit-icon-signed":  `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,
-	"implicit-signed-items": `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810), nor in a Modality LUT item`,
-	"implicit-signed-lut":   `dcm2json makes a LUT descriptor US in Implicit VR whatever the Pixel Representation, its first value mapped then unsigned (PS3.3 C.11.1.1.1: the VR is the second value's)`,
-	"explicit-signed-lut":   `dcm2json writes an SS LUT descriptor's number of entries as signed (PS3.3 C.11.1.1.1: always unsigned)`,
+	"charset-japanese-ir87":   "DCMTK built with iconv does not convert ISO 2022 IR 87",
+	"charset-japanese-ir13":   "DCMTK built with iconv does not convert ISO 2022 IR 87",
+	"charset-2022-ir13-alone": `dcm2json refuses a Specific Character Set of one ISO 2022 term ("ISO 2022 IR 13" alone: not supported)`,
+	"charset-2022-ir87-alone": `dcm2json refuses a Specific Character Set of one ISO 2022 term ("ISO 2022 IR 87" alone: not supported)`,
+	"charset-ir13-roman":      "dcm2json keeps an LO of ISO_IR 13 with 0x5C (YEN SIGN) as one value (PS3.18 F.2.4 splits it)",
+	"item-charset":            "dcm2json decodes an item by the enclosing data set's character set (PS3.5 7.5 says the item's)",
+	"decimal-strings":         `dcm2json writes a DS of "1." as it is, which is not JSON`,
+	"implicit-icon-signed":    `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810)`,
+	"implicit-signed-items":   `dcm2json makes a "US or SS" element SS only by a Pixel Representation read before it in its own item: not (0018,9810), nor in a Modality LUT item`,
+	"implicit-signed-lut":     `dcm2json makes a LUT descriptor US in Implicit VR whatever the Pixel Representation, its first value mapped then unsigned (PS3.3 C.11.1.1.1: the VR is the second value's)`,
+	"explicit-signed-lut":     `dcm2json writes an SS LUT descriptor's number of entries as signed (PS3.3 C.11.1.1.1: always unsigned)`,
 	// The retired Gray and Large Palette descriptors are xs in DCMTK's
 	// dictionary, as the Palette Color ones are: dcm2json writes them as
 	// those, US in Implicit VR, an SS one's count signed (as above);

@@ -237,6 +237,33 @@ var jsonFixtures = map[string]jsonFixture{
 		txt(pt.Tag(0x10, 0x10), "PN", "Yamada^Tarou==\x1b)I\xd4\xcf\xc0\xde^\x1b)I\xc0\xdb\xb3"),
 		txt(pt.Tag(0x10, 0x4000), "LT", "1\\2~\x1b(J3\\4~\x1b)I\xb1\x1b(B5\\6~"),
 	}},
+	// PS3.5 6.1.2.5.3: the initial state, value 1's sets, again at a
+	// control character, at 0x5C between values and, in a PN, at ^ and
+	// =, whether or not the sender switched back before them.
+	"charset-2022-reset-latin": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `ISO 2022 IR 100\ISO 2022 IR 126`),
+		txt(pt.Tag(8, 0x1030), "LO", "\x1b-F\xc4\\\xc4"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\x1b-F\xc4\xe9\xef^\xc4=\x1b-F\xc4=\xc4"),
+		txt(pt.Tag(0x10, 0x4000), "LT", "\x1b-F\xc4^\xc4\r\n\xc4"),
+	}},
+	"charset-2022-reset-ir13": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `ISO 2022 IR 13\ISO 2022 IR 6`),
+		txt(pt.Tag(8, 0x1030), "LO", "\x1b(BA~\\B~"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\x1b(BA~^B~=\x1b(BC~"),
+	}},
+	"charset-2022-reset-korean": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 149`),
+		txt(pt.Tag(0x10, 0x4000), "LT", "\x1b$)C\xc8\xab^\xb1\xe6\r\n\x1b$)C\xb5\xbf"),
+	}},
+	// Value 1 alone, an ISO 2022 form, which dcm2json refuses.
+	"charset-2022-ir13-alone": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO 2022 IR 13"),
+		txt(pt.Tag(0x10, 0x10), "PN", "\xd4\xcf\xc0\xde^\xc0\xdb\xb3=A~"),
+	}},
+	"charset-2022-ir87-alone": {extra: []pt.Elem{
+		txt(pt.Tag(8, 5), "CS", "ISO 2022 IR 87"),
+		txt(pt.Tag(0x10, 0x10), "PN", "Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B"),
+	}},
 	"charset-korean": {extra: []pt.Elem{
 		txt(pt.Tag(8, 5), "CS", `\ISO 2022 IR 149`),
 		txt(pt.Tag(8, 0x1030), "LO", "\x1b$)C\xc8\xab\\\x1b$)C\xb1\xe6\xb5\xbf"),
@@ -498,6 +525,14 @@ func TestDICOMJSONSidecar(t *testing.T) {
 		{"ESC ) I katakana", "charset-2022-ir13-escapes", "00081030", `{"vr":"LO","Value":["ｱｲx‾"]}`},
 		{"ESC ) I katakana in a name", "charset-2022-ir13-escapes", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Phonetic":"ﾔﾏﾀﾞ^ﾀﾛｳ"}]}`},
 		{"ESC ( J Roman", "charset-2022-ir13-escapes", "00104000", `{"vr":"LT","Value":["1\\2~3¥4‾ｱ5\\6~"]}`},
+		{"Greek back to Latin-1 after ^ and =", "charset-2022-reset-latin", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Διο^Ä","Ideographic":"Δ","Phonetic":"Ä"}]}`},
+		{"Greek back to Latin-1 after 0x5C", "charset-2022-reset-latin", "00081030", `{"vr":"LO","Value":["Δ","Ä"]}`},
+		{"Greek back to Latin-1 after CR LF, not ^, in text", "charset-2022-reset-latin", "00104000", `{"vr":"LT","Value":["Δ^Δ\r\nÄ"]}`},
+		{"JIS X 0201 Roman again after 0x5C", "charset-2022-reset-ir13", "00081030", `{"vr":"LO","Value":["A~","B‾"]}`},
+		{"JIS X 0201 Roman again after ^ and =", "charset-2022-reset-ir13", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"A~^B‾","Ideographic":"C~"}]}`},
+		{"KS X 1001 kept across ^ in text, gone after CR LF", "charset-2022-reset-korean", "00104000", `{"vr":"LT","Value":["홍^길\r\n동"]}`},
+		{"ISO 2022 IR 13 alone", "charset-2022-ir13-alone", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"ﾔﾏﾀﾞ^ﾀﾛｳ","Ideographic":"A‾"}]}`},
+		{"ISO 2022 IR 87 alone starts in ASCII", "charset-2022-ir87-alone", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Yamada^Tarou","Ideographic":"山田^太郎"}]}`},
 		{"I.2 Korean", "charset-korean", "00100010", `{"vr":"PN","Value":[{"Alphabetic":"Hong^Gildong","Ideographic":"洪^吉洞","Phonetic":"홍^길동"}]}`},
 		{"Korean values", "charset-korean", "00081030", `{"vr":"LO","Value":["홍","길동"]}`},
 		{"empty first value of Specific Character Set", "charset-korean", "00080005", `{"vr":"CS","Value":[null,"ISO 2022 IR 149"]}`},
