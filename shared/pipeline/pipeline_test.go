@@ -336,6 +336,26 @@ func TestValidationCases(t *testing.T) {
 			i.PatientName = "\x8e\x52\x93\x63^\xc0\xdb\xb3"
 			return i.Build()
 		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		// PS3.5 6.1.2.5.3: value 1's sets again at ^ and = of a PN, also
+		// where the sender did not switch back to them.
+		{name: "kanji not switched back before ^", data: func() []byte {
+			i := good
+			i.CharacterSet = `\ISO 2022 IR 87`
+			i.PatientName = "Yamada^Tarou=\x1b$B;3ED^\x1b$BB@O:"
+			return i.Build()
+		}, valid: true},
+		{name: "KS X 1001 not designated again after ^", data: func() []byte {
+			i := good
+			i.CharacterSet = `\ISO 2022 IR 149`
+			i.PatientName = "Hong^Gildong=\x1b$)C\xfb\xf3^\xd1\xce"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:charset-mismatch"}},
+		{name: "a byte the declared set has no character for", data: func() []byte {
+			i := good
+			i.CharacterSet = "ISO_IR 127"
+			i.PatientName = "a\xa1"
+			return i.Build()
+		}, valid: true, codes: []string{"warning:charset-mismatch"}},
 		{name: "katakana declared ISO_IR 13", data: func() []byte {
 			i := good
 			i.CharacterSet = "ISO_IR 13"
